@@ -1,0 +1,89 @@
+"""Execute funcs in this process: directly, or on a thread pool for parallel runs and timeouts."""
+
+from __future__ import annotations
+
+import queue
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sematic_k8s import logcapture
+from sematic_k8s.context import Context, reset_context, set_context
+from sematic_k8s.executors.base import Outcome, Task
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """The recordable form of an exception."""
+    return {"type": type(exc).__qualname__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+
+def execute(task: Task) -> Outcome:
+    """Run one task's func body here, with its context set and its output captured."""
+    ctx_token = set_context(Context(task.run_id, task.root_id, task.root_id))
+    buf, log_token = logcapture.start()
+    try:
+        task.func.check_inputs(task.inputs)
+        value = task.func.fn(**task.inputs)
+        return Outcome(task.run_id, task.attempt, value=value, logs=buf.getvalue())
+    except Exception as e:
+        return Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e), logs=buf.getvalue())
+    finally:
+        logcapture.stop(log_token)
+        reset_context(ctx_token)
+
+
+class InlineExecutor:
+    """In-process execution. ``max_parallelism`` > 1 uses threads; timeouts are enforced by no
+    longer waiting for the run (a Python thread cannot be killed, so its body may go on)."""
+
+    def __init__(self, max_parallelism: int = 1) -> None:
+        self.max_parallelism = max_parallelism
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._pool: ThreadPoolExecutor | None = None
+        self._deadlines: dict[str, tuple[float, Task]] = {}
+
+    def submit(self, task: Task) -> None:
+        if self.max_parallelism <= 1 and task.func.timeout is None:
+            self._done.put(execute(task))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, self.max_parallelism), thread_name_prefix="sk-run")
+        if task.func.timeout is not None:
+            self._deadlines[task.run_id] = (time.monotonic() + task.func.timeout, task)
+        self._pool.submit(lambda: self._done.put(execute(task)))
+
+    def wait(self, timeout: float | None) -> list[Outcome]:
+        out: list[Outcome] = []
+        if self._deadlines:
+            next_deadline = min(d for d, _ in self._deadlines.values()) - time.monotonic()
+            timeout = max(0.0, next_deadline if timeout is None else min(timeout, next_deadline))
+        try:
+            out.append(self._done.get(timeout=timeout) if timeout is None or timeout > 0
+                       else self._done.get_nowait())
+        except queue.Empty:
+            pass
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        for o in out:
+            self._deadlines.pop(o.run_id, None)
+        now = time.monotonic()
+        for run_id, (deadline, task) in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[run_id]
+                e = TimeoutError(f"{task.func.name} exceeded its timeout of {task.func.timeout:g}s")
+                out.append(Outcome(run_id, task.attempt, error=e, error_info=error_info(e)))
+        return out
+
+    def cancel(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self._deadlines.pop(run_id, None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,203 @@
+"""``@func``: turn a plain function into a pipeline step with its settings."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import numbers
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import typeguard
+
+from sematic_k8s.future import Future
+from sematic_k8s.serialization import type_name
+
+_REGISTRY: dict[str, Func] = {}
+_RETRY_BACKOFF_CAP = 300.0
+
+
+class FuncError(TypeError):
+    """A func was declared or called wrongly, or a value did not match its type hints."""
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "…"
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _module_name(fn: Callable[..., Any]) -> str:
+    """The importable name of ``fn``'s module (``python -m pkg.mod`` records ``pkg.mod``)."""
+    module = sys.modules.get(fn.__module__)
+    spec = getattr(module, "__spec__", None)
+    if fn.__module__ in ("__main__", "__sk_main__"):
+        return spec.name if spec is not None and spec.name not in ("__main__", "__sk_main__") else "__main__"
+    return fn.__module__
+
+
+class Func:
+    """A decorated function and its settings. Calling it returns a :class:`Future`."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        cache: bool = False,
+        inline: bool | None = None,
+        cpu: str | float | None = None,
+        memory: str | None = None,
+        gpu: int | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+    ) -> None:
+        if not callable(fn) or not inspect.isfunction(fn):
+            raise FuncError(f"@func decorates plain functions, not {type_name(fn)}")
+        if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise FuncError(f"@func {fn.__qualname__}: async and generator functions are not supported")
+        if not isinstance(cache, bool):
+            raise FuncError(f"@func {fn.__qualname__}: cache must be True or False, got {cache!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise FuncError(f"@func {fn.__qualname__}: retries must be a whole number >= 0, got {retries!r}")
+        if not isinstance(retry_backoff, numbers.Real) or retry_backoff < 0:
+            raise FuncError(f"@func {fn.__qualname__}: retry_backoff must be seconds >= 0, got {retry_backoff!r}")
+        if not (isinstance(retry_on, tuple) and all(isinstance(e, type) and issubclass(e, BaseException)
+                                                    for e in retry_on)):
+            raise FuncError(f"@func {fn.__qualname__}: retry_on must be a tuple of exception classes")
+        if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout <= 0):
+            raise FuncError(f"@func {fn.__qualname__}: timeout must be seconds > 0, got {timeout!r}")
+        if gpu is not None and (not isinstance(gpu, int) or gpu < 0):
+            raise FuncError(f"@func {fn.__qualname__}: gpu must be a whole number >= 0, got {gpu!r}")
+        if cpu is not None and not isinstance(cpu, (str, int, float)):
+            raise FuncError(f"@func {fn.__qualname__}: cpu must be like '2' or '500m', got {cpu!r}")
+        if memory is not None and not isinstance(memory, str):
+            raise FuncError(f"@func {fn.__qualname__}: memory must be like '4Gi', got {memory!r}")
+        wants_pod = cpu is not None or memory is not None or gpu is not None
+        if inline and wants_pod:
+            raise FuncError(f"@func {fn.__qualname__}: inline=True runs in the driver, so it cannot "
+                            "request cpu, memory or gpu")
+        self.fn = fn
+        self.cache = cache
+        self.inline = (not wants_pod) if inline is None else bool(inline)
+        self.cpu = None if cpu is None else str(cpu)
+        self.memory = memory
+        self.gpu = gpu
+        self.retries = retries
+        self.retry_backoff = float(retry_backoff)
+        self.retry_on = retry_on
+        self.timeout = None if timeout is None else float(timeout)
+        self.signature = inspect.signature(fn)
+        self.name = fn.__name__
+        self.path = f"{_module_name(fn)}:{fn.__qualname__}"
+        self.source_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
+        functools.update_wrapper(self, fn)
+        _REGISTRY[self.path] = self
+
+    def __repr__(self) -> str:
+        return f"<sk.func {self.path}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise FuncError(f"{self.name}(): {e}") from None
+        bound.apply_defaults()
+        return Future(self, dict(bound.arguments))
+
+    @functools.cached_property
+    def _hints(self) -> dict[str, Any]:
+        try:
+            return typing.get_type_hints(self.fn)
+        except Exception as e:
+            raise FuncError(f"{self.name}: its type hints cannot be evaluated: {e}") from e
+
+    @functools.cached_property
+    def source_hash(self) -> str:
+        """sha256 of the function's source (recorded with every run, compared on cache hits)."""
+        try:
+            src = inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            src = self.fn.__code__.co_code.hex()
+        return hashlib.sha256(src.encode()).hexdigest()
+
+    def settings(self) -> dict[str, Any]:
+        """The func's settings as recorded on each of its Runs."""
+        return {"cache": self.cache, "inline": self.inline, "cpu": self.cpu, "memory": self.memory,
+                "gpu": self.gpu, "retries": self.retries, "retry_backoff": self.retry_backoff,
+                "timeout": self.timeout}
+
+    def check_inputs(self, values: dict[str, Any]) -> None:
+        """Raise FuncError if an input value does not match its type hint."""
+        hints = self._hints
+        for name, value in values.items():
+            if name in hints:
+                self._check(value, hints[name], f"input '{name}'")
+
+    def check_output(self, value: Any) -> None:
+        """Raise FuncError if the returned value does not match the return hint."""
+        if "return" in self._hints:
+            self._check(value, self._hints["return"], "output")
+
+    def _check(self, value: Any, hint: Any, what: str) -> None:
+        try:
+            typeguard.check_type(value, hint, collection_check_strategy=typeguard.CollectionCheckStrategy.ALL_ITEMS)
+        except typeguard.TypeCheckError as e:
+            raise FuncError(f"{self.name}: {what} should be {_hint_name(hint)}, "
+                            f"got {type_name(value)} {_short_repr(value)} ({e})") from None
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based): exponential backoff, capped."""
+        return min(self.retry_backoff * (2 ** (attempt - 1)), _RETRY_BACKOFF_CAP)
+
+
+@typing.overload
+def func(fn: Callable[..., Any], /) -> Func: ...
+@typing.overload
+def func(**settings: Any) -> Callable[[Callable[..., Any]], Func]: ...
+
+
+def func(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
+    """Decorate a function as a pipeline step: ``@func`` or ``@func(cache=True, cpu="2", ...)``.
+
+    Settings: ``cache``, ``inline`` (run in the driver; default unless resources are requested),
+    ``cpu``, ``memory``, ``gpu``, ``retries``, ``retry_backoff`` (seconds, doubled each retry),
+    ``retry_on`` (exception classes worth a retry), ``timeout`` (seconds).
+    """
+    if fn is not None:
+        if settings:
+            raise FuncError("use @func or @func(setting=...), not both")
+        return Func(fn)
+    known = set(inspect.signature(Func.__init__).parameters) - {"self", "fn"}
+    unknown = set(settings) - known
+    if unknown:
+        raise FuncError(f"@func: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return lambda f: Func(f, **settings)
+
+
+def load_func(path: str, source_file: str | None = None) -> Func:
+    """Find the Func recorded as ``module:qualname``, importing its module (or file) if needed."""
+    if path in _REGISTRY:
+        return _REGISTRY[path]
+    module_name = path.partition(":")[0]
+    if module_name != "__main__":
+        importlib.import_module(module_name)
+    elif source_file:
+        spec = importlib.util.spec_from_file_location("__sk_main__", source_file)
+        if spec is None or spec.loader is None:
+            raise LookupError(f"cannot load {source_file} to find {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["__sk_main__"] = module
+        spec.loader.exec_module(module)
+    if path not in _REGISTRY:
+        raise LookupError(f"func {path} is not defined (is its module importable from here?)")
+    return _REGISTRY[path]

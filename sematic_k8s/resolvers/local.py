@@ -1,0 +1,53 @@
+"""LocalResolver: the embedded default. SQLite + a local directory + in-process execution."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sematic_k8s import config, logcapture
+from sematic_k8s.executors.inline import InlineExecutor
+from sematic_k8s.future import Future
+from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.sql import SqlStore
+
+_STORES: dict[str, SqlStore] = {}
+
+
+def sql_store(url: str) -> SqlStore:
+    """One SqlStore (engine, connection pool) per URL per process."""
+    if url not in _STORES:
+        _STORES[url] = SqlStore(url)
+    return _STORES[url]
+
+
+class LocalResolver(Resolver):
+    """Resolve in this process, recording to ``home`` (default $SEMATIC_K8S_HOME or ~/.sematic_k8s).
+
+    ``max_parallelism`` > 1 runs independent funcs on that many threads.
+    """
+
+    kind = "local"
+
+    def __init__(self, *, home: str | os.PathLike[str] | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.home = config.home(home)
+
+    @property
+    def store(self) -> SqlStore:
+        return sql_store(config.db_url(self.home))
+
+    @property
+    def storage(self) -> LocalStorage:
+        return LocalStorage(self.home / "storage")
+
+    def _parts(self) -> tuple[SqlStore, LocalStorage, InlineExecutor]:
+        return self.store, self.storage, InlineExecutor(self.max_parallelism)
+
+    def resolve(self, future: Future) -> Any:
+        logcapture.install()
+        try:
+            return super().resolve(future)
+        finally:
+            logcapture.uninstall()

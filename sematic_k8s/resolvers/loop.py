@@ -1,0 +1,464 @@
+"""The resolution loop: one code path that drives a Future graph to values, for every resolver.
+
+It wires the pure :mod:`sematic_k8s.graph` to a Store (metadata), a Storage (artifact bytes) and
+an Executor (where func bodies run). Writes are batched: one store transaction per loop turn.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sematic_k8s import caching, graph, serialization
+from sematic_k8s.executors.base import Executor, Outcome, Task
+from sematic_k8s.executors.inline import error_info
+from sematic_k8s.func import Func, FuncError, load_func
+from sematic_k8s.future import Future, new_id
+from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
+from sematic_k8s.storage.base import Storage, artifact_key, log_key
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+
+log = logging.getLogger("sematic_k8s")
+FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
+
+
+class ResolutionFailed(Exception):
+    """A Resolution failed; ``run_id`` names the Run whose error caused it."""
+
+    def __init__(self, message: str, *, resolution_id: str, run_id: str | None, error: dict | None) -> None:
+        super().__init__(message)
+        self.resolution_id = resolution_id
+        self.run_id = run_id
+        self.error = error
+
+
+class Value:
+    """A graph leaf: an artifact id with its value, loaded from storage on first use."""
+
+    __slots__ = ("id", "format", "type_name", "_value", "_load")
+
+    def __init__(self, artifact_id: str, fmt: str, type_name: str, value: Any = None,
+                 load: Callable[[Value], Any] | None = None) -> None:
+        self.id, self.format, self.type_name = artifact_id, fmt, type_name
+        self._value, self._load = value, load
+
+    @property
+    def value(self) -> Any:
+        if self._load is not None:
+            self._value, self._load = self._load(self), None
+        return self._value
+
+
+class ResolutionLoop:
+    """Resolves one pipeline (a fresh one, or a rerun of a recorded one)."""
+
+    def __init__(self, store: Store, storage: Storage, executor: Executor, *, kind: str,
+                 cache_namespace: caching.CacheNamespace = None, max_parallelism: int = 1,
+                 rerun_from: str | None = None, rerun_mode: str = "from") -> None:
+        self.store, self.storage, self.executor = store, storage, executor
+        self.kind = kind
+        self.cache_namespace_setting = cache_namespace
+        self.max_parallelism = max(1, max_parallelism)
+        self.rerun_from, self.rerun_mode = rerun_from, rerun_mode
+        self.graph = graph.Graph()
+        self.batch = Batch()
+        self.attempts: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.known_artifacts: set[str] = set()
+        self.pending: deque[graph.Node] = deque()
+        self.timers: list[tuple[float, int, graph.Node]] = []
+        self.in_flight = 0
+        self.failure: tuple[str, dict] | None = None
+        self.forced: set[str] = set()
+        self.warned_no_namespace = False
+        self.namespace: str | None = None
+        self.root_id = ""
+        self.task_inputs: dict[str, dict[str, Value]] = {}
+        self.failed_exc: BaseException | None = None
+        self.last_flush = time.monotonic()
+
+    # -- entry ------------------------------------------------------------------------------------
+
+    def run(self, root: Future) -> Any:
+        """Resolve ``root`` and return its value; on a rerun ``root`` names the pipeline to rerun."""
+        if self.rerun_from is not None:
+            nodes, settings_extra = self._plan_rerun(root)
+        else:
+            nodes, settings_extra = self._new_root(root), {}
+        self.namespace = caching.resolve_namespace(self.cache_namespace_setting, root)
+        self.batch.add_resolution(ResolutionRecord(
+            id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=utcnow(),
+            settings={"kind": self.kind, "cache_namespace": self.namespace,
+                      "max_parallelism": self.max_parallelism, **settings_extra},
+            rerun_of=settings_extra.get("rerun_of"),
+        ))
+        self.graph.add(nodes)
+        try:
+            self._loop()
+        except BaseException as e:
+            self._abort(e)
+            raise
+        finally:
+            self.executor.close()
+        return self._finish()
+
+    def _loop(self) -> None:
+        root = self.graph.nodes[self.root_id]
+        while True:
+            self._advance()
+            if root.state in graph.TERMINAL or (self.failure and self.in_flight == 0):
+                return
+            if self.in_flight == 0 and not self.timers:
+                raise RuntimeError(f"resolution {self.root_id} is stuck: nothing is running or ready")
+            outcomes = self.executor.wait(0)
+            if not outcomes:  # about to block: record what happened so far first
+                self._flush()
+                timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
+                outcomes = self.executor.wait(timeout)
+            elif time.monotonic() - self.last_flush > FLUSH_INTERVAL:
+                self._flush()
+            for outcome in outcomes:
+                self._on_outcome(outcome)
+            now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                _, _, node = heapq.heappop(self.timers)
+                if self.failure:
+                    continue
+                self._submit(node)
+
+    def _advance(self) -> None:
+        """Finish compositions and dispatch ready runs until nothing changes."""
+        while True:
+            finishable = self.graph.pop_finishable()
+            ready = self.graph.pop_ready()
+            if not finishable and not ready and not (self.pending and self.in_flight < self.max_parallelism):
+                return
+            for node in finishable:
+                if node.state == RUNNING:
+                    self._finish_composition(node)
+            self.pending.extend(ready)
+            while self.pending and self.in_flight < self.max_parallelism and not self.failure:
+                node = self.pending.popleft()
+                if node.state == CREATED:
+                    self._start(node)
+            if self.failure:
+                self.pending.clear()
+                return
+
+    # -- building nodes ---------------------------------------------------------------------------
+
+    def _value(self, value: Any) -> Value:
+        """Serialize a value once, store its bytes, and record its artifact."""
+        s = serialization.serialize(value)
+        if s.id not in self.known_artifacts:
+            self.storage.put(artifact_key(s.id), s.payload)
+            self.batch.artifacts[s.id] = {"id": s.id, "format": s.format, "type_name": s.type_name,
+                                          "summary": s.summary, "size": len(s.payload), "created_at": utcnow()}
+            self.known_artifacts.add(s.id)
+        return Value(s.id, s.format, s.type_name, value)
+
+    def _stored_value(self, artifact_id: str, fmt: str | None = None, type_name: str = "") -> Value:
+        """A Value for a recorded artifact; its bytes are read and verified on first use."""
+        if fmt is None:
+            rec = self.store.get_artifact(artifact_id)
+            if rec is None:
+                raise LookupError(f"artifact {artifact_id} is not recorded")
+            fmt, type_name = rec.format, rec.type_name
+
+        def load(v: Value) -> Any:
+            payload = self.storage.get(artifact_key(v.id))
+            serialization.verify(v.id, v.format, payload)
+            return serialization.deserialize(v.format, payload)
+        self.known_artifacts.add(artifact_id)
+        return Value(artifact_id, fmt, type_name, load=load)
+
+    def _normalize(self, template: Any, has_refs: bool) -> Any:
+        """Turn every literal leaf of a template into a Value (serialized once)."""
+        if not has_refs:
+            return self._value(template)
+        return graph.map_leaves(template, self._value)
+
+    def _nodes_for(self, futures: list[Future], parent_id: str | None) -> list[graph.Node]:
+        """Nodes and Run records for Futures and every Future nested in their arguments."""
+        nodes: list[graph.Node] = []
+        seen: set[str] = set()
+        stack = list(futures)
+        while stack:
+            f = stack.pop()
+            if f.id in seen or f.id in self.graph.nodes:
+                continue
+            seen.add(f.id)
+            inputs = {}
+            for name, arg in f.kwargs.items():
+                tmpl, has_refs = graph.template_of(arg, stack.append)
+                inputs[name] = self._normalize(tmpl, has_refs)
+            nodes.append(graph.Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs))
+            self.batch.add_run(RunRecord(
+                id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
+                func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
+                input_refs={k: graph.to_json(t, _value_id) for k, t in inputs.items()},
+                source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
+            ))
+        return nodes
+
+    def _new_root(self, root: Future) -> list[graph.Node]:
+        for name, arg in root.kwargs.items():
+            if graph.template_of(arg, lambda _: None)[1]:
+                raise FuncError(f"{root.func.name}(): argument '{name}' is a Future; the pipeline's root "
+                                "takes concrete values (call both funcs inside another func instead)")
+        if self.store.get_run(root.id) is not None:
+            root.id = new_id()  # the same root Future resolved again: a new Resolution
+        self.root_id = root.id
+        return self._nodes_for([root], None)
+
+    def _plan_rerun(self, root: Future) -> tuple[list[graph.Node], dict[str, Any]]:
+        target = self.store.get_run(self.rerun_from)  # type: ignore[arg-type]
+        if target is None:
+            raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+        old_runs = self.store.runs_of_root(target.root_id)
+        old_root = next(r for r in old_runs if r.id == target.root_id)
+        if root.func.path != old_root.func_path:
+            raise ValueError(f"rerun_from {self.rerun_from} belongs to a {old_root.func_path} pipeline, "
+                             f"not {root.func.path}")
+        plan = graph.plan_rerun(old_runs, target.id, self.rerun_mode, new_id)
+        by_old = {r.id: r for r in old_runs}
+        self.root_id = root.id = plan[0].new_id
+        formats = {a.id: a for a in self.store.artifacts(
+            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
+
+        def leaf(artifact_id: str) -> Value:
+            a = formats.get(artifact_id)
+            return self._stored_value(artifact_id, a.format if a else None, a.type_name if a else "")
+
+        nodes = []
+        for p in plan:
+            old = by_old[p.old_id]
+            rec = RunRecord(
+                id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
+                func_name=old.func_name, state=CREATED, input_refs=p.input_refs, source_file=old.source_file,
+                source_hash=old.source_hash, settings=old.settings, original_run_id=old.id, created_at=utcnow(),
+            )
+            if p.action == REUSE:
+                rec.state, rec.inputs, rec.output_ref, rec.output_id = RESOLVED, old.inputs, p.output_ref, old.output_id
+                rec.cached_from, rec.started_at, rec.ended_at = old.cached_from, old.started_at, old.ended_at
+                rec.attempts, rec.notes = old.attempts, {**old.notes, "reused_from": old.id}
+                node = graph.Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id))
+            elif p.action == AWAIT:
+                rec.state, rec.inputs, rec.output_ref, rec.started_at = RUNNING, old.inputs, p.output_ref, utcnow()
+                node = graph.Node(p.new_id, p.new_parent_id, func=_func_or_none(old), mode=AWAIT, state=RUNNING,
+                                  output_template=graph.from_json(p.output_ref, leaf))
+            else:
+                func = load_func(old.func_path, old.source_file)
+                rec.source_hash, rec.settings = func.source_hash, func.settings()
+                inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
+                node = graph.Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
+                if p.old_id == target.id:
+                    self.forced.add(p.new_id)
+            self.batch.add_run(rec)
+            nodes.append(node)
+        return nodes, {"rerun_of": target.root_id, "rerun_from": target.id, "rerun_mode": self.rerun_mode}
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def _materialize(self, structure: Any) -> Value:
+        """A Value for an input or output structure: reused as is, or built and serialized once."""
+        if isinstance(structure, Value):
+            return structure
+        return self._value(graph.map_leaves(structure, lambda v: v.value))
+
+    def _start(self, node: graph.Node) -> None:
+        func: Func = node.func
+        try:
+            inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
+        except Exception as e:
+            self._fail(node, e)
+            return
+        input_ids = {k: v.id for k, v in inputs.items()}
+        fields: dict[str, Any] = {"inputs": input_ids}
+        if func.cache:
+            if self.namespace is None:
+                if not self.warned_no_namespace:
+                    log.warning("%s has cache=True but the resolver has no cache_namespace: caching is off "
+                                "for this resolution", func.name)
+                    self.warned_no_namespace = True
+            else:
+                try:
+                    caching.require_deterministic(func.name, [(k, v.type_name) for k, v in inputs.items()
+                                                              if v.format != serialization.JSON])
+                except FuncError as e:
+                    self.batch.update_run(node.run_id, **fields)
+                    self._fail(node, e)
+                    return
+                key = caching.cache_key(self.namespace, func.path, input_ids)
+                fields["cache_key"] = key
+                hit = None if node.run_id in self.forced else self.store.find_cached(key)
+                if hit is not None:
+                    self._cache_hit(node, hit, fields)
+                    return
+        self.batch.update_run(node.run_id, **fields)
+        self.task_inputs[node.run_id] = inputs
+        self._submit(node)
+
+    def _cache_hit(self, node: graph.Node, hit: RunRecord, fields: dict[str, Any]) -> None:
+        func: Func = node.func
+        changed = hit.source_hash != func.source_hash
+        if changed:
+            log.warning("%s: cache hit on run %s, whose func source differs from the current code",
+                        func.name, hit.id)
+        now = utcnow()
+        self.batch.update_run(node.run_id, **fields, state=RESOLVED, cached_from=hit.id, output_id=hit.output_id,
+                              started_at=now, ended_at=now,
+                              notes={"cache": {"hit": hit.id, "source_changed": changed}})
+        self.graph.resolve(node.run_id, self._stored_value(hit.output_id))  # type: ignore[arg-type]
+        self.task_inputs.pop(node.run_id, None)
+
+    def _submit(self, node: graph.Node) -> None:
+        attempt = self.attempts.get(node.run_id, 0) + 1
+        self.attempts[node.run_id] = attempt
+        inputs = self.task_inputs[node.run_id]
+        try:
+            values = {k: v.value for k, v in inputs.items()}
+        except Exception as e:
+            self._fail(node, e)
+            return
+        self.graph.set_state(node.run_id, RUNNING)
+        self.batch.update_run(node.run_id, state=RUNNING, attempts=attempt,
+                              **({"started_at": utcnow()} if attempt == 1 else {}))
+        self.in_flight += 1
+        self.executor.submit(Task(node.run_id, self.root_id, node.func, values,
+                                  {k: v.id for k, v in inputs.items()}, attempt))
+
+    def _on_outcome(self, o: Outcome) -> None:
+        node = self.graph.nodes.get(o.run_id)
+        if node is None or self.attempts.get(o.run_id) != o.attempt or node.state != RUNNING:
+            return  # a late outcome (timed out, or canceled): already accounted for
+        self.in_flight -= 1
+        if o.logs:
+            header = f"--- attempt {o.attempt} ---\n" if node.func.retries else ""
+            self.storage.append(log_key(o.run_id), (header + o.logs).encode())
+        if o.details:
+            self.batch.update_run(o.run_id, notes={"executor": o.details})
+        if o.error is not None or o.error_info is not None:
+            self._on_error(node, o)
+            return
+        try:
+            self._on_value(node, o.value)
+        except Exception as e:
+            self._fail(node, e)
+
+    def _on_error(self, node: graph.Node, o: Outcome) -> None:
+        func: Func = node.func
+        exc = o.error
+        retry = (o.attempt <= func.retries and exc is not None and isinstance(exc, func.retry_on)
+                 and not isinstance(exc, FuncError))
+        if not retry:
+            self._fail(node, exc, o.error_info)
+            return
+        delay = func.retry_delay(o.attempt)
+        log.warning("%s (run %s) failed on attempt %d/%d: %s; retrying in %.3gs", func.name, node.run_id,
+                    o.attempt, func.retries + 1, o.error_info["message"] if o.error_info else exc, delay)
+        self.graph.set_state(node.run_id, SCHEDULED)
+        self.batch.update_run(node.run_id, state=SCHEDULED, error=o.error_info)
+        heapq.heappush(self.timers, (time.monotonic() + delay, id(node), node))
+
+    def _on_value(self, node: graph.Node, value: Any) -> None:
+        futures: list[Future] = []
+        template, has_refs = graph.template_of(value, futures.append)
+        if not has_refs:
+            node.func.check_output(value)
+            out = self._value(value)
+            self.graph.resolve(node.run_id, out)
+            self.task_inputs.pop(node.run_id, None)
+            self.batch.update_run(node.run_id, state=RESOLVED, output_id=out.id, ended_at=utcnow(), error=None)
+            return
+        children = self._nodes_for(futures, node.run_id)
+        out_template = graph.map_leaves(template, self._value)
+        self.batch.update_run(node.run_id, output_ref=graph.to_json(out_template, _value_id))
+        self.graph.expand(node.run_id, out_template, children)
+
+    def _finish_composition(self, node: graph.Node) -> None:
+        try:
+            out = self._materialize(self.graph.output_structure(node))
+            if node.func is not None:
+                node.func.check_output(out.value)
+        except Exception as e:
+            self._fail(node, e)
+            return
+        self.graph.resolve(node.run_id, out)
+        self.batch.update_run(node.run_id, state=RESOLVED, output_id=out.id, ended_at=utcnow())
+
+    # -- failure ----------------------------------------------------------------------------------
+
+    def _fail(self, node: graph.Node, exc: BaseException | None, info: dict | None = None) -> None:
+        info = info or (error_info(exc) if exc is not None else {"type": "Error", "message": "failed",
+                                                                   "traceback": ""})
+        now = utcnow()
+        failed = self.graph.fail(node.run_id)
+        for run_id in failed:
+            err = info if run_id == node.run_id else {
+                "type": "NestedRunFailed", "message": f"nested run {node.run_id} failed", "traceback": ""}
+            self.batch.update_run(run_id, state=FAILED, error=err, ended_at=now)
+        if self.failure is None:
+            self.failure = (node.run_id, info)
+            self.failed_exc = exc
+            self.timers.clear()
+
+    def _abort(self, exc: BaseException) -> None:
+        """Interrupted (Ctrl-C, or an internal error): cancel what is left and record it."""
+        canceled = self.graph.cancel_unfinished()
+        self.executor.cancel(canceled)
+        now = utcnow()
+        for run_id in canceled:
+            self.batch.update_run(run_id, state=CANCELED, ended_at=now)
+        state = CANCELED if isinstance(exc, KeyboardInterrupt) else FAILED
+        self.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
+                                                       "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            self._flush()
+        except Exception:
+            log.exception("could not record the end of resolution %s", self.root_id)
+
+    def _finish(self) -> Any:
+        root = self.graph.nodes[self.root_id]
+        now = utcnow()
+        if root.state == RESOLVED:
+            self.batch.resolution_updates[self.root_id] = {"state": RESOLVED, "ended_at": now}
+            self._flush()
+            return root.output.value
+        canceled = self.graph.cancel_unfinished()
+        for run_id in canceled:
+            self.batch.update_run(run_id, state=CANCELED, ended_at=now)
+        run_id, info = self.failure or (None, {"type": "Error", "message": "unknown failure", "traceback": ""})
+        func_name = self.graph.nodes[run_id].func.name if run_id and self.graph.nodes[run_id].func else "?"
+        message = (f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised "
+                   f"{info['type']}: {info['message']}")
+        self.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
+        self._flush()
+        err = ResolutionFailed(f"{message}\n\n{info.get('traceback', '')}".rstrip(), resolution_id=self.root_id,
+                               run_id=run_id, error=info)
+        raise err from self.failed_exc
+
+    def _flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if self.batch:
+            batch, self.batch = self.batch, Batch()
+            self.store.write(batch)
+
+
+def _func_or_none(run: RunRecord) -> Func | None:
+    """The Func a recorded run ran, if its code can be found here (used for output type checks)."""
+    try:
+        return load_func(run.func_path, run.source_file)
+    except Exception:
+        return None
+
+
+def _value_id(leaf: Any) -> str:
+    if not isinstance(leaf, Value):
+        raise TypeError(f"template leaf {leaf!r} was not serialized")
+    return leaf.id

@@ -1,0 +1,224 @@
+"""Values to artifact bytes and back, with a JSON summary and a sha256 content id.
+
+Every value is serialized exactly once, in one of two formats:
+
+* ``json``: a canonical, tagged JSON tree for plain data (None, bool, int, float, str, bytes,
+  list, tuple, dict, set, frozenset, dataclasses, Enums, datetime/date/time, UUID, Decimal,
+  Path). Canonical means the same value always gives the same bytes, in any process, so its
+  artifact id can serve as a cache key.
+* ``pickle``: cloudpickle, for everything else. Exact, but not guaranteed to be the same bytes
+  for the same value, so such artifacts cannot be cache keys.
+
+The artifact id is ``sha256(format + NUL + payload)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import hashlib
+import importlib
+import json
+import pathlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+JSON = "json"
+PICKLE = "pickle"
+_TAG = "__sk__"
+_SUMMARY_ITEMS = 20
+_SUMMARY_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Serialized:
+    """One serialized value: its content id, format, payload bytes and display summary."""
+
+    id: str
+    format: str
+    payload: bytes
+    type_name: str
+    summary: Any
+
+    @property
+    def deterministic(self) -> bool:
+        """True when equal values always give this id (usable in cache keys)."""
+        return self.format == JSON
+
+
+class _NotPlain(Exception):
+    """Raised inside the JSON encoder when a value needs pickle."""
+
+
+def type_name(value: Any) -> str:
+    """``module.QualName`` of a value's type (builtins without the module)."""
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _load_class(path: str) -> type:
+    module, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _encode(v: Any) -> Any:
+    """Value -> JSON-compatible tree; non-JSON types are tagged so decoding is exact."""
+    t = type(v)
+    if v is None or t is str or t is bool or t is int or t is float:
+        return v
+    if t is list:
+        return [_encode(x) for x in v]
+    if t is dict:
+        if all(type(k) is str for k in v) and _TAG not in v:
+            return {k: _encode(x) for k, x in v.items()}
+        return {_TAG: "dict", "v": [[_encode(k), _encode(x)] for k, x in v.items()]}
+    if t is tuple:
+        return {_TAG: "tuple", "v": [_encode(x) for x in v]}
+    if t is set or t is frozenset:
+        items = sorted((_encode(x) for x in v), key=_canonical)
+        return {_TAG: t.__name__, "v": items}
+    if t is bytes:
+        return {_TAG: "bytes", "v": base64.b64encode(v).decode()}
+    if isinstance(v, enum.Enum):
+        return {_TAG: "enum", "cls": _class_path(t), "v": _encode(v.value)}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        fields = {f.name: _encode(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return {_TAG: "dataclass", "cls": _class_path(t), "v": fields}
+    if t is dt.datetime:
+        return {_TAG: "datetime", "v": v.isoformat()}
+    if t is dt.date:
+        return {_TAG: "date", "v": v.isoformat()}
+    if t is dt.time:
+        return {_TAG: "time", "v": v.isoformat()}
+    if t is dt.timedelta:
+        return {_TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
+    if t is uuid.UUID:
+        return {_TAG: "uuid", "v": str(v)}
+    if t is decimal.Decimal:
+        return {_TAG: "decimal", "v": str(v)}
+    if isinstance(v, pathlib.PurePath):
+        return {_TAG: "path", "cls": _class_path(t), "v": str(v)}
+    raise _NotPlain(type_name(v))
+
+
+def _canonical(tree: Any) -> str:
+    return json.dumps(tree, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode(tree: Any) -> Any:
+    if isinstance(tree, list):
+        return [_decode(x) for x in tree]
+    if not isinstance(tree, dict):
+        return tree
+    tag = tree.get(_TAG)
+    if tag is None:
+        return {k: _decode(x) for k, x in tree.items()}
+    v = tree["v"]
+    if tag == "dict":
+        return {_decode(k): _decode(x) for k, x in v}
+    if tag == "tuple":
+        return tuple(_decode(x) for x in v)
+    if tag == "set":
+        return {_decode(x) for x in v}
+    if tag == "frozenset":
+        return frozenset(_decode(x) for x in v)
+    if tag == "bytes":
+        return base64.b64decode(v)
+    if tag == "enum":
+        return _load_class(tree["cls"])(_decode(v))
+    if tag == "dataclass":
+        cls = _load_class(tree["cls"])
+        fields = {k: _decode(x) for k, x in v.items()}
+        init = {f.name: fields.pop(f.name) for f in dataclasses.fields(cls) if f.init}
+        obj = cls(**init)
+        for k, x in fields.items():
+            object.__setattr__(obj, k, x)
+        return obj
+    if tag == "datetime":
+        return dt.datetime.fromisoformat(v)
+    if tag == "date":
+        return dt.date.fromisoformat(v)
+    if tag == "time":
+        return dt.time.fromisoformat(v)
+    if tag == "timedelta":
+        return dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
+    if tag == "uuid":
+        return uuid.UUID(v)
+    if tag == "decimal":
+        return decimal.Decimal(v)
+    if tag == "path":
+        return _load_class(tree["cls"])(v)
+    raise ValueError(f"unknown artifact tag {tag!r}")
+
+
+def _summarize(tree: Any, depth: int = 0) -> Any:
+    """A bounded-size copy of a JSON tree for display."""
+    if isinstance(tree, str):
+        return tree if len(tree) <= _SUMMARY_CHARS else tree[:_SUMMARY_CHARS] + "…"
+    if isinstance(tree, list):
+        if depth > 4:
+            return f"[… {len(tree)} items]"
+        head = [_summarize(x, depth + 1) for x in tree[:_SUMMARY_ITEMS]]
+        return head + ([f"… {len(tree) - _SUMMARY_ITEMS} more"] if len(tree) > _SUMMARY_ITEMS else [])
+    if isinstance(tree, dict):
+        if depth > 4:
+            return f"{{… {len(tree)} keys}}"
+        items = list(tree.items())[:_SUMMARY_ITEMS]
+        out = {k: _summarize(x, depth + 1) for k, x in items}
+        if len(tree) > _SUMMARY_ITEMS:
+            out["…"] = f"{len(tree) - _SUMMARY_ITEMS} more keys"
+        return out
+    return tree
+
+
+def _content_id(fmt: str, payload: bytes) -> str:
+    return hashlib.sha256(fmt.encode() + b"\0" + payload).hexdigest()
+
+
+def serialize(value: Any) -> Serialized:
+    """Serialize ``value`` once: canonical JSON when it is plain data, cloudpickle otherwise."""
+    try:
+        tree = _encode(value)
+    except _NotPlain:
+        tree = None
+    except RecursionError as e:
+        raise ValueError(f"value of type {type_name(value)} is nested too deeply to serialize") from e
+    if tree is not None or value is None:
+        payload = _canonical(tree).encode()
+        return Serialized(_content_id(JSON, payload), JSON, payload, type_name(value), _summarize(tree))
+    try:
+        payload = cloudpickle.dumps(value)
+    except Exception as e:
+        raise TypeError(f"value of type {type_name(value)} cannot be serialized: {e}") from e
+    r = repr(value)
+    summary = {"repr": r if len(r) <= _SUMMARY_CHARS else r[:_SUMMARY_CHARS] + "…"}
+    return Serialized(_content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
+
+
+def deserialize(fmt: str, payload: bytes) -> Any:
+    """Inverse of :func:`serialize`."""
+    if fmt == JSON:
+        return _decode(json.loads(payload))
+    if fmt == PICKLE:
+        return cloudpickle.loads(payload)
+    raise ValueError(f"unknown artifact format {fmt!r}")
+
+
+def verify(artifact_id: str, fmt: str, payload: bytes) -> None:
+    """Raise if ``payload`` does not hash to ``artifact_id`` (storage integrity check)."""
+    got = _content_id(fmt, payload)
+    if got != artifact_id:
+        raise ValueError(f"artifact {artifact_id} is corrupt: its bytes hash to {got}")

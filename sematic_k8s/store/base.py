@@ -1,0 +1,36 @@
+"""The one interface every metadata store implements (SQL here; HTTP through the server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+
+
+class Store(Protocol):
+    """Metadata persistence: Resolutions, Runs, Artifacts."""
+
+    def write(self, batch: Batch) -> None:
+        """Apply a batch of inserts and updates atomically."""
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
+                  limit: int = 100, offset: int = 0) -> list[RunRecord]: ...
+
+    def runs_of_root(self, root_id: str) -> list[RunRecord]: ...
+
+    def get_resolution(self, resolution_id: str) -> ResolutionRecord | None: ...
+
+    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
+                         offset: int = 0) -> list[ResolutionRecord]: ...
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRecord | None: ...
+
+    def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]: ...
+
+    def find_cached(self, cache_key: str) -> RunRecord | None:
+        """The most recent resolved Run with this cache key."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,111 @@
+"""What the store records: Resolutions, Runs and Artifacts, as plain dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One execution of one func call."""
+
+    id: str
+    root_id: str
+    parent_id: str | None
+    func_path: str
+    func_name: str
+    state: str
+    input_refs: dict[str, Any] = field(default_factory=dict)  # param -> JSON template (graph.py)
+    inputs: dict[str, str] = field(default_factory=dict)  # param -> artifact id, once known
+    output_ref: Any = None  # a composition's returned structure (JSON template)
+    output_id: str | None = None  # artifact id of the output
+    cache_key: str | None = None
+    cached_from: str | None = None  # the run whose output a cache hit reused
+    original_run_id: str | None = None  # the run a rerun cloned this one from
+    source_hash: str | None = None
+    source_file: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
+    attempts: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(slots=True)
+class ResolutionRecord:
+    """One execution of a whole pipeline; its id is its root Run's id."""
+
+    id: str
+    root_func_path: str
+    state: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    rerun_of: str | None = None
+    image: str | None = None
+    build_hash: str | None = None
+    error: str | None = None
+    created_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(slots=True)
+class ArtifactRecord:
+    """An immutable serialized value; ``id`` is its sha256 content id."""
+
+    id: str
+    format: str
+    type_name: str
+    summary: Any
+    size: int
+    created_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _jsonable(v: Any) -> Any:
+    return v.isoformat() + "Z" if isinstance(v, dt.datetime) else v
+
+
+@dataclass
+class Batch:
+    """Writes that land together in one transaction.
+
+    ``runs`` maps run id -> fields: a full RunRecord dict for a new run, changed fields otherwise.
+    """
+
+    new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_resolutions: list[dict[str, Any]] = field(default_factory=list)
+    resolution_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_run(self, run: RunRecord) -> None:
+        self.new_runs[run.id] = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+
+    def add_resolution(self, res: ResolutionRecord) -> None:
+        self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)})
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        target = self.new_runs.get(run_id)
+        if target is None:
+            target = self.run_updates.setdefault(run_id, {})
+        target.update(fields)
+
+    def __bool__(self) -> bool:
+        return bool(self.new_runs or self.run_updates or self.new_resolutions
+                    or self.resolution_updates or self.artifacts)

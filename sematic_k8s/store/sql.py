@@ -1,0 +1,191 @@
+"""The SQL store: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+
+R = TypeVar("R")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ResolutionRow(Base):
+    __tablename__ = "resolutions"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    root_func_path: Mapped[str] = mapped_column(sa.String(512))
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)
+    settings: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    rerun_of: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    image: Mapped[str | None] = mapped_column(sa.String(512), nullable=True)
+    build_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[Any] = mapped_column(sa.DateTime, index=True)
+    ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    root_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    parent_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    func_path: Mapped[str] = mapped_column(sa.String(512), index=True)
+    func_name: Mapped[str] = mapped_column(sa.String(256))
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)
+    input_refs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    inputs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    output_ref: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
+    output_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    cached_from: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    original_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    source_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    source_file: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    settings: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    error: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    notes: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[Any] = mapped_column(sa.DateTime)
+    started_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+    ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    format: Mapped[str] = mapped_column(sa.String(16))
+    type_name: Mapped[str] = mapped_column(sa.String(512))
+    summary: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[Any] = mapped_column(sa.DateTime)
+
+
+_RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
+_RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
+_ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class SqlStore:
+    """Store over any SQLAlchemy URL. Creates missing tables on first use."""
+
+    def __init__(self, url: str, *, create: bool = True, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = sa.create_engine(url, **engine_kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if create:
+            Base.metadata.create_all(self.engine)
+        self._runs = RunRow.__table__
+        self._res = ResolutionRow.__table__
+        self._arts = ArtifactRow.__table__
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write(self, batch: Batch) -> None:
+        """Apply ``batch`` in one transaction; an artifact already present is left as it is."""
+        if not batch:
+            return
+        with self.engine.begin() as conn:
+            if batch.new_resolutions:
+                conn.execute(sa.insert(self._res), batch.new_resolutions)
+            if batch.artifacts:
+                ids = list(batch.artifacts)
+                present: set[str] = set()
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    present.update(conn.scalars(sa.select(self._arts.c.id).where(self._arts.c.id.in_(chunk))))
+                rows = [a for k, a in batch.artifacts.items() if k not in present]
+                if rows:
+                    conn.execute(sa.insert(self._arts), rows)
+            if batch.new_runs:
+                conn.execute(sa.insert(self._runs), list(batch.new_runs.values()))
+            self._update(conn, self._runs, batch.run_updates)
+            self._update(conn, self._res, batch.resolution_updates)
+
+    @staticmethod
+    def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row_id, fields in updates.items():
+            groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
+        for keys, rows in groups.items():
+            stmt = (sa.update(table).where(table.c.id == sa.bindparam("_id"))
+                    .values({k: sa.bindparam(k) for k in keys}))
+            conn.execute(stmt, rows)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _select(self, stmt: sa.Select, cls: type[R], fields: list[str]) -> list[R]:
+        with self.engine.connect() as conn:
+            return [cls(**{f: row[f] for f in fields}) for row in conn.execute(stmt).mappings()]
+
+    def _one(self, stmt: sa.Select, cls: type[R], fields: list[str]) -> R | None:
+        rows = self._select(stmt.limit(1), cls, fields)
+        return rows[0] if rows else None
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._one(sa.select(self._runs).where(self._runs.c.id == run_id), RunRecord, _RUN_FIELDS)
+
+    def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
+                  limit: int = 100, offset: int = 0) -> list[RunRecord]:
+        t = self._runs
+        stmt = sa.select(t)
+        if root_id is not None:
+            stmt = stmt.where(t.c.root_id == root_id)
+        if state is not None:
+            stmt = stmt.where(t.c.state == state)
+        if func is not None:
+            stmt = stmt.where(sa.or_(t.c.func_name == func, t.c.func_path == func))
+        stmt = stmt.order_by(t.c.created_at, t.c.id).limit(limit).offset(offset)
+        return self._select(stmt, RunRecord, _RUN_FIELDS)
+
+    def runs_of_root(self, root_id: str) -> list[RunRecord]:
+        stmt = sa.select(self._runs).where(self._runs.c.root_id == root_id)
+        return self._select(stmt, RunRecord, _RUN_FIELDS)
+
+    def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
+        stmt = sa.select(self._res).where(self._res.c.id == resolution_id)
+        return self._one(stmt, ResolutionRecord, _RES_FIELDS)
+
+    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
+                         offset: int = 0) -> list[ResolutionRecord]:
+        t = self._res
+        stmt = sa.select(t)
+        if state is not None:
+            stmt = stmt.where(t.c.state == state)
+        stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
+        return self._select(stmt, ResolutionRecord, _RES_FIELDS)
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRecord | None:
+        stmt = sa.select(self._arts).where(self._arts.c.id == artifact_id)
+        return self._one(stmt, ArtifactRecord, _ART_FIELDS)
+
+    def find_cached(self, cache_key: str) -> RunRecord | None:
+        t = self._runs
+        stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
+                .order_by(t.c.ended_at.desc()))
+        return self._one(stmt, RunRecord, _RUN_FIELDS)
+
+    def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
+        stmt = sa.select(self._arts).where(self._arts.c.id.in_(list(ids)))
+        return self._select(stmt, ArtifactRecord, _ART_FIELDS)
