@@ -31,7 +31,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     || fail "'$PY -m venv $VENV' failed (on Debian: apt-get install python3-venv)"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "sematic==$SEMATIC_VERSION" >&2 \
-  || fail "pip install sematic==$SEMATIC_VERSION failed (needs PyPI access and Python 3.9-3.12)"
+  || fail "pip install sematic==$SEMATIC_VERSION failed (needs PyPI access and Python 3.9-3.13)"
 # Importing sematic creates its config dir: point it at a temp dir, not ~/.sematic.
 check_dir="$(mktemp -d)"
 SEMATIC_CONFIG_DIR="$check_dir" "$VENV/bin/python" -c \
