@@ -66,7 +66,7 @@ def table(rows: list[dict]) -> str:
     lines = [head] + [[str(n)] + [f"{cell[(t, ru, n)]:.3f}" if (t, ru, n) in cell else "-" for t, ru in runners]
                       for n in sizes]
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    text = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in lines]
+    text = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
     return "ms of overhead per run (lower is better)\n" + "\n".join(text)
 
 

@@ -95,7 +95,10 @@ def _encode(v: Any) -> Any:
     if isinstance(v, enum.Enum):
         return {_TAG: "enum", "cls": _class_path(t), "v": _encode(v.value)}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        fields = {f.name: _encode(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        names = [f.name for f in dataclasses.fields(v)]
+        if not set(getattr(v, "__dict__", ())) <= set(names):
+            raise _NotPlain(type_name(v))  # state outside its fields: only pickle keeps it all
+        fields = {name: _encode(getattr(v, name)) for name in names}
         return {_TAG: "dataclass", "cls": _class_path(t), "v": fields}
     if t is dt.datetime:
         return {_TAG: "datetime", "v": v.isoformat()}

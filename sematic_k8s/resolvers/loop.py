@@ -18,7 +18,7 @@ from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.executors.inline import error_info
 from sematic_k8s.func import Func, FuncError, load_func
 from sematic_k8s.future import Future, new_id
-from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
+from sematic_k8s.graph import AWAIT, CANCELED, CREATED, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
 from sematic_k8s.storage.base import Storage, artifact_key, log_key
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -196,7 +196,10 @@ class ResolutionLoop:
             inputs = {}
             for name, arg in f.kwargs.items():
                 tmpl, has_refs = graph.template_of(arg, stack.append)
-                inputs[name] = self._normalize(tmpl, has_refs)
+                try:
+                    inputs[name] = self._normalize(tmpl, has_refs)
+                except (TypeError, ValueError) as e:
+                    raise FuncError(f"{f.func.name}(): argument '{name}': {e}") from e
             nodes.append(graph.Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs))
             self.batch.add_run(RunRecord(
                 id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,

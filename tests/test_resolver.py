@@ -1,0 +1,527 @@
+"""End-to-end pipelines through LocalResolver: what executed, what was recorded, what failed."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s.resolvers.local import sql_store
+from sematic_k8s.storage.base import artifact_key, log_key
+from sematic_k8s.storage.local import LocalStorage
+
+CALLS: collections.Counter[str] = collections.Counter()
+FLAGS: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLS.clear()
+    FLAGS.clear()
+
+
+@pytest.fixture
+def resolver(tmp_path):
+    def make(**settings) -> sk.LocalResolver:
+        return sk.LocalResolver(home=tmp_path, **settings)
+    return make
+
+
+@pytest.fixture
+def store(tmp_path):
+    return sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+
+def runs_by_func(store, root_id: str) -> dict[str, list]:
+    out: dict[str, list] = collections.defaultdict(list)
+    for r in store.runs_of_root(root_id):
+        out[r.func_name].append(r)
+    return out
+
+
+# -- funcs --------------------------------------------------------------------------------------
+
+
+@sk.func
+def add(a: int, b: int) -> int:
+    CALLS["add"] += 1
+    return a + b
+
+
+@sk.func
+def double(x: int) -> int:
+    CALLS["double"] += 1
+    return 2 * x
+
+
+@sk.func
+def total(xs: list[int]) -> int:
+    CALLS["total"] += 1
+    return sum(xs)
+
+
+@sk.func
+def inner(x: int) -> int:
+    CALLS["inner"] += 1
+    return double(add(x, 1))
+
+
+@sk.func
+def outer(x: int) -> int:
+    CALLS["outer"] += 1
+    return add(inner(x), inner(x + 10))
+
+
+@sk.func
+def fan(n: int) -> int:
+    return total([double(i) for i in range(n)])
+
+
+@sk.func
+def structures(x: int) -> dict[str, list[int]]:
+    return {"pair": [double(x), add(x, x)], "const": [7]}
+
+
+@sk.func
+def takes_tuple(t: tuple[int, int], d: dict[str, int]) -> int:
+    return t[0] + t[1] + d["k"]
+
+
+@sk.func
+def tuple_args(x: int) -> int:
+    return takes_tuple((double(x), 1), {"k": add(x, 0)})
+
+
+# -- resolving ------------------------------------------------------------------------------------
+
+
+def test_resolves_value_and_records_runs(resolver, store):
+    f = add(1, 2)
+    assert f.resolve(resolver()) == 3
+    run = store.get_run(f.id)
+    assert run is not None and run.state == "resolved" and run.parent_id is None and run.root_id == f.id
+    res = store.get_resolution(f.id)
+    assert res.state == "resolved" and res.root_func_path.endswith(":add")
+    assert set(run.inputs) == {"a", "b"} and run.output_id
+
+
+def test_nested_pipelines_record_parents(resolver, store):
+    f = outer(1)
+    assert f.resolve(resolver()) == (2 * 2) + (2 * 12)
+    by = runs_by_func(store, f.id)
+    assert len(by["inner"]) == 2 and len(by["add"]) == 3 and len(by["double"]) == 2
+    assert all(r.state == "resolved" for rs in by.values() for r in rs)
+    inners = {r.id for r in by["inner"]}
+    assert sorted(r.parent_id in inners for r in by["double"]) == [True, True]
+    assert by["inner"][0].parent_id == f.id and by["inner"][0].output_ref == {"run": by["inner"][0].output_ref["run"]}
+
+
+def test_lists_dicts_tuples_of_futures(resolver):
+    assert fan(5).resolve(resolver()) == 20
+    assert structures(3).resolve(resolver()) == {"pair": [6, 6], "const": [7]}
+    assert tuple_args(4).resolve(resolver()) == 8 + 1 + 4
+
+
+def test_same_root_future_resolved_twice_gets_new_root(resolver, store):
+    f = add(2, 2)
+    f.resolve(resolver())
+    first = f.id
+    assert f.resolve(resolver()) == 4
+    assert f.id != first and store.get_resolution(f.id).state == "resolved"
+
+
+def test_equal_values_share_one_content_addressed_artifact(resolver, store, tmp_path):
+    f, g = add(1, 1), double(1)
+    f.resolve(resolver())
+    g.resolve(resolver())
+    a, b = store.get_run(f.id), store.get_run(g.id)
+    assert a.output_id == b.output_id  # both 2
+    assert a.inputs["a"] == a.inputs["b"] == b.inputs["x"]  # all 1
+    storage = LocalStorage(tmp_path / "storage")
+    assert storage.get(artifact_key(a.output_id)) == b"2"
+    assert store.get_artifact(a.output_id).summary == 2
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def test_call_with_wrong_arguments_is_a_clear_error():
+    with pytest.raises(sk.FuncError, match=r"add\(\): missing a required argument: 'b'"):
+        add(1)
+    with pytest.raises(sk.FuncError, match="unexpected keyword argument 'c'"):
+        add(1, 2, c=3)
+
+
+def test_wrong_input_type_fails_with_clear_message(resolver, store):
+    f = add("x", 2)
+    with pytest.raises(sk.ResolutionFailed, match=r"add: input 'a' should be int, got str 'x'") as e:
+        f.resolve(resolver())
+    assert store.get_run(f.id).state == "failed"
+    assert e.value.run_id == f.id
+
+
+@sk.func
+def lies() -> int:
+    return "not an int"  # type: ignore[return-value]
+
+
+@sk.func
+def lying_pipeline() -> list[str]:
+    return [double(1)]  # type: ignore[list-item]
+
+
+def test_wrong_output_type_fails(resolver):
+    with pytest.raises(sk.ResolutionFailed, match=r"lies: output should be int, got str"):
+        lies().resolve(resolver())
+    with pytest.raises(sk.ResolutionFailed, match=r"lying_pipeline: output should be list\[str\]"):
+        lying_pipeline().resolve(resolver())
+
+
+def test_root_future_with_future_argument_is_rejected(resolver):
+    with pytest.raises(sk.FuncError, match="argument 'x' is a Future"):
+        double(add(1, 2)).resolve(resolver())
+
+
+def test_futures_have_no_value_while_building():
+    f = add(1, 2)
+    with pytest.raises(TypeError, match="has no value while the pipeline is being built"):
+        bool(f)
+
+
+def test_bad_decorator_settings():
+    with pytest.raises(sk.FuncError, match="retries must be a whole number"):
+        sk.func(retries=-1)(lambda: 1)
+    with pytest.raises(sk.FuncError, match="unknown setting"):
+        sk.func(cahce=True)
+    with pytest.raises(sk.FuncError, match="cannot request cpu"):
+        @sk.func(inline=True, cpu="2")
+        def f() -> None: ...
+    with pytest.raises(sk.FuncError, match="async"):
+        @sk.func
+        async def g() -> None: ...
+
+
+def test_bad_resolver_settings(resolver):
+    with pytest.raises(ValueError, match="rerun_mode"):
+        resolver(rerun_from="x", rerun_mode="sideways")
+    with pytest.raises(ValueError, match="max_parallelism"):
+        resolver(max_parallelism=0)
+    with pytest.raises(TypeError, match="resolve\\(\\) takes the Future"):
+        resolver().resolve(42)
+
+
+# -- failures, retries, timeouts ------------------------------------------------------------------
+
+
+@sk.func
+def boom(x: int) -> int:
+    CALLS["boom"] += 1
+    raise ValueError(f"boom {x}")
+
+
+@sk.func
+def with_boom(x: int) -> int:
+    return add(boom(x), double(x))
+
+
+def test_failure_records_traceback_and_fails_cleanly(resolver, store):
+    f = with_boom(3)
+    with pytest.raises(sk.ResolutionFailed, match=r"boom \(run \w+\) raised ValueError: boom 3") as e:
+        f.resolve(resolver())
+    assert isinstance(e.value.__cause__, ValueError)
+    by = runs_by_func(store, f.id)
+    failed = by["boom"][0]
+    assert failed.state == "failed" and failed.error["type"] == "ValueError"
+    assert "raise ValueError" in failed.error["traceback"] and 'boom {x}' in failed.error["traceback"]
+    assert by["with_boom"][0].state == "failed"
+    assert by["add"][0].state == "canceled"
+    res = store.get_resolution(f.id)
+    assert res.state == "failed" and "boom 3" in res.error
+
+
+@sk.func(retries=3, retry_backoff=0.05)
+def flaky(x: int) -> int:
+    CALLS["flaky"] += 1
+    FLAGS.setdefault("times", []).append(time.monotonic())  # type: ignore[union-attr]
+    if CALLS["flaky"] < 3:
+        raise ConnectionError("try again")
+    return x
+
+
+@sk.func(retries=2, retry_backoff=0.01, retry_on=(ConnectionError,))
+def always_flaky(x: int) -> int:
+    CALLS["always_flaky"] += 1
+    raise ConnectionError("never")
+
+
+@sk.func(retries=5, retry_backoff=0.01, retry_on=(ConnectionError,))
+def wrong_kind_of_error(x: int) -> int:
+    CALLS["wrong_kind_of_error"] += 1
+    raise KeyError("not retried")
+
+
+def test_retries_with_exponential_backoff(resolver, store):
+    f = flaky(5)
+    assert f.resolve(resolver()) == 5
+    assert CALLS["flaky"] == 3
+    run = store.get_run(f.id)
+    assert run.attempts == 3 and run.state == "resolved" and run.error is None
+    t = FLAGS["times"]
+    assert t[1] - t[0] >= 0.05 and t[2] - t[1] >= 0.1  # backoff doubles
+    assert flaky.retry_delay(1) == 0.05 and flaky.retry_delay(3) == 0.2
+    assert sk.func(retries=50, retry_backoff=1)(lambda: 1).retry_delay(40) == 300  # capped
+
+
+def test_retries_exhausted_and_unlisted_errors(resolver, store):
+    f = always_flaky(1)
+    with pytest.raises(sk.ResolutionFailed, match="ConnectionError: never"):
+        f.resolve(resolver())
+    assert CALLS["always_flaky"] == 3 and store.get_run(f.id).attempts == 3
+    with pytest.raises(sk.ResolutionFailed, match="KeyError"):
+        wrong_kind_of_error(1).resolve(resolver())
+    assert CALLS["wrong_kind_of_error"] == 1
+
+
+@sk.func(timeout=0.2)
+def slow(x: int) -> int:
+    time.sleep(2)
+    return x
+
+
+def test_timeout_fails_the_run(resolver, store):
+    f = slow(1)
+    start = time.monotonic()
+    with pytest.raises(sk.ResolutionFailed, match=r"slow exceeded its timeout of 0.2s"):
+        f.resolve(resolver())
+    assert time.monotonic() - start < 1.9
+    assert store.get_run(f.id).error["type"] == "TimeoutError"
+
+
+# -- parallelism and context ----------------------------------------------------------------------
+
+
+@sk.func
+def meet(i: int) -> str:
+    FLAGS["barrier"].wait()  # type: ignore[attr-defined]
+    ctx = sk.context()
+    return f"{ctx.run_id}/{ctx.root_id}/{ctx.resolution_id}"
+
+
+@sk.func
+def meeting(n: int) -> list[str]:
+    return [meet(i) for i in range(n)]
+
+
+def test_independent_runs_execute_in_parallel_with_their_own_context(resolver, store):
+    FLAGS["barrier"] = threading.Barrier(4, timeout=10)  # only passes if 4 runs are in flight at once
+    f = meeting(4)
+    seen = f.resolve(resolver(max_parallelism=4))
+    meets = {r.id for r in runs_by_func(store, f.id)["meet"]}
+    assert {s.split("/")[0] for s in seen} == meets
+    assert {s.split("/", 1)[1] for s in seen} == {f"{f.id}/{f.id}"}
+
+
+def test_context_outside_a_func_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="outside of a running func"):
+        sk.context()
+
+
+# -- logs ---------------------------------------------------------------------------------------------
+
+
+@sk.func
+def chatty(x: int) -> int:
+    print(f"hello from {x}")
+    return x
+
+
+def test_stdout_is_captured_per_run(resolver, tmp_path, capsys):
+    f = chatty(7)
+    f.resolve(resolver())
+    assert LocalStorage(tmp_path / "storage").get(log_key(f.id)) == b"hello from 7\n"
+    assert "hello from 7" in capsys.readouterr().out  # still shown on the terminal
+
+
+# -- caching ---------------------------------------------------------------------------------------
+
+
+@sk.func(cache=True)
+def expensive(x: int) -> int:
+    CALLS["expensive"] += 1
+    return x * 100
+
+
+@sk.func(cache=True)
+def cached_pipeline(x: int) -> int:
+    CALLS["cached_pipeline"] += 1
+    return double(expensive(x))
+
+
+@dataclass
+class Opaque:
+    """A dataclass carrying state outside its fields: only pickle keeps it, so no stable hash."""
+
+    def __init__(self) -> None:
+        self.extra = {"state": 1}
+
+
+class Unpicklable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+@sk.func(cache=True)
+def takes_object(o: object) -> int:
+    return 1
+
+
+def test_cache_hit_reuses_output_and_records_source(resolver, store):
+    a = expensive(3)
+    assert a.resolve(resolver(cache_namespace="ns")) == 300
+    b = expensive(3)
+    assert b.resolve(resolver(cache_namespace="ns")) == 300
+    assert CALLS["expensive"] == 1
+    hit = store.get_run(b.id)
+    assert hit.cached_from == a.id and hit.output_id == store.get_run(a.id).output_id
+    assert hit.cache_key == store.get_run(a.id).cache_key and hit.notes["cache"]["source_changed"] is False
+    expensive(4).resolve(resolver(cache_namespace="ns"))
+    expensive(3).resolve(resolver(cache_namespace="other"))
+    assert CALLS["expensive"] == 3  # other inputs, other namespace: misses
+
+
+def test_cache_hit_skips_nested_funcs(resolver, store):
+    first = cached_pipeline(2)
+    assert first.resolve(resolver(cache_namespace="ns")) == 400
+    CALLS.clear()
+    second = cached_pipeline(2)
+    assert second.resolve(resolver(cache_namespace="ns")) == 400
+    assert CALLS == {}
+    assert [r.func_name for r in store.runs_of_root(second.id)] == ["cached_pipeline"]
+
+
+def test_callable_namespace_is_called_once_with_the_root_future(resolver):
+    seen = []
+
+    def namespace(root):
+        seen.append(root)
+        return f"ns-{root.kwargs['x']}"
+
+    f = cached_pipeline(5)
+    f.resolve(resolver(cache_namespace=namespace))
+    assert seen == [f]
+    with pytest.raises(ValueError, match="cache_namespace must be a non-empty string"):
+        cached_pipeline(5).resolve(resolver(cache_namespace=lambda root: 42))
+
+
+def test_no_namespace_means_no_caching_with_a_warning(resolver, caplog):
+    with caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        expensive(1).resolve(resolver())
+        expensive(1).resolve(resolver())
+    assert CALLS["expensive"] == 2
+    assert "has no cache_namespace" in caplog.text
+
+
+def test_inputs_without_deterministic_hash_are_a_clear_error(resolver):
+    with pytest.raises(sk.ResolutionFailed, match=r"input 'o' \(.*Opaque\) cannot be hashed deterministically"):
+        takes_object(Opaque()).resolve(resolver(cache_namespace="ns"))
+
+
+def test_unserializable_argument_names_func_and_parameter(resolver):
+    with pytest.raises(sk.FuncError, match=r"takes_object\(\): argument 'o': value of type .*Unpicklable cannot be"):
+        takes_object(Unpicklable()).resolve(resolver())
+
+
+def test_cache_hit_from_changed_source_is_flagged(resolver, store, caplog, monkeypatch):
+    expensive(9).resolve(resolver(cache_namespace="ns"))
+    monkeypatch.setitem(expensive.__dict__, "source_hash", "0" * 64)
+    f = expensive(9)
+    with caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        f.resolve(resolver(cache_namespace="ns"))
+    assert store.get_run(f.id).notes["cache"]["source_changed"] is True
+    assert "source differs" in caplog.text
+
+
+# -- rerun_from -------------------------------------------------------------------------------------
+
+
+@sk.func
+def step(name: str, upstream: int) -> int:
+    CALLS[name] += 1
+    return upstream + int(FLAGS.get(name, 1))  # type: ignore[call-overload]
+
+
+@sk.func
+def chain() -> int:
+    a = step("a", 0)
+    b = step("b", a)
+    c = step("c", b)
+    d = step("d", 100)
+    return add(c, d)
+
+
+def ids_by_name(store, root_id: str) -> dict[str, str]:
+    runs = store.runs_of_root(root_id)
+    out = {}
+    for r in runs:
+        if r.func_name == "step":
+            out[store.get_artifact(r.inputs["name"]).summary] = r.id
+        else:
+            out[r.func_name] = r.id
+    return out
+
+
+def test_rerun_from_resets_run_ancestors_and_downstream_only(resolver, store):
+    first = chain()
+    assert first.resolve(resolver()) == 3 + 101
+    old = ids_by_name(store, first.id)
+    CALLS.clear()
+    FLAGS["b"] = 10  # "patch" b
+    again = chain()
+    assert again.resolve(resolver(rerun_from=old["b"])) == 12 + 101
+    assert CALLS == {"b": 1, "c": 1, "add": 1}
+    new = ids_by_name(store, again.id)
+    assert again.id != first.id and store.get_resolution(again.id).rerun_of == first.id
+    runs = {r.id: r for r in store.runs_of_root(again.id)}
+    assert {n: runs[new[n]].original_run_id for n in new} == {n: old[n] for n in new}
+    assert runs[new["a"]].output_id == store.get_run(old["a"]).output_id
+    assert runs[new["a"]].notes["reused_from"] == old["a"]
+    assert store.get_run(old["b"]).state == "resolved"  # the original is never touched
+
+
+def test_rerun_mode_continue_runs_only_what_failed(resolver, store):
+    FLAGS["c"] = "oops"  # c fails: int("oops")
+    first = chain()
+    with pytest.raises(sk.ResolutionFailed, match="ValueError"):
+        first.resolve(resolver())
+    assert store.get_resolution(first.id).state == "failed"
+    CALLS.clear()
+    FLAGS["c"] = 1
+    again = chain()
+    assert again.resolve(resolver(rerun_from=first.id, rerun_mode="continue")) == 3 + 101
+    assert CALLS == {"c": 1, "add": 1}
+
+
+def test_rerun_from_cached_target_forces_execution(resolver, store):
+    first = cached_pipeline(1)
+    first.resolve(resolver(cache_namespace="ns"))
+    target = next(r for r in store.runs_of_root(first.id) if r.func_name == "expensive")
+    CALLS.clear()
+    cached_pipeline(1).resolve(resolver(cache_namespace="ns", rerun_from=target.id))
+    assert CALLS["expensive"] == 1 and CALLS["double"] == 1
+
+
+def test_rerun_errors(resolver, store):
+    with pytest.raises(LookupError, match="no run with id 'nope'"):
+        chain().resolve(resolver(rerun_from="nope"))
+    first = chain()
+    first.resolve(resolver())
+    child = ids_by_name(store, first.id)["b"]
+    with pytest.raises(ValueError, match="takes the root run id"):
+        chain().resolve(resolver(rerun_from=child, rerun_mode="continue"))
+    with pytest.raises(ValueError, match="belongs to a .*chain pipeline"):
+        fan(1).resolve(resolver(rerun_from=child))

@@ -1,0 +1,97 @@
+"""Serialization: exact round trips, canonical bytes, content ids, summaries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import os
+import pathlib
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from sematic_k8s import serialization as ser
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    tags: tuple[str, ...] = ()
+    meta: dict[str, int] = field(default_factory=dict)
+
+
+class Thing:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Thing) and other.n == self.n
+
+
+PLAIN = [
+    None, True, False, 0, -7, 2**80, 1.5, float("inf"), -0.0, "", "héllo", b"\x00\xff",
+    [1, [2, [3]]], (1, "a", (2.0,)), {"a": 1, "b": [1, 2]}, {1: "x", (1, 2): "y"}, {"__sk__": "not a tag"},
+    {3, 1, 2}, frozenset({"a", "b"}), Color.RED, Point(1.0, 2.0, ("a",), {"k": 1}),
+    dt.datetime(2026, 11, 25, 6, 0, 1, 5), dt.date(2026, 1, 1), dt.time(1, 2), dt.timedelta(days=1, seconds=3),
+    uuid.UUID(int=5), decimal.Decimal("1.10"), pathlib.PurePosixPath("/a/b"),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=lambda v: ser.type_name(v))
+def test_plain_values_round_trip_exactly_as_json(value):
+    s = ser.serialize(value)
+    assert s.format == ser.JSON and s.deterministic
+    back = ser.deserialize(s.format, s.payload)
+    assert back == value and type(back) is type(value)
+
+
+def test_types_that_compare_equal_get_different_ids():
+    ids = {ser.serialize(v).id for v in [1, 1.0, True, "1", (1,), [1], {1}]}
+    assert len(ids) == 7
+
+
+def test_other_values_fall_back_to_pickle():
+    s = ser.serialize(Thing(3))
+    assert s.format == ser.PICKLE and not s.deterministic
+    assert ser.deserialize(s.format, s.payload) == Thing(3)
+    assert "Thing" in s.type_name and "repr" in s.summary
+
+
+def test_ids_are_sha256_of_format_and_payload_and_verified():
+    s = ser.serialize({"a": [1, 2]})
+    assert len(s.id) == 64
+    ser.verify(s.id, s.format, s.payload)
+    with pytest.raises(ValueError, match="is corrupt"):
+        ser.verify(s.id, s.format, s.payload + b" ")
+
+
+def test_canonical_bytes_do_not_depend_on_insertion_order_or_hash_seed():
+    assert ser.serialize({"b": 1, "a": 2}).id == ser.serialize({"a": 2, "b": 1}).id
+    code = ("from sematic_k8s.serialization import serialize; "
+            "print(serialize({'alpha', 'beta', 'gamma', 'delta', ('x', 1)}).id)")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    ids = {subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONHASHSEED": seed}, check=True,
+                          capture_output=True, text=True).stdout for seed in ("1", "2", "3")}
+    assert len(ids) == 1
+
+
+def test_summaries_are_bounded():
+    s = ser.serialize(list(range(1000)))
+    assert len(s.summary) == 21 and s.summary[-1] == "… 980 more"
+    assert ser.serialize("x" * 10_000).summary.endswith("…")
+
+
+def test_unserializable_values_are_a_clear_error():
+    import threading
+    with pytest.raises(TypeError, match="value of type _thread.lock cannot be serialized"):
+        ser.serialize(threading.Lock())
