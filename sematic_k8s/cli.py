@@ -71,9 +71,11 @@ def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None
 
 
 def _duration(seconds: float | None) -> str | None:
-    """``0.25s``, ``42.0s``, ``3m04s``, ``2h05m``."""
+    """``4ms``, ``2.50s``, ``42.0s``, ``3m04s``, ``2h05m``."""
     if seconds is None:
         return None
+    if round(seconds * 1000) < 1000:
+        return f"{round(seconds * 1000)}ms"
     if seconds < 60:
         return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)

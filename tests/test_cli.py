@@ -1,0 +1,292 @@
+"""The ``sematic-k8s`` CLI against real pipelines recorded in a SQLite home directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+import sematic_k8s as sk
+from sematic_k8s import config
+from sematic_k8s.cli import _duration, cli
+from sematic_k8s.resolvers.local import sql_store
+from sematic_k8s.store.records import RunRecord
+
+try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
+    import cli_pipeline as pl
+except ImportError:  # pragma: no cover
+    from tests import cli_pipeline as pl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Recorded:
+    home: Path
+    flag: Path
+    ok_id: str  # a resolved resolution
+    cached_id: str  # the same pipeline again: `square` is a cache hit
+    failed_id: str  # `flaky` failed
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.DB_URL_ENV, raising=False)
+    monkeypatch.delenv(config.HOME_ENV, raising=False)
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Recorded:
+    home, flag = tmp_path / "home", tmp_path / "fail.flag"
+    resolver = sk.LocalResolver(home=home, cache_namespace="ns")
+    ok = pl.pipeline(2, 3, str(flag))
+    assert ok.resolve(resolver) == 250
+    cached = pl.pipeline(2, 3, str(flag))
+    assert cached.resolve(resolver) == 250
+    flag.touch()
+    with pytest.raises(sk.ResolutionFailed) as e:
+        pl.pipeline(1, 1, str(flag)).resolve(resolver)
+    return Recorded(home, flag, ok.id, cached.id, e.value.resolution_id)
+
+
+def run_cli(home: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--home", str(home), *args])
+
+
+def ok(home: Path, *args: str) -> Result:
+    result = run_cli(home, *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def runs_of(home: Path, root_id: str) -> dict[str, RunRecord]:
+    """The runs of one resolution by func name (each func runs once in cli_pipeline)."""
+    return {r.func_name: r for r in sql_store(config.db_url(home)).runs_of_root(root_id)}
+
+
+# -- resolutions --------------------------------------------------------------------------------------
+
+def test_resolutions_list_table(rec: Recorded) -> None:
+    out = ok(rec.home, "resolutions", "list").stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "FUNC", "STATE", "CREATED", "DURATION", "RERUN_OF"]
+    assert len(lines) == 4
+    assert lines[1].startswith(rec.failed_id)  # newest first
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows[rec.ok_id][1:3] == ["pipeline", "resolved"]
+    assert rows[rec.failed_id][1:3] == ["pipeline", "failed"]
+    assert rows[rec.ok_id][-1] == "-"  # not a rerun
+    assert rows[rec.ok_id][-2].endswith("s")  # a duration
+    # columns are aligned: every header starts where its cells start
+    col = lines[0].index("STATE")
+    assert all(line[col:].split()[0] in ("resolved", "failed") for line in lines[1:])
+
+
+def test_resolutions_list_json_and_filters(rec: Recorded) -> None:
+    items = json.loads(ok(rec.home, "resolutions", "list", "-o", "json").stdout)["items"]
+    assert [i["id"] for i in items][0] == rec.failed_id
+    assert {i["id"] for i in items} == {rec.ok_id, rec.cached_id, rec.failed_id}
+    first = items[0]
+    assert first["state"] == "failed" and first["root_func_path"] == "cli_pipeline:pipeline"
+    assert "flaky" in first["error"] and first["rerun_of"] is None
+    assert isinstance(first["duration_seconds"], float) and first["created_at"].endswith("Z")
+
+    failed = json.loads(ok(rec.home, "resolutions", "list", "--state", "failed", "-o", "json").stdout)
+    assert [i["id"] for i in failed["items"]] == [rec.failed_id]
+    assert len(json.loads(ok(rec.home, "resolutions", "list", "--limit", "1", "--output", "json").stdout)
+               ["items"]) == 1
+
+
+def test_empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = ok(tmp_path, "resolutions", "list")
+    assert result.stdout == "" and "No resources found" in result.stderr
+    assert json.loads(ok(tmp_path, "resolutions", "list", "-o", "json").stdout) == {"items": []}
+    monkeypatch.setenv(config.HOME_ENV, str(tmp_path / "from-env"))  # no --home: the env var
+    assert CliRunner().invoke(cli, ["resolutions", "list"]).exit_code == 0
+    assert (tmp_path / "from-env" / "db.sqlite3").exists()
+
+
+# -- runs -----------------------------------------------------------------------------------------------
+
+def test_runs_list_table(rec: Recorded) -> None:
+    runs = runs_of(rec.home, rec.cached_id)
+    lines = ok(rec.home, "runs", "list", "--root-id", rec.cached_id).stdout.splitlines()
+    assert lines[0].split() == ["ID", "FUNC", "STATE", "PARENT", "ORIGIN", "DURATION"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {r.id for r in runs.values()}
+    assert rows[runs["pipeline"].id][1:5] == ["pipeline", "resolved", "-", "-"]
+    assert rows[runs["add"].id][1:4] == ["add", "resolved", rec.cached_id]
+    cache_hit = runs_of(rec.home, rec.ok_id)["square"].id
+    assert rows[runs["square"].id][4] == f"cached:{cache_hit}"
+
+
+def test_runs_list_json_and_filters(rec: Recorded) -> None:
+    items = json.loads(ok(rec.home, "runs", "list", "--root-id", rec.failed_id, "-o", "json").stdout)["items"]
+    by_func = {i["func_name"]: i for i in items}
+    assert set(by_func) == {"pipeline", "add", "square", "flaky"}
+    assert by_func["flaky"]["state"] == "failed" and by_func["flaky"]["error"]["type"] == "RuntimeError"
+    assert by_func["pipeline"]["state"] == "failed" and by_func["pipeline"]["parent_id"] is None
+    assert {"cached_from", "original_run_id", "duration_seconds", "inputs", "output_id"} <= set(by_func["add"])
+
+    failed = json.loads(ok(rec.home, "runs", "list", "--root-id", rec.failed_id, "--state", "resolved",
+                           "--func", "add", "-o", "json").stdout)["items"]
+    assert [(i["func_name"], i["state"]) for i in failed] == [("add", "resolved")]
+    assert len(json.loads(ok(rec.home, "runs", "list", "--root-id", rec.failed_id, "--limit", "2", "-o",
+                             "json").stdout)["items"]) == 2
+
+
+def test_runs_list_wants_a_root(rec: Recorded) -> None:
+    child = runs_of(rec.home, rec.ok_id)["add"].id
+    result = run_cli(rec.home, "runs", "list", "--root-id", child)
+    assert result.exit_code == 1 and f"its resolution is {rec.ok_id}" in result.stderr
+
+
+def test_runs_show(rec: Recorded) -> None:
+    add = runs_of(rec.home, rec.ok_id)["add"]
+    out = ok(rec.home, "runs", "show", add.id).stdout
+    fields = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in out.splitlines()[1:]}
+    assert fields["id"] == add.id and fields["state"] == "resolved" and fields["func_name"] == "add"
+    assert fields["input.a"] == f"{add.inputs['a']} int 2"
+    assert fields["input.b"] == f"{add.inputs['b']} int 3"
+    assert fields["output"] == f"{add.output_id} int 5"
+    assert fields["root_id"] == rec.ok_id and "settings" in fields and "started_at" in fields
+
+    obj = json.loads(ok(rec.home, "runs", "show", add.id, "-o", "json").stdout)
+    assert obj["id"] == add.id and obj["inputs"] == add.inputs and obj["output_id"] == add.output_id
+    assert obj["input_artifacts"] == {"a": {"type": "int", "summary": 2}, "b": {"type": "int", "summary": 3}}
+    assert obj["output_artifact"] == {"type": "int", "summary": 5}
+
+
+def test_runs_show_failed_has_traceback(rec: Recorded) -> None:
+    flaky = runs_of(rec.home, rec.failed_id)["flaky"]
+    out = ok(rec.home, "runs", "show", flaky.id).stdout
+    assert f"RuntimeError: flag file {rec.flag} is set" in out
+    assert "Traceback" in out and 'raise RuntimeError(f"flag file {flag} is set")' in out
+    assert "output_id" in out and "input.x" in out and "input.flag" in out
+
+    obj = json.loads(ok(rec.home, "runs", "show", flaky.id, "-o", "json").stdout)
+    assert obj["state"] == "failed" and "Traceback" in obj["error"]["traceback"]
+    assert obj["output_artifact"] is None and obj["input_artifacts"]["x"] == {"type": "int", "summary": 4}
+
+
+# -- logs -------------------------------------------------------------------------------------------------
+
+def test_logs(rec: Recorded) -> None:
+    runs = runs_of(rec.home, rec.ok_id)
+    assert ok(rec.home, "logs", runs["add"].id).stdout == "adding 2 + 3\n"
+    assert json.loads(ok(rec.home, "logs", runs["flaky"].id, "-o", "json").stdout) == {
+        "run_id": runs["flaky"].id, "logs": "flaky got 25\n"}
+    failed_flaky = runs_of(rec.home, rec.failed_id)["flaky"].id
+    assert ok(rec.home, "logs", failed_flaky).stdout == "flaky got 4\n"
+
+
+def test_logs_missing(rec: Recorded) -> None:
+    square = runs_of(rec.home, rec.ok_id)["square"].id
+    result = ok(rec.home, "logs", square)
+    assert result.stdout == "" and f"run {square} (square, resolved) has no logs: it printed nothing" in result.stderr
+    cached = runs_of(rec.home, rec.cached_id)["square"].id
+    assert f"from the cache (run {square})" in ok(rec.home, "logs", cached).stderr
+    assert json.loads(ok(rec.home, "logs", cached, "-o", "json").stdout) == {"run_id": cached, "logs": None}
+
+
+# -- rerun ------------------------------------------------------------------------------------------------
+
+def test_rerun_continue_after_fix(rec: Recorded) -> None:
+    rec.flag.unlink()
+    result = ok(rec.home, "rerun", rec.failed_id, "--mode", "continue")
+    assert "flaky got 4" in result.stderr  # the func's prints stay off stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "FUNC", "STATE", "CREATED", "DURATION", "RERUN_OF"]
+    new_id, func, state = lines[1].split()[:3]
+    assert (func, state, lines[1].split()[-1]) == ("pipeline", "resolved", rec.failed_id)
+    new = runs_of(rec.home, new_id)
+    assert new["pipeline"].state == "resolved"
+    old = runs_of(rec.home, rec.failed_id)
+    assert new["add"].notes["reused_from"] == old["add"].id  # what succeeded was not redone
+    listing = ok(rec.home, "runs", "list", "--root-id", new_id).stdout
+    assert f"reused:{old['add'].id}" in listing and f"rerun:{old['flaky'].id}" in listing
+    assert ok(rec.home, "logs", new["flaky"].id).stdout == "flaky got 4\n"
+
+
+def test_rerun_from_a_step_json(rec: Recorded) -> None:
+    rec.flag.unlink()
+    add = runs_of(rec.home, rec.ok_id)["add"]
+    result = ok(rec.home, "rerun", add.id, "--cache-namespace", "ns", "--max-parallelism", "2", "-o", "json")
+    obj = json.loads(result.stdout)
+    assert obj["state"] == "resolved" and obj["rerun_of"] == rec.ok_id and obj["id"] != rec.ok_id
+    assert obj["settings"]["rerun_from"] == add.id and obj["settings"]["cache_namespace"] == "ns"
+    assert obj["settings"]["max_parallelism"] == 2
+    assert "adding 2 + 3" in result.stderr  # re-executed
+    assert runs_of(rec.home, obj["id"])["square"].cached_from is not None  # same inputs: a cache hit
+
+
+def test_rerun_that_fails_exits_1(rec: Recorded) -> None:
+    result = run_cli(rec.home, "rerun", rec.failed_id, "--mode", "continue")
+    assert result.exit_code == 1
+    new_id = result.stdout.splitlines()[1].split()[0]
+    assert result.stdout.splitlines()[1].split()[1:3] == ["pipeline", "failed"]
+    flaky = runs_of(rec.home, new_id)["flaky"].id
+    assert f"resolution {new_id} failed: flaky (run {flaky}) raised RuntimeError" in result.stderr
+    assert f"sematic-k8s runs show {flaky}" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_rerun_continue_needs_the_root(rec: Recorded) -> None:
+    add = runs_of(rec.home, rec.failed_id)["add"].id
+    result = run_cli(rec.home, "rerun", add, "--mode", "continue")
+    assert result.exit_code == 1 and f"cannot rerun {add}" in result.stderr and "not a root run" in result.stderr
+
+
+def test_rerun_in_a_fresh_process(rec: Recorded, tmp_path: Path) -> None:
+    """The console script does not have the pipeline's module on sys.path: the CLI finds it."""
+    rec.flag.unlink()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "--home", str(rec.home), "rerun",
+                           rec.failed_id, "--mode", "continue", "-o", "json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["state"] == "resolved"
+
+
+# -- errors -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["runs", "list", "--root-id", "{id}"],
+    ["runs", "show", "{id}"],
+    ["runs", "show", "{id}", "-o", "json"],
+    ["logs", "{id}"],
+    ["rerun", "{id}"],
+])
+def test_unknown_ids(tmp_path: Path, args: list[str]) -> None:
+    result = run_cli(tmp_path, *[a.format(id="nope123") for a in args])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == "Error: no run with id 'nope123'"
+
+
+@pytest.mark.parametrize("args", [
+    ["resolutions", "list", "--state", "bogus"],
+    ["resolutions", "list", "--limit", "0"],
+    ["resolutions", "list", "-o", "yaml"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["rerun", "x", "--mode", "sideways"],
+    ["rerun", "x", "--max-parallelism", "0"],
+])
+def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    result = run_cli(tmp_path, *args)
+    assert result.exit_code == 2 and "Usage:" in result.stderr
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, None), (0.004, "4ms"), (0.9996, "1.00s"), (2.5, "2.50s"), (42, "42.0s"), (184, "3m04s"),
+    (7500, "2h05m"),
+])
+def test_duration(seconds: float | None, text: str | None) -> None:
+    assert _duration(seconds) == text
