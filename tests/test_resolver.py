@@ -525,3 +525,21 @@ def test_rerun_errors(resolver, store):
         chain().resolve(resolver(rerun_from=child, rerun_mode="continue"))
     with pytest.raises(ValueError, match="belongs to a .*chain pipeline"):
         fan(1).resolve(resolver(rerun_from=child))
+
+
+@sk.func
+def interrupted(x: int) -> int:
+    raise KeyboardInterrupt
+
+
+@sk.func
+def interrupted_pipeline() -> int:
+    return add(interrupted(1), double(2))
+
+
+def test_interrupt_cancels_the_resolution_and_is_recorded(resolver, store):
+    f = interrupted_pipeline()
+    with pytest.raises(KeyboardInterrupt):
+        f.resolve(resolver())
+    assert store.get_resolution(f.id).state == "canceled"
+    assert {r.state for r in store.runs_of_root(f.id) if r.func_name != "double"} == {"canceled"}

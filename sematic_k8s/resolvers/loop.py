@@ -184,30 +184,39 @@ class ResolutionLoop:
         return graph.map_leaves(template, self._value)
 
     def _nodes_for(self, futures: list[Future], parent_id: str | None) -> list[graph.Node]:
-        """Nodes and Run records for Futures and every Future nested in their arguments."""
+        """Nodes and Run records for Futures and every Future nested in their arguments,
+        dependencies first (so creation order is a topological order)."""
         nodes: list[graph.Node] = []
         seen: set[str] = set()
-        stack = list(futures)
+        stack: list[tuple[Future, dict[str, Any] | None]] = [(f, None) for f in reversed(futures)]
         while stack:
-            f = stack.pop()
+            f, inputs = stack.pop()
+            if inputs is not None:  # its dependencies are done: emit it
+                nodes.append(self._node(f, inputs, parent_id))
+                continue
             if f.id in seen or f.id in self.graph.nodes:
                 continue
             seen.add(f.id)
+            deps: list[Future] = []
             inputs = {}
             for name, arg in f.kwargs.items():
-                tmpl, has_refs = graph.template_of(arg, stack.append)
+                tmpl, has_refs = graph.template_of(arg, deps.append)
                 try:
                     inputs[name] = self._normalize(tmpl, has_refs)
                 except (TypeError, ValueError) as e:
                     raise FuncError(f"{f.func.name}(): argument '{name}': {e}") from e
-            nodes.append(graph.Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs))
-            self.batch.add_run(RunRecord(
-                id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
-                func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
-                input_refs={k: graph.to_json(t, _value_id) for k, t in inputs.items()},
-                source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
-            ))
+            stack.append((f, inputs))
+            stack.extend((d, None) for d in reversed(deps))
         return nodes
+
+    def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> graph.Node:
+        self.batch.add_run(RunRecord(
+            id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
+            func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
+            input_refs={k: graph.to_json(t, _value_id) for k, t in inputs.items()},
+            source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
+        ))
+        return graph.Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
 
     def _new_root(self, root: Future) -> list[graph.Node]:
         for name, arg in root.kwargs.items():
