@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 
@@ -16,10 +16,10 @@ class LocalStorage:
         self._dirs: set[Path] = set()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
-            raise ValueError(f"storage key {key!r} escapes the storage root")
-        return path
+        parts = key.split("/")
+        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"storage key {key!r} is not a plain relative path")
+        return self.root.joinpath(*parts)
 
     def _parent(self, path: Path) -> None:
         if path.parent not in self._dirs:
@@ -31,8 +31,8 @@ class LocalStorage:
         if path.exists():
             return
         self._parent(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
 
