@@ -106,6 +106,10 @@ class Func:
     def __repr__(self) -> str:
         return f"<sk.func {self.path}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by reference: unpickling finds the func by its path (in a worker's image)."""
+        return load_func, (self.path, self.source_file)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
         try:
             bound = self.signature.bind(*args, **kwargs)

@@ -24,6 +24,7 @@ import importlib
 import json
 import pathlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,3 +226,20 @@ def verify(artifact_id: str, fmt: str, payload: bytes) -> None:
     got = _content_id(fmt, payload)
     if got != artifact_id:
         raise ValueError(f"artifact {artifact_id} is corrupt: its bytes hash to {got}")
+
+
+class Value:
+    """A graph leaf: an artifact id with its value, loaded from storage on first use."""
+
+    __slots__ = ("id", "format", "type_name", "_value", "_load")
+
+    def __init__(self, artifact_id: str, fmt: str, type_name: str, value: Any = None,
+                 load: Callable[[Value], Any] | None = None) -> None:
+        self.id, self.format, self.type_name = artifact_id, fmt, type_name
+        self._value, self._load = value, load
+
+    @property
+    def value(self) -> Any:
+        if self._load is not None:
+            self._value, self._load = self._load(self), None
+        return self._value

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sematic_k8s.func import Func
+from sematic_k8s.serialization import Value
 
 
 @dataclass(slots=True)
@@ -15,8 +16,7 @@ class Task:
     run_id: str
     root_id: str
     func: Func
-    inputs: dict[str, Any]  # parameter -> value
-    input_ids: dict[str, str]  # parameter -> artifact id
+    inputs: dict[str, Value]  # parameter -> artifact (value loaded on first use)
     attempt: int = 1
 
 
@@ -29,6 +29,8 @@ class Outcome:
     value: Any = None
     error: BaseException | None = None
     error_info: dict[str, Any] | None = None  # {"type", "message", "traceback"}
+    output: dict[str, Any] | None = None  # an artifact a remote worker stored: {id, format, type_name, ...}
+    expansion: dict[str, Any] | None = None  # the artifact of a remote composition's pickled Futures
     logs: str = ""
     details: dict[str, Any] = field(default_factory=dict)  # where it ran (container, pod, ...)
 

@@ -16,7 +16,8 @@ from sematic_k8s.executors.base import Outcome, Task
 def error_info(exc: BaseException) -> dict[str, Any]:
     """The recordable form of an exception."""
     return {"type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "mro": [c.__qualname__ for c in type(exc).__mro__]}
 
 
 def execute(task: Task) -> Outcome:
@@ -24,8 +25,9 @@ def execute(task: Task) -> Outcome:
     ctx_token = set_context(Context(task.run_id, task.root_id, task.root_id))
     buf, log_token = logcapture.start()
     try:
-        task.func.check_inputs(task.inputs)
-        value = task.func.fn(**task.inputs)
+        inputs = {k: v.value for k, v in task.inputs.items()}
+        task.func.check_inputs(inputs)
+        value = task.func.fn(**inputs)
         return Outcome(task.run_id, task.attempt, value=value, logs=buf.getvalue())
     except Exception as e:
         return Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e), logs=buf.getvalue())

@@ -10,7 +10,6 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from sematic_k8s import caching, graph, serialization
@@ -19,7 +18,8 @@ from sematic_k8s.executors.inline import error_info
 from sematic_k8s.func import Func, FuncError, load_func
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
-from sematic_k8s.storage.base import Storage, artifact_key, log_key
+from sematic_k8s.serialization import Value
+from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 
@@ -35,23 +35,6 @@ class ResolutionFailed(Exception):
         self.resolution_id = resolution_id
         self.run_id = run_id
         self.error = error
-
-
-class Value:
-    """A graph leaf: an artifact id with its value, loaded from storage on first use."""
-
-    __slots__ = ("id", "format", "type_name", "_value", "_load")
-
-    def __init__(self, artifact_id: str, fmt: str, type_name: str, value: Any = None,
-                 load: Callable[[Value], Any] | None = None) -> None:
-        self.id, self.format, self.type_name = artifact_id, fmt, type_name
-        self._value, self._load = value, load
-
-    @property
-    def value(self) -> Any:
-        if self._load is not None:
-            self._value, self._load = self._load(self), None
-        return self._value
 
 
 class ResolutionLoop:
@@ -81,6 +64,7 @@ class ResolutionLoop:
         self.task_inputs: dict[str, dict[str, Value]] = {}
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
+        self.load = artifact_loader(storage)
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -169,13 +153,8 @@ class ResolutionLoop:
             if rec is None:
                 raise LookupError(f"artifact {artifact_id} is not recorded")
             fmt, type_name = rec.format, rec.type_name
-
-        def load(v: Value) -> Any:
-            payload = self.storage.get(artifact_key(v.id))
-            serialization.verify(v.id, v.format, payload)
-            return serialization.deserialize(v.format, payload)
         self.known_artifacts.add(artifact_id)
-        return Value(artifact_id, fmt, type_name, load=load)
+        return Value(artifact_id, fmt, type_name, load=self.load)
 
     def _normalize(self, template: Any, has_refs: bool) -> Any:
         """Turn every literal leaf of a template into a Value (serialized once)."""
@@ -333,17 +312,11 @@ class ResolutionLoop:
         attempt = self.attempts.get(node.run_id, 0) + 1
         self.attempts[node.run_id] = attempt
         inputs = self.task_inputs[node.run_id]
-        try:
-            values = {k: v.value for k, v in inputs.items()}
-        except Exception as e:
-            self._fail(node, e)
-            return
         self.graph.set_state(node.run_id, RUNNING)
         self.batch.update_run(node.run_id, state=RUNNING, attempts=attempt,
                               **({"started_at": utcnow()} if attempt == 1 else {}))
         self.in_flight += 1
-        self.executor.submit(Task(node.run_id, self.root_id, node.func, values,
-                                  {k: v.id for k, v in inputs.items()}, attempt))
+        self.executor.submit(Task(node.run_id, self.root_id, node.func, inputs, attempt))
 
     def _on_outcome(self, o: Outcome) -> None:
         node = self.graph.nodes.get(o.run_id)
@@ -359,17 +332,32 @@ class ResolutionLoop:
             self._on_error(node, o)
             return
         try:
-            self._on_value(node, o.value)
+            if o.output is not None:  # a remote worker stored and type-checked the output
+                self._on_stored_output(node, o.output)
+            elif o.expansion is not None:  # a remote composition returned (pickled) Futures
+                self._on_value(node, self._stored_value(o.expansion["id"], o.expansion["format"]).value)
+            else:
+                self._on_value(node, o.value)
         except Exception as e:
             self._fail(node, e)
+
+    def _on_stored_output(self, node: graph.Node, artifact: dict[str, Any]) -> None:
+        if artifact["id"] not in self.known_artifacts:
+            self.batch.artifacts[artifact["id"]] = {**artifact, "created_at": utcnow()}
+        out = self._stored_value(artifact["id"], artifact["format"], artifact["type_name"])
+        self.graph.resolve(node.run_id, out)
+        self.task_inputs.pop(node.run_id, None)
+        self.batch.update_run(node.run_id, state=RESOLVED, output_id=out.id, ended_at=utcnow(), error=None)
 
     def _on_error(self, node: graph.Node, o: Outcome) -> None:
         func: Func = node.func
         exc = o.error
-        retry = (o.attempt <= func.retries and exc is not None and isinstance(exc, func.retry_on)
-                 and not isinstance(exc, FuncError))
+        info = o.error_info or error_info(exc)  # type: ignore[arg-type]
+        kinds = set(info.get("mro", ()))
+        retry = (o.attempt <= func.retries and "FuncError" not in kinds
+                 and any(c.__qualname__ in kinds for c in func.retry_on))
         if not retry:
-            self._fail(node, exc, o.error_info)
+            self._fail(node, exc, info)
             return
         delay = func.retry_delay(o.attempt)
         log.warning("%s (run %s) failed on attempt %d/%d: %s; retrying in %.3gs", func.name, node.run_id,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sematic_k8s import serialization
 
 
 class Storage(Protocol):
@@ -25,3 +28,12 @@ def artifact_key(artifact_id: str) -> str:
 
 def log_key(run_id: str) -> str:
     return f"logs/{run_id}.log"
+
+
+def artifact_loader(storage: Storage) -> Callable[[serialization.Value], Any]:
+    """A Value loader that reads an artifact's bytes from ``storage`` and verifies them."""
+    def load(v: serialization.Value) -> Any:
+        payload = storage.get(artifact_key(v.id))
+        serialization.verify(v.id, v.format, payload)
+        return serialization.deserialize(v.format, payload)
+    return load
