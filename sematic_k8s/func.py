@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import inspect
 import numbers
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -189,18 +190,24 @@ def func(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
 
 
 def load_func(path: str, source_file: str | None = None) -> Func:
-    """Find the Func recorded as ``module:qualname``, importing its module (or file) if needed."""
+    """Find the Func recorded as ``module:qualname``: importing its module, or else loading the
+    module from its recorded source file."""
     if path in _REGISTRY:
         return _REGISTRY[path]
     module_name = path.partition(":")[0]
-    if module_name != "__main__":
+    try:
+        if module_name == "__main__":
+            raise ImportError("__main__ is not importable")
         importlib.import_module(module_name)
-    elif source_file:
-        spec = importlib.util.spec_from_file_location("__sk_main__", source_file)
+    except ImportError as e:
+        if not source_file or not os.path.exists(source_file):
+            raise LookupError(f"func {path} cannot be found: {e}") from e
+        name = "__sk_main__" if module_name == "__main__" else module_name
+        spec = importlib.util.spec_from_file_location(name, source_file)
         if spec is None or spec.loader is None:
-            raise LookupError(f"cannot load {source_file} to find {path}")
+            raise LookupError(f"cannot load {source_file} to find {path}") from e
         module = importlib.util.module_from_spec(spec)
-        sys.modules["__sk_main__"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
     if path not in _REGISTRY:
         raise LookupError(f"func {path} is not defined (is its module importable from here?)")

@@ -91,7 +91,7 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
 
 def main() -> int:
     """Container entrypoint."""
-    from sematic_k8s.storage.s3 import storage_from_url
+    from sematic_k8s.storage.urls import storage_from_url
 
     spec = TaskSpec.from_json(os.environ[TASK_ENV])
     storage = storage_from_url(os.environ["SEMATIC_K8S_STORAGE"])

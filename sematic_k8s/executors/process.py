@@ -1,0 +1,52 @@
+"""Run each Run attempt as a worker process on this machine (``python -m sematic_k8s.worker``).
+
+The same worker contract as containers and pods, without an image: useful to run funcs isolated
+from the driver, and to test the remote path end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sematic_k8s.executors.base import Task
+from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.storage.base import Storage
+from sematic_k8s.worker import TaskSpec
+
+
+class ProcessExecutor(RemoteExecutor):
+    """One child process per run attempt."""
+
+    def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None) -> None:
+        super().__init__(storage, storage_url)
+        self.cwd = cwd
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        self.procs[spec.run_id] = subprocess.Popen(
+            [sys.executable, "-m", "sematic_k8s.worker"], cwd=self.cwd,
+            env={**os.environ, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL)
+
+    def ended(self, timeout: float) -> list[Ended]:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [Ended(run_id, p.returncode) for run_id, p in self.procs.items() if p.poll() is not None]
+            for e in done:
+                del self.procs[e.run_id]
+            if done or time.monotonic() >= deadline:
+                return done
+            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+
+    def stop(self, run_id: str) -> None:
+        proc = self.procs.pop(run_id, None)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def details(self, run_id: str) -> dict[str, Any]:
+        return {"executor": "process"}

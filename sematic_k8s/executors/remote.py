@@ -1,0 +1,115 @@
+"""Executors that run each Run attempt as a worker (process, container, pod) elsewhere.
+
+They share one contract with :mod:`sematic_k8s.worker`: the task goes out as a TaskSpec in the
+worker's environment, and the result comes back as an outcome document in artifact storage.
+Subclasses only say how to launch a worker, how to see which ones ended, and how to stop one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.storage.base import Storage, log_key
+from sematic_k8s.worker import TaskSpec, outcome_key
+
+POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
+
+
+@dataclass(slots=True)
+class Ended:
+    """A worker that stopped: its exit code and, when it died, why (OOMKilled, Evicted, ...)."""
+
+    run_id: str
+    exit_code: int | None
+    reason: str | None = None
+    message: str | None = None
+    last_logs: str = ""
+
+
+class RemoteExecutor:
+    """Launches workers and turns their outcome documents into Outcomes."""
+
+    def __init__(self, storage: Storage, storage_url: str) -> None:
+        self.storage = storage
+        self.storage_url = storage_url
+        self.running: dict[str, TaskSpec] = {}
+
+    # -- what subclasses implement ----------------------------------------------------------------
+
+    def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def ended(self, timeout: float) -> list[Ended]:
+        """Workers that stopped since the last call, waiting up to ``timeout`` for the first."""
+        raise NotImplementedError
+
+    def stop(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    def details(self, run_id: str) -> dict[str, Any]:
+        """Where the run executed (container, pod, image), recorded on the Run."""
+        return {}
+
+    # -- the Executor interface -------------------------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        spec = TaskSpec(
+            run_id=task.run_id, root_id=task.root_id, func_path=task.func.path, source_file=task.func.source_file,
+            input_ids={k: v.id for k, v in task.inputs.items()},
+            input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
+        )
+        env = {"SEMATIC_K8S_TASK": spec.to_json(), "SEMATIC_K8S_STORAGE": self.storage_url}
+        self.running[task.run_id] = spec
+        self.launch(spec, task, env)
+
+    def wait(self, timeout: float | None) -> list[Outcome]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
+            outcomes = [self._outcome(e) for e in self.ended(left) if e.run_id in self.running]
+            if outcomes or (deadline is not None and time.monotonic() >= deadline):
+                return outcomes
+
+    def _outcome(self, e: Ended) -> Outcome:
+        spec = self.running.pop(e.run_id)
+        details = {**self.details(e.run_id), **({"reason": e.reason} if e.reason else {})}
+        try:
+            doc = json.loads(self.storage.get(outcome_key(spec.run_id, spec.attempt)))
+        except KeyError:
+            doc = {"error": _died(e)}
+            if e.last_logs:
+                self.storage.append(log_key(spec.run_id), e.last_logs.encode())
+        return Outcome(spec.run_id, spec.attempt, output=doc.get("output"), expansion=doc.get("expansion"),
+                       error_info=doc.get("error"), details=details)
+
+    def cancel(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            if self.running.pop(run_id, None) is not None:
+                self.stop(run_id)
+
+    def close(self) -> None:
+        self.cancel(list(self.running))
+
+
+_PLAIN_WORDS = {
+    "OOMKilled": "the worker ran out of memory (OOMKilled): raise the func's memory=",
+    "Evicted": "the worker's pod was evicted from its node",
+    "DeadlineExceeded": "the worker exceeded its timeout",
+    "ImagePullBackOff": "the worker's image could not be pulled",
+    "ErrImagePull": "the worker's image could not be pulled",
+    "Unschedulable": "no node can run the worker (check cpu/memory/gpu requests and node selectors)",
+}
+
+
+def _died(e: Ended) -> dict[str, Any]:
+    """An error for a worker that ended without writing an outcome, in plain words."""
+    plain = _PLAIN_WORDS.get(e.reason or "", f"the worker exited with code {e.exit_code} without a result")
+    message = plain + (f": {e.message}" if e.message else "")
+    tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
+    kind = e.reason or "WorkerDied"
+    return {"type": kind, "message": message, "traceback": message + tail,
+            "mro": [kind, "WorkerDied", "Exception"] if e.reason in ("Evicted",) else [kind, "WorkerDied"]}

@@ -1,0 +1,39 @@
+"""Inline funcs run in the driver's process; the others go to a remote executor."""
+
+from __future__ import annotations
+
+import time
+
+from sematic_k8s.executors.base import Executor, Outcome, Task
+
+SLICE = 0.02  # seconds: how long one executor is waited on before checking the other
+
+
+class SplitExecutor:
+    """Routes each task by ``func.inline`` and waits on both executors."""
+
+    def __init__(self, inline: Executor, remote: Executor) -> None:
+        self.inline, self.remote = inline, remote
+        self.where: dict[str, Executor] = {}
+
+    def submit(self, task: Task) -> None:
+        target = self.inline if task.func.inline else self.remote
+        self.where[task.run_id] = target
+        target.submit(task)
+
+    def wait(self, timeout: float | None) -> list[Outcome]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            out = self.inline.wait(0) + self.remote.wait(0 if deadline is not None and timeout == 0 else SLICE)
+            if out or (deadline is not None and time.monotonic() >= deadline):
+                for o in out:
+                    self.where.pop(o.run_id, None)
+                return out
+
+    def cancel(self, run_ids: list[str]) -> None:
+        for executor in (self.inline, self.remote):
+            executor.cancel([r for r in run_ids if self.where.get(r) is executor])
+
+    def close(self) -> None:
+        self.inline.close()
+        self.remote.close()
