@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
@@ -35,7 +34,8 @@ class ProcessExecutor(RemoteExecutor):
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout
         while True:
-            done = [Ended(run_id, p.returncode) for run_id, p in self.procs.items() if p.poll() is not None]
+            done = [Ended(run_id, p.returncode, details={"executor": "process", "pid": p.pid})
+                    for run_id, p in self.procs.items() if p.poll() is not None]
             for e in done:
                 del self.procs[e.run_id]
             if done or time.monotonic() >= deadline:
@@ -47,6 +47,3 @@ class ProcessExecutor(RemoteExecutor):
         if proc is not None:
             proc.kill()
             proc.wait()
-
-    def details(self, run_id: str) -> dict[str, Any]:
-        return {"executor": "process"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s.executors.base import Outcome, Task
@@ -28,6 +28,7 @@ class Ended:
     reason: str | None = None
     message: str | None = None
     last_logs: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # where it ran (container, pod, image)
 
 
 class RemoteExecutor:
@@ -49,10 +50,6 @@ class RemoteExecutor:
 
     def stop(self, run_id: str) -> None:
         raise NotImplementedError
-
-    def details(self, run_id: str) -> dict[str, Any]:
-        """Where the run executed (container, pod, image), recorded on the Run."""
-        return {}
 
     # -- the Executor interface -------------------------------------------------------------------
 
@@ -76,7 +73,7 @@ class RemoteExecutor:
 
     def _outcome(self, e: Ended) -> Outcome:
         spec = self.running.pop(e.run_id)
-        details = {**self.details(e.run_id), **({"reason": e.reason} if e.reason else {})}
+        details = {**e.details, **({"reason": e.reason} if e.reason else {})}
         try:
             doc = json.loads(self.storage.get(outcome_key(spec.run_id, spec.attempt)))
         except KeyError:

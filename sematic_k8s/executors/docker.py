@@ -1,0 +1,100 @@
+"""Run each Run attempt in a Docker container on this machine (host network), from an image by digest."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from sematic_k8s.executors.base import Task
+from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.storage.base import Storage
+from sematic_k8s.worker import TaskSpec
+
+LOG_TAIL = 40
+
+
+def label_value(text: str) -> str:
+    """A Kubernetes/Docker-safe label value: [A-Za-z0-9_.-], at most 63 characters."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
+    return value[:63].rstrip("-_.")
+
+
+def run_labels(resolution_id: str, run_id: str, func_name: str, role: str) -> dict[str, str]:
+    """The labels every container, Job and pod carries (DESIGN.md "kubectl")."""
+    return {"sematic-k8s/resolution-id": resolution_id, "sematic-k8s/run-id": run_id,
+            "sematic-k8s/func": label_value(func_name), "sematic-k8s/role": role}
+
+
+class DockerExecutor(RemoteExecutor):
+    """One container per run attempt; finished containers are found with one labelled list call."""
+
+    def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
+                 client: Any = None) -> None:
+        super().__init__(storage, storage_url)
+        import docker
+
+        self.client = client or docker.from_env()
+        self.image = image
+        self.env = env or {}
+        self.containers: dict[str, Any] = {}  # run id -> container
+        self.root_id = ""
+
+    def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        self.root_id = spec.root_id
+        labels = run_labels(spec.root_id, spec.run_id, task.func.name, "worker")
+        kwargs: dict[str, Any] = {}
+        if task.func.memory:
+            kwargs["mem_limit"] = _docker_memory(task.func.memory)
+        if task.func.cpu:
+            kwargs["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
+        self.containers[spec.run_id] = self.client.containers.run(
+            self.image, ["python", "-m", "sematic_k8s.worker"], detach=True, network_mode="host",
+            environment={**self.env, **env}, labels=labels,
+            name=f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}", **kwargs)
+
+    def ended(self, timeout: float) -> list[Ended]:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = []
+            if self.containers:
+                exited = self.client.containers.list(all=True, filters={
+                    "label": f"sematic-k8s/resolution-id={self.root_id}", "status": "exited"})
+                exited += self.client.containers.list(all=True, filters={
+                    "label": f"sematic-k8s/resolution-id={self.root_id}", "status": "dead"})
+                for c in exited:
+                    run_id = c.labels.get("sematic-k8s/run-id")
+                    if run_id in self.containers and self.containers[run_id].id == c.id:
+                        done.append(self._ended(run_id, c))
+            if done or time.monotonic() >= deadline:
+                return done
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _ended(self, run_id: str, container: Any) -> Ended:
+        del self.containers[run_id]
+        state = container.attrs.get("State", {})
+        reason = "OOMKilled" if state.get("OOMKilled") else None
+        logs = container.logs(tail=LOG_TAIL).decode(errors="replace")
+        details = {"executor": "docker", "container": container.name, "image": self.image}
+        container.remove(force=True)
+        return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs, details)
+
+    def stop(self, run_id: str) -> None:
+        container = self.containers.pop(run_id, None)
+        if container is not None:
+            container.remove(force=True)
+
+
+def _cpus(cpu: str) -> float:
+    return float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _docker_memory(memory: str) -> int:
+    """Kubernetes quantity ('512Mi', '4Gi', '1G') -> bytes."""
+    for unit, factor in _UNITS.items():
+        if memory.endswith(unit):
+            return int(float(memory[: -len(unit)]) * factor)
+    return int(memory)
