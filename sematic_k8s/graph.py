@@ -184,9 +184,16 @@ class Graph:
     def add(self, nodes: Iterable[Node]) -> None:
         """Register nodes (in any order among themselves) and wire their dependencies."""
         nodes = list(nodes)
-        for n in nodes:
-            if n.run_id in self.nodes:
+        ids = {n.run_id for n in nodes}
+        for n in nodes:  # validate everything before changing anything
+            if n.run_id in self.nodes or len(ids) != len(nodes):
                 raise ValueError(f"run {n.run_id} is already in the graph")
+            if n.state != RESOLVED:
+                templates = n.inputs.values() if n.mode == EXECUTE else [n.output_template]
+                for dep in (r for t in templates for r in refs_in(t)):
+                    if dep not in self.nodes and dep not in ids:
+                        raise ValueError(f"run {n.run_id} depends on unknown run {dep}")
+        for n in nodes:
             self.nodes[n.run_id] = n
         for n in nodes:
             if n.state == RESOLVED:
@@ -347,6 +354,8 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
             dropped.update(subtree(x))
 
     kept = [r for r in _parents_first(by_id, children) if r.id not in dropped]
+    if mode == "from" and from_id in dropped:
+        raise ValueError(f"run {from_id} cannot be re-run: its recorded parents are inconsistent")
     ids = {r.id: new_id() for r in kept}
     plan = []
     for r in kept:
