@@ -20,7 +20,7 @@ class Resolver:
     kind = "base"
 
     def __init__(self, *, cache_namespace: caching.CacheNamespace = None, rerun_from: str | None = None,
-                 rerun_mode: str = "from", max_parallelism: int = 1) -> None:
+                 rerun_mode: str = "from", max_parallelism: int = 1, root_id: str | None = None) -> None:
         if cache_namespace is not None and not (isinstance(cache_namespace, str) or callable(cache_namespace)):
             raise TypeError(f"cache_namespace must be a string or a callable, got {cache_namespace!r}")
         if rerun_from is not None and (not isinstance(rerun_from, str) or not rerun_from):
@@ -33,6 +33,7 @@ class Resolver:
         self.rerun_from = rerun_from
         self.rerun_mode = rerun_mode
         self.max_parallelism = max_parallelism
+        self.root_id = root_id  # the new Resolution's id, when the caller must know it up front (the server)
 
     def _parts(self) -> tuple[Store, Storage, Executor]:
         raise NotImplementedError
@@ -44,5 +45,5 @@ class Resolver:
         store, storage, executor = self._parts()
         loop = ResolutionLoop(store, storage, executor, kind=self.kind, cache_namespace=self.cache_namespace,
                               max_parallelism=self.max_parallelism, rerun_from=self.rerun_from,
-                              rerun_mode=self.rerun_mode)
+                              rerun_mode=self.rerun_mode, root_id=self.root_id)
         return loop.run(future)

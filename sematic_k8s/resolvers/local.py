@@ -10,6 +10,8 @@ from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, http_store
 from sematic_k8s.store.sql import SqlStore
 
 _STORES: dict[str, SqlStore] = {}
@@ -25,24 +27,31 @@ def sql_store(url: str) -> SqlStore:
 class LocalResolver(Resolver):
     """Resolve in this process, recording to ``home`` (default $SEMATIC_K8S_HOME or ~/.sematic_k8s).
 
-    ``max_parallelism`` > 1 runs independent funcs on that many threads.
+    ``max_parallelism`` > 1 runs independent funcs on that many threads. With ``server`` (default
+    $SEMATIC_K8S_SERVER) metadata is recorded through that sematic-k8s server, authenticated with
+    ``api_key`` (default $SEMATIC_K8S_API_KEY); artifacts and logs stay under ``home``.
     """
 
     kind = "local"
 
-    def __init__(self, *, home: str | os.PathLike[str] | None = None, **settings: Any) -> None:
+    def __init__(self, *, home: str | os.PathLike[str] | None = None, server: str | None = None,
+                 api_key: str | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         self.home = config.home(home)
+        self.server = server or os.environ.get(SERVER_ENV) or None
+        self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
 
     @property
-    def store(self) -> SqlStore:
+    def store(self) -> Store:
+        if self.server:
+            return http_store(self.server, self.api_key)
         return sql_store(config.db_url(self.home))
 
     @property
     def storage(self) -> LocalStorage:
         return LocalStorage(self.home / "storage")
 
-    def _parts(self) -> tuple[SqlStore, LocalStorage, InlineExecutor]:
+    def _parts(self) -> tuple[Store, LocalStorage, InlineExecutor]:
         return self.store, self.storage, InlineExecutor(self.max_parallelism)
 
     def resolve(self, future: Future) -> Any:

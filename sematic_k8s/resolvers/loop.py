@@ -25,6 +25,7 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
+CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
 
 
 class ResolutionFailed(Exception):
@@ -37,13 +38,17 @@ class ResolutionFailed(Exception):
         self.error = error
 
 
+class ResolutionCanceled(ResolutionFailed):
+    """A Resolution was canceled on request (``sematic-k8s cancel``, the server's cancel action)."""
+
+
 class ResolutionLoop:
     """Resolves one pipeline (a fresh one, or a rerun of a recorded one)."""
 
     def __init__(self, store: Store, storage: Storage, executor: Executor, *, kind: str,
                  cache_namespace: caching.CacheNamespace = None, max_parallelism: int = 1,
                  rerun_from: str | None = None, rerun_mode: str = "from", image: str | None = None,
-                 build_hash: str | None = None) -> None:
+                 build_hash: str | None = None, root_id: str | None = None) -> None:
         self.store, self.storage, self.executor = store, storage, executor
         self.kind = kind
         self.cache_namespace_setting = cache_namespace
@@ -63,6 +68,9 @@ class ResolutionLoop:
         self.warned_no_namespace = False
         self.namespace: str | None = None
         self.root_id = ""
+        self.preset_root_id = root_id  # the new Resolution's id when the caller chose it (the server)
+        self.cancel_checked = time.monotonic()
+        self.cancel_asked = False
         self.task_inputs: dict[str, dict[str, Value]] = {}
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
@@ -97,6 +105,9 @@ class ResolutionLoop:
         root = self.graph.nodes[self.root_id]
         while True:
             self._advance()
+            if self.cancel_asked:
+                raise ResolutionCanceled(f"resolution {self.root_id} was canceled", resolution_id=self.root_id,
+                                         run_id=None, error=None)
             if root.state in graph.TERMINAL or (self.failure and self.in_flight == 0):
                 return
             if self.in_flight == 0 and not self.timers:
@@ -104,8 +115,8 @@ class ResolutionLoop:
             outcomes = self.executor.wait(0)
             if not outcomes:  # about to block: record what happened so far first
                 self._flush()
-                timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
-                outcomes = self.executor.wait(timeout)
+                timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else CANCEL_POLL
+                outcomes = self.executor.wait(min(timeout, CANCEL_POLL))
             elif time.monotonic() - self.last_flush > FLUSH_INTERVAL:
                 self._flush()
             for outcome in outcomes:
@@ -204,7 +215,9 @@ class ResolutionLoop:
             if graph.template_of(arg, lambda _: None)[1]:
                 raise FuncError(f"{root.func.name}(): argument '{name}' is a Future; the pipeline's root "
                                 "takes concrete values (call both funcs inside another func instead)")
-        if self.store.get_run(root.id) is not None:
+        if self.preset_root_id:
+            root.id = self.preset_root_id
+        elif self.store.get_run(root.id) is not None:
             root.id = new_id()  # the same root Future resolved again: a new Resolution
         self.root_id = root.id
         return self._nodes_for([root], None)
@@ -218,9 +231,10 @@ class ResolutionLoop:
         if root.func.path != old_root.func_path:
             raise ValueError(f"rerun_from {self.rerun_from} belongs to a {old_root.func_path} pipeline, "
                              f"not {root.func.path}")
-        plan = graph.plan_rerun(old_runs, target.id, self.rerun_mode, new_id)
+        preset = iter([self.preset_root_id] if self.preset_root_id else [])
+        plan = graph.plan_rerun(old_runs, target.id, self.rerun_mode, lambda: next(preset, None) or new_id())
         by_old = {r.id: r for r in old_runs}
-        self.root_id = root.id = plan[0].new_id
+        self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
         formats = {a.id: a for a in self.store.artifacts(
             {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
 
@@ -417,7 +431,7 @@ class ResolutionLoop:
         now = utcnow()
         for run_id in canceled:
             self.batch.update_run(run_id, state=CANCELED, ended_at=now)
-        state = CANCELED if isinstance(exc, KeyboardInterrupt) else FAILED
+        state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
         self.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
                                                        "error": f"{type(exc).__name__}: {exc}"}
         try:
@@ -450,6 +464,9 @@ class ResolutionLoop:
         if self.batch:
             batch, self.batch = self.batch, Batch()
             self.store.write(batch)
+        if self.last_flush - self.cancel_checked >= CANCEL_POLL and self.root_id:
+            self.cancel_checked = self.last_flush
+            self.cancel_asked = self.cancel_asked or self.store.cancel_requested(self.root_id)
 
 
 def _func_or_none(run: RunRecord) -> Func | None:

@@ -33,4 +33,7 @@ class Store(Protocol):
     def find_cached(self, cache_key: str) -> RunRecord | None:
         """The most recent resolved Run with this cache key."""
 
+    def cancel_requested(self, resolution_id: str) -> bool:
+        """Whether someone asked this Resolution to cancel (its state is "canceling")."""
+
     def close(self) -> None: ...

@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 
 R = TypeVar("R")
+CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
 
 
 class Base(DeclarativeBase):
@@ -185,6 +186,20 @@ class SqlStore:
         stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
                 .order_by(t.c.ended_at.desc()))
         return self._one(stmt, RunRecord, _RUN_FIELDS)
+
+    def cancel_requested(self, resolution_id: str) -> bool:
+        stmt = sa.select(self._res.c.state).where(self._res.c.id == resolution_id)
+        with self.engine.connect() as conn:
+            return conn.scalar(stmt) == CANCELING
+
+    def request_cancel(self, resolution_id: str) -> str | None:
+        """Mark a created or running Resolution "canceling"; returns its state after the request
+        (None when unknown). Its resolution loop notices at its next flush and cancels."""
+        t = self._res
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state.in_(["created", "running"]))
+                         .values(state=CANCELING))
+            return conn.scalar(sa.select(t.c.state).where(t.c.id == resolution_id))
 
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
         stmt = sa.select(self._arts).where(self._arts.c.id.in_(list(ids)))
