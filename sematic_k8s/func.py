@@ -189,11 +189,22 @@ def func(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
     return lambda f: Func(f, **settings)
 
 
+def map_source(path: str | None) -> str | None:
+    """Where a recorded source file is here: $SEMATIC_K8S_SOURCE_MAP="HOST_ROOT=LOCAL_ROOT" maps
+    the user's project root to where an image copied it."""
+    mapping = os.environ.get("SEMATIC_K8S_SOURCE_MAP")
+    if not path or not mapping or "=" not in mapping:
+        return path
+    host, _, here = (p.rstrip("/") for p in mapping.partition("="))
+    return here + path[len(host):] if path.startswith(host + "/") else path
+
+
 def load_func(path: str, source_file: str | None = None) -> Func:
     """Find the Func recorded as ``module:qualname``: importing its module, or else loading the
     module from its recorded source file."""
     if path in _REGISTRY:
         return _REGISTRY[path]
+    source_file = map_source(source_file)
     module_name = path.partition(":")[0]
     try:
         if module_name == "__main__":

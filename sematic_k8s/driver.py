@@ -1,0 +1,112 @@
+"""Driver entrypoint: resolve one Resolution inside a container or pod.
+
+``python -m sematic_k8s.driver`` reads a DriverSpec from $SEMATIC_K8S_DRIVER, loads the pickled
+root Future from artifact storage, and runs the same resolution loop as the LocalResolver, with
+inline funcs in this process and the others in their own containers or pods. It records through
+the server ($SEMATIC_K8S_SERVER, with the API key from $SEMATIC_K8S_API_KEY).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sematic_k8s import serialization
+from sematic_k8s.executors.inline import InlineExecutor
+from sematic_k8s.executors.split import SplitExecutor
+from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop
+from sematic_k8s.storage.base import Storage, artifact_loader
+from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store.base import Store
+
+DRIVER_ENV = "SEMATIC_K8S_DRIVER"
+PASS_THROUGH = ("AWS_", "SEMATIC_K8S_SOURCE_MAP", "SEMATIC_K8S_S3_")  # env the workers need too
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """What the CloudResolver tells its driver."""
+
+    root: dict[str, str]  # {"id", "format"} of the pickled root Future in storage
+    storage_url: str
+    image: str
+    build_hash: str | None = None
+    cache_namespace: str | None = None
+    rerun_from: str | None = None
+    rerun_mode: str = "from"
+    max_parallelism: int = 8
+    executor: str = "docker"  # or "process" (no image), or "kubernetes"
+    executor_settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DriverSpec:
+        return cls(**json.loads(text))
+
+
+def store_from_env() -> Store:
+    """The HTTP store when $SEMATIC_K8S_SERVER is set, else the SQL store at $SEMATIC_K8S_DB_URL."""
+    from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, HttpStore
+
+    if os.environ.get(SERVER_ENV):
+        return HttpStore(os.environ[SERVER_ENV], os.environ.get(API_KEY_ENV))
+    from sematic_k8s import config
+    from sematic_k8s.resolvers.local import sql_store
+
+    return sql_store(config.db_url(config.home()))
+
+
+def worker_env() -> dict[str, str]:
+    """The part of the driver's environment that workers need (storage credentials, source map)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(PASS_THROUGH)}
+
+
+def remote_executor(spec: DriverSpec, storage: Storage) -> Any:
+    """The executor for non-inline funcs named by the spec."""
+    if spec.executor == "docker":
+        from sematic_k8s.executors.docker import DockerExecutor
+
+        return DockerExecutor(storage, spec.storage_url, spec.image, env=worker_env())
+    if spec.executor == "process":
+        from sematic_k8s.executors.process import ProcessExecutor
+
+        return ProcessExecutor(storage, spec.storage_url)
+    if spec.executor == "kubernetes":
+        from sematic_k8s.executors.kubernetes import KubernetesExecutor  # type: ignore[import-not-found]
+
+        return KubernetesExecutor(storage, spec.storage_url, spec.image, **spec.executor_settings)
+    raise ValueError(f"unknown executor {spec.executor!r}: use docker, process or kubernetes")
+
+
+def drive(spec: DriverSpec, store: Store) -> Any:
+    """Resolve the spec's root Future; returns its value or raises ResolutionFailed."""
+    storage = storage_from_url(spec.storage_url)
+    root_value = serialization.Value(spec.root["id"], spec.root["format"], "Future", load=artifact_loader(storage))
+    root = root_value.value
+    executor = SplitExecutor(InlineExecutor(spec.max_parallelism), remote_executor(spec, storage))
+    loop = ResolutionLoop(store, storage, executor, kind="cloud", cache_namespace=spec.cache_namespace,
+                          max_parallelism=spec.max_parallelism, rerun_from=spec.rerun_from,
+                          rerun_mode=spec.rerun_mode, image=spec.image, build_hash=spec.build_hash)
+    return loop.run(root)
+
+
+def main() -> int:
+    """Container entrypoint: exit 0 when the resolution resolved, 1 when it failed."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
+    spec = DriverSpec.from_json(os.environ[DRIVER_ENV])
+    try:
+        drive(spec, store_from_env())
+    except ResolutionFailed as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
