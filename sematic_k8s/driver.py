@@ -41,6 +41,7 @@ class DriverSpec:
     max_parallelism: int = 8
     executor: str = "docker"  # or "process" (no image), or "kubernetes"
     executor_settings: dict[str, Any] = field(default_factory=dict)
+    root_id: str | None = None  # the Resolution's id, chosen by the resolver so it can follow it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -92,7 +93,8 @@ def drive(spec: DriverSpec, store: Store) -> Any:
     executor = SplitExecutor(InlineExecutor(spec.max_parallelism), remote_executor(spec, storage))
     loop = ResolutionLoop(store, storage, executor, kind="cloud", cache_namespace=spec.cache_namespace,
                           max_parallelism=spec.max_parallelism, rerun_from=spec.rerun_from,
-                          rerun_mode=spec.rerun_mode, image=spec.image, build_hash=spec.build_hash)
+                          rerun_mode=spec.rerun_mode, image=spec.image, build_hash=spec.build_hash,
+                          root_id=spec.root_id)
     return loop.run(root)
 
 
