@@ -27,5 +27,5 @@ def storage_from_url(url: str) -> Storage:
     if parsed.scheme == "s3":
         from sematic_k8s.storage.s3 import S3Storage
 
-        return S3Storage(parsed.netloc, parsed.path.lstrip("/"))
+        return S3Storage.from_url(url)
     raise ValueError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix")

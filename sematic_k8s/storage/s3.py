@@ -1,0 +1,305 @@
+"""Artifact storage in an S3 bucket (AWS, MinIO, moto or any S3 API), through boto3.
+
+Every object we write carries the sha256 of its bytes in its metadata (``x-amz-meta-sha256``) and
+every read checks it. Values above ``multipart_threshold`` are uploaded in parts by boto3's managed
+transfer. S3 has no append: :meth:`S3Storage.append` (used for run logs) reads the object, adds the
+bytes and writes it back, conditioned on the ETag it read where the server supports conditional
+writes, so a lost update is retried rather than silent.
+
+Configuration comes from arguments or the environment:
+
+- ``SEMATIC_K8S_S3_BUCKET`` / ``SEMATIC_K8S_S3_PREFIX`` (read by :meth:`S3Storage.from_env`)
+- ``SEMATIC_K8S_S3_ENDPOINT``, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``: a non-AWS
+  endpoint (MinIO, moto); path-style addressing is used whenever an endpoint is set
+- ``SEMATIC_K8S_S3_REGION``, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` (``us-east-1`` with an endpoint)
+- credentials: boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, roles)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode, urlparse
+
+try:
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError("S3 storage needs boto3: pip install 'sematic-k8s[s3]'") from e
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB  # S3's smallest allowed part (all but the last)
+SHA256_META = "sha256"  # stored as the x-amz-meta-sha256 header
+BUCKET_ENV = "SEMATIC_K8S_S3_BUCKET"
+PREFIX_ENV = "SEMATIC_K8S_S3_PREFIX"
+ENDPOINT_ENVS = ("SEMATIC_K8S_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_ENVS = ("SEMATIC_K8S_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+APPEND_ATTEMPTS = 8
+
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                     "TokenRefreshRequired", "AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
+_MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
+_CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+T = TypeVar("T")
+
+
+class S3StorageError(RuntimeError):
+    """S3 could not do what storage asked: missing bucket, unreachable endpoint, refused request."""
+
+
+class S3CredentialsError(S3StorageError):
+    """No usable AWS credentials, or S3 refused the ones given."""
+
+
+def _first_env(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class S3Storage:
+    """Bytes by key under ``s3://bucket/prefix/``; implements the :class:`~.base.Storage` protocol.
+
+    ``client`` (a boto3 S3 client) overrides ``endpoint_url`` and ``region``. Values larger than
+    ``multipart_threshold`` bytes are uploaded in parts of ``max(multipart_threshold, 5 MiB)``.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                 region: str | None = None, client: Any = None, multipart_threshold: int = 8 * MiB) -> None:
+        if not bucket or "/" in bucket:
+            raise ValueError(f"S3 bucket name {bucket!r} is not valid: give just the bucket, e.g. 'my-artifacts'")
+        if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
+            raise ValueError(f"multipart_threshold must be a positive number of bytes, got {multipart_threshold!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.multipart_threshold = multipart_threshold
+        if client is None:
+            endpoint_url = endpoint_url or _first_env(ENDPOINT_ENVS)
+            region = region or _first_env(REGION_ENVS) or ("us-east-1" if endpoint_url else None)
+            style = "path" if endpoint_url else "auto"
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region,
+                config=Config(s3={"addressing_style": style}, retries={"mode": "standard", "max_attempts": 4}))
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.client = client
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold + 1,
+                                        multipart_chunksize=max(multipart_threshold, MIN_PART_SIZE))
+        self._bucket_checked = False
+        self._conditional_writes = True
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+
+    # -- construction from settings ----------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> S3Storage:
+        """A storage configured by ``SEMATIC_K8S_S3_BUCKET``, ``SEMATIC_K8S_S3_PREFIX`` and the endpoint env."""
+        bucket = overrides.pop("bucket", None) or os.environ.get(BUCKET_ENV)
+        if not bucket:
+            raise ValueError(f"no S3 bucket configured: set {BUCKET_ENV} (and optionally {PREFIX_ENV}, "
+                             f"{ENDPOINT_ENVS[0]} or {ENDPOINT_ENVS[1]})")
+        prefix = overrides.pop("prefix", None)
+        return cls(bucket, os.environ.get(PREFIX_ENV, "") if prefix is None else prefix, **overrides)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> S3Storage:
+        """The storage for ``s3://bucket/prefix[?endpoint=URL&region=R]`` (the inverse of :attr:`url`)."""
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"not an S3 storage URL: {url!r} (expected s3://bucket/prefix)")
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        settings: dict[str, Any] = {"endpoint_url": query.get("endpoint"), "region": query.get("region")}
+        settings.update(overrides)
+        return cls(parsed.netloc, parsed.path, **settings)
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/prefix``, plus the endpoint and region when they were configured explicitly."""
+        query = {k: v for k, v in (("endpoint", self.endpoint_url), ("region", self.region)) if v}
+        return f"s3://{self.bucket}/{self.prefix}" + (f"?{urlencode(query)}" if query else "")
+
+    @property
+    def where(self) -> str:
+        """The endpoint, for messages."""
+        return str(getattr(self.client.meta, "endpoint_url", None) or self.endpoint_url or "AWS")
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.url!r})"
+
+    # -- the Storage protocol ----------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` unless an object is already there (keys are content-addressed)."""
+        full = self._key(key)
+        if self._head(key, full) is not None:
+            return
+        meta = {SHA256_META: _sha256(data)}
+        if len(data) > self.multipart_threshold:
+            self._call("upload", key, lambda: self.client.upload_fileobj(
+                io.BytesIO(data), self.bucket, full, ExtraArgs={"Metadata": meta}, Config=self._transfer))
+        else:
+            self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                                                  Metadata=meta))
+
+    def get(self, key: str) -> bytes:
+        """The bytes at ``key``, checked against their recorded sha256; KeyError when absent."""
+        data, _ = self._read(key, self._key(key))
+        if data is None:
+            raise KeyError(key)
+        return data
+
+    def exists(self, key: str) -> bool:
+        return self._head(key, self._key(key)) is not None
+
+    def append(self, key: str, data: bytes) -> None:
+        """Append to a (log) object by read-modify-write, creating it if needed.
+
+        Each call rewrites the whole object, so this is for logs, not for large growing values. It is
+        correct for one writer per key (calls on this instance are serialised per key); against servers
+        that honour conditional writes (AWS, MinIO, moto) a concurrent writer's update is detected by
+        ETag and the append retried instead of being lost.
+        """
+        full = self._key(key)
+        with self._key_lock(full):
+            for _ in range(APPEND_ATTEMPTS):
+                old, etag = self._read(key, full)
+                body = (old or b"") + data
+                cond: dict[str, str] = {}
+                if self._conditional_writes:
+                    cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=full, Body=body,
+                                           Metadata={SHA256_META: _sha256(body)}, **cond)
+                    return
+                except ClientError as e:
+                    if _code(e) in _CONFLICT_CODES:
+                        continue  # someone else wrote in between: read again
+                    if _code(e) in {"NotImplemented", "501"} and cond:
+                        self._conditional_writes = False  # an S3 API without conditional writes
+                        continue
+                    raise self._error("append", key, e) from e
+                except BotoCoreError as e:
+                    raise self._error("append", key, e) from e
+            raise S3StorageError(f"append to {self._where(key)} kept conflicting with another writer "
+                                 f"({APPEND_ATTEMPTS} attempts): logs support one writer per key")
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise a clear S3StorageError unless the bucket exists and the credentials may use it."""
+        if self._bucket_checked:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            code = _code(e)
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise S3StorageError(f"S3 bucket {self.bucket!r} does not exist at {self.where}") from e
+            if code in {"301", "PermanentRedirect"}:
+                actual = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+                raise S3StorageError(f"S3 bucket {self.bucket!r} is in region {actual or '(another)'}, not "
+                                     f"{self.client.meta.region_name}: set region= or AWS_REGION") from e
+            raise self._error("access", None, e) from e
+        except BotoCoreError as e:
+            raise self._error("access", None, e) from e
+        self._bucket_checked = True
+
+    def _key(self, key: str) -> str:
+        parts = key.split("/")
+        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"storage key {key!r} is not a plain relative path")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self, key: str | None) -> str:
+        path = self.bucket + (f"/{self._key(key)}" if key is not None else "")
+        return f"s3://{path} at {self.where}"
+
+    def _head(self, key: str, full: str) -> dict[str, Any] | None:
+        """The object's HEAD response, or None when absent."""
+        self.check()
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=full)  # type: ignore[no-any-return]
+        except ClientError as e:
+            if _code(e) in _MISSING_KEY_CODES:
+                return None
+            raise self._error("head", key, e) from e
+        except BotoCoreError as e:
+            raise self._error("head", key, e) from e
+
+    def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
+        """(bytes, ETag) of the object, verified against its sha256; (None, None) when absent."""
+        self.check()
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=full)
+            data: bytes = resp["Body"].read()
+        except ClientError as e:
+            if _code(e) in _MISSING_KEY_CODES:
+                return None, None
+            raise self._error("get", key, e) from e
+        except BotoCoreError as e:
+            raise self._error("get", key, e) from e
+        expected = resp.get("Metadata", {}).get(SHA256_META)
+        if expected is not None and _sha256(data) != expected:
+            raise ValueError(f"storage key {key!r} is corrupt: {self._where(key)} has sha256 {_sha256(data)} "
+                             f"but was written with sha256 {expected}")
+        return data, resp.get("ETag")
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (ClientError, BotoCoreError) as e:
+            raise self._error(op, key, e) from e
+        except Exception as e:  # s3transfer wraps failed part uploads
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, (ClientError, BotoCoreError)):
+                raise self._error(op, key, cause) from e
+            raise
+
+    def _error(self, op: str, key: str | None, e: Exception) -> S3StorageError:
+        """A readable error for a failed boto3 call."""
+        if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
+            return S3CredentialsError(f"no usable AWS credentials to {op} {self._where(key)} ({e}): set "
+                                      "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or use an IAM role")
+        if isinstance(e, EndpointConnectionError):
+            return S3StorageError(f"cannot reach S3 at {self.where} to {op} {self._where(key)}: {e}")
+        if isinstance(e, ClientError):
+            code = _code(e)
+            message = e.response.get("Error", {}).get("Message") or str(e)
+            if code == "NoSuchBucket":
+                return S3StorageError(f"S3 bucket {self.bucket!r} does not exist at {self.where}")
+            if code in _CREDENTIAL_CODES:
+                return S3CredentialsError(f"S3 refused to {op} {self._where(key)}: {code}: {message} "
+                                          "(check the AWS credentials and the bucket's policy)")
+            return S3StorageError(f"S3 {op} of {self._where(key)} failed: {code}: {message}")
+        return S3StorageError(f"S3 {op} of {self._where(key)} failed: {e}")
+
+    @contextmanager
+    def _key_lock(self, full: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._key_locks.setdefault(full, threading.Lock())
+        with lock:
+            yield
