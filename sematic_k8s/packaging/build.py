@@ -1,0 +1,280 @@
+"""Build and push a project's image with the docker SDK, and reuse images whose context hash is known.
+
+:func:`ensure_image` is the entry point: a recorded (hash, digest) that matches is reused; a tag for the hash
+already in the registry is reused; otherwise the image is built (legacy builder, progress streamed line by
+line) and pushed, and its reference by digest (``repo@sha256:...``) is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.error
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sematic_k8s.packaging.archive import write_context
+from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
+from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
+from sematic_k8s.packaging.registry import RegistryAuthError, manifest_digest
+from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
+
+logger = logging.getLogger("sematic_k8s.packaging")
+Progress = Callable[[str], None]
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+class BuildError(RuntimeError):
+    """``docker build`` failed; ``step`` is the failing Dockerfile step and ``output`` what it printed."""
+
+    def __init__(self, message: str, *, step: str | None = None, output: Sequence[str] = (),
+                 log: Sequence[str] = ()) -> None:
+        self.reason, self.step, self.output, self.log = message, step, list(output), list(log)
+        text = f"docker build failed at {step}: {message}" if step else f"docker build failed: {message}"
+        if self.output:
+            text += "\n" + "\n".join(f"    {line}" for line in self.output[-40:])
+        super().__init__(text)
+
+
+class PushError(RuntimeError):
+    """``docker push`` failed, or the pushed digest could not be confirmed."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image by digest, the context hash it was built from, and whether this call built it."""
+
+    digest_ref: str
+    context_hash: str
+    built: bool
+    log: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def repo(self) -> str:
+        return self.digest_ref.split("@", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.digest_ref.split("@", 1)[1]
+
+
+@dataclass
+class StepLog:
+    """One ``Step N/M`` of a legacy-builder log."""
+
+    number: int
+    total: int
+    instruction: str
+    cached: bool = False
+    output: list[str] = field(default_factory=list)
+
+
+def parse_steps(log: Sequence[str]) -> list[StepLog]:
+    """The steps of a build log, each with whether it came from the cache and what it printed."""
+    steps: list[StepLog] = []
+    for line in log:
+        m = _STEP.match(line)
+        if m:
+            steps.append(StepLog(int(m.group(1)), int(m.group(2)), m.group(3)))
+        elif steps:
+            if line.strip() == "---> Using cache":
+                steps[-1].cached = True
+            elif not line.startswith((" ---> ", "Removing intermediate container", "Successfully ")):
+                steps[-1].output.append(line)
+    return steps
+
+
+def say_to(progress: Progress | None) -> Progress:
+    return progress or (lambda line: logger.info("%s", line))
+
+
+def docker_client() -> Any:
+    """A docker SDK client from the environment (DOCKER_HOST etc.), API version negotiated."""
+    import docker
+
+    return docker.from_env(version="auto", timeout=900)
+
+
+def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str = "Dockerfile",
+                 progress: Progress | None = None, network_mode: str | None = None, nocache: bool = False,
+                 buildargs: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Build from a context tar, streaming each log line to ``progress``; returns (image id, log lines).
+
+    Raises :class:`BuildError` naming the failing step and its output.
+    """
+    say = say_to(progress)
+    log: list[str] = []
+    step: str | None = None
+    step_output: list[str] = []
+    image_id = ""
+    pending = ""
+    kwargs: dict[str, Any] = {"network_mode": network_mode} if network_mode else {}
+    stream = client.api.build(fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, rm=True,
+                              forcerm=True, pull=False, nocache=nocache, decode=True, buildargs=buildargs or {},
+                              **kwargs)
+    for chunk in stream:
+        if "stream" in chunk:
+            pending += chunk["stream"]
+            *lines, pending = pending.split("\n")
+            for raw in lines:
+                line = raw.rstrip("\r")
+                if not line.strip():
+                    continue
+                log.append(line)
+                say(line)
+                if _STEP.match(line):
+                    step, step_output = line, []
+                elif not line.startswith((" ---> ", "Removing intermediate container")):
+                    step_output.append(line)
+        elif "error" in chunk or "errorDetail" in chunk:
+            if pending.strip():
+                log.append(pending.rstrip())
+                step_output.append(pending.rstrip())
+            detail = chunk.get("errorDetail") or {}
+            raise BuildError(chunk.get("error") or detail.get("message") or str(chunk), step=step,
+                             output=step_output, log=log)
+        elif "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        elif "status" in chunk:  # pulling a base image
+            status = " ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k))
+            if "progressDetail" not in chunk or not chunk["progressDetail"]:
+                say(status)
+    if pending.strip():
+        log.append(pending.rstrip())
+        say(pending.rstrip())
+    if not image_id:
+        m = next((re.match(r"Successfully built ([0-9a-f]+)", ln) for ln in reversed(log)
+                  if ln.startswith("Successfully built")), None)
+        if not m:
+            raise BuildError("the build finished without an image id", step=step, output=step_output, log=log)
+        image_id = m.group(1)
+    return image_id, log
+
+
+def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
+    """Push ``repo:tag``; returns the ``repo@sha256:...`` reference, confirmed against the image's RepoDigests."""
+    say = say_to(progress)
+    digest = ""
+    layer_state: dict[str, str] = {}
+    for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
+        if "error" in chunk or "errorDetail" in chunk:
+            raise PushError(f"push of {repo}:{tag} failed: {chunk.get('error') or chunk.get('errorDetail')}")
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("Digest"):
+            digest = aux["Digest"]
+        status, layer = chunk.get("status"), chunk.get("id")
+        if not status:
+            continue
+        if layer:
+            if layer_state.get(layer) != status:
+                layer_state[layer] = status
+                total = (chunk.get("progressDetail") or {}).get("total")
+                say(f"push {layer}: {status}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+        else:
+            say(f"push: {status}")
+    if not digest:
+        raise PushError(f"push of {repo}:{tag} reported no digest")
+    ref = f"{repo}@{digest}"
+    image = client.images.get(f"{repo}:{tag}")
+    if ref not in (image.attrs.get("RepoDigests") or []):
+        raise PushError(f"pushed digest {ref} is not among the image's RepoDigests {image.attrs.get('RepoDigests')}")
+    return ref
+
+
+def registry_digest(repo: str, tag: str, client: Any = None) -> str | None:
+    """The digest of ``repo:tag`` in its registry, or None when the tag is not there (or cannot be checked)."""
+    try:
+        return manifest_digest(repo, tag)
+    except RegistryAuthError:
+        pass  # private registry: let the daemon ask, with its credentials
+    except (urllib.error.URLError, OSError) as e:
+        logger.warning("cannot reach the registry of %s: %s", repo, e)
+        return None
+    try:
+        info = (client or docker_client()).api.inspect_distribution(f"{repo}:{tag}")
+        return info["Descriptor"]["digest"]
+    except Exception as e:  # noqa: BLE001 - any failure here just means "build it"
+        logger.info("no manifest for %s:%s (%s)", repo, tag, e)
+        return None
+
+
+def build_and_push(ctx: BuildContext, registry_repo: str, *, client: Any = None, progress: Progress | None = None,
+                   python_version: str = DEFAULT_PYTHON, nocache: bool = False) -> ImageRef:
+    """Build the image of ``ctx`` (wheels fetched on the host unless ``ctx.network``), push, return it by digest."""
+    say = say_to(progress)
+    client = client or docker_client()
+    dist = sematic_dist()
+    wheel = build_sematic_wheel(dist)
+    scratch = Path(tempfile.mkdtemp(prefix="sk-build-"))
+    try:
+        runtime_reqs, user_reqs = dist.requirements(ctx.extras), ctx.deps.lines
+        if ctx.network:
+            runtime, user = _requirements_dir(scratch / "runtime", runtime_reqs), None
+            if user_reqs:
+                user = _requirements_dir(scratch / "user", user_reqs)
+        else:
+            runtime = fetch_wheels(runtime_reqs, python_version=python_version, progress=say)
+            user = fetch_wheels(user_reqs, python_version=python_version, progress=say) if user_reqs else None
+        tag = f"{registry_repo}:{ctx.tag}"
+        started = time.monotonic()
+        with tempfile.TemporaryFile(dir=scratch) as tar:
+            write_context(ctx, tar, dockerfile=render_dockerfile(ctx, wheel[0]), sematic_wheel=wheel,
+                          runtime=runtime, user=user)
+            size = tar.tell()
+            tar.seek(0)
+            say(f"build: {tag} from {ctx.root} ({len(ctx.files)} files, context {size / 1e6:.1f} MB)")
+            _, log = docker_build(client, tar, tag, dockerfile=DOCKERFILE, progress=say, nocache=nocache,
+                                  network_mode="host" if ctx.network else None)
+        say(f"build: done in {time.monotonic() - started:.1f}s; pushing {tag}")
+        ref = push_image(client, registry_repo, ctx.tag, progress=say)
+        say(f"image: {ref}")
+        return ImageRef(ref, ctx.context_hash, True, tuple(log))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _requirements_dir(path: Path, requirements: Sequence[str]) -> Path:
+    path.mkdir(parents=True)
+    (path / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+    return path
+
+
+def ensure_image(project_root: str | os.PathLike[str], registry_repo: str, base_image: str = DEFAULT_BASE_IMAGE,
+                 recorded: ImageRef | tuple[str, str] | None = None, progress: Progress | None = None, *,
+                 extras: Sequence[str] = DEFAULT_EXTRAS, network: bool = False, setup: Sequence[str] = (),
+                 python_version: str | None = None, client: Any = None, nocache: bool = False) -> ImageRef:
+    """The image for the project at ``project_root``, built and pushed only when needed.
+
+    ``recorded`` is a previous (context hash, digest ref) such as a Resolution's: reused when the hash matches.
+    Else a tag named by the hash already in ``registry_repo`` is reused. Else build + push.
+    ``network=True`` installs dependencies from the network inside the build instead of host-fetched wheels.
+    ``python_version`` is the base image's Python (for the wheels); default: from a ``python:X.Y`` base, else 3.11.
+    """
+    say = say_to(progress)
+    ctx = compute_context(project_root, base_image, extras=extras, network=network, setup=setup)
+    say(f"context: {len(ctx.files)} files, hash {ctx.context_hash[:16]}")
+    if recorded is not None:
+        rec_hash, rec_ref = ((recorded.context_hash, recorded.digest_ref) if isinstance(recorded, ImageRef)
+                             else recorded)
+        if rec_hash == ctx.context_hash and "@sha256:" in rec_ref:
+            say(f"image: reusing recorded {rec_ref}")
+            return ImageRef(rec_ref, ctx.context_hash, False)
+    digest = registry_digest(registry_repo, ctx.tag, client)
+    if digest:
+        ref = f"{registry_repo}@{digest}"
+        say(f"image: reusing {registry_repo}:{ctx.tag[:16]}... already in the registry: {ref}")
+        return ImageRef(ref, ctx.context_hash, False)
+    return build_and_push(ctx, registry_repo, client=client, progress=say, nocache=nocache,
+                          python_version=python_version or base_python_version(base_image))
+
+
+def base_python_version(base_image: str) -> str:
+    """``python:3.12-slim`` -> ``3.12``; the default Python for other base images."""
+    m = re.search(r"(?:^|/)python:(\d+\.\d+)", base_image)
+    return m.group(1) if m else DEFAULT_PYTHON

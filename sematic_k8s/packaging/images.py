@@ -1,0 +1,111 @@
+"""Build the images of ``images/``: ``worker`` (the base image for user code) and ``server``.
+
+Their contexts are staged here: the Dockerfile, ``wheels/`` (requirements.txt + wheels fetched on the host)
+and ``sematic/`` (the sematic_k8s wheel), so builds need no network.
+
+    python -m sematic_k8s.packaging.images worker --tag 127.0.0.1:5000/sematic-k8s-worker:dev \\
+        --base-image local/python-base:bookworm --push
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sematic_k8s.packaging.archive import ContextTar, wheel_dir_files
+from sematic_k8s.packaging.build import Progress, docker_build, docker_client, push_image, say_to
+from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE
+from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
+
+KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3")}  # kind -> extras
+
+
+def images_dir() -> Path:
+    """The repository's ``images/`` directory (beside the sematic_k8s package of a source checkout)."""
+    import sematic_k8s
+
+    path = Path(sematic_k8s.__file__).resolve().parent.parent / "images"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} not found: images/ ships with a source checkout of sematic-k8s")
+    return path
+
+
+def _parts(kind: str, python_version: str, progress: Progress) -> tuple[bytes, Path, tuple[str, bytes]]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown image {kind!r}; one of {sorted(KINDS)}")
+    dockerfile = (images_dir() / kind / "Dockerfile").read_bytes()
+    dist = sematic_dist(include_server=kind == "server")
+    wheels = fetch_wheels(dist.requirements(KINDS[kind]), python_version=python_version, progress=progress)
+    return dockerfile, wheels, build_sematic_wheel(dist)
+
+
+def stage_context(kind: str, dest: Path, *, python_version: str = DEFAULT_PYTHON,
+                  progress: Progress | None = None) -> Path:
+    """Write the build context of image ``kind`` into the directory ``dest`` (for any builder)."""
+    dockerfile, wheels, (wheel_name, wheel_bytes) = _parts(kind, python_version, say_to(progress))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "Dockerfile").write_bytes(dockerfile)
+    shutil.rmtree(dest / "wheels", ignore_errors=True)
+    shutil.rmtree(dest / "sematic", ignore_errors=True)
+    (dest / "wheels").mkdir()
+    (dest / "sematic").mkdir()
+    for name in wheel_dir_files(wheels):
+        shutil.copy2(wheels / name, dest / "wheels" / name)
+    (dest / "sematic" / wheel_name).write_bytes(wheel_bytes)
+    return dest
+
+
+def build_image(kind: str, tag: str, *, base_image: str = DEFAULT_BASE_IMAGE, push: bool = False,
+                client: Any = None, progress: Progress | None = None, python_version: str = DEFAULT_PYTHON,
+                nocache: bool = False) -> str:
+    """Build image ``kind`` as ``tag`` (``repo:tag``); returns its ``repo@sha256:...`` when pushed, else its id."""
+    say = say_to(progress)
+    client = client or docker_client()
+    dockerfile, wheels, (wheel_name, wheel_bytes) = _parts(kind, python_version, say)
+    with tempfile.TemporaryFile() as tar:
+        out = ContextTar(tar)
+        out.add_bytes("Dockerfile", dockerfile)
+        out.add_tree("wheels", wheels, wheel_dir_files(wheels))
+        out.add_bytes(f"sematic/{wheel_name}", wheel_bytes)
+        out.close()
+        tar.seek(0)
+        image_id, _ = docker_build(client, tar, tag, progress=say, nocache=nocache,
+                                   buildargs={"BASE_IMAGE": base_image})
+    if not push:
+        return image_id
+    repo, _, name = tag.rpartition(":")
+    if not repo or "/" in name:
+        repo, name = tag, "latest"
+    return push_image(client, repo, name, progress=say)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sematic_k8s.packaging.images", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=sorted(KINDS))
+    parser.add_argument("--tag", help="repo:tag to build (required unless --context-dir)")
+    parser.add_argument("--base-image", default=DEFAULT_BASE_IMAGE, help="FROM image (build arg BASE_IMAGE)")
+    parser.add_argument("--python-version", default=DEFAULT_PYTHON, help="the base image's Python, for wheels")
+    parser.add_argument("--push", action="store_true", help="push and print the image by digest")
+    parser.add_argument("--context-dir", type=Path, help="only stage the build context into this directory")
+    args = parser.parse_args(argv)
+    if args.context_dir:
+        print(stage_context(args.kind, args.context_dir, python_version=args.python_version, progress=_stderr))
+        return 0
+    if not args.tag:
+        parser.error("--tag is required to build")
+    print(build_image(args.kind, args.tag, base_image=args.base_image, push=args.push, progress=_stderr,
+                      python_version=args.python_version))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Ask a registry (Docker Registry HTTP API v2) for the digest of a tag, without pulling anything."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+DOCKER_HUB = "registry-1.docker.io"
+
+
+class RegistryAuthError(RuntimeError):
+    """The registry wants credentials this module does not have."""
+
+
+@dataclass(frozen=True)
+class Repo:
+    """``127.0.0.1:5000/team/app`` -> host ``127.0.0.1:5000``, name ``team/app``."""
+
+    host: str
+    name: str
+
+    @classmethod
+    def parse(cls, repo: str) -> Repo:
+        first, sep, rest = repo.partition("/")
+        if sep and ("." in first or ":" in first or first == "localhost"):
+            return cls(first, rest)
+        return cls(DOCKER_HUB, repo if sep else f"library/{repo}")
+
+    @property
+    def insecure(self) -> bool:
+        """Loopback registries speak plain HTTP (as dockerd assumes for 127.0.0.0/8)."""
+        host = self.host.rsplit(":", 1)[0].strip("[]") if self.host.count(":") <= 1 else self.host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def base_url(self) -> str:
+        return f"{'http' if self.insecure else 'https'}://{self.host}"
+
+
+def _bearer_token(challenge: str, timeout: float) -> str | None:
+    """An anonymous pull token for a ``WWW-Authenticate: Bearer realm=...`` challenge."""
+    if not challenge.lower().startswith("bearer "):
+        return None
+    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    realm = params.pop("realm", None)
+    if not realm:
+        return None
+    with urllib.request.urlopen(f"{realm}?{urllib.parse.urlencode(params)}", timeout=timeout) as resp:
+        body = json.load(resp)
+    return body.get("token") or body.get("access_token")
+
+
+def manifest_digest(repo: str, tag: str, *, timeout: float = 10.0) -> str | None:
+    """The ``sha256:...`` digest the registry serves for ``repo:tag``; None when the tag does not exist.
+
+    ``HEAD /v2/<name>/manifests/<tag>``, reading ``Docker-Content-Digest``. Anonymous bearer tokens are
+    fetched when challenged; a registry that still refuses raises :class:`RegistryAuthError`.
+    """
+    r = Repo.parse(repo)
+    url = f"{r.base_url}/v2/{r.name}/manifests/{urllib.parse.quote(tag)}"
+    headers = {"Accept": MANIFEST_TYPES}
+    for attempt in range(2):
+        req = urllib.request.Request(url, method="HEAD", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                digest = resp.headers.get("Docker-Content-Digest")
+            if digest:
+                return digest
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                return "sha256:" + hashlib.sha256(resp.read()).hexdigest()  # registries that omit the header
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            if e.code == 401 and attempt == 0:
+                token = _bearer_token(e.headers.get("WWW-Authenticate", ""), timeout)
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
+                    continue
+            if e.code in (401, 403):
+                raise RegistryAuthError(f"{r.host} refused {r.name}:{tag} ({e.code})") from e
+            raise
+    return None

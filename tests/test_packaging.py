@@ -1,0 +1,305 @@
+"""Packaging: context hashing, Dockerfile layering, and real builds/pushes against dockerd + the registry."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sematic_k8s.packaging import BuildError, ImageRef, compute_context, ensure_image, parse_steps
+from sematic_k8s.packaging.context import CODE_DIR, source_map
+from sematic_k8s.packaging.dockerfile import render_dockerfile
+from sematic_k8s.packaging.ignore import DockerIgnore
+from sematic_k8s.packaging.registry import Repo, manifest_digest
+from sematic_k8s.packaging.wheels import build_sematic_wheel, sematic_dist
+
+try:
+    import infra
+except ImportError:  # pragma: no cover - run from the repository root without pytest's path insertion
+    from tests import infra
+
+BASE = "local/python-base:bookworm"
+DIGEST_REF = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$")
+
+
+def make_project(root: Path, nonce: str = "0") -> Path:
+    """A small user project: a package with a data file, requirements, and files that must be left out."""
+    pkg = root / "userpipe"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(f'NONCE = "{nonce}"\n')
+    (pkg / "steps.py").write_text("import sematic_k8s as sk\n\n\n@sk.func\ndef double(x: int) -> int:\n"
+                                  "    return 2 * x\n\n\nVALUE = 1\n")
+    (pkg / "data.json").write_text('{"k": 1}\n')
+    (root / "requirements.txt").write_text("tomli-w>=1.0\n")
+    (root / ".dockerignore").write_text("*.log\nscratch/\n!scratch/keep.txt\n")
+    for junk in [".git/HEAD", "__pycache__/x.pyc", "userpipe/__pycache__/steps.cpython-311.pyc", ".venv/lib/x.py",
+                 ".venv-other/y.py", "build/lib/z.py", "run.log", "scratch/big.bin", "userpipe.egg-info/PKG-INFO"]:
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_text("junk\n")
+    (root / "scratch" / "keep.txt").write_text("kept\n")
+    return root
+
+
+# -- context hashing (no docker) ---------------------------------------------------------------------------
+
+
+def test_context_files_follow_excludes_and_dockerignore(tmp_path):
+    ctx = compute_context(make_project(tmp_path), BASE)
+    assert ctx.files == ("requirements.txt", "scratch/keep.txt", "userpipe/__init__.py", "userpipe/data.json",
+                         "userpipe/steps.py")
+    assert ctx.deps.source == "requirements.txt" and ctx.deps.lines == ["tomli-w>=1.0"]
+    assert source_map(tmp_path) == f"{tmp_path.resolve()}={CODE_DIR}"
+
+
+def test_context_hash_is_deterministic_and_tracks_what_matters(tmp_path):
+    root = make_project(tmp_path / "a")
+    first = compute_context(root, BASE)
+    assert compute_context(root, BASE) == first and compute_context(root, BASE).context_hash == first.context_hash
+    # same content elsewhere, other mtimes: same hash
+    shutil.copytree(root, tmp_path / "b")
+    time.sleep(0.01)
+    (tmp_path / "b" / "userpipe" / "steps.py").touch()
+    assert compute_context(tmp_path / "b", BASE).context_hash == first.context_hash
+    # ignored files do not count
+    (root / "run.log").write_text("changed\n")
+    (root / "other.log").write_text("new\n")
+    (root / "scratch" / "big.bin").write_text("changed\n")
+    (root / ".git" / "HEAD").write_text("changed\n")
+    (root / "userpipe" / "__pycache__" / "new.pyc").write_text("x")
+    assert compute_context(root, BASE).context_hash == first.context_hash
+    # a code edit changes the context hash, not the deps hash
+    (root / "userpipe" / "steps.py").write_text((root / "userpipe" / "steps.py").read_text() + "# edit\n")
+    edited = compute_context(root, BASE)
+    assert edited.context_hash != first.context_hash and edited.deps_hash == first.deps_hash
+    # so do a new file, a kept (negated) file, and a renamed file
+    hashes = {edited.context_hash}
+    (root / "userpipe" / "extra.py").write_text("X = 1\n")
+    hashes.add(compute_context(root, BASE).context_hash)
+    (root / "scratch" / "keep.txt").write_text("changed\n")
+    hashes.add(compute_context(root, BASE).context_hash)
+    (root / "userpipe" / "extra.py").rename(root / "userpipe" / "extra2.py")
+    hashes.add(compute_context(root, BASE).context_hash)
+    assert len(hashes) == 4
+    # requirements and the base image change both hashes
+    before = compute_context(root, BASE)
+    (root / "requirements.txt").write_text("tomli-w>=1.0\nsix\n")
+    reqs = compute_context(root, BASE)
+    other_base = compute_context(root, "python:3.11-slim")
+    other_version = compute_context(root, BASE, version="9.9.9")
+    for changed in (reqs, other_base, other_version):
+        assert changed.context_hash != before.context_hash and changed.deps_hash != before.deps_hash
+    assert len({reqs.deps_hash, other_base.deps_hash, other_version.deps_hash, before.deps_hash}) == 4
+
+
+def test_pyproject_dependencies_are_the_spec(tmp_path):
+    (tmp_path / "mod.py").write_text("X = 1\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "1"\ndependencies = ["six>=1", '
+                                             '"tomli-w"]\n')
+    ctx = compute_context(tmp_path, BASE)
+    assert ctx.deps.source == "pyproject.toml" and ctx.deps.lines == ["six>=1", "tomli-w"]
+    (tmp_path / "pyproject.toml").unlink()
+    assert compute_context(tmp_path, BASE).deps.lines == []
+
+
+def test_dockerignore_matching():
+    ig = DockerIgnore(["# comment", "", "**/*.tmp", "/docs", "data/*.csv", "!data/keep.csv", "sub/**/out",
+                       "a?c", "[xy].txt"])
+    assert ig.ignored("x.tmp") and ig.ignored("deep/er/x.tmp")
+    assert ig.ignored("docs") and ig.ignored("docs/index.md") and not ig.ignored("src/docs/x")
+    assert ig.ignored("data/a.csv") and not ig.ignored("data/keep.csv") and not ig.ignored("data/sub/a.csv")
+    assert ig.ignored("sub/out/f") and ig.ignored("sub/a/b/out") and not ig.ignored("sub/outer")
+    assert ig.ignored("abc") and not ig.ignored("abbc")
+    assert ig.ignored("x.txt") and not ig.ignored("z.txt")
+
+
+def test_dockerfile_puts_dependencies_before_code(tmp_path):
+    ctx = compute_context(make_project(tmp_path), BASE, setup=["echo setup"])
+    text = render_dockerfile(ctx, "sematic_k8s-0.1.0-py3-none-any.whl")
+    steps = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert steps[0] == f"FROM {BASE}"
+
+    def index(prefix: str) -> int:
+        return next(i for i, s in enumerate(steps) if s.startswith(prefix))
+
+    setup = index("RUN echo setup")
+    runtime = index("RUN pip install --no-index --find-links /tmp/_sk/runtime")
+    user = index("RUN pip install --no-index --find-links /tmp/_sk/user")
+    sematic = index("RUN pip install --no-index --no-deps /tmp/_sk/sematic/sematic_k8s-0.1.0")
+    code = index(f"COPY code {CODE_DIR}")
+    assert setup < runtime < user < sematic < code
+    assert [s.split()[0] for s in steps[code + 1:]] == ["LABEL"]  # nothing but metadata after the code
+    assert "--network" not in text and "pip install -r" not in text  # offline by default
+    online = render_dockerfile(compute_context(tmp_path, BASE, network=True), "w.whl")
+    assert "RUN pip install -r /tmp/_sk/user/requirements.txt" in online
+
+
+def test_sematic_wheel_is_deterministic():
+    name, data = build_sematic_wheel()
+    again = build_sematic_wheel()
+    assert again == (name, data)
+    assert re.match(r"sematic_k8s-\d+\.\d+\.\d+\+src\.[0-9a-f]{12}-py3-none-any\.whl$", name)
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "sematic_k8s/__init__.py" in names and "sematic_k8s/packaging/build.py" in names
+    assert not any("__pycache__" in n for n in names)
+    assert "Requires-Dist: cloudpickle" in meta and 'extra == "s3"' in meta
+    assert sematic_dist().requirements(["s3"])[-1].startswith("boto3")
+
+
+def test_requirement_extras_and_python_version():
+    from sematic_k8s.packaging.build import base_python_version
+    from sematic_k8s.packaging.wheels import _split_extra
+
+    assert _split_extra('boto3>=1.34; extra == "s3"') == ("boto3>=1.34", "s3")
+    assert _split_extra('foo; python_version < "3.12" and extra == \'x\'') == ('foo; python_version < "3.12"', "x")
+    assert _split_extra("click>=8") == ("click>=8", "")
+    assert base_python_version("python:3.12-slim") == "3.12" and base_python_version(BASE) == "3.11"
+
+
+def test_repo_parsing():
+    assert Repo.parse("127.0.0.1:5000/team/app") == Repo("127.0.0.1:5000", "team/app")
+    assert Repo.parse("127.0.0.1:5000/app").insecure and Repo.parse("localhost:5000/a").insecure
+    assert not Repo.parse("ghcr.io/o/a").insecure and Repo.parse("ghcr.io/o/a").base_url == "https://ghcr.io"
+    assert Repo.parse("python") == Repo("registry-1.docker.io", "library/python")
+
+
+# -- real dockerd + registry -----------------------------------------------------------------------------------
+
+
+class NoDocker:
+    """A docker client that must not be used."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"docker was used ({name}) although nothing had to be built")
+
+
+@pytest.fixture(scope="module")
+def base_image() -> str:
+    return infra.require_docker()
+
+
+@pytest.fixture(scope="module")
+def repo() -> str:
+    return f"{infra.REGISTRY}/sematic-k8s-test"
+
+
+@pytest.fixture(scope="module")
+def client(base_image):
+    return infra.docker_client()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, base_image, repo) -> tuple[Path, ImageRef, list[str]]:
+    """A fresh project (unique nonce, so its code layer is new) built and pushed once for this module."""
+    root = make_project(tmp_path_factory.mktemp("proj"), nonce=uuid.uuid4().hex)
+    lines: list[str] = []
+    started = time.monotonic()
+    ref = ensure_image(root, repo, base_image, progress=lines.append)
+    print(f"first build + push: {time.monotonic() - started:.1f}s")
+    return root, ref, lines
+
+
+def run_in(client, ref: str, code: str) -> str:
+    return client.containers.run(ref, ["python", "-c", code], network_mode="host", remove=True).decode()
+
+
+def test_build_push_returns_digest_and_image_runs(built, client, repo, base_image):
+    root, ref, lines = built
+    assert ref.built and DIGEST_REF.match(ref.digest_ref) and ref.repo == repo
+    assert ref.context_hash == compute_context(root, base_image).context_hash
+    assert manifest_digest(repo, ref.context_hash) == ref.digest  # tagged by the context hash in the registry
+    assert ref.digest_ref in client.images.get(f"{repo}:{ref.context_hash}").attrs["RepoDigests"]
+    assert any(re.match(r"Step \d+/\d+ : ", ln) for ln in lines) and any(ln.startswith("push ") for ln in lines)
+    nonce = (root / "userpipe" / "__init__.py").read_text().split('"')[1]
+    out = run_in(client, ref.digest_ref, "import sematic_k8s, sematic_k8s.worker, tomli_w, userpipe, "
+                 "userpipe.steps, json, pathlib; print(userpipe.NONCE, userpipe.steps.VALUE, "
+                 "json.loads(pathlib.Path('userpipe/data.json').read_text())['k'], pathlib.Path.cwd())")
+    assert out.split() == [nonce, "1", "1", CODE_DIR]
+    files = run_in(client, ref.digest_ref, "import os; print(sorted(os.listdir('.')))")
+    assert ".git" not in files and "build" not in files and "run.log" not in files and "userpipe" in files
+
+
+def test_one_line_edit_rebuilds_only_the_code_layer(built, client, repo, base_image):
+    root, first, _ = built
+    steps_py = root / "userpipe" / "steps.py"
+    steps_py.write_text(steps_py.read_text().replace("VALUE = 1", "VALUE = 2"))
+    started = time.monotonic()
+    second = ensure_image(root, repo, base_image, recorded=first, progress=lambda _: None)
+    rebuild = time.monotonic() - started
+    print(f"rebuild after a one-line edit: {rebuild:.1f}s")
+    assert second.built and second.digest_ref != first.digest_ref and second.context_hash != first.context_hash
+    steps = parse_steps(second.log)
+    code = next(i for i, s in enumerate(steps) if s.instruction.startswith("COPY code "))
+    assert all(s.cached for s in steps[1:code]), [(s.instruction, s.cached) for s in steps]
+    assert not steps[code].cached
+    assert any(s.instruction.startswith("RUN pip install") for s in steps[1:code])
+    old_layers = client.images.get(first.digest_ref).attrs["RootFS"]["Layers"]
+    new_layers = client.images.get(second.digest_ref).attrs["RootFS"]["Layers"]
+    assert len(new_layers) == len(old_layers) and new_layers[:-1] == old_layers[:-1]
+    assert new_layers[-1] != old_layers[-1]
+    assert run_in(client, second.digest_ref, "import userpipe.steps; print(userpipe.steps.VALUE)").strip() == "2"
+
+
+def test_recorded_hash_builds_nothing(built, repo, base_image, tmp_path):
+    root, first, _ = built
+    copy = shutil.copytree(root, tmp_path / "copy")  # the edit test may have run: rebuild the first state
+    (copy / "userpipe" / "steps.py").write_text((copy / "userpipe" / "steps.py").read_text()
+                                                .replace("VALUE = 2", "VALUE = 1"))
+    assert compute_context(copy, base_image).context_hash == first.context_hash
+    lines: list[str] = []
+    again = ensure_image(copy, repo, base_image, recorded=(first.context_hash, first.digest_ref),
+                         progress=lines.append, client=NoDocker())
+    assert again == ImageRef(first.digest_ref, first.context_hash, False)
+    assert any("reusing recorded" in ln for ln in lines)
+
+
+def test_tag_in_registry_builds_nothing(built, repo, base_image, tmp_path):
+    root, first, _ = built
+    copy = shutil.copytree(root, tmp_path / "copy")
+    (copy / "userpipe" / "steps.py").write_text((copy / "userpipe" / "steps.py").read_text()
+                                                .replace("VALUE = 2", "VALUE = 1"))
+    stale = ("0" * 64, "x@sha256:" + "0" * 64)  # a recorded image for other code
+    again = ensure_image(copy, repo, base_image, recorded=stale, progress=lambda _: None, client=NoDocker())
+    assert again == ImageRef(first.digest_ref, first.context_hash, False)
+
+
+def test_failing_run_step_raises_build_error(tmp_path, repo, base_image):
+    make_project(tmp_path)
+    with pytest.raises(BuildError) as err:
+        ensure_image(tmp_path, repo, base_image, progress=lambda _: None,
+                     setup=[f"echo about to fail {uuid.uuid4().hex[:6]} && exit 3"])
+    e = err.value
+    assert e.step and re.match(r"Step \d+/\d+ : RUN echo about to fail \w+ && exit 3", e.step)
+    assert any(line.startswith("about to fail") for line in e.output)
+    assert "returned a non-zero code: 3" in e.reason
+    assert e.step in str(e) and "about to fail" in str(e)
+
+
+def test_worker_image_builds_and_runs(base_image, client):
+    from sematic_k8s.packaging.images import build_image
+
+    ref = build_image("worker", f"{infra.REGISTRY}/sematic-k8s-worker:test", base_image=base_image, push=True,
+                      progress=lambda _: None)
+    assert DIGEST_REF.match(ref)
+    out = run_in(client, ref, "import sematic_k8s, sematic_k8s.worker, sematic_k8s.driver, boto3, os; "
+                 "print(sematic_k8s.__version__, os.getcwd())")
+    assert out.split()[1] == "/app"
+
+
+def test_server_image_builds(base_image, client):
+    from sematic_k8s.packaging.images import build_image
+
+    image_id = build_image("server", f"{infra.REGISTRY}/sematic-k8s-server:test", base_image=base_image,
+                           progress=lambda _: None)
+    image = client.images.get(image_id)
+    assert image.attrs["Config"]["Cmd"][:2] == ["sematic-k8s", "server"]
+    out = run_in(client, image_id, "import fastapi, uvicorn, alembic, psycopg, sematic_k8s_server.app; print('ok')")
+    assert out.strip() == "ok"
