@@ -1,0 +1,160 @@
+"""CloudResolver: build and push an image of the user's code, launch a driver from it, follow it.
+
+The driver (``python -m sematic_k8s.driver``) runs the same resolution loop as the LocalResolver,
+records through the server, keeps artifacts in shared storage (S3), and starts one container
+(Docker executor) or pod (Kubernetes executor) per non-inline Run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sematic_k8s import caching, serialization
+from sematic_k8s.driver import DRIVER_ENV, DriverSpec, worker_env
+from sematic_k8s.executors.docker import run_labels
+from sematic_k8s.future import Future, new_id
+from sematic_k8s.graph import TERMINAL
+from sematic_k8s.packaging import source_map
+from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.resolvers.loop import ResolutionFailed
+from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key
+from sematic_k8s.storage.urls import storage_from_url
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+EXTRAS = {"docker": ("s3", "docker"), "kubernetes": ("s3", "k8s")}  # what the driver needs in the image
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
+
+
+class CloudResolver(Resolver):
+    """Resolve on a cluster (or, with ``executor="docker"``, in containers on this machine).
+
+    Settings default to environment variables: ``server`` $SEMATIC_K8S_SERVER, ``api_key``
+    $SEMATIC_K8S_API_KEY, ``storage`` $SEMATIC_K8S_STORAGE (``s3://bucket/prefix``),
+    ``registry`` $SEMATIC_K8S_REGISTRY (e.g. ``127.0.0.1:5000/my-pipelines``), ``base_image``
+    $SEMATIC_K8S_BASE_IMAGE (default ``python:3.11-slim``). ``project_root`` (default: the current
+    directory) is the code packaged into the image. ``detach=True`` returns the root run id at once.
+    """
+
+    kind = "cloud"
+
+    def __init__(self, *, server: str | None = None, api_key: str | None = None, storage: str | None = None,
+                 registry: str | None = None, base_image: str | None = None, project_root: str | None = None,
+                 executor: str = "docker", detach: bool = False, poll_interval: float = 0.5,
+                 progress: Callable[[str], None] | None = None, **settings: Any) -> None:
+        settings.setdefault("max_parallelism", 8)
+        super().__init__(**settings)
+        self.server = server or _env("SEMATIC_K8S_SERVER")
+        self.api_key = api_key or _env("SEMATIC_K8S_API_KEY")
+        self.storage_url = storage or _env("SEMATIC_K8S_STORAGE")
+        self.registry = registry or _env("SEMATIC_K8S_REGISTRY")
+        self.base_image = base_image or _env("SEMATIC_K8S_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+        self.project_root = Path(project_root or os.getcwd()).resolve()
+        missing = [n for n, v in [("server", self.server), ("storage", self.storage_url),
+                                  ("registry", self.registry)] if not v]
+        if missing:
+            raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or $SEMATIC_K8S_SERVER, "
+                             "$SEMATIC_K8S_STORAGE, $SEMATIC_K8S_REGISTRY)")
+        if executor not in ("docker", "kubernetes"):
+            raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
+        self.executor = executor
+        self.detach = detach
+        self.poll_interval = poll_interval
+        self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def store(self) -> Any:
+        from sematic_k8s.store.http import HttpStore
+
+        return HttpStore(self.server, self.api_key)  # type: ignore[arg-type]
+
+    def resolve(self, future: Future) -> Any:
+        if not isinstance(future, Future):
+            raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
+        store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
+        image = self._image(store)
+        namespace = caching.resolve_namespace(self.cache_namespace, future)
+        if self.rerun_from is not None or store.get_run(future.id) is not None:
+            future.id = new_id()
+        s = serialization.serialize(future)
+        storage.put(artifact_key(s.id), s.payload)
+        spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
+                          image=image.digest_ref, build_hash=image.context_hash, cache_namespace=namespace,
+                          rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,
+                          max_parallelism=self.max_parallelism, executor=self.executor, root_id=future.id)
+        self._launch_driver(spec, future.id)
+        self.progress(f"driver started for resolution {future.id}")
+        if self.detach:
+            return future.id
+        return self._follow(store, storage, future.id)
+
+    def _image(self, store: Any) -> Any:
+        """Reuse the recorded image when the code did not change; else build and push one."""
+        from sematic_k8s.packaging import ensure_image
+
+        recorded = None
+        if self.rerun_from is not None:
+            run = store.get_run(self.rerun_from)
+            if run is None:
+                raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+            res = store.get_resolution(run.root_id)
+            if res is not None and res.image and res.build_hash:
+                recorded = (res.build_hash, res.image)
+        return ensure_image(self.project_root, self.registry, self.base_image,  # type: ignore[arg-type]
+                            recorded=recorded, progress=self.progress, extras=EXTRAS[self.executor])
+
+    def _launch_driver(self, spec: DriverSpec, root_id: str) -> None:
+        env = {**worker_env(), DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": self.server or "",
+               "SEMATIC_K8S_SOURCE_MAP": source_map(self.project_root)}
+        if self.api_key:
+            env["SEMATIC_K8S_API_KEY"] = self.api_key
+        if self.executor == "kubernetes":
+            from sematic_k8s.executors.kubernetes import launch_driver  # type: ignore[import-not-found]
+
+            launch_driver(spec, root_id, env)
+            return
+        import docker
+
+        docker.from_env().containers.run(
+            spec.image, ["python", "-m", "sematic_k8s.driver"], detach=True, network_mode="host",
+            environment=env, labels=run_labels(root_id, root_id, "driver", "driver"),
+            name=f"sk-driver-{root_id[:12]}", volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock"}})
+
+    def _follow(self, store: Any, storage: Any, root_id: str) -> Any:
+        """Wait for the resolution, printing run counts as they change; its value, or the failure."""
+        last = ""
+        while True:
+            res = store.get_resolution(root_id)
+            runs = store.runs_of_root(root_id) if res is not None else []
+            counts = Counter(r.state for r in runs)
+            line = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            if line and line != last:
+                self.progress(f"resolution {root_id}: {line}")
+                last = line
+            if res is not None and res.state in TERMINAL:
+                break
+            time.sleep(self.poll_interval)
+        if res.state == "resolved":
+            root = next(r for r in runs if r.id == root_id)
+            art = store.get_artifact(root.output_id)
+            return serialization.Value(art.id, art.format, art.type_name, load=artifact_loader(storage)).value
+        failed = [r for r in runs if r.state == "failed" and r.error and r.error.get("type") != "NestedRunFailed"]
+        run = failed[0] if failed else None
+        detail = ""
+        if run is not None:
+            try:
+                logs = storage.get(log_key(run.id)).decode(errors="replace")
+                detail = "\n\nlast log lines:\n" + "\n".join(logs.splitlines()[-20:])
+            except KeyError:
+                pass
+            detail = f"\n\n{run.error.get('traceback', '')}".rstrip() + detail
+        raise ResolutionFailed(f"{res.error or f'resolution {root_id} {res.state}'}{detail}",
+                               resolution_id=root_id, run_id=run.id if run else None,
+                               error=run.error if run else None)

@@ -1,0 +1,158 @@
+"""CloudResolver on one machine: real dockerd, registry, S3 API and server; a driver container
+launching one worker container per non-inline run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from click.testing import CliRunner
+
+import sematic_k8s as sk
+from infra import REGISTRY, require_docker
+from sematic_k8s.cli import cli
+from sematic_k8s.func import _REGISTRY
+from serving import serve
+
+PIPELINE = '''
+    import os
+    import sematic_k8s as sk
+
+    VERSION = 1
+
+    @sk.func(inline=False)
+    def square(x: int) -> int:
+        print(f"squaring {x} in {os.environ.get('HOSTNAME', 'a container')}")
+        return x * x * VERSION
+
+    @sk.func(inline=False, cache=True)
+    def offset(n: int) -> int:
+        print("computing offset")
+        return 1000 + n
+
+    @sk.func(inline=False)
+    def explode(x: int) -> int:
+        print("about to explode")
+        raise RuntimeError(f"exploded on {x}")
+
+    @sk.func
+    def add_all(xs: list[int], base: int) -> int:
+        return base + sum(xs)
+
+    @sk.func
+    def pipeline(n: int) -> int:
+        return add_all([square(i) for i in range(n)], offset(n))
+
+    @sk.func
+    def failing() -> int:
+        return add_all([explode(1)], 0)
+'''
+
+
+@pytest.fixture(scope="module")
+def infra() -> str:
+    return require_docker()
+
+
+@pytest.fixture
+def s3_env(monkeypatch) -> str:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", "test"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"sk-cloud-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/artifacts"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A user project with one pipeline module, importable here as in the image."""
+    root = tmp_path / "project"
+    root.mkdir()
+    module = f"cloudpipe_{uuid.uuid4().hex[:8]}"
+    (root / f"{module}.py").write_text(textwrap.dedent(PIPELINE))
+    monkeypatch.syspath_prepend(str(root))
+    yield root, module
+    sys.modules.pop(module, None)
+    for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
+        del _REGISTRY[path]
+
+
+def load(module: str):
+    __import__(module)
+    return sys.modules[module]
+
+
+def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_path):
+    root, module = project
+    mod = load(module)
+    lines: list[str] = []
+    (tmp_path / "server").mkdir()
+    with serve(tmp_path / "server") as server:
+        def resolver(**kw) -> sk.CloudResolver:
+            return sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
+                                    registry=f"{REGISTRY}/sk-test-cloud", base_image=infra,
+                                    project_root=str(root), poll_interval=0.2, progress=lines.append, **kw)
+
+        # 1. a fresh run builds and pushes an image, then runs in containers
+        f = mod.pipeline(3)
+        assert f.resolve(resolver(cache_namespace="ci")) == 1003 + 0 + 1 + 4
+        first = server.store.get_resolution(f.id)
+        assert first.state == "resolved" and "@sha256:" in first.image and first.build_hash
+        runs = server.store.runs_of_root(f.id)
+        squares = [r for r in runs if r.func_name == "square"]
+        assert len(squares) == 3 and all(r.notes["executor"]["executor"] == "docker" for r in squares)
+        assert all(r.notes["executor"]["image"] == first.image for r in squares)
+        assert any("driver started" in line for line in lines)
+
+        # 2. a rerun with unchanged code builds nothing, reuses the digest, re-executes only the reset runs
+        target = squares[1]
+        lines.clear()
+        again = mod.pipeline(3)
+        assert again.resolve(resolver(rerun_from=target.id, cache_namespace="ci")) == 1008
+        second = server.store.get_resolution(again.id)
+        assert second.image == first.image and second.rerun_of == f.id
+        assert any("reusing recorded" in line for line in lines)
+        reused = {r.func_name for r in server.store.runs_of_root(again.id) if r.notes.get("reused_from")}
+        assert reused == {"square", "offset"}  # the two other squares and offset
+
+        # 3. a cache hit across resolutions: offset(3) is not computed again
+        third = mod.pipeline(3)
+        third.resolve(resolver(cache_namespace="ci"))
+        offset_run = next(r for r in server.store.runs_of_root(third.id) if r.func_name == "offset")
+        assert offset_run.cached_from is not None
+
+        # 4. after a code edit, a rerun builds a new image and uses the new code for reset runs
+        source = root / f"{module}.py"
+        source.write_text(source.read_text().replace("VERSION = 1", "VERSION = 10"))
+        lines.clear()
+        fourth = mod.pipeline(3)
+        assert fourth.resolve(resolver(rerun_from=target.id, cache_namespace="ci")) == 1003 + 0 + 10 + 4  # new code
+        edited = server.store.get_resolution(fourth.id)
+        assert edited.image != first.image and edited.build_hash != first.build_hash
+
+
+def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tmp_path):
+    root, module = project
+    mod = load(module)
+    (tmp_path / "server").mkdir()
+    with serve(tmp_path / "server") as server:
+        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
+                                    registry=f"{REGISTRY}/sk-test-cloud", base_image=infra,
+                                    project_root=str(root), poll_interval=0.2, progress=lambda _: None)
+        f = mod.failing()
+        with pytest.raises(sk.ResolutionFailed, match="exploded on 1") as e:
+            f.resolve(resolver)
+        assert "about to explode" in str(e.value)  # the worker's last log lines
+        failed = e.value.run_id
+        shown = CliRunner().invoke(cli, ["--home", str(tmp_path / "server"), "runs", "show", failed])
+        assert 'raise RuntimeError(f"exploded on {x}")' in shown.output
+        assert Path(tmp_path / "server").exists()
