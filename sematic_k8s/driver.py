@@ -18,6 +18,8 @@ from typing import Any
 from sematic_k8s import serialization
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.split import SplitExecutor
+from sematic_k8s.func import load_func
+from sematic_k8s.future import Future
 from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop
 from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
@@ -31,7 +33,7 @@ PASS_THROUGH = ("AWS_", "SEMATIC_K8S_SOURCE_MAP", "SEMATIC_K8S_S3_")  # env the 
 class DriverSpec:
     """What the CloudResolver tells its driver."""
 
-    root: dict[str, str]  # {"id", "format"} of the pickled root Future in storage
+    root: dict[str, str] | None  # {"id", "format"} of the pickled root Future (None: a rerun of root_func)
     storage_url: str
     image: str
     build_hash: str | None = None
@@ -42,6 +44,8 @@ class DriverSpec:
     executor: str = "docker"  # or "process" (no image), or "kubernetes"
     executor_settings: dict[str, Any] = field(default_factory=dict)
     root_id: str | None = None  # the Resolution's id, chosen by the resolver so it can follow it
+    root_func: str | None = None  # a rerun without a pickled root: the recorded root func's path
+    root_source_file: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -85,11 +89,44 @@ def remote_executor(spec: DriverSpec, storage: Storage) -> Any:
     raise ValueError(f"unknown executor {spec.executor!r}: use docker, process or kubernetes")
 
 
+def driver_env(spec: DriverSpec, server: str, api_key: str | None, source_map: str | None) -> dict[str, str]:
+    """The environment of a driver container or pod."""
+    env = {**worker_env(), DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": server}
+    if source_map:
+        env["SEMATIC_K8S_SOURCE_MAP"] = source_map
+    if api_key:
+        env["SEMATIC_K8S_API_KEY"] = api_key
+    return env
+
+
+def start_driver(spec: DriverSpec, env: dict[str, str]) -> None:
+    """Start the driver for ``spec``: a container on this machine, or a Job on the cluster."""
+    root_id = spec.root_id or ""
+    if spec.executor == "kubernetes":
+        from sematic_k8s.executors.kubernetes import launch_driver
+
+        launch_driver(spec, root_id, env)
+        return
+    import docker
+
+    from sematic_k8s.executors.docker import run_labels
+
+    docker.from_env().containers.run(
+        spec.image, ["python", "-m", "sematic_k8s.driver"], detach=True, network_mode="host",
+        environment=env, labels=run_labels(root_id, root_id, "driver", "driver"),
+        name=f"sk-driver-{root_id[:12]}-{os.urandom(3).hex()}",
+        volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock"}})
+
+
 def drive(spec: DriverSpec, store: Store) -> Any:
     """Resolve the spec's root Future; returns its value or raises ResolutionFailed."""
     storage = storage_from_url(spec.storage_url)
-    root_value = serialization.Value(spec.root["id"], spec.root["format"], "Future", load=artifact_loader(storage))
-    root = root_value.value
+    if spec.root is not None:
+        root = serialization.Value(spec.root["id"], spec.root["format"], "Future", load=artifact_loader(storage)).value
+    elif spec.rerun_from and spec.root_func:  # a rerun ignores the root's arguments: it reuses the recorded ones
+        root = Future(load_func(spec.root_func, spec.root_source_file), {})
+    else:
+        raise ValueError("the driver spec has neither a pickled root nor a rerun of a recorded root func")
     executor = SplitExecutor(InlineExecutor(spec.max_parallelism), remote_executor(spec, storage))
     loop = ResolutionLoop(store, storage, executor, kind="cloud", cache_namespace=spec.cache_namespace,
                           max_parallelism=spec.max_parallelism, rerun_from=spec.rerun_from,

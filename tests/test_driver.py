@@ -69,3 +69,16 @@ def test_source_map(monkeypatch):
     assert map_source("/home/me/proj/pkg/mod.py") == "/app/pkg/mod.py"
     assert map_source("/home/me/project2/mod.py") == "/home/me/project2/mod.py"
     assert map_source(None) is None
+
+
+def test_drive_a_rerun_from_the_recorded_root_func(tmp_path):
+    storage = LocalStorage(tmp_path / "storage")
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    f = squares(3)
+    drive(spec_for(f, storage), store)
+    target = next(r for r in store.runs_of_root(f.id) if r.func_name == "sum_all")
+    spec = DriverSpec(root=None, storage_url=storage_url(storage), image="img", executor="process",
+                      rerun_from=target.id, root_id="b" * 32, root_func=squares.path,
+                      root_source_file=squares.source_file)
+    assert drive(spec, store) == 5
+    assert store.get_resolution("b" * 32).rerun_of == f.id

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s import caching, serialization
-from sematic_k8s.driver import DRIVER_ENV, DriverSpec, worker_env
-from sematic_k8s.executors.docker import run_labels
+from sematic_k8s.driver import DriverSpec, driver_env, start_driver
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.packaging import source_map
@@ -89,7 +88,7 @@ class CloudResolver(Resolver):
                           image=image.digest_ref, build_hash=image.context_hash, cache_namespace=namespace,
                           rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,
                           max_parallelism=self.max_parallelism, executor=self.executor, root_id=future.id)
-        self._launch_driver(spec, future.id)
+        start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
         self.progress(f"driver started for resolution {future.id}")
         if self.detach:
             return future.id
@@ -109,23 +108,6 @@ class CloudResolver(Resolver):
                 recorded = (res.build_hash, res.image)
         return ensure_image(self.project_root, self.registry, self.base_image,  # type: ignore[arg-type]
                             recorded=recorded, progress=self.progress, extras=EXTRAS[self.executor])
-
-    def _launch_driver(self, spec: DriverSpec, root_id: str) -> None:
-        env = {**worker_env(), DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": self.server or "",
-               "SEMATIC_K8S_SOURCE_MAP": source_map(self.project_root)}
-        if self.api_key:
-            env["SEMATIC_K8S_API_KEY"] = self.api_key
-        if self.executor == "kubernetes":
-            from sematic_k8s.executors.kubernetes import launch_driver  # type: ignore[import-not-found]
-
-            launch_driver(spec, root_id, env)
-            return
-        import docker
-
-        docker.from_env().containers.run(
-            spec.image, ["python", "-m", "sematic_k8s.driver"], detach=True, network_mode="host",
-            environment=env, labels=run_labels(root_id, root_id, "driver", "driver"),
-            name=f"sk-driver-{root_id[:12]}", volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock"}})
 
     def _follow(self, store: Any, storage: Any, root_id: str) -> Any:
         """Wait for the resolution, printing run counts as they change; its value, or the failure."""

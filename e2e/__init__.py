@@ -1,0 +1,1 @@
+"""End-to-end checks on a real cluster (kind): see run.sh."""

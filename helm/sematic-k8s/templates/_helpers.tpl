@@ -1,0 +1,287 @@
+{{/*
+Names, labels, images, and the settings several templates share.
+*/}}
+
+{{- define "sematic-k8s.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* "<release>-<chart>", or just the release name when it already contains the chart name. */}}
+{{- define "sematic-k8s.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sematic-k8s.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels. Call with (dict "ctx" $ "component" "server"). */}}
+{{- define "sematic-k8s.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sematic-k8s.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Standard labels. Call with (dict "ctx" $ "component" "server"). */}}
+{{- define "sematic-k8s.labels" -}}
+helm.sh/chart: {{ include "sematic-k8s.chart" .ctx }}
+{{ include "sematic-k8s.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: sematic-k8s
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* An image reference: repository@digest when a digest is given, else repository:tag.
+Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
+{{- define "sematic-k8s.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .defaultTag .image.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sematic-k8s.serverImage" -}}
+{{- include "sematic-k8s.image" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The namespace driver Jobs and worker pods run in. */}}
+{{- define "sematic-k8s.runNamespace" -}}
+{{- default .Release.Namespace .Values.runs.namespace -}}
+{{- end -}}
+
+{{- define "sematic-k8s.serverServiceAccountName" -}}
+{{- if .Values.server.serviceAccount.create -}}
+{{- default (printf "%s-server" (include "sematic-k8s.fullname" .)) .Values.server.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.server.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The server's URL inside the cluster (what drivers and workers use). */}}
+{{- define "sematic-k8s.serverUrl" -}}
+{{- printf "http://%s.%s.svc:%v" (include "sematic-k8s.fullname" .) .Release.Namespace .Values.service.port -}}
+{{- end -}}
+
+{{/* -- Database ------------------------------------------------------------------------------------ */}}
+
+{{- define "sematic-k8s.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "sematic-k8s.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fail early on contradictory database settings. */}}
+{{- define "sematic-k8s.database.validate" -}}
+{{- $ext := .Values.database.external -}}
+{{- if and .Values.postgresql.enabled (or $ext.url $ext.existingSecret) -}}
+{{- fail "database.external is set: also set postgresql.enabled=false (the bundled PostgreSQL would be unused)" -}}
+{{- end -}}
+{{- if and (not .Values.postgresql.enabled) (not (or $ext.url $ext.existingSecret)) -}}
+{{- fail "postgresql.enabled=false needs database.external.url or database.external.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key holding the database URL the server reads. */}}
+{{- define "sematic-k8s.database.secretName" -}}
+{{- if .Values.database.external.existingSecret -}}
+{{- .Values.database.external.existingSecret -}}
+{{- else -}}
+{{- printf "%s-database" (include "sematic-k8s.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sematic-k8s.database.secretKey" -}}
+{{- if .Values.database.external.existingSecret -}}
+{{- .Values.database.external.existingSecretKey -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* The bundled PostgreSQL's password: the value, else the one already stored (upgrades), else a new
+random one. Memoised in .Values so every template of one render sees the same password. */}}
+{{- define "sematic-k8s.postgresql.password" -}}
+{{- if not .Values.postgresql.auth.password -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-database" (include "sematic-k8s.fullname" .)) -}}
+{{- $stored := "" -}}
+{{- if and $secret $secret.data -}}
+{{- $stored = index $secret.data "postgres-password" | default "" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Values.postgresql.auth "password" (default (randAlphaNum 32) $stored) -}}
+{{- end -}}
+{{- .Values.postgresql.auth.password -}}
+{{- end -}}
+
+{{/* The database URL when the chart stores it (bundled PostgreSQL or database.external.url). */}}
+{{- define "sematic-k8s.database.url" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- $auth := .Values.postgresql.auth -}}
+{{- printf "postgresql+psycopg://%s:%s@%s:5432/%s" (urlquery $auth.username) (urlquery (include "sematic-k8s.postgresql.password" .)) (include "sematic-k8s.postgresql.fullname" .) $auth.database -}}
+{{- else -}}
+{{- .Values.database.external.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/* -- Drivers' API key --------------------------------------------------------------------------- */}}
+
+{{/* The drivers' API key: the value, else the one already stored, else a new one (memoised). */}}
+{{- define "sematic-k8s.apiKey" -}}
+{{- if not .Values.runs.apiKey.value -}}
+{{- $secret := lookup "v1" "Secret" (include "sematic-k8s.runNamespace" .) .Values.runs.apiKey.secretName -}}
+{{- $stored := "" -}}
+{{- if and $secret $secret.data -}}
+{{- $stored = index $secret.data "api-key" | default "" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Values.runs.apiKey "value" (default (printf "sk8s_%s" (randAlphaNum 43)) $stored) -}}
+{{- end -}}
+{{- .Values.runs.apiKey.value -}}
+{{- end -}}
+
+{{/* -- Artifacts (S3 / MinIO) ---------------------------------------------------------------------- */}}
+
+{{- define "sematic-k8s.minio.fullname" -}}
+{{- printf "%s-minio" (include "sematic-k8s.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sematic-k8s.minio.rootUser" -}}
+{{- default "sematic-k8s" .Values.minio.rootUser -}}
+{{- end -}}
+
+{{/* MinIO's root password: the value, else the stored one, else a new one (memoised). */}}
+{{- define "sematic-k8s.minio.rootPassword" -}}
+{{- if not .Values.minio.rootPassword -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-s3" (include "sematic-k8s.fullname" .)) -}}
+{{- $stored := "" -}}
+{{- if and $secret $secret.data -}}
+{{- $stored = index $secret.data "AWS_SECRET_ACCESS_KEY" | default "" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Values.minio "rootPassword" (default (randAlphaNum 40) $stored) -}}
+{{- end -}}
+{{- .Values.minio.rootPassword -}}
+{{- end -}}
+
+{{/* The S3 endpoint as seen from inside the cluster; empty means AWS. */}}
+{{- define "sematic-k8s.s3.endpoint" -}}
+{{- if .Values.minio.enabled -}}
+{{- printf "http://%s.%s.svc:9000" (include "sematic-k8s.minio.fullname" .) .Release.Namespace -}}
+{{- else -}}
+{{- .Values.artifacts.s3.endpoint -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the chart stores S3 credentials in Secrets of its own. */}}
+{{- define "sematic-k8s.s3.chartCredentials" -}}
+{{- if and (not .Values.artifacts.s3.existingSecret) (or .Values.minio.enabled .Values.artifacts.s3.accessKeyId) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the server (release namespace);
+empty when the pods' own identity is used. */}}
+{{- define "sematic-k8s.s3.serverSecretName" -}}
+{{- if .Values.artifacts.s3.existingSecret -}}
+{{- .Values.artifacts.s3.existingSecret -}}
+{{- else if include "sematic-k8s.s3.chartCredentials" . -}}
+{{- printf "%s-s3" (include "sematic-k8s.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The same Secret for drivers and workers (run namespace); empty when there is none. */}}
+{{- define "sematic-k8s.s3.runSecretName" -}}
+{{- if .Values.artifacts.s3.existingSecret -}}
+{{- .Values.artifacts.s3.existingSecret -}}
+{{- else if include "sematic-k8s.s3.chartCredentials" . -}}
+{{- .Values.runs.s3SecretName -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The S3 credentials the chart stores, as Secret stringData (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). */}}
+{{- define "sematic-k8s.s3.credentials" -}}
+{{- if .Values.minio.enabled -}}
+AWS_ACCESS_KEY_ID: {{ include "sematic-k8s.minio.rootUser" . | quote }}
+AWS_SECRET_ACCESS_KEY: {{ include "sematic-k8s.minio.rootPassword" . | quote }}
+{{- else -}}
+AWS_ACCESS_KEY_ID: {{ .Values.artifacts.s3.accessKeyId | quote }}
+AWS_SECRET_ACCESS_KEY: {{ required "artifacts.s3.secretAccessKey is required with artifacts.s3.accessKeyId" .Values.artifacts.s3.secretAccessKey | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* The storage URL drivers and workers use: s3://bucket[/prefix] (endpoint and region come from env). */}}
+{{- define "sematic-k8s.storageUrl" -}}
+{{- $bucket := required "artifacts.bucket is required" .Values.artifacts.bucket -}}
+{{- with trimAll "/" .Values.artifacts.prefix -}}
+{{- printf "s3://%s/%s" $bucket . -}}
+{{- else -}}
+{{- printf "s3://%s" $bucket -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment variables for S3 access (server, bucket Job). Call with the root context. */}}
+{{- define "sematic-k8s.s3.env" -}}
+- name: SEMATIC_K8S_STORAGE
+  value: {{ include "sematic-k8s.storageUrl" . | quote }}
+- name: SEMATIC_K8S_S3_BUCKET
+  value: {{ .Values.artifacts.bucket | quote }}
+- name: SEMATIC_K8S_S3_PREFIX
+  value: {{ trimAll "/" .Values.artifacts.prefix | quote }}
+{{- with include "sematic-k8s.s3.endpoint" . }}
+- name: SEMATIC_K8S_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.artifacts.s3.region }}
+- name: SEMATIC_K8S_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "sematic-k8s.s3.serverSecretName" . }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end -}}
+
+{{/* -- Migration hook ------------------------------------------------------------------------------ */}}
+
+{{/* When the migration Job (and the Secret it reads) run: before the install when the database already
+exists (external); after it with the bundled PostgreSQL, which the install itself creates. Always before
+upgrades, so a new server version never starts on an old schema. */}}
+{{- define "sematic-k8s.migrations.hook" -}}
+{{- if .Values.postgresql.enabled -}}
+post-install,pre-upgrade
+{{- else -}}
+pre-install,pre-upgrade
+{{- end -}}
+{{- end -}}
+
+{{- define "sematic-k8s.migrations.secretName" -}}
+{{- printf "%s-migrations" (include "sematic-k8s.fullname" .) -}}
+{{- end -}}
+
+{{/* "true" when the migration hook needs its own Secret (a URL the chart stores, or the drivers' key). */}}
+{{- define "sematic-k8s.migrations.needsSecret" -}}
+{{- if or (not .Values.database.external.existingSecret) .Values.runs.apiKey.create -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Pod security settings shared by the chart's Python Jobs (the server image). */}}
+{{- define "sematic-k8s.jobPodSecurityContext" -}}
+{{- toYaml .Values.server.podSecurityContext -}}
+{{- end -}}
