@@ -10,7 +10,7 @@ export SEMATIC_K8S_HOME ?= $(HOME)/.sematic_k8s
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,server]'
 	@touch $@
 
 run: $(STAMP)  ## resolve the example pipeline on the embedded LocalResolver (no services)
@@ -24,6 +24,7 @@ test: $(STAMP) lint  ## lint, then the whole test suite
 
 bench: $(STAMP)  ## fan-out overhead per run, side by side with sematic 0.41.0
 	$(BIN)/python -m bench.fanout --sematic-python "$$(bash bench/sematic_venv.sh)"
+	$(BIN)/python -m bench.server_load
 
 clean:
 	rm -rf $(VENV) .venv-sematic .bench

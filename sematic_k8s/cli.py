@@ -311,6 +311,18 @@ def _add_import_root(func_path: str, source_file: str | None) -> None:
     sys.path.extend(r for r in roots if r not in sys.path)
 
 
+def _register_server_commands() -> None:
+    """``server`` and ``api-keys`` come with the server extra (``pip install 'sematic-k8s[server]'``)."""
+    try:
+        from sematic_k8s_server.cli import register
+    except ImportError:
+        return
+    register(cli)
+
+
+_register_server_commands()
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="sematic-k8s")

@@ -92,8 +92,11 @@ class ResolutionLoop:
             rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
         ))
         self.graph.add(nodes)
+        self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
         try:
             self._loop()
+            if self.cancel_asked or self.store.cancel_requested(self.root_id):  # an accepted cancel wins
+                raise self._canceled()
         except BaseException as e:
             self._abort(e)
             raise
@@ -106,8 +109,7 @@ class ResolutionLoop:
         while True:
             self._advance()
             if self.cancel_asked:
-                raise ResolutionCanceled(f"resolution {self.root_id} was canceled", resolution_id=self.root_id,
-                                         run_id=None, error=None)
+                raise self._canceled()
             if root.state in graph.TERMINAL or (self.failure and self.in_flight == 0):
                 return
             if self.in_flight == 0 and not self.timers:
@@ -127,6 +129,10 @@ class ResolutionLoop:
                 if self.failure:
                     continue
                 self._submit(node)
+
+    def _canceled(self) -> ResolutionCanceled:
+        return ResolutionCanceled(f"resolution {self.root_id} was canceled", resolution_id=self.root_id,
+                                  run_id=None, error=None)
 
     def _advance(self) -> None:
         """Finish compositions and dispatch ready runs until nothing changes."""

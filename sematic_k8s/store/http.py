@@ -1,0 +1,203 @@
+"""The HTTP store: the Store interface over the sematic-k8s server's REST API.
+
+Drivers, pods and users' resolvers record through the server with it when ``SEMATIC_K8S_SERVER``
+(and ``SEMATIC_K8S_API_KEY``) are set. Records travel as JSON: datetimes as ISO 8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import httpx
+
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+
+SERVER_ENV = "SEMATIC_K8S_SERVER"
+API_KEY_ENV = "SEMATIC_K8S_API_KEY"
+API = "/api/v1"
+PAGE = 1000  # the server's largest page
+DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at"})
+R = TypeVar("R")
+
+
+class ServerError(RuntimeError):
+    """The server could not be reached, refused the request, or answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- JSON encoding of records and batches (shared with the server) -------------------------------------
+
+def _default(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    if isinstance(v, (set, frozenset)):
+        return sorted(v)
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
+def dumps(doc: Any) -> bytes:
+    return json.dumps(doc, default=_default, separators=(",", ":")).encode()
+
+
+def parse_datetime(v: Any) -> dt.datetime | None:
+    """An ISO 8601 string (``...Z`` or with an offset, or naive UTC) -> a naive UTC datetime."""
+    if v is None or isinstance(v, dt.datetime):
+        return v
+    parsed = dt.datetime.fromisoformat(v)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _with_datetimes(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: parse_datetime(v) if k in DATETIME_FIELDS else v for k, v in fields.items()}
+
+
+def batch_to_json(batch: Batch) -> dict[str, Any]:
+    return dataclasses.asdict(batch)
+
+
+def batch_from_json(doc: dict[str, Any]) -> Batch:
+    """A Batch from its JSON form, with datetime fields parsed back."""
+    return Batch(
+        new_runs={k: _with_datetimes(v) for k, v in (doc.get("new_runs") or {}).items()},
+        run_updates={k: _with_datetimes(v) for k, v in (doc.get("run_updates") or {}).items()},
+        new_resolutions=[_with_datetimes(r) for r in doc.get("new_resolutions") or []],
+        resolution_updates={k: _with_datetimes(v) for k, v in (doc.get("resolution_updates") or {}).items()},
+        artifacts={k: _with_datetimes(v) for k, v in (doc.get("artifacts") or {}).items()},
+    )
+
+
+def record_from_json(cls: type[R], doc: dict[str, Any]) -> R:
+    """A RunRecord / ResolutionRecord / ArtifactRecord from its ``to_dict()`` form (extra keys ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: parse_datetime(v) if k in DATETIME_FIELDS else v for k, v in doc.items() if k in names})
+
+
+# -- the store --------------------------------------------------------------------------------------
+
+class HttpStore:
+    """Store over ``url`` (the server's base URL, e.g. ``http://127.0.0.1:8000``).
+
+    One pooled HTTP/1.1 client per store (connections are reused); safe to share between threads.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                   limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _request(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """JSON of a successful answer; None for a 404 when ``missing_ok``; ServerError otherwise."""
+        for attempt in range(3):
+            try:
+                response = self.client.request(method, API + path, **kwargs)
+                break
+            except httpx.ConnectError as e:  # nothing was sent: safe to retry, also for writes
+                if attempt == 2:
+                    raise ServerError(f"cannot reach the sematic-k8s server at {self.url}: {e}") from None
+                time.sleep(0.2 * (attempt + 1))
+            except httpx.TransportError as e:
+                raise ServerError(f"{method} {self.url}{API}{path} failed: {type(e).__name__}: {e}") from None
+        if response.status_code == 401:
+            raise ServerError(f"API key missing or invalid for {self.url}: set ${API_KEY_ENV} to a key made with "
+                              "`sematic-k8s api-keys create NAME`", 401)
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:500]
+            raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {detail}",
+                              response.status_code)
+        return response.json()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write(self, batch: Batch) -> None:
+        if batch:
+            self._request("POST", "/store/write", content=dumps(batch_to_json(batch)),
+                          headers={"Content-Type": "application/json"})
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        doc = self._request("GET", f"/runs/{run_id}", missing_ok=True)
+        return None if doc is None else record_from_json(RunRecord, doc)
+
+    def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
+                  limit: int = 100, offset: int = 0) -> list[RunRecord]:
+        params = {k: v for k, v in {"root_id": root_id, "state": state, "func": func}.items() if v is not None}
+        return [record_from_json(RunRecord, d) for d in self._pages("/runs", params, limit, offset)]
+
+    def runs_of_root(self, root_id: str) -> list[RunRecord]:
+        docs = self._request("GET", f"/store/runs_of_root/{root_id}")["items"]
+        return [record_from_json(RunRecord, d) for d in docs]
+
+    def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
+        doc = self._request("GET", f"/resolutions/{resolution_id}", missing_ok=True)
+        return None if doc is None else record_from_json(ResolutionRecord, doc)
+
+    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
+                         offset: int = 0) -> list[ResolutionRecord]:
+        params = {"state": state} if state is not None else {}
+        return [record_from_json(ResolutionRecord, d) for d in self._pages("/resolutions", params, limit, offset)]
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRecord | None:
+        doc = self._request("GET", f"/artifacts/{artifact_id}", missing_ok=True)
+        return None if doc is None else record_from_json(ArtifactRecord, doc)
+
+    def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
+        ids = list(ids)
+        if not ids:
+            return []
+        docs = self._request("POST", "/store/artifacts", content=dumps({"ids": ids}),
+                             headers={"Content-Type": "application/json"})["items"]
+        return [record_from_json(ArtifactRecord, d) for d in docs]
+
+    def find_cached(self, cache_key: str) -> RunRecord | None:
+        doc = self._request("GET", f"/store/cached/{cache_key}", missing_ok=True)
+        return None if doc is None else record_from_json(RunRecord, doc)
+
+    def cancel_requested(self, resolution_id: str) -> bool:
+        return bool(self._request("GET", f"/store/cancel_requested/{resolution_id}")["cancel_requested"])
+
+    def _pages(self, path: str, params: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` items from ``offset``, fetched a server page at a time."""
+        out: list[dict[str, Any]] = []
+        while len(out) < limit:
+            want = min(PAGE, limit - len(out))
+            items = self._request("GET", path, params={**params, "limit": want, "offset": offset + len(out)})["items"]
+            out.extend(items)
+            if len(items) < want:
+                break
+        return out
+
+
+_STORES: dict[tuple[str, str | None], HttpStore] = {}
+_LOCK = threading.Lock()
+
+
+def http_store(url: str, api_key: str | None = None) -> HttpStore:
+    """One HttpStore (connection pool) per server URL and key per process."""
+    with _LOCK:
+        key = (url.rstrip("/"), api_key)
+        if key not in _STORES:
+            _STORES[key] = HttpStore(url, api_key)
+        return _STORES[key]

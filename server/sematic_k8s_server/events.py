@@ -1,0 +1,99 @@
+"""Live state for the dashboard: events fanned out to Server-Sent Events subscribers.
+
+Writes happen on worker threads; each subscriber owns an asyncio queue on the server's event loop,
+fed with ``call_soon_threadsafe``. A subscriber that falls too far behind gets ``{"type": "overflow"}``
+(refetch what you show) instead of the events it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from sematic_k8s.store.records import Batch
+
+QUEUE_SIZE = 10_000
+
+
+class Subscriber:
+    def __init__(self, loop: asyncio.AbstractEventLoop, root_id: str | None) -> None:
+        self.loop, self.root_id = loop, root_id
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = False
+
+    def offer(self, event: dict[str, Any]) -> None:  # on the event loop
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class EventBus:
+    """Thread-safe publish; subscribe/unsubscribe from the event loop."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscriber] = set()
+        self._lock = threading.Lock()
+
+    def subscribe(self, root_id: str | None) -> Subscriber:
+        sub = Subscriber(asyncio.get_running_loop(), root_id)
+        with self._lock:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subs)
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            for event in events:
+                if sub.root_id is None or sub.root_id == event.get("root_id"):
+                    try:
+                        sub.loop.call_soon_threadsafe(sub.offer, event)
+                    except RuntimeError:  # its loop is closed: the server is stopping
+                        break
+
+
+class RootIndex:
+    """run id -> root id, learned from new runs (so updates, which lack it, can be routed)."""
+
+    LIMIT = 500_000
+
+    def __init__(self) -> None:
+        self._roots: dict[str, str] = {}
+
+    def learn(self, batch: Batch) -> None:
+        if len(self._roots) > self.LIMIT:
+            self._roots.clear()
+        for run_id, fields in batch.new_runs.items():
+            self._roots[run_id] = fields.get("root_id", "")
+
+    def get(self, run_id: str) -> str | None:
+        return self._roots.get(run_id)
+
+    def put(self, run_id: str, root_id: str) -> None:
+        self._roots[run_id] = root_id
+
+
+def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
+    """One event per new or state-changing Run and Resolution in ``batch``, in the order they happened."""
+    events = []
+    for res in batch.new_resolutions:
+        events.append({"type": "resolution", "id": res["id"], "root_id": res["id"], "state": res.get("state")})
+    for run_id, fields in batch.new_runs.items():
+        events.append({"type": "run", "id": run_id, "root_id": fields.get("root_id"), "state": fields.get("state")})
+    for run_id, fields in batch.run_updates.items():
+        if "state" in fields:
+            events.append({"type": "run", "id": run_id, "root_id": root_of(run_id), "state": fields["state"]})
+    for res_id, fields in batch.resolution_updates.items():  # last: a resolution ends after its runs
+        if "state" in fields:
+            events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": fields["state"]})
+    return events

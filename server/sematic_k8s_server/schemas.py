@@ -1,0 +1,152 @@
+"""Request and response bodies of the REST API (they document it in OpenAPI).
+
+Records are the store's ``to_dict()`` forms: datetimes are ISO 8601 UTC strings ending in ``Z``.
+Fields added to the records later pass through unchanged (``extra="allow"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HEX_ID = r"^[0-9a-f]{1,64}$"
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RunOut(_Record):
+    """One execution of one func call."""
+
+    id: str
+    root_id: str
+    parent_id: str | None = None
+    func_path: str
+    func_name: str
+    state: str = Field(description="created, scheduled, running, resolved, failed or canceled")
+    input_refs: dict[str, Any] = Field(default_factory=dict, description="param -> JSON template of its source")
+    inputs: dict[str, str] = Field(default_factory=dict, description="param -> artifact id")
+    output_ref: Any = Field(None, description="a composition's returned structure (JSON template)")
+    output_id: str | None = None
+    cache_key: str | None = None
+    cached_from: str | None = None
+    original_run_id: str | None = None
+    source_hash: str | None = None
+    source_file: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    notes: dict[str, Any] = Field(default_factory=dict)
+    created_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+
+class ResolutionOut(_Record):
+    """One execution of a whole pipeline; its id is its root Run's id."""
+
+    id: str
+    root_func_path: str
+    state: str = Field(description="running, canceling, resolved, failed or canceled")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    rerun_of: str | None = None
+    image: str | None = None
+    build_hash: str | None = None
+    error: str | None = None
+    created_at: str | None = None
+    ended_at: str | None = None
+
+
+class ArtifactOut(_Record):
+    """An immutable serialized value (sha256 content id) and its JSON summary."""
+
+    id: str
+    format: str
+    type_name: str
+    summary: Any = None
+    size: int
+    created_at: str | None = None
+
+
+class Page(BaseModel):
+    limit: int
+    offset: int
+
+
+class ResolutionPage(Page):
+    items: list[ResolutionOut]
+
+
+class RunPage(Page):
+    items: list[RunOut]
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]
+
+
+class Edge(BaseModel):
+    """A value flowing from ``source``'s output (null: from outside) into ``destination``'s input
+    ``param`` (param null: into the composition's output; destination null: out of the pipeline)."""
+
+    source: str | None
+    destination: str | None
+    param: str | None
+    artifact_id: str | None
+
+
+class GraphOut(BaseModel):
+    resolution: ResolutionOut
+    runs: list[RunOut]
+    edges: list[Edge]
+
+
+class RerunIn(BaseModel):
+    rerun_from: str | None = Field(None, pattern=HEX_ID,
+                                   description="a run of this resolution; null re-runs the whole resolution")
+    mode: Literal["from", "continue"] = Field(
+        "from", description="from: re-execute the run and what depends on it; continue (root only): re-execute "
+                            "only what did not succeed")
+
+
+class RerunOut(BaseModel):
+    resolution_id: str = Field(description="the new resolution (its root run id)")
+    rerun_of: str
+
+
+class CancelOut(BaseModel):
+    resolution_id: str
+    state: str
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class ArtifactIds(BaseModel):
+    ids: list[str] = Field(max_length=10_000)
+
+
+class CancelRequested(BaseModel):
+    cancel_requested: bool
+
+
+class BatchIn(BaseModel):
+    """Writes applied in one transaction (sematic_k8s.store.records.Batch as JSON)."""
+
+    new_runs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    run_updates: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    new_resolutions: list[dict[str, Any]] = Field(default_factory=list)
+    resolution_updates: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Written(BaseModel):
+    ok: bool

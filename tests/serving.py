@@ -1,0 +1,76 @@
+"""Run the sematic-k8s server for tests: real uvicorn on 127.0.0.1, a free port, a background thread."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server import auth
+from sematic_k8s_server.app import create_app
+from sematic_k8s_server.db import open_store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Served:
+    url: str
+    store: SqlStore
+    home: Path
+    key: str | None  # a valid API key (None in local mode)
+
+    def client(self, key: str | None = "default") -> httpx.Client:
+        """An HTTP client for the API, sending the valid key unless told otherwise."""
+        key = self.key if key == "default" else key
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": key} if key else {}, timeout=30)
+
+
+@contextlib.contextmanager
+def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True) -> Iterator[Served]:
+    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``home``/storage."""
+    store = open_store(db_url or f"sqlite:///{home / 'db.sqlite3'}")
+    key = auth.create_key(store.engine, "tests") if api_keys_required else None
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(store, LocalStorage(home / "storage"), api_keys_required=api_keys_required, self_url=url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=1, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield Served(url, store, home, key)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        store.close()
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # noqa: ANN001, ANN201
+    """Poll ``predicate()`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,131 @@
+"""The same resolution code against either store: SqlStore (embedded) and HttpStore (through a real server)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s.store.http import HttpStore, ServerError, batch_from_json, batch_to_json, dumps
+from sematic_k8s.store.records import Batch, RunRecord, utcnow
+from sematic_k8s.store.sql import SqlStore
+from serving import free_port, serve
+
+try:
+    import server_pipeline as sp
+except ImportError:  # pragma: no cover
+    from tests import server_pipeline as sp
+
+
+@pytest.fixture(params=["sql", "http"])
+def setup(request, tmp_path, monkeypatch):
+    """(resolver factory, the store it records to)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    if request.param == "sql":
+        r = sk.LocalResolver(home=tmp_path)
+        yield (lambda **kw: sk.LocalResolver(home=tmp_path, **kw)), r.store
+        return
+    with serve(tmp_path) as s:
+        def make(**kw) -> sk.LocalResolver:
+            return sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key, **kw)
+        store = make().store
+        assert isinstance(store, HttpStore)
+        yield make, store
+
+
+def by_func(store, root_id: str) -> dict[str, RunRecord]:
+    return {r.func_name: r for r in store.runs_of_root(root_id)}
+
+
+def test_same_pipeline_either_store(setup, tmp_path) -> None:
+    make, store = setup
+    flag = tmp_path / "flag"
+    flag.touch()
+    f = sp.pipeline(3, 4, str(flag))
+    with pytest.raises(sk.ResolutionFailed) as info:
+        f.resolve(make(cache_namespace="ns"))
+    runs = by_func(store, f.id)
+    assert info.value.run_id == runs["flaky"].id
+    assert {n: r.state for n, r in runs.items()} == {"pipeline": "failed", "add": "resolved", "square": "resolved",
+                                                     "flaky": "failed"}
+    assert runs["flaky"].error["type"] == "RuntimeError"
+    assert store.get_resolution(f.id).state == "failed"
+
+    flag.unlink()
+    again = sp.pipeline(0, 0, str(flag))  # arguments ignored on a rerun
+    assert again.resolve(make(rerun_from=runs["flaky"].id, cache_namespace="ns")) == 490
+    new = by_func(store, again.id)
+    assert new["add"].notes["reused_from"] == runs["add"].id
+    assert store.get_resolution(again.id).rerun_of == f.id
+
+    third = sp.pipeline(3, 4, str(flag))
+    assert third.resolve(make(cache_namespace="ns")) == 490
+    assert by_func(store, third.id)["square"].cached_from == runs["square"].id
+    assert store.find_cached(runs["square"].cache_key).id == runs["square"].id
+
+    # reads agree field by field (datetimes survive the JSON round trip)
+    rec = store.get_run(runs["add"].id)
+    assert isinstance(rec.created_at, type(utcnow())) and rec.created_at.tzinfo is None
+    assert store.get_run("0" * 32) is None and store.get_resolution("0" * 32) is None
+    assert [r.id for r in store.list_runs(root_id=f.id, func="add")] == [runs["add"].id]
+    assert len(store.list_resolutions(limit=2)) == 2 and len(store.list_resolutions(limit=2, offset=2)) == 1
+    art = store.get_artifact(runs["add"].output_id)
+    assert art.summary == 7 and store.artifacts([art.id])[0] == art
+    assert store.artifacts([]) == [] and store.get_artifact("f" * 64) is None
+    assert store.cancel_requested(f.id) is False
+
+
+def test_http_and_sql_records_are_equal(tmp_path) -> None:
+    with serve(tmp_path) as s:
+        f = sp.pipeline(1, 1, str(tmp_path / "none"))
+        f.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))
+        http = HttpStore(s.url, s.key)
+        sql: SqlStore = s.store
+        for run in sql.runs_of_root(f.id):
+            assert http.get_run(run.id) == run
+        assert http.get_resolution(f.id) == sql.get_resolution(f.id)
+        assert sorted(http.runs_of_root(f.id), key=lambda r: r.id) == sorted(sql.runs_of_root(f.id), key=lambda r: r.id)
+        http.close()
+
+
+def test_http_store_pages_past_the_server_limit(tmp_path) -> None:
+    with serve(tmp_path) as s:
+        root = "aa" * 16
+        batch = Batch()
+        for i in range(1500):
+            batch.add_run(RunRecord(id=f"{i:032x}", root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                                    state="created", created_at=utcnow()))
+        s.store.write(batch)
+        http = HttpStore(s.url, s.key)
+        assert len(http.list_runs(root_id=root, limit=1200)) == 1200
+        assert len(http.list_runs(root_id=root, limit=5000, offset=100)) == 1400
+        assert len(http.runs_of_root(root)) == 1500
+
+
+def test_clear_errors(tmp_path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerError, match=f"cannot reach the sematic-k8s server at {dead}"):
+        HttpStore(dead).get_run("ab")
+    with serve(tmp_path) as s:
+        with pytest.raises(ServerError, match=f"API key missing or invalid for {s.url}") as info:
+            HttpStore(s.url).get_run("ab")
+        assert info.value.status == 401
+        with pytest.raises(ServerError, match="HTTP 422"):
+            HttpStore(s.url, s.key).write(Batch(run_updates={"ab": {"no_such_field": 1}}))
+    with pytest.raises(ValueError, match="http://"):
+        HttpStore("127.0.0.1:8000")
+
+
+def test_batch_json_round_trip() -> None:
+    b = Batch()
+    run = RunRecord(id="ab", root_id="ab", parent_id=None, func_path="m:f", func_name="f", state="created",
+                    input_refs={"x": {"dict": [["k", {"run": "cd"}]]}}, created_at=utcnow())
+    b.add_run(run)
+    b.update_run("cd", state="resolved", ended_at=utcnow())
+    b.artifacts["e" * 64] = {"id": "e" * 64, "format": "json", "type_name": "int", "summary": 1, "size": 1,
+                             "created_at": utcnow()}
+    import json
+    back = batch_from_json(json.loads(dumps(batch_to_json(b))))
+    assert dataclasses.asdict(back) == dataclasses.asdict(b)

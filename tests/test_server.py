@@ -1,0 +1,348 @@
+"""The server over real HTTP: a uvicorn server on 127.0.0.1, LocalResolvers recording through it,
+server-started reruns in background processes, cancel, auth, pagination and live events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s.resolvers.loop import ResolutionCanceled
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from serving import serve, wait_for
+
+try:
+    import server_pipeline as sp
+except ImportError:  # pragma: no cover
+    from tests import server_pipeline as sp
+
+AUTH_MESSAGE = "missing or invalid API key: send it in the X-API-Key header"
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serve(tmp_path) as s:
+        yield s
+
+
+def resolver(served, **settings) -> sk.LocalResolver:
+    return sk.LocalResolver(home=served.home, server=served.url, api_key=served.key, **settings)
+
+
+def wait_state(client: httpx.Client, resolution_id: str, states: set[str], timeout: float = 60.0) -> dict:
+    def check() -> dict | None:
+        r = client.get(f"/api/v1/resolutions/{resolution_id}")
+        return r.json() if r.status_code == 200 and r.json()["state"] in states else None
+    return wait_for(check, timeout, what=f"resolution {resolution_id} to reach {states}")
+
+
+def test_auth(served) -> None:
+    with served.client(key=None) as anonymous:
+        assert anonymous.get("/api/v1/health").json() == {"ok": True}
+        r = anonymous.get("/api/v1/resolutions")
+        assert r.status_code == 401 and r.json() == {"detail": AUTH_MESSAGE}
+        assert anonymous.post("/api/v1/store/write", json={}).status_code == 401
+    with served.client(key="sk8s_not-a-key") as bad:
+        assert bad.get("/api/v1/runs").status_code == 401
+    with served.client() as good:
+        assert good.get("/api/v1/resolutions").json() == {"items": [], "limit": 100, "offset": 0}
+    stored = served.store.engine.connect().exec_driver_sql("SELECT key_hash FROM api_keys").scalars().all()
+    assert served.key not in stored and len(stored[0]) == 64  # only the sha256 is at rest
+    with pytest.raises(Exception, match="API key missing or invalid for"):
+        sk.LocalResolver(home=served.home, server=served.url, api_key="wrong").resolve(sp.add(1, 2))
+
+
+def test_local_mode_needs_no_key(tmp_path) -> None:
+    with serve(tmp_path, api_keys_required=False) as s, s.client(key=None) as c:
+        assert sp.add(2, 3).resolve(resolver(s)) == 5
+        assert c.get("/api/v1/resolutions").json()["items"][0]["state"] == "resolved"
+
+
+def test_resolve_through_server(served, tmp_path) -> None:
+    flag = tmp_path / "flag"
+    f = sp.pipeline(1, 2, str(flag))
+    assert f.resolve(resolver(served, cache_namespace="t")) == 90
+    with served.client() as c:
+        res = c.get(f"/api/v1/resolutions/{f.id}").json()
+        assert res["state"] == "resolved" and res["root_func_path"].endswith(":pipeline")
+        graph = c.get(f"/api/v1/resolutions/{f.id}/graph").json()
+        runs = {r["func_name"]: r for r in graph["runs"]}
+        assert set(runs) == {"pipeline", "add", "square", "flaky"}
+        assert all(r["state"] == "resolved" for r in runs.values())
+        edges = {(e["source"], e["destination"], e["param"]) for e in graph["edges"]}
+        p, a, s, fl = (runs[n]["id"] for n in ("pipeline", "add", "square", "flaky"))
+        assert (a, s, "x") in edges and (s, fl, "x") in edges  # outputs feeding inputs
+        assert (fl, p, None) in edges and (p, None, None) in edges  # composition output, pipeline output
+        assert (None, a, "a") in edges and (None, p, "flag") in edges  # literals from outside
+        square_edge = next(e for e in graph["edges"] if e["source"] == s)
+        assert square_edge["artifact_id"] == runs["square"]["output_id"]
+
+        page = c.get("/api/v1/runs", params={"root_id": f.id, "func": "add"}).json()
+        assert [r["id"] for r in page["items"]] == [a]
+        assert c.get("/api/v1/runs", params={"root_id": f.id, "state": "failed"}).json()["items"] == []
+        assert c.get(f"/api/v1/runs/{a}").json()["inputs"].keys() == {"a", "b"}
+        logs = c.get(f"/api/v1/runs/{a}/logs")
+        assert logs.headers["content-type"].startswith("text/plain") and "adding 1 + 2" in logs.text
+        assert c.get(f"/api/v1/runs/{s}/logs").text == ""
+
+        out = runs["flaky"]["output_id"]
+        art = c.get(f"/api/v1/artifacts/{out}").json()
+        assert art["summary"] == 90 and art["type_name"] == "int"
+        data = c.get(f"/api/v1/artifacts/{out}/data")
+        assert data.headers["content-type"] == "application/octet-stream"
+        assert data.content == LocalStorage(served.home / "storage").get(artifact_key(out))
+
+        # the same pipeline again: the cache is looked up through the server
+        f2 = sp.pipeline(1, 2, str(flag))
+        assert f2.resolve(resolver(served, cache_namespace="t")) == 90
+        sq2 = c.get("/api/v1/runs", params={"root_id": f2.id, "func": "square"}).json()["items"][0]
+        assert sq2["cached_from"] == s
+
+
+def test_not_found_and_bad_ids(served) -> None:
+    unknown = "ab" * 16
+    with served.client() as c:
+        for path in (f"/api/v1/resolutions/{unknown}", f"/api/v1/resolutions/{unknown}/graph",
+                     f"/api/v1/runs/{unknown}", f"/api/v1/runs/{unknown}/logs", f"/api/v1/artifacts/{'0' * 64}",
+                     f"/api/v1/artifacts/{'0' * 64}/data", f"/api/v1/store/cached/{'1' * 64}"):
+            r = c.get(path)
+            assert r.status_code == 404 and "detail" in r.json(), path
+        assert c.post(f"/api/v1/resolutions/{unknown}/rerun", json={}).status_code == 404
+        assert c.post(f"/api/v1/resolutions/{unknown}/cancel").status_code == 404
+        # ids are validated: no paths, no SQL
+        for path in ("/api/v1/runs/..%2F..%2Fetc", "/api/v1/runs/1;DROP TABLE runs", "/api/v1/artifacts/abc/data",
+                     "/api/v1/runs/ABCDEF"):
+            assert c.get(path).status_code in (404, 422), path
+        r = c.post("/api/v1/store/write", json={"run_updates": {unknown: {"state": "x", "evil": 1}}})
+        assert r.status_code == 422 and "evil" in r.json()["detail"]
+
+
+def test_pagination(served) -> None:
+    batch = Batch()
+    for i in range(25):
+        batch.add_resolution(ResolutionRecord(id=f"{i:032x}", root_func_path="m:f", state="resolved",
+                                              created_at=utcnow()))
+    served.store.write(batch)
+    with served.client() as c:
+        pages = [c.get("/api/v1/resolutions", params={"limit": 10, "offset": o}).json() for o in (0, 10, 20)]
+        assert [len(p["items"]) for p in pages] == [10, 10, 5] and pages[1]["offset"] == 10
+        assert len({r["id"] for p in pages for r in p["items"]}) == 25
+        assert c.get("/api/v1/resolutions", params={"state": "failed"}).json()["items"] == []
+        for bad in ({"limit": 1001}, {"limit": 0}, {"offset": -1}, {"state": "x' OR 1=1"}):
+            assert c.get("/api/v1/resolutions", params=bad).status_code == 422, bad
+        assert len(c.get("/api/v1/resolutions", params={"limit": 1000}).json()["items"]) == 25
+
+
+def test_rerun_endpoint(served, tmp_path) -> None:
+    flag = tmp_path / "flag"
+    flag.touch()
+    f = sp.pipeline(2, 3, str(flag))
+    with pytest.raises(sk.ResolutionFailed):
+        f.resolve(resolver(served))
+    flag.unlink()
+    with served.client() as c:
+        runs = {r["func_name"]: r for r in c.get(f"/api/v1/resolutions/{f.id}/graph").json()["runs"]}
+        assert runs["flaky"]["state"] == "failed"
+        r = c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"rerun_from": runs["flaky"]["id"]})
+        assert r.status_code == 202, r.text
+        new_id = r.json()["resolution_id"]
+        assert r.json()["rerun_of"] == f.id and new_id != f.id
+        res = wait_state(c, new_id, {"resolved", "failed"})
+        assert res["state"] == "resolved", (res, (served.home / "reruns" / f"{new_id}.log").read_text())
+        assert res["rerun_of"] == f.id
+        new_runs = {x["func_name"]: x for x in c.get(f"/api/v1/resolutions/{new_id}/graph").json()["runs"]}
+        assert new_runs["add"]["notes"].get("reused_from") == runs["add"]["id"]  # reused, not re-executed
+        assert new_runs["flaky"]["original_run_id"] == runs["flaky"]["id"]
+        out = c.get(f"/api/v1/artifacts/{new_runs['pipeline']['output_id']}").json()
+        assert out["summary"] == 250
+
+        # the whole resolution (rerun_from null), and "continue"
+        whole = c.post(f"/api/v1/resolutions/{new_id}/rerun", json={"rerun_from": None}).json()["resolution_id"]
+        assert wait_state(c, whole, {"resolved", "failed"})["state"] == "resolved"
+        again = {x["func_name"]: x for x in c.get(f"/api/v1/resolutions/{whole}/graph").json()["runs"]}
+        assert "reused_from" not in again["add"]["notes"]  # everything executed again
+        cont = c.post(f"/api/v1/resolutions/{new_id}/rerun", json={"mode": "continue"}).json()["resolution_id"]
+        assert wait_state(c, cont, {"resolved", "failed"})["state"] == "resolved"
+
+        assert c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"rerun_from": new_runs["add"]["id"]}
+                      ).status_code == 422  # a run of another resolution
+        assert c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"mode": "sideways"}).status_code == 422
+
+
+def test_rerun_that_cannot_start_is_recorded_as_failed(served) -> None:
+    batch = Batch()
+    root = "cd" * 16
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="no_such_module:pipe", state="failed",
+                                          created_at=utcnow()))
+    from sematic_k8s.store.records import RunRecord
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="no_such_module:pipe",
+                            func_name="pipe", state="failed", created_at=utcnow()))
+    served.store.write(batch)
+    with served.client() as c:
+        new_id = c.post(f"/api/v1/resolutions/{root}/rerun", json={}).json()["resolution_id"]
+        res = wait_state(c, new_id, {"failed"})
+        assert "no_such_module" in res["error"]
+
+
+def test_cancel_running_resolution(served, tmp_path) -> None:
+    gate_file = tmp_path / "gate"
+    f = sp.slow_pipeline(str(gate_file))
+    outcome: dict[str, BaseException | object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = f.resolve(resolver(served, max_parallelism=2))
+        except BaseException as e:  # noqa: BLE001
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        with served.client() as c:
+            def gate_running() -> bool:
+                items = c.get("/api/v1/runs", params={"root_id": f.id, "func": "gate"}).json()["items"]
+                return bool(items) and items[0]["state"] == "running"
+            wait_for(gate_running, 30, what="the gate run to start")
+            r = c.post(f"/api/v1/resolutions/{f.id}/cancel")
+            assert r.status_code == 202 and r.json() == {"resolution_id": f.id, "state": "canceling"}
+            started = time.monotonic()
+            thread.join(15)
+            assert not thread.is_alive() and time.monotonic() - started < 10
+            assert isinstance(outcome.get("error"), ResolutionCanceled), outcome
+            res = c.get(f"/api/v1/resolutions/{f.id}").json()
+            assert res["state"] == "canceled"
+            items = c.get("/api/v1/runs", params={"root_id": f.id}).json()["items"]
+            states = {r["func_name"]: r["state"] for r in items}
+            assert states == {"slow_pipeline": "canceled", "gate": "canceled", "add": "canceled"}
+            r = c.post(f"/api/v1/resolutions/{f.id}/cancel")
+            assert r.status_code == 409 and "already canceled" in r.json()["detail"]
+    finally:
+        gate_file.touch()
+        thread.join(30)
+
+
+def test_events_stream(served, tmp_path) -> None:
+    events: list[dict] = []
+    filtered: list[dict] = []
+    ready = threading.Barrier(3)
+
+    def listen(into: list[dict], params: dict) -> None:
+        with served.client() as c, c.stream("GET", "/api/v1/events", params=params, timeout=30) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = r.iter_lines()
+            next(lines)  # ": connected": subscribed
+            ready.wait()
+            for line in lines:
+                if line.startswith("data: "):
+                    into.append(json.loads(line[6:]))
+                    if into[-1]["type"] == "resolution" and into[-1]["state"] == "resolved":
+                        return
+
+    first = sp.add(1, 1)
+    threads = [threading.Thread(target=listen, args=(events, {}), daemon=True),
+               threading.Thread(target=listen, args=(filtered, {"root_id": first.id}), daemon=True)]
+    for t in threads:
+        t.start()
+    ready.wait(timeout=10)
+    first.resolve(resolver(served))
+    for t in threads:
+        t.join(15)
+    assert {"type": "resolution", "id": first.id, "root_id": first.id, "state": "resolved"} in events
+    assert any(e["type"] == "run" and e["id"] == first.id and e["root_id"] == first.id for e in events)
+    assert all(e["root_id"] == first.id for e in filtered) and filtered[-1]["state"] == "resolved"
+
+
+def test_many_concurrent_writers(served) -> None:
+    """64 clients writing at once to SQLite through the server: no errors, every write lands."""
+    from sematic_k8s.store.http import HttpStore
+    from sematic_k8s.store.records import RunRecord
+
+    root = "ef" * 16
+    b = Batch()
+    b.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="running", created_at=utcnow()))
+    served.store.write(b)
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        store = HttpStore(served.url, served.key)
+        try:
+            for j in range(10):
+                batch = Batch()
+                run_id = f"{i:016x}{j:016x}"
+                batch.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:g", func_name="g",
+                                        state="created", created_at=utcnow()))
+                store.write(batch)
+                store.write(Batch(run_updates={run_id: {"state": "resolved", "ended_at": utcnow()}}))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert len(served.store.list_runs(root_id=root, state="resolved", limit=1000)) == 640
+
+
+def test_openapi_documents_the_api(served) -> None:
+    with served.client(key=None) as c:
+        spec = c.get("/openapi.json").json()
+    paths = spec["paths"]
+    for p in ("/api/v1/resolutions", "/api/v1/resolutions/{resolution_id}/graph", "/api/v1/runs/{run_id}/logs",
+              "/api/v1/resolutions/{resolution_id}/rerun", "/api/v1/events", "/api/v1/store/write"):
+        assert p in paths
+    assert paths["/api/v1/resolutions"]["get"]["summary"]
+    assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_server_cli(tmp_path) -> None:
+    """`api-keys create` prints a key that the started server accepts; --local refuses non-loopback hosts."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from sematic_k8s_server.cli import main
+    from serving import free_port
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["api-keys", "create", "ci", "--home", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk8s_")
+    bad = runner.invoke(main, ["server", "--local", "--host", "0.0.0.0", "--home", str(tmp_path)])
+    assert bad.exit_code != 0 and "loopback" in bad.output
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port", str(port),
+                             "--home", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/api/v1/health").status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_for(up, 30, what="sematic-k8s server to start")
+        assert httpx.get(url + "/api/v1/runs").status_code == 401
+        assert httpx.get(url + "/api/v1/runs", headers={"X-API-Key": key}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_graph_of_unknown_path_component_is_not_a_file(served) -> None:
+    """Artifact and log reads go through validated ids only."""
+    with served.client() as c:
+        assert c.get("/api/v1/artifacts/" + "../" * 3 + "etc/passwd").status_code == 404
+    assert Path(served.home / "storage").exists()
