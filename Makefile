@@ -5,15 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export SEMATIC_K8S_HOME ?= $(HOME)/.sematic_k8s
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench e2e clean
 
-$(STAMP): pyproject.toml
+BASE   := $(VENV)/.installed-base
+
+$(BASE): pyproject.toml  # the library alone: enough for the embedded LocalResolver
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,server]'
+	$(BIN)/pip install -q -e .
 	@touch $@
 
-run: $(STAMP)  ## resolve the example pipeline on the embedded LocalResolver (no services)
+$(STAMP): $(BASE)  # plus the server, S3, Docker and Kubernetes extras and the test tools
+	$(BIN)/pip install -q -e '.[dev,server,s3,docker,k8s]'
+	@touch $@
+
+run: $(BASE)  ## resolve the example pipeline on the embedded LocalResolver (no services)
 	$(BIN)/python -m examples.pipeline
 
 lint: $(STAMP)
@@ -25,6 +31,10 @@ test: $(STAMP) lint  ## lint, then the whole test suite
 bench: $(STAMP)  ## fan-out overhead per run, side by side with sematic 0.41.0
 	$(BIN)/python -m bench.fanout --sematic-python "$$(bash bench/sematic_venv.sh)"
 	$(BIN)/python -m bench.server_load
+	$(BIN)/python -m bench.image_rebuild
+
+e2e: $(STAMP)  ## on a kind cluster: images, helm install, pipelines, rerun, cache hit (skipped without kind/docker)
+	PYTHON=$(BIN)/python bash e2e/run.sh
 
 clean:
 	rm -rf $(VENV) .venv-sematic .bench
