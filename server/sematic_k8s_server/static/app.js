@@ -656,7 +656,7 @@
             h("thead", {}, h("tr", {}, h("th", {}, "param"), h("th", {}, "type"), h("th", {}, "value"))), inputsBody)
           : h("p", { class: "muted", testid: "run-inputs" }, "no inputs")),
         section("Output", h("div", {}, outType, outCell)),
-        section("Logs", h("pre", { class: "logs", testid: "run-logs" }, this.logs || "(no logs)")),
+        section("Logs", h("pre", { class: "logs", testid: "run-logs" }, this.logs || noLogs(run))),
         section("Where it ran", where),
         cacheFacts.some(([, v]) => v) ? section("Cache and lineage", factList(cacheFacts, "lineage")) : null,
         run.settings && Object.keys(run.settings).length
@@ -671,6 +671,14 @@
       !(Array.isArray(v) && v.length === 0));
     return set.length ? set.map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")
       : "defaults";
+  }
+
+  function noLogs(run) {
+    const notes = run.notes || {};
+    if (notes.reused_from) return `(no logs here: its output was reused from run ${notes.reused_from})`;
+    if (run.cached_from) return `(no logs: its output came from the cache, run ${run.cached_from})`;
+    if (["created", "scheduled", "canceled"].includes(run.state)) return "(no logs: it never ran)";
+    return run.state === "running" ? "(no output yet)" : "(no logs: it printed nothing)";
   }
 
   function section(title, body) {
