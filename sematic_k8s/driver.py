@@ -131,7 +131,10 @@ def drive(spec: DriverSpec, store: Store) -> Any:
     loop = ResolutionLoop(store, storage, executor, kind="cloud", cache_namespace=spec.cache_namespace,
                           max_parallelism=spec.max_parallelism, rerun_from=spec.rerun_from,
                           rerun_mode=spec.rerun_mode, image=spec.image, build_hash=spec.build_hash,
-                          root_id=spec.root_id)
+                          root_id=spec.root_id, settings={
+                              "storage_url": spec.storage_url, "executor": spec.executor,
+                              "executor_settings": spec.executor_settings,
+                              "source_map": os.environ.get("SEMATIC_K8S_SOURCE_MAP")})
     return loop.run(root)
 
 

@@ -18,7 +18,7 @@ import sematic_k8s as sk
 from infra import REGISTRY, require_docker
 from sematic_k8s.cli import cli
 from sematic_k8s.func import _REGISTRY
-from serving import serve
+from serving import serve, wait_for
 
 PIPELINE = '''
     import os
@@ -129,6 +129,17 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         third.resolve(resolver(cache_namespace="ci"))
         offset_run = next(r for r in server.store.runs_of_root(third.id) if r.func_name == "offset")
         assert offset_run.cached_from is not None
+
+        # 3b. the server's rerun action starts a driver from the recorded digest, building nothing
+        with server.client() as http:
+            accepted = http.post(f"/api/v1/resolutions/{f.id}/rerun", json={"rerun_from": target.id, "mode": "from"})
+        assert accepted.status_code == 202, accepted.text
+        new_id = accepted.json()["resolution_id"]
+        done = wait_for(lambda: (r := server.store.get_resolution(new_id)) and r.state in ("resolved", "failed") and r,
+                        timeout=120, what="the server-started rerun")
+        assert done.state == "resolved" and done.image == first.image and done.rerun_of == f.id
+        root_run = server.store.get_run(new_id)
+        assert server.store.get_artifact(root_run.output_id).summary == 1008
 
         # 4. after a code edit, a rerun builds a new image and uses the new code for reset runs
         source = root / f"{module}.py"

@@ -48,13 +48,15 @@ class ResolutionLoop:
     def __init__(self, store: Store, storage: Storage, executor: Executor, *, kind: str,
                  cache_namespace: caching.CacheNamespace = None, max_parallelism: int = 1,
                  rerun_from: str | None = None, rerun_mode: str = "from", image: str | None = None,
-                 build_hash: str | None = None, root_id: str | None = None) -> None:
+                 build_hash: str | None = None, root_id: str | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
         self.store, self.storage, self.executor = store, storage, executor
         self.kind = kind
         self.cache_namespace_setting = cache_namespace
         self.max_parallelism = max(1, max_parallelism)
         self.rerun_from, self.rerun_mode = rerun_from, rerun_mode
         self.image, self.build_hash = image, build_hash
+        self.extra_settings = settings or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
         self.graph = graph.Graph()
         self.batch = Batch()
         self.attempts: dict[str, int] = {}
@@ -88,7 +90,7 @@ class ResolutionLoop:
         self.batch.add_resolution(ResolutionRecord(
             id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=utcnow(),
             settings={"kind": self.kind, "cache_namespace": self.namespace,
-                      "max_parallelism": self.max_parallelism, **settings_extra},
+                      "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
             rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
         ))
         self.graph.add(nodes)

@@ -34,7 +34,7 @@ from sematic_k8s.store.sql import CANCELING, SqlStore
 from sematic_k8s_server import auth, edges, schemas
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
-from sematic_k8s_server.reruns import LocalProcessLauncher, RerunLauncher, RerunRequest
+from sematic_k8s_server.reruns import CloudLauncher, LocalProcessLauncher, RerunLauncher, RerunRequest
 
 log = logging.getLogger("sematic_k8s_server")
 API = "/api/v1"
@@ -207,16 +207,20 @@ def _api_router() -> APIRouter:  # noqa: C901 - one closure per endpoint
             raise HTTPException(422, "mode 'continue' re-runs a whole resolution: leave rerun_from null")
         if res.state not in (RESOLVED, FAILED, CANCELED):
             raise HTTPException(409, f"resolution {resolution_id} is {res.state}: wait for it to end, or cancel it")
-        if srv.launcher is None:
+        cloud = (res.settings or {}).get("kind") == "cloud"
+        if srv.launcher is None and not cloud:
             raise HTTPException(501, "this server cannot start reruns: its artifact storage is not a local "
                                      "HOME/storage directory and no rerun launcher is configured")
         new_id = uuid.uuid4().hex
-        srv.launcher.launch(RerunRequest(
+        root_run = srv.store.get_run(resolution_id)
+        launcher = CloudLauncher() if cloud else srv.launcher
+        launcher.launch(RerunRequest(  # type: ignore[union-attr]
             new_id=new_id, rerun_of=resolution_id, rerun_from=target, mode=body.mode,
             root_func_path=res.root_func_path, image=res.image, build_hash=res.build_hash,
             server_url=srv.self_url or _own_url(request),
             api_key=srv.auth.internal_key if srv.auth.required else None,
-            max_parallelism=int((res.settings or {}).get("max_parallelism") or 1)))
+            max_parallelism=int((res.settings or {}).get("max_parallelism") or 1), settings=res.settings,
+            root_source_file=root_run.source_file if root_run else None))
         return {"resolution_id": new_id, "rerun_of": resolution_id}
 
     @router.post("/resolutions/{resolution_id}/cancel", status_code=202, response_model=schemas.CancelOut,

@@ -58,7 +58,8 @@ def _is_loopback(host: str) -> bool:
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
-    Artifacts and logs are read from (and server-started reruns write to) HOME/storage.
+    Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage
+    (where server-started local reruns write too).
     """
     if local and not _is_loopback(host):
         raise click.ClickException("--local turns API keys off, so the server may only listen on a loopback "
@@ -69,6 +70,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     import uvicorn
 
     from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_from_url
     from sematic_k8s_server import auth
     from sematic_k8s_server.app import create_app
 
@@ -77,7 +79,9 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
                    "`sematic-k8s api-keys create NAME` (or start with --local on this machine only).", err=True)
     self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
     self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
-    app = create_app(store, LocalStorage(home / "storage"), api_keys_required=not local, self_url=self_url)
+    storage_setting = os.environ.get("SEMATIC_K8S_STORAGE")  # e.g. s3://bucket/prefix, as drivers and workers use
+    storage = storage_from_url(storage_setting) if storage_setting else LocalStorage(home / "storage")
+    app = create_app(store, storage, api_keys_required=not local, self_url=self_url)
     click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
                f"API keys {'off: local mode' if local else 'required'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("SEMATIC_K8S_LOG_LEVEL", "info"),

@@ -36,6 +36,8 @@ class RerunRequest:
     server_url: str  # where the rerun records
     api_key: str | None
     max_parallelism: int = 1  # the original resolution's
+    settings: dict | None = None  # the original resolution's recorded settings (kind, storage_url, executor...)
+    root_source_file: str | None = None
 
 
 class RerunLauncher(Protocol):
@@ -75,6 +77,26 @@ class LocalProcessLauncher:
         if code != 0:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
             self.on_failure(request, f"rerun process exited with status {code}:\n{tail}")
+
+
+class CloudLauncher:
+    """Reruns of cloud resolutions: a driver started from the recorded image digest (nothing is built),
+    as a container on this machine or a Job on the cluster, like the CloudResolver's own."""
+
+    def launch(self, request: RerunRequest) -> None:
+        from sematic_k8s.driver import DriverSpec, driver_env, start_driver
+
+        settings = request.settings or {}
+        if not (request.image and settings.get("storage_url")):
+            raise ValueError(f"resolution {request.rerun_of} has no recorded image or storage to rerun from")
+        spec = DriverSpec(root=None, storage_url=settings["storage_url"], image=request.image,
+                          build_hash=request.build_hash, cache_namespace=settings.get("cache_namespace"),
+                          rerun_from=request.rerun_from, rerun_mode=request.mode,
+                          max_parallelism=request.max_parallelism, executor=settings.get("executor", "docker"),
+                          executor_settings=settings.get("executor_settings") or {}, root_id=request.new_id,
+                          root_func=request.root_func_path, root_source_file=request.root_source_file)
+        start_driver(spec, driver_env(spec, request.server_url, request.api_key, settings.get("source_map")))
+        log.info("rerun %s of %s: driver started from %s", request.new_id, request.rerun_of, request.image)
 
 
 def _import_roots() -> list[str]:
