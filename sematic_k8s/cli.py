@@ -19,10 +19,12 @@ from sematic_k8s.func import FuncError, load_func
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.local import LocalResolver, sql_store
 from sematic_k8s.resolvers.loop import ResolutionFailed
-from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, HttpStore
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
-from sematic_k8s.store.sql import SqlStore
 
 STATES = (graph.CREATED, graph.SCHEDULED, graph.RUNNING, graph.RESOLVED, graph.FAILED, graph.CANCELED)
 NONE = "-"
@@ -113,7 +115,10 @@ def _home(ctx: click.Context) -> Path:
     return config.home(ctx.find_root().params.get("home"))
 
 
-def _store(ctx: click.Context) -> SqlStore:
+def _store(ctx: click.Context) -> Store:
+    """The server's records when $SEMATIC_K8S_SERVER is set, else the embedded database."""
+    if os.environ.get(SERVER_ENV):
+        return HttpStore(os.environ[SERVER_ENV], os.environ.get(API_KEY_ENV))
     url = config.db_url(_home(ctx))
     try:
         return sql_store(url)
@@ -121,7 +126,14 @@ def _store(ctx: click.Context) -> SqlStore:
         raise click.ClickException(f"cannot open the metadata store {url}: {e}") from None
 
 
-def _get_run(store: SqlStore, run_id: str) -> RunRecord:
+def _storage(ctx: click.Context, store: Store, run: RunRecord) -> Storage:
+    """Where a run's logs are: its resolution's recorded storage (S3 for cloud runs), else HOME/storage."""
+    res = store.get_resolution(run.root_id)
+    url = (res.settings or {}).get("storage_url") if res is not None else None
+    return storage_from_url(url) if url else LocalStorage(_home(ctx) / "storage")
+
+
+def _get_run(store: Store, run_id: str) -> RunRecord:
     run = store.get_run(run_id)
     if run is None:
         raise click.ClickException(f"no run with id {run_id!r}")
@@ -236,9 +248,10 @@ def _artifact_line(artifact_id: str, summary: dict[str, Any] | None) -> str:
 @click.pass_context
 def logs(ctx: click.Context, run_id: str, output: str) -> None:
     """Print the captured stdout and stderr of a run."""
-    run = _get_run(_store(ctx), run_id)
+    store = _store(ctx)
+    run = _get_run(store, run_id)
     try:
-        text = LocalStorage(_home(ctx) / "storage").get(log_key(run_id)).decode(errors="replace")
+        text = _storage(ctx, store, run).get(log_key(run_id)).decode(errors="replace")
     except KeyError:
         text = None
     if output == "json":

@@ -166,4 +166,11 @@ def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tm
         failed = e.value.run_id
         shown = CliRunner().invoke(cli, ["--home", str(tmp_path / "server"), "runs", "show", failed])
         assert 'raise RuntimeError(f"exploded on {x}")' in shown.output
+        logs = CliRunner().invoke(cli, ["--home", str(tmp_path / "server"), "logs", failed])
+        assert logs.exit_code == 0 and "about to explode" in logs.output  # read from the run's S3 storage
+        with pytest.MonkeyPatch.context() as mp:  # the same CLI against the server
+            mp.setenv("SEMATIC_K8S_SERVER", server.url)
+            mp.setenv("SEMATIC_K8S_API_KEY", server.key)
+            listed = CliRunner().invoke(cli, ["runs", "list", "--root-id", f.id, "--state", "failed"])
+        assert listed.exit_code == 0 and failed in listed.output
         assert Path(tmp_path / "server").exists()
