@@ -294,7 +294,6 @@ def rerun(ctx: click.Context, run_id: str, mode: str, cache_namespace: str | Non
                              cache_namespace=cache_namespace, max_parallelism=max_parallelism)
     failure: ResolutionFailed | None = None
     try:
-        _add_import_root(root.func_path, root.source_file)
         future = Future(load_func(root.func_path, root.source_file), {})  # the planner reads only its func
         with contextlib.redirect_stdout(sys.stderr):
             resolver.resolve(future)
@@ -310,18 +309,6 @@ def rerun(ctx: click.Context, run_id: str, mode: str, cache_namespace: str | Non
     if failure is not None:
         first_line = str(failure).split("\n", 1)[0]
         raise click.ClickException(f"{first_line}\n(see `sematic-k8s runs show {failure.run_id}`)")
-
-
-def _add_import_root(func_path: str, source_file: str | None) -> None:
-    """Make a recorded func's module importable: add the cwd and the root its source file came from."""
-    roots = [os.getcwd()]
-    module = func_path.partition(":")[0]
-    if source_file and module != "__main__":
-        path = Path(source_file).resolve()
-        depth = len(module.split(".")) - (0 if path.stem == "__init__" else 1)
-        if depth < len(path.parents):
-            roots.append(str(path.parents[depth]))
-    sys.path.extend(r for r in roots if r not in sys.path)
 
 
 def _register_server_commands() -> None:

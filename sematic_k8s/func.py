@@ -12,6 +12,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typeguard
@@ -189,6 +190,23 @@ def func(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
     return lambda f: Func(f, **settings)
 
 
+def _import(module_name: str, source_file: str | None) -> None:
+    """Import a module; if that fails, again with the directory its source file's package lives in
+    on sys.path (so ``sematic-k8s rerun`` finds a user's pipeline from any working directory)."""
+    try:
+        importlib.import_module(module_name)
+        return
+    except ImportError:
+        if not source_file:
+            raise
+    path = Path(source_file).resolve()
+    depth = len(module_name.split(".")) - (0 if path.stem == "__init__" else 1)
+    if depth >= len(path.parents) or str(path.parents[depth]) in sys.path:
+        raise ImportError(f"no module named {module_name!r}")
+    sys.path.append(str(path.parents[depth]))
+    importlib.import_module(module_name)
+
+
 def map_source(path: str | None) -> str | None:
     """Where a recorded source file is here: $SEMATIC_K8S_SOURCE_MAP="HOST_ROOT=LOCAL_ROOT" maps
     the user's project root to where an image copied it."""
@@ -209,7 +227,7 @@ def load_func(path: str, source_file: str | None = None) -> Func:
     try:
         if module_name == "__main__":
             raise ImportError("__main__ is not importable")
-        importlib.import_module(module_name)
+        _import(module_name, source_file)
     except ImportError as e:
         if not source_file or not os.path.exists(source_file):
             raise LookupError(f"func {path} cannot be found: {e}") from e

@@ -7,26 +7,12 @@ The same code path as ``sematic-k8s rerun``: a root Future of the recorded root 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.local import LocalResolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
-
-
-def add_import_root(func_path: str, source_file: str | None) -> None:
-    """Make a recorded func's module importable: the cwd, and the root its source file came from."""
-    roots = [os.getcwd()]
-    module = func_path.partition(":")[0]
-    if source_file and module != "__main__":
-        path = Path(source_file).resolve()
-        depth = len(module.split(".")) - (0 if path.stem == "__init__" else 1)
-        if depth < len(path.parents):
-            roots.append(str(path.parents[depth]))
-    sys.path.extend(r for r in roots if r not in sys.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         print(f"no run {args.rerun_from} recorded on {resolver.server}", file=sys.stderr)
         return 2
-    add_import_root(root.func_path, root.source_file)
     future = Future(load_func(root.func_path, root.source_file), {})  # the planner reads only its func
     try:
         resolver.resolve(future)
