@@ -60,7 +60,6 @@ class ResolutionLoop:
         self.graph = graph.Graph()
         self.batch = Batch()
         self.attempts: dict[str, int] = {}
-        self.started: dict[str, float] = {}
         self.known_artifacts: set[str] = set()
         self.pending: deque[graph.Node] = deque()
         self.timers: list[tuple[float, int, graph.Node]] = []
