@@ -24,6 +24,7 @@ from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
+SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
 
@@ -115,7 +116,7 @@ class ResolutionLoop:
                 return
             if self.in_flight == 0 and not self.timers:
                 raise RuntimeError(f"resolution {self.root_id} is stuck: nothing is running or ready")
-            outcomes = self.executor.wait(0)
+            outcomes = self.executor.wait(SETTLE)
             if not outcomes:  # about to block: record what happened so far first
                 self._flush()
                 timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else CANCEL_POLL
