@@ -1,0 +1,529 @@
+"""Run each Run attempt as a Kubernetes Job (one pod), and the driver itself as a Job.
+
+``KubernetesExecutor`` creates one Job per attempt (deterministic name ``sk-<run id>-<attempt>``, owned by
+the driver's Job), and learns how pods end from two watch streams (pods and Jobs of the resolution,
+label-selected) read by daemon threads: no per-run polling. Pod endings are recorded in plain words:
+OOMKilled, Evicted (launched again, up to ``eviction_relaunches`` times, before the loop sees it),
+ImagePullBackOff / ErrImagePull / CreateContainerConfigError / Unschedulable (failed after a grace
+period), DeadlineExceeded (the func's ``timeout``), with the pod's last log lines read before it is gone.
+
+API calls are retried on 429 and 5xx with backoff; a 409 on create means the Job is already there (a
+restarted driver, or a create that went through before its answer was lost): it is re-attached, never
+duplicated; a 404 on delete is fine. Job creation is rate-limited (token bucket, ``creates_per_second``).
+
+``launch_driver`` is the CloudResolver's way in: it creates the driver's Job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.k8s import manifests
+from sematic_k8s.k8s.manifests import (
+    ATTEMPT_LABEL,
+    DRIVER_JOB_ENV,
+    DRIVER_JOB_UID_ENV,
+    NAMESPACE_ENV,
+    RESOLUTION_LABEL,
+    ROLE_LABEL,
+    RUN_LABEL,
+    driver_job,
+    driver_job_name,
+    to_dict,
+    worker_job,
+)
+from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
+from sematic_k8s.k8s.watch import Backoff, Event, TokenBucket, Watcher, api_call
+from sematic_k8s.storage.base import Storage
+from sematic_k8s.worker import TaskSpec
+
+log = logging.getLogger("sematic_k8s.k8s")
+
+SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_SERVICE_ACCOUNT"
+WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"
+API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"
+STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"
+KUBE_HOST_ENV = "SEMATIC_K8S_KUBE_HOST"  # an API server URL without credentials (tests, kubectl proxy)
+JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
+
+
+# Endings remote.py has no words for (see the report: they belong in remote._PLAIN_WORDS).
+PLAIN_WORDS = {
+    "CreateContainerConfigError": "the worker's container could not be set up (a missing Secret or ConfigMap?)",
+    "CreateContainerError": "the worker's container could not be created",
+    "InvalidImageName": "the worker's image name is invalid",
+    "ErrImageNeverPull": "the worker's image is not on the node and may not be pulled",
+    "JobCreateFailed": "the worker's Job could not be created",
+    "JobNameConflict": "the worker's Job name is taken",
+    "InvalidJob": "the worker's Job is invalid",
+    "PodDeleted": "the worker's pod was deleted before it finished",
+    "JobDeleted": "the worker's Job was deleted before it finished",
+    "BackoffLimitExceeded": "the worker's Job failed",
+}
+
+
+def make_api_client(host: str | None = None) -> client.ApiClient:
+    """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config."""
+    from kubernetes import config
+
+    host = host or os.environ.get(KUBE_HOST_ENV)
+    if host:
+        return client.ApiClient(client.Configuration(host=host))
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def current_namespace() -> str:
+    """$SEMATIC_K8S_NAMESPACE, else the pod's own namespace in a cluster, else the kube context's, else default."""
+    if os.environ.get(NAMESPACE_ENV):
+        return os.environ[NAMESPACE_ENV]
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip() or "default"
+    try:
+        from kubernetes import config
+
+        _, context = config.list_kube_config_contexts()
+        return (context or {}).get("context", {}).get("namespace") or "default"
+    except Exception:  # noqa: BLE001 - no kube config: the default namespace
+        return "default"
+
+
+def _api_message(e: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(e.body).get("message") or str(e.reason)
+    except Exception:  # noqa: BLE001
+        return str(e.reason or e)
+
+
+@dataclass
+class KubeStats:
+    """What the executor asked of the API server (benchmarks and tests read it)."""
+
+    creates: int = 0
+    conflicts: int = 0
+    reattached: int = 0
+    deletes: int = 0
+    log_reads: int = 0
+    owner_reads: int = 0
+    relaunches: int = 0
+
+
+@dataclass
+class _Attempt:
+    """One attempt being run: its Job, and what the watches said about it so far."""
+
+    spec: TaskSpec
+    job_name: str
+    make_body: Callable[[int], dict[str, Any]]  # relaunch number -> Job manifest
+    created: float = float("inf")  # when its Job was known to exist (monotonic)
+    relaunches: int = 0
+    pod_name: str | None = None
+    stuck: PodState | None = None
+    stuck_since: float | None = None
+    job_failed: tuple[str, str | None] | None = None
+    job_failed_at: float | None = None
+
+
+class KubernetesExecutor(RemoteExecutor):
+    """One Job (one pod) per Run attempt, watched with the Kubernetes watch API.
+
+    Settings (all optional; ``DriverSpec.executor_settings`` passes them as JSON): ``namespace``,
+    ``service_account`` (the workers'), ``storage_secret`` (a Secret with AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN), ``env`` (plain env for workers; default the
+    driver's pass-through env), ``node_selector``, ``tolerations``, ``image_pull_secrets``,
+    ``ttl_seconds_after_finished``, ``deadline_slack``, ``cpu_limits``, ``owner`` ((name, uid) of the
+    driver Job; default from the downward API or by reading the driver's Job; ``False``: none),
+    ``pull_grace`` / ``unschedulable_grace`` / ``config_grace`` (seconds before a stuck pod fails),
+    ``creates_per_second`` and ``create_burst`` (the creation rate limit), ``eviction_relaunches``,
+    ``log_tail``, ``watch_timeout``, ``automount_token`` (workers get no API token by default), ``host``
+    or ``api_client``.
+    """
+
+    def __init__(self, storage: Storage, storage_url: str, image: str, *, namespace: str | None = None,
+                 service_account: str | None = None, storage_secret: str | None = None,
+                 env: Mapping[str, str] | None = None, node_selector: Mapping[str, str] | None = None,
+                 tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
+                 ttl_seconds_after_finished: int | None = 3600, deadline_slack: int = 600,
+                 cpu_limits: bool = False, owner: tuple[str, str] | list[str] | bool | None = None,
+                 pull_grace: float = 120.0, unschedulable_grace: float = 300.0, config_grace: float = 60.0,
+                 creates_per_second: float = 20.0, create_burst: int | None = None, eviction_relaunches: int = 3,
+                 log_tail: int = 40, watch_timeout: int = 300, host: str | None = None,
+                 api_client: client.ApiClient | None = None, labels: Mapping[str, str] | None = None,
+                 automount_token: bool = False, backoff: Backoff | None = None) -> None:
+        super().__init__(storage, storage_url)
+        if "@sha256:" not in image:
+            log.warning("worker image %s is not a reference by digest: pods may run other code", image)
+        self.image = image
+        self.namespace = namespace or current_namespace()
+        self.api = api_client or make_api_client(host)
+        self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
+        if env is None:
+            from sematic_k8s.driver import worker_env
+
+            env = worker_env()
+        storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
+        if not storage_secret and set(env) & set(manifests.STORAGE_SECRET_KEYS):
+            log.warning("S3 credentials are not passed to worker pods as plain env: set the executor's "
+                        "storage_secret (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+        self.job_settings: dict[str, Any] = dict(
+            service_account=service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV) or None,
+            storage_secret=storage_secret,
+            node_selector=node_selector, tolerations=tolerations, image_pull_secrets=tuple(image_pull_secrets),
+            ttl_seconds_after_finished=ttl_seconds_after_finished, deadline_slack=deadline_slack,
+            cpu_limits=cpu_limits, labels=labels, automount_token=automount_token)
+        self.env = dict(env)
+        self.owner_setting = owner
+        self.owner: tuple[str, str] | None = None
+        self.graces = {"Unschedulable": unschedulable_grace, "ImagePullBackOff": pull_grace,
+                       "ErrImagePull": pull_grace, "CreateContainerConfigError": config_grace,
+                       "CreateContainerError": config_grace}
+        self.bucket = TokenBucket(creates_per_second, create_burst)
+        self.eviction_relaunches = eviction_relaunches
+        self.log_tail = log_tail
+        self.watch_timeout = watch_timeout
+        self.backoff = backoff or Backoff()
+        self.watch_backoff = dataclasses.replace(self.backoff, cap=min(self.backoff.cap, 5.0))
+        self.stats = KubeStats()
+        self.root_id: str | None = None
+        self.watchers: list[Watcher] = []
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.attempts: dict[str, _Attempt] = {}  # run id -> attempt in flight
+        self.by_job: dict[str, str] = {}  # Job name -> run id
+        self.pods: dict[str, tuple[str, PodState]] = {}  # Job name -> (pod name, last state) seen by the watch
+        self.timers: dict[str, float] = {}  # run id -> when its stuck pod or failed Job must be decided
+        self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
+
+    # -- launching --------------------------------------------------------------------------------
+
+    def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        self._start_watching(spec.root_id)
+        worker_env = {**self.env, **env}
+
+        def make_body(relaunch: int) -> dict[str, Any]:
+            return to_dict(worker_job(spec, task.func, self.image, worker_env, namespace=self.namespace,
+                                      owner=self.owner, relaunch=relaunch, **self.job_settings))
+
+        try:
+            body = make_body(0)
+        except ValueError as e:  # e.g. memory="lots": not a quantity
+            self.ready.append(Ended(spec.run_id, None, "InvalidJob", str(e)))
+            return
+        attempt = _Attempt(spec, body["metadata"]["name"], make_body)
+        self.attempts[spec.run_id] = attempt
+        self.by_job[attempt.job_name] = spec.run_id
+        self._create(attempt, body)
+
+    def _create(self, a: _Attempt, body: dict[str, Any]) -> None:
+        """Create the attempt's Job; re-attach to it when it exists; an Ended when the API refuses it."""
+        self.bucket.acquire()
+        try:
+            self.stats.creates += 1
+            api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=self.backoff)
+            a.created = time.monotonic()  # a list that starts later must show the Job
+        except ApiException as e:
+            if e.status != 409:
+                self._drop(a)
+                self.ready.append(Ended(a.spec.run_id, None, "JobCreateFailed",
+                                        f"the API server refused Job {a.job_name} ({e.status}): {_api_message(e)}"))
+                return
+            self.stats.conflicts += 1
+            if not self._reattach(a):
+                return
+        seen = self.pods.get(a.job_name)  # the watch may have seen its pod before we tracked it
+        if seen is not None:
+            self._apply(a, *seen, out=self.ready)
+
+    def _reattach(self, a: _Attempt) -> bool:
+        """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
+        job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
+        labels = job.metadata.labels or {}
+        if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
+            a.created = time.monotonic()
+            self.stats.reattached += 1
+            log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id,
+                     a.spec.attempt)
+            return True
+        self._drop(a)
+        self.ready.append(Ended(a.spec.run_id, None, "JobNameConflict",
+                                f"Job {a.job_name} exists and belongs to another run"))
+        return False
+
+    def _start_watching(self, root_id: str) -> None:
+        if self.root_id is not None:
+            return
+        self.root_id = root_id
+        self.owner = self._find_owner(root_id)
+        selector = f"{RESOLUTION_LABEL}={root_id},{ROLE_LABEL}=worker"
+        self.watchers = [
+            Watcher("pod", self.core.list_namespaced_pod, self.namespace, selector, self.events,
+                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff).start(),
+            Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
+                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff).start()]
+
+    def _find_owner(self, root_id: str) -> tuple[str, str] | None:
+        """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""
+        if self.owner_setting is False:
+            return None
+        if isinstance(self.owner_setting, (tuple, list)):
+            return (str(self.owner_setting[0]), str(self.owner_setting[1]))
+        name, uid = os.environ.get(DRIVER_JOB_ENV), os.environ.get(DRIVER_JOB_UID_ENV)
+        if name and uid:
+            return name, uid
+        name = name or driver_job_name(root_id)
+        try:
+            self.stats.owner_reads += 1
+            job = api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            log.info("no driver Job %s in %s: worker Jobs will have no owner", name, self.namespace)
+            return None
+        return name, job.metadata.uid
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    def ended(self, timeout: float) -> list[Ended]:
+        deadline = time.monotonic() + timeout
+        out, self.ready = self.ready, []
+        while True:
+            while True:
+                try:
+                    self._handle(self.events.get_nowait(), out)
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            self._check_timers(now, out)
+            if out or now >= deadline:
+                return out
+            wait = deadline - now
+            if self.timers:
+                wait = min(wait, max(0.0, min(self.timers.values()) - now) + 0.001)
+            try:
+                self._handle(self.events.get(timeout=wait), out)
+            except queue.Empty:
+                pass
+
+    def _handle(self, ev: Event, out: list[Ended]) -> None:
+        if ev.kind == "pod":
+            for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
+                self._on_pod(obj, ev.type == "DELETED", out)
+            return
+        if ev.type == "SYNC":  # tracked Jobs that are gone (deleted while the watch was away)
+            names = {(o.get("metadata") or {}).get("name") for o in ev.items}
+            for a in list(self.attempts.values()):
+                if a.job_name not in names and a.created < ev.since:
+                    self._on_job_gone(a, out)
+        for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
+            run_id = self.by_job.get((obj.get("metadata") or {}).get("name", ""))
+            a = self.attempts.get(run_id) if run_id else None
+            if a is None:
+                continue
+            if ev.type == "DELETED":
+                self._on_job_gone(a, out)
+                continue
+            failure = job_failure(obj)
+            if failure is None or a.job_failed is not None:
+                continue
+            a.job_failed, a.job_failed_at = failure, time.monotonic()
+            if failure[0] == "DeadlineExceeded":  # the pod is being killed: its ending says less than this
+                out.append(self._finish(a, PodState("Failed", terminal=True, reason="DeadlineExceeded",
+                                                    message=failure[1], started=a.pod_name is not None),
+                                        delete=True))
+            else:
+                self.timers[a.spec.run_id] = a.job_failed_at + JOB_FAILED_GRACE
+
+    def _on_job_gone(self, a: _Attempt, out: list[Ended]) -> None:
+        if a.job_failed is None:
+            a.job_failed, a.job_failed_at = ("JobDeleted", f"Job {a.job_name} was deleted"), time.monotonic()
+            self.timers[a.spec.run_id] = a.job_failed_at + JOB_FAILED_GRACE
+
+    def _on_pod(self, pod: dict[str, Any], deleted: bool, out: list[Ended]) -> None:
+        job = owner_job(pod)
+        if not job:
+            return
+        name = (pod.get("metadata") or {}).get("name", "")
+        state = pod_state(pod, deleted=deleted)
+        if deleted:
+            self.pods.pop(job, None)
+        else:
+            self.pods[job] = (name, state)
+        run_id = self.by_job.get(job)
+        if run_id is not None and run_id in self.attempts:
+            self._apply(self.attempts[run_id], name, state, out)
+
+    def _apply(self, a: _Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
+        a.pod_name = pod_name
+        run_id = a.spec.run_id
+        if state.terminal:
+            if state.retryable and a.relaunches < self.eviction_relaunches:
+                self._relaunch(a, state)
+                return
+            out.append(self._finish(a, state))
+        elif state.fatal:
+            out.append(self._finish(a, state, delete=True))
+        elif state.stuck:
+            if a.stuck is None or a.stuck.reason != state.reason:
+                a.stuck_since = time.monotonic()
+                self.timers[run_id] = a.stuck_since + self.graces.get(state.reason or "", 120.0)
+            a.stuck = state
+        elif a.stuck is not None:  # it got going after all
+            a.stuck = a.stuck_since = None
+            if a.job_failed is None:
+                self.timers.pop(run_id, None)
+
+    def _check_timers(self, now: float, out: list[Ended]) -> None:
+        for run_id, when in list(self.timers.items()):
+            if when > now:
+                continue
+            del self.timers[run_id]
+            a = self.attempts.get(run_id)
+            if a is None:
+                continue
+            if a.job_failed is not None:  # no pod ending came: the Job's word is all there is
+                reason, message = a.job_failed
+                out.append(self._finish(a, PodState("Failed", terminal=True, reason=reason, message=message,
+                                                    started=a.pod_name is not None)))
+            elif a.stuck is not None:
+                grace = self.graces.get(a.stuck.reason or "", 120.0)
+                message = f"{a.stuck.message or a.stuck.reason} (still so after {grace:g}s)"
+                out.append(self._finish(a, dataclasses.replace(a.stuck, message=message), delete=True))
+
+    def _relaunch(self, a: _Attempt, state: PodState) -> None:
+        """An evicted pod: run the same attempt again in a new Job (the loop never sees it)."""
+        a.relaunches += 1
+        self.stats.relaunches += 1
+        log.warning("run %s: pod %s %s (%s); launching it again (%d/%d)", a.spec.run_id, a.pod_name,
+                    state.reason, state.message or "", a.relaunches, self.eviction_relaunches)
+        self._delete(a.job_name)
+        del self.by_job[a.job_name]
+        body = a.make_body(a.relaunches)
+        a.job_name, a.pod_name, a.stuck, a.stuck_since, a.job_failed = body["metadata"]["name"], None, None, None, None
+        self.timers.pop(a.spec.run_id, None)
+        self.by_job[a.job_name] = a.spec.run_id
+        self._create(a, body)
+
+    def _finish(self, a: _Attempt, state: PodState, delete: bool = False) -> Ended:
+        self._drop(a)
+        logs = ""
+        if state.started and (state.exit_code != 0 or state.reason):
+            logs = self._logs(a) or state.termination_log
+        if delete:  # stuck, or past its deadline: stop the Job from trying further
+            self._delete(a.job_name)
+        details = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name, "pod": a.pod_name,
+                   "node": state.node, "image": self.image}
+        if a.relaunches:
+            details["relaunches"] = a.relaunches
+        return Ended(a.spec.run_id, state.exit_code, state.reason, state.message, logs,
+                     {k: v for k, v in details.items() if v is not None})
+
+    def _drop(self, a: _Attempt) -> None:
+        self.pods.pop(a.job_name, None)
+        self.attempts.pop(a.spec.run_id, None)
+        self.by_job.pop(a.job_name, None)
+        self.timers.pop(a.spec.run_id, None)
+
+    def _logs(self, a: _Attempt) -> str:
+        if not a.pod_name:
+            return ""
+        try:
+            self.stats.log_reads += 1
+            text = api_call(self.core.read_namespaced_pod_log, a.pod_name, self.namespace,
+                            container=manifests.WORKER_CONTAINER, tail_lines=self.log_tail,
+                            _request_timeout=10, backoff=Backoff(attempts=3))
+        except Exception as e:  # noqa: BLE001 - the pod may be gone already; the ending matters more
+            log.debug("no logs for pod %s: %s", a.pod_name, e)
+            return ""
+        return text if isinstance(text, str) else str(text or "")
+
+    def _outcome(self, e: Ended) -> Outcome:
+        outcome = super()._outcome(e)
+        info = outcome.error_info
+        if info is not None and e.reason in PLAIN_WORDS and info.get("type") == e.reason:
+            message = PLAIN_WORDS[e.reason] + (f": {e.message}" if e.message else "")
+            tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
+            info.update(message=message, traceback=message + tail)
+        return outcome
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def stop(self, run_id: str) -> None:
+        a = self.attempts.get(run_id)
+        if a is not None:
+            self._drop(a)
+            self._delete(a.job_name)
+
+    def _delete(self, job_name: str) -> None:
+        try:
+            self.stats.deletes += 1
+            api_call(self.batch.delete_namespaced_job, job_name, self.namespace, propagation_policy="Background",
+                     backoff=self.backoff)
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("could not delete Job %s: %s %s", job_name, e.status, _api_message(e))
+
+    def close(self) -> None:
+        super().close()
+        for w in self.watchers:
+            w.stop()
+
+
+def launch_driver(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: str | None = None,
+                  service_account: str | None = None, secret_name: str | None = None,
+                  storage_secret: str | None = None, worker_service_account: str | None = None,
+                  func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
+                  driver_settings: Mapping[str, Any] | None = None, **worker_settings: Any) -> str:
+    """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists).
+
+    Defaults come from the environment: $SEMATIC_K8S_NAMESPACE, $SEMATIC_K8S_SERVICE_ACCOUNT,
+    $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT, $SEMATIC_K8S_API_KEY_SECRET (default ``sematic-k8s-api-key``),
+    $SEMATIC_K8S_STORAGE_SECRET. ``worker_settings`` (node_selector, tolerations, ...) go to the driver's
+    KubernetesExecutor through ``spec.executor_settings``; ``driver_settings`` (cpu, memory, node_selector,
+    tolerations, image_pull_secrets, backoff_limit, ttl_seconds_after_finished) shape the driver's own pod.
+    """
+    from sematic_k8s.driver import DRIVER_ENV
+
+    namespace = namespace or current_namespace()
+    api = api_client or make_api_client(host)
+    storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
+    settings = {"namespace": namespace, **dict(spec.executor_settings or {}), **worker_settings}
+    worker_sa = worker_service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV)
+    if worker_sa:
+        settings.setdefault("service_account", worker_sa)
+    if storage_secret:
+        settings.setdefault("storage_secret", storage_secret)
+    for key in ("image_pull_secrets",):
+        if driver_settings and key in driver_settings:
+            settings.setdefault(key, list(driver_settings[key]))
+    spec = dataclasses.replace(spec, executor_settings=settings, root_id=spec.root_id or root_id)
+    job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
+                     service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
+                     secret_name=secret_name or os.environ.get(API_KEY_SECRET_ENV) or manifests.API_KEY_SECRET,
+                     storage_secret=storage_secret, func_name=func_name, **dict(driver_settings or {}))
+    name = job.metadata.name
+    try:
+        api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
+    except ApiException as e:
+        if e.status != 409:
+            raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
+                               f"({e.status}): {_api_message(e)}") from e
+        log.info("driver Job %s already exists: not launched again", name)
+    return name

@@ -1,0 +1,245 @@
+"""Job manifests for drivers and workers, as official ``kubernetes`` client models.
+
+Every Job and its pod carry the labels of DESIGN.md ("kubectl"): ``sematic-k8s/resolution-id``,
+``sematic-k8s/run-id``, ``sematic-k8s/func`` and ``sematic-k8s/role``; workers also carry
+``sematic-k8s/attempt``. Job names are deterministic (a Run id and its attempt), so creating a Job that
+already exists means "re-attach", never "duplicate". Secrets never appear as plain env: the API key and
+the S3 credentials come from Secrets through ``secretKeyRef``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kubernetes import client
+
+from sematic_k8s.executors.docker import label_value, run_labels
+from sematic_k8s.worker import TaskSpec
+
+LABEL_PREFIX = "sematic-k8s/"
+RESOLUTION_LABEL = "sematic-k8s/resolution-id"
+RUN_LABEL = "sematic-k8s/run-id"
+ROLE_LABEL = "sematic-k8s/role"
+ATTEMPT_LABEL = "sematic-k8s/attempt"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
+
+WORKER_COMMAND = ["python", "-m", "sematic_k8s.worker"]
+DRIVER_COMMAND = ["python", "-m", "sematic_k8s.driver"]
+WORKER_CONTAINER = "worker"
+DRIVER_CONTAINER = "driver"
+
+# The Secrets the Helm chart (or the user) provides. Their names are settings; their keys are these.
+API_KEY_SECRET = "sematic-k8s-api-key"  # key API_KEY_KEY: an API key of the server, for drivers
+API_KEY_KEY = "api-key"
+STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
+    "AWS_ACCESS_KEY_ID": ("AWS_ACCESS_KEY_ID", False),
+    "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", False),
+    "AWS_SESSION_TOKEN": ("AWS_SESSION_TOKEN", True),
+}
+SECRET_ENV = frozenset({"SEMATIC_K8S_API_KEY", *STORAGE_SECRET_KEYS})  # never passed as plain env
+
+# What the driver learns about itself through the downward API (so workers can be owned by its Job).
+NAMESPACE_ENV = "SEMATIC_K8S_NAMESPACE"
+POD_NAME_ENV = "SEMATIC_K8S_POD_NAME"
+DRIVER_JOB_ENV = "SEMATIC_K8S_DRIVER_JOB"
+DRIVER_JOB_UID_ENV = "SEMATIC_K8S_DRIVER_JOB_UID"
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set on pods by the Job controller
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+
+NAME_LIMIT = 52  # Job names: pods are named <job>-<5 chars>, and the job-name label holds <= 63 chars
+GPU_RESOURCE = "nvidia.com/gpu"
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+
+
+def dns_name(*parts: str, limit: int = NAME_LIMIT) -> str:
+    """A DNS-1123 label from ``parts`` (lowercase alphanumerics and '-'), at most ``limit`` characters;
+    long names keep a hash of the whole so that they stay distinct and deterministic."""
+    raw = "-".join(parts)
+    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower())
+    name = re.sub(r"-{2,}", "-", name).strip("-") or "x"
+    if len(name) > limit:
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+        name = name[: limit - 9].rstrip("-") + "-" + digest
+    if not name[0].isalnum():
+        name = "x" + name[: limit - 1]
+    return name
+
+
+def worker_job_name(run_id: str, attempt: int, relaunch: int = 0) -> str:
+    """``sk-<run id>-<attempt>`` (``...-r<n>`` when an evicted pod is launched again)."""
+    return dns_name("sk", run_id, str(attempt), *([f"r{relaunch}"] if relaunch else []))
+
+
+def driver_job_name(root_id: str) -> str:
+    return dns_name("sk-driver", root_id)
+
+
+def quantity(value: str | float | int, what: str) -> str:
+    """A Kubernetes quantity ('2', '500m', '4Gi'), or ValueError in plain words."""
+    text = str(value).strip()
+    if not _QUANTITY.match(text):
+        raise ValueError(f"{what} {value!r} is not a Kubernetes quantity (like '2', '500m', '512Mi', '4Gi')")
+    return text
+
+
+def resources(cpu: str | None, memory: str | None, gpu: int | None, *,
+              cpu_limits: bool = False) -> client.V1ResourceRequirements | None:
+    """Requests for cpu and memory; limits for memory (so an overrun is an OOMKilled, not a node's
+    problem), GPUs (``nvidia.com/gpu``, limits only) and, with ``cpu_limits``, cpu."""
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if cpu is not None:
+        requests["cpu"] = quantity(cpu, "cpu")
+        if cpu_limits:
+            limits["cpu"] = requests["cpu"]
+    if memory is not None:
+        requests["memory"] = limits["memory"] = quantity(memory, "memory")
+    if gpu:
+        limits[GPU_RESOURCE] = str(int(gpu))
+    if not requests and not limits:
+        return None
+    return client.V1ResourceRequirements(requests=requests or None, limits=limits or None)
+
+
+def plain_env(env: Mapping[str, str]) -> list[client.V1EnvVar]:
+    """Env vars with values, leaving out anything secret (those come from Secrets)."""
+    return [client.V1EnvVar(name=k, value=str(v)) for k, v in sorted(env.items()) if k not in SECRET_ENV]
+
+
+def secret_env(storage_secret: str | None, api_key_secret: str | None = None) -> list[client.V1EnvVar]:
+    """``secretKeyRef`` env vars: S3 credentials from ``storage_secret``, the API key from ``api_key_secret``."""
+    out = []
+    if storage_secret:
+        for env_name, (key, optional) in STORAGE_SECRET_KEYS.items():
+            out.append(client.V1EnvVar(name=env_name, value_from=client.V1EnvVarSource(
+                secret_key_ref=client.V1SecretKeySelector(name=storage_secret, key=key, optional=optional))))
+    if api_key_secret:
+        out.append(client.V1EnvVar(name="SEMATIC_K8S_API_KEY", value_from=client.V1EnvVarSource(
+            secret_key_ref=client.V1SecretKeySelector(name=api_key_secret, key=API_KEY_KEY, optional=False))))
+    return out
+
+
+def _field_env(name: str, path: str) -> client.V1EnvVar:
+    return client.V1EnvVar(name=name, value_from=client.V1EnvVarSource(
+        field_ref=client.V1ObjectFieldSelector(field_path=path)))
+
+
+def downward_env() -> list[client.V1EnvVar]:
+    """The driver's namespace, pod name, and its Job's name and uid (labels the Job controller sets)."""
+    return [_field_env(NAMESPACE_ENV, "metadata.namespace"), _field_env(POD_NAME_ENV, "metadata.name"),
+            _field_env(DRIVER_JOB_ENV, f"metadata.labels['{JOB_NAME_LABELS[0]}']"),
+            _field_env(DRIVER_JOB_UID_ENV, f"metadata.labels['{JOB_UID_LABELS[0]}']")]
+
+
+def toleration_models(items: Sequence[Mapping[str, Any]] | None) -> list[client.V1Toleration] | None:
+    """Tolerations from dicts in either spelling (``tolerationSeconds`` or ``toleration_seconds``)."""
+    if not items:
+        return None
+    keys = {"key": "key", "operator": "operator", "value": "value", "effect": "effect",
+            "tolerationSeconds": "toleration_seconds", "toleration_seconds": "toleration_seconds"}
+    out = []
+    for item in items:
+        unknown = set(item) - set(keys)
+        if unknown:
+            raise ValueError(f"toleration {dict(item)!r}: unknown field(s) {sorted(unknown)}")
+        out.append(client.V1Toleration(**{keys[k]: v for k, v in item.items()}))
+    return out
+
+
+def owner_reference(job_name: str, job_uid: str) -> client.V1OwnerReference:
+    """Owned by the driver's Job: deleting it (or its TTL) deletes the workers' Jobs and pods.
+    ``blockOwnerDeletion`` stays off so that drivers need no ``jobs/finalizers`` permission."""
+    return client.V1OwnerReference(api_version="batch/v1", kind="Job", name=job_name, uid=job_uid,
+                                   controller=False, block_owner_deletion=False)
+
+
+def _job(name: str, namespace: str, labels: dict[str, str], pod_spec: client.V1PodSpec, *,
+         ttl: int | None, deadline: int | None, backoff_limit: int, annotations: dict[str, str] | None,
+         owners: list[client.V1OwnerReference] | None) -> client.V1Job:
+    return client.V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels, annotations=annotations,
+                                     owner_references=owners),
+        spec=client.V1JobSpec(
+            backoff_limit=backoff_limit, ttl_seconds_after_finished=ttl, active_deadline_seconds=deadline,
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels, annotations=annotations),
+                                              spec=pod_spec)))
+
+
+def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *, namespace: str,
+               owner: tuple[str, str] | None = None, service_account: str | None = None,
+               storage_secret: str | None = None, node_selector: Mapping[str, str] | None = None,
+               tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
+               ttl_seconds_after_finished: int | None = 3600, deadline_slack: int = 600, cpu_limits: bool = False,
+               relaunch: int = 0, labels: Mapping[str, str] | None = None,
+               automount_token: bool = False) -> client.V1Job:
+    """One Job (one pod, never restarted) for one attempt of one Run.
+
+    ``func`` supplies ``name``, ``path``, ``cpu``, ``memory``, ``gpu``, ``timeout`` and, if it has them,
+    ``node_selector`` and ``tolerations`` (added to the executor's). ``owner`` is the driver Job's
+    (name, uid). The pod's own ``activeDeadlineSeconds`` is the func's timeout (the kubelet then says
+    ``DeadlineExceeded`` on the pod); the Job's adds ``deadline_slack`` for scheduling and image pulls.
+    Workers need no Kubernetes API: no service account token is mounted unless ``automount_token``.
+    """
+    job_labels = {**MANAGED_BY, **(labels or {}), **run_labels(spec.root_id, spec.run_id, func.name, "worker"),
+                  ATTEMPT_LABEL: str(spec.attempt)}
+    timeout = getattr(func, "timeout", None)
+    pod_deadline = math.ceil(timeout) if timeout else None
+    selector = {**(node_selector or {}), **(getattr(func, "node_selector", None) or {})}
+    tols = [*(tolerations or ()), *(getattr(func, "tolerations", None) or ())]
+    container = client.V1Container(
+        name=WORKER_CONTAINER, image=image, command=list(WORKER_COMMAND),
+        env=plain_env(env) + secret_env(storage_secret),
+        resources=resources(func.cpu, func.memory, func.gpu, cpu_limits=cpu_limits),
+        termination_message_policy="FallbackToLogsOnError")
+    pod = client.V1PodSpec(
+        restart_policy="Never", containers=[container], service_account_name=service_account,
+        automount_service_account_token=automount_token, active_deadline_seconds=pod_deadline,
+        node_selector=selector or None, tolerations=toleration_models(tols),
+        image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
+    annotations = {"sematic-k8s/func-path": func.path}
+    return _job(worker_job_name(spec.run_id, spec.attempt, relaunch), namespace, job_labels, pod,
+                ttl=ttl_seconds_after_finished, deadline=pod_deadline + deadline_slack if pod_deadline else None,
+                backoff_limit=0, annotations=annotations,
+                owners=[owner_reference(*owner)] if owner else None)
+
+
+def driver_job(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: str,
+               service_account: str | None = None, secret_name: str | None = API_KEY_SECRET,
+               storage_secret: str | None = None, func_name: str = "driver",
+               node_selector: Mapping[str, str] | None = None,
+               tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
+               cpu: str | None = None, memory: str | None = None, ttl_seconds_after_finished: int | None = 86400,
+               backoff_limit: int = 0, labels: Mapping[str, str] | None = None) -> client.V1Job:
+    """The driver's Job: ``python -m sematic_k8s.driver`` from ``spec.image`` (by digest).
+
+    ``env`` holds the DriverSpec ($SEMATIC_K8S_DRIVER), the server URL and pass-through settings; secret
+    entries in it are dropped: the API key comes from Secret ``secret_name`` (key ``api-key``) and the S3
+    credentials from ``storage_secret``. The pod learns its Job's name and uid from the downward API.
+    """
+    if "@sha256:" not in spec.image:
+        raise ValueError(f"driver image {spec.image!r} is not a reference by digest (repo@sha256:...)")
+    job_labels = {**MANAGED_BY, **(labels or {}), **run_labels(root_id, root_id, func_name, "driver")}
+    container = client.V1Container(
+        name=DRIVER_CONTAINER, image=spec.image, command=list(DRIVER_COMMAND),
+        env=plain_env(env) + secret_env(storage_secret, secret_name) + downward_env(),
+        resources=resources(cpu, memory, None), termination_message_policy="FallbackToLogsOnError")
+    pod = client.V1PodSpec(
+        restart_policy="Never", containers=[container], service_account_name=service_account,
+        node_selector=dict(node_selector) if node_selector else None, tolerations=toleration_models(tolerations),
+        image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
+    return _job(driver_job_name(root_id), namespace, job_labels, pod, ttl=ttl_seconds_after_finished,
+                deadline=None, backoff_limit=backoff_limit, annotations=None, owners=None)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The JSON-ready dict the API server receives (camelCase, no nulls)."""
+    return client.ApiClient().sanitize_for_serialization(obj)
+
+
+__all__ = ["dns_name", "driver_job", "driver_job_name", "label_value", "resources", "to_dict", "worker_job",
+           "worker_job_name"]

@@ -1,0 +1,883 @@
+"""The Kubernetes executor and driver Job, through the official client, against a Kubernetes API stand-in on
+127.0.0.1 (tests/kmock_k8s.py) with a fake Job controller playing the cluster."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes")
+pytest.importorskip("kmock")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+from kubernetes import client  # noqa: E402
+
+import sematic_k8s as sk  # noqa: E402
+from kmock_k8s import FakeJobController, PodHandle, serve_k8s, waiting  # noqa: E402
+from sematic_k8s.driver import DRIVER_ENV, DriverSpec, remote_executor  # noqa: E402
+from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
+from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
+from sematic_k8s.executors.kubernetes import KubernetesExecutor, launch_driver  # noqa: E402
+from sematic_k8s.executors.split import SplitExecutor  # noqa: E402
+from sematic_k8s.future import new_id  # noqa: E402
+from sematic_k8s.k8s import manifests  # noqa: E402
+from sematic_k8s.k8s.watch import Backoff, TokenBucket  # noqa: E402
+from sematic_k8s.resolvers.local import sql_store  # noqa: E402
+from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop  # noqa: E402
+from sematic_k8s.storage.base import log_key  # noqa: E402
+from sematic_k8s.storage.local import LocalStorage  # noqa: E402
+from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
+from sematic_k8s.worker import TaskSpec, run_task  # noqa: E402
+
+NS = "sk-test"
+IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
+K8S_VERSIONS = ("1.30.0", "1.37.0")
+FAST = Backoff(base=0.01, cap=0.05, attempts=6)
+DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# -- funcs ---------------------------------------------------------------------------------------------------
+
+
+@sk.func(inline=False, cpu="250m", memory="128Mi")
+def square(x: int) -> int:
+    print(f"squaring {x}")
+    return x * x
+
+
+@sk.func
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def fan_out(n: int) -> int:
+    return total([square(i) for i in range(n)])
+
+
+@sk.func(inline=False)
+def cube(x: int) -> int:
+    return x * x * x
+
+
+@sk.func
+def cubes(n: int) -> int:
+    return total([cube(i) for i in range(n)])
+
+
+@sk.func(inline=False, gpu=1, memory="2Gi", timeout=90.5)
+def train(steps: int) -> float:
+    return steps / 2
+
+
+@sk.func(inline=False)
+def explode(x: int) -> int:
+    raise ValueError(f"bad input {x}")
+
+
+@sk.func(inline=False)
+def noop() -> int:
+    return 7
+
+
+# -- fixtures ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def k8s() -> Iterator[tuple[Any, str, client.ApiClient]]:
+    with serve_k8s() as (emu, url):
+        api = client.ApiClient(client.Configuration(host=url))
+        yield emu, url, api
+        api.close()
+
+
+@pytest.fixture
+def storage(tmp_path) -> LocalStorage:
+    return LocalStorage(tmp_path / "storage")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+
+def work(pod: PodHandle) -> dict[str, Any]:
+    """Run the worker the pod's env describes (in this process) and end the pod as the container would."""
+    env = pod.env()
+    doc = run_task(TaskSpec.from_json(env["SEMATIC_K8S_TASK"]), storage_from_url(env["SEMATIC_K8S_STORAGE"]))
+    if "error" in doc:
+        pod.logs(doc["error"]["traceback"])
+        pod.fail(1)
+    else:
+        pod.succeed()
+    return doc
+
+
+def executor(api: client.ApiClient, storage: LocalStorage, **kw: Any) -> KubernetesExecutor:
+    kw.setdefault("owner", False)
+    kw.setdefault("creates_per_second", 0)
+    return KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
+                              backoff=FAST, **kw)
+
+
+def submit(ex: KubernetesExecutor, func: Any, root_id: str, run_id: str | None = None, attempt: int = 1) -> str:
+    run_id = run_id or new_id()
+    ex.submit(Task(run_id, root_id, func, {}, attempt))
+    return run_id
+
+
+def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 15.0) -> dict[str, Outcome]:
+    got: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for o in ex.wait(0.2):
+            got[o.run_id] = o
+    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
+    return got
+
+
+def until(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def jobs(api: client.ApiClient, selector: str | None = None) -> list[client.V1Job]:
+    return client.BatchV1Api(api).list_namespaced_job(NS, label_selector=selector).items
+
+
+def valid(obj: Any) -> dict[str, Any]:
+    """``obj`` as the API gets it, validated (strict) against two Kubernetes versions' schemas."""
+    data = client.ApiClient().sanitize_for_serialization(obj)
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(data, version, strict=True)
+    return data
+
+
+def env_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+# -- manifests -----------------------------------------------------------------------------------------------
+
+
+def test_worker_job_manifest_is_valid_labelled_owned_and_keeps_secrets_out():
+    spec = TaskSpec(new_id(), new_id(), train.path, train.source_file, {"steps": "a" * 64}, {"steps": "json"}, 2)
+    env = {"SEMATIC_K8S_TASK": spec.to_json(), "SEMATIC_K8S_STORAGE": "s3://bucket/prefix",
+           "AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "hunter2", "AWS_ACCESS_KEY_ID": "AK"}
+    job = valid(manifests.worker_job(
+        spec, train, IMAGE, env, namespace=NS, owner=("sk-driver-x", "uid-1"), service_account="sk-worker",
+        storage_secret="sk-s3", node_selector={"pool": "gpu"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        image_pull_secrets=["regcred"], ttl_seconds_after_finished=600))
+    meta, pod = job["metadata"], job["spec"]["template"]["spec"]
+    assert meta["name"] == f"sk-{spec.run_id}-2" and DNS_1123.match(meta["name"]) and len(meta["name"]) <= 52
+    want = {"sematic-k8s/resolution-id": spec.root_id, "sematic-k8s/run-id": spec.run_id,
+            "sematic-k8s/func": "train", "sematic-k8s/role": "worker", "sematic-k8s/attempt": "2"}
+    assert want.items() <= meta["labels"].items() and want.items() <= job["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": "sk-driver-x",
+                                        "uid": "uid-1", "controller": False, "blockOwnerDeletion": False}]
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] == 600
+    assert pod["activeDeadlineSeconds"] == 91 and job["spec"]["activeDeadlineSeconds"] == 91 + 600
+    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "sk-worker"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    c = pod["containers"][0]
+    assert c["image"] == IMAGE and c["command"] == ["python", "-m", "sematic_k8s.worker"]
+    assert c["resources"] == {"requests": {"memory": "2Gi"}, "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}}
+    e = env_of(job)
+    assert json.loads(e["SEMATIC_K8S_TASK"]["value"])["run_id"] == spec.run_id
+    assert e["SEMATIC_K8S_STORAGE"]["value"] == "s3://bucket/prefix"
+    assert e["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
+    assert "hunter2" not in json.dumps(job) and "value" not in e["AWS_SECRET_ACCESS_KEY"]
+    assert e["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "sk-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": False}
+    assert e["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+    plain = valid(manifests.worker_job(spec, square, IMAGE, {}, namespace=NS, cpu_limits=True))
+    assert "ownerReferences" not in plain["metadata"] and "activeDeadlineSeconds" not in plain["spec"]
+    assert plain["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "250m", "memory": "128Mi"}}
+
+
+def test_driver_job_manifest_is_valid_and_reads_the_api_key_from_a_secret():
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes")
+    root = new_id()
+    env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://sk-server:8000",
+           "SEMATIC_K8S_API_KEY": "sk-secret-key", "AWS_SECRET_ACCESS_KEY": "hunter2"}
+    job = valid(manifests.driver_job(spec, root, env, namespace=NS, service_account="sk-driver",
+                                     secret_name="sk-api", storage_secret="sk-s3", func_name="my_pipeline",
+                                     cpu="500m", memory="1Gi"))
+    assert job["metadata"]["name"] == f"sk-driver-{root}" and job["metadata"]["labels"]["sematic-k8s/role"] == "driver"
+    assert job["metadata"]["labels"]["sematic-k8s/func"] == "my_pipeline"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "sk-driver" and pod["containers"][0]["command"][-1] == "sematic_k8s.driver"
+    e = env_of(job)
+    assert "sk-secret-key" not in json.dumps(job) and "hunter2" not in json.dumps(job)
+    assert e["SEMATIC_K8S_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "sk-api", "key": "api-key",
+                                                                      "optional": False}
+    assert e["SEMATIC_K8S_SERVER"]["value"] == "http://sk-server:8000"
+    assert e[manifests.DRIVER_JOB_UID_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/controller-uid']")
+    with pytest.raises(ValueError, match="by digest"):
+        manifests.driver_job(DriverSpec(root={}, storage_url="", image="repo:latest"), root, {}, namespace=NS)
+
+
+def test_names_are_dns_labels_and_quantities_are_checked():
+    for parts in [("sk", "A" * 80, "1"), ("sk", "Run_ID.with/odd chars", "3"), ("-sk-",), ("sk-driver", "x" * 200)]:
+        name = manifests.dns_name(*parts)
+        assert DNS_1123.match(name) and len(name) <= 52, name
+    assert manifests.dns_name("sk", "A" * 80) != manifests.dns_name("sk", "A" * 79 + "B")
+    assert manifests.worker_job_name("abc", 1, relaunch=2) == "sk-abc-1-r2"
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        manifests.resources(None, "lots", None)
+
+
+# -- driver Job ----------------------------------------------------------------------------------------------
+
+
+def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
+    emu, url, api = k8s
+    monkeypatch.setenv("SEMATIC_K8S_SERVICE_ACCOUNT", "sk-driver")
+    monkeypatch.setenv("SEMATIC_K8S_STORAGE_SECRET", "sk-s3")
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", root_id=new_id())
+    env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://sk:8000", "SEMATIC_K8S_API_KEY": "k",
+           "SEMATIC_K8S_SOURCE_MAP": "/home/me/proj=/app"}
+    name = launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api, func_name="fan_out",
+                         node_selector={"pool": "batch"}, driver_settings={"memory": "1Gi"})
+    assert launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api) == name  # 409: already there
+    [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
+    assert job.metadata.name == name == f"sk-driver-{spec.root_id}"
+    pod = job.spec.template.spec
+    assert pod.service_account_name == "sk-driver" and pod.containers[0].image == IMAGE
+    env_vars = {e.name: e for e in pod.containers[0].env}
+    assert env_vars["SEMATIC_K8S_API_KEY"].value is None
+    assert env_vars["SEMATIC_K8S_API_KEY"].value_from.secret_key_ref.name == manifests.API_KEY_SECRET
+    driven = DriverSpec.from_json(env_vars[DRIVER_ENV].value)
+    assert driven.root_id == spec.root_id
+    assert driven.executor_settings == {"namespace": NS, "storage_secret": "sk-s3", "node_selector": {"pool": "batch"}}
+    posts = [c for c in emu.calls if c.method == "POST"]
+    assert len(posts) == 2  # the second answered 409 and was not retried
+
+
+def test_the_driver_builds_the_kubernetes_executor_from_its_spec(k8s, storage):
+    emu, url, api = k8s
+    spec = DriverSpec(root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes",
+                      executor_settings={"namespace": NS, "host": url, "node_selector": {"pool": "a"},
+                                         "tolerations": [{"key": "k", "operator": "Exists"}], "owner": False})
+    ex = remote_executor(spec, storage)
+    try:
+        assert isinstance(ex, KubernetesExecutor) and ex.namespace == NS and ex.image == IMAGE
+    finally:
+        ex.close()
+
+
+def test_workers_are_owned_by_the_driver_job_named_by_the_downward_api(k8s, storage, monkeypatch):
+    emu, url, api = k8s
+    monkeypatch.setenv(manifests.DRIVER_JOB_ENV, "sk-driver-abc")
+    monkeypatch.setenv(manifests.DRIVER_JOB_UID_ENV, "uid-from-the-downward-api")
+    ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
+                            backoff=FAST, creates_per_second=0)
+    submit(ex, noop, new_id())
+    [job] = jobs(api)
+    ex.close()
+    assert [(o.name, o.uid) for o in job.metadata.owner_references] == [("sk-driver-abc", "uid-from-the-downward-api")]
+    assert ex.stats.owner_reads == 0
+
+
+# -- the executor, through the resolution loop ---------------------------------------------------------------
+
+
+def test_a_pipeline_resolves_with_one_labelled_owned_job_per_run(k8s, storage, store):
+    emu, url, api = k8s
+    root = fan_out(4)
+    driver = launch_driver(DriverSpec(root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes"),
+                           root.id, {}, namespace=NS, api_client=api)
+    driver_uid = client.BatchV1Api(api).read_namespaced_job(driver, NS).metadata.uid
+    with FakeJobController(emu, url, NS, work) as ctl:
+        ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
+                                backoff=FAST)
+        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(2), ex), kind="cloud",
+                              max_parallelism=8, root_id=root.id)
+        assert loop.run(root) == 0 + 1 + 4 + 9
+        assert not ctl.errors
+    workers = jobs(api, f"sematic-k8s/resolution-id={root.id},sematic-k8s/role=worker")
+    assert len(workers) == 4
+    runs = {r.id: r for r in store.runs_of_root(root.id)}
+    for job in workers:
+        labels = job.metadata.labels
+        assert runs[labels["sematic-k8s/run-id"]].func_name == "square" and labels["sematic-k8s/func"] == "square"
+        assert job.metadata.name == f"sk-{labels['sematic-k8s/run-id']}-1"
+        assert [(o.kind, o.name, o.uid) for o in job.metadata.owner_references] == [("Job", driver, driver_uid)]
+        assert job.spec.template.spec.containers[0].resources.requests == {"cpu": "250m", "memory": "128Mi"}
+    notes = next(r for r in runs.values() if r.func_name == "square").notes["executor"]
+    assert notes["executor"] == "kubernetes" and notes["pod"].startswith(notes["job"]) and notes["namespace"] == NS
+    assert not ex.watchers[0]._thread.is_alive()  # the loop closed the executor
+
+
+def test_a_func_error_in_a_pod_fails_the_resolution_with_its_traceback(k8s, storage, store):
+    emu, url, api = k8s
+    with FakeJobController(emu, url, NS, work):
+        ex = executor(api, storage)
+        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(1), ex), kind="cloud")
+        with pytest.raises(ResolutionFailed) as err:
+            loop.run(explode(3))
+    assert err.value.error["type"] == "ValueError" and "bad input 3" in err.value.error["message"]
+
+
+# -- pod endings in plain words ------------------------------------------------------------------------------
+
+
+def _oom(pod: PodHandle) -> None:
+    pod.run()
+    pod.logs("loading 10 GB into a list\n")
+    pod.fail(137, reason="OOMKilled")
+
+
+def _crash(pod: PodHandle) -> None:
+    pod.run()
+    pod.logs("".join(f"line {i}\n" for i in range(100)) + "Segmentation fault\n")
+    pod.fail(139)
+
+
+def _unschedulable(pod: PodHandle) -> None:
+    pod.status(phase="Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
+
+
+def _image_pull(pod: PodHandle) -> None:
+    pod.status(phase="Pending", containerStatuses=[waiting("ErrImagePull", "manifest unknown")])
+    pod.status(phase="Pending", containerStatuses=[waiting("ImagePullBackOff", 'Back-off pulling image "x"')])
+
+
+def _bad_image(pod: PodHandle) -> None:
+    pod.status(phase="Pending", containerStatuses=[waiting("InvalidImageName", "couldn't parse image name")])
+
+
+def _deadline_job(pod: PodHandle) -> None:
+    pod.run()
+    pod.logs("epoch 1\nepoch 2\n")
+    pod.job_status(conditions=[{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                "message": "Job was active longer than specified deadline"}])
+
+
+def _deadline_pod(pod: PodHandle) -> None:
+    pod.run()
+    pod.fail(137, pod_reason="DeadlineExceeded",
+             message="Pod was active on the node longer than the specified deadline")
+
+
+def _slow_start(pod: PodHandle) -> None:
+    _unschedulable(pod)
+    time.sleep(0.1)
+    pod.run()
+    work(pod)
+
+
+def _evicted(pod: PodHandle) -> None:
+    pod.run()
+    pod.fail(0, pod_reason="Evicted", message="The node was low on resource: memory.")
+
+
+def _evicted_once(pod: PodHandle) -> None:
+    if pod.labels.get("sematic-k8s/attempt") == "1" and not pod.job["metadata"]["name"].endswith("-r1"):
+        _evicted(pod)
+    else:
+        pod.run()
+        work(pod)
+
+
+def _preempted(pod: PodHandle) -> None:  # API-initiated: the pod is deleted with a DisruptionTarget condition
+    pod.run()
+    pod.status(conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                            "message": "preempted by a higher-priority pod"}])
+    pod.controller.core.delete_namespaced_pod(pod.name, pod.namespace)
+
+
+SCENARIOS: dict[str, tuple[Callable[[PodHandle], None], str, str, str | None]] = {
+    # behaviour, error type, words in the message, words in the last logs
+    "oom": (_oom, "OOMKilled", "ran out of memory (OOMKilled)", "loading 10 GB"),
+    "crash": (_crash, "WorkerDied", "exited with code 139 without a result", "Segmentation fault"),
+    "unschedulable": (_unschedulable, "Unschedulable",
+                      "no node can run the worker (check cpu/memory/gpu requests and node selectors): 0/3 nodes", None),
+    "image_pull": (_image_pull, "ImagePullBackOff", "image could not be pulled: Back-off pulling image", None),
+    "bad_image": (_bad_image, "InvalidImageName", "image name is invalid", None),
+    "deadline_job": (_deadline_job, "DeadlineExceeded", "exceeded its timeout: Job was active longer", "epoch 2"),
+    "deadline_pod": (_deadline_pod, "DeadlineExceeded", "exceeded its timeout: Pod was active", None),
+    "evicted_twice": (_evicted, "Evicted", "evicted from its node: The node was low on resource", None),
+    "preempted_twice": (_preempted, "Evicted", "evicted from its node: preempted by a higher-priority pod", None),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_pod_endings_are_reported_in_plain_words(k8s, storage, scenario):
+    emu, url, api = k8s
+    behaviour, kind, words, logs = SCENARIOS[scenario]
+    with FakeJobController(emu, url, NS, behaviour) as ctl:
+        ex = executor(api, storage, pull_grace=0.3, unschedulable_grace=0.3, eviction_relaunches=1, log_tail=5)
+        run_id = submit(ex, noop, new_id())
+        outcome = wait_for(ex, 1)[run_id]
+        ex.close()
+        assert not ctl.errors
+    info = outcome.error_info
+    assert info is not None and info["type"] == kind, info
+    assert words in info["message"], info["message"]
+    if logs:
+        assert logs in info["traceback"]
+    if scenario == "crash":
+        assert "line 95" not in info["traceback"] and "line 96" in info["traceback"]  # tail_lines=5
+    assert outcome.details.get("reason") == (None if kind == "WorkerDied" else kind)
+    retryable = "Exception" in info["mro"]
+    assert retryable == (kind == "Evicted")  # evictions stay retryable once the executor gave up relaunching
+    deletes = [c for c in emu.agent_calls() if c.method == "DELETE"]
+    stuck = scenario in ("unschedulable", "image_pull", "bad_image", "deadline_job")
+    relaunched = scenario.endswith("_twice")
+    assert bool(deletes) == (stuck or relaunched), deletes
+    assert all(c.params.get("propagationPolicy") == "Background" for c in deletes)
+    assert len([c for c in emu.agent_calls() if c.method == "POST"]) == (2 if relaunched else 1)
+
+
+def test_an_evicted_pod_runs_again_without_costing_an_attempt(k8s, storage):
+    emu, url, api = k8s
+    with FakeJobController(emu, url, NS, _evicted_once):
+        ex = executor(api, storage)
+        run_id = submit(ex, noop, new_id())
+        outcome = wait_for(ex, 1)[run_id]
+        ex.close()
+    assert outcome.error_info is None and outcome.attempt == 1
+    assert outcome.details["relaunches"] == 1 and outcome.details["job"] == f"sk-{run_id}-1-r1"
+    assert [j.metadata.name for j in jobs(api)] == [f"sk-{run_id}-1-r1"]  # the evicted one was deleted
+
+
+def test_a_pod_that_gets_going_within_the_grace_period_is_not_failed(k8s, storage):
+    emu, url, api = k8s
+    with FakeJobController(emu, url, NS, _slow_start):
+        ex = executor(api, storage, unschedulable_grace=5)
+        run_id = submit(ex, noop, new_id())
+        outcome = wait_for(ex, 1)[run_id]
+        ex.close()
+    assert outcome.error_info is None and outcome.output is not None
+
+
+# -- the watch stream ----------------------------------------------------------------------------------------
+
+
+def test_the_watch_resumes_and_relists_after_410_without_losing_endings(k8s, storage):
+    emu, url, api = k8s
+    release: dict[str, threading.Event] = {}
+    started: set[str] = set()
+
+    def held(pod: PodHandle) -> None:
+        run_id = pod.labels["sematic-k8s/run-id"]
+        pod.run()
+        started.add(run_id)
+        release.setdefault(run_id, threading.Event()).wait(20)
+        work(pod)
+
+    with FakeJobController(emu, url, NS, held, workers=8):
+        ex = executor(api, storage)
+        root = new_id()
+        run_ids = [submit(ex, noop, root) for _ in range(6)]
+        for r in run_ids:
+            release.setdefault(r, threading.Event())
+        until(lambda: len(started) == 6)
+        pod_watch = ex.watchers[0]
+        until(lambda: pod_watch.stats.events >= 12)  # ADDED + Running for each pod
+        # 1. the stream ends (server restart) and reconnects fail for a while; meanwhile three pods
+        #    finish and history is compacted: the resumed watch gets 410 Gone and must list again.
+        fault = emu.fail("GET", rf"/namespaces/{NS}/pods$", 503, times=10_000)
+        emu.drop_watches()
+        for r in run_ids[:3]:
+            release[r].set()
+        until(lambda: sum(1 for c in emu.calls if c.method == "PATCH") >= 6 + 3)
+        emu.compact()
+        fault.times = fault.hits  # the API server is back
+        first = wait_for(ex, 3)
+        assert set(first) == set(run_ids[:3]) and all(o.error_info is None for o in first.values())
+        assert pod_watch.stats.gone >= 1 and pod_watch.stats.lists >= 2
+        # 2. a plain stream end: resumed from the last resourceVersion, no list needed.
+        lists = pod_watch.stats.lists
+        emu.drop_watches()
+        for r in run_ids[3:]:
+            release[r].set()
+        rest = wait_for(ex, 3)
+        assert set(rest) == set(run_ids[3:]) and all(o.error_info is None for o in rest.values())
+        assert pod_watch.stats.lists == lists and pod_watch.stats.watches >= 3
+        ex.close()
+
+
+# -- API errors ----------------------------------------------------------------------------------------------
+
+
+def test_429_and_5xx_are_retried_with_backoff(k8s, storage):
+    emu, url, api = k8s
+    emu.fail("POST", r"/jobs$", 429, times=2, headers={"Retry-After": "0"})
+    emu.fail("POST", r"/jobs$", 500, times=1)
+    with FakeJobController(emu, url, NS, work):
+        ex = executor(api, storage)
+        run_id = submit(ex, noop, new_id())
+        outcome = wait_for(ex, 1)[run_id]
+        ex.close()
+    assert outcome.error_info is None
+    assert len([c for c in emu.calls if c.method == "POST" and c.path.endswith("/jobs")]) == 4
+    assert len(jobs(api)) == 1
+
+
+def test_a_refused_job_fails_its_run_not_the_driver(k8s, storage):
+    emu, url, api = k8s
+    emu.fail("POST", r"/jobs$", 422, times=1)
+    ex = executor(api, storage)
+    run_id = submit(ex, noop, new_id())
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info["type"] == "JobCreateFailed"
+    assert "could not be created" in info["message"] and "(422)" in info["message"]
+
+
+def test_409_reattaches_to_this_attempts_job_and_refuses_a_foreign_one(k8s, storage):
+    emu, url, api = k8s
+    root = new_id()
+    mine, foreign = new_id(), new_id()
+    batch = client.BatchV1Api(api)
+    for run_id, labels_run in ((mine, mine), (foreign, new_id())):
+        spec = TaskSpec(labels_run, root, noop.path, noop.source_file, {}, {}, 1)
+        task = TaskSpec(run_id, root, noop.path, noop.source_file, {}, {}, 1)
+        env = {"SEMATIC_K8S_TASK": task.to_json(), "SEMATIC_K8S_STORAGE": storage_url(storage)}
+        job = manifests.worker_job(spec, noop, IMAGE, env, namespace=NS)
+        job.metadata.name = job.spec.template.metadata.name = manifests.worker_job_name(run_id, 1)
+        batch.create_namespaced_job(NS, job)
+    with FakeJobController(emu, url, NS, work):
+        ex = executor(api, storage)
+        submit(ex, noop, root, run_id=mine)
+        submit(ex, noop, root, run_id=foreign)
+        got = wait_for(ex, 2)
+        ex.close()
+    assert got[mine].error_info is None and ex.stats.reattached == 1 and ex.stats.conflicts == 2
+    assert got[foreign].error_info["type"] == "JobNameConflict"
+    assert len(jobs(api)) == 2  # nothing duplicated
+
+
+def test_404_on_delete_is_fine(k8s, storage):
+    emu, url, api = k8s
+    hold = threading.Event()
+    with FakeJobController(emu, url, NS, lambda pod: (pod.run(), hold.wait(10))):
+        ex = executor(api, storage)
+        run_id = submit(ex, noop, new_id())
+        until(lambda: jobs(api))
+        client.BatchV1Api(api).delete_namespaced_job(f"sk-{run_id}-1", NS)  # someone else deleted it
+        ex.cancel([run_id])
+        hold.set()
+        ex.close()
+    deletes = [c for c in emu.calls if c.method == "DELETE" and c.path.endswith(f"sk-{run_id}-1")]
+    assert len(deletes) == 2
+
+
+# -- restart, cancel, rate limit -----------------------------------------------------------------------------
+
+
+def test_a_restarted_driver_reattaches_to_its_jobs_instead_of_duplicating_them(k8s, storage):
+    emu, url, api = k8s
+    root = new_id()
+    run_ids = [new_id() for _ in range(3)]
+    gate = threading.Event()
+
+    def behaviour(pod: PodHandle) -> None:
+        pod.run()
+        if pod.labels["sematic-k8s/run-id"] != run_ids[0]:
+            gate.wait(10)  # the others finish after the first driver is gone
+        work(pod)
+
+    with FakeJobController(emu, url, NS, behaviour):
+        first = executor(api, storage)
+        for r in run_ids:
+            submit(first, noop, root, run_id=r)
+        assert set(wait_for(first, 1)) == {run_ids[0]}
+        for w in first.watchers:  # the driver's pod dies: no cleanup, its Jobs keep running
+            w.stop()
+        gate.set()
+        until(lambda: sum(1 for c in emu.calls if c.method == "PATCH") >= 2 * 3)
+        second = executor(api, storage)
+        for r in run_ids:
+            submit(second, noop, root, run_id=r)
+        got = wait_for(second, 3)
+        second.close()
+    assert all(o.error_info is None for o in got.values())
+    assert second.stats.creates == 3 and second.stats.conflicts == 3 and second.stats.reattached == 3
+    assert len(jobs(api)) == 3
+
+
+def test_cancel_deletes_the_jobs_and_close_stops_watching(k8s, storage):
+    emu, url, api = k8s
+    hold = threading.Event()
+    with FakeJobController(emu, url, NS, lambda pod: (pod.run(), hold.wait(10))) as ctl:
+        ex = executor(api, storage)
+        root = new_id()
+        run_ids = [submit(ex, noop, root) for _ in range(3)]
+        until(lambda: len(ctl.pods) == 3)
+        ex.cancel(run_ids[:2])
+        assert {j.metadata.name for j in jobs(api)} == {f"sk-{run_ids[2]}-1"}
+        until(lambda: len(client.CoreV1Api(api).list_namespaced_pod(NS).items) == 1)  # the GC took the pods
+        ex.close()  # cancels what is left
+        hold.set()
+    assert jobs(api) == []
+    deletes = [c for c in emu.agent_calls() if c.method == "DELETE"]
+    assert len(deletes) == 3 and all(c.params["propagationPolicy"] == "Background" for c in deletes)
+    assert not any(w._thread.is_alive() for w in ex.watchers)
+    assert ex.wait(0) == []
+
+
+def test_token_bucket():
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    bucket = TokenBucket(20, burst=5, clock=lambda: now[0], sleep=sleep)
+    for _ in range(25):
+        bucket.acquire()
+    assert len(slept) == 20 and now[0] == pytest.approx(20 / 20)  # a burst of 5 free, then 20 at 20/s
+
+
+def test_job_creation_is_rate_limited(k8s, storage):
+    emu, url, api = k8s
+    ex = executor(api, storage, creates_per_second=50, create_burst=1)
+    started = time.monotonic()
+    for _ in range(16):
+        submit(ex, noop, "r" * 32)
+    elapsed = time.monotonic() - started
+    ex.close()
+    assert elapsed >= 15 / 50 * 0.9
+
+
+# -- a fan-out: API calls are O(runs) ------------------------------------------------------------------------
+
+
+def fanout_calls(emu: Any) -> Counter:
+    """The executor's calls (not the fake controller's), by kind."""
+    kinds: Counter = Counter()
+    for c in emu.agent_calls():
+        if c.method == "GET" and c.params.get("watch") == "true":
+            kinds["watch " + c.path.rsplit("/", 1)[-1]] += 1
+        elif c.method == "GET" and c.path.endswith(("/pods", "/jobs")):
+            kinds["list " + c.path.rsplit("/", 1)[-1]] += 1
+        else:
+            kinds[f"{c.method} {c.path.rsplit('/', 1)[-1]}"] += 1
+    return kinds
+
+
+def run_fanout(emu: Any, url: str, api: client.ApiClient, storage: LocalStorage, store: Any, n: int,
+               **settings: Any) -> tuple[int, float, Counter, KubernetesExecutor]:
+    """Resolve cubes(n) through the executor; pods are born finished (the worker ran in the controller)."""
+    def born_done(job: dict[str, Any]) -> dict[str, Any]:
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        doc = run_task(TaskSpec.from_json(env["SEMATIC_K8S_TASK"]), storage_from_url(env["SEMATIC_K8S_STORAGE"]))
+        return {"phase": "Succeeded" if "error" not in doc else "Failed"}
+
+    with FakeJobController(emu, url, NS, lambda pod: None, pod_status=born_done) as ctl:
+        ex = executor(api, storage, **settings)
+        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(1), ex), kind="cloud", max_parallelism=n)
+        started = time.monotonic()
+        value = loop.run(cubes(n))
+        elapsed = time.monotonic() - started
+        assert not ctl.errors
+    return value, elapsed, fanout_calls(emu), ex
+
+
+def test_a_1000_run_fan_out_costs_one_create_per_run_and_a_constant_number_of_watch_calls(k8s, storage, store):
+    emu, url, api = k8s
+    n = 1000
+    value, elapsed, calls, ex = run_fanout(emu, url, api, storage, store, n)
+    print(f"\n{n}-run fan-out through the Kubernetes executor: {elapsed:.1f}s, API calls: {dict(calls)}")
+    assert value == sum(i**3 for i in range(n))
+    assert calls["POST jobs"] == n
+    other = sum(calls.values()) - n
+    assert other <= 8, calls  # list + watch per kind (+ a reconnect or two): no per-run polling
+    assert calls["list pods"] == calls["list jobs"] == 1
+    assert ex.stats.log_reads == 0 and ex.stats.deletes == 0
+
+
+# -- pods that really run: the generated pod spec is runnable end to end ------------------------------------
+
+PIPELINE_MODULE = '''\
+import os
+
+import sematic_k8s as sk
+
+
+@sk.func(inline=False, memory="256Mi")
+def shout(word: str) -> str:
+    print("shouting", word, "in", os.getcwd())
+    return word.upper()
+
+
+@sk.func
+def join(words: list[str]) -> str:
+    return " ".join(words)
+
+
+@sk.func
+def pipeline(words: list[str]) -> str:
+    return join([shout(w) for w in words])
+
+
+@sk.func(inline=False)
+def boom(x: int) -> int:
+    raise RuntimeError(f"boom {x}")
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Iterator[Any]:
+    """A user project with a pipeline module, importable here as it will be in the image (/app)."""
+    import importlib
+    import sys
+    import uuid
+
+    root = tmp_path_factory.mktemp("k8sproj")
+    name = f"k8s_pipe_{uuid.uuid4().hex[:8]}"
+    (root / f"{name}.py").write_text(PIPELINE_MODULE)
+    (root / "requirements.txt").write_text("")
+    sys.path.insert(0, str(root))
+    try:
+        yield root, importlib.import_module(name)
+    finally:
+        sys.path.remove(str(root))
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[str, str]]:
+    """A real S3 API on 127.0.0.1 (moto's server, in-process): (endpoint, storage URL)."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="AKTEST",
+                 aws_secret_access_key="s3cr3t").create_bucket(Bucket="sk-k8s")
+    try:
+        yield endpoint, "s3://sk-k8s/artifacts"
+    finally:
+        server.stop()
+
+
+def docker_kubelet(image_client: Any) -> Callable[[PodHandle], None]:
+    """Run each pod's container with docker (image, command, env from the pod spec; host network)."""
+    def kubelet(pod: PodHandle) -> None:
+        c = pod.container
+        env = pod.env()
+        limits = (c.get("resources") or {}).get("limits") or {}
+        container = image_client.containers.run(
+            c["image"], c["command"], environment=env, network_mode="host", detach=True,
+            labels={k: v for k, v in pod.labels.items() if k.startswith("sematic-k8s/")},
+            mem_limit=limits.get("memory", "").replace("Mi", "m").replace("Gi", "g") or None)
+        pod.run()
+        try:
+            code = container.wait(timeout=120)["StatusCode"]
+            pod.logs(container.logs().decode(errors="replace"))
+            oom = container.attrs.get("State", {}).get("OOMKilled")
+        finally:
+            container.remove(force=True)
+        if code == 0:
+            pod.succeed()
+        else:
+            pod.fail(code, reason="OOMKilled" if oom else None)
+    return kubelet
+
+
+def process_kubelet(project_root: Any) -> Callable[[PodHandle], None]:
+    """Run each pod's command as a local process with only the pod's env (+ where the code is)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def kubelet(pod: PodHandle) -> None:
+        c = pod.container
+        env = {**pod.env(), "PATH": os.environ["PATH"], "PYTHONPATH": f"{project_root}{os.pathsep}{repo}"}
+        command = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]
+        pod.run()
+        done = subprocess.run(command, env=env, cwd=project_root, capture_output=True, text=True, timeout=120)
+        pod.logs(done.stdout + done.stderr)
+        pod.succeed() if done.returncode == 0 else pod.fail(done.returncode)
+    return kubelet
+
+
+@pytest.mark.parametrize("kubelet", ["docker", "process"])
+def test_generated_pods_run_a_real_pipeline_end_to_end(k8s, project, s3, store, tmp_path, monkeypatch, kubelet):
+    """Worker pods run from the generated spec: image by digest, the worker command, the task and storage in
+    env, and the S3 credentials resolved from a Secret in the API server (the kubelet's job, played here by
+    docker or by a local process); the loop resolves the pipeline through the executor."""
+    import base64
+
+    emu, url, api = k8s
+    root, module = project
+    endpoint, url_s3 = s3
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("SEMATIC_K8S_S3_ENDPOINT", endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    if kubelet == "docker":
+        import infra
+        from sematic_k8s.packaging.build import ensure_image
+
+        base = infra.require_docker()
+        image = ensure_image(root, f"{infra.REGISTRY}/sematic-k8s-k8s-test", base, progress=lambda _: None).digest_ref
+        behaviour = docker_kubelet(infra.docker_client())
+    else:
+        image, behaviour = IMAGE, process_kubelet(root)
+    client.CoreV1Api(api).create_namespaced_secret(NS, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="sk-s3"),
+        data={k: base64.b64encode(v.encode()).decode() for k, v in
+              {"AWS_ACCESS_KEY_ID": "AKTEST", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}.items()}))
+    storage = storage_from_url(url_s3)
+    worker_env = {"SEMATIC_K8S_S3_ENDPOINT": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}  # the last: dropped
+
+    def resolve(future: Any) -> Any:
+        ex = KubernetesExecutor(storage, url_s3, image, namespace=NS, api_client=api, env=worker_env,
+                                storage_secret="sk-s3", owner=False, backoff=FAST)
+        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(2), ex), kind="cloud", max_parallelism=4)
+        return loop.run(future)
+
+    with FakeJobController(emu, url, NS, behaviour, workers=3) as ctl:
+        f = module.pipeline(["hello", "pod", "world"])
+        assert resolve(f) == "HELLO POD WORLD"
+        with pytest.raises(ResolutionFailed) as err:
+            resolve(module.boom(4))
+        assert not ctl.errors, ctl.errors
+    assert err.value.error["type"] == "RuntimeError" and "boom 4" in err.value.error["message"]
+    shout_runs = [r for r in store.runs_of_root(f.id) if r.func_name == "shout"]
+    assert len(shout_runs) == 3
+    logs = [storage.get(log_key(r.id)).decode() for r in shout_runs]  # the workers' own logs
+    where = "/app" if kubelet == "docker" else str(root)  # the image's code directory, or the project here
+    assert all(f"in {where}\n" in text for text in logs), logs
+    pod_jobs = jobs(api, f"sematic-k8s/resolution-id={f.id}")
+    assert len(pod_jobs) == 3
+    for job in pod_jobs:
+        env = {e.name: e for e in job.spec.template.spec.containers[0].env}
+        assert env["AWS_SECRET_ACCESS_KEY"].value is None and env["AWS_SECRET_ACCESS_KEY"].value_from
+        assert job.spec.template.spec.containers[0].image == image
