@@ -275,6 +275,33 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     assert len(posts) == 2  # the second answered 409 and was not retried
 
 
+def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(k8s, monkeypatch):
+    emu, url, api = k8s
+    for name in ("SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_STORAGE_SECRET", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    client.CoreV1Api(api).create_namespaced_config_map(NS, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="sematic-k8s"),
+        data={"SEMATIC_K8S_SERVER": "http://sematic-k8s-server.sk.svc:8000",
+              "SEMATIC_K8S_S3_ENDPOINT": "http://minio:9000",
+              "SEMATIC_K8S_SERVICE_ACCOUNT": "sematic-k8s-driver",
+              "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT": "sematic-k8s-worker",
+              "SEMATIC_K8S_STORAGE_SECRET": "sematic-k8s-s3"}))
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", root_id=new_id())
+    env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://127.0.0.1:18000",  # a port-forward
+           "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:19000"}
+    launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api)
+    [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
+    pod = job.spec.template.spec
+    env_vars = {e.name: e.value for e in pod.containers[0].env}
+    assert env_vars["SEMATIC_K8S_SERVER"] == "http://sematic-k8s-server.sk.svc:8000"
+    assert env_vars["SEMATIC_K8S_S3_ENDPOINT"] == "http://minio:9000" and "AWS_ENDPOINT_URL_S3" not in env_vars
+    assert pod.service_account_name == "sematic-k8s-driver"
+    driven = DriverSpec.from_json(env_vars[DRIVER_ENV])
+    assert driven.executor_settings["service_account"] == "sematic-k8s-worker"
+    assert driven.executor_settings["storage_secret"] == "sematic-k8s-s3"
+
+
 def test_the_driver_builds_the_kubernetes_executor_from_its_spec(k8s, storage):
     emu, url, api = k8s
     spec = DriverSpec(root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes",
@@ -556,7 +583,7 @@ def test_409_reattaches_to_this_attempts_job_and_refuses_a_foreign_one(k8s, stor
     batch = client.BatchV1Api(api)
     for run_id, labels_run in ((mine, mine), (foreign, new_id())):
         spec = TaskSpec(labels_run, root, noop.path, noop.source_file, {}, {}, 1)
-        task = TaskSpec(run_id, root, noop.path, noop.source_file, {}, {}, 1)
+        task = spec  # the foreign Job works for its own run (it only shares our Job's name)
         env = {"SEMATIC_K8S_TASK": task.to_json(), "SEMATIC_K8S_STORAGE": storage_url(storage)}
         job = manifests.worker_job(spec, noop, IMAGE, env, namespace=NS)
         job.metadata.name = job.spec.template.metadata.name = manifests.worker_job_name(run_id, 1)

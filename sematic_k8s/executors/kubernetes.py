@@ -28,7 +28,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.manifests import (
@@ -57,21 +57,6 @@ API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"
 STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"
 KUBE_HOST_ENV = "SEMATIC_K8S_KUBE_HOST"  # an API server URL without credentials (tests, kubectl proxy)
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
-
-
-# Endings remote.py has no words for (see the report: they belong in remote._PLAIN_WORDS).
-PLAIN_WORDS = {
-    "CreateContainerConfigError": "the worker's container could not be set up (a missing Secret or ConfigMap?)",
-    "CreateContainerError": "the worker's container could not be created",
-    "InvalidImageName": "the worker's image name is invalid",
-    "ErrImageNeverPull": "the worker's image is not on the node and may not be pulled",
-    "JobCreateFailed": "the worker's Job could not be created",
-    "JobNameConflict": "the worker's Job name is taken",
-    "InvalidJob": "the worker's Job is invalid",
-    "PodDeleted": "the worker's pod was deleted before it finished",
-    "JobDeleted": "the worker's Job was deleted before it finished",
-    "BackoffLimitExceeded": "the worker's Job failed",
-}
 
 
 def make_api_client(host: str | None = None) -> client.ApiClient:
@@ -454,15 +439,6 @@ class KubernetesExecutor(RemoteExecutor):
             return ""
         return text if isinstance(text, str) else str(text or "")
 
-    def _outcome(self, e: Ended) -> Outcome:
-        outcome = super()._outcome(e)
-        info = outcome.error_info
-        if info is not None and e.reason in PLAIN_WORDS and info.get("type") == e.reason:
-            message = PLAIN_WORDS[e.reason] + (f": {e.message}" if e.message else "")
-            tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
-            info.update(message=message, traceback=message + tail)
-        return outcome
-
     # -- stopping ---------------------------------------------------------------------------------
 
     def stop(self, run_id: str) -> None:
@@ -486,6 +462,31 @@ class KubernetesExecutor(RemoteExecutor):
             w.stop()
 
 
+RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
+IN_CLUSTER_KEYS = ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_STORAGE", "SEMATIC_K8S_S3_BUCKET", "SEMATIC_K8S_S3_PREFIX",
+                   "SEMATIC_K8S_S3_ENDPOINT", "SEMATIC_K8S_S3_REGION")
+
+
+def run_config(api: client.ApiClient, namespace: str) -> dict[str, str]:
+    """The chart's ConfigMap of in-cluster settings ($SEMATIC_K8S_CONFIG_MAP, default ``sematic-k8s``); {} if absent."""
+    name = os.environ.get("SEMATIC_K8S_CONFIG_MAP", RUN_CONFIG_MAP)
+    try:
+        return dict(client.CoreV1Api(api).read_namespaced_config_map(name, namespace).data or {})
+    except ApiException as e:
+        if e.status in (403, 404):
+            return {}
+        raise
+
+
+def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[str, str]:
+    """The driver's env: addresses as seen from inside the cluster win over the submitting machine's
+    (whose server and S3 endpoint may be port-forwards to 127.0.0.1)."""
+    if not cluster:
+        return dict(env)
+    kept = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    return {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
+
+
 def launch_driver(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: str | None = None,
                   service_account: str | None = None, secret_name: str | None = None,
                   storage_secret: str | None = None, worker_service_account: str | None = None,
@@ -503,7 +504,12 @@ def launch_driver(spec: Any, root_id: str, env: Mapping[str, str], *, namespace:
 
     namespace = namespace or current_namespace()
     api = api_client or make_api_client(host)
-    storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
+    cluster = run_config(api, namespace)
+    env = in_cluster_env(env, cluster)
+    service_account = service_account or cluster.get(SERVICE_ACCOUNT_ENV)
+    worker_service_account = worker_service_account or cluster.get(WORKER_SERVICE_ACCOUNT_ENV)
+    secret_name = secret_name or cluster.get(API_KEY_SECRET_ENV)
+    storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or cluster.get(STORAGE_SECRET_ENV) or None
     settings = {"namespace": namespace, **dict(spec.executor_settings or {}), **worker_settings}
     worker_sa = worker_service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV)
     if worker_sa:

@@ -99,6 +99,16 @@ _PLAIN_WORDS = {
     "ImagePullBackOff": "the worker's image could not be pulled",
     "ErrImagePull": "the worker's image could not be pulled",
     "Unschedulable": "no node can run the worker (check cpu/memory/gpu requests and node selectors)",
+    "CreateContainerConfigError": "the worker's container could not be set up (a missing Secret or ConfigMap?)",
+    "CreateContainerError": "the worker's container could not be created",
+    "InvalidImageName": "the worker's image name is invalid",
+    "ErrImageNeverPull": "the worker's image is not on the node and may not be pulled",
+    "JobCreateFailed": "the worker's Job could not be created",
+    "JobNameConflict": "the worker's Job name is taken",
+    "InvalidJob": "the worker's Job is invalid",
+    "PodDeleted": "the worker's pod was deleted before it finished",
+    "JobDeleted": "the worker's Job was deleted before it finished",
+    "BackoffLimitExceeded": "the worker's Job failed",
 }
 
 
