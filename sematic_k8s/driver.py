@@ -83,7 +83,7 @@ def remote_executor(spec: DriverSpec, storage: Storage) -> Any:
 
         return ProcessExecutor(storage, spec.storage_url)
     if spec.executor == "kubernetes":
-        from sematic_k8s.executors.kubernetes import KubernetesExecutor  # type: ignore[import-not-found]
+        from sematic_k8s.executors.kubernetes import KubernetesExecutor
 
         return KubernetesExecutor(storage, spec.storage_url, spec.image, **spec.executor_settings)
     raise ValueError(f"unknown executor {spec.executor!r}: use docker, process or kubernetes")
@@ -105,7 +105,7 @@ def start_driver(spec: DriverSpec, env: dict[str, str]) -> None:
     if spec.executor == "kubernetes":
         from sematic_k8s.executors.kubernetes import launch_driver
 
-        launch_driver(spec, root_id, env)
+        launch_driver(spec, root_id, env, namespace=spec.executor_settings.get("namespace"))
         return
     import docker
 

@@ -40,14 +40,17 @@ class CloudResolver(Resolver):
     $SEMATIC_K8S_API_KEY, ``storage`` $SEMATIC_K8S_STORAGE (``s3://bucket/prefix``),
     ``registry`` $SEMATIC_K8S_REGISTRY (e.g. ``127.0.0.1:5000/my-pipelines``), ``base_image``
     $SEMATIC_K8S_BASE_IMAGE (default ``python:3.11-slim``). ``project_root`` (default: the current
-    directory) is the code packaged into the image. ``detach=True`` returns the root run id at once.
+    directory) is the code packaged into the image. ``executor_settings`` go to the executor (for
+    Kubernetes: namespace, node_selector, tolerations, image_pull_secrets, ...; the chart's
+    ``sematic-k8s`` ConfigMap supplies the rest). ``detach=True`` returns the root run id at once.
     """
 
     kind = "cloud"
 
     def __init__(self, *, server: str | None = None, api_key: str | None = None, storage: str | None = None,
                  registry: str | None = None, base_image: str | None = None, project_root: str | None = None,
-                 executor: str = "docker", detach: bool = False, poll_interval: float = 0.5,
+                 executor: str = "docker", executor_settings: dict[str, Any] | None = None,
+                 detach: bool = False, poll_interval: float = 0.5,
                  progress: Callable[[str], None] | None = None, **settings: Any) -> None:
         settings.setdefault("max_parallelism", 8)
         super().__init__(**settings)
@@ -65,6 +68,7 @@ class CloudResolver(Resolver):
         if executor not in ("docker", "kubernetes"):
             raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
         self.executor = executor
+        self.executor_settings = dict(executor_settings or {})
         self.detach = detach
         self.poll_interval = poll_interval
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -87,7 +91,8 @@ class CloudResolver(Resolver):
         spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
                           image=image.digest_ref, build_hash=image.context_hash, cache_namespace=namespace,
                           rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,
-                          max_parallelism=self.max_parallelism, executor=self.executor, root_id=future.id)
+                          max_parallelism=self.max_parallelism, executor=self.executor,
+                          executor_settings=self.executor_settings, root_id=future.id)
         start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
         self.progress(f"driver started for resolution {future.id}")
         if self.detach:
