@@ -58,6 +58,8 @@ class Func:
         cpu: str | float | None = None,
         memory: str | None = None,
         gpu: int | None = None,
+        node_selector: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
         retries: int = 0,
         retry_backoff: float = 1.0,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
@@ -84,16 +86,25 @@ class Func:
             raise FuncError(f"@func {fn.__qualname__}: cpu must be like '2' or '500m', got {cpu!r}")
         if memory is not None and not isinstance(memory, str):
             raise FuncError(f"@func {fn.__qualname__}: memory must be like '4Gi', got {memory!r}")
-        wants_pod = cpu is not None or memory is not None or gpu is not None
+        if node_selector is not None and not (isinstance(node_selector, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in node_selector.items())):
+            raise FuncError(f"@func {fn.__qualname__}: node_selector must map label names to values (str: str)")
+        if tolerations is not None and not (isinstance(tolerations, list)
+                                            and all(isinstance(t, dict) for t in tolerations)):
+            raise FuncError(f"@func {fn.__qualname__}: tolerations must be a list of dicts like "
+                            "{'key': 'gpu', 'operator': 'Exists', 'effect': 'NoSchedule'}")
+        wants_pod = any(x is not None for x in (cpu, memory, gpu, node_selector, tolerations))
         if inline and wants_pod:
             raise FuncError(f"@func {fn.__qualname__}: inline=True runs in the driver, so it cannot "
-                            "request cpu, memory or gpu")
+                            "request cpu, memory, gpu, node_selector or tolerations")
         self.fn = fn
         self.cache = cache
         self.inline = (not wants_pod) if inline is None else bool(inline)
         self.cpu = None if cpu is None else str(cpu)
         self.memory = memory
         self.gpu = gpu
+        self.node_selector = node_selector
+        self.tolerations = tolerations
         self.retries = retries
         self.retry_backoff = float(retry_backoff)
         self.retry_on = retry_on
@@ -139,7 +150,8 @@ class Func:
     def settings(self) -> dict[str, Any]:
         """The func's settings as recorded on each of its Runs."""
         return {"cache": self.cache, "inline": self.inline, "cpu": self.cpu, "memory": self.memory,
-                "gpu": self.gpu, "retries": self.retries, "retry_backoff": self.retry_backoff,
+                "gpu": self.gpu, "node_selector": self.node_selector, "tolerations": self.tolerations,
+                "retries": self.retries, "retry_backoff": self.retry_backoff,
                 "timeout": self.timeout}
 
     def check_inputs(self, values: dict[str, Any]) -> None:
@@ -176,8 +188,9 @@ def func(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
     """Decorate a function as a pipeline step: ``@func`` or ``@func(cache=True, cpu="2", ...)``.
 
     Settings: ``cache``, ``inline`` (run in the driver; default unless resources are requested),
-    ``cpu``, ``memory``, ``gpu``, ``retries``, ``retry_backoff`` (seconds, doubled each retry),
-    ``retry_on`` (exception classes worth a retry), ``timeout`` (seconds).
+    ``cpu``, ``memory``, ``gpu``, ``node_selector``, ``tolerations`` (where its pod may run), ``retries``,
+    ``retry_backoff`` (seconds, doubled each retry), ``retry_on`` (exception classes worth a retry),
+    ``timeout`` (seconds).
     """
     if fn is not None:
         if settings:

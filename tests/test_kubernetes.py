@@ -908,3 +908,21 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(k8s, project, s3, store, 
         env = {e.name: e for e in job.spec.template.spec.containers[0].env}
         assert env["AWS_SECRET_ACCESS_KEY"].value is None and env["AWS_SECRET_ACCESS_KEY"].value_from
         assert job.spec.template.spec.containers[0].image == image
+
+
+@sk.func(node_selector={"pool": "highmem"}, tolerations=[{"key": "dedicated", "operator": "Equal",
+                                                          "value": "ml", "effect": "NoSchedule"}])
+def placed(x: int) -> int:
+    return x
+
+
+def test_a_funcs_node_selector_and_tolerations_place_its_pod():
+    assert placed.inline is False  # placement means a pod of its own
+    spec = TaskSpec(new_id(), new_id(), placed.path, placed.source_file, {}, {}, 1)
+    job = valid(manifests.worker_job(spec, placed, IMAGE, {"SEMATIC_K8S_TASK": spec.to_json()}, namespace=NS,
+                                     node_selector={"zone": "a"}))
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"zone": "a", "pool": "highmem"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
+    with pytest.raises(sk.FuncError, match="node_selector must map"):
+        sk.func(node_selector={"pool": 1})(lambda: 1)
