@@ -32,6 +32,8 @@ bench: $(STAMP)  ## fan-out overhead per run, side by side with sematic 0.41.0
 	$(BIN)/python -m bench.fanout --sematic-python "$$(bash bench/sematic_venv.sh)"
 	$(BIN)/python -m bench.server_load
 	$(BIN)/python -m bench.image_rebuild
+	$(BIN)/python -m bench.cloud_rerun
+	$(BIN)/python -m bench.k8s_fanout
 
 e2e: $(STAMP)  ## on a kind cluster: images, helm install, pipelines, rerun, cache hit (skipped without kind/docker)
 	PYTHON=$(BIN)/python bash e2e/run.sh
