@@ -20,6 +20,7 @@ from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.split import SplitExecutor
 from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
+from sematic_k8s.graph import TERMINAL
 from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop
 from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
@@ -142,8 +143,13 @@ def main() -> int:
     """Container entrypoint: exit 0 when the resolution resolved, 1 when it failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
     spec = DriverSpec.from_json(os.environ[DRIVER_ENV])
+    store = store_from_env()
+    ended = store.get_resolution(spec.root_id) if spec.root_id else None
+    if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do
+        print(f"resolution {ended.id} already ended: {ended.state}", file=sys.stderr)
+        return 0 if ended.state == "resolved" else 1
     try:
-        drive(spec, store_from_env())
+        drive(spec, store)
     except ResolutionFailed as e:
         print(str(e), file=sys.stderr)
         return 1

@@ -298,7 +298,8 @@ class PlannedRun:
     output_ref: Any
 
 
-def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[], str]) -> list[PlannedRun]:
+def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[], str], *,
+               keep_ids: bool = False) -> list[PlannedRun]:
     """Plan a rerun of a Resolution given all its Runs (objects with ``id``, ``parent_id``,
     ``state``, ``input_refs``, ``output_ref``).
 
@@ -306,6 +307,7 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     nested Runs of reset Runs that execute again are dropped (re-created when they run).
     ``mode="continue"``: ``from_id`` must be the root; only Runs that did not resolve are reset.
     In both modes a Run that did not resolve is never reused. Returns parents before children.
+    ``keep_ids`` plans a resume of the same Resolution: every kept Run keeps its id.
     """
     by_id = {r.id: r for r in runs}
     if from_id not in by_id:
@@ -356,7 +358,7 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     kept = [r for r in _parents_first(by_id, children) if r.id not in dropped]
     if mode == "from" and from_id in dropped:
         raise ValueError(f"run {from_id} cannot be re-run: its recorded parents are inconsistent")
-    ids = {r.id: new_id() for r in kept}
+    ids = {r.id: r.id if keep_ids else new_id() for r in kept}
     plan = []
     for r in kept:
         action = EXECUTE if r.id in execute else AWAIT if r.id in reset else REUSE

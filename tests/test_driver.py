@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+import time
 
 import sematic_k8s as sk
 from sematic_k8s import serialization
@@ -14,6 +16,7 @@ from sematic_k8s.resolvers.local import sql_store
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.worker import outcome_key
 
 
 @sk.func(inline=False)
@@ -82,3 +85,59 @@ def test_drive_a_rerun_from_the_recorded_root_func(tmp_path):
                       root_source_file=squares.source_file)
     assert drive(spec, store) == 5
     assert store.get_resolution("b" * 32).rerun_of == f.id
+
+
+@sk.func(inline=False)
+def counted(marker: str, x: int) -> int:
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    return x
+
+
+@sk.func(inline=False)
+def gated(gate: str, x: int) -> int:
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    return x * 10
+
+
+@sk.func
+def gated_pipeline(marker: str, gate: str) -> int:
+    return sum_all([counted(marker, 1), gated(gate, counted(marker, 2))])
+
+
+def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
+    storage = LocalStorage(tmp_path / "storage")
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    marker, gate = str(tmp_path / "marker"), str(tmp_path / "gate")
+    f = gated_pipeline(marker, gate)
+    spec = dataclasses.replace(spec_for(f, storage), root_id=f.id)
+    env[DRIVER_ENV] = spec.to_json()
+    store = sql_store(db)
+    first = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r.func_name == "gated" and r.state == "running" for r in store.runs_of_root(f.id)):
+            assert time.monotonic() < deadline and first.poll() is None, "the gated run never started"
+            time.sleep(0.05)
+        counted_ids = [r.id for r in store.runs_of_root(f.id) if r.func_name == "counted"]
+        while not all(storage.exists(outcome_key(run_id, 1)) for run_id in counted_ids):  # both have ended
+            assert time.monotonic() < deadline, "the counted runs never ended"
+            time.sleep(0.05)
+    finally:
+        first.kill()  # the driver's pod dies mid-resolution
+        first.wait()
+    before = {r.id: r.state for r in store.runs_of_root(f.id)}
+    open(gate, "w").close()
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "resuming after a restart" in done.stderr
+    assert store.get_resolution(f.id).state == "resolved"
+    after = {r.id: r.state for r in store.runs_of_root(f.id)}
+    assert set(after) == set(before) and set(after.values()) == {"resolved"}  # same runs, no duplicates
+    assert open(marker).read().count("ran") == 2  # the counted runs that had resolved were not run again
+    assert store.get_artifact(store.get_run(f.id).output_id).summary == 1 + 20

@@ -263,6 +263,9 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     assert launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api) == name  # 409: already there
     [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
     assert job.metadata.name == name == f"sk-driver-{spec.root_id}"
+    assert job.spec.backoff_limit == 3  # a driver that dies is started again and resumes
+    [rule] = job.spec.pod_failure_policy.rules  # one that exits 1 (its resolution failed) is not
+    assert rule.action == "FailJob" and rule.on_exit_codes.values == [1]
     pod = job.spec.template.spec
     assert pod.service_account_name == "sk-driver" and pod.containers[0].image == IMAGE
     env_vars = {e.name: e for e in pod.containers[0].env}

@@ -18,6 +18,7 @@ class Task:
     func: Func
     inputs: dict[str, Value]  # parameter -> artifact (value loaded on first use)
     attempt: int = 1
+    resumed: bool = False  # a restarted driver's attempt that may have finished (or still run) meanwhile
 
 
 @dataclass(slots=True)

@@ -38,6 +38,7 @@ class RemoteExecutor:
         self.storage = storage
         self.storage_url = storage_url
         self.running: dict[str, TaskSpec] = {}
+        self.finished: list[Ended] = []  # resumed attempts whose outcome was already stored
 
     # -- what subclasses implement ----------------------------------------------------------------
 
@@ -61,13 +62,17 @@ class RemoteExecutor:
         )
         env = {"SEMATIC_K8S_TASK": spec.to_json(), "SEMATIC_K8S_STORAGE": self.storage_url}
         self.running[task.run_id] = spec
+        if task.resumed and self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
+            self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
+            return
         self.launch(spec, task, env)
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
-            outcomes = [self._outcome(e) for e in self.ended(left) if e.run_id in self.running]
+            ended, self.finished = self.finished + self.ended(0 if self.finished else left), []
+            outcomes = [self._outcome(e) for e in ended if e.run_id in self.running]
             if outcomes or (deadline is not None and time.monotonic() >= deadline):
                 return outcomes
 

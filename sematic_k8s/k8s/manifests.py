@@ -29,6 +29,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
 
 WORKER_COMMAND = ["python", "-m", "sematic_k8s.worker"]
 DRIVER_COMMAND = ["python", "-m", "sematic_k8s.driver"]
+DRIVER_RESTARTS = 3  # a restarted driver resumes its Resolution (see ResolutionLoop._resume)
 WORKER_CONTAINER = "worker"
 DRIVER_CONTAINER = "driver"
 
@@ -159,13 +160,15 @@ def owner_reference(job_name: str, job_uid: str) -> client.V1OwnerReference:
 
 def _job(name: str, namespace: str, labels: dict[str, str], pod_spec: client.V1PodSpec, *,
          ttl: int | None, deadline: int | None, backoff_limit: int, annotations: dict[str, str] | None,
-         owners: list[client.V1OwnerReference] | None) -> client.V1Job:
+         owners: list[client.V1OwnerReference] | None,
+         pod_failure_policy: client.V1PodFailurePolicy | None = None) -> client.V1Job:
     return client.V1Job(
         api_version="batch/v1", kind="Job",
         metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels, annotations=annotations,
                                      owner_references=owners),
         spec=client.V1JobSpec(
             backoff_limit=backoff_limit, ttl_seconds_after_finished=ttl, active_deadline_seconds=deadline,
+            pod_failure_policy=pod_failure_policy,
             template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels, annotations=annotations),
                                               spec=pod_spec)))
 
@@ -214,8 +217,11 @@ def driver_job(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: st
                node_selector: Mapping[str, str] | None = None,
                tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
                cpu: str | None = None, memory: str | None = None, ttl_seconds_after_finished: int | None = 86400,
-               backoff_limit: int = 0, labels: Mapping[str, str] | None = None) -> client.V1Job:
+               backoff_limit: int = DRIVER_RESTARTS, labels: Mapping[str, str] | None = None) -> client.V1Job:
     """The driver's Job: ``python -m sematic_k8s.driver`` from ``spec.image`` (by digest).
+
+    A driver that dies (eviction, node loss, OOM) is started again, up to ``backoff_limit`` times, and
+    resumes its Resolution; one that exits 1 (the Resolution failed) ends the Job at once.
 
     ``env`` holds the DriverSpec ($SEMATIC_K8S_DRIVER), the server URL and pass-through settings; secret
     entries in it are dropped: the API key comes from Secret ``secret_name`` (key ``api-key``) and the S3
@@ -232,8 +238,12 @@ def driver_job(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: st
         restart_policy="Never", containers=[container], service_account_name=service_account,
         node_selector=dict(node_selector) if node_selector else None, tolerations=toleration_models(tolerations),
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
+    failed_resolution = client.V1PodFailurePolicy(rules=[client.V1PodFailurePolicyRule(
+        action="FailJob", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=DRIVER_CONTAINER, operator="In", values=[1]))])
     return _job(driver_job_name(root_id), namespace, job_labels, pod, ttl=ttl_seconds_after_finished,
-                deadline=None, backoff_limit=backoff_limit, annotations=None, owners=None)
+                deadline=None, backoff_limit=backoff_limit, annotations=None, owners=None,
+                pod_failure_policy=failed_resolution)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.executors.inline import error_info
 from sematic_k8s.func import Func, FuncError, load_func
 from sematic_k8s.future import Future, new_id
-from sematic_k8s.graph import AWAIT, CANCELED, CREATED, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
+from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
 from sematic_k8s.serialization import Value
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key
 from sematic_k8s.store.base import Store
@@ -67,6 +67,7 @@ class ResolutionLoop:
         self.in_flight = 0
         self.failure: tuple[str, dict] | None = None
         self.forced: set[str] = set()
+        self.resumed: set[str] = set()  # runs a restarted driver found running
         self.warned_no_namespace = False
         self.namespace: str | None = None
         self.root_id = ""
@@ -82,17 +83,19 @@ class ResolutionLoop:
 
     def run(self, root: Future) -> Any:
         """Resolve ``root`` and return its value; on a rerun ``root`` names the pipeline to rerun."""
-        if self.rerun_from is not None:
+        existing = self.store.get_resolution(self.preset_root_id) if self.preset_root_id else None
+        if existing is not None and existing.state in graph.TERMINAL:
+            raise ValueError(f"resolution {existing.id} already ended ({existing.state}): nothing to resume")
+        if existing is not None:  # this driver was restarted: pick up where it stopped
+            self.root_id = root.id = existing.id
+            nodes, settings_extra = self._resume(root), {}
+        elif self.rerun_from is not None:
             nodes, settings_extra = self._plan_rerun(root)
         else:
             nodes, settings_extra = self._new_root(root), {}
         self.namespace = caching.resolve_namespace(self.cache_namespace_setting, root)
-        self.batch.add_resolution(ResolutionRecord(
-            id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=utcnow(),
-            settings={"kind": self.kind, "cache_namespace": self.namespace,
-                      "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
-            rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
-        ))
+        if existing is None:
+            self._record_resolution(root, settings_extra)
         self.graph.add(nodes)
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
         try:
@@ -105,6 +108,14 @@ class ResolutionLoop:
         finally:
             self.executor.close()
         return self._finish()
+
+    def _record_resolution(self, root: Future, settings_extra: dict[str, Any]) -> None:
+        self.batch.add_resolution(ResolutionRecord(
+            id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=utcnow(),
+            settings={"kind": self.kind, "cache_namespace": self.namespace,
+                      "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
+            rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
+        ))
 
     def _loop(self) -> None:
         root = self.graph.nodes[self.root_id]
@@ -241,8 +252,38 @@ class ResolutionLoop:
                              f"not {root.func.path}")
         preset = iter([self.preset_root_id] if self.preset_root_id else [])
         plan = graph.plan_rerun(old_runs, target.id, self.rerun_mode, lambda: next(preset, None) or new_id())
-        by_old = {r.id: r for r in old_runs}
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
+        nodes = self._nodes_from_plan(plan, old_runs, record=True)
+        self.forced.update(p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE)
+        return nodes, {"rerun_of": target.root_id, "rerun_from": target.id, "rerun_mode": self.rerun_mode}
+
+    def _resume(self, root: Future) -> list[graph.Node]:
+        """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
+        what resolved is kept and executors re-attach to the workers still running."""
+        runs = self.store.runs_of_root(self.root_id)
+        plan = graph.plan_rerun(runs, self.root_id, "continue", new_id, keep_ids=True)
+        kept = {p.old_id for p in plan}
+        now = utcnow()
+        for r in runs:
+            if r.id not in kept and r.state not in graph.TERMINAL:
+                self.batch.update_run(r.id, state=CANCELED, ended_at=now)
+        by_id = {r.id: r for r in runs}
+        for p in plan:
+            old = by_id[p.old_id]
+            if p.action == EXECUTE:  # same attempt if it was running: a worker of it may still be there
+                self.attempts[p.old_id] = max(0, old.attempts - (old.state == RUNNING))
+                if old.state == RUNNING:
+                    self.resumed.add(p.old_id)
+                self.batch.update_run(p.old_id, state=CREATED, ended_at=None)
+        self.batch.resolution_updates[self.root_id] = {"state": RUNNING, "ended_at": None, "error": None}
+        log.warning("resolution %s: resuming after a restart (%d runs kept, %d to run)", self.root_id,
+                    sum(p.action != EXECUTE for p in plan), sum(p.action == EXECUTE for p in plan))
+        return self._nodes_from_plan(plan, runs, record=False)
+
+    def _nodes_from_plan(self, plan: list[graph.PlannedRun], old_runs: list[RunRecord], *,
+                         record: bool) -> list[graph.Node]:
+        """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too."""
+        by_old = {r.id: r for r in old_runs}
         formats = {a.id: a for a in self.store.artifacts(
             {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
 
@@ -272,11 +313,10 @@ class ResolutionLoop:
                 rec.source_hash, rec.settings = func.source_hash, func.settings()
                 inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
                 node = graph.Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
-                if p.old_id == target.id:
-                    self.forced.add(p.new_id)
-            self.batch.add_run(rec)
+            if record:
+                self.batch.add_run(rec)
             nodes.append(node)
-        return nodes, {"rerun_of": target.root_id, "rerun_from": target.id, "rerun_mode": self.rerun_mode}
+        return nodes
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -340,7 +380,9 @@ class ResolutionLoop:
         self.batch.update_run(node.run_id, state=RUNNING, attempts=attempt,
                               **({"started_at": utcnow()} if attempt == 1 else {}))
         self.in_flight += 1
-        self.executor.submit(Task(node.run_id, self.root_id, node.func, inputs, attempt))
+        resumed = node.run_id in self.resumed
+        self.resumed.discard(node.run_id)
+        self.executor.submit(Task(node.run_id, self.root_id, node.func, inputs, attempt, resumed))
 
     def _on_outcome(self, o: Outcome) -> None:
         node = self.graph.nodes.get(o.run_id)
