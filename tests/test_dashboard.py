@@ -345,7 +345,10 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     tid("resolution-actions").click()
     expect(tid("action-cancel")).to_be_disabled()
     page.keyboard.press("Escape")
-    page.wait_for_timeout(1200)  # the resolution loop polls for cancel requests once a second
+    deadline = time.monotonic() + 60  # the loop notices the request within a second or so; keep scale held till then
+    while served.store.get_resolution(canceled_id).state != "canceled":
+        assert time.monotonic() < deadline, "the resolution never noticed the cancel request"
+        time.sleep(0.1)
     served.hold.unlink()
     expect(tid("resolution-state")).to_have_text("canceled", timeout=WAIT_MS)
     expect(node("check")).to_have_attribute("data-state", "canceled")
