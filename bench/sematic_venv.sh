@@ -30,8 +30,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV" >&2 \
     || fail "'$PY -m venv $VENV' failed (on Debian: apt-get install python3-venv)"
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "sematic==$SEMATIC_VERSION" >&2 \
-  || fail "pip install sematic==$SEMATIC_VERSION failed (needs PyPI access and Python 3.9-3.13)"
+pip_log="$VENV/pip-install.log"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "sematic==$SEMATIC_VERSION" >"$pip_log" 2>&1 \
+  || { tail -20 "$pip_log" >&2; fail "pip install sematic==$SEMATIC_VERSION failed (needs PyPI access and Python 3.9-3.13)"; }
 # Importing sematic creates its config dir: point it at a temp dir, not ~/.sematic.
 check_dir="$(mktemp -d)"
 SEMATIC_CONFIG_DIR="$check_dir" "$VENV/bin/python" -c \
