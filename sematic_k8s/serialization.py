@@ -52,6 +52,11 @@ class Serialized:
         """True when equal values always give this id (usable in cache keys)."""
         return self.format == JSON
 
+    def record(self) -> dict[str, Any]:
+        """The artifact's metadata as the store records it (without its creation time)."""
+        return {"id": self.id, "format": self.format, "type_name": self.type_name, "summary": self.summary,
+                "size": len(self.payload)}
+
 
 class _NotPlain(Exception):
     """Raised inside the JSON encoder when a value needs pickle."""

@@ -22,7 +22,7 @@ from sematic_k8s import graph, logcapture, serialization
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.inline import error_info, execute
 from sematic_k8s.func import load_func
-from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key
+from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 
 TASK_ENV = "SEMATIC_K8S_TASK"
 
@@ -51,16 +51,6 @@ def outcome_key(run_id: str, attempt: int) -> str:
     return f"outcomes/{run_id}/{attempt}.json"
 
 
-def _artifact(s: serialization.Serialized) -> dict[str, Any]:
-    return {"id": s.id, "format": s.format, "type_name": s.type_name, "summary": s.summary,
-            "size": len(s.payload)}
-
-
-def _put(storage: Storage, s: serialization.Serialized) -> dict[str, Any]:
-    storage.put(artifact_key(s.id), s.payload)
-    return _artifact(s)
-
-
 def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
     """Execute one attempt and store its output, logs and outcome; returns the outcome document."""
     func = load_func(spec.func_path, spec.source_file)
@@ -79,10 +69,10 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
     else:
         try:
             if graph.template_of(outcome.value, lambda _: None)[1]:  # Futures: pickled for the driver
-                doc = {"expansion": _put(storage, serialization.serialize(outcome.value))}
+                doc = {"expansion": put_artifact(storage, serialization.serialize(outcome.value))}
             else:
                 func.check_output(outcome.value)
-                doc = {"output": _put(storage, serialization.serialize(outcome.value))}
+                doc = {"output": put_artifact(storage, serialization.serialize(outcome.value))}
         except Exception as e:
             doc = {"error": error_info(e)}
     storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(doc).encode())

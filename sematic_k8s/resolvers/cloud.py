@@ -22,7 +22,7 @@ from sematic_k8s.graph import TERMINAL
 from sematic_k8s.packaging import source_map
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
-from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key
+from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
@@ -87,7 +87,7 @@ class CloudResolver(Resolver):
         if self.rerun_from is not None or store.get_run(future.id) is not None:
             future.id = new_id()
         s = serialization.serialize(future)
-        storage.put(artifact_key(s.id), s.payload)
+        put_artifact(storage, s)
         spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
                           image=image.digest_ref, build_hash=image.context_hash, cache_namespace=namespace,
                           rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,

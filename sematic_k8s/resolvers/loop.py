@@ -19,7 +19,7 @@ from sematic_k8s.func import Func, FuncError, load_func
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
 from sematic_k8s.serialization import Value
-from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key
+from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 
@@ -172,9 +172,7 @@ class ResolutionLoop:
         """Serialize a value once, store its bytes, and record its artifact."""
         s = serialization.serialize(value)
         if s.id not in self.known_artifacts:
-            self.storage.put(artifact_key(s.id), s.payload)
-            self.batch.artifacts[s.id] = {"id": s.id, "format": s.format, "type_name": s.type_name,
-                                          "summary": s.summary, "size": len(s.payload), "created_at": utcnow()}
+            self.batch.artifacts[s.id] = {**put_artifact(self.storage, s), "created_at": utcnow()}
             self.known_artifacts.add(s.id)
         return Value(s.id, s.format, s.type_name, value)
 

@@ -30,6 +30,12 @@ def log_key(run_id: str) -> str:
     return f"logs/{run_id}.log"
 
 
+def put_artifact(storage: Storage, s: serialization.Serialized) -> dict[str, Any]:
+    """Store a serialized value's bytes under its content id; returns its artifact record."""
+    storage.put(artifact_key(s.id), s.payload)
+    return s.record()
+
+
 def artifact_loader(storage: Storage) -> Callable[[serialization.Value], Any]:
     """A Value loader that reads an artifact's bytes from ``storage`` and verifies them."""
     def load(v: serialization.Value) -> Any:
