@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import sys
 from itertools import zip_longest
 from pathlib import Path
@@ -17,13 +16,12 @@ import sqlalchemy.exc
 from sematic_k8s import config, graph
 from sematic_k8s.func import FuncError, load_func
 from sematic_k8s.future import Future
-from sematic_k8s.resolvers.local import LocalResolver, sql_store
+from sematic_k8s.resolvers.local import LocalResolver, open_store
 from sematic_k8s.resolvers.loop import ResolutionFailed
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, HttpStore
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
 
 STATES = (graph.CREATED, graph.SCHEDULED, graph.RUNNING, graph.RESOLVED, graph.FAILED, graph.CANCELED)
@@ -117,13 +115,11 @@ def _home(ctx: click.Context) -> Path:
 
 def _store(ctx: click.Context) -> Store:
     """The server's records when $SEMATIC_K8S_SERVER is set, else the embedded database."""
-    if os.environ.get(SERVER_ENV):
-        return HttpStore(os.environ[SERVER_ENV], os.environ.get(API_KEY_ENV))
-    url = config.db_url(_home(ctx))
+    home = _home(ctx)
     try:
-        return sql_store(url)
+        return open_store(home)
     except sqlalchemy.exc.SQLAlchemyError as e:
-        raise click.ClickException(f"cannot open the metadata store {url}: {e}") from None
+        raise click.ClickException(f"cannot open the metadata store {config.db_url(home)}: {e}") from None
 
 
 def _storage(ctx: click.Context, store: Store, run: RunRecord) -> Storage:

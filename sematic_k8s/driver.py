@@ -15,12 +15,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sematic_k8s import serialization
+from sematic_k8s import config, serialization
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.split import SplitExecutor
 from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import TERMINAL
+from sematic_k8s.resolvers.local import open_store
 from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop
 from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
@@ -54,18 +55,6 @@ class DriverSpec:
     @classmethod
     def from_json(cls, text: str) -> DriverSpec:
         return cls(**json.loads(text))
-
-
-def store_from_env() -> Store:
-    """The HTTP store when $SEMATIC_K8S_SERVER is set, else the SQL store at $SEMATIC_K8S_DB_URL."""
-    from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, HttpStore
-
-    if os.environ.get(SERVER_ENV):
-        return HttpStore(os.environ[SERVER_ENV], os.environ.get(API_KEY_ENV))
-    from sematic_k8s import config
-    from sematic_k8s.resolvers.local import sql_store
-
-    return sql_store(config.db_url(config.home()))
 
 
 def worker_env() -> dict[str, str]:
@@ -143,7 +132,7 @@ def main() -> int:
     """Container entrypoint: exit 0 when the resolution resolved, 1 when it failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
     spec = DriverSpec.from_json(os.environ[DRIVER_ENV])
-    store = store_from_env()
+    store = open_store(config.home())  # the server at $SEMATIC_K8S_SERVER; else $SEMATIC_K8S_DB_URL
     ended = store.get_resolution(spec.root_id) if spec.root_id else None
     if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do
         print(f"resolution {ended.id} already ended: {ended.state}", file=sys.stderr)

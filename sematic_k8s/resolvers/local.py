@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from sematic_k8s import config, logcapture
@@ -24,6 +25,15 @@ def sql_store(url: str) -> SqlStore:
     return _STORES[url]
 
 
+def open_store(home: Path, server: str | None = None, api_key: str | None = None) -> Store:
+    """Where metadata is recorded: the sematic-k8s server at ``server`` (default $SEMATIC_K8S_SERVER,
+    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``."""
+    server = server or os.environ.get(SERVER_ENV) or None
+    if server:
+        return http_store(server, api_key or os.environ.get(API_KEY_ENV) or None)
+    return sql_store(config.db_url(home))
+
+
 class LocalResolver(Resolver):
     """Resolve in this process, recording to ``home`` (default $SEMATIC_K8S_HOME or ~/.sematic_k8s).
 
@@ -43,9 +53,7 @@ class LocalResolver(Resolver):
 
     @property
     def store(self) -> Store:
-        if self.server:
-            return http_store(self.server, self.api_key)
-        return sql_store(config.db_url(self.home))
+        return open_store(self.home, self.server, self.api_key)
 
     @property
     def storage(self) -> LocalStorage:
