@@ -4,6 +4,7 @@ server-started reruns in background processes, cancel, auth, pagination and live
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -294,15 +295,45 @@ def test_many_concurrent_writers(served) -> None:
     assert len(served.store.list_runs(root_id=root, state="resolved", limit=1000)) == 640
 
 
+API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store and dashboard rely on them
+    "/api/v1/health": {"get"},
+    "/api/v1/resolutions": {"get"},
+    "/api/v1/resolutions/{resolution_id}": {"get"},
+    "/api/v1/resolutions/{resolution_id}/graph": {"get"},
+    "/api/v1/resolutions/{resolution_id}/rerun": {"post"},
+    "/api/v1/resolutions/{resolution_id}/cancel": {"post"},
+    "/api/v1/runs": {"get"},
+    "/api/v1/runs/{run_id}": {"get"},
+    "/api/v1/runs/{run_id}/logs": {"get"},
+    "/api/v1/artifacts/{artifact_id}": {"get"},
+    "/api/v1/artifacts/{artifact_id}/data": {"get"},
+    "/api/v1/events": {"get"},
+    "/api/v1/store/write": {"post"},
+    "/api/v1/store/runs_of_root/{root_id}": {"get"},
+    "/api/v1/store/cached/{cache_key}": {"get"},
+    "/api/v1/store/artifacts": {"post"},
+    "/api/v1/store/cancel_requested/{resolution_id}": {"get"},
+}
+
+
 def test_openapi_documents_the_api(served) -> None:
     with served.client(key=None) as c:
         spec = c.get("/openapi.json").json()
     paths = spec["paths"]
-    for p in ("/api/v1/resolutions", "/api/v1/resolutions/{resolution_id}/graph", "/api/v1/runs/{run_id}/logs",
-              "/api/v1/resolutions/{resolution_id}/rerun", "/api/v1/events", "/api/v1/store/write"):
-        assert p in paths
-    assert paths["/api/v1/resolutions"]["get"]["summary"]
+    assert {path: set(operations) for path, operations in paths.items()} == API_ENDPOINTS
+    assert all(op["summary"] for operations in paths.values() for op in operations.values())
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_every_endpoint_but_health_needs_a_key(served) -> None:
+    some_id = "ab" * 32  # a valid run, resolution, artifact id and cache key alike
+    with served.client(key=None) as anonymous:
+        for path, methods in API_ENDPOINTS.items():
+            url = re.sub(r"\{\w+\}", some_id, path)
+            for method in methods:
+                r = anonymous.request(method, url, json={} if method == "post" else None)
+                expected = 200 if path == "/api/v1/health" else 401
+                assert r.status_code == expected, (method, path, r.status_code, r.text)
 
 
 def test_server_cli(tmp_path) -> None:
