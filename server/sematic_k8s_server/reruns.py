@@ -102,5 +102,5 @@ class CloudLauncher:
 def _import_roots() -> list[str]:
     """The directories holding sematic_k8s and sematic_k8s_server (for an uninstalled checkout)."""
     import sematic_k8s
-    import sematic_k8s_server
-    return list(dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (sematic_k8s, sematic_k8s_server)))
+    server_root = Path(__file__).resolve().parents[1]  # not via the package: it imports the app, which imports us
+    return list(dict.fromkeys(str(p) for p in (Path(sematic_k8s.__file__).resolve().parents[1], server_root)))
