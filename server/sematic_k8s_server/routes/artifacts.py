@@ -1,0 +1,35 @@
+"""``/artifacts/{artifact_id}``: an artifact's record, and its serialized bytes from artifact storage."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
+
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s_server import schemas
+from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, not_found
+
+router = APIRouter(prefix=API, tags=["artifacts"])
+
+
+@router.get("/artifacts/{artifact_id}", response_model=schemas.ArtifactOut, responses=NOT_FOUND,
+            summary="An artifact's type and summary")
+def get_artifact(srv: Srv, artifact_id: ArtifactId) -> dict:
+    art = srv.store.get_artifact(artifact_id)
+    if art is None:
+        raise not_found("artifact", artifact_id)
+    return art.to_dict()
+
+
+@router.get("/artifacts/{artifact_id}/data", response_class=Response,
+            responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}}},
+            summary="An artifact's serialized bytes")
+def get_artifact_data(srv: Srv, artifact_id: ArtifactId) -> Response:
+    if srv.store.get_artifact(artifact_id) is None:
+        raise not_found("artifact", artifact_id)
+    try:
+        data = srv.storage.get(artifact_key(artifact_id))
+    except KeyError:
+        raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{artifact_id}"'})

@@ -1,0 +1,80 @@
+"""``/store/*``: the rest of the Store interface, for clients that record through the server (the HTTP store)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+import sqlalchemy.exc
+from fastapi import APIRouter, HTTPException
+from fastapi import Path as PathParam
+
+from sematic_k8s.store.http import batch_from_json
+from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord
+from sematic_k8s_server import schemas
+from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv
+
+FIELDS = {
+    "run": {f.name for f in dataclasses.fields(RunRecord)},
+    "resolution": {f.name for f in dataclasses.fields(ResolutionRecord)},
+    "artifact": {f.name for f in dataclasses.fields(ArtifactRecord)},
+}
+
+router = APIRouter(prefix=API + "/store", tags=["store"])
+
+
+@router.post("/write", response_model=schemas.Written,
+             responses={409: {"description": "conflicts with recorded data"},
+                        422: {"description": "unknown fields"}},
+             summary="Apply a batch of inserts and updates in one transaction")
+def write(srv: Srv, body: schemas.BatchIn) -> dict:
+    """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings."""
+    _check_fields("run", [*body.new_runs.values(), *body.run_updates.values()])
+    _check_fields("resolution", [*body.new_resolutions, *body.resolution_updates.values()])
+    _check_fields("artifact", body.artifacts.values())
+    try:
+        batch = batch_from_json(body.model_dump())
+    except (TypeError, ValueError) as e:
+        raise HTTPException(422, f"bad batch: {e}") from None
+    try:
+        srv.write(batch)
+    except sqlalchemy.exc.IntegrityError as e:
+        raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
+    except sqlalchemy.exc.StatementError as e:
+        raise HTTPException(422, f"bad batch: {e.orig}") from None
+    return {"ok": True}
+
+
+@router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, summary="Every run of a resolution")
+def runs_of_root(srv: Srv, root_id: ResolutionId) -> dict:
+    return {"items": [r.to_dict() for r in srv.store.runs_of_root(root_id)]}
+
+
+@router.get("/cached/{cache_key}", response_model=schemas.RunOut, responses=NOT_FOUND,
+            summary="The most recent resolved run with this cache key")
+def cached(srv: Srv, cache_key: Annotated[str, PathParam(pattern=schemas.SHA256)]) -> dict:
+    run = srv.store.find_cached(cache_key)
+    if run is None:
+        raise HTTPException(404, f"no resolved run with cache key {cache_key}")
+    return run.to_dict()
+
+
+@router.post("/artifacts", response_model=schemas.ArtifactList, summary="The artifacts with these ids")
+def artifacts(srv: Srv, body: schemas.ArtifactIds) -> dict:
+    return {"items": [a.to_dict() for a in srv.store.artifacts(body.ids)]}
+
+
+@router.get("/cancel_requested/{resolution_id}", response_model=schemas.CancelRequested,
+            summary="Whether a resolution was asked to cancel (polled by its resolution loop)")
+def cancel_requested(srv: Srv, resolution_id: ResolutionId) -> dict:
+    return {"cancel_requested": srv.store.cancel_requested(resolution_id)}
+
+
+def _check_fields(kind: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """422 naming any field the record type does not have (rather than a database error)."""
+    allowed = FIELDS[kind]
+    for row in rows:
+        unknown = set(row) - allowed
+        if unknown:
+            raise HTTPException(422, f"unknown {kind} field(s): {', '.join(sorted(unknown))}")
