@@ -5,7 +5,9 @@ database; pipelines are recorded through it with ``LocalResolver(server=...)``, 
 events. The browser logs in with an API key, walks the resolutions list, a resolution's graph and a Run
 panel, then clicks Actions -> "Rerun from here" and Actions -> "Continue" and watches the new resolutions
 resolve (the server runs them in background processes: the funcs come from ``dashboard_pipeline``).
-The graph's boxes are checked to hold their content without overlapping.
+The graph's boxes are checked to hold their content without overlapping. A second test, without a browser,
+checks the page's ES modules are served as JavaScript. (The graph layout itself is tested in Node:
+``test_dashboard_js.py``.)
 
 Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install playwright; never
 ``playwright install``). Without them the test skips, except under CI=true, where it fails.
@@ -13,6 +15,7 @@ Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install pl
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import socket
@@ -23,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import sematic_k8s as sk
 from sematic_k8s import config
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV
+from serving import serve
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
     import dashboard_pipeline as pl
@@ -415,3 +420,29 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     assert outside == [], f"the page tried to fetch from outside its server: {outside}"
     assert problems == [], "\n".join(problems)
 
+
+def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page loads app.js as an ES module; it and every module it imports, followed through their imports,
+    are served as JavaScript and revalidated on each load, even on a host whose MIME table calls .js text/plain
+    (browsers refuse such a module)."""
+    from sematic_k8s_server.dashboard import STATIC_DIR
+
+    mimetypes.guess_type("x.js")  # load the host's table, then spoil it
+    monkeypatch.setitem(mimetypes.types_map, ".js", "text/plain")
+    with serve(tmp_path) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert '<script type="module" src="/static/app.js"></script>' in c.get("/").text
+        served, todo = set(), ["app.js"]
+        while todo:
+            name = todo.pop()
+            if name in served:
+                continue
+            r = c.get(f"/static/{name}")
+            assert r.status_code == 200, name
+            assert r.headers["content-type"] == "text/javascript; charset=utf-8", name
+            assert r.headers["cache-control"] == "no-cache", name
+            served.add(name)
+            todo += re.findall(r'^import [^;]* from "\./([a-z]+\.js)";', r.text, re.M)
+        assert served == {p.name for p in STATIC_DIR.glob("*.js")}
+        etag = c.get("/static/layout.js").headers["etag"]
+        assert c.get("/static/layout.js", headers={"If-None-Match": etag}).status_code == 304  # revalidated, not resent
+        assert c.get("/static/style.css").headers["content-type"].startswith("text/css")
