@@ -5,6 +5,9 @@ database; pipelines are recorded through it with ``LocalResolver(server=...)``, 
 events. The browser logs in with an API key, walks the resolutions list, a resolution's graph and a Run
 panel, then clicks Actions -> "Rerun from here" and Actions -> "Continue" and watches the new resolutions
 resolve (the server runs them in background processes: the funcs come from ``dashboard_pipeline``).
+The graph's boxes are checked to hold their content without overlapping. A second test, without a browser,
+checks the page's ES modules are served as JavaScript. (The graph layout itself is tested in Node:
+``test_dashboard_js.py``.)
 
 Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install playwright; never
 ``playwright install``). Without them the test skips, except under CI=true, where it fails.
@@ -12,6 +15,7 @@ Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install pl
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import socket
@@ -22,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import sematic_k8s as sk
 from sematic_k8s import config
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV
+from serving import serve
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
     import dashboard_pipeline as pl
@@ -181,6 +187,36 @@ def _new_resolution_shown(page: Any, old_id: str) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
+# In the page: every run box holds its own content and its nested boxes, and no two boxes overlap unless one
+# is nested in the other. Returns what is wrong, as text.
+GRAPH_PROBLEMS_JS = """() => {
+  const boxes = [...document.querySelectorAll('[data-testid="run-node"]')];
+  const rect = (el) => el.getBoundingClientRect();
+  const inside = (a, b) => a.left >= b.left - 0.5 && a.top >= b.top - 0.5 && a.right <= b.right + 0.5
+    && a.bottom <= b.bottom + 0.5;
+  const apart = (a, b) => a.right <= b.left + 0.5 || b.right <= a.left + 0.5 || a.bottom <= b.top + 0.5
+    || b.bottom <= a.top + 0.5;
+  const name = (el) => el.dataset.func;
+  const problems = [];
+  for (const box of boxes) {
+    const body = box.querySelector(':scope > .run-body');
+    if (!inside(rect(body), rect(box)) || body.scrollWidth > body.clientWidth) {
+      problems.push(`${name(box)}: its content overflows`);
+    }
+    for (const other of boxes) {
+      if (other === box) continue;
+      if (box.contains(other)) {
+        if (!inside(rect(other), rect(box))) problems.push(`${name(other)} sticks out of ${name(box)}`);
+        if (!apart(rect(other), rect(body))) problems.push(`${name(other)} covers ${name(box)}'s head`);
+      } else if (!other.contains(box) && !apart(rect(box), rect(other)) && name(box) < name(other)) {
+        problems.push(`${name(box)} overlaps ${name(other)}`);
+      }
+    }
+  }
+  return problems;
+}"""
+
+
 def _runs_by_func(store: Any, root_id: str) -> dict[str, Any]:
     return {r.func_name: r for r in store.runs_of_root(root_id)}
 
@@ -240,6 +276,7 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     inside_report = node("report").locator('[data-testid="run-node"]')
     expect(inside_report).to_have_count(2)
     expect(node("pipeline").locator('[data-testid="run-node"]')).to_have_count(5)
+    assert page.evaluate(GRAPH_PROBLEMS_JS) == []
 
     # resolution Actions: a resolved resolution can be rerun, not continued or canceled
     tid("resolution-actions").click()
@@ -297,6 +334,7 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
         expect(node(func)).to_have_attribute("data-state", "resolved")
     expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
     expect(node("total").locator(".tag.reused")).to_have_count(0)
+    assert page.evaluate(GRAPH_PROBLEMS_JS) == []  # with the tags in, the boxes grew to hold them
     res = served.store.get_resolution(rerun_id)
     assert res is not None and res.state == "resolved" and res.rerun_of == served.ok_id
     new_runs = _runs_by_func(served.store, rerun_id)
@@ -357,6 +395,7 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     page.goto(f"{served.url}/#/resolutions/{served.cached_id}")
     expect(tid("resolution-id")).to_have_text(served.cached_id)
     expect(node("total").locator(".tag.cached")).to_have_count(1)
+    assert page.evaluate(GRAPH_PROBLEMS_JS) == []
     node("scale").click()
     expect(tid("executor-pod")).to_have_text(POD)
     expect(tid("executor-image")).to_have_text(IMAGE)
@@ -380,3 +419,30 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
 
     assert outside == [], f"the page tried to fetch from outside its server: {outside}"
     assert problems == [], "\n".join(problems)
+
+
+def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page loads app.js as an ES module; it and every module it imports, followed through their imports,
+    are served as JavaScript and revalidated on each load, even on a host whose MIME table calls .js text/plain
+    (browsers refuse such a module)."""
+    from sematic_k8s_server.dashboard import STATIC_DIR
+
+    mimetypes.guess_type("x.js")  # load the host's table, then spoil it
+    monkeypatch.setitem(mimetypes.types_map, ".js", "text/plain")
+    with serve(tmp_path) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert '<script type="module" src="/static/app.js"></script>' in c.get("/").text
+        served, todo = set(), ["app.js"]
+        while todo:
+            name = todo.pop()
+            if name in served:
+                continue
+            r = c.get(f"/static/{name}")
+            assert r.status_code == 200, name
+            assert r.headers["content-type"] == "text/javascript; charset=utf-8", name
+            assert r.headers["cache-control"] == "no-cache", name
+            served.add(name)
+            todo += re.findall(r'^import [^;]* from "\./([a-z]+\.js)";', r.text, re.M)
+        assert served == {p.name for p in STATIC_DIR.glob("*.js")}
+        etag = c.get("/static/layout.js").headers["etag"]
+        assert c.get("/static/layout.js", headers={"If-None-Match": etag}).status_code == 304  # revalidated, not resent
+        assert c.get("/static/style.css").headers["content-type"].startswith("text/css")

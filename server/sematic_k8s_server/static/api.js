@@ -1,0 +1,159 @@
+/* The dashboard's API client: JSON and text requests to /api/v1 with the stored API key, readable errors,
+ * immutable artifacts fetched once, and the live event stream (server-sent events read with fetch, so the
+ * key header can be sent). No DOM: a 401 is reported through onUnauthorized().
+ */
+
+export const API = "/api/v1";
+const KEY_STORAGE = "sematic_k8s_api_key";
+const enc = encodeURIComponent;
+
+/** An HTTP error with the server's message (its `detail` when it sent JSON). */
+export class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// -- the API key -----------------------------------------------------------------------------------
+
+export const apiKey = () => localStorage.getItem(KEY_STORAGE) || "";
+
+export function saveApiKey(key) {
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  needKey = false;
+}
+
+export function forgetApiKey() {
+  localStorage.removeItem(KEY_STORAGE);
+}
+
+let needKey = false; // the last request got 401: no polling or reconnecting until a key is saved
+let unauthorized = () => {};
+
+/** True while the server refuses us for want of a (valid) key. */
+export const needsKey = () => needKey;
+
+/** Call handler(message) whenever a request is refused with 401. */
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
+function authHeaders(extra) {
+  const headers = { ...extra };
+  const key = apiKey();
+  if (key) headers["X-API-Key"] = key;
+  return headers;
+}
+
+async function errorMessage(resp) {
+  const text = await resp.text().catch(() => "");
+  try {
+    const body = JSON.parse(text);
+    const detail = body.detail !== undefined ? body.detail : body;
+    return typeof detail === "string" ? detail : JSON.stringify(detail);
+  } catch {
+    return text.trim() || `${resp.status} ${resp.statusText}`;
+  }
+}
+
+// -- requests ----------------------------------------------------------------------------------------
+
+/** fetch /api/v1 + path; JSON by default, text with {text: true}; throws HttpError. */
+export async function api(path, { method = "GET", body, text = false } = {}) {
+  const headers = authHeaders({ Accept: text ? "text/plain" : "application/json" });
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(API + path, {
+    method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!resp.ok) {
+    const message = await errorMessage(resp);
+    if (resp.status === 401) {
+      needKey = true;
+      unauthorized(message);
+    }
+    throw new HttpError(resp.status, message);
+  }
+  needKey = false;
+  return text ? resp.text() : resp.json();
+}
+
+export const listResolutions = (query) => api(`/resolutions?${new URLSearchParams(query)}`);
+export const getGraph = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/graph`);
+export const getRun = (runId) => api(`/runs/${enc(runId)}`);
+export const getLogs = (runId) => api(`/runs/${enc(runId)}/logs`, { text: true });
+export const rerunResolution = (resolutionId, body) =>
+  api(`/resolutions/${enc(resolutionId)}/rerun`, { method: "POST", body });
+export const cancelResolution = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/cancel`, { method: "POST" });
+
+const artifactCache = new Map(); // artifacts are immutable: fetch each once
+
+/** An artifact's record (with its summary); a failed fetch is not remembered. */
+export function getArtifact(id) {
+  if (!artifactCache.has(id)) {
+    const p = api(`/artifacts/${enc(id)}`).catch((e) => {
+      artifactCache.delete(id);
+      throw e;
+    });
+    artifactCache.set(id, p);
+  }
+  return artifactCache.get(id);
+}
+
+// -- live events ---------------------------------------------------------------------------------
+
+/** A server-sent events parser: feed() it text as it arrives, get back the data of each complete event.
+ * Handles CR, LF and CRLF line ends, also when a CRLF is split across chunks. */
+export class SseParser {
+  constructor() {
+    this.raw = "";
+    this.text = "";
+  }
+
+  /** The `data` of each event completed by this chunk (multi-line data joined with "\n"). */
+  feed(chunk) {
+    this.raw += chunk;
+    const cut = this.raw.endsWith("\r") ? this.raw.length - 1 : this.raw.length; // a CR LF may straddle chunks
+    this.text += this.raw.slice(0, cut).replace(/\r\n?/g, "\n");
+    this.raw = this.raw.slice(cut);
+    const out = [];
+    let i;
+    while ((i = this.text.indexOf("\n\n")) >= 0) {
+      const block = this.text.slice(0, i);
+      this.text = this.text.slice(i + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+      if (data) out.push(data);
+    }
+    return out;
+  }
+}
+
+/**
+ * Follow /api/v1/events until `signal` aborts: onOpen() once connected, then onEvent(event) for each JSON
+ * object received. Rejects (HttpError, or Error when the stream ends) so the caller can fall back and retry.
+ */
+export async function followEvents({ signal, onOpen, onEvent }) {
+  const resp = await fetch(`${API}/events`, {
+    headers: authHeaders({ Accept: "text/event-stream" }), cache: "no-store", signal,
+  });
+  if (resp.status === 401) needKey = true;
+  if (!resp.ok || !resp.body) throw new HttpError(resp.status, `events: HTTP ${resp.status}`);
+  onOpen();
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new SseParser();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    for (const data of parser.feed(value)) {
+      let ev;
+      try {
+        ev = JSON.parse(data);
+      } catch {
+        continue; // not an event of ours
+      }
+      if (ev && typeof ev === "object") onEvent(ev);
+    }
+  }
+  throw new Error("events stream ended");
+}

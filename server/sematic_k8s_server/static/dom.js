@@ -1,0 +1,69 @@
+/* Building the page: elements from plain data, and the small pieces every view uses (badges, links,
+ * durations, label/value lists).
+ *
+ * Every string from the API reaches the page through text nodes or attribute values (see h()), never
+ * through innerHTML.
+ */
+
+import { cssToken, fmtDuration, parseTime } from "./format.js";
+
+/** Create an element. attrs: class, testid, data (object), on<event> (function), or attributes. */
+export function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "testid") node.dataset.testid = v;
+    else if (k === "data") Object.entries(v).forEach(([dk, dv]) => { if (dv != null) node.dataset[dk] = dv; });
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : String(c)); // strings become text nodes
+  }
+  return node;
+}
+
+/** Replace el's children (null, undefined and false are left out, strings become text). */
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+export const $ = (sel) => document.querySelector(sel);
+
+export function badge(state, testid = "state-badge") {
+  return h("span", { class: `badge state-${cssToken(state)}`, testid, data: { state } }, state || "?");
+}
+
+export function link(href, text, testid, title) {
+  return h("a", { href, testid, title, class: "mono" }, text);
+}
+
+/** A duration; while `end` is missing and the thing is live, it ticks (see tickDurations). */
+export function duration(start, end, live) {
+  const a = parseTime(start);
+  const b = parseTime(end);
+  if (!a) return h("span", { class: "duration" }, "—");
+  if (b) return h("span", { class: "duration" }, fmtDuration(b - a));
+  if (!live) return h("span", { class: "duration" }, "—");
+  return h("span", { class: "duration ticking", data: { since: String(a.getTime()) } }, fmtDuration(Date.now() - a));
+}
+
+/** Advance every ticking duration on the page (called every second). */
+export function tickDurations() {
+  document.querySelectorAll(".ticking").forEach((el) => {
+    el.textContent = fmtDuration(Date.now() - Number(el.dataset.since));
+  });
+}
+
+/** A label/value list; pairs with a null or undefined value are left out. */
+export function factList(pairs, testid) {
+  return h("dl", { class: "facts", testid }, pairs.filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => h("div", { class: "fact" }, h("dt", {}, k), h("dd", {}, v))));
+}
+
+export function section(title, body) {
+  return h("section", { class: "psec" }, h("h3", {}, title), body);
+}

@@ -1,0 +1,97 @@
+/* Keeping the page current: views that refresh on events, and the connection that brings the events
+ * (the server's event stream; while it is unavailable, the current view is polled every 2 s). */
+
+import { followEvents, needsKey } from "./api.js";
+
+const POLL_MS = 2000;
+const RETRY_MS = 5000;
+const COALESCE_MS = 150;
+
+/** A page the router shows. Subclasses define refresh() and onEvent(event); `active` is true while shown. */
+export class View {
+  constructor() {
+    this.active = false;
+    this.timer = null;
+  }
+
+  /** Refresh soon: a burst of events makes one refresh. */
+  soon() {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.active) this.refresh();
+    }, COALESCE_MS);
+  }
+}
+
+/**
+ * The live connection. currentView() is the view shown (or null); statusEl shows "live", "polling",
+ * "no API key" or "connecting…" and carries the mode in data-mode.
+ */
+export class Live {
+  constructor(statusEl, currentView) {
+    this.statusEl = statusEl;
+    this.currentView = currentView;
+    this.ctrl = null;
+    this.pollTimer = null;
+    this.retryTimer = null;
+  }
+
+  status(text, kind) {
+    this.statusEl.textContent = text;
+    this.statusEl.className = `live ${kind}`;
+    this.statusEl.dataset.mode = kind;
+  }
+
+  startPolling() {
+    if (this.pollTimer) return;
+    this.pollTimer = setInterval(() => {
+      const view = this.currentView();
+      if (view && !needsKey()) view.refresh();
+    }, POLL_MS);
+  }
+
+  stopPolling() {
+    clearInterval(this.pollTimer);
+    this.pollTimer = null;
+  }
+
+  /** Drop the connection and open a new one (e.g. after a new API key is saved). */
+  restart() {
+    if (this.ctrl) this.ctrl.abort();
+    clearTimeout(this.retryTimer);
+    this.connect();
+  }
+
+  async connect() {
+    const ctrl = new AbortController();
+    this.ctrl = ctrl;
+    try {
+      await followEvents({
+        signal: ctrl.signal,
+        onOpen: () => {
+          this.status("live", "live");
+          this.stopPolling();
+          const view = this.currentView();
+          if (view) view.refresh(); // catch up on what happened while disconnected
+        },
+        onEvent: (ev) => {
+          const view = this.currentView();
+          if (!view) return;
+          if (ev.type === "overflow") view.soon(); // events were dropped: refetch
+          else view.onEvent(ev);
+        },
+      });
+    } catch {
+      if (ctrl.signal.aborted) return;
+      this.status(needsKey() ? "no API key" : "polling", "polling");
+      this.startPolling();
+      const retry = () => {
+        if (this.ctrl !== ctrl) return;
+        if (needsKey()) this.retryTimer = setTimeout(retry, RETRY_MS); // saving a key restarts the stream
+        else this.connect();
+      };
+      this.retryTimer = setTimeout(retry, RETRY_MS);
+    }
+  }
+}

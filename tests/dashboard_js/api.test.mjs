@@ -1,0 +1,49 @@
+// The pure parts of the client side: the event-stream parser, routes and text formatting.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { SseParser } from "../../server/sematic_k8s_server/static/api.js";
+import { fmtDuration, summaryText } from "../../server/sematic_k8s_server/static/format.js";
+import { parseRoute, resHref, runHref } from "../../server/sematic_k8s_server/static/routes.js";
+
+test("events split anywhere across chunks come out whole, once", () => {
+  const stream = 'data: {"id":"a"}\n\n: keep-alive\n\ndata: {"id":"b"}\n\n';
+  for (let cut = 0; cut <= stream.length; cut++) {
+    const p = new SseParser();
+    assert.deepEqual([...p.feed(stream.slice(0, cut)), ...p.feed(stream.slice(cut))], ['{"id":"a"}', '{"id":"b"}'], `cut at ${cut}`);
+  }
+});
+
+test("CRLF and CR line ends, also a CRLF split between chunks", () => {
+  const p = new SseParser();
+  assert.deepEqual(p.feed("data: one\r"), []);
+  assert.deepEqual(p.feed("\n\r\ndata: two\r\rdata: three\n"), ["one", "two"]);
+  assert.deepEqual(p.feed("\n"), ["three"]);
+});
+
+test("multi-line data is joined with newlines; events without data and other fields are skipped", () => {
+  const p = new SseParser();
+  assert.deepEqual(p.feed("event: x\nid: 3\ndata: a\ndata:b\n\nretry: 10\n\n"), ["a\nb"]);
+});
+
+test("routes: links parse back to what they name, whatever the id holds", () => {
+  for (const id of ["abc123", "a/b c", "ü%20"]) {
+    assert.deepEqual(parseRoute(runHref(id)), { name: "run", id });
+    assert.deepEqual(parseRoute(resHref(id)), { name: "resolution", id });
+  }
+  assert.deepEqual(parseRoute(""), { name: "list" });
+  assert.deepEqual(parseRoute("#/"), { name: "list" });
+  assert.deepEqual(parseRoute("#/runs/%E0%A4"), { name: "run", id: "%E0%A4" }); // malformed escape: kept as is
+});
+
+test("durations and value summaries read as people write them", () => {
+  assert.equal(fmtDuration(12.4), "12 ms");
+  assert.equal(fmtDuration(3400), "3.4 s");
+  assert.equal(fmtDuration(125000), "2m 05s");
+  assert.equal(fmtDuration(3720000), "1h 02m");
+  assert.equal(fmtDuration(null), "—");
+  assert.equal(summaryText({ repr: "Foo(1)" }, "pickle"), "Foo(1)");
+  assert.equal(summaryText({ repr: "x" }, "json"), '{"repr":"x"}');
+  assert.equal(summaryText([1, 2], "json"), "[1,2]");
+});
