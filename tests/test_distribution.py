@@ -1,8 +1,9 @@
-"""The distribution: its wheel (metadata, license, py.typed) and its version."""
+"""The distribution: its wheel (metadata, license, py.typed), its version, and the CLI without the server extra."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from sematic_k8s.packaging.wheels import load_toml
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = load_toml(REPO / "pyproject.toml")
+SERVER_EXTRA_MODULES = ("fastapi", "uvicorn", "alembic", "psycopg")  # what `[server]` installs
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,41 @@ def test_version_is_read_from_the_installed_metadata(monkeypatch):
 
     monkeypatch.setattr(version_module, "version", not_installed)
     assert version_module.installed_version() == version_module.UNKNOWN == "0.0.0.dev0"
+
+
+def without_server_extra(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``sematic-k8s`` command, in a Python where the server extra's packages cannot be imported."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import sys
+        from importlib.abc import MetaPathFinder
+
+        class NotInstalled(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] in {SERVER_EXTRA_MODULES!r}:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NotInstalled())
+    """))
+    command = Path(sys.executable).parent / "sematic-k8s"
+    env = {**os.environ, "PYTHONPATH": str(site), "SEMATIC_K8S_HOME": str(tmp_path / "home")}
+    return subprocess.run([str(command), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize(("args", "name"), [(["server", "--local"], "server"),
+                                            (["api-keys", "create", "alice"], "api-keys")])
+def test_server_commands_without_the_server_extra_name_the_extra(tmp_path, args, name):
+    proc = without_server_extra(tmp_path, *args)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"Error: `sematic-k8s {name}` needs the server extra: "
+                                        "pip install 'sematic-k8s[server]' (No module named 'fastapi')"]
+
+
+def test_help_lists_the_server_commands_without_the_server_extra(tmp_path):
+    proc = without_server_extra(tmp_path, "--help")
+    assert proc.returncode == 0
+    listed = {line.split()[0]: line for line in proc.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert "server extra" in listed["server"] and "server extra" in listed["api-keys"]
+    assert "resolutions" in listed  # the rest of the CLI is there as usual
