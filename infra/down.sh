@@ -25,4 +25,10 @@ stop() { # stop NAME PATTERN TIMEOUT_S
 
 stop moto moto_server 10
 stop registry docker-registry 10
-stop dockerd dockerd 40
+out=$(stop dockerd dockerd 40)
+echo "$out"
+if [[ $out == *"stopped pid"* ]]; then
+  # dockerd leaves its default network namespace bind-mounted under its exec root.
+  ns=$INFRA/docker-exec/netns/default
+  if grep -qs " $ns " /proc/mounts; then umount "$ns" && echo "dockerd: unmounted $ns"; fi
+fi
