@@ -1,7 +1,8 @@
 """Rerun time vs a fresh run, on the CloudResolver's container path (``make bench``).
 
-Needs dockerd, a registry on 127.0.0.1:5000 and an S3 API server (``../shared/infra/up.sh``) and a
-local base image (``base-image.sh``); says so and exits 0 when they are missing.
+Needs a Docker engine, a registry on 127.0.0.1:5000, an S3 API server and a local base image: reused when they
+answer, else started with the repository's ``infra/`` scripts (tests/infra.py); says so and exits 0 when they
+cannot be had.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -35,14 +35,6 @@ PIPELINE = '''
         return total([step(i) for i in range(n)])
 '''
 N = 6
-
-
-def _up(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2)
-        return True
-    except OSError:
-        return False
 
 
 def _serve(home: Path) -> tuple[str, str]:
@@ -69,11 +61,19 @@ def _serve(home: Path) -> tuple[str, str]:
 
 
 def main() -> int:
-    registry = os.environ.get("REGISTRY", "127.0.0.1:5000")
-    s3 = os.environ.setdefault("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
-    if not (_up(f"http://{registry}/v2/") and (_up(f"{s3}/moto-api/") or _up(s3))):
-        print("cloud rerun bench skipped: no registry or S3 server on 127.0.0.1 (run ../shared/infra/up.sh)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import infra
+
+    try:
+        base_image = os.environ.get("SEMATIC_K8S_BASE_IMAGE", infra.bring_up())
+    except infra.InfraUnavailable as e:
+        print(f"cloud rerun bench skipped: {e}")
         return 0
+    if not infra.s3_available():
+        print(f"cloud rerun bench skipped: no S3 server answers on {infra.S3_ENDPOINT}")
+        return 0
+    registry = infra.REGISTRY
+    s3 = os.environ.setdefault("AWS_ENDPOINT_URL_S3", infra.S3_ENDPOINT)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -97,7 +97,7 @@ def main() -> int:
         def resolver(**kw: object) -> sk.CloudResolver:
             return sk.CloudResolver(server=url, api_key=key, storage=f"s3://{bucket}/a", project_root=str(root),
                                     registry=f"{registry}/sematic-k8s-bench-rerun", poll_interval=0.1,
-                                    base_image=os.environ.get("SEMATIC_K8S_BASE_IMAGE", "local/python-base:bookworm"),
+                                    base_image=base_image,
                                     progress=lambda _: None, **kw)
 
         timings = {}

@@ -1,6 +1,6 @@
 """Image build time: a full build (no layer cache) vs the rebuild after a one-line code edit, plus the cost
 of reusing an image whose context hash is already pushed or recorded. Needs dockerd + the registry: brought up
-with ../shared/infra (tests/infra.py) unless --base-image is given. Run with ``make bench``.
+with the repository's infra/ scripts (tests/infra.py) unless --base-image is given. Run with ``make bench``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def timed(fn, *args, **kwargs):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--base-image", help="FROM image (default: the local base from ../shared/infra)")
+    parser.add_argument("--base-image", help="FROM image (default: the local base from infra/base-image.sh)")
     parser.add_argument("--repo", default="127.0.0.1:5000/sematic-k8s-bench", help="registry repository")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()

@@ -7,7 +7,7 @@ from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.resolvers.cloud import CloudResolver
 from sematic_k8s.resolvers.local import LocalResolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
+from sematic_k8s.version import __version__ as __version__  # re-exported
 
 __all__ = ["CloudResolver", "Context", "Func", "FuncError", "Future", "LocalResolver", "ResolutionFailed", "Resolver",
            "context", "func"]
-__version__ = "0.1.0"

@@ -308,12 +308,27 @@ def rerun(ctx: click.Context, run_id: str, mode: str, cache_namespace: str | Non
 
 
 def _register_server_commands() -> None:
-    """``server`` and ``api-keys`` come with the server extra (``pip install 'sematic-k8s[server]'``)."""
+    """``server`` and ``api-keys`` come with the server extra (``pip install 'sematic-k8s[server]'``); without it
+    they still exist and say which extra to install."""
     try:
         from sematic_k8s_server.cli import register
-    except ImportError:
+    except ImportError as e:
+        for name in ("server", "api-keys"):
+            cli.add_command(_needs_server_extra(name, e))
         return
     register(cli)
+
+
+def _needs_server_extra(name: str, error: ImportError) -> click.Command:
+    """A stand-in for the command ``name`` that fails, whatever its arguments, with one line naming the extra."""
+    message = f"`sematic-k8s {name}` needs the server extra: pip install 'sematic-k8s[server]' ({error})"
+
+    @click.command(name, help=f"Needs the server extra: pip install 'sematic-k8s[server]' ({error}).",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def command() -> None:
+        raise click.ClickException(message)
+
+    return command
 
 
 _register_server_commands()

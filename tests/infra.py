@@ -1,8 +1,13 @@
-"""Real dockerd + registry for tests, from ``../shared/infra`` (up.sh, base-image.sh).
+"""Real Docker engine, registry and S3 server for tests and benches, from the repository's ``infra/`` scripts.
 
-``require_docker()`` brings them up (idempotent: a few seconds when already up, ~30-60 s the first time) and
-returns the local Python base image to build FROM. Without them a test skips with the reason, unless CI=true:
-then it fails, because CI must exercise the real thing.
+``require_docker()`` reuses whatever already answers: the Docker engine of ``$DOCKER_HOST`` (else
+``/var/run/docker.sock``), a registry on ``$REGISTRY`` (127.0.0.1:5000) and an S3 server on
+``$AWS_ENDPOINT_URL_S3`` (http://127.0.0.1:9000). Only when one of them does not answer does it run
+``infra/up.sh``, which starts just the missing ones (never a second dockerd over a running engine); then
+``infra/base-image.sh`` makes sure the local Python base image exists (a few seconds when everything is
+there, ~30-60 s the first time). It returns the base image to build FROM. Without them a test skips with the
+reason, unless CI=true: then it fails, because CI must exercise the real thing.
+``$SEMATIC_K8S_INFRA_SCRIPTS`` points at another copy of the scripts.
 """
 
 from __future__ import annotations
@@ -10,19 +15,23 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_INFRA = Path(os.environ.get("SEMATIC_K8S_INFRA_SCRIPTS", REPO.parent / "shared" / "infra"))
+INFRA_SCRIPTS = Path(os.environ.get("SEMATIC_K8S_INFRA_SCRIPTS", REPO / "infra"))
 REGISTRY = os.environ.get("REGISTRY", "127.0.0.1:5000")
-BASE_IMAGE = os.environ.get("SEMATIC_K8S_TEST_BASE_IMAGE", "local/python-base:bookworm")
+S3_ENDPOINT = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+DEFAULT_BASE_IMAGE = "local/python-base:bookworm"  # what base-image.sh builds
+BASE_IMAGE = os.environ.get("SEMATIC_K8S_TEST_BASE_IMAGE", DEFAULT_BASE_IMAGE)
 
 
 class InfraUnavailable(RuntimeError):
-    """dockerd, the registry or the base image could not be had."""
+    """The Docker engine, the registry, the S3 server or the base image could not be had."""
 
 
 def in_ci() -> bool:
@@ -30,7 +39,7 @@ def in_ci() -> bool:
 
 
 def docker_client():
-    """A docker SDK client, or None when the SDK or the daemon is missing."""
+    """A docker SDK client for $DOCKER_HOST (else the default socket), or None when the SDK or engine is missing."""
     try:
         import docker
 
@@ -53,33 +62,60 @@ def registry_available(addr: str = REGISTRY) -> bool:
         return False
 
 
-def _run_script(name: str, timeout: float) -> None:
-    script = SHARED_INFRA / name
-    if not script.is_file():
-        raise InfraUnavailable(f"{script} not found (the shared infra scripts live in ../shared/infra)")
+def s3_available(endpoint: str = S3_ENDPOINT) -> bool:
+    """Whether anything answers HTTP at the S3 endpoint (moto, MinIO: any status counts)."""
     try:
-        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=timeout)
+        with urllib.request.urlopen(endpoint, timeout=3):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def script_env() -> dict[str, str]:
+    """The environment for the infra scripts: the addresses the tests use."""
+    env = dict(os.environ, REGISTRY_ADDR=REGISTRY, REGISTRY=REGISTRY)
+    s3 = urlsplit(S3_ENDPOINT)
+    if s3.hostname in ("127.0.0.1", "localhost") and s3.port:
+        env["S3_PORT"] = str(s3.port)
+    return env
+
+
+def run_script(name: str, timeout: float) -> str:
+    """Run ``infra/NAME`` with :func:`script_env`; its output. Raises :class:`InfraUnavailable` on failure."""
+    script = INFRA_SCRIPTS / name
+    if not script.is_file():
+        raise InfraUnavailable(f"{script} not found (set SEMATIC_K8S_INFRA_SCRIPTS to the repository's infra/)")
+    try:
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=timeout,
+                              env=script_env())
     except subprocess.TimeoutExpired as e:
         raise InfraUnavailable(f"{script} did not finish in {timeout:.0f}s") from e
     if proc.returncode != 0:
         raise InfraUnavailable(f"{script} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc.stdout
 
 
 @functools.cache
 def bring_up() -> str:
-    """Start dockerd + registry (up.sh) when they do not answer, make sure the base image exists
-    (base-image.sh), and return the base image reference. Raises :class:`InfraUnavailable`."""
+    """Reuse the engine, registry and S3 server that answer, start the others (up.sh), make sure the base image
+    exists (base-image.sh), and return the base image reference. Raises :class:`InfraUnavailable`."""
     try:
         import docker  # noqa: F401
     except ImportError as e:
         raise InfraUnavailable("the docker SDK is not installed (pip install 'sematic-k8s[docker]')") from e
-    if not (docker_available() and registry_available()):
-        _run_script("up.sh", timeout=900)
+    if not (docker_available() and registry_available() and s3_available()):
+        run_script("up.sh", timeout=900)
     client = docker_client()
     if client is None or not registry_available():
-        raise InfraUnavailable(f"dockerd or the registry on {REGISTRY} still does not answer after up.sh")
-    _run_script("base-image.sh", timeout=900)
-    client.images.get(BASE_IMAGE)
+        raise InfraUnavailable(f"the Docker engine or the registry on {REGISTRY} still does not answer after up.sh")
+    if BASE_IMAGE == DEFAULT_BASE_IMAGE:
+        run_script("base-image.sh", timeout=900)
+    try:
+        client.images.get(BASE_IMAGE)
+    except Exception as e:  # noqa: BLE001 - docker.errors.ImageNotFound and API errors alike
+        raise InfraUnavailable(f"base image {BASE_IMAGE} is not in the Docker engine: {e}") from e
     return BASE_IMAGE
 
 
@@ -97,7 +133,7 @@ def require_docker() -> str:
     """The base image to build from; skips the test (fails it under CI=true) when docker is unavailable."""
     image, reason = _outcome()
     if image is None:
-        message = f"real dockerd + registry unavailable: {reason}"
+        message = f"real Docker engine + registry unavailable: {reason}"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)

@@ -1,7 +1,7 @@
 """A Kubernetes API stand-in on 127.0.0.1 for the *sync* ``kubernetes`` client: kmock 0.8 plus what the
 executor's tests need, and a fake Job controller.
 
-Over stock kmock (see ../shared/infra/NOTES.md section 5), :class:`K8sEmulator`:
+Over stock kmock, :class:`K8sEmulator`:
 - fills metadata on create (namespace, uid, creationTimestamp, generateName) and gives every change a
   new resourceVersion (creates, patches incl. ``/status``, deletes);
 - applies equality label selectors (``a=b,a!=b,a,!a``) on list and watch; lists carry ``kind`` and the

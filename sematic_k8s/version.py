@@ -1,0 +1,19 @@
+"""The installed distribution's version, read from its metadata (pyproject.toml is the one place it is set)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+DISTRIBUTION = "sematic-k8s"
+UNKNOWN = "0.0.0.dev0"  # imported from a source tree that was never installed
+
+
+def installed_version() -> str:
+    """``sematic-k8s``'s version from its installed metadata, or :data:`UNKNOWN` when it is not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return UNKNOWN
+
+
+__version__ = installed_version()
