@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sematic_k8s import config, serialization
+from sematic_k8s import serialization, settings
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.split import SplitExecutor
 from sematic_k8s.func import load_func
@@ -27,8 +27,7 @@ from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
 
-DRIVER_ENV = "SEMATIC_K8S_DRIVER"
-PASS_THROUGH = ("AWS_", "SEMATIC_K8S_SOURCE_MAP", "SEMATIC_K8S_S3_")  # env the workers need too
+DRIVER_ENV = settings.DRIVER_ENV
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +58,7 @@ class DriverSpec:
 
 def worker_env() -> dict[str, str]:
     """The part of the driver's environment that workers need (storage credentials, source map)."""
-    return {k: v for k, v in os.environ.items() if k.startswith(PASS_THROUGH)}
+    return {k: v for k, v in os.environ.items() if k.startswith(settings.WORKER_PASS_THROUGH)}
 
 
 def remote_executor(spec: DriverSpec, storage: Storage) -> Any:
@@ -81,11 +80,11 @@ def remote_executor(spec: DriverSpec, storage: Storage) -> Any:
 
 def driver_env(spec: DriverSpec, server: str, api_key: str | None, source_map: str | None) -> dict[str, str]:
     """The environment of a driver container or pod."""
-    env = {**worker_env(), DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": server}
+    env = {**worker_env(), DRIVER_ENV: spec.to_json(), settings.SERVER_ENV: server}
     if source_map:
-        env["SEMATIC_K8S_SOURCE_MAP"] = source_map
+        env[settings.SOURCE_MAP_ENV] = source_map
     if api_key:
-        env["SEMATIC_K8S_API_KEY"] = api_key
+        env[settings.API_KEY_ENV] = api_key
     return env
 
 
@@ -124,7 +123,7 @@ def drive(spec: DriverSpec, store: Store) -> Any:
                           root_id=spec.root_id, settings={
                               "storage_url": spec.storage_url, "executor": spec.executor,
                               "executor_settings": spec.executor_settings,
-                              "source_map": os.environ.get("SEMATIC_K8S_SOURCE_MAP")})
+                              "source_map": os.environ.get(settings.SOURCE_MAP_ENV)})
     return loop.run(root)
 
 
@@ -132,7 +131,7 @@ def main() -> int:
     """Container entrypoint: exit 0 when the resolution resolved, 1 when it failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
     spec = DriverSpec.from_json(os.environ[DRIVER_ENV])
-    store = open_store(config.home())  # the server at $SEMATIC_K8S_SERVER; else $SEMATIC_K8S_DB_URL
+    store = open_store(settings.home())  # the server at $SEMATIC_K8S_SERVER; else $SEMATIC_K8S_DB_URL
     ended = store.get_resolution(spec.root_id) if spec.root_id else None
     if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do
         print(f"resolution {ended.id} already ended: {ended.state}", file=sys.stderr)

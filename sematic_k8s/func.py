@@ -19,6 +19,7 @@ import typeguard
 
 from sematic_k8s.future import Future
 from sematic_k8s.serialization import type_name
+from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
 _RETRY_BACKOFF_CAP = 300.0
@@ -223,7 +224,7 @@ def _import(module_name: str, source_file: str | None) -> None:
 def map_source(path: str | None) -> str | None:
     """Where a recorded source file is here: $SEMATIC_K8S_SOURCE_MAP="HOST_ROOT=LOCAL_ROOT" maps
     the user's project root to where an image copied it."""
-    mapping = os.environ.get("SEMATIC_K8S_SOURCE_MAP")
+    mapping = os.environ.get(SOURCE_MAP_ENV)
     if not path or not mapping or "=" not in mapping:
         return path
     host, _, here = (p.rstrip("/") for p in mapping.partition("="))

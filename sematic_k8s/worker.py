@@ -18,13 +18,13 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sematic_k8s import graph, logcapture, serialization
+from sematic_k8s import graph, logcapture, serialization, settings
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.inline import error_info, execute
 from sematic_k8s.func import load_func
 from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 
-TASK_ENV = "SEMATIC_K8S_TASK"
+TASK_ENV = settings.TASK_ENV
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def main() -> int:
     from sematic_k8s.storage.urls import storage_from_url
 
     spec = TaskSpec.from_json(os.environ[TASK_ENV])
-    storage = storage_from_url(os.environ["SEMATIC_K8S_STORAGE"])
+    storage = storage_from_url(os.environ[settings.STORAGE_ENV])
     doc = run_task(spec, storage)
     return 1 if "error" in doc else 0
 

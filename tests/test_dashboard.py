@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s import config
+from sematic_k8s import settings
+from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
     import dashboard_pipeline as pl
@@ -90,10 +90,10 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     from sematic_k8s_server import auth, create_app
     from sematic_k8s_server.db import open_store
 
-    for var in (SERVER_ENV, API_KEY_ENV, config.DB_URL_ENV, config.HOME_ENV):
+    for var in (SERVER_ENV, API_KEY_ENV, settings.DB_URL_ENV, settings.HOME_ENV):
         monkeypatch.delenv(var, raising=False)
-    home = config.home(tmp_path / "home")
-    store = open_store(config.db_url(home))
+    home = settings.home(tmp_path / "home")
+    store = open_store(settings.db_url(home))
     key = auth.create_key(store.engine, "dashboard-test")
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -28,6 +28,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sematic_k8s import settings
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
@@ -46,16 +47,18 @@ from sematic_k8s.k8s.manifests import (
 )
 from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
 from sematic_k8s.k8s.watch import Backoff, Event, TokenBucket, Watcher, api_call
+from sematic_k8s.settings import (
+    API_KEY_SECRET_ENV,
+    KUBE_HOST_ENV,
+    SERVICE_ACCOUNT_ENV,
+    STORAGE_SECRET_ENV,
+    WORKER_SERVICE_ACCOUNT_ENV,
+)
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.worker import TaskSpec
 
 log = logging.getLogger("sematic_k8s.k8s")
 
-SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_SERVICE_ACCOUNT"
-WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"
-API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"
-STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"
-KUBE_HOST_ENV = "SEMATIC_K8S_KUBE_HOST"  # an API server URL without credentials (tests, kubectl proxy)
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
 
 
@@ -463,13 +466,13 @@ class KubernetesExecutor(RemoteExecutor):
 
 
 RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
-IN_CLUSTER_KEYS = ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_STORAGE", "SEMATIC_K8S_S3_BUCKET", "SEMATIC_K8S_S3_PREFIX",
-                   "SEMATIC_K8S_S3_ENDPOINT", "SEMATIC_K8S_S3_REGION")
+IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
+                   settings.S3_ENDPOINT_ENV, settings.S3_REGION_ENV)
 
 
 def run_config(api: client.ApiClient, namespace: str) -> dict[str, str]:
     """The chart's ConfigMap of in-cluster settings ($SEMATIC_K8S_CONFIG_MAP, default ``sematic-k8s``); {} if absent."""
-    name = os.environ.get("SEMATIC_K8S_CONFIG_MAP", RUN_CONFIG_MAP)
+    name = os.environ.get(settings.CONFIG_MAP_ENV, RUN_CONFIG_MAP)
     try:
         return dict(client.CoreV1Api(api).read_namespaced_config_map(name, namespace).data or {})
     except ApiException as e:

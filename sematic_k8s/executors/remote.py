@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.worker import TaskSpec, outcome_key
 
@@ -60,7 +61,7 @@ class RemoteExecutor:
             input_ids={k: v.id for k, v in task.inputs.items()},
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
         )
-        env = {"SEMATIC_K8S_TASK": spec.to_json(), "SEMATIC_K8S_STORAGE": self.storage_url}
+        env = {TASK_ENV: spec.to_json(), STORAGE_ENV: self.storage_url}
         self.running[task.run_id] = spec
         if task.resumed and self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
             self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran

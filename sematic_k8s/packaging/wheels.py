@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sematic_k8s.settings import WHEEL_CACHE_ENV
+
 Progress = Callable[[str], None]
 DIST_NAME = "sematic-k8s"
 SERVER_PACKAGE = "sematic_k8s_server"
 DEFAULT_PYTHON = "3.11"
-CACHE_ENV = "SEMATIC_K8S_WHEEL_CACHE"
+CACHE_ENV = WHEEL_CACHE_ENV
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 

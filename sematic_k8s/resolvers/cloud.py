@@ -22,15 +22,12 @@ from sematic_k8s.graph import TERMINAL
 from sematic_k8s.packaging import source_map
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
+from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 EXTRAS = {"docker": ("s3", "docker"), "kubernetes": ("s3", "k8s")}  # what the driver needs in the image
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name) or default
 
 
 class CloudResolver(Resolver):
@@ -54,17 +51,17 @@ class CloudResolver(Resolver):
                  progress: Callable[[str], None] | None = None, **settings: Any) -> None:
         settings.setdefault("max_parallelism", 8)
         super().__init__(**settings)
-        self.server = server or _env("SEMATIC_K8S_SERVER")
-        self.api_key = api_key or _env("SEMATIC_K8S_API_KEY")
-        self.storage_url = storage or _env("SEMATIC_K8S_STORAGE")
-        self.registry = registry or _env("SEMATIC_K8S_REGISTRY")
-        self.base_image = base_image or _env("SEMATIC_K8S_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+        self.server = server or env(SERVER_ENV)
+        self.api_key = api_key or env(API_KEY_ENV)
+        self.storage_url = storage or env(STORAGE_ENV)
+        self.registry = registry or env(REGISTRY_ENV)
+        self.base_image = base_image or env(BASE_IMAGE_ENV, DEFAULT_BASE_IMAGE)
         self.project_root = Path(project_root or os.getcwd()).resolve()
         missing = [n for n, v in [("server", self.server), ("storage", self.storage_url),
                                   ("registry", self.registry)] if not v]
         if missing:
-            raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or $SEMATIC_K8S_SERVER, "
-                             "$SEMATIC_K8S_STORAGE, $SEMATIC_K8S_REGISTRY)")
+            raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or ${SERVER_ENV}, "
+                             f"${STORAGE_ENV}, ${REGISTRY_ENV})")
         if executor not in ("docker", "kubernetes"):
             raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
         self.executor = executor

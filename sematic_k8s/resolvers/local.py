@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sematic_k8s import config, logcapture
+from sematic_k8s import logcapture, settings
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, http_store
+from sematic_k8s.store.http import http_store
 from sematic_k8s.store.sql import SqlStore
 
 _STORES: dict[str, SqlStore] = {}
@@ -31,7 +32,7 @@ def open_store(home: Path, server: str | None = None, api_key: str | None = None
     server = server or os.environ.get(SERVER_ENV) or None
     if server:
         return http_store(server, api_key or os.environ.get(API_KEY_ENV) or None)
-    return sql_store(config.db_url(home))
+    return sql_store(settings.db_url(home))
 
 
 class LocalResolver(Resolver):
@@ -45,9 +46,9 @@ class LocalResolver(Resolver):
     kind = "local"
 
     def __init__(self, *, home: str | os.PathLike[str] | None = None, server: str | None = None,
-                 api_key: str | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.home = config.home(home)
+                 api_key: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.home = settings.home(home)
         self.server = server or os.environ.get(SERVER_ENV) or None
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
 

@@ -40,13 +40,15 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("S3 storage needs boto3: pip install 'sematic-k8s[s3]'") from e
 
+from sematic_k8s import settings
+
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's smallest allowed part (all but the last)
 SHA256_META = "sha256"  # stored as the x-amz-meta-sha256 header
-BUCKET_ENV = "SEMATIC_K8S_S3_BUCKET"
-PREFIX_ENV = "SEMATIC_K8S_S3_PREFIX"
-ENDPOINT_ENVS = ("SEMATIC_K8S_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-REGION_ENVS = ("SEMATIC_K8S_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+BUCKET_ENV = settings.S3_BUCKET_ENV
+PREFIX_ENV = settings.S3_KEY_PREFIX_ENV
+ENDPOINT_ENVS = (settings.S3_ENDPOINT_ENV, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_ENVS = (settings.S3_REGION_ENV, "AWS_REGION", "AWS_DEFAULT_REGION")
 APPEND_ATTEMPTS = 8
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sematic_k8s import config
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV
+from sematic_k8s.settings import API_KEY_ENV, HOME_ENV, SERVER_ENV
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -58,7 +57,7 @@ class LocalProcessLauncher:
     def launch(self, request: RerunRequest) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{request.new_id}.log"
-        env = {**os.environ, SERVER_ENV: request.server_url, config.HOME_ENV: str(self.home),
+        env = {**os.environ, SERVER_ENV: request.server_url, HOME_ENV: str(self.home),
                "PYTHONPATH": os.pathsep.join(_import_roots() + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         env.pop(API_KEY_ENV, None)
         if request.api_key:
