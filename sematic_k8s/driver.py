@@ -8,52 +8,26 @@ the server ($SEMATIC_K8S_SERVER, with the API key from $SEMATIC_K8S_API_KEY).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sematic_k8s import serialization, settings
+from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.split import SplitExecutor
 from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.resolvers.local import open_store
-from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop
+from sematic_k8s.resolvers.loop import ResolutionLoop
+from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
 
 DRIVER_ENV = settings.DRIVER_ENV
-
-
-@dataclass(frozen=True, slots=True)
-class DriverSpec:
-    """What the CloudResolver tells its driver."""
-
-    root: dict[str, str] | None  # {"id", "format"} of the pickled root Future (None: a rerun of root_func)
-    storage_url: str
-    image: str
-    build_hash: str | None = None
-    cache_namespace: str | None = None
-    rerun_from: str | None = None
-    rerun_mode: str = "from"
-    max_parallelism: int = 8
-    executor: str = "docker"  # or "process" (no image), or "kubernetes"
-    executor_settings: dict[str, Any] = field(default_factory=dict)
-    root_id: str | None = None  # the Resolution's id, chosen by the resolver so it can follow it
-    root_func: str | None = None  # a rerun without a pickled root: the recorded root func's path
-    root_source_file: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> DriverSpec:
-        return cls(**json.loads(text))
 
 
 def worker_env() -> dict[str, str]:
@@ -98,7 +72,7 @@ def start_driver(spec: DriverSpec, env: dict[str, str]) -> None:
         return
     import docker
 
-    from sematic_k8s.executors.docker import run_labels
+    from sematic_k8s.labels import run_labels
 
     docker.from_env().containers.run(
         spec.image, ["python", "-m", "sematic_k8s.driver"], detach=True, network_mode="host",
@@ -112,15 +86,16 @@ def drive(spec: DriverSpec, store: Store) -> Any:
     storage = storage_from_url(spec.storage_url)
     if spec.root is not None:
         root = serialization.Value(spec.root["id"], spec.root["format"], "Future", load=artifact_loader(storage)).value
-    elif spec.rerun_from and spec.root_func:  # a rerun ignores the root's arguments: it reuses the recorded ones
+    elif spec.resolution.rerun_from and spec.root_func:  # a rerun reuses the recorded arguments
         root = Future(load_func(spec.root_func, spec.root_source_file), {})
     else:
         raise ValueError("the driver spec has neither a pickled root nor a rerun of a recorded root func")
-    executor = SplitExecutor(InlineExecutor(spec.max_parallelism), remote_executor(spec, storage))
-    loop = ResolutionLoop(store, storage, executor, kind="cloud", cache_namespace=spec.cache_namespace,
-                          max_parallelism=spec.max_parallelism, rerun_from=spec.rerun_from,
-                          rerun_mode=spec.rerun_mode, image=spec.image, build_hash=spec.build_hash,
-                          root_id=spec.root_id, settings={
+    executor = SplitExecutor(InlineExecutor(spec.resolution.max_parallelism), remote_executor(spec, storage))
+    r = spec.resolution
+    loop = ResolutionLoop(store, storage, executor, kind="cloud", cache_namespace=r.cache_namespace,
+                          max_parallelism=r.max_parallelism, rerun_from=r.rerun_from,
+                          rerun_mode=r.rerun_mode, image=spec.image, build_hash=spec.build_hash,
+                          root_id=r.root_id, settings={
                               "storage_url": spec.storage_url, "executor": spec.executor,
                               "executor_settings": spec.executor_settings,
                               "source_map": os.environ.get(settings.SOURCE_MAP_ENV)})

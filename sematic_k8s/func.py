@@ -17,16 +17,13 @@ from typing import Any
 
 import typeguard
 
+from sematic_k8s.errors import FuncError
 from sematic_k8s.future import Future
 from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
 _RETRY_BACKOFF_CAP = 300.0
-
-
-class FuncError(TypeError):
-    """A func was declared or called wrongly, or a value did not match its type hints."""
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

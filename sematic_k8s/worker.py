@@ -15,40 +15,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from sematic_k8s import graph, logcapture, serialization, settings
+from sematic_k8s.errors import error_info
 from sematic_k8s.executors.base import Task
-from sematic_k8s.executors.inline import error_info, execute
+from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
+from sematic_k8s.specs import TaskSpec, outcome_key
 from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
-
-TASK_ENV = settings.TASK_ENV
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """Everything a worker needs, passed in its environment."""
-
-    run_id: str
-    root_id: str
-    func_path: str
-    source_file: str | None
-    input_ids: dict[str, str]
-    input_formats: dict[str, str]
-    attempt: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> TaskSpec:
-        return cls(**json.loads(text))
-
-
-def outcome_key(run_id: str, attempt: int) -> str:
-    return f"outcomes/{run_id}/{attempt}.json"
 
 
 def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
@@ -83,7 +58,7 @@ def main() -> int:
     """Container entrypoint."""
     from sematic_k8s.storage.urls import storage_from_url
 
-    spec = TaskSpec.from_json(os.environ[TASK_ENV])
+    spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
     storage = storage_from_url(os.environ[settings.STORAGE_ENV])
     doc = run_task(spec, storage)
     return 1 if "error" in doc else 0

@@ -21,7 +21,8 @@ from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from kmock_k8s import FakeJobController, PodHandle, serve_k8s, waiting  # noqa: E402
-from sematic_k8s.driver import DRIVER_ENV, DriverSpec, remote_executor  # noqa: E402
+from sematic_k8s.driver import remote_executor  # noqa: E402
+from sematic_k8s.errors import ResolutionFailed  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor, launch_driver  # noqa: E402
@@ -30,11 +31,17 @@ from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
 from sematic_k8s.k8s.watch import Backoff, TokenBucket  # noqa: E402
 from sematic_k8s.resolvers.local import sql_store  # noqa: E402
-from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop  # noqa: E402
+from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
+from sematic_k8s.settings import DRIVER_ENV  # noqa: E402
+from sematic_k8s.specs import (  # noqa: E402
+    DriverSpec,
+    ResolutionSettings,
+    TaskSpec,  # noqa: E402
+)
 from sematic_k8s.storage.base import log_key  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
-from sematic_k8s.worker import TaskSpec, run_task  # noqa: E402
+from sematic_k8s.worker import run_task  # noqa: E402
 
 NS = "sk-test"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
@@ -255,7 +262,8 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_SERVICE_ACCOUNT", "sk-driver")
     monkeypatch.setenv("SEMATIC_K8S_STORAGE_SECRET", "sk-s3")
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
-                      executor="kubernetes", root_id=new_id())
+                      executor="kubernetes",
+                      resolution=ResolutionSettings(root_id=new_id(), max_parallelism=8))
     env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://sk:8000", "SEMATIC_K8S_API_KEY": "k",
            "SEMATIC_K8S_SOURCE_MAP": "/home/me/proj=/app"}
     name = launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api, func_name="fan_out",
@@ -290,7 +298,8 @@ def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(k8s,
               "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT": "sematic-k8s-worker",
               "SEMATIC_K8S_STORAGE_SECRET": "sematic-k8s-s3"}))
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
-                      executor="kubernetes", root_id=new_id())
+                      executor="kubernetes",
+                      resolution=ResolutionSettings(root_id=new_id(), max_parallelism=8))
     env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://127.0.0.1:18000",  # a port-forward
            "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:19000"}
     launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api)

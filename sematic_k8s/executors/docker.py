@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
+from sematic_k8s.specs import TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.worker import TaskSpec
 
 LOG_TAIL = 40
-
-
-def label_value(text: str) -> str:
-    """A Kubernetes/Docker-safe label value: [A-Za-z0-9_.-], at most 63 characters."""
-    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
-    return value[:63].rstrip("-_.")
-
-
-def run_labels(resolution_id: str, run_id: str, func_name: str, role: str) -> dict[str, str]:
-    """The labels every container, Job and pod carries (DESIGN.md "kubectl")."""
-    return {"sematic-k8s/resolution-id": resolution_id, "sematic-k8s/run-id": run_id,
-            "sematic-k8s/func": label_value(func_name), "sematic-k8s/role": role}
 
 
 class DockerExecutor(RemoteExecutor):
@@ -59,11 +47,11 @@ class DockerExecutor(RemoteExecutor):
             done = []
             if self.containers:
                 exited = self.client.containers.list(all=True, filters={
-                    "label": f"sematic-k8s/resolution-id={self.root_id}", "status": "exited"})
+                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": "exited"})
                 exited += self.client.containers.list(all=True, filters={
-                    "label": f"sematic-k8s/resolution-id={self.root_id}", "status": "dead"})
+                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": "dead"})
                 for c in exited:
-                    run_id = c.labels.get("sematic-k8s/run-id")
+                    run_id = c.labels.get(RUN_LABEL)
                     if run_id in self.containers and self.containers[run_id].id == c.id:
                         done.append(self._ended(run_id, c))
             if done or time.monotonic() >= deadline:

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import queue
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
+from sematic_k8s.errors import error_info
 from sematic_k8s.executors.base import Outcome, Task
-
-
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """The recordable form of an exception."""
-    return {"type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-            "mro": [c.__qualname__ for c in type(exc).__mro__]}
 
 
 def execute(task: Task) -> Outcome:

@@ -32,30 +32,22 @@ from sematic_k8s import settings
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
-from sematic_k8s.k8s.manifests import (
-    ATTEMPT_LABEL,
-    DRIVER_JOB_ENV,
-    DRIVER_JOB_UID_ENV,
-    NAMESPACE_ENV,
-    RESOLUTION_LABEL,
-    ROLE_LABEL,
-    RUN_LABEL,
-    driver_job,
-    driver_job_name,
-    to_dict,
-    worker_job,
-)
+from sematic_k8s.k8s.manifests import driver_job, driver_job_name, to_dict, worker_job
 from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
 from sematic_k8s.k8s.watch import Backoff, Event, TokenBucket, Watcher, api_call
+from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
     API_KEY_SECRET_ENV,
+    DRIVER_JOB_ENV,
+    DRIVER_JOB_UID_ENV,
     KUBE_HOST_ENV,
+    NAMESPACE_ENV,
     SERVICE_ACCOUNT_ENV,
     STORAGE_SECRET_ENV,
     WORKER_SERVICE_ACCOUNT_ENV,
 )
+from sematic_k8s.specs import TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.worker import TaskSpec
 
 log = logging.getLogger("sematic_k8s.k8s")
 
@@ -503,7 +495,7 @@ def launch_driver(spec: Any, root_id: str, env: Mapping[str, str], *, namespace:
     KubernetesExecutor through ``spec.executor_settings``; ``driver_settings`` (cpu, memory, node_selector,
     tolerations, image_pull_secrets, backoff_limit, ttl_seconds_after_finished) shape the driver's own pod.
     """
-    from sematic_k8s.driver import DRIVER_ENV
+    from sematic_k8s.settings import DRIVER_ENV
 
     namespace = namespace or current_namespace()
     api = api_client or make_api_client(host)
@@ -522,7 +514,8 @@ def launch_driver(spec: Any, root_id: str, env: Mapping[str, str], *, namespace:
     for key in ("image_pull_secrets",):
         if driver_settings and key in driver_settings:
             settings.setdefault(key, list(driver_settings[key]))
-    spec = dataclasses.replace(spec, executor_settings=settings, root_id=spec.root_id or root_id)
+    spec = dataclasses.replace(spec, executor_settings=settings,
+                               resolution=dataclasses.replace(spec.resolution, root_id=spec.root_id or root_id))
     job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
                      service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
                      secret_name=secret_name or os.environ.get(API_KEY_SECRET_ENV) or manifests.API_KEY_SECRET,

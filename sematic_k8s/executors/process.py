@@ -13,8 +13,8 @@ import time
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.specs import TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.worker import TaskSpec
 
 
 class ProcessExecutor(RemoteExecutor):

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sematic_k8s.errors import WORKER_DEATHS, WorkerDied, kinds
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+from sematic_k8s.specs import TaskSpec, outcome_key
 from sematic_k8s.storage.base import Storage, log_key
-from sematic_k8s.worker import TaskSpec, outcome_key
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
 
@@ -98,31 +99,12 @@ class RemoteExecutor:
         self.cancel(list(self.running))
 
 
-_PLAIN_WORDS = {
-    "OOMKilled": "the worker ran out of memory (OOMKilled): raise the func's memory=",
-    "Evicted": "the worker's pod was evicted from its node",
-    "DeadlineExceeded": "the worker exceeded its timeout",
-    "ImagePullBackOff": "the worker's image could not be pulled",
-    "ErrImagePull": "the worker's image could not be pulled",
-    "Unschedulable": "no node can run the worker (check cpu/memory/gpu requests and node selectors)",
-    "CreateContainerConfigError": "the worker's container could not be set up (a missing Secret or ConfigMap?)",
-    "CreateContainerError": "the worker's container could not be created",
-    "InvalidImageName": "the worker's image name is invalid",
-    "ErrImageNeverPull": "the worker's image is not on the node and may not be pulled",
-    "JobCreateFailed": "the worker's Job could not be created",
-    "JobNameConflict": "the worker's Job name is taken",
-    "InvalidJob": "the worker's Job is invalid",
-    "PodDeleted": "the worker's pod was deleted before it finished",
-    "JobDeleted": "the worker's Job was deleted before it finished",
-    "BackoffLimitExceeded": "the worker's Job failed",
-}
-
-
 def _died(e: Ended) -> dict[str, Any]:
-    """An error for a worker that ended without writing an outcome, in plain words."""
-    plain = _PLAIN_WORDS.get(e.reason or "", f"the worker exited with code {e.exit_code} without a result")
+    """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
+    its reason (see :mod:`sematic_k8s.errors`), in plain words."""
+    cls = WORKER_DEATHS.get(e.reason or "", WorkerDied)
+    plain = cls.words or f"the worker exited with code {e.exit_code} without a result"
     message = plain + (f": {e.message}" if e.message else "")
     tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
-    kind = e.reason or "WorkerDied"
-    return {"type": kind, "message": message, "traceback": message + tail,
-            "mro": [kind, "WorkerDied", "Exception"] if e.reason in ("Evicted",) else [kind, "WorkerDied"]}
+    mro = kinds(cls) if cls is not WorkerDied or not e.reason else [e.reason, *kinds(WorkerDied)]
+    return {"type": mro[0], "message": message, "traceback": message + tail, "mro": mro}

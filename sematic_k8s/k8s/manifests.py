@@ -17,15 +17,14 @@ from typing import Any
 
 from kubernetes import client
 
-from sematic_k8s.executors.docker import label_value, run_labels
+from sematic_k8s.labels import (
+    ATTEMPT_LABEL,
+    label_value,
+    run_labels,
+)
 from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
-from sematic_k8s.worker import TaskSpec
+from sematic_k8s.specs import DriverSpec, TaskSpec
 
-LABEL_PREFIX = "sematic-k8s/"
-RESOLUTION_LABEL = "sematic-k8s/resolution-id"
-RUN_LABEL = "sematic-k8s/run-id"
-ROLE_LABEL = "sematic-k8s/role"
-ATTEMPT_LABEL = "sematic-k8s/attempt"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
 
 WORKER_COMMAND = ["python", "-m", "sematic_k8s.worker"]
@@ -208,7 +207,7 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
                 owners=[owner_reference(*owner)] if owner else None)
 
 
-def driver_job(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: str,
+def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namespace: str,
                service_account: str | None = None, secret_name: str | None = API_KEY_SECRET,
                storage_secret: str | None = None, func_name: str = "driver",
                node_selector: Mapping[str, str] | None = None,

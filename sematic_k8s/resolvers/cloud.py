@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s import caching, serialization
-from sematic_k8s.driver import DriverSpec, driver_env, start_driver
+from sematic_k8s.driver import driver_env, start_driver
+from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.packaging import source_map
 from sematic_k8s.resolvers.base import Resolver
-from sematic_k8s.resolvers.loop import ResolutionFailed
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
 from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 
@@ -86,10 +87,10 @@ class CloudResolver(Resolver):
         s = serialization.serialize(future)
         put_artifact(storage, s)
         spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
-                          image=image.digest_ref, build_hash=image.context_hash, cache_namespace=namespace,
-                          rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,
-                          max_parallelism=self.max_parallelism, executor=self.executor,
-                          executor_settings=self.executor_settings, root_id=future.id)
+                          image=image.digest_ref, build_hash=image.context_hash, resolution=ResolutionSettings(
+                              cache_namespace=namespace, rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,
+                              max_parallelism=self.max_parallelism, root_id=future.id),
+                          executor=self.executor, executor_settings=self.executor_settings)
         start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
         self.progress(f"driver started for resolution {future.id}")
         if self.detach:

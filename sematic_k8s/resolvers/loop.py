@@ -13,9 +13,9 @@ from collections import deque
 from typing import Any
 
 from sematic_k8s import caching, graph, serialization
+from sematic_k8s.errors import FuncError, ResolutionCanceled, ResolutionFailed, error_info
 from sematic_k8s.executors.base import Executor, Outcome, Task
-from sematic_k8s.executors.inline import error_info
-from sematic_k8s.func import Func, FuncError, load_func
+from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
 from sematic_k8s.serialization import Value
@@ -27,20 +27,6 @@ log = logging.getLogger("sematic_k8s")
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
-
-
-class ResolutionFailed(Exception):
-    """A Resolution failed; ``run_id`` names the Run whose error caused it."""
-
-    def __init__(self, message: str, *, resolution_id: str, run_id: str | None, error: dict | None) -> None:
-        super().__init__(message)
-        self.resolution_id = resolution_id
-        self.run_id = run_id
-        self.error = error
-
-
-class ResolutionCanceled(ResolutionFailed):
-    """A Resolution was canceled on request (``sematic-k8s cancel``, the server's cancel action)."""
 
 
 class ResolutionLoop:

@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("S3 storage needs boto3: pip install 'sematic-k8s[s3]'") from e
 
 from sematic_k8s import settings
+from sematic_k8s.errors import S3CredentialsError, S3StorageError
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's smallest allowed part (all but the last)
@@ -57,14 +58,6 @@ _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 T = TypeVar("T")
-
-
-class S3StorageError(RuntimeError):
-    """S3 could not do what storage asked: missing bucket, unreachable endpoint, refused request."""
-
-
-class S3CredentialsError(S3StorageError):
-    """No usable AWS credentials, or S3 refused the ones given."""
 
 
 def _first_env(names: tuple[str, ...]) -> str | None:
