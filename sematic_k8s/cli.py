@@ -16,11 +16,12 @@ import sqlalchemy.exc
 from sematic_k8s import graph, settings
 from sematic_k8s.func import FuncError, load_func
 from sematic_k8s.future import Future
-from sematic_k8s.resolvers.local import LocalResolver, open_store
+from sematic_k8s.resolvers.local import LocalResolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store import open_store
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
 

@@ -70,3 +70,9 @@ def db_url(home_dir: Path) -> str:
 def env(name: str, default: str | None = None) -> str | None:
     """The variable's value; ``default`` when it is unset or empty."""
     return os.environ.get(name) or default
+
+
+def worker_env() -> dict[str, str]:
+    """The part of this process's environment that workers need (storage credentials and settings, the
+    source map): what a driver passes on."""
+    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH)}

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import sematic_k8s as sk
 from sematic_k8s import settings
 from sematic_k8s.cli import _duration, cli
-from sematic_k8s.resolvers.local import sql_store
+from sematic_k8s.store import sql_store
 from sematic_k8s.store.records import RunRecord
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package

@@ -10,14 +10,14 @@ import time
 
 import sematic_k8s as sk
 from sematic_k8s import serialization
-from sematic_k8s.driver import drive
 from sematic_k8s.func import map_source
-from sematic_k8s.resolvers.local import sql_store
+from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DriverSpec, ResolutionSettings, outcome_key
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store import sql_store
 
 
 @sk.func(inline=False)

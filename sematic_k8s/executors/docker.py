@@ -8,7 +8,8 @@ from typing import Any
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.specs import TaskSpec
+from sematic_k8s.settings import worker_env
+from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LOG_TAIL = 40
@@ -27,6 +28,11 @@ class DockerExecutor(RemoteExecutor):
         self.env = env or {}
         self.containers: dict[str, Any] = {}  # run id -> container
         self.root_id = ""
+
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
+        """A driver's executor: containers from the spec's image, with the driver's pass-through env."""
+        return cls(storage, spec.storage_url, spec.image, env=worker_env())
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         self.root_id = spec.root_id

@@ -10,6 +10,8 @@ from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
 from sematic_k8s.errors import error_info
 from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.specs import DriverSpec
+from sematic_k8s.storage.base import Storage
 
 
 def execute(task: Task) -> Outcome:
@@ -37,6 +39,11 @@ class InlineExecutor:
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._pool: ThreadPoolExecutor | None = None
         self._deadlines: dict[str, tuple[float, Task]] = {}
+
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> InlineExecutor:
+        """A driver's executor for its inline funcs."""
+        return cls(spec.resolution.max_parallelism)
 
     def submit(self, task: Task) -> None:
         if self.max_parallelism <= 1 and task.func.timeout is None:

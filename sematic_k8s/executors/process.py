@@ -13,7 +13,7 @@ import time
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
-from sematic_k8s.specs import TaskSpec
+from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 
@@ -24,6 +24,11 @@ class ProcessExecutor(RemoteExecutor):
         super().__init__(storage, storage_url)
         self.cwd = cwd
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> ProcessExecutor:
+        """A driver's executor: worker processes beside it (no image)."""
+        return cls(storage, spec.storage_url)
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))

@@ -1,8 +1,10 @@
-"""Executors that run each Run attempt as a worker (process, container, pod) elsewhere.
+"""Executors that run each Run attempt as a worker (process, container, pod) elsewhere, and the worker's
+side of their contract.
 
-They share one contract with :mod:`sematic_k8s.worker`: the task goes out as a TaskSpec in the
-worker's environment, and the result comes back as an outcome document in artifact storage.
-Subclasses only say how to launch a worker, how to see which ones ended, and how to stop one.
+The task goes out as a :class:`~sematic_k8s.specs.TaskSpec` in the worker's environment; the worker
+(``python -m sematic_k8s.worker``, which calls :func:`run_task`) stores the output, the logs and an outcome
+document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends. Subclasses only
+say how to launch a worker, how to see which ones ended, and how to stop one.
 """
 
 from __future__ import annotations
@@ -12,13 +14,45 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sematic_k8s.errors import WORKER_DEATHS, WorkerDied, kinds
+from sematic_k8s import graph, logcapture, serialization
+from sematic_k8s.errors import WORKER_DEATHS, WorkerDied, error_info, kinds
 from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.inline import execute
+from sematic_k8s.func import load_func
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
 from sematic_k8s.specs import TaskSpec, outcome_key
-from sematic_k8s.storage.base import Storage, log_key
+from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
+
+
+def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
+    """The worker's side: execute one attempt here and store its output, logs and outcome document
+    (never metadata: the driver, the single writer of Run records, reads the outcome). Returns the document."""
+    func = load_func(spec.func_path, spec.source_file)
+    inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
+              for name, artifact_id in spec.input_ids.items()}
+    logcapture.install()
+    try:
+        outcome = execute(Task(spec.run_id, spec.root_id, func, inputs, spec.attempt))
+    finally:
+        logcapture.uninstall()
+    if outcome.logs:
+        storage.append(log_key(spec.run_id), outcome.logs.encode())
+    doc: dict[str, Any]
+    if outcome.error_info is not None:
+        doc = {"error": outcome.error_info}
+    else:
+        try:
+            if graph.template_of(outcome.value, lambda _: None)[1]:  # Futures: pickled for the driver
+                doc = {"expansion": put_artifact(storage, serialization.serialize(outcome.value))}
+            else:
+                func.check_output(outcome.value)
+                doc = {"output": put_artifact(storage, serialization.serialize(outcome.value))}
+        except Exception as e:
+            doc = {"error": error_info(e)}
+    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(doc).encode())
+    return doc
 
 
 @dataclass(slots=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from sematic_k8s import logcapture, settings
@@ -12,27 +11,7 @@ from sematic_k8s.future import Future
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
-from sematic_k8s.store.base import Store
-from sematic_k8s.store.http import http_store
-from sematic_k8s.store.sql import SqlStore
-
-_STORES: dict[str, SqlStore] = {}
-
-
-def sql_store(url: str) -> SqlStore:
-    """One SqlStore (engine, connection pool) per URL per process."""
-    if url not in _STORES:
-        _STORES[url] = SqlStore(url)
-    return _STORES[url]
-
-
-def open_store(home: Path, server: str | None = None, api_key: str | None = None) -> Store:
-    """Where metadata is recorded: the sematic-k8s server at ``server`` (default $SEMATIC_K8S_SERVER,
-    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``."""
-    server = server or os.environ.get(SERVER_ENV) or None
-    if server:
-        return http_store(server, api_key or os.environ.get(API_KEY_ENV) or None)
-    return sql_store(settings.db_url(home))
+from sematic_k8s.store import Store, open_store
 
 
 class LocalResolver(Resolver):

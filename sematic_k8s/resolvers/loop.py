@@ -19,6 +19,7 @@ from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, FAILED, RESOLVED, REUSE, RUNNING, SCHEDULED
 from sematic_k8s.serialization import Value
+from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -32,18 +33,17 @@ CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resol
 class ResolutionLoop:
     """Resolves one pipeline (a fresh one, or a rerun of a recorded one)."""
 
-    def __init__(self, store: Store, storage: Storage, executor: Executor, *, kind: str,
-                 cache_namespace: caching.CacheNamespace = None, max_parallelism: int = 1,
-                 rerun_from: str | None = None, rerun_mode: str = "from", image: str | None = None,
-                 build_hash: str | None = None, root_id: str | None = None,
-                 settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, store: Store, storage: Storage, executor: Executor, settings: ResolutionSettings | None = None,
+                 *, kind: str, image: str | None = None, build_hash: str | None = None,
+                 recorded: dict[str, Any] | None = None) -> None:
         self.store, self.storage, self.executor = store, storage, executor
         self.kind = kind
-        self.cache_namespace_setting = cache_namespace
-        self.max_parallelism = max(1, max_parallelism)
-        self.rerun_from, self.rerun_mode = rerun_from, rerun_mode
+        self.settings = s = settings or ResolutionSettings()
+        self.cache_namespace_setting = s.cache_namespace
+        self.max_parallelism = s.max_parallelism
+        self.rerun_from, self.rerun_mode = s.rerun_from, s.rerun_mode
         self.image, self.build_hash = image, build_hash
-        self.extra_settings = settings or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
+        self.extra_settings = recorded or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
         self.graph = graph.Graph()
         self.batch = Batch()
         self.attempts: dict[str, int] = {}
@@ -57,7 +57,7 @@ class ResolutionLoop:
         self.warned_no_namespace = False
         self.namespace: str | None = None
         self.root_id = ""
-        self.preset_root_id = root_id  # the new Resolution's id when the caller chose it (the server)
+        self.preset_root_id = s.root_id  # the new Resolution's id when the caller chose it (the server)
         self.cancel_checked = time.monotonic()
         self.cancel_asked = False
         self.task_inputs: dict[str, dict[str, Value]] = {}

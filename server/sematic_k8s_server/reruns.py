@@ -91,7 +91,7 @@ class CloudLauncher:
     as a container on this machine or a Job on the cluster, like the CloudResolver's own."""
 
     def launch(self, request: RerunRequest) -> None:
-        from sematic_k8s.driver import driver_env, start_driver
+        from sematic_k8s.launchers import driver_env, start_driver
 
         settings = request.settings or {}
         if not (request.image and settings.get("storage_url")):
