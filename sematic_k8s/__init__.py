@@ -8,7 +8,7 @@ from sematic_k8s.future import Future
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.resolvers.cloud import CloudResolver
 from sematic_k8s.resolvers.local import LocalResolver
+from sematic_k8s.version import __version__ as __version__
 
 __all__ = ["CloudResolver", "Context", "Func", "FuncError", "Future", "InfrastructureError", "LocalResolver",
            "ResolutionCanceled", "ResolutionFailed", "Resolver", "context", "errors", "func"]
-__version__ = "0.1.0"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s.settings import WHEEL_CACHE_ENV
+from sematic_k8s.version import PACKAGE_DIR, __version__
 
 Progress = Callable[[str], None]
 DIST_NAME = "sematic-k8s"
@@ -64,10 +65,8 @@ def load_toml(path: Path) -> dict[str, Any]:
 def sematic_version() -> str:
     """``__version__`` plus a digest of the imported sematic_k8s sources (``0.1.0+src.<12 hex>``), so that
     library edits change context hashes too."""
-    import sematic_k8s
-
-    root = Path(sematic_k8s.__file__).parent
-    return f"{sematic_k8s.__version__}+src.{tree_digest(root, package_files(root))[:12]}"
+    root = Path(PACKAGE_DIR)
+    return f"{__version__}+src.{tree_digest(root, package_files(root))[:12]}"
 
 
 @dataclass
@@ -105,9 +104,7 @@ def _split_extra(requirement: str) -> tuple[str, str]:
 
 def sematic_dist(include_server: bool = False) -> SematicDist:
     """sematic_k8s as it is imported here: its source checkout's pyproject.toml, else its installed metadata."""
-    import sematic_k8s
-
-    pkg = Path(sematic_k8s.__file__).parent
+    pkg = Path(PACKAGE_DIR)
     dist = SematicDist(sematic_version(), {"sematic_k8s": pkg})
     pyproject = pkg.parent / "pyproject.toml"
     project = load_toml(pyproject).get("project", {}) if pyproject.is_file() else {}

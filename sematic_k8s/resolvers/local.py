@@ -7,7 +7,7 @@ from typing import Any
 
 from sematic_k8s import logcapture, settings
 from sematic_k8s.executors.inline import InlineExecutor
-from sematic_k8s.future import Future
+from sematic_k8s.future import Future, set_default_resolver
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
@@ -48,3 +48,6 @@ class LocalResolver(Resolver):
             return super().resolve(future)
         finally:
             logcapture.uninstall()
+
+
+set_default_resolver(LocalResolver)  # Future.resolve() without a resolver
