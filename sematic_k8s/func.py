@@ -32,7 +32,7 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 
 def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _module_name(fn: Callable[..., Any]) -> str:
@@ -46,6 +46,23 @@ def _module_name(fn: Callable[..., Any]) -> str:
 
 class Func:
     """A decorated function and its settings. Calling it returns a :class:`Future`."""
+
+    fn: Callable[..., Any]
+    cache: bool
+    inline: bool
+    cpu: str | None
+    memory: str | None
+    gpu: int | None
+    node_selector: dict[str, str] | None
+    tolerations: list[dict[str, Any]] | None
+    retries: int
+    retry_backoff: float
+    retry_on: tuple[type[BaseException], ...]
+    timeout: float | None
+    signature: inspect.Signature
+    name: str
+    path: str  # module:qualname, how runs record it
+    source_file: str | None
 
     def __init__(
         self,

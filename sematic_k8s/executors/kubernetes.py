@@ -243,7 +243,7 @@ class KubernetesExecutor(RemoteExecutor):
     def _reattach(self, a: _Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
         job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
-        labels = job.metadata.labels or {}
+        labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
             a.created = time.monotonic()
             self.stats.reattached += 1
@@ -285,7 +285,8 @@ class KubernetesExecutor(RemoteExecutor):
                 raise
             log.info("no driver Job %s in %s: worker Jobs will have no owner", name, self.namespace)
             return None
-        return name, job.metadata.uid
+        uid = job.metadata.uid if job.metadata else None
+        return (name, uid) if uid else None
 
     # -- endings ----------------------------------------------------------------------------------
 
@@ -322,9 +323,10 @@ class KubernetesExecutor(RemoteExecutor):
                     self._on_job_gone(a, out)
         for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
             run_id = self.by_job.get((obj.get("metadata") or {}).get("name", ""))
-            a = self.attempts.get(run_id) if run_id else None
-            if a is None:
+            tracked = self.attempts.get(run_id) if run_id else None
+            if tracked is None:
                 continue
+            a = tracked
             if ev.type == "DELETED":
                 self._on_job_gone(a, out)
                 continue
@@ -416,8 +418,8 @@ class KubernetesExecutor(RemoteExecutor):
             logs = self._logs(a) or state.termination_log
         if delete:  # stuck, or past its deadline: stop the Job from trying further
             self._delete(a.job_name)
-        details = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name, "pod": a.pod_name,
-                   "node": state.node, "image": self.image}
+        details: dict[str, Any] = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name,
+                                   "pod": a.pod_name, "node": state.node, "image": self.image}
         if a.relaunches:
             details["relaunches"] = a.relaunches
         return Ended(a.spec.run_id, state.exit_code, state.reason, state.message, logs,

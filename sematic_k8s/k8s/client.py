@@ -57,6 +57,8 @@ def current_namespace() -> str:
 
 def api_message(e: ApiException) -> str:
     """The API server's own words for a refused call."""
+    if not e.body:
+        return str(e.reason or e)
     try:
         return json.loads(e.body).get("message") or str(e.reason)
     except Exception:  # noqa: BLE001

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s import settings
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
-from sematic_k8s.k8s.manifests import driver_job
+from sematic_k8s.k8s.manifests import driver_job, driver_job_name
 from sematic_k8s.settings import (
     API_KEY_SECRET_ENV,
     DRIVER_ENV,
@@ -92,7 +92,7 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
                      service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
                      secret_name=secret_name or os.environ.get(API_KEY_SECRET_ENV) or manifests.API_KEY_SECRET,
                      storage_secret=storage_secret, func_name=func_name, **dict(driver_settings or {}))
-    name = job.metadata.name
+    name = driver_job_name(root_id)
     try:
         api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
     except ApiException as e:

@@ -124,7 +124,7 @@ def sematic_dist(include_server: bool = False) -> SematicDist:
         for extra in md.metadata.get_all("Provides-Extra") or []:
             dist.requires.setdefault(extra, [])
         dist.scripts = {ep.name: ep.value for ep in md.entry_points if ep.group == "console_scripts"}
-        dist.requires_python = md.metadata.get("Requires-Python") or ""
+        dist.requires_python = md.metadata["Requires-Python"] or ""
     if include_server:
         dist.packages[SERVER_PACKAGE] = server_package_dir(pkg)
     return dist

@@ -151,13 +151,13 @@ class ResolutionLoop(Planner):
 
     # -- state changes ----------------------------------------------------------------------------
 
-    def _transition(self, run_id: str | None, state: str, *, output: Value | None = None,
+    def _transition(self, run_id: str | None, state: str, output: Value | None = None, /,
                     **fields: Any) -> list[str]:
         """The one way runs change state: their graph nodes (only along ``graph.TRANSITIONS``) and their
         records in the next batch, together. Returns the ids of the runs that changed.
 
-        RESOLVED takes the run's ``output``; FAILED also fails the compositions above the run (recorded as
-        NestedRunFailed); CANCELED with ``run_id=None`` cancels every run that has not ended.
+        RESOLVED takes the run's ``output`` (the third argument); FAILED also fails the compositions above the
+        run (recorded as NestedRunFailed); CANCELED with ``run_id=None`` cancels every run that has not ended.
         """
         if state == RESOLVED:
             if run_id is None or output is None:
@@ -234,7 +234,7 @@ class ResolutionLoop(Planner):
             log.warning("%s: cache hit on run %s, whose func source differs from the current code",
                         func.name, hit.id)
         now = utcnow()
-        self._transition(node.run_id, RESOLVED, output=self._stored_value(hit.output_id),  # type: ignore[arg-type]
+        self._transition(node.run_id, RESOLVED, self._stored_value(hit.output_id),  # type: ignore[arg-type]
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes={"cache": {"hit": hit.id, "source_changed": changed}})
 
@@ -275,7 +275,7 @@ class ResolutionLoop(Planner):
         if artifact["id"] not in self.known_artifacts:
             self.batch.artifacts[artifact["id"]] = {**artifact, "created_at": utcnow()}
         out = self._stored_value(artifact["id"], artifact["format"], artifact["type_name"])
-        self._transition(node.run_id, RESOLVED, output=out, error=None)
+        self._transition(node.run_id, RESOLVED, out, error=None)
 
     def _on_error(self, node: graph.Node, o: Outcome) -> None:
         func: Func = node.func
@@ -298,7 +298,7 @@ class ResolutionLoop(Planner):
         template, has_refs = graph.template_of(value, futures.append)
         if not has_refs:
             node.func.check_output(value)
-            self._transition(node.run_id, RESOLVED, output=self._value(value), error=None)
+            self._transition(node.run_id, RESOLVED, self._value(value), error=None)
             return
         children = self._nodes_for(futures, node.run_id)
         out_template = graph.map_leaves(template, self._value)
@@ -313,7 +313,7 @@ class ResolutionLoop(Planner):
         except Exception as e:
             self._fail(node, e)
             return
-        self._transition(node.run_id, RESOLVED, output=out)
+        self._transition(node.run_id, RESOLVED, out)
 
     # -- failure ----------------------------------------------------------------------------------
 

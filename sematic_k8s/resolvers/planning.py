@@ -16,7 +16,7 @@ from sematic_k8s import caching, graph, serialization
 from sematic_k8s.errors import FuncError
 from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id
-from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING
+from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
 from sematic_k8s.serialization import Value
 from sematic_k8s.storage.base import Storage, put_artifact
 from sematic_k8s.store.base import Store
@@ -30,7 +30,7 @@ class Planner:
 
     store: Store
     storage: Storage
-    graph: graph.Graph
+    graph: Graph
     batch: Batch
     root_id: str
     preset_root_id: str | None
@@ -44,7 +44,7 @@ class Planner:
     namespace: str | None
     cache_namespace_setting: caching.CacheNamespace
 
-    def _plan(self, root: Future, resuming: bool) -> tuple[list[graph.Node], dict[str, Any]]:
+    def _plan(self, root: Future, resuming: bool) -> tuple[list[Node], dict[str, Any]]:
         """The starting nodes, and what to record on the Resolution about how it started."""
         if resuming:  # a driver was restarted: pick up where it stopped
             return self._resume(root), {}
@@ -76,10 +76,10 @@ class Planner:
             return self._value(template)
         return graph.map_leaves(template, self._value)
 
-    def _nodes_for(self, futures: list[Future], parent_id: str | None) -> list[graph.Node]:
+    def _nodes_for(self, futures: list[Future], parent_id: str | None) -> list[Node]:
         """Nodes and Run records for Futures and every Future nested in their arguments,
         dependencies first (so creation order is a topological order)."""
-        nodes: list[graph.Node] = []
+        nodes: list[Node] = []
         seen: set[str] = set()
         stack: list[tuple[Future, dict[str, Any] | None]] = [(f, None) for f in reversed(futures)]
         while stack:
@@ -102,16 +102,16 @@ class Planner:
             stack.extend((d, None) for d in reversed(deps))
         return nodes
 
-    def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> graph.Node:
+    def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> Node:
         self.batch.add_run(RunRecord(
             id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
             func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
             input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
             source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
         ))
-        return graph.Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
+        return Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
 
-    def _new_root(self, root: Future) -> list[graph.Node]:
+    def _new_root(self, root: Future) -> list[Node]:
         for name, arg in root.kwargs.items():
             if graph.template_of(arg, lambda _: None)[1]:
                 raise FuncError(f"{root.func.name}(): argument '{name}' is a Future; the pipeline's root "
@@ -123,7 +123,7 @@ class Planner:
         self.root_id = root.id
         return self._nodes_for([root], None)
 
-    def _plan_rerun(self, root: Future) -> tuple[list[graph.Node], dict[str, Any]]:
+    def _plan_rerun(self, root: Future) -> tuple[list[Node], dict[str, Any]]:
         target = self.store.get_run(self.rerun_from)  # type: ignore[arg-type]
         if target is None:
             raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
@@ -139,7 +139,7 @@ class Planner:
         self.forced.update(p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE)
         return nodes, {"rerun_of": target.root_id, "rerun_from": target.id, "rerun_mode": self.rerun_mode}
 
-    def _resume(self, root: Future) -> list[graph.Node]:
+    def _resume(self, root: Future) -> list[Node]:
         """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
         what resolved is kept and executors re-attach to the workers still running."""
         runs = self.store.runs_of_root(self.root_id)
@@ -162,8 +162,8 @@ class Planner:
                     sum(p.action != EXECUTE for p in plan), sum(p.action == EXECUTE for p in plan))
         return self._nodes_from_plan(plan, runs, record=False)
 
-    def _nodes_from_plan(self, plan: list[graph.PlannedRun], old_runs: list[RunRecord], *,
-                         record: bool) -> list[graph.Node]:
+    def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord], *,
+                         record: bool) -> list[Node]:
         """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too."""
         by_old = {r.id: r for r in old_runs}
         formats = {a.id: a for a in self.store.artifacts(
@@ -182,19 +182,21 @@ class Planner:
                 source_hash=old.source_hash, settings=old.settings, original_run_id=old.id, created_at=utcnow(),
             )
             if p.action == REUSE:
+                if old.output_id is None:
+                    raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
                 rec.state, rec.inputs, rec.output_ref, rec.output_id = RESOLVED, old.inputs, p.output_ref, old.output_id
                 rec.cached_from, rec.started_at, rec.ended_at = old.cached_from, old.started_at, old.ended_at
                 rec.attempts, rec.notes = old.attempts, {**old.notes, "reused_from": old.id}
-                node = graph.Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id))
+                node = Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id))
             elif p.action == AWAIT:
                 rec.state, rec.inputs, rec.output_ref, rec.started_at = RUNNING, old.inputs, p.output_ref, utcnow()
-                node = graph.Node(p.new_id, p.new_parent_id, func=_func_or_none(old), mode=AWAIT, state=RUNNING,
-                                  output_template=graph.from_json(p.output_ref, leaf))
+                node = Node(p.new_id, p.new_parent_id, func=_func_or_none(old), mode=AWAIT, state=RUNNING,
+                            output_template=graph.from_json(p.output_ref, leaf))
             else:
                 func = load_func(old.func_path, old.source_file)
                 rec.source_hash, rec.settings = func.source_hash, func.settings()
                 inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
-                node = graph.Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
+                node = Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
             if record:
                 self.batch.add_run(rec)
             nodes.append(node)

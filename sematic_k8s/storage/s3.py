@@ -237,7 +237,7 @@ class S3Storage:
         """The object's HEAD response, or None when absent."""
         self.check()
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=full)  # type: ignore[no-any-return]
+            return self.client.head_object(Bucket=self.bucket, Key=full)
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
                 return None

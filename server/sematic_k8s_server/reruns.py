@@ -20,6 +20,7 @@ from typing import Protocol
 
 from sematic_k8s.settings import API_KEY_ENV, HOME_ENV, SERVER_ENV
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.version import PACKAGE_DIR
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -107,6 +108,4 @@ class CloudLauncher:
 
 def _import_roots() -> list[str]:
     """The directories holding sematic_k8s and sematic_k8s_server (for an uninstalled checkout)."""
-    import sematic_k8s
-    import sematic_k8s_server
-    return list(dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (sematic_k8s, sematic_k8s_server)))
+    return list(dict.fromkeys(str(p) for p in (Path(PACKAGE_DIR).parent, Path(__file__).resolve().parents[1])))
