@@ -19,11 +19,12 @@ from sematic_k8s.func import Func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import CANCELED, CREATED, FAILED, RESOLVED, RUNNING, SCHEDULED
 from sematic_k8s.resolvers.planning import Planner, value_id
+from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
-from sematic_k8s.storage.base import Storage, artifact_loader, log_key
+from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
@@ -31,24 +32,23 @@ FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs k
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
 
 
-class ResolutionLoop(Planner):
-    """Resolves one pipeline (a fresh one, or a rerun of a recorded one): planned by :class:`Planner`, then driven."""
+class ResolutionLoop:
+    """Resolves one pipeline (a fresh one, or a rerun of a recorded one): planned by a
+    :class:`~sematic_k8s.resolvers.planning.Planner`, then driven here."""
 
     def __init__(self, store: Store, storage: Storage, executor: Executor, settings: ResolutionSettings | None = None,
                  *, kind: str, image: str | None = None, build_hash: str | None = None,
                  recorded: dict[str, Any] | None = None) -> None:
         self.store, self.storage, self.executor = store, storage, executor
         self.kind = kind
-        self.settings = s = settings or ResolutionSettings()
-        self.cache_namespace_setting = s.cache_namespace
-        self.max_parallelism = s.max_parallelism
-        self.rerun_from, self.rerun_mode = s.rerun_from, s.rerun_mode
+        self.settings = settings or ResolutionSettings()
+        self.max_parallelism = self.settings.max_parallelism
         self.image, self.build_hash = image, build_hash
         self.extra_settings = recorded or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
         self.graph = graph.Graph()
-        self.batch = Batch()
+        self.recorder = Recorder(store, storage)
+        self.planner = Planner(store, self.recorder, self.graph, self.settings)
         self.attempts: dict[str, int] = {}
-        self.known_artifacts: set[str] = set()
         self.pending: deque[graph.Node] = deque()
         self.timers: list[tuple[float, int, graph.Node]] = []
         self.in_flight = 0
@@ -58,28 +58,28 @@ class ResolutionLoop(Planner):
         self.warned_no_namespace = False
         self.namespace: str | None = None
         self.root_id = ""
-        self.preset_root_id = s.root_id  # the new Resolution's id when the caller chose it (the server)
         self.cancel_checked = time.monotonic()
         self.cancel_asked = False
         self.task_inputs: dict[str, dict[str, Value]] = {}
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
-        self.load = artifact_loader(storage)
 
     # -- entry ------------------------------------------------------------------------------------
 
     def run(self, root: Future) -> Any:
         """Resolve ``root`` and return its value; on a rerun ``root`` names the pipeline to rerun."""
-        existing = self.store.get_resolution(self.preset_root_id) if self.preset_root_id else None
+        preset = self.settings.root_id
+        existing = self.store.get_resolution(preset) if preset else None
         if existing is not None and existing.state in graph.TERMINAL:
             raise ValueError(f"resolution {existing.id} already ended ({existing.state}): nothing to resume")
-        if existing is not None:
-            self.root_id = root.id = existing.id
-        nodes, settings_extra = self._plan(root, resuming=existing is not None)
-        self.namespace = caching.resolve_namespace(self.cache_namespace_setting, root)
+        plan = self.planner.plan(root, existing)  # a driver restarted: pick up where it stopped
+        self.root_id = plan.root_id
+        self.forced, self.resumed = plan.forced, plan.resumed
+        self.attempts.update(plan.attempts)
+        self.namespace = caching.resolve_namespace(self.settings.cache_namespace, root)
         if existing is None:
-            self._record_resolution(root, settings_extra)
-        self.graph.add(nodes)
+            self._record_resolution(root, plan.recorded)
+        self.graph.add(plan.nodes)
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
         try:
             self._loop()
@@ -93,7 +93,7 @@ class ResolutionLoop(Planner):
         return self._finish()
 
     def _record_resolution(self, root: Future, settings_extra: dict[str, Any]) -> None:
-        self.batch.add_resolution(ResolutionRecord(
+        self.recorder.batch.add_resolution(ResolutionRecord(
             id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=utcnow(),
             settings={"kind": self.kind, "cache_namespace": self.namespace,
                       "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
@@ -181,9 +181,9 @@ class ResolutionLoop(Planner):
             "type": "NestedRunFailed", "message": f"nested run {run_id} failed", "traceback": ""}}
         for changed_id in changed:
             if state == FAILED and changed_id != run_id:
-                self.batch.update_run(changed_id, **nested)
+                self.recorder.batch.update_run(changed_id, **nested)
             else:
-                self.batch.update_run(changed_id, state=state, **fields)
+                self.recorder.batch.update_run(changed_id, state=state, **fields)
         return changed
 
     # -- running ----------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class ResolutionLoop(Planner):
         """A Value for an input or output structure: reused as is, or built and serialized once."""
         if isinstance(structure, Value):
             return structure
-        return self._value(graph.map_leaves(structure, lambda v: v.value))
+        return self.recorder.value(graph.map_leaves(structure, lambda v: v.value))
 
     def _start(self, node: graph.Node) -> None:
         func: Func = node.func
@@ -214,27 +214,27 @@ class ResolutionLoop(Planner):
                     caching.require_deterministic(func.name, [(k, v.type_name) for k, v in inputs.items()
                                                               if v.format != serialization.JSON])
                 except FuncError as e:
-                    self.batch.update_run(node.run_id, **fields)
+                    self.recorder.batch.update_run(node.run_id, **fields)
                     self._fail(node, e)
                     return
                 key = caching.cache_key(self.namespace, func.path, input_ids)
                 fields["cache_key"] = key
                 hit = None if node.run_id in self.forced else self.store.find_cached(key)
-                if hit is not None:
-                    self._cache_hit(node, hit, fields)
+                if hit is not None and hit.output_id is not None:
+                    self._cache_hit(node, hit, hit.output_id, fields)
                     return
-        self.batch.update_run(node.run_id, **fields)
+        self.recorder.batch.update_run(node.run_id, **fields)
         self.task_inputs[node.run_id] = inputs
         self._submit(node)
 
-    def _cache_hit(self, node: graph.Node, hit: RunRecord, fields: dict[str, Any]) -> None:
+    def _cache_hit(self, node: graph.Node, hit: RunRecord, output_id: str, fields: dict[str, Any]) -> None:
         func: Func = node.func
         changed = hit.source_hash != func.source_hash
         if changed:
             log.warning("%s: cache hit on run %s, whose func source differs from the current code",
                         func.name, hit.id)
         now = utcnow()
-        self._transition(node.run_id, RESOLVED, self._stored_value(hit.output_id),  # type: ignore[arg-type]
+        self._transition(node.run_id, RESOLVED, self.recorder.stored_value(output_id),
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes={"cache": {"hit": hit.id, "source_changed": changed}})
 
@@ -257,7 +257,7 @@ class ResolutionLoop(Planner):
             header = f"--- attempt {o.attempt} ---\n" if node.func.retries else ""
             self.storage.append(log_key(o.run_id), (header + o.logs).encode())
         if o.details:
-            self.batch.update_run(o.run_id, notes={"executor": o.details})
+            self.recorder.batch.update_run(o.run_id, notes={"executor": o.details})
         if o.error is not None or o.error_info is not None:
             self._on_error(node, o)
             return
@@ -265,17 +265,14 @@ class ResolutionLoop(Planner):
             if o.output is not None:  # a remote worker stored and type-checked the output
                 self._on_stored_output(node, o.output)
             elif o.expansion is not None:  # a remote composition returned (pickled) Futures
-                self._on_value(node, self._stored_value(o.expansion["id"], o.expansion["format"]).value)
+                self._on_value(node, self.recorder.stored_value(o.expansion["id"], o.expansion["format"]).value)
             else:
                 self._on_value(node, o.value)
         except Exception as e:
             self._fail(node, e)
 
     def _on_stored_output(self, node: graph.Node, artifact: dict[str, Any]) -> None:
-        if artifact["id"] not in self.known_artifacts:
-            self.batch.artifacts[artifact["id"]] = {**artifact, "created_at": utcnow()}
-        out = self._stored_value(artifact["id"], artifact["format"], artifact["type_name"])
-        self._transition(node.run_id, RESOLVED, out, error=None)
+        self._transition(node.run_id, RESOLVED, self.recorder.stored_artifact(artifact), error=None)
 
     def _on_error(self, node: graph.Node, o: Outcome) -> None:
         func: Func = node.func
@@ -298,11 +295,11 @@ class ResolutionLoop(Planner):
         template, has_refs = graph.template_of(value, futures.append)
         if not has_refs:
             node.func.check_output(value)
-            self._transition(node.run_id, RESOLVED, self._value(value), error=None)
+            self._transition(node.run_id, RESOLVED, self.recorder.value(value), error=None)
             return
-        children = self._nodes_for(futures, node.run_id)
-        out_template = graph.map_leaves(template, self._value)
-        self.batch.update_run(node.run_id, output_ref=graph.to_json(out_template, value_id))
+        children = self.planner.nodes_for(futures, node.run_id)
+        out_template = graph.map_leaves(template, self.recorder.value)
+        self.recorder.batch.update_run(node.run_id, output_ref=graph.to_json(out_template, value_id))
         self.graph.expand(node.run_id, out_template, children)
 
     def _finish_composition(self, node: graph.Node) -> None:
@@ -331,7 +328,7 @@ class ResolutionLoop(Planner):
         now = utcnow()
         self.executor.cancel(self._transition(None, CANCELED, ended_at=now))
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
-        self.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
                                                        "error": f"{type(exc).__name__}: {exc}"}
         try:
             self._flush()
@@ -342,7 +339,7 @@ class ResolutionLoop(Planner):
         root = self.graph.nodes[self.root_id]
         now = utcnow()
         if root.state == RESOLVED:
-            self.batch.resolution_updates[self.root_id] = {"state": RESOLVED, "ended_at": now}
+            self.recorder.batch.resolution_updates[self.root_id] = {"state": RESOLVED, "ended_at": now}
             self._flush()
             return root.output.value
         self._transition(None, CANCELED, ended_at=now)
@@ -350,7 +347,7 @@ class ResolutionLoop(Planner):
         func_name = self.graph.nodes[run_id].func.name if run_id and self.graph.nodes[run_id].func else "?"
         message = (f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised "
                    f"{info['type']}: {info['message']}")
-        self.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
         self._flush()
         err = ResolutionFailed(f"{message}\n\n{info.get('traceback', '')}".rstrip(), resolution_id=self.root_id,
                                run_id=run_id, error=info)
@@ -358,9 +355,8 @@ class ResolutionLoop(Planner):
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
-        if self.batch:
-            batch, self.batch = self.batch, Batch()
-            self.store.write(batch)
+        if self.recorder.batch:
+            self.store.write(self.recorder.take())
         if self.last_flush - self.cancel_checked >= CANCEL_POLL and self.root_id:
             self.cancel_checked = self.last_flush
             self.cancel_asked = self.cancel_asked or self.store.cancel_requested(self.root_id)

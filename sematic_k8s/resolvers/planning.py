@@ -9,74 +9,59 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sematic_k8s import caching, graph, serialization
+from sematic_k8s import graph
 from sematic_k8s.errors import FuncError
 from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
+from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
-from sematic_k8s.storage.base import Storage, put_artifact
+from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import Batch, RunRecord, utcnow
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
 
-class Planner:
-    """Builds nodes and Run records; the base of the ResolutionLoop, whose state it shares."""
+@dataclass
+class Plan:
+    """Where a resolution starts."""
 
-    store: Store
-    storage: Storage
-    graph: Graph
-    batch: Batch
     root_id: str
-    preset_root_id: str | None
-    rerun_from: str | None
-    rerun_mode: str
-    known_artifacts: set[str]
-    attempts: dict[str, int]
-    resumed: set[str]
-    forced: set[str]
-    load: Callable[[Value], Any]
-    namespace: str | None
-    cache_namespace_setting: caching.CacheNamespace
+    nodes: list[Node]
+    recorded: dict[str, Any] = field(default_factory=dict)  # how it started (rerun_of, ...), for its record
+    forced: set[str] = field(default_factory=set)  # runs that execute even when cached (a rerun's target)
+    attempts: dict[str, int] = field(default_factory=dict)  # attempts already made (a resume)
+    resumed: set[str] = field(default_factory=set)  # runs a restarted driver found running
 
-    def _plan(self, root: Future, resuming: bool) -> tuple[list[Node], dict[str, Any]]:
-        """The starting nodes, and what to record on the Resolution about how it started."""
-        if resuming:  # a driver was restarted: pick up where it stopped
-            return self._resume(root), {}
-        if self.rerun_from is not None:
-            return self._plan_rerun(root)
-        return self._new_root(root), {}
 
-    def _value(self, value: Any) -> Value:
-        """Serialize a value once, store its bytes, and record its artifact."""
-        s = serialization.serialize(value)
-        if s.id not in self.known_artifacts:
-            self.batch.artifacts[s.id] = {**put_artifact(self.storage, s), "created_at": utcnow()}
-            self.known_artifacts.add(s.id)
-        return Value(s.id, s.format, s.type_name, value)
+class Planner:
+    """Builds nodes and their Run records (into the recorder's batch) for the ``graph`` being resolved."""
 
-    def _stored_value(self, artifact_id: str, fmt: str | None = None, type_name: str = "") -> Value:
-        """A Value for a recorded artifact; its bytes are read and verified on first use."""
-        if fmt is None:
-            rec = self.store.get_artifact(artifact_id)
-            if rec is None:
-                raise LookupError(f"artifact {artifact_id} is not recorded")
-            fmt, type_name = rec.format, rec.type_name
-        self.known_artifacts.add(artifact_id)
-        return Value(artifact_id, fmt, type_name, load=self.load)
+    def __init__(self, store: Store, recorder: Recorder, graph: Graph, settings: ResolutionSettings) -> None:
+        self.store, self.recorder, self.graph, self.settings = store, recorder, graph, settings
+        self.root_id = ""
+
+    def plan(self, root: Future, resume: ResolutionRecord | None = None) -> Plan:
+        """The starting nodes: those of ``resume`` (a restarted driver's unfinished Resolution), of a rerun
+        (``settings.rerun_from``), or of a new root. Sets ``root.id`` to the Resolution's id."""
+        if resume is not None:
+            self.root_id = root.id = resume.id
+            return self._resume()
+        if self.settings.rerun_from is not None:
+            return self._rerun(root)
+        return self._new_root(root)
 
     def _normalize(self, template: Any, has_refs: bool) -> Any:
         """Turn every literal leaf of a template into a Value (serialized once)."""
         if not has_refs:
-            return self._value(template)
-        return graph.map_leaves(template, self._value)
+            return self.recorder.value(template)
+        return graph.map_leaves(template, self.recorder.value)
 
-    def _nodes_for(self, futures: list[Future], parent_id: str | None) -> list[Node]:
+    def nodes_for(self, futures: list[Future], parent_id: str | None) -> list[Node]:
         """Nodes and Run records for Futures and every Future nested in their arguments,
         dependencies first (so creation order is a topological order)."""
         nodes: list[Node] = []
@@ -103,7 +88,7 @@ class Planner:
         return nodes
 
     def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> Node:
-        self.batch.add_run(RunRecord(
+        self.recorder.batch.add_run(RunRecord(
             id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
             func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
             input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
@@ -111,35 +96,37 @@ class Planner:
         ))
         return Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
 
-    def _new_root(self, root: Future) -> list[Node]:
+    def _new_root(self, root: Future) -> Plan:
         for name, arg in root.kwargs.items():
             if graph.template_of(arg, lambda _: None)[1]:
                 raise FuncError(f"{root.func.name}(): argument '{name}' is a Future; the pipeline's root "
                                 "takes concrete values (call both funcs inside another func instead)")
-        if self.preset_root_id:
-            root.id = self.preset_root_id
+        if self.settings.root_id:
+            root.id = self.settings.root_id
         elif self.store.get_run(root.id) is not None:
             root.id = new_id()  # the same root Future resolved again: a new Resolution
         self.root_id = root.id
-        return self._nodes_for([root], None)
+        return Plan(root.id, self.nodes_for([root], None))
 
-    def _plan_rerun(self, root: Future) -> tuple[list[Node], dict[str, Any]]:
-        target = self.store.get_run(self.rerun_from)  # type: ignore[arg-type]
+    def _rerun(self, root: Future) -> Plan:
+        rerun_from, mode = self.settings.rerun_from, self.settings.rerun_mode
+        target = self.store.get_run(rerun_from) if rerun_from else None
         if target is None:
-            raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+            raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
         old_runs = self.store.runs_of_root(target.root_id)
         old_root = next(r for r in old_runs if r.id == target.root_id)
         if root.func.path != old_root.func_path:
-            raise ValueError(f"rerun_from {self.rerun_from} belongs to a {old_root.func_path} pipeline, "
+            raise ValueError(f"rerun_from {rerun_from} belongs to a {old_root.func_path} pipeline, "
                              f"not {root.func.path}")
-        preset = iter([self.preset_root_id] if self.preset_root_id else [])
-        plan = graph.plan_rerun(old_runs, target.id, self.rerun_mode, lambda: next(preset, None) or new_id())
+        preset = iter([self.settings.root_id] if self.settings.root_id else [])
+        plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or new_id())
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
         nodes = self._nodes_from_plan(plan, old_runs, record=True)
-        self.forced.update(p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE)
-        return nodes, {"rerun_of": target.root_id, "rerun_from": target.id, "rerun_mode": self.rerun_mode}
+        return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
+                                                   "rerun_mode": mode},
+                    forced={p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE})
 
-    def _resume(self, root: Future) -> list[Node]:
+    def _resume(self) -> Plan:
         """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
         what resolved is kept and executors re-attach to the workers still running."""
         runs = self.store.runs_of_root(self.root_id)
@@ -148,19 +135,22 @@ class Planner:
         now = utcnow()
         for r in runs:
             if r.id not in kept and r.state not in graph.TERMINAL:
-                self.batch.update_run(r.id, state=CANCELED, ended_at=now)
+                self.recorder.batch.update_run(r.id, state=CANCELED, ended_at=now)
         by_id = {r.id: r for r in runs}
+        attempts: dict[str, int] = {}
+        resumed: set[str] = set()
         for p in plan:
             old = by_id[p.old_id]
             if p.action == EXECUTE:  # same attempt if it was running: a worker of it may still be there
-                self.attempts[p.old_id] = max(0, old.attempts - (old.state == RUNNING))
+                attempts[p.old_id] = max(0, old.attempts - (old.state == RUNNING))
                 if old.state == RUNNING:
-                    self.resumed.add(p.old_id)
-                self.batch.update_run(p.old_id, state=CREATED, ended_at=None)
-        self.batch.resolution_updates[self.root_id] = {"state": RUNNING, "ended_at": None, "error": None}
+                    resumed.add(p.old_id)
+                self.recorder.batch.update_run(p.old_id, state=CREATED, ended_at=None)
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": RUNNING, "ended_at": None, "error": None}
         log.warning("resolution %s: resuming after a restart (%d runs kept, %d to run)", self.root_id,
                     sum(p.action != EXECUTE for p in plan), sum(p.action == EXECUTE for p in plan))
-        return self._nodes_from_plan(plan, runs, record=False)
+        nodes = self._nodes_from_plan(plan, runs, record=False)
+        return Plan(self.root_id, nodes, attempts=attempts, resumed=resumed)
 
     def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord], *,
                          record: bool) -> list[Node]:
@@ -171,7 +161,7 @@ class Planner:
 
         def leaf(artifact_id: str) -> Value:
             a = formats.get(artifact_id)
-            return self._stored_value(artifact_id, a.format if a else None, a.type_name if a else "")
+            return self.recorder.stored_value(artifact_id, a.format if a else None, a.type_name if a else "")
 
         nodes = []
         for p in plan:
@@ -198,7 +188,7 @@ class Planner:
                 inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
                 node = Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
             if record:
-                self.batch.add_run(rec)
+                self.recorder.batch.add_run(rec)
             nodes.append(node)
         return nodes
 
