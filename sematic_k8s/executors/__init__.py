@@ -9,6 +9,7 @@ input artifact ids, as JSON) and reads the worker's outcome document back from s
 - :mod:`.inline`: in this process (threads for parallelism and timeouts); the LocalResolver's executor.
 - :mod:`.inline_or_remote`: a driver's executor: inline funcs in the driver, the others remote.
 - :mod:`.process`, :mod:`.docker`, :mod:`.kubernetes`: one worker process, container or Job per attempt.
+- :mod:`.scripted`: outcomes decided in advance, to test the loop without threads or waiting.
 
 Drivers pick executors by name through :data:`sematic_k8s.backends.EXECUTORS` (each has ``from_spec``).
 """
