@@ -22,6 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 RERUN_MODES = ("from", "continue")
+DRIVER_MODULE = "sematic_k8s.driver"  # started with python -m, in a container, a pod or a process
+WORKER_MODULE = "sematic_k8s.worker"
+DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
+WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
 DRIVER_MAX_PARALLELISM = 8  # a driver's runs mostly wait on pods: more of them at once
 
 

@@ -9,7 +9,7 @@ from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
 from sematic_k8s.settings import worker_env
-from sematic_k8s.specs import DriverSpec, TaskSpec
+from sematic_k8s.specs import WORKER_COMMAND, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LOG_TAIL = 40
@@ -43,7 +43,7 @@ class DockerExecutor(RemoteExecutor):
         if task.func.cpu:
             kwargs["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
         self.containers[spec.run_id] = self.client.containers.run(
-            self.image, ["python", "-m", "sematic_k8s.worker"], detach=True, network_mode="host",
+            self.image, list(WORKER_COMMAND), detach=True, network_mode="host",
             environment={**self.env, **env}, labels=labels,
             name=f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}", **kwargs)
 

@@ -23,12 +23,10 @@ from sematic_k8s.labels import (
     run_labels,
 )
 from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
-from sematic_k8s.specs import DriverSpec, TaskSpec
+from sematic_k8s.specs import DRIVER_COMMAND, WORKER_COMMAND, DriverSpec, TaskSpec
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
 
-WORKER_COMMAND = ["python", "-m", "sematic_k8s.worker"]
-DRIVER_COMMAND = ["python", "-m", "sematic_k8s.driver"]
 DRIVER_RESTARTS = 3  # a restarted driver resumes its Resolution (see ResolutionLoop._resume)
 WORKER_CONTAINER = "worker"
 DRIVER_CONTAINER = "driver"

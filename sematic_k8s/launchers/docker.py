@@ -7,9 +7,7 @@ import os
 from collections.abc import Mapping
 
 from sematic_k8s.labels import run_labels
-from sematic_k8s.specs import DriverSpec
-
-DRIVER_COMMAND = ["python", "-m", "sematic_k8s.driver"]
+from sematic_k8s.specs import DRIVER_COMMAND, DriverSpec
 
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
@@ -18,7 +16,7 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
 
     root_id = spec.root_id or ""
     docker.from_env().containers.run(
-        spec.image, DRIVER_COMMAND, detach=True, network_mode="host",
+        spec.image, list(DRIVER_COMMAND), detach=True, network_mode="host",
         environment=dict(env), labels=run_labels(root_id, root_id, "driver", "driver"),
         name=f"sk-driver-{root_id[:12]}-{os.urandom(3).hex()}",
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock"}})
