@@ -18,15 +18,13 @@ from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
 
-REMOTE_EXECUTORS = ("docker", "process", "kubernetes")
-
 
 def executor_for(name: str, spec: DriverSpec, storage: Storage) -> Executor:
     """The executor registered as ``name``, set up from the spec."""
     try:
         executor_class = backends.load(backends.EXECUTORS, name)
     except LookupError:
-        raise ValueError(f"unknown executor {name!r}: use {', '.join(REMOTE_EXECUTORS)}") from None
+        raise ValueError(f"unknown executor {name!r}: use docker, process or kubernetes") from None
     executor: Executor = executor_class.from_spec(spec, storage)
     return executor
 
