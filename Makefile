@@ -22,8 +22,10 @@ $(STAMP): $(BASE)  # plus the server, S3, Docker and Kubernetes extras and the t
 run: $(BASE)  ## resolve the example pipeline on the embedded LocalResolver (no services)
 	$(BIN)/python -m examples.pipeline
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff; the import layers of pyproject.toml (no upward imports, no cycles); mypy
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: $(STAMP) lint  ## lint, then the whole test suite
 	$(BIN)/python -m pytest -q

@@ -31,13 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import sematic_k8s as sk  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
-from sematic_k8s.executors.split import SplitExecutor  # noqa: E402
-from sematic_k8s.resolvers.local import sql_store  # noqa: E402
+from sematic_k8s.executors.remote import run_task  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
+from sematic_k8s.specs import ResolutionSettings, TaskSpec  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
-from sematic_k8s.worker import TaskSpec, run_task  # noqa: E402
+from sematic_k8s.store import sql_store  # noqa: E402
 
 NS = "bench"
 IMAGE = "127.0.0.1:5000/bench@sha256:" + "0" * 64
@@ -90,8 +91,8 @@ def measure(n: int, rate: float) -> dict[str, Any]:
         with FakeJobController(emu, url, NS, lambda pod: None, pod_status=born_done):
             ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
                                     owner=False, creates_per_second=rate)
-            loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(1), ex), kind="cloud",
-                                  max_parallelism=n)
+            loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                                  ResolutionSettings(max_parallelism=n), kind="cloud")
             start = time.perf_counter()
             value = loop.run(cubes(n))
             wall = time.perf_counter() - start

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sematic_k8s.func import FuncError
+from sematic_k8s.errors import FuncError
 
 CacheNamespace = str | Callable[[Any], str] | None
 _MAX_NAMESPACE = 256

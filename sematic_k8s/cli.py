@@ -13,14 +13,15 @@ from typing import Any
 import click
 import sqlalchemy.exc
 
-from sematic_k8s import config, graph
+from sematic_k8s import graph, settings
 from sematic_k8s.func import FuncError, load_func
 from sematic_k8s.future import Future
-from sematic_k8s.resolvers.local import LocalResolver, open_store
+from sematic_k8s.resolvers.local import LocalResolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store import open_store
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
 
@@ -110,7 +111,7 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
 # -- shared state -----------------------------------------------------------------------------------
 
 def _home(ctx: click.Context) -> Path:
-    return config.home(ctx.find_root().params.get("home"))
+    return settings.home(ctx.find_root().params.get("home"))
 
 
 def _store(ctx: click.Context) -> Store:
@@ -119,7 +120,7 @@ def _store(ctx: click.Context) -> Store:
     try:
         return open_store(home)
     except sqlalchemy.exc.SQLAlchemyError as e:
-        raise click.ClickException(f"cannot open the metadata store {config.db_url(home)}: {e}") from None
+        raise click.ClickException(f"cannot open the metadata store {settings.db_url(home)}: {e}") from None
 
 
 def _storage(ctx: click.Context, store: Store, run: RunRecord) -> Storage:
@@ -140,7 +141,7 @@ def _get_run(store: Store, run_id: str) -> RunRecord:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
-              help=f"Data directory (default: ${config.HOME_ENV}, else ~/.sematic_k8s).")
+              help=f"Data directory (default: ${settings.HOME_ENV}, else ~/.sematic_k8s).")
 def cli(home: Path | None) -> None:
     """Inspect and re-run sematic-k8s pipelines recorded in the embedded store."""
 

@@ -17,15 +17,13 @@ from typing import Any
 
 import typeguard
 
+from sematic_k8s.errors import FuncError
 from sematic_k8s.future import Future
 from sematic_k8s.serialization import type_name
+from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
 _RETRY_BACKOFF_CAP = 300.0
-
-
-class FuncError(TypeError):
-    """A func was declared or called wrongly, or a value did not match its type hints."""
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
@@ -34,7 +32,7 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 
 def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _module_name(fn: Callable[..., Any]) -> str:
@@ -48,6 +46,23 @@ def _module_name(fn: Callable[..., Any]) -> str:
 
 class Func:
     """A decorated function and its settings. Calling it returns a :class:`Future`."""
+
+    fn: Callable[..., Any]
+    cache: bool
+    inline: bool
+    cpu: str | None
+    memory: str | None
+    gpu: int | None
+    node_selector: dict[str, str] | None
+    tolerations: list[dict[str, Any]] | None
+    retries: int
+    retry_backoff: float
+    retry_on: tuple[type[BaseException], ...]
+    timeout: float | None
+    signature: inspect.Signature
+    name: str
+    path: str  # module:qualname, how runs record it
+    source_file: str | None
 
     def __init__(
         self,
@@ -223,7 +238,7 @@ def _import(module_name: str, source_file: str | None) -> None:
 def map_source(path: str | None) -> str | None:
     """Where a recorded source file is here: $SEMATIC_K8S_SOURCE_MAP="HOST_ROOT=LOCAL_ROOT" maps
     the user's project root to where an image copied it."""
-    mapping = os.environ.get("SEMATIC_K8S_SOURCE_MAP")
+    mapping = os.environ.get(SOURCE_MAP_ENV)
     if not path or not mapping or "=" not in mapping:
         return path
     host, _, here = (p.rstrip("/") for p in mapping.partition("="))

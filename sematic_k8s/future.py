@@ -1,13 +1,34 @@
-"""Future: the not-yet-computed value of one func call."""
+"""Future: the not-yet-computed value of one func call.
+
+This module knows no resolver: ``Future.resolve()`` without one uses the factory registered with
+:func:`set_default_resolver` (the LocalResolver registers itself when :mod:`sematic_k8s.resolvers.local` is
+imported, as ``import sematic_k8s`` does). So the graph, the loop and the executors, which all see Futures,
+sit below the resolvers with no import cycle.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sematic_k8s.func import Func
-    from sematic_k8s.resolvers.base import Resolver
+
+
+class Resolves(Protocol):
+    """What resolves a Future: a resolver (LocalResolver, CloudResolver, ...)."""
+
+    def resolve(self, future: Future) -> Any: ...
+
+
+_default_resolver: Callable[[], Resolves] | None = None
+
+
+def set_default_resolver(factory: Callable[[], Resolves]) -> None:
+    """Make ``factory()`` the resolver of ``Future.resolve()`` called without one."""
+    global _default_resolver
+    _default_resolver = factory
 
 
 def new_id() -> str:
@@ -32,12 +53,13 @@ class Future:
     def __repr__(self) -> str:
         return f"<Future {self.func.name} id={self.id}>"
 
-    def resolve(self, resolver: Resolver | None = None) -> Any:
+    def resolve(self, resolver: Resolves | None = None) -> Any:
         """Run this pipeline with ``resolver`` (default: an embedded LocalResolver) and return its value."""
         if resolver is None:
-            from sematic_k8s.resolvers.local import LocalResolver
-
-            resolver = LocalResolver()
+            if _default_resolver is None:
+                raise RuntimeError("no default resolver is registered: pass one, e.g. "
+                                   "future.resolve(sematic_k8s.LocalResolver())")
+            resolver = _default_resolver()
         return resolver.resolve(self)
 
     def _no_value(self, *_: Any, **__: Any) -> Any:

@@ -21,6 +21,18 @@ from sematic_k8s.future import Future
 CREATED, SCHEDULED, RUNNING = "created", "scheduled", "running"
 RESOLVED, FAILED, CANCELED = "resolved", "failed", "canceled"
 TERMINAL = frozenset({RESOLVED, FAILED, CANCELED})
+# The allowed state changes of a Run (DESIGN.md "Run states"), checked on every change the graph makes.
+# created -> resolved is a cache hit; running -> scheduled a retry. Staying in a state is no change (a
+# composition that returned Futures stays running; a late duplicate outcome leaves a resolved run resolved).
+# Runs cloned by a rerun or a resume start in any state.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    CREATED: frozenset({SCHEDULED, RUNNING, RESOLVED, FAILED, CANCELED}),
+    SCHEDULED: frozenset({RUNNING, FAILED, CANCELED}),
+    RUNNING: frozenset({SCHEDULED, RESOLVED, FAILED, CANCELED}),
+    RESOLVED: frozenset(),
+    FAILED: frozenset(),
+    CANCELED: frozenset(),
+}
 EXECUTE, AWAIT = "execute", "await"
 REUSE = "reuse"
 
@@ -241,13 +253,22 @@ class Graph:
         """A composition's returned structure with every RunRef replaced by that run's output."""
         return substitute(node.output_template, lambda r: self.nodes[r].output)
 
+    @staticmethod
+    def _move(node: Node, state: str) -> None:
+        """The one place a node's state changes: only along :data:`TRANSITIONS` (staying put is no change)."""
+        if state != node.state and state not in TRANSITIONS[node.state]:
+            raise ValueError(f"run {node.run_id} cannot go from {node.state} to {state}")
+        node.state = state
+
     def set_state(self, run_id: str, state: str) -> None:
-        self.nodes[run_id].state = state
+        """Scheduled, running: states that release nothing (see :meth:`resolve`, :meth:`fail`)."""
+        self._move(self.nodes[run_id], state)
 
     def resolve(self, run_id: str, output: Any) -> None:
         """Record a run's output and release what waited on it."""
         node = self.nodes[run_id]
-        node.output, node.state = output, RESOLVED
+        self._move(node, RESOLVED)
+        node.output = output
         for dep_id in node.dependents:
             dep = self.nodes[dep_id]
             dep.waiting -= 1
@@ -259,7 +280,8 @@ class Graph:
         """A composition returned futures: add them and wait for the returned structure."""
         node = self.nodes[run_id]
         self.add(children)
-        node.mode, node.state, node.output_template = AWAIT, RUNNING, output_template
+        self._move(node, RUNNING)
+        node.mode, node.output_template = AWAIT, output_template
         self._wire(node, [output_template])
 
     def fail(self, run_id: str) -> list[str]:
@@ -267,7 +289,7 @@ class Graph:
         failed = []
         node: Node | None = self.nodes[run_id]
         while node is not None and node.state not in TERMINAL:
-            node.state = FAILED
+            self._move(node, FAILED)
             failed.append(node.run_id)
             node = self.nodes.get(node.parent_id) if node.parent_id else None
         return failed
@@ -276,7 +298,7 @@ class Graph:
         """Cancel every run that has not reached a final state; returns their ids."""
         canceled = [n.run_id for n in self.nodes.values() if n.state not in TERMINAL]
         for run_id in canceled:
-            self.nodes[run_id].state = CANCELED
+            self._move(self.nodes[run_id], CANCELED)
         self._ready.clear()
         self._finishable.clear()
         return canceled

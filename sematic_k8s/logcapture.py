@@ -39,7 +39,7 @@ def install() -> None:
     with _lock:
         if _installed == 0:
             _originals = (sys.stdout, sys.stderr)
-            sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)  # type: ignore[assignment]
+            sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)
         _installed += 1
 
 

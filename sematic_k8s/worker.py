@@ -1,90 +1,26 @@
-"""Worker entrypoint: execute one Run attempt in a container or pod.
+"""Worker entrypoint: execute one Run attempt in a container, pod or process.
 
-``python -m sematic_k8s.worker`` reads its task from $SEMATIC_K8S_TASK (JSON), loads the inputs
-from artifact storage, runs the func, and writes the output artifact, the captured logs and an
-outcome document to storage. It never writes metadata: the driver, the single writer of Run
-records, reads the outcome when the container ends.
-
-The outcome document (``outcomes/<run_id>/<attempt>.json``) holds one of:
-``{"output": artifact}``, ``{"expansion": artifact}`` (a pickled structure of Futures returned by
-a composition) or ``{"error": {"type", "message", "traceback"}}``.
+``python -m sematic_k8s.worker`` reads its TaskSpec from $SEMATIC_K8S_TASK (JSON) and its artifact
+storage from $SEMATIC_K8S_STORAGE, then runs :func:`sematic_k8s.executors.remote.run_task`: it loads the
+inputs, runs the func, and writes the output artifact, the captured logs and an outcome document
+(:func:`sematic_k8s.specs.outcome_key`) to storage. Nothing imports this module.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass
-from typing import Any
 
-from sematic_k8s import graph, logcapture, serialization
-from sematic_k8s.executors.base import Task
-from sematic_k8s.executors.inline import error_info, execute
-from sematic_k8s.func import load_func
-from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
-
-TASK_ENV = "SEMATIC_K8S_TASK"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """Everything a worker needs, passed in its environment."""
-
-    run_id: str
-    root_id: str
-    func_path: str
-    source_file: str | None
-    input_ids: dict[str, str]
-    input_formats: dict[str, str]
-    attempt: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> TaskSpec:
-        return cls(**json.loads(text))
-
-
-def outcome_key(run_id: str, attempt: int) -> str:
-    return f"outcomes/{run_id}/{attempt}.json"
-
-
-def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
-    """Execute one attempt and store its output, logs and outcome; returns the outcome document."""
-    func = load_func(spec.func_path, spec.source_file)
-    inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
-              for name, artifact_id in spec.input_ids.items()}
-    logcapture.install()
-    try:
-        outcome = execute(Task(spec.run_id, spec.root_id, func, inputs, spec.attempt))
-    finally:
-        logcapture.uninstall()
-    if outcome.logs:
-        storage.append(log_key(spec.run_id), outcome.logs.encode())
-    doc: dict[str, Any]
-    if outcome.error_info is not None:
-        doc = {"error": outcome.error_info}
-    else:
-        try:
-            if graph.template_of(outcome.value, lambda _: None)[1]:  # Futures: pickled for the driver
-                doc = {"expansion": put_artifact(storage, serialization.serialize(outcome.value))}
-            else:
-                func.check_output(outcome.value)
-                doc = {"output": put_artifact(storage, serialization.serialize(outcome.value))}
-        except Exception as e:
-            doc = {"error": error_info(e)}
-    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(doc).encode())
-    return doc
+from sematic_k8s import settings
+from sematic_k8s.executors.remote import run_task
+from sematic_k8s.specs import TaskSpec
+from sematic_k8s.storage.urls import storage_from_url
 
 
 def main() -> int:
-    """Container entrypoint."""
-    from sematic_k8s.storage.urls import storage_from_url
-
-    spec = TaskSpec.from_json(os.environ[TASK_ENV])
-    storage = storage_from_url(os.environ["SEMATIC_K8S_STORAGE"])
+    """Container entrypoint: exit 0 when the func returned, 1 when it raised."""
+    spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
+    storage = storage_from_url(os.environ[settings.STORAGE_ENV])
     doc = run_task(spec, storage)
     return 1 if "error" in doc else 0
 

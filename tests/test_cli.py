@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import sematic_k8s as sk
-from sematic_k8s import config
+from sematic_k8s import settings
 from sematic_k8s.cli import _duration, cli
-from sematic_k8s.resolvers.local import sql_store
+from sematic_k8s.store import sql_store
 from sematic_k8s.store.records import RunRecord
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
@@ -37,8 +37,8 @@ class Recorded:
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(config.DB_URL_ENV, raising=False)
-    monkeypatch.delenv(config.HOME_ENV, raising=False)
+    monkeypatch.delenv(settings.DB_URL_ENV, raising=False)
+    monkeypatch.delenv(settings.HOME_ENV, raising=False)
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def ok(home: Path, *args: str) -> Result:
 
 def runs_of(home: Path, root_id: str) -> dict[str, RunRecord]:
     """The runs of one resolution by func name (each func runs once in cli_pipeline)."""
-    return {r.func_name: r for r in sql_store(config.db_url(home)).runs_of_root(root_id)}
+    return {r.func_name: r for r in sql_store(settings.db_url(home)).runs_of_root(root_id)}
 
 
 # -- resolutions --------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = ok(tmp_path, "resolutions", "list")
     assert result.stdout == "" and "No resources found" in result.stderr
     assert json.loads(ok(tmp_path, "resolutions", "list", "-o", "json").stdout) == {"items": []}
-    monkeypatch.setenv(config.HOME_ENV, str(tmp_path / "from-env"))  # no --home: the env var
+    monkeypatch.setenv(settings.HOME_ENV, str(tmp_path / "from-env"))  # no --home: the env var
     assert CliRunner().invoke(cli, ["resolutions", "list"]).exit_code == 0
     assert (tmp_path / "from-env" / "db.sqlite3").exists()
 

@@ -30,9 +30,9 @@ import httpx
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s import config
+from sematic_k8s import settings
+from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV
 from serving import serve
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
@@ -96,10 +96,10 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     from sematic_k8s_server import auth, create_app
     from sematic_k8s_server.db import open_store
 
-    for var in (SERVER_ENV, API_KEY_ENV, config.DB_URL_ENV, config.HOME_ENV):
+    for var in (SERVER_ENV, API_KEY_ENV, settings.DB_URL_ENV, settings.HOME_ENV):
         monkeypatch.delenv(var, raising=False)
-    home = config.home(tmp_path / "home")
-    store = open_store(config.db_url(home))
+    home = settings.home(tmp_path / "home")
+    store = open_store(settings.db_url(home))
     key = auth.create_key(store.engine, "dashboard-test")
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -10,13 +10,14 @@ import time
 
 import sematic_k8s as sk
 from sematic_k8s import serialization
-from sematic_k8s.driver import DRIVER_ENV, DriverSpec, drive
 from sematic_k8s.func import map_source
-from sematic_k8s.resolvers.local import sql_store
+from sematic_k8s.resolvers.driven import drive
+from sematic_k8s.settings import DRIVER_ENV
+from sematic_k8s.specs import DriverSpec, ResolutionSettings, outcome_key
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
-from sematic_k8s.worker import outcome_key
+from sematic_k8s.store import sql_store
 
 
 @sk.func(inline=False)
@@ -81,7 +82,8 @@ def test_drive_a_rerun_from_the_recorded_root_func(tmp_path):
     drive(spec_for(f, storage), store)
     target = next(r for r in store.runs_of_root(f.id) if r.func_name == "sum_all")
     spec = DriverSpec(root=None, storage_url=storage_url(storage), image="img", executor="process",
-                      rerun_from=target.id, root_id="b" * 32, root_func=squares.path,
+                      resolution=ResolutionSettings(rerun_from=target.id, root_id="b" * 32, max_parallelism=8),
+                      root_func=squares.path,
                       root_source_file=squares.source_file)
     assert drive(spec, store) == 5
     assert store.get_resolution("b" * 32).rerun_of == f.id
@@ -114,7 +116,7 @@ def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
     env.pop("SEMATIC_K8S_SERVER", None)
     marker, gate = str(tmp_path / "marker"), str(tmp_path / "gate")
     f = gated_pipeline(marker, gate)
-    spec = dataclasses.replace(spec_for(f, storage), root_id=f.id)
+    spec = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
     env[DRIVER_ENV] = spec.to_json()
     store = sql_store(db)
     first = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env)

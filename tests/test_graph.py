@@ -1505,3 +1505,15 @@ class TestPlanProperties:
             for n in finishable + ready:
                 g.resolve(n.run_id, None)  # an EXECUTE composition would expand; irrelevant here
         assert all(n.state == RESOLVED for n in g.nodes.values())
+
+
+def test_state_changes_follow_the_transitions_listed_in_graph():
+    from sematic_k8s.graph import RUNNING as _RUNNING
+    from sematic_k8s.graph import TRANSITIONS
+
+    g = Graph()
+    g.add([node("a")])
+    g.resolve("a", 1)
+    assert _RUNNING not in TRANSITIONS["resolved"]
+    with pytest.raises(ValueError, match="cannot go from resolved to running"):
+        g.set_state("a", _RUNNING)

@@ -515,19 +515,20 @@ def test_drivers_settings_configmap(rendered: dict[str, list[dict[str, Any]]]) -
 def test_settings_use_the_names_the_kubernetes_executor_reads(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """The ConfigMap's keys are the environment variables launch_driver and the executor read, and the
     API key Secret is where the driver Job's secretKeyRef points by default."""
-    executor = pytest.importorskip("sematic_k8s.executors.kubernetes")
+    pytest.importorskip("kubernetes")
+    from sematic_k8s import settings
     from sematic_k8s.k8s import manifests
 
     docs = rendered["minio"]
     data = one(docs, "ConfigMap", "sematic-k8s")["data"]
-    assert data[executor.SERVICE_ACCOUNT_ENV] == one(docs, "RoleBinding")["subjects"][0]["name"]
-    assert data[executor.WORKER_SERVICE_ACCOUNT_ENV] == "sematic-k8s-worker"
-    assert data[executor.API_KEY_SECRET_ENV] == manifests.API_KEY_SECRET
-    assert data[executor.STORAGE_SECRET_ENV] == "sematic-k8s-s3"
-    assert data[manifests.NAMESPACE_ENV] == NAMESPACE
+    assert data[settings.SERVICE_ACCOUNT_ENV] == one(docs, "RoleBinding")["subjects"][0]["name"]
+    assert data[settings.WORKER_SERVICE_ACCOUNT_ENV] == "sematic-k8s-worker"
+    assert data[settings.API_KEY_SECRET_ENV] == manifests.API_KEY_SECRET
+    assert data[settings.STORAGE_SECRET_ENV] == "sematic-k8s-s3"
+    assert data[settings.NAMESPACE_ENV] == NAMESPACE
     api_key = one(docs, "Secret", manifests.API_KEY_SECRET)
     assert manifests.API_KEY_KEY in string_data(api_key)
-    storage = string_data(one(docs, "Secret", data[executor.STORAGE_SECRET_ENV]))
+    storage = string_data(one(docs, "Secret", data[settings.STORAGE_SECRET_ENV]))
     required = {k for k, (_, optional) in manifests.STORAGE_SECRET_KEYS.items() if not optional}
     assert required <= storage.keys()
 

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.store.http import HttpStore, ServerError, batch_from_json, batch_to_json, dumps
+from sematic_k8s.errors import ServerError
+from sematic_k8s.store.http import HttpStore, batch_from_json, batch_to_json, dumps
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from serving import free_port, serve

@@ -21,20 +21,25 @@ from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from kmock_k8s import FakeJobController, PodHandle, serve_k8s, waiting  # noqa: E402
-from sematic_k8s.driver import DRIVER_ENV, DriverSpec, remote_executor  # noqa: E402
+from sematic_k8s import settings  # noqa: E402
+from sematic_k8s.errors import ResolutionFailed  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
-from sematic_k8s.executors.kubernetes import KubernetesExecutor, launch_driver  # noqa: E402
-from sematic_k8s.executors.split import SplitExecutor  # noqa: E402
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
+from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
+from sematic_k8s.executors.remote import run_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
-from sematic_k8s.k8s.watch import Backoff, TokenBucket  # noqa: E402
-from sematic_k8s.resolvers.local import sql_store  # noqa: E402
-from sematic_k8s.resolvers.loop import ResolutionFailed, ResolutionLoop  # noqa: E402
+from sematic_k8s.k8s.client import Backoff, TokenBucket  # noqa: E402
+from sematic_k8s.launchers.kubernetes import launch_driver  # noqa: E402
+from sematic_k8s.resolvers.driven import remote_executor  # noqa: E402
+from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
+from sematic_k8s.settings import DRIVER_ENV  # noqa: E402
+from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
 from sematic_k8s.storage.base import log_key  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
-from sematic_k8s.worker import TaskSpec, run_task  # noqa: E402
+from sematic_k8s.store import sql_store  # noqa: E402
 
 NS = "sk-test"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
@@ -231,7 +236,7 @@ def test_driver_job_manifest_is_valid_and_reads_the_api_key_from_a_secret():
     assert e["SEMATIC_K8S_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "sk-api", "key": "api-key",
                                                                       "optional": False}
     assert e["SEMATIC_K8S_SERVER"]["value"] == "http://sk-server:8000"
-    assert e[manifests.DRIVER_JOB_UID_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == (
+    assert e[settings.DRIVER_JOB_UID_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/controller-uid']")
     with pytest.raises(ValueError, match="by digest"):
         manifests.driver_job(DriverSpec(root={}, storage_url="", image="repo:latest"), root, {}, namespace=NS)
@@ -255,7 +260,8 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_SERVICE_ACCOUNT", "sk-driver")
     monkeypatch.setenv("SEMATIC_K8S_STORAGE_SECRET", "sk-s3")
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
-                      executor="kubernetes", root_id=new_id())
+                      executor="kubernetes",
+                      resolution=ResolutionSettings(root_id=new_id(), max_parallelism=8))
     env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://sk:8000", "SEMATIC_K8S_API_KEY": "k",
            "SEMATIC_K8S_SOURCE_MAP": "/home/me/proj=/app"}
     name = launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api, func_name="fan_out",
@@ -290,7 +296,8 @@ def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(k8s,
               "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT": "sematic-k8s-worker",
               "SEMATIC_K8S_STORAGE_SECRET": "sematic-k8s-s3"}))
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
-                      executor="kubernetes", root_id=new_id())
+                      executor="kubernetes",
+                      resolution=ResolutionSettings(root_id=new_id(), max_parallelism=8))
     env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://127.0.0.1:18000",  # a port-forward
            "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:19000"}
     launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api)
@@ -319,8 +326,8 @@ def test_the_driver_builds_the_kubernetes_executor_from_its_spec(k8s, storage):
 
 def test_workers_are_owned_by_the_driver_job_named_by_the_downward_api(k8s, storage, monkeypatch):
     emu, url, api = k8s
-    monkeypatch.setenv(manifests.DRIVER_JOB_ENV, "sk-driver-abc")
-    monkeypatch.setenv(manifests.DRIVER_JOB_UID_ENV, "uid-from-the-downward-api")
+    monkeypatch.setenv(settings.DRIVER_JOB_ENV, "sk-driver-abc")
+    monkeypatch.setenv(settings.DRIVER_JOB_UID_ENV, "uid-from-the-downward-api")
     ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
                             backoff=FAST, creates_per_second=0)
     submit(ex, noop, new_id())
@@ -342,8 +349,8 @@ def test_a_pipeline_resolves_with_one_labelled_owned_job_per_run(k8s, storage, s
     with FakeJobController(emu, url, NS, work) as ctl:
         ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
                                 backoff=FAST)
-        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(2), ex), kind="cloud",
-                              max_parallelism=8, root_id=root.id)
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), ex),
+                              ResolutionSettings(max_parallelism=8, root_id=root.id), kind="cloud")
         assert loop.run(root) == 0 + 1 + 4 + 9
         assert not ctl.errors
     workers = jobs(api, f"sematic-k8s/resolution-id={root.id},sematic-k8s/role=worker")
@@ -364,7 +371,7 @@ def test_a_func_error_in_a_pod_fails_the_resolution_with_its_traceback(k8s, stor
     emu, url, api = k8s
     with FakeJobController(emu, url, NS, work):
         ex = executor(api, storage)
-        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(1), ex), kind="cloud")
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex), kind="cloud")
         with pytest.raises(ResolutionFailed) as err:
             loop.run(explode(3))
     assert err.value.error["type"] == "ValueError" and "bad input 3" in err.value.error["message"]
@@ -722,7 +729,8 @@ def run_fanout(emu: Any, url: str, api: client.ApiClient, storage: LocalStorage,
 
     with FakeJobController(emu, url, NS, lambda pod: None, pod_status=born_done) as ctl:
         ex = executor(api, storage, **settings)
-        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(1), ex), kind="cloud", max_parallelism=n)
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                              ResolutionSettings(max_parallelism=n), kind="cloud")
         started = time.monotonic()
         value = loop.run(cubes(n))
         elapsed = time.monotonic() - started
@@ -890,7 +898,8 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(k8s, project, s3, store, 
     def resolve(future: Any) -> Any:
         ex = KubernetesExecutor(storage, url_s3, image, namespace=NS, api_client=api, env=worker_env,
                                 storage_secret="sk-s3", owner=False, backoff=FAST)
-        loop = ResolutionLoop(store, storage, SplitExecutor(InlineExecutor(2), ex), kind="cloud", max_parallelism=4)
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), ex),
+                              ResolutionSettings(max_parallelism=4), kind="cloud")
         return loop.run(future)
 
     with FakeJobController(emu, url, NS, behaviour, workers=3) as ctl:

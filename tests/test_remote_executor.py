@@ -9,11 +9,11 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s.executors.inline import InlineExecutor
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
-from sematic_k8s.executors.split import SplitExecutor
-from sematic_k8s.resolvers.local import sql_store
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store import sql_store
 
 
 class ProcessResolver(sk.LocalResolver):
@@ -21,7 +21,7 @@ class ProcessResolver(sk.LocalResolver):
 
     def _parts(self):
         storage = self.storage
-        return self.store, storage, SplitExecutor(InlineExecutor(self.max_parallelism),
+        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
                                                   ProcessExecutor(storage, storage_url(storage)))
 
 

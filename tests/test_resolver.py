@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.resolvers.local import sql_store
 from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store import sql_store
 
 CALLS: collections.Counter[str] = collections.Counter()
 FLAGS: dict[str, object] = {}

@@ -19,11 +19,11 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
-from sematic_k8s.resolvers.local import sql_store  # noqa: E402
 from sematic_k8s.storage.base import artifact_key, log_key  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import MiB, S3CredentialsError, S3Storage, S3StorageError  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
+from sematic_k8s.store import sql_store  # noqa: E402
 
 SMALL_THRESHOLD = 5 * MiB + 1  # S3's minimum part size is 5 MiB
 

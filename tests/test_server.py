@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.resolvers.loop import ResolutionCanceled
+from sematic_k8s.errors import ResolutionCanceled
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow

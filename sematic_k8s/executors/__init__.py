@@ -1,0 +1,15 @@
+"""Executors: where one Run's code executes (DESIGN.md "Executor").
+
+The resolution loop hands an executor a :class:`~sematic_k8s.executors.base.Task` (one attempt of one Run:
+the Func itself and its input Values, in memory) and collects :class:`~sematic_k8s.executors.base.Outcome`s.
+An executor that runs the attempt in another process (:mod:`.remote`: :mod:`.process`, :mod:`.docker`,
+:mod:`.kubernetes`) sends it as a :class:`~sematic_k8s.specs.TaskSpec` instead (the func's path and the
+input artifact ids, as JSON) and reads the worker's outcome document back from storage.
+
+- :mod:`.inline`: in this process (threads for parallelism and timeouts); the LocalResolver's executor.
+- :mod:`.inline_or_remote`: a driver's executor: inline funcs in the driver, the others remote.
+- :mod:`.process`, :mod:`.docker`, :mod:`.kubernetes`: one worker process, container or Job per attempt.
+- :mod:`.scripted`: outcomes decided in advance, to test the loop without threads or waiting.
+
+Drivers pick executors by name through :data:`sematic_k8s.backends.EXECUTORS` (each has ``from_spec``).
+"""

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
+from sematic_k8s.settings import worker_env
+from sematic_k8s.specs import WORKER_COMMAND, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.worker import TaskSpec
 
 LOG_TAIL = 40
-
-
-def label_value(text: str) -> str:
-    """A Kubernetes/Docker-safe label value: [A-Za-z0-9_.-], at most 63 characters."""
-    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
-    return value[:63].rstrip("-_.")
-
-
-def run_labels(resolution_id: str, run_id: str, func_name: str, role: str) -> dict[str, str]:
-    """The labels every container, Job and pod carries (DESIGN.md "kubectl")."""
-    return {"sematic-k8s/resolution-id": resolution_id, "sematic-k8s/run-id": run_id,
-            "sematic-k8s/func": label_value(func_name), "sematic-k8s/role": role}
 
 
 class DockerExecutor(RemoteExecutor):
@@ -40,6 +29,11 @@ class DockerExecutor(RemoteExecutor):
         self.containers: dict[str, Any] = {}  # run id -> container
         self.root_id = ""
 
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
+        """A driver's executor: containers from the spec's image, with the driver's pass-through env."""
+        return cls(storage, spec.storage_url, spec.image, env=worker_env())
+
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         self.root_id = spec.root_id
         labels = run_labels(spec.root_id, spec.run_id, task.func.name, "worker")
@@ -49,7 +43,7 @@ class DockerExecutor(RemoteExecutor):
         if task.func.cpu:
             kwargs["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
         self.containers[spec.run_id] = self.client.containers.run(
-            self.image, ["python", "-m", "sematic_k8s.worker"], detach=True, network_mode="host",
+            self.image, list(WORKER_COMMAND), detach=True, network_mode="host",
             environment={**self.env, **env}, labels=labels,
             name=f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}", **kwargs)
 
@@ -59,11 +53,11 @@ class DockerExecutor(RemoteExecutor):
             done = []
             if self.containers:
                 exited = self.client.containers.list(all=True, filters={
-                    "label": f"sematic-k8s/resolution-id={self.root_id}", "status": "exited"})
+                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": "exited"})
                 exited += self.client.containers.list(all=True, filters={
-                    "label": f"sematic-k8s/resolution-id={self.root_id}", "status": "dead"})
+                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": "dead"})
                 for c in exited:
-                    run_id = c.labels.get("sematic-k8s/run-id")
+                    run_id = c.labels.get(RUN_LABEL)
                     if run_id in self.containers and self.containers[run_id].id == c.id:
                         done.append(self._ended(run_id, c))
             if done or time.monotonic() >= deadline:

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import queue
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
+from sematic_k8s.errors import error_info
 from sematic_k8s.executors.base import Outcome, Task
-
-
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """The recordable form of an exception."""
-    return {"type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-            "mro": [c.__qualname__ for c in type(exc).__mro__]}
+from sematic_k8s.specs import DriverSpec
+from sematic_k8s.storage.base import Storage
 
 
 def execute(task: Task) -> Outcome:
@@ -45,6 +39,11 @@ class InlineExecutor:
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._pool: ThreadPoolExecutor | None = None
         self._deadlines: dict[str, tuple[float, Task]] = {}
+
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> InlineExecutor:
+        """A driver's executor for its inline funcs."""
+        return cls(spec.resolution.max_parallelism)
 
     def submit(self, task: Task) -> None:
         if self.max_parallelism <= 1 and task.func.timeout is None:

@@ -1,4 +1,4 @@
-"""Run each Run attempt as a Kubernetes Job (one pod), and the driver itself as a Job.
+"""Run each Run attempt as a Kubernetes Job (one pod).
 
 ``KubernetesExecutor`` creates one Job per attempt (deterministic name ``sk-<run id>-<attempt>``, owned by
 the driver's Job), and learns how pods end from two watch streams (pods and Jobs of the resolution,
@@ -11,7 +11,8 @@ API calls are retried on 429 and 5xx with backoff; a 409 on create means the Job
 restarted driver, or a create that went through before its answer was lost): it is re-attached, never
 duplicated; a 404 on delete is fine. Job creation is rate-limited (token bucket, ``creates_per_second``).
 
-``launch_driver`` is the CloudResolver's way in: it creates the driver's Job.
+The API client comes from :mod:`sematic_k8s.k8s.client`; the manifests, pod states and watches from the
+rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic_k8s.launchers.kubernetes`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
@@ -31,72 +32,24 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
-from sematic_k8s.k8s.manifests import (
-    ATTEMPT_LABEL,
+from sematic_k8s.k8s.client import Backoff, TokenBucket, api_call, api_message, current_namespace, make_api_client
+from sematic_k8s.k8s.manifests import driver_job_name, to_dict, worker_job
+from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
+from sematic_k8s.k8s.watch import Event, Watcher
+from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
+from sematic_k8s.settings import (
     DRIVER_JOB_ENV,
     DRIVER_JOB_UID_ENV,
-    NAMESPACE_ENV,
-    RESOLUTION_LABEL,
-    ROLE_LABEL,
-    RUN_LABEL,
-    driver_job,
-    driver_job_name,
-    to_dict,
-    worker_job,
+    STORAGE_SECRET_ENV,
+    WORKER_SERVICE_ACCOUNT_ENV,
+    worker_env,
 )
-from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
-from sematic_k8s.k8s.watch import Backoff, Event, TokenBucket, Watcher, api_call
+from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.worker import TaskSpec
 
 log = logging.getLogger("sematic_k8s.k8s")
 
-SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_SERVICE_ACCOUNT"
-WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"
-API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"
-STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"
-KUBE_HOST_ENV = "SEMATIC_K8S_KUBE_HOST"  # an API server URL without credentials (tests, kubectl proxy)
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
-
-
-def make_api_client(host: str | None = None) -> client.ApiClient:
-    """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config."""
-    from kubernetes import config
-
-    host = host or os.environ.get(KUBE_HOST_ENV)
-    if host:
-        return client.ApiClient(client.Configuration(host=host))
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:
-        config.load_kube_config()
-    return client.ApiClient()
-
-
-def current_namespace() -> str:
-    """$SEMATIC_K8S_NAMESPACE, else the pod's own namespace in a cluster, else the kube context's, else default."""
-    if os.environ.get(NAMESPACE_ENV):
-        return os.environ[NAMESPACE_ENV]
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    if os.path.exists(path):
-        with open(path) as f:
-            return f.read().strip() or "default"
-    try:
-        from kubernetes import config
-
-        _, context = config.list_kube_config_contexts()
-        return (context or {}).get("context", {}).get("namespace") or "default"
-    except Exception:  # noqa: BLE001 - no kube config: the default namespace
-        return "default"
-
-
-def _api_message(e: ApiException) -> str:
-    import json
-
-    try:
-        return json.loads(e.body).get("message") or str(e.reason)
-    except Exception:  # noqa: BLE001
-        return str(e.reason or e)
 
 
 @dataclass
@@ -128,63 +81,108 @@ class _Attempt:
     job_failed_at: float | None = None
 
 
+@dataclass(frozen=True)
+class WorkerJobSettings:
+    """How each worker's Job looks (the keywords of :func:`sematic_k8s.k8s.manifests.worker_job`).
+
+    ``service_account``: the workers' (default $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT); ``storage_secret``: a
+    Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN (default
+    $SEMATIC_K8S_STORAGE_SECRET); ``automount_token``: workers get no API token unless set.
+    """
+
+    service_account: str | None = None
+    storage_secret: str | None = None
+    node_selector: Mapping[str, str] | None = None
+    tolerations: Sequence[Mapping[str, Any]] | None = None
+    image_pull_secrets: Sequence[str] = ()
+    ttl_seconds_after_finished: int | None = 3600
+    deadline_slack: int = 600
+    cpu_limits: bool = False
+    labels: Mapping[str, str] | None = None
+    automount_token: bool = False
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """What the KubernetesExecutor is told; ``DriverSpec.executor_settings`` holds the same keys, flat (see
+    :meth:`from_options`).
+
+    ``namespace`` (default: :func:`~sematic_k8s.k8s.client.current_namespace`), ``host`` (an API server URL
+    without credentials), ``env`` (plain env for workers; default the driver's pass-through env), ``owner``
+    ((name, uid) of the driver Job; default from the downward API or by reading the driver's Job; ``False``:
+    none), ``pull_grace`` / ``unschedulable_grace`` / ``config_grace`` (seconds before a stuck pod fails),
+    ``creates_per_second`` and ``create_burst`` (the creation rate limit), ``eviction_relaunches``,
+    ``log_tail``, ``watch_timeout``; ``job``: each worker Job's settings.
+    """
+
+    namespace: str | None = None
+    host: str | None = None
+    env: Mapping[str, str] | None = None
+    owner: tuple[str, str] | list[str] | bool | None = None
+    pull_grace: float = 120.0
+    unschedulable_grace: float = 300.0
+    config_grace: float = 60.0
+    creates_per_second: float = 20.0
+    create_burst: int | None = None
+    eviction_relaunches: int = 3
+    log_tail: int = 40
+    watch_timeout: int = 300
+    job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
+
+    def with_options(self, **options: Any) -> KubernetesSettings:
+        """These settings with ``options`` (flat keys of either class) replaced; TypeError for unknown keys."""
+        own = {f.name for f in dataclasses.fields(self)} - {"job"}
+        job_keys = {f.name for f in dataclasses.fields(WorkerJobSettings)}
+        unknown = set(options) - own - job_keys
+        if unknown:
+            raise TypeError(f"unknown Kubernetes executor setting(s) {sorted(unknown)}; known: "
+                            f"{sorted(own | job_keys)}")
+        job = dataclasses.replace(self.job, **{k: v for k, v in options.items() if k in job_keys})
+        return dataclasses.replace(self, job=job, **{k: v for k, v in options.items() if k in own})
+
+    @classmethod
+    def from_options(cls, **options: Any) -> KubernetesSettings:
+        return cls().with_options(**options)
+
+
 class KubernetesExecutor(RemoteExecutor):
     """One Job (one pod) per Run attempt, watched with the Kubernetes watch API.
 
-    Settings (all optional; ``DriverSpec.executor_settings`` passes them as JSON): ``namespace``,
-    ``service_account`` (the workers'), ``storage_secret`` (a Secret with AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN), ``env`` (plain env for workers; default the
-    driver's pass-through env), ``node_selector``, ``tolerations``, ``image_pull_secrets``,
-    ``ttl_seconds_after_finished``, ``deadline_slack``, ``cpu_limits``, ``owner`` ((name, uid) of the
-    driver Job; default from the downward API or by reading the driver's Job; ``False``: none),
-    ``pull_grace`` / ``unschedulable_grace`` / ``config_grace`` (seconds before a stuck pod fails),
-    ``creates_per_second`` and ``create_burst`` (the creation rate limit), ``eviction_relaunches``,
-    ``log_tail``, ``watch_timeout``, ``automount_token`` (workers get no API token by default), ``host``
-    or ``api_client``.
+    Configured by ``settings`` (:class:`KubernetesSettings`) or the same keys as keyword ``options``;
+    ``api_client`` and ``backoff`` are live objects for tests and benchmarks.
     """
 
-    def __init__(self, storage: Storage, storage_url: str, image: str, *, namespace: str | None = None,
-                 service_account: str | None = None, storage_secret: str | None = None,
-                 env: Mapping[str, str] | None = None, node_selector: Mapping[str, str] | None = None,
-                 tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
-                 ttl_seconds_after_finished: int | None = 3600, deadline_slack: int = 600,
-                 cpu_limits: bool = False, owner: tuple[str, str] | list[str] | bool | None = None,
-                 pull_grace: float = 120.0, unschedulable_grace: float = 300.0, config_grace: float = 60.0,
-                 creates_per_second: float = 20.0, create_burst: int | None = None, eviction_relaunches: int = 3,
-                 log_tail: int = 40, watch_timeout: int = 300, host: str | None = None,
-                 api_client: client.ApiClient | None = None, labels: Mapping[str, str] | None = None,
-                 automount_token: bool = False, backoff: Backoff | None = None) -> None:
+    def __init__(self, storage: Storage, storage_url: str, image: str, settings: KubernetesSettings | None = None,
+                 *, api_client: client.ApiClient | None = None, backoff: Backoff | None = None,
+                 **options: Any) -> None:
         super().__init__(storage, storage_url)
+        s = (settings or KubernetesSettings()).with_options(**options)
         if "@sha256:" not in image:
             log.warning("worker image %s is not a reference by digest: pods may run other code", image)
         self.image = image
-        self.namespace = namespace or current_namespace()
-        self.api = api_client or make_api_client(host)
+        self.settings = s
+        self.namespace = s.namespace or current_namespace()
+        self.api = api_client or make_api_client(s.host)
         self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
-        if env is None:
-            from sematic_k8s.driver import worker_env
-
-            env = worker_env()
-        storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
+        env = worker_env() if s.env is None else s.env
+        storage_secret = s.job.storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
         if not storage_secret and set(env) & set(manifests.STORAGE_SECRET_KEYS):
             log.warning("S3 credentials are not passed to worker pods as plain env: set the executor's "
                         "storage_secret (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
-        self.job_settings: dict[str, Any] = dict(
-            service_account=service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV) or None,
-            storage_secret=storage_secret,
-            node_selector=node_selector, tolerations=tolerations, image_pull_secrets=tuple(image_pull_secrets),
-            ttl_seconds_after_finished=ttl_seconds_after_finished, deadline_slack=deadline_slack,
-            cpu_limits=cpu_limits, labels=labels, automount_token=automount_token)
+        job = dataclasses.replace(
+            s.job, storage_secret=storage_secret, image_pull_secrets=tuple(s.job.image_pull_secrets),
+            service_account=s.job.service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV) or None)
+        self.job_settings: dict[str, Any] = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
         self.env = dict(env)
-        self.owner_setting = owner
+        self.owner_setting = s.owner
         self.owner: tuple[str, str] | None = None
-        self.graces = {"Unschedulable": unschedulable_grace, "ImagePullBackOff": pull_grace,
-                       "ErrImagePull": pull_grace, "CreateContainerConfigError": config_grace,
-                       "CreateContainerError": config_grace}
-        self.bucket = TokenBucket(creates_per_second, create_burst)
-        self.eviction_relaunches = eviction_relaunches
-        self.log_tail = log_tail
-        self.watch_timeout = watch_timeout
+        self.graces = {"Unschedulable": s.unschedulable_grace, "ImagePullBackOff": s.pull_grace,
+                       "ErrImagePull": s.pull_grace, "CreateContainerConfigError": s.config_grace,
+                       "CreateContainerError": s.config_grace}
+        self.bucket = TokenBucket(s.creates_per_second, s.create_burst)
+        self.eviction_relaunches = s.eviction_relaunches
+        self.log_tail = s.log_tail
+        self.watch_timeout = s.watch_timeout
         self.backoff = backoff or Backoff()
         self.watch_backoff = dataclasses.replace(self.backoff, cap=min(self.backoff.cap, 5.0))
         self.stats = KubeStats()
@@ -196,6 +194,11 @@ class KubernetesExecutor(RemoteExecutor):
         self.pods: dict[str, tuple[str, PodState]] = {}  # Job name -> (pod name, last state) seen by the watch
         self.timers: dict[str, float] = {}  # run id -> when its stuck pod or failed Job must be decided
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
+
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
+        """A driver's executor: the spec's image and ``executor_settings``."""
+        return cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings))
 
     # -- launching --------------------------------------------------------------------------------
 
@@ -228,7 +231,7 @@ class KubernetesExecutor(RemoteExecutor):
             if e.status != 409:
                 self._drop(a)
                 self.ready.append(Ended(a.spec.run_id, None, "JobCreateFailed",
-                                        f"the API server refused Job {a.job_name} ({e.status}): {_api_message(e)}"))
+                                        f"the API server refused Job {a.job_name} ({e.status}): {api_message(e)}"))
                 return
             self.stats.conflicts += 1
             if not self._reattach(a):
@@ -240,7 +243,7 @@ class KubernetesExecutor(RemoteExecutor):
     def _reattach(self, a: _Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
         job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
-        labels = job.metadata.labels or {}
+        labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
             a.created = time.monotonic()
             self.stats.reattached += 1
@@ -282,7 +285,8 @@ class KubernetesExecutor(RemoteExecutor):
                 raise
             log.info("no driver Job %s in %s: worker Jobs will have no owner", name, self.namespace)
             return None
-        return name, job.metadata.uid
+        uid = job.metadata.uid if job.metadata else None
+        return (name, uid) if uid else None
 
     # -- endings ----------------------------------------------------------------------------------
 
@@ -319,9 +323,10 @@ class KubernetesExecutor(RemoteExecutor):
                     self._on_job_gone(a, out)
         for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
             run_id = self.by_job.get((obj.get("metadata") or {}).get("name", ""))
-            a = self.attempts.get(run_id) if run_id else None
-            if a is None:
+            tracked = self.attempts.get(run_id) if run_id else None
+            if tracked is None:
                 continue
+            a = tracked
             if ev.type == "DELETED":
                 self._on_job_gone(a, out)
                 continue
@@ -413,8 +418,8 @@ class KubernetesExecutor(RemoteExecutor):
             logs = self._logs(a) or state.termination_log
         if delete:  # stuck, or past its deadline: stop the Job from trying further
             self._delete(a.job_name)
-        details = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name, "pod": a.pod_name,
-                   "node": state.node, "image": self.image}
+        details: dict[str, Any] = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name,
+                                   "pod": a.pod_name, "node": state.node, "image": self.image}
         if a.relaunches:
             details["relaunches"] = a.relaunches
         return Ended(a.spec.run_id, state.exit_code, state.reason, state.message, logs,
@@ -454,82 +459,9 @@ class KubernetesExecutor(RemoteExecutor):
                      backoff=self.backoff)
         except ApiException as e:
             if e.status != 404:
-                log.warning("could not delete Job %s: %s %s", job_name, e.status, _api_message(e))
+                log.warning("could not delete Job %s: %s %s", job_name, e.status, api_message(e))
 
     def close(self) -> None:
         super().close()
         for w in self.watchers:
             w.stop()
-
-
-RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
-IN_CLUSTER_KEYS = ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_STORAGE", "SEMATIC_K8S_S3_BUCKET", "SEMATIC_K8S_S3_PREFIX",
-                   "SEMATIC_K8S_S3_ENDPOINT", "SEMATIC_K8S_S3_REGION")
-
-
-def run_config(api: client.ApiClient, namespace: str) -> dict[str, str]:
-    """The chart's ConfigMap of in-cluster settings ($SEMATIC_K8S_CONFIG_MAP, default ``sematic-k8s``); {} if absent."""
-    name = os.environ.get("SEMATIC_K8S_CONFIG_MAP", RUN_CONFIG_MAP)
-    try:
-        return dict(client.CoreV1Api(api).read_namespaced_config_map(name, namespace).data or {})
-    except ApiException as e:
-        if e.status in (403, 404):
-            return {}
-        raise
-
-
-def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[str, str]:
-    """The driver's env: addresses as seen from inside the cluster win over the submitting machine's
-    (whose server and S3 endpoint may be port-forwards to 127.0.0.1)."""
-    if not cluster:
-        return dict(env)
-    kept = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    return {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
-
-
-def launch_driver(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: str | None = None,
-                  service_account: str | None = None, secret_name: str | None = None,
-                  storage_secret: str | None = None, worker_service_account: str | None = None,
-                  func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
-                  driver_settings: Mapping[str, Any] | None = None, **worker_settings: Any) -> str:
-    """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists).
-
-    Defaults come from the environment: $SEMATIC_K8S_NAMESPACE, $SEMATIC_K8S_SERVICE_ACCOUNT,
-    $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT, $SEMATIC_K8S_API_KEY_SECRET (default ``sematic-k8s-api-key``),
-    $SEMATIC_K8S_STORAGE_SECRET. ``worker_settings`` (node_selector, tolerations, ...) go to the driver's
-    KubernetesExecutor through ``spec.executor_settings``; ``driver_settings`` (cpu, memory, node_selector,
-    tolerations, image_pull_secrets, backoff_limit, ttl_seconds_after_finished) shape the driver's own pod.
-    """
-    from sematic_k8s.driver import DRIVER_ENV
-
-    namespace = namespace or current_namespace()
-    api = api_client or make_api_client(host)
-    cluster = run_config(api, namespace)
-    env = in_cluster_env(env, cluster)
-    service_account = service_account or cluster.get(SERVICE_ACCOUNT_ENV)
-    worker_service_account = worker_service_account or cluster.get(WORKER_SERVICE_ACCOUNT_ENV)
-    secret_name = secret_name or cluster.get(API_KEY_SECRET_ENV)
-    storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or cluster.get(STORAGE_SECRET_ENV) or None
-    settings = {"namespace": namespace, **dict(spec.executor_settings or {}), **worker_settings}
-    worker_sa = worker_service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV)
-    if worker_sa:
-        settings.setdefault("service_account", worker_sa)
-    if storage_secret:
-        settings.setdefault("storage_secret", storage_secret)
-    for key in ("image_pull_secrets",):
-        if driver_settings and key in driver_settings:
-            settings.setdefault(key, list(driver_settings[key]))
-    spec = dataclasses.replace(spec, executor_settings=settings, root_id=spec.root_id or root_id)
-    job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
-                     service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
-                     secret_name=secret_name or os.environ.get(API_KEY_SECRET_ENV) or manifests.API_KEY_SECRET,
-                     storage_secret=storage_secret, func_name=func_name, **dict(driver_settings or {}))
-    name = job.metadata.name
-    try:
-        api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
-    except ApiException as e:
-        if e.status != 409:
-            raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
-                               f"({e.status}): {_api_message(e)}") from e
-        log.info("driver Job %s already exists: not launched again", name)
-    return name

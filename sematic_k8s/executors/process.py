@@ -13,8 +13,8 @@ import time
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.worker import TaskSpec
 
 
 class ProcessExecutor(RemoteExecutor):
@@ -25,10 +25,15 @@ class ProcessExecutor(RemoteExecutor):
         self.cwd = cwd
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
+    @classmethod
+    def from_spec(cls, spec: DriverSpec, storage: Storage) -> ProcessExecutor:
+        """A driver's executor: worker processes beside it (no image)."""
+        return cls(storage, spec.storage_url)
+
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
         self.procs[spec.run_id] = subprocess.Popen(
-            [sys.executable, "-m", "sematic_k8s.worker"], cwd=self.cwd,
+            [sys.executable, "-m", WORKER_MODULE], cwd=self.cwd,
             env={**os.environ, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL)
 
     def ended(self, timeout: float) -> list[Ended]:

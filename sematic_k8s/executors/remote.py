@@ -1,8 +1,10 @@
-"""Executors that run each Run attempt as a worker (process, container, pod) elsewhere.
+"""Executors that run each Run attempt as a worker (process, container, pod) elsewhere, and the worker's
+side of their contract.
 
-They share one contract with :mod:`sematic_k8s.worker`: the task goes out as a TaskSpec in the
-worker's environment, and the result comes back as an outcome document in artifact storage.
-Subclasses only say how to launch a worker, how to see which ones ended, and how to stop one.
+The task goes out as a :class:`~sematic_k8s.specs.TaskSpec` in the worker's environment; the worker
+(``python -m sematic_k8s.worker``, which calls :func:`run_task`) stores the output, the logs and an outcome
+document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends. Subclasses only
+say how to launch a worker, how to see which ones ended, and how to stop one.
 """
 
 from __future__ import annotations
@@ -12,11 +14,45 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sematic_k8s import graph, logcapture, serialization
+from sematic_k8s.errors import WORKER_DEATHS, WorkerDied, error_info, kinds
 from sematic_k8s.executors.base import Outcome, Task
-from sematic_k8s.storage.base import Storage, log_key
-from sematic_k8s.worker import TaskSpec, outcome_key
+from sematic_k8s.executors.inline import execute
+from sematic_k8s.func import load_func
+from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+from sematic_k8s.specs import TaskSpec, outcome_key
+from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
+
+
+def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
+    """The worker's side: execute one attempt here and store its output, logs and outcome document
+    (never metadata: the driver, the single writer of Run records, reads the outcome). Returns the document."""
+    func = load_func(spec.func_path, spec.source_file)
+    inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
+              for name, artifact_id in spec.input_ids.items()}
+    logcapture.install()
+    try:
+        outcome = execute(Task(spec.run_id, spec.root_id, func, inputs, spec.attempt))
+    finally:
+        logcapture.uninstall()
+    if outcome.logs:
+        storage.append(log_key(spec.run_id), outcome.logs.encode())
+    doc: dict[str, Any]
+    if outcome.error_info is not None:
+        doc = {"error": outcome.error_info}
+    else:
+        try:
+            if graph.template_of(outcome.value, lambda _: None)[1]:  # Futures: pickled for the driver
+                doc = {"expansion": put_artifact(storage, serialization.serialize(outcome.value))}
+            else:
+                func.check_output(outcome.value)
+                doc = {"output": put_artifact(storage, serialization.serialize(outcome.value))}
+        except Exception as e:
+            doc = {"error": error_info(e)}
+    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(doc).encode())
+    return doc
 
 
 @dataclass(slots=True)
@@ -60,7 +96,7 @@ class RemoteExecutor:
             input_ids={k: v.id for k, v in task.inputs.items()},
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
         )
-        env = {"SEMATIC_K8S_TASK": spec.to_json(), "SEMATIC_K8S_STORAGE": self.storage_url}
+        env = {TASK_ENV: spec.to_json(), STORAGE_ENV: self.storage_url}
         self.running[task.run_id] = spec
         if task.resumed and self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
             self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
@@ -97,31 +133,12 @@ class RemoteExecutor:
         self.cancel(list(self.running))
 
 
-_PLAIN_WORDS = {
-    "OOMKilled": "the worker ran out of memory (OOMKilled): raise the func's memory=",
-    "Evicted": "the worker's pod was evicted from its node",
-    "DeadlineExceeded": "the worker exceeded its timeout",
-    "ImagePullBackOff": "the worker's image could not be pulled",
-    "ErrImagePull": "the worker's image could not be pulled",
-    "Unschedulable": "no node can run the worker (check cpu/memory/gpu requests and node selectors)",
-    "CreateContainerConfigError": "the worker's container could not be set up (a missing Secret or ConfigMap?)",
-    "CreateContainerError": "the worker's container could not be created",
-    "InvalidImageName": "the worker's image name is invalid",
-    "ErrImageNeverPull": "the worker's image is not on the node and may not be pulled",
-    "JobCreateFailed": "the worker's Job could not be created",
-    "JobNameConflict": "the worker's Job name is taken",
-    "InvalidJob": "the worker's Job is invalid",
-    "PodDeleted": "the worker's pod was deleted before it finished",
-    "JobDeleted": "the worker's Job was deleted before it finished",
-    "BackoffLimitExceeded": "the worker's Job failed",
-}
-
-
 def _died(e: Ended) -> dict[str, Any]:
-    """An error for a worker that ended without writing an outcome, in plain words."""
-    plain = _PLAIN_WORDS.get(e.reason or "", f"the worker exited with code {e.exit_code} without a result")
+    """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
+    its reason (see :mod:`sematic_k8s.errors`), in plain words."""
+    cls = WORKER_DEATHS.get(e.reason or "", WorkerDied)
+    plain = cls.words or f"the worker exited with code {e.exit_code} without a result"
     message = plain + (f": {e.message}" if e.message else "")
     tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
-    kind = e.reason or "WorkerDied"
-    return {"type": kind, "message": message, "traceback": message + tail,
-            "mro": [kind, "WorkerDied", "Exception"] if e.reason in ("Evicted",) else [kind, "WorkerDied"]}
+    mro = kinds(cls) if cls is not WorkerDied or not e.reason else [e.reason, *kinds(WorkerDied)]
+    return {"type": mro[0], "message": message, "traceback": message + tail, "mro": mro}

@@ -17,18 +17,16 @@ from typing import Any
 
 from kubernetes import client
 
-from sematic_k8s.executors.docker import label_value, run_labels
-from sematic_k8s.worker import TaskSpec
+from sematic_k8s.labels import (
+    ATTEMPT_LABEL,
+    label_value,
+    run_labels,
+)
+from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
+from sematic_k8s.specs import DRIVER_COMMAND, WORKER_COMMAND, DriverSpec, TaskSpec
 
-LABEL_PREFIX = "sematic-k8s/"
-RESOLUTION_LABEL = "sematic-k8s/resolution-id"
-RUN_LABEL = "sematic-k8s/run-id"
-ROLE_LABEL = "sematic-k8s/role"
-ATTEMPT_LABEL = "sematic-k8s/attempt"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
 
-WORKER_COMMAND = ["python", "-m", "sematic_k8s.worker"]
-DRIVER_COMMAND = ["python", "-m", "sematic_k8s.driver"]
 DRIVER_RESTARTS = 3  # a restarted driver resumes its Resolution (see ResolutionLoop._resume)
 WORKER_CONTAINER = "worker"
 DRIVER_CONTAINER = "driver"
@@ -41,13 +39,9 @@ STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
     "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", False),
     "AWS_SESSION_TOKEN": ("AWS_SESSION_TOKEN", True),
 }
-SECRET_ENV = frozenset({"SEMATIC_K8S_API_KEY", *STORAGE_SECRET_KEYS})  # never passed as plain env
+SECRET_ENV = frozenset({API_KEY_ENV, *STORAGE_SECRET_KEYS})  # never passed as plain env
 
 # What the driver learns about itself through the downward API (so workers can be owned by its Job).
-NAMESPACE_ENV = "SEMATIC_K8S_NAMESPACE"
-POD_NAME_ENV = "SEMATIC_K8S_POD_NAME"
-DRIVER_JOB_ENV = "SEMATIC_K8S_DRIVER_JOB"
-DRIVER_JOB_UID_ENV = "SEMATIC_K8S_DRIVER_JOB_UID"
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set on pods by the Job controller
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
@@ -119,7 +113,7 @@ def secret_env(storage_secret: str | None, api_key_secret: str | None = None) ->
             out.append(client.V1EnvVar(name=env_name, value_from=client.V1EnvVarSource(
                 secret_key_ref=client.V1SecretKeySelector(name=storage_secret, key=key, optional=optional))))
     if api_key_secret:
-        out.append(client.V1EnvVar(name="SEMATIC_K8S_API_KEY", value_from=client.V1EnvVarSource(
+        out.append(client.V1EnvVar(name=API_KEY_ENV, value_from=client.V1EnvVarSource(
             secret_key_ref=client.V1SecretKeySelector(name=api_key_secret, key=API_KEY_KEY, optional=False))))
     return out
 
@@ -211,7 +205,7 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
                 owners=[owner_reference(*owner)] if owner else None)
 
 
-def driver_job(spec: Any, root_id: str, env: Mapping[str, str], *, namespace: str,
+def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namespace: str,
                service_account: str | None = None, secret_name: str | None = API_KEY_SECRET,
                storage_secret: str | None = None, func_name: str = "driver",
                node_selector: Mapping[str, str] | None = None,

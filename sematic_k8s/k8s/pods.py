@@ -63,7 +63,7 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False) -> PodState:
     log = (term or {}).get("message") or ""
     disruption = _condition(status, "DisruptionTarget")
     disrupted = bool(disruption and disruption.get("status") == "True")
-    common = {"phase": phase, "node": node, "started": started, "termination_log": log}
+    common: dict[str, Any] = {"phase": phase, "node": node, "started": started, "termination_log": log}
 
     if phase == "Succeeded":
         return PodState(terminal=True, exit_code=0 if exit_code is None else exit_code, **common)
@@ -81,7 +81,7 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False) -> PodState:
     if deleted:  # gone before it finished
         if disrupted:
             return PodState(terminal=True, exit_code=exit_code, reason="Evicted", retryable=True,
-                            message=disruption.get("message") or disruption.get("reason"), **common)  # type: ignore[union-attr]
+                            message=(disruption or {}).get("message") or (disruption or {}).get("reason"), **common)
         return PodState(terminal=True, exit_code=exit_code, reason="PodDeleted",
                         message="the worker's pod was deleted before it finished", **common)
     why = waiting.get("reason")

@@ -1,4 +1,4 @@
-"""Talking to the API server: retried calls, a creation rate limit, and list + watch streams.
+"""List + watch streams: what the Kubernetes executor knows about its pods and Jobs.
 
 A :class:`Watcher` keeps one watch stream open in a daemon thread and feeds raw events into a queue. It
 lists once, watches from the list's resourceVersion, resumes from the last resourceVersion it saw when a
@@ -11,96 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from sematic_k8s.k8s.client import Backoff, api_call, retryable
+
 log = logging.getLogger("sematic_k8s.k8s")
-T = TypeVar("T")
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 GONE = 410
-
-
-def retryable(e: BaseException) -> bool:
-    """429 and 5xx answers and broken connections are worth another try; 4xx answers are not."""
-    if isinstance(e, ApiException):
-        return e.status in RETRY_STATUS or e.status == 0
-    return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
-
-
-def _retry_after(e: BaseException) -> float | None:
-    headers = getattr(e, "headers", None) or {}
-    try:
-        value = headers.get("Retry-After") or headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter: ``base`` * 2^n, capped, for at most ``attempts`` tries."""
-
-    base: float = 0.2
-    cap: float = 10.0
-    attempts: int = 8
-    sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, n: int, e: BaseException | None = None) -> float:
-        hinted = _retry_after(e) if e is not None else None
-        if hinted is not None:
-            return min(hinted, self.cap)
-        return min(self.cap, self.base * 2**n) * (0.5 + random.random() / 2)
-
-
-def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, retried with backoff on 429, 5xx and connection errors."""
-    backoff = backoff or Backoff()
-    for n in range(backoff.attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            if not retryable(e) or n == backoff.attempts - 1:
-                raise
-            wait = backoff.delay(n, e)
-            log.warning("kubernetes API %s failed (%s); retrying in %.2fs", getattr(fn, "__name__", fn),
-                        getattr(e, "status", None) or type(e).__name__, wait)
-            backoff.sleep(wait)
-    raise AssertionError("unreachable")
-
-
-class TokenBucket:
-    """At most ``rate`` acquisitions per second on average, bursts of ``burst``; thread-safe."""
-
-    def __init__(self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.rate = float(rate)
-        self.burst = float(burst if burst is not None else max(1, int(rate)))
-        self.tokens = self.burst
-        self.clock, self.sleep = clock, sleep
-        self.stamp = clock()
-        self.lock = threading.Lock()
-        self.waited = 0.0  # total seconds callers slept (reported by benchmarks)
-
-    def acquire(self) -> None:
-        if self.rate <= 0:
-            return
-        with self.lock:
-            now = self.clock()
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            self.tokens -= 1
-            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
-        if wait > 0:
-            self.waited += wait
-            self.sleep(wait)
 
 
 @dataclass

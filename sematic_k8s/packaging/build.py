@@ -19,31 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from sematic_k8s.errors import BuildError, PushError, RegistryAuthError
 from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
 from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
-from sematic_k8s.packaging.registry import RegistryAuthError, manifest_digest
+from sematic_k8s.packaging.registry import manifest_digest
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
 
 logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-
-
-class BuildError(RuntimeError):
-    """``docker build`` failed; ``step`` is the failing Dockerfile step and ``output`` what it printed."""
-
-    def __init__(self, message: str, *, step: str | None = None, output: Sequence[str] = (),
-                 log: Sequence[str] = ()) -> None:
-        self.reason, self.step, self.output, self.log = message, step, list(output), list(log)
-        text = f"docker build failed at {step}: {message}" if step else f"docker build failed: {message}"
-        if self.output:
-            text += "\n" + "\n".join(f"    {line}" for line in self.output[-40:])
-        super().__init__(text)
-
-
-class PushError(RuntimeError):
-    """``docker push`` failed, or the pushed digest could not be confirmed."""
 
 
 @dataclass(frozen=True)

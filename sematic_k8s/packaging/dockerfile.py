@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 from sematic_k8s.packaging.context import CODE_DIR, BuildContext
+from sematic_k8s.settings import CODE_DIR_ENV
+from sematic_k8s.specs import WORKER_COMMAND
 
 DOCKERFILE = "_sk/Dockerfile"  # paths inside the build context
 RUNTIME_DIR = "_sk/runtime"  # requirements.txt + wheels of sematic_k8s's dependencies
@@ -42,8 +44,8 @@ def render_dockerfile(ctx: BuildContext, sematic_wheel: str) -> str:
               f"COPY {SEMATIC_DIR} /tmp/{SEMATIC_DIR}",
               f"RUN pip install --no-index --no-deps /tmp/{SEMATIC_DIR}/{sematic_wheel}",
               f"WORKDIR {CODE_DIR}",
-              f"ENV PYTHONPATH={CODE_DIR}:{CODE_DIR}/src SEMATIC_K8S_CODE_DIR={CODE_DIR}",
-              f'CMD {json.dumps(["python", "-m", "sematic_k8s.worker"])}',
+              f"ENV PYTHONPATH={CODE_DIR}:{CODE_DIR}/src {CODE_DIR_ENV}={CODE_DIR}",
+              f"CMD {json.dumps(list(WORKER_COMMAND))}",
               "# the project's code, last",
               f"COPY {CODE} {CODE_DIR}",
               f"LABEL sematic-k8s/context-hash={ctx.context_hash} sematic-k8s/version={ctx.sematic_version}"]

@@ -20,15 +20,14 @@ from sematic_k8s.packaging.archive import ContextTar, wheel_dir_files
 from sematic_k8s.packaging.build import Progress, docker_build, docker_client, push_image, say_to
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
+from sematic_k8s.version import PACKAGE_DIR
 
 KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3")}  # kind -> extras
 
 
 def images_dir() -> Path:
     """The repository's ``images/`` directory (beside the sematic_k8s package of a source checkout)."""
-    import sematic_k8s
-
-    path = Path(sematic_k8s.__file__).resolve().parent.parent / "images"
+    path = Path(PACKAGE_DIR).resolve().parent / "images"
     if not path.is_dir():
         raise FileNotFoundError(f"{path} not found: images/ ships with a source checkout of sematic-k8s")
     return path

@@ -11,6 +11,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from sematic_k8s.errors import RegistryAuthError
+
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -18,10 +20,6 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
 ])
 DOCKER_HUB = "registry-1.docker.io"
-
-
-class RegistryAuthError(RuntimeError):
-    """The registry wants credentials this module does not have."""
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sematic_k8s.settings import WHEEL_CACHE_ENV
+from sematic_k8s.version import PACKAGE_DIR, __version__
+
 Progress = Callable[[str], None]
 DIST_NAME = "sematic-k8s"
 SERVER_PACKAGE = "sematic_k8s_server"
 DEFAULT_PYTHON = "3.11"
-CACHE_ENV = "SEMATIC_K8S_WHEEL_CACHE"
+CACHE_ENV = WHEEL_CACHE_ENV
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -62,10 +65,8 @@ def load_toml(path: Path) -> dict[str, Any]:
 def sematic_version() -> str:
     """``__version__`` plus a digest of the imported sematic_k8s sources (``0.1.0+src.<12 hex>``), so that
     library edits change context hashes too."""
-    import sematic_k8s
-
-    root = Path(sematic_k8s.__file__).parent
-    return f"{sematic_k8s.__version__}+src.{tree_digest(root, package_files(root))[:12]}"
+    root = Path(PACKAGE_DIR)
+    return f"{__version__}+src.{tree_digest(root, package_files(root))[:12]}"
 
 
 @dataclass
@@ -103,9 +104,7 @@ def _split_extra(requirement: str) -> tuple[str, str]:
 
 def sematic_dist(include_server: bool = False) -> SematicDist:
     """sematic_k8s as it is imported here: its source checkout's pyproject.toml, else its installed metadata."""
-    import sematic_k8s
-
-    pkg = Path(sematic_k8s.__file__).parent
+    pkg = Path(PACKAGE_DIR)
     dist = SematicDist(sematic_version(), {"sematic_k8s": pkg})
     pyproject = pkg.parent / "pyproject.toml"
     project = load_toml(pyproject).get("project", {}) if pyproject.is_file() else {}
@@ -125,7 +124,7 @@ def sematic_dist(include_server: bool = False) -> SematicDist:
         for extra in md.metadata.get_all("Provides-Extra") or []:
             dist.requires.setdefault(extra, [])
         dist.scripts = {ep.name: ep.value for ep in md.entry_points if ep.group == "console_scripts"}
-        dist.requires_python = md.metadata.get("Requires-Python") or ""
+        dist.requires_python = md.metadata["Requires-Python"] or ""
     if include_server:
         dist.packages[SERVER_PACKAGE] = server_package_dir(pkg)
     return dist

@@ -1,12 +1,13 @@
 """CloudResolver: build and push an image of the user's code, launch a driver from it, follow it.
 
-The driver (``python -m sematic_k8s.driver``) runs the same resolution loop as the LocalResolver,
-records through the server, keeps artifacts in shared storage (S3), and starts one container
-(Docker executor) or pod (Kubernetes executor) per non-inline Run.
+A launcher (:mod:`sematic_k8s.launchers`) starts the driver (``python -m sematic_k8s.driver``), which runs
+the same resolution loop as the LocalResolver, records through the server, keeps artifacts in shared
+storage (S3), and starts one container (Docker executor) or pod (Kubernetes executor) per non-inline Run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -16,21 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s import caching, serialization
-from sematic_k8s.driver import DriverSpec, driver_env, start_driver
+from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
+from sematic_k8s.launchers import driver_env, start_driver
 from sematic_k8s.packaging import source_map
 from sematic_k8s.resolvers.base import Resolver
-from sematic_k8s.resolvers.loop import ResolutionFailed
+from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
+from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 EXTRAS = {"docker": ("s3", "docker"), "kubernetes": ("s3", "k8s")}  # what the driver needs in the image
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name) or default
 
 
 class CloudResolver(Resolver):
@@ -51,20 +50,20 @@ class CloudResolver(Resolver):
                  registry: str | None = None, base_image: str | None = None, project_root: str | None = None,
                  executor: str = "docker", executor_settings: dict[str, Any] | None = None,
                  detach: bool = False, poll_interval: float = 0.5,
-                 progress: Callable[[str], None] | None = None, **settings: Any) -> None:
-        settings.setdefault("max_parallelism", 8)
-        super().__init__(**settings)
-        self.server = server or _env("SEMATIC_K8S_SERVER")
-        self.api_key = api_key or _env("SEMATIC_K8S_API_KEY")
-        self.storage_url = storage or _env("SEMATIC_K8S_STORAGE")
-        self.registry = registry or _env("SEMATIC_K8S_REGISTRY")
-        self.base_image = base_image or _env("SEMATIC_K8S_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+                 progress: Callable[[str], None] | None = None, **options: Any) -> None:
+        options.setdefault("max_parallelism", DRIVER_MAX_PARALLELISM)
+        super().__init__(**options)
+        self.server = server or env(SERVER_ENV)
+        self.api_key = api_key or env(API_KEY_ENV)
+        self.storage_url = storage or env(STORAGE_ENV)
+        self.registry = registry or env(REGISTRY_ENV)
+        self.base_image = base_image or env(BASE_IMAGE_ENV, DEFAULT_BASE_IMAGE)
         self.project_root = Path(project_root or os.getcwd()).resolve()
         missing = [n for n, v in [("server", self.server), ("storage", self.storage_url),
                                   ("registry", self.registry)] if not v]
         if missing:
-            raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or $SEMATIC_K8S_SERVER, "
-                             "$SEMATIC_K8S_STORAGE, $SEMATIC_K8S_REGISTRY)")
+            raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or ${SERVER_ENV}, "
+                             f"${STORAGE_ENV}, ${REGISTRY_ENV})")
         if executor not in ("docker", "kubernetes"):
             raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
         self.executor = executor
@@ -89,10 +88,9 @@ class CloudResolver(Resolver):
         s = serialization.serialize(future)
         put_artifact(storage, s)
         spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
-                          image=image.digest_ref, build_hash=image.context_hash, cache_namespace=namespace,
-                          rerun_from=self.rerun_from, rerun_mode=self.rerun_mode,
-                          max_parallelism=self.max_parallelism, executor=self.executor,
-                          executor_settings=self.executor_settings, root_id=future.id)
+                          image=image.digest_ref, build_hash=image.context_hash,
+                          resolution=dataclasses.replace(self.resolution, cache_namespace=namespace, root_id=future.id),
+                          executor=self.executor, executor_settings=self.executor_settings)
         start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
         self.progress(f"driver started for resolution {future.id}")
         if self.detach:

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from sematic_k8s import config, logcapture
+from sematic_k8s import logcapture, settings
 from sematic_k8s.executors.inline import InlineExecutor
-from sematic_k8s.future import Future
+from sematic_k8s.future import Future, set_default_resolver
 from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
-from sematic_k8s.store.base import Store
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV, http_store
-from sematic_k8s.store.sql import SqlStore
-
-_STORES: dict[str, SqlStore] = {}
-
-
-def sql_store(url: str) -> SqlStore:
-    """One SqlStore (engine, connection pool) per URL per process."""
-    if url not in _STORES:
-        _STORES[url] = SqlStore(url)
-    return _STORES[url]
-
-
-def open_store(home: Path, server: str | None = None, api_key: str | None = None) -> Store:
-    """Where metadata is recorded: the sematic-k8s server at ``server`` (default $SEMATIC_K8S_SERVER,
-    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``."""
-    server = server or os.environ.get(SERVER_ENV) or None
-    if server:
-        return http_store(server, api_key or os.environ.get(API_KEY_ENV) or None)
-    return sql_store(config.db_url(home))
+from sematic_k8s.store import Store, open_store
 
 
 class LocalResolver(Resolver):
@@ -45,9 +25,9 @@ class LocalResolver(Resolver):
     kind = "local"
 
     def __init__(self, *, home: str | os.PathLike[str] | None = None, server: str | None = None,
-                 api_key: str | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.home = config.home(home)
+                 api_key: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.home = settings.home(home)
         self.server = server or os.environ.get(SERVER_ENV) or None
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
 
@@ -68,3 +48,6 @@ class LocalResolver(Resolver):
             return super().resolve(future)
         finally:
             logcapture.uninstall()
+
+
+set_default_resolver(LocalResolver)  # Future.resolve() without a resolver

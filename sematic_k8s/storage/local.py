@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 class LocalStorage:
@@ -14,6 +15,15 @@ class LocalStorage:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._dirs: set[Path] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalStorage:
+        """The storage of a ``file:///path`` URL."""
+        return cls(urlparse(url).path)
+
+    @property
+    def url(self) -> str:
+        return self.root.resolve().as_uri()
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")

@@ -40,13 +40,16 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("S3 storage needs boto3: pip install 'sematic-k8s[s3]'") from e
 
+from sematic_k8s import settings
+from sematic_k8s.errors import S3CredentialsError, S3StorageError
+
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's smallest allowed part (all but the last)
 SHA256_META = "sha256"  # stored as the x-amz-meta-sha256 header
-BUCKET_ENV = "SEMATIC_K8S_S3_BUCKET"
-PREFIX_ENV = "SEMATIC_K8S_S3_PREFIX"
-ENDPOINT_ENVS = ("SEMATIC_K8S_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-REGION_ENVS = ("SEMATIC_K8S_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+BUCKET_ENV = settings.S3_BUCKET_ENV
+PREFIX_ENV = settings.S3_KEY_PREFIX_ENV
+ENDPOINT_ENVS = (settings.S3_ENDPOINT_ENV, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_ENVS = (settings.S3_REGION_ENV, "AWS_REGION", "AWS_DEFAULT_REGION")
 APPEND_ATTEMPTS = 8
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -55,14 +58,6 @@ _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 T = TypeVar("T")
-
-
-class S3StorageError(RuntimeError):
-    """S3 could not do what storage asked: missing bucket, unreachable endpoint, refused request."""
-
-
-class S3CredentialsError(S3StorageError):
-    """No usable AWS credentials, or S3 refused the ones given."""
 
 
 def _first_env(names: tuple[str, ...]) -> str | None:
@@ -242,7 +237,7 @@ class S3Storage:
         """The object's HEAD response, or None when absent."""
         self.check()
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=full)  # type: ignore[no-any-return]
+            return self.client.head_object(Bucket=self.bucket, Key=full)
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
                 return None

@@ -1,18 +1,15 @@
-"""Pick an artifact storage from one URL: ``file:///path`` or ``s3://bucket/prefix``."""
+"""Pick an artifact storage from one URL: ``file:///path`` or ``s3://bucket/prefix`` (see backends.STORAGES)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlparse
 
+from sematic_k8s import backends
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.storage.local import LocalStorage
 
 
 def storage_url(storage: Storage) -> str:
     """The URL that :func:`storage_from_url` turns back into ``storage``."""
-    if isinstance(storage, LocalStorage):
-        return Path(storage.root).resolve().as_uri()
     url = getattr(storage, "url", None)
     if not url:
         raise ValueError(f"{type(storage).__name__} has no URL for workers to reach it")
@@ -21,11 +18,8 @@ def storage_url(storage: Storage) -> str:
 
 def storage_from_url(url: str) -> Storage:
     """A Storage for ``url``; a clear error for anything else."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return LocalStorage(parsed.path)
-    if parsed.scheme == "s3":
-        from sematic_k8s.storage.s3 import S3Storage
-
-        return S3Storage.from_url(url)
-    raise ValueError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix")
+    try:
+        storage_class = backends.load(backends.STORAGES, urlparse(url).scheme)
+    except LookupError:
+        raise ValueError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix") from None
+    return storage_class.from_url(url)

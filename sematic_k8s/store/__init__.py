@@ -1,0 +1,44 @@
+"""Metadata: the records of Resolutions, Runs and Artifacts (what ran, with which inputs, in which state).
+
+The *store* keeps records; *storage* (:mod:`sematic_k8s.storage`) keeps bytes (artifact payloads, logs).
+Every store implements :class:`~sematic_k8s.store.base.Store` and writes in batches
+(:class:`~sematic_k8s.store.records.Batch`, one transaction each):
+
+- :mod:`~sematic_k8s.store.sql`: SQLAlchemy over SQLite (the embedded default) or PostgreSQL; the server
+  uses it too.
+- :mod:`~sematic_k8s.store.http`: the same interface over the server's REST API, for drivers, pods and
+  resolvers that record through the server.
+
+:func:`open_store` picks one the way every entrypoint does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sematic_k8s import settings
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.http import http_store
+from sematic_k8s.store.sql import SqlStore
+
+_STORES: dict[str, SqlStore] = {}
+
+
+def sql_store(url: str) -> SqlStore:
+    """One SqlStore (engine, connection pool) per URL per process."""
+    if url not in _STORES:
+        _STORES[url] = SqlStore(url)
+    return _STORES[url]
+
+
+def open_store(home: Path, server: str | None = None, api_key: str | None = None) -> Store:
+    """Where metadata is recorded: the sematic-k8s server at ``server`` (default $SEMATIC_K8S_SERVER,
+    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``."""
+    server = server or os.environ.get(settings.SERVER_ENV) or None
+    if server:
+        return http_store(server, api_key or os.environ.get(settings.API_KEY_ENV) or None)
+    return sql_store(settings.db_url(home))
+
+
+__all__ = ["Store", "open_store", "sql_store"]

@@ -16,22 +16,14 @@ from typing import Any, TypeVar
 
 import httpx
 
+from sematic_k8s.errors import ServerError
+from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 
-SERVER_ENV = "SEMATIC_K8S_SERVER"
-API_KEY_ENV = "SEMATIC_K8S_API_KEY"
 API = "/api/v1"
 PAGE = 1000  # the server's largest page
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at"})
 R = TypeVar("R")
-
-
-class ServerError(RuntimeError):
-    """The server could not be reached, refused the request, or answered with an error."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- JSON encoding of records and batches (shared with the server) -------------------------------------

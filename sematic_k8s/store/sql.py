@@ -94,9 +94,9 @@ class SqlStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             Base.metadata.create_all(self.engine)
-        self._runs = RunRow.__table__
-        self._res = ResolutionRow.__table__
-        self._arts = ArtifactRow.__table__
+        self._runs = Base.metadata.tables[RunRow.__tablename__]
+        self._res = Base.metadata.tables[ResolutionRow.__tablename__]
+        self._arts = Base.metadata.tables[ArtifactRow.__tablename__]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -9,22 +9,22 @@ from pathlib import Path
 
 import click
 
-from sematic_k8s import config
+from sematic_k8s import settings
 
 LOOPBACK_NAMES = ("localhost",)
 
 db_url_option = click.option("--db-url", help=f"SQLAlchemy URL of the metadata database (default: "
-                                              f"${config.DB_URL_ENV}, else SQLite in the data directory).")
+                                              f"${settings.DB_URL_ENV}, else SQLite in the data directory).")
 home_option = click.option("--home", "home_opt", type=click.Path(file_okay=False, path_type=Path),
-                           help=f"Data directory (default: the CLI's --home, ${config.HOME_ENV}, ~/.sematic_k8s).")
+                           help=f"Data directory (default: the CLI's --home, ${settings.HOME_ENV}, ~/.sematic_k8s).")
 
 
 def _home(ctx: click.Context, home_opt: Path | None) -> Path:
-    return config.home(home_opt or ctx.find_root().params.get("home"))
+    return settings.home(home_opt or ctx.find_root().params.get("home"))
 
 
 def _db_url(home: Path, db_url: str | None) -> str:
-    return db_url or config.db_url(home)
+    return db_url or settings.db_url(home)
 
 
 def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
@@ -79,12 +79,12 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
                    "`sematic-k8s api-keys create NAME` (or start with --local on this machine only).", err=True)
     self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
     self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
-    storage_setting = os.environ.get("SEMATIC_K8S_STORAGE")  # e.g. s3://bucket/prefix, as drivers and workers use
+    storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
     storage = storage_from_url(storage_setting) if storage_setting else LocalStorage(home / "storage")
     app = create_app(store, storage, api_keys_required=not local, self_url=self_url)
     click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
                f"API keys {'off: local mode' if local else 'required'})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("SEMATIC_K8S_LOG_LEVEL", "info"),
+    uvicorn.run(app, host=host, port=port, log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"),
                 timeout_graceful_shutdown=5)
 
 
@@ -117,7 +117,7 @@ def api_keys_create(ctx: click.Context, name: str, db_url: str | None, home_opt:
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"API key {name!r} created; it is shown only now. Send it as the {auth.HEADER} header, or "
-               "set SEMATIC_K8S_API_KEY for resolvers:", err=True)
+               f"set {settings.API_KEY_ENV} for resolvers:", err=True)
     click.echo(key)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
@@ -21,7 +21,8 @@ ArtifactId = Annotated[str, PathParam(pattern=schemas.SHA256, description="an ar
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")]
 Offset = Annotated[int, Query(ge=0, description="items to skip")]
 StateFilter = Annotated[str | None, Query(pattern=r"^[a-z]{1,16}$", description="only this state")]
-NOT_FOUND = {404: {"description": "unknown id", "content": {"application/json": {"example": {"detail": "..."}}}}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {  # FastAPI's type for responses=
+    404: {"description": "unknown id", "content": {"application/json": {"example": {"detail": "..."}}}}}
 
 _key_header = APIKeyHeader(name=auth.HEADER, auto_error=False, description="an API key (sematic-k8s api-keys create)")
 

@@ -13,6 +13,7 @@ from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.local import LocalResolver
 from sematic_k8s.resolvers.loop import ResolutionFailed
+from sematic_k8s.settings import SERVER_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     resolver = LocalResolver(rerun_from=args.rerun_from, rerun_mode=args.mode, root_id=args.root_id,
                              max_parallelism=max(2, args.max_parallelism))
     if not resolver.server:
-        parser.error("SEMATIC_K8S_SERVER is not set")
+        parser.error(f"{SERVER_ENV} is not set")
     store = resolver.store
     target = store.get_run(args.rerun_from)
     root = store.get_run(target.root_id) if target is not None else None

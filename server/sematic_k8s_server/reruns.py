@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sematic_k8s import config
-from sematic_k8s.store.http import API_KEY_ENV, SERVER_ENV
+from sematic_k8s.settings import API_KEY_ENV, HOME_ENV, SERVER_ENV
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.version import PACKAGE_DIR
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -38,6 +39,12 @@ class RerunRequest:
     max_parallelism: int = 1  # the original resolution's
     settings: dict | None = None  # the original resolution's recorded settings (kind, storage_url, executor...)
     root_source_file: str | None = None
+
+    def resolution(self) -> ResolutionSettings:
+        """The rerun's resolution settings: the original's cache namespace and parallelism, the new id."""
+        return ResolutionSettings(cache_namespace=(self.settings or {}).get("cache_namespace"),
+                                  rerun_from=self.rerun_from, rerun_mode=self.mode,
+                                  max_parallelism=self.max_parallelism, root_id=self.new_id)
 
 
 class RerunLauncher(Protocol):
@@ -58,13 +65,14 @@ class LocalProcessLauncher:
     def launch(self, request: RerunRequest) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{request.new_id}.log"
-        env = {**os.environ, SERVER_ENV: request.server_url, config.HOME_ENV: str(self.home),
+        env = {**os.environ, SERVER_ENV: request.server_url, HOME_ENV: str(self.home),
                "PYTHONPATH": os.pathsep.join(_import_roots() + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         env.pop(API_KEY_ENV, None)
         if request.api_key:
             env[API_KEY_ENV] = request.api_key
-        cmd = [sys.executable, "-m", "sematic_k8s_server.rerun_worker", "--rerun-from", request.rerun_from,
-               "--mode", request.mode, "--root-id", request.new_id, "--max-parallelism", str(request.max_parallelism)]
+        r = request.resolution()
+        cmd = [sys.executable, "-m", "sematic_k8s_server.rerun_worker", "--rerun-from", str(r.rerun_from),
+               "--mode", r.rerun_mode, "--root-id", str(r.root_id), "--max-parallelism", str(r.max_parallelism)]
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -84,16 +92,15 @@ class CloudLauncher:
     as a container on this machine or a Job on the cluster, like the CloudResolver's own."""
 
     def launch(self, request: RerunRequest) -> None:
-        from sematic_k8s.driver import DriverSpec, driver_env, start_driver
+        from sematic_k8s.launchers import driver_env, start_driver
 
         settings = request.settings or {}
         if not (request.image and settings.get("storage_url")):
             raise ValueError(f"resolution {request.rerun_of} has no recorded image or storage to rerun from")
         spec = DriverSpec(root=None, storage_url=settings["storage_url"], image=request.image,
-                          build_hash=request.build_hash, cache_namespace=settings.get("cache_namespace"),
-                          rerun_from=request.rerun_from, rerun_mode=request.mode,
-                          max_parallelism=request.max_parallelism, executor=settings.get("executor", "docker"),
-                          executor_settings=settings.get("executor_settings") or {}, root_id=request.new_id,
+                          build_hash=request.build_hash, resolution=request.resolution(),
+                          executor=settings.get("executor", "docker"),
+                          executor_settings=settings.get("executor_settings") or {},
                           root_func=request.root_func_path, root_source_file=request.root_source_file)
         start_driver(spec, driver_env(spec, request.server_url, request.api_key, settings.get("source_map")))
         log.info("rerun %s of %s: driver started from %s", request.new_id, request.rerun_of, request.image)
@@ -101,6 +108,4 @@ class CloudLauncher:
 
 def _import_roots() -> list[str]:
     """The directories holding sematic_k8s and sematic_k8s_server (for an uninstalled checkout)."""
-    import sematic_k8s
-    server_root = Path(__file__).resolve().parents[1]  # not via the package: it imports the app, which imports us
-    return list(dict.fromkeys(str(p) for p in (Path(sematic_k8s.__file__).resolve().parents[1], server_root)))
+    return list(dict.fromkeys(str(p) for p in (Path(PACKAGE_DIR).parent, Path(__file__).resolve().parents[1])))

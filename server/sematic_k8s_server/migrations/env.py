@@ -21,7 +21,10 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: no sqlalchemy.url configured and no connection given")
+    engine = sa.create_engine(url)
     with engine.begin() as conn:
         _run(conn)
     engine.dispose()

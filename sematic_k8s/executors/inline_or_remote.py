@@ -1,4 +1,5 @@
-"""Inline funcs run in the driver's process; the others go to a remote executor."""
+"""A driver's executor: inline funcs run in the driver's own process, the others go to a remote executor
+(worker processes, containers or pods)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from sematic_k8s.executors.base import Executor, Outcome, Task
 SLICE = 0.02  # seconds: how long one executor is waited on before checking the other
 
 
-class SplitExecutor:
-    """Routes each task by ``func.inline`` and waits on both executors."""
+class InlineOrRemoteExecutor:
+    """Routes each task by ``func.inline`` (in this process, or remote) and waits on both executors."""
 
     def __init__(self, inline: Executor, remote: Executor) -> None:
         self.inline, self.remote = inline, remote

@@ -1,0 +1,204 @@
+"""Every error a user of sematic-k8s can catch or name in ``retry_on``, and :func:`error_info`, the form in
+which errors are recorded on Runs.
+
+User errors say that the pipeline or one of its funcs went wrong; infrastructure errors say that
+something the pipeline runs on did (DESIGN.md "Faults": they are recorded as such, never as the user's
+func failing)::
+
+    Exception
+    ├── FuncError (TypeError)           a func declared or called wrongly; a value not matching its hints
+    ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
+    │   └── ResolutionCanceled          ... because someone asked it to cancel
+    └── InfrastructureError (RuntimeError)
+        ├── ServerError                 the sematic-k8s server is unreachable or answered an error (.status)
+        ├── StorageError                artifact storage failed
+        │   └── S3StorageError          missing bucket, unreachable endpoint, refused request
+        │       └── S3CredentialsError  no usable AWS credentials, or refused ones
+        ├── BuildError                  ``docker build`` failed (.step, .output, .log)
+        ├── PushError                   ``docker push`` failed or its digest is unconfirmed
+        ├── RegistryAuthError           the image registry wants credentials we do not have
+        └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
+            └── Evicted
+
+    BaseException
+    └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
+        ├── OOMKilled, DeadlineExceeded, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName,
+        │   ErrImageNeverPull, CreateContainerConfigError, CreateContainerError, JobCreateFailed,
+        │   JobNameConflict, InvalidJob, PodDeleted, JobDeleted, BackoffLimitExceeded
+        └── WorkerLost
+
+``WorkerDied`` is not an ``Exception`` (like ``KeyboardInterrupt``), so a func's default
+``retry_on=(Exception,)`` does not retry a worker that ran out of memory or time: another attempt would
+most likely end the same way. Name the class (``retry_on=(sk.errors.OOMKilled,)``) to retry it. A lost
+worker is both, so it is retried by default.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+# -- user errors --------------------------------------------------------------------------------------------
+
+
+class FuncError(TypeError):
+    """A func was declared or called wrongly, or a value did not match its type hints."""
+
+
+class ResolutionFailed(Exception):
+    """A Resolution failed; ``run_id`` names the Run whose error caused it."""
+
+    def __init__(self, message: str, *, resolution_id: str, run_id: str | None,
+                 error: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.resolution_id = resolution_id
+        self.run_id = run_id
+        self.error = error
+
+
+class ResolutionCanceled(ResolutionFailed):
+    """A Resolution was canceled on request (``sematic-k8s cancel``, the server's cancel action)."""
+
+
+# -- infrastructure errors ----------------------------------------------------------------------------------
+
+
+class InfrastructureError(RuntimeError):
+    """Something the pipeline runs on failed: the server, storage, the image build, a worker's node."""
+
+
+class ServerError(InfrastructureError):
+    """The server could not be reached, refused the request, or answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StorageError(InfrastructureError):
+    """Artifact storage could not do what was asked."""
+
+
+class S3StorageError(StorageError):
+    """S3 could not do what storage asked: missing bucket, unreachable endpoint, refused request."""
+
+
+class S3CredentialsError(S3StorageError):
+    """No usable AWS credentials, or S3 refused the ones given."""
+
+
+class BuildError(InfrastructureError):
+    """``docker build`` failed; ``step`` is the failing Dockerfile step and ``output`` what it printed."""
+
+    def __init__(self, message: str, *, step: str | None = None, output: Sequence[str] = (),
+                 log: Sequence[str] = ()) -> None:
+        self.reason, self.step, self.output, self.log = message, step, list(output), list(log)
+        text = f"docker build failed at {step}: {message}" if step else f"docker build failed: {message}"
+        if self.output:
+            text += "\n" + "\n".join(f"    {line}" for line in self.output[-40:])
+        super().__init__(text)
+
+
+class PushError(InfrastructureError):
+    """``docker push`` failed, or the pushed digest could not be confirmed."""
+
+
+class RegistryAuthError(InfrastructureError):
+    """The registry wants credentials this module does not have."""
+
+
+# -- workers that ended without an outcome (recorded on Runs by name) ---------------------------------------
+
+
+class WorkerDied(BaseException):
+    """A worker ended without writing an outcome; ``words`` say so plainly in the recorded message."""
+
+    words = ""  # empty: "the worker exited with code N without a result"
+
+
+class OOMKilled(WorkerDied):
+    words = "the worker ran out of memory (OOMKilled): raise the func's memory="
+
+
+class DeadlineExceeded(WorkerDied):
+    words = "the worker exceeded its timeout"
+
+
+class ImagePullBackOff(WorkerDied):
+    words = "the worker's image could not be pulled"
+
+
+class ErrImagePull(WorkerDied):
+    words = "the worker's image could not be pulled"
+
+
+class Unschedulable(WorkerDied):
+    words = "no node can run the worker (check cpu/memory/gpu requests and node selectors)"
+
+
+class CreateContainerConfigError(WorkerDied):
+    words = "the worker's container could not be set up (a missing Secret or ConfigMap?)"
+
+
+class CreateContainerError(WorkerDied):
+    words = "the worker's container could not be created"
+
+
+class InvalidImageName(WorkerDied):
+    words = "the worker's image name is invalid"
+
+
+class ErrImageNeverPull(WorkerDied):
+    words = "the worker's image is not on the node and may not be pulled"
+
+
+class JobCreateFailed(WorkerDied):
+    words = "the worker's Job could not be created"
+
+
+class JobNameConflict(WorkerDied):
+    words = "the worker's Job name is taken"
+
+
+class InvalidJob(WorkerDied):
+    words = "the worker's Job is invalid"
+
+
+class PodDeleted(WorkerDied):
+    words = "the worker's pod was deleted before it finished"
+
+
+class JobDeleted(WorkerDied):
+    words = "the worker's Job was deleted before it finished"
+
+
+class BackoffLimitExceeded(WorkerDied):
+    words = "the worker's Job failed"
+
+
+class WorkerLost(WorkerDied, InfrastructureError):
+    """The worker's pod lost its node (evicted, preempted, drained): not the func's doing."""
+
+
+class Evicted(WorkerLost):
+    words = "the worker's pod was evicted from its node"
+
+
+WORKER_DEATHS: dict[str, type[WorkerDied]] = {
+    c.__name__: c for c in (
+        OOMKilled, DeadlineExceeded, ImagePullBackOff, ErrImagePull, Unschedulable, CreateContainerConfigError,
+        CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
+        PodDeleted, JobDeleted, BackoffLimitExceeded, Evicted)}
+
+
+def kinds(cls: type[BaseException]) -> list[str]:
+    """The class names an error is recorded with (``mro``): what ``retry_on`` is matched against."""
+    return [c.__qualname__ for c in cls.__mro__]
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """The recordable form of an exception."""
+    return {"type": type(exc).__qualname__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "mro": kinds(type(exc))}

@@ -1,0 +1,108 @@
+"""Start a driver Job on Kubernetes for a DriverSpec (the CloudResolver's and the server's way in).
+
+The driver's environment is merged with the chart's ``sematic-k8s`` ConfigMap: the in-cluster addresses of
+the server and S3 win over the submitting machine's (which may be port-forwards to 127.0.0.1), and the
+ConfigMap names the ServiceAccounts and Secrets for the driver and its workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sematic_k8s import settings
+from sematic_k8s.k8s import manifests
+from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
+from sematic_k8s.k8s.manifests import driver_job, driver_job_name
+from sematic_k8s.settings import (
+    API_KEY_SECRET_ENV,
+    DRIVER_ENV,
+    SERVICE_ACCOUNT_ENV,
+    STORAGE_SECRET_ENV,
+    WORKER_SERVICE_ACCOUNT_ENV,
+)
+from sematic_k8s.specs import DriverSpec
+
+log = logging.getLogger("sematic_k8s.k8s")
+
+RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
+IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
+                   settings.S3_ENDPOINT_ENV, settings.S3_REGION_ENV)
+
+
+def run_config(api: client.ApiClient, namespace: str) -> dict[str, str]:
+    """The chart's ConfigMap of in-cluster settings ($SEMATIC_K8S_CONFIG_MAP, default ``sematic-k8s``); {} if absent."""
+    name = os.environ.get(settings.CONFIG_MAP_ENV, RUN_CONFIG_MAP)
+    try:
+        return dict(client.CoreV1Api(api).read_namespaced_config_map(name, namespace).data or {})
+    except ApiException as e:
+        if e.status in (403, 404):
+            return {}
+        raise
+
+
+def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[str, str]:
+    """The driver's env: addresses as seen from inside the cluster win over the submitting machine's
+    (whose server and S3 endpoint may be port-forwards to 127.0.0.1)."""
+    if not cluster:
+        return dict(env)
+    kept = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    return {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
+
+
+def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namespace: str | None = None,
+                  service_account: str | None = None, secret_name: str | None = None,
+                  storage_secret: str | None = None, worker_service_account: str | None = None,
+                  func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
+                  driver_settings: Mapping[str, Any] | None = None, **worker_settings: Any) -> str:
+    """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists).
+
+    Defaults come from the environment: $SEMATIC_K8S_NAMESPACE, $SEMATIC_K8S_SERVICE_ACCOUNT,
+    $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT, $SEMATIC_K8S_API_KEY_SECRET (default ``sematic-k8s-api-key``),
+    $SEMATIC_K8S_STORAGE_SECRET. ``worker_settings`` (node_selector, tolerations, ...) go to the driver's
+    KubernetesExecutor through ``spec.executor_settings``; ``driver_settings`` (cpu, memory, node_selector,
+    tolerations, image_pull_secrets, backoff_limit, ttl_seconds_after_finished) shape the driver's own pod.
+    """
+    namespace = namespace or current_namespace()
+    api = api_client or make_api_client(host)
+    cluster = run_config(api, namespace)
+    env = in_cluster_env(env, cluster)
+    service_account = service_account or cluster.get(SERVICE_ACCOUNT_ENV)
+    worker_service_account = worker_service_account or cluster.get(WORKER_SERVICE_ACCOUNT_ENV)
+    secret_name = secret_name or cluster.get(API_KEY_SECRET_ENV)
+    storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or cluster.get(STORAGE_SECRET_ENV) or None
+    settings = {"namespace": namespace, **dict(spec.executor_settings or {}), **worker_settings}
+    worker_sa = worker_service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV)
+    if worker_sa:
+        settings.setdefault("service_account", worker_sa)
+    if storage_secret:
+        settings.setdefault("storage_secret", storage_secret)
+    for key in ("image_pull_secrets",):
+        if driver_settings and key in driver_settings:
+            settings.setdefault(key, list(driver_settings[key]))
+    spec = dataclasses.replace(spec, executor_settings=settings,
+                               resolution=dataclasses.replace(spec.resolution, root_id=spec.root_id or root_id))
+    job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
+                     service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
+                     secret_name=secret_name or os.environ.get(API_KEY_SECRET_ENV) or manifests.API_KEY_SECRET,
+                     storage_secret=storage_secret, func_name=func_name, **dict(driver_settings or {}))
+    name = driver_job_name(root_id)
+    try:
+        api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
+    except ApiException as e:
+        if e.status != 409:
+            raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
+                               f"({e.status}): {api_message(e)}") from e
+        log.info("driver Job %s already exists: not launched again", name)
+    return name
+
+
+def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
+    """The launcher of ``backends.LAUNCHERS["kubernetes"]``: the driver's Job in the spec's namespace."""
+    launch_driver(spec, spec.root_id or "", env, namespace=spec.executor_settings.get("namespace"))

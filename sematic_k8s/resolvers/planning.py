@@ -1,0 +1,207 @@
+"""Planning a resolution: the graph's starting nodes and their Run records, for a new root, a rerun of a
+recorded Resolution, or the resume of one whose driver restarted; and the nodes of the Futures a
+composition returns. :class:`~sematic_k8s.resolvers.loop.ResolutionLoop` then drives them.
+
+The rerun planner itself (which runs are reused, awaited or executed again) is pure and lives in
+:func:`sematic_k8s.graph.plan_rerun`; this module turns its plan into nodes and records.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sematic_k8s import graph
+from sematic_k8s.errors import FuncError
+from sematic_k8s.func import Func, load_func
+from sematic_k8s.future import Future, new_id
+from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
+from sematic_k8s.resolvers.recorder import Recorder
+from sematic_k8s.serialization import Value
+from sematic_k8s.specs import ResolutionSettings
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
+
+log = logging.getLogger("sematic_k8s")
+
+
+@dataclass
+class Plan:
+    """Where a resolution starts."""
+
+    root_id: str
+    nodes: list[Node]
+    recorded: dict[str, Any] = field(default_factory=dict)  # how it started (rerun_of, ...), for its record
+    forced: set[str] = field(default_factory=set)  # runs that execute even when cached (a rerun's target)
+    attempts: dict[str, int] = field(default_factory=dict)  # attempts already made (a resume)
+    resumed: set[str] = field(default_factory=set)  # runs a restarted driver found running
+
+
+class Planner:
+    """Builds nodes and their Run records (into the recorder's batch) for the ``graph`` being resolved."""
+
+    def __init__(self, store: Store, recorder: Recorder, graph: Graph, settings: ResolutionSettings) -> None:
+        self.store, self.recorder, self.graph, self.settings = store, recorder, graph, settings
+        self.root_id = ""
+
+    def plan(self, root: Future, resume: ResolutionRecord | None = None) -> Plan:
+        """The starting nodes: those of ``resume`` (a restarted driver's unfinished Resolution), of a rerun
+        (``settings.rerun_from``), or of a new root. Sets ``root.id`` to the Resolution's id."""
+        if resume is not None:
+            self.root_id = root.id = resume.id
+            return self._resume()
+        if self.settings.rerun_from is not None:
+            return self._rerun(root)
+        return self._new_root(root)
+
+    def _normalize(self, template: Any, has_refs: bool) -> Any:
+        """Turn every literal leaf of a template into a Value (serialized once)."""
+        if not has_refs:
+            return self.recorder.value(template)
+        return graph.map_leaves(template, self.recorder.value)
+
+    def nodes_for(self, futures: list[Future], parent_id: str | None) -> list[Node]:
+        """Nodes and Run records for Futures and every Future nested in their arguments,
+        dependencies first (so creation order is a topological order)."""
+        nodes: list[Node] = []
+        seen: set[str] = set()
+        stack: list[tuple[Future, dict[str, Any] | None]] = [(f, None) for f in reversed(futures)]
+        while stack:
+            f, inputs = stack.pop()
+            if inputs is not None:  # its dependencies are done: emit it
+                nodes.append(self._node(f, inputs, parent_id))
+                continue
+            if f.id in seen or f.id in self.graph.nodes:
+                continue
+            seen.add(f.id)
+            deps: list[Future] = []
+            inputs = {}
+            for name, arg in f.kwargs.items():
+                tmpl, has_refs = graph.template_of(arg, deps.append)
+                try:
+                    inputs[name] = self._normalize(tmpl, has_refs)
+                except (TypeError, ValueError) as e:
+                    raise FuncError(f"{f.func.name}(): argument '{name}': {e}") from e
+            stack.append((f, inputs))
+            stack.extend((d, None) for d in reversed(deps))
+        return nodes
+
+    def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> Node:
+        self.recorder.batch.add_run(RunRecord(
+            id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
+            func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
+            input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
+            source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
+        ))
+        return Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
+
+    def _new_root(self, root: Future) -> Plan:
+        for name, arg in root.kwargs.items():
+            if graph.template_of(arg, lambda _: None)[1]:
+                raise FuncError(f"{root.func.name}(): argument '{name}' is a Future; the pipeline's root "
+                                "takes concrete values (call both funcs inside another func instead)")
+        if self.settings.root_id:
+            root.id = self.settings.root_id
+        elif self.store.get_run(root.id) is not None:
+            root.id = new_id()  # the same root Future resolved again: a new Resolution
+        self.root_id = root.id
+        return Plan(root.id, self.nodes_for([root], None))
+
+    def _rerun(self, root: Future) -> Plan:
+        rerun_from, mode = self.settings.rerun_from, self.settings.rerun_mode
+        target = self.store.get_run(rerun_from) if rerun_from else None
+        if target is None:
+            raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
+        old_runs = self.store.runs_of_root(target.root_id)
+        old_root = next(r for r in old_runs if r.id == target.root_id)
+        if root.func.path != old_root.func_path:
+            raise ValueError(f"rerun_from {rerun_from} belongs to a {old_root.func_path} pipeline, "
+                             f"not {root.func.path}")
+        preset = iter([self.settings.root_id] if self.settings.root_id else [])
+        plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or new_id())
+        self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
+        nodes = self._nodes_from_plan(plan, old_runs, record=True)
+        return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
+                                                   "rerun_mode": mode},
+                    forced={p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE})
+
+    def _resume(self) -> Plan:
+        """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
+        what resolved is kept and executors re-attach to the workers still running."""
+        runs = self.store.runs_of_root(self.root_id)
+        plan = graph.plan_rerun(runs, self.root_id, "continue", new_id, keep_ids=True)
+        kept = {p.old_id for p in plan}
+        now = utcnow()
+        for r in runs:
+            if r.id not in kept and r.state not in graph.TERMINAL:
+                self.recorder.batch.update_run(r.id, state=CANCELED, ended_at=now)
+        by_id = {r.id: r for r in runs}
+        attempts: dict[str, int] = {}
+        resumed: set[str] = set()
+        for p in plan:
+            old = by_id[p.old_id]
+            if p.action == EXECUTE:  # same attempt if it was running: a worker of it may still be there
+                attempts[p.old_id] = max(0, old.attempts - (old.state == RUNNING))
+                if old.state == RUNNING:
+                    resumed.add(p.old_id)
+                self.recorder.batch.update_run(p.old_id, state=CREATED, ended_at=None)
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": RUNNING, "ended_at": None, "error": None}
+        log.warning("resolution %s: resuming after a restart (%d runs kept, %d to run)", self.root_id,
+                    sum(p.action != EXECUTE for p in plan), sum(p.action == EXECUTE for p in plan))
+        nodes = self._nodes_from_plan(plan, runs, record=False)
+        return Plan(self.root_id, nodes, attempts=attempts, resumed=resumed)
+
+    def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord], *,
+                         record: bool) -> list[Node]:
+        """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too."""
+        by_old = {r.id: r for r in old_runs}
+        formats = {a.id: a for a in self.store.artifacts(
+            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
+
+        def leaf(artifact_id: str) -> Value:
+            a = formats.get(artifact_id)
+            return self.recorder.stored_value(artifact_id, a.format if a else None, a.type_name if a else "")
+
+        nodes = []
+        for p in plan:
+            old = by_old[p.old_id]
+            rec = RunRecord(
+                id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
+                func_name=old.func_name, state=CREATED, input_refs=p.input_refs, source_file=old.source_file,
+                source_hash=old.source_hash, settings=old.settings, original_run_id=old.id, created_at=utcnow(),
+            )
+            if p.action == REUSE:
+                if old.output_id is None:
+                    raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
+                rec.state, rec.inputs, rec.output_ref, rec.output_id = RESOLVED, old.inputs, p.output_ref, old.output_id
+                rec.cached_from, rec.started_at, rec.ended_at = old.cached_from, old.started_at, old.ended_at
+                rec.attempts, rec.notes = old.attempts, {**old.notes, "reused_from": old.id}
+                node = Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id))
+            elif p.action == AWAIT:
+                rec.state, rec.inputs, rec.output_ref, rec.started_at = RUNNING, old.inputs, p.output_ref, utcnow()
+                node = Node(p.new_id, p.new_parent_id, func=_func_or_none(old), mode=AWAIT, state=RUNNING,
+                            output_template=graph.from_json(p.output_ref, leaf))
+            else:
+                func = load_func(old.func_path, old.source_file)
+                rec.source_hash, rec.settings = func.source_hash, func.settings()
+                inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
+                node = Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
+            if record:
+                self.recorder.batch.add_run(rec)
+            nodes.append(node)
+        return nodes
+
+
+def _func_or_none(run: RunRecord) -> Func | None:
+    """The Func a recorded run ran, if its code can be found here (used for output type checks)."""
+    try:
+        return load_func(run.func_path, run.source_file)
+    except Exception:
+        return None
+
+
+def value_id(leaf: Any) -> str:
+    if not isinstance(leaf, Value):
+        raise TypeError(f"template leaf {leaf!r} was not serialized")
+    return leaf.id

@@ -1,0 +1,78 @@
+"""Every environment variable sematic-k8s reads or sets, named once, and where the embedded mode keeps its data.
+
+Other modules refer to these constants, never to the names themselves (a test checks it). Values are read
+where they are used, so a test or a driver can change the environment before each call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PREFIX = "SEMATIC_K8S_"
+
+# -- the embedded mode -------------------------------------------------------------------------------------
+HOME_ENV = "SEMATIC_K8S_HOME"  # the data directory: SQLite database, artifacts, logs (default ~/.sematic_k8s)
+DB_URL_ENV = "SEMATIC_K8S_DB_URL"  # a SQLAlchemy URL for the metadata (default: SQLite in the data directory)
+
+# -- the server, for resolvers, drivers and the CLI ------------------------------------------------------
+SERVER_ENV = "SEMATIC_K8S_SERVER"  # the sematic-k8s server's base URL: record there instead of the local database
+API_KEY_ENV = "SEMATIC_K8S_API_KEY"  # the API key sent to the server (X-API-Key)
+LOG_LEVEL_ENV = "SEMATIC_K8S_LOG_LEVEL"  # the server's log level (uvicorn's names; default info)
+
+# -- artifact storage ------------------------------------------------------------------------------------
+STORAGE_ENV = "SEMATIC_K8S_STORAGE"  # artifact storage URL for cloud runs and the server (s3://bucket/prefix)
+S3_PREFIX_ENVS = "SEMATIC_K8S_S3_"  # the start of every S3 setting below (passed on to drivers and workers)
+S3_BUCKET_ENV = "SEMATIC_K8S_S3_BUCKET"  # S3Storage.from_env's bucket
+S3_KEY_PREFIX_ENV = "SEMATIC_K8S_S3_PREFIX"  # S3Storage.from_env's key prefix
+S3_ENDPOINT_ENV = "SEMATIC_K8S_S3_ENDPOINT"  # a non-AWS S3 endpoint (MinIO, moto); before AWS_ENDPOINT_URL(_S3)
+S3_REGION_ENV = "SEMATIC_K8S_S3_REGION"  # the S3 region; before AWS_REGION / AWS_DEFAULT_REGION
+
+# -- images (the CloudResolver) -----------------------------------------------------------------------------
+REGISTRY_ENV = "SEMATIC_K8S_REGISTRY"  # where the CloudResolver pushes images (e.g. 127.0.0.1:5000/pipelines)
+BASE_IMAGE_ENV = "SEMATIC_K8S_BASE_IMAGE"  # the base image of user images (default python:3.11-slim)
+WHEEL_CACHE_ENV = "SEMATIC_K8S_WHEEL_CACHE"  # the host's cache of wheels fetched for image builds
+CODE_DIR_ENV = "SEMATIC_K8S_CODE_DIR"  # set in images: where the user's project was copied
+SOURCE_MAP_ENV = "SEMATIC_K8S_SOURCE_MAP"  # "HOST_ROOT=IMAGE_ROOT": where recorded source files are in an image
+
+# -- drivers and workers ----------------------------------------------------------------------------------
+DRIVER_ENV = "SEMATIC_K8S_DRIVER"  # a driver's DriverSpec (JSON)
+TASK_ENV = "SEMATIC_K8S_TASK"  # a worker's TaskSpec (JSON)
+
+# -- Kubernetes ---------------------------------------------------------------------------------------------
+KUBE_HOST_ENV = "SEMATIC_K8S_KUBE_HOST"  # an API server URL without credentials (tests, kubectl proxy)
+NAMESPACE_ENV = "SEMATIC_K8S_NAMESPACE"  # the run namespace (set in drivers by the downward API)
+POD_NAME_ENV = "SEMATIC_K8S_POD_NAME"  # the driver's pod name (downward API)
+DRIVER_JOB_ENV = "SEMATIC_K8S_DRIVER_JOB"  # the driver's Job name, owner of its workers' Jobs (downward API)
+DRIVER_JOB_UID_ENV = "SEMATIC_K8S_DRIVER_JOB_UID"  # that Job's uid (downward API)
+CONFIG_MAP_ENV = "SEMATIC_K8S_CONFIG_MAP"  # the chart's ConfigMap of in-cluster settings (default sematic-k8s)
+SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_SERVICE_ACCOUNT"  # the drivers' ServiceAccount (also a ConfigMap key)
+WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"  # the workers' ServiceAccount (also a key)
+API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"  # the Secret holding drivers' API key (also a key)
+STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"  # the Secret holding S3 credentials for pods (also a key)
+
+# What a driver passes on to its workers (storage credentials and settings, the source map).
+WORKER_PASS_THROUGH = ("AWS_", SOURCE_MAP_ENV, S3_PREFIX_ENVS)
+
+
+def home(override: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s."""
+    path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_url(home_dir: Path) -> str:
+    """The metadata database: $SEMATIC_K8S_DB_URL, else a SQLite file in the home directory."""
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{home_dir / 'db.sqlite3'}"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The variable's value; ``default`` when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+def worker_env() -> dict[str, str]:
+    """The part of this process's environment that workers need (storage credentials and settings, the
+    source map): what a driver passes on."""
+    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH)}

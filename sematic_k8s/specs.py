@@ -1,0 +1,123 @@
+"""Wire formats: what a resolver tells its driver, what a driver tells its workers, and the settings
+every resolver shares. Data only: no I/O, standard library imports only.
+
+- :class:`ResolutionSettings`: how to resolve one pipeline (cache namespace, rerun target and mode,
+  parallelism, the new Resolution's id), whatever resolves it: the LocalResolver, the CloudResolver, the
+  driver it starts, or a rerun the server starts.
+- :class:`DriverSpec`: a driver's task ($SEMATIC_K8S_DRIVER, JSON), sent by the CloudResolver or the server.
+- :class:`TaskSpec`: one Run attempt for a worker ($SEMATIC_K8S_TASK, JSON). An executor turns the loop's
+  in-memory :class:`~sematic_k8s.executors.base.Task` (the func itself, input Values) into a TaskSpec (the
+  func's path, input artifact ids) when the attempt runs in another process.
+- :func:`outcome_key`: where a worker stores its outcome document, which holds one of
+  ``{"output": artifact}``, ``{"expansion": artifact}`` (a composition's pickled Futures) or
+  ``{"error": {"type", "message", "traceback", "mro"}}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RERUN_MODES = ("from", "continue")
+DRIVER_MODULE = "sematic_k8s.driver"  # started with python -m, in a container, a pod or a process
+WORKER_MODULE = "sematic_k8s.worker"
+DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
+WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
+DRIVER_MAX_PARALLELISM = 8  # a driver's runs mostly wait on pods: more of them at once
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionSettings:
+    """How to resolve one pipeline.
+
+    ``cache_namespace``: a string, or a callable taking the root Future (called once when the resolution
+    starts); ``None`` turns caching off. ``rerun_from``: a Run id to re-run from (``rerun_mode`` "from"), or a
+    root Run id whose unfinished runs to run again ("continue"). ``max_parallelism``: runs executing at once.
+    ``root_id``: the new Resolution's id, when the caller must know it up front (the server, the CloudResolver).
+    """
+
+    cache_namespace: str | Callable[[Any], str] | None = None
+    rerun_from: str | None = None
+    rerun_mode: str = "from"
+    max_parallelism: int = 1
+    root_id: str | None = None
+
+    def __post_init__(self) -> None:
+        ns = self.cache_namespace
+        if ns is not None and not (isinstance(ns, str) or callable(ns)):
+            raise TypeError(f"cache_namespace must be a string or a callable, got {ns!r}")
+        if self.rerun_from is not None and (not isinstance(self.rerun_from, str) or not self.rerun_from):
+            raise TypeError(f"rerun_from must be a run id string, got {self.rerun_from!r}")
+        if self.rerun_mode not in RERUN_MODES:
+            raise ValueError(f"rerun_mode must be one of {RERUN_MODES}, got {self.rerun_mode!r}")
+        p = self.max_parallelism
+        if not isinstance(p, int) or isinstance(p, bool) or p < 1:
+            raise ValueError(f"max_parallelism must be a whole number >= 1, got {p!r}")
+
+
+_RESOLUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ResolutionSettings))
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """What the CloudResolver (or the server, for a rerun) tells its driver.
+
+    Its JSON is flat: the ``resolution`` settings sit beside the other fields (``cache_namespace`` is the
+    resolved string there).
+    """
+
+    root: dict[str, str] | None  # {"id", "format"} of the pickled root Future (None: a rerun of root_func)
+    storage_url: str
+    image: str
+    build_hash: str | None = None
+    resolution: ResolutionSettings = field(
+        default_factory=lambda: ResolutionSettings(max_parallelism=DRIVER_MAX_PARALLELISM))
+    executor: str = "docker"  # or "process" (no image), or "kubernetes"
+    executor_settings: dict[str, Any] = field(default_factory=dict)
+    root_func: str | None = None  # a rerun without a pickled root: the recorded root func's path
+    root_source_file: str | None = None
+
+    @property
+    def root_id(self) -> str | None:
+        """The Resolution's id, chosen by the resolver so it can follow it."""
+        return self.resolution.root_id
+
+    def to_json(self) -> str:
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "resolution"}
+        doc.update(asdict(self.resolution))
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DriverSpec:
+        doc = json.loads(text)
+        doc.setdefault("max_parallelism", DRIVER_MAX_PARALLELISM)
+        resolution = ResolutionSettings(**{k: doc.pop(k) for k in _RESOLUTION_FIELDS if k in doc})
+        return cls(**doc, resolution=resolution)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """Everything a worker needs, passed in its environment."""
+
+    run_id: str
+    root_id: str
+    func_path: str
+    source_file: str | None
+    input_ids: dict[str, str]
+    input_formats: dict[str, str]
+    attempt: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> TaskSpec:
+        return cls(**json.loads(text))
+
+
+def outcome_key(run_id: str, attempt: int) -> str:
+    """The storage key of a worker's outcome document for one attempt."""
+    return f"outcomes/{run_id}/{attempt}.json"

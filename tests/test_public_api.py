@@ -1,0 +1,31 @@
+"""The public surface: what ``import sematic_k8s as sk`` offers is exactly ``sk.__all__``."""
+
+from __future__ import annotations
+
+import types
+
+import sematic_k8s as sk
+
+
+def test_all_lists_every_public_name_and_each_is_importable():
+    public = {name for name, value in vars(sk).items()
+              if not name.startswith("_") and not (isinstance(value, types.ModuleType) and name not in sk.__all__)}
+    assert sorted(sk.__all__) == sorted(public)
+    for name in sk.__all__:
+        assert getattr(sk, name) is not None
+
+
+def test_exported_classes_and_functions_say_where_they_live():
+    for name in sk.__all__:
+        value = getattr(sk, name)
+        if isinstance(value, types.ModuleType):
+            assert value.__name__ == f"sematic_k8s.{name}"
+        else:
+            assert value.__module__.startswith("sematic_k8s."), name
+            assert value.__doc__, f"sk.{name} has no docstring"
+
+
+def test_errors_a_user_catches_are_exported():
+    for cls in (sk.FuncError, sk.ResolutionFailed, sk.ResolutionCanceled, sk.InfrastructureError):
+        assert issubclass(cls, Exception) and cls.__module__ == "sematic_k8s.errors"
+    assert sk.__version__

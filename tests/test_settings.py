@@ -1,0 +1,47 @@
+"""Every SEMATIC_K8S_* environment variable is named once, in sematic_k8s/settings.py."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from sematic_k8s import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = [ROOT / "sematic_k8s", ROOT / "server" / "sematic_k8s_server"]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes (documentation may name variables)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def test_environment_variables_are_named_only_in_settings():
+    found = []
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            if path == ROOT / "sematic_k8s" / "settings.py":
+                continue
+            tree = ast.parse(path.read_text(), str(path))
+            docs = _docstrings(tree)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+                        and settings.PREFIX in node.value):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not found, "name these through sematic_k8s.settings:\n" + "\n".join(found)
+
+
+def test_each_variable_is_named_once_with_a_description():
+    source = (ROOT / "sematic_k8s" / "settings.py").read_text()
+    names = [v for k, v in vars(settings).items() if k.endswith("_ENV") and isinstance(v, str)]
+    assert len(names) == len(set(names)), "a variable is named twice"
+    assert all(n.startswith(settings.PREFIX) for n in names)
+    for line in source.splitlines():
+        if line.split(" = ")[0].endswith("_ENV") and " = " in line:
+            assert "  # " in line, f"no description: {line}"
