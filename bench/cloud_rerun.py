@@ -1,7 +1,7 @@
 """Rerun time vs a fresh run, on the CloudResolver's container path (``make bench``).
 
 Needs a Docker engine, a registry on 127.0.0.1:5000, an S3 API server and a local base image: reused when they
-answer, else started with the repository's ``infra/`` scripts (tests/infra.py); says so and exits 0 when they
+answer, else started with the repository's ``infra/`` scripts (tests/support/infra.py); says so and exits 0 when they
 cannot be had.
 """
 
@@ -61,7 +61,7 @@ def _serve(home: Path) -> tuple[str, str]:
 
 
 def main() -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
     import infra
 
     try:

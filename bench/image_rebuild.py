@@ -1,6 +1,6 @@
 """Image build time: a full build (no layer cache) vs the rebuild after a one-line code edit, plus the cost
 of reusing an image whose context hash is already pushed or recorded. Needs dockerd + the registry: brought up
-with the repository's infra/ scripts (tests/infra.py) unless --base-image is given. Run with ``make bench``.
+with the repository's infra/ scripts (tests/support/infra.py) unless --base-image is given. Run with ``make bench``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
     base = args.base_image
     if not base:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
         import infra
 
         base = infra.bring_up()

@@ -1,7 +1,7 @@
 """API calls and time of a fan-out through the Kubernetes executor, against the API stand-in on 127.0.0.1.
 
 The pipeline is ``cubes(n) = total([cube(i) for i in range(n)])``: n worker Jobs. A fake Job controller
-(tests/kmock_k8s.py) runs each worker in-process and creates its pod already finished, so the figures are
+(tests/support/kmock_k8s.py) runs each worker in-process and creates its pod already finished, so the figures are
 the executor's and the resolution loop's own: Job creates, list and watch calls, wall time per run.
 
 Measured (2 cores, kubernetes 37.0.2, kmock 0.8; ``python -m bench.k8s_fanout``):
@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 import sematic_k8s as sk  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402

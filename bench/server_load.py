@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
     rows = bench_backend("sqlite", None, args.runs, args.clients, args.batch)
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     from pgcluster import create_database, pg_bin, postgres_cluster
     bin_dir = None if args.no_postgres else pg_bin()
     if bin_dir is None:

@@ -17,7 +17,7 @@ import sematic_k8s
 from sematic_k8s import version as version_module
 from sematic_k8s.packaging.wheels import load_toml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = load_toml(REPO / "pyproject.toml")
 SERVER_EXTRA_MODULES = ("fastapi", "uvicorn", "alembic", "psycopg")  # what `[server]` installs
 

@@ -1,4 +1,4 @@
-"""The dashboard's JavaScript without a browser: ``node --test`` over ``tests/dashboard_js`` (the graph layout,
+"""The dashboard's JavaScript without a browser: ``node --test`` over ``tests/dashboard/js`` (the graph layout,
 the graph model, the event-stream parser, routes, and the modules' boundaries).
 
 Needs Node.js 20 or newer (``node`` on PATH, or SEMATIC_K8S_NODE). Without it the test skips, except under
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-JS_TESTS = Path(__file__).resolve().parent / "dashboard_js"
+JS_TESTS = Path(__file__).resolve().parent / "js"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MIN_NODE = 20
 

@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { columnsOf, layoutGraph, METRICS } from "../../server/sematic_k8s_server/static/layout.js";
-import { graphModel } from "../../server/sematic_k8s_server/static/model.js";
+import { columnsOf, layoutGraph, METRICS } from "../../../server/sematic_k8s_server/static/layout.js";
+import { graphModel } from "../../../server/sematic_k8s_server/static/model.js";
 import { graph, randomGraph, run, textSize } from "./graphs.mjs";
 
 function lay(g, size) {

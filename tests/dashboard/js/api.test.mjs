@@ -3,9 +3,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { SseParser } from "../../server/sematic_k8s_server/static/api.js";
-import { fmtDuration, summaryText } from "../../server/sematic_k8s_server/static/format.js";
-import { parseRoute, resHref, runHref } from "../../server/sematic_k8s_server/static/routes.js";
+import { SseParser } from "../../../server/sematic_k8s_server/static/api.js";
+import { fmtDuration, summaryText } from "../../../server/sematic_k8s_server/static/format.js";
+import { parseRoute, resHref, runHref } from "../../../server/sematic_k8s_server/static/routes.js";
 
 test("events split anywhere across chunks come out whole, once", () => {
   const stream = 'data: {"id":"a"}\n\n: keep-alive\n\ndata: {"id":"b"}\n\n';

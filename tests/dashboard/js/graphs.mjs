@@ -2,7 +2,7 @@
 
 import { fileURLToPath } from "node:url";
 
-export const STATIC = fileURLToPath(new URL("../../server/sematic_k8s_server/static/", import.meta.url));
+export const STATIC = fileURLToPath(new URL("../../../server/sematic_k8s_server/static/", import.meta.url));
 
 /** A run record: `parent` nests it; `order` sets its creation time (default: the order runs are listed). */
 export function run(id, { parent = null, order = 0, func = id, state = "resolved" } = {}) {

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INFRA_SCRIPTS = Path(os.environ.get("SEMATIC_K8S_INFRA_SCRIPTS", REPO / "infra"))
 REGISTRY = os.environ.get("REGISTRY", "127.0.0.1:5000")
 S3_ENDPOINT = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "sematic-k8s"
 KUBE_VERSIONS = ("1.30.0", "1.33.0")  # both bundled by kubernetes-validate >= 1.33
 RELEASE, NAMESPACE = "sk", "pipelines"

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { edgesOf, graphModel } from "../../server/sematic_k8s_server/static/model.js";
+import { edgesOf, graphModel } from "../../../server/sematic_k8s_server/static/model.js";
 import { graph, run } from "./graphs.mjs";
 
 const ids = (runs) => runs.map((r) => r.id);

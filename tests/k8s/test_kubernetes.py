@@ -1,5 +1,5 @@
 """The Kubernetes executor and driver Job, through the official client, against a Kubernetes API stand-in on
-127.0.0.1 (tests/kmock_k8s.py) with a fake Job controller playing the cluster."""
+127.0.0.1 (tests/support/kmock_k8s.py) with a fake Job controller playing the cluster."""
 
 from __future__ import annotations
 
@@ -849,7 +849,7 @@ def process_kubelet(project_root: Any) -> Callable[[PodHandle], None]:
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
 
     def kubelet(pod: PodHandle) -> None:
         c = pod.container

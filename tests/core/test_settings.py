@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sematic_k8s import settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = [ROOT / "sematic_k8s", ROOT / "server" / "sematic_k8s_server"]
 
 

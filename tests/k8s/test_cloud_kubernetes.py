@@ -1,5 +1,5 @@
 """CloudResolver with executor="kubernetes", end to end on one machine: the real server, real S3 API,
-real registry and image, and the Kubernetes API stand-in (tests/kmock_k8s.py) on 127.0.0.1 with a fake Job
+real registry and image, and the Kubernetes API stand-in (tests/support/kmock_k8s.py) on 127.0.0.1 with a fake Job
 controller whose kubelet runs each pod's container for real with docker (host network).
 
 The driver Job is created by the CloudResolver (launch_driver); its pod runs the driver from the built

@@ -23,7 +23,7 @@ try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a pa
 except ImportError:  # pragma: no cover
     from tests import cli_pipeline as pl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
