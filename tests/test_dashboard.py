@@ -2,12 +2,17 @@
 
 The server runs in this process (uvicorn on a free 127.0.0.1 port, API keys required) over a temp SQLite
 database; pipelines are recorded through it with ``LocalResolver(server=...)``, so the page gets live
-events. The browser logs in with an API key, walks the resolutions list, a resolution's graph and a Run
-panel, then clicks Actions -> "Rerun from here" and Actions -> "Continue" and watches the new resolutions
-resolve (the server runs them in background processes: the funcs come from ``dashboard_pipeline``).
-The graph's boxes are checked to hold their content without overlapping. A second test, without a browser,
-checks the page's ES modules are served as JavaScript. (The graph layout itself is tested in Node:
-``test_dashboard_js.py``.)
+events. The browser logs in with an API key, walks the pipelines index, a resolution's graph and a Run
+panel; Actions -> "Rerun from here" and "Continue" on these local resolutions show the commands that re-run
+them on the user's machine; the test runs one (``sematic-k8s rerun``) and watches it live in the list and
+the graph, then cancels it from the page. Other tests: tags, notes, search and filters; a 5,000-run
+resolution (a page of normal height, its fan-out one group, paged on request; the timeline and its
+critical path); values as tables, pictures, JSON trees, folded and downloaded; logs followed, searched,
+downloaded, and refused from a storage the server does not read; readable pages for bad and unknown ids.
+The graph's boxes are checked to hold their content without overlapping. Screenshots go to
+$SEMATIC_K8S_DASHBOARD_SCREENSHOT (default /tmp/dashboard.png) and siblings; each is checked to be no
+taller and no wider than the page should be. A last test, without a browser, checks the page's ES modules
+are served as JavaScript. (The graph layout itself is tested in Node: ``test_dashboard_js.py``.)
 
 Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install playwright; never
 ``playwright install``). Without them the test skips, except under CI=true, where it fails.
@@ -19,6 +24,8 @@ import mimetypes
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +53,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SCREENSHOT = Path(os.environ.get("SEMATIC_K8S_DASHBOARD_SCREENSHOT", "/tmp/dashboard.png"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 WAIT_MS = 90_000  # a rerun is a fresh Python process recording through the server
+TESTS = Path(__file__).resolve().parent
 
 
 def _require_browser() -> None:
@@ -164,27 +172,12 @@ def page(browser: Any, served: Served) -> Iterator[Any]:
         context.close()
 
 
-def _expect_resolved(page: Any, served: Served, resolution_id: str) -> None:
-    """The resolution shown reaches "resolved"; if not, say why (its error, its rerun process's log)."""
-    from playwright.sync_api import expect
-
-    badge = page.get_by_test_id("resolution-state")
-    try:
-        expect(badge).to_have_text(re.compile(r"^(resolved|failed|canceled)$"), timeout=WAIT_MS)
-        expect(badge).to_have_text("resolved", timeout=1)
-    except AssertionError as e:
-        res = served.store.get_resolution(resolution_id)
-        log = served.home / "reruns" / f"{resolution_id}.log"
-        raise AssertionError(f"{e}\nresolution {resolution_id}: {res}\nrerun log:\n"
-                             f"{log.read_text(errors='replace')[-3000:] if log.exists() else '(none)'}") from None
-
-
-def _new_resolution_shown(page: Any, old_id: str) -> str:
-    """After a rerun action: the page went to a new resolution (not ``old_id``); returns its id."""
-    from playwright.sync_api import expect
-
-    expect(page).to_have_url(re.compile(rf"#/resolutions/(?!{old_id}$)[0-9a-f]+$"))
-    return page.url.rsplit("/", 1)[1]
+def _run_cli(served: Served, *args: str) -> subprocess.Popen:
+    """``sematic-k8s ARGS`` in a new process, recording through the test server (as a user would run it)."""
+    env = {**os.environ, SERVER_ENV: served.url, API_KEY_ENV: served.key, config.HOME_ENV: str(served.home),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    log = open(served.home / f"cli-{'-'.join(args)[:40]}.log", "w")  # noqa: SIM115 - the process owns it
+    return subprocess.Popen([sys.executable, "-m", "sematic_k8s.cli", *args], env=env, stdout=log, stderr=log)
 
 
 # In the page: every run box holds its own content and its nested boxes, and no two boxes overlap unless one
@@ -300,9 +293,15 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(xs).to_contain_text("[1,2,3,4]")
     expect(xs).to_contain_text("list")
     expect(tid("run-output")).to_have_text("10")
+    tid("tab-logs").click()
     expect(tid("run-logs")).to_contain_text("summing 4 numbers")
+    expect(tid("run-logs")).to_be_visible()
+    tid("tab-details").click()
     expect(tid("run-attempts")).to_have_text("1")
     expect(tid("timings")).to_contain_text("Started")
+    tid("tab-source").click()
+    expect(tid("run-source")).to_contain_text("def total(xs: list[int]) -> int:")
+    tid("tab-output").click()
     expect(node("total")).to_have_class(re.compile(r"\bselected\b"))
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -311,46 +310,53 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(tid("run-panel")).to_have_attribute("data-run-id", total.id)
     expect(tid("run-output")).to_have_text("10")
 
-    # -- Actions -> "Rerun from here": a new resolution, reusing what did not depend on `total` -------
-    served.hold.touch()  # its `scale` step waits: the page must show it running, then resolved, live
+    # -- Actions -> "Rerun from here" on a local resolution: the page shows how to re-run it where it ran -----
     tid("run-actions").click()
     tid("action-rerun-from").click()
-    rerun_id = _new_resolution_shown(page, served.ok_id)
-    expect(node("scale")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
-    expect(tid("resolution-state")).to_have_text("running")
-    expect(node("total")).to_have_attribute("data-state", "resolved")
-    expect(node("check")).to_have_attribute("data-state", "created")
-    tid("resolution-actions").click()
-    expect(tid("action-cancel")).to_be_enabled()
-    expect(tid("action-rerun")).to_be_disabled()
-    expect(tid("action-continue")).to_be_disabled()
+    expect(tid("local-rerun")).to_be_visible()
+    expect(tid("local-rerun-cli")).to_have_text(f"sematic-k8s rerun {total.id}")
+    expect(tid("local-rerun-python")).to_contain_text(f'LocalResolver(rerun_from="{total.id}",)')
+    expect(tid("local-rerun-python")).to_contain_text("from dashboard_pipeline import pipeline")
     page.keyboard.press("Escape")
-    expect(tid("live-status")).to_have_attribute("data-mode", "live")  # no polling: what follows comes by SSE
-    served.hold.unlink()
-    _expect_resolved(page, served, rerun_id)
-    expect(tid("rerun-of-link")).to_have_text(served.ok_id[:8])
-    expect(tid("rerun-from-link")).to_have_text(total.id[:8])
-    for func in ("pipeline", "make_numbers", "report", "total", "scale", "check"):
-        expect(node(func)).to_have_attribute("data-state", "resolved")
-    expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
-    expect(node("total").locator(".tag.reused")).to_have_count(0)
-    assert page.evaluate(GRAPH_PROBLEMS_JS) == []  # with the tags in, the boxes grew to hold them
+    expect(tid("local-rerun")).to_have_count(0)
+    expect(page).to_have_url(re.compile(rf"#/runs/{total.id}$"))  # nothing was started from the page
+
+    # the user runs that command (through this server): the list shows it running, with its progress, live
+    served.hold.touch()  # its `scale` step waits: the page must show it running, then canceled, live
+    # (two threads: with one, a func runs inside the loop, which records nothing until it returns)
+    rerun_proc = _run_cli(served, "rerun", total.id, "--max-parallelism", "2")
+    try:
+        tid("nav-resolutions").click()
+        expect(rows).to_have_count(4, timeout=WAIT_MS)
+        running_row = page.locator('[data-testid="resolution-row"][data-state="running"]')
+        expect(running_row).to_have_count(1, timeout=WAIT_MS)
+        expect(running_row.get_by_test_id("run-progress")).to_have_text(re.compile(r"^\d+/6 resolved$"))
+        expect(running_row.get_by_test_id("rerun-of-link")).to_have_text(served.ok_id[:8])
+        running_row.get_by_test_id("resolution-link").click()
+        rerun_id = page.url.rsplit("/", 1)[1]
+        expect(node("scale")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+        expect(tid("resolution-state")).to_have_text("running")
+        expect(tid("header-progress")).to_have_text(re.compile(r"^\d/6 resolved$"))
+        expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
+        expect(tid("rerun-from-link")).to_have_text(total.id[:8])
+        tid("resolution-actions").click()
+        expect(tid("action-rerun")).to_be_disabled()
+        tid("action-cancel").click()
+        expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
+        deadline = time.monotonic() + 60  # the loop notices within a second or so; keep scale held till then
+        while served.store.get_resolution(rerun_id).state != "canceled":
+            assert time.monotonic() < deadline, "the resolution never noticed the cancel request"
+            time.sleep(0.1)
+    finally:
+        served.hold.unlink(missing_ok=True)
+        rerun_proc.wait(60)
+    expect(tid("resolution-state")).to_have_text("canceled", timeout=WAIT_MS)
+    expect(node("check")).to_have_attribute("data-state", "canceled")
     res = served.store.get_resolution(rerun_id)
-    assert res is not None and res.state == "resolved" and res.rerun_of == served.ok_id
-    new_runs = _runs_by_func(served.store, rerun_id)
-    assert new_runs["make_numbers"].notes.get("reused_from") == runs["make_numbers"].id
-    assert new_runs["total"].original_run_id == total.id and "reused_from" not in new_runs["total"].notes
+    assert res is not None and res.rerun_of == served.ok_id
 
-    # the re-executed run's panel links back to the run it was cloned from
-    node("total").click()
-    expect(tid("original-run-link")).to_have_text(total.id[:8])
-    expect(tid("run-logs")).to_contain_text("summing 4 numbers")
-
-    # -- the failed resolution: its error, and Actions -> "Continue" once the cause is fixed ---------
+    # -- the failed resolution: its error, and "Continue" shows the command that continues it ----------------
     tid("nav-resolutions").click()
-    expect(rows).to_have_count(4)
-    expect(page.locator(f'[data-testid="resolution-row"][data-id="{rerun_id}"] [data-testid="rerun-of-link"]')
-           ).to_have_text(served.ok_id[:8])
     failed_row.get_by_test_id("resolution-link").click()
     expect(tid("resolution-state")).to_have_text("failed")
     expect(tid("resolution-error")).to_be_visible()
@@ -362,34 +368,9 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     tid("resolution-actions").click()
     expect(tid("action-cancel")).to_be_disabled()
     tid("action-continue").click()
-    continued_id = _new_resolution_shown(page, served.failed_id)
-    _expect_resolved(page, served, continued_id)
-    expect(node("check")).to_have_attribute("data-state", "resolved")
-    expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
-    node("pipeline").click(position={"x": 20, "y": 12})  # on its own head, not on a nested run
-    expect(tid("run-output")).to_have_text("60")  # (1 + 2 + 3) * 10
-    cont = served.store.get_resolution(continued_id)
-    assert cont is not None and cont.state == "resolved" and cont.rerun_of == served.failed_id
-
-    # -- Actions -> "Rerun" of the whole pipeline, then "Cancel" while it runs --------------------------
-    served.hold.touch()
-    tid("resolution-actions").click()
-    tid("action-rerun").click()
-    canceled_id = _new_resolution_shown(page, continued_id)
-    expect(node("scale")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
-    tid("resolution-actions").click()
-    tid("action-cancel").click()
-    expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
-    tid("resolution-actions").click()
-    expect(tid("action-cancel")).to_be_disabled()
-    page.keyboard.press("Escape")
-    deadline = time.monotonic() + 60  # the loop notices the request within a second or so; keep scale held till then
-    while served.store.get_resolution(canceled_id).state != "canceled":
-        assert time.monotonic() < deadline, "the resolution never noticed the cancel request"
-        time.sleep(0.1)
-    served.hold.unlink()
-    expect(tid("resolution-state")).to_have_text("canceled", timeout=WAIT_MS)
-    expect(node("check")).to_have_attribute("data-state", "canceled")
+    expect(tid("local-rerun-cli")).to_have_text(f"sematic-k8s rerun {served.failed_id} --mode continue")
+    tid("local-rerun-close").click()
+    expect(tid("local-rerun")).to_have_count(0)
 
     # -- where a run ran, and a cache hit: its source run (in another resolution) and a changed-source warning
     page.goto(f"{served.url}/#/resolutions/{served.cached_id}")
@@ -397,24 +378,25 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(node("total").locator(".tag.cached")).to_have_count(1)
     assert page.evaluate(GRAPH_PROBLEMS_JS) == []
     node("scale").click()
+    tid("tab-details").click()
     expect(tid("executor-pod")).to_have_text(POD)
     expect(tid("executor-image")).to_have_text(IMAGE)
     node("total").click()
     expect(tid("source-changed")).to_be_visible()
+    tid("tab-output").click()
     expect(tid("run-output")).to_have_text("10")
+    tid("tab-logs").click()
     expect(tid("run-logs")).to_contain_text(f"came from the cache, run {total.id}")  # it did not run
+    tid("tab-details").click()
     tid("cached-from-link").click()
     expect(page).to_have_url(re.compile(rf"#/runs/{total.id}$"))
     expect(tid("resolution-id")).to_have_text(served.ok_id)
     expect(tid("run-panel")).to_have_attribute("data-run-id", total.id)
 
-    # -- back on the list: six resolutions ---------------------------------------------------------------
+    # -- back on the list: four resolutions of one pipeline -------------------------------------------------
     tid("nav-resolutions").click()
-    expect(rows).to_have_count(6)
-    expect(page.locator(f'[data-testid="resolution-row"][data-id="{continued_id}"] [data-testid="state-badge"]')
-           ).to_have_text("resolved")
-    expect(page.locator(f'[data-testid="resolution-row"][data-id="{canceled_id}"] [data-testid="state-badge"]')
-           ).to_have_text("canceled")
+    expect(rows).to_have_count(4)
+    expect(page.get_by_test_id("pipeline-count")).to_have_text("4 resolutions: 2 resolved, 1 failed, 1 canceled")
     page.screenshot(path=str(SCREENSHOT.with_name(SCREENSHOT.stem + "-list.png")), full_page=True)
 
     assert outside == [], f"the page tried to fetch from outside its server: {outside}"

@@ -8,11 +8,15 @@ import { TERMINAL } from "./model.js";
 /** States in the order a group's counts are told. */
 const STATE_ORDER = ["resolved", "running", "scheduled", "created", "failed", "canceled"];
 
-/** "500 × add: 480 resolved, 20 running" (the states in a fixed order, then any others). */
+/** "480 resolved, 20 running": counts by state, the states in a fixed order, then any others. */
+export function countsText(states = {}) {
+  const keys = [...STATE_ORDER.filter((s) => states[s]), ...Object.keys(states).filter((s) => !STATE_ORDER.includes(s) && states[s]).sort()];
+  return keys.map((s) => `${states[s]} ${s}`).join(", ");
+}
+
+/** "500 × add: 480 resolved, 20 running". */
 export function groupText(node) {
-  const states = node.states || {};
-  const keys = [...STATE_ORDER.filter((s) => states[s]), ...Object.keys(states).filter((s) => !STATE_ORDER.includes(s)).sort()];
-  return `${node.count} × ${node.func_name}: ${keys.map((s) => `${states[s]} ${s}`).join(", ")}`;
+  return `${node.count} × ${node.func_name}: ${countsText(node.states)}`;
 }
 
 /** The state a group is drawn in: failed if any failed, running while any is not ended, else resolved. */

@@ -5,7 +5,7 @@
 import { listPipelines } from "./api.js";
 import { badge, duration, fill, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
-import { progressText } from "./grouping.js";
+import { countsText, progressText } from "./grouping.js";
 import { labelsLine } from "./labels.js";
 import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
@@ -122,7 +122,7 @@ export class ListView extends View {
 
   group(g) {
     const name = g.root_func_path.split(":").pop();
-    const states = Object.entries(g.states).map(([s, n]) => `${n} ${s}`).join(", ");
+    const states = countsText(g.states);
     const more = g.count > g.resolutions.length && !this.filters.func;
     return h("section", { class: "pipeline", testid: "pipeline-group", data: { func: g.root_func_path } },
       h("div", { class: "pipeline-head" },
