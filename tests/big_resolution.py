@@ -53,7 +53,7 @@ def record_fanout(store: Any, n: int, *, running: int = 0, func_module: str = "s
             id=rid, root_id=root, parent_id=root, func_path=f"{func_module}:add", func_name="add",
             state="running" if still else "resolved",
             input_refs={"x": {"artifact": x}, "y": {"run": prep}}, inputs={"x": x, "y": one},
-            output_id=None if still else art(i + 1), created_at=T0 + dt.timedelta(milliseconds=5 + i % 1000),
+            output_id=None if still else art(i + 1), created_at=T0 + dt.timedelta(milliseconds=5, microseconds=i),
             started_at=start, ended_at=None if still else start + dt.timedelta(seconds=1 + (i % 7) / 10)))
     total = uuid.uuid4().hex
     batch.add_run(RunRecord(
