@@ -707,6 +707,8 @@ def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.Monkey
             served.add(name)
             todo += re.findall(r'^import [^;]* from "\./([a-z]+\.js)";', r.text, re.M)
         assert served == {p.name for p in STATIC_DIR.glob("*.js")}
+        dagre = c.get("/static/vendor/dagre.esm.js")  # the vendored layout library, imported by layout.js
+        assert dagre.status_code == 200 and dagre.headers["content-type"] == "text/javascript; charset=utf-8"
         etag = c.get("/static/layout.js").headers["etag"]
         assert c.get("/static/layout.js", headers={"If-None-Match": etag}).status_code == 304  # revalidated, not resent
         assert c.get("/static/style.css").headers["content-type"].startswith("text/css")
