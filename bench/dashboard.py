@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loads", type=int, default=7, help="page loads per size (the median is reported)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))
-    from big_resolution import record_fanout
     from playwright.sync_api import sync_playwright
+
+    from big_resolution import record_fanout
     from serving import serve
 
     if not Path(CHROMIUM).exists():
