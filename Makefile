@@ -36,6 +36,7 @@ bench: $(STAMP)  ## fan-out overhead per run, side by side with sematic 0.41.0
 	$(BIN)/python -m bench.image_rebuild
 	$(BIN)/python -m bench.cloud_rerun
 	$(BIN)/python -m bench.k8s_fanout
+	$(BIN)/python -m bench.dashboard
 
 e2e: $(STAMP)  ## on a kind cluster: images, helm install, pipelines, rerun, cache hit (skipped without kind/docker)
 	PYTHON=$(BIN)/python bash e2e/run.sh

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import sys
 from itertools import zip_longest
 from pathlib import Path
@@ -163,6 +164,48 @@ def resolutions_list(ctx: click.Context, state: str | None, limit: int, output: 
         emit(output, [_resolution_json(r) for r in records])
     else:
         emit(output, [_resolution_row(r) for r in records])
+
+
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")  # as the server accepts them
+
+
+def _label(ctx: click.Context, resolution_id: str, output: str, **change: Any) -> None:
+    """Apply a tag or note change to a resolution and print its tags and note."""
+    res = _store(ctx).label_resolution(resolution_id, **change)  # type: ignore[attr-defined]
+    if res is None:
+        raise click.ClickException(f"no resolution with id {resolution_id!r}")
+    if output == "json":
+        emit(output, [], obj=_resolution_json(res))
+    else:
+        emit(output, [{"ID": res.id, "TAGS": ", ".join(res.tags or []), "NOTE": res.note}])
+
+
+@resolutions.command("tag")
+@click.argument("resolution_id")
+@click.argument("tags", nargs=-1, required=True)
+@click.option("--remove", is_flag=True, help="Remove these tags instead of adding them.")
+@output_option
+@click.pass_context
+def resolutions_tag(ctx: click.Context, resolution_id: str, tags: tuple[str, ...], remove: bool,
+                    output: str) -> None:
+    """Add tags to a resolution (or remove them with --remove)."""
+    for tag in tags:
+        if not TAG.match(tag):
+            raise click.BadParameter(f"{tag!r}: a tag is 1-64 letters, digits and _ . : = / - (starting with a "
+                                     "letter or digit)", param_hint="TAGS")
+    _label(ctx, resolution_id, output, **({"remove": tags} if remove else {"add": tags}))
+
+
+@resolutions.command("note")
+@click.argument("resolution_id")
+@click.argument("text")
+@output_option
+@click.pass_context
+def resolutions_note(ctx: click.Context, resolution_id: str, text: str, output: str) -> None:
+    """Set a resolution's note ("" clears it)."""
+    if len(text) > 10_000:
+        raise click.BadParameter("a note is at most 10000 characters", param_hint="TEXT")
+    _label(ctx, resolution_id, output, note=text, set_note=True)
 
 
 @cli.group()

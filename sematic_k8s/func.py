@@ -162,6 +162,14 @@ class Func:
             src = self.fn.__code__.co_code.hex()
         return hashlib.sha256(src.encode()).hexdigest()
 
+    @functools.cached_property
+    def source_text(self) -> str | None:
+        """The function's source code, recorded with every run (None when Python cannot find it)."""
+        try:
+            return inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            return None
+
     def settings(self) -> dict[str, Any]:
         """The func's settings as recorded on each of its Runs."""
         return {"cache": self.cache, "inline": self.inline, "cpu": self.cpu, "memory": self.memory,

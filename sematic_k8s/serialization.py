@@ -30,6 +30,8 @@ from typing import Any
 
 import cloudpickle
 
+from sematic_k8s import previews
+
 JSON = "json"
 PICKLE = "pickle"
 _TAG = "__sk__"
@@ -213,7 +215,10 @@ def serialize(value: Any) -> Serialized:
     except Exception as e:
         raise TypeError(f"value of type {type_name(value)} cannot be serialized: {e}") from e
     r = repr(value)
-    summary = {"repr": r if len(r) <= _SUMMARY_CHARS else r[:_SUMMARY_CHARS] + "…"}
+    summary: dict[str, Any] = {"repr": r if len(r) <= _SUMMARY_CHARS else r[:_SUMMARY_CHARS] + "…"}
+    shown = previews.preview(value)  # a table or a picture for the dashboard
+    if shown is not None:
+        summary["preview"] = shown
     return Serialized(_content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
 
 

@@ -90,7 +90,7 @@ class Planner:
     def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> Node:
         self.recorder.batch.add_run(RunRecord(
             id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
-            func_name=f.func.name, state=CREATED, source_file=f.func.source_file,
+            func_name=f.func.name, state=CREATED, source_file=f.func.source_file, source_text=f.func.source_text,
             input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
             source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
         ))
@@ -170,6 +170,7 @@ class Planner:
                 id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
                 func_name=old.func_name, state=CREATED, input_refs=p.input_refs, source_file=old.source_file,
                 source_hash=old.source_hash, settings=old.settings, original_run_id=old.id, created_at=utcnow(),
+                source_text=old.source_text,
             )
             if p.action == REUSE:
                 if old.output_id is None:
@@ -184,7 +185,7 @@ class Planner:
                             output_template=graph.from_json(p.output_ref, leaf))
             else:
                 func = load_func(old.func_path, old.source_file)
-                rec.source_hash, rec.settings = func.source_hash, func.settings()
+                rec.source_hash, rec.settings, rec.source_text = func.source_hash, func.settings(), func.source_text
                 inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
                 node = Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
             if record:

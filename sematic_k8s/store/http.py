@@ -170,6 +170,16 @@ class HttpStore:
     def cancel_requested(self, resolution_id: str) -> bool:
         return bool(self._request("GET", f"/store/cancel_requested/{resolution_id}")["cancel_requested"])
 
+    def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                         note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
+        """SqlStore.label_resolution through ``POST /resolutions/{id}/labels``."""
+        body: dict[str, Any] = {"add": list(add), "remove": list(remove)}
+        if set_note:
+            body["note"] = note or ""
+        doc = self._request("POST", f"/resolutions/{resolution_id}/labels", missing_ok=True,
+                            content=dumps(body), headers={"Content-Type": "application/json"})
+        return None if doc is None else record_from_json(ResolutionRecord, doc)
+
     def _pages(self, path: str, params: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
         """Up to ``limit`` items from ``offset``, fetched a server page at a time."""
         out: list[dict[str, Any]] = []

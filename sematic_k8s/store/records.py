@@ -31,6 +31,7 @@ class RunRecord:
     original_run_id: str | None = None  # the run a rerun cloned this one from
     source_hash: str | None = None
     source_file: str | None = None
+    source_text: str | None = None  # the func's source code, as recorded when the run was created
     settings: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
     attempts: int = 0
@@ -57,6 +58,8 @@ class ResolutionRecord:
     error: str | None = None
     created_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
+    tags: list[str] | None = None  # set by people (API, CLI, dashboard), never by the resolution loop
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -32,6 +32,8 @@ class ResolutionRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     created_at: Mapped[Any] = mapped_column(sa.DateTime, index=True)
     ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+    tags: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
+    note: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class RunRow(Base):
@@ -51,6 +53,7 @@ class RunRow(Base):
     original_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     source_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     source_file: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    source_text: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     settings: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     error: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -84,6 +87,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.close()
 
 
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Add columns (all nullable) that a newer version added to tables an older version made (embedded
+    databases are not migrated by Alembic; the server's are, see migration 0003)."""
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in have and col.nullable:
+                    kind = col.type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
+
+
 class SqlStore:
     """Store over any SQLAlchemy URL. Creates missing tables on first use."""
 
@@ -94,6 +110,7 @@ class SqlStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         self._runs = Base.metadata.tables[RunRow.__tablename__]
         self._res = Base.metadata.tables[ResolutionRow.__tablename__]
         self._arts = Base.metadata.tables[ArtifactRow.__tablename__]
@@ -204,3 +221,22 @@ class SqlStore:
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
         stmt = sa.select(self._arts).where(self._arts.c.id.in_(list(ids)))
         return self._select(stmt, ArtifactRecord, _ART_FIELDS)
+
+    def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                         note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
+        """Add and remove tags (kept sorted, each once) and, with ``set_note``, replace the note (None or ""
+        clears it). Returns the resolution as it now is (None when unknown)."""
+        t = self._res
+        with self.engine.begin() as conn:
+            stmt = sa.select(t.c.tags).where(t.c.id == resolution_id)
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            row = conn.execute(stmt).first()
+            if row is None:
+                return None
+            tags = (set(row.tags or []) | set(add)) - set(remove)
+            values: dict[str, Any] = {"tags": sorted(tags)}
+            if set_note:
+                values["note"] = note or None
+            conn.execute(sa.update(t).where(t.c.id == resolution_id).values(values))
+        return self.get_resolution(resolution_id)

@@ -6,6 +6,7 @@ The endpoints live in :mod:`sematic_k8s_server.routes`, one module per resource;
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -18,16 +19,30 @@ from sematic_k8s_server import auth
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
 from sematic_k8s_server.reruns import LocalProcessLauncher, RerunLauncher
-from sematic_k8s_server.routes import artifacts, events, health, logs, resolutions, runs, store
+from sematic_k8s_server.routes import (
+    artifacts,
+    events,
+    health,
+    labels,
+    logs,
+    overview,
+    pipelines,
+    resolutions,
+    runs,
+    store,
+)
 from sematic_k8s_server.state import Server
+from sematic_k8s_server.storages import Storages
 
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (health.router,)
 KEYED_ROUTERS: tuple[APIRouter, ...] = (resolutions.router, runs.router, logs.router, artifacts.router,
-                                        events.router, store.router)
+                                        events.router, store.router, pipelines.router, labels.router,
+                                        overview.router)
 
 
 def create_app(store: SqlStore, storage: Storage, *, api_keys_required: bool,
-               rerun_launcher: RerunLauncher | None = None, self_url: str | None = None) -> FastAPI:
+               rerun_launcher: RerunLauncher | None = None, self_url: str | None = None,
+               allowed_storages: Iterable[str] = ()) -> FastAPI:
     """The API over ``store`` (already migrated) and ``storage``.
 
     ``api_keys_required=False`` only for explicit local mode. Reruns start with ``rerun_launcher``;
@@ -36,6 +51,7 @@ def create_app(store: SqlStore, storage: Storage, *, api_keys_required: bool,
     """
     authenticator = auth.Authenticator(store.engine, required=api_keys_required)
     server = Server(store, storage, authenticator, None, self_url)
+    server.storages = Storages(storage, allowed_storages)
     if rerun_launcher is None and isinstance(storage, LocalStorage) and storage.root.name == "storage":
         rerun_launcher = LocalProcessLauncher(Path(storage.root).parent, server.rerun_failed)
     server.launcher = rerun_launcher

@@ -59,7 +59,8 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
     Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage
-    (where server-started local reruns write too).
+    (where server-started local reruns write too), and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
+    (comma-separated URLs) for cloud resolutions that recorded theirs there.
     """
     if local and not _is_loopback(host):
         raise click.ClickException("--local turns API keys off, so the server may only listen on a loopback "
@@ -81,7 +82,10 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
     storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
     storage = storage_from_url(storage_setting) if storage_setting else LocalStorage(home / "storage")
-    app = create_app(store, storage, api_keys_required=not local, self_url=self_url)
+    from sematic_k8s_server.storages import ALLOW_ENV
+
+    allowed = os.environ.get(ALLOW_ENV, "").split(",")  # other storages cloud resolutions may have recorded in
+    app = create_app(store, storage, api_keys_required=not local, self_url=self_url, allowed_storages=allowed)
     click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
                f"API keys {'off: local mode' if local else 'required'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"),

@@ -150,3 +150,63 @@ class BatchIn(BaseModel):
 
 class Written(BaseModel):
     ok: bool
+
+
+# -- the dashboard's views: pipelines index, labels, a resolution's overview -----------------------------
+
+TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
+MAX_NOTE = 10_000
+
+
+class ResolutionWithCounts(ResolutionOut):
+    run_counts: dict[str, int] | None = Field(None, description="runs by state (for resolutions not ended)")
+
+
+class PipelineGroup(BaseModel):
+    """The resolutions of one root func that match the filters."""
+
+    root_func_path: str
+    count: int
+    latest: str | None = Field(description="when the newest one was created")
+    states: dict[str, int] = Field(description="resolutions by state")
+    resolutions: list[ResolutionWithCounts] = Field(description="newest first, a page of them")
+
+
+class PipelinesOut(BaseModel):
+    total: int = Field(description="root funcs matching the filters")
+    limit: int
+    offset: int
+    funcs: list[str] = Field(description="every root func that has a resolution (for a filter)")
+    groups: list[PipelineGroup]
+
+
+class LabelsIn(BaseModel):
+    add: list[str] = Field(default_factory=list, max_length=100, description="tags to add")
+    remove: list[str] = Field(default_factory=list, max_length=100, description="tags to remove")
+    note: str | None = Field(None, max_length=MAX_NOTE, description='replace the note ("" clears it); null: keep')
+
+    def model_post_init(self, _: Any) -> None:
+        import re
+
+        for tag in [*self.add, *self.remove]:
+            if not re.match(TAG, tag):
+                raise ValueError(f"bad tag {tag!r}: 1-64 letters, digits and _ . : = / - (starting with a letter "
+                                 "or digit)")
+
+
+class CountsOut(BaseModel):
+    resolution_id: str
+    state: str
+    counts: dict[str, int] = Field(description="runs by state")
+    total: int
+
+
+class OverviewOut(BaseModel):
+    """A resolution's graph at a glance: runs, and groups of sibling runs of one func (fan-outs)."""
+
+    resolution: ResolutionOut
+    nodes: list[dict[str, Any]] = Field(description='kind "run" or "group" (count, states, total, offset, shown)')
+    edges: list[dict[str, Any]] = Field(description="source and destination node ids, and the params fed")
+    counts: dict[str, int] = Field(description="all runs by state")
+    total_runs: int
+    page: int = Field(description="runs of an expanded group shown at a time")

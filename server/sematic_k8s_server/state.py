@@ -13,6 +13,7 @@ from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
 from sematic_k8s_server.reruns import RerunLauncher, RerunRequest
+from sematic_k8s_server.storages import Storages
 
 
 class Server:
@@ -22,6 +23,7 @@ class Server:
                  launcher: RerunLauncher | None, self_url: str | None) -> None:
         self.store, self.storage, self.auth = store, storage, authenticator
         self.launcher, self.self_url = launcher, self_url
+        self.storages = Storages(storage)  # where recorded artifacts and logs may be read (create_app: allow-list)
         self.bus = EventBus()
         self.roots = RootIndex()
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout

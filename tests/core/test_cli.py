@@ -290,3 +290,20 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
 ])
 def test_duration(seconds: float | None, text: str | None) -> None:
     assert _duration(seconds) == text
+
+
+# -- tags and notes -------------------------------------------------------------------------------------
+
+def test_tags_and_note(rec: Recorded) -> None:
+    out = ok(rec.home, "resolutions", "tag", rec.ok_id, "nightly", "lr=0.1", "-o", "json").output
+    assert json.loads(out)["tags"] == ["lr=0.1", "nightly"]
+    ok(rec.home, "resolutions", "tag", rec.ok_id, "nightly", "--remove")
+    table = ok(rec.home, "resolutions", "note", rec.ok_id, "baseline for the Q3 report").output
+    assert "lr=0.1" in table and "baseline for the Q3 report" in table and "nightly" not in table
+    res = sql_store(settings.db_url(rec.home)).get_resolution(rec.ok_id)
+    assert res.tags == ["lr=0.1"] and res.note == "baseline for the Q3 report"
+    assert json.loads(ok(rec.home, "resolutions", "note", rec.ok_id, "", "-o", "json").output)["note"] is None
+    bad = run_cli(rec.home, "resolutions", "tag", rec.ok_id, "no spaces")
+    assert bad.exit_code == 2 and "a tag is 1-64 letters" in bad.output
+    missing = run_cli(rec.home, "resolutions", "tag", "ab" * 16, "x")
+    assert missing.exit_code == 1 and "no resolution with id" in missing.output

@@ -95,3 +95,27 @@ def test_unserializable_values_are_a_clear_error():
     import threading
     with pytest.raises(TypeError, match="value of type _thread.lock cannot be serialized"):
         ser.serialize(threading.Lock())
+
+
+def test_previews_of_dataframes_and_figures() -> None:
+    """Pickled values people look at get a preview in their summary: a table, a PNG picture."""
+    import base64
+
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sematic_k8s.serialization import serialize
+
+    df = pd.DataFrame({"lr": [0.1, 0.01] * 40, "loss": range(80), "when": pd.Timestamp("2026-01-01")})
+    table = serialize(df).summary["preview"]
+    assert table["kind"] == "table" and table["columns"] == ["lr", "loss", "when"] and table["shape"] == [80, 3]
+    assert len(table["rows"]) == 50 and table["rows"][0][:2] == [0.1, 0] and table["rows"][0][2].startswith("2026")
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1, 3, 2])
+    image = serialize(fig).summary["preview"]
+    plt.close(fig)
+    assert image["mime"] == "image/png" and base64.b64decode(image["base64"]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "preview" not in serialize(object()).summary

@@ -2,12 +2,17 @@
 
 The server runs in this process (uvicorn on a free 127.0.0.1 port, API keys required) over a temp SQLite
 database; pipelines are recorded through it with ``LocalResolver(server=...)``, so the page gets live
-events. The browser logs in with an API key, walks the resolutions list, a resolution's graph and a Run
-panel, then clicks Actions -> "Rerun from here" and Actions -> "Continue" and watches the new resolutions
-resolve (the server runs them in background processes: the funcs come from ``dashboard_pipeline``).
-The graph's boxes are checked to hold their content without overlapping. A second test, without a browser,
-checks the page's ES modules are served as JavaScript. (The graph layout itself is tested in Node:
-``test_dashboard_js.py``.)
+events. The browser logs in with an API key, walks the pipelines index, a resolution's graph and a Run
+panel; Actions -> "Rerun from here" and "Continue" on these local resolutions show the commands that re-run
+them on the user's machine; the test runs one (``sematic-k8s rerun``) and watches it live in the list and
+the graph, then cancels it from the page. Other tests: tags, notes, search and filters; a 5,000-run
+resolution (a page of normal height, its fan-out one group, paged on request; the timeline and its
+critical path); values as tables, pictures, JSON trees, folded and downloaded; logs followed, searched,
+downloaded, and refused from a storage the server does not read; readable pages for bad and unknown ids.
+The graph's boxes are checked to hold their content without overlapping. Screenshots go to
+$SEMATIC_K8S_DASHBOARD_SCREENSHOT (default /tmp/dashboard.png) and siblings; each is checked to be no
+taller and no wider than the page should be. A last test, without a browser, checks the page's ES modules
+are served as JavaScript. (The graph layout itself is tested in Node: ``test_dashboard_js.py``.)
 
 Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install playwright; never
 ``playwright install``). Without them the test skips, except under CI=true, where it fails.
@@ -19,6 +24,8 @@ import mimetypes
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +53,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SCREENSHOT = Path(os.environ.get("SEMATIC_K8S_DASHBOARD_SCREENSHOT", "/tmp/dashboard.png"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 WAIT_MS = 90_000  # a rerun is a fresh Python process recording through the server
+TESTS = Path(__file__).resolve().parent
+VIEWPORT = {"width": 1440, "height": 960}
+NORMAL_HEIGHT = int(VIEWPORT["height"] * 1.2)  # a page about as tall as the window, whatever the graph holds
 
 
 def _require_browser() -> None:
@@ -157,34 +167,19 @@ def _pretend_it_ran_in_a_pod(store: Any, root_id: str) -> None:
 @pytest.fixture
 def page(browser: Any, served: Served) -> Iterator[Any]:
     """A fresh browser page; closed before the server stops (its event stream holds a connection)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 960})
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     try:
         yield context.new_page()
     finally:
         context.close()
 
 
-def _expect_resolved(page: Any, served: Served, resolution_id: str) -> None:
-    """The resolution shown reaches "resolved"; if not, say why (its error, its rerun process's log)."""
-    from playwright.sync_api import expect
-
-    badge = page.get_by_test_id("resolution-state")
-    try:
-        expect(badge).to_have_text(re.compile(r"^(resolved|failed|canceled)$"), timeout=WAIT_MS)
-        expect(badge).to_have_text("resolved", timeout=1)
-    except AssertionError as e:
-        res = served.store.get_resolution(resolution_id)
-        log = served.home / "reruns" / f"{resolution_id}.log"
-        raise AssertionError(f"{e}\nresolution {resolution_id}: {res}\nrerun log:\n"
-                             f"{log.read_text(errors='replace')[-3000:] if log.exists() else '(none)'}") from None
-
-
-def _new_resolution_shown(page: Any, old_id: str) -> str:
-    """After a rerun action: the page went to a new resolution (not ``old_id``); returns its id."""
-    from playwright.sync_api import expect
-
-    expect(page).to_have_url(re.compile(rf"#/resolutions/(?!{old_id}$)[0-9a-f]+$"))
-    return page.url.rsplit("/", 1)[1]
+def _run_cli(served: Served, *args: str) -> subprocess.Popen:
+    """``sematic-k8s ARGS`` in a new process, recording through the test server (as a user would run it)."""
+    env = {**os.environ, SERVER_ENV: served.url, API_KEY_ENV: served.key, settings.HOME_ENV: str(served.home),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    log = open(served.home / f"cli-{'-'.join(args)[:40]}.log", "w")  # noqa: SIM115 - the process owns it
+    return subprocess.Popen([sys.executable, "-m", "sematic_k8s.cli", *args], env=env, stdout=log, stderr=log)
 
 
 # In the page: every run box holds its own content and its nested boxes, and no two boxes overlap unless one
@@ -300,9 +295,15 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(xs).to_contain_text("[1,2,3,4]")
     expect(xs).to_contain_text("list")
     expect(tid("run-output")).to_have_text("10")
+    tid("tab-logs").click()
     expect(tid("run-logs")).to_contain_text("summing 4 numbers")
+    expect(tid("run-logs")).to_be_visible()
+    tid("tab-details").click()
     expect(tid("run-attempts")).to_have_text("1")
     expect(tid("timings")).to_contain_text("Started")
+    tid("tab-source").click()
+    expect(tid("run-source")).to_contain_text("def total(xs: list[int]) -> int:")
+    tid("tab-output").click()
     expect(node("total")).to_have_class(re.compile(r"\bselected\b"))
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -311,46 +312,53 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(tid("run-panel")).to_have_attribute("data-run-id", total.id)
     expect(tid("run-output")).to_have_text("10")
 
-    # -- Actions -> "Rerun from here": a new resolution, reusing what did not depend on `total` -------
-    served.hold.touch()  # its `scale` step waits: the page must show it running, then resolved, live
+    # -- Actions -> "Rerun from here" on a local resolution: the page shows how to re-run it where it ran -----
     tid("run-actions").click()
     tid("action-rerun-from").click()
-    rerun_id = _new_resolution_shown(page, served.ok_id)
-    expect(node("scale")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
-    expect(tid("resolution-state")).to_have_text("running")
-    expect(node("total")).to_have_attribute("data-state", "resolved")
-    expect(node("check")).to_have_attribute("data-state", "created")
-    tid("resolution-actions").click()
-    expect(tid("action-cancel")).to_be_enabled()
-    expect(tid("action-rerun")).to_be_disabled()
-    expect(tid("action-continue")).to_be_disabled()
+    expect(tid("local-rerun")).to_be_visible()
+    expect(tid("local-rerun-cli")).to_have_text(f"sematic-k8s rerun {total.id}")
+    expect(tid("local-rerun-python")).to_contain_text(f'LocalResolver(rerun_from="{total.id}",)')
+    expect(tid("local-rerun-python")).to_contain_text("from dashboard_pipeline import pipeline")
     page.keyboard.press("Escape")
-    expect(tid("live-status")).to_have_attribute("data-mode", "live")  # no polling: what follows comes by SSE
-    served.hold.unlink()
-    _expect_resolved(page, served, rerun_id)
-    expect(tid("rerun-of-link")).to_have_text(served.ok_id[:8])
-    expect(tid("rerun-from-link")).to_have_text(total.id[:8])
-    for func in ("pipeline", "make_numbers", "report", "total", "scale", "check"):
-        expect(node(func)).to_have_attribute("data-state", "resolved")
-    expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
-    expect(node("total").locator(".tag.reused")).to_have_count(0)
-    assert page.evaluate(GRAPH_PROBLEMS_JS) == []  # with the tags in, the boxes grew to hold them
+    expect(tid("local-rerun")).to_have_count(0)
+    expect(page).to_have_url(re.compile(rf"#/runs/{total.id}$"))  # nothing was started from the page
+
+    # the user runs that command (through this server): the list shows it running, with its progress, live
+    served.hold.touch()  # its `scale` step waits: the page must show it running, then canceled, live
+    # (two threads: with one, a func runs inside the loop, which records nothing until it returns)
+    rerun_proc = _run_cli(served, "rerun", total.id, "--max-parallelism", "2")
+    try:
+        tid("nav-resolutions").click()
+        expect(rows).to_have_count(4, timeout=WAIT_MS)
+        running_row = page.locator('[data-testid="resolution-row"][data-state="running"]')
+        expect(running_row).to_have_count(1, timeout=WAIT_MS)
+        expect(running_row.get_by_test_id("run-progress")).to_have_text(re.compile(r"^\d+/6 resolved$"))
+        expect(running_row.get_by_test_id("rerun-of-link")).to_have_text(served.ok_id[:8])
+        running_row.get_by_test_id("resolution-link").click()
+        rerun_id = page.url.rsplit("/", 1)[1]
+        expect(node("scale")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+        expect(tid("resolution-state")).to_have_text("running")
+        expect(tid("header-progress")).to_have_text(re.compile(r"^\d/6 resolved$"))
+        expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
+        expect(tid("rerun-from-link")).to_have_text(total.id[:8])
+        tid("resolution-actions").click()
+        expect(tid("action-rerun")).to_be_disabled()
+        tid("action-cancel").click()
+        expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
+        deadline = time.monotonic() + 60  # the loop notices within a second or so; keep scale held till then
+        while served.store.get_resolution(rerun_id).state != "canceled":
+            assert time.monotonic() < deadline, "the resolution never noticed the cancel request"
+            time.sleep(0.1)
+    finally:
+        served.hold.unlink(missing_ok=True)
+        rerun_proc.wait(60)
+    expect(tid("resolution-state")).to_have_text("canceled", timeout=WAIT_MS)
+    expect(node("check")).to_have_attribute("data-state", "canceled")
     res = served.store.get_resolution(rerun_id)
-    assert res is not None and res.state == "resolved" and res.rerun_of == served.ok_id
-    new_runs = _runs_by_func(served.store, rerun_id)
-    assert new_runs["make_numbers"].notes.get("reused_from") == runs["make_numbers"].id
-    assert new_runs["total"].original_run_id == total.id and "reused_from" not in new_runs["total"].notes
+    assert res is not None and res.rerun_of == served.ok_id
 
-    # the re-executed run's panel links back to the run it was cloned from
-    node("total").click()
-    expect(tid("original-run-link")).to_have_text(total.id[:8])
-    expect(tid("run-logs")).to_contain_text("summing 4 numbers")
-
-    # -- the failed resolution: its error, and Actions -> "Continue" once the cause is fixed ---------
+    # -- the failed resolution: its error, and "Continue" shows the command that continues it ----------------
     tid("nav-resolutions").click()
-    expect(rows).to_have_count(4)
-    expect(page.locator(f'[data-testid="resolution-row"][data-id="{rerun_id}"] [data-testid="rerun-of-link"]')
-           ).to_have_text(served.ok_id[:8])
     failed_row.get_by_test_id("resolution-link").click()
     expect(tid("resolution-state")).to_have_text("failed")
     expect(tid("resolution-error")).to_be_visible()
@@ -362,34 +370,9 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     tid("resolution-actions").click()
     expect(tid("action-cancel")).to_be_disabled()
     tid("action-continue").click()
-    continued_id = _new_resolution_shown(page, served.failed_id)
-    _expect_resolved(page, served, continued_id)
-    expect(node("check")).to_have_attribute("data-state", "resolved")
-    expect(node("make_numbers").locator(".tag.reused")).to_have_count(1)
-    node("pipeline").click(position={"x": 20, "y": 12})  # on its own head, not on a nested run
-    expect(tid("run-output")).to_have_text("60")  # (1 + 2 + 3) * 10
-    cont = served.store.get_resolution(continued_id)
-    assert cont is not None and cont.state == "resolved" and cont.rerun_of == served.failed_id
-
-    # -- Actions -> "Rerun" of the whole pipeline, then "Cancel" while it runs --------------------------
-    served.hold.touch()
-    tid("resolution-actions").click()
-    tid("action-rerun").click()
-    canceled_id = _new_resolution_shown(page, continued_id)
-    expect(node("scale")).to_have_attribute("data-state", "running", timeout=WAIT_MS)
-    tid("resolution-actions").click()
-    tid("action-cancel").click()
-    expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
-    tid("resolution-actions").click()
-    expect(tid("action-cancel")).to_be_disabled()
-    page.keyboard.press("Escape")
-    deadline = time.monotonic() + 60  # the loop notices the request within a second or so; keep scale held till then
-    while served.store.get_resolution(canceled_id).state != "canceled":
-        assert time.monotonic() < deadline, "the resolution never noticed the cancel request"
-        time.sleep(0.1)
-    served.hold.unlink()
-    expect(tid("resolution-state")).to_have_text("canceled", timeout=WAIT_MS)
-    expect(node("check")).to_have_attribute("data-state", "canceled")
+    expect(tid("local-rerun-cli")).to_have_text(f"sematic-k8s rerun {served.failed_id} --mode continue")
+    tid("local-rerun-close").click()
+    expect(tid("local-rerun")).to_have_count(0)
 
     # -- where a run ran, and a cache hit: its source run (in another resolution) and a changed-source warning
     page.goto(f"{served.url}/#/resolutions/{served.cached_id}")
@@ -397,28 +380,309 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(node("total").locator(".tag.cached")).to_have_count(1)
     assert page.evaluate(GRAPH_PROBLEMS_JS) == []
     node("scale").click()
+    tid("tab-details").click()
     expect(tid("executor-pod")).to_have_text(POD)
     expect(tid("executor-image")).to_have_text(IMAGE)
     node("total").click()
     expect(tid("source-changed")).to_be_visible()
+    tid("tab-output").click()
     expect(tid("run-output")).to_have_text("10")
+    tid("tab-logs").click()
     expect(tid("run-logs")).to_contain_text(f"came from the cache, run {total.id}")  # it did not run
+    tid("tab-details").click()
     tid("cached-from-link").click()
     expect(page).to_have_url(re.compile(rf"#/runs/{total.id}$"))
     expect(tid("resolution-id")).to_have_text(served.ok_id)
     expect(tid("run-panel")).to_have_attribute("data-run-id", total.id)
 
-    # -- back on the list: six resolutions ---------------------------------------------------------------
+    # -- back on the list: four resolutions of one pipeline -------------------------------------------------
     tid("nav-resolutions").click()
-    expect(rows).to_have_count(6)
-    expect(page.locator(f'[data-testid="resolution-row"][data-id="{continued_id}"] [data-testid="state-badge"]')
-           ).to_have_text("resolved")
-    expect(page.locator(f'[data-testid="resolution-row"][data-id="{canceled_id}"] [data-testid="state-badge"]')
-           ).to_have_text("canceled")
+    expect(rows).to_have_count(4)
+    expect(page.get_by_test_id("pipeline-count")).to_have_text("4 resolutions: 2 resolved, 1 failed, 1 canceled")
     page.screenshot(path=str(SCREENSHOT.with_name(SCREENSHOT.stem + "-list.png")), full_page=True)
 
     assert outside == [], f"the page tried to fetch from outside its server: {outside}"
     assert problems == [], "\n".join(problems)
+
+
+def _login(page: Any, served: Served) -> None:
+    """Open the dashboard with the API key stored, as after pasting it once."""
+    page.goto(served.url + "/static/style.css")  # the page's origin, without starting the app
+    page.evaluate(f"localStorage.setItem('sematic_k8s_api_key', '{served.key}')")
+
+
+def _shot(page: Any, name: str, max_height: int = 2 * VIEWPORT["height"]) -> Path:
+    """A full-page screenshot: no wider than the viewport (nothing overflows sideways) and no taller than
+    ``max_height`` (a page of normal height), read from the PNG itself."""
+    path = SCREENSHOT.with_name(f"{SCREENSHOT.stem}-{name}.png")
+    data = page.screenshot(path=str(path), full_page=True)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width <= VIEWPORT["width"], f"{name}: the page is {width}px wide"
+    assert height <= max_height, f"{name}: the page is {height}px tall"
+    return path
+
+
+NO_OVERFLOW_JS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('body *')].filter((el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.right > vw + 1 && !el.closest('.graph-wrap, .timeline-wrap, .value-table-wrap, pre');
+  }).map((el) => el.dataset.testid || el.className || el.tagName);
+  return {scrollWidth: document.documentElement.scrollWidth, vw, wide: wide.slice(0, 5),
+          height: document.documentElement.scrollHeight};
+}"""
+
+
+def _no_overflow(page: Any) -> dict:
+    got = page.evaluate(NO_OVERFLOW_JS)
+    assert got["scrollWidth"] <= got["vw"] and got["wide"] == [], got
+    return got
+
+
+def test_thousands_of_runs_at_a_glance(browser: Any, served: Served) -> None:
+    """A 5,000-run resolution still running: its fan-out one group with counts by state, a page of normal
+    height, progress in the list and the header; the group shown a page at a time on request; compositions
+    fold; the timeline shows where time went, the critical path highlighted."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    big_id = big.record_fanout(served.store, 5000, running=20)
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        tid = lambda name: page.get_by_test_id(name)  # noqa: E731
+        _login(page, served)
+        page.goto(f"{served.url}/#/")
+        row = page.locator(f'[data-testid="resolution-row"][data-id="{big_id}"]')
+        expect(row.get_by_test_id("run-progress")).to_have_text("4981/5003 resolved")
+        _shot(page, "big-list")
+
+        row.get_by_test_id("resolution-link").click()
+        group = page.get_by_test_id("group-node")
+        expect(group).to_have_count(1)
+        expect(group.get_by_test_id("group-text")).to_have_text("5000 × add: 4980 resolved, 20 running")
+        expect(group).to_have_attribute("data-state", "running")
+        expect(tid("header-progress")).to_have_text("4981/5003 resolved")
+        expect(page.locator('[data-testid="run-node"]')).to_have_count(3)  # pipeline, prepare, total
+        expect(page.locator("svg.edges path.edge")).to_have_count(2)  # prepare -> 5000 × add -> total
+        assert _no_overflow(page)["height"] <= NORMAL_HEIGHT
+        _shot(page, "big-graph", NORMAL_HEIGHT)
+
+        # a page of the group, one by one, told apart by their input; then the next page; then one group again
+        group.get_by_test_id("group-expand").click()
+        adds = page.locator('[data-testid="run-node"][data-func="add"]')
+        expect(adds).to_have_count(50)
+        expect(tid("group-page")).to_have_text("runs 1–50 of 5000 shown")
+        expect(group.get_by_test_id("group-text")).to_have_text("4950 × add: 4930 resolved, 20 running not shown")
+        expect(adds.first.get_by_test_id("run-label")).to_have_text(re.compile(r"^x=\d+$"))
+        labels = {t for t in adds.get_by_test_id("run-label").all_text_contents()}
+        assert labels == {f"x={i}" for i in range(50)}
+        assert page.evaluate(GRAPH_PROBLEMS_JS) == []
+        tid("group-next").click()
+        expect(tid("group-page")).to_have_text("runs 51–100 of 5000 shown")
+        expect(adds.get_by_test_id("run-label").first).to_have_text(re.compile(r"^x=(5\d|[6-9]\d)$"))
+        assert _no_overflow(page)["height"] <= NORMAL_HEIGHT  # the graph scrolls inside its frame
+        _shot(page, "big-page", NORMAL_HEIGHT)
+        tid("group-hide").click()
+        expect(adds).to_have_count(0)
+
+        # fold the pipeline: one box
+        page.locator('[data-testid="run-node"][data-func="pipeline"]').get_by_test_id("fold-toggle").first.click()
+        expect(page.locator('[data-testid="run-node"]')).to_have_count(1)
+        expect(group).to_have_count(0)
+        page.locator('[data-testid="run-node"][data-func="pipeline"]').get_by_test_id("fold-toggle").click()
+        expect(group).to_have_count(1)
+
+        # the timeline: a row per shown node, the critical path through prepare -> adds -> total
+        tid("view-timeline").click()
+        rows = page.get_by_test_id("timeline-row")
+        expect(rows).to_have_count(4)
+        critical = page.locator('[data-testid="timeline-row"][data-critical="true"]')
+        expect(critical).to_have_count(4)
+        assert page.get_by_test_id("timeline-bar").count() >= 3
+        _shot(page, "big-timeline", NORMAL_HEIGHT)
+    finally:
+        context.close()
+    assert problems == [], problems
+
+
+def test_pipelines_index_tags_notes_and_filters(page: Any, served: Served) -> None:
+    """Resolutions grouped by root func with their history; tags and a note set on the page (and from the
+    API) shown in the list; search and the func, state and time filters."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import sweep_pipeline as sw
+
+    resolver = sk.LocalResolver(home=served.home, server=served.url, api_key=served.key)
+    sweep = sw.sweep(3)
+    sweep.resolve(resolver)
+    tid = lambda name: page.get_by_test_id(name)  # noqa: E731
+    _login(page, served)
+    page.goto(f"{served.url}/#/")
+    groups = page.get_by_test_id("pipeline-group")
+    expect(groups).to_have_count(2)
+    expect(groups.first.get_by_test_id("pipeline-name")).to_have_text("sweep")  # the newest first
+    expect(groups.nth(1).get_by_test_id("pipeline-name")).to_have_text("pipeline")
+    expect(groups.nth(1).get_by_test_id("resolution-row")).to_have_count(3)
+    expect(groups.nth(1).get_by_test_id("pipeline-count")).to_have_text("3 resolutions: 2 resolved, 1 failed")
+
+    # tags and a note on the resolution's page
+    page.locator(f'[data-testid="resolution-row"][data-id="{served.ok_id}"] [data-testid="resolution-link"]').click()
+    tid("tag-input").fill("baseline")
+    tid("tag-input").press("Enter")
+    expect(page.locator('[data-testid="tag-chip"][data-tag="baseline"]')).to_be_visible()
+    tid("tag-input").fill("bad tag")
+    tid("tag-input").press("Enter")
+    expect(tid("error-banner")).to_contain_text("bad tag 'bad tag'")
+    tid("error-banner").click()
+    tid("note-edit").click()
+    tid("note-input").fill("the run we compare against")
+    tid("note-save").click()
+    expect(tid("resolution-note")).to_have_text("the run we compare against")
+    httpx.post(f"{served.url}/api/v1/resolutions/{served.failed_id}/labels", json={"add": ["flaky"]},
+               headers={"X-API-Key": served.key}).raise_for_status()
+    res = served.store.get_resolution(served.ok_id)
+    assert res.tags == ["baseline"] and res.note == "the run we compare against"
+
+    # the list shows them; search and filters narrow it
+    tid("nav-resolutions").click()
+    ok_row = page.locator(f'[data-testid="resolution-row"][data-id="{served.ok_id}"]')
+    expect(ok_row.get_by_test_id("tag-chip")).to_have_text("baseline")
+    expect(ok_row.get_by_test_id("note-text")).to_have_text("the run we compare against")
+    _shot(page, "index")
+    rows = page.get_by_test_id("resolution-row")
+    tid("search").fill("compare")
+    expect(rows).to_have_count(1)
+    tid("search").fill("FLAKY")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-id", served.failed_id)
+    tid("search").fill("")
+    expect(rows).to_have_count(4)
+    tid("func-filter").select_option("sweep_pipeline:sweep")
+    expect(rows).to_have_count(1)
+    expect(groups).to_have_count(1)
+    tid("func-filter").select_option("")
+    tid("state-filter").select_option("failed")
+    expect(rows).to_have_count(1)
+    tid("time-filter").select_option("1h")
+    expect(rows).to_have_count(1)
+    tid("state-filter").select_option("canceled")
+    expect(tid("no-resolutions")).to_have_text("No resolution matches these filters.")
+    _no_overflow(page)
+
+
+def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> None:
+    """The Run panel shows values as people look at them and lets them download every artifact; logs are
+    followed while a run runs, searched and downloaded, and refused (with the reason) when recorded in a
+    storage this server does not read; a bad or unknown id shows a readable page at once."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.storage.base import log_key
+    from sematic_k8s.store.records import Batch
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import values_pipeline as vp
+
+    resolver = sk.LocalResolver(home=served.home, server=served.url, api_key=served.key)
+    f = vp.report(12)
+    f.resolve(resolver)
+    runs = _runs_by_func(served.store, f.id)
+    tid = lambda name: page.get_by_test_id(name)  # noqa: E731
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    _login(page, served)
+
+    def open_run(func: str) -> None:
+        page.goto(f"{served.url}/#/runs/{runs[func].id}")
+        expect(tid("run-panel")).to_have_attribute("data-run-id", runs[func].id)
+
+    open_run("records")  # a list of records: a table
+    out = tid("run-output")
+    expect(out.get_by_test_id("value-table").locator("tbody tr")).to_have_count(12)
+    expect(out.get_by_test_id("value-table").locator("th")).to_have_text(["epoch", "loss", "split"])
+    tid("tab-inputs").click()
+    expect(page.locator('[data-testid="input-row"][data-param="n"]')).to_contain_text("12")
+    tid("tab-output").click()
+    with page.expect_download() as dl:
+        tid("tabpane-output").get_by_test_id("artifact-download").click()
+    import json
+
+    saved = json.loads(Path(dl.value.path()).read_text())
+    assert saved[0] == {"epoch": 0, "loss": 1.0, "split": "test"}
+    open_run("frame")  # a dataframe: its preview as a table
+    expect(tid("run-output").get_by_test_id("value-table").locator("tbody tr")).to_have_count(12)
+    expect(tid("run-output")).to_contain_text("12 rows × 3 columns")
+    expect(tid("run-output-type")).to_contain_text("DataFrame")
+    for func in ("figure", "picture", "drawing"):  # a matplotlib figure, PNG bytes, SVG text: pictures
+        open_run(func)
+        img = tid("run-output").get_by_test_id("value-image")
+        expect(img).to_be_visible()
+        assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", img.element_handle()), func
+    open_run("config")  # a nested dict: a tree
+    expect(tid("run-output").get_by_test_id("json-tree")).to_be_visible()
+    expect(tid("run-output")).to_contain_text("optimizer")
+    open_run("essay")  # a long text: folded
+    # the whole value, not its 500-character summary
+    expect(tid("run-output").get_by_test_id("folded")).to_contain_text("(6289 characters)")
+    tid("tab-source").click()
+    expect(tid("run-source")).to_contain_text("def essay(n: int) -> str:")
+    _shot(page, "values")
+
+    # logs: searched, downloaded
+    open_run("records")
+    tid("tab-logs").click()
+    expect(tid("run-logs")).to_contain_text("epoch 11: loss 0.083")
+    tid("logs-search").fill("EPOCH 1")
+    expect(tid("logs-hit")).to_have_count(3)  # epochs 1, 10, 11
+    expect(tid("logs-count")).to_have_text("3 of 12 lines")
+    with page.expect_download() as dl:
+        tid("logs-download").click()
+    assert Path(dl.value.path()).read_text().count("\n") == 12
+
+    # followed while running: a run still running whose log grows
+    storage = LocalStorage(served.home / "storage")
+    essay = runs["essay"]
+    b = Batch()
+    b.update_run(essay.id, state="running", ended_at=None)
+    served.store.write(b)
+    storage.append(log_key(essay.id), b"step 1\n")
+    open_run("essay")
+    tid("tab-logs").click()
+    expect(tid("logs-follow")).to_have_text("following…")
+    expect(tid("run-logs")).to_have_text("step 1\n")
+    storage.append(log_key(essay.id), b"step 2\n")
+    expect(tid("run-logs")).to_have_text("step 1\nstep 2\n")
+    b = Batch()
+    b.update_run(essay.id, state="resolved")
+    b.resolution_updates[f.id] = {"settings": {"kind": "cloud", "storage_url": (tmp_path / "elsewhere").as_uri()}}
+    served.store.write(b)
+
+    # a cloud resolution's logs in a storage the server does not read: the reason, nothing fetched
+    page.reload()
+    tid("tab-logs").click()
+    expect(tid("run-logs")).to_have_attribute("data-error", "true")
+    expect(tid("run-logs")).to_contain_text("SEMATIC_K8S_STORAGE_ALLOW")
+
+    # bad and unknown ids: a readable page at once
+    page.goto(f"{served.url}/#/resolutions/not-an-id")
+    expect(tid("bad-id")).to_contain_text("ids are 1 to 64 lowercase hex characters", timeout=2000)
+    page.goto(f"{served.url}/#/resolutions/{'ab' * 16}")
+    expect(tid("resolution-missing")).to_contain_text(f"No resolution {'ab' * 16}", timeout=2000)
+    page.goto(f"{served.url}/#/runs/{'cd' * 16}")
+    expect(tid("run-missing")).to_contain_text(f"No run {'cd' * 16}", timeout=2000)
+    page.goto(f"{served.url}/#/nowhere")
+    expect(tid("unknown-page")).to_be_visible(timeout=2000)
+    _shot(page, "missing")
+    assert problems == [], problems
 
 
 def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -443,6 +707,8 @@ def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.Monkey
             served.add(name)
             todo += re.findall(r'^import [^;]* from "\./([a-z]+\.js)";', r.text, re.M)
         assert served == {p.name for p in STATIC_DIR.glob("*.js")}
+        dagre = c.get("/static/vendor/dagre.esm.js")  # the vendored layout library, imported by layout.js
+        assert dagre.status_code == 200 and dagre.headers["content-type"] == "text/javascript; charset=utf-8"
         etag = c.get("/static/layout.js").headers["etag"]
         assert c.get("/static/layout.js", headers={"If-None-Match": etag}).status_code == 304  # revalidated, not resent
         assert c.get("/static/style.css").headers["content-type"].startswith("text/css")

@@ -31,7 +31,7 @@ def test_migrations_match_the_models_on_postgres(postgres_url) -> None:
         assert tables == {"resolutions", "runs", "artifacts", "api_keys", "alembic_version"}
         migrate(store.engine)  # idempotent: a restarted server upgrades nothing
         with store.engine.connect() as conn:
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0003_tags_notes"
     finally:
         store.close()
 

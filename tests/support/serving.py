@@ -40,13 +40,16 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True) -> Iterator[Served]:
-    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``home``/storage."""
+def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True,
+          allowed_storages: tuple[str, ...] = ()) -> Iterator[Served]:
+    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``home``/storage (and the
+    ``allowed_storages`` URLs readable for cloud resolutions that recorded theirs there)."""
     store = open_store(db_url or f"sqlite:///{home / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests") if api_keys_required else None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(store, LocalStorage(home / "storage"), api_keys_required=api_keys_required, self_url=url)
+    app = create_app(store, LocalStorage(home / "storage"), api_keys_required=api_keys_required, self_url=url,
+                     allowed_storages=allowed_storages)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=1, lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s_server import schemas
 from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, not_found
+from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["artifacts"])
 
@@ -24,11 +27,18 @@ def get_artifact(srv: Srv, artifact_id: ArtifactId) -> dict:
 @router.get("/artifacts/{artifact_id}/data", response_class=Response,
             responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}}},
             summary="An artifact's serialized bytes")
-def get_artifact_data(srv: Srv, artifact_id: ArtifactId) -> Response:
+def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
+                      resolution_id: Annotated[str | None, Query(
+                          pattern=schemas.HEX_ID, description="read it from the storage this resolution recorded "
+                          "(if this server reads that storage)")] = None) -> Response:
     if srv.store.get_artifact(artifact_id) is None:
         raise not_found("artifact", artifact_id)
     try:
-        data = srv.storage.get(artifact_key(artifact_id))
+        storage = srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage
+    except StorageNotAllowed as e:
+        raise HTTPException(409, str(e)) from None
+    try:
+        data = storage.get(artifact_key(artifact_id))
     except KeyError:
         raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None
     return Response(data, media_type="application/octet-stream",

@@ -34,6 +34,11 @@ export function closeMenus() {
   document.querySelectorAll(".dropdown > button").forEach((b) => b.setAttribute("aria-expanded", "false"));
 }
 
+/** Close any dialog (on Escape, and when the route changes). */
+export function closeDialogs() {
+  document.querySelectorAll(".modal").forEach((m) => m.remove());
+}
+
 /** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, run: async () => {}}] */
 export function actionsMenu(testid, items) {
   const open = openMenu === testid;
@@ -64,10 +69,56 @@ export function actionsMenu(testid, items) {
 
 // -- what the menu items do ----------------------------------------------------------------------------
 
-/** Ask for a rerun (body: {rerun_from, mode}) and go to the new resolution. */
-export async function rerun(resolutionId, body) {
+const startedHere = new Set(); // resolutions this page asked for: recorded by a process that is starting
+
+/** True for a resolution this page started (its record may take a while to appear). */
+export const startedByUs = (id) => startedHere.has(id);
+
+/** The commands that re-run a local resolution on the user's machine (where its code and data are). */
+export function localRerunCommands(resolution, body) {
+  const target = body.rerun_from || resolution.id;
+  const path = String(resolution.root_func_path || "module:pipeline");
+  const [module, func] = path.includes(":") ? path.split(":", 2) : ["module", path];
+  const mode = body.mode === "continue" ? ' mode="continue",' : "";
+  return {
+    cli: `sematic-k8s rerun ${target}${body.mode === "continue" ? " --mode continue" : ""}`,
+    python: `import sematic_k8s as sk\nfrom ${module} import ${func.split(".")[0]}\n\n` +
+      `${func}(...).resolve(sk.LocalResolver(rerun_from="${target}",${mode}))  # the same inputs as before`,
+  };
+}
+
+/** For a local resolution: show how to re-run it on the user's machine (the server does not run its code). */
+function showLocalRerun(resolution, body) {
+  const { cli, python } = localRerunCommands(resolution, body);
+  closeDialogs();
+  const close = () => modal.remove();
+  const modal = h("div", {
+    class: "modal", testid: "local-rerun", role: "dialog",
+    onclick: (e) => { e.stopPropagation(); if (e.target === modal) close(); },
+  },
+    h("div", { class: "modal-box" },
+      h("h2", {}, "Re-run it on your machine"),
+      h("p", {}, `Resolution ${short(resolution.id)} ran locally, with code and data on the machine that ran it. ` +
+        "Run this there (with the same SEMATIC_K8S_SERVER, to see it here):"),
+      h("pre", { class: "command", testid: "local-rerun-cli" }, cli),
+      h("p", { class: "muted" }, "or from Python:"),
+      h("pre", { class: "command", testid: "local-rerun-python" }, python),
+      h("div", { class: "toolbar" }, h("span", { class: "spacer" }),
+        h("button", { type: "button", class: "btn", testid: "local-rerun-close", onclick: close }, "Close"))));
+  document.body.append(modal);
+}
+
+/** Ask for a rerun of `resolution` (body: {rerun_from, mode}) and go to the new resolution; for a local
+ * resolution, show the commands that re-run it where it ran instead. */
+export async function rerun(resolution, body) {
+  if ((resolution.settings || {}).kind !== "cloud") {
+    showLocalRerun(resolution, body);
+    return;
+  }
+  const resolutionId = resolution.id;
   try {
     const r = await rerunResolution(resolutionId, body);
+    startedHere.add(r.resolution_id);
     showBanner(`Rerun accepted: new resolution ${short(r.resolution_id)}`, "info");
     location.hash = resHref(r.resolution_id);
   } catch (e) {

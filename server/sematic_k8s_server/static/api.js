@@ -46,12 +46,23 @@ function authHeaders(extra) {
   return headers;
 }
 
+/** A validation error's details ([{loc, msg}]) as one readable line. */
+export function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => {
+      const where = Array.isArray(d.loc) ? d.loc.filter((x) => x !== "body" && x !== "query" && x !== "path").join(".") : "";
+      return where ? `${where}: ${d.msg}` : String(d.msg || JSON.stringify(d));
+    }).join("; ");
+  }
+  return JSON.stringify(detail);
+}
+
 async function errorMessage(resp) {
   const text = await resp.text().catch(() => "");
   try {
     const body = JSON.parse(text);
-    const detail = body.detail !== undefined ? body.detail : body;
-    return typeof detail === "string" ? detail : JSON.stringify(detail);
+    return detailText(body.detail !== undefined ? body.detail : body);
   } catch {
     return text.trim() || `${resp.status} ${resp.statusText}`;
   }
@@ -59,8 +70,9 @@ async function errorMessage(resp) {
 
 // -- requests ----------------------------------------------------------------------------------------
 
-/** fetch /api/v1 + path; JSON by default, text with {text: true}; throws HttpError. */
-export async function api(path, { method = "GET", body, text = false } = {}) {
+/** fetch /api/v1 + path; JSON by default, text with {text: true}, the Response with {raw: true}; throws
+ * HttpError. */
+export async function api(path, { method = "GET", body, text = false, raw = false } = {}) {
   const headers = authHeaders({ Accept: text ? "text/plain" : "application/json" });
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(API + path, {
@@ -75,6 +87,7 @@ export async function api(path, { method = "GET", body, text = false } = {}) {
     throw new HttpError(resp.status, message);
   }
   needKey = false;
+  if (raw) return resp;
   return text ? resp.text() : resp.json();
 }
 
@@ -85,6 +98,31 @@ export const getLogs = (runId) => api(`/runs/${enc(runId)}/logs`, { text: true }
 export const rerunResolution = (resolutionId, body) =>
   api(`/resolutions/${enc(resolutionId)}/rerun`, { method: "POST", body });
 export const cancelResolution = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/cancel`, { method: "POST" });
+export const getResolution = (resolutionId) => api(`/resolutions/${enc(resolutionId)}`);
+export const listPipelines = (query) => api(`/pipelines?${new URLSearchParams(query)}`);
+export const getCounts = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/counts`);
+export const setLabels = (resolutionId, body) => api(`/resolutions/${enc(resolutionId)}/labels`, { method: "POST", body });
+
+/** A resolution's overview; `expand`: Map group id -> offset of the page of its runs to show. */
+export function getOverview(resolutionId, expand = new Map(), page = 50) {
+  const q = new URLSearchParams({ page: String(page) });
+  for (const [g, offset] of expand) q.append("expand", `${g}@${offset}`);
+  return api(`/resolutions/${enc(resolutionId)}/overview?${q}`);
+}
+
+/** A run's log from byte `offset`: {text, size} (size: the whole log's, the next offset). */
+export async function getLogChunk(runId, offset = 0) {
+  const resp = await api(`/runs/${enc(runId)}/logs?offset=${offset}`, { raw: true });
+  const text = await resp.text();
+  const size = Number(resp.headers.get("X-Log-Size"));
+  return { text, size: Number.isFinite(size) ? size : offset + new TextEncoder().encode(text).length };
+}
+
+/** An artifact's serialized bytes (a Blob), read from the storage `resolutionId` recorded. */
+export async function getArtifactData(id, resolutionId) {
+  const q = resolutionId ? `?resolution_id=${enc(resolutionId)}` : "";
+  return (await api(`/artifacts/${enc(id)}/data${q}`, { raw: true })).blob();
+}
 
 const artifactCache = new Map(); // artifacts are immutable: fetch each once
 

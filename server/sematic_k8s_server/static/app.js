@@ -3,17 +3,20 @@
  *   app.js         this: the router, the API key form, and wiring the rest together
  *   api.js         requests to /api/v1, errors, artifacts, the live event stream
  *   live.js        views that refresh on events; the event connection (polling while it is down)
- *   list.js        the resolutions list
- *   resolution.js  a resolution's page: header and Actions, graph, Run panel
- *   graph.js       the graph of runs drawn; where boxes go comes from layout.js (pure) over model.js (pure)
- *   panel.js       the Run panel
- *   actions.js     Actions drop-downs, rerun and cancel, the banner
- *   dom.js, format.js, routes.js   building elements, formatting text, route links
+ *   list.js        the pipelines index: resolutions grouped by root func, search and filters
+ *   labels.js      a resolution's tags and note
+ *   resolution.js  a resolution's page: header (progress, labels, Actions), graph or timeline, Run panel
+ *   grouping.js    what is shown of a resolution's overview (pure): groups, folded compositions, edges
+ *   graph.js       the graph drawn; where boxes go comes from layout.js (pure, dagre from vendor/)
+ *   timeline.js    the Gantt view; its critical path from critical.js (pure)
+ *   panel.js       the Run panel and its tabs; values.js draws artifacts, logs.js follows logs
+ *   actions.js     Actions drop-downs, rerun (or how to re-run a local resolution) and cancel, the banner
+ *   dom.js, format.js, routes.js, model.js   building elements, formatting text, route links, run states
  */
 
-import { closeMenus, hideBanner } from "./actions.js";
+import { closeDialogs, closeMenus, hideBanner } from "./actions.js";
 import { apiKey, forgetApiKey, getRun, onUnauthorized, saveApiKey } from "./api.js";
-import { $, fill, h, tickDurations } from "./dom.js";
+import { $, fill, problem, tickDurations } from "./dom.js";
 import { ListView } from "./list.js";
 import { Live } from "./live.js";
 import { ResolutionView } from "./resolution.js";
@@ -37,6 +40,18 @@ async function route(force = false) {
   const r = parseRoute(location.hash);
   const main = $("#app");
   closeMenus();
+  closeDialogs();
+  if (r.name === "bad") {
+    show(null);
+    fill(main, problem(`No ${r.what} “${r.id.slice(0, 80)}”`, `That cannot be a ${r.what} id: ids are 1 to 64 lowercase hex ` +
+      "characters (0-9, a-f), as shown in the lists and in `sematic-k8s resolutions list`.", "bad-id"));
+    return;
+  }
+  if (r.name === "unknown") {
+    show(null);
+    fill(main, problem("Nothing here", `The dashboard has no page at #/${r.path.slice(0, 80)}.`, "unknown-page"));
+    return;
+  }
   if (r.name === "list") {
     show(listView);
     await listView.mount(main);
@@ -59,7 +74,9 @@ async function route(force = false) {
     } catch (e) {
       if (seq !== routeSeq) return;
       show(null);
-      fill(main, h("p", { class: "error", testid: "load-error" }, `Cannot load run ${r.id}: ${e.message}`));
+      fill(main, e.status === 404
+        ? problem(`No run ${r.id}`, "It may have been typed wrong, or be on another server.", "run-missing")
+        : problem(`Cannot load run ${r.id}`, e.message, "load-error"));
       return;
     }
     if (seq !== routeSeq) return;
@@ -108,7 +125,12 @@ onUnauthorized(showKeyForm);
 // -- start -----------------------------------------------------------------------------------------------
 
 document.addEventListener("click", closeMenus);
-document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeMenus(); });
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") {
+    closeMenus();
+    closeDialogs();
+  }
+});
 $('[data-testid="error-banner"]').addEventListener("click", hideBanner);
 window.addEventListener("hashchange", () => route());
 setInterval(tickDurations, 1000);

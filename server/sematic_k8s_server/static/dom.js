@@ -67,3 +67,19 @@ export function factList(pairs, testid) {
 export function section(title, body) {
   return h("section", { class: "psec" }, h("h3", {}, title), body);
 }
+
+/** Save `blob` as a file named `name` (through a temporary link). */
+export function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/** A readable page for something that cannot be shown: what, why, and the way back. */
+export function problem(title, detail, testid = "problem") {
+  return h("div", { class: "problem", testid },
+    h("h1", {}, title), h("p", { class: "muted" }, detail), h("p", {}, h("a", { href: "#/", testid: "back-to-list" }, "← all pipelines")));
+}

@@ -1,80 +1,154 @@
-/* The resolutions list: newest first, filtered by state, paged. */
+/* The pipelines index: resolutions grouped by root func, the func with the newest first, each with its recent
+ * history (state, progress while running, when, duration, rerun of, tags and note); search and filters by
+ * func, state and time range. */
 
-import { listResolutions } from "./api.js";
+import { listPipelines } from "./api.js";
 import { badge, duration, fill, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
+import { countsText, progressText } from "./grouping.js";
+import { labelsLine } from "./labels.js";
 import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { resHref } from "./routes.js";
 
-const STATES = ["", "created", "running", "resolved", "failed", "canceled"];
+const STATES = ["", "created", "running", "canceling", "resolved", "failed", "canceled"];
+const RANGES = [["", "any time"], ["1h", "last hour"], ["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"]];
+const RANGE_MS = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3, "30d": 30 * 86400e3 };
+const GROUPS = 20;
 
 export class ListView extends View {
   constructor() {
     super();
-    this.limit = 50;
     this.offset = 0;
-    this.stateFilter = "";
+    this.filters = { q: "", func: "", state: "", range: "" };
+    this.perFunc = 5;
     this.sig = null;
+    this.funcs = [];
+    this.toolbar = null;
+    this.results = h("div", { class: "pipelines", testid: "pipelines" });
     this.el = h("section", { class: "list", testid: "resolutions-view" });
   }
 
   mount(main) {
     this.sig = null;
     fill(main, this.el);
-    fill(this.el, h("p", { class: "muted" }, "Loading resolutions…"));
+    this.toolbar = this.renderToolbar();
+    fill(this.el, this.toolbar, this.results);
+    fill(this.results, h("p", { class: "muted" }, "Loading pipelines…"));
     return this.refresh();
   }
 
-  onEvent(ev) {
-    if (ev.type === "resolution" || ev.id === ev.root_id) this.soon();
+  onEvent() {
+    if (this.timer) return; // progress changes with every run: at most one refresh a second
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.active) this.refresh();
+    }, 1000);
+  }
+
+  set(key, value) {
+    this.filters[key] = value;
+    this.offset = 0;
+    this.perFunc = this.filters.func ? 50 : 5;
+    this.refresh();
+  }
+
+  query() {
+    const f = this.filters;
+    const q = { limit: GROUPS, offset: this.offset, per_func: this.perFunc };
+    if (f.q.trim()) q.q = f.q.trim();
+    if (f.func) q.func = f.func;
+    if (f.state) q.state = f.state;
+    if (f.range) q.since = new Date(Date.now() - RANGE_MS[f.range]).toISOString();
+    return q;
   }
 
   async refresh() {
-    const query = { limit: this.limit, offset: this.offset };
-    if (this.stateFilter) query.state = this.stateFilter;
     let page;
     try {
-      page = await listResolutions(query);
+      page = await listPipelines(this.query());
     } catch (e) {
       this.sig = null;
-      fill(this.el, h("p", { class: "error", testid: "load-error" }, `Cannot list resolutions: ${e.message}`));
+      fill(this.results, h("p", { class: "error", testid: "load-error" }, `Cannot list pipelines: ${e.message}`));
       return;
     }
-    const sig = JSON.stringify(page);
+    const sig = JSON.stringify([page, this.filters]);
     if (sig === this.sig) return;
     this.sig = sig;
-    this.render(page.items || []);
+    if (JSON.stringify(page.funcs) !== JSON.stringify(this.funcs)) {
+      this.funcs = page.funcs;
+      const fresh = this.renderToolbar();
+      this.toolbar.replaceWith(fresh);
+      this.toolbar = fresh;
+    }
+    this.render(page);
   }
 
-  render(items) {
-    const filter = h("select", {
-      testid: "state-filter",
-      onchange: (e) => { this.stateFilter = e.target.value; this.offset = 0; this.refresh(); },
-    }, STATES.map((s) => h("option", { value: s, selected: s === this.stateFilter }, s || "all states")));
-    const pager = h("span", { class: "pager" },
+  renderToolbar() {
+    const f = this.filters;
+    let typing = null;
+    const search = h("input", {
+      type: "search", class: "search", placeholder: "search funcs, tags, notes, ids", testid: "search", value: f.q,
+      oninput: (e) => { clearTimeout(typing); typing = setTimeout(() => this.set("q", e.target.value), 250); },
+    });
+    const select = (testid, key, options) => h("select", { testid, onchange: (e) => this.set(key, e.target.value) },
+      options.map(([v, label]) => h("option", { value: v, selected: v === f[key] }, label)));
+    return h("div", { class: "toolbar wrap-tools" }, h("h1", {}, "Pipelines"), h("span", { class: "spacer" }), search,
+      select("func-filter", "func", [["", "all funcs"], ...this.funcs.map((p) => [p, p])]),
+      select("state-filter", "state", STATES.map((s) => [s, s || "all states"])),
+      select("time-filter", "range", RANGES));
+  }
+
+  render(page) {
+    const groups = page.groups || [];
+    const pager = h("div", { class: "pager" },
       h("button", {
         type: "button", class: "btn small", testid: "page-newer", disabled: this.offset === 0,
-        onclick: () => { this.offset = Math.max(0, this.offset - this.limit); this.refresh(); },
+        onclick: () => { this.offset = Math.max(0, this.offset - GROUPS); this.refresh(); },
       }, "← Newer"),
+      h("span", { class: "muted small", testid: "pipelines-count" }, `${page.total} pipeline${page.total === 1 ? "" : "s"}`),
       h("button", {
-        type: "button", class: "btn small", testid: "page-older", disabled: items.length < this.limit,
-        onclick: () => { this.offset += this.limit; this.refresh(); },
+        type: "button", class: "btn small", testid: "page-older", disabled: this.offset + GROUPS >= page.total,
+        onclick: () => { this.offset += GROUPS; this.refresh(); },
       }, "Older →"));
-    const rows = items.map((r) => h("tr", { testid: "resolution-row", data: { id: r.id, state: r.state } },
-      h("td", {}, link(resHref(r.id), short(r.id), "resolution-link", r.id)),
-      h("td", { class: "mono wrap", testid: "root-func" }, r.root_func_path),
+    if (!groups.length) {
+      const any = Object.values(this.filters).some(Boolean);
+      fill(this.results, h("p", { class: "muted", testid: "no-resolutions" },
+        any ? "No resolution matches these filters." : "No resolutions recorded yet."));
+      return;
+    }
+    fill(this.results, groups.map((g) => this.group(g)), page.total > GROUPS ? pager : null);
+  }
+
+  group(g) {
+    const name = g.root_func_path.split(":").pop();
+    const states = countsText(g.states);
+    const more = g.count > g.resolutions.length && !this.filters.func;
+    return h("section", { class: "pipeline", testid: "pipeline-group", data: { func: g.root_func_path } },
+      h("div", { class: "pipeline-head" },
+        h("h2", { class: "mono", testid: "pipeline-name" }, name),
+        h("span", { class: "muted mono small wrap" }, g.root_func_path),
+        h("span", { class: "spacer" }),
+        h("span", { class: "muted small", testid: "pipeline-count" }, `${g.count} resolution${g.count === 1 ? "" : "s"}: ${states}`)),
+      h("table", { class: "grid", testid: "resolutions-table" },
+        h("thead", {}, h("tr", {}, ["ID", "State", "Progress", "Created", "Duration", "Rerun of", "Tags and note"]
+          .map((t) => h("th", {}, t)))),
+        h("tbody", {}, g.resolutions.map((r) => this.row(r)))),
+      more ? h("button", {
+        type: "button", class: "btn small more", testid: "group-more",
+        onclick: () => this.set("func", g.root_func_path),
+      }, `all ${g.count} →`) : null);
+  }
+
+  row(r) {
+    const live = !TERMINAL.has(r.state);
+    return h("tr", { testid: "resolution-row", data: { id: r.id, state: r.state } },
+      h("td", {}, link(resHref(r.id), short(r.id), "resolution-link", r.id), h("span", { class: "hidden-func", testid: "root-func" }, r.root_func_path)),
       h("td", {}, badge(r.state)),
+      h("td", { class: "nowrap" }, live && r.run_counts ? h("span", { class: "progress", testid: "run-progress" }, progressText(r.run_counts)) : "—"),
       h("td", { class: "nowrap" }, fmtTime(r.created_at)),
-      h("td", { class: "nowrap" }, duration(r.created_at, r.ended_at, !TERMINAL.has(r.state))),
-      h("td", {}, r.rerun_of ? link(resHref(r.rerun_of), short(r.rerun_of), "rerun-of-link", r.rerun_of) : "—")));
-    fill(this.el,
-      h("div", { class: "toolbar" }, h("h1", {}, "Resolutions"), h("span", { class: "spacer" }), filter, pager),
-      items.length === 0
-        ? h("p", { class: "muted", testid: "no-resolutions" }, "No resolutions recorded yet.")
-        : h("table", { class: "grid", testid: "resolutions-table" },
-          h("thead", {}, h("tr", {}, ["ID", "Root func", "State", "Created", "Duration", "Rerun of"]
-            .map((t) => h("th", {}, t)))),
-          h("tbody", {}, rows)));
+      h("td", { class: "nowrap" }, duration(r.created_at, r.ended_at, live)),
+      h("td", {}, r.rerun_of ? link(resHref(r.rerun_of), short(r.rerun_of), "rerun-of-link", r.rerun_of) : "—"),
+      h("td", { class: "wrap" }, labelsLine(r)));
   }
 }

@@ -1,36 +1,28 @@
-/* The Run panel: one run's facts, timings, error, inputs, output, logs, where it ran, cache and lineage,
- * settings, and its Actions ("Rerun from here"). */
+/* The Run panel: one run's head (name, state, Actions, error) and tabs: Inputs, Output, Source, Logs, Details
+ * (timings, where it ran, cache and lineage, settings). Values are drawn by values.js, logs by logs.js. */
 
 import { actionsMenu, rerun } from "./actions.js";
-import { getArtifact, getLogs, getRun } from "./api.js";
+import { getArtifact, getRun } from "./api.js";
 import { badge, duration, factList, fill, h, link, section } from "./dom.js";
-import { cssToken, fmtTime, settingsLine, short, summaryText } from "./format.js";
+import { cssToken, fmtTime, settingsLine, short } from "./format.js";
+import { LogView } from "./logs.js";
 import { TERMINAL } from "./model.js";
 import { runHref } from "./routes.js";
+import { downloadButton, showArtifact } from "./values.js";
 
-/** What the Logs section says when there are none. */
-function noLogs(run) {
-  const notes = run.notes || {};
-  if (notes.reused_from) return `(no logs here: its output was reused from run ${notes.reused_from})`;
-  if (run.cached_from) return `(no logs: its output came from the cache, run ${run.cached_from})`;
-  if (["created", "scheduled", "canceled"].includes(run.state)) return "(no logs: it never ran)";
-  return run.state === "running" ? "(no output yet)" : "(no logs: it printed nothing)";
-}
+const TABS = ["inputs", "output", "source", "logs", "details"];
+const TITLES = { inputs: "Inputs", output: "Output", source: "Source", logs: "Logs", details: "Details" };
 
-/** Fill `cell` with an artifact's summary (folded when long) and `typeCell` with its type, once fetched. */
-function fillArtifact(id, cell, typeCell) {
+/** Fill `cell` with an artifact (and `typeCell` with its type, `tools` with its download button). */
+function fillArtifact(id, cell, typeCell, tools, resolutionId) {
   cell.dataset.artifactId = id;
   cell.append(h("span", { class: "muted" }, "…"));
   getArtifact(id).then((a) => {
-    const text = summaryText(a.summary, a.format);
-    const body = text.length > 160
-      ? h("details", {}, h("summary", { class: "mono" }, `${text.slice(0, 160)}…`),
-        h("pre", { class: "json" }, JSON.stringify(a.summary, null, 2)))
-      : h("code", {}, text);
-    fill(cell, body);
     cell.title = `artifact ${a.id} (${a.format}, ${a.size} bytes)`;
     typeCell.textContent = a.type_name || "";
-  }, (e) => {
+    if (tools) fill(tools, downloadButton(a, resolutionId));
+    return showArtifact(cell, a, resolutionId);
+  }).catch((e) => {
     fill(cell, h("span", { class: "error" }, `artifact ${short(id)}: ${e.message}`));
   });
 }
@@ -40,116 +32,157 @@ function pendingInput(template, byId) {
   return h("span", { class: "muted" }, src ? `pending: output of ${src.func_name}` : "pending");
 }
 
-/** The panel beside the graph. show(runId) picks the run (null: a hint), refresh(model) redraws it when
- * the run, its logs or its resolution's state changed. */
+/** The panel beside the graph. show(runId) picks the run (null: a hint), refresh(ctx) redraws it when the
+ * run or its resolution's state changed. ctx: {resolution, byId (Map id -> overview node)} */
 export class RunPanel {
   constructor(el) {
     this.el = el;
     this.runId = null;
     this.sig = null;
-    this.logs = null;
-    this.logsState = null;
+    this.tab = "output";
+    this.logView = null;
+    this.panes = null;
   }
 
   show(runId) {
+    if (runId !== this.runId && this.logView) {
+      this.logView.stop();
+      this.logView = null;
+    }
     this.runId = runId || null;
     this.sig = null;
-    this.logs = null;
   }
 
-  async refresh(model) {
+  async refresh(ctx) {
     if (!this.runId) {
       this.sig = null;
       fill(this.el, h("p", { class: "muted", testid: "run-panel-hint" },
-        "Click a run to see its inputs, output, logs and timings."));
+        "Click a run to see its inputs, output, source, logs and timings."));
       return;
     }
-    let run = model && model.byId.get(this.runId);
-    if (!run) {
-      try {
-        run = await getRun(this.runId);
-      } catch (e) {
-        fill(this.el, h("p", { class: "error" }, `Cannot load run ${this.runId}: ${e.message}`));
-        return;
-      }
-    }
-    const runId = run.id;
-    const needLogs = this.logs === null || !TERMINAL.has(run.state) || this.logsState !== run.state;
-    if (needLogs) {
-      try {
-        this.logs = await getLogs(runId);
-      } catch (e) {
-        this.logs = e.status === 404 ? "" : `(cannot load logs: ${e.message})`;
-      }
-      this.logsState = run.state;
+    const runId = this.runId;
+    let run;
+    try {
+      run = await getRun(runId);
+    } catch (e) {
+      if (runId === this.runId) fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
+      return;
     }
     if (runId !== this.runId) return; // another run was selected meanwhile
-    const sig = JSON.stringify([run, this.logs, model && model.resolution.state]);
+    const resState = ctx && ctx.resolution ? ctx.resolution.state : null;
+    const sig = JSON.stringify([run, resState]);
     if (sig === this.sig) return;
     this.sig = sig;
-    fill(this.el, this.render(run, model));
+    if (this.logView && this.logView.run.id === run.id) this.logView.update(run);
+    else {
+      if (this.logView) this.logView.stop();
+      this.logView = new LogView(run);
+    }
+    fill(this.el, this.render(run, ctx || {}));
   }
 
-  render(run, model) {
-    const byId = model ? model.byId : new Map();
-    const res = model ? model.resolution : null;
+  select(tab) {
+    this.tab = tab;
+    if (!this.panes) return;
+    for (const [name, { button, pane }] of this.panes) {
+      const on = name === tab;
+      button.classList.toggle("active", on);
+      button.setAttribute("aria-selected", String(on));
+      pane.hidden = !on;
+    }
+  }
+
+  render(run, ctx) {
+    const res = ctx.resolution || null;
+    const byId = ctx.byId || new Map();
     const resTerminal = res ? TERMINAL.has(res.state) : true;
     const notes = run.notes || {};
-    const cache = notes.cache || {};
-    const executor = notes.executor || null;
-    const parent = run.parent_id && byId.get(run.parent_id);
     const actions = actionsMenu("run-actions", [{
       label: "Rerun from here", testid: "action-rerun-from", disabled: !resTerminal,
       title: resTerminal ? "Re-execute this run and what depends on it; reuse the rest"
         : "Wait until the resolution ends",
-      run: () => rerun(run.root_id, { rerun_from: run.id, mode: "from" }),
+      run: () => rerun(res || { id: run.root_id }, { rerun_from: run.id, mode: "from" }),
     }]);
-
-    const inputsBody = h("tbody", {});
-    const params = Object.keys({ ...(run.input_refs || {}), ...(run.inputs || {}) });
-    for (const p of params) {
-      const id = (run.inputs || {})[p];
-      const cell = h("td", { class: "summary" });
-      const typeCell = h("td", { class: "mono" });
-      if (id) fillArtifact(id, cell, typeCell);
-      else cell.append(pendingInput((run.input_refs || {})[p], byId));
-      inputsBody.append(h("tr", { testid: "input-row", data: { param: p } }, h("td", { class: "mono" }, p), typeCell, cell));
-    }
-    const outCell = h("div", { class: "summary", testid: "run-output" });
-    const outType = h("span", { class: "mono muted" });
-    if (run.output_id) fillArtifact(run.output_id, outCell, outType);
-    else outCell.append(h("span", { class: "muted" }, TERMINAL.has(run.state) ? "no output" : "not yet"));
-
     const err = run.error;
+    const panes = new Map();
+    const tabs = h("div", { class: "tabs", role: "tablist" }, TABS.map((name) => {
+      const button = h("button", {
+        type: "button", class: "tab", role: "tab", testid: `tab-${name}`, onclick: () => this.select(name),
+      }, TITLES[name]);
+      panes.set(name, { button, pane: h("div", { class: "tabpane", role: "tabpanel", testid: `tabpane-${name}` }, this.pane(name, run, res, byId)) });
+      return button;
+    }));
+    this.panes = panes;
+    this.select(this.tab);
+    return h("div", { class: "run-panel", testid: "run-panel", data: { runId: run.id, state: run.state } },
+      h("div", { class: "toolbar" },
+        h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ", badge(run.state, "run-state")),
+        h("span", { class: "spacer" }), actions),
+      h("div", { class: "mono muted wrap small", testid: "run-func-path" }, run.func_path),
+      notes.cache && notes.cache.source_changed ? h("p", { class: "warning", testid: "source-changed" },
+        "Cache hit on a run whose func source differs from the current code.") : null,
+      err ? h("div", { class: "run-error", testid: "run-error" },
+        h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ", err.message || ""),
+        err.traceback ? h("details", {}, h("summary", { class: "muted" }, "traceback"), h("pre", { class: "error-box" }, err.traceback)) : null) : null,
+      tabs, [...panes.values()].map((p) => p.pane));
+  }
+
+  pane(name, run, res, byId) {
+    const resolutionId = run.root_id;
+    if (name === "inputs") {
+      const params = Object.keys({ ...(run.input_refs || {}), ...(run.inputs || {}) });
+      if (!params.length) return h("p", { class: "muted", testid: "run-inputs" }, "no inputs");
+      return h("div", { class: "inputs", testid: "run-inputs" }, params.map((p) => {
+        const id = (run.inputs || {})[p];
+        const cell = h("div", { class: "summary" });
+        const typeCell = h("span", { class: "mono muted" });
+        const tools = h("span", {});
+        if (id) fillArtifact(id, cell, typeCell, tools, resolutionId);
+        else cell.append(pendingInput((run.input_refs || {})[p], byId));
+        return h("div", { class: "input", testid: "input-row", data: { param: p } },
+          h("div", { class: "input-head" }, h("b", { class: "mono" }, p), " ", typeCell, h("span", { class: "spacer" }), tools), cell);
+      }));
+    }
+    if (name === "output") {
+      const cell = h("div", { class: "summary", testid: "run-output" });
+      const typeCell = h("span", { class: "mono muted", testid: "run-output-type" });
+      const tools = h("span", {});
+      if (run.output_id) fillArtifact(run.output_id, cell, typeCell, tools, resolutionId);
+      else cell.append(h("span", { class: "muted" }, TERMINAL.has(run.state) ? "no output" : "not yet"));
+      return h("div", {}, h("div", { class: "input-head" }, typeCell, h("span", { class: "spacer" }), tools), cell);
+    }
+    if (name === "source") {
+      return h("div", {},
+        run.source_file ? h("p", { class: "mono muted wrap small", testid: "run-source-file" }, run.source_file) : null,
+        run.source_text
+          ? h("pre", { class: "source", testid: "run-source" }, run.source_text)
+          : h("p", { class: "muted", testid: "run-source" }, "(no source recorded for this run: it was recorded by an older version, or Python could not find it)"));
+    }
+    if (name === "logs") return this.logView.el();
+    return this.details(run, byId);
+  }
+
+  details(run, byId) {
+    const notes = run.notes || {};
+    const executor = notes.executor || null;
+    const parent = run.parent_id && byId.get(run.parent_id);
     const where = executor
       ? factList(Object.entries(executor).map(([k, v]) => [k, h("span", { class: "mono wrap", testid: `executor-${cssToken(k)}` },
         typeof v === "string" ? v : JSON.stringify(v))]), "executor")
       : h("p", { class: "muted", testid: "executor" }, notes.reused_from || run.cached_from
         ? "did not run in this resolution" : "in the resolver's process (no executor details recorded)");
-
     const cacheFacts = [
       ["Cache key", run.cache_key ? h("span", { class: "mono", title: run.cache_key }, short(run.cache_key)) : null],
-      ["Cached from", run.cached_from ? link(runHref(run.cached_from), short(run.cached_from), "cached-from-link",
-        run.cached_from) : null],
-      ["Reused from", notes.reused_from ? link(runHref(notes.reused_from), short(notes.reused_from), "reused-from-link",
-        notes.reused_from) : null],
-      ["Original run", run.original_run_id ? link(runHref(run.original_run_id), short(run.original_run_id),
-        "original-run-link", run.original_run_id) : null],
+      ["Cached from", run.cached_from ? link(runHref(run.cached_from), short(run.cached_from), "cached-from-link", run.cached_from) : null],
+      ["Reused from", notes.reused_from ? link(runHref(notes.reused_from), short(notes.reused_from), "reused-from-link", notes.reused_from) : null],
+      ["Original run", run.original_run_id ? link(runHref(run.original_run_id), short(run.original_run_id), "original-run-link", run.original_run_id) : null],
       ["Source hash", run.source_hash ? h("span", { class: "mono", title: run.source_hash }, short(run.source_hash)) : null],
     ];
-
-    return h("div", { class: "run-panel", testid: "run-panel", data: { runId: run.id, state: run.state } },
-      h("div", { class: "toolbar" },
-        h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ", badge(run.state, "run-state")),
-        h("span", { class: "spacer" }), actions),
+    return h("div", {},
       factList([
         ["Run", h("span", { class: "mono", testid: "run-id" }, run.id)],
-        ["Func", h("span", { class: "mono wrap", testid: "run-func-path" }, run.func_path)],
-        ["Source", run.source_file ? h("span", { class: "mono wrap" }, run.source_file) : null],
-        ["Parent", parent ? link(runHref(parent.id), parent.func_name, "parent-link", parent.id) : null],
+        ["Parent", run.parent_id ? link(runHref(run.parent_id), parent ? parent.func_name || short(run.parent_id) : short(run.parent_id), "parent-link", run.parent_id) : null],
       ]),
-      cache.source_changed ? h("p", { class: "warning", testid: "source-changed" },
-        "Cache hit on a run whose func source differs from the current code.") : null,
       section("Timings", factList([
         ["Created", fmtTime(run.created_at)],
         ["Started", fmtTime(run.started_at)],
@@ -157,15 +190,6 @@ export class RunPanel {
         ["Duration", duration(run.started_at, run.ended_at, run.state === "running")],
         ["Attempts", h("span", { testid: "run-attempts" }, String(run.attempts ?? 0))],
       ], "timings")),
-      err ? section("Error", h("div", { testid: "run-error" },
-        h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ", err.message || ""),
-        err.traceback ? h("pre", { class: "error-box" }, err.traceback) : null)) : null,
-      section("Inputs", params.length
-        ? h("table", { class: "grid compact", testid: "run-inputs" },
-          h("thead", {}, h("tr", {}, h("th", {}, "param"), h("th", {}, "type"), h("th", {}, "value"))), inputsBody)
-        : h("p", { class: "muted", testid: "run-inputs" }, "no inputs")),
-      section("Output", h("div", {}, outType, outCell)),
-      section("Logs", h("pre", { class: "logs", testid: "run-logs" }, this.logs || noLogs(run))),
       section("Where it ran", where),
       cacheFacts.some(([, v]) => v) ? section("Cache and lineage", factList(cacheFacts, "lineage")) : null,
       run.settings && Object.keys(run.settings).length

@@ -1,36 +1,51 @@
-/* A resolution's page: its header (facts, error, Actions), the graph of its runs, and the Run panel. */
+/* A resolution's page: its header (facts, progress, tags and note, error, Actions), its graph or its
+ * timeline, and the Run panel. The graph comes from the overview endpoint: fan-outs arrive as groups, shown a
+ * page at a time on request, so a resolution of thousands of runs draws a few boxes. */
 
-import { actionsMenu, cancel, rerun } from "./actions.js";
-import { getGraph } from "./api.js";
+import { actionsMenu, cancel, rerun, startedByUs } from "./actions.js";
+import { getOverview } from "./api.js";
+import { criticalPath } from "./critical.js";
 import { badge, duration, factList, fill, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { renderGraph } from "./graph.js";
+import { displayModel, progressText } from "./grouping.js";
+import { labelsEditor } from "./labels.js";
 import { View } from "./live.js";
-import { graphModel, TERMINAL } from "./model.js";
+import { TERMINAL } from "./model.js";
 import { RunPanel } from "./panel.js";
 import { resHref, runHref } from "./routes.js";
+import { renderTimeline } from "./timeline.js";
 
-const MISSING_WAIT_MS = 120000; // a rerun's resolution is recorded by a background process: give it this long
+const STARTING_WAIT_MS = 120000; // a rerun this page started is recorded by a process that is starting
+const PAGE = 50; // runs of a group shown at a time
 
 export class ResolutionView extends View {
   constructor(resolutionId) {
     super();
     this.id = resolutionId;
     this.runId = null;
-    this.model = null;
+    this.overview = null;
+    this.dm = null;
     this.sig = null;
     this.missingSince = null;
+    this.expand = new Map(); // group id -> offset of the page shown
+    this.collapsed = new Set(); // compositions folded
+    this.mode = "graph";
     this.header = h("div", { class: "res-header", testid: "resolution-header" });
-    this.graphEl = h("div", { class: "graph-wrap" });
+    this.graphEl = h("div", { class: "graph-wrap", testid: "graph-wrap" });
+    this.timelineEl = h("div", { class: "timeline-wrap", testid: "timeline-wrap", hidden: true });
+    this.switch = h("div", { class: "tabs view-tabs" },
+      h("button", { type: "button", class: "tab active", testid: "view-graph", onclick: () => this.setMode("graph") }, "Graph"),
+      h("button", { type: "button", class: "tab", testid: "view-timeline", onclick: () => this.setMode("timeline") }, "Timeline"));
     const panelEl = h("aside", { class: "panel", testid: "run-panel-wrap" });
     this.panel = new RunPanel(panelEl);
-    this.el = h("section", { class: "resolution", testid: "resolution-view", data: { id: resolutionId } },
-      this.header, h("div", { class: "split" }, this.graphEl, panelEl));
+    this.body = h("div", { class: "split" }, h("div", { class: "main-col" }, this.switch, this.graphEl, this.timelineEl), panelEl);
+    this.el = h("section", { class: "resolution", testid: "resolution-view", data: { id: resolutionId } }, this.header, this.body);
   }
 
-  /** True when run `id` is one of this resolution's runs (as last fetched). */
+  /** True when run `id` is shown in this resolution's graph (as last fetched). */
   hasRun(id) {
-    return !!this.model && this.model.byId.has(id);
+    return !!this.overview && this.overview.nodes.some((n) => n.id === id && n.kind === "run");
   }
 
   mount(main, runId) {
@@ -43,48 +58,102 @@ export class ResolutionView extends View {
     if (ev.root_id === this.id || ev.id === this.id) this.soon();
   }
 
+  /** Refresh soon; a big graph less often (a burst of events makes one refresh). */
+  soon() {
+    if (this.timer) return;
+    const big = this.overview && this.overview.total_runs > 500;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.active) this.refresh();
+    }, big ? 1000 : 150);
+  }
+
+  setMode(mode) {
+    this.mode = mode;
+    this.switch.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.testid === `view-${mode}`));
+    this.graphEl.hidden = mode !== "graph";
+    this.timelineEl.hidden = mode !== "timeline";
+    this.draw();
+  }
+
   /** Open the Run panel on run `runId` (null: close it). */
   async select(runId) {
     this.runId = runId || null;
     this.panel.show(this.runId);
-    if (this.model) this.renderGraph();
+    if (this.dm) this.draw();
     await this.refresh();
   }
 
   async refresh() {
-    let g;
+    let ov;
     try {
-      g = await getGraph(this.id);
+      ov = await getOverview(this.id, this.expand, PAGE);
     } catch (e) {
       this.sig = null;
-      if (e.status === 404) {
+      if (e.status === 404 && startedByUs(this.id)) {
         this.missingSince = this.missingSince || Date.now();
-        const waiting = Date.now() - this.missingSince < MISSING_WAIT_MS;
-        fill(this.header, h("p", { class: waiting ? "muted" : "error", testid: "resolution-missing" },
-          waiting ? `Waiting for resolution ${this.id} to be recorded…` : `No resolution ${this.id}.`));
-        if (waiting) setTimeout(() => { if (this.active) this.refresh(); }, 1000);
-      } else {
-        fill(this.header, h("p", { class: "error", testid: "load-error" }, e.message));
+        if (Date.now() - this.missingSince < STARTING_WAIT_MS) {
+          fill(this.header, h("p", { class: "muted", testid: "resolution-waiting" }, `Waiting for resolution ${this.id} to be recorded…`));
+          setTimeout(() => { if (this.active) this.refresh(); }, 1000);
+          return;
+        }
       }
+      this.showProblem(e.status === 404 ? `No resolution ${this.id}` : `Cannot load resolution ${this.id}`,
+        e.status === 404 ? "It may have been typed wrong, or be on another server." : e.message);
       return;
     }
     this.missingSince = null;
-    const sig = JSON.stringify(g);
+    const sig = JSON.stringify(ov);
     if (sig !== this.sig) {
       this.sig = sig;
-      this.model = graphModel(g);
+      this.overview = ov;
+      this.rebuild();
       this.renderHeader();
-      this.renderGraph();
     }
-    await this.panel.refresh(this.model);
+    await this.panel.refresh({ resolution: ov.resolution, byId: new Map(ov.nodes.map((n) => [n.id, n])) });
   }
 
-  renderGraph() {
-    if (this.el.isConnected) renderGraph(this.graphEl, this.model, { selected: this.runId });
+  /** A readable page for a resolution that cannot be shown. */
+  showProblem(title, detail) {
+    this.overview = null;
+    this.dm = null;
+    fill(this.header, h("div", { class: "problem", testid: "resolution-missing" },
+      h("h1", {}, title), h("p", { class: "muted" }, detail), h("p", {}, link("#/", "← all pipelines", "back-to-list"))));
+    this.body.hidden = true;
+  }
+
+  rebuild() {
+    this.body.hidden = false;
+    this.dm = displayModel(this.overview, this.collapsed);
+    const nodes = this.overview.nodes.filter((n) => this.dm.shown.has(n.id));
+    this.critical = criticalPath(nodes, this.dm.edges);
+    this.draw();
+  }
+
+  draw() {
+    if (!this.dm || !this.el.isConnected) return;
+    const act = {
+      select: (id) => { location.hash = runHref(id); },
+      fold: (id) => {
+        if (this.collapsed.has(id)) this.collapsed.delete(id);
+        else this.collapsed.add(id);
+        this.rebuild();
+      },
+      expand: (groupId, offset) => {
+        if (offset === null) this.expand.delete(groupId);
+        else this.expand.set(groupId, offset);
+        this.refresh();
+      },
+    };
+    if (this.mode === "graph") {
+      renderGraph(this.graphEl, this.dm, { selected: this.runId, page: PAGE, critical: this.critical, act });
+    } else {
+      renderTimeline(this.timelineEl, this.dm, { critical: this.critical, selected: this.runId, select: act.select });
+    }
   }
 
   renderHeader() {
-    const r = this.model.resolution;
+    const r = this.overview.resolution;
     const s = r.settings || {};
     const terminal = TERMINAL.has(r.state);
     const func = String(r.root_func_path || "").split(/[:.]/).pop();
@@ -92,12 +161,12 @@ export class ResolutionView extends View {
       {
         label: "Rerun", testid: "action-rerun", disabled: !terminal,
         title: terminal ? "Run the whole pipeline again" : "Wait until it ends",
-        run: () => rerun(r.id, { rerun_from: null, mode: "from" }),
+        run: () => rerun(r, { rerun_from: null, mode: "from" }),
       },
       {
         label: "Continue", testid: "action-continue", disabled: r.state !== "failed",
         title: r.state === "failed" ? "Re-run only what did not succeed" : "Only a failed resolution continues",
-        run: () => rerun(r.id, { rerun_from: null, mode: "continue" }),
+        run: () => rerun(r, { rerun_from: null, mode: "continue" }),
       },
       {
         label: "Cancel", testid: "action-cancel", disabled: terminal || r.state === "canceling",
@@ -105,24 +174,28 @@ export class ResolutionView extends View {
         run: () => cancel(r.id, this),
       },
     ]);
+    const counts = this.overview.counts || {};
     const facts = [
       ["ID", h("span", { class: "mono", testid: "resolution-id" }, r.id)],
       ["Root func", h("span", { class: "mono wrap" }, r.root_func_path)],
+      ["Runs", h("span", { testid: "resolution-progress", data: { total: String(this.overview.total_runs) } },
+        terminal ? `${this.overview.total_runs} runs` : progressText(counts))],
       ["Created", fmtTime(r.created_at)],
-      ["Ended", fmtTime(r.ended_at)],
       ["Duration", duration(r.created_at, r.ended_at, !terminal)],
+      ["Kind", s.kind || null],
       ["Rerun of", r.rerun_of ? link(resHref(r.rerun_of), short(r.rerun_of), "rerun-of-link", r.rerun_of) : null],
       ["Rerun from", s.rerun_from ? h("span", {}, link(runHref(s.rerun_from), short(s.rerun_from), "rerun-from-link",
         s.rerun_from), s.rerun_mode ? ` (${s.rerun_mode})` : "") : null],
       ["Cache namespace", s.cache_namespace ? h("span", { class: "mono" }, s.cache_namespace) : null],
       ["Image", r.image ? h("span", { class: "mono wrap", testid: "resolution-image" }, r.image) : null],
-      ["Build hash", r.build_hash ? h("span", { class: "mono", title: r.build_hash }, short(r.build_hash)) : null],
     ];
     fill(this.header,
       h("div", { class: "toolbar" },
         h("h1", {}, h("span", { class: "muted" }, "Resolution "), func, " ", badge(r.state, "resolution-state")),
+        terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
         h("span", { class: "spacer" }), actions),
       factList(facts),
+      labelsEditor(r, () => this.refresh()),
       r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null);
   }
 }

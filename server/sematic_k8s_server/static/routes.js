@@ -17,10 +17,18 @@ const dec = (s) => {
 export const runHref = (id) => `#/runs/${enc(id)}`;
 export const resHref = (id) => `#/resolutions/${enc(id)}`;
 
-/** {name: "list"} | {name: "resolution", id} | {name: "run", id} from a location hash. */
+/** What run and resolution ids look like (lowercase hex). */
+export const ID = /^[0-9a-f]{1,64}$/;
+
+/** {name: "list"} | {name: "resolution", id} | {name: "run", id} | {name: "bad", what, id} (an id that
+ * cannot be one) | {name: "unknown", path} from a location hash. */
 export function parseRoute(hash) {
   const parts = String(hash || "").replace(/^#\/?/, "").split("/").filter(Boolean).map(dec);
-  if (parts[0] === "resolutions" && parts[1]) return { name: "resolution", id: parts[1] };
-  if (parts[0] === "runs" && parts[1]) return { name: "run", id: parts[1] };
-  return { name: "list" };
+  const kinds = { resolutions: "resolution", runs: "run" };
+  if (kinds[parts[0]] && parts[1]) {
+    const id = parts[1];
+    return ID.test(id) ? { name: kinds[parts[0]], id } : { name: "bad", what: kinds[parts[0]], id };
+  }
+  if (!parts.length) return { name: "list" };
+  return { name: "unknown", path: parts.join("/") };
 }

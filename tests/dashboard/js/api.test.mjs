@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { SseParser } from "../../../server/sematic_k8s_server/static/api.js";
+import { detailText, SseParser } from "../../../server/sematic_k8s_server/static/api.js";
 import { fmtDuration, summaryText } from "../../../server/sematic_k8s_server/static/format.js";
 import { parseRoute, resHref, runHref } from "../../../server/sematic_k8s_server/static/routes.js";
 
@@ -27,14 +27,25 @@ test("multi-line data is joined with newlines; events without data and other fie
   assert.deepEqual(p.feed("event: x\nid: 3\ndata: a\ndata:b\n\nretry: 10\n\n"), ["a\nb"]);
 });
 
-test("routes: links parse back to what they name, whatever the id holds", () => {
-  for (const id of ["abc123", "a/b c", "ü%20"]) {
+test("routes: links parse back to what they name; an id that cannot be one is a bad route at once", () => {
+  for (const id of ["abc123", "0f".repeat(32)]) {
     assert.deepEqual(parseRoute(runHref(id)), { name: "run", id });
     assert.deepEqual(parseRoute(resHref(id)), { name: "resolution", id });
   }
+  for (const id of ["a/b c", "ü%20", "ABC", "f".repeat(65), "<script>"]) {
+    assert.deepEqual(parseRoute(runHref(id)), { name: "bad", what: "run", id });
+    assert.deepEqual(parseRoute(resHref(id)), { name: "bad", what: "resolution", id });
+  }
   assert.deepEqual(parseRoute(""), { name: "list" });
   assert.deepEqual(parseRoute("#/"), { name: "list" });
-  assert.deepEqual(parseRoute("#/runs/%E0%A4"), { name: "run", id: "%E0%A4" }); // malformed escape: kept as is
+  assert.deepEqual(parseRoute("#/runs/%E0%A4"), { name: "bad", what: "run", id: "%E0%A4" }); // malformed escape
+  assert.deepEqual(parseRoute("#/nothing/here"), { name: "unknown", path: "nothing/here" });
+});
+
+test("validation errors read as one line", () => {
+  assert.equal(detailText("no run"), "no run");
+  assert.equal(detailText([{ loc: ["query", "since"], msg: "Input should be a valid datetime" },
+    { loc: ["body", "add", 0], msg: "bad tag" }]), "since: Input should be a valid datetime; add.0: bad tag");
 });
 
 test("durations and value summaries read as people write them", () => {

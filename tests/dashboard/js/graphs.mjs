@@ -68,3 +68,10 @@ export function randomGraph(seed, size, { acyclic = false } = {}) {
   }
   return graph(runs, edges);
 }
+
+/** The overview the server sends for a graph() ({nodes, edges}), every run shown as itself. */
+export function overviewOf(g) {
+  const nodes = g.runs.map((r) => ({ kind: "run", ...r, composite: g.runs.some((k) => k.parent_id === r.id) }));
+  const edges = g.edges.filter((e) => e.source).map((e) => ({ source: e.source, destination: e.destination, params: [e.param] }));
+  return { resolution: g.resolution, nodes, edges };
+}

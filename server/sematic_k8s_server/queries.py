@@ -1,0 +1,128 @@
+"""The dashboard's read queries over the store's tables: resolutions filtered and grouped by root func, and
+run counts by state. Each is a few grouped SQL statements, cheap for thousands of runs (``runs.root_id`` and
+``runs.state`` are indexed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sematic_k8s.store.records import ResolutionRecord
+from sematic_k8s.store.sql import ResolutionRow, RunRow, SqlStore
+
+RES = ResolutionRow.__table__
+RUNS = RunRow.__table__
+_RES_FIELDS = [c.name for c in RES.columns]
+
+
+@dataclass(frozen=True)
+class ResolutionFilter:
+    """Which resolutions to show: every given condition holds."""
+
+    q: str | None = None  # a substring of the root func, the note or a tag, or an id prefix (any case)
+    func: str | None = None  # the root func: its path, or its name (the part after ":")
+    state: str | None = None
+    tag: str | None = None
+    since: dt.datetime | None = None  # created at or after (UTC, naive)
+    until: dt.datetime | None = None  # created before
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        t = RES
+        out: list[sa.ColumnElement[bool]] = []
+        if self.q:
+            like = f"%{_escape(self.q.lower())}%"
+            out.append(sa.or_(sa.func.lower(t.c.root_func_path).like(like, escape="\\"),
+                              sa.func.lower(sa.func.coalesce(t.c.note, "")).like(like, escape="\\"),
+                              sa.func.lower(sa.cast(t.c.tags, sa.Text)).like(like, escape="\\"),
+                              t.c.id.like(f"{_escape(self.q.lower())}%", escape="\\")))
+        if self.func:
+            out.append(sa.or_(t.c.root_func_path == self.func,
+                              t.c.root_func_path.like(f"%:{_escape(self.func)}", escape="\\")))
+        if self.state:
+            out.append(t.c.state == self.state)
+        if self.tag:
+            out.append(sa.cast(t.c.tags, sa.Text).like(f'%"{_escape(self.tag)}"%', escape="\\"))
+        if self.since:
+            out.append(t.c.created_at >= self.since)
+        if self.until:
+            out.append(t.c.created_at < self.until)
+        return out
+
+
+def _escape(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _resolutions(conn: sa.Connection, stmt: sa.Select) -> list[ResolutionRecord]:
+    return [ResolutionRecord(**{f: row[f] for f in _RES_FIELDS}) for row in conn.execute(stmt).mappings()]
+
+
+def pipelines(store: SqlStore, flt: ResolutionFilter, *, limit: int, offset: int, per_func: int,
+              history_offset: int = 0) -> dict[str, Any]:
+    """Resolutions matching ``flt`` grouped by root func, the func with the newest resolution first:
+    ``{"total": groups, "groups": [{"root_func_path", "count", "latest", "states": {state: n},
+    "resolutions": [ResolutionRecord, ...] (newest first, ``per_func`` of them from ``history_offset``)}]}``."""
+    where = flt.where()
+    latest = sa.func.max(RES.c.created_at).label("latest")
+    grouped = (sa.select(RES.c.root_func_path, sa.func.count().label("count"), latest)
+               .where(*where).group_by(RES.c.root_func_path))
+    with store.engine.connect() as conn:
+        total = conn.scalar(sa.select(sa.func.count()).select_from(grouped.subquery()))
+        rows = conn.execute(grouped.order_by(latest.desc(), RES.c.root_func_path).limit(limit).offset(offset)).all()
+        funcs = [r.root_func_path for r in rows]
+        states: dict[str, dict[str, int]] = {f: {} for f in funcs}
+        if funcs:
+            for f, state, n in conn.execute(
+                    sa.select(RES.c.root_func_path, RES.c.state, sa.func.count())
+                    .where(*where, RES.c.root_func_path.in_(funcs)).group_by(RES.c.root_func_path, RES.c.state)):
+                states[f][state] = n
+        groups = []
+        for r in rows:
+            history = _resolutions(conn, sa.select(RES).where(*where, RES.c.root_func_path == r.root_func_path)
+                                   .order_by(RES.c.created_at.desc(), RES.c.id).limit(per_func).offset(history_offset))
+            groups.append({"root_func_path": r.root_func_path, "count": r.count, "latest": r.latest,
+                           "states": states[r.root_func_path], "resolutions": history})
+    return {"total": total or 0, "groups": groups}
+
+
+def root_funcs(store: SqlStore) -> list[str]:
+    """Every root func that has a resolution, sorted."""
+    with store.engine.connect() as conn:
+        return list(conn.scalars(sa.select(RES.c.root_func_path).distinct().order_by(RES.c.root_func_path)))
+
+
+def run_counts(store: SqlStore, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """``{root_id: {state: runs}}`` for these resolutions (one grouped query)."""
+    ids = list(dict.fromkeys(root_ids))
+    out: dict[str, dict[str, int]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            stmt = (sa.select(RUNS.c.root_id, RUNS.c.state, sa.func.count())
+                    .where(RUNS.c.root_id.in_(ids[i:i + 500])).group_by(RUNS.c.root_id, RUNS.c.state))
+            for root, state, n in conn.execute(stmt):
+                out[root][state] = n
+    return out
+
+
+_OVERVIEW_COLUMNS = ["id", "parent_id", "func_path", "func_name", "state", "input_refs", "inputs", "cached_from",
+                     "notes", "attempts", "created_at", "started_at", "ended_at"]
+
+
+def overview_rows(store: SqlStore, root_id: str) -> list[Any]:
+    """A resolution's runs with only what the overview needs (no source text, no settings, no errors)."""
+    from sematic_k8s_server.overview import RunRow as OverviewRow
+
+    stmt = sa.select(*(RUNS.c[c] for c in _OVERVIEW_COLUMNS)).where(RUNS.c.root_id == root_id)
+    with store.engine.connect() as conn:
+        return [OverviewRow(**row) for row in conn.execute(stmt).mappings()]
+
+
+def artifact_summaries(store: SqlStore, ids: Iterable[str]) -> dict[str, Any]:
+    """``{artifact id: summary}`` for these ids (unknown ids left out)."""
+    return {a.id: a.summary for a in store.artifacts(list(ids))} if ids else {}

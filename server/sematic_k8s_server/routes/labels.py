@@ -1,0 +1,24 @@
+"""``/resolutions/{id}/labels``: the tags and the note people put on a resolution."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sematic_k8s_server import schemas
+from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, not_found
+
+router = APIRouter(prefix=API, tags=["resolutions"])
+
+
+@router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut, responses=NOT_FOUND,
+             summary="Add or remove tags, set or clear the note")
+def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict:
+    """Tags are kept sorted, each once; adding one already there or removing one not there is no error.
+    ``note`` replaces the note (``""`` clears it); leave it out to keep the note. Returns the resolution."""
+    with srv.write_lock:
+        res = srv.store.label_resolution(resolution_id, add=body.add, remove=body.remove, note=body.note,
+                                         set_note=body.note is not None)
+    if res is None:
+        raise not_found("resolution", resolution_id)
+    srv.bus.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": res.state}])
+    return res.to_dict()

@@ -1,0 +1,85 @@
+"""The artifact storages this server reads: its default and an allow-list, never one a record names.
+
+A cloud resolution records where its artifacts and logs live (``settings.storage_url``). The server reads
+them there only when that storage is its own default or on its allow-list ($SEMATIC_K8S_STORAGE_ALLOW,
+comma-separated URLs); a record naming any other location gets a clear error and nothing is fetched, so a
+record can never make the server contact a host, or open a path, of its choosing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
+
+from sematic_k8s.settings import STORAGE_ALLOW_ENV
+from sematic_k8s.storage.base import Storage
+from sematic_k8s.storage.urls import storage_from_url, storage_url
+
+ALLOW_ENV = STORAGE_ALLOW_ENV
+
+
+class StorageNotAllowed(Exception):
+    """A record names a storage this server is not configured to read."""
+
+
+def normalize(url: str) -> str:
+    """One spelling per storage: ``file:`` URLs resolved, no trailing slash."""
+    parsed = urlparse(url.strip())
+    if parsed.scheme == "file":
+        return Path(parsed.path).resolve().as_uri()
+    return url.strip().rstrip("/")
+
+
+def names(recorded: str, configured: str) -> bool:
+    """Whether a recorded storage URL names the configured one: the same scheme, bucket and prefix (or path),
+    and every setting the record gives (``?endpoint=``, ``?region=``) equal to the configured one's. A record
+    that gives no endpoint means "the reader's own", i.e. the configured storage."""
+    a, b = urlparse(normalize(recorded)), urlparse(normalize(configured))
+    if (a.scheme, a.netloc, a.path.rstrip("/")) != (b.scheme, b.netloc, b.path.rstrip("/")):
+        return False
+    theirs = dict(parse_qsl(b.query))
+    return all(theirs.get(k) == v for k, v in parse_qsl(a.query))
+
+
+class Storages:
+    """The default storage, and storages opened on first use from the allow-list."""
+
+    def __init__(self, default: Storage, allowed: Iterable[str] = ()) -> None:
+        self.default = default
+        try:
+            self.default_url: str | None = normalize(storage_url(default))
+        except ValueError:
+            self.default_url = None
+        self.allowed = [normalize(u) for u in allowed if u.strip()]
+        self._opened: dict[str, Storage] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str | None) -> Storage:
+        """The configured storage that ``url`` names (None: the default); StorageNotAllowed when it names none.
+        Only configured URLs are ever opened, never the recorded one."""
+        if not url:
+            return self.default
+        if self.default_url and names(url, self.default_url):
+            return self.default
+        key = next((u for u in self.allowed if names(url, u)), None)
+        if key is None:
+            raise StorageNotAllowed(
+                f"recorded in {url}, which this server does not read: add it to ${ALLOW_ENV} "
+                "(comma-separated storage URLs) on the server to show it here")
+        with self._lock:
+            if key not in self._opened:
+                self._opened[key] = storage_from_url(key)
+            return self._opened[key]
+
+    def of_resolution(self, store: Any, root_id: str) -> Storage:
+        """The storage resolution ``root_id`` recorded its artifacts and logs in (``settings.storage_url``;
+        none recorded: the default); StorageNotAllowed, naming the resolution, when it is not one of ours."""
+        res = store.get_resolution(root_id)
+        url = ((res.settings or {}).get("storage_url") if res else None) or None
+        try:
+            return self.for_url(url)
+        except StorageNotAllowed as e:
+            raise StorageNotAllowed(f"resolution {root_id}'s artifacts and logs are {e}") from None

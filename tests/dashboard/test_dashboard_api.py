@@ -1,0 +1,222 @@
+"""The API behind the dashboard, on SQLite and PostgreSQL, through a real server: the pipelines index
+(grouped by root func, filters, progress), tags and notes (API and HTTP store), a resolution's overview
+(fan-outs grouped and paged, edges, distinguishing inputs), run counts, followed logs, and the storage
+allow-list (a record never makes the server read a storage it is not configured with)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch
+from sematic_k8s_server.storages import ALLOW_ENV, StorageNotAllowed, Storages, names
+from serving import Served, serve
+
+try:
+    import big_resolution as big
+    import server_pipeline as sp
+    import sweep_pipeline as sw
+except ImportError:  # pragma: no cover
+    from tests import big_resolution as big
+    from tests import server_pipeline as sp
+    from tests import sweep_pipeline as sw
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    with serve(tmp_path, url) as s:
+        yield s
+
+
+def test_pipelines_index_labels_and_filters(served: Served, tmp_path: Path) -> None:
+    resolver = sk.LocalResolver(home=tmp_path, server=served.url, api_key=served.key)
+    sweep = sw.sweep(3)
+    assert sweep.resolve(resolver)["best"] == 0.3
+    adds = [sp.add(i, 1) for i in range(3)]
+    for f in adds:
+        f.resolve(resolver)
+    big_id = big.record_fanout(served.store, 40, running=5)
+    with served.client() as c:
+        page = c.get("/api/v1/pipelines").json()
+        groups = {g["root_func_path"].rpartition(":")[2]: g for g in page["groups"]}
+        assert set(groups) == {"sweep", "add", "pipeline"} and page["total"] == 3
+        assert [g["root_func_path"] for g in page["groups"]] == [  # the func with the newest resolution first
+            "server_pipeline:add", "sweep_pipeline:sweep", "sweep:pipeline"]
+        assert groups["add"]["count"] == 3 and groups["add"]["states"] == {"resolved": 3}
+        assert [r["id"] for r in groups["add"]["resolutions"]] == [f.id for f in reversed(adds)]
+        running = groups["pipeline"]["resolutions"][0]
+        assert running["run_counts"] == {"resolved": 36, "running": 6, "created": 1}  # progress: 36/43
+        assert groups["sweep"]["resolutions"][0]["run_counts"] is None  # ended: not counted
+        assert sorted(page["funcs"]) == sorted(g["root_func_path"] for g in page["groups"])
+
+        # tags and a note, from the API and the HTTP store
+        r = c.post(f"/api/v1/resolutions/{adds[0].id}/labels", json={"add": ["nightly", "lr=0.1"], "note": "first"})
+        assert r.status_code == 200 and r.json()["tags"] == ["lr=0.1", "nightly"] and r.json()["note"] == "first"
+        res = HttpStore(served.url, served.key).label_resolution(adds[0].id, remove=["lr=0.1"])
+        assert res is not None and res.tags == ["nightly"] and res.note == "first"
+        assert c.post(f"/api/v1/resolutions/{adds[1].id}/labels", json={"note": "keep the tags"}).json()["tags"] == []
+        bad = c.post(f"/api/v1/resolutions/{adds[0].id}/labels", json={"add": ["two words"]})
+        assert bad.status_code == 422 and "bad tag 'two words'" in bad.text
+        assert c.post(f"/api/v1/resolutions/{'ab' * 16}/labels", json={"add": ["x"]}).status_code == 404
+        assert served.store.get_resolution(adds[0].id).tags == ["nightly"]
+
+        def ids(**query: str) -> set[str]:
+            page = c.get("/api/v1/pipelines", params={**query, "per_func": 50}).json()
+            return {r["id"] for g in page["groups"] for r in g["resolutions"]}
+
+        assert ids(tag="nightly") == {adds[0].id}
+        assert ids(q="NIGHT") == {adds[0].id}  # tags, notes and funcs match in any case
+        assert ids(q="tags") == {adds[1].id}
+        assert ids(q=sweep.id[:8]) == {sweep.id}  # an id prefix
+        assert ids(func="add") == {f.id for f in adds}
+        assert ids(func="sweep_pipeline:sweep") == {sweep.id}
+        assert ids(state="running") == {big_id}
+        assert ids(q="100%_") == set()  # LIKE wildcards are literal
+        created = served.store.get_resolution(adds[1].id).created_at
+        since = (created.isoformat() + "Z")
+        assert ids(since=since) == {adds[1].id, adds[2].id}
+        assert ids(until=since) == {sweep.id, adds[0].id, big_id}  # big's records are from January
+        assert ids(since="2026-01-05T08:00:00+00:00", until="2026-01-05T10:00:00+00:00") == {big_id}
+        hist = c.get("/api/v1/pipelines", params={"func": "add", "per_func": 1, "history_offset": 1}).json()
+        assert [r["id"] for r in hist["groups"][0]["resolutions"]] == [adds[1].id]
+        assert c.get("/api/v1/pipelines", params={"since": "yesterday"}).status_code == 422
+
+        counts = c.get(f"/api/v1/resolutions/{big_id}/counts").json()
+        assert counts == {"resolution_id": big_id, "state": "running", "total": 43,
+                          "counts": {"resolved": 36, "running": 6, "created": 1}}
+        assert c.get(f"/api/v1/resolutions/{'ab' * 16}/counts").status_code == 404
+
+
+def test_overview_groups_fan_outs_and_tells_runs_apart(served: Served, tmp_path: Path) -> None:
+    resolver = sk.LocalResolver(home=tmp_path, server=served.url, api_key=served.key)
+    f = sw.sweep(30)
+    f.resolve(resolver)
+    with served.client() as c:
+        ov = c.get(f"/api/v1/resolutions/{f.id}/overview").json()
+        assert ov["total_runs"] == 1 + 3 + 30 + 1 and ov["counts"] == {"resolved": 35}
+        kinds = {(n["kind"], n["func_name"]) for n in ov["nodes"]}
+        assert kinds == {("run", "sweep"), ("run", "train"), ("group", "add"), ("run", "best")}
+        group = next(n for n in ov["nodes"] if n["kind"] == "group")
+        assert group["count"] == 30 and group["states"] == {"resolved": 30} and group["parent_id"] == f.id
+        assert sorted(n["label"] for n in ov["nodes"] if n["func_name"] == "train") == [
+            "lr=0.001", "lr=0.01", "lr=0.1"]
+        by_id = {n["id"]: n for n in ov["nodes"]}
+        best = next(n for n in ov["nodes"] if n["func_name"] == "best")
+        into_best = {(by_id[e["source"]]["func_name"], tuple(e["params"])) for e in ov["edges"]
+                     if e["destination"] == best["id"]}
+        assert into_best == {("train", ("scores",)), ("add", ("sums",))}  # the group's 30 edges are one
+
+        # a page of the group, one by one; the rest stays a group
+        page = c.get(f"/api/v1/resolutions/{f.id}/overview",
+                     params={"expand": f"{group['id']}@10", "page": 12}).json()
+        adds = [n for n in page["nodes"] if n["func_name"] == "add"]
+        rest = [n for n in adds if n["kind"] == "group"]
+        assert len(adds) == 13 and len(rest) == 1
+        assert rest[0]["count"] == 18 and (rest[0]["offset"], rest[0]["shown"], rest[0]["total"]) == (10, 12, 30)
+        assert sorted(n["label"] for n in adds if n["kind"] == "run") == sorted(f"x={i}" for i in range(10, 22))
+        assert c.get(f"/api/v1/resolutions/{f.id}/overview", params={"expand": "nope"}).status_code == 422
+        assert c.get(f"/api/v1/resolutions/{'cd' * 16}/overview").status_code == 404
+
+        # thousands of runs: a few nodes
+        big_id = big.record_fanout(served.store, 5000, running=20)
+        ov = c.get(f"/api/v1/resolutions/{big_id}/overview").json()
+        assert ov["total_runs"] == 5003 and len(ov["nodes"]) == 4
+        group = next(n for n in ov["nodes"] if n["kind"] == "group")
+        assert group["count"] == 5000 and group["states"] == {"resolved": 4980, "running": 20}
+
+        # the func's source text was recorded with each run
+        run = c.get(f"/api/v1/runs/{best['id']}").json()
+        assert run["source_text"].startswith("@sk.func\ndef best(") and "picking the best" in run["source_text"]
+
+
+def test_logs_follow_and_the_storage_allow_list(tmp_path: Path) -> None:
+    with serve(tmp_path) as s, s.client() as c:
+        f = sp.add(1, 2)
+        f.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))
+        storage = LocalStorage(tmp_path / "storage")
+        storage.append(log_key(f.id), b"")
+        whole = c.get(f"/api/v1/runs/{f.id}/logs")
+        size = int(whole.headers["x-log-size"])
+        storage.append(log_key(f.id), "more: é\n".encode())
+        more = c.get(f"/api/v1/runs/{f.id}/logs", params={"offset": size})
+        assert more.text == "more: é\n" and int(more.headers["x-log-size"]) == size + len("more: é\n".encode())
+
+        # a cloud resolution recorded in a storage this server does not read: a clear error, nothing read
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        host = f"127.0.0.1:{listener.getsockname()[1]}"
+        other = tmp_path / "other"
+        LocalStorage(other).put(log_key(f.id), b"from the other storage\n")
+        for url in (f"s3://bucket/logs?endpoint=http%3A%2F%2F{host}", other.as_uri()):
+            b = Batch()
+            b.resolution_updates[f.id] = {"settings": {"kind": "cloud", "storage_url": url}}
+            s.store.write(b)
+            r = c.get(f"/api/v1/runs/{f.id}/logs")
+            assert r.status_code == 409 and ALLOW_ENV in r.json()["detail"] and url in r.json()["detail"]
+            data = c.get(f"/api/v1/artifacts/{s.store.get_run(f.id).output_id}/data", params={"resolution_id": f.id})
+            assert data.status_code == 409
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody called
+        listener.close()
+
+    # the same storage on the allow-list: read from there
+    (tmp_path / "again").mkdir()
+    with serve(tmp_path / "again", allowed_storages=(other.as_uri(),)) as s2, s2.client() as c:
+        s2.store.write(_copy_resolution(s.store, f.id))
+        r = c.get(f"/api/v1/runs/{f.id}/logs")
+        assert r.status_code == 200 and r.text == "from the other storage\n"
+
+    storages = Storages(LocalStorage(tmp_path / "mine"), [other.as_uri()])
+    assert storages.for_url(other.as_uri() + "/") is storages.for_url(other.as_uri())
+    with pytest.raises(StorageNotAllowed):
+        storages.for_url((tmp_path / "elsewhere").as_uri())
+    # a record that gives no endpoint names the configured S3 storage of its bucket and prefix; one that
+    # gives another endpoint, or another prefix, names none
+    s3 = "s3://bucket/logs?endpoint=http%3A%2F%2F127.0.0.1%3A9000"
+    assert names("s3://bucket/logs", s3) and names(s3, s3)
+    assert not names("s3://bucket/logs?endpoint=http%3A%2F%2Fevil.example", s3)
+    assert not names("s3://bucket/other", s3) and not names("s3://other/logs", s3)
+
+
+def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
+    b = Batch()
+    b.add_resolution(store.get_resolution(root_id))
+    for r in store.runs_of_root(root_id):
+        b.add_run(r)
+    return b
+
+
+def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
+    """An embedded database made before tags, notes and source text: opened again, it gains the columns and
+    keeps its records; a server database at revision 0002 is migrated to 0003 the same way."""
+    import sqlalchemy as sa
+
+    from sematic_k8s.store.sql import SqlStore
+    from sematic_k8s_server.db import open_store
+
+    for name in ("embedded", "server"):
+        url = f"sqlite:///{tmp_path / name}.sqlite3"
+        old = SqlStore(url)
+        with old.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO resolutions (id, root_func_path, state, settings, created_at) "
+                                 "VALUES ('abc', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
+            for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text")):
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
+            if name == "server":
+                conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+                conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001')"))
+        old.close()
+        store = SqlStore(url) if name == "embedded" else open_store(url)
+        res = store.label_resolution("abc", add=["kept"], note="still here", set_note=True)
+        assert res is not None and res.tags == ["kept"] and res.note == "still here" and res.root_func_path == "m:f"
+        store.close()
