@@ -482,3 +482,24 @@ def test_too_large_resource_version_on_list(cluster, api):
                                                          resource_version_match="NotOlderThan")
     assert err.value.status == 504 and "Too large resource version" in status_of(err.value)["message"]
 
+
+
+def test_watch_from_a_compacted_version_can_be_an_http_410(cluster, api):
+    core = client.CoreV1Api(api)
+    old = core.create_namespaced_config_map(NS, cm("h-old")).metadata.resource_version
+    core.create_namespaced_config_map(NS, cm("h-new"))
+    cluster.compact()
+    cluster.gone_as_http()
+    with pytest.raises(ApiException) as err:
+        core.list_namespaced_config_map(NS, watch=True, resource_version=old, timeout_seconds=2)
+    assert err.value.status == 410 and status_of(err.value)["reason"] == "Expired"
+
+
+def test_a_kubeconfig_for_load_kube_config(cluster, tmp_path):
+    from kubernetes import config
+
+    path = cluster.kubeconfig(str(tmp_path / "kubeconfig"), namespace=NS)
+    configured = client.Configuration()
+    config.load_kube_config(config_file=path, client_configuration=configured)
+    with client.ApiClient(configured) as over_tls:
+        assert client.CoreV1Api(over_tls).read_namespace(NS).metadata.name == NS

@@ -143,6 +143,8 @@ def test_an_eviction_counts_against_backoff_limit_unless_a_rule_ignores_it(clust
     [disruption] = [c for c in evicted.status.conditions if c.type == "DisruptionTarget"]
     assert (disruption.status, disruption.reason) == ("True", "TerminationByKubelet")
     assert evicted.status.container_statuses[0].state.terminated.exit_code == 137
+    reasons = [e["reason"] for e in cluster.events(NS, pod.metadata.name)]
+    assert reasons[-2:] == ["Evicted", "Killing"] and reasons[0] == "Scheduled"
     done = cluster.wait(lambda: job_done(api, "counted"))
     assert conditions(done)[-1] == ("Failed", "BackoffLimitExceeded")
 
@@ -450,3 +452,58 @@ def test_eviction_api_marks_the_pod_and_deletes_it(cluster, api):
     assert [c for c in last["status"]["conditions"] if c["type"] == "DisruptionTarget"][0]["reason"] == \
         "EvictionByEvictionAPI"
     cluster.wait(lambda: cluster.get("pods", NS, "drained") is None)
+
+
+def test_an_injected_sidecar_and_tolerated_taints(cluster, api):
+    # https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/ (namespace label istio-injection)
+    cluster.namespace("mesh", {"istio-injection": "enabled"})
+    cluster.inject_sidecar({"name": "istio-proxy", "image": IMAGE})
+    core = client.CoreV1Api(api)
+    cluster.update_node("node-1", taints=[{"key": "batch", "value": "yes", "effect": "NoSchedule"}])
+    made = core.create_namespaced_pod("mesh", {"metadata": {"name": "meshed"}, "spec": {
+        "restartPolicy": "Never", "tolerations": [{"key": "batch", "operator": "Equal", "value": "yes"}],
+        "containers": [{"name": "worker", "image": IMAGE}]}})
+    assert [c.name for c in made.spec.containers] == ["worker", "istio-proxy"]
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("meshed", "mesh")).status.phase == "Succeeded" and p)
+    assert [c.name for c in pod.status.container_statuses] == ["istio-proxy", "worker"]
+    plain = core.create_namespaced_pod(NS, {"metadata": {"name": "plain"}, "spec": {
+        "tolerations": [{"key": "batch", "operator": "Exists"}], "containers": [{"name": "worker", "image": IMAGE}]}})
+    assert [c.name for c in plain.spec.containers] == ["worker"]
+
+
+def test_simulated_pods_run_the_real_worker_in_a_subprocess_or_in_process(cluster, api, tmp_path, monkeypatch):
+    import uuid
+
+    import sematic_k8s.worker as worker
+    from sematic_k8s.func import _REGISTRY, load_func
+    from sematic_k8s.future import new_id
+    from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_from_url, storage_url
+
+    module = f"kmodel_answer_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+    source.write_text("import sematic_k8s as sk\n\n\n@sk.func(inline=False)\ndef answer() -> int:\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    func = load_func(f"{module}:answer", str(source))
+    store = LocalStorage(tmp_path / "storage")
+
+    def in_process(ctx: SimContext) -> int:  # what `python -m sematic_k8s.worker` does, without a process
+        doc = worker.run_task(worker.TaskSpec.from_json(ctx.env[worker.TASK_ENV]),
+                              storage_from_url(ctx.env["SEMATIC_K8S_STORAGE"]))
+        return 1 if "error" in doc else 0
+    cluster.behaviour = by_name("", {"sub": Script(process=True), "inproc": Script(func=in_process)})
+    try:
+        for name in ("sub", "inproc"):
+            spec = worker.TaskSpec(new_id(), new_id(), func.path, func.source_file, {}, {}, 1)
+            env = [{"name": worker.TASK_ENV, "value": spec.to_json()},
+                   {"name": "SEMATIC_K8S_STORAGE", "value": storage_url(store)}]
+            client.BatchV1Api(api).create_namespaced_job(NS, job(name, containers=[
+                {"name": "worker", "image": IMAGE, "command": ["python", "-m", "sematic_k8s.worker"], "env": env}]))
+            done = cluster.wait(lambda name=name: job_done(api, name), timeout=60)
+            assert conditions(done)[-1] == ("Complete", "CompletionsReached")
+            doc = json.loads(store.get(worker.outcome_key(spec.run_id, 1)))
+            assert (doc["output"]["type_name"], doc["output"]["summary"]) == ("int", 42)
+    finally:
+        for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
+            del _REGISTRY[path]
+        sys.modules.pop(module, None)

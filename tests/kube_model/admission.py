@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kube_model.errors import ApiError, Kind, Warnings, forbidden
-from kube_model.meta import amount, quantity, suffix
+from kube_model.errors import Kind, Warnings, forbidden
+from kube_model.meta import amount, suffix
 from kube_model.store import Store
 
 LEVELS = ("privileged", "baseline", "restricted")
@@ -412,9 +412,3 @@ def quota_status(store: Store, q: dict[str, Any]) -> dict[str, Any]:
     used = usage(store, q["metadata"]["namespace"])
     return {"hard": dict(hard), "used": {r: _fmt(r, used.get(r, 0)) for r in hard}}
 
-
-def check_quantity(value: Any) -> None:
-    try:
-        quantity(value)
-    except ValueError as e:
-        raise ApiError(422, "Invalid", str(e)) from e

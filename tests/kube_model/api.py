@@ -28,7 +28,6 @@ from kube_model.errors import (
     already_exists,
     bad_request,
     conflict,
-    forbidden,
     gone,
     invalid,
     not_found,
@@ -141,18 +140,17 @@ class Api:
         self.store = store
         self.registry = registry
         self.default_job_propagation = "Orphan"
+        # mutating admission webhooks: fn(pod, namespace object) may change a new pod (e.g. inject a sidecar)
+        self.pod_mutations: list[Any] = []
 
     # -- helpers ----------------------------------------------------------------------------------------
 
     def _stored_type(self, rt: ResourceType) -> ResourceType:
         return self.registry.get(rt.key) if rt.storage else rt
 
-    def _out(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-        return to_new(obj) if rt.group == "events.k8s.io" else obj
-
     def view(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-        """An object as clients of ``rt`` see it."""
-        return self._out(rt, obj)
+        """An object as clients of ``rt`` see it (events.k8s.io shows stored core/v1 Events converted)."""
+        return to_new(obj) if rt.group == "events.k8s.io" else obj
 
     def _existing(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
         obj = self.store.get(rt.key, ns, name)
@@ -214,6 +212,8 @@ class Api:
         name_for_errors = meta.get("name") or meta.get("generateName") or ""
         if srt.key == "pods":
             admission.service_account(self.store, obj, srt.err, name_for_errors)  # mutating: before the name
+            for mutate in self.pod_mutations:
+                mutate(obj, self.store.get("namespaces", "", ns))
         if not meta.get("name"):
             for _ in range(10):
                 meta["name"] = meta["generateName"] + suffix()
@@ -235,14 +235,14 @@ class Api:
             raise already_exists(rt.err, meta["name"])
         if dry_run:
             meta["resourceVersion"] = ""
-            return Result(self._out(rt, obj), 201, warnings.items)
+            return Result(self.view(rt, obj), 201, warnings.items)
         self._commit("ADDED", srt, obj, None)
-        return Result(self._out(rt, obj), 201, warnings.items)
+        return Result(self.view(rt, obj), 201, warnings.items)
 
     # -- reads ------------------------------------------------------------------------------------------
 
     def get(self, rt: ResourceType, ns: str, name: str) -> Result:
-        return Result(self._out(rt, self._existing(rt, ns, name)))
+        return Result(self.view(rt, self._existing(rt, ns, name)))
 
     def list(self, rt: ResourceType, ns: str | None, opts: ListOptions) -> Result:
         labels = parse_label_selector(opts.label_selector)
@@ -277,7 +277,7 @@ class Api:
                                 if labels_match(labels, (items[k2].get("metadata") or {}).get("labels"))
                                 and (not fields or fields_match(fields, items[k2], field_value)))
                 break
-            out.append(_strip_list_item(self._out(rt, obj)))
+            out.append(_strip_list_item(self.view(rt, obj)))
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if more is not None:
             start_key = f"{more.get('namespace') or ''}/{more['name']}\x00"
@@ -333,7 +333,7 @@ class Api:
                 return self.create(rt, ns, {**body, "metadata": {**(body.get("metadata") or {}), "name": name}},
                                    user, dry_run=dry_run, warnings=warnings)
             raise not_found(rt.err, name)
-        current = self._out(rt, old)
+        current = self.view(rt, old)
         patched = apply_patch(content_type, current, body)
         if rt.group == "events.k8s.io":
             patched = to_old(patched)
@@ -378,15 +378,15 @@ class Api:
             validation.validate(srt, new)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _same(old, new):
-            return Result(self._out(rt, old), 200, warnings.items)
+            return Result(self.view(rt, old), 200, warnings.items)
         if dry_run:
-            return Result(self._out(rt, new), 200, warnings.items)
+            return Result(self.view(rt, new), 200, warnings.items)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") and not (
                 srt.key == "pods" and self._awaits_kubelet(new)):
             self._commit("DELETED", srt, new, old)
-            return Result(self._out(rt, new), 200, warnings.items)
+            return Result(self.view(rt, new), 200, warnings.items)
         self._commit("MODIFIED", srt, new, old)
-        return Result(self._out(rt, new), 200, warnings.items)
+        return Result(self.view(rt, new), 200, warnings.items)
 
     @staticmethod
     def _awaits_kubelet(pod: dict[str, Any]) -> bool:
@@ -437,9 +437,9 @@ class Api:
             grace = max(grace, 0)
             current = nmeta.get("deletionGracePeriodSeconds")
             if current is not None and grace >= int(current) and grace != 0:
-                return Result(self._out(rt, obj), 200, warnings.items)
+                return Result(self.view(rt, obj), 200, warnings.items)
         if opts.dry_run:
-            return Result(self._out(rt, obj), 200, warnings.items)
+            return Result(self.view(rt, obj), 200, warnings.items)
         pending = bool(finalizers) or grace > 0 or srt.key == "namespaces"
         if srt.key == "namespaces":
             new.setdefault("status", {})["phase"] = "Terminating"
@@ -454,11 +454,11 @@ class Api:
         if not _same(obj, new):
             self._commit("MODIFIED", srt, new, obj)
         code = 202 if propagation == "Foreground" or srt.key == "namespaces" else 200
-        return Result(self._out(rt, new), code, warnings.items)
+        return Result(self.view(rt, new), code, warnings.items)
 
     def _deleted_body(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         if rt.key in ("pods", "namespaces", "events"):
-            return self._out(rt, obj)
+            return self.view(rt, obj)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "details": {"name": obj["metadata"]["name"], "group": rt.group, "kind": rt.plural,
                             "uid": obj["metadata"].get("uid")}}
@@ -530,6 +530,3 @@ class Api:
             return
         self._commit("DELETED", self.registry.get(key), new, old)
 
-
-def forbidden_for(rt: ResourceType, name: str, why: str) -> ApiError:
-    return forbidden(rt.err, name, why)

@@ -108,13 +108,13 @@ class Cluster:
     async def _main(self, ready: threading.Event) -> None:
         self._stop = asyncio.Event()
         self.gc = GarbageCollector(self)
-        self.namespaces = NamespaceController(self)
+        self.namespace_controller = NamespaceController(self)
         self.jobs = JobController(self)
         self.quotas = QuotaController(self)
         self.scheduler = Scheduler(self)
         self.autoscaler = Autoscaler(self)
         self.store.listeners.append(self._dispatch)
-        for ctl in (self.gc, self.namespaces, self.jobs, self.quotas, self.scheduler):
+        for ctl in (self.gc, self.namespace_controller, self.jobs, self.quotas, self.scheduler):
             self._tasks.append(asyncio.ensure_future(self._guard(ctl.run, type(ctl).__name__)))
         for name in self.initial_namespaces:
             self.api.create(self.registry.core("namespaces"), "", {"metadata": {"name": name}}, SYSTEM)
@@ -185,7 +185,7 @@ class Cluster:
         return asyncio.run_coroutine_threadsafe(go(), self.loop).result(timeout)
 
     def _dispatch(self, change: Change) -> None:
-        for ctl in (self.gc, self.namespaces, self.jobs, self.quotas, self.scheduler):
+        for ctl in (self.gc, self.namespace_controller, self.jobs, self.quotas, self.scheduler):
             ctl.on_change(change)
         if change.key == "pods":
             node = (change.obj.get("spec") or {}).get("nodeName")
@@ -302,6 +302,11 @@ class Cluster:
         """Forget the change history (etcd compaction): older watches and continue tokens get 410 Gone."""
         return self.call(self.store.compact)
 
+    def gone_as_http(self, on: bool = True) -> None:
+        """Answer watches from a compacted resourceVersion with an HTTP 410 instead of an in-stream ERROR event
+        (what some API servers and proxies do)."""
+        self.call(lambda: setattr(self.server, "watch_gone_http", on))
+
     def bookmark(self) -> None:
         """Send a BOOKMARK now on every watch that asked for them."""
         self.call(lambda: self.server.send_bookmarks())  # type: ignore[union-attr]
@@ -387,12 +392,33 @@ class Cluster:
             return out
         return self.call(go)
 
+    def inject_sidecar(self, container: dict[str, Any], *, native: bool = False,
+                       label: str = "istio-injection") -> None:
+        """A mutating webhook (like Istio's injector): pods created in namespaces labelled ``<label>=enabled`` get
+        ``container`` added, as a classic sidecar (another container) or a native one (an init container with
+        ``restartPolicy: Always``, https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/)."""
+        def mutate(pod: dict[str, Any], namespace: dict[str, Any] | None) -> None:
+            labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(label) != "enabled":
+                return
+            spec = pod.setdefault("spec", {})
+            added = copy.deepcopy(container)
+            from kube_model import defaults
+
+            defaults.container(added)
+            if native:
+                added["restartPolicy"] = "Always"
+                spec.setdefault("initContainers", []).insert(0, added)
+            else:
+                spec.setdefault("containers", []).append(added)
+        self.call(lambda: self.api.pod_mutations.append(mutate))
+
     def namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         """Create a namespace (with labels, e.g. Pod Security ones) and wait for its default ServiceAccount."""
         def go() -> None:
             self.api.create(self.registry.core("namespaces"), "", {"metadata": {"name": name,
                                                                                 "labels": labels or {}}}, ADMIN)
-            self.namespaces.sync(name)
+            self.namespace_controller.sync(name)
         self.call(go)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

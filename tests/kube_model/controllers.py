@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from kube_model import admission
 from kube_model.api import FOREGROUND, ORPHAN, DeleteOptions
 from kube_model.errors import ApiError
 from kube_model.rbac import system_user
-from kube_model.scheduler import Scheduler
+from kube_model.scheduler import Scheduler, node_object
 from kube_model.store import Change
 
 if TYPE_CHECKING:
@@ -76,9 +77,8 @@ class GarbageCollector:
             except Exception:  # noqa: BLE001
                 self.cluster.log_exception("garbage collector")
 
-    def _exists(self, ref: dict[str, Any], namespace: str) -> bool:
-        ident = self.uids.get(ref.get("uid", ""))
-        return ident is not None
+    def _exists(self, ref: dict[str, Any]) -> bool:
+        return ref.get("uid", "") in self.uids
 
     def _check_owners(self, ident: tuple[str, str, str]) -> None:
         """A dependent whose owners are all absent (never existed with that uid) is deleted."""
@@ -86,7 +86,7 @@ class GarbageCollector:
         if obj is None:
             return
         refs = obj["metadata"].get("ownerReferences") or []
-        if refs and not any(self._exists(r, ident[1]) for r in refs):
+        if refs and not any(self._exists(r) for r in refs):
             self._delete(ident, "Background")
 
     def _owner_gone(self, uid: str) -> None:
@@ -95,7 +95,7 @@ class GarbageCollector:
             if obj is None:
                 continue
             refs = obj["metadata"].get("ownerReferences") or []
-            live = [r for r in refs if r.get("uid") != uid and self._exists(r, ident[1])]
+            live = [r for r in refs if r.get("uid") != uid and self._exists(r)]
             if live:
                 self._drop_ref(ident, uid)
             else:
@@ -252,15 +252,13 @@ class Autoscaler:
     def consider(self, unschedulable: list[dict[str, Any]]) -> None:
         if not self.groups or not unschedulable or self.pending is not None:
             return
-        from kube_model.scheduler import node_object
-
         for group in self.groups:
             if group.added >= group.max_nodes:
                 continue
             probe = node_object(group.template)
             scheduler: Scheduler = self.cluster.scheduler
-            fits = [p for p in unschedulable if scheduler.fit(p, [probe], {probe["metadata"]["name"]:
-                                                                           __import__("collections").Counter()})[0]]
+            empty = {probe["metadata"]["name"]: Counter()}
+            fits = [p for p in unschedulable if scheduler.fit(p, [probe], empty)[0]]
             if not fits:
                 continue
             n = group.added + 1

@@ -11,7 +11,6 @@ https://kubernetes.io/docs/reference/labels-annotations-taints/#batchkubernetesi
 from __future__ import annotations
 
 import base64
-import copy
 from typing import Any
 
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
@@ -155,6 +154,3 @@ def apply(kind_key: str, obj: dict[str, Any]) -> None:
     if fn is not None:
         fn(obj)
 
-
-def pod_from_template(template: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(template)

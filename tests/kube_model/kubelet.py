@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from kube_model import podenv
 from kube_model.admission import pod_usage
 from kube_model.errors import bad_request
-from kube_model.meta import amount, labels_match, stamp
+from kube_model.meta import amount, stamp
 from kube_model.runtimes import ContainerSpec, Exit, ImageInfo, PullError, valid_reference
 from kube_model.scheduler import node_affinity_matches
 
@@ -332,7 +332,7 @@ class PodWorker:
             c.exit = exit_
             message = exit_.message
             if not message and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_.code != 0:
-                message = podenv_tail(await self.logs_of(c.handle, FALLBACK_LINES), FALLBACK_BYTES)
+                message = tail_bytes(await self.logs_of(c.handle, FALLBACK_LINES), FALLBACK_BYTES)
             reason = "OOMKilled" if exit_.oom else ("Completed" if exit_.code == 0 else "Error")
             term: dict[str, Any] = {"exitCode": exit_.code, "reason": reason, "startedAt": exit_.started_at,
                                     "finishedAt": exit_.finished_at, "containerID": c.container_id}
@@ -550,7 +550,7 @@ class _ExecFormat:
         self.text = text
 
 
-def podenv_tail(text: str, limit: int) -> str:
+def tail_bytes(text: str, limit: int) -> str:
     data = text.encode()
     return data[-limit:].decode(errors="ignore") if len(data) > limit else text
 
@@ -651,8 +651,3 @@ class Kubelet:
             text = text.encode()[:limit_bytes].decode(errors="ignore")
         return text
 
-
-def selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    from kube_model.meta import Requirement
-
-    return labels_match([Requirement(k, "=", (v,)) for k, v in (selector or {}).items()], labels)
