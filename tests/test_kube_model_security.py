@@ -260,3 +260,16 @@ def test_a_missing_service_account_refuses_the_pod(cluster, admin):
     assert made.spec.containers[0].volume_mounts[0].mount_path == "/var/run/secrets/kubernetes.io/serviceaccount"
     no_token = core.create_namespaced_pod("sa", pod("no-token", automountServiceAccountToken=False))
     assert not no_token.spec.containers[0].volume_mounts
+
+
+def test_a_proxy_url_acts_as_its_service_account(cluster, admin):
+    # https://kubernetes.io/docs/reference/kubectl/generated/kubectl_proxy/
+    cluster.namespace("px")
+    client.CoreV1Api(admin).create_namespaced_service_account("px", {"metadata": {"name": "robot"}})
+    url = cluster.proxy("px/robot")
+    with client.ApiClient(client.Configuration(host=url)) as bare:
+        with pytest.raises(ApiException) as err:
+            client.CoreV1Api(bare).list_namespaced_pod("px")
+    assert 'User "system:serviceaccount:px:robot" cannot list resource "pods"' in status_of(err.value)["message"]
+    with client.ApiClient(client.Configuration(host=cluster.proxy())) as as_admin:
+        assert client.CoreV1Api(as_admin).list_namespaced_pod("px").items == []

@@ -271,6 +271,7 @@ class ApiServer:
         self.watches: set[WatchStream] = set()
         self.watch_gone_http = False
         self.runner: web.AppRunner | None = None
+        self.proxies: dict[int, str] = {}  # local port -> the token every request there is sent with
 
     async def start(self, cert: str, key: str) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -286,6 +287,15 @@ class ApiServer:
             tls_site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ctx)
             await tls_site.start()
             self.cluster.tls_port = tls_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def add_proxy(self, token: str) -> int:
+        """Another port where every request is authenticated with ``token`` (what ``kubectl proxy`` does)."""
+        assert self.runner is not None
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.proxies[port] = token
+        return port
 
     async def stop(self) -> None:
         self.drop_watches(False)
@@ -317,7 +327,11 @@ class ApiServer:
         self.requests.append(r)
         warnings = Warnings()
         try:
-            user = self.cluster.tokens.authenticate(request.headers.get("Authorization"), self.cluster.anonymous)
+            header = request.headers.get("Authorization")
+            sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+            if sock and sock[1] in self.proxies:
+                header = f"Bearer {self.proxies[sock[1]]}"
+            user = self.cluster.tokens.authenticate(header, self.cluster.anonymous)
             r.user = user.name
             response = await self.route(request, r, user, query, warnings)
         except ApiError as e:

@@ -342,6 +342,13 @@ class Cluster:
             return self.call(self.tokens.issue, User(user, (*groups, "system:authenticated")))
         return self.admin_token
 
+    def proxy(self, service_account: str | None = None) -> str:
+        """A URL that needs no credentials, like ``kubectl proxy``: its requests act as ``namespace/name`` of a
+        ServiceAccount (default: the admin). For code that takes a bare API URL (SEMATIC_K8S_KUBE_HOST)."""
+        token = self.token(service_account)
+        port = self.call(lambda: self.server.add_proxy(token))  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
     def user_of(self, service_account: str) -> str:
         ns, _, name = service_account.partition("/")
         return service_account_user(ns, name).name
