@@ -74,8 +74,9 @@ def test_a_pod_runs_in_docker_with_its_env_secrets_and_downward_api(cluster, ns,
                                                                                                "Completed")
     assert (second.name, second.state.terminated.exit_code, second.state.terminated.reason) == ("main", 3, "Error")
     assert second.container_id.startswith("docker://") and second.image == IMAGE and second.image_id
-    assert core.read_namespaced_pod_log("real", ns, container="main") == "v-real s3cr3t real 127.0.0.1\nto stderr\n"
-    assert core.read_namespaced_pod_log("real", ns, container="main", tail_lines=1) == "to stderr\n"
+    logs = core.read_namespaced_pod_log("real", ns, container="main")  # stdout and stderr, interleaved by time
+    assert sorted(logs.splitlines()) == ["to stderr", "v-real s3cr3t real 127.0.0.1"]
+    assert core.read_namespaced_pod_log("real", ns, container="main", tail_lines=1) == logs.splitlines(True)[-1]
     reasons = [e["reason"] for e in cluster.events(ns, "real")]
     assert reasons[0] == "Scheduled" and {"Pulled", "Created", "Started"} <= set(reasons)
 

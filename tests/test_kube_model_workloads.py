@@ -197,7 +197,7 @@ def test_ttl_after_finished_deletes_the_job_and_its_pods(cluster, api):
 def test_pods_wait_unschedulable_until_capacity_frees(cluster, api):
     # https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/
     cluster.update_node("node-1", pods=2)
-    cluster.behaviour = by_name("", {}, Script(run=0.4))
+    cluster.behaviour = by_name("", {}, Script(run=1.0))
     batch = client.BatchV1Api(api)
     for i in range(4):
         batch.create_namespaced_job(NS, job(f"cap-{i}"))
