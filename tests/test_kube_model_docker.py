@@ -28,8 +28,8 @@ def cluster() -> Iterator[Cluster]:
     with Cluster([NodeSpec("node-1", runtime="docker")]) as c:
         yield c
         assert not c.errors, c.errors
-    left = docker_client().containers.list(all=True, filters={"label": f"kube-model.cluster={c.id}"})
-    assert not left, [x.name for x in left]  # every container of the model is gone with it
+    left = docker_client().api.containers(all=True, filters={"label": f"kube-model.cluster={c.id}"})
+    assert not left, [x["Names"] for x in left]  # every container of the model is gone with it
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_a_job_in_docker_completes_and_its_containers_go_with_it(cluster, ns):
     cluster.wait(lambda: (j := batch.read_namespaced_job("real-job", ns)).status.succeeded == 1 and j, timeout=120)
     docker = docker_client()
     ours = {"label": [f"kube-model.cluster={cluster.id}", f"io.kubernetes.pod.namespace={ns}"]}
-    assert docker.containers.list(all=True, filters=ours)
+    assert docker.api.containers(all=True, filters=ours)
     batch.delete_namespaced_job("real-job", ns, propagation_policy="Foreground")
-    cluster.wait(lambda: not docker.containers.list(all=True, filters=ours), timeout=60)
+    cluster.wait(lambda: not docker.api.containers(all=True, filters=ours), timeout=60)
     api.close()

@@ -196,6 +196,8 @@ class DockerRuntime:
                         break
             handle.reload()
             state = handle.attrs.get("State") or {}
+            if int(result.get("StatusCode", 1)) == 137 and not state.get("OOMKilled") and spec.memory_limit:
+                state = {**state, "OOMKilled": self._late_oom(handle)}  # the flag can lag the exit
             message = ""
             if spec.termination_log and os.path.exists(spec.termination_log):
                 with open(spec.termination_log, errors="replace") as f:
@@ -203,6 +205,23 @@ class DockerRuntime:
             return Exit(int(result.get("StatusCode", 1)), bool(state.get("OOMKilled")),
                         _docker_ts(state.get("StartedAt")), _docker_ts(state.get("FinishedAt")), message)
         return await self._run(wait, pool=self.waiters)
+
+    def _late_oom(self, handle: Any) -> bool:
+        """Docker sets a container's OOMKilled flag asynchronously: look again for a moment, and at its events."""
+        for _ in range(5):
+            time.sleep(0.2)
+            try:
+                handle.reload()
+                if (handle.attrs.get("State") or {}).get("OOMKilled"):
+                    return True
+                now = datetime.datetime.now(datetime.timezone.utc)
+                if any(True for _ in self.docker.events(since=now - datetime.timedelta(hours=1), until=now,
+                                                        decode=True, filters={"container": handle.id,
+                                                                              "event": "oom"})):
+                    return True
+            except Exception:  # noqa: BLE001 - the container is gone: trust the exit code only
+                return False
+        return False
 
     async def stop(self, handle: Any, grace: int) -> None:
         def stop() -> None:
@@ -229,9 +248,10 @@ class DockerRuntime:
     def cleanup(self) -> None:
         """Remove every container of this cluster (only ours: selected by the cluster id label)."""
         try:
-            for c in self.docker.containers.list(all=True, filters={"label": f"kube-model.cluster={self.cluster_id}"}):
+            ours = self.docker.api.containers(all=True, filters={"label": f"kube-model.cluster={self.cluster_id}"})
+            for c in ours:  # the low-level list: no inspect of containers going away meanwhile
                 with contextlib.suppress(Exception):
-                    c.remove(force=True)
+                    self.docker.api.remove_container(c["Id"], force=True)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.waiters.shutdown(wait=False, cancel_futures=True)
