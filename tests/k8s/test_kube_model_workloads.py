@@ -1,0 +1,509 @@
+"""The cluster model's Job controller, scheduler and (simulated) kubelet (tests/support/kube_model), driven through the
+official client: Job conditions and counters, backoffLimit, podFailurePolicy, deadlines, TTL, finite node
+capacity, kubelet admission, image pulls, container configuration, volumes, sidecars, evictions, logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes")
+
+from kubernetes import client  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
+
+from kube_model import Cluster, NodeSpec, Script, SimContext  # noqa: E402
+
+NS = "work"
+IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
+SUFFIX = re.compile(r"^[bcdfghjklmnpqrstvwxz2456789]{5}$")
+
+
+def by_name(name: str, scripts: dict[str, Script], default: Script | None = None) -> Any:
+    """A behaviour: the Script of the first key ``<pod name prefix>[:<container>]`` that matches."""
+    def behave(pod: dict[str, Any], container: dict[str, Any]) -> Script:
+        for key, script in scripts.items():
+            prefix, _, wanted = key.partition(":")
+            if pod["metadata"]["name"].startswith(prefix) and wanted in ("", container["name"]):
+                return script
+        return default or Script(run=0.05)
+    return behave
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with Cluster([NodeSpec("node-1", runtime="sim")]) as c:
+        c.namespace(NS)
+        yield c
+        assert not c.errors, c.errors
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[client.ApiClient]:
+    a = cluster.client()
+    yield a
+    a.close()
+
+
+def job(name: str, *, containers: list[dict[str, Any]] | None = None, pod: dict[str, Any] | None = None,
+        **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, **spec, "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "restartPolicy": "Never", "containers": containers or [{"name": "main", "image": IMAGE}],
+                **(pod or {})}}}}
+
+
+def conditions(j: Any) -> list[tuple[str, str | None]]:
+    return [(c.type, c.reason) for c in j.status.conditions or []]
+
+
+def job_done(api: client.ApiClient, name: str) -> Any:
+    j = client.BatchV1Api(api).read_namespaced_job(name, NS)
+    return j if any(t in ("Complete", "Failed") for t, _ in conditions(j)) else None
+
+
+def pods_of(api: client.ApiClient, name: str) -> list[Any]:
+    return client.CoreV1Api(api).list_namespaced_pod(NS, label_selector=f"batch.kubernetes.io/job-name={name}").items
+
+
+def waiting_reasons(cluster: Cluster, pod: str, container: str = "main") -> list[str]:
+    out = []
+    for version in cluster.history("pods", NS, pod):
+        for cs in ((version.get("status") or {}).get("containerStatuses") or []):
+            reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+            if cs["name"] == container and reason and (not out or out[-1] != reason):
+                out.append(reason)
+    return out
+
+
+# -- the Job controller --------------------------------------------------------------------------------------
+
+
+def test_a_job_creates_an_owned_pod_and_completes(cluster, api):
+    # https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup
+    batch = client.BatchV1Api(api)
+    made = batch.create_namespaced_job(NS, job("ok"))
+    done = cluster.wait(lambda: job_done(api, "ok"))
+    assert conditions(done) == [("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached")]
+    assert done.status.succeeded == 1 and not done.status.failed and not done.status.active
+    assert done.status.start_time <= done.status.completion_time
+    [pod] = pods_of(api, "ok")
+    prefix, tail = pod.metadata.name.rsplit("-", 1)
+    assert prefix == "ok" and SUFFIX.match(tail)
+    [ref] = pod.metadata.owner_references
+    assert (ref.kind, ref.name, ref.uid, ref.controller, ref.block_owner_deletion) == (
+        "Job", "ok", made.metadata.uid, True, True)
+    assert pod.metadata.labels["controller-uid"] == made.metadata.uid and pod.metadata.labels["app"] == "ok"
+    assert not pod.metadata.finalizers  # batch.kubernetes.io/job-tracking, removed once counted
+    assert "batch.kubernetes.io/job-tracking" in cluster.history("pods", NS, pod.metadata.name)[0]["metadata"][
+        "finalizers"]
+    reasons = [(e["reason"], e["message"]) for e in cluster.events(NS, "ok")]
+    assert reasons == [("SuccessfulCreate", f"Created pod: {pod.metadata.name}"), ("Completed", "Job completed")]
+
+
+def test_failed_pods_count_against_backoff_limit(cluster, api):
+    cluster.behaviour = by_name("bad", {"bad": Script(run=0.02, exit_code=2)})
+    client.BatchV1Api(api).create_namespaced_job(NS, job("bad", backoffLimit=2))
+    done = cluster.wait(lambda: job_done(api, "bad"))
+    assert conditions(done) == [("FailureTarget", "BackoffLimitExceeded"), ("Failed", "BackoffLimitExceeded")]
+    assert done.status.conditions[1].message == "Job has reached the specified backoff limit"
+    assert done.status.failed == 3 and len(pods_of(api, "bad")) == 3
+    assert cluster.events(NS, "bad")[-1]["reason"] == "BackoffLimitExceeded"
+    assert cluster.events(NS, "bad")[-1]["type"] == "Warning"
+
+
+def test_pod_failure_policy_fail_job_on_an_exit_code(cluster, api):
+    # https://kubernetes.io/docs/tasks/job/pod-failure-policy/
+    cluster.behaviour = by_name("pfp", {"pfp": Script(run=0.02, exit_code=1)})
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In",
+                                                               "values": [1]}}]}
+    client.BatchV1Api(api).create_namespaced_job(NS, job("pfp", backoffLimit=3, podFailurePolicy=policy))
+    done = cluster.wait(lambda: job_done(api, "pfp"))
+    [pod] = pods_of(api, "pfp")
+    assert conditions(done) == [("FailureTarget", "PodFailurePolicy"), ("Failed", "PodFailurePolicy")]
+    assert done.status.conditions[1].message == (
+        f"Container main for pod {NS}/{pod.metadata.name} failed with exit code 1 matching FailJob rule at index 0")
+
+
+def test_an_eviction_counts_against_backoff_limit_unless_a_rule_ignores_it(cluster, api):
+    # https://kubernetes.io/docs/tasks/job/pod-failure-policy/#using-pod-failure-policy-to-ignore-pod-disruptions
+    batch = client.BatchV1Api(api)
+    cluster.behaviour = by_name("", {}, Script(forever=True))
+    batch.create_namespaced_job(NS, job("counted"))
+    pod = cluster.wait(lambda: [p for p in pods_of(api, "counted") if p.status.phase == "Running"])[0]
+    cluster.evict(NS, pod.metadata.name)
+    evicted = client.CoreV1Api(api).read_namespaced_pod(pod.metadata.name, NS)
+    assert (evicted.status.phase, evicted.status.reason) == ("Failed", "Evicted")
+    assert evicted.status.message.startswith("The node was low on resource: memory.")
+    [disruption] = [c for c in evicted.status.conditions if c.type == "DisruptionTarget"]
+    assert (disruption.status, disruption.reason) == ("True", "TerminationByKubelet")
+    assert evicted.status.container_statuses[0].state.terminated.exit_code == 137
+    reasons = [e["reason"] for e in cluster.events(NS, pod.metadata.name)]
+    assert reasons[-2:] == ["Evicted", "Killing"] and reasons[0] == "Scheduled"
+    done = cluster.wait(lambda: job_done(api, "counted"))
+    assert conditions(done)[-1] == ("Failed", "BackoffLimitExceeded")
+
+    policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+    batch.create_namespaced_job(NS, job("ignored", podFailurePolicy=policy))
+    pod = cluster.wait(lambda: [p for p in pods_of(api, "ignored") if p.status.phase == "Running"])[0]
+    cluster.evict(NS, pod.metadata.name)
+    cluster.wait(lambda: len([p for p in pods_of(api, "ignored") if p.status.phase == "Running"]) == 1
+                 and len(pods_of(api, "ignored")) == 2)
+    j = batch.read_namespaced_job("ignored", NS)
+    assert not j.status.failed and j.status.active == 1 and not j.status.conditions
+
+
+def test_active_deadline_counts_from_the_jobs_start_time(cluster, api):
+    cluster.behaviour = by_name("", {}, Script(forever=True))
+    client.BatchV1Api(api).create_namespaced_job(NS, job("late", activeDeadlineSeconds=1))
+    done = cluster.wait(lambda: job_done(api, "late"))
+    assert conditions(done) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
+    assert done.status.conditions[1].message == "Job was active longer than specified deadline"
+    cluster.wait(lambda: not pods_of(api, "late"))  # deleted by the controller: killed, then gone
+    events = cluster.events(NS, "late")
+    assert [e["reason"] for e in events] == ["SuccessfulCreate", "SuccessfulDelete", "DeadlineExceeded"]
+    pod = events[0]["message"].removeprefix("Created pod: ")
+    assert cluster.history("pods", NS, pod)[-1]["status"]["phase"] == "Failed"
+
+
+def test_a_pods_active_deadline_includes_the_image_pull(cluster, api):
+    # https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#lifecycle (activeDeadlineSeconds
+    # is relative to StartTime, which the kubelet sets before pulling images)
+    cluster.sim_images.pull_seconds = 1.2
+    cluster.behaviour = by_name("", {}, Script(run=0.3))
+    client.BatchV1Api(api).create_namespaced_job(NS, job("pull", pod={"activeDeadlineSeconds": 1}))
+    pod = cluster.wait(lambda: [p for p in pods_of(api, "pull") if p.status.phase == "Failed"])[0]
+    assert (pod.status.reason, pod.status.message) == (
+        "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+    assert waiting_reasons(cluster, pod.metadata.name) == ["ContainerCreating"]  # it never even started
+
+
+def test_ttl_after_finished_deletes_the_job_and_its_pods(cluster, api):
+    # https://kubernetes.io/docs/concepts/workloads/controllers/ttlafterfinished/
+    client.BatchV1Api(api).create_namespaced_job(NS, job("short", ttlSecondsAfterFinished=1))
+    cluster.wait(lambda: job_done(api, "short"))
+    pod = pods_of(api, "short")[0].metadata.name
+    cluster.wait(lambda: cluster.get("jobs.batch", NS, "short") is None and cluster.get("pods", NS, pod) is None)
+
+
+# -- the scheduler -------------------------------------------------------------------------------------------
+
+
+def test_pods_wait_unschedulable_until_capacity_frees(cluster, api):
+    # https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/
+    cluster.update_node("node-1", pods=2)
+    cluster.behaviour = by_name("", {}, Script(run=1.0))
+    batch = client.BatchV1Api(api)
+    for i in range(4):
+        batch.create_namespaced_job(NS, job(f"cap-{i}"))
+    pending = cluster.wait(lambda: [p for p in client.CoreV1Api(api).list_namespaced_pod(NS).items
+                                    if any(c.reason == "Unschedulable" for c in p.status.conditions or [])])
+    cond = next(c for c in pending[0].status.conditions if c.type == "PodScheduled")
+    assert (cond.status, cond.message) == ("False", "0/1 nodes are available: 1 Too many pods. preemption: 0/1 nodes "
+                                                    "are available: 1 No preemption victims found for incoming pod.")
+    events = [e for e in cluster.events(NS, pending[0].metadata.name) if e["reason"] == "FailedScheduling"]
+    assert events[0]["type"] == "Warning" and events[0]["reportingComponent"] == "default-scheduler"
+    for i in range(4):
+        assert conditions(cluster.wait(lambda i=i: job_done(api, f"cap-{i}")))[-1] == ("Complete", "CompletionsReached")
+
+
+def test_unschedulable_reasons_and_a_node_scale_up(cluster, api):
+    core = client.CoreV1Api(api)
+    cluster.update_node("node-1", taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
+    cluster.add_node(NodeSpec("node-2", runtime="sim", cpu="1", labels={"pool": "small"}))
+    big = {"name": "main", "image": IMAGE, "resources": {"requests": {"cpu": "2"}}}
+    core.create_namespaced_pod(NS, {"metadata": {"name": "big"}, "spec": {"restartPolicy": "Never",
+                                                                          "containers": [big]}})
+    msg = cluster.wait(lambda: next((c.message for c in core.read_namespaced_pod("big", NS).status.conditions or []
+                                     if c.reason == "Unschedulable"), None))
+    assert msg == ("0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}. "
+                   "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption "
+                   "is not helpful for scheduling.")
+    cluster.add_node(NodeSpec("node-3", runtime="sim", cpu="4"))  # what an autoscaler does
+    cluster.wait(lambda: core.read_namespaced_pod("big", NS).spec.node_name == "node-3")
+    core.create_namespaced_pod(NS, {"metadata": {"name": "picky"}, "spec": {
+        "nodeSelector": {"pool": "gpu"}, "containers": [{"name": "main", "image": IMAGE}]}})
+    msg = cluster.wait(lambda: next((c.message for c in core.read_namespaced_pod("picky", NS).status.conditions or []
+                                     if c.reason == "Unschedulable"), None))
+    assert "2 node(s) didn't match Pod's node affinity/selector" in msg
+
+
+def test_the_autoscaler_adds_a_node_for_pods_that_would_fit_one(cluster, api):
+    core = client.CoreV1Api(api)
+    cluster.autoscale(NodeSpec("gpu", runtime="sim", extra={"nvidia.com/gpu": "1"}, labels={"pool": "gpu"}),
+                      max_nodes=1)
+    gpu = {"name": "main", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    core.create_namespaced_pod(NS, {"metadata": {"name": "train"}, "spec": {"restartPolicy": "Never",
+                                                                            "containers": [gpu]}})
+    cluster.wait(lambda: core.read_namespaced_pod("train", NS).spec.node_name == "gpu-1")
+    reasons = [e["reason"] for e in cluster.events(NS, "train")]
+    assert reasons[:2] == ["FailedScheduling", "TriggeredScaleUp"] and "Scheduled" in reasons
+
+
+# -- the kubelet ---------------------------------------------------------------------------------------------
+
+
+def test_kubelet_admission_rejects_pods_that_do_not_fit_the_node(cluster, api):
+    # https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/ and the kubelet's admission
+    core = client.CoreV1Api(api)
+    cluster.update_node("node-1", reserved={"cpu": "3500m"})  # usage the scheduler does not know of
+    spec = {"restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE,
+                                                      "resources": {"requests": {"cpu": "1"}}}]}
+    core.create_namespaced_pod(NS, {"metadata": {"name": "squeezed"}, "spec": spec})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("squeezed", NS)).status.phase == "Failed" and p)
+    assert (pod.status.reason, pod.status.message) == (
+        "OutOfcpu", "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000, used: 3500, "
+                    "capacity: 4000")
+    assert not pod.status.container_statuses
+    core.create_namespaced_pod(NS, {"metadata": {"name": "misplaced"}, "spec": {
+        "nodeName": "node-1", "nodeSelector": {"pool": "gpu"}, "containers": [{"name": "main", "image": IMAGE}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("misplaced", NS)).status.phase == "Failed" and p)
+    assert (pod.status.reason, pod.status.message) == ("NodeAffinity", "Pod was rejected: Predicate NodeAffinity "
+                                                                       "failed")
+
+
+def test_a_missing_image_alternates_err_image_pull_and_image_pull_backoff(cluster, api):
+    # https://kubernetes.io/docs/concepts/containers/images/#imagepullbackoff
+    cluster.sim_images.missing.add(IMAGE)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, {"metadata": {"name": "nopull"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE}]}})
+    cluster.wait(lambda: waiting_reasons(cluster, "nopull")[:5] == [
+        "ContainerCreating", "ErrImagePull", "ImagePullBackOff", "ErrImagePull", "ImagePullBackOff"])
+    cs = core.read_namespaced_pod("nopull", NS).status.container_statuses[0]
+    assert cs.state.waiting.reason in ("ErrImagePull", "ImagePullBackOff") and cs.image_id == ""
+    messages = [e["message"] for e in cluster.events(NS, "nopull")]
+    assert f'Pulling image "{IMAGE}"' in messages and f'Back-off pulling image "{IMAGE}"' in messages
+    assert any(m.startswith(f'Failed to pull image "{IMAGE}": rpc error: code = NotFound') for m in messages)
+    cluster.sim_images.missing.clear()
+    cluster.wait(lambda: core.read_namespaced_pod("nopull", NS).status.phase == "Succeeded")
+
+
+def test_container_config_errors_and_missing_volumes_wait_for_what_is_missing(cluster, api):
+    # https://kubernetes.io/docs/concepts/configuration/secret/#using-secrets-as-environment-variables
+    core = client.CoreV1Api(api)
+    env = [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}}}]
+    core.create_namespaced_pod(NS, {"metadata": {"name": "envy"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE, "env": env}]}})
+    cs = cluster.wait(lambda: (p := core.read_namespaced_pod("envy", NS)).status.container_statuses and p.status
+                      .container_statuses[0].state.waiting and p.status.container_statuses[0].state.waiting.reason ==
+                      "CreateContainerConfigError" and p.status.container_statuses[0])
+    assert cs.state.waiting.message == 'secret "s3" not found'
+    core.create_namespaced_secret(NS, {"metadata": {"name": "s3"}, "stringData": {"OTHER": "x"}})
+    cluster.wait(lambda: core.read_namespaced_pod("envy", NS).status.container_statuses[0].state.waiting
+                 .message == f"couldn't find key AWS_SECRET_ACCESS_KEY in Secret {NS}/s3")
+    core.patch_namespaced_secret("s3", NS, {"stringData": {"AWS_SECRET_ACCESS_KEY": "k"}})
+    cluster.wait(lambda: core.read_namespaced_pod("envy", NS).status.phase == "Succeeded")
+    # https://kubernetes.io/docs/concepts/storage/volumes/#secret
+    core.create_namespaced_pod(NS, {"metadata": {"name": "mounty"}, "spec": {
+        "restartPolicy": "Never", "volumes": [{"name": "creds", "secret": {"secretName": "later"}}],
+        "containers": [{"name": "main", "image": IMAGE, "volumeMounts": [{"name": "creds", "mountPath": "/c"}]}]}})
+    event = cluster.wait(lambda: [e for e in cluster.events(NS, "mounty") if e["reason"] == "FailedMount"])[0]
+    assert event["message"] == 'MountVolume.SetUp failed for volume "creds" : secret "later" not found'
+    assert core.read_namespaced_pod("mounty", NS).status.container_statuses[0].state.waiting.reason == \
+        "ContainerCreating"
+    core.create_namespaced_secret(NS, {"metadata": {"name": "later"}, "stringData": {"a": "b"}})
+    cluster.wait(lambda: core.read_namespaced_pod("mounty", NS).status.phase == "Succeeded")
+
+
+def test_a_broken_sandbox_keeps_pods_creating(cluster, api):
+    core = client.CoreV1Api(api)
+    cluster.update_node("node-1", sandbox_error="rpc error: code = Unknown desc = failed to setup network")
+    core.create_namespaced_pod(NS, {"metadata": {"name": "sandy"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE}]}})
+    event = cluster.wait(lambda: [e for e in cluster.events(NS, "sandy") if e["reason"] == "FailedCreatePodSandBox"])
+    assert event[0]["message"] == "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup " \
+                                  "network"
+    assert core.read_namespaced_pod("sandy", NS).status.phase == "Pending"
+    cluster.update_node("node-1", sandbox_error=None)
+    cluster.wait(lambda: core.read_namespaced_pod("sandy", NS).status.phase == "Succeeded")
+
+
+def test_sidecars_and_container_statuses_sorted_by_name(cluster, api):
+    # https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {"native:proxy": Script(forever=True), "classic:istio-proxy": Script(forever=True),
+                                     "classic:worker": Script(run=0.05, exit_code=137, oom=True)})
+    core.create_namespaced_pod(NS, {"metadata": {"name": "native"}, "spec": {
+        "restartPolicy": "Never", "initContainers": [{"name": "proxy", "image": IMAGE, "restartPolicy": "Always"}],
+        "containers": [{"name": "worker", "image": IMAGE}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("native", NS)).status.phase == "Succeeded" and p)
+    [sidecar] = pod.status.init_container_statuses
+    assert sidecar.name == "proxy" and sidecar.state.terminated.exit_code == 143  # stopped after the worker ended
+    core.create_namespaced_pod(NS, {"metadata": {"name": "classic"}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "worker", "image": IMAGE},
+                                                 {"name": "istio-proxy", "image": IMAGE}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("classic", NS)).status.container_statuses
+                       and p.status.container_statuses[1].state.terminated and p)
+    first, second = pod.status.container_statuses
+    assert (first.name, second.name) == ("istio-proxy", "worker")  # sorted by name, not spec order
+    assert first.state.running and (second.state.terminated.reason, second.state.terminated.exit_code) == (
+        "OOMKilled", 137)
+    assert pod.status.phase == "Running"  # a classic sidecar never exits: the pod never ends
+
+
+def test_run_as_non_root_with_an_image_that_runs_as_root(cluster, api):
+    # https://kubernetes.io/docs/tasks/configure-pod-container/security-context/
+    core = client.CoreV1Api(api)
+    sc = {"runAsNonRoot": True}
+    core.create_namespaced_pod(NS, {"metadata": {"name": "rooty"}, "spec": {"restartPolicy": "Never",
+                                    "securityContext": sc, "containers": [{"name": "main", "image": IMAGE}]}})
+    cs = cluster.wait(lambda: (p := core.read_namespaced_pod("rooty", NS)).status.container_statuses and (
+        p.status.container_statuses[0].state.waiting or None) and p.status.container_statuses[0].state.waiting.reason
+                      == "CreateContainerConfigError" and p.status.container_statuses[0])
+    uid = core.read_namespaced_pod("rooty", NS).metadata.uid
+    assert cs.state.waiting.message == (f'container has runAsNonRoot and image will run as root (pod: '
+                                        f'"rooty_{NS}({uid})", container: main)')
+    other = "127.0.0.1:5000/nonroot:1"
+    cluster.sim_images.users[other] = "1000"
+    core.create_namespaced_pod(NS, {"metadata": {"name": "fine"}, "spec": {"restartPolicy": "Never",
+                                    "securityContext": sc, "containers": [{"name": "main", "image": other}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("fine", NS).status.phase == "Succeeded")
+
+
+def test_an_image_for_another_architecture_exits_1(cluster, api):
+    cluster.add_node(NodeSpec("arm", runtime="sim", arch="arm64"))
+    cluster.sim_images.arch[IMAGE] = "amd64"
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, {"metadata": {"name": "arm"}, "spec": {"restartPolicy": "Never", "nodeSelector": {
+        "kubernetes.io/arch": "arm64"}, "containers": [{"name": "main", "image": IMAGE, "command": ["python"]}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("arm", NS)).status.phase == "Failed" and p)
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 1
+    assert core.read_namespaced_pod_log("arm", NS) == "exec python: exec format error\n"
+
+
+def test_logs_tail_container_choice_previous_and_termination_message(cluster, api):
+    # https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#read-log-of-the-specified-pod
+    core = client.CoreV1Api(api)
+    text = "".join(f"line {i}\n" for i in range(100))
+    cluster.behaviour = by_name("", {"two:a": Script(run=0.05, logs=text, exit_code=3)})
+    core.create_namespaced_pod(NS, {"metadata": {"name": "two"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "a", "image": IMAGE, "terminationMessagePolicy": "FallbackToLogsOnError"},
+        {"name": "b", "image": IMAGE}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("two", NS)).status.phase == "Failed" and p)
+    assert core.read_namespaced_pod_log("two", NS, container="a", tail_lines=2) == "line 98\nline 99\n"
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("two", NS)
+    assert err.value.status == 400 and json.loads(err.value.body)["message"] == (
+        "a container name must be specified for pod two, choose one of: [a b]")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("two", NS, container="a", previous=True)
+    assert json.loads(err.value.body)["message"] == 'previous terminated container "a" in pod "two" not found'
+    message = pod.status.container_statuses[0].state.terminated.message
+    assert message.endswith("line 99\n") and message.startswith("line 20\n")  # the last 80 lines
+    cluster.sim_images.missing.add("127.0.0.1:5000/none:1")
+    core.create_namespaced_pod(NS, {"metadata": {"name": "nolog"}, "spec": {"containers": [
+        {"name": "main", "image": "127.0.0.1:5000/none:1"}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("nolog", NS).status.container_statuses)
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("nolog", NS)
+    assert re.fullmatch(r'container "main" in pod "nolog" is waiting to start: '
+                        r'(ContainerCreating|ErrImagePull|ImagePullBackOff)', json.loads(err.value.body)["message"])
+
+
+def test_crash_loop_and_previous_logs_with_restart_on_failure(cluster, api):
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {}, Script(run=0.02, logs="oops\n", exit_code=1))
+    core.create_namespaced_pod(NS, {"metadata": {"name": "loop"}, "spec": {"restartPolicy": "OnFailure",
+                                                                           "containers": [{"name": "main",
+                                                                                           "image": IMAGE}]}})
+    cs = cluster.wait(lambda: (p := core.read_namespaced_pod("loop", NS)).status.container_statuses and
+                      p.status.container_statuses[0].restart_count >= 2 and p.status.container_statuses[0])
+    assert cs.last_state.terminated.exit_code == 1
+    assert "CrashLoopBackOff" in waiting_reasons(cluster, "loop")
+    assert core.read_namespaced_pod_log("loop", NS, previous=True) == "oops\n"
+
+
+def test_simulated_containers_can_run_the_real_command_or_a_function(cluster, api):
+    core = client.CoreV1Api(api)
+
+    def func(ctx: SimContext) -> int:
+        ctx.log(f"in-process {ctx.env['GREETING']} {ctx.pod['metadata']['name']}")
+        return 4
+    cluster.behaviour = by_name("", {"proc": Script(process=True), "func": Script(func=func)})
+    env = [{"name": "GREETING", "value": "hello"}, {"name": "POD", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.name"}}}]
+    code = "import os, sys; print(os.environ['GREETING'], os.environ['POD'], sys.version_info[0]); sys.exit(5)"
+    core.create_namespaced_pod(NS, {"metadata": {"name": "proc"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE, "command": ["python", "-c", code], "env": env}]}})
+    core.create_namespaced_pod(NS, {"metadata": {"name": "func"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE, "env": env}]}})
+    for name, exit_code, log in [("proc", 5, f"hello proc {sys.version_info[0]}\n"),
+                                 ("func", 4, "in-process hello func\n")]:
+        pod = cluster.wait(lambda name=name: (p := core.read_namespaced_pod(name, NS)).status.phase == "Failed" and p)
+        assert pod.status.container_statuses[0].state.terminated.exit_code == exit_code
+        assert core.read_namespaced_pod_log(name, NS) == log
+
+
+def test_eviction_api_marks_the_pod_and_deletes_it(cluster, api):
+    # https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {}, Script(forever=True))
+    core.create_namespaced_pod(NS, {"metadata": {"name": "drained"}, "spec": {"containers": [
+        {"name": "main", "image": IMAGE}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("drained", NS).status.phase == "Running")
+    core.create_namespaced_pod_eviction("drained", NS, {"metadata": {"name": "drained"}})
+    last = cluster.history("pods", NS, "drained")[-1]
+    assert [c for c in last["status"]["conditions"] if c["type"] == "DisruptionTarget"][0]["reason"] == \
+        "EvictionByEvictionAPI"
+    cluster.wait(lambda: cluster.get("pods", NS, "drained") is None)
+
+
+def test_an_injected_sidecar_and_tolerated_taints(cluster, api):
+    # https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/ (namespace label istio-injection)
+    cluster.namespace("mesh", {"istio-injection": "enabled"})
+    cluster.inject_sidecar({"name": "istio-proxy", "image": IMAGE})
+    core = client.CoreV1Api(api)
+    cluster.update_node("node-1", taints=[{"key": "batch", "value": "yes", "effect": "NoSchedule"}])
+    made = core.create_namespaced_pod("mesh", {"metadata": {"name": "meshed"}, "spec": {
+        "restartPolicy": "Never", "tolerations": [{"key": "batch", "operator": "Equal", "value": "yes"}],
+        "containers": [{"name": "worker", "image": IMAGE}]}})
+    assert [c.name for c in made.spec.containers] == ["worker", "istio-proxy"]
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("meshed", "mesh")).status.phase == "Succeeded" and p)
+    assert [c.name for c in pod.status.container_statuses] == ["istio-proxy", "worker"]
+    plain = core.create_namespaced_pod(NS, {"metadata": {"name": "plain"}, "spec": {
+        "tolerations": [{"key": "batch", "operator": "Exists"}], "containers": [{"name": "worker", "image": IMAGE}]}})
+    assert [c.name for c in plain.spec.containers] == ["worker"]
+
+
+def test_simulated_pods_run_the_real_worker_in_a_subprocess_or_in_process(cluster, api, tmp_path, monkeypatch):
+    import uuid
+
+    from sematic_k8s.executors.remote import run_task
+    from sematic_k8s.func import _REGISTRY, load_func
+    from sematic_k8s.future import new_id
+    from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+    from sematic_k8s.specs import TaskSpec, outcome_key
+    from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_from_url, storage_url
+
+    module = f"kmodel_answer_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+    source.write_text("import sematic_k8s as sk\n\n\n@sk.func(inline=False)\ndef answer() -> int:\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    func = load_func(f"{module}:answer", str(source))
+    store = LocalStorage(tmp_path / "storage")
+
+    def in_process(ctx: SimContext) -> int:  # what `python -m sematic_k8s.worker` does, without a process
+        doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
+        return 1 if "error" in doc else 0
+    cluster.behaviour = by_name("", {"sub": Script(process=True), "inproc": Script(func=in_process)})
+    try:
+        for name in ("sub", "inproc"):
+            spec = TaskSpec(new_id(), new_id(), func.path, func.source_file, {}, {}, 1)
+            env = [{"name": TASK_ENV, "value": spec.to_json()}, {"name": STORAGE_ENV, "value": storage_url(store)}]
+            client.BatchV1Api(api).create_namespaced_job(NS, job(name, containers=[
+                {"name": "worker", "image": IMAGE, "command": ["python", "-m", "sematic_k8s.worker"], "env": env}]))
+            done = cluster.wait(lambda name=name: job_done(api, name), timeout=60)
+            assert conditions(done)[-1] == ("Complete", "CompletionsReached")
+            doc = json.loads(store.get(outcome_key(spec.run_id, 1)))
+            assert (doc["output"]["type_name"], doc["output"]["summary"]) == ("int", 42)
+    finally:
+        for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
+            del _REGISTRY[path]
+        sys.modules.pop(module, None)

@@ -1,0 +1,136 @@
+"""API errors as the API server renders them: a ``Status`` body with code, reason, message and details.
+
+Message shapes follow k8s.io/apimachinery/pkg/api/errors (NewNotFound, NewAlreadyExists, NewInvalid,
+NewForbidden, NewConflict, NewGone, NewTooManyRequests, NewBadRequest, NewMethodNotSupported) and
+https://kubernetes.io/docs/reference/using-api/api-concepts/#response-status-kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Cause:
+    """One field error of a 422 Invalid (``details.causes``)."""
+
+    field: str
+    reason: str  # FieldValueInvalid, FieldValueRequired, FieldValueForbidden, FieldValueNotSupported, ...
+    message: str
+
+
+class ApiError(Exception):
+    """A failed request: raised anywhere below the HTTP layer, rendered as a Status body."""
+
+    def __init__(self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.details = details
+        self.headers = dict(headers or {})
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": self.message, "reason": self.reason, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What an error names: ``jobs.batch "x"`` (qualified resource) and ``Job.batch`` (qualified kind)."""
+
+    resource: str
+    group: str
+    kind: str
+
+    @property
+    def qualified_resource(self) -> str:
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+    @property
+    def qualified_kind(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+
+def _details(kind: Kind, name: str | None, **extra: Any) -> dict[str, Any]:
+    details: dict[str, Any] = {"group": kind.group, "kind": kind.resource}
+    if name:
+        details["name"] = name
+    details.update(extra)
+    return {k: v for k, v in details.items() if v not in ("", None)}
+
+
+def not_found(kind: Kind, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{kind.qualified_resource} "{name}" not found', details=_details(kind, name))
+
+
+def already_exists(kind: Kind, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{kind.qualified_resource} "{name}" already exists',
+                    details=_details(kind, name))
+
+
+def conflict(kind: Kind, name: str, why: str) -> ApiError:
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind.qualified_resource} "{name}": {why}',
+                    details=_details(kind, name))
+
+
+def stale(kind: Kind, name: str) -> ApiError:
+    return conflict(kind, name, "the object has been modified; please apply your changes to the latest version "
+                                "and try again")
+
+
+def invalid(kind: Kind, name: str, causes: list[Cause]) -> ApiError:
+    """422: ``Job.batch "x" is invalid: metadata.name: Invalid value: ...`` (causes joined with ", ")."""
+    parts = [f"{c.field}: {c.message}" for c in causes]
+    text = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    details = {"name": name, "group": kind.group, "kind": kind.kind,
+               "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes]}
+    return ApiError(422, "Invalid", f'{kind.qualified_kind} "{name}" is invalid: {text}',
+                    details={k: v for k, v in details.items() if v not in ("", None)})
+
+
+def forbidden(kind: Kind, name: str | None, why: str) -> ApiError:
+    """403 in NewForbidden's shape: ``pods "x" is forbidden: <why>`` (no name: ``pods is forbidden: ...``)."""
+    what = f'{kind.qualified_resource} "{name}"' if name else kind.qualified_resource
+    return ApiError(403, "Forbidden", f"{what} is forbidden: {why}", details=_details(kind, name))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def gone(message: str) -> ApiError:
+    return ApiError(410, "Expired", message)
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def too_many_requests(retry_after: int = 1, message: str | None = None) -> ApiError:
+    return ApiError(429, "TooManyRequests", message or "Too many requests, please try again later.",
+                    details={"retryAfterSeconds": retry_after}, headers={"Retry-After": str(retry_after)})
+
+
+def method_not_supported(kind: Kind, action: str) -> ApiError:
+    return ApiError(405, "MethodNotAllowed", f"{action} is not supported on resources of kind "
+                                             f'"{kind.qualified_resource}"', details=_details(kind, None))
+
+
+def internal(message: str) -> ApiError:
+    return ApiError(500, "InternalError", f"Internal error occurred: {message}",
+                    details={"causes": [{"message": message}]})
+
+
+@dataclass
+class Warnings:
+    """``Warning: 299 - "..."`` response headers collected while serving one request."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if text not in self.items:
+            self.items.append(text)
