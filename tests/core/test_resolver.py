@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -426,9 +427,20 @@ def test_no_namespace_means_no_caching_with_a_warning(resolver, caplog):
     assert "has no cache_namespace" in caplog.text
 
 
-def test_inputs_without_deterministic_hash_are_a_clear_error(resolver):
-    with pytest.raises(sk.ResolutionFailed, match=r"input 'o' \(.*Opaque\) cannot be hashed deterministically"):
-        takes_object(Opaque()).resolve(resolver(cache_namespace="ns"))
+def test_inputs_without_deterministic_encoding_run_uncached_and_say_why(resolver, store, caplog):
+    """The seed: a cached func with no matching cache entry executes as usual. Here no key can be computed:
+    the run executes, uncached, and its notes say why."""
+    with caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        first = takes_object(Opaque())
+        assert first.resolve(resolver(cache_namespace="ns")) == 1
+        second = takes_object(Opaque())
+        assert second.resolve(resolver(cache_namespace="ns")) == 1
+    for f in (first, second):
+        run = store.get_run(f.id)
+        assert run.state == "resolved" and run.cached_from is None and run.cache_key is None
+        assert re.fullmatch(r"not cached: input 'o' \(.*Opaque\) has no deterministic encoding.*",
+                            run.notes["cache"]["skipped"])
+    assert "has no deterministic encoding" in caplog.text
 
 
 def test_unserializable_argument_names_func_and_parameter(resolver):
