@@ -7,6 +7,7 @@ func failing)::
 
     Exception
     ├── FuncError (TypeError)           a func declared or called wrongly; a value not matching its hints
+    │   └── FutureHasNoValue (+ AttributeError)  a Future used as a value while the pipeline is built
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     └── InfrastructureError (RuntimeError)
@@ -44,6 +45,11 @@ from typing import Any
 
 class FuncError(TypeError):
     """A func was declared or called wrongly, or a value did not match its type hints."""
+
+
+class FutureHasNoValue(FuncError, AttributeError):
+    """A Future was used where a value is needed (``if f``, ``f > 3``, ``f.attr``, ``f + 1``, ``len(f)``) while
+    the pipeline is being built. Also an AttributeError, so ``hasattr(future, name)`` is simply False."""
 
 
 class ResolutionFailed(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 
 import typeguard
 
-from sematic_k8s.errors import FuncError
+from sematic_k8s.errors import FuncError, FutureHasNoValue
 from sematic_k8s.future import Future
 from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
@@ -188,9 +188,51 @@ class Func:
             raise FuncError(f"{self.name}: {what} should be {_hint_name(hint)}, "
                             f"got {type_name(value)} {_short_repr(value)} ({e})") from None
 
+    def output_length(self) -> int | None:
+        """The number of elements when the return hint is a fixed-size tuple (``tuple[int, str]``, a NamedTuple),
+        else None: what ``a, b = f()`` unpacks."""
+        hint = self._hints.get("return")
+        if typing.get_origin(hint) is tuple:
+            args = typing.get_args(hint)
+            return None if args and args[-1] is Ellipsis else len(args)
+        fields = getattr(hint, "_fields", None)
+        if isinstance(hint, type) and issubclass(hint, tuple) and isinstance(fields, tuple):
+            return len(fields)
+        return None
+
+    def item(self, future: Future, key: Any) -> Future:
+        """The Future of ``future[key]``: a run of :data:`GETITEM` on this func's output, checked against the
+        return hint here (a fixed-size tuple takes an index in range; a list or tuple an int; a dict a key)."""
+        hint = self._hints.get("return")
+        origin = typing.get_origin(hint) or hint
+        n = self.output_length()
+        if n is not None:
+            if not isinstance(key, int) or isinstance(key, bool) or not -n <= key < n:
+                raise FuncError(f"{self.name}() returns {_hint_name(hint)}, {n} elements: index {key!r} is not "
+                                f"one of 0..{n - 1}")
+            key %= n
+        elif origin in (list, tuple):
+            if not isinstance(key, (int, Future)) or isinstance(key, bool):
+                raise FuncError(f"{self.name}() returns {_hint_name(hint)}: index it with an int, not {key!r}")
+        elif origin is not dict:
+            raise FutureHasNoValue(
+                f"{future!r} has no value while the pipeline is being built, so it cannot be indexed: "
+                f"only a func whose return hint is a tuple, list or dict (this one's is "
+                f"{_hint_name(hint) if hint is not None else 'missing'}) can be; otherwise pass it to another "
+                "func, or return it, and read its value inside a func that takes it as an input")
+        return GETITEM(future, key)
+
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based): exponential backoff, capped."""
         return min(self.retry_backoff * (2 ** (attempt - 1)), _RETRY_BACKOFF_CAP)
+
+
+def getitem(value: Any, key: Any) -> Any:
+    """One element of a func's output: what ``a, b = f()`` and ``f()[key]`` record as a run."""
+    return value[key]
+
+
+GETITEM = Func(getitem, inline=True)
 
 
 @typing.overload

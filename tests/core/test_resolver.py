@@ -188,10 +188,83 @@ def test_root_future_with_future_argument_is_rejected(resolver):
         double(add(1, 2)).resolve(resolver())
 
 
-def test_futures_have_no_value_while_building():
+@pytest.mark.parametrize("use", [
+    "if f: pass", "f > 3", "3 < f", "f == 3", "f != 3", "f.attr", "f.value", "f + 1", "1 - f", "-f", "abs(f)",
+    "len(f)", "list(f)", "a, b = f", "for x in f: pass", "3 in f", "int(f)", "float(f)", "round(f)", "f[0]",
+    "f['k']", "f()", "f[0] = 1", "range(f)",
+])
+def test_futures_have_no_value_while_building(use):
+    """Every use of a Future as a value gets the same message, naming what was tried."""
     f = add(1, 2)
-    with pytest.raises(TypeError, match="has no value while the pipeline is being built"):
-        bool(f)
+    with pytest.raises(sk.errors.FutureHasNoValue,
+                       match=r"<Future add id=\w+> has no value while the pipeline is being built"):
+        exec(use, {"f": f})
+
+
+def test_futures_are_still_ordinary_objects():
+    f = add(1, 2)
+    assert not hasattr(f, "shape") and f in [add(1, 2), f] and f == f and f != add(1, 2)
+    assert len({f, f}) == 1 and repr(f).startswith("<Future add id=")
+
+
+@sk.func
+def split(x: int) -> tuple[int, str]:
+    return x, f"x={x}"
+
+
+@sk.func
+def join(n: int, text: str) -> str:
+    return f"{text} n={n}"
+
+
+@sk.func
+def listing(n: int) -> list[int]:
+    return list(range(n))
+
+
+@sk.func
+def mapping(n: int) -> dict[str, int]:
+    return {"n": n, "twice": 2 * n}
+
+
+@sk.func
+def unpacked(x: int) -> list:
+    n, text = split(x)  # one Future per element
+    first, last = split(x + 1)[0], split(x + 1)[-1]
+    return [join(n, text), join(double(n), text), first, last, listing(4)[2], mapping(x)["twice"]]
+
+
+def test_fixed_size_tuple_outputs_unpack_into_futures(resolver, store):
+    f = unpacked(5)
+    assert f.resolve(resolver()) == ["x=5 n=5", "x=5 n=10", 6, "x=6", 2, 10]
+    runs = runs_by_func(store, f.id)
+    assert len(runs["split"]) == 3  # split(x), and split(x + 1) twice: each call is a run, as written
+    items = runs["getitem"]
+    assert all(r.state == "resolved" and r.settings["inline"] for r in items)
+    split_ids = {r.id for r in runs["split"]}
+    per_split = collections.Counter(r.input_refs["value"]["run"] for r in items
+                                    if r.input_refs["value"]["run"] in split_ids)
+    assert sorted(per_split.values()) == [1, 1, 2] and len(items) == 6  # and one each for listing, mapping
+    unpacked_split = next(run_id for run_id, n in per_split.items() if n == 2)
+    from_first = [r for r in items if r.input_refs["value"] == {"run": unpacked_split}]
+    # unpacking made one run per element, each reading split's output
+    joins = {r.id: r for r in runs["join"]}
+    sources = {ref["run"] for j in joins.values() for ref in j.input_refs.values()}
+    assert {r.id for r in from_first} <= sources  # join reads the elements, not the whole tuple
+    assert f.resolve(resolver()) == ["x=5 n=5", "x=5 n=10", 6, "x=6", 2, 10]  # and again: new runs, same values
+
+
+def test_unpacking_needs_a_fixed_size_tuple_hint():
+    with pytest.raises(sk.errors.FutureHasNoValue, match="only a func whose return hint is a fixed-size tuple"):
+        a, b = listing(2)
+    with pytest.raises(sk.FuncError, match=r"split\(\) returns tuple\[int, str\], 2 elements: index 2 is not"):
+        split(1)[2]
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        a, b, c = split(1)
+    with pytest.raises(sk.FuncError, match="index it with an int"):
+        listing(2)["a"]
+    with pytest.raises(sk.errors.FutureHasNoValue, match=r"cannot be indexed.*\(this one's is int\)"):
+        add(1, 2)[0]
 
 
 def test_bad_decorator_settings():
