@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sematic_k8s.errors import FutureHasNoValue
+from sematic_k8s.errors import FutureHasNoValue, ResolutionFailed
 
 if TYPE_CHECKING:
     from sematic_k8s.func import Func
@@ -72,7 +72,12 @@ class Future:
                 raise RuntimeError("no default resolver is registered: pass one, e.g. "
                                    "future.resolve(sematic_k8s.LocalResolver())")
             resolver = _default_resolver()
-        return resolver.resolve(self)
+        try:
+            return resolver.resolve(self)
+        except ResolutionFailed as e:
+            # shown from the user's .resolve() line, not through the resolvers' frames; its cause (the func's
+            # error, with its traceback from the user's code on) stays as it was
+            raise e.with_traceback(None) from e.__cause__
 
     # -- elements of a tuple, list or dict output ------------------------------------------------------
 

@@ -353,9 +353,10 @@ class ResolutionLoop:
                    f"{info['type']}: {info['message']}")
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
         self._flush()
-        err = ResolutionFailed(f"{message}\n\n{info.get('traceback', '')}".rstrip(), resolution_id=self.root_id,
-                               run_id=run_id, error=info)
-        raise err from self.failed_exc
+        if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one
+            message = f"{message}\n\n{info.get('traceback', '')}".rstrip()
+        # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
+        raise ResolutionFailed(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
