@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sematic_k8s.errors import FutureHasNoValue, ResolutionFailed
+from sematic_k8s.modules import check_not_loading
 
 if TYPE_CHECKING:
     from sematic_k8s.func import Func
@@ -67,6 +68,7 @@ class Future:
 
     def resolve(self, resolver: Resolves | None = None) -> Any:
         """Run this pipeline with ``resolver`` (default: an embedded LocalResolver) and return its value."""
+        check_not_loading(f"{self.func.name}(...).resolve()")  # a script's top level, loaded to find its funcs
         if resolver is None:
             if _default_resolver is None:
                 raise RuntimeError("no default resolver is registered: pass one, e.g. "

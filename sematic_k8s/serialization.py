@@ -22,7 +22,6 @@ import decimal
 import enum
 import fractions
 import hashlib
-import importlib
 import json
 import pathlib
 import uuid
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+
+from sematic_k8s import modules
 
 JSON = "json"
 PICKLE = "pickle"
@@ -67,14 +68,14 @@ class _NotPlain(Exception):
 def type_name(value: Any) -> str:
     """``module.QualName`` of a value's type (builtins without the module)."""
     t = type(value)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    return t.__qualname__ if t.__module__ == "builtins" else f"{modules.recorded_name(t.__module__)}.{t.__qualname__}"
 
 
 def _class_path(cls: type) -> str:
     """``module:QualName`` of a class that can be found again by that path (else the value needs pickle)."""
     if "<locals>" in cls.__qualname__:
         raise _NotPlain(cls.__qualname__)
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return f"{modules.recorded_name(cls.__module__)}:{cls.__qualname__}"
 
 
 def _is_namedtuple(t: type) -> bool:
@@ -83,7 +84,7 @@ def _is_namedtuple(t: type) -> bool:
 
 def _load_class(path: str) -> type:
     module, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module)
+    obj: Any = modules.load_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj

@@ -21,6 +21,7 @@ from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.launchers import driver_env, start_driver
+from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
@@ -80,6 +81,7 @@ class CloudResolver(Resolver):
     def resolve(self, future: Future) -> Any:
         if not isinstance(future, Future):
             raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
+        check_not_loading("CloudResolver.resolve()")  # a script's top level, loaded to find its funcs
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
         image = self._image(store)
         namespace = caching.resolve_namespace(self.cache_namespace, future)
