@@ -24,6 +24,7 @@ from sematic_k8s.launchers import driver_env, start_driver
 from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
 from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.resolvers.planning import recorded_root
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
@@ -84,9 +85,9 @@ class CloudResolver(Resolver):
         check_not_loading("CloudResolver.resolve()")  # a script's top level, loaded to find its funcs
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
         image = self._image(store)
-        namespace = caching.resolve_namespace(self.cache_namespace, future)
         if self.rerun_from is not None or store.get_run(future.id) is not None:
             future.id = new_id()
+        namespace = caching.resolve_namespace(self.cache_namespace, self._namespace_root(store, storage, future))
         s = serialization.serialize(future)
         put_artifact(storage, s)
         spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
@@ -98,6 +99,22 @@ class CloudResolver(Resolver):
         if self.detach:
             return future.id
         return self._follow(store, storage, future.id)
+
+    def _namespace_root(self, store: Any, storage: Any, future: Future) -> Future:
+        """What a callable cache_namespace receives: ``future``, or for a rerun the root as recorded."""
+        if not callable(self.cache_namespace) or self.rerun_from is None:
+            return future
+        target = store.get_run(self.rerun_from)
+        root = store.get_run(target.root_id) if target is not None else None
+        if root is None:
+            raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+        load = artifact_loader(storage)
+
+        def stored_value(artifact_id: str) -> serialization.Value:
+            art = store.get_artifact(artifact_id)
+            return serialization.Value(artifact_id, art.format, art.type_name, load=load)
+
+        return recorded_root(future.func, root, stored_value, future.id)
 
     def _image(self, store: Any) -> Any:
         """Reuse the recorded image when the code did not change; else build and push one."""

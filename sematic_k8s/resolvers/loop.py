@@ -77,7 +77,10 @@ class ResolutionLoop:
         self.root_id = plan.root_id
         self.forced, self.resumed = plan.forced, plan.resumed
         self.attempts.update(plan.attempts)
-        self.namespace = caching.resolve_namespace(self.settings.cache_namespace, root)
+        namespace = self.settings.cache_namespace
+        recorded = plan.recorded_root() if callable(namespace) and plan.recorded_root is not None else None
+        # a rerun: the namespace is computed from the root as recorded
+        self.namespace = caching.resolve_namespace(namespace, root if recorded is None else recorded)
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)

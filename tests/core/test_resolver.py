@@ -600,6 +600,23 @@ def test_rerun_from_cached_target_forces_execution(resolver, store):
     assert CALLS["expensive"] == 1 and CALLS["double"] == 1
 
 
+def test_rerun_callable_namespace_receives_the_root_as_recorded(resolver, store):
+    """The rerun uses the recorded inputs, whatever the Future .resolve() is called on: so does the namespace."""
+    first = cached_pipeline(7)
+    first.resolve(resolver(cache_namespace="ns-7"))
+    target = next(r for r in store.runs_of_root(first.id) if r.func_name == "double")
+    seen = []
+
+    def namespace(root):
+        seen.append((root.func.name, dict(root.kwargs), root.id))
+        return f"ns-{root.kwargs['x']}"
+
+    again = cached_pipeline(0)  # a placeholder: its argument is not what the rerun computes with
+    assert again.resolve(resolver(cache_namespace=namespace, rerun_from=target.id)) == 1400
+    assert seen == [("cached_pipeline", {"x": 7}, again.id)]
+    assert store.get_resolution(again.id).settings["cache_namespace"] == "ns-7"
+
+
 def test_rerun_errors(resolver, store):
     with pytest.raises(LookupError, match="no run with id 'nope'"):
         chain().resolve(resolver(rerun_from="nope"))
