@@ -148,7 +148,10 @@ class SqlStore:
         return self._one(sa.select(self._runs).where(self._runs.c.id == run_id), RunRecord, _RUN_FIELDS)
 
     def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
-                  limit: int = 100, offset: int = 0) -> list[RunRecord]:
+                  limit: int = 100, offset: int = 0, id_prefix: str | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        """Runs in creation order (``newest_first``: the reverse), filtered by resolution, state, func (name or
+        module:qualname) and the start of their id."""
         t = self._runs
         stmt = sa.select(t)
         if root_id is not None:
@@ -157,8 +160,19 @@ class SqlStore:
             stmt = stmt.where(t.c.state == state)
         if func is not None:
             stmt = stmt.where(sa.or_(t.c.func_name == func, t.c.func_path == func))
-        stmt = stmt.order_by(t.c.created_at, t.c.id).limit(limit).offset(offset)
+        if id_prefix is not None:  # a range on the primary key (ids are lowercase hex), then the exact test
+            stmt = stmt.where(t.c.id >= id_prefix, t.c.id < id_prefix + "g",
+                              t.c.id.startswith(id_prefix, autoescape=True))
+        order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
+        stmt = stmt.order_by(*order).limit(limit).offset(offset)
         return self._select(stmt, RunRecord, _RUN_FIELDS)
+
+    def run_counts(self, root_id: str) -> dict[str, int]:
+        """How many runs of a resolution are in each state."""
+        t = self._runs
+        stmt = sa.select(t.c.state, sa.func.count()).where(t.c.root_id == root_id).group_by(t.c.state)
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(stmt)}
 
     def runs_of_root(self, root_id: str) -> list[RunRecord]:
         stmt = sa.select(self._runs).where(self._runs.c.root_id == root_id)

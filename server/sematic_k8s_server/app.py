@@ -18,12 +18,12 @@ from sematic_k8s_server import auth
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
 from sematic_k8s_server.reruns import LocalProcessLauncher, RerunLauncher
-from sematic_k8s_server.routes import artifacts, events, health, logs, resolutions, runs, store
+from sematic_k8s_server.routes import artifacts, counts, events, health, logs, resolutions, runs, store
 from sematic_k8s_server.state import Server
 
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (health.router,)
 KEYED_ROUTERS: tuple[APIRouter, ...] = (resolutions.router, runs.router, logs.router, artifacts.router,
-                                        events.router, store.router)
+                                        events.router, store.router, counts.router)
 
 
 def create_app(store: SqlStore, storage: Storage, *, api_keys_required: bool,

@@ -150,3 +150,11 @@ class BatchIn(BaseModel):
 
 class Written(BaseModel):
     ok: bool
+
+
+class RunCounts(BaseModel):
+    """A resolution's state and how many of its runs are in each state."""
+
+    resolution_id: str
+    state: str
+    counts: dict[str, int] = Field(description="state -> number of runs (states without runs are left out)")
