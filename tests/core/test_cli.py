@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -254,6 +256,46 @@ def test_rerun_in_a_fresh_process(rec: Recorded, tmp_path: Path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["state"] == "resolved"
+
+
+# -- ids, listing across resolutions, times -------------------------------------------------------------
+
+def test_unique_id_prefixes_are_accepted_everywhere(rec: Recorded) -> None:
+    add = runs_of(rec.home, rec.ok_id)["add"]
+    assert json.loads(ok(rec.home, "runs", "show", add.id[:10], "-o", "json").stdout)["id"] == add.id
+    assert ok(rec.home, "logs", add.id[:10].upper()).stdout == "adding 2 + 3\n"
+    listing = json.loads(ok(rec.home, "runs", "list", "--root-id", rec.ok_id[:10], "-o", "json").stdout)
+    assert {i["root_id"] for i in listing["items"]} == {rec.ok_id}
+
+
+def test_runs_list_across_resolutions(rec: Recorded) -> None:
+    lines = ok(rec.home, "runs", "list", "--func", "add").stdout.splitlines()
+    assert lines[0].split() == ["ID", "FUNC", "STATE", "RESOLUTION", "CREATED", "DURATION"]
+    adds = {res: runs_of(rec.home, res)["add"].id for res in (rec.ok_id, rec.cached_id, rec.failed_id)}
+    assert [line.split()[0] for line in lines[1:]] == [adds[rec.failed_id], adds[rec.cached_id], adds[rec.ok_id]]
+    assert [line.split()[3] for line in lines[1:]] == [rec.failed_id, rec.cached_id, rec.ok_id]  # newest first
+    failed = json.loads(ok(rec.home, "runs", "list", "--state", "failed", "-o", "json").stdout)["items"]
+    assert {(i["func_name"], i["root_id"]) for i in failed} == {("flaky", rec.failed_id), ("pipeline", rec.failed_id)}
+    assert len(json.loads(ok(rec.home, "runs", "list", "--limit", "3", "-o", "json").stdout)["items"]) == 3
+
+
+@pytest.mark.parametrize(("zone", "name", "hours"), [("UTC", "UTC", 0), ("Asia/Tokyo", "JST", 9)])
+def test_times_are_shown_in_the_local_zone_with_its_name(rec: Recorded, zone: str, name: str, hours: int) -> None:
+    env = {**os.environ, "TZ": zone, settings.HOME_ENV: str(rec.home)}
+    proc = subprocess.run([str(Path(sys.executable).with_name("sematic-k8s")), "runs", "show", rec.ok_id],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    shown = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in proc.stdout.splitlines()[1:]}
+    created = sql_store(settings.db_url(rec.home)).get_run(rec.ok_id).created_at  # naive UTC
+    local = (created + dt.timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S")
+    assert shown["created_at"] == f"{local} {name}"
+
+
+def test_runs_show_says_why_a_cached_func_was_not_cached(tmp_path: Path) -> None:
+    f = pl.square_anything(object())
+    f.resolve(sk.LocalResolver(home=tmp_path, cache_namespace="ns"))
+    shown = ok(tmp_path, "runs", "show", f.id).stdout
+    assert re.search(r"^cache +not cached: input 'x' \(object\) has no deterministic encoding", shown, re.M)
 
 
 # -- errors -----------------------------------------------------------------------------------------------
