@@ -180,7 +180,12 @@ class HttpStore:
         return bool(self._request("GET", f"/store/cancel_requested/{resolution_id}")["cancel_requested"])
 
     def run_counts(self, root_id: str) -> dict[str, int]:
-        return self._request("GET", f"/resolutions/{root_id}/counts")["counts"]
+        doc = self.resolution_counts(root_id)
+        return {} if doc is None else doc["counts"]
+
+    def resolution_counts(self, root_id: str) -> dict[str, Any] | None:
+        """``{"state": ..., "counts": {state: n}}`` of a resolution in one small request; None if not recorded."""
+        return self._request("GET", f"/resolutions/{root_id}/counts", missing_ok=True)
 
     def request_cancel(self, resolution_id: str) -> str | None:
         """POST the cancel action: the resolution's state after it (409, already ended: that state)."""
