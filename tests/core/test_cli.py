@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -339,3 +340,24 @@ def test_bad_options_are_one_line_usage_errors(tmp_path: Path, args: list[str]) 
 ])
 def test_duration(seconds: float | None, text: str | None) -> None:
     assert duration(seconds) == text
+
+
+def test_the_readme_names_only_real_commands_and_options() -> None:
+    """Every line of the README's command block is a command with the options it names."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.strip() for line in block.strip().splitlines()]
+    assert len(lines) >= 8
+    for line in lines:
+        words = line.split()[1:]
+        command: click.Command = cli
+        path = []
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            path.append(words[0])
+            command = command.commands[words.pop(0)]
+        assert path and not isinstance(command, click.Group), line
+        named = set(re.findall(r"(?<![\w-])(-{1,2}[a-z][\w-]*)", " ".join(words)))
+        known = {opt for p in command.params for opt in p.opts + p.secondary_opts}
+        assert named <= known, f"{line}: {named - known}"
+    for documented in ("cancel", "logs", "rerun", "runs", "resolutions"):
+        assert documented in cli.commands
