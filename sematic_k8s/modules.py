@@ -32,6 +32,7 @@ log = logging.getLogger("sematic_k8s")
 MAIN = "__main__"
 _aliases: dict[str, str] = {}  # recorded name -> the sys.modules name it runs as in this process (__main__)
 _files: dict[str, str] = {}  # recorded name -> its source file, where known
+_main_names: dict[int, str] = {}  # id(the __main__ module) -> its recorded name, worked out once
 _state = threading.local()  # .loading: how many guarded loads this thread is in
 
 
@@ -70,6 +71,14 @@ def recorded_name(module_name: str) -> str:
     if module_name != MAIN:
         return module_name
     main = sys.modules.get(MAIN)
+    cached = _main_names.get(id(main))
+    if cached is not None:
+        return cached
+    _main_names[id(main)] = name = _main_name(main)
+    return name
+
+
+def _main_name(main: ModuleType | None) -> str:
     spec = getattr(main, "__spec__", None)
     file = getattr(main, "__file__", None)
     if spec is not None and spec.name != MAIN:
@@ -95,9 +104,9 @@ def load_module(name: str, source_file: str | None = None) -> ModuleType:
     its top level run only up to a call that would resolve a pipeline.
 
     Raises ImportError when it cannot be found."""
-    if name == MAIN:  # recorded before names were resolved: find it by its file
+    if name == MAIN:  # no file (python -c, a notebook): this process's own; else find it by its file
         if not source_file:
-            raise ImportError("code recorded in __main__ without a source file cannot be found again")
+            return sys.modules[MAIN]
         name = name_for_file(source_file)
     if name in _aliases:
         return sys.modules[_aliases[name]]

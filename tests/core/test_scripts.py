@@ -157,3 +157,22 @@ def test_a_failing_func_shows_its_traceback_once_from_the_users_line(tmp_path: P
     [inner] = [r for r in store.runs_of_root(res.id) if r.func_name == "inner"]
     recorded = inner.error["traceback"]
     assert recorded.startswith("Traceback") and "boom.py" in recorded and "sematic_k8s/" not in recorded
+
+
+def test_code_without_a_file_round_trips_in_its_own_process(tmp_path: Path) -> None:
+    """``python -c`` (or a notebook): nothing to import it by elsewhere, but its values load back here."""
+    code = textwrap.dedent("""
+        import dataclasses
+        from sematic_k8s import serialization as ser
+
+        @dataclasses.dataclass
+        class Point:
+            x: int
+
+        s = ser.serialize(Point(3))
+        back = ser.deserialize(s.format, s.payload)
+        print(s.format, s.type_name, type(back) is Point)
+    """)
+    proc = run([sys.executable, "-c", code], tmp_path / "home", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["json", "__main__.Point", "True"]
