@@ -7,8 +7,6 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sematic_k8s.errors import FuncError
-
 CacheNamespace = str | Callable[[Any], str] | None
 _MAX_NAMESPACE = 256
 
@@ -30,12 +28,11 @@ def cache_key(namespace: str, func_path: str, input_ids: Mapping[str, str]) -> s
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-def require_deterministic(func_name: str, nondeterministic: list[tuple[str, str]]) -> None:
-    """A clear error when inputs of a cached func have no deterministic serialization."""
-    if nondeterministic:
-        what = ", ".join(f"'{name}' ({type_name})" for name, type_name in nondeterministic)
-        raise FuncError(
-            f"{func_name} has cache=True but input {what} cannot be hashed deterministically, so no "
-            "cache key can be computed: pass plain data (numbers, strings, bytes, lists, tuples, dicts, "
-            "sets, dataclasses, enums, dates) or a reference such as a path, or drop cache=True"
-        )
+def uncacheable_reason(nondeterministic: list[tuple[str, str]]) -> str | None:
+    """Why a cached func cannot use the cache for these inputs (``(name, type)`` of each input without a
+    deterministic serialization), or None when it can. Such a run executes as usual, uncached."""
+    if not nondeterministic:
+        return None
+    what = ", ".join(f"'{name}' ({type_name})" for name, type_name in nondeterministic)
+    return (f"not cached: input {what} has no deterministic encoding, so no cache key can be computed "
+            "(pass plain data such as numbers, strings, lists, dicts, dataclasses, or a reference such as a path)")

@@ -7,6 +7,7 @@ func failing)::
 
     Exception
     ├── FuncError (TypeError)           a func declared or called wrongly; a value not matching its hints
+    │   └── FutureHasNoValue (+ AttributeError)  a Future used as a value while the pipeline is built
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     └── InfrastructureError (RuntimeError)
@@ -35,15 +36,24 @@ worker is both, so it is retried by default.
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
+
+_LIBRARY = os.path.dirname(os.path.abspath(__file__)) + os.sep  # this package's files
 
 # -- user errors --------------------------------------------------------------------------------------------
 
 
 class FuncError(TypeError):
     """A func was declared or called wrongly, or a value did not match its type hints."""
+
+
+class FutureHasNoValue(FuncError, AttributeError):
+    """A Future was used where a value is needed (``if f``, ``f > 3``, ``f.attr``, ``f + 1``, ``len(f)``) while
+    the pipeline is being built. Also an AttributeError, so ``hasattr(future, name)`` is simply False."""
 
 
 class ResolutionFailed(Exception):
@@ -197,8 +207,17 @@ def kinds(cls: type[BaseException]) -> list[str]:
     return [c.__qualname__ for c in cls.__mro__]
 
 
+def user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without its leading frames in sematic_k8s (the executor calling the func), so it starts at the
+    user's code; unchanged when every frame is the library's (an error of sematic_k8s itself)."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_LIBRARY):
+        first = first.tb_next
+    return first or tb
+
+
 def error_info(exc: BaseException) -> dict[str, Any]:
-    """The recordable form of an exception."""
+    """The recordable form of an exception; its traceback starts at the user's code."""
     return {"type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__))),
             "mro": kinds(type(exc))}

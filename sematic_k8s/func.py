@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
-import importlib.util
 import inspect
 import numbers
 import os
 import sys
 import typing
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import typeguard
 
-from sematic_k8s.errors import FuncError
+from sematic_k8s import modules
+from sematic_k8s.errors import FuncError, FutureHasNoValue
 from sematic_k8s.future import Future
 from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
@@ -33,15 +31,6 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 def _hint_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-
-
-def _module_name(fn: Callable[..., Any]) -> str:
-    """The importable name of ``fn``'s module (``python -m pkg.mod`` records ``pkg.mod``)."""
-    module = sys.modules.get(fn.__module__)
-    spec = getattr(module, "__spec__", None)
-    if fn.__module__ in ("__main__", "__sk_main__"):
-        return spec.name if spec is not None and spec.name not in ("__main__", "__sk_main__") else "__main__"
-    return fn.__module__
 
 
 class Func:
@@ -126,7 +115,7 @@ class Func:
         self.timeout = None if timeout is None else float(timeout)
         self.signature = inspect.signature(fn)
         self.name = fn.__name__
-        self.path = f"{_module_name(fn)}:{fn.__qualname__}"
+        self.path = f"{modules.recorded_name(fn.__module__)}:{fn.__qualname__}"
         self.source_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
         functools.update_wrapper(self, fn)
         _REGISTRY[self.path] = self
@@ -196,9 +185,51 @@ class Func:
             raise FuncError(f"{self.name}: {what} should be {_hint_name(hint)}, "
                             f"got {type_name(value)} {_short_repr(value)} ({e})") from None
 
+    def output_length(self) -> int | None:
+        """The number of elements when the return hint is a fixed-size tuple (``tuple[int, str]``, a NamedTuple),
+        else None: what ``a, b = f()`` unpacks."""
+        hint = self._hints.get("return")
+        if typing.get_origin(hint) is tuple:
+            args = typing.get_args(hint)
+            return None if args and args[-1] is Ellipsis else len(args)
+        fields = getattr(hint, "_fields", None)
+        if isinstance(hint, type) and issubclass(hint, tuple) and isinstance(fields, tuple):
+            return len(fields)
+        return None
+
+    def item(self, future: Future, key: Any) -> Future:
+        """The Future of ``future[key]``: a run of :data:`GETITEM` on this func's output, checked against the
+        return hint here (a fixed-size tuple takes an index in range; a list or tuple an int; a dict a key)."""
+        hint = self._hints.get("return")
+        origin = typing.get_origin(hint) or hint
+        n = self.output_length()
+        if n is not None:
+            if not isinstance(key, int) or isinstance(key, bool) or not -n <= key < n:
+                raise FuncError(f"{self.name}() returns {_hint_name(hint)}, {n} elements: index {key!r} is not "
+                                f"one of 0..{n - 1}")
+            key %= n
+        elif origin in (list, tuple):
+            if not isinstance(key, (int, Future)) or isinstance(key, bool):
+                raise FuncError(f"{self.name}() returns {_hint_name(hint)}: index it with an int, not {key!r}")
+        elif origin is not dict:
+            raise FutureHasNoValue(
+                f"{future!r} has no value while the pipeline is being built, so it cannot be indexed: "
+                f"only a func whose return hint is a tuple, list or dict (this one's is "
+                f"{_hint_name(hint) if hint is not None else 'missing'}) can be; otherwise pass it to another "
+                "func, or return it, and read its value inside a func that takes it as an input")
+        return GETITEM(future, key)
+
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based): exponential backoff, capped."""
         return min(self.retry_backoff * (2 ** (attempt - 1)), _RETRY_BACKOFF_CAP)
+
+
+def getitem(value: Any, key: Any) -> Any:
+    """One element of a func's output: what ``a, b = f()`` and ``f()[key]`` record as a run."""
+    return value[key]
+
+
+GETITEM = Func(getitem, inline=True)
 
 
 @typing.overload
@@ -226,23 +257,6 @@ def func(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
     return lambda f: Func(f, **settings)
 
 
-def _import(module_name: str, source_file: str | None) -> None:
-    """Import a module; if that fails, again with the directory its source file's package lives in
-    on sys.path (so ``sematic-k8s rerun`` finds a user's pipeline from any working directory)."""
-    try:
-        importlib.import_module(module_name)
-        return
-    except ImportError:
-        if not source_file:
-            raise
-    path = Path(source_file).resolve()
-    depth = len(module_name.split(".")) - (0 if path.stem == "__init__" else 1)
-    if depth >= len(path.parents) or str(path.parents[depth]) in sys.path:
-        raise ImportError(f"no module named {module_name!r}")
-    sys.path.append(str(path.parents[depth]))
-    importlib.import_module(module_name)
-
-
 def map_source(path: str | None) -> str | None:
     """Where a recorded source file is here: $SEMATIC_K8S_SOURCE_MAP="HOST_ROOT=LOCAL_ROOT" maps
     the user's project root to where an image copied it."""
@@ -254,26 +268,15 @@ def map_source(path: str | None) -> str | None:
 
 
 def load_func(path: str, source_file: str | None = None) -> Func:
-    """Find the Func recorded as ``module:qualname``: importing its module, or else loading the
-    module from its recorded source file."""
+    """Find the Func recorded as ``module:qualname``: loading its module by name, or else from its recorded
+    source file, without running a pipeline its top level resolves (:mod:`sematic_k8s.modules`)."""
     if path in _REGISTRY:
         return _REGISTRY[path]
-    source_file = map_source(source_file)
     module_name = path.partition(":")[0]
     try:
-        if module_name == "__main__":
-            raise ImportError("__main__ is not importable")
-        _import(module_name, source_file)
+        modules.load_module(module_name, map_source(source_file))
     except ImportError as e:
-        if not source_file or not os.path.exists(source_file):
-            raise LookupError(f"func {path} cannot be found: {e}") from e
-        name = "__sk_main__" if module_name == "__main__" else module_name
-        spec = importlib.util.spec_from_file_location(name, source_file)
-        if spec is None or spec.loader is None:
-            raise LookupError(f"cannot load {source_file} to find {path}") from e
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+        raise LookupError(f"func {path} cannot be found: {e}") from e
     if path not in _REGISTRY:
         raise LookupError(f"func {path} is not defined (is its module importable from here?)")
     return _REGISTRY[path]

@@ -2,10 +2,10 @@
 
 Every value is serialized exactly once, in one of two formats:
 
-* ``json``: a canonical, tagged JSON tree for plain data (None, bool, int, float, str, bytes,
-  list, tuple, dict, set, frozenset, dataclasses, Enums, datetime/date/time, UUID, Decimal,
-  Path). Canonical means the same value always gives the same bytes, in any process, so its
-  artifact id can serve as a cache key.
+* ``json``: a canonical, tagged JSON tree for plain data (None, bool, int, float, complex, Fraction,
+  str, bytes, list, tuple, NamedTuple, dict, OrderedDict, Counter, set, frozenset, dataclasses, Enums,
+  datetime/date/time, UUID, Decimal, Path). Canonical means the same value always gives the same
+  bytes, in any process, so its artifact id can serve as a cache key.
 * ``pickle``: cloudpickle, for everything else. Exact, but not guaranteed to be the same bytes
   for the same value, so such artifacts cannot be cache keys.
 
@@ -15,12 +15,13 @@ The artifact id is ``sha256(format + NUL + payload)``.
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import datetime as dt
 import decimal
 import enum
+import fractions
 import hashlib
-import importlib
 import json
 import pathlib
 import uuid
@@ -30,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from sematic_k8s import previews
+from sematic_k8s import modules, previews
 
 JSON = "json"
 PICKLE = "pickle"
@@ -67,16 +68,23 @@ class _NotPlain(Exception):
 def type_name(value: Any) -> str:
     """``module.QualName`` of a value's type (builtins without the module)."""
     t = type(value)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    return t.__qualname__ if t.__module__ == "builtins" else f"{modules.recorded_name(t.__module__)}.{t.__qualname__}"
 
 
 def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+    """``module:QualName`` of a class that can be found again by that path (else the value needs pickle)."""
+    if "<locals>" in cls.__qualname__:
+        raise _NotPlain(cls.__qualname__)
+    return f"{modules.recorded_name(cls.__module__)}:{cls.__qualname__}"
+
+
+def _is_namedtuple(t: type) -> bool:
+    return issubclass(t, tuple) and isinstance(getattr(t, "_fields", None), tuple) and t.__bases__ == (tuple,)
 
 
 def _load_class(path: str) -> type:
     module, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module)
+    obj: Any = modules.load_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
@@ -95,6 +103,16 @@ def _encode(v: Any) -> Any:
         return {_TAG: "dict", "v": [[_encode(k), _encode(x)] for k, x in v.items()]}
     if t is tuple:
         return {_TAG: "tuple", "v": [_encode(x) for x in v]}
+    if t is complex:
+        return {_TAG: "complex", "v": [v.real, v.imag]}
+    if t is fractions.Fraction:
+        return {_TAG: "fraction", "v": [v.numerator, v.denominator]}
+    if t is collections.OrderedDict:  # equality depends on order: keep it
+        return {_TAG: "odict", "v": [[_encode(k), _encode(x)] for k, x in v.items()]}
+    if t is collections.Counter:  # equality does not depend on order: sort
+        return {_TAG: "counter", "v": sorted(([_encode(k), _encode(x)] for k, x in v.items()), key=_canonical)}
+    if _is_namedtuple(t):
+        return {_TAG: "namedtuple", "cls": _class_path(t), "v": [_encode(x) for x in v]}
     if t is set or t is frozenset:
         items = sorted((_encode(x) for x in v), key=_canonical)
         return {_TAG: t.__name__, "v": items}
@@ -142,6 +160,16 @@ def _decode(tree: Any) -> Any:
         return {_decode(k): _decode(x) for k, x in v}
     if tag == "tuple":
         return tuple(_decode(x) for x in v)
+    if tag == "complex":
+        return complex(v[0], v[1])
+    if tag == "fraction":
+        return fractions.Fraction(v[0], v[1])
+    if tag == "odict":
+        return collections.OrderedDict((_decode(k), _decode(x)) for k, x in v)
+    if tag == "counter":
+        return collections.Counter({_decode(k): _decode(x) for k, x in v})
+    if tag == "namedtuple":
+        return _load_class(tree["cls"])(*(_decode(x) for x in v))
     if tag == "set":
         return {_decode(x) for x in v}
     if tag == "frozenset":

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
-from sematic_k8s.errors import error_info
+from sematic_k8s.errors import error_info, user_frames
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
@@ -24,6 +24,7 @@ def execute(task: Task) -> Outcome:
         value = task.func.fn(**inputs)
         return Outcome(task.run_id, task.attempt, value=value, logs=buf.getvalue())
     except Exception as e:
+        e.with_traceback(user_frames(e.__traceback__))  # shown from the user's code on, wherever it is shown
         return Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e), logs=buf.getvalue())
     finally:
         logcapture.stop(log_token)

@@ -20,6 +20,7 @@ from sematic_k8s.packaging.archive import ContextTar, wheel_dir_files
 from sematic_k8s.packaging.build import Progress, docker_build, docker_client, push_image, say_to
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
+from sematic_k8s.progress import display
 from sematic_k8s.version import PACKAGE_DIR
 
 KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3")}  # kind -> extras
@@ -101,8 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.tag:
         parser.error("--tag is required to build")
-    print(build_image(args.kind, args.tag, base_image=args.base_image, push=args.push, progress=_stderr,
-                      python_version=args.python_version))
+    shown = display()  # live on a terminal, plain lines otherwise; a one-line summary at the end
+    try:
+        ref = build_image(args.kind, args.tag, base_image=args.base_image, push=args.push, progress=shown,
+                          python_version=args.python_version)
+    except BaseException:
+        shown.close()
+        raise
+    shown(f"image: {ref}")
+    shown.done()
+    print(ref)
     return 0
 
 

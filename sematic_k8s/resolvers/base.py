@@ -7,6 +7,7 @@ from typing import Any
 from sematic_k8s import caching
 from sematic_k8s.executors.base import Executor
 from sematic_k8s.future import Future
+from sematic_k8s.modules import check_not_loading
 from sematic_k8s.resolvers.loop import ResolutionLoop
 from sematic_k8s.specs import RERUN_MODES, ResolutionSettings
 from sematic_k8s.storage.base import Storage
@@ -56,5 +57,6 @@ class Resolver:
         """Resolve ``future`` (a root pipeline call) and return its value."""
         if not isinstance(future, Future):
             raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
+        check_not_loading(f"{type(self).__name__}.resolve()")  # a script's top level, loaded to find its funcs
         store, storage, executor = self._parts()
         return ResolutionLoop(store, storage, executor, self.resolution, kind=self.kind).run(future)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,11 @@ from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.launchers import driver_env, start_driver
+from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
+from sematic_k8s.progress import Display, display
 from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.resolvers.planning import recorded_root
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
@@ -70,7 +71,7 @@ class CloudResolver(Resolver):
         self.executor_settings = dict(executor_settings or {})
         self.detach = detach
         self.poll_interval = poll_interval
-        self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.progress = progress  # None: a live display on a terminal, plain lines otherwise (sematic_k8s.progress)
 
     def store(self) -> Any:
         from sematic_k8s.store.http import HttpStore
@@ -80,24 +81,54 @@ class CloudResolver(Resolver):
     def resolve(self, future: Future) -> Any:
         if not isinstance(future, Future):
             raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
+        check_not_loading("CloudResolver.resolve()")  # a script's top level, loaded to find its funcs
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
-        image = self._image(store)
-        namespace = caching.resolve_namespace(self.cache_namespace, future)
-        if self.rerun_from is not None or store.get_run(future.id) is not None:
-            future.id = new_id()
-        s = serialization.serialize(future)
-        put_artifact(storage, s)
-        spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
-                          image=image.digest_ref, build_hash=image.context_hash,
-                          resolution=dataclasses.replace(self.resolution, cache_namespace=namespace, root_id=future.id),
-                          executor=self.executor, executor_settings=self.executor_settings)
-        start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
-        self.progress(f"driver started for resolution {future.id}")
-        if self.detach:
-            return future.id
-        return self._follow(store, storage, future.id)
+        shown = display(self.progress)
+        try:
+            image = self._image(store, shown)
+            if self.rerun_from is not None or store.get_run(future.id) is not None:
+                future.id = new_id()
+            namespace = caching.resolve_namespace(self.cache_namespace,
+                                                  self._namespace_root(store, storage, future))
+            s = serialization.serialize(future)
+            put_artifact(storage, s)
+            spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
+                              image=image.digest_ref, build_hash=image.context_hash,
+                              resolution=dataclasses.replace(self.resolution, cache_namespace=namespace,
+                                                             root_id=future.id),
+                              executor=self.executor, executor_settings=self.executor_settings)
+            start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
+            shown(f"driver started for resolution {future.id}")
+            if self.detach:
+                shown.done("started")
+                return future.id
+            value = self._follow(store, storage, future.id, shown)
+        except ResolutionFailed as e:
+            shown.done(shown.seen.state or "failed")
+            raise e.with_traceback(None) from e.__cause__
+        except BaseException:
+            shown.close()
+            raise
+        shown.done("resolved")
+        return value
 
-    def _image(self, store: Any) -> Any:
+    def _namespace_root(self, store: Any, storage: Any, future: Future) -> Future:
+        """What a callable cache_namespace receives: ``future``, or for a rerun the root as recorded."""
+        if not callable(self.cache_namespace) or self.rerun_from is None:
+            return future
+        target = store.get_run(self.rerun_from)
+        root = store.get_run(target.root_id) if target is not None else None
+        if root is None:
+            raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+        load = artifact_loader(storage)
+
+        def stored_value(artifact_id: str) -> serialization.Value:
+            art = store.get_artifact(artifact_id)
+            return serialization.Value(artifact_id, art.format, art.type_name, load=load)
+
+        return recorded_root(future.func, root, stored_value, future.id)
+
+    def _image(self, store: Any, shown: Display) -> Any:
         """Reuse the recorded image when the code did not change; else build and push one."""
         from sematic_k8s.packaging import ensure_image
 
@@ -110,27 +141,25 @@ class CloudResolver(Resolver):
             if res is not None and res.image and res.build_hash:
                 recorded = (res.build_hash, res.image)
         return ensure_image(self.project_root, self.registry, self.base_image,  # type: ignore[arg-type]
-                            recorded=recorded, progress=self.progress, extras=EXTRAS[self.executor])
+                            recorded=recorded, progress=shown, extras=EXTRAS[self.executor])
 
-    def _follow(self, store: Any, storage: Any, root_id: str) -> Any:
-        """Wait for the resolution, printing run counts as they change; its value, or the failure."""
-        last = ""
+    def _follow(self, store: Any, storage: Any, root_id: str, shown: Display) -> Any:
+        """Wait for the resolution, showing its runs by state (one small request per poll, however many runs);
+        its value, or the failure."""
         while True:
-            res = store.get_resolution(root_id)
-            runs = store.runs_of_root(root_id) if res is not None else []
-            counts = Counter(r.state for r in runs)
-            line = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-            if line and line != last:
-                self.progress(f"resolution {root_id}: {line}")
-                last = line
-            if res is not None and res.state in TERMINAL:
-                break
+            doc = store.resolution_counts(root_id)
+            if doc is not None:
+                shown.runs(root_id, doc["state"], doc["counts"])
+                if doc["state"] in TERMINAL:
+                    break
             time.sleep(self.poll_interval)
+        res = store.get_resolution(root_id)
         if res.state == "resolved":
-            root = next(r for r in runs if r.id == root_id)
+            root = store.get_run(root_id)
             art = store.get_artifact(root.output_id)
             return serialization.Value(art.id, art.format, art.type_name, load=artifact_loader(storage)).value
-        failed = [r for r in runs if r.state == "failed" and r.error and r.error.get("type") != "NestedRunFailed"]
+        failed = [r for r in store.list_runs(root_id=root_id, state="failed", limit=1000)
+                  if r.error and r.error.get("type") != "NestedRunFailed"]
         run = failed[0] if failed else None
         detail = ""
         if run is not None:

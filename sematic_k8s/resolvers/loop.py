@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from sematic_k8s import caching, graph, serialization
-from sematic_k8s.errors import FuncError, ResolutionCanceled, ResolutionFailed, error_info
+from sematic_k8s.errors import ResolutionCanceled, ResolutionFailed, error_info
 from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.func import Func
 from sematic_k8s.future import Future
@@ -63,6 +63,7 @@ class ResolutionLoop:
         self.task_inputs: dict[str, dict[str, Value]] = {}
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
+        self.notes: dict[str, dict[str, Any]] = {}  # what the loop noted on each run (the column is written whole)
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -76,7 +77,10 @@ class ResolutionLoop:
         self.root_id = plan.root_id
         self.forced, self.resumed = plan.forced, plan.resumed
         self.attempts.update(plan.attempts)
-        self.namespace = caching.resolve_namespace(self.settings.cache_namespace, root)
+        namespace = self.settings.cache_namespace
+        recorded = plan.recorded_root() if callable(namespace) and plan.recorded_root is not None else None
+        # a rerun: the namespace is computed from the root as recorded
+        self.namespace = caching.resolve_namespace(namespace, root if recorded is None else recorded)
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)
@@ -209,14 +213,11 @@ class ResolutionLoop:
                     log.warning("%s has cache=True but the resolver has no cache_namespace: caching is off "
                                 "for this resolution", func.name)
                     self.warned_no_namespace = True
+            elif reason := caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()
+                                                         if v.format != serialization.JSON]):
+                log.warning("%s (run %s): %s", func.name, node.run_id, reason)
+                fields["notes"] = self._note(node.run_id, cache={"skipped": reason})
             else:
-                try:
-                    caching.require_deterministic(func.name, [(k, v.type_name) for k, v in inputs.items()
-                                                              if v.format != serialization.JSON])
-                except FuncError as e:
-                    self.recorder.batch.update_run(node.run_id, **fields)
-                    self._fail(node, e)
-                    return
                 key = caching.cache_key(self.namespace, func.path, input_ids)
                 fields["cache_key"] = key
                 hit = None if node.run_id in self.forced else self.store.find_cached(key)
@@ -227,6 +228,12 @@ class ResolutionLoop:
         self.task_inputs[node.run_id] = inputs
         self._submit(node)
 
+    def _note(self, run_id: str, **notes: Any) -> dict[str, Any]:
+        """A run's notes with ``notes`` added: what to record (the whole dict, so nothing noted earlier is lost)."""
+        merged = self.notes.setdefault(run_id, {})
+        merged.update(notes)
+        return dict(merged)
+
     def _cache_hit(self, node: graph.Node, hit: RunRecord, output_id: str, fields: dict[str, Any]) -> None:
         func: Func = node.func
         changed = hit.source_hash != func.source_hash
@@ -236,7 +243,7 @@ class ResolutionLoop:
         now = utcnow()
         self._transition(node.run_id, RESOLVED, self.recorder.stored_value(output_id),
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
-                         notes={"cache": {"hit": hit.id, "source_changed": changed}})
+                         notes=self._note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))
 
     def _submit(self, node: graph.Node) -> None:
         attempt = self.attempts.get(node.run_id, 0) + 1
@@ -257,7 +264,7 @@ class ResolutionLoop:
             header = f"--- attempt {o.attempt} ---\n" if node.func.retries else ""
             self.storage.append(log_key(o.run_id), (header + o.logs).encode())
         if o.details:
-            self.recorder.batch.update_run(o.run_id, notes={"executor": o.details})
+            self.recorder.batch.update_run(o.run_id, notes=self._note(o.run_id, executor=o.details))
         if o.error is not None or o.error_info is not None:
             self._on_error(node, o)
             return
@@ -349,9 +356,10 @@ class ResolutionLoop:
                    f"{info['type']}: {info['message']}")
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
         self._flush()
-        err = ResolutionFailed(f"{message}\n\n{info.get('traceback', '')}".rstrip(), resolution_id=self.root_id,
-                               run_id=run_id, error=info)
-        raise err from self.failed_exc
+        if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one
+            message = f"{message}\n\n{info.get('traceback', '')}".rstrip()
+        # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
+        raise ResolutionFailed(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()

@@ -9,6 +9,7 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Plan:
     forced: set[str] = field(default_factory=set)  # runs that execute even when cached (a rerun's target)
     attempts: dict[str, int] = field(default_factory=dict)  # attempts already made (a resume)
     resumed: set[str] = field(default_factory=set)  # runs a restarted driver found running
+    recorded_root: Callable[[], Future] | None = None  # a rerun: the root as recorded, for a callable namespace
 
 
 class Planner:
@@ -124,7 +126,9 @@ class Planner:
         nodes = self._nodes_from_plan(plan, old_runs, record=True)
         return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
                                                    "rerun_mode": mode},
-                    forced={p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE})
+                    forced={p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE},
+                    recorded_root=lambda: recorded_root(root.func, old_root, self.recorder.stored_value,
+                                                        self.root_id))
 
     def _resume(self) -> Plan:
         """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
@@ -192,6 +196,14 @@ class Planner:
                 self.recorder.batch.add_run(rec)
             nodes.append(node)
         return nodes
+
+
+def recorded_root(func: Func, root: RunRecord, stored_value: Callable[[str], Value], new_id: str) -> Future:
+    """The root Future of a recorded Resolution: its func on the inputs it was recorded with (what a rerun
+    uses), with the rerun's id. What a callable ``cache_namespace`` receives during a rerun."""
+    future = Future(func, {name: stored_value(artifact_id).value for name, artifact_id in root.inputs.items()})
+    future.id = new_id
+    return future
 
 
 def _func_or_none(run: RunRecord) -> Func | None:

@@ -17,7 +17,11 @@ class Store(Protocol):
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
-                  limit: int = 100, offset: int = 0) -> list[RunRecord]: ...
+                  limit: int = 100, offset: int = 0, id_prefix: str | None = None,
+                  newest_first: bool = False) -> list[RunRecord]: ...
+
+    def run_counts(self, root_id: str) -> dict[str, int]:
+        """How many runs of a resolution are in each state."""
 
     def runs_of_root(self, root_id: str) -> list[RunRecord]: ...
 
@@ -35,5 +39,13 @@ class Store(Protocol):
 
     def cancel_requested(self, resolution_id: str) -> bool:
         """Whether someone asked this Resolution to cancel (its state is "canceling")."""
+
+    def request_cancel(self, resolution_id: str) -> str | None:
+        """Ask a created or running Resolution to cancel; its state after the request (None: unknown id)."""
+
+    def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                         note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
+        """Add and remove tags and, with ``set_note``, replace the note; the resolution as it now is (None:
+        unknown id)."""
 
     def close(self) -> None: ...

@@ -94,8 +94,9 @@ class HttpStore:
     def close(self) -> None:
         self.client.close()
 
-    def _request(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
-        """JSON of a successful answer; None for a 404 when ``missing_ok``; ServerError otherwise."""
+    def _request(self, method: str, path: str, *, missing_ok: bool = False, raw: bool = False, **kwargs: Any) -> Any:
+        """JSON of a successful answer (``raw``: the response); None for a 404 when ``missing_ok``; ServerError
+        otherwise."""
         for attempt in range(3):
             try:
                 response = self.client.request(method, API + path, **kwargs)
@@ -118,7 +119,13 @@ class HttpStore:
                 detail = response.text[:500]
             raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {detail}",
                               response.status_code)
-        return response.json()
+        if raw:
+            return response
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(f"{self.url} answered {method} {API}{path} with something other than JSON: is it a "
+                              f"sematic-k8s server?", response.status_code) from None
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -134,8 +141,10 @@ class HttpStore:
         return None if doc is None else record_from_json(RunRecord, doc)
 
     def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
-                  limit: int = 100, offset: int = 0) -> list[RunRecord]:
-        params = {k: v for k, v in {"root_id": root_id, "state": state, "func": func}.items() if v is not None}
+                  limit: int = 100, offset: int = 0, id_prefix: str | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        params = {k: v for k, v in {"root_id": root_id, "state": state, "func": func, "id_prefix": id_prefix,
+                                    "order": "desc" if newest_first else None}.items() if v is not None}
         return [record_from_json(RunRecord, d) for d in self._pages("/runs", params, limit, offset)]
 
     def runs_of_root(self, root_id: str) -> list[RunRecord]:
@@ -179,6 +188,31 @@ class HttpStore:
         doc = self._request("POST", f"/resolutions/{resolution_id}/labels", missing_ok=True,
                             content=dumps(body), headers={"Content-Type": "application/json"})
         return None if doc is None else record_from_json(ResolutionRecord, doc)
+
+    def run_counts(self, root_id: str) -> dict[str, int]:
+        doc = self.resolution_counts(root_id)
+        return {} if doc is None else doc["counts"]
+
+    def resolution_counts(self, root_id: str) -> dict[str, Any] | None:
+        """``{"state": ..., "counts": {state: n}}`` of a resolution in one small request; None if not recorded."""
+        return self._request("GET", f"/resolutions/{root_id}/counts", missing_ok=True)
+
+    def request_cancel(self, resolution_id: str) -> str | None:
+        """POST the cancel action: the resolution's state after it (409, already ended: that state)."""
+        if self._request("GET", f"/resolutions/{resolution_id}", missing_ok=True) is None:
+            return None
+        try:
+            return self._request("POST", f"/resolutions/{resolution_id}/cancel")["state"]
+        except ServerError as e:
+            if e.status != 409:
+                raise
+        res = self.get_resolution(resolution_id)
+        return None if res is None else res.state
+
+    def get_logs(self, run_id: str) -> str | None:
+        """A run's captured output, read by the server from artifact storage (None: unknown run)."""
+        response = self._request("GET", f"/runs/{run_id}/logs", missing_ok=True, raw=True)
+        return None if response is None else response.text
 
     def _pages(self, path: str, params: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
         """Up to ``limit`` items from ``offset``, fetched a server page at a time."""

@@ -165,7 +165,10 @@ class SqlStore:
         return self._one(sa.select(self._runs).where(self._runs.c.id == run_id), RunRecord, _RUN_FIELDS)
 
     def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
-                  limit: int = 100, offset: int = 0) -> list[RunRecord]:
+                  limit: int = 100, offset: int = 0, id_prefix: str | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        """Runs in creation order (``newest_first``: the reverse), filtered by resolution, state, func (name or
+        module:qualname) and the start of their id."""
         t = self._runs
         stmt = sa.select(t)
         if root_id is not None:
@@ -174,8 +177,29 @@ class SqlStore:
             stmt = stmt.where(t.c.state == state)
         if func is not None:
             stmt = stmt.where(sa.or_(t.c.func_name == func, t.c.func_path == func))
-        stmt = stmt.order_by(t.c.created_at, t.c.id).limit(limit).offset(offset)
+        if id_prefix is not None:  # a range on the primary key (ids are lowercase hex), then the exact test
+            stmt = stmt.where(t.c.id >= id_prefix, t.c.id < id_prefix + "g",
+                              t.c.id.startswith(id_prefix, autoescape=True))
+        order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
+        stmt = stmt.order_by(*order).limit(limit).offset(offset)
         return self._select(stmt, RunRecord, _RUN_FIELDS)
+
+    def run_counts(self, root_id: str) -> dict[str, int]:
+        """How many runs of a resolution are in each state."""
+        return self.run_counts_of([root_id])[root_id]
+
+    def run_counts_of(self, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """``{root_id: {state: runs}}`` for these resolutions (one grouped query per 500 of them)."""
+        ids = list(dict.fromkeys(root_ids))
+        out: dict[str, dict[str, int]] = {i: {} for i in ids}
+        t = self._runs
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                stmt = (sa.select(t.c.root_id, t.c.state, sa.func.count())
+                        .where(t.c.root_id.in_(ids[i:i + 500])).group_by(t.c.root_id, t.c.state))
+                for root, state, n in conn.execute(stmt):
+                    out[root][state] = n
+        return out
 
     def runs_of_root(self, root_id: str) -> list[RunRecord]:
         stmt = sa.select(self._runs).where(self._runs.c.root_id == root_id)

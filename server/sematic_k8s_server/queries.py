@@ -95,20 +95,6 @@ def root_funcs(store: SqlStore) -> list[str]:
         return list(conn.scalars(sa.select(RES.c.root_func_path).distinct().order_by(RES.c.root_func_path)))
 
 
-def run_counts(store: SqlStore, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-    """``{root_id: {state: runs}}`` for these resolutions (one grouped query)."""
-    ids = list(dict.fromkeys(root_ids))
-    out: dict[str, dict[str, int]] = {i: {} for i in ids}
-    if not ids:
-        return out
-    with store.engine.connect() as conn:
-        for i in range(0, len(ids), 500):
-            stmt = (sa.select(RUNS.c.root_id, RUNS.c.state, sa.func.count())
-                    .where(RUNS.c.root_id.in_(ids[i:i + 500])).group_by(RUNS.c.root_id, RUNS.c.state))
-            for root, state, n in conn.execute(stmt):
-                out[root][state] = n
-    return out
-
 
 _OVERVIEW_COLUMNS = ["id", "parent_id", "func_path", "func_name", "state", "input_refs", "inputs", "cached_from",
                      "notes", "attempts", "created_at", "started_at", "ended_at"]

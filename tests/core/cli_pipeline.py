@@ -30,3 +30,8 @@ def flaky(x: int, flag: str) -> int:
 @sk.func
 def pipeline(a: int, b: int, flag: str) -> int:
     return flaky(square(add(a, b)), flag)
+
+
+@sk.func(cache=True)
+def square_anything(x: object) -> int:
+    return 4

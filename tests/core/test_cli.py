@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
 import sematic_k8s as sk
 from sematic_k8s import settings
-from sematic_k8s.cli import _duration, cli
+from sematic_k8s.cli import cli
+from sematic_k8s.cli.output import duration
 from sematic_k8s.store import sql_store
 from sematic_k8s.store.records import RunRecord
 
@@ -232,8 +236,9 @@ def test_rerun_that_fails_exits_1(rec: Recorded) -> None:
     new_id = result.stdout.splitlines()[1].split()[0]
     assert result.stdout.splitlines()[1].split()[1:3] == ["pipeline", "failed"]
     flaky = runs_of(rec.home, new_id)["flaky"].id
-    assert f"resolution {new_id} failed: flaky (run {flaky}) raised RuntimeError" in result.stderr
-    assert f"sematic-k8s runs show {flaky}" in result.stderr
+    line = result.stderr.splitlines()[-1]  # after what the funcs printed
+    assert line.startswith(f"Error: resolution {new_id} failed: flaky (run {flaky}) raised RuntimeError")
+    assert line.endswith(f"; see `sematic-k8s runs show {flaky}`")
     assert "Traceback" not in result.output
 
 
@@ -254,6 +259,46 @@ def test_rerun_in_a_fresh_process(rec: Recorded, tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["state"] == "resolved"
 
 
+# -- ids, listing across resolutions, times -------------------------------------------------------------
+
+def test_unique_id_prefixes_are_accepted_everywhere(rec: Recorded) -> None:
+    add = runs_of(rec.home, rec.ok_id)["add"]
+    assert json.loads(ok(rec.home, "runs", "show", add.id[:10], "-o", "json").stdout)["id"] == add.id
+    assert ok(rec.home, "logs", add.id[:10].upper()).stdout == "adding 2 + 3\n"
+    listing = json.loads(ok(rec.home, "runs", "list", "--root-id", rec.ok_id[:10], "-o", "json").stdout)
+    assert {i["root_id"] for i in listing["items"]} == {rec.ok_id}
+
+
+def test_runs_list_across_resolutions(rec: Recorded) -> None:
+    lines = ok(rec.home, "runs", "list", "--func", "add").stdout.splitlines()
+    assert lines[0].split() == ["ID", "FUNC", "STATE", "RESOLUTION", "CREATED", "DURATION"]
+    adds = {res: runs_of(rec.home, res)["add"].id for res in (rec.ok_id, rec.cached_id, rec.failed_id)}
+    assert [line.split()[0] for line in lines[1:]] == [adds[rec.failed_id], adds[rec.cached_id], adds[rec.ok_id]]
+    assert [line.split()[3] for line in lines[1:]] == [rec.failed_id, rec.cached_id, rec.ok_id]  # newest first
+    failed = json.loads(ok(rec.home, "runs", "list", "--state", "failed", "-o", "json").stdout)["items"]
+    assert {(i["func_name"], i["root_id"]) for i in failed} == {("flaky", rec.failed_id), ("pipeline", rec.failed_id)}
+    assert len(json.loads(ok(rec.home, "runs", "list", "--limit", "3", "-o", "json").stdout)["items"]) == 3
+
+
+@pytest.mark.parametrize(("zone", "name", "hours"), [("UTC", "UTC", 0), ("Asia/Tokyo", "JST", 9)])
+def test_times_are_shown_in_the_local_zone_with_its_name(rec: Recorded, zone: str, name: str, hours: int) -> None:
+    env = {**os.environ, "TZ": zone, settings.HOME_ENV: str(rec.home)}
+    proc = subprocess.run([str(Path(sys.executable).with_name("sematic-k8s")), "runs", "show", rec.ok_id],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    shown = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in proc.stdout.splitlines()[1:]}
+    created = sql_store(settings.db_url(rec.home)).get_run(rec.ok_id).created_at  # naive UTC
+    local = (created + dt.timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S")
+    assert shown["created_at"] == f"{local} {name}"
+
+
+def test_runs_show_says_why_a_cached_func_was_not_cached(tmp_path: Path) -> None:
+    f = pl.square_anything(object())
+    f.resolve(sk.LocalResolver(home=tmp_path, cache_namespace="ns"))
+    shown = ok(tmp_path, "runs", "show", f.id).stdout
+    assert re.search(r"^cache +not cached: input 'x' \(object\) has no deterministic encoding", shown, re.M)
+
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [
@@ -262,26 +307,31 @@ def test_rerun_in_a_fresh_process(rec: Recorded, tmp_path: Path) -> None:
     ["runs", "show", "{id}", "-o", "json"],
     ["logs", "{id}"],
     ["rerun", "{id}"],
+    ["cancel", "{id}"],
 ])
 def test_unknown_ids(tmp_path: Path, args: list[str]) -> None:
-    result = run_cli(tmp_path, *[a.format(id="nope123") for a in args])
+    result = run_cli(tmp_path, *[a.format(id="abc123") for a in args])
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.strip() == "Error: no run with id 'nope123'"
+    assert result.stderr == ("Error: no run with id 'abc123': list them with `sematic-k8s resolutions list` or "
+                             "`sematic-k8s runs list`\n")
 
 
 @pytest.mark.parametrize("args", [
     ["resolutions", "list", "--state", "bogus"],
     ["resolutions", "list", "--limit", "0"],
     ["resolutions", "list", "-o", "yaml"],
-    ["runs", "list"],
     ["runs", "show"],
     ["rerun", "x", "--mode", "sideways"],
     ["rerun", "x", "--max-parallelism", "0"],
+    ["logs", "x", "--follow", "-o", "json"],
+    ["nonsense"],
 ])
-def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+def test_bad_options_are_one_line_usage_errors(tmp_path: Path, args: list[str]) -> None:
     result = run_cli(tmp_path, *args)
-    assert result.exit_code == 2 and "Usage:" in result.stderr
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: ") and line.endswith(" --help`)")
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
@@ -289,8 +339,28 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     (7500, "2h05m"),
 ])
 def test_duration(seconds: float | None, text: str | None) -> None:
-    assert _duration(seconds) == text
+    assert duration(seconds) == text
 
+
+def test_the_readme_names_only_real_commands_and_options() -> None:
+    """Every line of the README's command block is a command with the options it names."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.strip() for line in block.strip().splitlines()]
+    assert len(lines) >= 8
+    for line in lines:
+        words = line.split()[1:]
+        command: click.Command = cli
+        path = []
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            path.append(words[0])
+            command = command.commands[words.pop(0)]
+        assert path and not isinstance(command, click.Group), line
+        named = set(re.findall(r"(?<![\w-])(-{1,2}[a-z][\w-]*)", " ".join(words)))
+        known = {opt for p in command.params for opt in p.opts + p.secondary_opts}
+        assert named <= known, f"{line}: {named - known}"
+    for documented in ("cancel", "logs", "rerun", "runs", "resolutions"):
+        assert documented in cli.commands
 
 # -- tags and notes -------------------------------------------------------------------------------------
 
@@ -306,4 +376,4 @@ def test_tags_and_note(rec: Recorded) -> None:
     bad = run_cli(rec.home, "resolutions", "tag", rec.ok_id, "no spaces")
     assert bad.exit_code == 2 and "a tag is 1-64 letters" in bad.output
     missing = run_cli(rec.home, "resolutions", "tag", "ab" * 16, "x")
-    assert missing.exit_code == 1 and "no resolution with id" in missing.output
+    assert missing.exit_code == 1 and "no run with id" in missing.output

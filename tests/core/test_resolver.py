@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -187,10 +188,83 @@ def test_root_future_with_future_argument_is_rejected(resolver):
         double(add(1, 2)).resolve(resolver())
 
 
-def test_futures_have_no_value_while_building():
+@pytest.mark.parametrize("use", [
+    "if f: pass", "f > 3", "3 < f", "f == 3", "f != 3", "f.attr", "f.value", "f + 1", "1 - f", "-f", "abs(f)",
+    "len(f)", "list(f)", "a, b = f", "for x in f: pass", "3 in f", "int(f)", "float(f)", "round(f)", "f[0]",
+    "f['k']", "f()", "f[0] = 1", "range(f)",
+])
+def test_futures_have_no_value_while_building(use):
+    """Every use of a Future as a value gets the same message, naming what was tried."""
     f = add(1, 2)
-    with pytest.raises(TypeError, match="has no value while the pipeline is being built"):
-        bool(f)
+    with pytest.raises(sk.errors.FutureHasNoValue,
+                       match=r"<Future add id=\w+> has no value while the pipeline is being built"):
+        exec(use, {"f": f})
+
+
+def test_futures_are_still_ordinary_objects():
+    f = add(1, 2)
+    assert not hasattr(f, "shape") and f in [add(1, 2), f] and f == f and f != add(1, 2)
+    assert len({f, f}) == 1 and repr(f).startswith("<Future add id=")
+
+
+@sk.func
+def split(x: int) -> tuple[int, str]:
+    return x, f"x={x}"
+
+
+@sk.func
+def join(n: int, text: str) -> str:
+    return f"{text} n={n}"
+
+
+@sk.func
+def listing(n: int) -> list[int]:
+    return list(range(n))
+
+
+@sk.func
+def mapping(n: int) -> dict[str, int]:
+    return {"n": n, "twice": 2 * n}
+
+
+@sk.func
+def unpacked(x: int) -> list:
+    n, text = split(x)  # one Future per element
+    first, last = split(x + 1)[0], split(x + 1)[-1]
+    return [join(n, text), join(double(n), text), first, last, listing(4)[2], mapping(x)["twice"]]
+
+
+def test_fixed_size_tuple_outputs_unpack_into_futures(resolver, store):
+    f = unpacked(5)
+    assert f.resolve(resolver()) == ["x=5 n=5", "x=5 n=10", 6, "x=6", 2, 10]
+    runs = runs_by_func(store, f.id)
+    assert len(runs["split"]) == 3  # split(x), and split(x + 1) twice: each call is a run, as written
+    items = runs["getitem"]
+    assert all(r.state == "resolved" and r.settings["inline"] for r in items)
+    split_ids = {r.id for r in runs["split"]}
+    per_split = collections.Counter(r.input_refs["value"]["run"] for r in items
+                                    if r.input_refs["value"]["run"] in split_ids)
+    assert sorted(per_split.values()) == [1, 1, 2] and len(items) == 6  # and one each for listing, mapping
+    unpacked_split = next(run_id for run_id, n in per_split.items() if n == 2)
+    from_first = [r for r in items if r.input_refs["value"] == {"run": unpacked_split}]
+    # unpacking made one run per element, each reading split's output
+    joins = {r.id: r for r in runs["join"]}
+    sources = {ref["run"] for j in joins.values() for ref in j.input_refs.values()}
+    assert {r.id for r in from_first} <= sources  # join reads the elements, not the whole tuple
+    assert f.resolve(resolver()) == ["x=5 n=5", "x=5 n=10", 6, "x=6", 2, 10]  # and again: new runs, same values
+
+
+def test_unpacking_needs_a_fixed_size_tuple_hint():
+    with pytest.raises(sk.errors.FutureHasNoValue, match="only a func whose return hint is a fixed-size tuple"):
+        a, b = listing(2)
+    with pytest.raises(sk.FuncError, match=r"split\(\) returns tuple\[int, str\], 2 elements: index 2 is not"):
+        split(1)[2]
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        a, b, c = split(1)
+    with pytest.raises(sk.FuncError, match="index it with an int"):
+        listing(2)["a"]
+    with pytest.raises(sk.errors.FutureHasNoValue, match=r"cannot be indexed.*\(this one's is int\)"):
+        add(1, 2)[0]
 
 
 def test_bad_decorator_settings():
@@ -426,9 +500,20 @@ def test_no_namespace_means_no_caching_with_a_warning(resolver, caplog):
     assert "has no cache_namespace" in caplog.text
 
 
-def test_inputs_without_deterministic_hash_are_a_clear_error(resolver):
-    with pytest.raises(sk.ResolutionFailed, match=r"input 'o' \(.*Opaque\) cannot be hashed deterministically"):
-        takes_object(Opaque()).resolve(resolver(cache_namespace="ns"))
+def test_inputs_without_deterministic_encoding_run_uncached_and_say_why(resolver, store, caplog):
+    """The seed: a cached func with no matching cache entry executes as usual. Here no key can be computed:
+    the run executes, uncached, and its notes say why."""
+    with caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        first = takes_object(Opaque())
+        assert first.resolve(resolver(cache_namespace="ns")) == 1
+        second = takes_object(Opaque())
+        assert second.resolve(resolver(cache_namespace="ns")) == 1
+    for f in (first, second):
+        run = store.get_run(f.id)
+        assert run.state == "resolved" and run.cached_from is None and run.cache_key is None
+        assert re.fullmatch(r"not cached: input 'o' \(.*Opaque\) has no deterministic encoding.*",
+                            run.notes["cache"]["skipped"])
+    assert "has no deterministic encoding" in caplog.text
 
 
 def test_unserializable_argument_names_func_and_parameter(resolver):
@@ -513,6 +598,23 @@ def test_rerun_from_cached_target_forces_execution(resolver, store):
     CALLS.clear()
     cached_pipeline(1).resolve(resolver(cache_namespace="ns", rerun_from=target.id))
     assert CALLS["expensive"] == 1 and CALLS["double"] == 1
+
+
+def test_rerun_callable_namespace_receives_the_root_as_recorded(resolver, store):
+    """The rerun uses the recorded inputs, whatever the Future .resolve() is called on: so does the namespace."""
+    first = cached_pipeline(7)
+    first.resolve(resolver(cache_namespace="ns-7"))
+    target = next(r for r in store.runs_of_root(first.id) if r.func_name == "double")
+    seen = []
+
+    def namespace(root):
+        seen.append((root.func.name, dict(root.kwargs), root.id))
+        return f"ns-{root.kwargs['x']}"
+
+    again = cached_pipeline(0)  # a placeholder: its argument is not what the rerun computes with
+    assert again.resolve(resolver(cache_namespace=namespace, rerun_from=target.id)) == 1400
+    assert seen == [("cached_pipeline", {"x": 7}, again.id)]
+    assert store.get_resolution(again.id).settings["cache_namespace"] == "ns-7"
 
 
 def test_rerun_errors(resolver, store):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import decimal
 import enum
+import fractions
 import os
 import pathlib
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pytest
 
@@ -30,6 +33,11 @@ class Point:
     meta: dict[str, int] = field(default_factory=dict)
 
 
+class Pair(NamedTuple):
+    left: int
+    right: tuple[str, ...] = ()
+
+
 class Thing:
     def __init__(self, n: int) -> None:
         self.n = n
@@ -44,6 +52,8 @@ PLAIN = [
     {3, 1, 2}, frozenset({"a", "b"}), Color.RED, Point(1.0, 2.0, ("a",), {"k": 1}),
     dt.datetime(2026, 11, 25, 6, 0, 1, 5), dt.date(2026, 1, 1), dt.time(1, 2), dt.timedelta(days=1, seconds=3),
     uuid.UUID(int=5), decimal.Decimal("1.10"), pathlib.PurePosixPath("/a/b"),
+    Pair(1, ("a",)), collections.OrderedDict([("b", 1), ("a", Pair(2))]), collections.Counter("abracadabra"),
+    complex(1.5, -2), fractions.Fraction(3, 9), [Pair(3), {"c": complex(0, 1)}],
 ]
 
 
@@ -58,6 +68,43 @@ def test_plain_values_round_trip_exactly_as_json(value):
 def test_types_that_compare_equal_get_different_ids():
     ids = {ser.serialize(v).id for v in [1, 1.0, True, "1", (1,), [1], {1}]}
     assert len(ids) == 7
+
+
+# Equal values built differently: each pair must get one id (they are cache keys).
+EQUAL_PAIRS = [
+    (Pair(1, ("x",)), Pair(left=1, right=("x",))),
+    (collections.Counter({"a": 2, "b": 1}), collections.Counter("aba")),
+    (collections.OrderedDict([("a", 1), ("b", 2)]), collections.OrderedDict(a=1, b=2)),
+    (complex(2, 3), 2 + 3j),
+    (fractions.Fraction(2, 4), fractions.Fraction("1/2")),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), EQUAL_PAIRS, ids=lambda v: ser.type_name(v))
+def test_equal_values_get_equal_ids(a, b):
+    assert a == b
+    assert ser.serialize(a).id == ser.serialize(b).id
+
+
+def test_order_matters_only_where_equality_says_so():
+    first, second = collections.OrderedDict(a=1, b=2), collections.OrderedDict(b=2, a=1)
+    assert first != second and ser.serialize(first).id != ser.serialize(second).id
+    assert ser.serialize(collections.Counter(a=1, b=2)).id == ser.serialize(collections.Counter(b=2, a=1)).id
+    assert ser.serialize(Pair(1)).id != ser.serialize((1, ())).id  # a NamedTuple keeps its type
+
+
+def test_classes_defined_in_a_function_are_pickled():
+    """A class found by no module path cannot be loaded from JSON elsewhere: pickle keeps it."""
+    class Local(NamedTuple):
+        n: int
+
+    @dataclass
+    class LocalData:
+        n: int
+
+    for value in (Local(1), LocalData(2)):
+        s = ser.serialize(value)
+        assert s.format == ser.PICKLE and ser.deserialize(s.format, s.payload) == value
 
 
 def test_other_values_fall_back_to_pickle():

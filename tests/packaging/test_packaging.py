@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import time
@@ -16,6 +17,7 @@ from sematic_k8s.packaging.dockerfile import render_dockerfile
 from sematic_k8s.packaging.ignore import DockerIgnore
 from sematic_k8s.packaging.registry import Repo, manifest_digest
 from sematic_k8s.packaging.wheels import build_sematic_wheel, sematic_dist
+from sematic_k8s.progress import Display
 
 try:
     import infra
@@ -232,8 +234,16 @@ def test_one_line_edit_rebuilds_only_the_code_layer(built, client, repo, base_im
     steps_py = root / "userpipe" / "steps.py"
     steps_py.write_text(steps_py.read_text().replace("VALUE = 1", "VALUE = 2"))
     started = time.monotonic()
-    second = ensure_image(root, repo, base_image, recorded=first, progress=lambda _: None)
+    shown = Display(io.StringIO())  # what a pipe or a CI log gets: plain lines, then the summary
+    second = ensure_image(root, repo, base_image, recorded=first, progress=shown)
     rebuild = time.monotonic() - started
+    summary = shown.done()
+    lines = shown.stream.getvalue().splitlines()
+    assert any(re.fullmatch(r"build: step 1/\d+ FROM .*", line) for line in lines)
+    assert any(re.fullmatch(r"push: layer [0-9a-f]+ pushed \(\d+/\d+\)", line) for line in lines)
+    assert not any(line.startswith(("Step ", "Successfully", " ---> ", "Removing")) for line in lines)
+    assert re.fullmatch(rf"image built in [\d.]+s, \d+ steps \(\d+ cached\), \d+ layers pushed: "
+                        rf"{re.escape(second.digest_ref)}", summary) and lines[-1] == summary
     print(f"rebuild after a one-line edit: {rebuild:.1f}s")
     assert second.built and second.digest_ref != first.digest_ref and second.context_hash != first.context_hash
     steps = parse_steps(second.log)

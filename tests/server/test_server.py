@@ -300,6 +300,7 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/resolutions": {"get"},
     "/api/v1/resolutions/{resolution_id}": {"get"},
     "/api/v1/resolutions/{resolution_id}/graph": {"get"},
+    "/api/v1/resolutions/{resolution_id}/counts": {"get"},
     "/api/v1/resolutions/{resolution_id}/rerun": {"post"},
     "/api/v1/resolutions/{resolution_id}/cancel": {"post"},
     "/api/v1/runs": {"get"},
@@ -316,7 +317,6 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/pipelines": {"get"},
     "/api/v1/resolutions/{resolution_id}/labels": {"post"},
     "/api/v1/resolutions/{resolution_id}/overview": {"get"},
-    "/api/v1/resolutions/{resolution_id}/counts": {"get"},
 }
 
 

@@ -3,6 +3,7 @@
 - :mod:`.health`: liveness, the only endpoint that needs no API key.
 - :mod:`.resolutions`: list and read resolutions and their graphs; the rerun and cancel actions.
 - :mod:`.runs`, :mod:`.logs`, :mod:`.artifacts`: read runs, their captured output, artifacts and their bytes.
+- :mod:`.counts`: a resolution's runs counted by state (what a client following it polls).
 - :mod:`.events`: live state changes as Server-Sent Events.
 - :mod:`.store`: the rest of the Store interface, for clients recording through the server (the HTTP store).
 

@@ -46,5 +46,5 @@ def get_counts(srv: Srv, resolution_id: ResolutionId) -> dict:
     res = srv.store.get_resolution(resolution_id)
     if res is None:
         raise not_found("resolution", resolution_id)
-    counts = queries.run_counts(srv.store, [resolution_id])[resolution_id]
+    counts = srv.store.run_counts(resolution_id)
     return {"resolution_id": resolution_id, "state": res.state, "counts": counts, "total": sum(counts.values())}

@@ -43,7 +43,7 @@ def pipelines(srv: Srv,
     found = queries.pipelines(srv.store, flt, limit=limit, offset=offset, per_func=per_func,
                               history_offset=history_offset)
     running = [r.id for g in found["groups"] for r in g["resolutions"] if r.state not in ENDED]
-    counts = queries.run_counts(srv.store, running)
+    counts = srv.store.run_counts_of(running)
     groups = [{**g, "latest": g["latest"].isoformat() + "Z" if g["latest"] else None,
                "resolutions": [{**r.to_dict(), "run_counts": counts.get(r.id)} for r in g["resolutions"]]}
               for g in found["groups"]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -13,12 +13,15 @@ router = APIRouter(prefix=API, tags=["runs"])
 
 
 @router.get("/runs", response_model=schemas.RunPage,
-            summary="List runs, in creation order, filtered by resolution, state and func")
+            summary="List runs, in creation order (or newest first), filtered by resolution, state, func and id prefix")
 def list_runs(srv: Srv, root_id: Annotated[str | None, Query(pattern=schemas.HEX_ID)] = None,
               state: StateFilter = None,
               func: Annotated[str | None, Query(max_length=512, description="func name or module:qualname")] = None,
+              id_prefix: Annotated[str | None, Query(pattern=schemas.HEX_ID, description="ids starting so")] = None,
+              order: Annotated[Literal["asc", "desc"], Query(description="asc: oldest first")] = "asc",
               limit: Limit = 100, offset: Offset = 0) -> dict:
-    items = srv.store.list_runs(root_id=root_id, state=state, func=func, limit=limit, offset=offset)
+    items = srv.store.list_runs(root_id=root_id, state=state, func=func, limit=limit, offset=offset,
+                                id_prefix=id_prefix, newest_first=order == "desc")
     return {"items": [r.to_dict() for r in items], "limit": limit, "offset": offset}
 
 

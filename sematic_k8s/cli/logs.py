@@ -1,0 +1,68 @@
+"""``sematic-k8s logs``: a run's captured stdout and stderr, once or followed until the run ends."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from sematic_k8s import graph
+from sematic_k8s.cli import records
+from sematic_k8s.cli.output import emit, output_option
+from sematic_k8s.store.records import RunRecord
+
+FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed run
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing what the run records (each attempt's output when it ends) until the run ends.")
+@output_option
+@click.pass_context
+def logs(ctx: click.Context, run_id: str, follow: bool, output: str) -> None:
+    """Print the captured stdout and stderr of a run (RUN_ID or a unique start of it).
+
+    With $SEMATIC_K8S_SERVER set they are read through the server: no storage credentials are needed here.
+    """
+    if follow and output == "json":
+        raise click.UsageError("--follow prints text as it comes: use it without -o json")
+    store = records.store(ctx)
+    run = records.find_run(store, run_id)
+    if follow:
+        _follow(ctx, store, run)
+        return
+    text = records.read_logs(ctx, store, run)
+    if output == "json":
+        emit(output, [], {"run_id": run.id, "logs": text})
+    elif text is not None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        click.echo(f"run {run.id} ({run.func_name}, {run.state}) has no logs{_no_logs_reason(run)}", err=True)
+
+
+def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
+    shown = 0
+    while True:
+        ended = run.state in graph.TERMINAL
+        text = records.read_logs(ctx, store, run) or ""
+        if len(text) > shown:
+            click.echo(text[shown:], nl=False)
+            shown = len(text)
+        if ended:  # read once more after it ended: its last output is recorded by then
+            break
+        time.sleep(FOLLOW_INTERVAL)
+        run = store.get_run(run.id) or run
+    click.echo(f"run {run.id} ({run.func_name}) {run.state}", err=True)
+
+
+def _no_logs_reason(run: RunRecord) -> str:
+    if run.notes.get("reused_from"):
+        return f": its output was reused from run {run.notes['reused_from']}"
+    if run.cached_from:
+        return f": its output came from the cache (run {run.cached_from})"
+    if run.state in (graph.CREATED, graph.SCHEDULED, graph.CANCELED):
+        return ": it never ran"
+    if run.state == graph.RUNNING:
+        return ": nothing recorded yet (output is recorded as each attempt ends; follow it with --follow)"
+    return ": it printed nothing"

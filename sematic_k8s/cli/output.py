@@ -1,0 +1,95 @@
+"""How the CLI prints: aligned tables or JSON, durations, times in the local zone with its name."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from itertools import zip_longest
+from typing import Any
+
+import click
+
+from sematic_k8s.store.records import ResolutionRecord, RunRecord
+
+NONE = "-"
+
+output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+                             show_default=True, help="Aligned columns, or JSON for scripts (times in UTC).")
+
+
+def emit(output: str, rows: list[dict[str, Any]], obj: Any = None) -> None:
+    """Print ``rows`` as an aligned table, or as JSON: ``obj`` if given, else ``{"items": rows}``.
+
+    Table headers are the keys of the first row; a cell may span several lines.
+    """
+    if output == "json":
+        click.echo(json.dumps({"items": rows} if obj is None else obj, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("No resources found.", err=True)
+        return
+    header = list(rows[0])
+    cells = [[[h] for h in header]]
+    cells += [[cell(row.get(k)).splitlines() or [""] for k in header] for row in rows]
+    widths = [max(len(line) for row in cells for line in row[i]) for i in range(len(header))]
+    for row in cells:
+        for parts in zip_longest(*row, fillvalue=""):
+            click.echo("   ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True)).rstrip())
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return NONE
+    if isinstance(value, dt.datetime):
+        return local_time(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def local_time(value: dt.datetime) -> str:
+    """A recorded time (naive UTC, or aware) in this machine's zone, with the zone's name: ``2026-01-02 10:00:00
+    CET``."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return aware.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    return None if start is None or end is None else round((end - start).total_seconds(), 3)
+
+
+def duration(secs: float | None) -> str | None:
+    """``4ms``, ``2.50s``, ``42.0s``, ``3m04s``, ``2h05m``."""
+    if secs is None:
+        return None
+    if round(secs * 1000) < 1000:
+        return f"{round(secs * 1000)}ms"
+    if secs < 60:
+        return f"{secs:.2f}s" if secs < 10 else f"{secs:.1f}s"
+    minutes, rest = divmod(int(secs), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def origin(run: RunRecord) -> str | None:
+    """Where a run's output came from when it was not computed here."""
+    if run.notes.get("reused_from"):
+        return f"reused:{run.notes['reused_from']}"
+    if run.cached_from:
+        return f"cached:{run.cached_from}"
+    if run.original_run_id:
+        return f"rerun:{run.original_run_id}"
+    return None
+
+
+def resolution_json(res: ResolutionRecord) -> dict[str, Any]:
+    return {**res.to_dict(), "duration_seconds": seconds(res.created_at, res.ended_at)}
+
+
+def resolution_row(res: ResolutionRecord) -> dict[str, Any]:
+    return {"ID": res.id, "FUNC": res.root_func_path.rpartition(":")[2], "STATE": res.state,
+            "CREATED": res.created_at, "DURATION": duration(seconds(res.created_at, res.ended_at)),
+            "RERUN_OF": res.rerun_of}
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {**run.to_dict(), "duration_seconds": seconds(run.started_at, run.ended_at)}

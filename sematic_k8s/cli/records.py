@@ -1,0 +1,131 @@
+"""Where the CLI reads records: the data directory, the store (the server's when $SEMATIC_K8S_SERVER is set, else
+the embedded database), a run's logs, and runs found by their id or a unique start of it. Every problem is a
+one-line :class:`click.ClickException` naming what to do."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import click
+import httpx
+import sqlalchemy.exc
+
+from sematic_k8s import settings
+from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store import open_store
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.http import API, HttpStore
+from sematic_k8s.store.records import RunRecord
+
+ID = re.compile(r"^[0-9a-f]{1,64}$")
+FULL_ID_LENGTH = 32  # uuid4 hex: a complete run id, looked up directly
+CANDIDATES = 5  # ids named when a prefix is ambiguous
+PROBE_TIMEOUT = 5.0  # seconds for the server's health check
+
+
+def home(ctx: click.Context) -> Path:
+    """The data directory (created if missing): --home, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s."""
+    given = ctx.find_root().params.get("home")
+    try:
+        return settings.home(given)
+    except OSError as e:
+        where = given or os.environ.get(settings.HOME_ENV) or "~/.sematic_k8s"
+        raise click.ClickException(
+            f"cannot use {where} as the data directory ({e.strerror or e}): pass --home DIR or set "
+            f"${settings.HOME_ENV} to a directory you can write") from None
+
+
+def server_url() -> str | None:
+    return os.environ.get(settings.SERVER_ENV) or None
+
+
+def store(ctx: click.Context) -> Store:
+    """The server's records when $SEMATIC_K8S_SERVER is set (checked to answer), else the embedded database."""
+    url = server_url()
+    if url:
+        _check_server(url)
+        return open_store(Path("."), url)
+    where = home(ctx)
+    db = settings.db_url(where)
+    try:
+        return open_store(where)
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise click.ClickException(f"cannot open the metadata database {db}: {first}; check "
+                                   f"${settings.DB_URL_ENV} or --home") from None
+
+
+def _check_server(url: str) -> None:
+    """One quick GET of /api/v1/health, so an unreachable or wrong server is one clear line, at once."""
+    fix = f"check ${settings.SERVER_ENV} (unset it to read the local database)"
+    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/.*)?$", url):
+        raise click.ClickException(f"${settings.SERVER_ENV}={url!r} is not a server URL: use http://HOST:PORT")
+    health = f"{url.rstrip('/')}{API}/health"
+    try:
+        response = httpx.get(health, timeout=PROBE_TIMEOUT)
+    except httpx.ConnectError as e:
+        raise click.ClickException(f"cannot reach the sematic-k8s server at {url} ({e}): is it running "
+                                   f"(`sematic-k8s server`)? Else {fix}") from None
+    except httpx.HTTPError as e:
+        raise click.ClickException(f"the sematic-k8s server at {url} did not answer ({type(e).__name__}: {e}); "
+                                   f"{fix}") from None
+    try:
+        ok = response.status_code == 200 and response.json().get("ok") is True
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.ClickException(f"{url} does not answer like a sematic-k8s server (GET {API}/health: HTTP "
+                                   f"{response.status_code}); {fix}")
+
+
+def find_run(records: Store, given: str) -> RunRecord:
+    """The run whose id is ``given`` or starts with it (when only one does)."""
+    run_id = given.strip().lower()
+    if not ID.match(run_id):
+        raise click.ClickException(f"{given!r} is not a run id: ids are hexadecimal, as `sematic-k8s resolutions "
+                                   "list` and `sematic-k8s runs list` show them")
+    if len(run_id) >= FULL_ID_LENGTH:
+        run = records.get_run(run_id)
+        if run is not None:
+            return run
+    matches = records.list_runs(id_prefix=run_id, limit=CANDIDATES + 1)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise click.ClickException(f"no run with id {given!r}: list them with `sematic-k8s resolutions list` or "
+                                   "`sematic-k8s runs list`")
+    shown = ", ".join(f"{r.id} ({r.func_name})" for r in matches[:CANDIDATES])
+    more = " and more" if len(matches) > CANDIDATES else ""
+    raise click.ClickException(f"run id prefix {given!r} is ambiguous: it starts {shown}{more}; give more of the id")
+
+
+def find_root(records: Store, given: str) -> RunRecord:
+    """The root run (its id is its resolution's) of the run ``given`` names."""
+    run = find_run(records, given)
+    return run if run.root_id == run.id else _get(records, run.root_id)
+
+
+def _get(records: Store, run_id: str) -> RunRecord:
+    run = records.get_run(run_id)
+    if run is None:
+        raise click.ClickException(f"no run with id {run_id!r}")
+    return run
+
+
+def read_logs(ctx: click.Context, records: Store, run: RunRecord) -> str | None:
+    """A run's captured output: through the server when there is one (it reads artifact storage, so no storage
+    credentials are needed here), else from the resolution's recorded storage (S3 for cloud runs) or
+    HOME/storage. None when nothing was captured."""
+    if isinstance(records, HttpStore):
+        return records.get_logs(run.id) or None
+    res = records.get_resolution(run.root_id)
+    url = (res.settings or {}).get("storage_url") if res is not None else None
+    storage = storage_from_url(url) if url else LocalStorage(home(ctx) / "storage")
+    try:
+        return storage.get(log_key(run.id)).decode(errors="replace")
+    except KeyError:
+        return None

@@ -1,0 +1,29 @@
+"""``server`` and ``api-keys`` come with the server extra (``pip install 'sematic-k8s[server]'``); without it they
+still exist and say which extra to install."""
+
+from __future__ import annotations
+
+import click
+
+
+def register_server_commands(group: click.Group) -> None:
+    """Add the server's commands to ``group``, or stand-ins naming the extra they need."""
+    try:
+        from sematic_k8s_server.cli import register
+    except ImportError as e:
+        for name in ("server", "api-keys"):
+            group.add_command(_needs_server_extra(name, e))
+        return
+    register(group)
+
+
+def _needs_server_extra(name: str, error: ImportError) -> click.Command:
+    """A stand-in for the command ``name`` that fails, whatever its arguments, with one line naming the extra."""
+    message = f"`sematic-k8s {name}` needs the server extra: pip install 'sematic-k8s[server]' ({error})"
+
+    @click.command(name, help=f"Needs the server extra: pip install 'sematic-k8s[server]' ({error}).",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def command() -> None:
+        raise click.ClickException(message)
+
+    return command

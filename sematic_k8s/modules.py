@@ -1,0 +1,170 @@
+"""User code found again by name: the module name to record for a func or class, and loading that module
+without running the pipeline a script starts at its top level.
+
+A pipeline is often a plain script: funcs and dataclasses, then ``pipeline(...).resolve(...)`` at the top
+level with no ``if __name__ == "__main__":`` guard. Run as ``python script.py``, its module is ``__main__``,
+a name that means something else in every other process. So:
+
+- :func:`recorded_name` records such a module by the name it can be imported by (``script``, or
+  ``pkg.script`` inside a package), and remembers that, in this process, that name *is* ``__main__``
+  (importing it again would run the script twice).
+- :func:`load_module` loads a recorded module (for a rerun, a driver, a worker, or a value of one of its
+  classes). While it runs the module's top level, resolving a pipeline stops the loading right there
+  (:class:`StopLoading`): what the script defined before that line is what its pipeline could use, and
+  nothing is resolved twice. Its prints go to stderr and ``sys.argv`` holds only the script's path, so a
+  command's own output (``rerun -o json``) and arguments are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger("sematic_k8s")
+MAIN = "__main__"
+_aliases: dict[str, str] = {}  # recorded name -> the sys.modules name it runs as in this process (__main__)
+_files: dict[str, str] = {}  # recorded name -> its source file, where known
+_main_names: dict[int, str] = {}  # id(the __main__ module) -> its recorded name, worked out once
+_state = threading.local()  # .loading: how many guarded loads this thread is in
+
+
+class StopLoading(BaseException):
+    """Raised by ``resolve()`` while :func:`load_module` runs a module's top level: loading stops there.
+
+    A BaseException, so a script's ``except Exception`` does not swallow it."""
+
+
+def loading() -> bool:
+    """True while this thread runs the top level of a module :func:`load_module` is loading."""
+    return getattr(_state, "loading", 0) > 0
+
+
+def check_not_loading(what: str) -> None:
+    """Stop a guarded load at a call that would resolve a pipeline (``what`` names it in the log)."""
+    if loading():
+        raise StopLoading(what)
+
+
+def name_for_file(path: str | os.PathLike[str]) -> str:
+    """The module name a source file is imported by: its stem, under the packages (directories with an
+    ``__init__.py``) that contain it."""
+    p = Path(path).resolve()
+    parts = [] if p.stem == "__init__" else [p.stem]
+    parent = p.parent
+    while (parent / "__init__.py").exists() and parent != parent.parent:
+        parts.insert(0, parent.name)
+        parent = parent.parent
+    return ".".join(parts) or p.parent.name
+
+
+def recorded_name(module_name: str) -> str:
+    """The name to record for code in ``module_name``: itself, except for ``__main__`` (``python script.py``,
+    ``python -m pkg.mod``), recorded by the name it can be imported by."""
+    if module_name != MAIN:
+        return module_name
+    main = sys.modules.get(MAIN)
+    cached = _main_names.get(id(main))
+    if cached is not None:
+        return cached
+    _main_names[id(main)] = name = _main_name(main)
+    return name
+
+
+def _main_name(main: ModuleType | None) -> str:
+    spec = getattr(main, "__spec__", None)
+    file = getattr(main, "__file__", None)
+    if spec is not None and spec.name != MAIN:
+        name = spec.name
+    elif file:
+        name = name_for_file(file)
+    else:
+        return MAIN  # an interactive session: nothing to import it by elsewhere
+    _aliases[name] = MAIN
+    if file:
+        _files.setdefault(name, os.path.abspath(file))
+    return name
+
+
+def remember_file(name: str, source_file: str | None) -> None:
+    """Where module ``name``'s source is, for loading it (or a class of it) later by name."""
+    if source_file and name != MAIN:
+        _files.setdefault(name, source_file)
+
+
+def load_module(name: str, source_file: str | None = None) -> ModuleType:
+    """The module recorded as ``name`` (its file ``source_file`` if known), loaded at most once per process,
+    its top level run only up to a call that would resolve a pipeline.
+
+    Raises ImportError when it cannot be found."""
+    if name == MAIN:  # no file (python -c, a notebook): this process's own; else find it by its file
+        if not source_file:
+            return sys.modules[MAIN]
+        name = name_for_file(source_file)
+    if name in _aliases:
+        return sys.modules[_aliases[name]]
+    if name in sys.modules:
+        return sys.modules[name]
+    source_file = source_file or _files.get(name)
+    spec = _find_spec(name, source_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        with _guarded(source_file or spec.origin or name):
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except StopLoading as stop:
+        log.info("loaded %s up to its call of %s (not run again)", name, stop)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    parent, _, child = name.rpartition(".")
+    if parent and parent in sys.modules:
+        setattr(sys.modules[parent], child, module)
+    remember_file(name, source_file)
+    return module
+
+
+def _find_spec(name: str, source_file: str | None) -> importlib.machinery.ModuleSpec:
+    """By name from sys.path; else with the directory holding the file's top package added to sys.path (so
+    ``sematic-k8s rerun`` finds a user's pipeline from any working directory); else from the file itself."""
+    spec = _spec_by_name(name)
+    if spec is None and source_file:
+        path = Path(source_file).resolve()
+        depth = len(name.split(".")) - (0 if path.stem == "__init__" else 1)
+        if depth < len(path.parents) and str(path.parents[depth]) not in sys.path:
+            sys.path.append(str(path.parents[depth]))
+            spec = _spec_by_name(name)
+        if spec is None and path.exists():
+            spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        where = f" (recorded source {source_file} not found here)" if source_file else ""
+        raise ImportError(f"no module named {name!r}{where}")
+    return spec
+
+
+def _spec_by_name(name: str) -> importlib.machinery.ModuleSpec | None:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a parent package is missing, or the name is not a module name
+        return None
+
+
+@contextlib.contextmanager
+def _guarded(path: str) -> Iterator[None]:
+    """While a module's top level runs: resolving stops it, prints go to stderr, argv is just its path."""
+    _state.loading = getattr(_state, "loading", 0) + 1
+    argv = sys.argv
+    sys.argv = [path]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.argv = argv
+        _state.loading -= 1

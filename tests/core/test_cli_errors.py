@@ -1,0 +1,150 @@
+"""Every CLI failure is one line on stderr naming the problem and what to do, with a non-zero exit: the real
+console script, in a subprocess, against bad input of every kind."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sematic_k8s import settings
+from sematic_k8s.store import sql_store
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from serving import free_port, serve
+
+CLI = Path(sys.executable).with_name("sematic-k8s")
+ROOT = "abc1" + "0" * 28  # a resolved resolution (and its root run)
+CHILD = "abc2" + "0" * 28  # a run of it: shares the prefix "abc" with the root
+GONE = "def0" + "0" * 28  # a resolution whose code is nowhere to be found
+
+
+@dataclass
+class Env:
+    home: Path
+    file: Path  # a plain file, where a directory is needed
+    server: str  # a sematic-k8s server that wants API keys
+    not_sematic: str  # an HTTP server that is something else
+    unreachable: str
+
+
+def record(home: Path) -> None:
+    """Recorded data for the commands to refuse, written as records (no code needs to exist)."""
+    now = utcnow()
+    batch = Batch()
+    for root, path in ((ROOT, "cli_pipeline:pipeline"), (GONE, "gone_module:pipeline")):
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path=path, state="resolved", created_at=now,
+                                              ended_at=now, settings={"kind": "local"}))
+        batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=path, func_name="pipeline",
+                                state="resolved", source_file=f"/nowhere/{path.partition(':')[0]}.py",
+                                created_at=now))
+    batch.add_run(RunRecord(id=CHILD, root_id=ROOT, parent_id=ROOT, func_path="cli_pipeline:add", func_name="add",
+                            state="resolved", created_at=now))
+    sql_store(settings.db_url(home)).write(batch)
+
+
+class NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>not here</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    base = tmp_path_factory.mktemp("cli-errors")
+    home = base / "home"
+    home.mkdir()
+    record(home)
+    (base / "a-file").write_text("not a directory")
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (base / "served").mkdir()
+        with serve(base / "served") as served:
+            yield Env(home, base / "a-file", served.url, f"http://127.0.0.1:{other.server_address[1]}",
+                      f"http://127.0.0.1:{free_port()}")
+    finally:
+        other.shutdown()
+
+
+def run_cli(env: Env, args: list[str], extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
+    environ[settings.HOME_ENV] = str(env.home)
+    environ.update(extra or {})
+    return subprocess.run([str(CLI), *args], env=environ, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+# (args, environment, what the one line says, exit code); {file}, {server}... are filled from the Env
+BAD_INPUTS = [
+    pytest.param(["resolutions", "list"], {"SERVER": "{unreachable}"},
+                 "cannot reach the sematic-k8s server at {unreachable}", 1, id="unreachable-server"),
+    pytest.param(["runs", "list"], {"SERVER": "{server}", "API_KEY": "sk8s_wrong"},
+                 "API key missing or invalid for {server}: set $SEMATIC_K8S_API_KEY", 1, id="bad-key"),
+    pytest.param(["runs", "list"], {"SERVER": "{server}"}, "API key missing or invalid", 1, id="no-key"),
+    pytest.param(["resolutions", "list"], {"SERVER": "{not_sematic}"},
+                 "{not_sematic} does not answer like a sematic-k8s server", 1, id="not-a-sematic-server"),
+    pytest.param(["resolutions", "list"], {"SERVER": "localhost:8000"},
+                 "$SEMATIC_K8S_SERVER='localhost:8000' is not a server URL: use http://HOST:PORT", 1, id="bad-url"),
+    pytest.param(["runs", "show", "xyz!"], {}, "'xyz!' is not a run id: ids are hexadecimal", 1, id="malformed-id"),
+    pytest.param(["logs", "0123456789abcdef0123456789abcdef"], {},
+                 "no run with id '0123456789abcdef0123456789abcdef'", 1, id="unknown-id"),
+    pytest.param(["runs", "show", "abc"], {}, f"run id prefix 'abc' is ambiguous: it starts {ROOT} (pipeline), "
+                 f"{CHILD} (add); give more of the id", 1, id="ambiguous-prefix"),
+    pytest.param(["runs", "list", "--root-id", "abc2"], {}, f"run {CHILD} is not a root run; its resolution is "
+                 f"{ROOT}", 1, id="not-a-root"),
+    pytest.param(["cancel", "abc1"], {}, f"resolution {ROOT} already ended (resolved): nothing to cancel", 1,
+                 id="cancel-ended"),
+    pytest.param(["rerun", "def0"], {}, f"cannot rerun {GONE}: func gone_module:pipeline cannot be found", 1,
+                 id="code-gone"),
+    pytest.param(["resolutions", "list", "--limit", "0"], {},
+                 "Invalid value for '--limit': 0 is not in the range 1<=x<=10000", 2, id="limit-out-of-range"),
+    pytest.param(["rerun", "abc1", "--max-parallelism", "0"], {}, "Invalid value for '--max-parallelism'", 2,
+                 id="parallelism-out-of-range"),
+    pytest.param(["runs", "list", "--state", "sideways"], {}, "Invalid value for '--state'", 2, id="bad-state"),
+    pytest.param(["runs", "show"], {}, "Missing argument 'RUN_ID'", 2, id="missing-argument"),
+    pytest.param(["runz"], {}, "No such command 'runz'", 2, id="unknown-command"),
+    pytest.param(["logs", "abc1", "--follow", "-o", "json"], {}, "--follow prints text as it comes", 2,
+                 id="follow-json"),
+    pytest.param(["--home", "{file}", "resolutions", "list"], {}, "Invalid value for '--home': Directory", 2,
+                 id="home-option-is-a-file"),
+    pytest.param(["resolutions", "list"], {"HOME": "{file}"}, "cannot use {file} as the data directory (File exists): "
+                 "pass --home DIR or set $SEMATIC_K8S_HOME to a directory you can write", 1, id="home-is-a-file"),
+    pytest.param(["--home", "{file}/sub", "runs", "list"], {}, "cannot use {file}/sub as the data directory", 1,
+                 id="home-under-a-file"),
+    pytest.param(["resolutions", "list"], {"DB_URL": "nosuchdb://x"},
+                 "cannot open the metadata database nosuchdb://x", 1, id="bad-db-url"),
+]
+
+
+@pytest.mark.parametrize(("args", "environ", "says", "code"), BAD_INPUTS)
+def test_each_failure_is_one_line(env: Env, args: list[str], environ: dict[str, str], says: str, code: int) -> None:
+    fill = {"file": str(env.file), "server": env.server, "not_sematic": env.not_sematic,
+            "unreachable": env.unreachable}
+    proc = run_cli(env, [a.format(**fill) for a in args],
+                   {settings.PREFIX + k: v.format(**fill) for k, v in environ.items()})
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("Error: ") and says.format(**fill) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(env: Env) -> None:
+    for args in (["--debug", "resolutions", "list"], ["resolutions", "list", "--debug"]):
+        proc = run_cli(env, args, {settings.SERVER_ENV: env.unreachable})
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("Traceback (most recent call last):")
+        assert proc.stderr.splitlines()[-1].startswith("Error: cannot reach the sematic-k8s server")

@@ -1,0 +1,115 @@
+"""The progress display in its own process: live (rich) on a terminal (a pty), plain lines through a pipe; both
+end in the same one-line summary and never show a build's raw output as lines."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from sematic_k8s.progress import Lines, counts_text
+
+REPO = Path(__file__).resolve().parents[2]
+DIGEST = "127.0.0.1:5000/p@sha256:" + "a" * 64
+# what packaging and the CloudResolver report during a build, a push and a resolution (their line vocabulary)
+FEED = textwrap.dedent(f'''
+    import time
+    from sematic_k8s.progress import display
+
+    shown = display()
+    for line in ["context: 12 files, hash 0123456789abcdef", "build: 127.0.0.1:5000/p:abc from /proj",
+                 "Step 1/3 : FROM local/python-base:bookworm", " ---> Using cache", " ---> 1a2b3c",
+                 "Step 2/3 : RUN pip install --no-index /wheels/*.whl", "Collecting tomli-w", "Installing tomli-w",
+                 "Removing intermediate container 99", "Step 3/3 : COPY . /app", " ---> 4d5e6f",
+                 "Successfully built 4d5e6f", "Successfully tagged 127.0.0.1:5000/p:abc", "build: done in 0.1s",
+                 "push: The push refers to repository [127.0.0.1:5000/p]", "push aaaaaaaaaaaa: Preparing",
+                 "push bbbbbbbbbbbb: Preparing", "push aaaaaaaaaaaa: Pushing (3.2 MB)", "push aaaaaaaaaaaa: Pushed",
+                 "push bbbbbbbbbbbb: Layer already exists", "image: {DIGEST}",
+                 "driver started for resolution r1"]:
+        shown(line)
+        time.sleep(0.02)
+    for counts in [{{"created": 1}}, {{"running": 2}}, {{"running": 2}}, {{"running": 1, "resolved": 1}},
+                   {{"resolved": 2}}]:
+        shown.runs("r1", "running", counts)
+        time.sleep(0.15)
+    shown.done("resolved")
+''')
+SUMMARY = re.compile(r"resolution r1 resolved in [\d.]+s; 2 runs \(2 resolved\); image built in [\d.]+s, 3 steps "
+                     rf"\(1 cached\), 2 layers pushed: {re.escape(DIGEST)}")
+RAW = ("Collecting tomli-w", "Installing tomli-w", "Successfully", "Removing intermediate", "---> ")
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "120"}
+
+
+def test_plain_lines_when_not_a_terminal() -> None:
+    proc = subprocess.run([sys.executable, "-c", FEED], env=env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[:-1] == [
+        "context: 12 files, hash 0123456789abcdef",
+        "build: 127.0.0.1:5000/p:abc from /proj",
+        "build: step 1/3 FROM local/python-base:bookworm",
+        "build: step 2/3 RUN pip install --no-index /wheels/*.whl",
+        "build: step 3/3 COPY . /app",
+        "build: done in 0.1s",
+        "push: layer aaaaaaaaaaaa pushed (1/2)",
+        "push: layer bbbbbbbbbbbb layer already exists (2/2)",
+        f"image: {DIGEST}",
+        "driver started for resolution r1",
+        "resolution r1: 1 created",
+        "resolution r1: 2 running",  # once: the same counts again are not a new line
+        "resolution r1: 1 running, 1 resolved",
+        "resolution r1: 2 resolved",
+    ]
+    assert SUMMARY.fullmatch(lines[-1])
+    assert "\x1b[" not in proc.stderr and not any(raw in proc.stderr for raw in RAW)
+
+
+def test_live_display_on_a_terminal() -> None:
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", FEED], env=env(), stdin=terminal, stdout=terminal,
+                            stderr=terminal, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([controller], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(60) == 0
+    os.close(controller)
+    out = b"".join(chunks).decode(errors="replace")
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).replace("\r", "")
+    assert "\x1b[" in out  # drawn in place
+    assert "step 2/3" in screen and "1/2 layers" in screen and "2/2 layers" in screen
+    assert "■ 2 running" in screen and "■ 2 resolved" in screen
+    assert "image: " + DIGEST in screen and "driver started for resolution r1" in screen  # milestones stay
+    assert "build: step" not in screen  # steps are drawn, not printed as lines
+    last = [line for line in screen.splitlines() if line.strip()][-1]
+    assert SUMMARY.fullmatch(last.strip())
+
+
+def test_a_callers_own_sink_gets_every_line_and_the_summary() -> None:
+    got: list[str] = []
+    shown = Lines(got.append)
+    shown("Step 1/1 : FROM x")
+    shown("output of the step")
+    shown.runs("r2", "running", {"running": 3})
+    shown.runs("r2", "running", {"running": 3})
+    assert shown.done("resolved").startswith("resolution r2 resolved in ")
+    assert got[:3] == ["Step 1/1 : FROM x", "output of the step", "resolution r2: 3 running"]
+    assert len(got) == 4 and got[3].startswith("resolution r2 resolved")
+    assert counts_text({"resolved": 2, "failed": 0, "created": 1, "running": 4}) == "1 created, 4 running, 2 resolved"

@@ -1,0 +1,123 @@
+"""The CLI on resolutions as they run, each side in its own process: cancel, logs --follow, and reading through
+the server (no access to the artifact storage needed on the CLI's machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s import settings
+from sematic_k8s.store import sql_store
+from serving import serve, wait_for
+
+try:
+    import server_pipeline as sp
+except ImportError:  # pragma: no cover
+    from tests import server_pipeline as sp
+
+CLI = str(Path(sys.executable).with_name("sematic-k8s"))
+REPO = Path(__file__).resolve().parents[2]
+SLOW = textwrap.dedent('''
+    import sys
+    import time
+    from pathlib import Path
+
+    import sematic_k8s as sk
+
+
+    @sk.func
+    def slow(flag: str) -> int:
+        print("started", flush=True)
+        while not Path(flag).exists():
+            time.sleep(0.05)
+        print("finishing")
+        return 1
+
+
+    @sk.func
+    def pipeline(flag: str) -> int:
+        return slow(flag)
+
+
+    if __name__ == "__main__":
+        pipeline(sys.argv[1]).resolve(sk.LocalResolver(max_parallelism=2))  # the loop keeps polling meanwhile
+''')
+
+
+def environ(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
+    return {**env, settings.HOME_ENV: str(home), "PYTHONPATH": str(REPO), **extra}
+
+
+@pytest.fixture
+def slow_pipeline(tmp_path: Path):
+    """Start the slow pipeline in its own process; yields (home, flag, process, id of the running `slow` run)."""
+    script, flag, home = tmp_path / "slow_pipeline.py", tmp_path / "flag", tmp_path / "home"
+    script.write_text(SLOW)
+    proc = subprocess.Popen([sys.executable, str(script), str(flag)], env=environ(home), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def running() -> str | None:
+            if not (home / "db.sqlite3").exists():
+                return None
+            runs = sql_store(settings.db_url(home)).list_runs(func="slow", state="running")
+            return runs[0].id if runs else None
+        yield home, flag, proc, wait_for(running, 60, what="the slow run to start")
+    finally:
+        flag.touch()  # let its thread end, so the process can exit
+        proc.communicate(timeout=60)
+
+
+def test_cancel_a_running_resolution(slow_pipeline) -> None:
+    home, flag, proc, slow_id = slow_pipeline
+    root_id = sql_store(settings.db_url(home)).get_run(slow_id).root_id
+    done = subprocess.run([CLI, "cancel", slow_id[:12], "--wait", "-o", "json"], env=environ(home),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    res = json.loads(done.stdout)
+    assert (res["id"], res["state"]) == (root_id, "canceled")
+    flag.touch()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "ResolutionCanceled" in err
+    again = subprocess.run([CLI, "cancel", root_id], env=environ(home), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "already ended (canceled)" in again.stderr
+
+
+def test_logs_follow_until_the_run_ends(slow_pipeline) -> None:
+    home, flag, proc, slow_id = slow_pipeline
+    follow = subprocess.Popen([CLI, "logs", slow_id, "--follow"], env=environ(home), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    flag.touch()
+    out, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0, err
+    assert out == "started\nfinishing\n"
+    assert err.splitlines()[-1] == f"run {slow_id} (slow) resolved"
+
+
+def test_reads_through_the_server_without_the_storage(tmp_path: Path) -> None:
+    with serve(tmp_path) as served:
+        f = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
+        f.resolve(sk.LocalResolver(home=served.home, server=served.url, api_key=served.key))
+        add = next(r for r in served.store.runs_of_root(f.id) if r.func_name == "add")
+        elsewhere = tmp_path / "elsewhere"  # an empty home: the logs can only come from the server
+        env = environ(elsewhere, **{settings.SERVER_ENV: served.url, settings.API_KEY_ENV: served.key})
+        logs = subprocess.run([CLI, "logs", add.id[:8]], env=env, capture_output=True, text=True, timeout=60)
+        assert logs.returncode == 0, logs.stderr
+        assert logs.stdout == "adding 1 + 2\n"
+        listed = subprocess.run([CLI, "runs", "list", "--func", "add", "-o", "json"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert [i["id"] for i in json.loads(listed.stdout)["items"]] == [add.id]
+        with served.client() as client:
+            counts = client.get(f"/api/v1/resolutions/{f.id}/counts").json()
+            runs = len(served.store.runs_of_root(f.id))
+            assert counts == {"resolution_id": f.id, "state": "resolved", "counts": {"resolved": runs}, "total": runs}
+            assert client.get(f"/api/v1/resolutions/{'0' * 32}/counts").status_code == 404
+            by_prefix = client.get("/api/v1/runs", params={"id_prefix": add.id[:6]}).json()["items"]
+            assert add.id in [r["id"] for r in by_prefix]
