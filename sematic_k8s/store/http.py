@@ -22,7 +22,7 @@ from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, R
 
 API = "/api/v1"
 PAGE = 1000  # the server's largest page
-DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at"})
+DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 R = TypeVar("R")
 
 

@@ -57,6 +57,7 @@ class ResolutionRecord:
     error: str | None = None
     created_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None  # when its resolving process last said it was alive
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
