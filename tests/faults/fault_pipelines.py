@@ -43,7 +43,8 @@ def remote_add(a: int, b: int) -> int:
 
 @sk.func(inline=False)
 def remote_wait_for(path: str, x: int) -> int:
-    Path(path + ".started").touch()
+    """:func:`wait_for` in a worker; the ``.started`` file holds the pid of the process running it."""
+    Path(path + ".started").write_text(str(os.getpid()))
     while not os.path.exists(path):
         time.sleep(0.05)
     return x
@@ -53,3 +54,11 @@ def remote_wait_for(path: str, x: int) -> int:
 def remote_gated(n: int, gate: str) -> int:
     """:func:`gated` with every step in a worker of its own (process, container or pod)."""
     return remote_add(remote_wait_for(gate, remote_add(n, 1)), remote_add(1, 1))
+
+
+@sk.func
+def two_gates(n: int, first: str, second: str) -> int:
+    """Five steps in workers, two of them waiting at gates: ``(n + 1) + (1 + 1) + 10``."""
+    a = remote_wait_for(first, remote_add(n, 1))
+    b = remote_wait_for(second, remote_add(a, remote_add(1, 1)))
+    return remote_add(b, 10)

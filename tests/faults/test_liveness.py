@@ -82,6 +82,14 @@ def test_the_servers_sweeper_marks_a_dead_resolution_and_a_cancel_completes(tmp_
             assert res["error"].startswith("the resolver stopped responding at ") and res["heartbeat_at"]
             runs = c.get("/api/v1/runs", params={"root_id": root_id}).json()["items"]
             assert {r["state"] for r in runs} <= {"resolved", "canceled"}
+            gate.touch()
+            r = c.post(f"/api/v1/resolutions/{root_id}/rerun", json={"mode": "continue"})
+            assert r.status_code != 409, r.text  # it has ended: continuing it is allowed
+            if r.status_code == 202:  # this server reruns local resolutions itself: let it finish
+                continued = r.json()["resolution_id"]
+                done = wait_for(lambda: (x := c.get(f"/api/v1/resolutions/{continued}").json()).get("state")
+                                in ("resolved", "failed") and x, 60, what="the continued resolution")
+                assert done["state"] == "resolved", done
 
 
 def test_a_live_resolver_busy_in_a_long_func_is_not_marked_dead(tmp_path, monkeypatch):
