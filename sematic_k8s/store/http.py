@@ -214,14 +214,14 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
-_STORES: dict[tuple[str, str | None], HttpStore] = {}
+_STORES: dict[tuple[str, str | None, float | None], HttpStore] = {}
 _LOCK = threading.Lock()
 
 
-def http_store(url: str, api_key: str | None = None) -> HttpStore:
-    """One HttpStore (connection pool) per server URL and key per process."""
+def http_store(url: str, api_key: str | None = None, retry_window: float | None = None) -> HttpStore:
+    """One HttpStore (connection pool) per server URL, key and retry window per process."""
     with _LOCK:
-        key = (url.rstrip("/"), api_key)
+        key = (url.rstrip("/"), api_key, retry_window)
         if key not in _STORES:
-            _STORES[key] = HttpStore(url, api_key)
+            _STORES[key] = HttpStore(url, api_key, retry_window=retry_window)
         return _STORES[key]
