@@ -8,6 +8,7 @@ kubernetes client, are needed only when it is used). Adding a backend is one lin
 - ``STORAGES``: artifact storage by URL scheme (``s3://bucket/prefix``); each is a class with ``from_url(url)``.
 - ``LAUNCHERS``: how a driver is started for a DriverSpec's executor; each is a function ``(spec, env)``.
   Executors without a launcher of their own run their driver in a Docker container.
+- ``DRIVER_WATCHES``: how a started driver is followed, by the same names; each is a class taking the spec.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ STORAGES = {
 LAUNCHERS = {
     "docker": "sematic_k8s.launchers.docker:start_driver",
     "kubernetes": "sematic_k8s.launchers.kubernetes:start_driver",
+}
+DRIVER_WATCHES = {
+    "docker": "sematic_k8s.launchers.docker:DriverContainer",
+    "kubernetes": "sematic_k8s.launchers.kubernetes:DriverJob",
 }
 DEFAULT_LAUNCHER = "docker"
 

@@ -25,6 +25,8 @@ def main() -> int:
     """Container entrypoint: exit 0 when the resolution resolved, 1 when it failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
     spec = DriverSpec.from_json(os.environ[settings.DRIVER_ENV])
+    logging.getLogger("sematic_k8s").info("driver of resolution %s: executor %s, image %s", spec.root_id,
+                                          spec.executor, spec.image)
     store = open_store(settings.home())  # the server at $SEMATIC_K8S_SERVER; else $SEMATIC_K8S_DB_URL
     ended = store.get_resolution(spec.root_id) if spec.root_id else None
     if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do

@@ -19,7 +19,8 @@ func failing)::
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
         ├── RegistryAuthError           the image registry wants credentials we do not have
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
-            └── Evicted
+            ├── Evicted
+            └── StorageUnreachable      the worker could not reach artifact storage
 
     BaseException
     └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
@@ -195,11 +196,15 @@ class Evicted(WorkerLost):
     words = "the worker's pod was evicted from its node"
 
 
+class StorageUnreachable(WorkerLost):
+    words = "the worker could not reach artifact storage (an infrastructure failure, not the func's)"
+
+
 WORKER_DEATHS: dict[str, type[WorkerDied]] = {
     c.__name__: c for c in (
         OOMKilled, DeadlineExceeded, ImagePullBackOff, ErrImagePull, Unschedulable, CreateContainerConfigError,
         CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
-        PodDeleted, JobDeleted, BackoffLimitExceeded, Evicted)}
+        PodDeleted, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable)}
 
 
 def kinds(cls: type[BaseException]) -> list[str]:

@@ -52,8 +52,17 @@ WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"  # the workers
 API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"  # the Secret holding drivers' API key (also a key)
 STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"  # the Secret holding S3 credentials for pods (also a key)
 
+# -- faults (DESIGN.md "Faults") ----------------------------------------------------------------------------
+RETRY_WINDOW_ENV = "SEMATIC_K8S_RETRY_WINDOW"  # seconds clients retry an unreachable server or storage (default 120)
+HEARTBEAT_INTERVAL_ENV = "SEMATIC_K8S_HEARTBEAT_INTERVAL"  # seconds between a resolving process's heartbeats (5)
+HEARTBEAT_TIMEOUT_ENV = "SEMATIC_K8S_HEARTBEAT_TIMEOUT"  # seconds of silence after which a resolution is dead (60)
+
+DEFAULT_RETRY_WINDOW = 120.0
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+
 # What a driver passes on to its workers (storage credentials and settings, the source map).
-WORKER_PASS_THROUGH = ("AWS_", SOURCE_MAP_ENV, S3_PREFIX_ENVS)
+WORKER_PASS_THROUGH = ("AWS_", SOURCE_MAP_ENV, S3_PREFIX_ENVS, RETRY_WINDOW_ENV)
 
 
 def home(override: str | os.PathLike[str] | None = None) -> Path:
@@ -77,3 +86,33 @@ def worker_env() -> dict[str, str]:
     """The part of this process's environment that workers need (storage credentials and settings, the
     source map): what a driver passes on."""
     return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH)}
+
+
+def seconds(name: str, default: float) -> float:
+    """A duration in seconds from the variable ``name``; ``default`` when it is unset or empty."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"${name} must be a number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def retry_window() -> float:
+    """How long clients keep retrying an unreachable server or storage ($SEMATIC_K8S_RETRY_WINDOW)."""
+    return seconds(RETRY_WINDOW_ENV, DEFAULT_RETRY_WINDOW)
+
+
+def heartbeat_interval() -> float:
+    """Seconds between a resolving process's heartbeats ($SEMATIC_K8S_HEARTBEAT_INTERVAL)."""
+    return seconds(HEARTBEAT_INTERVAL_ENV, DEFAULT_HEARTBEAT_INTERVAL)
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat after which a resolution's process counts as dead
+    ($SEMATIC_K8S_HEARTBEAT_TIMEOUT)."""
+    return seconds(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT)

@@ -12,16 +12,22 @@ import os
 import sys
 
 from sematic_k8s import settings
+from sematic_k8s.errors import InfrastructureError
 from sematic_k8s.executors.remote import run_task
-from sematic_k8s.specs import TaskSpec
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec
 from sematic_k8s.storage.urls import storage_from_url
 
 
 def main() -> int:
-    """Container entrypoint: exit 0 when the func returned, 1 when it raised."""
+    """Container entrypoint: exit 0 when the func returned, 1 when it raised, 75 when storage could not be
+    reached (after retrying for the retry window): the driver then runs the attempt again."""
     spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
     storage = storage_from_url(os.environ[settings.STORAGE_ENV])
-    doc = run_task(spec, storage)
+    try:
+        doc = run_task(spec, storage)
+    except InfrastructureError as e:
+        print(f"sematic-k8s worker: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return WORKER_EXIT_INFRASTRUCTURE
     return 1 if "error" in doc else 0
 
 

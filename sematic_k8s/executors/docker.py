@@ -1,4 +1,9 @@
-"""Run each Run attempt in a Docker container on this machine (host network), from an image by digest."""
+"""Run each Run attempt in a Docker container on this machine (host network), from an image by digest.
+
+A container is removed as soon as its end is read (exit code, last log lines; the worker stored its outcome
+and logs itself), when it is stopped (canceled, or past its func's timeout), and when the executor closes:
+none is left behind with credentials in its environment.
+"""
 
 from __future__ import annotations
 
@@ -70,13 +75,32 @@ class DockerExecutor(RemoteExecutor):
         reason = "OOMKilled" if state.get("OOMKilled") else None
         logs = container.logs(tail=LOG_TAIL).decode(errors="replace")
         details = {"executor": "docker", "container": container.name, "image": self.image}
-        container.remove(force=True)
+        _remove(container)
         return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs, details)
+
+    def tail(self, run_id: str) -> str:
+        container = self.containers.get(run_id)
+        if container is None:
+            return ""
+        try:
+            return container.logs(tail=LOG_TAIL).decode(errors="replace")
+        except Exception:  # noqa: BLE001 - gone already: nothing to show
+            return ""
 
     def stop(self, run_id: str) -> None:
         container = self.containers.pop(run_id, None)
         if container is not None:
-            container.remove(force=True)
+            _remove(container)
+
+
+def _remove(container: Any) -> None:
+    """Remove a container (stopping it first), whether or not it is still there."""
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
 
 
 def _cpus(cpu: str) -> float:

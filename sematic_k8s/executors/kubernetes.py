@@ -152,6 +152,8 @@ class KubernetesExecutor(RemoteExecutor):
     ``api_client`` and ``backoff`` are live objects for tests and benchmarks.
     """
 
+    enforces_timeouts = False  # each pod's activeDeadlineSeconds is the func's timeout: the kubelet stops it
+
     def __init__(self, storage: Storage, storage_url: str, image: str, settings: KubernetesSettings | None = None,
                  *, api_client: client.ApiClient | None = None, backoff: Backoff | None = None,
                  **options: Any) -> None:

@@ -3,8 +3,10 @@ side of their contract.
 
 The task goes out as a :class:`~sematic_k8s.specs.TaskSpec` in the worker's environment; the worker
 (``python -m sematic_k8s.worker``, which calls :func:`run_task`) stores the output, the logs and an outcome
-document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends. Subclasses only
-say how to launch a worker, how to see which ones ended, and how to stop one.
+document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends, and stops a
+worker that outlives its func's ``timeout`` (recorded as DeadlineExceeded, "timed out after N s", with its
+last log lines). Subclasses only say how to launch a worker, how to see which ones ended, how to read the end
+of its log, and how to stop one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
-from sematic_k8s.specs import TaskSpec, outcome_key
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec, outcome_key
 from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
@@ -70,11 +72,14 @@ class Ended:
 class RemoteExecutor:
     """Launches workers and turns their outcome documents into Outcomes."""
 
+    enforces_timeouts = True  # False where the platform stops workers itself (a pod's activeDeadlineSeconds)
+
     def __init__(self, storage: Storage, storage_url: str) -> None:
         self.storage = storage
         self.storage_url = storage_url
         self.running: dict[str, TaskSpec] = {}
         self.finished: list[Ended] = []  # resumed attempts whose outcome was already stored
+        self.deadlines: dict[str, tuple[float, float]] = {}  # run id -> (monotonic deadline, timeout)
 
     # -- what subclasses implement ----------------------------------------------------------------
 
@@ -87,6 +92,10 @@ class RemoteExecutor:
 
     def stop(self, run_id: str) -> None:
         raise NotImplementedError
+
+    def tail(self, run_id: str) -> str:
+        """The last lines a running worker printed ("" where they cannot be read)."""
+        return ""
 
     # -- the Executor interface -------------------------------------------------------------------
 
@@ -102,11 +111,14 @@ class RemoteExecutor:
             self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
             return
         self.launch(spec, task, env)
+        if task.func.timeout is not None and self.enforces_timeouts:
+            self.deadlines[task.run_id] = (time.monotonic() + task.func.timeout, task.func.timeout)
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
+            self.finished.extend(self._timed_out())
             ended, self.finished = self.finished + self.ended(0 if self.finished else left), []
             outcomes = [self._outcome(e) for e in ended if e.run_id in self.running]
             if outcomes or (deadline is not None and time.monotonic() >= deadline):
@@ -114,6 +126,7 @@ class RemoteExecutor:
 
     def _outcome(self, e: Ended) -> Outcome:
         spec = self.running.pop(e.run_id)
+        self.deadlines.pop(e.run_id, None)
         details = {**e.details, **({"reason": e.reason} if e.reason else {})}
         try:
             doc = json.loads(self.storage.get(outcome_key(spec.run_id, spec.attempt)))
@@ -124,8 +137,25 @@ class RemoteExecutor:
         return Outcome(spec.run_id, spec.attempt, output=doc.get("output"), expansion=doc.get("expansion"),
                        error_info=doc.get("error"), details=details)
 
+    def _timed_out(self) -> list[Ended]:
+        """Workers past their func's timeout: their last log lines read, then stopped."""
+        now = time.monotonic()
+        out = []
+        for run_id, (deadline, timeout) in list(self.deadlines.items()):
+            if deadline > now:
+                continue
+            del self.deadlines[run_id]
+            if run_id not in self.running:
+                continue
+            tail = self.tail(run_id)
+            self.stop(run_id)
+            out.append(Ended(run_id, None, "DeadlineExceeded", f"timed out after {timeout:g} s", tail,
+                             {"timed_out_after": timeout}))
+        return out
+
     def cancel(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
+            self.deadlines.pop(run_id, None)
             if self.running.pop(run_id, None) is not None:
                 self.stop(run_id)
 
@@ -136,9 +166,10 @@ class RemoteExecutor:
 def _died(e: Ended) -> dict[str, Any]:
     """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
     its reason (see :mod:`sematic_k8s.errors`), in plain words."""
-    cls = WORKER_DEATHS.get(e.reason or "", WorkerDied)
+    reason = e.reason or ("StorageUnreachable" if e.exit_code == WORKER_EXIT_INFRASTRUCTURE else "")
+    cls = WORKER_DEATHS.get(reason, WorkerDied)
     plain = cls.words or f"the worker exited with code {e.exit_code} without a result"
     message = plain + (f": {e.message}" if e.message else "")
     tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
-    mro = kinds(cls) if cls is not WorkerDied or not e.reason else [e.reason, *kinds(WorkerDied)]
+    mro = kinds(cls) if cls is not WorkerDied or not reason else [reason, *kinds(WorkerDied)]
     return {"type": mro[0], "message": message, "traceback": message + tail, "mro": mro}

@@ -1,19 +1,52 @@
 """Launchers start a driver (``python -m sematic_k8s.driver``) for a :class:`~sematic_k8s.specs.DriverSpec`:
 a container on this machine (:mod:`.docker`) or a Job on a cluster (:mod:`.kubernetes`), chosen by the spec's
 executor through :data:`sematic_k8s.backends.LAUNCHERS`. The CloudResolver and the server's reruns use them.
+
+They also follow a driver they started (:func:`watch_driver`): the CloudResolver asks whether it is still
+there (the container's state, the Job's and its pod's), so that a driver that died is noticed at once, with
+its last log lines, rather than only when its heartbeat goes quiet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from sematic_k8s import backends, settings
 from sematic_k8s.specs import DriverSpec
+
+LOG_TAIL = 40  # the driver's last log lines shown when it dies
+
+
+@dataclass(frozen=True, slots=True)
+class DriverEnd:
+    """How a driver ended: ``how`` in plain words ("exited with code 137"), and its last log lines."""
+
+    how: str
+    exit_code: int | None = None
+    last_logs: str = ""
+
+
+class DriverWatch(Protocol):
+    """Follows one driver."""
+
+    def ended(self) -> DriverEnd | None:
+        """None while the driver runs (or may run again: a Job with retries left); else how it ended."""
+
+    def cleanup(self) -> None:
+        """After the driver died: stop what it left running (its workers), where they would not stop alone."""
+
+    def close(self) -> None:
+        """Stop following."""
 
 
 def driver_env(spec: DriverSpec, server: str, api_key: str | None, source_map: str | None) -> dict[str, str]:
     """The environment of a driver container or pod."""
     env = {**settings.worker_env(), settings.DRIVER_ENV: spec.to_json(), settings.SERVER_ENV: server}
+    interval = settings.env(settings.HEARTBEAT_INTERVAL_ENV)
+    if interval:
+        env[settings.HEARTBEAT_INTERVAL_ENV] = interval
     if source_map:
         env[settings.SOURCE_MAP_ENV] = source_map
     if api_key:
@@ -28,3 +61,12 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
     except LookupError:
         launch = backends.load(backends.LAUNCHERS, backends.DEFAULT_LAUNCHER)
     launch(spec, env)
+
+
+def watch_driver(spec: DriverSpec) -> DriverWatch:
+    """Follow the driver started for ``spec`` (by :func:`start_driver`)."""
+    try:
+        watch: Callable[[DriverSpec], DriverWatch] = backends.load(backends.DRIVER_WATCHES, spec.executor)
+    except LookupError:
+        watch = backends.load(backends.DRIVER_WATCHES, backends.DEFAULT_LAUNCHER)
+    return watch(spec)

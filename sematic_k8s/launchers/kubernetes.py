@@ -1,4 +1,5 @@
-"""Start a driver Job on Kubernetes for a DriverSpec (the CloudResolver's and the server's way in).
+"""Start a driver Job on Kubernetes for a DriverSpec (the CloudResolver's and the server's way in), and
+follow it (:class:`DriverJob`: the Job's conditions, its last pod's exit and log).
 
 The driver's environment is merged with the chart's ``sematic-k8s`` ConfigMap: the in-cluster addresses of
 the server and S3 win over the submitting machine's (which may be port-forwards to 127.0.0.1), and the
@@ -20,6 +21,8 @@ from sematic_k8s import settings
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name
+from sematic_k8s.k8s.pods import job_failure, pod_state
+from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import (
     API_KEY_SECRET_ENV,
     DRIVER_ENV,
@@ -106,3 +109,64 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
 def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
     """The launcher of ``backends.LAUNCHERS["kubernetes"]``: the driver's Job in the spec's namespace."""
     launch_driver(spec, spec.root_id or "", env, namespace=spec.executor_settings.get("namespace"))
+
+
+class DriverJob:
+    """Follows the driver Job of ``spec``'s resolution. It has ended when the Job failed (its pods used up
+    their retries: a driver pod that dies while retries are left comes back and resumes) or completed, or
+    when it is gone; the end carries its last pod's exit code and log lines."""
+
+    def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None) -> None:
+        self.namespace = spec.executor_settings.get("namespace") or current_namespace()
+        self.name = driver_job_name(spec.root_id or "")
+        self.api = api_client or make_api_client()  # as start_driver reached it
+        self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
+
+    def ended(self) -> DriverEnd | None:
+        try:
+            job = self.api.sanitize_for_serialization(self.batch.read_namespaced_job_status(self.name, self.namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return DriverEnd(f"Job {self.name} was deleted")
+            log.debug("reading driver Job %s: %s", self.name, api_message(e))
+            return None  # the API server may be busy: ask again later
+        except Exception as e:  # noqa: BLE001 - unreachable API server: ask again later
+            log.debug("reading driver Job %s: %s", self.name, e)
+            return None
+        failure = job_failure(job)
+        complete = any(c.get("type") == "Complete" and c.get("status") == "True"
+                       for c in (job.get("status") or {}).get("conditions") or [])
+        if failure is None and not complete:
+            return None
+        code, logs = self._last_pod()
+        if failure is None:
+            return DriverEnd(f"Job {self.name} completed", code, logs)
+        reason, message = failure
+        how = f"Job {self.name} failed ({reason}{': ' + message if message else ''})"
+        if code is not None:
+            how += f"; its last pod exited with code {code}"
+        return DriverEnd(how, code, logs)
+
+    def _last_pod(self) -> tuple[int | None, str]:
+        """The exit code and last log lines of the Job's newest pod."""
+        try:
+            listed = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}")
+            pods = self.api.sanitize_for_serialization(listed).get("items") or []
+            if not pods:
+                return None, ""
+            pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+            state = pod_state(pod)
+            try:
+                logs = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace, tail_lines=LOG_TAIL)
+            except ApiException:
+                logs = state.termination_log
+            return state.exit_code, logs or ""
+        except Exception as e:  # noqa: BLE001 - the end is known; its details are a bonus
+            log.debug("reading the driver pod of %s: %s", self.name, e)
+            return None, ""
+
+    def cleanup(self) -> None:
+        """Nothing: worker Jobs are owned by the driver's Job (deleted with it, or when their pods end)."""
+
+    def close(self) -> None:
+        self.api.close()

@@ -3,6 +3,10 @@
 A launcher (:mod:`sematic_k8s.launchers`) starts the driver (``python -m sematic_k8s.driver``), which runs
 the same resolution loop as the LocalResolver, records through the server, keeps artifacts in shared
 storage (S3), and starts one container (Docker executor) or pod (Kubernetes executor) per non-inline Run.
+
+While it waits, the CloudResolver follows the driver itself (its container, or its Job and pod), not only
+the records: a driver that dies fails the resolution at once, recorded with the driver's last log lines,
+ready to be continued.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sematic_k8s import caching, serialization
 from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
-from sematic_k8s.launchers import driver_env, start_driver
+from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driver, watch_driver
 from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
 from sematic_k8s.progress import Display, display
@@ -28,6 +32,7 @@ from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERV
 from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store.records import Batch, utcnow
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 EXTRAS = {"docker": ("s3", "docker"), "kubernetes": ("s3", "k8s")}  # what the driver needs in the image
@@ -102,7 +107,11 @@ class CloudResolver(Resolver):
             if self.detach:
                 shown.done("started")
                 return future.id
-            value = self._follow(store, storage, future.id, shown)
+            driver = watch_driver(spec)
+            try:
+                value = self._follow(store, storage, future.id, shown, driver)
+            finally:
+                driver.close()
         except ResolutionFailed as e:
             shown.done(shown.seen.state or "failed")
             raise e.with_traceback(None) from e.__cause__
@@ -143,15 +152,22 @@ class CloudResolver(Resolver):
         return ensure_image(self.project_root, self.registry, self.base_image,  # type: ignore[arg-type]
                             recorded=recorded, progress=shown, extras=EXTRAS[self.executor])
 
-    def _follow(self, store: Any, storage: Any, root_id: str, shown: Display) -> Any:
-        """Wait for the resolution, showing its runs by state (one small request per poll, however many runs);
-        its value, or the failure."""
+    def _follow(self, store: Any, storage: Any, root_id: str, shown: Display, driver: DriverWatch) -> Any:
+        """Wait for the resolution, showing its runs by state (one small request per poll, however many runs),
+        and for its driver (a driver that ends before the resolution does fails it at once); its value, or the
+        failure."""
         while True:
             doc = store.resolution_counts(root_id)
             if doc is not None:
                 shown.runs(root_id, doc["state"], doc["counts"])
                 if doc["state"] in TERMINAL:
                     break
+            end = driver.ended()
+            if end is not None:
+                res = store.get_resolution(root_id)  # what it recorded before it ended
+                if res is not None and res.state in TERMINAL:
+                    break
+                self._driver_died(store, root_id, end, driver)
             time.sleep(self.poll_interval)
         res = store.get_resolution(root_id)
         if res.state == "resolved":
@@ -172,3 +188,19 @@ class CloudResolver(Resolver):
         raise ResolutionFailed(f"{res.error or f'resolution {root_id} {res.state}'}{detail}",
                                resolution_id=root_id, run_id=run.id if run else None,
                                error=run.error if run else None)
+
+    def _driver_died(self, store: Any, root_id: str, end: DriverEnd, driver: DriverWatch) -> None:
+        """The driver ended before its resolution did: record that (the resolution failed, its unfinished runs
+        canceled, so ``continue`` can pick it up), stop what it left running, and raise ResolutionFailed."""
+        reason = f"the driver {end.how} before the resolution ended"
+        now = utcnow()
+        batch = Batch(resolution_updates={root_id: {"state": "failed", "ended_at": now, "error": reason}})
+        for run in store.runs_of_root(root_id):
+            if run.state not in TERMINAL:
+                batch.update_run(run.id, state="canceled", ended_at=now)
+        store.write(batch)
+        driver.cleanup()
+        tail = f"\n\nlast log lines of the driver:\n{end.last_logs}" if end.last_logs else ""
+        raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
+                               f"rerun_from={root_id!r}, rerun_mode='continue'{tail}",
+                               resolution_id=root_id, run_id=None, error=None)

@@ -1,7 +1,13 @@
 """The resolution loop: one code path that drives a Future graph to values, for every resolver.
 
 It wires the pure :mod:`sematic_k8s.graph` to a Store (metadata), a Storage (artifact bytes) and
-an Executor (where func bodies run). Writes are batched: one store transaction per loop turn.
+an Executor (where func bodies run). Writes are batched: one store transaction per loop turn; a batch is kept
+(and grows) until the store has taken it. The loop heartbeats (:mod:`~sematic_k8s.resolvers.heartbeat`).
+
+Infrastructure failures (:class:`~sematic_k8s.errors.InfrastructureError`: the server, storage, a worker's
+node) are never pinned on a func: a run attempt that met one is tried again (up to :data:`INFRA_RETRIES`
+times, beside the func's own ``retries``), and one in the loop's own work ends the resolution as such, to be
+continued once the service is back.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from collections import deque
 from typing import Any
 
 from sematic_k8s import caching, graph, serialization
-from sematic_k8s.errors import ResolutionCanceled, ResolutionFailed, error_info
+from sematic_k8s.errors import InfrastructureError, ResolutionCanceled, ResolutionFailed, error_info
 from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.func import Func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import CANCELED, CREATED, FAILED, RESOLVED, RUNNING, SCHEDULED
+from sematic_k8s.resolvers.heartbeat import Heartbeat
 from sematic_k8s.resolvers.planning import Planner, value_id
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
@@ -30,6 +37,9 @@ log = logging.getLogger("sematic_k8s")
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
+INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure failure
+INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
+INFRASTRUCTURE = InfrastructureError.__qualname__
 
 
 class ResolutionLoop:
@@ -64,6 +74,8 @@ class ResolutionLoop:
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
         self.notes: dict[str, dict[str, Any]] = {}  # what the loop noted on each run (the column is written whole)
+        self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
+        self.heartbeat: Heartbeat | None = None
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -84,21 +96,28 @@ class ResolutionLoop:
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)
+        self.heartbeat = Heartbeat(self.store, self.root_id)
+        self.heartbeat.last = float("-inf")  # the first batch carries a beat
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
+        self.heartbeat.start()
         try:
-            self._loop()
-            if self.cancel_asked or self.store.cancel_requested(self.root_id):  # an accepted cancel wins
-                raise self._canceled()
-        except BaseException as e:
-            self._abort(e)
-            raise
+            try:
+                self._loop()
+                if self.cancel_asked or self.store.cancel_requested(self.root_id):  # an accepted cancel wins
+                    raise self._canceled()
+            except BaseException as e:
+                self._abort(e)
+                raise
+            finally:
+                self.executor.close()
+            return self._finish()
         finally:
-            self.executor.close()
-        return self._finish()
+            self.heartbeat.stop()
 
     def _record_resolution(self, root: Future, settings_extra: dict[str, Any]) -> None:
+        now = utcnow()
         self.recorder.batch.add_resolution(ResolutionRecord(
-            id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=utcnow(),
+            id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=now, heartbeat_at=now,
             settings={"kind": self.kind, "cache_namespace": self.namespace,
                       "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
             rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
@@ -202,6 +221,8 @@ class ResolutionLoop:
         func: Func = node.func
         try:
             inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
+        except InfrastructureError:
+            raise  # storage, not the func: the resolution ends as an infrastructure failure
         except Exception as e:
             self._fail(node, e)
             return
@@ -275,6 +296,8 @@ class ResolutionLoop:
                 self._on_value(node, self.recorder.stored_value(o.expansion["id"], o.expansion["format"]).value)
             else:
                 self._on_value(node, o.value)
+        except InfrastructureError:
+            raise
         except Exception as e:
             self._fail(node, e)
 
@@ -286,14 +309,24 @@ class ResolutionLoop:
         exc = o.error
         info = o.error_info or error_info(exc)  # type: ignore[arg-type]
         kinds = set(info.get("mro", ()))
-        retry = (o.attempt <= func.retries and "FuncError" not in kinds
+        infra = self.infra_retries.get(node.run_id, 0)
+        if INFRASTRUCTURE in kinds and infra < INFRA_RETRIES:  # not the func's doing: try the attempt again
+            self.infra_retries[node.run_id] = infra + 1
+            delay = INFRA_RETRY_DELAY * 2 ** infra
+            log.warning("%s (run %s): infrastructure failure on attempt %d: %s: %s; retrying in %.3gs", func.name,
+                        node.run_id, o.attempt, info.get("type"), info.get("message"), delay)
+            self._transition(node.run_id, SCHEDULED, error=info)
+            heapq.heappush(self.timers, (time.monotonic() + delay, id(node), node))
+            return
+        user_attempt = o.attempt - infra  # the func's own retries count its attempts, not infrastructure's
+        retry = (user_attempt <= func.retries and "FuncError" not in kinds
                  and any(c.__qualname__ in kinds for c in func.retry_on))
         if not retry:
             self._fail(node, exc, info)
             return
-        delay = func.retry_delay(o.attempt)
+        delay = func.retry_delay(user_attempt)
         log.warning("%s (run %s) failed on attempt %d/%d: %s; retrying in %.3gs", func.name, node.run_id,
-                    o.attempt, func.retries + 1, o.error_info["message"] if o.error_info else exc, delay)
+                    user_attempt, func.retries + 1, o.error_info["message"] if o.error_info else exc, delay)
         self._transition(node.run_id, SCHEDULED, error=o.error_info)
         heapq.heappush(self.timers, (time.monotonic() + delay, id(node), node))
 
@@ -314,6 +347,8 @@ class ResolutionLoop:
             out = self._materialize(self.graph.output_structure(node))
             if node.func is not None:
                 node.func.check_output(out.value)
+        except InfrastructureError:
+            raise
         except Exception as e:
             self._fail(node, e)
             return
@@ -335,8 +370,10 @@ class ResolutionLoop:
         now = utcnow()
         self.executor.cancel(self._transition(None, CANCELED, ended_at=now))
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
-        self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
-                                                       "error": f"{type(exc).__name__}: {exc}"}
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, InfrastructureError):
+            error = f"infrastructure failure, not the pipeline's: {error} (continue the resolution once it is back)"
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now, "error": error}
         try:
             self._flush()
         except Exception:
@@ -346,7 +383,7 @@ class ResolutionLoop:
         root = self.graph.nodes[self.root_id]
         now = utcnow()
         if root.state == RESOLVED:
-            self.recorder.batch.resolution_updates[self.root_id] = {"state": RESOLVED, "ended_at": now}
+            self.recorder.batch.resolution_updates[self.root_id] = {"state": RESOLVED, "ended_at": now, "error": None}
             self._flush()
             return root.output.value
         self._transition(None, CANCELED, ended_at=now)
@@ -363,8 +400,9 @@ class ResolutionLoop:
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
-        if self.recorder.batch:
-            self.store.write(self.recorder.take())
+        if self.heartbeat is not None and self.heartbeat.due():
+            self.heartbeat.carry(self.recorder.batch)
+        self.recorder.write()
         if self.last_flush - self.cancel_checked >= CANCEL_POLL and self.root_id:
             self.cancel_checked = self.last_flush
             self.cancel_asked = self.cancel_asked or self.store.cancel_requested(self.root_id)

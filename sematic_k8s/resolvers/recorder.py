@@ -45,7 +45,9 @@ class Recorder:
             self.batch.artifacts[artifact["id"]] = {**artifact, "created_at": utcnow()}
         return self.stored_value(artifact["id"], artifact["format"], artifact["type_name"])
 
-    def take(self) -> Batch:
-        """The batch to write now; the next one starts empty."""
-        batch, self.batch = self.batch, Batch()
-        return batch
+    def write(self) -> None:
+        """Write the batch to the store; it is kept (and what follows joins it) until a write succeeds, so a
+        store that gave up on an outage loses nothing (writes are idempotent: sending it again is harmless)."""
+        if self.batch:
+            self.store.write(self.batch)
+            self.batch = Batch()

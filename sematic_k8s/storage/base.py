@@ -11,7 +11,9 @@ from sematic_k8s import serialization
 class Storage(Protocol):
     """Bytes by key. Artifact keys are content-addressed, so a put of an existing key is a no-op."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
+        """Write ``data`` at ``key`` unless something is there already. With ``repair`` (for a content id the
+        caller just computed from ``data``), bytes there that differ from ``data`` are corrupt: rewrite them."""
 
     def get(self, key: str) -> bytes:
         """The bytes at ``key``; KeyError when absent."""
@@ -31,8 +33,8 @@ def log_key(run_id: str) -> str:
 
 
 def put_artifact(storage: Storage, s: serialization.Serialized) -> dict[str, Any]:
-    """Store a serialized value's bytes under its content id; returns its artifact record."""
-    storage.put(artifact_key(s.id), s.payload)
+    """Store a serialized value's bytes under its content id (rewriting corrupt ones); returns its record."""
+    storage.put(artifact_key(s.id), s.payload, repair=True)
     return s.record()
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
+
+log = logging.getLogger("sematic_k8s")
 
 
 class LocalStorage:
@@ -36,10 +39,14 @@ class LocalStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(path.parent)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
+        """Write ``data`` at ``key`` unless a file is there; with ``repair``, also when the file there holds
+        other bytes (see :class:`~sematic_k8s.storage.base.Storage`)."""
         path = self._path(key)
         if path.exists():
-            return
+            if not repair or (path.stat().st_size == len(data) and path.read_bytes() == data):
+                return
+            log.warning("%s is corrupt (other bytes than its content id says): rewriting it", path)
         self._parent(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as f:

@@ -1,7 +1,10 @@
 """Artifact storage in an S3 bucket (AWS, MinIO, moto or any S3 API), through boto3.
 
 Every object we write carries the sha256 of its bytes in its metadata (``x-amz-meta-sha256``) and
-every read checks it. Values above ``multipart_threshold`` are uploaded in parts by boto3's managed
+every read checks it; a repairing put over an object whose bytes differ from the new ones (a corrupt
+artifact) rewrites it. Calls ride out an outage of S3: botocore's own retries, inside a window
+($SEMATIC_K8S_RETRY_WINDOW) in which refused and dropped connections, timeouts and 5xx answers are retried
+with backoff. Values above ``multipart_threshold`` are uploaded in parts by boto3's managed
 transfer. S3 has no append: :meth:`S3Storage.append` (used for run logs) reads the object, adds the
 bytes and writes it back, conditioned on the ETag it read where the server supports conditional
 writes, so a lost update is retried rather than silent.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +32,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 try:
     import boto3
+    import botocore.exceptions
     from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
     from botocore.exceptions import (
@@ -42,6 +47,9 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
 from sematic_k8s import settings
 from sematic_k8s.errors import S3CredentialsError, S3StorageError
+from sematic_k8s.retries import retrying
+
+log = logging.getLogger("sematic_k8s")
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's smallest allowed part (all but the last)
@@ -56,6 +64,9 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToke
                      "TokenRefreshRequired", "AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+                    "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+BOTO_RETRIES = {"mode": "standard", "max_attempts": 5}  # botocore's own, inside the retry window
 
 T = TypeVar("T")
 
@@ -75,15 +86,45 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _boto_error(e: Exception) -> Exception:
+    """The botocore error behind ``e`` (s3transfer wraps failed part uploads)."""
+    if isinstance(e, (ClientError, BotoCoreError)):
+        return e
+    cause = e.__cause__ or e.__context__
+    return cause if isinstance(cause, (ClientError, BotoCoreError)) else e
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed S3 call may succeed later: no connection, a dropped or timed-out one, a 5xx."""
+    if not isinstance(exc, Exception):
+        return False
+    e = _boto_error(exc)
+    if isinstance(e, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
+        return True
+    return isinstance(e, ClientError) and _code(e) in _TRANSIENT_CODES
+
+
+def _same_bytes(head: dict[str, Any], data: bytes) -> bool:
+    """Whether the object HEAD describes holds exactly ``data``: its ETag is S3's MD5 of the bytes it has
+    (single-part uploads); for multipart ones, their length and recorded sha256."""
+    etag = str(head.get("ETag", "")).strip('"')
+    if etag and "-" not in etag:
+        return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return (head.get("ContentLength") == len(data)
+            and head.get("Metadata", {}).get(SHA256_META) == _sha256(data))
+
+
 class S3Storage:
     """Bytes by key under ``s3://bucket/prefix/``; implements the :class:`~.base.Storage` protocol.
 
     ``client`` (a boto3 S3 client) overrides ``endpoint_url`` and ``region``. Values larger than
     ``multipart_threshold`` bytes are uploaded in parts of ``max(multipart_threshold, 5 MiB)``.
+    ``retry_window``: seconds to ride out an outage (default $SEMATIC_K8S_RETRY_WINDOW, read per call).
     """
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str | None = None, client: Any = None, multipart_threshold: int = 8 * MiB) -> None:
+                 region: str | None = None, client: Any = None, multipart_threshold: int = 8 * MiB,
+                 retry_window: float | None = None) -> None:
         if not bucket or "/" in bucket:
             raise ValueError(f"S3 bucket name {bucket!r} is not valid: give just the bucket, e.g. 'my-artifacts'")
         if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
@@ -91,13 +132,15 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.multipart_threshold = multipart_threshold
+        self.retry_window = retry_window
         if client is None:
             endpoint_url = endpoint_url or _first_env(ENDPOINT_ENVS)
             region = region or _first_env(REGION_ENVS) or ("us-east-1" if endpoint_url else None)
             style = "path" if endpoint_url else "auto"
             client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url, region_name=region,
-                config=Config(s3={"addressing_style": style}, retries={"mode": "standard", "max_attempts": 4}))
+                config=Config(s3={"addressing_style": style}, retries=BOTO_RETRIES, connect_timeout=10,
+                              read_timeout=60))
         self.endpoint_url = endpoint_url
         self.region = region
         self.client = client
@@ -147,11 +190,15 @@ class S3Storage:
 
     # -- the Storage protocol ----------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` at ``key`` unless an object is already there (keys are content-addressed)."""
+    def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
+        """Store ``data`` at ``key`` unless an object is already there; with ``repair``, also when the object
+        there holds other bytes (see :class:`~sematic_k8s.storage.base.Storage`)."""
         full = self._key(key)
-        if self._head(key, full) is not None:
-            return
+        head = self._head(key, full)
+        if head is not None:
+            if not repair or _same_bytes(head, data):
+                return
+            log.warning("%s is corrupt (other bytes than its content id says): rewriting it", self._where(key))
         meta = {SHA256_META: _sha256(data)}
         if len(data) > self.multipart_threshold:
             self._call("upload", key, lambda: self.client.upload_fileobj(
@@ -187,8 +234,9 @@ class S3Storage:
                 if self._conditional_writes:
                     cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
                 try:
-                    self.client.put_object(Bucket=self.bucket, Key=full, Body=body,
-                                           Metadata={SHA256_META: _sha256(body)}, **cond)
+                    args = {"Bucket": self.bucket, "Key": full, "Body": body, "Metadata": {SHA256_META: _sha256(body)},
+                            **cond}
+                    self._retried(lambda args=args: self.client.put_object(**args))  # type: ignore[misc]
                     return
                 except ClientError as e:
                     if _code(e) in _CONFLICT_CODES:
@@ -209,7 +257,7 @@ class S3Storage:
         if self._bucket_checked:
             return
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._retried(lambda: self.client.head_bucket(Bucket=self.bucket))
         except ClientError as e:
             code = _code(e)
             if code in {"404", "NoSuchBucket", "NotFound"}:
@@ -237,7 +285,7 @@ class S3Storage:
         """The object's HEAD response, or None when absent."""
         self.check()
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=full)
+            return self._retried(lambda: self.client.head_object(Bucket=self.bucket, Key=full))
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
                 return None
@@ -248,9 +296,12 @@ class S3Storage:
     def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
         """(bytes, ETag) of the object, verified against its sha256; (None, None) when absent."""
         self.check()
-        try:
+        def get() -> tuple[dict[str, Any], bytes]:
             resp = self.client.get_object(Bucket=self.bucket, Key=full)
-            data: bytes = resp["Body"].read()
+            return resp, resp["Body"].read()  # a connection dropped mid-body is retried as a whole
+
+        try:
+            resp, data = self._retried(get)
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
                 return None, None
@@ -263,14 +314,21 @@ class S3Storage:
                              f"but was written with sha256 {expected}")
         return data, resp.get("ETag")
 
+    def _retried(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried while S3 fails transiently, for the retry window."""
+        for attempt in retrying(f"S3 at {self.where}", transient, self.retry_window):
+            with attempt:
+                return fn()
+        raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
+
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
         try:
-            return fn()
+            return self._retried(fn)
         except (ClientError, BotoCoreError) as e:
             raise self._error(op, key, e) from e
         except Exception as e:  # s3transfer wraps failed part uploads
-            cause = e.__cause__ or e.__context__
-            if isinstance(cause, (ClientError, BotoCoreError)):
+            cause = _boto_error(e)
+            if cause is not e:
                 raise self._error(op, key, cause) from e
             raise
 

@@ -7,7 +7,10 @@ Every store implements :class:`~sematic_k8s.store.base.Store` and writes in batc
 - :mod:`~sematic_k8s.store.sql`: SQLAlchemy over SQLite (the embedded default) or PostgreSQL; the server
   uses it too.
 - :mod:`~sematic_k8s.store.http`: the same interface over the server's REST API, for drivers, pods and
-  resolvers that record through the server.
+  resolvers that record through the server (riding out its outages for a retry window).
+
+:mod:`~sematic_k8s.store.schema` creates and migrates the SQL tables (Alembic, under a lock), for the
+embedded mode and the server alike.
 
 :func:`open_store` picks one the way every entrypoint does.
 """
@@ -32,12 +35,15 @@ def sql_store(url: str) -> SqlStore:
     return _STORES[url]
 
 
-def open_store(home: Path, server: str | None = None, api_key: str | None = None) -> Store:
+def open_store(home: Path, server: str | None = None, api_key: str | None = None, *,
+               retry_window: float | None = None) -> Store:
     """Where metadata is recorded: the sematic-k8s server at ``server`` (default $SEMATIC_K8S_SERVER,
-    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``."""
+    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``.
+    ``retry_window``: how long to ride out a server outage (default $SEMATIC_K8S_RETRY_WINDOW; an interactive
+    command may want less)."""
     server = server or os.environ.get(settings.SERVER_ENV) or None
     if server:
-        return http_store(server, api_key or os.environ.get(settings.API_KEY_ENV) or None)
+        return http_store(server, api_key or os.environ.get(settings.API_KEY_ENV) or None, retry_window)
     return sql_store(settings.db_url(home))
 
 

@@ -2,27 +2,35 @@
 
 Drivers, pods and users' resolvers record through the server with it when ``SEMATIC_K8S_SERVER``
 (and ``SEMATIC_K8S_API_KEY``) are set. Records travel as JSON: datetimes as ISO 8601 UTC strings.
+
+Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
+connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
+window. Writes may be sent again safely: the server's store inserts if absent and updates set fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
 import json
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import httpx
 
+from sematic_k8s import settings
 from sematic_k8s.errors import ServerError
+from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 
 API = "/api/v1"
 PAGE = 1000  # the server's largest page
-DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at"})
+DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
+TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ProxyError)
 R = TypeVar("R")
 
 
@@ -81,12 +89,15 @@ class HttpStore:
     """Store over ``url`` (the server's base URL, e.g. ``http://127.0.0.1:8000``).
 
     One pooled HTTP/1.1 client per store (connections are reused); safe to share between threads.
+    ``retry_window``: seconds to ride out an outage (default $SEMATIC_K8S_RETRY_WINDOW, read per request).
     """
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60.0,
+                 retry_window: float | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
+        self.retry_window = retry_window
         headers = {"X-API-Key": api_key} if api_key else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
@@ -96,17 +107,19 @@ class HttpStore:
 
     def _request(self, method: str, path: str, *, missing_ok: bool = False, raw: bool = False, **kwargs: Any) -> Any:
         """JSON of a successful answer (``raw``: the response); None for a 404 when ``missing_ok``; ServerError
-        otherwise."""
-        for attempt in range(3):
-            try:
-                response = self.client.request(method, API + path, **kwargs)
-                break
-            except httpx.ConnectError as e:  # nothing was sent: safe to retry, also for writes
-                if attempt == 2:
-                    raise ServerError(f"cannot reach the sematic-k8s server at {self.url}: {e}") from None
-                time.sleep(0.2 * (attempt + 1))
-            except httpx.TransportError as e:
-                raise ServerError(f"{method} {self.url}{API}{path} failed: {type(e).__name__}: {e}") from None
+        otherwise (after retrying what may pass for the retry window)."""
+        window = settings.retry_window() if self.retry_window is None else self.retry_window
+        try:
+            for attempt in retrying(f"the sematic-k8s server at {self.url}", TRANSIENT, window):
+                with attempt:
+                    response = self.client.request(method, API + path, **kwargs)
+                    if response.status_code in RETRY_STATUSES:
+                        raise RetryLater(f"HTTP {response.status_code}", _retry_after(response), response)
+        except TRANSIENT as e:
+            raise ServerError(f"cannot reach the sematic-k8s server at {self.url} (tried for {window:g} s): "
+                              f"{type(e).__name__}: {e}") from None
+        except RetryLater as e:
+            response = e.response  # still unavailable at the end of the window: report its answer
         if response.status_code == 401:
             raise ServerError(f"API key missing or invalid for {self.url}: set ${API_KEY_ENV} to a key made with "
                               "`sematic-k8s api-keys create NAME`", 401)
@@ -226,14 +239,32 @@ class HttpStore:
         return out
 
 
-_STORES: dict[tuple[str, str | None], HttpStore] = {}
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a Retry-After header asks to wait (a number, or an HTTP date); None without one."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+_STORES: dict[tuple[str, str | None, float | None], HttpStore] = {}
 _LOCK = threading.Lock()
 
 
-def http_store(url: str, api_key: str | None = None) -> HttpStore:
-    """One HttpStore (connection pool) per server URL and key per process."""
+def http_store(url: str, api_key: str | None = None, retry_window: float | None = None) -> HttpStore:
+    """One HttpStore (connection pool) per server URL, key and retry window per process."""
     with _LOCK:
-        key = (url.rstrip("/"), api_key)
+        key = (url.rstrip("/"), api_key, retry_window)
         if key not in _STORES:
-            _STORES[key] = HttpStore(url, api_key)
+            _STORES[key] = HttpStore(url, api_key, retry_window=retry_window)
         return _STORES[key]

@@ -60,6 +60,7 @@ class ResolutionRecord:
     ended_at: dt.datetime | None = None
     tags: list[str] | None = None  # set by people (API, CLI, dashboard), never by the resolution loop
     note: str | None = None
+    heartbeat_at: dt.datetime | None = None  # when its resolving process last said it was alive
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -1,19 +1,31 @@
-"""The SQL store: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL."""
+"""The SQL store: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL.
+
+Writes are idempotent: every insert is "insert if absent" (artifacts are content-addressed; a batch whose
+first attempt landed may be sent again), and updates set fields. Reading a Resolution whose resolving
+process stopped heartbeating marks it dead first (:meth:`SqlStore.expire_silent`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s import settings
+from sematic_k8s.store import schema
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
+RUNNING, FAILED, CANCELED = "running", "failed", "canceled"  # graph's names (the store sits below graph)
+LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
+UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
 
 
 class Base(DeclarativeBase):
@@ -34,6 +46,7 @@ class ResolutionRow(Base):
     ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
     tags: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     note: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    heartbeat_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
 
 
 class RunRow(Base):
@@ -80,37 +93,27 @@ _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={schema.SQLITE_BUSY_MS}")  # first: WAL mode may wait for another process
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Add columns (all nullable) that a newer version added to tables an older version made (embedded
-    databases are not migrated by Alembic; the server's are, see migration 0003)."""
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        for table in Base.metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for col in table.columns:
-                if col.name not in have and col.nullable:
-                    kind = col.type.compile(dialect=conn.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
-
-
 class SqlStore:
-    """Store over any SQLAlchemy URL. Creates missing tables on first use."""
+    """Store over any SQLAlchemy URL. Brings the schema to head on first use (:func:`schema.migrate`, safe
+    with several processes at once) unless ``create=False``. ``stale_after``: seconds without a heartbeat
+    after which a running Resolution is dead (default $SEMATIC_K8S_HEARTBEAT_TIMEOUT, read when used)."""
 
-    def __init__(self, url: str, *, create: bool = True, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
+                 **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = sa.create_engine(url, **engine_kwargs)
+        self.stale_after = stale_after
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            schema.migrate(self.engine)
         self._runs = Base.metadata.tables[RunRow.__tablename__]
         self._res = Base.metadata.tables[ResolutionRow.__tablename__]
         self._arts = Base.metadata.tables[ArtifactRow.__tablename__]
@@ -125,21 +128,28 @@ class SqlStore:
         if not batch:
             return
         with self.engine.begin() as conn:
-            if batch.new_resolutions:
-                conn.execute(sa.insert(self._res), batch.new_resolutions)
-            if batch.artifacts:
-                ids = list(batch.artifacts)
-                present: set[str] = set()
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    present.update(conn.scalars(sa.select(self._arts.c.id).where(self._arts.c.id.in_(chunk))))
-                rows = [a for k, a in batch.artifacts.items() if k not in present]
-                if rows:
-                    conn.execute(sa.insert(self._arts), rows)
-            if batch.new_runs:
-                conn.execute(sa.insert(self._runs), list(batch.new_runs.values()))
+            self._insert_absent(conn, self._res, batch.new_resolutions)
+            self._insert_absent(conn, self._arts, list(batch.artifacts.values()))
+            self._insert_absent(conn, self._runs, list(batch.new_runs.values()))
             self._update(conn, self._runs, batch.run_updates)
             self._update(conn, self._res, batch.resolution_updates)
+
+    @staticmethod
+    def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert the rows whose id is not there yet (``ON CONFLICT DO NOTHING``): race-free between writers
+        of the same artifact, and harmless when a batch is sent again."""
+        if not rows:
+            return
+        if conn.dialect.name == "sqlite":
+            conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+            return
+        if conn.dialect.name == "postgresql":
+            conn.execute(postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+            return
+        present = set(conn.scalars(sa.select(table.c.id).where(table.c.id.in_([r["id"] for r in rows]))))
+        rows = [r for r in rows if r["id"] not in present]
+        if rows:
+            conn.execute(sa.insert(table), rows)
 
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
@@ -207,7 +217,11 @@ class SqlStore:
 
     def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
         stmt = sa.select(self._res).where(self._res.c.id == resolution_id)
-        return self._one(stmt, ResolutionRecord, _RES_FIELDS)
+        res = self._one(stmt, ResolutionRecord, _RES_FIELDS)
+        if res is not None and self._silent([res]):
+            self.expire_silent([res.id])
+            res = self._one(stmt, ResolutionRecord, _RES_FIELDS)
+        return res
 
     def list_resolutions(self, *, state: str | None = None, limit: int = 100,
                          offset: int = 0) -> list[ResolutionRecord]:
@@ -216,7 +230,12 @@ class SqlStore:
         if state is not None:
             stmt = stmt.where(t.c.state == state)
         stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
-        return self._select(stmt, ResolutionRecord, _RES_FIELDS)
+        found = self._select(stmt, ResolutionRecord, _RES_FIELDS)
+        silent = self._silent(found)
+        if silent:
+            self.expire_silent(silent)
+            found = self._select(stmt, ResolutionRecord, _RES_FIELDS)
+        return found
 
     def get_artifact(self, artifact_id: str) -> ArtifactRecord | None:
         stmt = sa.select(self._arts).where(self._arts.c.id == artifact_id)
@@ -235,8 +254,10 @@ class SqlStore:
 
     def request_cancel(self, resolution_id: str) -> str | None:
         """Mark a created or running Resolution "canceling"; returns its state after the request
-        (None when unknown). Its resolution loop notices at its next flush and cancels."""
+        (None when unknown). Its resolution loop notices at its next flush and cancels; a Resolution whose
+        process is already silent is marked dead instead (see :meth:`expire_silent`)."""
         t = self._res
+        self.get_resolution(resolution_id)  # expires it if its process is gone
         with self.engine.begin() as conn:
             conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state.in_(["created", "running"]))
                          .values(state=CANCELING))
@@ -264,3 +285,40 @@ class SqlStore:
                 values["note"] = note or None
             conn.execute(sa.update(t).where(t.c.id == resolution_id).values(values))
         return self.get_resolution(resolution_id)
+
+    # -- liveness ---------------------------------------------------------------------------------
+
+    def _cutoff(self) -> dt.datetime:
+        timeout = self.stale_after if self.stale_after is not None else settings.heartbeat_timeout()
+        return utcnow() - dt.timedelta(seconds=timeout)
+
+    def _silent(self, resolutions: list[ResolutionRecord]) -> list[str]:
+        """The ids of live-looking Resolutions whose last heartbeat is too old."""
+        cutoff = self._cutoff()
+        return [r.id for r in resolutions
+                if r.state in LIVE and r.heartbeat_at is not None and r.heartbeat_at < cutoff]
+
+    def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has
+        not heartbeated for the timeout: "failed" ("canceled" when a cancel was asked), with the plain reason
+        "the resolver stopped responding at <time>", and its unfinished runs "canceled". Then ``continue``
+        can pick it up. Returns the ids marked. (Resolutions recorded without heartbeats are left alone.)"""
+        t, runs = self._res, self._runs
+        cutoff = self._cutoff()
+        silent = [t.c.state.in_(LIVE), t.c.heartbeat_at.is_not(None), t.c.heartbeat_at < cutoff]
+        if ids is not None:
+            silent.append(t.c.id.in_(list(ids)))
+        marked = []
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*silent)).all()
+            for res_id, state, beat in found:
+                now = utcnow()
+                reason = f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC"
+                done = conn.execute(sa.update(t).where(t.c.id == res_id, *silent).values(  # unless it beat meanwhile
+                    state=CANCELED if state == CANCELING else FAILED, ended_at=now,
+                    error=reason + ("; canceled as asked" if state == CANCELING else "")))
+                if done.rowcount:
+                    conn.execute(sa.update(runs).where(runs.c.root_id == res_id, runs.c.state.in_(UNFINISHED_RUNS))
+                                 .values(state=CANCELED, ended_at=now))
+                    marked.append(res_id)
+        return marked

@@ -6,10 +6,13 @@ The endpoints live in :mod:`sematic_k8s_server.routes`, one module per resource;
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI
+import sqlalchemy.exc
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 import sematic_k8s
 from sematic_k8s.storage.base import Storage
@@ -56,13 +59,28 @@ def create_app(store: SqlStore, storage: Storage, *, api_keys_required: bool,
         rerun_launcher = LocalProcessLauncher(Path(storage.root).parent, server.rerun_failed)
     server.launcher = rerun_launcher
 
-    app = FastAPI(title="sematic-k8s", version=sematic_k8s.__version__,
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        server.close()
+
+    app = FastAPI(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan,
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_unavailable)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_unavailable)
+    server.sweeper.start()
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     for router in KEYED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_key)])
     mount_dashboard(app)
     return app
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """503 (clients retry) when the metadata database cannot be reached or is busy, rather than a bare 500."""
+    reason = getattr(exc, "orig", None) or exc
+    return JSONResponse({"detail": f"the metadata database is unavailable: {type(reason).__name__}: {reason}"},
+                        status_code=503, headers={"Retry-After": "1"})

@@ -1,19 +1,18 @@
-"""Opening the server's database: the store's tables and the API keys, migrated with Alembic."""
+"""Opening the server's database: the library's one schema path (:mod:`sematic_k8s.store.schema`, Alembic
+migrations under a lock), which also makes the server's ``api_keys`` table."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
 
+from sematic_k8s.store import schema
 from sematic_k8s.store.sql import Base, SqlStore
 from sematic_k8s_server import auth
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-FIRST_REVISION = "0001"  # the store's tables alone: what an embedded SqlStore(create=True) makes
+FIRST_REVISION = schema.FIRST_REVISION
 
 
 def target_metadata() -> sa.MetaData:
@@ -25,26 +24,13 @@ def target_metadata() -> sa.MetaData:
 
 
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    if url is not None:
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
+    """The library's migrations, compared against the server's tables (for ``alembic revision --autogenerate``)."""
+    return schema.alembic_config(connection, url, target_metadata())
 
 
 def migrate(engine: sa.Engine) -> None:
-    """``alembic upgrade head`` (one path for SQLite and PostgreSQL). A database made by the embedded
-    mode (tables, no ``alembic_version``) is first stamped at the revision that matches it."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # several servers starting at once: one migrates at a time
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
-        tables = set(sa.inspect(conn).get_table_names())
-        cfg = alembic_config(conn)
-        if "alembic_version" not in tables and "runs" in tables:
-            command.stamp(cfg, FIRST_REVISION)
-        command.upgrade(cfg, "head")
+    """``alembic upgrade head`` under the migration lock (see :func:`sematic_k8s.store.schema.migrate`)."""
+    schema.migrate(engine)
 
 
 def engine_options(url: str) -> dict[str, Any]:
@@ -56,6 +42,4 @@ def engine_options(url: str) -> dict[str, Any]:
 
 def open_store(url: str) -> SqlStore:
     """The SqlStore the server serves, its schema migrated to head."""
-    store = SqlStore(url, create=False, **engine_options(url))
-    migrate(store.engine)
-    return store
+    return SqlStore(url, **engine_options(url))

@@ -58,6 +58,7 @@ class ResolutionOut(_Record):
     error: str | None = None
     created_at: str | None = None
     ended_at: str | None = None
+    heartbeat_at: str | None = Field(None, description="when its resolving process last said it was alive")
 
 
 class ArtifactOut(_Record):

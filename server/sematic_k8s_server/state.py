@@ -12,6 +12,7 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
+from sematic_k8s_server.liveness import Sweeper
 from sematic_k8s_server.reruns import RerunLauncher, RerunRequest
 from sematic_k8s_server.storages import Storages
 
@@ -29,9 +30,28 @@ class Server:
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
+        self.sweeper = Sweeper(store, self._expired)
+
+    def close(self) -> None:
+        """Stop the background work (the sweeper of silent resolutions)."""
+        self.sweeper.stop()
+
+    def _expired(self, ids: list[str]) -> None:
+        events = []
+        for res_id in ids:
+            res = self.store.get_resolution(res_id)
+            if res is not None:
+                events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": res.state})
+        if events and self.bus.active:
+            self.bus.publish(events)
 
     def write(self, batch: Batch) -> None:
-        """Record ``batch`` and tell live-event subscribers what changed."""
+        """Record ``batch`` and tell live-event subscribers what changed. Heartbeats are stamped with this
+        server's clock (the one its sweeper compares them with), whatever the client's says."""
+        now = utcnow()
+        for fields in [*batch.resolution_updates.values(), *batch.new_resolutions]:
+            if fields.get("heartbeat_at") is not None:
+                fields["heartbeat_at"] = now
         with self.write_lock:
             self.store.write(batch)
         self.roots.learn(batch)

@@ -198,7 +198,7 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
     """An embedded database made before tags, notes and source text: opened again, it gains the columns and
-    keeps its records; a server database at revision 0002 is migrated to 0003 the same way."""
+    keeps its records; a server database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
@@ -210,11 +210,14 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
         with old.engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO resolutions (id, root_func_path, state, settings, created_at) "
                                  "VALUES ('abc', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
-            for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text")):
+            for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text"),
+                               ("resolutions", "heartbeat_at")):
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
-            if name == "server":
-                conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
-                conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001')"))
+            if name == "server":  # a database migrated before these columns
+                conn.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
+            else:  # an embedded home made before the store had migrations: its three tables alone
+                conn.execute(sa.text("DROP TABLE alembic_version"))
+                conn.execute(sa.text("DROP TABLE api_keys"))
         old.close()
         store = SqlStore(url) if name == "embedded" else open_store(url)
         res = store.label_resolution("abc", add=["kept"], note="still here", set_note=True)

@@ -19,7 +19,7 @@ from sematic_k8s.packaging.wheels import load_toml
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = load_toml(REPO / "pyproject.toml")
-SERVER_EXTRA_MODULES = ("fastapi", "uvicorn", "alembic", "psycopg")  # what `[server]` installs
+SERVER_EXTRA_MODULES = ("fastapi", "uvicorn", "psycopg")  # what `[server]` installs (alembic is a core dependency)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def test_wheel_metadata_license_and_py_typed(wheel):
     assert fields["License-Expression"] == "Apache-2.0" and "License" not in fields  # SPDX, not the legacy field
     assert fields["License-File"] == "LICENSE" and f"{dist_info}/licenses/LICENSE" in names
     assert {"sematic_k8s/py.typed", "sematic_k8s_server/py.typed"} <= names
-    assert "sematic_k8s_server/static/index.html" in names and "sematic_k8s_server/migrations/script.py.mako" in names
+    assert "sematic_k8s_server/static/index.html" in names and "sematic_k8s/store/migrations/script.py.mako" in names
+    assert "sematic_k8s/store/migrations/versions/0001_store_tables.py" in names
     assert not any(n.startswith(("tests/", "bench/", "infra/", "server/")) for n in names)
     assert ["sematic-k8s = sematic_k8s.cli:main"] == [
         line.strip() for line in zipfile.ZipFile(path).read(f"{dist_info}/entry_points.txt").decode().splitlines()

@@ -108,7 +108,7 @@ def test_http_store_pages_past_the_server_limit(tmp_path) -> None:
 def test_clear_errors(tmp_path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ServerError, match=f"cannot reach the sematic-k8s server at {dead}"):
-        HttpStore(dead).get_run("ab")
+        HttpStore(dead, retry_window=0.5).get_run("ab")
     with serve(tmp_path) as s:
         with pytest.raises(ServerError, match=f"API key missing or invalid for {s.url}") as info:
             HttpStore(s.url).get_run("ab")

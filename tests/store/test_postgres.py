@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import sematic_k8s as sk
+from sematic_k8s.store import schema
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server.db import migrate, open_store, target_metadata
 from serving import serve
@@ -31,7 +32,7 @@ def test_migrations_match_the_models_on_postgres(postgres_url) -> None:
         assert tables == {"resolutions", "runs", "artifacts", "api_keys", "alembic_version"}
         migrate(store.engine)  # idempotent: a restarted server upgrades nothing
         with store.engine.connect() as conn:
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0003_tags_notes"
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == schema.HEAD
     finally:
         store.close()
 
@@ -40,7 +41,7 @@ def test_migrations_match_the_models_on_sqlite(tmp_path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
     assert schema_diff(store.engine) == []
     # a database the embedded mode created (no alembic_version) is stamped, then upgraded
-    embedded = SqlStore(f"sqlite:///{tmp_path / 'embedded.sqlite3'}")  # create_all, as LocalResolver does
+    embedded = SqlStore(f"sqlite:///{tmp_path / 'embedded.sqlite3'}")  # migrated, as LocalResolver does
     assert sk.LocalResolver(home=tmp_path).resolve(sp.add(1, 2)) == 3  # home's db.sqlite3: recorded data stays
     embedded_with_data = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     migrate(embedded.engine)

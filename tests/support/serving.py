@@ -64,6 +64,7 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
     finally:
         server.should_exit = True
         thread.join(15)
+        app.state.server.close()
         store.close()
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
+from sematic_k8s import serialization
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s_server import schemas
 from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, not_found
@@ -25,13 +26,15 @@ def get_artifact(srv: Srv, artifact_id: ArtifactId) -> dict:
 
 
 @router.get("/artifacts/{artifact_id}/data", response_class=Response,
-            responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}}},
-            summary="An artifact's serialized bytes")
+            responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}},
+                       500: {"description": "the bytes in storage are corrupt (they do not hash to the id)"}},
+            summary="An artifact's serialized bytes, verified against its id")
 def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
                       resolution_id: Annotated[str | None, Query(
                           pattern=schemas.HEX_ID, description="read it from the storage this resolution recorded "
                           "(if this server reads that storage)")] = None) -> Response:
-    if srv.store.get_artifact(artifact_id) is None:
+    art = srv.store.get_artifact(artifact_id)
+    if art is None:
         raise not_found("artifact", artifact_id)
     try:
         storage = srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage
@@ -39,7 +42,11 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
         raise HTTPException(409, str(e)) from None
     try:
         data = storage.get(artifact_key(artifact_id))
+        serialization.verify(artifact_id, art.format, data)
     except KeyError:
         raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None
+    except ValueError as e:  # never serve corrupt bytes
+        raise HTTPException(500, f"{e}: the stored bytes are corrupt; computing the value again (rerun the run "
+                                 "that produced it) rewrites them") from None
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{artifact_id}"'})

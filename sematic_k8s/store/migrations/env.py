@@ -1,17 +1,21 @@
-"""Alembic environment: runs against the connection (or URL) that sematic_k8s_server.db passes in."""
+"""Alembic environment: runs against the connection (or URL) that :mod:`sematic_k8s.store.schema` passes in.
+
+The target metadata (what ``alembic revision --autogenerate`` compares against) is the store's tables, or
+what the caller passes as ``config.attributes["target_metadata"]`` (the server adds its API keys).
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context
 
-from sematic_k8s_server.db import target_metadata
+from sematic_k8s.store.sql import Base
 
 config = context.config
 
 
 def _run(connection: sa.Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata(),
+    context.configure(connection=connection, target_metadata=config.attributes.get("target_metadata", Base.metadata),
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()

@@ -1,7 +1,7 @@
 """Tags and a note per resolution (set by people); the func's source text per run (recorded by the loop).
 
-All three columns are nullable. A database made by the embedded mode of this version already has them
-(``SqlStore(create=True)`` adds missing columns), so each is added only where it is missing.
+All three columns are nullable. Each is added only where it is missing (a database made by a development build
+may have some of them already).
 
 Revision ID: 0003_tags_notes
 Revises: 0002

@@ -1,0 +1,55 @@
+"""A resolving process's heartbeat: ``heartbeat_at`` on its Resolution, carried by the loop's own batches
+and, while the loop is busy or idle (a long inline func, a wait on workers), written by a timer thread every
+$SEMATIC_K8S_HEARTBEAT_INTERVAL seconds. A Resolution whose heartbeat stops for $SEMATIC_K8S_HEARTBEAT_TIMEOUT
+seconds is marked dead by the server and by any reader (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sematic_k8s import settings
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.records import Batch, utcnow
+
+log = logging.getLogger("sematic_k8s")
+
+
+class Heartbeat:
+    """Beats for Resolution ``root_id`` in ``store`` until stopped."""
+
+    def __init__(self, store: Store, root_id: str, interval: float | None = None) -> None:
+        self.store, self.root_id = store, root_id
+        self.interval = settings.heartbeat_interval() if interval is None else interval
+        self.last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def due(self) -> bool:
+        """Whether the next batch should carry a beat (half an interval since the last)."""
+        return time.monotonic() - self.last >= self.interval / 2
+
+    def carry(self, batch: Batch) -> None:
+        """Add a beat to ``batch`` (the loop's next write)."""
+        batch.resolution_updates.setdefault(self.root_id, {})["heartbeat_at"] = utcnow()
+        self.last = time.monotonic()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sk-heartbeat-{self.root_id[:8]}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(0.05, self.last + self.interval - time.monotonic())):
+            if time.monotonic() - self.last < self.interval:
+                continue  # the loop's own batches carried one
+            self.last = time.monotonic()
+            try:
+                self.store.write(Batch(resolution_updates={self.root_id: {"heartbeat_at": utcnow()}}))
+            except Exception as e:  # noqa: BLE001 - an outage the store already rode out: beat again later
+                log.warning("resolution %s: heartbeat not recorded: %s: %s", self.root_id, type(e).__name__, e)

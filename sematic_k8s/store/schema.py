@@ -1,0 +1,101 @@
+"""The store's schema: created and upgraded by the Alembic migrations in ``migrations/``, one path for the
+embedded database and the server's, one process at a time.
+
+Several processes may open one database at once (pipelines started together on one home, servers
+rolling out): :func:`migrate` holds a lock while it looks and upgrades (SQLite: an exclusive transaction;
+PostgreSQL: an advisory lock), so exactly one of them creates or alters tables and the others find them
+at head. A database at head is recognised without loading Alembic at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD = "0004_liveness"  # the newest revision in migrations/versions (a test checks it)
+FIRST_REVISION = "0001"  # the store's tables alone: what versions before the migrations moved here created
+PG_LOCK_ID = 727274  # pg_advisory_xact_lock key held while migrating
+SQLITE_BUSY_MS = 120_000  # how long a process waits for another's migration (or write) on SQLite
+
+
+def alembic_config(connection: sa.Connection | None = None, url: str | None = None,
+                   target_metadata: sa.MetaData | None = None) -> Config:
+    """Alembic's configuration for the store's migrations, on ``connection`` (or ``url``)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    if target_metadata is not None:
+        cfg.attributes["target_metadata"] = target_metadata
+    return cfg
+
+
+def revision(conn: sa.Connection) -> str | None:
+    """The database's Alembic revision; None when it has none (empty, or made before migrations)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the database to :data:`HEAD` (``alembic upgrade head``), under a lock. A database made before
+    the migrations moved into the library (tables, no ``alembic_version``) is first stamped at the revision
+    that matches it, so its recorded data stays and it gains the newer columns."""
+    with engine.connect() as conn:
+        if revision(conn) == HEAD:
+            return
+    from alembic import command
+
+    with _locked(engine) as conn:
+        current = revision(conn)  # again, under the lock: another process may have migrated meanwhile
+        if current == HEAD:
+            return
+        cfg = alembic_config(conn)
+        if current is None and sa.inspect(conn).has_table("runs"):
+            command.stamp(cfg, FIRST_REVISION)
+        command.upgrade(cfg, "head")
+
+
+@contextlib.contextmanager
+def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that no other process's migration runs beside."""
+    url = engine.url
+    if engine.dialect.name != "sqlite" or url.database in (None, "", ":memory:"):
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": PG_LOCK_ID})
+            yield conn
+        return
+    # SQLite: pysqlite would not begin a transaction before DDL; take the database's write lock ourselves
+    # (BEGIN EXCLUSIVE waits up to busy_timeout for other writers), on a connection of our own.
+    lock_engine = sa.create_engine(url, poolclass=NullPool)
+
+    def connect(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # autocommit at the driver: BEGIN is ours
+        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+    def begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+
+    event.listen(lock_engine, "connect", connect)
+    event.listen(lock_engine, "begin", begin)
+    try:
+        with lock_engine.begin() as conn:
+            yield conn
+    finally:
+        lock_engine.dispose()

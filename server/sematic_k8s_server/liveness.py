@@ -1,0 +1,57 @@
+"""The server's sweeper: every few seconds, Resolutions whose resolving process (a local loop or a driver)
+stopped heartbeating are marked dead (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`), so that
+nothing stays "running" forever and ``continue`` can pick them up. Reads mark them too; the sweeper
+covers the ones nobody reads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sematic_k8s import settings
+from sematic_k8s.store.sql import SqlStore
+
+log = logging.getLogger("sematic_k8s_server")
+
+
+def sweep_interval() -> float:
+    """A quarter of the heartbeat timeout, between 0.5 and 10 seconds."""
+    return min(10.0, max(0.5, settings.heartbeat_timeout() / 4))
+
+
+class Sweeper:
+    """A daemon thread calling ``store.expire_silent()`` every ``interval`` seconds; ``on_expired(ids)`` is
+    told which Resolutions it marked."""
+
+    def __init__(self, store: SqlStore, on_expired: Callable[[list[str]], None],
+                 interval: float | None = None) -> None:
+        self.store, self.on_expired = store, on_expired
+        self.interval = sweep_interval() if interval is None else interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="sk-sweeper")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def sweep(self) -> list[str]:
+        """Mark the silent Resolutions now; their ids."""
+        expired = self.store.expire_silent()
+        if expired:
+            log.warning("resolution(s) %s: the resolver stopped responding; marked failed", ", ".join(expired))
+            self.on_expired(expired)
+        return expired
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception as e:  # noqa: BLE001 - the database may be down for a while: try again later
+                log.warning("sweeping silent resolutions failed: %s: %s", type(e).__name__, e)

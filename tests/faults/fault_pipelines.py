@@ -1,0 +1,64 @@
+"""Pipelines for the fault tests. A module (not a test file) so that the processes a test starts, and then
+kills, can import it (the tests put this directory on their PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import sematic_k8s as sk
+
+
+@sk.func
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@sk.func
+def pipeline(n: int) -> int:
+    """Three additions; every process that resolves it computes the same artifacts (the value 2 twice)."""
+    return add(add(n, 1), add(1, 1))
+
+
+@sk.func
+def wait_for(path: str, x: int) -> int:
+    """Returns ``x`` once the file ``path`` exists; writes ``path + ".started"`` first (so a test knows)."""
+    Path(path + ".started").touch()
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return x
+
+
+@sk.func
+def gated(n: int, gate: str) -> int:
+    """``add(n, 1)`` and ``add(1, 1)``, then a step that waits for the file ``gate``, then a last addition."""
+    return add(wait_for(gate, add(n, 1)), add(1, 1))
+
+
+@sk.func(inline=False)
+def remote_add(a: int, b: int) -> int:
+    return a + b
+
+
+@sk.func(inline=False)
+def remote_wait_for(path: str, x: int) -> int:
+    """:func:`wait_for` in a worker; the ``.started`` file holds the pid of the process running it."""
+    Path(path + ".started").write_text(str(os.getpid()))
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return x
+
+
+@sk.func
+def remote_gated(n: int, gate: str) -> int:
+    """:func:`gated` with every step in a worker of its own (process, container or pod)."""
+    return remote_add(remote_wait_for(gate, remote_add(n, 1)), remote_add(1, 1))
+
+
+@sk.func
+def two_gates(n: int, first: str, second: str) -> int:
+    """Five steps in workers, two of them waiting at gates: ``(n + 1) + (1 + 1) + 10``."""
+    a = remote_wait_for(first, remote_add(n, 1))
+    b = remote_wait_for(second, remote_add(a, remote_add(1, 1)))
+    return remote_add(b, 10)

@@ -1,0 +1,125 @@
+"""Several writers at once: processes resolving on one fresh home, pipelines writing the same new artifacts
+through one server on PostgreSQL, and an embedded home made by an older version (DESIGN.md "Faults":
+writes are idempotent, the schema is created and migrated under a lock)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+
+import fault_pipelines as fp
+import sematic_k8s as sk
+from sematic_k8s.store import schema
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.sql import SqlStore
+from serving import serve
+
+HERE = Path(__file__).parent
+N = 24
+RESOLVE = "import sys, fault_pipelines as fp, sematic_k8s as sk; print(fp.pipeline(5).resolve(sk.LocalResolver()))"
+
+
+def resolve_in_processes(n: int, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    """``n`` processes started together, each resolving ``pipeline(5)``."""
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", RESOLVE], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    return [subprocess.CompletedProcess(p.args, p.wait(240), *p.communicate()) for p in procs]
+
+
+def test_processes_resolving_on_one_fresh_home_all_succeed(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    done = resolve_in_processes(N, {"SEMATIC_K8S_HOME": str(tmp_path)})
+    failed = [p.stderr.strip().splitlines()[-1] for p in done if p.returncode != 0]
+    assert not failed, f"{len(failed)} of {N} failed: {failed}"
+    assert all(p.stdout.strip() == "8" for p in done)
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    resolutions = store.list_resolutions(limit=100)
+    assert len(resolutions) == N and {r.state for r in resolutions} == {"resolved"}
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == schema.HEAD
+        assert conn.scalar(sa.text("PRAGMA integrity_check")) == "ok"
+
+
+def test_processes_resolving_through_one_server_on_postgres_all_succeed(postgres_url, tmp_path):
+    with serve(tmp_path, postgres_url) as s:
+        done = resolve_in_processes(N, {"SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_SERVER": s.url,
+                                        "SEMATIC_K8S_API_KEY": s.key or ""})
+        failed = [p.stderr.strip().splitlines()[-1] for p in done if p.returncode != 0]
+        assert not failed, f"{len(failed)} of {N} failed: {failed}"
+        assert {r.state for r in s.store.list_resolutions(limit=100)} == {"resolved"}
+
+
+def test_the_same_new_artifact_written_at_once_is_recorded_once(postgres_url, tmp_path):
+    """Two pipelines that compute the same value write its artifact together: both writes succeed."""
+    with serve(tmp_path, postgres_url) as s:
+        stores = [HttpStore(s.url, s.key) for _ in range(8)]
+        errors: list[BaseException] = []
+        for i in range(20):
+            artifact_id = f"{i:064x}"
+            row = {"id": artifact_id, "format": "json", "type_name": "int", "summary": i, "size": 1,
+                   "created_at": utcnow()}
+            start = threading.Barrier(len(stores))
+
+            def write(store: HttpStore, row: dict = row, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    store.write(Batch(artifacts={row["id"]: row}))
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(e)
+            threads = [threading.Thread(target=write, args=(st,)) for st in stores]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert errors == []
+        assert len(s.store.artifacts([f"{i:064x}" for i in range(20)])) == 20
+
+
+def test_a_batch_sent_twice_is_harmless(tmp_path):
+    """A client that retries a batch whose first attempt did land (the answer was lost) changes nothing."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    f = fp.pipeline(1)
+    f.resolve(sk.LocalResolver(home=tmp_path))
+    res = store.get_resolution(f.id)
+    runs = store.runs_of_root(f.id)
+    again = Batch()
+    again.add_resolution(res)
+    for run in runs:
+        again.add_run(run)
+    store.write(again)
+    assert store.get_resolution(f.id) == res and sorted(store.runs_of_root(f.id), key=lambda r: r.id) == sorted(
+        runs, key=lambda r: r.id)
+
+
+def test_an_embedded_home_made_by_an_older_version_gains_the_new_columns(tmp_path):
+    """A home whose database an older version created (its tables, no Alembic revision) keeps its records and
+    is upgraded when opened."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    engine = sa.create_engine(url)
+    from alembic import command
+
+    with engine.begin() as conn:  # exactly the tables of the first release, then forget the revision
+        command.upgrade(schema.alembic_config(conn), schema.FIRST_REVISION)
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        conn.execute(sa.text("INSERT INTO resolutions (id, root_func_path, state, settings, created_at) "
+                             "VALUES ('ab', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
+    engine.dispose()
+    store = SqlStore(url)
+    assert [r.id for r in store.list_resolutions()] == ["ab"]
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("resolutions")}
+    assert "heartbeat_at" in columns
+    assert {"api_keys", "alembic_version"} <= set(sa.inspect(store.engine).get_table_names())
+
+
+def test_head_names_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(schema.alembic_config()).get_heads() == [schema.HEAD]

@@ -1,0 +1,113 @@
+"""Nothing stays "running" forever (DESIGN.md "Faults"): a resolving process heartbeats; when it dies (kill -9)
+its resolution is marked failed with a plain reason, by any reader and by the server's sweeper, a cancel
+completes, and ``continue`` finishes it to the same value."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+import fault_pipelines as fp
+import sematic_k8s as sk
+from sematic_k8s.future import new_id
+from sematic_k8s.store.sql import SqlStore
+from serving import serve, wait_for
+
+HERE = Path(__file__).parent
+TIMEOUT = "2"  # seconds of silence after which a resolution is dead, in these tests
+FAST_BEATS = {"SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2"}
+
+
+def start_resolver(tmp_path: Path, root_id: str, gate: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A process resolving ``gated(3, gate)`` as resolution ``root_id``, with fast heartbeats."""
+    code = (f"import fault_pipelines as fp, sematic_k8s as sk; "
+            f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
+    env = {**os.environ, **env, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def kill_when_gated(proc: subprocess.Popen, gate: Path) -> None:
+    wait_for(lambda: Path(f"{gate}.started").exists() or proc.poll() is not None, 60, what="the gated step")
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+
+def test_a_killed_local_resolver_is_marked_failed_and_continued_to_the_same_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", TIMEOUT)
+    root_id, gate = new_id(), tmp_path / "gate"
+    kill_when_gated(start_resolver(tmp_path, root_id, gate, {}), gate)
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    res = wait_for(lambda: (r := store.get_resolution(root_id)).state != "running" and r, 30,
+                   what="the dead resolution to be marked")  # a read (the CLI's, the dashboard's) marks it
+    assert res.state == "failed" and res.error.startswith("the resolver stopped responding at ")
+    states = {r.func_name + str(r.inputs): r.state for r in store.runs_of_root(root_id)}
+    assert "running" not in states.values() and "canceled" in states.values()
+    resolved_before = {r.id for r in store.runs_of_root(root_id) if r.state == "resolved"}
+    assert len(resolved_before) == 2  # add(3, 1) and add(1, 1)
+
+    gate.touch()
+    again = fp.gated(3, str(gate))
+    assert again.resolve(sk.LocalResolver(home=tmp_path, rerun_from=root_id, rerun_mode="continue")) == 3 + 1 + 2
+    reused = {r.notes.get("reused_from") for r in store.runs_of_root(again.id)}
+    assert resolved_before <= reused  # what had resolved was not run again
+    assert store.get_resolution(again.id).state == "resolved"
+
+
+def test_the_servers_sweeper_marks_a_dead_resolution_and_a_cancel_completes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", TIMEOUT)  # the server's (in this process)
+    with serve(tmp_path) as s:
+        root_id, gate = new_id(), tmp_path / "gate"
+        proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_SERVER": s.url, "SEMATIC_K8S_API_KEY": s.key})
+        kill_when_gated(proc, gate)
+        with s.client() as c:
+            r = c.post(f"/api/v1/resolutions/{root_id}/cancel")  # asked of a process that is gone
+            assert r.status_code == 202 and r.json()["state"] == "canceling"
+
+            def state_in_the_database() -> str:  # not through the API: no read marks it, the sweeper must
+                with s.store.engine.connect() as conn:
+                    return conn.scalar(sa.text("SELECT state FROM resolutions WHERE id = :id"), {"id": root_id})
+            wait_for(lambda: state_in_the_database() != "canceling", 30, what="the sweeper")
+            res = c.get(f"/api/v1/resolutions/{root_id}").json()
+            assert res["state"] == "canceled"
+            assert res["error"].startswith("the resolver stopped responding at ") and res["heartbeat_at"]
+            runs = c.get("/api/v1/runs", params={"root_id": root_id}).json()["items"]
+            assert {r["state"] for r in runs} <= {"resolved", "canceled"}
+            gate.touch()
+            r = c.post(f"/api/v1/resolutions/{root_id}/rerun", json={"mode": "continue"})
+            assert r.status_code != 409, r.text  # it has ended: continuing it is allowed
+            if r.status_code == 202:  # this server reruns local resolutions itself: let it finish
+                continued = r.json()["resolution_id"]
+                done = wait_for(lambda: (x := c.get(f"/api/v1/resolutions/{continued}").json()).get("state")
+                                in ("resolved", "failed") and x, 60, what="the continued resolution")
+                assert done["state"] == "resolved", done
+
+
+def test_a_live_resolver_busy_in_a_long_func_is_not_marked_dead(tmp_path, monkeypatch):
+    """Its timer heartbeats while an inline func holds the loop for longer than the timeout."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "1")
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "0.2")
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root_id = new_id()
+    seen: list[str] = []
+
+    @sk.func
+    def watched(x: int) -> int:  # runs inline in the loop's thread; reads its own resolution meanwhile
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            seen.append(store.get_resolution(root_id).state)
+            time.sleep(0.1)
+        return x
+
+    assert watched(4).resolve(sk.LocalResolver(home=tmp_path, root_id=root_id)) == 4
+    assert set(seen) == {"running"} and store.get_resolution(root_id).state == "resolved"

@@ -1,0 +1,236 @@
+"""Clients ride out outages (DESIGN.md "Faults"): a server killed and started again, a proxy that drops every
+connection, an S3 server stopped for a while; answers asking to retry later; and infrastructure failures that
+outlast the retry window, recorded as such and retried, never pinned on a func."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import fault_pipelines as fp
+import sematic_k8s as sk
+from outages import DroppingProxy, ServerProcess, private_s3
+from sematic_k8s import errors, serialization
+from sematic_k8s.executors.remote import Ended, _died
+from sematic_k8s.executors.scripted import ScriptedExecutor
+from sematic_k8s.resolvers import loop as loop_module
+from sematic_k8s.resolvers.loop import ResolutionLoop
+from sematic_k8s.settings import DRIVER_ENV, STORAGE_ENV, TASK_ENV
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, DriverSpec, ResolutionSettings, TaskSpec
+from sematic_k8s.storage.base import artifact_key, put_artifact
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store import sql_store
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.sql import SqlStore
+from serving import serve, wait_for
+
+HERE = Path(__file__).parent
+OUTAGE = 3.0  # seconds a service stays down
+
+
+def resolve_in_thread(future: sk.Future, resolver: sk.LocalResolver) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = future.resolve(resolver)
+        except BaseException as e:  # noqa: BLE001
+            outcome["error"] = e
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def all_recorded(store: SqlStore, root_id: str) -> None:
+    """The resolution and every one of its runs resolved, none with an error."""
+    res = store.get_resolution(root_id)
+    assert res.state == "resolved" and res.error is None, res
+    runs = store.runs_of_root(root_id)
+    assert {r.state for r in runs} == {"resolved"} and not [r for r in runs if r.error], runs
+    assert len(runs) == 5  # gated, wait_for and three adds
+
+
+def test_the_server_killed_and_restarted_mid_resolution_loses_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    server = ServerProcess(tmp_path)
+    server.start()
+    try:
+        gate = tmp_path / "gate"
+        f = fp.gated(3, str(gate))
+        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
+        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+        server.kill()
+        gate.touch()  # the gated step and the last addition finish while the server is down
+        time.sleep(OUTAGE)
+        server.start()  # same port, same database
+        thread.join(120)
+        assert outcome.get("value") == 3 + 1 + 2, outcome
+        all_recorded(SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}"), f.id)
+    finally:
+        server.stop()
+
+
+def test_a_proxy_dropping_every_connection_for_a_while_loses_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    with serve(tmp_path) as s:
+        proxy = DroppingProxy(int(s.url.rsplit(":", 1)[1]))
+        try:
+            gate = tmp_path / "gate"
+            f = fp.gated(5, str(gate))
+            resolver = sk.LocalResolver(home=tmp_path, server=proxy.url, api_key=s.key, max_parallelism=2)
+            thread, outcome = resolve_in_thread(f, resolver)
+            wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+            proxy.drop()
+            gate.touch()
+            time.sleep(OUTAGE)
+            proxy.drop(False)
+            thread.join(120)
+            assert outcome.get("value") == 5 + 1 + 2, outcome
+            assert proxy.dropped > 0
+            all_recorded(s.store, f.id)
+        finally:
+            proxy.close()
+
+
+def test_answers_asking_to_retry_later_are_honoured(tmp_path):
+    """429 with Retry-After, then 503, then the answer: the store waits as asked and returns the answer."""
+    seen: list[float] = []
+    answers = [(429, {"Retry-After": "1"}), (503, {}), (200, {})]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            seen.append(time.monotonic())
+            status, headers = answers[min(len(seen), len(answers)) - 1]
+            body = json.dumps({"cancel_requested": False} if status == 200 else {"detail": "later"}).encode()
+            self.send_response(status)
+            for k, v in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        store = HttpStore(f"http://127.0.0.1:{httpd.server_address[1]}", retry_window=30)
+        assert store.cancel_requested("ab") is False
+        assert len(seen) == 3 and seen[1] - seen[0] >= 1.0  # Retry-After: 1 was waited out
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def driver_env(tmp_path: Path, db: str) -> dict[str, str]:
+    env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    return env
+
+
+def driver_spec(future: sk.Future, storage_url: str) -> DriverSpec:
+    """A driver's task for ``future``: its pickled root in storage, worker processes, its id chosen up front."""
+    s = serialization.serialize(future)
+    put_artifact(storage_from_url(storage_url), s)
+    return DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage_url, image="none",
+                      executor="process", resolution=ResolutionSettings(root_id=future.id, max_parallelism=8))
+
+
+def test_an_s3_outage_mid_resolution_loses_nothing(tmp_path, monkeypatch):
+    """A driver with worker processes, artifacts on a private S3 server that stops while a worker runs (the
+    worker stores its output, and the driver reads it, while S3 is down)."""
+    with private_s3(monkeypatch) as (s3, storage_url):
+        db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        gate = tmp_path / "gate"
+        f = fp.remote_gated(4, str(gate))
+        env = {**driver_env(tmp_path, db), DRIVER_ENV: driver_spec(f, storage_url).to_json()}
+        driver = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            wait_for(lambda: Path(f"{gate}.started").exists() or driver.poll() is not None, 120,
+                     what="the gated worker")
+            s3.stop()
+            gate.touch()
+            time.sleep(OUTAGE)
+            s3.start()
+            _, stderr = driver.communicate(timeout=180)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert driver.returncode == 0, stderr
+        store = sql_store(db)
+        res = store.get_resolution(f.id)
+        assert res.state == "resolved" and store.get_artifact(store.get_run(f.id).output_id).summary == 4 + 1 + 2
+        runs = store.runs_of_root(f.id)
+        assert {r.state for r in runs} == {"resolved"} and not [r for r in runs if r.error]
+        storage = storage_from_url(storage_url)
+        for artifact_id in {r.output_id for r in runs}:
+            serialization.verify(artifact_id, store.get_artifact(artifact_id).format,
+                                 storage.get(artifact_key(artifact_id)))
+
+
+def test_a_worker_that_cannot_reach_storage_says_so(tmp_path, monkeypatch):
+    """Past its retry window a worker exits 75, recorded as StorageUnreachable: an InfrastructureError (retried
+    by the loop), never the func's error."""
+    with private_s3(monkeypatch) as (s3, storage_url):
+        s = serialization.serialize(2)
+        put_artifact(storage_from_url(storage_url), s)
+        spec = TaskSpec(run_id="ab" * 16, root_id="ab" * 16, func_path=fp.remote_add.path,
+                        source_file=fp.remote_add.source_file, input_ids={"a": s.id, "b": s.id},
+                        input_formats={"a": s.format, "b": s.format}, attempt=1)
+        s3.stop()
+        env = {**driver_env(tmp_path, ""), TASK_ENV: spec.to_json(), STORAGE_ENV: storage_url,
+               "SEMATIC_K8S_RETRY_WINDOW": "1"}
+        done = subprocess.run([sys.executable, "-m", "sematic_k8s.worker"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        s3.start()
+    assert done.returncode == WORKER_EXIT_INFRASTRUCTURE, done.stderr
+    assert "cannot reach S3" in done.stderr
+    info = _died(Ended(spec.run_id, done.returncode))
+    assert info["type"] == "StorageUnreachable" and "InfrastructureError" in info["mro"]
+    assert "could not reach artifact storage" in info["message"]
+
+
+@sk.func
+def stored(x: int) -> int:
+    raise AssertionError("scripted: never executed")
+
+
+@sk.func
+def uses_stored(x: int) -> int:
+    return stored(x)
+
+
+def test_infrastructure_failures_are_retried_beside_the_funcs_own_retries(tmp_path, monkeypatch):
+    """A func without retries whose attempts meet infrastructure failures is tried again, and resolves."""
+    monkeypatch.setattr(loop_module, "INFRA_RETRY_DELAY", 0.0)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    ex = ScriptedExecutor({"stored": [errors.S3StorageError("cannot reach S3"), errors.StorageUnreachable(), 7]})
+    f = uses_stored(1)
+    assert ResolutionLoop(store, LocalStorage(tmp_path / "s"), ex, ResolutionSettings(), kind="local").run(f) == 7
+    assert ex.attempts("stored") == [1, 2, 3]
+    run = next(r for r in store.runs_of_root(f.id) if r.func_name == "stored")
+    assert run.state == "resolved" and run.error is None
+
+
+def test_an_infrastructure_failure_that_lasts_is_recorded_as_such(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_module, "INFRA_RETRY_DELAY", 0.0)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    ex = ScriptedExecutor({"stored": [errors.S3StorageError("cannot reach S3 at http://127.0.0.1:1")]})
+    f = uses_stored(1)
+    with pytest.raises(sk.ResolutionFailed) as info:
+        ResolutionLoop(store, LocalStorage(tmp_path / "s"), ex, ResolutionSettings(), kind="local").run(f)
+    assert ex.attempts("stored") == [1, 2, 3, 4]  # three more than the func's own (none)
+    run = next(r for r in store.runs_of_root(f.id) if r.func_name == "stored")
+    assert run.error["type"] == "S3StorageError" and "InfrastructureError" in run.error["mro"]
+    assert "S3StorageError: cannot reach S3" in str(info.value)

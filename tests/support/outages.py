@@ -1,0 +1,191 @@
+"""Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
+a private S3 API server (moto) on a port of its own, and a TCP proxy that can drop every connection."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from serving import free_port, wait_for
+
+
+class ServerProcess:
+    """``sematic-k8s server --local`` over ``home`` (or ``db_url``) on a fixed port, in a process of its own:
+    :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
+
+    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.home, self.db_url = home, db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / f"server-{self.port}.log"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port", str(self.port),
+               "--home", str(self.home)]
+        if self.db_url:
+            cmd += ["--db-url", self.db_url]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def kill(self) -> None:
+        """kill -9: no graceful shutdown, requests in flight are cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class S3Server:
+    """moto's S3 API in this process on a fixed port. :meth:`stop` closes its socket (connections are refused);
+    :meth:`start` listens again on the same port; the buckets and objects stay (moto keeps them in memory)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        deadline = time.monotonic() + 30
+        while True:
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            try:
+                server.start()
+                break
+            except OSError:  # the old socket is not released yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            inner = self._server._server
+            self._server.stop()
+            if inner is not None:
+                inner.server_close()
+            self._server = None
+
+    def client(self):  # noqa: ANN201 - a boto3 S3 client
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test",
+                            config=Config(s3={"addressing_style": "path"}))
+
+
+@contextlib.contextmanager
+def private_s3(monkeypatch, bucket: str = "faults") -> Iterator[tuple[S3Server, str]]:
+    """A private S3 server with ``bucket``, this process's AWS settings pointing at it; (server, storage URL)."""
+    s3 = S3Server()
+    s3.start()
+    for name, value in {"AWS_ENDPOINT_URL_S3": s3.endpoint, "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    s3.client().create_bucket(Bucket=bucket)
+    try:
+        yield s3, f"s3://{bucket}/artifacts"
+    finally:
+        s3.stop()
+
+
+class DroppingProxy:
+    """A TCP proxy on 127.0.0.1 to ``target_port``. While :attr:`dropping`, every connection (new or open) is
+    closed at once, as a failing load balancer would."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dropping = False
+        self.dropped = 0
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="dropping-proxy").start()
+
+    def drop(self, on: bool = True) -> None:
+        self.dropping = on
+        if on:
+            with self._lock:
+                for s in list(self._open):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        self.drop()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.dropping:
+                self.dropped += 1
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._open.update((client, upstream))
+        try:
+            while not self.dropping:
+                ready, _, _ = select.select([client, upstream], [], [], 0.1)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (upstream if s is client else client).sendall(data)
+        except OSError:
+            pass
+        finally:
+            if self.dropping:
+                self.dropped += 1
+            with self._lock:
+                self._open.difference_update((client, upstream))
+            client.close()
+            upstream.close()
