@@ -13,10 +13,12 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from sematic_k8s.storage.base import Storage
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from sematic_k8s_server.app import create_app
+from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.db import open_store
 
 
@@ -32,6 +34,7 @@ class Served:
     store: SqlStore
     home: Path
     key: str | None  # a valid API key (None in local mode)
+    admin_key: str | None = None  # an admin API key (None in local mode)
 
     def client(self, key: str | None = "default") -> httpx.Client:
         """An HTTP client for the API, sending the valid key unless told otherwise."""
@@ -40,13 +43,17 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True) -> Iterator[Served]:
-    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``home``/storage."""
+def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True, config: ServerConfig | None = None,
+          storage: Storage | None = None) -> Iterator[Served]:
+    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``storage`` (default
+    ``home``/storage), set up by ``config`` (API keys as ``api_keys_required`` says)."""
     store = open_store(db_url or f"sqlite:///{home / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests") if api_keys_required else None
+    admin_key = auth.create_key(store.engine, "tests-admin", admin=True) if api_keys_required else None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(store, LocalStorage(home / "storage"), api_keys_required=api_keys_required, self_url=url)
+    app = create_app(store, storage or LocalStorage(home / "storage"), config, api_keys_required=api_keys_required,
+                     self_url=url)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=1, lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
@@ -57,7 +64,7 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Served(url, store, home, key)
+        yield Served(url, store, home, key, admin_key)
     finally:
         server.should_exit = True
         thread.join(15)
