@@ -10,6 +10,7 @@ from Secrets through ``secretKeyRef``; workers get no token at all.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -88,7 +89,7 @@ def token_secret(root_id: str, token: str, *, namespace: str, func_name: str = "
         api_version="v1", kind="Secret", type="Opaque",
         metadata=client.V1ObjectMeta(name=token_secret_name(root_id), namespace=namespace, labels=labels,
                                      owner_references=[owner_reference(*owner)] if owner else None),
-        string_data={API_KEY_KEY: token})
+        data={API_KEY_KEY: base64.b64encode(token.encode()).decode()})
 
 
 def quantity(value: str | float | int, what: str) -> str:

@@ -124,7 +124,7 @@ def _store_token(api: client.ApiClient, namespace: str, root_id: str, token: str
         if e.status != 409:
             raise RuntimeError(f"could not create the driver's token Secret {name} in namespace {namespace} "
                                f"({e.status}): {api_message(e)}") from e
-        api_call(core.patch_namespaced_secret, name, namespace, {"stringData": secret.string_data})
+        api_call(core.patch_namespaced_secret, name, namespace, {"data": secret.data})
     return name
 
 

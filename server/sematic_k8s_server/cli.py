@@ -94,7 +94,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     namespace = rerun_namespace or os.environ.get(settings.NAMESPACE_ENV)
     try:
         config = ServerConfig(
-            api_keys_required=not local, local=local, max_request_bytes=int(max_request_mb * 1024 * 1024),
+            api_keys_required=not local, max_request_bytes=int(max_request_mb * 1024 * 1024),
             reruns=RerunConfig(launcher=rerun_launcher, image_repositories=rerun_images, allow_docker=allow_docker,
                                storage_url=storage_setting,
                                executor_settings={"namespace": namespace} if namespace else {},

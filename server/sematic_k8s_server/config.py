@@ -4,12 +4,16 @@ or a record: API keys, local-development mode, the request-size cap, and how rer
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's driver
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
 
 
 @dataclass(frozen=True)
@@ -43,21 +47,24 @@ class RerunConfig:
         if self.concurrency < 1 or self.queue < 0:
             raise ValueError("rerun concurrency must be >= 1 and the rerun queue >= 0")
         for repo in self.image_repositories:
-            if not repo or "@" in repo or repo != repo.strip().rstrip("/"):
+            if not re.fullmatch(REPOSITORY, repo):
                 raise ValueError(f"image repository {repo!r} in the rerun allow-list: give a repository "
                                  "without tag or digest, e.g. registry.example.com/pipelines")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``api_keys_required=False`` only in local mode; ``local`` also turns on the laptop defences (JSON
-    content type and same-origin ``Origin`` on state-changing requests, loopback ``Host``).
-    ``max_request_bytes``: larger request bodies get 413, counted as they arrive."""
+    """``api_keys_required=False`` is local mode (a server only this machine reaches), which also turns on the
+    laptop defences: JSON content type and same-origin ``Origin`` on state-changing requests, loopback
+    ``Host``. ``max_request_bytes``: larger request bodies get 413, counted as they arrive."""
 
     api_keys_required: bool = True
-    local: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     reruns: RerunConfig = field(default_factory=RerunConfig)
+
+    @property
+    def local(self) -> bool:
+        return not self.api_keys_required
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:

@@ -26,15 +26,13 @@ from sematic_k8s import backends
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
-from sematic_k8s_server.config import RerunConfig
+from sematic_k8s_server.config import REPOSITORY, RerunConfig
 from sematic_k8s_server.problems import ApiError
 
 log = logging.getLogger("sematic_k8s_server")
 T = TypeVar("T")
 
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
-_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_BY_DIGEST = re.compile(rf"^(?P<repo>(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*)@sha256:[0-9a-f]{{64}}$")
+IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
 MAX_PARALLELISM = 64
 EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
@@ -47,7 +45,7 @@ def image_repository(image: str | None) -> str | None:
     """The repository of ``repo@sha256:<64 hex>``; None for anything else (a tag, a name, junk)."""
     if not isinstance(image, str) or len(image) > 512:
         return None
-    m = IMAGE_BY_DIGEST.match(image)
+    m = IMAGE_BY_DIGEST.fullmatch(image)
     return m.group("repo") if m else None
 
 

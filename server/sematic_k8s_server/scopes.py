@@ -43,7 +43,8 @@ def roots_of(store: SqlStore, run_ids: Iterable[str]) -> dict[str, str]:
     with store.engine.connect() as conn:
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i:i + CHUNK]
-            out.update(conn.execute(sa.select(_runs.c.id, _runs.c.root_id).where(_runs.c.id.in_(chunk))).tuples())
+            for row in conn.execute(sa.select(_runs.c.id, _runs.c.root_id).where(_runs.c.id.in_(chunk))):
+                out[row.id] = row.root_id
     return out
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -81,3 +82,39 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def server_process(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[Any, str]]:
+    """``sematic-k8s server`` as its own process on a free port (``args`` appended): (Popen, base URL). Its
+    output goes to ``home``/server-<port>.log."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = home / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port", str(port),
+                                 "--home", str(home), *args], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + "/api/v1/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 60, what=f"the server process on port {port}")
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
