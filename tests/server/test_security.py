@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import select
 import socket
 import tarfile
@@ -626,3 +627,34 @@ def test_api_errors_are_json_with_a_message(served) -> None:
         assert r.status_code == 422 and isinstance(r.json()["detail"], str) and r.json()["detail"]
         r = c.get("/api/v1/runs/ABC")
         assert r.status_code == 422 and "path parameter 'run_id'" in r.json()["detail"]
+
+
+def test_a_driver_reads_its_token_from_a_file_and_stops_when_the_token_does(served, tmp_path, monkeypatch) -> None:
+    """The driver entrypoint takes its token from $SEMATIC_K8S_API_KEY_FILE; restarted after its resolution
+    ended, it is refused and says so in one line instead of driving anything."""
+    import subprocess
+    import sys
+
+    from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+    own = uuid.uuid4().hex
+    token = HttpStore(served.url, served.key).mint_token(own)
+    token_file = tmp_path / "api-key"
+    token_file.write_text(token)
+    token_file.chmod(0o400)
+    spec = DriverSpec(root=None, storage_url=f"file://{tmp_path / 'storage'}", image=f"{ALLOWED}@{DIGEST}",
+                      resolution=ResolutionSettings(root_id=own, rerun_from=own))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
+    env.update(SEMATIC_K8S_SERVER=served.url, SEMATIC_K8S_API_KEY_FILE=str(token_file),
+               SEMATIC_K8S_DRIVER=spec.to_json(), SEMATIC_K8S_HOME=str(tmp_path / "home"))
+    driver = HttpStore(served.url, token)
+    try:
+        driver.write(Batch(new_resolutions=[{"id": own, "root_func_path": "m:f", "state": "resolved",
+                                             "settings": {"kind": "cloud"}, "created_at": utcnow()}]))
+    finally:
+        driver.close()
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "refuses this driver's token" in done.stderr and "has ended" in done.stderr, \
+        done.stderr
+    assert token not in done.stderr
