@@ -7,7 +7,8 @@ In this order:
    have a JSON content type (a cross-site form or "simple" fetch cannot send one) and, when it has an
    ``Origin`` (browsers always send one with a POST), this server's own.
 2. ``/api/...`` (but ``/api/v1/health``): the credential in ``X-API-Key`` is checked against the database
-   first; a request without a valid one gets 401 before its body is read.
+   first; a request without a valid one gets 401 before its body is read, and a resolution's token calling
+   anything but what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
 3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
    that arrived exceed it (chunked uploads are counted, not trusted).
 
@@ -23,7 +24,7 @@ import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sematic_k8s_server import auth
+from sematic_k8s_server import auth, scopes
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.problems import problem
 
@@ -108,6 +109,9 @@ class Guard:
         except Exception as e:  # noqa: BLE001 - the database is down: say so, as JSON
             return 503, f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}", {
                 "Retry-After": "5"}
+        if principal.is_token and not scopes.token_may_call(scope["method"], scope["path"]):
+            return 403, (f"{principal.name}'s token cannot call {scope['method']} {scope['path']}: "
+                         "that needs an API key"), {}
         scope.setdefault("state", {})["principal"] = principal
         return None
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from sematic_k8s import backends
 from sematic_k8s.launchers import driver_env
+from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
@@ -64,7 +65,7 @@ def local_rerun_refusal(res: ResolutionRecord, target: str, mode: str) -> ApiErr
         python = f'pipeline(...).resolve(sk.LocalResolver(rerun_from="{target}"))'
     return ApiError(422, (f"resolution {res.id} ran locally: its code is on the machine that ran it, and this "
                           f"server never runs code named by a record. Re-run it there: `{command}` (with "
-                          f"SEMATIC_K8S_SERVER set to this server), or {python}"),
+                          f"${SERVER_ENV} set to this server), or {python}"),
                     reason="local-resolution", command=command, python=python)
 
 
@@ -120,7 +121,7 @@ class Reruns:
         storage = self.config.storage_url
         if not storage:
             raise ApiError(501, "this server has no artifact storage URL for drivers: start it with "
-                                "SEMATIC_K8S_STORAGE=s3://bucket/prefix", reason="no-storage")
+                                f"{STORAGE_ENV}=s3://bucket/prefix", reason="no-storage")
         recorded = settings.get("storage_url")
         if recorded and recorded != storage:
             raise ApiError(422, f"resolution {res.id} keeps its artifacts in {str(recorded)[:200]}, not in this "

@@ -8,6 +8,7 @@ keys) needs an API key. Each refusal is a 403 that says which.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -18,6 +19,20 @@ from sematic_k8s_server.problems import ApiError
 
 _runs = Base.metadata.tables[RunRow.__tablename__]
 CHUNK = 500
+_ID = r"[0-9a-f]{1,64}"
+TOKEN_ROUTES = tuple((method, re.compile(path)) for method, path in (  # all a driver calls; default: refused
+    ("GET", rf"/api/v1/resolutions/{_ID}(/graph)?"),
+    ("GET", r"/api/v1/runs"),
+    ("GET", rf"/api/v1/runs/{_ID}(/logs)?"),
+    ("GET", rf"/api/v1/artifacts/{_ID}(/data)?"),
+    ("POST", r"/api/v1/store/(write|artifacts)"),
+    ("GET", rf"/api/v1/store/(runs_of_root|cached|cancel_requested)/{_ID}"),
+))
+
+
+def token_may_call(method: str, path: str) -> bool:
+    """Whether a resolution's token may call this endpoint at all (the routes then check which records)."""
+    return any(method == m and pattern.fullmatch(path) for m, pattern in TOKEN_ROUTES)
 
 
 def require_key(principal: Principal, action: str) -> None:
