@@ -150,6 +150,7 @@ server:
     requests: {cpu: 100m, memory: 256Mi}
   podAnnotations:
     e2e/image-id: "$(docker image inspect -f '{{.Id}}' "$SERVER_IMAGE")" # a rebuilt image rolls the server
+  rerunImageRepositories: ["localhost:$REGISTRY_PORT/sematic-k8s-e2e"]  # reruns from the dashboard and API
 postgresql:
   persistence: {size: 1Gi}
 minio:
@@ -187,7 +188,6 @@ export SEMATIC_K8S_BASE_IMAGE="$WORKER_IMAGE"
 export SEMATIC_K8S_NAMESPACE="$NAMESPACE"
 export SEMATIC_K8S_SERVICE_ACCOUNT="sematic-k8s-driver"
 export SEMATIC_K8S_WORKER_SERVICE_ACCOUNT="sematic-k8s-worker"
-export SEMATIC_K8S_API_KEY_SECRET="sematic-k8s-api-key"
 export SEMATIC_K8S_STORAGE_SECRET="$FULLNAME-s3"
 AWS_ACCESS_KEY_ID="$(secret_value AWS_ACCESS_KEY_ID)"
 AWS_SECRET_ACCESS_KEY="$(secret_value AWS_SECRET_ACCESS_KEY)"

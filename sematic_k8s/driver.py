@@ -14,7 +14,7 @@ import os
 import sys
 
 from sematic_k8s import settings
-from sematic_k8s.errors import ResolutionFailed
+from sematic_k8s.errors import ResolutionFailed, ServerError
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.specs import DriverSpec
@@ -28,7 +28,15 @@ def main() -> int:
     logging.getLogger("sematic_k8s").info("driver of resolution %s: executor %s, image %s", spec.root_id,
                                           spec.executor, spec.image)
     store = open_store(settings.home())  # the server at $SEMATIC_K8S_SERVER; else $SEMATIC_K8S_DB_URL
-    ended = store.get_resolution(spec.root_id) if spec.root_id else None
+    try:
+        ended = store.get_resolution(spec.root_id) if spec.root_id else None
+    except ServerError as e:
+        if e.status != 401:
+            raise
+        # a resolution's token stops working when it ends (or is revoked): a driver restarted after that
+        print(f"resolution {spec.root_id}: the server refuses this driver's token; nothing to do: {e}",
+              file=sys.stderr)
+        return 1
     if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do
         print(f"resolution {ended.id} already ended: {ended.state}", file=sys.stderr)
         return 0 if ended.state == "resolved" else 1

@@ -18,6 +18,7 @@ DB_URL_ENV = "SEMATIC_K8S_DB_URL"  # a SQLAlchemy URL for the metadata (default:
 # -- the server, for resolvers, drivers and the CLI ------------------------------------------------------
 SERVER_ENV = "SEMATIC_K8S_SERVER"  # the sematic-k8s server's base URL: record there instead of the local database
 API_KEY_ENV = "SEMATIC_K8S_API_KEY"  # the API key sent to the server (X-API-Key)
+API_KEY_FILE_ENV = "SEMATIC_K8S_API_KEY_FILE"  # a file holding it instead (drivers: their resolution's token)
 LOG_LEVEL_ENV = "SEMATIC_K8S_LOG_LEVEL"  # the server's log level (uvicorn's names; default info)
 
 # -- artifact storage ------------------------------------------------------------------------------------
@@ -49,7 +50,6 @@ DRIVER_JOB_UID_ENV = "SEMATIC_K8S_DRIVER_JOB_UID"  # that Job's uid (downward AP
 CONFIG_MAP_ENV = "SEMATIC_K8S_CONFIG_MAP"  # the chart's ConfigMap of in-cluster settings (default sematic-k8s)
 SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_SERVICE_ACCOUNT"  # the drivers' ServiceAccount (also a ConfigMap key)
 WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"  # the workers' ServiceAccount (also a key)
-API_KEY_SECRET_ENV = "SEMATIC_K8S_API_KEY_SECRET"  # the Secret holding drivers' API key (also a key)
 STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"  # the Secret holding S3 credentials for pods (also a key)
 
 # -- faults (DESIGN.md "Faults") ----------------------------------------------------------------------------
@@ -75,6 +75,20 @@ def home(override: str | os.PathLike[str] | None = None) -> Path:
 def db_url(home_dir: Path) -> str:
     """The metadata database: $SEMATIC_K8S_DB_URL, else a SQLite file in the home directory."""
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{home_dir / 'db.sqlite3'}"
+
+
+def api_key() -> str | None:
+    """The credential for the server: $SEMATIC_K8S_API_KEY, else the contents of $SEMATIC_K8S_API_KEY_FILE."""
+    key = os.environ.get(API_KEY_ENV)
+    if key:
+        return key
+    path = os.environ.get(API_KEY_FILE_ENV)
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as e:
+            raise RuntimeError(f"cannot read the API key file ${API_KEY_FILE_ENV}={path}: {e}") from None
+    return None
 
 
 def env(name: str, default: str | None = None) -> str | None:

@@ -13,8 +13,11 @@ import time
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
 from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
+
+NO_WORKER_ENV = frozenset({API_KEY_ENV, API_KEY_FILE_ENV})
 
 
 class ProcessExecutor(RemoteExecutor):
@@ -32,9 +35,10 @@ class ProcessExecutor(RemoteExecutor):
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
         self.procs[spec.run_id] = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE], cwd=self.cwd,
-            env={**os.environ, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL)
+            env={**inherited, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL)
 
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout

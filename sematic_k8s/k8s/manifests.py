@@ -3,12 +3,14 @@
 Every Job and its pod carry the labels of DESIGN.md ("kubectl"): ``sematic-k8s/resolution-id``,
 ``sematic-k8s/run-id``, ``sematic-k8s/func`` and ``sematic-k8s/role``; workers also carry
 ``sematic-k8s/attempt``. Job names are deterministic (a Run id and its attempt), so creating a Job that
-already exists means "re-attach", never "duplicate". Secrets never appear as plain env: the API key and
-the S3 credentials come from Secrets through ``secretKeyRef``.
+already exists means "re-attach", never "duplicate". Secrets never appear as plain env: the driver's token
+(minted for its resolution alone, in a Secret of its own: :func:`token_secret`) and the S3 credentials come
+from Secrets through ``secretKeyRef``; workers get no token at all.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -31,8 +33,8 @@ DRIVER_RESTARTS = 3  # a restarted driver resumes its Resolution (see Resolution
 WORKER_CONTAINER = "worker"
 DRIVER_CONTAINER = "driver"
 
-# The Secrets the Helm chart (or the user) provides. Their names are settings; their keys are these.
-API_KEY_SECRET = "sematic-k8s-api-key"  # key API_KEY_KEY: an API key of the server, for drivers
+# A driver's token lives in a Secret of its resolution's (token_secret_name), under this key; the S3
+# credentials in the Secret the Helm chart (or the user) provides, named by a setting, under these keys.
 API_KEY_KEY = "api-key"
 STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
     "AWS_ACCESS_KEY_ID": ("AWS_ACCESS_KEY_ID", False),
@@ -71,6 +73,23 @@ def worker_job_name(run_id: str, attempt: int, relaunch: int = 0) -> str:
 
 def driver_job_name(root_id: str) -> str:
     return dns_name("sk-driver", root_id)
+
+
+def token_secret_name(root_id: str) -> str:
+    """The Secret holding the token of ``root_id``'s driver."""
+    return dns_name("sk-token", root_id)
+
+
+def token_secret(root_id: str, token: str, *, namespace: str, func_name: str = "driver",
+                 owner: tuple[str, str] | None = None) -> client.V1Secret:
+    """One resolution's driver token (key ``api-key``), labelled like its driver; ``owner``: the driver Job's
+    (name, uid), so that deleting the Job (or its TTL) deletes the Secret too."""
+    labels = {**MANAGED_BY, **run_labels(root_id, root_id, func_name, "driver")}
+    return client.V1Secret(
+        api_version="v1", kind="Secret", type="Opaque",
+        metadata=client.V1ObjectMeta(name=token_secret_name(root_id), namespace=namespace, labels=labels,
+                                     owner_references=[owner_reference(*owner)] if owner else None),
+        data={API_KEY_KEY: base64.b64encode(token.encode()).decode()})
 
 
 def quantity(value: str | float | int, what: str) -> str:
@@ -206,7 +225,7 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
 
 
 def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namespace: str,
-               service_account: str | None = None, secret_name: str | None = API_KEY_SECRET,
+               service_account: str | None = None, secret_name: str | None = None,
                storage_secret: str | None = None, func_name: str = "driver",
                node_selector: Mapping[str, str] | None = None,
                tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
@@ -218,8 +237,9 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
     resumes its Resolution; one that exits 1 (the Resolution failed) ends the Job at once.
 
     ``env`` holds the DriverSpec ($SEMATIC_K8S_DRIVER), the server URL and pass-through settings; secret
-    entries in it are dropped: the API key comes from Secret ``secret_name`` (key ``api-key``) and the S3
-    credentials from ``storage_secret``. The pod learns its Job's name and uid from the downward API.
+    entries in it are dropped: the resolution's token comes from Secret ``secret_name`` (key ``api-key``;
+    :func:`token_secret`) and the S3 credentials from ``storage_secret``. The pod learns its Job's name and
+    uid from the downward API.
     """
     if "@sha256:" not in spec.image:
         raise ValueError(f"driver image {spec.image!r} is not a reference by digest (repo@sha256:...)")
@@ -245,5 +265,5 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return client.ApiClient().sanitize_for_serialization(obj)
 
 
-__all__ = ["dns_name", "driver_job", "driver_job_name", "label_value", "resources", "to_dict", "worker_job",
-           "worker_job_name"]
+__all__ = ["dns_name", "driver_job", "driver_job_name", "label_value", "resources", "to_dict", "token_secret",
+           "token_secret_name", "worker_job", "worker_job_name"]

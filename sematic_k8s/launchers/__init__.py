@@ -42,7 +42,8 @@ class DriverWatch(Protocol):
 
 
 def driver_env(spec: DriverSpec, server: str, api_key: str | None, source_map: str | None) -> dict[str, str]:
-    """The environment of a driver container or pod."""
+    """The environment of a driver container or pod; ``api_key`` is its resolution's token, which each
+    launcher takes out of it and delivers its own way (a file, a Secret), never as a plain variable."""
     env = {**settings.worker_env(), settings.DRIVER_ENV: spec.to_json(), settings.SERVER_ENV: server}
     interval = settings.env(settings.HEARTBEAT_INTERVAL_ENV)
     if interval:

@@ -3,7 +3,11 @@ follow it (:class:`DriverJob`: the Job's conditions, its last pod's exit and log
 
 The driver's environment is merged with the chart's ``sematic-k8s`` ConfigMap: the in-cluster addresses of
 the server and S3 win over the submitting machine's (which may be port-forwards to 127.0.0.1), and the
-ConfigMap names the ServiceAccounts and Secrets for the driver and its workers.
+ConfigMap names the ServiceAccounts and the storage Secret for the driver and its workers.
+
+The driver's credential is its resolution's token (``$SEMATIC_K8S_API_KEY`` in the env given): it goes into a
+Secret of its own (``sk-token-<resolution>``, owned by the driver's Job), which the Job reads it from; it is
+never a plain value of the Job. Whoever launches needs to create and patch Secrets in the run namespace.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s import settings
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
-from sematic_k8s.k8s.manifests import driver_job, driver_job_name
+from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
 from sematic_k8s.k8s.pods import job_failure, pod_state
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import (
-    API_KEY_SECRET_ENV,
+    API_KEY_ENV,
     DRIVER_ENV,
     SERVICE_ACCOUNT_ENV,
     STORAGE_SECRET_ENV,
@@ -60,17 +64,18 @@ def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[s
 
 
 def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namespace: str | None = None,
-                  service_account: str | None = None, secret_name: str | None = None,
-                  storage_secret: str | None = None, worker_service_account: str | None = None,
+                  service_account: str | None = None, storage_secret: str | None = None,
+                  worker_service_account: str | None = None,
                   func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
                   driver_settings: Mapping[str, Any] | None = None, **worker_settings: Any) -> str:
     """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists).
 
     Defaults come from the environment: $SEMATIC_K8S_NAMESPACE, $SEMATIC_K8S_SERVICE_ACCOUNT,
-    $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT, $SEMATIC_K8S_API_KEY_SECRET (default ``sematic-k8s-api-key``),
-    $SEMATIC_K8S_STORAGE_SECRET. ``worker_settings`` (node_selector, tolerations, ...) go to the driver's
-    KubernetesExecutor through ``spec.executor_settings``; ``driver_settings`` (cpu, memory, node_selector,
-    tolerations, image_pull_secrets, backoff_limit, ttl_seconds_after_finished) shape the driver's own pod.
+    $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT, $SEMATIC_K8S_STORAGE_SECRET. The token in ``env`` goes to the
+    resolution's own Secret (:func:`~sematic_k8s.k8s.manifests.token_secret`). ``worker_settings``
+    (node_selector, tolerations, ...) go to the driver's KubernetesExecutor through ``spec.executor_settings``;
+    ``driver_settings`` (cpu, memory, node_selector, tolerations, image_pull_secrets, backoff_limit,
+    ttl_seconds_after_finished) shape the driver's own pod.
     """
     namespace = namespace or current_namespace()
     api = api_client or make_api_client(host)
@@ -78,7 +83,6 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     env = in_cluster_env(env, cluster)
     service_account = service_account or cluster.get(SERVICE_ACCOUNT_ENV)
     worker_service_account = worker_service_account or cluster.get(WORKER_SERVICE_ACCOUNT_ENV)
-    secret_name = secret_name or cluster.get(API_KEY_SECRET_ENV)
     storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or cluster.get(STORAGE_SECRET_ENV) or None
     settings = {"namespace": namespace, **dict(spec.executor_settings or {}), **worker_settings}
     worker_sa = worker_service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV)
@@ -91,19 +95,51 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
             settings.setdefault(key, list(driver_settings[key]))
     spec = dataclasses.replace(spec, executor_settings=settings,
                                resolution=dataclasses.replace(spec.resolution, root_id=spec.root_id or root_id))
+    token = env.get(API_KEY_ENV)
+    secret_name = _store_token(api, namespace, root_id, token, func_name) if token else None
     job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
                      service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
-                     secret_name=secret_name or os.environ.get(API_KEY_SECRET_ENV) or manifests.API_KEY_SECRET,
-                     storage_secret=storage_secret, func_name=func_name, **dict(driver_settings or {}))
+                     secret_name=secret_name, storage_secret=storage_secret, func_name=func_name,
+                     **dict(driver_settings or {}))
     name = driver_job_name(root_id)
     try:
-        api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
+        created = api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
     except ApiException as e:
         if e.status != 409:
             raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
                                f"({e.status}): {api_message(e)}") from e
         log.info("driver Job %s already exists: not launched again", name)
+        return name
+    uid = created.metadata.uid if created.metadata is not None else None
+    if secret_name and uid:
+        _owned_by_job(api, namespace, secret_name, name, uid)
     return name
+
+
+def _store_token(api: client.ApiClient, namespace: str, root_id: str, token: str, func_name: str) -> str:
+    """Create (or, on a second launch, update) the Secret holding ``root_id``'s driver token; its name."""
+    core = client.CoreV1Api(api)
+    secret = manifests.token_secret(root_id, token, namespace=namespace, func_name=func_name)
+    name = token_secret_name(root_id)
+    try:
+        api_call(core.create_namespaced_secret, namespace, secret)
+    except ApiException as e:
+        if e.status != 409:
+            raise RuntimeError(f"could not create the driver's token Secret {name} in namespace {namespace} "
+                               f"({e.status}): {api_message(e)}") from e
+        api_call(core.patch_namespaced_secret, name, namespace, {"data": secret.data})
+    return name
+
+
+def _owned_by_job(api: client.ApiClient, namespace: str, secret: str, job: str, uid: str) -> None:
+    """Make the Job own its token Secret, so that the Job's TTL deletes both (best effort: the token ends with
+    its resolution anyway)."""
+    owner = manifests.to_dict(manifests.owner_reference(job, uid))
+    try:
+        api_call(client.CoreV1Api(api).patch_namespaced_secret, secret, namespace,
+                 {"metadata": {"ownerReferences": [owner]}})
+    except ApiException as e:
+        log.warning("could not make Job %s own Secret %s (%s): %s", job, secret, e.status, api_message(e))
 
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:

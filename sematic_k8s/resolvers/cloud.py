@@ -1,7 +1,8 @@
 """CloudResolver: build and push an image of the user's code, launch a driver from it, follow it.
 
 A launcher (:mod:`sematic_k8s.launchers`) starts the driver (``python -m sematic_k8s.driver``), which runs
-the same resolution loop as the LocalResolver, records through the server, keeps artifacts in shared
+the same resolution loop as the LocalResolver, records through the server (with a token the server mints
+for that resolution alone, at the request of the user's key), keeps artifacts in shared
 storage (S3), and starts one container (Docker executor) or pod (Kubernetes executor) per non-inline Run.
 
 While it waits, the CloudResolver follows the driver itself (its container, or its Job and pod), not only
@@ -102,7 +103,8 @@ class CloudResolver(Resolver):
                               resolution=dataclasses.replace(self.resolution, cache_namespace=namespace,
                                                              root_id=future.id),
                               executor=self.executor, executor_settings=self.executor_settings)
-            start_driver(spec, driver_env(spec, self.server, self.api_key, source_map(self.project_root)))  # type: ignore[arg-type]
+            token = store.mint_token(future.id, self.rerun_from)  # the driver's own: this resolution only
+            start_driver(spec, driver_env(spec, self.server, token, source_map(self.project_root)))  # type: ignore[arg-type]
             shown(f"driver started for resolution {future.id}")
             if self.detach:
                 shown.done("started")

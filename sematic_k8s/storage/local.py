@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 log = logging.getLogger("sematic_k8s")
@@ -20,8 +21,9 @@ class LocalStorage:
         self._dirs: set[Path] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> LocalStorage:
-        """The storage of a ``file:///path`` URL."""
+    def from_url(cls, url: str, **_: Any) -> LocalStorage:
+        """The storage of a ``file:///path`` URL (options for remote storages, such as ``retry_window``,
+        do not apply)."""
         return cls(urlparse(url).path)
 
     @property

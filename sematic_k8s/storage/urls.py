@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlparse
 
 from sematic_k8s import backends
@@ -16,10 +17,11 @@ def storage_url(storage: Storage) -> str:
     return url
 
 
-def storage_from_url(url: str) -> Storage:
-    """A Storage for ``url``; a clear error for anything else."""
+def storage_from_url(url: str, **options: Any) -> Storage:
+    """A Storage for ``url`` (``options`` for its class, e.g. ``retry_window``); a clear error for anything
+    else."""
     try:
         storage_class = backends.load(backends.STORAGES, urlparse(url).scheme)
     except LookupError:
         raise ValueError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix") from None
-    return storage_class.from_url(url)
+    return storage_class.from_url(url, **options)

@@ -38,12 +38,12 @@ def sql_store(url: str) -> SqlStore:
 def open_store(home: Path, server: str | None = None, api_key: str | None = None, *,
                retry_window: float | None = None) -> Store:
     """Where metadata is recorded: the sematic-k8s server at ``server`` (default $SEMATIC_K8S_SERVER,
-    with ``api_key`` or $SEMATIC_K8S_API_KEY) when there is one, else the embedded database of ``home``.
-    ``retry_window``: how long to ride out a server outage (default $SEMATIC_K8S_RETRY_WINDOW; an interactive
-    command may want less)."""
+    with ``api_key``, else $SEMATIC_K8S_API_KEY or the file $SEMATIC_K8S_API_KEY_FILE) when there is one,
+    else the embedded database of ``home``. ``retry_window``: how long to ride out a server outage (default
+    $SEMATIC_K8S_RETRY_WINDOW; an interactive command may want less)."""
     server = server or os.environ.get(settings.SERVER_ENV) or None
     if server:
-        return http_store(server, api_key or os.environ.get(settings.API_KEY_ENV) or None, retry_window)
+        return http_store(server, api_key or settings.api_key(), retry_window)
     return sql_store(settings.db_url(home))
 
 

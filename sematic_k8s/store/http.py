@@ -27,6 +27,7 @@ from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 
 API = "/api/v1"
+HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
 PAGE = 1000  # the server's largest page
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
@@ -98,7 +99,7 @@ class HttpStore:
             raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.retry_window = retry_window
-        headers = {"X-API-Key": api_key} if api_key else {}
+        headers = {HEADER: api_key} if api_key else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
 
@@ -121,16 +122,12 @@ class HttpStore:
         except RetryLater as e:
             response = e.response  # still unavailable at the end of the window: report its answer
         if response.status_code == 401:
-            raise ServerError(f"API key missing or invalid for {self.url}: set ${API_KEY_ENV} to a key made with "
-                              "`sematic-k8s api-keys create NAME`", 401)
+            raise ServerError(f"API key missing or invalid for {self.url} ({_detail(response)}): set ${API_KEY_ENV} "
+                              "to a key made with `sematic-k8s api-keys create NAME`", 401)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:500]
-            raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {detail}",
+            raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}",
                               response.status_code)
         if raw:
             return response
@@ -139,6 +136,13 @@ class HttpStore:
         except ValueError:
             raise ServerError(f"{self.url} answered {method} {API}{path} with something other than JSON: is it a "
                               f"sematic-k8s server?", response.status_code) from None
+
+    def mint_token(self, resolution_id: str, rerun_from: str | None = None) -> str:
+        """A token for ``resolution_id``'s driver, minted by the server for this store's key: it may record
+        only that resolution (and read the one ``rerun_from`` belongs to), and ends with it."""
+        doc = self._request("POST", f"/resolutions/{resolution_id}/token", content=dumps({"rerun_from": rerun_from}),
+                            headers={"Content-Type": "application/json"})
+        return str(doc["token"])
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -255,6 +259,15 @@ def _retry_after(response: httpx.Response) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+
+def _detail(response: httpx.Response) -> Any:
+    """The server's message: its JSON ``detail``, else the start of the body."""
+    try:
+        return response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:500]
 
 
 _STORES: dict[tuple[str, str | None, float | None], HttpStore] = {}

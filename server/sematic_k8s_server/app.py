@@ -1,31 +1,34 @@
 """Build the FastAPI application: the REST API over the same SqlStore the embedded mode uses, and the dashboard.
 
 The endpoints live in :mod:`sematic_k8s_server.routes`, one module per resource; what they share
-(:class:`~sematic_k8s_server.state.Server`, the API-key check) is made here once per app.
+(:class:`~sematic_k8s_server.state.Server`) is made here once per app. In front of everything sits the
+:class:`~sematic_k8s_server.guard.Guard` (credentials before bodies, the size cap, local-mode defences); every
+error answers as JSON (:mod:`~sematic_k8s_server.problems`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Mapping
 
-import sqlalchemy.exc
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI
 
 import sematic_k8s
+from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth
+from sematic_k8s_server import auth, problems
+from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
-from sematic_k8s_server.reruns import LocalProcessLauncher, RerunLauncher
+from sematic_k8s_server.guard import Guard
+from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.routes import (
     artifacts,
     events,
     health,
+    keys,
     labels,
     logs,
     overview,
@@ -35,29 +38,27 @@ from sematic_k8s_server.routes import (
     store,
 )
 from sematic_k8s_server.state import Server
-from sematic_k8s_server.storages import Storages
 
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (health.router,)
 KEYED_ROUTERS: tuple[APIRouter, ...] = (resolutions.router, runs.router, logs.router, artifacts.router,
-                                        events.router, store.router, pipelines.router, labels.router,
-                                        overview.router)
+                                        events.router, store.router, keys.router, pipelines.router,
+                                        labels.router, overview.router)
 
 
-def create_app(store: SqlStore, storage: Storage, *, api_keys_required: bool,
-               rerun_launcher: RerunLauncher | None = None, self_url: str | None = None,
-               allowed_storages: Iterable[str] = ()) -> FastAPI:
-    """The API over ``store`` (already migrated) and ``storage``.
+def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = None, *,
+               api_keys_required: bool | None = None, self_url: str | None = None,
+               rerun_launcher: Callable[[DriverSpec, Mapping[str, str]], None] | None = None) -> FastAPI:
+    """The API over ``store`` (already migrated) and ``storage``, set up by ``config``.
 
-    ``api_keys_required=False`` only for explicit local mode. Reruns start with ``rerun_launcher``;
-    by default, when ``storage`` is a local ``HOME/storage`` directory, as local background processes
-    recording through this server at ``self_url`` (default: the address the request came in on).
+    ``api_keys_required`` overrides ``config``'s (False only for local mode). Drivers of reruns record
+    through this server at ``self_url`` (default: the address the request came in on). ``rerun_launcher``
+    replaces the configured launcher (for embedding the server).
     """
-    authenticator = auth.Authenticator(store.engine, required=api_keys_required)
-    server = Server(store, storage, authenticator, None, self_url)
-    server.storages = Storages(storage, allowed_storages)
-    if rerun_launcher is None and isinstance(storage, LocalStorage) and storage.root.name == "storage":
-        rerun_launcher = LocalProcessLauncher(Path(storage.root).parent, server.rerun_failed)
-    server.launcher = rerun_launcher
+    config = config or ServerConfig()
+    if api_keys_required is not None:
+        config = dataclasses.replace(config, api_keys_required=api_keys_required)
+    authenticator = auth.Authenticator(store.engine, required=config.api_keys_required)
+    server = Server(store, storage, config, authenticator, Reruns(config.reruns, rerun_launcher), self_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,19 +69,13 @@ def create_app(store: SqlStore, storage: Storage, *, api_keys_required: bool,
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
-    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_unavailable)
-    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_unavailable)
     server.sweeper.start()
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     for router in KEYED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_key)])
     mount_dashboard(app)
+    problems.install(app)
+    app.add_middleware(Guard, authenticator=authenticator, config=config)
     return app
 
-
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    """503 (clients retry) when the metadata database cannot be reached or is busy, rather than a bare 500."""
-    reason = getattr(exc, "orig", None) or exc
-    return JSONResponse({"detail": f"the metadata database is unavailable: {type(reason).__name__}: {reason}"},
-                        status_code=503, headers={"Retry-After": "1"})

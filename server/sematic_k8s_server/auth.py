@@ -1,22 +1,36 @@
-"""API keys: random 32-byte secrets, stored as sha256 hashes in the ``api_keys`` table."""
+"""Credentials: users' API keys and per-resolution tokens, kept as sha256 hashes and checked against the
+database on every request.
+
+There is no cache: a revoked key or token is refused by the very next request, on every server replica.
+
+- An **API key** (``sk8s_...``) belongs to a person or a service. It can read and record anything and ask for
+  reruns and cancels; an *admin* key can also manage keys. Keys are made with ``sematic-k8s api-keys create``
+  and revoked with ``api-keys revoke`` (or the admin API); a revoked key stays listed, marked revoked.
+- A **resolution token** (``sk8t_...``) is minted for one resolution's driver, by the server or at the request
+  of the key holder that starts it. It may record only that resolution's runs, read it and the resolution
+  it re-runs, and it stops working when the resolution ends, when it reaches its maximum lifetime, or when
+  the key that minted it is revoked.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import hmac
 import secrets
-import threading
-import time
 import uuid
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from sematic_k8s.graph import TERMINAL
 from sematic_k8s.store.records import utcnow
+from sematic_k8s.store.sql import Base, ResolutionRow
 
 HEADER = "X-API-Key"
 MESSAGE = f"missing or invalid API key: send it in the {HEADER} header"
-PREFIX = "sk8s_"
-CACHE_SECONDS = 30.0
+PREFIX = "sk8s_"  # API keys
+TOKEN_PREFIX = "sk8t_"  # resolution tokens
+ADMIN, USER, RESOLUTION, LOCAL = "admin", "user", "resolution", "local"
 
 metadata = sa.MetaData()
 api_keys = sa.Table(
@@ -25,7 +39,55 @@ api_keys = sa.Table(
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
 )
+resolution_tokens = sa.Table(
+    "resolution_tokens", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("resolution_id", sa.String(64), nullable=False, index=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("reads_from", sa.String(64), nullable=True),  # the resolution it re-runs: readable too
+    sa.Column("minted_by", sa.String(32), nullable=True),  # the api_keys.id that asked for it (None: local mode)
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+)
+_resolutions = Base.metadata.tables[ResolutionRow.__tablename__]
+
+
+class Unauthorized(Exception):
+    """The credential is missing, unknown, revoked or expired (the message says which, in plain words)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: an admin or user key, a resolution's token, or anyone in local mode (no keys)."""
+
+    role: str
+    name: str
+    key_id: str | None = None  # the API key; for a token, the key that minted it
+    resolution_id: str | None = None  # a token's resolution
+    reads_from: str | None = None  # the resolution a token's resolution re-runs
+
+    @property
+    def is_token(self) -> bool:
+        return self.role == RESOLUTION
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in (ADMIN, LOCAL)
+
+    def may_read(self, resolution_id: str | None) -> bool:
+        """Records of this resolution: anything for a key; a token's own and the one it re-runs."""
+        return not self.is_token or (resolution_id is not None
+                                     and resolution_id in (self.resolution_id, self.reads_from))
+
+    def may_write(self, resolution_id: str | None) -> bool:
+        return not self.is_token or (resolution_id is not None and resolution_id == self.resolution_id)
+
+
+LOCAL_PRINCIPAL = Principal(LOCAL, "local mode")
 
 
 def hash_key(key: str) -> str:
@@ -33,66 +95,114 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key() -> str:
-    return PREFIX + secrets.token_urlsafe(32)
+def new_key(prefix: str = PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
 
 
-def create_key(engine: sa.Engine, name: str) -> str:
+# -- API keys -----------------------------------------------------------------------------------------------
+
+def create_key(engine: sa.Engine, name: str, *, admin: bool = False) -> str:
     """Record a new key named ``name``; returns the key itself (only its hash is kept)."""
+    return new_api_key(engine, name, admin=admin)[0]
+
+
+def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False) -> tuple[str, dict]:
+    """Record a new key named ``name``: the key itself, and its row as :func:`list_keys` shows it."""
     if not name or len(name) > 128:
         raise ValueError("an API key name must have 1 to 128 characters")
     key = new_key()
+    row = {"id": uuid.uuid4().hex, "name": name, "admin": admin, "created_at": utcnow(), "revoked_at": None}
     with engine.begin() as conn:
-        conn.execute(sa.insert(api_keys).values(id=uuid.uuid4().hex, name=name, key_hash=hash_key(key),
-                                                created_at=utcnow()))
-    return key
+        conn.execute(sa.insert(api_keys).values(key_hash=hash_key(key), **row))
+    return key, row
 
 
 def list_keys(engine: sa.Engine) -> list[dict]:
+    """Every key ever made (never the keys themselves): id, name, admin, created_at, revoked_at."""
+    c = api_keys.c
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.created_at)
-                            .order_by(api_keys.c.created_at)).mappings()
+        rows = conn.execute(sa.select(c.id, c.name, c.admin, c.created_at, c.revoked_at)
+                            .order_by(c.created_at, c.id)).mappings()
         return [dict(r) for r in rows]
 
 
-def delete_key(engine: sa.Engine, name: str) -> int:
+def revoke_key(engine: sa.Engine, name_or_id: str, *, by_id_only: bool = False) -> int:
+    """Revoke the key with this id, or every key with this name; returns how many were revoked now.
+    The tokens those keys minted stop working with them."""
+    c = api_keys.c
+    match = c.id == name_or_id if by_id_only else sa.or_(c.id == name_or_id, c.name == name_or_id)
     with engine.begin() as conn:
-        return conn.execute(sa.delete(api_keys).where(api_keys.c.name == name)).rowcount
+        return conn.execute(sa.update(api_keys).where(match, c.revoked_at.is_(None))
+                            .values(revoked_at=utcnow())).rowcount
 
+
+# -- resolution tokens --------------------------------------------------------------------------------------
+
+def mint_token(engine: sa.Engine, resolution_id: str, *, minted_by: str | None, reads_from: str | None = None,
+               lifetime: dt.timedelta) -> tuple[str, dt.datetime]:
+    """A new token for ``resolution_id``'s driver and when it expires at the latest (only its hash is kept)."""
+    token, now = new_key(TOKEN_PREFIX), utcnow()
+    expires = now + lifetime
+    with engine.begin() as conn:
+        conn.execute(sa.insert(resolution_tokens).values(
+            id=uuid.uuid4().hex, resolution_id=resolution_id, token_hash=hash_key(token), reads_from=reads_from,
+            minted_by=minted_by, created_at=now, expires_at=expires))
+    return token, expires
+
+
+def revoke_tokens(engine: sa.Engine, resolution_id: str) -> int:
+    """Revoke every token of a resolution (e.g. its driver could not be started)."""
+    t = resolution_tokens.c
+    with engine.begin() as conn:
+        return conn.execute(sa.update(resolution_tokens)
+                            .where(t.resolution_id == resolution_id, t.revoked_at.is_(None))
+                            .values(revoked_at=utcnow())).rowcount
+
+
+# -- checking -----------------------------------------------------------------------------------------------
 
 class Authenticator:
-    """Checks keys against the table (valid hashes cached for CACHE_SECONDS) and an in-memory
-    ``internal_key`` the server gives to the rerun processes it starts."""
+    """Checks a request's credential against the database, every time (one indexed query)."""
 
     def __init__(self, engine: sa.Engine, *, required: bool) -> None:
         self.engine = engine
         self.required = required
-        self.internal_key = new_key()
-        self._valid: dict[str, float] = {}
-        self._lock = threading.Lock()
 
-    def check_cached(self, key: str | None) -> bool | None:
-        """The answer when it needs no database query (off, missing, internal, recently valid), else None."""
+    def authenticate(self, key: str | None) -> Principal:
+        """Who sent ``key``; :class:`Unauthorized` when it does not open the API. Anyone, in local mode."""
         if not self.required:
-            return True
+            return LOCAL_PRINCIPAL
         if not key:
-            return False
-        if hmac.compare_digest(key.encode(), self.internal_key.encode()):
-            return True
-        with self._lock:
-            if self._valid.get(hash_key(key), 0.0) > time.monotonic():
-                return True
-        return None
-
-    def check(self, key: str | None) -> bool:
-        cached = self.check_cached(key)
-        if cached is not None:
-            return cached
-        digest = hash_key(key or "")
-        now = time.monotonic()
+            raise Unauthorized(MESSAGE)
+        if key.startswith(TOKEN_PREFIX):
+            return self._token(key)
+        c = api_keys.c
         with self.engine.connect() as conn:
-            found = conn.scalar(sa.select(api_keys.c.id).where(api_keys.c.key_hash == digest)) is not None
-        if found:
-            with self._lock:
-                self._valid[digest] = now + CACHE_SECONDS
-        return found
+            row = conn.execute(sa.select(c.id, c.name, c.admin).where(
+                c.key_hash == hash_key(key), c.revoked_at.is_(None))).first()
+        if row is None:
+            raise Unauthorized(f"invalid or revoked API key: send a valid one in the {HEADER} header")
+        return Principal(ADMIN if row.admin else USER, row.name, key_id=row.id)
+
+    def _token(self, token: str) -> Principal:
+        t, k, r = resolution_tokens.c, api_keys.c, _resolutions.c
+        stmt = (sa.select(t.resolution_id, t.reads_from, t.minted_by, t.expires_at, t.revoked_at,
+                          k.id.label("key_id"), k.revoked_at.label("key_revoked_at"), r.state)
+                .select_from(resolution_tokens.outerjoin(api_keys, k.id == t.minted_by)
+                             .outerjoin(_resolutions, r.id == t.resolution_id))
+                .where(t.token_hash == hash_key(token)))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise Unauthorized("invalid resolution token")
+        what = f"the token of resolution {row.resolution_id}"
+        if row.revoked_at is not None:
+            raise Unauthorized(f"{what} was revoked")
+        if row.expires_at <= utcnow():
+            raise Unauthorized(f"{what} expired (it reached its maximum lifetime)")
+        if row.minted_by is not None and (row.key_id is None or row.key_revoked_at is not None):
+            raise Unauthorized(f"{what} was minted with an API key that has since been revoked")
+        if row.state in TERMINAL:
+            raise Unauthorized(f"{what} expired: the resolution has ended ({row.state})")
+        return Principal(RESOLUTION, f"resolution {row.resolution_id}", key_id=row.minted_by,
+                         resolution_id=row.resolution_id, reads_from=row.reads_from)

@@ -52,19 +52,61 @@ def _is_loopback(host: str) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @db_url_option
-@click.option("--local", is_flag=True, help="No API keys: for a server only this machine can reach (loopback).")
+@click.option("--local", is_flag=True, help="Local mode, for this machine only (loopback): no API keys; "
+              "state-changing requests need JSON and a same-origin Origin, and Host must be a loopback name.")
+@click.option("--allow-docker", is_flag=True, help="Local development (loopback only): allow "
+              "--rerun-launcher docker, which starts rerun drivers as containers on this machine (never "
+              "with the Docker socket).")
+@click.option("--rerun-launcher", type=click.Choice(["kubernetes", "docker"]), default=None,
+              help="How this server starts reruns of cloud resolutions (default: it starts none).")
+@click.option("--rerun-image-repository", "rerun_images", multiple=True, metavar="REPO",
+              help="Allow reruns from images in this repository (or under it), e.g. registry.example.com/"
+                   "pipelines; repeat for more. Reruns from any other image are refused.")
+@click.option("--rerun-namespace", default=None, help="Namespace of rerun drivers' Jobs (default: "
+              f"${settings.NAMESPACE_ENV}, else the server's own).")
+@click.option("--rerun-concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Reruns being started at once.")
+@click.option("--rerun-queue", type=click.IntRange(0, 1000), default=8, show_default=True,
+              help="Rerun requests waiting to start; more get 429.")
+@click.option("--max-request-mb", type=click.FloatRange(0.01, 4096), default=32, show_default=True,
+              help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
+@click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
+              help="Longest life of a resolution's token (it also ends when the resolution ends).")
 @home_option
 @click.pass_context
-def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, home_opt: Path | None) -> None:
+def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
+           rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None,
+           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float,
+           home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
-    Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage
-    (where server-started local reruns write too), and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
+    Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage,
+    and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
     (comma-separated URLs) for cloud resolutions that recorded theirs there.
     """
-    if local and not _is_loopback(host):
-        raise click.ClickException("--local turns API keys off, so the server may only listen on a loopback "
-                                   f"address (127.0.0.1, ::1 or localhost), not {host}")
+    for flag, on in (("--local", local), ("--allow-docker", allow_docker)):
+        if on and not _is_loopback(host):
+            raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "
+                                       f"loopback address (127.0.0.1, ::1 or localhost), not {host}")
+    storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
+    import datetime as dt
+
+    from sematic_k8s_server.config import RerunConfig, ServerConfig
+
+    namespace = rerun_namespace or os.environ.get(settings.NAMESPACE_ENV)
+    try:
+        config = ServerConfig(
+            api_keys_required=not local, max_request_bytes=int(max_request_mb * 1024 * 1024),
+            reruns=RerunConfig(launcher=rerun_launcher, image_repositories=rerun_images, allow_docker=allow_docker,
+                               storage_url=storage_setting,
+                               executor_settings={"namespace": namespace} if namespace else {},
+                               concurrency=rerun_concurrency, queue=rerun_queue,
+                               token_lifetime=dt.timedelta(hours=token_max_hours)),
+            allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if rerun_launcher and not rerun_images:
+        click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.", err=True)
     home = _home(ctx, home_opt)
     url = _db_url(home, db_url)
     store = _open_store(url)
@@ -74,20 +116,20 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     from sematic_k8s.storage.urls import storage_from_url
     from sematic_k8s_server import auth
     from sematic_k8s_server.app import create_app
+    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
 
-    if not local and not auth.list_keys(store.engine):
+    if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
         click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
-                   "`sematic-k8s api-keys create NAME` (or start with --local on this machine only).", err=True)
+                   "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
+                   err=True)
     self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
     self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
-    storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
-    storage = storage_from_url(storage_setting) if storage_setting else LocalStorage(home / "storage")
-    from sematic_k8s_server.storages import ALLOW_ENV
-
-    allowed = os.environ.get(ALLOW_ENV, "").split(",")  # other storages cloud resolutions may have recorded in
-    app = create_app(store, storage, api_keys_required=not local, self_url=self_url, allowed_storages=allowed)
+    storage = (storage_from_url(storage_setting, retry_window=REQUEST_RETRY_WINDOW) if storage_setting
+               else LocalStorage(home / "storage"))
+    app = create_app(store, storage, config, self_url=self_url)
     click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
-               f"API keys {'off: local mode' if local else 'required'})", err=True)
+               f"API keys {'off: local mode' if local else 'required'}, reruns "
+               f"{rerun_launcher or 'off'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"),
                 timeout_graceful_shutdown=5)
 
@@ -108,20 +150,21 @@ def api_keys() -> None:
 
 @api_keys.command("create")
 @click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin key: it may also list, create and revoke keys through the API.")
 @db_url_option
 @home_option
 @click.pass_context
-def api_keys_create(ctx: click.Context, name: str, db_url: str | None, home_opt: Path | None) -> None:
+def api_keys_create(ctx: click.Context, name: str, admin: bool, db_url: str | None, home_opt: Path | None) -> None:
     """Create a key named NAME and print it (once: only its hash is stored)."""
     from sematic_k8s_server import auth
 
     store = _open_store(_db_url(_home(ctx, home_opt), db_url))
     try:
-        key = auth.create_key(store.engine, name)
+        key = auth.create_key(store.engine, name, admin=admin)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"API key {name!r} created; it is shown only now. Send it as the {auth.HEADER} header, or "
-               f"set {settings.API_KEY_ENV} for resolvers:", err=True)
+    click.echo(f"{'Admin API' if admin else 'API'} key {name!r} created; it is shown only now. Send it as the "
+               f"{auth.HEADER} header, or set {settings.API_KEY_ENV} for resolvers:", err=True)
     click.echo(key)
 
 
@@ -130,28 +173,32 @@ def api_keys_create(ctx: click.Context, name: str, db_url: str | None, home_opt:
 @home_option
 @click.pass_context
 def api_keys_list(ctx: click.Context, db_url: str | None, home_opt: Path | None) -> None:
-    """List key names and creation times (never the keys)."""
+    """List keys: id, name, role, creation time, and when revoked (never the keys)."""
     from sematic_k8s_server import auth
 
     store = _open_store(_db_url(_home(ctx, home_opt), db_url))
     for row in auth.list_keys(store.engine):
-        click.echo(f"{row['name']}\t{row['created_at']:%Y-%m-%d %H:%M:%S}")
+        revoked = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M:%S}" if row["revoked_at"] else "active"
+        click.echo(f"{row['id']}\t{row['name']}\t{'admin' if row['admin'] else 'user'}\t"
+                   f"{row['created_at']:%Y-%m-%d %H:%M:%S}\t{revoked}")
 
 
-@api_keys.command("delete")
-@click.argument("name")
+@api_keys.command("revoke")
+@click.argument("name_or_id")
 @db_url_option
 @home_option
 @click.pass_context
-def api_keys_delete(ctx: click.Context, name: str, db_url: str | None, home_opt: Path | None) -> None:
-    """Delete every key named NAME (servers forget them within 30 seconds)."""
+def api_keys_revoke(ctx: click.Context, name_or_id: str, db_url: str | None, home_opt: Path | None) -> None:
+    """Revoke the key with this id, or every key with this name: every server refuses it (and the tokens it
+    minted for drivers) from the next request on."""
     from sematic_k8s_server import auth
 
     store = _open_store(_db_url(_home(ctx, home_opt), db_url))
-    n = auth.delete_key(store.engine, name)
+    n = auth.revoke_key(store.engine, name_or_id)
     if n == 0:
-        raise click.ClickException(f"no API key named {name!r}")
-    click.echo(f"deleted {n} key(s) named {name!r}", err=True)
+        raise click.ClickException(f"no active API key named {name_or_id!r} or with that id "
+                                   "(see `sematic-k8s api-keys list`)")
+    click.echo(f"revoked {n} key(s): {name_or_id!r}", err=True)
 
 
 def register(group: click.Group) -> None:

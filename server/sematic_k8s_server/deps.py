@@ -1,4 +1,5 @@
-"""What the route modules share: the Server dependency, the API-key check, validated ids and paging, 404s."""
+"""What the route modules share: the Server dependency, the caller (checked by the Guard before any route
+runs), validated ids and paging, 404s."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from sematic_k8s_server import auth, schemas
+from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.state import Server
 
 API = "/api/v1"
@@ -18,8 +19,9 @@ MAX_LIMIT = 1000
 RunId = Annotated[str, PathParam(pattern=schemas.HEX_ID, description="a run id (hex)")]
 ResolutionId = Annotated[str, PathParam(pattern=schemas.HEX_ID, description="a resolution id (its root run id)")]
 ArtifactId = Annotated[str, PathParam(pattern=schemas.SHA256, description="an artifact id (sha256 hex)")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+MAX_OFFSET = 10_000_000
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"items to skip, 0 to {MAX_OFFSET}")]
 StateFilter = Annotated[str | None, Query(pattern=r"^[a-z]{1,16}$", description="only this state")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {  # FastAPI's type for responses=
     404: {"description": "unknown id", "content": {"application/json": {"example": {"detail": "..."}}}}}
@@ -35,13 +37,19 @@ Srv = Annotated[Server, Depends(_server)]
 
 
 async def require_key(request: Request, key: Annotated[str | None, Security(_key_header)] = None) -> None:
-    """401 unless the request carries a valid API key (always passes when keys are not required)."""
-    authenticator = request.app.state.server.auth
-    ok = authenticator.check_cached(key)
-    if ok is None:  # not seen recently: ask the database, off the event loop
-        ok = await run_in_threadpool(authenticator.check, key)
-    if not ok:
+    """401 unless the Guard let the request in with a credential (it documents the header in OpenAPI)."""
+    if "principal" not in request.scope.get("state", {}):
         raise HTTPException(401, auth.MESSAGE, headers={"WWW-Authenticate": auth.HEADER})
+
+
+async def _caller(request: Request) -> Principal:
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        raise HTTPException(401, auth.MESSAGE, headers={"WWW-Authenticate": auth.HEADER})
+    return principal
+
+
+Caller = Annotated[Principal, Depends(_caller)]
 
 
 def not_found(what: str, id_: str) -> HTTPException:

@@ -1,111 +1,173 @@
-"""Starting reruns the server was asked for.
+"""Reruns the server starts, and the ones it refuses.
 
-Locally (one machine, artifacts in a local directory) the server starts a background process that runs
-the same code path as ``sematic-k8s rerun``: the recorded root func, ``LocalResolver(rerun_from=...,
-rerun_mode=...)``, recording through this server. A cloud launcher (issue 4) gets the same
-:class:`RerunRequest`, whose ``image`` and ``build_hash`` are the recorded image digest to reuse.
+Records are written by clients, so nothing read from one decides what the server runs. The server re-runs
+only *cloud* resolutions, from their recorded image *by digest*, when that image's repository is on its
+allow-list; the driver is started by the launcher the server was configured with (a Job on its cluster, or
+in local development a container on this machine without the Docker socket), with the server's storage and
+executor settings, and a token that may record only the new resolution. What the record supplies (root func
+path, source file, cache namespace) is data for the driver inside that image.
+
+A *local* resolution's code is on its author's machine: it is re-run there (``sematic-k8s rerun ID`` or
+``LocalResolver(rerun_from=ID)``), and the refusal says so with the command to copy.
+
+Launches go through a bounded queue: ``concurrency`` at once, ``queue`` more waiting, 429 beyond.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
+import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from sematic_k8s.settings import API_KEY_ENV, HOME_ENV, SERVER_ENV
-from sematic_k8s.specs import DriverSpec, ResolutionSettings
-from sematic_k8s.version import PACKAGE_DIR
+from sematic_k8s import backends
+from sematic_k8s.launchers import driver_env
+from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
+from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
+from sematic_k8s.store.records import ResolutionRecord, RunRecord
+from sematic_k8s_server.config import REPOSITORY, RerunConfig
+from sematic_k8s_server.problems import ApiError
 
 log = logging.getLogger("sematic_k8s_server")
+T = TypeVar("T")
+
+IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
+MAX_PARALLELISM = 64
+EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
 
-@dataclass(frozen=True)
-class RerunRequest:
-    new_id: str  # the new Resolution's id, already returned to the client
-    rerun_of: str  # the Resolution being re-run
-    rerun_from: str  # a run of it (its root id for a whole rerun)
-    mode: str  # "from" | "continue"
-    root_func_path: str
-    image: str | None  # the recorded image digest: a cloud launcher reuses it when the code hash matches
-    build_hash: str | None
-    server_url: str  # where the rerun records
-    api_key: str | None
-    max_parallelism: int = 1  # the original resolution's
-    settings: dict | None = None  # the original resolution's recorded settings (kind, storage_url, executor...)
-    root_source_file: str | None = None
-
-    def resolution(self) -> ResolutionSettings:
-        """The rerun's resolution settings: the original's cache namespace and parallelism, the new id."""
-        return ResolutionSettings(cache_namespace=(self.settings or {}).get("cache_namespace"),
-                                  rerun_from=self.rerun_from, rerun_mode=self.mode,
-                                  max_parallelism=self.max_parallelism, root_id=self.new_id)
+class Busy(Exception):
+    """Too many reruns are starting or waiting to start."""
 
 
-class RerunLauncher(Protocol):
-    def launch(self, request: RerunRequest) -> None:
-        """Start the rerun; return without waiting for it."""
+def image_repository(image: str | None) -> str | None:
+    """The repository of ``repo@sha256:<64 hex>``; None for anything else (a tag, a name, junk)."""
+    if not isinstance(image, str) or len(image) > 512:
+        return None
+    m = IMAGE_BY_DIGEST.fullmatch(image)
+    return m.group("repo") if m else None
 
 
-class LocalProcessLauncher:
-    """Reruns as ``python -m sematic_k8s_server.rerun_worker`` processes on this machine, with artifacts in
-    ``home``/storage. ``on_failure(request, message)`` is called when a process ends without having
-    recorded its resolution (e.g. the pipeline's code cannot be imported)."""
-
-    def __init__(self, home: Path, on_failure: Callable[[RerunRequest, str], None]) -> None:
-        self.home = Path(home)
-        self.on_failure = on_failure
-        self.log_dir = self.home / "reruns"
-
-    def launch(self, request: RerunRequest) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{request.new_id}.log"
-        env = {**os.environ, SERVER_ENV: request.server_url, HOME_ENV: str(self.home),
-               "PYTHONPATH": os.pathsep.join(_import_roots() + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        env.pop(API_KEY_ENV, None)
-        if request.api_key:
-            env[API_KEY_ENV] = request.api_key
-        r = request.resolution()
-        cmd = [sys.executable, "-m", "sematic_k8s_server.rerun_worker", "--rerun-from", str(r.rerun_from),
-               "--mode", r.rerun_mode, "--root-id", str(r.root_id), "--max-parallelism", str(r.max_parallelism)]
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        log.info("rerun %s of %s: pid %d, log %s", request.new_id, request.rerun_of, proc.pid, log_path)
-        threading.Thread(target=self._reap, args=(proc, request, log_path), daemon=True,
-                         name=f"rerun-{request.new_id[:8]}").start()
-
-    def _reap(self, proc: subprocess.Popen, request: RerunRequest, log_path: Path) -> None:
-        code = proc.wait()
-        if code != 0:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-            self.on_failure(request, f"rerun process exited with status {code}:\n{tail}")
+def allowed(repository: str, allow_list: tuple[str, ...]) -> bool:
+    """The repository is on the list, or under an entry of it (at a ``/`` boundary)."""
+    return any(repository == entry or repository.startswith(entry + "/") for entry in allow_list)
 
 
-class CloudLauncher:
-    """Reruns of cloud resolutions: a driver started from the recorded image digest (nothing is built),
-    as a container on this machine or a Job on the cluster, like the CloudResolver's own."""
-
-    def launch(self, request: RerunRequest) -> None:
-        from sematic_k8s.launchers import driver_env, start_driver
-
-        settings = request.settings or {}
-        if not (request.image and settings.get("storage_url")):
-            raise ValueError(f"resolution {request.rerun_of} has no recorded image or storage to rerun from")
-        spec = DriverSpec(root=None, storage_url=settings["storage_url"], image=request.image,
-                          build_hash=request.build_hash, resolution=request.resolution(),
-                          executor=settings.get("executor", "docker"),
-                          executor_settings=settings.get("executor_settings") or {},
-                          root_func=request.root_func_path, root_source_file=request.root_source_file)
-        start_driver(spec, driver_env(spec, request.server_url, request.api_key, settings.get("source_map")))
-        log.info("rerun %s of %s: driver started from %s", request.new_id, request.rerun_of, request.image)
+def local_rerun_refusal(res: ResolutionRecord, target: str, mode: str) -> ApiError:
+    """The 422 for a local resolution: where and how to re-run it instead."""
+    if mode == "continue":
+        command = f"sematic-k8s rerun {target} --mode continue"
+        python = f'pipeline(...).resolve(sk.LocalResolver(rerun_from="{target}", rerun_mode="continue"))'
+    else:
+        command = f"sematic-k8s rerun {target}"
+        python = f'pipeline(...).resolve(sk.LocalResolver(rerun_from="{target}"))'
+    return ApiError(422, (f"resolution {res.id} ran locally: its code is on the machine that ran it, and this "
+                          f"server never runs code named by a record. Re-run it there: `{command}` (with "
+                          f"${SERVER_ENV} set to this server), or {python}"),
+                    reason="local-resolution", command=command, python=python)
 
 
-def _import_roots() -> list[str]:
-    """The directories holding sematic_k8s and sematic_k8s_server (for an uninstalled checkout)."""
-    return list(dict.fromkeys(str(p) for p in (Path(PACKAGE_DIR).parent, Path(__file__).resolve().parents[1])))
+class RerunQueue:
+    """Runs launches on ``concurrency`` threads with at most ``queue`` more waiting; :class:`Busy` beyond."""
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self.capacity = concurrency + queue
+        self._slots = threading.BoundedSemaphore(self.capacity)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rerun-launch")
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on a launch thread, waiting for it; Busy at once when the queue is full."""
+        if not self._slots.acquire(blocking=False):
+            raise Busy
+        try:
+            return self._pool.submit(fn).result()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Reruns:
+    """The server's rerun policy and launcher (see the module docstring)."""
+
+    def __init__(self, config: RerunConfig, launch: Callable[[DriverSpec, Mapping[str, str]], None] | None = None
+                 ) -> None:
+        self.config = config
+        self.queue = RerunQueue(config.concurrency, config.queue)
+        self._launch = launch  # tests may give their own; else the configured launcher's
+
+    def check(self, res: ResolutionRecord, target: str, mode: str) -> str:
+        """The image to re-run ``res`` from; an ApiError naming the reason when this server may not."""
+        settings = res.settings if isinstance(res.settings, dict) else {}
+        if settings.get("kind") != "cloud":
+            raise local_rerun_refusal(res, target, mode)
+        if self.config.launcher is None and self._launch is None:
+            raise ApiError(501, "this server starts no reruns (no --rerun-launcher): re-run it with "
+                                f'CloudResolver(rerun_from="{target}") from a machine that can build its image',
+                           reason="no-launcher")
+        image = res.image
+        repository = image_repository(image)
+        if repository is None:
+            raise ApiError(422, f"resolution {res.id} recorded image {str(image)[:200]!r}, not an image by digest "
+                                "(registry/repository@sha256:<64 hex>): nothing to re-run it from",
+                           reason="image-not-by-digest")
+        if not allowed(repository, self.config.image_repositories):
+            raise ApiError(403, f"image repository {repository!r} is not on this server's rerun allow-list "
+                                "(server flag --rerun-image-repository, Helm value server.rerunImageRepositories)",
+                           reason="image-not-allowed", repository=repository)
+        storage = self.config.storage_url
+        if not storage:
+            raise ApiError(501, "this server has no artifact storage URL for drivers: start it with "
+                                f"{STORAGE_ENV}=s3://bucket/prefix", reason="no-storage")
+        recorded = settings.get("storage_url")
+        if recorded and recorded != storage:
+            raise ApiError(422, f"resolution {res.id} keeps its artifacts in {str(recorded)[:200]}, not in this "
+                                f"server's storage {storage}: re-run it from a client that can read them",
+                           reason="other-storage")
+        return image  # type: ignore[return-value]
+
+    def driver_spec(self, res: ResolutionRecord, root_run: RunRecord | None, image: str, *, new_id: str,
+                    target: str, mode: str) -> DriverSpec:
+        """The new driver's task: the server's launcher, executor settings and storage; the record's data."""
+        settings = res.settings if isinstance(res.settings, dict) else {}
+        namespace = settings.get("cache_namespace")
+        parallelism = settings.get("max_parallelism")
+        if not (isinstance(parallelism, int) and 1 <= parallelism <= MAX_PARALLELISM):
+            parallelism = DRIVER_MAX_PARALLELISM
+        resolution = ResolutionSettings(cache_namespace=namespace if isinstance(namespace, str) else None,
+                                        rerun_from=target, rerun_mode=mode, max_parallelism=parallelism,
+                                        root_id=new_id)
+        source_file = root_run.source_file if root_run is not None else None
+        return DriverSpec(root=None, storage_url=self.config.storage_url or "", image=image,
+                          build_hash=res.build_hash, resolution=resolution,
+                          executor=EXECUTOR_OF_LAUNCHER.get(self.config.launcher or "", "kubernetes"),
+                          executor_settings=dict(self.config.executor_settings),
+                          root_func=res.root_func_path, root_source_file=source_file)
+
+    def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any) -> None:
+        """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails."""
+        env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
+        launcher = self.config.launcher or "test"
+
+        def launch() -> None:
+            if self._launch is not None:
+                self._launch(spec, env)
+            elif launcher == "docker":  # local development: a container without the Docker socket
+                backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False)
+            else:
+                backends.load(backends.LAUNCHERS, launcher)(spec, env)
+
+        try:
+            self.queue.run(launch)
+        except Busy:
+            raise ApiError(429, f"{self.queue.capacity} reruns are already starting or waiting to start: try "
+                                "again in a few seconds", {"Retry-After": "5"}, reason="busy") from None
+        except Exception as e:  # noqa: BLE001 - any launcher failure: say which, as JSON
+            log.warning("rerun %s: the %s launcher failed: %s", spec.root_id, launcher, e)
+            message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            raise ApiError(502, f"could not start the rerun's driver with the {launcher} launcher: {message}",
+                           reason="launcher-failed") from None
+        log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)

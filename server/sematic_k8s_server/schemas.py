@@ -122,6 +122,44 @@ class RerunOut(BaseModel):
     rerun_of: str
 
 
+class TokenIn(BaseModel):
+    rerun_from: str | None = Field(None, pattern=HEX_ID,
+                                   description="the run the resolution re-runs from: its resolution becomes readable")
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="the driver's credential (X-API-Key), shown only now")
+    resolution_id: str
+    reads_from: str | None
+    expires_at: str = Field(description="when it stops working at the latest (it also does when the resolution "
+                                        "ends)")
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    admin: bool = False
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    admin: bool
+    created_at: str
+    revoked_at: str | None = None
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyOut]
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="the key itself, shown only now (only its hash is stored)")
+
+
+class Revoked(BaseModel):
+    revoked: int = Field(description="how many keys were revoked by this request")
+
+
 class CancelOut(BaseModel):
     resolution_id: str
     state: str

@@ -1,4 +1,5 @@
-"""The state every endpoint shares, one per app (``app.state.server``): store, storage, auth, events, reruns."""
+"""The state every endpoint shares, one per app (``app.state.server``): store, storage, settings, auth, events,
+reruns."""
 
 from __future__ import annotations
 
@@ -6,25 +7,25 @@ import contextlib
 import threading
 from typing import Any
 
-from sematic_k8s.graph import CANCELED, FAILED, RESOLVED
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
+from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
 from sematic_k8s_server.liveness import Sweeper
-from sematic_k8s_server.reruns import RerunLauncher, RerunRequest
+from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.storages import Storages
 
 
 class Server:
-    """What the endpoints share: the store, artifact storage, auth, live events, rerun launching."""
+    """What the endpoints share: the store, artifact storage, settings, auth, live events, rerun launching."""
 
-    def __init__(self, store: SqlStore, storage: Storage, authenticator: auth.Authenticator,
-                 launcher: RerunLauncher | None, self_url: str | None) -> None:
-        self.store, self.storage, self.auth = store, storage, authenticator
-        self.launcher, self.self_url = launcher, self_url
-        self.storages = Storages(storage)  # where recorded artifacts and logs may be read (create_app: allow-list)
+    def __init__(self, store: SqlStore, storage: Storage, config: ServerConfig, authenticator: auth.Authenticator,
+                 reruns: Reruns, self_url: str | None) -> None:
+        self.store, self.storage, self.config, self.auth = store, storage, config, authenticator
+        self.reruns, self.self_url = reruns, self_url
+        self.storages = Storages(storage, config.allowed_storages)  # where recorded artifacts and logs may be read
         self.bus = EventBus()
         self.roots = RootIndex()
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout
@@ -66,18 +67,3 @@ class Server:
                 root = run.root_id
                 self.roots.put(run_id, root)
         return root
-
-    def rerun_failed(self, request: RerunRequest, message: str) -> None:
-        """A rerun process ended badly: make sure its resolution says so."""
-        res = self.store.get_resolution(request.new_id)
-        batch = Batch()
-        if res is None:
-            batch.add_resolution(ResolutionRecord(
-                id=request.new_id, root_func_path=request.root_func_path, state=FAILED, rerun_of=request.rerun_of,
-                settings={"kind": "local", "rerun_of": request.rerun_of, "rerun_from": request.rerun_from,
-                          "rerun_mode": request.mode},
-                error=message, created_at=utcnow(), ended_at=utcnow()))
-        elif res.state not in (RESOLVED, FAILED, CANCELED):
-            batch.resolution_updates[request.new_id] = {"state": FAILED, "error": message, "ended_at": utcnow()}
-        if batch:
-            self.write(batch)

@@ -19,6 +19,7 @@ from sematic_k8s.storage.base import Storage
 from sematic_k8s.storage.urls import storage_from_url, storage_url
 
 ALLOW_ENV = STORAGE_ALLOW_ENV
+REQUEST_RETRY_WINDOW = 3.0  # seconds a request waits out a storage outage before answering 503 (clients retry)
 
 
 class StorageNotAllowed(Exception):
@@ -71,7 +72,7 @@ class Storages:
                 "(comma-separated storage URLs) on the server to show it here")
         with self._lock:
             if key not in self._opened:
-                self._opened[key] = storage_from_url(key)
+                self._opened[key] = storage_from_url(key, retry_window=REQUEST_RETRY_WINDOW)
             return self._opened[key]
 
     def of_resolution(self, store: Any, root_id: str) -> Storage:

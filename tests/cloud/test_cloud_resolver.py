@@ -3,6 +3,7 @@ launching one worker container per non-inline run."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -15,9 +16,10 @@ from botocore.config import Config
 from click.testing import CliRunner
 
 import sematic_k8s as sk
-from infra import REGISTRY, require_docker
+from infra import REGISTRY, docker_client, require_docker
 from sematic_k8s.cli import cli
 from sematic_k8s.func import _REGISTRY
+from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import serve, wait_for
 
 PIPELINE = '''
@@ -96,7 +98,9 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
     mod = load(module)
     lines: list[str] = []
     (tmp_path / "server").mkdir()
-    with serve(tmp_path / "server") as server:
+    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-cloud",),
+                         storage_url=s3_env)  # local development: the server may start drivers in containers
+    with serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
         def resolver(**kw) -> sk.CloudResolver:
             return sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
                                     registry=f"{REGISTRY}/sk-test-cloud", base_image=infra,
@@ -112,6 +116,12 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         assert len(squares) == 3 and all(r.notes["executor"]["executor"] == "docker" for r in squares)
         assert all(r.notes["executor"]["image"] == first.image for r in squares)
         assert any("driver started" in line for line in lines)
+        docker = docker_client()
+        [driver] = docker.containers.list(all=True, filters={"label": [f"sematic-k8s/resolution-id={f.id}",
+                                                                        "sematic-k8s/role=driver"]})
+        env = dict(e.split("=", 1) for e in driver.attrs["Config"]["Env"])
+        assert "SEMATIC_K8S_API_KEY" not in env and env["SEMATIC_K8S_API_KEY_FILE"]  # its token, as a file
+        assert server.key not in json.dumps(driver.attrs)  # never the user's key
 
         # 2. a rerun with unchanged code builds nothing, reuses the digest, re-executes only the reset runs
         target = squares[1]
@@ -130,7 +140,8 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         offset_run = next(r for r in server.store.runs_of_root(third.id) if r.func_name == "offset")
         assert offset_run.cached_from is not None
 
-        # 3b. the server's rerun action starts a driver from the recorded digest, building nothing
+        # 3b. the server's rerun action starts a driver from the recorded digest, building nothing (in local
+        # development: one container without the Docker socket, its runs as processes in it)
         with server.client() as http:
             accepted = http.post(f"/api/v1/resolutions/{f.id}/rerun", json={"rerun_from": target.id, "mode": "from"})
         assert accepted.status_code == 202, accepted.text
@@ -140,6 +151,8 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         assert done.state == "resolved" and done.image == first.image and done.rerun_of == f.id
         root_run = server.store.get_run(new_id)
         assert server.store.get_artifact(root_run.output_id).summary == 1008
+        [rerun_driver] = docker.containers.list(all=True, filters={"label": f"sematic-k8s/resolution-id={new_id}"})
+        assert not any("docker.sock" in m.get("Source", "") for m in rerun_driver.attrs["Mounts"])
 
         # 4. after a code edit, a rerun builds a new image and uses the new code for reset runs
         source = root / f"{module}.py"

@@ -92,7 +92,7 @@ BAD_INPUTS = [
     pytest.param(["resolutions", "list"], {"SERVER": "{unreachable}"},
                  "cannot reach the sematic-k8s server at {unreachable}", 1, id="unreachable-server"),
     pytest.param(["runs", "list"], {"SERVER": "{server}", "API_KEY": "sk8s_wrong"},
-                 "API key missing or invalid for {server}: set $SEMATIC_K8S_API_KEY", 1, id="bad-key"),
+                 "API key missing or invalid for {server} (invalid or revoked API key", 1, id="bad-key"),
     pytest.param(["runs", "list"], {"SERVER": "{server}"}, "API key missing or invalid", 1, id="no-key"),
     pytest.param(["resolutions", "list"], {"SERVER": "{not_sematic}"},
                  "{not_sematic} does not answer like a sematic-k8s server", 1, id="not-a-sematic-server"),

@@ -213,6 +213,9 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
             for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text"),
                                ("resolutions", "heartbeat_at")):
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
+            conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
+            for col in ("admin", "revoked_at"):
+                conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
             if name == "server":  # a database migrated before these columns
                 conn.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
             else:  # an embedded home made before the store had migrations: its three tables alone

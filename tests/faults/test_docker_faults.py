@@ -23,6 +23,7 @@ from infra import REGISTRY, docker_client, require_docker
 from sematic_k8s.func import _REGISTRY
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import serve, wait_for
 
 PIPELINE = '''
@@ -132,7 +133,9 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
     root, mod = project
     lines: list[str] = []
     storage = storage_from_url(s3_url)
-    with serve(tmp_path) as server:
+    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-faults",),
+                         storage_url=s3_url)  # local development: the server may continue it from its image
+    with serve(tmp_path, config=ServerConfig(reruns=reruns)) as server:
         name = uuid.uuid4().hex[:8]
         f = mod.gated(3, name)
         outcome: dict[str, Any] = {}

@@ -81,7 +81,7 @@ def s3_url(monkeypatch) -> str:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_BUCKET",
                  "SEMATIC_K8S_S3_PREFIX", "SEMATIC_K8S_S3_ENDPOINT", "SEMATIC_K8S_STORAGE_SECRET",
-                 "SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT", "SEMATIC_K8S_API_KEY_SECRET",
+                 "SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT",
                  "SEMATIC_K8S_NAMESPACE", "SEMATIC_K8S_CONFIG_MAP"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
@@ -110,7 +110,8 @@ def project(tmp_path, monkeypatch) -> Iterator[tuple[Any, Any]]:
 
 
 def setup_cluster(api: client.ApiClient, server: Any) -> None:
-    """What the Helm chart puts in the run namespace: the settings ConfigMap and the two Secrets."""
+    """What the Helm chart puts in the run namespace: the settings ConfigMap and the storage Secret (each
+    driver's token gets a Secret of its own, made by the launcher)."""
     core = client.CoreV1Api(api)
 
     def b64(value: str) -> str:
@@ -123,8 +124,6 @@ def setup_cluster(api: client.ApiClient, server: Any) -> None:
               "SEMATIC_K8S_SERVICE_ACCOUNT": "sematic-k8s-driver",
               "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT": "sematic-k8s-worker",
               "SEMATIC_K8S_STORAGE_SECRET": STORAGE_SECRET}))
-    core.create_namespaced_secret(NS, client.V1Secret(
-        metadata=client.V1ObjectMeta(name=manifests.API_KEY_SECRET), data={manifests.API_KEY_KEY: b64(server.key)}))
     core.create_namespaced_secret(NS, client.V1Secret(
         metadata=client.V1ObjectMeta(name=STORAGE_SECRET),
         data={"AWS_ACCESS_KEY_ID": b64(os.environ["AWS_ACCESS_KEY_ID"]),
@@ -172,6 +171,13 @@ def test_cloud_resolver_on_kubernetes_runs_driver_and_worker_pods(s3_url, projec
             assert driver.metadata.name == manifests.driver_job_name(f.id)
             assert driver.spec.template.spec.containers[0].image == res.image
             assert driver.spec.template.spec.service_account_name == "sematic-k8s-driver"
+            key_ref = {e.name: e for e in driver.spec.template.spec.containers[0].env}["SEMATIC_K8S_API_KEY"]
+            assert key_ref.value_from.secret_key_ref.name == manifests.token_secret_name(f.id)  # its own token
+            token = base64.b64decode(client.CoreV1Api(api).read_namespaced_secret(
+                manifests.token_secret_name(f.id), NS).data["api-key"]).decode()
+            assert token.startswith("sk8t_") and token != server.key
+            with server.client(key=token) as ended:  # its resolution ended: so did its token
+                assert ended.get(f"/api/v1/resolutions/{f.id}").status_code == 401
             assert len(workers) == len(remote)
             assert {j.metadata.labels["sematic-k8s/run-id"] for j in workers} == {r.id for r in remote}
             for job in workers:

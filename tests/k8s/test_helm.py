@@ -33,6 +33,12 @@ DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver Servi
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
 }
+SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
+    ("batch", "jobs"): {"create", "get"},
+    ("", "secrets"): {"create", "patch"},
+    ("", "configmaps"): {"get"},
+}
+REGISTRY = "registry.example.com/pipelines"
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                    "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "app.kubernetes.io/part-of",
                    "helm.sh/chart")
@@ -56,8 +62,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "runs": {"namespace": "runs", "createNamespace": True},
                              "postgresql": {"persistence": {"enabled": False}},
                              "service": {"type": "NodePort", "nodePort": 30080}},
-    "minimal": {"runs": {"apiKey": {"create": False}, "rbac": {"create": False}},
-                "migrations": {"enabled": False}, "server": {"serviceAccount": {"create": False}}},
+    "minimal": {"runs": {"rbac": {"create": False}}, "migrations": {"enabled": False},
+                "server": {"serviceAccount": {"create": False}, "rerunLauncher": ""}},
+    "reruns": {"server": {"rerunImageRepositories": [REGISTRY, "registry.example.com/team-b"],
+                          "rerunConcurrency": 3, "rerunQueue": 20, "maxRequestMB": 64, "tokenMaxHours": 48},
+               "runs": {"namespace": "runs"}},
 }
 
 
@@ -222,31 +231,44 @@ def test_common_labels_are_added(chart: Any) -> None:
 # -- RBAC and service accounts ------------------------------------------------------------------------
 
 
-def test_driver_role_is_namespaced_and_grants_exactly_the_driver_verbs(
+def _granted(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}  # no nonResourceURLs
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
+    return granted
+
+
+def test_roles_are_namespaced_and_grant_exactly_the_driver_and_rerun_verbs(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     for variant, docs in rendered.items():
         assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding"), variant
         if variant == "minimal":
             assert not find(docs, "Role") and not find(docs, "RoleBinding")
             continue
-        run_ns = "runs" if variant == "aws-s3-run-namespace" else NAMESPACE
-        role = one(docs, "Role")
+        run_ns = "runs" if variant in ("aws-s3-run-namespace", "reruns") else NAMESPACE
+        role = one(docs, "Role", f"{FULLNAME}-driver")
         assert role["metadata"]["namespace"] == run_ns
-        granted: dict[tuple[str, str], set[str]] = {}
-        for rule in role["rules"]:
-            assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no nonResourceURLs
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    granted.setdefault((group, resource), set()).update(rule["verbs"])
-        assert granted == DRIVER_RULES
-        assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
-
-        binding = one(docs, "RoleBinding")
+        assert _granted(role) == DRIVER_RULES
+        assert not any("resourceNames" in rule for rule in role["rules"])
+        binding = one(docs, "RoleBinding", f"{FULLNAME}-driver")
         assert binding["metadata"]["namespace"] == run_ns
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": role["metadata"]["name"]}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sematic-k8s-driver",
                                         "namespace": run_ns}]
+
+        reruns = one(docs, "Role", f"{FULLNAME}-server-reruns")
+        assert reruns["metadata"]["namespace"] == run_ns and _granted(reruns) == SERVER_RERUN_RULES
+        [config_rule] = [r for r in reruns["rules"] if "configmaps" in r["resources"]]
+        assert config_rule["resourceNames"] == ["sematic-k8s"]
+        binding = one(docs, "RoleBinding", f"{FULLNAME}-server-reruns")
+        assert binding["metadata"]["namespace"] == run_ns
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULLNAME}-server",
+                                        "namespace": NAMESPACE}]
 
 
 def test_worker_service_account_has_no_permissions_and_no_token(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -256,16 +278,16 @@ def test_worker_service_account_has_no_permissions_and_no_token(rendered: dict[s
     assert worker["metadata"]["namespace"] == NAMESPACE
     driver = one(docs, "ServiceAccount", "sematic-k8s-driver")
     assert driver["automountServiceAccountToken"] is True
-    subjects = [s["name"] for b in find(docs, "RoleBinding") for s in b["subjects"]]
-    assert subjects == ["sematic-k8s-driver"]
+    subjects = {s["name"] for b in find(docs, "RoleBinding") for s in b["subjects"]}
+    assert subjects == {"sematic-k8s-driver", f"{FULLNAME}-server"}
 
 
 def test_run_namespace_holds_everything_runs_need(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["aws-s3-run-namespace"]
     assert one(docs, "Namespace", "runs")
     for kind, name in [("ServiceAccount", "sematic-k8s-driver"), ("ServiceAccount", "sematic-k8s-worker"),
-                       ("Secret", "sematic-k8s-api-key"), ("Secret", "sematic-k8s-s3"),
-                       ("ConfigMap", "sematic-k8s")]:
+                       ("Secret", "sematic-k8s-s3"), ("ConfigMap", "sematic-k8s"),
+                       ("Role", f"{FULLNAME}-server-reruns")]:
         assert one(docs, kind, name)["metadata"]["namespace"] == "runs", (kind, name)
     # the server side stays in the release namespace
     for kind, name in [("Deployment", FULLNAME), ("Secret", f"{FULLNAME}-s3"), ("Secret", f"{FULLNAME}-database")]:
@@ -326,15 +348,14 @@ def test_given_passwords_are_url_encoded(chart: Any) -> None:
     assert make_url(url).password == "p@ss/w:rd"
 
 
-def test_drivers_api_key_secret(rendered: dict[str, list[dict[str, Any]]], chart: Any) -> None:
-    docs = rendered["default"]
-    secret = one(docs, "Secret", "sematic-k8s-api-key")
-    key = string_data(secret)["api-key"]
-    assert key.startswith("sk8s_") and len(key) > 40
-    assert string_data(one(docs, "Secret", f"{FULLNAME}-migrations"))["driver-api-key"] == key
-    given = render(chart, {"runs": {"apiKey": {"value": "sk8s_given"}}})
-    assert string_data(one(given, "Secret", "sematic-k8s-api-key"))["api-key"] == "sk8s_given"
-    assert not find(rendered["minimal"], "Secret", "sematic-k8s-api-key")
+def test_no_shared_key_for_drivers(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Drivers get a token of their own resolution's when they are launched: the chart makes no key for them."""
+    for variant, docs in rendered.items():
+        for secret in find(docs, "Secret"):
+            assert not any(v.startswith("sk8s_") for v in string_data(secret).values()), (variant, secret)
+            assert "api-key" not in string_data(secret), variant
+        for config in find(docs, "ConfigMap"):
+            assert "SEMATIC_K8S_API_KEY_SECRET" not in config.get("data", {}), variant
 
 
 def test_s3_credentials(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -368,9 +389,10 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook_with_an_external_da
         else:
             assert ref == {"name": f"{FULLNAME}-migrations", "key": "url"}
             assert string_data(one(docs, "Secret", f"{FULLNAME}-migrations"))["url"] == EXTERNAL_URL
-        secret = one(docs, "Secret", f"{FULLNAME}-migrations")
-        assert hooks(secret) == hooks(job)
-        assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+            secret = one(docs, "Secret", f"{FULLNAME}-migrations")
+            assert hooks(secret) == hooks(job)
+            assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+                annotations["helm.sh/hook-weight"])
 
 
 def test_migration_job_with_bundled_postgresql_runs_before_upgrades_and_after_the_install(
@@ -402,7 +424,7 @@ def test_only_hooks_are_hooks(rendered: dict[str, list[dict[str, Any]]]) -> None
         if variant == "minimal":
             expected = set()
         if variant == "external-db-secret":
-            expected = {f"{FULLNAME}-migrate", f"{FULLNAME}-migrations"}  # the hook Secret carries the API key
+            expected = {f"{FULLNAME}-migrate"}  # the URL is in the user's Secret: no hook Secret needed
         assert set(hooked) == expected, (variant, hooked)
 
 
@@ -416,30 +438,31 @@ def _run_hook_script(job: dict[str, Any], env: dict[str, str], tmp: Path) -> sub
                           capture_output=True, text=True, timeout=120, cwd=tmp)
 
 
-def test_migration_script_migrates_and_registers_the_drivers_key(chart: Any, tmp_path: Path) -> None:
+def test_migration_script_migrates(chart: Any, tmp_path: Path) -> None:
     pytest.importorskip("alembic")
     from sematic_k8s_server import auth
     from sematic_k8s_server.db import open_store
 
     job = one(render(chart, {}), "Job", f"{FULLNAME}-migrate")
     url = f"sqlite:///{tmp_path / 'meta.sqlite3'}"
-    env = {"SEMATIC_K8S_DB_URL": url, "SEMATIC_K8S_DRIVER_API_KEY": "sk8s_first", "WAIT_SECONDS": "5",
-           "SEMATIC_K8S_DRIVER_API_KEY_NAME": "helm-drivers"}
+    env = {"SEMATIC_K8S_DB_URL": url, "WAIT_SECONDS": "5"}
     done = _run_hook_script(job, env, tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "schema at head" in done.stderr and "'helm-drivers' registered" in done.stderr
-    again = _run_hook_script(job, env, tmp_path)  # an upgrade with the same key: nothing to do
-    assert again.returncode == 0 and "already registered" in again.stderr, again.stderr
-    rotated = _run_hook_script(job, {**env, "SEMATIC_K8S_DRIVER_API_KEY": "sk8s_second"}, tmp_path)
-    assert rotated.returncode == 0, rotated.stderr
-
+    assert done.returncode == 0 and "schema at head" in done.stderr, done.stderr
+    again = _run_hook_script(job, env, tmp_path)  # an upgrade: nothing to do
+    assert again.returncode == 0, again.stderr
+    assert "SEMATIC_K8S_DRIVER_API_KEY" not in env_of(containers(job)[0])
     store = open_store(url)
     try:
-        assert [k["name"] for k in auth.list_keys(store.engine)] == ["helm-drivers"]
-        checker = auth.Authenticator(store.engine, required=True)
-        assert checker.check("sk8s_second") and not checker.check("sk8s_first")
+        assert auth.list_keys(store.engine) == []  # no key registered behind anyone's back
+        assert "resolution_tokens" in sa_tables(store.engine)
     finally:
         store.engine.dispose()
+
+
+def sa_tables(engine: Any) -> set[str]:
+    import sqlalchemy as sa
+
+    return set(sa.inspect(engine).get_table_names())
 
 
 def test_migration_script_gives_up_on_an_unreachable_database(chart: Any, tmp_path: Path) -> None:
@@ -460,7 +483,10 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     pod = server["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "sematic-k8s-server:0.1.0"
-    assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000"]
+    assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
+                                    "--max-request-mb", "32", "--token-max-hours", "168",
+                                    "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
+                                    "--rerun-concurrency", "2", "--rerun-queue", "8"]  # no repository: no rerun
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/api/v1/health", "port": "http"}, probe
@@ -471,10 +497,28 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", env_of(container)["SEMATIC_K8S_HOME"]["value"]} <= mounts
-    assert pod["serviceAccountName"] == f"{FULLNAME}-server" and pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == f"{FULLNAME}-server"
+    assert pod["automountServiceAccountToken"] is True  # it creates rerun drivers' Jobs
     svc = one(docs, "Service", FULLNAME)
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert not find(docs, "Ingress")
+
+
+def test_reruns_go_by_the_allow_list_and_the_servers_settings(rendered: dict[str, list[dict[str, Any]]],
+                                                               chart: Any) -> None:
+    (container,) = containers(one(rendered["reruns"], "Deployment", FULLNAME))
+    command = container["command"]
+    flags = list(zip(command[4::2], command[5::2], strict=True))
+    assert ("--rerun-launcher", "kubernetes") in flags and ("--rerun-namespace", "runs") in flags
+    assert [v for f, v in flags if f == "--rerun-image-repository"] == [REGISTRY, "registry.example.com/team-b"]
+    assert ("--rerun-concurrency", "3") in flags and ("--rerun-queue", "20") in flags
+    assert ("--max-request-mb", "64") in flags and ("--token-max-hours", "48") in flags
+    notes = render_files(chart, VARIANTS["reruns"])["sematic-k8s/templates/NOTES.txt"]
+    assert REGISTRY in notes
+    (off,) = containers(one(rendered["minimal"], "Deployment", FULLNAME))
+    assert "--rerun-launcher" not in off["command"] and "--rerun-image-repository" not in off["command"]
+    pod = one(rendered["minimal"], "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # no reruns: no Kubernetes API token
 
 
 def test_image_by_digest_or_tag(chart: Any, rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -507,27 +551,22 @@ def test_drivers_settings_configmap(rendered: dict[str, list[dict[str, Any]]]) -
     assert {p["port"] for p in one(docs, "Service", f"{FULLNAME}-minio")["spec"]["ports"]} == {9000, 9001}
     assert data["SEMATIC_K8S_SERVICE_ACCOUNT"] == "sematic-k8s-driver"
     assert data["SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"] == "sematic-k8s-worker"
-    assert data["SEMATIC_K8S_API_KEY_SECRET"] == "sematic-k8s-api-key"
     assert data["SEMATIC_K8S_STORAGE_SECRET"] == "sematic-k8s-s3"
     assert one(docs, "Secret", "sematic-k8s-s3")["metadata"]["namespace"] == NAMESPACE
 
 
 def test_settings_use_the_names_the_kubernetes_executor_reads(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """The ConfigMap's keys are the environment variables launch_driver and the executor read, and the
-    API key Secret is where the driver Job's secretKeyRef points by default."""
+    """The ConfigMap's keys are the environment variables launch_driver and the executor read."""
     pytest.importorskip("kubernetes")
     from sematic_k8s import settings
     from sematic_k8s.k8s import manifests
 
     docs = rendered["minio"]
     data = one(docs, "ConfigMap", "sematic-k8s")["data"]
-    assert data[settings.SERVICE_ACCOUNT_ENV] == one(docs, "RoleBinding")["subjects"][0]["name"]
+    assert data[settings.SERVICE_ACCOUNT_ENV] == one(docs, "RoleBinding", f"{FULLNAME}-driver")["subjects"][0]["name"]
     assert data[settings.WORKER_SERVICE_ACCOUNT_ENV] == "sematic-k8s-worker"
-    assert data[settings.API_KEY_SECRET_ENV] == manifests.API_KEY_SECRET
     assert data[settings.STORAGE_SECRET_ENV] == "sematic-k8s-s3"
     assert data[settings.NAMESPACE_ENV] == NAMESPACE
-    api_key = one(docs, "Secret", manifests.API_KEY_SECRET)
-    assert manifests.API_KEY_KEY in string_data(api_key)
     storage = string_data(one(docs, "Secret", data[settings.STORAGE_SECRET_ENV]))
     required = {k for k, (_, optional) in manifests.STORAGE_SECRET_KEYS.items() if not optional}
     assert required <= storage.keys()
@@ -623,6 +662,7 @@ def test_every_value_is_documented() -> None:
     ({"database": {"external": {"url": "postgresql://x"}}}, "postgresql.enabled=false"),
     ({"postgresql": {"enabled": False}}, "database.external.url"),
     ({"artifacts": {"s3": {"accessKeyId": "AKIA"}}}, "artifacts.s3.secretAccessKey"),
+    ({"server": {"rerunLauncher": "docker"}}, "server.rerunLauncher must be"),
 ])
 def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, values: dict[str, Any],
                                                         message: str) -> None:
@@ -633,7 +673,7 @@ def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, v
 def test_notes(chart: Any) -> None:
     notes = render_files(chart, VARIANTS["minio"])["sematic-k8s/templates/NOTES.txt"]
     assert f"port-forward svc/{FULLNAME} 8000:8000" in notes
-    assert "sematic-k8s api-keys create" in notes
+    assert "sematic-k8s api-keys create" in notes and "sematic-k8s api-keys revoke" in notes
     assert "sematic-k8s/resolution-id=" in notes
     assert f"port-forward svc/{FULLNAME}-minio 9000:9000" in notes
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -218,7 +219,7 @@ def test_worker_job_manifest_is_valid_labelled_owned_and_keeps_secrets_out():
         "requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "250m", "memory": "128Mi"}}
 
 
-def test_driver_job_manifest_is_valid_and_reads_the_api_key_from_a_secret():
+def test_driver_job_manifest_is_valid_and_reads_the_token_from_a_secret():
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
                       executor="kubernetes")
     root = new_id()
@@ -235,6 +236,12 @@ def test_driver_job_manifest_is_valid_and_reads_the_api_key_from_a_secret():
     assert "sk-secret-key" not in json.dumps(job) and "hunter2" not in json.dumps(job)
     assert e["SEMATIC_K8S_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "sk-api", "key": "api-key",
                                                                       "optional": False}
+    no_token = valid(manifests.driver_job(spec, root, env, namespace=NS))  # a server without keys
+    assert "SEMATIC_K8S_API_KEY" not in env_of(no_token) and "sk-secret-key" not in json.dumps(no_token)
+    secret = manifests.to_dict(manifests.token_secret(root, "sk8t_token", namespace=NS, owner=("sk-driver-x", "u1")))
+    assert secret["metadata"]["name"] == manifests.token_secret_name(root) == f"sk-token-{root}"
+    assert secret["metadata"]["labels"]["sematic-k8s/resolution-id"] == root
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u1" and "stringData" not in secret
     assert e["SEMATIC_K8S_SERVER"]["value"] == "http://sk-server:8000"
     assert e[settings.DRIVER_JOB_UID_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/controller-uid']")
@@ -262,11 +269,12 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
                       executor="kubernetes",
                       resolution=ResolutionSettings(root_id=new_id(), max_parallelism=8))
-    env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://sk:8000", "SEMATIC_K8S_API_KEY": "k",
+    env = {DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": "http://sk:8000", "SEMATIC_K8S_API_KEY": "sk8t_first",
            "SEMATIC_K8S_SOURCE_MAP": "/home/me/proj=/app"}
     name = launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api, func_name="fan_out",
                          node_selector={"pool": "batch"}, driver_settings={"memory": "1Gi"})
-    assert launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api) == name  # 409: already there
+    again = {**env, "SEMATIC_K8S_API_KEY": "sk8t_second"}
+    assert launch_driver(spec, spec.root_id, again, namespace=NS, api_client=api) == name  # 409: already there
     [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
     assert job.metadata.name == name == f"sk-driver-{spec.root_id}"
     assert job.spec.backoff_limit == 3  # a driver that dies is started again and resumes
@@ -275,12 +283,16 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     pod = job.spec.template.spec
     assert pod.service_account_name == "sk-driver" and pod.containers[0].image == IMAGE
     env_vars = {e.name: e for e in pod.containers[0].env}
-    assert env_vars["SEMATIC_K8S_API_KEY"].value is None
-    assert env_vars["SEMATIC_K8S_API_KEY"].value_from.secret_key_ref.name == manifests.API_KEY_SECRET
+    assert env_vars["SEMATIC_K8S_API_KEY"].value is None  # the resolution's token, from its own Secret
+    assert env_vars["SEMATIC_K8S_API_KEY"].value_from.secret_key_ref.name == manifests.token_secret_name(spec.root_id)
+    secret = client.CoreV1Api(api).read_namespaced_secret(manifests.token_secret_name(spec.root_id), NS)
+    assert base64.b64decode(secret.data["api-key"]).decode() == "sk8t_second"  # a second launch updates it
+    assert [(o.kind, o.name, o.uid) for o in secret.metadata.owner_references] == [("Job", name, job.metadata.uid)]
+    assert "sk8t_" not in json.dumps(api.sanitize_for_serialization(job))
     driven = DriverSpec.from_json(env_vars[DRIVER_ENV].value)
     assert driven.root_id == spec.root_id
     assert driven.executor_settings == {"namespace": NS, "storage_secret": "sk-s3", "node_selector": {"pool": "batch"}}
-    posts = [c for c in emu.calls if c.method == "POST"]
+    posts = [c for c in emu.calls if c.method == "POST" and "/jobs" in c.path]
     assert len(posts) == 2  # the second answered 409 and was not retried
 
 

@@ -1,5 +1,6 @@
-"""The server over real HTTP: a uvicorn server on 127.0.0.1, LocalResolvers recording through it,
-server-started reruns in background processes, cancel, auth, pagination and live events."""
+"""The server over real HTTP: a uvicorn server on 127.0.0.1, LocalResolvers recording through it, reruns of
+local resolutions answered with the command to run, cancel, auth, pagination and live events. (The hostile
+client's view is in test_security.py.)"""
 
 from __future__ import annotations
 
@@ -141,7 +142,13 @@ def test_pagination(served) -> None:
         assert len(c.get("/api/v1/resolutions", params={"limit": 1000}).json()["items"]) == 25
 
 
-def test_rerun_endpoint(served, tmp_path) -> None:
+def test_rerun_of_a_local_resolution_is_the_command_to_run_on_its_machine(served, tmp_path, monkeypatch) -> None:
+    """The server never re-runs a local resolution: it answers 422 with the command, and that command, run where
+    the code is, re-runs it through the server (reusing what did not depend on the rerun run)."""
+    from click.testing import CliRunner
+
+    from sematic_k8s.cli import cli
+
     flag = tmp_path / "flag"
     flag.touch()
     f = sp.pipeline(2, 3, str(flag))
@@ -151,45 +158,31 @@ def test_rerun_endpoint(served, tmp_path) -> None:
     with served.client() as c:
         runs = {r["func_name"]: r for r in c.get(f"/api/v1/resolutions/{f.id}/graph").json()["runs"]}
         assert runs["flaky"]["state"] == "failed"
+        before = len(c.get("/api/v1/resolutions").json()["items"])
         r = c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"rerun_from": runs["flaky"]["id"]})
-        assert r.status_code == 202, r.text
-        new_id = r.json()["resolution_id"]
-        assert r.json()["rerun_of"] == f.id and new_id != f.id
-        res = wait_state(c, new_id, {"resolved", "failed"})
-        assert res["state"] == "resolved", (res, (served.home / "reruns" / f"{new_id}.log").read_text())
-        assert res["rerun_of"] == f.id
+        assert r.status_code == 422 and r.json()["reason"] == "local-resolution", r.text
+        command = r.json()["command"]
+        assert command == f"sematic-k8s rerun {runs['flaky']['id']}" and command in r.json()["detail"]
+        assert f'LocalResolver(rerun_from="{runs["flaky"]["id"]}")' in r.json()["python"]
+        assert len(c.get("/api/v1/resolutions").json()["items"]) == before  # nothing was started
+        cont = c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"mode": "continue"}).json()
+        assert cont["command"] == f"sematic-k8s rerun {f.id} --mode continue"
+
+        monkeypatch.setenv("SEMATIC_K8S_SERVER", served.url)
+        monkeypatch.setenv("SEMATIC_K8S_API_KEY", served.key)
+        result = CliRunner().invoke(cli, ["--home", str(served.home), *command.split()[1:], "-o", "json"])
+        assert result.exit_code == 0, result.output
+        new_id = json.loads(result.stdout)["id"]
+        res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "resolved" and res["rerun_of"] == f.id
         new_runs = {x["func_name"]: x for x in c.get(f"/api/v1/resolutions/{new_id}/graph").json()["runs"]}
         assert new_runs["add"]["notes"].get("reused_from") == runs["add"]["id"]  # reused, not re-executed
         assert new_runs["flaky"]["original_run_id"] == runs["flaky"]["id"]
-        out = c.get(f"/api/v1/artifacts/{new_runs['pipeline']['output_id']}").json()
-        assert out["summary"] == 250
-
-        # the whole resolution (rerun_from null), and "continue"
-        whole = c.post(f"/api/v1/resolutions/{new_id}/rerun", json={"rerun_from": None}).json()["resolution_id"]
-        assert wait_state(c, whole, {"resolved", "failed"})["state"] == "resolved"
-        again = {x["func_name"]: x for x in c.get(f"/api/v1/resolutions/{whole}/graph").json()["runs"]}
-        assert "reused_from" not in again["add"]["notes"]  # everything executed again
-        cont = c.post(f"/api/v1/resolutions/{new_id}/rerun", json={"mode": "continue"}).json()["resolution_id"]
-        assert wait_state(c, cont, {"resolved", "failed"})["state"] == "resolved"
+        assert c.get(f"/api/v1/artifacts/{new_runs['pipeline']['output_id']}").json()["summary"] == 250
 
         assert c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"rerun_from": new_runs["add"]["id"]}
                       ).status_code == 422  # a run of another resolution
         assert c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"mode": "sideways"}).status_code == 422
-
-
-def test_rerun_that_cannot_start_is_recorded_as_failed(served) -> None:
-    batch = Batch()
-    root = "cd" * 16
-    batch.add_resolution(ResolutionRecord(id=root, root_func_path="no_such_module:pipe", state="failed",
-                                          created_at=utcnow()))
-    from sematic_k8s.store.records import RunRecord
-    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="no_such_module:pipe",
-                            func_name="pipe", state="failed", created_at=utcnow()))
-    served.store.write(batch)
-    with served.client() as c:
-        new_id = c.post(f"/api/v1/resolutions/{root}/rerun", json={}).json()["resolution_id"]
-        res = wait_state(c, new_id, {"failed"})
-        assert "no_such_module" in res["error"]
 
 
 def test_cancel_running_resolution(served, tmp_path) -> None:
@@ -303,6 +296,9 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/resolutions/{resolution_id}/counts": {"get"},
     "/api/v1/resolutions/{resolution_id}/rerun": {"post"},
     "/api/v1/resolutions/{resolution_id}/cancel": {"post"},
+    "/api/v1/resolutions/{resolution_id}/token": {"post"},
+    "/api/v1/api-keys": {"get", "post"},
+    "/api/v1/api-keys/{key_id}/revoke": {"post"},
     "/api/v1/runs": {"get"},
     "/api/v1/runs/{run_id}": {"get"},
     "/api/v1/runs/{run_id}/logs": {"get"},

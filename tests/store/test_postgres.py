@@ -29,7 +29,7 @@ def test_migrations_match_the_models_on_postgres(postgres_url) -> None:
     try:
         assert schema_diff(store.engine) == []
         tables = set(sa.inspect(store.engine).get_table_names())
-        assert tables == {"resolutions", "runs", "artifacts", "api_keys", "alembic_version"}
+        assert tables == {"resolutions", "runs", "artifacts", "api_keys", "resolution_tokens", "alembic_version"}
         migrate(store.engine)  # idempotent: a restarted server upgrades nothing
         with store.engine.connect() as conn:
             assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == schema.HEAD
@@ -82,12 +82,12 @@ def test_pipeline_through_server_on_postgres(postgres_url, tmp_path) -> None:
         flag.unlink()
         assert c.get(f"/api/v1/resolutions/{f.id}").json()["state"] == "failed"
         r = c.post(f"/api/v1/resolutions/{f.id}/rerun", json={"mode": "continue"})
-        assert r.status_code == 202
-        new_id = r.json()["resolution_id"]
-        from serving import wait_for
-
-        res = wait_for(lambda: (x := c.get(f"/api/v1/resolutions/{new_id}").json()).get("state") in
-                       ("resolved", "failed") and x, 60, what="the rerun on PostgreSQL")
-        assert res["state"] == "resolved", (s.home / "reruns" / f"{new_id}.log").read_text()
+        assert r.status_code == 422 and r.json()["command"] == f"sematic-k8s rerun {f.id} --mode continue"
+        again = sp.pipeline(2, 2, str(flag))  # as that command does: the recorded arguments are used
+        again.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key, rerun_from=f.id,
+                                       rerun_mode="continue"))
+        new_id = again.id
+        res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "resolved" and res["rerun_of"] == f.id
         graph = c.get(f"/api/v1/resolutions/{new_id}/graph").json()
         assert {r["func_name"]: r["state"] for r in graph["runs"]}["flaky"] == "resolved"

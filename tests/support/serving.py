@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 
+from sematic_k8s.storage.base import Storage
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from sematic_k8s_server.app import create_app
+from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.db import open_store
 
 
@@ -32,6 +36,7 @@ class Served:
     store: SqlStore
     home: Path
     key: str | None  # a valid API key (None in local mode)
+    admin_key: str | None = None  # an admin API key (None in local mode)
 
     def client(self, key: str | None = "default") -> httpx.Client:
         """An HTTP client for the API, sending the valid key unless told otherwise."""
@@ -40,16 +45,20 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True,
-          allowed_storages: tuple[str, ...] = ()) -> Iterator[Served]:
-    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``home``/storage (and the
-    ``allowed_storages`` URLs readable for cloud resolutions that recorded theirs there)."""
+def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True, config: ServerConfig | None = None,
+          storage: Storage | None = None, allowed_storages: tuple[str, ...] = ()) -> Iterator[Served]:
+    """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``storage`` (default
+    ``home``/storage), set up by ``config`` (API keys as ``api_keys_required`` says; ``allowed_storages``: more
+    storage URLs readable for cloud resolutions that recorded theirs there)."""
     store = open_store(db_url or f"sqlite:///{home / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests") if api_keys_required else None
+    admin_key = auth.create_key(store.engine, "tests-admin", admin=True) if api_keys_required else None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(store, LocalStorage(home / "storage"), api_keys_required=api_keys_required, self_url=url,
-                     allowed_storages=allowed_storages)
+    if allowed_storages:
+        config = dataclasses.replace(config or ServerConfig(), allowed_storages=allowed_storages)
+    app = create_app(store, storage or LocalStorage(home / "storage"), config, api_keys_required=api_keys_required,
+                     self_url=url)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=1, lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
@@ -60,7 +69,7 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Served(url, store, home, key)
+        yield Served(url, store, home, key, admin_key)
     finally:
         server.should_exit = True
         thread.join(15)
@@ -78,3 +87,39 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def server_process(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[Any, str]]:
+    """``sematic-k8s server`` as its own process on a free port (``args`` appended): (Popen, base URL). Its
+    output goes to ``home``/server-<port>.log."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = home / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port", str(port),
+                                 "--home", str(home), *args], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + "/api/v1/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 60, what=f"the server process on port {port}")
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -1,11 +1,9 @@
-"""Helm hook (the migration Job): bring the metadata database to the newest schema, then register the
-drivers' API key.
+"""Helm hook (the migration Job): bring the metadata database to the newest schema.
 
-Runs in the server image as ``python -c "<this file>"``. It waits up to $WAIT_SECONDS for the database,
+Runs in the server image as ``python -c "<this file>"``. It waits up to $WAIT_SECONDS for the database and
 runs the server's own migration (``alembic upgrade head`` under the same PostgreSQL advisory lock the
-server takes at startup, stamping a database made by the embedded mode first), and, when
-$SEMATIC_K8S_DRIVER_API_KEY is set, records that key's hash under $SEMATIC_K8S_DRIVER_API_KEY_NAME,
-replacing any older key of that name (so changing runs.apiKey.value rotates it).
+server takes at startup, stamping a database made by the embedded mode first). Drivers need no key of the
+chart's: each gets a token for its own resolution when it is launched.
 """
 
 from __future__ import annotations
@@ -13,12 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 
 import sqlalchemy as sa
 
-from sematic_k8s.store.records import utcnow
-from sematic_k8s_server import auth
 from sematic_k8s_server.db import migrate
 
 
@@ -45,19 +40,6 @@ def wait_for_database(engine: sa.Engine, seconds: float) -> None:
             time.sleep(3)
 
 
-def register_key(engine: sa.Engine, name: str, key: str) -> bool:
-    """Record ``key`` under ``name`` unless it is already known; True when it was added."""
-    digest = auth.hash_key(key)
-    table = auth.api_keys
-    with engine.begin() as conn:
-        if conn.scalar(sa.select(table.c.id).where(table.c.key_hash == digest)) is not None:
-            return False
-        conn.execute(sa.delete(table).where(table.c.name == name))
-        conn.execute(sa.insert(table).values(id=uuid.uuid4().hex, name=name, key_hash=digest,
-                                             created_at=utcnow()))
-    return True
-
-
 def main() -> int:
     url = os.environ["SEMATIC_K8S_DB_URL"]
     engine = sa.create_engine(url, pool_pre_ping=True)
@@ -66,11 +48,6 @@ def main() -> int:
         wait_for_database(engine, float(os.environ.get("WAIT_SECONDS", "300")))
         migrate(engine)
         say("schema at head")
-        key = os.environ.get("SEMATIC_K8S_DRIVER_API_KEY")
-        if key:
-            name = os.environ.get("SEMATIC_K8S_DRIVER_API_KEY_NAME") or "helm-drivers"
-            added = register_key(engine, name, key)
-            say(f"drivers' API key {name!r} {'registered' if added else 'already registered'}")
     finally:
         engine.dispose()
     return 0

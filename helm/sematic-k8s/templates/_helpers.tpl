@@ -133,19 +133,17 @@ random one. Memoised in .Values so every template of one render sees the same pa
 {{- end -}}
 {{- end -}}
 
-{{/* -- Drivers' API key --------------------------------------------------------------------------- */}}
+{{/* -- Reruns -------------------------------------------------------------------------------------- */}}
 
-{{/* The drivers' API key: the value, else the one already stored, else a new one (memoised). */}}
-{{- define "sematic-k8s.apiKey" -}}
-{{- if not .Values.runs.apiKey.value -}}
-{{- $secret := lookup "v1" "Secret" (include "sematic-k8s.runNamespace" .) .Values.runs.apiKey.secretName -}}
-{{- $stored := "" -}}
-{{- if and $secret $secret.data -}}
-{{- $stored = index $secret.data "api-key" | default "" | b64dec -}}
+{{- define "sematic-k8s.server.validate" -}}
+{{- if not (has .Values.server.rerunLauncher (list "" "kubernetes")) -}}
+{{- fail (printf "server.rerunLauncher must be \"kubernetes\" or \"\" (no reruns), not %q: the docker launcher is for a developer's machine (sematic-k8s server --allow-docker)" .Values.server.rerunLauncher) -}}
 {{- end -}}
-{{- $_ := set .Values.runs.apiKey "value" (default (printf "sk8s_%s" (randAlphaNum 43)) $stored) -}}
 {{- end -}}
-{{- .Values.runs.apiKey.value -}}
+
+{{/* "true" when the server pods need a Kubernetes API token: they start rerun drivers as Jobs. */}}
+{{- define "sematic-k8s.server.automountToken" -}}
+{{- or .Values.server.serviceAccount.automountToken (eq .Values.server.rerunLauncher "kubernetes") -}}
 {{- end -}}
 
 {{/* -- Artifacts (S3 / MinIO) ---------------------------------------------------------------------- */}}
@@ -274,9 +272,9 @@ pre-install,pre-upgrade
 {{- printf "%s-migrations" (include "sematic-k8s.fullname" .) -}}
 {{- end -}}
 
-{{/* "true" when the migration hook needs its own Secret (a URL the chart stores, or the drivers' key). */}}
+{{/* "true" when the migration hook needs its own Secret (a URL the chart stores). */}}
 {{- define "sematic-k8s.migrations.needsSecret" -}}
-{{- if or (not .Values.database.external.existingSecret) .Values.runs.apiKey.create -}}
+{{- if not .Values.database.external.existingSecret -}}
 true
 {{- end -}}
 {{- end -}}

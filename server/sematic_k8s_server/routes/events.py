@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from sematic_k8s_server import schemas
-from sematic_k8s_server.deps import API
+from sematic_k8s_server import schemas, scopes
+from sematic_k8s_server.deps import API, Caller
 from sematic_k8s_server.state import Server
 
 KEEPALIVE_SECONDS = 15.0
@@ -24,8 +24,9 @@ router = APIRouter(prefix=API, tags=["events"])
                              "description": 'one `data: {"type": "run"|"resolution", "id", "root_id", '
                                             '"state"}` line per change; `{"type": "overflow"}` means events '
                                             'were dropped: refetch'}})
-async def events(request: Request, root_id: Annotated[str | None, Query(pattern=schemas.HEX_ID)] = None
-                 ) -> StreamingResponse:
+async def events(request: Request, caller: Caller,
+                 root_id: Annotated[str | None, Query(pattern=schemas.HEX_ID)] = None) -> StreamingResponse:
+    scopes.require_key(caller, "follow live events")
     srv: Server = request.app.state.server
     sub = srv.bus.subscribe(root_id)
 

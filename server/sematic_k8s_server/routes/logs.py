@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
 from sematic_k8s.storage.base import log_key
-from sematic_k8s_server.deps import API, NOT_FOUND, RunId, Srv, not_found
+from sematic_k8s_server import scopes
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, RunId, Srv, not_found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["runs"])
@@ -19,7 +20,7 @@ SIZE_HEADER = "X-Log-Size"
 @router.get("/runs/{run_id}/logs", response_class=PlainTextResponse,
             responses={**NOT_FOUND, 409: {"description": "recorded in a storage this server does not read"}},
             summary="A run's captured stdout and stderr (empty if none)")
-def get_logs(srv: Srv, run_id: RunId,
+def get_logs(srv: Srv, caller: Caller, run_id: RunId,
              offset: Annotated[int, Query(ge=0, description="skip this many bytes (to follow a growing log)")] = 0
              ) -> PlainTextResponse:
     """The log from byte ``offset`` on; the ``X-Log-Size`` header is the log's whole size in bytes (the
@@ -27,6 +28,7 @@ def get_logs(srv: Srv, run_id: RunId,
     run = srv.store.get_run(run_id)
     if run is None:
         raise not_found("run", run_id)
+    scopes.check_read(caller, run.root_id)
     try:
         storage = srv.storages.of_resolution(srv.store, run.root_id)
     except StorageNotAllowed as e:

@@ -1,4 +1,4 @@
-"""``/resolutions``: list them, read one or its whole graph; the rerun and cancel actions."""
+"""``/resolutions``: list them, read one or its whole graph; the rerun and cancel actions; tokens for drivers."""
 
 from __future__ import annotations
 
@@ -6,25 +6,37 @@ import uuid
 
 from fastapi import APIRouter, HTTPException, Request
 
-from sematic_k8s.graph import CANCELED, FAILED, RESOLVED
+from sematic_k8s.graph import CANCELED, FAILED, RESOLVED, TERMINAL
 from sematic_k8s.store.sql import CANCELING
-from sematic_k8s_server import edges, schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, Limit, Offset, ResolutionId, Srv, StateFilter, not_found
-from sematic_k8s_server.reruns import CloudLauncher, RerunRequest
+from sematic_k8s_server import auth, edges, schemas, scopes
+from sematic_k8s_server.deps import (
+    API,
+    NOT_FOUND,
+    Caller,
+    Limit,
+    Offset,
+    ResolutionId,
+    Srv,
+    StateFilter,
+    not_found,
+)
 
 router = APIRouter(prefix=API)
 
 
 @router.get("/resolutions", response_model=schemas.ResolutionPage, tags=["resolutions"],
             summary="List resolutions, newest first")
-def list_resolutions(srv: Srv, state: StateFilter = None, limit: Limit = 100, offset: Offset = 0) -> dict:
+def list_resolutions(srv: Srv, caller: Caller, state: StateFilter = None, limit: Limit = 100,
+                     offset: Offset = 0) -> dict:
+    scopes.require_key(caller, "list resolutions")
     items = srv.store.list_resolutions(state=state, limit=limit, offset=offset)
     return {"items": [r.to_dict() for r in items], "limit": limit, "offset": offset}
 
 
 @router.get("/resolutions/{resolution_id}", response_model=schemas.ResolutionOut, responses=NOT_FOUND,
             tags=["resolutions"], summary="One resolution")
-def get_resolution(srv: Srv, resolution_id: ResolutionId) -> dict:
+def get_resolution(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
+    scopes.check_read(caller, resolution_id)
     res = srv.store.get_resolution(resolution_id)
     if res is None:
         raise not_found("resolution", resolution_id)
@@ -33,7 +45,8 @@ def get_resolution(srv: Srv, resolution_id: ResolutionId) -> dict:
 
 @router.get("/resolutions/{resolution_id}/graph", response_model=schemas.GraphOut, responses=NOT_FOUND,
             tags=["resolutions"], summary="A resolution with all its runs and the edges between them")
-def get_graph(srv: Srv, resolution_id: ResolutionId) -> dict:
+def get_graph(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
+    scopes.check_read(caller, resolution_id)
     res = srv.store.get_resolution(resolution_id)
     if res is None:
         raise not_found("resolution", resolution_id)
@@ -43,13 +56,24 @@ def get_graph(srv: Srv, resolution_id: ResolutionId) -> dict:
             "edges": edges.edges(runs, resolution_id)}
 
 
+RERUN_REFUSALS: dict[int | str, dict] = {
+    **NOT_FOUND, 403: {"description": "a token asked, or the image's repository is not on the allow-list"},
+    409: {"description": "the resolution is still running"},
+    422: {"description": "a local resolution (the body's `command` re-runs it on its machine), or no image by "
+                         "digest"},
+    429: {"description": "too many reruns starting at once: retry later"},
+    501: {"description": "this server starts no reruns"}, 502: {"description": "the launcher failed"}}
+
+
 @router.post("/resolutions/{resolution_id}/rerun", status_code=202, response_model=schemas.RerunOut,
-             responses={**NOT_FOUND, 409: {"description": "the resolution is still running"},
-                        501: {"description": "this server cannot start reruns"}},
-             tags=["actions"], summary="Re-run a resolution, or re-run it from one of its runs")
-def rerun(srv: Srv, request: Request, resolution_id: ResolutionId, body: schemas.RerunIn) -> dict:
+             responses=RERUN_REFUSALS, tags=["actions"],
+             summary="Re-run a cloud resolution from its recorded image, whole or from one of its runs")
+def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionId, body: schemas.RerunIn) -> dict:
     """Starts a new resolution that clones this one: ``rerun_from`` (default: the root, i.e. everything)
-    and what depends on it execute again, every other run is reused. Returns the new id at once."""
+    and what depends on it execute again, every other run is reused. Only cloud resolutions whose image
+    repository is on the server's allow-list; a local one answers 422 with the ``command`` that re-runs it
+    on its own machine. Returns the new id once its driver was started."""
+    scopes.require_key(caller, "start reruns")
     res = srv.store.get_resolution(resolution_id)
     if res is None:
         raise not_found("resolution", resolution_id)
@@ -63,29 +87,53 @@ def rerun(srv: Srv, request: Request, resolution_id: ResolutionId, body: schemas
         raise HTTPException(422, "mode 'continue' re-runs a whole resolution: leave rerun_from null")
     if res.state not in (RESOLVED, FAILED, CANCELED):
         raise HTTPException(409, f"resolution {resolution_id} is {res.state}: wait for it to end, or cancel it")
-    cloud = (res.settings or {}).get("kind") == "cloud"
-    if srv.launcher is None and not cloud:
-        raise HTTPException(501, "this server cannot start reruns: its artifact storage is not a local "
-                                 "HOME/storage directory and no rerun launcher is configured")
+    image = srv.reruns.check(res, target, body.mode)
     new_id = uuid.uuid4().hex
-    root_run = srv.store.get_run(resolution_id)
-    launcher = CloudLauncher() if cloud else srv.launcher
-    launcher.launch(RerunRequest(  # type: ignore[union-attr]
-        new_id=new_id, rerun_of=resolution_id, rerun_from=target, mode=body.mode,
-        root_func_path=res.root_func_path, image=res.image, build_hash=res.build_hash,
-        server_url=srv.self_url or _own_url(request),
-        api_key=srv.auth.internal_key if srv.auth.required else None,
-        max_parallelism=int((res.settings or {}).get("max_parallelism") or 1), settings=res.settings,
-        root_source_file=root_run.source_file if root_run else None))
+    root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
+    spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)
+    token = None
+    if srv.auth.required:
+        token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
+                                   lifetime=srv.config.reruns.token_lifetime)
+    try:
+        srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"))
+    except Exception:
+        auth.revoke_tokens(srv.store.engine, new_id)
+        raise
     return {"resolution_id": new_id, "rerun_of": resolution_id}
+
+
+@router.post("/resolutions/{resolution_id}/token", status_code=201, response_model=schemas.TokenOut,
+             responses={403: {"description": "a token asked"},
+                        409: {"description": "the resolution has ended"}, **NOT_FOUND},
+             tags=["actions"], summary="Mint the token a resolution's driver records with")
+def mint_token(srv: Srv, caller: Caller, resolution_id: ResolutionId, body: schemas.TokenIn) -> dict:
+    """A new credential for the driver of ``resolution_id`` (about to start, or running): it may record only
+    that resolution, read it and the resolution it re-runs (``rerun_from``'s), and stops working when the
+    resolution ends, after the server's maximum lifetime, or when the caller's key is revoked. Shown once."""
+    scopes.require_key(caller, "mint tokens")
+    res = srv.store.get_resolution(resolution_id)
+    if res is not None and res.state in TERMINAL:
+        raise HTTPException(409, f"resolution {resolution_id} has ended ({res.state}): it needs no token")
+    reads_from = None
+    if body.rerun_from:
+        run = srv.store.get_run(body.rerun_from)
+        if run is None:
+            raise not_found("run", body.rerun_from)
+        reads_from = run.root_id
+    token, expires = auth.mint_token(srv.store.engine, resolution_id, minted_by=caller.key_id, reads_from=reads_from,
+                                     lifetime=srv.config.reruns.token_lifetime)
+    return {"token": token, "resolution_id": resolution_id, "reads_from": reads_from,
+            "expires_at": expires.isoformat() + "Z"}
 
 
 @router.post("/resolutions/{resolution_id}/cancel", status_code=202, response_model=schemas.CancelOut,
              responses={**NOT_FOUND, 409: {"description": "the resolution has already ended"}},
              tags=["actions"], summary="Ask a running resolution to cancel")
-def cancel(srv: Srv, resolution_id: ResolutionId) -> dict:
+def cancel(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     """Marks it ``canceling``; its resolution loop notices within about a second, cancels its runs
     and records ``canceled``."""
+    scopes.require_key(caller, "cancel resolutions")
     with srv.write_lock:
         state = srv.store.request_cancel(resolution_id)
     if state is None:

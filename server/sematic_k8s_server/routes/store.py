@@ -12,8 +12,8 @@ from fastapi import Path as PathParam
 
 from sematic_k8s.store.http import batch_from_json
 from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord
-from sematic_k8s_server import schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv
+from sematic_k8s_server import schemas, scopes
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv
 
 FIELDS = {
     "run": {f.name for f in dataclasses.fields(RunRecord)},
@@ -25,14 +25,18 @@ router = APIRouter(prefix=API + "/store", tags=["store"])
 
 
 @router.post("/write", response_model=schemas.Written,
-             responses={409: {"description": "conflicts with recorded data"},
+             responses={403: {"description": "a resolution token writing another resolution's records"},
+                        409: {"description": "conflicts with recorded data"},
                         422: {"description": "unknown fields"}},
              summary="Apply a batch of inserts and updates in one transaction")
-def write(srv: Srv, body: schemas.BatchIn) -> dict:
-    """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings."""
+def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
+    """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings. A resolution token may
+    write only its own resolution's runs and resolution (and artifacts, which are content-addressed)."""
     _check_fields("run", [*body.new_runs.values(), *body.run_updates.values()])
     _check_fields("resolution", [*body.new_resolutions, *body.resolution_updates.values()])
     _check_fields("artifact", body.artifacts.values())
+    scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
+                       body.resolution_updates)
     try:
         batch = batch_from_json(body.model_dump())
     except (TypeError, ValueError) as e:
@@ -47,7 +51,8 @@ def write(srv: Srv, body: schemas.BatchIn) -> dict:
 
 
 @router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, summary="Every run of a resolution")
-def runs_of_root(srv: Srv, root_id: ResolutionId) -> dict:
+def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> dict:
+    scopes.check_read(caller, root_id)
     return {"items": [r.to_dict() for r in srv.store.runs_of_root(root_id)]}
 
 
@@ -67,7 +72,8 @@ def artifacts(srv: Srv, body: schemas.ArtifactIds) -> dict:
 
 @router.get("/cancel_requested/{resolution_id}", response_model=schemas.CancelRequested,
             summary="Whether a resolution was asked to cancel (polled by its resolution loop)")
-def cancel_requested(srv: Srv, resolution_id: ResolutionId) -> dict:
+def cancel_requested(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
+    scopes.check_read(caller, resolution_id)
     return {"cancel_requested": srv.store.cancel_requested(resolution_id)}
 
 

@@ -97,7 +97,9 @@ export const getRun = (runId) => api(`/runs/${enc(runId)}`);
 export const getLogs = (runId) => api(`/runs/${enc(runId)}/logs`, { text: true });
 export const rerunResolution = (resolutionId, body) =>
   api(`/resolutions/${enc(resolutionId)}/rerun`, { method: "POST", body });
-export const cancelResolution = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/cancel`, { method: "POST" });
+// a JSON body: a local-mode server refuses state-changing requests without one (cross-site request defence)
+export const cancelResolution = (resolutionId) =>
+  api(`/resolutions/${enc(resolutionId)}/cancel`, { method: "POST", body: {} });
 export const getResolution = (resolutionId) => api(`/resolutions/${enc(resolutionId)}`);
 export const listPipelines = (query) => api(`/pipelines?${new URLSearchParams(query)}`);
 export const getCounts = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/counts`);

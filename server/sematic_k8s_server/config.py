@@ -1,0 +1,74 @@
+"""The server's settings, fixed at startup by whoever runs it (CLI flags, Helm values), never by a request
+or a record: API keys, local-development mode, the request-size cap, and how reruns are started."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's driver
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
+
+
+@dataclass(frozen=True)
+class RerunConfig:
+    """How the server starts reruns of cloud resolutions.
+
+    ``launcher``: "kubernetes" (a driver Job) or "docker" (a container on this machine, only with
+    ``allow_docker``: local development); None: this server starts no reruns. ``image_repositories``: the
+    allow-list: a rerun starts only from a recorded image whose repository is one of these or under one
+    (``registry/team`` allows ``registry/team/pipelines``). ``storage_url``: the artifact storage drivers
+    use (the server's own). ``executor_settings``: the driver's executor settings (namespace, ...), the
+    server's, never the record's. ``concurrency`` launches run at once and ``queue`` more wait; beyond,
+    requests get 429. Tokens live at most ``token_lifetime``.
+    """
+
+    launcher: str | None = None
+    image_repositories: tuple[str, ...] = ()
+    allow_docker: bool = False
+    storage_url: str | None = None
+    executor_settings: Mapping[str, Any] = field(default_factory=dict)
+    concurrency: int = 2
+    queue: int = 8
+    token_lifetime: dt.timedelta = dt.timedelta(days=7)
+
+    def __post_init__(self) -> None:
+        if self.launcher is not None and self.launcher not in LAUNCHERS:
+            raise ValueError(f"rerun launcher must be one of {', '.join(LAUNCHERS)}, not {self.launcher!r}")
+        if self.launcher == "docker" and not self.allow_docker:
+            raise ValueError("the docker rerun launcher is for local development only: start the server with "
+                             "--allow-docker on a loopback address, or use --rerun-launcher kubernetes")
+        if self.concurrency < 1 or self.queue < 0:
+            raise ValueError("rerun concurrency must be >= 1 and the rerun queue >= 0")
+        for repo in self.image_repositories:
+            if not re.fullmatch(REPOSITORY, repo):
+                raise ValueError(f"image repository {repo!r} in the rerun allow-list: give a repository "
+                                 "without tag or digest, e.g. registry.example.com/pipelines")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``api_keys_required=False`` is local mode (a server only this machine reaches), which also turns on the
+    laptop defences: JSON content type and same-origin ``Origin`` on state-changing requests, loopback
+    ``Host``. ``max_request_bytes``: larger request bodies get 413, counted as they arrive.
+    ``allowed_storages``: artifact storage URLs, besides the server's own, it may read the artifacts and logs
+    of cloud resolutions from (when they recorded one of these); a record naming any other is refused."""
+
+    api_keys_required: bool = True
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    reruns: RerunConfig = field(default_factory=RerunConfig)
+    allowed_storages: tuple[str, ...] = ()
+
+    @property
+    def local(self) -> bool:
+        return not self.api_keys_required
+
+    def __post_init__(self) -> None:
+        if self.max_request_bytes < 1024:
+            raise ValueError(f"the request size cap must be at least 1024 bytes, got {self.max_request_bytes}")

@@ -1,0 +1,167 @@
+"""The gate in front of the whole app (ASGI middleware), run before any route reads a byte of the body.
+
+In this order:
+
+1. Local mode only (no API keys, loopback): the ``Host`` must be a loopback name (a page on another site
+   that re-points its DNS name at 127.0.0.1 sends its own name: refused), and a state-changing request must
+   have a JSON content type (a cross-site form or "simple" fetch cannot send one) and, when it has an
+   ``Origin`` (browsers always send one with a POST), this server's own.
+2. ``/api/...`` (but ``/api/v1/health``): the credential in ``X-API-Key`` is checked against the database
+   first; a request without a valid one gets 401 before its body is read, and a resolution's token calling
+   anything but what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
+3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
+   that arrived exceed it (chunked uploads are counted, not trusted).
+
+The caller's :class:`~sematic_k8s_server.auth.Principal` is left in ``scope["state"]["principal"]``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import anyio.to_thread
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sematic_k8s_server import auth, scopes
+from sematic_k8s_server.config import ServerConfig
+from sematic_k8s_server.problems import problem
+
+PUBLIC_API = frozenset({"/api/v1/health"})
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1), as a name or an address."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(host_header: str) -> str:
+    """The name in a ``Host`` header, without its port (``[::1]:8000`` -> ``::1``)."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class Guard:
+    """See the module docstring. ``authenticator`` checks credentials; ``config`` has the cap and the mode."""
+
+    def __init__(self, app: ASGIApp, *, authenticator: auth.Authenticator, config: ServerConfig) -> None:
+        self.app, self.auth, self.config = app, authenticator, config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refused = self._local_mode_refusal(scope, headers) if self.config.local else None
+        if refused is None and self._needs_credential(scope["path"]):
+            refused = await self._authenticate(scope, headers)
+        if refused is None:
+            refused = self._declared_size_refusal(headers)
+        if refused is not None:
+            status, detail, extra_headers = refused
+            close = {"Connection": "close"} if _has_body(headers) else {}  # its body is never read
+            await problem(status, detail, {**extra_headers, **close})(scope, receive, send)
+            return
+        await self._call_counting(scope, receive, send)
+
+    # -- the checks ----------------------------------------------------------------------------------------
+
+    def _local_mode_refusal(self, scope: Scope, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
+        host = headers.get("host", "")
+        if not is_loopback(_hostname(host)):
+            return 403, (f"Host {host!r} is not a loopback name: a server in local mode answers only requests "
+                         "for localhost or 127.0.0.1 (DNS-rebinding defence)"), {}
+        if scope["method"] not in STATE_CHANGING:
+            return None
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            return 415, ("a state-changing request needs Content-Type: application/json (cross-site request "
+                         f"defence), got {media_type or 'none'!r}"), {}
+        origin = headers.get("origin")
+        if origin is not None and origin != f"{scope.get('scheme', 'http')}://{host}":
+            return 403, f"cross-origin request from {origin!r} refused: only this server's own page may send it", {}
+        site = headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            return 403, f"cross-site request ({site}) refused: only this server's own page may send it", {}
+        return None
+
+    @staticmethod
+    def _needs_credential(path: str) -> bool:
+        return path.startswith("/api/") and path not in PUBLIC_API
+
+    async def _authenticate(self, scope: Scope, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
+        try:
+            if self.auth.required:  # a database query: off the event loop
+                principal = await anyio.to_thread.run_sync(self.auth.authenticate, headers.get(auth.HEADER))
+            else:
+                principal = self.auth.authenticate(None)
+        except auth.Unauthorized as e:
+            return 401, str(e), {"WWW-Authenticate": auth.HEADER}
+        except Exception as e:  # noqa: BLE001 - the database is down: say so, as JSON
+            return 503, f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}", {
+                "Retry-After": "5"}
+        if principal.is_token and not scopes.token_may_call(scope["method"], scope["path"]):
+            return 403, (f"{principal.name}'s token cannot call {scope['method']} {scope['path']}: "
+                         "that needs an API key"), {}
+        scope.setdefault("state", {})["principal"] = principal
+        return None
+
+    def _declared_size_refusal(self, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
+        length = headers.get("content-length")
+        if length is None:
+            return None
+        if not length.isdigit():
+            return 400, f"Content-Length {length!r} is not a number", {}
+        if int(length) > self.config.max_request_bytes:
+            return 413, self._too_large_message(), {}
+        return None
+
+    def _too_large_message(self) -> str:
+        return (f"request body larger than this server's cap of {self.config.max_request_bytes} bytes "
+                "(server flag --max-request-mb)")
+
+    # -- counting the body as it arrives ------------------------------------------------------------------
+
+    async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cap = self.config.max_request_bytes
+        state: dict[str, Any] = {"received": 0, "refused": False, "started": False}
+
+        async def counted_receive() -> Message:
+            if state["refused"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > cap:
+                    state["refused"] = True
+                    if not state["started"]:
+                        state["started"] = True
+                        await problem(413, self._too_large_message(), {"Connection": "close"})(scope, receive, send)
+                    return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["refused"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not state["refused"]:  # else: the app choked on the cut-off body, and 413 was the answer
+                raise
+
+
+def _has_body(headers: Headers) -> bool:
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers

@@ -1,0 +1,81 @@
+"""Errors as JSON: every failure answers ``{"detail": "<one line saying what and what to do>", ...}`` with a
+4xx or 5xx status, never a bare 500 page. Infrastructure the server depends on (artifact storage, the
+metadata database) failing is a 503 that names it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from sematic_k8s.errors import StorageError
+
+log = logging.getLogger("sematic_k8s_server")
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose JSON body carries ``extra`` fields beside ``detail`` (e.g. a command to run)."""
+
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(status_code, detail, headers)
+        self.extra = extra
+
+
+def problem(status: int, detail: str, headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=dict(headers or {}))
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return problem(exc.status_code, str(exc.detail), exc.headers, **exc.extra)
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """422 with one line per problem (``query parameter 'limit': ...``) and the details under ``errors``."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    return problem(422, "; ".join(_describe(e) for e in errors) or "invalid request",
+                   errors=jsonable_encoder(errors, custom_encoder={Exception: str}))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    where = {"query": "query parameter", "path": "path parameter", "body": "body field",
+             "header": "header"}.get(loc[0], loc[0]) if loc else "request"
+    name = ".".join(loc[1:])
+    return f"{where} {name!r}: {error.get('msg', 'invalid')}" if name else f"{where}: {error.get('msg', 'invalid')}"
+
+
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: artifact storage failed: %s", request.method, request.url.path, exc)
+    return problem(503, f"artifact storage is unavailable: {exc}", {"Retry-After": "5"})
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
+    orig = getattr(exc, "orig", None) or exc
+    return problem(503, f"the metadata database is unavailable: {type(orig).__name__}: {orig}".splitlines()[0],
+                   {"Retry-After": "5"})
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # the ASGI server logs the traceback
+    return problem(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers: ApiError, storage and database failures, and anything else as a JSON 500."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_error)
+    app.add_exception_handler(sqlalchemy.exc.InterfaceError, _database_error)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_error)  # the pool: no connection in time
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,89 @@
+"""What a resolution token may do (API keys may do everything but manage keys, which takes an admin key).
+
+A token may read its own resolution and the one it re-runs, record only its own resolution's runs, look up
+the cache and read artifacts by their content id (knowing a sha256 is what makes it readable: cache hits
+reuse other resolutions' outputs). Everything else (listing, live events, reruns, cancels, minting tokens,
+keys) needs an API key. Each refusal is a 403 that says which.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from sematic_k8s.store.sql import Base, RunRow, SqlStore
+from sematic_k8s_server.auth import Principal
+from sematic_k8s_server.problems import ApiError
+
+_runs = Base.metadata.tables[RunRow.__tablename__]
+CHUNK = 500
+_ID = r"[0-9a-f]{1,64}"
+TOKEN_ROUTES = tuple((method, re.compile(path)) for method, path in (  # all a driver calls; default: refused
+    ("GET", rf"/api/v1/resolutions/{_ID}(/graph)?"),
+    ("GET", r"/api/v1/runs"),
+    ("GET", rf"/api/v1/runs/{_ID}(/logs)?"),
+    ("GET", rf"/api/v1/artifacts/{_ID}(/data)?"),
+    ("POST", r"/api/v1/store/(write|artifacts)"),
+    ("GET", rf"/api/v1/store/(runs_of_root|cached|cancel_requested)/{_ID}"),
+))
+
+
+def token_may_call(method: str, path: str) -> bool:
+    """Whether a resolution's token may call this endpoint at all (the routes then check which records)."""
+    return any(method == m and pattern.fullmatch(path) for m, pattern in TOKEN_ROUTES)
+
+
+def require_key(principal: Principal, action: str) -> None:
+    """403 for a resolution token: ``action`` needs an API key."""
+    if principal.is_token:
+        raise ApiError(403, f"{principal.name}'s token cannot {action}: that needs an API key")
+
+
+def require_admin(principal: Principal, action: str) -> None:
+    if not principal.is_admin:
+        raise ApiError(403, f"{action} needs an admin API key (sematic-k8s api-keys create NAME --admin)")
+
+
+def check_read(principal: Principal, resolution_id: str | None) -> None:
+    """403 unless ``principal`` may read the records of ``resolution_id``."""
+    if not principal.may_read(resolution_id):
+        raise ApiError(403, f"{principal.name}'s token may not read resolution {resolution_id}")
+
+
+def roots_of(store: SqlStore, run_ids: Iterable[str]) -> dict[str, str]:
+    """run id -> its resolution (root) id, for the runs recorded."""
+    ids, out = list(run_ids), dict[str, str]()
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            for row in conn.execute(sa.select(_runs.c.id, _runs.c.root_id).where(_runs.c.id.in_(chunk))):
+                out[row.id] = row.root_id
+    return out
+
+
+def check_batch(principal: Principal, store: SqlStore, new_runs: dict[str, dict], run_updates: dict[str, dict],
+                new_resolutions: list[dict], resolution_updates: dict[str, dict]) -> None:
+    """403 unless every run and resolution a batch creates or changes belongs to a token's resolution."""
+    if not principal.is_token:
+        return
+    own = principal.resolution_id
+
+    def refuse(what: str) -> ApiError:
+        return ApiError(403, f"{principal.name}'s token may not write {what}: it records only its own resolution")
+
+    for res in new_resolutions:
+        if res.get("id") != own:
+            raise refuse(f"resolution {res.get('id')}")
+    for res_id in resolution_updates:
+        if res_id != own:
+            raise refuse(f"resolution {res_id}")
+    for run_id, fields in new_runs.items():
+        if fields.get("root_id") != own:
+            raise refuse(f"run {run_id} of resolution {fields.get('root_id')}")
+    recorded = roots_of(store, [*new_runs, *run_updates])
+    for run_id in [*new_runs, *run_updates]:
+        root = recorded.get(run_id) or (new_runs.get(run_id) or {}).get("root_id")
+        if root != own:
+            raise refuse(f"run {run_id} of resolution {root}" if root else f"run {run_id}, which is not recorded")
