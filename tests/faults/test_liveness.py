@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,8 +34,15 @@ def start_resolver(tmp_path: Path, root_id: str, gate: Path, env: dict[str, str]
     return subprocess.Popen([sys.executable, "-c", code], env=env)
 
 
-def kill_when_gated(proc: subprocess.Popen, gate: Path) -> None:
+def _resolved(store: SqlStore, root_id: str) -> int:
+    return sum(r.state == "resolved" for r in store.runs_of_root(root_id))
+
+
+def kill_when_gated(proc: subprocess.Popen, gate: Path, recorded: Callable[[], int]) -> None:
+    """SIGKILL the resolver once its gated step runs and ``recorded()`` (resolved runs in the database) says the
+    two steps before it are written: what it had recorded must survive, what it had not is not the point."""
     wait_for(lambda: Path(f"{gate}.started").exists() or proc.poll() is not None, 60, what="the gated step")
+    wait_for(lambda: recorded() >= 2 or proc.poll() is not None, 60, what="the first two steps to be recorded")
     assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -45,8 +53,10 @@ def test_a_killed_local_resolver_is_marked_failed_and_continued_to_the_same_valu
     monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
     monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", TIMEOUT)
     root_id, gate = new_id(), tmp_path / "gate"
-    kill_when_gated(start_resolver(tmp_path, root_id, gate, {}), gate)
+    proc = start_resolver(tmp_path, root_id, gate, {})
+    wait_for(lambda: (tmp_path / "db.sqlite3").exists(), 60, what="the database")
     store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    kill_when_gated(proc, gate, lambda: _resolved(store, root_id))
     res = wait_for(lambda: (r := store.get_resolution(root_id)).state != "running" and r, 30,
                    what="the dead resolution to be marked")  # a read (the CLI's, the dashboard's) marks it
     assert res.state == "failed" and res.error.startswith("the resolver stopped responding at ")
@@ -68,7 +78,7 @@ def test_the_servers_sweeper_marks_a_dead_resolution_and_a_cancel_completes(tmp_
     with serve(tmp_path) as s:
         root_id, gate = new_id(), tmp_path / "gate"
         proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_SERVER": s.url, "SEMATIC_K8S_API_KEY": s.key})
-        kill_when_gated(proc, gate)
+        kill_when_gated(proc, gate, lambda: _resolved(s.store, root_id))
         with s.client() as c:
             r = c.post(f"/api/v1/resolutions/{root_id}/cancel")  # asked of a process that is gone
             assert r.status_code == 202 and r.json()["state"] == "canceling"
