@@ -147,18 +147,21 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
 
 POD = "sk-scale-7f3c2"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
+SKIPPED = "input 'model' (a Model) has no deterministic encoding"  # why a run was not cached
 
 
 def _pretend_it_ran_in_a_pod(store: Any, root_id: str) -> None:
     """LocalResolver runs in-process: give one run the executor notes a Kubernetes run records, and mark the
-    cache hit as one whose func source changed since, to check the panel shows both."""
+    cache hit as one whose func source changed since, and say why another was not cached, to check the panel
+    shows all three."""
     from sematic_k8s.store.records import Batch
 
     runs = _runs_by_func(store, root_id)
     assert runs["total"].cached_from, "expected a cache hit on `total`"
     batch = Batch()
     batch.update_run(runs["scale"].id, notes={"executor": {"executor": "kubernetes", "namespace": "ml",
-                                                           "job": f"{POD}-job", "pod": POD, "image": IMAGE}})
+                                                           "job": f"{POD}-job", "pod": POD, "image": IMAGE},
+                                              "cache": {"skipped": SKIPPED}})
     notes = runs["total"].notes
     batch.update_run(runs["total"].id, notes={**notes, "cache": {**notes["cache"], "source_changed": True}})
     store.write(batch)
@@ -380,6 +383,7 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
     expect(node("total").locator(".tag.cached")).to_have_count(1)
     assert page.evaluate(GRAPH_PROBLEMS_JS) == []
     node("scale").click()
+    expect(tid("cache-skipped")).to_have_text(f"Not cached: {SKIPPED}")
     tid("tab-details").click()
     expect(tid("executor-pod")).to_have_text(POD)
     expect(tid("executor-image")).to_have_text(IMAGE)

@@ -121,6 +121,8 @@ export class RunPanel {
       h("div", { class: "mono muted wrap small", testid: "run-func-path" }, run.func_path),
       notes.cache && notes.cache.source_changed ? h("p", { class: "warning", testid: "source-changed" },
         "Cache hit on a run whose func source differs from the current code.") : null,
+      notes.cache && notes.cache.skipped ? h("p", { class: "warning", testid: "cache-skipped" },
+        `Not cached: ${notes.cache.skipped}`) : null,
       err ? h("div", { class: "run-error", testid: "run-error" },
         h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ", err.message || ""),
         err.traceback ? h("details", {}, h("summary", { class: "muted" }, "traceback"), h("pre", { class: "error-box" }, err.traceback)) : null) : null,
