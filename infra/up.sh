@@ -51,6 +51,13 @@ docker_ok() {
     curl -sf --max-time 2 --unix-socket "$DOCKER_SOCK" http://localhost/_ping
   fi
 }
+socket_stale() { # no process holds DOCKER_SOCK open as a listener: connecting is refused, and no dockerd runs
+  local rc=0
+  curl -s --max-time 2 --unix-socket "$DOCKER_SOCK" -o /dev/null http://localhost/_ping || rc=$?
+  [ "$rc" = 7 ] || return 1                   # 7: could not connect; a hung engine times out (28) instead
+  if command -v ss >/dev/null; then ! ss -xl 2>/dev/null | grep -qF " $DOCKER_SOCK "; return; fi
+  ! pgrep -x dockerd >/dev/null 2>&1
+}
 registry_ok() { curl -sf --max-time 2 "http://$REGISTRY_ADDR/v2/"; }
 moto_ok() { curl -sf --max-time 2 "http://127.0.0.1:$S3_PORT/moto-api/"; }
 s3_answers() { curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$S3_PORT/"; }  # any HTTP reply (MinIO, ...)
@@ -115,6 +122,13 @@ elif alive "$RUN/dockerd.pid" dockerd; then  # ours, still starting
   t0=$(now) end=$((SECONDS + 60))
   until docker_ok >/dev/null 2>&1; do ((SECONDS < end)) || die "timeout waiting for dockerd (see $LOGS/dockerd.log)"; sleep 0.1; done
   printf '%-9s up           pid %s  unix://%s  in %s\n' dockerd "$(cat "$RUN/dockerd.pid")" "$DOCKER_SOCK" "$(since "$t0")"
+elif [ -e "$DOCKER_SOCK" ] && socket_stale; then
+  # Left behind by an engine that was killed (no process listens, connections are refused): remove it.
+  echo "dockerd   $DOCKER_SOCK is stale (no process listens on it): removing it"
+  rm -f "$DOCKER_SOCK"
+fi
+if ((docker_up)) || alive "$RUN/dockerd.pid" dockerd; then
+  :
 elif [ -e "$DOCKER_SOCK" ]; then
   # Something else owns the socket: an engine still starting, or a hung one. Wait for it; never replace it.
   end=$((SECONDS + DOCKER_SOCK_WAIT))
@@ -128,6 +142,13 @@ else
   [ "$(id -u)" = 0 ] || die "no Docker engine answers on $DOCKER_SOCK and starting dockerd needs root:" \
                             "start Docker (or set DOCKER_HOST), or run this as root"
   t0=$(now) end=$((SECONDS + 60))
+  # The exec root holds only run-time state (sockets, pid files, the host netns mount). One left by an engine
+  # that was killed makes the new dockerd wait on a dead containerd: clear it (no engine of ours runs here).
+  if [ -d "$INFRA/docker-exec" ]; then
+    awk -v root="$INFRA/docker-exec/" 'index($2, root) == 1 {print $2}' /proc/mounts 2>/dev/null \
+      | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$INFRA/docker-exec"
+  fi
   mkdir -p "$INFRA/docker-data" "$INFRA/docker-exec"
   rm -f "$RUN/dockerd.pid"  # dockerd writes it itself
   detach dockerd \

@@ -7,10 +7,12 @@ ever pinged, never started over or stopped.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -114,6 +116,35 @@ def test_up_never_starts_a_daemon_over_a_socket_it_does_not_own(services, tmp_pa
         pidfile = tmp_path / "run" / "dockerd.pid"
         if pidfile.exists():  # only if the test fails: stop exactly what it started
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting dockerd needs root")
+def test_up_replaces_a_stale_socket_and_exec_root_left_by_a_killed_engine(services):
+    """A machine whose engine was killed (kill -9, a session that ended) keeps the socket file and the exec root
+    with a dead containerd's pid: up.sh removes both and starts its own engine, instead of waiting forever."""
+    # a short state path: containerd's sockets under it must fit a unix socket address (108 bytes)
+    tmp_path = Path(tempfile.mkdtemp(prefix="si-", dir="/tmp"))
+    sock_path = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(sock_path))  # the file stays after close: nothing listens on it any more
+    stale_state = tmp_path / "docker-exec" / "containerd"
+    stale_state.mkdir(parents=True)
+    (stale_state / "containerd.pid").write_text("999999")
+    env = {k: v for k, v in infra.script_env().items() if k != "DOCKER_HOST"}
+    env.update(INFRA=str(tmp_path), DOCKER_SOCK=str(sock_path), DOCKER_SOCK_WAIT="1")
+    try:
+        proc = subprocess.run(["bash", str(UP)], capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr + (tmp_path / "logs" / "dockerd.log").read_text()[-2000:]
+        assert f"{sock_path} is stale (no process listens on it): removing it" in proc.stdout
+        assert "dockerd   started" in proc.stdout
+        ping = subprocess.run(["curl", "-sf", "--max-time", "5", "--unix-socket", str(sock_path),
+                               "http://localhost/_ping"], capture_output=True, text=True)
+        assert ping.stdout == "OK"
+    finally:
+        down = subprocess.run(["bash", str(DOWN)], capture_output=True, text=True, timeout=120, env=env)
+    assert down.returncode == 0, down.stderr
+    assert infra.docker_available()  # the engine everyone else uses is untouched
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_down_leaves_a_recorded_pid_alone_when_it_is_another_program(tmp_path):
