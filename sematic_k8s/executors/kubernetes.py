@@ -97,6 +97,7 @@ class KubeStats:
     requeued: int = 0
     job_lists: int = 0
     timeouts: int = 0
+    waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
 
 
 @dataclass
@@ -563,6 +564,8 @@ class KubernetesExecutor(RemoteExecutor):
             return
         if a.waiting is None or a.waiting.split(":")[0] != why.split(":")[0]:
             log.info("run %s (%s): %s", a.spec.run_id, a.job_name, why)
+            topic = why.split(":")[0]
+            self.stats.waits[topic] = self.stats.waits.get(topic, 0) + 1
             if a.waiting is None:
                 a.waited_since = now
         a.waiting = why

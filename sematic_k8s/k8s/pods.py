@@ -111,7 +111,10 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
                             message=(disruption or {}).get("message") or (disruption or {}).get("reason"), **common)
         return PodState(terminal=True, exit_code=exit_code, reason="PodDeleted",
                         message="the worker's pod was deleted before it finished", **common)
-    if state.get("terminated"):  # the worker ended; a classic sidecar keeps the pod running
+    others_run = any((c.get("state") or {}).get("running") for c in status.get("containerStatuses") or []
+                     if c is not cs)
+    if state.get("terminated") and others_run and not disrupted and not (pod.get("metadata") or {}).get(
+            "deletionTimestamp"):  # the worker ended; a classic sidecar keeps the pod running
         reason = "OOMKilled" if state["terminated"].get("reason") == "OOMKilled" else None
         return PodState(terminal=True, exit_code=exit_code, reason=reason, lingering=True, **common)
     why = waiting.get("reason")
