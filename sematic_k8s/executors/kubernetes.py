@@ -60,7 +60,7 @@ from sematic_k8s.k8s.client import (
     retryable,
 )
 from sematic_k8s.k8s.manifests import driver_job_name, to_dict, worker_job
-from sematic_k8s.k8s.pods import PULL_PROBLEMS, PodState, job_failure, owner_job, pod_state
+from sematic_k8s.k8s.pods import PULL_PROBLEMS, PodState, job_failure, owner_job, pod_state, slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event, Watcher
 from sematic_k8s.labels import ATTEMPT_LABEL, RELAUNCH_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
@@ -246,6 +246,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.checks: dict[str, float] = {}  # run id -> when to read the Events of its quiet Job or pod
         self.queued: deque[tuple[str, dict[str, Any]]] = deque()  # creates the API server refused for now
         self.paused_until = 0.0  # no create before this (monotonic): the API server asked us to slow down
+        self.ended_jobs: set[str] = set()
         self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
 
@@ -291,6 +292,16 @@ class KubernetesExecutor(RemoteExecutor):
             self._queue(attempt, body, None)
         else:
             self._create(attempt, body)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Take in what the watches said meanwhile (a long burst of creates must not pile their events up)."""
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(ev, self.ready)
 
     def _create(self, a: _Attempt, body: dict[str, Any]) -> None:
         """Create the attempt's Job; re-attach to it when it exists; queue it when the API server is busy or
@@ -372,12 +383,13 @@ class KubernetesExecutor(RemoteExecutor):
         selector = f"{RESOLUTION_LABEL}={root_id},{ROLE_LABEL}=worker"
         version = self._existing_jobs(selector)
         jobs = Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
-                       timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page)
+                       timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
+                       slim=slim_job)
         jobs.resource_version = version  # listed just now: watch from there
         self.watchers = [
             Watcher("pod", self.core.list_namespaced_pod, self.namespace, selector, self.events,
                     timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                    cache_reads=True).start(),
+                    cache_reads=True, slim=slim_pod).start(),
             jobs.start()]
 
     def _existing_jobs(self, selector: str) -> str | None:
@@ -393,7 +405,7 @@ class KubernetesExecutor(RemoteExecutor):
                 kwargs["_continue"] = token
             resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
             data = json.loads(resp.data)
-            items.extend(data.get("items") or [])
+            items.extend(slim_job(j) for j in data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")
             if not token:
                 break
@@ -504,14 +516,13 @@ class KubernetesExecutor(RemoteExecutor):
         if not job:
             return
         name = (pod.get("metadata") or {}).get("name", "")
-        state = pod_state(pod, deleted=deleted)
-        if deleted:
-            self.pods.pop(job, None)
-        else:
-            self.pods[job] = (name, state)
         run_id = self.by_job.get(job)
         if run_id is not None and run_id in self.attempts:
-            self._apply(self.attempts[run_id], name, state, out)
+            self._apply(self.attempts[run_id], name, pod_state(pod, deleted=deleted), out)
+        elif deleted or job in self.ended_jobs:
+            self.pods.pop(job, None)
+        else:  # not ours yet (a restarted driver's SYNC before its launches): kept until it is
+            self.pods[job] = (name, pod_state(pod))
 
     def _apply(self, a: _Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
         a.pod_name = pod_name
@@ -674,6 +685,7 @@ class KubernetesExecutor(RemoteExecutor):
                      {k: v for k, v in details.items() if v is not None})
 
     def _drop(self, a: _Attempt) -> None:
+        self.ended_jobs.add(a.job_name)  # its pod's later events (finalizers, TTL) are of no interest
         self.pods.pop(a.job_name, None)
         self.attempts.pop(a.spec.run_id, None)
         self.by_job.pop(a.job_name, None)

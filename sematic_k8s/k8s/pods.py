@@ -130,6 +130,32 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
     return PodState(creating=creating, **common)
 
 
+KEPT_CONDITIONS = frozenset({"DisruptionTarget", "PodScheduled"})
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`pod_state` and :func:`owner_job` read of a pod, and nothing else: a watch thread keeps
+    this, not the whole object, while the executor is busy (a fan-out's events can pile up)."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    return {"metadata": {"name": meta.get("name"), "deletionTimestamp": meta.get("deletionTimestamp"),
+                         "ownerReferences": [r for r in meta.get("ownerReferences") or [] if r.get("kind") == "Job"],
+                         "labels": {k: labels[k] for k in ("batch.kubernetes.io/job-name", "job-name") if k in labels}},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+            "status": {"phase": status.get("phase"), "reason": status.get("reason"), "message": status.get("message"),
+                       "conditions": [c for c in status.get("conditions") or [] if c.get("type") in KEPT_CONDITIONS],
+                       "containerStatuses": [{k: cs.get(k) for k in ("name", "state", "lastState")}
+                                             for cs in status.get("containerStatuses") or []]}}
+
+
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """What the executor reads of a Job: its name, labels and conditions."""
+    meta = job.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {},
+                         "deletionTimestamp": meta.get("deletionTimestamp")},
+            "status": {"conditions": (job.get("status") or {}).get("conditions") or []}}
+
+
 def job_failure(job: dict[str, Any]) -> tuple[str, str | None] | None:
     """(reason, message) when the Job failed (or is about to: FailureTarget), else None."""
     for cond in (job.get("status") or {}).get("conditions") or []:

@@ -59,18 +59,21 @@ class Watcher:
     """List, then watch, ``list_fn(namespace, label_selector=selector)`` in a daemon thread.
 
     ``list_fn`` is a namespaced list method of the official client (``CoreV1Api.list_namespaced_pod``,
-    ``BatchV1Api.list_namespaced_job``). Events go to ``out`` as :class:`Event`.
+    ``BatchV1Api.list_namespaced_job``). Events go to ``out`` as :class:`Event`, their objects as ``slim``
+    makes them (only what the reader needs: a busy reader's backlog stays small).
     """
 
     def __init__(self, kind: str, list_fn: Callable[..., Any], namespace: str, selector: str, out: queue.Queue,
                  *, timeout_seconds: int = 300, backoff: Backoff | None = None, page: int = 500,
-                 cache_reads: bool = False, forbidden_limit: int = 3, relist_jitter: float = 1.0) -> None:
+                 cache_reads: bool = False, forbidden_limit: int = 3, relist_jitter: float = 1.0,
+                 slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.kind, self.list_fn, self.namespace, self.selector, self.out = kind, list_fn, namespace, selector, out
         self.timeout_seconds = timeout_seconds
         self.page = page
         self.cache_reads = cache_reads  # lists may come from the watch cache (resourceVersion=0)
         self.forbidden_limit = forbidden_limit
         self.relist_jitter = relist_jitter
+        self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread) and passed on
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.resource_version: str | None = None
         self.stats = WatchStats()
@@ -156,7 +159,7 @@ class Watcher:
             self.stats.pages += 1
             resp = api_call(self._request, backoff=self.backoff, **kwargs)
             data = json.loads(resp.data)
-            items.extend(data.get("items") or [])
+            items.extend(self.slim(o) for o in data.get("items") or [])
             meta = data.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -195,7 +198,7 @@ class Watcher:
                 if event.get("type") == "BOOKMARK":
                     continue
                 self.stats.events += 1
-                self.out.put(Event(self.kind, event["type"], obj))
+                self.out.put(Event(self.kind, event["type"], self.slim(obj)))
         finally:
             self._resp = None
             resp.close()
