@@ -23,18 +23,22 @@ from kubernetes import client  # noqa: E402
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
-from sematic_k8s.errors import KubernetesForbidden  # noqa: E402
+from sematic_k8s.errors import KubernetesForbidden, ServerError  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
+from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from sematic_k8s.executors.remote import run_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
+from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV  # noqa: E402
 from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
 from sematic_k8s.storage.base import put_artifact  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
+from sematic_k8s.store import sql_store  # noqa: E402
 
 NS = "runs"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "cd" * 32
@@ -45,6 +49,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @sk.func(inline=False, cpu="100m", memory="64Mi")
 def square(x: int) -> int:
     return x * x
+
+
+@sk.func
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def squares(n: int) -> int:
+    return total([square(i) for i in range(n)])
 
 
 @sk.func(inline=False, cpu="1")
@@ -446,6 +460,64 @@ def test_the_driver_job_ignores_evictions_retries_exit_75_and_stops_at_exit_1(cl
     assert [c["reason"] for c in job["status"]["conditions"] if c["type"] == "Failed"] == ["PodFailurePolicy"]
     assert job["status"]["failed"] == 2  # the 75 and the 1; the eviction was not counted
     assert len(driver_pods(cluster, root)) == 3
+
+
+class Outage:
+    """A store whose server goes away when ``down`` is set (every call raises ServerError, as the HTTP store does
+    once its retry window is over)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.down = inner, False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise ServerError("the server is unreachable (test outage)")
+            return attr(*args, **kwargs)
+        return call
+
+
+def test_a_driver_that_meets_an_outage_leaves_its_workers_and_a_restart_resumes(cluster, api, storage, tmp_path):
+    gate = threading.Event()
+
+    def held(ctx: SimContext) -> int:
+        gate.wait(30)
+        return worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=held)})
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    outage = Outage(store)
+    root = squares(3)
+    settings = ResolutionSettings(max_parallelism=8, root_id=root.id)
+    first = executor(api, storage)
+    loop = ResolutionLoop(outage, storage, InlineOrRemoteExecutor(InlineExecutor(1), first), settings, kind="cloud")
+    loop.detach_on_outage = True  # as a driver's (sematic_k8s.resolvers.driven.drive)
+    raised: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(raised, loop.run, root), daemon=True)
+    thread.start()
+    cluster.wait(lambda: len([p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"]) == 3)
+    outage.down = True
+    gate.set()
+    thread.join(60)
+    assert len(raised) == 1 and isinstance(raised[0], ServerError), raised
+    assert len(jobs(cluster)) == 3 and not cluster.calls(verb="delete", resource="jobs")  # its workers left alone
+    assert store.get_resolution(root.id).state == "running"  # not recorded as failed: a restart resumes it
+
+    second = executor(api, storage)  # the Job started the driver again
+    again = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), second), settings, kind="cloud")
+    assert again.run(root) == 0 + 1 + 4
+    assert second.stats.creates == 0  # its workers had ended: their outcomes were read, nothing launched again
+    assert store.get_resolution(root.id).state == "resolved"
+
+
+def _catch(out: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as e:  # noqa: BLE001 - handed to the test
+        out.append(e)
 
 
 def test_the_driver_exits_75_when_the_server_is_unreachable(tmp_path):
