@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import queue
+import random
 import re
 import time
 from collections import deque
@@ -76,6 +77,7 @@ from sematic_k8s.storage.base import Storage
 log = logging.getLogger("sematic_k8s.k8s")
 
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
+EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
 BLOCKING_EVENTS = ("FailedCreate", "FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume")
 PLAIN = {"FailedCreate": "Kubernetes could not create the pod", "FailedAttachVolume": "a volume could not be attached",
          "FailedCreatePodSandBox": "the pod could not start", "FailedMount": "a volume could not be mounted"}
@@ -119,6 +121,7 @@ class _Attempt:
     waited_since: float | None = None
     waited: float = 0.0  # seconds spent waiting so far
     quiet: bool = False  # no pod yet, or a pod not started: its Events are read now and then
+    event_reads: int = 0
     timed: bool = False  # the func's timeout is counting (from the worker container's start)
 
 
@@ -546,7 +549,7 @@ class KubernetesExecutor(RemoteExecutor):
             if a.stuck is not None and a.stuck.reason == "FailedCreate":
                 self._unstick(a)  # it has a pod after all
             if not a.quiet:
-                a.quiet = True
+                a.quiet, a.event_reads = True, 0
                 self.checks[run_id] = time.monotonic() + self.settings.event_check
             return
         a.quiet = False
@@ -610,6 +613,7 @@ class KubernetesExecutor(RemoteExecutor):
         """Read the Events of Jobs without a pod and of pods that do not start: a FailedCreate (Pod Security,
         a missing ServiceAccount, a webhook), FailedCreatePodSandBox or FailedMount makes the attempt stuck
         (failed after ``create_grace``); an exceeded quota it fits in is waited out."""
+        reads = 0
         for run_id, when in list(self.checks.items()):
             if when > now:
                 continue
@@ -617,7 +621,12 @@ class KubernetesExecutor(RemoteExecutor):
             if a is None or not a.quiet:
                 self.checks.pop(run_id, None)
                 continue
-            self.checks[run_id] = now + self.settings.event_check
+            if reads >= EVENT_READS_PER_TURN:  # many quiet at once (a slow controller, a long pull): spread them
+                self.checks[run_id] = now + self.settings.event_check * random.random()
+                continue
+            reads += 1
+            a.event_reads += 1  # quiet for long: read less often (10 s, 20 s, ... 160 s)
+            self.checks[run_id] = now + self.settings.event_check * 2 ** min(a.event_reads - 1, 4)
             name = a.pod_name or a.job_name
             event = self._blocking_event(name)
             if event is None:
