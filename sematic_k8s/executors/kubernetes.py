@@ -406,7 +406,16 @@ class KubernetesExecutor(RemoteExecutor):
                                       "_preload_content": False}
             if token:
                 kwargs["_continue"] = token
-            resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
+            try:
+                resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
+            except ApiException as e:
+                if e.status not in (401, 403):
+                    raise
+                raise KubernetesForbidden(
+                    f"the Kubernetes API refuses to let this driver list Jobs in namespace {self.namespace} "
+                    f"({e.status}: {api_message(e)}); give its ServiceAccount a Role that allows create, get, list, "
+                    f"watch and delete on jobs and list and watch on pods there (the chart's driver Role does)"
+                ) from None
             data = json.loads(resp.data)
             items.extend(slim_job(j) for j in data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")

@@ -214,6 +214,57 @@ def test_a_bigger_request_than_the_quota_allows_fails_after_the_grace(cluster, a
     assert info is not None and info["type"] == "FailedCreate" and "exceeded quota: cpu" in info["message"]
 
 
+# -- pod endings in plain words (ported from the API stand-in's tests) ------------------------------------------
+
+
+ENDINGS: dict[str, tuple[Script | None, str, str, str | None]] = {
+    # the worker's Script (None: the image is invalid), error type, words in the message, words in the last logs
+    "oom": (Script(run=0.05, oom=True, logs="loading 10 GB into a list\n"), "OOMKilled",
+            "ran out of memory (OOMKilled)", "loading 10 GB"),
+    "crash": (Script(run=0.05, exit_code=139, logs="".join(f"line {i}\n" for i in range(100)) + "Segfault\n"),
+              "WorkerDied", "exited with code 139 without a result", "Segfault"),
+    "bad_image": (None, "InvalidImageName", "image name is invalid", None),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_pod_endings_are_reported_in_plain_words(cluster, api, storage, ending):
+    script, kind, words, logs = ENDINGS[ending]
+    if script is not None:
+        cluster.behaviour = behave({"worker": script})
+    ex = executor(api, storage, log_tail=5)
+    if script is None:
+        ex.image = "127.0.0.1:5000/Not A Name"
+    run_id = submit(ex, square, new_id(), {"x": 1})
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    info = outcome.error_info
+    assert info is not None and info["type"] == kind, info
+    assert words in info["message"], info["message"]
+    if logs:
+        assert logs in info["traceback"]
+    if ending == "crash":
+        assert "line 95" not in info["traceback"] and "line 96" in info["traceback"]  # tail_lines=5
+    assert outcome.details["job"] == f"sk-{run_id}-1" and outcome.details["namespace"] == NS
+
+
+def test_an_evicted_worker_runs_again_without_costing_an_attempt_and_fails_past_the_relaunches(cluster, api,
+                                                                                               storage):
+    cluster.behaviour = behave({"worker": Script(forever=True)})
+    ex = executor(api, storage, eviction_relaunches=1)
+    run_id = submit(ex, square, new_id(), {"x": 1})
+    for n in range(2):
+        pod = cluster.wait(lambda n=n: not ex.wait(0.02) and [
+            p["metadata"]["name"] for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"
+            and p["metadata"]["labels"].get("sematic-k8s/relaunch") == str(n)])[0]
+        cluster.evict(NS, pod)
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "Evicted" and "The node was low on resource: memory" in info["message"]
+    assert "Exception" in info["mro"]  # a lost worker: retried by the loop like any infrastructure failure
+    assert ex.stats.relaunches == 1
+
+
 # -- capacity (6) --------------------------------------------------------------------------------------------
 
 
