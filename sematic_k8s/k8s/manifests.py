@@ -2,8 +2,9 @@
 
 Every Job and its pod carry the labels of DESIGN.md ("kubectl"): ``sematic-k8s/resolution-id``,
 ``sematic-k8s/run-id``, ``sematic-k8s/func`` and ``sematic-k8s/role``; workers also carry
-``sematic-k8s/attempt``. Job names are deterministic (a Run id and its attempt), so creating a Job that
-already exists means "re-attach", never "duplicate". Secrets never appear as plain env: the driver's token
+``sematic-k8s/attempt`` and ``sematic-k8s/relaunch`` (0, or n for the n-th Job of an evicted attempt). Job
+names are deterministic (a Run id and its attempt), so creating a Job that already exists means "re-attach",
+never "duplicate". Secrets never appear as plain env: the driver's token
 (minted for its resolution alone, in a Secret of its own: :func:`token_secret`) and the S3 credentials come
 from Secrets through ``secretKeyRef``; workers get no token at all.
 """

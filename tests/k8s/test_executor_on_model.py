@@ -615,3 +615,39 @@ def test_following_a_driver_that_exits_1_reports_its_last_lines(cluster, api):
     end = cluster.wait(follower.ended, timeout=30)
     assert end.exit_code == 1 and "boom" in end.last_logs
     follower.close()
+
+
+class Counts:
+    """The sql store, with the one read the CloudResolver polls (the HTTP store's resolution_counts)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def resolution_counts(self, root_id: str) -> dict[str, Any] | None:
+        res = self.inner.get_resolution(root_id)
+        return None if res is None else {"state": res.state, "counts": {}}
+
+
+def test_the_cloud_resolver_fails_promptly_when_its_driver_pod_is_never_created(cluster, api, storage, tmp_path):
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api, service_account="ghost")
+    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                             executor="kubernetes", poll_interval=0.05)
+    follower = DriverJob(spec, api_client=cluster.client(), start_grace=0.5)
+    with pytest.raises(ResolutionFailed) as err:
+        resolver._follow(Counts(sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")), storage, root,
+                         display(lambda line: None), follower)
+    follower.close()
+    assert f"the driver Job sk-driver-{root} could not start its driver for 0.5s: Kubernetes could not create its " \
+           "pod" in str(err.value)
+    assert 'serviceaccount "ghost" not found' in str(err.value)
+    assert cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None or cluster.wait(
+        lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None)  # deleted: it would go on trying
