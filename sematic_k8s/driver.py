@@ -5,6 +5,11 @@
 resolved by the same loop as the LocalResolver's, with inline funcs in this process and the others in
 their own containers or pods. It records through the server ($SEMATIC_K8S_SERVER, with the API key from
 $SEMATIC_K8S_API_KEY). Nothing imports this module.
+
+Exit codes: 0 the resolution resolved; 1 the pipeline failed (final: the driver Job's podFailurePolicy fails
+the Job); 75 (EX_TEMPFAIL) an infrastructure failure that may pass (the server or the Kubernetes API
+unreachable, a crash of the driver itself): the Job starts the driver again, which resumes the resolution
+and re-attaches to its running workers.
 """
 
 from __future__ import annotations
@@ -12,17 +17,30 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 from sematic_k8s import settings
 from sematic_k8s.errors import ResolutionFailed, ServerError
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.resolvers.driven import drive
-from sematic_k8s.specs import DriverSpec
+from sematic_k8s.resolvers.loop import transient
+from sematic_k8s.specs import DRIVER_EXIT_FAILED, DRIVER_EXIT_RETRY, DriverSpec
 from sematic_k8s.store import open_store
 
 
 def main() -> int:
-    """Container entrypoint: exit 0 when the resolution resolved, 1 when it failed."""
+    """Container entrypoint: 0 when the resolution resolved, 1 when it failed, 75 to be started again."""
+    try:
+        return _main()
+    except Exception as e:  # noqa: BLE001 - anything else: let the Job start the driver again (it resumes)
+        traceback.print_exc()
+        why = "an infrastructure failure" if transient(e) else "an unexpected error"
+        print(f"driver: {why} ({type(e).__name__}: {e}); exiting {DRIVER_EXIT_RETRY} to be started again",
+              file=sys.stderr)
+        return DRIVER_EXIT_RETRY
+
+
+def _main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
     spec = DriverSpec.from_json(os.environ[settings.DRIVER_ENV])
     logging.getLogger("sematic_k8s").info("driver of resolution %s: executor %s, image %s", spec.root_id,
@@ -36,15 +54,20 @@ def main() -> int:
         # a resolution's token stops working when it ends (or is revoked): a driver restarted after that
         print(f"resolution {spec.root_id}: the server refuses this driver's token; nothing to do: {e}",
               file=sys.stderr)
-        return 1
+        return DRIVER_EXIT_FAILED
     if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do
         print(f"resolution {ended.id} already ended: {ended.state}", file=sys.stderr)
-        return 0 if ended.state == "resolved" else 1
+        return 0 if ended.state == "resolved" else DRIVER_EXIT_FAILED
     try:
         drive(spec, store)
     except ResolutionFailed as e:
         print(str(e), file=sys.stderr)
-        return 1
+        return DRIVER_EXIT_FAILED
+    except Exception as e:
+        if transient(e):
+            raise
+        print(f"resolution {spec.root_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return DRIVER_EXIT_FAILED  # recorded as failed by the loop: a restart would find it ended
     return 0
 
 

@@ -18,15 +18,18 @@ func failing)::
         ├── BuildError                  ``docker build`` failed (.step, .output, .log)
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
         ├── RegistryAuthError           the image registry wants credentials we do not have
+        ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (401/403): not transient
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
+            ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity)
             └── StorageUnreachable      the worker could not reach artifact storage
 
     BaseException
     └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
         ├── OOMKilled, DeadlineExceeded, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName,
         │   ErrImageNeverPull, CreateContainerConfigError, CreateContainerError, JobCreateFailed,
-        │   JobNameConflict, InvalidJob, PodDeleted, JobDeleted, BackoffLimitExceeded
+        │   JobNameConflict, InvalidJob, PodDeleted, JobDeleted, BackoffLimitExceeded, FailedCreate (no pod:
+        │   Pod Security, ServiceAccount, webhook), FailedCreatePodSandBox, FailedMount (a pod that never starts)
         └── WorkerLost
 
 ``WorkerDied`` is not an ``Exception`` (like ``KeyboardInterrupt``), so a func's default
@@ -200,11 +203,37 @@ class StorageUnreachable(WorkerLost):
     words = "the worker could not reach artifact storage (an infrastructure failure, not the func's)"
 
 
+class NodeRejected(WorkerLost):
+    words = "the node refused the worker's pod (OutOfcpu, OutOfmemory, NodeAffinity: usage the scheduler missed)"
+
+
+class FailedCreate(WorkerDied):
+    words = "Kubernetes could not create the worker's pod"
+
+
+class FailedCreatePodSandBox(WorkerDied):
+    words = "the worker's pod could not start on its node (its sandbox could not be created)"
+
+
+class FailedMount(WorkerDied):
+    words = "a volume of the worker's pod could not be mounted"
+
+
 WORKER_DEATHS: dict[str, type[WorkerDied]] = {
-    c.__name__: c for c in (
+    **{c.__name__: c for c in (
         OOMKilled, DeadlineExceeded, ImagePullBackOff, ErrImagePull, Unschedulable, CreateContainerConfigError,
         CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
-        PodDeleted, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable)}
+        PodDeleted, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable, FailedCreate,
+        FailedCreatePodSandBox, FailedMount)},
+    **dict.fromkeys(("OutOfcpu", "OutOfmemory", "OutOfpods", "NodeAffinity", "NodeSelectorMismatching"),
+                    NodeRejected)}
+
+
+class KubernetesForbidden(InfrastructureError):
+    """The Kubernetes API keeps refusing this driver (401/403): its ServiceAccount lacks a Role. Not transient:
+    a restarted driver would meet the same refusal."""
+
+    transient = False
 
 
 def kinds(cls: type[BaseException]) -> list[str]:

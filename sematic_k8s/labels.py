@@ -11,6 +11,7 @@ RUN_LABEL = "sematic-k8s/run-id"
 FUNC_LABEL = "sematic-k8s/func"
 ROLE_LABEL = "sematic-k8s/role"  # driver | worker
 ATTEMPT_LABEL = "sematic-k8s/attempt"  # workers on Kubernetes
+RELAUNCH_LABEL = "sematic-k8s/relaunch"  # workers on Kubernetes: 0, or n for the n-th Job of an evicted attempt
 
 
 def label_value(text: str) -> str:

@@ -26,6 +26,8 @@ DRIVER_MODULE = "sematic_k8s.driver"  # started with python -m, in a container, 
 WORKER_MODULE = "sematic_k8s.worker"
 DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
 WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
+DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job's podFailurePolicy FailJob)
+DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
 WORKER_EXIT_INFRASTRUCTURE = 75  # a worker that could not reach storage (EX_TEMPFAIL): retried, not the func's fault
 DRIVER_MAX_PARALLELISM = 8  # a driver's runs mostly wait on pods: more of them at once
 

@@ -38,3 +38,10 @@ class InlineOrRemoteExecutor:
     def close(self) -> None:
         self.inline.close()
         self.remote.close()
+
+    def detach(self) -> None:
+        """The driver is about to exit and be restarted: stop waiting, but leave remote workers running (the
+        restarted driver re-attaches to them)."""
+        self.inline.close()
+        detach = getattr(self.remote, "detach", None)
+        (detach or self.remote.close)()

@@ -2,14 +2,26 @@
 
 ``KubernetesExecutor`` creates one Job per attempt (deterministic name ``sk-<run id>-<attempt>``, owned by
 the driver's Job), and learns how pods end from two watch streams (pods and Jobs of the resolution,
-label-selected) read by daemon threads: no per-run polling. Pod endings are recorded in plain words:
-OOMKilled, Evicted (launched again, up to ``eviction_relaunches`` times, before the loop sees it),
-ImagePullBackOff / ErrImagePull / CreateContainerConfigError / Unschedulable (failed after a grace
-period), DeadlineExceeded (the func's ``timeout``), with the pod's last log lines read before it is gone.
+label-selected) read by daemon threads: no per-run polling. The worker is read from its own container's
+status (sidecars do not count; a classic sidecar that never exits does not keep the run going). Pod endings
+are recorded in plain words: OOMKilled; Evicted and kubelet rejections (OutOfcpu, OutOfmemory,
+NodeAffinity), launched again (up to ``eviction_relaunches`` times) before the loop sees them;
+ImagePullBackOff / ErrImagePull / CreateContainerConfigError (failed after a grace period); a pod never
+created (``FailedCreate`` Events: Pod Security, a missing ServiceAccount, a webhook) or never started
+(``FailedCreatePodSandBox`` / ``FailedMount`` Events), failed after ``create_grace`` with the Event's
+message; DeadlineExceeded (the func's ``timeout``, counted from the worker container's start, not from
+scheduling or the image pull), with the pod's last log lines read before it is gone. A pod waiting for room
+(``Unschedulable``, or a ResourceQuota that it fits) waits as long as it takes: that is only reported
+("waiting for capacity").
 
-API calls are retried on 429 and 5xx with backoff; a 409 on create means the Job is already there (a
-restarted driver, or a create that went through before its answer was lost): it is re-attached, never
-duplicated; a 404 on delete is fine. Job creation is rate-limited (token bucket, ``creates_per_second``).
+API calls are retried on 429 and 5xx with backoff; a create still refused with 429, 5xx or an exceeded
+quota is queued and tried again later (all creates pause meanwhile), never failing its run; a 409 on create
+means the Job is already there (a restarted driver, or a create that went through before its answer was
+lost): it is re-attached, never duplicated; a 404 on delete is fine. On start-up the Jobs of the resolution
+are listed once, so a restarted driver re-attaches to the newest Job of each attempt (``...-r1`` after an
+eviction) instead of creating the first again. Job creation is rate-limited (token bucket,
+``creates_per_second``). Watches that keep being refused (401/403) end the resolution with
+:class:`~sematic_k8s.errors.KubernetesForbidden` in plain words.
 
 The API client comes from :mod:`sematic_k8s.k8s.client`; the manifests, pod states and watches from the
 rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic_k8s.launchers.kubernetes`.
@@ -18,25 +30,40 @@ rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import logging
 import os
 import queue
+import random
+import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
+from sematic_k8s.errors import KubernetesForbidden
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
-from sematic_k8s.k8s.client import Backoff, TokenBucket, api_call, api_message, current_namespace, make_api_client
+from sematic_k8s.k8s.client import (
+    Backoff,
+    TokenBucket,
+    api_call,
+    api_message,
+    current_namespace,
+    make_api_client,
+    retryable,
+)
 from sematic_k8s.k8s.manifests import driver_job_name, to_dict, worker_job
-from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
+from sematic_k8s.k8s.pods import PULL_PROBLEMS, PodState, job_failure, owner_job, pod_state, slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event, Watcher
-from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
+from sematic_k8s.labels import ATTEMPT_LABEL, RELAUNCH_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
     DRIVER_JOB_ENV,
     DRIVER_JOB_UID_ENV,
@@ -50,6 +77,11 @@ from sematic_k8s.storage.base import Storage
 log = logging.getLogger("sematic_k8s.k8s")
 
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
+EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
+BLOCKING_EVENTS = ("FailedCreate", "FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume")
+PLAIN = {"FailedCreate": "Kubernetes could not create the pod", "FailedAttachVolume": "a volume could not be attached",
+         "FailedCreatePodSandBox": "the pod could not start", "FailedMount": "a volume could not be mounted"}
+_QUOTA = re.compile(r"exceeded quota: [^,]+, requested: (?P<req>.*?), used: (?P<used>.*?), limited: (?P<lim>[^\s]*)")
 
 
 @dataclass
@@ -63,6 +95,11 @@ class KubeStats:
     log_reads: int = 0
     owner_reads: int = 0
     relaunches: int = 0
+    event_reads: int = 0
+    requeued: int = 0
+    job_lists: int = 0
+    timeouts: int = 0
+    waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
 
 
 @dataclass
@@ -72,6 +109,7 @@ class _Attempt:
     spec: TaskSpec
     job_name: str
     make_body: Callable[[int], dict[str, Any]]  # relaunch number -> Job manifest
+    timeout: float | None = None
     created: float = float("inf")  # when its Job was known to exist (monotonic)
     relaunches: int = 0
     pod_name: str | None = None
@@ -79,6 +117,12 @@ class _Attempt:
     stuck_since: float | None = None
     job_failed: tuple[str, str | None] | None = None
     job_failed_at: float | None = None
+    waiting: str | None = None  # what it waits for (capacity, quota, its Job's creation): reported, not failed
+    waited_since: float | None = None
+    waited: float = 0.0  # seconds spent waiting so far
+    quiet: bool = False  # no pod yet, or a pod not started: its Events are read now and then
+    event_reads: int = 0
+    timed: bool = False  # the func's timeout is counting (from the worker container's start)
 
 
 @dataclass(frozen=True)
@@ -96,7 +140,6 @@ class WorkerJobSettings:
     tolerations: Sequence[Mapping[str, Any]] | None = None
     image_pull_secrets: Sequence[str] = ()
     ttl_seconds_after_finished: int | None = 3600
-    deadline_slack: int = 600
     cpu_limits: bool = False
     labels: Mapping[str, str] | None = None
     automount_token: bool = False
@@ -110,9 +153,13 @@ class KubernetesSettings:
     ``namespace`` (default: :func:`~sematic_k8s.k8s.client.current_namespace`), ``host`` (an API server URL
     without credentials), ``env`` (plain env for workers; default the driver's pass-through env), ``owner``
     ((name, uid) of the driver Job; default from the downward API or by reading the driver's Job; ``False``:
-    none), ``pull_grace`` / ``unschedulable_grace`` / ``config_grace`` (seconds before a stuck pod fails),
-    ``creates_per_second`` and ``create_burst`` (the creation rate limit), ``eviction_relaunches``,
-    ``log_tail``, ``watch_timeout``; ``job``: each worker Job's settings.
+    none), ``pull_grace`` / ``config_grace`` (seconds before a pod stuck pulling its image or setting up its
+    container fails), ``create_grace`` (seconds before a pod never created or never started fails, counted
+    from the first blocking Event), ``event_check`` (seconds without a pod, or with a pod not starting,
+    before its Events are read, and between reads), ``creates_per_second`` and ``create_burst`` (the creation
+    rate limit), ``requeue_cap`` (longest pause of creates the API server refuses for now),
+    ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page); ``job``: each
+    worker Job's settings.
     """
 
     namespace: str | None = None
@@ -120,13 +167,16 @@ class KubernetesSettings:
     env: Mapping[str, str] | None = None
     owner: tuple[str, str] | list[str] | bool | None = None
     pull_grace: float = 120.0
-    unschedulable_grace: float = 300.0
     config_grace: float = 60.0
+    create_grace: float = 120.0
+    event_check: float = 10.0
     creates_per_second: float = 20.0
     create_burst: int | None = None
+    requeue_cap: float = 30.0
     eviction_relaunches: int = 3
     log_tail: int = 40
     watch_timeout: int = 300
+    page: int = 500
     job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
 
     def with_options(self, **options: Any) -> KubernetesSettings:
@@ -152,7 +202,7 @@ class KubernetesExecutor(RemoteExecutor):
     ``api_client`` and ``backoff`` are live objects for tests and benchmarks.
     """
 
-    enforces_timeouts = False  # each pod's activeDeadlineSeconds is the func's timeout: the kubelet stops it
+    enforces_timeouts = False  # the timeout counts from the worker container's start, as the pod watch reports it
 
     def __init__(self, storage: Storage, storage_url: str, image: str, settings: KubernetesSettings | None = None,
                  *, api_client: client.ApiClient | None = None, backoff: Backoff | None = None,
@@ -178,14 +228,15 @@ class KubernetesExecutor(RemoteExecutor):
         self.env = dict(env)
         self.owner_setting = s.owner
         self.owner: tuple[str, str] | None = None
-        self.graces = {"Unschedulable": s.unschedulable_grace, "ImagePullBackOff": s.pull_grace,
-                       "ErrImagePull": s.pull_grace, "CreateContainerConfigError": s.config_grace,
-                       "CreateContainerError": s.config_grace}
+        self.graces = {"ImagePullBackOff": s.pull_grace, "ErrImagePull": s.pull_grace,
+                       "CreateContainerConfigError": s.config_grace, "CreateContainerError": s.config_grace,
+                       **dict.fromkeys(BLOCKING_EVENTS, s.create_grace)}
         self.bucket = TokenBucket(s.creates_per_second, s.create_burst)
         self.eviction_relaunches = s.eviction_relaunches
         self.log_tail = s.log_tail
         self.watch_timeout = s.watch_timeout
         self.backoff = backoff or Backoff()
+        self.create_backoff = dataclasses.replace(self.backoff, attempts=min(3, self.backoff.attempts))
         self.watch_backoff = dataclasses.replace(self.backoff, cap=min(self.backoff.cap, 5.0))
         self.stats = KubeStats()
         self.root_id: str | None = None
@@ -195,12 +246,22 @@ class KubernetesExecutor(RemoteExecutor):
         self.by_job: dict[str, str] = {}  # Job name -> run id
         self.pods: dict[str, tuple[str, PodState]] = {}  # Job name -> (pod name, last state) seen by the watch
         self.timers: dict[str, float] = {}  # run id -> when its stuck pod or failed Job must be decided
+        self.checks: dict[str, float] = {}  # run id -> when to read the Events of its quiet Job or pod
+        self.queued: deque[tuple[str, dict[str, Any]]] = deque()  # creates the API server refused for now
+        self.paused_until = 0.0  # no create before this (monotonic): the API server asked us to slow down
+        self.ended_jobs: set[str] = set()
+        self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
         """A driver's executor: the spec's image and ``executor_settings``."""
         return cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings))
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Run id -> what its pod waits for (capacity, quota, its Job's creation), for the runs waiting now."""
+        return {run_id: a.waiting for run_id, a in self.attempts.items() if a.waiting}
 
     # -- launching --------------------------------------------------------------------------------
 
@@ -217,37 +278,97 @@ class KubernetesExecutor(RemoteExecutor):
         except ValueError as e:  # e.g. memory="lots": not a quantity
             self.ready.append(Ended(spec.run_id, None, "InvalidJob", str(e)))
             return
-        attempt = _Attempt(spec, body["metadata"]["name"], make_body)
+        attempt = _Attempt(spec, body["metadata"]["name"], make_body, timeout=task.func.timeout)
         self.attempts[spec.run_id] = attempt
+        found = self.existing.pop((spec.run_id, str(spec.attempt)), None)
+        if found is not None:  # a restarted driver: this attempt's newest Job (after evictions, ...-r<n>)
+            attempt.relaunches, attempt.job_name = found
+            self.by_job[attempt.job_name] = spec.run_id
+            self.stats.reattached += 1
+            log.info("re-attached to existing Job %s (run %s attempt %d)", attempt.job_name, spec.run_id,
+                     spec.attempt)
+            self._created(attempt)
+            return
         self.by_job[attempt.job_name] = spec.run_id
-        self._create(attempt, body)
+        if self.queued or time.monotonic() < self.paused_until:
+            self._wait(attempt, "waiting to create its Job: the API server asked to slow down")
+            self._queue(attempt, body, None)
+        else:
+            self._create(attempt, body)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Take in what the watches said meanwhile (a long burst of creates must not pile their events up)."""
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(ev, self.ready)
 
     def _create(self, a: _Attempt, body: dict[str, Any]) -> None:
-        """Create the attempt's Job; re-attach to it when it exists; an Ended when the API refuses it."""
+        """Create the attempt's Job; re-attach to it when it exists; queue it when the API server is busy or
+        a quota is used up; an Ended when the API server refuses it for good."""
         self.bucket.acquire()
         try:
             self.stats.creates += 1
-            api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=self.backoff)
-            a.created = time.monotonic()  # a list that starts later must show the Job
+            api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=self.create_backoff)
         except ApiException as e:
-            if e.status != 409:
-                self._drop(a)
-                self.ready.append(Ended(a.spec.run_id, None, "JobCreateFailed",
-                                        f"the API server refused Job {a.job_name} ({e.status}): {api_message(e)}"))
+            if e.status == 409:
+                self.stats.conflicts += 1
+                if self._reattach(a):
+                    self._created(a)
                 return
-            self.stats.conflicts += 1
-            if not self._reattach(a):
+            if _for_now(e):
+                self._queue(a, body, e)
                 return
+            self._drop(a)
+            self.ready.append(Ended(a.spec.run_id, None, "JobCreateFailed",
+                                    f"the API server refused Job {a.job_name} ({e.status}): {api_message(e)}"))
+            return
+        except Exception as e:
+            if not retryable(e):
+                raise
+            self._queue(a, body, e)  # unreachable for now
+            return
+        self._created(a)
+
+    def _queue(self, a: _Attempt, body: dict[str, Any], e: BaseException | None) -> None:
+        """Create it later; a refusal pauses every create (429: for as long as Retry-After says)."""
+        if e is not None:
+            self.stats.requeued += 1
+            delay = min(self.settings.requeue_cap, self.backoff.delay(min(self.stats.requeued, 6), e))
+            self.paused_until = max(self.paused_until, time.monotonic() + max(delay, 0.05))
+            why = api_message(e) if isinstance(e, ApiException) else str(e)
+            self._wait(a, f"waiting to create its Job: {getattr(e, 'status', '') or type(e).__name__} {why}")
+        self.queued.append((a.spec.run_id, body))
+
+    def _drain(self, now: float) -> None:
+        """Creates that were refused for now, oldest first, while the API server takes them."""
+        while self.queued and now >= self.paused_until:
+            run_id, body = self.queued.popleft()
+            a = self.attempts.get(run_id)
+            if a is None or a.job_name != body["metadata"]["name"]:
+                continue  # canceled meanwhile
+            self._create(a, body)
+            now = time.monotonic()
+
+    def _created(self, a: _Attempt) -> None:
+        a.created = time.monotonic()  # a list that starts later must show the Job
+        if a.waiting and a.waiting.startswith("waiting to create"):
+            self._wait(a, None)
         seen = self.pods.get(a.job_name)  # the watch may have seen its pod before we tracked it
         if seen is not None:
             self._apply(a, *seen, out=self.ready)
+        else:
+            a.quiet = True
+            self.checks[a.spec.run_id] = a.created + self.settings.event_check
 
     def _reattach(self, a: _Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
         job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
         labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
-            a.created = time.monotonic()
             self.stats.reattached += 1
             log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id,
                      a.spec.attempt)
@@ -263,11 +384,54 @@ class KubernetesExecutor(RemoteExecutor):
         self.root_id = root_id
         self.owner = self._find_owner(root_id)
         selector = f"{RESOLUTION_LABEL}={root_id},{ROLE_LABEL}=worker"
+        version = self._existing_jobs(selector)
+        jobs = Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
+                       timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
+                       slim=slim_job)
+        jobs.resource_version = version  # listed just now: watch from there
         self.watchers = [
             Watcher("pod", self.core.list_namespaced_pod, self.namespace, selector, self.events,
-                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff).start(),
-            Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
-                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff).start()]
+                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
+                    cache_reads=True, slim=slim_pod).start(),
+            jobs.start()]
+
+    def _existing_jobs(self, selector: str) -> str | None:
+        """List the resolution's worker Jobs (a restarted driver's earlier ones), page by page, as a SYNC event;
+        remember the newest Job of each attempt. Returns the list's resourceVersion."""
+        since, token = time.monotonic(), None
+        items: list[dict[str, Any]] = []
+        while True:
+            self.stats.job_lists += 1
+            kwargs: dict[str, Any] = {"label_selector": selector, "limit": self.settings.page,
+                                      "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            try:
+                resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
+            except ApiException as e:
+                if e.status not in (401, 403):
+                    raise
+                raise KubernetesForbidden(
+                    f"the Kubernetes API refuses to let this driver list Jobs in namespace {self.namespace} "
+                    f"({e.status}: {api_message(e)}); give its ServiceAccount a Role that allows create, get, list, "
+                    f"watch and delete on jobs and list and watch on pods there (the chart's driver Role does)"
+                ) from None
+            data = json.loads(resp.data)
+            items.extend(slim_job(j) for j in data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        for job in items:
+            meta = job.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            key = (labels.get(RUN_LABEL, ""), labels.get(ATTEMPT_LABEL, ""))
+            relaunch = int(labels.get(RELAUNCH_LABEL) or _relaunch_of(meta.get("name", "")))
+            if meta.get("deletionTimestamp") or not all(key):
+                continue
+            if key not in self.existing or self.existing[key][0] < relaunch:
+                self.existing[key] = (relaunch, meta["name"])
+        self.events.put(Event("job", "SYNC", items=items, since=since))
+        return (data.get("metadata") or {}).get("resourceVersion") or None
 
     def _find_owner(self, root_id: str) -> tuple[str, str] | None:
         """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""
@@ -303,17 +467,28 @@ class KubernetesExecutor(RemoteExecutor):
                     break
             now = time.monotonic()
             self._check_timers(now, out)
+            self._check_events(now, out)
+            self._drain(now)
+            out.extend(self.ready)
+            self.ready = []
             if out or now >= deadline:
                 return out
             wait = deadline - now
-            if self.timers:
-                wait = min(wait, max(0.0, min(self.timers.values()) - now) + 0.001)
+            soon = [*self.timers.values(), *self.checks.values(), *([self.paused_until] if self.queued else [])]
+            if soon:
+                wait = min(wait, max(0.0, min(soon) - now) + 0.001)
             try:
                 self._handle(self.events.get(timeout=wait), out)
             except queue.Empty:
                 pass
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
+        if ev.type == "ERROR":
+            what = "pods" if ev.kind == "pod" else "Jobs"
+            raise KubernetesForbidden(
+                f"the Kubernetes API refuses to let this driver watch {what} in namespace {self.namespace} "
+                f"({ev.obj.get('code')}: {ev.obj.get('message')}); give its ServiceAccount a Role that allows "
+                f"list and watch on pods and jobs there (the chart's driver Role does)")
         if ev.kind == "pod":
             for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
                 self._on_pod(obj, ev.type == "DELETED", out)
@@ -353,34 +528,78 @@ class KubernetesExecutor(RemoteExecutor):
         if not job:
             return
         name = (pod.get("metadata") or {}).get("name", "")
-        state = pod_state(pod, deleted=deleted)
-        if deleted:
-            self.pods.pop(job, None)
-        else:
-            self.pods[job] = (name, state)
         run_id = self.by_job.get(job)
         if run_id is not None and run_id in self.attempts:
-            self._apply(self.attempts[run_id], name, state, out)
+            self._apply(self.attempts[run_id], name, pod_state(pod, deleted=deleted), out)
+        elif deleted or job in self.ended_jobs:
+            self.pods.pop(job, None)
+        else:  # not ours yet (a restarted driver's SYNC before its launches): kept until it is
+            self.pods[job] = (name, pod_state(pod))
 
     def _apply(self, a: _Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
         a.pod_name = pod_name
         run_id = a.spec.run_id
+        if state.started and a.timeout and not a.timed:
+            self._start_clock(a, state)
         if state.terminal:
             if state.retryable and a.relaunches < self.eviction_relaunches:
                 self._relaunch(a, state)
                 return
-            out.append(self._finish(a, state))
-        elif state.fatal:
+            out.append(self._finish(a, state, delete=state.lingering))
+            return
+        if state.fatal:
             out.append(self._finish(a, state, delete=True))
-        elif state.stuck:
-            if a.stuck is None or a.stuck.reason != state.reason:
-                a.stuck_since = time.monotonic()
+            return
+        if state.waiting:  # Unschedulable: wait for room as long as it takes (a scale-up, other pods ending)
+            self._wait(a, f"waiting for capacity: {state.message or state.reason}")
+        elif a.waiting and not a.waiting.startswith("waiting to create"):
+            self._wait(a, None)
+        if state.creating:  # scheduled, not started: Events say whether something blocks it
+            if a.stuck is not None and a.stuck.reason == "FailedCreate":
+                self._unstick(a)  # it has a pod after all
+            if not a.quiet:
+                a.quiet, a.event_reads = True, 0
+                self.checks[run_id] = time.monotonic() + self.settings.event_check
+            return
+        a.quiet = False
+        self.checks.pop(run_id, None)
+        if state.stuck:
+            if a.stuck is None or _problem(a.stuck.reason) != _problem(state.reason):  # a pull error flips between
+                a.stuck_since = time.monotonic()  # ErrImagePull and ImagePullBackOff: one problem, one grace
                 self.timers[run_id] = a.stuck_since + self.graces.get(state.reason or "", 120.0)
             a.stuck = state
         elif a.stuck is not None:  # it got going after all
-            a.stuck = a.stuck_since = None
-            if a.job_failed is None:
-                self.timers.pop(run_id, None)
+            self._unstick(a)
+
+    def _unstick(self, a: _Attempt) -> None:
+        a.stuck = a.stuck_since = None
+        if a.job_failed is None:
+            self.timers.pop(a.spec.run_id, None)
+
+    def _wait(self, a: _Attempt, why: str | None) -> None:
+        """Note (and log, once per change) what the attempt waits for; None: it waits no more."""
+        now = time.monotonic()
+        if why is None:
+            if a.waiting is not None:
+                a.waited += now - (a.waited_since or now)
+                log.info("run %s: %s no more", a.spec.run_id, a.waiting.split(":")[0])
+            a.waiting = a.waited_since = None
+            return
+        if a.waiting is None or a.waiting.split(":")[0] != why.split(":")[0]:
+            log.info("run %s (%s): %s", a.spec.run_id, a.job_name, why)
+            topic = why.split(":")[0]
+            self.stats.waits[topic] = self.stats.waits.get(topic, 0) + 1
+            if a.waiting is None:
+                a.waited_since = now
+        a.waiting = why
+
+    def _start_clock(self, a: _Attempt, state: PodState) -> None:
+        """The worker container started: its func's timeout counts from then (not from the pod's creation:
+        scheduling, waiting for capacity and pulling the image do not count)."""
+        a.timed = True
+        started = _timestamp(state.started_at)
+        elapsed = max(0.0, time.time() - started) if started is not None else 0.0
+        self.deadlines[a.spec.run_id] = (time.monotonic() + float(a.timeout or 0) - elapsed, float(a.timeout or 0))
 
     def _check_timers(self, now: float, out: list[Ended]) -> None:
         for run_id, when in list(self.timers.items()):
@@ -399,8 +618,58 @@ class KubernetesExecutor(RemoteExecutor):
                 message = f"{a.stuck.message or a.stuck.reason} (still so after {grace:g}s)"
                 out.append(self._finish(a, dataclasses.replace(a.stuck, message=message), delete=True))
 
+    def _check_events(self, now: float, out: list[Ended]) -> None:
+        """Read the Events of Jobs without a pod and of pods that do not start: a FailedCreate (Pod Security,
+        a missing ServiceAccount, a webhook), FailedCreatePodSandBox or FailedMount makes the attempt stuck
+        (failed after ``create_grace``); an exceeded quota it fits in is waited out."""
+        reads = 0
+        for run_id, when in list(self.checks.items()):
+            if when > now:
+                continue
+            a = self.attempts.get(run_id)
+            if a is None or not a.quiet:
+                self.checks.pop(run_id, None)
+                continue
+            if reads >= EVENT_READS_PER_TURN:  # many quiet at once (a slow controller, a long pull): spread them
+                self.checks[run_id] = now + self.settings.event_check * random.random()
+                continue
+            reads += 1
+            a.event_reads += 1  # quiet for long: read less often (10 s, 20 s, ... 160 s)
+            self.checks[run_id] = now + self.settings.event_check * 2 ** min(a.event_reads - 1, 4)
+            name = a.pod_name or a.job_name
+            event = self._blocking_event(name)
+            if event is None:
+                continue
+            reason, message = event.get("reason") or "", event.get("message") or ""
+            if reason == "FailedCreate" and _fits_quota(message):
+                self._wait(a, f"waiting for quota: {message}")
+                continue
+            if a.stuck is None or a.stuck.reason != reason:
+                a.stuck_since = now
+                self.timers[run_id] = now + self.graces.get(reason, self.settings.create_grace)
+                log.warning("run %s: %s: %s", run_id, PLAIN.get(reason, reason), message)
+            kind = "Job" if name == a.job_name else "pod"
+            a.stuck = PodState("Pending", reason=reason, stuck=True,
+                               message=f"{PLAIN.get(reason, reason)} ({kind} {name}): {message}")
+
+    def _blocking_event(self, name: str) -> dict[str, Any] | None:
+        """The newest Warning Event about ``name`` that says why it has no pod or does not start."""
+        try:
+            self.stats.event_reads += 1
+            resp: Any = api_call(self.core.list_namespaced_event, self.namespace, _preload_content=False,
+                            field_selector=f"involvedObject.name={name},type=Warning", backoff=self.backoff)
+            items = json.loads(resp.data).get("items") or []
+        except Exception as e:  # noqa: BLE001 - no Events (no permission, busy): the watches still decide
+            log.debug("reading the Events of %s: %s", name, e)
+            return None
+        blocking = [e for e in items if e.get("reason") in BLOCKING_EVENTS]
+        if not blocking:
+            return None
+        return max(blocking, key=lambda e: (str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+                                            int((e.get("metadata") or {}).get("resourceVersion") or 0)))
+
     def _relaunch(self, a: _Attempt, state: PodState) -> None:
-        """An evicted pod: run the same attempt again in a new Job (the loop never sees it)."""
+        """An evicted (or kubelet-rejected) pod: run the same attempt again in a new Job (the loop never sees it)."""
         a.relaunches += 1
         self.stats.relaunches += 1
         log.warning("run %s: pod %s %s (%s); launching it again (%d/%d)", a.spec.run_id, a.pod_name,
@@ -409,29 +678,37 @@ class KubernetesExecutor(RemoteExecutor):
         del self.by_job[a.job_name]
         body = a.make_body(a.relaunches)
         a.job_name, a.pod_name, a.stuck, a.stuck_since, a.job_failed = body["metadata"]["name"], None, None, None, None
+        a.quiet = a.timed = False
+        self.deadlines.pop(a.spec.run_id, None)
         self.timers.pop(a.spec.run_id, None)
+        self.checks.pop(a.spec.run_id, None)
         self.by_job[a.job_name] = a.spec.run_id
         self._create(a, body)
 
     def _finish(self, a: _Attempt, state: PodState, delete: bool = False) -> Ended:
+        self._wait(a, None)
         self._drop(a)
         logs = ""
         if state.started and (state.exit_code != 0 or state.reason):
             logs = self._logs(a) or state.termination_log
-        if delete:  # stuck, or past its deadline: stop the Job from trying further
+        if delete:  # stuck, past its deadline, or a sidecar keeps its pod running: stop the Job
             self._delete(a.job_name)
         details: dict[str, Any] = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name,
                                    "pod": a.pod_name, "node": state.node, "image": self.image}
         if a.relaunches:
             details["relaunches"] = a.relaunches
+        if a.waited >= 1:
+            details["waited_seconds"] = round(a.waited, 1)
         return Ended(a.spec.run_id, state.exit_code, state.reason, state.message, logs,
                      {k: v for k, v in details.items() if v is not None})
 
     def _drop(self, a: _Attempt) -> None:
+        self.ended_jobs.add(a.job_name)  # its pod's later events (finalizers, TTL) are of no interest
         self.pods.pop(a.job_name, None)
         self.attempts.pop(a.spec.run_id, None)
         self.by_job.pop(a.job_name, None)
         self.timers.pop(a.spec.run_id, None)
+        self.checks.pop(a.spec.run_id, None)
 
     def _logs(self, a: _Attempt) -> str:
         if not a.pod_name:
@@ -445,6 +722,12 @@ class KubernetesExecutor(RemoteExecutor):
             log.debug("no logs for pod %s: %s", a.pod_name, e)
             return ""
         return text if isinstance(text, str) else str(text or "")
+
+    def tail(self, run_id: str) -> str:
+        a = self.attempts.get(run_id)
+        if a is not None:
+            self.stats.timeouts += 1
+        return self._logs(a) if a is not None else ""
 
     # -- stopping ---------------------------------------------------------------------------------
 
@@ -463,7 +746,57 @@ class KubernetesExecutor(RemoteExecutor):
             if e.status != 404:
                 log.warning("could not delete Job %s: %s %s", job_name, e.status, api_message(e))
 
+    def detach(self) -> None:
+        """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them)."""
+        self.running.clear()
+        self.deadlines.clear()
+        for w in self.watchers:
+            w.stop()
+
     def close(self) -> None:
         super().close()
         for w in self.watchers:
             w.stop()
+
+
+def _problem(reason: str | None) -> str | None:
+    """One name for reasons that alternate while one problem lasts (ErrImagePull <-> ImagePullBackOff)."""
+    return "pull" if reason in PULL_PROBLEMS else reason
+
+
+def _relaunch_of(job_name: str) -> int:
+    m = re.search(r"-r(\d+)$", job_name)
+    return int(m.group(1)) if m else 0
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _for_now(e: ApiException) -> bool:
+    """A refusal that passes: 429, 5xx, or a ResourceQuota on Jobs that other Jobs ending will free."""
+    return e.status in (429, 500, 502, 503, 504) or (e.status == 403 and "exceeded quota" in api_message(e))
+
+
+def _fits_quota(message: str) -> bool:
+    """An "exceeded quota" refusal whose request is within the quota's limits: it will fit once other pods end
+    (a request larger than the limit never will)."""
+    m = _QUOTA.search(message)
+    if not m:
+        return False
+    def parse(part: str) -> dict[str, Any]:
+        out = {}
+        for item in part.split(","):
+            key, _, value = item.strip().partition("=")
+            try:
+                out[key] = parse_quantity(value)
+            except ValueError:
+                continue
+        return out
+    requested, limited = parse(m.group("req")), parse(m.group("lim"))
+    return all(requested[k] <= limited[k] for k in requested if k in limited)

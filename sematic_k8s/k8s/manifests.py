@@ -2,8 +2,9 @@
 
 Every Job and its pod carry the labels of DESIGN.md ("kubectl"): ``sematic-k8s/resolution-id``,
 ``sematic-k8s/run-id``, ``sematic-k8s/func`` and ``sematic-k8s/role``; workers also carry
-``sematic-k8s/attempt``. Job names are deterministic (a Run id and its attempt), so creating a Job that
-already exists means "re-attach", never "duplicate". Secrets never appear as plain env: the driver's token
+``sematic-k8s/attempt`` and ``sematic-k8s/relaunch`` (0, or n for the n-th Job of an evicted attempt). Job
+names are deterministic (a Run id and its attempt), so creating a Job that already exists means "re-attach",
+never "duplicate". Secrets never appear as plain env: the driver's token
 (minted for its resolution alone, in a Secret of its own: :func:`token_secret`) and the S3 credentials come
 from Secrets through ``secretKeyRef``; workers get no token at all.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,15 +21,17 @@ from kubernetes import client
 
 from sematic_k8s.labels import (
     ATTEMPT_LABEL,
+    RELAUNCH_LABEL,
     label_value,
     run_labels,
 )
 from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
-from sematic_k8s.specs import DRIVER_COMMAND, WORKER_COMMAND, DriverSpec, TaskSpec
+from sematic_k8s.specs import DRIVER_COMMAND, DRIVER_EXIT_FAILED, WORKER_COMMAND, DriverSpec, TaskSpec
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
 
 DRIVER_RESTARTS = 3  # a restarted driver resumes its Resolution (see ResolutionLoop._resume)
+DRIVER_CPU, DRIVER_MEMORY = "250m", "512Mi"  # the driver pod's default requests (not BestEffort: evicted last)
 WORKER_CONTAINER = "worker"
 DRIVER_CONTAINER = "driver"
 
@@ -190,21 +192,19 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
                owner: tuple[str, str] | None = None, service_account: str | None = None,
                storage_secret: str | None = None, node_selector: Mapping[str, str] | None = None,
                tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
-               ttl_seconds_after_finished: int | None = 3600, deadline_slack: int = 600, cpu_limits: bool = False,
+               ttl_seconds_after_finished: int | None = 3600, cpu_limits: bool = False,
                relaunch: int = 0, labels: Mapping[str, str] | None = None,
                automount_token: bool = False) -> client.V1Job:
     """One Job (one pod, never restarted) for one attempt of one Run.
 
     ``func`` supplies ``name``, ``path``, ``cpu``, ``memory``, ``gpu``, ``timeout`` and, if it has them,
     ``node_selector`` and ``tolerations`` (added to the executor's). ``owner`` is the driver Job's
-    (name, uid). The pod's own ``activeDeadlineSeconds`` is the func's timeout (the kubelet then says
-    ``DeadlineExceeded`` on the pod); the Job's adds ``deadline_slack`` for scheduling and image pulls.
+    (name, uid). The func's ``timeout`` is no ``activeDeadlineSeconds`` (which would count scheduling, waiting
+    for capacity and the image pull): the executor counts it from the worker container's start.
     Workers need no Kubernetes API: no service account token is mounted unless ``automount_token``.
     """
     job_labels = {**MANAGED_BY, **(labels or {}), **run_labels(spec.root_id, spec.run_id, func.name, "worker"),
-                  ATTEMPT_LABEL: str(spec.attempt)}
-    timeout = getattr(func, "timeout", None)
-    pod_deadline = math.ceil(timeout) if timeout else None
+                  ATTEMPT_LABEL: str(spec.attempt), RELAUNCH_LABEL: str(relaunch)}
     selector = {**(node_selector or {}), **(getattr(func, "node_selector", None) or {})}
     tols = [*(tolerations or ()), *(getattr(func, "tolerations", None) or ())]
     container = client.V1Container(
@@ -214,12 +214,12 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
         termination_message_policy="FallbackToLogsOnError")
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[container], service_account_name=service_account,
-        automount_service_account_token=automount_token, active_deadline_seconds=pod_deadline,
+        automount_service_account_token=automount_token,
         node_selector=selector or None, tolerations=toleration_models(tols),
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
     annotations = {"sematic-k8s/func-path": func.path}
     return _job(worker_job_name(spec.run_id, spec.attempt, relaunch), namespace, job_labels, pod,
-                ttl=ttl_seconds_after_finished, deadline=pod_deadline + deadline_slack if pod_deadline else None,
+                ttl=ttl_seconds_after_finished, deadline=None,
                 backoff_limit=0, annotations=annotations,
                 owners=[owner_reference(*owner)] if owner else None)
 
@@ -233,8 +233,11 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
                backoff_limit: int = DRIVER_RESTARTS, labels: Mapping[str, str] | None = None) -> client.V1Job:
     """The driver's Job: ``python -m sematic_k8s.driver`` from ``spec.image`` (by digest).
 
-    A driver that dies (eviction, node loss, OOM) is started again, up to ``backoff_limit`` times, and
-    resumes its Resolution; one that exits 1 (the Resolution failed) ends the Job at once.
+    A driver that dies (node loss, OOM) or exits 75 (an infrastructure failure: the server or the API server
+    unreachable) is started again, up to ``backoff_limit`` times, and resumes its Resolution; an eviction
+    (a ``DisruptionTarget`` condition) is started again without counting against ``backoff_limit``; one that
+    exits 1 (the pipeline failed) ends the Job at once. The pod requests ``cpu``/``memory`` (default
+    250m/512Mi: never BestEffort, the first evicted under node pressure).
 
     ``env`` holds the DriverSpec ($SEMATIC_K8S_DRIVER), the server URL and pass-through settings; secret
     entries in it are dropped: the resolution's token comes from Secret ``secret_name`` (key ``api-key``;
@@ -247,14 +250,17 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
     container = client.V1Container(
         name=DRIVER_CONTAINER, image=spec.image, command=list(DRIVER_COMMAND),
         env=plain_env(env) + secret_env(storage_secret, secret_name) + downward_env(),
-        resources=resources(cpu, memory, None), termination_message_policy="FallbackToLogsOnError")
+        resources=resources(cpu or DRIVER_CPU, memory or DRIVER_MEMORY, None),
+        termination_message_policy="FallbackToLogsOnError")
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[container], service_account_name=service_account,
         node_selector=dict(node_selector) if node_selector else None, tolerations=toleration_models(tolerations),
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
-    failed_resolution = client.V1PodFailurePolicy(rules=[client.V1PodFailurePolicyRule(
-        action="FailJob", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-            container_name=DRIVER_CONTAINER, operator="In", values=[1]))])
+    failed_resolution = client.V1PodFailurePolicy(rules=[
+        client.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
+            client.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
+        client.V1PodFailurePolicyRule(action="FailJob", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=DRIVER_CONTAINER, operator="In", values=[DRIVER_EXIT_FAILED]))])
     return _job(driver_job_name(root_id), namespace, job_labels, pod, ttl=ttl_seconds_after_finished,
                 deadline=None, backoff_limit=backoff_limit, annotations=None, owners=None,
                 pod_failure_policy=failed_resolution)

@@ -13,6 +13,10 @@ CONFIG_PROBLEMS = frozenset({"CreateContainerConfigError", "CreateContainerError
 FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})  # never fixes itself: fail at once
 NODE_GONE = frozenset({"Evicted", "Shutdown", "Terminated", "NodeShutdown", "NodeLost", "Preempting",
                        "UnexpectedAdmissionError"})  # the pod lost its node: not the func's fault
+# The kubelet refused the pod after the scheduler placed it (usage the scheduler did not know of, labels that
+# changed): phase Failed, reason OutOfcpu / OutOfmemory / OutOfpods / NodeAffinity / ... Not the func's fault.
+NODE_REJECTED = frozenset({"NodeAffinity", "NodeSelectorMismatching", "NodePorts", "InvalidNodeInfo"})
+WORKER = "worker"  # the worker's container (sematic_k8s.k8s.manifests.WORKER_CONTAINER)
 BORING_EXIT = frozenset({None, "", "Error", "Completed"})
 
 
@@ -20,11 +24,16 @@ BORING_EXIT = frozenset({None, "", "Error", "Completed"})
 class PodState:
     """One pod's status, classified.
 
-    ``terminal``: the worker is done (Succeeded, Failed, or the pod is gone). ``stuck``: Pending for a
-    reason that fails the run after a grace period (image pull, unschedulable, container config);
-    ``fatal``: Pending for a reason that fails it at once. ``retryable``: the pod lost its node
-    (evicted, preempted, drained), so the same attempt may run again. ``started``: a container ran, so
-    its logs are worth reading. ``termination_log``: the kubelet's copy of the last log lines.
+    Read from the worker's own container status (found by name: sidecars such as istio-proxy sort
+    first). ``terminal``: the worker is done (Succeeded, Failed, the pod is gone, or the worker container
+    ended while a classic sidecar keeps the pod running: ``lingering``). ``stuck``: Pending for a reason
+    that fails the run after a grace period (image pull, container config); ``fatal``: Pending for a
+    reason that fails it at once; ``waiting``: Pending until the cluster has room (Unschedulable: only
+    reported, never failed); ``creating``: scheduled, its containers not created yet (ContainerCreating:
+    Events say whether something blocks it). ``retryable``: the pod lost its node (evicted, preempted,
+    drained) or its kubelet refused it (OutOfcpu, NodeAffinity), so the same attempt may run again.
+    ``started``: a container ran, so its logs are worth reading; ``started_at``: when the worker
+    container started (RFC 3339). ``termination_log``: the kubelet's copy of the last log lines.
     """
 
     phase: str
@@ -38,32 +47,48 @@ class PodState:
     started: bool = False
     node: str | None = None
     termination_log: str = ""
+    waiting: bool = False
+    creating: bool = False
+    lingering: bool = False
+    started_at: str | None = None
 
 
-def _container_status(status: dict[str, Any]) -> dict[str, Any]:
+def _container_status(status: dict[str, Any], container: str) -> dict[str, Any]:
+    """The status of ``container`` (statuses are sorted by name, not spec order); the only one if none is
+    named so (a pod of another shape)."""
     statuses = status.get("containerStatuses") or []
-    return statuses[0] if statuses else {}
+    named = next((cs for cs in statuses if cs.get("name") == container), None)
+    if named is not None:
+        return named
+    return statuses[0] if len(statuses) == 1 else {}
+
+
+def rejected(reason: str | None) -> bool:
+    """The kubelet refused the pod at admission (OutOfcpu, OutOfmemory, NodeAffinity, ...)."""
+    return bool(reason) and (reason.startswith("OutOf") or reason in NODE_REJECTED)  # type: ignore[union-attr]
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
-def pod_state(pod: dict[str, Any], *, deleted: bool = False) -> PodState:
-    """Classify ``pod`` (a watch event's object); ``deleted`` when the event was DELETED."""
+def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WORKER) -> PodState:
+    """Classify ``pod`` (a watch event's object) by its ``container``; ``deleted`` when the event was DELETED."""
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     node = (pod.get("spec") or {}).get("nodeName")
-    cs = _container_status(status)
+    cs = _container_status(status, container)
     state = cs.get("state") or {}
     term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
     waiting = state.get("waiting") or {}
     started = bool(term or state.get("running"))
+    started_at = (state.get("running") or term or {}).get("startedAt")
     exit_code = term.get("exitCode") if term else None
     log = (term or {}).get("message") or ""
     disruption = _condition(status, "DisruptionTarget")
     disrupted = bool(disruption and disruption.get("status") == "True")
-    common: dict[str, Any] = {"phase": phase, "node": node, "started": started, "termination_log": log}
+    common: dict[str, Any] = {"phase": phase, "node": node, "started": started, "termination_log": log,
+                              "started_at": started_at}
 
     if phase == "Succeeded":
         return PodState(terminal=True, exit_code=0 if exit_code is None else exit_code, **common)
@@ -71,6 +96,8 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False) -> PodState:
         reason, message, retryable = status.get("reason"), status.get("message"), False
         if term and term.get("reason") == "OOMKilled":
             reason = "OOMKilled"
+        elif rejected(reason):
+            retryable = True
         elif reason in NODE_GONE or (disrupted and reason != "DeadlineExceeded"):
             reason, retryable = "Evicted", True
             message = message or (disruption or {}).get("message") or (disruption or {}).get("reason")
@@ -84,6 +111,12 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False) -> PodState:
                             message=(disruption or {}).get("message") or (disruption or {}).get("reason"), **common)
         return PodState(terminal=True, exit_code=exit_code, reason="PodDeleted",
                         message="the worker's pod was deleted before it finished", **common)
+    others_run = any((c.get("state") or {}).get("running") for c in status.get("containerStatuses") or []
+                     if c is not cs)
+    if state.get("terminated") and others_run and not disrupted and not (pod.get("metadata") or {}).get(
+            "deletionTimestamp"):  # the worker ended; a classic sidecar keeps the pod running
+        reason = "OOMKilled" if state["terminated"].get("reason") == "OOMKilled" else None
+        return PodState(terminal=True, exit_code=exit_code, reason=reason, lingering=True, **common)
     why = waiting.get("reason")
     if why in FATAL_WAITING:
         return PodState(reason=why, message=waiting.get("message"), fatal=True, **common)
@@ -91,8 +124,36 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False) -> PodState:
         return PodState(reason=why, message=waiting.get("message"), stuck=True, **common)
     scheduled = _condition(status, "PodScheduled")
     if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        return PodState(reason="Unschedulable", message=scheduled.get("message"), stuck=True, **common)
-    return PodState(**common)
+        return PodState(reason="Unschedulable", message=scheduled.get("message"), waiting=True, **common)
+    creating = phase == "Pending" and bool(node) and not started and why in (None, "ContainerCreating",
+                                                                              "PodInitializing")
+    return PodState(creating=creating, **common)
+
+
+KEPT_CONDITIONS = frozenset({"DisruptionTarget", "PodScheduled"})
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`pod_state` and :func:`owner_job` read of a pod, and nothing else: a watch thread keeps
+    this, not the whole object, while the executor is busy (a fan-out's events can pile up)."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    return {"metadata": {"name": meta.get("name"), "deletionTimestamp": meta.get("deletionTimestamp"),
+                         "ownerReferences": [r for r in meta.get("ownerReferences") or [] if r.get("kind") == "Job"],
+                         "labels": {k: labels[k] for k in ("batch.kubernetes.io/job-name", "job-name") if k in labels}},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+            "status": {"phase": status.get("phase"), "reason": status.get("reason"), "message": status.get("message"),
+                       "conditions": [c for c in status.get("conditions") or [] if c.get("type") in KEPT_CONDITIONS],
+                       "containerStatuses": [{k: cs.get(k) for k in ("name", "state", "lastState")}
+                                             for cs in status.get("containerStatuses") or []]}}
+
+
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """What the executor reads of a Job: its name, labels and conditions."""
+    meta = job.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {},
+                         "deletionTimestamp": meta.get("deletionTimestamp")},
+            "status": {"conditions": (job.get("status") or {}).get("conditions") or []}}
 
 
 def job_failure(job: dict[str, Any]) -> tuple[str, str | None] | None:

@@ -1,9 +1,13 @@
 """List + watch streams: what the Kubernetes executor knows about its pods and Jobs.
 
 A :class:`Watcher` keeps one watch stream open in a daemon thread and feeds raw events into a queue. It
-lists once, watches from the list's resourceVersion, resumes from the last resourceVersion it saw when a
-stream ends (server timeout, dropped connection), and lists again when that version has expired
-(410 Gone). Nothing polls per object: a fan-out of N runs costs O(1) list and watch calls.
+lists once (in pages of ``page`` items, ``limit``/``continue``; from the API server's watch cache,
+``resourceVersion=0``, where a slightly old answer is safe), watches from the list's resourceVersion,
+resumes from the last resourceVersion it saw when a stream ends (server timeout, dropped connection, an
+API-server restart), and lists again only when that version has expired (410 Gone), after a random pause
+so that many drivers do not relist at once. Nothing polls per object: a fan-out of N runs costs O(1) list
+and watch calls. Answers 401/403 that persist (``forbidden_limit`` in a row) end the watcher with an
+``ERROR`` event: no permission is not something to retry forever.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +25,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from sematic_k8s.k8s.client import Backoff, api_call, retryable
+from sematic_k8s.k8s.client import Backoff, api_call, api_message, retryable
 
 log = logging.getLogger("sematic_k8s.k8s")
 GONE = 410
@@ -28,8 +33,9 @@ GONE = 410
 
 @dataclass
 class Event:
-    """One event from a Watcher: ``type`` is ADDED, MODIFIED, DELETED, or SYNC (a fresh list: ``items``,
-    made after ``since`` on the monotonic clock)."""
+    """One event from a Watcher: ``type`` is ADDED, MODIFIED, DELETED, SYNC (a fresh list: ``items``,
+    made after ``since`` on the monotonic clock) or ERROR (the watcher stopped: ``obj`` holds the ``code``
+    and ``message`` of the API server's refusal)."""
 
     kind: str
     type: str
@@ -45,19 +51,29 @@ class WatchStats:
     gone: int = 0
     errors: int = 0
     events: int = 0
+    pages: int = 0
+    forbidden: int = 0
 
 
 class Watcher:
     """List, then watch, ``list_fn(namespace, label_selector=selector)`` in a daemon thread.
 
     ``list_fn`` is a namespaced list method of the official client (``CoreV1Api.list_namespaced_pod``,
-    ``BatchV1Api.list_namespaced_job``). Events go to ``out`` as :class:`Event`.
+    ``BatchV1Api.list_namespaced_job``). Events go to ``out`` as :class:`Event`, their objects as ``slim``
+    makes them (only what the reader needs: a busy reader's backlog stays small).
     """
 
     def __init__(self, kind: str, list_fn: Callable[..., Any], namespace: str, selector: str, out: queue.Queue,
-                 *, timeout_seconds: int = 300, backoff: Backoff | None = None) -> None:
+                 *, timeout_seconds: int = 300, backoff: Backoff | None = None, page: int = 500,
+                 cache_reads: bool = False, forbidden_limit: int = 3, relist_jitter: float = 1.0,
+                 slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.kind, self.list_fn, self.namespace, self.selector, self.out = kind, list_fn, namespace, selector, out
         self.timeout_seconds = timeout_seconds
+        self.page = page
+        self.cache_reads = cache_reads  # lists may come from the watch cache (resourceVersion=0)
+        self.forbidden_limit = forbidden_limit
+        self.relist_jitter = relist_jitter
+        self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread) and passed on
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.resource_version: str | None = None
         self.stats = WatchStats()
@@ -83,30 +99,43 @@ class Watcher:
     # -- the thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        failures = 0
+        failures = forbidden = 0
         while not self._stop.is_set():
             try:
                 if self.resource_version is None:
                     self._list()
                 self._watch()
-                failures = 0
+                failures = forbidden = 0
             except _Gone:
-                self.stats.gone += 1
-                self.resource_version = None  # expired: list again, then watch from the new version
+                self._expired()
             except Exception as e:
                 if self._stop.is_set():
                     return
                 self.stats.errors += 1
                 if isinstance(e, ApiException) and e.status == GONE:
-                    self.stats.gone += 1
-                    self.resource_version = None
+                    self._expired()
                     continue
+                if isinstance(e, ApiException) and e.status in (401, 403):
+                    forbidden += 1
+                    self.stats.forbidden += 1
+                    if forbidden >= self.forbidden_limit:
+                        log.error("watching %s in %s: the API server refuses (%s) %d times in a row: %s", self.kind,
+                                  self.namespace, e.status, forbidden, api_message(e))
+                        self.out.put(Event(self.kind, "ERROR", {"code": e.status, "message": api_message(e)}))
+                        return
                 wait = self.backoff.delay(min(failures, 10), e)
                 failures += 1
                 level = logging.DEBUG if retryable(e) else logging.WARNING
                 log.log(level, "watching %s failed (%s: %s); again in %.2fs", self.kind, type(e).__name__,
                         getattr(e, "status", "") or e, wait)
                 self._stop.wait(wait)
+
+    def _expired(self) -> None:
+        """The resourceVersion expired (410): list again, after a random pause (no relist stampede)."""
+        self.stats.gone += 1
+        self.resource_version = None
+        if self.relist_jitter > 0:
+            self._stop.wait(random.random() * self.relist_jitter)
 
     def _request(self, **kwargs: Any) -> Any:
         resp = self.list_fn(self.namespace, label_selector=self.selector, _preload_content=False, **kwargs)
@@ -119,12 +148,25 @@ class Watcher:
         return resp
 
     def _list(self) -> None:
+        """One list, page by page; a continue token that expired (410) is a relist (raised as _Gone)."""
         since = time.monotonic()
         self.stats.lists += 1
-        resp = api_call(self._request, backoff=self.backoff)
-        data = json.loads(resp.data)
-        self.resource_version = (data.get("metadata") or {}).get("resourceVersion") or None
-        self.out.put(Event(self.kind, "SYNC", items=data.get("items") or [], since=since))
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"limit": self.page}
+        if self.cache_reads:
+            kwargs.update(resource_version="0", resource_version_match="NotOlderThan")
+        while True:
+            self.stats.pages += 1
+            resp = api_call(self._request, backoff=self.backoff, **kwargs)
+            data = json.loads(resp.data)
+            items.extend(self.slim(o) for o in data.get("items") or [])
+            meta = data.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                break
+            kwargs = {"limit": self.page, "_continue": token}
+        self.resource_version = meta.get("resourceVersion") or None
+        self.out.put(Event(self.kind, "SYNC", items=items, since=since))
         self.synced.set()
 
     def _watch(self) -> None:
@@ -156,7 +198,7 @@ class Watcher:
                 if event.get("type") == "BOOKMARK":
                     continue
                 self.stats.events += 1
-                self.out.put(Event(self.kind, event["type"], obj))
+                self.out.put(Event(self.kind, event["type"], self.slim(obj)))
         finally:
             self._resp = None
             resp.close()

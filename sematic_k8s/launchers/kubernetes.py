@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ from sematic_k8s.settings import (
     STORAGE_SECRET_ENV,
     WORKER_SERVICE_ACCOUNT_ENV,
 )
-from sematic_k8s.specs import DriverSpec
+from sematic_k8s.specs import DRIVER_EXIT_FAILED, DriverSpec
 
 log = logging.getLogger("sematic_k8s.k8s")
 
@@ -150,13 +151,23 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
 class DriverJob:
     """Follows the driver Job of ``spec``'s resolution. It has ended when the Job failed (its pods used up
     their retries: a driver pod that dies while retries are left comes back and resumes) or completed, or
-    when it is gone; the end carries its last pod's exit code and log lines."""
+    when it is gone; also when its pod is never created (``FailedCreate`` Events: Pod Security, a missing
+    ServiceAccount, a quota, a webhook), never starts (an image that cannot be pulled, a missing Secret,
+    ``FailedCreatePodSandBox`` / ``FailedMount``) for ``start_grace`` seconds ($SEMATIC_K8S_DRIVER_START_GRACE,
+    default 60), or exits 1 (the pipeline failed: final) before the Job says so. The end carries the reason
+    and its last pod's exit code and log lines."""
 
-    def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None,
+                 start_grace: float | None = None) -> None:
         self.namespace = spec.executor_settings.get("namespace") or current_namespace()
         self.name = driver_job_name(spec.root_id or "")
         self.api = api_client or make_api_client()  # as start_driver reached it
         self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
+        self.start_grace = settings.seconds(settings.DRIVER_START_GRACE_ENV, 60.0) if start_grace is None \
+            else start_grace
+        self.check_every = min(5.0, max(0.5, self.start_grace / 4))
+        self.stuck: tuple[str, float] | None = None  # (what keeps it from starting, since when: monotonic)
+        self.checked = float("-inf")
 
     def ended(self) -> DriverEnd | None:
         try:
@@ -173,7 +184,7 @@ class DriverJob:
         complete = any(c.get("type") == "Complete" and c.get("status") == "True"
                        for c in (job.get("status") or {}).get("conditions") or [])
         if failure is None and not complete:
-            return None
+            return self._not_running(job)
         code, logs = self._last_pod()
         if failure is None:
             return DriverEnd(f"Job {self.name} completed", code, logs)
@@ -183,26 +194,94 @@ class DriverJob:
             how += f"; its last pod exited with code {code}"
         return DriverEnd(how, code, logs)
 
+    def _not_running(self, job: dict[str, Any]) -> DriverEnd | None:
+        """While the Job runs no ready pod, look (every few seconds) at why: a pod never created or never
+        started past the grace, or one that exited 1, ends it."""
+        if (job.get("status") or {}).get("ready"):
+            self.stuck = None
+            return None
+        now = time.monotonic()
+        if now - self.checked < self.check_every:
+            return None
+        self.checked = now
+        try:
+            pod = self._newest_pod()
+            why = self._why_not_started(pod)
+        except Exception as e:  # noqa: BLE001 - ask again later
+            log.debug("looking at the driver pod of %s: %s", self.name, e)
+            return None
+        if pod is not None:
+            state = pod_state(pod, container=manifests.DRIVER_CONTAINER)
+            if state.terminal and state.exit_code == DRIVER_EXIT_FAILED and not state.retryable:
+                logs = self._logs(pod, state)
+                return DriverEnd(f"pod {pod['metadata']['name']} of Job {self.name} exited with code "
+                                 f"{DRIVER_EXIT_FAILED} (the pipeline failed)", DRIVER_EXIT_FAILED, logs)
+        if why is None:
+            self.stuck = None
+            return None
+        if self.stuck is None or self.stuck[0].split(":")[0] != why.split(":")[0]:
+            self.stuck = (why, now)
+        self.stuck = (why, self.stuck[1])
+        if now - self.stuck[1] < self.start_grace:
+            return None
+        return DriverEnd(f"Job {self.name} could not start its driver for {self.start_grace:g}s: {why}")
+
+    def _why_not_started(self, pod: dict[str, Any] | None) -> str | None:
+        """What keeps the driver from starting, in plain words (None: nothing known)."""
+        if pod is not None:
+            state = pod_state(pod, container=manifests.DRIVER_CONTAINER)
+            if state.stuck or state.fatal:
+                return f"{state.reason}: {state.message or ''}".rstrip(": ")
+            if not state.creating:
+                return None
+        name = pod["metadata"]["name"] if pod is not None else self.name
+        listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name},"
+                                                 "type=Warning")
+        events = [e for e in self.api.sanitize_for_serialization(listed).get("items") or []
+                  if e.get("reason") in ("FailedCreate", "FailedCreatePodSandBox", "FailedMount")]
+        if not events:
+            return None
+        event = max(events, key=lambda e: int((e.get("metadata") or {}).get("resourceVersion") or 0))
+        plain = {"FailedCreate": "Kubernetes could not create its pod",
+                 "FailedCreatePodSandBox": "its pod could not start", "FailedMount": "a volume could not be mounted"}
+        return f"{plain[event['reason']]}: {event.get('message') or ''}"
+
+    def _newest_pod(self) -> dict[str, Any] | None:
+        listed = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}")
+        pods = self.api.sanitize_for_serialization(listed).get("items") or []
+        if not pods:
+            return None
+        return max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+
+    def _logs(self, pod: dict[str, Any], state: Any) -> str:
+        try:
+            text = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace,
+                                                     container=manifests.DRIVER_CONTAINER, tail_lines=LOG_TAIL)
+        except Exception:  # noqa: BLE001 - gone already: the kubelet's copy
+            text = state.termination_log
+        return text or ""
+
     def _last_pod(self) -> tuple[int | None, str]:
         """The exit code and last log lines of the Job's newest pod."""
         try:
-            listed = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}")
-            pods = self.api.sanitize_for_serialization(listed).get("items") or []
-            if not pods:
+            pod = self._newest_pod()
+            if pod is None:
                 return None, ""
-            pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
-            state = pod_state(pod)
-            try:
-                logs = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace, tail_lines=LOG_TAIL)
-            except ApiException:
-                logs = state.termination_log
-            return state.exit_code, logs or ""
+            state = pod_state(pod, container=manifests.DRIVER_CONTAINER)
+            return state.exit_code, self._logs(pod, state)
         except Exception as e:  # noqa: BLE001 - the end is known; its details are a bonus
             log.debug("reading the driver pod of %s: %s", self.name, e)
             return None, ""
 
     def cleanup(self) -> None:
-        """Nothing: worker Jobs are owned by the driver's Job (deleted with it, or when their pods end)."""
+        """A driver that never started: delete its Job (its controller would go on trying). Otherwise nothing:
+        worker Jobs are owned by the driver's Job (deleted with it, or when their pods end)."""
+        if self.stuck is None:
+            return
+        try:
+            self.batch.delete_namespaced_job(self.name, self.namespace, propagation_policy="Background")
+        except Exception as e:  # noqa: BLE001 - best effort: its TTL does not apply to a Job that never ended
+            log.warning("could not delete driver Job %s: %s", self.name, e)
 
     def close(self) -> None:
         self.api.close()

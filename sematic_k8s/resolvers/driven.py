@@ -49,4 +49,5 @@ def drive(spec: DriverSpec, store: Store) -> Any:
                               "storage_url": spec.storage_url, "executor": spec.executor,
                               "executor_settings": spec.executor_settings,
                               "source_map": os.environ.get(settings.SOURCE_MAP_ENV)})
+    loop.detach_on_outage = True  # a driver is restarted (its Job retries exit 75) and resumes
     return loop.run(root)

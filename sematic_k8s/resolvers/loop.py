@@ -7,7 +7,9 @@ an Executor (where func bodies run). Writes are batched: one store transaction p
 Infrastructure failures (:class:`~sematic_k8s.errors.InfrastructureError`: the server, storage, a worker's
 node) are never pinned on a func: a run attempt that met one is tried again (up to :data:`INFRA_RETRIES`
 times, beside the func's own ``retries``), and one in the loop's own work ends the resolution as such, to be
-continued once the service is back.
+continued once the service is back. A driver that will be restarted (``detach_on_outage``) instead leaves
+the resolution and its workers as they are when a transient one reaches it (:func:`transient`), so that its
+next start resumes them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
+
+
+def transient(exc: BaseException) -> bool:
+    """An infrastructure failure that may pass (the server, storage or the Kubernetes API unreachable or busy),
+    as opposed to the pipeline's failure or a refusal that a restart would meet again."""
+    if isinstance(exc, InfrastructureError):
+        return bool(getattr(exc, "transient", True))
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    status = getattr(exc, "status", None)  # the kubernetes client's ApiException, urllib3's errors
+    module = type(exc).__module__
+    if module.startswith("kubernetes"):
+        return status in (0, 429, 500, 502, 503, 504)
+    return module.startswith("urllib3")
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
@@ -76,6 +92,7 @@ class ResolutionLoop:
         self.notes: dict[str, dict[str, Any]] = {}  # what the loop noted on each run (the column is written whole)
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
         self.heartbeat: Heartbeat | None = None
+        self.detach_on_outage = False  # a driver that will be restarted: see the module's docstring
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -100,16 +117,23 @@ class ResolutionLoop:
         self.heartbeat.last = float("-inf")  # the first batch carries a beat
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
         self.heartbeat.start()
+        detached = False
         try:
             try:
                 self._loop()
                 if self.cancel_asked or self.store.cancel_requested(self.root_id):  # an accepted cancel wins
                     raise self._canceled()
             except BaseException as e:
+                if self.detach_on_outage and transient(e):
+                    detached = True
+                    log.warning("resolution %s: %s: %s; leaving it to a restarted driver", self.root_id,
+                                type(e).__name__, e)
+                    raise
                 self._abort(e)
                 raise
             finally:
-                self.executor.close()
+                detach = getattr(self.executor, "detach", None) if detached else None
+                (detach or self.executor.close)()
             return self._finish()
         finally:
             self.heartbeat.stop()

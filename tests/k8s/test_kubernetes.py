@@ -196,7 +196,7 @@ def test_worker_job_manifest_is_valid_labelled_owned_and_keeps_secrets_out():
     assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": "sk-driver-x",
                                         "uid": "uid-1", "controller": False, "blockOwnerDeletion": False}]
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] == 600
-    assert pod["activeDeadlineSeconds"] == 91 and job["spec"]["activeDeadlineSeconds"] == 91 + 600
+    assert "activeDeadlineSeconds" not in pod and "activeDeadlineSeconds" not in job["spec"]  # counted by the executor
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "sk-worker"
     assert pod["automountServiceAccountToken"] is False
     assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -278,8 +278,9 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
     assert job.metadata.name == name == f"sk-driver-{spec.root_id}"
     assert job.spec.backoff_limit == 3  # a driver that dies is started again and resumes
-    [rule] = job.spec.pod_failure_policy.rules  # one that exits 1 (its resolution failed) is not
-    assert rule.action == "FailJob" and rule.on_exit_codes.values == [1]
+    evicted, failed = job.spec.pod_failure_policy.rules  # one that exits 1 (its resolution failed) is not
+    assert evicted.action == "Ignore" and evicted.on_pod_conditions[0].type == "DisruptionTarget"
+    assert failed.action == "FailJob" and failed.on_exit_codes.values == [1]
     pod = job.spec.template.spec
     assert pod.service_account_name == "sk-driver" and pod.containers[0].image == IMAGE
     env_vars = {e.name: e for e in pod.containers[0].env}
@@ -462,8 +463,6 @@ SCENARIOS: dict[str, tuple[Callable[[PodHandle], None], str, str, str | None]] =
     # behaviour, error type, words in the message, words in the last logs
     "oom": (_oom, "OOMKilled", "ran out of memory (OOMKilled)", "loading 10 GB"),
     "crash": (_crash, "WorkerDied", "exited with code 139 without a result", "Segmentation fault"),
-    "unschedulable": (_unschedulable, "Unschedulable",
-                      "no node can run the worker (check cpu/memory/gpu requests and node selectors): 0/3 nodes", None),
     "image_pull": (_image_pull, "ImagePullBackOff", "image could not be pulled: Back-off pulling image", None),
     "bad_image": (_bad_image, "InvalidImageName", "image name is invalid", None),
     "deadline_job": (_deadline_job, "DeadlineExceeded", "exceeded its timeout: Job was active longer", "epoch 2"),
@@ -478,7 +477,7 @@ def test_pod_endings_are_reported_in_plain_words(k8s, storage, scenario):
     emu, url, api = k8s
     behaviour, kind, words, logs = SCENARIOS[scenario]
     with FakeJobController(emu, url, NS, behaviour) as ctl:
-        ex = executor(api, storage, pull_grace=0.3, unschedulable_grace=0.3, eviction_relaunches=1, log_tail=5)
+        ex = executor(api, storage, pull_grace=0.3, eviction_relaunches=1, log_tail=5)
         run_id = submit(ex, noop, new_id())
         outcome = wait_for(ex, 1)[run_id]
         ex.close()
@@ -494,7 +493,7 @@ def test_pod_endings_are_reported_in_plain_words(k8s, storage, scenario):
     retryable = "Exception" in info["mro"]
     assert retryable == (kind == "Evicted")  # evictions stay retryable once the executor gave up relaunching
     deletes = [c for c in emu.agent_calls() if c.method == "DELETE"]
-    stuck = scenario in ("unschedulable", "image_pull", "bad_image", "deadline_job")
+    stuck = scenario in ("image_pull", "bad_image", "deadline_job")
     relaunched = scenario.endswith("_twice")
     assert bool(deletes) == (stuck or relaunched), deletes
     assert all(c.params.get("propagationPolicy") == "Background" for c in deletes)
@@ -516,7 +515,7 @@ def test_an_evicted_pod_runs_again_without_costing_an_attempt(k8s, storage):
 def test_a_pod_that_gets_going_within_the_grace_period_is_not_failed(k8s, storage):
     emu, url, api = k8s
     with FakeJobController(emu, url, NS, _slow_start):
-        ex = executor(api, storage, unschedulable_grace=5)
+        ex = executor(api, storage)
         run_id = submit(ex, noop, new_id())
         outcome = wait_for(ex, 1)[run_id]
         ex.close()
@@ -616,7 +615,8 @@ def test_409_reattaches_to_this_attempts_job_and_refuses_a_foreign_one(k8s, stor
         submit(ex, noop, root, run_id=foreign)
         got = wait_for(ex, 2)
         ex.close()
-    assert got[mine].error_info is None and ex.stats.reattached == 1 and ex.stats.conflicts == 2
+    assert got[mine].error_info is None and ex.stats.reattached == 1  # found by the start-up list of Jobs
+    assert ex.stats.conflicts == 1  # the foreign one: created, 409, its labels read
     assert got[foreign].error_info["type"] == "JobNameConflict"
     assert len(jobs(api)) == 2  # nothing duplicated
 
@@ -666,7 +666,8 @@ def test_a_restarted_driver_reattaches_to_its_jobs_instead_of_duplicating_them(k
         got = wait_for(second, 3)
         second.close()
     assert all(o.error_info is None for o in got.values())
-    assert second.stats.creates == 3 and second.stats.conflicts == 3 and second.stats.reattached == 3
+    assert second.stats.creates == 0 and second.stats.reattached == 3  # found by one list of the resolution's Jobs
+    assert second.stats.job_lists == 1
     assert len(jobs(api)) == 3
 
 

@@ -1,0 +1,653 @@
+"""The Kubernetes executor, driver Job and its follower on the cluster model (tests/support/kube_model): pods
+that are never created or never start, waiting for capacity and quota, sidecars, timeouts counted from the
+container's start, image-pull grace, kubelet rejections, evictions and restarted drivers, refused and
+throttled API calls, paginated lists and watch resumption. Workers run the real worker code in-process on
+simulated nodes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes")
+
+from kubernetes import client  # noqa: E402
+
+import sematic_k8s as sk  # noqa: E402
+from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
+from sematic_k8s import serialization  # noqa: E402
+from sematic_k8s.errors import KubernetesForbidden, ServerError  # noqa: E402
+from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
+from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
+from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
+from sematic_k8s.executors.remote import run_task  # noqa: E402
+from sematic_k8s.future import new_id  # noqa: E402
+from sematic_k8s.k8s.client import Backoff  # noqa: E402
+from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
+from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
+from sematic_k8s.settings import STORAGE_ENV, TASK_ENV  # noqa: E402
+from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
+from sematic_k8s.storage.base import put_artifact  # noqa: E402
+from sematic_k8s.storage.local import LocalStorage  # noqa: E402
+from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
+from sematic_k8s.store import sql_store  # noqa: E402
+
+NS = "runs"
+IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "cd" * 32
+FAST = Backoff(base=0.01, cap=0.05, attempts=6)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@sk.func(inline=False, cpu="100m", memory="64Mi")
+def square(x: int) -> int:
+    return x * x
+
+
+@sk.func
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def squares(n: int) -> int:
+    return total([square(i) for i in range(n)])
+
+
+@sk.func(inline=False, cpu="1")
+def heavy() -> int:
+    return 1
+
+
+@sk.func(inline=False, timeout=1)
+def quick() -> int:
+    return 3
+
+
+def worker(ctx: SimContext) -> int:
+    """What ``python -m sematic_k8s.worker`` does, in-process: run the task, store its outcome."""
+    doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
+    return 1 if "error" in doc else 0
+
+
+def slow_worker(ctx: SimContext) -> int:
+    time.sleep(0.5)
+    return worker(ctx)
+
+
+def behave(scripts: dict[str, Script] | None = None) -> Any:
+    """Containers named in ``scripts`` follow their Script; every other worker container runs the worker."""
+    def behaviour(pod: dict[str, Any], container: dict[str, Any]) -> Script:
+        if container["name"] in (scripts or {}):
+            return (scripts or {})[container["name"]]
+        return Script(func=worker) if container["name"] == "worker" else Script(forever=True)
+    return behaviour
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave(), timing=Timing()) as c:
+        c.namespace(NS)
+        yield c
+        assert not c.errors, c.errors
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[client.ApiClient]:
+    a = cluster.client()
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def storage(tmp_path) -> LocalStorage:
+    return LocalStorage(tmp_path / "storage")
+
+
+def executor(api: client.ApiClient, storage: LocalStorage, **kw: Any) -> KubernetesExecutor:
+    kw.setdefault("owner", False)
+    kw.setdefault("creates_per_second", 0)
+    kw.setdefault("event_check", 0.2)
+    return KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=kw.pop("namespace", NS),
+                              api_client=api, env={}, backoff=FAST, **kw)
+
+
+def submit(ex: KubernetesExecutor, func: Any, root_id: str, inputs: dict[str, Any] | None = None,
+           run_id: str | None = None, resumed: bool = False) -> str:
+    run_id = run_id or new_id()
+    values = {}
+    for name, value in (inputs or {}).items():
+        s = serialization.serialize(value)
+        put_artifact(ex.storage, s)
+        values[name] = serialization.Value(s.id, s.format, "", load=lambda _id, v=value: v)
+    ex.submit(Task(run_id, root_id, func, values, 1, resumed=resumed))
+    return run_id
+
+
+def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 30.0, seen: list[dict[str, str]] | None = None
+             ) -> dict[str, Outcome]:
+    got: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for o in ex.wait(0.1):
+            got[o.run_id] = o
+        if seen is not None and ex.waiting:
+            seen.append(dict(ex.waiting))
+    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
+    return got
+
+
+def jobs(cluster: Cluster) -> list[str]:
+    return sorted(j["metadata"]["name"] for j in cluster.list("jobs.batch", NS))
+
+
+# -- pods that are never created or never start (1) ---------------------------------------------------------
+
+
+def test_a_job_whose_pod_is_never_created_fails_its_run_with_the_events_message(cluster, api, storage):
+    ex = executor(api, storage, service_account="ghost", create_grace=0.5)
+    run_id = submit(ex, square, new_id(), {"x": 3})
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    info = outcome.error_info
+    assert info is not None and info["type"] == "FailedCreate", info
+    assert info["message"].startswith("Kubernetes could not create the worker's pod: Kubernetes could not create "
+                                      f"the pod (Job sk-{run_id}-1): Error creating: pods \"sk-{run_id}-1-")
+    assert f'error looking up service account {NS}/ghost: serviceaccount "ghost" not found' in info["message"]
+    assert "(still so after 0.5s)" in info["message"]
+    assert jobs(cluster) == []  # deleted: its controller would go on trying
+    assert ex.stats.event_reads >= 1
+
+
+def test_a_pod_that_never_gets_a_sandbox_fails_its_run_after_the_grace(cluster, api, storage):
+    cluster.update_node("node-1", sandbox_error="rpc error: code = Unknown desc = failed to setup network for sandbox")
+    ex = executor(api, storage, create_grace=0.5)
+    run_id = submit(ex, square, new_id(), {"x": 3})
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "FailedCreatePodSandBox", info
+    assert "the worker's pod could not start on its node" in info["message"]
+    assert "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network" in info["message"]
+
+
+def test_a_pod_that_starts_after_a_sandbox_hiccup_is_not_failed(cluster, api, storage):
+    cluster.update_node("node-1", sandbox_error="rpc error: code = Unknown desc = network not ready")
+    ex = executor(api, storage, create_grace=30)
+    run_id = submit(ex, square, new_id(), {"x": 4})
+    cluster.wait(lambda: any(e["reason"] == "FailedCreatePodSandBox" for e in cluster.events(NS)))
+    cluster.wait(lambda: ex.wait(0.05) or ex.attempts.get(run_id) is None or ex.attempts[run_id].stuck)
+    cluster.update_node("node-1", sandbox_error=None)
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None
+
+
+def test_a_quota_the_pod_fits_in_is_waited_out(cluster, api, storage):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(NS, {"metadata": {"name": "pods"}, "spec": {"hard": {"pods": "1"}}})
+    cluster.behaviour = behave({"worker": Script(func=slow_worker)})
+    ex = executor(api, storage, create_grace=0.3)
+    root = new_id()
+    run_ids = [submit(ex, square, root, {"x": 1}), submit(ex, square, root, {"x": 2})]
+    seen: list[dict[str, str]] = []
+    got = wait_for(ex, 2, seen=seen)
+    ex.close()
+    assert all(got[r].error_info is None and got[r].output is not None for r in run_ids)  # none failed for it
+    assert any("waiting for quota: Error creating" in why and "exceeded quota: pods" in why
+               for w in seen for why in w.values())
+
+
+def test_a_bigger_request_than_the_quota_allows_fails_after_the_grace(cluster, api, storage):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(NS, {"metadata": {"name": "cpu"}, "spec": {"hard": {"requests.cpu": "500m"}}})
+    ex = executor(api, storage, create_grace=0.3)
+    run_id = submit(ex, heavy, new_id())
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "FailedCreate" and "exceeded quota: cpu" in info["message"]
+
+
+# -- pod endings in plain words (ported from the API stand-in's tests) ------------------------------------------
+
+
+ENDINGS: dict[str, tuple[Script | None, str, str, str | None]] = {
+    # the worker's Script (None: the image is invalid), error type, words in the message, words in the last logs
+    "oom": (Script(run=0.05, oom=True, logs="loading 10 GB into a list\n"), "OOMKilled",
+            "ran out of memory (OOMKilled)", "loading 10 GB"),
+    "crash": (Script(run=0.05, exit_code=139, logs="".join(f"line {i}\n" for i in range(100)) + "Segfault\n"),
+              "WorkerDied", "exited with code 139 without a result", "Segfault"),
+    "bad_image": (None, "InvalidImageName", "image name is invalid", None),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_pod_endings_are_reported_in_plain_words(cluster, api, storage, ending):
+    script, kind, words, logs = ENDINGS[ending]
+    if script is not None:
+        cluster.behaviour = behave({"worker": script})
+    ex = executor(api, storage, log_tail=5)
+    if script is None:
+        ex.image = "127.0.0.1:5000/Not A Name"
+    run_id = submit(ex, square, new_id(), {"x": 1})
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    info = outcome.error_info
+    assert info is not None and info["type"] == kind, info
+    assert words in info["message"], info["message"]
+    if logs:
+        assert logs in info["traceback"]
+    if ending == "crash":
+        assert "line 95" not in info["traceback"] and "line 96" in info["traceback"]  # tail_lines=5
+    assert outcome.details["job"] == f"sk-{run_id}-1" and outcome.details["namespace"] == NS
+
+
+def test_an_evicted_worker_runs_again_without_costing_an_attempt_and_fails_past_the_relaunches(cluster, api,
+                                                                                               storage):
+    cluster.behaviour = behave({"worker": Script(forever=True)})
+    ex = executor(api, storage, eviction_relaunches=1)
+    run_id = submit(ex, square, new_id(), {"x": 1})
+    for n in range(2):
+        pod = cluster.wait(lambda n=n: not ex.wait(0.02) and [
+            p["metadata"]["name"] for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"
+            and p["metadata"]["labels"].get("sematic-k8s/relaunch") == str(n)])[0]
+        cluster.evict(NS, pod)
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "Evicted" and "The node was low on resource: memory" in info["message"]
+    assert "Exception" in info["mro"]  # a lost worker: retried by the loop like any infrastructure failure
+    assert ex.stats.relaunches == 1
+
+
+# -- capacity (6) --------------------------------------------------------------------------------------------
+
+
+def test_a_fan_out_larger_than_the_cluster_waits_for_capacity_and_completes(cluster, api, storage):
+    cluster.update_node("node-1", pods=2)
+    cluster.behaviour = behave({"worker": Script(func=slow_worker)})
+    ex = executor(api, storage)
+    root = new_id()
+    run_ids = [submit(ex, square, root, {"x": i}) for i in range(8)]
+    seen: list[dict[str, str]] = []
+    got = wait_for(ex, 8, timeout=60, seen=seen)
+    ex.close()
+    assert all(got[r].error_info is None and got[r].output is not None for r in run_ids)
+    assert ex.stats.waits.get("waiting for capacity", 0) >= 4  # reported, never failed
+    assert any(why.startswith("waiting for capacity: 0/1 nodes are available: 1 Too many pods")
+               for w in seen for why in w.values())
+
+
+# -- sidecars (9) --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_an_oom_killed_worker_beside_a_sidecar_is_oom_killed_and_its_pod_does_not_linger(cluster, api, storage,
+                                                                                          native):
+    cluster.namespace("mesh", {"istio-injection": "enabled"})
+    cluster.inject_sidecar({"name": "istio-proxy", "image": IMAGE}, native=native)
+    cluster.behaviour = behave({"istio-proxy": Script(forever=True), "worker": Script(run=0.05, oom=True,
+                                                                                       logs="allocating\n")})
+    ex = executor(api, storage, namespace="mesh")
+    run_id = submit(ex, square, new_id(), {"x": 2})
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "OOMKilled", info
+    assert "allocating" in info["traceback"]
+    cluster.wait(lambda: not cluster.list("jobs.batch", "mesh") or all(
+        p["status"].get("phase") in ("Succeeded", "Failed") for p in cluster.list("pods", "mesh")))
+
+
+def test_a_classic_sidecar_does_not_keep_a_finished_run_going(cluster, api, storage):
+    cluster.namespace("mesh", {"istio-injection": "enabled"})
+    cluster.inject_sidecar({"name": "istio-proxy", "image": IMAGE})
+    ex = executor(api, storage, namespace="mesh")
+    run_id = submit(ex, square, new_id(), {"x": 5})
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None
+    assert cluster.list("jobs.batch", "mesh") == [] or ex.stats.deletes == 1  # its Job deleted: the proxy stops
+
+
+# -- timeouts (10) -------------------------------------------------------------------------------------------
+
+
+def test_the_timeout_counts_from_the_worker_containers_start_not_the_image_pull(cluster, api, storage):
+    cluster.sim_images.pull_seconds = 1.5  # longer than quick's timeout of 1 s
+    ex = executor(api, storage)
+    run_id = submit(ex, quick, new_id())
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None
+    job = cluster.history("jobs.batch", NS, f"sk-{run_id}-1")[0]
+    assert "activeDeadlineSeconds" not in job["spec"] and "activeDeadlineSeconds" not in job["spec"]["template"][
+        "spec"]
+
+
+def test_a_worker_past_its_timeout_is_stopped_with_its_last_lines(cluster, api, storage):
+    cluster.behaviour = behave({"worker": Script(forever=True, logs="epoch 1\nepoch 2\n")})
+    ex = executor(api, storage)
+    run_id = submit(ex, quick, new_id())
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "DeadlineExceeded" and "timed out after 1 s" in info["message"]
+    assert "epoch 2" in info["traceback"]
+    cluster.wait(lambda: jobs(cluster) == [])
+
+
+# -- image pulls (13) ----------------------------------------------------------------------------------------
+
+
+def test_the_pull_grace_is_not_restarted_by_err_image_pull_image_pull_backoff_flips():
+    timing = Timing(image_pull_backoff=0.1, image_pull_backoff_cap=0.3, pull_error_shown=0.1)
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave(), timing=timing) as cluster:
+        cluster.namespace(NS)
+        cluster.sim_images.missing.add(IMAGE)
+        api = cluster.client()
+        ex = executor(api, LocalStorage(os.path.join(cluster.workdir, "s")), pull_grace=1.5)
+        run_id = submit(ex, quick, new_id())
+        info = wait_for(ex, 1, timeout=30)[run_id].error_info
+        ex.close()
+        assert info is not None and info["type"] in ("ErrImagePull", "ImagePullBackOff"), info
+        assert "(still so after 1.5s)" in info["message"]
+        pod = [p for p in cluster.events(NS) if p["reason"] == "BackOff"]
+        assert pod  # the kubelet flipped between the two while the grace ran
+        api.close()
+
+
+# -- kubelet rejections and evictions (14, 8) -----------------------------------------------------------------
+
+
+def test_an_out_of_cpu_rejection_is_launched_again_like_an_eviction(cluster, api, storage):
+    cluster.update_node("node-1", reserved={"cpu": "3500m"})  # usage the scheduler does not know of
+    ex = executor(api, storage, eviction_relaunches=20)
+    run_id = submit(ex, heavy, new_id())
+    cluster.wait(lambda: any(p["status"].get("reason") == "OutOfcpu" for p in cluster.list("pods", NS)))
+    cluster.update_node("node-1", reserved={})
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None
+    assert outcome.details["relaunches"] >= 1 and outcome.details["job"].startswith(f"sk-{run_id}-1-r")
+
+
+def test_a_restarted_driver_reattaches_to_the_relaunched_job_not_the_first(cluster, api, storage):
+    gate = threading.Event()
+
+    def held(ctx: SimContext) -> int:
+        gate.wait(30)
+        return worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=held)})
+    root = new_id()
+    first = executor(api, storage)
+    run_id = submit(first, square, root, {"x": 6})
+    pod = cluster.wait(lambda: [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                if p["status"].get("phase") == "Running"])[0]
+    cluster.evict(NS, pod)
+    cluster.wait(lambda: not first.wait(0.05) and f"sk-{run_id}-1-r1" in jobs(cluster)
+                 and f"sk-{run_id}-1" not in jobs(cluster), message=f"relaunched: {jobs(cluster)} {first.stats}")
+    for w in first.watchers:  # the driver dies: nothing cleaned up, the relaunched Job runs on
+        w.stop()
+    second = executor(api, storage)
+    submit(second, square, root, {"x": 6}, run_id=run_id, resumed=True)
+    gate.set()
+    outcome = wait_for(second, 1)[run_id]
+    second.close()
+    assert outcome.error_info is None and outcome.output is not None
+    assert second.stats.creates == 0 and second.stats.reattached == 1
+    assert outcome.details["job"] == f"sk-{run_id}-1-r1"
+    created = [r for r in cluster.calls(verb="create", resource="jobs")]
+    assert len(created) == 2  # the first attempt and its relaunch, never the first again
+
+
+# -- refused and throttled API calls (15) ----------------------------------------------------------------------
+
+
+def test_sustained_429_on_create_requeues_instead_of_failing(cluster, api, storage):
+    cluster.fail(429, verb="create", resource="jobs", times=None, seconds=1.5, retry_after=1)
+    ex = executor(api, storage)
+    root = new_id()
+    run_ids = [submit(ex, square, root, {"x": i}) for i in range(3)]
+    seen: list[dict[str, str]] = []
+    got = wait_for(ex, 3, seen=seen)
+    ex.close()
+    assert all(got[r].error_info is None for r in run_ids), [got[r].error_info for r in run_ids]
+    assert ex.stats.requeued >= 1 and any("waiting to create its Job" in why for w in seen for why in w.values())
+
+
+def test_a_job_count_quota_on_create_requeues_until_jobs_go(cluster, api, storage):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(NS, {"metadata": {"name": "jobs"},
+                                              "spec": {"hard": {"count/jobs.batch": "1"}}})
+    ex = executor(api, storage, ttl_seconds_after_finished=0)
+    root = new_id()
+    run_ids = [submit(ex, square, root, {"x": i}) for i in range(2)]
+    got = wait_for(ex, 2, timeout=60)
+    ex.close()
+    assert all(got[r].error_info is None for r in run_ids), [got[r].error_info for r in run_ids]
+    assert ex.stats.requeued >= 1
+
+
+def test_a_driver_without_permission_to_watch_pods_fails_with_a_clear_message(cluster, api, storage):
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "half"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "half"},
+         "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch",
+                                                                             "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "half"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "half"},
+         "subjects": [{"kind": "ServiceAccount", "name": "half", "namespace": NS}]}], namespace=NS)
+    half = cluster.client(f"{NS}/half")
+    ex = executor(half, storage)
+    submit(ex, square, new_id(), {"x": 1})
+    with pytest.raises(KubernetesForbidden) as err:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ex.wait(0.1)
+    ex.close()
+    half.close()
+    assert str(err.value).startswith(f"the Kubernetes API refuses to let this driver watch pods in namespace {NS} "
+                                     "(403: pods is forbidden: User")
+    assert "give its ServiceAccount a Role that allows list and watch on pods and jobs" in str(err.value)
+
+
+# -- lists and watches (18) ----------------------------------------------------------------------------------
+
+
+def test_lists_are_paginated_cache_reads_and_watches_resume_without_relisting(cluster, api, storage):
+    ex = executor(api, storage, page=2)
+    root = new_id()
+    run_ids = [submit(ex, square, root, {"x": i}) for i in range(5)]
+    wait_for(ex, 5)
+    pod_lists = [r for r in cluster.calls(verb="list", resource="pods")]
+    assert pod_lists and all(r.query.get("limit") == "2" for r in pod_lists)
+    assert not any(r.quorum_list for r in pod_lists if "continue" not in r.query)  # from the watch cache
+    job_lists = cluster.calls(verb="list", resource="jobs")
+    assert len(job_lists) == 1 and job_lists[0].query.get("limit") == "2"  # listed once, at start-up
+    before = len(cluster.calls(verb="list"))
+    cluster.drop_watches()  # an API-server restart: the streams end
+    more = [submit(ex, square, root, {"x": 10 + i}) for i in range(2)]
+    wait_for(ex, 2)
+    assert len(cluster.calls(verb="list")) == before  # resumed from the last resourceVersion
+    cluster.watch_error(410)  # the resourceVersion expired (etcd compaction)
+    last = submit(ex, square, root, {"x": 20})
+    wait_for(ex, 1)
+    ex.close()
+    assert len(cluster.calls(verb="list")) > before  # 410: listed again (paged)
+    assert len(set(run_ids + more + [last])) == 8
+
+
+# -- the driver Job (7) and following it (1) ------------------------------------------------------------------
+
+
+def driver_spec(root_id: str) -> DriverSpec:
+    return DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", executor_settings={"namespace": NS},
+                      resolution=ResolutionSettings(root_id=root_id, max_parallelism=8))
+
+
+def driver_pods(cluster: Cluster, root_id: str) -> list[dict[str, Any]]:
+    return [p for p in cluster.list("pods", NS) if p["metadata"]["labels"].get("sematic-k8s/run-id") == root_id]
+
+
+def test_the_driver_job_ignores_evictions_retries_exit_75_and_stops_at_exit_1(cluster, api):
+    codes = iter([None, 75, 1])  # evicted while running, then an outage, then the pipeline failed
+
+    def driver(pod: dict[str, Any], container: dict[str, Any]) -> Script:
+        code = next(codes)
+        return Script(forever=True) if code is None else Script(run=0.05, exit_code=code)
+    cluster.behaviour = driver
+    root = new_id()
+    name = launch_driver(driver_spec(root), root, {}, namespace=NS, api_client=api)
+    pod = cluster.wait(lambda: [p for p in driver_pods(cluster, root) if p["status"].get("phase") == "Running"])[0]
+    assert pod["status"]["qosClass"] == "Burstable"  # requests set: not the first to go under node pressure
+    cluster.evict(NS, pod["metadata"]["name"])
+    job = cluster.wait(lambda: (j := cluster.get("jobs.batch", NS, name)) and any(
+        c["type"] == "Failed" for c in j["status"].get("conditions") or []) and j)
+    assert [c["reason"] for c in job["status"]["conditions"] if c["type"] == "Failed"] == ["PodFailurePolicy"]
+    assert job["status"]["failed"] == 2  # the 75 and the 1; the eviction was not counted
+    assert len(driver_pods(cluster, root)) == 3
+
+
+class Outage:
+    """A store whose server goes away when ``down`` is set (every call raises ServerError, as the HTTP store does
+    once its retry window is over)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.down = inner, False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise ServerError("the server is unreachable (test outage)")
+            return attr(*args, **kwargs)
+        return call
+
+
+def test_a_driver_that_meets_an_outage_leaves_its_workers_and_a_restart_resumes(cluster, api, storage, tmp_path):
+    gate = threading.Event()
+
+    def held(ctx: SimContext) -> int:
+        gate.wait(30)
+        return worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=held)})
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    outage = Outage(store)
+    root = squares(3)
+    settings = ResolutionSettings(max_parallelism=8, root_id=root.id)
+    first = executor(api, storage)
+    loop = ResolutionLoop(outage, storage, InlineOrRemoteExecutor(InlineExecutor(1), first), settings, kind="cloud")
+    loop.detach_on_outage = True  # as a driver's (sematic_k8s.resolvers.driven.drive)
+    raised: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(raised, loop.run, root), daemon=True)
+    thread.start()
+    cluster.wait(lambda: len([p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"]) == 3)
+    outage.down = True
+    gate.set()
+    thread.join(60)
+    assert len(raised) == 1 and isinstance(raised[0], ServerError), raised
+    assert len(jobs(cluster)) == 3 and not cluster.calls(verb="delete", resource="jobs")  # its workers left alone
+    assert store.get_resolution(root.id).state == "running"  # not recorded as failed: a restart resumes it
+
+    second = executor(api, storage)  # the Job started the driver again
+    again = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), second), settings, kind="cloud")
+    assert again.run(root) == 0 + 1 + 4
+    assert second.stats.creates == 0  # its workers had ended: their outcomes were read, nothing launched again
+    assert store.get_resolution(root.id).state == "resolved"
+
+
+def _catch(out: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as e:  # noqa: BLE001 - handed to the test
+        out.append(e)
+
+
+def test_the_driver_exits_75_when_the_server_is_unreachable(tmp_path):
+    spec = driver_spec(new_id())
+    env = {**os.environ, "SEMATIC_K8S_DRIVER": spec.to_json(), "SEMATIC_K8S_SERVER": "http://127.0.0.1:9",
+           "SEMATIC_K8S_RETRY_WINDOW": "1", "SEMATIC_K8S_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 75, done.stderr[-2000:]
+    assert "infrastructure failure" in done.stderr and "exiting 75 to be started again" in done.stderr
+
+
+def test_following_a_driver_whose_pod_is_never_created(cluster, api):
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api, service_account="ghost")
+    follower = DriverJob(spec, api_client=cluster.client(), start_grace=0.5)
+    end = cluster.wait(follower.ended, timeout=30)
+    assert end.how.startswith(f"Job sk-driver-{root} could not start its driver for 0.5s: Kubernetes could not "
+                              "create its pod: Error creating: pods")
+    assert 'serviceaccount "ghost" not found' in end.how
+    follower.cleanup()
+    cluster.wait(lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None)
+    follower.close()
+
+
+def test_following_a_driver_whose_image_cannot_be_pulled(cluster, api):
+    cluster.sim_images.missing.add(IMAGE)
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    follower = DriverJob(spec, api_client=cluster.client(), start_grace=0.5)
+    end = cluster.wait(follower.ended, timeout=30)
+    assert "could not start its driver" in end.how and ("ErrImagePull" in end.how or "ImagePullBackOff" in end.how)
+    follower.close()
+
+
+def test_following_a_driver_that_exits_1_reports_its_last_lines(cluster, api):
+    cluster.behaviour = lambda pod, c: Script(run=0.05, exit_code=1, logs="resolution x failed: boom\n")
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    follower = DriverJob(spec, api_client=cluster.client(), start_grace=0.5)
+    end = cluster.wait(follower.ended, timeout=30)
+    assert end.exit_code == 1 and "boom" in end.last_logs
+    follower.close()
+
+
+class Counts:
+    """The sql store, with the one read the CloudResolver polls (the HTTP store's resolution_counts)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def resolution_counts(self, root_id: str) -> dict[str, Any] | None:
+        res = self.inner.get_resolution(root_id)
+        return None if res is None else {"state": res.state, "counts": {}}
+
+
+def test_the_cloud_resolver_fails_promptly_when_its_driver_pod_is_never_created(cluster, api, storage, tmp_path):
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api, service_account="ghost")
+    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                             executor="kubernetes", poll_interval=0.05)
+    follower = DriverJob(spec, api_client=cluster.client(), start_grace=0.5)
+    with pytest.raises(ResolutionFailed) as err:
+        resolver._follow(Counts(sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")), storage, root,
+                         display(lambda line: None), follower)
+    follower.close()
+    assert f"the driver Job sk-driver-{root} could not start its driver for 0.5s: Kubernetes could not create its " \
+           "pod" in str(err.value)
+    assert 'serviceaccount "ghost" not found' in str(err.value)
+    assert cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None or cluster.wait(
+        lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None)  # deleted: it would go on trying
