@@ -48,5 +48,5 @@ def drive(spec: DriverSpec, store: Store) -> Any:
                           build_hash=spec.build_hash, recorded={
                               "storage_url": spec.storage_url, "executor": spec.executor,
                               "executor_settings": spec.executor_settings,
-                              "source_map": os.environ.get(settings.SOURCE_MAP_ENV)})
+                              "source_map": os.environ.get(settings.SOURCE_MAP_ENV), "platform": spec.platform})
     return loop.run(root)

@@ -28,13 +28,13 @@ FULLNAME = f"{RELEASE}-sematic-k8s"
 DIGEST = "sha256:" + "ab" * 32
 
 DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver ServiceAccount may do
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
-    ("", "pods"): {"get", "list", "watch", "delete"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"get", "list", "watch"},
+    ("", "events"): {"list"},
 }
 SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
-    ("batch", "jobs"): {"create", "get"},
+    ("batch", "jobs"): {"create"},
     ("", "secrets"): {"create", "patch"},
     ("", "configmaps"): {"get"},
 }
@@ -486,6 +486,7 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
                                     "--max-request-mb", "32", "--token-max-hours", "168",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
+                                    "--self-url", f"http://{FULLNAME}.{NAMESPACE}.svc:8000",
                                     "--rerun-concurrency", "2", "--rerun-queue", "8"]  # no repository: no rerun
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):

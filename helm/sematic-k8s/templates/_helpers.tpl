@@ -70,9 +70,13 @@ Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
 {{- end -}}
 {{- end -}}
 
-{{/* The server's URL inside the cluster (what drivers and workers use). */}}
+{{/* The server's URL inside the cluster (what drivers use): server.inClusterUrl, else its Service's DNS name. */}}
 {{- define "sematic-k8s.serverUrl" -}}
+{{- if .Values.server.inClusterUrl -}}
+{{- trimSuffix "/" .Values.server.inClusterUrl -}}
+{{- else -}}
 {{- printf "http://%s.%s.svc:%v" (include "sematic-k8s.fullname" .) .Release.Namespace .Values.service.port -}}
+{{- end -}}
 {{- end -}}
 
 {{/* -- Database ------------------------------------------------------------------------------------ */}}
