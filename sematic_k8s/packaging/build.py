@@ -262,7 +262,7 @@ def build_and_push(ctx: BuildContext, registry_repo: str, *, client: Any = None,
                                   network_mode="host" if ctx.network else None, platform=platform)
         say(f"build: done in {time.monotonic() - started:.1f}s; pushing {tag}")
         ref = push_image(client, registry_repo, ctx.tag, progress=say)
-        say(f"image: {ref} (linux/{platform})")
+        say(f"image: {ref}")
         return ImageRef(ref, ctx.context_hash, True, tuple(log), platform)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
