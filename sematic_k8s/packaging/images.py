@@ -31,7 +31,8 @@ from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fe
 from sematic_k8s.progress import display
 from sematic_k8s.version import PACKAGE_DIR
 
-KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3")}  # kind -> extras
+# kind -> extras (the server starts rerun drivers as Jobs, and the chart's secrets hook makes Secrets: k8s)
+KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3", "k8s")}
 
 
 def images_dir() -> Path:

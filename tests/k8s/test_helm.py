@@ -8,6 +8,7 @@ Without helm-python-sdk or kubernetes-validate the tests skip, unless CI=true: t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -63,6 +64,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "postgresql": {"persistence": {"enabled": False}},
                              "service": {"type": "NodePort", "nodePort": 30080}},
     "minimal": {"runs": {"rbac": {"create": False}}, "migrations": {"enabled": False},
+                "postgresql": {"auth": {"password": "given-password"}},
                 "server": {"serviceAccount": {"create": False}, "rerunLauncher": ""}},
     "reruns": {"server": {"rerunImageRepositories": [REGISTRY, "registry.example.com/team-b"],
                           "rerunConcurrency": 3, "rerunQueue": 20, "maxRequestMB": 64, "tokenMaxHours": 48},
@@ -140,6 +142,17 @@ def hooks(doc: dict[str, Any]) -> set[str]:
 
 def string_data(secret: dict[str, Any]) -> dict[str, str]:
     return secret.get("stringData", {})
+
+
+def regular(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The release's own resources (hooks left out)."""
+    return [d for d in docs if not hooks(d)]
+
+
+def generated(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Secrets the secrets hook Job makes when they do not exist (its $SECRETS)."""
+    jobs = find(docs, "Job", f"{FULLNAME}-secrets")
+    return json.loads(env_of(containers(jobs[0])[0])["SECRETS"]["value"]) if jobs else []
 
 
 # -- helm lint and schema validation ------------------------------------------------------------------
@@ -246,6 +259,7 @@ def test_roles_are_namespaced_and_grant_exactly_the_driver_and_rerun_verbs(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     for variant, docs in rendered.items():
         assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding"), variant
+        docs = regular(docs)
         if variant == "minimal":
             assert not find(docs, "Role") and not find(docs, "RoleBinding")
             continue
@@ -278,7 +292,7 @@ def test_worker_service_account_has_no_permissions_and_no_token(rendered: dict[s
     assert worker["metadata"]["namespace"] == NAMESPACE
     driver = one(docs, "ServiceAccount", "sematic-k8s-driver")
     assert driver["automountServiceAccountToken"] is True
-    subjects = {s["name"] for b in find(docs, "RoleBinding") for s in b["subjects"]}
+    subjects = {s["name"] for b in find(regular(docs), "RoleBinding") for s in b["subjects"]}
     assert subjects == {"sematic-k8s-driver", f"{FULLNAME}-server"}
 
 
@@ -326,26 +340,50 @@ def test_no_credential_is_a_plain_value_in_a_pod_spec(rendered: dict[str, list[d
                         or "valueFrom" in e, (variant, e["name"])
 
 
-def test_bundled_postgresql_password_is_consistent_across_the_render(
-        rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_bundled_postgresql_password_is_never_made_by_a_render(chart: Any,
+                                                              rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Rendering the chart twice (helm template, Argo CD) gives the same manifests: the password is made once by
+    the secrets hook Job, into a Secret no render contains, and everything reads it from there."""
     docs = rendered["default"]
-    db = string_data(one(docs, "Secret", f"{FULLNAME}-database"))
-    password = db["postgres-password"]
-    assert len(password) == 32
-    assert db["url"] == f"postgresql+psycopg://sematic:{password}@{FULLNAME}-postgresql:5432/sematic"
-    assert string_data(one(docs, "Secret", f"{FULLNAME}-migrations"))["url"] == db["url"]
-    pg = one(docs, "StatefulSet", f"{FULLNAME}-postgresql")
-    assert env_of(containers(pg)[0])["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{FULLNAME}-database", "key": "postgres-password"}
-
-
-def test_given_passwords_are_url_encoded(chart: Any) -> None:
-    docs = render(chart, {"postgresql": {"auth": {"password": "p@ss/w:rd"}}})
+    assert render(chart, {}) == docs and render(chart, {}, is_upgrade=True) == render(chart, {}, is_upgrade=True)
+    assert [(g["name"], g["data"]) for g in generated(docs)] == [(f"{FULLNAME}-postgresql", {"password": None})]
+    assert not find(docs, "Secret", f"{FULLNAME}-postgresql")
     url = string_data(one(docs, "Secret", f"{FULLNAME}-database"))["url"]
-    assert url == f"postgresql+psycopg://sematic:p%40ss%2Fw%3Ard@{FULLNAME}-postgresql:5432/sematic"
-    from sqlalchemy.engine import make_url
+    assert url == f"postgresql+psycopg://sematic@{FULLNAME}-postgresql:5432/sematic"  # no password in it
+    assert string_data(one(docs, "Secret", f"{FULLNAME}-migrations"))["url"] == url
+    ref = {"name": f"{FULLNAME}-postgresql", "key": "password"}
+    pg = one(docs, "StatefulSet", f"{FULLNAME}-postgresql")
+    assert env_of(containers(pg)[0])["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    for workload in (one(docs, "Deployment", FULLNAME), one(docs, "Job", f"{FULLNAME}-migrate")):
+        assert env_of(containers(workload)[0])["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == ref  # libpq reads it
 
-    assert make_url(url).password == "p@ss/w:rd"
+
+def test_a_given_or_existing_postgresql_password_makes_no_hook(chart: Any) -> None:
+    docs = render(chart, {"postgresql": {"auth": {"password": "p@ss/w:rd"}}})
+    assert string_data(one(docs, "Secret", f"{FULLNAME}-postgresql")) == {"password": "p@ss/w:rd"}
+    assert not find(docs, "Job", f"{FULLNAME}-secrets")
+    docs = render(chart, {"postgresql": {"auth": {"existingSecret": "pg-creds", "existingSecretKey": "pw"}}})
+    assert not find(docs, "Job", f"{FULLNAME}-secrets") and not find(docs, "Secret", f"{FULLNAME}-postgresql")
+    pg = one(docs, "StatefulSet", f"{FULLNAME}-postgresql")
+    assert env_of(containers(pg)[0])["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pg-creds",
+                                                                                           "key": "pw"}
+
+
+def test_the_secrets_hook_runs_first_with_only_get_and_create_on_secrets(rendered: dict[str, list[dict[str, Any]]]
+                                                                         ) -> None:
+    docs = rendered["aws-s3-run-namespace"]
+    job = one(docs, "Job", f"{FULLNAME}-secrets")
+    assert hooks(job) == {"pre-install", "pre-upgrade"}
+    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert all(int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) > weight
+               for d in docs if hooks(d) and d["metadata"]["name"] != f"{FULLNAME}-secrets")
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        made = one(docs, kind, f"{FULLNAME}-secrets")
+        assert hooks(made) == hooks(job) and int(made["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight
+    assert _granted(one(docs, "Role", f"{FULLNAME}-secrets")) == {("", "secrets"): {"get", "create"}}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-secrets" and pod["securityContext"]["runAsNonRoot"] is True
+    assert containers(job)[0]["command"][2].strip() == (CHART / "files" / "secrets.py").read_text().strip()
 
 
 def test_no_shared_key_for_drivers(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -419,6 +457,8 @@ def test_only_hooks_are_hooks(rendered: dict[str, list[dict[str, Any]]]) -> None
     for variant, docs in rendered.items():
         hooked = sorted(d["metadata"]["name"] for d in docs if hooks(d))
         expected = {f"{FULLNAME}-migrate", f"{FULLNAME}-migrations"}
+        if variant in ("default", "minio", "ingress", "digest", "aws-s3-run-namespace", "reruns"):
+            expected.add(f"{FULLNAME}-secrets")  # the bundled PostgreSQL's password, made once
         if variant == "minio":
             expected.add(f"{FULLNAME}-minio-bucket")
         if variant == "minimal":
@@ -553,7 +593,8 @@ def test_drivers_settings_configmap(rendered: dict[str, list[dict[str, Any]]]) -
     assert data["SEMATIC_K8S_SERVICE_ACCOUNT"] == "sematic-k8s-driver"
     assert data["SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"] == "sematic-k8s-worker"
     assert data["SEMATIC_K8S_STORAGE_SECRET"] == "sematic-k8s-s3"
-    assert one(docs, "Secret", "sematic-k8s-s3")["metadata"]["namespace"] == NAMESPACE
+    [made] = [g for g in generated(docs) if g["name"] == "sematic-k8s-s3"]
+    assert made["namespace"] == NAMESPACE
 
 
 def test_settings_use_the_names_the_kubernetes_executor_reads(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -568,9 +609,11 @@ def test_settings_use_the_names_the_kubernetes_executor_reads(rendered: dict[str
     assert data[settings.WORKER_SERVICE_ACCOUNT_ENV] == "sematic-k8s-worker"
     assert data[settings.STORAGE_SECRET_ENV] == "sematic-k8s-s3"
     assert data[settings.NAMESPACE_ENV] == NAMESPACE
-    storage = string_data(one(docs, "Secret", data[settings.STORAGE_SECRET_ENV]))
+    made = {g["name"]: g for g in generated(docs)}
+    storage = made[made[data[settings.STORAGE_SECRET_ENV]]["name"]]
+    storage = generated(docs)[storage["copy_of"]] if "copy_of" in storage else storage
     required = {k for k, (_, optional) in manifests.STORAGE_SECRET_KEYS.items() if not optional}
-    assert required <= storage.keys()
+    assert required <= storage["data"].keys()
 
 
 # -- PostgreSQL and MinIO ----------------------------------------------------------------------------------
@@ -599,9 +642,12 @@ def test_minio_is_off_by_default_and_complete_when_on(rendered: dict[str, list[d
     assert env["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{FULLNAME}-s3",
                                                                         "key": "AWS_SECRET_ACCESS_KEY"}
     assert one(docs, "PersistentVolumeClaim", f"{FULLNAME}-minio")
-    creds = string_data(one(docs, "Secret", f"{FULLNAME}-s3"))
-    assert creds["AWS_ACCESS_KEY_ID"] == "sematic-k8s" and len(creds["AWS_SECRET_ACCESS_KEY"]) == 40
-    assert string_data(one(docs, "Secret", "sematic-k8s-s3")) == creds
+    assert not find(docs, "Secret", f"{FULLNAME}-s3")  # made once by the secrets hook, never by a render
+    made = generated(docs)
+    [creds] = [g for g in made if g["name"] == f"{FULLNAME}-s3"]
+    assert creds["data"] == {"AWS_ACCESS_KEY_ID": "sematic-k8s", "AWS_SECRET_ACCESS_KEY": None}
+    [copy] = [g for g in made if g["name"] == "sematic-k8s-s3"]
+    assert made[copy["copy_of"]] == creds
     bucket_job = one(docs, "Job", f"{FULLNAME}-minio-bucket")
     assert hooks(bucket_job) == {"post-install", "post-upgrade"}
     server_env = env_of(containers(one(docs, "Deployment", FULLNAME))[0])

@@ -113,25 +113,44 @@ url
 {{- end -}}
 {{- end -}}
 
-{{/* The bundled PostgreSQL's password: the value, else the one already stored (upgrades), else a new
-random one. Memoised in .Values so every template of one render sees the same password. */}}
-{{- define "sematic-k8s.postgresql.password" -}}
-{{- if not .Values.postgresql.auth.password -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-database" (include "sematic-k8s.fullname" .)) -}}
-{{- $stored := "" -}}
-{{- if and $secret $secret.data -}}
-{{- $stored = index $secret.data "postgres-password" | default "" | b64dec -}}
-{{- end -}}
-{{- $_ := set .Values.postgresql.auth "password" (default (randAlphaNum 32) $stored) -}}
-{{- end -}}
-{{- .Values.postgresql.auth.password -}}
+{{/* The Secret and key holding the bundled PostgreSQL's password: postgresql.auth.existingSecret, else
+"<fullname>-postgresql" (from postgresql.auth.password, or generated once by the secrets hook). */}}
+{{- define "sematic-k8s.postgresql.secretName" -}}
+{{- default (printf "%s-postgresql" (include "sematic-k8s.fullname" .)) .Values.postgresql.auth.existingSecret -}}
 {{- end -}}
 
-{{/* The database URL when the chart stores it (bundled PostgreSQL or database.external.url). */}}
+{{- define "sematic-k8s.postgresql.secretKey" -}}
+{{- if .Values.postgresql.auth.existingSecret -}}
+{{- .Values.postgresql.auth.existingSecretKey -}}
+{{- else -}}
+password
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the secrets hook generates the bundled PostgreSQL's password (no value, no existing Secret). */}}
+{{- define "sematic-k8s.postgresql.generated" -}}
+{{- if and .Values.postgresql.enabled (not .Values.postgresql.auth.password) (not .Values.postgresql.auth.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* PGPASSWORD for the server and the migration Job (libpq reads it: the URL holds no password). */}}
+{{- define "sematic-k8s.postgresql.passwordEnv" -}}
+{{- if .Values.postgresql.enabled -}}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sematic-k8s.postgresql.secretName" . }}
+      key: {{ include "sematic-k8s.postgresql.secretKey" . }}
+{{- end -}}
+{{- end -}}
+
+{{/* The database URL when the chart stores it (bundled PostgreSQL, whose password comes as PGPASSWORD, or
+database.external.url). */}}
 {{- define "sematic-k8s.database.url" -}}
 {{- if .Values.postgresql.enabled -}}
 {{- $auth := .Values.postgresql.auth -}}
-{{- printf "postgresql+psycopg://%s:%s@%s:5432/%s" (urlquery $auth.username) (urlquery (include "sematic-k8s.postgresql.password" .)) (include "sematic-k8s.postgresql.fullname" .) $auth.database -}}
+{{- printf "postgresql+psycopg://%s@%s:5432/%s" (urlquery $auth.username) (include "sematic-k8s.postgresql.fullname" .) $auth.database -}}
 {{- else -}}
 {{- .Values.database.external.url -}}
 {{- end -}}
@@ -160,17 +179,11 @@ random one. Memoised in .Values so every template of one render sees the same pa
 {{- default "sematic-k8s" .Values.minio.rootUser -}}
 {{- end -}}
 
-{{/* MinIO's root password: the value, else the stored one, else a new one (memoised). */}}
-{{- define "sematic-k8s.minio.rootPassword" -}}
-{{- if not .Values.minio.rootPassword -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-s3" (include "sematic-k8s.fullname" .)) -}}
-{{- $stored := "" -}}
-{{- if and $secret $secret.data -}}
-{{- $stored = index $secret.data "AWS_SECRET_ACCESS_KEY" | default "" | b64dec -}}
+{{/* "true" when the secrets hook generates MinIO's root password (the S3 credentials' Secrets). */}}
+{{- define "sematic-k8s.minio.generated" -}}
+{{- if and .Values.minio.enabled (not .Values.minio.rootPassword) (not .Values.artifacts.s3.existingSecret) -}}
+true
 {{- end -}}
-{{- $_ := set .Values.minio "rootPassword" (default (randAlphaNum 40) $stored) -}}
-{{- end -}}
-{{- .Values.minio.rootPassword -}}
 {{- end -}}
 
 {{/* The S3 endpoint as seen from inside the cluster; empty means AWS. */}}
@@ -212,7 +225,7 @@ empty when the pods' own identity is used. */}}
 {{- define "sematic-k8s.s3.credentials" -}}
 {{- if .Values.minio.enabled -}}
 AWS_ACCESS_KEY_ID: {{ include "sematic-k8s.minio.rootUser" . | quote }}
-AWS_SECRET_ACCESS_KEY: {{ include "sematic-k8s.minio.rootPassword" . | quote }}
+AWS_SECRET_ACCESS_KEY: {{ .Values.minio.rootPassword | quote }}
 {{- else -}}
 AWS_ACCESS_KEY_ID: {{ .Values.artifacts.s3.accessKeyId | quote }}
 AWS_SECRET_ACCESS_KEY: {{ required "artifacts.s3.secretAccessKey is required with artifacts.s3.accessKeyId" .Values.artifacts.s3.secretAccessKey | quote }}
