@@ -44,7 +44,8 @@ STORAGE = "s3://sematic-k8s-artifacts"  # the chart's default artifacts.bucket
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render(values, name="sk", namespace=NS, is_install=True, is_upgrade=False)
+        files = chart.render({"image": {"repository": f"{REGISTRY}/sematic-k8s-server"}, **values}, name="sk",
+                             namespace=NS, is_install=True, is_upgrade=False)
     return [d for path, text in sorted(files.items()) if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
 
 

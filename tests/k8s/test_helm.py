@@ -98,8 +98,16 @@ def chart(helm: Any) -> Iterator[Any]:
         yield loaded
 
 
+SERVER_REPOSITORY = "registry.example.com/sematic-k8s-server"
+
+
+def with_image(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` naming the server image (the chart has no default for it), unless they do."""
+    return {**values, "image": {"repository": SERVER_REPOSITORY, **values.get("image", {})}}
+
+
 def render_files(chart: Any, values: dict[str, Any], *, is_upgrade: bool = False) -> dict[str, str]:
-    return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=not is_upgrade,
+    return chart.render(with_image(values), name=RELEASE, namespace=NAMESPACE, is_install=not is_upgrade,
                         is_upgrade=is_upgrade)
 
 
@@ -160,7 +168,7 @@ def generated(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_lint_has_no_errors_or_warnings(helm: Any) -> None:
     for name, values in VARIANTS.items():
-        report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+        report = helm.lint(str(CHART), with_image(values), strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2]
         assert report["errors"] == [] and problems == [], (name, report)
 
@@ -196,7 +204,7 @@ def test_names_are_unique_per_kind_and_namespace(rendered: dict[str, list[dict[s
 
 
 def test_release_named_like_the_chart_has_no_clashing_names(chart: Any) -> None:
-    files = chart.render({"minio": {"enabled": True}}, name="sematic-k8s", namespace="sematic-k8s")
+    files = chart.render(with_image({"minio": {"enabled": True}}), name="sematic-k8s", namespace="sematic-k8s")
     docs = [d for path, text in files.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     keys = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert len(keys) == len(set(keys)), keys
@@ -522,7 +530,7 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     server = one(docs, "Deployment", FULLNAME)
     pod = server["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["image"] == "sematic-k8s-server:0.1.0"
+    assert container["image"] == f"{SERVER_REPOSITORY}:0.1.0"
     assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
                                     "--max-request-mb", "32", "--token-max-hours", "168",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
@@ -566,7 +574,7 @@ def test_image_by_digest_or_tag(chart: Any, rendered: dict[str, list[dict[str, A
     docs = rendered["digest"]
     (container,) = containers(one(docs, "Deployment", FULLNAME))
     assert container["image"] == f"registry.example.com/sematic-k8s-server@{DIGEST}"
-    assert containers(one(docs, "StatefulSet"))[0]["image"] == f"docker.io/library/postgres@{DIGEST}"
+    assert containers(one(docs, "StatefulSet"))[0]["image"] == f"docker.io/library/postgres:16.4@{DIGEST}"
     assert one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     tagged = render(chart, {"image": {"repository": "r/server", "tag": "1.2.3"}})
     assert containers(one(tagged, "Deployment", FULLNAME))[0]["image"] == "r/server:1.2.3"
@@ -710,6 +718,8 @@ def test_every_value_is_documented() -> None:
     ({"postgresql": {"enabled": False}}, "database.external.url"),
     ({"artifacts": {"s3": {"accessKeyId": "AKIA"}}}, "artifacts.s3.secretAccessKey"),
     ({"server": {"rerunLauncher": "docker"}}, "server.rerunLauncher must be"),
+    ({"image": {"repository": ""}}, "image.repository is required: the server image in a registry your nodes pull "
+                                    "from"),
 ])
 def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, values: dict[str, Any],
                                                         message: str) -> None:
@@ -729,9 +739,59 @@ def test_client_side_install_dry_run_orders_hooks(helm: Any) -> None:
     """Helm's install action (client dry run, in-memory release storage) accepts the chart and sorts the
     migration Job out of the manifest into the release's hooks."""
     with helm.Config(namespace=NAMESPACE, storage_driver="memory") as cfg:
-        release = cfg.install(str(CHART), RELEASE, VARIANTS["external-db-url"], namespace=NAMESPACE,
+        release = cfg.install(str(CHART), RELEASE, with_image(VARIANTS["external-db-url"]), namespace=NAMESPACE,
                               dry_run="client")
     assert release["status"] == "pending-install"
     manifest = release["manifest"]
     assert f"name: {FULLNAME}-migrate" not in manifest
     assert "kind: StatefulSet" not in manifest and "kind: Deployment" in manifest
+
+
+# -- what the chart asks of a cluster, and of the code ------------------------------------------------------------
+
+
+def test_the_chart_needs_kubernetes_1_27() -> None:
+    """podFailurePolicy (on by default from 1.26) and the batch.kubernetes.io/* pod labels (1.27) the driver reads:
+    Helm refuses to install on an older cluster (the -0 lets pre-release and vendor builds such as 1.29.3-eks
+    through)."""
+    chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart_yaml["kubeVersion"] == ">=1.27.0-0"
+    assert "1.27" in (CHART / "README.md").read_text()
+
+
+def test_third_party_images_are_pinned_by_digest(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for variant in ("default", "minio"):
+        for workload in (d for d in rendered[variant] if d["kind"] in WORKLOADS):
+            for container in containers(workload):
+                if not container["image"].startswith(SERVER_REPOSITORY):
+                    assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", container["image"]), container
+
+
+# Each Kubernetes API call the driver makes (its executor and watches), by client method -> (group, resource,
+# verbs): the chart's driver Role must grant exactly these. A new call fails this test until it is listed here
+# (and granted, or dropped).
+DRIVER_CALLS = {
+    "create_namespaced_job": ("batch", "jobs", {"create"}),
+    "read_namespaced_job": ("batch", "jobs", {"get"}),
+    "list_namespaced_job": ("batch", "jobs", {"list", "watch"}),  # listed, then watched (k8s/watch.py)
+    "delete_namespaced_job": ("batch", "jobs", {"delete"}),
+    "list_namespaced_pod": ("", "pods", {"list", "watch"}),
+    "read_namespaced_pod_log": ("", "pods/log", {"get"}),
+    "list_namespaced_event": ("", "events", {"list"}),
+}
+DRIVER_CODE = ("sematic_k8s/executors/kubernetes.py", "sematic_k8s/k8s/watch.py", "sematic_k8s/k8s/pods.py",
+               "sematic_k8s/k8s/client.py", "sematic_k8s/driver.py")
+
+
+def test_the_driver_role_grants_exactly_the_calls_the_driver_makes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    called = set()
+    for path in DRIVER_CODE:
+        called |= set(re.findall(r"\.((?:create|read|list|delete|patch|replace)_namespaced_\w+)", (REPO / path)
+                                 .read_text()))
+    called.discard("read_namespaced_job_status")  # the CloudResolver's, with the user's own credentials
+    assert called <= DRIVER_CALLS.keys(), f"calls the Role was not checked against: {called - DRIVER_CALLS.keys()}"
+    needed: dict[tuple[str, str], set[str]] = {}
+    for method in called | {"list_namespaced_event"}:  # the events listing may live in a module not scanned
+        group, resource, verbs = DRIVER_CALLS[method]
+        needed.setdefault((group, resource), set()).update(verbs)
+    assert _granted(one(regular(rendered["default"]), "Role", f"{FULLNAME}-driver")) == needed == DRIVER_RULES

@@ -67,7 +67,8 @@ PIPELINE = '''
 def chart_run_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
     """The chart's objects in the run namespace, as Helm renders them."""
     with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render(values, name="sk", namespace=NS, is_install=True, is_upgrade=False)
+        files = chart.render({"image": {"repository": f"{REGISTRY}/sematic-k8s-server"}, **values}, name="sk",
+                             namespace=NS, is_install=True, is_upgrade=False)
     docs = [d for path, text in sorted(files.items()) if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     return [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret")
             and d["metadata"].get("namespace") == NS]

@@ -43,17 +43,21 @@ app.kubernetes.io/part-of: sematic-k8s
 {{- end }}
 {{- end -}}
 
-{{/* An image reference: repository@digest when a digest is given, else repository:tag.
-Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
+{{/* An image reference: repository[:tag]@digest when a digest is given (the digest decides; the tag is for
+people), else repository:tag. Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
 {{- define "sematic-k8s.image" -}}
-{{- if .image.digest -}}
+{{- if and .image.digest .image.tag -}}
+{{- printf "%s:%s@%s" .image.repository (toString .image.tag) .image.digest -}}
+{{- else if .image.digest -}}
 {{- printf "%s@%s" .image.repository .image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" .image.repository (default .defaultTag .image.tag | toString) -}}
 {{- end -}}
 {{- end -}}
 
+{{/* The server image: there is no public one, so its repository must be given (a registry the nodes pull from). */}}
 {{- define "sematic-k8s.serverImage" -}}
+{{- $_ := required "image.repository is required: the server image in a registry your nodes pull from, e.g. ghcr.io/acme/sematic-k8s-server (build and push it with `python -m sematic_k8s.packaging.images server --tag REGISTRY/sematic-k8s-server:TAG --push`, then set image.digest to the sha256 it prints)" .Values.image.repository -}}
 {{- include "sematic-k8s.image" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) -}}
 {{- end -}}
 
