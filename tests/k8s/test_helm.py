@@ -720,6 +720,8 @@ def test_every_value_is_documented() -> None:
     ({"server": {"rerunLauncher": "docker"}}, "server.rerunLauncher must be"),
     ({"image": {"repository": ""}}, "image.repository is required: the server image in a registry your nodes pull "
                                     "from"),
+    ({"minio": {"enabled": True}, "runs": {"namespace": "runs", "createNamespace": True}},
+     "create it first (kubectl create namespace runs) and set runs.createNamespace=false, or give minio.rootPassword"),
 ])
 def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, values: dict[str, Any],
                                                         message: str) -> None:
