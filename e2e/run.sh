@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end on a real Kubernetes cluster (kind): `make e2e`.
 #
-#   1. a kind cluster (plus a local image registry the nodes pull user images from, by digest)
-#   2. the server and worker images built from images/ and loaded into the nodes (kind load docker-image)
-#   3. the chart helm/sematic-k8s installed with PostgreSQL and MinIO (helm CLI, or helm-python-sdk)
+#   1. a kind cluster and a local image registry the nodes pull every image of ours from, by digest; the
+#      namespace enforces the Pod Security "restricted" level
+#   2. the server and worker images built from images/ and pushed to that registry (no `kind load`: the nodes
+#      pull like a real cluster's, through containerd's registry settings)
+#   3. the chart helm/sematic-k8s installed with PostgreSQL and MinIO, the server image by digest (helm CLI, or
+#      helm-python-sdk)
 #   4. the server and MinIO port-forwarded to 127.0.0.1, an API key created with `sematic-k8s api-keys create`
 #   5. e2e/pipelines.py: the example pipelines on CloudResolver(executor="kubernetes"), a cache hit and a
 #      rerun, each checked with `kubectl get pods -l sematic-k8s/resolution-id=<id>`
@@ -31,8 +34,7 @@ REGISTRY_NAME="${CLUSTER}-registry"
 REGISTRY_PORT="${E2E_REGISTRY_PORT:-5001}"
 SERVER_PORT="${E2E_SERVER_PORT:-18000}"
 S3_PORT="${E2E_S3_PORT:-19000}"
-SERVER_IMAGE="sematic-k8s-server:e2e"
-WORKER_IMAGE="sematic-k8s-worker:e2e"
+REGISTRY="localhost:$REGISTRY_PORT" # what the host pushes to and the nodes pull from (certs.d below)
 BUCKET="sematic-k8s-artifacts"
 
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
@@ -129,28 +131,30 @@ if [ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "$REGISTRY_N
   docker network connect kind "$REGISTRY_NAME"
 fi
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl label --overwrite namespace "$NAMESPACE" pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/enforce-version=latest >/dev/null
 kubectl config set-context --current --namespace "$NAMESPACE" >/dev/null
 
 # -- 2. images --------------------------------------------------------------------------------------------
-step "server and worker images (FROM $BASE_IMAGE)"
-"$PYTHON" -m sematic_k8s.packaging.images server --tag "$SERVER_IMAGE" --base-image "$BASE_IMAGE"
-"$PYTHON" -m sematic_k8s.packaging.images worker --tag "$WORKER_IMAGE" --base-image "$BASE_IMAGE"
-kind load docker-image "$SERVER_IMAGE" "$WORKER_IMAGE" --name "$CLUSTER"
+step "server and worker images (FROM $BASE_IMAGE), pushed to $REGISTRY"
+# each prints its reference by digest (REPO@sha256:...) on its last line
+SERVER_REF="$("$PYTHON" -m sematic_k8s.packaging.images server --tag "$REGISTRY/sematic-k8s-server:e2e" \
+  --base-image "$BASE_IMAGE" --push | tail -n 1)"
+WORKER_REF="$("$PYTHON" -m sematic_k8s.packaging.images worker --tag "$REGISTRY/sematic-k8s-worker:e2e" \
+  --base-image "$BASE_IMAGE" --push | tail -n 1)"
+case "$SERVER_REF$WORKER_REF" in *@sha256:*@sha256:*) ;; *) die "no image digests: $SERVER_REF $WORKER_REF" ;; esac
 
 # -- 3. the chart -----------------------------------------------------------------------------------------
 step "helm install $RELEASE (PostgreSQL, MinIO)"
 cat >"$WORK/values.yaml" <<EOF
 fullnameOverride: $FULLNAME
 image:
-  repository: ${SERVER_IMAGE%%:*}
-  tag: ${SERVER_IMAGE##*:}
-  pullPolicy: Never
+  repository: ${SERVER_REF%@*}
+  digest: ${SERVER_REF#*@}
 server:
   resources:
     requests: {cpu: 100m, memory: 256Mi}
-  podAnnotations:
-    e2e/image-id: "$(docker image inspect -f '{{.Id}}' "$SERVER_IMAGE")" # a rebuilt image rolls the server
-  rerunImageRepositories: ["localhost:$REGISTRY_PORT/sematic-k8s-e2e"]  # reruns from the dashboard and API
+  rerunImageRepositories: ["$REGISTRY/sematic-k8s-e2e"]  # reruns from the dashboard and API
 postgresql:
   persistence: {size: 1Gi}
 minio:
@@ -182,8 +186,8 @@ export SEMATIC_K8S_SERVER="http://127.0.0.1:$SERVER_PORT"
 export SEMATIC_K8S_API_KEY="$API_KEY"
 export SEMATIC_K8S_STORAGE="s3://$BUCKET/e2e"
 export SEMATIC_K8S_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
-export SEMATIC_K8S_REGISTRY="localhost:$REGISTRY_PORT/sematic-k8s-e2e"
-export SEMATIC_K8S_BASE_IMAGE="$WORKER_IMAGE"
+export SEMATIC_K8S_REGISTRY="$REGISTRY/sematic-k8s-e2e"
+export SEMATIC_K8S_BASE_IMAGE="$WORKER_REF" # by digest
 # where and as whom driver Jobs and worker pods run (the chart's names; see its ConfigMap sematic-k8s)
 export SEMATIC_K8S_NAMESPACE="$NAMESPACE"
 export SEMATIC_K8S_SERVICE_ACCOUNT="sematic-k8s-driver"

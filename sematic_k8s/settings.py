@@ -62,8 +62,14 @@ DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 
-# What a driver passes on to its workers (storage credentials and settings, the source map).
-WORKER_PASS_THROUGH = ("AWS_", SOURCE_MAP_ENV, S3_PREFIX_ENVS, RETRY_WINDOW_ENV)
+# What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only these: a
+# pod's identity (EKS IRSA: AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE; Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI,
+# AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; profiles and config files) is the cluster's or the machine's, never copied:
+# another pod has its own, or none. The keys go by Secret on Kubernetes (manifests.SECRET_ENV), as plain env only
+# to containers on this machine (the docker executor).
+WORKER_PASS_THROUGH = (SOURCE_MAP_ENV, S3_PREFIX_ENVS, RETRY_WINDOW_ENV)
+AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
 
 
 def home(override: str | os.PathLike[str] | None = None) -> Path:
@@ -98,9 +104,9 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def worker_env() -> dict[str, str]:
-    """The part of this process's environment that workers need (storage credentials and settings, the
-    source map): what a driver passes on."""
-    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH)}
+    """The part of this process's environment that workers need (storage settings and keys, the source map):
+    what a driver passes on. Never a pod identity's variables (see AWS_PASS_THROUGH)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH) or k in AWS_PASS_THROUGH}
 
 
 def seconds(name: str, default: float) -> float:

@@ -30,6 +30,10 @@ DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job'
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
 WORKER_EXIT_INFRASTRUCTURE = 75  # a worker that could not reach storage (EX_TEMPFAIL): retried, not the func's fault
 DRIVER_MAX_PARALLELISM = 8  # a driver's runs mostly wait on pods: more of them at once
+IMAGE_UID = 10001  # the numeric user images run as (USER in their Dockerfile; runAsUser of driver and worker pods)
+IMAGE_HOME = "/home/sematic-k8s"  # that user's HOME in images, writable by it
+# The CPU architectures images are built for, as Docker and Kubernetes (kubernetes.io/arch) name them.
+ARCHITECTURES = ("amd64", "arm64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class DriverSpec:
     executor_settings: dict[str, Any] = field(default_factory=dict)
     root_func: str | None = None  # a rerun without a pickled root: the recorded root func's path
     root_source_file: str | None = None
+    platform: str | None = None  # the image's CPU architecture (ARCHITECTURES): pods go to nodes of that arch
 
     @property
     def root_id(self) -> str | None:
@@ -90,6 +95,8 @@ class DriverSpec:
 
     def to_json(self) -> str:
         doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "resolution"}
+        if doc["platform"] is None:  # drivers of images built before it was recorded do not know the field
+            del doc["platform"]
         doc.update(asdict(self.resolution))
         return json.dumps(doc, separators=(",", ":"))
 

@@ -7,6 +7,11 @@ names are deterministic (a Run id and its attempt), so creating a Job that alrea
 never "duplicate". Secrets never appear as plain env: the driver's token
 (minted for its resolution alone, in a Secret of its own: :func:`token_secret`) and the S3 credentials come
 from Secrets through ``secretKeyRef``; workers get no token at all.
+
+Pods meet the Pod Security "restricted" level: non-root (the images' numeric user, :data:`IMAGE_UID`), no
+privilege escalation, every capability dropped, the runtime's default seccomp profile. With the image's CPU
+architecture known, they carry a ``kubernetes.io/arch`` node selector, so that an image never lands on a node it
+cannot run on.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from sematic_k8s.labels import (
     run_labels,
 )
 from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
-from sematic_k8s.specs import DRIVER_COMMAND, DRIVER_EXIT_FAILED, WORKER_COMMAND, DriverSpec, TaskSpec
+from sematic_k8s.specs import (
+    ARCHITECTURES,
+    DRIVER_COMMAND,
+    DRIVER_EXIT_FAILED,
+    IMAGE_UID,
+    WORKER_COMMAND,
+    DriverSpec,
+    TaskSpec,
+)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sematic-k8s"}
 
@@ -49,6 +62,7 @@ SECRET_ENV = frozenset({API_KEY_ENV, *STORAGE_SECRET_KEYS})  # never passed as p
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set on pods by the Job controller
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
+ARCH_LABEL = "kubernetes.io/arch"  # the node label the kubelet sets to its CPU architecture
 NAME_LIMIT = 52  # Job names: pods are named <job>-<5 chars>, and the job-name label holds <= 63 chars
 GPU_RESOURCE = "nvidia.com/gpu"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
@@ -119,6 +133,27 @@ def resources(cpu: str | None, memory: str | None, gpu: int | None, *,
     if not requests and not limits:
         return None
     return client.V1ResourceRequirements(requests=requests or None, limits=limits or None)
+
+
+def pod_security_context() -> client.V1PodSecurityContext:
+    """What the "restricted" Pod Security level asks of a pod: non-root (the images' user), RuntimeDefault seccomp."""
+    return client.V1PodSecurityContext(run_as_non_root=True, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID,
+                                       seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
+
+
+def container_security_context() -> client.V1SecurityContext:
+    """What the "restricted" Pod Security level asks of a container: no privilege escalation, no capabilities."""
+    return client.V1SecurityContext(allow_privilege_escalation=False,
+                                    capabilities=client.V1Capabilities(drop=["ALL"]))
+
+
+def arch_selector(platform: str | None) -> dict[str, str]:
+    """``{"kubernetes.io/arch": platform}`` for an image built for ``platform``; {} when it is not known."""
+    if not platform:
+        return {}
+    if platform not in ARCHITECTURES:
+        raise ValueError(f"image platform {platform!r} is not one of {', '.join(ARCHITECTURES)}")
+    return {ARCH_LABEL: platform}
 
 
 def plain_env(env: Mapping[str, str]) -> list[client.V1EnvVar]:
@@ -211,10 +246,10 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
         name=WORKER_CONTAINER, image=image, command=list(WORKER_COMMAND),
         env=plain_env(env) + secret_env(storage_secret),
         resources=resources(func.cpu, func.memory, func.gpu, cpu_limits=cpu_limits),
-        termination_message_policy="FallbackToLogsOnError")
+        termination_message_policy="FallbackToLogsOnError", security_context=container_security_context())
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[container], service_account_name=service_account,
-        automount_service_account_token=automount_token,
+        security_context=pod_security_context(), automount_service_account_token=automount_token,
         node_selector=selector or None, tolerations=toleration_models(tols),
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
     annotations = {"sematic-k8s/func-path": func.path}
@@ -251,10 +286,12 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
         name=DRIVER_CONTAINER, image=spec.image, command=list(DRIVER_COMMAND),
         env=plain_env(env) + secret_env(storage_secret, secret_name) + downward_env(),
         resources=resources(cpu or DRIVER_CPU, memory or DRIVER_MEMORY, None),
-        termination_message_policy="FallbackToLogsOnError")
+        termination_message_policy="FallbackToLogsOnError", security_context=container_security_context())
+    selector = {**(node_selector or {}), **arch_selector(spec.platform)}
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[container], service_account_name=service_account,
-        node_selector=dict(node_selector) if node_selector else None, tolerations=toleration_models(tolerations),
+        security_context=pod_security_context(), node_selector=selector or None,
+        tolerations=toleration_models(tolerations),
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
     failed_resolution = client.V1PodFailurePolicy(rules=[
         client.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
@@ -271,5 +308,6 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return client.ApiClient().sanitize_for_serialization(obj)
 
 
-__all__ = ["dns_name", "driver_job", "driver_job_name", "label_value", "resources", "to_dict", "token_secret",
+__all__ = ["arch_selector", "container_security_context", "dns_name", "driver_job", "driver_job_name", "label_value",
+           "pod_security_context", "resources", "to_dict", "token_secret",
            "token_secret_name", "worker_job", "worker_job_name"]

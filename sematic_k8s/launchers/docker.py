@@ -49,6 +49,11 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
         command=list(DRIVER_COMMAND), detach=True, network_mode="host", auto_remove=True, environment=env,
         labels=run_labels(root_id, root_id, "driver", "driver"), name=f"sk-driver-{root_id[:12]}-{os.urandom(3).hex()}",
         volumes={DOCKER_SOCKET: {"bind": DOCKER_SOCKET}} if docker_socket else {})
+    if docker_socket:  # images run as a non-root user: let it reach the socket through the socket's group
+        try:
+            kwargs["group_add"] = [str(os.stat(DOCKER_SOCKET).st_gid)]
+        except OSError:
+            pass
     try:
         container = client.containers.create(spec.image, **kwargs)
     except docker.errors.ImageNotFound:

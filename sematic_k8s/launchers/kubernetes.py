@@ -64,6 +64,22 @@ def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[s
     return {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
 
 
+def check_platform(api: client.ApiClient, platform: str, image: str) -> None:
+    """Refuse, in plain words, to launch an image built for ``platform`` on a cluster without a node of that CPU
+    architecture (its pods would never be scheduled). Nodes are listed only when the caller may (a user's
+    kubeconfig); without that permission (drivers, the server) the check is left to the scheduler."""
+    try:
+        nodes = client.CoreV1Api(api).list_node(_request_timeout=30).items
+    except ApiException as e:  # not allowed (or not served): the check is a courtesy
+        log.debug("cannot list nodes to check the image's platform (%s): %s", e.status, api_message(e))
+        return
+    arches = sorted({((n.metadata and n.metadata.labels) or {}).get(manifests.ARCH_LABEL, "") for n in nodes} - {""})
+    if arches and platform not in arches:
+        raise RuntimeError(f"image {image} was built for {platform} but the cluster's nodes are {', '.join(arches)}: "
+                           f"build from a base image for {arches[0]} (CloudResolver(base_image=...), "
+                           f"${settings.BASE_IMAGE_ENV}) or add {platform} nodes")
+
+
 def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namespace: str | None = None,
                   service_account: str | None = None, storage_secret: str | None = None,
                   worker_service_account: str | None = None,
@@ -86,6 +102,9 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     worker_service_account = worker_service_account or cluster.get(WORKER_SERVICE_ACCOUNT_ENV)
     storage_secret = storage_secret or os.environ.get(STORAGE_SECRET_ENV) or cluster.get(STORAGE_SECRET_ENV) or None
     settings = {"namespace": namespace, **dict(spec.executor_settings or {}), **worker_settings}
+    if spec.platform:  # workers run the driver's image: on nodes of its architecture too
+        check_platform(api, spec.platform, spec.image)
+        settings["node_selector"] = {**(settings.get("node_selector") or {}), **manifests.arch_selector(spec.platform)}
     worker_sa = worker_service_account or os.environ.get(WORKER_SERVICE_ACCOUNT_ENV)
     if worker_sa:
         settings.setdefault("service_account", worker_sa)

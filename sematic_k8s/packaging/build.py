@@ -3,6 +3,9 @@
 :func:`ensure_image` is the entry point: a recorded (hash, digest) that matches is reused; a tag for the hash
 already in the registry is reused; otherwise the image is built (legacy builder, progress streamed line by
 line) and pushed, and its reference by digest (``repo@sha256:...``) is returned.
+
+Images are built for the base image's CPU architecture (:func:`base_platform`), with wheels fetched for it, and
+that architecture comes back with the image (:attr:`ImageRef.platform`), so that pods go to nodes that can run it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from sematic_k8s.errors import BuildError, PushError, RegistryAuthError
 from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
 from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
-from sematic_k8s.packaging.registry import manifest_digest
+from sematic_k8s.packaging.registry import image_architecture, manifest_digest
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
+from sematic_k8s.specs import ARCHITECTURES
 
 logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # Docker's names -> the manylinux wheel tags'
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class ImageRef:
     context_hash: str
     built: bool
     log: tuple[str, ...] = field(default=(), compare=False)
+    platform: str | None = field(default=None, compare=False)  # its CPU architecture (amd64, arm64); None: unknown
 
     @property
     def repo(self) -> str:
@@ -88,7 +94,7 @@ def docker_client() -> Any:
 
 def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str = "Dockerfile",
                  progress: Progress | None = None, network_mode: str | None = None, nocache: bool = False,
-                 buildargs: dict[str, str] | None = None) -> tuple[str, list[str]]:
+                 buildargs: dict[str, str] | None = None, platform: str | None = None) -> tuple[str, list[str]]:
     """Build from a context tar, streaming each log line to ``progress``; returns (image id, log lines).
 
     Raises :class:`BuildError` naming the failing step and its output.
@@ -100,6 +106,8 @@ def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str =
     image_id = ""
     pending = ""
     kwargs: dict[str, Any] = {"network_mode": network_mode} if network_mode else {}
+    if platform:
+        kwargs["platform"] = f"linux/{platform}"
     stream = client.api.build(fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, rm=True,
                               forcerm=True, pull=False, nocache=nocache, decode=True, buildargs=buildargs or {},
                               **kwargs)
@@ -140,6 +148,38 @@ def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str =
             raise BuildError("the build finished without an image id", step=step, output=step_output, log=log)
         image_id = m.group(1)
     return image_id, log
+
+
+def base_platform(client: Any, base_image: str) -> str:
+    """The CPU architecture (``amd64`` or ``arm64``) images built from ``base_image`` get: the local image's, else
+    the daemon's when the registry offers it (``docker build`` picks that one), else the registry's only one."""
+    import docker.errors
+
+    arch = ""
+    try:
+        arch = client.images.get(base_image).attrs.get("Architecture") or ""
+    except docker.errors.ImageNotFound:
+        native = client.version().get("Arch") or ""
+        try:
+            platforms = client.api.inspect_distribution(base_image).get("Platforms") or []
+        except docker.errors.APIError as e:
+            raise BuildError(f"base image {base_image} is neither here nor readable in its registry: {e}") from None
+        offered = [p.get("architecture") for p in platforms]
+        arch = native if native in offered or not offered else offered[0] or native
+    if arch not in ARCHITECTURES:
+        raise BuildError(f"base image {base_image} is for the {arch or 'unknown'} CPU architecture: sematic-k8s builds "
+                         f"images for {' or '.join(ARCHITECTURES)}; choose a base image for one of those")
+    return arch
+
+
+def registry_platform(repo: str, reference: str) -> str | None:
+    """The architecture of an image already in the registry (``reference``: a tag or a digest); None if unknown."""
+    try:
+        arch = image_architecture(repo, reference)
+    except (RegistryAuthError, urllib.error.URLError, OSError, ValueError) as e:
+        logger.info("cannot read the platform of %s:%s (%s)", repo, reference, e)
+        return None
+    return arch if arch in ARCHITECTURES else None
 
 
 def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
@@ -194,6 +234,7 @@ def build_and_push(ctx: BuildContext, registry_repo: str, *, client: Any = None,
     """Build the image of ``ctx`` (wheels fetched on the host unless ``ctx.network``), push, return it by digest."""
     say = say_to(progress)
     client = client or docker_client()
+    platform = base_platform(client, ctx.base_image)
     dist = sematic_dist()
     wheel = build_sematic_wheel(dist)
     scratch = Path(tempfile.mkdtemp(prefix="sk-build-"))
@@ -204,8 +245,10 @@ def build_and_push(ctx: BuildContext, registry_repo: str, *, client: Any = None,
             if user_reqs:
                 user = _requirements_dir(scratch / "user", user_reqs)
         else:
-            runtime = fetch_wheels(runtime_reqs, python_version=python_version, progress=say)
-            user = fetch_wheels(user_reqs, python_version=python_version, progress=say) if user_reqs else None
+            arch = WHEEL_ARCH[platform]
+            runtime = fetch_wheels(runtime_reqs, python_version=python_version, arch=arch, progress=say)
+            user = (fetch_wheels(user_reqs, python_version=python_version, arch=arch, progress=say)
+                    if user_reqs else None)
         tag = f"{registry_repo}:{ctx.tag}"
         started = time.monotonic()
         with tempfile.TemporaryFile(dir=scratch) as tar:
@@ -213,13 +256,14 @@ def build_and_push(ctx: BuildContext, registry_repo: str, *, client: Any = None,
                           runtime=runtime, user=user)
             size = tar.tell()
             tar.seek(0)
-            say(f"build: {tag} from {ctx.root} ({len(ctx.files)} files, context {size / 1e6:.1f} MB)")
+            say(f"build: {tag} for linux/{platform} from {ctx.root} ({len(ctx.files)} files, "
+                f"context {size / 1e6:.1f} MB)")
             _, log = docker_build(client, tar, tag, dockerfile=DOCKERFILE, progress=say, nocache=nocache,
-                                  network_mode="host" if ctx.network else None)
+                                  network_mode="host" if ctx.network else None, platform=platform)
         say(f"build: done in {time.monotonic() - started:.1f}s; pushing {tag}")
         ref = push_image(client, registry_repo, ctx.tag, progress=say)
         say(f"image: {ref}")
-        return ImageRef(ref, ctx.context_hash, True, tuple(log))
+        return ImageRef(ref, ctx.context_hash, True, tuple(log), platform)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -249,12 +293,13 @@ def ensure_image(project_root: str | os.PathLike[str], registry_repo: str, base_
                              else recorded)
         if rec_hash == ctx.context_hash and "@sha256:" in rec_ref:
             say(f"image: reusing recorded {rec_ref}")
-            return ImageRef(rec_ref, ctx.context_hash, False)
+            rec_repo, _, rec_digest = rec_ref.partition("@")
+            return ImageRef(rec_ref, ctx.context_hash, False, platform=registry_platform(rec_repo, rec_digest))
     digest = registry_digest(registry_repo, ctx.tag, client)
     if digest:
         ref = f"{registry_repo}@{digest}"
         say(f"image: reusing {registry_repo}:{ctx.tag[:16]}... already in the registry: {ref}")
-        return ImageRef(ref, ctx.context_hash, False)
+        return ImageRef(ref, ctx.context_hash, False, platform=registry_platform(registry_repo, digest))
     return build_and_push(ctx, registry_repo, client=client, progress=say, nocache=nocache,
                           python_version=python_version or base_python_version(base_image))
 

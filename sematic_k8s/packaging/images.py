@@ -17,13 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s.packaging.archive import ContextTar, wheel_dir_files
-from sematic_k8s.packaging.build import Progress, docker_build, docker_client, push_image, say_to
+from sematic_k8s.packaging.build import (
+    WHEEL_ARCH,
+    Progress,
+    base_platform,
+    docker_build,
+    docker_client,
+    push_image,
+    say_to,
+)
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
 from sematic_k8s.progress import display
 from sematic_k8s.version import PACKAGE_DIR
 
-KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3")}  # kind -> extras
+# kind -> extras (the server starts rerun drivers as Jobs, and the chart's secrets hook makes Secrets: k8s)
+KINDS: dict[str, tuple[str, ...]] = {"worker": ("s3",), "server": ("server", "s3", "k8s")}
 
 
 def images_dir() -> Path:
@@ -34,19 +43,22 @@ def images_dir() -> Path:
     return path
 
 
-def _parts(kind: str, python_version: str, progress: Progress) -> tuple[bytes, Path, tuple[str, bytes]]:
+def _parts(kind: str, python_version: str, progress: Progress,
+           platform: str = "amd64") -> tuple[bytes, Path, tuple[str, bytes]]:
     if kind not in KINDS:
         raise ValueError(f"unknown image {kind!r}; one of {sorted(KINDS)}")
     dockerfile = (images_dir() / kind / "Dockerfile").read_bytes()
     dist = sematic_dist(include_server=kind == "server")
-    wheels = fetch_wheels(dist.requirements(KINDS[kind]), python_version=python_version, progress=progress)
+    wheels = fetch_wheels(dist.requirements(KINDS[kind]), python_version=python_version, arch=WHEEL_ARCH[platform],
+                          progress=progress)
     return dockerfile, wheels, build_sematic_wheel(dist)
 
 
 def stage_context(kind: str, dest: Path, *, python_version: str = DEFAULT_PYTHON,
-                  progress: Progress | None = None) -> Path:
-    """Write the build context of image ``kind`` into the directory ``dest`` (for any builder)."""
-    dockerfile, wheels, (wheel_name, wheel_bytes) = _parts(kind, python_version, say_to(progress))
+                  progress: Progress | None = None, platform: str = "amd64") -> Path:
+    """Write the build context of image ``kind`` into the directory ``dest`` (for any builder), with wheels for
+    ``platform`` (amd64 or arm64)."""
+    dockerfile, wheels, (wheel_name, wheel_bytes) = _parts(kind, python_version, say_to(progress), platform)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "Dockerfile").write_bytes(dockerfile)
     shutil.rmtree(dest / "wheels", ignore_errors=True)
@@ -62,10 +74,12 @@ def stage_context(kind: str, dest: Path, *, python_version: str = DEFAULT_PYTHON
 def build_image(kind: str, tag: str, *, base_image: str = DEFAULT_BASE_IMAGE, push: bool = False,
                 client: Any = None, progress: Progress | None = None, python_version: str = DEFAULT_PYTHON,
                 nocache: bool = False) -> str:
-    """Build image ``kind`` as ``tag`` (``repo:tag``); returns its ``repo@sha256:...`` when pushed, else its id."""
+    """Build image ``kind`` as ``tag`` (``repo:tag``) for the base image's CPU architecture; returns its
+    ``repo@sha256:...`` when pushed, else its id."""
     say = say_to(progress)
     client = client or docker_client()
-    dockerfile, wheels, (wheel_name, wheel_bytes) = _parts(kind, python_version, say)
+    platform = base_platform(client, base_image)
+    dockerfile, wheels, (wheel_name, wheel_bytes) = _parts(kind, python_version, say, platform)
     with tempfile.TemporaryFile() as tar:
         out = ContextTar(tar)
         out.add_bytes("Dockerfile", dockerfile)
@@ -74,7 +88,7 @@ def build_image(kind: str, tag: str, *, base_image: str = DEFAULT_BASE_IMAGE, pu
         out.close()
         tar.seek(0)
         image_id, _ = docker_build(client, tar, tag, progress=say, nocache=nocache,
-                                   buildargs={"BASE_IMAGE": base_image})
+                                   buildargs={"BASE_IMAGE": base_image}, platform=platform)
     if not push:
         return image_id
     repo, _, name = tag.rpartition(":")
@@ -94,11 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", help="repo:tag to build (required unless --context-dir)")
     parser.add_argument("--base-image", default=DEFAULT_BASE_IMAGE, help="FROM image (build arg BASE_IMAGE)")
     parser.add_argument("--python-version", default=DEFAULT_PYTHON, help="the base image's Python, for wheels")
+    parser.add_argument("--platform", choices=sorted(WHEEL_ARCH), default="amd64",
+                        help="with --context-dir: the CPU architecture to stage wheels for (builds use the base's)")
     parser.add_argument("--push", action="store_true", help="push and print the image by digest")
     parser.add_argument("--context-dir", type=Path, help="only stage the build context into this directory")
     args = parser.parse_args(argv)
     if args.context_dir:
-        print(stage_context(args.kind, args.context_dir, python_version=args.python_version, progress=_stderr))
+        print(stage_context(args.kind, args.context_dir, python_version=args.python_version, progress=_stderr,
+                            platform=args.platform))
         return 0
     if not args.tag:
         parser.error("--tag is required to build")

@@ -1,4 +1,5 @@
-"""Ask a registry (Docker Registry HTTP API v2) for the digest of a tag, without pulling anything."""
+"""Ask a registry (Docker Registry HTTP API v2) for the digest of a tag, or the CPU architecture of an image,
+without pulling anything."""
 
 from __future__ import annotations
 
@@ -95,3 +96,36 @@ def manifest_digest(repo: str, tag: str, *, timeout: float = 10.0) -> str | None
                 raise RegistryAuthError(f"{r.host} refused {r.name}:{tag} ({e.code})") from e
             raise
     return None
+
+
+def _get_json(r: Repo, path: str, accept: str, timeout: float) -> dict:
+    """GET ``/v2/<name>/<path>`` as JSON, with an anonymous bearer token when challenged."""
+    url = f"{r.base_url}/v2/{r.name}/{path}"
+    headers = {"Accept": accept}
+    for attempt in range(2):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as e:
+            if e.code == 401 and attempt == 0:
+                token = _bearer_token(e.headers.get("WWW-Authenticate", ""), timeout)
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
+                    continue
+            if e.code in (401, 403):
+                raise RegistryAuthError(f"{r.host} refused {r.name} ({e.code})") from e
+            raise
+    raise RegistryAuthError(f"{r.host} refused {r.name}")
+
+
+def image_architecture(repo: str, reference: str, *, timeout: float = 10.0) -> str | None:
+    """The CPU architecture (``amd64``, ``arm64``...) in the config of the single-platform image ``repo:reference``
+    (a tag or a ``sha256:`` digest); None for a multi-platform index. Raises like :func:`manifest_digest`."""
+    r = Repo.parse(repo)
+    manifest = _get_json(r, f"manifests/{urllib.parse.quote(reference)}", MANIFEST_TYPES, timeout)
+    config = (manifest.get("config") or {}).get("digest")
+    if not config:
+        return None  # an index of several platforms
+    blob = _get_json(r, f"blobs/{config}", "application/json, */*", timeout)
+    arch = blob.get("architecture")
+    return str(arch) if arch else None

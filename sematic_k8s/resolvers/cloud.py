@@ -102,7 +102,8 @@ class CloudResolver(Resolver):
                               image=image.digest_ref, build_hash=image.context_hash,
                               resolution=dataclasses.replace(self.resolution, cache_namespace=namespace,
                                                              root_id=future.id),
-                              executor=self.executor, executor_settings=self.executor_settings)
+                              executor=self.executor, executor_settings=self.executor_settings,
+                              platform=image.platform)
             token = store.mint_token(future.id, self.rerun_from)  # the driver's own: this resolution only
             start_driver(spec, driver_env(spec, self.server, token, source_map(self.project_root)))  # type: ignore[arg-type]
             shown(f"driver started for resolution {future.id}")

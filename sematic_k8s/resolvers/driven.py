@@ -48,6 +48,6 @@ def drive(spec: DriverSpec, store: Store) -> Any:
                           build_hash=spec.build_hash, recorded={
                               "storage_url": spec.storage_url, "executor": spec.executor,
                               "executor_settings": spec.executor_settings,
-                              "source_map": os.environ.get(settings.SOURCE_MAP_ENV)})
+                              "source_map": os.environ.get(settings.SOURCE_MAP_ENV), "platform": spec.platform})
     loop.detach_on_outage = True  # a driver is restarted (its Job retries exit 75) and resumes
     return loop.run(root)

@@ -64,6 +64,10 @@ def _is_loopback(host: str) -> bool:
                    "pipelines; repeat for more. Reruns from any other image are refused.")
 @click.option("--rerun-namespace", default=None, help="Namespace of rerun drivers' Jobs (default: "
               f"${settings.NAMESPACE_ENV}, else the server's own).")
+@click.option("--self-url", metavar="URL", default=None,
+              help="The URL drivers started for reruns reach this server at (the Helm chart gives its Service's "
+                   "in-cluster address, http://NAME.NAMESPACE.svc:PORT); required with --rerun-launcher kubernetes. "
+                   "Default: http://127.0.0.1:PORT, this machine only.")
 @click.option("--rerun-concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Reruns being started at once.")
 @click.option("--rerun-queue", type=click.IntRange(0, 1000), default=8, show_default=True,
@@ -75,7 +79,7 @@ def _is_loopback(host: str) -> bool:
 @home_option
 @click.pass_context
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
-           rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None,
+           rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
            rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float,
            home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
@@ -88,6 +92,13 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         if on and not _is_loopback(host):
             raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "
                                        f"loopback address (127.0.0.1, ::1 or localhost), not {host}")
+    if self_url is not None and not self_url.startswith(("http://", "https://")):
+        raise click.ClickException(f"--self-url must be an http(s) URL such as "
+                                   f"http://sematic-k8s.sematic-k8s.svc:8000, not {self_url!r}")
+    if rerun_launcher == "kubernetes" and not self_url:
+        raise click.ClickException("--rerun-launcher kubernetes needs --self-url: the address rerun drivers reach this "
+                                   "server at from their pods (e.g. http://sematic-k8s.sematic-k8s.svc:8000), never "
+                                   "127.0.0.1")
     storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
     import datetime as dt
 
@@ -122,8 +133,9 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
                    "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
                    err=True)
-    self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
-    self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
+    if not self_url:
+        self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
+        self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
     storage = (storage_from_url(storage_setting, retry_window=REQUEST_RETRY_WINDOW) if storage_setting
                else LocalStorage(home / "storage"))
     app = create_app(store, storage, config, self_url=self_url)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from sematic_k8s import backends
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
-from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
+from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
 from sematic_k8s_server.problems import ApiError
@@ -141,11 +141,13 @@ class Reruns:
                                         rerun_from=target, rerun_mode=mode, max_parallelism=parallelism,
                                         root_id=new_id)
         source_file = root_run.source_file if root_run is not None else None
+        platform = settings.get("platform")  # the image's CPU architecture, as recorded: a node selector's value
         return DriverSpec(root=None, storage_url=self.config.storage_url or "", image=image,
                           build_hash=res.build_hash, resolution=resolution,
                           executor=EXECUTOR_OF_LAUNCHER.get(self.config.launcher or "", "kubernetes"),
                           executor_settings=dict(self.config.executor_settings),
-                          root_func=res.root_func_path, root_source_file=source_file)
+                          root_func=res.root_func_path, root_source_file=source_file,
+                          platform=platform if platform in ARCHITECTURES else None)
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails."""

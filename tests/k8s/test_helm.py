@@ -8,6 +8,7 @@ Without helm-python-sdk or kubernetes-validate the tests skip, unless CI=true: t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,13 +29,13 @@ FULLNAME = f"{RELEASE}-sematic-k8s"
 DIGEST = "sha256:" + "ab" * 32
 
 DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver ServiceAccount may do
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
-    ("", "pods"): {"get", "list", "watch", "delete"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"get", "list", "watch"},
+    ("", "events"): {"list"},
 }
 SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
-    ("batch", "jobs"): {"create", "get"},
+    ("batch", "jobs"): {"create"},
     ("", "secrets"): {"create", "patch"},
     ("", "configmaps"): {"get"},
 }
@@ -63,6 +64,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "postgresql": {"persistence": {"enabled": False}},
                              "service": {"type": "NodePort", "nodePort": 30080}},
     "minimal": {"runs": {"rbac": {"create": False}}, "migrations": {"enabled": False},
+                "postgresql": {"auth": {"password": "given-password"}},
                 "server": {"serviceAccount": {"create": False}, "rerunLauncher": ""}},
     "reruns": {"server": {"rerunImageRepositories": [REGISTRY, "registry.example.com/team-b"],
                           "rerunConcurrency": 3, "rerunQueue": 20, "maxRequestMB": 64, "tokenMaxHours": 48},
@@ -96,8 +98,16 @@ def chart(helm: Any) -> Iterator[Any]:
         yield loaded
 
 
+SERVER_REPOSITORY = "registry.example.com/sematic-k8s-server"
+
+
+def with_image(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` naming the server image (the chart has no default for it), unless they do."""
+    return {**values, "image": {"repository": SERVER_REPOSITORY, **values.get("image", {})}}
+
+
 def render_files(chart: Any, values: dict[str, Any], *, is_upgrade: bool = False) -> dict[str, str]:
-    return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=not is_upgrade,
+    return chart.render(with_image(values), name=RELEASE, namespace=NAMESPACE, is_install=not is_upgrade,
                         is_upgrade=is_upgrade)
 
 
@@ -142,12 +152,23 @@ def string_data(secret: dict[str, Any]) -> dict[str, str]:
     return secret.get("stringData", {})
 
 
+def regular(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The release's own resources (hooks left out)."""
+    return [d for d in docs if not hooks(d)]
+
+
+def generated(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Secrets the secrets hook Job makes when they do not exist (its $SECRETS)."""
+    jobs = find(docs, "Job", f"{FULLNAME}-secrets")
+    return json.loads(env_of(containers(jobs[0])[0])["SECRETS"]["value"]) if jobs else []
+
+
 # -- helm lint and schema validation ------------------------------------------------------------------
 
 
 def test_lint_has_no_errors_or_warnings(helm: Any) -> None:
     for name, values in VARIANTS.items():
-        report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+        report = helm.lint(str(CHART), with_image(values), strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2]
         assert report["errors"] == [] and problems == [], (name, report)
 
@@ -183,7 +204,7 @@ def test_names_are_unique_per_kind_and_namespace(rendered: dict[str, list[dict[s
 
 
 def test_release_named_like_the_chart_has_no_clashing_names(chart: Any) -> None:
-    files = chart.render({"minio": {"enabled": True}}, name="sematic-k8s", namespace="sematic-k8s")
+    files = chart.render(with_image({"minio": {"enabled": True}}), name="sematic-k8s", namespace="sematic-k8s")
     docs = [d for path, text in files.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     keys = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert len(keys) == len(set(keys)), keys
@@ -246,6 +267,7 @@ def test_roles_are_namespaced_and_grant_exactly_the_driver_and_rerun_verbs(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     for variant, docs in rendered.items():
         assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding"), variant
+        docs = regular(docs)
         if variant == "minimal":
             assert not find(docs, "Role") and not find(docs, "RoleBinding")
             continue
@@ -278,7 +300,7 @@ def test_worker_service_account_has_no_permissions_and_no_token(rendered: dict[s
     assert worker["metadata"]["namespace"] == NAMESPACE
     driver = one(docs, "ServiceAccount", "sematic-k8s-driver")
     assert driver["automountServiceAccountToken"] is True
-    subjects = {s["name"] for b in find(docs, "RoleBinding") for s in b["subjects"]}
+    subjects = {s["name"] for b in find(regular(docs), "RoleBinding") for s in b["subjects"]}
     assert subjects == {"sematic-k8s-driver", f"{FULLNAME}-server"}
 
 
@@ -326,26 +348,50 @@ def test_no_credential_is_a_plain_value_in_a_pod_spec(rendered: dict[str, list[d
                         or "valueFrom" in e, (variant, e["name"])
 
 
-def test_bundled_postgresql_password_is_consistent_across_the_render(
-        rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_bundled_postgresql_password_is_never_made_by_a_render(chart: Any,
+                                                              rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Rendering the chart twice (helm template, Argo CD) gives the same manifests: the password is made once by
+    the secrets hook Job, into a Secret no render contains, and everything reads it from there."""
     docs = rendered["default"]
-    db = string_data(one(docs, "Secret", f"{FULLNAME}-database"))
-    password = db["postgres-password"]
-    assert len(password) == 32
-    assert db["url"] == f"postgresql+psycopg://sematic:{password}@{FULLNAME}-postgresql:5432/sematic"
-    assert string_data(one(docs, "Secret", f"{FULLNAME}-migrations"))["url"] == db["url"]
-    pg = one(docs, "StatefulSet", f"{FULLNAME}-postgresql")
-    assert env_of(containers(pg)[0])["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{FULLNAME}-database", "key": "postgres-password"}
-
-
-def test_given_passwords_are_url_encoded(chart: Any) -> None:
-    docs = render(chart, {"postgresql": {"auth": {"password": "p@ss/w:rd"}}})
+    assert render(chart, {}) == docs and render(chart, {}, is_upgrade=True) == render(chart, {}, is_upgrade=True)
+    assert [(g["name"], g["data"]) for g in generated(docs)] == [(f"{FULLNAME}-postgresql", {"password": None})]
+    assert not find(docs, "Secret", f"{FULLNAME}-postgresql")
     url = string_data(one(docs, "Secret", f"{FULLNAME}-database"))["url"]
-    assert url == f"postgresql+psycopg://sematic:p%40ss%2Fw%3Ard@{FULLNAME}-postgresql:5432/sematic"
-    from sqlalchemy.engine import make_url
+    assert url == f"postgresql+psycopg://sematic@{FULLNAME}-postgresql:5432/sematic"  # no password in it
+    assert string_data(one(docs, "Secret", f"{FULLNAME}-migrations"))["url"] == url
+    ref = {"name": f"{FULLNAME}-postgresql", "key": "password"}
+    pg = one(docs, "StatefulSet", f"{FULLNAME}-postgresql")
+    assert env_of(containers(pg)[0])["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    for workload in (one(docs, "Deployment", FULLNAME), one(docs, "Job", f"{FULLNAME}-migrate")):
+        assert env_of(containers(workload)[0])["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == ref  # libpq reads it
 
-    assert make_url(url).password == "p@ss/w:rd"
+
+def test_a_given_or_existing_postgresql_password_makes_no_hook(chart: Any) -> None:
+    docs = render(chart, {"postgresql": {"auth": {"password": "p@ss/w:rd"}}})
+    assert string_data(one(docs, "Secret", f"{FULLNAME}-postgresql")) == {"password": "p@ss/w:rd"}
+    assert not find(docs, "Job", f"{FULLNAME}-secrets")
+    docs = render(chart, {"postgresql": {"auth": {"existingSecret": "pg-creds", "existingSecretKey": "pw"}}})
+    assert not find(docs, "Job", f"{FULLNAME}-secrets") and not find(docs, "Secret", f"{FULLNAME}-postgresql")
+    pg = one(docs, "StatefulSet", f"{FULLNAME}-postgresql")
+    assert env_of(containers(pg)[0])["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pg-creds",
+                                                                                           "key": "pw"}
+
+
+def test_the_secrets_hook_runs_first_with_only_get_and_create_on_secrets(rendered: dict[str, list[dict[str, Any]]]
+                                                                         ) -> None:
+    docs = rendered["aws-s3-run-namespace"]
+    job = one(docs, "Job", f"{FULLNAME}-secrets")
+    assert hooks(job) == {"pre-install", "pre-upgrade"}
+    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert all(int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) > weight
+               for d in docs if hooks(d) and d["metadata"]["name"] != f"{FULLNAME}-secrets")
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        made = one(docs, kind, f"{FULLNAME}-secrets")
+        assert hooks(made) == hooks(job) and int(made["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight
+    assert _granted(one(docs, "Role", f"{FULLNAME}-secrets")) == {("", "secrets"): {"get", "create"}}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-secrets" and pod["securityContext"]["runAsNonRoot"] is True
+    assert containers(job)[0]["command"][2].strip() == (CHART / "files" / "secrets.py").read_text().strip()
 
 
 def test_no_shared_key_for_drivers(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -419,6 +465,8 @@ def test_only_hooks_are_hooks(rendered: dict[str, list[dict[str, Any]]]) -> None
     for variant, docs in rendered.items():
         hooked = sorted(d["metadata"]["name"] for d in docs if hooks(d))
         expected = {f"{FULLNAME}-migrate", f"{FULLNAME}-migrations"}
+        if variant in ("default", "minio", "ingress", "digest", "aws-s3-run-namespace", "reruns"):
+            expected.add(f"{FULLNAME}-secrets")  # the bundled PostgreSQL's password, made once
         if variant == "minio":
             expected.add(f"{FULLNAME}-minio-bucket")
         if variant == "minimal":
@@ -482,10 +530,11 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     server = one(docs, "Deployment", FULLNAME)
     pod = server["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["image"] == "sematic-k8s-server:0.1.0"
+    assert container["image"] == f"{SERVER_REPOSITORY}:0.1.0"
     assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
                                     "--max-request-mb", "32", "--token-max-hours", "168",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
+                                    "--self-url", f"http://{FULLNAME}.{NAMESPACE}.svc:8000",
                                     "--rerun-concurrency", "2", "--rerun-queue", "8"]  # no repository: no rerun
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
@@ -525,7 +574,7 @@ def test_image_by_digest_or_tag(chart: Any, rendered: dict[str, list[dict[str, A
     docs = rendered["digest"]
     (container,) = containers(one(docs, "Deployment", FULLNAME))
     assert container["image"] == f"registry.example.com/sematic-k8s-server@{DIGEST}"
-    assert containers(one(docs, "StatefulSet"))[0]["image"] == f"docker.io/library/postgres@{DIGEST}"
+    assert containers(one(docs, "StatefulSet"))[0]["image"] == f"docker.io/library/postgres:16.4@{DIGEST}"
     assert one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     tagged = render(chart, {"image": {"repository": "r/server", "tag": "1.2.3"}})
     assert containers(one(tagged, "Deployment", FULLNAME))[0]["image"] == "r/server:1.2.3"
@@ -552,7 +601,8 @@ def test_drivers_settings_configmap(rendered: dict[str, list[dict[str, Any]]]) -
     assert data["SEMATIC_K8S_SERVICE_ACCOUNT"] == "sematic-k8s-driver"
     assert data["SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"] == "sematic-k8s-worker"
     assert data["SEMATIC_K8S_STORAGE_SECRET"] == "sematic-k8s-s3"
-    assert one(docs, "Secret", "sematic-k8s-s3")["metadata"]["namespace"] == NAMESPACE
+    [made] = [g for g in generated(docs) if g["name"] == "sematic-k8s-s3"]
+    assert made["namespace"] == NAMESPACE
 
 
 def test_settings_use_the_names_the_kubernetes_executor_reads(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -567,9 +617,11 @@ def test_settings_use_the_names_the_kubernetes_executor_reads(rendered: dict[str
     assert data[settings.WORKER_SERVICE_ACCOUNT_ENV] == "sematic-k8s-worker"
     assert data[settings.STORAGE_SECRET_ENV] == "sematic-k8s-s3"
     assert data[settings.NAMESPACE_ENV] == NAMESPACE
-    storage = string_data(one(docs, "Secret", data[settings.STORAGE_SECRET_ENV]))
+    made = {g["name"]: g for g in generated(docs)}
+    storage = made[made[data[settings.STORAGE_SECRET_ENV]]["name"]]
+    storage = generated(docs)[storage["copy_of"]] if "copy_of" in storage else storage
     required = {k for k, (_, optional) in manifests.STORAGE_SECRET_KEYS.items() if not optional}
-    assert required <= storage.keys()
+    assert required <= storage["data"].keys()
 
 
 # -- PostgreSQL and MinIO ----------------------------------------------------------------------------------
@@ -598,9 +650,12 @@ def test_minio_is_off_by_default_and_complete_when_on(rendered: dict[str, list[d
     assert env["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{FULLNAME}-s3",
                                                                         "key": "AWS_SECRET_ACCESS_KEY"}
     assert one(docs, "PersistentVolumeClaim", f"{FULLNAME}-minio")
-    creds = string_data(one(docs, "Secret", f"{FULLNAME}-s3"))
-    assert creds["AWS_ACCESS_KEY_ID"] == "sematic-k8s" and len(creds["AWS_SECRET_ACCESS_KEY"]) == 40
-    assert string_data(one(docs, "Secret", "sematic-k8s-s3")) == creds
+    assert not find(docs, "Secret", f"{FULLNAME}-s3")  # made once by the secrets hook, never by a render
+    made = generated(docs)
+    [creds] = [g for g in made if g["name"] == f"{FULLNAME}-s3"]
+    assert creds["data"] == {"AWS_ACCESS_KEY_ID": "sematic-k8s", "AWS_SECRET_ACCESS_KEY": None}
+    [copy] = [g for g in made if g["name"] == "sematic-k8s-s3"]
+    assert made[copy["copy_of"]] == creds
     bucket_job = one(docs, "Job", f"{FULLNAME}-minio-bucket")
     assert hooks(bucket_job) == {"post-install", "post-upgrade"}
     server_env = env_of(containers(one(docs, "Deployment", FULLNAME))[0])
@@ -663,6 +718,10 @@ def test_every_value_is_documented() -> None:
     ({"postgresql": {"enabled": False}}, "database.external.url"),
     ({"artifacts": {"s3": {"accessKeyId": "AKIA"}}}, "artifacts.s3.secretAccessKey"),
     ({"server": {"rerunLauncher": "docker"}}, "server.rerunLauncher must be"),
+    ({"image": {"repository": ""}}, "image.repository is required: the server image in a registry your nodes pull "
+                                    "from"),
+    ({"minio": {"enabled": True}, "runs": {"namespace": "runs", "createNamespace": True}},
+     "create it first (kubectl create namespace runs) and set runs.createNamespace=false, or give minio.rootPassword"),
 ])
 def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, values: dict[str, Any],
                                                         message: str) -> None:
@@ -682,9 +741,59 @@ def test_client_side_install_dry_run_orders_hooks(helm: Any) -> None:
     """Helm's install action (client dry run, in-memory release storage) accepts the chart and sorts the
     migration Job out of the manifest into the release's hooks."""
     with helm.Config(namespace=NAMESPACE, storage_driver="memory") as cfg:
-        release = cfg.install(str(CHART), RELEASE, VARIANTS["external-db-url"], namespace=NAMESPACE,
+        release = cfg.install(str(CHART), RELEASE, with_image(VARIANTS["external-db-url"]), namespace=NAMESPACE,
                               dry_run="client")
     assert release["status"] == "pending-install"
     manifest = release["manifest"]
     assert f"name: {FULLNAME}-migrate" not in manifest
     assert "kind: StatefulSet" not in manifest and "kind: Deployment" in manifest
+
+
+# -- what the chart asks of a cluster, and of the code ------------------------------------------------------------
+
+
+def test_the_chart_needs_kubernetes_1_27() -> None:
+    """podFailurePolicy (on by default from 1.26) and the batch.kubernetes.io/* pod labels (1.27) the driver reads:
+    Helm refuses to install on an older cluster (the -0 lets pre-release and vendor builds such as 1.29.3-eks
+    through)."""
+    chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart_yaml["kubeVersion"] == ">=1.27.0-0"
+    assert "1.27" in (CHART / "README.md").read_text()
+
+
+def test_third_party_images_are_pinned_by_digest(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for variant in ("default", "minio"):
+        for workload in (d for d in rendered[variant] if d["kind"] in WORKLOADS):
+            for container in containers(workload):
+                if not container["image"].startswith(SERVER_REPOSITORY):
+                    assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", container["image"]), container
+
+
+# Each Kubernetes API call the driver makes (its executor and watches), by client method -> (group, resource,
+# verbs): the chart's driver Role must grant exactly these. A new call fails this test until it is listed here
+# (and granted, or dropped).
+DRIVER_CALLS = {
+    "create_namespaced_job": ("batch", "jobs", {"create"}),
+    "read_namespaced_job": ("batch", "jobs", {"get"}),
+    "list_namespaced_job": ("batch", "jobs", {"list", "watch"}),  # listed, then watched (k8s/watch.py)
+    "delete_namespaced_job": ("batch", "jobs", {"delete"}),
+    "list_namespaced_pod": ("", "pods", {"list", "watch"}),
+    "read_namespaced_pod_log": ("", "pods/log", {"get"}),
+    "list_namespaced_event": ("", "events", {"list"}),
+}
+DRIVER_CODE = ("sematic_k8s/executors/kubernetes.py", "sematic_k8s/k8s/watch.py", "sematic_k8s/k8s/pods.py",
+               "sematic_k8s/k8s/client.py", "sematic_k8s/driver.py")
+
+
+def test_the_driver_role_grants_exactly_the_calls_the_driver_makes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    called = set()
+    for path in DRIVER_CODE:
+        called |= set(re.findall(r"\.((?:create|read|list|delete|patch|replace)_namespaced_\w+)", (REPO / path)
+                                 .read_text()))
+    called.discard("read_namespaced_job_status")  # the CloudResolver's, with the user's own credentials
+    assert called <= DRIVER_CALLS.keys(), f"calls the Role was not checked against: {called - DRIVER_CALLS.keys()}"
+    needed: dict[tuple[str, str], set[str]] = {}
+    for method in called | {"list_namespaced_event"}:  # the events listing may live in a module not scanned
+        group, resource, verbs = DRIVER_CALLS[method]
+        needed.setdefault((group, resource), set()).update(verbs)
+    assert _granted(one(regular(rendered["default"]), "Role", f"{FULLNAME}-driver")) == needed == DRIVER_RULES

@@ -52,7 +52,8 @@ def chart_objects() -> list[dict[str, Any]]:
     except ImportError:
         pytest.skip("helm-python-sdk is not installed")
     with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render({}, name="sk", namespace=NS, is_install=True, is_upgrade=False)
+        files = chart.render({"image": {"repository": "registry.example.com/sematic-k8s-server"}}, name="sk",
+                             namespace=NS, is_install=True, is_upgrade=False)
     docs = [d for path, text in sorted(files.items()) if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     return [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret")
             and d["metadata"].get("namespace") == NS]

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from sematic_k8s.packaging import BuildError, ImageRef, compute_context, ensure_image, parse_steps
+from sematic_k8s.packaging.build import base_platform, registry_platform
 from sematic_k8s.packaging.context import CODE_DIR, source_map
 from sematic_k8s.packaging.dockerfile import render_dockerfile
 from sematic_k8s.packaging.ignore import DockerIgnore
 from sematic_k8s.packaging.registry import Repo, manifest_digest
 from sematic_k8s.packaging.wheels import build_sematic_wheel, sematic_dist
 from sematic_k8s.progress import Display
+from sematic_k8s.specs import IMAGE_HOME, IMAGE_UID
 
 try:
     import infra
@@ -229,6 +231,23 @@ def test_build_push_returns_digest_and_image_runs(built, client, repo, base_imag
     assert ".git" not in files and "build" not in files and "run.log" not in files and "userpipe" in files
 
 
+def test_the_image_runs_as_a_numeric_non_root_user_with_a_writable_home(built, client, base_image):
+    """So that the kubelet can check runAsNonRoot and pods pass the Pod Security "restricted" level."""
+    _, ref, _ = built
+    assert client.images.get(ref.digest_ref).attrs["Config"]["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    out = run_in(client, ref.digest_ref, "import os, pathlib; (pathlib.Path.home() / 'x').write_text('ok'); "
+                 "print(os.getuid(), os.getgid(), pathlib.Path.home())")
+    assert out.split() == [str(IMAGE_UID), str(IMAGE_UID), IMAGE_HOME]
+
+
+def test_the_image_is_built_for_the_base_images_platform_and_says_so(built, client, repo, base_image):
+    _, ref, _ = built
+    arch = client.images.get(base_image).attrs["Architecture"]
+    assert ref.platform == arch and client.images.get(ref.digest_ref).attrs["Architecture"] == arch
+    assert base_platform(client, base_image) == arch
+    assert registry_platform(repo, ref.digest) == arch  # what a rerun that reuses the image learns
+
+
 def test_one_line_edit_rebuilds_only_the_code_layer(built, client, repo, base_image):
     root, first, _ = built
     steps_py = root / "userpipe" / "steps.py"
@@ -268,6 +287,7 @@ def test_recorded_hash_builds_nothing(built, repo, base_image, tmp_path):
     again = ensure_image(copy, repo, base_image, recorded=(first.context_hash, first.digest_ref),
                          progress=lines.append, client=NoDocker())
     assert again == ImageRef(first.digest_ref, first.context_hash, False)
+    assert again.platform == first.platform  # read from the registry, without docker
     assert any("reusing recorded" in ln for ln in lines)
 
 
@@ -299,6 +319,7 @@ def test_worker_image_builds_and_runs(base_image, client):
     ref = build_image("worker", f"{infra.REGISTRY}/sematic-k8s-worker:test", base_image=base_image, push=True,
                       progress=lambda _: None)
     assert DIGEST_REF.match(ref)
+    assert client.images.get(ref).attrs["Config"]["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
     out = run_in(client, ref, "import sematic_k8s, sematic_k8s.worker, sematic_k8s.driver, boto3, os; "
                  "print(sematic_k8s.__version__, os.getcwd())")
     assert out.split()[1] == "/app"
@@ -311,5 +332,6 @@ def test_server_image_builds(base_image, client):
                            progress=lambda _: None)
     image = client.images.get(image_id)
     assert image.attrs["Config"]["Cmd"][:2] == ["sematic-k8s", "server"]
-    out = run_in(client, image_id, "import fastapi, uvicorn, alembic, psycopg, sematic_k8s_server.app; print('ok')")
+    out = run_in(client, image_id, "import fastapi, uvicorn, alembic, psycopg, kubernetes, sematic_k8s_server.app; "
+                 "print('ok')")  # kubernetes: reruns start driver Jobs, the secrets hook makes Secrets
     assert out.strip() == "ok"

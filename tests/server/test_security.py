@@ -205,6 +205,18 @@ def test_the_docker_launcher_is_for_local_development_only(tmp_path) -> None:
     assert result.exit_code != 0 and "without tag" in result.output
 
 
+def test_kubernetes_reruns_need_the_address_pods_reach_the_server_at(tmp_path) -> None:
+    """Without --self-url a rerun's driver would be told http://127.0.0.1:PORT, which is its own pod."""
+    runner = CliRunner()
+    home = ["--home", str(tmp_path)]
+    result = runner.invoke(server_cli, ["server", "--host", "0.0.0.0", "--rerun-launcher", "kubernetes", *home])
+    assert result.exit_code != 0 and "--rerun-launcher kubernetes needs --self-url" in result.output
+    assert "never 127.0.0.1" in result.output
+    result = runner.invoke(server_cli, ["server", "--rerun-launcher", "kubernetes", "--self-url", "sk.svc:8000",
+                                        *home])
+    assert result.exit_code != 0 and "--self-url must be an http(s) URL" in result.output
+
+
 def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the_records(tmp_path, monkeypatch):
     """The record asks for the docker executor in kube-system with its own API server: the server starts its
     Job in its own namespace with its own settings, the image by digest, and the driver's token in a Secret

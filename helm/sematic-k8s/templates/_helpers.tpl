@@ -43,17 +43,21 @@ app.kubernetes.io/part-of: sematic-k8s
 {{- end }}
 {{- end -}}
 
-{{/* An image reference: repository@digest when a digest is given, else repository:tag.
-Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
+{{/* An image reference: repository[:tag]@digest when a digest is given (the digest decides; the tag is for
+people), else repository:tag. Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
 {{- define "sematic-k8s.image" -}}
-{{- if .image.digest -}}
+{{- if and .image.digest .image.tag -}}
+{{- printf "%s:%s@%s" .image.repository (toString .image.tag) .image.digest -}}
+{{- else if .image.digest -}}
 {{- printf "%s@%s" .image.repository .image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" .image.repository (default .defaultTag .image.tag | toString) -}}
 {{- end -}}
 {{- end -}}
 
+{{/* The server image: there is no public one, so its repository must be given (a registry the nodes pull from). */}}
 {{- define "sematic-k8s.serverImage" -}}
+{{- $_ := required "image.repository is required: the server image in a registry your nodes pull from, e.g. ghcr.io/acme/sematic-k8s-server (build and push it with `python -m sematic_k8s.packaging.images server --tag REGISTRY/sematic-k8s-server:TAG --push`, then set image.digest to the sha256 it prints)" .Values.image.repository -}}
 {{- include "sematic-k8s.image" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) -}}
 {{- end -}}
 
@@ -70,9 +74,13 @@ Call with (dict "image" .Values.image "defaultTag" .Chart.AppVersion). */}}
 {{- end -}}
 {{- end -}}
 
-{{/* The server's URL inside the cluster (what drivers and workers use). */}}
+{{/* The server's URL inside the cluster (what drivers use): server.inClusterUrl, else its Service's DNS name. */}}
 {{- define "sematic-k8s.serverUrl" -}}
+{{- if .Values.server.inClusterUrl -}}
+{{- trimSuffix "/" .Values.server.inClusterUrl -}}
+{{- else -}}
 {{- printf "http://%s.%s.svc:%v" (include "sematic-k8s.fullname" .) .Release.Namespace .Values.service.port -}}
+{{- end -}}
 {{- end -}}
 
 {{/* -- Database ------------------------------------------------------------------------------------ */}}
@@ -109,25 +117,44 @@ url
 {{- end -}}
 {{- end -}}
 
-{{/* The bundled PostgreSQL's password: the value, else the one already stored (upgrades), else a new
-random one. Memoised in .Values so every template of one render sees the same password. */}}
-{{- define "sematic-k8s.postgresql.password" -}}
-{{- if not .Values.postgresql.auth.password -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-database" (include "sematic-k8s.fullname" .)) -}}
-{{- $stored := "" -}}
-{{- if and $secret $secret.data -}}
-{{- $stored = index $secret.data "postgres-password" | default "" | b64dec -}}
-{{- end -}}
-{{- $_ := set .Values.postgresql.auth "password" (default (randAlphaNum 32) $stored) -}}
-{{- end -}}
-{{- .Values.postgresql.auth.password -}}
+{{/* The Secret and key holding the bundled PostgreSQL's password: postgresql.auth.existingSecret, else
+"<fullname>-postgresql" (from postgresql.auth.password, or generated once by the secrets hook). */}}
+{{- define "sematic-k8s.postgresql.secretName" -}}
+{{- default (printf "%s-postgresql" (include "sematic-k8s.fullname" .)) .Values.postgresql.auth.existingSecret -}}
 {{- end -}}
 
-{{/* The database URL when the chart stores it (bundled PostgreSQL or database.external.url). */}}
+{{- define "sematic-k8s.postgresql.secretKey" -}}
+{{- if .Values.postgresql.auth.existingSecret -}}
+{{- .Values.postgresql.auth.existingSecretKey -}}
+{{- else -}}
+password
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the secrets hook generates the bundled PostgreSQL's password (no value, no existing Secret). */}}
+{{- define "sematic-k8s.postgresql.generated" -}}
+{{- if and .Values.postgresql.enabled (not .Values.postgresql.auth.password) (not .Values.postgresql.auth.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* PGPASSWORD for the server and the migration Job (libpq reads it: the URL holds no password). */}}
+{{- define "sematic-k8s.postgresql.passwordEnv" -}}
+{{- if .Values.postgresql.enabled -}}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sematic-k8s.postgresql.secretName" . }}
+      key: {{ include "sematic-k8s.postgresql.secretKey" . }}
+{{- end -}}
+{{- end -}}
+
+{{/* The database URL when the chart stores it (bundled PostgreSQL, whose password comes as PGPASSWORD, or
+database.external.url). */}}
 {{- define "sematic-k8s.database.url" -}}
 {{- if .Values.postgresql.enabled -}}
 {{- $auth := .Values.postgresql.auth -}}
-{{- printf "postgresql+psycopg://%s:%s@%s:5432/%s" (urlquery $auth.username) (urlquery (include "sematic-k8s.postgresql.password" .)) (include "sematic-k8s.postgresql.fullname" .) $auth.database -}}
+{{- printf "postgresql+psycopg://%s@%s:5432/%s" (urlquery $auth.username) (include "sematic-k8s.postgresql.fullname" .) $auth.database -}}
 {{- else -}}
 {{- .Values.database.external.url -}}
 {{- end -}}
@@ -156,17 +183,11 @@ random one. Memoised in .Values so every template of one render sees the same pa
 {{- default "sematic-k8s" .Values.minio.rootUser -}}
 {{- end -}}
 
-{{/* MinIO's root password: the value, else the stored one, else a new one (memoised). */}}
-{{- define "sematic-k8s.minio.rootPassword" -}}
-{{- if not .Values.minio.rootPassword -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (printf "%s-s3" (include "sematic-k8s.fullname" .)) -}}
-{{- $stored := "" -}}
-{{- if and $secret $secret.data -}}
-{{- $stored = index $secret.data "AWS_SECRET_ACCESS_KEY" | default "" | b64dec -}}
+{{/* "true" when the secrets hook generates MinIO's root password (the S3 credentials' Secrets). */}}
+{{- define "sematic-k8s.minio.generated" -}}
+{{- if and .Values.minio.enabled (not .Values.minio.rootPassword) (not .Values.artifacts.s3.existingSecret) -}}
+true
 {{- end -}}
-{{- $_ := set .Values.minio "rootPassword" (default (randAlphaNum 40) $stored) -}}
-{{- end -}}
-{{- .Values.minio.rootPassword -}}
 {{- end -}}
 
 {{/* The S3 endpoint as seen from inside the cluster; empty means AWS. */}}
@@ -208,7 +229,7 @@ empty when the pods' own identity is used. */}}
 {{- define "sematic-k8s.s3.credentials" -}}
 {{- if .Values.minio.enabled -}}
 AWS_ACCESS_KEY_ID: {{ include "sematic-k8s.minio.rootUser" . | quote }}
-AWS_SECRET_ACCESS_KEY: {{ include "sematic-k8s.minio.rootPassword" . | quote }}
+AWS_SECRET_ACCESS_KEY: {{ .Values.minio.rootPassword | quote }}
 {{- else -}}
 AWS_ACCESS_KEY_ID: {{ .Values.artifacts.s3.accessKeyId | quote }}
 AWS_SECRET_ACCESS_KEY: {{ required "artifacts.s3.secretAccessKey is required with artifacts.s3.accessKeyId" .Values.artifacts.s3.secretAccessKey | quote }}

@@ -1,0 +1,159 @@
+"""A pipeline on Kubernetes as an operator's cluster runs it, on the cluster model (tests/support/kube_model) with
+a kubelet that runs pods in the real Docker engine: the run namespace enforces the Pod Security "restricted" level,
+the chart's run-namespace objects (ServiceAccounts, Roles, RoleBindings, settings ConfigMap, S3 Secret) are applied
+as Helm renders them, and the driver pod talks to the API server with its own ServiceAccount token, so every one
+of its requests is authorised against the chart's driver Role.
+
+The CloudResolver builds the image (from the local base image, which runs as root) and launches the driver; the
+driver creates one worker Job per remote run. Skipped without dockerd, the registry and S3 (failed under CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("kubernetes")
+boto3 = pytest.importorskip("boto3")
+helm = pytest.importorskip("helm_python")
+
+from botocore.config import Config  # noqa: E402
+from kubernetes import client  # noqa: E402
+
+import sematic_k8s as sk  # noqa: E402
+from infra import REGISTRY, require_docker  # noqa: E402
+from kube_model import Cluster, NodeSpec  # noqa: E402
+from sematic_k8s.func import _REGISTRY  # noqa: E402
+from sematic_k8s.specs import IMAGE_UID  # noqa: E402
+from serving import serve  # noqa: E402
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "sematic-k8s"
+NS = "sk-restricted"
+DRIVER_SA = "sematic-k8s-driver"
+
+PIPELINE = '''
+    import os
+    import pathlib
+    import sematic_k8s as sk
+
+    @sk.func(inline=False)
+    def square(x: int) -> int:
+        home = pathlib.Path.home()
+        (home / "scratch.txt").write_text("HOME is writable")  # libraries cache things in HOME
+        return x * x
+
+    @sk.func(inline=False)
+    def whoami() -> str:
+        return f"{os.getuid()}:{os.getgid()} {pathlib.Path.home()}"
+
+    @sk.func
+    def add_all(xs: list[int]) -> int:
+        return sum(xs)
+
+    @sk.func
+    def pipeline(n: int) -> list:
+        return [add_all([square(i) for i in range(1, n + 1)]), whoami()]
+'''
+
+
+def chart_run_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart's objects in the run namespace, as Helm renders them."""
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render({"image": {"repository": f"{REGISTRY}/sematic-k8s-server"}, **values}, name="sk",
+                             namespace=NS, is_install=True, is_upgrade=False)
+    docs = [d for path, text in sorted(files.items()) if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    return [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret")
+            and d["metadata"].get("namespace") == NS]
+
+
+@pytest.fixture
+def s3(monkeypatch) -> tuple[str, str]:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_BUCKET",
+                 "SEMATIC_K8S_S3_PREFIX", "SEMATIC_K8S_S3_ENDPOINT", "SEMATIC_K8S_STORAGE_SECRET",
+                 "SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT",
+                 "SEMATIC_K8S_NAMESPACE", "SEMATIC_K8S_CONFIG_MAP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", "test"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"sk-restricted-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=bucket)
+    return endpoint, bucket
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Iterator[tuple[Path, Any]]:
+    root = tmp_path / "project"
+    root.mkdir()
+    module = f"restricted_{uuid.uuid4().hex[:8]}"
+    (root / f"{module}.py").write_text(textwrap.dedent(PIPELINE))
+    monkeypatch.syspath_prepend(str(root))
+    __import__(module)
+    yield root, sys.modules[module]
+    sys.modules.pop(module, None)
+    for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
+        del _REGISTRY[path]
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    require_docker()
+    with Cluster([NodeSpec("node-1", runtime="docker")]) as c:
+        yield c
+        assert not c.errors, c.errors
+
+
+def test_a_pipeline_runs_in_a_restricted_namespace_as_the_charts_service_accounts(cluster, s3, project, tmp_path,
+                                                                                  monkeypatch):
+    base_image = require_docker()
+    endpoint, bucket = s3
+    root, mod = project
+    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
+                           "pod-security.kubernetes.io/enforce-version": "latest"})
+    (tmp_path / "server").mkdir()
+    lines: list[str] = []
+    with serve(tmp_path / "server") as server:
+        cluster.apply(chart_run_objects({  # pods run on the host network: the server and S3 are on 127.0.0.1
+            "server": {"inClusterUrl": server.url},
+            "artifacts": {"bucket": bucket, "prefix": "runs", "s3": {
+                "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
+                "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())  # the user's kubeconfig: an admin here
+        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
+                                    registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image,
+                                    project_root=str(root), executor="kubernetes",
+                                    executor_settings={"namespace": NS}, poll_interval=0.2, progress=lines.append)
+        f = mod.pipeline(3)
+        total, who = f.resolve(resolver)
+        assert total == 1 + 4 + 9, lines
+        assert who == f"{IMAGE_UID}:{IMAGE_UID} /home/sematic-k8s"
+
+        api = cluster.client()
+        core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        selector = f"sematic-k8s/resolution-id={f.id}"
+        pods = cluster.wait(lambda: (ps := core.list_namespaced_pod(NS, label_selector=selector).items) and all(
+            p.status.phase == "Succeeded" for p in ps) and ps, timeout=120, message="the driver pod's end")
+        assert sorted(p.metadata.labels["sematic-k8s/role"] for p in pods) == ["driver"] + ["worker"] * 4
+        assert not [e for e in cluster.events(NS) if e["reason"] == "FailedCreate"]
+        res = server.store.get_resolution(f.id)
+        assert res.settings["platform"] == "amd64"
+        for pod in pods:
+            assert pod.spec.node_selector == {"kubernetes.io/arch": "amd64"}
+        # the driver worked as its ServiceAccount, within the chart's Role, and was never refused
+        driver = cluster.user_of(f"{NS}/{DRIVER_SA}")
+        calls = cluster.calls(user=driver)
+        assert {(c.verb, c.resource_path) for c in calls} >= {("create", "jobs"), ("list", "pods")}
+        assert not [c for c in calls if c.status in (401, 403)], [(c.verb, c.path, c.status) for c in calls]
+        assert len(batch.list_namespaced_job(NS, label_selector="sematic-k8s/role=worker").items) == 4
+        api.close()
