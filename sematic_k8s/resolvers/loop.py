@@ -48,7 +48,7 @@ class ResolutionLoop:
 
     def __init__(self, store: Store, storage: Storage, executor: Executor, settings: ResolutionSettings | None = None,
                  *, kind: str, image: str | None = None, build_hash: str | None = None,
-                 recorded: dict[str, Any] | None = None) -> None:
+                 recorded: dict[str, Any] | None = None, inline_limit: int = 0) -> None:
         self.store, self.storage, self.executor = store, storage, executor
         self.kind = kind
         self.settings = settings or ResolutionSettings()
@@ -56,7 +56,7 @@ class ResolutionLoop:
         self.image, self.build_hash = image, build_hash
         self.extra_settings = recorded or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
         self.graph = graph.Graph()
-        self.recorder = Recorder(store, storage)
+        self.recorder = Recorder(store, storage, inline_limit=inline_limit)
         self.planner = Planner(store, self.recorder, self.graph, self.settings)
         self.attempts: dict[str, int] = {}
         self.pending: deque[graph.Node] = deque()

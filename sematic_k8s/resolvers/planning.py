@@ -165,7 +165,9 @@ class Planner:
 
         def leaf(artifact_id: str) -> Value:
             a = formats.get(artifact_id)
-            return self.recorder.stored_value(artifact_id, a.format if a else None, a.type_name if a else "")
+            if a is None:
+                return self.recorder.stored_value(artifact_id)
+            return self.recorder.stored_value(artifact_id, a.format, a.type_name, a.inline)
 
         nodes = []
         for p in plan:

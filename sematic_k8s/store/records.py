@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
@@ -68,7 +69,8 @@ class ResolutionRecord:
 
 @dataclass(slots=True)
 class ArtifactRecord:
-    """An immutable serialized value; ``id`` is its sha256 content id."""
+    """An immutable serialized value; ``id`` is its sha256 content id. A small one keeps its bytes ``inline``
+    (in its record, not a file of its own in artifact storage); ``to_dict`` gives them in base64."""
 
     id: str
     format: str
@@ -76,12 +78,15 @@ class ArtifactRecord:
     summary: Any
     size: int
     created_at: dt.datetime | None = None
+    inline: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
     return v.isoformat() + "Z" if isinstance(v, dt.datetime) else v
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 import sematic_k8s as sk
+from sematic_k8s.resolvers.recorder import INLINE_LIMIT
 from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store import sql_store
@@ -144,8 +145,46 @@ def test_equal_values_share_one_content_addressed_artifact(resolver, store, tmp_
     assert a.output_id == b.output_id  # both 2
     assert a.inputs["a"] == a.inputs["b"] == b.inputs["x"]  # all 1
     storage = LocalStorage(tmp_path / "storage")
-    assert storage.get(artifact_key(a.output_id)) == b"2"
+    assert store.get_artifact(a.output_id).inline == b"2"  # small: kept inline with its record, no file
+    assert not storage.exists(artifact_key(a.output_id))
     assert store.get_artifact(a.output_id).summary == 2
+
+
+@sk.func
+def xs_text(n: int) -> str:
+    return "x" * n
+
+
+def test_small_values_inline_large_ones_in_storage(resolver, store, tmp_path):
+    small, large = xs_text(INLINE_LIMIT - 2), xs_text(INLINE_LIMIT)  # JSON adds the quotes
+    assert small.resolve(resolver()) == "x" * (INLINE_LIMIT - 2)
+    assert large.resolve(resolver()) == "x" * INLINE_LIMIT
+    storage = LocalStorage(tmp_path / "storage")
+    s_art = store.get_artifact(store.get_run(small.id).output_id)
+    l_art = store.get_artifact(store.get_run(large.id).output_id)
+    assert (s_art.size, len(s_art.inline)) == (INLINE_LIMIT, INLINE_LIMIT)
+    assert not storage.exists(artifact_key(s_art.id))
+    assert l_art.inline is None and len(storage.get(artifact_key(l_art.id))) == INLINE_LIMIT + 2
+
+
+@sk.func
+def joined_len(a: str, b: str) -> int:
+    return len(a) + len(b)
+
+
+@sk.func
+def xs_texts() -> int:
+    return joined_len(xs_text(10), xs_text(INLINE_LIMIT * 2))
+
+
+def test_a_rerun_reads_inline_and_stored_inputs(resolver, store):
+    first = xs_texts()
+    assert first.resolve(resolver()) == 10 + INLINE_LIMIT * 2
+    joined = next(r for r in store.runs_of_root(first.id) if r.func_name == "joined_len")
+    again = xs_texts()
+    assert again.resolve(resolver(rerun_from=joined.id)) == 10 + INLINE_LIMIT * 2  # loads both reused outputs
+    new = {r.func_name: r for r in store.runs_of_root(again.id)}
+    assert new["joined_len"].state == "resolved" and new["xs_text"].notes.get("reused_from")
 
 
 # -- bad input ---------------------------------------------------------------------------------------
