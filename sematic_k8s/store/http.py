@@ -213,6 +213,15 @@ class HttpStore:
         doc = self._request("GET", f"/store/cached/{cache_key}", missing_ok=True)
         return None if doc is None else record_from_json(RunRecord, doc)
 
+    def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+        keys = list(dict.fromkeys(cache_keys))
+        out: dict[str, RunRecord] = {}
+        for i in range(0, len(keys), PAGE):
+            doc = self._request("POST", "/store/cached", content=dumps({"keys": keys[i:i + PAGE]}),
+                                headers={"Content-Type": "application/json"})
+            out.update({k: record_from_json(RunRecord, d) for k, d in doc["items"].items()})
+        return out
+
     def cancel_requested(self, resolution_id: str) -> bool:
         return bool(self._request("GET", f"/store/cancel_requested/{resolution_id}")["cancel_requested"])
 

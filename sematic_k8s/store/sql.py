@@ -51,6 +51,8 @@ class ResolutionRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    # a cache look-up: by key, resolved, most recent first (without it SQLite picks ix_runs_state and scans)
+    __table_args__ = (sa.Index("ix_runs_cache_key_state", "cache_key", "state", "ended_at"),)
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     root_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     parent_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -61,7 +63,7 @@ class RunRow(Base):
     inputs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     output_ref: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     output_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # ix_runs_cache_key_state
     cached_from: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     original_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     source_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -90,6 +92,8 @@ class ArtifactRow(Base):
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
+_HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
+               "source_hash", "created_at", "started_at", "ended_at"]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -264,6 +268,21 @@ class SqlStore:
         stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
                 .order_by(t.c.ended_at.desc()))
         return self._one(stmt, RunRecord, _RUN_FIELDS)
+
+    def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+        """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
+        (ids, func, state, output, source hash, end; not the JSON columns, whose decoding would dominate)."""
+        keys = list(dict.fromkeys(cache_keys))
+        t = self._runs
+        cols = [t.c[f] for f in _HIT_FIELDS]
+        out: dict[str, RunRecord] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                stmt = (sa.select(*cols).where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved",
+                                               t.c.cached_from.is_(None)).order_by(t.c.ended_at))
+                for row in conn.execute(stmt):
+                    out[row.cache_key] = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))  # most recent wins
+        return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
         stmt = sa.select(self._res.c.state).where(self._res.c.id == resolution_id)

@@ -507,6 +507,46 @@ def test_cache_hit_reuses_output_and_records_source(resolver, store):
     assert CALLS["expensive"] == 3  # other inputs, other namespace: misses
 
 
+@sk.func(cache=True)
+def cached_inc(i: int) -> int:
+    CALLS["cached_inc"] += 1
+    return i + 1
+
+
+@sk.func(cache=True)
+def cached_total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def cached_fan(n: int) -> int:
+    return cached_total([cached_inc(i) for i in range(n)])
+
+
+def test_cache_hits_of_a_fan_out_are_one_look_up_per_wave(resolver, store, monkeypatch):
+    CALLS.clear()
+    first = cached_fan(30)
+    assert first.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30
+    looked_up: list[int] = []
+    alone: list[str] = []
+    many, one = type(store).find_cached_many, type(store).find_cached
+    monkeypatch.setattr(type(store), "find_cached_many", lambda self, keys: many(self, looked_up.append(
+        len(keys := list(keys))) or keys))
+    monkeypatch.setattr(type(store), "find_cached", lambda self, key: alone.append(key) or one(self, key))
+    second = cached_fan(30)
+    assert second.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30
+    assert looked_up == [30, 1] and alone == []  # the 30 incs, then the total: two look-ups, none alone
+    old = {r.cache_key: r for r in store.runs_of_root(first.id) if r.cache_key}
+    new = [r for r in store.runs_of_root(second.id) if r.cache_key]
+    assert len(new) == 31 and all(r.cached_from == old[r.cache_key].id and r.state == "resolved" and
+                                  r.output_id == old[r.cache_key].output_id for r in new)
+    # a rerun's target executes even when cached, the others hit
+    CALLS.clear()
+    target = next(r for r in store.runs_of_root(first.id) if r.func_name == "cached_inc")
+    assert cached_fan(30).resolve(resolver(cache_namespace="ns", rerun_from=target.id)) == sum(range(1, 31))
+    assert CALLS["cached_inc"] == 1
+
+
 def test_cache_hit_skips_nested_funcs(resolver, store):
     first = cached_pipeline(2)
     assert first.resolve(resolver(cache_namespace="ns")) == 400
