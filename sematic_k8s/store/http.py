@@ -67,7 +67,11 @@ def _with_datetimes(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def batch_to_json(batch: Batch) -> dict[str, Any]:
-    return dataclasses.asdict(batch)
+    if batch.clones:
+        raise ValueError("run clones are copied inside a SQL store; the HTTP store takes whole runs")
+    doc = dataclasses.asdict(batch)
+    del doc["clones"]
+    return doc
 
 
 def batch_from_json(doc: dict[str, Any]) -> Batch:

@@ -95,6 +95,8 @@ class Batch:
     """Writes that land together in one transaction.
 
     ``runs`` maps run id -> fields: a full RunRecord dict for a new run, changed fields otherwise.
+    ``clones`` (SQL stores only, see ``SqlStore.bulk_clones``): new run id -> a run of a rerun reused as it was
+    recorded, copied inside the database from its ``original_run_id`` with the fields given here.
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -102,9 +104,15 @@ class Batch:
     new_resolutions: list[dict[str, Any]] = field(default_factory=list)
     resolution_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_run(self, run: RunRecord) -> None:
-        self.new_runs[run.id] = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+        self.new_runs[run.id] = {name: getattr(run, name) for name in _RUN_NAMES}
+
+    def clone_run(self, run_id: str, original_run_id: str, **fields: Any) -> None:
+        """A reused run: ``original_run_id``'s record copied as resolved, with ``fields`` (root_id, parent_id,
+        input_refs, output_ref, created_at) and ``notes.reused_from``."""
+        self.clones[run_id] = {"id": run_id, "original_run_id": original_run_id, **fields}
 
     def add_resolution(self, res: ResolutionRecord) -> None:
         self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)})
@@ -117,4 +125,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.new_runs or self.run_updates or self.new_resolutions
-                    or self.resolution_updates or self.artifacts)
+                    or self.resolution_updates or self.artifacts or self.clones)
+
+
+_RUN_NAMES = tuple(f.name for f in dataclasses.fields(RunRecord))

@@ -92,6 +92,8 @@ class ArtifactRow(Base):
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
+_SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
+                 "output_id", "source_file", "attempts"]
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash", "created_at", "started_at", "ended_at"]
 
@@ -136,6 +138,7 @@ class SqlStore:
             self._insert_absent(conn, self._res, batch.new_resolutions)
             self._insert_artifacts(conn, list(batch.artifacts.values()))
             self._insert_absent(conn, self._runs, list(batch.new_runs.values()))
+            self._clone_runs(conn, list(batch.clones.values()))
             self._update(conn, self._runs, batch.run_updates)
             self._update(conn, self._res, batch.resolution_updates)
 
@@ -172,6 +175,33 @@ class SqlStore:
             index_elements=["id"], set_={"inline": ins.excluded.inline},
             where=sa.and_(ins.excluded.inline.is_not(None),
                           sa.or_(t.c.inline.is_(None), t.c.inline != ins.excluded.inline))), rows)
+
+    def _clone_runs(self, conn: sa.Connection, clones: list[dict[str, Any]]) -> None:
+        """Reused runs of a rerun, each copied from its original inside the database (``INSERT ... SELECT``,
+        executemany): resolved, with new ids, parent, remapped refs and ``notes.reused_from``; skipped when
+        already there (a batch sent again)."""
+        if not clones:
+            return
+        t = self._runs
+        old = t.alias("old")
+        given = {k: sa.bindparam(k, type_=t.c[k].type) for k in ("id", "root_id", "parent_id", "input_refs",
+                                                                  "output_ref", "original_run_id", "created_at")}
+        if conn.dialect.name == "postgresql":
+            reused_from = sa.func.jsonb_build_object("reused_from", old.c.id)
+            merged = sa.cast(old.c.notes, postgresql.JSONB).op("||")(reused_from)
+            notes: Any = sa.cast(merged, sa.JSON)
+        else:
+            notes = sa.func.json_set(old.c.notes, "$.reused_from", old.c.id)
+        values: dict[str, Any] = {
+            **given, "func_path": old.c.func_path, "func_name": old.c.func_name, "state": sa.literal("resolved"),
+            "inputs": old.c.inputs, "output_id": old.c.output_id, "cached_from": old.c.cached_from,
+            "source_hash": old.c.source_hash, "source_file": old.c.source_file, "source_text": old.c.source_text,
+            "settings": old.c.settings, "attempts": old.c.attempts, "notes": notes, "started_at": old.c.started_at,
+            "ended_at": old.c.ended_at}
+        exists = sa.select(t.c.id).where(t.c.id == given["id"]).exists()
+        select = sa.select(*values.values()).where(old.c.id == given["original_run_id"], ~exists)
+        conn.execute(sa.insert(t).from_select(list(values), select),
+                     [{k: c.get(k) for k in given} for c in clones])
 
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
@@ -268,6 +298,16 @@ class SqlStore:
         stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
                 .order_by(t.c.ended_at.desc()))
         return self._one(stmt, RunRecord, _RUN_FIELDS)
+
+    bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database)
+
+    def run_shapes(self, root_id: str) -> list[RunRecord]:
+        """A resolution's runs with what planning a rerun needs (ids, func, state, refs, output), not the
+        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter."""
+        t = self._runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*[t.c[f] for f in _SHAPE_FIELDS]).where(t.c.root_id == root_id))
+            return [RunRecord(**dict(zip(_SHAPE_FIELDS, row, strict=True))) for row in rows]
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
