@@ -192,7 +192,8 @@ class ResolutionLoop:
             if run_id is None or output is None:
                 raise ValueError("a resolved run needs its id and output")
             self.graph.resolve(run_id, output)
-            self.task_inputs.pop(run_id, None)
+            self.task_inputs.pop(run_id, None)  # what a run in progress needs goes once it resolved
+            self.attempts.pop(run_id, None)  # (a late outcome of it is ignored by its state alone)
             if (key := self.run_keys.pop(run_id, None)) is not None:
                 self.looked_up.pop(key, None)  # a newer entry: a later run with this key looks it up again
             fields = {"output_id": output.id, "ended_at": utcnow(), **fields}

@@ -46,6 +46,7 @@ class Planner:
     def __init__(self, store: Store, recorder: Recorder, graph: Graph, settings: ResolutionSettings) -> None:
         self.store, self.recorder, self.graph, self.settings = store, recorder, graph, settings
         self.root_id = ""
+        self.settings_by_func: dict[Func, dict[str, Any]] = {}
 
     def plan(self, root: Future, resume: ResolutionRecord | None = None) -> Plan:
         """The starting nodes: those of ``resume`` (a restarted driver's unfinished Resolution), of a rerun
@@ -94,9 +95,16 @@ class Planner:
             id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
             func_name=f.func.name, state=CREATED, source_file=f.func.source_file, source_text=f.func.source_text,
             input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
-            source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
+            source_hash=f.func.source_hash, settings=self._settings_of(f.func), created_at=utcnow(),
         ))
         return Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
+
+    def _settings_of(self, func: Func) -> dict[str, Any]:
+        """``func.settings()``, once per func per resolution (its runs' records share the dict)."""
+        found = self.settings_by_func.get(func)
+        if found is None:
+            found = self.settings_by_func[func] = func.settings()
+        return found
 
     def _new_root(self, root: Future) -> Plan:
         for name, arg in root.kwargs.items():

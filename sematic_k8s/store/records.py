@@ -107,7 +107,15 @@ class Batch:
     clones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_run(self, run: RunRecord) -> None:
-        self.new_runs[run.id] = {name: getattr(run, name) for name in _RUN_NAMES}
+        """A new run: its fields, without those at their defaults (``RUN_DEFAULTS``, filled in when written:
+        a batch of 100,000 new runs stays small)."""
+        fields = {}
+        for name in _RUN_NAMES:
+            v = getattr(run, name)
+            if v is None or (v == {} and type(v) is dict) or (name == "attempts" and v == 0):
+                continue
+            fields[name] = v
+        self.new_runs[run.id] = fields
 
     def clone_run(self, run_id: str, original_run_id: str, **fields: Any) -> None:
         """A reused run: ``original_run_id``'s record copied as resolved, with ``fields`` (root_id, parent_id,
@@ -129,3 +137,6 @@ class Batch:
 
 
 _RUN_NAMES = tuple(f.name for f in dataclasses.fields(RunRecord))
+# what a new run's fields left out of a batch stand for (every RunRecord field that may be None, {} or 0)
+RUN_DEFAULTS: dict[str, Any] = {name: None for name in _RUN_NAMES} | {
+    "input_refs": {}, "inputs": {}, "settings": {}, "notes": {}, "attempts": 0}

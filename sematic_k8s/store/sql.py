@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
 from sematic_k8s.store import schema
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
@@ -98,6 +98,12 @@ _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", 
                "source_hash", "created_at", "started_at", "ended_at"]
 
 
+def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
+    """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={schema.SQLITE_BUSY_MS}")  # first: WAL mode may wait for another process
@@ -136,9 +142,12 @@ class SqlStore:
             return
         with self.engine.begin() as conn:
             self._insert_absent(conn, self._res, batch.new_resolutions)
-            self._insert_artifacts(conn, list(batch.artifacts.values()))
-            self._insert_absent(conn, self._runs, list(batch.new_runs.values()))
-            self._clone_runs(conn, list(batch.clones.values()))
+            for rows in _chunks(list(batch.artifacts.values())):
+                self._insert_artifacts(conn, rows)
+            for rows in _chunks(list(batch.new_runs.values())):
+                self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
+            for rows in _chunks(list(batch.clones.values())):
+                self._clone_runs(conn, rows)
             self._update(conn, self._runs, batch.run_updates)
             self._update(conn, self._res, batch.resolution_updates)
 
@@ -211,7 +220,8 @@ class SqlStore:
         for keys, rows in groups.items():
             stmt = (sa.update(table).where(table.c.id == sa.bindparam("_id"))
                     .values({k: sa.bindparam(k) for k in keys}))
-            conn.execute(stmt, rows)
+            for chunk in _chunks(rows):
+                conn.execute(stmt, chunk)
 
     # -- reads ------------------------------------------------------------------------------------
 
