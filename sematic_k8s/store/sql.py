@@ -7,8 +7,10 @@ process stopped heartbeating marks it dead first (:meth:`SqlStore.expire_silent`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -98,6 +100,29 @@ _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", 
                "source_hash", "created_at", "started_at", "ended_at"]
 
 
+_JSON_SEEN: dict[int, tuple[Any, Any, str]] = {}  # id -> (the dict, a copy, its JSON): settings shared by runs
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns' text: ``json.dumps``, with the common cases cheap (null, {}, and a dict many rows share,
+    such as a func's settings on each of its runs: encoded once, checked unchanged by comparison)."""
+    if value is None:
+        return "null"
+    if type(value) is dict:
+        if not value:
+            return "{}"
+        seen = _JSON_SEEN.get(id(value))
+        if seen is not None and seen[0] is value and seen[1] == value:
+            return seen[2]
+        text = json.dumps(value)
+        if len(value) >= 8:  # settings-like: worth remembering
+            if len(_JSON_SEEN) > 1024:
+                _JSON_SEEN.clear()
+            _JSON_SEEN[id(value)] = (value, copy.deepcopy(value), text)
+        return text
+    return json.dumps(value)
+
+
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
     """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
     for i in range(0, len(rows), size):
@@ -121,7 +146,7 @@ class SqlStore:
     def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
                  **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, **engine_kwargs)
+        self.engine = sa.create_engine(url, **{"json_serializer": _json_text, **engine_kwargs})
         self.stale_after = stale_after
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
