@@ -56,7 +56,9 @@ class ResolutionLoop:
         self.image, self.build_hash = image, build_hash
         self.extra_settings = recorded or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
         self.graph = graph.Graph()
-        self.recorder = Recorder(store, storage, inline_limit=inline_limit)
+        # inline artifacts only where every func runs in this process: workers elsewhere read storage
+        self.recorder = Recorder(store, storage, inline_limit=inline_limit if getattr(executor, "in_process", False)
+                                 else 0)
         self.planner = Planner(store, self.recorder, self.graph, self.settings)
         self.attempts: dict[str, int] = {}
         self.pending: deque[graph.Node] = deque()
@@ -250,7 +252,7 @@ class ResolutionLoop:
         self.prepared.update(keys)
         hits = self.store.find_cached_many(key for _, key in keys.values())
         arts = self.store.artifacts({h.output_id for h in hits.values() if h.output_id})
-        self.hit_artifacts.update((a.id, a) for a in arts)
+        self.hit_artifacts = {a.id: a for a in arts}  # this wave's (hits may share an output)
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
 
     def _find_cached(self, key: str) -> RunRecord | None:
@@ -311,7 +313,7 @@ class ResolutionLoop:
             log.warning("%s: cache hit on run %s, whose func source differs from the current code",
                         func.name, hit.id)
         now = utcnow()
-        art = self.hit_artifacts.pop(output_id, None)
+        art = self.hit_artifacts.get(output_id)
         output = (self.recorder.stored_value(output_id) if art is None
                   else self.recorder.stored_value(output_id, art.format, art.type_name, art.inline))
         self._transition(node.run_id, RESOLVED, output,
