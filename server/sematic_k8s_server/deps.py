@@ -3,7 +3,7 @@ runs), validated ids and paging, 404s."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
@@ -55,3 +55,13 @@ Caller = Annotated[Principal, Depends(_caller)]
 def not_found(what: str, id_: str) -> HTTPException:
     """The 404 for an unknown id: raise it."""
     return HTTPException(404, f"no {what} with id {id_!r}")
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None, what: str, id_: str) -> T:
+    """``value``, or the 404 for an unknown ``id_`` when it is None."""
+    if value is None:
+        raise not_found(what, id_)
+    return value

@@ -56,7 +56,7 @@ PIPELINE = '''
         return add(gate(name, add(n, 1)), add(1, 1))
 
 
-    @sk.func(inline=False, timeout=3)
+    @sk.func(inline=False, timeout=8)  # long enough for the worker to start and print under load
     def sleepy(seconds: float) -> int:
         print("going to sleep")
         time.sleep(seconds)
@@ -123,9 +123,9 @@ def test_a_func_past_its_timeout_is_stopped_and_its_containers_removed(base_imag
             f.resolve(resolver(server, s3_url, root, base_image, lines))
         run = next(r for r in server.store.runs_of_root(f.id) if r.func_name == "sleepy")
         assert run.state == "failed" and run.error["type"] == "DeadlineExceeded"
-        assert "timed out after 3 s" in run.error["message"]
+        assert "timed out after 8 s" in run.error["message"]
         assert "going to sleep" in run.error["traceback"]  # the container's last log lines
-        assert "timed out after 3 s" in str(info.value)
+        assert "timed out after 8 s" in str(info.value)
         wait_for(lambda: not containers_of(f.id), 30, what="the resolution's containers to be removed")
 
 

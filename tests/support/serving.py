@@ -22,6 +22,7 @@ from sematic_k8s_server import auth
 from sematic_k8s_server.app import create_app
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.db import open_store
+from waiting import wait_for  # noqa: F401  (re-exported: the tests import it from here)
 
 
 def free_port() -> int:
@@ -75,18 +76,6 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
         thread.join(15)
         app.state.server.close()
         store.close()
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # noqa: ANN001, ANN201
-    """Poll ``predicate()`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager

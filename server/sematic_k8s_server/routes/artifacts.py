@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from sematic_k8s import serialization
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s_server import schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["artifacts"])
@@ -19,9 +19,7 @@ router = APIRouter(prefix=API, tags=["artifacts"])
 @router.get("/artifacts/{artifact_id}", response_model=schemas.ArtifactOut, responses=NOT_FOUND,
             summary="An artifact's type and summary")
 def get_artifact(srv: Srv, artifact_id: ArtifactId) -> dict:
-    art = srv.store.get_artifact(artifact_id)
-    if art is None:
-        raise not_found("artifact", artifact_id)
+    art = found(srv.store.get_artifact(artifact_id), "artifact", artifact_id)
     return art.to_dict()
 
 
@@ -33,9 +31,7 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
                       resolution_id: Annotated[str | None, Query(
                           pattern=schemas.HEX_ID, description="read it from the storage this resolution recorded "
                           "(if this server reads that storage)")] = None) -> Response:
-    art = srv.store.get_artifact(artifact_id)
-    if art is None:
-        raise not_found("artifact", artifact_id)
+    art = found(srv.store.get_artifact(artifact_id), "artifact", artifact_id)
     try:
         storage = (None if art.inline is not None  # a small artifact: its bytes are in its record
                    else srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage)

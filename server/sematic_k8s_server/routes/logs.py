@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from sematic_k8s.storage.base import log_key
 from sematic_k8s_server import scopes
-from sematic_k8s_server.deps import API, NOT_FOUND, Caller, RunId, Srv, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, RunId, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["runs"])
@@ -25,9 +25,7 @@ def get_logs(srv: Srv, caller: Caller, run_id: RunId,
              ) -> PlainTextResponse:
     """The log from byte ``offset`` on; the ``X-Log-Size`` header is the log's whole size in bytes (the
     offset to ask for next)."""
-    run = srv.store.get_run(run_id)
-    if run is None:
-        raise not_found("run", run_id)
+    run = found(srv.store.get_run(run_id), "run", run_id)
     scopes.check_read(caller, run.root_id)
     try:
         storage = srv.storages.of_resolution(srv.store, run.root_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from sematic_k8s_server import overview as ov
 from sematic_k8s_server import queries, schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, found
 
 router = APIRouter(prefix=API, tags=["resolutions"])
 EXPAND = re.compile(r"^(g/[^@]{1,700})@(\d{1,9})$")
@@ -23,9 +23,7 @@ def get_overview(srv: Srv, resolution_id: ResolutionId,
                                                                               "a group's runs one by one")] = [],  # noqa: B006
                  page: Annotated[int, Query(ge=1, le=200, description="runs of an expanded group per page")] = ov.PAGE,
                  ) -> dict:
-    res = srv.store.get_resolution(resolution_id)
-    if res is None:
-        raise not_found("resolution", resolution_id)
+    res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     pages: dict[str, int] = {}
     for item in expand:
         m = EXPAND.match(item)
@@ -43,8 +41,6 @@ def get_overview(srv: Srv, resolution_id: ResolutionId,
 @router.get("/resolutions/{resolution_id}/counts", response_model=schemas.CountsOut, responses=NOT_FOUND,
             summary="A resolution's runs counted by state")
 def get_counts(srv: Srv, resolution_id: ResolutionId) -> dict:
-    res = srv.store.get_resolution(resolution_id)
-    if res is None:
-        raise not_found("resolution", resolution_id)
+    res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     counts = srv.store.run_counts(resolution_id)
     return {"resolution_id": resolution_id, "state": res.state, "counts": counts, "total": sum(counts.values())}

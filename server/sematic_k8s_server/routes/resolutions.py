@@ -18,6 +18,7 @@ from sematic_k8s_server.deps import (
     ResolutionId,
     Srv,
     StateFilter,
+    found,
     not_found,
 )
 
@@ -37,9 +38,7 @@ def list_resolutions(srv: Srv, caller: Caller, state: StateFilter = None, limit:
             tags=["resolutions"], summary="One resolution")
 def get_resolution(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     scopes.check_read(caller, resolution_id)
-    res = srv.store.get_resolution(resolution_id)
-    if res is None:
-        raise not_found("resolution", resolution_id)
+    res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     return res.to_dict()
 
 
@@ -47,9 +46,7 @@ def get_resolution(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dic
             tags=["resolutions"], summary="A resolution with all its runs and the edges between them")
 def get_graph(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     scopes.check_read(caller, resolution_id)
-    res = srv.store.get_resolution(resolution_id)
-    if res is None:
-        raise not_found("resolution", resolution_id)
+    res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     runs = srv.store.runs_of_root(resolution_id)
     runs.sort(key=lambda r: (r.created_at is None, r.created_at, r.id))
     return {"resolution": res.to_dict(), "runs": [r.to_dict() for r in runs],
@@ -74,13 +71,9 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     repository is on the server's allow-list; a local one answers 422 with the ``command`` that re-runs it
     on its own machine. Returns the new id once its driver was started."""
     scopes.require_key(caller, "start reruns")
-    res = srv.store.get_resolution(resolution_id)
-    if res is None:
-        raise not_found("resolution", resolution_id)
+    res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     target = body.rerun_from or resolution_id
-    run = srv.store.get_run(target)
-    if run is None:
-        raise not_found("run", target)
+    run = found(srv.store.get_run(target), "run", target)
     if run.root_id != resolution_id:
         raise HTTPException(422, f"run {target} belongs to resolution {run.root_id}, not {resolution_id}")
     if body.mode == "continue" and target != resolution_id:
@@ -117,9 +110,7 @@ def mint_token(srv: Srv, caller: Caller, resolution_id: ResolutionId, body: sche
         raise HTTPException(409, f"resolution {resolution_id} has ended ({res.state}): it needs no token")
     reads_from = None
     if body.rerun_from:
-        run = srv.store.get_run(body.rerun_from)
-        if run is None:
-            raise not_found("run", body.rerun_from)
+        run = found(srv.store.get_run(body.rerun_from), "run", body.rerun_from)
         reads_from = run.root_id
     token, expires = auth.mint_token(srv.store.engine, resolution_id, minted_by=caller.key_id, reads_from=reads_from,
                                      lifetime=srv.config.reruns.token_lifetime)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from sematic_k8s_server import schemas, scopes
-from sematic_k8s_server.deps import API, NOT_FOUND, Caller, Limit, Offset, RunId, Srv, StateFilter, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, Limit, Offset, RunId, Srv, StateFilter, found
 
 router = APIRouter(prefix=API, tags=["runs"])
 
@@ -30,8 +30,6 @@ def list_runs(srv: Srv, caller: Caller, root_id: Annotated[str | None, Query(pat
 
 @router.get("/runs/{run_id}", response_model=schemas.RunOut, responses=NOT_FOUND, summary="One run")
 def get_run(srv: Srv, caller: Caller, run_id: RunId) -> dict:
-    run = srv.store.get_run(run_id)
-    if run is None:
-        raise not_found("run", run_id)
+    run = found(srv.store.get_run(run_id), "run", run_id)
     scopes.check_read(caller, run.root_id)
     return run.to_dict()

@@ -454,16 +454,9 @@ class Cluster:
     def wait(self, predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
              message: str = "condition") -> Any:
         """Poll ``predicate`` until it returns something true (test helper; not a timing assertion)."""
-        import time
+        from waiting import wait_for
 
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{message} not met within {timeout}s")
-            time.sleep(interval)
+        return wait_for(predicate, timeout=timeout, interval=interval, what=message)
 
 
 @contextlib.contextmanager
