@@ -32,6 +32,7 @@ test: $(STAMP) lint  ## lint, then the whole test suite
 
 bench: $(STAMP)  ## fan-out overhead per run, side by side with sematic 0.41.0
 	$(BIN)/python -m bench.fanout --sematic-python "$$(bash bench/sematic_venv.sh)"
+	$(BIN)/python -m bench.embedded
 	$(BIN)/python -m bench.server_load
 	$(BIN)/python -m bench.image_rebuild
 	$(BIN)/python -m bench.cloud_rerun

@@ -35,6 +35,8 @@ class InlineExecutor:
     """In-process execution. ``max_parallelism`` > 1 uses threads; timeouts are enforced by no
     longer waiting for the run (a Python thread cannot be killed, so its body may go on)."""
 
+    in_process = True  # funcs run here: they read their inputs from memory, not from artifact storage
+
     def __init__(self, max_parallelism: int = 1) -> None:
         self.max_parallelism = max_parallelism
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()

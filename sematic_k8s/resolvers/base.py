@@ -23,6 +23,7 @@ class Resolver:
     """
 
     kind = "base"
+    inline_limit = 0  # artifacts of at most this many bytes are kept inline with their records (Recorder)
 
     def __init__(self, *, cache_namespace: caching.CacheNamespace = None, rerun_from: str | None = None,
                  rerun_mode: str = "from", max_parallelism: int = 1, root_id: str | None = None) -> None:
@@ -59,4 +60,5 @@ class Resolver:
             raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
         check_not_loading(f"{type(self).__name__}.resolve()")  # a script's top level, loaded to find its funcs
         store, storage, executor = self._parts()
-        return ResolutionLoop(store, storage, executor, self.resolution, kind=self.kind).run(future)
+        return ResolutionLoop(store, storage, executor, self.resolution, kind=self.kind,
+                              inline_limit=self.inline_limit).run(future)

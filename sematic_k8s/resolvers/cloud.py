@@ -31,7 +31,7 @@ from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.resolvers.planning import recorded_root
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec
-from sematic_k8s.storage.base import artifact_loader, log_key, put_artifact
+from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.records import Batch, utcnow
 
@@ -132,11 +132,8 @@ class CloudResolver(Resolver):
         root = store.get_run(target.root_id) if target is not None else None
         if root is None:
             raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
-        load = artifact_loader(storage)
-
         def stored_value(artifact_id: str) -> serialization.Value:
-            art = store.get_artifact(artifact_id)
-            return serialization.Value(artifact_id, art.format, art.type_name, load=load)
+            return _stored_value(store.get_artifact(artifact_id), storage)
 
         return recorded_root(future.func, root, stored_value, future.id)
 
@@ -175,8 +172,7 @@ class CloudResolver(Resolver):
         res = store.get_resolution(root_id)
         if res.state == "resolved":
             root = store.get_run(root_id)
-            art = store.get_artifact(root.output_id)
-            return serialization.Value(art.id, art.format, art.type_name, load=artifact_loader(storage)).value
+            return _stored_value(store.get_artifact(root.output_id), storage).value
         failed = [r for r in store.list_runs(root_id=root_id, state="failed", limit=1000)
                   if r.error and r.error.get("type") != "NestedRunFailed"]
         run = failed[0] if failed else None
@@ -207,3 +203,9 @@ class CloudResolver(Resolver):
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
                                f"rerun_from={root_id!r}, rerun_mode='continue'{tail}",
                                resolution_id=root_id, run_id=None, error=None)
+
+
+def _stored_value(art: Any, storage: Any) -> serialization.Value:
+    """A recorded artifact's Value: from its inline bytes when its record holds them, else from storage."""
+    load = inline_loader(art.inline) if art.inline is not None else artifact_loader(storage)
+    return serialization.Value(art.id, art.format, art.type_name, load=load)

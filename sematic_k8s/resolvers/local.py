@@ -9,6 +9,7 @@ from sematic_k8s import logcapture, settings
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.future import Future, set_default_resolver
 from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.resolvers.recorder import INLINE_LIMIT
 from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store import Store, open_store
@@ -23,6 +24,7 @@ class LocalResolver(Resolver):
     """
 
     kind = "local"
+    inline_limit = INLINE_LIMIT  # funcs run in this process: small values need no file of their own
 
     def __init__(self, *, home: str | os.PathLike[str] | None = None, server: str | None = None,
                  api_key: str | None = None, **options: Any) -> None:

@@ -33,7 +33,7 @@ from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -50,6 +50,8 @@ def transient(exc: BaseException) -> bool:
     if module.startswith("kubernetes"):
         return status in (0, 429, 500, 502, 503, 504)
     return module.startswith("urllib3")
+
+
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
@@ -64,7 +66,7 @@ class ResolutionLoop:
 
     def __init__(self, store: Store, storage: Storage, executor: Executor, settings: ResolutionSettings | None = None,
                  *, kind: str, image: str | None = None, build_hash: str | None = None,
-                 recorded: dict[str, Any] | None = None) -> None:
+                 recorded: dict[str, Any] | None = None, inline_limit: int = 0) -> None:
         self.store, self.storage, self.executor = store, storage, executor
         self.kind = kind
         self.settings = settings or ResolutionSettings()
@@ -72,7 +74,9 @@ class ResolutionLoop:
         self.image, self.build_hash = image, build_hash
         self.extra_settings = recorded or {}  # recorded on the Resolution (e.g. how a cloud rerun reaches it)
         self.graph = graph.Graph()
-        self.recorder = Recorder(store, storage)
+        # inline artifacts only where every func runs in this process: workers elsewhere read storage
+        self.recorder = Recorder(store, storage, inline_limit=inline_limit if getattr(executor, "in_process", False)
+                                 else 0)
         self.planner = Planner(store, self.recorder, self.graph, self.settings)
         self.attempts: dict[str, int] = {}
         self.pending: deque[graph.Node] = deque()
@@ -93,6 +97,10 @@ class ResolutionLoop:
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
         self.heartbeat: Heartbeat | None = None
         self.detach_on_outage = False  # a driver that will be restarted: see the module's docstring
+        self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}  # run id -> (inputs, cache key)
+        self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
+        self.run_keys: dict[str, str] = {}  # run id -> cache key, of cached runs executing
+        self.hit_artifacts: dict[str, ArtifactRecord] = {}  # the hits' output artifacts, by id
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -188,6 +196,8 @@ class ResolutionLoop:
                 if node.state == RUNNING:
                     self._finish_composition(node)
             self.pending.extend(ready)
+            if ready:
+                self._look_up_cache(ready)
             while self.pending and self.in_flight < self.max_parallelism and not self.failure:
                 node = self.pending.popleft()
                 if node.state == CREATED:
@@ -210,7 +220,10 @@ class ResolutionLoop:
             if run_id is None or output is None:
                 raise ValueError("a resolved run needs its id and output")
             self.graph.resolve(run_id, output)
-            self.task_inputs.pop(run_id, None)
+            self.task_inputs.pop(run_id, None)  # what a run in progress needs goes once it resolved
+            self.attempts.pop(run_id, None)  # (a late outcome of it is ignored by its state alone)
+            if (key := self.run_keys.pop(run_id, None)) is not None:
+                self.looked_up.pop(key, None)  # a newer entry: a later run with this key looks it up again
             fields = {"output_id": output.id, "ended_at": utcnow(), **fields}
             changed = [run_id]
         elif run_id is None:
@@ -241,15 +254,53 @@ class ResolutionLoop:
             return structure
         return self.recorder.value(graph.map_leaves(structure, lambda v: v.value))
 
+    def _look_up_cache(self, nodes: list[graph.Node]) -> None:
+        """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
+        inputs materialized once, kept for :meth:`_start`), with the hits' output artifacts."""
+        if self.namespace is None:
+            return
+        keys: dict[str, tuple[dict[str, Value], str]] = {}
+        for node in nodes:
+            if node.func is None or not node.func.cache or node.run_id in self.forced or node.state != CREATED:
+                continue
+            try:
+                inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
+            except Exception:
+                continue  # _start tries again, and fails the run (or the resolution) as it should
+            if caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()
+                                           if v.format != serialization.JSON]):
+                self.prepared[node.run_id] = (inputs, None)
+                continue
+            key = caching.cache_key(self.namespace, node.func.path, {k: v.id for k, v in inputs.items()})
+            keys[node.run_id] = (inputs, key)
+        if not keys:
+            return
+        self.prepared.update(keys)
+        hits = self.store.find_cached_many(key for _, key in keys.values())
+        arts = self.store.artifacts({h.output_id for h in hits.values() if h.output_id})
+        self.hit_artifacts = {a.id: a for a in arts}  # this wave's (hits may share an output)
+        self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
+
+    def _find_cached(self, key: str) -> RunRecord | None:
+        """The cache hit of ``key``: from its wave's batched look-up unless a run of this resolution with that
+        key resolved since (then looked up alone, as it may be the most recent one now)."""
+        if key in self.looked_up:
+            return self.looked_up.pop(key)
+        return self.store.find_cached(key)
+
     def _start(self, node: graph.Node) -> None:
         func: Func = node.func
-        try:
-            inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
-        except InfrastructureError:
-            raise  # storage, not the func: the resolution ends as an infrastructure failure
-        except Exception as e:
-            self._fail(node, e)
-            return
+        prepared = self.prepared.pop(node.run_id, None)
+        if prepared is not None:
+            inputs = prepared[0]
+        else:
+            try:
+                inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
+            except InfrastructureError:
+                raise  # storage, not the func: the resolution ends as an infrastructure failure
+            except Exception as e:
+                self._fail(node, e)
+                return
         input_ids = {k: v.id for k, v in inputs.items()}
         fields: dict[str, Any] = {"inputs": input_ids}
         if func.cache:
@@ -263,12 +314,14 @@ class ResolutionLoop:
                 log.warning("%s (run %s): %s", func.name, node.run_id, reason)
                 fields["notes"] = self._note(node.run_id, cache={"skipped": reason})
             else:
-                key = caching.cache_key(self.namespace, func.path, input_ids)
+                key = prepared[1] if prepared is not None and prepared[1] else caching.cache_key(
+                    self.namespace, func.path, input_ids)
                 fields["cache_key"] = key
-                hit = None if node.run_id in self.forced else self.store.find_cached(key)
+                hit = None if node.run_id in self.forced else self._find_cached(key)
                 if hit is not None and hit.output_id is not None:
                     self._cache_hit(node, hit, hit.output_id, fields)
                     return
+                self.run_keys[node.run_id] = key
         self.recorder.batch.update_run(node.run_id, **fields)
         self.task_inputs[node.run_id] = inputs
         self._submit(node)
@@ -286,7 +339,10 @@ class ResolutionLoop:
             log.warning("%s: cache hit on run %s, whose func source differs from the current code",
                         func.name, hit.id)
         now = utcnow()
-        self._transition(node.run_id, RESOLVED, self.recorder.stored_value(output_id),
+        art = self.hit_artifacts.get(output_id)
+        output = (self.recorder.stored_value(output_id) if art is None
+                  else self.recorder.stored_value(output_id, art.format, art.type_name, art.inline))
+        self._transition(node.run_id, RESOLVED, output,
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes=self._note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))
 

@@ -46,6 +46,7 @@ class Planner:
     def __init__(self, store: Store, recorder: Recorder, graph: Graph, settings: ResolutionSettings) -> None:
         self.store, self.recorder, self.graph, self.settings = store, recorder, graph, settings
         self.root_id = ""
+        self.settings_by_func: dict[Func, dict[str, Any]] = {}
 
     def plan(self, root: Future, resume: ResolutionRecord | None = None) -> Plan:
         """The starting nodes: those of ``resume`` (a restarted driver's unfinished Resolution), of a rerun
@@ -94,9 +95,16 @@ class Planner:
             id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
             func_name=f.func.name, state=CREATED, source_file=f.func.source_file, source_text=f.func.source_text,
             input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
-            source_hash=f.func.source_hash, settings=f.func.settings(), created_at=utcnow(),
+            source_hash=f.func.source_hash, settings=self._settings_of(f.func), created_at=utcnow(),
         ))
         return Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
+
+    def _settings_of(self, func: Func) -> dict[str, Any]:
+        """``func.settings()``, once per func per resolution (its runs' records share the dict)."""
+        found = self.settings_by_func.get(func)
+        if found is None:
+            found = self.settings_by_func[func] = func.settings()
+        return found
 
     def _new_root(self, root: Future) -> Plan:
         for name, arg in root.kwargs.items():
@@ -115,7 +123,8 @@ class Planner:
         target = self.store.get_run(rerun_from) if rerun_from else None
         if target is None:
             raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
-        old_runs = self.store.runs_of_root(target.root_id)
+        bulk = getattr(self.store, "bulk_clones", False)  # reused runs copied in the database, not replayed
+        old_runs = self.store.run_shapes(target.root_id) if bulk else self.store.runs_of_root(target.root_id)  # type: ignore[attr-defined]
         old_root = next(r for r in old_runs if r.id == target.root_id)
         if root.func.path != old_root.func_path:
             raise ValueError(f"rerun_from {rerun_from} belongs to a {old_root.func_path} pipeline, "
@@ -123,7 +132,12 @@ class Planner:
         preset = iter([self.settings.root_id] if self.settings.root_id else [])
         plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or new_id())
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
-        nodes = self._nodes_from_plan(plan, old_runs, record=True)
+        if bulk:  # the runs that are not reused, whole
+            again = {p.old_id for p in plan if p.action != REUSE} | {old_root.id}
+            whole = {r.id: r for r in (self.store.get_run(i) for i in again) if r is not None}
+            old_runs = [whole.get(r.id, r) for r in old_runs]
+            old_root = whole[old_root.id]
+        nodes = self._nodes_from_plan(plan, old_runs, record=True, clone=bulk)
         return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
                                                    "rerun_mode": mode},
                     forced={p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE},
@@ -157,19 +171,30 @@ class Planner:
         return Plan(self.root_id, nodes, attempts=attempts, resumed=resumed)
 
     def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord], *,
-                         record: bool) -> list[Node]:
-        """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too."""
+                         record: bool, clone: bool = False) -> list[Node]:
+        """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too (``clone``: the
+        reused ones copied from their originals inside the store, in bulk)."""
         by_old = {r.id: r for r in old_runs}
         formats = {a.id: a for a in self.store.artifacts(
             {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
 
         def leaf(artifact_id: str) -> Value:
             a = formats.get(artifact_id)
-            return self.recorder.stored_value(artifact_id, a.format if a else None, a.type_name if a else "")
+            if a is None:
+                return self.recorder.stored_value(artifact_id)
+            return self.recorder.stored_value(artifact_id, a.format, a.type_name, a.inline)
 
         nodes = []
+        now = utcnow()
         for p in plan:
             old = by_old[p.old_id]
+            if clone and p.action == REUSE:
+                if old.output_id is None:
+                    raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
+                self.recorder.batch.clone_run(p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id,
+                                              input_refs=p.input_refs, output_ref=p.output_ref, created_at=now)
+                nodes.append(Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id)))
+                continue
             rec = RunRecord(
                 id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
                 func_name=old.func_name, state=CREATED, input_refs=p.input_refs, source_file=old.source_file,

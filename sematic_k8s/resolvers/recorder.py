@@ -1,5 +1,9 @@
 """What a resolution writes: the records of its next batch (one store transaction per flush), and the
-bytes of its artifacts, each value serialized and stored once. Shared by the planner and the loop."""
+bytes of its artifacts, each value serialized and stored once. Shared by the planner and the loop.
+
+With an ``inline_limit`` (the embedded resolver, whose funcs run in its own process), an artifact of at most
+that many bytes is kept inline with its record in the store, not in a file of its own: one row in the
+batch's transaction instead of a file written (and fsynced by the disk) per small value."""
 
 from __future__ import annotations
 
@@ -7,37 +11,64 @@ from typing import Any
 
 from sematic_k8s import serialization
 from sematic_k8s.serialization import Value
-from sematic_k8s.storage.base import Storage, artifact_loader, put_artifact
+from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, utcnow
+
+INLINE_LIMIT = 4096  # bytes: the embedded resolver keeps artifacts up to this size inline with their records
 
 
 class Recorder:
     """The next batch of records, and the artifacts this resolution already knows."""
 
-    def __init__(self, store: Store, storage: Storage) -> None:
+    def __init__(self, store: Store, storage: Storage, *, inline_limit: int = 0) -> None:
         self.store, self.storage = store, storage
+        self.inline_limit = inline_limit
         self.batch = Batch()
         self.known_artifacts: set[str] = set()
-        self.load = artifact_loader(storage)
+        self.load = artifact_loader(storage, self._inline_bytes)
+
+    def _inline_bytes(self, artifact_id: str) -> bytes | None:
+        rec = self.store.get_artifact(artifact_id)
+        return rec.inline if rec is not None else None
 
     def value(self, value: Any) -> Value:
-        """Serialize a value once, store its bytes, and record its artifact."""
+        """Serialize a value once, store its bytes (inline when small enough), and record its artifact."""
         s = serialization.serialize(value)
         if s.id not in self.known_artifacts:
-            self.batch.artifacts[s.id] = {**put_artifact(self.storage, s), "created_at": utcnow()}
+            if len(s.payload) <= self.inline_limit:
+                rec = {**s.record(), "inline": s.payload}
+            else:
+                rec = put_artifact(self.storage, s)
+            rec["created_at"] = utcnow()
+            self.batch.artifacts[s.id] = rec
             self.known_artifacts.add(s.id)
         return Value(s.id, s.format, s.type_name, value)
 
-    def stored_value(self, artifact_id: str, fmt: str | None = None, type_name: str = "") -> Value:
-        """A Value for a recorded artifact; its bytes are read and verified on first use."""
+    def stored_value(self, artifact_id: str, fmt: str | None = None, type_name: str = "",
+                     inline: bytes | None = None) -> Value:
+        """A Value for a recorded artifact (``inline``: its bytes, when its record holds them); its bytes are
+        read and verified on first use."""
         if fmt is None:
             rec = self.store.get_artifact(artifact_id)
             if rec is None:
                 raise LookupError(f"artifact {artifact_id} is not recorded")
-            fmt, type_name = rec.format, rec.type_name
+            fmt, type_name, inline = rec.format, rec.type_name, rec.inline
         self.known_artifacts.add(artifact_id)
+        if inline is not None:
+            if self.inline_limit:
+                return Value(artifact_id, fmt, type_name, load=inline_loader(inline))
+            self._spill(artifact_id, fmt, inline)
         return Value(artifact_id, fmt, type_name, load=self.load)
+
+    def _spill(self, artifact_id: str, fmt: str, inline: bytes) -> None:
+        """Copy an inline artifact's bytes to storage, where workers in other processes read their inputs
+        (a value recorded inline by an embedded resolution, reused here by a cache hit or a rerun)."""
+        try:
+            serialization.verify(artifact_id, fmt, inline)
+        except ValueError:
+            return  # corrupt: never copied; reading it fails, naming it
+        self.storage.put(artifact_key(artifact_id), inline, repair=True)
 
     def stored_artifact(self, artifact: dict[str, Any]) -> Value:
         """A Value for an artifact a worker stored (and described); recorded unless known already."""

@@ -38,10 +38,26 @@ def put_artifact(storage: Storage, s: serialization.Serialized) -> dict[str, Any
     return s.record()
 
 
-def artifact_loader(storage: Storage) -> Callable[[serialization.Value], Any]:
-    """A Value loader that reads an artifact's bytes from ``storage`` and verifies them."""
+def artifact_loader(storage: Storage, inline: Callable[[str], bytes | None] | None = None
+                    ) -> Callable[[serialization.Value], Any]:
+    """A Value loader that reads an artifact's bytes from ``storage`` and verifies them. ``inline``: where to
+    find the bytes of an artifact kept inline with its record (not in storage), by id."""
     def load(v: serialization.Value) -> Any:
-        payload = storage.get(artifact_key(v.id))
+        try:
+            payload = storage.get(artifact_key(v.id))
+        except KeyError:
+            found = inline(v.id) if inline is not None else None
+            if found is None:
+                raise
+            payload = found
+        serialization.verify(v.id, v.format, payload)
+        return serialization.deserialize(v.format, payload)
+    return load
+
+
+def inline_loader(payload: bytes) -> Callable[[serialization.Value], Any]:
+    """A Value loader for an artifact whose (inline) bytes are at hand: verified, then deserialized."""
+    def load(v: serialization.Value) -> Any:
         serialization.verify(v.id, v.format, payload)
         return serialization.deserialize(v.format, payload)
     return load

@@ -10,6 +10,7 @@ window. Writes may be sent again safely: the server's store inserts if absent an
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import email.utils
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from sematic_k8s import settings
+from sematic_k8s import serialization, settings
 from sematic_k8s.errors import ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
@@ -40,6 +41,8 @@ R = TypeVar("R")
 def _default(v: Any) -> Any:
     if isinstance(v, dt.datetime):
         return v.isoformat()
+    if isinstance(v, bytes):  # an artifact's inline bytes
+        return base64.b64encode(v).decode()
     if isinstance(v, (set, frozenset)):
         return sorted(v)
     raise TypeError(f"{type(v).__name__} is not JSON serializable")
@@ -64,7 +67,11 @@ def _with_datetimes(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def batch_to_json(batch: Batch) -> dict[str, Any]:
-    return dataclasses.asdict(batch)
+    if batch.clones:
+        raise ValueError("run clones are copied inside a SQL store; the HTTP store takes whole runs")
+    doc = dataclasses.asdict(batch)
+    del doc["clones"]
+    return doc
 
 
 def batch_from_json(doc: dict[str, Any]) -> Batch:
@@ -74,14 +81,31 @@ def batch_from_json(doc: dict[str, Any]) -> Batch:
         run_updates={k: _with_datetimes(v) for k, v in (doc.get("run_updates") or {}).items()},
         new_resolutions=[_with_datetimes(r) for r in doc.get("new_resolutions") or []],
         resolution_updates={k: _with_datetimes(v) for k, v in (doc.get("resolution_updates") or {}).items()},
-        artifacts={k: _with_datetimes(v) for k, v in (doc.get("artifacts") or {}).items()},
+        artifacts={k: _artifact_from_json(k, v) for k, v in (doc.get("artifacts") or {}).items()},
     )
+
+
+def _artifact_from_json(artifact_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """An artifact of a batch: inline bytes decoded from base64 and checked against the content id (the
+    writer is a client: bytes that do not hash to the id are refused, never recorded)."""
+    fields = _with_datetimes(doc)
+    inline = fields.get("inline")
+    if inline is not None:
+        if not isinstance(inline, str):
+            raise ValueError(f"artifact {artifact_id}: inline must be base64 text")
+        fields["inline"] = base64.b64decode(inline, validate=True)
+        serialization.verify(str(fields.get("id", artifact_id)), str(fields.get("format")), fields["inline"])
+    return fields
 
 
 def record_from_json(cls: type[R], doc: dict[str, Any]) -> R:
     """A RunRecord / ResolutionRecord / ArtifactRecord from its ``to_dict()`` form (extra keys ignored)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: parse_datetime(v) if k in DATETIME_FIELDS else v for k, v in doc.items() if k in names})
+    fields = {k: parse_datetime(v) if k in DATETIME_FIELDS else v for k, v in doc.items() if k in names}
+    inline = doc.get("inline")
+    if cls is ArtifactRecord and isinstance(inline, str):
+        fields["inline"] = base64.b64decode(inline)
+    return cls(**fields)
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -192,6 +216,15 @@ class HttpStore:
     def find_cached(self, cache_key: str) -> RunRecord | None:
         doc = self._request("GET", f"/store/cached/{cache_key}", missing_ok=True)
         return None if doc is None else record_from_json(RunRecord, doc)
+
+    def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+        keys = list(dict.fromkeys(cache_keys))
+        out: dict[str, RunRecord] = {}
+        for i in range(0, len(keys), PAGE):
+            doc = self._request("POST", "/store/cached", content=dumps({"keys": keys[i:i + PAGE]}),
+                                headers={"Content-Type": "application/json"})
+            out.update({k: record_from_json(RunRecord, d) for k, d in doc["items"].items()})
+        return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
         return bool(self._request("GET", f"/store/cancel_requested/{resolution_id}")["cancel_requested"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
@@ -68,7 +69,8 @@ class ResolutionRecord:
 
 @dataclass(slots=True)
 class ArtifactRecord:
-    """An immutable serialized value; ``id`` is its sha256 content id."""
+    """An immutable serialized value; ``id`` is its sha256 content id. A small one keeps its bytes ``inline``
+    (in its record, not a file of its own in artifact storage); ``to_dict`` gives them in base64."""
 
     id: str
     format: str
@@ -76,12 +78,15 @@ class ArtifactRecord:
     summary: Any
     size: int
     created_at: dt.datetime | None = None
+    inline: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
     return v.isoformat() + "Z" if isinstance(v, dt.datetime) else v
 
 
@@ -90,6 +95,8 @@ class Batch:
     """Writes that land together in one transaction.
 
     ``runs`` maps run id -> fields: a full RunRecord dict for a new run, changed fields otherwise.
+    ``clones`` (SQL stores only, see ``SqlStore.bulk_clones``): new run id -> a run of a rerun reused as it was
+    recorded, copied inside the database from its ``original_run_id`` with the fields given here.
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -97,9 +104,23 @@ class Batch:
     new_resolutions: list[dict[str, Any]] = field(default_factory=list)
     resolution_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_run(self, run: RunRecord) -> None:
-        self.new_runs[run.id] = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+        """A new run: its fields, without those at their defaults (``RUN_DEFAULTS``, filled in when written:
+        a batch of 100,000 new runs stays small)."""
+        fields = {}
+        for name in _RUN_NAMES:
+            v = getattr(run, name)
+            if v is None or (v == {} and type(v) is dict) or (name == "attempts" and v == 0):
+                continue
+            fields[name] = v
+        self.new_runs[run.id] = fields
+
+    def clone_run(self, run_id: str, original_run_id: str, **fields: Any) -> None:
+        """A reused run: ``original_run_id``'s record copied as resolved, with ``fields`` (root_id, parent_id,
+        input_refs, output_ref, created_at) and ``notes.reused_from``."""
+        self.clones[run_id] = {"id": run_id, "original_run_id": original_run_id, **fields}
 
     def add_resolution(self, res: ResolutionRecord) -> None:
         self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)})
@@ -112,4 +133,10 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.new_runs or self.run_updates or self.new_resolutions
-                    or self.resolution_updates or self.artifacts)
+                    or self.resolution_updates or self.artifacts or self.clones)
+
+
+_RUN_NAMES = tuple(f.name for f in dataclasses.fields(RunRecord))
+# what a new run's fields left out of a batch stand for (every RunRecord field that may be None, {} or 0)
+RUN_DEFAULTS: dict[str, Any] = {name: None for name in _RUN_NAMES} | {
+    "input_refs": {}, "inputs": {}, "settings": {}, "notes": {}, "attempts": 0}

@@ -7,9 +7,11 @@ process stopped heartbeating marks it dead first (:meth:`SqlStore.expire_silent`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -19,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
 from sematic_k8s.store import schema
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
@@ -51,6 +53,8 @@ class ResolutionRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    # a cache look-up: by key, resolved, most recent first (without it SQLite picks ix_runs_state and scans)
+    __table_args__ = (sa.Index("ix_runs_cache_key_state", "cache_key", "state", "ended_at"),)
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     root_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     parent_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -61,7 +65,7 @@ class RunRow(Base):
     inputs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     output_ref: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     output_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # ix_runs_cache_key_state
     cached_from: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     original_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     source_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -84,11 +88,45 @@ class ArtifactRow(Base):
     summary: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     size: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[Any] = mapped_column(sa.DateTime)
+    inline: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)  # a small one's bytes
 
 
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
+_SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
+                 "output_id", "source_file", "attempts"]
+_HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
+               "source_hash", "created_at", "started_at", "ended_at"]
+
+
+_JSON_SEEN: dict[int, tuple[Any, Any, str]] = {}  # id -> (the dict, a copy, its JSON): settings shared by runs
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns' text: ``json.dumps``, with the common cases cheap (null, {}, and a dict many rows share,
+    such as a func's settings on each of its runs: encoded once, checked unchanged by comparison)."""
+    if value is None:
+        return "null"
+    if type(value) is dict:
+        if not value:
+            return "{}"
+        seen = _JSON_SEEN.get(id(value))
+        if seen is not None and seen[0] is value and seen[1] == value:
+            return seen[2]
+        text = json.dumps(value)
+        if len(value) >= 8:  # settings-like: worth remembering
+            if len(_JSON_SEEN) > 1024:
+                _JSON_SEEN.clear()
+            _JSON_SEEN[id(value)] = (value, copy.deepcopy(value), text)
+        return text
+    return json.dumps(value)
+
+
+def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
+    """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -108,7 +146,7 @@ class SqlStore:
     def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
                  **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, **engine_kwargs)
+        self.engine = sa.create_engine(url, **{"json_serializer": _json_text, **engine_kwargs})
         self.stale_after = stale_after
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -129,8 +167,12 @@ class SqlStore:
             return
         with self.engine.begin() as conn:
             self._insert_absent(conn, self._res, batch.new_resolutions)
-            self._insert_absent(conn, self._arts, list(batch.artifacts.values()))
-            self._insert_absent(conn, self._runs, list(batch.new_runs.values()))
+            for rows in _chunks(list(batch.artifacts.values())):
+                self._insert_artifacts(conn, rows)
+            for rows in _chunks(list(batch.new_runs.values())):
+                self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
+            for rows in _chunks(list(batch.clones.values())):
+                self._clone_runs(conn, rows)
             self._update(conn, self._runs, batch.run_updates)
             self._update(conn, self._res, batch.resolution_updates)
 
@@ -151,6 +193,50 @@ class SqlStore:
         if rows:
             conn.execute(sa.insert(table), rows)
 
+    def _insert_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert absent artifacts. A recorded artifact gains the inline bytes written for it when it has none, or
+        none that match (the bytes of a content id are fixed and writers computed or verified theirs, so bytes
+        that differ are corrupt): computing a value again repairs it."""
+        if not rows:
+            return
+        rows = [r if "inline" in r else {**r, "inline": None} for r in rows]
+        t = self._arts
+        if conn.dialect.name not in ("sqlite", "postgresql"):
+            self._insert_absent(conn, t, rows)
+            return
+        ins = (sqlite.insert(t) if conn.dialect.name == "sqlite" else postgresql.insert(t))
+        conn.execute(ins.on_conflict_do_update(
+            index_elements=["id"], set_={"inline": ins.excluded.inline},
+            where=sa.and_(ins.excluded.inline.is_not(None),
+                          sa.or_(t.c.inline.is_(None), t.c.inline != ins.excluded.inline))), rows)
+
+    def _clone_runs(self, conn: sa.Connection, clones: list[dict[str, Any]]) -> None:
+        """Reused runs of a rerun, each copied from its original inside the database (``INSERT ... SELECT``,
+        executemany): resolved, with new ids, parent, remapped refs and ``notes.reused_from``; skipped when
+        already there (a batch sent again)."""
+        if not clones:
+            return
+        t = self._runs
+        old = t.alias("old")
+        given = {k: sa.bindparam(k, type_=t.c[k].type) for k in ("id", "root_id", "parent_id", "input_refs",
+                                                                  "output_ref", "original_run_id", "created_at")}
+        if conn.dialect.name == "postgresql":
+            reused_from = sa.func.jsonb_build_object("reused_from", old.c.id)
+            merged = sa.cast(old.c.notes, postgresql.JSONB).op("||")(reused_from)
+            notes: Any = sa.cast(merged, sa.JSON)
+        else:
+            notes = sa.func.json_set(old.c.notes, "$.reused_from", old.c.id)
+        values: dict[str, Any] = {
+            **given, "func_path": old.c.func_path, "func_name": old.c.func_name, "state": sa.literal("resolved"),
+            "inputs": old.c.inputs, "output_id": old.c.output_id, "cached_from": old.c.cached_from,
+            "source_hash": old.c.source_hash, "source_file": old.c.source_file, "source_text": old.c.source_text,
+            "settings": old.c.settings, "attempts": old.c.attempts, "notes": notes, "started_at": old.c.started_at,
+            "ended_at": old.c.ended_at}
+        exists = sa.select(t.c.id).where(t.c.id == given["id"]).exists()
+        select = sa.select(*values.values()).where(old.c.id == given["original_run_id"], ~exists)
+        conn.execute(sa.insert(t).from_select(list(values), select),
+                     [{k: c.get(k) for k in given} for c in clones])
+
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -159,7 +245,8 @@ class SqlStore:
         for keys, rows in groups.items():
             stmt = (sa.update(table).where(table.c.id == sa.bindparam("_id"))
                     .values({k: sa.bindparam(k) for k in keys}))
-            conn.execute(stmt, rows)
+            for chunk in _chunks(rows):
+                conn.execute(stmt, chunk)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -246,6 +333,31 @@ class SqlStore:
         stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
                 .order_by(t.c.ended_at.desc()))
         return self._one(stmt, RunRecord, _RUN_FIELDS)
+
+    bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database)
+
+    def run_shapes(self, root_id: str) -> list[RunRecord]:
+        """A resolution's runs with what planning a rerun needs (ids, func, state, refs, output), not the
+        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter."""
+        t = self._runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*[t.c[f] for f in _SHAPE_FIELDS]).where(t.c.root_id == root_id))
+            return [RunRecord(**dict(zip(_SHAPE_FIELDS, row, strict=True))) for row in rows]
+
+    def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+        """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
+        (ids, func, state, output, source hash, end; not the JSON columns, whose decoding would dominate)."""
+        keys = list(dict.fromkeys(cache_keys))
+        t = self._runs
+        cols = [t.c[f] for f in _HIT_FIELDS]
+        out: dict[str, RunRecord] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                stmt = (sa.select(*cols).where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved",
+                                               t.c.cached_from.is_(None)).order_by(t.c.ended_at))
+                for row in conn.execute(stmt):
+                    out[row.cache_key] = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))  # most recent wins
+        return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
         stmt = sa.select(self._res.c.state).where(self._res.c.id == resolution_id)

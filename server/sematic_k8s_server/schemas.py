@@ -6,7 +6,7 @@ Fields added to the records later pass through unchanged (``extra="allow"``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -171,6 +171,14 @@ class Health(BaseModel):
 
 class ArtifactIds(BaseModel):
     ids: list[str] = Field(max_length=10_000)
+
+
+class CacheKeys(BaseModel):
+    keys: list[Annotated[str, Field(pattern=SHA256)]] = Field(max_length=1000)
+
+
+class CachedRuns(BaseModel):
+    items: dict[str, RunOut]  # cache key -> the most recent resolved run with it (keys that hit)
 
 
 class CancelRequested(BaseModel):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 import sematic_k8s as sk
+from sematic_k8s.resolvers.recorder import INLINE_LIMIT
 from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store import sql_store
@@ -144,8 +145,46 @@ def test_equal_values_share_one_content_addressed_artifact(resolver, store, tmp_
     assert a.output_id == b.output_id  # both 2
     assert a.inputs["a"] == a.inputs["b"] == b.inputs["x"]  # all 1
     storage = LocalStorage(tmp_path / "storage")
-    assert storage.get(artifact_key(a.output_id)) == b"2"
+    assert store.get_artifact(a.output_id).inline == b"2"  # small: kept inline with its record, no file
+    assert not storage.exists(artifact_key(a.output_id))
     assert store.get_artifact(a.output_id).summary == 2
+
+
+@sk.func
+def xs_text(n: int) -> str:
+    return "x" * n
+
+
+def test_small_values_inline_large_ones_in_storage(resolver, store, tmp_path):
+    small, large = xs_text(INLINE_LIMIT - 2), xs_text(INLINE_LIMIT)  # JSON adds the quotes
+    assert small.resolve(resolver()) == "x" * (INLINE_LIMIT - 2)
+    assert large.resolve(resolver()) == "x" * INLINE_LIMIT
+    storage = LocalStorage(tmp_path / "storage")
+    s_art = store.get_artifact(store.get_run(small.id).output_id)
+    l_art = store.get_artifact(store.get_run(large.id).output_id)
+    assert (s_art.size, len(s_art.inline)) == (INLINE_LIMIT, INLINE_LIMIT)
+    assert not storage.exists(artifact_key(s_art.id))
+    assert l_art.inline is None and len(storage.get(artifact_key(l_art.id))) == INLINE_LIMIT + 2
+
+
+@sk.func
+def joined_len(a: str, b: str) -> int:
+    return len(a) + len(b)
+
+
+@sk.func
+def xs_texts() -> int:
+    return joined_len(xs_text(10), xs_text(INLINE_LIMIT * 2))
+
+
+def test_a_rerun_reads_inline_and_stored_inputs(resolver, store):
+    first = xs_texts()
+    assert first.resolve(resolver()) == 10 + INLINE_LIMIT * 2
+    joined = next(r for r in store.runs_of_root(first.id) if r.func_name == "joined_len")
+    again = xs_texts()
+    assert again.resolve(resolver(rerun_from=joined.id)) == 10 + INLINE_LIMIT * 2  # loads both reused outputs
+    new = {r.func_name: r for r in store.runs_of_root(again.id)}
+    assert new["joined_len"].state == "resolved" and new["xs_text"].notes.get("reused_from")
 
 
 # -- bad input ---------------------------------------------------------------------------------------
@@ -466,6 +505,46 @@ def test_cache_hit_reuses_output_and_records_source(resolver, store):
     expensive(4).resolve(resolver(cache_namespace="ns"))
     expensive(3).resolve(resolver(cache_namespace="other"))
     assert CALLS["expensive"] == 3  # other inputs, other namespace: misses
+
+
+@sk.func(cache=True)
+def cached_inc(i: int) -> int:
+    CALLS["cached_inc"] += 1
+    return i + 1
+
+
+@sk.func(cache=True)
+def cached_total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def cached_fan(n: int) -> int:
+    return cached_total([cached_inc(i) for i in range(n)])
+
+
+def test_cache_hits_of_a_fan_out_are_one_look_up_per_wave(resolver, store, monkeypatch):
+    CALLS.clear()
+    first = cached_fan(30)
+    assert first.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30
+    looked_up: list[int] = []
+    alone: list[str] = []
+    many, one = type(store).find_cached_many, type(store).find_cached
+    monkeypatch.setattr(type(store), "find_cached_many", lambda self, keys: many(self, looked_up.append(
+        len(keys := list(keys))) or keys))
+    monkeypatch.setattr(type(store), "find_cached", lambda self, key: alone.append(key) or one(self, key))
+    second = cached_fan(30)
+    assert second.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30
+    assert looked_up == [30, 1] and alone == []  # the 30 incs, then the total: two look-ups, none alone
+    old = {r.cache_key: r for r in store.runs_of_root(first.id) if r.cache_key}
+    new = [r for r in store.runs_of_root(second.id) if r.cache_key]
+    assert len(new) == 31 and all(r.cached_from == old[r.cache_key].id and r.state == "resolved" and
+                                  r.output_id == old[r.cache_key].output_id for r in new)
+    # a rerun's target executes even when cached, the others hit
+    CALLS.clear()
+    target = next(r for r in store.runs_of_root(first.id) if r.func_name == "cached_inc")
+    assert cached_fan(30).resolve(resolver(cache_namespace="ns", rerun_from=target.id)) == sum(range(1, 31))
+    assert CALLS["cached_inc"] == 1
 
 
 def test_cache_hit_skips_nested_funcs(resolver, store):

@@ -119,7 +119,10 @@ def test_script_pipeline_reruns_exactly_the_rerun(tmp_path: Path, workers: bool)
         from sematic_k8s.storage.base import artifact_loader
         from sematic_k8s.storage.local import LocalStorage
         from sematic_k8s.serialization import Value
-        load = artifact_loader(LocalStorage(Path({str(home)!r}) / "storage"))
+        from sematic_k8s.store import sql_store
+        store = sql_store("sqlite:///" + str(Path({str(home)!r}) / "db.sqlite3"))
+        inline = lambda artifact_id: store.get_artifact(artifact_id).inline  # small values: in their records
+        load = artifact_loader(LocalStorage(Path({str(home)!r}) / "storage"), inline)
         value = Value({output.id!r}, {output.format!r}, "", load=load).value
         print(type(value).__module__, type(value).__qualname__, value)
     """)

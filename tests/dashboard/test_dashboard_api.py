@@ -140,7 +140,9 @@ def test_overview_groups_fan_outs_and_tells_runs_apart(served: Served, tmp_path:
 def test_logs_follow_and_the_storage_allow_list(tmp_path: Path) -> None:
     with serve(tmp_path) as s, s.client() as c:
         f = sp.add(1, 2)
-        f.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))
+        resolver = sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key)
+        resolver.inline_limit = 0  # its output in a file, as a cloud resolution's (small ones are kept inline)
+        f.resolve(resolver)
         storage = LocalStorage(tmp_path / "storage")
         storage.append(log_key(f.id), b"")
         whole = c.get(f"/api/v1/runs/{f.id}/logs")
@@ -216,6 +218,7 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
             conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
             for col in ("admin", "revoked_at"):
                 conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
+            conn.execute(sa.text("ALTER TABLE artifacts DROP COLUMN inline"))
             if name == "server":  # a database migrated before these columns
                 conn.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
             else:  # an embedded home made before the store had migrations: its three tables alone

@@ -3,15 +3,18 @@ its value is computed again, and never served as if it were fine."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
 from outages import private_s3
 from sematic_k8s import serialization
-from sematic_k8s.storage.base import artifact_key, artifact_loader, put_artifact
+from sematic_k8s.storage.base import artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.storage.urls import storage_from_url
 from serving import serve
@@ -23,10 +26,24 @@ def corrupt_file(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def corrupt_inline(store: Any, artifact_id: str) -> None:
+    """Flip one byte of an inline artifact's bytes in its record."""
+    data = bytearray(store.get_artifact(artifact_id).inline)
+    data[len(data) // 2] ^= 0xFF
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE artifacts SET inline = :b WHERE id = :id"), {"b": bytes(data), "id": artifact_id})
+
+
+def files(resolver: sk.LocalResolver) -> sk.LocalResolver:
+    """The resolver with every artifact in a file of its own (none inline), as remote workers store them."""
+    resolver.inline_limit = 0
+    return resolver
+
+
 def test_a_corrupt_local_artifact_is_detected_and_rewritten_when_computed_again(tmp_path, monkeypatch):
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     f = fp.pipeline(20)
-    assert f.resolve(sk.LocalResolver(home=tmp_path)) == 23
+    assert f.resolve(files(sk.LocalResolver(home=tmp_path))) == 23
     store = sk.LocalResolver(home=tmp_path).store
     output = store.get_artifact(store.get_run(f.id).output_id)
     path = tmp_path / "storage" / artifact_key(output.id)
@@ -35,8 +52,25 @@ def test_a_corrupt_local_artifact_is_detected_and_rewritten_when_computed_again(
     with pytest.raises(ValueError, match=f"artifact {output.id} is corrupt"):
         _ = serialization.Value(output.id, output.format, output.type_name, load=loader).value
 
-    assert fp.pipeline(20).resolve(sk.LocalResolver(home=tmp_path)) == 23  # computes 23 again: rewrites it
+    assert fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path))) == 23  # computes 23 again: rewrites it
     assert serialization.Value(output.id, output.format, output.type_name, load=loader).value == 23
+
+
+def test_a_corrupt_inline_artifact_is_detected_and_rewritten_when_computed_again(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    f = fp.pipeline(20)
+    assert f.resolve(sk.LocalResolver(home=tmp_path)) == 23
+    store = sk.LocalResolver(home=tmp_path).store
+    output_id = store.get_run(f.id).output_id
+    assert store.get_artifact(output_id).inline == b"23"  # small: in its record, no file
+    corrupt_inline(store, output_id)
+    out = store.get_artifact(output_id)
+    with pytest.raises(ValueError, match=f"artifact {output_id} is corrupt"):
+        _ = serialization.Value(out.id, out.format, out.type_name, load=inline_loader(out.inline)).value
+
+    assert fp.pipeline(20).resolve(sk.LocalResolver(home=tmp_path)) == 23  # computes 23 again: rewrites it
+    out = store.get_artifact(output_id)
+    assert serialization.Value(out.id, out.format, out.type_name, load=inline_loader(out.inline)).value == 23
 
 
 def test_a_corrupt_s3_artifact_is_detected_and_rewritten_when_put_again(tmp_path, monkeypatch):
@@ -58,15 +92,34 @@ def test_a_corrupt_s3_artifact_is_detected_and_rewritten_when_put_again(tmp_path
             "weights": list(range(100))}
 
 
-def test_the_server_never_serves_corrupt_bytes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inline", [False, True], ids=["file", "inline"])
+def test_the_server_never_serves_corrupt_bytes(tmp_path, monkeypatch, inline):
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     with serve(tmp_path) as s, s.client() as c:
         f = fp.pipeline(7)
-        assert f.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key)) == 10
+        resolver = sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key)
+        assert f.resolve(resolver if inline else files(resolver)) == 10
         artifact_id = s.store.get_run(f.id).output_id
-        assert c.get(f"/api/v1/artifacts/{artifact_id}/data").status_code == 200
-        corrupt_file(tmp_path / "storage" / artifact_key(artifact_id))
+        r = c.get(f"/api/v1/artifacts/{artifact_id}/data")
+        assert (r.status_code, r.content) == (200, b"10")
+        assert (s.store.get_artifact(artifact_id).inline is not None) == inline
+        if inline:
+            corrupt_inline(s.store, artifact_id)
+        else:
+            corrupt_file(tmp_path / "storage" / artifact_key(artifact_id))
         r = c.get(f"/api/v1/artifacts/{artifact_id}/data")
         assert r.status_code == 500
         assert r.json()["detail"].startswith(f"artifact {artifact_id} is corrupt")
         assert "rerun the run that produced it" in r.json()["detail"]
+
+
+def test_inline_bytes_that_do_not_match_their_id_are_refused_by_the_server(tmp_path):
+    with serve(tmp_path) as s, s.client() as c:
+        good = serialization.serialize([1, 2, 3])
+        bad = {**good.record(), "inline": base64.b64encode(b"[1,2,4]").decode(), "created_at": "2026-12-02T10:00:00Z"}
+        r = c.post("/api/v1/store/write", json={"artifacts": {good.id: bad}})
+        assert r.status_code == 422 and f"artifact {good.id} is corrupt" in r.json()["detail"]
+        assert s.store.get_artifact(good.id) is None
+        ok = {**bad, "inline": base64.b64encode(good.payload).decode()}
+        assert c.post("/api/v1/store/write", json={"artifacts": {good.id: ok}}).status_code == 200
+        assert c.get(f"/api/v1/artifacts/{good.id}/data").content == good.payload

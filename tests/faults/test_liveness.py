@@ -64,6 +64,8 @@ def test_a_killed_local_resolver_is_marked_failed_and_continued_to_the_same_valu
     assert "running" not in states.values() and "canceled" in states.values()
     resolved_before = {r.id for r in store.runs_of_root(root_id) if r.state == "resolved"}
     assert len(resolved_before) == 2  # add(3, 1) and add(1, 1)
+    # their outputs, kept inline in the same transactions (WAL, synchronous=NORMAL: durable across a kill -9)
+    assert all(store.get_artifact(store.get_run(i).output_id).inline for i in resolved_before)
 
     gate.touch()
     again = fp.gated(3, str(gate))

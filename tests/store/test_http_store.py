@@ -65,6 +65,9 @@ def test_same_pipeline_either_store(setup, tmp_path) -> None:
     assert third.resolve(make(cache_namespace="ns")) == 490
     assert by_func(store, third.id)["square"].cached_from == runs["square"].id
     assert store.find_cached(runs["square"].cache_key).id == runs["square"].id
+    many = store.find_cached_many([runs["square"].cache_key, "0" * 64, runs["square"].cache_key])
+    assert {k: r.id for k, r in many.items()} == {runs["square"].cache_key: runs["square"].id}
+    assert store.find_cached_many([]) == {}
 
     # reads agree field by field (datetimes survive the JSON round trip)
     rec = store.get_run(runs["add"].id)

@@ -321,7 +321,10 @@ class RecordingS3Storage(S3Storage):
 
 
 class S3Resolver(sk.LocalResolver):
-    """LocalResolver wired to S3 artifact storage: SQLite + S3 + in-process execution."""
+    """LocalResolver wired to S3 artifact storage: SQLite + S3 + in-process execution, every artifact in the
+    bucket (none kept inline with its record), as a cloud resolution stores them."""
+
+    inline_limit = 0
 
     def __init__(self, s3: S3Storage, **settings: Any) -> None:
         super().__init__(**settings)

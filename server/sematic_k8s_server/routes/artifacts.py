@@ -33,11 +33,12 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
                           "(if this server reads that storage)")] = None) -> Response:
     art = found(srv.store.get_artifact(artifact_id), "artifact", artifact_id)
     try:
-        storage = srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage
+        storage = (None if art.inline is not None  # a small artifact: its bytes are in its record
+                   else srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage)
     except StorageNotAllowed as e:
         raise HTTPException(409, str(e)) from None
     try:
-        data = storage.get(artifact_key(artifact_id))
+        data = storage.get(artifact_key(artifact_id)) if storage is not None else art.inline or b""
         serialization.verify(artifact_id, art.format, data)
     except KeyError:
         raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None

@@ -65,6 +65,12 @@ def cached(srv: Srv, cache_key: Annotated[str, PathParam(pattern=schemas.SHA256)
     return run.to_dict()
 
 
+@router.post("/cached", response_model=schemas.CachedRuns, summary="The most recent resolved run of each cache key")
+def cached_many(srv: Srv, body: schemas.CacheKeys) -> dict:
+    """The HTTP store's ``find_cached_many``: one look-up for a planning wave's cache keys (those that hit)."""
+    return {"items": {k: r.to_dict() for k, r in srv.store.find_cached_many(body.keys).items()}}
+
+
 @router.post("/artifacts", response_model=schemas.ArtifactList, summary="The artifacts with these ids")
 def artifacts(srv: Srv, body: schemas.ArtifactIds) -> dict:
     return {"items": [a.to_dict() for a in srv.store.artifacts(body.ids)]}

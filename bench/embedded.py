@@ -1,0 +1,201 @@
+"""The embedded resolver's floors (``make bench``), each a ratio against a baseline measured in the same run:
+
+- inline: a fresh fan-out with small values kept inline with their records / the same with a file per value;
+- cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3);
+- rerun: ``rerun_from`` one leaf of the fan-out / its fresh resolution (goal <= 0.1);
+- disk: a chain of runs while another process writes and fsyncs on the same disk / the same on a quiet disk
+  (goal <= 2);
+- memory: peak memory per run of a 100,000-run fan-out (goal <= 3 KB), in a process of its own.
+
+Every resolution records to SQLite and a storage directory under one temporary home on the working disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sematic_k8s as sk
+from sematic_k8s.store import sql_store
+
+
+@sk.func(cache=True)
+def inc(i: int) -> int:
+    return i + 1
+
+
+@sk.func(cache=True)
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def fan(n: int) -> int:
+    return total([inc(i) for i in range(n)])
+
+
+@sk.func
+def step(x: int) -> int:
+    return x + 1
+
+
+@sk.func
+def chain(n: int) -> int:
+    x: Any = 0
+    for _ in range(n):
+        x = step(x)
+    return x
+
+
+def timed(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def resolver(home: str, **settings: Any) -> sk.LocalResolver:
+    return sk.LocalResolver(home=home, **settings)
+
+
+def _home(base: Path | None) -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(dir=base)
+
+
+def bench_inline(n: int, base: Path | None) -> dict:
+    """A fresh fan-out, small values inline vs one file each."""
+    out = {}
+    for name, limit in (("files", 0), ("inline", None)):
+        with _home(base) as home:
+            r = resolver(home)
+            if limit is not None:
+                r.inline_limit = limit
+            fan(2).resolve(r)  # warm-up: tables, imports
+            out[name] = timed(lambda r=r: fan(n).resolve(r))
+    return {"figure": "inline", "runs": n + 2, "files_s": round(out["files"], 3), "inline_s": round(out["inline"], 3),
+            "ratio": round(out["inline"] / out["files"], 3)}
+
+
+def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool) -> list[dict]:
+    """Fresh fan-out, then the same again (every func hits the cache), then a rerun from one leaf."""
+    with _home(base) as home:
+        fan(2).resolve(resolver(home, cache_namespace="warm"))
+        first = fan(n)
+        fresh = timed(lambda: first.resolve(resolver(home, cache_namespace="bench")))
+        hit = timed(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")))
+        rows = [{"figure": "cache", "runs": n + 2, "fresh_s": round(fresh, 3), "all_hits_s": round(hit, 3),
+                 "ratio": round(hit / fresh, 3), "goal": 0.3}]
+        if rerun:
+            store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
+            leaf = next(r for r in store.list_runs(root_id=first.id, func="inc", limit=1))
+            again = timed(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)))
+            rows.append({"figure": "rerun", "runs": n + 2, "fresh_s": round(fresh, 3), "rerun_s": round(again, 3),
+                         "ratio": round(again / fresh, 3), "goal": 0.1})
+    return rows
+
+
+WRITER = """
+import os, sys
+path = os.path.join(sys.argv[1], "busy.bin")
+block = os.urandom(64 * 1024)
+with open(path, "wb") as f:
+    while True:
+        for _ in range(16):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(0)
+"""
+
+
+def bench_disk(n: int, base: Path | None, repeats: int = 3) -> dict:
+    """A chain of n runs (one loop turn each: every turn writes) on a quiet disk, then while another process
+    rewrites and fsyncs 1 MiB at a time in the same directory's file system."""
+    def once() -> float:
+        with _home(base) as home:
+            r = resolver(home)
+            chain(2).resolve(r)
+            return timed(lambda: chain(n).resolve(r))
+
+    quiet = min(once() for _ in range(repeats))
+    with _home(base) as busy_dir:
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, busy_dir])
+        try:
+            time.sleep(0.5)
+            busy = min(once() for _ in range(repeats))
+        finally:
+            writer.kill()
+            writer.wait()
+    return {"figure": "disk", "runs": n + 1, "quiet_s": round(quiet, 3), "busy_s": round(busy, 3),
+            "ratio": round(busy / quiet, 3), "goal": 2.0}
+
+
+MEMORY = """
+import gc, json, resource, sys, tempfile
+import sematic_k8s as sk
+from bench.embedded import fan
+n = int(sys.argv[1])
+with tempfile.TemporaryDirectory(dir=sys.argv[2] or None) as home:
+    r = sk.LocalResolver(home=home)
+    fan(2).resolve(r)
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fan(n).resolve(r)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kb": before, "peak_kb": peak}))
+"""
+
+
+def bench_memory(n: int, base: Path | None) -> dict:
+    """Peak RSS growth of a process resolving an n-run fan-out, per run (a process of its own: a clean peak)."""
+    out = subprocess.run([sys.executable, "-c", MEMORY, str(n), str(base or "")], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent.parent).stdout
+    doc = json.loads(out.strip().splitlines()[-1])
+    per_run = (doc["peak_kb"] - doc["before_kb"]) * 1024 / (n + 2)
+    return {"figure": "memory", "runs": n + 2, "peak_growth_mb": round((doc["peak_kb"] - doc["before_kb"]) / 1024, 1),
+            "bytes_per_run": round(per_run), "ratio_to_goal": round(per_run / 3000, 3), "goal_bytes": 3000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="inline,cache,disk,memory", help="figures to measure")
+    parser.add_argument("--sizes", default="1000,10000", help="fan-out sizes of the cache and rerun figures")
+    parser.add_argument("--memory-runs", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where the homes go (default: the system temp dir)")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    base = args.dir or Path(os.environ.get("BENCH_DIR", Path.cwd() / ".bench"))
+    base.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if "inline" in only:
+        emit(bench_inline(2000, base))
+    if "cache" in only:
+        sizes = [int(x) for x in args.sizes.split(",")]
+        for n in sizes:
+            for row in bench_cache_and_rerun(n, base, rerun=n == max(sizes)):
+                emit(row)
+    if "disk" in only:
+        emit(bench_disk(1000, base))
+    if "memory" in only:
+        emit(bench_memory(args.memory_runs, base))
+    print("embedded resolver: ratio against a baseline measured in the same run (lower is better)")
+    for r in rows:
+        goal = r.get("goal", r.get("goal_bytes"))
+        ratio = r.get("ratio", r.get("ratio_to_goal"))
+        print(f"  {r['figure']:7s} {r['runs']:>7d} runs  ratio {ratio:6.3f}" + (f"  (goal {goal})" if goal else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
