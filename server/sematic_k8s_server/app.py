@@ -69,7 +69,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
-    server.sweeper.start()
+    server.start()
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     for router in KEYED_ROUTERS:
