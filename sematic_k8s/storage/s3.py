@@ -196,12 +196,13 @@ class S3Storage:
 
     def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
         """Store ``data`` at ``key`` unless an object is already there; with ``repair``, also when the object
-        there holds other bytes (see :class:`~sematic_k8s.storage.base.Storage`). A small value is one
+        there holds other bytes (see :class:`~sematic_k8s.storage.base.Storage`). A new small value is one
         request: a write conditioned on the key being free."""
         full = self._key(key)
         meta = {SHA256_META: _sha256(data)}
-        if not repair and len(data) <= self.multipart_threshold and self._conditional_writes:
-            if self._put_if_absent(key, full, data, meta):
+        if len(data) <= self.multipart_threshold and self._conditional_writes:
+            written = self._put_if_absent(key, full, data, meta)
+            if written or (written is not None and not repair):
                 return
         head = self._head(key, full)
         if head is not None:
@@ -220,19 +221,19 @@ class S3Storage:
             self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
                                                                   Metadata=meta))
 
-    def _put_if_absent(self, key: str, full: str, data: bytes, meta: dict[str, str]) -> bool:
-        """Write ``data`` unless the key holds an object: True when done (written, or already there); False
-        when the server does not do conditional writes (then :meth:`put` looks first)."""
+    def _put_if_absent(self, key: str, full: str, data: bytes, meta: dict[str, str]) -> bool | None:
+        """Write ``data`` unless the key holds an object: True when written, False when an object is there,
+        None when the server does not do conditional writes (then :meth:`put` looks first)."""
         try:
             self._retried(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata=meta,
                                                          IfNoneMatch="*"))
             return True
         except ClientError as e:
             if _code(e) in _CONFLICT_CODES:
-                return True  # there already: content-addressed keys hold the same bytes
+                return False
             if _code(e) in {"NotImplemented", "501"}:
                 self._conditional_writes = False
-                return False
+                return None
             raise self._failure("put", key, e) from e
         except BotoCoreError as e:
             raise self._failure("put", key, e) from e
