@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 try:
     import botocore.exceptions
+    import botocore.loaders
     import botocore.session
     from botocore.config import Config
     from botocore.exceptions import (
@@ -69,10 +70,21 @@ _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavail
 BOTO_RETRIES = {"mode": "standard", "max_attempts": 5}  # botocore's own, inside the retry window
 
 
+class _S3Loader(botocore.loaders.Loader):
+    """botocore's data loader, told that the service asked for is S3: by itself it lists every service's
+    files (thousands of ``stat`` calls, a fifth of a worker's start-up) to check that S3 is one of them."""
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
+
+
 def _client(**kwargs: Any) -> Any:  # noqa: ANN401 - a botocore S3 client
     """An S3 client of a new botocore session (credentials found now, by the usual chain). boto3 itself, a
     third of a worker's start-up, is imported only for multipart uploads."""
-    return botocore.session.get_session().create_client("s3", **kwargs)
+    session = botocore.session.get_session()
+    paths = session.get_config_variable("data_path")
+    session.register_component("data_loader", _S3Loader(extra_search_paths=paths.split(os.pathsep) if paths else []))
+    return session.create_client("s3", **kwargs)
 
 T = TypeVar("T")
 
