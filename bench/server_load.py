@@ -42,8 +42,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, db_url: str | None, stack: ExitStack, server_args: list[str]) -> tuple[str, str]:
-    """``sematic-k8s server`` in a subprocess; returns (url, api key)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and its children (uvicorn's workers): unlike
+    wall-clock rates, it does not depend on what else the machine's cores are doing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def start_server(home: Path, db_url: str | None, stack: ExitStack, server_args: list[str]) -> tuple[str, str, int]:
+    """``sematic-k8s server`` in a subprocess; returns (url, api key, its pid)."""
     cli = [sys.executable, "-m", "sematic_k8s_server.cli"]
     db = ["--db-url", db_url] if db_url else []
     key = subprocess.run([*cli, "api-keys", "create", "bench", "--home", str(home), *db], env=_env(), check=True,
@@ -57,7 +74,7 @@ def start_server(home: Path, db_url: str | None, stack: ExitStack, server_args: 
     while True:
         try:
             if httpx.get(url + "/api/v1/health").status_code == 200:
-                return url, key
+                return url, key, proc.pid
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -164,20 +181,26 @@ def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], 
                   server_args: list[str]) -> list[dict]:
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as home:
-        url, key = start_server(Path(home), db_url, stack, server_args)
+        url, key, pid = start_server(Path(home), db_url, stack, server_args)
+
+        def measured(bodies: list[bytes], c: int, *how: str) -> dict:
+            cpu = cpu_seconds(pid)
+            r = _load(url, key, bodies, c, *how)
+            return {**r, "cpu_ms": 1000 * (cpu_seconds(pid) - cpu) / len(bodies)}
+
         n = runs * len(STATES)
         for c in clients:
             # the baseline, same server, same connections and request count: a trivial endpoint (no body, no
             # key, no database): what HTTP, the framework and this load generator cost on this machine now
-            base = _load(url, key, [b""] * n, c, "GET", "/api/v1/health")
+            base = measured([b""] * n, c, "GET", "/api/v1/health")
             rows.append({"db": name, "kind": "baseline: GET health", "clients": c, **base, "updates_s": 0.0})
             ids = seed(url, key, runs)
-            r = _load(url, key, single_updates(ids), c)
+            r = measured(single_updates(ids), c)
             rows.append({"db": name, "kind": "single-run update", "clients": c, **r, "updates_s": r["req_s"],
-                         "ratio": r["req_s"] / base["req_s"]})
+                         "ratio": r["req_s"] / base["req_s"], "cpu_ratio": r["cpu_ms"] / base["cpu_ms"]})
         ids = seed(url, key, runs)
         c = min(clients[-1], runs // batch * len(STATES))
-        r = _load(url, key, batched_updates(ids, batch), c)
+        r = measured(batched_updates(ids, batch), c)
         rows.append({"db": name, "kind": f"batch of {batch}", "clients": c, **r, "updates_s": r["req_s"] * batch})
     return rows
 
@@ -207,13 +230,16 @@ def main(argv: list[str] | None = None) -> None:
           f"of one asyncio process on the same {os.cpu_count()}-CPU machine. Baseline: the same connections sending "
           "as many GET /api/v1/health (no key, no body, no database) to the same server in the same run")
     header = f"{'db':<11} {'requests':<21} {'clients':>7} {'count':>6} {'req/s':>7} {'updates/s':>10} " \
-             f"{'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'vs baseline':>11}"
+             f"{'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'req/s vs base':>13} {'server CPU ms/req':>17} " \
+             f"{'CPU vs base':>11}"
     print(header)
     print("-" * len(header))
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
+        cpu_ratio = f"{r['cpu_ratio']:.2f}x" if "cpu_ratio" in r else ""
         print(f"{r['db']:<11} {r['kind']:<21} {r['clients']:>7} {r['requests']:>6} {r['req_s']:>7.0f} "
-              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} {ratio:>11}")
+              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} {ratio:>13} "
+              f"{r['cpu_ms']:>17.2f} {cpu_ratio:>11}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from sematic_k8s_server import auth, problems
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
+from sematic_k8s_server.fastpath import WriteFastPath
 from sematic_k8s_server.guard import Guard
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.routes import (
@@ -76,6 +77,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         app.include_router(router, dependencies=[Depends(require_key)])
     mount_dashboard(app)
     problems.install(app)
+    app.add_middleware(WriteFastPath, server=server)  # under the Guard
     app.add_middleware(Guard, authenticator=authenticator, config=config)
     return app
 

@@ -173,3 +173,22 @@ def test_workers_share_live_events_and_revocations(tmp_path: Path, postgres_url:
         finally:
             for c in clients:
                 c.close()
+
+
+def test_the_write_fast_path_answers_as_the_route_does(tmp_path: Path) -> None:
+    """Bodies the fast path does not take as they are reach the route, which answers as it always did."""
+    with serve(tmp_path) as s, s.client() as c:
+        json_headers = {"Content-Type": "application/json"}
+        r = c.post("/api/v1/store/write", content=b"{not json", headers=json_headers)
+        assert r.status_code == 422 and r.json()["detail"].startswith("body")
+        r = c.post("/api/v1/store/write", json={"new_runs": ["a list"]})
+        assert r.status_code == 422 and "body field 'new_runs'" in r.json()["detail"]
+        r = c.post("/api/v1/store/write", json={"run_updates": {"a1": {"colour": "red"}}})
+        assert r.status_code == 422 and r.json()["detail"] == "unknown run field(s): colour"
+        r = c.post("/api/v1/store/write", json={"new_runs": {"x": {**_new_run("x", "f"), "created_at": "Z"}}})
+        assert r.status_code == 422 and r.json()["detail"].startswith("bad batch")
+        r = c.post("/api/v1/store/write", json={"new_runs": {"x": {**_new_run("x", "f"), "func_name": None,
+                                                                    "created_at": NOW.isoformat()}}})
+        assert r.status_code == 409 and "conflicts with recorded data" in r.json()["detail"]
+        assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}
+        assert s.store.runs_of_root("r0") == []

@@ -38,6 +38,13 @@ async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
     """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings. A resolution token may
     write only its own resolution's runs and resolution (and artifacts, which are content-addressed).
     Concurrent requests' batches are recorded together (:meth:`~sematic_k8s_server.state.Server.write_many`)."""
+    await record(srv, caller, body)
+    return WRITTEN
+
+
+async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
+    """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): HTTPException
+    for a batch refused; the database's errors when it is down."""
     rows = len(body.new_runs) + len(body.run_updates) + len(body.new_resolutions) + len(body.artifacts)
     if caller.is_token or rows > INLINE_ROWS:  # database queries, or much work: off the event loop
         batch = await anyio.to_thread.run_sync(_checked_batch, srv, caller, body)
@@ -51,7 +58,6 @@ async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
         raise HTTPException(422, f"bad batch: {e.orig}") from None
-    return WRITTEN
 
 
 def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Batch:
