@@ -34,6 +34,9 @@ def test_the_resolvers_are_imported_only_when_used():
             " 'sqlalchemy', 'httpx', 'boto3'))], sorted(sys.modules)\n"
             "assert sk.LocalResolver.__module__ == 'sematic_k8s.resolvers.local'")
     subprocess.run([sys.executable, "-c", code], check=True)
+    driver = ("import sys, sematic_k8s.driver\n"  # it records through the server: no SQLAlchemy, no boto3
+              "assert not [m for m in sys.modules if m.startswith(('sqlalchemy', 'boto3'))], sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", driver], check=True)
 
 
 def test_errors_a_user_catches_are_exported():
