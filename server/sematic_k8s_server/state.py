@@ -11,7 +11,7 @@ from typing import Any
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth, writes
+from sematic_k8s_server import auth, scopes, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
@@ -55,10 +55,14 @@ class Server:
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         """Tell live-event subscribers (of every server process) what changed."""
-        if self.relay is not None:
+        if self.relay is None:
+            if events and self.bus.active:
+                self.bus.publish(events)
+            return
+        try:
             self.relay.publish(events)
-        elif events and self.bus.active:
-            self.bus.publish(events)
+        except Exception as e:  # noqa: BLE001 - recorded all the same: the dashboard shows it when it refetches
+            log.warning("live events not sent: %s: %s", type(e).__name__, e)
 
     def _expired(self, ids: list[str]) -> None:
         events = []
@@ -85,16 +89,16 @@ class Server:
                     fields["heartbeat_at"] = now
         with self.write_lock:
             errors = writes.write_all(self.store.write, batches)
-        events = []
-        for batch, error in zip(batches, errors, strict=True):
-            if error is None:
-                self.roots.learn(batch)
-                if self.relay is not None or self.bus.active:
-                    events += batch_events(batch, self.root_of)
-        try:
-            self.publish(events)
-        except Exception as e:  # noqa: BLE001 - recorded all the same: the dashboard shows it when it refetches
-            log.warning("live events not sent: %s: %s", type(e).__name__, e)
+        written = [b for b, error in zip(batches, errors, strict=True) if error is None]
+        for batch in written:
+            self.roots.learn(batch)
+        if self.relay is None and not self.bus.active:
+            return errors
+        unknown = {r for b in written for r, f in b.run_updates.items() if "state" in f and self.roots.get(r) is None}
+        if unknown:
+            for run_id, root in scopes.roots_of(self.store, unknown).items():  # one query, not one per run
+                self.roots.put(run_id, root)
+        self.publish([event for batch in written for event in batch_events(batch, self.root_of)])
         return errors
 
     def root_of(self, run_id: str) -> str | None:
