@@ -36,6 +36,7 @@ bench: $(STAMP)  ## fan-out overhead per run, side by side with sematic 0.41.0
 	$(BIN)/python -m bench.server_load
 	$(BIN)/python -m bench.image_rebuild
 	$(BIN)/python -m bench.cloud_rerun
+	$(BIN)/python -m bench.containers --importtime
 	$(BIN)/python -m bench.k8s_fanout
 	$(BIN)/python -m bench.dashboard
 

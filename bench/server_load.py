@@ -4,18 +4,24 @@ A driver dispatching 1,000 concurrent runs sends, per run, state updates (schedu
 resolved). Here 1,000 runs' worth of updates arrive from many concurrent clients at once, as single-run
 writes (one ``POST /api/v1/store/write`` per update) and as batches (what the resolution loop's flushes
 send). The server runs in its own process (uvicorn, API keys on) over SQLite, and over PostgreSQL when
-its binaries are installed. Run with ``make bench`` or ``python -m bench.server_load``.
+its binaries are installed. Run with ``make bench`` or ``python -m bench.server_load``
+(``--server-arg=--workers --server-arg=2`` for two server processes).
+
+Each figure is against a baseline measured in the same run: the same connections sending as many
+``GET /api/v1/health`` (no key, no body, no database), as requests per second and as the server's CPU time
+per request (which the machine's other load skews less than rates do). See :data:`FINDINGS` for what bounded
+the server when it was profiled.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -27,6 +33,17 @@ from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 
 REPO = Path(__file__).resolve().parents[1]
+FINDINGS = """\
+What bounds it (py-spy on the server under 1,000 connections, PostgreSQL; issue 14):
+- before: 280-450 updates/s, p99 3-10 s. Per request, a credential query on a pooled connection (with the pool's
+  pre-ping and the rollback on return: three round trips, 42% of the samples) and a transaction of its own (33%),
+  each on a worker thread; JSON and validation were a few percent, the event fan-out nothing (no subscribers).
+- now: the requests waiting at one moment share one credential query and one transaction (coalesce.py,
+  writes.py), and /store/write skips FastAPI's routing and dependency solving (fastpath.py, half the CPU left):
+  about 0.3 ms of server CPU per update, 0.4-0.6x a GET /health. What remains is uvicorn and the middleware
+  (about half), the batched SQL (a quarter), pydantic and JSON. With 1,000 closed-loop clients, p99 is about
+  1,000 / throughput (Little's law): under 500 ms needs about 2,500 updates/s, more than the 2 cores left after
+  PostgreSQL and the load generator give one process; --workers 2 spreads the server over both."""
 STATES = ("scheduled", "running", "resolved")
 
 
@@ -42,14 +59,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, db_url: str | None, stack: ExitStack) -> tuple[str, str]:
-    """``sematic-k8s server`` in a subprocess; returns (url, api key)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and its children (uvicorn's workers): unlike
+    wall-clock rates, it does not depend on what else the machine's cores are doing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def start_server(home: Path, db_url: str | None, stack: ExitStack, server_args: list[str]) -> tuple[str, str, int]:
+    """``sematic-k8s server`` in a subprocess; returns (url, api key, its pid)."""
     cli = [sys.executable, "-m", "sematic_k8s_server.cli"]
     db = ["--db-url", db_url] if db_url else []
     key = subprocess.run([*cli, "api-keys", "create", "bench", "--home", str(home), *db], env=_env(), check=True,
                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
     port = _free_port()
-    proc = subprocess.Popen([*cli, "server", "--port", str(port), "--home", str(home), *db], env=_env(),
+    proc = subprocess.Popen([*cli, "server", "--port", str(port), "--home", str(home), *db, *server_args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.callback(lambda: (proc.terminate(), proc.wait(15)))
     url = f"http://127.0.0.1:{port}"
@@ -57,7 +91,7 @@ def start_server(home: Path, db_url: str | None, stack: ExitStack) -> tuple[str,
     while True:
         try:
             if httpx.get(url + "/api/v1/health").status_code == 200:
-                return url, key
+                return url, key, proc.pid
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -80,40 +114,66 @@ def seed(url: str, key: str, n_runs: int) -> list[str]:
     return ids
 
 
-def _load(url: str, key: str, bodies: list[bytes], clients: int) -> dict:
-    """POST every body from ``clients`` threads, each with its own keep-alive connection; req/s, latencies."""
+class _Conn:
+    """One keep-alive HTTP/1.1 connection, spoken by hand: the load generator must cost far less than the
+    server it measures (it shares the machine's cores with it)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        length = 0
+        for line in header.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+
+async def _aload(url: str, key: str, method: str, path: str, bodies: list[bytes], clients: int) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
     latencies: list[float] = []
     errors: list[str] = []
-    next_index = itertools.count()  # thread-safe in CPython
-    barrier = threading.Barrier(clients + 1)
+    next_index = itertools.count()
+    conns = [_Conn(*await asyncio.open_connection(host, int(port))) for _ in range(clients)]
 
-    def worker() -> None:
-        with httpx.Client(base_url=url, timeout=120,
-                          headers={"X-API-Key": key, "Content-Type": "application/json"}) as client:
-            barrier.wait()
-            while (i := next(next_index)) < len(bodies):
-                t0 = time.perf_counter()
-                try:
-                    r = client.post("/api/v1/store/write", content=bodies[i])
-                    if r.status_code != 200:
-                        errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
-                except httpx.HTTPError as e:
-                    errors.append(f"{type(e).__name__}: {e}")
-                latencies.append(time.perf_counter() - t0)
+    async def worker(conn: _Conn) -> None:
+        while (i := next(next_index)) < len(bodies):
+            t0 = time.perf_counter()
+            try:
+                status, text = await conn.request(head, bodies[i])
+                if status != 200:
+                    errors.append(f"HTTP {status}: {text[:200]!r}")
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                conn = _Conn(*await asyncio.open_connection(host, int(port)))
+            latencies.append(time.perf_counter() - t0)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
     start = time.perf_counter()
-    for t in threads:
-        t.join()
+    await asyncio.gather(*(worker(c) for c in conns))
     seconds = time.perf_counter() - start
+    for c in conns:
+        c.writer.close()
     if errors:
         print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
     latencies.sort()
     return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
             "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+
+
+def _load(url: str, key: str, bodies: list[bytes], clients: int, method: str = "POST",
+          path: str = "/api/v1/store/write") -> dict:
+    """Send every body from ``clients`` concurrent keep-alive connections; req/s, latencies, errors."""
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(_aload(url, key, method, path, bodies, clients))
 
 
 def single_updates(ids: list[str]) -> list[bytes]:
@@ -134,17 +194,30 @@ def batched_updates(ids: list[str], size: int) -> list[bytes]:
     return out
 
 
-def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], batch: int) -> list[dict]:
+def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], batch: int,
+                  server_args: list[str]) -> list[dict]:
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as home:
-        url, key = start_server(Path(home), db_url, stack)
+        url, key, pid = start_server(Path(home), db_url, stack, server_args)
+
+        def measured(bodies: list[bytes], c: int, *how: str) -> dict:
+            cpu = cpu_seconds(pid)
+            r = _load(url, key, bodies, c, *how)
+            return {**r, "cpu_ms": 1000 * (cpu_seconds(pid) - cpu) / len(bodies)}
+
+        n = runs * len(STATES)
         for c in clients:
+            # the baseline, same server, same connections and request count: a trivial endpoint (no body, no
+            # key, no database): what HTTP, the framework and this load generator cost on this machine now
+            base = measured([b""] * n, c, "GET", "/api/v1/health")
+            rows.append({"db": name, "kind": "baseline: GET health", "clients": c, **base, "updates_s": 0.0})
             ids = seed(url, key, runs)
-            r = _load(url, key, single_updates(ids), c)
-            rows.append({"db": name, "kind": "single-run update", "clients": c, **r, "updates_s": r["req_s"]})
+            r = measured(single_updates(ids), c)
+            rows.append({"db": name, "kind": "single-run update", "clients": c, **r, "updates_s": r["req_s"],
+                         "ratio": r["req_s"] / base["req_s"], "cpu_ratio": r["cpu_ms"] / base["cpu_ms"]})
         ids = seed(url, key, runs)
         c = min(clients[-1], runs // batch * len(STATES))
-        r = _load(url, key, batched_updates(ids, batch), c)
+        r = measured(batched_updates(ids, batch), c)
         rows.append({"db": name, "kind": f"batch of {batch}", "clients": c, **r, "updates_s": r["req_s"] * batch})
     return rows
 
@@ -155,8 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[50, 1000], help="concurrent clients")
     parser.add_argument("--batch", type=int, default=50, help="runs per batched write")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--server-arg", action="append", default=[], help="passed to `sematic-k8s server`")
     args = parser.parse_args(argv)
-    rows = bench_backend("sqlite", None, args.runs, args.clients, args.batch)
+    rows = [] if args.no_sqlite else bench_backend("sqlite", None, args.runs, args.clients, args.batch,
+                                                   args.server_arg)
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from pgcluster import create_database, pg_bin, postgres_cluster
     bin_dir = None if args.no_postgres else pg_bin()
@@ -164,16 +240,24 @@ def main(argv: list[str] | None = None) -> None:
         print("(PostgreSQL not installed here: SQLite only)", file=sys.stderr)
     else:
         with postgres_cluster(bin_dir) as server:
-            rows += bench_backend("postgresql", create_database(server, "bench"), args.runs, args.clients, args.batch)
+            rows += bench_backend("postgresql", create_database(server, "bench"), args.runs, args.clients,
+                                  args.batch, args.server_arg)
     print(f"\nserver load: {args.runs} runs x {len(STATES)} state updates, POST /api/v1/store/write, API keys on, "
-          f"one uvicorn process; clients are threads on the same {os.cpu_count()}-CPU machine")
-    header = f"{'db':<11} {'write':<18} {'clients':>7} {'requests':>8} {'req/s':>8} {'updates/s':>10} " \
-             f"{'p50 ms':>7} {'p99 ms':>8} {'errors':>6}"
+          f"`sematic-k8s server {' '.join(args.server_arg)}`; clients are {max(args.clients)} keep-alive connections "
+          f"of one asyncio process on the same {os.cpu_count()}-CPU machine. Baseline: the same connections sending "
+          "as many GET /api/v1/health (no key, no body, no database) to the same server in the same run")
+    header = f"{'db':<11} {'requests':<21} {'clients':>7} {'count':>6} {'req/s':>7} {'updates/s':>10} " \
+             f"{'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'req/s vs base':>13} {'server CPU ms/req':>17} " \
+             f"{'CPU vs base':>11}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['db']:<11} {r['kind']:<18} {r['clients']:>7} {r['requests']:>8} {r['req_s']:>8.0f} "
-              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['errors']:>6}")
+        ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
+        cpu_ratio = f"{r['cpu_ratio']:.2f}x" if "cpu_ratio" in r else ""
+        print(f"{r['db']:<11} {r['kind']:<21} {r['clients']:>7} {r['requests']:>6} {r['req_s']:>7.0f} "
+              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} {ratio:>13} "
+              f"{r['cpu_ms']:>17.2f} {cpu_ratio:>11}")
+    print("\n" + FINDINGS)
 
 
 if __name__ == "__main__":

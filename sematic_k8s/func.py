@@ -12,8 +12,6 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-import typeguard
-
 from sematic_k8s import modules
 from sematic_k8s.errors import FuncError, FutureHasNoValue
 from sematic_k8s.future import Future
@@ -179,6 +177,10 @@ class Func:
             self._check(value, self._hints["return"], "output")
 
     def _check(self, value: Any, hint: Any, what: str) -> None:
+        if type(hint) is type and isinstance(value, hint):
+            return  # a plain class: what typeguard would say, without importing it (a tenth of a worker's start)
+        import typeguard
+
         try:
             typeguard.check_type(value, hint, collection_check_strategy=typeguard.CollectionCheckStrategy.ALL_ITEMS)
         except typeguard.TypeCheckError as e:

@@ -1,12 +1,13 @@
 """Run each Run attempt in a Docker container on this machine (host network), from an image by digest.
 
-A container is removed as soon as its end is read (exit code, last log lines; the worker stored its outcome
-and logs itself), when it is stopped (canceled, or past its func's timeout), and when the executor closes:
-none is left behind with credentials in its environment.
+A container is removed as soon as its end is read (exit code, and the last log lines of one that died; the
+worker stored its outcome and logs itself), in the background; when it is stopped (canceled, or past its
+func's timeout); and when the executor closes: none is left behind with credentials in its environment.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ class DockerExecutor(RemoteExecutor):
         self.image = image
         self.env = env or {}
         self.containers: dict[str, Any] = {}  # run id -> container
+        self._removals: list[threading.Thread] = []
         self.root_id = ""
 
     @classmethod
@@ -73,10 +75,18 @@ class DockerExecutor(RemoteExecutor):
         del self.containers[run_id]
         state = container.attrs.get("State", {})
         reason = "OOMKilled" if state.get("OOMKilled") else None
-        logs = container.logs(tail=LOG_TAIL).decode(errors="replace")
+        # exit 0: the worker stored its outcome and logs; else its last lines tell why it died
+        logs = "" if state.get("ExitCode") == 0 else container.logs(tail=LOG_TAIL).decode(errors="replace")
         details = {"executor": "docker", "container": container.name, "image": self.image}
-        _remove(container)
+        removal = threading.Thread(target=_remove, args=(container,), daemon=True, name="sk-docker-rm")
+        removal.start()  # while the resolution goes on (close() waits for it)
+        self._removals = [t for t in self._removals if t.is_alive()] + [removal]
         return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs, details)
+
+    def close(self) -> None:
+        super().close()
+        for removal in self._removals:
+            removal.join(60)
 
     def tail(self, run_id: str) -> str:
         container = self.containers.get(run_id)

@@ -1,4 +1,5 @@
-"""Artifact storage in an S3 bucket (AWS, MinIO, moto or any S3 API), through boto3.
+"""Artifact storage in an S3 bucket (AWS, MinIO, moto or any S3 API), through botocore (and boto3's managed
+transfer for multipart uploads).
 
 Every object we write carries the sha256 of its bytes in its metadata (``x-amz-meta-sha256``) and
 every read checks it; a repairing put over an object whose bytes differ from the new ones (a corrupt
@@ -31,9 +32,9 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlparse
 
 try:
-    import boto3
     import botocore.exceptions
-    from boto3.s3.transfer import TransferConfig
+    import botocore.loaders
+    import botocore.session
     from botocore.config import Config
     from botocore.exceptions import (
         BotoCoreError,
@@ -67,6 +68,23 @@ _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "4
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
                     "Throttling", "ThrottlingException", "RequestLimitExceeded"}
 BOTO_RETRIES = {"mode": "standard", "max_attempts": 5}  # botocore's own, inside the retry window
+
+
+class _S3Loader(botocore.loaders.Loader):
+    """botocore's data loader, told that the service asked for is S3: by itself it lists every service's
+    files (thousands of ``stat`` calls, a fifth of a worker's start-up) to check that S3 is one of them."""
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"]
+
+
+def _client(**kwargs: Any) -> Any:  # noqa: ANN401 - a botocore S3 client
+    """An S3 client of a new botocore session (credentials found now, by the usual chain). boto3 itself, a
+    third of a worker's start-up, is imported only for multipart uploads."""
+    session = botocore.session.get_session()
+    paths = session.get_config_variable("data_path")
+    session.register_component("data_loader", _S3Loader(extra_search_paths=paths.split(os.pathsep) if paths else []))
+    return session.create_client("s3", **kwargs)
 
 T = TypeVar("T")
 
@@ -137,15 +155,13 @@ class S3Storage:
             endpoint_url = endpoint_url or _first_env(ENDPOINT_ENVS)
             region = region or _first_env(REGION_ENVS) or ("us-east-1" if endpoint_url else None)
             style = "path" if endpoint_url else "auto"
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region,
+            client = _client(
+                endpoint_url=endpoint_url, region_name=region,
                 config=Config(s3={"addressing_style": style}, retries=BOTO_RETRIES, connect_timeout=10,
                               read_timeout=60))
         self.endpoint_url = endpoint_url
         self.region = region
         self.client = client
-        self._transfer = TransferConfig(multipart_threshold=multipart_threshold + 1,
-                                        multipart_chunksize=max(multipart_threshold, MIN_PART_SIZE))
         self._bucket_checked = False
         self._conditional_writes = True
         self._lock = threading.Lock()
@@ -192,20 +208,47 @@ class S3Storage:
 
     def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
         """Store ``data`` at ``key`` unless an object is already there; with ``repair``, also when the object
-        there holds other bytes (see :class:`~sematic_k8s.storage.base.Storage`)."""
+        there holds other bytes (see :class:`~sematic_k8s.storage.base.Storage`). A new small value is one
+        request: a write conditioned on the key being free."""
         full = self._key(key)
+        meta = {SHA256_META: _sha256(data)}
+        if len(data) <= self.multipart_threshold and self._conditional_writes:
+            written = self._put_if_absent(key, full, data, meta)
+            if written or (written is not None and not repair):
+                return
         head = self._head(key, full)
         if head is not None:
             if not repair or _same_bytes(head, data):
                 return
             log.warning("%s is corrupt (other bytes than its content id says): rewriting it", self._where(key))
-        meta = {SHA256_META: _sha256(data)}
         if len(data) > self.multipart_threshold:
-            self._call("upload", key, lambda: self.client.upload_fileobj(
-                io.BytesIO(data), self.bucket, full, ExtraArgs={"Metadata": meta}, Config=self._transfer))
+            from boto3.s3.inject import upload_fileobj
+            from boto3.s3.transfer import TransferConfig
+
+            transfer = TransferConfig(multipart_threshold=self.multipart_threshold + 1,
+                                      multipart_chunksize=max(self.multipart_threshold, MIN_PART_SIZE))
+            self._call("upload", key, lambda: upload_fileobj(
+                self.client, io.BytesIO(data), self.bucket, full, ExtraArgs={"Metadata": meta}, Config=transfer))
         else:
             self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
                                                                   Metadata=meta))
+
+    def _put_if_absent(self, key: str, full: str, data: bytes, meta: dict[str, str]) -> bool | None:
+        """Write ``data`` unless the key holds an object: True when written, False when an object is there,
+        None when the server does not do conditional writes (then :meth:`put` looks first)."""
+        try:
+            self._retried(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata=meta,
+                                                         IfNoneMatch="*"))
+            return True
+        except ClientError as e:
+            if _code(e) in _CONFLICT_CODES:
+                return False
+            if _code(e) in {"NotImplemented", "501"}:
+                self._conditional_writes = False
+                return None
+            raise self._failure("put", key, e) from e
+        except BotoCoreError as e:
+            raise self._failure("put", key, e) from e
 
     def get(self, key: str) -> bytes:
         """The bytes at ``key``, checked against their recorded sha256; KeyError when absent."""
@@ -227,6 +270,8 @@ class S3Storage:
         """
         full = self._key(key)
         with self._key_lock(full):
+            if self._conditional_writes and self._key_free(key, full, data):
+                return  # the first append: one request, no read
             for _ in range(APPEND_ATTEMPTS):
                 old, etag = self._read(key, full)
                 body = (old or b"") + data
@@ -244,11 +289,27 @@ class S3Storage:
                     if _code(e) in {"NotImplemented", "501"} and cond:
                         self._conditional_writes = False  # an S3 API without conditional writes
                         continue
-                    raise self._error("append", key, e) from e
+                    raise self._failure("append", key, e) from e
                 except BotoCoreError as e:
-                    raise self._error("append", key, e) from e
+                    raise self._failure("append", key, e) from e
             raise S3StorageError(f"append to {self._where(key)} kept conflicting with another writer "
                                  f"({APPEND_ATTEMPTS} attempts): logs support one writer per key")
+
+    def _key_free(self, key: str, full: str, data: bytes) -> bool:
+        """Write ``data`` as a new object if none is at ``key``: True when it was written."""
+        try:
+            self._retried(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                                         Metadata={SHA256_META: _sha256(data)}, IfNoneMatch="*"))
+            return True
+        except ClientError as e:
+            if _code(e) in _CONFLICT_CODES:
+                return False
+            if _code(e) in {"NotImplemented", "501"}:
+                self._conditional_writes = False
+                return False
+            raise self._failure("append", key, e) from e
+        except BotoCoreError as e:
+            raise self._failure("append", key, e) from e
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -283,19 +344,18 @@ class S3Storage:
 
     def _head(self, key: str, full: str) -> dict[str, Any] | None:
         """The object's HEAD response, or None when absent."""
-        self.check()
         try:
             return self._retried(lambda: self.client.head_object(Bucket=self.bucket, Key=full))
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
+                self.check()  # a HEAD's 404 does not say whether the key or the bucket is missing
                 return None
-            raise self._error("head", key, e) from e
+            raise self._failure("head", key, e) from e
         except BotoCoreError as e:
-            raise self._error("head", key, e) from e
+            raise self._failure("head", key, e) from e
 
     def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
         """(bytes, ETag) of the object, verified against its sha256; (None, None) when absent."""
-        self.check()
         def get() -> tuple[dict[str, Any], bytes]:
             resp = self.client.get_object(Bucket=self.bucket, Key=full)
             return resp, resp["Body"].read()  # a connection dropped mid-body is retried as a whole
@@ -304,10 +364,11 @@ class S3Storage:
             resp, data = self._retried(get)
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
+                self.check()  # a 404 without a code (some S3 APIs) may be the bucket's
                 return None, None
-            raise self._error("get", key, e) from e
+            raise self._failure("get", key, e) from e
         except BotoCoreError as e:
-            raise self._error("get", key, e) from e
+            raise self._failure("get", key, e) from e
         expected = resp.get("Metadata", {}).get(SHA256_META)
         if expected is not None and _sha256(data) != expected:
             raise ValueError(f"storage key {key!r} is corrupt: {self._where(key)} has sha256 {_sha256(data)} "
@@ -325,12 +386,19 @@ class S3Storage:
         try:
             return self._retried(fn)
         except (ClientError, BotoCoreError) as e:
-            raise self._error(op, key, e) from e
+            raise self._failure(op, key, e) from e
         except Exception as e:  # s3transfer wraps failed part uploads
             cause = _boto_error(e)
             if cause is not e:
-                raise self._error(op, key, cause) from e
+                raise self._failure(op, key, cause) from e
             raise
+
+    def _failure(self, op: str, key: str | None, e: Exception) -> S3StorageError:
+        """The error for a failed call: the bucket's own problem (missing, another region, refused) when
+        :meth:`check` finds one (the bucket is checked only when a call fails), else the call's."""
+        if isinstance(e, ClientError) and not transient(e):  # S3 answered (an outage is not the bucket's)
+            self.check()
+        return self._error(op, key, e)
 
     def _error(self, op: str, key: str | None, e: Exception) -> S3StorageError:
         """A readable error for a failed boto3 call."""

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sematic_k8s import settings
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import http_store
-from sematic_k8s.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from sematic_k8s.store.sql import SqlStore
 
 _STORES: dict[str, SqlStore] = {}
 
 
 def sql_store(url: str) -> SqlStore:
-    """One SqlStore (engine, connection pool) per URL per process."""
+    """One SqlStore (engine, connection pool) per URL per process. SQLAlchemy is imported here, when first
+    needed: a driver, which records through the server, never loads it (a third of its start-up)."""
+    from sematic_k8s.store.sql import SqlStore
+
     if url not in _STORES:
         _STORES[url] = SqlStore(url)
     return _STORES[url]

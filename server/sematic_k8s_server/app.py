@@ -22,6 +22,7 @@ from sematic_k8s_server import auth, problems
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
+from sematic_k8s_server.fastpath import WriteFastPath
 from sematic_k8s_server.guard import Guard
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.routes import (
@@ -69,13 +70,14 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
-    server.sweeper.start()
+    server.start()
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     for router in KEYED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_key)])
     mount_dashboard(app)
     problems.install(app)
+    app.add_middleware(WriteFastPath, server=server)  # under the Guard
     app.add_middleware(Guard, authenticator=authenticator, config=config)
     return app
 

@@ -1,5 +1,5 @@
 """Credentials: users' API keys and per-resolution tokens, kept as sha256 hashes and checked against the
-database on every request.
+database on every request (the requests waiting at the same moment share one query).
 
 There is no cache: a revoked key or token is refused by the very next request, on every server replica.
 
@@ -162,7 +162,8 @@ def revoke_tokens(engine: sa.Engine, resolution_id: str) -> int:
 # -- checking -----------------------------------------------------------------------------------------------
 
 class Authenticator:
-    """Checks a request's credential against the database, every time (one indexed query)."""
+    """Checks requests' credentials against the database, every time: one indexed query per call of
+    :meth:`authenticate_many`, for every key of the requests waiting (see :mod:`~sematic_k8s_server.coalesce`)."""
 
     def __init__(self, engine: sa.Engine, *, required: bool) -> None:
         self.engine = engine
@@ -170,39 +171,64 @@ class Authenticator:
 
     def authenticate(self, key: str | None) -> Principal:
         """Who sent ``key``; :class:`Unauthorized` when it does not open the API. Anyone, in local mode."""
-        if not self.required:
-            return LOCAL_PRINCIPAL
-        if not key:
-            raise Unauthorized(MESSAGE)
-        if key.startswith(TOKEN_PREFIX):
-            return self._token(key)
-        c = api_keys.c
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(c.id, c.name, c.admin).where(
-                c.key_hash == hash_key(key), c.revoked_at.is_(None))).first()
-        if row is None:
-            raise Unauthorized(f"invalid or revoked API key: send a valid one in the {HEADER} header")
-        return Principal(ADMIN if row.admin else USER, row.name, key_id=row.id)
+        result = self.authenticate_many([key])[0]
+        if isinstance(result, Unauthorized):
+            raise result
+        return result
 
-    def _token(self, token: str) -> Principal:
+    def authenticate_many(self, keys: list[str | None]) -> list[Principal | Unauthorized]:
+        """:meth:`authenticate` for each of ``keys``, the result or the refusal, in two queries at most."""
+        if not self.required:
+            return [LOCAL_PRINCIPAL] * len(keys)
+        hashes = {key: hash_key(key) for key in keys if key}
+        api = [h for key, h in hashes.items() if not key.startswith(TOKEN_PREFIX)]
+        tokens = [h for key, h in hashes.items() if key.startswith(TOKEN_PREFIX)]
+        with self.engine.connect() as conn:
+            found = {**self._keys(conn, api), **self._tokens(conn, tokens)}
+        out: list[Principal | Unauthorized] = []
+        for key in keys:
+            if not key:
+                out.append(Unauthorized(MESSAGE))
+                continue
+            result = found.get(hashes[key])
+            if result is None:
+                result = Unauthorized("invalid resolution token" if key.startswith(TOKEN_PREFIX) else
+                                      f"invalid or revoked API key: send a valid one in the {HEADER} header")
+            out.append(result)
+        return out
+
+    @staticmethod
+    def _keys(conn: sa.Connection, hashes: list[str]) -> dict[str, Principal | Unauthorized]:
+        if not hashes:
+            return {}
+        c = api_keys.c
+        rows = conn.execute(sa.select(c.key_hash, c.id, c.name, c.admin).where(
+            c.key_hash.in_(hashes), c.revoked_at.is_(None)))
+        return {row.key_hash: Principal(ADMIN if row.admin else USER, row.name, key_id=row.id) for row in rows}
+
+    @staticmethod
+    def _tokens(conn: sa.Connection, hashes: list[str]) -> dict[str, Principal | Unauthorized]:
+        if not hashes:
+            return {}
         t, k, r = resolution_tokens.c, api_keys.c, _resolutions.c
-        stmt = (sa.select(t.resolution_id, t.reads_from, t.minted_by, t.expires_at, t.revoked_at,
+        stmt = (sa.select(t.token_hash, t.resolution_id, t.reads_from, t.minted_by, t.expires_at, t.revoked_at,
                           k.id.label("key_id"), k.revoked_at.label("key_revoked_at"), r.state)
                 .select_from(resolution_tokens.outerjoin(api_keys, k.id == t.minted_by)
                              .outerjoin(_resolutions, r.id == t.resolution_id))
-                .where(t.token_hash == hash_key(token)))
-        with self.engine.connect() as conn:
-            row = conn.execute(stmt).first()
-        if row is None:
-            raise Unauthorized("invalid resolution token")
-        what = f"the token of resolution {row.resolution_id}"
-        if row.revoked_at is not None:
-            raise Unauthorized(f"{what} was revoked")
-        if row.expires_at <= utcnow():
-            raise Unauthorized(f"{what} expired (it reached its maximum lifetime)")
-        if row.minted_by is not None and (row.key_id is None or row.key_revoked_at is not None):
-            raise Unauthorized(f"{what} was minted with an API key that has since been revoked")
-        if row.state in TERMINAL:
-            raise Unauthorized(f"{what} expired: the resolution has ended ({row.state})")
-        return Principal(RESOLUTION, f"resolution {row.resolution_id}", key_id=row.minted_by,
-                         resolution_id=row.resolution_id, reads_from=row.reads_from)
+                .where(t.token_hash.in_(hashes)))
+        return {row.token_hash: _token_principal(row) for row in conn.execute(stmt)}
+
+
+def _token_principal(row: sa.Row) -> Principal | Unauthorized:
+    """The principal of a token's row, or why the token no longer opens the API."""
+    what = f"the token of resolution {row.resolution_id}"
+    if row.revoked_at is not None:
+        return Unauthorized(f"{what} was revoked")
+    if row.expires_at <= utcnow():
+        return Unauthorized(f"{what} expired (it reached its maximum lifetime)")
+    if row.minted_by is not None and (row.key_id is None or row.key_revoked_at is not None):
+        return Unauthorized(f"{what} was minted with an API key that has since been revoked")
+    if row.state in TERMINAL:
+        return Unauthorized(f"{what} expired: the resolution has ended ({row.state})")
+    return Principal(RESOLUTION, f"resolution {row.resolution_id}", key_id=row.minted_by,
+                     resolution_id=row.resolution_id, reads_from=row.reads_from)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -76,11 +78,14 @@ def _is_loopback(host: str) -> bool:
               help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
 @click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
               help="Longest life of a resolution's token (it also ends when the resolution ends).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes sharing the port (PostgreSQL only): one per core serves more requests; "
+                   "live events reach every process through the database.")
 @home_option
 @click.pass_context
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
-           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float,
+           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float, workers: int,
            home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
@@ -99,51 +104,87 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         raise click.ClickException("--rerun-launcher kubernetes needs --self-url: the address rerun drivers reach this "
                                    "server at from their pods (e.g. http://sematic-k8s.sematic-k8s.svc:8000), never "
                                    "127.0.0.1")
-    storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
-    import datetime as dt
-
-    from sematic_k8s_server.config import RerunConfig, ServerConfig
-
-    namespace = rerun_namespace or os.environ.get(settings.NAMESPACE_ENV)
-    try:
-        config = ServerConfig(
-            api_keys_required=not local, max_request_bytes=int(max_request_mb * 1024 * 1024),
-            reruns=RerunConfig(launcher=rerun_launcher, image_repositories=rerun_images, allow_docker=allow_docker,
-                               storage_url=storage_setting,
-                               executor_settings={"namespace": namespace} if namespace else {},
-                               concurrency=rerun_concurrency, queue=rerun_queue,
-                               token_lifetime=dt.timedelta(hours=token_max_hours)),
-            allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()))
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-    if rerun_launcher and not rerun_images:
-        click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.", err=True)
     home = _home(ctx, home_opt)
     url = _db_url(home, db_url)
-    store = _open_store(url)
+    if workers > 1 and not url.startswith("postgresql"):
+        raise click.ClickException(f"--workers {workers} needs a PostgreSQL database (--db-url postgresql+psycopg://"
+                                   "...): SQLite has a single writer")
+    params = {"host": host, "port": port, "db_url": url, "home": str(home), "local": local,
+              "allow_docker": allow_docker, "rerun_launcher": rerun_launcher, "rerun_images": list(rerun_images),
+              "rerun_namespace": rerun_namespace or os.environ.get(settings.NAMESPACE_ENV),
+              "rerun_concurrency": rerun_concurrency, "rerun_queue": rerun_queue,
+              "max_request_bytes": int(max_request_mb * 1024 * 1024), "token_max_hours": token_max_hours,
+              "self_url": self_url}
+    config = _config(params)
+    if rerun_launcher and not rerun_images:
+        click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.", err=True)
+    store = _open_store(url)  # migrated here, once, before any worker starts
     import uvicorn
 
-    from sematic_k8s.storage.local import LocalStorage
-    from sematic_k8s.storage.urls import storage_from_url
     from sematic_k8s_server import auth
-    from sematic_k8s_server.app import create_app
-    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
 
     if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
         click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
                    "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
                    err=True)
+    click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
+               f"API keys {'off: local mode' if local else 'required'}, reruns "
+               f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
+    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 5, "backlog": 4096,
+                               "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
+    if workers == 1:
+        uvicorn.run(_app(params, config, store), **options)
+        return
+    store.close()
+    os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+
+
+WORKER_PARAMS_ENV = "SEMATIC_K8S_SERVER_PARAMS"
+
+
+def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, imported lazily
+    import datetime as dt
+
+    from sematic_k8s_server.config import RerunConfig, ServerConfig
+
+    storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
+    namespace = params["rerun_namespace"]
+    try:
+        return ServerConfig(
+            api_keys_required=not params["local"], max_request_bytes=params["max_request_bytes"],
+            reruns=RerunConfig(launcher=params["rerun_launcher"], image_repositories=tuple(params["rerun_images"]),
+                               allow_docker=params["allow_docker"], storage_url=storage_setting,
+                               executor_settings={"namespace": namespace} if namespace else {},
+                               concurrency=params["rerun_concurrency"], queue=params["rerun_queue"],
+                               token_lifetime=dt.timedelta(hours=params["token_max_hours"])),
+            allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _app(params: dict[str, Any], config: Any, store: Any) -> Any:  # noqa: ANN401 - FastAPI app, lazily
+    from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_from_url
+    from sematic_k8s_server.app import create_app
+    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
+
+    host, port, self_url = params["host"], params["port"], params.get("self_url")
     if not self_url:
         self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
         self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
+    storage_setting = os.environ.get(settings.STORAGE_ENV)
     storage = (storage_from_url(storage_setting, retry_window=REQUEST_RETRY_WINDOW) if storage_setting
-               else LocalStorage(home / "storage"))
-    app = create_app(store, storage, config, self_url=self_url)
-    click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
-               f"API keys {'off: local mode' if local else 'required'}, reruns "
-               f"{rerun_launcher or 'off'})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"),
-                timeout_graceful_shutdown=5)
+               else LocalStorage(Path(params["home"]) / "storage"))
+    return create_app(store, storage, config, self_url=self_url)
+
+
+def worker_app() -> Any:  # noqa: ANN401 - FastAPI app
+    """The app of one of ``server --workers N``'s processes (uvicorn's factory), from the parent's settings."""
+    params = json.loads(os.environ[WORKER_PARAMS_ENV])
+    from sematic_k8s_server.db import open_store
+
+    return _app(params, _config(params), open_store(params["db_url"]))
 
 
 def _redact(url: str) -> str:

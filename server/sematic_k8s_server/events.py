@@ -50,6 +50,16 @@ class EventBus:
     def active(self) -> bool:
         return bool(self._subs)
 
+    def overflow(self) -> None:
+        """Tell every subscriber that events were lost (they refetch what they show)."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(setattr, sub, "overflowed", True)
+            except RuntimeError:  # its loop is closed: the server is stopping
+                pass
+
     def publish(self, events: list[dict[str, Any]]) -> None:
         with self._lock:
             subs = list(self._subs)

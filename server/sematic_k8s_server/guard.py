@@ -7,8 +7,9 @@ In this order:
    have a JSON content type (a cross-site form or "simple" fetch cannot send one) and, when it has an
    ``Origin`` (browsers always send one with a POST), this server's own.
 2. ``/api/...`` (but ``/api/v1/health``): the credential in ``X-API-Key`` is checked against the database
-   first; a request without a valid one gets 401 before its body is read, and a resolution's token calling
-   anything but what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
+   first (one query for all the requests waiting at that moment, :mod:`~sematic_k8s_server.coalesce`); a
+   request without a valid one gets 401 before its body is read, and a resolution's token calling anything but
+   what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
 3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
    that arrived exceed it (chunked uploads are counted, not trusted).
 
@@ -20,11 +21,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sematic_k8s_server import auth, scopes
+from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.problems import problem
 
@@ -55,6 +56,7 @@ class Guard:
 
     def __init__(self, app: ASGIApp, *, authenticator: auth.Authenticator, config: ServerConfig) -> None:
         self.app, self.auth, self.config = app, authenticator, config
+        self._checks: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,8 +102,8 @@ class Guard:
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
         try:
-            if self.auth.required:  # a database query: off the event loop
-                principal = await anyio.to_thread.run_sync(self.auth.authenticate, headers.get(auth.HEADER))
+            if self.auth.required:  # a database query, shared with the requests waiting now: off the event loop
+                principal = await self._checks.submit(headers.get(auth.HEADER))
             else:
                 principal = self.auth.authenticate(None)
         except auth.Unauthorized as e:

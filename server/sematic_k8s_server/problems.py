@@ -59,7 +59,7 @@ async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, f"artifact storage is unavailable: {exc}", {"Retry-After": "5"})
 
 
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
     orig = getattr(exc, "orig", None) or exc
     return problem(503, f"the metadata database is unavailable: {type(orig).__name__}: {orig}".splitlines()[0],
@@ -75,7 +75,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StorageError, _storage_error)
-    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_error)
-    app.add_exception_handler(sqlalchemy.exc.InterfaceError, _database_error)
-    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_error)  # the pool: no connection in time
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)
+    app.add_exception_handler(sqlalchemy.exc.InterfaceError, database_error)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, database_error)  # the pool: no connection in time
     app.add_exception_handler(Exception, _unexpected)

@@ -4,18 +4,23 @@ reruns."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth
+from sematic_k8s_server import auth, scopes, writes
+from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
 from sematic_k8s_server.liveness import Sweeper
+from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.storages import Storages
+
+log = logging.getLogger("sematic_k8s_server")
 
 
 class Server:
@@ -27,15 +32,37 @@ class Server:
         self.reruns, self.self_url = reruns, self_url
         self.storages = Storages(storage, config.allowed_storages)  # where recorded artifacts and logs may be read
         self.bus = EventBus()
+        # over PostgreSQL, events go through the database: every process (uvicorn workers, replicas) sees them all
+        self.relay = PgRelay(store.engine, self.bus) if store.engine.dialect.name == "postgresql" else None
         self.roots = RootIndex()
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         self.sweeper = Sweeper(store, self._expired)
+        self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer: no lock-order deadlocks
+
+    def start(self) -> None:
+        """Start the background work: the sweeper of silent resolutions, the events listener."""
+        self.sweeper.start()
+        if self.relay is not None:
+            self.relay.start()
 
     def close(self) -> None:
-        """Stop the background work (the sweeper of silent resolutions)."""
+        """Stop the background work."""
         self.sweeper.stop()
+        if self.relay is not None:
+            self.relay.stop()
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        """Tell live-event subscribers (of every server process) what changed."""
+        if self.relay is None:
+            if events and self.bus.active:
+                self.bus.publish(events)
+            return
+        try:
+            self.relay.publish(events)
+        except Exception as e:  # noqa: BLE001 - recorded all the same: the dashboard shows it when it refetches
+            log.warning("live events not sent: %s: %s", type(e).__name__, e)
 
     def _expired(self, ids: list[str]) -> None:
         events = []
@@ -43,21 +70,36 @@ class Server:
             res = self.store.get_resolution(res_id)
             if res is not None:
                 events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": res.state})
-        if events and self.bus.active:
-            self.bus.publish(events)
+        self.publish(events)
 
     def write(self, batch: Batch) -> None:
         """Record ``batch`` and tell live-event subscribers what changed. Heartbeats are stamped with this
         server's clock (the one its sweeper compares them with), whatever the client's says."""
+        error = self.write_many([batch])[0]
+        if error is not None:
+            raise error
+
+    def write_many(self, batches: list[Batch]) -> list[BaseException | None]:
+        """:meth:`write` for each of ``batches`` (those of concurrent requests), in as few transactions as
+        gives each the result it would have had alone (:mod:`~sematic_k8s_server.writes`); each one's error."""
         now = utcnow()
-        for fields in [*batch.resolution_updates.values(), *batch.new_resolutions]:
-            if fields.get("heartbeat_at") is not None:
-                fields["heartbeat_at"] = now
+        for batch in batches:
+            for fields in [*batch.resolution_updates.values(), *batch.new_resolutions]:
+                if fields.get("heartbeat_at") is not None:
+                    fields["heartbeat_at"] = now
         with self.write_lock:
-            self.store.write(batch)
-        self.roots.learn(batch)
-        if self.bus.active:
-            self.bus.publish(batch_events(batch, self.root_of))
+            errors = writes.write_all(self.store.write, batches)
+        written = [b for b, error in zip(batches, errors, strict=True) if error is None]
+        for batch in written:
+            self.roots.learn(batch)
+        if self.relay is None and not self.bus.active:
+            return errors
+        unknown = {r for b in written for r, f in b.run_updates.items() if "state" in f and self.roots.get(r) is None}
+        if unknown:
+            for run_id, root in scopes.roots_of(self.store, unknown).items():  # one query, not one per run
+                self.roots.put(run_id, root)
+        self.publish([event for batch in written for event in batch_events(batch, self.root_of)])
+        return errors
 
     def root_of(self, run_id: str) -> str | None:
         root = self.roots.get(run_id)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import sematic_k8s as sk
 
 
 def test_all_lists_every_public_name_and_each_is_importable():
-    public = {name for name, value in vars(sk).items()
-              if not name.startswith("_") and not (isinstance(value, types.ModuleType) and name not in sk.__all__)}
+    public = {name for name in dir(sk) if not name.startswith("_")
+              and not (isinstance(getattr(sk, name), types.ModuleType) and name not in sk.__all__)}
     assert sorted(sk.__all__) == sorted(public)
     for name in sk.__all__:
         assert getattr(sk, name) is not None
@@ -23,6 +25,18 @@ def test_exported_classes_and_functions_say_where_they_live():
         else:
             assert value.__module__.startswith("sematic_k8s."), name
             assert value.__doc__, f"sk.{name} has no docstring"
+
+
+def test_the_resolvers_are_imported_only_when_used():
+    """A worker imports the package with the user's module: the resolvers, the store and HTTP stay out."""
+    code = ("import sys, sematic_k8s as sk\n"
+            "assert not [m for m in sys.modules if m.startswith(('sematic_k8s.resolvers', 'sematic_k8s.store',"
+            " 'sqlalchemy', 'httpx', 'boto3'))], sorted(sys.modules)\n"
+            "assert sk.LocalResolver.__module__ == 'sematic_k8s.resolvers.local'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    driver = ("import sys, sematic_k8s.driver\n"  # it records through the server: no SQLAlchemy, no boto3
+              "assert not [m for m in sys.modules if m.startswith(('sqlalchemy', 'boto3'))], sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", driver], check=True)
 
 
 def test_errors_a_user_catches_are_exported():

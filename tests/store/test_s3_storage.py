@@ -158,27 +158,42 @@ def test_append_from_many_threads_of_one_writer(storage: S3Storage) -> None:
 
 
 class Interleaved(S3Storage):
-    """Lets another writer append once between this storage's read and its write."""
+    """Lets another writer append once between this storage's look at the object and its write: before its
+    first conditional create of a new log (``hook="create"``), or right after its first read (``"read"``)."""
 
     other: S3Storage
+    hook = "read"
     reads = 0
+    interleaved = False
+
+    def _interleave(self, key: str, at: str) -> None:
+        if at == self.hook and not self.interleaved:
+            self.interleaved = True
+            self.other.append(key, b"other\n")
+
+    def _key_free(self, key: str, full: str, data: bytes) -> bool:
+        self._interleave(key, "create")
+        return super()._key_free(key, full, data)
 
     def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
         result = super()._read(key, full)
         self.reads += 1
-        if self.reads == 1:
-            self.other.append(key, b"other\n")
+        self._interleave(key, "read")
         return result
 
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_append_retries_when_another_writer_got_in_between(endpoint: str, bucket: str, existing: bool) -> None:
     s = Interleaved(bucket, endpoint_url=endpoint)
+    s.hook = "read" if existing else "create"
     s.other = S3Storage(bucket, endpoint_url=endpoint)
     if existing:
         s.other.append("logs/x.log", b"start\n")
     s.append("logs/x.log", b"mine\n")
-    assert s.reads == 2  # the conditional write failed once, and was retried on fresh bytes
+    assert s.interleaved
+    # a new log: the conditional create failed, and the append read what the other wrote; an existing one:
+    # the conditional write failed once, and was retried on fresh bytes
+    assert s.reads == (2 if existing else 1)
     assert s.get("logs/x.log") == (b"start\n" if existing else b"") + b"other\nmine\n"
 
 
@@ -214,7 +229,7 @@ def test_missing_credentials_are_a_clear_error(endpoint: str, bucket: str, monke
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     s = S3Storage(bucket, endpoint_url=endpoint)
-    with pytest.raises(S3CredentialsError, match=f"no usable AWS credentials .* s3://{bucket} at {endpoint}.*"
+    with pytest.raises(S3CredentialsError, match=f"no usable AWS credentials .* s3://{bucket}/k at {endpoint}.*"
                                                  "AWS_ACCESS_KEY_ID"):
         s.get("k")
 

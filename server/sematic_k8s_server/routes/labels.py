@@ -20,5 +20,5 @@ def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict
                                          set_note=body.note is not None)
     if res is None:
         raise not_found("resolution", resolution_id)
-    srv.bus.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": res.state}])
+    srv.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": res.state}])
     return res.to_dict()

@@ -131,7 +131,7 @@ def cancel(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
         raise not_found("resolution", resolution_id)
     if state != CANCELING:
         raise HTTPException(409, f"resolution {resolution_id} is already {state}")
-    srv.bus.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": state}])
+    srv.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": state}])
     return {"resolution_id": resolution_id, "state": state}
 
 

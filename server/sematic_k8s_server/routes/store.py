@@ -6,14 +6,17 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
+import anyio.to_thread
 import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
 from sematic_k8s.store.http import batch_from_json
-from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord
-from sematic_k8s_server import schemas, scopes
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s_server import schemas, scopes, writes
+from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv
+from sematic_k8s_server.state import Server
 
 FIELDS = {
     "run": {f.name for f in dataclasses.fields(RunRecord)},
@@ -21,6 +24,8 @@ FIELDS = {
     "artifact": {f.name for f in dataclasses.fields(ArtifactRecord)},
 }
 
+INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop)
+WRITTEN = {"ok": True}
 router = APIRouter(prefix=API + "/store", tags=["store"])
 
 
@@ -29,25 +34,43 @@ router = APIRouter(prefix=API + "/store", tags=["store"])
                         409: {"description": "conflicts with recorded data"},
                         422: {"description": "unknown fields"}},
              summary="Apply a batch of inserts and updates in one transaction")
-def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
+async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
     """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings. A resolution token may
-    write only its own resolution's runs and resolution (and artifacts, which are content-addressed)."""
+    write only its own resolution's runs and resolution (and artifacts, which are content-addressed).
+    Concurrent requests' batches are recorded together (:meth:`~sematic_k8s_server.state.Server.write_many`)."""
+    await record(srv, caller, body)
+    return WRITTEN
+
+
+async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
+    """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): HTTPException
+    for a batch refused; the database's errors when it is down."""
+    rows = len(body.new_runs) + len(body.run_updates) + len(body.new_resolutions) + len(body.artifacts)
+    if caller.is_token or rows > INLINE_ROWS:  # database queries, or much work: off the event loop
+        batch = await anyio.to_thread.run_sync(_checked_batch, srv, caller, body)
+    else:
+        batch = _checked_batch(srv, caller, body)
+    try:
+        await srv.writes.submit(batch)
+    except sqlalchemy.exc.IntegrityError as e:
+        raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
+    except writes.OUTAGE:
+        raise  # 503 (problems)
+    except sqlalchemy.exc.StatementError as e:
+        raise HTTPException(422, f"bad batch: {e.orig}") from None
+
+
+def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Batch:
+    """The request's Batch: 422 for unknown fields or values, 403 for a token's writes outside its resolution."""
     _check_fields("run", [*body.new_runs.values(), *body.run_updates.values()])
     _check_fields("resolution", [*body.new_resolutions, *body.resolution_updates.values()])
     _check_fields("artifact", body.artifacts.values())
     scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
                        body.resolution_updates)
     try:
-        batch = batch_from_json(body.model_dump())
+        return batch_from_json(body.model_dump())
     except (TypeError, ValueError) as e:
         raise HTTPException(422, f"bad batch: {e}") from None
-    try:
-        srv.write(batch)
-    except sqlalchemy.exc.IntegrityError as e:
-        raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
-    except sqlalchemy.exc.StatementError as e:
-        raise HTTPException(422, f"bad batch: {e.orig}") from None
-    return {"ok": True}
 
 
 @router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, summary="Every run of a resolution")

@@ -1,0 +1,130 @@
+"""What a container run costs over a bare container, measured side by side (``make bench``).
+
+In one run, on the image the CloudResolver builds for a one-func project:
+
+- **bare**: ``docker run --rm --network host IMAGE python -c pass`` (the floor: Docker and Python start-up);
+- **worker run**: the DockerExecutor running one attempt of a func (``inc(x) = x + 1``) with S3 artifact
+  storage, from the container's creation to its outcome read back by the executor (what a resolution waits
+  for: the worker's imports, its S3 reads and writes, the container's end noticed);
+- **driver start-up**: ``docker run ... python -c "import sematic_k8s.driver"``, everything a driver imports
+  before it resolves.
+
+Each is the median of several; the ratios to the bare container are the figures. With ``--importtime`` it
+also prints the worker's slowest imports inside the image (``python -X importtime``). Needs Docker, the
+registry and S3 on 127.0.0.1 (tests/support/infra.py); says so and exits 0 when they cannot be had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = '''
+    import sematic_k8s as sk
+
+    @sk.func(inline=False)
+    def inc(x: int) -> int:
+        print("adding one")
+        return x + 1
+'''
+
+
+def docker_run(image: str, *command: str) -> float:
+    """Seconds for ``docker run --rm --network host IMAGE COMMAND``."""
+    t0 = time.perf_counter()
+    subprocess.run(["docker", "run", "--rm", "--network", "host", image, *command], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def worker_run(executor, storage, func, module: str) -> float:  # noqa: ANN001 - DockerExecutor, S3Storage, Func
+    """Seconds from submitting one attempt (the container created) to its outcome in hand."""
+    from sematic_k8s import serialization
+    from sematic_k8s.executors.base import Task
+    from sematic_k8s.storage.base import artifact_loader, put_artifact
+
+    record = put_artifact(storage, serialization.serialize(41))
+    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
+    task = Task(uuid.uuid4().hex, uuid.uuid4().hex, func, {"x": value})
+    t0 = time.perf_counter()
+    executor.submit(task)
+    outcomes = []
+    while not outcomes:
+        outcomes = executor.wait(60)
+    seconds = time.perf_counter() - t0
+    outcome = outcomes[0]
+    if outcome.output is None:
+        raise RuntimeError(f"the worker failed: {outcome.error_info}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each kind (the median is reported)")
+    parser.add_argument("--importtime", action="store_true", help="also show the worker's slowest imports")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    import infra
+
+    try:
+        base_image = os.environ.get("SEMATIC_K8S_BASE_IMAGE", infra.bring_up())
+    except infra.InfraUnavailable as e:
+        print(f"containers bench skipped: {e}")
+        return 0
+    if not infra.s3_available():
+        print(f"containers bench skipped: no S3 server answers on {infra.S3_ENDPOINT}")
+        return 0
+    for name, value in (("AWS_ENDPOINT_URL_S3", infra.S3_ENDPOINT), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)
+    from sematic_k8s.executors.docker import DockerExecutor
+    from sematic_k8s.packaging.build import ensure_image
+    from sematic_k8s.settings import worker_env
+    from sematic_k8s.storage.s3 import S3Storage
+
+    bucket = f"sk-bench-{uuid.uuid4().hex[:10]}"
+    storage = S3Storage(bucket, "containers")
+    storage.client.create_bucket(Bucket=bucket)
+    with tempfile.TemporaryDirectory() as tmp:
+        module = f"bench_containers_{uuid.uuid4().hex[:8]}"
+        (Path(tmp) / f"{module}.py").write_text(textwrap.dedent(PROJECT))
+        sys.path.insert(0, tmp)
+        func = __import__(module).inc
+        image = ensure_image(tmp, f"{infra.REGISTRY}/sematic-k8s-bench-containers", base_image,
+                             progress=lambda _: None).digest_ref
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+        docker_run(image, "python", "-c", "pass")  # warm: the image's layers read once
+        worker_run(executor, storage, func, module)
+        rows: dict[str, list[float]] = {"bare": [], "worker run": [], "driver start-up": []}
+        for _ in range(args.repeats):  # interleaved, so that a busy moment touches every kind alike
+            rows["bare"].append(docker_run(image, "python", "-c", "pass"))
+            rows["worker run"].append(worker_run(executor, storage, func, module))
+            rows["driver start-up"].append(docker_run(image, "python", "-c", "import sematic_k8s.driver"))
+        executor.close()
+        if args.importtime:
+            out = subprocess.run(["docker", "run", "--rm", "--network", "host", image, "python", "-X", "importtime",
+                                  "-c", f"import sematic_k8s.worker, sematic_k8s.storage.s3, {module}"],
+                                 check=True, capture_output=True, text=True).stderr
+            slowest = sorted((line for line in out.splitlines() if "|" in line and "cumulative" not in line),
+                             key=lambda line: -int(line.split("|")[1]))[:12]
+            print("worker's slowest imports in the image (cumulative us):\n" + "\n".join(slowest))
+    bare = statistics.median(rows["bare"])
+    print(f"\ncontainers: median of {args.repeats}, interleaved, same image and machine; the floor is "
+          "`docker run --rm --network host IMAGE python -c pass`")
+    print(f"{'':18} {'seconds':>8} {'vs bare':>8}")
+    for name, times in rows.items():
+        print(f"{name:18} {statistics.median(times):>8.2f} {statistics.median(times) / bare:>7.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

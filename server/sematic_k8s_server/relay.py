@@ -1,0 +1,88 @@
+"""Live events between server processes (uvicorn workers, replicas) through PostgreSQL's LISTEN/NOTIFY.
+
+Over PostgreSQL every process sends the events of the writes it recorded with ``NOTIFY`` (after they commit)
+and hands every notification it hears, its own included, to its event bus: a dashboard following one process
+sees the writes recorded by all of them. A listener that loses its connection reconnects and tells its
+subscribers ``{"type": "overflow"}`` (refetch what you show), as a subscriber that fell behind is told.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from sematic_k8s_server.events import EventBus
+
+log = logging.getLogger("sematic_k8s_server")
+CHANNEL = "sematic_k8s_events"
+MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
+RECONNECT_SECONDS = 1.0
+
+
+def libpq_url(engine: sa.Engine) -> str:
+    """The engine's database as a libpq URL (for a connection of its own, outside the pool)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def payloads(events: list[dict[str, Any]]) -> list[str]:
+    """``events`` as JSON arrays of at most :data:`MAX_PAYLOAD` bytes each."""
+    out, chunk, size = [], list[str](), 2
+    for event in events:
+        text = json.dumps(event, separators=(",", ":"))
+        if chunk and size + len(text) + 1 > MAX_PAYLOAD:
+            out.append("[" + ",".join(chunk) + "]")
+            chunk, size = [], 2
+        chunk.append(text)
+        size += len(text) + 1
+    if chunk:
+        out.append("[" + ",".join(chunk) + "]")
+    return out
+
+
+class PgRelay:
+    """Sends events with ``NOTIFY`` over ``engine``; a daemon thread ``LISTEN``s and feeds ``bus``."""
+
+    def __init__(self, engine: sa.Engine, bus: EventBus) -> None:
+        self.engine, self.bus = engine, bus
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        with self.engine.begin() as conn:
+            for payload in payloads(events):
+                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._listen, daemon=True, name="sk-events")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _listen(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(libpq_url(self.engine), autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if not first:  # events may have been missed while disconnected
+                        self.bus.overflow()
+                    first = False
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self.bus.publish(json.loads(note.payload))
+            except (psycopg.Error, OSError) as e:
+                if self._stop.is_set():
+                    return
+                log.warning("live events: the PostgreSQL listener failed (%s: %s); reconnecting", type(e).__name__, e)
+            self._stop.wait(RECONNECT_SECONDS)

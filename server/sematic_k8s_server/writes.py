@@ -1,0 +1,70 @@
+"""Concurrent requests' batches recorded in one transaction, with the result each would have had alone.
+
+:func:`groups` merges batches, in the order they arrived, into as few as it can while keeping the outcome of
+writing them one after the other: inserts are "insert if absent" (the first one wins) and updates set fields
+(the last one wins), so they merge, except that a batch inserting a row that an earlier one updated starts a
+new group (merged, its insert would run before that update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import sqlalchemy.exc
+
+from sematic_k8s.store.records import Batch
+
+OUTAGE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # the database, not the batch
+
+
+def groups(batches: Sequence[Batch]) -> list[tuple[Batch, list[int]]]:
+    """``batches`` merged: each merged batch with the indices of the batches it holds."""
+    out: list[tuple[Batch, list[int]]] = []
+    for i, b in enumerate(batches):
+        if out and _joins(out[-1][0], b):
+            _merge(out[-1][0], b)
+            out[-1][1].append(i)
+        else:
+            merged = Batch()
+            _merge(merged, b)
+            out.append((merged, [i]))
+    return out
+
+
+def _joins(group: Batch, b: Batch) -> bool:
+    return (not any(run_id in group.run_updates for run_id in b.new_runs)
+            and not any(res.get("id") in group.resolution_updates for res in b.new_resolutions))
+
+
+def _merge(group: Batch, b: Batch) -> None:
+    present = {res.get("id") for res in group.new_resolutions}
+    group.new_resolutions.extend(res for res in b.new_resolutions if res.get("id") not in present)
+    for target, source in ((group.artifacts, b.artifacts), (group.new_runs, b.new_runs)):
+        for row_id, fields in source.items():
+            target.setdefault(row_id, fields)
+    for target, source in ((group.run_updates, b.run_updates), (group.resolution_updates, b.resolution_updates)):
+        for row_id, fields in source.items():
+            target[row_id] = {**target[row_id], **fields} if row_id in target else dict(fields)
+
+
+def write_all(write: Callable[[Batch], None], batches: Sequence[Batch]) -> list[BaseException | None]:
+    """``write`` each merged group; when a group conflicts with recorded data or has a bad value, its batches
+    one by one, so that only the faulty ones fail. Each batch's error, or None."""
+    results: list[BaseException | None] = [None] * len(batches)
+    for merged, members in groups(batches):
+        try:
+            write(merged)
+        except sqlalchemy.exc.StatementError as e:
+            if len(members) == 1 or isinstance(e, OUTAGE):
+                for i in members:
+                    results[i] = e
+                continue
+            for i in members:  # an IntegrityError or a bad value: find whose
+                try:
+                    write(batches[i])
+                except Exception as e1:  # noqa: BLE001 - that request's answer
+                    results[i] = e1
+        except Exception as e:  # noqa: BLE001 - e.g. the database is down: every request of the group is told
+            for i in members:
+                results[i] = e
+    return results

@@ -1,0 +1,194 @@
+"""Concurrent requests sharing database work: writes merged into few transactions with the answer each request
+would have had alone, credentials checked for many requests in one query, and several server processes
+(``--workers``) behind one port, each seeing every write's live events and every revocation at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sematic_k8s.store.http import batch_to_json, dumps
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.sql import Base, SqlStore
+from sematic_k8s_server.cli import main as server_cli
+from sematic_k8s_server.writes import groups, write_all
+from serving import serve, server_process
+
+RUN_IDS = ["a1", "a2", "a3"]
+NOW = utcnow()
+
+
+def _new_run(run_id: str, func: str) -> dict:
+    return {"id": run_id, "root_id": "r0", "parent_id": None, "func_path": f"m:{func}", "func_name": func,
+            "state": "created", "created_at": NOW}
+
+
+batches = st.lists(st.builds(
+    lambda new, upd, res: Batch(new_runs={r: _new_run(r, f) for r, f in new},
+                                run_updates={r: dict(fields) for r, fields in upd},
+                                resolution_updates={"r0": {"state": res}} if res else {}),
+    st.lists(st.tuples(st.sampled_from(RUN_IDS), st.sampled_from(["f", "g"])), max_size=2),
+    st.lists(st.tuples(st.sampled_from(RUN_IDS), st.dictionaries(
+        st.sampled_from(["state", "func_name", "attempts"]), st.sampled_from(["x", "y", "1"]), min_size=1)),
+        max_size=3),
+    st.sampled_from([None, "running", "resolved"])), max_size=8)
+
+
+def _rows(store: SqlStore) -> dict:
+    with store.engine.connect() as conn:
+        return {t: sorted(tuple(r) for r in conn.execute(sa.select(Base.metadata.tables[t])))
+                for t in ("runs", "resolutions")}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches)
+def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_factory, sequence) -> None:
+    """Whatever the batches insert and update, in whatever order, the merged writes leave the same rows."""
+    home = tmp_path_factory.mktemp("merge")
+    one_by_one, merged = SqlStore(f"sqlite:///{home / 'a.db'}"), SqlStore(f"sqlite:///{home / 'b.db'}")
+    for store in (one_by_one, merged):
+        store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
+                                            "created_at": NOW}]))
+    for b in sequence:
+        one_by_one.write(b)
+    assert write_all(merged.write, sequence) == [None] * len(sequence)
+    assert _rows(merged) == _rows(one_by_one)
+    assert len(groups(sequence)) <= max(1, len(sequence))
+
+
+def test_only_the_faulty_batch_of_a_merged_write_fails(tmp_path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
+    good = [Batch(new_runs={f"g{i}": _new_run(f"g{i}", "f")}) for i in range(3)]
+    bad = Batch(new_runs={"b0": {**_new_run("b0", "f"), "func_name": None}})  # NOT NULL
+    errors = write_all(store.write, [good[0], bad, good[1], good[2]])
+    assert errors[0] is None and errors[2] is None and errors[3] is None
+    assert isinstance(errors[1], sa.exc.IntegrityError)
+    assert {r.id for r in store.runs_of_root("r0")} == {"g0", "g1", "g2"}
+
+
+def _batch_body(b: Batch) -> bytes:
+    return dumps(batch_to_json(b))
+
+
+def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
+    """200 requests at once, one of them conflicting with the schema: that one gets 409, every other one is
+    recorded; a revoked key among them gets 401 while the others pass."""
+    with serve(tmp_path) as s, httpx.Client(base_url=s.url, headers={"X-API-Key": s.admin_key}) as admin:
+        root = uuid.uuid4().hex
+        seed = Batch()
+        seed.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
+        ids = [uuid.uuid4().hex for _ in range(200)]
+        for run_id in ids:
+            seed.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                                   state="created", created_at=utcnow()))
+        assert admin.post("/api/v1/store/write", content=_batch_body(seed),
+                          headers={"Content-Type": "application/json"}).status_code == 200
+        revoked = admin.post("/api/v1/api-keys", json={"name": "gone"}).json()
+        admin.post(f"/api/v1/api-keys/{revoked['id']}/revoke", json={}).raise_for_status()
+        bodies = [(s.key, _batch_body(Batch(run_updates={r: {"state": "running"}}))) for r in ids]
+        bodies[50] = (s.key, _batch_body(Batch(new_runs={"bad": {**_new_run("bad", "f"), "root_id": root,
+                                                                 "func_name": None}})))
+        bodies[120] = (revoked["key"], _batch_body(Batch(run_updates={ids[120]: {"state": "running"}})))
+        start = threading.Barrier(50)
+
+        def send(item: tuple[str, bytes]) -> int:
+            with httpx.Client(base_url=s.url, timeout=60) as c:
+                try:
+                    start.wait(5)
+                except threading.BrokenBarrierError:
+                    pass
+                return c.post("/api/v1/store/write", content=item[1],
+                              headers={"X-API-Key": item[0], "Content-Type": "application/json"}).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            codes = list(pool.map(send, bodies))
+        assert codes[50] == 409 and codes[120] == 401
+        assert all(code == 200 for i, code in enumerate(codes) if i not in (50, 120))
+        states = {r.id: r.state for r in s.store.runs_of_root(root)}
+        assert "bad" not in states and states[ids[120]] == "created"
+        assert all(states[r] == "running" for i, r in enumerate(ids) if i not in (50, 120))
+
+
+def test_workers_share_live_events_and_revocations(tmp_path: Path, postgres_url: str) -> None:
+    """``server --workers 2`` on PostgreSQL: a live-event subscriber on one connection hears the writes sent
+    over many others (whichever process served them), and a key revoked through one process is refused by
+    the next request on every connection."""
+    runner = CliRunner()
+
+    def create(name: str, *flags: str) -> str:
+        result = runner.invoke(server_cli, ["api-keys", "create", name, *flags, "--db-url", postgres_url,
+                                            "--home", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip().splitlines()[-1]
+
+    admin, alice = create("root", "--admin"), create("alice")
+    with server_process(tmp_path, "--db-url", postgres_url, "--workers", "2") as (_, url):
+        root = uuid.uuid4().hex
+        seen: list[dict] = []
+        connected = threading.Event()
+
+        def follow() -> None:
+            with httpx.Client(base_url=url, timeout=60) as c, \
+                    c.stream("GET", f"/api/v1/events?root_id={root}", headers={"X-API-Key": admin}) as r:
+                for line in r.iter_lines():
+                    connected.set()
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line[6:]))
+                        if sum(e.get("state") == "running" and e["type"] == "run" for e in seen) == 20:
+                            return
+
+        listener = threading.Thread(target=follow, daemon=True)
+        listener.start()
+        assert connected.wait(30)
+        seed = Batch()
+        seed.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
+        ids = [uuid.uuid4().hex for _ in range(20)]
+        for run_id in ids:
+            seed.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                                   state="created", created_at=utcnow()))
+        headers = {"X-API-Key": alice, "Content-Type": "application/json"}
+        httpx.post(url + "/api/v1/store/write", content=_batch_body(seed), headers=headers).raise_for_status()
+        clients = [httpx.Client(base_url=url, timeout=30, headers=headers) for _ in range(8)]
+        try:
+            for i, run_id in enumerate(ids):
+                clients[i % 8].post("/api/v1/store/write",
+                                    content=_batch_body(Batch(run_updates={run_id: {"state": "running"}})))
+            listener.join(30)
+            assert {e["id"] for e in seen if e.get("state") == "running" and e["type"] == "run"} == set(ids)
+            keys = httpx.get(url + "/api/v1/api-keys", headers={"X-API-Key": admin}).json()["items"]
+            alice_id = next(k["id"] for k in keys if k["name"] == "alice")
+            assert httpx.post(f"{url}/api/v1/api-keys/{alice_id}/revoke", json={},
+                              headers={"X-API-Key": admin}).json() == {"revoked": 1}
+            for c in clients:  # kept-alive connections, spread over both processes
+                assert c.get("/api/v1/resolutions").status_code == 401
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_the_write_fast_path_answers_as_the_route_does(tmp_path: Path) -> None:
+    """Bodies the fast path does not take as they are reach the route, which answers as it always did."""
+    with serve(tmp_path) as s, s.client() as c:
+        json_headers = {"Content-Type": "application/json"}
+        r = c.post("/api/v1/store/write", content=b"{not json", headers=json_headers)
+        assert r.status_code == 422 and r.json()["detail"].startswith("body")
+        r = c.post("/api/v1/store/write", json={"new_runs": ["a list"]})
+        assert r.status_code == 422 and "body field 'new_runs'" in r.json()["detail"]
+        r = c.post("/api/v1/store/write", json={"run_updates": {"a1": {"colour": "red"}}})
+        assert r.status_code == 422 and r.json()["detail"] == "unknown run field(s): colour"
+        r = c.post("/api/v1/store/write", json={"new_runs": {"x": {**_new_run("x", "f"), "created_at": "Z"}}})
+        assert r.status_code == 422 and r.json()["detail"].startswith("bad batch")
+        r = c.post("/api/v1/store/write", json={"new_runs": {"x": {**_new_run("x", "f"), "func_name": None,
+                                                                    "created_at": NOW.isoformat()}}})
+        assert r.status_code == 409 and "conflicts with recorded data" in r.json()["detail"]
+        assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}
+        assert s.store.runs_of_root("r0") == []
