@@ -151,20 +151,25 @@ def test_the_secrets_hook_makes_the_postgresql_password_once(server_image, tmp_p
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
         cluster.apply([d for d in hook if d["kind"] != "Job"], namespace=NS)
         passwords = []
-        for attempt in range(2):  # an install, then an upgrade (or an Argo CD sync)
+        for attempt in range(3):  # an install, an upgrade (or an Argo CD sync), an upgrade from an older chart
             if attempt:
                 batch.delete_namespaced_job(job["metadata"]["name"], NS, propagation_policy="Foreground")
                 cluster.wait(lambda: not batch.list_namespaced_job(NS).items, timeout=60, message="the Job gone")
+            if attempt == 2:  # the chart before the hook kept the password beside the URL
+                core.delete_namespaced_secret(f"{FULLNAME}-postgresql", NS)
+                core.create_namespaced_secret(NS, {"metadata": {"name": f"{FULLNAME}-database"}, "stringData": {
+                    "url": "postgresql+psycopg://sematic:older@db/sematic", "postgres-password": "older"}})
             batch.create_namespaced_job(NS, job)
             done = cluster.wait(lambda: (j := batch.read_namespaced_job(job["metadata"]["name"], NS)).status.succeeded
                                 or j.status.failed, timeout=180, message="the hook Job's end")
             [pod] = core.list_namespaced_pod(NS, label_selector=f"job-name={job['metadata']['name']}").items
             log = core.read_namespaced_pod_log(pod.metadata.name, NS)
             assert done == 1 and batch.read_namespaced_job(job["metadata"]["name"], NS).status.succeeded == 1, log
-            assert (f"secret {NS}/{FULLNAME}-postgresql " + ("exists: kept" if attempt else "created")) in log
+            assert (f"secret {NS}/{FULLNAME}-postgresql " + ("exists: kept" if attempt == 1 else "created")) in log
             secret = core.read_namespaced_secret(f"{FULLNAME}-postgresql", NS)
             passwords.append(base64.b64decode(secret.data["password"]).decode())
         assert passwords[0] == passwords[1] and len(passwords[0]) == 48
+        assert passwords[2] == "older"  # the database's password, from where the older chart kept it
         hook_sa = cluster.user_of(f"{NS}/{FULLNAME}-secrets")
         made = {(c.verb, c.resource) for c in cluster.calls(user=hook_sa)}
         assert made == {("get", "secrets"), ("create", "secrets")}

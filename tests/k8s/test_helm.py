@@ -354,7 +354,8 @@ def test_bundled_postgresql_password_is_never_made_by_a_render(chart: Any,
     the secrets hook Job, into a Secret no render contains, and everything reads it from there."""
     docs = rendered["default"]
     assert render(chart, {}) == docs and render(chart, {}, is_upgrade=True) == render(chart, {}, is_upgrade=True)
-    assert [(g["name"], g["data"]) for g in generated(docs)] == [(f"{FULLNAME}-postgresql", {"password": None})]
+    assert [(g["name"], g["data"], g["legacy"]) for g in generated(docs)] == [  # upgrades keep the old one
+        (f"{FULLNAME}-postgresql", {"password": None}, {"name": f"{FULLNAME}-database", "key": "postgres-password"})]
     assert not find(docs, "Secret", f"{FULLNAME}-postgresql")
     url = string_data(one(docs, "Secret", f"{FULLNAME}-database"))["url"]
     assert url == f"postgresql+psycopg://sematic@{FULLNAME}-postgresql:5432/sematic"  # no password in it

@@ -335,3 +335,46 @@ def test_server_image_builds(base_image, client):
     out = run_in(client, image_id, "import fastapi, uvicorn, alembic, psycopg, kubernetes, sematic_k8s_server.app; "
                  "print('ok')")  # kubernetes: reruns start driver Jobs, the secrets hook makes Secrets
     assert out.strip() == "ok"
+
+
+def _wheel(directory: Path, tag: str) -> Path:
+    """A minimal valid wheel of ``demo`` 1.0 for the platform ``tag`` (e.g. manylinux_2_17_aarch64)."""
+    import zipfile
+
+    path = directory / f"demo-1.0-cp311-cp311-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("demo/__init__.py", "")
+        zf.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
+        zf.writestr("demo-1.0.dist-info/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-{tag}\n")
+        zf.writestr("demo-1.0.dist-info/RECORD", "")
+    return path
+
+
+def test_an_arm64_base_image_gets_arm64_images_and_aarch64_wheels(client, tmp_path, monkeypatch):
+    """An arm64 base (FROM scratch: building it needs no emulation) is read as arm64, and the wheels fetched for
+    it are the aarch64 ones, whatever the host's architecture (pip download --platform ..._aarch64)."""
+    import io
+    import tarfile
+
+    from sematic_k8s.packaging.build import WHEEL_ARCH, docker_build
+    from sematic_k8s.packaging.wheels import fetch_wheels
+
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM scratch\nCOPY x /x\n"), ("x", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    tag = f"{infra.REGISTRY}/sk-arm64-base:test"
+    docker_build(client, context, tag, platform="arm64", progress=lambda _: None)
+    assert base_platform(client, tag) == "arm64"
+    index = tmp_path / "index"
+    index.mkdir()
+    _wheel(index, "manylinux_2_17_x86_64")
+    _wheel(index, "manylinux_2_17_aarch64")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # a local index only: nothing leaves this machine
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    wheels = fetch_wheels(["demo==1.0"], python_version="3.11", arch=WHEEL_ARCH["arm64"],
+                          cache_dir=tmp_path / "cache")
+    assert [p.name for p in wheels.glob("*.whl")] == ["demo-1.0-cp311-cp311-manylinux_2_17_aarch64.whl"]

@@ -3,9 +3,11 @@
 # Run by the chart's secrets hook Job (pre-install, pre-upgrade) with the server image, as its own ServiceAccount
 # that may only get and create Secrets. Rendering the chart (helm template, Argo CD) therefore never changes them.
 #
-# $SECRETS is a JSON list of {"namespace", "name", "labels", "data": {key: value or null}, "copy_of": index}:
-# null values are generated (48 hex characters: safe in URLs and connection strings); "copy_of" makes a Secret with
-# the same data as an earlier entry (the S3 credentials in the run namespace).
+# $SECRETS is a JSON list of {"namespace", "name", "labels", "data": {key: value or null}, "copy_of": index,
+# "legacy": {"name", "key"}}: null values are generated (48 hex characters: safe in URLs and connection strings),
+# unless the "legacy" Secret (where an earlier version of the chart kept it) holds one; "copy_of" makes a Secret
+# with the same data as an earlier entry (the S3 credentials in the run namespace).
+import base64
 import json
 import os
 import secrets
@@ -17,6 +19,20 @@ from kubernetes.client.exceptions import ApiException
 
 def say(line):
     print(line, file=sys.stderr, flush=True)
+
+
+def legacy_value(core, namespace, legacy):
+    """The value an earlier chart version stored (upgrades keep the database's password); None if none."""
+    if not legacy:
+        return None
+    try:
+        data = core.read_namespaced_secret(legacy["name"], namespace).data or {}
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        return None
+    value = data.get(legacy["key"])
+    return base64.b64decode(value).decode() if value else None
 
 
 def main():
@@ -39,7 +55,10 @@ def main():
             data = core.read_namespaced_secret(source["name"], source["namespace"]).data or {}
             body = {"metadata": {"name": name, "labels": entry.get("labels") or {}}, "type": "Opaque", "data": data}
         else:
-            values = {k: v if v is not None else secrets.token_hex(24) for k, v in entry["data"].items()}
+            kept = legacy_value(core, ns, entry.get("legacy"))
+            values = {k: v if v is not None else kept or secrets.token_hex(24) for k, v in entry["data"].items()}
+            if kept:
+                say(f"secret {ns}/{name}: the value kept in {entry['legacy']['name']} by an earlier chart version")
             body = {"metadata": {"name": name, "labels": entry.get("labels") or {}}, "type": "Opaque",
                     "stringData": values}
         try:
