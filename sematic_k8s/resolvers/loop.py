@@ -96,6 +96,9 @@ class ResolutionLoop:
         self.notes: dict[str, dict[str, Any]] = {}  # what the loop noted on each run (the column is written whole)
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
         self.heartbeat: Heartbeat | None = None
+        # workers in other processes start only once their runs are recorded as running (see _launch)
+        self.record_before_launch = not getattr(executor, "in_process", False)
+        self.launching: list[Task] = []
         self.detach_on_outage = False  # a driver that will be restarted: see the module's docstring
         self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}  # run id -> (inputs, cache key)
         self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
@@ -159,6 +162,7 @@ class ResolutionLoop:
         root = self.graph.nodes[self.root_id]
         while True:
             self._advance()
+            self._launch()
             if self.cancel_asked:
                 raise self._canceled()
             if root.state in graph.TERMINAL or (self.failure and self.in_flight == 0):
@@ -180,6 +184,7 @@ class ResolutionLoop:
                 if self.failure:
                     continue
                 self._submit(node)
+            self._launch()
 
     def _canceled(self) -> ResolutionCanceled:
         return ResolutionCanceled(f"resolution {self.root_id} was canceled", resolution_id=self.root_id,
@@ -354,7 +359,21 @@ class ResolutionLoop:
         self.in_flight += 1
         resumed = node.run_id in self.resumed
         self.resumed.discard(node.run_id)
-        self.executor.submit(Task(node.run_id, self.root_id, node.func, inputs, attempt, resumed))
+        task = Task(node.run_id, self.root_id, node.func, inputs, attempt, resumed)
+        if self.record_before_launch:
+            self.launching.append(task)
+        else:
+            self.executor.submit(task)
+
+    def _launch(self) -> None:
+        """Start the tasks held back until their runs were recorded as running: a worker outside this process
+        (a container, a pod) is never started before its record, so a restarted driver finds and re-attaches to
+        it instead of losing track of it."""
+        if self.launching:
+            self._flush()
+            tasks, self.launching = self.launching, []
+            for task in tasks:
+                self.executor.submit(task)
 
     def _on_outcome(self, o: Outcome) -> None:
         node = self.graph.nodes.get(o.run_id)
