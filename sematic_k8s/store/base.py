@@ -39,7 +39,7 @@ class Store(Protocol):
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """:meth:`find_cached` for many keys in one look-up: ``{cache key: run}`` for the keys that hit (a run
-        may carry only what a hit uses: ids, func, state, output, source hash, times)."""
+        may carry only what a hit uses: ids, func, state, output, source hash)."""
 
     def cancel_requested(self, resolution_id: str) -> bool:
         """Whether someone asked this Resolution to cancel (its state is "canceling")."""

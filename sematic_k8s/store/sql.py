@@ -97,7 +97,7 @@ _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 _SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
                  "output_id", "source_file", "attempts"]
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
-               "source_hash", "created_at", "started_at", "ended_at"]
+               "source_hash"]
 
 
 _JSON_SEEN: dict[int, tuple[Any, Any, str]] = {}  # id -> (the dict, a copy, its JSON): settings shared by runs
@@ -346,7 +346,7 @@ class SqlStore:
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
-        (ids, func, state, output, source hash, end; not the JSON columns, whose decoding would dominate)."""
+        (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
         keys = list(dict.fromkeys(cache_keys))
         t = self._runs
         cols = [t.c[f] for f in _HIT_FIELDS]

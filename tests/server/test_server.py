@@ -307,6 +307,7 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/store/runs_of_root/{root_id}": {"get"},
     "/api/v1/store/cached/{cache_key}": {"get"},
     "/api/v1/store/artifacts": {"post"},
+    "/api/v1/store/cached": {"post"},
     "/api/v1/store/cancel_requested/{resolution_id}": {"get"},
     "/api/v1/pipelines": {"get"},
     "/api/v1/resolutions/{resolution_id}/labels": {"post"},
