@@ -59,10 +59,8 @@ class DockerExecutor(RemoteExecutor):
         while True:
             done = []
             if self.containers:
-                exited = self.client.containers.list(all=True, filters={
-                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": "exited"})
-                exited += self.client.containers.list(all=True, filters={
-                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": "dead"})
+                exited = self.client.containers.list(all=True, filters={  # the values of one filter: OR
+                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": ["exited", "dead"]})
                 for c in exited:
                     run_id = c.labels.get(RUN_LABEL)
                     if run_id in self.containers and self.containers[run_id].id == c.id:

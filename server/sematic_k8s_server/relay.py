@@ -22,6 +22,7 @@ log = logging.getLogger("sematic_k8s_server")
 CHANNEL = "sematic_k8s_events"
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
 RECONNECT_SECONDS = 1.0
+START_SECONDS = 5.0
 
 
 def libpq_url(engine: sa.Engine) -> str:
@@ -50,6 +51,7 @@ class PgRelay:
     def __init__(self, engine: sa.Engine, bus: EventBus) -> None:
         self.engine, self.bus = engine, bus
         self._stop = threading.Event()
+        self._listening = threading.Event()
         self._thread: threading.Thread | None = None
 
     def publish(self, events: list[dict[str, Any]]) -> None:
@@ -60,9 +62,12 @@ class PgRelay:
                 conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
 
     def start(self) -> None:
+        """Start listening; returns once the listener is connected (or after a few seconds if it cannot be),
+        so that a server taking requests hears the events of every write from then on."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._listen, daemon=True, name="sk-events")
             self._thread.start()
+            self._listening.wait(START_SECONDS)
 
     def stop(self) -> None:
         self._stop.set()
@@ -75,6 +80,7 @@ class PgRelay:
             try:
                 with psycopg.connect(libpq_url(self.engine), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
                     if not first:  # events may have been missed while disconnected
                         self.bus.overflow()
                     first = False

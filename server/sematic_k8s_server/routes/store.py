@@ -24,7 +24,7 @@ FIELDS = {
     "artifact": {f.name for f in dataclasses.fields(ArtifactRecord)},
 }
 
-INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop)
+INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop) and merged with others
 WRITTEN = {"ok": True}
 router = APIRouter(prefix=API + "/store", tags=["store"])
 
@@ -51,7 +51,10 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
     else:
         batch = _checked_batch(srv, caller, body)
     try:
-        await srv.writes.submit(batch)
+        if rows > INLINE_ROWS:  # a big batch in a transaction of its own: small ones do not wait behind it
+            await anyio.to_thread.run_sync(srv.write, batch)
+        else:
+            await srv.writes.submit(batch)
     except sqlalchemy.exc.IntegrityError as e:
         raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
     except writes.OUTAGE:
