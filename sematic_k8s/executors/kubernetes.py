@@ -77,6 +77,8 @@ from sematic_k8s.storage.base import Storage
 log = logging.getLogger("sematic_k8s.k8s")
 
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
+RETIRED = {"unschedulable_grace": "pods wait for capacity as long as it takes",
+           "deadline_slack": "a func's timeout counts from its container's start; Jobs have no deadline"}
 EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
 BLOCKING_EVENTS = ("FailedCreate", "FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume")
 PLAIN = {"FailedCreate": "Kubernetes could not create the pod", "FailedAttachVolume": "a volume could not be attached",
@@ -181,6 +183,9 @@ class KubernetesSettings:
 
     def with_options(self, **options: Any) -> KubernetesSettings:
         """These settings with ``options`` (flat keys of either class) replaced; TypeError for unknown keys."""
+        for old in set(RETIRED) & set(options):  # recorded by earlier versions (a rerun replays them): no longer used
+            log.warning("Kubernetes executor setting %r is no longer used (%s)", old, RETIRED[old])
+            options = {k: v for k, v in options.items() if k != old}
         own = {f.name for f in dataclasses.fields(self)} - {"job"}
         job_keys = {f.name for f in dataclasses.fields(WorkerJobSettings)}
         unknown = set(options) - own - job_keys
