@@ -603,7 +603,7 @@ class KubernetesExecutor(RemoteExecutor):
         scheduling, waiting for capacity and pulling the image do not count)."""
         a.timed = True
         started = _timestamp(state.started_at)
-        elapsed = max(0.0, time.time() - started) if started is not None else 0.0
+        elapsed = max(0.0, time.time() - started - 1.0) if started is not None else 0.0  # whole seconds
         self.deadlines[a.spec.run_id] = (time.monotonic() + float(a.timeout or 0) - elapsed, float(a.timeout or 0))
 
     def _check_timers(self, now: float, out: list[Ended]) -> None:
