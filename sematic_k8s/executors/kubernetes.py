@@ -160,8 +160,9 @@ class KubernetesSettings:
     from the first blocking Event), ``event_check`` (seconds without a pod, or with a pod not starting,
     before its Events are read, and between reads), ``creates_per_second`` and ``create_burst`` (the creation
     rate limit), ``requeue_cap`` (longest pause of creates the API server refuses for now),
-    ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page); ``job``: each
-    worker Job's settings.
+    ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page),
+    ``forbidden_window`` (seconds the API server must go on refusing a watch, 401/403, before the resolution
+    fails); ``job``: each worker Job's settings.
     """
 
     namespace: str | None = None
@@ -179,6 +180,7 @@ class KubernetesSettings:
     log_tail: int = 40
     watch_timeout: int = 300
     page: int = 500
+    forbidden_window: float = 30.0
     job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
 
     def with_options(self, **options: Any) -> KubernetesSettings:
@@ -392,12 +394,12 @@ class KubernetesExecutor(RemoteExecutor):
         version = self._existing_jobs(selector)
         jobs = Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
                        timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                       slim=slim_job)
+                       slim=slim_job, forbidden_window=self.settings.forbidden_window)
         jobs.resource_version = version  # listed just now: watch from there
         self.watchers = [
             Watcher("pod", self.core.list_namespaced_pod, self.namespace, selector, self.events,
                     timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                    cache_reads=True, slim=slim_pod).start(),
+                    cache_reads=True, slim=slim_pod, forbidden_window=self.settings.forbidden_window).start(),
             jobs.start()]
 
     def _existing_jobs(self, selector: str) -> str | None:

@@ -447,7 +447,7 @@ def test_a_driver_without_permission_to_watch_pods_fails_with_a_clear_message(cl
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "half"},
          "subjects": [{"kind": "ServiceAccount", "name": "half", "namespace": NS}]}], namespace=NS)
     half = cluster.client(f"{NS}/half")
-    ex = executor(half, storage)
+    ex = executor(half, storage, forbidden_window=0.5)
     submit(ex, square, new_id(), {"x": 1})
     with pytest.raises(KubernetesForbidden) as err:
         deadline = time.monotonic() + 30
