@@ -66,8 +66,8 @@ class Watcher:
     def __init__(self, kind: str, list_fn: Callable[..., Any], namespace: str, selector: str, out: queue.Queue,
                  *, timeout_seconds: int = 300, backoff: Backoff | None = None, page: int = 500,
                  cache_reads: bool = False, forbidden_limit: int = 3, forbidden_window: float = 30.0,
-                 relist_jitter: float = 1.0,
-                 slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 relist_jitter: float = 1.0, field_selector: str | None = None,
+                 slim: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> None:
         self.kind, self.list_fn, self.namespace, self.selector, self.out = kind, list_fn, namespace, selector, out
         self.timeout_seconds = timeout_seconds
         self.page = page
@@ -75,7 +75,8 @@ class Watcher:
         self.forbidden_limit = forbidden_limit
         self.forbidden_window = forbidden_window  # seconds refusals must last (RBAC may still be propagating)
         self.relist_jitter = relist_jitter
-        self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread) and passed on
+        self.field_selector = field_selector
+        self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread); None: nothing
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.resource_version: str | None = None
         self.stats = WatchStats()
@@ -142,7 +143,11 @@ class Watcher:
             self._stop.wait(random.random() * self.relist_jitter)
 
     def _request(self, **kwargs: Any) -> Any:
-        resp = self.list_fn(self.namespace, label_selector=self.selector, _preload_content=False, **kwargs)
+        if self.selector:
+            kwargs["label_selector"] = self.selector
+        if self.field_selector:
+            kwargs["field_selector"] = self.field_selector
+        resp = self.list_fn(self.namespace, _preload_content=False, **kwargs)
         if not 200 <= resp.status <= 299:
             body = resp.data
             resp.release_conn()
@@ -163,7 +168,7 @@ class Watcher:
             self.stats.pages += 1
             resp = api_call(self._request, backoff=self.backoff, **kwargs)
             data = json.loads(resp.data)
-            items.extend(self.slim(o) for o in data.get("items") or [])
+            items.extend(kept for o in data.get("items") or [] if (kept := self.slim(o)) is not None)
             meta = data.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -202,7 +207,9 @@ class Watcher:
                 if event.get("type") == "BOOKMARK":
                     continue
                 self.stats.events += 1
-                self.out.put(Event(self.kind, event["type"], self.slim(obj)))
+                kept = self.slim(obj)
+                if kept is not None:
+                    self.out.put(Event(self.kind, event["type"], kept))
         finally:
             self._resp = None
             resp.close()

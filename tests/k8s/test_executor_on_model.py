@@ -168,7 +168,27 @@ def test_a_job_whose_pod_is_never_created_fails_its_run_with_the_events_message(
     assert f'error looking up service account {NS}/ghost: serviceaccount "ghost" not found' in info["message"]
     assert "(still so after 0.5s)" in info["message"]
     assert jobs(cluster) == []  # deleted: its controller would go on trying
-    assert ex.stats.event_reads >= 1
+    assert ex.stats.event_reads == 0 and cluster.calls(verb="watch", resource="events")  # watched, not polled
+
+
+def test_without_permission_to_watch_events_they_are_read_per_quiet_job(cluster, api, storage):
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+             {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "lister"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lister"}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lister"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lister"},
+         "subjects": [{"kind": "ServiceAccount", "name": "lister", "namespace": NS}]}], namespace=NS)
+    lister = cluster.client(f"{NS}/lister")
+    ex = executor(lister, storage, service_account="ghost", create_grace=0.5, forbidden_window=0.3)
+    run_id = submit(ex, square, new_id(), {"x": 3})
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    lister.close()
+    assert info is not None and info["type"] == "FailedCreate" and 'serviceaccount "ghost" not found' in info["message"]
+    assert ex.stats.event_reads >= 1 and not ex.events_watched
 
 
 def test_a_pod_that_never_gets_a_sandbox_fails_its_run_after_the_grace(cluster, api, storage):
@@ -557,6 +577,8 @@ def test_a_driver_that_meets_an_outage_leaves_its_workers_and_a_restart_resumes(
     thread = threading.Thread(target=lambda: _catch(raised, loop.run, root), daemon=True)
     thread.start()
     cluster.wait(lambda: len([p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"]) == 3)
+    cluster.wait(lambda: len([r for r in store.runs_of_root(root.id)
+                              if r.func_name == "square" and r.state == "running"]) == 3)  # recorded as running
     outage.down = True
     gate.set()
     thread.join(60)
