@@ -1,9 +1,11 @@
 """Run each Run attempt as a Kubernetes Job (one pod).
 
 ``KubernetesExecutor`` creates one Job per attempt (deterministic name ``sk-<run id>-<attempt>``, owned by
-the driver's Job), and learns how pods end from two watch streams (pods and Jobs of the resolution,
-label-selected) read by daemon threads: no per-run polling. The worker is read from its own container's
-status (sidecars do not count; a classic sidecar that never exits does not keep the run going). Pod endings
+the driver's Job), and learns how pods end from watch streams read by daemon threads (pods and Jobs of the
+resolution, label-selected; Warning Events of the namespace, of which only those that block a pod are
+kept; without permission to watch Events they are listed per waiting Job or pod): no per-run polling. The
+worker is read from its own container's status (sidecars do not count; a classic sidecar that never exits
+does not keep the run going). Pod endings
 are recorded in plain words: OOMKilled; Evicted and kubelet rejections (OutOfcpu, OutOfmemory,
 NodeAffinity), launched again (up to ``eviction_relaunches`` times) before the loop sees them;
 ImagePullBackOff / ErrImagePull / CreateContainerConfigError (failed after a grace period); a pod never
@@ -77,6 +79,8 @@ from sematic_k8s.storage.base import Storage
 log = logging.getLogger("sematic_k8s.k8s")
 
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
+RETIRED = {"unschedulable_grace": "pods wait for capacity as long as it takes",
+           "deadline_slack": "a func's timeout counts from its container's start; Jobs have no deadline"}
 EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
 BLOCKING_EVENTS = ("FailedCreate", "FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume")
 PLAIN = {"FailedCreate": "Kubernetes could not create the pod", "FailedAttachVolume": "a volume could not be attached",
@@ -158,8 +162,9 @@ class KubernetesSettings:
     from the first blocking Event), ``event_check`` (seconds without a pod, or with a pod not starting,
     before its Events are read, and between reads), ``creates_per_second`` and ``create_burst`` (the creation
     rate limit), ``requeue_cap`` (longest pause of creates the API server refuses for now),
-    ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page); ``job``: each
-    worker Job's settings.
+    ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page),
+    ``forbidden_window`` (seconds the API server must go on refusing a watch, 401/403, before the resolution
+    fails); ``job``: each worker Job's settings.
     """
 
     namespace: str | None = None
@@ -177,10 +182,14 @@ class KubernetesSettings:
     log_tail: int = 40
     watch_timeout: int = 300
     page: int = 500
+    forbidden_window: float = 30.0
     job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
 
     def with_options(self, **options: Any) -> KubernetesSettings:
         """These settings with ``options`` (flat keys of either class) replaced; TypeError for unknown keys."""
+        for old in set(RETIRED) & set(options):  # recorded by earlier versions (a rerun replays them): no longer used
+            log.warning("Kubernetes executor setting %r is no longer used (%s)", old, RETIRED[old])
+            options = {k: v for k, v in options.items() if k != old}
         own = {f.name for f in dataclasses.fields(self)} - {"job"}
         job_keys = {f.name for f in dataclasses.fields(WorkerJobSettings)}
         unknown = set(options) - own - job_keys
@@ -250,6 +259,9 @@ class KubernetesExecutor(RemoteExecutor):
         self.queued: deque[tuple[str, dict[str, Any]]] = deque()  # creates the API server refused for now
         self.paused_until = 0.0  # no create before this (monotonic): the API server asked us to slow down
         self.ended_jobs: set[str] = set()
+        self.by_pod: dict[str, str] = {}  # pod name -> run id
+        self.blocking: dict[str, tuple[int, str, str]] = {}  # Job or pod name -> newest (rv, reason, message)
+        self.events_watched = False  # Warning Events arrive on a watch (else they are read per quiet attempt)
         self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
 
@@ -387,13 +399,18 @@ class KubernetesExecutor(RemoteExecutor):
         version = self._existing_jobs(selector)
         jobs = Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
                        timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                       slim=slim_job)
+                       slim=slim_job, forbidden_window=self.settings.forbidden_window)
         jobs.resource_version = version  # listed just now: watch from there
         self.watchers = [
             Watcher("pod", self.core.list_namespaced_pod, self.namespace, selector, self.events,
                     timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                    cache_reads=True, slim=slim_pod).start(),
-            jobs.start()]
+                    cache_reads=True, slim=slim_pod, forbidden_window=self.settings.forbidden_window).start(),
+            jobs.start(),
+            Watcher("event", self.core.list_namespaced_event, self.namespace, "", self.events,
+                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
+                    cache_reads=True, slim=slim_event, field_selector="type=Warning",
+                    forbidden_window=self.settings.forbidden_window).start()]
+        self.events_watched = True
 
     def _existing_jobs(self, selector: str) -> str | None:
         """List the resolution's worker Jobs (a restarted driver's earlier ones), page by page, as a SYNC event;
@@ -483,6 +500,9 @@ class KubernetesExecutor(RemoteExecutor):
                 pass
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
+        if ev.kind == "event":
+            self._on_events(ev)
+            return
         if ev.type == "ERROR":
             what = "pods" if ev.kind == "pod" else "Jobs"
             raise KubernetesForbidden(
@@ -518,6 +538,24 @@ class KubernetesExecutor(RemoteExecutor):
             else:
                 self.timers[a.spec.run_id] = a.job_failed_at + JOB_FAILED_GRACE
 
+    def _on_events(self, ev: Event) -> None:
+        """Warning Events that say why a Job has no pod or a pod does not start: noted, and its attempt (if it is
+        quiet) looked at now."""
+        if ev.type == "ERROR":  # no permission to watch Events: read them per quiet attempt instead
+            log.warning("cannot watch Events in %s (%s): reading them per waiting pod instead", self.namespace,
+                        ev.obj.get("message"))
+            self.events_watched = False
+            return
+        now = time.monotonic()
+        for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
+            name = obj["name"]
+            if ev.type == "DELETED" or (name in self.blocking and self.blocking[name][0] > obj["rv"]):
+                continue
+            self.blocking[name] = (obj["rv"], obj["reason"], obj["message"])
+            run_id = self.by_job.get(name) or self.by_pod.get(name)
+            if run_id in self.checks:
+                self.checks[run_id] = now
+
     def _on_job_gone(self, a: _Attempt, out: list[Ended]) -> None:
         if a.job_failed is None:
             a.job_failed, a.job_failed_at = ("JobDeleted", f"Job {a.job_name} was deleted"), time.monotonic()
@@ -537,6 +575,9 @@ class KubernetesExecutor(RemoteExecutor):
             self.pods[job] = (name, pod_state(pod))
 
     def _apply(self, a: _Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
+        if a.pod_name != pod_name:
+            self.by_pod.pop(a.pod_name or "", None)
+            self.by_pod[pod_name] = a.spec.run_id
         a.pod_name = pod_name
         run_id = a.spec.run_id
         if state.started and a.timeout and not a.timed:
@@ -598,7 +639,7 @@ class KubernetesExecutor(RemoteExecutor):
         scheduling, waiting for capacity and pulling the image do not count)."""
         a.timed = True
         started = _timestamp(state.started_at)
-        elapsed = max(0.0, time.time() - started) if started is not None else 0.0
+        elapsed = max(0.0, time.time() - started - 1.0) if started is not None else 0.0  # whole seconds
         self.deadlines[a.spec.run_id] = (time.monotonic() + float(a.timeout or 0) - elapsed, float(a.timeout or 0))
 
     def _check_timers(self, now: float, out: list[Ended]) -> None:
@@ -630,17 +671,24 @@ class KubernetesExecutor(RemoteExecutor):
             if a is None or not a.quiet:
                 self.checks.pop(run_id, None)
                 continue
-            if reads >= EVENT_READS_PER_TURN:  # many quiet at once (a slow controller, a long pull): spread them
-                self.checks[run_id] = now + self.settings.event_check * random.random()
-                continue
-            reads += 1
-            a.event_reads += 1  # quiet for long: read less often (10 s, 20 s, ... 160 s)
-            self.checks[run_id] = now + self.settings.event_check * 2 ** min(a.event_reads - 1, 4)
             name = a.pod_name or a.job_name
-            event = self._blocking_event(name)
-            if event is None:
-                continue
-            reason, message = event.get("reason") or "", event.get("message") or ""
+            if self.events_watched:  # they come to us: no API call
+                self.checks[run_id] = now + self.settings.event_check
+                known = self.blocking.get(name)
+                if known is None:
+                    continue
+                _, reason, message = known
+            else:
+                if reads >= EVENT_READS_PER_TURN:  # many quiet at once (a slow controller, a long pull)
+                    self.checks[run_id] = now + self.settings.event_check * random.random()
+                    continue
+                reads += 1
+                a.event_reads += 1  # quiet for long: read less often (10 s, 20 s, ... 160 s)
+                self.checks[run_id] = now + self.settings.event_check * 2 ** min(a.event_reads - 1, 4)
+                event = self._blocking_event(name)
+                if event is None:
+                    continue
+                reason, message = event.get("reason") or "", event.get("message") or ""
             if reason == "FailedCreate" and _fits_quota(message):
                 self._wait(a, f"waiting for quota: {message}")
                 continue
@@ -676,6 +724,7 @@ class KubernetesExecutor(RemoteExecutor):
                     state.reason, state.message or "", a.relaunches, self.eviction_relaunches)
         self._delete(a.job_name)
         del self.by_job[a.job_name]
+        self.by_pod.pop(a.pod_name or "", None)
         body = a.make_body(a.relaunches)
         a.job_name, a.pod_name, a.stuck, a.stuck_since, a.job_failed = body["metadata"]["name"], None, None, None, None
         a.quiet = a.timed = False
@@ -705,6 +754,9 @@ class KubernetesExecutor(RemoteExecutor):
     def _drop(self, a: _Attempt) -> None:
         self.ended_jobs.add(a.job_name)  # its pod's later events (finalizers, TTL) are of no interest
         self.pods.pop(a.job_name, None)
+        self.by_pod.pop(a.pod_name or "", None)
+        self.blocking.pop(a.job_name, None)
+        self.blocking.pop(a.pod_name or "", None)
         self.attempts.pop(a.spec.run_id, None)
         self.by_job.pop(a.job_name, None)
         self.timers.pop(a.spec.run_id, None)
@@ -757,6 +809,16 @@ class KubernetesExecutor(RemoteExecutor):
         super().close()
         for w in self.watchers:
             w.stop()
+
+
+def slim_event(event: dict[str, Any]) -> dict[str, Any] | None:
+    """What the executor keeps of a Warning Event: only one that says why a Job has no pod or a pod does not
+    start (FailedScheduling and the like are dropped in the watch thread)."""
+    if event.get("reason") not in BLOCKING_EVENTS:
+        return None
+    return {"name": (event.get("involvedObject") or {}).get("name") or "", "reason": event["reason"],
+            "message": event.get("message") or "",
+            "rv": int((event.get("metadata") or {}).get("resourceVersion") or 0)}
 
 
 def _problem(reason: str | None) -> str | None:

@@ -6,8 +6,8 @@ lists once (in pages of ``page`` items, ``limit``/``continue``; from the API ser
 resumes from the last resourceVersion it saw when a stream ends (server timeout, dropped connection, an
 API-server restart), and lists again only when that version has expired (410 Gone), after a random pause
 so that many drivers do not relist at once. Nothing polls per object: a fan-out of N runs costs O(1) list
-and watch calls. Answers 401/403 that persist (``forbidden_limit`` in a row) end the watcher with an
-``ERROR`` event: no permission is not something to retry forever.
+and watch calls. Answers 401/403 that persist (``forbidden_limit`` in a row, over ``forbidden_window``
+seconds) end the watcher with an ``ERROR`` event: no permission is not something to retry forever.
 """
 
 from __future__ import annotations
@@ -65,15 +65,18 @@ class Watcher:
 
     def __init__(self, kind: str, list_fn: Callable[..., Any], namespace: str, selector: str, out: queue.Queue,
                  *, timeout_seconds: int = 300, backoff: Backoff | None = None, page: int = 500,
-                 cache_reads: bool = False, forbidden_limit: int = 3, relist_jitter: float = 1.0,
-                 slim: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 cache_reads: bool = False, forbidden_limit: int = 3, forbidden_window: float = 30.0,
+                 relist_jitter: float = 1.0, field_selector: str | None = None,
+                 slim: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> None:
         self.kind, self.list_fn, self.namespace, self.selector, self.out = kind, list_fn, namespace, selector, out
         self.timeout_seconds = timeout_seconds
         self.page = page
         self.cache_reads = cache_reads  # lists may come from the watch cache (resourceVersion=0)
         self.forbidden_limit = forbidden_limit
+        self.forbidden_window = forbidden_window  # seconds refusals must last (RBAC may still be propagating)
         self.relist_jitter = relist_jitter
-        self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread) and passed on
+        self.field_selector = field_selector
+        self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread); None: nothing
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.resource_version: str | None = None
         self.stats = WatchStats()
@@ -100,6 +103,7 @@ class Watcher:
 
     def _run(self) -> None:
         failures = forbidden = 0
+        first_refusal = 0.0
         while not self._stop.is_set():
             try:
                 if self.resource_version is None:
@@ -118,7 +122,8 @@ class Watcher:
                 if isinstance(e, ApiException) and e.status in (401, 403):
                     forbidden += 1
                     self.stats.forbidden += 1
-                    if forbidden >= self.forbidden_limit:
+                    first_refusal = first_refusal if forbidden > 1 else time.monotonic()
+                    if forbidden >= self.forbidden_limit and time.monotonic() - first_refusal >= self.forbidden_window:
                         log.error("watching %s in %s: the API server refuses (%s) %d times in a row: %s", self.kind,
                                   self.namespace, e.status, forbidden, api_message(e))
                         self.out.put(Event(self.kind, "ERROR", {"code": e.status, "message": api_message(e)}))
@@ -138,7 +143,11 @@ class Watcher:
             self._stop.wait(random.random() * self.relist_jitter)
 
     def _request(self, **kwargs: Any) -> Any:
-        resp = self.list_fn(self.namespace, label_selector=self.selector, _preload_content=False, **kwargs)
+        if self.selector:
+            kwargs["label_selector"] = self.selector
+        if self.field_selector:
+            kwargs["field_selector"] = self.field_selector
+        resp = self.list_fn(self.namespace, _preload_content=False, **kwargs)
         if not 200 <= resp.status <= 299:
             body = resp.data
             resp.release_conn()
@@ -159,7 +168,7 @@ class Watcher:
             self.stats.pages += 1
             resp = api_call(self._request, backoff=self.backoff, **kwargs)
             data = json.loads(resp.data)
-            items.extend(self.slim(o) for o in data.get("items") or [])
+            items.extend(kept for o in data.get("items") or [] if (kept := self.slim(o)) is not None)
             meta = data.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -198,7 +207,9 @@ class Watcher:
                 if event.get("type") == "BOOKMARK":
                     continue
                 self.stats.events += 1
-                self.out.put(Event(self.kind, event["type"], self.slim(obj)))
+                kept = self.slim(obj)
+                if kept is not None:
+                    self.out.put(Event(self.kind, event["type"], kept))
         finally:
             self._resp = None
             resp.close()
