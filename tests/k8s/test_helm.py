@@ -32,7 +32,7 @@ DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver Servi
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"list"},
+    ("", "events"): {"list", "watch"},  # Warning Events of the namespace, on one watch
 }
 SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
     ("batch", "jobs"): {"create"},
@@ -780,7 +780,7 @@ DRIVER_CALLS = {
     "delete_namespaced_job": ("batch", "jobs", {"delete"}),
     "list_namespaced_pod": ("", "pods", {"list", "watch"}),
     "read_namespaced_pod_log": ("", "pods/log", {"get"}),
-    "list_namespaced_event": ("", "events", {"list"}),
+    "list_namespaced_event": ("", "events", {"list", "watch"}),  # listed, then watched (Warning Events)
 }
 DRIVER_CODE = ("sematic_k8s/executors/kubernetes.py", "sematic_k8s/k8s/watch.py", "sematic_k8s/k8s/pods.py",
                "sematic_k8s/k8s/client.py", "sematic_k8s/driver.py")
