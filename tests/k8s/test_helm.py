@@ -533,7 +533,7 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     (container,) = pod["containers"]
     assert container["image"] == f"{SERVER_REPOSITORY}:0.1.0"
     assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
-                                    "--max-request-mb", "32", "--token-max-hours", "168",
+                                    "--max-request-mb", "32", "--token-max-hours", "168", "--workers", "1",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
                                     "--self-url", f"http://{FULLNAME}.{NAMESPACE}.svc:8000",
                                     "--rerun-concurrency", "2", "--rerun-queue", "8"]  # no repository: no rerun
@@ -552,6 +552,16 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     svc = one(docs, "Service", FULLNAME)
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert not find(docs, "Ingress")
+
+
+def test_server_processes_and_more_storages_come_from_values(chart: Any) -> None:
+    values = {"server": {"workers": 2, "storageAllow": ["s3://other-bucket/runs", "s3://archive/x"]}}
+    (container,) = containers(one(render(chart, values), "Deployment", FULLNAME))
+    command = container["command"]
+    assert command[command.index("--workers") + 1] == "2"
+    assert env_of(container)["SEMATIC_K8S_STORAGE_ALLOW"]["value"] == "s3://other-bucket/runs,s3://archive/x"
+    (default,) = containers(one(render(chart, {}), "Deployment", FULLNAME))
+    assert "SEMATIC_K8S_STORAGE_ALLOW" not in env_of(default)
 
 
 def test_reruns_go_by_the_allow_list_and_the_servers_settings(rendered: dict[str, list[dict[str, Any]]],
