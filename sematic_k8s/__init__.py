@@ -11,6 +11,7 @@ from sematic_k8s.context import Context, context
 from sematic_k8s.errors import FuncError, InfrastructureError, ResolutionCanceled, ResolutionFailed
 from sematic_k8s.func import Func, func
 from sematic_k8s.future import Future
+from sematic_k8s.future import set_default_resolver as _set_default_resolver
 
 if _typing.TYPE_CHECKING:
     from sematic_k8s.resolvers.base import Resolver
@@ -37,3 +38,11 @@ def __getattr__(name: str) -> _typing.Any:  # noqa: ANN401 - PEP 562: the lazily
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
+
+
+def _local_resolver() -> "Resolver":
+    """``Future.resolve()`` without a resolver: an embedded LocalResolver (its module imported on first use)."""
+    return __getattr__("LocalResolver")()
+
+
+_set_default_resolver(_local_resolver)

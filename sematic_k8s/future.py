@@ -1,8 +1,8 @@
 """Future: the not-yet-computed value of one func call.
 
 This module knows no resolver: ``Future.resolve()`` without one uses the factory registered with
-:func:`set_default_resolver` (the LocalResolver registers itself when :mod:`sematic_k8s.resolvers.local` is
-imported, as ``import sematic_k8s`` does). So the graph, the loop and the executors, which all see Futures,
+:func:`set_default_resolver` (``import sematic_k8s`` registers the LocalResolver, imported on first use;
+:mod:`sematic_k8s.resolvers.local` registers it too). So the graph, the loop and the executors, which all see Futures,
 sit below the resolvers with no import cycle.
 """
 

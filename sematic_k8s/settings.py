@@ -24,6 +24,7 @@ LOG_LEVEL_ENV = "SEMATIC_K8S_LOG_LEVEL"  # the server's log level (uvicorn's nam
 # -- artifact storage ------------------------------------------------------------------------------------
 STORAGE_ENV = "SEMATIC_K8S_STORAGE"  # artifact storage URL for cloud runs and the server (s3://bucket/prefix)
 STORAGE_ALLOW_ENV = "SEMATIC_K8S_STORAGE_ALLOW"  # more storages the server may read (comma-separated URLs)
+SERVER_PARAMS_ENV = "SEMATIC_K8S_SERVER_PARAMS"  # set by `server --workers N` for its processes: the parent's settings
 S3_PREFIX_ENVS = "SEMATIC_K8S_S3_"  # the start of every S3 setting below (passed on to drivers and workers)
 S3_BUCKET_ENV = "SEMATIC_K8S_S3_BUCKET"  # S3Storage.from_env's bucket
 S3_KEY_PREFIX_ENV = "SEMATIC_K8S_S3_PREFIX"  # S3Storage.from_env's key prefix

@@ -140,7 +140,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
 
 
-WORKER_PARAMS_ENV = "SEMATIC_K8S_SERVER_PARAMS"
+WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV
 
 
 def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, imported lazily
