@@ -105,13 +105,6 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    a = cluster.client()
-    yield a
-    a.close()
-
-
-@pytest.fixture
 def storage(tmp_path) -> LocalStorage:
     return LocalStorage(tmp_path / "storage")
 

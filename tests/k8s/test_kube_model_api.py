@@ -34,13 +34,6 @@ def cluster() -> Iterator[Cluster]:
         assert not c.errors, c.errors
 
 
-@pytest.fixture
-def api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    a = cluster.client()
-    yield a
-    a.close()
-
-
 def job_body(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"app": "x"}},
             "spec": {"backoffLimit": 0, **spec, "template": {"metadata": {"labels": {"app": "x"}}, "spec": {

@@ -43,13 +43,6 @@ def cluster() -> Iterator[Cluster]:
         assert not c.errors, c.errors
 
 
-@pytest.fixture
-def api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    a = cluster.client()
-    yield a
-    a.close()
-
-
 def job(name: str, *, containers: list[dict[str, Any]] | None = None, pod: dict[str, Any] | None = None,
         **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
