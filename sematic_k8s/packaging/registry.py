@@ -11,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from sematic_k8s.errors import RegistryAuthError
 
@@ -75,47 +76,43 @@ def manifest_digest(repo: str, tag: str, *, timeout: float = 10.0) -> str | None
     r = Repo.parse(repo)
     url = f"{r.base_url}/v2/{r.name}/manifests/{urllib.parse.quote(tag)}"
     headers = {"Accept": MANIFEST_TYPES}
+    try:
+        got, _ = _fetch(r, url, headers, f"{r.name}:{tag}", timeout, method="HEAD")
+        if got.get("Docker-Content-Digest"):
+            return got["Docker-Content-Digest"]
+        _, body = _fetch(r, url, headers, f"{r.name}:{tag}", timeout)  # registries that omit the header
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def _fetch(r: Repo, url: str, headers: dict[str, str], refused: str, timeout: float,
+           method: str = "GET") -> tuple[Any, bytes]:
+    """(response headers, body) of ``url``; when challenged, an anonymous bearer token is fetched once and kept in
+    ``headers``. Other HTTP errors (404, ...) pass through; 401/403 after that raise :class:`RegistryAuthError`."""
     for attempt in range(2):
-        req = urllib.request.Request(url, method="HEAD", headers=headers)
         try:
+            req = urllib.request.Request(url, method=method, headers=headers)
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                digest = resp.headers.get("Docker-Content-Digest")
-            if digest:
-                return digest
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                return "sha256:" + hashlib.sha256(resp.read()).hexdigest()  # registries that omit the header
+                return resp.headers, resp.read()
         except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return None
             if e.code == 401 and attempt == 0:
                 token = _bearer_token(e.headers.get("WWW-Authenticate", ""), timeout)
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
                     continue
             if e.code in (401, 403):
-                raise RegistryAuthError(f"{r.host} refused {r.name}:{tag} ({e.code})") from e
+                raise RegistryAuthError(f"{r.host} refused {refused} ({e.code})") from e
             raise
-    return None
+    raise RegistryAuthError(f"{r.host} refused {refused}")
 
 
 def _get_json(r: Repo, path: str, accept: str, timeout: float) -> dict:
     """GET ``/v2/<name>/<path>`` as JSON, with an anonymous bearer token when challenged."""
-    url = f"{r.base_url}/v2/{r.name}/{path}"
-    headers = {"Accept": accept}
-    for attempt in range(2):
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as e:
-            if e.code == 401 and attempt == 0:
-                token = _bearer_token(e.headers.get("WWW-Authenticate", ""), timeout)
-                if token:
-                    headers["Authorization"] = f"Bearer {token}"
-                    continue
-            if e.code in (401, 403):
-                raise RegistryAuthError(f"{r.host} refused {r.name} ({e.code})") from e
-            raise
-    raise RegistryAuthError(f"{r.host} refused {r.name}")
+    _, body = _fetch(r, f"{r.base_url}/v2/{r.name}/{path}", {"Accept": accept}, r.name, timeout)
+    return json.loads(body)
 
 
 def image_architecture(repo: str, reference: str, *, timeout: float = 10.0) -> str | None:
