@@ -175,14 +175,11 @@ class Planner:
         """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too (``clone``: the
         reused ones copied from their originals inside the store, in bulk)."""
         by_old = {r.id: r for r in old_runs}
-        formats = {a.id: a for a in self.store.artifacts(
-            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
+        formats = self.recorder.formats({x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})
 
         def leaf(artifact_id: str) -> Value:
-            a = formats.get(artifact_id)
-            if a is None:
-                return self.recorder.stored_value(artifact_id)
-            return self.recorder.stored_value(artifact_id, a.format, a.type_name, a.inline)
+            found = formats.get(artifact_id)
+            return self.recorder.stored_value(artifact_id, *found) if found else self.recorder.stored_value(artifact_id)
 
         nodes = []
         now = utcnow()
@@ -191,8 +188,10 @@ class Planner:
             if clone and p.action == REUSE:
                 if old.output_id is None:
                     raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
-                self.recorder.batch.clone_run(p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id,
-                                              input_refs=p.input_refs, output_ref=p.output_ref, created_at=now)
+                self.recorder.batch.clone_run(  # refs unchanged by the remap: None, the original's (copied in SQL)
+                    p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id, created_at=now,
+                    input_refs=None if p.input_refs == old.input_refs else p.input_refs,
+                    output_ref=None if p.output_ref == old.output_ref else p.output_ref)
                 nodes.append(Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id)))
                 continue
             rec = RunRecord(
