@@ -8,6 +8,7 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,11 +133,16 @@ class Planner:
         preset = iter([self.settings.root_id] if self.settings.root_id else [])
         plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or new_id())
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
-        if bulk:  # the runs that are not reused, whole
+        if bulk:  # the runs that are not reused, whole (with the refs run_shapes left out)
             again = {p.old_id for p in plan if p.action != REUSE} | {old_root.id}
             whole = {r.id: r for r in (self.store.get_run(i) for i in again) if r is not None}
             old_runs = [whole.get(r.id, r) for r in old_runs]
             old_root = whole[old_root.id]
+            ids = {p.old_id: p.new_id for p in plan}
+            plan = [p if p.action == REUSE else dataclasses.replace(
+                p, input_refs={k: graph.remap_json(t, ids) for k, t in whole[p.old_id].input_refs.items()},
+                output_ref=graph.remap_json(whole[p.old_id].output_ref, ids) if p.action != EXECUTE else None)
+                for p in plan]
         nodes = self._nodes_from_plan(plan, old_runs, record=True, clone=bulk)
         return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
                                                    "rerun_mode": mode},

@@ -103,6 +103,8 @@ _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 _SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
                  "output_id", "source_file", "attempts"]
+_REF_FIELDS = ("input_refs", "output_ref")
+VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
 
@@ -351,11 +353,22 @@ class SqlStore:
 
     def run_shapes(self, root_id: str) -> list[RunRecord]:
         """A resolution's runs with what planning a rerun needs (ids, func, state, refs, output), not the
-        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter."""
+        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter. Refs that reference no run (only
+        values) are not decoded: ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is
+        :data:`VALUES_ONLY` (read the run whole for them)."""
         t = self._runs
+        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in _SHAPE_FIELDS]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*[t.c[f] for f in _SHAPE_FIELDS]).where(t.c.root_id == root_id))
-            return [RunRecord(**dict(zip(_SHAPE_FIELDS, row, strict=True))) for row in rows]
+            rows = conn.execute(sa.select(*cols).where(t.c.root_id == root_id))
+            out = []
+            for row in rows:
+                doc = dict(zip(_SHAPE_FIELDS, row, strict=True))
+                refs, output = doc["input_refs"], doc["output_ref"]
+                doc["input_refs"] = json.loads(refs) if refs and '"run"' in refs else {}
+                doc["output_ref"] = (None if output is None or output == "null" else
+                                     json.loads(output) if '"run"' in output else VALUES_ONLY)
+                out.append(RunRecord(**doc))
+            return out
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
