@@ -103,7 +103,7 @@ class ResolutionLoop:
         self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}  # run id -> (inputs, cache key)
         self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
         self.run_keys: dict[str, str] = {}  # run id -> cache key, of cached runs executing
-        self.hit_artifacts: dict[str, tuple[str, str, bytes | None]] = {}  # hits' outputs: Recorder.formats
+        self.hit_artifacts: dict[str, tuple[str, str, bytes | None]] = {}  # a wave's hits' outputs (formats)
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -281,9 +281,14 @@ class ResolutionLoop:
         if not keys:
             return
         self.prepared.update(keys)
-        hits = self.store.find_cached_many(key for _, key in keys.values())
-        # this wave's (hits may share an output)
-        self.hit_artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
+        find_hits = getattr(self.store, "find_hits", None)  # with the hits' outputs, in one query
+        if find_hits is not None:
+            found = find_hits(key for _, key in keys.values())
+            hits = {k: run for k, (run, _) in found.items()}
+            self.hit_artifacts = {run.output_id: art for run, art in found.values() if art and run.output_id}
+        else:
+            hits = self.store.find_cached_many(key for _, key in keys.values())
+            self.hit_artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
 
     def _find_cached(self, key: str) -> RunRecord | None:

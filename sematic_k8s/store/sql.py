@@ -373,16 +373,24 @@ class SqlStore:
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
         (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
+        return {key: run for key, (run, _) in self.find_hits(cache_keys).items()}
+
+    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[RunRecord, tuple[str, str, bytes | None] | None]]:
+        """:meth:`find_cached_many` with each hit's output artifact as :meth:`artifact_formats` gives it (None when
+        not recorded), in the same query."""
         keys = list(dict.fromkeys(cache_keys))
-        t = self._runs
-        cols = [t.c[f] for f in _HIT_FIELDS]
-        out: dict[str, RunRecord] = {}
+        t, a = self._runs, self._arts
+        cols = [t.c[f] for f in _HIT_FIELDS] + [a.c.format, a.c.type_name, a.c.inline]
+        n = len(_HIT_FIELDS)
+        out: dict[str, tuple[RunRecord, tuple[str, str, bytes | None] | None]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 500):
-                stmt = (sa.select(*cols).where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved",
-                                               t.c.cached_from.is_(None)).order_by(t.c.ended_at))
-                for row in conn.execute(stmt):
-                    out[row.cache_key] = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))  # most recent wins
+                stmt = (sa.select(*cols).select_from(t.outerjoin(a, a.c.id == t.c.output_id))
+                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
+                        .order_by(t.c.ended_at))
+                for row in conn.execute(stmt):  # most recent wins
+                    run = RunRecord(**dict(zip(_HIT_FIELDS, row[:n], strict=True)))
+                    out[run.cache_key] = (run, (row[n], row[n + 1], row[n + 2]) if row[n] is not None else None)  # type: ignore[index]
         return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
