@@ -181,7 +181,10 @@ class Planner:
         """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too (``clone``: the
         reused ones copied from their originals inside the store, in bulk)."""
         by_old = {r.id: r for r in old_runs}
-        formats = self.recorder.formats({x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})
+        outputs = getattr(self.store, "output_formats", None)  # all the outputs in one query, where it can
+        formats = outputs(old_runs[0].root_id) if outputs is not None and old_runs else {}
+        formats.update(self.recorder.formats(
+            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x} - formats.keys()))
 
         def leaf(artifact_id: str) -> Value:
             found = formats.get(artifact_id)

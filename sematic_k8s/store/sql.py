@@ -425,6 +425,14 @@ class SqlStore:
                 out.update((row[0], (row[1], row[2], row[3])) for row in conn.execute(stmt))
         return out
 
+    def output_formats(self, root_id: str) -> dict[str, tuple[str, str, bytes | None]]:
+        """:meth:`artifact_formats` of the outputs of a resolution's runs, in one query (a rerun's reused values)."""
+        t, a = self._runs, self._arts
+        stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline)
+                .select_from(t.join(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
+        with self.engine.connect() as conn:
+            return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt)}
+
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
         """Add and remove tags (kept sorted, each once) and, with ``set_note``, replace the note (None or ""

@@ -74,6 +74,9 @@ def test_same_pipeline_either_store(setup, tmp_path) -> None:
         assert {k: (r.id, a) for k, (r, a) in hits.items()} == {
             runs["square"].cache_key: (runs["square"].id, (art.format, art.type_name, art.inline))}
         assert store.artifact_formats([art.id, "0" * 64]) == {art.id: (art.format, art.type_name, art.inline)}
+        outputs = store.output_formats(f.id)
+        assert outputs[art.id] == (art.format, art.type_name, art.inline)
+        assert set(outputs) == {r.output_id for r in store.runs_of_root(f.id) if r.output_id}
 
     # reads agree field by field (datetimes survive the JSON round trip)
     rec = store.get_run(runs["add"].id)
