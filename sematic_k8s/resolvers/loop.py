@@ -33,7 +33,7 @@ from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -103,7 +103,7 @@ class ResolutionLoop:
         self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}  # run id -> (inputs, cache key)
         self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
         self.run_keys: dict[str, str] = {}  # run id -> cache key, of cached runs executing
-        self.hit_artifacts: dict[str, ArtifactRecord] = {}  # the hits' output artifacts, by id
+        self.hit_artifacts: dict[str, tuple[str, str, bytes | None]] = {}  # a wave's hits' outputs (formats)
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -281,9 +281,14 @@ class ResolutionLoop:
         if not keys:
             return
         self.prepared.update(keys)
-        hits = self.store.find_cached_many(key for _, key in keys.values())
-        arts = self.store.artifacts({h.output_id for h in hits.values() if h.output_id})
-        self.hit_artifacts = {a.id: a for a in arts}  # this wave's (hits may share an output)
+        find_hits = getattr(self.store, "find_hits", None)  # with the hits' outputs, in one query
+        if find_hits is not None:
+            found = find_hits(key for _, key in keys.values())
+            hits = {k: run for k, (run, _) in found.items()}
+            self.hit_artifacts = {run.output_id: art for run, art in found.values() if art and run.output_id}
+        else:
+            hits = self.store.find_cached_many(key for _, key in keys.values())
+            self.hit_artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
 
     def _find_cached(self, key: str) -> RunRecord | None:
@@ -345,8 +350,7 @@ class ResolutionLoop:
                         func.name, hit.id)
         now = utcnow()
         art = self.hit_artifacts.get(output_id)
-        output = (self.recorder.stored_value(output_id) if art is None
-                  else self.recorder.stored_value(output_id, art.format, art.type_name, art.inline))
+        output = self.recorder.stored_value(output_id, *art) if art else self.recorder.stored_value(output_id)
         self._transition(node.run_id, RESOLVED, output,
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes=self._note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))

@@ -8,6 +8,7 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,11 +133,16 @@ class Planner:
         preset = iter([self.settings.root_id] if self.settings.root_id else [])
         plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or new_id())
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
-        if bulk:  # the runs that are not reused, whole
+        if bulk:  # the runs that are not reused, whole (with the refs run_shapes left out)
             again = {p.old_id for p in plan if p.action != REUSE} | {old_root.id}
             whole = {r.id: r for r in (self.store.get_run(i) for i in again) if r is not None}
             old_runs = [whole.get(r.id, r) for r in old_runs]
             old_root = whole[old_root.id]
+            ids = {p.old_id: p.new_id for p in plan}
+            plan = [p if p.action == REUSE else dataclasses.replace(
+                p, input_refs={k: graph.remap_json(t, ids) for k, t in whole[p.old_id].input_refs.items()},
+                output_ref=graph.remap_json(whole[p.old_id].output_ref, ids) if p.action != EXECUTE else None)
+                for p in plan]
         nodes = self._nodes_from_plan(plan, old_runs, record=True, clone=bulk)
         return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
                                                    "rerun_mode": mode},
@@ -175,14 +181,14 @@ class Planner:
         """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too (``clone``: the
         reused ones copied from their originals inside the store, in bulk)."""
         by_old = {r.id: r for r in old_runs}
-        formats = {a.id: a for a in self.store.artifacts(
-            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x})}
+        outputs = getattr(self.store, "output_formats", None)  # all the outputs in one query, where it can
+        formats = outputs(old_runs[0].root_id) if outputs is not None and old_runs else {}
+        formats.update(self.recorder.formats(
+            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x} - formats.keys()))
 
         def leaf(artifact_id: str) -> Value:
-            a = formats.get(artifact_id)
-            if a is None:
-                return self.recorder.stored_value(artifact_id)
-            return self.recorder.stored_value(artifact_id, a.format, a.type_name, a.inline)
+            found = formats.get(artifact_id)
+            return self.recorder.stored_value(artifact_id, *found) if found else self.recorder.stored_value(artifact_id)
 
         nodes = []
         now = utcnow()
@@ -191,8 +197,10 @@ class Planner:
             if clone and p.action == REUSE:
                 if old.output_id is None:
                     raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
-                self.recorder.batch.clone_run(p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id,
-                                              input_refs=p.input_refs, output_ref=p.output_ref, created_at=now)
+                self.recorder.batch.clone_run(  # refs unchanged by the remap: None, the original's (copied in SQL)
+                    p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id, created_at=now,
+                    input_refs=None if p.input_refs == old.input_refs else p.input_refs,
+                    output_ref=None if p.output_ref == old.output_ref else p.output_ref)
                 nodes.append(Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id)))
                 continue
             rec = RunRecord(

@@ -7,6 +7,7 @@ batch's transaction instead of a file written (and fsynced by the disk) per smal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sematic_k8s import serialization
@@ -60,6 +61,14 @@ class Recorder:
                 return Value(artifact_id, fmt, type_name, load=inline_loader(inline))
             self._spill(artifact_id, fmt, inline)
         return Value(artifact_id, fmt, type_name, load=self.load)
+
+    def formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
+        """``{id: (format, type_name, inline bytes)}`` of recorded artifacts, for :meth:`stored_value` (one look-up;
+        the store's light one when it has it)."""
+        light = getattr(self.store, "artifact_formats", None)
+        if light is not None:
+            return light(ids)
+        return {a.id: (a.format, a.type_name, a.inline) for a in self.store.artifacts(ids)}
 
     def _spill(self, artifact_id: str, fmt: str, inline: bytes) -> None:
         """Copy an inline artifact's bytes to storage, where workers in other processes read their inputs

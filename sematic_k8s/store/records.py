@@ -119,7 +119,7 @@ class Batch:
 
     def clone_run(self, run_id: str, original_run_id: str, **fields: Any) -> None:
         """A reused run: ``original_run_id``'s record copied as resolved, with ``fields`` (root_id, parent_id,
-        input_refs, output_ref, created_at) and ``notes.reused_from``."""
+        input_refs, output_ref, created_at) and ``notes.reused_from``; refs given as None are the original's."""
         self.clones[run_id] = {"id": run_id, "original_run_id": original_run_id, **fields}
 
     def add_resolution(self, res: ResolutionRecord) -> None:

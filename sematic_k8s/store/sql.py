@@ -91,11 +91,20 @@ class ArtifactRow(Base):
     inline: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)  # a small one's bytes
 
 
+# a rerun's reused runs on their way in (see SqlStore._clone_runs): a table private to the connection
+_CLONE_MAP = sa.Table(
+    "clone_map", sa.MetaData(), sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("original_run_id", sa.String(64)), sa.Column("root_id", sa.String(64)),
+    sa.Column("parent_id", sa.String(64), nullable=True), sa.Column("input_refs", sa.JSON(none_as_null=True)),
+    sa.Column("output_ref", sa.JSON(none_as_null=True)), sa.Column("created_at", sa.DateTime), prefixes=["TEMPORARY"])
+_CLONE_COLUMNS = [c.name for c in _CLONE_MAP.columns]
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 _SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
                  "output_id", "source_file", "attempts"]
+_REF_FIELDS = ("input_refs", "output_ref")
+VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
 
@@ -211,15 +220,17 @@ class SqlStore:
                           sa.or_(t.c.inline.is_(None), t.c.inline != ins.excluded.inline))), rows)
 
     def _clone_runs(self, conn: sa.Connection, clones: list[dict[str, Any]]) -> None:
-        """Reused runs of a rerun, each copied from its original inside the database (``INSERT ... SELECT``,
-        executemany): resolved, with new ids, parent, remapped refs and ``notes.reused_from``; skipped when
-        already there (a batch sent again)."""
+        """Reused runs of a rerun, each copied from its original inside the database: their new ids, parents and
+        (remapped) refs into a temporary table, then one ``INSERT ... SELECT`` joining it with the originals:
+        resolved, with ``notes.reused_from``; refs given as None are the original's. A run already there (a batch
+        sent again) is skipped."""
         if not clones:
             return
-        t = self._runs
+        t, m = self._runs, _CLONE_MAP
+        conn.execute(sa.schema.CreateTable(m, if_not_exists=True))
+        conn.execute(sa.delete(m))
+        conn.execute(sa.insert(m), [{k: c.get(k) for k in _CLONE_COLUMNS} for c in clones])
         old = t.alias("old")
-        given = {k: sa.bindparam(k, type_=t.c[k].type) for k in ("id", "root_id", "parent_id", "input_refs",
-                                                                  "output_ref", "original_run_id", "created_at")}
         if conn.dialect.name == "postgresql":
             reused_from = sa.func.jsonb_build_object("reused_from", old.c.id)
             merged = sa.cast(old.c.notes, postgresql.JSONB).op("||")(reused_from)
@@ -227,15 +238,19 @@ class SqlStore:
         else:
             notes = sa.func.json_set(old.c.notes, "$.reused_from", old.c.id)
         values: dict[str, Any] = {
-            **given, "func_path": old.c.func_path, "func_name": old.c.func_name, "state": sa.literal("resolved"),
+            "id": m.c.id, "root_id": m.c.root_id, "parent_id": m.c.parent_id,
+            "input_refs": sa.func.coalesce(m.c.input_refs, old.c.input_refs),
+            "output_ref": sa.func.coalesce(m.c.output_ref, old.c.output_ref),
+            "original_run_id": m.c.original_run_id, "created_at": m.c.created_at,
+            "func_path": old.c.func_path, "func_name": old.c.func_name, "state": sa.literal("resolved"),
             "inputs": old.c.inputs, "output_id": old.c.output_id, "cached_from": old.c.cached_from,
             "source_hash": old.c.source_hash, "source_file": old.c.source_file, "source_text": old.c.source_text,
             "settings": old.c.settings, "attempts": old.c.attempts, "notes": notes, "started_at": old.c.started_at,
             "ended_at": old.c.ended_at}
-        exists = sa.select(t.c.id).where(t.c.id == given["id"]).exists()
-        select = sa.select(*values.values()).where(old.c.id == given["original_run_id"], ~exists)
-        conn.execute(sa.insert(t).from_select(list(values), select),
-                     [{k: c.get(k) for k in given} for c in clones])
+        present = sa.select(t.c.id).where(t.c.id == m.c.id).exists()
+        select = sa.select(*values.values()).select_from(m.join(old, old.c.id == m.c.original_run_id)).where(~present)
+        conn.execute(sa.insert(t).from_select(list(values), select))
+        conn.execute(sa.delete(m))
 
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
@@ -338,25 +353,44 @@ class SqlStore:
 
     def run_shapes(self, root_id: str) -> list[RunRecord]:
         """A resolution's runs with what planning a rerun needs (ids, func, state, refs, output), not the
-        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter."""
+        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter. Refs that reference no run (only
+        values) are not decoded: ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is
+        :data:`VALUES_ONLY` (read the run whole for them)."""
         t = self._runs
+        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in _SHAPE_FIELDS]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*[t.c[f] for f in _SHAPE_FIELDS]).where(t.c.root_id == root_id))
-            return [RunRecord(**dict(zip(_SHAPE_FIELDS, row, strict=True))) for row in rows]
+            rows = conn.execute(sa.select(*cols).where(t.c.root_id == root_id))
+            out = []
+            for row in rows:
+                doc = dict(zip(_SHAPE_FIELDS, row, strict=True))
+                refs, output = doc["input_refs"], doc["output_ref"]
+                doc["input_refs"] = json.loads(refs) if refs and '"run"' in refs else {}
+                doc["output_ref"] = (None if output is None or output == "null" else
+                                     json.loads(output) if '"run"' in output else VALUES_ONLY)
+                out.append(RunRecord(**doc))
+            return out
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
         (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
+        return {key: run for key, (run, _) in self.find_hits(cache_keys).items()}
+
+    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[RunRecord, tuple[str, str, bytes | None] | None]]:
+        """:meth:`find_cached_many` with each hit's output artifact as :meth:`artifact_formats` gives it (None when
+        not recorded), in the same query."""
         keys = list(dict.fromkeys(cache_keys))
-        t = self._runs
-        cols = [t.c[f] for f in _HIT_FIELDS]
-        out: dict[str, RunRecord] = {}
+        t, a = self._runs, self._arts
+        cols = [t.c[f] for f in _HIT_FIELDS] + [a.c.format, a.c.type_name, a.c.inline]
+        n = len(_HIT_FIELDS)
+        out: dict[str, tuple[RunRecord, tuple[str, str, bytes | None] | None]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 500):
-                stmt = (sa.select(*cols).where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved",
-                                               t.c.cached_from.is_(None)).order_by(t.c.ended_at))
-                for row in conn.execute(stmt):
-                    out[row.cache_key] = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))  # most recent wins
+                stmt = (sa.select(*cols).select_from(t.outerjoin(a, a.c.id == t.c.output_id))
+                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
+                        .order_by(t.c.ended_at))
+                for row in conn.execute(stmt):  # most recent wins
+                    run = RunRecord(**dict(zip(_HIT_FIELDS, row[:n], strict=True)))
+                    out[run.cache_key] = (run, (row[n], row[n + 1], row[n + 2]) if row[n] is not None else None)  # type: ignore[index]
         return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
@@ -378,6 +412,26 @@ class SqlStore:
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
         stmt = sa.select(self._arts).where(self._arts.c.id.in_(list(ids)))
         return self._select(stmt, ArtifactRecord, _ART_FIELDS)
+
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
+        """``{id: (format, type_name, inline bytes)}`` of these artifacts (those recorded): what reading their values
+        takes, without the summaries (:meth:`artifacts`, lighter; one query per 500 ids)."""
+        wanted = list(dict.fromkeys(ids))
+        t = self._arts
+        out: dict[str, tuple[str, str, bytes | None]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.inline).where(t.c.id.in_(wanted[i:i + 500]))
+                out.update((row[0], (row[1], row[2], row[3])) for row in conn.execute(stmt))
+        return out
+
+    def output_formats(self, root_id: str) -> dict[str, tuple[str, str, bytes | None]]:
+        """:meth:`artifact_formats` of the outputs of a resolution's runs, in one query (a rerun's reused values)."""
+        t, a = self._runs, self._arts
+        stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline)
+                .select_from(t.join(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
+        with self.engine.connect() as conn:
+            return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt)}
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:

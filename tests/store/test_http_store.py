@@ -68,6 +68,15 @@ def test_same_pipeline_either_store(setup, tmp_path) -> None:
     many = store.find_cached_many([runs["square"].cache_key, "0" * 64, runs["square"].cache_key])
     assert {k: r.id for k, r in many.items()} == {runs["square"].cache_key: runs["square"].id}
     assert store.find_cached_many([]) == {}
+    if hasattr(store, "find_hits"):  # the SQL store: the hits with their outputs' formats, in one query
+        hits = store.find_hits([runs["square"].cache_key, "0" * 64])
+        art = store.get_artifact(runs["square"].output_id)
+        assert {k: (r.id, a) for k, (r, a) in hits.items()} == {
+            runs["square"].cache_key: (runs["square"].id, (art.format, art.type_name, art.inline))}
+        assert store.artifact_formats([art.id, "0" * 64]) == {art.id: (art.format, art.type_name, art.inline)}
+        outputs = store.output_formats(f.id)
+        assert outputs[art.id] == (art.format, art.type_name, art.inline)
+        assert set(outputs) == {r.output_id for r in store.runs_of_root(f.id) if r.output_id}
 
     # reads agree field by field (datetimes survive the JSON round trip)
     rec = store.get_run(runs["add"].id)
