@@ -24,6 +24,8 @@ LOG_TAIL = 40
 class DockerExecutor(RemoteExecutor):
     """One container per run attempt; finished containers are found with one labelled list call."""
 
+    presigns = True
+
     def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
                  client: Any = None) -> None:
         super().__init__(storage, storage_url)
