@@ -19,10 +19,12 @@ from sematic_k8s.specs import WORKER_COMMAND, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LOG_TAIL = 40
+LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
 
 
 class DockerExecutor(RemoteExecutor):
-    """One container per run attempt; finished containers are found with one labelled list call."""
+    """One container per run attempt; finished containers are found with one labelled list call, made as soon
+    as a thread blocked on Docker's wait for one of them returns."""
 
     presigns = True
 
@@ -36,6 +38,7 @@ class DockerExecutor(RemoteExecutor):
         self.env = env or {}
         self.containers: dict[str, Any] = {}  # run id -> container
         self._removals: list[threading.Thread] = []
+        self._wake = threading.Event()  # set when a container ends (a thread per container waits on Docker)
         self.root_id = ""
 
     @classmethod
@@ -44,21 +47,43 @@ class DockerExecutor(RemoteExecutor):
         return cls(storage, spec.storage_url, spec.image, env=worker_env())
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        import docker.errors
+
         self.root_id = spec.root_id
         labels = run_labels(spec.root_id, spec.run_id, task.func.name, "worker")
-        kwargs: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
         if task.func.memory:
-            kwargs["mem_limit"] = _docker_memory(task.func.memory)
+            limits["mem_limit"] = _docker_memory(task.func.memory)
         if task.func.cpu:
-            kwargs["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
-        self.containers[spec.run_id] = self.client.containers.run(
-            self.image, list(WORKER_COMMAND), detach=True, network_mode="host",
-            environment={**self.env, **env}, labels=labels,
-            name=f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}", **kwargs)
+            limits["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
+        api = self.client.api  # create and start, without the SDK's inspect in between (a round trip less)
+        name = f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}"
+        def create() -> dict[str, Any]:
+            return dict(api.create_container(
+                self.image, list(WORKER_COMMAND), detach=True, environment={**self.env, **env}, labels=labels,
+                name=name, host_config=api.create_host_config(network_mode="host", **limits)))
+        try:
+            created = create()
+        except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
+            self.client.images.pull(self.image)
+            created = create()
+        container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
+                                                                                         "Name": name})
+        api.start(created["Id"])
+        threading.Thread(target=self._await_end, args=(container.id,), daemon=True, name="sk-docker-wait").start()
+
+    def _await_end(self, container_id: str) -> None:
+        """Block on Docker's wait for one container, then wake :meth:`ended` (no polling delay)."""
+        try:
+            self.client.api.wait(container_id, timeout=None)
+        except Exception:  # noqa: BLE001 - removed, or the engine went away: the periodic list finds it
+            pass
+        self._wake.set()
 
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout
         while True:
+            self._wake.clear()  # before listing: an end after this wakes the wait below
             done = []
             if self.containers:
                 exited = self.client.containers.list(all=True, filters={  # the values of one filter: OR
@@ -69,7 +94,7 @@ class DockerExecutor(RemoteExecutor):
                         done.append(self._ended(run_id, c))
             if done or time.monotonic() >= deadline:
                 return done
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._wake.wait(min(LIST_INTERVAL, max(0.0, deadline - time.monotonic())))
 
     def _ended(self, run_id: str, container: Any) -> Ended:
         del self.containers[run_id]
