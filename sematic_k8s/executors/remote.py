@@ -80,9 +80,19 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
 def adopt_outcome(storage: Storage, spec: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
     """The executor's side of a worker with presigned URLs: store the value and logs its outcome document
     carries (the value only when its bytes match its content id), and return the plain document."""
+    from concurrent.futures import ThreadPoolExecutor  # here: the worker, which imports this module, needs none
+
     logs = doc.pop("logs", None)
-    if isinstance(logs, str) and logs:
-        storage.append(log_key(spec.run_id), logs.encode())
+    with ThreadPoolExecutor(1, thread_name_prefix="sk-logs") as pool:  # the logs beside the value's put
+        appended = pool.submit(storage.append, log_key(spec.run_id), logs.encode()) \
+            if isinstance(logs, str) and logs else None
+        doc = _store_value(storage, spec, doc)
+        if appended is not None:
+            appended.result()
+    return doc
+
+
+def _store_value(storage: Storage, spec: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
     payload, staged = doc.pop("payload", None), doc.pop("staged", False)
     kind = "output" if "output" in doc else "expansion" if "expansion" in doc else None
     if kind is None or (payload is None and not staged):
