@@ -58,6 +58,10 @@ class PresignedStorage:
         if url is None:
             raise KeyError(f"no presigned {method} for storage key {key!r}")
         try:
+            return self._once(method, key, url, data)  # the usual case: tenacity is imported only to retry
+        except (*_TRANSIENT, RetryLater):
+            pass
+        try:
             for attempt in retrying(f"storage ({method} {key})", _TRANSIENT, self.retry_window):
                 with attempt:
                     return self._once(method, key, url, data)
