@@ -5,7 +5,8 @@ In one run, on the image the CloudResolver builds for a one-func project:
 - **bare**: ``docker run --rm --network host IMAGE python -c pass`` (the floor: Docker and Python start-up);
 - **worker run**: the DockerExecutor running one attempt of a func (``inc(x) = x + 1``) with S3 artifact
   storage, from the container's creation to its outcome read back by the executor (what a resolution waits
-  for: the worker's imports, its S3 reads and writes, the container's end noticed);
+  for: the worker's imports, its storage reads and writes through presigned URLs, the container's end
+  noticed);
 - **driver start-up**: ``docker run ... python -c "import sematic_k8s.driver"``, everything a driver imports
   before it resolves.
 
