@@ -5,7 +5,8 @@ In one run, on the image the CloudResolver builds for a one-func project:
 - **bare**: ``docker run --rm --network host IMAGE python -c pass`` (the floor: Docker and Python start-up);
 - **worker run**: the DockerExecutor running one attempt of a func (``inc(x) = x + 1``) with S3 artifact
   storage, from the container's creation to its outcome read back by the executor (what a resolution waits
-  for: the worker's imports, its S3 reads and writes, the container's end noticed);
+  for: the worker's imports, its storage reads and writes through presigned URLs, the container's end
+  noticed);
 - **driver start-up**: ``docker run ... python -c "import sematic_k8s.driver"``, everything a driver imports
   before it resolves.
 
@@ -68,15 +69,15 @@ def worker_run(executor, storage, func, module: str) -> float:  # noqa: ANN001 -
 
 
 PHASES = """
-import dataclasses, os, time
+import os, time
 t0 = time.perf_counter()
 from sematic_k8s import settings
 from sematic_k8s.executors.remote import run_task
 from sematic_k8s.specs import TaskSpec
-from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.storage.presigned import PresignedStorage
 t1 = time.perf_counter()
-spec = dataclasses.replace(TaskSpec.from_json(os.environ[settings.TASK_ENV]), attempt=99)
-storage = storage_from_url(os.environ[settings.STORAGE_ENV])
+spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
+storage = PresignedStorage(spec.urls)
 t2 = time.perf_counter()
 run_task(spec, storage)
 t3 = time.perf_counter()
@@ -85,17 +86,21 @@ print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f}")
 
 
 def phases(image: str, storage, func) -> list[float]:  # noqa: ANN001 - S3Storage, Func
-    """Inside a worker's container: seconds importing the worker, making its S3 client (botocore's import and
-    set-up), and running the task (the user's module, the input read, the log, output and outcome writes)."""
+    """Inside a worker's container: seconds importing the worker, making its storage (presigned URLs: no
+    botocore), and running the task (the user's module, the input read, the outcome write with the value and
+    logs in it)."""
     from sematic_k8s import serialization
     from sematic_k8s.settings import STORAGE_ENV, TASK_ENV, worker_env
-    from sematic_k8s.specs import TaskSpec
-    from sematic_k8s.storage.base import put_artifact
+    from sematic_k8s.specs import TaskSpec, outcome_key, staged_key
+    from sematic_k8s.storage.base import artifact_key, put_artifact
 
     record = put_artifact(storage, serialization.serialize(41))
-    spec = TaskSpec(run_id=uuid.uuid4().hex, root_id=uuid.uuid4().hex, func_path=func.path,
+    run_id = uuid.uuid4().hex
+    keys = [("GET", artifact_key(record["id"])), ("PUT", outcome_key(run_id, 1)), ("PUT", staged_key(run_id, 1))]
+    spec = TaskSpec(run_id=run_id, root_id=uuid.uuid4().hex, func_path=func.path,
                     source_file=func.source_file, input_ids={"x": record["id"]},
-                    input_formats={"x": record["format"]}, attempt=1)
+                    input_formats={"x": record["format"]}, attempt=1,
+                    urls={f"{m} {k}": storage.presign(m, k, 600) for m, k in keys})
     env = {**worker_env(), TASK_ENV: spec.to_json(), STORAGE_ENV: storage.url}
     args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
     out = subprocess.run(["docker", "run", "--rm", "--network", "host", *args, image, "python", "-c", PHASES],
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         executor.close()
         if args.importtime:
             out = subprocess.run(["docker", "run", "--rm", "--network", "host", image, "python", "-X", "importtime",
-                                  "-c", f"import sematic_k8s.worker, sematic_k8s.storage.s3, {module}"],
+                                  "-c", f"import sematic_k8s.worker, {module}"],
                                  check=True, capture_output=True, text=True).stderr
             slowest = sorted((line for line in out.splitlines() if "|" in line and "cumulative" not in line),
                              key=lambda line: -int(line.split("|")[1]))[:12]
@@ -162,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, times in rows.items():
         print(f"{name:18} {statistics.median(times):>8.2f} {statistics.median(times) / bare:>7.2f}x")
     medians = [statistics.median(p[i] for p in split) for i in range(3)]
-    print(f"inside a worker's container (median): importing the worker {medians[0]:.2f} s, its S3 client "
-          f"(botocore) {medians[1]:.2f} s, the task (user module, 1 read, 3 writes) {medians[2]:.2f} s; the rest "
+    print(f"inside a worker's container (median): importing the worker {medians[0]:.2f} s, its storage "
+          f"(presigned URLs) {medians[1]:.2f} s, the task (user module, 1 read, 1 write) {medians[2]:.2f} s; the rest "
           "is Docker's create, start and end, and noticing it")
     return 0
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
-
-import tenacity
+from typing import TYPE_CHECKING, Any
 
 from sematic_k8s import settings
+
+if TYPE_CHECKING:
+    import tenacity
 
 log = logging.getLogger("sematic_k8s")
 FIRST_WAIT = 0.1  # seconds before the first retry; doubled each time, with jitter
@@ -31,6 +32,8 @@ class RetryLater(Exception):
 
 
 def _wait() -> Any:
+    import tenacity
+
     backoff = tenacity.wait_exponential(multiplier=FIRST_WAIT, max=MAX_WAIT) + tenacity.wait_random(0, FIRST_WAIT)
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -48,6 +51,8 @@ def retrying(what: str, transient: Transient, window: float | None = None) -> te
     or a test of the exception) and :class:`RetryLater` for ``window`` seconds (default
     $SEMATIC_K8S_RETRY_WINDOW), then raise the last one. ``what`` names the service in the warning logged
     when it first fails."""
+    import tenacity  # here: a worker whose first requests succeed never needs it
+
     window = settings.retry_window() if window is None else window
     retry: tenacity.retry_base
     if isinstance(transient, tuple):

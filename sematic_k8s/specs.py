@@ -10,7 +10,9 @@ every resolver shares. Data only: no I/O, standard library imports only.
   func's path, input artifact ids) when the attempt runs in another process.
 - :func:`outcome_key`: where a worker stores its outcome document, which holds one of
   ``{"output": artifact}``, ``{"expansion": artifact}`` (a composition's pickled Futures) or
-  ``{"error": {"type", "message", "traceback", "mro"}}``.
+  ``{"error": {"type", "message", "traceback", "mro"}}``. A worker given presigned URLs (``TaskSpec.urls``)
+  also carries its value's bytes (``"payload"``, base64, or ``"staged": true`` for a large value written at
+  :func:`staged_key`) and its logs (``"logs"``) in that document, for its executor to store.
 """
 
 from __future__ import annotations
@@ -119,9 +121,18 @@ class TaskSpec:
     input_ids: dict[str, str]
     input_formats: dict[str, str]
     attempt: int
+    # presigned requests ("GET key" / "PUT key" -> URL) for a worker without storage credentials; empty: the
+    # worker opens the storage of $SEMATIC_K8S_STORAGE. Secrets for their expiry: never logged.
+    urls: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        doc = asdict(self)
+        if not doc["urls"]:
+            del doc["urls"]
+        return json.dumps(doc, separators=(",", ":"))
+
+    def __repr__(self) -> str:  # never the URLs
+        return f"TaskSpec(run_id={self.run_id!r}, attempt={self.attempt}, func_path={self.func_path!r})"
 
     @classmethod
     def from_json(cls, text: str) -> TaskSpec:
@@ -131,3 +142,8 @@ class TaskSpec:
 def outcome_key(run_id: str, attempt: int) -> str:
     """The storage key of a worker's outcome document for one attempt."""
     return f"outcomes/{run_id}/{attempt}.json"
+
+
+def staged_key(run_id: str, attempt: int) -> str:
+    """Where a worker with presigned URLs writes a value too large for its outcome document."""
+    return f"outcomes/{run_id}/{attempt}.value"

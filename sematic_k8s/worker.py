@@ -1,7 +1,8 @@
 """Worker entrypoint: execute one Run attempt in a container, pod or process.
 
-``python -m sematic_k8s.worker`` reads its TaskSpec from $SEMATIC_K8S_TASK (JSON) and its artifact
-storage from $SEMATIC_K8S_STORAGE, then runs :func:`sematic_k8s.executors.remote.run_task`: it loads the
+``python -m sematic_k8s.worker`` reads its TaskSpec from $SEMATIC_K8S_TASK (JSON) and reaches artifact
+storage through the presigned URLs it holds (containers and pods: no botocore, no credentials) or else
+through $SEMATIC_K8S_STORAGE, then runs :func:`sematic_k8s.executors.remote.run_task`: it loads the
 inputs, runs the func, and writes the output artifact, the captured logs and an outcome document
 (:func:`sematic_k8s.specs.outcome_key`) to storage. Nothing imports this module.
 """
@@ -15,6 +16,7 @@ from sematic_k8s import settings
 from sematic_k8s.errors import InfrastructureError
 from sematic_k8s.executors.remote import run_task
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec
+from sematic_k8s.storage.presigned import PresignedStorage
 from sematic_k8s.storage.urls import storage_from_url
 
 
@@ -22,8 +24,8 @@ def main() -> int:
     """Container entrypoint: exit 0 when the func returned, 1 when it raised, 75 when storage could not be
     reached (after retrying for the retry window): the driver then runs the attempt again."""
     spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
-    storage = storage_from_url(os.environ[settings.STORAGE_ENV])
     try:
+        storage = PresignedStorage(spec.urls) if spec.urls else storage_from_url(os.environ[settings.STORAGE_ENV])
         doc = run_task(spec, storage)
     except InfrastructureError as e:
         print(f"sematic-k8s worker: {type(e).__name__}: {e}", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from sematic_k8s.executors.base import Task
@@ -19,21 +20,28 @@ from sematic_k8s.specs import WORKER_COMMAND, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LOG_TAIL = 40
+LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
 
 
 class DockerExecutor(RemoteExecutor):
-    """One container per run attempt; finished containers are found with one labelled list call."""
+    """One container per run attempt; finished containers are found with one labelled list call, made as soon
+    as a thread blocked on Docker's wait for one of them returns."""
+
+    presigns = True
 
     def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
                  client: Any = None) -> None:
         super().__init__(storage, storage_url)
         import docker
 
-        self.client = client or docker.from_env()
+        self.client = client or docker.from_env(max_pool_size=64)  # a connection per waiting thread
         self.image = image
         self.env = env or {}
         self.containers: dict[str, Any] = {}  # run id -> container
         self._removals: list[threading.Thread] = []
+        self._wake = threading.Event()  # set when a container ends (a thread per container waits on Docker)
+        self._exits: deque[tuple[str, str]] = deque()  # (run id, container id) whose wait returned
+        self._listed_at = 0.0  # monotonic time of the last list of ended containers
         self.root_id = ""
 
     @classmethod
@@ -42,32 +50,75 @@ class DockerExecutor(RemoteExecutor):
         return cls(storage, spec.storage_url, spec.image, env=worker_env())
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        import docker.errors
+
         self.root_id = spec.root_id
         labels = run_labels(spec.root_id, spec.run_id, task.func.name, "worker")
-        kwargs: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
         if task.func.memory:
-            kwargs["mem_limit"] = _docker_memory(task.func.memory)
+            limits["mem_limit"] = _docker_memory(task.func.memory)
         if task.func.cpu:
-            kwargs["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
-        self.containers[spec.run_id] = self.client.containers.run(
-            self.image, list(WORKER_COMMAND), detach=True, network_mode="host",
-            environment={**self.env, **env}, labels=labels,
-            name=f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}", **kwargs)
+            limits["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
+        api = self.client.api  # create and start, without the SDK's inspect in between (a round trip less)
+        name = f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}"
+        def create() -> dict[str, Any]:
+            return dict(api.create_container(
+                self.image, list(WORKER_COMMAND), detach=True, environment={**self.env, **env}, labels=labels,
+                name=name, host_config=api.create_host_config(network_mode="host", **limits)))
+        try:
+            created = create()
+        except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
+            self.client.images.pull(self.image)
+            created = create()
+        container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
+                                                                                         "Name": name})
+        api.start(created["Id"])
+        threading.Thread(target=self._await_end, args=(spec.run_id, container.id), daemon=True,
+                         name="sk-docker-wait").start()
+
+    def _await_end(self, run_id: str, container_id: str) -> None:
+        """Block on Docker's wait for one container, then wake :meth:`ended` (no polling delay)."""
+        try:
+            self.client.api.wait(container_id, timeout=None)
+        except Exception:  # noqa: BLE001 - removed, or the engine went away: the periodic list finds it
+            return
+        self._exits.append((run_id, container_id))
+        self._wake.set()
 
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout
         while True:
-            done = []
-            if self.containers:
-                exited = self.client.containers.list(all=True, filters={  # the values of one filter: OR
+            self._wake.clear()  # before looking: an end after this wakes the wait below
+            if not self._exits and self.containers and time.monotonic() - self._listed_at >= LIST_INTERVAL:
+                self._listed_at = time.monotonic()  # now and then a look at all, in case a wait failed
+                exited = self.client.api.containers(all=True, filters={  # the values of one filter: OR
                     "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": ["exited", "dead"]})
-                for c in exited:
-                    run_id = c.labels.get(RUN_LABEL)
-                    if run_id in self.containers and self.containers[run_id].id == c.id:
-                        done.append(self._ended(run_id, c))
+                for c in exited:  # plain list entries: each is inspected below, if it is still there
+                    run_id = (c.get("Labels") or {}).get(RUN_LABEL)
+                    if run_id in self.containers and self.containers[run_id].id == c["Id"]:
+                        self._exits.append((run_id, c["Id"]))
+            done = self._waited()
             if done or time.monotonic() >= deadline:
                 return done
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._wake.wait(min(LIST_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+    def _waited(self) -> list[Ended]:
+        """The containers whose wait returned since the last call, each read with one inspect."""
+        import docker.errors
+
+        done = []
+        while self._exits:
+            run_id, container_id = self._exits.popleft()
+            known = self.containers.get(run_id)
+            if known is None or known.id != container_id:
+                continue  # stopped (canceled, timed out) or already seen
+            try:
+                container = self.client.containers.get(container_id)
+            except docker.errors.NotFound:
+                continue  # removed behind our back: nothing to read
+            if container.status in ("exited", "dead"):
+                done.append(self._ended(run_id, container))
+        return done
 
     def _ended(self, run_id: str, container: Any) -> Ended:
         del self.containers[run_id]

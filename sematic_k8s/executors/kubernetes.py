@@ -211,6 +211,8 @@ class KubernetesExecutor(RemoteExecutor):
     ``api_client`` and ``backoff`` are live objects for tests and benchmarks.
     """
 
+    presigns = True
+
     enforces_timeouts = False  # the timeout counts from the worker container's start, as the pod watch reports it
 
     def __init__(self, storage: Storage, storage_url: str, image: str, settings: KubernetesSettings | None = None,

@@ -11,26 +11,34 @@ of its log, and how to stop one.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sematic_k8s import graph, logcapture, serialization
-from sematic_k8s.errors import WORKER_DEATHS, WorkerDied, error_info, kinds
+from sematic_k8s import graph, logcapture, serialization, settings
+from sematic_k8s.errors import WORKER_DEATHS, InfrastructureError, WorkerDied, error_info, kinds
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
-from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec, outcome_key
-from sematic_k8s.storage.base import Storage, artifact_loader, log_key, put_artifact
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec, outcome_key, staged_key
+from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key, put_artifact
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
+CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
+URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned URLs last when its func has no timeout
 
 
 def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
     """The worker's side: execute one attempt here and store its output, logs and outcome document
-    (never metadata: the driver, the single writer of Run records, reads the outcome). Returns the document."""
+    (never metadata: the driver, the single writer of Run records, reads the outcome). Returns the document.
+
+    With presigned URLs (``spec.urls``, ``storage`` a PresignedStorage) the value's bytes and the logs go in
+    the outcome document (or, for a large value, the staging object) for the executor to store."""
     func = load_func(spec.func_path, spec.source_file)
     inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
               for name, artifact_id in spec.input_ids.items()}
@@ -39,21 +47,63 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
         outcome = execute(Task(spec.run_id, spec.root_id, func, inputs, spec.attempt))
     finally:
         logcapture.uninstall()
+    carried: dict[str, Any] = {}
     if outcome.logs:
-        storage.append(log_key(spec.run_id), outcome.logs.encode())
+        if spec.urls:
+            carried["logs"] = outcome.logs
+        else:
+            storage.append(log_key(spec.run_id), outcome.logs.encode())
     doc: dict[str, Any]
     if outcome.error_info is not None:
         doc = {"error": outcome.error_info}
     else:
         try:
-            if graph.template_of(outcome.value, lambda _: None)[1]:  # Futures: pickled for the driver
-                doc = {"expansion": put_artifact(storage, serialization.serialize(outcome.value))}
-            else:
+            kind = "expansion" if graph.template_of(outcome.value, lambda _: None)[1] else "output"  # Futures
+            if kind == "output":
                 func.check_output(outcome.value)
-                doc = {"output": put_artifact(storage, serialization.serialize(outcome.value))}
+            s = serialization.serialize(outcome.value)
+            if not spec.urls:
+                doc = {kind: put_artifact(storage, s)}
+            elif len(s.payload) <= CARRIED_MAX:
+                doc = {kind: s.record(), "payload": base64.b64encode(s.payload).decode()}
+            else:
+                storage.put(staged_key(spec.run_id, spec.attempt), s.payload)
+                doc = {kind: s.record(), "staged": True}
+        except InfrastructureError:
+            raise
         except Exception as e:
             doc = {"error": error_info(e)}
-    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(doc).encode())
+    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps({**doc, **carried}).encode())
+    return doc
+
+
+def adopt_outcome(storage: Storage, spec: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
+    """The executor's side of a worker with presigned URLs: store the value and logs its outcome document
+    carries (the value only when its bytes match its content id), and return the plain document."""
+    from concurrent.futures import ThreadPoolExecutor  # here: the worker, which imports this module, needs none
+
+    logs = doc.pop("logs", None)
+    with ThreadPoolExecutor(1, thread_name_prefix="sk-logs") as pool:  # the logs beside the value's put
+        appended = pool.submit(storage.append, log_key(spec.run_id), logs.encode()) \
+            if isinstance(logs, str) and logs else None
+        doc = _store_value(storage, spec, doc)
+        if appended is not None:
+            appended.result()
+    return doc
+
+
+def _store_value(storage: Storage, spec: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
+    payload, staged = doc.pop("payload", None), doc.pop("staged", False)
+    kind = "output" if "output" in doc else "expansion" if "expansion" in doc else None
+    if kind is None or (payload is None and not staged):
+        return doc
+    record = doc[kind]
+    try:
+        data = storage.get(staged_key(spec.run_id, spec.attempt)) if staged else base64.b64decode(payload)
+        serialization.verify(record["id"], record["format"], data)
+    except (KeyError, TypeError, ValueError) as e:  # a worker's document is client-written: checked
+        return {"error": error_info(ValueError(f"the worker's {kind} could not be stored: {e}"))}
+    storage.put(artifact_key(record["id"]), data, repair=True)
     return doc
 
 
@@ -73,6 +123,7 @@ class RemoteExecutor:
     """Launches workers and turns their outcome documents into Outcomes."""
 
     enforces_timeouts = True  # False where the platform stops workers itself (a pod's activeDeadlineSeconds)
+    presigns = False  # True: workers get presigned URLs (when the storage makes them), not storage settings
 
     def __init__(self, storage: Storage, storage_url: str) -> None:
         self.storage = storage
@@ -105,11 +156,14 @@ class RemoteExecutor:
             input_ids={k: v.id for k, v in task.inputs.items()},
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
         )
-        env = {TASK_ENV: spec.to_json(), STORAGE_ENV: self.storage_url}
         self.running[task.run_id] = spec
         if task.resumed and self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
             self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
             return
+        presign = getattr(self.storage, "presign", None) if self.presigns else None
+        if presign is not None:  # the worker needs no storage credentials, nor botocore
+            spec = self.running[task.run_id] = dataclasses.replace(spec, urls=_presigned(spec, presign, task))
+        env = {TASK_ENV: spec.to_json(), STORAGE_ENV: self.storage_url}  # the URL for the user's code too
         self.launch(spec, task, env)
         if task.func.timeout is not None and self.enforces_timeouts:
             self.deadlines[task.run_id] = (time.monotonic() + task.func.timeout, task.func.timeout)
@@ -130,6 +184,7 @@ class RemoteExecutor:
         details = {**e.details, **({"reason": e.reason} if e.reason else {})}
         try:
             doc = json.loads(self.storage.get(outcome_key(spec.run_id, spec.attempt)))
+            doc = adopt_outcome(self.storage, spec, doc)  # also a resumed one's, whose worker had URLs
         except KeyError:
             doc = {"error": _died(e)}
             if e.last_logs:
@@ -161,6 +216,16 @@ class RemoteExecutor:
 
     def close(self) -> None:
         self.cancel(list(self.running))
+
+
+def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: Task) -> dict[str, str]:
+    """The requests a worker makes, presigned ("GET key" / "PUT key" -> URL): its inputs, its outcome
+    document, its staging object. They last the func's timeout (else URL_EXPIRY) plus twice the retry window."""
+    expiry = (task.func.timeout or URL_EXPIRY) + 2 * settings.retry_window() + 60
+    urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), expiry) for i in spec.input_ids.values()}
+    for key in (outcome_key(spec.run_id, spec.attempt), staged_key(spec.run_id, spec.attempt)):
+        urls[f"PUT {key}"] = presign("PUT", key, expiry)
+    return urls
 
 
 def _died(e: Ended) -> dict[str, Any]:

@@ -19,12 +19,11 @@ import threading
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-import httpx
-
 from sematic_k8s import serialization, settings
 from sematic_k8s.errors import ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
+from sematic_k8s.store.lean_httpx import httpx
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 
 API = "/api/v1"

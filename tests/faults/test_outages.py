@@ -24,7 +24,14 @@ from sematic_k8s.executors.scripted import ScriptedExecutor
 from sematic_k8s.resolvers import loop as loop_module
 from sematic_k8s.resolvers.loop import ResolutionLoop
 from sematic_k8s.settings import DRIVER_ENV, STORAGE_ENV, TASK_ENV
-from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, DriverSpec, ResolutionSettings, TaskSpec
+from sematic_k8s.specs import (
+    WORKER_EXIT_INFRASTRUCTURE,
+    DriverSpec,
+    ResolutionSettings,
+    TaskSpec,
+    outcome_key,
+    staged_key,
+)
 from sematic_k8s.storage.base import artifact_key, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
@@ -199,6 +206,28 @@ def test_a_worker_that_cannot_reach_storage_says_so(tmp_path, monkeypatch):
     info = _died(Ended(spec.run_id, done.returncode))
     assert info["type"] == "StorageUnreachable" and "InfrastructureError" in info["mro"]
     assert "could not reach artifact storage" in info["message"]
+
+
+def test_a_worker_with_presigned_urls_that_cannot_reach_storage_says_so(tmp_path, monkeypatch):
+    """The same for a worker given presigned URLs (containers, pods): retried for the window, exit 75, and the
+    URLs (secrets until they expire) nowhere in what it printed."""
+    with private_s3(monkeypatch) as (s3, storage_url):
+        storage = storage_from_url(storage_url)
+        s = serialization.serialize(2)
+        put_artifact(storage, s)
+        run_id = "cd" * 16
+        keys = [("GET", artifact_key(s.id)), ("PUT", outcome_key(run_id, 1)), ("PUT", staged_key(run_id, 1))]
+        spec = TaskSpec(run_id=run_id, root_id=run_id, func_path=fp.remote_add.path,
+                        source_file=fp.remote_add.source_file, input_ids={"a": s.id, "b": s.id},
+                        input_formats={"a": s.format, "b": s.format}, attempt=1,
+                        urls={f"{m} {k}": storage.presign(m, k, 600) for m, k in keys})
+        s3.stop()
+        env = {**driver_env(tmp_path, ""), TASK_ENV: spec.to_json(), "SEMATIC_K8S_RETRY_WINDOW": "1"}
+        done = subprocess.run([sys.executable, "-m", "sematic_k8s.worker"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        s3.start()
+    assert done.returncode == WORKER_EXIT_INFRASTRUCTURE, done.stderr
+    assert "cannot reach storage" in done.stderr and "Signature" not in done.stderr
 
 
 @sk.func

@@ -1,0 +1,115 @@
+"""A worker's view of S3 storage through presigned URLs: no botocore, no credentials.
+
+The executor that launches a worker in a container or a pod (which holds an S3 client already) presigns
+the exact requests the worker needs, with a short expiry, and puts them in its
+:class:`~sematic_k8s.specs.TaskSpec` (``urls``): a GET for each input artifact and a PUT for the outcome
+document (:func:`~sematic_k8s.specs.outcome_key`), plus a PUT for a staging object
+(:func:`~sematic_k8s.specs.staged_key`) where a large output goes. The worker's output value and its logs
+travel in the outcome document (small values, base64) or the staging object (large ones); the executor checks
+them against their content id and stores them itself (:func:`sematic_k8s.executors.remote.adopt_outcome`).
+
+Requests go through :mod:`http.client`; refused and dropped connections, timeouts and 5xx/429 answers are
+retried for the retry window ($SEMATIC_K8S_RETRY_WINDOW), then raise :class:`~sematic_k8s.errors.StorageError`
+(the worker exits 75 and the driver runs the attempt again, with fresh URLs). A refused URL (403: expired)
+raises it at once. URLs are never logged: messages name the storage key only.
+"""
+
+from __future__ import annotations
+
+import http.client
+from urllib.parse import urlsplit
+
+from sematic_k8s.errors import StorageError
+from sematic_k8s.retries import RetryLater, retrying
+
+TIMEOUT = 60.0  # seconds for a connection or a read
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+_TRANSIENT = (OSError, http.client.HTTPException)  # refused, dropped, timed out (socket.timeout is an OSError)
+
+
+class PresignedStorage:
+    """Bytes by key, for the keys a :class:`~sematic_k8s.specs.TaskSpec`'s ``urls`` name ("GET key" / "PUT
+    key" -> URL). Only :meth:`get` and :meth:`put` of those keys; anything else is a programming error."""
+
+    def __init__(self, urls: dict[str, str], retry_window: float | None = None) -> None:
+        self.urls = urls
+        self.retry_window = retry_window
+        self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
+
+    def get(self, key: str) -> bytes:
+        """The bytes at ``key``; KeyError when absent."""
+        status, body = self._request("GET", key, None)
+        if status == 404:
+            raise KeyError(key)
+        return body
+
+    def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
+        """Write ``data`` at ``key`` (a key of this attempt's own: the outcome or the staging object)."""
+        self._request("PUT", key, data)
+
+    def exists(self, key: str) -> bool:
+        raise KeyError(f"no presigned HEAD for storage key {key!r}")
+
+    def append(self, key: str, data: bytes) -> None:
+        raise KeyError(f"no presigned append for storage key {key!r}: logs travel in the outcome document")
+
+    def _request(self, method: str, key: str, data: bytes | None) -> tuple[int, bytes]:
+        url = self.urls.get(f"{method} {key}")
+        if url is None:
+            raise KeyError(f"no presigned {method} for storage key {key!r}")
+        try:
+            return self._once(method, key, url, data)  # the usual case: tenacity is imported only to retry
+        except (*_TRANSIENT, RetryLater):
+            pass
+        try:
+            for attempt in retrying(f"storage ({method} {key})", _TRANSIENT, self.retry_window):
+                with attempt:
+                    return self._once(method, key, url, data)
+        except (*_TRANSIENT, RetryLater) as e:
+            raise StorageError(f"cannot reach storage to {method} {key!r}: {type(e).__name__}: {e}") from None
+        raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
+
+    def _once(self, method: str, key: str, url: str, data: bytes | None) -> tuple[int, bytes]:
+        parts = urlsplit(url)
+        conn = self._connection(parts.scheme, parts.netloc)
+        headers = {"Content-Type": "application/octet-stream"} if data is not None else {}
+        try:
+            conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=data, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._connections.pop((parts.scheme, parts.netloc), None)
+            raise
+        if resp.status in _RETRY_STATUSES:
+            after = resp.getheader("Retry-After")
+            raise RetryLater(f"{method} of storage key {key!r}: HTTP {resp.status}",
+                             float(after) if after and after.isdigit() else None)
+        if resp.status == 404 and method == "GET":
+            return 404, b""
+        if resp.status >= 300:
+            code = _error_code(body)
+            raise StorageError(f"storage refused the {method} of {key!r}: HTTP {resp.status}{code} (the worker's "
+                               "presigned URL expired or was not valid: the attempt is run again with new ones)")
+        return resp.status, body
+
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        conn = self._connections.get((scheme, netloc))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = cls(netloc, timeout=TIMEOUT)
+            self._connections[(scheme, netloc)] = conn
+        return conn
+
+    def close(self) -> None:
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
+
+
+def _error_code(body: bytes) -> str:
+    """S3's error code from an XML error body (``<Code>AccessDenied</Code>``), as ", Code"; "" if none."""
+    text = body[:2000].decode(errors="replace")
+    start, end = text.find("<Code>"), text.find("</Code>")
+    return f", {text[start + 6:end]}" if 0 <= start < end else ""
+
