@@ -211,7 +211,9 @@ class KubernetesExecutor(RemoteExecutor):
     ``api_client`` and ``backoff`` are live objects for tests and benchmarks.
     """
 
-    presigns = True
+    # No presigned URLs for pods: they would sit in the Job's spec, readable by anyone who may read Jobs in the
+    # namespace. Workers reach storage with the storage Secret (secretKeyRef) instead.
+    presigns = False
 
     enforces_timeouts = False  # the timeout counts from the worker container's start, as the pod watch reports it
 
