@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+import s3server
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "sematic-k8s"
 KUBE_VERSIONS = ("1.30.0", "1.33.0")  # both bundled by kubernetes-validate >= 1.33
@@ -673,21 +675,11 @@ def test_minio_is_off_by_default_and_complete_when_on(rendered: dict[str, list[d
     assert server_env["SEMATIC_K8S_S3_ENDPOINT"]["value"] == f"http://{FULLNAME}-minio.{NAMESPACE}.svc:9000"
 
 
-@pytest.fixture
-def s3_endpoint() -> Iterator[str]:
+@pytest.fixture(name="s3_endpoint")
+def s3_endpoint_fixture() -> Iterator[str]:
     """A real S3 API on 127.0.0.1: $AWS_ENDPOINT_URL_S3 when set (CI's server), else moto's in-process."""
-    existing = os.environ.get("AWS_ENDPOINT_URL_S3")
-    if existing:
-        yield existing
-        return
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with s3server.s3_endpoint() as url:
+        yield url
 
 
 def test_bucket_job_creates_the_bucket(chart: Any, s3_endpoint: str, tmp_path: Path) -> None:

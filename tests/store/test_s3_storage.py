@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from s3server import s3_endpoint
+
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 from botocore.config import Config  # noqa: E402
@@ -38,19 +40,8 @@ def endpoint() -> Iterator[str]:
         mp.setenv("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", "test"))
         mp.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        existing = os.environ.get("AWS_ENDPOINT_URL_S3")
-        if existing:
-            yield existing
-            return
-        from moto.server import ThreadedMotoServer
-
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+        with s3_endpoint() as url:
+            yield url
 
 
 @pytest.fixture(scope="module")
