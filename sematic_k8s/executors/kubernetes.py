@@ -32,7 +32,6 @@ rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -41,13 +40,12 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.utils import parse_quantity
 
 from sematic_k8s.errors import KubernetesForbidden
 from sematic_k8s.executors.base import Task
@@ -62,8 +60,10 @@ from sematic_k8s.k8s.client import (
     make_api_client,
     retryable,
 )
+from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, for_now, problem, slim_event, timestamp
+from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import driver_job_name, to_dict, worker_job
-from sematic_k8s.k8s.pods import PULL_PROBLEMS, PodState, job_failure, owner_job, pod_state, slim_job, slim_pod
+from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event, Watcher
 from sematic_k8s.labels import ATTEMPT_LABEL, RELAUNCH_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
@@ -79,13 +79,7 @@ from sematic_k8s.storage.base import Storage
 log = logging.getLogger("sematic_k8s.k8s")
 
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
-RETIRED = {"unschedulable_grace": "pods wait for capacity as long as it takes",
-           "deadline_slack": "a func's timeout counts from its container's start; Jobs have no deadline"}
 EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
-BLOCKING_EVENTS = ("FailedCreate", "FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume")
-PLAIN = {"FailedCreate": "Kubernetes could not create the pod", "FailedAttachVolume": "a volume could not be attached",
-         "FailedCreatePodSandBox": "the pod could not start", "FailedMount": "a volume could not be mounted"}
-_QUOTA = re.compile(r"exceeded quota: [^,]+, requested: (?P<req>.*?), used: (?P<used>.*?), limited: (?P<lim>[^\s]*)")
 
 
 @dataclass
@@ -127,81 +121,6 @@ class _Attempt:
     quiet: bool = False  # no pod yet, or a pod not started: its Events are read now and then
     event_reads: int = 0
     timed: bool = False  # the func's timeout is counting (from the worker container's start)
-
-
-@dataclass(frozen=True)
-class WorkerJobSettings:
-    """How each worker's Job looks (the keywords of :func:`sematic_k8s.k8s.manifests.worker_job`).
-
-    ``service_account``: the workers' (default $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT); ``storage_secret``: a
-    Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN (default
-    $SEMATIC_K8S_STORAGE_SECRET); ``automount_token``: workers get no API token unless set.
-    """
-
-    service_account: str | None = None
-    storage_secret: str | None = None
-    node_selector: Mapping[str, str] | None = None
-    tolerations: Sequence[Mapping[str, Any]] | None = None
-    image_pull_secrets: Sequence[str] = ()
-    ttl_seconds_after_finished: int | None = 3600
-    cpu_limits: bool = False
-    labels: Mapping[str, str] | None = None
-    automount_token: bool = False
-
-
-@dataclass(frozen=True)
-class KubernetesSettings:
-    """What the KubernetesExecutor is told; ``DriverSpec.executor_settings`` holds the same keys, flat (see
-    :meth:`from_options`).
-
-    ``namespace`` (default: :func:`~sematic_k8s.k8s.client.current_namespace`), ``host`` (an API server URL
-    without credentials), ``env`` (plain env for workers; default the driver's pass-through env), ``owner``
-    ((name, uid) of the driver Job; default from the downward API or by reading the driver's Job; ``False``:
-    none), ``pull_grace`` / ``config_grace`` (seconds before a pod stuck pulling its image or setting up its
-    container fails), ``create_grace`` (seconds before a pod never created or never started fails, counted
-    from the first blocking Event), ``event_check`` (seconds without a pod, or with a pod not starting,
-    before its Events are read, and between reads), ``creates_per_second`` and ``create_burst`` (the creation
-    rate limit), ``requeue_cap`` (longest pause of creates the API server refuses for now),
-    ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page),
-    ``forbidden_window`` (seconds the API server must go on refusing a watch, 401/403, before the resolution
-    fails); ``job``: each worker Job's settings.
-    """
-
-    namespace: str | None = None
-    host: str | None = None
-    env: Mapping[str, str] | None = None
-    owner: tuple[str, str] | list[str] | bool | None = None
-    pull_grace: float = 120.0
-    config_grace: float = 60.0
-    create_grace: float = 120.0
-    event_check: float = 10.0
-    creates_per_second: float = 20.0
-    create_burst: int | None = None
-    requeue_cap: float = 30.0
-    eviction_relaunches: int = 3
-    log_tail: int = 40
-    watch_timeout: int = 300
-    page: int = 500
-    forbidden_window: float = 30.0
-    job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
-
-    def with_options(self, **options: Any) -> KubernetesSettings:
-        """These settings with ``options`` (flat keys of either class) replaced; TypeError for unknown keys."""
-        for old in set(RETIRED) & set(options):  # recorded by earlier versions (a rerun replays them): no longer used
-            log.warning("Kubernetes executor setting %r is no longer used (%s)", old, RETIRED[old])
-            options = {k: v for k, v in options.items() if k != old}
-        own = {f.name for f in dataclasses.fields(self)} - {"job"}
-        job_keys = {f.name for f in dataclasses.fields(WorkerJobSettings)}
-        unknown = set(options) - own - job_keys
-        if unknown:
-            raise TypeError(f"unknown Kubernetes executor setting(s) {sorted(unknown)}; known: "
-                            f"{sorted(own | job_keys)}")
-        job = dataclasses.replace(self.job, **{k: v for k, v in options.items() if k in job_keys})
-        return dataclasses.replace(self, job=job, **{k: v for k, v in options.items() if k in own})
-
-    @classmethod
-    def from_options(cls, **options: Any) -> KubernetesSettings:
-        return cls().with_options(**options)
 
 
 class KubernetesExecutor(RemoteExecutor):
@@ -335,7 +254,7 @@ class KubernetesExecutor(RemoteExecutor):
                 if self._reattach(a):
                     self._created(a)
                 return
-            if _for_now(e):
+            if for_now(e):
                 self._queue(a, body, e)
                 return
             self._drop(a)
@@ -609,7 +528,7 @@ class KubernetesExecutor(RemoteExecutor):
         a.quiet = False
         self.checks.pop(run_id, None)
         if state.stuck:
-            if a.stuck is None or _problem(a.stuck.reason) != _problem(state.reason):  # a pull error flips between
+            if a.stuck is None or problem(a.stuck.reason) != problem(state.reason):  # a pull error flips between
                 a.stuck_since = time.monotonic()  # ErrImagePull and ImagePullBackOff: one problem, one grace
                 self.timers[run_id] = a.stuck_since + self.graces.get(state.reason or "", 120.0)
             a.stuck = state
@@ -642,7 +561,7 @@ class KubernetesExecutor(RemoteExecutor):
         """The worker container started: its func's timeout counts from then (not from the pod's creation:
         scheduling, waiting for capacity and pulling the image do not count)."""
         a.timed = True
-        started = _timestamp(state.started_at)
+        started = timestamp(state.started_at)
         elapsed = max(0.0, time.time() - started - 1.0) if started is not None else 0.0  # whole seconds
         self.deadlines[a.spec.run_id] = (time.monotonic() + float(a.timeout or 0) - elapsed, float(a.timeout or 0))
 
@@ -693,7 +612,7 @@ class KubernetesExecutor(RemoteExecutor):
                 if event is None:
                     continue
                 reason, message = event.get("reason") or "", event.get("message") or ""
-            if reason == "FailedCreate" and _fits_quota(message):
+            if reason == "FailedCreate" and fits_quota(message):
                 self._wait(a, f"waiting for quota: {message}")
                 continue
             if a.stuck is None or a.stuck.reason != reason:
@@ -815,54 +734,6 @@ class KubernetesExecutor(RemoteExecutor):
             w.stop()
 
 
-def slim_event(event: dict[str, Any]) -> dict[str, Any] | None:
-    """What the executor keeps of a Warning Event: only one that says why a Job has no pod or a pod does not
-    start (FailedScheduling and the like are dropped in the watch thread)."""
-    if event.get("reason") not in BLOCKING_EVENTS:
-        return None
-    return {"name": (event.get("involvedObject") or {}).get("name") or "", "reason": event["reason"],
-            "message": event.get("message") or "",
-            "rv": int((event.get("metadata") or {}).get("resourceVersion") or 0)}
-
-
-def _problem(reason: str | None) -> str | None:
-    """One name for reasons that alternate while one problem lasts (ErrImagePull <-> ImagePullBackOff)."""
-    return "pull" if reason in PULL_PROBLEMS else reason
-
-
 def _relaunch_of(job_name: str) -> int:
     m = re.search(r"-r(\d+)$", job_name)
     return int(m.group(1)) if m else 0
-
-
-def _timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _for_now(e: ApiException) -> bool:
-    """A refusal that passes: 429, 5xx, or a ResourceQuota on Jobs that other Jobs ending will free."""
-    return e.status in (429, 500, 502, 503, 504) or (e.status == 403 and "exceeded quota" in api_message(e))
-
-
-def _fits_quota(message: str) -> bool:
-    """An "exceeded quota" refusal whose request is within the quota's limits: it will fit once other pods end
-    (a request larger than the limit never will)."""
-    m = _QUOTA.search(message)
-    if not m:
-        return False
-    def parse(part: str) -> dict[str, Any]:
-        out = {}
-        for item in part.split(","):
-            key, _, value = item.strip().partition("=")
-            try:
-                out[key] = parse_quantity(value)
-            except ValueError:
-                continue
-        return out
-    requested, limited = parse(m.group("req")), parse(m.group("lim"))
-    return all(requested[k] <= limited[k] for k in requested if k in limited)
