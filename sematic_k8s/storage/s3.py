@@ -233,9 +233,10 @@ class S3Storage:
             self._call("put", key, lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
                                                                   Metadata=meta))
 
-    def _put_if_absent(self, key: str, full: str, data: bytes, meta: dict[str, str]) -> bool | None:
+    def _put_if_absent(self, key: str, full: str, data: bytes, meta: dict[str, str],
+                       op: str = "put") -> bool | None:
         """Write ``data`` unless the key holds an object: True when written, False when an object is there,
-        None when the server does not do conditional writes (then :meth:`put` looks first)."""
+        None when the server does not do conditional writes (then the caller looks first); failures name ``op``."""
         try:
             self._retried(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata=meta,
                                                          IfNoneMatch="*"))
@@ -246,9 +247,9 @@ class S3Storage:
             if _code(e) in {"NotImplemented", "501"}:
                 self._conditional_writes = False
                 return None
-            raise self._failure("put", key, e) from e
+            raise self._failure(op, key, e) from e
         except BotoCoreError as e:
-            raise self._failure("put", key, e) from e
+            raise self._failure(op, key, e) from e
 
     def get(self, key: str) -> bytes:
         """The bytes at ``key``, checked against their recorded sha256; KeyError when absent."""
@@ -270,7 +271,8 @@ class S3Storage:
         """
         full = self._key(key)
         with self._key_lock(full):
-            if self._conditional_writes and self._key_free(key, full, data):
+            new = {SHA256_META: _sha256(data)}
+            if self._conditional_writes and self._put_if_absent(key, full, data, new, op="append") is True:
                 return  # the first append: one request, no read
             for _ in range(APPEND_ATTEMPTS):
                 old, etag = self._read(key, full)
@@ -294,22 +296,6 @@ class S3Storage:
                     raise self._failure("append", key, e) from e
             raise S3StorageError(f"append to {self._where(key)} kept conflicting with another writer "
                                  f"({APPEND_ATTEMPTS} attempts): logs support one writer per key")
-
-    def _key_free(self, key: str, full: str, data: bytes) -> bool:
-        """Write ``data`` as a new object if none is at ``key``: True when it was written."""
-        try:
-            self._retried(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
-                                                         Metadata={SHA256_META: _sha256(data)}, IfNoneMatch="*"))
-            return True
-        except ClientError as e:
-            if _code(e) in _CONFLICT_CODES:
-                return False
-            if _code(e) in {"NotImplemented", "501"}:
-                self._conditional_writes = False
-                return False
-            raise self._failure("append", key, e) from e
-        except BotoCoreError as e:
-            raise self._failure("append", key, e) from e
 
     def presign(self, method: str, key: str, expires: float) -> str:
         """A URL that lets its holder ``GET`` or ``PUT`` (with Content-Type application/octet-stream) the object

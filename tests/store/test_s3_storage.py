@@ -162,9 +162,11 @@ class Interleaved(S3Storage):
             self.interleaved = True
             self.other.append(key, b"other\n")
 
-    def _key_free(self, key: str, full: str, data: bytes) -> bool:
-        self._interleave(key, "create")
-        return super()._key_free(key, full, data)
+    def _put_if_absent(self, key: str, full: str, data: bytes, meta: dict[str, str],
+                       op: str = "put") -> bool | None:
+        if op == "append":
+            self._interleave(key, "create")
+        return super()._put_if_absent(key, full, data, meta, op)
 
     def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
         result = super()._read(key, full)
