@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
+from s3server import fresh_bucket
+
 pytest.importorskip("kubernetes")
 boto3 = pytest.importorskip("boto3")
 helm = pytest.importorskip("helm_python")
 
-from botocore.config import Config  # noqa: E402
 from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
@@ -76,19 +77,7 @@ def chart_run_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def s3(monkeypatch) -> tuple[str, str]:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_BUCKET",
-                 "SEMATIC_K8S_S3_PREFIX", "SEMATIC_K8S_S3_ENDPOINT", "SEMATIC_K8S_STORAGE_SECRET",
-                 "SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT",
-                 "SEMATIC_K8S_NAMESPACE", "SEMATIC_K8S_CONFIG_MAP"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID", "test"))
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"sk-restricted-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=bucket)
+    endpoint, bucket = fresh_bucket(monkeypatch, "sk-restricted")
     return endpoint, bucket
 
 
