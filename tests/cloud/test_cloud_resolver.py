@@ -17,6 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from click.testing import CliRunner
+from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
@@ -106,8 +107,11 @@ def drivers_seen() -> Iterator[dict[str, dict]]:
     def watch() -> None:
         docker = docker_client()
         while not done.is_set():
-            for c in docker.containers.list(all=True, filters={"label": "sematic-k8s/role=driver"}):
-                seen.setdefault(c.labels.get("sematic-k8s/resolution-id", ""), c.attrs)
+            try:  # the list inspects each container: one removed meanwhile is NotFound; look again
+                for c in docker.containers.list(all=True, filters={"label": "sematic-k8s/role=driver"}):
+                    seen.setdefault(c.labels.get("sematic-k8s/resolution-id", ""), c.attrs)
+            except docker_errors.NotFound:
+                pass
             done.wait(0.05)
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

@@ -131,8 +131,16 @@ def test_a_pipeline_runs_in_a_restricted_namespace_as_the_charts_service_account
         api = cluster.client()
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
         selector = f"sematic-k8s/resolution-id={f.id}"
-        pods = cluster.wait(lambda: (ps := core.list_namespaced_pod(NS, label_selector=selector).items) and all(
-            p.status.phase == "Succeeded" for p in ps) and ps, timeout=120, message="the driver pod's end")
+        phases: dict[str, str] = {}
+
+        def all_ended() -> list[Any]:
+            ps = core.list_namespaced_pod(NS, label_selector=selector).items
+            phases.update({p.metadata.name: p.status.phase for p in ps})
+            return ps if ps and all(p.status.phase == "Succeeded" for p in ps) else []
+        try:
+            pods = cluster.wait(all_ended, timeout=120, message="the driver pod's end")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; pods' phases: {phases}") from None
         assert sorted(p.metadata.labels["sematic-k8s/role"] for p in pods) == ["driver"] + ["worker"] * 4
         assert not [e for e in cluster.events(NS) if e["reason"] == "FailedCreate"]
         res = server.store.get_resolution(f.id)
