@@ -33,7 +33,7 @@ from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import CachedRun, ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -58,6 +58,9 @@ CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resol
 INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure failure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
+# the fields of a run as planned that a cache hit's record (CachedRun) carries over
+_PLANNED = frozenset({"id", "root_id", "parent_id", "func_path", "func_name", "state", "source_file", "source_text",
+                      "input_refs", "source_hash", "settings", "created_at", "original_run_id"})
 
 
 class ResolutionLoop:
@@ -280,16 +283,59 @@ class ResolutionLoop:
             keys[node.run_id] = (inputs, key)
         if not keys:
             return
-        self.prepared.update(keys)
         find_hits = getattr(self.store, "find_hits", None)  # with the hits' outputs, in one query
         if find_hits is not None:
             found = find_hits(key for _, key in keys.values())
-            hits = {k: run for k, (run, _) in found.items()}
+            hits: dict[str, Any] = {k: run for k, (run, _) in found.items()}
             self.hit_artifacts = {run.output_id: art for run, art in found.values() if art and run.output_id}
         else:
             hits = self.store.find_cached_many(key for _, key in keys.values())
             self.hit_artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
+        if not self.failure:
+            keys = self._resolve_hits(keys, hits)
+        self.prepared.update(keys)
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
+
+    def _resolve_hits(self, keys: dict[str, tuple[dict[str, Value], str]],
+                      hits: dict[str, Any]) -> dict[str, tuple[dict[str, Value], str]]:
+        """Resolve the runs of a wave that hit the cache, together, as their look-up answered (the rest of ``keys``
+        is returned, for :meth:`_start`). Each hit is recorded whole (:class:`CachedRun`) in place of its record as
+        planned; their inputs' artifacts are not recorded again (the runs they reuse were recorded with them)."""
+        batch, nodes = self.recorder.batch, self.graph.nodes
+        planned, artifacts = batch.new_runs, batch.artifacts
+        rest: dict[str, tuple[dict[str, Value], str]] = {}
+        now = utcnow()
+        for run_id, (inputs, key) in keys.items():
+            hit = hits.get(key)
+            if hit is None or hit.output_id is None:
+                rest[run_id] = (inputs, key)
+                continue
+            node = nodes[run_id]
+            func: Func = node.func
+            input_ids = {k: v.id for k, v in inputs.items()}
+            record = planned.get(run_id)
+            if record is None or not record.keys() <= _PLANNED or run_id in self.notes:
+                self._cache_hit(node, hit, hit.output_id, {"inputs": input_ids, "cache_key": key})
+                continue
+            changed = hit.source_hash != func.source_hash
+            if changed:
+                log.warning("%s: cache hit on run %s, whose func source differs from the current code",
+                            func.name, hit.id)
+            output = self._hit_output(hit.output_id)
+            self.graph.resolve(run_id, output)
+            batch.add_hit(CachedRun(
+                run_id, record["root_id"], record.get("parent_id"), record["func_path"], record["func_name"],
+                record.get("source_file"), record.get("source_text"), record.get("source_hash"),
+                record.get("settings", {}), record.get("input_refs", {}), input_ids, hit.output_id, key, hit.id,
+                {"cache": {"hit": hit.id, "source_changed": changed}}, record.get("original_run_id"),
+                record.get("created_at"), now))
+            for artifact_id in input_ids.values():
+                artifacts.pop(artifact_id, None)
+        return rest
+
+    def _hit_output(self, output_id: str) -> Value:
+        art = self.hit_artifacts.get(output_id)
+        return self.recorder.stored_value(output_id, *art) if art else self.recorder.stored_value(output_id)
 
     def _find_cached(self, key: str) -> RunRecord | None:
         """The cache hit of ``key``: from its wave's batched look-up unless a run of this resolution with that
@@ -349,8 +395,7 @@ class ResolutionLoop:
             log.warning("%s: cache hit on run %s, whose func source differs from the current code",
                         func.name, hit.id)
         now = utcnow()
-        art = self.hit_artifacts.get(output_id)
-        output = self.recorder.stored_value(output_id, *art) if art else self.recorder.stored_value(output_id)
+        output = self._hit_output(output_id)
         self._transition(node.run_id, RESOLVED, output,
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes=self._note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))

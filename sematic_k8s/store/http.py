@@ -68,8 +68,14 @@ def _with_datetimes(fields: dict[str, Any]) -> dict[str, Any]:
 def batch_to_json(batch: Batch) -> dict[str, Any]:
     if batch.clones:
         raise ValueError("run clones are copied inside a SQL store; the HTTP store takes whole runs")
-    doc = dataclasses.asdict(batch)
-    del doc["clones"]
+    hits = batch.hits
+    batch.hits = {}
+    try:
+        doc = dataclasses.asdict(batch)
+    finally:
+        batch.hits = hits
+    del doc["clones"], doc["hits"]
+    doc["new_runs"].update((run_id, hit.fields()) for run_id, hit in hits.items())  # the server: new runs
     return doc
 
 

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def utcnow() -> dt.datetime:
@@ -90,6 +90,45 @@ def _jsonable(v: Any) -> Any:
     return v.isoformat() + "Z" if isinstance(v, dt.datetime) else v
 
 
+class CacheHit(NamedTuple):
+    """What a cache look-up gives of the run a hit reuses (``SqlStore.find_hits``)."""
+
+    id: str
+    output_id: str | None
+    source_hash: str | None
+
+
+class CachedRun(NamedTuple):
+    """A new Run that is a cache hit (resolved without executing, pointing at the Run it reused in
+    ``cached_from``), whole: what :meth:`Batch.add_hit` takes. A SQL store writes a batch's hits together
+    without per-field processing; elsewhere (the HTTP store) each is a new run as :meth:`fields` gives it."""
+
+    id: str
+    root_id: str
+    parent_id: str | None
+    func_path: str
+    func_name: str
+    source_file: str | None
+    source_text: str | None
+    source_hash: str | None
+    settings: dict[str, Any]
+    input_refs: dict[str, Any]
+    inputs: dict[str, str]
+    output_id: str
+    cache_key: str
+    cached_from: str
+    notes: dict[str, Any]
+    original_run_id: str | None
+    created_at: dt.datetime | None
+    ended_at: dt.datetime  # also its started_at: a hit starts and ends at once
+
+    def fields(self) -> dict[str, Any]:
+        """The run's fields, as :meth:`Batch.add_run` records a new run."""
+        doc = self._asdict()
+        doc.update(state="resolved", started_at=self.ended_at)
+        return doc
+
+
 @dataclass
 class Batch:
     """Writes that land together in one transaction.
@@ -97,6 +136,7 @@ class Batch:
     ``runs`` maps run id -> fields: a full RunRecord dict for a new run, changed fields otherwise.
     ``clones`` (SQL stores only, see ``SqlStore.bulk_clones``): new run id -> a run of a rerun reused as it was
     recorded, copied inside the database from its ``original_run_id`` with the fields given here.
+    ``hits``: new run id -> a new run that is a cache hit, whole (:class:`CachedRun`).
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -105,6 +145,7 @@ class Batch:
     resolution_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     clones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hits: dict[str, CachedRun] = field(default_factory=dict)
 
     def add_run(self, run: RunRecord) -> None:
         """A new run: its fields, without those at their defaults (``RUN_DEFAULTS``, filled in when written:
@@ -122,6 +163,11 @@ class Batch:
         input_refs, output_ref, created_at) and ``notes.reused_from``; refs given as None are the original's."""
         self.clones[run_id] = {"id": run_id, "original_run_id": original_run_id, **fields}
 
+    def add_hit(self, run: CachedRun) -> None:
+        """A new run that is a cache hit, in place of its record as planned (``new_runs``), if any."""
+        self.new_runs.pop(run.id, None)
+        self.hits[run.id] = run
+
     def add_resolution(self, res: ResolutionRecord) -> None:
         self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)})
 
@@ -133,7 +179,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.new_runs or self.run_updates or self.new_resolutions
-                    or self.resolution_updates or self.artifacts or self.clones)
+                    or self.resolution_updates or self.artifacts or self.clones or self.hits)
 
 
 _RUN_NAMES = tuple(f.name for f in dataclasses.fields(RunRecord))

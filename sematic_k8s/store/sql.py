@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
-from sematic_k8s.store import schema
+from sematic_k8s.store import records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
 
 R = TypeVar("R")
@@ -132,6 +132,22 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
+_Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
+_HIT_COLUMNS = ["id", "root_id", "parent_id", "func_path", "func_name", "input_refs", "inputs", "output_id",
+                "cache_key", "cached_from", "original_run_id", "source_hash", "source_file", "source_text", "settings",
+                "notes", "created_at", "started_at", "ended_at"]
+_JSON_COLUMNS = frozenset({"input_refs", "inputs", "settings", "notes"})
+
+
+def _hit_insert(dialect: str, paramstyle: str) -> str:
+    """The statement :meth:`SqlStore._insert_hits` runs: a cache hit's run, resolved, unless its id is there."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    values = [f"CAST({mark} AS JSON)" if dialect == "postgresql" and c in _JSON_COLUMNS else mark
+              for c in _HIT_COLUMNS]
+    return (f"INSERT INTO runs ({', '.join(_HIT_COLUMNS)}, state, attempts) VALUES ({', '.join(values)}, "
+            "'resolved', 0) ON CONFLICT (id) DO NOTHING")
+
+
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
     """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
     for i in range(0, len(rows), size):
@@ -182,6 +198,8 @@ class SqlStore:
                 self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
             for rows in _chunks(list(batch.clones.values())):
                 self._clone_runs(conn, rows)
+            for hits in _chunks(list(batch.hits.values())):
+                self._insert_hits(conn, hits)
             self._update(conn, self._runs, batch.run_updates)
             self._update(conn, self._res, batch.resolution_updates)
 
@@ -251,6 +269,26 @@ class SqlStore:
         select = sa.select(*values.values()).select_from(m.join(old, old.c.id == m.c.original_run_id)).where(~present)
         conn.execute(sa.insert(t).from_select(list(values), select))
         conn.execute(sa.delete(m))
+
+    def _insert_hits(self, conn: sa.Connection, hits: list[records.CachedRun]) -> None:
+        """New runs that are cache hits, inserted if absent in one ``executemany`` of plain tuples: none of the
+        per-row, per-field processing of a Core insert (JSON encoding aside), which would cost a hit more than
+        everything else it takes."""
+        if not hits:
+            return
+        dialect = conn.dialect
+        if dialect.name not in ("sqlite", "postgresql"):
+            self._insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
+            return
+        stamp = self._runs.c.created_at.type.bind_processor(dialect) or (lambda v: v)
+        text = _json_text
+        rows = []
+        for h in hits:
+            ended = stamp(h.ended_at)
+            rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, text(h.input_refs), text(h.inputs),
+                         h.output_id, h.cache_key, h.cached_from, h.original_run_id, h.source_hash, h.source_file,
+                         h.source_text, text(h.settings), text(h.notes), stamp(h.created_at), ended, ended))
+        conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
 
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
@@ -373,25 +411,33 @@ class SqlStore:
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
         (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
-        return {key: run for key, (run, _) in self.find_hits(cache_keys).items()}
+        return {row[7]: RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
+                for row in self._latest_of_keys(cache_keys, [self._runs.c[f] for f in _HIT_FIELDS])}
 
-    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[RunRecord, tuple[str, str, bytes | None] | None]]:
-        """:meth:`find_cached_many` with each hit's output artifact as :meth:`artifact_formats` gives it (None when
-        not recorded), in the same query."""
+    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[records.CacheHit, _Formats | None]]:
+        """:meth:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
+        whole record) with its output artifact as :meth:`artifact_formats` gives it (None when not recorded), in
+        the same query."""
+        t, a = self._runs, self._arts
+        cols = [t.c.id, t.c.output_id, t.c.source_hash, t.c.cache_key, a.c.format, a.c.type_name, a.c.inline]
+        hit = records.CacheHit
+        return {row[3]: (hit(row[0], row[1], row[2]), (row[4], row[5], row[6]) if row[4] is not None else None)
+                for row in self._latest_of_keys(cache_keys, cols, outputs=True)}
+
+    def _latest_of_keys(self, cache_keys: Iterable[str], cols: list[Any], outputs: bool = False) -> list[sa.Row]:
+        """``cols`` of the resolved runs (not hits themselves) of ``cache_keys``, oldest first (a dict built from them
+        keeps each key's most recent); ``outputs``: joined with their output artifacts."""
         keys = list(dict.fromkeys(cache_keys))
         t, a = self._runs, self._arts
-        cols = [t.c[f] for f in _HIT_FIELDS] + [a.c.format, a.c.type_name, a.c.inline]
-        n = len(_HIT_FIELDS)
-        out: dict[str, tuple[RunRecord, tuple[str, str, bytes | None] | None]] = {}
+        source = t.outerjoin(a, a.c.id == t.c.output_id) if outputs else t
+        rows: list[sa.Row] = []
         with self.engine.connect() as conn:
             for i in range(0, len(keys), 500):
-                stmt = (sa.select(*cols).select_from(t.outerjoin(a, a.c.id == t.c.output_id))
+                stmt = (sa.select(*cols).select_from(source)
                         .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
                         .order_by(t.c.ended_at))
-                for row in conn.execute(stmt):  # most recent wins
-                    run = RunRecord(**dict(zip(_HIT_FIELDS, row[:n], strict=True)))
-                    out[run.cache_key] = (run, (row[n], row[n + 1], row[n + 2]) if row[n] is not None else None)  # type: ignore[index]
-        return out
+                rows.extend(conn.execute(stmt).all())  # rows fetched at once: a fifth of the time of one by one
+        return rows
 
     def cancel_requested(self, resolution_id: str) -> bool:
         stmt = sa.select(self._res.c.state).where(self._res.c.id == resolution_id)
