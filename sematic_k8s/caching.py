@@ -9,6 +9,7 @@ from typing import Any
 
 CacheNamespace = str | Callable[[Any], str] | None
 _MAX_NAMESPACE = 256
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(..., separators=...) without a new encoder per key
 
 
 def resolve_namespace(namespace: CacheNamespace, root: Any) -> str | None:
@@ -24,7 +25,7 @@ def resolve_namespace(namespace: CacheNamespace, root: Any) -> str | None:
 
 def cache_key(namespace: str, func_path: str, input_ids: Mapping[str, str]) -> str:
     """sha256 of (namespace, func qualified name, input artifact ids by parameter name)."""
-    doc = json.dumps([namespace, func_path, sorted(input_ids.items())], separators=(",", ":"))
+    doc = _COMPACT.encode([namespace, func_path, sorted(input_ids.items())])
     return hashlib.sha256(doc.encode()).hexdigest()
 
 

@@ -143,8 +143,11 @@ def _encode(v: Any) -> Any:
     raise _NotPlain(type_name(v))
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)  # made once, not per value
+
+
 def _canonical(tree: Any) -> str:
-    return json.dumps(tree, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(tree)
 
 
 def _decode(tree: Any) -> Any:

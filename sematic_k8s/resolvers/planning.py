@@ -92,13 +92,21 @@ class Planner:
         return nodes
 
     def _node(self, f: Future, inputs: dict[str, Any], parent_id: str | None) -> Node:
-        self.recorder.batch.add_run(RunRecord(
-            id=f.id, root_id=self.root_id, parent_id=parent_id, func_path=f.func.path,
-            func_name=f.func.name, state=CREATED, source_file=f.func.source_file, source_text=f.func.source_text,
-            input_refs={k: graph.to_json(t, value_id) for k, t in inputs.items()},
-            source_hash=f.func.source_hash, settings=self._settings_of(f.func), created_at=utcnow(),
-        ))
-        return Node(run_id=f.id, parent_id=parent_id, func=f.func, inputs=inputs)
+        func = f.func
+        # the record as Batch.add_run gives it (fields at their defaults left out), built directly: planning a
+        # fan-out's runs is much of the time of resolving it again from the cache
+        fields = {"id": f.id, "root_id": self.root_id, "func_path": func.path, "func_name": func.name,
+                  "state": CREATED, "created_at": utcnow()}
+        for name, value in (("parent_id", parent_id), ("source_file", func.source_file),
+                            ("source_text", func.source_text), ("source_hash", func.source_hash)):
+            if value is not None:
+                fields[name] = value
+        if inputs:
+            fields["input_refs"] = {k: graph.to_json(t, value_id) for k, t in inputs.items()}
+        if settings := self._settings_of(func):
+            fields["settings"] = settings
+        self.recorder.batch.new_runs[f.id] = fields
+        return Node(run_id=f.id, parent_id=parent_id, func=func, inputs=inputs)
 
     def _settings_of(self, func: Func) -> dict[str, Any]:
         """``func.settings()``, once per func per resolution (its runs' records share the dict)."""

@@ -133,6 +133,10 @@ def _json_text(value: Any) -> str:
 
 
 _Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
+_HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, artifacts.format, artifacts.type_name, "
+             "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
+             "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
+             "ORDER BY runs.ended_at")  # SqlStore.find_hits
 _HIT_COLUMNS = ["id", "root_id", "parent_id", "func_path", "func_name", "input_refs", "inputs", "output_id",
                 "cache_key", "cached_from", "original_run_id", "source_hash", "source_file", "source_text", "settings",
                 "notes", "created_at", "started_at", "ended_at"]
@@ -281,13 +285,17 @@ class SqlStore:
             self._insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
             return
         stamp = self._runs.c.created_at.type.bind_processor(dialect) or (lambda v: v)
-        text = _json_text
+        dumps = json.dumps
+        shared: dict[int, tuple[Any, str]] = {}  # a func's settings, encoded once for its runs
         rows = []
         for h in hits:
             ended = stamp(h.ended_at)
-            rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, text(h.input_refs), text(h.inputs),
+            settings = shared.get(id(h.settings))
+            if settings is None or settings[0] is not h.settings:
+                settings = shared[id(h.settings)] = (h.settings, _json_text(h.settings))
+            rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, dumps(h.input_refs), dumps(h.inputs),
                          h.output_id, h.cache_key, h.cached_from, h.original_run_id, h.source_hash, h.source_file,
-                         h.source_text, text(h.settings), text(h.notes), stamp(h.created_at), ended, ended))
+                         h.source_text, settings[1], dumps(h.notes), stamp(h.created_at), ended, ended))
         conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
 
     @staticmethod
@@ -411,33 +419,36 @@ class SqlStore:
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
         (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
-        return {row[7]: RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
-                for row in self._latest_of_keys(cache_keys, [self._runs.c[f] for f in _HIT_FIELDS])}
+        keys = list(dict.fromkeys(cache_keys))
+        t = self._runs
+        out: dict[str, RunRecord] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS])
+                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
+                        .order_by(t.c.ended_at))
+                for row in conn.execute(stmt).all():  # most recent wins
+                    run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
+                    out[run.cache_key] = run  # type: ignore[index]
+        return out
 
     def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[records.CacheHit, _Formats | None]]:
         """:meth:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
         whole record) with its output artifact as :meth:`artifact_formats` gives it (None when not recorded), in
-        the same query."""
-        t, a = self._runs, self._arts
-        cols = [t.c.id, t.c.output_id, t.c.source_hash, t.c.cache_key, a.c.format, a.c.type_name, a.c.inline]
-        hit = records.CacheHit
-        return {row[3]: (hit(row[0], row[1], row[2]), (row[4], row[5], row[6]) if row[4] is not None else None)
-                for row in self._latest_of_keys(cache_keys, cols, outputs=True)}
-
-    def _latest_of_keys(self, cache_keys: Iterable[str], cols: list[Any], outputs: bool = False) -> list[sa.Row]:
-        """``cols`` of the resolved runs (not hits themselves) of ``cache_keys``, oldest first (a dict built from them
-        keeps each key's most recent); ``outputs``: joined with their output artifacts."""
+        the same query: one statement per 500 keys, its text made here (a Core statement's compilation and row
+        processing would take longer than the database)."""
         keys = list(dict.fromkeys(cache_keys))
-        t, a = self._runs, self._arts
-        source = t.outerjoin(a, a.c.id == t.c.output_id) if outputs else t
-        rows: list[sa.Row] = []
+        hit = records.CacheHit
+        out: dict[str, tuple[records.CacheHit, _Formats | None]] = {}
         with self.engine.connect() as conn:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             for i in range(0, len(keys), 500):
-                stmt = (sa.select(*cols).select_from(source)
-                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
-                        .order_by(t.c.ended_at))
-                rows.extend(conn.execute(stmt).all())  # rows fetched at once: a fifth of the time of one by one
-        return rows
+                chunk = tuple(keys[i:i + 500])
+                sql = _HITS_SQL.format(", ".join([mark] * len(chunk)))
+                for row in conn.exec_driver_sql(sql, chunk).all():  # oldest first: the most recent wins
+                    art = (row[4], row[5], row[6]) if row[4] is not None else None
+                    out[row[3]] = (hit(row[0], row[1], row[2]), art)
+        return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
         stmt = sa.select(self._res.c.state).where(self._res.c.id == resolution_id)
