@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 CacheNamespace = str | Callable[[Any], str] | None
 _MAX_NAMESPACE = 256
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(..., separators=...) without a new encoder per key
 
 
 def resolve_namespace(namespace: CacheNamespace, root: Any) -> str | None:
@@ -25,7 +24,11 @@ def resolve_namespace(namespace: CacheNamespace, root: Any) -> str | None:
 
 def cache_key(namespace: str, func_path: str, input_ids: Mapping[str, str]) -> str:
     """sha256 of (namespace, func qualified name, input artifact ids by parameter name)."""
-    doc = _COMPACT.encode([namespace, func_path, sorted(input_ids.items())])
+    # json.dumps([namespace, func_path, sorted(input_ids.items())], separators=(",", ":")), written out: the same
+    # text (keys recorded before stay valid) without making a JSON encoder per key
+    q = encode_basestring_ascii
+    pairs = ",".join(f"[{q(k)},{q(v)}]" for k, v in sorted(input_ids.items()))
+    doc = f"[{q(namespace)},{q(func_path)},[{pairs}]]"
     return hashlib.sha256(doc.encode()).hexdigest()
 
 

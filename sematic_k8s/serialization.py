@@ -147,6 +147,8 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 
 def _canonical(tree: Any) -> str:
+    if type(tree) is int:  # what the encoder writes for an int, without making one
+        return int.__repr__(tree)
     return _CANONICAL.encode(tree)
 
 

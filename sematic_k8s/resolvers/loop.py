@@ -327,7 +327,7 @@ class ResolutionLoop:
                 run_id, record["root_id"], record.get("parent_id"), record["func_path"], record["func_name"],
                 record.get("source_file"), record.get("source_text"), record.get("source_hash"),
                 record.get("settings", {}), record.get("input_refs", {}), input_ids, hit.output_id, key, hit.id,
-                {"cache": {"hit": hit.id, "source_changed": changed}}, record.get("original_run_id"),
+                changed, record.get("original_run_id"),
                 record.get("created_at"), now))
             for artifact_id in input_ids.values():
                 artifacts.pop(artifact_id, None)

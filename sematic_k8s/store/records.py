@@ -117,7 +117,7 @@ class CachedRun(NamedTuple):
     output_id: str
     cache_key: str
     cached_from: str
-    notes: dict[str, Any]
+    source_changed: bool  # its notes: {"cache": {"hit": cached_from, "source_changed": ...}}
     original_run_id: str | None
     created_at: dt.datetime | None
     ended_at: dt.datetime  # also its started_at: a hit starts and ends at once
@@ -125,7 +125,9 @@ class CachedRun(NamedTuple):
     def fields(self) -> dict[str, Any]:
         """The run's fields, as :meth:`Batch.add_run` records a new run."""
         doc = self._asdict()
-        doc.update(state="resolved", started_at=self.ended_at)
+        changed = doc.pop("source_changed")
+        doc.update(state="resolved", started_at=self.ended_at,
+                   notes={"cache": {"hit": self.cached_from, "source_changed": changed}})
         return doc
 
 

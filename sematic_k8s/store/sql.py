@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -285,7 +286,7 @@ class SqlStore:
             self._insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
             return
         stamp = self._runs.c.created_at.type.bind_processor(dialect) or (lambda v: v)
-        dumps = json.dumps
+        dumps, q = json.dumps, encode_basestring_ascii  # json.dumps' text of the usual shapes, written out
         shared: dict[int, tuple[Any, str]] = {}  # a func's settings, encoded once for its runs
         rows = []
         for h in hits:
@@ -293,9 +294,15 @@ class SqlStore:
             settings = shared.get(id(h.settings))
             if settings is None or settings[0] is not h.settings:
                 settings = shared[id(h.settings)] = (h.settings, _json_text(h.settings))
-            rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, dumps(h.input_refs), dumps(h.inputs),
+            refs = h.input_refs
+            refs_text = ("{" + ", ".join(f'{q(k)}: {{"artifact": {q(t["artifact"])}}}' for k, t in refs.items()) + "}"
+                         if all(len(t) == 1 and "artifact" in t for t in refs.values()) else dumps(refs))
+            changed = "true" if h.source_changed else "false"
+            notes = f'{{"cache": {{"hit": {q(h.cached_from)}, "source_changed": {changed}}}}}'
+            rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, refs_text,
+                         "{" + ", ".join(f"{q(k)}: {q(v)}" for k, v in h.inputs.items()) + "}",
                          h.output_id, h.cache_key, h.cached_from, h.original_run_id, h.source_hash, h.source_file,
-                         h.source_text, settings[1], dumps(h.notes), stamp(h.created_at), ended, ended))
+                         h.source_text, settings[1], notes, stamp(h.created_at), ended, ended))
         conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
 
     @staticmethod

@@ -14,9 +14,11 @@ from sematic_k8s.store.sql import SqlStore
 from serving import free_port, serve
 
 try:
+    import cache_records
     import server_pipeline as sp
 except ImportError:  # pragma: no cover
     from tests import server_pipeline as sp
+    from tests.support import cache_records
 
 
 @pytest.fixture(params=["sql", "http"])
@@ -142,3 +144,20 @@ def test_batch_json_round_trip() -> None:
     import json
     back = batch_from_json(json.loads(dumps(batch_to_json(b))))
     assert dataclasses.asdict(back) == dataclasses.asdict(b)
+
+
+def test_cache_hits_are_recorded_whole_either_store(setup, monkeypatch) -> None:
+    """A fan-out resolved again from the cache: each hit is a Run of its own with every field a run executed in
+    its place would have, pointing at the run it reused (SqlStore: written in bulk; HttpStore: new runs)."""
+    make, store = setup
+    first = cache_records.hit_fan(5)
+    assert first.resolve(make(cache_namespace="ns")) == 15
+    second = cache_records.hit_fan(5)
+    assert second.resolve(make(cache_namespace="ns")) == 15
+    cache_records.check_hit_records(store, first.id, second.id, 5)
+    # the funcs' source changed since: still hits, noted as such, with the source hash of the code that runs now
+    for func in (cache_records.hit_inc, cache_records.hit_total):
+        monkeypatch.setitem(func.__dict__, "source_hash", "0" * 64)
+    third = cache_records.hit_fan(5)
+    assert third.resolve(make(cache_namespace="ns")) == 15
+    cache_records.check_hit_records(store, first.id, third.id, 5, source_changed=True)

@@ -14,9 +14,11 @@ from sematic_k8s_server.db import migrate, open_store, target_metadata
 from serving import serve
 
 try:
+    import cache_records
     import server_pipeline as sp
 except ImportError:  # pragma: no cover
     from tests import server_pipeline as sp
+    from tests.support import cache_records
 
 
 def schema_diff(engine: sa.Engine) -> list:
@@ -67,6 +69,28 @@ def test_pipeline_on_postgres_embedded(postgres_url, tmp_path, monkeypatch) -> N
     g = sp.pipeline(1, 2, str(flag))
     assert g.resolve(sk.LocalResolver(home=tmp_path, cache_namespace="pg")) == 90
     assert {r.func_name: r for r in store.runs_of_root(g.id)}["square"].cached_from is not None
+
+
+def test_cache_hits_recorded_whole_on_postgres(postgres_url, tmp_path, monkeypatch) -> None:
+    """Hits written in bulk by the SQL store on PostgreSQL (JSON columns cast, timestamps as they are), then
+    through a server on the same database: every field of each hit's Run as SQLite has it."""
+    open_store(postgres_url).close()
+    monkeypatch.setenv("SEMATIC_K8S_DB_URL", postgres_url)
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    first = cache_records.hit_fan(7)
+    assert first.resolve(sk.LocalResolver(home=tmp_path, cache_namespace="pg-hits")) == 28
+    second = cache_records.hit_fan(7)
+    resolver = sk.LocalResolver(home=tmp_path, cache_namespace="pg-hits")
+    assert second.resolve(resolver) == 28
+    store = resolver.store
+    assert isinstance(store, SqlStore) and store.engine.dialect.name == "postgresql"
+    cache_records.check_hit_records(store, first.id, second.id, 7)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL")
+    with serve(tmp_path, postgres_url) as s:
+        third = cache_records.hit_fan(7)
+        assert third.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key,
+                                              cache_namespace="pg-hits")) == 28
+        cache_records.check_hit_records(s.store, first.id, third.id, 7)
 
 
 def test_pipeline_through_server_on_postgres(postgres_url, tmp_path) -> None:
