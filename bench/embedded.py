@@ -1,7 +1,8 @@
 """The embedded resolver's floors (``make bench``), each a ratio against a baseline measured in the same run:
 
 - inline: a fresh fan-out with small values kept inline with their records / the same with a file per value;
-- cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3);
+- cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3; ``--profile``
+  prints where the re-resolution's time goes when it is missed);
 - rerun: ``rerun_from`` one leaf of the fan-out / its fresh resolution (goal <= 0.1);
 - disk: a chain of runs while another process writes and fsyncs on the same disk / the same on a quiet disk
   (goal <= 2);
@@ -88,8 +89,24 @@ def bench_inline(n: int, base: Path | None) -> dict:
             "ratio": round(out["inline"] / out["files"], 3)}
 
 
-def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool) -> list[dict]:
-    """Fresh fan-out, then the same again (every func hits the cache), then a rerun from one leaf."""
+def profile_top(call: Callable[[], Any], title: str, limit: int = 15) -> None:
+    """Run ``call`` under cProfile and print (to stderr) the functions taking the most time, with what they call:
+    where a missed goal's time goes. Outside the timed sections."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(call)
+    stats = pstats.Stats(profiler, stream=sys.stderr)
+    print(f"--- {title} (cProfile): the library's functions by cumulative time ---", file=sys.stderr)
+    stats.sort_stats("cumulative").print_stats(r"sematic_k8s/(resolvers|store)/", limit)
+    print(f"--- {title} (cProfile): by own time ---", file=sys.stderr)
+    stats.sort_stats("tottime").print_stats(limit)
+
+
+def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool, profile: bool = False) -> list[dict]:
+    """Fresh fan-out, then the same again (every func hits the cache), then a rerun from one leaf. ``profile``: when
+    the all-hit goal is missed, a further all-hit resolution under cProfile prints where its time goes."""
     with _home(base) as home:
         fan(2).resolve(resolver(home, cache_namespace="warm"))
         first = fan(n)
@@ -97,6 +114,9 @@ def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool) -> list[dict]:
         hit = timed(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")))
         rows = [{"figure": "cache", "runs": n + 2, "fresh_s": round(fresh, 3), "all_hits_s": round(hit, 3),
                  "ratio": round(hit / fresh, 3), "goal": 0.3}]
+        if profile and hit / fresh > 0.3:
+            profile_top(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")),
+                        f"all-hit re-resolution of a {n}-run fan-out")
         if rerun:
             store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
             leaf = next(r for r in store.list_runs(root_id=first.id, func="inc", limit=1))
@@ -174,6 +194,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="fan-out sizes of the cache and rerun figures")
     parser.add_argument("--memory-runs", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the homes go (default: the system temp dir)")
+    parser.add_argument("--profile", action="store_true",
+                        help="when the all-hit goal is missed, print where an all-hit re-resolution's time goes")
     args = parser.parse_args()
     only = set(args.only.split(","))
     base = args.dir or Path(os.environ.get("BENCH_DIR", Path.cwd() / ".bench"))
@@ -189,7 +211,7 @@ def main() -> None:
     if "cache" in only:
         sizes = [int(x) for x in args.sizes.split(",")]
         for n in sizes:
-            for row in bench_cache_and_rerun(n, base, rerun=n == max(sizes)):
+            for row in bench_cache_and_rerun(n, base, rerun=n == max(sizes), profile=args.profile):
                 emit(row)
     if "disk" in only:
         emit(bench_disk(1000, base))
