@@ -11,6 +11,7 @@ window. Writes may be sent again safely: the server's store inserts if absent an
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime as dt
 import email.utils
@@ -68,14 +69,9 @@ def _with_datetimes(fields: dict[str, Any]) -> dict[str, Any]:
 def batch_to_json(batch: Batch) -> dict[str, Any]:
     if batch.clones:
         raise ValueError("run clones are copied inside a SQL store; the HTTP store takes whole runs")
-    hits = batch.hits
-    batch.hits = {}
-    try:
-        doc = dataclasses.asdict(batch)
-    finally:
-        batch.hits = hits
-    del doc["clones"], doc["hits"]
-    doc["new_runs"].update((run_id, hit.fields()) for run_id, hit in hits.items())  # the server: new runs
+    doc = {f.name: copy.deepcopy(getattr(batch, f.name)) for f in dataclasses.fields(batch)
+           if f.name not in ("clones", "hits")}  # dataclasses.asdict, without them
+    doc["new_runs"].update((run_id, hit.fields()) for run_id, hit in batch.hits.items())  # the server: new runs
     return doc
 
 
