@@ -449,12 +449,16 @@ class SqlStore:
         out: dict[str, tuple[records.CacheHit, _Formats | None]] = {}
         with self.engine.connect() as conn:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            for i in range(0, len(keys), 500):
-                chunk = tuple(keys[i:i + 500])
-                sql = _HITS_SQL.format(", ".join([mark] * len(chunk)))
-                for row in conn.exec_driver_sql(sql, chunk).all():  # oldest first: the most recent wins
-                    art = (row[4], row[5], row[6]) if row[4] is not None else None
-                    out[row[3]] = (hit(row[0], row[1], row[2]), art)
+            cursor = conn.connection.cursor()  # the driver's rows as they come: no Row objects
+            try:
+                for i in range(0, len(keys), 500):
+                    chunk = tuple(keys[i:i + 500])
+                    cursor.execute(_HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
+                    for row in cursor.fetchall():  # oldest first: the most recent wins
+                        art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
+                        out[row[3]] = (hit(row[0], row[1], row[2]), art)
+            finally:
+                cursor.close()
         return out
 
     def cancel_requested(self, resolution_id: str) -> bool:
