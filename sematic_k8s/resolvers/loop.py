@@ -264,7 +264,8 @@ class ResolutionLoop:
 
     def _look_up_cache(self, nodes: list[graph.Node]) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
-        inputs materialized once, kept for :meth:`_start`), with the hits' output artifacts."""
+        inputs materialized once), with the hits' output artifacts. The hits are resolved at once
+        (:meth:`_resolve_hits`); the other runs keep their inputs and keys for :meth:`_start`."""
         if self.namespace is None:
             return
         keys: dict[str, tuple[dict[str, Value], str]] = {}
