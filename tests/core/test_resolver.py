@@ -558,6 +558,30 @@ def test_cache_hit_skips_nested_funcs(resolver, store):
     assert [r.func_name for r in store.runs_of_root(second.id)] == ["cached_pipeline"]
 
 
+@sk.func
+def around_cached(x: int) -> int:
+    return double(cached_pipeline(x))
+
+
+def test_nested_cache_hit_resolves_at_its_look_up_and_skips_its_nested_funcs(resolver, store):
+    """A cached composition planned inside another run hits as its wave is looked up: recorded whole in its
+    place, its own nested funcs neither run nor recorded, what waits on it runs with its output."""
+    first = around_cached(3)
+    assert first.resolve(resolver(cache_namespace="ns")) == 1200
+    CALLS.clear()
+    second = around_cached(3)
+    assert second.resolve(resolver(cache_namespace="ns")) == 1200
+    assert CALLS == {"double": 1}  # the outer double only: nor cached_pipeline's body, nor expensive
+    old = runs_by_func(store, first.id)
+    new = runs_by_func(store, second.id)
+    assert sorted(new) == ["around_cached", "cached_pipeline", "double"] and len(new["double"]) == 1
+    hit, orig = new["cached_pipeline"][0], old["cached_pipeline"][0]
+    assert (hit.cached_from, hit.output_id, hit.cache_key, hit.state) == (orig.id, orig.output_id, orig.cache_key,
+                                                                          "resolved")
+    assert (hit.parent_id, hit.root_id, hit.output_ref) == (second.id, second.id, None)
+    assert new["double"][0].inputs == {"x": orig.output_id} and new["double"][0].state == "resolved"
+
+
 def test_callable_namespace_is_called_once_with_the_root_future(resolver):
     seen = []
 
