@@ -4,7 +4,7 @@
 storage through the presigned URLs it holds (containers and pods: no botocore, no credentials) or else
 through $SEMATIC_K8S_STORAGE, then runs :func:`sematic_k8s.executors.remote.run_task`: it loads the
 inputs, runs the func, and writes the output artifact, the captured logs and an outcome document
-(:func:`sematic_k8s.specs.outcome_key`) to storage, then prints
+(:func:`sematic_k8s.specs.outcome_key`) to storage, then, when $SEMATIC_K8S_SAY_STORED is set, prints
 :data:`~sematic_k8s.specs.WORKER_STORED_LINE` (the DockerExecutor, which follows a container's stdout, reads the
 outcome then rather than when Docker has noticed the container's end). Nothing imports this module.
 """
@@ -32,7 +32,8 @@ def main() -> int:
     except InfrastructureError as e:
         print(f"sematic-k8s worker: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return WORKER_EXIT_INFRASTRUCTURE
-    print(WORKER_STORED_LINE, flush=True)  # an executor that follows stdout reads the outcome now, not at the exit
+    if os.environ.get(settings.SAY_STORED_ENV):  # its executor follows stdout: it reads the outcome now, not at exit
+        print(WORKER_STORED_LINE, flush=True)
     return 1 if "error" in doc else 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.settings import worker_env
+from sematic_k8s.settings import SAY_STORED_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
@@ -71,7 +71,8 @@ class DockerExecutor(RemoteExecutor):
         name = f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}"
         def create() -> dict[str, Any]:
             return dict(api.create_container(
-                self.image, list(WORKER_COMMAND), detach=True, environment={**self.env, **env}, labels=labels,
+                self.image, list(WORKER_COMMAND), detach=True, labels=labels,
+                environment={**self.env, **env, SAY_STORED_ENV: "1"},  # followed below: it says when it stored
                 name=name, host_config=api.create_host_config(network_mode="host", **limits)))
         try:
             created = create()
