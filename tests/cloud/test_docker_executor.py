@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
 from sematic_k8s import serialization
@@ -117,7 +118,11 @@ def stored_value(storage: S3Storage, outcome: Outcome) -> Any:  # noqa: ANN401
 
 
 def containers_of(task: Task) -> list[Any]:
-    return docker_client().containers.list(all=True, filters={"label": f"{RUN_LABEL}={task.run_id}"})
+    while True:
+        try:
+            return docker_client().containers.list(all=True, filters={"label": f"{RUN_LABEL}={task.run_id}"})
+        except docker_errors.NotFound:  # one was removed while the list inspected it: look again
+            continue
 
 
 def test_an_outcome_is_read_when_the_worker_says_it_is_stored_with_its_value_and_logs(project, storage, executor):
