@@ -4,9 +4,10 @@ In one run, on the image the CloudResolver builds for a one-func project:
 
 - **bare**: ``docker run --rm --network host IMAGE python -c pass`` (the floor: Docker and Python start-up);
 - **worker run**: the DockerExecutor running one attempt of a func (``inc(x) = x + 1``) with S3 artifact
-  storage, from the container's creation to its outcome read back by the executor (what a resolution waits
-  for: the worker's imports, its storage reads and writes through presigned URLs, the container's end
-  noticed);
+  storage, from the container's creation to its outcome in hand, the value and logs stored (what a resolution
+  waits for: Docker's create, attach and start, the worker's imports, its storage reads and writes through
+  presigned URLs, its line saying the outcome is stored, the executor's read of it and its puts of the value
+  and the logs; the container's end and removal follow in the background, as ``docker run --rm``'s does not);
 - **driver start-up**: ``docker run ... python -c "import sematic_k8s.driver"``, everything a driver imports
   before it resolves.
 
@@ -163,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     bare = statistics.median(rows["bare"])
     print(f"\ncontainers: median of {args.repeats}, interleaved, same image and machine; the floor is "
           "`docker run --rm --network host IMAGE python -c pass`")
-    print(f"{'':18} {'seconds':>8} {'vs bare':>8}")
+    print(f"{'':18} {'seconds':>8} {'vs bare':>8}  each repeat vs its bare (interleaved)")
     for name, times in rows.items():
-        print(f"{name:18} {statistics.median(times):>8.2f} {statistics.median(times) / bare:>7.2f}x")
+        each = sorted(t / b for t, b in zip(times, rows["bare"], strict=True))
+        print(f"{name:18} {statistics.median(times):>8.2f} {statistics.median(times) / bare:>7.2f}x  "
+              f"{each[0]:.2f}-{each[-1]:.2f}x")
     medians = [statistics.median(p[i] for p in split) for i in range(3)]
     print(f"inside a worker's container (median): importing the worker {medians[0]:.2f} s, its storage "
           f"(presigned URLs) {medians[1]:.2f} s, the task (user module, 1 read, 1 write) {medians[2]:.2f} s; the rest "
-          "is Docker's create, start and end, and noticing it")
+          "is Docker's create, attach and start, and the executor reading the outcome and storing value and logs")
     return 0
 
 

@@ -29,8 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from sematic_k8s import modules, previews
 
 JSON = "json"
@@ -243,6 +241,8 @@ def serialize(value: Any) -> Serialized:
     if tree is not None or value is None:
         payload = _canonical(tree).encode()
         return Serialized(_content_id(JSON, payload), JSON, payload, type_name(value), _summarize(tree))
+    import cloudpickle  # here: a worker whose values are plain data never needs it (nor pickle, nor its imports)
+
     try:
         payload = cloudpickle.dumps(value)
     except Exception as e:
@@ -260,6 +260,8 @@ def deserialize(fmt: str, payload: bytes) -> Any:
     if fmt == JSON:
         return _decode(json.loads(payload))
     if fmt == PICKLE:
+        import cloudpickle
+
         return cloudpickle.loads(payload)
     raise ValueError(f"unknown artifact format {fmt!r}")
 

@@ -4,7 +4,9 @@
 storage through the presigned URLs it holds (containers and pods: no botocore, no credentials) or else
 through $SEMATIC_K8S_STORAGE, then runs :func:`sematic_k8s.executors.remote.run_task`: it loads the
 inputs, runs the func, and writes the output artifact, the captured logs and an outcome document
-(:func:`sematic_k8s.specs.outcome_key`) to storage. Nothing imports this module.
+(:func:`sematic_k8s.specs.outcome_key`) to storage, then, when $SEMATIC_K8S_SAY_STORED is set, prints
+:data:`~sematic_k8s.specs.WORKER_STORED_LINE` (the DockerExecutor, which follows a container's stdout, reads the
+outcome then rather than when Docker has noticed the container's end). Nothing imports this module.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from sematic_k8s import settings
 from sematic_k8s.errors import InfrastructureError
 from sematic_k8s.executors.remote import run_task
-from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_STORED_LINE, TaskSpec
 from sematic_k8s.storage.presigned import PresignedStorage
 from sematic_k8s.storage.urls import storage_from_url
 
@@ -30,6 +32,8 @@ def main() -> int:
     except InfrastructureError as e:
         print(f"sematic-k8s worker: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return WORKER_EXIT_INFRASTRUCTURE
+    if os.environ.get(settings.SAY_STORED_ENV):  # its executor follows stdout: it reads the outcome now, not at exit
+        print(WORKER_STORED_LINE, flush=True)
     return 1 if "error" in doc else 0
 
 

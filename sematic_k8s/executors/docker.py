@@ -1,8 +1,12 @@
 """Run each Run attempt in a Docker container on this machine (host network), from an image by digest.
 
-A container is removed as soon as its end is read (exit code, and the last log lines of one that died; the
-worker stored its outcome and logs itself), in the background; when it is stopped (canceled, or past its
-func's timeout); and when the executor closes: none is left behind with credentials in its environment.
+The executor follows each container's stdout from before its start (one thread per container): the worker's
+line saying that its outcome is stored (:data:`~sematic_k8s.specs.WORKER_STORED_LINE`) has the outcome read
+at once, a tenth of a second before Docker reports the container's end; a worker that dies without that line
+is read when Docker reports its end (exit code, and the last log lines). A container is removed in the
+background once it has ended (one whose outcome was read and that has not ended STORED_GRACE seconds later is
+stopped); when it is stopped (canceled, or past its func's timeout); and when the executor closes: none is
+left behind with credentials in its environment.
 """
 
 from __future__ import annotations
@@ -15,17 +19,19 @@ from typing import Any
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.settings import worker_env
-from sematic_k8s.specs import WORKER_COMMAND, DriverSpec, TaskSpec
+from sematic_k8s.settings import SAY_STORED_ENV, worker_env
+from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LOG_TAIL = 40
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
+STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
+_STORED = WORKER_STORED_LINE.encode()
 
 
 class DockerExecutor(RemoteExecutor):
-    """One container per run attempt; finished containers are found with one labelled list call, made as soon
-    as a thread blocked on Docker's wait for one of them returns."""
+    """One container per run attempt, each followed by a thread that reads its stdout and then blocks on
+    Docker's wait; ended containers are also found, now and then, with one labelled list call."""
 
     presigns = True
 
@@ -40,7 +46,9 @@ class DockerExecutor(RemoteExecutor):
         self.containers: dict[str, Any] = {}  # run id -> container
         self._removals: list[threading.Thread] = []
         self._wake = threading.Event()  # set when a container ends (a thread per container waits on Docker)
-        self._exits: deque[tuple[str, str]] = deque()  # (run id, container id) whose wait returned
+        self._exits: deque[tuple[str, str, bool]] = deque()  # (run id, container id, stored: not yet ended)
+        self._stored_at: dict[str, float] = {}  # run id -> monotonic time its outcome was said to be stored
+        self._followers: list[threading.Thread] = []
         self._listed_at = 0.0  # monotonic time of the last list of ended containers
         self.root_id = ""
 
@@ -63,7 +71,8 @@ class DockerExecutor(RemoteExecutor):
         name = f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}"
         def create() -> dict[str, Any]:
             return dict(api.create_container(
-                self.image, list(WORKER_COMMAND), detach=True, environment={**self.env, **env}, labels=labels,
+                self.image, list(WORKER_COMMAND), detach=True, labels=labels,
+                environment={**self.env, **env, SAY_STORED_ENV: "1"},  # followed below: it says when it stored
                 name=name, host_config=api.create_host_config(network_mode="host", **limits)))
         try:
             created = create()
@@ -72,17 +81,37 @@ class DockerExecutor(RemoteExecutor):
             created = create()
         container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
                                                                                          "Name": name})
+        try:  # attached before the start, as `docker run` does: nothing it prints is missed
+            stdout = api.attach_socket(created["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
+        except docker.errors.APIError:
+            stdout = None  # its end is still awaited
         api.start(created["Id"])
-        threading.Thread(target=self._await_end, args=(spec.run_id, container.id), daemon=True,
-                         name="sk-docker-wait").start()
+        follower = threading.Thread(target=self._follow, args=(spec.run_id, container.id, stdout), daemon=True,
+                                    name="sk-docker-follow")
+        follower.start()
+        self._followers = [t for t in self._followers if t.is_alive()] + [follower]
 
-    def _await_end(self, run_id: str, container_id: str) -> None:
-        """Block on Docker's wait for one container, then wake :meth:`ended` (no polling delay)."""
+    def _follow(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
+        """Read one container's stdout to its end, waking :meth:`ended` when the worker says its outcome is
+        stored; then block on Docker's wait for the container and wake :meth:`ended` again (no polling delay)."""
+        from docker.utils.socket import frames_iter
+
+        seen = b""
         try:
+            try:
+                for _, chunk in frames_iter(stdout, tty=False) if stdout is not None else ():
+                    seen = seen[-len(_STORED):] + chunk
+                    if _STORED in seen:  # printed by the func itself? Then no outcome is there yet: awaited
+                        seen = b""
+                        self._exits.append((run_id, container_id, True))
+                        self._wake.set()
+            finally:
+                if stdout is not None:
+                    stdout.close()
             self.client.api.wait(container_id, timeout=None)
         except Exception:  # noqa: BLE001 - removed, or the engine went away: the periodic list finds it
             return
-        self._exits.append((run_id, container_id))
+        self._exits.append((run_id, container_id, False))
         self._wake.set()
 
     def ended(self, timeout: float) -> list[Ended]:
@@ -96,22 +125,31 @@ class DockerExecutor(RemoteExecutor):
                 for c in exited:  # plain list entries: each is inspected below, if it is still there
                     run_id = (c.get("Labels") or {}).get(RUN_LABEL)
                     if run_id in self.containers and self.containers[run_id].id == c["Id"]:
-                        self._exits.append((run_id, c["Id"]))
+                        self._exits.append((run_id, c["Id"], False))
             done = self._waited()
+            self._stop_lingering()
             if done or time.monotonic() >= deadline:
                 return done
             self._wake.wait(min(LIST_INTERVAL, max(0.0, deadline - time.monotonic())))
 
     def _waited(self) -> list[Ended]:
-        """The containers whose wait returned since the last call, each read with one inspect."""
+        """The containers whose worker said its outcome is stored (read without an inspect), and those whose
+        wait returned since the last call: each of these read with one inspect, unless its outcome was read."""
         import docker.errors
 
         done = []
         while self._exits:
-            run_id, container_id = self._exits.popleft()
+            run_id, container_id, stored = self._exits.popleft()
             known = self.containers.get(run_id)
             if known is None or known.id != container_id:
                 continue  # stopped (canceled, timed out) or already seen
+            if stored:
+                self._stored_at[run_id] = time.monotonic()
+                done.append(Ended(run_id, None, details=self._details(known), stored=True))
+                continue
+            if run_id not in self.running:  # its outcome was read: only the container is left to remove
+                self._drop(run_id, known)
+                continue
             try:
                 container = self.client.containers.get(container_id)
             except docker.errors.NotFound:
@@ -121,19 +159,44 @@ class DockerExecutor(RemoteExecutor):
         return done
 
     def _ended(self, run_id: str, container: Any) -> Ended:
-        del self.containers[run_id]
         state = container.attrs.get("State", {})
         reason = "OOMKilled" if state.get("OOMKilled") else None
         # exit 0: the worker stored its outcome and logs; else its last lines tell why it died
         logs = "" if state.get("ExitCode") == 0 else container.logs(tail=LOG_TAIL).decode(errors="replace")
-        details = {"executor": "docker", "container": container.name, "image": self.image}
+        self._drop(run_id, container)
+        return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs,
+                     self._details(container))
+
+    def _details(self, container: Any) -> dict[str, Any]:  # noqa: ANN401 - a docker Container
+        return {"executor": "docker", "container": container.name, "image": self.image}
+
+    def _drop(self, run_id: str, container: Any) -> None:  # noqa: ANN401 - a docker Container
+        """Forget a container and remove it while the resolution goes on (close() waits for that)."""
+        del self.containers[run_id]
+        self._stored_at.pop(run_id, None)
         removal = threading.Thread(target=_remove, args=(container,), daemon=True, name="sk-docker-rm")
-        removal.start()  # while the resolution goes on (close() waits for it)
+        removal.start()
         self._removals = [t for t in self._removals if t.is_alive()] + [removal]
-        return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs, details)
+
+    def _stop_lingering(self) -> None:
+        """Remove the containers whose outcome was read STORED_GRACE seconds ago and that have not ended."""
+        now = time.monotonic()
+        for run_id, at in list(self._stored_at.items()):
+            if run_id in self.running:  # the outcome it announced was not there: it is awaited as any other
+                continue
+            if run_id not in self.containers:
+                del self._stored_at[run_id]
+            elif now - at >= STORED_GRACE:
+                self._drop(run_id, self.containers[run_id])
 
     def close(self) -> None:
         super().close()
+        deadline = time.monotonic() + 10  # the containers whose outcome was read: a moment to end by themselves
+        for follower in self._followers:
+            follower.join(max(0.0, deadline - time.monotonic()))
+        self._waited()
+        for run_id, container in list(self.containers.items()):
+            self._drop(run_id, container)
         for removal in self._removals:
             removal.join(60)
 

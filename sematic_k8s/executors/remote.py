@@ -117,6 +117,7 @@ class Ended:
     message: str | None = None
     last_logs: str = ""
     details: dict[str, Any] = field(default_factory=dict)  # where it ran (container, pod, image)
+    stored: bool = False  # not ended yet: it said its outcome is stored (read it; if absent, its end is awaited)
 
 
 class RemoteExecutor:
@@ -174,21 +175,26 @@ class RemoteExecutor:
             left = POLL_INTERVAL if deadline is None else max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
             self.finished.extend(self._timed_out())
             ended, self.finished = self.finished + self.ended(0 if self.finished else left), []
-            outcomes = [self._outcome(e) for e in ended if e.run_id in self.running]
+            outcomes = [o for e in ended if e.run_id in self.running and (o := self._outcome(e)) is not None]
             if outcomes or (deadline is not None and time.monotonic() >= deadline):
                 return outcomes
 
-    def _outcome(self, e: Ended) -> Outcome:
-        spec = self.running.pop(e.run_id)
-        self.deadlines.pop(e.run_id, None)
+    def _outcome(self, e: Ended) -> Outcome | None:
+        """The attempt's outcome; None when a worker said it stored one that is not there (its end is awaited)."""
+        spec = self.running[e.run_id]
         details = {**e.details, **({"reason": e.reason} if e.reason else {})}
         try:
             doc = json.loads(self.storage.get(outcome_key(spec.run_id, spec.attempt)))
-            doc = adopt_outcome(self.storage, spec, doc)  # also a resumed one's, whose worker had URLs
         except KeyError:
+            if e.stored:
+                return None
             doc = {"error": _died(e)}
             if e.last_logs:
                 self.storage.append(log_key(spec.run_id), e.last_logs.encode())
+        else:
+            doc = adopt_outcome(self.storage, spec, doc)  # also a resumed one's, whose worker had URLs
+        del self.running[e.run_id]
+        self.deadlines.pop(e.run_id, None)
         return Outcome(spec.run_id, spec.attempt, output=doc.get("output"), expansion=doc.get("expansion"),
                        error_info=doc.get("error"), details=details)
 

@@ -11,6 +11,7 @@ import sematic_k8s as sk
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
+from sematic_k8s.specs import WORKER_STORED_LINE
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
@@ -78,9 +79,11 @@ def flaky_remote(marker: str) -> str:
     return f"ok after {count + 1}"
 
 
-def test_non_inline_funcs_run_in_worker_processes(resolver, store, tmp_path):
+def test_non_inline_funcs_run_in_worker_processes(resolver, store, tmp_path, capfd):
     f = local_pipeline(3)
     out = f.resolve(resolver(max_parallelism=3))
+    printed = capfd.readouterr().out  # the workers print on this terminal what their funcs print
+    assert "working on 2" in printed and WORKER_STORED_LINE not in printed  # only a following executor asks for it
     assert [o["x"] for o in out] == [0, 1, 2]
     assert os.getpid() not in {o["pid"] for o in out} and len({o["pid"] for o in out}) == 3
     runs = [r for r in store.runs_of_root(f.id) if r.func_name == "where"]

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
@@ -105,7 +106,11 @@ def s3_url(monkeypatch) -> str:
 
 def containers_of(root_id: str, role: str | None = None) -> list[Any]:
     labels = [f"{RESOLUTION_LABEL}={root_id}"] + ([f"{ROLE_LABEL}={role}"] if role else [])
-    return docker_client().containers.list(all=True, filters={"label": labels})
+    while True:
+        try:
+            return docker_client().containers.list(all=True, filters={"label": labels})
+        except docker_errors.NotFound:  # one was removed while the list inspected it: look again
+            continue
 
 
 def resolver(server: Any, s3_url: str, root: Path, base_image: str, lines: list[str], **kw: Any) -> sk.CloudResolver:

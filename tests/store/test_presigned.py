@@ -153,3 +153,71 @@ def test_unreachable_storage_is_retried_for_the_window_then_a_storage_error():
     with pytest.raises(StorageError, match="cannot reach storage") as e:
         worker.get("k")
     assert "secret" not in str(e.value)
+
+
+class _Shapes(http.server.BaseHTTPRequestHandler):
+    """Answers in the shapes HTTP/1.1 allows: /chunked in chunks, /eof without a length (then closes), /short cut
+    off mid-body on its first request, anything else with a Content-Length; counts connections and requests."""
+
+    protocol_version = "HTTP/1.1"  # keeps connections alive
+    requests: list[tuple[str, int]] = []  # (path, client port)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).requests.append((self.path, self.client_address[1]))
+        path = self.path.split("?")[0]
+        body = b"0123456789" * 30
+        if path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (body[:7], body[7:200], body[200:]):
+                self.wfile.write(f"{len(part):x};ext=1\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\nX-Trailer: t\r\n\r\n")
+            return
+        self.send_response(200)
+        if path == "/eof":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if path == "/short" and sum(p.startswith("/short") for p, _ in type(self).requests) == 1:
+            self.wfile.write(body[:10])  # then the connection drops
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def shapes_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Shapes)
+    _Shapes.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_workers_http_client_reads_every_answer_shape_on_one_kept_alive_connection(shapes_server):
+    body = b"0123456789" * 30
+    worker = PresignedStorage({f"GET {k}": f"{shapes_server}/{k}?X-Amz-Signature=s" for k in ("a", "chunked", "eof")},
+                              retry_window=5)
+    assert worker.get("a") == body and worker.get("chunked") == body and worker.get("a") == body
+    assert len({port for _, port in _Shapes.requests}) == 1  # one connection for the three
+    assert worker.get("eof") == body  # read to the end of the connection, which then is closed
+    assert worker.get("a") == body  # on a new connection
+    assert len({port for _, port in _Shapes.requests}) == 2
+
+
+def test_an_answer_cut_off_mid_body_is_retried(shapes_server):
+    worker = PresignedStorage({"GET short": f"{shapes_server}/short?X-Amz-Signature=s"}, retry_window=10)
+    assert worker.get("short") == b"0123456789" * 30
+    assert [p.split("?")[0] for p, _ in _Shapes.requests] == ["/short", "/short"]

@@ -1,0 +1,160 @@
+"""The DockerExecutor on its own, with the real engine, registry and S3 API: a worker's outcome is read as soon
+as it says it stored it (a line on its stdout), with the value and logs stored as before; a func that prints
+that line itself, or a worker that dies after printing it, is still awaited to its real end; every container is
+removed, also one that lingers after its outcome was read."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from docker import errors as docker_errors
+
+from infra import REGISTRY, docker_client, require_docker
+from sematic_k8s import serialization
+from sematic_k8s.executors import docker as docker_executor
+from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.docker import DockerExecutor
+from sematic_k8s.func import _REGISTRY
+from sematic_k8s.labels import RUN_LABEL
+from sematic_k8s.settings import worker_env
+from sematic_k8s.specs import WORKER_STORED_LINE
+from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
+from sematic_k8s.storage.s3 import S3Storage
+
+PROJECT = f'''
+    import os
+    import threading
+    import time
+
+    import sematic_k8s as sk
+
+    @sk.func(inline=False)
+    def inc(x: int) -> int:
+        print("adding one")
+        return x + 1
+
+    @sk.func(inline=False)
+    def claims_early(x: int) -> int:
+        print({WORKER_STORED_LINE!r}, flush=True)  # before anything is stored
+        time.sleep(1)
+        return x * 10
+
+    @sk.func(inline=False)
+    def dies_after_claiming(x: int) -> int:
+        print({WORKER_STORED_LINE!r}, flush=True)
+        print("going down", flush=True)
+        os._exit(3)
+
+    @sk.func(inline=False)
+    def lingers(x: int) -> int:
+        threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: the worker does not end
+        return x - 1
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Iterator[tuple[Any, str]]:
+    """The project's module (importable here as in the image) and its image, by digest."""
+    base_image = require_docker()
+    from sematic_k8s.packaging.build import ensure_image
+
+    root = tmp_path_factory.mktemp("project")
+    module = f"dockerexec_{uuid.uuid4().hex[:8]}"
+    (root / f"{module}.py").write_text(textwrap.dedent(PROJECT))
+    sys.path.insert(0, str(root))
+    try:
+        image = ensure_image(str(root), f"{REGISTRY}/sematic-k8s-test-docker-executor", base_image,
+                             progress=lambda _: None).digest_ref
+        yield __import__(module), image
+    finally:
+        sys.path.remove(str(root))
+        sys.modules.pop(module, None)
+        for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
+            del _REGISTRY[path]
+
+
+@pytest.fixture
+def storage(monkeypatch) -> S3Storage:
+    for name, value in (("AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")),
+                        ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, os.environ.get(name, value))
+    bucket = f"sk-dockerexec-{uuid.uuid4().hex[:10]}"
+    storage = S3Storage(bucket, "artifacts")
+    storage.client.create_bucket(Bucket=bucket)
+    return storage
+
+
+@pytest.fixture
+def executor(project, storage) -> Iterator[DockerExecutor]:
+    executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    yield executor
+    executor.close()
+
+
+def run(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> tuple[Task, Outcome]:  # noqa: ANN401
+    record = put_artifact(storage, serialization.serialize(x))
+    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
+    task = Task(uuid.uuid4().hex, uuid.uuid4().hex, func, {"x": value})
+    executor.submit(task)
+    outcomes: list[Outcome] = []
+    deadline = time.monotonic() + 120
+    while not outcomes and time.monotonic() < deadline:
+        outcomes = executor.wait(5)
+    assert outcomes, "no outcome within two minutes"
+    return task, outcomes[0]
+
+
+def stored_value(storage: S3Storage, outcome: Outcome) -> Any:  # noqa: ANN401
+    assert outcome.output is not None, outcome.error_info
+    return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
+
+
+def containers_of(task: Task) -> list[Any]:
+    while True:
+        try:
+            return docker_client().containers.list(all=True, filters={"label": f"{RUN_LABEL}={task.run_id}"})
+        except docker_errors.NotFound:  # one was removed while the list inspected it: look again
+            continue
+
+
+def test_an_outcome_is_read_when_the_worker_says_it_is_stored_with_its_value_and_logs(project, storage, executor):
+    module, image = project
+    task, outcome = run(executor, storage, module.inc, 41)
+    assert outcome.error_info is None and outcome.output is not None
+    assert stored_value(storage, outcome) == 42  # the value is stored before the outcome is recorded
+    assert "adding one" in storage.get(log_key(task.run_id)).decode()
+    assert outcome.details["executor"] == "docker" and outcome.details["image"] == image
+    executor.close()
+    assert containers_of(task) == []  # removed once it ended
+
+
+def test_a_func_printing_the_stored_line_itself_is_awaited_to_its_real_outcome(project, storage, executor):
+    task, outcome = run(executor, storage, project[0].claims_early, 4)
+    assert outcome.error_info is None, outcome.error_info
+    assert stored_value(storage, outcome) == 40
+
+
+def test_a_worker_dying_after_the_stored_line_is_recorded_as_died_with_its_last_lines(project, storage, executor):
+    task, outcome = run(executor, storage, project[0].dies_after_claiming, 1)
+    assert outcome.output is None and outcome.error_info is not None
+    assert "exited with code 3" in outcome.error_info["message"]
+    assert "going down" in outcome.error_info["traceback"]
+    assert "going down" in storage.get(log_key(task.run_id)).decode()
+
+
+def test_a_container_lingering_after_its_outcome_was_read_is_removed(project, storage, executor, monkeypatch):
+    monkeypatch.setattr(docker_executor, "STORED_GRACE", 1.0)
+    task, outcome = run(executor, storage, project[0].lingers, 5)
+    assert outcome.error_info is None, outcome.error_info
+    deadline = time.monotonic() + 60
+    while containers_of(task) and time.monotonic() < deadline:
+        executor.wait(0.5)  # the executor looks after its containers while it is waited on
+    assert containers_of(task) == []
