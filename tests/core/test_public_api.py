@@ -40,12 +40,12 @@ def test_the_resolvers_are_imported_only_when_used():
 
 
 def test_the_worker_entry_imports_no_client_library():
-    """A worker in a container imports the package, its storage client (presigned URLs over a socket) and the
-    user's module: no botocore, SQLAlchemy, httpx or docker, no http.client with its email package, no ssl for
-    plain-http storage, no tenacity until a request fails, no cloudpickle while its values are plain data."""
+    """A worker in a container imports the package, its storage client (presigned URLs over http.client) and
+    the user's module: no botocore, SQLAlchemy, httpx or docker, no tenacity until a request fails, no
+    cloudpickle while its values are plain data."""
     code = ("import sys, sematic_k8s.worker\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'boto3', 'botocore', 'sqlalchemy', 'httpx',"
-            " 'docker', 'kubernetes', 'tenacity', 'http', 'email', 'ssl', 'cloudpickle', 'pickle', 'rich', 'click'})\n"
+            " 'docker', 'kubernetes', 'tenacity', 'cloudpickle', 'pickle', 'rich', 'click'})\n"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
 
