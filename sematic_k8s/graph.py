@@ -119,18 +119,19 @@ def to_json(template: Any, leaf_id: Callable[[Any], str]) -> Any:
     return {"artifact": leaf_id(template)}
 
 
-def from_json(doc: Any, leaf: Callable[[str], Any]) -> Any:
-    """JSON template -> in-memory template; ``leaf(artifact_id)`` builds value leaves."""
+def from_json(doc: Any, leaf: Callable[[str], Any], run: Callable[[str], Any] = RunRef) -> Any:
+    """JSON template -> in-memory template; ``leaf(artifact_id)`` builds value leaves, ``run(run_id)`` the leaves
+    that reference runs (a :class:`RunRef` unless told otherwise, e.g. a known output in its place)."""
     if "run" in doc:
-        return RunRef(doc["run"])
+        return run(doc["run"])
     if "artifact" in doc:
         return leaf(doc["artifact"])
     if "list" in doc:
-        return [from_json(x, leaf) for x in doc["list"]]
+        return [from_json(x, leaf, run) for x in doc["list"]]
     if "tuple" in doc:
-        return tuple(from_json(x, leaf) for x in doc["tuple"])
+        return tuple(from_json(x, leaf, run) for x in doc["tuple"])
     if "dict" in doc:
-        return {k: from_json(x, leaf) for k, x in doc["dict"]}
+        return {k: from_json(x, leaf, run) for k, x in doc["dict"]}
     raise ValueError(f"not a template: {doc!r}")
 
 
@@ -142,7 +143,10 @@ def json_refs(doc: Any) -> Iterator[str]:
         yield doc["run"]
     for key in ("list", "tuple"):
         for x in doc.get(key, ()):
-            yield from json_refs(x)
+            if "run" in x:  # the common leaf, without a generator of its own (fan-ins of thousands)
+                yield x["run"]
+            elif "artifact" not in x:
+                yield from json_refs(x)
     for _, x in doc.get("dict", ()):
         yield from json_refs(x)
 
@@ -158,7 +162,8 @@ def remap_json(doc: Any, ids: Mapping[str, str]) -> Any:
     if "dict" in doc:
         return {"dict": [[k, remap_json(x, ids)] for k, x in doc["dict"]]}
     key = "list" if "list" in doc else "tuple"
-    return {key: [remap_json(x, ids) for x in doc[key]]}
+    return {key: [{"run": ids[x["run"]]} if "run" in x else x if "artifact" in x else remap_json(x, ids)
+                  for x in doc[key]]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def utcnow() -> dt.datetime:
@@ -43,6 +43,18 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+class RunShape(NamedTuple):
+    """What planning a rerun reads of each recorded run (see ``SqlStore.run_shapes``): not a whole record."""
+
+    id: str
+    root_id: str
+    parent_id: str | None
+    state: str
+    input_refs: dict[str, Any]
+    output_ref: Any
+    output_id: str | None
 
 
 @dataclass(slots=True)

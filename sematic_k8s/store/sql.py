@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
 from sematic_k8s.store import schema
-from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
@@ -101,8 +101,6 @@ _CLONE_COLUMNS = [c.name for c in _CLONE_MAP.columns]
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
-_SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
-                 "output_id", "source_file", "attempts"]
 _REF_FIELDS = ("input_refs", "output_ref")
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
@@ -351,24 +349,20 @@ class SqlStore:
 
     bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database)
 
-    def run_shapes(self, root_id: str) -> list[RunRecord]:
-        """A resolution's runs with what planning a rerun needs (ids, func, state, refs, output), not the
-        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter. Refs that reference no run (only
+    def run_shapes(self, root_id: str) -> list[RunShape]:
+        """A resolution's runs with what planning a rerun needs (ids, state, refs, output), not the rest (func,
+        source, settings, notes, errors): :meth:`runs_of_root`, much lighter. Refs that reference no run (only
         values) are not decoded: ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is
         :data:`VALUES_ONLY` (read the run whole for them)."""
         t = self._runs
-        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in _SHAPE_FIELDS]
+        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in RunShape._fields]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols).where(t.c.root_id == root_id))
-            out = []
-            for row in rows:
-                doc = dict(zip(_SHAPE_FIELDS, row, strict=True))
-                refs, output = doc["input_refs"], doc["output_ref"]
-                doc["input_refs"] = json.loads(refs) if refs and '"run"' in refs else {}
-                doc["output_ref"] = (None if output is None or output == "null" else
-                                     json.loads(output) if '"run"' in output else VALUES_ONLY)
-                out.append(RunRecord(**doc))
-            return out
+            rows = conn.execute(sa.select(*cols).where(t.c.root_id == root_id)).fetchall()
+        loads = json.loads
+        return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
+                         None if output is None or output == "null" else
+                         loads(output) if '"run"' in output else VALUES_ONLY, output_id)
+                for run_id, root, parent, state, refs, output, output_id in rows]
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
