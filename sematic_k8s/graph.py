@@ -313,9 +313,8 @@ class Graph:
 # rerun planning
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRun:
-    """What a rerun does with one Run of the original Resolution."""
+class PlannedRun(NamedTuple):
+    """What a rerun does with one Run of the original Resolution (a tuple: thousands are made per rerun)."""
 
     old_id: str
     new_id: str
@@ -348,8 +347,9 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     for r in by_id.values():
         if r.parent_id is not None:
             children.setdefault(r.parent_id, []).append(r.id)
-        for ref in {x for t in (r.input_refs or {}).values() for x in json_refs(t)}:
-            consumers.setdefault(ref, []).append(r.id)
+        if r.input_refs:
+            for ref in {x for t in r.input_refs.values() for x in json_refs(t)}:
+                consumers.setdefault(ref, []).append(r.id)
 
     def subtree(run_id: str) -> Iterator[str]:
         stack = list(children.get(run_id, ()))
@@ -385,24 +385,28 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     kept = [r for r in _parents_first(by_id, children) if r.id not in dropped]
     if mode == "from" and from_id in dropped:
         raise ValueError(f"run {from_id} cannot be re-run: its recorded parents are inconsistent")
-    ids = {r.id: r.id if keep_ids else new_id() for r in kept}
+    ids = {r.id: r.id for r in kept} if keep_ids else {r.id: new_id() for r in kept}
     plan = []
     for r in kept:
-        action = EXECUTE if r.id in execute else AWAIT if r.id in reset else REUSE
+        rid, parent, refs, output = r.id, r.parent_id, r.input_refs, r.output_ref
+        action = EXECUTE if rid in execute else AWAIT if rid in reset else REUSE
         plan.append(PlannedRun(
-            old_id=r.id, new_id=ids[r.id], new_parent_id=ids[r.parent_id] if r.parent_id else None,
-            action=action,
-            input_refs={k: remap_json(t, ids) for k, t in (r.input_refs or {}).items()},
-            output_ref=remap_json(r.output_ref, ids) if action != EXECUTE else None,
+            rid, ids[rid], ids[parent] if parent else None, action,
+            {k: remap_json(t, ids) for k, t in refs.items()} if refs else {},
+            remap_json(output, ids) if action != EXECUTE and output is not None else None,
         ))
     return plan
 
 
 def _parents_first(by_id: dict[str, Any], children: dict[str, list[str]]) -> list[Any]:
     roots = [r for r in by_id.values() if r.parent_id is None or r.parent_id not in by_id]
-    out, stack = [], list(reversed(roots))
+    out: list[Any] = []
+    stack = list(reversed(roots))
+    pop, append, extend = stack.pop, out.append, stack.extend
     while stack:
-        r = stack.pop()
-        out.append(r)
-        stack.extend(by_id[c] for c in reversed(children.get(r.id, ())))
+        r = pop()
+        append(r)
+        nested = children.get(r.id)
+        if nested:
+            extend([by_id[c] for c in reversed(nested)])
     return out

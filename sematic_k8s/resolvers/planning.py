@@ -8,9 +8,10 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, RunShape, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -120,6 +121,10 @@ class Planner:
         return Plan(root.id, self.nodes_for([root], None))
 
     def _rerun(self, root: Future) -> Plan:
+        with _collector_paused():  # tens of thousands of objects made, no cycle: not one full collection for them
+            return self._plan_rerun(root)
+
+    def _plan_rerun(self, root: Future) -> Plan:
         rerun_from, mode = self.settings.rerun_from, self.settings.rerun_mode
         target = self.store.get_run(rerun_from) if rerun_from else None
         if target is None:
@@ -139,11 +144,11 @@ class Planner:
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
         if bulk:  # the runs that are not reused, whole (their refs that reference no run, left out of the shapes)
             again = {p.old_id for p in plan if p.action != REUSE}
-            whole = {r.id: r for r in (self.store.get_run(i) for i in again) if r is not None}
             shapes = {r.id: r for r in old_runs if r.id in again}
-            plan = [p if p.action == REUSE else dataclasses.replace(
-                p, input_refs=p.input_refs if any(_refs_runs(t) for t in shapes[p.old_id].input_refs.values())
-                else whole[p.old_id].input_refs,  # nothing to remap in them
+            known = {i for i, r in shapes.items() if any(_refs_runs(t) for t in r.input_refs.values())}
+            whole = {r.id: r for r in self.store.runs_by_id(again, refs_known=known)}  # type: ignore[attr-defined]
+            plan = [p if p.action == REUSE else p._replace(
+                input_refs=p.input_refs if p.old_id in known else whole[p.old_id].input_refs,  # nothing to remap
                 output_ref=None if p.action == EXECUTE else p.output_ref if _refs_runs(shapes[p.old_id].output_ref)
                 else whole[p.old_id].output_ref)
                 for p in plan]
@@ -181,7 +186,7 @@ class Planner:
         nodes = self._nodes_from_plan(plan, runs, record=False)
         return Plan(self.root_id, nodes, attempts=attempts, resumed=resumed)
 
-    def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord], *,
+    def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord] | list[Any], *,
                          record: bool, clone: bool = False) -> list[Node]:
         """Graph nodes for the runs of a rerun or resume plan that are not reused; with ``record``, the new Run
         records too (``clone``: the reused ones copied from their originals inside the store, in bulk).
@@ -207,9 +212,12 @@ class Planner:
                       for x in graph.json_refs(t) if x in reused_outputs}
         wanted = {reused_outputs[x] for x in referenced | wanted_root}
         wanted |= {x for p in again for r in [by_old[p.old_id]] for x in [r.output_id, *r.inputs.values()] if x}
-        outputs = getattr(self.store, "output_formats", None)  # all the outputs in one query, where it can
-        formats = outputs(old_runs[0].root_id) if outputs is not None and wanted and old_runs else {}
-        formats = {x: formats[x] for x in wanted if x in formats}
+        formats: dict[str, tuple[str, str, bytes | None]] = {  # light shapes bring their outputs' formats
+            r.output_id: r.output for r in old_runs
+            if isinstance(r, RunShape) and r.output is not None and r.output_id in wanted and r.output_id}
+        outputs = getattr(self.store, "output_formats", None)  # else all the outputs in one query, where it can
+        if not formats and outputs is not None and wanted and old_runs:
+            formats = {x: f for x, f in outputs(old_runs[0].root_id).items() if x in wanted}
         formats.update(self.recorder.formats(wanted - formats.keys()))
         values = self.recorder.stored_values(formats)
 
@@ -288,6 +296,20 @@ def recorded_root(func: Func, root: RunRecord, stored_value: Callable[[str], Val
     future = Future(func, {name: stored_value(artifact_id).value for name, artifact_id in root.inputs.items()})
     future.id = new_id
     return future
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a while (if it was on): planning a rerun of 10,000 runs makes
+    objects in bulk, which cross the collector's thresholds; a full collection they trigger finds nothing to free
+    but costs a tenth of a second."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _refs_runs(template: Any) -> bool:

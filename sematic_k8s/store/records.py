@@ -55,6 +55,7 @@ class RunShape(NamedTuple):
     input_refs: dict[str, Any]
     output_ref: Any
     output_id: str | None
+    output: tuple[str, str, bytes | None] | None = None  # its output artifact's (format, type name, inline bytes)
 
 
 @dataclass(slots=True)
