@@ -131,3 +131,19 @@ def test_a_corrupt_reused_output_fails_the_run_that_takes_it_naming_it(home):
         conn.execute(sa.update(arts).where(arts.c.id == victim.output_id).values(inline=b"12345"))
     with pytest.raises(sk.ResolutionFailed, match=f"{victim.output_id} is corrupt"):
         fan(N).resolve(sk.LocalResolver(home=home, rerun_from=leaves[0].id))
+
+
+def test_continue_after_a_success_reuses_every_run_and_runs_nothing(home):
+    first = fan(N)
+    assert first.resolve(sk.LocalResolver(home=home)) == EXPECTED
+    store = sk.LocalResolver(home=home).store
+    again = fan(N)
+    CALLS.clear()
+    assert again.resolve(sk.LocalResolver(home=home, rerun_from=first.id, rerun_mode="continue")) == EXPECTED
+    assert CALLS == []
+    runs = store.runs_of_root(again.id)
+    assert len(runs) == len(store.runs_of_root(first.id))
+    assert all(r.state == "resolved" and r.notes.get("reused_from") == r.original_run_id for r in runs)
+    root = next(r for r in runs if r.parent_id is None)
+    assert root.id == again.id and root.original_run_id == first.id
+    assert store.get_resolution(again.id).state == "resolved"
