@@ -139,7 +139,7 @@ class Planner:
         old_runs: list[Any] = (self.store.run_shapes(target.root_id) if bulk  # type: ignore[attr-defined]
                                else self.store.runs_of_root(target.root_id))
         preset = iter([self.settings.root_id] if self.settings.root_id else [])
-        fresh = new_ids(len(old_runs))
+        fresh = iter(sorted(new_ids(len(old_runs))))  # in order: the copies go into the id index one after another
         plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or next(fresh))
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
         if bulk:  # the runs that are not reused, whole (their refs that reference no run, left out of the shapes)
