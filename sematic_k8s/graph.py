@@ -202,12 +202,14 @@ class Graph:
         """Register nodes (in any order among themselves) and wire their dependencies."""
         nodes = list(nodes)
         ids = {n.run_id for n in nodes}
+        deps_of: dict[str, set[str]] = {}
         for n in nodes:  # validate everything before changing anything
             if n.run_id in self.nodes or len(ids) != len(nodes):
                 raise ValueError(f"run {n.run_id} is already in the graph")
             if n.state != RESOLVED:
                 templates = n.inputs.values() if n.mode == EXECUTE else [n.output_template]
-                for dep in (r for t in templates for r in refs_in(t)):
+                deps = deps_of[n.run_id] = {r for t in templates for r in refs_in(t)}
+                for dep in deps:
                     if dep not in self.nodes and dep not in ids:
                         raise ValueError(f"run {n.run_id} depends on unknown run {dep}")
         for n in nodes:
@@ -215,10 +217,12 @@ class Graph:
         for n in nodes:
             if n.state == RESOLVED:
                 continue
-            self._wire(n, n.inputs.values() if n.mode == EXECUTE else [n.output_template])
+            self._wire_deps(n, deps_of[n.run_id])
 
     def _wire(self, node: Node, templates: Iterable[Any]) -> None:
-        deps = {r for t in templates for r in refs_in(t)}
+        self._wire_deps(node, {r for t in templates for r in refs_in(t)})
+
+    def _wire_deps(self, node: Node, deps: set[str]) -> None:
         waiting = 0
         for dep_id in deps:
             dep = self.nodes.get(dep_id)
