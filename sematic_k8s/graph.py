@@ -119,18 +119,19 @@ def to_json(template: Any, leaf_id: Callable[[Any], str]) -> Any:
     return {"artifact": leaf_id(template)}
 
 
-def from_json(doc: Any, leaf: Callable[[str], Any]) -> Any:
-    """JSON template -> in-memory template; ``leaf(artifact_id)`` builds value leaves."""
+def from_json(doc: Any, leaf: Callable[[str], Any], run: Callable[[str], Any] = RunRef) -> Any:
+    """JSON template -> in-memory template; ``leaf(artifact_id)`` builds value leaves, ``run(run_id)`` the leaves
+    that reference runs (a :class:`RunRef` unless told otherwise, e.g. a known output in its place)."""
     if "run" in doc:
-        return RunRef(doc["run"])
+        return run(doc["run"])
     if "artifact" in doc:
         return leaf(doc["artifact"])
     if "list" in doc:
-        return [from_json(x, leaf) for x in doc["list"]]
+        return [from_json(x, leaf, run) for x in doc["list"]]
     if "tuple" in doc:
-        return tuple(from_json(x, leaf) for x in doc["tuple"])
+        return tuple(from_json(x, leaf, run) for x in doc["tuple"])
     if "dict" in doc:
-        return {k: from_json(x, leaf) for k, x in doc["dict"]}
+        return {k: from_json(x, leaf, run) for k, x in doc["dict"]}
     raise ValueError(f"not a template: {doc!r}")
 
 
@@ -142,7 +143,10 @@ def json_refs(doc: Any) -> Iterator[str]:
         yield doc["run"]
     for key in ("list", "tuple"):
         for x in doc.get(key, ()):
-            yield from json_refs(x)
+            if "run" in x:  # the common leaf, without a generator of its own (fan-ins of thousands)
+                yield x["run"]
+            elif "artifact" not in x:
+                yield from json_refs(x)
     for _, x in doc.get("dict", ()):
         yield from json_refs(x)
 
@@ -158,7 +162,8 @@ def remap_json(doc: Any, ids: Mapping[str, str]) -> Any:
     if "dict" in doc:
         return {"dict": [[k, remap_json(x, ids)] for k, x in doc["dict"]]}
     key = "list" if "list" in doc else "tuple"
-    return {key: [remap_json(x, ids) for x in doc[key]]}
+    return {key: [{"run": ids[x["run"]]} if "run" in x else x if "artifact" in x else remap_json(x, ids)
+                  for x in doc[key]]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,12 +202,14 @@ class Graph:
         """Register nodes (in any order among themselves) and wire their dependencies."""
         nodes = list(nodes)
         ids = {n.run_id for n in nodes}
+        deps_of: dict[str, set[str]] = {}
         for n in nodes:  # validate everything before changing anything
             if n.run_id in self.nodes or len(ids) != len(nodes):
                 raise ValueError(f"run {n.run_id} is already in the graph")
             if n.state != RESOLVED:
                 templates = n.inputs.values() if n.mode == EXECUTE else [n.output_template]
-                for dep in (r for t in templates for r in refs_in(t)):
+                deps = deps_of[n.run_id] = {r for t in templates for r in refs_in(t)}
+                for dep in deps:
                     if dep not in self.nodes and dep not in ids:
                         raise ValueError(f"run {n.run_id} depends on unknown run {dep}")
         for n in nodes:
@@ -210,10 +217,12 @@ class Graph:
         for n in nodes:
             if n.state == RESOLVED:
                 continue
-            self._wire(n, n.inputs.values() if n.mode == EXECUTE else [n.output_template])
+            self._wire_deps(n, deps_of[n.run_id])
 
     def _wire(self, node: Node, templates: Iterable[Any]) -> None:
-        deps = {r for t in templates for r in refs_in(t)}
+        self._wire_deps(node, {r for t in templates for r in refs_in(t)})
+
+    def _wire_deps(self, node: Node, deps: set[str]) -> None:
         waiting = 0
         for dep_id in deps:
             dep = self.nodes.get(dep_id)
@@ -308,9 +317,8 @@ class Graph:
 # rerun planning
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRun:
-    """What a rerun does with one Run of the original Resolution."""
+class PlannedRun(NamedTuple):
+    """What a rerun does with one Run of the original Resolution (a tuple: thousands are made per rerun)."""
 
     old_id: str
     new_id: str
@@ -343,8 +351,9 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     for r in by_id.values():
         if r.parent_id is not None:
             children.setdefault(r.parent_id, []).append(r.id)
-        for ref in {x for t in (r.input_refs or {}).values() for x in json_refs(t)}:
-            consumers.setdefault(ref, []).append(r.id)
+        if r.input_refs:
+            for ref in {x for t in r.input_refs.values() for x in json_refs(t)}:
+                consumers.setdefault(ref, []).append(r.id)
 
     def subtree(run_id: str) -> Iterator[str]:
         stack = list(children.get(run_id, ()))
@@ -380,24 +389,28 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     kept = [r for r in _parents_first(by_id, children) if r.id not in dropped]
     if mode == "from" and from_id in dropped:
         raise ValueError(f"run {from_id} cannot be re-run: its recorded parents are inconsistent")
-    ids = {r.id: r.id if keep_ids else new_id() for r in kept}
+    ids = {r.id: r.id for r in kept} if keep_ids else {r.id: new_id() for r in kept}
     plan = []
     for r in kept:
-        action = EXECUTE if r.id in execute else AWAIT if r.id in reset else REUSE
+        rid, parent, refs, output = r.id, r.parent_id, r.input_refs, r.output_ref
+        action = EXECUTE if rid in execute else AWAIT if rid in reset else REUSE
         plan.append(PlannedRun(
-            old_id=r.id, new_id=ids[r.id], new_parent_id=ids[r.parent_id] if r.parent_id else None,
-            action=action,
-            input_refs={k: remap_json(t, ids) for k, t in (r.input_refs or {}).items()},
-            output_ref=remap_json(r.output_ref, ids) if action != EXECUTE else None,
+            rid, ids[rid], ids[parent] if parent else None, action,
+            {k: remap_json(t, ids) for k, t in refs.items()} if refs else {},
+            remap_json(output, ids) if action != EXECUTE and output is not None else None,
         ))
     return plan
 
 
 def _parents_first(by_id: dict[str, Any], children: dict[str, list[str]]) -> list[Any]:
     roots = [r for r in by_id.values() if r.parent_id is None or r.parent_id not in by_id]
-    out, stack = [], list(reversed(roots))
+    out: list[Any] = []
+    stack = list(reversed(roots))
+    pop, append, extend = stack.pop, out.append, stack.extend
     while stack:
-        r = stack.pop()
-        out.append(r)
-        stack.extend(by_id[c] for c in reversed(children.get(r.id, ())))
+        r = pop()
+        append(r)
+        nested = children.get(r.id)
+        if nested:
+            extend([by_id[c] for c in reversed(nested)])
     return out

@@ -266,6 +266,22 @@ def deserialize(fmt: str, payload: bytes) -> Any:
     raise ValueError(f"unknown artifact format {fmt!r}")
 
 
+def deserialize_json_many(payloads: list[bytes]) -> list[Any]:
+    """:func:`deserialize` of many JSON payloads, parsed in one go (plain scalars need no decoding after)."""
+    if not payloads:
+        return []
+    trees = json.loads(b"[" + b",".join(payloads) + b"]")
+    return [t if t is None or type(t) in _SCALARS else _decode(t) for t in trees]
+
+
+_SCALARS = frozenset({int, str, float, bool})
+
+
+def content_id(fmt: str, payload: bytes) -> str:
+    """An artifact's id: sha256 of its format and payload."""
+    return _content_id(fmt, payload)
+
+
 def verify(artifact_id: str, fmt: str, payload: bytes) -> None:
     """Raise if ``payload`` does not hash to ``artifact_id`` (storage integrity check)."""
     got = _content_id(fmt, payload)

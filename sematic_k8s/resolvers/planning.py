@@ -8,22 +8,23 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph
 from sematic_k8s.errors import FuncError
 from sematic_k8s.func import Func, load_func
-from sematic_k8s.future import Future, new_id
+from sematic_k8s.future import Future, new_id, new_ids
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, RunShape, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -128,29 +129,38 @@ class Planner:
         return Plan(root.id, self.nodes_for([root], None))
 
     def _rerun(self, root: Future) -> Plan:
+        with _collector_paused():  # tens of thousands of objects made, no cycle: not one full collection for them
+            return self._plan_rerun(root)
+
+    def _plan_rerun(self, root: Future) -> Plan:
         rerun_from, mode = self.settings.rerun_from, self.settings.rerun_mode
         target = self.store.get_run(rerun_from) if rerun_from else None
         if target is None:
             raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
-        bulk = getattr(self.store, "bulk_clones", False)  # reused runs copied in the database, not replayed
-        old_runs = self.store.run_shapes(target.root_id) if bulk else self.store.runs_of_root(target.root_id)  # type: ignore[attr-defined]
-        old_root = next(r for r in old_runs if r.id == target.root_id)
+        old_root = target if target.parent_id is None else self.store.get_run(target.root_id)
+        if old_root is None:
+            raise LookupError(f"rerun_from {rerun_from}: its resolution's root run {target.root_id} is not recorded")
         if root.func.path != old_root.func_path:
             raise ValueError(f"rerun_from {rerun_from} belongs to a {old_root.func_path} pipeline, "
                              f"not {root.func.path}")
+        bulk = getattr(self.store, "bulk_clones", False)  # reused runs copied in the database, not replayed
+        old_runs: list[Any] = (self.store.run_shapes(target.root_id) if bulk  # type: ignore[attr-defined]
+                               else self.store.runs_of_root(target.root_id))
         preset = iter([self.settings.root_id] if self.settings.root_id else [])
-        plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or new_id())
+        fresh = iter(sorted(new_ids(len(old_runs))))  # in order: the copies go into the id index one after another
+        plan = graph.plan_rerun(old_runs, target.id, mode, lambda: next(preset, None) or next(fresh))
         self.root_id = root.id = plan[0].new_id  # parents first: the root's id is the first one drawn
-        if bulk:  # the runs that are not reused, whole (with the refs run_shapes left out)
-            again = {p.old_id for p in plan if p.action != REUSE} | {old_root.id}
-            whole = {r.id: r for r in (self.store.get_run(i) for i in again) if r is not None}
-            old_runs = [whole.get(r.id, r) for r in old_runs]
-            old_root = whole[old_root.id]
-            ids = {p.old_id: p.new_id for p in plan}
-            plan = [p if p.action == REUSE else dataclasses.replace(
-                p, input_refs={k: graph.remap_json(t, ids) for k, t in whole[p.old_id].input_refs.items()},
-                output_ref=graph.remap_json(whole[p.old_id].output_ref, ids) if p.action != EXECUTE else None)
+        if bulk:  # the runs that are not reused, whole (their refs that reference no run, left out of the shapes)
+            again = {p.old_id for p in plan if p.action != REUSE}
+            shapes = {r.id: r for r in old_runs if r.id in again}
+            known = {i for i, r in shapes.items() if any(_refs_runs(t) for t in r.input_refs.values())}
+            whole = {r.id: r for r in self.store.runs_by_id(again, refs_known=known)}  # type: ignore[attr-defined]
+            plan = [p if p.action == REUSE else p._replace(
+                input_refs=p.input_refs if p.old_id in known else whole[p.old_id].input_refs,  # nothing to remap
+                output_ref=None if p.action == EXECUTE else p.output_ref if _refs_runs(shapes[p.old_id].output_ref)
+                else whole[p.old_id].output_ref)
                 for p in plan]
+            old_runs = [whole.get(r.id, r) for r in old_runs]
         nodes = self._nodes_from_plan(plan, old_runs, record=True, clone=bulk)
         return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
                                                    "rerun_mode": mode},
@@ -184,32 +194,70 @@ class Planner:
         nodes = self._nodes_from_plan(plan, runs, record=False)
         return Plan(self.root_id, nodes, attempts=attempts, resumed=resumed)
 
-    def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord], *,
+    def _nodes_from_plan(self, plan: list[PlannedRun], old_runs: list[RunRecord] | list[Any], *,
                          record: bool, clone: bool = False) -> list[Node]:
-        """Graph nodes for a rerun or resume plan; with ``record``, the new Run records too (``clone``: the
-        reused ones copied from their originals inside the store, in bulk)."""
+        """Graph nodes for the runs of a rerun or resume plan that are not reused; with ``record``, the new Run
+        records too (``clone``: the reused ones copied from their originals inside the store, in bulk).
+
+        A reused run gets no node: the runs that take its output (or return it) get that output in their
+        templates in place of a reference to it, and an input made only of values so becomes one value now (a
+        list of 10,000 reused outputs is one leaf, serialized once, not 10,000 references to wire and follow)."""
         by_old = {r.id: r for r in old_runs}
-        outputs = getattr(self.store, "output_formats", None)  # all the outputs in one query, where it can
-        formats = outputs(old_runs[0].root_id) if outputs is not None and old_runs else {}
-        formats.update(self.recorder.formats(
-            {x for r in old_runs for x in [r.output_id, *r.inputs.values()] if x} - formats.keys()))
+        reused_outputs: dict[str, str] = {}  # new id of a reused run -> its output artifact
+        for p in plan:
+            if p.action == REUSE:
+                output_id = by_old[p.old_id].output_id
+                if output_id is None:
+                    raise ValueError(f"run {p.old_id} is recorded as {by_old[p.old_id].state} but has no output "
+                                     "to reuse")
+                reused_outputs[p.new_id] = output_id
+        again = [p for p in plan if p.action != REUSE]
+        if plan and plan[0].action == REUSE:  # everything reused (continue after a success): the root's node
+            wanted_root = {plan[0].new_id}
+        else:
+            wanted_root = set()
+        referenced = {x for p in again for t in [*p.input_refs.values(), p.output_ref] if t is not None
+                      for x in graph.json_refs(t) if x in reused_outputs}
+        wanted = {reused_outputs[x] for x in referenced | wanted_root}
+        wanted |= {x for p in again for r in [by_old[p.old_id]] for x in [r.output_id, *r.inputs.values()] if x}
+        formats: dict[str, tuple[str, str, bytes | None]] = {  # light shapes bring their outputs' formats
+            r.output_id: r.output for r in old_runs
+            if isinstance(r, RunShape) and r.output is not None and r.output_id in wanted and r.output_id}
+        outputs = getattr(self.store, "output_formats", None)  # else all the outputs in one query, where it can
+        if not formats and outputs is not None and wanted and old_runs:
+            formats = {x: f for x, f in outputs(old_runs[0].root_id).items() if x in wanted}
+        formats.update(self.recorder.formats(wanted - formats.keys()))
+        values = self.recorder.stored_values(formats)
 
         def leaf(artifact_id: str) -> Value:
-            found = formats.get(artifact_id)
-            return self.recorder.stored_value(artifact_id, *found) if found else self.recorder.stored_value(artifact_id)
+            found = values.get(artifact_id)
+            return found if found is not None else self.recorder.stored_value(artifact_id)
 
-        nodes = []
+        def output_of(run_id: str) -> Any:
+            output_id = reused_outputs.get(run_id)
+            return graph.RunRef(run_id) if output_id is None else leaf(output_id)
+
         now = utcnow()
+        batch = self.recorder.batch
+        nodes = []
         for p in plan:
             old = by_old[p.old_id]
-            if clone and p.action == REUSE:
-                if old.output_id is None:
-                    raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
-                self.recorder.batch.clone_run(  # refs unchanged by the remap: None, the original's (copied in SQL)
-                    p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id, created_at=now,
-                    input_refs=None if p.input_refs == old.input_refs else p.input_refs,
-                    output_ref=None if p.output_ref == old.output_ref else p.output_ref)
-                nodes.append(Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id)))
+            if p.action == REUSE:
+                if clone:  # refs unchanged by the remap: None, the original's (copied in SQL)
+                    batch.clone_run(p.new_id, old.id, root_id=self.root_id, parent_id=p.new_parent_id, created_at=now,
+                                    input_refs=None if p.input_refs == old.input_refs else p.input_refs,
+                                    output_ref=None if p.output_ref == old.output_ref else p.output_ref)
+                elif record:
+                    batch.add_run(RunRecord(
+                        id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
+                        func_name=old.func_name, state=RESOLVED, input_refs=p.input_refs, inputs=old.inputs,
+                        output_ref=p.output_ref, output_id=old.output_id, cached_from=old.cached_from,
+                        source_file=old.source_file, source_hash=old.source_hash, source_text=old.source_text,
+                        settings=old.settings, original_run_id=old.id, attempts=old.attempts,
+                        notes={**old.notes, "reused_from": old.id}, created_at=utcnow(), started_at=old.started_at,
+                        ended_at=old.ended_at))
+                if p.new_id in wanted_root:
+                    nodes.append(Node(p.new_id, None, state=RESOLVED, output=leaf(reused_outputs[p.new_id])))
                 continue
             rec = RunRecord(
                 id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
@@ -217,26 +265,37 @@ class Planner:
                 source_hash=old.source_hash, settings=old.settings, original_run_id=old.id, created_at=utcnow(),
                 source_text=old.source_text,
             )
-            if p.action == REUSE:
-                if old.output_id is None:
-                    raise ValueError(f"run {old.id} is recorded as {old.state} but has no output to reuse")
-                rec.state, rec.inputs, rec.output_ref, rec.output_id = RESOLVED, old.inputs, p.output_ref, old.output_id
-                rec.cached_from, rec.started_at, rec.ended_at = old.cached_from, old.started_at, old.ended_at
-                rec.attempts, rec.notes = old.attempts, {**old.notes, "reused_from": old.id}
-                node = Node(p.new_id, p.new_parent_id, state=RESOLVED, output=leaf(old.output_id))
-            elif p.action == AWAIT:
+            if p.action == AWAIT:
                 rec.state, rec.inputs, rec.output_ref, rec.started_at = RUNNING, old.inputs, p.output_ref, utcnow()
                 node = Node(p.new_id, p.new_parent_id, func=_func_or_none(old), mode=AWAIT, state=RUNNING,
-                            output_template=graph.from_json(p.output_ref, leaf))
+                            output_template=graph.from_json(p.output_ref, leaf, output_of))
             else:
                 func = load_func(old.func_path, old.source_file)
                 rec.source_hash, rec.settings, rec.source_text = func.source_hash, func.settings(), func.source_text
-                inputs = {k: graph.from_json(t, leaf) for k, t in p.input_refs.items()}
+                inputs = {k: self._input(t, leaf, output_of) for k, t in p.input_refs.items()}
                 node = Node(p.new_id, p.new_parent_id, func=func, inputs=inputs)
             if record:
-                self.recorder.batch.add_run(rec)
+                batch.add_run(rec)
             nodes.append(node)
         return nodes
+
+    def _input(self, doc: Any, leaf: Callable[[str], Value], output_of: Callable[[str], Any]) -> Any:
+        """A planned run's input template; one that references only reused runs (and values) is that one value,
+        serialized now, unless reading it fails (then the run fails on it when it starts, as it would)."""
+        seen = {"reused": False, "ref": False}
+
+        def run(run_id: str) -> Any:
+            found = output_of(run_id)
+            seen["ref" if type(found) is graph.RunRef else "reused"] = True
+            return found
+
+        template = graph.from_json(doc, leaf, run)
+        if seen["ref"] or not seen["reused"] or isinstance(template, Value):
+            return template
+        try:
+            return self.recorder.value(graph.map_leaves(template, lambda v: v.value))
+        except Exception:
+            return template
 
 
 def recorded_root(func: Func, root: RunRecord, stored_value: Callable[[str], Value], new_id: str) -> Future:
@@ -245,6 +304,25 @@ def recorded_root(func: Func, root: RunRecord, stored_value: Callable[[str], Val
     future = Future(func, {name: stored_value(artifact_id).value for name, artifact_id in root.inputs.items()})
     future.id = new_id
     return future
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a while (if it was on): planning a rerun of 10,000 runs makes
+    objects in bulk, which cross the collector's thresholds; a full collection they trigger finds nothing to free
+    but costs a tenth of a second."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _refs_runs(template: Any) -> bool:
+    """Whether a JSON template references a run."""
+    return template is not None and next(graph.json_refs(template), None) is not None
 
 
 def _func_or_none(run: RunRecord) -> Func | None:

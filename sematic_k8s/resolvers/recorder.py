@@ -62,6 +62,24 @@ class Recorder:
             self._spill(artifact_id, fmt, inline)
         return Value(artifact_id, fmt, type_name, load=self.load)
 
+    def stored_values(self, formats: dict[str, tuple[str, str, bytes | None]]) -> dict[str, Value]:
+        """:meth:`stored_value` of many recorded artifacts (``formats`` as :meth:`formats` gives them). With an inline
+        limit, the small JSON ones whose bytes the records hold are verified and decoded together, now (a rerun's
+        thousands of reused outputs); one that does not verify is left to fail, naming itself, where it is used."""
+        out: dict[str, Value] = {}
+        eager: list[tuple[str, str, bytes]] = []
+        for artifact_id, (fmt, type_name, inline) in formats.items():
+            if inline is not None and self.inline_limit and fmt == serialization.JSON:
+                if serialization.content_id(fmt, inline) == artifact_id:
+                    eager.append((artifact_id, type_name, inline))
+                    continue
+            out[artifact_id] = self.stored_value(artifact_id, fmt, type_name, inline)
+        decoded = serialization.deserialize_json_many([payload for _, _, payload in eager])
+        for (artifact_id, type_name, _), value in zip(eager, decoded, strict=True):
+            out[artifact_id] = Value(artifact_id, serialization.JSON, type_name, value)
+        self.known_artifacts.update(formats)
+        return out
+
     def formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
         """``{id: (format, type_name, inline bytes)}`` of recorded artifacts, for :meth:`stored_value` (one look-up;
         the store's light one when it has it)."""

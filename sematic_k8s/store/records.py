@@ -45,6 +45,19 @@ class RunRecord:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+class RunShape(NamedTuple):
+    """What planning a rerun reads of each recorded run (see ``SqlStore.run_shapes``): not a whole record."""
+
+    id: str
+    root_id: str
+    parent_id: str | None
+    state: str
+    input_refs: dict[str, Any]
+    output_ref: Any
+    output_id: str | None
+    output: tuple[str, str, bytes | None] | None = None  # its output artifact's (format, type name, inline bytes)
+
+
 @dataclass(slots=True)
 class ResolutionRecord:
     """One execution of a whole pipeline; its id is its root Run's id."""

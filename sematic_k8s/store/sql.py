@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
 from sematic_k8s.store import records, schema
-from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
@@ -95,15 +95,14 @@ class ArtifactRow(Base):
 # a rerun's reused runs on their way in (see SqlStore._clone_runs): a table private to the connection
 _CLONE_MAP = sa.Table(
     "clone_map", sa.MetaData(), sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("original_run_id", sa.String(64)), sa.Column("root_id", sa.String(64)),
-    sa.Column("parent_id", sa.String(64), nullable=True), sa.Column("input_refs", sa.JSON(none_as_null=True)),
-    sa.Column("output_ref", sa.JSON(none_as_null=True)), sa.Column("created_at", sa.DateTime), prefixes=["TEMPORARY"])
-_CLONE_COLUMNS = [c.name for c in _CLONE_MAP.columns]
+    sa.Column("original_run_id", sa.String(64)), sa.Column("parent_id", sa.String(64), nullable=True),
+    sa.Column("input_refs", sa.JSON(none_as_null=True)), sa.Column("output_ref", sa.JSON(none_as_null=True)),
+    prefixes=["TEMPORARY"])
+_CLONE_IDS = ["id", "original_run_id", "parent_id"]
+_CLONE_REFS = [*_CLONE_IDS, "input_refs", "output_ref"]
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
-_SHAPE_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "input_refs", "output_ref",
-                 "output_id", "source_file", "attempts"]
 _REF_FIELDS = ("input_refs", "output_ref")
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
@@ -201,8 +200,7 @@ class SqlStore:
                 self._insert_artifacts(conn, rows)
             for rows in _chunks(list(batch.new_runs.values())):
                 self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
-            for rows in _chunks(list(batch.clones.values())):
-                self._clone_runs(conn, rows)
+            self._clone_runs(conn, list(batch.clones.values()))
             for hits in _chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
             self._update(conn, self._runs, batch.run_updates)
@@ -246,13 +244,27 @@ class SqlStore:
         """Reused runs of a rerun, each copied from its original inside the database: their new ids, parents and
         (remapped) refs into a temporary table, then one ``INSERT ... SELECT`` joining it with the originals:
         resolved, with ``notes.reused_from``; refs given as None are the original's. A run already there (a batch
-        sent again) is skipped."""
-        if not clones:
-            return
+        sent again) is skipped. Clones of one root made at one time (a rerun's) share one statement."""
+        groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+        for c in clones:
+            groups.setdefault((c["root_id"], c["created_at"]), []).append(c)
+        for (root_id, created_at), group in groups.items():
+            self._clone_group(conn, group, root_id, created_at)
+
+    def _clone_group(self, conn: sa.Connection, clones: list[dict[str, Any]], root_id: str, created_at: Any) -> None:
         t, m = self._runs, _CLONE_MAP
         conn.execute(sa.schema.CreateTable(m, if_not_exists=True))
         conn.execute(sa.delete(m))
-        conn.execute(sa.insert(m), [{k: c.get(k) for k in _CLONE_COLUMNS} for c in clones])
+        plain = [(c["id"], c["original_run_id"], c.get("parent_id")) for c in clones
+                 if c.get("input_refs") is None and c.get("output_ref") is None]
+        if plain and conn.dialect.name == "sqlite":  # plain strings: straight to the driver, no bind processing
+            conn.exec_driver_sql("INSERT INTO clone_map (id, original_run_id, parent_id) VALUES (?, ?, ?)", plain)
+        elif plain:
+            conn.execute(sa.insert(m), [dict(zip(_CLONE_IDS, row, strict=True)) for row in plain])
+        refs = [{k: c.get(k) for k in _CLONE_REFS} for c in clones
+                if c.get("input_refs") is not None or c.get("output_ref") is not None]
+        if refs:
+            conn.execute(sa.insert(m), refs)
         old = t.alias("old")
         if conn.dialect.name == "postgresql":
             reused_from = sa.func.jsonb_build_object("reused_from", old.c.id)
@@ -261,10 +273,10 @@ class SqlStore:
         else:
             notes = sa.func.json_set(old.c.notes, "$.reused_from", old.c.id)
         values: dict[str, Any] = {
-            "id": m.c.id, "root_id": m.c.root_id, "parent_id": m.c.parent_id,
+            "id": m.c.id, "root_id": sa.literal(root_id, sa.String), "parent_id": m.c.parent_id,
             "input_refs": sa.func.coalesce(m.c.input_refs, old.c.input_refs),
             "output_ref": sa.func.coalesce(m.c.output_ref, old.c.output_ref),
-            "original_run_id": m.c.original_run_id, "created_at": m.c.created_at,
+            "original_run_id": m.c.original_run_id, "created_at": sa.literal(created_at, sa.DateTime),
             "func_path": old.c.func_path, "func_name": old.c.func_name, "state": sa.literal("resolved"),
             "inputs": old.c.inputs, "output_id": old.c.output_id, "cached_from": old.c.cached_from,
             "source_hash": old.c.source_hash, "source_file": old.c.source_file, "source_text": old.c.source_text,
@@ -404,24 +416,41 @@ class SqlStore:
 
     bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database)
 
-    def run_shapes(self, root_id: str) -> list[RunRecord]:
-        """A resolution's runs with what planning a rerun needs (ids, func, state, refs, output), not the
-        rest (source, settings, notes, errors): :meth:`runs_of_root`, lighter. Refs that reference no run (only
-        values) are not decoded: ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is
-        :data:`VALUES_ONLY` (read the run whole for them)."""
-        t = self._runs
-        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in _SHAPE_FIELDS]
+    def run_shapes(self, root_id: str) -> list[RunShape]:
+        """A resolution's runs with what planning a rerun needs (ids, state, refs, output, and the output artifact
+        as :meth:`artifact_formats` gives it), not the rest (func, source, settings, notes, errors):
+        :meth:`runs_of_root`, much lighter, in one query. Refs that reference no run (only values) are not decoded:
+        ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is :data:`VALUES_ONLY` (read the run whole for
+        them)."""
+        t, a = self._runs, self._arts
+        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in RunShape._fields[:-1]]
+        stmt = (sa.select(*cols, a.c.format, a.c.type_name, a.c.inline)
+                .select_from(t.outerjoin(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols).where(t.c.root_id == root_id))
-            out = []
-            for row in rows:
-                doc = dict(zip(_SHAPE_FIELDS, row, strict=True))
-                refs, output = doc["input_refs"], doc["output_ref"]
-                doc["input_refs"] = json.loads(refs) if refs and '"run"' in refs else {}
-                doc["output_ref"] = (None if output is None or output == "null" else
-                                     json.loads(output) if '"run"' in output else VALUES_ONLY)
-                out.append(RunRecord(**doc))
-            return out
+            rows = conn.execute(stmt).fetchall()
+        loads = json.loads
+        return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
+                         None if output is None or output == "null" else
+                         loads(output) if '"run"' in output else VALUES_ONLY, output_id,
+                         None if fmt is None else (fmt, type_name, inline))
+                for run_id, root, parent, state, refs, output, output_id, fmt, type_name, inline in rows]
+
+    def runs_by_id(self, ids: Iterable[str], *, refs_known: Collection[str] = ()) -> list[RunRecord]:
+        """Whole runs by id (those recorded; one query per 500), except the ``input_refs`` of those in
+        ``refs_known``: left ``{}``, not decoded (a rerun's planner has them from :meth:`run_shapes`, and a fan-in's
+        are thousands of refs)."""
+        wanted = list(dict.fromkeys(ids))
+        t = self._runs
+        cols = [sa.cast(t.c[f], sa.Text).label(f) if f == "input_refs" else t.c[f] for f in _RUN_FIELDS]
+        out = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                for row in conn.execute(sa.select(*cols).where(t.c.id.in_(wanted[i:i + 500]))).mappings():
+                    doc = dict(row)
+                    refs = doc["input_refs"]
+                    doc["input_refs"] = {} if doc["id"] in refs_known or not refs else json.loads(refs)
+                    out.append(RunRecord(**doc))
+        return out
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
@@ -499,7 +528,7 @@ class SqlStore:
         stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline)
                 .select_from(t.join(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
         with self.engine.connect() as conn:
-            return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt)}
+            return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt).fetchall()}
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
