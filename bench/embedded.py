@@ -1,9 +1,9 @@
 """The embedded resolver's floors (``make bench``), each a ratio against a baseline measured in the same run:
 
 - inline: a fresh fan-out with small values kept inline with their records / the same with a file per value;
-- cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3; ``--profile``
-  prints where the re-resolution's time goes when it is missed);
+- cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3);
 - rerun: ``rerun_from`` one leaf of the fan-out / its fresh resolution (goal <= 0.1);
+  a missed cache or rerun goal prints (stderr) where one more such resolution's time goes (cProfile);
 - disk: a chain of runs while another process writes and fsyncs on the same disk / the same on a quiet disk
   (goal <= 2);
 - memory: peak memory per run of a 100,000-run fan-out (goal <= 3 KB), in a process of its own.
@@ -112,9 +112,9 @@ def profile_top(call: Callable[[], Any], title: str, limit: int = 15) -> None:
     stats.sort_stats("tottime").print_stats(limit)
 
 
-def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool, profile: bool = False) -> list[dict]:
-    """Fresh fan-out, then the same again (every func hits the cache), then a rerun from one leaf. ``profile``: when
-    the all-hit goal is missed, a further all-hit resolution under cProfile prints where its time goes."""
+def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool) -> list[dict]:
+    """Fresh fan-out, then the same again (every func hits the cache), then a rerun from one leaf; a missed goal
+    profiles one more of the same, outside the timed sections."""
     with _home(base) as home:
         fan(2).resolve(resolver(home, cache_namespace="warm"))
         first = fan(n)
@@ -122,7 +122,7 @@ def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool, profile: bool 
         hit, hit_cpu = timed_cpu(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")))
         rows = [{"figure": "cache", "runs": n + 2, "fresh_s": round(fresh, 3), "all_hits_s": round(hit, 3),
                  "ratio": round(hit / fresh, 3), "goal": 0.3, "cpu_ratio": round(hit_cpu / fresh_cpu, 3)}]
-        if profile and hit / fresh > 0.3:
+        if hit / fresh > 0.3:
             profile_top(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")),
                         f"all-hit re-resolution of a {n}-run fan-out")
         if rerun:
@@ -132,27 +132,9 @@ def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool, profile: bool 
             rows.append({"figure": "rerun", "runs": n + 2, "fresh_s": round(fresh, 3), "rerun_s": round(again, 3),
                          "ratio": round(again / fresh, 3), "goal": 0.1})
             if again / fresh > 0.1:
-                profile("rerun", lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)))
+                profile_top(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)),
+                            f"rerun_from one leaf of a {n}-run fan-out")
     return rows
-
-
-def profile(figure: str, call: Callable[[], Any], top: int = 24) -> None:
-    """A figure that missed its goal: where one more ``call`` spends its time (cProfile, the package's own functions
-    by cumulative time, and the database driver's calls), on stderr."""
-    import cProfile
-    import io
-    import pstats
-
-    prof = cProfile.Profile()
-    gc.collect()
-    prof.runcall(call)
-    out = io.StringIO()
-    stats = pstats.Stats(prof, stream=out).sort_stats("cumulative")
-    stats.print_stats(r"sematic_k8s/|sqlite3|gc\.collect", top)
-    lines = out.getvalue().splitlines()
-    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-    print(f"{figure}: goal missed; one more run profiled (cumulative seconds):", file=sys.stderr)
-    print("\n".join(lines[start:]).rstrip(), file=sys.stderr)
 
 
 WRITER = """
@@ -223,8 +205,6 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="fan-out sizes of the cache and rerun figures")
     parser.add_argument("--memory-runs", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the homes go (default: the system temp dir)")
-    parser.add_argument("--profile", action="store_true",
-                        help="when the all-hit goal is missed, print where an all-hit re-resolution's time goes")
     args = parser.parse_args()
     only = set(args.only.split(","))
     base = args.dir or Path(os.environ.get("BENCH_DIR", Path.cwd() / ".bench"))
@@ -240,7 +220,7 @@ def main() -> None:
     if "cache" in only:
         sizes = [int(x) for x in args.sizes.split(",")]
         for n in sizes:
-            for row in bench_cache_and_rerun(n, base, rerun=n == max(sizes), profile=args.profile):
+            for row in bench_cache_and_rerun(n, base, rerun=n == max(sizes)):
                 emit(row)
     if "disk" in only:
         emit(bench_disk(1000, base))
