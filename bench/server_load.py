@@ -26,6 +26,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -162,18 +163,66 @@ async def _aload(url: str, key: str, method: str, path: str, bodies: list[bytes]
         print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
     latencies.sort()
     return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
-            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            "max_ms": 1000 * latencies[-1]}
+
+
+async def _aopen(url: str, key: str, method: str, path: str, bodies: list[bytes], clients: int,
+                 rate: float) -> dict:
+    """The open model (wrk2's, Gatling's): request ``i`` is due at ``i / rate`` seconds, on connection
+    ``i % clients``, whatever the server did with the ones before; its latency counts from when it was due, so
+    a request that waits for its connection (still busy with the one before) or for a stalled server is
+    charged for the wait (no coordinated omission)."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
+    latencies: list[float] = []
+    errors: list[str] = []
+    conns = [_Conn(*await asyncio.open_connection(host, int(port))) for _ in range(clients)]
+    start = time.perf_counter() + 0.1
+
+    async def worker(k: int, conn: _Conn) -> None:
+        for i in range(k, len(bodies), clients):
+            due = start + i / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            try:
+                status, text = await conn.request(head, bodies[i])
+                if status != 200:
+                    errors.append(f"HTTP {status}: {text[:200]!r}")
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                conn = _Conn(*await asyncio.open_connection(host, int(port)))
+            latencies.append(time.perf_counter() - due)
+
+    await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
+    seconds = time.perf_counter() - start
+    for c in conns:
+        c.writer.close()
+    if errors:
+        print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
+    latencies.sort()
+    return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
+            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            "max_ms": 1000 * latencies[-1]}
+
+
+def _run(coroutine: Any) -> dict:  # noqa: ANN401 - a coroutine
+    try:
+        import uvloop
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
 
 
 def _load(url: str, key: str, bodies: list[bytes], clients: int, method: str = "POST",
-          path: str = "/api/v1/store/write") -> dict:
-    """Send every body from ``clients`` concurrent keep-alive connections; req/s, latencies, errors."""
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    return runner(_aload(url, key, method, path, bodies, clients))
+          path: str = "/api/v1/store/write", rate: float | None = None) -> dict:
+    """Send every body from ``clients`` concurrent keep-alive connections, each as soon as its connection's
+    previous one is answered (closed) or at ``rate`` requests per second in all (open); req/s, latencies,
+    errors."""
+    if rate is None:
+        return _run(_aload(url, key, method, path, bodies, clients))
+    return _run(_aopen(url, key, method, path, bodies, clients, rate))
 
 
 def single_updates(ids: list[str]) -> list[bytes]:
@@ -195,12 +244,12 @@ def batched_updates(ids: list[str], size: int) -> list[bytes]:
 
 
 def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], batch: int,
-                  server_args: list[str]) -> list[dict]:
+                  server_args: list[str], rate: float = 0, seconds: float = 0) -> list[dict]:
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as home:
         url, key, pid = start_server(Path(home), db_url, stack, server_args)
 
-        def measured(bodies: list[bytes], c: int, *how: str) -> dict:
+        def measured(bodies: list[bytes], c: int, *how: Any) -> dict:  # noqa: ANN401 - _load's arguments
             cpu = cpu_seconds(pid)
             r = _load(url, key, bodies, c, *how)
             return {**r, "cpu_ms": 1000 * (cpu_seconds(pid) - cpu) / len(bodies)}
@@ -219,6 +268,16 @@ def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], 
         c = min(clients[-1], runs // batch * len(STATES))
         r = measured(batched_updates(ids, batch), c)
         rows.append({"db": name, "kind": f"batch of {batch}", "clients": c, **r, "updates_s": r["req_s"] * batch})
+        if rate:  # the open model at the most connections: the latency at that offered rate
+            c, n = clients[-1], int(rate * seconds)
+            base = measured([b""] * n, c, "GET", "/api/v1/health", rate)
+            rows.append({"db": name, "kind": "baseline: GET health", "offered": rate, "clients": c, **base,
+                         "updates_s": 0.0})
+            ids = seed(url, key, runs)
+            updates = single_updates(ids)
+            r = measured([updates[i % len(updates)] for i in range(n)], c, "POST", "/api/v1/store/write", rate)
+            rows.append({"db": name, "kind": "single-run update", "offered": rate, "clients": c, **r,
+                         "updates_s": r["req_s"], "cpu_ratio": r["cpu_ms"] / base["cpu_ms"]})
     return rows
 
 
@@ -227,12 +286,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1000, help="concurrent runs whose states are updated")
     parser.add_argument("--clients", type=int, nargs="+", default=[50, 1000], help="concurrent clients")
     parser.add_argument("--batch", type=int, default=50, help="runs per batched write")
+    parser.add_argument("--rate", type=float, default=2000, help="offered requests/s of the open-model rows "
+                        "(sent at their scheduled times on the most connections; 0: none)")
+    parser.add_argument("--seconds", type=float, default=10, help="how long the open-model rows offer --rate")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--server-arg", action="append", default=[], help="passed to `sematic-k8s server`")
     args = parser.parse_args(argv)
-    rows = [] if args.no_sqlite else bench_backend("sqlite", None, args.runs, args.clients, args.batch,
-                                                   args.server_arg)
+    how = (args.runs, args.clients, args.batch, args.server_arg, args.rate, args.seconds)
+    rows = [] if args.no_sqlite else bench_backend("sqlite", None, *how)
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from pgcluster import create_database, pg_bin, postgres_cluster
     bin_dir = None if args.no_postgres else pg_bin()
@@ -240,23 +302,23 @@ def main(argv: list[str] | None = None) -> None:
         print("(PostgreSQL not installed here: SQLite only)", file=sys.stderr)
     else:
         with postgres_cluster(bin_dir) as server:
-            rows += bench_backend("postgresql", create_database(server, "bench"), args.runs, args.clients,
-                                  args.batch, args.server_arg)
+            rows += bench_backend("postgresql", create_database(server, "bench"), *how)
     print(f"\nserver load: {args.runs} runs x {len(STATES)} state updates, POST /api/v1/store/write, API keys on, "
           f"`sematic-k8s server {' '.join(args.server_arg)}`; clients are {max(args.clients)} keep-alive connections "
           f"of one asyncio process on the same {os.cpu_count()}-CPU machine. Baseline: the same connections sending "
           "as many GET /api/v1/health (no key, no body, no database) to the same server in the same run")
-    header = f"{'db':<11} {'requests':<21} {'clients':>7} {'count':>6} {'req/s':>7} {'updates/s':>10} " \
-             f"{'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'req/s vs base':>13} {'server CPU ms/req':>17} " \
-             f"{'CPU vs base':>11}"
+    header = f"{'db':<11} {'requests':<21} {'offered':>8} {'clients':>7} {'count':>6} {'req/s':>7} " \
+             f"{'updates/s':>10} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>8} {'errors':>6} {'req/s vs base':>13} " \
+             f"{'server CPU ms/req':>17} {'CPU vs base':>11}"
     print(header)
     print("-" * len(header))
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
         cpu_ratio = f"{r['cpu_ratio']:.2f}x" if "cpu_ratio" in r else ""
-        print(f"{r['db']:<11} {r['kind']:<21} {r['clients']:>7} {r['requests']:>6} {r['req_s']:>7.0f} "
-              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} {ratio:>13} "
-              f"{r['cpu_ms']:>17.2f} {cpu_ratio:>11}")
+        offered = f"{r['offered']:.0f}/s" if "offered" in r else "closed"
+        print(f"{r['db']:<11} {r['kind']:<21} {offered:>8} {r['clients']:>7} {r['requests']:>6} {r['req_s']:>7.0f} "
+              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['errors']:>6} "
+              f"{ratio:>13} {r['cpu_ms']:>17.2f} {cpu_ratio:>11}")
     print("\n" + FINDINGS)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -130,6 +131,12 @@ def _json_text(value: Any) -> str:
             _JSON_SEEN[id(value)] = (value, copy.deepcopy(value), text)
         return text
     return json.dumps(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
+    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields."""
+    return sa.update(table).where(table.c.id == sa.bindparam("_id")).values({k: sa.bindparam(k) for k in keys})
 
 
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
@@ -258,8 +265,7 @@ class SqlStore:
         for row_id, fields in updates.items():
             groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
         for keys, rows in groups.items():
-            stmt = (sa.update(table).where(table.c.id == sa.bindparam("_id"))
-                    .values({k: sa.bindparam(k) for k in keys}))
+            stmt = _update_statement(table, keys)
             for chunk in _chunks(rows):
                 conn.execute(stmt, chunk)
 

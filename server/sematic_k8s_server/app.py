@@ -13,17 +13,20 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sematic_k8s
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth, problems
+from sematic_k8s_server import auth, fastpath, problems
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
 from sematic_k8s_server.fastpath import WriteFastPath
-from sematic_k8s_server.guard import Guard
+from sematic_k8s_server.guard import GUARDED, Guard
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.routes import (
     artifacts,
@@ -66,7 +69,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         yield
         server.close()
 
-    app = FastAPI(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan,
+    app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan,
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
@@ -77,7 +80,37 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         app.include_router(router, dependencies=[Depends(require_key)])
     mount_dashboard(app)
     problems.install(app)
-    app.add_middleware(WriteFastPath, server=server)  # under the Guard
     app.add_middleware(Guard, authenticator=authenticator, config=config)
+    app.front = _front(app, Guard(WriteFastPath(app.stack, server=server), authenticator=authenticator,
+                                  config=config))
     return app
+
+
+class Api(FastAPI):
+    """The FastAPI app, but ``POST /api/v1/store/write`` (the request a server gets most: every state change of
+    every run) goes straight to :attr:`front`: the Guard, then :mod:`~sematic_k8s_server.fastpath`, under the
+    same error handlers, without FastAPI's own middleware (its telemetry check, its body limit: the Guard's
+    cap applies) and routing. A write the fast path does not take goes on to :meth:`stack`, already guarded."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (self.front is not None and scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == fastpath.PATH):
+            scope["app"] = self
+            await self.front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app as FastAPI serves it, for a request the Guard in :attr:`front` has passed."""
+        scope[GUARDED] = True
+        await super().__call__(scope, receive, send)
+
+
+def _front(app: FastAPI, inner: ASGIApp) -> ASGIApp:
+    """``inner`` under ``app``'s exception handlers, as FastAPI puts its routes."""
+    handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
+    unexpected = app.exception_handlers.get(Exception) or app.exception_handlers.get(500)
+    return ServerErrorMiddleware(ExceptionMiddleware(inner, handlers=handlers), handler=unexpected)
 

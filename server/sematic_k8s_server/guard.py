@@ -32,6 +32,7 @@ from sematic_k8s_server.problems import problem
 PUBLIC_API = frozenset({"/api/v1/health"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+GUARDED = "sematic_k8s.guarded"  # a scope key (set by the server: no request can) for a request already guarded
 
 
 def is_loopback(host: str) -> bool:
@@ -59,7 +60,7 @@ class Guard:
         self._checks: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(GUARDED):  # the Guard in front of the write fast path passed it
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
