@@ -13,8 +13,6 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sematic_k8s
@@ -26,7 +24,7 @@ from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
 from sematic_k8s_server.fastpath import WriteFastPath
-from sematic_k8s_server.guard import GUARDED, Guard
+from sematic_k8s_server.guard import Guard
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.routes import (
     artifacts,
@@ -81,36 +79,27 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
     mount_dashboard(app)
     problems.install(app)
     app.add_middleware(Guard, authenticator=authenticator, config=config)
-    app.front = _front(app, Guard(WriteFastPath(app.stack, server=server), authenticator=authenticator,
-                                  config=config))
+    app.front = WriteFastPath(app.stack, server=server, guard=Guard(app.stack, authenticator=authenticator,
+                                                                    config=config),
+                              handlers=app.exception_handlers)
     return app
 
 
 class Api(FastAPI):
     """The FastAPI app, but ``POST /api/v1/store/write`` (the request a server gets most: every state change of
-    every run) goes straight to :attr:`front`: the Guard, then :mod:`~sematic_k8s_server.fastpath`, under the
-    same error handlers, without FastAPI's own middleware (its telemetry check, its body limit: the Guard's
-    cap applies) and routing. A write the fast path does not take goes on to :meth:`stack`, already guarded."""
+    every run) goes straight to :attr:`front` (:mod:`~sematic_k8s_server.fastpath`), without FastAPI's own
+    middleware (its telemetry check, its body limit: the Guard's cap applies) and routing. A write the fast
+    path does not take goes on to :meth:`stack`, already guarded."""
 
     front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.front is not None and scope["type"] == "http" and scope["method"] == "POST"
-                and scope["path"] == fastpath.PATH):
+        if self.front is not None and fastpath.takes(scope):
             scope["app"] = self
             await self.front(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
     async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app as FastAPI serves it, for a request the Guard in :attr:`front` has passed."""
-        scope[GUARDED] = True
+        """The app as FastAPI serves it, for a request that the fast path's Guard has passed."""
         await super().__call__(scope, receive, send)
-
-
-def _front(app: FastAPI, inner: ASGIApp) -> ASGIApp:
-    """``inner`` under ``app``'s exception handlers, as FastAPI puts its routes."""
-    handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
-    unexpected = app.exception_handlers.get(Exception) or app.exception_handlers.get(500)
-    return ServerErrorMiddleware(ExceptionMiddleware(inner, handlers=handlers), handler=unexpected)
-
