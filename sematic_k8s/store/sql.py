@@ -154,6 +154,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.close()
 
 
+DEADLOCK_ATTEMPTS = 5
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock detected, serialization failure
+
+
 class SqlStore:
     """Store over any SQLAlchemy URL. Brings the schema to head on first use (:func:`schema.migrate`, safe
     with several processes at once) unless ``create=False``. ``stale_after``: seconds without a heartbeat
@@ -178,9 +182,21 @@ class SqlStore:
     # -- writes -----------------------------------------------------------------------------------
 
     def write(self, batch: Batch) -> None:
-        """Apply ``batch`` in one transaction; an artifact already present is left as it is."""
+        """Apply ``batch`` in one transaction; an artifact already present is left as it is. Updated rows
+        are locked in the order of their ids, as every writer does (several server processes updating the same
+        runs); a transaction the database aborted all the same to break a deadlock is run again, up to
+        :data:`DEADLOCK_ATTEMPTS` times."""
         if not batch:
             return
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                self._write(batch)
+                return
+            except sa.exc.OperationalError as e:
+                if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
+                    raise
+
+    def _write(self, batch: Batch) -> None:
         with self.engine.begin() as conn:
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in _chunks(list(batch.artifacts.values())):
@@ -262,8 +278,12 @@ class SqlStore:
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row_id, fields in updates.items():
+        for row_id in sorted(updates):  # every writer locks rows in the same order: no deadlocks between them
+            fields = updates[row_id]
             groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
+        if len(groups) > 1 and conn.dialect.name == "postgresql":  # one statement per group: lock all first
+            for ids in _chunks(sorted(updates)):
+                conn.execute(sa.select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update())
         for keys, rows in groups.items():
             stmt = _update_statement(table, keys)
             for chunk in _chunks(rows):

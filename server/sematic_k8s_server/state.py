@@ -39,7 +39,7 @@ class Server:
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         self.sweeper = Sweeper(store, self._expired)
-        self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer: no lock-order deadlocks
+        self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
 
     def start(self) -> None:
         """Start the background work: the sweeper of silent resolutions, the events listener."""
