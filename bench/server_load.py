@@ -7,10 +7,23 @@ send). The server runs in its own process (uvicorn, API keys on) over SQLite, an
 its binaries are installed. Run with ``make bench`` or ``python -m bench.server_load``
 (``--server-arg=--workers --server-arg=2`` for two server processes).
 
+Two load models, both reported:
+
+- closed (the ``closed`` rows): each of the connections sends its next request as soon as the previous one is
+  answered. This measures the most the server can do (its throughput), but not its latency: with N
+  connections always busy, N requests are always queued, so by Little's law latency is about N / throughput
+  whatever the server does (1,000 connections at 2,000/s: 0.5 s). A closed-loop p99 is the queue length of a
+  saturated server, and a stalled server is not charged for the requests it kept from being sent
+  ("coordinated omission").
+- open (the ``2000/s`` rows, ``--rate``, ``--seconds``): as wrk2 and Gatling's open model do, request ``i`` is
+  due at ``i / rate`` seconds, on connection ``i % N``, whatever happened to the ones before, and its latency
+  counts from when it was due. This is what clients see at that offered rate; a server that cannot keep up
+  with it falls behind and its latencies grow without bound (the achieved rate says so).
+
 Each figure is against a baseline measured in the same run: the same connections sending as many
-``GET /api/v1/health`` (no key, no body, no database), as requests per second and as the server's CPU time
-per request (which the machine's other load skews less than rates do). See :data:`FINDINGS` for what bounded
-the server when it was profiled.
+``GET /api/v1/health`` (no key, no body, no database; a FastAPI route run on its thread pool), as requests per
+second and as the server's CPU time per request (which the machine's other load skews less than rates do).
+See :data:`FINDINGS` for what bounded the server when it was profiled.
 """
 
 from __future__ import annotations

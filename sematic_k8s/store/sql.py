@@ -139,6 +139,14 @@ def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
     return sa.update(table).where(table.c.id == sa.bindparam("_id")).values({k: sa.bindparam(k) for k in keys})
 
 
+@functools.lru_cache(maxsize=8)
+def _lock_statement(table: sa.Table) -> sa.Select:
+    """PostgreSQL: ``SELECT id FROM table WHERE id = ANY(:ids) ORDER BY id FOR UPDATE`` (one array parameter,
+    however many ids), which locks the rows in id order."""
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(table.c.id.type))
+    return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
+
+
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
     """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
     for i in range(0, len(rows), size):
@@ -282,8 +290,7 @@ class SqlStore:
             fields = updates[row_id]
             groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
         if len(groups) > 1 and conn.dialect.name == "postgresql":  # one statement per group: lock all first
-            for ids in _chunks(sorted(updates)):
-                conn.execute(sa.select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update())
+            conn.execute(_lock_statement(table), {"ids": sorted(updates)})
         for keys, rows in groups.items():
             stmt = _update_statement(table, keys)
             for chunk in _chunks(rows):
