@@ -49,15 +49,24 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 REPO = Path(__file__).resolve().parents[1]
 FINDINGS = """\
 What bounds it (py-spy on the server under 1,000 connections, PostgreSQL; issue 14):
-- before: 280-450 updates/s, p99 3-10 s. Per request, a credential query on a pooled connection (with the pool's
+- at first: 280-450 updates/s, p99 3-10 s. Per request, a credential query on a pooled connection (with the pool's
   pre-ping and the rollback on return: three round trips, 42% of the samples) and a transaction of its own (33%),
   each on a worker thread; JSON and validation were a few percent, the event fan-out nothing (no subscribers).
-- now: the requests waiting at one moment share one credential query and one transaction (coalesce.py,
-  writes.py), and /store/write skips FastAPI's routing and dependency solving (fastpath.py, half the CPU left):
-  about 0.3 ms of server CPU per update, 0.4-0.6x a GET /health. What remains is uvicorn and the middleware
-  (about half), the batched SQL (a quarter), pydantic and JSON. With 1,000 closed-loop clients, p99 is about
-  1,000 / throughput (Little's law): under 500 ms needs about 2,500 updates/s, more than the 2 cores left after
-  PostgreSQL and the load generator give one process; --workers 2 spreads the server over both."""
+- then: the requests waiting at one moment share one credential query and one transaction (coalesce.py,
+  writes.py), and /store/write skips FastAPI's routing and dependency solving (fastpath.py). Closed loop
+  1,735/s (one process), 2,163/s (--workers 2); open model at 2,000/s (--workers 2): p99 0.7-2.3 s, and
+  deadlocks between the two processes' transactions (503s) once their batches mixed field sets.
+- now: /store/write is one coroutine in front of the app (fastpath.py): FastAPI's own middleware (its
+  telemetry check on every request, its body limit), Starlette's error middleware and the Guard as a layer cost
+  a frame resumed per layer on every await; the credential and update statements are built once; updated rows
+  are locked in id order (SqlStore.write: no deadlocks; one aborted all the same is retried); live events go
+  out on the relay's own thread (a write no longer waits for a NOTIFY transaction). About 0.25-0.45 ms of server
+  CPU per update, 0.3-0.5x a GET /health (a FastAPI route on the thread pool). What remains: uvicorn's HTTP
+  (parsing, a task per request, sends: about a third), the coalescers' thread hand-offs, the batched SQL, pydantic
+  and the Batch conversion. Offered 2,000/s, one process answers with p99 0.3-0.5 s when the machine's other
+  work leaves it its share of the 2 cores (PostgreSQL and the load generator run on them too); --workers 2 does
+  more at most (closed loop) but its p99 at 2,000/s is higher here (0.3-0.7 s): two processes, PostgreSQL and the
+  load generator contend for 2 cores, and each process's batches are half as large."""
 STATES = ("scheduled", "running", "resolved")
 
 
