@@ -21,8 +21,10 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import Base, SqlStore
 from sematic_k8s_server.cli import main as server_cli
 from sematic_k8s_server.config import ServerConfig
+from sematic_k8s_server.events import EventBus
+from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.writes import groups, write_all
-from serving import serve, server_process
+from serving import serve, server_process, wait_for
 
 RUN_IDS = ["a1", "a2", "a3"]
 NOW = utcnow()
@@ -211,3 +213,33 @@ def test_the_write_fast_path_keeps_the_guards_answers(tmp_path: Path) -> None:
             r = c.post("/api/v1/store/write", content=b"{}", headers={"Content-Type": "text/plain"})
             assert r.status_code == 422 and r.json()["detail"].startswith("body")
             assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}  # the connection still serves
+
+
+class _Recorded(EventBus):
+    """An event bus that keeps what it is handed (from the relay's listener thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+
+    def publish(self, events: list[dict]) -> None:
+        self.events.extend(events)
+
+
+def test_events_published_as_a_process_stops_still_reach_the_others_in_order(postgres_url: str) -> None:
+    """A process's events go out on its relay's own thread (a write does not wait for them): stopping the
+    relay sends those still pending first, in the order they were published."""
+    engine = sa.create_engine(postgres_url)
+    listener, sender = PgRelay(engine, _Recorded()), PgRelay(engine, EventBus())
+    listener.start()
+    sender.start()
+    events = [{"type": "run", "id": f"r{i}", "root_id": "x", "state": "running"} for i in range(300)]
+    for event in events:
+        sender.publish([event])
+    sender.stop()
+    heard = listener.bus
+    assert isinstance(heard, _Recorded)
+    wait_for(lambda: len(heard.events) >= len(events) or None, 30, what="the events at the other process")
+    listener.stop()
+    engine.dispose()
+    assert heard.events == events
