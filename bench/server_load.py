@@ -63,7 +63,7 @@ What bounds it (py-spy on the server under 1,000 connections, PostgreSQL; issue 
   out on the relay's own thread (a write no longer waits for a NOTIFY transaction). About 0.25-0.45 ms of server
   CPU per update, 0.3-0.5x a GET /health (a FastAPI route on the thread pool). What remains: uvicorn's HTTP
   (parsing, a task per request, sends: about a third), the coalescers' thread hand-offs, the batched SQL, pydantic
-  and the Batch conversion. Offered 2,000/s, one process answers with p99 0.3-0.5 s when the machine's other
+  and the Batch conversion. Offered 2,000/s, one process answers with p99 0.18-0.47 s when the machine's other
   work leaves it its share of the 2 cores (PostgreSQL and the load generator run on them too); --workers 2 does
   more at most (closed loop) but its p99 at 2,000/s is higher here (0.3-0.7 s): two processes, PostgreSQL and the
   load generator contend for 2 cores, and each process's batches are half as large."""
