@@ -7,10 +7,23 @@ send). The server runs in its own process (uvicorn, API keys on) over SQLite, an
 its binaries are installed. Run with ``make bench`` or ``python -m bench.server_load``
 (``--server-arg=--workers --server-arg=2`` for two server processes).
 
+Two load models, both reported:
+
+- closed (the ``closed`` rows): each of the connections sends its next request as soon as the previous one is
+  answered. This measures the most the server can do (its throughput), but not its latency: with N
+  connections always busy, N requests are always queued, so by Little's law latency is about N / throughput
+  whatever the server does (1,000 connections at 2,000/s: 0.5 s). A closed-loop p99 is the queue length of a
+  saturated server, and a stalled server is not charged for the requests it kept from being sent
+  ("coordinated omission").
+- open (the ``2000/s`` rows, ``--rate``, ``--seconds``): as wrk2 and Gatling's open model do, request ``i`` is
+  due at ``i / rate`` seconds, on connection ``i % N``, whatever happened to the ones before, and its latency
+  counts from when it was due. This is what clients see at that offered rate; a server that cannot keep up
+  with it falls behind and its latencies grow without bound (the achieved rate says so).
+
 Each figure is against a baseline measured in the same run: the same connections sending as many
-``GET /api/v1/health`` (no key, no body, no database), as requests per second and as the server's CPU time
-per request (which the machine's other load skews less than rates do). See :data:`FINDINGS` for what bounded
-the server when it was profiled.
+``GET /api/v1/health`` (no key, no body, no database; a FastAPI route run on its thread pool), as requests per
+second and as the server's CPU time per request (which the machine's other load skews less than rates do).
+See :data:`FINDINGS` for what bounded the server when it was profiled.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,15 +49,24 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 REPO = Path(__file__).resolve().parents[1]
 FINDINGS = """\
 What bounds it (py-spy on the server under 1,000 connections, PostgreSQL; issue 14):
-- before: 280-450 updates/s, p99 3-10 s. Per request, a credential query on a pooled connection (with the pool's
+- at first: 280-450 updates/s, p99 3-10 s. Per request, a credential query on a pooled connection (with the pool's
   pre-ping and the rollback on return: three round trips, 42% of the samples) and a transaction of its own (33%),
   each on a worker thread; JSON and validation were a few percent, the event fan-out nothing (no subscribers).
-- now: the requests waiting at one moment share one credential query and one transaction (coalesce.py,
-  writes.py), and /store/write skips FastAPI's routing and dependency solving (fastpath.py, half the CPU left):
-  about 0.3 ms of server CPU per update, 0.4-0.6x a GET /health. What remains is uvicorn and the middleware
-  (about half), the batched SQL (a quarter), pydantic and JSON. With 1,000 closed-loop clients, p99 is about
-  1,000 / throughput (Little's law): under 500 ms needs about 2,500 updates/s, more than the 2 cores left after
-  PostgreSQL and the load generator give one process; --workers 2 spreads the server over both."""
+- then: the requests waiting at one moment share one credential query and one transaction (coalesce.py,
+  writes.py), and /store/write skips FastAPI's routing and dependency solving (fastpath.py). Closed loop
+  1,735/s (one process), 2,163/s (--workers 2); open model at 2,000/s (--workers 2): p99 0.7-2.3 s, and
+  deadlocks between the two processes' transactions (503s) once their batches mixed field sets.
+- now: /store/write is one coroutine in front of the app (fastpath.py): FastAPI's own middleware (its
+  telemetry check on every request, its body limit), Starlette's error middleware and the Guard as a layer cost
+  a frame resumed per layer on every await; the credential and update statements are built once; updated rows
+  are locked in id order (SqlStore.write: no deadlocks; one aborted all the same is retried); live events go
+  out on the relay's own thread (a write no longer waits for a NOTIFY transaction). About 0.25-0.45 ms of server
+  CPU per update, 0.3-0.5x a GET /health (a FastAPI route on the thread pool). What remains: uvicorn's HTTP
+  (parsing, a task per request, sends: about a third), the coalescers' thread hand-offs, the batched SQL, pydantic
+  and the Batch conversion. Offered 2,000/s, one process answers with p99 0.18-0.47 s when the machine's other
+  work leaves it its share of the 2 cores (PostgreSQL and the load generator run on them too); --workers 2 does
+  more at most (closed loop) but its p99 at 2,000/s is higher here (0.3-0.7 s): two processes, PostgreSQL and the
+  load generator contend for 2 cores, and each process's batches are half as large."""
 STATES = ("scheduled", "running", "resolved")
 
 
@@ -162,18 +185,66 @@ async def _aload(url: str, key: str, method: str, path: str, bodies: list[bytes]
         print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
     latencies.sort()
     return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
-            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            "max_ms": 1000 * latencies[-1]}
+
+
+async def _aopen(url: str, key: str, method: str, path: str, bodies: list[bytes], clients: int,
+                 rate: float) -> dict:
+    """The open model (wrk2's, Gatling's): request ``i`` is due at ``i / rate`` seconds, on connection
+    ``i % clients``, whatever the server did with the ones before; its latency counts from when it was due, so
+    a request that waits for its connection (still busy with the one before) or for a stalled server is
+    charged for the wait (no coordinated omission)."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
+    latencies: list[float] = []
+    errors: list[str] = []
+    conns = [_Conn(*await asyncio.open_connection(host, int(port))) for _ in range(clients)]
+    start = time.perf_counter() + 0.1
+
+    async def worker(k: int, conn: _Conn) -> None:
+        for i in range(k, len(bodies), clients):
+            due = start + i / rate
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            try:
+                status, text = await conn.request(head, bodies[i])
+                if status != 200:
+                    errors.append(f"HTTP {status}: {text[:200]!r}")
+            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                conn = _Conn(*await asyncio.open_connection(host, int(port)))
+            latencies.append(time.perf_counter() - due)
+
+    await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
+    seconds = time.perf_counter() - start
+    for c in conns:
+        c.writer.close()
+    if errors:
+        print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
+    latencies.sort()
+    return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
+            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            "max_ms": 1000 * latencies[-1]}
+
+
+def _run(coroutine: Any) -> dict:  # noqa: ANN401 - a coroutine
+    try:
+        import uvloop
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
 
 
 def _load(url: str, key: str, bodies: list[bytes], clients: int, method: str = "POST",
-          path: str = "/api/v1/store/write") -> dict:
-    """Send every body from ``clients`` concurrent keep-alive connections; req/s, latencies, errors."""
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    return runner(_aload(url, key, method, path, bodies, clients))
+          path: str = "/api/v1/store/write", rate: float | None = None) -> dict:
+    """Send every body from ``clients`` concurrent keep-alive connections, each as soon as its connection's
+    previous one is answered (closed) or at ``rate`` requests per second in all (open); req/s, latencies,
+    errors."""
+    if rate is None:
+        return _run(_aload(url, key, method, path, bodies, clients))
+    return _run(_aopen(url, key, method, path, bodies, clients, rate))
 
 
 def single_updates(ids: list[str]) -> list[bytes]:
@@ -195,12 +266,12 @@ def batched_updates(ids: list[str], size: int) -> list[bytes]:
 
 
 def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], batch: int,
-                  server_args: list[str]) -> list[dict]:
+                  server_args: list[str], rate: float = 0, seconds: float = 0) -> list[dict]:
     rows = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as home:
         url, key, pid = start_server(Path(home), db_url, stack, server_args)
 
-        def measured(bodies: list[bytes], c: int, *how: str) -> dict:
+        def measured(bodies: list[bytes], c: int, *how: Any) -> dict:  # noqa: ANN401 - _load's arguments
             cpu = cpu_seconds(pid)
             r = _load(url, key, bodies, c, *how)
             return {**r, "cpu_ms": 1000 * (cpu_seconds(pid) - cpu) / len(bodies)}
@@ -219,6 +290,16 @@ def bench_backend(name: str, db_url: str | None, runs: int, clients: list[int], 
         c = min(clients[-1], runs // batch * len(STATES))
         r = measured(batched_updates(ids, batch), c)
         rows.append({"db": name, "kind": f"batch of {batch}", "clients": c, **r, "updates_s": r["req_s"] * batch})
+        if rate:  # the open model at the most connections: the latency at that offered rate
+            c, n = clients[-1], int(rate * seconds)
+            base = measured([b""] * n, c, "GET", "/api/v1/health", rate)
+            rows.append({"db": name, "kind": "baseline: GET health", "offered": rate, "clients": c, **base,
+                         "updates_s": 0.0})
+            ids = seed(url, key, runs)
+            updates = single_updates(ids)
+            r = measured([updates[i % len(updates)] for i in range(n)], c, "POST", "/api/v1/store/write", rate)
+            rows.append({"db": name, "kind": "single-run update", "offered": rate, "clients": c, **r,
+                         "updates_s": r["req_s"], "cpu_ratio": r["cpu_ms"] / base["cpu_ms"]})
     return rows
 
 
@@ -227,12 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1000, help="concurrent runs whose states are updated")
     parser.add_argument("--clients", type=int, nargs="+", default=[50, 1000], help="concurrent clients")
     parser.add_argument("--batch", type=int, default=50, help="runs per batched write")
+    parser.add_argument("--rate", type=float, default=2000, help="offered requests/s of the open-model rows "
+                        "(sent at their scheduled times on the most connections; 0: none)")
+    parser.add_argument("--seconds", type=float, default=10, help="how long the open-model rows offer --rate")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--server-arg", action="append", default=[], help="passed to `sematic-k8s server`")
     args = parser.parse_args(argv)
-    rows = [] if args.no_sqlite else bench_backend("sqlite", None, args.runs, args.clients, args.batch,
-                                                   args.server_arg)
+    how = (args.runs, args.clients, args.batch, args.server_arg, args.rate, args.seconds)
+    rows = [] if args.no_sqlite else bench_backend("sqlite", None, *how)
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from pgcluster import create_database, pg_bin, postgres_cluster
     bin_dir = None if args.no_postgres else pg_bin()
@@ -240,23 +324,23 @@ def main(argv: list[str] | None = None) -> None:
         print("(PostgreSQL not installed here: SQLite only)", file=sys.stderr)
     else:
         with postgres_cluster(bin_dir) as server:
-            rows += bench_backend("postgresql", create_database(server, "bench"), args.runs, args.clients,
-                                  args.batch, args.server_arg)
+            rows += bench_backend("postgresql", create_database(server, "bench"), *how)
     print(f"\nserver load: {args.runs} runs x {len(STATES)} state updates, POST /api/v1/store/write, API keys on, "
           f"`sematic-k8s server {' '.join(args.server_arg)}`; clients are {max(args.clients)} keep-alive connections "
           f"of one asyncio process on the same {os.cpu_count()}-CPU machine. Baseline: the same connections sending "
           "as many GET /api/v1/health (no key, no body, no database) to the same server in the same run")
-    header = f"{'db':<11} {'requests':<21} {'clients':>7} {'count':>6} {'req/s':>7} {'updates/s':>10} " \
-             f"{'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'req/s vs base':>13} {'server CPU ms/req':>17} " \
-             f"{'CPU vs base':>11}"
+    header = f"{'db':<11} {'requests':<21} {'offered':>8} {'clients':>7} {'count':>6} {'req/s':>7} " \
+             f"{'updates/s':>10} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>8} {'errors':>6} {'req/s vs base':>13} " \
+             f"{'server CPU ms/req':>17} {'CPU vs base':>11}"
     print(header)
     print("-" * len(header))
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
         cpu_ratio = f"{r['cpu_ratio']:.2f}x" if "cpu_ratio" in r else ""
-        print(f"{r['db']:<11} {r['kind']:<21} {r['clients']:>7} {r['requests']:>6} {r['req_s']:>7.0f} "
-              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} {ratio:>13} "
-              f"{r['cpu_ms']:>17.2f} {cpu_ratio:>11}")
+        offered = f"{r['offered']:.0f}/s" if "offered" in r else "closed"
+        print(f"{r['db']:<11} {r['kind']:<21} {offered:>8} {r['clients']:>7} {r['requests']:>6} {r['req_s']:>7.0f} "
+              f"{r['updates_s']:>10.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['errors']:>6} "
+              f"{ratio:>13} {r['cpu_ms']:>17.2f} {cpu_ratio:>11}")
     print("\n" + FINDINGS)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Collection, Iterable, Iterator
 from json.encoder import encode_basestring_ascii
@@ -152,6 +153,20 @@ def _hit_insert(dialect: str, paramstyle: str) -> str:
             "'resolved', 0) ON CONFLICT (id) DO NOTHING")
 
 
+@functools.lru_cache(maxsize=256)
+def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
+    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields."""
+    return sa.update(table).where(table.c.id == sa.bindparam("_id")).values({k: sa.bindparam(k) for k in keys})
+
+
+@functools.lru_cache(maxsize=8)
+def _lock_statement(table: sa.Table) -> sa.Select:
+    """PostgreSQL: ``SELECT id FROM table WHERE id = ANY(:ids) ORDER BY id FOR UPDATE`` (one array parameter,
+    however many ids), which locks the rows in id order."""
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(table.c.id.type))
+    return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
+
+
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
     """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
     for i in range(0, len(rows), size):
@@ -165,6 +180,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+DEADLOCK_ATTEMPTS = 5
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock detected, serialization failure
 
 
 class SqlStore:
@@ -191,9 +210,21 @@ class SqlStore:
     # -- writes -----------------------------------------------------------------------------------
 
     def write(self, batch: Batch) -> None:
-        """Apply ``batch`` in one transaction; an artifact already present is left as it is."""
+        """Apply ``batch`` in one transaction; an artifact already present is left as it is. Updated rows
+        are locked in the order of their ids, as every writer does (several server processes updating the same
+        runs); a transaction the database aborted all the same to break a deadlock is run again, up to
+        :data:`DEADLOCK_ATTEMPTS` times."""
         if not batch:
             return
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                self._write(batch)
+                return
+            except sa.exc.OperationalError as e:
+                if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
+                    raise
+
+    def _write(self, batch: Batch) -> None:
         with self.engine.begin() as conn:
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in _chunks(list(batch.artifacts.values())):
@@ -320,11 +351,13 @@ class SqlStore:
     @staticmethod
     def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row_id, fields in updates.items():
+        for row_id in sorted(updates):  # every writer locks rows in the same order: no deadlocks between them
+            fields = updates[row_id]
             groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
+        if len(groups) > 1 and conn.dialect.name == "postgresql":  # one statement per group: lock all first
+            conn.execute(_lock_statement(table), {"ids": sorted(updates)})
         for keys, rows in groups.items():
-            stmt = (sa.update(table).where(table.c.id == sa.bindparam("_id"))
-                    .values({k: sa.bindparam(k) for k in keys}))
+            stmt = _update_statement(table, keys)
             for chunk in _chunks(rows):
                 conn.execute(stmt, chunk)
 

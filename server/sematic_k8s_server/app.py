@@ -13,12 +13,13 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sematic_k8s
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth, problems
+from sematic_k8s_server import auth, fastpath, problems
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_dashboard
 from sematic_k8s_server.deps import require_key
@@ -66,7 +67,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         yield
         server.close()
 
-    app = FastAPI(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan,
+    app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan,
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
@@ -77,7 +78,28 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         app.include_router(router, dependencies=[Depends(require_key)])
     mount_dashboard(app)
     problems.install(app)
-    app.add_middleware(WriteFastPath, server=server)  # under the Guard
     app.add_middleware(Guard, authenticator=authenticator, config=config)
+    app.front = WriteFastPath(app.stack, server=server, guard=Guard(app.stack, authenticator=authenticator,
+                                                                    config=config),
+                              handlers=app.exception_handlers)
     return app
 
+
+class Api(FastAPI):
+    """The FastAPI app, but ``POST /api/v1/store/write`` (the request a server gets most: every state change of
+    every run) goes straight to :attr:`front` (:mod:`~sematic_k8s_server.fastpath`), without FastAPI's own
+    middleware (its telemetry check, its body limit: the Guard's cap applies) and routing. A write the fast
+    path does not take goes on to :meth:`stack`, already guarded."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and fastpath.takes(scope):
+            scope["app"] = self
+            await self.front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app as FastAPI serves it, for a request that the fast path's Guard has passed."""
+        await super().__call__(scope, receive, send)

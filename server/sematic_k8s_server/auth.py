@@ -54,6 +54,16 @@ resolution_tokens = sa.Table(
     sa.Column("revoked_at", sa.DateTime, nullable=True),
 )
 _resolutions = Base.metadata.tables[ResolutionRow.__tablename__]
+# the credential checks, built once (each request's check runs one or both, with its keys' hashes)
+_KEYS_QUERY = sa.select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.admin).where(
+    api_keys.c.key_hash.in_(sa.bindparam("hashes", expanding=True)), api_keys.c.revoked_at.is_(None))
+_TOKENS_QUERY = (
+    sa.select(resolution_tokens.c.token_hash, resolution_tokens.c.resolution_id, resolution_tokens.c.reads_from,
+              resolution_tokens.c.minted_by, resolution_tokens.c.expires_at, resolution_tokens.c.revoked_at,
+              api_keys.c.id.label("key_id"), api_keys.c.revoked_at.label("key_revoked_at"), _resolutions.c.state)
+    .select_from(resolution_tokens.outerjoin(api_keys, api_keys.c.id == resolution_tokens.c.minted_by)
+                 .outerjoin(_resolutions, _resolutions.c.id == resolution_tokens.c.resolution_id))
+    .where(resolution_tokens.c.token_hash.in_(sa.bindparam("hashes", expanding=True))))
 
 
 class Unauthorized(Exception):
@@ -201,22 +211,14 @@ class Authenticator:
     def _keys(conn: sa.Connection, hashes: list[str]) -> dict[str, Principal | Unauthorized]:
         if not hashes:
             return {}
-        c = api_keys.c
-        rows = conn.execute(sa.select(c.key_hash, c.id, c.name, c.admin).where(
-            c.key_hash.in_(hashes), c.revoked_at.is_(None)))
+        rows = conn.execute(_KEYS_QUERY, {"hashes": hashes})
         return {row.key_hash: Principal(ADMIN if row.admin else USER, row.name, key_id=row.id) for row in rows}
 
     @staticmethod
     def _tokens(conn: sa.Connection, hashes: list[str]) -> dict[str, Principal | Unauthorized]:
         if not hashes:
             return {}
-        t, k, r = resolution_tokens.c, api_keys.c, _resolutions.c
-        stmt = (sa.select(t.token_hash, t.resolution_id, t.reads_from, t.minted_by, t.expires_at, t.revoked_at,
-                          k.id.label("key_id"), k.revoked_at.label("key_revoked_at"), r.state)
-                .select_from(resolution_tokens.outerjoin(api_keys, k.id == t.minted_by)
-                             .outerjoin(_resolutions, r.id == t.resolution_id))
-                .where(t.token_hash.in_(hashes)))
-        return {row.token_hash: _token_principal(row) for row in conn.execute(stmt)}
+        return {row.token_hash: _token_principal(row) for row in conn.execute(_TOKENS_QUERY, {"hashes": hashes})}
 
 
 def _token_principal(row: sa.Row) -> Principal | Unauthorized:

@@ -32,6 +32,7 @@ from sematic_k8s_server.problems import problem
 PUBLIC_API = frozenset({"/api/v1/health"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+GUARDED = "sematic_k8s.guarded"  # a scope key (set by the server: no request can) for a request already guarded
 
 
 def is_loopback(host: str) -> bool:
@@ -59,21 +60,44 @@ class Guard:
         self._checks: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(GUARDED):  # the write fast path's own checks passed it
             await self.app(scope, receive, send)
             return
+        if await self.admit(scope, receive, send):
+            await self.counted(self.app, scope, receive, send)
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Checks 1 and 2, and the declared size of 3: True if the request may go on (the caller's principal is
+        in ``scope["state"]``), else False once its refusal is sent."""
         headers = Headers(scope=scope)
         refused = self._local_mode_refusal(scope, headers) if self.config.local else None
         if refused is None and self._needs_credential(scope["path"]):
             refused = await self._authenticate(scope, headers)
         if refused is None:
             refused = self._declared_size_refusal(headers)
-        if refused is not None:
-            status, detail, extra_headers = refused
-            close = {"Connection": "close"} if _has_body(headers) else {}  # its body is never read
-            await problem(status, detail, {**extra_headers, **close})(scope, receive, send)
-            return
-        await self._call_counting(scope, receive, send)
+        if refused is None:
+            return True
+        status, detail, extra_headers = refused
+        close = {"Connection": "close"} if _has_body(headers) else {}  # its body is never read
+        await problem(status, detail, {**extra_headers, **close})(scope, receive, send)
+        return False
+
+    async def read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The request's whole body (for an admitted request), or None: the client went away, or its body
+        exceeded the cap (413 sent)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.config.max_request_bytes:
+                await problem(413, self._too_large_message(), {"Connection": "close"})(scope, receive, send)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
     # -- the checks ----------------------------------------------------------------------------------------
 
@@ -133,7 +157,8 @@ class Guard:
 
     # -- counting the body as it arrives ------------------------------------------------------------------
 
-    async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def counted(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """``app`` (for an admitted request), cut off with 413 once the body it reads exceeds the cap."""
         cap = self.config.max_request_bytes
         state: dict[str, Any] = {"received": 0, "refused": False, "started": False}
 
@@ -159,7 +184,7 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, guarded_send)
+            await app(scope, counted_receive, guarded_send)
         except Exception:
             if not state["refused"]:  # else: the app choked on the cut-off body, and 413 was the answer
                 raise

@@ -46,17 +46,30 @@ def payloads(events: list[dict[str, Any]]) -> list[str]:
 
 
 class PgRelay:
-    """Sends events with ``NOTIFY`` over ``engine``; a daemon thread ``LISTEN``s and feeds ``bus``."""
+    """Sends events with ``NOTIFY`` over ``engine``; a daemon thread ``LISTEN``s and feeds ``bus``.
+
+    :meth:`publish` hands the events to a sender thread, which sends, in order, all those handed to it while it
+    was busy in one transaction: a write's answer does not wait for its events, and under load many writes'
+    events share one round trip."""
 
     def __init__(self, engine: sa.Engine, bus: EventBus) -> None:
         self.engine, self.bus = engine, bus
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._wake = threading.Condition()
+        self._sender: threading.Thread | None = None
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
+        with self._wake:
+            self._pending.extend(events)
+            self._wake.notify()
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        """``NOTIFY`` ``events`` now, in one transaction."""
         with self.engine.begin() as conn:
             for payload in payloads(events):
                 conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
@@ -65,14 +78,33 @@ class PgRelay:
         """Start listening; returns once the listener is connected (or after a few seconds if it cannot be),
         so that a server taking requests hears the events of every write from then on."""
         if self._thread is None:
+            self._sender = threading.Thread(target=self._send_pending, daemon=True, name="sk-events-out")
+            self._sender.start()
             self._thread = threading.Thread(target=self._listen, daemon=True, name="sk-events")
             self._thread.start()
             self._listening.wait(START_SECONDS)
 
     def stop(self) -> None:
+        """Stop listening, once the events handed to :meth:`publish` are sent."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        with self._wake:
+            self._wake.notify()
+        for thread in (self._sender, self._thread):
+            if thread is not None:
+                thread.join(5)
+
+    def _send_pending(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._stop.is_set():
+                    self._wake.wait()
+                events, self._pending = self._pending, []
+            if not events:
+                return  # stopped, nothing left
+            try:
+                self.send(events)
+            except Exception as e:  # noqa: BLE001 - recorded all the same: the dashboard shows it when it refetches
+                log.warning("live events not sent: %s: %s", type(e).__name__, e)
 
     def _listen(self) -> None:
         first = True

@@ -20,8 +20,11 @@ from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import Base, SqlStore
 from sematic_k8s_server.cli import main as server_cli
+from sematic_k8s_server.config import ServerConfig
+from sematic_k8s_server.events import EventBus
+from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.writes import groups, write_all
-from serving import serve, server_process
+from serving import serve, server_process, wait_for
 
 RUN_IDS = ["a1", "a2", "a3"]
 NOW = utcnow()
@@ -192,3 +195,51 @@ def test_the_write_fast_path_answers_as_the_route_does(tmp_path: Path) -> None:
         assert r.status_code == 409 and "conflicts with recorded data" in r.json()["detail"]
         assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}
         assert s.store.runs_of_root("r0") == []
+
+
+def test_the_write_fast_path_keeps_the_guards_answers(tmp_path: Path) -> None:
+    """``POST /store/write`` goes to the fast path before the app's middleware: the Guard's refusals are the
+    same as for any other request (no key, too large, unknown key), and a body that is not JSON reaches the
+    route, already guarded, which refuses it as it always did."""
+    with serve(tmp_path, config=ServerConfig(max_request_bytes=1024)) as s:
+        with s.client(key=None) as anonymous:
+            r = anonymous.post("/api/v1/store/write", json={})
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "X-API-Key"
+        with s.client(key="sk8s_not-a-key") as bad:
+            assert bad.post("/api/v1/store/write", json={}).status_code == 401
+        with s.client() as c:
+            r = c.post("/api/v1/store/write", json={"run_updates": {"a1": {"state": "x" * 2000}}})
+            assert r.status_code == 413 and "--max-request-mb" in r.json()["detail"]
+            r = c.post("/api/v1/store/write", content=b"{}", headers={"Content-Type": "text/plain"})
+            assert r.status_code == 422 and r.json()["detail"].startswith("body")
+            assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}  # the connection still serves
+
+
+class _Recorded(EventBus):
+    """An event bus that keeps what it is handed (from the relay's listener thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+
+    def publish(self, events: list[dict]) -> None:
+        self.events.extend(events)
+
+
+def test_events_published_as_a_process_stops_still_reach_the_others_in_order(postgres_url: str) -> None:
+    """A process's events go out on its relay's own thread (a write does not wait for them): stopping the
+    relay sends those still pending first, in the order they were published."""
+    engine = sa.create_engine(postgres_url)
+    listener, sender = PgRelay(engine, _Recorded()), PgRelay(engine, EventBus())
+    listener.start()
+    sender.start()
+    events = [{"type": "run", "id": f"r{i}", "root_id": "x", "state": "running"} for i in range(300)]
+    for event in events:
+        sender.publish([event])
+    sender.stop()
+    heard = listener.bus
+    assert isinstance(heard, _Recorded)
+    wait_for(lambda: len(heard.events) >= len(events) or None, 30, what="the events at the other process")
+    listener.stop()
+    engine.dispose()
+    assert heard.events == events

@@ -3,12 +3,16 @@ pipelines resolve on PostgreSQL both embedded (SqlStore) and through the server.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import sematic_k8s as sk
 from sematic_k8s.store import schema
+from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server.db import migrate, open_store, target_metadata
 from serving import serve
@@ -115,3 +119,81 @@ def test_pipeline_through_server_on_postgres(postgres_url, tmp_path) -> None:
         assert res["state"] == "resolved" and res["rerun_of"] == f.id
         graph = c.get(f"/api/v1/resolutions/{new_id}/graph").json()
         assert {r["func_name"]: r["state"] for r in graph["runs"]}["flaky"] == "resolved"
+
+
+def test_concurrent_writers_of_the_same_runs_never_fail_on_a_deadlock(postgres_url) -> None:
+    """Two writers (as two server processes are) updating the same runs with different fields, which a writer
+    updates one field set at a time: were the runs locked in that order, each would lock them in an order the
+    other reverses, and deadlock. The store locks them in id order: every write succeeds."""
+    stores = [SqlStore(postgres_url), SqlStore(postgres_url)]
+    try:
+        now = utcnow()
+        stores[0].write(Batch(
+            new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": now}],
+            new_runs={f"a{i:02}": {"id": f"a{i:02}", "root_id": "r0", "parent_id": None, "func_path": "m:f",
+                                   "func_name": "f", "state": "created", "created_at": now} for i in range(40)}))
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(2)
+        low, high = [f"a{i:02}" for i in range(1, 20)], [f"a{i:02}" for i in range(20, 40)]
+
+        def writer(k: int) -> None:
+            # rows are locked group by group (a group: the runs given the same fields), each in id order:
+            # writer 0 locks a00 and the high half, then the low half; writer 1 the low half, then the high one
+            plain, more = (["a00", *high], low) if k == 0 else (low, high)
+            barrier.wait()
+            for i in range(100):
+                try:
+                    stores[k].write(Batch(run_updates={**{r: {"state": f"w{k}-{i}"} for r in plain},
+                                                       **{r: {"state": f"w{k}-{i}", "func_name": f"w{k}"}
+                                                          for r in more}}))
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        states = {r.id: r.state for r in stores[0].runs_of_root("r0")}
+        assert len(states) == 40 and set(states.values()) <= {"w0-99", "w1-99"}
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
+    """Another client holds run a01 and then wants a00, which the store's write holds while it waits for a01:
+    PostgreSQL aborts the store's transaction (the first to wait), and the store runs it again once a01 is free."""
+    store = SqlStore(postgres_url)
+    try:
+        now = utcnow()
+        store.write(Batch(
+            new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": now}],
+            new_runs={r: {"id": r, "root_id": "r0", "parent_id": None, "func_path": "m:f", "func_name": "f",
+                          "state": "created", "created_at": now} for r in ("a00", "a01")}))
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.write(Batch(run_updates={"a00": {"state": "store"}, "a01": {"state": "store"}}))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        other = sa.create_engine(postgres_url)
+        with other.connect() as conn:
+            conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a01'"))
+            writer = threading.Thread(target=write)
+            writer.start()
+            with other.connect() as watch:  # until the store's write waits for a01
+                while not watch.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                               "'Lock' AND query LIKE 'UPDATE runs%'")):
+                    time.sleep(0.01)
+            conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a00'"))  # the deadlock
+            conn.commit()
+        other.dispose()
+        writer.join()
+        assert errors == []
+        assert {r.id: r.state for r in store.runs_of_root("r0")} == {"a00": "store", "a01": "store"}
+    finally:
+        store.close()
