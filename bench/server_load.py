@@ -167,26 +167,12 @@ async def _aload(url: str, key: str, method: str, path: str, bodies: list[bytes]
     async def worker(conn: _Conn) -> None:
         while (i := next(next_index)) < len(bodies):
             t0 = time.perf_counter()
-            try:
-                status, text = await conn.request(head, bodies[i])
-                if status != 200:
-                    errors.append(f"HTTP {status}: {text[:200]!r}")
-            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
-                errors.append(f"{type(e).__name__}: {e}")
-                conn = _Conn(*await asyncio.open_connection(host, int(port)))
+            conn = await _send(conn, (host, int(port)), head, bodies[i], errors)
             latencies.append(time.perf_counter() - t0)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
-    seconds = time.perf_counter() - start
-    for c in conns:
-        c.writer.close()
-    if errors:
-        print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
-    latencies.sort()
-    return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
-            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-            "max_ms": 1000 * latencies[-1]}
+    return _summary(conns, len(bodies), time.perf_counter() - start, latencies, errors)
 
 
 async def _aopen(url: str, key: str, method: str, path: str, bodies: list[bytes], clients: int,
@@ -208,23 +194,35 @@ async def _aopen(url: str, key: str, method: str, path: str, bodies: list[bytes]
             due = start + i / rate
             if (wait := due - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
-            try:
-                status, text = await conn.request(head, bodies[i])
-                if status != 200:
-                    errors.append(f"HTTP {status}: {text[:200]!r}")
-            except (OSError, asyncio.IncompleteReadError, ValueError) as e:
-                errors.append(f"{type(e).__name__}: {e}")
-                conn = _Conn(*await asyncio.open_connection(host, int(port)))
+            conn = await _send(conn, (host, int(port)), head, bodies[i], errors)
             latencies.append(time.perf_counter() - due)
 
     await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
-    seconds = time.perf_counter() - start
+    return _summary(conns, len(bodies), time.perf_counter() - start, latencies, errors)
+
+
+async def _send(conn: _Conn, address: tuple[str, int], head: bytes, body: bytes, errors: list[str]) -> _Conn:
+    """One request on ``conn``; a failure or a status other than 200 goes into ``errors``, and a connection that
+    failed is replaced by a new one to ``address`` (returned)."""
+    try:
+        status, text = await conn.request(head, body)
+        if status != 200:
+            errors.append(f"HTTP {status}: {text[:200]!r}")
+    except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+        errors.append(f"{type(e).__name__}: {e}")
+        conn.writer.close()
+        conn = _Conn(*await asyncio.open_connection(*address))
+    return conn
+
+
+def _summary(conns: list[_Conn], requests: int, seconds: float, latencies: list[float], errors: list[str]) -> dict:
+    """Close the connections; the rate, latency percentiles and errors of a load."""
     for c in conns:
         c.writer.close()
     if errors:
         print(f"{len(errors)} errors, e.g. {errors[0]}", file=sys.stderr)
     latencies.sort()
-    return {"requests": len(bodies), "seconds": seconds, "req_s": len(bodies) / seconds, "errors": len(errors),
+    return {"requests": requests, "seconds": seconds, "req_s": requests / seconds, "errors": len(errors),
             "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
             "max_ms": 1000 * latencies[-1]}
 

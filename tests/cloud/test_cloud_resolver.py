@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import sys
-import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
+from projects import user_project
 from sematic_k8s.cli import cli
-from sematic_k8s.func import _REGISTRY
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import serve, wait_for
 
@@ -79,17 +78,11 @@ def s3_env(monkeypatch) -> str:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(tmp_path):
     """A user project with one pipeline module, importable here as in the image."""
     root = tmp_path / "project"
-    root.mkdir()
-    module = f"cloudpipe_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(textwrap.dedent(PIPELINE))
-    monkeypatch.syspath_prepend(str(root))
-    yield root, module
-    sys.modules.pop(module, None)
-    for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
-        del _REGISTRY[path]
+    with user_project(root, "cloudpipe", PIPELINE) as module:
+        yield root, module
 
 
 def load(module: str):

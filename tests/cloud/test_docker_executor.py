@@ -5,9 +5,8 @@ removed, also one that lingers after its outcome was read."""
 
 from __future__ import annotations
 
+import importlib
 import os
-import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +16,11 @@ import pytest
 from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
+from projects import user_project
 from sematic_k8s import serialization
 from sematic_k8s.executors import docker as docker_executor
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
-from sematic_k8s.func import _REGISTRY
 from sematic_k8s.labels import RUN_LABEL
 from sematic_k8s.settings import worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE
@@ -66,18 +65,10 @@ def project(tmp_path_factory) -> Iterator[tuple[Any, str]]:
     from sematic_k8s.packaging.build import ensure_image
 
     root = tmp_path_factory.mktemp("project")
-    module = f"dockerexec_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(textwrap.dedent(PROJECT))
-    sys.path.insert(0, str(root))
-    try:
+    with user_project(root, "dockerexec", PROJECT) as module:
         image = ensure_image(str(root), f"{REGISTRY}/sematic-k8s-test-docker-executor", base_image,
                              progress=lambda _: None).digest_ref
-        yield __import__(module), image
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop(module, None)
-        for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
-            del _REGISTRY[path]
+        yield importlib.import_module(module), image
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ value; finished driver and worker containers are removed."""
 
 from __future__ import annotations
 
+import importlib
 import os
-import sys
-import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
-from sematic_k8s.func import _REGISTRY
+from projects import user_project
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s_server.config import RerunConfig, ServerConfig
@@ -79,15 +78,8 @@ def base_image() -> str:
 def project(tmp_path_factory) -> Iterator[tuple[Path, Any]]:
     """One user project for the module (one image build), importable here as in the image."""
     root = tmp_path_factory.mktemp("project")
-    module = f"faultpipe_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(textwrap.dedent(PIPELINE))
-    sys.path.insert(0, str(root))
-    __import__(module)
-    yield root, sys.modules[module]
-    sys.path.remove(str(root))
-    sys.modules.pop(module, None)
-    for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
-        del _REGISTRY[path]
+    with user_project(root, "faultpipe", PIPELINE) as module:
+        yield root, importlib.import_module(module)
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ image, which creates one worker Job per non-inline run in the stand-in; their po
 from __future__ import annotations
 
 import base64
+import importlib
 import os
-import sys
-import textwrap
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +27,7 @@ from kubernetes import client  # noqa: E402
 import sematic_k8s as sk  # noqa: E402
 from infra import REGISTRY, require_docker  # noqa: E402
 from kmock_k8s import FakeJobController, PodHandle, serve_k8s  # noqa: E402
-from sematic_k8s.func import _REGISTRY  # noqa: E402
+from projects import user_project  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
 from serving import serve  # noqa: E402
 
@@ -84,18 +83,11 @@ def s3_url(monkeypatch) -> str:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Iterator[tuple[Any, Any]]:
+def project(tmp_path) -> Iterator[tuple[Any, Any]]:
     """A user project with one pipeline module, importable here as in the image."""
     root = tmp_path / "project"
-    root.mkdir()
-    module = f"k8scloud_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(textwrap.dedent(PIPELINE))
-    monkeypatch.syspath_prepend(str(root))
-    __import__(module)
-    yield root, sys.modules[module]
-    sys.modules.pop(module, None)
-    for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
-        del _REGISTRY[path]
+    with user_project(root, "k8scloud", PIPELINE) as module:
+        yield root, importlib.import_module(module)
 
 
 def setup_cluster(api: client.ApiClient, server: Any) -> None:

@@ -18,6 +18,7 @@ from kubernetes import client  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from kube_model import Cluster, NodeSpec, Script, SimContext  # noqa: E402
+from projects import forget  # noqa: E402
 
 NS = "work"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
@@ -468,7 +469,7 @@ def test_simulated_pods_run_the_real_worker_in_a_subprocess_or_in_process(cluste
     import uuid
 
     from sematic_k8s.executors.remote import run_task
-    from sematic_k8s.func import _REGISTRY, load_func
+    from sematic_k8s.func import load_func
     from sematic_k8s.future import new_id
     from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
     from sematic_k8s.specs import TaskSpec, outcome_key
@@ -497,6 +498,5 @@ def test_simulated_pods_run_the_real_worker_in_a_subprocess_or_in_process(cluste
             doc = json.loads(store.get(outcome_key(spec.run_id, 1)))
             assert (doc["output"]["type_name"], doc["output"]["summary"]) == ("int", 42)
     finally:
-        for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
-            del _REGISTRY[path]
+        forget(module)
         sys.modules.pop(module, None)

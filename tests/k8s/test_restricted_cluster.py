@@ -10,10 +10,8 @@ driver creates one worker Job per remote run. Skipped without dockerd, the regis
 
 from __future__ import annotations
 
+import importlib
 import os
-import sys
-import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from kubernetes import client  # noqa: E402
 import sematic_k8s as sk  # noqa: E402
 from infra import REGISTRY, require_docker  # noqa: E402
 from kube_model import Cluster, NodeSpec  # noqa: E402
-from sematic_k8s.func import _REGISTRY  # noqa: E402
+from projects import user_project  # noqa: E402
 from sematic_k8s.specs import IMAGE_UID  # noqa: E402
 from serving import serve  # noqa: E402
 
@@ -82,17 +80,10 @@ def s3(monkeypatch) -> tuple[str, str]:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Iterator[tuple[Path, Any]]:
+def project(tmp_path) -> Iterator[tuple[Path, Any]]:
     root = tmp_path / "project"
-    root.mkdir()
-    module = f"restricted_{uuid.uuid4().hex[:8]}"
-    (root / f"{module}.py").write_text(textwrap.dedent(PIPELINE))
-    monkeypatch.syspath_prepend(str(root))
-    __import__(module)
-    yield root, sys.modules[module]
-    sys.modules.pop(module, None)
-    for path in [p for p in _REGISTRY if p.startswith(module + ":")]:
-        del _REGISTRY[path]
+    with user_project(root, "restricted", PIPELINE) as module:
+        yield root, importlib.import_module(module)
 
 
 @pytest.fixture

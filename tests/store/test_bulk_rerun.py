@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 import sematic_k8s as sk
 from sematic_k8s import graph
 from sematic_k8s.store.records import Batch, utcnow
@@ -54,16 +52,6 @@ def _as_originals(store: SqlStore, root_id: str) -> dict[str, dict[str, Any]]:
         key = r.original_run_id or f"new {r.func_name} {sorted(r.inputs.items())}"  # made by a run executed again
         out[key] = {k: v for k, v in doc.items() if not (key.startswith("new") and k in ("started_at", "ended_at"))}
     return out
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def home(request, tmp_path, monkeypatch):
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        SqlStore(url).close()
-        monkeypatch.setenv("SEMATIC_K8S_DB_URL", url)
-    return tmp_path
 
 
 def test_a_bulk_rerun_records_what_a_replayed_one_does(home, monkeypatch):

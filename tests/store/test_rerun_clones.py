@@ -42,16 +42,6 @@ KEPT = ["func_path", "func_name", "inputs", "output_id", "cached_from", "source_
         "settings", "attempts", "started_at", "ended_at"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def home(request, tmp_path, monkeypatch):
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        SqlStore(url).close()
-        monkeypatch.setenv("SEMATIC_K8S_DB_URL", url)
-    return tmp_path
-
-
 def _rerun(home, root_id: str, pick) -> tuple[SqlStore, str, str]:
     """Rerun the resolution ``root_id`` from its first run that ``pick`` picks; the store, that run, the rerun."""
     store = sk.LocalResolver(home=home).store
