@@ -33,7 +33,7 @@ from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import CachedRun, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import CachedRun, CacheHit, ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -50,6 +50,14 @@ def transient(exc: BaseException) -> bool:
     if module.startswith("kubernetes"):
         return status in (0, 429, 500, 502, 503, 504)
     return module.startswith("urllib3")
+
+
+def _source_changed(func: Func, hit: RunRecord | CacheHit) -> bool:
+    """Whether a cache hit's run was made by other source than ``func``'s now (said in the log when so)."""
+    changed = hit.source_hash != func.source_hash
+    if changed:
+        log.warning("%s: cache hit on run %s, whose func source differs from the current code", func.name, hit.id)
+    return changed
 
 
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
@@ -318,10 +326,7 @@ class ResolutionLoop:
             if record is None or not record.keys() <= _PLANNED or run_id in self.notes:
                 self._cache_hit(node, hit, hit.output_id, {"inputs": input_ids, "cache_key": key})
                 continue
-            changed = hit.source_hash != func.source_hash
-            if changed:
-                log.warning("%s: cache hit on run %s, whose func source differs from the current code",
-                            func.name, hit.id)
+            changed = _source_changed(func, hit)
             output = self._hit_output(hit.output_id)
             self.graph.resolve(run_id, output)
             batch.add_hit(CachedRun(
@@ -390,11 +395,7 @@ class ResolutionLoop:
         return dict(merged)
 
     def _cache_hit(self, node: graph.Node, hit: RunRecord, output_id: str, fields: dict[str, Any]) -> None:
-        func: Func = node.func
-        changed = hit.source_hash != func.source_hash
-        if changed:
-            log.warning("%s: cache hit on run %s, whose func source differs from the current code",
-                        func.name, hit.id)
+        changed = _source_changed(node.func, hit)
         now = utcnow()
         output = self._hit_output(output_id)
         self._transition(node.run_id, RESOLVED, output,
