@@ -17,11 +17,10 @@ from typing import Any
 
 import orjson
 import pydantic
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sematic_k8s_server import problems, schemas, writes
+from sematic_k8s_server import schemas
 from sematic_k8s_server.guard import GUARDED, Guard
 from sematic_k8s_server.routes.store import record
 from sematic_k8s_server.state import Server
@@ -82,17 +81,9 @@ class WriteFastPath:
         except (orjson.JSONDecodeError, pydantic.ValidationError):
             await self.app(scope, _replay(body), send)  # the route's own 422
             return
-        try:
-            await record(self.server, principal, batch)
-        except HTTPException as e:
-            response = problems.problem(e.status_code, str(e.detail), e.headers, **getattr(e, "extra", {}))
-        except writes.OUTAGE as e:
-            response = await problems.database_error(Request(scope), e)
-        else:
-            await send(WRITTEN_START)
-            await send(WRITTEN_BODY)
-            return
-        await response(scope, receive, send)
+        await record(self.server, principal, batch)  # a refusal or an outage: answered by the app's handlers
+        await send(WRITTEN_START)
+        await send(WRITTEN_BODY)
 
 
 def _content_type(scope: Scope) -> bytes | None:

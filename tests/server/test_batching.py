@@ -215,6 +215,43 @@ def test_the_write_fast_path_keeps_the_guards_answers(tmp_path: Path) -> None:
             assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}  # the connection still serves
 
 
+def test_a_write_while_the_database_is_down_is_a_503_to_retry_and_the_next_one_lands(
+        tmp_path: Path, postgres_server: str, postgres_url: str) -> None:
+    """The server's database refuses connections (its sessions cut, new ones not allowed): ``POST /store/write``
+    answers 503 with the cause in one line and Retry-After, as every route does, and writes again once it is
+    back."""
+    import psycopg
+
+    name = postgres_url.rsplit("/", 1)[1]
+    admin = psycopg.connect(postgres_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
+                            autocommit=True)
+
+    def allow(on: bool) -> None:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if on else "false"}')
+        if not on:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="running", created_at=utcnow()))
+    try:
+        with serve(tmp_path, postgres_url, api_keys_required=False) as s, s.client(key=None) as c:
+            assert c.post("/api/v1/store/write", content=dumps(batch_to_json(batch)),
+                          headers={"Content-Type": "application/json"}).json() == {"ok": True}
+            update = {"resolution_updates": {root: {"state": "resolved"}}}
+            allow(False)
+            r = c.post("/api/v1/store/write", json=update)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5", r.text
+            assert r.json()["detail"].startswith("the metadata database is unavailable: "), r.text
+            assert "\n" not in r.json()["detail"]
+            allow(True)
+            assert c.post("/api/v1/store/write", json=update).json() == {"ok": True}
+            assert s.store.get_resolution(root).state == "resolved"
+    finally:
+        allow(True)
+        admin.close()
+
+
 class _Recorded(EventBus):
     """An event bus that keeps what it is handed (from the relay's listener thread)."""
 
