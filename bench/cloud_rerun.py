@@ -64,19 +64,11 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
     import infra
 
-    try:
-        base_image = os.environ.get("SEMATIC_K8S_BASE_IMAGE", infra.bring_up())
-    except infra.InfraUnavailable as e:
-        print(f"cloud rerun bench skipped: {e}")
-        return 0
-    if not infra.s3_available():
-        print(f"cloud rerun bench skipped: no S3 server answers on {infra.S3_ENDPOINT}")
+    base_image = infra.cloud_bench_services("cloud rerun")
+    if base_image is None:
         return 0
     registry = infra.REGISTRY
-    s3 = os.environ.setdefault("AWS_ENDPOINT_URL_S3", infra.S3_ENDPOINT)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = os.environ["AWS_ENDPOINT_URL_S3"]
     import boto3
     from botocore.config import Config
 

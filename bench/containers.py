@@ -19,7 +19,6 @@ registry and S3 on 127.0.0.1 (tests/support/infra.py); says so and exits 0 when 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -117,17 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "tests" / "support"))
     import infra
 
-    try:
-        base_image = os.environ.get("SEMATIC_K8S_BASE_IMAGE", infra.bring_up())
-    except infra.InfraUnavailable as e:
-        print(f"containers bench skipped: {e}")
+    base_image = infra.cloud_bench_services("containers")
+    if base_image is None:
         return 0
-    if not infra.s3_available():
-        print(f"containers bench skipped: no S3 server answers on {infra.S3_ENDPOINT}")
-        return 0
-    for name, value in (("AWS_ENDPOINT_URL_S3", infra.S3_ENDPOINT), ("AWS_ACCESS_KEY_ID", "test"),
-                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
-        os.environ.setdefault(name, value)
     from sematic_k8s.executors.docker import DockerExecutor
     from sematic_k8s.packaging.build import ensure_image
     from sematic_k8s.settings import worker_env

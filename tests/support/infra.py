@@ -119,6 +119,24 @@ def bring_up() -> str:
     return BASE_IMAGE
 
 
+def cloud_bench_services(bench: str) -> str | None:
+    """For a bench that builds images and stores in S3: once Docker, the registry and an S3 server answer, the
+    base image (``$SEMATIC_K8S_BASE_IMAGE`` if set) with the AWS variables pointed at that server unless set;
+    None once it printed why the ``bench`` is skipped."""
+    try:
+        base_image = os.environ.get("SEMATIC_K8S_BASE_IMAGE", bring_up())  # the services brought up either way
+    except InfraUnavailable as e:
+        print(f"{bench} bench skipped: {e}")
+        return None
+    if not s3_available():
+        print(f"{bench} bench skipped: no S3 server answers on {S3_ENDPOINT}")
+        return None
+    for name, value in (("AWS_ENDPOINT_URL_S3", S3_ENDPOINT), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)
+    return base_image
+
+
 @functools.cache
 def _outcome() -> tuple[str | None, str]:
     try:
