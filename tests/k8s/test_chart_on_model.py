@@ -11,7 +11,6 @@ the ServiceAccount that makes it against the Roles the chart renders:
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,9 @@ from kubernetes import client  # noqa: E402
 from infra import REGISTRY  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
-from sematic_k8s.store.http import HttpStore  # noqa: E402
-from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow  # noqa: E402
 from sematic_k8s_server import auth  # noqa: E402
 from sematic_k8s_server.db import open_store  # noqa: E402
-from serving import server_process  # noqa: E402
+from serving import record_resolution, server_process  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "sematic-k8s"
 NS = "pipelines"
@@ -68,19 +65,8 @@ def cluster() -> Iterator[Cluster]:
 
 def record_cloud_resolution(url: str, key: str) -> str:
     """A finished Kubernetes resolution, as a CloudResolver's driver records it."""
-    root = uuid.uuid4().hex
-    batch = Batch()
-    batch.add_resolution(ResolutionRecord(
-        id=root, root_func_path="pipes:pipeline", state="resolved", image=IMAGE, created_at=utcnow(),
-        settings={"kind": "cloud", "storage_url": STORAGE, "executor": "kubernetes", "platform": "amd64"}))
-    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
-                            state="resolved", created_at=utcnow()))
-    store = HttpStore(url, key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
-    return root
+    return record_resolution(url, key, kind="cloud", image=IMAGE, storage_url=STORAGE, executor="kubernetes",
+                             platform="amd64")
 
 
 def test_a_dashboard_rerun_on_a_chart_install_starts_its_driver_as_the_servers_account(cluster, tmp_path):

@@ -30,12 +30,12 @@ import pytest
 from click.testing import CliRunner
 
 from sematic_k8s.store.http import HttpStore
-from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s_server import auth
 from sematic_k8s_server.cli import main as server_cli
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from sematic_k8s_server.db import open_store
-from serving import serve, server_process, wait_for
+from serving import record_resolution, serve, server_process, wait_for
 
 DIGEST = "sha256:" + "ab" * 32
 ALLOWED = "127.0.0.1:5000/pipelines"
@@ -44,24 +44,6 @@ MiB = 1024 * 1024
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-
-def record(url: str, key: str, *, kind: str, image: str | None = None, func_path: str = "pipes:pipeline",
-           source_file: str | None = None, state: str = "resolved", **settings: Any) -> str:
-    """Write a resolution and its root run through the API, as any key holder can; its id."""
-    root = uuid.uuid4().hex
-    batch = Batch()
-    batch.add_resolution(ResolutionRecord(id=root, root_func_path=func_path, state=state, image=image,
-                                          settings={"kind": kind, **settings}, created_at=utcnow()))
-    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=func_path,
-                            func_name=func_path.rpartition(":")[2], state=state, source_file=source_file,
-                            created_at=utcnow()))
-    store = HttpStore(url, key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
-    return root
-
 
 def new_run(root_id: str) -> Batch:
     run_id = uuid.uuid4().hex
@@ -145,8 +127,8 @@ def test_a_local_resolution_is_never_run_on_the_server(served, tmp_path) -> None
     evil = tmp_path / "evil_pipeline.py"
     evil.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran on the server')\n"
                     "import sematic_k8s as sk\n\n@sk.func\ndef pipeline() -> int:\n    return 1\n")
-    root = record(served.url, served.key, kind="local", func_path="evil_pipeline:pipeline", source_file=str(evil),
-                  state="failed")
+    root = record_resolution(served.url, served.key, kind="local", func_path="evil_pipeline:pipeline",
+                             source_file=str(evil), state="failed")
     with served.client() as c:
         for body, command in (({}, f"sematic-k8s rerun {root}"),
                               ({"mode": "continue"}, f"sematic-k8s rerun {root} --mode continue")):
@@ -174,19 +156,19 @@ def test_a_local_resolution_is_never_run_on_the_server(served, tmp_path) -> None
 ])
 def test_a_cloud_rerun_needs_an_allow_listed_image_by_digest(tmp_path, image, status, reason) -> None:
     with rerun_server(tmp_path, launcher="kubernetes") as s, s.client() as c:
-        root = record(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE)
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE)
         r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
         assert (r.status_code, r.json()["reason"]) == (status, reason), r.text
         assert r.json()["detail"]
         if status == 403:
             assert "allow-list" in r.json()["detail"] and "rerunImageRepositories" in r.json()["detail"]
-        other = record(s.url, s.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url="s3://attacker/loot")
+        other = record_resolution(s.url, s.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url="s3://attacker/loot")
         r = c.post(f"/api/v1/resolutions/{other}/rerun", json={})
         assert (r.status_code, r.json()["reason"]) == (422, "other-storage"), r.text
 
 
 def test_a_server_without_a_launcher_starts_no_rerun(served) -> None:
-    root = record(served.url, served.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url=STORAGE)
+    root = record_resolution(served.url, served.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url=STORAGE)
     with served.client() as c:
         r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
     assert r.status_code == 501 and r.json()["reason"] == "no-launcher" and "CloudResolver(rerun_from=" in r.text
@@ -235,9 +217,9 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
                                                     executor_settings={"namespace": ns}) as s:
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", kube_url)
         api = client.ApiClient(client.Configuration(host=kube_url))
-        root = record(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker",
-                      executor_settings={"namespace": "kube-system", "host": "http://evil.example:6443",
-                                         "service_account": "cluster-admin"}, cache_namespace="nightly")
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker",
+                                 executor_settings={"namespace": "kube-system", "host": "http://evil.example:6443",
+                                                    "service_account": "cluster-admin"}, cache_namespace="nightly")
         with s.client() as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
         assert r.status_code == 202, r.text
@@ -266,7 +248,7 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
             assert driver.get(f"/api/v1/resolutions/{root}").status_code == 200  # the resolution it re-runs
             assert driver.get(f"/api/v1/resolutions/{new_id}").status_code == 404  # its own, not yet recorded
             assert driver.get("/api/v1/resolutions").status_code == 403
-            other = record(s.url, s.key, kind="cloud", image=image)
+            other = record_resolution(s.url, s.key, kind="cloud", image=image)
             assert driver.get(f"/api/v1/resolutions/{other}").status_code == 403
             assert post_json(driver, "/api/v1/store/write", json.loads(_batch_json(new_run(other)))).status_code == 403
             assert post_json(driver, "/api/v1/store/write", json.loads(_batch_json(new_run(new_id)))).status_code == 200
@@ -312,7 +294,7 @@ def test_a_docker_rerun_never_gets_the_docker_socket_and_its_token_is_a_file(tmp
                          storage_url=STORAGE)
     containers: list[Any] = []
     with serve(tmp_path, config=ServerConfig(reruns=config)) as s:
-        root = record(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
         try:
             with s.client() as c:
                 r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
@@ -380,7 +362,7 @@ def test_concurrent_reruns_are_queued_with_a_cap_and_a_hung_launcher_fails_as_js
                          concurrency=1, queue=2)
     (tmp_path / "home").mkdir()
     with serve(tmp_path / "home", config=ServerConfig(reruns=config)) as s:
-        root = record(s.url, s.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url=STORAGE)
+        root = record_resolution(s.url, s.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url=STORAGE)
         answers: list[httpx.Response] = []
 
         def ask() -> None:
@@ -409,7 +391,7 @@ def test_a_launcher_that_cannot_reach_docker_is_a_502_with_a_message(tmp_path, m
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker-here.sock'}")
     config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(ALLOWED,), storage_url=STORAGE)
     with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
-        root = record(s.url, s.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url=STORAGE)
+        root = record_resolution(s.url, s.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", storage_url=STORAGE)
         r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
         assert r.status_code == 502 and r.headers["content-type"] == "application/json", r.text
         assert r.json()["reason"] == "launcher-failed" and "docker launcher" in r.json()["detail"]
@@ -418,8 +400,8 @@ def test_a_launcher_that_cannot_reach_docker_is_a_502_with_a_message(tmp_path, m
 # -- drivers' tokens --------------------------------------------------------------------------------------------
 
 def test_a_token_records_only_its_own_resolution_and_ends_with_it(served) -> None:
-    original = record(served.url, served.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}")
-    other = record(served.url, served.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", state="running")
+    original = record_resolution(served.url, served.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}")
+    other = record_resolution(served.url, served.key, kind="cloud", image=f"{ALLOWED}@{DIGEST}", state="running")
     own = uuid.uuid4().hex
     user = HttpStore(served.url, served.key)
     token = user.mint_token(own, rerun_from=original)
@@ -614,7 +596,7 @@ def test_a_storage_failure_is_a_503_with_a_message(tmp_path, monkeypatch) -> Non
     stopped = False
     try:
         with serve(tmp_path, storage=storage) as s, s.client() as c:
-            root = record(s.url, s.key, kind="local")
+            root = record_resolution(s.url, s.key, kind="local")
             s.store.write(Batch(artifacts={art: {"id": art, "format": value.format, "type_name": value.type_name,
                                                  "summary": None, "size": len(data), "created_at": utcnow()}}))
             assert c.get(f"/api/v1/artifacts/{art}/data").content == data
@@ -633,7 +615,7 @@ def test_a_storage_failure_is_a_503_with_a_message(tmp_path, monkeypatch) -> Non
 
 def test_local_mode_refuses_other_web_pages_and_rebound_dns_names(tmp_path) -> None:
     with serve(tmp_path, api_keys_required=False) as s, s.client(key=None) as c:
-        root = record(s.url, "", kind="local", state="running")
+        root = record_resolution(s.url, "", kind="local", state="running")
         own = urlsplit(s.url).netloc
         cancel = f"/api/v1/resolutions/{root}/cancel"
         r = c.post(cancel, content=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"})

@@ -7,6 +7,7 @@ import dataclasses
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import uvicorn
 
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from sematic_k8s_server.app import create_app
@@ -112,3 +115,22 @@ def server_process(home: Path, *args: str, env: dict[str, str] | None = None) ->
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def record_resolution(url: str, key: str, *, kind: str, image: str | None = None,
+                      func_path: str = "pipes:pipeline", source_file: str | None = None, state: str = "resolved",
+                      **settings: Any) -> str:
+    """Write a resolution and its root run through the API at ``url``, as any key holder can; its id."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path=func_path, state=state, image=image,
+                                          settings={"kind": kind, **settings}, created_at=utcnow()))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=func_path,
+                            func_name=func_path.rpartition(":")[2], state=state, source_file=source_file,
+                            created_at=utcnow()))
+    store = HttpStore(url, key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    return root
