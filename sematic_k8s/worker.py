@@ -1,12 +1,13 @@
 """Worker entrypoint: execute one Run attempt in a container, pod or process.
 
 ``python -m sematic_k8s.worker`` reads its TaskSpec from $SEMATIC_K8S_TASK (JSON) and reaches artifact
-storage through the presigned URLs it holds (containers and pods: no botocore, no credentials) or else
-through $SEMATIC_K8S_STORAGE, then runs :func:`sematic_k8s.executors.remote.run_task`: it loads the
-inputs, runs the func, and writes the output artifact, the captured logs and an outcome document
-(:func:`sematic_k8s.specs.outcome_key`) to storage, then, when $SEMATIC_K8S_SAY_STORED is set, prints
-:data:`~sematic_k8s.specs.WORKER_STORED_LINE` (the DockerExecutor, which follows a container's stdout, reads the
-outcome then rather than when Docker has noticed the container's end). Nothing imports this module.
+storage through the presigned URLs it holds (containers: no botocore, no credentials) or else through
+$SEMATIC_K8S_STORAGE (pods, with the storage Secret; worker processes), then runs
+:func:`sematic_k8s.executors.remote.run_task`: it loads the inputs, runs the func, and writes the output
+artifact, the captured logs and an outcome document (:func:`sematic_k8s.specs.outcome_key`) to storage, then,
+when $SEMATIC_K8S_SAY_STORED is set, prints :data:`~sematic_k8s.specs.WORKER_STORED_LINE` (the DockerExecutor,
+which follows a container's stdout, reads the outcome then rather than when Docker has noticed the container's
+end). Nothing imports this module.
 """
 
 from __future__ import annotations
