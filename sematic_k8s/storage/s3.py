@@ -299,7 +299,7 @@ class S3Storage:
 
     def presign(self, method: str, key: str, expires: float) -> str:
         """A URL that lets its holder ``GET`` or ``PUT`` (with Content-Type application/octet-stream) the object
-        at ``key`` for ``expires`` seconds, without credentials: what workers in containers and pods are given
+        at ``key`` for ``expires`` seconds, without credentials: what worker containers are given
         (made here, no request sent). A secret until it expires: never logged."""
         op = {"GET": "get_object", "PUT": "put_object"}[method]
         params = {"Bucket": self.bucket, "Key": self._key(key)}
