@@ -226,7 +226,8 @@ def _summarize(tree: Any, depth: int = 0) -> Any:
     return tree
 
 
-def _content_id(fmt: str, payload: bytes) -> str:
+def content_id(fmt: str, payload: bytes) -> str:
+    """An artifact's id: sha256 of its format and payload."""
     return hashlib.sha256(fmt.encode() + b"\0" + payload).hexdigest()
 
 
@@ -240,7 +241,7 @@ def serialize(value: Any) -> Serialized:
         raise ValueError(f"value of type {type_name(value)} is nested too deeply to serialize") from e
     if tree is not None or value is None:
         payload = _canonical(tree).encode()
-        return Serialized(_content_id(JSON, payload), JSON, payload, type_name(value), _summarize(tree))
+        return Serialized(content_id(JSON, payload), JSON, payload, type_name(value), _summarize(tree))
     import cloudpickle  # here: a worker whose values are plain data never needs it (nor pickle, nor its imports)
 
     try:
@@ -252,7 +253,7 @@ def serialize(value: Any) -> Serialized:
     shown = previews.preview(value)  # a table or a picture for the dashboard
     if shown is not None:
         summary["preview"] = shown
-    return Serialized(_content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
+    return Serialized(content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
 
 
 def deserialize(fmt: str, payload: bytes) -> Any:
@@ -277,14 +278,9 @@ def deserialize_json_many(payloads: list[bytes]) -> list[Any]:
 _SCALARS = frozenset({int, str, float, bool})
 
 
-def content_id(fmt: str, payload: bytes) -> str:
-    """An artifact's id: sha256 of its format and payload."""
-    return _content_id(fmt, payload)
-
-
 def verify(artifact_id: str, fmt: str, payload: bytes) -> None:
     """Raise if ``payload`` does not hash to ``artifact_id`` (storage integrity check)."""
-    got = _content_id(fmt, payload)
+    got = content_id(fmt, payload)
     if got != artifact_id:
         raise ValueError(f"artifact {artifact_id} is corrupt: its bytes hash to {got}")
 
