@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
-from sematic_k8s.store import records, schema
+from sematic_k8s.store import checkpoints, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
 R = TypeVar("R")
@@ -178,6 +178,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.execute(f"PRAGMA busy_timeout={schema.SQLITE_BUSY_MS}")  # first: WAL mode may wait for another process
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA wal_autocheckpoint={checkpoints.BACKSTOP_PAGES}")  # checkpoints run off the writers' path
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -196,8 +197,11 @@ class SqlStore:
         self.url = url
         self.engine = sa.create_engine(url, **{"json_serializer": _json_text, **engine_kwargs})
         self.stale_after = stale_after
+        self._checkpoints: checkpoints.Checkpointer | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            if self.engine.url.database not in (None, "", ":memory:"):
+                self._checkpoints = checkpoints.Checkpointer(self.engine.url.database)
         if create:
             schema.migrate(self.engine)
         self._runs = Base.metadata.tables[RunRow.__tablename__]
@@ -205,6 +209,8 @@ class SqlStore:
         self._arts = Base.metadata.tables[ArtifactRow.__tablename__]
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self.engine.dispose()
 
     # -- writes -----------------------------------------------------------------------------------
@@ -219,6 +225,8 @@ class SqlStore:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 self._write(batch)
+                if self._checkpoints is not None:
+                    self._checkpoints.wrote()
                 return
             except sa.exc.OperationalError as e:
                 if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
