@@ -3,6 +3,7 @@
 - inline: a fresh fan-out with small values kept inline with their records / the same with a file per value;
 - cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3);
 - rerun: ``rerun_from`` one leaf of the fan-out / its fresh resolution (goal <= 0.1);
+  both the median of three repeats, each in a home of its own against its own fresh resolution (with their range);
   a missed cache or rerun goal prints (stderr) where one more such resolution's time goes (cProfile);
 - disk: a chain of runs while another process writes and fsyncs on the same disk / the same on a quiet disk
   (goal <= 2);
@@ -17,6 +18,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,28 +114,61 @@ def profile_top(call: Callable[[], Any], title: str, limit: int = 15) -> None:
     stats.sort_stats("tottime").print_stats(limit)
 
 
-def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool) -> list[dict]:
-    """Fresh fan-out, then the same again (every func hits the cache), then a rerun from one leaf; a missed goal
-    profiles one more of the same, outside the timed sections."""
+def _cache_and_rerun_once(n: int, base: Path | None, rerun: bool) -> dict[str, float]:
+    """One repeat in a home of its own: a fresh fan-out, the same again (every func hits the cache), a rerun
+    from one leaf; wall-clock and CPU seconds of each."""
     with _home(base) as home:
         fan(2).resolve(resolver(home, cache_namespace="warm"))
         first = fan(n)
-        fresh, fresh_cpu = timed_cpu(lambda: first.resolve(resolver(home, cache_namespace="bench")))
-        hit, hit_cpu = timed_cpu(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")))
-        rows = [{"figure": "cache", "runs": n + 2, "fresh_s": round(fresh, 3), "all_hits_s": round(hit, 3),
-                 "ratio": round(hit / fresh, 3), "goal": 0.3, "cpu_ratio": round(hit_cpu / fresh_cpu, 3)}]
-        if hit / fresh > 0.3:
-            profile_top(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")),
-                        f"all-hit re-resolution of a {n}-run fan-out")
+        out: dict[str, float] = {}
+        out["fresh"], out["fresh_cpu"] = timed_cpu(lambda: first.resolve(resolver(home, cache_namespace="bench")))
+        out["hit"], out["hit_cpu"] = timed_cpu(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")))
         if rerun:
             store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
             leaf = next(r for r in store.list_runs(root_id=first.id, func="inc", limit=1))
-            again = timed(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)))
-            rows.append({"figure": "rerun", "runs": n + 2, "fresh_s": round(fresh, 3), "rerun_s": round(again, 3),
-                         "ratio": round(again / fresh, 3), "goal": 0.1})
-            if again / fresh > 0.1:
-                profile_top(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)),
-                            f"rerun_from one leaf of a {n}-run fan-out")
+            out["rerun"] = timed(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)))
+        return out
+
+
+def _profile_missed(n: int, base: Path | None, what: str) -> None:
+    """cProfile one more all-hit re-resolution (``what="cache"``) or rerun (``"rerun"``) of an n-run fan-out."""
+    with _home(base) as home:
+        first = fan(n)
+        first.resolve(resolver(home, cache_namespace="bench"))
+        if what == "cache":
+            profile_top(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")),
+                        f"all-hit re-resolution of a {n}-run fan-out")
+            return
+        store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
+        leaf = next(r for r in store.list_runs(root_id=first.id, func="inc", limit=1))
+        profile_top(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)),
+                    f"rerun_from one leaf of a {n}-run fan-out")
+
+
+def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool, repeats: int = 3) -> list[dict]:
+    """The all-hit and rerun figures of an n-run fan-out: the median of ``repeats`` repeats (each its own home, its
+    own fresh baseline), with their range; a goal the median misses profiles one more, outside the timed sections."""
+    runs = [_cache_and_rerun_once(n, base, rerun) for _ in range(repeats)]
+
+    def figure(key: str) -> tuple[float, list[float]]:
+        ratios = sorted(r[key] / r["fresh"] for r in runs)
+        return statistics.median(ratios), ratios
+
+    hit, hits = figure("hit")
+    cpu = statistics.median(r["hit_cpu"] / r["fresh_cpu"] for r in runs)
+    rows = [{"figure": "cache", "runs": n + 2, "repeats": repeats,
+             "fresh_s": round(statistics.median(r["fresh"] for r in runs), 3),
+             "all_hits_s": round(statistics.median(r["hit"] for r in runs), 3), "ratio": round(hit, 3),
+             "range": [round(hits[0], 3), round(hits[-1], 3)], "goal": 0.3, "cpu_ratio": round(cpu, 3)}]
+    if hit > 0.3:
+        _profile_missed(n, base, "cache")
+    if rerun:
+        again, agains = figure("rerun")
+        rows.append({"figure": "rerun", "runs": n + 2, "repeats": repeats,
+                     "fresh_s": rows[0]["fresh_s"], "rerun_s": round(statistics.median(r["rerun"] for r in runs), 3),
+                     "ratio": round(again, 3), "range": [round(agains[0], 3), round(agains[-1], 3)], "goal": 0.1})
+        if again > 0.1:
+            _profile_missed(n, base, "rerun")
     return rows
 
 
@@ -230,7 +265,9 @@ def main() -> None:
     for r in rows:
         goal = r.get("goal", r.get("goal_bytes"))
         ratio = r.get("ratio", r.get("ratio_to_goal"))
-        print(f"  {r['figure']:7s} {r['runs']:>7d} runs  ratio {ratio:6.3f}" + (f"  (goal {goal})" if goal else ""))
+        spread = f"  (range {r['range'][0]:.3f}-{r['range'][1]:.3f})" if "range" in r else ""
+        print(f"  {r['figure']:7s} {r['runs']:>7d} runs  ratio {ratio:6.3f}" + (f"  (goal {goal})" if goal else "")
+              + spread)
 
 
 if __name__ == "__main__":
