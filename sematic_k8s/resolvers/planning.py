@@ -27,6 +27,9 @@ from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, RunShape, utcnow
 
 log = logging.getLogger("sematic_k8s")
+# planned Run records held at once: a fan-out of more is written as it is planned, this many at a time, so its
+# records (about 1.7 KB each in memory until written) do not all wait for the end of its planning
+PLANNED_RUNS_PER_WRITE = 20_000
 
 
 @dataclass
@@ -68,7 +71,9 @@ class Planner:
 
     def nodes_for(self, futures: list[Future], parent_id: str | None) -> list[Node]:
         """Nodes and Run records for Futures and every Future nested in their arguments,
-        dependencies first (so creation order is a topological order)."""
+        dependencies first (so creation order is a topological order). The records go into the recorder's
+        batch, written every :data:`PLANNED_RUNS_PER_WRITE` of them (a cache hit among the runs written so
+        is recorded as an update of its planned record)."""
         nodes: list[Node] = []
         seen: set[str] = set()
         stack: list[tuple[Future, dict[str, Any] | None]] = [(f, None) for f in reversed(futures)]
@@ -76,6 +81,8 @@ class Planner:
             f, inputs = stack.pop()
             if inputs is not None:  # its dependencies are done: emit it
                 nodes.append(self._node(f, inputs, parent_id))
+                if len(self.recorder.batch.new_runs) >= PLANNED_RUNS_PER_WRITE:
+                    self.recorder.write()  # dependencies first: what is written never references what is not
                 continue
             if f.id in seen or f.id in self.graph.nodes:
                 continue

@@ -548,6 +548,33 @@ def test_cache_hits_of_a_fan_out_are_one_look_up_per_wave(resolver, store, monke
     assert CALLS["cached_inc"] == 1
 
 
+def test_a_fan_out_larger_than_a_planning_write_is_recorded_as_planned_and_hits_alike(resolver, store, monkeypatch):
+    """A fan-out's Run records are written while it is planned, a few at a time (not all held until its end):
+    every run is recorded and resolves, and in an all-hit re-resolution the runs whose planned records were
+    already written are recorded as hits like the others."""
+    from sematic_k8s.resolvers import planning
+
+    monkeypatch.setattr(planning, "PLANNED_RUNS_PER_WRITE", 7)
+    writes: list[int] = []
+    write = type(store).write
+    monkeypatch.setattr(type(store), "write", lambda self, batch: writes.append(len(batch.new_runs)) or write(self,
+                                                                                                           batch))
+    CALLS.clear()
+    first = cached_fan(30)
+    assert first.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30
+    assert writes.count(7) >= 4, writes  # the 31 planned runs went out 7 at a time
+    runs = store.runs_of_root(first.id)
+    assert len(runs) == 32 and all(r.state == "resolved" for r in runs)
+    second = cached_fan(30)
+    assert second.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30
+    old = {r.cache_key: r for r in runs if r.cache_key}
+    new = [r for r in store.runs_of_root(second.id) if r.cache_key]
+    assert len(new) == 31 and all(
+        r.cached_from == old[r.cache_key].id and r.state == "resolved" and r.output_id == old[r.cache_key].output_id
+        and r.notes["cache"] == {"hit": old[r.cache_key].id, "source_changed": False} and r.ended_at is not None
+        for r in new)
+
+
 def test_cache_hit_skips_nested_funcs(resolver, store):
     first = cached_pipeline(2)
     assert first.resolve(resolver(cache_namespace="ns")) == 400
