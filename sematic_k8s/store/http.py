@@ -32,6 +32,9 @@ HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolut
 PAGE = 1000  # the server's largest page
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
+WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
+# a batch's parts in the order one transaction applies them: each part lands after what it may reference
+_BATCH_SECTIONS = ("new_resolutions", "artifacts", "new_runs", "run_updates", "resolution_updates")
 TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ProxyError)
 R = TypeVar("R")
 
@@ -73,6 +76,28 @@ def batch_to_json(batch: Batch) -> dict[str, Any]:
            if f.name not in ("clones", "hits")}  # dataclasses.asdict, without them
     doc["new_runs"].update((run_id, hit.fields()) for run_id, hit in batch.hits.items())  # the server: new runs
     return doc
+
+
+def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A batch's JSON form as two batches, the first applied before the second (:data:`_BATCH_SECTIONS`' order);
+    None when it holds a single record."""
+    items: list[tuple[str, Any]] = [(name, item) for name in _BATCH_SECTIONS
+                                    for item in (doc.get(name) or [] if name == "new_resolutions"
+                                                 else (doc.get(name) or {}).items())]
+    if len(items) < 2:
+        return None
+
+    def part(chunk: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {name: [] if name == "new_resolutions" else {} for name in _BATCH_SECTIONS}
+        for name, item in chunk:
+            if name == "new_resolutions":
+                out[name].append(item)
+            else:
+                out[name][item[0]] = item[1]
+        return out
+
+    middle = len(items) // 2
+    return part(items[:middle]), part(items[middle:])
 
 
 def batch_from_json(doc: dict[str, Any]) -> Batch:
@@ -172,9 +197,25 @@ class HttpStore:
     # -- writes -----------------------------------------------------------------------------------
 
     def write(self, batch: Batch) -> None:
+        """Record ``batch``: one request, or several in order when it is larger than :data:`WRITE_BYTES` or than
+        the server takes (413: its ``--max-request-mb``), each part landing before the next is sent. A single
+        record over the server's cap is refused with the server's word on it."""
         if batch:
-            self._request("POST", "/store/write", content=dumps(batch_to_json(batch)),
-                          headers={"Content-Type": "application/json"})
+            self._write(batch_to_json(batch))
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        body = dumps(doc)
+        parts = halves(doc) if len(body) > WRITE_BYTES else None
+        if parts is None:
+            try:
+                self._request("POST", "/store/write", content=body, headers={"Content-Type": "application/json"})
+                return
+            except ServerError as e:
+                parts = halves(doc) if e.status == 413 else None
+                if parts is None:
+                    raise
+        for part in parts:
+            self._write(part)
 
     # -- reads ------------------------------------------------------------------------------------
 

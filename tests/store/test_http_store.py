@@ -11,6 +11,7 @@ from sematic_k8s.errors import ServerError
 from sematic_k8s.store.http import HttpStore, batch_from_json, batch_to_json, dumps
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server.config import ServerConfig
 from serving import free_port, serve
 
 try:
@@ -117,6 +118,43 @@ def test_http_store_pages_past_the_server_limit(tmp_path) -> None:
         assert len(http.list_runs(root_id=root, limit=1200)) == 1200
         assert len(http.list_runs(root_id=root, limit=5000, offset=100)) == 1400
         assert len(http.runs_of_root(root)) == 1500
+
+
+def _runs_batch(root: str, n: int, source: str = "x" * 200) -> Batch:
+    batch = Batch(new_resolutions=[{"id": root, "root_func_path": "m:f", "state": "running", "created_at": utcnow()}])
+    for i in range(n):
+        batch.add_run(RunRecord(id=f"{root[:2]}{i:030x}", root_id=root, parent_id=None, func_path="m:f",
+                                func_name="f", state="created", source_text=source, created_at=utcnow()))
+    batch.update_run(f"{root[:2]}{0:030x}", state="running")
+    return batch
+
+
+def test_a_batch_over_the_servers_request_cap_lands_in_parts(tmp_path, monkeypatch) -> None:
+    """A batch larger than the server takes (its --max-request-mb, here 64 KiB; a fan-out's records through a
+    driver) is sent again in parts, in order, when refused with 413; one larger than the client's own part size
+    goes in parts at once. A single record over the cap is refused in the server's words."""
+    from sematic_k8s.store import http
+
+    posts: list[int] = []
+    with serve(tmp_path, config=ServerConfig(max_request_bytes=64 * 1024)) as s:
+        store = HttpStore(s.url, s.key)
+        request = store.client.request
+        monkeypatch.setattr(store.client, "request", lambda method, url, **kw: (
+            posts.append(len(kw.get("content") or b"")) if url.endswith("/store/write") else None)
+            or request(method, url, **kw))
+        store.write(_runs_batch("aa" * 16, 600))  # ~230 KB
+        runs = s.store.runs_of_root("aa" * 16)
+        assert len(runs) == 600 and {r.id: r.state for r in runs}[f"aa{0:030x}"] == "running"
+        assert posts[0] > 64 * 1024 and len(posts) >= 5  # refused whole, then halves, and halves of those
+        posts.clear()
+        monkeypatch.setattr(http, "WRITE_BYTES", 16 * 1024)
+        store.write(_runs_batch("bb" * 16, 300))
+        assert len(s.store.runs_of_root("bb" * 16)) == 300
+        assert posts and max(posts) <= 16 * 1024  # split before sending: nothing was refused
+        with pytest.raises(ServerError, match="--max-request-mb") as info:
+            store.write(_runs_batch("cc" * 16, 1, source="y" * 100_000))
+        assert info.value.status == 413
+        store.close()
 
 
 def test_clear_errors(tmp_path) -> None:
