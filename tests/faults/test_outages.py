@@ -86,6 +86,46 @@ def test_the_server_killed_and_restarted_mid_resolution_loses_nothing(tmp_path, 
         server.stop()
 
 
+def test_postgresql_stopped_under_the_server_mid_resolution_loses_nothing(tmp_path, monkeypatch):
+    """The server's own database goes away (``pg_ctl stop``, then ``-m immediate``: a crash) while a resolution
+    records through the server, and comes back after a while: the server answers 503 meanwhile, its clients
+    retry, its pool's dead connections are replaced, and the resolution finishes with every step recorded."""
+    from pgcluster import PgCluster, create_database, pg_bin
+
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found")
+    cluster = PgCluster(bin_dir)
+    try:
+        cluster.start()
+        db_url = create_database(cluster.url, "outage")
+        server = ServerProcess(tmp_path, db_url=db_url)
+        server.start()
+        try:
+            for mode, steps in (("fast", 3), ("immediate", 4)):
+                gate = tmp_path / f"gate-{mode}"
+                f = fp.gated(steps, str(gate))
+                resolver = sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2)
+                thread, outcome = resolve_in_thread(f, resolver)
+                wait_for(lambda gate=gate, outcome=outcome: Path(f"{gate}.started").exists() or outcome, 60,
+                         what="the gated step")
+                cluster.stop(mode)
+                gate.touch()  # the gated step and the last addition finish while the database is down
+                time.sleep(OUTAGE)
+                cluster.start()  # same port, same data
+                thread.join(120)
+                assert outcome.get("value") == steps + 1 + 2, outcome
+                store = SqlStore(db_url, create=False)
+                all_recorded(store, f.id)
+                store.close()
+            assert "503" in server.log.read_text()  # it did answer while the database was down
+        finally:
+            server.stop()
+    finally:
+        cluster.remove()
+
+
 def test_a_proxy_dropping_every_connection_for_a_while_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     with serve(tmp_path) as s:

@@ -39,28 +39,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PgCluster:
+    """A PostgreSQL cluster of its own (initdb in a temp dir, 127.0.0.1, a free port): :meth:`start`, :meth:`stop`
+    (``pg_ctl stop``, as a crash with ``mode="immediate"``) and start again on the same port and data;
+    :meth:`remove` stops it and deletes it."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.base = Path(tempfile.mkdtemp(prefix="sk-pg-"))  # not under pytest's 0700 tmp dirs: postgres enters it
+        self.data, self.sock = self.base / "data", self.base / "run"
+        self.sock.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+            shutil.chown(self.sock, "postgres")
+        self.port = _free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+        subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                                     "--auth=trust", "-E", "UTF8", "--no-locale"]), check=True, capture_output=True)
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off -c max_connections=300"
+        log = str(self.base / "pg.log")
+        subprocess.run(_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", opts, "-w",
+                                     "-t", "60", "start"]), check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w",
+                                         "stop"]), capture_output=True)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def postgres_cluster(bin_dir: Path) -> Iterator[str]:
-    """initdb + pg_ctl start in a temp dir on a free port; yields ``postgresql+psycopg://postgres@127.0.0.1:PORT``."""
-    base = Path(tempfile.mkdtemp(prefix="sk-pg-"))  # not under pytest's 0700 tmp dirs: postgres must enter it
-    data, sock = base / "data", base / "run"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-    port = _free_port()
+    """A started :class:`PgCluster`, removed afterwards; yields ``postgresql+psycopg://postgres@127.0.0.1:PORT``."""
+    cluster = PgCluster(bin_dir)
     try:
-        subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                     "-E", "UTF8", "--no-locale"]), check=True, capture_output=True)
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c max_connections=300"
-        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "pg.log"), "-o",
-                                     opts, "-w", "-t", "60", "start"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        cluster.start()
+        yield cluster.url
     finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                           capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.remove()
 
 
 def create_database(server_url: str, name: str) -> str:
