@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import time
 
 BACKSTOP_PAGES = 10_000  # wal_autocheckpoint of the writers' connections: ~40 MB of log before they checkpoint
 SETTLE_S = 1.0  # after a write, how long the thread waits for more before it checkpoints (one per burst)
@@ -31,6 +30,7 @@ class Checkpointer:
         self.path = path
         self._lock = threading.Lock()
         self._due = threading.Event()
+        self._closing = threading.Event()  # cuts the settling wait short
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -50,6 +50,7 @@ class Checkpointer:
         with self._lock:
             self._closed = True
             thread = self._thread
+            self._closing.set()
             self._due.set()
         if thread is not None:
             thread.join(timeout=30)
@@ -73,7 +74,7 @@ class Checkpointer:
                     return False
         if self._closed:
             return False
-        time.sleep(SETTLE_S)
+        self._closing.wait(SETTLE_S)
         self._due.clear()
         return not self._closed
 
