@@ -75,6 +75,18 @@ class ResolutionCanceled(ResolutionFailed):
     """A Resolution was canceled on request (``sematic-k8s cancel``, the server's cancel action)."""
 
 
+class ResolutionEnded(Exception):
+    """A write to a Resolution that has already ended was refused: its writer is stale (a resolver marked dead
+    after it stopped heartbeating, which came back), and what it would record there is not recorded."""
+
+    def __init__(self, resolution_id: str, state: str, error: str | None) -> None:
+        why = f" ({error})" if error else ""
+        super().__init__(f"resolution {resolution_id} has already ended as {state}{why}: this process no longer "
+                         f"records it. Continue it with rerun_from={resolution_id!r}, rerun_mode='continue' (or "
+                         "`sematic-k8s rerun --continue`), unless that was done already")
+        self.resolution_id, self.state = resolution_id, state
+
+
 # -- infrastructure errors ----------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s import caching, serialization
-from sematic_k8s.errors import ResolutionFailed
+from sematic_k8s.errors import ResolutionEnded, ResolutionFailed
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driver, watch_driver
@@ -197,7 +197,10 @@ class CloudResolver(Resolver):
         for run in store.runs_of_root(root_id):
             if run.state not in TERMINAL:
                 batch.update_run(run.id, state="canceled", ended_at=now)
-        store.write(batch)
+        try:
+            store.write(batch)
+        except ResolutionEnded:
+            pass  # ended meanwhile (a reader found the driver silent): what was recorded stands
         driver.cleanup()
         tail = f"\n\nlast log lines of the driver:\n{end.last_logs}" if end.last_logs else ""
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "

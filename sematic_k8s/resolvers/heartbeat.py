@@ -10,6 +10,7 @@ import threading
 import time
 
 from sematic_k8s import settings
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, utcnow
 
@@ -48,8 +49,13 @@ class Heartbeat:
         while not self._stop.wait(max(0.05, self.last + self.interval - time.monotonic())):
             if time.monotonic() - self.last < self.interval:
                 continue  # the loop's own batches carried one
-            self.last = time.monotonic()
             try:
                 self.store.write(Batch(resolution_updates={self.root_id: {"heartbeat_at": utcnow()}}))
+            except ResolutionEnded as e:
+                # marked dead meanwhile: ``last`` stays as it was, so the loop's next write carries a beat
+                # (that write, refused the same way, stops the loop; none of its runs' updates lands)
+                log.warning("%s", e)
+                return
             except Exception as e:  # noqa: BLE001 - an outage the store already rode out: beat again later
                 log.warning("resolution %s: heartbeat not recorded: %s: %s", self.root_id, type(e).__name__, e)
+            self.last = time.monotonic()  # after the write: until it lands, the loop's own writes carry beats

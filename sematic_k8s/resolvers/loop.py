@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from sematic_k8s import caching, graph, serialization
-from sematic_k8s.errors import InfrastructureError, ResolutionCanceled, ResolutionFailed, error_info
+from sematic_k8s.errors import InfrastructureError, ResolutionCanceled, ResolutionEnded, ResolutionFailed, error_info
 from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.func import Func
 from sematic_k8s.future import Future
@@ -519,6 +519,9 @@ class ResolutionLoop:
         """Interrupted (Ctrl-C, or an internal error): cancel what is left and record it."""
         now = utcnow()
         self.executor.cancel(self._transition(None, CANCELED, ended_at=now))
+        if isinstance(exc, ResolutionEnded):  # ended by another process: nothing of this one's may be recorded
+            self.recorder.discard()
+            return
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, InfrastructureError):

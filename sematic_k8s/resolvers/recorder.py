@@ -103,6 +103,10 @@ class Recorder:
             self.batch.artifacts[artifact["id"]] = {**artifact, "created_at": utcnow()}
         return self.stored_value(artifact["id"], artifact["format"], artifact["type_name"])
 
+    def discard(self) -> None:
+        """Drop what is not written yet (its resolution was ended by another process: it may not be)."""
+        self.batch = Batch()
+
     def write(self) -> None:
         """Write the batch to the store; it is kept (and what follows joins it) until a write succeeds, so a
         store that gave up on an outage loses nothing (writes are idempotent: sending it again is harmless)."""

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store import checkpoints, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
@@ -29,6 +30,7 @@ R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
 RUNNING, FAILED, CANCELED = "running", "failed", "canceled"  # graph's names (the store sits below graph)
 LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
+ENDED = ("resolved", FAILED, CANCELED)
 UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
 
 
@@ -243,7 +245,19 @@ class SqlStore:
             for hits in _chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
             self._update(conn, self._runs, batch.run_updates)
+            if batch.resolution_updates:
+                self._refuse_stale(conn, batch.resolution_updates)
             self._update(conn, self._res, batch.resolution_updates)
+
+    def _refuse_stale(self, conn: sa.Connection, updates: dict[str, dict[str, Any]]) -> None:
+        """Raise :class:`ResolutionEnded` (the whole batch is not recorded) for an update of a resolution that has
+        ended unless it ends it the same way again (the same write sent again): a heartbeat, a run or an end from
+        a resolver marked dead meanwhile (:meth:`expire_silent`) must not land beside the ``continue`` of it."""
+        t = self._res
+        stmt = sa.select(t.c.id, t.c.state, t.c.error).where(t.c.id.in_(list(updates)), t.c.state.in_(ENDED))
+        for res_id, state, error in conn.execute(stmt):
+            if updates[res_id].get("state") != state:
+                raise ResolutionEnded(res_id, state, error)
 
     @staticmethod
     def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import Base, SqlStore
@@ -55,15 +56,21 @@ def _rows(store: SqlStore) -> dict:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches)
 def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_factory, sequence) -> None:
-    """Whatever the batches insert and update, in whatever order, the merged writes leave the same rows."""
+    """Whatever the batches insert and update, in whatever order, the merged writes leave the same rows, and
+    refuse the same batches (an update of the resolution once it ended)."""
     home = tmp_path_factory.mktemp("merge")
     one_by_one, merged = SqlStore(f"sqlite:///{home / 'a.db'}"), SqlStore(f"sqlite:///{home / 'b.db'}")
     for store in (one_by_one, merged):
         store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
                                             "created_at": NOW}]))
+    alone = []
     for b in sequence:
-        one_by_one.write(b)
-    assert write_all(merged.write, sequence) == [None] * len(sequence)
+        try:
+            one_by_one.write(b)
+            alone.append(None)
+        except ResolutionEnded as e:  # an update of the resolution after it ended: refused
+            alone.append(type(e))
+    assert [e if e is None else type(e) for e in write_all(merged.write, sequence)] == alone
     assert _rows(merged) == _rows(one_by_one)
     assert len(groups(sequence)) <= max(1, len(sequence))
 

@@ -11,6 +11,7 @@ import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store.http import batch_from_json
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 from sematic_k8s_server import schemas, scopes, writes
@@ -57,6 +58,8 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
             await srv.writes.submit(batch)
     except sqlalchemy.exc.IntegrityError as e:
         raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
+    except ResolutionEnded as e:
+        raise HTTPException(409, str(e)) from None
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
