@@ -1,0 +1,132 @@
+"""The HTTP store's connections, against a small real HTTP/1.1 server: kept alive across requests, shared by
+threads, a connection the server closed while idle replaced without a retry, and a proxy named in the
+environment gone through (httpx's way)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from sematic_k8s.store.http import Connections, HttpStore, ProxiedConnections
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+class Stub(http.server.ThreadingHTTPServer):
+    """Answers ``GET .../store/cancel_requested/ID`` with JSON; records each request's target, client port and
+    API key; ``close_each``: closes every connection after its answer (without saying so, as a server whose
+    keep-alive timeout ran out does)."""
+
+    daemon_threads = True
+
+    def __init__(self, close_each: bool = False) -> None:
+        self.close_each = close_each
+        self.seen: list[tuple[str, int, str | None]] = []
+        self.closed = threading.Semaphore(0)  # released once per connection closed by this server
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def shutdown_request(self, request) -> None:  # noqa: ANN001 - a socket
+        super().shutdown_request(request)
+        self.closed.release()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server: Stub
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        self.server.seen.append((self.path, self.client_address[1], self.headers.get("X-API-Key")))
+        body = json.dumps({"cancel_requested": self.path.endswith("/yes")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = self.server.close_each
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def stub(close_each: bool = False) -> Iterator[Stub]:
+    server = Stub(close_each)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_requests_reuse_one_kept_alive_connection() -> None:
+    with stub() as server:
+        store = HttpStore(server.url + "/behind/", "k1")
+        assert isinstance(store.connections, Connections)
+        assert [store.cancel_requested(x) for x in ("no", "yes", "no", "a b")] == [False, True, False, False]
+        assert [path for path, _, _ in server.seen] == [
+            "/behind/api/v1/store/cancel_requested/no", "/behind/api/v1/store/cancel_requested/yes",
+            "/behind/api/v1/store/cancel_requested/no", "/behind/api/v1/store/cancel_requested/a%20b"]
+        assert len({port for _, port, _ in server.seen}) == 1
+        assert {key for _, _, key in server.seen} == {"k1"}
+        store.close()
+
+
+def test_a_connection_the_server_closed_is_replaced_without_a_retry(caplog) -> None:
+    with stub(close_each=True) as server, caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        store = HttpStore(server.url, retry_window=30)
+        for _ in range(3):
+            assert store.cancel_requested("no") is False
+            assert server.closed.acquire(timeout=10)  # closed while the store holds it idle
+        assert len(server.seen) == 3 and len({port for _, port, _ in server.seen}) == 3
+        assert "retrying" not in caplog.text  # each was found closed before use, not failed on
+        store.close()
+
+
+def test_threads_share_one_store() -> None:
+    with stub() as server:
+        store = HttpStore(server.url)
+        answers: list[bool] = []
+
+        def ask(n: int) -> None:
+            for i in range(20):
+                answers.append(store.cancel_requested("yes" if (n + i) % 2 else "no"))
+
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(answers) == 160 and answers.count(True) == 80
+        assert len({port for _, port, _ in server.seen}) <= 8  # connections reused, not one per request
+        store.close()
+
+
+def test_a_proxy_in_the_environment_is_gone_through(monkeypatch) -> None:
+    """With $HTTP_PROXY set the store goes through httpx, which sends its requests to the proxy (here the stub,
+    answering in the server's place: it sees the server's whole URL)."""
+    with stub() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        store = HttpStore("http://sematic-server.invalid:8000", "k2")
+        assert isinstance(store.connections, ProxiedConnections)
+        assert store.cancel_requested("yes") is True
+        assert proxy.seen[0][0] == "http://sematic-server.invalid:8000/api/v1/store/cancel_requested/yes"
+        assert proxy.seen[0][2] == "k2"
+        store.close()
