@@ -1,21 +1,25 @@
 """The HTTP store's connections, against a small real HTTP/1.1 server: kept alive across requests, shared by
-threads, a connection the server closed while idle replaced without a retry, and a proxy named in the
-environment gone through (httpx's way)."""
+threads, a connection the server closed while idle replaced without a retry, HTTPS verified against the CA
+settings httpx would use, and a proxy named in the environment gone through (httpx's way)."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from kube_model.certs import self_signed
+from sematic_k8s.errors import ServerError
 from sematic_k8s.store.http import Connections, HttpStore, ProxiedConnections
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 class Stub(http.server.ThreadingHTTPServer):
@@ -25,15 +29,20 @@ class Stub(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, close_each: bool = False) -> None:
+    def __init__(self, close_each: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.close_each = close_each
+        self.tls = tls
         self.seen: list[tuple[str, int, str | None]] = []
         self.closed = threading.Semaphore(0)  # released once per connection closed by this server
         super().__init__(("127.0.0.1", 0), Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_address[1]}"
+
+    def get_request(self):  # noqa: ANN201 - (socket, address)
+        sock, address = super().get_request()
+        return (self.tls.wrap_socket(sock, server_side=True) if self.tls else sock), address
 
     def shutdown_request(self, request) -> None:  # noqa: ANN001 - a socket
         super().shutdown_request(request)
@@ -59,8 +68,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def stub(close_each: bool = False) -> Iterator[Stub]:
-    server = Stub(close_each)
+def stub(close_each: bool = False, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
+    server = Stub(close_each, tls)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
@@ -74,6 +83,8 @@ def no_proxy(monkeypatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+    for name in CA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_requests_reuse_one_kept_alive_connection() -> None:
@@ -116,6 +127,22 @@ def test_threads_share_one_store() -> None:
             t.join(60)
         assert len(answers) == 160 and answers.count(True) == 80
         assert len({port for _, port, _ in server.seen}) <= 8  # connections reused, not one per request
+        store.close()
+
+
+def test_https_is_verified_against_the_ca_settings_httpx_would_use(tmp_path, monkeypatch) -> None:
+    """A server whose certificate a private CA signed: refused with certifi's bundle (the default), answered
+    with $SSL_CERT_FILE naming that CA, over one kept-alive TLS connection."""
+    _, cert, key = self_signed(str(tmp_path))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with stub(tls=tls) as server:
+        with pytest.raises(ServerError, match="CERTIFICATE_VERIFY_FAILED"):
+            HttpStore(server.url, retry_window=0).cancel_requested("no")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.crt"))
+        store = HttpStore(server.url, "k3")
+        assert [store.cancel_requested(x) for x in ("yes", "no")] == [True, False]
+        assert [port for _, port, _ in server.seen][0] == server.seen[1][1]
         store.close()
 
 
