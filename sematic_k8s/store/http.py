@@ -201,8 +201,12 @@ class Connections:
         try:
             conn = self._take()
             try:
-                conn.request(method, target, body=body, headers=headers)
-                response = conn.getresponse()
+                try:
+                    conn.request(method, target, body=body, headers=headers)
+                except ConnectionError as e:
+                    response = _early_answer(conn, e)
+                else:
+                    response = conn.getresponse()
                 answer = Answer(response.status, response.headers, response.read())
             except BaseException:
                 conn.close()
@@ -228,6 +232,17 @@ class Connections:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _early_answer(conn: http.client.HTTPConnection, error: ConnectionError) -> http.client.HTTPResponse:
+    """The answer a server sent before it had taken the whole request, and closed the connection (413: too large),
+    read as httpx reads it; else ``error`` (the connection reset or the pipe broken while sending) is raised."""
+    if conn.sock is not None:
+        try:
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            pass
+    raise error
 
 
 def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:

@@ -63,6 +63,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.close_connection = self.server.close_each
 
+    def do_POST(self) -> None:  # noqa: N802 - the http.server name
+        """Too large: answered 413 after the first 64 KiB of the body, the connection closed with the rest unread
+        (as the server's request cap does)."""
+        self.server.seen.append((self.path, self.client_address[1], self.headers.get("X-API-Key")))
+        self.rfile.read(64 * 1024)
+        body = b'{"detail":"request body over the cap"}'
+        self.send_response(413)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -108,6 +122,17 @@ def test_a_connection_the_server_closed_is_replaced_without_a_retry(caplog) -> N
             assert server.closed.acquire(timeout=10)  # closed while the store holds it idle
         assert len(server.seen) == 3 and len({port for _, port, _ in server.seen}) == 3
         assert "retrying" not in caplog.text  # each was found closed before use, not failed on
+        store.close()
+
+
+def test_an_answer_before_the_whole_body_was_taken_is_read() -> None:
+    """A body far larger than the sockets' buffers, refused (413) by a server that closes with it unread: the
+    sending fails (the connection reset), and the answer sent before is read and reported, not retried."""
+    with stub() as server:
+        store = HttpStore(server.url, retry_window=30)
+        with pytest.raises(ServerError, match="HTTP 413: request body over the cap") as info:
+            store._request("POST", "/store/write", content=b"x" * 64_000_000)
+        assert info.value.status == 413 and len(server.seen) == 1
         store.close()
 
 
