@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from sematic_k8s import serialization, settings
 from sematic_k8s.errors import ServerError
@@ -310,9 +310,13 @@ class HttpStore:
         self.headers = {HEADER: api_key} if api_key else {}
         parts = urlsplit(self.url)
         self._prefix = parts.path  # a server behind a path (``http://host/sematic``)
+        user, _, netloc = parts.netloc.rpartition("@")
+        if user:  # ``http://user:password@host``: Basic authentication, as httpx does with a URL's user info
+            credentials = ":".join(unquote(x) for x in (parts.username or "", parts.password or ""))
+            self.headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
         self.connections: Connections | ProxiedConnections = (
-            ProxiedConnections(f"{parts.scheme}://{parts.netloc}", timeout) if proxy_possible()
-            else Connections(parts.scheme, parts.netloc, timeout))
+            ProxiedConnections(f"{parts.scheme}://{netloc}", timeout) if proxy_possible()
+            else Connections(parts.scheme, netloc, timeout))
 
     def close(self) -> None:
         self.connections.close()

@@ -4,6 +4,7 @@ settings httpx would use, and a proxy named in the environment gone through (htt
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import logging
@@ -33,6 +34,7 @@ class Stub(http.server.ThreadingHTTPServer):
         self.close_each = close_each
         self.tls = tls
         self.seen: list[tuple[str, int, str | None]] = []
+        self.authorization: list[str | None] = []
         self.closed = threading.Semaphore(0)  # released once per connection closed by this server
         super().__init__(("127.0.0.1", 0), Handler)
 
@@ -55,6 +57,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
         self.server.seen.append((self.path, self.client_address[1], self.headers.get("X-API-Key")))
+        self.server.authorization.append(self.headers.get("Authorization"))
         body = json.dumps({"cancel_requested": self.path.endswith("/yes")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -110,7 +113,15 @@ def test_requests_reuse_one_kept_alive_connection() -> None:
             "/behind/api/v1/store/cancel_requested/no", "/behind/api/v1/store/cancel_requested/yes",
             "/behind/api/v1/store/cancel_requested/no", "/behind/api/v1/store/cancel_requested/a%20b"]
         assert len({port for _, port, _ in server.seen}) == 1
-        assert {key for _, _, key in server.seen} == {"k1"}
+        assert {key for _, _, key in server.seen} == {"k1"} and server.authorization == [None] * 4
+        store.close()
+
+
+def test_a_urls_user_info_is_sent_as_basic_authentication() -> None:
+    with stub() as server:
+        store = HttpStore(server.url.replace("//", "//ann%40example:s%3Acret@"))
+        assert store.cancel_requested("yes") is True
+        assert server.authorization == ["Basic " + base64.b64encode(b"ann@example:s:cret").decode()]
         store.close()
 
 
