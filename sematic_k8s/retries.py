@@ -9,7 +9,10 @@ so are storage's (content-addressed puts, conditional appends).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sematic_k8s import settings
@@ -46,25 +49,61 @@ def _wait() -> Any:
 Transient = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
 
-def retrying(what: str, transient: Transient, window: float | None = None) -> tenacity.Retrying:
+class _FirstAttempt:
+    """The first of :func:`retrying`'s attempts, made without tenacity: a failure that may be retried is kept
+    (``error``), for tenacity to take as its own first; any other is raised."""
+
+    def __init__(self, retryable: Callable[[BaseException], bool]) -> None:
+        self.retryable = retryable
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if exc is not None and self.retryable(exc):
+            self.error = exc
+            return True
+        return False
+
+
+def retrying(what: str, transient: Transient, window: float | None = None) -> Iterator[AbstractContextManager[Any]]:
     """Attempts (``for attempt in retrying(...): with attempt: ...``) that retry the ``transient`` errors (types,
     or a test of the exception) and :class:`RetryLater` for ``window`` seconds (default
     $SEMATIC_K8S_RETRY_WINDOW), then raise the last one. ``what`` names the service in the warning logged
-    when it first fails."""
-    import tenacity  # here: a worker whose first requests succeed never needs it
+    when it first fails.
 
+    tenacity is imported once the first attempt has failed (a driver or a worker whose requests succeed never
+    needs it); it takes that failure as its own first attempt's, so that what follows (the warning, the waits,
+    the end of the window, counted from the first attempt's start) is as if it had made that attempt."""
     window = settings.retry_window() if window is None else window
-    retry: tenacity.retry_base
     if isinstance(transient, tuple):
-        retry = tenacity.retry_if_exception_type((*transient, RetryLater))
+        types = (*transient, RetryLater)
+
+        def retryable(e: BaseException) -> bool:
+            return isinstance(e, types)
     else:
         test = transient
-        retry = tenacity.retry_if_exception(lambda e: isinstance(e, RetryLater) or test(e))
+
+        def retryable(e: BaseException) -> bool:
+            return isinstance(e, RetryLater) or test(e)
+
+    start = time.monotonic()
+    first = _FirstAttempt(retryable)
+    yield first
+    if first.error is None:
+        return
+    import tenacity
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         if state.attempt_number == 1:
             log.warning("%s: %s: %s; retrying for up to %g s", what, type(exc).__name__, exc, window)
 
-    return tenacity.Retrying(retry=retry, wait=_wait(),
-                             stop=tenacity.stop_before_delay(window), before_sleep=before_sleep, reraise=True)
+    attempts = iter(tenacity.Retrying(retry=tenacity.retry_if_exception(retryable), wait=_wait(),
+                                      stop=tenacity.stop_before_delay(window - (time.monotonic() - start)),
+                                      before_sleep=before_sleep, reraise=True))
+    with next(attempts):
+        raise first.error  # tenacity's first attempt: the failure already met
+    yield from attempts

@@ -18,13 +18,11 @@ import base64
 import collections
 import dataclasses
 import datetime as dt
-import decimal
 import enum
-import fractions
 import hashlib
 import json
 import pathlib
-import uuid
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +101,7 @@ def _encode(v: Any) -> Any:
         return {_TAG: "tuple", "v": [_encode(x) for x in v]}
     if t is complex:
         return {_TAG: "complex", "v": [v.real, v.imag]}
-    if t is fractions.Fraction:
+    if t is _loaded("fractions", "Fraction"):
         return {_TAG: "fraction", "v": [v.numerator, v.denominator]}
     if t is collections.OrderedDict:  # equality depends on order: keep it
         return {_TAG: "odict", "v": [[_encode(k), _encode(x)] for k, x in v.items()]}
@@ -132,13 +130,20 @@ def _encode(v: Any) -> Any:
         return {_TAG: "time", "v": v.isoformat()}
     if t is dt.timedelta:
         return {_TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
-    if t is uuid.UUID:
+    if t is _loaded("uuid", "UUID"):
         return {_TAG: "uuid", "v": str(v)}
-    if t is decimal.Decimal:
+    if t is _loaded("decimal", "Decimal"):
         return {_TAG: "decimal", "v": str(v)}
     if isinstance(v, pathlib.PurePath):
         return {_TAG: "path", "cls": _class_path(t), "v": str(v)}
     raise _NotPlain(type_name(v))
+
+
+def _loaded(module: str, name: str) -> Any:
+    """``module.name`` if that module has been imported, else None: a Fraction, UUID or Decimal value can exist
+    only once its module is imported, so this one need not import them."""
+    m = sys.modules.get(module)
+    return None if m is None else getattr(m, name, None)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)  # made once, not per value
@@ -166,6 +171,8 @@ def _decode(tree: Any) -> Any:
     if tag == "complex":
         return complex(v[0], v[1])
     if tag == "fraction":
+        import fractions
+
         return fractions.Fraction(v[0], v[1])
     if tag == "odict":
         return collections.OrderedDict((_decode(k), _decode(x)) for k, x in v)
@@ -198,8 +205,12 @@ def _decode(tree: Any) -> Any:
     if tag == "timedelta":
         return dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
     if tag == "uuid":
+        import uuid
+
         return uuid.UUID(v)
     if tag == "decimal":
+        import decimal
+
         return decimal.Decimal(v)
     if tag == "path":
         return _load_class(tree["cls"])(v)

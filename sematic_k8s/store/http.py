@@ -2,6 +2,8 @@
 
 Drivers, pods and users' resolvers record through the server with it when ``SEMATIC_K8S_SERVER``
 (and ``SEMATIC_K8S_API_KEY``) are set. Records travel as JSON: datetimes as ISO 8601 UTC strings.
+Requests go through :mod:`http.client` over kept-alive connections (a driver imports it in a fraction of
+httpx's time); through httpx, as before, when a proxy may be set (:func:`proxy_possible`), which httpx honours.
 
 Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
 connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
@@ -15,17 +17,26 @@ import copy
 import dataclasses
 import datetime as dt
 import email.utils
+import http.client
 import json
+import os
+import select
+import sys
 import threading
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from sematic_k8s import serialization, settings
 from sematic_k8s.errors import ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
-from sematic_k8s.store.lean_httpx import httpx
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 API = "/api/v1"
 HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
@@ -35,7 +46,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy befor
 WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
 # a batch's parts in the order one transaction applies them: each part lands after what it may reference
 _BATCH_SECTIONS = ("new_resolutions", "artifacts", "new_runs", "run_updates", "resolution_updates")
-TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ProxyError)
+# refused, dropped or timed-out connections (socket timeouts are OSErrors), answers cut short or garbled
+TRANSIENT = (OSError, http.client.HTTPException)
+CONNECTIONS = 32  # the most connections a store has open at once (a thread beyond waits for one)
 R = TypeVar("R")
 
 
@@ -136,10 +149,155 @@ def record_from_json(cls: type[R], doc: dict[str, Any]) -> R:
 
 # -- the store --------------------------------------------------------------------------------------
 
+class Answer:
+    """The server's answer to one request, read in full: ``status_code``, ``headers``, ``content`` (bytes)."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: http.client.HTTPMessage, content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        """The body decoded as its Content-Type's charset says (UTF-8 without one), bad bytes replaced."""
+        charset = self.headers.get_content_charset() or "utf-8"
+        try:
+            return self.content.decode(charset, errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON (ValueError if it is not)."""
+        return json.loads(self.content)
+
+
+class Connections:
+    """Kept-alive HTTP/1.1 connections (:mod:`http.client`) to the server at ``scheme://netloc``, for threads to
+    share: a request takes an idle connection (dropping any the server has closed meanwhile) or opens one, and
+    gives it back once the answer is read; at most ``limit`` are in use at once. HTTPS is verified against
+    the CA settings httpx would use: $SSL_CERT_FILE, else $SSL_CERT_DIR, else certifi's bundle."""
+
+    transient: tuple[type[BaseException], ...] = TRANSIENT
+
+    def __init__(self, scheme: str, netloc: str, timeout: float, limit: int = CONNECTIONS) -> None:
+        self._netloc = netloc
+        self.timeout = timeout
+        self._context = _ssl_context() if scheme == "https" else None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(limit)
+        self._idle: list[http.client.HTTPConnection] = [self._open()]  # a bad host or port is refused here
+
+    def _open(self) -> http.client.HTTPConnection:  # it connects on its first request
+        if self._context is not None:
+            return http.client.HTTPSConnection(self._netloc, timeout=self.timeout, context=self._context)
+        return http.client.HTTPConnection(self._netloc, timeout=self.timeout)
+
+    def request(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        """One request and its whole answer; OSError or http.client.HTTPException when the connection fails."""
+        if not self._slots.acquire(timeout=self.timeout):
+            raise TimeoutError(f"no connection to the server free within {self.timeout:g} s")
+        try:
+            conn = self._take()
+            try:
+                try:
+                    conn.request(method, target, body=body, headers=headers)
+                except ConnectionError as e:
+                    response = _early_answer(conn, e)
+                else:
+                    response = conn.getresponse()
+                answer = Answer(response.status, response.headers, response.read())
+            except BaseException:
+                conn.close()
+                raise
+            with self._lock:
+                self._idle.append(conn)  # closed already if the server said it closes it: reopens when next used
+            return answer
+        finally:
+            self._slots.release()
+
+    def _take(self) -> http.client.HTTPConnection:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._open()
+            if not _closed_by_peer(conn):
+                return conn
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _early_answer(conn: http.client.HTTPConnection, error: ConnectionError) -> http.client.HTTPResponse:
+    """The answer a server sent before it had taken the whole request, and closed the connection (413: too large),
+    read as httpx reads it; else ``error`` (the connection reset or the pipe broken while sending) is raised."""
+    if conn.sock is not None:
+        try:
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            pass
+    raise error
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection has something to read: the server closed it (or sent what it should not)."""
+    if conn.sock is None:
+        return False  # not connected: it connects when used
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The CA certificates httpx verifies against (its ``verify=True`` with ``trust_env``)."""
+    import ssl
+
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class ProxiedConnections:
+    """The same over httpx, for when a proxy may be set: httpx finds it (in the environment, or macOS's and
+    Windows' settings) and goes through it, minding $NO_PROXY."""
+
+    def __init__(self, base_url: str, timeout: float, limit: int = CONNECTIONS) -> None:
+        from sematic_k8s.store.lean_httpx import httpx
+
+        self.client = httpx.Client(base_url=base_url, timeout=timeout,
+                                   limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
+        self.transient = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ProxyError)
+
+    def request(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> httpx.Response:
+        return self.client.request(method, target, content=body, headers=headers)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def proxy_possible() -> bool:
+    """Whether httpx might send requests through a proxy: one named in the environment ($HTTP_PROXY, $HTTPS_PROXY,
+    $ALL_PROXY, any case) or, on macOS and Windows, in the system's settings."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return any(v and k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k, v in os.environ.items())
+
+
 class HttpStore:
     """Store over ``url`` (the server's base URL, e.g. ``http://127.0.0.1:8000``).
 
-    One pooled HTTP/1.1 client per store (connections are reused); safe to share between threads.
+    Kept-alive HTTP/1.1 connections (:class:`Connections`) are reused; safe to share between threads.
     ``retry_window``: seconds to ride out an outage (default $SEMATIC_K8S_RETRY_WINDOW, read per request).
     """
 
@@ -149,24 +307,36 @@ class HttpStore:
             raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
         self.retry_window = retry_window
-        headers = {HEADER: api_key} if api_key else {}
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                   limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+        self.headers = {HEADER: api_key} if api_key else {}
+        parts = urlsplit(self.url)
+        self._prefix = parts.path  # a server behind a path (``http://host/sematic``)
+        user, _, netloc = parts.netloc.rpartition("@")
+        if user:  # ``http://user:password@host``: Basic authentication, as httpx does with a URL's user info
+            credentials = ":".join(unquote(x) for x in (parts.username or "", parts.password or ""))
+            self.headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self.connections: Connections | ProxiedConnections = (
+            ProxiedConnections(f"{parts.scheme}://{netloc}", timeout) if proxy_possible()
+            else Connections(parts.scheme, netloc, timeout))
 
     def close(self) -> None:
-        self.client.close()
+        self.connections.close()
 
-    def _request(self, method: str, path: str, *, missing_ok: bool = False, raw: bool = False, **kwargs: Any) -> Any:
-        """JSON of a successful answer (``raw``: the response); None for a 404 when ``missing_ok``; ServerError
-        otherwise (after retrying what may pass for the retry window)."""
+    def _request(self, method: str, path: str, *, missing_ok: bool = False, raw: bool = False,
+                 content: bytes | None = None, headers: dict[str, str] | None = None,
+                 params: dict[str, Any] | None = None) -> Any:
+        """JSON of a successful answer (``raw``: the :class:`Answer`); None for a 404 when ``missing_ok``;
+        ServerError otherwise (after retrying what may pass for the retry window)."""
         window = settings.retry_window() if self.retry_window is None else self.retry_window
+        target = quote(self._prefix + API + path, safe="/:@!$&'()*+,;=%") + (f"?{urlencode(params)}" if params else "")
+        all_headers = {**self.headers, **(headers or {})}
+        transient = self.connections.transient
         try:
-            for attempt in retrying(f"the sematic-k8s server at {self.url}", TRANSIENT, window):
+            for attempt in retrying(f"the sematic-k8s server at {self.url}", transient, window):
                 with attempt:
-                    response = self.client.request(method, API + path, **kwargs)
+                    response = self.connections.request(method, target, content, all_headers)
                     if response.status_code in RETRY_STATUSES:
                         raise RetryLater(f"HTTP {response.status_code}", _retry_after(response), response)
-        except TRANSIENT as e:
+        except transient as e:
             raise ServerError(f"cannot reach the sematic-k8s server at {self.url} (tried for {window:g} s): "
                               f"{type(e).__name__}: {e}") from None
         except RetryLater as e:
@@ -318,7 +488,7 @@ class HttpStore:
         return out
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Answer | httpx.Response) -> float | None:
     """The seconds a Retry-After header asks to wait (a number, or an HTTP date); None without one."""
     value = response.headers.get("Retry-After")
     if not value:
@@ -336,8 +506,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
-
-def _detail(response: httpx.Response) -> Any:
+def _detail(response: Answer | httpx.Response) -> Any:
     """The server's message: its JSON ``detail``, else the start of the body."""
     try:
         return response.json().get("detail")

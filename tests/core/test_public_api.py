@@ -35,7 +35,10 @@ def test_the_resolvers_are_imported_only_when_used():
             "assert sk.LocalResolver.__module__ == 'sematic_k8s.resolvers.local'")
     subprocess.run([sys.executable, "-c", code], check=True)
     driver = ("import sys, sematic_k8s.driver\n"  # it records through the server: no SQLAlchemy, no boto3
-              "assert not [m for m in sys.modules if m.startswith(('sqlalchemy', 'boto3'))], sorted(sys.modules)")
+              "assert not [m for m in sys.modules if m.startswith(('sqlalchemy', 'boto3'))], sorted(sys.modules)\n"
+              # over http.client: no httpx (nor its urllib.request), no tenacity until a request fails
+              "assert not [m for m in sys.modules if m.split('.')[0] in {'httpx', 'httpcore', 'tenacity'} "
+              "or m == 'urllib.request'], sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", driver], check=True)
 
 

@@ -132,6 +132,17 @@ def test_canonical_bytes_do_not_depend_on_insertion_order_or_hash_seed():
     assert len(ids) == 1
 
 
+def test_uuids_decimals_and_fractions_load_where_their_modules_are_not_imported_yet():
+    values = [uuid.UUID(int=5), decimal.Decimal("1.10"), fractions.Fraction(3, 9)]
+    s = ser.serialize(values)
+    code = ("import sys; from sematic_k8s import serialization as ser; "
+            "assert not {'uuid', 'decimal', 'fractions'} & set(sys.modules); "
+            f"print(repr(ser.deserialize({s.format!r}, {s.payload!r})))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.getcwd()}, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == repr(values)
+
+
 def test_summaries_are_bounded():
     s = ser.serialize(list(range(1000)))
     assert len(s.summary) == 21 and s.summary[-1] == "… 980 more"

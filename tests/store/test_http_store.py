@@ -138,10 +138,10 @@ def test_a_batch_over_the_servers_request_cap_lands_in_parts(tmp_path, monkeypat
     posts: list[int] = []
     with serve(tmp_path, config=ServerConfig(max_request_bytes=64 * 1024)) as s:
         store = HttpStore(s.url, s.key)
-        request = store.client.request
-        monkeypatch.setattr(store.client, "request", lambda method, url, **kw: (
-            posts.append(len(kw.get("content") or b"")) if url.endswith("/store/write") else None)
-            or request(method, url, **kw))
+        request = store.connections.request
+        monkeypatch.setattr(store.connections, "request", lambda method, target, body, headers: (
+            posts.append(len(body or b"")) if target.endswith("/store/write") else None)
+            or request(method, target, body, headers))
         store.write(_runs_batch("aa" * 16, 600))  # ~230 KB
         runs = s.store.runs_of_root("aa" * 16)
         assert len(runs) == 600 and {r.id: r.state for r in runs}[f"aa{0:030x}"] == "running"
