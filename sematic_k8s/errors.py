@@ -83,7 +83,7 @@ class ResolutionEnded(Exception):
         why = f" ({error})" if error else ""
         super().__init__(f"resolution {resolution_id} has already ended as {state}{why}: this process no longer "
                          f"records it. Continue it with rerun_from={resolution_id!r}, rerun_mode='continue' (or "
-                         "`sematic-k8s rerun --continue`), unless that was done already")
+                         f"`sematic-k8s rerun {resolution_id} --mode continue`), unless that was done already")
         self.resolution_id, self.state = resolution_id, state
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from sematic_k8s import serialization, settings
-from sematic_k8s.errors import ServerError
+from sematic_k8s.errors import ResolutionEnded, ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
+ENDED_HEADER = "X-Sematic-K8s-Ended"  # on a write refused as ResolutionEnded: "<resolution id> <state>"
 PAGE = 1000  # the server's largest page
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
@@ -346,6 +347,9 @@ class HttpStore:
                               "to a key made with `sematic-k8s api-keys create NAME`", 401)
         if response.status_code == 404 and missing_ok:
             return None
+        ended = (response.headers.get(ENDED_HEADER) or "").split() if response.status_code == 409 else []
+        if len(ended) == 2:
+            raise ResolutionEnded(ended[0], ended[1], None)
         if response.status_code >= 400:
             raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}",
                               response.status_code)

@@ -4,6 +4,7 @@ completes, and ``continue`` finishes it to the same value."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 import fault_pipelines as fp
@@ -125,21 +127,28 @@ def test_a_live_resolver_busy_in_a_long_func_is_not_marked_dead(tmp_path, monkey
     assert set(seen) == {"running"} and store.get_resolution(root_id).state == "resolved"
 
 
-def test_a_resolver_marked_dead_while_stopped_is_refused_when_it_comes_back(tmp_path, monkeypatch):
+@pytest.mark.parametrize("through", ["embedded", "server"])
+def test_a_resolver_marked_dead_while_stopped_is_refused_when_it_comes_back(tmp_path, monkeypatch, through):
     """A resolver that stops heartbeating without dying (SIGSTOP: a suspended laptop, a process cut off from its
-    store) is marked dead and its resolution continued by another; when it comes back (SIGCONT), its first write
-    to the ended resolution is refused: it stops, saying so, and the dead resolution's record stays as marked,
-    not flipped to resolved beside its continuation."""
+    store) is marked dead (by a reader; by the server's sweeper) and its resolution continued by another; when it
+    comes back (SIGCONT), its first write to the ended resolution is refused (the server: 409): it stops, saying
+    so, and the dead resolution's record stays as marked, not flipped to resolved beside its continuation."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
-    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", TIMEOUT)
-    root_id, gate = new_id(), tmp_path / "gate"
-    code = (f"import fault_pipelines as fp, sematic_k8s as sk; "
-            f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
-    env = {**os.environ, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
-    try:
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", TIMEOUT)  # the readers' and the server's (this process)
+    with contextlib.ExitStack() as stack:
+        env = {**os.environ, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path),
+               "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        settings: dict = {}
+        if through == "server":
+            s = stack.enter_context(serve(tmp_path))
+            env |= {"SEMATIC_K8S_SERVER": s.url, "SEMATIC_K8S_API_KEY": s.key}
+            settings = {"server": s.url, "api_key": s.key}
+        root_id, gate = new_id(), tmp_path / "gate"
+        code = (f"import fault_pipelines as fp, sematic_k8s as sk; "
+                f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+        stack.callback(lambda: proc.poll() is None and (proc.send_signal(signal.SIGCONT), proc.kill(), proc.wait(30)))
         wait_for(lambda: (tmp_path / "db.sqlite3").exists(), 60, what="the database")
         store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
         wait_for(lambda: Path(f"{gate}.started").exists() and _resolved(store, root_id) >= 2, 60,
@@ -152,18 +161,14 @@ def test_a_resolver_marked_dead_while_stopped_is_refused_when_it_comes_back(tmp_
 
         gate.touch()  # the continuation runs the gated step; so will the stale process once it comes back
         again = fp.gated(3, str(gate))
-        assert again.resolve(sk.LocalResolver(home=tmp_path, rerun_from=root_id, rerun_mode="continue")) == 6
+        resolver = sk.LocalResolver(home=tmp_path, rerun_from=root_id, rerun_mode="continue", **settings)
+        assert again.resolve(resolver) == 3 + 1 + 2
 
         proc.send_signal(signal.SIGCONT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode != 0
-        assert f"resolution {root_id} has already ended as failed" in err, err[-2000:]
+        assert f"ResolutionEnded: resolution {root_id} has already ended as failed" in err, err[-2000:]
         after = store.get_resolution(root_id)
         assert (after.state, after.error, after.ended_at) == (res.state, res.error, res.ended_at)
         assert {r.id: (r.state, r.ended_at) for r in store.runs_of_root(root_id)} == marked  # nothing more landed
         assert store.get_resolution(again.id).state == "resolved"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-            proc.wait(30)

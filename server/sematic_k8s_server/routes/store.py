@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
 from sematic_k8s.errors import ResolutionEnded
-from sematic_k8s.store.http import batch_from_json
+from sematic_k8s.store.http import ENDED_HEADER, batch_from_json
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 from sematic_k8s_server import schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
@@ -58,8 +58,8 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
             await srv.writes.submit(batch)
     except sqlalchemy.exc.IntegrityError as e:
         raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
-    except ResolutionEnded as e:
-        raise HTTPException(409, str(e)) from None
+    except ResolutionEnded as e:  # the HTTP store raises it again from the header
+        raise HTTPException(409, str(e), headers={ENDED_HEADER: f"{e.resolution_id} {e.state}"}) from None
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
