@@ -250,11 +250,15 @@ class SqlStore:
             self._update(conn, self._res, batch.resolution_updates)
 
     def _refuse_stale(self, conn: sa.Connection, updates: dict[str, dict[str, Any]]) -> None:
-        """Raise :class:`ResolutionEnded` (the whole batch is not recorded) for an update of a resolution that has
-        ended unless it ends it the same way again (the same write sent again): a heartbeat, a run or an end from
-        a resolver marked dead meanwhile (:meth:`expire_silent`) must not land beside the ``continue`` of it."""
+        """Raise :class:`ResolutionEnded` (the whole batch is not recorded) for a heartbeat or a change of state of a
+        resolution that has ended, unless it ends it the same way again (the same write sent again): the writes of
+        a resolver marked dead meanwhile (:meth:`expire_silent`) must not land beside the ``continue`` of it. (Other
+        fields, such as settings, are not a resolver's: they pass.)"""
+        writer = [r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields]
+        if not writer:
+            return
         t = self._res
-        stmt = sa.select(t.c.id, t.c.state, t.c.error).where(t.c.id.in_(list(updates)), t.c.state.in_(ENDED))
+        stmt = sa.select(t.c.id, t.c.state, t.c.error).where(t.c.id.in_(writer), t.c.state.in_(ENDED))
         for res_id, state, error in conn.execute(stmt):
             if updates[res_id].get("state") != state:
                 raise ResolutionEnded(res_id, state, error)
