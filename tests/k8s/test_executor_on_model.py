@@ -426,8 +426,8 @@ def test_a_restarted_driver_reattaches_to_the_relaunched_job_not_the_first(clust
 
 
 def test_sustained_429_on_create_requeues_instead_of_failing(cluster, api, storage):
+    ex = executor(api, storage)  # first: its start (watches, a first list) must not use up the 429s' window
     cluster.fail(429, verb="create", resource="jobs", times=None, seconds=1.5, retry_after=1)
-    ex = executor(api, storage)
     root = new_id()
     run_ids = [submit(ex, square, root, {"x": i}) for i in range(3)]
     seen: list[dict[str, str]] = []
