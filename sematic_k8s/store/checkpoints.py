@@ -30,14 +30,13 @@ class Checkpointer:
         self.path = path
         self._lock = threading.Lock()
         self._due = threading.Event()
-        self._closing = threading.Event()  # cuts the settling wait short
+        self._closing = threading.Event()  # set by close(): no more threads, and the settling wait cut short
         self._thread: threading.Thread | None = None
-        self._closed = False
 
     def wrote(self) -> None:
         """A transaction was committed: checkpoint soon."""
         with self._lock:
-            if self._closed:
+            if self._closing.is_set():
                 return
             self._due.set()
             if self._thread is None:
@@ -48,7 +47,6 @@ class Checkpointer:
     def close(self) -> None:
         """Checkpoint what is left and end the thread."""
         with self._lock:
-            self._closed = True
             thread = self._thread
             self._closing.set()
             self._due.set()
@@ -72,11 +70,11 @@ class Checkpointer:
                 if not self._due.is_set():  # still nothing: end (a write from now on starts a new thread)
                     self._thread = None
                     return False
-        if self._closed:
+        if self._closing.is_set():
             return False
         self._closing.wait(SETTLE_S)
         self._due.clear()
-        return not self._closed
+        return not self._closing.is_set()
 
     @staticmethod
     def _checkpoint(conn: sqlite3.Connection) -> None:
