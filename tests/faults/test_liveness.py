@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,13 +28,14 @@ TIMEOUT = "2"  # seconds of silence after which a resolution is dead, in these t
 FAST_BEATS = {"SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2"}
 
 
-def start_resolver(tmp_path: Path, root_id: str, gate: Path, env: dict[str, str]) -> subprocess.Popen:
-    """A process resolving ``gated(3, gate)`` as resolution ``root_id``, with fast heartbeats."""
+def start_resolver(tmp_path: Path, root_id: str, gate: Path, env: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """A process resolving ``gated(3, gate)`` as resolution ``root_id``, with fast heartbeats (``popen``: more of
+    Popen's arguments, e.g. to read its stderr)."""
     code = (f"import fault_pipelines as fp, sematic_k8s as sk; "
             f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
     env = {**os.environ, **env, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", code], env=env)
+    return subprocess.Popen([sys.executable, "-c", code], env=env, **popen)
 
 
 def _resolved(store: SqlStore, root_id: str) -> int:
@@ -137,17 +139,14 @@ def test_a_resolver_marked_dead_while_stopped_is_refused_when_it_comes_back(tmp_
     monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
     monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", TIMEOUT)  # the readers' and the server's (this process)
     with contextlib.ExitStack() as stack:
-        env = {**os.environ, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path),
-               "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        env: dict[str, str] = {}
         settings: dict = {}
         if through == "server":
             s = stack.enter_context(serve(tmp_path))
-            env |= {"SEMATIC_K8S_SERVER": s.url, "SEMATIC_K8S_API_KEY": s.key}
+            env = {"SEMATIC_K8S_SERVER": s.url, "SEMATIC_K8S_API_KEY": s.key}
             settings = {"server": s.url, "api_key": s.key}
         root_id, gate = new_id(), tmp_path / "gate"
-        code = (f"import fault_pipelines as fp, sematic_k8s as sk; "
-                f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+        proc = start_resolver(tmp_path, root_id, gate, env, stderr=subprocess.PIPE, text=True)
         stack.callback(lambda: proc.poll() is None and (proc.send_signal(signal.SIGCONT), proc.kill(), proc.wait(30)))
         wait_for(lambda: (tmp_path / "db.sqlite3").exists(), 60, what="the database")
         store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
