@@ -114,6 +114,12 @@ def profile_top(call: Callable[[], Any], title: str, limit: int = 15) -> None:
     stats.sort_stats("tottime").print_stats(limit)
 
 
+def a_leaf(home: str, root_id: str) -> str:
+    """The id of one ``inc`` run of the fan-out resolved as ``root_id`` in ``home``: what a rerun starts from."""
+    store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
+    return next(r.id for r in store.list_runs(root_id=root_id, func="inc", limit=1))
+
+
 def _cache_and_rerun_once(n: int, base: Path | None, rerun: bool) -> dict[str, float]:
     """One repeat in a home of its own: a fresh fan-out, the same again (every func hits the cache), a rerun
     from one leaf; wall-clock and CPU seconds of each."""
@@ -124,9 +130,8 @@ def _cache_and_rerun_once(n: int, base: Path | None, rerun: bool) -> dict[str, f
         out["fresh"], out["fresh_cpu"] = timed_cpu(lambda: first.resolve(resolver(home, cache_namespace="bench")))
         out["hit"], out["hit_cpu"] = timed_cpu(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")))
         if rerun:
-            store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
-            leaf = next(r for r in store.list_runs(root_id=first.id, func="inc", limit=1))
-            out["rerun"] = timed(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)))
+            leaf = a_leaf(home, first.id)
+            out["rerun"] = timed(lambda: fan(n).resolve(resolver(home, rerun_from=leaf)))
         return out
 
 
@@ -139,9 +144,8 @@ def _profile_missed(n: int, base: Path | None, what: str) -> None:
             profile_top(lambda: fan(n).resolve(resolver(home, cache_namespace="bench")),
                         f"all-hit re-resolution of a {n}-run fan-out")
             return
-        store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
-        leaf = next(r for r in store.list_runs(root_id=first.id, func="inc", limit=1))
-        profile_top(lambda: fan(n).resolve(resolver(home, rerun_from=leaf.id)),
+        leaf = a_leaf(home, first.id)
+        profile_top(lambda: fan(n).resolve(resolver(home, rerun_from=leaf)),
                     f"rerun_from one leaf of a {n}-run fan-out")
 
 
