@@ -253,14 +253,23 @@ class SqlStore:
         """Raise :class:`ResolutionEnded` (the whole batch is not recorded) for a heartbeat or a change of state of a
         resolution that has ended, unless it ends it the same way again (the same write sent again): the writes of
         a resolver marked dead meanwhile (:meth:`expire_silent`) must not land beside the ``continue`` of it. (Other
-        fields, such as settings, are not a resolver's: they pass.)"""
-        writer = [r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields]
+        fields, such as settings, are not a resolver's: they pass.)
+
+        On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates in id order (the order
+        :meth:`_update` takes them in): a sweeper's commit cannot fall between this check and the write, and a
+        sweeper's update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the
+        transaction holds the database's write lock since its first insert.)"""
+        writer = sorted(r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields)
         if not writer:
             return
         t = self._res
-        stmt = sa.select(t.c.id, t.c.state, t.c.error).where(t.c.id.in_(writer), t.c.state.in_(ENDED))
+        stmt = sa.select(t.c.id, t.c.state, t.c.error)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.where(t.c.id.in_(sorted(updates))).order_by(t.c.id).with_for_update()
+        else:
+            stmt = stmt.where(t.c.id.in_(writer), t.c.state.in_(ENDED))
         for res_id, state, error in conn.execute(stmt):
-            if updates[res_id].get("state") != state:
+            if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
                 raise ResolutionEnded(res_id, state, error)
 
     @staticmethod

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import sematic_k8s as sk
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store import schema
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -195,5 +196,42 @@ def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
         writer.join()
         assert errors == []
         assert {r.id: r.state for r in store.runs_of_root("r0")} == {"a00": "store", "a01": "store"}
+    finally:
+        store.close()
+
+
+def test_a_heartbeat_racing_the_sweeper_is_refused_once_it_commits(postgres_url) -> None:
+    """A sweeper marks a silent resolution failed while its resolver's heartbeat is on its way in: the write
+    reads the resolution's row locked, so it waits for the sweeper's transaction and then sees "failed" (were the
+    check a plain read, it would see "running", and the heartbeat would land on the ended resolution)."""
+    store = SqlStore(postgres_url)
+    try:
+        store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
+                                            "created_at": utcnow(), "heartbeat_at": utcnow()}]))
+        errors: list[BaseException] = []
+
+        def beat() -> None:
+            try:
+                store.write(Batch(resolution_updates={"r0": {"heartbeat_at": utcnow()}}))
+            except Exception as e:  # noqa: BLE001 - asserted below
+                errors.append(e)
+
+        other = sa.create_engine(postgres_url)
+        with other.connect() as conn:
+            conn.execute(sa.text("UPDATE resolutions SET state = 'failed', error = 'silent' WHERE id = 'r0'"))
+            writer = threading.Thread(target=beat)
+            writer.start()
+            with other.connect() as watch:  # until the heartbeat's write waits for the sweeper's row
+                while not watch.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                               "'Lock' AND query LIKE '%resolutions%'")):
+                    time.sleep(0.01)
+            beat_before = conn.scalar(sa.text("SELECT heartbeat_at FROM resolutions WHERE id = 'r0'"))
+            conn.commit()
+        other.dispose()
+        writer.join()
+        assert [type(e) for e in errors] == [ResolutionEnded]
+        assert "already ended as failed" in str(errors[0])
+        res = store.get_resolution("r0")
+        assert res is not None and res.state == "failed" and res.heartbeat_at == beat_before
     finally:
         store.close()
