@@ -26,6 +26,7 @@ from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.func import Func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import CANCELED, CREATED, FAILED, RESOLVED, RUNNING, SCHEDULED
+from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.heartbeat import Heartbeat
 from sematic_k8s.resolvers.planning import Planner, value_id
 from sematic_k8s.resolvers.recorder import Recorder
@@ -270,6 +271,7 @@ class ResolutionLoop:
             return structure
         return self.recorder.value(graph.map_leaves(structure, lambda v: v.value))
 
+    @collector.paused()
     def _look_up_cache(self, nodes: list[graph.Node]) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
         inputs materialized once), with the hits' output artifacts. The hits are resolved at once
@@ -487,11 +489,13 @@ class ResolutionLoop:
             node.func.check_output(value)
             self._transition(node.run_id, RESOLVED, self.recorder.value(value), error=None)
             return
-        children = self.planner.nodes_for(futures, node.run_id)
-        out_template = graph.map_leaves(template, self.recorder.value)
-        self.recorder.batch.update_run(node.run_id, output_ref=graph.to_json(out_template, value_id))
-        self.graph.expand(node.run_id, out_template, children)
+        with collector.paused():  # the library's bulk work: see collector
+            children = self.planner.nodes_for(futures, node.run_id)
+            out_template = graph.map_leaves(template, self.recorder.value)
+            self.recorder.batch.update_run(node.run_id, output_ref=graph.to_json(out_template, value_id))
+            self.graph.expand(node.run_id, out_template, children)
 
+    @collector.paused()
     def _finish_composition(self, node: graph.Node) -> None:
         try:
             out = self._materialize(self.graph.output_structure(node))
@@ -551,6 +555,7 @@ class ResolutionLoop:
         # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
         raise ResolutionFailed(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
 
+    @collector.paused()
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
         if self.heartbeat is not None and self.heartbeat.due():

@@ -8,10 +8,8 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +18,7 @@ from sematic_k8s.errors import FuncError
 from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id, new_ids
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
+from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
@@ -136,7 +135,7 @@ class Planner:
         return Plan(root.id, self.nodes_for([root], None))
 
     def _rerun(self, root: Future) -> Plan:
-        with _collector_paused():  # tens of thousands of objects made, no cycle: not one full collection for them
+        with collector.paused():  # tens of thousands of objects made, no cycle: not one full collection for them
             return self._plan_rerun(root)
 
     def _plan_rerun(self, root: Future) -> Plan:
@@ -311,20 +310,6 @@ def recorded_root(func: Func, root: RunRecord, stored_value: Callable[[str], Val
     future = Future(func, {name: stored_value(artifact_id).value for name, artifact_id in root.inputs.items()})
     future.id = new_id
     return future
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for a while (if it was on): planning a rerun of 10,000 runs makes
-    objects in bulk, which cross the collector's thresholds; a full collection they trigger finds nothing to free
-    but costs a tenth of a second."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 
 
 def _refs_runs(template: Any) -> bool:

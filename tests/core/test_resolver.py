@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import re
 import threading
@@ -110,6 +111,33 @@ def test_resolves_value_and_records_runs(resolver, store):
     res = store.get_resolution(f.id)
     assert res.state == "resolved" and res.root_func_path.endswith(":add")
     assert set(run.inputs) == {"a", "b"} and run.output_id
+
+
+@sk.func
+def collector_state(x: int) -> int:
+    FLAGS.setdefault("collector on in funcs", set()).add(gc.isenabled())
+    return x
+
+
+@sk.func
+def collector_fan(n: int, fails: bool) -> list[int]:
+    FLAGS.setdefault("collector on in funcs", set()).add(gc.isenabled())
+    return [collector_state(i) for i in range(n)] + ([add(1, "x")] if fails else [])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_collector_pauses_for_the_librarys_work_only(resolver, fails):
+    """The loop pauses Python's cyclic garbage collector while it plans, looks up and records in bulk, never while a
+    func runs, and it is back on after the resolution, however it ended."""
+    assert gc.isenabled()
+    future = collector_fan(50, fails)
+    if fails:
+        with pytest.raises(sk.ResolutionFailed):
+            future.resolve(resolver(cache_namespace="gc"))
+    else:
+        assert future.resolve(resolver(cache_namespace="gc")) == list(range(50))
+    assert FLAGS["collector on in funcs"] == {True}
+    assert gc.isenabled()
 
 
 def test_nested_pipelines_record_parents(resolver, store):
