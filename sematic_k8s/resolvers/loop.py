@@ -316,6 +316,9 @@ class ResolutionLoop:
         planned, artifacts = batch.new_runs, batch.artifacts
         rest: dict[str, tuple[dict[str, Value], str]] = {}
         now = utcnow()
+        outputs = self.recorder.stored_values({  # the small ones decoded together, now
+            hit.output_id: art for _, key in keys.values() if (hit := hits.get(key)) is not None
+            and (art := self.hit_artifacts.get(hit.output_id)) is not None})
         for run_id, (inputs, key) in keys.items():
             hit = hits.get(key)
             if hit is None or hit.output_id is None:
@@ -329,7 +332,8 @@ class ResolutionLoop:
                 self._cache_hit(node, hit, hit.output_id, {"inputs": input_ids, "cache_key": key})
                 continue
             changed = _source_changed(func, hit)
-            output = self._hit_output(hit.output_id)
+            output = outputs.get(hit.output_id)
+            output = self._hit_output(hit.output_id) if output is None else output
             self.graph.resolve(run_id, output)
             batch.add_hit(CachedRun(
                 run_id, record["root_id"], record.get("parent_id"), record["func_path"], record["func_name"],

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import sqlalchemy as sa
 
 import sematic_k8s as sk
 from sematic_k8s.resolvers.recorder import INLINE_LIMIT
@@ -574,6 +575,20 @@ def test_cache_hits_of_a_fan_out_are_one_look_up_per_wave(resolver, store, monke
     target = next(r for r in store.runs_of_root(first.id) if r.func_name == "cached_inc")
     assert cached_fan(30).resolve(resolver(cache_namespace="ns", rerun_from=target.id)) == sum(range(1, 31))
     assert CALLS["cached_inc"] == 1
+
+
+def test_a_corrupt_cached_output_fails_the_run_that_takes_it_naming_it(resolver, store):
+    """A hit's small output is decoded with the others of its wave, each verified against its content id first: a
+    corrupt one is not taken as a value; the run that takes it fails, naming the artifact."""
+    first = cached_fan(5)
+    assert first.resolve(resolver(cache_namespace="ns")) == sum(range(1, 6))
+    victim = next(r for r in store.runs_of_root(first.id) if r.func_name == "cached_inc")
+    assert store.get_artifact(victim.output_id).inline is not None
+    arts = store._arts
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(arts).where(arts.c.id == victim.output_id).values(inline=b"12345"))
+    with pytest.raises(sk.ResolutionFailed, match=f"{victim.output_id} is corrupt"):
+        cached_fan(5).resolve(resolver(cache_namespace="ns"))
 
 
 def test_a_fan_out_larger_than_a_planning_write_is_recorded_as_planned_and_hits_alike(resolver, store, monkeypatch):
