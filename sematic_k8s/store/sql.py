@@ -363,12 +363,20 @@ class SqlStore:
         if dialect.name not in ("sqlite", "postgresql"):
             self._insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
             return
-        stamp = self._runs.c.created_at.type.bind_processor(dialect) or (lambda v: v)
+        # SQLite: a timestamp's text as the sqlite3 module's adapter writes it (``isoformat(" ")``), without a Python
+        # call into the adapter for each; PostgreSQL's driver takes datetimes as they are
+        text = dialect.name == "sqlite"
         dumps, q = json.dumps, encode_basestring_ascii  # json.dumps' text of the usual shapes, written out
         shared: dict[int, tuple[Any, str]] = {}  # a func's settings, encoded once for its runs
         rows = []
+        ended_at: Any = None
+        ended = None
         for h in hits:
-            ended = stamp(h.ended_at)
+            if h.ended_at is not ended_at:  # a wave's hits share their end
+                ended_at, ended = h.ended_at, str(h.ended_at) if text else h.ended_at
+            created: Any = h.created_at
+            if text and created is not None:
+                created = str(created)
             settings = shared.get(id(h.settings))
             if settings is None or settings[0] is not h.settings:
                 settings = shared[id(h.settings)] = (h.settings, _json_text(h.settings))
@@ -380,7 +388,7 @@ class SqlStore:
             rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, refs_text,
                          "{" + ", ".join(f"{q(k)}: {q(v)}" for k, v in h.inputs.items()) + "}",
                          h.output_id, h.cache_key, h.cached_from, h.original_run_id, h.source_hash, h.source_file,
-                         h.source_text, settings[1], notes, stamp(h.created_at), ended, ended))
+                         h.source_text, settings[1], notes, created, ended, ended))
         conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import gc
 import logging
 import re
@@ -570,6 +571,7 @@ def test_cache_hits_of_a_fan_out_are_one_look_up_per_wave(resolver, store, monke
     new = [r for r in store.runs_of_root(second.id) if r.cache_key]
     assert len(new) == 31 and all(r.cached_from == old[r.cache_key].id and r.state == "resolved" and
                                   r.output_id == old[r.cache_key].output_id for r in new)
+    assert all(isinstance(r.created_at, dt.datetime) and r.created_at <= r.started_at == r.ended_at for r in new)
     # a rerun's target executes even when cached, the others hit
     CALLS.clear()
     target = next(r for r in store.runs_of_root(first.id) if r.func_name == "cached_inc")
