@@ -60,10 +60,20 @@ def _hint_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
+def _plain_parameters(signature: inspect.Signature) -> tuple[str, ...] | None:
+    """The parameters' names when each is an ordinary one (positional or keyword, no ``*args``/``**kwargs``): a call
+    with one positional argument for each binds them in order, as :meth:`inspect.Signature.bind` would."""
+    params = signature.parameters.values()
+    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return tuple(p.name for p in params)
+    return None
+
+
 class Func:
     """A decorated function and its settings. Calling it returns a :class:`Future`."""
 
     fn: Callable[..., Any]
+    _plain: tuple[str, ...] | None  # the parameters, when a call with one positional argument each binds at once
     cache: bool
     inline: bool
     cpu: str | None
@@ -141,6 +151,7 @@ class Func:
         self.retry_on = retry_on
         self.timeout = None if timeout is None else float(timeout)
         self.signature = inspect.signature(fn)
+        self._plain = _plain_parameters(self.signature)
         self.name = fn.__name__
         self.path = f"{modules.recorded_name(fn.__module__)}:{fn.__qualname__}"
         self.source_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
@@ -155,6 +166,9 @@ class Func:
         return load_func, (self.path, self.source_file)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
+        plain = self._plain
+        if plain is not None and not kwargs and len(args) == len(plain):  # f(a, b): the usual call, bound at once
+            return Future(self, dict(zip(plain, args, strict=True)))
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as e:
@@ -311,3 +325,4 @@ def load_func(path: str, source_file: str | None = None) -> Func:
     if path not in _REGISTRY:
         raise LookupError(f"func {path} is not defined (is its module importable from here?)")
     return _REGISTRY[path]
+

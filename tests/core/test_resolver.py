@@ -227,6 +227,29 @@ def test_call_with_wrong_arguments_is_a_clear_error():
         add(1, 2, c=3)
 
 
+@sk.func
+def with_default(a: int, b: int = 5) -> int:
+    return a + b
+
+
+@sk.func
+def keyword_only(a: int, *, b: int) -> int:
+    return a + b
+
+
+def test_every_way_of_calling_binds_the_same_inputs():
+    """A call with one positional argument per parameter (bound at once) gives the Future the same inputs, in the
+    parameters' order, as keywords, a mix, or defaults (bound by the signature)."""
+    assert add(1, 2).kwargs == add(b=2, a=1).kwargs == add(1, b=2).kwargs == {"a": 1, "b": 2}
+    assert list(add(b=2, a=1).kwargs) == ["a", "b"]
+    assert with_default(1).kwargs == with_default(1, 5).kwargs == {"a": 1, "b": 5}
+    assert keyword_only(1, b=2).kwargs == {"a": 1, "b": 2}
+    with pytest.raises(sk.FuncError, match=r"keyword_only\(\): too many positional arguments"):
+        keyword_only(1, 2)
+    with pytest.raises(sk.FuncError, match=r"add\(\): too many positional arguments"):
+        add(1, 2, 3)
+
+
 def test_wrong_input_type_fails_with_clear_message(resolver, store):
     f = add("x", 2)
     with pytest.raises(sk.ResolutionFailed, match=r"add: input 'a' should be int, got str 'x'") as e:
