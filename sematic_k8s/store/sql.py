@@ -32,6 +32,8 @@ RUNNING, FAILED, CANCELED = "running", "failed", "canceled"  # graph's names (th
 LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
 ENDED = ("resolved", FAILED, CANCELED)
 UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
+# the runs a cache look-up can hit (ix_runs_cache_hits)
+CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"
 
 
 class Base(DeclarativeBase):
@@ -57,8 +59,11 @@ class ResolutionRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
-    # a cache look-up: by key, resolved, most recent first (without it SQLite picks ix_runs_state and scans)
-    __table_args__ = (sa.Index("ix_runs_cache_key_state", "cache_key", "state", "ended_at"),)
+    # cache look-ups (find_hits, find_cached...): the runs a key can hit, with what a hit takes of them, in the
+    # index alone; hits themselves and runs without a key are left out of it (migration 0007)
+    __table_args__ = (sa.Index("ix_runs_cache_hits", "cache_key", "state", "cached_from", "ended_at", "id", "output_id",
+                               "source_hash", sqlite_where=sa.text(CACHE_HITS_WHERE),
+                               postgresql_where=sa.text(CACHE_HITS_WHERE)),)
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     root_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     parent_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
@@ -69,7 +74,7 @@ class RunRow(Base):
     inputs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     output_ref: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     output_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # ix_runs_cache_key_state
+    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # ix_runs_cache_hits
     cached_from: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     original_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     source_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)

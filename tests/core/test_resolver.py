@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -600,6 +601,35 @@ def test_cache_hits_of_a_fan_out_are_one_look_up_per_wave(resolver, store, monke
     target = next(r for r in store.runs_of_root(first.id) if r.func_name == "cached_inc")
     assert cached_fan(30).resolve(resolver(cache_namespace="ns", rerun_from=target.id)) == sum(range(1, 31))
     assert CALLS["cached_inc"] == 1
+
+
+def test_cache_look_ups_read_the_cache_index_alone(resolver, store):
+    """Every cache look-up reads the partial index of the runs a key can hit (not the state's, which would walk every
+    resolved run), and the batched one needs nothing else of the runs table; hits are not in that index."""
+    import sqlalchemy as sa
+
+    from sematic_k8s.store import sql
+
+    first = cached_fan(5)
+    first.resolve(resolver(cache_namespace="ns"))
+    cached_fan(5).resolve(resolver(cache_namespace="ns"))  # hits
+    t = store._runs
+    keys = ["a" * 64, "b" * 64]
+    single = sa.select(t).where(t.c.cache_key == keys[0], t.c.state == "resolved", t.c.cached_from.is_(None))
+    many = sa.select(t.c.id).where(t.c.cache_key.in_(keys), t.c.state == "resolved", t.c.cached_from.is_(None))
+    with store.engine.connect() as conn:
+        def plan(statement: str, params: Any) -> str:
+            return " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+
+        hits_plan = plan(sql._HITS_SQL.format("?, ?"), tuple(keys))
+        assert "SEARCH runs USING COVERING INDEX ix_runs_cache_hits" in hits_plan, hits_plan
+        for stmt in (single, many):  # find_cached, find_cached_many
+            text = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            assert "INDEX ix_runs_cache_hits" in plan(text, ()), plan(text, ())
+        indexed = conn.exec_driver_sql("SELECT count(*) FROM runs INDEXED BY ix_runs_cache_hits "
+                                       f"WHERE {sql.CACHE_HITS_WHERE}").scalar()
+        hits = conn.exec_driver_sql("SELECT count(*) FROM runs WHERE cached_from IS NOT NULL").scalar()
+    assert hits == 6 and indexed == 6  # the first resolution's cached runs only
 
 
 def test_a_corrupt_cached_output_fails_the_run_that_takes_it_naming_it(resolver, store):

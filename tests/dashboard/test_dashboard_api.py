@@ -219,7 +219,7 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
             for col in ("admin", "revoked_at"):
                 conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
             conn.execute(sa.text("ALTER TABLE artifacts DROP COLUMN inline"))
-            conn.execute(sa.text("DROP INDEX ix_runs_cache_key_state"))
+            conn.execute(sa.text("DROP INDEX ix_runs_cache_hits"))
             conn.execute(sa.text("CREATE INDEX ix_runs_cache_key ON runs (cache_key)"))
             if name == "server":  # a database migrated before these columns
                 conn.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
