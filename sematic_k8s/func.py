@@ -325,4 +325,3 @@ def load_func(path: str, source_file: str | None = None) -> Func:
     if path not in _REGISTRY:
         raise LookupError(f"func {path} is not defined (is its module importable from here?)")
     return _REGISTRY[path]
-

@@ -10,6 +10,11 @@ import pytest
 
 from pgcluster import create_database, pg_bin, postgres_cluster
 
+# Image builds fetch their wheels with pip from the package index (once per requirement set, then cached). A
+# connection that stalls is given up and tried again after 20 s, not after this machine's 180 s default
+# ($PIP_DEFAULT_TIMEOUT), which alone would take a test past its 300 s timeout.
+os.environ["PIP_DEFAULT_TIMEOUT"] = "20"
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:

@@ -1,11 +1,13 @@
 """Python's cyclic garbage collector paused while the resolution loop does bulk work of its own.
 
-Planning a fan-out, looking up its cache hits and writing its records make tens of thousands of objects that
+Planning a fan-out (or a rerun) and resolving its cache hits make tens of thousands of objects that
 live until the resolution ends and form no garbage cycle. As they pile up they set off full collections (each
 time the survivors reach a quarter of the process's long-lived objects), which walk every object of the process
 and find nothing to free: three of them, 50-70 ms each, in a 10,000-run re-resolution from the cache; one with
-the pauses. Only the library's own work is paused, never a func's code: a func that makes cyclic garbage has it
-collected as usual.
+the pauses. Only the library's own steps are paused, each as long as its work (not the loop's writes, which may
+wait for the database or the server; only planning a fan-out of over 20,000 runs writes as it goes), and never a
+func's code in the same thread. (Funcs on other threads,
+with ``max_parallelism`` > 1, go on meanwhile: their cyclic garbage is collected once the step ends.)
 """
 
 from __future__ import annotations

@@ -271,7 +271,6 @@ class ResolutionLoop:
             return structure
         return self.recorder.value(graph.map_leaves(structure, lambda v: v.value))
 
-    @collector.paused()
     def _look_up_cache(self, nodes: list[graph.Node]) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
         inputs materialized once), with the hits' output artifacts. The hits are resolved at once
@@ -307,6 +306,7 @@ class ResolutionLoop:
         self.prepared.update(keys)
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
 
+    @collector.paused()
     def _resolve_hits(self, keys: dict[str, tuple[dict[str, Value], str]],
                       hits: dict[str, Any]) -> dict[str, tuple[dict[str, Value], str]]:
         """Resolve the runs of a wave that hit the cache, together, as their look-up answered (the rest of ``keys``
@@ -559,7 +559,6 @@ class ResolutionLoop:
         # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
         raise ResolutionFailed(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
 
-    @collector.paused()
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
         if self.heartbeat is not None and self.heartbeat.due():
