@@ -122,6 +122,14 @@ def test_pipeline_through_server_on_postgres(postgres_url, tmp_path) -> None:
         assert {r["func_name"]: r["state"] for r in graph["runs"]}["flaky"] == "resolved"
 
 
+def wait_for_a_lock_wait(engine: sa.Engine, query_like: str) -> None:
+    """Until a session's query (``LIKE query_like``) waits for a lock another holds."""
+    with engine.connect() as watch:
+        while not watch.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE :q"), {"q": query_like}):
+            time.sleep(0.01)
+
+
 def test_concurrent_writers_of_the_same_runs_never_fail_on_a_deadlock(postgres_url) -> None:
     """Two writers (as two server processes are) updating the same runs with different fields, which a writer
     updates one field set at a time: were the runs locked in that order, each would lock them in an order the
@@ -186,10 +194,7 @@ def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a01'"))
             writer = threading.Thread(target=write)
             writer.start()
-            with other.connect() as watch:  # until the store's write waits for a01
-                while not watch.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                                               "'Lock' AND query LIKE 'UPDATE runs%'")):
-                    time.sleep(0.01)
+            wait_for_a_lock_wait(other, "UPDATE runs%")  # the store's write waits for a01
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a00'"))  # the deadlock
             conn.commit()
         other.dispose()
@@ -221,10 +226,7 @@ def test_a_heartbeat_racing_the_sweeper_is_refused_once_it_commits(postgres_url)
             conn.execute(sa.text("UPDATE resolutions SET state = 'failed', error = 'silent' WHERE id = 'r0'"))
             writer = threading.Thread(target=beat)
             writer.start()
-            with other.connect() as watch:  # until the heartbeat's write waits for the sweeper's row
-                while not watch.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                                               "'Lock' AND query LIKE '%resolutions%'")):
-                    time.sleep(0.01)
+            wait_for_a_lock_wait(other, "%resolutions%")  # the heartbeat's write waits for the sweeper's row
             beat_before = conn.scalar(sa.text("SELECT heartbeat_at FROM resolutions WHERE id = 'r0'"))
             conn.commit()
         other.dispose()
