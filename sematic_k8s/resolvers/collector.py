@@ -4,9 +4,10 @@ Planning a fan-out (or a rerun) and resolving its cache hits make tens of thousa
 live until the resolution ends and form no garbage cycle. As they pile up they set off full collections (each
 time the survivors reach a quarter of the process's long-lived objects), which walk every object of the process
 and find nothing to free: three of them, 50-70 ms each, in a 10,000-run re-resolution from the cache; one with
-the pauses. Only the library's own steps are paused, each as long as its work (not the loop's writes, which may
-wait for the database or the server; only planning a fan-out of over 20,000 runs writes as it goes), and never a
-func's code in the same thread. (Funcs on other threads,
+the pauses. Only the library's own steps are paused, never a func's code in the same thread, and not the loop's
+writes to the store, which may wait for the database or the server (though a fan-out of over 20,000 runs is
+written as it is planned, and a large value goes to artifact storage when it is serialized: waits, then, that a
+pause lasts through). (Funcs on other threads,
 with ``max_parallelism`` > 1, go on meanwhile: their cyclic garbage is collected once the step ends.)
 """
 
