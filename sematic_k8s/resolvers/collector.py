@@ -7,8 +7,8 @@ and find nothing to free: three of them, 50-70 ms each, in a 10,000-run re-resol
 the pauses. Only the library's own steps are paused, never a func's code in the same thread, and not the loop's
 writes to the store, which may wait for the database or the server (though a fan-out of over 20,000 runs is
 written as it is planned, and a large value goes to artifact storage when it is serialized: waits, then, that a
-pause lasts through). (Funcs on other threads,
-with ``max_parallelism`` > 1, go on meanwhile: their cyclic garbage is collected once the step ends.)
+pause lasts through). Funcs on other threads (``max_parallelism`` > 1) go on meanwhile: their cyclic garbage is
+collected once the step ends.
 """
 
 from __future__ import annotations
