@@ -197,13 +197,30 @@ def _host_matches(python_version: str, arch: str) -> bool:
             and f"{sys.version_info.major}.{sys.version_info.minor}" == python_version)
 
 
+def host_pins() -> list[str]:
+    """``name==version`` of every distribution installed here (but this package): what an image's wheels are
+    constrained to, so the image runs the versions this environment runs, and pip picks them at once. (Left to
+    itself, pip may backtrack through hundreds of releases: boto3 and kubernetes together sent it down every boto3
+    release, a 15 MB botocore wheel each, for many minutes.)"""
+    from importlib import metadata
+
+    pins = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and re.sub(r"[-_.]+", "-", name).lower() != DIST_NAME:
+            pins[name.lower()] = f"{name}=={dist.version}"
+    return [pins[k] for k in sorted(pins)]
+
+
 def fetch_wheels(requirements: Sequence[str], *, python_version: str = DEFAULT_PYTHON, arch: str = "x86_64",
                  progress: Progress | None = None, cache_dir: Path | None = None) -> Path:
     """A directory holding ``requirements.txt`` and wheels for all of ``requirements`` and their dependencies.
 
     Cached under ``cache_dir`` (default :func:`cache_root`) by the requirements and target Python. On a Linux
     host whose Python and architecture match the image's, ``pip wheel`` (which also builds sdists); otherwise
-    ``pip download --only-binary=:all:`` for the image's platform.
+    ``pip download --only-binary=:all:`` for the image's platform. Either way the versions installed here are
+    constraints (:func:`host_pins`); should pip find no wheels within them (another platform's), it resolves
+    again without them, saying so.
     """
     say = progress or (lambda _line: None)
     text = "".join(f"{r}\n" for r in requirements)
@@ -231,12 +248,18 @@ def fetch_wheels(requirements: Sequence[str], *, python_version: str = DEFAULT_P
                 for plat in ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux_2_31",
                              "manylinux_2_34", "manylinux_2_35", "manylinux_2_36"):
                     cmd += ["--platform", f"{plat}_{arch}"]
-            say(f"wheels: fetching {len(requirements)} requirement(s) on the host: {' '.join(cmd[2:4])}")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            (tmp / "constraints.txt").write_text("".join(f"{pin}\n" for pin in host_pins()))
+            say(f"wheels: fetching {len(requirements)} requirement(s) on the host, at the versions installed here: "
+                f"{' '.join(cmd[2:4])}")
+            proc = subprocess.run([*cmd, "-c", str(tmp / "constraints.txt")], capture_output=True, text=True)
+            if proc.returncode != 0:
+                say("wheels: none within the versions installed here; resolving again without them")
+                proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"fetching wheels failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}"
                                    f"{proc.stderr[-3000:]}")
             (tmp / "requirements.in").unlink()
+            (tmp / "constraints.txt").unlink()
         (tmp / "requirements.txt").write_text(text)
         try:
             tmp.rename(final)

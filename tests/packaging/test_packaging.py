@@ -378,3 +378,45 @@ def test_an_arm64_base_image_gets_arm64_images_and_aarch64_wheels(client, tmp_pa
     wheels = fetch_wheels(["demo==1.0"], python_version="3.11", arch=WHEEL_ARCH["arm64"],
                           cache_dir=tmp_path / "cache")
     assert [p.name for p in wheels.glob("*.whl")] == ["demo-1.0-cp311-cp311-manylinux_2_17_aarch64.whl"]
+
+
+def _pure_wheel(directory: Path, version: str) -> Path:
+    """A minimal valid pure-Python wheel of ``demo`` at ``version``."""
+    import zipfile
+
+    info = f"demo-{version}.dist-info"
+    path = directory / f"demo-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("demo/__init__.py", "")
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: demo\nVersion: {version}\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_image_wheels_are_the_versions_installed_here_else_what_pip_resolves(tmp_path, monkeypatch):
+    """An image's wheels are constrained to the versions this environment has installed (pip, left to itself, may
+    backtrack for many minutes: boto3 with kubernetes did); a requirement those versions cannot meet is resolved
+    again without them."""
+    import sys
+
+    from sematic_k8s.packaging.wheels import fetch_wheels, host_pins
+
+    index = tmp_path / "index"
+    index.mkdir()
+    for version in ("1.0", "2.0"):
+        _pure_wheel(index, version)
+    site = tmp_path / "site"  # "demo" 1.0 installed here, as importlib.metadata sees it
+    (site / "demo-1.0.dist-info").mkdir(parents=True)
+    (site / "demo-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    assert "demo==1.0" in host_pins()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # a local index only: nothing leaves this machine
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    said: list[str] = []
+    pinned = fetch_wheels(["demo>=1.0"], cache_dir=tmp_path / "cache", progress=said.append)
+    assert [p.name for p in pinned.glob("*.whl")] == ["demo-1.0-py3-none-any.whl"]  # not the newest, 2.0
+    newer = fetch_wheels(["demo>=2.0"], cache_dir=tmp_path / "cache", progress=said.append)
+    assert [p.name for p in newer.glob("*.whl")] == ["demo-2.0-py3-none-any.whl"]
+    assert any("resolving again without them" in line for line in said)
+    assert not (newer / "constraints.txt").exists() and (newer / "requirements.txt").read_text() == "demo>=2.0\n"
