@@ -208,7 +208,7 @@ def host_pins() -> list[str]:
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name and re.sub(r"[-_.]+", "-", name).lower() != DIST_NAME:
-            pins[name.lower()] = f"{name}=={dist.version}"
+            pins.setdefault(name.lower(), f"{name}=={dist.version}")  # the first on sys.path: the one imported
     return [pins[k] for k in sorted(pins)]
 
 
