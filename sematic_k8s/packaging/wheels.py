@@ -204,7 +204,7 @@ def host_pins() -> list[str]:
     release, a 15 MB botocore wheel each, for many minutes.)"""
     from importlib import metadata
 
-    pins = {}
+    pins: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name and re.sub(r"[-_.]+", "-", name).lower() != DIST_NAME:
