@@ -204,11 +204,12 @@ def host_pins() -> list[str]:
     release, a 15 MB botocore wheel each, for many minutes.)"""
     from importlib import metadata
 
-    pins: dict[str, str] = {}
+    pins: dict[str, str] = {}  # by normalized name (PEP 503)
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
-        if name and re.sub(r"[-_.]+", "-", name).lower() != DIST_NAME:
-            pins.setdefault(name.lower(), f"{name}=={dist.version}")  # the first on sys.path: the one imported
+        key = re.sub(r"[-_.]+", "-", name or "").lower()
+        if key and key != DIST_NAME:
+            pins.setdefault(key, f"{name}=={dist.version}")  # the first on sys.path: the one imported
     return [pins[k] for k in sorted(pins)]
 
 

@@ -264,7 +264,7 @@ class SqlStore:
         :meth:`_update` takes them in): a sweeper's commit cannot fall between this check and the write, and a
         sweeper's update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the
         transaction holds the database's write lock since its first insert.)"""
-        writer = sorted(r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields)
+        writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
         if not writer:
             return
         t = self._res
@@ -272,7 +272,7 @@ class SqlStore:
         if conn.dialect.name == "postgresql":
             stmt = stmt.where(t.c.id.in_(sorted(updates))).order_by(t.c.id).with_for_update()
         else:
-            stmt = stmt.where(t.c.id.in_(writer), t.c.state.in_(ENDED))
+            stmt = stmt.where(t.c.id.in_(list(writer)), t.c.state.in_(ENDED))
         for res_id, state, error in conn.execute(stmt):
             if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
                 raise ResolutionEnded(res_id, state, error)
@@ -368,20 +368,16 @@ class SqlStore:
         if dialect.name not in ("sqlite", "postgresql"):
             self._insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
             return
-        # SQLite: a timestamp's text as the sqlite3 module's adapter writes it (``isoformat(" ")``), without a Python
-        # call into the adapter for each; PostgreSQL's driver takes datetimes as they are
-        text = dialect.name == "sqlite"
+        # SQLite: a timestamp's text as the sqlite3 module's adapter writes it (``isoformat(" ")``), without a call
+        # into the adapter for each; PostgreSQL's driver takes datetimes as they are
+        def stamp(when: Any) -> Any:
+            return str(when) if when is not None and dialect.name == "sqlite" else when
+
         dumps, q = json.dumps, encode_basestring_ascii  # json.dumps' text of the usual shapes, written out
         shared: dict[int, tuple[Any, str]] = {}  # a func's settings, encoded once for its runs
         rows = []
-        ended_at: Any = None
-        ended = None
         for h in hits:
-            if h.ended_at is not ended_at:  # a wave's hits share their end
-                ended_at, ended = h.ended_at, str(h.ended_at) if text else h.ended_at
-            created: Any = h.created_at
-            if text and created is not None:
-                created = str(created)
+            created, ended = stamp(h.created_at), stamp(h.ended_at)
             settings = shared.get(id(h.settings))
             if settings is None or settings[0] is not h.settings:
                 settings = shared[id(h.settings)] = (h.settings, _json_text(h.settings))
