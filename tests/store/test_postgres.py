@@ -122,6 +122,21 @@ def test_pipeline_through_server_on_postgres(postgres_url, tmp_path) -> None:
         assert {r["func_name"]: r["state"] for r in graph["runs"]}["flaky"] == "resolved"
 
 
+def write_on_a_thread(store: SqlStore, batch: Batch) -> tuple[threading.Thread, list[BaseException]]:
+    """``store.write(batch)`` on a thread of its own, started; what it raised goes into the list."""
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.write(batch)
+        except Exception as e:  # noqa: BLE001 - the caller asserts on it
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    return writer, errors
+
+
 def wait_for_a_lock_wait(engine: sa.Engine, query_like: str) -> None:
     """Until a session's query (``LIKE query_like``) waits for a lock another holds."""
     with engine.connect() as watch:
@@ -181,19 +196,11 @@ def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
             new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": now}],
             new_runs={r: {"id": r, "root_id": "r0", "parent_id": None, "func_path": "m:f", "func_name": "f",
                           "state": "created", "created_at": now} for r in ("a00", "a01")}))
-        errors: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                store.write(Batch(run_updates={"a00": {"state": "store"}, "a01": {"state": "store"}}))
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-
         other = sa.create_engine(postgres_url)
         with other.connect() as conn:
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a01'"))
-            writer = threading.Thread(target=write)
-            writer.start()
+            writer, errors = write_on_a_thread(store, Batch(run_updates={"a00": {"state": "store"},
+                                                                          "a01": {"state": "store"}}))
             wait_for_a_lock_wait(other, "UPDATE runs%")  # the store's write waits for a01
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a00'"))  # the deadlock
             conn.commit()
@@ -213,19 +220,10 @@ def test_a_heartbeat_racing_the_sweeper_is_refused_once_it_commits(postgres_url)
     try:
         store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
                                             "created_at": utcnow(), "heartbeat_at": utcnow()}]))
-        errors: list[BaseException] = []
-
-        def beat() -> None:
-            try:
-                store.write(Batch(resolution_updates={"r0": {"heartbeat_at": utcnow()}}))
-            except Exception as e:  # noqa: BLE001 - asserted below
-                errors.append(e)
-
         other = sa.create_engine(postgres_url)
         with other.connect() as conn:
             conn.execute(sa.text("UPDATE resolutions SET state = 'failed', error = 'silent' WHERE id = 'r0'"))
-            writer = threading.Thread(target=beat)
-            writer.start()
+            writer, errors = write_on_a_thread(store, Batch(resolution_updates={"r0": {"heartbeat_at": utcnow()}}))
             wait_for_a_lock_wait(other, "%resolutions%")  # the heartbeat's write waits for the sweeper's row
             beat_before = conn.scalar(sa.text("SELECT heartbeat_at FROM resolutions WHERE id = 'r0'"))
             conn.commit()
