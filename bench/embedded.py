@@ -3,7 +3,9 @@
 - inline: a fresh fan-out with small values kept inline with their records / the same with a file per value;
 - cache: re-resolving a fan-out whose funcs all hit the cache / its fresh resolution (goal <= 0.3);
 - rerun: ``rerun_from`` one leaf of the fan-out / its fresh resolution (goal <= 0.1);
-  both the median of three repeats, each in a home of its own against its own fresh resolution (with their range);
+  both the median of three repeats, each in a home of its own against its own fresh resolution (with their range),
+  beside SQLite's share alone (the hits' look-up and rows; the reused runs' copies) against the same fresh
+  resolution: a floor that neither goes below while each hit and each reused run is a row of its own;
   a missed cache or rerun goal prints (stderr) where one more such resolution's time goes (cProfile);
 - disk: a chain of runs while another process writes and fsyncs on the same disk / the same on a quiet disk
   (goal <= 2);
@@ -18,6 +20,7 @@ import argparse
 import gc
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -63,18 +66,16 @@ def timed(call: Callable[[], Any]) -> float:
     """Wall-clock seconds of ``call``, started after a full garbage collection: each measured section starts
     without the collector's debt from the sections before it (a full collection falling inside a 0.1 s section
     would otherwise double it)."""
-    gc.collect()
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    return timed_cpu(call)[0]
 
 
 def timed_cpu(call: Callable[[], Any]) -> tuple[float, float]:
     """:func:`timed`'s wall-clock seconds, with the CPU seconds of this process meanwhile (less swayed by other
-    jobs on the machine's cores; the figures are the wall-clock ones)."""
-    cpu = time.process_time()
-    wall = timed(call)
-    return wall, time.process_time() - cpu
+    jobs on the machine's cores; the figures are the wall-clock ones). Both start after the full collection."""
+    gc.collect()
+    cpu, start = time.process_time(), time.perf_counter()
+    call()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def resolver(home: str, **settings: Any) -> sk.LocalResolver:
@@ -132,7 +133,41 @@ def _cache_and_rerun_once(n: int, base: Path | None, rerun: bool) -> dict[str, f
         if rerun:
             leaf = a_leaf(home, first.id)
             out["rerun"] = timed(lambda: fan(n).resolve(resolver(home, rerun_from=leaf)))
-        return out
+        return out | sqlite_floors(home)
+
+
+def sqlite_floors(home: str) -> dict[str, float]:
+    """What SQLite alone takes of the all-hit re-resolution and of the rerun just measured in ``home``, each timed in
+    a transaction rolled back: finding the runs of the hits' cache keys with their output artifacts, then inserting
+    as many rows as the hits' ("hit_floor"); inserting as many rows as the rerun's reused runs ("rerun_floor"), as
+    its ``INSERT ... SELECT`` does. Neither resolution can take less while each hit and each reused run is a Run
+    row of its own (DESIGN.md: a cached Run is recorded; a rerun clones the resolution)."""
+    db = sqlite3.connect(Path(home) / "db.sqlite3", isolation_level=None)
+    try:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
+        copied = ", ".join("'copy-' || id" if c == "id" else c for c in columns)
+
+        def seconds(*statements: str) -> float:
+            db.execute("BEGIN")
+            try:
+                start = time.perf_counter()
+                for statement in statements:
+                    db.execute(statement).fetchall()
+                return time.perf_counter() - start
+            finally:
+                db.execute("ROLLBACK")
+
+        def copies(where: str) -> str:
+            return f"INSERT INTO runs ({', '.join(columns)}) SELECT {copied} FROM runs WHERE {where}"
+
+        look_up = ("SELECT runs.id, runs.output_id, runs.source_hash, artifacts.format, artifacts.inline FROM runs "
+                   "LEFT JOIN artifacts ON artifacts.id = runs.output_id WHERE runs.cache_key IN "
+                   "(SELECT cache_key FROM runs WHERE cached_from IS NOT NULL) AND runs.state = 'resolved' "
+                   "AND runs.cached_from IS NULL ORDER BY runs.ended_at")
+        return {"hit_floor": seconds(look_up, copies("cached_from IS NOT NULL")),
+                "rerun_floor": seconds(copies("original_run_id IS NOT NULL"))}
+    finally:
+        db.close()
 
 
 def _profile_missed(n: int, base: Path | None, what: str) -> None:
@@ -163,14 +198,16 @@ def bench_cache_and_rerun(n: int, base: Path | None, rerun: bool, repeats: int =
     rows = [{"figure": "cache", "runs": n + 2, "repeats": repeats,
              "fresh_s": round(statistics.median(r["fresh"] for r in runs), 3),
              "all_hits_s": round(statistics.median(r["hit"] for r in runs), 3), "ratio": round(hit, 3),
-             "range": [round(hits[0], 3), round(hits[-1], 3)], "goal": 0.3, "cpu_ratio": round(cpu, 3)}]
+             "range": [round(hits[0], 3), round(hits[-1], 3)], "goal": 0.3, "cpu_ratio": round(cpu, 3),
+             "sqlite_floor": round(figure("hit_floor")[0], 3)}]
     if hit > 0.3:
         _profile_missed(n, base, "cache")
     if rerun:
         again, agains = figure("rerun")
         rows.append({"figure": "rerun", "runs": n + 2, "repeats": repeats,
                      "fresh_s": rows[0]["fresh_s"], "rerun_s": round(statistics.median(r["rerun"] for r in runs), 3),
-                     "ratio": round(again, 3), "range": [round(agains[0], 3), round(agains[-1], 3)], "goal": 0.1})
+                     "ratio": round(again, 3), "range": [round(agains[0], 3), round(agains[-1], 3)], "goal": 0.1,
+                     "sqlite_floor": round(figure("rerun_floor")[0], 3)})
         if again > 0.1:
             _profile_missed(n, base, "rerun")
     return rows
@@ -270,8 +307,9 @@ def main() -> None:
         goal = r.get("goal", r.get("goal_bytes"))
         ratio = r.get("ratio", r.get("ratio_to_goal"))
         spread = f"  (range {r['range'][0]:.3f}-{r['range'][1]:.3f})" if "range" in r else ""
+        floor = f"; SQLite's share alone {r['sqlite_floor']:.3f}" if "sqlite_floor" in r else ""
         print(f"  {r['figure']:7s} {r['runs']:>7d} runs  ratio {ratio:6.3f}" + (f"  (goal {goal})" if goal else "")
-              + spread)
+              + spread + floor)
 
 
 if __name__ == "__main__":

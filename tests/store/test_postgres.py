@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -137,11 +138,15 @@ def write_on_a_thread(store: SqlStore, batch: Batch) -> tuple[threading.Thread, 
     return writer, errors
 
 
-def wait_for_a_lock_wait(engine: sa.Engine, query_like: str) -> None:
-    """Until a session's query (``LIKE query_like``) waits for a lock another holds."""
+def wait_for_a_lock_wait(engine: sa.Engine, query_like: str, writer: threading.Thread,
+                         errors: list[BaseException]) -> None:
+    """Until a session's query (``LIKE query_like``) waits for a lock another holds; the test fails at once, saying
+    why, when ``writer`` (the thread whose query it is) ends without having waited."""
     with engine.connect() as watch:
         while not watch.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                        "AND query LIKE :q"), {"q": query_like}):
+            if not writer.is_alive():
+                pytest.fail(f"the store's write ended without waiting for the lock: {errors or 'no error'}")
             time.sleep(0.01)
 
 
@@ -201,7 +206,7 @@ def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a01'"))
             writer, errors = write_on_a_thread(store, Batch(run_updates={"a00": {"state": "store"},
                                                                           "a01": {"state": "store"}}))
-            wait_for_a_lock_wait(other, "UPDATE runs%")  # the store's write waits for a01
+            wait_for_a_lock_wait(other, "UPDATE runs%", writer, errors)  # the store's write waits for a01
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a00'"))  # the deadlock
             conn.commit()
         other.dispose()
@@ -224,7 +229,8 @@ def test_a_heartbeat_racing_the_sweeper_is_refused_once_it_commits(postgres_url)
         with other.connect() as conn:
             conn.execute(sa.text("UPDATE resolutions SET state = 'failed', error = 'silent' WHERE id = 'r0'"))
             writer, errors = write_on_a_thread(store, Batch(resolution_updates={"r0": {"heartbeat_at": utcnow()}}))
-            wait_for_a_lock_wait(other, "%resolutions%")  # the heartbeat's write waits for the sweeper's row
+            # the heartbeat's write waits for the sweeper's row
+            wait_for_a_lock_wait(other, "%resolutions%", writer, errors)
             beat_before = conn.scalar(sa.text("SELECT heartbeat_at FROM resolutions WHERE id = 'r0'"))
             conn.commit()
         other.dispose()
