@@ -193,15 +193,18 @@ def test_concurrent_writers_of_the_same_runs_never_fail_on_a_deadlock(postgres_u
 
 def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
     """Another client holds run a01 and then wants a00, which the store's write holds while it waits for a01:
-    PostgreSQL aborts the store's transaction (the first to wait), and the store runs it again once a01 is free."""
-    store = SqlStore(postgres_url)
+    PostgreSQL aborts the store's transaction, and the store runs it again once a01 is free. (The session that
+    finds the deadlock is the one aborted; each looks once, ``deadlock_timeout`` after it began to wait: the
+    store's after 3 s, the other client's after a minute, so the store's look comes after the cycle closes
+    however slowly this machine lets the test close it.)"""
+    store = SqlStore(postgres_url + "?options=-c%20deadlock_timeout%3D3s")
     try:
         now = utcnow()
         store.write(Batch(
             new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": now}],
             new_runs={r: {"id": r, "root_id": "r0", "parent_id": None, "func_path": "m:f", "func_name": "f",
                           "state": "created", "created_at": now} for r in ("a00", "a01")}))
-        other = sa.create_engine(postgres_url)
+        other = sa.create_engine(postgres_url + "?options=-c%20deadlock_timeout%3D60s")
         with other.connect() as conn:
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a01'"))
             writer, errors = write_on_a_thread(store, Batch(run_updates={"a00": {"state": "store"},
