@@ -115,9 +115,14 @@ def profile_top(call: Callable[[], Any], title: str, limit: int = 15) -> None:
     stats.sort_stats("tottime").print_stats(limit)
 
 
+def home_db(home: str) -> Path:
+    """The SQLite database of a LocalResolver's ``home``."""
+    return Path(home) / "db.sqlite3"
+
+
 def a_leaf(home: str, root_id: str) -> str:
     """The id of one ``inc`` run of the fan-out resolved as ``root_id`` in ``home``: what a rerun starts from."""
-    store = sql_store(f"sqlite:///{Path(home) / 'db.sqlite3'}")
+    store = sql_store(f"sqlite:///{home_db(home)}")
     return next(r.id for r in store.list_runs(root_id=root_id, func="inc", limit=1))
 
 
@@ -137,35 +142,33 @@ def _cache_and_rerun_once(n: int, base: Path | None, rerun: bool) -> dict[str, f
 
 
 def sqlite_floors(home: str) -> dict[str, float]:
-    """What SQLite alone takes of the all-hit re-resolution and of the rerun just measured in ``home``, each timed in
-    a transaction rolled back: finding the runs of the hits' cache keys with their output artifacts, then inserting
-    as many rows as the hits' ("hit_floor"); inserting as many rows as the rerun's reused runs ("rerun_floor"), as
-    its ``INSERT ... SELECT`` does. Neither resolution can take less while each hit and each reused run is a Run
-    row of its own (DESIGN.md: a cached Run is recorded; a rerun clones the resolution)."""
-    db = sqlite3.connect(Path(home) / "db.sqlite3", isolation_level=None)
+    """What the store's SQLite work alone takes of the all-hit re-resolution and of the rerun just measured in
+    ``home``: the store's look-up of the hits' cache keys (``find_hits``, their runs with their output artifacts),
+    then SQLite inserting as many rows as the hits' ("hit_floor"); SQLite inserting as many rows as the rerun's
+    reused runs ("rerun_floor"), as its ``INSERT ... SELECT`` does; the inserts in a transaction rolled back.
+    Neither resolution can take less while each hit and each reused run is a Run row of its own (DESIGN.md: a
+    cached Run is recorded; a rerun clones the resolution)."""
+    db = sqlite3.connect(home_db(home), isolation_level=None)
     try:
         columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
         copied = ", ".join("'copy-' || id" if c == "id" else c for c in columns)
 
-        def seconds(*statements: str) -> float:
+        def copies(where: str) -> float:
             db.execute("BEGIN")
             try:
                 start = time.perf_counter()
-                for statement in statements:
-                    db.execute(statement).fetchall()
+                db.execute(f"INSERT INTO runs ({', '.join(columns)}) SELECT {copied} FROM runs WHERE {where}")
                 return time.perf_counter() - start
             finally:
                 db.execute("ROLLBACK")
 
-        def copies(where: str) -> str:
-            return f"INSERT INTO runs ({', '.join(columns)}) SELECT {copied} FROM runs WHERE {where}"
-
-        look_up = ("SELECT runs.id, runs.output_id, runs.source_hash, artifacts.format, artifacts.inline FROM runs "
-                   "LEFT JOIN artifacts ON artifacts.id = runs.output_id WHERE runs.cache_key IN "
-                   "(SELECT cache_key FROM runs WHERE cached_from IS NOT NULL) AND runs.state = 'resolved' "
-                   "AND runs.cached_from IS NULL ORDER BY runs.ended_at")
-        return {"hit_floor": seconds(look_up, copies("cached_from IS NOT NULL")),
-                "rerun_floor": seconds(copies("original_run_id IS NOT NULL"))}
+        keys = [key for (key,) in db.execute("SELECT cache_key FROM runs WHERE cached_from IS NOT NULL")]
+        store = sql_store(f"sqlite:///{home_db(home)}")
+        start = time.perf_counter()
+        store.find_hits(keys)
+        look_up = time.perf_counter() - start
+        return {"hit_floor": look_up + copies("cached_from IS NOT NULL"),
+                "rerun_floor": copies("original_run_id IS NOT NULL")}
     finally:
         db.close()
 
