@@ -215,6 +215,43 @@ def test_list_selectors_and_pagination_with_expired_continue(cluster, api):
     assert "The provided continue parameter is too old" in status_of(err.value)["message"]
 
 
+def test_list_and_watch_options_are_validated_as_the_api_server_does(api):
+    # https://kubernetes.io/docs/reference/using-api/api-concepts/#the-resourceversion-parameter and
+    # apimachinery's ValidateListOptions: a continue token carries the version its pages read, so no other may be
+    # asked for beside it; resourceVersionMatch is for lists (a watch takes it only with sendInitialEvents)
+    core = client.CoreV1Api(api)
+    for i in range(3):
+        core.create_namespaced_config_map(NS, cm(f"o-{i}"))
+    first = core.list_namespaced_config_map(NS, limit=1)
+    token, rv = first.metadata._continue, first.metadata.resource_version
+    refused = {
+        "continue beside a resourceVersion": (400, "specifying resource version is not allowed when using continue",
+                                              {"_continue": token, "resource_version": rv}),
+        "continue beside resourceVersionMatch": (422, "resourceVersionMatch: Forbidden: resourceVersionMatch is "
+                                                      "forbidden when continue is provided",
+                                                 {"_continue": token, "resource_version": "0",
+                                                  "resource_version_match": "NotOlderThan"}),
+        "Exact at 0": (422, 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
+                       {"resource_version": "0", "resource_version_match": "Exact"}),
+        "an unknown match": (422, 'resourceVersionMatch: Unsupported value: "Newest"',
+                             {"resource_version": rv, "resource_version_match": "Newest"}),
+        "a match without a version": (422, "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                                      {"resource_version_match": "NotOlderThan"}),
+        "a watch with a match": (422, "resourceVersionMatch is forbidden for watch unless sendInitialEvents is "
+                                      "provided", {"watch": True, "resource_version": rv,
+                                                   "resource_version_match": "NotOlderThan", "timeout_seconds": 1}),
+    }
+    for what, (code, words, kwargs) in refused.items():
+        with pytest.raises(ApiException) as err:
+            core.list_namespaced_config_map(NS, limit=1, _preload_content=False, **kwargs)
+        assert err.value.status == code and words in status_of(err.value)["message"], what
+        if code == 422:
+            assert status_of(err.value)["message"].startswith('ListOptions.meta.k8s.io "" is invalid: '), what
+    # what a pager does is fine: "0" (or nothing) beside the token, and a limit that is not positive means none
+    assert len(core.list_namespaced_config_map(NS, limit=1, _continue=token, resource_version="0").items) == 1
+    assert len(core.list_namespaced_config_map(NS, limit=-1).items) == 4  # with kube-root-ca.crt
+
+
 def _watch(api: client.ApiClient, events: list[dict[str, Any]], stop: threading.Event, **kwargs: Any) -> None:
     resp = client.CoreV1Api(api).list_namespaced_config_map(NS, watch=True, _preload_content=False, **kwargs)
     for line in iter_resp_lines(resp):

@@ -14,6 +14,7 @@ orphaning their pods), https://kubernetes.io/docs/concepts/workloads/pods/pod-li
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -245,6 +246,8 @@ class Api:
         return Result(self.view(rt, self._existing(rt, ns, name)))
 
     def list(self, rt: ResourceType, ns: str | None, opts: ListOptions) -> Result:
+        if opts.limit is not None and opts.limit <= 0:  # as etcd3's GetList: only a positive limit pages
+            opts = dataclasses.replace(opts, limit=None)
         labels = parse_label_selector(opts.label_selector)
         fields = parse_field_selector(opts.field_selector, set(rt.fields))
         start = ""
@@ -253,7 +256,7 @@ class Api:
                 token = json.loads(base64.urlsafe_b64decode(opts.continue_ + "=" * (-len(opts.continue_) % 4)))
                 rv, start = int(token["rv"]), token["start"]
             except (ValueError, KeyError, TypeError) as e:
-                raise bad_request(f"continue key is not valid: {e}") from e
+                raise bad_request(f"invalid continue token: continue key is not valid: {e}") from e
             if rv < self.store.compacted:
                 raise gone(EXPIRED_CONTINUE)
             items = self.store.snapshot(rt.key, ns, rv)
@@ -291,9 +294,6 @@ class Api:
                       opts: ListOptions) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
         wanted = opts.resource_version
         match = opts.resource_version_match
-        if match and not wanted:
-            raise ApiError(422, "Invalid", "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden "
-                                           "unless resourceVersion is provided")
         exact = match == "Exact" or (match is None and opts.limit and wanted not in (None, "", "0"))
         if wanted in (None, "", "0") or not exact:
             if wanted not in (None, "", "0") and int(wanted) > self.store.rv:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from kube_model import validation
 from kube_model.api import DeleteOptions, ListOptions, Result
 from kube_model.errors import ApiError, Warnings, bad_request, gone, internal, method_not_supported, not_found
 from kube_model.meta import fields_match, labels_match, parse_field_selector, parse_label_selector, stamp
@@ -454,6 +455,8 @@ class ApiServer:
         api = self.cluster.api
         ns = route.namespace or ""
         dry = query.get("dryRun") == "All"
+        if verb in ("list", "watch"):
+            validation.list_options(query, watch=verb == "watch")
         if verb == "watch":
             return await WatchStream(self, request, route, query).serve()
         if verb == "list":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kube_model.errors import ApiError, Cause, invalid
+from kube_model.errors import ApiError, Cause, Kind, bad_request, invalid
 from kube_model.meta import quantity
 from kube_model.resources import ResourceType
 
@@ -358,6 +358,45 @@ def _pod_mutable_stripped(spec: dict[str, Any]) -> dict[str, Any]:
         if kind in s:
             s[kind] = [{k: v for k, v in c.items() if k != "image"} for c in s[kind]]
     return s
+
+
+LIST_OPTIONS = Kind("listoptions", "meta.k8s.io", "ListOptions")
+
+
+def list_options(query: dict[str, str], watch: bool) -> None:
+    """The query of a list or watch, as ``ValidateListOptions`` (apimachinery, 422 ``ListOptions.meta.k8s.io``)
+    and the storage layer (400: a ``continue`` token fixes the version it reads) check it."""
+    rv, match = query.get("resourceVersion") or "", query.get("resourceVersionMatch") or ""
+    token, initial = query.get("continue") or "", query.get("sendInitialEvents")
+    path = "resourceVersionMatch"
+    causes: list[Cause] = []
+    if watch:
+        if initial is not None and match != "NotOlderThan":
+            causes.append(forbidden_field(path, "sendInitialEvents requires setting resourceVersionMatch to "
+                                                "NotOlderThan"))
+        if match:
+            if initial is None:
+                causes.append(forbidden_field(path, "resourceVersionMatch is forbidden for watch unless "
+                                                    "sendInitialEvents is provided"))
+            if match != "NotOlderThan":
+                causes.append(unsupported(path, match, ["NotOlderThan"]))
+            if token:
+                causes.append(forbidden_field(path, "resourceVersionMatch is forbidden when continue is provided"))
+    elif match:
+        if not rv:
+            causes.append(forbidden_field(path, "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+        if token:
+            causes.append(forbidden_field(path, "resourceVersionMatch is forbidden when continue is provided"))
+        if match not in ("Exact", "NotOlderThan"):
+            causes.append(unsupported(path, match, ["Exact", "NotOlderThan", ""]))
+        if match == "Exact" and rv == "0":
+            causes.append(forbidden_field(path, 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'))
+    if not watch and initial is not None:
+        causes.append(forbidden_field("sendInitialEvents", "sendInitialEvents is forbidden for list"))
+    if causes:
+        raise invalid(LIST_OPTIONS, "", causes)
+    if token and rv not in ("", "0"):
+        raise bad_request("specifying resource version is not allowed when using continue")
 
 
 def require_valid_json(body: Any) -> dict[str, Any]:
