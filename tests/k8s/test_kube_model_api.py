@@ -56,6 +56,10 @@ def test_create_fills_metadata_and_generate_name(api):
     core = client.CoreV1Api(api)
     made = core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(generate_name="cfg-")))
     assert made.metadata.name.startswith("cfg-") and len(made.metadata.name) == len("cfg-") + 5
+    # a long generateName is cut to 58 characters before the random 5 (names stay <= 63: Job pods, hostnames)
+    long = core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(
+        generate_name="g" * 62 + "-")))
+    assert len(long.metadata.name) == 63 and long.metadata.name.startswith("g" * 58)
     assert made.metadata.uid and made.metadata.creation_timestamp and made.metadata.namespace == NS
     again = core.patch_namespaced_config_map(made.metadata.name, NS, {"data": {"a": "1"}})
     assert int(again.metadata.resource_version) > int(made.metadata.resource_version)

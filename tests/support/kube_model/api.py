@@ -58,6 +58,7 @@ EXPIRED_CONTINUE = ("The provided continue parameter is too old to display a con
                     "inconsistent list - objects that were created, modified, or deleted between the time the first "
                     "chunk was returned and now may show up in the list.")
 ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
+GENERATED_BASE = 58  # apiserver's SimpleNameGenerator: a generateName longer than 63 - 5 is cut to this
 NAMESPACE_KIND = Kind("namespaces", "", "Namespace")
 
 
@@ -217,7 +218,7 @@ class Api:
                 mutate(obj, self.store.get("namespaces", "", ns))
         if not meta.get("name"):
             for _ in range(10):
-                meta["name"] = meta["generateName"] + suffix()
+                meta["name"] = meta["generateName"][:GENERATED_BASE] + suffix()
                 if self.store.get(srt.key, ns if rt.namespaced else "", meta["name"]) is None:
                     break
         meta["uid"] = str(uuid.uuid4())
