@@ -116,6 +116,27 @@ def test_invalid_names_and_labels_are_422_with_causes(api):
     assert 'spec.template.spec.restartPolicy: Unsupported value: "Always"' in status_of(err.value)["message"]
 
 
+def test_device_plugin_resources_are_whole_units_and_requests_equal_limits(api):
+    # https://kubernetes.io/docs/tasks/manage-gpus/scheduling-gpus/ and
+    # https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#extended-resources
+    core = client.CoreV1Api(api)
+    refused = {"0.5": ({"limits": {"nvidia.com/gpu": "500m"}}, 'resources.limits[nvidia.com/gpu]: Invalid value: '
+                                                                 '"500m": must be an integer'),
+               "requests only": ({"requests": {"nvidia.com/gpu": "1"}}, "resources.limits: Required value: Limit "
+                                                                        "must be set for non overcommitable resources"),
+               "requests below limits": ({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "2"}},
+                                         'resources.requests: Invalid value: "1": must be equal to nvidia.com/gpu '
+                                         "limit of 2")}
+    for what, (resources, words) in refused.items():
+        with pytest.raises(ApiException) as err:
+            core.create_namespaced_pod(NS, {"metadata": {"name": "gpu"}, "spec": {"containers": [
+                {"name": "main", "image": IMAGE, "resources": resources}]}})
+        assert err.value.status == 422 and words in status_of(err.value)["message"], what
+    made = core.create_namespaced_pod(NS, {"metadata": {"name": "gpu"}, "spec": {"containers": [
+        {"name": "main", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}})
+    assert made.spec.containers[0].resources.requests == {"nvidia.com/gpu": "1"}  # defaulted from the limit
+
+
 def test_already_exists_not_found_and_conflict_bodies(api):
     # https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions (optimistic concurrency)
     core = client.CoreV1Api(api)

@@ -194,7 +194,7 @@ def test_baseline_namespace_rejects_host_access_and_warn_mode_only_warns(cluster
     assert core.create_namespaced_pod("base", pod("plain")).metadata.name == "plain"  # baseline allows root
     cluster.namespace("soft", {"pod-security.kubernetes.io/warn": "restricted"})
     _, code, headers = core.create_namespaced_pod_with_http_info("soft", pod("warned"))
-    assert code == 201 and 'would violate PodSecurity "restricted:latest": allowPrivilegeEscalation' in headers[
+    assert code == 201 and 'would violate PodSecurity \\"restricted:latest\\": allowPrivilegeEscalation' in headers[
         "Warning"]
 
 
@@ -203,7 +203,7 @@ def test_a_job_is_admitted_but_its_refused_pods_surface_only_as_failed_create_ev
     cluster.namespace("locked", {"pod-security.kubernetes.io/enforce": "restricted"})
     batch = client.BatchV1Api(admin)
     _, code, headers = batch.create_namespaced_job_with_http_info("locked", job("refused", pod("x")["spec"]))
-    assert code == 201 and 'would violate PodSecurity "restricted:latest"' in headers["Warning"]
+    assert code == 201 and 'would violate PodSecurity \\"restricted:latest\\"' in headers["Warning"]
     events = cluster.wait(lambda: [e for e in cluster.events("locked", "refused") if e["reason"] == "FailedCreate"])
     assert events[0]["type"] == "Warning" and events[0]["source"] == {"component": "job-controller"}
     assert events[0]["message"].startswith('Error creating: pods "refused-')

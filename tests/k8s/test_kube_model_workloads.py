@@ -261,6 +261,21 @@ def test_kubelet_admission_rejects_pods_that_do_not_fit_the_node(cluster, api):
                                                                        "failed")
 
 
+def test_memory_in_fractions_of_a_byte_is_only_a_warning_and_the_runtime_refuses_the_container(cluster, api):
+    # https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/ ("512m" of memory is 0.512
+    # bytes): the API server takes it with a warning (pkg/api/pod/warnings.go); no runtime starts a container in
+    # a byte (Docker: at least 6MB), so the kubelet reports CreateContainerError and tries again
+    core = client.CoreV1Api(api)
+    spec = {"restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE,
+                                                      "resources": {"limits": {"memory": "512m"}}}]}
+    _, code, headers = core.create_namespaced_pod_with_http_info(NS, {"metadata": {"name": "tiny"}, "spec": spec})
+    assert code == 201 and "spec.containers[0].resources.limits[memory]: fractional byte value" in headers["Warning"]
+    assert '\\"512m\\" is invalid, must be an integer"' in headers["Warning"]  # quotes escaped in the header
+    cluster.wait(lambda: "CreateContainerError" in waiting_reasons(cluster, "tiny"))
+    cs = core.read_namespaced_pod("tiny", NS).status.container_statuses[0]
+    assert cs.state.waiting.message == "Error response from daemon: Minimum memory limit allowed is 6MB"
+
+
 def test_a_missing_image_alternates_err_image_pull_and_image_pull_backoff(cluster, api):
     # https://kubernetes.io/docs/concepts/containers/images/#imagepullbackoff
     cluster.sim_images.missing.add(IMAGE)

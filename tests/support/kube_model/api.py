@@ -229,6 +229,8 @@ class Api:
         if srt.key == "jobs.batch":
             defaults.job_selector(obj)
         validation.validate(srt, obj)
+        for text in validation.warnings(srt.key, obj):
+            warnings.add(text)
         namespace_obj = self.store.get("namespaces", "", ns) if rt.namespaced else None
         admission.pod_security(srt.key, obj, namespace_obj, srt.err, meta["name"], warnings)
         if rt.namespaced:

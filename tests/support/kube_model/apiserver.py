@@ -353,7 +353,8 @@ class ApiServer:
         if not response.prepared:
             response.headers["Audit-Id"] = str(uuid.uuid4())
             for w in warnings.items:
-                response.headers.add("Warning", f'299 - "{w}"')
+                quoted = w.replace("\\", "\\\\").replace('"', '\\"')  # apimachinery's NewWarningHeader
+                response.headers.add("Warning", f'299 - "{quoted}"')
         return response
 
     def _fault(self, r: Request, request: web.Request) -> None:

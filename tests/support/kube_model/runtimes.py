@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+MIN_MEMORY = 6 * 1024 * 1024  # the smallest memory limit a container runtime starts a container with (Docker: 6MB)
 LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost)(:\d+)?/")
 REFERENCE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
                        r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
@@ -367,6 +368,8 @@ class SimRuntime:
         return self._info(image)
 
     async def create(self, spec: ContainerSpec) -> SimHandle:
+        if spec.memory_limit is not None and spec.memory_limit < MIN_MEMORY:  # as Docker's daemon refuses it
+            raise RuntimeError("Error response from daemon: Minimum memory limit allowed is 6MB")
         return SimHandle(spec, self.behaviour()(spec.pod, spec.container))
 
     async def start(self, handle: SimHandle) -> str:

@@ -167,11 +167,51 @@ def _resources(path: str, res: dict[str, Any] | None) -> list[Cause]:
                 parsed.setdefault(part, {})[name] = quantity(value)
             except ValueError as e:
                 out.append(bad(f"{path}.{part}[{name}]", value, str(e)))
+    for part, values in parsed.items():
+        for name, value in values.items():
+            if extended(name) and value != value.to_integral_value():
+                out.append(bad(f"{path}.{part}[{name}]", res[part][name], "must be an integer"))  # type: ignore
     for name, req in (parsed.get("requests") or {}).items():
         limit = (parsed.get("limits") or {}).get(name)
-        if limit is not None and req > limit:
+        if limit is None:
+            if extended(name):  # GPUs and other device plugin resources cannot be overcommitted
+                out.append(required(f"{path}.limits", "Limit must be set for non overcommitable resources"))
+        elif extended(name) and req != limit:
+            out.append(bad(f"{path}.requests", res["requests"][name],  # type: ignore[index]
+                           f"must be equal to {name} limit of {res['limits'][name]}"))  # type: ignore[index]
+        elif req > limit:
             out.append(bad(f"{path}.requests", res["requests"][name],  # type: ignore[index]
                            f"must be less than or equal to {name} limit of {res['limits'][name]}"))  # type: ignore
+    return out
+
+
+def extended(name: str) -> bool:
+    """A device plugin's resource (``nvidia.com/gpu``): whole units, requests equal to limits."""
+    return "/" in name and not name.startswith(("kubernetes.io/", "requests."))
+
+
+def warnings(key: str, obj: dict[str, Any]) -> list[str]:
+    """The API server's warnings about a pod spec (k8s.io/kubernetes/pkg/api/pod/warnings.go): a memory amount
+    in fractions of a byte ("512m" is 0.512 bytes) is accepted, with a warning."""
+    if key == "pods":
+        path, spec = "spec", obj.get("spec") or {}
+    elif key == "jobs.batch":
+        path, spec = "spec.template.spec", ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    else:
+        return []
+    out = []
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            for part in ("limits", "requests"):
+                for name in ("memory", "ephemeral-storage"):
+                    value = ((c.get("resources") or {}).get(part) or {}).get(name)
+                    try:
+                        fractional = value is not None and quantity(value) != quantity(value).to_integral_value()
+                    except ValueError:
+                        continue
+                    if fractional:
+                        out.append(f"{path}.{kind}[{i}].resources.{part}[{name}]: fractional byte value "
+                                   f'"{value}" is invalid, must be an integer')
     return out
 
 
