@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from sematic_k8s.labels import (
     ATTEMPT_LABEL,
@@ -65,6 +66,7 @@ JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 ARCH_LABEL = "kubernetes.io/arch"  # the node label the kubelet sets to its CPU architecture
 NAME_LIMIT = 52  # Job names: pods are named <job>-<5 chars>, and the job-name label holds <= 63 chars
 GPU_RESOURCE = "nvidia.com/gpu"
+MIN_MEMORY = 6 * 1024 * 1024  # container runtimes refuse a smaller memory limit (Docker: 6MB)
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 
 
@@ -116,6 +118,20 @@ def quantity(value: str | float | int, what: str) -> str:
     return text
 
 
+def memory_quantity(value: str | float | int, what: str = "memory") -> str:
+    """A memory quantity in whole bytes, at least :data:`MIN_MEMORY`, or ValueError in plain words. The API server
+    takes "512m" (0.512 bytes: 'm' is thousandths) with only a warning; no container runtime starts with it."""
+    text = quantity(value, what)
+    amount = parse_quantity(text)
+    if amount != int(amount):
+        hint = f": did you mean '{text[:-1]}Mi'?" if text.endswith("m") else ""
+        raise ValueError(f"{what} {value!r} is a fraction of a byte ('m' means thousandths){hint}")
+    if amount < MIN_MEMORY:
+        raise ValueError(f"{what} {value!r} is {int(amount)} bytes: a container needs at least 6Mi "
+                         f"(write it like '512Mi' or '4Gi')")
+    return text
+
+
 def resources(cpu: str | None, memory: str | None, gpu: int | None, *,
               cpu_limits: bool = False) -> client.V1ResourceRequirements | None:
     """Requests for cpu and memory; limits for memory (so an overrun is an OOMKilled, not a node's
@@ -127,7 +143,7 @@ def resources(cpu: str | None, memory: str | None, gpu: int | None, *,
         if cpu_limits:
             limits["cpu"] = requests["cpu"]
     if memory is not None:
-        requests["memory"] = limits["memory"] = quantity(memory, "memory")
+        requests["memory"] = limits["memory"] = memory_quantity(memory)
     if gpu:
         limits[GPU_RESOURCE] = str(int(gpu))
     if not requests and not limits:

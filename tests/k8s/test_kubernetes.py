@@ -257,6 +257,11 @@ def test_names_are_dns_labels_and_quantities_are_checked():
     assert manifests.worker_job_name("abc", 1, relaunch=2) == "sk-abc-1-r2"
     with pytest.raises(ValueError, match="not a Kubernetes quantity"):
         manifests.resources(None, "lots", None)
+    with pytest.raises(ValueError, match=r"memory '512m' is a fraction of a byte .*did you mean '512Mi'\?"):
+        manifests.resources(None, "512m", None)
+    with pytest.raises(ValueError, match="is 4096 bytes: a container needs at least 6Mi"):
+        manifests.resources(None, "4Ki", None)
+    assert manifests.resources("500m", "1.5Gi", None).limits == {"memory": "1.5Gi"}
 
 
 # -- driver Job ----------------------------------------------------------------------------------------------
