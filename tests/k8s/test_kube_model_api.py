@@ -416,7 +416,8 @@ def test_foreground_deletion_keeps_the_owner_until_blocking_dependents_go(cluste
     owner = core.create_namespaced_config_map(NS, cm("fg"))
     core.create_namespaced_config_map(NS, _owned_cm("fg-dep", owner, block=True))
     core.patch_namespaced_config_map("fg-dep", NS, {"metadata": {"finalizers": ["example.com/hold"]}})
-    core.delete_namespaced_config_map("fg", NS, propagation_policy="Foreground")
+    _, code, _ = core.delete_namespaced_config_map_with_http_info("fg", NS, propagation_policy="Foreground")
+    assert code == 200  # the API server answers 202 only to the deprecated orphanDependents=false
     held = cluster.wait(lambda: cluster.get("configmaps", NS, "fg"))
     assert held["metadata"]["deletionTimestamp"] and "foregroundDeletion" in held["metadata"]["finalizers"]
     cluster.wait(lambda: (cluster.get("configmaps", NS, "fg-dep") or {}).get("metadata", {}).get("deletionTimestamp"))

@@ -79,6 +79,7 @@ class DeleteOptions:
     uid: str | None = None
     resource_version: str | None = None
     dry_run: bool = False
+    orphan_dependents: bool | None = None  # the deprecated field: False is the one way to a 202
 
     @classmethod
     def parse(cls, body: dict[str, Any] | None, query: dict[str, str]) -> DeleteOptions:
@@ -90,7 +91,7 @@ class DeleteOptions:
         grace = body.get("gracePeriodSeconds", query.get("gracePeriodSeconds"))
         dry = body.get("dryRun") or query.get("dryRun")
         return cls(prop, None if grace is None else int(grace), pre.get("uid"), pre.get("resourceVersion"),
-                   bool(dry))
+                   bool(dry), body.get("orphanDependents"))
 
 
 @dataclass
@@ -456,7 +457,9 @@ class Api:
             return Result(self._deleted_body(rt, new), 200, warnings.items)
         if not _same(obj, new):
             self._commit("MODIFIED", srt, new, obj)
-        code = 202 if propagation == "Foreground" or srt.key == "namespaces" else 200
+        # the API server's DeleteResource: 200 for an object not deleted at once (finalizers, grace, a namespace),
+        # 202 only when the request set orphanDependents=false
+        code = 202 if opts.orphan_dependents is False else 200
         return Result(self.view(rt, new), code, warnings.items)
 
     def _deleted_body(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
