@@ -27,6 +27,7 @@ class Recorder:
         self.inline_limit = inline_limit
         self.batch = Batch()
         self.known_artifacts: set[str] = set()
+        self.written: set[str] = set()  # artifacts whose bytes this resolution computed and stored
         self.load = artifact_loader(storage, self._inline_bytes)
 
     def _inline_bytes(self, artifact_id: str) -> bytes | None:
@@ -34,15 +35,18 @@ class Recorder:
         return rec.inline if rec is not None else None
 
     def value(self, value: Any) -> Value:
-        """Serialize a value once, store its bytes (inline when small enough), and record its artifact."""
+        """Serialize a value once, store its bytes (inline when small enough), and record its artifact. A value
+        computed again is stored again although known (a rerun knows what the runs it re-executes recorded): bytes
+        there that are corrupt are rewritten."""
         s = serialization.serialize(value)
-        if s.id not in self.known_artifacts:
+        if s.id not in self.written:
             if len(s.payload) <= self.inline_limit:
                 rec = {**s.record(), "inline": s.payload}
             else:
                 rec = put_artifact(self.storage, s)
             rec["created_at"] = utcnow()
             self.batch.artifacts[s.id] = rec
+            self.written.add(s.id)
             self.known_artifacts.add(s.id)
         return Value(s.id, s.format, s.type_name, value)
 

@@ -123,3 +123,23 @@ def test_inline_bytes_that_do_not_match_their_id_are_refused_by_the_server(tmp_p
         ok = {**bad, "inline": base64.b64encode(good.payload).decode()}
         assert c.post("/api/v1/store/write", json={"artifacts": {good.id: ok}}).status_code == 200
         assert c.get(f"/api/v1/artifacts/{good.id}/data").content == good.payload
+
+
+def test_rerunning_the_run_whose_output_is_corrupt_rewrites_it(tmp_path, monkeypatch):
+    """The repair the corrupt-artifact error asks for: rerunning the run that produced the bytes computes the value
+    again and rewrites them, although the rerun already knows the artifact (recorded by the run it re-executes)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    f = fp.pipeline(20)  # add(add(20, 1), add(1, 1))
+    assert f.resolve(files(sk.LocalResolver(home=tmp_path))) == 23
+    store = sk.LocalResolver(home=tmp_path).store
+    runs = store.runs_of_root(f.id)
+    bad = serialization.serialize(21).id
+    producer = next(r for r in runs if r.output_id == bad)
+    consumer = next(r for r in runs if r.func_name == "add" and bad in r.inputs.values())
+    corrupt_file(tmp_path / "storage" / artifact_key(bad))
+    with pytest.raises(sk.ResolutionFailed, match=f"artifact {bad} is corrupt.*rerun the run that produced it"):
+        fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=consumer.id)))
+
+    assert fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=producer.id))) == 23
+    loader = artifact_loader(sk.LocalResolver(home=tmp_path).storage)
+    assert serialization.Value(bad, serialization.JSON, "int", load=loader).value == 21  # rewritten

@@ -43,7 +43,6 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
     except KeyError:
         raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None
     except ValueError as e:  # never serve corrupt bytes
-        raise HTTPException(500, f"{e}: the stored bytes are corrupt; computing the value again (rerun the run "
-                                 "that produced it) rewrites them") from None
+        raise HTTPException(500, str(e)) from None
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{artifact_id}"'})
