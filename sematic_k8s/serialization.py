@@ -289,12 +289,14 @@ def deserialize_json_many(payloads: list[bytes]) -> list[Any]:
 _SCALARS = frozenset({int, str, float, bool})
 
 
+REPAIR = "rerun the run that produced it (`sematic-k8s rerun RUN_ID`): computing the value again rewrites them"
+
+
 def verify(artifact_id: str, fmt: str, payload: bytes) -> None:
     """Raise if ``payload`` does not hash to ``artifact_id`` (storage integrity check)."""
     got = content_id(fmt, payload)
     if got != artifact_id:
-        raise ValueError(f"artifact {artifact_id} is corrupt: its bytes hash to {got}; rerun the run that produced it "
-                         "(`sematic-k8s rerun RUN_ID`): computing the value again rewrites them")
+        raise ValueError(f"artifact {artifact_id} is corrupt: its bytes hash to {got}; {REPAIR}")
 
 
 class Value:

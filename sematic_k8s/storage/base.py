@@ -38,6 +38,16 @@ def put_artifact(storage: Storage, s: serialization.Serialized) -> dict[str, Any
     return s.record()
 
 
+class ArtifactMissing(KeyError):
+    """A recorded artifact whose bytes are not in storage (a KeyError, as a storage's ``get`` raises)."""
+
+    def __init__(self, artifact_id: str) -> None:
+        super().__init__(f"artifact {artifact_id} is recorded but its bytes are not in storage; {serialization.REPAIR}")
+
+    def __str__(self) -> str:  # the message, not KeyError's quoted repr of it
+        return str(self.args[0])
+
+
 def artifact_loader(storage: Storage, inline: Callable[[str], bytes | None] | None = None
                     ) -> Callable[[serialization.Value], Any]:
     """A Value loader that reads an artifact's bytes from ``storage`` and verifies them. ``inline``: where to
@@ -48,7 +58,7 @@ def artifact_loader(storage: Storage, inline: Callable[[str], bytes | None] | No
         except KeyError:
             found = inline(v.id) if inline is not None else None
             if found is None:
-                raise
+                raise ArtifactMissing(v.id) from None
             payload = found
         serialization.verify(v.id, v.format, payload)
         return serialization.deserialize(v.format, payload)

@@ -125,9 +125,11 @@ def test_inline_bytes_that_do_not_match_their_id_are_refused_by_the_server(tmp_p
         assert c.get(f"/api/v1/artifacts/{good.id}/data").content == good.payload
 
 
-def test_rerunning_the_run_whose_output_is_corrupt_rewrites_it(tmp_path, monkeypatch):
-    """The repair the corrupt-artifact error asks for: rerunning the run that produced the bytes computes the value
-    again and rewrites them, although the rerun already knows the artifact (recorded by the run it re-executes)."""
+@pytest.mark.parametrize("fault", ["corrupt", "missing"])
+def test_rerunning_the_run_whose_output_is_bad_rewrites_it(tmp_path, monkeypatch, fault):
+    """The repair the error asks for when an artifact's bytes are corrupt or gone (a cached output is reused so,
+    by every resolution): rerunning the run that produced them computes the value again and rewrites them,
+    although the rerun knows the artifact already (recorded by the run it re-executes)."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     f = fp.pipeline(20)  # add(add(20, 1), add(1, 1))
     assert f.resolve(files(sk.LocalResolver(home=tmp_path))) == 23
@@ -136,8 +138,13 @@ def test_rerunning_the_run_whose_output_is_corrupt_rewrites_it(tmp_path, monkeyp
     bad = serialization.serialize(21).id
     producer = next(r for r in runs if r.output_id == bad)
     consumer = next(r for r in runs if r.func_name == "add" and bad in r.inputs.values())
-    corrupt_file(tmp_path / "storage" / artifact_key(bad))
-    with pytest.raises(sk.ResolutionFailed, match=f"artifact {bad} is corrupt.*rerun the run that produced it"):
+    path = tmp_path / "storage" / artifact_key(bad)
+    if fault == "corrupt":
+        corrupt_file(path)
+    else:
+        path.unlink()
+    problem = "is corrupt" if fault == "corrupt" else "is recorded but its bytes are not in storage"
+    with pytest.raises(sk.ResolutionFailed, match=f"artifact {bad} {problem}.*; rerun the run that produced it"):
         fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=consumer.id)))
 
     assert fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=producer.id))) == 23
