@@ -10,6 +10,7 @@ func failing)::
     │   └── FutureHasNoValue (+ AttributeError)  a Future used as a value while the pipeline is built
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
+    ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
     └── InfrastructureError (RuntimeError)
         ├── ServerError                 the sematic-k8s server is unreachable or answered an error (.status)
         ├── StorageError                artifact storage failed
@@ -85,6 +86,17 @@ class ResolutionEnded(Exception):
                          f"records it. Continue it with rerun_from={resolution_id!r}, rerun_mode='continue' (or "
                          f"`sematic-k8s rerun {resolution_id} --mode continue`), unless that was done already")
         self.resolution_id, self.state = resolution_id, state
+
+
+class CorruptRecord(ValueError):
+    """A value read from the metadata database is not JSON: the database was edited by hand, or damaged."""
+
+    def __init__(self, text: str, problem: str) -> None:
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        super().__init__(f"the metadata database holds a value that is not JSON ({shown!r}: {problem}): it was edited "
+                         "or damaged; find its row (SQLite: SELECT id FROM runs WHERE NOT json_valid(notes), and so "
+                         "on for each JSON column of runs and resolutions), then give it valid JSON or restore a "
+                         "backup")
 
 
 # -- infrastructure errors ----------------------------------------------------------------------------------

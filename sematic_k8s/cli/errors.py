@@ -13,7 +13,7 @@ import click
 import sqlalchemy.exc
 
 from sematic_k8s import settings
-from sematic_k8s.errors import InfrastructureError, ServerError
+from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError
 
 DEBUG = "--debug"
 
@@ -31,9 +31,14 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ServerError):
         return f"{one_line(str(exc))}; check ${settings.SERVER_ENV} and ${settings.API_KEY_ENV}" \
             if exc.status not in (401,) else one_line(str(exc))
+    if isinstance(exc, CorruptRecord):
+        return one_line(str(exc))
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
-        return (f"the metadata database failed: {one_line(str(exc.orig if hasattr(exc, 'orig') else exc))}; "
-                f"check ${settings.DB_URL_ENV} or --home")
+        orig = exc.orig if hasattr(exc, "orig") else exc
+        if getattr(orig, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            return (f"the SQLite metadata database is damaged ({one_line(str(orig))}): restore it from a backup "
+                    "(`sqlite3 DB .recover` may save part of what it holds)")
+        return f"the metadata database failed: {one_line(str(orig))}; check ${settings.DB_URL_ENV} or --home"
     if isinstance(exc, InfrastructureError):
         return one_line(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, OSError) and exc.filename:

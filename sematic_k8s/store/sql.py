@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
-from sematic_k8s.errors import ResolutionEnded
+from sematic_k8s.errors import CorruptRecord, ResolutionEnded
 from sematic_k8s.store import checkpoints, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
@@ -140,6 +140,14 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
+def _json_value(text: str | bytes) -> Any:
+    """A JSON column's value; :class:`CorruptRecord` when its text is not JSON (an edited or damaged database)."""
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CorruptRecord(text if isinstance(text, str) else text.decode(errors="replace"), str(e)) from None
+
+
 _Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
 _HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, artifacts.format, artifacts.type_name, "
              "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
@@ -202,7 +210,8 @@ class SqlStore:
     def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
                  **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, **{"json_serializer": _json_text, **engine_kwargs})
+        self.engine = sa.create_engine(url, **{"json_serializer": _json_text, "json_deserializer": _json_value,
+                                               **engine_kwargs})
         self.stale_after = stale_after
         self._checkpoints: checkpoints.Checkpointer | None = None
         if self.engine.dialect.name == "sqlite":
@@ -505,7 +514,7 @@ class SqlStore:
                 .select_from(t.outerjoin(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
-        loads = json.loads
+        loads = _json_value
         return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
                          None if output is None or output == "null" else
                          loads(output) if '"run"' in output else VALUES_ONLY, output_id,
@@ -525,7 +534,7 @@ class SqlStore:
                 for row in conn.execute(sa.select(*cols).where(t.c.id.in_(wanted[i:i + 500]))).mappings():
                     doc = dict(row)
                     refs = doc["input_refs"]
-                    doc["input_refs"] = {} if doc["id"] in refs_known or not refs else json.loads(refs)
+                    doc["input_refs"] = {} if doc["id"] in refs_known or not refs else _json_value(refs)
                     out.append(RunRecord(**doc))
         return out
 
