@@ -182,6 +182,14 @@ def _lock_statement(table: sa.Table) -> sa.Select:
     return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
 
 
+def _hold_write_lock(conn: sa.Connection) -> None:
+    """SQLite: begin the transaction holding the database's write lock (``BEGIN IMMEDIATE``, waiting up to
+    busy_timeout), so that what it reads stays true until it commits, as ``FOR UPDATE`` does on PostgreSQL.
+    (pysqlite alone begins only at the first write: a read before it sees what another writer may change.)"""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
     """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
     for i in range(0, len(rows), size):
@@ -250,6 +258,7 @@ class SqlStore:
 
     def _write(self, batch: Batch) -> None:
         with self.engine.begin() as conn:
+            _hold_write_lock(conn)  # SQLite: before _refuse_stale reads (a batch may hold no insert before it)
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in _chunks(list(batch.artifacts.values())):
                 self._insert_artifacts(conn, rows)
@@ -272,7 +281,7 @@ class SqlStore:
         On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates in id order (the order
         :meth:`_update` takes them in): a sweeper's commit cannot fall between this check and the write, and a
         sweeper's update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the
-        transaction holds the database's write lock since its first insert.)"""
+        transaction holds the database's write lock from its start, :func:`_hold_write_lock`.)"""
         writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
         if not writer:
             return
@@ -622,6 +631,7 @@ class SqlStore:
         clears it). Returns the resolution as it now is (None when unknown)."""
         t = self._res
         with self.engine.begin() as conn:
+            _hold_write_lock(conn)
             stmt = sa.select(t.c.tags).where(t.c.id == resolution_id)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()

@@ -18,7 +18,7 @@ from sematic_k8s.store import schema
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-from serving import serve
+from serving import serve, wait_for
 
 HERE = Path(__file__).parent
 N = 24
@@ -123,3 +123,33 @@ def test_head_names_the_newest_migration():
     from alembic.script import ScriptDirectory
 
     assert ScriptDirectory.from_config(schema.alembic_config()).get_heads() == [schema.HEAD]
+
+
+TAGGER = """import os, sys, time
+from sematic_k8s.store.sql import SqlStore
+store = SqlStore(sys.argv[1])
+open(sys.argv[4] + "." + sys.argv[3], "w").close()
+while not os.path.exists(sys.argv[4]):
+    time.sleep(0.01)
+for i in range(200):
+    store.label_resolution(sys.argv[2], add=[f"{sys.argv[3]}{i}"])
+"""
+
+
+def test_processes_tagging_one_resolution_at_once_lose_no_tag(tmp_path, monkeypatch):
+    """Tags are read, merged and written back: on SQLite the read must hold the write lock already (on PostgreSQL
+    it is ``FOR UPDATE``), else a writer that read before another committed writes the older tags back."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    f = fp.pipeline(1)
+    f.resolve(sk.LocalResolver(home=tmp_path))
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", TAGGER, url, f.id, who, str(go)], stderr=subprocess.PIPE,
+                              text=True) for who in "abc"]
+    wait_for(lambda: all(Path(f"{go}.{who}").exists() for who in "abc"), 60, what="the taggers to be ready")
+    go.touch()  # all start at once
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    tags = set(SqlStore(url).get_resolution(f.id).tags)
+    assert tags == {f"{who}{i}" for who in "abc" for i in range(200)}, f"{600 - len(tags)} of 600 tags lost"

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,9 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.future import new_id
+from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from serving import serve, wait_for
 
@@ -171,3 +175,38 @@ def test_a_resolver_marked_dead_while_stopped_is_refused_when_it_comes_back(tmp_
         assert (after.state, after.error, after.ended_at) == (res.state, res.error, res.ended_at)
         assert {r.id: (r.state, r.ended_at) for r in store.runs_of_root(root_id)} == marked  # nothing more landed
         assert store.get_resolution(again.id).state == "resolved"
+
+
+def test_a_heartbeat_racing_the_marking_dead_on_sqlite_is_refused_once_it_commits(tmp_path):
+    """SQLite's twin of the PostgreSQL race (``tests/store/test_postgres.py``): a reader marks a silent resolution
+    failed (its transaction holding the write lock, not committed yet) while the resolver's heartbeat, a batch of
+    resolution updates only, is on its way in. The write must take the lock before it checks the resolution, and
+    then see "failed"; checked first, it saw "running", waited for the lock and landed on the ended resolution."""
+    db = tmp_path / "db.sqlite3"
+    store = SqlStore(f"sqlite:///{db}")
+    store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
+                                        "created_at": utcnow(), "heartbeat_at": utcnow()}]))
+    started: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *args: started.append(args[2]))
+    sweeper = sqlite3.connect(db, isolation_level=None)
+    sweeper.execute("BEGIN IMMEDIATE")
+    sweeper.execute("UPDATE resolutions SET state = 'failed', error = 'silent' WHERE id = 'r0'")
+    errors: list[BaseException] = []
+
+    def beat() -> None:
+        try:
+            store.write(Batch(resolution_updates={"r0": {"heartbeat_at": utcnow()}}))
+        except Exception as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+    writer = threading.Thread(target=beat)
+    writer.start()
+    wait_for(lambda: any(s.startswith(("BEGIN IMMEDIATE", "UPDATE resolutions")) for s in started), 30,
+             what="the heartbeat's write to wait for the write lock")
+    beat_before = sweeper.execute("SELECT heartbeat_at FROM resolutions WHERE id = 'r0'").fetchone()[0]
+    sweeper.execute("COMMIT")
+    sweeper.close()
+    writer.join(60)
+    assert [type(e) for e in errors] == [ResolutionEnded]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT state, heartbeat_at FROM resolutions WHERE id = 'r0'").fetchone() == (
+            "failed", beat_before)
