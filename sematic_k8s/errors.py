@@ -29,8 +29,9 @@ func failing)::
     └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
         ├── OOMKilled, DeadlineExceeded, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName,
         │   ErrImageNeverPull, CreateContainerConfigError, CreateContainerError, JobCreateFailed,
-        │   JobNameConflict, InvalidJob, PodDeleted, JobDeleted, BackoffLimitExceeded, FailedCreate (no pod:
-        │   Pod Security, ServiceAccount, webhook), FailedCreatePodSandBox, FailedMount (a pod that never starts)
+        │   JobNameConflict, InvalidJob, PodDeleted, ContainerRemoved (docker rm), JobDeleted, BackoffLimitExceeded,
+        │   FailedCreate (no pod: Pod Security, ServiceAccount, webhook), FailedCreatePodSandBox, FailedMount (a pod
+        │   that never starts)
         └── WorkerLost
 
 ``WorkerDied`` is not an ``Exception`` (like ``KeyboardInterrupt``), so a func's default
@@ -207,6 +208,10 @@ class PodDeleted(WorkerDied):
     words = "the worker's pod was deleted before it finished"
 
 
+class ContainerRemoved(WorkerDied):
+    words = "the worker's container was removed before it finished"
+
+
 class JobDeleted(WorkerDied):
     words = "the worker's Job was deleted before it finished"
 
@@ -247,7 +252,7 @@ WORKER_DEATHS: dict[str, type[WorkerDied]] = {
     **{c.__name__: c for c in (
         OOMKilled, DeadlineExceeded, ImagePullBackOff, ErrImagePull, Unschedulable, CreateContainerConfigError,
         CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
-        PodDeleted, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable, FailedCreate,
+        PodDeleted, ContainerRemoved, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable, FailedCreate,
         FailedCreatePodSandBox, FailedMount)},
     **dict.fromkeys(("OutOfcpu", "OutOfmemory", "OutOfpods", "NodeAffinity", "NodeSelectorMismatching"),
                     NodeRejected)}

@@ -109,8 +109,8 @@ class DockerExecutor(RemoteExecutor):
                 if stdout is not None:
                     stdout.close()
             self.client.api.wait(container_id, timeout=None)
-        except Exception:  # noqa: BLE001 - removed, or the engine went away: the periodic list finds it
-            return
+        except Exception:  # noqa: BLE001 - removed (or the engine went away): _waited finds out which
+            pass
         self._exits.append((run_id, container_id, False))
         self._wake.set()
 
@@ -152,8 +152,11 @@ class DockerExecutor(RemoteExecutor):
                 continue
             try:
                 container = self.client.containers.get(container_id)
-            except docker.errors.NotFound:
-                continue  # removed behind our back: nothing to read
+            except docker.errors.NotFound:  # removed behind our back (`docker rm -f`) before it ended
+                self.containers.pop(run_id)
+                self._stored_at.pop(run_id, None)
+                done.append(Ended(run_id, None, "ContainerRemoved", details=self._details(known)))
+                continue
             if container.status in ("exited", "dead"):
                 done.append(self._ended(run_id, container))
         return done

@@ -52,6 +52,12 @@ PROJECT = f'''
         os._exit(3)
 
     @sk.func(inline=False)
+    def sleeps(x: int) -> int:
+        print("sleeping", flush=True)
+        time.sleep(600)
+        return x
+
+    @sk.func(inline=False)
     def lingers(x: int) -> int:
         threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: the worker does not end
         return x - 1
@@ -90,11 +96,16 @@ def executor(project, storage) -> Iterator[DockerExecutor]:
     executor.close()
 
 
-def run(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> tuple[Task, Outcome]:  # noqa: ANN401
+def submit(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> Task:  # noqa: ANN401
     record = put_artifact(storage, serialization.serialize(x))
     value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
     task = Task(uuid.uuid4().hex, uuid.uuid4().hex, func, {"x": value})
     executor.submit(task)
+    return task
+
+
+def run(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> tuple[Task, Outcome]:  # noqa: ANN401
+    task = submit(executor, storage, func, x)
     outcomes: list[Outcome] = []
     deadline = time.monotonic() + 120
     while not outcomes and time.monotonic() < deadline:
@@ -149,3 +160,23 @@ def test_a_container_lingering_after_its_outcome_was_read_is_removed(project, st
     while containers_of(task) and time.monotonic() < deadline:
         executor.wait(0.5)  # the executor looks after its containers while it is waited on
     assert containers_of(task) == []
+
+
+def test_a_worker_container_removed_while_it_runs_fails_its_run_and_is_not_awaited_forever(project, storage,
+                                                                                           executor):
+    """``docker rm -f`` of a running worker (an operator, a clean-up script): its stdout ends, Docker's wait finds
+    no container, and the periodic list only sees exited ones; the run must still end, as ContainerRemoved."""
+    task = submit(executor, storage, project[0].sleeps, 7)
+    deadline = time.monotonic() + 120
+    while not (running := [c for c in containers_of(task) if c.status == "running"]):
+        assert time.monotonic() < deadline, "the worker did not start"
+        executor.wait(0.5)
+    running[0].remove(force=True)
+    outcomes: list[Outcome] = []
+    deadline = time.monotonic() + 60
+    while not outcomes and time.monotonic() < deadline:
+        outcomes = executor.wait(1)
+    assert outcomes, "the removed worker's run never ended"
+    assert outcomes[0].output is None and outcomes[0].error_info is not None
+    assert outcomes[0].error_info["type"] == "ContainerRemoved"
+    assert outcomes[0].error_info["message"] == "the worker's container was removed before it finished"
