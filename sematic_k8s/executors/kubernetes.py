@@ -301,7 +301,10 @@ class KubernetesExecutor(RemoteExecutor):
 
     def _reattach(self, a: _Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
-        job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
+        try:
+            job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
+        except ApiException as e:
+            raise self._refused(e, f"read Job {a.job_name}") from None
         labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
             self.stats.reattached += 1
@@ -349,13 +352,7 @@ class KubernetesExecutor(RemoteExecutor):
             try:
                 resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
             except ApiException as e:
-                if e.status not in (401, 403):
-                    raise
-                raise KubernetesForbidden(
-                    f"the Kubernetes API refuses to let this driver list Jobs in namespace {self.namespace} "
-                    f"({e.status}: {api_message(e)}); give its ServiceAccount a Role that allows create, get, list, "
-                    f"watch and delete on jobs and list and watch on pods there (the chart's driver Role does)"
-                ) from None
+                raise self._refused(e, "list Jobs") from None
             data = json.loads(resp.data)
             items.extend(slim_job(j) for j in data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")
@@ -373,6 +370,16 @@ class KubernetesExecutor(RemoteExecutor):
         self.events.put(Event("job", "SYNC", items=items, since=since))
         return (data.get("metadata") or {}).get("resourceVersion") or None
 
+    def _refused(self, e: ApiException, doing: str) -> ApiException | KubernetesForbidden:
+        """A refusal the driver meets again however often it tries (401, 403), in plain words with the Role it
+        needs; ``e`` itself when it may pass (the driver exits to be started again)."""
+        if e.status not in (401, 403):
+            return e
+        return KubernetesForbidden(
+            f"the Kubernetes API refuses to let this driver {doing} in namespace {self.namespace} ({e.status}: "
+            f"{api_message(e)}); give its ServiceAccount a Role that allows create, get, list, watch and delete on "
+            f"jobs and list and watch on pods there (the chart's driver Role does)")
+
     def _find_owner(self, root_id: str) -> tuple[str, str] | None:
         """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""
         if self.owner_setting is False:
@@ -388,7 +395,7 @@ class KubernetesExecutor(RemoteExecutor):
             job = api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
         except ApiException as e:
             if e.status != 404:
-                raise
+                raise self._refused(e, f"read Job {name}") from None
             log.info("no driver Job %s in %s: worker Jobs will have no owner", name, self.namespace)
             return None
         uid = job.metadata.uid if job.metadata else None

@@ -490,6 +490,32 @@ def test_a_driver_without_permission_to_watch_pods_fails_with_a_clear_message(cl
     assert "give its ServiceAccount a Role that allows list and watch on pods and jobs" in str(err.value)
 
 
+def test_a_driver_that_may_not_read_jobs_fails_its_resolution_in_plain_words(cluster, api, storage, tmp_path):
+    # a Role without "get" on jobs: the driver reads its own Job by name (no uid in its env) to own its workers'
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "noget"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "noget"},
+         "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "list", "watch", "delete"]},
+                   {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "noget"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "noget"},
+         "subjects": [{"kind": "ServiceAccount", "name": "noget", "namespace": NS}]}], namespace=NS)
+    noget = cluster.client(f"{NS}/noget")
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    ex = executor(noget, storage, owner=None)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    with pytest.raises(KubernetesForbidden) as err:
+        loop.run(root)
+    noget.close()
+    recorded = store.get_resolution(root.id).error
+    assert f"the Kubernetes API refuses to let this driver read Job sk-driver-{root.id} in namespace {NS} (403: " \
+           in recorded and "give its ServiceAccount a Role that allows create, get, list" in recorded
+    assert str(err.value) in recorded
+    assert "HTTP response" not in recorded and "Reason:" not in recorded  # not the client's repr of the answer
+
+
 # -- lists and watches (18) ----------------------------------------------------------------------------------
 
 
