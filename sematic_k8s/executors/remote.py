@@ -236,11 +236,12 @@ def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: 
 
 def _died(e: Ended) -> dict[str, Any]:
     """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
-    its reason (see :mod:`sematic_k8s.errors`), in plain words."""
+    its reason (see :mod:`sematic_k8s.errors`), in plain words; its traceback is the worker's last log lines
+    (there is no Python traceback, and the message is said once, where every error's is)."""
     reason = e.reason or ("StorageUnreachable" if e.exit_code == WORKER_EXIT_INFRASTRUCTURE else "")
     cls = WORKER_DEATHS.get(reason, WorkerDied)
     plain = cls.words or f"the worker exited with code {e.exit_code} without a result"
     message = plain + (f": {e.message}" if e.message else "")
-    tail = f"\n\nlast log lines:\n{e.last_logs}" if e.last_logs else ""
+    tail = f"last log lines:\n{e.last_logs}" if e.last_logs else ""
     mro = kinds(cls) if cls is not WorkerDied or not reason else [reason, *kinds(WorkerDied)]
-    return {"type": mro[0], "message": message, "traceback": message + tail, "mro": mro}
+    return {"type": mro[0], "message": message, "traceback": tail, "mro": mro}

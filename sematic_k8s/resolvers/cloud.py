@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s import caching, serialization
-from sematic_k8s.errors import ResolutionEnded, ResolutionFailed
+from sematic_k8s.errors import ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driver, watch_driver
@@ -178,9 +178,10 @@ class CloudResolver(Resolver):
         run = failed[0] if failed else None
         detail = ""
         if run is not None:
+            died = WorkerDied.__name__ in (run.error.get("mro") or [])  # its traceback is its last log lines
             try:
-                logs = storage.get(log_key(run.id)).decode(errors="replace")
-                detail = "\n\nlast log lines:\n" + "\n".join(logs.splitlines()[-20:])
+                logs = "" if died else storage.get(log_key(run.id)).decode(errors="replace")
+                detail = "\n\nlast log lines:\n" + "\n".join(logs.splitlines()[-20:]) if logs else ""
             except KeyError:
                 pass
             detail = f"\n\n{run.error.get('traceback', '')}".rstrip() + detail

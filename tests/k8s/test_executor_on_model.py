@@ -716,3 +716,34 @@ def test_the_cloud_resolver_fails_promptly_when_its_driver_pod_is_never_created(
     assert 'serviceaccount "ghost" not found' in str(err.value)
     assert cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None or cluster.wait(
         lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None)  # deleted: it would go on trying
+
+
+def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_lines(cluster, api, storage, tmp_path):
+    from click.testing import CliRunner
+
+    from sematic_k8s.cli import cli
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+
+    cluster.behaviour = behave({"worker": Script(run=0.05, exit_code=3, logs="loading shard 7\nFatal: bad shard\n")})
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(api, storage)),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    with pytest.raises(ResolutionFailed) as driver_side:  # what a driver prints
+        loop.run(root)
+    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                             executor="kubernetes")
+    follower = DriverJob(driver_spec(root.id), api_client=cluster.client())
+    with pytest.raises(ResolutionFailed) as err:  # what the caller of resolve() gets
+        resolver._follow(Counts(store), storage, root.id, display(lambda line: None), follower)
+    follower.close()
+    words = "the worker exited with code 3 without a result"
+    for text in (str(err.value), str(driver_side.value)):
+        assert text.startswith(f"resolution {root.id} failed: square (run {err.value.run_id}) raised WorkerDied: "
+                               f"{words}\n\nlast log lines:\nloading shard 7\nFatal: bad shard"), text
+        assert text.count(words) == 1 and text.count("Fatal: bad shard") == 1, text  # each said once
+    shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "runs", "show", err.value.run_id])
+    assert f"WorkerDied: {words}" in shown.output and "Fatal: bad shard" in shown.output
+    assert shown.output.count(words) == 1, shown.output
