@@ -19,6 +19,7 @@ func failing)::
         ├── BuildError                  ``docker build`` failed (.step, .output, .log)
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
         ├── RegistryAuthError           the image registry wants credentials we do not have
+        ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (401/403): not transient
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
@@ -145,6 +146,10 @@ class PushError(InfrastructureError):
 
 class RegistryAuthError(InfrastructureError):
     """The registry wants credentials this module does not have."""
+
+
+class DockerUnavailable(InfrastructureError):
+    """The Docker engine does not answer: stopped, hung, or not where $DOCKER_HOST says."""
 
 
 # -- workers that ended without an outcome (recorded on Runs by name) ---------------------------------------

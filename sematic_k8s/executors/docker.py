@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
+from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
@@ -38,9 +39,8 @@ class DockerExecutor(RemoteExecutor):
     def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
                  client: Any = None) -> None:
         super().__init__(storage, storage_url)
-        import docker
 
-        self.client = client or docker.from_env(max_pool_size=64)  # a connection per waiting thread
+        self.client = client or docker_client(max_pool_size=64)  # a connection per waiting thread
         self.image = image
         self.env = env or {}
         self.containers: dict[str, Any] = {}  # run id -> container

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
@@ -44,7 +45,7 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
     token = env.pop(API_KEY_ENV, None)
     if token:
         env[API_KEY_FILE_ENV] = TOKEN_FILE
-    client = docker.from_env()
+    client = docker_client()
     kwargs: dict[str, Any] = dict(
         command=list(DRIVER_COMMAND), detach=True, network_mode="host", auto_remove=True, environment=env,
         labels=run_labels(root_id, root_id, "driver", "driver"), name=f"sk-driver-{root_id[:12]}-{os.urandom(3).hex()}",
@@ -97,9 +98,8 @@ class DriverContainer:
     (last :data:`LOG_TAIL` lines) on two threads, from the moment it is created."""
 
     def __init__(self, spec: DriverSpec, client: Any = None) -> None:
-        import docker
 
-        self.client = client or docker.from_env()
+        self.client = client or docker_client()
         self.root_id = spec.root_id or ""
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self.exit_code: int | None = None

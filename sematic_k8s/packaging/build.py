@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from sematic_k8s.docker_engine import docker_client as engine_client
 from sematic_k8s.errors import BuildError, PushError, RegistryAuthError
 from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
@@ -33,6 +34,7 @@ from sematic_k8s.specs import ARCHITECTURES
 logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+BUILD_TIMEOUT = 900.0  # seconds a build or push request may take (a RUN step may print nothing for long)
 WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # Docker's names -> the manylinux wheel tags'
 
 
@@ -86,10 +88,8 @@ def say_to(progress: Progress | None) -> Progress:
 
 
 def docker_client() -> Any:
-    """A docker SDK client from the environment (DOCKER_HOST etc.), API version negotiated."""
-    import docker
-
-    return docker.from_env(version="auto", timeout=900)
+    """A docker SDK client for builds and pushes: a step may print nothing for a long time."""
+    return engine_client(timeout=BUILD_TIMEOUT)
 
 
 def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str = "Dockerfile",

@@ -313,6 +313,42 @@ def test_failing_run_step_raises_build_error(tmp_path, repo, base_image):
     assert e.step in str(e) and "about to fail" in str(e)
 
 
+@pytest.mark.parametrize("engine", ["stopped", "hung"])
+def test_a_docker_engine_that_does_not_answer_is_said_plainly_to_the_caller_of_resolve(tmp_path, monkeypatch, engine):
+    """A socket nothing listens on (the engine stopped), or one that takes connections and never answers (hung):
+    resolve() raises DockerUnavailable naming the engine and what to do, within the probe's timeout."""
+    import importlib
+    import socket
+
+    import sematic_k8s as sk
+    from projects import user_project
+    from sematic_k8s import docker_engine
+    from sematic_k8s.errors import DockerUnavailable
+
+    path = tmp_path / "docker.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    if engine == "hung":
+        sock.listen(8)  # connections wait in the backlog: accepted by the kernel, never answered
+    else:
+        sock.close()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.setattr(docker_engine, "PROBE_TIMEOUT", 1.0)
+    lines: list[str] = []
+    source = "import sematic_k8s as sk\n\n@sk.func(inline=False)\ndef one() -> int:\n    return 1\n"
+    with user_project(tmp_path / "project", "enginepipe", source) as module:
+        resolver = sk.CloudResolver(server="http://127.0.0.1:9", api_key="k", storage=(tmp_path / "s").as_uri(),
+                                    registry=f"{infra.REGISTRY}/sk-test-no-engine",
+                                    project_root=str(tmp_path / "project"), progress=lines.append)
+        with pytest.raises(DockerUnavailable) as err:
+            importlib.import_module(module).one().resolve(resolver)
+    sock.close()
+    why = "timed out" if engine == "hung" else "Connection refused"
+    assert str(err.value) == (f"the Docker engine at unix://{path} does not answer ({why}): is it running? Start it, "
+                              "or set $DOCKER_HOST to one that is"), str(err.value)
+    assert any(line.startswith("context:") for line in lines)  # what came before is shown
+
+
 def test_worker_image_builds_and_runs(base_image, client):
     from sematic_k8s.packaging.images import build_image
 
