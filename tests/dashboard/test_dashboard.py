@@ -689,6 +689,58 @@ def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> No
     assert problems == [], problems
 
 
+@sk.func(inline=False)
+def shard(i: int) -> int:
+    return i
+
+
+@sk.func
+def load_shard(i: int) -> int:
+    return shard(i)
+
+
+def test_a_dead_workers_words_and_last_lines_on_its_run_page(page: Any, served: Served) -> None:
+    """A worker pod (on the cluster model) that prints and exits 1 without a result: its run's page says so in
+    the recorded words, once, with its last log lines in view (not folded under "traceback")."""
+    pytest.importorskip("kubernetes")
+    from playwright.sync_api import expect
+
+    from kube_model import Cluster, NodeSpec, Script, Timing
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.executors.kubernetes import KubernetesExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.storage.urls import storage_url
+
+    storage = LocalStorage(served.home / "storage")
+    dying = Script(run=0.05, exit_code=1, logs="reading shard 7\nFatal: shard 7 is corrupt\n")
+    f = load_shard(7)
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: dying, timing=Timing()) as cluster:
+        cluster.namespace("runs")
+        api = cluster.client()
+        ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
+                                namespace="runs", api_client=api, env={}, owner=False)
+        loop = ResolutionLoop(served.store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                              ResolutionSettings(root_id=f.id), kind="cloud")
+        with pytest.raises(ResolutionFailed) as err:
+            loop.run(f)
+        api.close()
+    words = "WorkerDied: the worker exited with code 1 without a result"
+    assert words in str(err.value)
+    tid = lambda name: page.get_by_test_id(name)  # noqa: E731
+    _login(page, served)
+    page.goto(f"{served.url}/#/runs/{err.value.run_id}")
+    expect(tid("run-error")).to_contain_text(words)
+    lines = tid("run-error-lines")
+    expect(lines).to_be_visible()  # in view at once
+    expect(lines).to_have_text("last log lines:\nreading shard 7\nFatal: shard 7 is corrupt")
+    assert tid("run-error").inner_text().count("without a result") == 1  # said once
+    page.goto(f"{served.url}/#/resolutions/{f.id}")
+    expect(tid("resolution-error")).to_contain_text(f"raised {words}")
+
+
 def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page loads app.js as an ES module; it and every module it imports, followed through their imports,
     are served as JavaScript and revalidated on each load, even on a host whose MIME table calls .js text/plain

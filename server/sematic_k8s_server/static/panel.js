@@ -125,7 +125,10 @@ export class RunPanel {
         `Not cached: ${notes.cache.skipped}`) : null,
       err ? h("div", { class: "run-error", testid: "run-error" },
         h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ", err.message || ""),
-        err.traceback ? h("details", {}, h("summary", { class: "muted" }, "traceback"), h("pre", { class: "error-box" }, err.traceback)) : null) : null,
+        // a worker that died has no Python traceback: its "traceback" is its last log lines, shown in view
+        !err.traceback ? null : (err.mro || []).includes("WorkerDied")
+          ? h("pre", { class: "error-box", testid: "run-error-lines" }, err.traceback)
+          : h("details", {}, h("summary", { class: "muted" }, "traceback"), h("pre", { class: "error-box" }, err.traceback))) : null,
       tabs, [...panes.values()].map((p) => p.pane));
   }
 
