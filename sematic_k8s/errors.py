@@ -169,12 +169,16 @@ class DeadlineExceeded(WorkerDied):
     words = "the worker exceeded its timeout"
 
 
+PULL_WORDS = ("the worker's image could not be pulled (can the nodes reach its registry? A private one needs the "
+              "executor's image_pull_secrets)")
+
+
 class ImagePullBackOff(WorkerDied):
-    words = "the worker's image could not be pulled"
+    words = PULL_WORDS
 
 
 class ErrImagePull(WorkerDied):
-    words = "the worker's image could not be pulled"
+    words = PULL_WORDS
 
 
 class Unschedulable(WorkerDied):

@@ -390,6 +390,8 @@ def test_the_pull_grace_is_not_restarted_by_err_image_pull_image_pull_backoff_fl
         ex.close()
         assert info is not None and info["type"] in ("ErrImagePull", "ImagePullBackOff"), info
         assert "(still so after 1.5s)" in info["message"]
+        assert info["message"].startswith("the worker's image could not be pulled (can the nodes reach its registry? "
+                                          "A private one needs the executor's image_pull_secrets): "), info["message"]
         pod = [p for p in cluster.events(NS) if p["reason"] == "BackOff"]
         assert pod  # the kubelet flipped between the two while the grace ran
         api.close()

@@ -468,7 +468,7 @@ SCENARIOS: dict[str, tuple[Callable[[PodHandle], None], str, str, str | None]] =
     # behaviour, error type, words in the message, words in the last logs
     "oom": (_oom, "OOMKilled", "ran out of memory (OOMKilled)", "loading 10 GB"),
     "crash": (_crash, "WorkerDied", "exited with code 139 without a result", "Segmentation fault"),
-    "image_pull": (_image_pull, "ImagePullBackOff", "image could not be pulled: Back-off pulling image", None),
+    "image_pull": (_image_pull, "ImagePullBackOff", "image_pull_secrets): Back-off pulling image", None),
     "bad_image": (_bad_image, "InvalidImageName", "image name is invalid", None),
     "deadline_job": (_deadline_job, "DeadlineExceeded", "exceeded its timeout: Job was active longer", "epoch 2"),
     "deadline_pod": (_deadline_pod, "DeadlineExceeded", "exceeded its timeout: Pod was active", None),
