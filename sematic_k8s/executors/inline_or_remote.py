@@ -31,6 +31,11 @@ class InlineOrRemoteExecutor:
                     self.where.pop(o.run_id, None)
                 return out
 
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Run id -> what its remote worker waits for (capacity, quota), where the remote executor says."""
+        return getattr(self.remote, "waiting", None) or {}
+
     def cancel(self, run_ids: list[str]) -> None:
         for executor in (self.inline, self.remote):
             executor.cancel([r for r in run_ids if self.where.get(r) is executor])

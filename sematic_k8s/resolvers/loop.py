@@ -64,6 +64,7 @@ def _source_changed(func: Func, hit: RunRecord | CacheHit) -> bool:
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
+WAITING_CHECK = 1.0  # seconds between reads of what workers wait for (the executor's ``waiting``)
 INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure failure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
@@ -106,6 +107,8 @@ class ResolutionLoop:
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
         self.notes: dict[str, dict[str, Any]] = {}  # what the loop noted on each run (the column is written whole)
+        self.waiting: dict[str, str] = {}  # run id -> what its worker waits for, as last noted on the run
+        self.waiting_checked = float("-inf")
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
         self.heartbeat: Heartbeat | None = None
         # workers in other processes start only once their runs are recorded as running (see _launch)
@@ -188,6 +191,7 @@ class ResolutionLoop:
                 outcomes = self.executor.wait(min(timeout, CANCEL_POLL))
             elif time.monotonic() - self.last_flush > FLUSH_INTERVAL:
                 self._flush()
+            self._note_waiting(outcomes)
             for outcome in outcomes:
                 self._on_outcome(outcome)
             now = time.monotonic()
@@ -393,6 +397,22 @@ class ResolutionLoop:
         self.recorder.batch.update_run(node.run_id, **fields)
         self.task_inputs[node.run_id] = inputs
         self._submit(node)
+
+    def _note_waiting(self, outcomes: list[Outcome]) -> None:
+        """Note on each run what its worker waits for (capacity, quota: the executor's ``waiting``) while it does,
+        so that ``runs show`` and the dashboard say why a running run has not started. Read every WAITING_CHECK
+        seconds, and when a waiting run ends (its note is dropped before its outcome is recorded)."""
+        now = time.monotonic()
+        if now - self.waiting_checked < WAITING_CHECK and not any(o.run_id in self.waiting for o in outcomes):
+            return
+        self.waiting_checked = now
+        waiting = dict(getattr(self.executor, "waiting", None) or {})
+        for run_id in self.waiting.keys() | waiting.keys():
+            why = waiting.get(run_id)
+            if why != self.waiting.get(run_id):
+                notes = dict(self.notes.get(run_id, {}))
+                self.recorder.batch.update_run(run_id, notes={**notes, "waiting": why} if why else notes)
+        self.waiting = waiting
 
     def _note(self, run_id: str, **notes: Any) -> dict[str, Any]:
         """A run's notes with ``notes`` added: what to record (the whole dict, so nothing noted earlier is lost)."""

@@ -741,6 +741,55 @@ def test_a_dead_workers_words_and_last_lines_on_its_run_page(page: Any, served: 
     expect(tid("resolution-error")).to_contain_text(f"raised {words}")
 
 
+def test_a_run_waiting_for_capacity_says_so_on_its_page_until_it_starts(page: Any, served: Served) -> None:
+    """A worker pod the cluster model has no room for: its run's page says what it waits for, live, and stops
+    saying so once there is room and it ran."""
+    pytest.importorskip("kubernetes")
+    from playwright.sync_api import expect
+
+    from kube_model import Cluster, NodeSpec, SimContext, Timing
+    from kube_model import Script as Sim
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.executors.kubernetes import KubernetesExecutor
+    from sematic_k8s.executors.remote import run_task
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+    from sematic_k8s.specs import ResolutionSettings, TaskSpec
+    from sematic_k8s.storage.urls import storage_from_url, storage_url
+
+    def worker(ctx: SimContext) -> int:
+        doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
+        return 1 if "error" in doc else 0
+
+    storage = LocalStorage(served.home / "storage")
+    f = load_shard(5)
+    values: list[Any] = []
+    with Cluster([NodeSpec("node-1", runtime="sim", pods=0)], behaviour=lambda pod, c: Sim(func=worker),
+                 timing=Timing()) as cluster:
+        cluster.namespace("runs")
+        api = cluster.client()
+        ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
+                                namespace="runs", api_client=api, env={}, owner=False)
+        loop = ResolutionLoop(served.store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                              ResolutionSettings(root_id=f.id), kind="cloud")
+        thread = threading.Thread(target=lambda: values.append(loop.run(f)), daemon=True)
+        thread.start()
+        [run] = cluster.wait(lambda: [r for r in served.store.runs_of_root(f.id)
+                                      if r.func_name == "shard" and (r.notes or {}).get("waiting")], timeout=30)
+        _login(page, served)
+        page.goto(f"{served.url}/#/runs/{run.id}")
+        waiting = page.get_by_test_id("run-waiting")
+        expect(waiting).to_contain_text("Not started: waiting for capacity: 0/1 nodes are available")
+        cluster.update_node("node-1", pods=10)
+        thread.join(60)
+        api.close()
+    assert values == [5]
+    page.reload()  # recorded straight into the server's database: no live event for the page
+    expect(page.get_by_test_id("run-state")).to_have_text("resolved")
+    expect(waiting).to_have_count(0)
+
+
 def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page loads app.js as an ES module; it and every module it imports, followed through their imports,
     are served as JavaScript and revalidated on each load, even on a host whose MIME table calls .js text/plain

@@ -749,3 +749,29 @@ def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_l
     shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "runs", "show", err.value.run_id])
     assert f"WorkerDied: {words}" in shown.output and "Fatal: bad shard" in shown.output
     assert shown.output.count(words) == 1, shown.output
+
+
+def test_a_run_waiting_for_capacity_says_so_in_its_record_until_it_starts(cluster, api, storage, tmp_path):
+    from click.testing import CliRunner
+
+    from sematic_k8s.cli import cli
+
+    cluster.update_node("node-1", pods=0)  # no room: the worker's pod is Unschedulable
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(api, storage)),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    values: list[Any] = []
+    thread = threading.Thread(target=lambda: values.append(loop.run(root)), daemon=True)
+    thread.start()
+    [run] = cluster.wait(lambda: [r for r in store.runs_of_root(root.id)
+                                  if r.func_name == "square" and (r.notes or {}).get("waiting")], timeout=30)
+    assert run.state == "running" and run.notes["waiting"].startswith(
+        "waiting for capacity: 0/1 nodes are available: 1 Too many pods"), run.notes
+    shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "runs", "show", run.id])
+    assert "waiting for capacity: 0/1 nodes are available" in shown.output, shown.output
+    cluster.update_node("node-1", pods=10)  # room again: it starts and resolves
+    thread.join(60)
+    assert values == [0]  # 0 * 0
+    done = store.get_run(run.id)
+    assert done.state == "resolved" and "waiting" not in done.notes and done.notes["executor"]["job"]

@@ -123,6 +123,8 @@ export class RunPanel {
         "Cache hit on a run whose func source differs from the current code.") : null,
       notes.cache && notes.cache.skipped ? h("p", { class: "warning", testid: "cache-skipped" },
         `Not cached: ${notes.cache.skipped}`) : null,
+      notes.waiting && !TERMINAL.has(run.state) ? h("p", { class: "warning", testid: "run-waiting" },
+        `Not started: ${notes.waiting}`) : null,
       err ? h("div", { class: "run-error", testid: "run-error" },
         h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ", err.message || ""),
         // a worker that died has no Python traceback: its "traceback" is its last log lines, shown in view
