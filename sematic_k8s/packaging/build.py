@@ -27,7 +27,7 @@ from sematic_k8s.errors import BuildError, PushError, RegistryAuthError
 from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
 from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
-from sematic_k8s.packaging.registry import image_architecture, manifest_digest
+from sematic_k8s.packaging.registry import Repo, image_architecture, manifest_digest
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
 from sematic_k8s.specs import ARCHITECTURES
 
@@ -189,7 +189,10 @@ def push_image(client: Any, repo: str, tag: str, progress: Progress | None = Non
     layer_state: dict[str, str] = {}
     for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
         if "error" in chunk or "errorDetail" in chunk:
-            raise PushError(f"push of {repo}:{tag} failed: {chunk.get('error') or chunk.get('errorDetail')}")
+            why = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or chunk
+            host = Repo.parse(repo).host
+            raise PushError(f"push of {repo}:{tag} failed: {why}; is the registry {host} running and reachable from "
+                            f"the Docker engine, and does it take its credentials (`docker login {host}`)?")
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):
             digest = aux["Digest"]

@@ -349,6 +349,30 @@ def test_a_docker_engine_that_does_not_answer_is_said_plainly_to_the_caller_of_r
     assert any(line.startswith("context:") for line in lines)  # what came before is shown
 
 
+def test_a_push_the_registry_refuses_says_what_to_check(client, base_image):
+    """The registry stopped (nothing listens at its address): the push fails naming it, the engine's words, and
+    what to check."""
+    import socket
+
+    from sematic_k8s.errors import PushError
+    from sematic_k8s.packaging.build import push_image
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = f"127.0.0.1:{port}/sk-test-stopped-registry"
+    client.images.get(base_image).tag(repo, "t")
+    try:
+        with pytest.raises(PushError) as err:
+            push_image(client, repo, "t", progress=lambda _: None)
+    finally:
+        client.images.remove(f"{repo}:t")
+    text = str(err.value)
+    assert text.startswith(f"push of {repo}:t failed: ") and "connection refused" in text, text
+    assert text.endswith(f"is the registry 127.0.0.1:{port} running and reachable from the Docker engine, and does "
+                         f"it take its credentials (`docker login 127.0.0.1:{port}`)?"), text
+
+
 def test_worker_image_builds_and_runs(base_image, client):
     from sematic_k8s.packaging.images import build_image
 
