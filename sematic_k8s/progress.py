@@ -42,6 +42,7 @@ class Seen:
     resolution: str | None = None
     state: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    waiting: str = ""  # what a run not started yet waits for (capacity, quota)
 
     @property
     def pushed(self) -> int:
@@ -117,13 +118,21 @@ class Display:
         elif line.startswith("driver started for resolution "):
             seen.resolution = line.rsplit(" ", 1)[-1]
 
-    def runs(self, resolution_id: str, state: str, counts: Mapping[str, int]) -> None:
-        """The resolution's state and its runs counted by state."""
+    def runs(self, resolution_id: str, state: str, counts: Mapping[str, int],
+             waiting: Mapping[str, str] | None = None) -> None:
+        """The resolution's state, its runs counted by state, and what runs not started yet wait for (run id ->
+        why: capacity, quota), said when the first of them changes."""
         self.seen.resolution, self.seen.state, self.seen.counts = resolution_id, state, dict(counts)
         text = counts_text(counts)
         if text and text != self._last_counts:
             self._last_counts = text
             self.changed(f"resolution {resolution_id}: {text}", "runs")
+        why = next(iter(waiting.values()), "") if waiting else ""
+        if why != self.seen.waiting:
+            self.seen.waiting = why
+            if why:
+                n = len(waiting or {})
+                self.changed(f"resolution {resolution_id}: {n} run{'s' if n > 1 else ''} not started: {why}", "runs")
 
     def done(self, state: str | None = None) -> str:
         """End the display with its one-line summary (``state``: how the resolution ended); returns the line."""
@@ -196,6 +205,8 @@ class LiveDisplay(Display):
                 if seen.counts.get(state):
                     parts += [(f"■ {seen.counts[state]} {state}", _COLORS[state]), "  "]
             grid.add_row("runs", Text.assemble(*parts))
+        if seen.waiting:
+            grid.add_row("", Text(f"not started: {seen.waiting}"[:120], style="yellow"))
         grid.add_row("", Text(f"{_seconds(time.monotonic() - seen.started)} elapsed", style="dim"))
         return grid
 

@@ -159,7 +159,7 @@ class CloudResolver(Resolver):
         while True:
             doc = store.resolution_counts(root_id)
             if doc is not None:
-                shown.runs(root_id, doc["state"], doc["counts"])
+                shown.runs(root_id, doc["state"], doc["counts"], doc.get("waiting") or {})
                 if doc["state"] in TERMINAL:
                     break
             end = driver.ended()

@@ -473,6 +473,17 @@ class SqlStore:
                     out[root][state] = n
         return out
 
+    def waiting_runs(self, root_id: str, limit: int = 20) -> dict[str, str]:
+        """Up to ``limit`` running runs of a resolution whose worker has not started: run id -> what it waits for
+        (their ``notes.waiting``: capacity, quota)."""
+        t = self._runs
+        stmt = (sa.select(t.c.id, t.c.notes).where(t.c.root_id == root_id, t.c.state == "running",
+                                                   sa.cast(t.c.notes, sa.Text).like('%"waiting"%')).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return {run_id: notes["waiting"] for run_id, notes in rows
+                if isinstance(notes, dict) and isinstance(notes.get("waiting"), str)}
+
     def runs_of_root(self, root_id: str) -> list[RunRecord]:
         stmt = sa.select(self._runs).where(self._runs.c.root_id == root_id)
         return self._select(stmt, RunRecord, _RUN_FIELDS)

@@ -246,6 +246,8 @@ class CountsOut(BaseModel):
     state: str
     counts: dict[str, int] = Field(description="runs by state")
     total: int
+    waiting: dict[str, str] = Field(default_factory=dict, description="running runs whose worker has not started "
+                                    "(at most 20): run id -> what it waits for (capacity, quota)")
 
 
 class OverviewOut(BaseModel):

@@ -775,3 +775,46 @@ def test_a_run_waiting_for_capacity_says_so_in_its_record_until_it_starts(cluste
     assert values == [0]  # 0 * 0
     done = store.get_run(run.id)
     assert done.state == "resolved" and "waiting" not in done.notes and done.notes["executor"]["job"]
+
+
+class InThread:
+    """The driver, when it is the loop on a thread of the test: it ends when its resolution does."""
+
+    def ended(self) -> None:
+        return None
+
+
+def test_the_cloud_resolvers_progress_says_what_a_run_waits_for(cluster, api, tmp_path):
+    """Recorded through a real server (as a driver does), followed as the CloudResolver follows it: its progress
+    lines say a run has not started and why, while it waits."""
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+    from sematic_k8s.store.http import HttpStore
+    from serving import serve
+
+    cluster.update_node("node-1", pods=0)
+    root = squares(1)
+    lines: list[str] = []
+    (tmp_path / "server").mkdir()
+    with serve(tmp_path / "server") as server:
+        storage = LocalStorage(tmp_path / "server" / "storage")
+        loop = ResolutionLoop(HttpStore(server.url, server.key), storage,
+                              InlineOrRemoteExecutor(InlineExecutor(1), executor(api, storage)),
+                              ResolutionSettings(root_id=root.id), kind="cloud")
+        thread = threading.Thread(target=loop.run, args=(root,), daemon=True)
+        thread.start()
+        resolver = CloudResolver(server=server.url, storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                                 executor="kubernetes", poll_interval=0.05)
+        values: list[Any] = []
+        following = threading.Thread(target=lambda: values.append(resolver._follow(
+            HttpStore(server.url, server.key), storage, root.id, display(lines.append), InThread())), daemon=True)
+        following.start()
+        cluster.wait(lambda: any("not started" in line for line in lines), timeout=30)
+        cluster.update_node("node-1", pods=10)
+        following.join(60)
+        thread.join(60)
+    assert values == [0], lines
+    said = [line for line in lines if "not started" in line]
+    assert said[0].startswith(f"resolution {root.id}: 1 run not started: waiting for capacity: 0/1 nodes are "
+                              "available: 1 Too many pods."), said
+    assert len(said) == 1  # said once, not at every poll

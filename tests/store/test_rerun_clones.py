@@ -137,3 +137,26 @@ def test_continue_after_a_success_reuses_every_run_and_runs_nothing(home):
     root = next(r for r in runs if r.parent_id is None)
     assert root.id == again.id and root.original_run_id == first.id
     assert store.get_resolution(again.id).state == "resolved"
+
+
+@sk.func
+def one(i: int) -> int:
+    return i
+
+
+def test_running_runs_that_wait_are_found_by_their_note(home) -> None:
+    """What a following CloudResolver shows of runs not started (``SqlStore.waiting_runs``), on both databases."""
+    from sematic_k8s.store import open_store
+    from sematic_k8s.store.records import Batch
+
+    f = fan(2)
+    f.resolve(sk.LocalResolver(home=home))
+    store = open_store(home)
+    runs = [r for r in store.runs_of_root(f.id) if r.func_name == "inc"]
+    batch = Batch()
+    batch.update_run(runs[0].id, state="running", notes={"waiting": "waiting for quota: exceeded quota: pods"})
+    batch.update_run(runs[1].id, state="running", notes={"executor": {"job": "sk-x"}})
+    batch.update_run(runs[2].id, notes={"waiting": "waiting for capacity: 0/1 nodes"})  # resolved: not waiting
+    store.write(batch)
+    assert store.waiting_runs(f.id) == {runs[0].id: "waiting for quota: exceeded quota: pods"}
+    assert store.waiting_runs(runs[1].id) == {}

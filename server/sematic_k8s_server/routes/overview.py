@@ -43,4 +43,6 @@ def get_overview(srv: Srv, resolution_id: ResolutionId,
 def get_counts(srv: Srv, resolution_id: ResolutionId) -> dict:
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     counts = srv.store.run_counts(resolution_id)
-    return {"resolution_id": resolution_id, "state": res.state, "counts": counts, "total": sum(counts.values())}
+    waiting = srv.store.waiting_runs(resolution_id) if counts.get("running") else {}
+    return {"resolution_id": resolution_id, "state": res.state, "counts": counts, "total": sum(counts.values()),
+            "waiting": waiting}
