@@ -403,7 +403,8 @@ class ResolutionLoop:
         so that ``runs show`` and the dashboard say why a running run has not started. Read every WAITING_CHECK
         seconds, and when a waiting run ends (its note is dropped before its outcome is recorded)."""
         now = time.monotonic()
-        if now - self.waiting_checked < WAITING_CHECK and not any(o.run_id in self.waiting for o in outcomes):
+        if now - self.waiting_checked < WAITING_CHECK and not (
+                self.waiting and any(o.run_id in self.waiting for o in outcomes)):
             return
         self.waiting_checked = now
         waiting = dict(getattr(self.executor, "waiting", None) or {})
