@@ -9,7 +9,9 @@ $SEMATIC_K8S_API_KEY). Nothing imports this module.
 Exit codes: 0 the resolution resolved; 1 the pipeline failed (final: the driver Job's podFailurePolicy fails
 the Job); 75 (EX_TEMPFAIL) an infrastructure failure that may pass (the server or the Kubernetes API
 unreachable, a crash of the driver itself): the Job starts the driver again, which resumes the resolution
-and re-attaches to its running workers.
+and re-attaches to its running workers; 76 another driver took the resolution over while this one ran (a
+replacement pod beside one cut off from the cluster, a driver started by hand): this one stopped without writing
+more or touching the workers, the other one records it (the podFailurePolicy ignores the exit).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import sys
 import traceback
 
 from sematic_k8s import settings
-from sematic_k8s.errors import ResolutionFailed, ServerError
+from sematic_k8s.errors import DriverReplaced, ResolutionFailed, ServerError
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.resolvers.loop import transient
-from sematic_k8s.specs import DRIVER_EXIT_FAILED, DRIVER_EXIT_RETRY, DriverSpec
+from sematic_k8s.specs import DRIVER_EXIT_FAILED, DRIVER_EXIT_REPLACED, DRIVER_EXIT_RETRY, DriverSpec
 from sematic_k8s.store import open_store
 
 
@@ -60,6 +62,9 @@ def _main() -> int:
         return 0 if ended.state == "resolved" else DRIVER_EXIT_FAILED
     try:
         drive(spec, store)
+    except DriverReplaced as e:
+        print(str(e), file=sys.stderr)
+        return DRIVER_EXIT_REPLACED
     except ResolutionFailed as e:
         print(str(e), file=sys.stderr)
         return DRIVER_EXIT_FAILED

@@ -43,6 +43,7 @@ worker is both, so it is retried by default.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import traceback
 from collections.abc import Sequence
@@ -88,6 +89,17 @@ class ResolutionEnded(Exception):
                          f"records it. Continue it with rerun_from={resolution_id!r}, rerun_mode='continue' (or "
                          f"`sematic-k8s rerun {resolution_id} --mode continue`), unless that was done already")
         self.resolution_id, self.state = resolution_id, state
+
+
+class DriverReplaced(ResolutionEnded):
+    """A write by a driver that another driver has since taken the resolution over from (a replacement pod started
+    while this one still ran, a driver started by hand): refused, so that only the newer driver records it. The
+    driver stops without writing anything more and leaves the workers alone (the newer one re-attached to them)."""
+
+    def __init__(self, resolution_id: str, taken_at: dt.datetime | None) -> None:
+        when = f" at {taken_at:%Y-%m-%d %H:%M:%S} UTC" if taken_at is not None else ""
+        Exception.__init__(self, f"another driver took over resolution {resolution_id}{when}: this one stops")
+        self.resolution_id, self.state, self.taken_at = resolution_id, "replaced", taken_at
 
 
 class CorruptRecord(ValueError):

@@ -30,6 +30,7 @@ DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
 WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
 DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job's podFailurePolicy FailJob)
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
+DRIVER_EXIT_REPLACED = 76  # a driver another one took its resolution over from: ignored (podFailurePolicy Ignore)
 WORKER_EXIT_INFRASTRUCTURE = 75  # a worker that could not reach storage (EX_TEMPFAIL): retried, not the func's fault
 WORKER_STORED_LINE = "sematic-k8s worker: outcome stored"  # printed once it is: an executor may read it before the exit
 DRIVER_MAX_PARALLELISM = 8  # a driver's runs mostly wait on pods: more of them at once

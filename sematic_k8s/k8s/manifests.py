@@ -36,6 +36,7 @@ from sematic_k8s.specs import (
     ARCHITECTURES,
     DRIVER_COMMAND,
     DRIVER_EXIT_FAILED,
+    DRIVER_EXIT_REPLACED,
     IMAGE_UID,
     WORKER_COMMAND,
     DriverSpec,
@@ -287,8 +288,9 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
     A driver that dies (node loss, OOM) or exits 75 (an infrastructure failure: the server or the API server
     unreachable) is started again, up to ``backoff_limit`` times, and resumes its Resolution; an eviction
     (a ``DisruptionTarget`` condition) is started again without counting against ``backoff_limit``; one that
-    exits 1 (the pipeline failed) ends the Job at once. The pod requests ``cpu``/``memory`` (default
-    250m/512Mi: never BestEffort, the first evicted under node pressure).
+    exits 1 (the pipeline failed) ends the Job at once; one that exits 76 (another driver took its resolution
+    over: a replacement started while it was cut off) is ignored, neither counted nor ending the Job. The pod
+    requests ``cpu``/``memory`` (default 250m/512Mi: never BestEffort, the first evicted under node pressure).
 
     ``env`` holds the DriverSpec ($SEMATIC_K8S_DRIVER), the server URL and pass-through settings; secret
     entries in it are dropped: the resolution's token comes from Secret ``secret_name`` (key ``api-key``;
@@ -313,7 +315,9 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
         client.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
             client.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
         client.V1PodFailurePolicyRule(action="FailJob", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
-            container_name=DRIVER_CONTAINER, operator="In", values=[DRIVER_EXIT_FAILED]))])
+            container_name=DRIVER_CONTAINER, operator="In", values=[DRIVER_EXIT_FAILED])),
+        client.V1PodFailurePolicyRule(action="Ignore", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=DRIVER_CONTAINER, operator="In", values=[DRIVER_EXIT_REPLACED]))])
     return _job(driver_job_name(root_id), namespace, job_labels, pod, ttl=ttl_seconds_after_finished,
                 deadline=None, backoff_limit=backoff_limit, annotations=None, owners=None,
                 pod_failure_policy=failed_resolution)

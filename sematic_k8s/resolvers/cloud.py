@@ -13,6 +13,7 @@ ready to be continued.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -30,10 +31,12 @@ from sematic_k8s.progress import Display, display
 from sematic_k8s.resolvers.base import Resolver
 from sematic_k8s.resolvers.planning import recorded_root
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
-from sematic_k8s.specs import DRIVER_MAX_PARALLELISM, DriverSpec
+from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.records import Batch, utcnow
+
+log = logging.getLogger("sematic_k8s")
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 EXTRAS = {"docker": ("s3", "docker"), "kubernetes": ("s3", "k8s")}  # what the driver needs in the image
@@ -154,16 +157,21 @@ class CloudResolver(Resolver):
 
     def _follow(self, store: Any, storage: Any, root_id: str, shown: Display, driver: DriverWatch) -> Any:
         """Wait for the resolution, showing its runs by state (one small request per poll, however many runs),
-        and for its driver (a driver that ends before the resolution does fails it at once); its value, or the
-        failure."""
+        and for its driver (a driver that ends before the resolution does fails it at once, unless another driver
+        took the resolution over from it: then the resolution alone is followed); its value, or the failure."""
+        replaced = False
         while True:
             doc = store.resolution_counts(root_id)
             if doc is not None:
                 shown.runs(root_id, doc["state"], doc["counts"], doc.get("waiting") or {})
                 if doc["state"] in TERMINAL:
                     break
-            end = driver.ended()
-            if end is not None:
+            end = None if replaced else driver.ended()
+            if end is not None and end.exit_code == DRIVER_EXIT_REPLACED:
+                replaced = True
+                log.warning("resolution %s: another driver took it over from the one started here; following it",
+                            root_id)
+            elif end is not None:
                 res = store.get_resolution(root_id)  # what it recorded before it ended
                 if res is not None and res.state in TERMINAL:
                     break

@@ -20,8 +20,10 @@ log = logging.getLogger("sematic_k8s")
 class Heartbeat:
     """Beats for Resolution ``root_id`` in ``store`` until stopped."""
 
-    def __init__(self, store: Store, root_id: str, interval: float | None = None) -> None:
+    def __init__(self, store: Store, root_id: str, interval: float | None = None, *,
+                 fence: dict[str, int] | None = None) -> None:
         self.store, self.root_id = store, root_id
+        self.fence = {} if fence is None else fence  # the loop's (Recorder.fence): its beats are fenced the same
         self.interval = settings.heartbeat_interval() if interval is None else interval
         self.last = time.monotonic()
         self._stop = threading.Event()
@@ -50,10 +52,12 @@ class Heartbeat:
             if time.monotonic() - self.last < self.interval:
                 continue  # the loop's own batches carried one
             try:
-                self.store.write(Batch(resolution_updates={self.root_id: {"heartbeat_at": utcnow()}}))
+                self.store.write(Batch(resolution_updates={self.root_id: {"heartbeat_at": utcnow()}},
+                                       fence=dict(self.fence)))
             except ResolutionEnded as e:
-                # marked dead meanwhile: ``last`` stays as it was, so the loop's next write carries a beat
-                # (that write, refused the same way, stops the loop; none of its runs' updates lands)
+                # marked dead, or taken over by another driver (DriverReplaced), meanwhile: ``last`` stays as it was,
+                # so the loop's next write carries a beat (that write, refused the same way, stops the loop; none of
+                # its runs' updates lands)
                 log.warning("%s", e)
                 return
             except Exception as e:  # noqa: BLE001 - an outage the store already rode out: beat again later

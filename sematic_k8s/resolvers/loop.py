@@ -21,7 +21,14 @@ from collections import deque
 from typing import Any
 
 from sematic_k8s import caching, graph, serialization
-from sematic_k8s.errors import InfrastructureError, ResolutionCanceled, ResolutionEnded, ResolutionFailed, error_info
+from sematic_k8s.errors import (
+    DriverReplaced,
+    InfrastructureError,
+    ResolutionCanceled,
+    ResolutionEnded,
+    ResolutionFailed,
+    error_info,
+)
 from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.func import Func
 from sematic_k8s.future import Future
@@ -128,6 +135,8 @@ class ResolutionLoop:
         existing = self.store.get_resolution(preset) if preset else None
         if existing is not None and existing.state in graph.TERMINAL:
             raise ValueError(f"resolution {existing.id} already ended ({existing.state}): nothing to resume")
+        if existing is not None:  # before reading its runs: no earlier driver's write lands after that
+            self._take_over(existing.id)
         plan = self.planner.plan(root, existing)  # a driver restarted: pick up where it stopped
         self.root_id = plan.root_id
         self.forced, self.resumed = plan.forced, plan.resumed
@@ -139,9 +148,11 @@ class ResolutionLoop:
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)
-        self.heartbeat = Heartbeat(self.store, self.root_id)
+        self.heartbeat = Heartbeat(self.store, self.root_id, fence=self.recorder.fence)
         self.heartbeat.last = float("-inf")  # the first batch carries a beat
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
+        if existing is None:  # recorded (inserts only, which overwrite nothing): now this process is its driver
+            self._take_over(self.root_id)
         self.heartbeat.start()
         detached = False
         try:
@@ -149,6 +160,9 @@ class ResolutionLoop:
                 self._loop()
                 if self.cancel_asked or self.store.cancel_requested(self.root_id):  # an accepted cancel wins
                     raise self._canceled()
+            except DriverReplaced:  # the newer driver records it, and re-attached to the workers: leave them be
+                detached = True
+                raise
             except BaseException as e:
                 if self.detach_on_outage and transient(e):
                     detached = True
@@ -163,6 +177,11 @@ class ResolutionLoop:
             return self._finish()
         finally:
             self.heartbeat.stop()
+
+    def _take_over(self, resolution_id: str) -> None:
+        """Become the resolution's only writer (fencing): every batch this loop and its heartbeat write from now on
+        carries the epoch the store gave, and is refused (``DriverReplaced``) once another driver took it over."""
+        self.recorder.fence[resolution_id] = self.store.take_over(resolution_id)
 
     def _record_resolution(self, root: Future, settings_extra: dict[str, Any]) -> None:
         now = utcnow()

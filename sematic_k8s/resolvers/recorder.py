@@ -26,6 +26,7 @@ class Recorder:
         self.store, self.storage = store, storage
         self.inline_limit = inline_limit
         self.batch = Batch()
+        self.fence: dict[str, int] = {}  # resolution id -> the driver epoch this process took it over with
         self.known_artifacts: set[str] = set()
         self.written: set[str] = set()  # artifacts whose bytes this resolution computed and stored
         self.load = artifact_loader(storage, self._inline_bytes)
@@ -115,5 +116,6 @@ class Recorder:
         """Write the batch to the store; it is kept (and what follows joins it) until a write succeeds, so a
         store that gave up on an outage loses nothing (writes are idempotent: sending it again is harmless)."""
         if self.batch:
+            self.batch.fence.update(self.fence)
             self.store.write(self.batch)
             self.batch = Batch()

@@ -14,6 +14,10 @@ class Store(Protocol):
     def write(self, batch: Batch) -> None:
         """Apply a batch of inserts and updates atomically."""
 
+    def take_over(self, resolution_id: str) -> int:
+        """Become the resolution's only driver: its driver epoch bumped atomically, the new one returned, for
+        ``Batch.fence`` on every write that follows (those of earlier drivers are refused from now on)."""
+
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from sematic_k8s import serialization, settings
-from sematic_k8s.errors import ResolutionEnded, ServerError
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 API = "/api/v1"
 HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
 ENDED_HEADER = "X-Sematic-K8s-Ended"  # on a write refused as ResolutionEnded: "<resolution id> <state>"
+REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
 PAGE = 1000  # the server's largest page
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
@@ -103,6 +104,7 @@ def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
     def part(chunk: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {name: [] if name == "new_resolutions" else {} for name in _BATCH_SECTIONS}
+        out["fence"] = doc.get("fence") or {}  # every part is checked as the whole batch would be
         for name, item in chunk:
             if name == "new_resolutions":
                 out[name].append(item)
@@ -122,6 +124,7 @@ def batch_from_json(doc: dict[str, Any]) -> Batch:
         new_resolutions=[_with_datetimes(r) for r in doc.get("new_resolutions") or []],
         resolution_updates={k: _with_datetimes(v) for k, v in (doc.get("resolution_updates") or {}).items()},
         artifacts={k: _artifact_from_json(k, v) for k, v in (doc.get("artifacts") or {}).items()},
+        fence=dict(doc.get("fence") or {}),
     )
 
 
@@ -347,6 +350,9 @@ class HttpStore:
                               "to a key made with `sematic-k8s api-keys create NAME`", 401)
         if response.status_code == 404 and missing_ok:
             return None
+        replaced = (response.headers.get(REPLACED_HEADER) or "").split() if response.status_code == 409 else []
+        if len(replaced) == 2:
+            raise DriverReplaced(replaced[0], None if replaced[1] == "-" else parse_datetime(replaced[1]))
         ended = (response.headers.get(ENDED_HEADER) or "").split() if response.status_code == 409 else []
         if len(ended) == 2:
             raise ResolutionEnded(ended[0], ended[1], None)
@@ -369,6 +375,12 @@ class HttpStore:
         return str(doc["token"])
 
     # -- writes -----------------------------------------------------------------------------------
+
+    def take_over(self, resolution_id: str) -> int:
+        """:meth:`~sematic_k8s.store.sql.SqlStore.take_over`, by the server (a token: only its own resolution)."""
+        doc = self._request("POST", f"/store/take_over/{resolution_id}", content=b"{}",
+                            headers={"Content-Type": "application/json"})
+        return int(doc["driver_epoch"])
 
     def write(self, batch: Batch) -> None:
         """Record ``batch``: one request, or several in order when it is larger than :data:`WRITE_BYTES` or than

@@ -152,6 +152,8 @@ class Batch:
     ``clones`` (SQL stores only, see ``SqlStore.bulk_clones``): new run id -> a run of a rerun reused as it was
     recorded, copied inside the database from its ``original_run_id`` with the fields given here.
     ``hits``: new run id -> a new run that is a cache hit, whole (:class:`CachedRun`).
+    ``fence``: resolution id -> the driver epoch its writer took it over with (``SqlStore.take_over``): the store
+    refuses the whole batch when another driver took it over since (``DriverReplaced``). Checked, not written.
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -161,6 +163,7 @@ class Batch:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     clones: dict[str, dict[str, Any]] = field(default_factory=dict)
     hits: dict[str, CachedRun] = field(default_factory=dict)
+    fence: dict[str, int] = field(default_factory=dict)
 
     def add_run(self, run: RunRecord) -> None:
         """A new run: its fields, without those at their defaults (``RUN_DEFAULTS``, filled in when written:

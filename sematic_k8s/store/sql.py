@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord, ResolutionEnded
+from sematic_k8s.errors import CorruptRecord, DriverReplaced, ResolutionEnded
 from sematic_k8s.store import checkpoints, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
@@ -55,6 +55,9 @@ class ResolutionRow(Base):
     tags: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     note: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     heartbeat_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+    # fencing (SqlStore.take_over): bumped by each driver that takes it over, and when; not in ResolutionRecord
+    driver_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    driver_epoch_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
 
 
 class RunRow(Base):
@@ -268,32 +271,54 @@ class SqlStore:
             for hits in _chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
             self._update(conn, self._runs, batch.run_updates)
-            if batch.resolution_updates:
-                self._refuse_stale(conn, batch.resolution_updates)
+            if batch.resolution_updates or batch.fence:
+                self._refuse_stale(conn, batch.resolution_updates, batch.fence)
             self._update(conn, self._res, batch.resolution_updates)
 
-    def _refuse_stale(self, conn: sa.Connection, updates: dict[str, dict[str, Any]]) -> None:
-        """Raise :class:`ResolutionEnded` (the whole batch is not recorded) for a heartbeat or a change of state of a
-        resolution that has ended, unless it ends it the same way again (the same write sent again): the writes of
-        a resolver marked dead meanwhile (:meth:`expire_silent`) must not land beside the ``continue`` of it. (Other
-        fields, such as settings, are not a resolver's: they pass.)
+    def _refuse_stale(self, conn: sa.Connection, updates: dict[str, dict[str, Any]], fence: dict[str, int]) -> None:
+        """Refuse the whole batch (nothing of it is recorded) when its writer is stale:
 
-        On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates in id order (the order
-        :meth:`_update` takes them in): a sweeper's commit cannot fall between this check and the write, and a
-        sweeper's update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the
-        transaction holds the database's write lock from its start, :func:`_hold_write_lock`.)"""
+        - :class:`DriverReplaced` when it carries a driver epoch (``fence``: resolution id -> the epoch its driver
+          took over with, :meth:`take_over`) older than the resolution's: another driver took it over since;
+        - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, unless it
+          ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
+          (:meth:`expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
+          not a resolver's: they pass.)
+
+        On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates or fences in id order
+        (the order :meth:`_update` takes them in): a sweeper's or a takeover's commit cannot fall between this check
+        and the write, and a sweeper's update of a row read here waits for the write, then finds the fresh
+        heartbeat. (SQLite: the transaction holds the database's write lock from its start,
+        :func:`_hold_write_lock`.)"""
         writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
-        if not writer:
+        if not writer and not fence:
             return
         t = self._res
-        stmt = sa.select(t.c.id, t.c.state, t.c.error)
+        stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.driver_epoch, t.c.driver_epoch_at)
         if conn.dialect.name == "postgresql":
-            stmt = stmt.where(t.c.id.in_(sorted(updates))).order_by(t.c.id).with_for_update()
+            stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
         else:
-            stmt = stmt.where(t.c.id.in_(list(writer)), t.c.state.in_(ENDED))
-        for res_id, state, error in conn.execute(stmt):
+            stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_(ENDED)),
+                                     t.c.id.in_(list(fence))))
+        for res_id, state, error, epoch, epoch_at in conn.execute(stmt):
+            if res_id in fence and (epoch or 0) > fence[res_id]:
+                raise DriverReplaced(res_id, epoch_at)
             if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
                 raise ResolutionEnded(res_id, state, error)
+
+    def take_over(self, resolution_id: str) -> int:
+        """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
+        return the new one, which the driver's batches then carry (``Batch.fence``); those of any driver that took
+        it over before are refused from now on (:meth:`_refuse_stale`). LookupError when it is not recorded."""
+        t = self._res
+        stmt = (sa.update(t).where(t.c.id == resolution_id)
+                .values(driver_epoch=t.c.driver_epoch + 1, driver_epoch_at=utcnow()).returning(t.c.driver_epoch))
+        with self.engine.begin() as conn:
+            _hold_write_lock(conn)
+            epoch = conn.scalar(stmt)
+        if epoch is None:
+            raise LookupError(f"resolution {resolution_id} is not recorded: nothing to take over")
+        return int(epoch)
 
     @staticmethod
     def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

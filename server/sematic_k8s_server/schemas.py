@@ -193,10 +193,16 @@ class BatchIn(BaseModel):
     new_resolutions: list[dict[str, Any]] = Field(default_factory=list)
     resolution_updates: dict[str, dict[str, Any]] = Field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fence: dict[str, int] = Field(default_factory=dict, description="resolution id -> the driver epoch its writer "
+                                  "took it over with: refused (409) if another driver took it over since")
 
 
 class Written(BaseModel):
     ok: bool
+
+
+class TakenOver(BaseModel):
+    driver_epoch: int = Field(description="the epoch the calling driver now holds; its writes carry it in `fence`")
 
 
 # -- the dashboard's views: pipelines index, labels, a resolution's overview -----------------------------

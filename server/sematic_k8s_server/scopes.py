@@ -27,6 +27,7 @@ TOKEN_ROUTES = tuple((method, re.compile(path)) for method, path in (  # all a d
     ("GET", rf"/api/v1/artifacts/{_ID}(/data)?"),
     ("POST", r"/api/v1/store/(write|artifacts|cached)"),
     ("GET", rf"/api/v1/store/(runs_of_root|cached|cancel_requested)/{_ID}"),
+    ("POST", rf"/api/v1/store/take_over/{_ID}"),
 ))
 
 

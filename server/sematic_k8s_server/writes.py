@@ -3,7 +3,9 @@
 :func:`groups` merges batches, in the order they arrived, into as few as it can while keeping the outcome of
 writing them one after the other: inserts are "insert if absent" (the first one wins) and updates set fields
 (the last one wins), so they merge, except that a batch inserting a row that an earlier one updated starts a
-new group (merged, its insert would run before that update).
+new group (merged, its insert would run before that update), and so does one whose fence gives a resolution
+another driver epoch than the group's (merged, one driver's writes would be checked against the other's epoch). A
+merged group refused as stale is written again batch by batch, so a fence only ever refuses its own batch.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ def _joins(group: Batch, b: Batch) -> bool:
     ended = {r for r, fields in group.resolution_updates.items() if fields.get("state") in ENDED}
     return (not any(run_id in group.run_updates for run_id in b.new_runs)
             and not any(res.get("id") in group.resolution_updates for res in b.new_resolutions)
+            and all(group.fence.get(r, epoch) == epoch for r, epoch in b.fence.items())
             # a resolution's end refuses what follows it, so neither merges with another change of its state
             and not any(r in ended or (r in group.resolution_updates and "state" in fields)
                         for r, fields in b.resolution_updates.items()))
 
 
 def _merge(group: Batch, b: Batch) -> None:
+    group.fence.update(b.fence)
     present = {res.get("id") for res in group.new_resolutions}
     group.new_resolutions.extend(res for res in b.new_resolutions if res.get("id") not in present)
     for target, source in ((group.artifacts, b.artifacts), (group.new_runs, b.new_runs)):

@@ -11,12 +11,12 @@ import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
-from sematic_k8s.errors import ResolutionEnded
-from sematic_k8s.store.http import ENDED_HEADER, batch_from_json
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded
+from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER, batch_from_json
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
 from sematic_k8s_server import schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
-from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, not_found
 from sematic_k8s_server.state import Server
 
 FIELDS = {
@@ -59,11 +59,34 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
     except sqlalchemy.exc.IntegrityError as e:
         raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
     except ResolutionEnded as e:  # the HTTP store raises it again from the header
-        raise HTTPException(409, str(e), headers={ENDED_HEADER: f"{e.resolution_id} {e.state}"}) from None
+        raise _refused(e) from None
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
         raise HTTPException(422, f"bad batch: {e.orig}") from None
+
+
+def _refused(e: ResolutionEnded) -> HTTPException:
+    """The 409 of a write refused as stale, with the header the HTTP store raises it again from."""
+    if isinstance(e, DriverReplaced):
+        at = e.taken_at.isoformat() if e.taken_at is not None else "-"
+        return HTTPException(409, str(e), headers={REPLACED_HEADER: f"{e.resolution_id} {at}"})
+    return HTTPException(409, str(e), headers={ENDED_HEADER: f"{e.resolution_id} {e.state}"})
+
+
+@router.post("/take_over/{resolution_id}", response_model=schemas.TakenOver, responses=NOT_FOUND,
+             summary="Become the resolution's only driver (fencing): its driver epoch, bumped")
+def take_over(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
+    """A driver starting or resuming a resolution takes it over: the writes of the drivers before it (which carry
+    older epochs in ``fence``) are refused from now on. A token may take over only its own resolution."""
+    if caller.is_token and caller.resolution_id != resolution_id:
+        raise HTTPException(403, f"{caller.name}'s token may not take over resolution {resolution_id}: it records "
+                                 "only its own resolution")
+    try:
+        with srv.write_lock:
+            return {"driver_epoch": srv.store.take_over(resolution_id)}
+    except LookupError:
+        raise not_found("resolution", resolution_id) from None
 
 
 def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Batch:

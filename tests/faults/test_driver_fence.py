@@ -1,0 +1,112 @@
+"""Two drivers of one resolution at once (a replacement driver pod started while the first, cut off from the
+cluster, still runs; a driver started by hand): the newer one takes the resolution over (fencing), the older one's
+writes are refused from then on and it stops, saying so, without touching the workers; the resolution finishes
+once, to its value, every record after the takeover written by the newer driver.
+
+Both drivers are real processes (``python -m sematic_k8s.driver`` with worker processes) on one SQLite database.
+Who wrote what is read from the database itself: triggers log every insert and update of a run or resolution with
+the writing process's name (each driver's connections define ``audit_writer()``, :mod:`audited_driver`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import fault_pipelines as fp
+from sematic_k8s import serialization
+from sematic_k8s.settings import DRIVER_ENV
+from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store import sql_store
+from waiting import wait_for
+
+HERE = Path(__file__).parent
+AUDIT = """
+CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, writer TEXT, kind TEXT, id TEXT, old_state TEXT,
+                    state TEXT);
+CREATE TRIGGER audit_new_run AFTER INSERT ON runs BEGIN
+  INSERT INTO audit (writer, kind, id, state) VALUES (audit_writer(), 'run', NEW.id, NEW.state); END;
+CREATE TRIGGER audit_run AFTER UPDATE ON runs BEGIN
+  INSERT INTO audit (writer, kind, id, old_state, state) VALUES (audit_writer(), 'run', NEW.id, OLD.state,
+                                                                 NEW.state); END;
+CREATE TRIGGER audit_new_resolution AFTER INSERT ON resolutions BEGIN
+  INSERT INTO audit (writer, kind, id, state) VALUES (audit_writer(), 'resolution', NEW.id, NEW.state); END;
+CREATE TRIGGER audit_resolution AFTER UPDATE ON resolutions BEGIN
+  INSERT INTO audit (writer, kind, id, old_state, state) VALUES (audit_writer(), 'resolution', NEW.id, OLD.state,
+                                                                 NEW.state); END;
+"""
+REPLACED = re.compile(r"another driver took over resolution [0-9a-f]+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: "
+                      r"this one stops")
+
+
+def _spec(root: object, storage: LocalStorage, root_id: str) -> DriverSpec:
+    s = serialization.serialize(root)
+    storage.put(artifact_key(s.id), s.payload)
+    return DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage_url(storage),
+                      image="127.0.0.1:5000/none@sha256:" + "0" * 64, build_hash="h" * 64, executor="process",
+                      resolution=ResolutionSettings(root_id=root_id, max_parallelism=8))
+
+
+def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path):
+    storage = LocalStorage(tmp_path / "storage")
+    db = tmp_path / "db.sqlite3"
+    store = sql_store(f"sqlite:///{db}")  # migrated: the audit triggers go on the store's tables
+    with sqlite3.connect(db) as conn:
+        conn.executescript(AUDIT)
+    gate = str(tmp_path / "gate")
+    f = fp.remote_gated(4, gate)
+    spec = _spec(f, storage, f.id)
+    env = {**os.environ, "SEMATIC_K8S_DB_URL": f"sqlite:///{db}", DRIVER_ENV: spec.to_json(),
+           "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), str(HERE), str(HERE.parent / "support")])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+
+    def driver(name: str) -> subprocess.Popen:
+        with open(tmp_path / f"{name}.log", "w") as log:
+            return subprocess.Popen([sys.executable, "-m", "audited_driver"], env={**env, "AUDIT_WRITER": name},
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+    def said(name: str) -> str:
+        return (tmp_path / f"{name}.log").read_text()
+
+    first = driver("first")
+    second = None
+    try:
+        started = Path(gate + ".started")  # the gated worker writes its pid there
+        wait_for(lambda: started.exists() or first.poll() is not None, 120, what="the first driver's gated worker")
+        assert first.poll() is None, said("first")
+        first_worker = started.read_text()
+        second = driver("second")  # the first still runs: its gated worker waits
+        wait_for(lambda: started.read_text() not in ("", first_worker) or second.poll() is not None, 120,
+                 what="the second driver's gated worker")
+        Path(gate).touch()  # the workers of both may end now
+        codes = [p.wait(180) for p in (first, second)]
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+    with sqlite3.connect(db) as conn:
+        audit = conn.execute("SELECT seq, writer, kind, id, old_state, state FROM audit ORDER BY seq").fetchall()
+    took_over = next(seq for seq, writer, *_ in audit if writer == "second")
+    late = [row for row in audit if row[0] > took_over and row[1] != "second"]
+    assert late == [], f"the first driver wrote after the second took over: {late}"
+    assert codes == [DRIVER_EXIT_REPLACED, 0], (codes, said("first"), said("second"))
+    assert REPLACED.fullmatch(said("first").strip().splitlines()[-1]), said("first")  # its last word: why
+
+    res = store.get_resolution(f.id)
+    assert res is not None and res.state == "resolved", res
+    assert store.get_artifact(store.get_run(f.id).output_id).summary == (4 + 1) + (1 + 1)
+    runs = store.runs_of_root(f.id)
+    assert {r.state for r in runs} == {"resolved"} and len(runs) == 5  # the same runs, none twice
+    ends = [row for row in audit if row[2] == "resolution" and row[5] == "resolved" and row[4] != "resolved"]
+    assert len(ends) == 1 and ends[0][1] == "second", ends  # it finished once, recorded by the newer driver
+    gated = next(r for r in runs if r.func_name == "remote_wait_for")  # running at the takeover: ended by the newer
+    assert [row[1] for row in audit if row[3] == gated.id and row[5] == "resolved"] == ["second"]
