@@ -283,9 +283,10 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
     assert job.metadata.name == name == f"sk-driver-{spec.root_id}"
     assert job.spec.backoff_limit == 3  # a driver that dies is started again and resumes
-    evicted, failed = job.spec.pod_failure_policy.rules  # one that exits 1 (its resolution failed) is not
+    evicted, failed, replaced = job.spec.pod_failure_policy.rules  # one that exits 1 (its resolution failed) is not
     assert evicted.action == "Ignore" and evicted.on_pod_conditions[0].type == "DisruptionTarget"
     assert failed.action == "FailJob" and failed.on_exit_codes.values == [1]
+    assert replaced.action == "Ignore" and replaced.on_exit_codes.values == [76]  # another driver took over
     pod = job.spec.template.spec
     assert pod.service_account_name == "sk-driver" and pod.containers[0].image == IMAGE
     env_vars = {e.name: e for e in pod.containers[0].env}

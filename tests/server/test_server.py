@@ -309,6 +309,7 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/store/artifacts": {"post"},
     "/api/v1/store/cached": {"post"},
     "/api/v1/store/cancel_requested/{resolution_id}": {"get"},
+    "/api/v1/store/take_over/{resolution_id}": {"post"},
     "/api/v1/pipelines": {"get"},
     "/api/v1/resolutions/{resolution_id}/labels": {"post"},
     "/api/v1/resolutions/{resolution_id}/overview": {"get"},
