@@ -3,9 +3,10 @@ cluster, still runs; a driver started by hand): the newer one takes the resoluti
 writes are refused from then on and it stops, saying so, without touching the workers; the resolution finishes
 once, to its value, every record after the takeover written by the newer driver.
 
-Both drivers are real processes (``python -m sematic_k8s.driver`` with worker processes) on one SQLite database.
-Who wrote what is read from the database itself: triggers log every insert and update of a run or resolution with
-the writing process's name (each driver's connections define ``audit_writer()``, :mod:`audited_driver`)."""
+Both drivers are real processes (``python -m sematic_k8s.driver`` with worker processes), on one SQLite database,
+and through two server processes (replicas) on one PostgreSQL database. Who wrote what is read from the database
+itself: triggers log every insert and update of a run or resolution with the writer's name (SQLite: each driver's
+connections define ``audit_writer()``, :mod:`audited_driver`; PostgreSQL: each server's ``application_name``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fault_pipelines as fp
+from outages import ServerProcess
 from sematic_k8s import serialization
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
@@ -24,6 +28,7 @@ from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
+from sematic_k8s.store.sql import SqlStore
 from waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -41,6 +46,17 @@ CREATE TRIGGER audit_resolution AFTER UPDATE ON resolutions BEGIN
   INSERT INTO audit (writer, kind, id, old_state, state) VALUES (audit_writer(), 'resolution', NEW.id, OLD.state,
                                                                  NEW.state); END;
 """
+PG_AUDIT = """
+CREATE TABLE audit (seq BIGSERIAL PRIMARY KEY, writer TEXT, kind TEXT, id TEXT, old_state TEXT, state TEXT);
+CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO audit (writer, kind, id, old_state, state) VALUES (current_setting('application_name'), TG_ARGV[0],
+    NEW.id, CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state);
+  RETURN NULL; END $$;
+CREATE TRIGGER audit_runs AFTER INSERT OR UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION audit_row('run');
+CREATE TRIGGER audit_resolutions AFTER INSERT OR UPDATE ON resolutions FOR EACH ROW
+  EXECUTE FUNCTION audit_row('resolution');
+"""
+AUDITED = "SELECT seq, writer, kind, id, old_state, state FROM audit ORDER BY seq"
 REPLACED = re.compile(r"another driver took over resolution [0-9a-f]+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: "
                       r"this one stops")
 
@@ -53,23 +69,22 @@ def _spec(root: object, storage: LocalStorage, root_id: str) -> DriverSpec:
                       resolution=ResolutionSettings(root_id=root_id, max_parallelism=8))
 
 
-def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path):
+def _two_drivers(tmp_path: Path, env: dict[str, dict[str, str]], store: Any,
+                 audit: Callable[[], list[tuple]]) -> None:
+    """Start the driver "first" of a resolution with a gated step, then, while its worker waits at the gate, the
+    driver "second" of the same resolution (``env``: each one's environment beside the common one); open the gate
+    once the second re-launched that step; check what each did and wrote (``audit``: the audit table's rows)."""
     storage = LocalStorage(tmp_path / "storage")
-    db = tmp_path / "db.sqlite3"
-    store = sql_store(f"sqlite:///{db}")  # migrated: the audit triggers go on the store's tables
-    with sqlite3.connect(db) as conn:
-        conn.executescript(AUDIT)
     gate = str(tmp_path / "gate")
     f = fp.remote_gated(4, gate)
-    spec = _spec(f, storage, f.id)
-    env = {**os.environ, "SEMATIC_K8S_DB_URL": f"sqlite:///{db}", DRIVER_ENV: spec.to_json(),
-           "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
-           "PYTHONPATH": os.pathsep.join([os.getcwd(), str(HERE), str(HERE.parent / "support")])}
-    env.pop("SEMATIC_K8S_SERVER", None)
+    common = {**os.environ, DRIVER_ENV: _spec(f, storage, f.id).to_json(), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
+              "PYTHONPATH": os.pathsep.join([os.getcwd(), str(HERE), str(HERE.parent / "support")])}
+    for name in ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_API_KEY", "SEMATIC_K8S_DB_URL"):
+        common.pop(name, None)
 
     def driver(name: str) -> subprocess.Popen:
         with open(tmp_path / f"{name}.log", "w") as log:
-            return subprocess.Popen([sys.executable, "-m", "audited_driver"], env={**env, "AUDIT_WRITER": name},
+            return subprocess.Popen([sys.executable, "-m", "audited_driver"], env={**common, **env[name]},
                                     stdout=log, stderr=subprocess.STDOUT)
 
     def said(name: str) -> str:
@@ -79,9 +94,9 @@ def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path)
     second = None
     try:
         started = Path(gate + ".started")  # the gated worker writes its pid there
-        wait_for(lambda: started.exists() or first.poll() is not None, 120, what="the first driver's gated worker")
+        first_worker = wait_for(lambda: (started.exists() and started.read_text()) or first.poll() is not None, 120,
+                                what="the first driver's gated worker")
         assert first.poll() is None, said("first")
-        first_worker = started.read_text()
         second = driver("second")  # the first still runs: its gated worker waits
         wait_for(lambda: started.read_text() not in ("", first_worker) or second.poll() is not None, 120,
                  what="the second driver's gated worker")
@@ -93,10 +108,9 @@ def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path)
                 p.kill()
                 p.wait()
 
-    with sqlite3.connect(db) as conn:
-        audit = conn.execute("SELECT seq, writer, kind, id, old_state, state FROM audit ORDER BY seq").fetchall()
-    took_over = next(seq for seq, writer, *_ in audit if writer == "second")
-    late = [row for row in audit if row[0] > took_over and row[1] != "second"]
+    rows = audit()
+    took_over = next(seq for seq, writer, *_ in rows if writer == "second")  # its first write: the takeover
+    late = [row for row in rows if row[0] > took_over and row[1] != "second"]
     assert late == [], f"the first driver wrote after the second took over: {late}"
     assert codes == [DRIVER_EXIT_REPLACED, 0], (codes, said("first"), said("second"))
     assert REPLACED.fullmatch(said("first").strip().splitlines()[-1]), said("first")  # its last word: why
@@ -106,7 +120,45 @@ def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path)
     assert store.get_artifact(store.get_run(f.id).output_id).summary == (4 + 1) + (1 + 1)
     runs = store.runs_of_root(f.id)
     assert {r.state for r in runs} == {"resolved"} and len(runs) == 5  # the same runs, none twice
-    ends = [row for row in audit if row[2] == "resolution" and row[5] == "resolved" and row[4] != "resolved"]
+    ends = [row for row in rows if row[2] == "resolution" and row[5] == "resolved" and row[4] != "resolved"]
     assert len(ends) == 1 and ends[0][1] == "second", ends  # it finished once, recorded by the newer driver
     gated = next(r for r in runs if r.func_name == "remote_wait_for")  # running at the takeover: ended by the newer
-    assert [row[1] for row in audit if row[3] == gated.id and row[5] == "resolved"] == ["second"]
+    assert [row[1] for row in rows if row[3] == gated.id and row[5] == "resolved"] == ["second"]
+
+
+def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    store = sql_store(f"sqlite:///{db}")  # migrated: the audit triggers go on the store's tables
+    with sqlite3.connect(db) as conn:
+        conn.executescript(AUDIT)
+
+    def audit() -> list[tuple]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(AUDITED).fetchall()
+
+    env = {name: {"SEMATIC_K8S_DB_URL": f"sqlite:///{db}", "AUDIT_WRITER": name} for name in ("first", "second")}
+    _two_drivers(tmp_path, env, store, audit)
+
+
+def test_two_drivers_through_two_servers_on_postgres(tmp_path, postgres_url):
+    """The same through the server: each driver records through a server process of its own (replicas over one
+    PostgreSQL database); the server checks each write's fence in the write's transaction."""
+    store = SqlStore(postgres_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(PG_AUDIT)
+    servers = {name: ServerProcess(tmp_path, db_url=f"{postgres_url}?application_name={name}")
+               for name in ("first", "second")}
+    try:
+        for server in servers.values():
+            server.start()
+
+        def audit() -> list[tuple]:
+            with store.engine.connect() as conn:
+                return [tuple(row) for row in conn.exec_driver_sql(AUDITED)]
+
+        env = {name: {"SEMATIC_K8S_SERVER": server.url, "AUDIT_WRITER": name} for name, server in servers.items()}
+        _two_drivers(tmp_path, env, store, audit)
+    finally:
+        for server in servers.values():
+            server.stop()
+        store.close()
