@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sematic_k8s.errors import ResolutionEnded
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded
 from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import Base, SqlStore
@@ -83,6 +83,23 @@ def test_only_the_faulty_batch_of_a_merged_write_fails(tmp_path) -> None:
     assert errors[0] is None and errors[2] is None and errors[3] is None
     assert isinstance(errors[1], sa.exc.IntegrityError)
     assert {r.id for r in store.runs_of_root("r0")} == {"g0", "g1", "g2"}
+
+
+def test_batches_of_two_drivers_are_not_merged_and_only_the_older_ones_refused(tmp_path) -> None:
+    """Requests of an older and a newer driver of one resolution (different fences) arriving together: never one
+    transaction (checked against one epoch, the older driver's writes would pass), the older one's refused alone."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
+    store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": NOW}],
+                      new_runs={r: _new_run(r, "f") for r in RUN_IDS}))
+    older = store.take_over("r0")
+    newer = store.take_over("r0")
+    stale = Batch(run_updates={"a1": {"state": "resolved"}}, fence={"r0": older})
+    fresh = Batch(run_updates={"a2": {"state": "resolved"}}, fence={"r0": newer})
+    other = Batch(run_updates={"a3": {"state": "running"}})  # not fenced (e.g. the CloudResolver following it)
+    assert len(groups([stale, fresh])) == 2
+    errors = write_all(store.write, [fresh, other, stale])  # fresh and other merge; stale does not
+    assert errors[:2] == [None, None] and isinstance(errors[2], DriverReplaced)
+    assert {r.id: r.state for r in store.runs_of_root("r0")} == {"a1": "created", "a2": "resolved", "a3": "running"}
 
 
 def _batch_body(b: Batch) -> bytes:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.errors import ServerError
+from sematic_k8s.errors import DriverReplaced, ServerError
 from sematic_k8s.store.http import HttpStore, batch_from_json, batch_to_json, dumps
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -154,6 +154,29 @@ def test_a_batch_over_the_servers_request_cap_lands_in_parts(tmp_path, monkeypat
         with pytest.raises(ServerError, match="--max-request-mb") as info:
             store.write(_runs_batch("cc" * 16, 1, source="y" * 100_000))
         assert info.value.status == 413
+        store.close()
+
+
+def test_a_stale_drivers_batch_is_refused_in_every_part(tmp_path, monkeypatch) -> None:
+    """A batch sent in parts carries its fence in each: once another driver took the resolution over, no part of
+    the older driver's batch is recorded (it is told DriverReplaced, with the takeover's time)."""
+    from sematic_k8s.store import http
+
+    monkeypatch.setattr(http, "WRITE_BYTES", 16 * 1024)
+    with serve(tmp_path) as s:
+        store = HttpStore(s.url, s.key)
+        store.write(_runs_batch("dd" * 16, 1))
+        older = store.take_over("dd" * 16)
+        assert store.take_over("dd" * 16) == older + 1  # a second driver, through the server too
+        batch = _runs_batch("ee" * 16, 200)  # ~75 KB: sent in parts
+        batch.update_run(f"dd{0:030x}", state="resolved")
+        batch.fence = {"dd" * 16: older}
+        with pytest.raises(DriverReplaced, match=r"another driver took over resolution d+ at .* UTC: this one stops"):
+            store.write(batch)
+        assert s.store.runs_of_root("ee" * 16) == [] and s.store.get_run(f"dd{0:030x}").state == "running"
+        batch.fence = {"dd" * 16: older + 1}  # the newer driver's
+        store.write(batch)
+        assert len(s.store.runs_of_root("ee" * 16)) == 200 and s.store.get_run(f"dd{0:030x}").state == "resolved"
         store.close()
 
 
