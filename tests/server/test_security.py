@@ -428,8 +428,9 @@ def test_a_token_records_only_its_own_resolution_and_ends_with_it(served) -> Non
                 r = c.get(path)
                 assert r.status_code == 403 and r.json()["detail"], (path, r.text)
             for path in (f"/api/v1/resolutions/{original}/rerun", f"/api/v1/resolutions/{other}/cancel",
-                         f"/api/v1/resolutions/{uuid.uuid4().hex}/token"):
+                         f"/api/v1/resolutions/{uuid.uuid4().hex}/token", f"/api/v1/store/take_over/{other}"):
                 assert post_json(c, path, {}).status_code == 403, path
+            assert driver.take_over(own) == 1  # its own: it becomes its driver
             r = c.get("/api/v1/pipelines")  # any endpoint a driver does not need, present or future: refused
             assert r.status_code == 403 and "needs an API key" in r.json()["detail"]
         assert user.get_run(other_run).state == "running"  # nothing of it changed
