@@ -169,7 +169,10 @@ class ResolutionLoop:
                     log.warning("resolution %s: %s: %s; leaving it to a restarted driver", self.root_id,
                                 type(e).__name__, e)
                     raise
-                self._abort(e)
+                replaced = self._abort(e)
+                if replaced is not None:  # taken over meanwhile: the workers are the newer driver's now
+                    detached = True
+                    raise replaced from e
                 raise
             finally:
                 detach = getattr(self.executor, "detach", None) if detached else None
@@ -563,13 +566,15 @@ class ResolutionLoop:
             self.failed_exc = exc
             self.timers.clear()
 
-    def _abort(self, exc: BaseException) -> None:
-        """Interrupted (Ctrl-C, or an internal error): cancel what is left and record it."""
+    def _abort(self, exc: BaseException) -> DriverReplaced | None:
+        """Interrupted (Ctrl-C, or an internal error): record the end, then cancel what is left. Unless another
+        driver took the resolution over meanwhile (returned): then nothing is recorded nor canceled."""
         now = utcnow()
-        self.executor.cancel(self._transition(None, CANCELED, ended_at=now))
+        unfinished = self._transition(None, CANCELED, ended_at=now)
         if isinstance(exc, ResolutionEnded):  # ended by another process: nothing of this one's may be recorded
             self.recorder.discard()
-            return
+            self.executor.cancel(unfinished)
+            return None
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, InfrastructureError):
@@ -577,8 +582,12 @@ class ResolutionLoop:
         self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now, "error": error}
         try:
             self._flush()
+        except DriverReplaced as replaced:
+            return replaced
         except Exception:
             log.exception("could not record the end of resolution %s", self.root_id)
+        self.executor.cancel(unfinished)
+        return None
 
     def _finish(self) -> Any:
         root = self.graph.nodes[self.root_id]

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import fault_pipelines as fp
 from outages import ServerProcess
@@ -69,11 +72,13 @@ def _spec(root: object, storage: LocalStorage, root_id: str) -> DriverSpec:
                       resolution=ResolutionSettings(root_id=root_id, max_parallelism=8))
 
 
-def _two_drivers(tmp_path: Path, env: dict[str, dict[str, str]], store: Any,
-                 audit: Callable[[], list[tuple]]) -> None:
+def _two_drivers(tmp_path: Path, env: dict[str, dict[str, str]], store: Any, audit: Callable[[], list[tuple]],
+                 *, interrupt: bool = False) -> None:
     """Start the driver "first" of a resolution with a gated step, then, while its worker waits at the gate, the
     driver "second" of the same resolution (``env``: each one's environment beside the common one); open the gate
-    once the second re-launched that step; check what each did and wrote (``audit``: the audit table's rows)."""
+    once the second re-launched that step; check what each did and wrote (``audit``: the audit table's rows).
+    ``interrupt``: the first, whose heartbeat is slow (it would write nothing for 30 s), gets Ctrl-C (SIGINT) once
+    the second took over, so that it stops on the way that records the end of a resolution and cancels its runs."""
     storage = LocalStorage(tmp_path / "storage")
     gate = str(tmp_path / "gate")
     f = fp.remote_gated(4, gate)
@@ -100,6 +105,9 @@ def _two_drivers(tmp_path: Path, env: dict[str, dict[str, str]], store: Any,
         second = driver("second")  # the first still runs: its gated worker waits
         wait_for(lambda: started.read_text() not in ("", first_worker) or second.poll() is not None, 120,
                  what="the second driver's gated worker")
+        if interrupt:
+            first.send_signal(signal.SIGINT)
+            first.wait(60)
         Path(gate).touch()  # the workers of both may end now
         codes = [p.wait(180) for p in (first, second)]
     finally:
@@ -126,7 +134,8 @@ def _two_drivers(tmp_path: Path, env: dict[str, dict[str, str]], store: Any,
     assert [row[1] for row in rows if row[3] == gated.id and row[5] == "resolved"] == ["second"]
 
 
-def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path):
+@pytest.mark.parametrize("interrupt", [False, True], ids=["writing", "interrupted"])
+def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path, interrupt):
     db = tmp_path / "db.sqlite3"
     store = sql_store(f"sqlite:///{db}")  # migrated: the audit triggers go on the store's tables
     with sqlite3.connect(db) as conn:
@@ -137,7 +146,9 @@ def test_a_second_driver_takes_the_resolution_over_and_the_first_stops(tmp_path)
             return conn.execute(AUDITED).fetchall()
 
     env = {name: {"SEMATIC_K8S_DB_URL": f"sqlite:///{db}", "AUDIT_WRITER": name} for name in ("first", "second")}
-    _two_drivers(tmp_path, env, store, audit)
+    if interrupt:
+        env["first"]["SEMATIC_K8S_HEARTBEAT_INTERVAL"] = "60"
+    _two_drivers(tmp_path, env, store, audit, interrupt=interrupt)
 
 
 def test_two_drivers_through_two_servers_on_postgres(tmp_path, postgres_url):
