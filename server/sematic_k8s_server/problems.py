@@ -42,8 +42,14 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     """422 with one line per problem (``query parameter 'limit': ...``) and the details under ``errors``."""
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    return problem(422, "; ".join(_describe(e) for e in errors) or "invalid request",
-                   errors=jsonable_encoder(errors, custom_encoder={Exception: str}))
+    described = "; ".join(_describe(e) for e in errors[:MAX_DESCRIBED]) or "invalid request"
+    if len(errors) > MAX_DESCRIBED:
+        described += f"; and {len(errors) - MAX_DESCRIBED} more (see errors)"
+    return problem(422, described, errors=jsonable_encoder(errors[:MAX_ERRORS], custom_encoder={Exception: str}))
+
+
+MAX_DESCRIBED, MAX_ERRORS = 5, 100  # a body with a million bad fields gets a short answer
+_MESSAGES = {"extra_forbidden": "not a field of this record, or one that may not be changed"}
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -51,7 +57,8 @@ def _describe(error: dict[str, Any]) -> str:
     where = {"query": "query parameter", "path": "path parameter", "body": "body field",
              "header": "header"}.get(loc[0], loc[0]) if loc else "request"
     name = ".".join(loc[1:])
-    return f"{where} {name!r}: {error.get('msg', 'invalid')}" if name else f"{where}: {error.get('msg', 'invalid')}"
+    message = _MESSAGES.get(error.get("type", ""), error.get("msg", "invalid"))
+    return f"{where} {name!r}: {message}" if name else f"{where}: {message}"
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, with_config
+from typing_extensions import NotRequired, TypedDict
 
 HEX_ID = r"^[0-9a-f]{1,64}$"
 SHA256 = r"^[0-9a-f]{64}$"
+TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
+MAX_NOTE = 10_000
 
 
 class _Record(BaseModel):
@@ -185,16 +188,119 @@ class CancelRequested(BaseModel):
     cancel_requested: bool
 
 
-class BatchIn(BaseModel):
-    """Writes applied in one transaction (sematic_k8s.store.records.Batch as JSON)."""
+# -- a batch's records, as clients write them: each field of its type, within its column's size; no other field --
 
-    new_runs: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    run_updates: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    new_resolutions: list[dict[str, Any]] = Field(default_factory=list)
-    resolution_updates: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    artifacts: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    fence: dict[str, int] = Field(default_factory=dict, description="resolution id -> the driver epoch its writer "
-                                  "took it over with: refused (409) if another driver took it over since")
+Id = Annotated[str, StringConstraints(pattern=HEX_ID)]
+ArtifactKey = Annotated[str, StringConstraints(pattern=SHA256)]
+Timestamp = str | None  # ISO 8601, parsed (and refused when it is not one) by batch_from_json
+Text16 = Annotated[str, StringConstraints(max_length=16)]  # the lengths of the database's columns
+Text64 = Annotated[str, StringConstraints(max_length=64)]
+Text256 = Annotated[str, StringConstraints(max_length=256)]
+Text512 = Annotated[str, StringConstraints(max_length=512)]
+Note = Annotated[str, StringConstraints(max_length=MAX_NOTE)]
+
+
+RunState = Literal["created", "scheduled", "running", "resolved", "failed", "canceled"]
+ResolutionState = Literal["running", "canceling", "resolved", "failed", "canceled"]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _RunFields(TypedDict, total=False):
+    parent_id: Id | None
+    input_refs: dict[str, Any]
+    inputs: dict[str, ArtifactKey]
+    output_ref: Any
+    output_id: ArtifactKey | None
+    cache_key: ArtifactKey | None
+    cached_from: Id | None
+    original_run_id: Id | None
+    source_hash: Text64 | None
+    source_file: str | None
+    source_text: str | None
+    settings: dict[str, Any]
+    error: dict[str, Any] | None
+    attempts: Annotated[int, Field(ge=0)]
+    notes: dict[str, Any]
+    created_at: Timestamp
+    started_at: Timestamp
+    ended_at: Timestamp
+
+
+@with_config(ConfigDict(extra="forbid"))
+class RunUpdate(_RunFields, total=False):
+    """Fields of a recorded run to set (never its id or its resolution)."""
+
+    func_path: Text512
+    func_name: Text256
+    state: RunState
+
+
+@with_config(ConfigDict(extra="forbid"))
+class NewRun(_RunFields):
+    """A new run: the fields of ``RunOut``."""
+
+    id: Id
+    root_id: Id
+    func_path: Text512
+    func_name: Text256
+    state: RunState
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _ResolutionFields(TypedDict, total=False):
+    settings: dict[str, Any]
+    rerun_of: Id | None
+    image: Text512 | None
+    build_hash: Text64 | None
+    error: str | None
+    created_at: Timestamp
+    ended_at: Timestamp
+    tags: list[Annotated[str, StringConstraints(pattern=TAG)]] | None
+    note: Note | None
+    heartbeat_at: Timestamp
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ResolutionUpdate(_ResolutionFields, total=False):
+    """Fields of a recorded resolution to set (never its id)."""
+
+    root_func_path: Text512
+    state: ResolutionState
+
+
+@with_config(ConfigDict(extra="forbid"))
+class NewResolution(_ResolutionFields):
+    """A new resolution: the fields of ``ResolutionOut``."""
+
+    id: Id
+    root_func_path: Text512
+    state: ResolutionState
+
+
+@with_config(ConfigDict(extra="forbid"))
+class NewArtifact(TypedDict):
+    """An artifact's record; ``inline``: its bytes in base64, checked against its id."""
+
+    id: ArtifactKey
+    format: Text16
+    type_name: Text512
+    summary: NotRequired[Any]
+    size: Annotated[int, Field(ge=0)]
+    created_at: NotRequired[Timestamp]
+    inline: NotRequired[str | None]
+
+
+class BatchIn(BaseModel):
+    """Writes applied in one transaction (sematic_k8s.store.records.Batch as JSON): new records keyed by their
+    id, and the fields to set on recorded ones."""
+
+    new_runs: dict[Id, NewRun] = Field(default_factory=dict)
+    run_updates: dict[Id, RunUpdate] = Field(default_factory=dict)
+    new_resolutions: list[NewResolution] = Field(default_factory=list)
+    resolution_updates: dict[Id, ResolutionUpdate] = Field(default_factory=dict)
+    artifacts: dict[ArtifactKey, NewArtifact] = Field(default_factory=dict)
+    fence: dict[Id, int] = Field(default_factory=dict, description="resolution id -> the driver epoch its writer "
+                                 "took it over with: refused (409) if another driver took it over since")
 
 
 class Written(BaseModel):
@@ -206,9 +312,6 @@ class TakenOver(BaseModel):
 
 
 # -- the dashboard's views: pipelines index, labels, a resolution's overview -----------------------------
-
-TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
-MAX_NOTE = 10_000
 
 
 class ResolutionWithCounts(ResolutionOut):

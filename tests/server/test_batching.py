@@ -107,7 +107,7 @@ def _batch_body(b: Batch) -> bytes:
 
 
 def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
-    """200 requests at once, one of them conflicting with the schema: that one gets 409, every other one is
+    """200 requests at once, one of them refused (a required field null): that one gets 422, every other one is
     recorded; a revoked key among them gets 401 while the others pass."""
     with serve(tmp_path) as s, httpx.Client(base_url=s.url, headers={"X-API-Key": s.admin_key}) as admin:
         root = uuid.uuid4().hex
@@ -123,7 +123,7 @@ def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
         admin.post(f"/api/v1/api-keys/{revoked['id']}/revoke", json={}).raise_for_status()
         bodies = [(s.key, _batch_body(Batch(run_updates={r: {"state": "running"}}))) for r in ids]
         bodies[50] = (s.key, _batch_body(Batch(new_runs={"bad": {**_new_run("bad", "f"), "root_id": root,
-                                                                 "func_name": None}})))
+                                                                 "func_name": None}})))  # 'bad': not an id
         bodies[120] = (revoked["key"], _batch_body(Batch(run_updates={ids[120]: {"state": "running"}})))
         start = threading.Barrier(50)
 
@@ -138,7 +138,7 @@ def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
 
         with ThreadPoolExecutor(50) as pool:
             codes = list(pool.map(send, bodies))
-        assert codes[50] == 409 and codes[120] == 401
+        assert codes[50] == 422 and codes[120] == 401
         assert all(code == 200 for i, code in enumerate(codes) if i not in (50, 120))
         states = {r.id: r.state for r in s.store.runs_of_root(root)}
         assert "bad" not in states and states[ids[120]] == "created"
@@ -211,14 +211,16 @@ def test_the_write_fast_path_answers_as_the_route_does(tmp_path: Path) -> None:
         r = c.post("/api/v1/store/write", json={"new_runs": ["a list"]})
         assert r.status_code == 422 and "body field 'new_runs'" in r.json()["detail"]
         r = c.post("/api/v1/store/write", json={"run_updates": {"a1": {"colour": "red"}}})
-        assert r.status_code == 422 and r.json()["detail"] == "unknown run field(s): colour"
-        r = c.post("/api/v1/store/write", json={"new_runs": {"x": {**_new_run("x", "f"), "created_at": "Z"}}})
+        assert r.status_code == 422 and r.json()["detail"] == ("body field 'run_updates.a1.colour': not a field of "
+                                                               "this record, or one that may not be changed")
+        x = {**_new_run("a2", "f"), "root_id": "a0"}
+        r = c.post("/api/v1/store/write", json={"new_runs": {"a2": {**x, "created_at": "Z"}}})
         assert r.status_code == 422 and r.json()["detail"].startswith("bad batch")
-        r = c.post("/api/v1/store/write", json={"new_runs": {"x": {**_new_run("x", "f"), "func_name": None,
-                                                                    "created_at": NOW.isoformat()}}})
-        assert r.status_code == 409 and "conflicts with recorded data" in r.json()["detail"]
+        r = c.post("/api/v1/store/write", json={"new_runs": {"a2": {**x, "func_name": None,
+                                                                     "created_at": NOW.isoformat()}}})
+        assert r.status_code == 422 and "func_name" in r.json()["detail"]
         assert c.post("/api/v1/store/write", json={}).json() == {"ok": True}
-        assert s.store.runs_of_root("r0") == []
+        assert s.store.runs_of_root("a0") == []
 
 
 def test_the_write_fast_path_keeps_the_guards_answers(tmp_path: Path) -> None:

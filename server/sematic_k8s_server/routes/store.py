@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -13,17 +12,11 @@ from fastapi import Path as PathParam
 
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded
 from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER, batch_from_json
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s.store.records import Batch
 from sematic_k8s_server import schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, not_found
 from sematic_k8s_server.state import Server
-
-FIELDS = {
-    "run": {f.name for f in dataclasses.fields(RunRecord)},
-    "resolution": {f.name for f in dataclasses.fields(ResolutionRecord)},
-    "artifact": {f.name for f in dataclasses.fields(ArtifactRecord)},
-}
 
 INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop) and merged with others
 WRITTEN = {"ok": True}
@@ -33,7 +26,7 @@ router = APIRouter(prefix=API + "/store", tags=["store"])
 @router.post("/write", response_model=schemas.Written,
              responses={403: {"description": "a resolution token writing another resolution's records"},
                         409: {"description": "conflicts with recorded data"},
-                        422: {"description": "unknown fields"}},
+                        422: {"description": "an unknown field, a value of the wrong type or size"}},
              summary="Apply a batch of inserts and updates in one transaction")
 async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
     """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings. A resolution token may
@@ -90,10 +83,11 @@ def take_over(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
 
 
 def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Batch:
-    """The request's Batch: 422 for unknown fields or values, 403 for a token's writes outside its resolution."""
-    _check_fields("run", [*body.new_runs.values(), *body.run_updates.values()])
-    _check_fields("resolution", [*body.new_resolutions, *body.resolution_updates.values()])
-    _check_fields("artifact", body.artifacts.values())
+    """The request's Batch (its fields' types checked by :class:`~sematic_k8s_server.schemas.BatchIn`): 422 for a
+    new record under another id than its own or a value the store refuses, 403 for a token's writes outside its
+    resolution."""
+    _check_keys("run", body.new_runs)
+    _check_keys("artifact", body.artifacts)
     scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
                        body.resolution_updates)
     try:
@@ -135,10 +129,8 @@ def cancel_requested(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> d
     return {"cancel_requested": srv.store.cancel_requested(resolution_id)}
 
 
-def _check_fields(kind: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    """422 naming any field the record type does not have (rather than a database error)."""
-    allowed = FIELDS[kind]
-    for row in rows:
-        unknown = set(row) - allowed
-        if unknown:
-            raise HTTPException(422, f"unknown {kind} field(s): {', '.join(sorted(unknown))}")
+def _check_keys(kind: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """422 for a new record whose key in the batch is not its id."""
+    for key, row in rows.items():
+        if row["id"] != key:
+            raise HTTPException(422, f"new {kind} {key}: its id is {row['id']}; a batch keys each new {kind} by its id")

@@ -1,0 +1,103 @@
+"""Records of the wrong shape, over real HTTP: ``POST /store/write`` refuses each with a one-line 422 naming the
+field, before anything is recorded, so no read of what was recorded ever fails; and no write can change what
+identifies a recorded run (its id, its resolution)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import utcnow
+from serving import Served, serve
+
+NOW = utcnow().isoformat() + "Z"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with serve(tmp_path) as s:
+        yield s
+
+
+def _run(run_id: str, root_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": run_id, "root_id": root_id, "parent_id": None, "func_path": "m:f", "func_name": "f",
+            "state": "created", "created_at": NOW, **fields}
+
+
+def _resolution(res_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": res_id, "root_func_path": "m:f", "state": "running", "settings": {}, "created_at": NOW, **fields}
+
+
+def test_records_of_the_wrong_shape_are_refused_and_every_read_still_answers(served: Served) -> None:
+    root, other = uuid.uuid4().hex, uuid.uuid4().hex
+    with served.client() as c:
+        seed = {"new_resolutions": [_resolution(root)], "new_runs": {root: _run(root, root)}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        art = "a" * 64
+        bad: list[tuple[dict[str, Any], str]] = [
+            ({"resolution_updates": {root: {"settings": "a string"}}}, "settings"),
+            ({"resolution_updates": {root: {"tags": "a string"}}}, "tags"),
+            ({"resolution_updates": {root: {"state": "bogus"}}}, "state"),
+            ({"resolution_updates": {root: {"id": other}}}, "id"),
+            ({"run_updates": {root: {"attempts": "many"}}}, "attempts"),
+            ({"run_updates": {root: {"error": "a string", "notes": [1]}}}, "error"),
+            ({"run_updates": {root: {"state": None}}}, "state"),
+            ({"run_updates": {root: {"id": other}}}, "id"),  # a recorded run's id: never changed
+            ({"run_updates": {root: {"output_id": "../../etc/passwd"}}}, "output_id"),
+            ({"new_runs": {other: _run(other, root, func_path=5)}}, "func_path"),
+            ({"new_runs": {other: _run(other, root, inputs={"x": 1})}}, "inputs"),
+            ({"new_runs": {other: {"id": other, "root_id": root}}}, "func_path"),  # missing fields
+            ({"new_runs": {other: _run(uuid.uuid4().hex, root)}}, other),  # its key is not its id
+            ({"new_runs": {"z" * 300: _run("z" * 300, root)}}, "z" * 300),  # not an id
+            ({"new_runs": {"../x": _run("../x", root)}}, "../x"),
+            ({"new_resolutions": [_resolution(other, settings=[1, 2])]}, "settings"),
+            ({"artifacts": {art: {"id": art, "format": "json", "type_name": "int", "summary": 1, "size": "big",
+                                  "created_at": NOW}}}, "size"),
+            ({"artifacts": {"../../x": {"id": "../../x", "format": "json", "type_name": "int", "summary": 1,
+                                        "size": 1, "created_at": NOW}}}, "../../x"),
+        ]
+        for body, field in bad:
+            r = c.post("/api/v1/store/write", json=body)
+            assert r.status_code == 422, (body, r.text)
+            detail = r.json()["detail"]
+            assert field in detail and "\n" not in detail, (body, detail)
+        for path in (f"/api/v1/resolutions/{root}", f"/api/v1/resolutions/{root}/graph", "/api/v1/resolutions",
+                     f"/api/v1/resolutions/{root}/overview", "/api/v1/pipelines", f"/api/v1/runs/{root}",
+                     f"/api/v1/runs?root_id={root}", f"/api/v1/runs/{root}/logs"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text)
+        assert c.get(f"/api/v1/runs/{other}").status_code == 404
+        assert c.get(f"/api/v1/resolutions/{other}").status_code == 404
+        assert c.get(f"/api/v1/artifacts/{art}").status_code == 404
+    run = served.store.get_run(root)
+    assert run is not None and (run.state, run.attempts, run.error, run.output_id) == ("created", 0, None, None)
+    res = served.store.get_resolution(root)
+    assert res is not None and (res.state, res.settings, res.tags) == ("running", {}, None)
+
+
+def test_a_token_cannot_move_its_run_into_another_resolution(served: Served) -> None:
+    """A driver's token records only its own resolution: re-assigning one of its runs to another resolution (or
+    another parent's resolution through its root_id) is refused, and the other resolution is left as it was."""
+    other, own = uuid.uuid4().hex, uuid.uuid4().hex
+    user = HttpStore(served.url, served.key)
+    try:
+        with served.client() as c:
+            assert c.post("/api/v1/store/write", json={"new_resolutions": [_resolution(other)],
+                                                       "new_runs": {other: _run(other, other)}}).status_code == 200
+        token = user.mint_token(own)
+        run_id = uuid.uuid4().hex
+        with served.client(key=token) as d:
+            r = d.post("/api/v1/store/write", json={"new_resolutions": [_resolution(own)],
+                                                    "new_runs": {run_id: _run(run_id, own)}})
+            assert r.status_code == 200, r.text
+            r = d.post("/api/v1/store/write", json={"run_updates": {run_id: {"root_id": other}}})
+            assert r.status_code == 422 and "root_id" in r.json()["detail"], r.text
+        assert [r.id for r in user.runs_of_root(other)] == [other]
+        assert served.store.get_run(run_id).root_id == own  # type: ignore[union-attr]
+    finally:
+        user.close()
