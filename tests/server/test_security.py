@@ -569,6 +569,10 @@ def test_pagination_is_bounded_with_a_message(served) -> None:
                 r = c.get(path, params=params)
                 assert r.status_code == 422, (path, params)
                 assert isinstance(r.json()["detail"], str) and f"query parameter '{name}'" in r.json()["detail"]
+        record_resolution(served.url, served.key, kind="local")  # paged past: once a 500 (an SQLite overflow)
+        for name in ("offset", "history_offset"):  # the dashboard's index pages twice
+            r = c.get("/api/v1/pipelines", params={name: 10**23})
+            assert r.status_code == 422 and f"query parameter '{name}'" in r.json()["detail"], r.text
 
 
 def test_a_storage_failure_is_a_503_with_a_message(tmp_path, monkeypatch) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from sematic_k8s.graph import CANCELED, FAILED, RESOLVED
 from sematic_k8s_server import queries, schemas
-from sematic_k8s_server.deps import API, Offset, Srv, StateFilter
+from sematic_k8s_server.deps import API, MAX_OFFSET, Offset, Srv, StateFilter
 
 router = APIRouter(prefix=API, tags=["resolutions"])
 ENDED = (RESOLVED, FAILED, CANCELED)
@@ -36,7 +36,8 @@ def pipelines(srv: Srv,
               limit: Annotated[int, Query(ge=1, le=200, description="root funcs per page")] = 20,
               offset: Offset = 0,
               per_func: Annotated[int, Query(ge=1, le=200, description="resolutions shown per root func")] = 5,
-              history_offset: Annotated[int, Query(ge=0, description="skip this many of each func's")] = 0,
+              history_offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
+                                                   description="skip this many of each func's")] = 0,
               ) -> dict:
     flt = queries.ResolutionFilter(q=q or None, func=func or None, state=state, tag=tag, since=naive_utc(since),
                                    until=naive_utc(until))
