@@ -9,7 +9,7 @@ keys) needs an API key. Each refusal is a 403 that says which.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -64,8 +64,11 @@ def roots_of(store: SqlStore, run_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def check_batch(principal: Principal, store: SqlStore, new_runs: dict[str, dict], run_updates: dict[str, dict],
-                new_resolutions: list[dict], resolution_updates: dict[str, dict]) -> None:
+Records = Mapping[str, Mapping[str, object]]  # id -> a record's fields
+
+
+def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_updates: Records,
+                new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records) -> None:
     """403 unless every run and resolution a batch creates or changes belongs to a token's resolution."""
     if not principal.is_token:
         return
