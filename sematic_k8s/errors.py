@@ -113,6 +113,16 @@ class CorruptRecord(ValueError):
                          "backup")
 
 
+class RunResolved(Exception):
+    """A write that would change the state or the output of a Run recorded as resolved was refused (with its whole
+    batch): a resolved Run's value is final (a rerun records new Runs)."""
+
+    def __init__(self, run_id: str, output_id: str | None) -> None:
+        super().__init__(f"run {run_id} is recorded as resolved (output {output_id}): its state and output are final, "
+                         "and this batch, which would change them, was not recorded (re-run it to compute it again)")
+        self.run_id = run_id
+
+
 # -- infrastructure errors ----------------------------------------------------------------------------------
 
 

@@ -22,15 +22,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord, DriverReplaced, ResolutionEnded
+from sematic_k8s.errors import CorruptRecord, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store import checkpoints, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
-RUNNING, FAILED, CANCELED = "running", "failed", "canceled"  # graph's names (the store sits below graph)
+# graph's names (the store sits below graph)
+RUNNING, RESOLVED, FAILED, CANCELED = "running", "resolved", "failed", "canceled"
 LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
-ENDED = ("resolved", FAILED, CANCELED)
+ENDED = (RESOLVED, FAILED, CANCELED)
 UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
 # the runs a cache look-up can hit (ix_runs_cache_hits)
 CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"
@@ -270,6 +271,8 @@ class SqlStore:
             self._clone_runs(conn, list(batch.clones.values()))
             for hits in _chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
+            if batch.run_updates:
+                self._refuse_unresolving(conn, batch.run_updates)
             self._update(conn, self._runs, batch.run_updates)
             if batch.resolution_updates or batch.fence:
                 self._refuse_stale(conn, batch.resolution_updates, batch.fence)
@@ -319,6 +322,24 @@ class SqlStore:
         if epoch is None:
             raise LookupError(f"resolution {resolution_id} is not recorded: nothing to take over")
         return int(epoch)
+
+    def _refuse_unresolving(self, conn: sa.Connection, updates: dict[str, dict[str, Any]]) -> None:
+        """Raise :class:`RunResolved` (the whole batch is not recorded) for an update that changes the state or the
+        output of a run recorded as resolved (sending the same update again changes neither). Only updates that
+        set another state or an output are looked up; on PostgreSQL their rows are read ``FOR UPDATE``, in id order
+        (as :meth:`_update` locks them), so a run resolved meanwhile by another writer is seen."""
+        changing = sorted(r for r, fields in updates.items()
+                          if fields.get("state", RESOLVED) != RESOLVED or "output_id" in fields)
+        t = self._runs
+        for chunk in _chunks(changing):
+            stmt = sa.select(t.c.id, t.c.state, t.c.output_id).where(t.c.id.in_(chunk))
+            stmt = (stmt.order_by(t.c.id).with_for_update() if conn.dialect.name == "postgresql"
+                    else stmt.where(t.c.state == RESOLVED))
+            for run_id, state, output_id in conn.execute(stmt):
+                fields = updates[run_id]
+                if state == RESOLVED and (fields.get("state", RESOLVED) != RESOLVED
+                                          or fields.get("output_id", output_id) != output_id):
+                    raise RunResolved(run_id, output_id)
 
     @staticmethod
     def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy.exc
 
-from sematic_k8s.errors import ResolutionEnded
+from sematic_k8s.errors import ResolutionEnded, RunResolved
 from sematic_k8s.store.records import Batch
-from sematic_k8s.store.sql import ENDED
+from sematic_k8s.store.sql import ENDED, RESOLVED
 
 OUTAGE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # the database, not the batch
 
@@ -37,12 +37,16 @@ def groups(batches: Sequence[Batch]) -> list[tuple[Batch, list[int]]]:
 
 def _joins(group: Batch, b: Batch) -> bool:
     ended = {r for r, fields in group.resolution_updates.items() if fields.get("state") in ENDED}
+    resolved = {r for r, fields in group.run_updates.items() if fields.get("state") == RESOLVED}
     return (not any(run_id in group.run_updates for run_id in b.new_runs)
             and not any(res.get("id") in group.resolution_updates for res in b.new_resolutions)
             and all(group.fence.get(r, epoch) == epoch for r, epoch in b.fence.items())
             # a resolution's end refuses what follows it, so neither merges with another change of its state
             and not any(r in ended or (r in group.resolution_updates and "state" in fields)
-                        for r, fields in b.resolution_updates.items()))
+                        for r, fields in b.resolution_updates.items())
+            # nor does a run's resolution, with a change of its state or output
+            and not any(r in resolved and ("state" in fields or "output_id" in fields)
+                        for r, fields in b.run_updates.items()))
 
 
 def _merge(group: Batch, b: Batch) -> None:
@@ -64,7 +68,7 @@ def write_all(write: Callable[[Batch], None], batches: Sequence[Batch]) -> list[
     for merged, members in groups(batches):
         try:
             write(merged)
-        except (sqlalchemy.exc.StatementError, ResolutionEnded) as e:
+        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved) as e:
             if len(members) == 1 or isinstance(e, OUTAGE):
                 for i in members:
                     results[i] = e

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import Base, SqlStore
@@ -42,7 +42,7 @@ batches = st.lists(st.builds(
                                 resolution_updates={"r0": {"state": res}} if res else {}),
     st.lists(st.tuples(st.sampled_from(RUN_IDS), st.sampled_from(["f", "g"])), max_size=2),
     st.lists(st.tuples(st.sampled_from(RUN_IDS), st.dictionaries(
-        st.sampled_from(["state", "func_name", "attempts"]), st.sampled_from(["x", "y", "1"]), min_size=1)),
+        st.sampled_from(["state", "func_name", "attempts"]), st.sampled_from(["x", "resolved", "1"]), min_size=1)),
         max_size=3),
     st.sampled_from([None, "running", "resolved"])), max_size=8)
 
@@ -57,7 +57,7 @@ def _rows(store: SqlStore) -> dict:
 @given(batches)
 def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_factory, sequence) -> None:
     """Whatever the batches insert and update, in whatever order, the merged writes leave the same rows, and
-    refuse the same batches (an update of the resolution once it ended)."""
+    refuse the same batches (an update of the resolution once it ended, of a run's state once it resolved)."""
     home = tmp_path_factory.mktemp("merge")
     one_by_one, merged = SqlStore(f"sqlite:///{home / 'a.db'}"), SqlStore(f"sqlite:///{home / 'b.db'}")
     for store in (one_by_one, merged):
@@ -68,7 +68,7 @@ def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_fac
         try:
             one_by_one.write(b)
             alone.append(None)
-        except ResolutionEnded as e:  # an update of the resolution after it ended: refused
+        except (ResolutionEnded, RunResolved) as e:  # a change of an ended resolution or a resolved run: refused
             alone.append(type(e))
     assert [e if e is None else type(e) for e in write_all(merged.write, sequence)] == alone
     assert _rows(merged) == _rows(one_by_one)

@@ -101,3 +101,24 @@ def test_a_token_cannot_move_its_run_into_another_resolution(served: Served) -> 
         assert served.store.get_run(run_id).root_id == own  # type: ignore[union-attr]
     finally:
         user.close()
+
+
+def test_a_resolved_run_keeps_its_state_and_output(served: Served) -> None:
+    """A client re-posting a resolved run as running, or with another output, is refused with its whole batch;
+    the same update sent again (a retried write) and other fields (notes) still land."""
+    root, run_id, other = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    out = "c" * 64
+    with served.client() as c:
+        seed = {"new_resolutions": [_resolution(root)],
+                "new_runs": {root: _run(root, root, state="running"), other: _run(other, root, parent_id=root),
+                             run_id: _run(run_id, root, parent_id=root, state="resolved", output_id=out)}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        for fields in ({"state": "running"}, {"output_id": "d" * 64}, {"state": "failed", "ended_at": NOW}):
+            r = c.post("/api/v1/store/write", json={"run_updates": {run_id: fields, other: {"state": "running"}}})
+            assert r.status_code == 409 and f"run {run_id} is recorded as resolved" in r.json()["detail"], r.text
+        r = c.post("/api/v1/store/write", json={"run_updates": {run_id: {"state": "resolved", "output_id": out,
+                                                                          "notes": {"seen": 1}}}})
+        assert r.status_code == 200, r.text
+    run = served.store.get_run(run_id)
+    assert run is not None and (run.state, run.output_id, run.notes) == ("resolved", out, {"seen": 1})
+    assert served.store.get_run(other).state == "created"  # type: ignore[union-attr]  # its batch: not recorded

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import sematic_k8s as sk
-from sematic_k8s.errors import ResolutionEnded
+from sematic_k8s.errors import ResolutionEnded, RunResolved
 from sematic_k8s.store import schema
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -209,13 +209,40 @@ def test_a_write_aborted_to_break_a_deadlock_is_run_again(postgres_url) -> None:
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a01'"))
             writer, errors = write_on_a_thread(store, Batch(run_updates={"a00": {"state": "store"},
                                                                           "a01": {"state": "store"}}))
-            wait_for_a_lock_wait(other, "UPDATE runs%", writer, errors)  # the store's write waits for a01
+            wait_for_a_lock_wait(other, "%runs%", writer, errors)  # the store's write waits for a01
             conn.execute(sa.text("UPDATE runs SET state = 'other' WHERE id = 'a00'"))  # the deadlock
             conn.commit()
         other.dispose()
         writer.join()
         assert errors == []
         assert {r.id: r.state for r in store.runs_of_root("r0")} == {"a00": "store", "a01": "store"}
+    finally:
+        store.close()
+
+
+def test_a_run_resolved_by_another_writer_meanwhile_is_not_changed_back(postgres_url) -> None:
+    """Another writer resolves a run while a stale write of its state is on its way in: the write reads the run's
+    row locked, so it waits for the other transaction and then sees "resolved" (were the check a plain read, it
+    would see "running", and the stale state would land on the resolved run)."""
+    store = SqlStore(postgres_url)
+    try:
+        now = utcnow()
+        store.write(Batch(
+            new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": now}],
+            new_runs={"a00": {"id": "a00", "root_id": "r0", "parent_id": None, "func_path": "m:f", "func_name": "f",
+                              "state": "running", "created_at": now}}))
+        other = sa.create_engine(postgres_url)
+        with other.connect() as conn:
+            conn.execute(sa.text("UPDATE runs SET state = 'resolved', output_id = :o WHERE id = 'a00'"),
+                         {"o": "c" * 64})
+            writer, errors = write_on_a_thread(store, Batch(run_updates={"a00": {"state": "failed"}}))
+            wait_for_a_lock_wait(other, "%runs%", writer, errors)
+            conn.commit()
+        other.dispose()
+        writer.join()
+        assert [type(e) for e in errors] == [RunResolved]
+        run = store.get_run("a00")
+        assert run is not None and (run.state, run.output_id) == ("resolved", "c" * 64)
     finally:
         store.close()
 

@@ -10,7 +10,7 @@ import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER, batch_from_json
 from sematic_k8s.store.records import Batch
 from sematic_k8s_server import schemas, scopes, writes
@@ -25,7 +25,7 @@ router = APIRouter(prefix=API + "/store", tags=["store"])
 
 @router.post("/write", response_model=schemas.Written,
              responses={403: {"description": "a resolution token writing another resolution's records"},
-                        409: {"description": "conflicts with recorded data"},
+                        409: {"description": "conflicts with recorded data: an ended resolution, a resolved run"},
                         422: {"description": "an unknown field, a value of the wrong type or size"}},
              summary="Apply a batch of inserts and updates in one transaction")
 async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
@@ -53,6 +53,8 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
         raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
     except ResolutionEnded as e:  # the HTTP store raises it again from the header
         raise _refused(e) from None
+    except RunResolved as e:
+        raise HTTPException(409, str(e)) from None
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
