@@ -359,9 +359,10 @@ class SqlStore:
             conn.execute(sa.insert(table), rows)
 
     def _insert_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        """Insert absent artifacts. A recorded artifact gains the inline bytes written for it when it has none, or
-        none that match (the bytes of a content id are fixed and writers computed or verified theirs, so bytes
-        that differ are corrupt): computing a value again repairs it."""
+        """Insert absent artifacts. A recorded artifact takes the record written with inline bytes when it has no
+        bytes, or other bytes, format, type, summary or size (the bytes of a content id are fixed and writers
+        computed or verified theirs, so a record that differs is corrupt, or was written ahead under an id easy to
+        compute, by a client that does not decide what the value is): computing a value again repairs it."""
         if not rows:
             return
         rows = [r if "inline" in r else {**r, "inline": None} for r in rows]
@@ -370,10 +371,13 @@ class SqlStore:
             self._insert_absent(conn, t, rows)
             return
         ins = (sqlite.insert(t) if conn.dialect.name == "sqlite" else postgresql.insert(t))
+        new = ins.excluded
+        differs = [t.c.inline.is_(None), t.c.inline != new.inline, t.c.format != new.format,
+                   t.c.type_name != new.type_name, t.c.size != new.size,
+                   sa.cast(t.c.summary, sa.Text) != sa.cast(new.summary, sa.Text)]  # PostgreSQL's json has no =
         conn.execute(ins.on_conflict_do_update(
-            index_elements=["id"], set_={"inline": ins.excluded.inline},
-            where=sa.and_(ins.excluded.inline.is_not(None),
-                          sa.or_(t.c.inline.is_(None), t.c.inline != ins.excluded.inline))), rows)
+            index_elements=["id"], set_={c: new[c] for c in ("inline", "format", "type_name", "summary", "size")},
+            where=sa.and_(new.inline.is_not(None), sa.or_(*differs))), rows)
 
     def _clone_runs(self, conn: sa.Connection, clones: list[dict[str, Any]]) -> None:
         """Reused runs of a rerun, each copied from its original inside the database: their new ids, parents and

@@ -4,6 +4,7 @@ identifies a recorded run (its id, its resolution)."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sematic_k8s import serialization
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import utcnow
 from serving import Served, serve
@@ -122,3 +124,26 @@ def test_a_resolved_run_keeps_its_state_and_output(served: Served) -> None:
     run = served.store.get_run(run_id)
     assert run is not None and (run.state, run.output_id, run.notes) == ("resolved", out, {"seen": 1})
     assert served.store.get_run(other).state == "created"  # type: ignore[union-attr]  # its batch: not recorded
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_value_recorded_ahead_under_its_content_id_is_repaired_by_its_bytes(
+        tmp_path: Path, request: pytest.FixtureRequest, db: str) -> None:
+    """Content ids of small values are easy to compute (42 as JSON): a client recording one ahead with another
+    format, type or summary (with no bytes, or its true bytes) does not decide what it is. The record of a writer
+    whose bytes verify against the id replaces it, so the value reads back whole, never as corrupt."""
+    value = serialization.serialize(42)
+    inline = base64.b64encode(value.payload).decode()
+    honest = {**value.record(), "created_at": NOW, "inline": inline}
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    with serve(tmp_path, db_url) as served, served.client() as c:
+        for ahead in ({**honest, "format": "pickle", "type_name": "os.system", "summary": "pwned", "inline": None},
+                      {**honest, "type_name": "os.system", "summary": "pwned", "size": 9}):
+            assert c.post("/api/v1/store/write", json={"artifacts": {value.id: ahead}}).status_code == 200
+            assert c.post("/api/v1/store/write", json={"artifacts": {value.id: honest}}).status_code == 200
+            r = c.get(f"/api/v1/artifacts/{value.id}")
+            assert r.status_code == 200, r.text
+            assert {k: r.json()[k] for k in ("format", "type_name", "summary", "size")} == {
+                k: honest[k] for k in ("format", "type_name", "summary", "size")}
+            r = c.get(f"/api/v1/artifacts/{value.id}/data")
+            assert r.status_code == 200 and r.content == value.payload, r.text
