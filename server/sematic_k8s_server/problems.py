@@ -73,6 +73,13 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
                    {"Retry-After": "5"})
 
 
+async def _refused_value(_: Request, exc: Exception) -> JSONResponse:
+    """A value of the request the database cannot keep (PostgreSQL: a NUL character in text; a number out of
+    range): the client's to change."""
+    orig = getattr(exc, "orig", None) or exc
+    return problem(422, f"the database refuses a value of this request: {orig}".splitlines()[0])
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # the ASGI server logs the traceback
     return problem(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
 
@@ -85,4 +92,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)
     app.add_exception_handler(sqlalchemy.exc.InterfaceError, database_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, database_error)  # the pool: no connection in time
+    app.add_exception_handler(sqlalchemy.exc.DataError, _refused_value)
     app.add_exception_handler(Exception, _unexpected)

@@ -147,3 +147,27 @@ def test_a_value_recorded_ahead_under_its_content_id_is_repaired_by_its_bytes(
                 k: honest[k] for k in ("format", "type_name", "summary", "size")}
             r = c.get(f"/api/v1/artifacts/{value.id}/data")
             assert r.status_code == 200 and r.content == value.payload, r.text
+
+
+def test_values_the_database_refuses_are_a_422_with_a_message(tmp_path: Path, postgres_url: str) -> None:
+    """PostgreSQL refuses NUL characters in text, and no database keeps a time before year 1 or after 9999: a
+    request carrying one (in a body or a query) is told so, never answered 500."""
+    with serve(tmp_path, postgres_url) as served, served.client(served.admin_key) as c:
+        root = uuid.uuid4().hex
+        seed = {"new_resolutions": [_resolution(root)], "new_runs": {root: _run(root, root)}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        refused = [("POST", f"/api/v1/resolutions/{root}/labels", {"note": "a\x00b"}, None),
+                   ("POST", "/api/v1/api-keys", {"name": "a\x00b"}, None),
+                   ("GET", "/api/v1/pipelines", None, {"q": "\x00"}),
+                   ("GET", "/api/v1/runs", None, {"func": "\x00"}),
+                   ("POST", "/api/v1/store/write", {"run_updates": {root: {"func_name": "\x00"}}}, None),
+                   ("POST", "/api/v1/store/write", {"run_updates": {root: {"ended_at": "0001-01-01T00:00:00+05:00"}}},
+                    None)]
+        for method, path, body, params in refused:
+            r = c.request(method, path, json=body, params=params)
+            assert r.status_code == 422, (path, body, params, r.text)
+            assert "\n" not in r.json()["detail"], r.text
+        res = served.store.get_resolution(root)
+        assert res is not None and res.note is None
+        run = served.store.get_run(root)
+        assert run is not None and run.func_name == "f" and run.ended_at is None

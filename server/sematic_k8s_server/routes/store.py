@@ -94,7 +94,7 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
                        body.resolution_updates)
     try:
         return batch_from_json(body.model_dump())
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: a time before year 1 or after 9999
         raise HTTPException(422, f"bad batch: {e}") from None
 
 
