@@ -3,8 +3,10 @@
 :func:`groups` merges batches, in the order they arrived, into as few as it can while keeping the outcome of
 writing them one after the other: inserts are "insert if absent" (the first one wins) and updates set fields
 (the last one wins), so they merge, except that a batch inserting a row that an earlier one updated starts a
-new group (merged, its insert would run before that update), and so does one whose fence gives a resolution
-another driver epoch than the group's (merged, one driver's writes would be checked against the other's epoch). A
+new group (merged, its insert would run before that update); so does one whose fence gives a resolution
+another driver epoch than the group's (merged, one driver's writes would be checked against the other's epoch),
+and one changing what an earlier one changed of a resolution's state or a run's state or output (each such
+change is checked against what is recorded: merged, the later one would hide the earlier one's refusal). A
 merged group refused as stale is written again batch by batch, so a fence only ever refuses its own batch.
 """
 
@@ -16,9 +18,10 @@ import sqlalchemy.exc
 
 from sematic_k8s.errors import ResolutionEnded, RunResolved
 from sematic_k8s.store.records import Batch
-from sematic_k8s.store.sql import ENDED, RESOLVED
+from sematic_k8s.store.sql import ENDED
 
 OUTAGE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # the database, not the batch
+_FINAL = frozenset({"state", "output_id"})  # a resolved run's fields that no update may change
 
 
 def groups(batches: Sequence[Batch]) -> list[tuple[Batch, list[int]]]:
@@ -37,16 +40,15 @@ def groups(batches: Sequence[Batch]) -> list[tuple[Batch, list[int]]]:
 
 def _joins(group: Batch, b: Batch) -> bool:
     ended = {r for r, fields in group.resolution_updates.items() if fields.get("state") in ENDED}
-    resolved = {r for r, fields in group.run_updates.items() if fields.get("state") == RESOLVED}
+    settled = {r for r, fields in group.run_updates.items() if not _FINAL.isdisjoint(fields)}
     return (not any(run_id in group.run_updates for run_id in b.new_runs)
             and not any(res.get("id") in group.resolution_updates for res in b.new_resolutions)
             and all(group.fence.get(r, epoch) == epoch for r, epoch in b.fence.items())
             # a resolution's end refuses what follows it, so neither merges with another change of its state
             and not any(r in ended or (r in group.resolution_updates and "state" in fields)
                         for r, fields in b.resolution_updates.items())
-            # nor does a run's resolution, with a change of its state or output
-            and not any(r in resolved and ("state" in fields or "output_id" in fields)
-                        for r, fields in b.run_updates.items()))
+            # nor does a change of a run's state or output (once resolved, they are final: each one is checked)
+            and not any(r in settled and not _FINAL.isdisjoint(fields) for r, fields in b.run_updates.items()))
 
 
 def _merge(group: Batch, b: Batch) -> None:
