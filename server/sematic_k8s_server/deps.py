@@ -1,12 +1,15 @@
 """What the route modules share: the Server dependency, the caller (checked by the Guard before any route
-runs), validated ids and paging, 404s."""
+runs), validated ids and paging, 404s, and bodies parsed as strict JSON."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Query, Request, Security
+import orjson
+from fastapi import Depends, HTTPException, Query, Request, Response, Security
 from fastapi import Path as PathParam
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 
 from sematic_k8s_server import auth, schemas
@@ -65,3 +68,26 @@ def found(value: T | None, what: str, id_: str) -> T:
     if value is None:
         raise not_found(what, id_)
     return value
+
+
+class _StrictJsonRequest(Request):
+    """A request whose JSON body is parsed by orjson, as the write fast path parses it: NaN, Infinity (which
+    Python's json module takes, and browsers' JSON.parse refuses once recorded) and text that is not UTF-8 are
+    refused as a JSON decode error (422)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """The route class of routers whose endpoints take a JSON body (``APIRouter(route_class=StrictJsonRoute)``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict

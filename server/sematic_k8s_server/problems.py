@@ -45,10 +45,11 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     described = "; ".join(_describe(e) for e in errors[:MAX_DESCRIBED]) or "invalid request"
     if len(errors) > MAX_DESCRIBED:
         described += f"; and {len(errors) - MAX_DESCRIBED} more (see errors)"
-    return problem(422, described, errors=jsonable_encoder(errors[:MAX_ERRORS], custom_encoder={Exception: str}))
+    shown = [{k: v for k, v in e.items() if k != "input"} for e in errors[:MAX_ERRORS]]  # never the client's data
+    return problem(422, described, errors=jsonable_encoder(shown, custom_encoder={Exception: str}))
 
 
-MAX_DESCRIBED, MAX_ERRORS = 5, 100  # a body with a million bad fields gets a short answer
+MAX_DESCRIBED, MAX_ERRORS = 5, 100  # a body with a million bad fields (or a huge one) gets a short answer
 _MESSAGES = {"extra_forbidden": "not a field of this record, or one that may not be changed"}
 
 

@@ -198,6 +198,7 @@ Text64 = Annotated[str, StringConstraints(max_length=64)]
 Text256 = Annotated[str, StringConstraints(max_length=256)]
 Text512 = Annotated[str, StringConstraints(max_length=512)]
 Note = Annotated[str, StringConstraints(max_length=MAX_NOTE)]
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
 
 
 RunState = Literal["created", "scheduled", "running", "resolved", "failed", "canceled"]
@@ -219,7 +220,7 @@ class _RunFields(TypedDict, total=False):
     source_text: str | None
     settings: dict[str, Any]
     error: dict[str, Any] | None
-    attempts: Annotated[int, Field(ge=0)]
+    attempts: Annotated[int, Field(ge=0, le=INT32_MAX)]
     notes: dict[str, Any]
     created_at: Timestamp
     started_at: Timestamp
@@ -285,7 +286,7 @@ class NewArtifact(TypedDict):
     format: Text16
     type_name: Text512
     summary: NotRequired[Any]
-    size: Annotated[int, Field(ge=0)]
+    size: Annotated[int, Field(ge=0, le=INT64_MAX)]
     created_at: NotRequired[Timestamp]
     inline: NotRequired[str | None]
 

@@ -171,3 +171,31 @@ def test_values_the_database_refuses_are_a_422_with_a_message(tmp_path: Path, po
         assert res is not None and res.note is None
         run = served.store.get_run(root)
         assert run is not None and run.func_name == "f" and run.ended_at is None
+
+
+def test_numbers_json_does_not_have_and_huge_bodies_are_refused_briefly(served: Served) -> None:
+    """NaN and Infinity are not JSON (a browser's JSON.parse refuses a record holding one), nor is a surrogate's
+    UTF-8 encoding; integers past their column overflow; and a 422 never echoes the client's input (a 1 MB
+    string, a NaN it cannot encode)."""
+    root = uuid.uuid4().hex
+    with served.client() as c:
+        seed = {"new_resolutions": [_resolution(root)], "new_runs": {root: _run(root, root)}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        for content_type in ("application/json", "application/vnd.sematic+json"):
+            for raw in (b'{"run_updates": {"%s": {"notes": {"x": NaN}}}}', b'{"run_updates": {"%s": {"notes": '
+                        b'{"x": -Infinity}}}}', b'{"run_updates": {"%s": {"attempts": 1e400}}}',
+                        b'{"run_updates": {"%s": {"func_name": "\xed\xb3\xbf"}}}'):  # a UTF-8 encoded surrogate
+                r = c.post("/api/v1/store/write", content=raw % root.encode(), headers={"Content-Type": content_type})
+                assert r.status_code == 422 and "\n" not in r.json()["detail"], (content_type, raw, r.text)
+        r = c.post(f"/api/v1/resolutions/{root}/labels", content=b'{"note": NaN}',
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        for body, field in (({"run_updates": {root: {"attempts": 10**30}}}, "attempts"),
+                            ({"artifacts": {"b" * 64: {"id": "b" * 64, "format": "json", "type_name": "int",
+                                                       "size": 10**30}}}, "size"),
+                            ({"new_runs": "x" * 1_000_000}, "new_runs")):
+            r = c.post("/api/v1/store/write", json=body)
+            assert r.status_code == 422 and field in r.json()["detail"], r.text
+            assert len(r.content) < 10_000
+    run = served.store.get_run(root)
+    assert run is not None and (run.notes, run.attempts) == ({}, 0)

@@ -10,9 +10,9 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 
 from sematic_k8s_server import auth, schemas, scopes
-from sematic_k8s_server.deps import API, NOT_FOUND, Caller, Srv, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, Srv, StrictJsonRoute, not_found
 
-router = APIRouter(prefix=API, tags=["api-keys"])
+router = APIRouter(prefix=API, tags=["api-keys"], route_class=StrictJsonRoute)
 KeyId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="an API key's id (from the list)")]
 ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "not an admin key"}}
 

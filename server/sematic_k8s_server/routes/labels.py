@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sematic_k8s_server import schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, StrictJsonRoute, not_found
 
-router = APIRouter(prefix=API, tags=["resolutions"])
+router = APIRouter(prefix=API, tags=["resolutions"], route_class=StrictJsonRoute)
 
 
 @router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut, responses=NOT_FOUND,

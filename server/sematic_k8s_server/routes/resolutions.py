@@ -18,11 +18,12 @@ from sematic_k8s_server.deps import (
     ResolutionId,
     Srv,
     StateFilter,
+    StrictJsonRoute,
     found,
     not_found,
 )
 
-router = APIRouter(prefix=API)
+router = APIRouter(prefix=API, route_class=StrictJsonRoute)
 
 
 @router.get("/resolutions", response_model=schemas.ResolutionPage, tags=["resolutions"],

@@ -15,12 +15,12 @@ from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER, batch_from_jso
 from sematic_k8s.store.records import Batch
 from sematic_k8s_server import schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
-from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found
 from sematic_k8s_server.state import Server
 
 INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop) and merged with others
 WRITTEN = {"ok": True}
-router = APIRouter(prefix=API + "/store", tags=["store"])
+router = APIRouter(prefix=API + "/store", tags=["store"], route_class=StrictJsonRoute)
 
 
 @router.post("/write", response_model=schemas.Written,
