@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from sematic_k8s import serialization, settings
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ServerError
@@ -309,12 +309,12 @@ class HttpStore:
                  retry_window: float | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
-        self.url = url.rstrip("/")
+        parts = urlsplit(url.rstrip("/"))
+        user, _, netloc = parts.netloc.rpartition("@")
+        self.url = urlunsplit(parts._replace(netloc=netloc))  # as messages and logs name it: without a password
         self.retry_window = retry_window
         self.headers = {HEADER: api_key} if api_key else {}
-        parts = urlsplit(self.url)
         self._prefix = parts.path  # a server behind a path (``http://host/sematic``)
-        user, _, netloc = parts.netloc.rpartition("@")
         if user:  # ``http://user:password@host``: Basic authentication, as httpx does with a URL's user info
             credentials = ":".join(unquote(x) for x in (parts.username or "", parts.password or ""))
             self.headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()

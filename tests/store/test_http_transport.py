@@ -8,6 +8,7 @@ import base64
 import http.server
 import json
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -123,6 +124,20 @@ def test_a_urls_user_info_is_sent_as_basic_authentication() -> None:
         assert store.cancel_requested("yes") is True
         assert server.authorization == ["Basic " + base64.b64encode(b"ann@example:s:cret").decode()]
         store.close()
+
+
+def test_a_urls_password_is_never_in_an_error_or_a_log(caplog) -> None:
+    """A server that refuses connections: the warnings while retrying and the error at the end name the server
+    without the user info's password."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = HttpStore(f"http://ann:s3cret@127.0.0.1:{port}", retry_window=0.5)
+    with caplog.at_level(logging.WARNING, logger="sematic_k8s"), pytest.raises(ServerError) as refused:
+        store.cancel_requested("yes")
+    store.close()
+    assert f"127.0.0.1:{port}" in str(refused.value) and caplog.records
+    assert "s3cret" not in str(refused.value) and "s3cret" not in caplog.text
 
 
 def test_a_connection_the_server_closed_is_replaced_without_a_retry(caplog) -> None:
