@@ -816,3 +816,27 @@ def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.Monkey
         etag = c.get("/static/layout.js").headers["etag"]
         assert c.get("/static/layout.js", headers={"If-None-Match": etag}).status_code == 304  # revalidated, not resent
         assert c.get("/static/style.css").headers["content-type"].startswith("text/css")
+
+
+def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -> None:
+    """Clickjacking: a page of another site framing the dashboard of a local-mode server (no key: its buttons
+    cancel, label and re-run resolutions, and its own requests pass the server's cross-site checks) would let
+    that site trick a click. The page forbids being framed; it still works on its own, under that policy."""
+    with serve(tmp_path, api_keys_required=False) as s:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.set_content(f'<iframe src="{s.url}/" onload="window.framed = true"></iframe>')
+            page.wait_for_function("window.framed === true", timeout=WAIT_MS)
+            frame = page.frames[1]
+            assert frame.query_selector('[data-testid="nav-home"]') is None, "the dashboard loaded in a frame"
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(f"{s.url}/")
+            page.get_by_test_id("live-status").wait_for(timeout=WAIT_MS)
+            page.wait_for_function("document.querySelector('[data-testid=\"app\"]').children.length > 0",
+                                   timeout=WAIT_MS)
+            assert problems == [], problems
+        finally:
+            context.close()
