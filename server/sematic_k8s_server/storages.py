@@ -58,11 +58,13 @@ class Storages:
         self._opened: dict[str, Storage] = {}
         self._lock = threading.Lock()
 
-    def for_url(self, url: str | None) -> Storage:
-        """The configured storage that ``url`` names (None: the default); StorageNotAllowed when it names none.
-        Only configured URLs are ever opened, never the recorded one."""
+    def for_url(self, url: object) -> Storage:
+        """The configured storage that ``url`` names (None: the default); StorageNotAllowed when it names none (or
+        is not a string: a record's value). Only configured URLs are ever opened, never the recorded one."""
         if not url:
             return self.default
+        if not isinstance(url, str):
+            raise StorageNotAllowed(f"recorded in {str(url)[:200]!r}, not a storage URL: this server does not read it")
         if self.default_url and names(url, self.default_url):
             return self.default
         key = next((u for u in self.allowed if names(url, u)), None)
@@ -79,7 +81,8 @@ class Storages:
         """The storage resolution ``root_id`` recorded its artifacts and logs in (``settings.storage_url``;
         none recorded: the default); StorageNotAllowed, naming the resolution, when it is not one of ours."""
         res = store.get_resolution(root_id)
-        url = ((res.settings or {}).get("storage_url") if res else None) or None
+        settings = res.settings if res and isinstance(res.settings, dict) else {}
+        url = settings.get("storage_url") or None
         try:
             return self.for_url(url)
         except StorageNotAllowed as e:

@@ -199,3 +199,18 @@ def test_numbers_json_does_not_have_and_huge_bodies_are_refused_briefly(served: 
             assert len(r.content) < 10_000
     run = served.store.get_run(root)
     assert run is not None and (run.notes, run.attempts) == ({}, 0)
+
+
+def test_a_storage_url_that_is_not_a_string_is_not_read(served: Served) -> None:
+    """A resolution's settings are the client's: a storage_url of another type is a storage this server does
+    not read (409 saying so), for its runs' logs and its artifacts, not a 500."""
+    root = uuid.uuid4().hex
+    value = serialization.serialize("x" * 10_000)  # not inline: read from storage
+    art = {**value.record(), "created_at": NOW}
+    with served.client() as c:
+        seed = {"new_resolutions": [_resolution(root, settings={"kind": "cloud", "storage_url": 5})],
+                "new_runs": {root: _run(root, root)}, "artifacts": {value.id: art}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        for path in (f"/api/v1/runs/{root}/logs", f"/api/v1/artifacts/{value.id}/data?resolution_id={root}"):
+            r = c.get(path)
+            assert r.status_code == 409 and "does not read" in r.json()["detail"], (path, r.text)
