@@ -147,6 +147,7 @@ def wait_for_a_lock_wait(engine: sa.Engine, query_like: str, writer: threading.T
                                        "AND query LIKE :q"), {"q": query_like}):
             if not writer.is_alive():
                 pytest.fail(f"the store's write ended without waiting for the lock: {errors or 'no error'}")
+            watch.rollback()  # PostgreSQL reads the sessions' activity once per transaction: read it afresh
             time.sleep(0.01)
 
 
