@@ -4,6 +4,7 @@ run counts by state. Each is a few grouped SQL statements, cheap for thousands o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ except ImportError:  # pragma: no cover - a server installed without its extra
 
 RES = ResolutionRow.__table__
 RUNS = RunRow.__table__
-_RES_FIELDS = [c.name for c in RES.columns]
+_RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]  # not every column (driver_epoch: fencing's)
 
 
 @dataclass(frozen=True)
