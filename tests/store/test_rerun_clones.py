@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 import sematic_k8s as sk
 from sematic_k8s import graph
-from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.sql import RunRow, SqlStore
 
 CALLS: list[str] = []
 
@@ -153,9 +153,12 @@ def test_running_runs_that_wait_are_found_by_their_note(home) -> None:
     f.resolve(sk.LocalResolver(home=home))
     store = open_store(home)
     runs = [r for r in store.runs_of_root(f.id) if r.func_name == "inc"]
+    t = RunRow.__table__
+    with store.engine.begin() as conn:  # two of them set back to running by hand: no write un-resolves a run
+        conn.execute(sa.update(t).where(t.c.id.in_([runs[0].id, runs[1].id])).values(state="running"))
     batch = Batch()
-    batch.update_run(runs[0].id, state="running", notes={"waiting": "waiting for quota: exceeded quota: pods"})
-    batch.update_run(runs[1].id, state="running", notes={"executor": {"job": "sk-x"}})
+    batch.update_run(runs[0].id, notes={"waiting": "waiting for quota: exceeded quota: pods"})
+    batch.update_run(runs[1].id, notes={"executor": {"job": "sk-x"}})
     batch.update_run(runs[2].id, notes={"waiting": "waiting for capacity: 0/1 nodes"})  # resolved: not waiting
     store.write(batch)
     assert store.waiting_runs(f.id) == {runs[0].id: "waiting for quota: exceeded quota: pods"}
