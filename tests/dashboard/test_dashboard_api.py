@@ -199,7 +199,7 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    """An embedded database made before tags, notes and source text: opened again, it gains the columns and
+    """An embedded database made before tags, notes, source text and driver epochs: opened again, it gains the columns and
     keeps its records; a server database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
@@ -213,7 +213,8 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
             conn.execute(sa.text("INSERT INTO resolutions (id, root_func_path, state, settings, created_at) "
                                  "VALUES ('abc', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
             for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text"),
-                               ("resolutions", "heartbeat_at")):
+                               ("resolutions", "heartbeat_at"), ("resolutions", "driver_epoch"),
+                               ("resolutions", "driver_epoch_at")):
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
             conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
             for col in ("admin", "revoked_at"):
