@@ -199,8 +199,8 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    """An embedded database made before tags, notes, source text and driver epochs: opened again, it gains the columns and
-    keeps its records; a server database at revision 0002 is migrated the same way."""
+    """An embedded database made before tags, notes, source text and driver epochs: opened again, it gains the
+    columns and keeps its records; a server database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
