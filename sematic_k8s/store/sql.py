@@ -115,6 +115,7 @@ _CLONE_REFS = [*_CLONE_IDS, "input_refs", "output_ref"]
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
+_TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
 _REF_FIELDS = ("input_refs", "output_ref")
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
@@ -243,16 +244,20 @@ class SqlStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch, conflicts: set[str] | None = None) -> None:
         """Apply ``batch`` in one transaction; an artifact already present is left as it is. Updated rows
         are locked in the order of their ids, as every writer does (several server processes updating the same
         runs); a transaction the database aborted all the same to break a deadlock is run again, up to
-        :data:`DEADLOCK_ATTEMPTS` times."""
+        :data:`DEADLOCK_ATTEMPTS` times. ``conflicts``, when given, gets the ids of the artifacts written without
+        bytes whose record differs from the recorded one (format, type or size; see :meth:`replace_artifact`)."""
         if not batch:
             return
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            found: set[str] = set()
             try:
-                self._write(batch)
+                self._write(batch, found)
+                if conflicts is not None:
+                    conflicts |= found
                 if self._checkpoints is not None:
                     self._checkpoints.wrote()
                 return
@@ -260,11 +265,12 @@ class SqlStore:
                 if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
                     raise
 
-    def _write(self, batch: Batch) -> None:
+    def _write(self, batch: Batch, conflicts: set[str]) -> None:
         with self.engine.begin() as conn:
             _hold_write_lock(conn)  # SQLite: before _refuse_stale reads (a batch may hold no insert before it)
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in _chunks(list(batch.artifacts.values())):
+                conflicts |= self._conflicting_artifacts(conn, rows)
                 self._insert_artifacts(conn, rows)
             for rows in _chunks(list(batch.new_runs.values())):
                 self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
@@ -357,6 +363,30 @@ class SqlStore:
         rows = [r for r in rows if r["id"] not in present]
         if rows:
             conn.execute(sa.insert(table), rows)
+
+    def _conflicting_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
+        """The ids of ``rows`` written without bytes whose recorded artifact (also without bytes in its record)
+        has another format, type or size: which one is true, only the stored bytes tell."""
+        written = {r["id"]: r for r in rows if r.get("inline") is None}
+        if not written:
+            return set()
+        t = self._arts
+        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.size).where(t.c.id.in_(list(written)),
+                                                                           t.c.inline.is_(None))
+        return {art_id for art_id, *recorded in conn.execute(stmt)
+                if recorded != [written[art_id].get(k) for k in _TRUTH_FIELDS]}
+
+    def replace_artifact(self, recorded: ArtifactRecord, written: dict[str, Any]) -> bool:
+        """Replace the record of an artifact stored without bytes in its record by ``written`` (its format, type,
+        summary and size), if it is still ``recorded``: what a writer whose record the stored bytes verify calls
+        after :meth:`write` reported a conflict. Whether it replaced it."""
+        t = self._arts
+        stmt = (sa.update(t).where(t.c.id == recorded.id, t.c.inline.is_(None),
+                                   *(t.c[k] == getattr(recorded, k) for k in _TRUTH_FIELDS))
+                .values({k: written.get(k) for k in ("format", "type_name", "summary", "size")}))
+        with self.engine.begin() as conn:
+            _hold_write_lock(conn)
+            return bool(conn.execute(stmt).rowcount)
 
     def _insert_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Insert absent artifacts. A recorded artifact takes the record written with inline bytes when it has no

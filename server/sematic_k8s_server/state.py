@@ -4,6 +4,7 @@ reruns."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth, scopes, writes
+from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
@@ -84,8 +85,12 @@ class Server:
             for fields in [*batch.resolution_updates.values(), *batch.new_resolutions]:
                 if fields.get("heartbeat_at") is not None:
                     fields["heartbeat_at"] = now
+        conflicts: set[str] = set()
         with self.write_lock:
-            errors = writes.write_all(self.store.write, batches)
+            errors = writes.write_all(functools.partial(self.store.write, conflicts=conflicts), batches)
+        for artifact_id in sorted(conflicts):  # rare: a record written ahead, or a hostile one after the true one
+            verdicts.settle(self.store, self.storage, artifact_id,
+                            [b.artifacts[artifact_id] for b in batches if artifact_id in b.artifacts], self.write_lock)
         written = [b for b, error in zip(batches, errors, strict=True) if error is None]
         for batch in written:
             self.roots.learn(batch)

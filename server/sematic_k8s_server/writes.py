@@ -5,6 +5,7 @@ writing them one after the other: inserts are "insert if absent" (the first one 
 (the last one wins), so they merge, except that a batch inserting a row that an earlier one updated starts a
 new group (merged, its insert would run before that update); so does one whose fence gives a resolution
 another driver epoch than the group's (merged, one driver's writes would be checked against the other's epoch),
+one recording an artifact otherwise than the group (merged, its record would not be checked against the other),
 and one changing what an earlier one changed of a resolution's state or a run's state or output (each such
 change is checked against what is recorded: merged, the later one would hide the earlier one's refusal). A
 merged group refused as stale is written again batch by batch, so a fence only ever refuses its own batch.
@@ -48,7 +49,14 @@ def _joins(group: Batch, b: Batch) -> bool:
             and not any(r in ended or (r in group.resolution_updates and "state" in fields)
                         for r, fields in b.resolution_updates.items())
             # nor does a change of a run's state or output (once resolved, they are final: each one is checked)
-            and not any(r in settled and not _FINAL.isdisjoint(fields) for r, fields in b.run_updates.items()))
+            and not any(r in settled and not _FINAL.isdisjoint(fields) for r, fields in b.run_updates.items())
+            # another record of an artifact: each one is checked against what is recorded (merged, one is dropped)
+            and all(_same_artifact(group.artifacts[a], fields) for a, fields in b.artifacts.items()
+                    if a in group.artifacts))
+
+
+def _same_artifact(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("format", "type_name", "size", "summary", "inline"))
 
 
 def _merge(group: Batch, b: Batch) -> None:

@@ -4,6 +4,7 @@ would have had alone, credentials checked for many requests in one query, and se
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sematic_k8s import serialization
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -100,6 +102,24 @@ def test_batches_of_two_drivers_are_not_merged_and_only_the_older_ones_refused(t
     errors = write_all(store.write, [fresh, other, stale])  # fresh and other merge; stale does not
     assert errors[:2] == [None, None] and isinstance(errors[2], DriverReplaced)
     assert {r.id: r.state for r in store.runs_of_root("r0")} == {"a1": "created", "a2": "resolved", "a3": "running"}
+
+
+def test_two_records_of_one_artifact_arriving_together_are_each_checked(tmp_path) -> None:
+    """A record of an artifact written ahead and the true one, in requests arriving together: never merged (the
+    second one would be dropped unchecked); one with its bytes replaces the lie, one without is reported as a
+    conflict (for the server to read the stored bytes)."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
+    for n, inline in enumerate((True, False)):
+        value = serialization.serialize([n] * 10)
+        honest = {**value.record(), "created_at": NOW, "inline": value.payload if inline else None}
+        ahead = {**honest, "format": "pickle", "type_name": "os.system", "inline": None}
+        sequence = [Batch(artifacts={value.id: ahead}), Batch(artifacts={value.id: honest})]
+        assert len(groups(sequence)) == 2
+        conflicts: set[str] = set()
+        assert write_all(functools.partial(store.write, conflicts=conflicts), sequence) == [None, None]
+        recorded = store.get_artifact(value.id)
+        assert recorded is not None
+        assert (recorded.format, conflicts) == (("json", set()) if inline else ("pickle", {value.id}))
 
 
 def _batch_body(b: Batch) -> bytes:

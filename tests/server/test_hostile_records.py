@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from s3server import fresh_bucket
 from sematic_k8s import serialization
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import utcnow
 from serving import Served, serve
@@ -214,3 +217,42 @@ def test_a_storage_url_that_is_not_a_string_is_not_read(served: Served) -> None:
         for path in (f"/api/v1/runs/{root}/logs", f"/api/v1/artifacts/{value.id}/data?resolution_id={root}"):
             r = c.get(path)
             assert r.status_code == 409 and "does not read" in r.json()["detail"], (path, r.text)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_stored_value_recorded_ahead_is_repaired_by_its_bytes_in_s3(
+        tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, db: str) -> None:
+    """A value stored in S3 (its record holds no bytes), recorded ahead by a client with another format or size:
+    the honest writer's record, which the stored bytes verify, replaces it; while the bytes are not stored yet the
+    recorded one stays, and the next conflicting write checks again. A lie written after the truth changes
+    nothing."""
+    endpoint, bucket = fresh_bucket(monkeypatch, "ahead")
+    storage = S3Storage(bucket, "arts", endpoint_url=endpoint, retry_window=1)
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    fields = ("format", "type_name", "summary", "size")
+    with serve(tmp_path, db_url, storage=storage) as served, served.client() as c:
+        for n, ahead_fields in enumerate(({"format": "pickle", "type_name": "os.system", "summary": "pwned"},
+                                          {"type_name": "os.system", "size": 9})):
+            value = serialization.serialize([n] * 3000)
+            honest = {**value.record(), "created_at": NOW}
+            ahead = {**honest, **ahead_fields}
+
+            def recorded() -> dict[str, Any]:
+                r = c.get(f"/api/v1/artifacts/{value.id}")  # noqa: B023 - read in this iteration only
+                assert r.status_code == 200, r.text
+                return {k: r.json()[k] for k in fields}
+
+            def write(record: dict[str, Any]) -> None:
+                r = c.post("/api/v1/store/write", json={"artifacts": {value.id: record}})  # noqa: B023
+                assert r.status_code == 200, r.text
+
+            write(ahead)
+            write(honest)  # its bytes are not stored yet: nothing tells which record is true
+            assert recorded() == {k: ahead[k] for k in fields}
+            storage.put(artifact_key(value.id), value.payload)
+            write(honest)  # a conflicting write checks again
+            assert recorded() == {k: honest[k] for k in fields}
+            r = c.get(f"/api/v1/artifacts/{value.id}/data")
+            assert r.status_code == 200 and r.content == value.payload, r.text
+            write(ahead)  # a lie after the truth: the bytes refute it
+            assert recorded() == {k: honest[k] for k in fields}
