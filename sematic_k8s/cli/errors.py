@@ -16,6 +16,8 @@ from sematic_k8s import settings
 from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError
 
 DEBUG = "--debug"
+# a ServerError about reaching the server or being let in (None: not reached; 401 says what to do itself)
+ACCESS_STATUSES = (None, 403)
 
 
 def one_line(text: str) -> str:
@@ -28,9 +30,9 @@ def one_line(text: str) -> str:
 
 def describe(exc: BaseException) -> str:
     """One line for an error no command turned into a ClickException."""
-    if isinstance(exc, ServerError):
-        return f"{one_line(str(exc))}; check ${settings.SERVER_ENV} and ${settings.API_KEY_ENV}" \
-            if exc.status not in (401,) else one_line(str(exc))
+    if isinstance(exc, ServerError):  # the server's word (its detail) unless it could not be reached or refused us
+        hint = f"; check ${settings.SERVER_ENV} and ${settings.API_KEY_ENV}" if exc.status in ACCESS_STATUSES else ""
+        return one_line(str(exc)) + hint
     if isinstance(exc, CorruptRecord):
         return one_line(str(exc))
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):

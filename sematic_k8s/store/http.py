@@ -365,7 +365,7 @@ class HttpStore:
             return response.json()
         except ValueError:
             raise ServerError(f"{self.url} answered {method} {API}{path} with something other than JSON: is it a "
-                              f"sematic-k8s server?", response.status_code) from None
+                              f"sematic-k8s server? (check ${settings.SERVER_ENV})", response.status_code) from None
 
     def mint_token(self, resolution_id: str, rerun_from: str | None = None) -> str:
         """A token for ``resolution_id``'s driver, minted by the server for this store's key: it may record

@@ -148,3 +148,37 @@ def test_debug_shows_the_traceback(env: Env) -> None:
         assert proc.returncode == 1
         assert proc.stderr.startswith("Traceback (most recent call last):")
         assert proc.stderr.splitlines()[-1].startswith("Error: cannot reach the sematic-k8s server")
+
+
+def test_a_server_error_shows_the_servers_word_without_blaming_the_settings(env: Env, tmp_path: Path) -> None:
+    """A 500 of a reachable server that let us in (its database holds a damaged record) is the server's detail,
+    not a hint to check the server URL and the API key, which are right; a 403 (a key not allowed) keeps it."""
+    import sqlite3
+
+    from sematic_k8s.store.http import HttpStore
+
+    with serve(tmp_path) as served:
+        now = utcnow()
+        batch = Batch()
+        for root, state in ((ROOT, "resolved"), (CHILD, "resolved"), (GONE, "running")):  # here: three roots
+            batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state=state, created_at=now,
+                                                  settings={"kind": "local"}))
+            batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:p", func_name="p",
+                                    state=state, created_at=now))
+        served.store.write(batch)
+        with sqlite3.connect(tmp_path / "db.sqlite3") as db:  # damaged (or edited by hand) under the server
+            db.execute("UPDATE runs SET notes = '{not json' WHERE id = ?", (ROOT,))
+        assert served.key is not None
+        damaged = run_cli(env, ["runs", "show", ROOT], {settings.SERVER_ENV: served.url,
+                                                        settings.API_KEY_ENV: served.key})
+        user = HttpStore(served.url, served.key)
+        token = user.mint_token(GONE)  # may read only resolution GONE
+        user.close()
+        refused = run_cli(env, ["runs", "show", CHILD], {settings.SERVER_ENV: served.url, settings.API_KEY_ENV: token})
+    assert damaged.returncode == 1, damaged.stderr
+    assert len(damaged.stderr.splitlines()) == 1, damaged.stderr
+    assert "HTTP 500" in damaged.stderr and "the metadata database holds a value that is not JSON" in damaged.stderr
+    assert settings.SERVER_ENV not in damaged.stderr and settings.API_KEY_ENV not in damaged.stderr, damaged.stderr
+    assert "HTTP 403" in refused.stderr, refused.stderr
+    assert refused.stderr.rstrip().endswith(f"check ${settings.SERVER_ENV} and ${settings.API_KEY_ENV}"), \
+        refused.stderr
