@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sematic_k8s.errors import BuildError
 from sematic_k8s.settings import WHEEL_CACHE_ENV
 from sematic_k8s.version import PACKAGE_DIR, __version__
 
@@ -213,6 +214,32 @@ def host_pins() -> list[str]:
     return [pins[k] for k in sorted(pins)]
 
 
+# what pip's ERROR lines say went wrong, the requirement it names, and what to check
+_PIP_FAILURES = (
+    (re.compile(r"No matching distribution found for (.+)$"),
+     "no release of it that pip can see matches ({target}): check its name and version, and the package index pip "
+     "uses ($PIP_INDEX_URL, $PIP_FIND_LINKS, pip.conf)"),
+    (re.compile(r"(?:Failed building wheel for|Failed to build|Could not build wheels for) (\S+)"),
+     "it did not build into a wheel on this host: check that `pip wheel` builds it here, or pin a version that "
+     "has a wheel for {target}"),
+)
+
+
+def pip_failed(proc: subprocess.CompletedProcess[str], target: str) -> BuildError:
+    """The :class:`BuildError` of a failed ``pip wheel`` / ``pip download``: its first line names the requirement
+    that could not be installed and what to check, the lines after it are pip's ERROR lines."""
+    lines = f"{proc.stdout}\n{proc.stderr}".splitlines()
+    errors = [line.strip() for line in lines if line.startswith("ERROR:")] or [ln for ln in lines if ln.strip()][-5:]
+    for pattern, check in _PIP_FAILURES:
+        found = next((m for m in map(pattern.search, errors) if m), None)
+        if found:
+            return BuildError(f"requirement {found.group(1).strip()} could not be installed: "
+                              f"{check.format(target=target)}", output=errors)
+    first = errors[0] if errors else f"pip exited with code {proc.returncode}"
+    return BuildError(f"the image's requirements could not be installed ({first.removeprefix('ERROR: ')}): check "
+                      f"their names and version pins, and the package index pip uses", output=errors)
+
+
 def fetch_wheels(requirements: Sequence[str], *, python_version: str = DEFAULT_PYTHON, arch: str = "x86_64",
                  progress: Progress | None = None, cache_dir: Path | None = None) -> Path:
     """A directory holding ``requirements.txt`` and wheels for all of ``requirements`` and their dependencies.
@@ -221,7 +248,7 @@ def fetch_wheels(requirements: Sequence[str], *, python_version: str = DEFAULT_P
     host whose Python and architecture match the image's, ``pip wheel`` (which also builds sdists); otherwise
     ``pip download --only-binary=:all:`` for the image's platform. Either way the versions installed here are
     constraints (:func:`host_pins`); should pip find no wheels within them (another platform's), it resolves
-    again without them, saying so.
+    again without them, saying so. A requirement pip cannot install is a :class:`BuildError` (:func:`pip_failed`).
     """
     say = progress or (lambda _line: None)
     text = "".join(f"{r}\n" for r in requirements)
@@ -257,8 +284,7 @@ def fetch_wheels(requirements: Sequence[str], *, python_version: str = DEFAULT_P
                 say("wheels: none within the versions installed here; resolving again without them")
                 proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise RuntimeError(f"fetching wheels failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}"
-                                   f"{proc.stderr[-3000:]}")
+                raise pip_failed(proc, f"Python {python_version} on {arch}")
             (tmp / "requirements.in").unlink()
             (tmp / "constraints.txt").unlink()
         (tmp / "requirements.txt").write_text(text)

@@ -480,3 +480,24 @@ def test_image_wheels_are_the_versions_installed_here_else_what_pip_resolves(tmp
     assert [p.name for p in newer.glob("*.whl")] == ["demo-2.0-py3-none-any.whl"]
     assert any("resolving again without them" in line for line in said)
     assert not (newer / "constraints.txt").exists() and (newer / "requirements.txt").read_text() == "demo>=2.0\n"
+
+
+def test_a_requirement_that_cannot_be_installed_is_a_build_error_naming_it(tmp_path, monkeypatch):
+    """A requirement no index has, asked of the host's pip: the BuildError a failed docker build raises, its first
+    line naming the requirement and what to check, then pip's ERROR lines only (not the command, not its chatter)."""
+    from sematic_k8s.packaging.wheels import fetch_wheels
+
+    index = tmp_path / "index"
+    index.mkdir()
+    _pure_wheel(index, "1.0")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # a local index only: nothing leaves this machine
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    with pytest.raises(BuildError) as caught:
+        fetch_wheels(["demo==1.0", "no-such-requirement-sk8s==1.0"], cache_dir=tmp_path / "cache")
+    first, *rest = str(caught.value).splitlines()
+    assert first.startswith("docker build failed: requirement no-such-requirement-sk8s==1.0 could not be installed: "
+                            "no release of it that pip can see matches"), first
+    assert "check its name and version" in first and "pip wheel" not in first
+    assert rest and all(line.strip().startswith("ERROR: ") for line in rest), rest
+    assert any("No matching distribution found for no-such-requirement-sk8s==1.0" in line for line in rest), rest
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-fetched is cached
