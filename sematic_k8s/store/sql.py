@@ -253,10 +253,10 @@ class SqlStore:
         if not batch:
             return
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-            found: set[str] = set()
+            found: set[str] | None = None if conflicts is None else set()
             try:
                 self._write(batch, found)
-                if conflicts is not None:
+                if conflicts is not None and found:
                     conflicts |= found
                 if self._checkpoints is not None:
                     self._checkpoints.wrote()
@@ -265,12 +265,13 @@ class SqlStore:
                 if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
                     raise
 
-    def _write(self, batch: Batch, conflicts: set[str]) -> None:
+    def _write(self, batch: Batch, conflicts: set[str] | None) -> None:
         with self.engine.begin() as conn:
             _hold_write_lock(conn)  # SQLite: before _refuse_stale reads (a batch may hold no insert before it)
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in _chunks(list(batch.artifacts.values())):
-                conflicts |= self._conflicting_artifacts(conn, rows)
+                if conflicts is not None:  # asked by a writer that can read the bytes (the server)
+                    conflicts |= self._conflicting_artifacts(conn, rows)
                 self._insert_artifacts(conn, rows)
             for rows in _chunks(list(batch.new_runs.values())):
                 self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
