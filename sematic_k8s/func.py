@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from sematic_k8s import modules
+from sematic_k8s import modules, quantities
 from sematic_k8s.errors import FuncError, FutureHasNoValue
 from sematic_k8s.future import Future
 from sematic_k8s.serialization import type_name
@@ -127,6 +127,11 @@ class Func:
             raise FuncError(f"@func {fn.__qualname__}: cpu must be like '2' or '500m', got {cpu!r}")
         if memory is not None and not isinstance(memory, str):
             raise FuncError(f"@func {fn.__qualname__}: memory must be like '4Gi', got {memory!r}")
+        try:  # as its pod's manifest will take them: a mistake shows here, not when the run starts on a cluster
+            cpu = None if cpu is None else quantities.quantity(cpu, "cpu")
+            memory = None if memory is None else quantities.memory_quantity(memory)
+        except ValueError as e:
+            raise FuncError(f"@func {fn.__qualname__}: {e}") from None
         if node_selector is not None and not (isinstance(node_selector, dict) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in node_selector.items())):
             raise FuncError(f"@func {fn.__qualname__}: node_selector must map label names to values (str: str)")

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
-from kubernetes.utils import parse_quantity
 
 from sematic_k8s.labels import (
     ATTEMPT_LABEL,
@@ -31,6 +30,7 @@ from sematic_k8s.labels import (
     label_value,
     run_labels,
 )
+from sematic_k8s.quantities import memory_quantity, quantity
 from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
 from sematic_k8s.specs import (
     ARCHITECTURES,
@@ -67,8 +67,6 @@ JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 ARCH_LABEL = "kubernetes.io/arch"  # the node label the kubelet sets to its CPU architecture
 NAME_LIMIT = 52  # Job names: pods are named <job>-<5 chars>, and the job-name label holds <= 63 chars
 GPU_RESOURCE = "nvidia.com/gpu"
-MIN_MEMORY = 6 * 1024 * 1024  # container runtimes refuse a smaller memory limit (Docker: 6MB)
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 
 
 def dns_name(*parts: str, limit: int = NAME_LIMIT) -> str:
@@ -109,28 +107,6 @@ def token_secret(root_id: str, token: str, *, namespace: str, func_name: str = "
         metadata=client.V1ObjectMeta(name=token_secret_name(root_id), namespace=namespace, labels=labels,
                                      owner_references=[owner_reference(*owner)] if owner else None),
         data={API_KEY_KEY: base64.b64encode(token.encode()).decode()})
-
-
-def quantity(value: str | float | int, what: str) -> str:
-    """A Kubernetes quantity ('2', '500m', '4Gi'), or ValueError in plain words."""
-    text = str(value).strip()
-    if not _QUANTITY.match(text):
-        raise ValueError(f"{what} {value!r} is not a Kubernetes quantity (like '2', '500m', '512Mi', '4Gi')")
-    return text
-
-
-def memory_quantity(value: str | float | int, what: str = "memory") -> str:
-    """A memory quantity in whole bytes, at least :data:`MIN_MEMORY`, or ValueError in plain words. The API server
-    takes "512m" (0.512 bytes: 'm' is thousandths) with only a warning; no container runtime starts with it."""
-    text = quantity(value, what)
-    amount = parse_quantity(text)
-    if amount != int(amount):
-        hint = f": did you mean '{text[:-1]}Mi'?" if text.endswith("m") else ""
-        raise ValueError(f"{what} {value!r} is a fraction of a byte ('m' means thousandths){hint}")
-    if amount < MIN_MEMORY:
-        raise ValueError(f"{what} {value!r} is {int(amount)} bytes: a container needs at least 6Mi "
-                         f"(write it like '512Mi' or '4Gi')")
-    return text
 
 
 def resources(cpu: str | None, memory: str | None, gpu: int | None, *,

@@ -371,6 +371,16 @@ def test_bad_decorator_settings():
     with pytest.raises(sk.FuncError, match="async"):
         @sk.func
         async def g() -> None: ...
+    # quantities as a pod's manifest takes them, said on the decorator's line rather than when the run starts
+    with pytest.raises(sk.FuncError, match=r"@func .*h: memory '512m' is a fraction of a byte .*did you mean '512Mi'"):
+        @sk.func(memory="512m")
+        def h() -> None: ...
+    with pytest.raises(sk.FuncError, match=r"memory '4Ki' is 4096 bytes: a container needs at least 6Mi"):
+        sk.func(memory="4Ki")(lambda: 1)
+    with pytest.raises(sk.FuncError, match=r"cpu 'two' is not a Kubernetes quantity"):
+        sk.func(cpu="two")(lambda: 1)
+    assert (sk.func(cpu=0.5, memory=" 1.5Gi")(lambda: 1).settings()["memory"], sk.func(cpu=2)(lambda: 1).cpu) \
+        == ("1.5Gi", "2")
 
 
 def test_bad_resolver_settings(resolver):

@@ -61,11 +61,6 @@ def squares(n: int) -> int:
     return total([square(i) for i in range(n)])
 
 
-@sk.func(inline=False, memory="512m")
-def milli_memory() -> int:
-    return 5
-
-
 @sk.func(inline=False, cpu="1")
 def heavy() -> int:
     return 1
@@ -248,18 +243,6 @@ ENDINGS: dict[str, tuple[Script | None, str, str, str | None]] = {
               "WorkerDied", "exited with code 139 without a result", "Segfault"),
     "bad_image": (None, "InvalidImageName", "image name is invalid", None),
 }
-
-
-def test_memory_in_fractions_of_a_byte_fails_its_run_at_once_without_a_job(cluster, api, storage):
-    # the API server takes "512m" of memory (0.512 bytes) with only a warning; the runtime then refuses the
-    # container over and over (CreateContainerError), which would fail the run only after the config grace
-    ex = executor(api, storage)
-    run_id = submit(ex, milli_memory, new_id())
-    info = wait_for(ex, 1, timeout=10)[run_id].error_info
-    ex.close()
-    assert info is not None and info["type"] == "InvalidJob", info
-    assert "memory '512m' is a fraction of a byte" in info["message"] and "'512Mi'" in info["message"]
-    assert jobs(cluster) == []
 
 
 @pytest.mark.parametrize("ending", sorted(ENDINGS))
