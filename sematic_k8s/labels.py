@@ -10,7 +10,7 @@ RESOLUTION_LABEL = "sematic-k8s/resolution-id"
 RUN_LABEL = "sematic-k8s/run-id"
 FUNC_LABEL = "sematic-k8s/func"
 ROLE_LABEL = "sematic-k8s/role"  # driver | worker
-ATTEMPT_LABEL = "sematic-k8s/attempt"  # workers on Kubernetes
+ATTEMPT_LABEL = "sematic-k8s/attempt"  # workers (a restarted driver finds the attempt's worker again)
 RELAUNCH_LABEL = "sematic-k8s/relaunch"  # workers on Kubernetes: 0, or n for the n-th Job of an evicted attempt
 
 

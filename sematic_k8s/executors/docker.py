@@ -5,12 +5,19 @@ line saying that its outcome is stored (:data:`~sematic_k8s.specs.WORKER_STORED_
 at once, a tenth of a second before Docker reports the container's end; a worker that dies without that line
 is read when Docker reports its end (exit code, and the last log lines). A container is removed in the
 background once it has ended (one whose outcome was read and that has not ended STORED_GRACE seconds later is
-stopped); when it is stopped (canceled, or past its func's timeout); and when the executor closes: none is
-left behind with credentials in its environment.
+stopped); when it is stopped (canceled, or past its func's timeout); and when the executor closes, which also
+removes every other worker container of the resolution: none is left behind with credentials in its environment.
+
+A restarted driver (a newer one that took the resolution over) finds the worker containers of its resolution
+by their labels (one list, at its first resumed attempt) and re-attaches to the newest container of each
+resumed attempt, running or ended while no driver watched: it is followed as one started here (its stdout
+read from its beginning, then Docker's wait), never started a second time. :meth:`DockerExecutor.detach`
+(a driver that exits to be restarted, or that was replaced) leaves its containers to that driver.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,7 +26,7 @@ from typing import Any
 from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
-from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL, run_labels
+from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
 from sematic_k8s.settings import SAY_STORED_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
@@ -28,6 +35,8 @@ LOG_TAIL = 40
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
 STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
 _STORED = WORKER_STORED_LINE.encode()
+
+log = logging.getLogger("sematic_k8s.docker")
 
 
 class DockerExecutor(RemoteExecutor):
@@ -51,6 +60,8 @@ class DockerExecutor(RemoteExecutor):
         self._followers: list[threading.Thread] = []
         self._listed_at = 0.0  # monotonic time of the last list of ended containers
         self.root_id = ""
+        self.found: dict[tuple[str, str], dict[str, Any]] | None = None  # (run id, attempt) -> a container there
+        self.reattached: set[str] = set()  # container ids found again, not started here
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
@@ -61,7 +72,7 @@ class DockerExecutor(RemoteExecutor):
         import docker.errors
 
         self.root_id = spec.root_id
-        labels = run_labels(spec.root_id, spec.run_id, task.func.name, "worker")
+        labels = {**run_labels(spec.root_id, spec.run_id, task.func.name, "worker"), ATTEMPT_LABEL: str(spec.attempt)}
         limits: dict[str, Any] = {}
         if task.func.memory:
             limits["mem_limit"] = _docker_memory(task.func.memory)
@@ -86,7 +97,46 @@ class DockerExecutor(RemoteExecutor):
         except docker.errors.APIError:
             stdout = None  # its end is still awaited
         api.start(created["Id"])
-        follower = threading.Thread(target=self._follow, args=(spec.run_id, container.id, stdout), daemon=True,
+        self._start_following(spec.run_id, container.id, stdout)
+
+    def reattach(self, spec: TaskSpec, task: Task) -> float | None:
+        """Follow the newest container of this attempt that a driver before this one started, if it is still
+        there; how long ago it was created (None: there is none)."""
+        import docker.errors
+
+        self.root_id = spec.root_id
+        if self.found is None:
+            self.found = self._find_workers(spec.root_id)
+        entry = self.found.pop((spec.run_id, str(spec.attempt)), None)
+        if entry is None:
+            return None
+        name = ((entry.get("Names") or [""])[0] or "").lstrip("/")
+        self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": entry["Id"], "Name": name})
+        self.reattached.add(entry["Id"])
+        try:  # what it printed so far, then what it prints (an ended one is refused: read when its wait returns)
+            stdout = self.client.api.attach_socket(entry["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
+        except docker.errors.APIError:
+            stdout = None
+        self._start_following(spec.run_id, entry["Id"], stdout)
+        log.info("re-attached to worker container %s (run %s attempt %d, %s)", name, spec.run_id, spec.attempt,
+                 entry.get("State") or "state unknown")
+        return max(0.0, time.time() - float(entry.get("Created") or time.time()))
+
+    def _find_workers(self, root_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """The resolution's worker containers (list entries), the newest of each (run id, attempt)."""
+        listed = self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={root_id}",
+                                                                         f"{ROLE_LABEL}=worker"]})
+        ours = {c.id for c in self.containers.values()}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for entry in sorted(listed, key=lambda c: c.get("Created") or 0):
+            labels = entry.get("Labels") or {}
+            key = (labels.get(RUN_LABEL) or "", labels.get(ATTEMPT_LABEL) or "")
+            if all(key) and entry["Id"] not in ours:
+                found[key] = entry
+        return found
+
+    def _start_following(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - a socket
+        follower = threading.Thread(target=self._follow, args=(run_id, container_id, stdout), daemon=True,
                                     name="sk-docker-follow")
         follower.start()
         self._followers = [t for t in self._followers if t.is_alive()] + [follower]
@@ -171,7 +221,8 @@ class DockerExecutor(RemoteExecutor):
                      self._details(container))
 
     def _details(self, container: Any) -> dict[str, Any]:  # noqa: ANN401 - a docker Container
-        return {"executor": "docker", "container": container.name, "image": self.image}
+        details = {"executor": "docker", "container": container.name, "image": self.image}
+        return {**details, "reattached": True} if container.id in self.reattached else details
 
     def _drop(self, run_id: str, container: Any) -> None:  # noqa: ANN401 - a docker Container
         """Forget a container and remove it while the resolution goes on (close() waits for that)."""
@@ -200,6 +251,25 @@ class DockerExecutor(RemoteExecutor):
         self._waited()
         for run_id, container in list(self.containers.items()):
             self._drop(run_id, container)
+        for removal in self._removals:
+            removal.join(60)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Remove the resolution's other worker containers: those of earlier drivers that no resumed attempt
+        re-attached to (an older attempt, a run that ended while no driver watched)."""
+        if not self.root_id:
+            return
+        for entry in self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={self.root_id}",
+                                                                              f"{ROLE_LABEL}=worker"]}):
+            _remove(self.client.containers.prepare_model({"Id": entry["Id"]}))
+
+    def detach(self) -> None:
+        """Stop following and leave every container as it is: the driver that resumes the resolution (this one
+        restarted, or the newer one that took it over) re-attaches to them, reads and removes them."""
+        self.running.clear()
+        self.deadlines.clear()
+        self.containers.clear()
         for removal in self._removals:
             removal.join(60)
 

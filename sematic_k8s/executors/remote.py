@@ -6,7 +6,7 @@ The task goes out as a :class:`~sematic_k8s.specs.TaskSpec` in the worker's envi
 document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends, and stops a
 worker that outlives its func's ``timeout`` (recorded as DeadlineExceeded, "timed out after N s", with its
 last log lines). Subclasses only say how to launch a worker, how to see which ones ended, how to read the end
-of its log, and how to stop one.
+of its log, how to stop one and, for a restarted driver's resumed attempt, how to follow its worker again.
 """
 
 from __future__ import annotations
@@ -149,6 +149,12 @@ class RemoteExecutor:
         """The last lines a running worker printed ("" where they cannot be read)."""
         return ""
 
+    def reattach(self, spec: TaskSpec, task: Task) -> float | None:
+        """A resumed attempt (a restarted driver's): follow its worker if it is still there, running or ended
+        unwatched, and return how many seconds it has run; None when there is none to follow (where workers
+        re-attach at launch instead, as Jobs do, or cannot be found again)."""
+        return None
+
     # -- the Executor interface -------------------------------------------------------------------
 
     def submit(self, task: Task) -> None:
@@ -158,16 +164,25 @@ class RemoteExecutor:
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
         )
         self.running[task.run_id] = spec
-        if task.resumed and self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
-            self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
-            return
+        if task.resumed:  # a restarted driver: its worker may still be there, or may have ended meanwhile
+            ran = self.reattach(spec, task)
+            if ran is not None:  # followed as if launched here: never started a second time
+                self._deadline(task, ran)
+                return
+            if self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
+                self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
+                return
         presign = getattr(self.storage, "presign", None) if self.presigns else None
         if presign is not None:  # the worker needs no storage credentials, nor botocore
             spec = self.running[task.run_id] = dataclasses.replace(spec, urls=_presigned(spec, presign, task))
         env = {TASK_ENV: spec.to_json(), STORAGE_ENV: self.storage_url}  # the URL for the user's code too
         self.launch(spec, task, env)
+        self._deadline(task, 0.0)
+
+    def _deadline(self, task: Task, ran: float) -> None:
+        """Count the func's timeout for a worker that has run ``ran`` seconds already."""
         if task.func.timeout is not None and self.enforces_timeouts:
-            self.deadlines[task.run_id] = (time.monotonic() + task.func.timeout, task.func.timeout)
+            self.deadlines[task.run_id] = (time.monotonic() + task.func.timeout - ran, task.func.timeout)
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         deadline = None if timeout is None else time.monotonic() + timeout

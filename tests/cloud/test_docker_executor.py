@@ -1,10 +1,13 @@
 """The DockerExecutor on its own, with the real engine, registry and S3 API: a worker's outcome is read as soon
 as it says it stored it (a line on its stdout), with the value and logs stored as before; a func that prints
 that line itself, or a worker that dies after printing it, is still awaited to its real end; every container is
-removed, also one that lingers after its outcome was read."""
+removed, also one that lingers after its outcome was read. A second executor given a resumed attempt (a
+restarted driver's) re-attaches to its worker container, running or ended while nobody watched, instead of
+starting it again; one that detaches leaves its containers running."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import time
@@ -26,13 +29,17 @@ from sematic_k8s.settings import worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE
 from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
+from waiting import wait_for
 
 PROJECT = f'''
     import os
     import threading
     import time
+    import uuid
 
     import sematic_k8s as sk
+    from sematic_k8s.settings import STORAGE_ENV
+    from sematic_k8s.storage.urls import storage_from_url
 
     @sk.func(inline=False)
     def inc(x: int) -> int:
@@ -56,6 +63,15 @@ PROJECT = f'''
         print("sleeping", flush=True)
         time.sleep(600)
         return x
+
+    @sk.func(inline=False)
+    def gated(x: int) -> int:
+        """Notes each start (starts/X/...), then returns 2 * x once the object gates/X is there."""
+        storage = storage_from_url(os.environ[STORAGE_ENV])
+        storage.put(f"starts/{{x}}/{{uuid.uuid4().hex}}", b"")
+        while not storage.exists(f"gates/{{x}}"):
+            time.sleep(0.2)
+        return 2 * x
 
     @sk.func(inline=False)
     def lingers(x: int) -> int:
@@ -104,14 +120,18 @@ def submit(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> T
     return task
 
 
-def run(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> tuple[Task, Outcome]:  # noqa: ANN401
-    task = submit(executor, storage, func, x)
+def outcome_of(executor: DockerExecutor) -> Outcome:
     outcomes: list[Outcome] = []
     deadline = time.monotonic() + 120
     while not outcomes and time.monotonic() < deadline:
         outcomes = executor.wait(5)
     assert outcomes, "no outcome within two minutes"
-    return task, outcomes[0]
+    return outcomes[0]
+
+
+def run(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> tuple[Task, Outcome]:  # noqa: ANN401
+    task = submit(executor, storage, func, x)
+    return task, outcome_of(executor)
 
 
 def stored_value(storage: S3Storage, outcome: Outcome) -> Any:  # noqa: ANN401
@@ -180,3 +200,63 @@ def test_a_worker_container_removed_while_it_runs_fails_its_run_and_is_not_await
     assert outcomes[0].output is None and outcomes[0].error_info is not None
     assert outcomes[0].error_info["type"] == "ContainerRemoved"
     assert outcomes[0].error_info["message"] == "the worker's container was removed before it finished"
+
+
+def starts(storage: S3Storage, x: int) -> int:
+    """How many times the gated func started for ``x`` (each start notes itself under starts/X/)."""
+    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"{storage.prefix}/starts/{x}/")
+    return int(listed.get("KeyCount", 0))
+
+
+def running_worker(executor: DockerExecutor, task: Task) -> Any:  # noqa: ANN401
+    """The task's container once it runs (the executor waited on meanwhile)."""
+    deadline = time.monotonic() + 120
+    while not (running := [c for c in containers_of(task) if c.status == "running"]):
+        assert time.monotonic() < deadline, "the worker did not start"
+        executor.wait(0.5)
+    [container] = running
+    return container
+
+
+def test_a_resumed_attempt_reattaches_to_its_running_worker_instead_of_starting_it_again(project, storage,
+                                                                                         executor):
+    """The first executor is abandoned while its worker waits at a gate (its driver killed); a second one is given
+    the same attempt, resumed: it follows that container to its outcome, and starts none."""
+    x = uuid.uuid4().int % 10**6
+    task = submit(executor, storage, project[0].gated, x)
+    first = running_worker(executor, task)
+    wait_for(lambda: starts(storage, x), 120, what="the worker's start")
+    second = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    try:
+        second.submit(dataclasses.replace(task, resumed=True))
+        storage.put(f"gates/{x}", b"")
+        outcome = outcome_of(second)
+        assert outcome.error_info is None, outcome.error_info
+        assert stored_value(storage, outcome) == 2 * x
+        assert outcome.details["container"] == first.name and outcome.details["reattached"] is True
+    finally:
+        second.close()
+    assert starts(storage, x) == 1  # started once
+    assert containers_of(task) == []
+
+
+def test_a_worker_that_died_while_no_executor_watched_is_read_and_removed(project, storage, executor):
+    """The first executor detaches (its driver exits to be restarted): its worker keeps running; it is then killed
+    while nobody watches. The second executor, given the resumed attempt, reads its exit code and last lines."""
+    task = submit(executor, storage, project[0].sleeps, 3)
+    first = running_worker(executor, task)
+    executor.detach()
+    assert first.id in [c.id for c in containers_of(task) if c.status == "running"]  # left to the next driver
+    wait_for(lambda: b"sleeping" in first.logs(), 120, what="the worker's first line")
+    first.kill()
+    wait_for(lambda: [c for c in containers_of(task) if c.status == "exited"], 60, what="the killed worker's end")
+    second = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    try:
+        second.submit(dataclasses.replace(task, resumed=True))
+        outcome = outcome_of(second)
+        assert outcome.output is None and outcome.error_info is not None
+        assert "exited with code 137" in outcome.error_info["message"]
+        assert "sleeping" in outcome.error_info["traceback"]  # its last log lines
+    finally:
+        second.close()
+    assert containers_of(task) == []
