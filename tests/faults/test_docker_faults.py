@@ -1,12 +1,16 @@
 """Faults of the Docker executor and of a CloudResolver's driver, with the real engine, registry, S3 API and
 server: a func past its timeout is stopped; a driver killed with SIGKILL fails the resolution at once with its
 last log lines, leaves no container behind, and its resolution is continued through the API to the same
-value; finished driver and worker containers are removed."""
+value; finished driver and worker containers are removed. A driver process killed (SIGKILL) while a worker
+container waits, started again on the same resolution, re-attaches to that container (running, or ended while
+no driver watched) instead of starting the step again, and leaves no container behind."""
 
 from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,14 +25,20 @@ from docker import errors as docker_errors
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
 from projects import user_project
-from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+from sematic_k8s import serialization
+from sematic_k8s.labels import FUNC_LABEL, RESOLUTION_LABEL, ROLE_LABEL
+from sematic_k8s.settings import DRIVER_ENV
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.urls import storage_from_url
+from sematic_k8s.store import sql_store
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import serve, wait_for
 
 PIPELINE = '''
     import os
     import time
+    import uuid
 
     import sematic_k8s as sk
     from sematic_k8s.settings import STORAGE_ENV
@@ -45,6 +55,7 @@ PIPELINE = '''
         """Returns x once the object gates/NAME is in storage (so a test can act while this runs)."""
         storage = storage_from_url(os.environ[STORAGE_ENV])
         storage.put(f"gates/{name}.started", b"")
+        storage.put(f"starts/{name}/{uuid.uuid4().hex}", b"")  # one per start of the step
         print(f"waiting at gate {name}")
         while not storage.exists(f"gates/{name}"):
             time.sleep(0.2)
@@ -168,3 +179,76 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
         reused = [r for r in server.store.runs_of_root(new_id) if r.notes.get("reused_from")]
         assert len(reused) == 2  # add(3, 1) and add(1, 1) were not run again
         wait_for(lambda: not containers_of(new_id), 60, what="the finished driver and workers to be removed")
+
+
+@pytest.mark.parametrize("worker", ["running", "ended"])
+def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, project, s3_url, tmp_path, worker):
+    """A driver process (Docker executor, SQLite) is killed with SIGKILL while its gated step's container waits;
+    ``running``: the driver is started again and the gate opened once it has resumed; ``ended``: the gate is
+    opened and the container ends before the driver is started again. Either way the step started once (it notes
+    each start), the resolution resolves to its value and no worker container is left."""
+    from sematic_k8s.packaging.build import ensure_image
+
+    root, mod = project
+    image = ensure_image(str(root), f"{REGISTRY}/sk-test-faults", base_image, progress=lambda _: None,
+                         extras=("s3", "docker"))
+    storage: Any = storage_from_url(s3_url)  # S3: its starts are listed
+    name = uuid.uuid4().hex[:8]
+    f = mod.gated(3, name)
+    s = serialization.serialize(f)
+    storage.put(artifact_key(s.id), s.payload)
+    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=s3_url, image=image.digest_ref,
+                      build_hash=image.context_hash, executor="docker",
+                      resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db,
+           "PYTHONPATH": os.pathsep.join([str(root), os.getcwd(), *sys.path])}
+    for var in ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_API_KEY"):
+        env.pop(var, None)
+    logs = {n: tmp_path / f"driver-{n}.log" for n in ("first", "second")}
+
+    def driver(n: str) -> subprocess.Popen:
+        with open(logs[n], "w") as log:
+            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    def starts() -> int:
+        listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"{storage.prefix}/starts/{name}/")
+        return int(listed.get("KeyCount", 0))
+
+    def gate_worker(state: str) -> list[Any]:
+        return [c for c in containers_of(f.id, "worker") if c.status == state
+                and c.labels.get(FUNC_LABEL, "").endswith("gate")]
+
+    first = driver("first")
+    second = None
+    try:
+        wait_for(lambda: starts() or first.poll() is not None, 300, what="the gated step's container")
+        assert first.poll() is None, logs["first"].read_text()
+        first.kill()  # SIGKILL: no clean-up, its worker containers stay
+        first.wait(30)
+        [waiting] = wait_for(lambda: gate_worker("running"), 30, what="the gated container, still running")
+        if worker == "ended":
+            storage.put(f"gates/{name}", b"")
+            wait_for(lambda: gate_worker("exited"), 120, what="the gated container to end while no driver runs")
+        second = driver("second")
+        if worker == "running":  # resumed: re-attached to it, or (the bug) started the step again
+            wait_for(lambda: "re-attached to worker container" in logs["second"].read_text() or starts() > 1
+                     or second.poll() is not None, 300, what="the second driver to resume the gated step")
+            storage.put(f"gates/{name}", b"")
+        code = second.wait(300)
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    said = logs["second"].read_text()
+    assert code == 0, said
+    assert starts() == 1  # the step started once: not again beside the first driver's container
+    store = sql_store(db)
+    res = store.get_resolution(f.id)
+    assert res is not None and res.state == "resolved", res
+    assert store.get_artifact(store.get_run(f.id).output_id).summary == 3 + 1 + 2
+    assert containers_of(f.id) == []  # every worker container read and removed
+    assert f"re-attached to worker container {waiting.name}" in said
+
