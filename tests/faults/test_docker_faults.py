@@ -28,7 +28,7 @@ from projects import user_project
 from sematic_k8s import serialization
 from sematic_k8s.labels import FUNC_LABEL, RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.settings import DRIVER_ENV
-from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import sql_store
@@ -181,12 +181,14 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
         wait_for(lambda: not containers_of(new_id), 60, what="the finished driver and workers to be removed")
 
 
-@pytest.mark.parametrize("worker", ["running", "ended"])
+@pytest.mark.parametrize("worker", ["running", "ended", "replaced"])
 def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, project, s3_url, tmp_path, worker):
     """A driver process (Docker executor, SQLite) is killed with SIGKILL while its gated step's container waits;
     ``running``: the driver is started again and the gate opened once it has resumed; ``ended``: the gate is
-    opened and the container ends before the driver is started again. Either way the step started once (it notes
-    each start), the resolution resolves to its value and no worker container is left."""
+    opened and the container ends before the driver is started again; ``replaced``: the first is not killed, a
+    second driver takes the resolution over, and the first stops (exit 76) leaving the container running. Either
+    way the step started once (it notes each start), the resolution resolves to its value and no worker container
+    is left."""
     from sematic_k8s.packaging.build import ensure_image
 
     root, mod = project
@@ -201,7 +203,7 @@ def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, proje
                       build_hash=image.context_hash, executor="docker",
                       resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db,
+    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
            "PYTHONPATH": os.pathsep.join([str(root), os.getcwd(), *sys.path])}
     for var in ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_API_KEY"):
         env.pop(var, None)
@@ -225,17 +227,21 @@ def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, proje
     try:
         wait_for(lambda: starts() or first.poll() is not None, 300, what="the gated step's container")
         assert first.poll() is None, logs["first"].read_text()
-        first.kill()  # SIGKILL: no clean-up, its worker containers stay
-        first.wait(30)
+        if worker != "replaced":
+            first.kill()  # SIGKILL: no clean-up, its worker containers stay
+            first.wait(30)
         [waiting] = wait_for(lambda: gate_worker("running"), 30, what="the gated container, still running")
         if worker == "ended":
             storage.put(f"gates/{name}", b"")
             wait_for(lambda: gate_worker("exited"), 120, what="the gated container to end while no driver runs")
         second = driver("second")
-        if worker == "running":  # resumed: re-attached to it, or (the bug) started the step again
+        if worker != "ended":  # resumed: re-attached to it, or (the bug) started the step again
             wait_for(lambda: "re-attached to worker container" in logs["second"].read_text() or starts() > 1
                      or second.poll() is not None, 300, what="the second driver to resume the gated step")
-            storage.put(f"gates/{name}", b"")
+        if worker == "replaced":  # its next heartbeat is refused: it stops, leaving its workers to the second
+            assert first.wait(120) == DRIVER_EXIT_REPLACED, logs["first"].read_text()
+            assert gate_worker("running"), "the replaced driver removed its worker"
+        storage.put(f"gates/{name}", b"")
         code = second.wait(300)
     finally:
         for p in (first, second):
