@@ -10,7 +10,8 @@ as a file readable by the image's user alone, named by ``$SEMATIC_K8S_API_KEY_FI
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
-are known even after it is gone.
+are known even after it is gone. A driver that nobody followed (a detached resolution) and that was killed
+leaves its exited worker containers: :func:`remove_ended_workers` removes those of resolutions that ended.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sematic_k8s.docker_engine import docker_client
@@ -67,6 +68,32 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
     except BaseException:
         container.remove(force=True)
         raise
+
+
+def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> int:
+    """Remove the worker containers that are not running (exited, dead, never started) of the resolutions for
+    which ``ended(resolution id)`` says yes; how many. Running ones are left: a driver may follow them still."""
+    import docker.errors
+
+    client = client or docker_client()
+    listed = client.api.containers(all=True, filters={"label": f"{ROLE_LABEL}=worker",
+                                                      "status": ["exited", "dead", "created"]})
+    by_resolution: dict[str, list[str]] = {}
+    for entry in listed:
+        root_id = (entry.get("Labels") or {}).get(RESOLUTION_LABEL)
+        if root_id:
+            by_resolution.setdefault(root_id, []).append(entry["Id"])
+    removed = 0
+    for root_id, ids in by_resolution.items():
+        if not ended(root_id):
+            continue
+        for container_id in ids:
+            try:
+                client.api.remove_container(container_id, force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+    return removed
 
 
 def _image_user(client: Any, image: str) -> tuple[int, int]:

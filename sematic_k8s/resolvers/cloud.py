@@ -110,6 +110,8 @@ class CloudResolver(Resolver):
             token = store.mint_token(future.id, self.rerun_from)  # the driver's own: this resolution only
             start_driver(spec, driver_env(spec, self.server, token, source_map(self.project_root)))  # type: ignore[arg-type]
             shown(f"driver started for resolution {future.id}")
+            if self.executor == "docker":
+                _remove_ended_workers(store)
             if self.detach:
                 shown.done("started")
                 return future.id
@@ -215,6 +217,27 @@ class CloudResolver(Resolver):
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
                                f"rerun_from={root_id!r}, rerun_mode='continue'{tail}",
                                resolution_id=root_id, run_id=None, error=None)
+
+
+def _remove_ended_workers(store: Any) -> None:
+    """Remove the worker containers left on this machine by drivers of resolutions that ended (a detached
+    resolution whose driver was killed): never this one's, never a running one."""
+    from sematic_k8s.launchers.docker import remove_ended_workers
+
+    def ended(root_id: str) -> bool:
+        try:
+            res = store.get_resolution(root_id)
+        except Exception:  # noqa: BLE001 - not readable with this key (another server's, another user's): kept
+            return False
+        return res is not None and res.state in TERMINAL
+
+    try:
+        removed = remove_ended_workers(ended)
+    except Exception as e:  # noqa: BLE001 - a clean-up: the resolution goes on without it
+        log.warning("could not remove the worker containers of ended resolutions: %s", e)
+        return
+    if removed:
+        log.info("removed %d worker containers of ended resolutions", removed)
 
 
 def _stored_value(art: Any, storage: Any) -> serialization.Value:

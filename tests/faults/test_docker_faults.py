@@ -3,7 +3,8 @@ server: a func past its timeout is stopped; a driver killed with SIGKILL fails t
 last log lines, leaves no container behind, and its resolution is continued through the API to the same
 value; finished driver and worker containers are removed. A driver process killed (SIGKILL) while a worker
 container waits, started again on the same resolution, re-attaches to that container (running, or ended while
-no driver watched) instead of starting the step again, and leaves no container behind."""
+no driver watched) instead of starting the step again, and leaves no container behind. The exited workers of a
+detached resolution whose driver was killed are removed once that resolution has ended."""
 
 from __future__ import annotations
 
@@ -258,3 +259,31 @@ def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, proje
     assert containers_of(f.id) == []  # every worker container read and removed
     assert f"re-attached to worker container {waiting.name}" in said
 
+
+def test_the_exited_workers_of_a_detached_resolution_whose_driver_was_killed_are_removed(
+        base_image, project, s3_url, tmp_path, monkeypatch):
+    """Nobody follows a detached resolution's driver: killed (SIGKILL) while its gated worker runs, it removes
+    nothing, and the worker exits once its gate opens. When the resolution has been marked dead (its heartbeat
+    silent), the next Docker resolution started from this machine removes those exited containers."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "5")  # the server marks the silent driver dead on a read
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "0.5")  # passed on to the drivers
+    root, mod = project
+    lines: list[str] = []
+    storage = storage_from_url(s3_url)
+    with serve(tmp_path) as server:
+        name = uuid.uuid4().hex[:8]
+        f = mod.gated(3, name)
+        root_id = f.resolve(resolver(server, s3_url, root, base_image, lines, detach=True))
+        wait_for(lambda: storage.exists(f"gates/{name}.started"), 300, what="the gated worker")
+        [driver] = containers_of(root_id, "driver")
+        driver.kill(signal="SIGKILL")
+        storage.put(f"gates/{name}", b"")
+        wait_for(lambda: containers_of(root_id, "worker") and all(c.status == "exited"
+                                                                  for c in containers_of(root_id, "worker")),
+                 120, what="the dead driver's worker to exit")
+        wait_for(lambda: server.store.get_resolution(root_id).state == "failed", 60,
+                 what="the silent resolution to be marked dead")
+        assert containers_of(root_id, "worker")  # left behind so far
+
+        assert mod.gated(4, name).resolve(resolver(server, s3_url, root, base_image, lines)) == 4 + 1 + 2
+        assert containers_of(root_id) == []
