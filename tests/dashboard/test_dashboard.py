@@ -706,23 +706,12 @@ def test_a_dead_workers_words_and_last_lines_on_its_run_page(page: Any, served: 
 
     from kube_model import Cluster, NodeSpec, Script, Timing
     from sematic_k8s.errors import ResolutionFailed
-    from sematic_k8s.executors.inline import InlineExecutor
-    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-    from sematic_k8s.executors.kubernetes import KubernetesExecutor
-    from sematic_k8s.resolvers.loop import ResolutionLoop
-    from sematic_k8s.specs import ResolutionSettings
-    from sematic_k8s.storage.urls import storage_url
 
     storage = LocalStorage(served.home / "storage")
     dying = Script(run=0.05, exit_code=1, logs="reading shard 7\nFatal: shard 7 is corrupt\n")
     f = load_shard(7)
     with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: dying, timing=Timing()) as cluster:
-        cluster.namespace("runs")
-        api = cluster.client()
-        ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
-                                namespace="runs", api_client=api, env={}, owner=False)
-        loop = ResolutionLoop(served.store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
-                              ResolutionSettings(root_id=f.id), kind="cloud")
+        api, loop = _cloud_loop(cluster, served, storage, f.id)
         with pytest.raises(ResolutionFailed) as err:
             loop.run(f)
         api.close()
@@ -748,14 +737,10 @@ def test_a_run_waiting_for_capacity_says_so_on_its_page_until_it_starts(page: An
 
     from kube_model import Cluster, NodeSpec, SimContext, Timing
     from kube_model import Script as Sim
-    from sematic_k8s.executors.inline import InlineExecutor
-    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-    from sematic_k8s.executors.kubernetes import KubernetesExecutor
     from sematic_k8s.executors.remote import run_task
-    from sematic_k8s.resolvers.loop import ResolutionLoop
     from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
-    from sematic_k8s.specs import ResolutionSettings, TaskSpec
-    from sematic_k8s.storage.urls import storage_from_url, storage_url
+    from sematic_k8s.specs import TaskSpec
+    from sematic_k8s.storage.urls import storage_from_url
 
     def worker(ctx: SimContext) -> int:
         doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
@@ -766,12 +751,7 @@ def test_a_run_waiting_for_capacity_says_so_on_its_page_until_it_starts(page: An
     values: list[Any] = []
     with Cluster([NodeSpec("node-1", runtime="sim", pods=0)], behaviour=lambda pod, c: Sim(func=worker),
                  timing=Timing()) as cluster:
-        cluster.namespace("runs")
-        api = cluster.client()
-        ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
-                                namespace="runs", api_client=api, env={}, owner=False)
-        loop = ResolutionLoop(served.store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
-                              ResolutionSettings(root_id=f.id), kind="cloud")
+        api, loop = _cloud_loop(cluster, served, storage, f.id)
         thread = threading.Thread(target=lambda: values.append(loop.run(f)), daemon=True)
         thread.start()
         [run] = cluster.wait(lambda: [r for r in served.store.runs_of_root(f.id)
@@ -840,3 +820,22 @@ def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -
             assert problems == [], problems
         finally:
             context.close()
+
+
+def _cloud_loop(cluster: Any, served: Served, storage: LocalStorage, root_id: str) -> tuple[Any, Any]:
+    """A client of the cluster model and a cloud resolution loop recording into the served store, its funcs'
+    workers as pods in the model's namespace "runs"."""
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.executors.kubernetes import KubernetesExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.storage.urls import storage_url
+
+    cluster.namespace("runs")
+    api = cluster.client()
+    ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
+                            namespace="runs", api_client=api, env={}, owner=False)
+    loop = ResolutionLoop(served.store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                          ResolutionSettings(root_id=root_id), kind="cloud")
+    return api, loop
