@@ -112,6 +112,13 @@ def test_the_charts_driver_role_allows_what_it_grants_and_forbids_the_rest(clust
     with pytest.raises(ApiException) as err:
         client.CoreV1Api(worker).list_namespaced_pod(NS)
     assert err.value.status == 403
+    with pytest.raises(ApiException) as err:  # a create names no object: the request has no name yet
+        client.BatchV1Api(worker).create_namespaced_job(NS, job("refused", pod("x")["spec"]))
+    assert err.value.status == 403 and status_of(err.value) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": f'jobs.batch is forbidden: User "system:serviceaccount:{NS}:sematic-k8s-worker" cannot create '
+                   f'resource "jobs" in API group "batch" in the namespace "{NS}"',
+        "reason": "Forbidden", "details": {"group": "batch", "kind": "jobs"}, "code": 403}
     for c in (driver, worker):
         c.close()
 
