@@ -290,8 +290,8 @@ WORKER_DEATHS: dict[str, type[WorkerDied]] = {
 
 
 class KubernetesForbidden(InfrastructureError):
-    """The Kubernetes API keeps refusing this driver (401/403): its ServiceAccount lacks a Role. Not transient:
-    a restarted driver would meet the same refusal."""
+    """The Kubernetes API keeps refusing this driver (401/403), or RBAC refused it a worker Job's create: its
+    ServiceAccount lacks a Role. Not transient: a restarted driver would meet the same refusal."""
 
     transient = False
 

@@ -19,11 +19,13 @@ scheduling or the image pull), with the pod's last log lines read before it is g
 API calls are retried on 429 and 5xx with backoff; a create still refused with 429, 5xx or an exceeded
 quota is queued and tried again later (all creates pause meanwhile), never failing its run; a 409 on create
 means the Job is already there (a restarted driver, or a create that went through before its answer was
-lost): it is re-attached, never duplicated; a 404 on delete is fine. On start-up the Jobs of the resolution
-are listed once, so a restarted driver re-attaches to the newest Job of each attempt (``...-r1`` after an
-eviction) instead of creating the first again. Job creation is rate-limited (token bucket,
-``creates_per_second``). Watches that keep being refused (401/403) end the resolution with
-:class:`~sematic_k8s.errors.KubernetesForbidden` in plain words.
+lost): it is re-attached, never duplicated; a create refused by RBAC (the driver's Role lacks ``create`` on
+jobs) ends the resolution with :class:`~sematic_k8s.errors.KubernetesForbidden` naming what it lacks, while
+any other refusal (a webhook's denial, an invalid Job) fails only its run; a 404 on delete is fine. On
+start-up the Jobs of the resolution are listed once, so a restarted driver re-attaches to the newest Job of
+each attempt (``...-r1`` after an eviction) instead of creating the first again. Job creation is
+rate-limited (token bucket, ``creates_per_second``). Watches that keep being refused (401/403) end the
+resolution with :class:`~sematic_k8s.errors.KubernetesForbidden` in plain words.
 
 The API client comes from :mod:`sematic_k8s.k8s.client`; the manifests, pod states and watches from the
 rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic_k8s.launchers.kubernetes`.
@@ -57,6 +59,7 @@ from sematic_k8s.k8s.client import (
     api_call,
     api_message,
     current_namespace,
+    denial,
     make_api_client,
     retryable,
 )
@@ -243,7 +246,7 @@ class KubernetesExecutor(RemoteExecutor):
 
     def _create(self, a: _Attempt, body: dict[str, Any]) -> None:
         """Create the attempt's Job; re-attach to it when it exists; queue it when the API server is busy or
-        a quota is used up; an Ended when the API server refuses it for good."""
+        a quota is used up; KubernetesForbidden when RBAC refuses it; an Ended when anything else refuses it."""
         self.bucket.acquire()
         try:
             self.stats.creates += 1
@@ -254,6 +257,9 @@ class KubernetesExecutor(RemoteExecutor):
                 if self._reattach(a):
                     self._created(a)
                 return
+            if denial(e) is not None:  # the driver's Role, not the run: no run of this resolution could start
+                self._drop(a)
+                raise self._refused(e, f"create Job {a.job_name}") from None
             if for_now(e):
                 self._queue(a, body, e)
                 return
@@ -375,10 +381,13 @@ class KubernetesExecutor(RemoteExecutor):
         needs; ``e`` itself when it may pass (the driver exits to be started again)."""
         if e.status not in (401, 403):
             return e
+        denied = denial(e)
+        lacks = f" it lacks {denied};" if denied is not None else ""
         return KubernetesForbidden(
             f"the Kubernetes API refuses to let this driver {doing} in namespace {self.namespace} ({e.status}: "
-            f"{api_message(e)}); give its ServiceAccount a Role that allows create, get, list, watch and delete on "
-            f"jobs and list and watch on pods there (the chart's driver Role does)")
+            f"{api_message(e)});{lacks} give its ServiceAccount a Role that allows create, get, list, watch and "
+            f"delete on jobs and list and watch on pods there (the chart's driver Role does: runs.rbac.create=true, "
+            f"drivers running as runs.driverServiceAccount.name)")
 
     def _find_owner(self, root_id: str) -> tuple[str, str] | None:
         """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,47 @@ def api_message(e: ApiException) -> str:
         return str(e.reason or e)
 
 
+@dataclass(frozen=True)
+class Denial:
+    """An authorizer's refusal (RBAC): who may not do what, where (``namespace`` empty: at the cluster scope)."""
+
+    user: str
+    verb: str
+    resource: str  # with its subresource, as in a Role's rules: pods/log
+    group: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f'{self.verb} on {self.resource} in API group "{self.group}"'
+
+
+# The API server's words for an authorizer's refusal (apiserver's responsewriters.Forbidden, inside apimachinery's
+# NewForbidden): '<resource>.<group>[ "<name>"] is forbidden: User "<user>" cannot <verb> resource "<resource>"
+# in API group "<group>" in the namespace "<ns>"' (or "at the cluster scope"). Refusals by admission (an exceeded
+# quota, Pod Security, a webhook's denial) say something else after "is forbidden: ".
+_DENIED = re.compile(r'^(?:\S+(?: "[^"]*")? is )?forbidden: User "(?P<user>[^"]*)" cannot (?P<verb>\S+) resource '
+                     r'"(?P<resource>[^"]*)" in API group "(?P<group>[^"]*)" '
+                     r'(?:in the namespace "(?P<ns>[^"]*)"|at the cluster scope)')
+
+
+def denial(e: ApiException) -> Denial | None:
+    """The authorizer's refusal ``e`` is (a 403 Status, reason Forbidden, whose message and details name the same
+    resource), else None: a 403 from admission, a webhook or anything else is not one."""
+    if e.status != 403 or not e.body:
+        return None
+    try:
+        status = json.loads(e.body)
+    except ValueError:
+        return None
+    if not isinstance(status, dict) or status.get("reason") != "Forbidden":
+        return None
+    m = _DENIED.match(str(status.get("message") or ""))
+    details = status.get("details")
+    if m is None or not isinstance(details, dict):
+        return None
+    if (details.get("kind"), details.get("group") or "") != (m["resource"].split("/")[0], m["group"]):
+        return None
+    return Denial(m["user"], m["verb"], m["resource"], m["group"], m["ns"] or "")
 
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})

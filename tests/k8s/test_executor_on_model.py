@@ -501,6 +501,68 @@ def test_a_driver_that_may_not_read_jobs_fails_its_resolution_in_plain_words(clu
     assert "HTTP response" not in recorded and "Reason:" not in recorded  # not the client's repr of the answer
 
 
+def restricted(cluster: Cluster, name: str, rules: list[dict[str, Any]]) -> client.ApiClient:
+    """A client acting as ServiceAccount ``name`` of NS, bound to a Role of ``rules`` there."""
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NS}]}], namespace=NS)
+    return cluster.client(f"{NS}/{name}")
+
+
+def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_role_lacks(cluster, storage,
+                                                                                         tmp_path):
+    from click.testing import CliRunner
+
+    from sematic_k8s.cli import cli
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+
+    nocreate = restricted(cluster, "nocreate", [  # everything the driver needs but create on jobs
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list", "watch"]}])
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(nocreate, storage)),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    with pytest.raises(KubernetesForbidden) as err:  # what a driver prints (and exits 1: not transient)
+        loop.run(root)
+    nocreate.close()
+    said = str(err.value)
+    assert said.startswith("the Kubernetes API refuses to let this driver create Job sk-") and (
+        f'(403: jobs.batch is forbidden: User "system:serviceaccount:{NS}:nocreate" cannot create resource "jobs" '
+        f'in API group "batch" in the namespace "{NS}"); it lacks create on jobs in API group "batch"; give its '
+        "ServiceAccount a Role that allows create, get, list, watch and delete on jobs") in said, said
+    assert "runs.rbac.create=true" in said and "runs.driverServiceAccount.name" in said
+    assert "HTTP response" not in said and "Reason:" not in said  # not the client's repr of the answer
+    recorded = store.get_resolution(root.id)
+    assert recorded.state == "failed" and recorded.error.count(said) == 1, recorded.error
+    assert not any(r.error for r in store.runs_of_root(root.id))  # no run is blamed: square was only canceled
+    assert jobs(cluster) == []
+    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                             executor="kubernetes")
+    follower = DriverJob(driver_spec(root.id), api_client=cluster.client())
+    with pytest.raises(ResolutionFailed) as caller:  # what the caller of resolve() gets
+        resolver._follow(Counts(store), storage, root.id, display(lambda line: None), follower)
+    follower.close()
+    assert str(caller.value).count(said) == 1 and str(caller.value).count("is forbidden") == 1, str(caller.value)
+    shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "resolutions", "list", "-o", "json"])
+    assert shown.exit_code == 0 and shown.output.count("cannot create resource") == 1, shown.output
+
+
+def test_a_webhook_denying_a_job_fails_its_run_not_the_driver(cluster, api, storage):
+    denied = 'admission webhook "jobs.policy.example.com" denied the request: jobs must set a team label'
+    cluster.fail(403, verb="create", resource="jobs", times=None, message=denied, reason="Forbidden")
+    ex = executor(api, storage)
+    run_id = submit(ex, square, new_id(), {"x": 2})
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info["type"] == "JobCreateFailed" and f"(403): {denied}" in info["message"], info
+
+
 # -- lists and watches (18) ----------------------------------------------------------------------------------
 
 
