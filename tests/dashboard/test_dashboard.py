@@ -14,8 +14,8 @@ $SEMATIC_K8S_DASHBOARD_SCREENSHOT (default /tmp/dashboard.png) and siblings; eac
 taller and no wider than the page should be. A last test, without a browser, checks the page's ES modules
 are served as JavaScript. (The graph layout itself is tested in Node: ``test_dashboard_js.py``.)
 
-Needs ``chromium`` (apt-get install chromium) and ``playwright`` (pip install playwright; never
-``playwright install``). Without them the test skips, except under CI=true, where it fails.
+The browser comes from ``conftest.py`` (it says what it needs). Faults seen from the page (a server restarted,
+refused actions, huge errors, corrupt records) are in ``test_dashboard_faults.py``.
 """
 
 from __future__ import annotations
@@ -47,30 +47,11 @@ try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a pa
 except ImportError:  # pragma: no cover
     from tests import dashboard_pipeline as pl
 
-CHROMIUM = os.environ.get("SEMATIC_K8S_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path(os.environ.get("SEMATIC_K8S_DASHBOARD_SCREENSHOT", "/tmp/dashboard.png"))
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 WAIT_MS = 90_000  # a rerun is a fresh Python process recording through the server
 TESTS = Path(__file__).resolve().parent
 VIEWPORT = {"width": 1440, "height": 960}
 NORMAL_HEIGHT = int(VIEWPORT["height"] * 1.2)  # a page about as tall as the window, whatever the graph holds
-
-
-def _require_browser() -> None:
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package (pip install playwright; never `playwright install`)")
-    if not Path(CHROMIUM).exists():
-        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium, or set SEMATIC_K8S_CHROMIUM)")
-    if missing:
-        message = "dashboard browser test needs " + " and ".join(missing)
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @dataclass
@@ -84,19 +65,6 @@ class Served:
     ok_id: str  # a resolved resolution of dashboard_pipeline.pipeline
     cached_id: str  # the same pipeline again: `total` came from the cache
     failed_id: str  # one whose `check` step failed (the flag file was set)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
