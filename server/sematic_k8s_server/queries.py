@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sematic_k8s.errors import CorruptRecord
 from sematic_k8s.store.records import ResolutionRecord
 from sematic_k8s.store.sql import ResolutionRow, RunRow, SqlStore
 
@@ -128,7 +129,11 @@ def overview_rows(store: SqlStore, root_id: str) -> list[Any]:
             values = list(row)
             for i in json_at:
                 v = values[i]
-                values[i] = _loads(v) if isinstance(v, (str, bytes)) else v  # PostgreSQL's driver decodes JSON
+                if isinstance(v, (str, bytes)):  # PostgreSQL's driver decodes JSON
+                    try:
+                        values[i] = _loads(v)
+                    except ValueError as e:  # as the store's own reads say it: which value, and what to do
+                        raise CorruptRecord(v if isinstance(v, str) else v.decode(errors="replace"), str(e)) from None
             for i in time_at:
                 v = values[i]
                 values[i] = dt.datetime.fromisoformat(v) if isinstance(v, str) else v
