@@ -126,13 +126,13 @@ export async function rerun(resolution, body) {
   }
 }
 
-/** Ask for a resolution to be canceled, then refresh the view showing it. */
+/** Ask for a resolution to be canceled, then refresh the view showing it (whatever the answer). */
 export async function cancel(resolutionId, view) {
   try {
     await cancelResolution(resolutionId);
     showBanner(`Cancel requested for ${short(resolutionId)}`, "info");
-    view.refresh();
   } catch (e) {
     showBanner(`Cancel of ${short(resolutionId)} failed: ${e.message}`);
   }
+  view.refresh(); // its state as it is now (a refused cancel: it ended meanwhile)
 }

@@ -58,6 +58,17 @@ export function detailText(detail) {
   return JSON.stringify(detail);
 }
 
+/** fetch(), with a failure to connect (the server stopped, restarting, or out of reach) as an HttpError of
+ * status 0 that says so; an abort is passed on as it is. */
+async function send(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new HttpError(0, "the server cannot be reached: it is stopped or restarting, or the network is down");
+  }
+}
+
 async function errorMessage(resp) {
   const text = await resp.text().catch(() => "");
   try {
@@ -75,7 +86,7 @@ async function errorMessage(resp) {
 export async function api(path, { method = "GET", body, text = false, raw = false } = {}) {
   const headers = authHeaders({ Accept: text ? "text/plain" : "application/json" });
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(API + path, {
+  const resp = await send(API + path, {
     method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (!resp.ok) {
@@ -174,7 +185,7 @@ export class SseParser {
  * object received. Rejects (HttpError, or Error when the stream ends) so the caller can fall back and retry.
  */
 export async function followEvents({ signal, onOpen, onEvent }) {
-  const resp = await fetch(`${API}/events`, {
+  const resp = await send(`${API}/events`, {
     headers: authHeaders({ Accept: "text/event-stream" }), cache: "no-store", signal,
   });
   if (resp.status === 401) needKey = true;

@@ -27,6 +27,21 @@ function fillArtifact(id, cell, typeCell, tools, resolutionId) {
   });
 }
 
+const MESSAGE_SHOWN = 300; // characters of an error's message shown before it is folded
+
+/** A run's error message: whole when short; else its first line cut short, and all of it folded below. */
+function errorMessage(err) {
+  const message = String(err.message || "");
+  const first = message.split("\n", 1)[0];
+  const head = h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ",
+    first.length > MESSAGE_SHOWN ? `${first.slice(0, MESSAGE_SHOWN)}…` : first);
+  if (first === message && first.length <= MESSAGE_SHOWN) return head;
+  const lines = message.split("\n").length;
+  return [head, h("details", { testid: "run-error-message" },
+    h("summary", { class: "muted" }, `the whole message (${lines} lines, ${message.length} characters)`),
+    h("pre", { class: "error-box" }, message))];
+}
+
 function pendingInput(template, byId) {
   const src = template && typeof template === "object" && typeof template.run === "string" ? byId.get(template.run) : null;
   return h("span", { class: "muted" }, src ? `pending: output of ${src.func_name}` : "pending");
@@ -126,7 +141,7 @@ export class RunPanel {
       notes.waiting && !TERMINAL.has(run.state) ? h("p", { class: "warning", testid: "run-waiting" },
         `Not started: ${notes.waiting}`) : null,
       err ? h("div", { class: "run-error", testid: "run-error" },
-        h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ", err.message || ""),
+        errorMessage(err),
         // a worker that died has no Python traceback: its "traceback" is its last log lines, shown in view
         !err.traceback ? null : (err.mro || []).includes("WorkerDied")
           ? h("pre", { class: "error-box", testid: "run-error-lines" }, err.traceback)
