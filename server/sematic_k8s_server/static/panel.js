@@ -28,15 +28,17 @@ function fillArtifact(id, cell, typeCell, tools, resolutionId) {
 }
 
 const MESSAGE_SHOWN = 300; // characters of an error's message shown before it is folded
+const MESSAGE_LINES = 5; // lines of it shown before it is folded
 
 /** A run's error message: whole when short; else its first line cut short, and all of it folded below. */
 function errorMessage(err) {
   const message = String(err.message || "");
+  const lines = message.split("\n").length;
+  const short = message.length <= MESSAGE_SHOWN && lines <= MESSAGE_LINES;
   const first = message.split("\n", 1)[0];
   const head = h("p", { class: "error" }, h("b", {}, err.type || "Error"), ": ",
-    first.length > MESSAGE_SHOWN ? `${first.slice(0, MESSAGE_SHOWN)}…` : first);
-  if (first === message && first.length <= MESSAGE_SHOWN) return head;
-  const lines = message.split("\n").length;
+    short ? message : first.length > MESSAGE_SHOWN ? `${first.slice(0, MESSAGE_SHOWN)}…` : first);
+  if (short) return head;
   return [head, h("details", { testid: "run-error-message" },
     h("summary", { class: "muted" }, `the whole message (${lines} lines, ${message.length} characters)`),
     h("pre", { class: "error-box" }, message))];
