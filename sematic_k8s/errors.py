@@ -20,7 +20,8 @@ func failing)::
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
         ├── RegistryAuthError           the image registry wants credentials we do not have
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
-        ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (401/403): not transient
+        ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
+        ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
             ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity)
@@ -129,6 +130,15 @@ class RunResolved(Exception):
 class InfrastructureError(RuntimeError):
     """Something the pipeline runs on failed: the server, storage, the image build, a worker's node."""
 
+    fix = ""  # what to fix before continuing the resolution; empty: an outage, which passes by itself
+
+    def advice(self, resolution_id: str) -> str:
+        """What to do about a resolution it ended: fix the named cause first, or (an outage) wait for it to pass."""
+        command = f"`sematic-k8s rerun {resolution_id} --mode continue`"
+        if self.fix:
+            return f"{self.fix}, then continue the resolution: {command}"
+        return f"continue the resolution once it is back: {command}"
+
 
 class ServerError(InfrastructureError):
     """The server could not be reached, refused the request, or answered with an error."""
@@ -148,6 +158,8 @@ class S3StorageError(StorageError):
 
 class S3CredentialsError(S3StorageError):
     """No usable AWS credentials, or S3 refused the ones given."""
+
+    fix = "give it AWS credentials that S3 accepts"
 
 
 class BuildError(InfrastructureError):
@@ -169,9 +181,13 @@ class PushError(InfrastructureError):
 class RegistryAuthError(InfrastructureError):
     """The registry wants credentials this module does not have."""
 
+    fix = "log in to the registry"
+
 
 class DockerUnavailable(InfrastructureError):
     """The Docker engine does not answer: stopped, hung, or not where $DOCKER_HOST says."""
+
+    fix = "start the Docker engine or fix $DOCKER_HOST"
 
 
 # -- workers that ended without an outcome (recorded on Runs by name) ---------------------------------------
@@ -290,10 +306,30 @@ WORKER_DEATHS: dict[str, type[WorkerDied]] = {
 
 
 class KubernetesForbidden(InfrastructureError):
-    """The Kubernetes API keeps refusing this driver (401/403), or RBAC refused it a worker Job's create: its
+    """The Kubernetes API keeps refusing this driver (403), or RBAC refused it a worker Job's create: its
     ServiceAccount lacks a Role. Not transient: a restarted driver would meet the same refusal."""
 
     transient = False
+    fix = "give the driver's ServiceAccount what it lacks"
+
+
+class KubernetesUnauthorized(InfrastructureError):
+    """The Kubernetes API does not accept this driver's credentials (401): its ServiceAccount token expired or
+    was revoked (the ServiceAccount deleted or re-created, a token Secret deleted).
+
+    Transient, so a driver exits 75 and its Job starts a new pod: the kubelet mounts a freshly issued token in
+    it. The running pod cannot get one sooner: the kubernetes client already re-reads its token file every
+    minute, so a 401 means the kubelet's copy itself is refused, and the kubelet renews a token only as it nears
+    its expiry, not on revocation. A 401 that persists uses up the driver Job's ``backoffLimit``."""
+
+    fix = "if the driver's ServiceAccount was deleted, create it again"
+
+    @classmethod
+    def refusing(cls, doing: str, namespace: str, answer: str) -> KubernetesUnauthorized:
+        """The error in plain words, for the API server's ``answer`` to this driver's attempt at ``doing``."""
+        return cls(f"the Kubernetes API does not accept this driver's credentials to {doing} in namespace {namespace} "
+                   f"(401: {answer}): its ServiceAccount token expired or was revoked; the driver restarts with a "
+                   "fresh one")
 
 
 def kinds(cls: type[BaseException]) -> list[str]:

@@ -20,12 +20,13 @@ API calls are retried on 429 and 5xx with backoff; a create still refused with 4
 quota is queued and tried again later (all creates pause meanwhile), never failing its run; a 409 on create
 means the Job is already there (a restarted driver, or a create that went through before its answer was
 lost): it is re-attached, never duplicated; a create refused by RBAC (the driver's Role lacks ``create`` on
-jobs) ends the resolution with :class:`~sematic_k8s.errors.KubernetesForbidden` naming what it lacks, while
-any other refusal (a webhook's denial, an invalid Job) fails only its run; a 404 on delete is fine. On
-start-up the Jobs of the resolution are listed once, so a restarted driver re-attaches to the newest Job of
-each attempt (``...-r1`` after an eviction) instead of creating the first again. Job creation is
-rate-limited (token bucket, ``creates_per_second``). Watches that keep being refused (401/403) end the
-resolution with :class:`~sematic_k8s.errors.KubernetesForbidden` in plain words.
+jobs) ends the resolution with :class:`~sematic_k8s.errors.KubernetesForbidden` naming what it lacks, a 401
+(the driver's token refused) with :class:`~sematic_k8s.errors.KubernetesUnauthorized` (a driver exits 75 on it,
+to be started again with a fresh token), while any other refusal (a webhook's denial, an invalid Job) fails only
+its run; a 404 on delete is fine. On start-up the Jobs of the resolution are listed once, so a restarted driver
+re-attaches to the newest Job of each attempt (``...-r1`` after an eviction) instead of creating the first
+again. Job creation is rate-limited (token bucket, ``creates_per_second``). Watches that keep being refused
+raise the same errors in plain words: ``KubernetesForbidden`` (403) or ``KubernetesUnauthorized`` (401).
 
 The API client comes from :mod:`sematic_k8s.k8s.client`; the manifests, pod states and watches from the
 rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic_k8s.launchers.kubernetes`.
@@ -49,7 +50,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.errors import KubernetesForbidden
+from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
@@ -246,7 +247,8 @@ class KubernetesExecutor(RemoteExecutor):
 
     def _create(self, a: _Attempt, body: dict[str, Any]) -> None:
         """Create the attempt's Job; re-attach to it when it exists; queue it when the API server is busy or
-        a quota is used up; KubernetesForbidden when RBAC refuses it; an Ended when anything else refuses it."""
+        a quota is used up; KubernetesForbidden when RBAC refuses it, KubernetesUnauthorized when the API server
+        does not accept the driver's token (401); an Ended when anything else refuses it."""
         self.bucket.acquire()
         try:
             self.stats.creates += 1
@@ -257,7 +259,7 @@ class KubernetesExecutor(RemoteExecutor):
                 if self._reattach(a):
                     self._created(a)
                 return
-            if denial(e) is not None:  # the driver's Role, not the run: no run of this resolution could start
+            if e.status == 401 or denial(e) is not None:  # the driver's token or Role, not the run's doing
                 self._drop(a)
                 raise self._refused(e, f"create Job {a.job_name}") from None
             if for_now(e):
@@ -376,10 +378,12 @@ class KubernetesExecutor(RemoteExecutor):
         self.events.put(Event("job", "SYNC", items=items, since=since))
         return (data.get("metadata") or {}).get("resourceVersion") or None
 
-    def _refused(self, e: ApiException, doing: str) -> ApiException | KubernetesForbidden:
-        """A refusal the driver meets again however often it tries (401, 403), in plain words with the Role it
-        needs; ``e`` itself when it may pass (the driver exits to be started again)."""
-        if e.status not in (401, 403):
+    def _refused(self, e: ApiException, doing: str) -> ApiException | KubernetesForbidden | KubernetesUnauthorized:
+        """A refusal in plain words: 403, which the driver meets again however often it tries, with the Role it
+        needs; 401, its token refused (a restarted driver has a fresh one); else ``e`` itself."""
+        if e.status == 401:
+            return KubernetesUnauthorized.refusing(doing, self.namespace, api_message(e))
+        if e.status != 403:
             return e
         denied = denial(e)
         lacks = f" it lacks {denied};" if denied is not None else ""
@@ -444,6 +448,8 @@ class KubernetesExecutor(RemoteExecutor):
             return
         if ev.type == "ERROR":
             what = "pods" if ev.kind == "pod" else "Jobs"
+            if ev.obj.get("code") == 401:
+                raise KubernetesUnauthorized.refusing(f"watch {what}", self.namespace, str(ev.obj.get("message")))
             raise KubernetesForbidden(
                 f"the Kubernetes API refuses to let this driver watch {what} in namespace {self.namespace} "
                 f"({ev.obj.get('code')}: {ev.obj.get('message')}); give its ServiceAccount a Role that allows "

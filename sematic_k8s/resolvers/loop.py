@@ -578,7 +578,7 @@ class ResolutionLoop:
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, InfrastructureError):
-            error = f"infrastructure failure, not the pipeline's: {error} (continue the resolution once it is back)"
+            error = f"infrastructure failure, not the pipeline's: {error} ({exc.advice(self.root_id)})"
         self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now, "error": error}
         try:
             self._flush()

@@ -23,7 +23,7 @@ from kubernetes import client  # noqa: E402
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
-from sematic_k8s.errors import KubernetesForbidden, ServerError  # noqa: E402
+from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized, ServerError  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
@@ -32,7 +32,7 @@ from sematic_k8s.executors.remote import run_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
-from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
+from sematic_k8s.resolvers.loop import ResolutionLoop, transient  # noqa: E402
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV  # noqa: E402
 from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
 from sematic_k8s.storage.base import put_artifact  # noqa: E402
@@ -59,6 +59,11 @@ def total(xs: list[int]) -> int:
 @sk.func
 def squares(n: int) -> int:
     return total([square(i) for i in range(n)])
+
+
+@sk.func
+def square_twice(x: int) -> int:
+    return square(square(x))
 
 
 @sk.func(inline=False, cpu="1")
@@ -540,6 +545,8 @@ def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_
     assert "HTTP response" not in said and "Reason:" not in said  # not the client's repr of the answer
     recorded = store.get_resolution(root.id)
     assert recorded.state == "failed" and recorded.error.count(said) == 1, recorded.error
+    assert recorded.error.endswith(f"(give the driver's ServiceAccount what it lacks, then continue the resolution: "
+                                   f"`sematic-k8s rerun {root.id} --mode continue`)"), recorded.error  # not "once back"
     assert not any(r.error for r in store.runs_of_root(root.id))  # no run is blamed: square was only canceled
     assert jobs(cluster) == []
     resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
@@ -551,6 +558,68 @@ def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_
     assert str(caller.value).count(said) == 1 and str(caller.value).count("is forbidden") == 1, str(caller.value)
     shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "resolutions", "list", "-o", "json"])
     assert shown.exit_code == 0 and shown.output.count("cannot create resource") == 1, shown.output
+
+
+def test_a_job_create_refused_401_ends_the_resolution_as_the_drivers_credentials_not_the_run(cluster, api, storage,
+                                                                                           tmp_path):
+    cluster.fail(401, verb="create", resource="jobs", times=None, message="Unauthorized")
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(api, storage)),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    with pytest.raises(KubernetesUnauthorized) as err:
+        loop.run(root)
+    said = str(err.value)
+    assert said.startswith("the Kubernetes API does not accept this driver's credentials to create Job sk-") and (
+        f" in namespace {NS} (401: Unauthorized): its ServiceAccount token expired or was revoked; the driver "
+        "restarts with a fresh one") in said, said
+    assert transient(err.value)  # a driver exits 75: its Job starts a new pod, which is given a fresh token
+    recorded = store.get_resolution(root.id)
+    assert recorded.state == "failed" and recorded.error == (
+        f"infrastructure failure, not the pipeline's: KubernetesUnauthorized: {said} (if the driver's ServiceAccount "
+        f"was deleted, create it again, then continue the resolution: `sematic-k8s rerun {root.id} --mode "
+        "continue`)"), recorded.error
+    assert not any(r.error for r in store.runs_of_root(root.id))  # not JobCreateFailed: no run is blamed
+
+
+def test_a_driver_whose_token_is_revoked_leaves_its_resolution_to_a_driver_with_a_fresh_token(cluster, api, storage,
+                                                                                           tmp_path):
+    gate = threading.Event()
+
+    def held(ctx: SimContext) -> int:
+        gate.wait(30)
+        return worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=held)})
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}]
+    old = restricted(cluster, "driver", rules)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = square_twice(2)
+    settings = ResolutionSettings(root_id=root.id)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(old, storage)), settings,
+                          kind="cloud")
+    loop.detach_on_outage = True  # as a driver's (sematic_k8s.resolvers.driven.drive)
+    raised: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(raised, loop.run, root), daemon=True)
+    thread.start()
+    cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"])
+    client.CoreV1Api(api).delete_namespaced_service_account("driver", NS)  # its token is revoked with it
+    cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "driver"}}], namespace=NS)
+    gate.set()  # the first square ends; the second one's Job is created with the revoked token
+    thread.join(60)
+    old.close()
+    assert len(raised) == 1 and isinstance(raised[0], KubernetesUnauthorized), raised
+    assert str(raised[0]).startswith("the Kubernetes API does not accept this driver's credentials to create Job "
+                                     "sk-"), raised
+    assert transient(raised[0])  # the driver exits 75
+    assert store.get_resolution(root.id).state == "running"  # not recorded as failed: the restart resumes it
+
+    fresh = cluster.client(f"{NS}/driver")  # the restarted driver's pod is given a new token
+    again = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(fresh, storage)),
+                           settings, kind="cloud")
+    assert again.run(root) == 16
+    fresh.close()
+    assert store.get_resolution(root.id).state == "resolved"
 
 
 def test_a_webhook_denying_a_job_fails_its_run_not_the_driver(cluster, api, storage):
