@@ -134,10 +134,11 @@ class InfrastructureError(RuntimeError):
 
     def advice(self, resolution_id: str) -> str:
         """What to do about a resolution it ended: fix the named cause first, or (an outage) wait for it to pass."""
-        command = f"`sematic-k8s rerun {resolution_id} --mode continue`"
+        how = (f"rerun_from={resolution_id!r}, rerun_mode='continue' (or `sematic-k8s rerun {resolution_id} --mode "
+               "continue`, or its dashboard page)")
         if self.fix:
-            return f"{self.fix}, then continue the resolution: {command}"
-        return f"continue the resolution once it is back: {command}"
+            return f"{self.fix}, then continue the resolution: {how}"
+        return f"continue the resolution once it is back: {how}"
 
 
 class ServerError(InfrastructureError):

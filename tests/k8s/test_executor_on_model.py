@@ -546,7 +546,8 @@ def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_
     recorded = store.get_resolution(root.id)
     assert recorded.state == "failed" and recorded.error.count(said) == 1, recorded.error
     assert recorded.error.endswith(f"(give the driver's ServiceAccount what it lacks, then continue the resolution: "
-                                   f"`sematic-k8s rerun {root.id} --mode continue`)"), recorded.error  # not "once back"
+                                   f"rerun_from={root.id!r}, rerun_mode='continue' (or `sematic-k8s rerun {root.id} "
+                                   "--mode continue`, or its dashboard page))"), recorded.error  # not "once back"
     assert not any(r.error for r in store.runs_of_root(root.id))  # no run is blamed: square was only canceled
     assert jobs(cluster) == []
     resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
@@ -577,8 +578,8 @@ def test_a_job_create_refused_401_ends_the_resolution_as_the_drivers_credentials
     recorded = store.get_resolution(root.id)
     assert recorded.state == "failed" and recorded.error == (
         f"infrastructure failure, not the pipeline's: KubernetesUnauthorized: {said} (if the driver's ServiceAccount "
-        f"was deleted, create it again, then continue the resolution: `sematic-k8s rerun {root.id} --mode "
-        "continue`)"), recorded.error
+        f"was deleted, create it again, then continue the resolution: rerun_from={root.id!r}, rerun_mode='continue' "
+        f"(or `sematic-k8s rerun {root.id} --mode continue`, or its dashboard page))"), recorded.error
     assert not any(r.error for r in store.runs_of_root(root.id))  # not JobCreateFailed: no run is blamed
 
 
