@@ -69,14 +69,34 @@ async function send(url, init) {
   }
 }
 
-async function errorMessage(resp) {
-  const text = await resp.text().catch(() => "");
+const REASONS = { 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" };
+const EXCERPT = 120; // characters of a body that is not JSON shown after the status line
+
+/** A body that is not JSON (say a proxy's HTML error page) as a short plain excerpt: no tags, scripts or
+ * styles, whitespace collapsed, cut at EXCERPT characters. */
+export function plainExcerpt(text) {
+  const plain = String(text)
+    .replace(/<(script|style)\b[\s\S]*?<\/\1\s*>/gi, " ")
+    .replace(/<!--[\s\S]*?-->|<[^>]*>?/g, " ")
+    .replace(/\s+/g, " ").trim();
+  return plain.length > EXCERPT ? `${plain.slice(0, EXCERPT)}…` : plain;
+}
+
+/** The words for an error answer: the server's `detail` when it sent JSON; otherwise (a proxy before the
+ * server, or a crash page) one plain line with the status and a short excerpt of the body. */
+export function errorWords(status, statusText, text) {
   try {
     const body = JSON.parse(text);
     return detailText(body.detail !== undefined ? body.detail : body);
   } catch {
-    return text.trim() || `${resp.status} ${resp.statusText}`;
+    const line = `the server (or a proxy before it) answered ${status} ${statusText || REASONS[status] || ""}`.trim();
+    const excerpt = plainExcerpt(text);
+    return excerpt && !line.endsWith(excerpt) ? `${line}: ${excerpt}` : line;
   }
+}
+
+async function errorMessage(resp) {
+  return errorWords(resp.status, resp.statusText, await resp.text().catch(() => ""));
 }
 
 // -- requests ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { detailText, SseParser } from "../../../server/sematic_k8s_server/static/api.js";
+import { detailText, errorWords, SseParser } from "../../../server/sematic_k8s_server/static/api.js";
 import { fmtDuration, summaryText } from "../../../server/sematic_k8s_server/static/format.js";
 import { parseRoute, resHref, runHref } from "../../../server/sematic_k8s_server/static/routes.js";
 
@@ -46,6 +46,19 @@ test("validation errors read as one line", () => {
   assert.equal(detailText("no run"), "no run");
   assert.equal(detailText([{ loc: ["query", "since"], msg: "Input should be a valid datetime" },
     { loc: ["body", "add", 0], msg: "bad tag" }]), "since: Input should be a valid datetime; add.0: bad tag");
+});
+
+test("an error answer that is not JSON reads as one plain line, tags and scripts left out", () => {
+  const page = "<html><head><title>502 Bad Gateway</title><style>body{color:red}</style>"
+    + "<script>alert(1)</script></head><body><center><h1>Bad <b>Gateway</b></h1></center><hr>nginx</body></html>";
+  assert.equal(errorWords(502, "Bad Gateway", page),
+    "the server (or a proxy before it) answered 502 Bad Gateway: 502 Bad Gateway Bad Gateway nginx");
+  assert.equal(errorWords(504, "", ""), "the server (or a proxy before it) answered 504 Gateway Timeout");
+  assert.equal(errorWords(500, "Internal Server Error", "Internal Server Error"),
+    "the server (or a proxy before it) answered 500 Internal Server Error");
+  const long = errorWords(503, "Service Unavailable", `<p>${"down ".repeat(100)}</p><unclosed`);
+  assert.ok(long.length < 200 && long.endsWith("…") && !long.includes("<"), long);
+  assert.equal(errorWords(409, "Conflict", '{"detail": "already resolved"}'), "already resolved");
 });
 
 test("durations and value summaries read as people write them", () => {
