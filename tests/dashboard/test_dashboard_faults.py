@@ -1,15 +1,19 @@
 """The dashboard on the days things go wrong, in headless Chromium against ``sematic-k8s server --local`` as a
-process of its own: the server killed and started again under an open resolution page, a cancel refused
-because the resolution ended behind the page's back, a run whose error is huge, and a corrupt run record."""
+process of its own: the server killed and started again under an open resolution page, a proxy answering its own
+HTML 502 page, a cancel refused because the resolution ended behind the page's back, a run whose error is huge, and a
+corrupt run record."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from outages import ServerProcess
@@ -90,16 +94,97 @@ def test_a_server_restarted_under_a_resolution_page_is_said_and_followed_again(p
 
     server.kill()
     expect(_tid(page, "live-status")).to_have_attribute("data-mode", "polling", timeout=WAIT_MS)
-    expect(_tid(page, "resolution-missing")).to_contain_text("the server cannot be reached", timeout=WAIT_MS)
+    notice = _tid(page, "resolution-stale")
+    expect(notice).to_have_text("the server cannot be reached: it is stopped or restarting, or the network is down;"
+                                " showing what was last seen, retrying", timeout=WAIT_MS)
+    expect(_tid(page, "resolution-view")).to_have_attribute("data-stale", "true")
+    expect(_tid(page, "graph-wrap")).to_be_visible()  # what was last seen stays, greyed
+    expect(_tid(page, "run-node")).to_have_count(2)
+    expect(_tid(page, "resolution-state")).to_have_text("running")
+    expect(_tid(page, "resolution-missing")).to_have_count(0)
 
     server.start()
     _live(page)  # back by itself, no reload
     expect(_tid(page, "resolution-state")).to_have_text("running", timeout=WAIT_MS)
     expect(_tid(page, "run-node")).to_have_count(2)  # nothing drawn twice
     expect(_tid(page, "resolution-missing")).to_have_count(0)
+    expect(notice).to_be_hidden()
+    expect(_tid(page, "resolution-view")).to_have_attribute("data-stale", "false")
     _add_run(server, root_id, "late", state="running")
     expect(_tid(page, "run-node")).to_have_count(3, timeout=WAIT_MS)  # live updates again
     expect(page.locator('[data-testid="run-node"][data-func="late"]')).to_have_count(1)
+
+
+class HtmlErrorProxy:
+    """An HTTP proxy on 127.0.0.1 before ``target``, as nginx would stand before the server: GETs are passed on,
+    except the event stream (it does not pass streams) and, while :attr:`failing`, every /api/v1 request, which
+    it answers with its own HTML 502 page."""
+
+    PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
+            b"<hr><center>nginx/1.25.3</center></body></html>")
+
+    def __init__(self, target: str) -> None:
+        self.failing = False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.startswith("/api/v1/") and (proxy.failing or self.path.startswith("/api/v1/events")):
+                    self._answer(502, "text/html", proxy.PAGE)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "x-api-key")}
+                resp = httpx.get(target + self.path, headers=headers, timeout=30)
+                self._answer(resp.status_code, resp.headers.get("content-type", "text/plain"), resp.content,
+                             {k: v for k, v in resp.headers.items() if k.lower().startswith("x-")})
+
+            def _answer(self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for k, v in {"Content-Type": ctype, "Content-Length": str(len(body)), **(extra or {})}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="html-error-proxy").start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_proxys_html_error_page_reads_as_one_plain_line(page: Any, server: ServerProcess) -> None:
+    from playwright.sync_api import expect
+
+    root_id = _running(server)
+    proxy = HtmlErrorProxy(server.url)
+    try:
+        page.goto(f"{proxy.url}/#/resolutions/{root_id}")
+        expect(_tid(page, "run-node")).to_have_count(2, timeout=WAIT_MS)  # through the proxy, polled
+
+        proxy.failing = True
+        line = ("the server (or a proxy before it) answered 502 Bad Gateway: "
+                "502 Bad Gateway 502 Bad Gateway nginx/1.25.3")
+        expect(_tid(page, "resolution-stale")).to_have_text(f"{line}; showing what was last seen, retrying",
+                                                            timeout=WAIT_MS)
+        expect(_tid(page, "run-node")).to_have_count(2)
+
+        proxy.failing = False
+        expect(_tid(page, "resolution-stale")).to_be_hidden(timeout=WAIT_MS)
+        proxy.failing = True
+        page.goto(f"{proxy.url}/#/resolutions/{'cd' * 16}")  # nothing seen yet: the problem page says it
+        problem = _tid(page, "resolution-missing")
+        expect(problem).to_contain_text(line, timeout=WAIT_MS)
+        assert "<html>" not in page.locator("body").inner_text()
+        assert "<center>" not in page.locator("body").inner_text()
+    finally:
+        proxy.close()
 
 
 def test_a_refused_cancel_says_why_and_shows_the_state_it_ended_in(page: Any, server: ServerProcess) -> None:

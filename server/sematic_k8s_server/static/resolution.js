@@ -18,6 +18,10 @@ import { renderTimeline } from "./timeline.js";
 
 const STARTING_WAIT_MS = 120000; // a rerun this page started is recorded by a process that is starting
 const PAGE = 50; // runs of a group shown at a time
+const UNREACHABLE = new Set([0, 502, 503, 504]); // the server (or the proxy before it) is down for now
+
+/** True when error `e` says the server cannot be reached for now (so what was last seen is still worth showing). */
+const unreachable = (e) => UNREACHABLE.has(e.status);
 
 export class ResolutionView extends View {
   constructor(resolutionId) {
@@ -32,6 +36,7 @@ export class ResolutionView extends View {
     this.collapsed = new Set(); // compositions folded
     this.mode = "graph";
     this.header = h("div", { class: "res-header", testid: "resolution-header" });
+    this.notice = h("p", { class: "stale-notice", testid: "resolution-stale", hidden: true });
     this.graphEl = h("div", { class: "graph-wrap", testid: "graph-wrap" });
     this.timelineEl = h("div", { class: "timeline-wrap", testid: "timeline-wrap", hidden: true });
     this.switch = h("div", { class: "tabs view-tabs" },
@@ -40,7 +45,8 @@ export class ResolutionView extends View {
     const panelEl = h("aside", { class: "panel", testid: "run-panel-wrap" });
     this.panel = new RunPanel(panelEl);
     this.body = h("div", { class: "split" }, h("div", { class: "main-col" }, this.switch, this.graphEl, this.timelineEl), panelEl);
-    this.el = h("section", { class: "resolution", testid: "resolution-view", data: { id: resolutionId } }, this.header, this.body);
+    this.el = h("section", { class: "resolution", testid: "resolution-view", data: { id: resolutionId } },
+      this.notice, this.header, this.body);
   }
 
   /** True when run `id` is shown in this resolution's graph (as last fetched). */
@@ -89,6 +95,11 @@ export class ResolutionView extends View {
     try {
       ov = await getOverview(this.id, this.expand, PAGE);
     } catch (e) {
+      if (this.overview && unreachable(e)) {
+        this.markStale(e.message);
+        return;
+      }
+      this.markStale(null);
       this.sig = null;
       if (e.status === 404 && startedByUs(this.id)) {
         this.missingSince = this.missingSince || Date.now();
@@ -103,6 +114,7 @@ export class ResolutionView extends View {
       return;
     }
     this.missingSince = null;
+    this.markStale(null);
     const sig = JSON.stringify(ov);
     if (sig !== this.sig) {
       this.sig = sig;
@@ -111,6 +123,14 @@ export class ResolutionView extends View {
       this.renderHeader();
     }
     await this.panel.refresh({ resolution: ov.resolution, byId: new Map(ov.nodes.map((n) => [n.id, n])) });
+  }
+
+  /** Keep what was last seen on screen, greyed, under `why` and a word that it is retried; null: it is current. */
+  markStale(why) {
+    this.el.classList.toggle("stale", why !== null);
+    this.el.dataset.stale = String(why !== null);
+    this.notice.hidden = why === null;
+    this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
   }
 
   /** A readable page for a resolution that cannot be shown. */
