@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sematic_k8s import settings
 from sematic_k8s.errors import CorruptRecord, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store import checkpoints, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
+from sematic_k8s.store.tables import ArtifactRow, Base, ResolutionRow, RunRow
 
 R = TypeVar("R")
 CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
@@ -33,77 +33,6 @@ RUNNING, RESOLVED, FAILED, CANCELED = "running", "resolved", "failed", "canceled
 LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
 ENDED = (RESOLVED, FAILED, CANCELED)
 UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
-# the runs a cache look-up can hit (ix_runs_cache_hits)
-CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ResolutionRow(Base):
-    __tablename__ = "resolutions"
-    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    root_func_path: Mapped[str] = mapped_column(sa.String(512))
-    state: Mapped[str] = mapped_column(sa.String(16), index=True)
-    settings: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    rerun_of: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    image: Mapped[str | None] = mapped_column(sa.String(512), nullable=True)
-    build_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    created_at: Mapped[Any] = mapped_column(sa.DateTime, index=True)
-    ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
-    tags: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
-    note: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    heartbeat_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
-    # fencing (SqlStore.take_over): bumped by each driver that takes it over, and when; not in ResolutionRecord
-    driver_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
-    driver_epoch_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
-
-
-class RunRow(Base):
-    __tablename__ = "runs"
-    # cache look-ups (find_hits, find_cached...): the runs a key can hit, with what a hit takes of them, in the
-    # index alone; hits themselves and runs without a key are left out of it (migration 0007)
-    __table_args__ = (sa.Index("ix_runs_cache_hits", "cache_key", "state", "cached_from", "ended_at", "id", "output_id",
-                               "source_hash", sqlite_where=sa.text(CACHE_HITS_WHERE),
-                               postgresql_where=sa.text(CACHE_HITS_WHERE)),)
-    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    root_id: Mapped[str] = mapped_column(sa.String(64), index=True)
-    parent_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    func_path: Mapped[str] = mapped_column(sa.String(512), index=True)
-    func_name: Mapped[str] = mapped_column(sa.String(256))
-    state: Mapped[str] = mapped_column(sa.String(16), index=True)
-    input_refs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    inputs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    output_ref: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
-    output_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    cache_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # ix_runs_cache_hits
-    cached_from: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    original_run_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    source_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    source_file: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    source_text: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    settings: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    error: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
-    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
-    notes: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    created_at: Mapped[Any] = mapped_column(sa.DateTime)
-    started_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
-    ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
-
-
-class ArtifactRow(Base):
-    __tablename__ = "artifacts"
-    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    format: Mapped[str] = mapped_column(sa.String(16))
-    type_name: Mapped[str] = mapped_column(sa.String(512))
-    summary: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
-    size: Mapped[int] = mapped_column(sa.BigInteger)
-    created_at: Mapped[Any] = mapped_column(sa.DateTime)
-    inline: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)  # a small one's bytes
-
-
 # a rerun's reused runs on their way in (see SqlStore._clone_runs): a table private to the connection
 _CLONE_MAP = sa.Table(
     "clone_map", sa.MetaData(), sa.Column("id", sa.String(64), primary_key=True),

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.store.records import utcnow
-from sematic_k8s.store.sql import Base, ResolutionRow
+from sematic_k8s.store.tables import Base, ResolutionRow
 
 HEADER = "X-API-Key"
 MESSAGE = f"missing or invalid API key: send it in the {HEADER} header"

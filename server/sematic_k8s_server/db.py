@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from alembic.config import Config
 
 from sematic_k8s.store import schema
-from sematic_k8s.store.sql import Base, SqlStore
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import Base
 from sematic_k8s_server import auth
 
 FIRST_REVISION = schema.FIRST_REVISION

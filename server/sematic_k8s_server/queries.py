@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from sematic_k8s.errors import CorruptRecord
 from sematic_k8s.store.records import ResolutionRecord
-from sematic_k8s.store.sql import ResolutionRow, RunRow, SqlStore
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import ResolutionRow, RunRow
 
 _loads: Callable[[str | bytes], Any]
 try:

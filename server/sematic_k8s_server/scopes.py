@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from sematic_k8s.store.sql import Base, RunRow, SqlStore
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import Base, RunRow
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.problems import ApiError
 

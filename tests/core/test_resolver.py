@@ -618,7 +618,7 @@ def test_cache_look_ups_read_the_cache_index_alone(resolver, store):
     resolved run), and the batched one needs nothing else of the runs table; hits are not in that index."""
     import sqlalchemy as sa
 
-    from sematic_k8s.store import sql
+    from sematic_k8s.store import sql, tables
 
     first = cached_fan(5)
     first.resolve(resolver(cache_namespace="ns"))
@@ -637,7 +637,7 @@ def test_cache_look_ups_read_the_cache_index_alone(resolver, store):
             text = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
             assert "INDEX ix_runs_cache_hits" in plan(text, ()), plan(text, ())
         indexed = conn.exec_driver_sql("SELECT count(*) FROM runs INDEXED BY ix_runs_cache_hits "
-                                       f"WHERE {sql.CACHE_HITS_WHERE}").scalar()
+                                       f"WHERE {tables.CACHE_HITS_WHERE}").scalar()
         hits = conn.exec_driver_sql("SELECT count(*) FROM runs WHERE cached_from IS NOT NULL").scalar()
     assert hits == 6 and indexed == 6  # the first resolution's cached runs only
 

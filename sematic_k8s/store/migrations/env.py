@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from sematic_k8s.store.sql import Base
+from sematic_k8s.store.tables import Base
 
 config = context.config
 

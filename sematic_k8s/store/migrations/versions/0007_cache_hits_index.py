@@ -19,7 +19,7 @@ down_revision = "0006_inline_artifacts"
 branch_labels = None
 depends_on = None
 
-# as in sematic_k8s.store.sql.RunRow
+# as in sematic_k8s.store.tables.RunRow
 CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"
 
 
