@@ -21,18 +21,26 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord, DriverReplaced, ResolutionEnded, RunResolved
-from sematic_k8s.store import checkpoints, records, schema
+from sematic_k8s.errors import CorruptRecord
+from sematic_k8s.store import checkpoints, guards, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
-from sematic_k8s.store.tables import ArtifactRow, Base, ResolutionRow, RunRow
+from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
+    CANCELED,
+    CANCELING,
+    ENDED,
+    FAILED,
+    LIVE,
+    RESOLVED,
+    RUNNING,
+    UNFINISHED_RUNS,
+    ArtifactRow,
+    Base,
+    ResolutionRow,
+    RunRow,
+)
 
 R = TypeVar("R")
-CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
-# graph's names (the store sits below graph)
-RUNNING, RESOLVED, FAILED, CANCELED = "running", "resolved", "failed", "canceled"
-LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
-ENDED = (RESOLVED, FAILED, CANCELED)
-UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
+
 # a rerun's reused runs on their way in (see SqlStore._clone_runs): a table private to the connection
 _CLONE_MAP = sa.Table(
     "clone_map", sa.MetaData(), sa.Column("id", sa.String(64), primary_key=True),
@@ -44,7 +52,7 @@ _CLONE_REFS = [*_CLONE_IDS, "input_refs", "output_ref"]
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
-_TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
+
 _REF_FIELDS = ("input_refs", "output_ref")
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
@@ -114,14 +122,6 @@ def _lock_statement(table: sa.Table) -> sa.Select:
     however many ids), which locks the rows in id order."""
     ids = sa.bindparam("ids", type_=postgresql.ARRAY(table.c.id.type))
     return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
-
-
-def _hold_write_lock(conn: sa.Connection) -> None:
-    """SQLite: begin the transaction holding the database's write lock (``BEGIN IMMEDIATE``, waiting up to
-    busy_timeout), so that what it reads stays true until it commits, as ``FOR UPDATE`` does on PostgreSQL.
-    (pysqlite alone begins only at the first write: a read before it sees what another writer may change.)"""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
@@ -196,11 +196,11 @@ class SqlStore:
 
     def _write(self, batch: Batch, conflicts: set[str] | None) -> None:
         with self.engine.begin() as conn:
-            _hold_write_lock(conn)  # SQLite: before _refuse_stale reads (a batch may hold no insert before it)
+            guards.hold_write_lock(conn)  # SQLite: before the guards read (a batch may hold no insert before it)
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in _chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
-                    conflicts |= self._conflicting_artifacts(conn, rows)
+                    conflicts |= guards.conflicting_artifacts(conn, self._arts, rows)
                 self._insert_artifacts(conn, rows)
             for rows in _chunks(list(batch.new_runs.values())):
                 self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
@@ -208,74 +208,26 @@ class SqlStore:
             for hits in _chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
             if batch.run_updates:
-                self._refuse_unresolving(conn, batch.run_updates)
+                guards.refuse_unresolving(conn, self._runs, batch.run_updates)
             self._update(conn, self._runs, batch.run_updates)
             if batch.resolution_updates or batch.fence:
-                self._refuse_stale(conn, batch.resolution_updates, batch.fence)
+                guards.refuse_stale(conn, self._res, batch.resolution_updates, batch.fence)
             self._update(conn, self._res, batch.resolution_updates)
-
-    def _refuse_stale(self, conn: sa.Connection, updates: dict[str, dict[str, Any]], fence: dict[str, int]) -> None:
-        """Refuse the whole batch (nothing of it is recorded) when its writer is stale:
-
-        - :class:`DriverReplaced` when it carries a driver epoch (``fence``: resolution id -> the epoch its driver
-          took over with, :meth:`take_over`) older than the resolution's: another driver took it over since;
-        - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, unless it
-          ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
-          (:meth:`expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
-          not a resolver's: they pass.)
-
-        On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates or fences in id order
-        (the order :meth:`_update` takes them in): a sweeper's or a takeover's commit cannot fall between this check
-        and the write, and a sweeper's update of a row read here waits for the write, then finds the fresh
-        heartbeat. (SQLite: the transaction holds the database's write lock from its start,
-        :func:`_hold_write_lock`.)"""
-        writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
-        if not writer and not fence:
-            return
-        t = self._res
-        stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.driver_epoch, t.c.driver_epoch_at)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
-        else:
-            stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_(ENDED)),
-                                     t.c.id.in_(list(fence))))
-        for res_id, state, error, epoch, epoch_at in conn.execute(stmt):
-            if res_id in fence and (epoch or 0) > fence[res_id]:
-                raise DriverReplaced(res_id, epoch_at)
-            if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
-                raise ResolutionEnded(res_id, state, error)
 
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
         return the new one, which the driver's batches then carry (``Batch.fence``); those of any driver that took
-        it over before are refused from now on (:meth:`_refuse_stale`). LookupError when it is not recorded."""
+        it over before are refused from now on (:func:`~sematic_k8s.store.guards.refuse_stale`). LookupError when
+        it is not recorded."""
         t = self._res
         stmt = (sa.update(t).where(t.c.id == resolution_id)
                 .values(driver_epoch=t.c.driver_epoch + 1, driver_epoch_at=utcnow()).returning(t.c.driver_epoch))
         with self.engine.begin() as conn:
-            _hold_write_lock(conn)
+            guards.hold_write_lock(conn)
             epoch = conn.scalar(stmt)
         if epoch is None:
             raise LookupError(f"resolution {resolution_id} is not recorded: nothing to take over")
         return int(epoch)
-
-    def _refuse_unresolving(self, conn: sa.Connection, updates: dict[str, dict[str, Any]]) -> None:
-        """Raise :class:`RunResolved` (the whole batch is not recorded) for an update that changes the state or the
-        output of a run recorded as resolved (sending the same update again changes neither). Only updates that
-        set another state or an output are looked up; on PostgreSQL their rows are read ``FOR UPDATE``, in id order
-        (as :meth:`_update` locks them), so a run resolved meanwhile by another writer is seen."""
-        changing = sorted(r for r, fields in updates.items()
-                          if fields.get("state", RESOLVED) != RESOLVED or "output_id" in fields)
-        t = self._runs
-        for chunk in _chunks(changing):
-            stmt = sa.select(t.c.id, t.c.state, t.c.output_id).where(t.c.id.in_(chunk))
-            stmt = (stmt.order_by(t.c.id).with_for_update() if conn.dialect.name == "postgresql"
-                    else stmt.where(t.c.state == RESOLVED))
-            for run_id, state, output_id in conn.execute(stmt):
-                fields = updates[run_id]
-                if state == RESOLVED and (fields.get("state", RESOLVED) != RESOLVED
-                                          or fields.get("output_id", output_id) != output_id):
-                    raise RunResolved(run_id, output_id)
 
     @staticmethod
     def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -294,28 +246,16 @@ class SqlStore:
         if rows:
             conn.execute(sa.insert(table), rows)
 
-    def _conflicting_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
-        """The ids of ``rows`` written without bytes whose recorded artifact (also without bytes in its record)
-        has another format, type or size: which one is true, only the stored bytes tell."""
-        written = {r["id"]: r for r in rows if r.get("inline") is None}
-        if not written:
-            return set()
-        t = self._arts
-        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.size).where(t.c.id.in_(list(written)),
-                                                                           t.c.inline.is_(None))
-        return {art_id for art_id, *recorded in conn.execute(stmt)
-                if recorded != [written[art_id].get(k) for k in _TRUTH_FIELDS]}
-
     def replace_artifact(self, recorded: ArtifactRecord, written: dict[str, Any]) -> bool:
         """Replace the record of an artifact stored without bytes in its record by ``written`` (its format, type,
         summary and size), if it is still ``recorded``: what a writer whose record the stored bytes verify calls
         after :meth:`write` reported a conflict. Whether it replaced it."""
         t = self._arts
         stmt = (sa.update(t).where(t.c.id == recorded.id, t.c.inline.is_(None),
-                                   *(t.c[k] == getattr(recorded, k) for k in _TRUTH_FIELDS))
+                                   *(t.c[k] == getattr(recorded, k) for k in guards.TRUTH_FIELDS))
                 .values({k: written.get(k) for k in ("format", "type_name", "summary", "size")}))
         with self.engine.begin() as conn:
-            _hold_write_lock(conn)
+            guards.hold_write_lock(conn)
             return bool(conn.execute(stmt).rowcount)
 
     def _insert_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -652,7 +592,7 @@ class SqlStore:
         clears it). Returns the resolution as it now is (None when unknown)."""
         t = self._res
         with self.engine.begin() as conn:
-            _hold_write_lock(conn)
+            guards.hold_write_lock(conn)
             stmt = sa.select(t.c.tags).where(t.c.id == resolution_id)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()

@@ -8,6 +8,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records "canceled"
+# graph's names (the store sits below graph)
+RUNNING, RESOLVED, FAILED, CANCELED = "running", "resolved", "failed", "canceled"
+LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
+ENDED = (RESOLVED, FAILED, CANCELED)
+UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
 # the runs a cache look-up can hit (ix_runs_cache_hits)
 CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"
 

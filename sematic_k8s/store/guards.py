@@ -1,0 +1,93 @@
+"""What a write checks in its own transaction before it lands, and refuses the whole batch over: a driver another one
+took over (fencing), a resolution that ended, a resolved run changed, an artifact record that contradicts the recorded
+one (reported, for the server to settle by the bytes); and the write lock those reads need on SQLite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.store.tables import ENDED, RESOLVED
+
+TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
+
+
+def _chunks(ids: list[str], size: int = 1000) -> list[list[str]]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def hold_write_lock(conn: sa.Connection) -> None:
+    """SQLite: begin the transaction holding the database's write lock (``BEGIN IMMEDIATE``, waiting up to
+    busy_timeout), so that what it reads stays true until it commits, as ``FOR UPDATE`` does on PostgreSQL.
+    (pysqlite alone begins only at the first write: a read before it sees what another writer may change.)"""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]],
+                 fence: dict[str, int]) -> None:
+    """Refuse the whole batch (nothing of it is recorded) when its writer is stale:
+
+    - :class:`DriverReplaced` when it carries a driver epoch (``fence``: resolution id -> the epoch its driver
+      took over with, :meth:`SqlStore.take_over`) older than the resolution's: another driver took it over since;
+    - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, unless it
+      ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
+      (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
+      not a resolver's: they pass.)
+
+    On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates or fences in id order
+    (the order :meth:`SqlStore._update` takes them in): a sweeper's or a takeover's commit cannot fall between
+    this check and the write, and a sweeper's update of a row read here waits for the write, then finds the
+    fresh heartbeat. (SQLite: the transaction holds the database's write lock from its start,
+    :func:`hold_write_lock`.)"""
+    writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
+    if not writer and not fence:
+        return
+    t = table
+    stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.driver_epoch, t.c.driver_epoch_at)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
+    else:
+        stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_(ENDED)),
+                                 t.c.id.in_(list(fence))))
+    for res_id, state, error, epoch, epoch_at in conn.execute(stmt):
+        if res_id in fence and (epoch or 0) > fence[res_id]:
+            raise DriverReplaced(res_id, epoch_at)
+        if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
+            raise ResolutionEnded(res_id, state, error)
+
+
+
+def refuse_unresolving(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
+    """Raise :class:`RunResolved` (the whole batch is not recorded) for an update that changes the state or the
+    output of a run recorded as resolved (sending the same update again changes neither). Only updates that
+    set another state or an output are looked up; on PostgreSQL their rows are read ``FOR UPDATE``, in id order
+    (as :meth:`SqlStore._update` locks them), so a run resolved meanwhile by another writer is seen."""
+    changing = sorted(r for r, fields in updates.items()
+                      if fields.get("state", RESOLVED) != RESOLVED or "output_id" in fields)
+    t = table
+    for chunk in _chunks(changing):
+        stmt = sa.select(t.c.id, t.c.state, t.c.output_id).where(t.c.id.in_(chunk))
+        stmt = (stmt.order_by(t.c.id).with_for_update() if conn.dialect.name == "postgresql"
+                else stmt.where(t.c.state == RESOLVED))
+        for run_id, state, output_id in conn.execute(stmt):
+            fields = updates[run_id]
+            if state == RESOLVED and (fields.get("state", RESOLVED) != RESOLVED
+                                      or fields.get("output_id", output_id) != output_id):
+                raise RunResolved(run_id, output_id)
+
+
+
+def conflicting_artifacts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> set[str]:
+    """The ids of ``rows`` written without bytes whose recorded artifact (also without bytes in its record)
+    has another format, type or size: which one is true, only the stored bytes tell."""
+    written = {r["id"]: r for r in rows if r.get("inline") is None}
+    if not written:
+        return set()
+    t = table
+    stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.size).where(t.c.id.in_(list(written)),
+                                                                       t.c.inline.is_(None))
+    return {art_id for art_id, *recorded in conn.execute(stmt)
+            if recorded != [written[art_id].get(k) for k in TRUTH_FIELDS]}
