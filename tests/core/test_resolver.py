@@ -464,18 +464,26 @@ def test_retries_exhausted_and_unlisted_errors(resolver, store):
     assert CALLS["wrong_kind_of_error"] == 1
 
 
+SLOW_RELEASE, SLOW_RETURNED = threading.Event(), threading.Event()
+
+
 @sk.func(timeout=0.2)
 def slow(x: int) -> int:
-    time.sleep(2)
+    SLOW_RELEASE.wait(60)
+    SLOW_RETURNED.set()
     return x
 
 
 def test_timeout_fails_the_run(resolver, store):
+    SLOW_RELEASE.clear()
+    SLOW_RETURNED.clear()
     f = slow(1)
-    start = time.monotonic()
-    with pytest.raises(sk.ResolutionFailed, match=r"slow exceeded its timeout of 0.2s"):
-        f.resolve(resolver())
-    assert time.monotonic() - start < 1.9
+    try:
+        with pytest.raises(sk.ResolutionFailed, match=r"slow exceeded its timeout of 0.2s"):
+            f.resolve(resolver())
+        assert not SLOW_RETURNED.is_set()  # failed at its timeout, not once the func returned
+    finally:
+        SLOW_RELEASE.set()
     assert store.get_run(f.id).error["type"] == "TimeoutError"
 
 
