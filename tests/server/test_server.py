@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -204,9 +203,8 @@ def test_cancel_running_resolution(served, tmp_path) -> None:
             wait_for(gate_running, 30, what="the gate run to start")
             r = c.post(f"/api/v1/resolutions/{f.id}/cancel")
             assert r.status_code == 202 and r.json() == {"resolution_id": f.id, "state": "canceling"}
-            started = time.monotonic()
-            thread.join(15)
-            assert not thread.is_alive() and time.monotonic() - started < 10
+            thread.join(30)
+            assert not thread.is_alive(), "the canceled resolution still waits for its gate"  # the gate waits 60 s
             assert isinstance(outcome.get("error"), ResolutionCanceled), outcome
             res = c.get(f"/api/v1/resolutions/{f.id}").json()
             assert res["state"] == "canceled"
