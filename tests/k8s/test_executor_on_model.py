@@ -522,9 +522,6 @@ def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_
     from click.testing import CliRunner
 
     from sematic_k8s.cli import cli
-    from sematic_k8s.errors import ResolutionFailed
-    from sematic_k8s.progress import display
-    from sematic_k8s.resolvers.cloud import CloudResolver
 
     nocreate = restricted(cluster, "nocreate", [  # everything the driver needs but create on jobs
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "delete"]},
@@ -550,12 +547,7 @@ def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_
                                    "--mode continue`, or its dashboard page))"), recorded.error  # not "once back"
     assert not any(r.error for r in store.runs_of_root(root.id))  # no run is blamed: square was only canceled
     assert jobs(cluster) == []
-    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
-                             executor="kubernetes")
-    follower = DriverJob(driver_spec(root.id), api_client=cluster.client())
-    with pytest.raises(ResolutionFailed) as caller:  # what the caller of resolve() gets
-        resolver._follow(Counts(store), storage, root.id, display(lambda line: None), follower)
-    follower.close()
+    caller = _what_the_caller_gets(cluster, store, storage, root.id)
     assert str(caller.value).count(said) == 1 and str(caller.value).count("is forbidden") == 1, str(caller.value)
     shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "resolutions", "list", "-o", "json"])
     assert shown.exit_code == 0 and shown.output.count("cannot create resource") == 1, shown.output
@@ -840,8 +832,6 @@ def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_l
 
     from sematic_k8s.cli import cli
     from sematic_k8s.errors import ResolutionFailed
-    from sematic_k8s.progress import display
-    from sematic_k8s.resolvers.cloud import CloudResolver
 
     cluster.behaviour = behave({"worker": Script(run=0.05, exit_code=3, logs="loading shard 7\nFatal: bad shard\n")})
     store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
@@ -850,12 +840,7 @@ def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_l
                           ResolutionSettings(root_id=root.id), kind="cloud")
     with pytest.raises(ResolutionFailed) as driver_side:  # what a driver prints
         loop.run(root)
-    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
-                             executor="kubernetes")
-    follower = DriverJob(driver_spec(root.id), api_client=cluster.client())
-    with pytest.raises(ResolutionFailed) as err:  # what the caller of resolve() gets
-        resolver._follow(Counts(store), storage, root.id, display(lambda line: None), follower)
-    follower.close()
+    err = _what_the_caller_gets(cluster, store, storage, root.id)
     words = "the worker exited with code 3 without a result"
     for text in (str(err.value), str(driver_side.value)):
         assert text.startswith(f"resolution {root.id} failed: square (run {err.value.run_id}) raised WorkerDied: "
@@ -933,3 +918,20 @@ def test_the_cloud_resolvers_progress_says_what_a_run_waits_for(cluster, api, tm
     assert said[0].startswith(f"resolution {root.id}: 1 run not started: waiting for capacity: 0/1 nodes are "
                               "available: 1 Too many pods."), said
     assert len(said) == 1  # said once, not at every poll
+
+
+def _what_the_caller_gets(cluster: Any, store: Any, storage: Any, root_id: str) -> Any:
+    """The failure a CloudResolver's caller gets for the resolution, followed with its driver Job on the model."""
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+
+    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                             executor="kubernetes")
+    follower = DriverJob(driver_spec(root_id), api_client=cluster.client())
+    try:
+        with pytest.raises(ResolutionFailed) as caught:  # what the caller of resolve() gets
+            resolver._follow(Counts(store), storage, root_id, display(lambda line: None), follower)
+    finally:
+        follower.close()
+    return caught
