@@ -4,18 +4,22 @@ one (reported, for the server to settle by the bytes); and the write lock those 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.tables import ENDED, RESOLVED
 
+R = TypeVar("R")
 TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
 
 
-def _chunks(ids: list[str], size: int = 1000) -> list[list[str]]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+def chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
+    """Rows a statement at a time (executemany, ``IN``): the driver's copy of a huge batch never exists whole."""
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
 
 
 def hold_write_lock(conn: sa.Connection) -> None:
@@ -68,7 +72,7 @@ def refuse_unresolving(conn: sa.Connection, table: sa.Table, updates: dict[str, 
     changing = sorted(r for r, fields in updates.items()
                       if fields.get("state", RESOLVED) != RESOLVED or "output_id" in fields)
     t = table
-    for chunk in _chunks(changing):
+    for chunk in chunks(changing):
         stmt = sa.select(t.c.id, t.c.state, t.c.output_id).where(t.c.id.in_(chunk))
         stmt = (stmt.order_by(t.c.id).with_for_update() if conn.dialect.name == "postgresql"
                 else stmt.where(t.c.state == RESOLVED))

@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
@@ -124,12 +124,6 @@ def _lock_statement(table: sa.Table) -> sa.Select:
     return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
 
 
-def _chunks(rows: list[R], size: int = 1000) -> Iterator[list[R]]:
-    """Rows a statement at a time (executemany): the driver's copy of a huge batch never exists whole."""
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={schema.SQLITE_BUSY_MS}")  # first: WAL mode may wait for another process
@@ -198,14 +192,14 @@ class SqlStore:
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)  # SQLite: before the guards read (a batch may hold no insert before it)
             self._insert_absent(conn, self._res, batch.new_resolutions)
-            for rows in _chunks(list(batch.artifacts.values())):
+            for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
                     conflicts |= guards.conflicting_artifacts(conn, self._arts, rows)
                 self._insert_artifacts(conn, rows)
-            for rows in _chunks(list(batch.new_runs.values())):
+            for rows in guards.chunks(list(batch.new_runs.values())):
                 self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
             self._clone_runs(conn, list(batch.clones.values()))
-            for hits in _chunks(list(batch.hits.values())):
+            for hits in guards.chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
             if batch.run_updates:
                 guards.refuse_unresolving(conn, self._runs, batch.run_updates)
@@ -370,7 +364,7 @@ class SqlStore:
             conn.execute(_lock_statement(table), {"ids": sorted(updates)})
         for keys, rows in groups.items():
             stmt = _update_statement(table, keys)
-            for chunk in _chunks(rows):
+            for chunk in guards.chunks(rows):
                 conn.execute(stmt, chunk)
 
     # -- reads ------------------------------------------------------------------------------------
