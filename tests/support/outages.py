@@ -1,5 +1,6 @@
 """Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
-a private S3 API server (moto) on a port of its own, and a TCP proxy that can drop every connection."""
+a private S3 API server (moto) on a port of its own, and a TCP proxy that can drop every connection, or lose the
+answer to one request."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -125,7 +126,7 @@ def private_s3(monkeypatch, bucket: str = "faults") -> Iterator[tuple[S3Server, 
 
 class DroppingProxy:
     """A TCP proxy on 127.0.0.1 to ``target_port``. While :attr:`dropping`, every connection (new or open) is
-    closed at once, as a failing load balancer would."""
+    closed at once, as a failing load balancer would. :meth:`lose_answer` loses the answer to one request."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -134,10 +135,36 @@ class DroppingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dropping = False
         self.dropped = 0
+        self.lost = 0  # answers lost (see lose_answer)
+        self._lose: tuple[bytes, bytes, Callable[[], None] | None] | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="dropping-proxy").start()
+
+    def lose_answer(self, request_start: bytes, instead: bytes = b"",
+                    meanwhile: Callable[[], None] | None = None) -> None:
+        """Of the requests whose bytes start with ``request_start`` (e.g. ``b"PUT /bucket/key "``), the first one
+        the target carries out (a 2xx answer) never has its answer reach the client: ``meanwhile()`` is called
+        (e.g. another client writes), then the client's connection is closed, after ``instead`` (e.g. a proxy's
+        502 answer) when given. Once."""
+        with self._lock:
+            self._lose = (request_start, instead, meanwhile)
+
+    def _matches(self, request: bytes) -> bool:
+        lose = self._lose
+        return lose is not None and request.startswith(lose[0])
+
+    def _take(self) -> bytes | None:
+        """What to answer instead of an answer to lose, once ``meanwhile`` ran (the loss is then used up); None
+        when none is to be lost."""
+        with self._lock:
+            lose, self._lose = self._lose, None
+        if lose is None:
+            return None
+        if lose[2] is not None:
+            lose[2]()
+        return lose[1]
 
     def drop(self, on: bool = True) -> None:
         self.dropping = on
@@ -172,6 +199,7 @@ class DroppingProxy:
             return
         with self._lock:
             self._open.update((client, upstream))
+        matching = False  # the request under way is one whose answer may be lost
         try:
             while not self.dropping:
                 ready, _, _ = select.select([client, upstream], [], [], 0.1)
@@ -179,7 +207,22 @@ class DroppingProxy:
                     data = s.recv(65536)
                     if not data:
                         return
-                    (upstream if s is client else client).sendall(data)
+                    if s is client:
+                        matching = matching or self._matches(data)
+                        upstream.sendall(data)
+                        continue
+                    if matching:
+                        interim, final = _split_interim(data)
+                        client.sendall(interim)
+                        if not final:
+                            continue
+                        matching = False
+                        if final.startswith(b"HTTP/1.1 2") and (instead := self._take()) is not None:
+                            client.sendall(instead)  # the target carried the request out; the client never hears
+                            self.lost += 1
+                            return
+                        data = final
+                    client.sendall(data)
         except OSError:
             pass
         finally:
@@ -189,3 +232,12 @@ class DroppingProxy:
                 self._open.difference_update((client, upstream))
             client.close()
             upstream.close()
+
+
+def _split_interim(data: bytes) -> tuple[bytes, bytes]:
+    """An answer's bytes as (its interim ``1xx`` answers, the rest: the start of the final answer)."""
+    interim = b""
+    while data.startswith(b"HTTP/1.1 1") and b"\r\n\r\n" in data:
+        end = data.index(b"\r\n\r\n") + 4
+        interim, data = interim + data[:end], data[end:]
+    return interim, data
