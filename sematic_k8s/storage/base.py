@@ -21,7 +21,8 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def append(self, key: str, data: bytes) -> None:
-        """Append to a (log) object, creating it if needed."""
+        """Append to a (log) object, creating it if needed. Once: a write the storage retries because its answer
+        was lost (S3) does not add ``data`` again."""
 
 
 def artifact_key(artifact_id: str) -> str:

@@ -65,6 +65,7 @@ class LocalStorage:
         return self._path(key).exists()
 
     def append(self, key: str, data: bytes) -> None:
+        """One ``O_APPEND`` write: nothing is retried, so nothing is repeated (S3's appends need ids for that)."""
         path = self._path(key)
         self._parent(path)
         with open(path, "ab") as f:

@@ -8,7 +8,8 @@ artifact) rewrites it. Calls ride out an outage of S3: botocore's own retries, i
 with backoff. Values above ``multipart_threshold`` are uploaded in parts by boto3's managed
 transfer. S3 has no append: :meth:`S3Storage.append` (used for run logs) reads the object, adds the
 bytes and writes it back, conditioned on the ETag it read where the server supports conditional
-writes, so a lost update is retried rather than silent.
+writes, so a lost update is retried rather than silent. Each append has an id, kept in the object's
+metadata (``x-amz-meta-appends``), so an append retried after its answer was lost is not repeated.
 
 Configuration comes from arguments or the environment:
 
@@ -25,6 +26,8 @@ import hashlib
 import io
 import logging
 import os
+import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,6 +63,9 @@ PREFIX_ENV = settings.S3_KEY_PREFIX_ENV
 ENDPOINT_ENVS = (settings.S3_ENDPOINT_ENV, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_ENVS = (settings.S3_REGION_ENV, "AWS_REGION", "AWS_DEFAULT_REGION")
 APPEND_ATTEMPTS = 8
+APPENDS_META = "appends"  # x-amz-meta-appends: the ids of an appended object's last appends, oldest first
+APPEND_IDS_KEPT = 32  # a retry follows its lost answer at once: its id is there unless 32 others landed since
+_APPEND_ID = re.compile(r"[0-9a-f]{12}")
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                      "TokenRefreshRequired", "AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
@@ -120,6 +126,16 @@ def transient(exc: BaseException) -> bool:
     if isinstance(e, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
         return True
     return isinstance(e, ClientError) and _code(e) in _TRANSIENT_CODES
+
+
+def _append_ids(meta: dict[str, str]) -> list[str]:
+    """The ids of the last appends an object's metadata records (well-formed ones only: it is client-written)."""
+    return [i for i in meta.get(APPENDS_META, "").split(",") if _APPEND_ID.fullmatch(i)][-APPEND_IDS_KEPT:]
+
+
+def _appended_meta(body: bytes, ids: list[str], append_id: str) -> dict[str, str]:
+    """The metadata of an appended object: its sha256, and its last append ids, ending with ``append_id``."""
+    return {SHA256_META: _sha256(body), APPENDS_META: ",".join([*ids, append_id][-APPEND_IDS_KEPT:])}
 
 
 def _same_bytes(head: dict[str, Any], data: bytes) -> bool:
@@ -253,7 +269,7 @@ class S3Storage:
 
     def get(self, key: str) -> bytes:
         """The bytes at ``key``, checked against their recorded sha256; KeyError when absent."""
-        data, _ = self._read(key, self._key(key))
+        data, _, _ = self._read(key, self._key(key))
         if data is None:
             raise KeyError(key)
         return data
@@ -268,21 +284,30 @@ class S3Storage:
         correct for one writer per key (calls on this instance are serialised per key); against servers
         that honour conditional writes (AWS, MinIO, moto) a concurrent writer's update is detected by
         ETag and the append retried instead of being lost.
+
+        Once only: each call has a random id, and the object's metadata keeps the ids of its last
+        appends. A write that S3 carried out but whose answer was lost (a dropped connection, a proxy's
+        5xx) is sent again, its condition then fails, and the append finds its id in the object it reads
+        again: done, its bytes are not added a second time. The bytes stay plain log text.
         """
         full = self._key(key)
+        append_id = secrets.token_hex(6)
         with self._key_lock(full):
-            new = {SHA256_META: _sha256(data)}
-            if self._conditional_writes and self._put_if_absent(key, full, data, new, op="append") is True:
+            if self._conditional_writes and self._put_if_absent(
+                    key, full, data, _appended_meta(data, [], append_id), op="append") is True:
                 return  # the first append: one request, no read
             for _ in range(APPEND_ATTEMPTS):
-                old, etag = self._read(key, full)
+                old, etag, meta = self._read(key, full)
+                ids = _append_ids(meta)
+                if append_id in ids:
+                    return  # an earlier try of this append landed; its answer was lost
                 body = (old or b"") + data
                 cond: dict[str, str] = {}
                 if self._conditional_writes:
                     cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
                 try:
-                    args = {"Bucket": self.bucket, "Key": full, "Body": body, "Metadata": {SHA256_META: _sha256(body)},
-                            **cond}
+                    args = {"Bucket": self.bucket, "Key": full, "Body": body,
+                            "Metadata": _appended_meta(body, ids, append_id), **cond}
                     self._retried(lambda args=args: self.client.put_object(**args))  # type: ignore[misc]
                     return
                 except ClientError as e:
@@ -350,8 +375,9 @@ class S3Storage:
         except BotoCoreError as e:
             raise self._failure("head", key, e) from e
 
-    def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
-        """(bytes, ETag) of the object, verified against its sha256; (None, None) when absent."""
+    def _read(self, key: str, full: str) -> tuple[bytes | None, str | None, dict[str, str]]:
+        """(bytes, ETag, metadata) of the object, its bytes verified against its sha256; (None, None, {}) when
+        absent."""
         def get() -> tuple[dict[str, Any], bytes]:
             resp = self.client.get_object(Bucket=self.bucket, Key=full)
             return resp, resp["Body"].read()  # a connection dropped mid-body is retried as a whole
@@ -361,15 +387,16 @@ class S3Storage:
         except ClientError as e:
             if _code(e) in _MISSING_KEY_CODES:
                 self.check()  # a 404 without a code (some S3 APIs) may be the bucket's
-                return None, None
+                return None, None, {}
             raise self._failure("get", key, e) from e
         except BotoCoreError as e:
             raise self._failure("get", key, e) from e
-        expected = resp.get("Metadata", {}).get(SHA256_META)
+        meta = resp.get("Metadata", {})
+        expected = meta.get(SHA256_META)
         if expected is not None and _sha256(data) != expected:
             raise ValueError(f"storage key {key!r} is corrupt: {self._where(key)} has sha256 {_sha256(data)} "
                              f"but was written with sha256 {expected}")
-        return data, resp.get("ETag")
+        return data, resp.get("ETag"), meta
 
     def _retried(self, fn: Callable[[], T]) -> T:
         """``fn()``, retried while S3 fails transiently, for the retry window."""

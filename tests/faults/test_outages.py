@@ -18,6 +18,7 @@ import pytest
 import fault_pipelines as fp
 import sematic_k8s as sk
 from outages import DroppingProxy, ServerProcess, private_s3
+from s3server import fresh_bucket
 from sematic_k8s import errors, serialization
 from sematic_k8s.executors.remote import Ended, _died
 from sematic_k8s.executors.scripted import ScriptedExecutor
@@ -32,7 +33,7 @@ from sematic_k8s.specs import (
     outcome_key,
     staged_key,
 )
-from sematic_k8s.storage.base import artifact_key, put_artifact
+from sematic_k8s.storage.base import artifact_key, log_key, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import sql_store
@@ -146,6 +147,57 @@ def test_a_proxy_dropping_every_connection_for_a_while_loses_nothing(tmp_path, m
             all_recorded(s.store, f.id)
         finally:
             proxy.close()
+
+
+LOST_ANSWERS = {"dropped": b"",
+                "proxy-502": b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"}
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional-writes", "no-conditional-writes"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-log", "existing-log"])
+@pytest.mark.parametrize("answer", list(LOST_ANSWERS))
+def test_an_append_whose_answer_was_lost_is_not_repeated(monkeypatch, answer, existing, conditional):
+    """A log append's PUT reaches S3 (CI's server), which stores it, but its answer never comes back: a proxy in
+    between closes the connection instead (or answers 502). The storage retries it; every line is in the log once
+    (was: the retry's conditional write failed, and the append read its own lines back and added them again)."""
+    from sematic_k8s.storage.s3 import S3Storage  # boto3: an extra
+
+    endpoint, bucket = fresh_bucket(monkeypatch, "lost-answer")
+    proxy = DroppingProxy(int(endpoint.rsplit(":", 1)[1]))
+    try:
+        storage = S3Storage(bucket, "p", endpoint_url=proxy.url)
+        storage._conditional_writes = conditional  # as found out on an S3 API without them (501 NotImplemented)
+        key = log_key("run1")
+        if existing:
+            storage.append(key, b"line 1\n")
+        proxy.lose_answer(f"PUT /{bucket}/p/{key} ".encode(), LOST_ANSWERS[answer])
+        storage.append(key, b"line 2\n")
+        assert proxy.lost == 1
+        storage.append(key, b"line 3\n")
+        assert storage.get(key) == (b"line 1\n" if existing else b"") + b"line 2\nline 3\n"
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("answer", list(LOST_ANSWERS))
+def test_an_append_whose_answer_was_lost_while_another_writer_appended_is_not_repeated(monkeypatch, answer):
+    """As above, and another writer appends after S3 stored the lost write, before its retry: the retry finds
+    its own append (the other writer kept its id) and stops; both appends are there once, in their order."""
+    from sematic_k8s.storage.s3 import S3Storage  # boto3: an extra
+
+    endpoint, bucket = fresh_bucket(monkeypatch, "lost-answer")
+    proxy = DroppingProxy(int(endpoint.rsplit(":", 1)[1]))
+    try:
+        storage, other = S3Storage(bucket, "p", endpoint_url=proxy.url), S3Storage(bucket, "p", endpoint_url=endpoint)
+        key = log_key("run1")
+        storage.append(key, b"line 1\n")
+        proxy.lose_answer(f"PUT /{bucket}/p/{key} ".encode(), LOST_ANSWERS[answer],
+                          meanwhile=lambda: other.append(key, b"other\n"))
+        storage.append(key, b"line 2\n")
+        assert proxy.lost == 1
+        assert storage.get(key) == b"line 1\nline 2\nother\n"
+    finally:
+        proxy.close()
 
 
 def test_answers_asking_to_retry_later_are_honoured(tmp_path):

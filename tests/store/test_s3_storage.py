@@ -168,7 +168,7 @@ class Interleaved(S3Storage):
             self._interleave(key, "create")
         return super()._put_if_absent(key, full, data, meta, op)
 
-    def _read(self, key: str, full: str) -> tuple[bytes | None, str | None]:
+    def _read(self, key: str, full: str) -> tuple[bytes | None, str | None, dict[str, str]]:
         result = super()._read(key, full)
         self.reads += 1
         self._interleave(key, "read")
