@@ -22,6 +22,7 @@ func failing)::
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
         ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
+        ├── DiskFull                    a disk has no space left: the metadata database or artifact storage cannot grow
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
             ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity)
@@ -45,6 +46,7 @@ worker is both, so it is retried by default.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import traceback
 from collections.abc import Sequence
@@ -161,6 +163,65 @@ class S3CredentialsError(S3StorageError):
     """No usable AWS credentials, or S3 refused the ones given."""
 
     fix = "give it AWS credentials that S3 accepts"
+
+
+class DiskFull(InfrastructureError):
+    """A disk has no space left (or its quota is used up): the metadata database or artifact storage cannot take
+    what a resolution records. Nothing was written of it (the database rolled the transaction back; no partial
+    file is left where a read would take it as a value), and nothing recorded before is lost. Not transient:
+    someone must free space. Its message says so, and, once the resolution loop has ended a resolution on it
+    (``resolution_id``), how to continue that resolution then."""
+
+    transient = False
+
+    def __init__(self, problem: str, fix: str = "free space on that disk") -> None:
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+        self.resolution_id: str | None = None
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], exc: BaseException | None = None) -> DiskFull:
+        """The error of a write under ``path`` that found its disk full (``exc``: the OSError it met, which may say
+        that the writer's quota is used up instead), saying how much space is left there."""
+        where = os.fspath(path)
+        left = f"{_size(_free(where))} left"
+        if getattr(exc, "errno", None) == errno.EDQUOT:
+            return cls(f"the disk quota for {where} is used up ({left} on its disk)", "free space within the quota")
+        return cls(f"the disk holding {where} is full ({left})")
+
+    def __str__(self) -> str:
+        return f"{self.problem}: {self.advice(self.resolution_id) if self.resolution_id else self.fix}"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a disk has no space left (ENOSPC), or the writer's quota is used up (EDQUOT)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _free(path: str) -> int | None:
+    """Bytes free (for an unprivileged writer) on the disk holding ``path`` or its nearest existing parent."""
+    import shutil  # only once a disk is full: not at every start of a driver or worker
+
+    while True:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+
+
+def _size(n: int | None) -> str:
+    """``n`` bytes in words: ``512 bytes``, ``3.5 MiB``."""
+    if n is None:
+        return "unknown space"
+    if n < 1024:
+        return f"{n} bytes"
+    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:.1f} {units[0]}"
 
 
 class BuildError(InfrastructureError):

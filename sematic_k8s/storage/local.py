@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sematic_k8s.errors import DiskFull, disk_full
+
 log = logging.getLogger("sematic_k8s")
 
 
 class LocalStorage:
-    """Keys are relative paths under ``root``; writes are atomic (temp file + rename)."""
+    """Keys are relative paths under ``root``; writes are atomic (temp file + rename). A write that finds the disk
+    full raises :class:`~sematic_k8s.errors.DiskFull` and leaves nothing of itself: no temp file, no partial
+    value under its key, no part of a log line."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -49,11 +53,17 @@ class LocalStorage:
             if not repair or (path.stat().st_size == len(data) and path.read_bytes() == data):
                 return
             log.warning("%s is corrupt (other bytes than its content id says): rewriting it", path)
-        self._parent(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            self._parent(path)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)  # what it took of the disk is given back
+            if disk_full(e):
+                raise DiskFull.at(self.root, e) from None
+            raise
 
     def get(self, key: str) -> bytes:
         try:
@@ -67,6 +77,21 @@ class LocalStorage:
     def append(self, key: str, data: bytes) -> None:
         """One ``O_APPEND`` write: nothing is retried, so nothing is repeated (S3's appends need ids for that)."""
         path = self._path(key)
-        self._parent(path)
-        with open(path, "ab") as f:
-            f.write(data)
+        try:
+            self._parent(path)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                start = os.fstat(fd).st_size
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError:
+                    os.ftruncate(fd, start)  # no part of ``data``: the log reads as it did
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if disk_full(e):
+                raise DiskFull.at(self.root, e) from None
+            raise
