@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from collections.abc import Callable
 
 BACKSTOP_PAGES = 10_000  # wal_autocheckpoint of the writers' connections: ~40 MB of log before they checkpoint
 SETTLE_S = 1.0  # after a write, how long the thread waits for more before it checkpoints (one per burst)
@@ -24,10 +25,12 @@ IDLE_S = 30.0  # a thread with nothing to do this long ends (the next write star
 class Checkpointer:
     """Checkpoints the WAL of the SQLite database at ``path`` on a daemon thread, soon after :meth:`wrote` is
     called (writes close together share one checkpoint). The thread starts with the first write and ends after
-    :data:`IDLE_S` without one; :meth:`close` ends it after a last checkpoint."""
+    :data:`IDLE_S` without one; :meth:`close` ends it after a last checkpoint. ``tend``, when given, is called
+    after each checkpoint (the database's other upkeep off the writers' path)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, tend: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._tend = tend
         self._lock = threading.Lock()
         self._due = threading.Event()
         self._closing = threading.Event()  # set by close(): no more threads, and the settling wait cut short
@@ -59,6 +62,8 @@ class Checkpointer:
             conn.execute("PRAGMA busy_timeout=5000")
             while self._next():
                 self._checkpoint(conn)
+                if self._tend is not None:
+                    self._tend()
             self._checkpoint(conn)
         finally:
             conn.close()

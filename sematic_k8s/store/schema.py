@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
+from sematic_k8s.store import diskfull
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -94,6 +96,7 @@ def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
 
     event.listen(lock_engine, "connect", connect)
     event.listen(lock_engine, "begin", begin)
+    diskfull.listen(lock_engine)
     try:
         with lock_engine.begin() as conn:
             yield conn

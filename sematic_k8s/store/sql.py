@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import logging
 from collections.abc import Collection, Iterable
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
@@ -21,8 +22,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord
-from sematic_k8s.store import checkpoints, guards, records, schema
+from sematic_k8s.errors import CorruptRecord, DiskFull
+from sematic_k8s.store import checkpoints, diskfull, guards, records, schema
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
     CANCELED,
@@ -40,6 +41,7 @@ from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where th
 )
 
 R = TypeVar("R")
+log = logging.getLogger("sematic_k8s")
 
 # a rerun's reused runs on their way in (see SqlStore._clone_runs): a table private to the connection
 _CLONE_MAP = sa.Table(
@@ -150,12 +152,17 @@ class SqlStore:
                                                **engine_kwargs})
         self.stale_after = stale_after
         self._checkpoints: checkpoints.Checkpointer | None = None
+        self._reserve: diskfull.Reserve | None = None
+        diskfull.listen(self.engine)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             if self.engine.url.database not in (None, "", ":memory:"):
-                self._checkpoints = checkpoints.Checkpointer(self.engine.url.database)
+                self._reserve = diskfull.Reserve(self.engine.url.database + "-reserve")
+                self._checkpoints = checkpoints.Checkpointer(self.engine.url.database, tend=self._reserve.keep)
         if create:
             schema.migrate(self.engine)
+        if self._reserve is not None:
+            self._reserve.keep()
         self._runs = Base.metadata.tables[RunRow.__tablename__]
         self._res = Base.metadata.tables[ResolutionRow.__tablename__]
         self._arts = Base.metadata.tables[ArtifactRow.__tablename__]
@@ -172,9 +179,22 @@ class SqlStore:
         are locked in the order of their ids, as every writer does (several server processes updating the same
         runs); a transaction the database aborted all the same to break a deadlock is run again, up to
         :data:`DEADLOCK_ATTEMPTS` times. ``conflicts``, when given, gets the ids of the artifacts written without
-        bytes whose record differs from the recorded one (format, type or size; see :meth:`replace_artifact`)."""
+        bytes whose record differs from the recorded one (format, type or size; see :meth:`replace_artifact`).
+        A batch that ends a resolution and finds the disk full is written again in the room the database's
+        reserve gives back (:mod:`~sematic_k8s.store.diskfull`); other writes raise ``DiskFull``."""
         if not batch:
             return
+        try:
+            self._write_retrying(batch, conflicts)
+        except DiskFull as e:
+            ending = [r for r, fields in batch.resolution_updates.items() if fields.get("state") in ENDED]
+            if not ending or self._reserve is None or not self._reserve.release():
+                raise
+            log.warning("%s: recording the end of resolution %s in the room its reserve gave back", e.problem,
+                        ", ".join(ending))
+            self._write_retrying(batch, conflicts)
+
+    def _write_retrying(self, batch: Batch, conflicts: set[str] | None) -> None:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             found: set[str] | None = None if conflicts is None else set()
             try:
@@ -435,8 +455,7 @@ class SqlStore:
     def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
         stmt = sa.select(self._res).where(self._res.c.id == resolution_id)
         res = self._one(stmt, ResolutionRecord, _RES_FIELDS)
-        if res is not None and self._silent([res]):
-            self.expire_silent([res.id])
+        if res is not None and self._silent([res]) and self._expire_for_read([res.id]):
             res = self._one(stmt, ResolutionRecord, _RES_FIELDS)
         return res
 
@@ -449,8 +468,7 @@ class SqlStore:
         stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
         found = self._select(stmt, ResolutionRecord, _RES_FIELDS)
         silent = self._silent(found)
-        if silent:
-            self.expire_silent(silent)
+        if silent and self._expire_for_read(silent):
             found = self._select(stmt, ResolutionRecord, _RES_FIELDS)
         return found
 
@@ -611,6 +629,16 @@ class SqlStore:
         cutoff = self._cutoff()
         return [r.id for r in resolutions
                 if r.state in LIVE and r.heartbeat_at is not None and r.heartbeat_at < cutoff]
+
+    def _expire_for_read(self, ids: list[str]) -> bool:
+        """:meth:`expire_silent` of these resolutions, as a read of them does; whether to read them again. On a full
+        disk the read goes on without it (they are read as they are, and marked once the disk has room)."""
+        try:
+            self.expire_silent(ids)
+        except DiskFull as e:
+            log.warning("resolution(s) %s stopped heartbeating but cannot be marked dead yet: %s", ", ".join(ids), e)
+            return False
+        return True
 
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has
