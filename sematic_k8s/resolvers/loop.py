@@ -22,6 +22,7 @@ from typing import Any
 
 from sematic_k8s import caching, graph, serialization
 from sematic_k8s.errors import (
+    DiskFull,
     DriverReplaced,
     InfrastructureError,
     ResolutionCanceled,
@@ -178,6 +179,9 @@ class ResolutionLoop:
                 detach = getattr(self.executor, "detach", None) if detached else None
                 (detach or self.executor.close)()
             return self._finish()
+        except DiskFull as e:  # raised on saying how to continue the resolution (what met it knew no resolution)
+            e.resolution_id = self.root_id
+            raise
         finally:
             self.heartbeat.stop()
 
@@ -576,14 +580,19 @@ class ResolutionLoop:
             self.executor.cancel(unfinished)
             return None
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
+        if isinstance(exc, DiskFull):  # its words say how to continue the resolution (see run)
+            exc.resolution_id = self.root_id
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, InfrastructureError):
-            error = f"infrastructure failure, not the pipeline's: {error} ({exc.advice(self.root_id)})"
+            advice = exc.advice(self.root_id)
+            error = f"infrastructure failure, not the pipeline's: {error}" + ("" if advice in error else f" ({advice})")
         self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now, "error": error}
         try:
             self._flush()
         except DriverReplaced as replaced:
             return replaced
+        except InfrastructureError as e:  # said in words: its traceback would add nothing
+            log.warning("could not record the end of resolution %s: %s: %s", self.root_id, type(e).__name__, e)
         except Exception:
             log.exception("could not record the end of resolution %s", self.root_id)
         self.executor.cancel(unfinished)
