@@ -7,7 +7,9 @@ httpx's time); through httpx, as before, when a proxy may be set (:func:`proxy_p
 
 Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
 connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
-window. Writes may be sent again safely: the server's store inserts if absent and updates set fields.
+window. Writes may be sent again safely: the server's store inserts if absent and updates set fields. A 507
+(the server's disk is full) is not retried: it raises :class:`~sematic_k8s.errors.DiskFull` with the server's
+words at once.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from sematic_k8s import serialization, settings
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ServerError
+from sematic_k8s.errors import DiskFull, DriverReplaced, ResolutionEnded, ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
@@ -350,6 +352,9 @@ class HttpStore:
                               "to a key made with `sematic-k8s api-keys create NAME`", 401)
         if response.status_code == 404 and missing_ok:
             return None
+        if response.status_code == 507:  # not retried: a full disk does not pass by itself (docs/FAULTS.md)
+            raise DiskFull(f"the sematic-k8s server at {self.url} answered 507: {_detail(response)}",
+                           "have the server's operator free space on its disk")
         replaced = (response.headers.get(REPLACED_HEADER) or "").split() if response.status_code == 409 else []
         if len(replaced) == 2:
             raise DriverReplaced(replaced[0], None if replaced[1] == "-" else parse_datetime(replaced[1]))

@@ -1,6 +1,6 @@
 """Errors as JSON: every failure answers ``{"detail": "<one line saying what and what to do>", ...}`` with a
 4xx or 5xx status, never a bare 500 page. Infrastructure the server depends on (artifact storage, the
-metadata database) failing is a 503 that names it."""
+metadata database) failing is a 503 that names it; its disk full, a 507 (Insufficient Storage) that says so."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import StorageError
+from sematic_k8s.errors import DiskFull, StorageError
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -67,6 +67,13 @@ async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, f"artifact storage is unavailable: {exc}", {"Retry-After": "5"})
 
 
+async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
+    """507, not 503: a full disk does not pass by itself, so clients do not retry it (the HTTP store raises it)."""
+    assert isinstance(exc, DiskFull)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(507, f"the server's disk is full, nothing of this request was recorded: {exc.problem}")
+
+
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
     orig = getattr(exc, "orig", None) or exc
@@ -90,6 +97,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)
     app.add_exception_handler(sqlalchemy.exc.InterfaceError, database_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, database_error)  # the pool: no connection in time
