@@ -1,0 +1,210 @@
+"""A full disk (docs/FAULTS.md "Full disk"), caused for real: a small tmpfs mounted for the test and filled by a
+func's side effect in the middle of a resolution (or by the test, under a server). The resolution ends with one
+error saying which disk is full and how to continue, recorded as an infrastructure failure, never the func's;
+nothing recorded before is lost, no partial artifact is left, and once space is freed ``continue`` finishes it.
+The server answers a write its disk cannot take with 507, which the HTTP store does not retry; reads go on."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import disk_pipelines as dp
+import sematic_k8s as sk
+from sematic_k8s import serialization
+from sematic_k8s import store as stores
+from sematic_k8s.errors import DiskFull
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, utcnow
+from serving import serve, wait_for
+
+DISK_SIZE = 24 << 20  # bytes: room for the database's reserve (made while 16 MiB are free) and little more
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of :data:`DISK_SIZE` mounted for the test (root only), unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is caused by mounting a small tmpfs, which needs root")
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs was refused: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        for url in [u for u in stores._STORES if str(where) in u]:  # the embedded stores' files on it
+            stores._STORES.pop(url).close()
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(where)], check=True)  # a file still open: detach it now
+
+
+@pytest.fixture
+def embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default, whose loop writes nothing but what its runs did (no heartbeat while a step fills the
+    disk: the write that meets the full disk is the one each test means)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "3600")
+
+
+def continue_advice(root_id: str) -> str:
+    return (f"free space on that disk, then continue the resolution: rerun_from={root_id!r}, rerun_mode='continue' "
+            f"(or `sematic-k8s rerun {root_id} --mode continue`, or its dashboard page)")
+
+
+def check_ended_on_full_disk(home: Path, root_id: str, said: str, full: Path) -> None:
+    """The error ``said`` names the full disk (by ``full``, where the write was) and how to continue; the resolution
+    is recorded as failed with the same words, as an infrastructure failure; no run is blamed; the database is
+    sound."""
+    assert re.fullmatch(rf"the disk holding {re.escape(str(full))} is full \([0-9.]+ (bytes|[KMG]iB) left\): "
+                        + re.escape(continue_advice(root_id)), said), said
+    with sqlite3.connect(home / "db.sqlite3") as conn:  # a connection of its own: what is on disk
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        state, error = conn.execute("SELECT state, error FROM resolutions WHERE id = ?", (root_id,)).fetchone()
+        blamed = conn.execute("SELECT func_name, error FROM runs WHERE root_id = ? AND error != 'null'",
+                              (root_id,)).fetchall()
+    assert state == "failed" and error == f"infrastructure failure, not the pipeline's: DiskFull: {said}", error
+    assert blamed == []  # a full disk is never the func's failure
+
+
+def artifact_files(home: Path) -> dict[str, Path]:
+    """Every file under the home's artifact storage, by name: each is a value under its content id, nothing else."""
+    found = {p.name: p for p in (home / "storage").rglob("*") if p.is_file()}
+    stray = [name for name in found if name.startswith(".") or name.endswith(".tmp")]
+    assert stray == [], f"files left by writes that met the full disk: {stray}"
+    return found
+
+
+def test_a_full_disk_under_artifact_storage_ends_the_resolution_in_words_and_continue_finishes_it(
+        small_disk, tmp_path, embedded):
+    home, flag = small_disk / "home", str(tmp_path / "filled")
+    f = dp.storage_fills(str(home), flag)
+    with pytest.raises(DiskFull) as err:  # was: the func failed with OSError, then a raw "database or disk is full"
+        f.resolve(sk.LocalResolver(home=home, max_parallelism=2))
+    check_ended_on_full_disk(home, f.id, str(err.value), home / "storage")
+    runs = {r.func_name: r for r in sk.LocalResolver(home=home).store.runs_of_root(f.id)}
+    assert runs["big"].state == "resolved"  # recorded before the disk filled: kept
+    assert runs["fill_then_big"].state == "canceled" and runs["fill_then_big"].output_id is None
+    files = artifact_files(home)
+    first = serialization.serialize(dp.big.fn(1))
+    assert list(files) == [first.id]  # the value that met the full disk left nothing, not even part of itself
+    serialization.verify(first.id, first.format, files[first.id].read_bytes())
+
+    (home / dp.FILLER).unlink()
+    again = dp.storage_fills(str(home), flag)
+    assert again.resolve(sk.LocalResolver(home=home, rerun_from=f.id, rerun_mode="continue")) == 2 * dp.SIZE
+    store = sk.LocalResolver(home=home).store
+    assert store.get_resolution(again.id).state == "resolved"
+    reused = {r.func_name: r for r in store.runs_of_root(again.id)}["big"]
+    assert reused.notes["reused_from"] == runs["big"].id  # what resolved before the disk filled was reused
+    wait_for(lambda: (home / "db.sqlite3-reserve").exists(), 30, what="the database's reserve to be made again")
+
+
+def test_a_full_disk_under_the_database_ends_the_resolution_in_words_and_continue_finishes_it(
+        small_disk, tmp_path, embedded):
+    home, flag, gate = small_disk / "home", str(tmp_path / "filled"), tmp_path / "gate"
+    f = dp.database_fills(str(home), flag, str(gate))
+    try:
+        with pytest.raises(DiskFull) as err:  # was: a raw OperationalError, the resolution left "running"
+            f.resolve(sk.LocalResolver(home=home, max_parallelism=2))
+    finally:
+        gate.touch()  # the gated step's thread, left behind by the ended resolution, returns
+    check_ended_on_full_disk(home, f.id, str(err.value), home / "db.sqlite3")
+    states = sorted((r.func_name, r.state) for r in sk.LocalResolver(home=home).store.runs_of_root(f.id))
+    # add(1, 1), recorded before the disk filled, and fill_then_small, which resolved meanwhile: recorded with the end
+    assert states == [("add", "canceled"), ("add", "resolved"), ("database_fills", "canceled"),
+                      ("fill_then_small", "resolved"), ("wait_for", "canceled")], states
+
+    (home / dp.FILLER).unlink()
+    again = dp.database_fills(str(home), flag, str(gate))
+    assert again.resolve(sk.LocalResolver(home=home, rerun_from=f.id, rerun_mode="continue")) == 21
+    reused = sorted(r.func_name for r in sk.LocalResolver(home=home).store.runs_of_root(again.id)
+                    if "reused_from" in (r.notes or {}))
+    assert reused == ["add", "fill_then_small"]  # what resolved before and as the disk filled was reused
+
+
+def _in_thread(fn) -> BaseException | None:  # noqa: ANN001 - a call
+    """Call ``fn`` on a thread and wait for it (60 s at most): what it raised. A call still retrying fails the test."""
+    raised: list[BaseException | None] = [None]
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            raised[0] = e
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "still trying after 60 s: a full disk was retried as an outage"
+    return raised[0]
+
+
+def _resolution(res_id: str) -> Batch:
+    now = utcnow()
+    return Batch(new_resolutions=[{"id": res_id, "root_func_path": "m:f", "state": "running", "created_at": now,
+                                   "heartbeat_at": now}])
+
+
+def _beat(res_id: str) -> Batch:
+    return Batch(resolution_updates={res_id: {"heartbeat_at": utcnow()}})
+
+
+def test_a_server_whose_database_disk_is_full_answers_507_which_is_not_retried_and_reads_go_on(
+        small_disk, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "3600")  # nothing is stale until the test says so
+    db = small_disk / "db.sqlite3"
+    with serve(tmp_path, f"sqlite:///{db}") as srv:
+        client = HttpStore(srv.url, srv.key, retry_window=300)
+        client.write(_resolution("a" * 32))
+        client.write(_resolution("b" * 32))
+        dp.truncate_log(db)
+        filler = dp.fill_disk(small_disk)
+
+        refused = _in_thread(lambda: client.write(_beat("b" * 32)))
+        assert isinstance(refused, DiskFull), refused  # at once, not after the 300 s retry window
+        detail = (rf"the server's disk is full, nothing of this request was recorded: the disk holding "
+                  rf"{re.escape(str(db))} is full \([0-9.]+ (bytes|[KMG]iB) left\)")
+        assert re.fullmatch(rf"the sematic-k8s server at {re.escape(srv.url)} answered 507: {detail}: have the "
+                            "server's operator free space on its disk", str(refused)), str(refused)
+        with srv.client() as http:
+            answer = http.post("/api/v1/store/write",
+                               json={"resolution_updates": {"b" * 32: {"heartbeat_at": utcnow().isoformat()}}})
+            assert answer.status_code == 507 and re.fullmatch(detail, answer.json()["detail"]), answer.text
+
+        # a write ending a resolution is recorded in the room the database's reserve gives back
+        client.write(Batch(resolution_updates={"b" * 32: {"state": "failed", "ended_at": utcnow(),
+                                                          "error": "infrastructure failure: its disk"}}))
+        assert client.get_resolution("b" * 32).state == "failed"
+        assert not (small_disk / "db.sqlite3-reserve").exists()
+        dp.truncate_log(db)
+        dp.fill_disk(small_disk, "filler-2")  # full again: the reserve is spent
+
+        monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "1")  # resolution a is stale now: reading it would mark it
+        with srv.client() as http:
+            def read_while_full() -> bool:
+                for path in (f"/api/v1/resolutions/{'a' * 32}", "/api/v1/resolutions"):
+                    answer = http.get(path)
+                    assert answer.status_code == 200, answer.text  # was 503: the marking-dead write failed the read
+                return "cannot be marked dead yet" in caplog.text
+            wait_for(read_while_full, 30, what="a read to try marking the stale resolution dead")
+            assert http.get(f"/api/v1/resolutions/{'a' * 32}").json()["state"] == "running"
+
+        filler.unlink()
+        (small_disk / "filler-2").unlink()
+        res = client.get_resolution("a" * 32)  # read again with room on the disk: marked dead now
+        assert res.state == "failed" and res.error.startswith("the resolver stopped responding"), res
+        client.write(_resolution("c" * 32))  # room again: writes are recorded
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        client.close()
