@@ -1,19 +1,45 @@
-"""Pipelines whose steps fill the disk of their own home, for ``test_disk_full.py``: the fault comes from a func's side
-effect in the middle of a resolution, once what resolved before it is recorded. Each fills only once (a flag file
-outside the disk says it did), so that the continuation, after the test freed space, runs through."""
+"""Small disks and pipelines whose steps fill the disk of their own home, for ``test_disk_full.py``: the fault comes
+from a func's side effect in the middle of a resolution, once what resolved before it is recorded. Each fills only
+once (a flag file outside the disk says it did), so that the continuation, after the test freed space, runs
+through."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import sematic_k8s as sk
 from fault_pipelines import add, wait_for
 
 SIZE = 64 * 1024  # bytes of a big value: a file of its own in storage (over the inline limit)
 FILLER = "filler"
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: int, owner: str | None = None) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes mounted at ``where`` (root only: the test is skipped otherwise, or when the mount
+    is refused), owned by ``owner``; unmounted after (lazily if a file on it is still open)."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is caused by mounting a small tmpfs, which needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs was refused: {mounted.stderr.strip()}")
+    try:
+        if owner is not None:
+            shutil.chown(where, owner)
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(where)], check=True)
 
 
 def fill_disk(directory: str | os.PathLike[str], name: str = FILLER) -> Path:
