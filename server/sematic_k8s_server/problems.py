@@ -68,10 +68,12 @@ async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
-    """507, not 503: a full disk does not pass by itself, so clients do not retry it (the HTTP store raises it)."""
+    """507, not 503: a full disk does not pass by itself, so clients do not retry it (the HTTP store raises it).
+    Which disk and file stay in the server's log: a client learns no path of the server's."""
     assert isinstance(exc, DiskFull)
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return problem(507, f"the server's disk is full, nothing of this request was recorded: {exc.problem}")
+    return problem(507, "the server's disk is full (its metadata database cannot grow): nothing of this request "
+                        "was recorded; its log names the disk")
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
