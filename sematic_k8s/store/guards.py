@@ -1,6 +1,7 @@
 """What a write checks in its own transaction before it lands, and refuses the whole batch over: a driver another one
-took over (fencing), a resolution that ended, a resolved run changed, an artifact record that contradicts the recorded
-one (reported, for the server to settle by the bytes); and the write lock those reads need on SQLite."""
+took over (fencing), a batch applied already (ordered writes: skipped, not refused), a resolution that ended, a
+resolved run changed, an artifact record that contradicts the recorded one (reported, for the server to settle by
+the bytes); and the write lock those reads need on SQLite."""
 
 from __future__ import annotations
 
@@ -30,38 +31,66 @@ def hold_write_lock(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class Replayed(Exception):  # not an error: the batch is answered as written
+    """A batch applied already (:func:`refuse_stale`): its sequence for ``resolution_id`` is not above the recorded
+    one. The store writes nothing of it and answers it as written."""
+
+    def __init__(self, resolution_id: str) -> None:
+        super().__init__(resolution_id)
+        self.resolution_id = resolution_id
+
+
 def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]],
-                 fence: dict[str, int]) -> None:
+                 fence: dict[str, int], sequence: dict[str, int]) -> None:
     """Refuse the whole batch (nothing of it is recorded) when its writer is stale:
 
     - :class:`DriverReplaced` when it carries a driver epoch (``fence``: resolution id -> the epoch its driver
       took over with, :meth:`SqlStore.take_over`) older than the resolution's: another driver took it over since;
+    - :class:`Replayed` when it carries a ``sequence`` (``Batch.sequence``) not above the resolution's
+      ``driver_seq``: it was applied already, and later writes of its driver since (a retried request whose first
+      attempt lands late): answered as written, it sets nothing back;
     - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, unless it
       ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
       (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
       not a resolver's: they pass.)
 
-    On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the batch updates or fences in id order
-    (the order :meth:`SqlStore._update` takes them in): a sweeper's or a takeover's commit cannot fall between
-    this check and the write, and a sweeper's update of a row read here waits for the write, then finds the
-    fresh heartbeat. (SQLite: the transaction holds the database's write lock from its start,
-    :func:`hold_write_lock`.)"""
+    Called before the batch writes anything. On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the
+    batch updates or fences in id order (the order :meth:`SqlStore._update` takes them in): a sweeper's or a
+    takeover's commit, or another write's sequence, cannot fall between this check and the write, and a sweeper's
+    update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the transaction holds
+    the database's write lock from its start, :func:`hold_write_lock`.)"""
+    for res_id in sequence:
+        if res_id not in fence:
+            raise ValueError(f"resolution {res_id}: a write's sequence counts within its driver epoch: give the "
+                             "epoch in the batch's fence too")
     writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
     if not writer and not fence:
         return
     t = table
-    stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.driver_epoch, t.c.driver_epoch_at)
+    stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.driver_epoch, t.c.driver_epoch_at, t.c.driver_seq)
     if conn.dialect.name == "postgresql":
         stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
     else:
         stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_(ENDED)),
                                  t.c.id.in_(list(fence))))
-    for res_id, state, error, epoch, epoch_at in conn.execute(stmt):
+    for res_id, state, error, epoch, epoch_at, last in conn.execute(stmt):
         if res_id in fence and (epoch or 0) > fence[res_id]:
             raise DriverReplaced(res_id, epoch_at)
+        if res_id in sequence and sequence[res_id] <= (last or 0):
+            raise Replayed(res_id)
         if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
             raise ResolutionEnded(res_id, state, error)
 
+
+def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """``updates`` with each sequenced resolution's ``driver_seq`` set to the batch's number (one more column in
+    the update the batch makes of it anyway, if it makes one)."""
+    if not sequence:
+        return updates
+    out = dict(updates)
+    for res_id, number in sequence.items():
+        out[res_id] = {**out.get(res_id, {}), "driver_seq": number}
+    return out
 
 
 def refuse_unresolving(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:

@@ -154,6 +154,11 @@ class Batch:
     ``hits``: new run id -> a new run that is a cache hit, whole (:class:`CachedRun`).
     ``fence``: resolution id -> the driver epoch its writer took it over with (``SqlStore.take_over``): the store
     refuses the whole batch when another driver took it over since (``DriverReplaced``). Checked, not written.
+    ``sequence``: resolution id -> this write's number among those its driver sent in that epoch (the HTTP store
+    numbers each request it sends for a fenced batch, see ``HttpStore.write``): the store applies a batch whose
+    number is not above the last one it applied as already applied (nothing of it is written again: a retried
+    request's first attempt landing after later writes sets nothing back), and records the number otherwise.
+    Only for resolutions the batch fences.
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -164,6 +169,7 @@ class Batch:
     clones: dict[str, dict[str, Any]] = field(default_factory=dict)
     hits: dict[str, CachedRun] = field(default_factory=dict)
     fence: dict[str, int] = field(default_factory=dict)
+    sequence: dict[str, int] = field(default_factory=dict)
 
     def add_run(self, run: RunRecord) -> None:
         """A new run: its fields, without those at their defaults (``RUN_DEFAULTS``, filled in when written:
@@ -194,6 +200,13 @@ class Batch:
         if target is None:
             target = self.run_updates.setdefault(run_id, {})
         target.update(fields)
+
+    def beats_only(self) -> bool:
+        """Whether the batch records heartbeats and nothing else: such a write commutes with every other one (the
+        store keeps the latest heartbeat), so it needs no place in its writer's order (``sequence``)."""
+        return (not (self.new_runs or self.run_updates or self.new_resolutions or self.artifacts or self.clones
+                     or self.hits) and all(fields.keys() == {"heartbeat_at"}
+                                           for fields in self.resolution_updates.values()))
 
     def __bool__(self) -> bool:
         return bool(self.new_runs or self.run_updates or self.new_resolutions

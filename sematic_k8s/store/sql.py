@@ -1,8 +1,10 @@
 """The SQL store: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL.
 
 Writes are idempotent: every insert is "insert if absent" (artifacts are content-addressed; a batch whose
-first attempt landed may be sent again), and updates set fields. Reading a Resolution whose resolving
-process stopped heartbeating marks it dead first (:meth:`SqlStore.expire_silent`).
+first attempt landed may be sent again), and updates set fields. They are also ordered per driver: a batch
+numbered within its driver epoch (``Batch.sequence``) that is not newer than the last one applied changes nothing,
+and a heartbeat never goes back. Reading a Resolution whose resolving process stopped heartbeating marks it dead
+first (:meth:`SqlStore.expire_silent`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 
 _REF_FIELDS = ("input_refs", "output_ref")
+# fields an update sets only to a later value than the recorded one: a heartbeat that lands after a newer one (the
+# loop's and its heartbeat thread's writes cross; a retried request's first attempt lands late) sets nothing back
+FORWARD_ONLY = frozenset({"heartbeat_at"})
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
@@ -114,8 +119,13 @@ def _hit_insert(dialect: str, paramstyle: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
-    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields."""
-    return sa.update(table).where(table.c.id == sa.bindparam("_id")).values({k: sa.bindparam(k) for k in keys})
+    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields; a heartbeat only
+    moves forward (:data:`FORWARD_ONLY`)."""
+    values: dict[str, Any] = {k: sa.bindparam(k) for k in keys}
+    for k in FORWARD_ONLY.intersection(keys):
+        column, new = table.c[k], sa.bindparam(k, type_=table.c[k].type)
+        values[k] = sa.case((sa.or_(column.is_(None), column < new), new), else_=column)
+    return sa.update(table).where(table.c.id == sa.bindparam("_id")).values(values)
 
 
 @functools.lru_cache(maxsize=8)
@@ -174,27 +184,29 @@ class SqlStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def write(self, batch: Batch, conflicts: set[str] | None = None) -> None:
+    def write(self, batch: Batch, conflicts: set[str] | None = None, replays: set[str] | None = None) -> None:
         """Apply ``batch`` in one transaction; an artifact already present is left as it is. Updated rows
         are locked in the order of their ids, as every writer does (several server processes updating the same
         runs); a transaction the database aborted all the same to break a deadlock is run again, up to
         :data:`DEADLOCK_ATTEMPTS` times. ``conflicts``, when given, gets the ids of the artifacts written without
         bytes whose record differs from the recorded one (format, type or size; see :meth:`replace_artifact`).
         A batch that ends a resolution and finds the disk full is written again in the room the database's
-        reserve gives back (:mod:`~sematic_k8s.store.diskfull`); other writes raise ``DiskFull``."""
+        reserve gives back (:mod:`~sematic_k8s.store.diskfull`); other writes raise ``DiskFull``.
+        A batch applied already (its ``sequence`` not above the recorded one, see :func:`guards.refuse_stale`)
+        changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it."""
         if not batch:
             return
         try:
-            self._write_retrying(batch, conflicts)
+            self._write_retrying(batch, conflicts, replays)
         except DiskFull as e:
             ending = [r for r, fields in batch.resolution_updates.items() if fields.get("state") in ENDED]
             if not ending or self._reserve is None or not self._reserve.release():
                 raise
             log.warning("%s: recording the end of resolution %s in the room its reserve gave back", e.problem,
                         ", ".join(ending))
-            self._write_retrying(batch, conflicts)
+            self._write_retrying(batch, conflicts, replays)
 
-    def _write_retrying(self, batch: Batch, conflicts: set[str] | None) -> None:
+    def _write_retrying(self, batch: Batch, conflicts: set[str] | None, replays: set[str] | None) -> None:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             found: set[str] | None = None if conflicts is None else set()
             try:
@@ -204,6 +216,10 @@ class SqlStore:
                 if self._checkpoints is not None:
                     self._checkpoints.wrote()
                 return
+            except guards.Replayed as e:
+                if replays is not None:
+                    replays.add(e.resolution_id)
+                return
             except sa.exc.OperationalError as e:
                 if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
                     raise
@@ -211,6 +227,10 @@ class SqlStore:
     def _write(self, batch: Batch, conflicts: set[str] | None) -> None:
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)  # SQLite: before the guards read (a batch may hold no insert before it)
+            res_updates = batch.resolution_updates
+            if res_updates or batch.fence or batch.sequence:  # first: refused, or applied already, it writes nothing
+                guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
+                res_updates = guards.sequenced(res_updates, batch.sequence)
             self._insert_absent(conn, self._res, batch.new_resolutions)
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
@@ -224,18 +244,18 @@ class SqlStore:
             if batch.run_updates:
                 guards.refuse_unresolving(conn, self._runs, batch.run_updates)
             self._update(conn, self._runs, batch.run_updates)
-            if batch.resolution_updates or batch.fence:
-                guards.refuse_stale(conn, self._res, batch.resolution_updates, batch.fence)
-            self._update(conn, self._res, batch.resolution_updates)
+            self._update(conn, self._res, res_updates)
 
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
         return the new one, which the driver's batches then carry (``Batch.fence``); those of any driver that took
-        it over before are refused from now on (:func:`~sematic_k8s.store.guards.refuse_stale`). LookupError when
+        it over before are refused from now on (:func:`~sematic_k8s.store.guards.refuse_stale`). The epoch's write
+        sequence starts again (``driver_seq`` 0: any numbered write of the new driver is newer). LookupError when
         it is not recorded."""
         t = self._res
         stmt = (sa.update(t).where(t.c.id == resolution_id)
-                .values(driver_epoch=t.c.driver_epoch + 1, driver_epoch_at=utcnow()).returning(t.c.driver_epoch))
+                .values(driver_epoch=t.c.driver_epoch + 1, driver_epoch_at=utcnow(), driver_seq=0)
+                .returning(t.c.driver_epoch))
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
             epoch = conn.scalar(stmt)

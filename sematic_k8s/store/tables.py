@@ -40,6 +40,8 @@ class ResolutionRow(Base):
     # fencing (SqlStore.take_over): bumped by each driver that takes it over, and when; not in ResolutionRecord
     driver_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     driver_epoch_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+    # ordered writes (Batch.sequence): the newest sequence applied within the driver epoch, 0 after a takeover
+    driver_seq: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class RunRow(Base):

@@ -199,8 +199,8 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    """An embedded database made before tags, notes, source text and driver epochs: opened again, it gains the
-    columns and keeps its records; a server database at revision 0002 is migrated the same way."""
+    """An embedded database made before tags, notes, source text, driver epochs and write sequences: opened again,
+    it gains the columns and keeps its records; a server database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
@@ -214,7 +214,7 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
                                  "VALUES ('abc', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
             for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text"),
                                ("resolutions", "heartbeat_at"), ("resolutions", "driver_epoch"),
-                               ("resolutions", "driver_epoch_at")):
+                               ("resolutions", "driver_epoch_at"), ("resolutions", "driver_seq")):
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
             conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
             for col in ("admin", "revoked_at"):

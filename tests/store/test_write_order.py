@@ -1,0 +1,89 @@
+"""Ordered writes on the SQL store (SQLite and PostgreSQL): a driver's batch numbered within its epoch
+(``Batch.sequence``) that is not newer than the last one applied changes nothing and raises nothing; a heartbeat
+never goes back. The network side (a request held up and delivered late) is tests/faults/test_write_order.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from sematic_k8s.errors import DriverReplaced
+from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.sql import SqlStore
+
+NOW = utcnow()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'db'}"
+    s = SqlStore(url)
+    s.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": NOW,
+                                    "heartbeat_at": NOW}],
+                  new_runs={r: {"id": r, "root_id": "r0", "parent_id": None, "func_path": "m:f", "func_name": "f",
+                                "state": "created", "created_at": NOW} for r in ("a1", "a2")}))
+    yield s
+    s.close()
+
+
+def _seq(store: SqlStore) -> int:
+    with store.engine.connect() as conn:
+        return conn.scalar(sa.text("SELECT driver_seq FROM resolutions WHERE id = 'r0'"))
+
+
+def _step(store: SqlStore) -> tuple:
+    run, res = store.get_run("a1"), store.get_resolution("r0")
+    return run.state, run.notes, res.settings
+
+
+def _batch(epoch: int, number: int, state: str, step: int) -> Batch:
+    return Batch(run_updates={"a1": {"state": state, "notes": {"step": step}}},
+                 resolution_updates={"r0": {"settings": {"step": step}}}, fence={"r0": epoch}, sequence={"r0": number})
+
+
+def test_a_batch_not_newer_than_the_last_applied_changes_nothing(store) -> None:
+    epoch = store.take_over("r0")
+    store.write(_batch(epoch, 2, "failed", 2))
+    assert (_step(store), _seq(store)) == (("failed", {"step": 2}, {"step": 2}), 2)
+    for late in (_batch(epoch, 1, "running", 1), _batch(epoch, 2, "running", 1)):  # older; sent again
+        replays: set[str] = set()
+        store.write(late, replays=replays)  # answered as written
+        assert replays == {"r0"}
+        assert (_step(store), _seq(store)) == (("failed", {"step": 2}, {"step": 2}), 2)
+    store.write(_batch(epoch, 7, "running", 3))  # newer (a gap: a refused write's number)
+    assert (_step(store), _seq(store)) == (("running", {"step": 3}, {"step": 3}), 7)
+    only_runs = Batch(run_updates={"a2": {"state": "running"}}, fence={"r0": epoch}, sequence={"r0": 8})
+    store.write(only_runs)  # no update of the resolution of its own: its number is recorded all the same
+    assert _seq(store) == 8
+
+
+def test_a_takeover_starts_the_sequence_again(store) -> None:
+    older = store.take_over("r0")
+    store.write(_batch(older, 5, "running", 1))
+    newer = store.take_over("r0")
+    assert _seq(store) == 0
+    store.write(_batch(newer, 1, "failed", 2))  # the new driver's first write: newer than anything of its epoch
+    assert _step(store) == ("failed", {"step": 2}, {"step": 2})
+    with pytest.raises(DriverReplaced):  # the older driver's writes are refused, whatever their number
+        store.write(_batch(older, 6, "running", 3))
+    assert (_step(store), _seq(store)) == (("failed", {"step": 2}, {"step": 2}), 1)
+
+
+def test_a_sequence_needs_its_fence(store) -> None:
+    with pytest.raises(ValueError, match="give the epoch in the batch's fence too"):
+        store.write(Batch(run_updates={"a1": {"state": "running"}}, sequence={"r0": 1}))
+    assert store.get_run("a1").state == "created"
+
+
+def test_a_heartbeat_never_goes_back(store) -> None:
+    """Beats land in any order (a heartbeat thread's write crossing the loop's, a retried one's first attempt landing
+    late): the latest stays."""
+    later, earlier = NOW + dt.timedelta(seconds=30), NOW + dt.timedelta(seconds=10)
+    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": later}}))
+    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": earlier, "settings": {"x": 1}}}))
+    res = store.get_resolution("r0")
+    assert (res.heartbeat_at, res.settings) == (later, {"x": 1})  # the other fields of the batch land
+    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": later + dt.timedelta(seconds=1)}}))
+    assert store.get_resolution("r0").heartbeat_at == later + dt.timedelta(seconds=1)
