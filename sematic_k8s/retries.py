@@ -2,8 +2,9 @@
 passes (a refused connection, a dropped one, 502/503/504, 429) is tried again with exponential backoff and
 jitter, for a window of time ($SEMATIC_K8S_RETRY_WINDOW, default 120 s), before the error is raised.
 
-Only idempotent calls are retried: the store's writes are (insert if absent, updates that set fields), and
-so are storage's (content-addressed puts, conditional appends).
+Only idempotent calls are retried: the store's writes are (insert if absent, updates that set fields; a driver's
+are numbered, so a first attempt landing after its retry changes nothing), and so are storage's
+(content-addressed puts, conditional appends).
 """
 
 from __future__ import annotations

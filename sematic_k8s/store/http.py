@@ -7,25 +7,29 @@ httpx's time); through httpx, as before, when a proxy may be set (:func:`proxy_p
 
 Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
 connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
-window. Writes may be sent again safely: the server's store inserts if absent and updates set fields. A 507
-(the server's disk is full) is not retried: it raises :class:`~sematic_k8s.errors.DiskFull` with the server's
-words at once.
+window. Writes may be sent again safely: the server's store inserts if absent and updates set fields, and a
+driver's writes are numbered (``Batch.sequence``), so that a retried request whose first attempt lands after the
+driver's later writes (held up in the network or the server past the timeout) sets nothing back. A 507 (the
+server's disk is full) is not retried: it raises :class:`~sematic_k8s.errors.DiskFull` with the server's words at
+once.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
 import email.utils
 import http.client
+import itertools
 import json
 import os
 import select
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -53,6 +57,9 @@ _BATCH_SECTIONS = ("new_resolutions", "artifacts", "new_runs", "run_updates", "r
 # refused, dropped or timed-out connections (socket timeouts are OSErrors), answers cut short or garbled
 TRANSIENT = (OSError, http.client.HTTPException)
 CONNECTIONS = 32  # the most connections a store has open at once (a thread beyond waits for one)
+# the numbers of a fenced writer's requests (Batch.sequence): one counter for the process, so that every store object
+# in it numbers a resolution's writes upwards; an epoch's numbers start above the 0 its takeover recorded
+_SEQUENCE = itertools.count(1)
 R = TypeVar("R")
 
 
@@ -106,7 +113,7 @@ def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
     def part(chunk: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {name: [] if name == "new_resolutions" else {} for name in _BATCH_SECTIONS}
-        out["fence"] = doc.get("fence") or {}  # every part is checked as the whole batch would be
+        out["fence"] = doc.get("fence") or {}  # every part is checked as the whole batch would be (and numbered)
         for name, item in chunk:
             if name == "new_resolutions":
                 out[name].append(item)
@@ -119,14 +126,20 @@ def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 
 def batch_from_json(doc: dict[str, Any]) -> Batch:
-    """A Batch from its JSON form, with datetime fields parsed back."""
+    """A Batch from its JSON form, with datetime fields parsed back. ValueError for a sequence without its fence."""
+    fence, sequence = dict(doc.get("fence") or {}), dict(doc.get("sequence") or {})
+    for res_id in sequence:
+        if res_id not in fence:
+            raise ValueError(f"resolution {res_id} has a sequence but no fence: a write is numbered within the driver "
+                             "epoch it carries in `fence`")
     return Batch(
         new_runs={k: _with_datetimes(v) for k, v in (doc.get("new_runs") or {}).items()},
         run_updates={k: _with_datetimes(v) for k, v in (doc.get("run_updates") or {}).items()},
         new_resolutions=[_with_datetimes(r) for r in doc.get("new_resolutions") or []],
         resolution_updates={k: _with_datetimes(v) for k, v in (doc.get("resolution_updates") or {}).items()},
         artifacts={k: _artifact_from_json(k, v) for k, v in (doc.get("artifacts") or {}).items()},
-        fence=dict(doc.get("fence") or {}),
+        fence=fence,
+        sequence=sequence,
     )
 
 
@@ -323,6 +336,8 @@ class HttpStore:
         self.connections: Connections | ProxiedConnections = (
             ProxiedConnections(f"{parts.scheme}://{netloc}", timeout) if proxy_possible()
             else Connections(parts.scheme, netloc, timeout))
+        self._lock = threading.Lock()
+        self._writers: dict[str, threading.Lock] = {}  # resolution id -> held while a numbered write is sent
 
     def close(self) -> None:
         self.connections.close()
@@ -390,11 +405,35 @@ class HttpStore:
     def write(self, batch: Batch) -> None:
         """Record ``batch``: one request, or several in order when it is larger than :data:`WRITE_BYTES` or than
         the server takes (413: its ``--max-request-mb``), each part landing before the next is sent. A single
-        record over the server's cap is refused with the server's word on it."""
-        if batch:
-            self._write(batch_to_json(batch))
+        record over the server's cap is refused with the server's word on it.
 
-    def _write(self, doc: dict[str, Any]) -> None:
+        A fenced batch (a driver's) is ordered: each request sent for it, each part, carries the next number of
+        this process (``Batch.sequence``, for every resolution it fences), and a retry of a request carries the same
+        one. The server applies a request whose number is not above the last one it applied for the resolution as
+        already applied, so a first attempt that lands after its retry and later writes sets nothing back.
+        Numbered writes of a resolution are sent one at a time (they land in the order of their numbers). A batch
+        of heartbeats alone is not numbered: the heartbeat thread's beats cross the loop's writes, and a store keeps
+        the latest heartbeat whatever the order, so neither makes the other look old."""
+        if not batch:
+            return
+        ordered = [] if batch.beats_only() else sorted(batch.fence)
+        with self._writing(ordered):
+            self._write(batch_to_json(batch), ordered)
+
+    @contextlib.contextmanager
+    def _writing(self, resolution_ids: list[str]) -> Iterator[None]:
+        """Hold the numbered-write lock of each of ``resolution_ids`` (sorted: two writers never wait on each other)."""
+        with self._lock:
+            locks = [self._writers.setdefault(r, threading.Lock()) for r in resolution_ids]
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            yield
+
+    def _write(self, doc: dict[str, Any], ordered: list[str]) -> None:
+        if ordered:  # a number of its own for every request, parts too (a gap left by a refused one is harmless)
+            number = next(_SEQUENCE)
+            doc["sequence"] = dict.fromkeys(ordered, number)
         body = dumps(doc)
         parts = halves(doc) if len(body) > WRITE_BYTES else None
         if parts is None:
@@ -406,7 +445,7 @@ class HttpStore:
                 if parts is None:
                     raise
         for part in parts:
-            self._write(part)
+            self._write(part, ordered)
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -302,6 +302,10 @@ class BatchIn(BaseModel):
     artifacts: dict[ArtifactKey, NewArtifact] = Field(default_factory=dict)
     fence: dict[Id, int] = Field(default_factory=dict, description="resolution id -> the driver epoch its writer "
                                  "took it over with: refused (409) if another driver took it over since")
+    sequence: dict[Id, Annotated[int, Field(ge=1, le=INT64_MAX)]] = Field(
+        default_factory=dict, description="resolution id (one the batch fences) -> this request's number among its "
+        "driver's writes in that epoch: a request whose number is not above the last one applied was applied "
+        "already (a retry's first attempt landing late), and is answered as written without changing anything")
 
 
 class Written(BaseModel):

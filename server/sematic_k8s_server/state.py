@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from sematic_k8s.storage.base import Storage
+from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
@@ -79,7 +80,9 @@ class Server:
 
     def write_many(self, batches: list[Batch]) -> list[BaseException | None]:
         """:meth:`write` for each of ``batches`` (those of concurrent requests), in as few transactions as
-        gives each the result it would have had alone (:mod:`~sematic_k8s_server.writes`); each one's error."""
+        gives each the result it would have had alone (:mod:`~sematic_k8s_server.writes`); each one's error. A batch
+        applied already (a retried request's first attempt landing late) is answered as written, and tells
+        subscribers nothing (its events would set what they show back)."""
         now = utcnow()
         for batch in batches:
             for fields in [*batch.resolution_updates.values(), *batch.new_resolutions]:
@@ -87,11 +90,12 @@ class Server:
                     fields["heartbeat_at"] = now
         conflicts: set[str] = set()
         with self.write_lock:
-            errors = writes.write_all(functools.partial(self.store.write, conflicts=conflicts), batches)
+            results = writes.write_all(functools.partial(self.store.write, conflicts=conflicts), batches)
         for artifact_id in sorted(conflicts):  # rare: a record written ahead, or a hostile one after the true one
             verdicts.settle(self.store, self.storage, artifact_id,
                             [b.artifacts[artifact_id] for b in batches if artifact_id in b.artifacts], self.write_lock)
-        written = [b for b, error in zip(batches, errors, strict=True) if error is None]
+        written = [b for b, result in zip(batches, results, strict=True) if result is None]
+        errors = [None if isinstance(result, Replayed) else result for result in results]
         for batch in written:
             self.roots.learn(batch)
         if self.relay is None and not self.bus.active:

@@ -5,24 +5,35 @@ writing them one after the other: inserts are "insert if absent" (the first one 
 (the last one wins), so they merge, except that a batch inserting a row that an earlier one updated starts a
 new group (merged, its insert would run before that update); so does one whose fence gives a resolution
 another driver epoch than the group's (merged, one driver's writes would be checked against the other's epoch),
-one recording an artifact otherwise than the group (merged, its record would not be checked against the other),
-and one changing what an earlier one changed of a resolution's state or a run's state or output (each such
-change is checked against what is recorded: merged, the later one would hide the earlier one's refusal). A
-merged group refused as stale is written again batch by batch, so a fence only ever refuses its own batch.
+one numbered for a resolution the group already holds a number of (``Batch.sequence``: each of a driver's writes is
+checked against the last one applied, and a late first attempt merged with a later write would land with it), one
+recording an artifact otherwise than the group (merged, its record would not be checked against the other), and
+one changing what an earlier one changed of a resolution's state or a run's state or output (each such change is
+checked against what is recorded: merged, the later one would hide the earlier one's refusal). A merged group
+refused as stale, or holding a batch applied already (which leaves the whole group unwritten), is written again
+batch by batch, so a fence only ever refuses its own batch, and a sequence only ever skips its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import sqlalchemy.exc
 
 from sematic_k8s.errors import ResolutionEnded, RunResolved
+from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import ENDED
 
 OUTAGE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # the database, not the batch
 _FINAL = frozenset({"state", "output_id"})  # a resolved run's fields that no update may change
+
+
+class Write(Protocol):
+    """``SqlStore.write``: ``replays`` gets the resolution whose sequence showed the batch applied already."""
+
+    def __call__(self, batch: Batch, *, replays: set[str] | None = None) -> None: ...
 
 
 def groups(batches: Sequence[Batch]) -> list[tuple[Batch, list[int]]]:
@@ -45,6 +56,7 @@ def _joins(group: Batch, b: Batch) -> bool:
     return (not any(run_id in group.run_updates for run_id in b.new_runs)
             and not any(res.get("id") in group.resolution_updates for res in b.new_resolutions)
             and all(group.fence.get(r, epoch) == epoch for r, epoch in b.fence.items())
+            and group.sequence.keys().isdisjoint(b.sequence)  # one numbered write per resolution: each is checked
             # a resolution's end refuses what follows it, so neither merges with another change of its state
             and not any(r in ended or (r in group.resolution_updates and "state" in fields)
                         for r, fields in b.resolution_updates.items())
@@ -61,6 +73,7 @@ def _same_artifact(a: dict, b: dict) -> bool:
 
 def _merge(group: Batch, b: Batch) -> None:
     group.fence.update(b.fence)
+    group.sequence.update(b.sequence)
     present = {res.get("id") for res in group.new_resolutions}
     group.new_resolutions.extend(res for res in b.new_resolutions if res.get("id") not in present)
     for target, source in ((group.artifacts, b.artifacts), (group.new_runs, b.new_runs)):
@@ -71,24 +84,40 @@ def _merge(group: Batch, b: Batch) -> None:
             target[row_id] = {**target[row_id], **fields} if row_id in target else dict(fields)
 
 
-def write_all(write: Callable[[Batch], None], batches: Sequence[Batch]) -> list[BaseException | None]:
-    """``write`` each merged group; when a group conflicts with recorded data or has a bad value, its batches
-    one by one, so that only the faulty ones fail. Each batch's error, or None."""
+def write_all(write: Write, batches: Sequence[Batch]) -> list[BaseException | None]:
+    """``write`` each merged group; when a group conflicts with recorded data or has a bad value, or holds a batch
+    applied already, its batches one by one, so that only the faulty ones fail and only the replayed ones are
+    skipped. Each batch's error, :class:`~sematic_k8s.store.guards.Replayed` for one applied already (nothing of it
+    written: answered as written, but no event), or None."""
     results: list[BaseException | None] = [None] * len(batches)
     for merged, members in groups(batches):
+        replays: set[str] = set()
         try:
-            write(merged)
+            write(merged, replays=replays)
         except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved) as e:
             if len(members) == 1 or isinstance(e, OUTAGE):
                 for i in members:
                     results[i] = e
                 continue
-            for i in members:  # an IntegrityError or a bad value: find whose
-                try:
-                    write(batches[i])
-                except Exception as e1:  # noqa: BLE001 - that request's answer
-                    results[i] = e1
+            _one_by_one(write, batches, members, results)  # an IntegrityError or a bad value: find whose
         except Exception as e:  # noqa: BLE001 - e.g. the database is down: every request of the group is told
             for i in members:
                 results[i] = e
+        else:
+            if replays and len(members) == 1:
+                results[members[0]] = Replayed(min(replays))
+            elif replays:  # nothing of the group was written: the others' batches still are
+                _one_by_one(write, batches, members, results)
     return results
+
+
+def _one_by_one(write: Write, batches: Sequence[Batch], members: list[int],
+                results: list[BaseException | None]) -> None:
+    for i in members:
+        replays: set[str] = set()
+        try:
+            write(batches[i], replays=replays)
+        except Exception as e:  # noqa: BLE001 - that request's answer
+            results[i] = e
+        else:
+            results[i] = Replayed(min(replays)) if replays else None

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from sematic_k8s import serialization
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -39,15 +40,22 @@ def _new_run(run_id: str, func: str) -> dict:
             "state": "created", "created_at": NOW}
 
 
+def _batch(new: list, upd: list, res: str | None, number: int | None) -> Batch:
+    b = Batch(new_runs={r: _new_run(r, f) for r, f in new}, run_updates={r: dict(fields) for r, fields in upd},
+              resolution_updates={"r0": {"state": res}} if res else {})
+    if number and b:  # a driver's write (the HTTP store numbers the batches it sends, never an empty one)
+        b.fence, b.sequence = {"r0": 1}, {"r0": number}
+    return b
+
+
 batches = st.lists(st.builds(
-    lambda new, upd, res: Batch(new_runs={r: _new_run(r, f) for r, f in new},
-                                run_updates={r: dict(fields) for r, fields in upd},
-                                resolution_updates={"r0": {"state": res}} if res else {}),
+    _batch,
     st.lists(st.tuples(st.sampled_from(RUN_IDS), st.sampled_from(["f", "g"])), max_size=2),
     st.lists(st.tuples(st.sampled_from(RUN_IDS), st.dictionaries(
         st.sampled_from(["state", "func_name", "attempts"]), st.sampled_from(["x", "resolved", "1"]), min_size=1)),
         max_size=3),
-    st.sampled_from([None, "running", "resolved"])), max_size=8)
+    st.sampled_from([None, "running", "resolved"]),
+    st.sampled_from([None, None, 1, 2, 3])), max_size=8)  # a driver's numbered writes, in any order
 
 
 def _rows(store: SqlStore) -> dict:
@@ -60,17 +68,22 @@ def _rows(store: SqlStore) -> dict:
 @given(batches)
 def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_factory, sequence) -> None:
     """Whatever the batches insert and update, in whatever order, the merged writes leave the same rows, and
-    refuse the same batches (an update of the resolution once it ended, of a run's state once it resolved)."""
+    refuse the same batches (an update of the resolution once it ended, of a run's state once it resolved), and
+    skip the same ones (a driver's numbered write not newer than the last one applied)."""
     home = tmp_path_factory.mktemp("merge")
     one_by_one, merged = SqlStore(f"sqlite:///{home / 'a.db'}"), SqlStore(f"sqlite:///{home / 'b.db'}")
     for store in (one_by_one, merged):
         store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
                                             "created_at": NOW}]))
+        assert store.take_over("r0") == 1
+        with store.engine.begin() as conn:  # the takeover's time: the same in both
+            conn.execute(sa.text("UPDATE resolutions SET driver_epoch_at = NULL"))
     alone = []
     for b in sequence:
+        replays: set[str] = set()
         try:
-            one_by_one.write(b)
-            alone.append(None)
+            one_by_one.write(b, replays=replays)
+            alone.append(Replayed if replays else None)
         except (ResolutionEnded, RunResolved) as e:  # a change of an ended resolution or a resolved run: refused
             alone.append(type(e))
     assert [e if e is None else type(e) for e in write_all(merged.write, sequence)] == alone
@@ -103,6 +116,31 @@ def test_batches_of_two_drivers_are_not_merged_and_only_the_older_ones_refused(t
     errors = write_all(store.write, [fresh, other, stale])  # fresh and other merge; stale does not
     assert errors[:2] == [None, None] and isinstance(errors[2], DriverReplaced)
     assert {r.id: r.state for r in store.runs_of_root("r0")} == {"a1": "created", "a2": "resolved", "a3": "running"}
+
+
+def test_a_replayed_batch_is_skipped_alone(tmp_path) -> None:
+    """Two numbered writes of one driver arriving together are never one transaction (each is checked against the
+    last one applied: merged, the older one's fields would land with the newer one's number); a late first attempt
+    merged with other drivers' batches leaves the group unwritten, which is then written batch by batch: the others
+    land, the late one is skipped (answered as written, ``Replayed``)."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
+    store.write(Batch(new_resolutions=[{"id": r, "root_func_path": "m:p", "state": "running", "created_at": NOW}
+                                       for r in ("r0", "r1")],
+                      new_runs={r: _new_run(r, "f") for r in RUN_IDS}))
+    epoch = store.take_over("r0")
+    late = Batch(run_updates={"a1": {"notes": {"step": 1}}}, fence={"r0": epoch}, sequence={"r0": 1})
+    newer = Batch(run_updates={"a1": {"notes": {"step": 2}}}, fence={"r0": epoch}, sequence={"r0": 2})
+    assert len(groups([newer, late])) == 2
+    results = write_all(store.write, [newer, late])  # the retry of 1, then 2, landed; the first attempt of 1 now
+    assert results[0] is None and isinstance(results[1], Replayed)
+    assert store.get_run("a1").notes == {"step": 2}
+    other = Batch(run_updates={"a2": {"state": "running"}})  # not numbered
+    another = Batch(run_updates={"a3": {"state": "running"}}, fence={"r1": store.take_over("r1")}, sequence={"r1": 9})
+    assert len(groups([other, late, another])) == 1
+    results = write_all(store.write, [other, late, another])
+    assert results[0] is None and isinstance(results[1], Replayed) and results[2] is None
+    assert {r.id: (r.state, r.notes) for r in store.runs_of_root("r0")} == {
+        "a1": ("created", {"step": 2}), "a2": ("running", {}), "a3": ("running", {})}
 
 
 def test_two_records_of_one_artifact_arriving_together_are_each_checked(tmp_path) -> None:

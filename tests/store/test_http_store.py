@@ -190,6 +190,8 @@ def test_clear_errors(tmp_path) -> None:
         assert info.value.status == 401
         with pytest.raises(ServerError, match="HTTP 422"):
             HttpStore(s.url, s.key).write(Batch(run_updates={"ab": {"no_such_field": 1}}))
+        with pytest.raises(ServerError, match="HTTP 422: bad batch: resolution ab has a sequence but no fence"):
+            HttpStore(s.url, s.key).write(Batch(run_updates={"ab": {"state": "running"}}, sequence={"ab": 1}))
     with pytest.raises(ValueError, match="http://"):
         HttpStore("127.0.0.1:8000")
 
