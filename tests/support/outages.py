@@ -1,6 +1,6 @@
 """Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
-a private S3 API server (moto) on a port of its own, and a TCP proxy that can drop every connection, or lose the
-answer to one request."""
+a private S3 API server (moto) on a port of its own, a TCP proxy that can drop every connection or lose the answer
+to one request, and one that holds back a request past its client's timeout, to deliver it late."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -241,3 +242,100 @@ def _split_interim(data: bytes) -> tuple[bytes, bytes]:
         end = data.index(b"\r\n\r\n") + 4
         interim, data = interim + data[:end], data[end:]
     return interim, data
+
+
+class HoldingProxy:
+    """A TCP proxy on 127.0.0.1 to ``target_port`` that reads the HTTP/1.1 requests passing through it and holds
+    back the first one ``hold`` picks: not forwarded, its connection left unanswered (the client's read times out
+    and it sends the request again, which passes), until :meth:`release` sends it to the server on a connection of
+    its own, as a request held up in the network or a load balancer would arrive late. Every other request and
+    every answer passes unchanged."""
+
+    def __init__(self, target_port: int, hold: Callable[[bytes], bool]) -> None:
+        self.target_port, self.hold = target_port, hold
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.held: bytes | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="holding-proxy").start()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+    def release(self) -> tuple[int, bytes]:
+        """Send the held request to the server now; its answer's status and body."""
+        assert self.held is not None, "no request was held"
+        with socket.create_connection(("127.0.0.1", self.target_port), timeout=60) as upstream:
+            upstream.sendall(self.held)
+            reader = upstream.makefile("rb")
+            head, body = _read_message(reader)
+        return int(head.split(b" ", 2)[1]), body
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
+        reader = client.makefile("rb")
+        try:
+            while True:
+                head, body = _read_message(reader)
+                request = head + body
+                with self._lock:
+                    held = self.held is None and self.hold(request)
+                    if held:
+                        self.held = request
+                if held:  # leave the client waiting: it times out, closes, and sends the request again
+                    while reader.read(65536):
+                        pass
+                    return
+                upstream.sendall(request)
+        except (OSError, EOFError):
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    @staticmethod
+    def _answers(upstream: socket.socket, client: socket.socket) -> None:
+        try:
+            while data := upstream.recv(65536):
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+
+
+def _read_message(reader: Any) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 message's head (start line and headers, with the blank line) and its body (Content-Length
+    bytes); EOFError at the end of the stream."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline(65537)
+        if not line:
+            raise EOFError("the connection ended")
+        head += line
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = reader.read(length) if length else b""
+    if len(body) < length:
+        raise EOFError("the connection ended mid-body")
+    return head, body
