@@ -1,7 +1,9 @@
 """Run each Run attempt as a worker process on this machine (``python -m sematic_k8s.worker``).
 
 The same worker contract as containers and pods, without an image: useful to run funcs isolated
-from the driver, and to test the remote path end to end.
+from the driver, and to test the remote path end to end. A worker's stderr is passed on to this process's and
+its last lines are kept, as a container's log is: they tell why a worker died, and name the infrastructure failure
+of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from dataclasses import dataclass
+from typing import IO
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
@@ -18,6 +24,16 @@ from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 NO_WORKER_ENV = frozenset({API_KEY_ENV, API_KEY_FILE_ENV})
+LOG_TAIL = 40  # lines of a worker's stderr kept
+RELAY_GRACE = 2.0  # seconds a failed worker's last lines may take to be read after it exited (a child of its may
+# hold its stderr open: then what was read by then)
+
+
+@dataclass(slots=True)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    lines: deque[str]  # its last lines on stderr
+    relay: threading.Thread  # reads them, until the pipe closes
 
 
 class ProcessExecutor(RemoteExecutor):
@@ -26,7 +42,7 @@ class ProcessExecutor(RemoteExecutor):
     def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None) -> None:
         super().__init__(storage, storage_url)
         self.cwd = cwd
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, _Worker] = {}
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> ProcessExecutor:
@@ -36,23 +52,49 @@ class ProcessExecutor(RemoteExecutor):
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
         inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
-        self.procs[spec.run_id] = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE], cwd=self.cwd,
-            env={**inherited, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL)
+            env={**inherited, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        lines: deque[str] = deque(maxlen=LOG_TAIL)
+        relay = threading.Thread(target=_relay, args=(proc.stderr, lines), daemon=True, name="sk-worker-stderr")
+        relay.start()
+        self.procs[spec.run_id] = _Worker(proc, lines, relay)
 
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout
         while True:
-            done = [Ended(run_id, p.returncode, details={"executor": "process", "pid": p.pid})
-                    for run_id, p in self.procs.items() if p.poll() is not None]
-            for e in done:
-                del self.procs[e.run_id]
+            done = [self._ended(run_id, w) for run_id, w in list(self.procs.items()) if w.proc.poll() is not None]
             if done or time.monotonic() >= deadline:
                 return done
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
 
+    def _ended(self, run_id: str, w: _Worker) -> Ended:
+        del self.procs[run_id]
+        code = w.proc.returncode
+        if code != 0:  # its last lines tell why
+            w.relay.join(RELAY_GRACE)
+        return Ended(run_id, code, last_logs="" if code == 0 else "".join(w.lines),
+                     details={"executor": "process", "pid": w.proc.pid})
+
+    def tail(self, run_id: str) -> str:
+        w = self.procs.get(run_id)
+        return "".join(w.lines) if w is not None else ""
+
     def stop(self, run_id: str) -> None:
-        proc = self.procs.pop(run_id, None)
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        w = self.procs.pop(run_id, None)
+        if w is not None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def _relay(stream: IO[bytes], lines: deque[str]) -> None:
+    """Pass a worker's stderr on to this process's, line by line, keeping its last lines."""
+    with stream:
+        for line in stream:
+            lines.append(line.decode(errors="replace"))
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(2, view):]
+            except OSError:  # this process's stderr is gone: the lines are still kept
+                pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import pytest
 
@@ -60,6 +61,7 @@ def fails(x: int) -> int:
 @sk.func(inline=False)
 def dies(x: int) -> int:
     print("about to die")
+    print("dying now", file=sys.stderr)
     os.kill(os.getpid(), signal.SIGKILL)
     return x
 
@@ -110,6 +112,7 @@ def test_a_worker_that_dies_is_reported_in_plain_words(resolver, store):
     with pytest.raises(sk.ResolutionFailed, match="exited with code -9 without a result"):
         f.resolve(resolver())
     assert store.get_run(f.id).error["type"] == "WorkerDied"
+    assert store.get_run(f.id).error["traceback"] == "last log lines:\ndying now\n"  # its stderr's last lines
 
 
 def test_remote_output_is_type_checked(resolver):
