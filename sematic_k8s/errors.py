@@ -189,6 +189,13 @@ class DiskFull(InfrastructureError):
             return cls(f"the disk quota for {where} is used up ({left} on its disk)", "free space within the quota")
         return cls(f"the disk holding {where} is full ({left})")
 
+    @classmethod
+    def said(cls, words: str) -> DiskFull:
+        """The error again from its words: ``str`` of one that ended no resolution, "<problem>: <fix>" (no fix has
+        ": " in it), as a worker process reports it."""
+        problem, _, fix = words.rpartition(": ")
+        return cls(problem, fix) if problem and fix else cls(words)
+
     def __str__(self) -> str:
         return f"{self.problem}: {self.advice(self.resolution_id) if self.resolution_id else self.fix}"
 

@@ -31,8 +31,12 @@ WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
 DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job's podFailurePolicy FailJob)
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
 DRIVER_EXIT_REPLACED = 76  # a driver another one took its resolution over from: ignored (podFailurePolicy Ignore)
-WORKER_EXIT_INFRASTRUCTURE = 75  # a worker that could not reach storage (EX_TEMPFAIL): retried, not the func's fault
-WORKER_STORED_LINE = "sematic-k8s worker: outcome stored"  # printed once it is: an executor may read it before the exit
+# A worker that met an infrastructure failure (EX_TEMPFAIL), never the func's fault: its last line on stderr names it,
+# WORKER_SAYS + "<error class>: <words>". DiskFull (its storage's disk) ends the resolution; any other is recorded as
+# StorageUnreachable and the attempt is retried.
+WORKER_EXIT_INFRASTRUCTURE = 75
+WORKER_SAYS = "sematic-k8s worker: "  # how the worker's own lines begin (beside what the func prints)
+WORKER_STORED_LINE = WORKER_SAYS + "outcome stored"  # printed once it is: an executor may read it before the exit
 DRIVER_MAX_PARALLELISM = 8  # a driver's runs mostly wait on pods: more of them at once
 IMAGE_UID = 10001  # the numeric user images run as (USER in their Dockerfile; runAsUser of driver and worker pods)
 IMAGE_HOME = "/home/sematic-k8s"  # that user's HOME in images, writable by it

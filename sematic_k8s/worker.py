@@ -18,20 +18,21 @@ import sys
 from sematic_k8s import settings
 from sematic_k8s.errors import InfrastructureError
 from sematic_k8s.executors.remote import run_task
-from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_STORED_LINE, TaskSpec
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, WORKER_STORED_LINE, TaskSpec
 from sematic_k8s.storage.presigned import PresignedStorage
 from sematic_k8s.storage.urls import storage_from_url
 
 
 def main() -> int:
-    """Container entrypoint: exit 0 when the func returned, 1 when it raised, 75 when storage could not be
-    reached (after retrying for the retry window): the driver then runs the attempt again."""
+    """Container entrypoint: exit 0 when the func returned, 1 when it raised, 75 on an infrastructure failure
+    (storage not reached after retrying for the retry window, or its disk full), named in the last line it prints
+    on stderr: its executor records it from there (:func:`sematic_k8s.executors.remote.worker_said`)."""
     spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
     try:
         storage = PresignedStorage(spec.urls) if spec.urls else storage_from_url(os.environ[settings.STORAGE_ENV])
         doc = run_task(spec, storage)
     except InfrastructureError as e:
-        print(f"sematic-k8s worker: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        print(f"{WORKER_SAYS}{type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return WORKER_EXIT_INFRASTRUCTURE
     if os.environ.get(settings.SAY_STORED_ENV):  # its executor follows stdout: it reads the outcome now, not at exit
         print(WORKER_STORED_LINE, flush=True)

@@ -12,6 +12,7 @@ of its log, how to stop one and, for a restarted driver's resumed attempt, how t
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import time
@@ -20,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph, logcapture, serialization, settings
-from sematic_k8s.errors import WORKER_DEATHS, InfrastructureError, WorkerDied, error_info, kinds
+from sematic_k8s.errors import WORKER_DEATHS, DiskFull, InfrastructureError, WorkerDied, error_info, kinds
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
-from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, TaskSpec, outcome_key, staged_key
+from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key, put_artifact
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
@@ -204,8 +205,9 @@ class RemoteExecutor:
             if e.stored:
                 return None
             doc = {"error": _died(e)}
-            if e.last_logs:
-                self.storage.append(log_key(spec.run_id), e.last_logs.encode())
+            if e.last_logs:  # also in the recorded error: a full disk (often the worker's own) loses nothing here
+                with contextlib.suppress(DiskFull):
+                    self.storage.append(log_key(spec.run_id), e.last_logs.encode())
         else:
             doc = adopt_outcome(self.storage, spec, doc)  # also a resumed one's, whose worker had URLs
         del self.running[e.run_id]
@@ -249,14 +251,28 @@ def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: 
     return urls
 
 
+def worker_said(logs: str) -> tuple[str, str] | None:
+    """The infrastructure failure a worker that exited 75 named in its last line of its own (``WORKER_SAYS``
+    "<error class>: <words>"), found in its last log lines: (class name, words)."""
+    for line in reversed(logs.splitlines()):
+        if line.startswith(WORKER_SAYS):
+            kind, colon, words = line[len(WORKER_SAYS):].partition(": ")
+            return (kind, words) if colon else None
+    return None
+
+
 def _died(e: Ended) -> dict[str, Any]:
     """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
     its reason (see :mod:`sematic_k8s.errors`), in plain words; its traceback is the worker's last log lines
-    (there is no Python traceback, and the message is said once, where every error's is)."""
+    (there is no Python traceback, and the message is said once, where every error's is). A worker that exited
+    75 on a full disk is recorded as the DiskFull it named, in its words (which disk, the space left there)."""
+    tail = f"last log lines:\n{e.last_logs}" if e.last_logs else ""
+    said = worker_said(e.last_logs) if e.exit_code == WORKER_EXIT_INFRASTRUCTURE and not e.reason else None
+    if said is not None and said[0] == DiskFull.__qualname__:
+        return {"type": said[0], "message": said[1], "traceback": tail, "mro": kinds(DiskFull)}
     reason = e.reason or ("StorageUnreachable" if e.exit_code == WORKER_EXIT_INFRASTRUCTURE else "")
     cls = WORKER_DEATHS.get(reason, WorkerDied)
     plain = cls.words or f"the worker exited with code {e.exit_code} without a result"
     message = plain + (f": {e.message}" if e.message else "")
-    tail = f"last log lines:\n{e.last_logs}" if e.last_logs else ""
     mro = kinds(cls) if cls is not WorkerDied or not reason else [reason, *kinds(WorkerDied)]
     return {"type": mro[0], "message": message, "traceback": tail, "mro": mro}

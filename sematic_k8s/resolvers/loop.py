@@ -6,8 +6,9 @@ an Executor (where func bodies run). Writes are batched: one store transaction p
 
 Infrastructure failures (:class:`~sematic_k8s.errors.InfrastructureError`: the server, storage, a worker's
 node) are never pinned on a func: a run attempt that met one is tried again (up to :data:`INFRA_RETRIES`
-times, beside the func's own ``retries``), and one in the loop's own work ends the resolution as such, to be
-continued once the service is back. A driver that will be restarted (``detach_on_outage``) instead leaves
+times, beside the func's own ``retries``; not a full disk, which does not pass by itself: a worker's DiskFull ends
+the resolution), and one in the loop's own work ends the resolution as such, to be continued once the service is
+back (or its cause fixed). A driver that will be restarted (``detach_on_outage``) instead leaves
 the resolution and its workers as they are when a transient one reaches it (:func:`transient`), so that its
 next start resumes them.
 """
@@ -76,6 +77,7 @@ WAITING_CHECK = 1.0  # seconds between reads of what workers wait for (the execu
 INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure failure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
+DISK_FULL = DiskFull.__qualname__
 # the fields of a run as planned that a cache hit's record (CachedRun) carries over
 _PLANNED = frozenset({"id", "root_id", "parent_id", "func_path", "func_name", "state", "source_file", "source_text",
                       "input_refs", "source_hash", "settings", "created_at", "original_run_id"})
@@ -512,6 +514,10 @@ class ResolutionLoop:
         exc = o.error
         info = o.error_info or error_info(exc)  # type: ignore[arg-type]
         kinds = set(info.get("mro", ()))
+        if DISK_FULL in kinds:  # a worker's storage disk: it does not pass by itself, so no attempt is tried again;
+            # the resolution ends as when the loop's own write meets a full disk (see run), the words on the run too
+            self.recorder.batch.update_run(node.run_id, error=info)
+            raise DiskFull.said(str(info.get("message", "")))
         infra = self.infra_retries.get(node.run_id, 0)
         if INFRASTRUCTURE in kinds and infra < INFRA_RETRIES:  # not the func's doing: try the attempt again
             self.infra_retries[node.run_id] = infra + 1

@@ -1,7 +1,7 @@
-"""Small disks and pipelines whose steps fill the disk of their own home, for ``test_disk_full.py``: the fault comes
-from a func's side effect in the middle of a resolution, once what resolved before it is recorded. Each fills only
-once (a flag file outside the disk says it did), so that the continuation, after the test freed space, runs
-through."""
+"""Small disks and pipelines whose steps fill the disk of their own home (or of their worker's storage), for
+``test_disk_full.py``: the fault comes from a func's side effect in the middle of a resolution, once what resolved
+before it is recorded. Each fills only once (a flag file outside the disk says it did), so that the continuation,
+after the test freed space, runs through."""
 
 from __future__ import annotations
 
@@ -123,3 +123,25 @@ def database_fills(home: str, flag: str, gate: str) -> int:
     """``add(1, 1)`` recorded, then the disk full, then a step waiting at ``gate``: the loop's write of what
     happened meanwhile (``fill_then_small`` resolved, the gated step running) meets the full disk. 20 + 1."""
     return add(wait_for(gate, fill_then_small(home, flag, add(1, 1))), 1)
+
+
+@sk.func(inline=False)
+def remote_big(i: int) -> bytes:
+    return bytes([i % 256]) * SIZE
+
+
+@sk.func(inline=False)
+def remote_fill_then_big(disk: str, flag: str, x: bytes) -> bytes:
+    """In a worker process: fills ``disk`` (unless ``flag`` says it did), then returns a new big value: the
+    worker's store of it is the first write to meet the full disk."""
+    if not os.path.exists(flag):
+        Path(flag).touch()
+        fill_disk(disk)
+    return x + b"!" * SIZE
+
+
+@sk.func
+def worker_storage_fills(disk: str, flag: str) -> int:
+    """``remote_big(1)`` stored by its worker and recorded, then the disk full when the next worker stores its
+    value: 2 * SIZE."""
+    return size(remote_fill_then_big(disk, flag, remote_big(1)))

@@ -7,8 +7,11 @@ The server answers a write its disk cannot take with 507, which the HTTP store d
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -23,12 +26,18 @@ import sematic_k8s as sk
 from sematic_k8s import serialization
 from sematic_k8s import store as stores
 from sematic_k8s.errors import DiskFull
+from sematic_k8s.settings import DRIVER_ENV
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.storage.base import put_artifact
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from serving import serve, wait_for
 
 SERVER_507 = ("the server's disk is full (its metadata database cannot grow): nothing of this request was "
               "recorded; its log names the disk")
+HERE = Path(__file__).parent
 DISK_SIZE = 24 << 20  # bytes: room for the database's reserve (made while 16 MiB are free) and little more
 
 
@@ -128,6 +137,70 @@ def test_a_full_disk_under_the_database_ends_the_resolution_in_words_and_continu
     reused = sorted(r.func_name for r in sk.LocalResolver(home=home).store.runs_of_root(again.id)
                     if "reused_from" in (r.notes or {}))
     assert reused == ["add", "fill_then_small"]  # what resolved before and as the disk filled was reused
+
+
+def _driver(tmp_path: Path, db: str, spec: DriverSpec, name: str) -> tuple[int, str]:
+    """Run a driver process for ``spec`` (worker processes, records in ``db``) to its end: its exit code and what it
+    printed."""
+    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db,
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    log = tmp_path / f"{name}.log"
+    with open(log, "w") as out:
+        code = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=subprocess.STDOUT, timeout=240).returncode
+    return code, log.read_text()
+
+
+def test_a_worker_whose_storage_disk_is_full_ends_the_resolution_in_words_and_continue_finishes_it(tmp_path):
+    """A driver with worker processes, its artifact storage a directory on a small disk that a worker's func fills:
+    the worker's store of its value meets the full disk. It exits 75 saying so (DiskFull), and the run is recorded
+    with those words, as an infrastructure failure, not retried; the resolution ends as in-process; the driver exits
+    1 (a restart would meet the same disk). Once space is freed, ``continue`` finishes it."""
+    disk, flag = tmp_path / "disk", str(tmp_path / "filled")
+    disk.mkdir()
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    with dp.tmpfs(disk, 1 << 20):
+        storage = LocalStorage(disk / "storage")
+        f = dp.worker_storage_fills(str(disk), flag)
+        root = serialization.serialize(f)
+        put_artifact(storage, root)
+        spec = DriverSpec(root={"id": root.id, "format": root.format}, storage_url=storage_url(storage), image="none",
+                          executor="process", resolution=ResolutionSettings(root_id=f.id, max_parallelism=2))
+        where = re.escape(str(storage.root.resolve()))  # as the worker names it: from the storage's URL
+        code, printed = _driver(tmp_path, db, spec, "driver")
+        # was: exit 75 read as StorageUnreachable "could not reach artifact storage", retried three times, then the
+        # run failed with those words
+        assert code == 1, printed
+        store = stores.sql_store(db)
+        error = store.get_resolution(f.id).error or ""
+        said = error.removeprefix("infrastructure failure, not the pipeline's: DiskFull: ")
+        assert re.fullmatch(rf"the disk holding {where} is full \([0-9.]+ (bytes|[KMG]iB) "
+                            r"left\): " + re.escape(continue_advice(f.id)), said), error
+        assert f"resolution {f.id} failed: DiskFull: {said}" in printed, printed
+        runs = {r.func_name: r for r in store.runs_of_root(f.id)}
+        assert runs["remote_big"].state == "resolved"  # stored and recorded before the disk filled: kept
+        met = runs["remote_fill_then_big"]
+        assert met.state == "canceled" and met.attempts == 1, met  # not failed, not retried: the disk stays full
+        assert met.error["type"] == "DiskFull" and "InfrastructureError" in met.error["mro"], met.error
+        assert re.fullmatch(rf"the disk holding {where} is full \([0-9.]+ (bytes|[KMG]iB) "
+                            r"left\): free space on that disk", met.error["message"]), met.error
+        assert [r.func_name for r in runs.values() if r.state == "failed"] == []  # no func is blamed
+        stray = [p.name for p in storage.root.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+        assert stray == [], f"files left by writes that met the full disk: {stray}"
+
+        (disk / dp.FILLER).unlink()
+        continued = uuid.uuid4().hex
+        spec = DriverSpec(root=None, storage_url=storage_url(storage), image="none", executor="process",
+                          resolution=ResolutionSettings(rerun_from=f.id, rerun_mode="continue", root_id=continued,
+                                                        max_parallelism=2),
+                          root_func=dp.worker_storage_fills.path, root_source_file=dp.worker_storage_fills.source_file)
+        code, printed = _driver(tmp_path, db, spec, "continued")
+        assert code == 0, printed
+        assert store.get_resolution(continued).state == "resolved"
+        assert store.get_artifact(store.get_run(continued).output_id).summary == 2 * dp.SIZE
+        reused = {r.func_name: r for r in store.runs_of_root(continued)}["remote_big"]
+        assert reused.notes["reused_from"] == runs["remote_big"].id  # what resolved before the disk filled
 
 
 def _in_thread(fn) -> BaseException | None:  # noqa: ANN001 - a call

@@ -295,7 +295,7 @@ def test_a_worker_that_cannot_reach_storage_says_so(tmp_path, monkeypatch):
         s3.start()
     assert done.returncode == WORKER_EXIT_INFRASTRUCTURE, done.stderr
     assert "cannot reach S3" in done.stderr
-    info = _died(Ended(spec.run_id, done.returncode))
+    info = _died(Ended(spec.run_id, done.returncode, last_logs=done.stderr))  # its last line names S3StorageError
     assert info["type"] == "StorageUnreachable" and "InfrastructureError" in info["mro"]
     assert "could not reach artifact storage" in info["message"]
 
