@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -20,9 +22,26 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def append(self, key: str, data: bytes) -> None:
+    def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """Append to a (log) object, creating it if needed. Once: a write the storage retries because its answer
-        was lost (S3) does not add ``data`` again."""
+        was lost (S3) does not add ``data`` again. ``append_id`` (see :func:`append_id`): an append that another
+        process may make again (a restarted driver); one with an id the object has recorded is skipped."""
+
+
+APPEND_ID = re.compile(r"[0-9a-f]{12}")  # what storages record of an append: 12 lowercase hex digits
+
+
+def append_id(*parts: str | int) -> str:
+    """The id of an append that may be made again by another process: the same ``parts``, the same id."""
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:12]
+
+
+def check_append_id(value: str) -> str:
+    """``value``, if it is an append id; else ValueError saying so."""
+    if not isinstance(value, str) or not APPEND_ID.fullmatch(value):
+        raise ValueError(f"append id {value!r} is not 12 lowercase hex digits: make it with "
+                         "sematic_k8s.storage.base.append_id(...)")
+    return value
 
 
 def artifact_key(artifact_id: str) -> str:
@@ -31,6 +50,16 @@ def artifact_key(artifact_id: str) -> str:
 
 def log_key(run_id: str) -> str:
     return f"logs/{run_id}.log"
+
+
+def append_attempt_logs(storage: Storage, run_id: str, attempt: int, text: str) -> None:
+    """Add what one attempt of a run printed to the run's log, once. Its id is the attempt's, whoever appends:
+    the worker (its own capture), its executor (the capture its outcome document carries; the last lines of a
+    worker that ended without an outcome, which stand in for a capture that never landed), or a restarted driver
+    doing either again. So the first of these to land is the attempt's output in the log and the others add
+    nothing (the lines a dying worker printed after its capture are in its run's error)."""
+    if text:
+        storage.append(log_key(run_id), text.encode(), append_id=append_id("attempt logs", run_id, attempt))
 
 
 def put_artifact(storage: Storage, s: serialization.Serialized) -> dict[str, Any]:

@@ -1,7 +1,13 @@
-"""Artifact storage in a local directory."""
+"""Artifact storage in a local directory.
+
+A log appended to with ids (:func:`~sematic_k8s.storage.base.append_id`) keeps them beside it, in a hidden file of
+its own (``logs/.<run id>.log.appends``: a line ``<id> <offset> <length>`` per append, written before its bytes),
+so the log's bytes stay plain for every reader. Appends to one log hold an exclusive ``flock`` on it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -10,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sematic_k8s.errors import DiskFull, disk_full
+from sematic_k8s.storage.base import APPEND_ID, check_append_id
 
 log = logging.getLogger("sematic_k8s")
 
@@ -74,24 +81,85 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
-    def append(self, key: str, data: bytes) -> None:
-        """One ``O_APPEND`` write: nothing is retried, so nothing is repeated (S3's appends need ids for that)."""
+    def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
+        """One ``O_APPEND`` write, under an exclusive lock on the log. With ``append_id``: done once, also when
+        another process made it before (a restarted driver): the id and where its bytes go are recorded first
+        (see the module), so a writer killed before its bytes landed leaves an id that counts for nothing."""
+        if append_id is not None:
+            check_append_id(append_id)
         path = self._path(key)
         try:
             self._parent(path)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                start = os.fstat(fd).st_size
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                except OSError:
-                    os.ftruncate(fd, start)  # no part of ``data``: the log reads as it did
-                    raise
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed (or its process dies)
+                ids = _Appends(path, fd)
+                if append_id is None or ids.add(append_id, len(data)):
+                    _write_all(fd, data)
             finally:
                 os.close(fd)
         except OSError as e:
             if disk_full(e):
                 raise DiskFull.at(self.root, e) from None
+            raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Append ``data`` whole, or nothing of it: the log reads as it did."""
+    start = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.ftruncate(fd, start)
+        raise
+
+
+class _Appends:
+    """The ids a log's appends were made with, kept in a hidden file beside it (lines ``<id> <offset> <length>``),
+    read by a writer holding the log's lock. An id counts once the log holds its bytes (offset + length <= the
+    log's size): the last one's writer may have died before (or while) writing them, and its id is forgotten
+    (with any part of its bytes)."""
+
+    def __init__(self, log: Path, fd: int) -> None:
+        self.path = log.with_name(f".{log.name}.appends")
+        self.fd = fd
+        self.landed: set[str] = set()
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        size = os.fstat(fd).st_size
+        kept: list[bytes] = []
+        void: int | None = None  # where the bytes of an append that did not finish start
+        for line in raw.split(b"\n")[:-1]:  # a last line without its newline: its writer died writing it
+            parts = line.decode(errors="replace").split(" ")
+            if len(parts) == 3 and APPEND_ID.fullmatch(parts[0]) and parts[1].isdigit() and parts[2].isdigit():
+                offset, length = int(parts[1]), int(parts[2])
+                if offset + length <= size:
+                    kept.append(line + b"\n")
+                    self.landed.add(parts[0])
+                elif void is None or offset < void:
+                    void = offset
+        if void is not None and void < size:
+            os.ftruncate(fd, void)  # a part of the bytes of an append that did not finish
+        if len(kept) != raw.count(b"\n") or not raw.endswith(b"\n"):
+            self._rewrite(b"".join(kept))
+
+    def add(self, append_id: str, length: int) -> bool:
+        """Record ``append_id`` for ``length`` bytes about to be appended; False when it landed already."""
+        if append_id in self.landed:
+            return False
+        with open(self.path, "ab") as f:
+            f.write(f"{append_id} {os.fstat(self.fd).st_size} {length}\n".encode())
+        return True
+
+    def _rewrite(self, content: bytes) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_bytes(content)
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
             raise

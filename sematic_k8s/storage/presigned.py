@@ -51,7 +51,7 @@ class PresignedStorage:
     def exists(self, key: str) -> bool:
         raise KeyError(f"no presigned HEAD for storage key {key!r}")
 
-    def append(self, key: str, data: bytes) -> None:
+    def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         raise KeyError(f"no presigned append for storage key {key!r}: logs travel in the outcome document")
 
     def _request(self, method: str, key: str, data: bytes | None) -> tuple[int, bytes]:

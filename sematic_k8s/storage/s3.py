@@ -8,8 +8,9 @@ artifact) rewrites it. Calls ride out an outage of S3: botocore's own retries, i
 with backoff. Values above ``multipart_threshold`` are uploaded in parts by boto3's managed
 transfer. S3 has no append: :meth:`S3Storage.append` (used for run logs) reads the object, adds the
 bytes and writes it back, conditioned on the ETag it read where the server supports conditional
-writes, so a lost update is retried rather than silent. Each append has an id, kept in the object's
-metadata (``x-amz-meta-appends``), so an append retried after its answer was lost is not repeated.
+writes, so a lost update is retried rather than silent. Each append has an id (random, or the caller's for an
+append another process may make again), kept in the object's metadata (``x-amz-meta-appends``), so an append
+retried after its answer was lost, or made again by a restarted driver, is not repeated.
 
 Configuration comes from arguments or the environment:
 
@@ -26,7 +27,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -52,6 +52,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from sematic_k8s import settings
 from sematic_k8s.errors import S3CredentialsError, S3StorageError
 from sematic_k8s.retries import retrying
+from sematic_k8s.storage.base import APPEND_ID, check_append_id
 
 log = logging.getLogger("sematic_k8s")
 
@@ -65,7 +66,6 @@ REGION_ENVS = (settings.S3_REGION_ENV, "AWS_REGION", "AWS_DEFAULT_REGION")
 APPEND_ATTEMPTS = 8
 APPENDS_META = "appends"  # x-amz-meta-appends: the ids of an appended object's last appends, oldest first
 APPEND_IDS_KEPT = 32  # a retry follows its lost answer at once: its id is there unless 32 others landed since
-_APPEND_ID = re.compile(r"[0-9a-f]{12}")
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                      "TokenRefreshRequired", "AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
@@ -130,7 +130,7 @@ def transient(exc: BaseException) -> bool:
 
 def _append_ids(meta: dict[str, str]) -> list[str]:
     """The ids of the last appends an object's metadata records (well-formed ones only: it is client-written)."""
-    return [i for i in meta.get(APPENDS_META, "").split(",") if _APPEND_ID.fullmatch(i)][-APPEND_IDS_KEPT:]
+    return [i for i in meta.get(APPENDS_META, "").split(",") if APPEND_ID.fullmatch(i)][-APPEND_IDS_KEPT:]
 
 
 def _appended_meta(body: bytes, ids: list[str], append_id: str) -> dict[str, str]:
@@ -277,7 +277,7 @@ class S3Storage:
     def exists(self, key: str) -> bool:
         return self._head(key, self._key(key)) is not None
 
-    def append(self, key: str, data: bytes) -> None:
+    def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """Append to a (log) object by read-modify-write, creating it if needed.
 
         Each call rewrites the whole object, so this is for logs, not for large growing values. It is
@@ -285,13 +285,14 @@ class S3Storage:
         that honour conditional writes (AWS, MinIO, moto) a concurrent writer's update is detected by
         ETag and the append retried instead of being lost.
 
-        Once only: each call has a random id, and the object's metadata keeps the ids of its last
-        appends. A write that S3 carried out but whose answer was lost (a dropped connection, a proxy's
-        5xx) is sent again, its condition then fails, and the append finds its id in the object it reads
-        again: done, its bytes are not added a second time. The bytes stay plain log text.
+        Once only: each call has an id (``append_id``, else a random one), and the object's metadata keeps
+        the ids of its last appends. A write that S3 carried out but whose answer was lost (a dropped
+        connection, a proxy's 5xx) is sent again, its condition then fails, and the append finds its id in
+        the object it reads again: done, its bytes are not added a second time. The same with a caller's id
+        that another process appended with before (a restarted driver). The bytes stay plain log text.
         """
         full = self._key(key)
-        append_id = secrets.token_hex(6)
+        append_id = secrets.token_hex(6) if append_id is None else check_append_id(append_id)
         with self._key_lock(full):
             if self._conditional_writes and self._put_if_absent(
                     key, full, data, _appended_meta(data, [], append_id), op="append") is True:

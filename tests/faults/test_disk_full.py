@@ -318,3 +318,23 @@ def test_a_server_whose_postgresql_disk_is_full_answers_507_and_reads_go_on(post
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 conn.execute(f"DROP TABLESPACE IF EXISTS {name}")
+
+
+def test_a_log_append_that_met_the_full_disk_is_taken_back_and_made_once_when_made_again(small_disk):
+    """An append to a log in local storage (with an id, as a worker's or its executor's is) meets the full disk
+    part way: `DiskFull`, and the log reads as it did. Once space is freed the same append, made again (as a
+    restarted driver would), lands whole, once (its recorded id counted for nothing: its bytes never landed)."""
+    from sematic_k8s.storage.base import append_id
+    from sematic_k8s.storage.local import LocalStorage
+
+    storage = LocalStorage(small_disk / "storage")
+    storage.append("logs/r.log", b"line 1\n", append_id=append_id("first"))
+    filler = dp.fill_disk(small_disk)
+    big = b"".join(b"line %d\n" % i for i in range(2, 20000))
+    with pytest.raises(DiskFull, match=f"the disk holding {re.escape(str(small_disk / 'storage'))} is full"):
+        storage.append("logs/r.log", big, append_id=append_id("second"))
+    assert storage.get("logs/r.log") == b"line 1\n"
+    filler.unlink()
+    for _ in range(2):
+        storage.append("logs/r.log", big, append_id=append_id("second"))
+    assert storage.get("logs/r.log") == b"line 1\n" + big

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
-from sematic_k8s.storage.base import artifact_key, log_key  # noqa: E402
+from sematic_k8s.storage.base import append_id, artifact_key, log_key  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import MiB, S3CredentialsError, S3Storage, S3StorageError  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
@@ -146,6 +146,24 @@ def test_append_from_many_threads_of_one_writer(storage: S3Storage) -> None:
     for t in threads:
         t.join()
     assert sorted(storage.get(key).decode().split()) == sorted(str(i) for i in range(12))
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional-writes", "no-conditional-writes"])
+def test_an_append_with_an_id_made_again_by_another_writer_is_skipped(endpoint: str, bucket: str, client: Any,
+                                                                      conditional: bool) -> None:
+    """The same append (one id: see ``append_id``) made again by another writer, as a restarted driver's would be:
+    added once, the object's bytes plain text; a malformed id is refused in words."""
+    first, again = (S3Storage(bucket, "pfx", endpoint_url=endpoint) for _ in range(2))
+    again._conditional_writes = conditional  # as found out on an S3 API without them (501 NotImplemented)
+    key, mine = log_key("run1"), append_id("attempt logs", "run1", 1)
+    first.append(key, b"line 1\n", append_id=mine)
+    again.append(key, b"line 1\n", append_id=mine)
+    again.append(key, b"line 2\n")
+    again.append(key, b"line 1 said otherwise\n", append_id=mine)  # an id stands for the append, whatever it says
+    assert first.get(key) == b"line 1\nline 2\n"
+    assert client.head_object(Bucket=bucket, Key=f"pfx/{key}")["Metadata"]["appends"].startswith(mine + ",")
+    with pytest.raises(ValueError, match="append id 'run1-1' is not 12 lowercase hex digits"):
+        first.append(key, b"x", append_id="run1-1")
 
 
 class Interleaved(S3Storage):

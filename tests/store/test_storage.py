@@ -1,9 +1,17 @@
-"""Local artifact storage: atomic, content-addressed puts, and keys that cannot escape the root."""
+"""Local artifact storage: atomic, content-addressed puts, keys that cannot escape the root, and log appends made
+once per id by concurrent processes and after a writer killed mid-write."""
 
 from __future__ import annotations
 
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from sematic_k8s.storage.base import append_id
 from sematic_k8s.storage.local import LocalStorage
 
 
@@ -24,3 +32,57 @@ def test_put_get_exists_append(tmp_path):
 def test_keys_cannot_escape_the_root(tmp_path, key):
     with pytest.raises(ValueError, match="not a plain relative path"):
         LocalStorage(tmp_path / "root").put(key, b"x")
+
+
+APPENDER = """
+import signal, sys
+from sematic_k8s.storage.local import LocalStorage
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it: past the file size limit, the kernel kills
+LocalStorage(sys.argv[1]).append("logs/r.log", sys.argv[2].encode() * int(sys.argv[3]), append_id=sys.argv[4])
+"""
+
+
+def appender(root: Path, text: str, times: int, append_id: str, file_limit: int | None = None) -> subprocess.Popen:
+    """A process appending ``text * times`` to logs/r.log under ``root`` with ``append_id``; with ``file_limit``,
+    killed by the kernel (SIGXFSZ) when a file it writes would grow past that many bytes."""
+    def limit() -> None:
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+    return subprocess.Popen([sys.executable, "-c", APPENDER, str(root), text, str(times), append_id],
+                            preexec_fn=limit, stderr=subprocess.PIPE)
+
+
+def test_an_append_with_an_id_is_made_once_by_many_processes_and_the_log_stays_plain(tmp_path):
+    s = LocalStorage(tmp_path)
+    s.append("logs/r.log", b"start\n")
+    shared = append_id("shared")
+    procs = [appender(tmp_path, "same\n", 1, shared) for _ in range(6)]
+    procs += [appender(tmp_path, f"own {i}\n", 1, append_id("own", i)) for i in range(6)]
+    for p in procs:
+        assert p.wait(60) == 0, p.stderr.read() if p.stderr else ""
+    lines = s.get("logs/r.log").decode().splitlines()
+    assert lines[0] == "start" and sorted(lines[1:]) == sorted(["same"] + [f"own {i}" for i in range(6)])
+    s.append("logs/r.log", b"same\n", append_id=shared)  # made before, by another process: skipped
+    assert s.get("logs/r.log").decode().count("same") == 1
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [".r.log.appends", "r.log"]  # ids beside it
+
+
+def test_an_append_whose_writer_was_killed_mid_write_is_made_whole_once_by_the_next(tmp_path):
+    """The first writer is killed by the kernel (SIGXFSZ past its file size limit) after part of its bytes
+    reached the log: that part is taken back and its id forgotten, so the same append made again by another
+    process lands whole, once; appends after it are made as usual."""
+    s = LocalStorage(tmp_path)
+    s.append("logs/r.log", b"start\n", append_id=append_id("start"))
+    killed = appender(tmp_path, "0123456789", 1000, append_id("big"), file_limit=4096)
+    assert killed.wait(60) == -signal.SIGXFSZ
+    assert len(s.get("logs/r.log")) == 4096  # its bytes in part
+    s.append("logs/r.log", b"0123456789" * 1000, append_id=append_id("big"))
+    s.append("logs/r.log", b"0123456789" * 1000, append_id=append_id("big"))
+    s.append("logs/r.log", b"end\n")
+    assert s.get("logs/r.log") == b"start\n" + b"0123456789" * 1000 + b"end\n"
+
+
+def test_a_malformed_append_id_is_refused_in_words(tmp_path):
+    with pytest.raises(ValueError, match=r"append id 'run 1' is not 12 lowercase hex digits: make it with "):
+        LocalStorage(tmp_path).append("logs/r.log", b"x", append_id="run 1")
+    assert not (tmp_path / "logs" / "r.log").exists()
