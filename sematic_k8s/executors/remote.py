@@ -27,7 +27,7 @@ from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
-from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, log_key, put_artifact
+from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key, artifact_loader, put_artifact
 
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
 CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
@@ -49,11 +49,10 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
     finally:
         logcapture.uninstall()
     carried: dict[str, Any] = {}
-    if outcome.logs:
-        if spec.urls:
-            carried["logs"] = outcome.logs
-        else:
-            storage.append(log_key(spec.run_id), outcome.logs.encode())
+    if spec.urls:
+        carried = {"logs": outcome.logs} if outcome.logs else {}
+    else:
+        append_attempt_logs(storage, spec.run_id, spec.attempt, outcome.logs)
     doc: dict[str, Any]
     if outcome.error_info is not None:
         doc = {"error": outcome.error_info}
@@ -80,12 +79,14 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
 
 def adopt_outcome(storage: Storage, spec: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
     """The executor's side of a worker with presigned URLs: store the value and logs its outcome document
-    carries (the value only when its bytes match its content id), and return the plain document."""
+    carries (the value only when its bytes match its content id; the logs once per attempt, also when a restarted
+    driver adopts the same document again: :func:`~sematic_k8s.storage.base.append_attempt_logs`), and return the
+    plain document."""
     from concurrent.futures import ThreadPoolExecutor  # here: the worker, which imports this module, needs none
 
     logs = doc.pop("logs", None)
     with ThreadPoolExecutor(1, thread_name_prefix="sk-logs") as pool:  # the logs beside the value's put
-        appended = pool.submit(storage.append, log_key(spec.run_id), logs.encode()) \
+        appended = pool.submit(append_attempt_logs, storage, spec.run_id, spec.attempt, logs) \
             if isinstance(logs, str) and logs else None
         doc = _store_value(storage, spec, doc)
         if appended is not None:
@@ -205,9 +206,9 @@ class RemoteExecutor:
             if e.stored:
                 return None
             doc = {"error": _died(e)}
-            if e.last_logs:  # also in the recorded error: a full disk (often the worker's own) loses nothing here
-                with contextlib.suppress(DiskFull):
-                    self.storage.append(log_key(spec.run_id), e.last_logs.encode())
+            # unless its own landed; also in the recorded error: a full disk (often the worker's own) loses nothing
+            with contextlib.suppress(DiskFull):
+                append_attempt_logs(self.storage, spec.run_id, spec.attempt, e.last_logs)
         else:
             doc = adopt_outcome(self.storage, spec, doc)  # also a resumed one's, whose worker had URLs
         del self.running[e.run_id]

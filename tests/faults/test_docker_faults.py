@@ -25,12 +25,13 @@ from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
+from outages import DroppingProxy
 from projects import user_project
 from sematic_k8s import serialization
 from sematic_k8s.labels import FUNC_LABEL, RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
-from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import sql_store
 from sematic_k8s_server.config import RerunConfig, ServerConfig
@@ -182,6 +183,31 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
         wait_for(lambda: not containers_of(new_id), 60, what="the finished driver and workers to be removed")
 
 
+def driver_env(root: Path, base_image: str, s3_url: str, f: sk.Future, db: str) -> dict[str, str]:
+    """The environment of a driver process resolving ``f`` (Docker executor, the project's image, records in the
+    SQLite database ``db``, artifacts at ``s3_url``)."""
+    from sematic_k8s.packaging.build import ensure_image
+
+    image = ensure_image(str(root), f"{REGISTRY}/sk-test-faults", base_image, progress=lambda _: None,
+                         extras=("s3", "docker"))
+    s = serialization.serialize(f)
+    storage_from_url(s3_url).put(artifact_key(s.id), s.payload)
+    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=s3_url, image=image.digest_ref,
+                      build_hash=image.context_hash, executor="docker",
+                      resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
+    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
+           "PYTHONPATH": os.pathsep.join([str(root), os.getcwd(), *sys.path])}
+    for var in ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_API_KEY"):
+        env.pop(var, None)
+    return env
+
+
+def start_driver(env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
 @pytest.mark.parametrize("worker", ["running", "ended", "replaced"])
 def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, project, s3_url, tmp_path, worker):
     """A driver process (Docker executor, SQLite) is killed with SIGKILL while its gated step's container waits;
@@ -190,30 +216,16 @@ def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, proje
     second driver takes the resolution over, and the first stops (exit 76) leaving the container running. Either
     way the step started once (it notes each start), the resolution resolves to its value and no worker container
     is left."""
-    from sematic_k8s.packaging.build import ensure_image
-
     root, mod = project
-    image = ensure_image(str(root), f"{REGISTRY}/sk-test-faults", base_image, progress=lambda _: None,
-                         extras=("s3", "docker"))
     storage: Any = storage_from_url(s3_url)  # S3: its starts are listed
     name = uuid.uuid4().hex[:8]
     f = mod.gated(3, name)
-    s = serialization.serialize(f)
-    storage.put(artifact_key(s.id), s.payload)
-    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=s3_url, image=image.digest_ref,
-                      build_hash=image.context_hash, executor="docker",
-                      resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
-           "PYTHONPATH": os.pathsep.join([str(root), os.getcwd(), *sys.path])}
-    for var in ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_API_KEY"):
-        env.pop(var, None)
+    env = driver_env(root, base_image, s3_url, f, db)
     logs = {n: tmp_path / f"driver-{n}.log" for n in ("first", "second")}
 
     def driver(n: str) -> subprocess.Popen:
-        with open(logs[n], "w") as log:
-            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+        return start_driver(env, logs[n])
 
     def starts() -> int:
         listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"{storage.prefix}/starts/{name}/")
@@ -258,6 +270,49 @@ def test_a_restarted_driver_reattaches_to_its_worker_container(base_image, proje
     assert store.get_artifact(store.get_run(f.id).output_id).summary == 3 + 1 + 2
     assert containers_of(f.id) == []  # every worker container read and removed
     assert f"re-attached to worker container {waiting.name}" in said
+
+
+def test_a_driver_killed_right_after_storing_a_workers_logs_is_resumed_without_storing_them_again(
+        base_image, project, s3_url, tmp_path):
+    """A driver process (Docker executor, SQLite; S3 through a proxy) reads its gated step's outcome document,
+    which carries the worker's logs (presigned URLs), and appends them to the step's log. S3 stores that write, and
+    the driver is killed (SIGKILL) before its answer reaches it: before it records the step's outcome. Started
+    again, it resumes, reads the same document and stores its value and logs again: the step's log holds the
+    worker's lines once (was: twice), and the resolution resolves to its value."""
+    root, mod = project
+    storage: Any = storage_from_url(s3_url)
+    name = uuid.uuid4().hex[:8]
+    storage.put(f"gates/{name}", b"")  # open from the start
+    f = mod.gated(3, name)
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = driver_env(root, base_image, s3_url, f, db)
+    proxy = DroppingProxy(int(env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1]))
+    drivers: dict[str, subprocess.Popen] = {}
+    proxy.lose_answer(f"PUT /{storage.bucket}/{storage.prefix}/logs/".encode(),  # the first append to a log
+                      meanwhile=lambda: drivers["first"].kill())
+    logs = {n: tmp_path / f"driver-{n}.log" for n in ("first", "second")}
+    try:
+        drivers["first"] = start_driver({**env, "AWS_ENDPOINT_URL_S3": proxy.url}, logs["first"])
+        wait_for(lambda: proxy.lost or drivers["first"].poll() is not None, 300,
+                 what="the first driver to append its worker's logs")
+        assert proxy.lost == 1, logs["first"].read_text()
+        assert drivers["first"].wait(30) == -9
+        drivers["second"] = start_driver(env, logs["second"])
+        code = drivers["second"].wait(300)
+    finally:
+        proxy.close()
+        for p in drivers.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert code == 0, logs["second"].read_text()
+    assert "resuming after a restart" in logs["second"].read_text()
+    store = sql_store(db)
+    assert store.get_artifact(store.get_run(f.id).output_id).summary == 3 + 1 + 2
+    [step] = [r for r in store.runs_of_root(f.id) if r.func_name == "gate"]
+    assert step.state == "resolved" and step.attempts == 1
+    assert storage.get(log_key(step.id)).decode() == f"waiting at gate {name}\n"
+    assert containers_of(f.id) == []
 
 
 def test_the_exited_workers_of_a_detached_resolution_whose_driver_was_killed_are_removed(

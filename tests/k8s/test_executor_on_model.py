@@ -271,6 +271,84 @@ def test_pod_endings_are_reported_in_plain_words(cluster, api, storage, ending):
     assert outcome.details["job"] == f"sk-{run_id}-1" and outcome.details["namespace"] == NS
 
 
+DYING = """
+import os
+import time
+
+import sematic_k8s as sk
+
+
+def _hold(flag: str) -> None:
+    with open(flag + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(flag + ".tmp", flag)  # the test kills this process (kill -9) once it is there
+    time.sleep(600)
+
+
+class Held:
+    \"\"\"A value whose pickling waits to be killed: the worker stored its logs already.\"\"\"
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+
+    def __reduce__(self):
+        print("pickling the value")
+        _hold(self.flag)
+        return (int, (0,))
+
+
+@sk.func(inline=False)
+def dies(flag: str, when: str) -> object:
+    print("working on shard 7")
+    print("shard 7 done")
+    if when == "in its func":
+        _hold(flag)
+    return Held(flag)
+"""
+
+
+@pytest.mark.parametrize("when", ["after its logs", "in its func"])
+def test_a_worker_killed_after_storing_its_logs_has_them_once_in_its_runs_log(cluster, api, storage, tmp_path,
+                                                                              monkeypatch, when):
+    """A real worker process (``python -m sematic_k8s.worker`` in the pod's container, storage settings: no
+    presigned URLs), kill -9'd while it pickles its value, after it appended its logs to storage, or while its
+    func runs, before it did. Its run fails with the container's last lines in its error; its log holds the func's
+    lines once: the worker's own, or the container's last lines standing in for them (was: the worker's lines,
+    then the container's last lines, repeating them)."""
+    import signal
+    import uuid
+
+    from projects import forget
+    from sematic_k8s.func import load_func
+    from sematic_k8s.storage.base import log_key
+
+    module = f"kmodel_dies_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(DYING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = os.pathsep.join([str(tmp_path), ROOT, os.environ.get("PYTHONPATH", "")])
+    cluster.behaviour = behave({"worker": Script(process=True, extra_env={"PYTHONPATH": path,
+                                                                          "PYTHONUNBUFFERED": "1"})})
+    flag = tmp_path / "pid"
+    try:
+        func = load_func(f"{module}:dies", str(tmp_path / f"{module}.py"))
+        ex = executor(api, storage)
+        run_id = submit(ex, func, new_id(), {"flag": str(flag), "when": when})
+        pid = int(cluster.wait(lambda: flag.exists() and flag.read_text(), timeout=60, message="the worker to hold"))
+        if when == "after its logs":
+            assert storage.get(log_key(run_id)) == b"working on shard 7\nshard 7 done\n"  # the worker's own
+        else:
+            assert not storage.exists(log_key(run_id))
+        os.kill(pid, signal.SIGKILL)
+        info = wait_for(ex, 1, timeout=60)[run_id].error_info
+        ex.close()
+    finally:
+        forget(module)
+    assert info is not None and info["type"] == "WorkerDied" and "exited with code 137" in info["message"], info
+    assert "working on shard 7\nshard 7 done\n" in info["traceback"]  # the container's last lines, in its error
+    assert ("pickling the value" in info["traceback"]) == (when == "after its logs")
+    assert storage.get(log_key(run_id)).decode() == "working on shard 7\nshard 7 done\n"
+
+
 def test_an_evicted_worker_runs_again_without_costing_an_attempt_and_fails_past_the_relaunches(cluster, api,
                                                                                                storage):
     cluster.behaviour = behave({"worker": Script(forever=True)})
