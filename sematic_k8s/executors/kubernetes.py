@@ -40,7 +40,6 @@ import logging
 import os
 import queue
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,14 +61,24 @@ from sematic_k8s.k8s.client import (
     current_namespace,
     denial,
     make_api_client,
+    refused,
     retryable,
 )
-from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, for_now, problem, slim_event, timestamp
+from sematic_k8s.k8s.events import (
+    BLOCKING_EVENTS,
+    PLAIN,
+    fits_quota,
+    for_now,
+    newest_blocking,
+    problem,
+    slim_event,
+    timestamp,
+)
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
-from sematic_k8s.k8s.manifests import driver_job_name, to_dict, worker_job
+from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs, to_dict, worker_job
 from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event, Watcher
-from sematic_k8s.labels import ATTEMPT_LABEL, RELAUNCH_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
+from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
     DRIVER_JOB_ENV,
     DRIVER_JOB_UID_ENV,
@@ -261,7 +270,7 @@ class KubernetesExecutor(RemoteExecutor):
                 return
             if e.status == 401 or denial(e) is not None:  # the driver's token or Role, not the run's doing
                 self._drop(a)
-                raise self._refused(e, f"create Job {a.job_name}") from None
+                raise refused(e, f"create Job {a.job_name}", self.namespace) from None
             if for_now(e):
                 self._queue(a, body, e)
                 return
@@ -312,7 +321,7 @@ class KubernetesExecutor(RemoteExecutor):
         try:
             job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
         except ApiException as e:
-            raise self._refused(e, f"read Job {a.job_name}") from None
+            raise refused(e, f"read Job {a.job_name}", self.namespace) from None
         labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
             self.stats.reattached += 1
@@ -360,38 +369,15 @@ class KubernetesExecutor(RemoteExecutor):
             try:
                 resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
             except ApiException as e:
-                raise self._refused(e, "list Jobs") from None
+                raise refused(e, "list Jobs", self.namespace) from None
             data = json.loads(resp.data)
             items.extend(slim_job(j) for j in data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")
             if not token:
                 break
-        for job in items:
-            meta = job.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            key = (labels.get(RUN_LABEL, ""), labels.get(ATTEMPT_LABEL, ""))
-            relaunch = int(labels.get(RELAUNCH_LABEL) or _relaunch_of(meta.get("name", "")))
-            if meta.get("deletionTimestamp") or not all(key):
-                continue
-            if key not in self.existing or self.existing[key][0] < relaunch:
-                self.existing[key] = (relaunch, meta["name"])
+        self.existing = newest_jobs(items)
         self.events.put(Event("job", "SYNC", items=items, since=since))
         return (data.get("metadata") or {}).get("resourceVersion") or None
-
-    def _refused(self, e: ApiException, doing: str) -> ApiException | KubernetesForbidden | KubernetesUnauthorized:
-        """A refusal in plain words: 403, which the driver meets again however often it tries, with the Role it
-        needs; 401, its token refused (a restarted driver has a fresh one); else ``e`` itself."""
-        if e.status == 401:
-            return KubernetesUnauthorized.refusing(doing, self.namespace, api_message(e))
-        if e.status != 403:
-            return e
-        denied = denial(e)
-        lacks = f" it lacks {denied};" if denied is not None else ""
-        return KubernetesForbidden(
-            f"the Kubernetes API refuses to let this driver {doing} in namespace {self.namespace} ({e.status}: "
-            f"{api_message(e)});{lacks} give its ServiceAccount a Role that allows create, get, list, watch and "
-            f"delete on jobs and list and watch on pods there (the chart's driver Role does: runs.rbac.create=true, "
-            f"drivers running as runs.driverServiceAccount.name)")
 
     def _find_owner(self, root_id: str) -> tuple[str, str] | None:
         """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""
@@ -408,7 +394,7 @@ class KubernetesExecutor(RemoteExecutor):
             job = api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
         except ApiException as e:
             if e.status != 404:
-                raise self._refused(e, f"read Job {name}") from None
+                raise refused(e, f"read Job {name}", self.namespace) from None
             log.info("no driver Job %s in %s: worker Jobs will have no owner", name, self.namespace)
             return None
         uid = job.metadata.uid if job.metadata else None
@@ -655,11 +641,7 @@ class KubernetesExecutor(RemoteExecutor):
         except Exception as e:  # noqa: BLE001 - no Events (no permission, busy): the watches still decide
             log.debug("reading the Events of %s: %s", name, e)
             return None
-        blocking = [e for e in items if e.get("reason") in BLOCKING_EVENTS]
-        if not blocking:
-            return None
-        return max(blocking, key=lambda e: (str(e.get("lastTimestamp") or e.get("eventTime") or ""),
-                                            int((e.get("metadata") or {}).get("resourceVersion") or 0)))
+        return newest_blocking(items)
 
     def _relaunch(self, a: _Attempt, state: PodState) -> None:
         """An evicted (or kubelet-rejected) pod: run the same attempt again in a new Job (the loop never sees it)."""
@@ -754,8 +736,3 @@ class KubernetesExecutor(RemoteExecutor):
         super().close()
         for w in self.watchers:
             w.stop()
-
-
-def _relaunch_of(job_name: str) -> int:
-    m = re.search(r"-r(\d+)$", job_name)
-    return int(m.group(1)) if m else 0

@@ -19,6 +19,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.settings import KUBE_HOST_ENV, NAMESPACE_ENV
 
 log = logging.getLogger("sematic_k8s.k8s")
@@ -107,6 +108,22 @@ def denial(e: ApiException) -> Denial | None:
     if (details.get("kind"), details.get("group") or "") != (m["resource"].split("/")[0], m["group"]):
         return None
     return Denial(m["user"], m["verb"], m["resource"], m["group"], m["ns"] or "")
+
+
+def refused(e: ApiException, doing: str, namespace: str) -> ApiException | KubernetesForbidden | KubernetesUnauthorized:
+    """The driver's refusal at ``doing`` in ``namespace``, in plain words: 403, which it meets again however often
+    it tries, with the Role it needs; 401, its token refused (a restarted driver has a fresh one); else ``e``."""
+    if e.status == 401:
+        return KubernetesUnauthorized.refusing(doing, namespace, api_message(e))
+    if e.status != 403:
+        return e
+    denied = denial(e)
+    lacks = f" it lacks {denied};" if denied is not None else ""
+    return KubernetesForbidden(
+        f"the Kubernetes API refuses to let this driver {doing} in namespace {namespace} ({e.status}: "
+        f"{api_message(e)});{lacks} give its ServiceAccount a Role that allows create, get, list, watch and "
+        f"delete on jobs and list and watch on pods there (the chart's driver Role does: runs.rbac.create=true, "
+        f"drivers running as runs.driverServiceAccount.name)")
 
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})

@@ -29,6 +29,16 @@ def slim_event(event: dict[str, Any]) -> dict[str, Any] | None:
             "rv": int((event.get("metadata") or {}).get("resourceVersion") or 0)}
 
 
+def newest_blocking(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest of ``events`` (raw Warning Events about one Job or pod) that says why it has no pod or does not
+    start."""
+    blocking = [e for e in events if e.get("reason") in BLOCKING_EVENTS]
+    if not blocking:
+        return None
+    return max(blocking, key=lambda e: (str(e.get("lastTimestamp") or e.get("eventTime") or ""),
+                                        int((e.get("metadata") or {}).get("resourceVersion") or 0)))
+
+
 def problem(reason: str | None) -> str | None:
     """One name for reasons that alternate while one problem lasts (ErrImagePull <-> ImagePullBackOff)."""
     return "pull" if reason in PULL_PROBLEMS else reason

@@ -27,6 +27,7 @@ from kubernetes import client
 from sematic_k8s.labels import (
     ATTEMPT_LABEL,
     RELAUNCH_LABEL,
+    RUN_LABEL,
     label_value,
     run_labels,
 )
@@ -86,6 +87,28 @@ def dns_name(*parts: str, limit: int = NAME_LIMIT) -> str:
 def worker_job_name(run_id: str, attempt: int, relaunch: int = 0) -> str:
     """``sk-<run id>-<attempt>`` (``...-r<n>`` when an evicted pod is launched again)."""
     return dns_name("sk", run_id, str(attempt), *([f"r{relaunch}"] if relaunch else []))
+
+
+def relaunch_of(job_name: str) -> int:
+    """The relaunch number in a worker Job's name (``...-r<n>``; 0 without one)."""
+    m = re.search(r"-r(\d+)$", job_name)
+    return int(m.group(1)) if m else 0
+
+
+def newest_jobs(jobs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, str]]:
+    """(run id, attempt) -> (relaunch, name) of the newest worker Job of each attempt among ``jobs`` (raw
+    dicts, as listed), leaving out Jobs being deleted: the ones a restarted driver re-attaches to."""
+    newest: dict[tuple[str, str], tuple[int, str]] = {}
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        key = (labels.get(RUN_LABEL, ""), labels.get(ATTEMPT_LABEL, ""))
+        relaunch = int(labels.get(RELAUNCH_LABEL) or relaunch_of(meta.get("name", "")))
+        if meta.get("deletionTimestamp") or not all(key):
+            continue
+        if key not in newest or newest[key][0] < relaunch:
+            newest[key] = (relaunch, meta["name"])
+    return newest
 
 
 def driver_job_name(root_id: str) -> str:
