@@ -35,7 +35,6 @@ rest of :mod:`sematic_k8s.k8s`. The driver's own Job is started by :mod:`sematic
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -55,8 +54,8 @@ from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import (
     Backoff,
+    NamespacedApi,
     TokenBucket,
-    api_call,
     api_message,
     current_namespace,
     denial,
@@ -71,13 +70,12 @@ from sematic_k8s.k8s.events import (
     for_now,
     newest_blocking,
     problem,
-    slim_event,
     timestamp,
 )
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs, to_dict, worker_job
-from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, slim_job, slim_pod
-from sematic_k8s.k8s.watch import Event, Watcher
+from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, slim_job
+from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
     DRIVER_JOB_ENV,
@@ -159,8 +157,6 @@ class KubernetesExecutor(RemoteExecutor):
         self.image = image
         self.settings = s
         self.namespace = s.namespace or current_namespace()
-        self.api = api_client or make_api_client(s.host)
-        self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
         env = worker_env() if s.env is None else s.env
         storage_secret = s.job.storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
         if not storage_secret and set(env) & set(manifests.STORAGE_SECRET_KEYS):
@@ -181,6 +177,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.log_tail = s.log_tail
         self.watch_timeout = s.watch_timeout
         self.backoff = backoff or Backoff()
+        self.kube = NamespacedApi(api_client or make_api_client(s.host), self.namespace, self.backoff)
         self.create_backoff = dataclasses.replace(self.backoff, attempts=min(3, self.backoff.attempts))
         self.watch_backoff = dataclasses.replace(self.backoff, cap=min(self.backoff.cap, 5.0))
         self.stats = KubeStats()
@@ -261,7 +258,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.bucket.acquire()
         try:
             self.stats.creates += 1
-            api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=self.create_backoff)
+            self.kube.create_job(body, self.create_backoff)
         except ApiException as e:
             if e.status == 409:
                 self.stats.conflicts += 1
@@ -319,7 +316,7 @@ class KubernetesExecutor(RemoteExecutor):
     def _reattach(self, a: _Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
         try:
-            job = api_call(self.batch.read_namespaced_job, a.job_name, self.namespace, backoff=self.backoff)
+            job = self.kube.read_job(a.job_name)
         except ApiException as e:
             raise refused(e, f"read Job {a.job_name}", self.namespace) from None
         labels = (job.metadata.labels if job.metadata else None) or {}
@@ -340,19 +337,9 @@ class KubernetesExecutor(RemoteExecutor):
         self.owner = self._find_owner(root_id)
         selector = f"{RESOLUTION_LABEL}={root_id},{ROLE_LABEL}=worker"
         version = self._existing_jobs(selector)
-        jobs = Watcher("job", self.batch.list_namespaced_job, self.namespace, selector, self.events,
-                       timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                       slim=slim_job, forbidden_window=self.settings.forbidden_window)
-        jobs.resource_version = version  # listed just now: watch from there
-        self.watchers = [
-            Watcher("pod", self.core.list_namespaced_pod, self.namespace, selector, self.events,
-                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                    cache_reads=True, slim=slim_pod, forbidden_window=self.settings.forbidden_window).start(),
-            jobs.start(),
-            Watcher("event", self.core.list_namespaced_event, self.namespace, "", self.events,
-                    timeout_seconds=self.watch_timeout, backoff=self.watch_backoff, page=self.settings.page,
-                    cache_reads=True, slim=slim_event, field_selector="type=Warning",
-                    forbidden_window=self.settings.forbidden_window).start()]
+        self.watchers = watch_workers(self.kube, selector, self.events, jobs_from=version,  # listed just now
+                                      timeout_seconds=self.watch_timeout, backoff=self.watch_backoff,
+                                      page=self.settings.page, forbidden_window=self.settings.forbidden_window)
         self.events_watched = True
 
     def _existing_jobs(self, selector: str) -> str | None:
@@ -362,15 +349,10 @@ class KubernetesExecutor(RemoteExecutor):
         items: list[dict[str, Any]] = []
         while True:
             self.stats.job_lists += 1
-            kwargs: dict[str, Any] = {"label_selector": selector, "limit": self.settings.page,
-                                      "_preload_content": False}
-            if token:
-                kwargs["_continue"] = token
             try:
-                resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
+                data = self.kube.list_jobs(selector, self.settings.page, token)
             except ApiException as e:
                 raise refused(e, "list Jobs", self.namespace) from None
-            data = json.loads(resp.data)
             items.extend(slim_job(j) for j in data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")
             if not token:
@@ -391,7 +373,7 @@ class KubernetesExecutor(RemoteExecutor):
         name = name or driver_job_name(root_id)
         try:
             self.stats.owner_reads += 1
-            job = api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
+            job = self.kube.read_job(name)
         except ApiException as e:
             if e.status != 404:
                 raise refused(e, f"read Job {name}", self.namespace) from None
@@ -635,9 +617,7 @@ class KubernetesExecutor(RemoteExecutor):
         """The newest Warning Event about ``name`` that says why it has no pod or does not start."""
         try:
             self.stats.event_reads += 1
-            resp: Any = api_call(self.core.list_namespaced_event, self.namespace, _preload_content=False,
-                            field_selector=f"involvedObject.name={name},type=Warning", backoff=self.backoff)
-            items = json.loads(resp.data).get("items") or []
+            items = self.kube.warning_events(name)
         except Exception as e:  # noqa: BLE001 - no Events (no permission, busy): the watches still decide
             log.debug("reading the Events of %s: %s", name, e)
             return None
@@ -694,13 +674,10 @@ class KubernetesExecutor(RemoteExecutor):
             return ""
         try:
             self.stats.log_reads += 1
-            text = api_call(self.core.read_namespaced_pod_log, a.pod_name, self.namespace,
-                            container=manifests.WORKER_CONTAINER, tail_lines=self.log_tail,
-                            _request_timeout=10, backoff=Backoff(attempts=3))
+            return self.kube.pod_log(a.pod_name, manifests.WORKER_CONTAINER, self.log_tail)
         except Exception as e:  # noqa: BLE001 - the pod may be gone already; the ending matters more
             log.debug("no logs for pod %s: %s", a.pod_name, e)
             return ""
-        return text if isinstance(text, str) else str(text or "")
 
     def tail(self, run_id: str) -> str:
         a = self.attempts.get(run_id)
@@ -719,8 +696,7 @@ class KubernetesExecutor(RemoteExecutor):
     def _delete(self, job_name: str) -> None:
         try:
             self.stats.deletes += 1
-            api_call(self.batch.delete_namespaced_job, job_name, self.namespace, propagation_policy="Background",
-                     backoff=self.backoff)
+            self.kube.delete_job(job_name)
         except ApiException as e:
             if e.status != 404:
                 log.warning("could not delete Job %s: %s %s", job_name, e.status, api_message(e))

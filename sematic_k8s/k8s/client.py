@@ -1,5 +1,6 @@
-"""Talking to the Kubernetes API server: a client, the namespace to work in, retried calls, and a creation
-rate limit. Everything that calls the API (the executor, the driver launcher, the watches) goes through here.
+"""Talking to the Kubernetes API server: a client, the namespace to work in, retried calls, the calls a driver
+makes about its workers (:class:`NamespacedApi`), refusals in plain words, and a creation rate limit. Everything
+that calls the API (the executor, the driver launcher, the watches) goes through here.
 """
 
 from __future__ import annotations
@@ -204,3 +205,42 @@ class TokenBucket:
             self.sleep(wait)
 
 
+class NamespacedApi:
+    """The calls a driver's executor makes about its workers in ``namespace``, each retried with ``backoff`` (the
+    watches' lists aside: :func:`sematic_k8s.k8s.watch.watch_workers`). The chart's driver Role grants exactly
+    these (tests/k8s/test_helm.py reads them here)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, backoff: Backoff) -> None:
+        self.namespace, self.backoff = namespace, backoff
+        self.batch, self.core = client.BatchV1Api(api), client.CoreV1Api(api)
+
+    def create_job(self, body: dict[str, Any], backoff: Backoff) -> None:
+        api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=backoff)
+
+    def read_job(self, name: str) -> Any:
+        return api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
+
+    def list_jobs(self, selector: str, limit: int, token: str | None) -> dict[str, Any]:
+        """One page of the Jobs ``selector`` picks (the next after ``token``), as the API server's JSON."""
+        kwargs: dict[str, Any] = {"label_selector": selector, "limit": limit, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        resp: Any = api_call(self.batch.list_namespaced_job, self.namespace, backoff=self.backoff, **kwargs)
+        return json.loads(resp.data)
+
+    def delete_job(self, name: str) -> None:
+        """Delete the Job, its pod in the background."""
+        api_call(self.batch.delete_namespaced_job, name, self.namespace, propagation_policy="Background",
+                 backoff=self.backoff)
+
+    def pod_log(self, pod: str, container: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` lines of ``container`` in ``pod`` (a few tries only: the pod may be gone)."""
+        text = api_call(self.core.read_namespaced_pod_log, pod, self.namespace, container=container,
+                        tail_lines=tail_lines, _request_timeout=10, backoff=Backoff(attempts=3))
+        return text if isinstance(text, str) else str(text or "")
+
+    def warning_events(self, name: str) -> list[dict[str, Any]]:
+        """The Warning Events about the object called ``name``, as the API server's JSON."""
+        resp: Any = api_call(self.core.list_namespaced_event, self.namespace, _preload_content=False,
+                             field_selector=f"involvedObject.name={name},type=Warning", backoff=self.backoff)
+        return json.loads(resp.data).get("items") or []

@@ -25,7 +25,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from sematic_k8s.k8s.client import Backoff, api_call, api_message, retryable
+from sematic_k8s.k8s.client import Backoff, NamespacedApi, api_call, api_message, retryable
+from sematic_k8s.k8s.events import slim_event
+from sematic_k8s.k8s.pods import slim_job, slim_pod
 
 log = logging.getLogger("sematic_k8s.k8s")
 GONE = 410
@@ -214,6 +216,23 @@ class Watcher:
             self._resp = None
             resp.close()
             resp.release_conn()
+
+
+def watch_workers(kube: NamespacedApi, selector: str, out: queue.Queue, *, jobs_from: str | None,
+                  timeout_seconds: int, backoff: Backoff, page: int, forbidden_window: float) -> list[Watcher]:
+    """Start the watches that follow a resolution's workers: their pods and Jobs (``selector``; Jobs from
+    ``jobs_from``, the resourceVersion of a list made just now) and the Warning Events of the namespace that say
+    why a pod is not created or does not start. Returns the watchers, pods first."""
+    def watcher(kind: str, list_fn: Callable[..., Any], selector: str, **kwargs: Any) -> Watcher:
+        return Watcher(kind, list_fn, kube.namespace, selector, out, timeout_seconds=timeout_seconds,
+                       backoff=backoff, page=page, forbidden_window=forbidden_window, **kwargs)
+
+    jobs = watcher("job", kube.batch.list_namespaced_job, selector, slim=slim_job)
+    jobs.resource_version = jobs_from
+    return [watcher("pod", kube.core.list_namespaced_pod, selector, cache_reads=True, slim=slim_pod).start(),
+            jobs.start(),
+            watcher("event", kube.core.list_namespaced_event, "", cache_reads=True, slim=slim_event,
+                    field_selector="type=Warning").start()]
 
 
 class _Gone(Exception):
