@@ -41,8 +41,6 @@ import queue
 import random
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
@@ -50,6 +48,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
+from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import (
@@ -91,47 +90,6 @@ log = logging.getLogger("sematic_k8s.k8s")
 
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
 EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
-
-
-@dataclass
-class KubeStats:
-    """What the executor asked of the API server (benchmarks and tests read it)."""
-
-    creates: int = 0
-    conflicts: int = 0
-    reattached: int = 0
-    deletes: int = 0
-    log_reads: int = 0
-    owner_reads: int = 0
-    relaunches: int = 0
-    event_reads: int = 0
-    requeued: int = 0
-    job_lists: int = 0
-    timeouts: int = 0
-    waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
-
-
-@dataclass
-class _Attempt:
-    """One attempt being run: its Job, and what the watches said about it so far."""
-
-    spec: TaskSpec
-    job_name: str
-    make_body: Callable[[int], dict[str, Any]]  # relaunch number -> Job manifest
-    timeout: float | None = None
-    created: float = float("inf")  # when its Job was known to exist (monotonic)
-    relaunches: int = 0
-    pod_name: str | None = None
-    stuck: PodState | None = None
-    stuck_since: float | None = None
-    job_failed: tuple[str, str | None] | None = None
-    job_failed_at: float | None = None
-    waiting: str | None = None  # what it waits for (capacity, quota, its Job's creation): reported, not failed
-    waited_since: float | None = None
-    waited: float = 0.0  # seconds spent waiting so far
-    quiet: bool = False  # no pod yet, or a pod not started: its Events are read now and then
-    event_reads: int = 0
-    timed: bool = False  # the func's timeout is counting (from the worker container's start)
 
 
 class KubernetesExecutor(RemoteExecutor):
@@ -184,15 +142,11 @@ class KubernetesExecutor(RemoteExecutor):
         self.root_id: str | None = None
         self.watchers: list[Watcher] = []
         self.events: queue.Queue[Event] = queue.Queue()
-        self.attempts: dict[str, _Attempt] = {}  # run id -> attempt in flight
-        self.by_job: dict[str, str] = {}  # Job name -> run id
-        self.pods: dict[str, tuple[str, PodState]] = {}  # Job name -> (pod name, last state) seen by the watch
+        self.attempts = Attempts()
         self.timers: dict[str, float] = {}  # run id -> when its stuck pod or failed Job must be decided
         self.checks: dict[str, float] = {}  # run id -> when to read the Events of its quiet Job or pod
         self.queued: deque[tuple[str, dict[str, Any]]] = deque()  # creates the API server refused for now
         self.paused_until = 0.0  # no create before this (monotonic): the API server asked us to slow down
-        self.ended_jobs: set[str] = set()
-        self.by_pod: dict[str, str] = {}  # pod name -> run id
         self.blocking: dict[str, tuple[int, str, str]] = {}  # Job or pod name -> newest (rv, reason, message)
         self.events_watched = False  # Warning Events arrive on a watch (else they are read per quiet attempt)
         self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
@@ -206,7 +160,7 @@ class KubernetesExecutor(RemoteExecutor):
     @property
     def waiting(self) -> dict[str, str]:
         """Run id -> what its pod waits for (capacity, quota, its Job's creation), for the runs waiting now."""
-        return {run_id: a.waiting for run_id, a in self.attempts.items() if a.waiting}
+        return {a.spec.run_id: a.waiting for a in self.attempts.all() if a.waiting}
 
     # -- launching --------------------------------------------------------------------------------
 
@@ -223,20 +177,19 @@ class KubernetesExecutor(RemoteExecutor):
         except ValueError as e:  # e.g. memory="lots": not a quantity
             self.ready.append(Ended(spec.run_id, None, "InvalidJob", str(e)))
             return
-        attempt = _Attempt(spec, body["metadata"]["name"], make_body, timeout=task.func.timeout)
-        self.attempts[spec.run_id] = attempt
+        attempt = Attempt(spec, body["metadata"]["name"], make_body, timeout=task.func.timeout)
         found = self.existing.pop((spec.run_id, str(spec.attempt)), None)
         if found is not None:  # a restarted driver: this attempt's newest Job (after evictions, ...-r<n>)
             attempt.relaunches, attempt.job_name = found
-            self.by_job[attempt.job_name] = spec.run_id
+            self.attempts.track(attempt)
             self.stats.reattached += 1
             log.info("re-attached to existing Job %s (run %s attempt %d)", attempt.job_name, spec.run_id,
                      spec.attempt)
             self._created(attempt)
             return
-        self.by_job[attempt.job_name] = spec.run_id
+        self.attempts.track(attempt)
         if self.queued or time.monotonic() < self.paused_until:
-            self._wait(attempt, "waiting to create its Job: the API server asked to slow down")
+            attempt.wait("waiting to create its Job: the API server asked to slow down", self.stats.waits)
             self._queue(attempt, body, None)
         else:
             self._create(attempt, body)
@@ -251,7 +204,7 @@ class KubernetesExecutor(RemoteExecutor):
                 return
             self._handle(ev, self.ready)
 
-    def _create(self, a: _Attempt, body: dict[str, Any]) -> None:
+    def _create(self, a: Attempt, body: dict[str, Any]) -> None:
         """Create the attempt's Job; re-attach to it when it exists; queue it when the API server is busy or
         a quota is used up; KubernetesForbidden when RBAC refuses it, KubernetesUnauthorized when the API server
         does not accept the driver's token (401); an Ended when anything else refuses it."""
@@ -282,14 +235,14 @@ class KubernetesExecutor(RemoteExecutor):
             return
         self._created(a)
 
-    def _queue(self, a: _Attempt, body: dict[str, Any], e: BaseException | None) -> None:
+    def _queue(self, a: Attempt, body: dict[str, Any], e: BaseException | None) -> None:
         """Create it later; a refusal pauses every create (429: for as long as Retry-After says)."""
         if e is not None:
             self.stats.requeued += 1
             delay = min(self.settings.requeue_cap, self.backoff.delay(min(self.stats.requeued, 6), e))
             self.paused_until = max(self.paused_until, time.monotonic() + max(delay, 0.05))
             why = api_message(e) if isinstance(e, ApiException) else str(e)
-            self._wait(a, f"waiting to create its Job: {getattr(e, 'status', '') or type(e).__name__} {why}")
+            a.wait(f"waiting to create its Job: {getattr(e, 'status', '') or type(e).__name__} {why}", self.stats.waits)
         self.queued.append((a.spec.run_id, body))
 
     def _drain(self, now: float) -> None:
@@ -302,18 +255,18 @@ class KubernetesExecutor(RemoteExecutor):
             self._create(a, body)
             now = time.monotonic()
 
-    def _created(self, a: _Attempt) -> None:
+    def _created(self, a: Attempt) -> None:
         a.created = time.monotonic()  # a list that starts later must show the Job
         if a.waiting and a.waiting.startswith("waiting to create"):
-            self._wait(a, None)
-        seen = self.pods.get(a.job_name)  # the watch may have seen its pod before we tracked it
+            a.stop_waiting()
+        seen = self.attempts.untracked.get(a.job_name)  # the watch may have seen its pod before we tracked it
         if seen is not None:
             self._apply(a, *seen, out=self.ready)
         else:
             a.quiet = True
             self.checks[a.spec.run_id] = a.created + self.settings.event_check
 
-    def _reattach(self, a: _Attempt) -> bool:
+    def _reattach(self, a: Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
         try:
             job = self.kube.read_job(a.job_name)
@@ -428,12 +381,11 @@ class KubernetesExecutor(RemoteExecutor):
             return
         if ev.type == "SYNC":  # tracked Jobs that are gone (deleted while the watch was away)
             names = {(o.get("metadata") or {}).get("name") for o in ev.items}
-            for a in list(self.attempts.values()):
+            for a in self.attempts.all():
                 if a.job_name not in names and a.created < ev.since:
                     self._on_job_gone(a, out)
         for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
-            run_id = self.by_job.get((obj.get("metadata") or {}).get("name", ""))
-            tracked = self.attempts.get(run_id) if run_id else None
+            tracked = self.attempts.of_job((obj.get("metadata") or {}).get("name", ""))
             if tracked is None:
                 continue
             a = tracked
@@ -465,11 +417,11 @@ class KubernetesExecutor(RemoteExecutor):
             if ev.type == "DELETED" or (name in self.blocking and self.blocking[name][0] > obj["rv"]):
                 continue
             self.blocking[name] = (obj["rv"], obj["reason"], obj["message"])
-            run_id = self.by_job.get(name) or self.by_pod.get(name)
+            run_id = self.attempts.run_of(name)
             if run_id in self.checks:
                 self.checks[run_id] = now
 
-    def _on_job_gone(self, a: _Attempt, out: list[Ended]) -> None:
+    def _on_job_gone(self, a: Attempt, out: list[Ended]) -> None:
         if a.job_failed is None:
             a.job_failed, a.job_failed_at = ("JobDeleted", f"Job {a.job_name} was deleted"), time.monotonic()
             self.timers[a.spec.run_id] = a.job_failed_at + JOB_FAILED_GRACE
@@ -479,19 +431,16 @@ class KubernetesExecutor(RemoteExecutor):
         if not job:
             return
         name = (pod.get("metadata") or {}).get("name", "")
-        run_id = self.by_job.get(job)
-        if run_id is not None and run_id in self.attempts:
-            self._apply(self.attempts[run_id], name, pod_state(pod, deleted=deleted), out)
-        elif deleted or job in self.ended_jobs:
-            self.pods.pop(job, None)
+        a = self.attempts.of_job(job)
+        if a is not None:
+            self._apply(a, name, pod_state(pod, deleted=deleted), out)
+        elif deleted or job in self.attempts.ended_jobs:
+            self.attempts.untracked.pop(job, None)
         else:  # not ours yet (a restarted driver's SYNC before its launches): kept until it is
-            self.pods[job] = (name, pod_state(pod))
+            self.attempts.untracked[job] = (name, pod_state(pod))
 
-    def _apply(self, a: _Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
-        if a.pod_name != pod_name:
-            self.by_pod.pop(a.pod_name or "", None)
-            self.by_pod[pod_name] = a.spec.run_id
-        a.pod_name = pod_name
+    def _apply(self, a: Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
+        self.attempts.saw_pod(a, pod_name)
         run_id = a.spec.run_id
         if state.started and a.timeout and not a.timed:
             self._start_clock(a, state)
@@ -505,9 +454,9 @@ class KubernetesExecutor(RemoteExecutor):
             out.append(self._finish(a, state, delete=True))
             return
         if state.waiting:  # Unschedulable: wait for room as long as it takes (a scale-up, other pods ending)
-            self._wait(a, f"waiting for capacity: {state.message or state.reason}")
+            a.wait(f"waiting for capacity: {state.message or state.reason}", self.stats.waits)
         elif a.waiting and not a.waiting.startswith("waiting to create"):
-            self._wait(a, None)
+            a.stop_waiting()
         if state.creating:  # scheduled, not started: Events say whether something blocks it
             if a.stuck is not None and a.stuck.reason == "FailedCreate":
                 self._unstick(a)  # it has a pod after all
@@ -525,29 +474,12 @@ class KubernetesExecutor(RemoteExecutor):
         elif a.stuck is not None:  # it got going after all
             self._unstick(a)
 
-    def _unstick(self, a: _Attempt) -> None:
+    def _unstick(self, a: Attempt) -> None:
         a.stuck = a.stuck_since = None
         if a.job_failed is None:
             self.timers.pop(a.spec.run_id, None)
 
-    def _wait(self, a: _Attempt, why: str | None) -> None:
-        """Note (and log, once per change) what the attempt waits for; None: it waits no more."""
-        now = time.monotonic()
-        if why is None:
-            if a.waiting is not None:
-                a.waited += now - (a.waited_since or now)
-                log.info("run %s: %s no more", a.spec.run_id, a.waiting.split(":")[0])
-            a.waiting = a.waited_since = None
-            return
-        if a.waiting is None or a.waiting.split(":")[0] != why.split(":")[0]:
-            log.info("run %s (%s): %s", a.spec.run_id, a.job_name, why)
-            topic = why.split(":")[0]
-            self.stats.waits[topic] = self.stats.waits.get(topic, 0) + 1
-            if a.waiting is None:
-                a.waited_since = now
-        a.waiting = why
-
-    def _start_clock(self, a: _Attempt, state: PodState) -> None:
+    def _start_clock(self, a: Attempt, state: PodState) -> None:
         """The worker container started: its func's timeout counts from then (not from the pod's creation:
         scheduling, waiting for capacity and pulling the image do not count)."""
         a.timed = True
@@ -603,7 +535,7 @@ class KubernetesExecutor(RemoteExecutor):
                     continue
                 reason, message = event.get("reason") or "", event.get("message") or ""
             if reason == "FailedCreate" and fits_quota(message):
-                self._wait(a, f"waiting for quota: {message}")
+                a.wait(f"waiting for quota: {message}", self.stats.waits)
                 continue
             if a.stuck is None or a.stuck.reason != reason:
                 a.stuck_since = now
@@ -623,53 +555,38 @@ class KubernetesExecutor(RemoteExecutor):
             return None
         return newest_blocking(items)
 
-    def _relaunch(self, a: _Attempt, state: PodState) -> None:
+    def _relaunch(self, a: Attempt, state: PodState) -> None:
         """An evicted (or kubelet-rejected) pod: run the same attempt again in a new Job (the loop never sees it)."""
         a.relaunches += 1
         self.stats.relaunches += 1
         log.warning("run %s: pod %s %s (%s); launching it again (%d/%d)", a.spec.run_id, a.pod_name,
                     state.reason, state.message or "", a.relaunches, self.eviction_relaunches)
         self._delete(a.job_name)
-        del self.by_job[a.job_name]
-        self.by_pod.pop(a.pod_name or "", None)
         body = a.make_body(a.relaunches)
-        a.job_name, a.pod_name, a.stuck, a.stuck_since, a.job_failed = body["metadata"]["name"], None, None, None, None
-        a.quiet = a.timed = False
+        self.attempts.relaunched(a, body["metadata"]["name"])
         self.deadlines.pop(a.spec.run_id, None)
         self.timers.pop(a.spec.run_id, None)
         self.checks.pop(a.spec.run_id, None)
-        self.by_job[a.job_name] = a.spec.run_id
         self._create(a, body)
 
-    def _finish(self, a: _Attempt, state: PodState, delete: bool = False) -> Ended:
-        self._wait(a, None)
+    def _finish(self, a: Attempt, state: PodState, delete: bool = False) -> Ended:
+        a.stop_waiting()
         self._drop(a)
         logs = ""
         if state.started and (state.exit_code != 0 or state.reason):
             logs = self._logs(a) or state.termination_log
         if delete:  # stuck, past its deadline, or a sidecar keeps its pod running: stop the Job
             self._delete(a.job_name)
-        details: dict[str, Any] = {"executor": "kubernetes", "namespace": self.namespace, "job": a.job_name,
-                                   "pod": a.pod_name, "node": state.node, "image": self.image}
-        if a.relaunches:
-            details["relaunches"] = a.relaunches
-        if a.waited >= 1:
-            details["waited_seconds"] = round(a.waited, 1)
-        return Ended(a.spec.run_id, state.exit_code, state.reason, state.message, logs,
-                     {k: v for k, v in details.items() if v is not None})
+        return a.ending(state, logs, self.namespace, self.image)
 
-    def _drop(self, a: _Attempt) -> None:
-        self.ended_jobs.add(a.job_name)  # its pod's later events (finalizers, TTL) are of no interest
-        self.pods.pop(a.job_name, None)
-        self.by_pod.pop(a.pod_name or "", None)
+    def _drop(self, a: Attempt) -> None:
+        self.attempts.drop(a)
         self.blocking.pop(a.job_name, None)
         self.blocking.pop(a.pod_name or "", None)
-        self.attempts.pop(a.spec.run_id, None)
-        self.by_job.pop(a.job_name, None)
         self.timers.pop(a.spec.run_id, None)
         self.checks.pop(a.spec.run_id, None)
 
-    def _logs(self, a: _Attempt) -> str:
+    def _logs(self, a: Attempt) -> str:
         if not a.pod_name:
             return ""
         try:
