@@ -38,7 +38,6 @@ import dataclasses
 import logging
 import os
 import queue
-import random
 import time
 from collections import deque
 from typing import Any
@@ -46,9 +45,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats
+from sematic_k8s.executors.kubernetes_follow import Follower, Verdict
 from sematic_k8s.executors.remote import Ended, RemoteExecutor
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import (
@@ -63,17 +62,12 @@ from sematic_k8s.k8s.client import (
     retryable,
 )
 from sematic_k8s.k8s.events import (
-    BLOCKING_EVENTS,
-    PLAIN,
-    fits_quota,
     for_now,
     newest_blocking,
-    problem,
-    timestamp,
 )
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs, to_dict, worker_job
-from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, slim_job
+from sematic_k8s.k8s.pods import PodState, slim_job
 from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import (
@@ -87,9 +81,6 @@ from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 log = logging.getLogger("sematic_k8s.k8s")
-
-JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
-EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
 
 
 class KubernetesExecutor(RemoteExecutor):
@@ -127,11 +118,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.env = dict(env)
         self.owner_setting = s.owner
         self.owner: tuple[str, str] | None = None
-        self.graces = {"ImagePullBackOff": s.pull_grace, "ErrImagePull": s.pull_grace,
-                       "CreateContainerConfigError": s.config_grace, "CreateContainerError": s.config_grace,
-                       **dict.fromkeys(BLOCKING_EVENTS, s.create_grace)}
         self.bucket = TokenBucket(s.creates_per_second, s.create_burst)
-        self.eviction_relaunches = s.eviction_relaunches
         self.log_tail = s.log_tail
         self.watch_timeout = s.watch_timeout
         self.backoff = backoff or Backoff()
@@ -143,12 +130,9 @@ class KubernetesExecutor(RemoteExecutor):
         self.watchers: list[Watcher] = []
         self.events: queue.Queue[Event] = queue.Queue()
         self.attempts = Attempts()
-        self.timers: dict[str, float] = {}  # run id -> when its stuck pod or failed Job must be decided
-        self.checks: dict[str, float] = {}  # run id -> when to read the Events of its quiet Job or pod
+        self.follower = Follower(self.attempts, s, self.namespace, self.deadlines, self.stats.waits)
         self.queued: deque[tuple[str, dict[str, Any]]] = deque()  # creates the API server refused for now
         self.paused_until = 0.0  # no create before this (monotonic): the API server asked us to slow down
-        self.blocking: dict[str, tuple[int, str, str]] = {}  # Job or pod name -> newest (rv, reason, message)
-        self.events_watched = False  # Warning Events arrive on a watch (else they are read per quiet attempt)
         self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
 
@@ -156,6 +140,11 @@ class KubernetesExecutor(RemoteExecutor):
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
         """A driver's executor: the spec's image and ``executor_settings``."""
         return cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings))
+
+    @property
+    def events_watched(self) -> bool:
+        """Warning Events arrive on a watch (else they are read per quiet attempt)."""
+        return self.follower.events_watched
 
     @property
     def waiting(self) -> dict[str, str]:
@@ -256,15 +245,9 @@ class KubernetesExecutor(RemoteExecutor):
             now = time.monotonic()
 
     def _created(self, a: Attempt) -> None:
-        a.created = time.monotonic()  # a list that starts later must show the Job
-        if a.waiting and a.waiting.startswith("waiting to create"):
-            a.stop_waiting()
-        seen = self.attempts.untracked.get(a.job_name)  # the watch may have seen its pod before we tracked it
-        if seen is not None:
-            self._apply(a, *seen, out=self.ready)
-        else:
-            a.quiet = True
-            self.checks[a.spec.run_id] = a.created + self.settings.event_check
+        verdict = self.follower.follow(a)
+        if verdict is not None:
+            self._act(verdict, self.ready)
 
     def _reattach(self, a: Attempt) -> bool:
         """The Job exists: adopt it if it is this attempt's (a restarted driver), else fail the attempt."""
@@ -293,7 +276,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.watchers = watch_workers(self.kube, selector, self.events, jobs_from=version,  # listed just now
                                       timeout_seconds=self.watch_timeout, backoff=self.watch_backoff,
                                       page=self.settings.page, forbidden_window=self.settings.forbidden_window)
-        self.events_watched = True
+        self.follower.events_watched = True
 
     def _existing_jobs(self, selector: str) -> str | None:
         """List the resolution's worker Jobs (a restarted driver's earlier ones), page by page, as a SYNC event;
@@ -347,15 +330,16 @@ class KubernetesExecutor(RemoteExecutor):
                 except queue.Empty:
                     break
             now = time.monotonic()
-            self._check_timers(now, out)
-            self._check_events(now, out)
+            for verdict in self.follower.due(now):
+                self._act(verdict, out)
+            self.follower.check_events(now, self._blocking_event)
             self._drain(now)
             out.extend(self.ready)
             self.ready = []
             if out or now >= deadline:
                 return out
             wait = deadline - now
-            soon = [*self.timers.values(), *self.checks.values(), *([self.paused_until] if self.queued else [])]
+            soon = [t for t in (self.follower.wake_at(), self.paused_until if self.queued else None) if t is not None]
             if soon:
                 wait = min(wait, max(0.0, min(soon) - now) + 0.001)
             try:
@@ -364,186 +348,15 @@ class KubernetesExecutor(RemoteExecutor):
                 pass
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
-        if ev.kind == "event":
-            self._on_events(ev)
-            return
-        if ev.type == "ERROR":
-            what = "pods" if ev.kind == "pod" else "Jobs"
-            if ev.obj.get("code") == 401:
-                raise KubernetesUnauthorized.refusing(f"watch {what}", self.namespace, str(ev.obj.get("message")))
-            raise KubernetesForbidden(
-                f"the Kubernetes API refuses to let this driver watch {what} in namespace {self.namespace} "
-                f"({ev.obj.get('code')}: {ev.obj.get('message')}); give its ServiceAccount a Role that allows "
-                f"list and watch on pods and jobs there (the chart's driver Role does)")
-        if ev.kind == "pod":
-            for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
-                self._on_pod(obj, ev.type == "DELETED", out)
-            return
-        if ev.type == "SYNC":  # tracked Jobs that are gone (deleted while the watch was away)
-            names = {(o.get("metadata") or {}).get("name") for o in ev.items}
-            for a in self.attempts.all():
-                if a.job_name not in names and a.created < ev.since:
-                    self._on_job_gone(a, out)
-        for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
-            tracked = self.attempts.of_job((obj.get("metadata") or {}).get("name", ""))
-            if tracked is None:
-                continue
-            a = tracked
-            if ev.type == "DELETED":
-                self._on_job_gone(a, out)
-                continue
-            failure = job_failure(obj)
-            if failure is None or a.job_failed is not None:
-                continue
-            a.job_failed, a.job_failed_at = failure, time.monotonic()
-            if failure[0] == "DeadlineExceeded":  # the pod is being killed: its ending says less than this
-                out.append(self._finish(a, PodState("Failed", terminal=True, reason="DeadlineExceeded",
-                                                    message=failure[1], started=a.pod_name is not None),
-                                        delete=True))
-            else:
-                self.timers[a.spec.run_id] = a.job_failed_at + JOB_FAILED_GRACE
+        for verdict in self.follower.handle(ev):
+            self._act(verdict, out)
 
-    def _on_events(self, ev: Event) -> None:
-        """Warning Events that say why a Job has no pod or a pod does not start: noted, and its attempt (if it is
-        quiet) looked at now."""
-        if ev.type == "ERROR":  # no permission to watch Events: read them per quiet attempt instead
-            log.warning("cannot watch Events in %s (%s): reading them per waiting pod instead", self.namespace,
-                        ev.obj.get("message"))
-            self.events_watched = False
-            return
-        now = time.monotonic()
-        for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
-            name = obj["name"]
-            if ev.type == "DELETED" or (name in self.blocking and self.blocking[name][0] > obj["rv"]):
-                continue
-            self.blocking[name] = (obj["rv"], obj["reason"], obj["message"])
-            run_id = self.attempts.run_of(name)
-            if run_id in self.checks:
-                self.checks[run_id] = now
-
-    def _on_job_gone(self, a: Attempt, out: list[Ended]) -> None:
-        if a.job_failed is None:
-            a.job_failed, a.job_failed_at = ("JobDeleted", f"Job {a.job_name} was deleted"), time.monotonic()
-            self.timers[a.spec.run_id] = a.job_failed_at + JOB_FAILED_GRACE
-
-    def _on_pod(self, pod: dict[str, Any], deleted: bool, out: list[Ended]) -> None:
-        job = owner_job(pod)
-        if not job:
-            return
-        name = (pod.get("metadata") or {}).get("name", "")
-        a = self.attempts.of_job(job)
-        if a is not None:
-            self._apply(a, name, pod_state(pod, deleted=deleted), out)
-        elif deleted or job in self.attempts.ended_jobs:
-            self.attempts.untracked.pop(job, None)
-        else:  # not ours yet (a restarted driver's SYNC before its launches): kept until it is
-            self.attempts.untracked[job] = (name, pod_state(pod))
-
-    def _apply(self, a: Attempt, pod_name: str, state: PodState, out: list[Ended]) -> None:
-        self.attempts.saw_pod(a, pod_name)
-        run_id = a.spec.run_id
-        if state.started and a.timeout and not a.timed:
-            self._start_clock(a, state)
-        if state.terminal:
-            if state.retryable and a.relaunches < self.eviction_relaunches:
-                self._relaunch(a, state)
-                return
-            out.append(self._finish(a, state, delete=state.lingering))
-            return
-        if state.fatal:
-            out.append(self._finish(a, state, delete=True))
-            return
-        if state.waiting:  # Unschedulable: wait for room as long as it takes (a scale-up, other pods ending)
-            a.wait(f"waiting for capacity: {state.message or state.reason}", self.stats.waits)
-        elif a.waiting and not a.waiting.startswith("waiting to create"):
-            a.stop_waiting()
-        if state.creating:  # scheduled, not started: Events say whether something blocks it
-            if a.stuck is not None and a.stuck.reason == "FailedCreate":
-                self._unstick(a)  # it has a pod after all
-            if not a.quiet:
-                a.quiet, a.event_reads = True, 0
-                self.checks[run_id] = time.monotonic() + self.settings.event_check
-            return
-        a.quiet = False
-        self.checks.pop(run_id, None)
-        if state.stuck:
-            if a.stuck is None or problem(a.stuck.reason) != problem(state.reason):  # a pull error flips between
-                a.stuck_since = time.monotonic()  # ErrImagePull and ImagePullBackOff: one problem, one grace
-                self.timers[run_id] = a.stuck_since + self.graces.get(state.reason or "", 120.0)
-            a.stuck = state
-        elif a.stuck is not None:  # it got going after all
-            self._unstick(a)
-
-    def _unstick(self, a: Attempt) -> None:
-        a.stuck = a.stuck_since = None
-        if a.job_failed is None:
-            self.timers.pop(a.spec.run_id, None)
-
-    def _start_clock(self, a: Attempt, state: PodState) -> None:
-        """The worker container started: its func's timeout counts from then (not from the pod's creation:
-        scheduling, waiting for capacity and pulling the image do not count)."""
-        a.timed = True
-        started = timestamp(state.started_at)
-        elapsed = max(0.0, time.time() - started - 1.0) if started is not None else 0.0  # whole seconds
-        self.deadlines[a.spec.run_id] = (time.monotonic() + float(a.timeout or 0) - elapsed, float(a.timeout or 0))
-
-    def _check_timers(self, now: float, out: list[Ended]) -> None:
-        for run_id, when in list(self.timers.items()):
-            if when > now:
-                continue
-            del self.timers[run_id]
-            a = self.attempts.get(run_id)
-            if a is None:
-                continue
-            if a.job_failed is not None:  # no pod ending came: the Job's word is all there is
-                reason, message = a.job_failed
-                out.append(self._finish(a, PodState("Failed", terminal=True, reason=reason, message=message,
-                                                    started=a.pod_name is not None)))
-            elif a.stuck is not None:
-                grace = self.graces.get(a.stuck.reason or "", 120.0)
-                message = f"{a.stuck.message or a.stuck.reason} (still so after {grace:g}s)"
-                out.append(self._finish(a, dataclasses.replace(a.stuck, message=message), delete=True))
-
-    def _check_events(self, now: float, out: list[Ended]) -> None:
-        """Read the Events of Jobs without a pod and of pods that do not start: a FailedCreate (Pod Security,
-        a missing ServiceAccount, a webhook), FailedCreatePodSandBox or FailedMount makes the attempt stuck
-        (failed after ``create_grace``); an exceeded quota it fits in is waited out."""
-        reads = 0
-        for run_id, when in list(self.checks.items()):
-            if when > now:
-                continue
-            a = self.attempts.get(run_id)
-            if a is None or not a.quiet:
-                self.checks.pop(run_id, None)
-                continue
-            name = a.pod_name or a.job_name
-            if self.events_watched:  # they come to us: no API call
-                self.checks[run_id] = now + self.settings.event_check
-                known = self.blocking.get(name)
-                if known is None:
-                    continue
-                _, reason, message = known
-            else:
-                if reads >= EVENT_READS_PER_TURN:  # many quiet at once (a slow controller, a long pull)
-                    self.checks[run_id] = now + self.settings.event_check * random.random()
-                    continue
-                reads += 1
-                a.event_reads += 1  # quiet for long: read less often (10 s, 20 s, ... 160 s)
-                self.checks[run_id] = now + self.settings.event_check * 2 ** min(a.event_reads - 1, 4)
-                event = self._blocking_event(name)
-                if event is None:
-                    continue
-                reason, message = event.get("reason") or "", event.get("message") or ""
-            if reason == "FailedCreate" and fits_quota(message):
-                a.wait(f"waiting for quota: {message}", self.stats.waits)
-                continue
-            if a.stuck is None or a.stuck.reason != reason:
-                a.stuck_since = now
-                self.timers[run_id] = now + self.graces.get(reason, self.settings.create_grace)
-                log.warning("run %s: %s: %s", run_id, PLAIN.get(reason, reason), message)
-            kind = "Job" if name == a.job_name else "pod"
-            a.stuck = PodState("Pending", reason=reason, stuck=True,
-                               message=f"{PLAIN.get(reason, reason)} ({kind} {name}): {message}")
+    def _act(self, verdict: Verdict, out: list[Ended]) -> None:
+        """Carry out what the follower decided: launch the attempt again, or finish it (its ending to ``out``)."""
+        if verdict.relaunch:
+            self._relaunch(verdict.attempt, verdict.state)
+        else:
+            out.append(self._finish(verdict.attempt, verdict.state, delete=verdict.delete))
 
     def _blocking_event(self, name: str) -> dict[str, Any] | None:
         """The newest Warning Event about ``name`` that says why it has no pod or does not start."""
@@ -560,13 +373,11 @@ class KubernetesExecutor(RemoteExecutor):
         a.relaunches += 1
         self.stats.relaunches += 1
         log.warning("run %s: pod %s %s (%s); launching it again (%d/%d)", a.spec.run_id, a.pod_name,
-                    state.reason, state.message or "", a.relaunches, self.eviction_relaunches)
+                    state.reason, state.message or "", a.relaunches, self.settings.eviction_relaunches)
         self._delete(a.job_name)
         body = a.make_body(a.relaunches)
         self.attempts.relaunched(a, body["metadata"]["name"])
-        self.deadlines.pop(a.spec.run_id, None)
-        self.timers.pop(a.spec.run_id, None)
-        self.checks.pop(a.spec.run_id, None)
+        self.follower.relaunched(a)
         self._create(a, body)
 
     def _finish(self, a: Attempt, state: PodState, delete: bool = False) -> Ended:
@@ -581,10 +392,7 @@ class KubernetesExecutor(RemoteExecutor):
 
     def _drop(self, a: Attempt) -> None:
         self.attempts.drop(a)
-        self.blocking.pop(a.job_name, None)
-        self.blocking.pop(a.pod_name or "", None)
-        self.timers.pop(a.spec.run_id, None)
-        self.checks.pop(a.spec.run_id, None)
+        self.follower.forget(a)
 
     def _logs(self, a: Attempt) -> str:
         if not a.pod_name:
