@@ -1,0 +1,162 @@
+"""Launching the Kubernetes executor's worker Jobs: creating them, re-attaching to the ones that exist, and
+finding the driver's Job that owns them.
+
+Job creation is rate-limited (token bucket, ``creates_per_second``). API calls are retried on 429 and 5xx with
+backoff; a create still refused with 429, 5xx or an exceeded quota is queued (:mod:`.kubernetes_launch_queue`)
+and tried again later (all creates pause meanwhile), never failing its run; a 409 on create means the Job is
+already there (a restarted driver, or a create that went through before its answer was lost): it is re-attached,
+never duplicated; a create refused by RBAC (the driver's Role lacks ``create`` on jobs) ends the resolution with
+:class:`~sematic_k8s.errors.KubernetesForbidden` naming what it lacks, a 401 (the driver's token refused) with
+:class:`~sematic_k8s.errors.KubernetesUnauthorized` (a driver exits 75 on it, to be started again with a fresh
+token), while any other refusal (a webhook's denial, an invalid Job) fails only its run. On start-up the Jobs of
+the resolution are listed once, so a restarted driver re-attaches to the newest Job of each attempt (``...-r1``
+after an eviction) instead of creating the first again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import time
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats
+from sematic_k8s.executors.kubernetes_launch_queue import LaunchQueue
+from sematic_k8s.executors.remote import Ended
+from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_message, denial, refused, retryable
+from sematic_k8s.k8s.events import for_now
+from sematic_k8s.k8s.executor_settings import KubernetesSettings
+from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs
+from sematic_k8s.k8s.pods import slim_job
+from sematic_k8s.k8s.watch import Event
+from sematic_k8s.labels import ATTEMPT_LABEL, RUN_LABEL
+from sematic_k8s.settings import DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV
+
+log = logging.getLogger("sematic_k8s.k8s")
+
+
+class Made(enum.Enum):
+    """What became of a Job's create, when it was not refused for good (that is an Ended)."""
+
+    CREATED = "created"  # or re-attached: follow it
+    QUEUED = "queued"  # refused for now: tried again later
+    EXISTS = "exists"  # a Job of that name is there: JobLauncher.adopt says whose it is
+
+
+class JobLauncher:
+    """Creates the attempts' Jobs in ``kube``'s namespace, with ``settings``' rate limit and pauses; counts its
+    calls in ``stats``."""
+
+    def __init__(self, kube: NamespacedApi, settings: KubernetesSettings, backoff: Backoff, stats: KubeStats) -> None:
+        self.kube, self.settings, self.backoff, self.stats = kube, settings, backoff, stats
+        self.create_backoff = dataclasses.replace(backoff, attempts=min(3, backoff.attempts))  # then queued
+        self.bucket = TokenBucket(settings.creates_per_second, settings.create_burst)
+        self.queue = LaunchQueue()
+        self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
+
+    def find_owner(self, root_id: str) -> tuple[str, str] | None:
+        """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""
+        owner = self.settings.owner
+        if owner is False:
+            return None
+        if isinstance(owner, (tuple, list)):
+            return (str(owner[0]), str(owner[1]))
+        name, uid = os.environ.get(DRIVER_JOB_ENV), os.environ.get(DRIVER_JOB_UID_ENV)
+        if name and uid:
+            return name, uid
+        name = name or driver_job_name(root_id)
+        try:
+            self.stats.owner_reads += 1
+            job = self.kube.read_job(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise refused(e, f"read Job {name}", self.kube.namespace) from None
+            log.info("no driver Job %s in %s: worker Jobs will have no owner", name, self.kube.namespace)
+            return None
+        uid = job.metadata.uid if job.metadata else None
+        return (name, uid) if uid else None
+
+    def list_jobs(self, selector: str) -> tuple[Event, str | None]:
+        """List the resolution's worker Jobs (a restarted driver's earlier ones), page by page, and remember the
+        newest Job of each attempt. Returns them as a SYNC event, and the list's resourceVersion."""
+        since, token = time.monotonic(), None
+        items: list[dict[str, Any]] = []
+        while True:
+            self.stats.job_lists += 1
+            try:
+                data = self.kube.list_jobs(selector, self.settings.page, token)
+            except ApiException as e:
+                raise refused(e, "list Jobs", self.kube.namespace) from None
+            items.extend(slim_job(j) for j in data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        self.existing = newest_jobs(items)
+        version = (data.get("metadata") or {}).get("resourceVersion") or None
+        return Event("job", "SYNC", items=items, since=since), version
+
+    def found(self, a: Attempt) -> bool:
+        """Whether the start-up list found this attempt's Job (a restarted driver's): if so ``a`` is its newest
+        (``...-r<n>`` after evictions), to be followed, not created."""
+        found = self.existing.pop((a.spec.run_id, str(a.spec.attempt)), None)
+        if found is None:
+            return False
+        a.relaunches, a.job_name = found
+        self.stats.reattached += 1
+        log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id, a.spec.attempt)
+        return True
+
+    def create(self, a: Attempt, body: dict[str, Any]) -> Made | Ended:
+        """Create the attempt's Job (``body``); queue it when the API server is busy or a quota is used up; an
+        Ended when the API server refuses it for good; KubernetesForbidden when RBAC refuses it,
+        KubernetesUnauthorized when the API server does not accept the driver's token (401)."""
+        self.bucket.acquire()
+        try:
+            self.stats.creates += 1
+            self.kube.create_job(body, self.create_backoff)
+        except ApiException as e:
+            if e.status == 409:
+                self.stats.conflicts += 1
+                return Made.EXISTS
+            if e.status == 401 or denial(e) is not None:  # the driver's token or Role, not the run's doing
+                raise refused(e, f"create Job {a.job_name}", self.kube.namespace) from None
+            if for_now(e):
+                self.hold(a, body, e)
+                return Made.QUEUED
+            return Ended(a.spec.run_id, None, "JobCreateFailed",
+                         f"the API server refused Job {a.job_name} ({e.status}): {api_message(e)}")
+        except Exception as e:
+            if not retryable(e):
+                raise
+            self.hold(a, body, e)  # unreachable for now
+            return Made.QUEUED
+        return Made.CREATED
+
+    def adopt(self, a: Attempt) -> Made | Ended:
+        """The attempt's Job exists: re-attach to it if it is this attempt's (a restarted driver, a create whose
+        answer was lost), else an Ended (another run's Job has its name)."""
+        try:
+            job = self.kube.read_job(a.job_name)
+        except ApiException as e:
+            raise refused(e, f"read Job {a.job_name}", self.kube.namespace) from None
+        labels = (job.metadata.labels if job.metadata else None) or {}
+        if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
+            self.stats.reattached += 1
+            log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id,
+                     a.spec.attempt)
+            return Made.CREATED
+        return Ended(a.spec.run_id, None, "JobNameConflict", f"Job {a.job_name} exists and belongs to another run")
+
+    def hold(self, a: Attempt, body: dict[str, Any], e: BaseException | None) -> None:
+        """Create it later; a refusal ``e`` pauses every create (429: for as long as Retry-After says)."""
+        if e is not None:
+            self.stats.requeued += 1
+            self.queue.pause(min(self.settings.requeue_cap, self.backoff.delay(min(self.stats.requeued, 6), e)))
+            why = api_message(e) if isinstance(e, ApiException) else str(e)
+            a.wait(f"waiting to create its Job: {getattr(e, 'status', '') or type(e).__name__} {why}",
+                   self.stats.waits)
+        self.queue.hold(a.spec.run_id, body)
