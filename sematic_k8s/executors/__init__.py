@@ -8,7 +8,9 @@ input artifact ids, as JSON) and reads the worker's outcome document back from s
 
 - :mod:`.inline`: in this process (threads for parallelism and timeouts); the LocalResolver's executor.
 - :mod:`.inline_or_remote`: a driver's executor: inline funcs in the driver, the others remote.
-- :mod:`.process`, :mod:`.docker`, :mod:`.kubernetes`: one worker process, container or Job per attempt.
+- :mod:`.process`, :mod:`.docker`, :mod:`.kubernetes`: one worker process, container or Job per attempt. The
+  Kubernetes executor wires one module per job: :mod:`.kubernetes_launch` (with :mod:`.kubernetes_launch_queue`)
+  creates Jobs, :mod:`.kubernetes_follow` follows them, :mod:`.kubernetes_attempts` holds what is known of each.
 - :mod:`.scripted`: outcomes decided in advance, to test the loop without threads or waiting.
 
 Drivers pick executors by name through :data:`sematic_k8s.backends.EXECUTORS` (each has ``from_spec``).

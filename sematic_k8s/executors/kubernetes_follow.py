@@ -1,7 +1,7 @@
 """Following the Kubernetes executor's attempts: what the watches say of their pods and Jobs, and what Warning
 Events say of a pod that is not created or does not start, turned into verdicts (:class:`Verdict`) for the
-executor to carry out: launch the attempt again, or finish it. No API calls here: the executor reads Events for it when
-they cannot be watched.
+executor to carry out: launch the attempt again, or finish it. No API calls here: the executor reads Events for
+it when they cannot be watched.
 
 The worker is read from its own container's status (sidecars do not count; a classic sidecar that never exits
 does not keep the run going). Pod endings are recorded in plain words: OOMKilled; Evicted and kubelet
