@@ -297,12 +297,6 @@ class ResolutionLoop:
 
     # -- running ----------------------------------------------------------------------------------
 
-    def _materialize(self, structure: Any) -> Value:
-        """A Value for an input or output structure: reused as is, or built and serialized once."""
-        if isinstance(structure, Value):
-            return structure
-        return self.recorder.value(graph.map_leaves(structure, lambda v: v.value))
-
     def _look_up_cache(self, nodes: list[graph.Node]) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
         inputs materialized once), with the hits' output artifacts. The hits are resolved at once
@@ -314,7 +308,7 @@ class ResolutionLoop:
             if node.func is None or not node.func.cache or node.run_id in self.forced or node.state != CREATED:
                 continue
             try:
-                inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
+                inputs = {k: self.recorder.materialize(s) for k, s in self.graph.inputs(node).items()}
             except Exception:
                 continue  # _start tries again, and fails the run (or the resolution) as it should
             if caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()
@@ -395,7 +389,7 @@ class ResolutionLoop:
             inputs = prepared[0]
         else:
             try:
-                inputs = {k: self._materialize(s) for k, s in self.graph.inputs(node).items()}
+                inputs = {k: self.recorder.materialize(s) for k, s in self.graph.inputs(node).items()}
             except InfrastructureError:
                 raise  # storage, not the func: the resolution ends as an infrastructure failure
             except Exception as e:
@@ -555,7 +549,7 @@ class ResolutionLoop:
     @collector.paused()
     def _finish_composition(self, node: graph.Node) -> None:
         try:
-            out = self._materialize(self.graph.output_structure(node))
+            out = self.recorder.materialize(self.graph.output_structure(node))
             if node.func is not None:
                 node.func.check_output(out.value)
         except InfrastructureError:

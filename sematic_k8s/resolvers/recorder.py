@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sematic_k8s import serialization
+from sematic_k8s import graph, serialization
 from sematic_k8s.serialization import Value
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.store.base import Store
@@ -50,6 +50,13 @@ class Recorder:
             self.written.add(s.id)
             self.known_artifacts.add(s.id)
         return Value(s.id, s.format, s.type_name, value)
+
+    def materialize(self, structure: Any) -> Value:
+        """A Value for an input or output structure of the graph (its leaves Values): reused as is, or built and
+        serialized once (:meth:`value`)."""
+        if isinstance(structure, Value):
+            return structure
+        return self.value(graph.map_leaves(structure, lambda v: v.value))
 
     def stored_value(self, artifact_id: str, fmt: str | None = None, type_name: str = "",
                      inline: bytes | None = None) -> Value:
