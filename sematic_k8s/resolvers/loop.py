@@ -116,7 +116,6 @@ class ResolutionLoop:
         self.task_inputs: dict[str, dict[str, Value]] = {}
         self.failed_exc: BaseException | None = None
         self.last_flush = time.monotonic()
-        self.notes: dict[str, dict[str, Any]] = {}  # what the loop noted on each run (the column is written whole)
         self.waiting: dict[str, str] = {}  # run id -> what its worker waits for, as last noted on the run
         self.waiting_checked = float("-inf")
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
@@ -354,7 +353,7 @@ class ResolutionLoop:
             func: Func = node.func
             input_ids = {k: v.id for k, v in inputs.items()}
             record = planned.get(run_id)
-            if record is None or not record.keys() <= _PLANNED or run_id in self.notes:
+            if record is None or not record.keys() <= _PLANNED or run_id in self.recorder.notes:
                 self._cache_hit(node, hit, hit.output_id, {"inputs": input_ids, "cache_key": key})
                 continue
             changed = _source_changed(func, hit)
@@ -406,7 +405,7 @@ class ResolutionLoop:
             elif reason := caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()
                                                          if v.format != serialization.JSON]):
                 log.warning("%s (run %s): %s", func.name, node.run_id, reason)
-                fields["notes"] = self._note(node.run_id, cache={"skipped": reason})
+                fields["notes"] = self.recorder.note(node.run_id, cache={"skipped": reason})
             else:
                 key = prepared[1] if prepared is not None and prepared[1] else caching.cache_key(
                     self.namespace, func.path, input_ids)
@@ -433,15 +432,9 @@ class ResolutionLoop:
         for run_id in self.waiting.keys() | waiting.keys():
             why = waiting.get(run_id)
             if why != self.waiting.get(run_id):
-                notes = dict(self.notes.get(run_id, {}))
+                notes = dict(self.recorder.notes.get(run_id, {}))
                 self.recorder.batch.update_run(run_id, notes={**notes, "waiting": why} if why else notes)
         self.waiting = waiting
-
-    def _note(self, run_id: str, **notes: Any) -> dict[str, Any]:
-        """A run's notes with ``notes`` added: what to record (the whole dict, so nothing noted earlier is lost)."""
-        merged = self.notes.setdefault(run_id, {})
-        merged.update(notes)
-        return dict(merged)
 
     def _cache_hit(self, node: graph.Node, hit: RunRecord, output_id: str, fields: dict[str, Any]) -> None:
         changed = _source_changed(node.func, hit)
@@ -449,7 +442,7 @@ class ResolutionLoop:
         output = self._hit_output(output_id)
         self._transition(node.run_id, RESOLVED, output,
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
-                         notes=self._note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))
+                         notes=self.recorder.note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))
 
     def _submit(self, node: graph.Node) -> None:
         attempt = self.attempts.get(node.run_id, 0) + 1
@@ -484,7 +477,7 @@ class ResolutionLoop:
             header = f"--- attempt {o.attempt} ---\n" if node.func.retries else ""
             self.storage.append(log_key(o.run_id), (header + o.logs).encode())
         if o.details:
-            self.recorder.batch.update_run(o.run_id, notes=self._note(o.run_id, executor=o.details))
+            self.recorder.batch.update_run(o.run_id, notes=self.recorder.note(o.run_id, executor=o.details))
         if o.error is not None or o.error_info is not None:
             self._on_error(node, o)
             return

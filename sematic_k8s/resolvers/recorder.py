@@ -20,7 +20,7 @@ INLINE_LIMIT = 4096  # bytes: the embedded resolver keeps artifacts up to this s
 
 
 class Recorder:
-    """The next batch of records, and the artifacts this resolution already knows."""
+    """The next batch of records, the artifacts this resolution already knows, and what it noted on its runs."""
 
     def __init__(self, store: Store, storage: Storage, *, inline_limit: int = 0) -> None:
         self.store, self.storage = store, storage
@@ -29,6 +29,7 @@ class Recorder:
         self.fence: dict[str, int] = {}  # resolution id -> the driver epoch this process took it over with
         self.known_artifacts: set[str] = set()
         self.written: set[str] = set()  # artifacts whose bytes this resolution computed and stored
+        self.notes: dict[str, dict[str, Any]] = {}  # run id -> what was noted on it (its column is written whole)
         self.load = artifact_loader(storage, self._inline_bytes)
 
     def _inline_bytes(self, artifact_id: str) -> bytes | None:
@@ -114,6 +115,12 @@ class Recorder:
         if artifact["id"] not in self.known_artifacts:
             self.batch.artifacts[artifact["id"]] = {**artifact, "created_at": utcnow()}
         return self.stored_value(artifact["id"], artifact["format"], artifact["type_name"])
+
+    def note(self, run_id: str, **notes: Any) -> dict[str, Any]:
+        """A run's notes with ``notes`` added: what to record (the whole dict, so nothing noted earlier is lost)."""
+        merged = self.notes.setdefault(run_id, {})
+        merged.update(notes)
+        return dict(merged)
 
     def discard(self) -> None:
         """Drop what is not written yet (its resolution was ended by another process: it may not be)."""
