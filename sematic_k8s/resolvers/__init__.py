@@ -9,4 +9,6 @@ storage and executor they wire together; the same loop resolves every pipeline.
   batch of records and the artifacts a resolution writes.
 - :mod:`.loop`: ``ResolutionLoop``, which drives the planned graph: starts runs, takes outcomes, retries,
   fails, cancels, and records every change in batched writes.
+- :mod:`.cache_hits`: the loop's cache look-ups, one batched query per planning wave, whose hits are resolved
+  together.
 """

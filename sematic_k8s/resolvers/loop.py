@@ -2,7 +2,8 @@
 
 It wires the pure :mod:`sematic_k8s.graph` to a Store (metadata), a Storage (artifact bytes) and
 an Executor (where func bodies run). Writes are batched: one store transaction per loop turn; a batch is kept
-(and grows) until the store has taken it. The loop heartbeats (:mod:`~sematic_k8s.resolvers.heartbeat`).
+(and grows) until the store has taken it. The loop heartbeats (:mod:`~sematic_k8s.resolvers.heartbeat`); its
+cache look-ups are :mod:`~sematic_k8s.resolvers.cache_hits`'s.
 
 Infrastructure failures (:class:`~sematic_k8s.errors.InfrastructureError`: the server, storage, a worker's
 node) are never pinned on a func: a run attempt that met one is tried again (up to :data:`INFRA_RETRIES`
@@ -21,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from sematic_k8s import caching, graph, serialization
+from sematic_k8s import caching, graph
 from sematic_k8s.errors import (
     DiskFull,
     DriverReplaced,
@@ -36,6 +37,7 @@ from sematic_k8s.func import Func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import CANCELED, CREATED, FAILED, RESOLVED, RUNNING, SCHEDULED
 from sematic_k8s.resolvers import collector
+from sematic_k8s.resolvers.cache_hits import CacheHits, source_changed
 from sematic_k8s.resolvers.heartbeat import Heartbeat
 from sematic_k8s.resolvers.planning import Planner, value_id
 from sematic_k8s.resolvers.recorder import Recorder
@@ -43,7 +45,7 @@ from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import CachedRun, CacheHit, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -62,14 +64,6 @@ def transient(exc: BaseException) -> bool:
     return module.startswith("urllib3")
 
 
-def _source_changed(func: Func, hit: RunRecord | CacheHit) -> bool:
-    """Whether a cache hit's run was made by other source than ``func``'s now (said in the log when so)."""
-    changed = hit.source_hash != func.source_hash
-    if changed:
-        log.warning("%s: cache hit on run %s, whose func source differs from the current code", func.name, hit.id)
-    return changed
-
-
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
@@ -78,9 +72,6 @@ INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
 DISK_FULL = DiskFull.__qualname__
-# the fields of a run as planned that a cache hit's record (CachedRun) carries over
-_PLANNED = frozenset({"id", "root_id", "parent_id", "func_path", "func_name", "state", "source_file", "source_text",
-                      "input_refs", "source_hash", "settings", "created_at", "original_run_id"})
 
 
 class ResolutionLoop:
@@ -101,15 +92,13 @@ class ResolutionLoop:
         self.recorder = Recorder(store, storage, inline_limit=inline_limit if getattr(executor, "in_process", False)
                                  else 0)
         self.planner = Planner(store, self.recorder, self.graph, self.settings)
+        self.cache = CacheHits(store, self.recorder, self.graph)
         self.attempts: dict[str, int] = {}
         self.pending: deque[graph.Node] = deque()
         self.timers: list[tuple[float, int, graph.Node]] = []
         self.in_flight = 0
         self.failure: tuple[str, dict] | None = None
-        self.forced: set[str] = set()
         self.resumed: set[str] = set()  # runs a restarted driver found running
-        self.warned_no_namespace = False
-        self.namespace: str | None = None
         self.root_id = ""
         self.cancel_checked = time.monotonic()
         self.cancel_asked = False
@@ -124,10 +113,6 @@ class ResolutionLoop:
         self.record_before_launch = not getattr(executor, "in_process", False)
         self.launching: list[Task] = []
         self.detach_on_outage = False  # a driver that will be restarted: see the module's docstring
-        self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}  # run id -> (inputs, cache key)
-        self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
-        self.run_keys: dict[str, str] = {}  # run id -> cache key, of cached runs executing
-        self.hit_artifacts: dict[str, tuple[str, str, bytes | None]] = {}  # a wave's hits' outputs (formats)
 
     # -- entry ------------------------------------------------------------------------------------
 
@@ -141,12 +126,12 @@ class ResolutionLoop:
             self._take_over(existing.id)
         plan = self.planner.plan(root, existing)  # a driver restarted: pick up where it stopped
         self.root_id = plan.root_id
-        self.forced, self.resumed = plan.forced, plan.resumed
+        self.cache.forced, self.resumed = plan.forced, plan.resumed
         self.attempts.update(plan.attempts)
         namespace = self.settings.cache_namespace
         recorded = plan.recorded_root() if callable(namespace) and plan.recorded_root is not None else None
         # a rerun: the namespace is computed from the root as recorded
-        self.namespace = caching.resolve_namespace(namespace, root if recorded is None else recorded)
+        self.cache.namespace = caching.resolve_namespace(namespace, root if recorded is None else recorded)
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)
@@ -195,7 +180,7 @@ class ResolutionLoop:
         now = utcnow()
         self.recorder.batch.add_resolution(ResolutionRecord(
             id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=now, heartbeat_at=now,
-            settings={"kind": self.kind, "cache_namespace": self.namespace,
+            settings={"kind": self.kind, "cache_namespace": self.cache.namespace,
                       "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
             rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
         ))
@@ -245,7 +230,7 @@ class ResolutionLoop:
                     self._finish_composition(node)
             self.pending.extend(ready)
             if ready:
-                self._look_up_cache(ready)
+                self.cache.look_up(ready, self._cache_hit, resolve=not self.failure)
             while self.pending and self.in_flight < self.max_parallelism and not self.failure:
                 node = self.pending.popleft()
                 if node.state == CREATED:
@@ -270,8 +255,7 @@ class ResolutionLoop:
             self.graph.resolve(run_id, output)
             self.task_inputs.pop(run_id, None)  # what a run in progress needs goes once it resolved
             self.attempts.pop(run_id, None)  # (a late outcome of it is ignored by its state alone)
-            if (key := self.run_keys.pop(run_id, None)) is not None:
-                self.looked_up.pop(key, None)  # a newer entry: a later run with this key looks it up again
+            self.cache.resolved(run_id)  # a later run with its cache key looks the key up again
             fields = {"output_id": output.id, "ended_at": utcnow(), **fields}
             changed = [run_id]
         elif run_id is None:
@@ -296,94 +280,9 @@ class ResolutionLoop:
 
     # -- running ----------------------------------------------------------------------------------
 
-    def _look_up_cache(self, nodes: list[graph.Node]) -> None:
-        """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
-        inputs materialized once), with the hits' output artifacts. The hits are resolved at once
-        (:meth:`_resolve_hits`); the other runs keep their inputs and keys for :meth:`_start`."""
-        if self.namespace is None:
-            return
-        keys: dict[str, tuple[dict[str, Value], str]] = {}
-        for node in nodes:
-            if node.func is None or not node.func.cache or node.run_id in self.forced or node.state != CREATED:
-                continue
-            try:
-                inputs = {k: self.recorder.materialize(s) for k, s in self.graph.inputs(node).items()}
-            except Exception:
-                continue  # _start tries again, and fails the run (or the resolution) as it should
-            if caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()
-                                           if v.format != serialization.JSON]):
-                self.prepared[node.run_id] = (inputs, None)
-                continue
-            key = caching.cache_key(self.namespace, node.func.path, {k: v.id for k, v in inputs.items()})
-            keys[node.run_id] = (inputs, key)
-        if not keys:
-            return
-        find_hits = getattr(self.store, "find_hits", None)  # with the hits' outputs, in one query
-        if find_hits is not None:
-            found = find_hits(key for _, key in keys.values())
-            hits: dict[str, Any] = {k: run for k, (run, _) in found.items()}
-            self.hit_artifacts = {run.output_id: art for run, art in found.values() if art and run.output_id}
-        else:
-            hits = self.store.find_cached_many(key for _, key in keys.values())
-            self.hit_artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
-        if not self.failure:
-            keys = self._resolve_hits(keys, hits)
-        self.prepared.update(keys)
-        self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
-
-    @collector.paused()
-    def _resolve_hits(self, keys: dict[str, tuple[dict[str, Value], str]],
-                      hits: dict[str, Any]) -> dict[str, tuple[dict[str, Value], str]]:
-        """Resolve the runs of a wave that hit the cache, together, as their look-up answered (the rest of ``keys``
-        is returned, for :meth:`_start`). Each hit is recorded whole (:class:`CachedRun`) in place of its record as
-        planned; their inputs' artifacts are not recorded again (the runs they reuse were recorded with them)."""
-        batch, nodes = self.recorder.batch, self.graph.nodes
-        planned, artifacts = batch.new_runs, batch.artifacts
-        rest: dict[str, tuple[dict[str, Value], str]] = {}
-        now = utcnow()
-        outputs = self.recorder.stored_values({  # the small ones decoded together, now
-            hit.output_id: art for _, key in keys.values() if (hit := hits.get(key)) is not None
-            and (art := self.hit_artifacts.get(hit.output_id)) is not None})
-        for run_id, (inputs, key) in keys.items():
-            hit = hits.get(key)
-            if hit is None or hit.output_id is None:
-                rest[run_id] = (inputs, key)
-                continue
-            node = nodes[run_id]
-            func: Func = node.func
-            input_ids = {k: v.id for k, v in inputs.items()}
-            record = planned.get(run_id)
-            if record is None or not record.keys() <= _PLANNED or run_id in self.recorder.notes:
-                self._cache_hit(node, hit, hit.output_id, {"inputs": input_ids, "cache_key": key})
-                continue
-            changed = _source_changed(func, hit)
-            output = outputs.get(hit.output_id)
-            output = self._hit_output(hit.output_id) if output is None else output
-            self.graph.resolve(run_id, output)
-            batch.add_hit(CachedRun(
-                run_id, record["root_id"], record.get("parent_id"), record["func_path"], record["func_name"],
-                record.get("source_file"), record.get("source_text"), record.get("source_hash"),
-                record.get("settings", {}), record.get("input_refs", {}), input_ids, hit.output_id, key, hit.id,
-                changed, record.get("original_run_id"),
-                record.get("created_at"), now))
-            for artifact_id in input_ids.values():
-                artifacts.pop(artifact_id, None)
-        return rest
-
-    def _hit_output(self, output_id: str) -> Value:
-        art = self.hit_artifacts.get(output_id)
-        return self.recorder.stored_value(output_id, *art) if art else self.recorder.stored_value(output_id)
-
-    def _find_cached(self, key: str) -> RunRecord | None:
-        """The cache hit of ``key``: from its wave's batched look-up unless a run of this resolution with that
-        key resolved since (then looked up alone, as it may be the most recent one now)."""
-        if key in self.looked_up:
-            return self.looked_up.pop(key)
-        return self.store.find_cached(key)
-
     def _start(self, node: graph.Node) -> None:
         func: Func = node.func
-        prepared = self.prepared.pop(node.run_id, None)
+        prepared = self.cache.prepared.pop(node.run_id, None)
         if prepared is not None:
             inputs = prepared[0]
         else:
@@ -394,27 +293,12 @@ class ResolutionLoop:
             except Exception as e:
                 self._fail(node, e)
                 return
-        input_ids = {k: v.id for k, v in inputs.items()}
-        fields: dict[str, Any] = {"inputs": input_ids}
+        fields: dict[str, Any] = {"inputs": {k: v.id for k, v in inputs.items()}}
         if func.cache:
-            if self.namespace is None:
-                if not self.warned_no_namespace:
-                    log.warning("%s has cache=True but the resolver has no cache_namespace: caching is off "
-                                "for this resolution", func.name)
-                    self.warned_no_namespace = True
-            elif reason := caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()
-                                                         if v.format != serialization.JSON]):
-                log.warning("%s (run %s): %s", func.name, node.run_id, reason)
-                fields["notes"] = self.recorder.note(node.run_id, cache={"skipped": reason})
-            else:
-                key = prepared[1] if prepared is not None and prepared[1] else caching.cache_key(
-                    self.namespace, func.path, input_ids)
-                fields["cache_key"] = key
-                hit = None if node.run_id in self.forced else self._find_cached(key)
-                if hit is not None and hit.output_id is not None:
-                    self._cache_hit(node, hit, hit.output_id, fields)
-                    return
-                self.run_keys[node.run_id] = key
+            hit = self.cache.find(node, inputs, prepared[1] if prepared else None, fields)
+            if hit is not None:
+                self._cache_hit(node, *hit, fields)
+                return
         self.recorder.batch.update_run(node.run_id, **fields)
         self.task_inputs[node.run_id] = inputs
         self._submit(node)
@@ -437,9 +321,10 @@ class ResolutionLoop:
         self.waiting = waiting
 
     def _cache_hit(self, node: graph.Node, hit: RunRecord, output_id: str, fields: dict[str, Any]) -> None:
-        changed = _source_changed(node.func, hit)
+        """Resolve a run by its cache hit, its record updated: the hit's output, the run it came from, a note."""
+        changed = source_changed(node.func, hit)
         now = utcnow()
-        output = self._hit_output(output_id)
+        output = self.cache.output(output_id)
         self._transition(node.run_id, RESOLVED, output,
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes=self.recorder.note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))
