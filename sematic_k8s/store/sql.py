@@ -9,7 +9,6 @@ first (:meth:`SqlStore.expire_silent`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import functools
@@ -24,8 +23,9 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord, DiskFull
+from sematic_k8s.errors import DiskFull
 from sematic_k8s.store import checkpoints, diskfull, guards, records, schema
+from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
     CANCELED,
@@ -64,37 +64,6 @@ FORWARD_ONLY = frozenset({"heartbeat_at"})
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
-
-
-_JSON_SEEN: dict[int, tuple[Any, Any, str]] = {}  # id -> (the dict, a copy, its JSON): settings shared by runs
-
-
-def _json_text(value: Any) -> str:
-    """JSON columns' text: ``json.dumps``, with the common cases cheap (null, {}, and a dict many rows share,
-    such as a func's settings on each of its runs: encoded once, checked unchanged by comparison)."""
-    if value is None:
-        return "null"
-    if type(value) is dict:
-        if not value:
-            return "{}"
-        seen = _JSON_SEEN.get(id(value))
-        if seen is not None and seen[0] is value and seen[1] == value:
-            return seen[2]
-        text = json.dumps(value)
-        if len(value) >= 8:  # settings-like: worth remembering
-            if len(_JSON_SEEN) > 1024:
-                _JSON_SEEN.clear()
-            _JSON_SEEN[id(value)] = (value, copy.deepcopy(value), text)
-        return text
-    return json.dumps(value)
-
-
-def _json_value(text: str | bytes) -> Any:
-    """A JSON column's value; :class:`CorruptRecord` when its text is not JSON (an edited or damaged database)."""
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise CorruptRecord(text if isinstance(text, str) else text.decode(errors="replace"), str(e)) from None
 
 
 _Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
@@ -158,7 +127,7 @@ class SqlStore:
     def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
                  **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, **{"json_serializer": _json_text, "json_deserializer": _json_value,
+        self.engine = sa.create_engine(url, **{"json_serializer": json_text, "json_deserializer": json_value,
                                                **engine_kwargs})
         self.stale_after = stale_after
         self._checkpoints: checkpoints.Checkpointer | None = None
@@ -382,7 +351,7 @@ class SqlStore:
             created, ended = stamp(h.created_at), stamp(h.ended_at)
             settings = shared.get(id(h.settings))
             if settings is None or settings[0] is not h.settings:
-                settings = shared[id(h.settings)] = (h.settings, _json_text(h.settings))
+                settings = shared[id(h.settings)] = (h.settings, json_text(h.settings))
             refs = h.input_refs
             refs_text = ("{" + ", ".join(f'{q(k)}: {{"artifact": {q(t["artifact"])}}}' for k, t in refs.items()) + "}"
                          if all(len(t) == 1 and "artifact" in t for t in refs.values()) else dumps(refs))
@@ -516,7 +485,7 @@ class SqlStore:
                 .select_from(t.outerjoin(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
-        loads = _json_value
+        loads = json_value
         return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
                          None if output is None or output == "null" else
                          loads(output) if '"run"' in output else VALUES_ONLY, output_id,
@@ -536,7 +505,7 @@ class SqlStore:
                 for row in conn.execute(sa.select(*cols).where(t.c.id.in_(wanted[i:i + 500]))).mappings():
                     doc = dict(row)
                     refs = doc["input_refs"]
-                    doc["input_refs"] = {} if doc["id"] in refs_known or not refs else _json_value(refs)
+                    doc["input_refs"] = {} if doc["id"] in refs_known or not refs else json_value(refs)
                     out.append(RunRecord(**doc))
         return out
 
