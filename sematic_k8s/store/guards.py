@@ -55,7 +55,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
       not a resolver's: they pass.)
 
     Called before the batch writes anything. On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the
-    batch updates or fences in id order (the order :meth:`SqlStore._update` takes them in): a sweeper's or a
+    batch updates or fences in id order (the order :func:`writes.update` takes them in): a sweeper's or a
     takeover's commit, or another write's sequence, cannot fall between this check and the write, and a sweeper's
     update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the transaction holds
     the database's write lock from its start, :func:`hold_write_lock`.)"""
@@ -97,7 +97,7 @@ def refuse_unresolving(conn: sa.Connection, table: sa.Table, updates: dict[str, 
     """Raise :class:`RunResolved` (the whole batch is not recorded) for an update that changes the state or the
     output of a run recorded as resolved (sending the same update again changes neither). Only updates that
     set another state or an output are looked up; on PostgreSQL their rows are read ``FOR UPDATE``, in id order
-    (as :meth:`SqlStore._update` locks them), so a run resolved meanwhile by another writer is seen."""
+    (as :func:`writes.update` locks them), so a run resolved meanwhile by another writer is seen."""
     changing = sorted(r for r, fields in updates.items()
                       if fields.get("state", RESOLVED) != RESOLVED or "output_id" in fields)
     t = table

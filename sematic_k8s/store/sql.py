@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 from collections.abc import Collection, Iterable
@@ -20,11 +19,11 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from sematic_k8s import settings
 from sematic_k8s.errors import DiskFull
-from sematic_k8s.store import checkpoints, diskfull, guards, records, schema
+from sematic_k8s.store import checkpoints, diskfull, guards, records, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -58,9 +57,6 @@ _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 
 _REF_FIELDS = ("input_refs", "output_ref")
-# fields an update sets only to a later value than the recorded one: a heartbeat that lands after a newer one (the
-# loop's and its heartbeat thread's writes cross; a retried request's first attempt lands late) sets nothing back
-FORWARD_ONLY = frozenset({"heartbeat_at"})
 VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
@@ -84,25 +80,6 @@ def _hit_insert(dialect: str, paramstyle: str) -> str:
               for c in _HIT_COLUMNS]
     return (f"INSERT INTO runs ({', '.join(_HIT_COLUMNS)}, state, attempts) VALUES ({', '.join(values)}, "
             "'resolved', 0) ON CONFLICT (id) DO NOTHING")
-
-
-@functools.lru_cache(maxsize=256)
-def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
-    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields; a heartbeat only
-    moves forward (:data:`FORWARD_ONLY`)."""
-    values: dict[str, Any] = {k: sa.bindparam(k) for k in keys}
-    for k in FORWARD_ONLY.intersection(keys):
-        column, new = table.c[k], sa.bindparam(k, type_=table.c[k].type)
-        values[k] = sa.case((sa.or_(column.is_(None), column < new), new), else_=column)
-    return sa.update(table).where(table.c.id == sa.bindparam("_id")).values(values)
-
-
-@functools.lru_cache(maxsize=8)
-def _lock_statement(table: sa.Table) -> sa.Select:
-    """PostgreSQL: ``SELECT id FROM table WHERE id = ANY(:ids) ORDER BY id FOR UPDATE`` (one array parameter,
-    however many ids), which locks the rows in id order."""
-    ids = sa.bindparam("ids", type_=postgresql.ARRAY(table.c.id.type))
-    return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -200,20 +177,20 @@ class SqlStore:
             if res_updates or batch.fence or batch.sequence:  # first: refused, or applied already, it writes nothing
                 guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
                 res_updates = guards.sequenced(res_updates, batch.sequence)
-            self._insert_absent(conn, self._res, batch.new_resolutions)
+            writes.insert_absent(conn, self._res, batch.new_resolutions)
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
                     conflicts |= guards.conflicting_artifacts(conn, self._arts, rows)
-                self._insert_artifacts(conn, rows)
+                writes.insert_artifacts(conn, self._arts, rows)
             for rows in guards.chunks(list(batch.new_runs.values())):
-                self._insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
+                writes.insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
             self._clone_runs(conn, list(batch.clones.values()))
             for hits in guards.chunks(list(batch.hits.values())):
                 self._insert_hits(conn, hits)
             if batch.run_updates:
                 guards.refuse_unresolving(conn, self._runs, batch.run_updates)
-            self._update(conn, self._runs, batch.run_updates)
-            self._update(conn, self._res, res_updates)
+            writes.update(conn, self._runs, batch.run_updates)
+            writes.update(conn, self._res, res_updates)
 
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
@@ -232,23 +209,6 @@ class SqlStore:
             raise LookupError(f"resolution {resolution_id} is not recorded: nothing to take over")
         return int(epoch)
 
-    @staticmethod
-    def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """Insert the rows whose id is not there yet (``ON CONFLICT DO NOTHING``): race-free between writers
-        of the same artifact, and harmless when a batch is sent again."""
-        if not rows:
-            return
-        if conn.dialect.name == "sqlite":
-            conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
-            return
-        if conn.dialect.name == "postgresql":
-            conn.execute(postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
-            return
-        present = set(conn.scalars(sa.select(table.c.id).where(table.c.id.in_([r["id"] for r in rows]))))
-        rows = [r for r in rows if r["id"] not in present]
-        if rows:
-            conn.execute(sa.insert(table), rows)
-
     def replace_artifact(self, recorded: ArtifactRecord, written: dict[str, Any]) -> bool:
         """Replace the record of an artifact stored without bytes in its record by ``written`` (its format, type,
         summary and size), if it is still ``recorded``: what a writer whose record the stored bytes verify calls
@@ -260,27 +220,6 @@ class SqlStore:
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
             return bool(conn.execute(stmt).rowcount)
-
-    def _insert_artifacts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        """Insert absent artifacts. A recorded artifact takes the record written with inline bytes when it has no
-        bytes, or other bytes, format, type, summary or size (the bytes of a content id are fixed and writers
-        computed or verified theirs, so a record that differs is corrupt, or was written ahead under an id easy to
-        compute, by a client that does not decide what the value is): computing a value again repairs it."""
-        if not rows:
-            return
-        rows = [r if "inline" in r else {**r, "inline": None} for r in rows]
-        t = self._arts
-        if conn.dialect.name not in ("sqlite", "postgresql"):
-            self._insert_absent(conn, t, rows)
-            return
-        ins = (sqlite.insert(t) if conn.dialect.name == "sqlite" else postgresql.insert(t))
-        new = ins.excluded
-        differs = [t.c.inline.is_(None), t.c.inline != new.inline, t.c.format != new.format,
-                   t.c.type_name != new.type_name, t.c.size != new.size,
-                   sa.cast(t.c.summary, sa.Text) != sa.cast(new.summary, sa.Text)]  # PostgreSQL's json has no =
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["id"], set_={c: new[c] for c in ("inline", "format", "type_name", "summary", "size")},
-            where=sa.and_(new.inline.is_not(None), sa.or_(*differs))), rows)
 
     def _clone_runs(self, conn: sa.Connection, clones: list[dict[str, Any]]) -> None:
         """Reused runs of a rerun, each copied from its original inside the database: their new ids, parents and
@@ -337,7 +276,7 @@ class SqlStore:
             return
         dialect = conn.dialect
         if dialect.name not in ("sqlite", "postgresql"):
-            self._insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
+            writes.insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
             return
         # SQLite: a timestamp's text as the sqlite3 module's adapter writes it (``isoformat(" ")``), without a call
         # into the adapter for each; PostgreSQL's driver takes datetimes as they are
@@ -362,19 +301,6 @@ class SqlStore:
                          h.output_id, h.cache_key, h.cached_from, h.original_run_id, h.source_hash, h.source_file,
                          h.source_text, settings[1], notes, created, ended, ended))
         conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
-
-    @staticmethod
-    def _update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row_id in sorted(updates):  # every writer locks rows in the same order: no deadlocks between them
-            fields = updates[row_id]
-            groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
-        if len(groups) > 1 and conn.dialect.name == "postgresql":  # one statement per group: lock all first
-            conn.execute(_lock_statement(table), {"ids": sorted(updates)})
-        for keys, rows in groups.items():
-            stmt = _update_statement(table, keys)
-            for chunk in guards.chunks(rows):
-                conn.execute(stmt, chunk)
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""The statements a batch's transaction runs for its records (:meth:`~sematic_k8s.store.sql.SqlStore.write`):
+inserts if absent (an artifact's record repaired by one written with its bytes) and updates, rows locked in id
+order, a heartbeat set only forward. The bulk writers of cache hits and rerun clones are in
+:mod:`~sematic_k8s.store.bulk`."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from sematic_k8s.store import guards
+
+# fields an update sets only to a later value than the recorded one: a heartbeat that lands after a newer one (the
+# loop's and its heartbeat thread's writes cross; a retried request's first attempt lands late) sets nothing back
+FORWARD_ONLY = frozenset({"heartbeat_at"})
+
+
+def insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose id is not there yet (``ON CONFLICT DO NOTHING``): race-free between writers
+    of the same artifact, and harmless when a batch is sent again."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+        return
+    present = set(conn.scalars(sa.select(table.c.id).where(table.c.id.in_([r["id"] for r in rows]))))
+    rows = [r for r in rows if r["id"] not in present]
+    if rows:
+        conn.execute(sa.insert(table), rows)
+
+
+def insert_artifacts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert absent artifacts. A recorded artifact takes the record written with inline bytes when it has no
+    bytes, or other bytes, format, type, summary or size (the bytes of a content id are fixed and writers
+    computed or verified theirs, so a record that differs is corrupt, or was written ahead under an id easy to
+    compute, by a client that does not decide what the value is): computing a value again repairs it."""
+    if not rows:
+        return
+    rows = [r if "inline" in r else {**r, "inline": None} for r in rows]
+    t = table
+    if conn.dialect.name not in ("sqlite", "postgresql"):
+        insert_absent(conn, t, rows)
+        return
+    ins = (sqlite.insert(t) if conn.dialect.name == "sqlite" else postgresql.insert(t))
+    new = ins.excluded
+    differs = [t.c.inline.is_(None), t.c.inline != new.inline, t.c.format != new.format,
+               t.c.type_name != new.type_name, t.c.size != new.size,
+               sa.cast(t.c.summary, sa.Text) != sa.cast(new.summary, sa.Text)]  # PostgreSQL's json has no =
+    conn.execute(ins.on_conflict_do_update(
+        index_elements=["id"], set_={c: new[c] for c in ("inline", "format", "type_name", "summary", "size")},
+        where=sa.and_(new.inline.is_not(None), sa.or_(*differs))), rows)
+
+
+def update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
+    """Set the fields of ``updates`` (row id -> fields) on their rows: one statement per set of fields."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id in sorted(updates):  # every writer locks rows in the same order: no deadlocks between them
+        fields = updates[row_id]
+        groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
+    if len(groups) > 1 and conn.dialect.name == "postgresql":  # one statement per group: lock all first
+        conn.execute(_lock_statement(table), {"ids": sorted(updates)})
+    for keys, rows in groups.items():
+        stmt = _update_statement(table, keys)
+        for chunk in guards.chunks(rows):
+            conn.execute(stmt, chunk)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
+    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields; a heartbeat only
+    moves forward (:data:`FORWARD_ONLY`)."""
+    values: dict[str, Any] = {k: sa.bindparam(k) for k in keys}
+    for k in FORWARD_ONLY.intersection(keys):
+        column, new = table.c[k], sa.bindparam(k, type_=table.c[k].type)
+        values[k] = sa.case((sa.or_(column.is_(None), column < new), new), else_=column)
+    return sa.update(table).where(table.c.id == sa.bindparam("_id")).values(values)
+
+
+@functools.lru_cache(maxsize=8)
+def _lock_statement(table: sa.Table) -> sa.Select:
+    """PostgreSQL: ``SELECT id FROM table WHERE id = ANY(:ids) ORDER BY id FOR UPDATE`` (one array parameter,
+    however many ids), which locks the rows in id order."""
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(table.c.id.type))
+    return sa.select(table.c.id).where(table.c.id == sa.any_(ids)).order_by(table.c.id).with_for_update()
