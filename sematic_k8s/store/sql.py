@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 from collections.abc import Collection, Iterable
-from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
 
 from sematic_k8s import settings
 from sematic_k8s.errors import DiskFull
-from sematic_k8s.store import checkpoints, diskfull, guards, records, schema, writes
+from sematic_k8s.store import bulk, checkpoints, diskfull, guards, records, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -44,14 +41,6 @@ from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where th
 R = TypeVar("R")
 log = logging.getLogger("sematic_k8s")
 
-# a rerun's reused runs on their way in (see SqlStore._clone_runs): a table private to the connection
-_CLONE_MAP = sa.Table(
-    "clone_map", sa.MetaData(), sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("original_run_id", sa.String(64)), sa.Column("parent_id", sa.String(64), nullable=True),
-    sa.Column("input_refs", sa.JSON(none_as_null=True)), sa.Column("output_ref", sa.JSON(none_as_null=True)),
-    prefixes=["TEMPORARY"])
-_CLONE_IDS = ["id", "original_run_id", "parent_id"]
-_CLONE_REFS = [*_CLONE_IDS, "input_refs", "output_ref"]
 _RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 _RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 _ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
@@ -67,19 +56,6 @@ _HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, 
              "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
              "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
              "ORDER BY runs.ended_at")  # SqlStore.find_hits
-_HIT_COLUMNS = ["id", "root_id", "parent_id", "func_path", "func_name", "input_refs", "inputs", "output_id",
-                "cache_key", "cached_from", "original_run_id", "source_hash", "source_file", "source_text", "settings",
-                "notes", "created_at", "started_at", "ended_at"]
-_JSON_COLUMNS = frozenset({"input_refs", "inputs", "settings", "notes"})
-
-
-def _hit_insert(dialect: str, paramstyle: str) -> str:
-    """The statement :meth:`SqlStore._insert_hits` runs: a cache hit's run, resolved, unless its id is there."""
-    mark = "?" if paramstyle == "qmark" else "%s"
-    values = [f"CAST({mark} AS JSON)" if dialect == "postgresql" and c in _JSON_COLUMNS else mark
-              for c in _HIT_COLUMNS]
-    return (f"INSERT INTO runs ({', '.join(_HIT_COLUMNS)}, state, attempts) VALUES ({', '.join(values)}, "
-            "'resolved', 0) ON CONFLICT (id) DO NOTHING")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -184,9 +160,9 @@ class SqlStore:
                 writes.insert_artifacts(conn, self._arts, rows)
             for rows in guards.chunks(list(batch.new_runs.values())):
                 writes.insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
-            self._clone_runs(conn, list(batch.clones.values()))
+            bulk.clone_runs(conn, self._runs, list(batch.clones.values()))
             for hits in guards.chunks(list(batch.hits.values())):
-                self._insert_hits(conn, hits)
+                bulk.insert_hits(conn, self._runs, hits)
             if batch.run_updates:
                 guards.refuse_unresolving(conn, self._runs, batch.run_updates)
             writes.update(conn, self._runs, batch.run_updates)
@@ -220,87 +196,6 @@ class SqlStore:
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
             return bool(conn.execute(stmt).rowcount)
-
-    def _clone_runs(self, conn: sa.Connection, clones: list[dict[str, Any]]) -> None:
-        """Reused runs of a rerun, each copied from its original inside the database: their new ids, parents and
-        (remapped) refs into a temporary table, then one ``INSERT ... SELECT`` joining it with the originals:
-        resolved, with ``notes.reused_from``; refs given as None are the original's. A run already there (a batch
-        sent again) is skipped. Clones of one root made at one time (a rerun's) share one statement."""
-        groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-        for c in clones:
-            groups.setdefault((c["root_id"], c["created_at"]), []).append(c)
-        for (root_id, created_at), group in groups.items():
-            self._clone_group(conn, group, root_id, created_at)
-
-    def _clone_group(self, conn: sa.Connection, clones: list[dict[str, Any]], root_id: str, created_at: Any) -> None:
-        t, m = self._runs, _CLONE_MAP
-        conn.execute(sa.schema.CreateTable(m, if_not_exists=True))
-        conn.execute(sa.delete(m))
-        plain = [(c["id"], c["original_run_id"], c.get("parent_id")) for c in clones
-                 if c.get("input_refs") is None and c.get("output_ref") is None]
-        if plain and conn.dialect.name == "sqlite":  # plain strings: straight to the driver, no bind processing
-            conn.exec_driver_sql("INSERT INTO clone_map (id, original_run_id, parent_id) VALUES (?, ?, ?)", plain)
-        elif plain:
-            conn.execute(sa.insert(m), [dict(zip(_CLONE_IDS, row, strict=True)) for row in plain])
-        refs = [{k: c.get(k) for k in _CLONE_REFS} for c in clones
-                if c.get("input_refs") is not None or c.get("output_ref") is not None]
-        if refs:
-            conn.execute(sa.insert(m), refs)
-        old = t.alias("old")
-        if conn.dialect.name == "postgresql":
-            reused_from = sa.func.jsonb_build_object("reused_from", old.c.id)
-            merged = sa.cast(old.c.notes, postgresql.JSONB).op("||")(reused_from)
-            notes: Any = sa.cast(merged, sa.JSON)
-        else:
-            notes = sa.func.json_set(old.c.notes, "$.reused_from", old.c.id)
-        values: dict[str, Any] = {
-            "id": m.c.id, "root_id": sa.literal(root_id, sa.String), "parent_id": m.c.parent_id,
-            "input_refs": sa.func.coalesce(m.c.input_refs, old.c.input_refs),
-            "output_ref": sa.func.coalesce(m.c.output_ref, old.c.output_ref),
-            "original_run_id": m.c.original_run_id, "created_at": sa.literal(created_at, sa.DateTime),
-            "func_path": old.c.func_path, "func_name": old.c.func_name, "state": sa.literal("resolved"),
-            "inputs": old.c.inputs, "output_id": old.c.output_id, "cached_from": old.c.cached_from,
-            "source_hash": old.c.source_hash, "source_file": old.c.source_file, "source_text": old.c.source_text,
-            "settings": old.c.settings, "attempts": old.c.attempts, "notes": notes, "started_at": old.c.started_at,
-            "ended_at": old.c.ended_at}
-        present = sa.select(t.c.id).where(t.c.id == m.c.id).exists()
-        select = sa.select(*values.values()).select_from(m.join(old, old.c.id == m.c.original_run_id)).where(~present)
-        conn.execute(sa.insert(t).from_select(list(values), select))
-        conn.execute(sa.delete(m))
-
-    def _insert_hits(self, conn: sa.Connection, hits: list[records.CachedRun]) -> None:
-        """New runs that are cache hits, inserted if absent in one ``executemany`` of plain tuples: none of the
-        per-row, per-field processing of a Core insert (JSON encoding aside), which would cost a hit more than
-        everything else it takes."""
-        if not hits:
-            return
-        dialect = conn.dialect
-        if dialect.name not in ("sqlite", "postgresql"):
-            writes.insert_absent(conn, self._runs, [RUN_DEFAULTS | h.fields() for h in hits])
-            return
-        # SQLite: a timestamp's text as the sqlite3 module's adapter writes it (``isoformat(" ")``), without a call
-        # into the adapter for each; PostgreSQL's driver takes datetimes as they are
-        def stamp(when: Any) -> Any:
-            return str(when) if when is not None and dialect.name == "sqlite" else when
-
-        dumps, q = json.dumps, encode_basestring_ascii  # json.dumps' text of the usual shapes, written out
-        shared: dict[int, tuple[Any, str]] = {}  # a func's settings, encoded once for its runs
-        rows = []
-        for h in hits:
-            created, ended = stamp(h.created_at), stamp(h.ended_at)
-            settings = shared.get(id(h.settings))
-            if settings is None or settings[0] is not h.settings:
-                settings = shared[id(h.settings)] = (h.settings, json_text(h.settings))
-            refs = h.input_refs
-            refs_text = ("{" + ", ".join(f'{q(k)}: {{"artifact": {q(t["artifact"])}}}' for k, t in refs.items()) + "}"
-                         if all(len(t) == 1 and "artifact" in t for t in refs.values()) else dumps(refs))
-            changed = "true" if h.source_changed else "false"
-            notes = f'{{"cache": {{"hit": {q(h.cached_from)}, "source_changed": {changed}}}}}'
-            rows.append((h.id, h.root_id, h.parent_id, h.func_path, h.func_name, refs_text,
-                         "{" + ", ".join(f"{q(k)}: {q(v)}" for k, v in h.inputs.items()) + "}",
-                         h.output_id, h.cache_key, h.cached_from, h.original_run_id, h.source_hash, h.source_file,
-                         h.source_text, settings[1], notes, created, ended, ended))
-        conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
 
     # -- reads ------------------------------------------------------------------------------------
 
