@@ -9,18 +9,17 @@ first (:meth:`SqlStore.expire_silent`).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Collection, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from sematic_k8s import settings
 from sematic_k8s.errors import DiskFull
-from sematic_k8s.store import bulk, checkpoints, diskfull, guards, records, schema, writes
+from sematic_k8s.store import bulk, checkpoints, diskfull, guards, reads, records, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -39,19 +38,11 @@ from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where th
 )
 
 R = TypeVar("R")
+P = ParamSpec("P")
 log = logging.getLogger("sematic_k8s")
 
-_RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
-_RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
-_ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
-
-_REF_FIELDS = ("input_refs", "output_ref")
-VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
-
-
-_Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
 _HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, artifacts.format, artifacts.type_name, "
              "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
              "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
@@ -76,6 +67,8 @@ class SqlStore:
     """Store over any SQLAlchemy URL. Brings the schema to head on first use (:func:`schema.migrate`, safe
     with several processes at once) unless ``create=False``. ``stale_after``: seconds without a heartbeat
     after which a running Resolution is dead (default $SEMATIC_K8S_HEARTBEAT_TIMEOUT, read when used)."""
+
+    bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database: bulk.clone_runs)
 
     def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
                  **engine_kwargs: Any) -> None:
@@ -197,182 +190,6 @@ class SqlStore:
             guards.hold_write_lock(conn)
             return bool(conn.execute(stmt).rowcount)
 
-    # -- reads ------------------------------------------------------------------------------------
-
-    def _select(self, stmt: sa.Select, cls: type[R], fields: list[str]) -> list[R]:
-        with self.engine.connect() as conn:
-            return [cls(**{f: row[f] for f in fields}) for row in conn.execute(stmt).mappings()]
-
-    def _one(self, stmt: sa.Select, cls: type[R], fields: list[str]) -> R | None:
-        rows = self._select(stmt.limit(1), cls, fields)
-        return rows[0] if rows else None
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        return self._one(sa.select(self._runs).where(self._runs.c.id == run_id), RunRecord, _RUN_FIELDS)
-
-    def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
-                  limit: int = 100, offset: int = 0, id_prefix: str | None = None,
-                  newest_first: bool = False) -> list[RunRecord]:
-        """Runs in creation order (``newest_first``: the reverse), filtered by resolution, state, func (name or
-        module:qualname) and the start of their id."""
-        t = self._runs
-        stmt = sa.select(t)
-        if root_id is not None:
-            stmt = stmt.where(t.c.root_id == root_id)
-        if state is not None:
-            stmt = stmt.where(t.c.state == state)
-        if func is not None:
-            stmt = stmt.where(sa.or_(t.c.func_name == func, t.c.func_path == func))
-        if id_prefix is not None:  # a range on the primary key (ids are lowercase hex), then the exact test
-            stmt = stmt.where(t.c.id >= id_prefix, t.c.id < id_prefix + "g",
-                              t.c.id.startswith(id_prefix, autoescape=True))
-        order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
-        stmt = stmt.order_by(*order).limit(limit).offset(offset)
-        return self._select(stmt, RunRecord, _RUN_FIELDS)
-
-    def run_counts(self, root_id: str) -> dict[str, int]:
-        """How many runs of a resolution are in each state."""
-        return self.run_counts_of([root_id])[root_id]
-
-    def run_counts_of(self, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-        """``{root_id: {state: runs}}`` for these resolutions (one grouped query per 500 of them)."""
-        ids = list(dict.fromkeys(root_ids))
-        out: dict[str, dict[str, int]] = {i: {} for i in ids}
-        t = self._runs
-        with self.engine.connect() as conn:
-            for i in range(0, len(ids), 500):
-                stmt = (sa.select(t.c.root_id, t.c.state, sa.func.count())
-                        .where(t.c.root_id.in_(ids[i:i + 500])).group_by(t.c.root_id, t.c.state))
-                for root, state, n in conn.execute(stmt):
-                    out[root][state] = n
-        return out
-
-    def waiting_runs(self, root_id: str, limit: int = 20) -> dict[str, str]:
-        """Up to ``limit`` running runs of a resolution whose worker has not started: run id -> what it waits for
-        (their ``notes.waiting``: capacity, quota)."""
-        t = self._runs
-        stmt = (sa.select(t.c.id, t.c.notes).where(t.c.root_id == root_id, t.c.state == "running",
-                                                   sa.cast(t.c.notes, sa.Text).like('%"waiting"%')).limit(limit))
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        return {run_id: notes["waiting"] for run_id, notes in rows
-                if isinstance(notes, dict) and isinstance(notes.get("waiting"), str)}
-
-    def runs_of_root(self, root_id: str) -> list[RunRecord]:
-        stmt = sa.select(self._runs).where(self._runs.c.root_id == root_id)
-        return self._select(stmt, RunRecord, _RUN_FIELDS)
-
-    def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
-        stmt = sa.select(self._res).where(self._res.c.id == resolution_id)
-        res = self._one(stmt, ResolutionRecord, _RES_FIELDS)
-        if res is not None and self._silent([res]) and self._expire_for_read([res.id]):
-            res = self._one(stmt, ResolutionRecord, _RES_FIELDS)
-        return res
-
-    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
-                         offset: int = 0) -> list[ResolutionRecord]:
-        t = self._res
-        stmt = sa.select(t)
-        if state is not None:
-            stmt = stmt.where(t.c.state == state)
-        stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
-        found = self._select(stmt, ResolutionRecord, _RES_FIELDS)
-        silent = self._silent(found)
-        if silent and self._expire_for_read(silent):
-            found = self._select(stmt, ResolutionRecord, _RES_FIELDS)
-        return found
-
-    def get_artifact(self, artifact_id: str) -> ArtifactRecord | None:
-        stmt = sa.select(self._arts).where(self._arts.c.id == artifact_id)
-        return self._one(stmt, ArtifactRecord, _ART_FIELDS)
-
-    def find_cached(self, cache_key: str) -> RunRecord | None:
-        t = self._runs
-        stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
-                .order_by(t.c.ended_at.desc()))
-        return self._one(stmt, RunRecord, _RUN_FIELDS)
-
-    bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database)
-
-    def run_shapes(self, root_id: str) -> list[RunShape]:
-        """A resolution's runs with what planning a rerun needs (ids, state, refs, output, and the output artifact
-        as :meth:`artifact_formats` gives it), not the rest (func, source, settings, notes, errors):
-        :meth:`runs_of_root`, much lighter, in one query. Refs that reference no run (only values) are not decoded:
-        ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is :data:`VALUES_ONLY` (read the run whole for
-        them)."""
-        t, a = self._runs, self._arts
-        cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in RunShape._fields[:-1]]
-        stmt = (sa.select(*cols, a.c.format, a.c.type_name, a.c.inline)
-                .select_from(t.outerjoin(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).fetchall()
-        loads = json_value
-        return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
-                         None if output is None or output == "null" else
-                         loads(output) if '"run"' in output else VALUES_ONLY, output_id,
-                         None if fmt is None else (fmt, type_name, inline))
-                for run_id, root, parent, state, refs, output, output_id, fmt, type_name, inline in rows]
-
-    def runs_by_id(self, ids: Iterable[str], *, refs_known: Collection[str] = ()) -> list[RunRecord]:
-        """Whole runs by id (those recorded; one query per 500), except the ``input_refs`` of those in
-        ``refs_known``: left ``{}``, not decoded (a rerun's planner has them from :meth:`run_shapes`, and a fan-in's
-        are thousands of refs)."""
-        wanted = list(dict.fromkeys(ids))
-        t = self._runs
-        cols = [sa.cast(t.c[f], sa.Text).label(f) if f == "input_refs" else t.c[f] for f in _RUN_FIELDS]
-        out = []
-        with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                for row in conn.execute(sa.select(*cols).where(t.c.id.in_(wanted[i:i + 500]))).mappings():
-                    doc = dict(row)
-                    refs = doc["input_refs"]
-                    doc["input_refs"] = {} if doc["id"] in refs_known or not refs else json_value(refs)
-                    out.append(RunRecord(**doc))
-        return out
-
-    def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
-        """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
-        (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
-        keys = list(dict.fromkeys(cache_keys))
-        t = self._runs
-        out: dict[str, RunRecord] = {}
-        with self.engine.connect() as conn:
-            for i in range(0, len(keys), 500):
-                stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS])
-                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
-                        .order_by(t.c.ended_at))
-                for row in conn.execute(stmt).all():  # most recent wins
-                    run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
-                    out[run.cache_key] = run  # type: ignore[index]
-        return out
-
-    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[records.CacheHit, _Formats | None]]:
-        """:meth:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
-        whole record) with its output artifact as :meth:`artifact_formats` gives it (None when not recorded), in
-        the same query: one statement per 500 keys, its text made here (a Core statement's compilation and row
-        processing would take longer than the database)."""
-        keys = list(dict.fromkeys(cache_keys))
-        hit = records.CacheHit
-        out: dict[str, tuple[records.CacheHit, _Formats | None]] = {}
-        with self.engine.connect() as conn:
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            cursor = conn.connection.cursor()  # the driver's rows as they come: no Row objects
-            try:
-                for i in range(0, len(keys), 500):
-                    chunk = tuple(keys[i:i + 500])
-                    cursor.execute(_HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
-                    for row in cursor.fetchall():  # oldest first: the most recent wins
-                        art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
-                        out[row[3]] = (hit(row[0], row[1], row[2]), art)
-            finally:
-                cursor.close()
-        return out
-
-    def cancel_requested(self, resolution_id: str) -> bool:
-        stmt = sa.select(self._res.c.state).where(self._res.c.id == resolution_id)
-        with self.engine.connect() as conn:
-            return conn.scalar(stmt) == CANCELING
-
     def request_cancel(self, resolution_id: str) -> str | None:
         """Mark a created or running Resolution "canceling"; returns its state after the request
         (None when unknown). Its resolution loop notices at its next flush and cancels; a Resolution whose
@@ -383,30 +200,6 @@ class SqlStore:
             conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state.in_(["created", "running"]))
                          .values(state=CANCELING))
             return conn.scalar(sa.select(t.c.state).where(t.c.id == resolution_id))
-
-    def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
-        stmt = sa.select(self._arts).where(self._arts.c.id.in_(list(ids)))
-        return self._select(stmt, ArtifactRecord, _ART_FIELDS)
-
-    def artifact_formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
-        """``{id: (format, type_name, inline bytes)}`` of these artifacts (those recorded): what reading their values
-        takes, without the summaries (:meth:`artifacts`, lighter; one query per 500 ids)."""
-        wanted = list(dict.fromkeys(ids))
-        t = self._arts
-        out: dict[str, tuple[str, str, bytes | None]] = {}
-        with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.inline).where(t.c.id.in_(wanted[i:i + 500]))
-                out.update((row[0], (row[1], row[2], row[3])) for row in conn.execute(stmt))
-        return out
-
-    def output_formats(self, root_id: str) -> dict[str, tuple[str, str, bytes | None]]:
-        """:meth:`artifact_formats` of the outputs of a resolution's runs, in one query (a rerun's reused values)."""
-        t, a = self._runs, self._arts
-        stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline)
-                .select_from(t.join(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
-        with self.engine.connect() as conn:
-            return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt).fetchall()}
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
@@ -427,6 +220,116 @@ class SqlStore:
                 values["note"] = note or None
             conn.execute(sa.update(t).where(t.c.id == resolution_id).values(values))
         return self.get_resolution(resolution_id)
+
+    # -- reads (store/reads.py), each on a connection of its own ----------------------------------
+
+    def _read(self, read: Callable[Concatenate[sa.Connection, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``read(connection, *args, **kwargs)`` on a connection of its own."""
+        with self.engine.connect() as conn:
+            return read(conn, *args, **kwargs)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._read(reads.get_run, self._runs, run_id)
+
+    def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,
+                  limit: int = 100, offset: int = 0, id_prefix: str | None = None,
+                  newest_first: bool = False) -> list[RunRecord]:
+        return self._read(reads.list_runs, self._runs, root_id=root_id, state=state, func=func, limit=limit,
+                          offset=offset, id_prefix=id_prefix, newest_first=newest_first)
+
+    def run_counts(self, root_id: str) -> dict[str, int]:
+        """How many runs of a resolution are in each state."""
+        return self.run_counts_of([root_id])[root_id]
+
+    def run_counts_of(self, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        return self._read(reads.run_counts_of, self._runs, root_ids)
+
+    def waiting_runs(self, root_id: str, limit: int = 20) -> dict[str, str]:
+        return self._read(reads.waiting_runs, self._runs, root_id, limit)
+
+    def runs_of_root(self, root_id: str) -> list[RunRecord]:
+        return self._read(reads.runs_of_root, self._runs, root_id)
+
+    def run_shapes(self, root_id: str) -> list[RunShape]:
+        return self._read(reads.run_shapes, self._runs, self._arts, root_id)
+
+    def runs_by_id(self, ids: Iterable[str], *, refs_known: Collection[str] = ()) -> list[RunRecord]:
+        return self._read(reads.runs_by_id, self._runs, ids, refs_known=refs_known)
+
+    def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
+        res = self._read(reads.get_resolution, self._res, resolution_id)
+        if res is not None and self._silent([res]) and self._expire_for_read([res.id]):
+            res = self._read(reads.get_resolution, self._res, resolution_id)
+        return res
+
+    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
+                         offset: int = 0) -> list[ResolutionRecord]:
+        found = self._read(reads.list_resolutions, self._res, state=state, limit=limit, offset=offset)
+        silent = self._silent(found)
+        if silent and self._expire_for_read(silent):
+            found = self._read(reads.list_resolutions, self._res, state=state, limit=limit, offset=offset)
+        return found
+
+    def cancel_requested(self, resolution_id: str) -> bool:
+        return self._read(reads.cancel_requested, self._res, resolution_id)
+
+    def get_artifact(self, artifact_id: str) -> ArtifactRecord | None:
+        return self._read(reads.get_artifact, self._arts, artifact_id)
+
+    def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
+        return self._read(reads.get_artifacts, self._arts, ids)
+
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, reads.Formats]:
+        return self._read(reads.artifact_formats, self._arts, ids)
+
+    def output_formats(self, root_id: str) -> dict[str, reads.Formats]:
+        return self._read(reads.output_formats, self._runs, self._arts, root_id)
+
+    # -- cache look-ups ---------------------------------------------------------------------------
+
+    def find_cached(self, cache_key: str) -> RunRecord | None:
+        t = self._runs
+        stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
+                .order_by(t.c.ended_at.desc()))
+        return self._read(reads.first_record, stmt, RunRecord, reads.RUN_FIELDS)
+
+    def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+        """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
+        (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
+        keys = list(dict.fromkeys(cache_keys))
+        t = self._runs
+        out: dict[str, RunRecord] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS])
+                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
+                        .order_by(t.c.ended_at))
+                for row in conn.execute(stmt).all():  # most recent wins
+                    run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
+                    out[run.cache_key] = run  # type: ignore[index]
+        return out
+
+    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[records.CacheHit, reads.Formats | None]]:
+        """:meth:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
+        whole record) with its output artifact as :meth:`artifact_formats` gives it (None when not recorded), in
+        the same query: one statement per 500 keys, its text made here (a Core statement's compilation and row
+        processing would take longer than the database)."""
+        keys = list(dict.fromkeys(cache_keys))
+        hit = records.CacheHit
+        out: dict[str, tuple[records.CacheHit, reads.Formats | None]] = {}
+        with self.engine.connect() as conn:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            cursor = conn.connection.cursor()  # the driver's rows as they come: no Row objects
+            try:
+                for i in range(0, len(keys), 500):
+                    chunk = tuple(keys[i:i + 500])
+                    cursor.execute(_HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
+                    for row in cursor.fetchall():  # oldest first: the most recent wins
+                        art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
+                        out[row[3]] = (hit(row[0], row[1], row[2]), art)
+            finally:
+                cursor.close()
+        return out
 
     # -- liveness ---------------------------------------------------------------------------------
 

@@ -1,0 +1,182 @@
+"""The SQL store's ordinary reads: records by id, lists and counts, and the lighter views a rerun's planner and a
+value's reader take. Each is a function of a connection and the tables it reads, which
+:class:`~sematic_k8s.store.sql.SqlStore` calls on a connection of its own; it also marks silent resolutions dead
+before its reads return them (:mod:`~sematic_k8s.store.liveness`). Cache look-ups are in
+:mod:`~sematic_k8s.store.cache_reads`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from sematic_k8s.store.json_columns import json_value
+from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord, RunShape
+from sematic_k8s.store.tables import CANCELING
+
+R = TypeVar("R")
+Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
+
+RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
+RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
+ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
+_REF_FIELDS = ("input_refs", "output_ref")
+VALUES_ONLY = {"artifact": ""}  # run_shapes' stand-in for an output template that references no run
+
+
+def select_records(conn: sa.Connection, stmt: sa.Select, cls: type[R], fields: list[str]) -> list[R]:
+    """The rows of ``stmt`` as records of ``cls`` (its ``fields``)."""
+    return [cls(**{f: row[f] for f in fields}) for row in conn.execute(stmt).mappings()]
+
+
+def first_record(conn: sa.Connection, stmt: sa.Select, cls: type[R], fields: list[str]) -> R | None:
+    """The first row of ``stmt`` as a record of ``cls`` (None when there is none)."""
+    rows = select_records(conn, stmt.limit(1), cls, fields)
+    return rows[0] if rows else None
+
+
+# -- runs ------------------------------------------------------------------------------------------
+
+def get_run(conn: sa.Connection, runs: sa.Table, run_id: str) -> RunRecord | None:
+    return first_record(conn, sa.select(runs).where(runs.c.id == run_id), RunRecord, RUN_FIELDS)
+
+
+def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None, state: str | None = None,
+              func: str | None = None, limit: int = 100, offset: int = 0, id_prefix: str | None = None,
+              newest_first: bool = False) -> list[RunRecord]:
+    """Runs in creation order (``newest_first``: the reverse), filtered by resolution, state, func (name or
+    module:qualname) and the start of their id."""
+    t = runs
+    stmt = sa.select(t)
+    if root_id is not None:
+        stmt = stmt.where(t.c.root_id == root_id)
+    if state is not None:
+        stmt = stmt.where(t.c.state == state)
+    if func is not None:
+        stmt = stmt.where(sa.or_(t.c.func_name == func, t.c.func_path == func))
+    if id_prefix is not None:  # a range on the primary key (ids are lowercase hex), then the exact test
+        stmt = stmt.where(t.c.id >= id_prefix, t.c.id < id_prefix + "g",
+                          t.c.id.startswith(id_prefix, autoescape=True))
+    order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
+    stmt = stmt.order_by(*order).limit(limit).offset(offset)
+    return select_records(conn, stmt, RunRecord, RUN_FIELDS)
+
+
+def run_counts_of(conn: sa.Connection, runs: sa.Table, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """``{root_id: {state: runs}}`` for these resolutions (one grouped query per 500 of them)."""
+    ids = list(dict.fromkeys(root_ids))
+    out: dict[str, dict[str, int]] = {i: {} for i in ids}
+    t = runs
+    for i in range(0, len(ids), 500):
+        stmt = (sa.select(t.c.root_id, t.c.state, sa.func.count())
+                .where(t.c.root_id.in_(ids[i:i + 500])).group_by(t.c.root_id, t.c.state))
+        for root, state, n in conn.execute(stmt):
+            out[root][state] = n
+    return out
+
+
+def waiting_runs(conn: sa.Connection, runs: sa.Table, root_id: str, limit: int = 20) -> dict[str, str]:
+    """Up to ``limit`` running runs of a resolution whose worker has not started: run id -> what it waits for
+    (their ``notes.waiting``: capacity, quota)."""
+    t = runs
+    stmt = (sa.select(t.c.id, t.c.notes).where(t.c.root_id == root_id, t.c.state == "running",
+                                               sa.cast(t.c.notes, sa.Text).like('%"waiting"%')).limit(limit))
+    rows = conn.execute(stmt).all()
+    return {run_id: notes["waiting"] for run_id, notes in rows
+            if isinstance(notes, dict) and isinstance(notes.get("waiting"), str)}
+
+
+def runs_of_root(conn: sa.Connection, runs: sa.Table, root_id: str) -> list[RunRecord]:
+    return select_records(conn, sa.select(runs).where(runs.c.root_id == root_id), RunRecord, RUN_FIELDS)
+
+
+def run_shapes(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id: str) -> list[RunShape]:
+    """A resolution's runs with what planning a rerun needs (ids, state, refs, output, and the output artifact
+    as :func:`artifact_formats` gives it), not the rest (func, source, settings, notes, errors):
+    :func:`runs_of_root`, much lighter, in one query. Refs that reference no run (only values) are not decoded:
+    ``input_refs`` is then ``{}`` and a non-null ``output_ref`` is :data:`VALUES_ONLY` (read the run whole for
+    them)."""
+    t, a = runs, artifacts
+    cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in RunShape._fields[:-1]]
+    stmt = (sa.select(*cols, a.c.format, a.c.type_name, a.c.inline)
+            .select_from(t.outerjoin(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
+    rows = conn.execute(stmt).fetchall()
+    loads = json_value
+    return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
+                     None if output is None or output == "null" else
+                     loads(output) if '"run"' in output else VALUES_ONLY, output_id,
+                     None if fmt is None else (fmt, type_name, inline))
+            for run_id, root, parent, state, refs, output, output_id, fmt, type_name, inline in rows]
+
+
+def runs_by_id(conn: sa.Connection, runs: sa.Table, ids: Iterable[str], *,
+               refs_known: Collection[str] = ()) -> list[RunRecord]:
+    """Whole runs by id (those recorded; one query per 500), except the ``input_refs`` of those in
+    ``refs_known``: left ``{}``, not decoded (a rerun's planner has them from :func:`run_shapes`, and a fan-in's
+    are thousands of refs)."""
+    wanted = list(dict.fromkeys(ids))
+    t = runs
+    cols = [sa.cast(t.c[f], sa.Text).label(f) if f == "input_refs" else t.c[f] for f in RUN_FIELDS]
+    out = []
+    for i in range(0, len(wanted), 500):
+        for row in conn.execute(sa.select(*cols).where(t.c.id.in_(wanted[i:i + 500]))).mappings():
+            doc = dict(row)
+            refs = doc["input_refs"]
+            doc["input_refs"] = {} if doc["id"] in refs_known or not refs else json_value(refs)
+            out.append(RunRecord(**doc))
+    return out
+
+
+# -- resolutions -----------------------------------------------------------------------------------
+
+def get_resolution(conn: sa.Connection, resolutions: sa.Table, resolution_id: str) -> ResolutionRecord | None:
+    stmt = sa.select(resolutions).where(resolutions.c.id == resolution_id)
+    return first_record(conn, stmt, ResolutionRecord, RES_FIELDS)
+
+
+def list_resolutions(conn: sa.Connection, resolutions: sa.Table, *, state: str | None = None, limit: int = 100,
+                     offset: int = 0) -> list[ResolutionRecord]:
+    """Resolutions, newest first, those in ``state`` if given."""
+    t = resolutions
+    stmt = sa.select(t)
+    if state is not None:
+        stmt = stmt.where(t.c.state == state)
+    stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
+    return select_records(conn, stmt, ResolutionRecord, RES_FIELDS)
+
+
+def cancel_requested(conn: sa.Connection, resolutions: sa.Table, resolution_id: str) -> bool:
+    return conn.scalar(sa.select(resolutions.c.state).where(resolutions.c.id == resolution_id)) == CANCELING
+
+
+# -- artifacts -------------------------------------------------------------------------------------
+
+def get_artifact(conn: sa.Connection, artifacts: sa.Table, artifact_id: str) -> ArtifactRecord | None:
+    return first_record(conn, sa.select(artifacts).where(artifacts.c.id == artifact_id), ArtifactRecord, ART_FIELDS)
+
+
+def get_artifacts(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str]) -> list[ArtifactRecord]:
+    return select_records(conn, sa.select(artifacts).where(artifacts.c.id.in_(list(ids))), ArtifactRecord, ART_FIELDS)
+
+
+def artifact_formats(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str]) -> dict[str, Formats]:
+    """``{id: (format, type_name, inline bytes)}`` of these artifacts (those recorded): what reading their values
+    takes, without the summaries (:func:`get_artifacts`, lighter; one query per 500 ids)."""
+    wanted = list(dict.fromkeys(ids))
+    t = artifacts
+    out: dict[str, Formats] = {}
+    for i in range(0, len(wanted), 500):
+        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.inline).where(t.c.id.in_(wanted[i:i + 500]))
+        out.update((row[0], (row[1], row[2], row[3])) for row in conn.execute(stmt))
+    return out
+
+
+def output_formats(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id: str) -> dict[str, Formats]:
+    """:func:`artifact_formats` of the outputs of a resolution's runs, in one query (a rerun's reused values)."""
+    t, a = runs, artifacts
+    stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline)
+            .select_from(t.join(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
+    return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt).fetchall()}
+
