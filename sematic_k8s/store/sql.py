@@ -19,7 +19,7 @@ from sqlalchemy import event
 
 from sematic_k8s import settings
 from sematic_k8s.errors import DiskFull
-from sematic_k8s.store import bulk, checkpoints, diskfull, guards, reads, records, schema, writes
+from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -41,12 +41,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 log = logging.getLogger("sematic_k8s")
 
-_HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
-               "source_hash"]
-_HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, artifacts.format, artifacts.type_name, "
-             "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
-             "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
-             "ORDER BY runs.ended_at")  # SqlStore.find_hits
+_HITS_SQL = cache_reads.HITS_SQL  # find_hits' statement, where tests read it to explain its query plan
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -285,51 +280,16 @@ class SqlStore:
     def output_formats(self, root_id: str) -> dict[str, reads.Formats]:
         return self._read(reads.output_formats, self._runs, self._arts, root_id)
 
-    # -- cache look-ups ---------------------------------------------------------------------------
+    # -- cache look-ups (store/cache_reads.py) ---------------------------------------------------
 
     def find_cached(self, cache_key: str) -> RunRecord | None:
-        t = self._runs
-        stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
-                .order_by(t.c.ended_at.desc()))
-        return self._read(reads.first_record, stmt, RunRecord, reads.RUN_FIELDS)
+        return self._read(cache_reads.find_cached, self._runs, cache_key)
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
-        """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
-        (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
-        keys = list(dict.fromkeys(cache_keys))
-        t = self._runs
-        out: dict[str, RunRecord] = {}
-        with self.engine.connect() as conn:
-            for i in range(0, len(keys), 500):
-                stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS])
-                        .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
-                        .order_by(t.c.ended_at))
-                for row in conn.execute(stmt).all():  # most recent wins
-                    run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
-                    out[run.cache_key] = run  # type: ignore[index]
-        return out
+        return self._read(cache_reads.find_cached_many, self._runs, cache_keys)
 
-    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, tuple[records.CacheHit, reads.Formats | None]]:
-        """:meth:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
-        whole record) with its output artifact as :meth:`artifact_formats` gives it (None when not recorded), in
-        the same query: one statement per 500 keys, its text made here (a Core statement's compilation and row
-        processing would take longer than the database)."""
-        keys = list(dict.fromkeys(cache_keys))
-        hit = records.CacheHit
-        out: dict[str, tuple[records.CacheHit, reads.Formats | None]] = {}
-        with self.engine.connect() as conn:
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            cursor = conn.connection.cursor()  # the driver's rows as they come: no Row objects
-            try:
-                for i in range(0, len(keys), 500):
-                    chunk = tuple(keys[i:i + 500])
-                    cursor.execute(_HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
-                    for row in cursor.fetchall():  # oldest first: the most recent wins
-                        art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
-                        out[row[3]] = (hit(row[0], row[1], row[2]), art)
-            finally:
-                cursor.close()
-        return out
+    def find_hits(self, cache_keys: Iterable[str]) -> dict[str, cache_reads.Hit]:
+        return self._read(cache_reads.find_hits, cache_keys)
 
     # -- liveness ---------------------------------------------------------------------------------
 

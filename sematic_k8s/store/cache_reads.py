@@ -1,0 +1,67 @@
+"""The SQL store's cache look-ups: the most recent resolved run of a cache key that is not itself a hit, as a whole
+record (:func:`find_cached`), as the fields a hit uses (:func:`find_cached_many`), or as what the resolution loop
+takes of a hit, with its output artifact, in one statement per 500 keys (:func:`find_hits`). All of them read the
+partial, covering index ``ix_runs_cache_hits`` (:mod:`~sematic_k8s.store.tables`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from sematic_k8s.store import reads, records
+from sematic_k8s.store.records import RunRecord
+
+_HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
+               "source_hash"]
+HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, artifacts.format, artifacts.type_name, "
+            "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
+            "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
+            "ORDER BY runs.ended_at")  # find_hits
+Hit = tuple[records.CacheHit, reads.Formats | None]  # a hit, and its output artifact's formats (None: not recorded)
+
+
+def find_cached(conn: sa.Connection, runs: sa.Table, cache_key: str) -> RunRecord | None:
+    """The most recent resolved run with this key, whole."""
+    t = runs
+    stmt = (sa.select(t).where(t.c.cache_key == cache_key, t.c.state == "resolved", t.c.cached_from.is_(None))
+            .order_by(t.c.ended_at.desc()))
+    return reads.first_record(conn, stmt, RunRecord, reads.RUN_FIELDS)
+
+
+def find_cached_many(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+    """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
+    (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
+    keys = list(dict.fromkeys(cache_keys))
+    t = runs
+    out: dict[str, RunRecord] = {}
+    for i in range(0, len(keys), 500):
+        stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS])
+                .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
+                .order_by(t.c.ended_at))
+        for row in conn.execute(stmt).all():  # most recent wins
+            run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
+            out[run.cache_key] = run  # type: ignore[index]
+    return out
+
+
+def find_hits(conn: sa.Connection, cache_keys: Iterable[str]) -> dict[str, Hit]:
+    """:func:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
+    whole record) with its output artifact as :func:`~sematic_k8s.store.reads.artifact_formats` gives it (None when
+    not recorded), in the same query: one statement per 500 keys, its text made here (a Core statement's compilation
+    and row processing would take longer than the database)."""
+    keys = list(dict.fromkeys(cache_keys))
+    hit = records.CacheHit
+    out: dict[str, Hit] = {}
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cursor = conn.connection.cursor()  # the driver's rows as they come: no Row objects
+    try:
+        for i in range(0, len(keys), 500):
+            chunk = tuple(keys[i:i + 500])
+            cursor.execute(HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
+            for row in cursor.fetchall():  # oldest first: the most recent wins
+                art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
+                out[row[3]] = (hit(row[0], row[1], row[2]), art)
+    finally:
+        cursor.close()
+    return out
