@@ -9,7 +9,6 @@ first (:meth:`SqlStore.expire_silent`).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -17,9 +16,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from sematic_k8s import settings
 from sematic_k8s.errors import DiskFull
-from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, reads, schema, writes
+from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -291,49 +289,18 @@ class SqlStore:
     def find_hits(self, cache_keys: Iterable[str]) -> dict[str, cache_reads.Hit]:
         return self._read(cache_reads.find_hits, cache_keys)
 
-    # -- liveness ---------------------------------------------------------------------------------
-
-    def _cutoff(self) -> dt.datetime:
-        timeout = self.stale_after if self.stale_after is not None else settings.heartbeat_timeout()
-        return utcnow() - dt.timedelta(seconds=timeout)
+    # -- liveness (store/liveness.py) ------------------------------------------------------------
 
     def _silent(self, resolutions: list[ResolutionRecord]) -> list[str]:
-        """The ids of live-looking Resolutions whose last heartbeat is too old."""
-        cutoff = self._cutoff()
-        return [r.id for r in resolutions
-                if r.state in LIVE and r.heartbeat_at is not None and r.heartbeat_at < cutoff]
+        return liveness.silent(resolutions, liveness.cutoff(self.stale_after))
 
     def _expire_for_read(self, ids: list[str]) -> bool:
-        """:meth:`expire_silent` of these resolutions, as a read of them does; whether to read them again. On a full
-        disk the read goes on without it (they are read as they are, and marked once the disk has room)."""
-        try:
-            self.expire_silent(ids)
-        except DiskFull as e:
-            log.warning("resolution(s) %s stopped heartbeating but cannot be marked dead yet: %s", ", ".join(ids), e)
-            return False
-        return True
+        return liveness.expire_for_read(self.expire_silent, ids)
 
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
-        """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has
-        not heartbeated for the timeout: "failed" ("canceled" when a cancel was asked), with the plain reason
-        "the resolver stopped responding at <time>", and its unfinished runs "canceled". Then ``continue``
-        can pick it up. Returns the ids marked. (Resolutions recorded without heartbeats are left alone.)"""
-        t, runs = self._res, self._runs
-        cutoff = self._cutoff()
-        silent = [t.c.state.in_(LIVE), t.c.heartbeat_at.is_not(None), t.c.heartbeat_at < cutoff]
-        if ids is not None:
-            silent.append(t.c.id.in_(list(ids)))
-        marked = []
+        """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
+        heartbeated for ``stale_after`` seconds, and its unfinished runs (:func:`liveness.expire_silent`, in a
+        transaction of its own). Returns the ids marked."""
+        cutoff = liveness.cutoff(self.stale_after)
         with self.engine.begin() as conn:
-            found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*silent)).all()
-            for res_id, state, beat in found:
-                now = utcnow()
-                reason = f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC"
-                done = conn.execute(sa.update(t).where(t.c.id == res_id, *silent).values(  # unless it beat meanwhile
-                    state=CANCELED if state == CANCELING else FAILED, ended_at=now,
-                    error=reason + ("; canceled as asked" if state == CANCELING else "")))
-                if done.rowcount:
-                    conn.execute(sa.update(runs).where(runs.c.root_id == res_id, runs.c.state.in_(UNFINISHED_RUNS))
-                                 .values(state=CANCELED, ended_at=now))
-                    marked.append(res_id)
-        return marked
+            return liveness.expire_silent(conn, self._res, self._runs, cutoff, ids)
