@@ -5,7 +5,7 @@ Every store implements :class:`~sematic_k8s.store.base.Store` and writes in batc
 (:class:`~sematic_k8s.store.records.Batch`, one transaction each):
 
 - :mod:`~sematic_k8s.store.sql`: SQLAlchemy over SQLite (the embedded default) or PostgreSQL; the server
-  uses it too.
+  uses it too. Its docstring lists the modules it is made of (guards, writes, bulk, reads, liveness...).
 - :mod:`~sematic_k8s.store.http`: the same interface over the server's REST API, for drivers, pods and
   resolvers that record through the server (riding out its outages for a retry window).
 

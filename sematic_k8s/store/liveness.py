@@ -34,9 +34,9 @@ def silent(resolutions: list[ResolutionRecord], cutoff: dt.datetime) -> list[str
 
 
 def expire_for_read(expire: Callable[[list[str]], object], ids: list[str]) -> bool:
-    """``expire(ids)`` (the store's :func:`expire_silent` of these resolutions), as a read of them does; whether to
-    read them again. On a full disk the read goes on without it (they are read as they are, and marked once the
-    disk has room)."""
+    """``expire(ids)`` (``SqlStore.expire_silent``: these resolutions marked dead if silent), as a read of them does;
+    whether to read them again. On a full disk the read goes on without it (they are read as they are, and marked
+    once the disk has room)."""
     try:
         expire(ids)
     except DiskFull as e:

@@ -1,5 +1,18 @@
 """The SQL store: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL.
 
+:class:`SqlStore` is the one class the resolvers, the CLI and the server call. It opens the database (SQLite's
+pragmas, WAL checkpoints off the writers' path, the reserve kept for a full disk), writes each batch in one
+transaction, retried after a deadlock, and leaves the rest to the modules beside it, each a set of functions of a
+connection and the tables they touch:
+
+- :mod:`~sematic_k8s.store.guards`: what a write checks before it lands (fencing, ordered writes, ended
+  resolutions, resolved runs, contradicting artifact records);
+- :mod:`~sematic_k8s.store.writes`: the statements of a batch's records (insert if absent, updates in id order);
+- :mod:`~sematic_k8s.store.bulk`: the embedded resolver's fast paths, cache hits and a rerun's clones;
+- :mod:`~sematic_k8s.store.reads` and :mod:`~sematic_k8s.store.cache_reads`: the reads, and the cache look-ups;
+- :mod:`~sematic_k8s.store.liveness`: resolutions whose process stopped heartbeating, marked dead;
+- :mod:`~sematic_k8s.store.tables`, :mod:`~sematic_k8s.store.json_columns`: the tables, and their JSON columns' text.
+
 Writes are idempotent: every insert is "insert if absent" (artifacts are content-addressed; a batch whose
 first attempt landed may be sent again), and updates set fields. They are also ordered per driver: a batch
 numbered within its driver epoch (``Batch.sequence``) that is not newer than the last one applied changes nothing,
