@@ -25,13 +25,12 @@ from typing import Any
 
 from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.executors.base import Task
-from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
 from sematic_k8s.settings import SAY_STORED_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
-LOG_TAIL = 40
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
 STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
 _STORED = WORKER_STORED_LINE.encode()

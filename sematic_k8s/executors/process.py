@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from typing import IO
 
 from sematic_k8s.executors.base import Task
-from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
 from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 NO_WORKER_ENV = frozenset({API_KEY_ENV, API_KEY_FILE_ENV})
-LOG_TAIL = 40  # lines of a worker's stderr kept
 RELAY_GRACE = 2.0  # seconds a failed worker's last lines may take to be read after it exited (a child of its may
 # hold its stderr open: then what was read by then)
 

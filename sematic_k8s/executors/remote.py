@@ -29,6 +29,7 @@ from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
 from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key, artifact_loader, put_artifact
 
+LOG_TAIL = 40  # a dead worker's last log lines (its container's or its process's stderr) kept for its error
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
 CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
 URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned URLs last when its func has no timeout
