@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.store.records import check_sequence
 from sematic_k8s.store.tables import ENDED, RESOLVED
 
 R = TypeVar("R")
@@ -59,10 +60,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     takeover's commit, or another write's sequence, cannot fall between this check and the write, and a sweeper's
     update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the transaction holds
     the database's write lock from its start, :func:`hold_write_lock`.)"""
-    for res_id in sequence:
-        if res_id not in fence:
-            raise ValueError(f"resolution {res_id}: a write's sequence counts within its driver epoch: give the "
-                             "epoch in the batch's fence too")
+    check_sequence(fence, sequence)
     writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
     if not writer and not fence:
         return

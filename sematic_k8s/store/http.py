@@ -37,7 +37,7 @@ from sematic_k8s import serialization, settings
 from sematic_k8s.errors import DiskFull, DriverReplaced, ResolutionEnded, ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord, check_sequence
 
 if TYPE_CHECKING:
     import ssl
@@ -126,12 +126,10 @@ def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 
 def batch_from_json(doc: dict[str, Any]) -> Batch:
-    """A Batch from its JSON form, with datetime fields parsed back. ValueError for a sequence without its fence."""
+    """A Batch from its JSON form, with datetime fields parsed back. ValueError for a sequence without its fence
+    (:func:`~sematic_k8s.store.records.check_sequence`)."""
     fence, sequence = dict(doc.get("fence") or {}), dict(doc.get("sequence") or {})
-    for res_id in sequence:
-        if res_id not in fence:
-            raise ValueError(f"resolution {res_id} has a sequence but no fence: a write is numbered within the driver "
-                             "epoch it carries in `fence`")
+    check_sequence(fence, sequence)
     return Batch(
         new_runs={k: _with_datetimes(v) for k, v in (doc.get("new_runs") or {}).items()},
         run_updates={k: _with_datetimes(v) for k, v in (doc.get("run_updates") or {}).items()},

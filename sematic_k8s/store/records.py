@@ -144,6 +144,15 @@ class CachedRun(NamedTuple):
         return doc
 
 
+def check_sequence(fence: dict[str, int], sequence: dict[str, int]) -> None:
+    """ValueError for a batch numbering a resolution it does not fence (``Batch.sequence``: a write is numbered
+    within the driver epoch it carries): the one rule the HTTP layer and the store both apply."""
+    for res_id in sequence:
+        if res_id not in fence:
+            raise ValueError(f"resolution {res_id} has a sequence but no fence: a write is numbered within its driver "
+                             "epoch: give the epoch in the batch's fence too")
+
+
 @dataclass
 class Batch:
     """Writes that land together in one transaction.
