@@ -125,23 +125,59 @@ def private_s3(monkeypatch, bucket: str = "faults") -> Iterator[tuple[S3Server, 
         s3.stop()
 
 
-class DroppingProxy:
-    """A TCP proxy on 127.0.0.1 to ``target_port``. While :attr:`dropping`, every connection (new or open) is
-    closed at once, as a failing load balancer would. :meth:`lose_answer` loses the answer to one request."""
+class _LoopbackProxy:
+    """A TCP proxy on 127.0.0.1 to ``target_port``: accepts connections on a port of its own (``url``) and gives
+    each, with its own connection to the target, to :meth:`_serve` on a thread; :meth:`_refused` may close one first.
+    Subclasses set their own state before calling ``__init__``, which starts accepting."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, name: str) -> None:
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name=name).start()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self._refused(client):
+                threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _refused(self, client: socket.socket) -> bool:
+        return False
+
+    def _connect(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        self._serve(client, upstream)
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class DroppingProxy(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to ``target_port``. While :attr:`dropping`, every connection (new or open) is
+    closed at once, as a failing load balancer would. :meth:`lose_answer` loses the answer to one request."""
+
+    def __init__(self, target_port: int) -> None:
         self.dropping = False
         self.dropped = 0
         self.lost = 0  # answers lost (see lose_answer)
         self._lose: tuple[bytes, bytes, Callable[[], None] | None] | None = None
         self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name="dropping-proxy").start()
+        super().__init__(target_port, "dropping-proxy")
 
     def lose_answer(self, request_start: bytes, instead: bytes = b"",
                     meanwhile: Callable[[], None] | None = None) -> None:
@@ -176,28 +212,16 @@ class DroppingProxy:
                         s.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        self._closed = True
-        self.listener.close()
+        super().close()
         self.drop()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.dropping:
-                self.dropped += 1
-                client.close()
-                continue
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        except OSError:
+    def _refused(self, client: socket.socket) -> bool:
+        if self.dropping:
+            self.dropped += 1
             client.close()
-            return
+        return self.dropping
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
         with self._lock:
             self._open.update((client, upstream))
         matching = False  # the request under way is one whose answer may be lost
@@ -244,7 +268,7 @@ def _split_interim(data: bytes) -> tuple[bytes, bytes]:
     return interim, data
 
 
-class HoldingProxy:
+class HoldingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to ``target_port`` that reads the HTTP/1.1 requests passing through it and holds
     back the first one ``hold`` picks: not forwarded, its connection left unanswered (the client's read times out
     and it sends the request again, which passes), until :meth:`release` sends it to the server on a connection of
@@ -252,18 +276,9 @@ class HoldingProxy:
     every answer passes unchanged."""
 
     def __init__(self, target_port: int, hold: Callable[[bytes], bool]) -> None:
-        self.target_port, self.hold = target_port, hold
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.hold = hold
         self.held: bytes | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name="holding-proxy").start()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
+        super().__init__(target_port, "holding-proxy")
 
     def release(self) -> tuple[int, bytes]:
         """Send the held request to the server now; its answer's status and body."""
@@ -274,20 +289,7 @@ class HoldingProxy:
             head, body = _read_message(reader)
         return int(head.split(b" ", 2)[1]), body
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        except OSError:
-            client.close()
-            return
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
         threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
         reader = client.makefile("rb")
         try:
