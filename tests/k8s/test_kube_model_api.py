@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -284,6 +285,32 @@ def _watch(api: client.ApiClient, events: list[dict[str, Any]], stop: threading.
         if stop.is_set():
             break
     resp.release_conn()
+
+
+def test_a_bookmark_never_runs_ahead_of_changes_the_watch_has_not_sent(cluster, api):
+    # https://kubernetes.io/docs/reference/using-api/api-concepts/#watch-bookmarks: a BOOKMARK says every change
+    # up to its resourceVersion was sent, so a client resumes from it; changes that piled up while the stream's
+    # timeout ran out must come on the resumed watch, not be skipped by a bookmark at the newest version
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(NS, cm("b-0"))
+    events: list[dict[str, Any]] = []
+    t = threading.Thread(target=_watch, args=(api, events, threading.Event()), kwargs={
+        "allow_watch_bookmarks": True, "timeout_seconds": 1, "label_selector": "tier=b"})
+    t.start()
+    cluster.wait(lambda: events, message="the watch's first event")
+
+    def burst() -> None:  # two changes, then the loop is busy past the watch's deadline
+        cluster.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "labels": {"tier": "b"}}}
+                       for n in ("b-1", "b-2")], namespace=NS)
+        time.sleep(1.5)
+    cluster.call(burst)
+    t.join(10)
+    assert not t.is_alive()
+    resumed: list[dict[str, Any]] = []
+    _watch(api, resumed, threading.Event(), allow_watch_bookmarks=True, timeout_seconds=1, label_selector="tier=b",
+           resource_version=events[-1]["object"]["metadata"]["resourceVersion"])  # as a watcher resumes
+    added = [e["object"]["metadata"]["name"] for e in events + resumed if e["type"] == "ADDED"]
+    assert added == ["b-0", "b-1", "b-2"], [(e["type"], e["object"]["metadata"]) for e in events + resumed]
 
 
 def test_watch_initial_state_resume_bookmarks_and_timeout(cluster, api):

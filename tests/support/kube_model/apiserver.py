@@ -220,6 +220,16 @@ class WatchStream:
                 store.listeners.remove(self.listener)
         return self.response
 
+    async def caught_up_bookmark(self) -> bool:
+        """A BOOKMARK at the store's version, only when every change up to it went through this watch (none is
+        queued): a bookmark says that all changes up to its resourceVersion were sent
+        (https://kubernetes.io/docs/reference/using-api/api-concepts/#watch-bookmarks), and a client resumes from
+        it. Whether one was written."""
+        if not self.bookmarks or not self.queue.empty():
+            return False
+        await self.write(self.bookmark())
+        return True
+
     async def pump(self) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.query.get("timeoutSeconds")
@@ -229,8 +239,7 @@ class WatchStream:
         while True:
             now = loop.time()
             if now >= deadline:
-                if self.bookmarks:
-                    await self.write(self.bookmark())
+                await self.caught_up_bookmark()
                 return
             wait = deadline - now
             if self.bookmarks:
@@ -238,8 +247,7 @@ class WatchStream:
             try:
                 item = await asyncio.wait_for(self.queue.get(), wait)
             except asyncio.TimeoutError:
-                if self.bookmarks and loop.time() >= next_bookmark:
-                    await self.write(self.bookmark())
+                if self.bookmarks and loop.time() >= next_bookmark and await self.caught_up_bookmark():
                     next_bookmark = loop.time() + interval
                 continue
             if isinstance(item, str):
@@ -250,8 +258,7 @@ class WatchStream:
                         self.request.transport.abort()
                     return
                 if item == "bookmark":
-                    if self.bookmarks:
-                        await self.write(self.bookmark())
+                    await self.caught_up_bookmark()
                     continue
                 if item.startswith("error:"):
                     code, _, message = item[6:].partition(":")
