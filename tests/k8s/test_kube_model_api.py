@@ -41,6 +41,10 @@ def job_body(name: str, **spec: Any) -> dict[str, Any]:
                 "restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE}]}}}}
 
 
+VALUE_RULE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and "
+              "must start and end with an alphanumeric character")
+
+
 def status_of(e: ApiException) -> dict[str, Any]:
     return json.loads(e.body)
 
@@ -285,6 +289,36 @@ def _watch(api: client.ApiClient, events: list[dict[str, Any]], stop: threading.
         if stop.is_set():
             break
     resp.release_conn()
+
+
+def test_label_selectors_are_decoded_with_the_label_rules(api):
+    # https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set: a
+    # selector's keys and values must be valid label keys and values; apimachinery's labels.Parse (NewRequirement)
+    # checks them when the API server decodes the query, a 400 BadRequest, whatever the verb
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    value_rule = VALUE_RULE
+    refused = {
+        "a value of 64 characters": ("sematic-k8s/run-id=" + "a" * 64, f'unable to parse requirement: '
+                                     f'values[0][sematic-k8s/run-id]: Invalid value: "{"a" * 64}": must be no more '
+                                     f'than 63 characters'),
+        "a value with a slash": ("app=ns/name", 'unable to parse requirement: values[0][app]: Invalid value: '
+                                                f'"ns/name": {value_rule}'),
+        "a value in a set": ("app in (ok,-bad)", 'unable to parse requirement: values[1][app]: Invalid value: '
+                                                 f'"-bad": {value_rule}'),
+        "a key": ("-app=x", 'unable to parse requirement: key: Invalid value: "-app": name part must consist of '),
+    }
+    for what, (selector, words) in refused.items():
+        for call, kwargs in ((batch.list_namespaced_job, {}),
+                             (core.list_namespaced_pod, {"watch": True, "timeout_seconds": 1,
+                                                         "_preload_content": False}),
+                             (core.delete_collection_namespaced_config_map, {})):
+            with pytest.raises(ApiException) as err:
+                call(NS, label_selector=selector, **kwargs)
+            body = status_of(err.value)
+            assert (err.value.status, body["reason"]) == (400, "BadRequest"), what
+            assert body["message"].startswith(words), (what, body["message"])
+    assert batch.list_namespaced_job(NS, label_selector="sematic-k8s/run-id=" + "a" * 63 + ",app in (x, y),!z"
+                                     ).items == []
 
 
 def test_a_bookmark_never_runs_ahead_of_changes_the_watch_has_not_sent(cluster, api):

@@ -463,7 +463,7 @@ class ApiServer:
         api = self.cluster.api
         ns = route.namespace or ""
         dry = query.get("dryRun") == "All"
-        if verb in ("list", "watch"):
+        if verb in ("list", "watch", "deletecollection"):
             validation.list_options(query, watch=verb == "watch")
         if verb == "watch":
             return await WatchStream(self, request, route, query).serve()

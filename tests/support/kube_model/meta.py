@@ -127,8 +127,11 @@ class Requirement:
         return False
 
 
-_SET = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*"
-                  r"(?:(notin|in)\s*\(([^)]*)\)|(==|=|!=|>|<)\s*([A-Za-z0-9_.-]*))?\s*$")
+# apimachinery's selector lexer: an identifier is any run of characters that are neither whitespace nor one of
+# the selector's symbols; keys and values are validated after parsing (:func:`_requirement_errors`).
+_IDENT = r"[^\s,=!()<>]"
+_SET = re.compile(rf"^\s*(!?)\s*({_IDENT}+)\s*"
+                  rf"(?:(notin|in)\s*\(([^)]*)\)|(==|=|!=|>|<)\s*({_IDENT}*))?\s*$")
 
 
 def _split_terms(text: str) -> list[str]:
@@ -148,8 +151,10 @@ def _split_terms(text: str) -> list[str]:
     return [t for t in terms if t.strip()]
 
 
-def parse_label_selector(text: str | None) -> list[Requirement]:
-    """A label selector string; 400 BadRequest when it does not parse."""
+def parse_label_selector(text: str | None,
+                         check: Callable[[Requirement], list[str]] | None = None) -> list[Requirement]:
+    """A label selector string; 400 BadRequest when it does not parse, or when ``check`` (the API server's key and
+    value rules, :func:`kube_model.validation.selector_requirement`) finds fault with a requirement."""
     out = []
     for term in _split_terms(text or ""):
         m = _SET.match(term)
@@ -167,6 +172,10 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
             out.append(Requirement(key, {"==": "=", ">": "gt", "<": "lt"}.get(op, op), (value,)))
         else:
             out.append(Requirement(key, "exists"))
+        errors = check(out[-1]) if check is not None else []
+        if errors:  # apimachinery's labels.Parse: "unable to parse requirement: <aggregated field errors>"
+            raise bad_request("unable to parse requirement: " + (errors[0] if len(errors) == 1 else
+                                                                  "[" + ", ".join(errors) + "]"))
     return out
 
 

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from kube_model.errors import ApiError, Cause, Kind, bad_request, invalid
-from kube_model.meta import quantity
+from kube_model.meta import Requirement, parse_label_selector, quantity
 from kube_model.resources import ResourceType
 
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -87,26 +87,41 @@ def dns_label(path: str, name: str) -> list[Cause]:
     return out
 
 
-def qualified_name(path: str, key: str) -> list[Cause]:
+def qualified_name_errors(key: str) -> list[str]:
+    """What apimachinery's IsQualifiedName says of a label or annotation key (empty: valid)."""
     prefix, _, name = key.rpartition("/")
     out = []
     if key.count("/") > 1:
-        return [bad(path, key, "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and "
-                               "must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
-                               "'123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') "
-                               "with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")]
+        return ["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                "with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+                "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and "
+                "'/' (e.g. 'example.com/MyName')"]
     if "/" in key:
         if not prefix:
-            out.append(bad(path, key, "prefix part must be non-empty"))
+            out.append("prefix part must be non-empty")
         elif len(prefix) > 253 or not SUBDOMAIN.match(prefix):
-            out.append(bad(path, key, "prefix part " + SUBDOMAIN_MSG))
+            out.append("prefix part " + SUBDOMAIN_MSG)
     if not name:
-        out.append(bad(path, key, "name part must be non-empty"))
+        out.append("name part must be non-empty")
     else:
         if len(name) > 63:
-            out.append(bad(path, key, "name part must be no more than 63 characters"))
+            out.append("name part must be no more than 63 characters")
         if not QUALIFIED.match(name):
-            out.append(bad(path, key, QUALIFIED_MSG))
+            out.append(QUALIFIED_MSG)
+    return out
+
+
+def qualified_name(path: str, key: str) -> list[Cause]:
+    return [bad(path, key, e) for e in qualified_name_errors(key)]
+
+
+def label_value_errors(value: str) -> list[str]:
+    """What apimachinery's IsValidLabelValue says of a label value (empty: valid)."""
+    out = []
+    if len(value) > 63:
+        out.append("must be no more than 63 characters")
+    if not LABEL_VALUE.match(value):
+        out.append(VALUE_MSG)
     return out
 
 
@@ -117,10 +132,24 @@ def labels(path: str, values: dict[str, Any] | None) -> list[Cause]:
         if not isinstance(value, str):
             out.append(bad(f"{path}", value, "label values must be strings"))
             continue
-        if len(value) > 63:
-            out.append(bad(path, value, "must be no more than 63 characters"))
-        if not LABEL_VALUE.match(value):
-            out.append(bad(path, value, VALUE_MSG))
+        out += [bad(path, value, e) for e in label_value_errors(value)]
+    return out
+
+
+def selector_requirement(req: Requirement) -> list[str]:
+    """The field errors apimachinery's labels.NewRequirement finds in one parsed requirement of a label selector
+    (``key: Invalid value: ...``, ``values[0][key]: Invalid value: ...``); each one's reasons joined by "; "."""
+    out = []
+    key_errors = qualified_name_errors(req.key)
+    if key_errors:
+        out.append(f"key: Invalid value: {_q(req.key)}: {'; '.join(key_errors)}")
+    if req.op in ("gt", "lt"):
+        out += [f"values[{i}]: Invalid value: {_q(v)}: for 'Gt', 'Lt' operators, the value must be an integer"
+                for i, v in enumerate(req.values) if not re.fullmatch(r"[+-]?[0-9]+", v)]
+    for i, v in enumerate(req.values):
+        value_errors = label_value_errors(v)
+        if value_errors:
+            out.append(f"values[{i}][{req.key}]: Invalid value: {_q(v)}: {'; '.join(value_errors)}")
     return out
 
 
@@ -404,8 +433,10 @@ LIST_OPTIONS = Kind("listoptions", "meta.k8s.io", "ListOptions")
 
 
 def list_options(query: dict[str, str], watch: bool) -> None:
-    """The query of a list or watch, as ``ValidateListOptions`` (apimachinery, 422 ``ListOptions.meta.k8s.io``)
-    and the storage layer (400: a ``continue`` token fixes the version it reads) check it."""
+    """The query of a list or watch, as the API server decodes it (400: a label selector whose keys or values are
+    no valid label keys or values), ``ValidateListOptions`` (apimachinery, 422 ``ListOptions.meta.k8s.io``) and the
+    storage layer (400: a ``continue`` token fixes the version it reads) check it."""
+    parse_label_selector(query.get("labelSelector"), selector_requirement)  # decoded (400) before validated (422)
     rv, match = query.get("resourceVersion") or "", query.get("resourceVersionMatch") or ""
     token, initial = query.get("continue") or "", query.get("sendInitialEvents")
     path = "resourceVersionMatch"
