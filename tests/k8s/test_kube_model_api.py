@@ -321,6 +321,24 @@ def test_label_selectors_are_decoded_with_the_label_rules(api):
                                      ).items == []
 
 
+def test_immutable_job_spec_fields_are_refused_and_the_rest_may_change(api):
+    # apis/batch/validation ValidateJobSpecUpdate: completions, selector, template (of a Job that started),
+    # completionMode, podFailurePolicy and backoffLimitPerIndex are immutable; parallelism, backoffLimit,
+    # activeDeadlineSeconds, ttlSecondsAfterFinished, suspend may change
+    batch = client.BatchV1Api(api)
+    batch.create_namespaced_job(NS, job_body("fixed"))
+    for field, value in (("podFailurePolicy", {"rules": [{"action": "Ignore", "onPodConditions": [
+            {"type": "DisruptionTarget"}]}]}), ("completionMode", "Indexed"), ("completions", 2)):
+        with pytest.raises(ApiException) as err:
+            batch.patch_namespaced_job("fixed", NS, {"spec": {field: value}})
+        assert err.value.status == 422 and status_of(err.value)["reason"] == "Invalid", field
+        assert f"spec.{field}: Invalid value: " in status_of(err.value)["message"], field
+        assert status_of(err.value)["message"].endswith("field is immutable"), field
+    changed = batch.patch_namespaced_job("fixed", NS, {"spec": {"parallelism": 0, "backoffLimit": 2,
+                                                                "ttlSecondsAfterFinished": 5}})
+    assert (changed.spec.parallelism, changed.spec.backoff_limit, changed.spec.ttl_seconds_after_finished) == (0, 2, 5)
+
+
 def test_a_bookmark_never_runs_ahead_of_changes_the_watch_has_not_sent(cluster, api):
     # https://kubernetes.io/docs/reference/using-api/api-concepts/#watch-bookmarks: a BOOKMARK says every change
     # up to its resourceVersion was sent, so a client resumes from it; changes that piled up while the stream's

@@ -394,8 +394,14 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
         raise invalid(rt.err, meta.get("name") or meta.get("generateName") or "", causes)
 
 
+# Job spec fields an update may not change (ValidateJobSpecUpdate in pkg/apis/batch/validation; the selector and
+# the template are checked on their own).
+JOB_IMMUTABLE = ("completions", "completionMode", "podFailurePolicy", "backoffLimitPerIndex")
+
+
 def validate_update(rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """The immutability rules the executor may run into (Job selector and template, pod spec)."""
+    """The immutability rules the executor may run into (Job selector, template and the spec fields of
+    ``JOB_IMMUTABLE``, pod spec)."""
     name = new["metadata"]["name"]
     causes: list[Cause] = []
     if rt.key == "jobs.batch":
@@ -404,8 +410,9 @@ def validate_update(rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) 
             causes.append(bad("spec.selector", n.get("selector"), "field is immutable"))
         if _template_core(o) != _template_core(n):
             causes.append(bad("spec.template", n.get("template"), "field is immutable"))
-        if o.get("completions") != n.get("completions"):
-            causes.append(bad("spec.completions", n.get("completions"), "field is immutable"))
+        for f in JOB_IMMUTABLE:  # the rest of the spec (parallelism, backoffLimit, suspend, ...) may change
+            if o.get(f) != n.get(f):
+                causes.append(bad(f"spec.{f}", n.get(f), "field is immutable"))
     elif rt.key == "pods":
         o, n = _pod_mutable_stripped(old.get("spec") or {}), _pod_mutable_stripped(new.get("spec") or {})
         if o != n:
