@@ -39,6 +39,10 @@ from sematic_k8s.settings import DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV
 log = logging.getLogger("sematic_k8s.k8s")
 
 
+# lists of Jobs started again when their continue token expired (410) before one finished whole
+LIST_RESTARTS = 3
+
+
 class Made(enum.Enum):
     """What became of a Job's create, when it was not refused for good (that is an Ended)."""
 
@@ -82,14 +86,20 @@ class JobLauncher:
 
     def list_jobs(self, selector: str) -> tuple[Event, str | None]:
         """List the resolution's worker Jobs (a restarted driver's earlier ones), page by page, and remember the
-        newest Job of each attempt. Returns them as a SYNC event, and the list's resourceVersion."""
-        since, token = time.monotonic(), None
+        newest Job of each attempt. Returns them as a SYNC event, and the list's resourceVersion. A continue token
+        that expired between pages (410: etcd compacted past the list's snapshot) starts the list again, whole."""
+        since, token, expired = time.monotonic(), None, 0
         items: list[dict[str, Any]] = []
         while True:
             self.stats.job_lists += 1
             try:
                 data = self.kube.list_jobs(selector, self.settings.page, token)
             except ApiException as e:
+                if e.status == 410 and token and expired < LIST_RESTARTS:  # etcd compacted past the list's snapshot
+                    expired += 1
+                    log.info("the list of Jobs expired between its pages (410): listing them again from the start")
+                    items, token = [], None
+                    continue
                 raise refused(e, "list Jobs", self.kube.namespace) from None
             items.extend(slim_job(j) for j in data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")

@@ -507,6 +507,41 @@ def test_a_restarted_driver_reattaches_to_the_relaunched_job_not_the_first(clust
     assert len(created) == 2  # the first attempt and its relaunch, never the first again
 
 
+def test_a_restarted_drivers_job_list_expiring_between_pages_is_listed_again_whole(cluster, api, storage):
+    gate = threading.Event()
+
+    def held(ctx: SimContext) -> int:
+        gate.wait(30)
+        return worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=held)})
+    root = new_id()
+    first = executor(api, storage)
+    run_ids = [submit(first, square, root, {"x": i}) for i in range(3)]
+    cluster.wait(lambda: len(jobs(cluster)) == 3, message=f"jobs: {jobs(cluster)}")
+    for w in first.watchers:  # the driver dies: its Jobs run on
+        w.stop()
+    second = executor(api, storage, page=2)
+    list_page = second.kube.list_jobs
+
+    def compacted_after_the_first_page(selector: str, limit: int, token: str | None) -> dict:
+        page = list_page(selector, limit, token)
+        if token is None and not compacted:  # between the pages: a change, then etcd compaction past the list's
+            client.CoreV1Api(api).create_namespaced_config_map(NS, {"metadata": {"name": "later"}})  # snapshot
+            compacted.append(cluster.compact())
+        return page
+    compacted: list[int] = []
+    second.kube.list_jobs = compacted_after_the_first_page  # type: ignore[method-assign]
+    for i, run_id in enumerate(run_ids):
+        submit(second, square, root, {"x": i}, run_id=run_id, resumed=True)
+    gate.set()
+    got = wait_for(second, 3)
+    second.close()
+    assert all(got[r].error_info is None for r in run_ids), [got[r].error_info for r in run_ids]
+    assert compacted and second.stats.creates == 0 and second.stats.reattached == 3
+    expired = [r for r in cluster.calls(verb="list", resource="jobs") if "continue" in r.query and r.status == 410]
+    assert expired, [(r.query, r.status) for r in cluster.calls(verb="list", resource="jobs")]
+
+
 # -- refused and throttled API calls (15) ----------------------------------------------------------------------
 
 
