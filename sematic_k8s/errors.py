@@ -126,6 +126,17 @@ class RunResolved(Exception):
         self.run_id = run_id
 
 
+class NoteChanged(Exception):
+    """A note edit made to a text that is no longer the note (someone replaced it meanwhile, or this is a late copy
+    of an older edit): refused with its whole change, so that no one's note is overwritten unseen."""
+
+    def __init__(self, resolution_id: str, note: str | None) -> None:
+        now = "empty" if not note else repr(note if len(note) <= 80 else note[:80] + "...")
+        super().__init__(f"the note of resolution {resolution_id} changed since it was read (it is now {now}): "
+                         "nothing was changed; read it again and make your change to it")
+        self.resolution_id, self.note = resolution_id, note
+
+
 # -- infrastructure errors ----------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import click
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
+from sematic_k8s.errors import NoteChanged
 
 
 @click.group()
@@ -40,7 +41,12 @@ def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
     its tags and note."""
     found = records.store(ctx)
     root = records.find_root(found, given)
-    res = found.label_resolution(root.id, **change)
+    if change.get("set_note") and (read := found.get_resolution(root.id)) is not None:
+        change["note_was"] = read.note or ""  # made to the note as read now: a late copy overwrites no newer one
+    try:
+        res = found.label_resolution(root.id, **change)
+    except NoteChanged as e:
+        raise click.ClickException(str(e)) from None
     if res is None:
         raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")
     if output == "json":

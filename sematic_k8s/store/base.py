@@ -52,8 +52,10 @@ class Store(Protocol):
         """Ask a created or running Resolution to cancel; its state after the request (None: unknown id)."""
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
-                         note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
+                         note: str | None = None, set_note: bool = False,
+                         note_was: str | None = None) -> ResolutionRecord | None:
         """Add and remove tags and, with ``set_note``, replace the note; the resolution as it now is (None:
-        unknown id)."""
+        unknown id). ``note_was``: the note the edit was made to ("" none); NoteChanged, and nothing changed, when
+        the note is neither that nor already the new one."""
 
     def close(self) -> None: ...

@@ -29,7 +29,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from sematic_k8s.errors import DiskFull
+from sematic_k8s.errors import DiskFull, NoteChanged
 from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
@@ -208,13 +208,16 @@ class SqlStore:
             return conn.scalar(sa.select(t.c.state).where(t.c.id == resolution_id))
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
-                         note: str | None = None, set_note: bool = False) -> ResolutionRecord | None:
+                         note: str | None = None, set_note: bool = False,
+                         note_was: str | None = None) -> ResolutionRecord | None:
         """Add and remove tags (kept sorted, each once) and, with ``set_note``, replace the note (None or ""
-        clears it). Returns the resolution as it now is (None when unknown)."""
+        clears it). Returns the resolution as it now is (None when unknown). ``note_was``: the note the edit was
+        made to ("": none); when the note is now neither that nor the new one, NoteChanged and nothing changes
+        (an edit landing again, a retry, changes nothing and is no error)."""
         t = self._res
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
-            stmt = sa.select(t.c.tags).where(t.c.id == resolution_id)
+            stmt = sa.select(t.c.tags, t.c.note).where(t.c.id == resolution_id)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()
             row = conn.execute(stmt).first()
@@ -223,6 +226,8 @@ class SqlStore:
             tags = (set(row.tags or []) | set(add)) - set(remove)
             values: dict[str, Any] = {"tags": sorted(tags)}
             if set_note:
+                if note_was is not None and (row.note or "") not in (note_was, note or ""):
+                    raise NoteChanged(resolution_id, row.note)
                 values["note"] = note or None
             conn.execute(sa.update(t).where(t.c.id == resolution_id).values(values))
         return self.get_resolution(resolution_id)

@@ -345,6 +345,9 @@ class LabelsIn(BaseModel):
     add: list[str] = Field(default_factory=list, max_length=100, description="tags to add")
     remove: list[str] = Field(default_factory=list, max_length=100, description="tags to remove")
     note: str | None = Field(None, max_length=MAX_NOTE, description='replace the note ("" clears it); null: keep')
+    note_was: str | None = Field(None, max_length=MAX_NOTE, description=(
+        'the note this edit was made to ("": none): 409, and nothing changed, when the note is now neither that nor '
+        "the new one (someone replaced it meanwhile); null: replace it whatever it is"))
 
     def model_post_init(self, _: Any) -> None:
         import re

@@ -516,8 +516,19 @@ def test_pipelines_index_tags_notes_and_filters(page: Any, served: Served) -> No
     expect(tid("error-banner")).to_contain_text("bad tag 'bad tag'")
     tid("error-banner").click()
     tid("note-edit").click()
-    tid("note-input").fill("the run we compare against")
+    tid("note-input").fill("a first note")
     tid("note-save").click()
+    expect(tid("resolution-note")).to_have_text("a first note")
+    # someone replaces the note while it is edited here: saving does not overwrite theirs unseen
+    tid("note-edit").click()
+    tid("note-input").fill("the run we compare against")
+    httpx.post(f"{served.url}/api/v1/resolutions/{served.ok_id}/labels", json={"note": "theirs"},
+               headers={"X-API-Key": served.key}).raise_for_status()
+    tid("note-save").click()
+    expect(tid("error-banner")).to_contain_text("changed since it was read (it is now 'theirs'): nothing was changed")
+    assert served.store.get_resolution(served.ok_id).note == "theirs"
+    tid("error-banner").click()
+    tid("note-save").click()  # saved again, knowing theirs: replaces it
     expect(tid("resolution-note")).to_have_text("the run we compare against")
     httpx.post(f"{served.url}/api/v1/resolutions/{served.failed_id}/labels", json={"add": ["flaky"]},
                headers={"X-API-Key": served.key}).raise_for_status()

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.errors import DriverReplaced, ServerError
+from sematic_k8s.errors import DriverReplaced, NoteChanged, ServerError
 from sematic_k8s.store.http import HttpStore, batch_from_json, batch_to_json, dumps
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -224,3 +224,24 @@ def test_cache_hits_are_recorded_whole_either_store(setup, monkeypatch) -> None:
     third = cache_records.hit_fan(5)
     assert third.resolve(make(cache_namespace="ns")) == 15
     cache_records.check_hit_records(store, first.id, third.id, 5, source_changed=True)
+
+
+def test_a_note_edit_made_to_a_replaced_note_is_refused_either_store(setup, tmp_path) -> None:
+    """Two people edit one note: the edit made to the note as it was before the other's landed is refused whole
+    (NoteChanged, 409 through the server), with the note as it now is; the same edit landing again (a retry) is
+    no error and changes nothing; an edit without ``note_was`` replaces whatever is there."""
+    make, store = setup
+    f = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
+    f.resolve(make())
+    store.label_resolution(f.id, note="first", set_note=True)
+    theirs = store.label_resolution(f.id, note="theirs", set_note=True, note_was="first")
+    assert theirs is not None and theirs.note == "theirs"
+    with pytest.raises(NoteChanged, match=r"changed since it was read \(it is now 'theirs'\): nothing was changed"):
+        store.label_resolution(f.id, add=["mine"], note="mine", set_note=True, note_was="first")
+    now = store.get_resolution(f.id)
+    assert now.note == "theirs" and now.tags == []  # nothing of the refused edit, its tag neither
+    again = store.label_resolution(f.id, note="theirs", set_note=True, note_was="first")  # their edit, retried
+    assert again is not None and again.note == "theirs"
+    cleared = store.label_resolution(f.id, note="", set_note=True, note_was="theirs")
+    assert cleared is not None and cleared.note is None
+    assert store.label_resolution(f.id, note="blind", set_note=True).note == "blind"

@@ -31,6 +31,20 @@ export function fill(el, ...children) {
   return el;
 }
 
+/** `fill(el, ...children)` that gives the focus (and the caret) back to what held it, when it is among them. */
+export function fillKeepingFocus(el, ...children) {
+  const active = document.activeElement;
+  const caret = active && "selectionStart" in active ? [active.selectionStart, active.selectionEnd] : null;
+  fill(el, ...children);
+  if (active && active !== document.body && el.contains(active) && document.activeElement !== active) {
+    active.focus();
+    try {
+      if (caret) active.setSelectionRange(...caret);
+    } catch { /* an input without a caret (a checkbox) */ }
+  }
+  return el;
+}
+
 export const $ = (sel) => document.querySelector(sel);
 
 export function badge(state, testid = "state-badge") {

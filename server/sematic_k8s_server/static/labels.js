@@ -1,7 +1,7 @@
 /* A resolution's tags and note: shown in the list, edited on its page (POST /resolutions/ID/labels). */
 
 import { showBanner } from "./actions.js";
-import { setLabels } from "./api.js";
+import { getResolution, setLabels } from "./api.js";
 import { fill, h } from "./dom.js";
 
 /** Tag chips and the note, read only (the list). */
@@ -13,34 +13,67 @@ export function labelsLine(res) {
     res.note ? h("span", { class: "note muted", testid: "note-text", title: res.note }, res.note.length > 80 ? `${res.note.slice(0, 80)}…` : res.note) : null);
 }
 
-/** The tags and note of `res`, editable; `changed(res)` gets the resolution as the server returns it. */
+/** The tags and note of `res`, editable; `changed(res)` gets the resolution as the server returns it. Its page
+ * keeps it while showing that resolution and gives it each fresher record (`el.update(res)`): what is being typed
+ * in it (a tag, the note) stays as it is. */
 export function labelsEditor(res, changed) {
   const el = h("div", { class: "labels-editor", testid: "labels-editor" });
+  let editedFrom = null; // the note as it was when its edit began (null: not being edited)
+  const failed = (e) => showBanner(`Cannot change the labels of ${res.id.slice(0, 8)}: ${e.message}`);
   const save = async (body) => {
     try {
-      changed(await setLabels(res.id, body));
+      const saved = await setLabels(res.id, body);
+      input.value = "";
+      changed(saved);
     } catch (e) {
-      showBanner(`Cannot change the labels of ${res.id.slice(0, 8)}: ${e.message}`);
+      failed(e);
+    }
+  };
+  // saved as an edit of the note it began from (note_was): a note replaced meanwhile is not overwritten unseen (409)
+  const saveNote = async (area) => {
+    try {
+      const saved = await setLabels(res.id, { note: area.value, note_was: editedFrom });
+      editedFrom = null;
+      changed(saved);
+    } catch (e) {
+      if (e.status !== 409) return failed(e);
+      editedFrom = (await getResolution(res.id).catch(() => res)).note || ""; // a second save replaces that one
+      showBanner(`${e.message} (your text is kept in the box: save it again to replace that note)`);
     }
   };
   const input = h("input", {
     type: "text", class: "tag-input", placeholder: "add a tag", testid: "tag-input", maxlength: "64",
     onkeydown: (e) => { if (e.key === "Enter" && input.value.trim()) save({ add: [input.value.trim()] }); },
   });
-  const noteView = () => fill(noteBox,
-    h("span", { class: res.note ? "note" : "note muted", testid: "resolution-note" }, res.note || "no note"),
-    h("button", { type: "button", class: "btn tiny", testid: "note-edit", onclick: noteEdit }, "edit note"));
+  const tags = h("div", { class: "tags" });
+  const noteBox = h("div", { class: "note-box" });
+  const noteView = () => {
+    editedFrom = null;
+    fill(noteBox,
+      h("span", { class: res.note ? "note" : "note muted", testid: "resolution-note" }, res.note || "no note"),
+      h("button", { type: "button", class: "btn tiny", testid: "note-edit", onclick: noteEdit }, "edit note"));
+  };
   const noteEdit = () => {
+    editedFrom = res.note || "";
     const area = h("textarea", { testid: "note-input", rows: "3", maxlength: "10000" }, res.note || "");
-    fill(noteBox, area, h("button", { type: "button", class: "btn tiny", testid: "note-save", onclick: () => save({ note: area.value }) }, "save"),
+    fill(noteBox, area, h("button", { type: "button", class: "btn tiny", testid: "note-save", onclick: () => saveNote(area) }, "save"),
       h("button", { type: "button", class: "btn tiny", onclick: noteView }, "cancel"));
     area.focus();
   };
-  const noteBox = h("div", { class: "note-box" });
-  noteView();
-  return fill(el,
-    h("div", { class: "tags" }, (res.tags || []).map((t) => h("span", { class: "chip", testid: "tag-chip", data: { tag: t } }, t,
+  el.update = (fresh) => {
+    res = fresh;
+    fill(tags, (res.tags || []).map((t) => h("span", { class: "chip", testid: "tag-chip", data: { tag: t } }, t,
       h("button", { type: "button", class: "chip-x", title: `remove ${t}`, testid: "tag-remove", onclick: () => save({ remove: [t] }) }, "×"))),
-    input, h("button", { type: "button", class: "btn tiny", testid: "tag-add", onclick: () => input.value.trim() && save({ add: [input.value.trim()] }) }, "add")),
-    noteBox);
+    input, h("button", { type: "button", class: "btn tiny", testid: "tag-add", onclick: () => input.value.trim() && save({ add: [input.value.trim()] }) }, "add"));
+    if (editedFrom === null) noteView();
+    return el;
+  };
+  el.resolutionId = res.id;
+  return fill(el, tags, noteBox).update(res);
+}
+
+/** The labels editor `shown` given the record `res` of a page redrawn (an event came), or a new one for another
+ * resolution. */
+export function labelsFor(shown, res, changed) {
+  return shown?.resolutionId === res.id ? shown.update(res) : labelsEditor(res, changed);
 }

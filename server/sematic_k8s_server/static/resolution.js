@@ -5,11 +5,11 @@
 import { actionsMenu, cancel, rerun, startedByUs } from "./actions.js";
 import { getOverview } from "./api.js";
 import { criticalPath } from "./critical.js";
-import { badge, duration, factList, fill, h, link } from "./dom.js";
+import { badge, duration, factList, fill, fillKeepingFocus, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { renderGraph } from "./graph.js";
 import { displayModel, progressText } from "./grouping.js";
-import { labelsEditor } from "./labels.js";
+import { labelsFor } from "./labels.js";
 import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { RunPanel } from "./panel.js";
@@ -209,13 +209,14 @@ export class ResolutionView extends View {
       ["Cache namespace", s.cache_namespace ? h("span", { class: "mono" }, s.cache_namespace) : null],
       ["Image", r.image ? h("span", { class: "mono wrap", testid: "resolution-image" }, r.image) : null],
     ];
-    fill(this.header,
+    this.labels = labelsFor(this.labels, r, () => this.refresh());
+    fillKeepingFocus(this.header,
       h("div", { class: "toolbar" },
         h("h1", {}, h("span", { class: "muted" }, "Resolution "), func, " ", badge(r.state, "resolution-state")),
         terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
         h("span", { class: "spacer" }), actions),
       factList(facts),
-      labelsEditor(r, () => this.refresh()),
+      this.labels,
       r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null);
   }
 }
