@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, with_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, with_config
 from typing_extensions import NotRequired, TypedDict
 
 HEX_ID = r"^[0-9a-f]{1,64}$"
@@ -199,6 +199,23 @@ Text256 = Annotated[str, StringConstraints(max_length=256)]
 Text512 = Annotated[str, StringConstraints(max_length=512)]
 Note = Annotated[str, StringConstraints(max_length=MAX_NOTE)]
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
+MAX_DEPTH = 128  # a value's levels of objects and arrays; JSON encoders stop at about 255 (orjson's, pydantic's)
+
+
+def _shallow(value: Any) -> Any:
+    """``value``, if its objects and arrays nest at most :data:`MAX_DEPTH` deep: a deeper one would be recorded
+    and then fail every read that serializes it (its resolution's, and the listings holding it)."""
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())
+                 if isinstance(c, (dict, list))]
+        if not level:
+            return value
+    raise ValueError(f"nested more than {MAX_DEPTH} levels deep: flatten it")
+
+
+Json = Annotated[Any, AfterValidator(_shallow)]  # a record's free-form JSON value
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 RunState = Literal["created", "scheduled", "running", "resolved", "failed", "canceled"]
@@ -208,9 +225,9 @@ ResolutionState = Literal["running", "canceling", "resolved", "failed", "cancele
 @with_config(ConfigDict(extra="forbid"))
 class _RunFields(TypedDict, total=False):
     parent_id: Id | None
-    input_refs: dict[str, Any]
+    input_refs: JsonObject
     inputs: dict[str, ArtifactKey]
-    output_ref: Any
+    output_ref: Json
     output_id: ArtifactKey | None
     cache_key: ArtifactKey | None
     cached_from: Id | None
@@ -218,10 +235,10 @@ class _RunFields(TypedDict, total=False):
     source_hash: Text64 | None
     source_file: str | None
     source_text: str | None
-    settings: dict[str, Any]
-    error: dict[str, Any] | None
+    settings: JsonObject
+    error: JsonObject | None
     attempts: Annotated[int, Field(ge=0, le=INT32_MAX)]
-    notes: dict[str, Any]
+    notes: JsonObject
     created_at: Timestamp
     started_at: Timestamp
     ended_at: Timestamp
@@ -249,7 +266,7 @@ class NewRun(_RunFields):
 
 @with_config(ConfigDict(extra="forbid"))
 class _ResolutionFields(TypedDict, total=False):
-    settings: dict[str, Any]
+    settings: JsonObject
     rerun_of: Id | None
     image: Text512 | None
     build_hash: Text64 | None
@@ -285,7 +302,7 @@ class NewArtifact(TypedDict):
     id: ArtifactKey
     format: Text16
     type_name: Text512
-    summary: NotRequired[Any]
+    summary: NotRequired[Json]
     size: Annotated[int, Field(ge=0, le=INT64_MAX)]
     created_at: NotRequired[Timestamp]
     inline: NotRequired[str | None]

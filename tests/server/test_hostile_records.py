@@ -256,3 +256,41 @@ def test_a_stored_value_recorded_ahead_is_repaired_by_its_bytes_in_s3(
             assert r.status_code == 200 and r.content == value.payload, r.text
             write(ahead)  # a lie after the truth: the bytes refute it
             assert recorded() == {k: honest[k] for k in fields}
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_values_nested_too_deep_to_read_back_are_refused(served: Served) -> None:
+    """JSON encoders stop at about 255 levels (orjson's, pydantic's): a value nested 300 deep that a driver's token
+    records in its own resolution made every read of it 500 and, through the listing, the dashboard's index for
+    everyone. Such a write is a 422 naming the field; what is recorded still reads back, shallower values too."""
+    own = uuid.uuid4().hex
+    user = HttpStore(served.url, served.key)
+    try:
+        token = user.mint_token(own)
+    finally:
+        user.close()
+    deep, ok = _nested(300), _nested(100)
+    with served.client(key=token) as d:
+        r = d.post("/api/v1/store/write", json={"new_resolutions": [_resolution(own, settings={"ok": ok})],
+                                                "new_runs": {own: _run(own, own, notes={"ok": ok})}})
+        assert r.status_code == 200, r.text
+        for body, field in (({"resolution_updates": {own: {"settings": {"x": deep}}}}, "settings"),
+                            ({"run_updates": {own: {"notes": {"x": deep}}}}, "notes"),
+                            ({"run_updates": {own: {"output_ref": deep}}}, "output_ref"),
+                            ({"run_updates": {own: {"error": {"x": deep}}}}, "error")):
+            r = d.post("/api/v1/store/write", json=body)
+            assert r.status_code == 422, (field, r.text)
+            assert field in r.json()["detail"] and "nested" in r.json()["detail"] and "\n" not in r.json()["detail"]
+    with served.client() as c:
+        for path in ("/api/v1/resolutions", "/api/v1/pipelines", f"/api/v1/resolutions/{own}",
+                     f"/api/v1/resolutions/{own}/graph", f"/api/v1/resolutions/{own}/overview", f"/api/v1/runs/{own}",
+                     f"/api/v1/runs?root_id={own}"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text)
+        assert c.get(f"/api/v1/runs/{own}").json()["notes"] == {"ok": ok}
