@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, with_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator, with_config
+from starlette.exceptions import HTTPException
 from typing_extensions import NotRequired, TypedDict
 
 HEX_ID = r"^[0-9a-f]{1,64}$"
@@ -199,6 +200,7 @@ Text256 = Annotated[str, StringConstraints(max_length=256)]
 Text512 = Annotated[str, StringConstraints(max_length=512)]
 Note = Annotated[str, StringConstraints(max_length=MAX_NOTE)]
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
+MAX_BATCH_RECORDS = 100_000  # records (and fences) in one write: more is a 413, which the HTTP store sends in parts
 MAX_DEPTH = 128  # a value's levels of objects and arrays; JSON encoders stop at about 255 (orjson's, pydantic's)
 
 
@@ -323,6 +325,18 @@ class BatchIn(BaseModel):
         default_factory=dict, description="resolution id (one the batch fences) -> this request's number among its "
         "driver's writes in that epoch: a request whose number is not above the last one applied was applied "
         "already (a retry's first attempt landing late), and is answered as written without changing anything")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many(cls, doc: Any) -> Any:
+        """413 (before any record is validated) for more than :data:`MAX_BATCH_RECORDS` records, as for a body
+        over the byte cap: a million tiny ones in a few MB cost the server gigabytes and seconds to take in."""
+        if isinstance(doc, dict):
+            n = sum(len(v) for v in doc.values() if isinstance(v, (dict, list)))
+            if n > MAX_BATCH_RECORDS:
+                raise HTTPException(413, f"a batch of {n} records: this server takes at most {MAX_BATCH_RECORDS} in "
+                                         "one request; send it in parts (the HTTP store does so by itself)")
+        return doc
 
 
 class Written(BaseModel):
