@@ -218,6 +218,37 @@ def _shallow(value: Any) -> Any:
 
 Json = Annotated[Any, AfterValidator(_shallow)]  # a record's free-form JSON value
 JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+_LEAF_LENGTHS = {"run": range(1, 65), "artifact": range(64, 65)}  # lowercase hex: run ids, sha256 content ids
+_KEYS = (str, int, float, bool, type(None))  # a dict's keys next to Futures (graph.to_json)
+_TEMPLATE_FORM = ('a value\'s template: {"artifact": SHA256}, {"run": ID}, {"list": [...]}, {"tuple": [...]} or '
+                  '{"dict": [[KEY, ...], ...]}')
+
+
+def _template(doc: Any) -> Any:
+    """``doc``, if it is a value's JSON template (:func:`sematic_k8s.graph.to_json`) at most :data:`MAX_DEPTH`
+    deep, which the graph, the overview and rerun planning walk; else ValueError."""
+    todo = [(doc, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep: flatten it")
+        if type(node) is not dict or len(node) != 1:
+            raise ValueError(f"not {_TEMPLATE_FORM}")
+        (kind, x), = node.items()
+        if kind in _LEAF_LENGTHS:
+            if type(x) is not str or len(x) not in _LEAF_LENGTHS[kind] or x.strip("0123456789abcdef"):
+                raise ValueError(f"not {_TEMPLATE_FORM}")
+        elif kind in ("list", "tuple") and type(x) is list:
+            todo.extend((item, depth + 2) for item in x)
+        elif kind == "dict" and type(x) is list and all(type(p) is list and len(p) == 2 and isinstance(p[0], _KEYS)
+                                                         for p in x):
+            todo.extend((p[1], depth + 3) for p in x)
+        else:
+            raise ValueError(f"not {_TEMPLATE_FORM}")
+    return doc
+
+
+Template = Annotated[Any, AfterValidator(_template)]
 
 
 RunState = Literal["created", "scheduled", "running", "resolved", "failed", "canceled"]
@@ -227,9 +258,9 @@ ResolutionState = Literal["running", "canceling", "resolved", "failed", "cancele
 @with_config(ConfigDict(extra="forbid"))
 class _RunFields(TypedDict, total=False):
     parent_id: Id | None
-    input_refs: JsonObject
+    input_refs: dict[str, Template]
     inputs: dict[str, ArtifactKey]
-    output_ref: Json
+    output_ref: Template | None
     output_id: ArtifactKey | None
     cache_key: ArtifactKey | None
     cached_from: Id | None

@@ -54,6 +54,14 @@ def test_records_of_the_wrong_shape_are_refused_and_every_read_still_answers(ser
             ({"run_updates": {root: {"state": None}}}, "state"),
             ({"run_updates": {root: {"id": other}}}, "id"),  # a recorded run's id: never changed
             ({"run_updates": {root: {"output_id": "../../etc/passwd"}}}, "output_id"),
+            # a value's template (sematic_k8s.graph.to_json) of another shape: the graph's and overview's 500s
+            ({"run_updates": {root: {"output_ref": [1]}}}, "output_ref"),
+            ({"run_updates": {root: {"output_ref": {"run": 5}}}}, "output_ref"),
+            ({"run_updates": {root: {"input_refs": {"x": "a string"}}}}, "input_refs"),
+            ({"run_updates": {root: {"input_refs": {"x": {"list": 5}}}}}, "input_refs"),
+            ({"run_updates": {root: {"input_refs": {"x": {"list": [{"run": root}, [1]]}}}}}, "input_refs"),
+            ({"run_updates": {root: {"input_refs": {"x": {"dict": [[1]]}}}}}, "input_refs"),
+            ({"run_updates": {root: {"input_refs": {"x": {"artifact": "../../x"}}}}}, "input_refs"),
             ({"new_runs": {other: _run(other, root, func_path=5)}}, "func_path"),
             ({"new_runs": {other: _run(other, root, inputs={"x": 1})}}, "inputs"),
             ({"new_runs": {other: {"id": other, "root_id": root}}}, "func_path"),  # missing fields
@@ -276,13 +284,16 @@ def test_values_nested_too_deep_to_read_back_are_refused(served: Served) -> None
     finally:
         user.close()
     deep, ok = _nested(300), _nested(100)
+    template: Any = {"run": own}
+    for _ in range(150):
+        template = {"list": [template]}
     with served.client(key=token) as d:
         r = d.post("/api/v1/store/write", json={"new_resolutions": [_resolution(own, settings={"ok": ok})],
                                                 "new_runs": {own: _run(own, own, notes={"ok": ok})}})
         assert r.status_code == 200, r.text
         for body, field in (({"resolution_updates": {own: {"settings": {"x": deep}}}}, "settings"),
                             ({"run_updates": {own: {"notes": {"x": deep}}}}, "notes"),
-                            ({"run_updates": {own: {"output_ref": deep}}}, "output_ref"),
+                            ({"run_updates": {own: {"output_ref": template}}}, "output_ref"),
                             ({"run_updates": {own: {"error": {"x": deep}}}}, "error")):
             r = d.post("/api/v1/store/write", json=body)
             assert r.status_code == 422, (field, r.text)
