@@ -426,8 +426,22 @@ def user_frames(tb: TracebackType | None) -> TracebackType | None:
     return first or tb
 
 
+# characters of an error's message recorded (its traceback: five times as many); a longer one keeps its start and end
+ERROR_MESSAGE_LIMIT = 20_000
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text``, or when longer than ``limit`` its start and its end with how much was cut between them: an error
+    is recorded, sent, shown and raised again (a message holding a whole table or file is no rarity)."""
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return f"{text[:head]}\n... [{len(text) - limit:,} characters cut] ...\n{text[len(text) - (limit - head):]}"
+
+
 def error_info(exc: BaseException) -> dict[str, Any]:
-    """The recordable form of an exception; its traceback starts at the user's code."""
-    return {"type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__))),
-            "mro": kinds(type(exc))}
+    """The recordable form of an exception; its traceback starts at the user's code. A very long message (and
+    traceback) is clipped: its start and end are kept (:func:`clipped`)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
+    return {"type": type(exc).__qualname__, "message": clipped(str(exc), ERROR_MESSAGE_LIMIT),
+            "traceback": clipped(tb, 5 * ERROR_MESSAGE_LIMIT), "mro": kinds(type(exc))}

@@ -892,3 +892,22 @@ def test_interrupt_cancels_the_resolution_and_is_recorded(resolver, store):
         f.resolve(resolver())
     assert store.get_resolution(f.id).state == "canceled"
     assert {r.state for r in store.runs_of_root(f.id) if r.func_name != "double"} == {"canceled"}
+
+
+@sk.func
+def fails_with_a_table(n: int) -> int:
+    raise ValueError("bad rows:\n" + "a row\n" * n + "the end")
+
+
+def test_a_huge_error_message_is_recorded_and_raised_clipped_to_its_start_and_end(resolver, store):
+    f = fails_with_a_table(1_000_000)
+    with pytest.raises(sk.ResolutionFailed) as info:
+        f.resolve(resolver())
+    err = store.get_run(f.id).error
+    message, tb = err["message"], err["traceback"]
+    assert message.startswith("bad rows:\na row\n") and message.endswith("a row\nthe end"), message[-40:]
+    cut = len("bad rows:\n" + "a row\n" * 1_000_000 + "the end") - 20_000
+    assert f"\n... [{cut:,} characters cut] ...\n" in message and len(message) < 20_100
+    assert "fails_with_a_table" in tb and tb.rstrip().endswith("the end") and len(tb) < 100_100
+    assert "bad rows:" in str(info.value) and len(str(info.value)) < 25_000
+    assert len(store.get_resolution(f.id).error or "") < 25_000
