@@ -478,13 +478,19 @@ def test_an_out_of_cpu_rejection_is_launched_again_like_an_eviction(cluster, api
     assert outcome.details["relaunches"] >= 1 and outcome.details["job"].startswith(f"sk-{run_id}-1-r")
 
 
-def test_a_restarted_driver_reattaches_to_the_relaunched_job_not_the_first(cluster, api, storage):
+def held_workers(cluster: Any) -> threading.Event:
+    """Worker pods that run until the returned gate is set."""
     gate = threading.Event()
 
     def held(ctx: SimContext) -> int:
         gate.wait(30)
         return worker(ctx)
     cluster.behaviour = behave({"worker": Script(func=held)})
+    return gate
+
+
+def test_a_restarted_driver_reattaches_to_the_relaunched_job_not_the_first(cluster, api, storage):
+    gate = held_workers(cluster)
     root = new_id()
     first = executor(api, storage)
     run_id = submit(first, square, root, {"x": 6})
@@ -508,12 +514,7 @@ def test_a_restarted_driver_reattaches_to_the_relaunched_job_not_the_first(clust
 
 
 def test_a_restarted_drivers_job_list_expiring_between_pages_is_listed_again_whole(cluster, api, storage):
-    gate = threading.Event()
-
-    def held(ctx: SimContext) -> int:
-        gate.wait(30)
-        return worker(ctx)
-    cluster.behaviour = behave({"worker": Script(func=held)})
+    gate = held_workers(cluster)
     root = new_id()
     first = executor(api, storage)
     run_ids = [submit(first, square, root, {"x": i}) for i in range(3)]
@@ -690,12 +691,7 @@ def test_a_job_create_refused_401_ends_the_resolution_as_the_drivers_credentials
 
 def test_a_driver_whose_token_is_revoked_leaves_its_resolution_to_a_driver_with_a_fresh_token(cluster, api, storage,
                                                                                            tmp_path):
-    gate = threading.Event()
-
-    def held(ctx: SimContext) -> int:
-        gate.wait(30)
-        return worker(ctx)
-    cluster.behaviour = behave({"worker": Script(func=held)})
+    gate = held_workers(cluster)
     rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
              {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}]
     old = restricted(cluster, "driver", rules)
@@ -818,12 +814,7 @@ class Outage:
 
 
 def test_a_driver_that_meets_an_outage_leaves_its_workers_and_a_restart_resumes(cluster, api, storage, tmp_path):
-    gate = threading.Event()
-
-    def held(ctx: SimContext) -> int:
-        gate.wait(30)
-        return worker(ctx)
-    cluster.behaviour = behave({"worker": Script(func=held)})
+    gate = held_workers(cluster)
     store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     outage = Outage(store)
     root = squares(3)
