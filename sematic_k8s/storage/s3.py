@@ -4,7 +4,7 @@ transfer for multipart uploads).
 Every object we write carries the sha256 of its bytes in its metadata (``x-amz-meta-sha256``) and
 every read checks it; a repairing put over an object whose bytes differ from the new ones (a corrupt
 artifact) rewrites it. Calls ride out an outage of S3: botocore's own retries, inside a window
-($SEMATIC_K8S_RETRY_WINDOW) in which refused and dropped connections, timeouts and 5xx answers are retried
+($SEMATIC_K8S_RETRY_WINDOW) in which refused and dropped connections, timeouts, 5xx and 429 answers are retried
 with backoff. Values above ``multipart_threshold`` are uploaded in parts by boto3's managed
 transfer. S3 has no append: :meth:`S3Storage.append` (used for run logs) reads the object, adds the
 bytes and writes it back, conditioned on the ETag it read where the server supports conditional
@@ -72,7 +72,8 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToke
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
-                    "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+                    "Throttling", "ThrottlingException", "RequestLimitExceeded", "429", "TooManyRequests"}
+_TRANSIENT_STATUSES = {429, 500, 502, 503, 504}  # whatever the code: 429 is R2's and GCS's "1 write per key a second"
 BOTO_RETRIES = {"mode": "standard", "max_attempts": 5}  # botocore's own, inside the retry window
 
 
@@ -119,13 +120,17 @@ def _boto_error(e: Exception) -> Exception:
 
 
 def transient(exc: BaseException) -> bool:
-    """Whether a failed S3 call may succeed later: no connection, a dropped or timed-out one, a 5xx."""
+    """Whether a failed S3 call may succeed later: no connection, a dropped or timed-out one, a 5xx, a 429 (too many
+    requests: S3 APIs that limit writes to one key answer it to a log's appends)."""
     if not isinstance(exc, Exception):
         return False
     e = _boto_error(exc)
     if isinstance(e, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
         return True
-    return isinstance(e, ClientError) and _code(e) in _TRANSIENT_CODES
+    if not isinstance(e, ClientError):
+        return False
+    return _code(e) in _TRANSIENT_CODES or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
+        in _TRANSIENT_STATUSES
 
 
 def _append_ids(meta: dict[str, str]) -> list[str]:
@@ -173,8 +178,8 @@ class S3Storage:
             style = "path" if endpoint_url else "auto"
             client = _client(
                 endpoint_url=endpoint_url, region_name=region,
-                config=Config(s3={"addressing_style": style}, retries=BOTO_RETRIES, connect_timeout=10,
-                              read_timeout=60))
+                config=Config(s3={"addressing_style": style}, retries=dict(BOTO_RETRIES),  # a copy: botocore rewrites it
+                              connect_timeout=10, read_timeout=60))
         self.endpoint_url = endpoint_url
         self.region = region
         self.client = client

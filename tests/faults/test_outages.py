@@ -17,7 +17,7 @@ import pytest
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from outages import DroppingProxy, ServerProcess, private_s3
+from outages import DroppingProxy, ServerProcess, ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import errors, serialization
 from sematic_k8s.executors.remote import Ended, _died
@@ -177,6 +177,38 @@ def test_an_append_whose_answer_was_lost_is_not_repeated(monkeypatch, answer, ex
         assert storage.get(key) == (b"line 1\n" if existing else b"") + b"line 2\nline 3\n"
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("code", ["TooManyRequests", ""], ids=["s3-error", "bare-429"])
+def test_s3_answering_too_many_requests_for_a_while_is_ridden_out(monkeypatch, code):
+    """An S3 API that limits writes to one key (R2 and GCS: one a second) answers 429 Too Many Requests to an
+    artifact's put and to a log's append, more times in a row than botocore's own retries of a call: both are retried
+    within the retry window and land once (was: S3StorageError "TooManyRequests" once botocore's six attempts were
+    used up, as for a refused request; a worker storing its value failed its attempt, and its func was run again).
+    The storage's client makes one attempt a call here (botocore's own backoff would take a minute)."""
+    import boto3
+    from botocore.config import Config
+
+    from sematic_k8s.storage.s3 import S3Storage  # boto3: an extra
+
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "120")
+    endpoint, bucket = fresh_bucket(monkeypatch, "throttled")
+    key, log = artifact_key("a" * 64), log_key("run1")
+    direct = S3Storage(bucket, "p", endpoint_url=endpoint)
+    direct.append(log, b"line 1\n")
+    for target, write in ((key, lambda s: s.put(key, b"the value")), (log, lambda s: s.append(log, b"line 2\n"))):
+        start = f"PUT /{bucket}/p/{target} ".encode()
+        proxy = ThrottlingProxy(int(endpoint.rsplit(":", 1)[1]), lambda head, start=start: head.startswith(start),
+                                3, code=code)
+        try:
+            client = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1", config=Config(
+                s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 0}))
+            write(S3Storage(bucket, "p", client=client))
+            assert proxy.throttled == 3
+        finally:
+            proxy.close()
+    assert direct.get(key) == b"the value"
+    assert direct.get(log) == b"line 1\nline 2\n"
 
 
 @pytest.mark.parametrize("answer", list(LOST_ANSWERS))

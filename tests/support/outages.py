@@ -1,6 +1,7 @@
 """Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
 a private S3 API server (moto) on a port of its own, a TCP proxy that can drop every connection or lose the answer
-to one request, and one that holds back a request past its client's timeout, to deliver it late."""
+to one request, one that holds back a request past its client's timeout, to deliver it late, and one that answers
+"too many requests" (429) in the target's place."""
 
 from __future__ import annotations
 
@@ -323,14 +324,55 @@ class HoldingProxy(_LoopbackProxy):
                 client.shutdown(socket.SHUT_RDWR)
 
 
-def _read_message(reader: Any) -> tuple[bytes, bytes]:
+class ThrottlingProxy(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to an S3 API on ``target_port`` that answers the first ``times`` requests ``throttle``
+    picks itself, with ``status`` and an S3 error document of ``code`` (by default 429 TooManyRequests, as R2 and GCS
+    answer more than one write to a key a second; no document when ``code`` is empty), never passing them on; every other request and answer passes.
+    A request's ``Expect: 100-continue`` is answered here (the body is read before the request is judged)."""
+
+    def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
+                 code: str = "TooManyRequests") -> None:
+        self.throttle, self.left, self.throttled = throttle, times, 0
+        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>slow down</Message></Error>" \
+            if code else ""  # none: a bare 429, as a rate-limiting proxy before S3 answers
+        self.answer = (f"HTTP/1.1 {status} Throttled\r\nContent-Type: application/xml\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        super().__init__(target_port, "throttling-proxy")
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=HoldingProxy._answers, args=(upstream, client), daemon=True).start()
+        reader = client.makefile("rb")
+        try:
+            while True:
+                head, body = _read_message(reader, continue_to=client)
+                with self._lock:
+                    throttled = self.left > 0 and self.throttle(head)
+                    if throttled:
+                        self.left -= 1
+                        self.throttled += 1
+                if throttled:
+                    client.sendall(self.answer)  # one request at a time per connection: no answer of the target's due
+                else:
+                    upstream.sendall(head + body)
+        except (OSError, EOFError):
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+
+def _read_message(reader: Any, continue_to: socket.socket | None = None) -> tuple[bytes, bytes]:
     """One HTTP/1.1 message's head (start line and headers, with the blank line) and its body (Content-Length
-    bytes); EOFError at the end of the stream."""
+    bytes); EOFError at the end of the stream. With ``continue_to``, a request's ``Expect: 100-continue`` is taken out
+    of its head and answered on that socket, so that its client sends the body."""
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         line = reader.readline(65537)
         if not line:
             raise EOFError("the connection ended")
+        if continue_to is not None and line.lower().replace(b" ", b"") == b"expect:100-continue\r\n":
+            continue_to.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            continue
         head += line
     length = 0
     for line in head.split(b"\r\n")[1:]:
