@@ -22,7 +22,9 @@ func failing)::
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
         ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
-        ├── DiskFull                    a disk has no space left: the metadata database or artifact storage cannot grow
+        ├── StopsForAFix                one that does not pass by itself: someone must act (.fix) first
+        │   ├── DiskFull                a disk has no space left: the metadata database or artifact storage cannot grow
+        │   └── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
             ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity)
@@ -176,19 +178,30 @@ class S3CredentialsError(S3StorageError):
     fix = "give it AWS credentials that S3 accepts"
 
 
-class DiskFull(InfrastructureError):
-    """A disk has no space left (or its quota is used up): the metadata database or artifact storage cannot take
-    what a resolution records. Nothing was written of it (the database rolled the transaction back; no partial
-    file is left where a read would take it as a value), and nothing recorded before is lost. Not transient:
-    someone must free space. Its message says so, and, once the resolution loop has ended a resolution on it
+class StopsForAFix(InfrastructureError):
+    """An infrastructure failure that does not pass by itself: someone must do ``fix`` first (free space, end
+    another process's hold on the database). Nothing of the write that met it was recorded, and nothing recorded
+    before is lost. Its message says what happened and, once the resolution loop has ended a resolution on it
     (``resolution_id``), how to continue that resolution then."""
 
     transient = False
 
-    def __init__(self, problem: str, fix: str = "free space on that disk") -> None:
+    def __init__(self, problem: str, fix: str) -> None:
         super().__init__(problem)
         self.problem, self.fix = problem, fix
         self.resolution_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.problem}: {self.advice(self.resolution_id) if self.resolution_id else self.fix}"
+
+
+class DiskFull(StopsForAFix):
+    """A disk has no space left (or its quota is used up): the metadata database or artifact storage cannot take
+    what a resolution records. Nothing was written of it (the database rolled the transaction back; no partial
+    file is left where a read would take it as a value). Someone must free space."""
+
+    def __init__(self, problem: str, fix: str = "free space on that disk") -> None:
+        super().__init__(problem, fix)
 
     @classmethod
     def at(cls, path: str | os.PathLike[str], exc: BaseException | None = None) -> DiskFull:
@@ -207,8 +220,18 @@ class DiskFull(InfrastructureError):
         problem, _, fix = words.rpartition(": ")
         return cls(problem, fix) if problem and fix else cls(words)
 
-    def __str__(self) -> str:
-        return f"{self.problem}: {self.advice(self.resolution_id) if self.resolution_id else self.fix}"
+
+class DatabaseLocked(StopsForAFix):
+    """Another process held the SQLite database's write lock for longer than a write waits for it (a write
+    transaction left open: an ``sqlite3`` shell inside ``BEGIN``, a database browser with unwritten changes). The
+    write was not recorded. Someone must end that transaction."""
+
+    @classmethod
+    def at(cls, path: str, waited: float) -> DatabaseLocked:
+        return cls(f"the database {path} stayed locked by another process for {waited:g} s (a write transaction left "
+                   "open on it), so this write was not recorded",
+                   f"end that transaction (an sqlite3 shell inside BEGIN, a database browser with unwritten changes; "
+                   f"`fuser {path}` lists the processes that have the file open)")
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -24,12 +24,14 @@ from typing import Any
 
 from sematic_k8s import caching, graph
 from sematic_k8s.errors import (
+    DatabaseLocked,
     DiskFull,
     DriverReplaced,
     InfrastructureError,
     ResolutionCanceled,
     ResolutionEnded,
     ResolutionFailed,
+    StopsForAFix,
     error_info,
 )
 from sematic_k8s.executors.base import Executor, Outcome, Task
@@ -165,7 +167,7 @@ class ResolutionLoop:
                 detach = getattr(self.executor, "detach", None) if detached else None
                 (detach or self.executor.close)()
             return self._finish()
-        except DiskFull as e:  # raised on saying how to continue the resolution (what met it knew no resolution)
+        except StopsForAFix as e:  # raised on saying how to continue the resolution (what met it knew no resolution)
             e.resolution_id = self.root_id
             raise
         finally:
@@ -458,8 +460,11 @@ class ResolutionLoop:
             self.executor.cancel(unfinished)
             return None
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
-        if isinstance(exc, DiskFull):  # its words say how to continue the resolution (see run)
+        if isinstance(exc, StopsForAFix):  # its words say how to continue the resolution (see run)
             exc.resolution_id = self.root_id
+        if isinstance(exc, DatabaseLocked):  # recording the end would wait as long for the same lock: it is left
+            self.executor.cancel(unfinished)  # running, and marked dead by a read once its heartbeat is old
+            return None
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, InfrastructureError):
             advice = exc.advice(self.root_id)

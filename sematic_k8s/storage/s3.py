@@ -178,8 +178,8 @@ class S3Storage:
             style = "path" if endpoint_url else "auto"
             client = _client(
                 endpoint_url=endpoint_url, region_name=region,
-                config=Config(s3={"addressing_style": style}, retries=dict(BOTO_RETRIES),  # a copy: botocore rewrites it
-                              connect_timeout=10, read_timeout=60))
+                config=Config(s3={"addressing_style": style}, connect_timeout=10, read_timeout=60,
+                              retries=dict(BOTO_RETRIES)))  # a copy: botocore rewrites the dict it is given
         self.endpoint_url = endpoint_url
         self.region = region
         self.client = client

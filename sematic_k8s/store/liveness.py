@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import sqlalchemy as sa
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DiskFull
+from sematic_k8s.errors import StopsForAFix
 from sematic_k8s.store.records import ResolutionRecord, utcnow
 from sematic_k8s.store.tables import CANCELED, CANCELING, FAILED, LIVE, UNFINISHED_RUNS
 
@@ -35,11 +35,11 @@ def silent(resolutions: list[ResolutionRecord], cutoff: dt.datetime) -> list[str
 
 def expire_for_read(expire: Callable[[list[str]], object], ids: list[str]) -> bool:
     """``expire(ids)`` (``SqlStore.expire_silent``: these resolutions marked dead if silent), as a read of them does;
-    whether to read them again. On a full disk the read goes on without it (they are read as they are, and marked
-    once the disk has room)."""
+    whether to read them again. On a full disk, or a database another process keeps locked, the read goes on without
+    it (they are read as they are, and marked once the disk has room, or the lock is let go)."""
     try:
         expire(ids)
-    except DiskFull as e:
+    except StopsForAFix as e:
         log.warning("resolution(s) %s stopped heartbeating but cannot be marked dead yet: %s", ", ".join(ids), e)
         return False
     return True

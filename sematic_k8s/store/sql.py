@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from sematic_k8s.errors import DiskFull, NoteChanged
-from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, reads, schema, writes
+from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, locked, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -88,6 +88,7 @@ class SqlStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             if self.engine.url.database not in (None, "", ":memory:"):
+                locked.listen(self.engine, schema.SQLITE_BUSY_MS / 1000)
                 self._reserve = diskfull.Reserve(self.engine.url.database + "-reserve")
                 self._checkpoints = checkpoints.Checkpointer(self.engine.url.database, tend=self._reserve.keep)
         if create:

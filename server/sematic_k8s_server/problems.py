@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import DiskFull, StorageError
+from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -76,6 +76,14 @@ async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
                         "was recorded; its log names the disk")
 
 
+async def _database_locked(request: Request, exc: Exception) -> JSONResponse:
+    """503, as for an unavailable database (clients retry while someone ends the other process's transaction). Which
+    file stays in the server's log."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, "the metadata database is locked by another process (a write transaction left open on it): "
+                        "nothing of this request was recorded; the server's log names the file", {"Retry-After": "5"})
+
+
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
     orig = getattr(exc, "orig", None) or exc
@@ -100,6 +108,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(DiskFull, _disk_full)
+    app.add_exception_handler(DatabaseLocked, _database_locked)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)
     app.add_exception_handler(sqlalchemy.exc.InterfaceError, database_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, database_error)  # the pool: no connection in time

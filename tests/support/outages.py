@@ -325,10 +325,11 @@ class HoldingProxy(_LoopbackProxy):
 
 
 class ThrottlingProxy(_LoopbackProxy):
-    """A TCP proxy on 127.0.0.1 to an S3 API on ``target_port`` that answers the first ``times`` requests ``throttle``
-    picks itself, with ``status`` and an S3 error document of ``code`` (by default 429 TooManyRequests, as R2 and GCS
-    answer more than one write to a key a second; no document when ``code`` is empty), never passing them on; every other request and answer passes.
-    A request's ``Expect: 100-continue`` is answered here (the body is read before the request is judged)."""
+    """A TCP proxy on 127.0.0.1 to an S3 API on ``target_port`` that answers the first ``times`` requests
+    ``throttle`` picks (by their head) itself, never passing them on: ``status`` with an S3 error document of
+    ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write to a key a second; a bare
+    answer when ``code`` is empty). Every other request and answer passes. A request's ``Expect: 100-continue`` is
+    answered here (its body is read before it is judged)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
                  code: str = "TooManyRequests") -> None:

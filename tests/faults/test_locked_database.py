@@ -1,0 +1,133 @@
+"""A SQLite database another process keeps locked (DESIGN.md "Faults"): a write transaction left open on the
+embedded home's ``db.sqlite3`` (an ``sqlite3`` shell inside ``BEGIN``, a database browser with unwritten changes)
+for longer than a write waits for SQLite's lock. The resolution stops with one line naming the file and what to
+do, nothing recorded is lost, and ``continue`` finishes it once the lock is let go; a server over that database
+answers 503 meanwhile, and its client's retried write lands once it is let go."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import fault_pipelines as fp
+import sematic_k8s as sk
+from sematic_k8s.errors import DatabaseLocked, ServerError
+from sematic_k8s.future import new_id
+from sematic_k8s.store import schema
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.sql import SqlStore
+from serving import serve, wait_for
+
+BUSY_MS = 2000  # how long a write waits for the lock, in these tests (120 s otherwise)
+
+
+class LockHolder:
+    """Another process holding ``db``'s write lock (``BEGIN IMMEDIATE``, nothing written) until :meth:`release`."""
+
+    def __init__(self, db: Path) -> None:
+        code = (f"import sqlite3, sys; c = sqlite3.connect({str(db)!r}, isolation_level=None); "
+                "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); sys.stdin.read(); c.execute('ROLLBACK')")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "held\n"
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.communicate("", timeout=30)
+
+
+@pytest.fixture
+def short_busy(monkeypatch):
+    monkeypatch.setattr(schema, "SQLITE_BUSY_MS", BUSY_MS)
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "1")
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "0.2")
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+
+
+def test_an_embedded_resolution_meeting_a_database_locked_by_another_process_stops_in_words(tmp_path, short_busy):
+    """The loop's write of what resolved waits out the busy timeout: ``DatabaseLocked`` naming the file, the
+    transaction left open, ``fuser`` and how to continue (was: a raw "(sqlite3.OperationalError) database is locked
+    [SQL: BEGIN IMMEDIATE]", after waiting as long again to record the end). What was recorded before stays;
+    ``continue``, once the lock is let go, reuses it and finishes."""
+    db = tmp_path / "db.sqlite3"
+    gate = tmp_path / "gate"
+    f = fp.gated(3, str(gate))
+    outcome: dict = {}
+
+    def resolve() -> None:
+        try:
+            outcome["value"] = f.resolve(sk.LocalResolver(home=tmp_path, max_parallelism=2))
+        except BaseException as e:  # noqa: BLE001
+            outcome["error"] = e
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+    store = SqlStore(f"sqlite:///{db}")
+    wait_for(lambda: sum(r.state == "resolved" for r in store.runs_of_root(f.id)) >= 2 or outcome, 60,
+             what="the first two steps to be recorded")
+    holder = LockHolder(db)
+    try:
+        gate.touch()  # the gated step and the last addition resolve; their write meets the lock
+        thread.join(120)
+        assert not thread.is_alive()
+        error = outcome.get("error")
+        assert isinstance(error, DatabaseLocked), outcome
+        words = str(error)
+        assert f"the database {db} stayed locked by another process for 2 s" in words, words
+        assert f"`fuser {db}`" in words and f"rerun_from={f.id!r}, rerun_mode='continue'" in words, words
+        assert "\n" not in words
+    finally:
+        holder.release()
+
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    kept = {r.id for r in store.runs_of_root(f.id) if r.state == "resolved"}
+    assert len(kept) == 2  # add(3, 1) and add(1, 1), recorded before the lock
+    res = wait_for(lambda: (r := store.get_resolution(f.id)).state != "running" and r, 30,
+                   what="the silent resolution to be marked by a read")
+    assert res.state == "failed"
+    again = fp.gated(3, str(gate))
+    assert again.resolve(sk.LocalResolver(home=tmp_path, rerun_from=f.id, rerun_mode="continue")) == 3 + 1 + 2
+    assert kept <= {r.notes.get("reused_from") for r in store.runs_of_root(again.id)}
+    store.close()
+
+
+def test_a_server_over_a_database_locked_by_another_process_answers_503_and_the_retry_lands(tmp_path, short_busy,
+                                                                                            caplog):
+    """A write through the server meets the lock: 503 in words (no path of the server's: its log names the file;
+    was "the metadata database is unavailable: OperationalError: database is locked"); the HTTP store retries it,
+    and it lands once the lock is let go."""
+    with serve(tmp_path) as s:
+        root_id = new_id()
+        batch = Batch(new_resolutions=[{"id": root_id, "root_func_path": "m:f", "state": "running",
+                                        "created_at": utcnow()}])
+        holder = LockHolder(tmp_path / "db.sqlite3")
+        outcome: dict = {}
+        try:
+            with pytest.raises(ServerError) as refused:
+                HttpStore(s.url, api_key=s.key, retry_window=0).write(batch)
+            assert refused.value.status == 503
+            assert "the metadata database is locked by another process" in str(refused.value), refused.value
+            assert str(tmp_path) not in str(refused.value)
+
+            def write() -> None:
+                try:
+                    HttpStore(s.url, api_key=s.key, retry_window=60).write(batch)
+                    outcome["written"] = True
+                except BaseException as e:  # noqa: BLE001
+                    outcome["error"] = e
+            thread = threading.Thread(target=write, daemon=True)
+            thread.start()
+            wait_for(lambda: caplog.text.count("stayed locked by another process") >= 2 or outcome, 60,
+                     what="the retried write to meet the lock")  # the server's log names the file
+        finally:
+            holder.release()
+        thread.join(90)
+        assert outcome == {"written": True}, outcome
+        assert s.store.get_resolution(root_id).state == "running"
