@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from sematic_k8s import serialization
 
@@ -26,6 +26,33 @@ class Storage(Protocol):
         """Append to a (log) object, creating it if needed. Once: a write the storage retries because its answer
         was lost (S3) does not add ``data`` again. ``append_id`` (see :func:`append_id`): an append that another
         process may make again (a restarted driver); one with an id the object has recorded is skipped."""
+
+
+class Part(NamedTuple):
+    """Some bytes of an object: where they start in it, and the object's whole size."""
+
+    start: int
+    data: bytes
+    size: int
+
+
+def part_bounds(start: int, limit: int, size: int) -> tuple[int, int]:
+    """(first byte, one past the last) of at most ``limit`` bytes of a ``size``-byte object from ``start``
+    (negative: its last ``-start`` bytes, at most ``limit`` of them)."""
+    begin = max(0, size - min(-start, limit)) if start < 0 else min(start, size)
+    return begin, min(size, begin + limit)
+
+
+def read_part(storage: Storage, key: str, start: int, limit: int) -> Part:
+    """At most ``limit`` bytes of the object at ``key`` from byte ``start`` (negative: its last ``-start``), with
+    where they start and the object's size (a log followed while it grows, or too large to read whole); KeyError
+    when absent. A storage that reads a part alone (a local file, an S3 range) does so; others read the whole."""
+    reader = getattr(storage, "read_part", None)
+    if reader is not None:
+        return cast(Part, reader(key, start, limit))
+    data = storage.get(key)
+    begin, end = part_bounds(start, limit, len(data))
+    return Part(begin, data[begin:end], len(data))
 
 
 APPEND_ID = re.compile(r"[0-9a-f]{12}")  # what storages record of an append: 12 lowercase hex digits

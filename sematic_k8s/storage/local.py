@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sematic_k8s.errors import DiskFull, disk_full
-from sematic_k8s.storage.base import APPEND_ID, check_append_id
+from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id, part_bounds
 
 log = logging.getLogger("sematic_k8s")
 
@@ -80,6 +80,17 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def read_part(self, key: str, start: int, limit: int) -> Part:
+        """:func:`~sematic_k8s.storage.base.read_part`: only those bytes are read from the file."""
+        try:
+            with self._path(key).open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                begin, end = part_bounds(start, limit, size)
+                f.seek(begin)
+                return Part(begin, f.read(end - begin), size)
+        except FileNotFoundError:
+            raise KeyError(key) from None
 
     def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """One ``O_APPEND`` write, under an exclusive lock on the log. With ``append_id``: done once, also when

@@ -52,7 +52,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from sematic_k8s import settings
 from sematic_k8s.errors import S3CredentialsError, S3StorageError
 from sematic_k8s.retries import retrying
-from sematic_k8s.storage.base import APPEND_ID, check_append_id
+from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id
 
 log = logging.getLogger("sematic_k8s")
 
@@ -131,6 +131,16 @@ def transient(exc: BaseException) -> bool:
         return False
     return _code(e) in _TRANSIENT_CODES or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
         in _TRANSIENT_STATUSES
+
+
+def _content_range(resp: dict[str, Any], got: int) -> tuple[int, int]:
+    """(first byte, object size) of a ranged GET's answer (``Content-Range: bytes 0-99/1234``); a server that
+    ignored the range sent the whole object."""
+    unit, _, spec = (resp.get("ContentRange") or "").partition(" ")
+    span, _, total = spec.partition("/")
+    if unit != "bytes" or not total.isdigit():
+        return 0, got
+    return int(span.partition("-")[0] or 0), int(total)
 
 
 def _append_ids(meta: dict[str, str]) -> list[str]:
@@ -281,6 +291,39 @@ class S3Storage:
 
     def exists(self, key: str) -> bool:
         return self._head(key, self._key(key)) is not None
+
+    def read_part(self, key: str, start: int, limit: int) -> Part:
+        """:func:`~sematic_k8s.storage.base.read_part` with one ranged GET (a HEAD too when ``start`` is at or past
+        the end). A part that is the whole object is checked against its sha256; a smaller one cannot be (a log's
+        part, shown as it is)."""
+        full = self._key(key)
+        if limit <= 0:
+            raise ValueError(f"limit {limit}: read at least one byte")
+        wanted = f"bytes=-{min(-start, limit)}" if start < 0 else f"bytes={start}-{start + limit - 1}"
+        def get() -> tuple[dict[str, Any], bytes]:
+            resp = self.client.get_object(Bucket=self.bucket, Key=full, Range=wanted)
+            return resp, resp["Body"].read()  # a connection dropped mid-body is retried as a whole
+
+        try:
+            resp, data = self._retried(get)
+        except ClientError as e:
+            if _code(e) in _MISSING_KEY_CODES:
+                self.check()
+                raise KeyError(key) from None
+            if _code(e) not in ("InvalidRange", "416"):
+                raise self._failure("get", key, e) from e
+            head = self._head(key, full)  # asked from its end on: nothing there yet
+            if head is None:
+                raise KeyError(key) from None
+            return Part(head["ContentLength"], b"", head["ContentLength"])
+        except BotoCoreError as e:
+            raise self._failure("get", key, e) from e
+        begin, size = _content_range(resp, len(data))
+        expected = resp.get("Metadata", {}).get(SHA256_META)
+        if begin == 0 and len(data) == size and expected is not None and _sha256(data) != expected:
+            raise ValueError(f"storage key {key!r} is corrupt: {self._where(key)} has sha256 {_sha256(data)} "
+                             f"but was written with sha256 {expected}")
+        return Part(begin, data, size)
 
     def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """Append to a (log) object by read-modify-write, creating it if needed.

@@ -51,6 +51,7 @@ REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: 
 PAGE = 1000  # the server's largest page
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
+LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
 WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
 # a batch's parts in the order one transaction applies them: each part lands after what it may reference
 _BATCH_SECTIONS = ("new_resolutions", "artifacts", "new_runs", "run_updates", "resolution_updates")
@@ -539,9 +540,20 @@ class HttpStore:
         return None if res is None else res.state
 
     def get_logs(self, run_id: str) -> str | None:
-        """A run's captured output, read by the server from artifact storage (None: unknown run)."""
-        response = self._request("GET", f"/runs/{run_id}/logs", missing_ok=True, raw=True)
-        return None if response is None else response.text
+        """A run's captured output, read by the server from artifact storage a part at a time (None: unknown
+        run)."""
+        parts: list[str] = []
+        offset = 0
+        while True:
+            response = self._request("GET", f"/runs/{run_id}/logs", missing_ok=True, raw=True,
+                                     params={"offset": offset, "limit": LOG_PART_BYTES})
+            if response is None:
+                return None
+            parts.append(response.text)
+            following = int(response.headers.get("X-Log-Next") or 0)  # a server without parts: all was sent
+            if following <= offset or following >= int(response.headers.get("X-Log-Size") or 0):
+                return "".join(parts)
+            offset = following
 
     def _pages(self, path: str, params: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
         """Up to ``limit`` items from ``offset``, fetched a server page at a time."""

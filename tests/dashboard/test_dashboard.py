@@ -643,6 +643,16 @@ def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> No
     expect(tid("run-logs")).to_have_text("step 1\n")
     storage.append(log_key(essay.id), b"step 2\n")
     expect(tid("run-logs")).to_have_text("step 1\nstep 2\n")
+    # megabytes more at once: read a part at a time, the page holding the last 4 MB of it, the rest said
+    more = "".join(f"row {i}: é\n" for i in range(600_000)).encode()
+    storage.append(log_key(essay.id), more)
+    expect(tid("run-logs")).to_contain_text("row 599999: é", timeout=30_000)
+    expect(tid("logs-skipped")).to_contain_text("of earlier output not shown here")
+    shown = tid("run-logs").text_content() or ""
+    assert 3_000_000 < len(shown) <= 4 << 20 and shown.startswith("row ") and "step 2" not in shown
+    with page.expect_download() as dl:
+        tid("logs-download").click()  # the whole log, part by part
+    assert Path(dl.value.path()).read_bytes() == b"step 1\nstep 2\n" + more
     b = Batch()
     b.update_run(essay.id, state="resolved")
     b.resolution_updates[f.id] = {"settings": {"kind": "cloud", "storage_url": (tmp_path / "elsewhere").as_uri()}}

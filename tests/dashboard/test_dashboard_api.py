@@ -137,6 +137,51 @@ def test_overview_groups_fan_outs_and_tells_runs_apart(served: Served, tmp_path:
         assert run["source_text"].startswith("@sk.func\ndef best(") and "picking the best" in run["source_text"]
 
 
+def test_a_large_log_is_served_a_part_at_a_time_cut_at_whole_characters(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log of megabytes is answered a part at a time (4 MiB by default, at most 16 MiB), each cut at whole UTF-8
+    characters, with where it starts and where the next begins; its last part from the start of a line; the HTTP
+    store (the CLI's `logs`) reads it whole, part by part."""
+    with serve(tmp_path) as s, s.client() as c:
+        f = sp.add(1, 2)
+        f.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))
+        storage = LocalStorage(tmp_path / "storage")
+        before = c.get(f"/api/v1/runs/{f.id}/logs").content
+        text = before.decode() + "".join(f"line {i}: é € 𝄞 {'x' * (i % 40)}\n" for i in range(250_000))
+        storage.append(log_key(f.id), text.encode()[len(before):])
+        size = len(text.encode())
+        url = f"/api/v1/runs/{f.id}/logs"
+
+        def part(**params: int) -> tuple[str, int, int, int]:
+            r = c.get(url, params=params)
+            assert r.status_code == 200, r.text
+            return r.text, int(r.headers["x-log-start"]), int(r.headers["x-log-next"]), int(r.headers["x-log-size"])
+
+        first, start, following, whole = part()
+        assert size > 9_000_000 and whole == size and start == 0 and (4 << 20) - 4 < following <= 4 << 20
+        assert first.encode() == text.encode()[:following]  # no character cut (a cut one would be U+FFFD)
+        got, offset = [first], following
+        while offset < size:
+            chunk, start, offset, _ = part(offset=offset)
+            assert start == len("".join(got).encode())
+            got.append(chunk)
+        assert "".join(got) == text
+        small, offset = [], 0  # parts of 5 bytes: most of them end inside a character of 2, 3 or 4 bytes
+        while offset < 2_000:
+            chunk, _, offset, _ = part(offset=offset, limit=5)
+            small.append(chunk)
+        assert "".join(small) == text.encode()[:offset].decode() and "\ufffd" not in "".join(small)
+        last, start, following, _ = part(tail=1_000)
+        assert size - 1_000 < start and text.encode()[start - 1:start] == b"\n" and following == size
+        assert last.encode() == text.encode()[start:]
+        assert part(offset=size + 10)[1:] == (size, size, size)
+        assert c.get(url, params={"limit": (16 << 20) + 1}).status_code == 422
+
+        monkeypatch.setattr("sematic_k8s.store.http.LOG_PART_BYTES", 1 << 20)  # the CLI's reads: part by part
+        store = sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key).store
+        assert isinstance(store, HttpStore) and store.get_logs(f.id) == text
+
+
 def test_logs_follow_and_the_storage_allow_list(tmp_path: Path) -> None:
     with serve(tmp_path) as s, s.client() as c:
         f = sp.add(1, 2)

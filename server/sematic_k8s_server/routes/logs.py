@@ -1,5 +1,6 @@
 """``/runs/{run_id}/logs``: a run's captured stdout and stderr, read from the storage its resolution recorded
-(when this server reads that storage: see :mod:`sematic_k8s_server.storages`)."""
+(when this server reads that storage: see :mod:`sematic_k8s_server.storages`), a part at a time: a log of
+gigabytes is never read whole (its storage reads the part alone: a file's bytes, an S3 range)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,28 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
-from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.base import Part, log_key, read_part
 from sematic_k8s_server import scopes
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, RunId, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["runs"])
-SIZE_HEADER = "X-Log-Size"
+SIZE_HEADER, START_HEADER, NEXT_HEADER = "X-Log-Size", "X-Log-Start", "X-Log-Next"
+PART_BYTES, MAX_PART_BYTES = 4 << 20, 16 << 20  # what one answer holds by default, and at most
 
 
 @router.get("/runs/{run_id}/logs", response_class=PlainTextResponse,
             responses={**NOT_FOUND, 409: {"description": "recorded in a storage this server does not read"}},
-            summary="A run's captured stdout and stderr (empty if none)")
+            summary="A part of a run's captured stdout and stderr (empty if none)")
 def get_logs(srv: Srv, caller: Caller, run_id: RunId,
-             offset: Annotated[int, Query(ge=0, description="skip this many bytes (to follow a growing log)")] = 0
+             offset: Annotated[int, Query(ge=0, description="from this byte on (to follow a growing log)")] = 0,
+             limit: Annotated[int, Query(ge=1, le=MAX_PART_BYTES, description="at most this many bytes")] = PART_BYTES,
+             tail: Annotated[int | None, Query(ge=1, le=MAX_PART_BYTES, description=(
+                 "instead of offset and limit: the last this many bytes (from the start of a line)"))] = None,
              ) -> PlainTextResponse:
-    """The log from byte ``offset`` on; the ``X-Log-Size`` header is the log's whole size in bytes (the
-    offset to ask for next)."""
+    """The log from byte ``offset`` on, at most ``limit`` bytes (or its last ``tail`` bytes), cut at whole UTF-8
+    characters. Headers: ``X-Log-Size`` the whole log's size in bytes, ``X-Log-Start`` where the text starts,
+    ``X-Log-Next`` the offset to ask for next (the size once all is read)."""
     run = found(srv.store.get_run(run_id), "run", run_id)
     scopes.check_read(caller, run.root_id)
     try:
@@ -32,7 +38,35 @@ def get_logs(srv: Srv, caller: Caller, run_id: RunId,
     except StorageNotAllowed as e:
         raise HTTPException(409, str(e)) from None
     try:
-        data = storage.get(log_key(run_id))
+        part = read_part(storage, log_key(run_id), -tail if tail else offset, tail or limit)
     except KeyError:
-        data = b""
-    return PlainTextResponse(data[offset:].decode(errors="replace"), headers={SIZE_HEADER: str(len(data))})
+        part = Part(0, b"", 0)
+    start, data = whole_characters(part, from_a_line=tail is not None)
+    return PlainTextResponse(data.decode(errors="replace"), headers={
+        SIZE_HEADER: str(part.size), START_HEADER: str(start), NEXT_HEADER: str(start + len(data))})
+
+
+def whole_characters(part: Part, *, from_a_line: bool) -> tuple[int, bytes]:
+    """The part's bytes without a UTF-8 character cut at either end (the rest of one cut at its end comes with
+    the next part), and where they start; ``from_a_line``: a part that starts inside the log starts at its next
+    line, if it has one."""
+    data, start = part.data, part.start
+    if start > 0:
+        skip = 0
+        while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:  # continuation bytes of a cut character
+            skip += 1
+        if from_a_line and (newline := data.find(b"\n", skip)) != -1:
+            skip = newline + 1
+        data, start = data[skip:], start + skip
+    if start + len(data) < part.size:  # more follows: end at a whole character
+        lead = len(data) - 1
+        while lead > 0 and len(data) - lead < 4 and data[lead] & 0xC0 == 0x80:
+            lead -= 1
+        if lead >= 0 and data[lead] >= 0xC0 and len(data) - lead < _utf8_length(data[lead]):
+            data = data[:lead]
+    return start, data
+
+
+def _utf8_length(lead: int) -> int:
+    """Bytes of the UTF-8 character whose first byte is ``lead``."""
+    return 4 if lead >= 0xF0 else 3 if lead >= 0xE0 else 2

@@ -143,12 +143,18 @@ export function getOverview(resolutionId, expand = new Map(), page = 50) {
   return api(`/resolutions/${enc(resolutionId)}/overview?${q}`);
 }
 
-/** A run's log from byte `offset`: {text, size} (size: the whole log's, the next offset). */
-export async function getLogChunk(runId, offset = 0) {
-  const resp = await api(`/runs/${enc(runId)}/logs?offset=${offset}`, { raw: true });
+/** A part of a run's log: from byte `from.offset` (at most `from.limit` bytes), or its last `from.tail` bytes.
+ * {text, start, next, size}: where the text starts, the offset to ask for next, the whole log's size. */
+export async function getLogChunk(runId, from = { offset: 0 }) {
+  const resp = await api(`/runs/${enc(runId)}/logs?${new URLSearchParams(from)}`, { raw: true });
   const text = await resp.text();
-  const size = Number(resp.headers.get("X-Log-Size"));
-  return { text, size: Number.isFinite(size) ? size : offset + new TextEncoder().encode(text).length };
+  const header = (name, otherwise) => {
+    const n = Number(resp.headers.get(name) ?? NaN);
+    return Number.isFinite(n) ? n : otherwise;
+  };
+  const start = header("X-Log-Start", from.offset ?? 0);
+  const next = header("X-Log-Next", start + new TextEncoder().encode(text).length);
+  return { text, start, next, size: header("X-Log-Size", next) };
 }
 
 /** An artifact's serialized bytes (a Blob), read from the storage `resolutionId` recorded. */

@@ -1,5 +1,6 @@
-/* A run's logs: followed while it runs (new bytes fetched every second from the offset reached), searchable
- * (the lines holding a text), downloadable. */
+/* A run's logs: its last part first, then followed while it runs (new bytes fetched every second from the offset
+ * reached, a part at a time), searchable (the lines holding a text), downloadable whole. The page holds at most
+ * SHOWN characters of a log (a log of gigabytes is never loaded whole): what came before is said, not shown. */
 
 import { getLogChunk } from "./api.js";
 import { download, fill, h } from "./dom.js";
@@ -7,6 +8,32 @@ import { short } from "./format.js";
 import { TERMINAL } from "./model.js";
 
 const FOLLOW_MS = 1000;
+const PART = 1 << 20; // bytes asked for at a time
+const SHOWN = 4 << 20; // characters of a log held on the page, at most
+const WHOLE_PART = 16 << 20; // bytes asked for at a time by a download (the server's most)
+const DRAW_MS = 2000; // while catching up with a log, it is drawn this often (drawing megabytes takes a while)
+
+const byteLength = (text) => new TextEncoder().encode(text).length;
+
+/** "3.2 MB" */
+export function bytesText(n) {
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return i === 0 ? `${n} bytes` : `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** The whole log of `runId`, read a part at a time (a Blob). */
+async function wholeLog(runId) {
+  const parts = [];
+  let offset = 0;
+  for (;;) {
+    const { text, next, size } = await getLogChunk(runId, { offset, limit: WHOLE_PART });
+    parts.push(text);
+    if (next <= offset || next >= size) return new Blob(parts, { type: "text/plain" });
+    offset = next;
+  }
+}
 
 /** What the log says when there is none. */
 export function noLogs(run) {
@@ -22,7 +49,9 @@ export class LogView {
   constructor(run) {
     this.run = run;
     this.text = "";
-    this.size = 0;
+    this.next = null; // the offset to ask for next (null: none asked yet: the log's last part first)
+    this.skipped = 0; // bytes of the log before this.text, not shown
+    this.drawnAt = 0;
     this.error = null;
     this.timer = null;
     this.stopped = false;
@@ -38,11 +67,22 @@ export class LogView {
       h("div", { class: "toolbar" }, this.search, this.count, h("span", { class: "spacer" }), this.follow,
         h("button", {
           type: "button", class: "btn tiny", testid: "logs-download",
-          onclick: () => download(new Blob([this.text], { type: "text/plain" }), `${short(this.run.id)}-${this.run.func_name}.log`),
+          onclick: () => this.downloadWhole(),
         }, "download")),
+      this.skippedLine = h("div", { class: "muted small", testid: "logs-skipped" }),
       this.pre);
     this.draw();
     this.poll();
+  }
+
+  async downloadWhole() {
+    const name = `${short(this.run.id)}-${this.run.func_name}.log`;
+    try {
+      download(this.skipped ? await wholeLog(this.run.id) : new Blob([this.text], { type: "text/plain" }), name);
+    } catch (e) {
+      this.error = e.message;
+      this.draw();
+    }
   }
 
   el() {
@@ -64,29 +104,48 @@ export class LogView {
     this.timer = null;
     if (this.stopped) return;
     const live = !TERMINAL.has(this.run.state);
+    let behind = false;
     try {
-      const { text, size } = await getLogChunk(this.run.id, this.size);
-      if (size < this.size) { // rewritten (a retry): start over
+      const first = this.next === null;
+      const { text, start, next, size } = await getLogChunk(this.run.id, first ? { tail: PART } : { offset: this.next, limit: PART });
+      if (!first && size < this.next) { // rewritten (a retry): start over
         this.text = "";
-        this.size = 0;
+        this.next = null;
+        this.skipped = 0;
         this.timer = setTimeout(() => this.poll(), 0);
         return;
       }
+      if (first) this.skipped = start;
       this.text += text;
-      this.size = size;
+      this.next = next;
       this.error = null;
+      if (this.text.length > SHOWN) this.forgetStart();
+      behind = next < size; // more came than one part: the rest at once
     } catch (e) {
       this.error = e.status === 404 ? null : e.message;
     }
     if (this.stopped) return;
-    this.draw();
-    if (live && !this.error) this.timer = setTimeout(() => this.poll(), FOLLOW_MS);
+    if (!behind || Date.now() - this.drawnAt > DRAW_MS) this.draw(); // catching up: drawn now and then
+    if (behind) this.timer = setTimeout(() => this.poll(), 0);
+    else if (live && !this.error) this.timer = setTimeout(() => this.poll(), FOLLOW_MS);
     else if (live) this.timer = setTimeout(() => this.poll(), FOLLOW_MS * 5);
   }
 
+  /** Keep the last SHOWN characters of the text (from the start of a line): the rest is said, not shown. */
+  forgetStart() {
+    const cut = this.text.length - SHOWN;
+    const newline = this.text.indexOf("\n", cut);
+    const drop = newline === -1 ? cut : newline + 1;
+    this.skipped += byteLength(this.text.slice(0, drop));
+    this.text = this.text.slice(drop);
+  }
+
   draw() {
+    this.drawnAt = Date.now();
     const live = !TERMINAL.has(this.run.state);
     this.follow.textContent = live ? "following…" : "";
+    this.skippedLine.textContent = this.skipped && !this.error
+      ? `(${bytesText(this.skipped)} of earlier output not shown here: "download" has the whole log)` : "";
     this.pre.classList.toggle("error-box", !!this.error);
     if (this.error) {
       fill(this.pre, `(cannot show the logs: ${this.error})`);
