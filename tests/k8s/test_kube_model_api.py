@@ -394,6 +394,32 @@ def test_watch_initial_state_resume_bookmarks_and_timeout(cluster, api):
         ("ADDED", "w-2"), ("DELETED", "w-2"), ("DELETED", "w-1")]
 
 
+def test_a_watch_sends_every_change_queued_while_a_bookmark_is_due():
+    # a bookmark waits until the changes queued before it are sent; those are sent meanwhile (the stream kept
+    # timing out on an empty wait instead, and a busy watch, such as a fan-out's pods, stopped for good). Bookmarks
+    # are due all the time here, so that changes are always queued while one is due.
+    with Cluster([NodeSpec("node-1", runtime="sim")], timing=Timing(bookmark_interval=0.001)) as cluster:
+        cluster.namespace(NS)
+        api = cluster.client()
+        core = client.CoreV1Api(api)
+        events: list[dict[str, Any]] = []
+        stop = threading.Event()
+        t = threading.Thread(target=_watch, args=(api, events, stop), kwargs={
+            "allow_watch_bookmarks": True, "timeout_seconds": 30, "label_selector": "tier=b"}, daemon=True)
+        t.start()
+        cluster.wait(lambda: any(e["type"] == "BOOKMARK" for e in events), message="the first bookmark")
+        names = [f"b-{i}" for i in range(20)]
+        for name in names:
+            core.create_namespaced_config_map(NS, cm(name))
+        cluster.wait(lambda: [e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED"] == names,
+                     timeout=10, message="every ADDED on the watch")
+        stop.set()
+        cluster.drop_watches()
+        t.join(10)
+        api.close()
+        assert not cluster.errors, cluster.errors
+
+
 def test_watch_from_a_compacted_version_gets_an_in_stream_410(cluster, api):
     core = client.CoreV1Api(api)
     old = core.create_namespaced_config_map(NS, cm("old")).metadata.resource_version

@@ -244,8 +244,9 @@ class WatchStream:
             wait = deadline - now
             if self.bookmarks:
                 wait = min(wait, max(0.0, next_bookmark - now))
-            try:
-                item = await asyncio.wait_for(self.queue.get(), wait)
+            try:  # what is queued first: a due bookmark (wait 0) waits for it to be sent
+                item = self.queue.get_nowait() if not self.queue.empty() else await asyncio.wait_for(
+                    self.queue.get(), wait)
             except asyncio.TimeoutError:
                 if self.bookmarks and loop.time() >= next_bookmark and await self.caught_up_bookmark():
                     next_bookmark = loop.time() + interval
