@@ -204,19 +204,19 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
     Job in its own namespace with its own settings, the image by digest, and the driver's token in a Secret
     of the rerun's own; that token records only the new resolution."""
     pytest.importorskip("kubernetes")
-    pytest.importorskip("kmock")
     from kubernetes import client
 
-    from kmock_k8s import serve_k8s
+    from kube_model import Cluster, NodeSpec, Script
     from sematic_k8s.k8s import manifests
     from sematic_k8s.specs import DriverSpec
 
     ns = "sk-runs"
     image = f"{ALLOWED}/team@{DIGEST}"
-    with serve_k8s() as (_, kube_url), rerun_server(tmp_path, launcher="kubernetes",
-                                                    executor_settings={"namespace": ns}) as s:
-        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", kube_url)
-        api = client.ApiClient(client.Configuration(host=kube_url))
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
+                 namespaces=[ns]) as cluster, rerun_server(tmp_path, launcher="kubernetes",
+                                                           executor_settings={"namespace": ns}) as s:
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())  # the server's identity: an admin here
+        api = cluster.client()
         root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker",
                                  executor_settings={"namespace": "kube-system", "host": "http://evil.example:6443",
                                                     "service_account": "cluster-admin"}, cache_namespace="nightly")
@@ -253,6 +253,7 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
             assert post_json(driver, "/api/v1/store/write", json.loads(_batch_json(new_run(other)))).status_code == 403
             assert post_json(driver, "/api/v1/store/write", json.loads(_batch_json(new_run(new_id)))).status_code == 200
         api.close()
+        assert not cluster.errors, cluster.errors
 
 
 def _batch_json(batch: Batch) -> str:
