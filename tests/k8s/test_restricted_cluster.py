@@ -5,11 +5,14 @@ as Helm renders them, and the driver pod talks to the API server with its own Se
 of its requests is authorised against the chart's driver Role.
 
 The CloudResolver builds the image (from the local base image, which runs as root) and launches the driver; the
-driver creates one worker Job per remote run. Skipped without dockerd, the registry and S3 (failed under CI=true).
+driver creates one worker Job per remote run, owned by its own Job, with the chart's worker ServiceAccount and S3
+Secret; the driver's API token is a Secret of its own that ends with its resolution. Skipped without dockerd, the
+registry and S3 (failed under CI=true).
 """
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
 from collections.abc import Iterator
@@ -143,5 +146,52 @@ def test_a_pipeline_runs_in_a_restricted_namespace_as_the_charts_service_account
         calls = cluster.calls(user=driver)
         assert {(c.verb, c.resource_path) for c in calls} >= {("create", "jobs"), ("list", "pods")}
         assert not [c for c in calls if c.status in (401, 403)], [(c.verb, c.path, c.status) for c in calls]
-        assert len(batch.list_namespaced_job(NS, label_selector="sematic-k8s/role=worker").items) == 4
+        workers = batch.list_namespaced_job(NS, label_selector=f"{selector},sematic-k8s/role=worker").items
+        assert len(workers) == 4
+        _launched_as_the_chart_says(server, res, cluster, workers, lines)
         api.close()
+
+
+def _launched_as_the_chart_says(server: Any, res: Any, cluster: Any, workers: list[Any], lines: list[str]) -> None:
+    """The driver Job and its workers' Jobs: the built image by digest, the chart's ServiceAccounts and S3 Secret,
+    the driver's token in a Secret of its own (ended with its resolution), workers owned by the driver's Job, and
+    each remote run's record naming its Job and pod."""
+    from sematic_k8s.k8s import manifests
+
+    api = cluster.client()
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    settings = next(c for c in cluster.list("configmaps", NS) if "SEMATIC_K8S_STORAGE_SECRET" in (c.get("data") or {}))
+    storage_secret = settings["data"]["SEMATIC_K8S_STORAGE_SECRET"]
+    worker_sa = settings["data"]["SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"]
+    assert res.state == "resolved" and "@sha256:" in res.image
+    [driver] = batch.list_namespaced_job(NS, label_selector=f"sematic-k8s/resolution-id={res.id},"
+                                                            "sematic-k8s/role=driver").items
+    assert driver.metadata.name == manifests.driver_job_name(res.id)
+    assert driver.spec.template.spec.containers[0].image == res.image
+    assert driver.spec.template.spec.service_account_name == DRIVER_SA
+    key_ref = {e.name: e for e in driver.spec.template.spec.containers[0].env}["SEMATIC_K8S_API_KEY"]
+    assert key_ref.value is None and key_ref.value_from.secret_key_ref.name == manifests.token_secret_name(res.id)
+    token = base64.b64decode(core.read_namespaced_secret(manifests.token_secret_name(res.id), NS).data["api-key"]
+                             ).decode()
+    assert token.startswith("sk8t_") and token != server.key
+    with server.client(key=token) as ended:  # its resolution ended: so did its token
+        assert ended.get(f"/api/v1/resolutions/{res.id}").status_code == 401
+    remote = [r for r in server.store.runs_of_root(res.id) if r.func_name in ("square", "whoami")]
+    assert len(remote) == 4 and all(r.state == "resolved" for r in remote)
+    assert {j.metadata.labels["sematic-k8s/run-id"] for j in workers} == {r.id for r in remote}
+    for job in workers:
+        assert [(o.kind, o.name, o.uid) for o in job.metadata.owner_references] == [
+            ("Job", driver.metadata.name, driver.metadata.uid)]
+        pod_spec = job.spec.template.spec
+        assert pod_spec.containers[0].image == res.image and pod_spec.service_account_name == worker_sa
+        env = {e.name: e for e in pod_spec.containers[0].env}
+        assert env["AWS_SECRET_ACCESS_KEY"].value is None
+        assert env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == storage_secret
+    pods = core.list_namespaced_pod(NS, label_selector=f"sematic-k8s/resolution-id={res.id}").items
+    pod_of_job = {p.metadata.labels["job-name"]: p.metadata.name for p in pods}
+    for r in remote:
+        notes = r.notes["executor"]
+        assert notes["executor"] == "kubernetes" and notes["namespace"] == NS and notes["image"] == res.image
+        assert notes["job"] == manifests.worker_job_name(r.id, 1) and notes["pod"] == pod_of_job[notes["job"]]
+    assert any("driver started" in line for line in lines), lines
+    api.close()
