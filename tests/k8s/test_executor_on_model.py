@@ -22,22 +22,21 @@ from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
+from model_workers import behave, held, worker  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized, ServerError  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
-from sematic_k8s.executors.remote import run_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop, transient  # noqa: E402
-from sematic_k8s.settings import STORAGE_ENV, TASK_ENV  # noqa: E402
-from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
+from sematic_k8s.specs import DriverSpec, ResolutionSettings  # noqa: E402
 from sematic_k8s.storage.base import put_artifact  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
-from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
+from sematic_k8s.storage.urls import storage_url  # noqa: E402
 from sematic_k8s.store import sql_store  # noqa: E402
 
 NS = "runs"
@@ -81,24 +80,9 @@ def prompt() -> int:
     return 4
 
 
-def worker(ctx: SimContext) -> int:
-    """What ``python -m sematic_k8s.worker`` does, in-process: run the task, store its outcome."""
-    doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
-    return 1 if "error" in doc else 0
-
-
 def slow_worker(ctx: SimContext) -> int:
     time.sleep(0.5)
     return worker(ctx)
-
-
-def behave(scripts: dict[str, Script] | None = None) -> Any:
-    """Containers named in ``scripts`` follow their Script; every other worker container runs the worker."""
-    def behaviour(pod: dict[str, Any], container: dict[str, Any]) -> Script:
-        if container["name"] in (scripts or {}):
-            return (scripts or {})[container["name"]]
-        return Script(func=worker) if container["name"] == "worker" else Script(forever=True)
-    return behaviour
 
 
 @pytest.fixture
@@ -237,38 +221,58 @@ def test_a_bigger_request_than_the_quota_allows_fails_after_the_grace(cluster, a
     assert info is not None and info["type"] == "FailedCreate" and "exceeded quota: cpu" in info["message"]
 
 
-# -- pod endings in plain words (ported from the API stand-in's tests) ------------------------------------------
+# -- pod endings in plain words ------------------------------------------------------------------------------
 
 
-ENDINGS: dict[str, tuple[Script | None, str, str, str | None]] = {
-    # the worker's Script (None: the image is invalid), error type, words in the message, words in the last logs
-    "oom": (Script(run=0.05, oom=True, logs="loading 10 GB into a list\n"), "OOMKilled",
+ENDINGS: dict[str, tuple[Script | None, tuple[str, ...], str, str | None]] = {
+    # the worker's Script (None: the image is invalid or missing), error types, words in the message, in the logs
+    "oom": (Script(run=0.05, oom=True, logs="loading 10 GB into a list\n"), ("OOMKilled",),
             "ran out of memory (OOMKilled)", "loading 10 GB"),
     "crash": (Script(run=0.05, exit_code=139, logs="".join(f"line {i}\n" for i in range(100)) + "Segfault\n"),
-              "WorkerDied", "exited with code 139 without a result", "Segfault"),
-    "bad_image": (None, "InvalidImageName", "image name is invalid", None),
+              ("WorkerDied",), "exited with code 139 without a result", "Segfault"),
+    "bad_image": (None, ("InvalidImageName",), "image name is invalid", None),
+    "image_pull": (None, ("ErrImagePull", "ImagePullBackOff"), "image_pull_secrets): ", None),
+    # a deadline someone else set (an operator's patch of the Job, a policy webhook's on pods): the worker takes
+    # its whole grace period to stop, so that the Job's pod is still there to read when the executor sees it fail
+    "deadline_job": (Script(forever=True, ignore_sigterm=True, logs="epoch 1\nepoch 2\n"), ("DeadlineExceeded",),
+                     "exceeded its timeout: Job was active longer than specified deadline", "epoch 2"),
+    "deadline_pod": (Script(forever=True), ("DeadlineExceeded",),
+                     "exceeded its timeout: Pod was active on the node longer than the specified deadline", None),
 }
 
 
 @pytest.mark.parametrize("ending", sorted(ENDINGS))
 def test_pod_endings_are_reported_in_plain_words(cluster, api, storage, ending):
-    script, kind, words, logs = ENDINGS[ending]
+    script, kinds, words, logs = ENDINGS[ending]
     if script is not None:
         cluster.behaviour = behave({"worker": script})
-    ex = executor(api, storage, log_tail=5)
-    if script is None:
+    if ending == "image_pull":
+        cluster.sim_images.missing.add(IMAGE)
+    if ending == "deadline_pod":
+        cluster.mutate_pods(lambda pod, namespace: pod["spec"].__setitem__("activeDeadlineSeconds", 1))
+    ex = executor(api, storage, log_tail=5, pull_grace=0.3)
+    if ending == "bad_image":
         ex.image = "127.0.0.1:5000/Not A Name"
     run_id = submit(ex, square, new_id(), {"x": 1})
+    if ending == "deadline_job":
+        cluster.wait(lambda: any(p["status"].get("phase") == "Running" for p in cluster.list("pods", NS)))
+        client.BatchV1Api(api).patch_namespaced_job(f"sk-{run_id}-1", NS, {"spec": {"activeDeadlineSeconds": 1}})
     outcome = wait_for(ex, 1)[run_id]
     ex.close()
     info = outcome.error_info
-    assert info is not None and info["type"] == kind, info
+    assert info is not None and info["type"] in kinds, info
     assert words in info["message"], info["message"]
     if logs:
         assert logs in info["traceback"]
     if ending == "crash":
         assert "line 95" not in info["traceback"] and "line 96" in info["traceback"]  # tail_lines=5
     assert outcome.details["job"] == f"sk-{run_id}-1" and outcome.details["namespace"] == NS
+    assert outcome.details.get("reason") == (None if info["type"] == "WorkerDied" else info["type"])
+    assert "Exception" not in info["mro"]  # the func's or its settings' fault: not retried as infrastructure
+    deletes = cluster.calls(verb="delete", resource="jobs")
+    assert bool(deletes) == (ending in ("image_pull", "bad_image", "deadline_job")), deletes  # stuck or still going
+    assert all(c.query.get("propagationPolicy") == "Background" for c in deletes)
+    assert len(cluster.calls(verb="create", resource="jobs")) == 1
 
 
 DYING = """
@@ -349,8 +353,15 @@ def test_a_worker_killed_after_storing_its_logs_has_them_once_in_its_runs_log(cl
     assert storage.get(log_key(run_id)).decode() == "working on shard 7\nshard 7 done\n"
 
 
+EVICTIONS = {  # how a pod loses its node, and what the run's error then says
+    "node pressure": "The node was low on resource: memory",  # the kubelet's: the pod stays, Failed
+    "eviction API": "Eviction API: evicting",  # a drain's (or a preemption's): DisruptionTarget, then deleted
+}
+
+
+@pytest.mark.parametrize("how", sorted(EVICTIONS))
 def test_an_evicted_worker_runs_again_without_costing_an_attempt_and_fails_past_the_relaunches(cluster, api,
-                                                                                               storage):
+                                                                                               storage, how):
     cluster.behaviour = behave({"worker": Script(forever=True)})
     ex = executor(api, storage, eviction_relaunches=1)
     run_id = submit(ex, square, new_id(), {"x": 1})
@@ -358,12 +369,38 @@ def test_an_evicted_worker_runs_again_without_costing_an_attempt_and_fails_past_
         pod = cluster.wait(lambda n=n: not ex.wait(0.02) and [
             p["metadata"]["name"] for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"
             and p["metadata"]["labels"].get("sematic-k8s/relaunch") == str(n)])[0]
-        cluster.evict(NS, pod)
-    info = wait_for(ex, 1)[run_id].error_info
+        if how == "node pressure":
+            cluster.evict(NS, pod)
+        else:
+            client.CoreV1Api(api).create_namespaced_pod_eviction(pod, NS, {"metadata": {"name": pod,
+                                                                                         "namespace": NS}})
+    outcome = wait_for(ex, 1)[run_id]
     ex.close()
-    assert info is not None and info["type"] == "Evicted" and "The node was low on resource: memory" in info["message"]
+    info = outcome.error_info
+    assert info is not None and info["type"] == "Evicted", info
+    assert f"the worker's pod was evicted from its node: {EVICTIONS[how]}" in info["message"], info["message"]
     assert "Exception" in info["mro"]  # a lost worker: retried by the loop like any infrastructure failure
-    assert ex.stats.relaunches == 1
+    assert outcome.details["reason"] == "Evicted" and outcome.details["job"] == f"sk-{run_id}-1-r1"
+    assert ex.stats.relaunches == 1 and len(cluster.calls(verb="create", resource="jobs")) == 2
+    deletes = cluster.calls(verb="delete", resource="jobs")  # the first attempt's Job, before its relaunch
+    assert [c.name for c in deletes][:1] == [f"sk-{run_id}-1"], [c.name for c in deletes]
+    assert all(c.query.get("propagationPolicy") == "Background" for c in deletes)
+
+
+def test_an_evicted_worker_that_runs_again_succeeds_on_the_same_attempt(cluster, api, storage):
+    gate = held_workers(cluster)
+    ex = executor(api, storage)
+    run_id = submit(ex, square, new_id(), {"x": 7})
+    pod = cluster.wait(lambda: [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                if p["status"].get("phase") == "Running"])[0]
+    cluster.evict(NS, pod)
+    cluster.wait(lambda: not ex.wait(0.05) and f"sk-{run_id}-1-r1" in jobs(cluster), message="the relaunch")
+    gate.set()
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None and outcome.attempt == 1
+    assert outcome.details["relaunches"] == 1 and outcome.details["job"] == f"sk-{run_id}-1-r1"
+    assert jobs(cluster) == [f"sk-{run_id}-1-r1"]  # the evicted one was deleted
 
 
 # -- capacity (6) --------------------------------------------------------------------------------------------
@@ -479,13 +516,9 @@ def test_an_out_of_cpu_rejection_is_launched_again_like_an_eviction(cluster, api
 
 
 def held_workers(cluster: Any) -> threading.Event:
-    """Worker pods that run until the returned gate is set."""
+    """Worker pods that run once the returned gate is set (killed before, they exit 137 without running)."""
     gate = threading.Event()
-
-    def held(ctx: SimContext) -> int:
-        gate.wait(30)
-        return worker(ctx)
-    cluster.behaviour = behave({"worker": Script(func=held)})
+    cluster.behaviour = behave({"worker": Script(func=held(gate))})
     return gate
 
 

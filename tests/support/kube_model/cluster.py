@@ -420,6 +420,11 @@ class Cluster:
                 spec.setdefault("containers", []).append(added)
         self.call(lambda: self.api.pod_mutations.append(mutate))
 
+    def mutate_pods(self, mutate: Callable[[dict[str, Any], dict[str, Any] | None], None]) -> None:
+        """A mutating admission webhook (a policy engine's, e.g. one that gives every pod an
+        ``activeDeadlineSeconds``): ``mutate(pod, its namespace)`` edits each pod before it is stored."""
+        self.call(lambda: self.api.pod_mutations.append(mutate))
+
     def namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         """Create a namespace (with labels, e.g. Pod Security ones) and wait for its default ServiceAccount."""
         def go() -> None:

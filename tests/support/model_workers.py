@@ -1,0 +1,42 @@
+"""Worker containers on the cluster model's simulated nodes (tests/support/kube_model): what ``python -m
+sematic_k8s.worker`` does, run in-process from the container's env, and the behaviours the executor's tests give
+pods (a worker held until the test lets it go)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kube_model import Script, SimContext
+from sematic_k8s.executors.remote import run_task
+from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+from sematic_k8s.specs import TaskSpec
+from sematic_k8s.storage.urls import storage_from_url
+
+
+def worker(ctx: SimContext) -> int:
+    """What ``python -m sematic_k8s.worker`` does, in-process: run the task, store its outcome."""
+    doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
+    return 1 if "error" in doc else 0
+
+
+def held(gate: threading.Event, timeout: float = 30.0) -> Callable[[SimContext], int]:
+    """A worker that runs once ``gate`` is set; killed before that (its pod evicted or deleted), it exits 137
+    without running."""
+    def run(ctx: SimContext) -> int:
+        for _ in range(int(timeout / 0.05)):
+            if gate.wait(0.05) or ctx.stopped.is_set():
+                break
+        return 137 if ctx.stopped.is_set() else worker(ctx)
+    return run
+
+
+def behave(scripts: dict[str, Script] | None = None) -> Callable[[dict[str, Any], dict[str, Any]], Script]:
+    """Containers named in ``scripts`` follow their Script; every other worker container runs the worker, and
+    other containers (a driver's, a sidecar) run until stopped."""
+    def behaviour(pod: dict[str, Any], container: dict[str, Any]) -> Script:
+        if container["name"] in (scripts or {}):
+            return (scripts or {})[container["name"]]
+        return Script(func=worker) if container["name"] == "worker" else Script(forever=True)
+    return behaviour
