@@ -1,34 +1,37 @@
-"""The Kubernetes executor and driver Job, through the official client, against a Kubernetes API stand-in on
-127.0.0.1 (tests/support/kmock_k8s.py) with a fake Job controller playing the cluster."""
+"""The Kubernetes executor and driver Job, through the official client: manifests (validated against two
+Kubernetes versions' schemas), and the executor on the cluster model (tests/support/kube_model: API server, RBAC,
+admission, Job controller, scheduler, kubelets; worker containers run the real worker code in-process, in a
+subprocess or in Docker): driver Jobs, owners, conflicts, cancels, API errors, watch resumption, a fan-out's API
+calls, and generated pods that run a real pipeline end to end."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 kubernetes = pytest.importorskip("kubernetes")
-pytest.importorskip("kmock")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
-from kmock_k8s import FakeJobController, PodHandle, serve_k8s, waiting  # noqa: E402
+from kube_model import Cluster, NodeSpec, Script  # noqa: E402
+from model_workers import behave, held  # noqa: E402
 from sematic_k8s import settings  # noqa: E402
 from sematic_k8s.errors import ResolutionFailed  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
-from sematic_k8s.executors.remote import run_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
 from sematic_k8s.k8s.client import Backoff, TokenBucket  # noqa: E402
@@ -47,6 +50,7 @@ IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 FAST = Backoff(base=0.01, cap=0.05, attempts=6)
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # -- funcs ---------------------------------------------------------------------------------------------------
@@ -93,15 +97,16 @@ def noop() -> int:
     return 7
 
 
+
 # -- fixtures ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def k8s() -> Iterator[tuple[Any, str, client.ApiClient]]:
-    with serve_k8s() as (emu, url):
-        api = client.ApiClient(client.Configuration(host=url))
-        yield emu, url, api
-        api.close()
+def cluster() -> Iterator[Cluster]:
+    with Cluster([NodeSpec("node-1", runtime="sim", pods=1100)], behaviour=behave()) as c:
+        c.namespace(NS)
+        yield c
+        assert not c.errors, c.errors
 
 
 @pytest.fixture
@@ -112,18 +117,6 @@ def storage(tmp_path) -> LocalStorage:
 @pytest.fixture
 def store(tmp_path):
     return sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-
-
-def work(pod: PodHandle) -> dict[str, Any]:
-    """Run the worker the pod's env describes (in this process) and end the pod as the container would."""
-    env = pod.env()
-    doc = run_task(TaskSpec.from_json(env["SEMATIC_K8S_TASK"]), storage_from_url(env["SEMATIC_K8S_STORAGE"]))
-    if "error" in doc:
-        pod.logs(doc["error"]["traceback"])
-        pod.fail(1)
-    else:
-        pod.succeed()
-    return doc
 
 
 def executor(api: client.ApiClient, storage: LocalStorage, **kw: Any) -> KubernetesExecutor:
@@ -139,28 +132,22 @@ def submit(ex: KubernetesExecutor, func: Any, root_id: str, run_id: str | None =
     return run_id
 
 
-def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 15.0) -> dict[str, Outcome]:
+def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 30.0) -> dict[str, Outcome]:
     got: dict[str, Outcome] = {}
     deadline = time.monotonic() + timeout
     while len(got) < n and time.monotonic() < deadline:
-        for o in ex.wait(0.2):
+        for o in ex.wait(0.1):
             got[o.run_id] = o
     assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
     return got
 
 
-def until(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def jobs(api: client.ApiClient, selector: str | None = None) -> list[client.V1Job]:
     return client.BatchV1Api(api).list_namespaced_job(NS, label_selector=selector).items
+
+
+def pods_in(cluster: Cluster, phase: str) -> list[str]:
+    return [p["metadata"]["name"] for p in cluster.list("pods", NS) if p["status"].get("phase") == phase]
 
 
 def valid(obj: Any) -> dict[str, Any]:
@@ -264,11 +251,11 @@ def test_names_are_dns_labels_and_quantities_are_checked():
     assert manifests.resources("500m", "1.5Gi", None).limits == {"memory": "1.5Gi"}
 
 
+
 # -- driver Job ----------------------------------------------------------------------------------------------
 
 
-def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
-    emu, url, api = k8s
+def test_launch_driver_creates_the_driver_job_once(cluster, api, monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_SERVICE_ACCOUNT", "sk-driver")
     monkeypatch.setenv("SEMATIC_K8S_STORAGE_SECRET", "sk-s3")
     spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
@@ -299,12 +286,11 @@ def test_launch_driver_creates_the_driver_job_once(k8s, monkeypatch):
     driven = DriverSpec.from_json(env_vars[DRIVER_ENV].value)
     assert driven.root_id == spec.root_id
     assert driven.executor_settings == {"namespace": NS, "storage_secret": "sk-s3", "node_selector": {"pool": "batch"}}
-    posts = [c for c in emu.calls if c.method == "POST" and "/jobs" in c.path]
-    assert len(posts) == 2  # the second answered 409 and was not retried
+    posts = cluster.calls(verb="create", resource="jobs")
+    assert [c.status for c in posts] == [201, 409]  # the second answered 409 and was not retried
 
 
-def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(k8s, monkeypatch):
-    emu, url, api = k8s
+def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(cluster, api, monkeypatch):
     for name in ("SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_STORAGE_SECRET", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"):
         monkeypatch.delenv(name, raising=False)
     client.CoreV1Api(api).create_namespaced_config_map(NS, client.V1ConfigMap(
@@ -331,10 +317,9 @@ def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(k8s,
     assert driven.executor_settings["storage_secret"] == "sematic-k8s-s3"
 
 
-def test_the_driver_builds_the_kubernetes_executor_from_its_spec(k8s, storage):
-    emu, url, api = k8s
+def test_the_driver_builds_the_kubernetes_executor_from_its_spec(cluster, storage):
     spec = DriverSpec(root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes",
-                      executor_settings={"namespace": NS, "host": url, "node_selector": {"pool": "a"},
+                      executor_settings={"namespace": NS, "host": cluster.proxy(), "node_selector": {"pool": "a"},
                                          "tolerations": [{"key": "k", "operator": "Exists"}], "owner": False})
     ex = remote_executor(spec, storage)
     try:
@@ -343,35 +328,35 @@ def test_the_driver_builds_the_kubernetes_executor_from_its_spec(k8s, storage):
         ex.close()
 
 
-def test_workers_are_owned_by_the_driver_job_named_by_the_downward_api(k8s, storage, monkeypatch):
-    emu, url, api = k8s
-    monkeypatch.setenv(settings.DRIVER_JOB_ENV, "sk-driver-abc")
-    monkeypatch.setenv(settings.DRIVER_JOB_UID_ENV, "uid-from-the-downward-api")
+def test_workers_are_owned_by_the_driver_job_named_by_the_downward_api(cluster, api, storage, monkeypatch):
+    root = new_id()
+    driver = launch_driver(DriverSpec(root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes"),
+                           root, {}, namespace=NS, api_client=api)
+    uid = client.BatchV1Api(api).read_namespaced_job(driver, NS).metadata.uid
+    monkeypatch.setenv(settings.DRIVER_JOB_ENV, driver)
+    monkeypatch.setenv(settings.DRIVER_JOB_UID_ENV, uid)  # as the downward API gives them to the driver's pod
     ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
                             backoff=FAST, creates_per_second=0)
-    submit(ex, noop, new_id())
-    [job] = jobs(api)
+    submit(ex, noop, root)
+    [job] = jobs(api, "sematic-k8s/role=worker")
     ex.close()
-    assert [(o.name, o.uid) for o in job.metadata.owner_references] == [("sk-driver-abc", "uid-from-the-downward-api")]
+    assert [(o.name, o.uid) for o in job.metadata.owner_references] == [(driver, uid)]
     assert ex.stats.owner_reads == 0
 
 
 # -- the executor, through the resolution loop ---------------------------------------------------------------
 
 
-def test_a_pipeline_resolves_with_one_labelled_owned_job_per_run(k8s, storage, store):
-    emu, url, api = k8s
+def test_a_pipeline_resolves_with_one_labelled_owned_job_per_run(api, storage, store):
     root = fan_out(4)
     driver = launch_driver(DriverSpec(root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes"),
                            root.id, {}, namespace=NS, api_client=api)
     driver_uid = client.BatchV1Api(api).read_namespaced_job(driver, NS).metadata.uid
-    with FakeJobController(emu, url, NS, work) as ctl:
-        ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
-                                backoff=FAST)
-        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), ex),
-                              ResolutionSettings(max_parallelism=8, root_id=root.id), kind="cloud")
-        assert loop.run(root) == 0 + 1 + 4 + 9
-        assert not ctl.errors
+    ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
+                            backoff=FAST)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), ex),
+                          ResolutionSettings(max_parallelism=8, root_id=root.id), kind="cloud")
+    assert loop.run(root) == 0 + 1 + 4 + 9
     workers = jobs(api, f"sematic-k8s/resolution-id={root.id},sematic-k8s/role=worker")
     assert len(workers) == 4
     runs = {r.id: r for r in store.runs_of_root(root.id)}
@@ -386,313 +371,153 @@ def test_a_pipeline_resolves_with_one_labelled_owned_job_per_run(k8s, storage, s
     assert not ex.watchers[0]._thread.is_alive()  # the loop closed the executor
 
 
-def test_a_func_error_in_a_pod_fails_the_resolution_with_its_traceback(k8s, storage, store):
-    emu, url, api = k8s
-    with FakeJobController(emu, url, NS, work):
-        ex = executor(api, storage)
-        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex), kind="cloud")
-        with pytest.raises(ResolutionFailed) as err:
-            loop.run(explode(3))
+def test_a_func_error_in_a_pod_fails_the_resolution_with_its_traceback(api, storage, store):
+    ex = executor(api, storage)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex), kind="cloud")
+    with pytest.raises(ResolutionFailed) as err:
+        loop.run(explode(3))
     assert err.value.error["type"] == "ValueError" and "bad input 3" in err.value.error["message"]
-
-
-# -- pod endings in plain words ------------------------------------------------------------------------------
-
-
-def _oom(pod: PodHandle) -> None:
-    pod.run()
-    pod.logs("loading 10 GB into a list\n")
-    pod.fail(137, reason="OOMKilled")
-
-
-def _crash(pod: PodHandle) -> None:
-    pod.run()
-    pod.logs("".join(f"line {i}\n" for i in range(100)) + "Segmentation fault\n")
-    pod.fail(139)
-
-
-def _unschedulable(pod: PodHandle) -> None:
-    pod.status(phase="Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
-
-
-def _image_pull(pod: PodHandle) -> None:
-    pod.status(phase="Pending", containerStatuses=[waiting("ErrImagePull", "manifest unknown")])
-    pod.status(phase="Pending", containerStatuses=[waiting("ImagePullBackOff", 'Back-off pulling image "x"')])
-
-
-def _bad_image(pod: PodHandle) -> None:
-    pod.status(phase="Pending", containerStatuses=[waiting("InvalidImageName", "couldn't parse image name")])
-
-
-def _deadline_job(pod: PodHandle) -> None:
-    pod.run()
-    pod.logs("epoch 1\nepoch 2\n")
-    pod.job_status(conditions=[{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                                "message": "Job was active longer than specified deadline"}])
-
-
-def _deadline_pod(pod: PodHandle) -> None:
-    pod.run()
-    pod.fail(137, pod_reason="DeadlineExceeded",
-             message="Pod was active on the node longer than the specified deadline")
-
-
-def _slow_start(pod: PodHandle) -> None:
-    _unschedulable(pod)
-    time.sleep(0.1)
-    pod.run()
-    work(pod)
-
-
-def _evicted(pod: PodHandle) -> None:
-    pod.run()
-    pod.fail(0, pod_reason="Evicted", message="The node was low on resource: memory.")
-
-
-def _evicted_once(pod: PodHandle) -> None:
-    if pod.labels.get("sematic-k8s/attempt") == "1" and not pod.job["metadata"]["name"].endswith("-r1"):
-        _evicted(pod)
-    else:
-        pod.run()
-        work(pod)
-
-
-def _preempted(pod: PodHandle) -> None:  # API-initiated: the pod is deleted with a DisruptionTarget condition
-    pod.run()
-    pod.status(conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-                            "message": "preempted by a higher-priority pod"}])
-    pod.controller.core.delete_namespaced_pod(pod.name, pod.namespace)
-
-
-SCENARIOS: dict[str, tuple[Callable[[PodHandle], None], str, str, str | None]] = {
-    # behaviour, error type, words in the message, words in the last logs
-    "oom": (_oom, "OOMKilled", "ran out of memory (OOMKilled)", "loading 10 GB"),
-    "crash": (_crash, "WorkerDied", "exited with code 139 without a result", "Segmentation fault"),
-    "image_pull": (_image_pull, "ImagePullBackOff", "image_pull_secrets): Back-off pulling image", None),
-    "bad_image": (_bad_image, "InvalidImageName", "image name is invalid", None),
-    "deadline_job": (_deadline_job, "DeadlineExceeded", "exceeded its timeout: Job was active longer", "epoch 2"),
-    "deadline_pod": (_deadline_pod, "DeadlineExceeded", "exceeded its timeout: Pod was active", None),
-    "evicted_twice": (_evicted, "Evicted", "evicted from its node: The node was low on resource", None),
-    "preempted_twice": (_preempted, "Evicted", "evicted from its node: preempted by a higher-priority pod", None),
-}
-
-
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_pod_endings_are_reported_in_plain_words(k8s, storage, scenario):
-    emu, url, api = k8s
-    behaviour, kind, words, logs = SCENARIOS[scenario]
-    with FakeJobController(emu, url, NS, behaviour) as ctl:
-        ex = executor(api, storage, pull_grace=0.3, eviction_relaunches=1, log_tail=5)
-        run_id = submit(ex, noop, new_id())
-        outcome = wait_for(ex, 1)[run_id]
-        ex.close()
-        assert not ctl.errors
-    info = outcome.error_info
-    assert info is not None and info["type"] == kind, info
-    assert words in info["message"], info["message"]
-    if logs:
-        assert logs in info["traceback"]
-    if scenario == "crash":
-        assert "line 95" not in info["traceback"] and "line 96" in info["traceback"]  # tail_lines=5
-    assert outcome.details.get("reason") == (None if kind == "WorkerDied" else kind)
-    retryable = "Exception" in info["mro"]
-    assert retryable == (kind == "Evicted")  # evictions stay retryable once the executor gave up relaunching
-    deletes = [c for c in emu.agent_calls() if c.method == "DELETE"]
-    stuck = scenario in ("image_pull", "bad_image", "deadline_job")
-    relaunched = scenario.endswith("_twice")
-    assert bool(deletes) == (stuck or relaunched), deletes
-    assert all(c.params.get("propagationPolicy") == "Background" for c in deletes)
-    assert len([c for c in emu.agent_calls() if c.method == "POST"]) == (2 if relaunched else 1)
-
-
-def test_an_evicted_pod_runs_again_without_costing_an_attempt(k8s, storage):
-    emu, url, api = k8s
-    with FakeJobController(emu, url, NS, _evicted_once):
-        ex = executor(api, storage)
-        run_id = submit(ex, noop, new_id())
-        outcome = wait_for(ex, 1)[run_id]
-        ex.close()
-    assert outcome.error_info is None and outcome.attempt == 1
-    assert outcome.details["relaunches"] == 1 and outcome.details["job"] == f"sk-{run_id}-1-r1"
-    assert [j.metadata.name for j in jobs(api)] == [f"sk-{run_id}-1-r1"]  # the evicted one was deleted
-
-
-def test_a_pod_that_gets_going_within_the_grace_period_is_not_failed(k8s, storage):
-    emu, url, api = k8s
-    with FakeJobController(emu, url, NS, _slow_start):
-        ex = executor(api, storage)
-        run_id = submit(ex, noop, new_id())
-        outcome = wait_for(ex, 1)[run_id]
-        ex.close()
-    assert outcome.error_info is None and outcome.output is not None
 
 
 # -- the watch stream ----------------------------------------------------------------------------------------
 
 
-def test_the_watch_resumes_and_relists_after_410_without_losing_endings(k8s, storage):
-    emu, url, api = k8s
-    release: dict[str, threading.Event] = {}
-    started: set[str] = set()
-
-    def held(pod: PodHandle) -> None:
-        run_id = pod.labels["sematic-k8s/run-id"]
-        pod.run()
-        started.add(run_id)
-        release.setdefault(run_id, threading.Event()).wait(20)
-        work(pod)
-
-    with FakeJobController(emu, url, NS, held, workers=8):
-        ex = executor(api, storage)
-        root = new_id()
-        run_ids = [submit(ex, noop, root) for _ in range(6)]
-        for r in run_ids:
-            release.setdefault(r, threading.Event())
-        until(lambda: len(started) == 6)
-        pod_watch = ex.watchers[0]
-        until(lambda: pod_watch.stats.events >= 12)  # ADDED + Running for each pod
-        # 1. the stream ends (server restart) and reconnects fail for a while; meanwhile three pods
-        #    finish and history is compacted: the resumed watch gets 410 Gone and must list again.
-        fault = emu.fail("GET", rf"/namespaces/{NS}/pods$", 503, times=10_000)
-        emu.drop_watches()
-        for r in run_ids[:3]:
-            release[r].set()
-        until(lambda: sum(1 for c in emu.calls if c.method == "PATCH") >= 6 + 3)
-        emu.compact()
-        fault.times = fault.hits  # the API server is back
-        first = wait_for(ex, 3)
-        assert set(first) == set(run_ids[:3]) and all(o.error_info is None for o in first.values())
-        assert pod_watch.stats.gone >= 1 and pod_watch.stats.lists >= 2
-        # 2. a plain stream end: resumed from the last resourceVersion, no list needed.
-        lists = pod_watch.stats.lists
-        emu.drop_watches()
-        for r in run_ids[3:]:
-            release[r].set()
-        rest = wait_for(ex, 3)
-        assert set(rest) == set(run_ids[3:]) and all(o.error_info is None for o in rest.values())
-        assert pod_watch.stats.lists == lists and pod_watch.stats.watches >= 3
-        ex.close()
+def test_the_watch_resumes_and_relists_after_410_without_losing_endings(cluster, api, storage):
+    gates: dict[str, threading.Event] = {}
+    cluster.behaviour = lambda pod, c: Script(func=held(gates.setdefault(
+        pod["metadata"]["labels"]["sematic-k8s/run-id"], threading.Event())))
+    ex = executor(api, storage)
+    root = new_id()
+    run_ids = [submit(ex, noop, root) for _ in range(6)]
+    cluster.wait(lambda: not ex.wait(0.02) and len(pods_in(cluster, "Running")) == 6)
+    pod_watch = ex.watchers[0]
+    cluster.wait(lambda: not ex.wait(0.02) and pod_watch.stats.events >= 12)  # ADDED + Running for each pod
+    # 1. the stream ends (an API server restart) and reconnects fail for a while; meanwhile three pods finish and
+    #    history is compacted: the resumed watch gets 410 Gone and must list again.
+    cluster.fail(503, resource="pods", times=None)
+    cluster.drop_watches()
+    for r in run_ids[:3]:
+        gates[r].set()
+    cluster.wait(lambda: len(pods_in(cluster, "Succeeded")) == 3)
+    cluster.compact()
+    cluster.clear_faults()  # the API server is back
+    first = wait_for(ex, 3)
+    assert set(first) == set(run_ids[:3]) and all(o.error_info is None for o in first.values())
+    assert pod_watch.stats.gone >= 1 and pod_watch.stats.lists >= 2
+    # 2. a plain stream end: resumed from the last resourceVersion, no list needed.
+    lists = pod_watch.stats.lists
+    cluster.drop_watches()
+    for r in run_ids[3:]:
+        gates[r].set()
+    rest = wait_for(ex, 3)
+    assert set(rest) == set(run_ids[3:]) and all(o.error_info is None for o in rest.values())
+    assert pod_watch.stats.lists == lists and pod_watch.stats.watches >= 3
+    ex.close()
 
 
 # -- API errors ----------------------------------------------------------------------------------------------
 
 
-def test_429_and_5xx_are_retried_with_backoff(k8s, storage):
-    emu, url, api = k8s
-    emu.fail("POST", r"/jobs$", 429, times=2, headers={"Retry-After": "0"})
-    emu.fail("POST", r"/jobs$", 500, times=1)
-    with FakeJobController(emu, url, NS, work):
-        ex = executor(api, storage)
-        run_id = submit(ex, noop, new_id())
-        outcome = wait_for(ex, 1)[run_id]
-        ex.close()
+def test_429_and_5xx_are_retried_with_backoff(cluster, api, storage):
+    ex = executor(api, storage)
+    cluster.fail(429, verb="create", resource="jobs", times=2, retry_after=1)  # API Priority and Fairness
+    cluster.fail(500, verb="create", resource="jobs", times=1)
+    run_id = submit(ex, noop, new_id())
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
     assert outcome.error_info is None
-    assert len([c for c in emu.calls if c.method == "POST" and c.path.endswith("/jobs")]) == 4
+    assert [c.status for c in cluster.calls(verb="create", resource="jobs")] == [429, 429, 500, 201]
     assert len(jobs(api)) == 1
 
 
-def test_a_refused_job_fails_its_run_not_the_driver(k8s, storage):
-    emu, url, api = k8s
-    emu.fail("POST", r"/jobs$", 422, times=1)
-    ex = executor(api, storage)
+def test_a_refused_job_fails_its_run_not_the_driver(cluster, api, storage):
+    ex = executor(api, storage, node_selector={"pool": "not a label value!"})  # the API server's validation: 422
     run_id = submit(ex, noop, new_id())
     info = wait_for(ex, 1)[run_id].error_info
     ex.close()
-    assert info["type"] == "JobCreateFailed"
-    assert "could not be created" in info["message"] and "(422)" in info["message"]
+    assert info["type"] == "JobCreateFailed", info
+    assert "could not be created" in info["message"] and "(422)" in info["message"], info["message"]
+    assert [c.status for c in cluster.calls(verb="create", resource="jobs")] == [422]  # not retried
 
 
-def test_409_reattaches_to_this_attempts_job_and_refuses_a_foreign_one(k8s, storage):
-    emu, url, api = k8s
+def test_409_reattaches_to_this_attempts_job_and_refuses_a_foreign_one(cluster, api, storage):
     root = new_id()
     mine, foreign = new_id(), new_id()
     batch = client.BatchV1Api(api)
     for run_id, labels_run in ((mine, mine), (foreign, new_id())):
-        spec = TaskSpec(labels_run, root, noop.path, noop.source_file, {}, {}, 1)
-        task = spec  # the foreign Job works for its own run (it only shares our Job's name)
-        env = {"SEMATIC_K8S_TASK": task.to_json(), "SEMATIC_K8S_STORAGE": storage_url(storage)}
-        job = manifests.worker_job(spec, noop, IMAGE, env, namespace=NS)
+        spec = TaskSpec(labels_run, root, noop.path, noop.source_file, {}, {}, 1)  # the foreign Job works for its
+        env = {"SEMATIC_K8S_TASK": spec.to_json(), "SEMATIC_K8S_STORAGE": storage_url(storage)}  # own run (it
+        job = manifests.worker_job(spec, noop, IMAGE, env, namespace=NS)  # only shares our Job's name)
         job.metadata.name = job.spec.template.metadata.name = manifests.worker_job_name(run_id, 1)
         batch.create_namespaced_job(NS, job)
-    with FakeJobController(emu, url, NS, work):
-        ex = executor(api, storage)
-        submit(ex, noop, root, run_id=mine)
-        submit(ex, noop, root, run_id=foreign)
-        got = wait_for(ex, 2)
-        ex.close()
+    ex = executor(api, storage)
+    submit(ex, noop, root, run_id=mine)
+    submit(ex, noop, root, run_id=foreign)
+    got = wait_for(ex, 2)
+    ex.close()
     assert got[mine].error_info is None and ex.stats.reattached == 1  # found by the start-up list of Jobs
     assert ex.stats.conflicts == 1  # the foreign one: created, 409, its labels read
     assert got[foreign].error_info["type"] == "JobNameConflict"
     assert len(jobs(api)) == 2  # nothing duplicated
 
 
-def test_404_on_delete_is_fine(k8s, storage):
-    emu, url, api = k8s
-    hold = threading.Event()
-    with FakeJobController(emu, url, NS, lambda pod: (pod.run(), hold.wait(10))):
-        ex = executor(api, storage)
-        run_id = submit(ex, noop, new_id())
-        until(lambda: jobs(api))
-        client.BatchV1Api(api).delete_namespaced_job(f"sk-{run_id}-1", NS)  # someone else deleted it
-        ex.cancel([run_id])
-        hold.set()
-        ex.close()
-    deletes = [c for c in emu.calls if c.method == "DELETE" and c.path.endswith(f"sk-{run_id}-1")]
-    assert len(deletes) == 2
+def test_404_on_delete_is_fine(cluster, api, storage):
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate))})
+    ex = executor(api, storage)
+    run_id = submit(ex, noop, new_id())
+    cluster.wait(lambda: jobs(api))
+    client.BatchV1Api(api).delete_namespaced_job(f"sk-{run_id}-1", NS)  # someone else deleted it
+    ex.cancel([run_id])
+    gate.set()
+    ex.close()
+    deletes = [c.status for c in cluster.calls(verb="delete", resource="jobs") if c.name == f"sk-{run_id}-1"]
+    assert deletes == [200, 404]
 
 
 # -- restart, cancel, rate limit -----------------------------------------------------------------------------
 
 
-def test_a_restarted_driver_reattaches_to_its_jobs_instead_of_duplicating_them(k8s, storage):
-    emu, url, api = k8s
+def test_a_restarted_driver_reattaches_to_its_jobs_instead_of_duplicating_them(cluster, api, storage):
     root = new_id()
     run_ids = [new_id() for _ in range(3)]
-    gate = threading.Event()
-
-    def behaviour(pod: PodHandle) -> None:
-        pod.run()
-        if pod.labels["sematic-k8s/run-id"] != run_ids[0]:
-            gate.wait(10)  # the others finish after the first driver is gone
-        work(pod)
-
-    with FakeJobController(emu, url, NS, behaviour):
-        first = executor(api, storage)
-        for r in run_ids:
-            submit(first, noop, root, run_id=r)
-        assert set(wait_for(first, 1)) == {run_ids[0]}
-        for w in first.watchers:  # the driver's pod dies: no cleanup, its Jobs keep running
-            w.stop()
-        gate.set()
-        until(lambda: sum(1 for c in emu.calls if c.method == "PATCH") >= 2 * 3)
-        second = executor(api, storage)
-        for r in run_ids:
-            submit(second, noop, root, run_id=r)
-        got = wait_for(second, 3)
-        second.close()
+    gate = threading.Event()  # the others finish after the first driver is gone
+    cluster.behaviour = lambda pod, c: behave({"worker": Script(func=held(gate))})(pod, c) if (
+        pod["metadata"]["labels"]["sematic-k8s/run-id"] != run_ids[0]) else behave()(pod, c)
+    first = executor(api, storage)
+    for r in run_ids:
+        submit(first, noop, root, run_id=r)
+    assert set(wait_for(first, 1)) == {run_ids[0]}
+    for w in first.watchers:  # the driver's pod dies: no cleanup, its Jobs keep running
+        w.stop()
+    gate.set()
+    cluster.wait(lambda: len(pods_in(cluster, "Succeeded")) == 3)
+    second = executor(api, storage)
+    for r in run_ids:
+        submit(second, noop, root, run_id=r)
+    got = wait_for(second, 3)
+    second.close()
     assert all(o.error_info is None for o in got.values())
     assert second.stats.creates == 0 and second.stats.reattached == 3  # found by one list of the resolution's Jobs
     assert second.stats.job_lists == 1
     assert len(jobs(api)) == 3
 
 
-def test_cancel_deletes_the_jobs_and_close_stops_watching(k8s, storage):
-    emu, url, api = k8s
-    hold = threading.Event()
-    with FakeJobController(emu, url, NS, lambda pod: (pod.run(), hold.wait(10))) as ctl:
-        ex = executor(api, storage)
-        root = new_id()
-        run_ids = [submit(ex, noop, root) for _ in range(3)]
-        until(lambda: len(ctl.pods) == 3)
-        ex.cancel(run_ids[:2])
-        assert {j.metadata.name for j in jobs(api)} == {f"sk-{run_ids[2]}-1"}
-        until(lambda: len(client.CoreV1Api(api).list_namespaced_pod(NS).items) == 1)  # the GC took the pods
-        ex.close()  # cancels what is left
-        hold.set()
+def test_cancel_deletes_the_jobs_and_close_stops_watching(cluster, api, storage):
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate))})
+    ex = executor(api, storage)
+    root = new_id()
+    run_ids = [submit(ex, noop, root) for _ in range(3)]
+    cluster.wait(lambda: len(pods_in(cluster, "Running")) == 3)
+    ex.cancel(run_ids[:2])
+    assert {j.metadata.name for j in jobs(api)} == {f"sk-{run_ids[2]}-1"}
+    cluster.wait(lambda: len(cluster.list("pods", NS)) == 1)  # the garbage collector took their pods
+    ex.close()  # cancels what is left
+    gate.set()
     assert jobs(api) == []
-    deletes = [c for c in emu.agent_calls() if c.method == "DELETE"]
-    assert len(deletes) == 3 and all(c.params["propagationPolicy"] == "Background" for c in deletes)
+    deletes = cluster.calls(verb="delete", resource="jobs")
+    assert len(deletes) == 3 and all(c.query.get("propagationPolicy") == "Background" for c in deletes)
     assert not any(w._thread.is_alive() for w in ex.watchers)
     assert ex.wait(0) == []
 
@@ -711,8 +536,8 @@ def test_token_bucket():
     assert len(slept) == 20 and now[0] == pytest.approx(20 / 20)  # a burst of 5 free, then 20 at 20/s
 
 
-def test_job_creation_is_rate_limited(k8s, storage):
-    emu, url, api = k8s
+
+def test_job_creation_is_rate_limited(api, storage):
     ex = executor(api, storage, creates_per_second=50, create_burst=1)
     started = time.monotonic()
     for _ in range(16):
@@ -725,45 +550,28 @@ def test_job_creation_is_rate_limited(k8s, storage):
 # -- a fan-out: API calls are O(runs) ------------------------------------------------------------------------
 
 
-def fanout_calls(emu: Any) -> Counter:
-    """The executor's calls (not the fake controller's), by kind."""
+def fanout_calls(cluster: Cluster, after: int) -> Counter:
+    """The calls served after request number ``after`` (all the executor's: the test makes none meanwhile)."""
     kinds: Counter = Counter()
-    for c in emu.agent_calls():
-        if c.method == "GET" and c.params.get("watch") == "true":
-            kinds["watch " + c.path.rsplit("/", 1)[-1]] += 1
-        elif c.method == "GET" and c.path.endswith(("/pods", "/jobs")):
-            kinds["list " + c.path.rsplit("/", 1)[-1]] += 1
-        else:
-            kinds[f"{c.method} {c.path.rsplit('/', 1)[-1]}"] += 1
+    for c in cluster.requests[after:]:
+        kinds[f"{c.verb} {c.resource_path}"] += 1
     return kinds
 
 
-def run_fanout(emu: Any, url: str, api: client.ApiClient, storage: LocalStorage, store: Any, n: int,
-               **settings: Any) -> tuple[int, float, Counter, KubernetesExecutor]:
-    """Resolve cubes(n) through the executor; pods are born finished (the worker ran in the controller)."""
-    def born_done(job: dict[str, Any]) -> dict[str, Any]:
-        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-        doc = run_task(TaskSpec.from_json(env["SEMATIC_K8S_TASK"]), storage_from_url(env["SEMATIC_K8S_STORAGE"]))
-        return {"phase": "Succeeded" if "error" not in doc else "Failed"}
-
-    with FakeJobController(emu, url, NS, lambda pod: None, pod_status=born_done) as ctl:
-        ex = executor(api, storage, **settings)
-        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
-                              ResolutionSettings(max_parallelism=n), kind="cloud")
-        started = time.monotonic()
-        value = loop.run(cubes(n))
-        elapsed = time.monotonic() - started
-        assert not ctl.errors
-    return value, elapsed, fanout_calls(emu), ex
-
-
-def test_a_1000_run_fan_out_costs_one_create_per_run_and_a_constant_number_of_watch_calls(k8s, storage, store):
-    emu, url, api = k8s
+def test_a_1000_run_fan_out_costs_one_create_per_run_and_a_constant_number_of_watch_calls(cluster, api, storage,
+                                                                                           store):
     n = 1000
-    value, elapsed, calls, ex = run_fanout(emu, url, api, storage, store, n)
-    print(f"\n{n}-run fan-out through the Kubernetes executor: {elapsed:.1f}s, API calls: {dict(calls)}")
+    after = len(cluster.requests)
+    ex = executor(api, storage)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                          ResolutionSettings(max_parallelism=n), kind="cloud")
+    started = time.monotonic()
+    value = loop.run(cubes(n))
+    elapsed = time.monotonic() - started
+    calls = fanout_calls(cluster, after)
+    print(f"\n{n}-run fan-out through the Kubernetes executor on the model: {elapsed:.1f}s, API calls: {dict(calls)}")
     assert value == sum(i**3 for i in range(n))
-    assert calls["POST jobs"] == n
+    assert calls["create jobs"] == n
     other = sum(calls.values()) - n
     assert other <= 8, calls  # list + watch per kind (+ a reconnect or two): no per-run polling
     assert calls["list pods"] == calls["list jobs"] == 1
@@ -837,58 +645,13 @@ def s3() -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-def docker_kubelet(image_client: Any) -> Callable[[PodHandle], None]:
-    """Run each pod's container with docker (image, command, env from the pod spec; host network)."""
-    def kubelet(pod: PodHandle) -> None:
-        c = pod.container
-        env = pod.env()
-        limits = (c.get("resources") or {}).get("limits") or {}
-        container = image_client.containers.run(
-            c["image"], c["command"], environment=env, network_mode="host", detach=True,
-            labels={k: v for k, v in pod.labels.items() if k.startswith("sematic-k8s/")},
-            mem_limit=limits.get("memory", "").replace("Mi", "m").replace("Gi", "g") or None)
-        pod.run()
-        try:
-            code = container.wait(timeout=120)["StatusCode"]
-            pod.logs(container.logs().decode(errors="replace"))
-            oom = container.attrs.get("State", {}).get("OOMKilled")
-        finally:
-            container.remove(force=True)
-        if code == 0:
-            pod.succeed()
-        else:
-            pod.fail(code, reason="OOMKilled" if oom else None)
-    return kubelet
-
-
-def process_kubelet(project_root: Any) -> Callable[[PodHandle], None]:
-    """Run each pod's command as a local process with only the pod's env (+ where the code is)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-
-    def kubelet(pod: PodHandle) -> None:
-        c = pod.container
-        env = {**pod.env(), "PATH": os.environ["PATH"], "PYTHONPATH": f"{project_root}{os.pathsep}{repo}"}
-        command = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]
-        pod.run()
-        done = subprocess.run(command, env=env, cwd=project_root, capture_output=True, text=True, timeout=120)
-        pod.logs(done.stdout + done.stderr)
-        pod.succeed() if done.returncode == 0 else pod.fail(done.returncode)
-    return kubelet
-
 
 @pytest.mark.parametrize("kubelet", ["docker", "process"])
-def test_generated_pods_run_a_real_pipeline_end_to_end(k8s, project, s3, store, tmp_path, monkeypatch, kubelet):
+def test_generated_pods_run_a_real_pipeline_end_to_end(project, s3, store, monkeypatch, kubelet):
     """Worker pods run from the generated spec: image by digest, the worker command, the task and storage in
-    env, and the S3 credentials resolved from a Secret in the API server (the kubelet's job, played here by
-    docker or by a local process); the loop resolves the pipeline through the executor."""
-    import base64
-
-    emu, url, api = k8s
+    env, and the S3 credentials resolved from a Secret in the API server (by the model's kubelet, which runs the
+    container in Docker, or the pod's command as a local process); the loop resolves the pipeline through the
+    executor."""
     root, module = project
     endpoint, url_s3 = s3
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_BUCKET"):
@@ -903,37 +666,42 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(k8s, project, s3, store, 
 
         base = infra.require_docker()
         image = ensure_image(root, f"{infra.REGISTRY}/sematic-k8s-k8s-test", base, progress=lambda _: None).digest_ref
-        behaviour = docker_kubelet(infra.docker_client())
-    else:
-        image, behaviour = IMAGE, process_kubelet(root)
-    client.CoreV1Api(api).create_namespaced_secret(NS, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="sk-s3"),
-        data={k: base64.b64encode(v.encode()).decode() for k, v in
-              {"AWS_ACCESS_KEY_ID": "AKTEST", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}.items()}))
+        node, behaviour = NodeSpec("node-1", runtime="docker"), None
+    else:  # the pod's command, with only the pod's env and where the code is
+        image, node = IMAGE, NodeSpec("node-1", runtime="sim")
+        behaviour = behave({"worker": Script(process=True, extra_env={
+            "PYTHONPATH": os.pathsep.join([str(root), REPO])})})
     storage = storage_from_url(url_s3)
     worker_env = {"SEMATIC_K8S_S3_ENDPOINT": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
                   "AWS_EC2_METADATA_DISABLED": "true", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}  # the last: dropped
+    with Cluster([node], behaviour=behaviour) as cluster:
+        cluster.namespace(NS)
+        api = cluster.client()
+        client.CoreV1Api(api).create_namespaced_secret(NS, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="sk-s3"),
+            data={k: base64.b64encode(v.encode()).decode() for k, v in
+                  {"AWS_ACCESS_KEY_ID": "AKTEST", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}.items()}))
 
-    def resolve(future: Any) -> Any:
-        ex = KubernetesExecutor(storage, url_s3, image, namespace=NS, api_client=api, env=worker_env,
-                                storage_secret="sk-s3", owner=False, backoff=FAST)
-        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), ex),
-                              ResolutionSettings(max_parallelism=4), kind="cloud")
-        return loop.run(future)
+        def resolve(future: Any) -> Any:
+            ex = KubernetesExecutor(storage, url_s3, image, namespace=NS, api_client=api, env=worker_env,
+                                    storage_secret="sk-s3", owner=False, backoff=FAST)
+            loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), ex),
+                                  ResolutionSettings(max_parallelism=4), kind="cloud")
+            return loop.run(future)
 
-    with FakeJobController(emu, url, NS, behaviour, workers=3) as ctl:
         f = module.pipeline(["hello", "pod", "world"])
         assert resolve(f) == "HELLO POD WORLD"
         with pytest.raises(ResolutionFailed) as err:
             resolve(module.boom(4))
-        assert not ctl.errors, ctl.errors
+        pod_jobs = jobs(api, f"sematic-k8s/resolution-id={f.id}")
+        where = "/app" if kubelet == "docker" else os.path.join(cluster.workdir, "sim")  # the image's code
+        api.close()  # directory, or the simulated kubelet's
+        assert not cluster.errors, cluster.errors
     assert err.value.error["type"] == "RuntimeError" and "boom 4" in err.value.error["message"]
     shout_runs = [r for r in store.runs_of_root(f.id) if r.func_name == "shout"]
     assert len(shout_runs) == 3
     logs = [storage.get(log_key(r.id)).decode() for r in shout_runs]  # the workers' own logs
-    where = "/app" if kubelet == "docker" else str(root)  # the image's code directory, or the project here
     assert all(f"in {where}\n" in text for text in logs), logs
-    pod_jobs = jobs(api, f"sematic-k8s/resolution-id={f.id}")
     assert len(pod_jobs) == 3
     for job in pod_jobs:
         env = {e.name: e for e in job.spec.template.spec.containers[0].env}
