@@ -4,7 +4,7 @@ scoped to their resolution and revocable; revoked keys refused at once on every 
 bodies and a streaming size cap; bounded pagination; failures as JSON; local mode safe from other web pages.
 
 The real parts: uvicorn servers (in this process and as processes), SQLite and PostgreSQL, the Docker engine
-and registry, a private moto S3 server (stopped to cause a storage failure), the Kubernetes API stand-in, and
+and registry, a private moto S3 server (stopped to cause a storage failure), the Kubernetes cluster model, and
 a Docker "engine" socket that accepts connections and never answers (a hung daemon).
 """
 
