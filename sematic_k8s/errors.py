@@ -11,6 +11,8 @@ func failing)::
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
+    ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
+    │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     └── InfrastructureError (RuntimeError)
         ├── ServerError                 the sematic-k8s server is unreachable or answered an error (.status)
         ├── StorageError                artifact storage failed
@@ -105,6 +107,15 @@ class DriverReplaced(ResolutionEnded):
         when = f" at {taken_at:%Y-%m-%d %H:%M:%S} UTC" if taken_at is not None else ""
         Exception.__init__(self, f"another driver took over resolution {resolution_id}{when}: this one stops")
         self.resolution_id, self.state, self.taken_at = resolution_id, "replaced", taken_at
+
+
+class FuncNotFound(LookupError):
+    """A func recorded as ``module:qualname`` cannot be found here: no such module, or no such func in it."""
+
+
+class CodeRefused(FuncNotFound):
+    """A func named by a record is not among the image's packaged code, and a driver the server started loads
+    nothing else (:mod:`sematic_k8s.packaged`)."""
 
 
 class CorruptRecord(ValueError):

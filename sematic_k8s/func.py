@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -9,16 +10,18 @@ import numbers
 import os
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sematic_k8s import modules, quantities
-from sematic_k8s.errors import FuncError, FutureHasNoValue
+from sematic_k8s.errors import CodeRefused, FuncError, FuncNotFound, FutureHasNoValue
 from sematic_k8s.future import Future
+from sematic_k8s.packaged import NotPackaged, PackagedCode
 from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
+_ONLY: list[PackagedCode] = []  # while not empty, load_func finds funcs only in this packaged code (packaged_only)
 _RETRY_BACKOFF_CAP = 300.0
 
 
@@ -317,16 +320,34 @@ def map_source(path: str | None) -> str | None:
     return here + path[len(host):] if path.startswith(host + "/") else path
 
 
-def load_func(path: str, source_file: str | None = None) -> Func:
+@contextlib.contextmanager
+def packaged_only(code: PackagedCode) -> Iterator[None]:
+    """While in it, :func:`load_func` loads funcs named by records only from ``code`` (an image's packaged files):
+    what a driver the server started runs (:mod:`sematic_k8s.packaged`)."""
+    _ONLY.append(code)
+    try:
+        yield
+    finally:
+        _ONLY.remove(code)
+
+
+def load_func(path: str, source_file: str | None = None, what: str = "func") -> Func:
     """Find the Func recorded as ``module:qualname``: loading its module by name, or else from its recorded
-    source file, without running a pipeline its top level resolves (:mod:`sematic_k8s.modules`)."""
-    if path in _REGISTRY:
+    source file, without running a pipeline its top level resolves (:mod:`sematic_k8s.modules`).
+
+    Inside :func:`packaged_only`, its module must be one of the image's packaged files (CodeRefused, naming it
+    as ``what``, otherwise). FuncNotFound when it cannot be found."""
+    within = _ONLY[-1] if _ONLY else None
+    if path in _REGISTRY and within is None:
         return _REGISTRY[path]
     module_name = path.partition(":")[0]
     try:
-        modules.load_module(module_name, map_source(source_file))
+        modules.load_module(module_name, map_source(source_file), within)
+    except NotPackaged as e:
+        raise CodeRefused(f"{what} {path[:300]} is not in this image's packaged code ({within.code_dir}): {e}; "  # type: ignore[union-attr]
+                          "a rerun runs only the pipeline's own funcs") from None
     except ImportError as e:
-        raise LookupError(f"func {path} cannot be found: {e}") from e
+        raise FuncNotFound(f"{what} {path} cannot be found: {e}") from e
     if path not in _REGISTRY:
-        raise LookupError(f"func {path} is not defined (is its module importable from here?)")
+        raise FuncNotFound(f"{what} {path} is not defined (is its module importable from here?)")
     return _REGISTRY[path]

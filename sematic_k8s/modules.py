@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+from sematic_k8s.packaged import NotPackaged, PackagedCode
+
 log = logging.getLogger("sematic_k8s")
 MAIN = "__main__"
 _aliases: dict[str, str] = {}  # recorded name -> the sys.modules name it runs as in this process (__main__)
@@ -99,21 +101,42 @@ def remember_file(name: str, source_file: str | None) -> None:
         _files.setdefault(name, source_file)
 
 
-def load_module(name: str, source_file: str | None = None) -> ModuleType:
+def load_module(name: str, source_file: str | None = None, within: PackagedCode | None = None) -> ModuleType:
     """The module recorded as ``name`` (its file ``source_file`` if known), loaded at most once per process,
     its top level run only up to a call that would resolve a pipeline.
 
-    Raises ImportError when it cannot be found."""
+    ``within``: only a module among an image's packaged files (and its parent packages, loaded the same way); the
+    source file then only names a script's module. Raises ImportError when it cannot be found (NotPackaged when
+    it is not there)."""
     if name == MAIN:  # no file (python -c, a notebook): this process's own; else find it by its file
         if not source_file:
+            if within is not None:
+                raise NotPackaged("module __main__ is this process's own, not one of its files", name=name)
             return sys.modules[MAIN]
         name = name_for_file(source_file)
+    if within is not None:
+        return _load_packaged(name, within)
     if name in _aliases:
         return sys.modules[_aliases[name]]
     if name in sys.modules:
         return sys.modules[name]
     source_file = source_file or _files.get(name)
-    spec = _find_spec(name, source_file)
+    return _load(name, _find_spec(name, source_file), source_file)
+
+
+def _load_packaged(name: str, within: PackagedCode) -> ModuleType:
+    """Module ``name`` from the packaged files only, parents first: nothing else is imported on its behalf."""
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise NotPackaged(f"{name[:200]!r} is not a module name", name=name)
+    parent = name.rpartition(".")[0]
+    if parent:
+        _load_packaged(parent, within)
+    spec = within.find_spec(name)  # one loaded already: its spec, if its file is packaged
+    loaded = sys.modules.get(name)
+    return loaded if loaded is not None else _load(name, spec, spec.origin)
+
+
+def _load(name: str, spec: importlib.machinery.ModuleSpec, source_file: str | None) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

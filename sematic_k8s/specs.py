@@ -95,6 +95,7 @@ class DriverSpec:
     root_func: str | None = None  # a rerun without a pickled root: the recorded root func's path
     root_source_file: str | None = None
     platform: str | None = None  # the image's CPU architecture (ARCHITECTURES): pods go to nodes of that arch
+    packaged_only: bool = False  # the server's reruns: funcs named by records only from the image's packaged code
 
     @property
     def root_id(self) -> str | None:
@@ -105,6 +106,8 @@ class DriverSpec:
         doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "resolution"}
         if doc["platform"] is None:  # drivers of images built before it was recorded do not know the field
             del doc["platform"]
+        if not doc["packaged_only"]:  # nor this one (they cannot run a server's rerun: see sematic_k8s.packaged)
+            del doc["packaged_only"]
         doc.update(asdict(self.resolution))
         return json.dumps(doc, separators=(",", ":"))
 

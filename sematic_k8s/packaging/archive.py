@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from sematic_k8s.packaging.context import BuildContext
-from sematic_k8s.packaging.dockerfile import CODE, DOCKERFILE, RUNTIME_DIR, SEMATIC_DIR, USER_DIR
+from sematic_k8s.packaged import manifest_json
+from sematic_k8s.packaging.context import CODE_DIR, BuildContext
+from sematic_k8s.packaging.dockerfile import CODE, DOCKERFILE, PACKAGED, RUNTIME_DIR, SEMATIC_DIR, USER_DIR
 
 
 class ContextTar:
@@ -79,4 +80,5 @@ def write_context(ctx: BuildContext, fileobj: IO[bytes], *, dockerfile: str, sem
         out.add_tree(USER_DIR, user, wheel_dir_files(user))
     out.add_bytes(f"{SEMATIC_DIR}/{sematic_wheel[0]}", sematic_wheel[1])
     out.add_tree(CODE, ctx.root, ctx.files)
+    out.add_bytes(PACKAGED, manifest_json(CODE_DIR, ctx.files).encode())
     out.close()

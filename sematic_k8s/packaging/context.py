@@ -20,7 +20,7 @@ from sematic_k8s.packaging.wheels import load_toml, sematic_version
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 DEFAULT_EXTRAS: tuple[str, ...] = ("s3",)  # workers load and store artifacts in S3
 CODE_DIR = "/app"  # where the project root lands in the image (on PYTHONPATH, and the working directory)
-FORMAT = "sematic-k8s-image-v1"  # bump when the generated Dockerfile changes meaning
+FORMAT = "sematic-k8s-image-v2"  # bump when the generated Dockerfile changes meaning
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ Layers, from the most to the least stable: base image; optional setup commands; 
 dependencies; the user's dependencies; the sematic_k8s wheel itself; the user's code. A code edit therefore
 rebuilds only the final ``COPY``; an edit of sematic_k8s rebuilds its wheel layer and the code layer.
 
+The code layer also puts :data:`~sematic_k8s.packaged.MANIFEST` in the image: the list of the project's files it
+copied, the only code a driver the server started loads funcs from.
+
 Build steps run as root (the base may itself be an image of ours); the image then runs as a numeric non-root user
 (:data:`~sematic_k8s.specs.IMAGE_UID`) with a writable HOME (group 0 may write there too, for platforms that assign
 an arbitrary user id): the kubelet can check ``runAsNonRoot``, and pods pass the Pod Security "restricted" level.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+from sematic_k8s.packaged import MANIFEST, python_roots
 from sematic_k8s.packaging.context import CODE_DIR, BuildContext
 from sematic_k8s.settings import CODE_DIR_ENV
 from sematic_k8s.specs import IMAGE_HOME, IMAGE_UID, WORKER_COMMAND
@@ -22,6 +26,7 @@ RUNTIME_DIR = "_sk/runtime"  # requirements.txt + wheels of sematic_k8s's depend
 USER_DIR = "_sk/user"  # requirements.txt + wheels of the user's dependencies
 SEMATIC_DIR = "_sk/sematic"  # the sematic_k8s wheel
 CODE = "code"  # the project's files
+PACKAGED = "_sk/packaged-code.json"  # their list: which modules a driver the server started may load (MANIFEST)
 PIP_ENV = "PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore"
 
 
@@ -57,9 +62,10 @@ def render_dockerfile(ctx: BuildContext, sematic_wheel: str) -> str:
               f"RUN pip install --no-index --no-deps /tmp/{SEMATIC_DIR}/{sematic_wheel}",
               *non_root_user(),
               f"WORKDIR {CODE_DIR}",
-              f"ENV PYTHONPATH={CODE_DIR}:{CODE_DIR}/src {CODE_DIR_ENV}={CODE_DIR}",
+              f"ENV PYTHONPATH={':'.join(python_roots(CODE_DIR))} {CODE_DIR_ENV}={CODE_DIR}",
               f"CMD {json.dumps(list(WORKER_COMMAND))}",
               "# the project's code, last",
               f"COPY {CODE} {CODE_DIR}",
+              f"COPY {PACKAGED} {MANIFEST}",
               f"LABEL sematic-k8s/context-hash={ctx.context_hash} sematic-k8s/version={ctx.sematic_version}"]
     return "\n".join(lines) + "\n"

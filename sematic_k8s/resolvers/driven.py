@@ -1,22 +1,32 @@
 """What a driver does with its DriverSpec: the same resolution loop as the LocalResolver, recording through
 the server, with inline funcs in the driver's process and the others on the spec's executor (chosen by name
-in :data:`sematic_k8s.backends.EXECUTORS`)."""
+in :data:`sematic_k8s.backends.EXECUTORS`).
+
+A driver the server started (``packaged_only``) loads the funcs its records name only from the image's packaged
+code (:mod:`sematic_k8s.packaged`). A func that is refused, or cannot be found, before the resolution is
+recorded fails it at once: it is recorded as failed, with the reason, so the dashboard and the CLI show it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 from sematic_k8s import backends, serialization, settings
+from sematic_k8s.errors import CodeRefused, FuncNotFound, ResolutionFailed, error_info
 from sematic_k8s.executors.base import Executor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-from sematic_k8s.func import load_func
+from sematic_k8s.func import load_func, packaged_only
 from sematic_k8s.future import Future
+from sematic_k8s.graph import FAILED
+from sematic_k8s.packaged import MANIFEST, packaged_code
 from sematic_k8s.resolvers.loop import ResolutionLoop
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 
 
 def executor_for(name: str, spec: DriverSpec, storage: Storage) -> Executor:
@@ -36,11 +46,50 @@ def remote_executor(spec: DriverSpec, storage: Storage) -> Executor:
 
 def drive(spec: DriverSpec, store: Store) -> Any:
     """Resolve the spec's root Future; returns its value or raises ResolutionFailed."""
+    try:
+        with _code_of(spec):
+            return _drive(spec, store)
+    except FuncNotFound as e:
+        _record_not_started(spec, store, str(e))
+        raise ResolutionFailed(str(e), resolution_id=spec.root_id or "", run_id=None, error=error_info(e)) from None
+
+
+def _code_of(spec: DriverSpec) -> contextlib.AbstractContextManager[None]:
+    """Where the funcs records name may come from: anywhere importable, or (the server's reruns) the image's
+    packaged code alone."""
+    if not spec.packaged_only:
+        return contextlib.nullcontext()
+    code = packaged_code()
+    if code is None:
+        raise CodeRefused(f"image {spec.image} has no manifest of its packaged code ({MANIFEST}): built by an older "
+                          "sematic-k8s; resolve the pipeline again (which rebuilds it) to re-run it from the server")
+    return packaged_only(code)
+
+
+def _record_not_started(spec: DriverSpec, store: Store, error: str) -> None:
+    """The resolution recorded as failed with ``error``, unless its loop recorded it already."""
+    if not spec.root_id or store.get_resolution(spec.root_id) is not None:
+        return
+    rerun_of = None
+    if spec.resolution.rerun_from:
+        target = store.get_run(spec.resolution.rerun_from)
+        rerun_of = target.root_id if target is not None else None
+    now = utcnow()
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(
+        id=spec.root_id, root_func_path=(spec.root_func or "?")[:512], state=FAILED, rerun_of=rerun_of,
+        settings={"kind": "cloud", "rerun_from": spec.resolution.rerun_from, "storage_url": spec.storage_url,
+                  "executor": spec.executor},
+        image=spec.image, build_hash=spec.build_hash, error=error, created_at=now, ended_at=now))
+    store.write(batch)
+
+
+def _drive(spec: DriverSpec, store: Store) -> Any:
     storage = storage_from_url(spec.storage_url)
     if spec.root is not None:
         root = serialization.Value(spec.root["id"], spec.root["format"], "Future", load=artifact_loader(storage)).value
     elif spec.resolution.rerun_from and spec.root_func:  # a rerun reuses the recorded arguments
-        root = Future(load_func(spec.root_func, spec.root_source_file), {})
+        root = Future(load_func(spec.root_func, spec.root_source_file, what="root func"), {})
     else:
         raise ValueError("the driver spec has neither a pickled root nor a rerun of a recorded root func")
     executor = InlineOrRemoteExecutor(executor_for("inline", spec, storage), remote_executor(spec, storage))

@@ -4,8 +4,11 @@ Records are written by clients, so nothing read from one decides what the server
 only *cloud* resolutions, from their recorded image *by digest*, when that image's repository is on its
 allow-list; the driver is started by the launcher the server was configured with (a Job on its cluster, or
 in local development a container on this machine without the Docker socket), with the server's storage and
-executor settings, and a token that may record only the new resolution. What the record supplies (root func
-path, source file, cache namespace) is data for the driver inside that image.
+executor settings, and a token that may record only the new resolution. The record's root func path, source file
+and source map, and its runs' func paths, only *name* code: the driver (told ``packaged_only``) loads a func only
+from the image's packaged code, the files its build listed in the image (:mod:`sematic_k8s.packaged`), never a
+module of the standard library or site-packages or any file outside them; a refused one fails the new resolution
+at once, recorded with the reason. The cache namespace and parallelism are data.
 
 A *local* resolution's code is on its author's machine: it is re-run there (``sematic-k8s rerun ID`` or
 ``LocalResolver(rerun_from=ID)``), and the refusal says so with the command to copy.
@@ -147,7 +150,7 @@ class Reruns:
                           executor=EXECUTOR_OF_LAUNCHER.get(self.config.launcher or "", "kubernetes"),
                           executor_settings=dict(self.config.executor_settings),
                           root_func=res.root_func_path, root_source_file=source_file,
-                          platform=platform if platform in ARCHITECTURES else None)
+                          platform=platform if platform in ARCHITECTURES else None, packaged_only=True)
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails."""
