@@ -210,3 +210,100 @@ def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tm
             listed = CliRunner().invoke(cli, ["runs", "list", "--root-id", f.id, "--state", "failed"])
         assert listed.exit_code == 0 and failed in listed.output
         assert Path(tmp_path / "server").exists()
+
+
+SMALL_PIPELINE = '''
+    import sematic_k8s as sk
+
+    @sk.func
+    def double(x: int) -> int:
+        return 2 * x
+
+    @sk.func
+    def add_one(x: int) -> int:
+        return x + 1
+
+    @sk.func
+    def pipeline(n: int) -> int:
+        return add_one(double(n))
+'''
+MARKER_MODULE = "sk_rerun_marker"
+MARKER_KEY = "rerun-marker/imported"
+MARKER_SOURCE = f'''
+import json, os
+from sematic_k8s.storage.urls import storage_from_url
+storage_from_url(json.loads(os.environ["SEMATIC_K8S_DRIVER"])["storage_url"]).put("{MARKER_KEY}", b"imported")
+'''
+
+
+def marker_base_image(base: str) -> tuple[str, str]:
+    """``base`` with a module in site-packages whose import puts :data:`MARKER_KEY` in the driver's storage:
+    (the image, the site-packages directory). Not project code: a rerun must never import it."""
+    import base64
+    import io
+
+    encoded = base64.b64encode(MARKER_SOURCE.encode()).decode()
+    dockerfile = (f"FROM {base}\nUSER 0:0\n"
+                  f"RUN python -c \"import base64, pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], "
+                  f"'{MARKER_MODULE}.py').write_bytes(base64.b64decode('{encoded}'))\"\n")
+    tag = "local/sk-test-marker-base:1"
+    client = docker_client()
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    purelib = client.containers.run(tag, ["python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    remove=True).decode().strip()
+    return tag, purelib
+
+
+def test_a_server_rerun_loads_only_the_images_packaged_code(infra, s3_env, tmp_path):
+    """A rerun the server starts imports funcs only from the project files its image packaged: records naming a
+    module of site-packages (by name, or by source file and source map) or the standard library fail at once,
+    recorded with the reason, and the module is never imported; a rerun of the pipeline itself still works."""
+    from sematic_k8s.storage.urls import storage_from_url
+    from serving import record_resolution
+
+    base, purelib = marker_base_image(infra)
+    storage = storage_from_url(s3_env)
+    (tmp_path / "server").mkdir()
+    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-cloud",),
+                         storage_url=s3_env)
+    with user_project(tmp_path / "project", "smallpipe", SMALL_PIPELINE) as module, \
+            serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
+        f = load(module).pipeline(4)
+        assert f.resolve(sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
+                                          registry=f"{REGISTRY}/sk-test-cloud", base_image=base,
+                                          project_root=str(tmp_path / "project"), poll_interval=0.2,
+                                          progress=lambda _: None)) == 9
+        image = server.store.get_resolution(f.id).image
+
+        def rerun(resolution_id: str) -> object:
+            with server.client() as http:
+                accepted = http.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={})
+            assert accepted.status_code == 202, accepted.text
+            new_id = accepted.json()["resolution_id"]
+            return wait_for(lambda: storage.exists(MARKER_KEY) or (
+                (r := server.store.get_resolution(new_id)) and r.state in ("resolved", "failed") and r),
+                timeout=120, what=f"the rerun {new_id} to end")
+
+        done = rerun(f.id)  # the pipeline's own root func: re-run from its image
+        assert done.state == "resolved", done.error
+        assert server.store.get_artifact(server.store.get_run(done.id).output_id).summary == 9
+
+        hostile = {  # root func path, source file, source map: as any key holder can record them
+            f"{MARKER_MODULE}:pipeline": (None, None),
+            "__main__:pipeline": (f"/home/me/proj/{MARKER_MODULE}.py", f"/home/me/proj={purelib}"),
+            "os:system": (None, None),
+        }
+        for func_path, (source_file, source_map) in hostile.items():
+            extra = {"source_map": source_map} if source_map else {}
+            recorded = record_resolution(server.url, server.key, kind="cloud", image=image, func_path=func_path,
+                                         source_file=source_file, storage_url=s3_env, **extra)
+            failed = rerun(recorded)
+            assert not storage.exists(MARKER_KEY), f"the rerun of {func_path} imported {MARKER_MODULE}"
+            assert failed.state == "failed" and failed.rerun_of == recorded
+            module_name = MARKER_MODULE if func_path.startswith("__main__") else func_path.partition(":")[0]
+            assert failed.error.startswith(f"root func {func_path} is not in this image's packaged code (/app): "
+                                           f"module {module_name} is "), failed.error
+            assert failed.error.endswith("a rerun runs only the pipeline's own funcs") and "\n" not in failed.error
+        listed = CliRunner().invoke(cli, ["--home", str(tmp_path / "server"), "resolutions", "list", "--state",
+                                          "failed", "-o", "json"])
+        assert {r["id"]: r["error"] for r in json.loads(listed.output)["items"]}[failed.id] == failed.error
