@@ -4,8 +4,8 @@ Layers, from the most to the least stable: base image; optional setup commands; 
 dependencies; the user's dependencies; the sematic_k8s wheel itself; the user's code. A code edit therefore
 rebuilds only the final ``COPY``; an edit of sematic_k8s rebuilds its wheel layer and the code layer.
 
-The code layer also puts :data:`~sematic_k8s.packaged.MANIFEST` in the image: the list of the project's files it
-copied, the only code a driver the server started loads funcs from.
+Just before the code, :data:`~sematic_k8s.packaged.MANIFEST` goes into the image: the list of the project's files
+the code layer copies, the only code a driver the server started loads funcs from (an edit leaves it cached).
 
 Build steps run as root (the base may itself be an image of ours); the image then runs as a numeric non-root user
 (:data:`~sematic_k8s.specs.IMAGE_UID`) with a writable HOME (group 0 may write there too, for platforms that assign
@@ -64,8 +64,8 @@ def render_dockerfile(ctx: BuildContext, sematic_wheel: str) -> str:
               f"WORKDIR {CODE_DIR}",
               f"ENV PYTHONPATH={':'.join(python_roots(CODE_DIR))} {CODE_DIR_ENV}={CODE_DIR}",
               f"CMD {json.dumps(list(WORKER_COMMAND))}",
-              "# the project's code, last",
-              f"COPY {CODE} {CODE_DIR}",
+              "# the list of the project's files (changed only by adding or removing one), then its code, last",
               f"COPY {PACKAGED} {MANIFEST}",
+              f"COPY {CODE} {CODE_DIR}",
               f"LABEL sematic-k8s/context-hash={ctx.context_hash} sematic-k8s/version={ctx.sematic_version}"]
     return "\n".join(lines) + "\n"

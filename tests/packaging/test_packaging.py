@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sematic_k8s.packaged import MANIFEST, PackagedCode
 from sematic_k8s.packaging import BuildError, ImageRef, compute_context, ensure_image, parse_steps
 from sematic_k8s.packaging.build import base_platform, registry_platform
 from sematic_k8s.packaging.context import CODE_DIR, source_map
@@ -134,7 +135,7 @@ def test_dockerfile_puts_dependencies_before_code(tmp_path):
     user = index("RUN pip install --no-index --find-links /tmp/_sk/user")
     sematic = index("RUN pip install --no-index --no-deps /tmp/_sk/sematic/sematic_k8s-0.1.0")
     code = index(f"COPY code {CODE_DIR}")
-    assert setup < runtime < user < sematic < code
+    assert setup < runtime < user < sematic < code - 1 and steps[code - 1] == f"COPY _sk/packaged-code.json {MANIFEST}"
     assert [s.split()[0] for s in steps[code + 1:]] == ["LABEL"]  # nothing but metadata after the code
     assert "--network" not in text and "pip install -r" not in text  # offline by default
     online = render_dockerfile(compute_context(tmp_path, BASE, network=True), "w.whl")
@@ -275,6 +276,9 @@ def test_one_line_edit_rebuilds_only_the_code_layer(built, client, repo, base_im
     assert len(new_layers) == len(old_layers) and new_layers[:-1] == old_layers[:-1]
     assert new_layers[-1] != old_layers[-1]
     assert run_in(client, second.digest_ref, "import userpipe.steps; print(userpipe.steps.VALUE)").strip() == "2"
+    packaged = PackagedCode.from_json(run_in(client, second.digest_ref, f"print(open({MANIFEST!r}).read())"))
+    assert packaged.files == {f"{CODE_DIR}/{rel}" for rel in compute_context(root).files}  # what the build copied
+    assert packaged.roots == (CODE_DIR, f"{CODE_DIR}/src")
 
 
 def test_recorded_hash_builds_nothing(built, repo, base_image, tmp_path):
