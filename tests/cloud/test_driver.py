@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import sematic_k8s as sk
 from sematic_k8s import serialization
-from sematic_k8s.func import map_source
+from sematic_k8s.func import map_source, packaged_only
+from sematic_k8s.packaged import PackagedCode, manifest_json
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DriverSpec, ResolutionSettings, outcome_key
@@ -18,6 +21,7 @@ from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
+from sematic_k8s.store.tables import RunRow
 
 
 @sk.func(inline=False)
@@ -143,3 +147,50 @@ def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
     assert set(after) == set(before) and set(after.values()) == {"resolved"}  # same runs, no duplicates
     assert open(marker).read().count("ran") == 2  # the counted runs that had resolved were not run again
     assert store.get_artifact(store.get_run(f.id).output_id).summary == 1 + 20
+
+
+PACKAGED_PIPELINE = '''
+    import sematic_k8s as sk
+
+    @sk.func
+    def double(x: int) -> int:
+        return 2 * x
+
+    @sk.func
+    def pipeline(n: int) -> int:
+        return double(n)
+'''
+
+
+def test_a_packaged_only_rerun_never_imports_a_func_its_run_records_name_elsewhere(tmp_path, monkeypatch):
+    """The funcs of a rerun's re-executed runs, named by their records, come only from the packaged code too:
+    a run record naming a module on sys.path but not packaged fails the rerun, recorded, without importing it."""
+    import sqlalchemy as sa
+
+    from projects import user_project
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    marker = tmp_path / "imported"
+    (elsewhere / "sk_planner_marker.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    storage = LocalStorage(tmp_path / "storage")
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    with user_project(tmp_path / "app", "packagedpipe", PACKAGED_PIPELINE) as module:
+        mod = __import__(module)
+        f = mod.pipeline(3)
+        assert drive(spec_for(f, storage), store) == 6
+        [child] = [r for r in store.runs_of_root(f.id) if r.func_name == "double"]
+        with store.engine.begin() as conn:  # as a client holding the resolution could have recorded it
+            conn.execute(sa.update(RunRow).where(RunRow.id == child.id).values(func_path="sk_planner_marker:double"))
+        code = PackagedCode.from_json(manifest_json(str(tmp_path / "app"), [f"{module}.py"]))
+        spec = DriverSpec(root=None, storage_url=storage_url(storage), image="img", executor="process",
+                          resolution=ResolutionSettings(rerun_from=child.id, root_id="c" * 32, max_parallelism=2),
+                          root_func=mod.pipeline.path, root_source_file=mod.pipeline.source_file)
+        with packaged_only(code), pytest.raises(sk.ResolutionFailed) as failed:
+            drive(spec, store)
+    assert not marker.exists()
+    res = store.get_resolution("c" * 32)
+    assert res.state == "failed" and res.rerun_of == f.id and res.error == str(failed.value)
+    assert res.error == (f"func sk_planner_marker:double is not in this image's packaged code ({tmp_path / 'app'}): "
+                         "module sk_planner_marker is not among its files; a rerun runs only the pipeline's own funcs")
