@@ -158,6 +158,8 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         wait_for(lambda: storage.exists(f"gates/{name}.started") or outcome, 300, what="the gated worker")
+        wait_for(lambda: sum(r.func_name == "add" and r.state == "resolved" for r in server.store.runs_of_root(f.id))
+                 == 2 or outcome, 120, what="both first additions resolved")  # add(1, 1) runs beside the gate
         [driver] = containers_of(f.id, "driver")
         driver.kill(signal="SIGKILL")
         thread.join(60)
