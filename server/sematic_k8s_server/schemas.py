@@ -6,6 +6,7 @@ Fields added to the records later pass through unchanged (``extra="allow"``).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator, with_config
@@ -218,6 +219,21 @@ def _shallow(value: Any) -> Any:
 
 Json = Annotated[Any, AfterValidator(_shallow)]  # a record's free-form JSON value
 JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+# an error as recorded: clients clip its message and traceback (sematic_k8s.errors.clipped) far below this
+MAX_ERROR_CHARS = 500_000
+
+
+def _error_sized(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (a run's error), if its JSON text is at most :data:`MAX_ERROR_CHARS` long: every read that lists
+    or shows it would carry a larger one whole."""
+    if len(json.dumps(doc)) > MAX_ERROR_CHARS:
+        raise ValueError(f"an error of more than {MAX_ERROR_CHARS} characters: clip its message and traceback "
+                         "(sematic_k8s.errors.error_info does)")
+    return doc
+
+
+ErrorDoc = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_error_sized)]
+ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)]
 _LEAF_LENGTHS = {"run": range(1, 65), "artifact": range(64, 65)}  # lowercase hex: run ids, sha256 content ids
 _KEYS = (str, int, float, bool, type(None))  # a dict's keys next to Futures (graph.to_json)
 _TEMPLATE_FORM = ('a value\'s template: {"artifact": SHA256}, {"run": ID}, {"list": [...]}, {"tuple": [...]} or '
@@ -269,7 +285,7 @@ class _RunFields(TypedDict, total=False):
     source_file: str | None
     source_text: str | None
     settings: JsonObject
-    error: JsonObject | None
+    error: ErrorDoc | None
     attempts: Annotated[int, Field(ge=0, le=INT32_MAX)]
     notes: JsonObject
     created_at: Timestamp
@@ -303,7 +319,7 @@ class _ResolutionFields(TypedDict, total=False):
     rerun_of: Id | None
     image: Text512 | None
     build_hash: Text64 | None
-    error: str | None
+    error: ErrorText | None
     created_at: Timestamp
     ended_at: Timestamp
     tags: list[Annotated[str, StringConstraints(pattern=TAG)]] | None

@@ -14,6 +14,7 @@ import pytest
 
 from s3server import fresh_bucket
 from sematic_k8s import serialization
+from sematic_k8s.errors import error_info
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.store.http import HttpStore
@@ -305,3 +306,25 @@ def test_values_nested_too_deep_to_read_back_are_refused(served: Served) -> None
             r = c.get(path)
             assert r.status_code == 200, (path, r.text)
         assert c.get(f"/api/v1/runs/{own}").json()["notes"] == {"ok": ok}
+
+
+def test_errors_larger_than_any_client_records_are_refused(served: Served) -> None:
+    """Clients clip an error's message and traceback (tens of kilobytes at most); one of megabytes, which every
+    listing of its resolution would carry whole, is a 422 naming the field. A clipped error of a real failure
+    is recorded."""
+    own = uuid.uuid4().hex
+    huge = "x" * 600_000
+    clipped = error_info(ValueError("bad rows: " + "row\n" * 1_000_000))
+    with served.client() as c:
+        r = c.post("/api/v1/store/write", json={"new_resolutions": [_resolution(own)],
+                                                "new_runs": {own: _run(own, own)}})
+        assert r.status_code == 200, r.text
+        for body, field in (({"run_updates": {own: {"error": {"type": "ValueError", "message": huge}}}}, "error"),
+                            ({"resolution_updates": {own: {"error": huge}}}, "error")):
+            r = c.post("/api/v1/store/write", json=body)
+            assert r.status_code == 422, (field, r.text[:300])
+            assert field in r.json()["detail"] and "\n" not in r.json()["detail"]
+        r = c.post("/api/v1/store/write", json={"run_updates": {own: {"error": clipped}},
+                                                "resolution_updates": {own: {"error": clipped["message"]}}})
+        assert r.status_code == 200, r.text[:300]
+        assert c.get(f"/api/v1/runs/{own}").json()["error"]["message"] == clipped["message"]
