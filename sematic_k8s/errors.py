@@ -465,17 +465,30 @@ ERROR_MESSAGE_LIMIT = 20_000
 
 
 def clipped(text: str, limit: int) -> str:
-    """``text``, or when longer than ``limit`` its start and its end with how much was cut between them: an error
-    is recorded, sent, shown and raised again (a message holding a whole table or file is no rarity)."""
+    """``text``, or when longer than ``limit`` its start and its end with how much was cut between them, in
+    ``limit`` characters (clipped again, it stays as it is): an error is recorded, sent, shown and raised again
+    (a message holding a whole table or file is no rarity)."""
     if len(text) <= limit:
         return text
-    head = limit // 2
-    return f"{text[:head]}\n... [{len(text) - limit:,} characters cut] ...\n{text[len(text) - (limit - head):]}"
+    kept = limit
+    for _ in range(3):  # the marker's length is taken from what is kept, and says how much that leaves out
+        marker = f"\n... [{len(text) - kept:,} characters cut] ...\n"
+        kept = max(0, limit - len(marker))
+    head = kept // 2
+    return f"{text[:head]}{marker}{text[len(text) - (kept - head):]}"
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     """The recordable form of an exception; its traceback starts at the user's code. A very long message (and
-    traceback) is clipped: its start and end are kept (:func:`clipped`)."""
+    traceback) is clipped: its start and end are kept (:func:`clipped_error`)."""
     tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
-    return {"type": type(exc).__qualname__, "message": clipped(str(exc), ERROR_MESSAGE_LIMIT),
-            "traceback": clipped(tb, 5 * ERROR_MESSAGE_LIMIT), "mro": kinds(type(exc))}
+    return clipped_error({"type": type(exc).__qualname__, "message": str(exc), "traceback": tb,
+                          "mro": kinds(type(exc))})
+
+
+def clipped_error(info: dict[str, Any]) -> dict[str, Any]:
+    """A recorded error (:func:`error_info`'s form, made wherever: a worker's outcome, a dead worker's last log
+    lines) with its message and traceback :func:`clipped` to :data:`ERROR_MESSAGE_LIMIT` characters (five times
+    that for the traceback)."""
+    return {**info, "message": clipped(str(info.get("message") or ""), ERROR_MESSAGE_LIMIT),
+            "traceback": clipped(str(info.get("traceback") or ""), 5 * ERROR_MESSAGE_LIMIT)}

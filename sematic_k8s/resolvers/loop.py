@@ -32,6 +32,7 @@ from sematic_k8s.errors import (
     ResolutionEnded,
     ResolutionFailed,
     StopsForAFix,
+    clipped_error,
     error_info,
 )
 from sematic_k8s.executors.base import Executor, Outcome, Task
@@ -386,7 +387,7 @@ class ResolutionLoop:
     def _on_error(self, node: graph.Node, o: Outcome) -> None:
         func: Func = node.func
         exc = o.error
-        info = o.error_info or error_info(exc)  # type: ignore[arg-type]
+        info = clipped_error(o.error_info) if o.error_info else error_info(exc)  # type: ignore[arg-type]
         kinds = set(info.get("mro", ()))
         if DISK_FULL in kinds:  # a worker's storage disk: it does not pass by itself, so no attempt is tried again;
             # the resolution ends as when the loop's own write meets a full disk (see run), the words on the run too
@@ -410,7 +411,7 @@ class ResolutionLoop:
         delay = func.retry_delay(user_attempt)
         log.warning("%s (run %s) failed on attempt %d/%d: %s; retrying in %.3gs", func.name, node.run_id,
                     user_attempt, func.retries + 1, o.error_info["message"] if o.error_info else exc, delay)
-        self._transition(node.run_id, SCHEDULED, error=o.error_info)
+        self._transition(node.run_id, SCHEDULED, error=info)
         heapq.heappush(self.timers, (time.monotonic() + delay, id(node), node))
 
     def _on_value(self, node: graph.Node, value: Any) -> None:
