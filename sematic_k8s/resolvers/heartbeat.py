@@ -1,7 +1,8 @@
 """A resolving process's heartbeat: ``heartbeat_at`` on its Resolution, carried by the loop's own batches
 and, while the loop is busy or idle (a long inline func, a wait on workers), written by a timer thread every
-$SEMATIC_K8S_HEARTBEAT_INTERVAL seconds. A Resolution whose heartbeat stops for $SEMATIC_K8S_HEARTBEAT_TIMEOUT
-seconds is marked dead by the server and by any reader (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`)."""
+$SEMATIC_K8S_HEARTBEAT_INTERVAL seconds. The store stamps each beat with the database's clock, not this process's
+(:mod:`sematic_k8s.store.dbclock`). A Resolution whose heartbeat stops for $SEMATIC_K8S_HEARTBEAT_TIMEOUT seconds is
+marked dead by the server and by any reader (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`)."""
 
 from __future__ import annotations
 

@@ -270,15 +270,15 @@ class SqlStore:
 
     def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
         res = self._read(reads.get_resolution, self._res, resolution_id)
-        if res is not None and self._silent([res]) and self._expire_for_read([res.id]):
+        if res is not None and liveness.beating([res]) and self._expire_for_read([res.id]):
             res = self._read(reads.get_resolution, self._res, resolution_id)
         return res
 
     def list_resolutions(self, *, state: str | None = None, limit: int = 100,
                          offset: int = 0) -> list[ResolutionRecord]:
         found = self._read(reads.list_resolutions, self._res, state=state, limit=limit, offset=offset)
-        silent = self._silent(found)
-        if silent and self._expire_for_read(silent):
+        beating = liveness.beating(found)
+        if beating and self._expire_for_read(beating):
             found = self._read(reads.list_resolutions, self._res, state=state, limit=limit, offset=offset)
         return found
 
@@ -310,16 +310,12 @@ class SqlStore:
 
     # -- liveness (store/liveness.py) ------------------------------------------------------------
 
-    def _silent(self, resolutions: list[ResolutionRecord]) -> list[str]:
-        return liveness.silent(resolutions, liveness.cutoff(self.stale_after))
-
     def _expire_for_read(self, ids: list[str]) -> bool:
         return liveness.expire_for_read(self.expire_silent, ids)
 
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
-        heartbeated for ``stale_after`` seconds, and its unfinished runs (:func:`liveness.expire_silent`, in a
-        transaction of its own). Returns the ids marked."""
-        cutoff = liveness.cutoff(self.stale_after)
+        heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs
+        (:func:`liveness.expire_silent`, in a transaction of its own). Returns the ids marked."""
         with self.engine.begin() as conn:
-            return liveness.expire_silent(conn, self._res, self._runs, cutoff, ids)
+            return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids)

@@ -1,7 +1,7 @@
 """The statements a batch's transaction runs for its records (:meth:`~sematic_k8s.store.sql.SqlStore.write`):
 inserts if absent (an artifact's record repaired by one written with its bytes) and updates, rows locked in id
-order, a heartbeat set only forward. The bulk writers of cache hits and rerun clones are in
-:mod:`~sematic_k8s.store.bulk`."""
+order, a heartbeat stamped with the database's clock and set only forward. The bulk writers of cache hits and rerun
+clones are in :mod:`~sematic_k8s.store.bulk`."""
 
 from __future__ import annotations
 
@@ -11,28 +11,38 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sematic_k8s.store import guards
+from sematic_k8s.store import dbclock, guards
 
 # fields an update sets only to a later value than the recorded one: a heartbeat that lands after a newer one (the
 # loop's and its heartbeat thread's writes cross; a retried request's first attempt lands late) sets nothing back
 FORWARD_ONLY = frozenset({"heartbeat_at"})
+# fields the database's clock sets (:mod:`~sematic_k8s.store.dbclock`), whatever time the writer sent: a heartbeat is
+# "now" on the one clock every reader judges silence with, not on the resolving process's own
+DB_TIME = frozenset({"heartbeat_at"})
 
 
 def insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert the rows whose id is not there yet (``ON CONFLICT DO NOTHING``): race-free between writers
-    of the same artifact, and harmless when a batch is sent again."""
-    if not rows:
-        return
-    if conn.dialect.name == "sqlite":
-        conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
-        return
-    if conn.dialect.name == "postgresql":
-        conn.execute(postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+    of the same artifact, and harmless when a batch is sent again. A time given in a :data:`DB_TIME` field is
+    the database's."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        stamped = frozenset(k for k in DB_TIME if row.get(k) is not None)
+        groups.setdefault(stamped, []).append({k: v for k, v in row.items() if k not in stamped})
+    for stamped, group in groups.items():
+        _insert_absent(conn, table, group, {k: dbclock.now(conn.dialect.name) for k in stamped})
+
+
+def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
+                   values: dict[str, Any]) -> None:
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        ins = sqlite.insert(table) if conn.dialect.name == "sqlite" else postgresql.insert(table)
+        conn.execute((ins.values(values) if values else ins).on_conflict_do_nothing(index_elements=["id"]), rows)
         return
     present = set(conn.scalars(sa.select(table.c.id).where(table.c.id.in_([r["id"] for r in rows]))))
     rows = [r for r in rows if r["id"] not in present]
     if rows:
-        conn.execute(sa.insert(table), rows)
+        conn.execute(sa.insert(table).values(values) if values else sa.insert(table), rows)
 
 
 def insert_artifacts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -58,26 +68,30 @@ def insert_artifacts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, 
 
 
 def update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:
-    """Set the fields of ``updates`` (row id -> fields) on their rows: one statement per set of fields."""
+    """Set the fields of ``updates`` (row id -> fields) on their rows: one statement per set of fields. A
+    :data:`DB_TIME` field given a time is set to the database's (None: left as it is)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row_id in sorted(updates):  # every writer locks rows in the same order: no deadlocks between them
-        fields = updates[row_id]
-        groups.setdefault(tuple(sorted(fields)), []).append({"_id": row_id, **fields})
+        fields = {k: v for k, v in updates[row_id].items() if k not in DB_TIME or v is not None}
+        if fields:
+            groups.setdefault(tuple(sorted(fields)), []).append(
+                {"_id": row_id, **{k: v for k, v in fields.items() if k not in DB_TIME}})
     if len(groups) > 1 and conn.dialect.name == "postgresql":  # one statement per group: lock all first
         conn.execute(_lock_statement(table), {"ids": sorted(updates)})
     for keys, rows in groups.items():
-        stmt = _update_statement(table, keys)
+        stmt = _update_statement(table, keys, conn.dialect.name)
         for chunk in guards.chunks(rows):
             conn.execute(stmt, chunk)
 
 
 @functools.lru_cache(maxsize=256)
-def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
-    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table and set of fields; a heartbeat only
-    moves forward (:data:`FORWARD_ONLY`)."""
-    values: dict[str, Any] = {k: sa.bindparam(k) for k in keys}
+def _update_statement(table: sa.Table, keys: tuple[str, ...], dialect: str) -> sa.Update:
+    """``UPDATE table SET key = :key ... WHERE id = :_id``, built once per table, set of fields and dialect; a
+    heartbeat is the database's time (:data:`DB_TIME`) and only moves forward (:data:`FORWARD_ONLY`)."""
+    values: dict[str, Any] = {k: dbclock.now(dialect) if k in DB_TIME else sa.bindparam(k) for k in keys}
     for k in FORWARD_ONLY.intersection(keys):
-        column, new = table.c[k], sa.bindparam(k, type_=table.c[k].type)
+        column = table.c[k]
+        new = values[k] if k in DB_TIME else sa.bindparam(k, type_=column.type)
         values[k] = sa.case((sa.or_(column.is_(None), column < new), new), else_=column)
     return sa.update(table).where(table.c.id == sa.bindparam("_id")).values(values)
 

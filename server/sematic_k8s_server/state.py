@@ -11,7 +11,7 @@ from typing import Any
 
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.guards import Replayed
-from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
@@ -72,8 +72,8 @@ class Server:
         self.publish(events)
 
     def write(self, batch: Batch) -> None:
-        """Record ``batch`` and tell live-event subscribers what changed. Heartbeats are stamped with this
-        server's clock (the one its sweeper compares them with), whatever the client's says."""
+        """Record ``batch`` and tell live-event subscribers what changed. Heartbeats are stamped with the
+        database's clock (the one its sweeper, and every reader, judges them with), whatever the client's says."""
         error = self.write_many([batch])[0]
         if error is not None:
             raise error
@@ -83,11 +83,6 @@ class Server:
         gives each the result it would have had alone (:mod:`~sematic_k8s_server.writes`); each one's error. A batch
         applied already (a retried request's first attempt landing late) is answered as written, and tells
         subscribers nothing (its events would set what they show back)."""
-        now = utcnow()
-        for batch in batches:
-            for fields in [*batch.resolution_updates.values(), *batch.new_resolutions]:
-                if fields.get("heartbeat_at") is not None:
-                    fields["heartbeat_at"] = now
         conflicts: set[str] = set()
         with self.write_lock:
             results = writes.write_all(functools.partial(self.store.write, conflicts=conflicts), batches)

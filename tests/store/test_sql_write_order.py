@@ -77,13 +77,22 @@ def test_a_sequence_needs_its_fence(store) -> None:
     assert store.get_run("a1").state == "created"
 
 
-def test_a_heartbeat_never_goes_back(store) -> None:
-    """Beats land in any order (a heartbeat thread's write crossing the loop's, a retried one's first attempt landing
-    late): the latest stays."""
-    later, earlier = NOW + dt.timedelta(seconds=30), NOW + dt.timedelta(seconds=10)
-    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": later}}))
-    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": earlier, "settings": {"x": 1}}}))
+def test_a_heartbeat_is_the_databases_time_and_never_goes_back(store) -> None:
+    """A beat, and a new resolution's first one, is stamped with the database's clock, whatever time the writer sent
+    (a resolving process whose clock is a day ahead, or behind); one recorded later than the database's time (by an
+    older version that took the writer's clock, or before the database's clock was set back) stays: beats land in
+    any order (a heartbeat thread's write crossing the loop's, a retried one's first attempt landing late)."""
+    for sent in (NOW + dt.timedelta(days=1), NOW - dt.timedelta(days=1)):
+        before = utcnow().replace(microsecond=0)  # SQLite's clock has milliseconds
+        new_id = f"r{sent:%d}"
+        store.write(Batch(resolution_updates={"r0": {"heartbeat_at": sent}},
+                          new_resolutions=[{"id": new_id, "root_func_path": "m:p", "state": "running",
+                                            "created_at": NOW, "heartbeat_at": sent}]))
+        for res_id in ("r0", new_id):  # the database runs on this machine: its clock is this test's
+            assert before <= store.get_resolution(res_id).heartbeat_at <= utcnow()
+    ahead = NOW + dt.timedelta(days=1)
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(store._res).where(store._res.c.id == "r0").values(heartbeat_at=ahead))
+    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": utcnow(), "settings": {"x": 1}}}))
     res = store.get_resolution("r0")
-    assert (res.heartbeat_at, res.settings) == (later, {"x": 1})  # the other fields of the batch land
-    store.write(Batch(resolution_updates={"r0": {"heartbeat_at": later + dt.timedelta(seconds=1)}}))
-    assert store.get_resolution("r0").heartbeat_at == later + dt.timedelta(seconds=1)
+    assert (res.heartbeat_at, res.settings) == (ahead, {"x": 1})  # the other fields of the batch land
