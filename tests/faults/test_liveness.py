@@ -5,6 +5,7 @@ completes, and ``continue`` finishes it to the same value."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -26,6 +27,7 @@ from sematic_k8s.future import new_id
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from serving import serve, wait_for
+from skewed_clock import FAKETIME, skewed
 
 HERE = Path(__file__).parent
 TIMEOUT = "2"  # seconds of silence after which a resolution is dead, in these tests
@@ -37,9 +39,13 @@ def start_resolver(tmp_path: Path, root_id: str, gate: Path, env: dict[str, str]
     Popen's arguments, e.g. to read its stderr)."""
     code = (f"import fault_pipelines as fp, sematic_k8s as sk; "
             f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
-    env = {**os.environ, **env, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, **env, **FAST_BEATS, "SEMATIC_K8S_HOME": str(tmp_path), "PYTHONPATH": pythonpath(env)}
     return subprocess.Popen([sys.executable, "-c", code], env=env, **popen)
+
+
+def pythonpath(env: dict[str, str]) -> str:
+    """PYTHONPATH for a process of these tests: ``env``'s, this folder (the fixture pipelines), the test's."""
+    return os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(HERE), os.environ.get("PYTHONPATH")) if p)
 
 
 def _resolved(store: SqlStore, root_id: str) -> int:
@@ -210,3 +216,92 @@ def test_a_heartbeat_racing_the_marking_dead_on_sqlite_is_refused_once_it_commit
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT state, heartbeat_at FROM resolutions WHERE id = 'r0'").fetchone() == (
             "failed", beat_before)
+
+
+# -- clocks that disagree: machines whose embedded stores share one PostgreSQL database ----------------------------
+# Liveness is judged on the database's clock alone (the heartbeat written is its time, and so is the cutoff a reader
+# or the sweeper compares it with), so a resolver's or a reader's skewed clock neither kills a live resolution nor
+# hides a dead one. The skew is real: the resolver or the reader runs under libfaketime (``faketime``, Debian's
+# package), its wall clock 5 minutes off, its monotonic clock left alone (``FAKETIME_DONT_FAKE_MONOTONIC``: the
+# heartbeat's intervals).
+
+SKEW_TIMEOUT = 5.0  # seconds of silence after which a resolution is dead, in these tests: far less than the skew
+needs_faketime = pytest.mark.skipif(FAKETIME is None, reason="libfaketime is not installed (apt-get install faketime)")
+
+
+@needs_faketime
+def test_skewed_shows_a_clock_off_by_the_offset() -> None:
+    """The faking itself works (else the tests below would prove nothing): the wall clock 5 minutes behind, the
+    monotonic one not, and ``time.sleep`` sleeps (libfaketime 0.9.10 broke it: ``skewed_clock.SITE``)."""
+    code = "import time, json; time.sleep(0.1); print(json.dumps([time.time(), time.monotonic()]))"
+    skew = skewed("-5m")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **skew, "PYTHONPATH": pythonpath(skew)},
+                         capture_output=True, text=True, check=True).stdout
+    wall, mono = json.loads(out)
+    assert 290 < time.time() - wall < 310
+    assert abs(time.monotonic() - mono) < 60
+
+
+@needs_faketime
+def test_a_live_resolver_whose_clock_is_behind_is_not_marked_dead_by_a_reader(tmp_path, monkeypatch, postgres_url):
+    """A LocalResolver 5 minutes behind the reader (both on one PostgreSQL), at a gate: read by a process with the
+    right time and a 5 s timeout, it stays running as long as it beats (was: marked failed by the first read, its
+    runs canceled, and the resolver stopped), and resolves once the gate opens."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    root_id, gate = new_id(), tmp_path / "gate"
+    proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_DB_URL": postgres_url, **skewed("-5m")},
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        store = SqlStore(postgres_url, stale_after=SKEW_TIMEOUT)
+        wait_for(lambda: Path(f"{gate}.started").exists() or proc.poll() is not None, 60, what="the gated step")
+        deadline = time.monotonic() + 2 * SKEW_TIMEOUT  # reads for longer than the timeout: its beats keep it alive
+        while time.monotonic() < deadline:
+            res = store.get_resolution(root_id)
+            listed = {r.id: r.state for r in store.list_resolutions()}
+            assert res is not None and (res.state, res.error, listed[root_id]) == ("running", None, "running"), res
+            assert proc.poll() is None
+            time.sleep(0.2)
+        gate.touch()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert store.get_resolution(root_id).state == "resolved"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+READER = """
+import json, sys, time
+from sematic_k8s.store.sql import SqlStore
+url, root_id, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = SqlStore(url, stale_after=timeout)
+deadline = time.monotonic() + 60  # the real seconds it reads for (monotonic: not faked)
+while (res := store.get_resolution(root_id)).state == "running" and time.monotonic() < deadline:
+    time.sleep(0.2)
+print(json.dumps({"state": res.state, "error": res.error}))
+"""
+
+
+@needs_faketime
+@pytest.mark.parametrize(("writer", "reader"), [("+5m", None), (None, "-5m")],
+                         ids=["writer_5_min_ahead", "reader_5_min_behind"])
+def test_a_killed_resolver_is_marked_dead_on_time_by_a_reader_whose_clock_disagrees(tmp_path, monkeypatch,
+                                                                                     postgres_url, writer, reader):
+    """A LocalResolver killed (kill -9) at its gate is marked dead within a minute by a reader with a 5 s timeout
+    whose clock is 5 minutes behind the resolver's: the resolver's clock ahead (was: its beats, stamped 5 minutes in
+    the future, hid its death for 5 minutes), or the reader's behind (a cutoff from its own clock missed it as
+    long)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    root_id, gate = new_id(), tmp_path / "gate"
+    proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_DB_URL": postgres_url, **skewed(writer)})
+    store = SqlStore(postgres_url, stale_after=10 ** 6)  # reads without marking anything
+    kill_when_gated(proc, gate, lambda: sum(r.state == "resolved" for r in store.runs_of_root(root_id)))
+    env = {**os.environ, **(skew := skewed(reader)), "PYTHONPATH": pythonpath(skew)}
+    out = subprocess.run([sys.executable, "-c", READER, postgres_url, root_id, str(SKEW_TIMEOUT)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout)
+    assert seen["state"] == "failed", seen
+    assert seen["error"].startswith("the resolver stopped responding at ")
+    assert {r.state for r in store.runs_of_root(root_id)} <= {"resolved", "canceled"}
