@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.storage.base import log_key
+from sematic_k8s import serialization
+from sematic_k8s.storage.base import log_key, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
-from sematic_k8s.store.records import Batch
+from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s_server.storages import ALLOW_ENV, StorageNotAllowed, Storages, names
 from serving import Served, serve
 
@@ -180,6 +181,31 @@ def test_a_large_log_is_served_a_part_at_a_time_cut_at_whole_characters(tmp_path
         monkeypatch.setattr("sematic_k8s.store.http.LOG_PART_BYTES", 1 << 20)  # the CLI's reads: part by part
         store = sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key).store
         assert isinstance(store, HttpStore) and store.get_logs(f.id) == text
+
+
+def test_an_artifact_larger_than_the_server_serves_is_a_413_without_reading_it_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server reads an artifact whole to verify it before sending a byte: one over its cap (256 MiB; 1 MiB
+    here) is refused in words, as its record says, or (a record that says less) after reading no more than the
+    cap; a smaller one is served, verified."""
+    monkeypatch.setattr("sematic_k8s_server.routes.artifacts.MAX_SERVED_BYTES", 1 << 20)
+    storage = LocalStorage(tmp_path / "storage")
+    with serve(tmp_path, storage=storage) as s, s.client() as c:
+        small, big = serialization.serialize(b"s" * 100_000), serialization.serialize(b"b" * (2 << 20))
+        lying = serialization.serialize(b"l" * (2 << 20))
+        b = Batch()
+        for value in (small, big, lying):
+            put_artifact(storage, value)
+            b.artifacts[value.id] = {**value.record(), "created_at": utcnow()}
+        b.artifacts[lying.id]["size"] = 10  # its record says less than its bytes are
+        s.store.write(b)
+        r = c.get(f"/api/v1/artifacts/{small.id}/data")
+        assert r.status_code == 200 and r.content == small.payload
+        for value in (big, lying):
+            r = c.get(f"/api/v1/artifacts/{value.id}/data")
+            assert r.status_code == 413, r.text[:200]
+            assert f"artifact {value.id} is {len(value.payload):,} bytes, more than this server serves" in r.json()[
+                "detail"] and "read it from its storage directly" in r.json()["detail"]
 
 
 def test_logs_follow_and_the_storage_allow_list(tmp_path: Path) -> None:

@@ -8,12 +8,14 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from sematic_k8s import serialization
-from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.base import artifact_key, read_part
 from sematic_k8s_server import schemas
 from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["artifacts"])
+# the largest artifact whose bytes the server serves (it reads them whole to verify them before sending any)
+MAX_SERVED_BYTES = 256 << 20
 
 
 @router.get("/artifacts/{artifact_id}", response_model=schemas.ArtifactOut, responses=NOT_FOUND,
@@ -25,6 +27,7 @@ def get_artifact(srv: Srv, artifact_id: ArtifactId) -> dict:
 
 @router.get("/artifacts/{artifact_id}/data", response_class=Response,
             responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}},
+                       413: {"description": "larger than the server serves (256 MiB)"},
                        500: {"description": "the bytes in storage are corrupt (they do not hash to the id)"}},
             summary="An artifact's serialized bytes, verified against its id")
 def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
@@ -37,8 +40,16 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
                    else srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage)
     except StorageNotAllowed as e:
         raise HTTPException(409, str(e)) from None
+    if art.size > MAX_SERVED_BYTES:
+        raise too_large(artifact_id, art.size)
     try:
-        data = storage.get(artifact_key(artifact_id)) if storage is not None else art.inline or b""
+        if storage is None:
+            data = art.inline or b""
+        else:  # no more than the cap is read, whatever size its (client-written) record says
+            part = read_part(storage, artifact_key(artifact_id), 0, MAX_SERVED_BYTES + 1)
+            if part.size > MAX_SERVED_BYTES:
+                raise too_large(artifact_id, part.size)
+            data = part.data
         serialization.verify(artifact_id, art.format, data)
     except KeyError:
         raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None
@@ -46,3 +57,9 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
         raise HTTPException(500, str(e)) from None
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{artifact_id}"'})
+
+
+def too_large(artifact_id: str, size: int) -> HTTPException:
+    return HTTPException(413, f"artifact {artifact_id} is {size:,} bytes, more than this server serves "
+                              f"({MAX_SERVED_BYTES:,}): read it from its storage directly (its key: "
+                              f"{artifact_key(artifact_id)})")
