@@ -43,8 +43,8 @@ from typing import Any
 
 import httpx
 
-from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.wire import batch_to_json, dumps
 
 REPO = Path(__file__).resolve().parents[1]
 FINDINGS = """\

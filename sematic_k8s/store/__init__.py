@@ -7,7 +7,9 @@ Every store implements :class:`~sematic_k8s.store.base.Store` and writes in batc
 - :mod:`~sematic_k8s.store.sql`: SQLAlchemy over SQLite (the embedded default) or PostgreSQL; the server
   uses it too. Its docstring lists the modules it is made of (guards, writes, bulk, reads, liveness...).
 - :mod:`~sematic_k8s.store.http`: the same interface over the server's REST API, for drivers, pods and
-  resolvers that record through the server (riding out its outages for a retry window).
+  resolvers that record through the server (riding out its outages for a retry window), over
+  :mod:`~sematic_k8s.store.http_connections`, with records in their JSON form (:mod:`~sematic_k8s.store.wire`,
+  which the server reads too).
 
 :mod:`~sematic_k8s.store.schema` creates and migrates the SQL tables (Alembic, under a lock), for the
 embedded mode and the server alike.

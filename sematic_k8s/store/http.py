@@ -2,8 +2,8 @@
 
 Drivers, pods and users' resolvers record through the server with it when ``SEMATIC_K8S_SERVER``
 (and ``SEMATIC_K8S_API_KEY``) are set. Records travel as JSON: datetimes as ISO 8601 UTC strings.
-Requests go through :mod:`http.client` over kept-alive connections (a driver imports it in a fraction of
-httpx's time); through httpx, as before, when a proxy may be set (:func:`proxy_possible`), which httpx honours.
+Requests go through :mod:`~sematic_k8s.store.http_connections` (kept-alive :mod:`http.client` connections, or
+httpx where a proxy may be set), records and batches in their JSON form (:mod:`~sematic_k8s.store.wire`).
 
 Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
 connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
@@ -18,29 +18,28 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
-import dataclasses
 import datetime as dt
 import email.utils
-import http.client
 import itertools
-import json
-import os
-import select
-import sys
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
-from sematic_k8s import serialization, settings
+from sematic_k8s import settings
 from sematic_k8s.errors import DiskFull, DriverReplaced, NoteChanged, ResolutionEnded, ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord, check_sequence
+from sematic_k8s.store.http_connections import (
+    Answer,
+    Connections,
+    ProxiedConnections,
+    proxy_possible,
+)
+from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s.store.wire import batch_to_json, dumps, halves, parse_datetime, record_from_json
 
 if TYPE_CHECKING:
-    import ssl
 
     import httpx
 
@@ -49,267 +48,12 @@ HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolut
 ENDED_HEADER = "X-Sematic-K8s-Ended"  # on a write refused as ResolutionEnded: "<resolution id> <state>"
 REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
 PAGE = 1000  # the server's largest page
-DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
 WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
-# a batch's parts in the order one transaction applies them: each part lands after what it may reference
-_BATCH_SECTIONS = ("new_resolutions", "artifacts", "new_runs", "run_updates", "resolution_updates")
-# refused, dropped or timed-out connections (socket timeouts are OSErrors), answers cut short or garbled
-TRANSIENT = (OSError, http.client.HTTPException)
-CONNECTIONS = 32  # the most connections a store has open at once (a thread beyond waits for one)
 # the numbers of a fenced writer's requests (Batch.sequence): one counter for the process, so that every store object
 # in it numbers a resolution's writes upwards; an epoch's numbers start above the 0 its takeover recorded
 _SEQUENCE = itertools.count(1)
-R = TypeVar("R")
-
-
-# -- JSON encoding of records and batches (shared with the server) -------------------------------------
-
-def _default(v: Any) -> Any:
-    if isinstance(v, dt.datetime):
-        return v.isoformat()
-    if isinstance(v, bytes):  # an artifact's inline bytes
-        return base64.b64encode(v).decode()
-    if isinstance(v, (set, frozenset)):
-        return sorted(v)
-    raise TypeError(f"{type(v).__name__} is not JSON serializable")
-
-
-def dumps(doc: Any) -> bytes:
-    return json.dumps(doc, default=_default, separators=(",", ":")).encode()
-
-
-def parse_datetime(v: Any) -> dt.datetime | None:
-    """An ISO 8601 string (``...Z`` or with an offset, or naive UTC) -> a naive UTC datetime."""
-    if v is None or isinstance(v, dt.datetime):
-        return v
-    parsed = dt.datetime.fromisoformat(v)
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return parsed
-
-
-def _with_datetimes(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: parse_datetime(v) if k in DATETIME_FIELDS else v for k, v in fields.items()}
-
-
-def batch_to_json(batch: Batch) -> dict[str, Any]:
-    if batch.clones:
-        raise ValueError("run clones are copied inside a SQL store; the HTTP store takes whole runs")
-    doc = {f.name: copy.deepcopy(getattr(batch, f.name)) for f in dataclasses.fields(batch)
-           if f.name not in ("clones", "hits")}  # dataclasses.asdict, without them
-    doc["new_runs"].update((run_id, hit.fields()) for run_id, hit in batch.hits.items())  # the server: new runs
-    return doc
-
-
-def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """A batch's JSON form as two batches, the first applied before the second (:data:`_BATCH_SECTIONS`' order);
-    None when it holds a single record."""
-    items: list[tuple[str, Any]] = [(name, item) for name in _BATCH_SECTIONS
-                                    for item in (doc.get(name) or [] if name == "new_resolutions"
-                                                 else (doc.get(name) or {}).items())]
-    if len(items) < 2:
-        return None
-
-    def part(chunk: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {name: [] if name == "new_resolutions" else {} for name in _BATCH_SECTIONS}
-        out["fence"] = doc.get("fence") or {}  # every part is checked as the whole batch would be (and numbered)
-        for name, item in chunk:
-            if name == "new_resolutions":
-                out[name].append(item)
-            else:
-                out[name][item[0]] = item[1]
-        return out
-
-    middle = len(items) // 2
-    return part(items[:middle]), part(items[middle:])
-
-
-def batch_from_json(doc: dict[str, Any]) -> Batch:
-    """A Batch from its JSON form, with datetime fields parsed back. ValueError for a sequence without its fence
-    (:func:`~sematic_k8s.store.records.check_sequence`)."""
-    fence, sequence = dict(doc.get("fence") or {}), dict(doc.get("sequence") or {})
-    check_sequence(fence, sequence)
-    return Batch(
-        new_runs={k: _with_datetimes(v) for k, v in (doc.get("new_runs") or {}).items()},
-        run_updates={k: _with_datetimes(v) for k, v in (doc.get("run_updates") or {}).items()},
-        new_resolutions=[_with_datetimes(r) for r in doc.get("new_resolutions") or []],
-        resolution_updates={k: _with_datetimes(v) for k, v in (doc.get("resolution_updates") or {}).items()},
-        artifacts={k: _artifact_from_json(k, v) for k, v in (doc.get("artifacts") or {}).items()},
-        fence=fence,
-        sequence=sequence,
-    )
-
-
-def _artifact_from_json(artifact_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """An artifact of a batch: inline bytes decoded from base64 and checked against the content id (the
-    writer is a client: bytes that do not hash to the id are refused, never recorded)."""
-    fields = _with_datetimes(doc)
-    inline = fields.get("inline")
-    if inline is not None:
-        if not isinstance(inline, str):
-            raise ValueError(f"artifact {artifact_id}: inline must be base64 text")
-        fields["inline"] = base64.b64decode(inline, validate=True)
-        serialization.verify(str(fields.get("id", artifact_id)), str(fields.get("format")), fields["inline"])
-    return fields
-
-
-def record_from_json(cls: type[R], doc: dict[str, Any]) -> R:
-    """A RunRecord / ResolutionRecord / ArtifactRecord from its ``to_dict()`` form (extra keys ignored)."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    fields = {k: parse_datetime(v) if k in DATETIME_FIELDS else v for k, v in doc.items() if k in names}
-    inline = doc.get("inline")
-    if cls is ArtifactRecord and isinstance(inline, str):
-        fields["inline"] = base64.b64decode(inline)
-    return cls(**fields)
-
-
-# -- the store --------------------------------------------------------------------------------------
-
-class Answer:
-    """The server's answer to one request, read in full: ``status_code``, ``headers``, ``content`` (bytes)."""
-
-    __slots__ = ("content", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: http.client.HTTPMessage, content: bytes) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.content = content
-
-    @property
-    def text(self) -> str:
-        """The body decoded as its Content-Type's charset says (UTF-8 without one), bad bytes replaced."""
-        charset = self.headers.get_content_charset() or "utf-8"
-        try:
-            return self.content.decode(charset, errors="replace")
-        except LookupError:  # a charset Python does not know
-            return self.content.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        """The body as JSON (ValueError if it is not)."""
-        return json.loads(self.content)
-
-
-class Connections:
-    """Kept-alive HTTP/1.1 connections (:mod:`http.client`) to the server at ``scheme://netloc``, for threads to
-    share: a request takes an idle connection (dropping any the server has closed meanwhile) or opens one, and
-    gives it back once the answer is read; at most ``limit`` are in use at once. HTTPS is verified against
-    the CA settings httpx would use: $SSL_CERT_FILE, else $SSL_CERT_DIR, else certifi's bundle."""
-
-    transient: tuple[type[BaseException], ...] = TRANSIENT
-
-    def __init__(self, scheme: str, netloc: str, timeout: float, limit: int = CONNECTIONS) -> None:
-        self._netloc = netloc
-        self.timeout = timeout
-        self._context = _ssl_context() if scheme == "https" else None
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(limit)
-        self._idle: list[http.client.HTTPConnection] = [self._open()]  # a bad host or port is refused here
-
-    def _open(self) -> http.client.HTTPConnection:  # it connects on its first request
-        if self._context is not None:
-            return http.client.HTTPSConnection(self._netloc, timeout=self.timeout, context=self._context)
-        return http.client.HTTPConnection(self._netloc, timeout=self.timeout)
-
-    def request(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> Answer:
-        """One request and its whole answer; OSError or http.client.HTTPException when the connection fails."""
-        if not self._slots.acquire(timeout=self.timeout):
-            raise TimeoutError(f"no connection to the server free within {self.timeout:g} s")
-        try:
-            conn = self._take()
-            try:
-                try:
-                    conn.request(method, target, body=body, headers=headers)
-                except ConnectionError as e:
-                    response = _early_answer(conn, e)
-                else:
-                    response = conn.getresponse()
-                answer = Answer(response.status, response.headers, response.read())
-            except BaseException:
-                conn.close()
-                raise
-            with self._lock:
-                self._idle.append(conn)  # closed already if the server said it closes it: reopens when next used
-            return answer
-        finally:
-            self._slots.release()
-
-    def _take(self) -> http.client.HTTPConnection:
-        while True:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                return self._open()
-            if not _closed_by_peer(conn):
-                return conn
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
-def _early_answer(conn: http.client.HTTPConnection, error: ConnectionError) -> http.client.HTTPResponse:
-    """The answer a server sent before it had taken the whole request, and closed the connection (413: too large),
-    read as httpx reads it; else ``error`` (the connection reset or the pipe broken while sending) is raised."""
-    if conn.sock is not None:
-        try:
-            return conn.getresponse()
-        except (OSError, http.client.HTTPException):
-            pass
-    raise error
-
-
-def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle connection has something to read: the server closed it (or sent what it should not)."""
-    if conn.sock is None:
-        return False  # not connected: it connects when used
-    try:
-        return bool(select.select([conn.sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """The CA certificates httpx verifies against (its ``verify=True`` with ``trust_env``)."""
-    import ssl
-
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-class ProxiedConnections:
-    """The same over httpx, for when a proxy may be set: httpx finds it (in the environment, or macOS's and
-    Windows' settings) and goes through it, minding $NO_PROXY."""
-
-    def __init__(self, base_url: str, timeout: float, limit: int = CONNECTIONS) -> None:
-        from sematic_k8s.store.lean_httpx import httpx
-
-        self.client = httpx.Client(base_url=base_url, timeout=timeout,
-                                   limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
-        self.transient = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ProxyError)
-
-    def request(self, method: str, target: str, body: bytes | None, headers: dict[str, str]) -> httpx.Response:
-        return self.client.request(method, target, content=body, headers=headers)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def proxy_possible() -> bool:
-    """Whether httpx might send requests through a proxy: one named in the environment ($HTTP_PROXY, $HTTPS_PROXY,
-    $ALL_PROXY, any case) or, on macOS and Windows, in the system's settings."""
-    if sys.platform in ("darwin", "win32"):
-        return True
-    return any(v and k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k, v in os.environ.items())
 
 
 class HttpStore:

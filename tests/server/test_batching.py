@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from sematic_k8s import serialization
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.guards import Replayed
-from sematic_k8s.store.http import batch_to_json, dumps
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base
+from sematic_k8s.store.wire import batch_to_json, dumps
 from sematic_k8s_server.cli import main as server_cli
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus

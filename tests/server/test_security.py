@@ -257,7 +257,7 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
 
 
 def _batch_json(batch: Batch) -> str:
-    from sematic_k8s.store.http import batch_to_json, dumps
+    from sematic_k8s.store.wire import batch_to_json, dumps
     return dumps(batch_to_json(batch)).decode()
 
 

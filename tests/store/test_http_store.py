@@ -8,9 +8,10 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s.errors import DriverReplaced, NoteChanged, ServerError
-from sematic_k8s.store.http import HttpStore, batch_from_json, batch_to_json, dumps
+from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.wire import batch_from_json, batch_to_json, dumps
 from sematic_k8s_server.config import ServerConfig
 from serving import free_port, serve
 

@@ -18,7 +18,8 @@ import pytest
 
 from kube_model.certs import self_signed
 from sematic_k8s.errors import ServerError
-from sematic_k8s.store.http import Connections, HttpStore, ProxiedConnections
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.http_connections import Connections, ProxiedConnections
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")

@@ -11,8 +11,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
-from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER, batch_from_json
+from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER
 from sematic_k8s.store.records import Batch
+from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found
