@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from sematic_k8s import serialization
-from sematic_k8s.storage.base import Storage, artifact_key
+from sematic_k8s.storage.base import Storage, artifact_key, read_part
 from sematic_k8s.store.sql import SqlStore
 
 log = logging.getLogger("sematic_k8s_server")
+MAX_CHECKED_BYTES = 256 << 20  # the most of an artifact's bytes read to settle its conflicting records
 
 
 def verifies(artifact_id: str, fmt: Any, size: Any, data: bytes) -> bool:
@@ -38,14 +39,21 @@ def settle(store: SqlStore, storage: Storage, artifact_id: str, written: Iterabl
     recorded = store.get_artifact(artifact_id)
     if recorded is None or recorded.inline is not None:
         return False
-    try:
-        data = storage.get(artifact_key(artifact_id))
+    written = list(written)
+    claimed = max([s for s in [recorded.size, *(w.get("size") for w in written)] if isinstance(s, int)], default=0)
+    if claimed > MAX_CHECKED_BYTES:
+        log.warning("artifact %s: its records conflict, and one says it is larger (%s bytes) than the server reads "
+                    "to check them: the recorded one stays", artifact_id, claimed)
+        return False
+    try:  # bytes larger than every record says verify none of them: no more is read than the largest says
+        part = read_part(storage, artifact_key(artifact_id), 0, claimed + 1)
+        data = part.data
     except KeyError:
         return False  # not stored yet: the recorded one stays until a conflicting write finds them
     except Exception as e:  # noqa: BLE001 - storage down: the next conflicting write checks again
         log.warning("artifact %s: its records conflict and its bytes could not be read: %s", artifact_id, e)
         return False
-    if verifies(artifact_id, recorded.format, recorded.size, data):
+    if part.size > claimed or verifies(artifact_id, recorded.format, recorded.size, data):
         return False
     true = next((w for w in written if verifies(artifact_id, w.get("format"), w.get("size"), data)), None)
     if true is None:
