@@ -46,7 +46,7 @@ from sematic_k8s.resolvers.planning import Planner, value_id
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
-from sematic_k8s.storage.base import Storage, log_key
+from sematic_k8s.storage.base import Storage, append_attempt_logs
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
 
@@ -363,7 +363,7 @@ class ResolutionLoop:
         self.in_flight -= 1
         if o.logs:
             header = f"--- attempt {o.attempt} ---\n" if node.func.retries else ""
-            self.storage.append(log_key(o.run_id), (header + o.logs).encode())
+            append_attempt_logs(self.storage, o.run_id, o.attempt, header + o.logs)  # once, as a worker's
         if o.details:
             self.recorder.batch.update_run(o.run_id, notes=self.recorder.note(o.run_id, executor=o.details))
         if o.error is not None or o.error_info is not None:
