@@ -13,6 +13,7 @@ func failing)::
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
+    │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
     └── InfrastructureError (RuntimeError)
         ├── ServerError                 the sematic-k8s server is unreachable or answered an error (.status)
         ├── StorageError                artifact storage failed
@@ -116,6 +117,16 @@ class FuncNotFound(LookupError):
 class CodeRefused(FuncNotFound):
     """A func named by a record is not among the image's packaged code, and a driver the server started loads
     nothing else (:mod:`sematic_k8s.packaged`)."""
+
+
+class ValueRefused(CodeRefused):
+    """An artifact's bytes name a global (a pickle's, a JSON value's class) that a process working for a rerun the
+    server started may not load (:mod:`sematic_k8s.loadable`): nothing of the value is made."""
+
+    def __init__(self, name: str, why: str, artifact_id: str | None = None) -> None:
+        self.name, self.why, self.artifact_id = name, why, artifact_id
+        super().__init__(f"{f'artifact {artifact_id}' if artifact_id else 'a value'} names {name}, which a rerun "
+                         f"started by the server may not load: {why}")
 
 
 class CorruptRecord(ValueError):

@@ -10,10 +10,10 @@ import numbers
 import os
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from sematic_k8s import modules, quantities
+from sematic_k8s import modules, packaged, quantities
 from sematic_k8s.errors import CodeRefused, FuncError, FuncNotFound, FutureHasNoValue
 from sematic_k8s.future import Future
 from sematic_k8s.packaged import NotPackaged, PackagedCode
@@ -21,7 +21,6 @@ from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
-_ONLY: list[PackagedCode] = []  # while not empty, load_func finds funcs only in this packaged code (packaged_only)
 _RETRY_BACKOFF_CAP = 300.0
 
 
@@ -320,15 +319,11 @@ def map_source(path: str | None) -> str | None:
     return here + path[len(host):] if path.startswith(host + "/") else path
 
 
-@contextlib.contextmanager
-def packaged_only(code: PackagedCode) -> Iterator[None]:
-    """While in it, :func:`load_func` loads funcs named by records only from ``code`` (an image's packaged files):
-    what a driver the server started runs (:mod:`sematic_k8s.packaged`)."""
-    _ONLY.append(code)
-    try:
-        yield
-    finally:
-        _ONLY.remove(code)
+def packaged_only(code: PackagedCode) -> contextlib.AbstractContextManager[None]:
+    """While in it, :func:`load_func` loads funcs named by records only from ``code`` (an image's packaged files),
+    and values name only what :mod:`sematic_k8s.loadable` allows: what a driver the server started, and its
+    workers, run (:mod:`sematic_k8s.packaged`)."""
+    return packaged.only(code)
 
 
 def load_func(path: str, source_file: str | None = None, what: str = "func") -> Func:
@@ -337,7 +332,7 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
 
     Inside :func:`packaged_only`, its module must be one of the image's packaged files (CodeRefused, naming it
     as ``what``, otherwise). FuncNotFound when it cannot be found."""
-    within = _ONLY[-1] if _ONLY else None
+    within = packaged.restricted_to()
     if path in _REGISTRY and within is None:
         return _REGISTRY[path]
     module_name = path.partition(":")[0]

@@ -10,16 +10,18 @@ its Python roots and every file it copied there) into the image, where no record
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.machinery
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 MANIFEST = "/opt/sematic-k8s/packaged-code.json"  # written by the image build (sematic_k8s.packaging)
 FORMAT = "sematic-k8s-packaged-code-v1"
+_ONLY: list[PackagedCode] = []  # while not empty: this process works for a rerun the server started (only())
 
 
 class NotPackaged(ImportError):
@@ -94,3 +96,20 @@ def packaged_code(manifest: str = MANIFEST) -> PackagedCode | None:
             return PackagedCode.from_json(f.read())
     except FileNotFoundError:
         return None
+
+
+@contextlib.contextmanager
+def only(code: PackagedCode) -> Iterator[None]:
+    """While in it, this process works for a rerun the server started: funcs named by records are loaded only from
+    ``code`` (:func:`sematic_k8s.func.load_func`) and values may name only the globals :mod:`sematic_k8s.loadable`
+    allows. Process-wide (every thread of a driver works for its one resolution)."""
+    _ONLY.append(code)
+    try:
+        yield
+    finally:
+        _ONLY.remove(code)
+
+
+def restricted_to() -> PackagedCode | None:
+    """The packaged code this process is restricted to (:func:`only`), or None: a user's own resolution."""
+    return _ONLY[-1] if _ONLY else None

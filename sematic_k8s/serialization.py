@@ -10,6 +10,9 @@ Every value is serialized exactly once, in one of two formats:
   for the same value, so such artifacts cannot be cache keys.
 
 The artifact id is ``sha256(format + NUL + payload)``.
+
+The globals a payload names (a pickle's, a JSON value's class) are found by :func:`sematic_k8s.loadable.find`:
+in a process working for a rerun the server started, only those its rule allows.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sematic_k8s import modules, previews
+from sematic_k8s import loadable, modules, packaged, previews
+from sematic_k8s.errors import ValueRefused
 
 JSON = "json"
 PICKLE = "pickle"
@@ -78,12 +82,9 @@ def _is_namedtuple(t: type) -> bool:
     return issubclass(t, tuple) and isinstance(getattr(t, "_fields", None), tuple) and t.__bases__ == (tuple,)
 
 
-def _load_class(path: str) -> type:
+def _load_class(path: str) -> Any:
     module, _, qualname = path.partition(":")
-    obj: Any = modules.load_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return loadable.find(module, qualname)
 
 
 def _encode(v: Any) -> Any:
@@ -267,15 +268,33 @@ def serialize(value: Any) -> Serialized:
     return Serialized(content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
 
 
-def deserialize(fmt: str, payload: bytes) -> Any:
-    """Inverse of :func:`serialize`."""
-    if fmt == JSON:
-        return _decode(json.loads(payload))
-    if fmt == PICKLE:
-        import cloudpickle
+def deserialize(fmt: str, payload: bytes, artifact_id: str | None = None) -> Any:
+    """Inverse of :func:`serialize`. ValueRefused, naming the artifact, when it names a global this process may
+    not load (:mod:`sematic_k8s.loadable`)."""
+    try:
+        if fmt == JSON:
+            return _decode(json.loads(payload))
+        if fmt == PICKLE:
+            if packaged.restricted_to() is not None:
+                return _restricted_loads(payload)
+            import cloudpickle
 
-        return cloudpickle.loads(payload)
+            return cloudpickle.loads(payload)
+    except ValueRefused as e:
+        raise ValueRefused(e.name, e.why, artifact_id) from None
     raise ValueError(f"unknown artifact format {fmt!r}")
+
+
+def _restricted_loads(payload: bytes) -> Any:
+    """``pickle.loads`` whose globals are found by :func:`sematic_k8s.loadable.find` (a restricted unpickler)."""
+    import io
+    import pickle  # here, as cloudpickle is: a worker whose values are plain data never needs it
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return loadable.find(module, name)
+
+    return Unpickler(io.BytesIO(payload)).load()
 
 
 def deserialize_json_many(payloads: list[bytes]) -> list[Any]:

@@ -133,11 +133,14 @@ class TaskSpec:
     # presigned requests ("GET key" / "PUT key" -> URL) for a worker without storage credentials; empty: the
     # worker opens the storage of $SEMATIC_K8S_STORAGE. Secrets for their expiry: never logged.
     urls: dict[str, str] = field(default_factory=dict)
+    packaged_only: bool = False  # started by a driver with packaged_only: funcs and values restricted the same way
 
     def to_json(self) -> str:
         doc = asdict(self)
         if not doc["urls"]:
             del doc["urls"]
+        if not doc["packaged_only"]:
+            del doc["packaged_only"]
         return json.dumps(doc, separators=(",", ":"))
 
     def __repr__(self) -> str:  # never the URLs

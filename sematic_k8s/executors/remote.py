@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sematic_k8s import graph, logcapture, serialization, settings
-from sematic_k8s.errors import WORKER_DEATHS, DiskFull, InfrastructureError, WorkerDied, error_info, kinds
+from sematic_k8s import graph, logcapture, packaged, serialization, settings
+from sematic_k8s.errors import WORKER_DEATHS, CodeRefused, DiskFull, InfrastructureError, WorkerDied, error_info, kinds
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
+from sematic_k8s.packaged import MANIFEST, packaged_code
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
 from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key, artifact_loader, put_artifact
@@ -41,6 +42,23 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
 
     With presigned URLs (``spec.urls``, ``storage`` a PresignedStorage) the value's bytes and the logs go in
     the outcome document (or, for a large value, the staging object) for the executor to store."""
+    with _restricted(spec):
+        return _run_task(spec, storage)
+
+
+def _restricted(spec: TaskSpec) -> contextlib.AbstractContextManager[None]:
+    """A worker of a driver the server started loads funcs and values as its driver does (:mod:`sematic_k8s.packaged`,
+    :mod:`sematic_k8s.loadable`): it is told so by its TaskSpec, which its driver wrote, not a record."""
+    if not spec.packaged_only:
+        return contextlib.nullcontext()
+    code = packaged_code()
+    if code is None:
+        raise CodeRefused(f"this image has no manifest of its packaged code ({MANIFEST}), and run {spec.run_id} "
+                          "belongs to a rerun the server started: resolve the pipeline again (rebuilding its image)")
+    return packaged.only(code)
+
+
+def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
     func = load_func(spec.func_path, spec.source_file)
     inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
               for name, artifact_id in spec.input_ids.items()}
@@ -165,6 +183,7 @@ class RemoteExecutor:
             run_id=task.run_id, root_id=task.root_id, func_path=task.func.path, source_file=task.func.source_file,
             input_ids={k: v.id for k, v in task.inputs.items()},
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
+            packaged_only=packaged.restricted_to() is not None,  # its driver's: a rerun the server started
         )
         self.running[task.run_id] = spec
         if task.resumed:  # a restarted driver: its worker may still be there, or may have ended meanwhile

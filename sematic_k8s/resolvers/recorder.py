@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sematic_k8s import graph, serialization
+from sematic_k8s.errors import ValueRefused
 from sematic_k8s.serialization import Value
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.store.base import Store
@@ -87,9 +88,13 @@ class Recorder:
                     eager.append((artifact_id, type_name, inline))
                     continue
             out[artifact_id] = self.stored_value(artifact_id, fmt, type_name, inline)
-        decoded = serialization.deserialize_json_many([payload for _, _, payload in eager])
-        for (artifact_id, type_name, _), value in zip(eager, decoded, strict=True):
-            out[artifact_id] = Value(artifact_id, serialization.JSON, type_name, value)
+        try:
+            decoded: list[Any] | None = serialization.deserialize_json_many([payload for _, _, payload in eager])
+        except ValueRefused:  # one names a class this rerun may not load: each fails, naming itself, where it is used
+            decoded = None
+        for i, (artifact_id, type_name, payload) in enumerate(eager):
+            out[artifact_id] = (Value(artifact_id, serialization.JSON, type_name, load=inline_loader(payload))
+                                if decoded is None else Value(artifact_id, serialization.JSON, type_name, decoded[i]))
         self.known_artifacts.update(formats)
         return out
 

@@ -118,7 +118,7 @@ def artifact_loader(storage: Storage, inline: Callable[[str], bytes | None] | No
                 raise ArtifactMissing(v.id) from None
             payload = found
         serialization.verify(v.id, v.format, payload)
-        return serialization.deserialize(v.format, payload)
+        return serialization.deserialize(v.format, payload, v.id)
     return load
 
 
@@ -126,5 +126,5 @@ def inline_loader(payload: bytes) -> Callable[[serialization.Value], Any]:
     """A Value loader for an artifact whose (inline) bytes are at hand: verified, then deserialized."""
     def load(v: serialization.Value) -> Any:
         serialization.verify(v.id, v.format, payload)
-        return serialization.deserialize(v.format, payload)
+        return serialization.deserialize(v.format, payload, v.id)
     return load
