@@ -229,23 +229,29 @@ SMALL_PIPELINE = '''
 '''
 MARKER_MODULE = "sk_rerun_marker"
 MARKER_KEY = "rerun-marker/imported"
+STDLIB_MARKER_MODULE = "sk_stdlib_marker"  # a module in the image's standard-library directory
 MARKER_SOURCE = f'''
 import json, os
 from sematic_k8s.storage.urls import storage_from_url
-storage_from_url(json.loads(os.environ["SEMATIC_K8S_DRIVER"])["storage_url"]).put("{MARKER_KEY}", b"imported")
+url = os.environ.get("SEMATIC_K8S_STORAGE") or json.loads(os.environ["SEMATIC_K8S_DRIVER"])["storage_url"]
+storage_from_url(url).put("{MARKER_KEY}", b"imported")
+class Thing:
+    pass
 '''
 
 
 def marker_base_image(base: str) -> tuple[str, str]:
-    """``base`` with a module in site-packages whose import puts :data:`MARKER_KEY` in the driver's storage:
-    (the image, the site-packages directory). Not project code: a rerun must never import it."""
+    """``base`` with a module in site-packages, and one in the standard library's directory, whose import puts
+    :data:`MARKER_KEY` in the driver's (or worker's) storage: (the image, the site-packages directory). Not project
+    code: a rerun must never import them as funcs (nor the second for a value: not an installed library)."""
     import base64
     import io
 
     encoded = base64.b64encode(MARKER_SOURCE.encode()).decode()
-    dockerfile = (f"FROM {base}\nUSER 0:0\n"
-                  f"RUN python -c \"import base64, pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], "
-                  f"'{MARKER_MODULE}.py').write_bytes(base64.b64decode('{encoded}'))\"\n")
+    dockerfile = f"FROM {base}\nUSER 0:0\n" + "".join(
+        f"RUN python -c \"import base64, pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['{where}'], "
+        f"'{module}.py').write_bytes(base64.b64decode('{encoded}'))\"\n"
+        for where, module in (("purelib", MARKER_MODULE), ("stdlib", STDLIB_MARKER_MODULE)))
     tag = "local/sk-test-marker-base:1"
     client = docker_client()
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
@@ -307,3 +313,106 @@ def test_a_server_rerun_loads_only_the_images_packaged_code(infra, s3_env, tmp_p
         listed = CliRunner().invoke(cli, ["--home", str(tmp_path / "server"), "resolutions", "list", "--state",
                                           "failed", "-o", "json"])
         assert {r["id"]: r["error"] for r in json.loads(listed.output)["items"]}[failed.id] == failed.error
+
+
+VALUES_PIPELINE = '''
+    import dataclasses
+    import datetime
+
+    import sematic_k8s as sk
+
+    @dataclasses.dataclass
+    class Reading:
+        at: datetime.datetime
+        values: dict
+
+    class Box:  # not plain data: pickled
+        def __init__(self, reading: Reading) -> None:
+            self.reading = reading
+
+    @sk.func(inline=False)
+    def measure(r: Reading) -> Box:
+        return Box(r)
+
+    @sk.func(inline=False)
+    def total(b: Box) -> int:
+        return sum(b.reading.values["xs"]) + len(b.reading.values["tags"]) + b.reading.at.year
+
+    @sk.func(inline=False)
+    def expand(r: Reading) -> int:  # a composition in a worker: its Futures come back pickled
+        return total(measure(r))
+
+    @sk.func
+    def pipeline(r: Reading) -> int:
+        return expand(r)
+'''
+
+
+def os_system_pickle(command: str) -> bytes:
+    """A pickle (protocol 2) naming ``os.system`` and calling it with ``command`` when loaded, as a client can write."""
+    arg = command.encode()
+    return b"\x80\x02cos\nsystem\nX" + len(arg).to_bytes(4, "little") + arg + b"\x85R."
+
+
+def test_a_server_rerun_loads_only_allowed_globals_from_artifacts(infra, s3_env, tmp_path):
+    """Values a rerun the server started loads (in its driver, and in the workers it starts) may name only globals
+    of the image's packaged code, of libraries installed in site-packages, or a few value types of the standard
+    library: a recorded input that names ``os.system`` (a pickle), or a class of a module in the standard library's
+    directory (JSON), fails the run at once, recorded with the reason, and nothing of it runs; a pipeline whose
+    values are its own dataclass, a datetime, builtin containers and a class of its own (pickled) re-runs."""
+    import base64
+    import datetime
+
+    from sematic_k8s.storage.urls import storage_from_url
+    from serving import record_resolution
+
+    base, _ = marker_base_image(infra)
+    storage = storage_from_url(s3_env)
+    (tmp_path / "server").mkdir()
+    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-cloud",),
+                         storage_url=s3_env)
+    with user_project(tmp_path / "project", "valuespipe", VALUES_PIPELINE) as module, \
+            serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
+        mod = load(module)
+        reading = mod.Reading(datetime.datetime(2024, 5, 6, 7, 8, 9), {"xs": [1, 2, 3], "tags": ("a", "b")})
+        f = mod.pipeline(reading)
+        assert f.resolve(sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
+                                          registry=f"{REGISTRY}/sk-test-cloud", base_image=base,
+                                          project_root=str(tmp_path / "project"), poll_interval=0.2,
+                                          progress=lambda _: None)) == 2024 + 6 + 2
+        image = server.store.get_resolution(f.id).image
+
+        def rerun(resolution_id: str) -> object:
+            with server.client() as http:
+                accepted = http.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={})
+            assert accepted.status_code == 202, accepted.text
+            new_id = accepted.json()["resolution_id"]
+            return wait_for(lambda: storage.exists(MARKER_KEY) or (
+                (r := server.store.get_resolution(new_id)) and r.state in ("resolved", "failed") and r),
+                timeout=120, what=f"the rerun {new_id} to end")
+
+        done = rerun(f.id)  # its dataclass (JSON), its Box (pickled), its Futures (pickled by a worker)
+        assert done.state == "resolved", done.error
+        assert server.store.get_artifact(server.store.get_run(done.id).output_id).summary == 2024 + 6 + 2
+
+        marker = base64.b64encode(MARKER_SOURCE.encode()).decode()
+        system = os_system_pickle(f"python -c \"import base64; exec(base64.b64decode('{marker}'))\"")
+        stdlib_class = json.dumps({"__sk__": "dataclass", "cls": f"{STDLIB_MARKER_MODULE}:Thing", "v": {}}).encode()
+        hostile = [  # (root func, its parameter, the input's format and bytes, what it names, why it is refused)
+            ("pipeline", "r", "pickle", system, "os.system", "os is of the standard library"),  # in the driver
+            ("total", "b", "pickle", system, "os.system", "os is of the standard library"),  # in a worker
+            ("pipeline", "r", "json", stdlib_class, f"{STDLIB_MARKER_MODULE}.Thing",
+             f"module {STDLIB_MARKER_MODULE} is /"),
+        ]
+        for func, param, fmt, payload, name, why in hostile:
+            recorded = record_resolution(server.url, server.key, kind="cloud", image=image,
+                                         func_path=f"{module}:{func}", storage_url=s3_env,
+                                         inputs={param: (fmt, payload)}, storage=storage)
+            failed = rerun(recorded)
+            assert not storage.exists(MARKER_KEY), f"the rerun of {func} loading {name} ran it"
+            assert failed.state == "failed" and failed.rerun_of == recorded
+            artifact = server.store.get_run(recorded).inputs[param]
+            run = next(r for r in server.store.runs_of_root(failed.id) if r.func_name == func)
+            assert run.state == "failed" and run.error["message"].startswith(
+                f"artifact {artifact} names {name}, which a rerun started by the server may not load: {why}"), run.error
+            assert "\n" not in run.error["message"] and run.error["message"] in failed.error

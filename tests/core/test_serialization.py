@@ -177,3 +177,65 @@ def test_previews_of_dataframes_and_figures() -> None:
     plt.close(fig)
     assert image["mime"] == "image/png" and base64.b64decode(image["base64"]).startswith(b"\x89PNG\r\n\x1a\n")
     assert "preview" not in serialize(object()).summary
+
+
+def _global_pickle(module: str, name: str) -> bytes:
+    """A pickle (protocol 4) of just the global ``module.name`` (a dotted name is looked up attribute by attribute)."""
+    m, n = module.encode(), name.encode()
+    return b"\x80\x04\x8c" + bytes([len(m)]) + m + b"\x8c" + bytes([len(n)]) + n + b"\x93."
+
+
+def test_a_server_started_rerun_loads_only_allowed_globals(tmp_path, monkeypatch):
+    """Inside ``packaged.only`` (a driver the server started, and its workers), values name only globals of the packaged
+    code, of libraries installed in site-packages that sematic-k8s does not bring itself, and a few value types of the
+    standard library; refused modules are not imported. Outside it, anything importable loads as before."""
+    import pickle
+
+    import cloudpickle
+    import httpx
+    import pandas as pd
+
+    from sematic_k8s import packaged
+    from sematic_k8s.errors import ValueRefused
+
+    code_dir, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
+    code_dir.mkdir(), elsewhere.mkdir()
+    (code_dir / "valmod_ok.py").write_text("import os\nimport dataclasses\nfrom os import system as run\n\n\n"
+                                           "@dataclasses.dataclass\nclass Point:\n    x: int\n")
+    (elsewhere / "valmod_elsewhere.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    monkeypatch.syspath_prepend(str(code_dir))
+    code = packaged.PackagedCode.from_json(packaged.manifest_json(str(code_dir), ["valmod_ok.py"]))
+    import valmod_ok
+
+    good = [valmod_ok.Point(1), dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc), decimal.Decimal("1.5"),
+            collections.OrderedDict(a={1, 2}), pathlib.PurePosixPath("/x"), uuid.UUID(int=5)]
+    frame = pd.DataFrame({"a": [1, 2]})
+    refused = {  # payload -> (what it names, why)
+        pickle.dumps(eval): ("builtins.eval", "eval is not one of the few names of builtins"),
+        _global_pickle("valmod_ok", "os.system"): ("valmod_ok.os.system", "it is posix.system: posix is of the"),
+        _global_pickle("valmod_ok", "run"): ("valmod_ok.run", "it is posix.system"),
+        _global_pickle("valmod_ok", "os"): ("valmod_ok.os", "it is a module"),
+        pickle.dumps(httpx.get): ("httpx.get", "module httpx is of httpx, which sematic-k8s installs itself"),
+        cloudpickle.dumps(lambda: 1): ("cloudpickle.cloudpickle._make_function", "module cloudpickle.cloudpickle"),
+        _global_pickle("valmod_elsewhere", "x"): ("valmod_elsewhere.x", f"module valmod_elsewhere is {elsewhere}"),
+    }
+    json_refused = {"os:system": "os is of the standard library", "antigravity:x": "antigravity is of the standard"}
+    with packaged.only(code):
+        for value in good:
+            s = ser.serialize(value)
+            assert ser.deserialize(s.format, s.payload, s.id) == value
+            assert ser.deserialize(ser.PICKLE, pickle.dumps(value), "p") == value
+        assert ser.deserialize(ser.PICKLE, pickle.dumps(frame), "p").equals(frame)  # pandas: a library installed
+        assert ser.deserialize(ser.PICKLE, pickle.dumps(ValueError("v")), "p").args == ("v",)
+        for payload, (name, why) in refused.items():
+            with pytest.raises(ValueRefused) as e:
+                ser.deserialize(ser.PICKLE, payload, "abc")
+            assert str(e.value).startswith(f"artifact abc names {name}, which a rerun started by the server may not "
+                                           f"load: {why}"), str(e.value)
+        for cls, why in json_refused.items():
+            tree = ser._canonical({"__sk__": "path", "cls": cls, "v": "/tmp"}).encode()
+            with pytest.raises(ValueRefused, match=f"^artifact j names {cls.replace(':', '.')}, .*: {why}"):
+                ser.deserialize(ser.JSON, tree, "j")
+    assert "valmod_elsewhere" not in sys.modules and "antigravity" not in sys.modules
+    assert ser.deserialize(ser.PICKLE, pickle.dumps(eval)) is eval  # a user's own resolution: unchanged

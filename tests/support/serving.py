@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from sematic_k8s.storage.base import Storage
+from sematic_k8s.serialization import content_id
+from sematic_k8s.storage.base import Storage, artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -119,15 +120,24 @@ def server_process(home: Path, *args: str, env: dict[str, str] | None = None) ->
 
 def record_resolution(url: str, key: str, *, kind: str, image: str | None = None,
                       func_path: str = "pipes:pipeline", source_file: str | None = None, state: str = "resolved",
+                      inputs: dict[str, tuple[str, bytes]] | None = None, storage: Storage | None = None,
                       **settings: Any) -> str:
-    """Write a resolution and its root run through the API at ``url``, as any key holder can; its id."""
+    """Write a resolution and its root run through the API at ``url``, as any key holder can; its id. ``inputs``:
+    the root run's, by parameter, as (format, payload) whose bytes go to ``storage`` and artifact records."""
     root = uuid.uuid4().hex
     batch = Batch()
+    ids = {}
+    for name, (fmt, payload) in (inputs or {}).items():
+        ids[name] = content_id(fmt, payload)
+        assert storage is not None, "inputs need the storage their bytes go to"
+        storage.put(artifact_key(ids[name]), payload)
+        batch.artifacts[ids[name]] = {"id": ids[name], "format": fmt, "type_name": "?", "summary": None,
+                                      "size": len(payload), "created_at": utcnow()}
     batch.add_resolution(ResolutionRecord(id=root, root_func_path=func_path, state=state, image=image,
                                           settings={"kind": kind, **settings}, created_at=utcnow()))
     batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=func_path,
                             func_name=func_path.rpartition(":")[2], state=state, source_file=source_file,
-                            created_at=utcnow()))
+                            inputs=ids, input_refs={k: {"artifact": v} for k, v in ids.items()}, created_at=utcnow()))
     store = HttpStore(url, key)
     try:
         store.write(batch)
