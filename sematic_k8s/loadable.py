@@ -8,7 +8,7 @@ told ``packaged_only``, and the workers it starts: :func:`sematic_k8s.packaged.o
 - in the image's packaged code, loaded from its files alone (the rule funcs follow, :mod:`sematic_k8s.packaged`);
 - in a library installed in site-packages that is not one sematic-k8s brings itself (its own requirements and
   theirs, such as cloudpickle, whose by-value functions are code; httpx; click): the libraries the pipeline chose;
-- among :data:`STDLIB`: value types of the standard library, and the reconstructors pickle and this package's
+- among :data:`ALLOWED`: value types of the standard library, the reconstructors pickle and this package's
   own values use; never a function that runs, imports or opens something.
 
 Anything else raises :class:`~sematic_k8s.errors.ValueRefused` before its module is imported. Not covered: a
@@ -34,7 +34,7 @@ from sematic_k8s import modules, packaged
 from sematic_k8s.errors import ValueRefused
 
 PATHS = frozenset({"PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath"})
-STDLIB: dict[str, frozenset[str]] = {  # module -> the names a value may use: data types and their reconstructors
+ALLOWED: dict[str, frozenset[str]] = {  # module -> the names a value may use: data types and their reconstructors
     "builtins": frozenset({"object", "bool", "int", "float", "complex", "str", "bytes", "bytearray", "list", "tuple",
                            "dict", "set", "frozenset", "range", "slice", "Ellipsis", "NotImplemented"}),
     "collections": frozenset({"OrderedDict", "Counter", "defaultdict", "deque", "ChainMap"}),
@@ -61,7 +61,7 @@ def find(module: str, qualname: str) -> Any:
         return _attribute(modules.load_module(module), qualname)
     name = f"{module}.{qualname}"[:300]
     try:
-        where = _packaged(module, code) if qualname not in STDLIB.get(module, ()) else None
+        where = _packaged(module, code) if qualname not in ALLOWED.get(module, ()) else None
         if where is None:
             why = _refusal(module, qualname)
             if why is not None:
@@ -98,24 +98,30 @@ def _packaged(module: str, code: packaged.PackagedCode) -> types.ModuleType | No
 
 def _refusal(module: str, qualname: str) -> str | None:
     """Why a server-started rerun may not load ``module.qualname``, not of the packaged code; None if it may."""
-    if qualname in STDLIB.get(module, ()):
+    if qualname in ALLOWED.get(module, ()):
         return None
     exception = getattr(builtins, qualname, None) if module == "builtins" else None
     if isinstance(exception, type) and issubclass(exception, BaseException):
         return None  # an exception: a value like any other
-    if module in STDLIB:
+    if module in ALLOWED:
         return f"{qualname} is not one of the few names of {module} a value may use (docs/DESIGN.md, trust boundary)"
     top = module.partition(".")[0]
     if top in sys.stdlib_module_names:
         return f"{module} is of the standard library, of which only value types may be loaded (docs/DESIGN.md)"
+    return _library_refusal(top)
+
+
+@functools.cache
+def _library_refusal(top: str) -> str | None:
+    """Why top-level module ``top`` (not of the standard library) is not a library the pipeline chose; None if it is."""
     where = _location(top)
     if where is None or not _in_site_packages(where):
-        return (f"module {module} is {where or 'nowhere to be found'}: neither the image's packaged code nor a "
+        return (f"module {top} is {where or 'nowhere to be found'}: neither the image's packaged code nor a "
                 "library installed in site-packages")
     theirs = sorted(_canonical(d) for d in importlib.metadata.packages_distributions().get(top, ()))
     ours = [d for d in theirs if d in _ours()]
     if ours:
-        return f"module {module} is of {ours[0]}, which sematic-k8s installs itself, not a library the pipeline chose"
+        return f"module {top} is of {ours[0]}, which sematic-k8s installs itself, not a library the pipeline chose"
     return None
 
 
