@@ -63,13 +63,14 @@ export class LogView {
       oninput: (e) => { this.query = e.target.value; this.draw(); },
     });
     this.follow = h("span", { class: "muted small", testid: "logs-follow" });
+    this.skippedLine = h("div", { class: "muted small", testid: "logs-skipped" });
     this.root = h("div", { class: "logview" },
       h("div", { class: "toolbar" }, this.search, this.count, h("span", { class: "spacer" }), this.follow,
         h("button", {
           type: "button", class: "btn tiny", testid: "logs-download",
           onclick: () => this.downloadWhole(),
         }, "download")),
-      this.skippedLine = h("div", { class: "muted small", testid: "logs-skipped" }),
+      this.skippedLine,
       this.pre);
     this.draw();
     this.poll();
