@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import inspect
@@ -16,7 +15,7 @@ from typing import Any
 from sematic_k8s import modules, packaged, quantities
 from sematic_k8s.errors import CodeRefused, FuncError, FuncNotFound, FutureHasNoValue
 from sematic_k8s.future import Future
-from sematic_k8s.packaged import NotPackaged, PackagedCode
+from sematic_k8s.packaged import NotPackaged
 from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
 
@@ -317,13 +316,6 @@ def map_source(path: str | None) -> str | None:
         return path
     host, _, here = (p.rstrip("/") for p in mapping.partition("="))
     return here + path[len(host):] if path.startswith(host + "/") else path
-
-
-def packaged_only(code: PackagedCode) -> contextlib.AbstractContextManager[None]:
-    """While in it, :func:`load_func` loads funcs named by records only from ``code`` (an image's packaged files),
-    and values name only what :mod:`sematic_k8s.loadable` allows: what a driver the server started, and its
-    workers, run (:mod:`sematic_k8s.packaged`)."""
-    return packaged.only(code)
 
 
 def load_func(path: str, source_file: str | None = None, what: str = "func") -> Func:

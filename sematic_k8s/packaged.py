@@ -19,6 +19,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from sematic_k8s.errors import CodeRefused
+
 MANIFEST = "/opt/sematic-k8s/packaged-code.json"  # written by the image build (sematic_k8s.packaging)
 FORMAT = "sematic-k8s-packaged-code-v1"
 _ONLY: list[PackagedCode] = []  # while not empty: this process works for a rerun the server started (only())
@@ -113,3 +115,16 @@ def only(code: PackagedCode) -> Iterator[None]:
 def restricted_to() -> PackagedCode | None:
     """The packaged code this process is restricted to (:func:`only`), or None: a user's own resolution."""
     return _ONLY[-1] if _ONLY else None
+
+
+def restricted_if(asked: bool, image: str) -> contextlib.AbstractContextManager[None]:
+    """:func:`only` this image's packaged code when ``asked`` (a process working for a rerun the server started:
+    its DriverSpec or TaskSpec, written by the server or its driver, says so), else no restriction. CodeRefused,
+    naming ``image``, when the image has no manifest (built by an older sematic-k8s)."""
+    if not asked:
+        return contextlib.nullcontext()
+    code = packaged_code()
+    if code is None:
+        raise CodeRefused(f"{image} has no manifest of its packaged code ({MANIFEST}): built by an older sematic-k8s; "
+                          "resolve the pipeline again (which rebuilds it) to re-run it from the server")
+    return only(code)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph, logcapture, packaged, serialization, settings
-from sematic_k8s.errors import WORKER_DEATHS, CodeRefused, DiskFull, InfrastructureError, WorkerDied, error_info, kinds
+from sematic_k8s.errors import WORKER_DEATHS, DiskFull, InfrastructureError, WorkerDied, error_info, kinds
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
-from sematic_k8s.packaged import MANIFEST, packaged_code
+from sematic_k8s.packaged import restricted_if
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
 from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key, artifact_loader, put_artifact
@@ -42,20 +42,9 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
 
     With presigned URLs (``spec.urls``, ``storage`` a PresignedStorage) the value's bytes and the logs go in
     the outcome document (or, for a large value, the staging object) for the executor to store."""
-    with _restricted(spec):
+    # a worker of a driver the server started loads funcs and values as its driver does (told by its TaskSpec)
+    with restricted_if(spec.packaged_only, f"the image of run {spec.run_id}, of a rerun the server started,"):
         return _run_task(spec, storage)
-
-
-def _restricted(spec: TaskSpec) -> contextlib.AbstractContextManager[None]:
-    """A worker of a driver the server started loads funcs and values as its driver does (:mod:`sematic_k8s.packaged`,
-    :mod:`sematic_k8s.loadable`): it is told so by its TaskSpec, which its driver wrote, not a record."""
-    if not spec.packaged_only:
-        return contextlib.nullcontext()
-    code = packaged_code()
-    if code is None:
-        raise CodeRefused(f"this image has no manifest of its packaged code ({MANIFEST}), and run {spec.run_id} "
-                          "belongs to a rerun the server started: resolve the pipeline again (rebuilding its image)")
-    return packaged.only(code)
 
 
 def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:

@@ -9,18 +9,17 @@ recorded fails it at once: it is recorded as failed, with the reason, so the das
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
 from sematic_k8s import backends, serialization, settings
-from sematic_k8s.errors import CodeRefused, FuncNotFound, ResolutionFailed, error_info
+from sematic_k8s.errors import FuncNotFound, ResolutionFailed, error_info
 from sematic_k8s.executors.base import Executor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-from sematic_k8s.func import load_func, packaged_only
+from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import FAILED
-from sematic_k8s.packaged import MANIFEST, packaged_code
+from sematic_k8s.packaged import restricted_if
 from sematic_k8s.resolvers.loop import ResolutionLoop
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage, artifact_loader
@@ -47,23 +46,11 @@ def remote_executor(spec: DriverSpec, storage: Storage) -> Executor:
 def drive(spec: DriverSpec, store: Store) -> Any:
     """Resolve the spec's root Future; returns its value or raises ResolutionFailed."""
     try:
-        with _code_of(spec):
+        with restricted_if(spec.packaged_only, f"image {spec.image}"):  # funcs and values: only its own
             return _drive(spec, store)
     except FuncNotFound as e:
         _record_not_started(spec, store, str(e))
         raise ResolutionFailed(str(e), resolution_id=spec.root_id or "", run_id=None, error=error_info(e)) from None
-
-
-def _code_of(spec: DriverSpec) -> contextlib.AbstractContextManager[None]:
-    """Where the funcs records name may come from: anywhere importable, or (the server's reruns) the image's
-    packaged code alone."""
-    if not spec.packaged_only:
-        return contextlib.nullcontext()
-    code = packaged_code()
-    if code is None:
-        raise CodeRefused(f"image {spec.image} has no manifest of its packaged code ({MANIFEST}): built by an older "
-                          "sematic-k8s; resolve the pipeline again (which rebuilds it) to re-run it from the server")
-    return packaged_only(code)
 
 
 def _record_not_started(spec: DriverSpec, store: Store, error: str) -> None:

@@ -12,8 +12,9 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s import serialization
-from sematic_k8s.func import map_source, packaged_only
+from sematic_k8s.func import map_source
 from sematic_k8s.packaged import PackagedCode, manifest_json
+from sematic_k8s.packaged import only as packaged_only
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DriverSpec, ResolutionSettings, outcome_key
