@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -212,6 +213,18 @@ def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tm
         assert Path(tmp_path / "server").exists()
 
 
+def server_rerun(server: Any, storage: Any, resolution_id: str) -> Any:
+    """Ask the server to re-run ``resolution_id``; the new resolution once it ended, or True once the marker a
+    refused import or global would write is in ``storage``."""
+    with server.client() as http:
+        accepted = http.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={})
+    assert accepted.status_code == 202, accepted.text
+    new_id = accepted.json()["resolution_id"]
+    return wait_for(lambda: storage.exists(MARKER_KEY) or (
+        (r := server.store.get_resolution(new_id)) and r.state in ("resolved", "failed") and r),
+        timeout=120, what=f"the rerun {new_id} to end")
+
+
 SMALL_PIPELINE = '''
     import sematic_k8s as sk
 
@@ -281,14 +294,8 @@ def test_a_server_rerun_loads_only_the_images_packaged_code(infra, s3_env, tmp_p
                                           progress=lambda _: None)) == 9
         image = server.store.get_resolution(f.id).image
 
-        def rerun(resolution_id: str) -> object:
-            with server.client() as http:
-                accepted = http.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={})
-            assert accepted.status_code == 202, accepted.text
-            new_id = accepted.json()["resolution_id"]
-            return wait_for(lambda: storage.exists(MARKER_KEY) or (
-                (r := server.store.get_resolution(new_id)) and r.state in ("resolved", "failed") and r),
-                timeout=120, what=f"the rerun {new_id} to end")
+        def rerun(resolution_id: str) -> Any:
+            return server_rerun(server, storage, resolution_id)
 
         done = rerun(f.id)  # the pipeline's own root func: re-run from its image
         assert done.state == "resolved", done.error
@@ -382,14 +389,8 @@ def test_a_server_rerun_loads_only_allowed_globals_from_artifacts(infra, s3_env,
                                           progress=lambda _: None)) == 2024 + 6 + 2
         image = server.store.get_resolution(f.id).image
 
-        def rerun(resolution_id: str) -> object:
-            with server.client() as http:
-                accepted = http.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={})
-            assert accepted.status_code == 202, accepted.text
-            new_id = accepted.json()["resolution_id"]
-            return wait_for(lambda: storage.exists(MARKER_KEY) or (
-                (r := server.store.get_resolution(new_id)) and r.state in ("resolved", "failed") and r),
-                timeout=120, what=f"the rerun {new_id} to end")
+        def rerun(resolution_id: str) -> Any:
+            return server_rerun(server, storage, resolution_id)
 
         done = rerun(f.id)  # its dataclass (JSON), its Box (pickled), its Futures (pickled by a worker)
         assert done.state == "resolved", done.error
