@@ -300,6 +300,7 @@ class S3Storage:
         if limit <= 0:
             raise ValueError(f"limit {limit}: read at least one byte")
         wanted = f"bytes=-{min(-start, limit)}" if start < 0 else f"bytes={start}-{start + limit - 1}"
+
         def get() -> tuple[dict[str, Any], bytes]:
             resp = self.client.get_object(Bucket=self.bucket, Key=full, Range=wanted)
             return resp, resp["Body"].read()  # a connection dropped mid-body is retried as a whole
@@ -319,10 +320,8 @@ class S3Storage:
         except BotoCoreError as e:
             raise self._failure("get", key, e) from e
         begin, size = _content_range(resp, len(data))
-        expected = resp.get("Metadata", {}).get(SHA256_META)
-        if begin == 0 and len(data) == size and expected is not None and _sha256(data) != expected:
-            raise ValueError(f"storage key {key!r} is corrupt: {self._where(key)} has sha256 {_sha256(data)} "
-                             f"but was written with sha256 {expected}")
+        if begin == 0 and len(data) == size:
+            self._check_sha256(key, data, resp.get("Metadata", {}))
         return Part(begin, data, size)
 
     def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
@@ -441,11 +440,15 @@ class S3Storage:
         except BotoCoreError as e:
             raise self._failure("get", key, e) from e
         meta = resp.get("Metadata", {})
+        self._check_sha256(key, data, meta)
+        return data, resp.get("ETag"), meta
+
+    def _check_sha256(self, key: str, data: bytes, meta: dict[str, str]) -> None:
+        """ValueError when ``data`` (an object's whole bytes) do not have the sha256 its metadata recorded."""
         expected = meta.get(SHA256_META)
         if expected is not None and _sha256(data) != expected:
             raise ValueError(f"storage key {key!r} is corrupt: {self._where(key)} has sha256 {_sha256(data)} "
                              f"but was written with sha256 {expected}")
-        return data, resp.get("ETag"), meta
 
     def _retried(self, fn: Callable[[], T]) -> T:
         """``fn()``, retried while S3 fails transiently, for the retry window."""
