@@ -17,7 +17,8 @@ from sematic_k8s.storage.base import Storage, artifact_key, read_part
 from sematic_k8s.store.sql import SqlStore
 
 log = logging.getLogger("sematic_k8s_server")
-MAX_CHECKED_BYTES = 256 << 20  # the most of an artifact's bytes read to settle its conflicting records
+# the most of an artifact's bytes the server reads whole, to verify them: to serve them, or to settle its records
+WHOLE_READ_BYTES = 256 << 20
 
 
 def verifies(artifact_id: str, fmt: Any, size: Any, data: bytes) -> bool:
@@ -41,7 +42,7 @@ def settle(store: SqlStore, storage: Storage, artifact_id: str, written: Iterabl
         return False
     written = list(written)
     claimed = max([s for s in [recorded.size, *(w.get("size") for w in written)] if isinstance(s, int)], default=0)
-    if claimed > MAX_CHECKED_BYTES:
+    if claimed > WHOLE_READ_BYTES:
         log.warning("artifact %s: its records conflict, and one says it is larger (%s bytes) than the server reads "
                     "to check them: the recorded one stays", artifact_id, claimed)
         return False

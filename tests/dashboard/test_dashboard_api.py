@@ -188,7 +188,7 @@ def test_an_artifact_larger_than_the_server_serves_is_a_413_without_reading_it_w
     """The server reads an artifact whole to verify it before sending a byte: one over its cap (256 MiB; 1 MiB
     here) is refused in words, as its record says, or (a record that says less) after reading no more than the
     cap; a smaller one is served, verified."""
-    monkeypatch.setattr("sematic_k8s_server.routes.artifacts.MAX_SERVED_BYTES", 1 << 20)
+    monkeypatch.setattr("sematic_k8s_server.verdicts.WHOLE_READ_BYTES", 1 << 20)
     storage = LocalStorage(tmp_path / "storage")
     with serve(tmp_path, storage=storage) as s, s.client() as c:
         small, big = serialization.serialize(b"s" * 100_000), serialization.serialize(b"b" * (2 << 20))

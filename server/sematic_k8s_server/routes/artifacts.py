@@ -9,13 +9,11 @@ from fastapi.responses import Response
 
 from sematic_k8s import serialization
 from sematic_k8s.storage.base import artifact_key, read_part
-from sematic_k8s_server import schemas
+from sematic_k8s_server import schemas, verdicts
 from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["artifacts"])
-# the largest artifact whose bytes the server serves (it reads them whole to verify them before sending any)
-MAX_SERVED_BYTES = 256 << 20
 
 
 @router.get("/artifacts/{artifact_id}", response_model=schemas.ArtifactOut, responses=NOT_FOUND,
@@ -40,14 +38,14 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
                    else srv.storages.of_resolution(srv.store, resolution_id) if resolution_id else srv.storage)
     except StorageNotAllowed as e:
         raise HTTPException(409, str(e)) from None
-    if art.size > MAX_SERVED_BYTES:
+    if art.size > verdicts.WHOLE_READ_BYTES:  # read whole to be verified before any byte is sent
         raise too_large(artifact_id, art.size)
     try:
         if storage is None:
             data = art.inline or b""
         else:  # no more than the cap is read, whatever size its (client-written) record says
-            part = read_part(storage, artifact_key(artifact_id), 0, MAX_SERVED_BYTES + 1)
-            if part.size > MAX_SERVED_BYTES:
+            part = read_part(storage, artifact_key(artifact_id), 0, verdicts.WHOLE_READ_BYTES + 1)
+            if part.size > verdicts.WHOLE_READ_BYTES:
                 raise too_large(artifact_id, part.size)
             data = part.data
         serialization.verify(artifact_id, art.format, data)
@@ -61,5 +59,5 @@ def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
 
 def too_large(artifact_id: str, size: int) -> HTTPException:
     return HTTPException(413, f"artifact {artifact_id} is {size:,} bytes, more than this server serves "
-                              f"({MAX_SERVED_BYTES:,}): read it from its storage directly (its key: "
+                              f"({verdicts.WHOLE_READ_BYTES:,}): read it from its storage directly (its key: "
                               f"{artifact_key(artifact_id)})")
