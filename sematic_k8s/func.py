@@ -322,8 +322,8 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
     """Find the Func recorded as ``module:qualname``: loading its module by name, or else from its recorded
     source file, without running a pipeline its top level resolves (:mod:`sematic_k8s.modules`).
 
-    Inside :func:`packaged_only`, its module must be one of the image's packaged files (CodeRefused, naming it
-    as ``what``, otherwise). FuncNotFound when it cannot be found."""
+    Inside :func:`sematic_k8s.packaged.only`, its module must be one of the image's packaged files (CodeRefused,
+    naming it as ``what``, otherwise). FuncNotFound when it cannot be found."""
     within = packaged.restricted_to()
     if path in _REGISTRY and within is None:
         return _REGISTRY[path]
