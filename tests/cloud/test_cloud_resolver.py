@@ -4,6 +4,7 @@ launching one worker container per non-inline run."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -213,6 +214,24 @@ def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tm
         assert Path(tmp_path / "server").exists()
 
 
+@contextlib.contextmanager
+def rerunning_server(tmp_path: Path, s3_env: str) -> Iterator[Any]:
+    """A server (its home under ``tmp_path``) that re-runs the test registry's cloud resolutions with the docker
+    launcher, from storage ``s3_env``."""
+    (tmp_path / "server").mkdir()
+    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-cloud",),
+                         storage_url=s3_env)
+    with serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
+        yield server
+
+
+def project_resolver(server: Any, s3_env: str, base: str, tmp_path: Path) -> sk.CloudResolver:
+    """A CloudResolver recording to ``server`` that builds the project under ``tmp_path`` on image ``base``."""
+    return sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env, registry=f"{REGISTRY}/sk-test-cloud",
+                            base_image=base, project_root=str(tmp_path / "project"), poll_interval=0.2,
+                            progress=lambda _: None)
+
+
 def server_rerun(server: Any, storage: Any, resolution_id: str) -> Any:
     """Ask the server to re-run ``resolution_id``; the new resolution once it ended, or True once the marker a
     refused import or global would write is in ``storage``."""
@@ -282,20 +301,13 @@ def test_a_server_rerun_loads_only_the_images_packaged_code(infra, s3_env, tmp_p
 
     base, purelib = marker_base_image(infra)
     storage = storage_from_url(s3_env)
-    (tmp_path / "server").mkdir()
-    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-cloud",),
-                         storage_url=s3_env)
     with user_project(tmp_path / "project", "smallpipe", SMALL_PIPELINE) as module, \
-            serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
+            rerunning_server(tmp_path, s3_env) as server:
         f = load(module).pipeline(4)
-        assert f.resolve(sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
-                                          registry=f"{REGISTRY}/sk-test-cloud", base_image=base,
-                                          project_root=str(tmp_path / "project"), poll_interval=0.2,
-                                          progress=lambda _: None)) == 9
+        assert f.resolve(project_resolver(server, s3_env, base, tmp_path)) == 9
         image = server.store.get_resolution(f.id).image
 
-        def rerun(resolution_id: str) -> Any:
-            return server_rerun(server, storage, resolution_id)
+        rerun = functools.partial(server_rerun, server, storage)
 
         done = rerun(f.id)  # the pipeline's own root func: re-run from its image
         assert done.state == "resolved", done.error
@@ -375,22 +387,15 @@ def test_a_server_rerun_loads_only_allowed_globals_from_artifacts(infra, s3_env,
 
     base, _ = marker_base_image(infra)
     storage = storage_from_url(s3_env)
-    (tmp_path / "server").mkdir()
-    reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(f"{REGISTRY}/sk-test-cloud",),
-                         storage_url=s3_env)
     with user_project(tmp_path / "project", "valuespipe", VALUES_PIPELINE) as module, \
-            serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
+            rerunning_server(tmp_path, s3_env) as server:
         mod = load(module)
         reading = mod.Reading(datetime.datetime(2024, 5, 6, 7, 8, 9), {"xs": [1, 2, 3], "tags": ("a", "b")})
         f = mod.pipeline(reading)
-        assert f.resolve(sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
-                                          registry=f"{REGISTRY}/sk-test-cloud", base_image=base,
-                                          project_root=str(tmp_path / "project"), poll_interval=0.2,
-                                          progress=lambda _: None)) == 2024 + 6 + 2
+        assert f.resolve(project_resolver(server, s3_env, base, tmp_path)) == 2024 + 6 + 2
         image = server.store.get_resolution(f.id).image
 
-        def rerun(resolution_id: str) -> Any:
-            return server_rerun(server, storage, resolution_id)
+        rerun = functools.partial(server_rerun, server, storage)
 
         done = rerun(f.id)  # its dataclass (JSON), its Box (pickled), its Futures (pickled by a worker)
         assert done.state == "resolved", done.error
