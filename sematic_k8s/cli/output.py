@@ -91,5 +91,6 @@ def resolution_row(res: ResolutionRecord) -> dict[str, Any]:
             "RERUN_OF": res.rerun_of}
 
 
-def run_json(run: RunRecord) -> dict[str, Any]:
-    return {**run.to_dict(), "duration_seconds": seconds(run.started_at, run.ended_at)}
+def run_json(run: RunRecord, *, listed: bool = False) -> dict[str, Any]:
+    """A run as ``-o json`` prints it: whole, or ``listed`` as listings give it (without its func's source)."""
+    return {**(run.listed() if listed else run.to_dict()), "duration_seconds": seconds(run.started_at, run.ended_at)}

@@ -94,7 +94,7 @@ def find_run(records: Store, given: str) -> RunRecord:
             return run
     matches = records.list_runs(id_prefix=run_id, limit=CANDIDATES + 1)
     if len(matches) == 1:
-        return matches[0]
+        return _get(records, matches[0].id)  # whole: a listing leaves out its source
     if not matches:
         raise click.ClickException(f"no run with id {given!r}: list them with `sematic-k8s resolutions list` or "
                                    "`sematic-k8s runs list`")

@@ -28,7 +28,7 @@ def runs() -> None:
 @click.pass_context
 def runs_list(ctx: click.Context, root_id: str | None, state: str | None, func_name: str | None, limit: int,
               output: str) -> None:
-    """List runs: of one resolution, or across resolutions by func and state."""
+    """List runs: of one resolution, or across resolutions by func and state (`runs show` has a run's source)."""
     store = records.store(ctx)
     if root_id is not None:
         root = records.find_run(store, root_id)
@@ -38,7 +38,7 @@ def runs_list(ctx: click.Context, root_id: str | None, state: str | None, func_n
     else:
         found = store.list_runs(state=state, func=func_name, limit=limit, newest_first=True)
     if output == "json":
-        emit(output, [run_json(r) for r in found])
+        emit(output, [run_json(r, listed=True) for r in found])
     elif root_id is not None:
         emit(output, [{"ID": r.id, "FUNC": r.func_name, "STATE": r.state, "PARENT": r.parent_id,
                        "ORIGIN": origin(r), "DURATION": duration(seconds(r.started_at, r.ended_at))} for r in found])

@@ -13,13 +13,14 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from sematic_k8s.store.json_columns import json_value
-from sematic_k8s.store.records import ArtifactRecord, ResolutionRecord, RunRecord, RunShape
+from sematic_k8s.store.records import UNLISTED, ArtifactRecord, ResolutionRecord, RunRecord, RunShape
 from sematic_k8s.store.tables import CANCELING
 
 R = TypeVar("R")
 Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
 
 RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
+LISTED_RUN_FIELDS = [f for f in RUN_FIELDS if f not in UNLISTED]  # what listings read of a run
 RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 _REF_FIELDS = ("input_refs", "output_ref")
@@ -47,9 +48,9 @@ def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None
               func: str | None = None, limit: int = 100, offset: int = 0, id_prefix: str | None = None,
               newest_first: bool = False) -> list[RunRecord]:
     """Runs in creation order (``newest_first``: the reverse), filtered by resolution, state, func (name or
-    module:qualname) and the start of their id."""
+    module:qualname) and the start of their id; listed (:data:`LISTED_RUN_FIELDS`: their source left unread)."""
     t = runs
-    stmt = sa.select(t)
+    stmt = sa.select(*[t.c[f] for f in LISTED_RUN_FIELDS])
     if root_id is not None:
         stmt = stmt.where(t.c.root_id == root_id)
     if state is not None:
@@ -61,7 +62,7 @@ def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None
                           t.c.id.startswith(id_prefix, autoescape=True))
     order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
     stmt = stmt.order_by(*order).limit(limit).offset(offset)
-    return select_records(conn, stmt, RunRecord, RUN_FIELDS)
+    return select_records(conn, stmt, RunRecord, LISTED_RUN_FIELDS)
 
 
 def run_counts_of(conn: sa.Connection, runs: sa.Table, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -88,8 +89,10 @@ def waiting_runs(conn: sa.Connection, runs: sa.Table, root_id: str, limit: int =
             if isinstance(notes, dict) and isinstance(notes.get("waiting"), str)}
 
 
-def runs_of_root(conn: sa.Connection, runs: sa.Table, root_id: str) -> list[RunRecord]:
-    return select_records(conn, sa.select(runs).where(runs.c.root_id == root_id), RunRecord, RUN_FIELDS)
+def runs_of_root(conn: sa.Connection, runs: sa.Table, root_id: str, fields: list[str] = RUN_FIELDS) -> list[RunRecord]:
+    """A resolution's runs, whole (or their ``fields``: :data:`LISTED_RUN_FIELDS` for a listing)."""
+    stmt = sa.select(*[runs.c[f] for f in fields]).where(runs.c.root_id == root_id)
+    return select_records(conn, stmt, RunRecord, fields)
 
 
 def run_shapes(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id: str) -> list[RunShape]:

@@ -44,6 +44,15 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def listed(self) -> dict[str, Any]:
+        """:meth:`to_dict` as listings give it: without :data:`UNLISTED` (the run's own read has them)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in UNLISTED}
+
+
+# what listings of runs leave out (reads leave it unread: None): a func's source may be long, and a page of runs holds
+# hundreds (often of one func); the run's own read has it (``GET /runs/{id}``, ``sematic-k8s runs show``)
+UNLISTED = frozenset({"source_text"})
+
 
 class RunShape(NamedTuple):
     """What planning a rerun reads of each recorded run (see ``SqlStore.run_shapes``): not a whole record."""

@@ -259,8 +259,10 @@ class SqlStore:
     def waiting_runs(self, root_id: str, limit: int = 20) -> dict[str, str]:
         return self._read(reads.waiting_runs, self._runs, root_id, limit)
 
-    def runs_of_root(self, root_id: str) -> list[RunRecord]:
-        return self._read(reads.runs_of_root, self._runs, root_id)
+    def runs_of_root(self, root_id: str, *, listed: bool = False) -> list[RunRecord]:
+        """A resolution's runs, whole; ``listed``: as listings give them (their source left unread)."""
+        return self._read(reads.runs_of_root, self._runs, root_id,
+                          reads.LISTED_RUN_FIELDS if listed else reads.RUN_FIELDS)
 
     def run_shapes(self, root_id: str) -> list[RunShape]:
         return self._read(reads.run_shapes, self._runs, self._arts, root_id)

@@ -24,7 +24,7 @@ class _Record(BaseModel):
 
 
 class RunOut(_Record):
-    """One execution of one func call."""
+    """One execution of one func call (listings leave out its func's source: ``RunDetail`` has it)."""
 
     id: str
     root_id: str
@@ -48,6 +48,12 @@ class RunOut(_Record):
     created_at: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+
+
+class RunDetail(RunOut):
+    """One run whole, its func's source included."""
+
+    source_text: str | None = Field(None, description="its func's source as recorded (listings leave it out)")
 
 
 class ResolutionOut(_Record):

@@ -44,13 +44,14 @@ def get_resolution(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dic
 
 
 @router.get("/resolutions/{resolution_id}/graph", response_model=schemas.GraphOut, responses=NOT_FOUND,
-            tags=["resolutions"], summary="A resolution with all its runs and the edges between them")
+            tags=["resolutions"], summary="A resolution with all its runs (listed: without their func's source) "
+                                          "and the edges between them")
 def get_graph(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     scopes.check_read(caller, resolution_id)
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
-    runs = srv.store.runs_of_root(resolution_id)
+    runs = srv.store.runs_of_root(resolution_id, listed=True)
     runs.sort(key=lambda r: (r.created_at is None, r.created_at, r.id))
-    return {"resolution": res.to_dict(), "runs": [r.to_dict() for r in runs],
+    return {"resolution": res.to_dict(), "runs": [r.listed() for r in runs],
             "edges": edges.edges(runs, resolution_id)}
 
 

@@ -1,4 +1,4 @@
-"""``/runs``: list runs by resolution, state and func; read one."""
+"""``/runs``: list runs by resolution, state and func (their func's source left out); read one whole."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ router = APIRouter(prefix=API, tags=["runs"])
 
 
 @router.get("/runs", response_model=schemas.RunPage,
-            summary="List runs, in creation order (or newest first), filtered by resolution, state, func and id prefix")
+            summary="List runs, in creation order (or newest first), filtered by resolution, state, func and id "
+                    "prefix; without their func's source (GET /runs/{id} has it)")
 def list_runs(srv: Srv, caller: Caller, root_id: Annotated[str | None, Query(pattern=schemas.HEX_ID)] = None,
               state: StateFilter = None,
               func: Annotated[str | None, Query(max_length=512, description="func name or module:qualname")] = None,
@@ -25,10 +26,11 @@ def list_runs(srv: Srv, caller: Caller, root_id: Annotated[str | None, Query(pat
     scopes.check_read(caller, root_id)
     items = srv.store.list_runs(root_id=root_id, state=state, func=func, limit=limit, offset=offset,
                                 id_prefix=id_prefix, newest_first=order == "desc")
-    return {"items": [r.to_dict() for r in items], "limit": limit, "offset": offset}
+    return {"items": [r.listed() for r in items], "limit": limit, "offset": offset}
 
 
-@router.get("/runs/{run_id}", response_model=schemas.RunOut, responses=NOT_FOUND, summary="One run")
+@router.get("/runs/{run_id}", response_model=schemas.RunDetail, responses=NOT_FOUND,
+            summary="One run, whole (its func's source too)")
 def get_run(srv: Srv, caller: Caller, run_id: RunId) -> dict:
     run = found(srv.store.get_run(run_id), "run", run_id)
     scopes.check_read(caller, run.root_id)
