@@ -161,6 +161,16 @@ class NoteChanged(Exception):
         self.resolution_id, self.note = resolution_id, note
 
 
+class TooManyTags(ValueError):
+    """A tag change that would leave a resolution with more tags than it may have (every listing of it carries
+    them): refused with its whole change."""
+
+    def __init__(self, resolution_id: str, count: int, most: int) -> None:
+        super().__init__(f"resolution {resolution_id} would have {count} tags: a resolution has at most {most}; "
+                         "nothing was changed: remove some first")
+        self.resolution_id, self.count = resolution_id, count
+
+
 # -- infrastructure errors ----------------------------------------------------------------------------------
 
 

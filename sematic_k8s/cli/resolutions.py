@@ -10,7 +10,7 @@ import click
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
-from sematic_k8s.errors import NoteChanged
+from sematic_k8s.errors import NoteChanged, TooManyTags
 
 
 @click.group()
@@ -45,7 +45,7 @@ def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
         change["note_was"] = read.note or ""  # made to the note as read now: a late copy overwrites no newer one
     try:
         res = found.label_resolution(root.id, **change)
-    except NoteChanged as e:
+    except (NoteChanged, TooManyTags) as e:
         raise click.ClickException(str(e)) from None
     if res is None:
         raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")

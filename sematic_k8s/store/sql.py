@@ -29,7 +29,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from sematic_k8s.errors import DiskFull, NoteChanged
+from sematic_k8s import limits
+from sematic_k8s.errors import DiskFull, NoteChanged, TooManyTags
 from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, locked, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
@@ -214,7 +215,8 @@ class SqlStore:
         """Add and remove tags (kept sorted, each once) and, with ``set_note``, replace the note (None or ""
         clears it). Returns the resolution as it now is (None when unknown). ``note_was``: the note the edit was
         made to ("": none); when the note is now neither that nor the new one, NoteChanged and nothing changes
-        (an edit landing again, a retry, changes nothing and is no error)."""
+        (an edit landing again, a retry, changes nothing and is no error). TooManyTags, and nothing changes, for
+        more tags than a resolution has (:data:`~sematic_k8s.limits.TAGS`)."""
         t = self._res
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
@@ -225,6 +227,8 @@ class SqlStore:
             if row is None:
                 return None
             tags = (set(row.tags or []) | set(add)) - set(remove)
+            if len(tags) > max(limits.TAGS, len(set(row.tags or []))):  # no more than an older version recorded: ok
+                raise TooManyTags(resolution_id, len(tags), limits.TAGS)
             values: dict[str, Any] = {"tags": sorted(tags)}
             if set_note:
                 if note_was is not None and (row.note or "") not in (note_was, note or ""):

@@ -13,6 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.exceptions import HTTPException
 from typing_extensions import NotRequired, TypedDict
 
+from sematic_k8s import limits
+
 HEX_ID = r"^[0-9a-f]{1,64}$"
 SHA256 = r"^[0-9a-f]{64}$"
 TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
@@ -224,7 +226,6 @@ def _shallow(value: Any) -> Any:
 
 
 Json = Annotated[Any, AfterValidator(_shallow)]  # a record's free-form JSON value
-JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 # an error as recorded: clients clip its message and traceback (sematic_k8s.errors.clipped) far below this
 MAX_ERROR_CHARS = 500_000
 
@@ -240,6 +241,44 @@ def _error_sized(doc: dict[str, Any]) -> dict[str, Any]:
 
 ErrorDoc = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_error_sized)]
 ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)]
+
+
+def _source_sized(text: str) -> str:
+    """``text`` (a func's source), if at most :data:`~sematic_k8s.limits.SOURCE_TEXT_CHARS` long."""
+    if len(text) > limits.SOURCE_TEXT_CHARS:
+        raise ValueError(f"a source of {len(text):,} characters: a run records at most {limits.SOURCE_TEXT_CHARS:,}; "
+                         "clip it to its start and end (sematic_k8s.limits.source_excerpt does)")
+    return text
+
+
+def _path_sized(path: str) -> str:
+    if len(path) > limits.PATH_CHARS:
+        raise ValueError(f"a path of {len(path):,} characters: a run records at most {limits.PATH_CHARS:,} (the "
+                         "longest path a file has); record the func's file path alone")
+    return path
+
+
+def _json_sized(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (settings, notes), if its JSON text is at most :data:`~sematic_k8s.limits.JSON_BYTES` long: every
+    listing of its record carries it."""
+    size = limits.json_size(doc)
+    if size > limits.JSON_BYTES:
+        raise ValueError(f"{size:,} bytes of JSON: a record keeps at most {limits.JSON_BYTES:,} here; keep large data "
+                         "out of settings and notes (pass it to a func as an input: an artifact)")
+    return doc
+
+
+def _few_tags(tags: list[str] | None) -> list[str] | None:
+    if tags is not None and len(tags) > limits.TAGS:
+        raise ValueError(f"{len(tags):,} tags: a resolution has at most {limits.TAGS}; remove some")
+    return tags
+
+
+SourceText = Annotated[str, AfterValidator(_source_sized)]
+SourcePath = Annotated[str, AfterValidator(_path_sized)]
+SmallObject = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_json_sized)]  # settings, notes
+Tag = Annotated[str, StringConstraints(pattern=TAG)]
+
 _LEAF_LENGTHS = {"run": range(1, 65), "artifact": range(64, 65)}  # lowercase hex: run ids, sha256 content ids
 _KEYS = (str, int, float, bool, type(None))  # a dict's keys next to Futures (graph.to_json)
 _TEMPLATE_FORM = ('a value\'s template: {"artifact": SHA256}, {"run": ID}, {"list": [...]}, {"tuple": [...]} or '
@@ -288,12 +327,12 @@ class _RunFields(TypedDict, total=False):
     cached_from: Id | None
     original_run_id: Id | None
     source_hash: Text64 | None
-    source_file: str | None
-    source_text: str | None
-    settings: JsonObject
+    source_file: SourcePath | None
+    source_text: SourceText | None
+    settings: SmallObject
     error: ErrorDoc | None
     attempts: Annotated[int, Field(ge=0, le=INT32_MAX)]
-    notes: JsonObject
+    notes: SmallObject
     created_at: Timestamp
     started_at: Timestamp
     ended_at: Timestamp
@@ -321,14 +360,14 @@ class NewRun(_RunFields):
 
 @with_config(ConfigDict(extra="forbid"))
 class _ResolutionFields(TypedDict, total=False):
-    settings: JsonObject
+    settings: SmallObject
     rerun_of: Id | None
     image: Text512 | None
     build_hash: Text64 | None
     error: ErrorText | None
     created_at: Timestamp
     ended_at: Timestamp
-    tags: list[Annotated[str, StringConstraints(pattern=TAG)]] | None
+    tags: Annotated[list[Tag] | None, AfterValidator(_few_tags)]
     note: Note | None
     heartbeat_at: Timestamp
 

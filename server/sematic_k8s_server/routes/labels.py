@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from sematic_k8s.errors import NoteChanged
+from sematic_k8s import limits
+from sematic_k8s.errors import NoteChanged, TooManyTags
 from sematic_k8s_server import schemas
 from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, StrictJsonRoute, not_found
 
@@ -12,7 +13,8 @@ router = APIRouter(prefix=API, tags=["resolutions"], route_class=StrictJsonRoute
 
 
 @router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut, responses={
-    **NOT_FOUND, 409: {"description": "the note is no longer the one the edit was made to (note_was)"}},
+    **NOT_FOUND, 409: {"description": "the note is no longer the one the edit was made to (note_was)"},
+    422: {"description": f"more tags than a resolution has ({limits.TAGS})"}},
              summary="Add or remove tags, set or clear the note")
 def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict:
     """Tags are kept sorted, each once; adding one already there or removing one not there is no error.
@@ -25,6 +27,8 @@ def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict
                                              set_note=body.note is not None, note_was=body.note_was)
     except NoteChanged as e:
         raise HTTPException(409, str(e)) from None
+    except TooManyTags as e:
+        raise HTTPException(422, str(e)) from None
     if res is None:
         raise not_found("resolution", resolution_id)
     srv.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": res.state}])

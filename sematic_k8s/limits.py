@@ -1,0 +1,48 @@
+"""How large the free-form fields of a run's and a resolution's records may be. Records are client-written and
+listings carry many at once, so the server refuses a write over a bound (422 naming the field, the bound and what
+to do), and the library keeps what it records within them: a func's source clipped to its start and end
+(:func:`source_excerpt`), the settings it is given checked where they are given (:func:`check_json`). An error's
+bounds are :data:`sematic_k8s.errors.ERROR_MESSAGE_LIMIT`'s; a resolution's note is at most 10,000 characters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sematic_k8s.errors import clipped
+
+_orjson: Callable[..., bytes] | None
+try:  # ten times as fast: the server measures every run's settings and notes in every batch
+    from orjson import OPT_NON_STR_KEYS
+    from orjson import dumps as _orjson
+except ImportError:  # the library alone (orjson comes with the server's extra)
+    _orjson, OPT_NON_STR_KEYS = None, 0
+
+SOURCE_TEXT_CHARS = 100_000  # a run's source_text: its func's source (listings leave it out: GET /runs/{id})
+PATH_CHARS = 4096  # a run's source_file: a path (Linux's PATH_MAX)
+JSON_BYTES = 65_536  # a run's settings and notes, a resolution's settings: their JSON text, in UTF-8
+TAGS = 100  # tags on one resolution
+
+
+def json_size(value: Any) -> int:
+    """The length in bytes of ``value``'s compact JSON text (UTF-8), as the server measures it."""
+    if _orjson is not None:
+        try:
+            return len(_orjson(value, default=str, option=OPT_NON_STR_KEYS))
+        except TypeError:  # orjson's JSONEncodeError: an integer past 64 bits
+            pass
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
+def check_json(what: str, value: Any, fix: str) -> None:
+    """ValueError, saying ``fix``, when ``value``'s JSON is larger than :data:`JSON_BYTES`."""
+    size = json_size(value)
+    if size > JSON_BYTES:
+        raise ValueError(f"{what} come to {size:,} bytes of JSON, more than the {JSON_BYTES:,} a record keeps: {fix}")
+
+
+def source_excerpt(text: str | None) -> str | None:
+    """A func's source as recorded: whole up to :data:`SOURCE_TEXT_CHARS` characters, else its start and end with
+    how much was cut between them (its hash, the cache's, is of the whole source)."""
+    return None if text is None else clipped(text, SOURCE_TEXT_CHARS)
