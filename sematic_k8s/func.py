@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from sematic_k8s import modules, packaged, quantities
+from sematic_k8s import limits, modules, packaged, quantities
 from sematic_k8s.errors import CodeRefused, FuncError, FuncNotFound, FutureHasNoValue
 from sematic_k8s.future import Future
 from sematic_k8s.packaged import NotPackaged
@@ -156,6 +156,10 @@ class Func:
         self.retry_backoff = float(retry_backoff)
         self.retry_on = retry_on
         self.timeout = None if timeout is None else float(timeout)
+        try:  # recorded on each of its runs, as the server takes them
+            limits.check_json("its settings", self.settings(), "give it fewer node_selector labels and tolerations")
+        except ValueError as e:
+            raise FuncError(f"@func {fn.__qualname__}: {e}") from None
         self.signature = inspect.signature(fn)
         self._plain = _plain_parameters(self.signature)
         self.name = fn.__name__
@@ -200,9 +204,10 @@ class Func:
 
     @functools.cached_property
     def source_text(self) -> str | None:
-        """The function's source code, recorded with every run (None when Python cannot find it)."""
+        """The function's source code, recorded with every run (None when Python cannot find it); a very long one
+        clipped to its start and end (:func:`~sematic_k8s.limits.source_excerpt`)."""
         try:
-            return inspect.getsource(self.fn)
+            return limits.source_excerpt(inspect.getsource(self.fn))
         except (OSError, TypeError):
             return None
 

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
-from sematic_k8s import caching, graph
+from sematic_k8s import caching, graph, limits
 from sematic_k8s.errors import (
     DatabaseLocked,
     DiskFull,
@@ -181,11 +181,14 @@ class ResolutionLoop:
 
     def _record_resolution(self, root: Future, settings_extra: dict[str, Any]) -> None:
         now = utcnow()
+        settings = {"kind": self.kind, "cache_namespace": self.cache.namespace,
+                    "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra}
+        # as the server takes them (before anything is recorded): every listing of the resolution carries them
+        limits.check_json("the resolution's settings", settings, "give it a shorter cache_namespace, or fewer "
+                          "executor_settings")
         self.recorder.batch.add_resolution(ResolutionRecord(
             id=self.root_id, root_func_path=root.func.path, state=RUNNING, created_at=now, heartbeat_at=now,
-            settings={"kind": self.kind, "cache_namespace": self.cache.namespace,
-                      "max_parallelism": self.max_parallelism, **self.extra_settings, **settings_extra},
-            rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
+            settings=settings, rerun_of=settings_extra.get("rerun_of"), image=self.image, build_hash=self.build_hash,
         ))
 
     def _loop(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sematic_k8s import graph
+from sematic_k8s import graph, limits
 from sematic_k8s.errors import FuncError
 from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id, new_ids
@@ -258,7 +258,8 @@ class Planner:
                         id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
                         func_name=old.func_name, state=RESOLVED, input_refs=p.input_refs, inputs=old.inputs,
                         output_ref=p.output_ref, output_id=old.output_id, cached_from=old.cached_from,
-                        source_file=old.source_file, source_hash=old.source_hash, source_text=old.source_text,
+                        source_file=old.source_file, source_hash=old.source_hash,
+                        source_text=limits.source_excerpt(old.source_text),  # recorded whole by an older version
                         settings=old.settings, original_run_id=old.id, attempts=old.attempts,
                         notes={**old.notes, "reused_from": old.id}, created_at=utcnow(), started_at=old.started_at,
                         ended_at=old.ended_at))
@@ -269,7 +270,7 @@ class Planner:
                 id=p.new_id, root_id=self.root_id, parent_id=p.new_parent_id, func_path=old.func_path,
                 func_name=old.func_name, state=CREATED, input_refs=p.input_refs, source_file=old.source_file,
                 source_hash=old.source_hash, settings=old.settings, original_run_id=old.id, created_at=utcnow(),
-                source_text=old.source_text,
+                source_text=limits.source_excerpt(old.source_text),
             )
             if p.action == AWAIT:
                 rec.state, rec.inputs, rec.output_ref, rec.started_at = RUNNING, old.inputs, p.output_ref, utcnow()
