@@ -1,0 +1,214 @@
+"""Large free-form fields, over real HTTP: a run's func source is left out of listings (the run's own read has
+it whole, records written before the bounds included), and every field without a bound of its type has one at
+write (422 naming the field, the bound and what to do), which the library keeps to: a func's long source is
+recorded clipped, its settings and a resolution's are checked where they are given."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+import sematic_k8s as sk
+from sematic_k8s import limits, serialization, settings
+from sematic_k8s.cli import cli
+from sematic_k8s.errors import FuncError
+from sematic_k8s.resolvers.driven import drive
+from sematic_k8s.specs import DriverSpec
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from serving import Served, serve
+
+try:
+    import server_pipeline as sp
+except ImportError:  # pragma: no cover
+    from tests import server_pipeline as sp
+
+NOW = utcnow().isoformat() + "Z"
+LISTING_BYTES = 64 * 1024  # what a listing of these few runs comes to without their source (about 10 KB)
+
+
+def _resolver(served: Served, **kwargs: Any) -> sk.LocalResolver:
+    return sk.LocalResolver(home=served.home, server=served.url, api_key=served.key, **kwargs)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_listings_leave_out_a_runs_source_which_its_own_read_has_whole(tmp_path: Path, request: pytest.FixtureRequest,
+                                                                      monkeypatch: pytest.MonkeyPatch, db: str) -> None:
+    """Ten runs recorded with a source of a million characters each (as a version before the bounds took them, or
+    a client of its own): their listings (by resolution, across resolutions, by id prefix, the resolution's graph)
+    were 10 MB, and a page of 100 such runs 100 MB for everyone; now each is a few KB without the source, which
+    ``GET /runs/{id}`` (the dashboard's run panel) and ``sematic-k8s runs show`` still give whole. ``runs list -o
+    json`` prints what a listing holds."""
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    root = uuid.uuid4().hex
+    source = "def f():\n" + "    x = 1  # a long func\n" * 40_000  # 1,000,009 characters
+    with serve(tmp_path, db_url) as served, served.client() as c:
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="resolved", created_at=utcnow()))
+        ids = [root] + [uuid.uuid4().hex for _ in range(9)]
+        for run_id in ids:
+            batch.add_run(RunRecord(id=run_id, root_id=root, parent_id=None if run_id == root else root,
+                                    func_path="m:f", func_name="f", state="resolved", source_text=source,
+                                    created_at=utcnow()))
+        served.store.write(batch)  # straight into the database: the server's bounds do not apply
+
+        for path, params in (("/api/v1/runs", {"root_id": root}), ("/api/v1/runs", {"order": "desc"}),
+                             ("/api/v1/runs", {"id_prefix": ids[3][:8]}), (f"/api/v1/resolutions/{root}/graph", {})):
+            r = c.get(path, params=params)
+            assert r.status_code == 200, r.text[:300]
+            assert len(r.content) < LISTING_BYTES, (path, params, len(r.content))
+            items = r.json()["runs" if path.endswith("/graph") else "items"]
+            assert items and all("source_text" not in i and i["func_name"] == "f" for i in items), (path, params)
+        assert {i["id"] for i in c.get(f"/api/v1/resolutions/{root}/graph").json()["runs"]} == set(ids)
+        for run_id in (root, ids[5]):
+            assert c.get(f"/api/v1/runs/{run_id}").json()["source_text"] == source  # nothing recorded is lost
+
+        monkeypatch.setenv(settings.SERVER_ENV, served.url)
+        monkeypatch.setenv(settings.API_KEY_ENV, served.key or "")
+        listed = CliRunner().invoke(cli, ["runs", "list", "--root-id", root, "-o", "json"])
+        assert listed.exit_code == 0, listed.output[-2000:]
+        assert len(listed.stdout) < LISTING_BYTES
+        assert {i["id"] for i in json.loads(listed.stdout)["items"]} == set(ids)
+        assert all("source_text" not in i for i in json.loads(listed.stdout)["items"])
+        shown = CliRunner().invoke(cli, ["runs", "show", ids[5][:12], "-o", "json"])  # found by a listing
+        assert shown.exit_code == 0, shown.output[-2000:]
+        assert json.loads(shown.stdout)["source_text"] == source
+
+
+def test_fields_over_their_bounds_are_refused_naming_the_field_the_bound_and_what_to_do(tmp_path: Path) -> None:
+    """A run's source, source file, settings and notes, a resolution's settings and tags: a value over its bound is
+    a 422 whose one line names the field, the bound and what to do, and nothing of its batch is recorded; a value
+    at the bound is recorded. Tags added a hundred at a time through the labels endpoint stop at the bound too."""
+    root = uuid.uuid4().hex
+    big_json = {"x": "a" * limits.JSON_BYTES}
+    with serve(tmp_path) as served, served.client() as c:
+        seed = {"new_resolutions": [{"id": root, "root_func_path": "m:f", "state": "running", "created_at": NOW}],
+                "new_runs": {root: {"id": root, "root_id": root, "parent_id": None, "func_path": "m:f",
+                                    "func_name": "f", "state": "created", "created_at": NOW}}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        other = uuid.uuid4().hex
+        new_run = {"id": other, "root_id": root, "parent_id": root, "func_path": "m:g", "func_name": "g",
+                   "state": "created", "created_at": NOW}
+        refused: list[tuple[dict[str, Any], str, str, str]] = [
+            ({"new_runs": {other: {**new_run, "source_text": "s" * (limits.SOURCE_TEXT_CHARS + 1)}}}, "source_text",
+             "100,000", "clip it to its start and end"),
+            ({"run_updates": {root: {"source_text": "s" * 5_000_000}}}, "source_text", "100,000", "clip"),
+            ({"run_updates": {root: {"source_file": "/" + "d" * limits.PATH_CHARS}}}, "source_file", "4,096",
+             "record the func's file path"),
+            ({"run_updates": {root: {"settings": big_json}}}, "settings", "65,536", "keep large data out"),
+            ({"new_runs": {other: {**new_run, "notes": big_json}}}, "notes", "65,536", "keep large data out"),
+            ({"resolution_updates": {root: {"settings": big_json}}}, "settings", "65,536", "keep large data out"),
+            ({"resolution_updates": {root: {"tags": [f"t{i}" for i in range(limits.TAGS + 1)]}}}, "tags",
+             "at most 100", "remove some"),
+        ]
+        for body, field, bound, fix in refused:
+            r = c.post("/api/v1/store/write", json=body)
+            assert r.status_code == 422, (field, r.text[:300])
+            detail = r.json()["detail"]
+            assert field in detail and bound in detail and fix in detail and "\n" not in detail, detail
+            assert len(r.content) < 10_000  # the refused value is not echoed
+        assert c.get(f"/api/v1/runs/{other}").status_code == 404
+        run = c.get(f"/api/v1/runs/{root}").json()
+        assert (run["source_text"], run["source_file"], run["settings"]) == (None, None, {})
+        assert c.get(f"/api/v1/resolutions/{root}").json()["tags"] is None
+
+        at_bound = {"x": "a" * (limits.JSON_BYTES - len('{"x":""}'))}
+        ok = {"run_updates": {root: {"source_text": "s" * limits.SOURCE_TEXT_CHARS, "settings": at_bound,
+                                     "source_file": "/" + "d" * (limits.PATH_CHARS - 1), "notes": at_bound}},
+              "resolution_updates": {root: {"settings": at_bound}}}
+        assert c.post("/api/v1/store/write", json=ok).status_code == 200
+        assert len(c.get(f"/api/v1/runs/{root}").json()["source_text"]) == limits.SOURCE_TEXT_CHARS
+
+        labels = f"/api/v1/resolutions/{root}/labels"
+        assert c.post(labels, json={"add": [f"a{i}" for i in range(60)]}).status_code == 200
+        r = c.post(labels, json={"add": [f"b{i}" for i in range(60)]})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == (f"resolution {root} would have 120 tags: a resolution has at most 100; nothing "
+                                      "was changed: remove some first")
+        assert c.post(labels, json={"add": [f"b{i}" for i in range(40)]}).status_code == 200
+        assert len(c.get(f"/api/v1/resolutions/{root}").json()["tags"]) == limits.TAGS
+
+
+def test_a_func_with_a_long_source_resolves_through_the_server_its_source_clipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A func whose source is longer than a run records (a docstring of 150,000 characters): resolved through the
+    server, which would refuse it whole, its runs hold its source's start and end with how much was cut between
+    them (was: recorded whole on each of its runs); its source hash, the cache's, is still the whole source's."""
+    name = f"sk_long_source_{uuid.uuid4().hex[:8]}"
+    doc = "    a line of a very long docstring\n" * 4_200
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / f"{name}.py").write_text(f'import sematic_k8s as sk\n\n\n@sk.func\ndef longer(x: int) -> int:\n'
+                                         f'    """\n{doc}    """\n    return x + 1\n')
+    monkeypatch.syspath_prepend(str(code))
+    module = importlib.import_module(name)
+    whole = inspect.getsource(module.longer.fn)
+    assert len(whole) > limits.SOURCE_TEXT_CHARS
+    with serve(tmp_path) as served, served.client() as c:
+        future = module.longer(1)
+        assert future.resolve(_resolver(served)) == 2
+        run = c.get(f"/api/v1/runs/{future.id}").json()
+        text = run["source_text"]
+        assert len(text) <= limits.SOURCE_TEXT_CHARS and "characters cut" in text
+        assert text.startswith("@sk.func\ndef longer(x: int) -> int:") and text.endswith("    return x + 1\n")
+        assert run["source_hash"] == hashlib.sha256(whole.encode()).hexdigest()
+
+
+def test_settings_over_the_bound_are_refused_where_they_are_given(tmp_path: Path) -> None:
+    """A func's settings (its node selector, tolerations) and a resolution's (a driver's executor settings, as the
+    CloudResolver is given them) larger than a record keeps: refused where they are given, before anything is
+    recorded, in words like the server's (was: recorded, and carried by every listing; through a server that
+    refuses them, its 422 on the driver's first write would be an infrastructure failure)."""
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(FuncError, match=r"@func .*f: its settings come to [\d,]+ bytes of JSON, more than the 65,536 "
+                                        r"a record keeps: give it fewer node_selector labels and tolerations"):
+        sk.func(node_selector={f"label-{i}": "v" * 100 for i in range(1000)})(f)
+    storage = LocalStorage(tmp_path / "storage")
+    root = serialization.serialize(sp.add(1, 2))
+    storage.put(artifact_key(root.id), root.payload)
+    spec = DriverSpec(root={"id": root.id, "format": root.format}, storage_url=storage_url(storage),
+                      image="127.0.0.1:5000/none@sha256:" + "0" * 64, executor="process",
+                      executor_settings={"env": {"BIG": "x" * limits.JSON_BYTES}})
+    with serve(tmp_path) as served, served.client() as c:
+        store = HttpStore(served.url, served.key)
+        try:
+            with pytest.raises(ValueError, match=r"the resolution's settings come to [\d,]+ bytes of JSON, more than "
+                                                 r"the 65,536 a record keeps: give it a shorter cache_namespace, or "
+                                                 r"fewer executor_settings"):
+                drive(spec, store)
+        finally:
+            store.close()
+        assert c.get("/api/v1/resolutions").json()["items"] == []
+
+
+def test_a_rerun_through_the_server_copies_a_long_recorded_source_clipped(tmp_path: Path) -> None:
+    """A run recorded with a source longer than the bound (by an older version) is reused by a rerun through the
+    server: the copy holds the source clipped, as the server takes it (was: copied whole), and the original run
+    still reads whole."""
+    with serve(tmp_path) as served, served.client() as c:
+        first = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
+        assert first.resolve(_resolver(served)) == 90
+        runs = {r.func_name: r for r in served.store.runs_of_root(first.id)}
+        long = "def add(a, b):\n" + "    pass  # long\n" * 100_000
+        with served.store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE runs SET source_text = :s WHERE id = :i"), {"s": long, "i": runs["add"].id})
+        again = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
+        assert again.resolve(_resolver(served, rerun_from=runs["flaky"].id)) == 90
+        copy = next(r for r in served.store.runs_of_root(again.id) if r.func_name == "add")
+        assert copy.original_run_id == runs["add"].id and copy.notes.get("reused_from") == runs["add"].id
+        assert copy.source_text == limits.source_excerpt(long) and len(copy.source_text) <= limits.SOURCE_TEXT_CHARS
+        assert c.get(f"/api/v1/runs/{runs['add'].id}").json()["source_text"] == long
