@@ -150,15 +150,17 @@ class RunResolved(Exception):
         self.run_id = run_id
 
 
-class NoteChanged(Exception):
-    """A note edit made to a text that is no longer the note (someone replaced it meanwhile, or this is a late copy
-    of an older edit): refused with its whole change, so that no one's note is overwritten unseen."""
+class LabelsChanged(Exception):
+    """A change of a resolution's tags or note made to labels that changed since they were read (someone changed
+    them meanwhile, or this is a late copy of an older change): refused whole, so that no one's change is undone or
+    overwritten unseen. ``labels_version`` names what was read (docs/FAULTS.md)."""
 
-    def __init__(self, resolution_id: str, note: str | None) -> None:
-        now = "empty" if not note else repr(note if len(note) <= 80 else note[:80] + "...")
-        super().__init__(f"the note of resolution {resolution_id} changed since it was read (it is now {now}): "
-                         "nothing was changed; read it again and make your change to it")
-        self.resolution_id, self.note = resolution_id, note
+    def __init__(self, resolution_id: str, tags: list[str] | None, note: str | None) -> None:
+        now = ", ".join(tags[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "") if tags else "none"
+        text = "empty" if not note else repr(note if len(note) <= 80 else note[:80] + "...")
+        super().__init__(f"the labels of resolution {resolution_id} changed since they were read (tags now: {now}; "
+                         f"note now: {text}): nothing was changed; read them again and make your change to them")
+        self.resolution_id, self.tags, self.note = resolution_id, tags, note
 
 
 class TooManyTags(ValueError):

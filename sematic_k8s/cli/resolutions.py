@@ -10,7 +10,9 @@ import click
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
-from sematic_k8s.errors import NoteChanged, TooManyTags
+from sematic_k8s.errors import LabelsChanged, TooManyTags
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.records import ResolutionRecord
 
 
 @click.group()
@@ -41,11 +43,9 @@ def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
     its tags and note."""
     found = records.store(ctx)
     root = records.find_root(found, given)
-    if change.get("set_note") and (read := found.get_resolution(root.id)) is not None:
-        change["note_was"] = read.note or ""  # made to the note as read now: a late copy overwrites no newer one
     try:
-        res = found.label_resolution(root.id, **change)
-    except (NoteChanged, TooManyTags) as e:
+        res = _change_labels(found, root.id, change)
+    except TooManyTags as e:
         raise click.ClickException(str(e)) from None
     if res is None:
         raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")
@@ -53,6 +53,25 @@ def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
         emit(output, [], obj=resolution_json(res))
     else:
         emit(output, [{"ID": res.id, "TAGS": ", ".join(res.tags or []), "NOTE": res.note}])
+
+
+def _change_labels(store: Store, resolution_id: str, change: dict[str, Any]) -> ResolutionRecord | None:
+    """Make ``change`` to the labels as read just before (``labels_version``: a late copy of it changes nothing
+    newer). When someone else's change lands between that read and the write, read them again and make it once
+    more, unless theirs replaced the note this one replaces (not overwritten unseen)."""
+    read = store.get_resolution(resolution_id)
+    if read is None:
+        return None
+    try:
+        return store.label_resolution(resolution_id, labels_version=read.labels_version, **change)
+    except LabelsChanged as e:
+        again = store.get_resolution(resolution_id)
+        if again is None or (change.get("set_note") and again.note != read.note):
+            raise click.ClickException(str(e)) from None
+    try:
+        return store.label_resolution(resolution_id, labels_version=again.labels_version, **change)
+    except LabelsChanged as e:
+        raise click.ClickException(str(e)) from None
 
 
 @resolutions.command("tag")
@@ -63,7 +82,10 @@ def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
 @click.pass_context
 def resolutions_tag(ctx: click.Context, resolution_id: str, tags: tuple[str, ...], remove: bool,
                     output: str) -> None:
-    """Add tags to a resolution (or remove them with --remove)."""
+    """Add tags to a resolution (or remove them with --remove).
+
+    The change is made to the labels as read just before it (so a late copy of it undoes nothing newer); when
+    someone else's change lands in between, they are read again and it is made once more."""
     for tag in tags:
         if not TAG.match(tag):
             raise click.BadParameter(f"{tag!r}: a tag is 1-64 letters, digits and _ . : = / - (starting with a "
@@ -77,7 +99,10 @@ def resolutions_tag(ctx: click.Context, resolution_id: str, tags: tuple[str, ...
 @output_option
 @click.pass_context
 def resolutions_note(ctx: click.Context, resolution_id: str, text: str, output: str) -> None:
-    """Set a resolution's note ("" clears it)."""
+    """Set a resolution's note ("" clears it).
+
+    Refused, with the note as it now is, when someone else replaced the note between this command's read of it and
+    its write; a change of the tags alone meanwhile is no obstacle."""
     if len(text) > MAX_NOTE:
         raise click.BadParameter(f"a note is at most {MAX_NOTE} characters", param_hint="TEXT")
     _label(ctx, resolution_id, output, note=text, set_note=True)

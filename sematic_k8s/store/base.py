@@ -53,9 +53,9 @@ class Store(Protocol):
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False,
-                         note_was: str | None = None) -> ResolutionRecord | None:
+                         labels_version: int | None = None) -> ResolutionRecord | None:
         """Add and remove tags and, with ``set_note``, replace the note; the resolution as it now is (None:
-        unknown id). ``note_was``: the note the edit was made to ("" none); NoteChanged, and nothing changed, when
-        the note is neither that nor already the new one."""
+        unknown id). ``labels_version``: the resolution's ``labels_version`` the change was made to (as read);
+        LabelsChanged, and nothing changed, when the labels changed since and the change is not already in effect."""
 
     def close(self) -> None: ...

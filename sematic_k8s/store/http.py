@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DiskFull, DriverReplaced, NoteChanged, ResolutionEnded, ServerError
+from sematic_k8s.errors import DiskFull, DriverReplaced, LabelsChanged, ResolutionEnded, ServerError
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.http_connections import (
@@ -246,20 +246,20 @@ class HttpStore:
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False,
-                         note_was: str | None = None) -> ResolutionRecord | None:
+                         labels_version: int | None = None) -> ResolutionRecord | None:
         """SqlStore.label_resolution through ``POST /resolutions/{id}/labels``."""
         body: dict[str, Any] = {"add": list(add), "remove": list(remove)}
         if set_note:
             body["note"] = note or ""
-            if note_was is not None:
-                body["note_was"] = note_was
+        if labels_version is not None:
+            body["labels_version"] = labels_version
         try:
             doc = self._request("POST", f"/resolutions/{resolution_id}/labels", missing_ok=True,
                                 content=dumps(body), headers={"Content-Type": "application/json"})
         except ServerError as e:
-            if e.status == 409 and note_was is not None:
-                now = self.get_resolution(resolution_id)  # the note it changed to, as the error says it
-                raise NoteChanged(resolution_id, now.note if now is not None else None) from None
+            if e.status == 409 and labels_version is not None:
+                now = self.get_resolution(resolution_id)  # the labels they changed to, as the error says them
+                raise LabelsChanged(resolution_id, now.tags if now else None, now.note if now else None) from None
             raise
         return None if doc is None else record_from_json(ResolutionRecord, doc)
 

@@ -84,6 +84,7 @@ class ResolutionRecord:
     tags: list[str] | None = None  # set by people (API, CLI, dashboard), never by the resolution loop
     note: str | None = None
     heartbeat_at: dt.datetime | None = None  # when its resolving process last said it was alive
+    labels_version: int = 0  # changes of its tags and note so far: what a change of them names (label_resolution)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -211,7 +212,9 @@ class Batch:
         self.hits[run.id] = run
 
     def add_resolution(self, res: ResolutionRecord) -> None:
-        self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)})
+        """A new resolution's record (its labels' version is people's: it starts at 0 in the store)."""
+        self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)
+                                     if f.name != "labels_version"})
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         target = self.new_runs.get(run_id)

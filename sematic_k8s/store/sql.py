@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from sematic_k8s import limits
-from sematic_k8s.errors import DiskFull, NoteChanged, TooManyTags
+from sematic_k8s.errors import DiskFull, LabelsChanged, TooManyTags
 from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, locked, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
@@ -211,30 +211,32 @@ class SqlStore:
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),
                          note: str | None = None, set_note: bool = False,
-                         note_was: str | None = None) -> ResolutionRecord | None:
+                         labels_version: int | None = None) -> ResolutionRecord | None:
         """Add and remove tags (kept sorted, each once) and, with ``set_note``, replace the note (None or ""
-        clears it). Returns the resolution as it now is (None when unknown). ``note_was``: the note the edit was
-        made to ("": none); when the note is now neither that nor the new one, NoteChanged and nothing changes
-        (an edit landing again, a retry, changes nothing and is no error). TooManyTags, and nothing changes, for
-        more tags than a resolution has (:data:`~sematic_k8s.limits.TAGS`)."""
+        clears it). Returns the resolution as it now is (None when unknown). A change that changes something adds
+        one to the resolution's ``labels_version``; given the version the change was made to (as read), a change
+        made to an older one raises LabelsChanged and changes nothing, unless it is already in effect (the same
+        change landing again, or someone else's alike: no error). Without it the change is made whatever the
+        labels are. TooManyTags, and nothing changes, for more tags than a resolution has
+        (:data:`~sematic_k8s.limits.TAGS`)."""
         t = self._res
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
-            stmt = sa.select(t.c.tags, t.c.note).where(t.c.id == resolution_id)
+            stmt = sa.select(t.c.tags, t.c.note, t.c.labels_version).where(t.c.id == resolution_id)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()
             row = conn.execute(stmt).first()
             if row is None:
                 return None
-            tags = (set(row.tags or []) | set(add)) - set(remove)
+            tags = sorted((set(row.tags or []) | set(add)) - set(remove))
             if len(tags) > max(limits.TAGS, len(set(row.tags or []))):  # no more than an older version recorded: ok
                 raise TooManyTags(resolution_id, len(tags), limits.TAGS)
-            values: dict[str, Any] = {"tags": sorted(tags)}
-            if set_note:
-                if note_was is not None and (row.note or "") not in (note_was, note or ""):
-                    raise NoteChanged(resolution_id, row.note)
-                values["note"] = note or None
-            conn.execute(sa.update(t).where(t.c.id == resolution_id).values(values))
+            now_note = (note if set_note else row.note) or None
+            if tags != list(row.tags or []) or now_note != (row.note or None):  # a change in effect changes nothing
+                if labels_version is not None and labels_version != row.labels_version:
+                    raise LabelsChanged(resolution_id, row.tags, row.note)
+                conn.execute(sa.update(t).where(t.c.id == resolution_id).values(
+                    tags=tags, note=now_note, labels_version=t.c.labels_version + 1))
         return self.get_resolution(resolution_id)
 
     # -- reads (store/reads.py), each on a connection of its own ----------------------------------

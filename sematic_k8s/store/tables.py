@@ -42,6 +42,8 @@ class ResolutionRow(Base):
     driver_epoch_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
     # ordered writes (Batch.sequence): the newest sequence applied within the driver epoch, 0 after a takeover
     driver_seq: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # people's labels (SqlStore.label_resolution): one more for each change of the tags or the note
+    labels_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class RunRow(Base):

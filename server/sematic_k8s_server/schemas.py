@@ -72,6 +72,7 @@ class ResolutionOut(_Record):
     created_at: str | None = None
     ended_at: str | None = None
     heartbeat_at: str | None = Field(None, description="when its resolving process last said it was alive")
+    labels_version: int = Field(0, description="changes of its tags and note so far: what a change of them names")
 
 
 class ArtifactOut(_Record):
@@ -468,9 +469,20 @@ class LabelsIn(BaseModel):
     add: list[str] = Field(default_factory=list, max_length=100, description="tags to add")
     remove: list[str] = Field(default_factory=list, max_length=100, description="tags to remove")
     note: str | None = Field(None, max_length=MAX_NOTE, description='replace the note ("" clears it); null: keep')
-    note_was: str | None = Field(None, max_length=MAX_NOTE, description=(
-        'the note this edit was made to ("": none): 409, and nothing changed, when the note is now neither that nor '
-        "the new one (someone replaced it meanwhile); null: replace it whatever it is"))
+    labels_version: int | None = Field(None, ge=0, le=INT64_MAX, description=(
+        "the resolution's labels_version this change was made to (as read): 409, and nothing changed, when its "
+        "labels changed since (someone else's change, or this is a late copy of an older one) and this change is "
+        "not already in effect; null: make it whatever they are"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_note_was(cls, data: Any) -> Any:
+        """An edit conditioned on the older ``note_was`` (clients before labels_version) is refused, not made
+        unconditionally."""
+        if isinstance(data, dict) and "note_was" in data:
+            raise ValueError("note_was is no longer taken: send labels_version, the resolution's labels_version as "
+                             "read (reload the dashboard, or upgrade the sematic-k8s client)")
+        return data
 
     def model_post_init(self, _: Any) -> None:
         import re

@@ -1,4 +1,5 @@
-"""The ``sematic-k8s`` CLI against real pipelines recorded in a SQLite home directory."""
+"""The ``sematic-k8s`` CLI against real pipelines recorded in a SQLite home directory (and a server, for changes
+of the labels that meet someone else's)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 import sematic_k8s as sk
+from outages import HoldingProxy
 from sematic_k8s import settings
 from sematic_k8s.cli import cli
 from sematic_k8s.cli.output import duration
 from sematic_k8s.store import sql_store
-from sematic_k8s.store.records import RunRecord
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from serving import serve
 
 try:  # tests/ is a plain directory (pytest puts it on sys.path) or, later, a package
     import cli_pipeline as pl
@@ -377,3 +381,50 @@ def test_tags_and_note(rec: Recorded) -> None:
     assert bad.exit_code == 2 and "a tag is 1-64 letters" in bad.output
     missing = run_cli(rec.home, "resolutions", "tag", "ab" * 16, "x")
     assert missing.exit_code == 1 and "no run with id" in missing.output
+
+
+def test_tags_and_note_meeting_someone_elses_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone else's change lands between the CLI's read of the labels and its write (made by a proxy before the
+    server as the CLI's request goes by): the CLI's change, refused (409), is read again and made once more when
+    it still makes sense: a tag, or a note whose text nobody else replaced; a note someone else replaced is not
+    overwritten, nor is a change refused twice made: one line, exit 1."""
+    root = "abc1" + "0" * 28
+    with serve(tmp_path) as served:
+        bob = HttpStore(served.url, served.key)
+        now = utcnow()
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="resolved", created_at=now))
+        batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:p", func_name="p",
+                                state="resolved", created_at=now))
+        bob.write(batch)
+        theirs: list[dict] = []  # Bob's changes, one landing before each of the CLI's next writes
+
+        def meanwhile(request: bytes) -> bool:
+            if request.startswith(f"POST /api/v1/resolutions/{root}/labels".encode()) and theirs:
+                bob.label_resolution(root, **theirs.pop(0))
+            return False  # every request passes
+
+        proxy = HoldingProxy(int(served.url.rpartition(":")[2]), hold=meanwhile)
+        monkeypatch.setenv(settings.SERVER_ENV, proxy.url)
+        monkeypatch.setenv(settings.API_KEY_ENV, served.key)
+        try:
+            theirs.append({"add": ["theirs"]})
+            out = json.loads(ok(tmp_path, "resolutions", "tag", root, "mine", "-o", "json").output)
+            assert (out["tags"], out["labels_version"]) == (["mine", "theirs"], 2)
+            theirs.append({"remove": ["theirs"]})  # only the tags changed: the note is made all the same
+            out = json.loads(ok(tmp_path, "resolutions", "note", root, "my note", "-o", "json").output)
+            assert (out["tags"], out["note"], out["labels_version"]) == (["mine"], "my note", 4)
+            theirs.append({"note": "their note", "set_note": True})
+            refused = run_cli(tmp_path, "resolutions", "note", root, "mine again")
+            assert refused.exit_code == 1
+            assert refused.output.strip().splitlines() == [
+                f"Error: the labels of resolution {root} changed since they were read (tags now: mine; note now: "
+                "'their note'): nothing was changed; read them again and make your change to them"]
+            theirs.extend([{"add": ["one"]}, {"add": ["two"]}])  # refused twice: not tried a third time
+            refused = run_cli(tmp_path, "resolutions", "tag", root, "mine", "--remove")
+            assert refused.exit_code == 1 and "tags now: mine, one, two; note now: 'their note'" in refused.output
+            res = bob.get_resolution(root)
+            assert (res.tags, res.note, res.labels_version) == (["mine", "one", "two"], "their note", 7)
+        finally:
+            proxy.close()
+            bob.close()

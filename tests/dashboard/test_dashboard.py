@@ -515,17 +515,41 @@ def test_pipelines_index_tags_notes_and_filters(page: Any, served: Served) -> No
     tid("tag-input").press("Enter")
     expect(tid("error-banner")).to_contain_text("bad tag 'bad tag'")
     tid("error-banner").click()
+    labels_url = f"{served.url}/api/v1/resolutions/{served.ok_id}/labels"
+
+    def theirs(change: dict) -> None:  # someone else's change, through the API
+        httpx.post(labels_url, json=change, headers={"X-API-Key": served.key}).raise_for_status()
+
+    # someone else tags it while the note is edited here: the note, which they left alone, is saved all the same
     tid("note-edit").click()
     tid("note-input").fill("a first note")
+    theirs({"add": ["other"]})
+    expect(page.locator('[data-testid="tag-chip"][data-tag="other"]')).to_be_visible()
     tid("note-save").click()
     expect(tid("resolution-note")).to_have_text("a first note")
+    # someone else removes a tag just as one is removed here (their change lands between the page's drawing and its
+    # request): refused, and the page redraws the tags as they are and says so
+    def theirs_first(route: Any) -> None:
+        theirs({"remove": ["other"]})
+        route.continue_()
+
+    page.route(labels_url, theirs_first, times=1)
+    page.locator('[data-testid="tag-chip"][data-tag="baseline"] [data-testid="tag-remove"]').click()
+    expect(tid("error-banner")).to_contain_text(
+        "Cannot change the tags of ok-res: the labels of resolution ok-res changed since they were read (tags now: "
+        "baseline; note now: 'a first note'): nothing was changed; read them again and make your change to them (the "
+        "page now shows them as they are)".replace("ok-res", served.ok_id[:8], 1).replace("ok-res", served.ok_id))
+    expect(page.locator('[data-testid="tag-chip"][data-tag="other"]')).to_have_count(0)
+    expect(page.locator('[data-testid="tag-chip"][data-tag="baseline"]')).to_be_visible()
+    assert served.store.get_resolution(served.ok_id).tags == ["baseline"]
+    tid("error-banner").click()
     # someone replaces the note while it is edited here: saving does not overwrite theirs unseen
     tid("note-edit").click()
     tid("note-input").fill("the run we compare against")
-    httpx.post(f"{served.url}/api/v1/resolutions/{served.ok_id}/labels", json={"note": "theirs"},
-               headers={"X-API-Key": served.key}).raise_for_status()
+    theirs({"note": "theirs"})
     tid("note-save").click()
-    expect(tid("error-banner")).to_contain_text("changed since it was read (it is now 'theirs'): nothing was changed")
+    expect(tid("error-banner")).to_contain_text(
+        "changed since they were read (tags now: baseline; note now: 'theirs'): nothing was changed")
     assert served.store.get_resolution(served.ok_id).note == "theirs"
     tid("error-banner").click()
     tid("note-save").click()  # saved again, knowing theirs: replaces it

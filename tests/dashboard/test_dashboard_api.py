@@ -68,6 +68,18 @@ def test_pipelines_index_labels_and_filters(served: Served, tmp_path: Path) -> N
         assert bad.status_code == 422 and "bad tag 'two words'" in bad.text
         assert c.post(f"/api/v1/resolutions/{'ab' * 16}/labels", json={"add": ["x"]}).status_code == 404
         assert served.store.get_resolution(adds[0].id).tags == ["nightly"]
+        # the same body sent twice, someone's change between: the second (a late copy) adds nothing back
+        labels = f"/api/v1/resolutions/{adds[0].id}/labels"
+        twice = {"add": ["x"], "labels_version": res.labels_version}
+        assert c.post(labels, json=twice).json()["tags"] == ["nightly", "x"]
+        assert c.post(labels, json={"remove": ["x"]}).json()["tags"] == ["nightly"]
+        late = c.post(labels, json=twice)
+        assert late.status_code == 409 and late.json()["detail"] == (
+            f"the labels of resolution {adds[0].id} changed since they were read (tags now: nightly; note now: "
+            "'first'): nothing was changed; read them again and make your change to them")
+        old = c.post(labels, json={"note": "mine", "note_was": "first"})  # an edit of a client before labels_version
+        assert old.status_code == 422 and "note_was is no longer taken: send labels_version" in old.text
+        assert served.store.get_resolution(adds[0].id).tags == ["nightly"]
 
         def ids(**query: str) -> set[str]:
             page = c.get("/api/v1/pipelines", params={**query, "per_func": 50}).json()
@@ -270,8 +282,9 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    """An embedded database made before tags, notes, source text, driver epochs and write sequences: opened again,
-    it gains the columns and keeps its records; a server database at revision 0002 is migrated the same way."""
+    """An embedded database made before tags, notes, source text, driver epochs, write sequences and labels' versions:
+    opened again, it gains the columns and keeps its records; a server database at revision 0002 is migrated the
+    same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
@@ -285,7 +298,8 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
                                  "VALUES ('abc', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
             for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text"),
                                ("resolutions", "heartbeat_at"), ("resolutions", "driver_epoch"),
-                               ("resolutions", "driver_epoch_at"), ("resolutions", "driver_seq")):
+                               ("resolutions", "driver_epoch_at"), ("resolutions", "driver_seq"),
+                               ("resolutions", "labels_version")):
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
             conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
             for col in ("admin", "revoked_at"):
@@ -300,6 +314,7 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
                 conn.execute(sa.text("DROP TABLE api_keys"))
         old.close()
         store = SqlStore(url) if name == "embedded" else open_store(url)
-        res = store.label_resolution("abc", add=["kept"], note="still here", set_note=True)
+        res = store.label_resolution("abc", add=["kept"], note="still here", set_note=True, labels_version=0)
         assert res is not None and res.tags == ["kept"] and res.note == "still here" and res.root_func_path == "m:f"
+        assert res.labels_version == 1
         store.close()

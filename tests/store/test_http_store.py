@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.errors import DriverReplaced, NoteChanged, ServerError
+from sematic_k8s.errors import DriverReplaced, LabelsChanged, ServerError
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -228,21 +228,59 @@ def test_cache_hits_are_recorded_whole_either_store(setup, monkeypatch) -> None:
 
 
 def test_a_note_edit_made_to_a_replaced_note_is_refused_either_store(setup, tmp_path) -> None:
-    """Two people edit one note: the edit made to the note as it was before the other's landed is refused whole
-    (NoteChanged, 409 through the server), with the note as it now is; the same edit landing again (a retry) is
-    no error and changes nothing; an edit without ``note_was`` replaces whatever is there."""
+    """Two people edit one note: the edit made to the labels as they were before the other's landed is refused
+    whole (LabelsChanged, 409 through the server), with the labels as they now are; the same edit landing again (a
+    retry) is no error and changes nothing; an edit without ``labels_version`` replaces whatever is there."""
     make, store = setup
     f = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
     f.resolve(make())
-    store.label_resolution(f.id, note="first", set_note=True)
-    theirs = store.label_resolution(f.id, note="theirs", set_note=True, note_was="first")
-    assert theirs is not None and theirs.note == "theirs"
-    with pytest.raises(NoteChanged, match=r"changed since it was read \(it is now 'theirs'\): nothing was changed"):
-        store.label_resolution(f.id, add=["mine"], note="mine", set_note=True, note_was="first")
+    first = store.label_resolution(f.id, note="first", set_note=True)
+    assert first is not None and first.labels_version == 1
+    theirs = store.label_resolution(f.id, note="theirs", set_note=True, labels_version=1)
+    assert theirs is not None and (theirs.note, theirs.labels_version) == ("theirs", 2)
+    with pytest.raises(LabelsChanged, match=r"changed since they were read \(tags now: none; note now: 'theirs'\): "
+                                            "nothing was changed"):
+        store.label_resolution(f.id, add=["mine"], note="mine", set_note=True, labels_version=1)
     now = store.get_resolution(f.id)
-    assert now.note == "theirs" and now.tags == []  # nothing of the refused edit, its tag neither
-    again = store.label_resolution(f.id, note="theirs", set_note=True, note_was="first")  # their edit, retried
-    assert again is not None and again.note == "theirs"
-    cleared = store.label_resolution(f.id, note="", set_note=True, note_was="theirs")
+    assert (now.note, now.tags, now.labels_version) == ("theirs", [], 2)  # nothing of the refused edit, its tag neither
+    again = store.label_resolution(f.id, note="theirs", set_note=True, labels_version=1)  # their edit, retried
+    assert again is not None and (again.note, again.labels_version) == ("theirs", 2)
+    cleared = store.label_resolution(f.id, note="", set_note=True, labels_version=2)
     assert cleared is not None and cleared.note is None
     assert store.label_resolution(f.id, note="blind", set_note=True).note == "blind"
+
+
+def test_a_tag_change_made_to_changed_labels_is_refused_unless_in_effect_either_store(setup, tmp_path) -> None:
+    """Tags are changed as the labels were read (``labels_version``): a late copy of an older "add x" does not add x
+    again after it was removed (although the tags are again what that change was made to), nor does a late copy of
+    a note edit set a note back that was edited back; a change already in effect (the same one again, or someone
+    else's alike) is no error and changes nothing; a change that changes nothing never conflicts."""
+    make, store = setup
+    f = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
+    f.resolve(make())
+    v0 = store.get_resolution(f.id).labels_version
+    assert v0 == 0
+    added = store.label_resolution(f.id, add=["x"], labels_version=v0)
+    assert (added.tags, added.labels_version) == (["x"], 1)
+    removed = store.label_resolution(f.id, remove=["x"], labels_version=1)
+    assert (removed.tags, removed.labels_version) == ([], 2)
+    with pytest.raises(LabelsChanged, match=r"resolution \w+ changed since they were read \(tags now: none; note now: "
+                                            r"empty\): nothing was changed; read them again"):
+        store.label_resolution(f.id, add=["x"], labels_version=v0)  # the late copy of the first change
+    assert (store.get_resolution(f.id).tags, store.get_resolution(f.id).labels_version) == ([], 2)
+    # someone else adds y; adding y made to the labels before theirs is already in effect: no error, no change
+    store.label_resolution(f.id, add=["y"], labels_version=2)
+    same = store.label_resolution(f.id, add=["y"], labels_version=2)
+    assert (same.tags, same.labels_version) == (["y"], 3)
+    assert store.label_resolution(f.id, remove=["nope"], labels_version=0).labels_version == 3  # changes nothing
+    with pytest.raises(LabelsChanged, match="tags now: y;"):  # not in effect: removing y made before it was added
+        store.label_resolution(f.id, add=["z"], remove=["y"], labels_version=2)
+    # a note edited a -> b, then back to a: the late copy of a -> b sets nothing back
+    store.label_resolution(f.id, note="a", set_note=True, labels_version=3)
+    store.label_resolution(f.id, note="b", set_note=True, labels_version=4)
+    store.label_resolution(f.id, note="a", set_note=True, labels_version=5)
+    with pytest.raises(LabelsChanged, match="note now: 'a'"):
+        store.label_resolution(f.id, note="b", set_note=True, labels_version=4)
+    assert store.label_resolution(f.id, add=["z"]).tags == ["y", "z"]  # unconditional: made whatever they are
+    res = store.get_resolution(f.id)
+    assert (res.tags, res.note, res.labels_version) == (["y", "z"], "a", 7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from sematic_k8s import limits
-from sematic_k8s.errors import NoteChanged, TooManyTags
+from sematic_k8s.errors import LabelsChanged, TooManyTags
 from sematic_k8s_server import schemas
 from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, StrictJsonRoute, not_found
 
@@ -13,19 +13,19 @@ router = APIRouter(prefix=API, tags=["resolutions"], route_class=StrictJsonRoute
 
 
 @router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut, responses={
-    **NOT_FOUND, 409: {"description": "the note is no longer the one the edit was made to (note_was)"},
+    **NOT_FOUND, 409: {"description": "the labels changed since the version the change was made to (labels_version)"},
     422: {"description": f"more tags than a resolution has ({limits.TAGS})"}},
              summary="Add or remove tags, set or clear the note")
 def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict:
     """Tags are kept sorted, each once; adding one already there or removing one not there is no error.
-    ``note`` replaces the note (``""`` clears it); leave it out to keep the note. With ``note_was`` (the note as
-    the editor read it), a note replaced meanwhile is not overwritten: 409, and nothing changes. Returns the
-    resolution."""
+    ``note`` replaces the note (``""`` clears it); leave it out to keep the note. With ``labels_version`` (the
+    resolution's, as read), a change made to labels changed since is refused unless it is already in effect: 409,
+    and nothing changes. Returns the resolution."""
     try:
         with srv.write_lock:
             res = srv.store.label_resolution(resolution_id, add=body.add, remove=body.remove, note=body.note,
-                                             set_note=body.note is not None, note_was=body.note_was)
-    except NoteChanged as e:
+                                             set_note=body.note is not None, labels_version=body.labels_version)
+    except LabelsChanged as e:
         raise HTTPException(409, str(e)) from None
     except TooManyTags as e:
         raise HTTPException(422, str(e)) from None

@@ -18,26 +18,32 @@ export function labelsLine(res) {
  * in it (a tag, the note) stays as it is. */
 export function labelsEditor(res, changed) {
   const el = h("div", { class: "labels-editor", testid: "labels-editor" });
-  let editedFrom = null; // the note as it was when its edit began (null: not being edited)
+  // while the note is edited: the note it began from and the labels' version it is made to (null: not edited)
+  let editedFrom = null;
   const failed = (e) => showBanner(`Cannot change the labels of ${res.id.slice(0, 8)}: ${e.message}`);
+  // a tag change is made to the labels shown (labels_version): when they changed meanwhile it is refused (409),
+  // and the page redraws them as they are, the tag typed kept in its box
   const save = async (body) => {
     try {
-      const saved = await setLabels(res.id, body);
+      const saved = await setLabels(res.id, { ...body, labels_version: res.labels_version });
       input.value = "";
       changed(saved);
     } catch (e) {
-      failed(e);
+      if (e.status !== 409) return failed(e);
+      showBanner(`Cannot change the tags of ${res.id.slice(0, 8)}: ${e.message} (the page now shows them as they are)`);
+      changed(null);
     }
   };
-  // saved as an edit of the note it began from (note_was): a note replaced meanwhile is not overwritten unseen (409)
+  // saved as an edit of the note it began from: a note replaced meanwhile is not overwritten unseen (409)
   const saveNote = async (area) => {
     try {
-      const saved = await setLabels(res.id, { note: area.value, note_was: editedFrom });
+      const saved = await setLabels(res.id, { note: area.value, labels_version: editedFrom.version });
       editedFrom = null;
       changed(saved);
     } catch (e) {
       if (e.status !== 409) return failed(e);
-      editedFrom = (await getResolution(res.id).catch(() => res)).note || ""; // a second save replaces that one
+      const now = await getResolution(res.id).catch(() => res);
+      editedFrom = { note: now.note || "", version: now.labels_version }; // a second save replaces that one
       showBanner(`${e.message} (your text is kept in the box: save it again to replace that note)`);
     }
   };
@@ -54,13 +60,15 @@ export function labelsEditor(res, changed) {
       h("button", { type: "button", class: "btn tiny", testid: "note-edit", onclick: noteEdit }, "edit note"));
   };
   const noteEdit = () => {
-    editedFrom = res.note || "";
+    editedFrom = { note: res.note || "", version: res.labels_version };
     const area = h("textarea", { testid: "note-input", rows: "3", maxlength: "10000" }, res.note || "");
     fill(noteBox, area, h("button", { type: "button", class: "btn tiny", testid: "note-save", onclick: () => saveNote(area) }, "save"),
       h("button", { type: "button", class: "btn tiny", onclick: noteView }, "cancel"));
     area.focus();
   };
   el.update = (fresh) => {
+    // only the tags changed: the edit is still made to the note it began from, now at this version
+    if (editedFrom !== null && (fresh.note || "") === editedFrom.note) editedFrom.version = fresh.labels_version;
     res = fresh;
     fill(tags, (res.tags || []).map((t) => h("span", { class: "chip", testid: "tag-chip", data: { tag: t } }, t,
       h("button", { type: "button", class: "chip-x", title: `remove ${t}`, testid: "tag-remove", onclick: () => save({ remove: [t] }) }, "×"))),
