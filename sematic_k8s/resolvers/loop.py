@@ -127,6 +127,7 @@ class ResolutionLoop:
             raise ValueError(f"resolution {existing.id} already ended ({existing.state}): nothing to resume")
         if existing is not None:  # before reading its runs: no earlier driver's write lands after that
             self._take_over(existing.id)
+            self.cancel_asked = self.store.cancel_requested(existing.id)  # asked while no driver ran: still asked
         plan = self.planner.plan(root, existing)  # a driver restarted: pick up where it stopped
         self.root_id = plan.root_id
         self.cache.forced, self.resumed = plan.forced, plan.resumed

@@ -176,7 +176,8 @@ class Planner:
 
     def _resume(self) -> Plan:
         """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
-        what resolved is kept and executors re-attach to the workers still running."""
+        what resolved is kept and executors re-attach to the workers still running (and stop them, when someone
+        asked to cancel it)."""
         runs = self.store.runs_of_root(self.root_id)
         plan = graph.plan_rerun(runs, self.root_id, "continue", new_id, keep_ids=True)
         kept = {p.old_id for p in plan}
@@ -194,7 +195,7 @@ class Planner:
                 if old.state == RUNNING:
                     resumed.add(p.old_id)
                 self.recorder.batch.update_run(p.old_id, state=CREATED, ended_at=None)
-        self.recorder.batch.resolution_updates[self.root_id] = {"state": RUNNING, "ended_at": None, "error": None}
+        # its state is left as it is: running, or canceling (asked while no driver ran, or since: not undone)
         log.warning("resolution %s: resuming after a restart (%d runs kept, %d to run)", self.root_id,
                     sum(p.action != EXECUTE for p in plan), sum(p.action == EXECUTE for p in plan))
         nodes = self._nodes_from_plan(plan, runs, record=False)

@@ -150,6 +150,41 @@ def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
     assert store.get_artifact(store.get_run(f.id).output_id).summary == 1 + 20
 
 
+
+def test_a_cancel_asked_while_the_driver_was_down_is_kept_by_the_restarted_driver(tmp_path):
+    """The driver is killed (its pod died) while a step waits at a gate, and someone cancels the resolution before
+    the driver is started again (within the heartbeat timeout: the resolution is still live, now canceling). The
+    restarted driver cancels it: the resolution and the waiting step end canceled without the gate ever opening
+    (before: it resumed the resolution as running, the cancel forgotten, and waited for the gate to finish it)."""
+    storage = LocalStorage(tmp_path / "storage")
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    marker, gate = str(tmp_path / "marker"), str(tmp_path / "gate")
+    f = gated_pipeline(marker, gate)
+    spec = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
+    env[DRIVER_ENV] = spec.to_json()
+    store = sql_store(db)
+    first = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r.func_name == "gated" and r.state == "running" for r in store.runs_of_root(f.id)):
+            assert time.monotonic() < deadline and first.poll() is None, "the gated run never started"
+            time.sleep(0.05)
+    finally:
+        first.kill()  # the driver's pod dies mid-resolution
+        first.wait()
+    assert store.request_cancel(f.id) == "canceling"
+    try:
+        done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,
+                              timeout=120)  # the gate stays closed: a driver that resumed as running would wait here
+    finally:
+        open(gate, "w").close()  # the killed driver's worker (processes are not re-attached to) may end now
+    assert done.returncode == 1 and "resolution " + f.id + " was canceled" in done.stderr, done.stderr
+    assert store.get_resolution(f.id).state == "canceled"
+    assert {r.state for r in store.runs_of_root(f.id) if r.func_name in ("gated", "gated_pipeline")} == {"canceled"}
+
 PACKAGED_PIPELINE = '''
     import sematic_k8s as sk
 
