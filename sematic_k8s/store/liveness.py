@@ -2,8 +2,10 @@
 (running, or canceling); one silent for longer than the timeout (a store's ``stale_after``, by default
 $SEMATIC_K8S_HEARTBEAT_TIMEOUT) is marked dead, with its unfinished runs, so that ``continue`` can pick it up. The
 server's sweeper marks them (:mod:`sematic_k8s_server.liveness`), and so does every read of them
-(:meth:`~sematic_k8s.store.sql.SqlStore.get_resolution`, ``list_resolutions``). Silence is judged on the database's
-clock alone (:mod:`~sematic_k8s.store.dbclock`), the one the heartbeats are stamped with: never on the reader's."""
+(:meth:`~sematic_k8s.store.sql.SqlStore.get_resolution`, ``list_resolutions``), which asks in its own SELECT whether
+each is :func:`silent` and opens the transaction that marks them only when one is. Silence is judged on the
+database's clock alone (:mod:`~sematic_k8s.store.dbclock`), the one the heartbeats are stamped with: never on the
+reader's."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import sqlalchemy as sa
 from sematic_k8s import settings
 from sematic_k8s.errors import StopsForAFix
 from sematic_k8s.store import dbclock
-from sematic_k8s.store.records import ResolutionRecord
 from sematic_k8s.store.tables import CANCELED, CANCELING, FAILED, LIVE, UNFINISHED_RUNS
 
 log = logging.getLogger("sematic_k8s")
@@ -26,14 +27,19 @@ def timeout(stale_after: float | None) -> float:
     return stale_after if stale_after is not None else settings.heartbeat_timeout()
 
 
-def beating(resolutions: list[ResolutionRecord]) -> list[str]:
-    """The ids of the live Resolutions that heartbeat: those a read asks :func:`expire_silent` about (whether one is
-    silent is for the database's clock to say, not this process's)."""
-    return [r.id for r in resolutions if r.state in LIVE and r.heartbeat_at is not None]
+def silent(resolutions: sa.Table, dialect: str, stale_after: float) -> sa.ColumnElement[bool]:
+    """Whether a Resolution is silent: live (running, or canceling), heartbeating, and its last beat older than
+    ``stale_after`` seconds of the database's clock (:func:`dbclock.now` for ``dialect``; never this process's).
+    :func:`expire_silent` marks by it, and a read selects it with each record (:mod:`~sematic_k8s.store.reads`), so
+    that only a read that finds one silent opens the transaction that marks it."""
+    t = resolutions
+    return sa.and_(t.c.state.in_(LIVE), t.c.heartbeat_at.is_not(None),
+                   t.c.heartbeat_at < dbclock.now(dialect, stale_after))
 
 
 def expire_for_read(expire: Callable[[list[str]], list[str]], ids: list[str]) -> bool:
-    """``expire(ids)`` (``SqlStore.expire_silent``: these resolutions marked dead if silent), as a read of them does;
+    """``expire(ids)`` (``SqlStore.expire_silent``: these resolutions, which the read found :func:`silent`, marked dead
+    if they still are), as a read of them does;
     whether to read them again (some were marked). On a full disk, or a database another process keeps locked, the
     read goes on without it (they are read as they are, and marked once the disk has room, or the lock is let go)."""
     try:
@@ -51,14 +57,14 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     Then ``continue`` can pick it up. Returns the ids marked. (Resolutions recorded without heartbeats are left
     alone.)"""
     t, dialect = resolutions, conn.dialect.name
-    silent = [t.c.state.in_(LIVE), t.c.heartbeat_at.is_not(None), t.c.heartbeat_at < dbclock.now(dialect, stale_after)]
+    dead = [silent(t, dialect, stale_after)]
     if ids is not None:
-        silent.append(t.c.id.in_(list(ids)))
+        dead.append(t.c.id.in_(list(ids)))
     marked = []
-    found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*silent)).all()
+    found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*dead)).all()
     for res_id, state, beat in found:
         reason = f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC"
-        done = conn.execute(sa.update(t).where(t.c.id == res_id, *silent).values(  # unless it beat meanwhile
+        done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
             state=CANCELED if state == CANCELING else FAILED, ended_at=dbclock.now(dialect),
             error=reason + ("; canceled as asked" if state == CANCELING else "")))
         if done.rowcount:

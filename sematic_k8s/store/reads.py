@@ -1,8 +1,8 @@
 """The SQL store's ordinary reads: records by id, lists and counts, and the lighter views a rerun's planner and a
 value's reader take. Each is a function of a connection and the tables it reads, which
-:class:`~sematic_k8s.store.sql.SqlStore` calls on a connection of its own; it also marks silent resolutions dead
-before its reads return them (:mod:`~sematic_k8s.store.liveness`). Cache look-ups are in
-:mod:`~sematic_k8s.store.cache_reads`."""
+:class:`~sematic_k8s.store.sql.SqlStore` calls on a connection of its own. The reads of resolutions also select
+whether each is silent (the test :func:`~sematic_k8s.store.liveness.silent` gives), which SqlStore marks dead before
+it returns them (:mod:`~sematic_k8s.store.liveness`). Cache look-ups are in :mod:`~sematic_k8s.store.cache_reads`."""
 
 from __future__ import annotations
 
@@ -134,20 +134,37 @@ def runs_by_id(conn: sa.Connection, runs: sa.Table, ids: Iterable[str], *,
 
 # -- resolutions -----------------------------------------------------------------------------------
 
-def get_resolution(conn: sa.Connection, resolutions: sa.Table, resolution_id: str) -> ResolutionRecord | None:
-    stmt = sa.select(resolutions).where(resolutions.c.id == resolution_id)
-    return first_record(conn, stmt, ResolutionRecord, RES_FIELDS)
+SILENT = "sk_silent"  # the label of the silence test a read of resolutions selects with their columns
 
 
-def list_resolutions(conn: sa.Connection, resolutions: sa.Table, *, state: str | None = None, limit: int = 100,
-                     offset: int = 0) -> list[ResolutionRecord]:
-    """Resolutions, newest first, those in ``state`` if given."""
+def judged_resolutions(conn: sa.Connection, stmt: sa.Select, silent: sa.ColumnElement[bool]
+                       ) -> tuple[list[ResolutionRecord], list[str]]:
+    """The resolutions ``stmt`` selects, and the ids of those for which ``silent`` holds, asked in the same
+    statement (with the database's clock, as it reads them: no statement or transaction of its own)."""
+    rows = conn.execute(stmt.add_columns(silent.label(SILENT))).mappings().all()
+    return ([ResolutionRecord(**{f: row[f] for f in RES_FIELDS}) for row in rows],
+            [row["id"] for row in rows if row[SILENT]])
+
+
+def get_resolution(conn: sa.Connection, resolutions: sa.Table, resolution_id: str, silent: sa.ColumnElement[bool]
+                   ) -> tuple[ResolutionRecord | None, list[str]]:
+    """The resolution (None when unknown), and its id if ``silent`` holds for it (see :func:`judged_resolutions`)."""
+    stmt = sa.select(resolutions).where(resolutions.c.id == resolution_id).limit(1)
+    found, silent_ids = judged_resolutions(conn, stmt, silent)
+    return (found[0] if found else None), silent_ids
+
+
+def list_resolutions(conn: sa.Connection, resolutions: sa.Table, silent: sa.ColumnElement[bool], *,
+                     state: str | None = None, limit: int = 100, offset: int = 0
+                     ) -> tuple[list[ResolutionRecord], list[str]]:
+    """Resolutions, newest first, those in ``state`` if given; and the ids of those for which ``silent`` holds
+    (see :func:`judged_resolutions`)."""
     t = resolutions
     stmt = sa.select(t)
     if state is not None:
         stmt = stmt.where(t.c.state == state)
     stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
-    return select_records(conn, stmt, ResolutionRecord, RES_FIELDS)
+    return judged_resolutions(conn, stmt, silent)
 
 
 def cancel_requested(conn: sa.Connection, resolutions: sa.Table, resolution_id: str) -> bool:

@@ -277,18 +277,12 @@ class SqlStore:
         return self._read(reads.runs_by_id, self._runs, ids, refs_known=refs_known)
 
     def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
-        res = self._read(reads.get_resolution, self._res, resolution_id)
-        if res is not None and liveness.beating([res]) and self._expire_for_read([res.id]):
-            res = self._read(reads.get_resolution, self._res, resolution_id)
-        return res
+        return self._read_judged(lambda conn, silent: reads.get_resolution(conn, self._res, resolution_id, silent))
 
     def list_resolutions(self, *, state: str | None = None, limit: int = 100,
                          offset: int = 0) -> list[ResolutionRecord]:
-        found = self._read(reads.list_resolutions, self._res, state=state, limit=limit, offset=offset)
-        beating = liveness.beating(found)
-        if beating and self._expire_for_read(beating):
-            found = self._read(reads.list_resolutions, self._res, state=state, limit=limit, offset=offset)
-        return found
+        return self._read_judged(lambda conn, silent: reads.list_resolutions(
+            conn, self._res, silent, state=state, limit=limit, offset=offset))
 
     def cancel_requested(self, resolution_id: str) -> bool:
         return self._read(reads.cancel_requested, self._res, resolution_id)
@@ -318,8 +312,16 @@ class SqlStore:
 
     # -- liveness (store/liveness.py) ------------------------------------------------------------
 
-    def _expire_for_read(self, ids: list[str]) -> bool:
-        return liveness.expire_for_read(self.expire_silent, ids)
+    def _read_judged(self, read: Callable[[sa.Connection, sa.ColumnElement[bool]], tuple[R, list[str]]]) -> R:
+        """``read(connection, silent)``: resolutions read with whether each is silent (:func:`liveness.silent`,
+        selected with them: the database's clock, in the read's own statement). Only when some are is there a write:
+        they are marked dead (:meth:`expire_silent`, its own transaction, unless they beat meanwhile) and read
+        again."""
+        silent = liveness.silent(self._res, self.engine.dialect.name, liveness.timeout(self.stale_after))
+        found, silent_ids = self._read(read, silent)
+        if silent_ids and liveness.expire_for_read(self.expire_silent, silent_ids):
+            found, _ = self._read(read, silent)
+        return found
 
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
