@@ -274,34 +274,73 @@ def test_a_live_resolver_whose_clock_is_behind_is_not_marked_dead_by_a_reader(tm
 READER = """
 import json, sys, time
 from sematic_k8s.store.sql import SqlStore
-url, root_id, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+url, root_id, timeout, reads, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 store = SqlStore(url, stale_after=timeout)
-deadline = time.monotonic() + 60  # the real seconds it reads for (monotonic: not faked)
-while (res := store.get_resolution(root_id)).state == "running" and time.monotonic() < deadline:
+read = {"get": lambda: store.get_resolution(root_id),
+        "list": lambda: next(r for r in store.list_resolutions(limit=1000) if r.id == root_id)}
+deadline = time.monotonic() + seconds  # the real seconds it reads for (monotonic: not faked)
+while time.monotonic() < deadline:
+    seen = [read[how]() for how in reads.split(",")]
+    if any(r.state != "running" for r in seen):
+        break
     time.sleep(0.2)
-print(json.dumps({"state": res.state, "error": res.error}))
+print(json.dumps([{"state": r.state, "error": r.error} for r in seen]))
 """
 
 
+def read_as(reader: str | None, url: str, root_id: str, reads: str, seconds: float) -> list[dict[str, Any]]:
+    """:data:`READER` in a process whose clock is ``reader`` off (None: not), with a :data:`SKEW_TIMEOUT`: it reads
+    the resolution (``reads``: "get", "list" or both, "get,list": ``get_resolution``, ``list_resolutions``) until a
+    read shows it not running, or for ``seconds``; what the last reads showed (state, error)."""
+    env = {**os.environ, **(skew := skewed(reader)), "PYTHONPATH": pythonpath(skew)}
+    out = subprocess.run([sys.executable, "-c", READER, url, root_id, str(SKEW_TIMEOUT), reads, str(seconds)],
+                         env=env, capture_output=True, text=True, timeout=seconds + 60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
 @needs_faketime
-@pytest.mark.parametrize(("writer", "reader"), [("+5m", None), (None, "-5m")],
-                         ids=["writer_5_min_ahead", "reader_5_min_behind"])
+def test_a_reader_whose_clock_is_ahead_does_not_mark_a_live_resolver_dead(tmp_path, monkeypatch, postgres_url):
+    """A reader process 5 minutes ahead of the database and of a live LocalResolver at its gate (one PostgreSQL)
+    reads it, by ``get_resolution`` and ``list_resolutions``, for twice the 5 s timeout: it stays running (a read
+    judging silence on its own clock would find every beat 5 minutes old and mark it failed, its runs canceled),
+    and resolves once the gate opens."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    root_id, gate = new_id(), tmp_path / "gate"
+    proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_DB_URL": postgres_url}, stderr=subprocess.PIPE,
+                          text=True)
+    try:
+        wait_for(lambda: Path(f"{gate}.started").exists() or proc.poll() is not None, 60, what="the gated step")
+        seen = read_as("+5m", postgres_url, root_id, "get,list", 2 * SKEW_TIMEOUT)
+        assert [r["state"] for r in seen] == ["running", "running"], seen
+        assert proc.poll() is None
+        gate.touch()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert SqlStore(postgres_url).get_resolution(root_id).state == "resolved"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+@needs_faketime
+@pytest.mark.parametrize(("writer", "reader", "reads"), [("+5m", None, "get"), (None, "-5m", "get"),
+                                                         (None, "-5m", "list")],
+                         ids=["writer_5_min_ahead", "reader_5_min_behind", "reader_5_min_behind_listing"])
 def test_a_killed_resolver_is_marked_dead_on_time_by_a_reader_whose_clock_disagrees(tmp_path, monkeypatch,
-                                                                                     postgres_url, writer, reader):
+                                                                                     postgres_url, writer, reader,
+                                                                                     reads):
     """A LocalResolver killed (kill -9) at its gate is marked dead within a minute by a reader with a 5 s timeout
     whose clock is 5 minutes behind the resolver's: the resolver's clock ahead (was: its beats, stamped 5 minutes in
     the future, hid its death for 5 minutes), or the reader's behind (a cutoff from its own clock missed it as
-    long)."""
+    long); the reader getting the resolution, or listing resolutions."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     root_id, gate = new_id(), tmp_path / "gate"
     proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_DB_URL": postgres_url, **skewed(writer)})
     store = SqlStore(postgres_url, stale_after=10 ** 6)  # reads without marking anything
     kill_when_gated(proc, gate, lambda: sum(r.state == "resolved" for r in store.runs_of_root(root_id)))
-    env = {**os.environ, **(skew := skewed(reader)), "PYTHONPATH": pythonpath(skew)}
-    out = subprocess.run([sys.executable, "-c", READER, postgres_url, root_id, str(SKEW_TIMEOUT)], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = json.loads(out.stdout)
+    [seen] = read_as(reader, postgres_url, root_id, reads, 60)
     assert seen["state"] == "failed", seen
     assert seen["error"].startswith("the resolver stopped responding at ")
     assert {r.state for r in store.runs_of_root(root_id)} <= {"resolved", "canceled"}
