@@ -1,7 +1,7 @@
 """Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
-a private S3 API server (moto) on a port of its own, a TCP proxy that can drop every connection or lose the answer
-to one request, one that holds back a request past its client's timeout, to deliver it late, and one that answers
-"too many requests" (429) in the target's place."""
+a private S3 API server (moto) and a private Docker registry on ports of their own, a TCP proxy that can drop every
+connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
+late, and one that answers "too many requests" (429), or another status, in the target's place."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,42 @@ class ServerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class RegistryProcess:
+    """A Docker registry of its own (Debian's ``docker-registry``, as ``infra/up.sh`` starts the shared one) on a free
+    port of 127.0.0.1, its storage under ``home``, deletes enabled: :meth:`kill` is kill -9, :meth:`start` starts it
+    again on the same port and storage (the images pushed before are still there). Never the shared registry."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / f"registry-{self.port}.log"
+        self.config = home / f"registry-{self.port}.yml"
+        self.config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: "
+                               f"{home / 'registry-data'}}}\n  delete: {{enabled: true}}\n"
+                               f"http: {{addr: {self.host}}}\n")
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for(self._up, 30, what=f"the registry on {self.host} (log: {self.log})")
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the registry exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"http://{self.host}/v2/", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
 
 
 class S3Server:
@@ -127,11 +164,12 @@ def private_s3(monkeypatch, bucket: str = "faults") -> Iterator[tuple[S3Server, 
 
 
 class _LoopbackProxy:
-    """A TCP proxy on 127.0.0.1 to ``target_port``: accepts connections on a port of its own (``url``) and gives
-    each, with its own connection to the target, to :meth:`_serve` on a thread; :meth:`_refused` may close one first.
-    Subclasses set their own state before calling ``__init__``, which starts accepting."""
+    """A TCP proxy on 127.0.0.1 to ``target_port`` (or a Unix socket's path: a Docker engine's): accepts connections
+    on a port of its own (``url``) and gives each, with its own connection to the target, to :meth:`_serve` on a
+    thread; :meth:`_refused` may close one first. Subclasses set their own state before calling ``__init__``, which
+    starts accepting."""
 
-    def __init__(self, target_port: int, name: str) -> None:
+    def __init__(self, target_port: int | str, name: str) -> None:
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -158,7 +196,11 @@ class _LoopbackProxy:
 
     def _connect(self, client: socket.socket) -> None:
         try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            if isinstance(self.target_port, str):
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.target_port)
+            else:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
         except OSError:
             client.close()
             return
@@ -172,7 +214,7 @@ class DroppingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to ``target_port``. While :attr:`dropping`, every connection (new or open) is
     closed at once, as a failing load balancer would. :meth:`lose_answer` loses the answer to one request."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int | str) -> None:
         self.dropping = False
         self.dropped = 0
         self.lost = 0  # answers lost (see lose_answer)
@@ -325,18 +367,19 @@ class HoldingProxy(_LoopbackProxy):
 
 
 class ThrottlingProxy(_LoopbackProxy):
-    """A TCP proxy on 127.0.0.1 to an S3 API on ``target_port`` that answers the first ``times`` requests
-    ``throttle`` picks (by their head) itself, never passing them on: ``status`` with an S3 error document of
-    ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write to a key a second; a bare
-    answer when ``code`` is empty). Every other request and answer passes. A request's ``Expect: 100-continue`` is
-    answered here (its body is read before it is judged)."""
+    """A TCP proxy on 127.0.0.1 to an S3 API (or a registry) on ``target_port`` that answers the first ``times``
+    requests ``throttle`` picks (by their head) itself, never passing them on: ``status`` with an S3 error document
+    of ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write to a key a second; a bare
+    answer when ``code`` is empty), and ``headers`` (``Retry-After``). Every other request and answer passes. A
+    request's ``Expect: 100-continue`` is answered here (its body is read before it is judged)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
-                 code: str = "TooManyRequests") -> None:
+                 code: str = "TooManyRequests", headers: dict[str, str] | None = None) -> None:
         self.throttle, self.left, self.throttled = throttle, times, 0
         body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>slow down</Message></Error>" \
             if code else ""  # none: a bare 429, as a rate-limiting proxy before S3 answers
-        self.answer = (f"HTTP/1.1 {status} Throttled\r\nContent-Type: application/xml\r\n"
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/xml\r\n{extra}"
                        f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
         super().__init__(target_port, "throttling-proxy")
 
@@ -344,6 +387,10 @@ class ThrottlingProxy(_LoopbackProxy):
         threading.Thread(target=HoldingProxy._answers, args=(upstream, client), daemon=True).start()
         reader = client.makefile("rb")
         try:
+            if reader.peek(1)[:1] == b"\x16":  # a TLS handshake (docker tries HTTPS first): passed on as bytes
+                while data := reader.read1(65536):
+                    upstream.sendall(data)
+                return
             while True:
                 head, body = _read_message(reader, continue_to=client)
                 with self._lock:
@@ -375,12 +422,37 @@ def _read_message(reader: Any, continue_to: socket.socket | None = None) -> tupl
             continue_to.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             continue
         head += line
-    length = 0
+    length, chunked = 0, False
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
+        elif name.strip().lower() == b"transfer-encoding":
+            chunked = value.strip().lower() == b"chunked"
+    if chunked:  # a docker push's layer upload: chunks, then a zero chunk and trailers, passed on as they came
+        return head, _read_chunks(reader)
     body = reader.read(length) if length else b""
     if len(body) < length:
         raise EOFError("the connection ended mid-body")
     return head, body
+
+
+def _read_chunks(reader: Any) -> bytes:
+    """A chunked body's bytes as sent (sizes, data, the zero chunk, trailers); EOFError when it is cut."""
+    parts: list[bytes] = []
+    while True:
+        size_line = reader.readline(65537)
+        if not size_line.endswith(b"\r\n"):
+            raise EOFError("the connection ended mid-body")
+        parts.append(size_line)
+        size = int(size_line.split(b";", 1)[0], 16)
+        if size == 0:
+            while (line := reader.readline(65537)) not in (b"\r\n", b""):
+                parts.append(line)
+            if not line:
+                raise EOFError("the connection ended mid-body")
+            return b"".join([*parts, line])
+        data = reader.read(size + 2)
+        if len(data) < size + 2:
+            raise EOFError("the connection ended mid-body")
+        parts.append(data)
