@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sematic_k8s.docker_engine import docker_client as engine_client
+from sematic_k8s.docker_engine import engine_calls
 from sematic_k8s.errors import BuildError, PushError, RegistryAuthError
 from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
@@ -34,6 +35,7 @@ from sematic_k8s.specs import ARCHITECTURES
 logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the legacy builder colours a RUN step's stderr
 BUILD_TIMEOUT = 900.0  # seconds a build or push request may take (a RUN step may print nothing for long)
 WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # Docker's names -> the manylinux wheel tags'
 
@@ -94,11 +96,16 @@ def docker_client() -> Any:
 
 def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str = "Dockerfile",
                  progress: Progress | None = None, network_mode: str | None = None, nocache: bool = False,
-                 buildargs: dict[str, str] | None = None, platform: str | None = None) -> tuple[str, list[str]]:
+                 buildargs: dict[str, str] | None = None, platform: str | None = None,
+                 source: str = "") -> tuple[str, list[str]]:
     """Build from a context tar, streaming each log line to ``progress``; returns (image id, log lines).
 
-    Raises :class:`BuildError` naming the failing step and its output.
+    Raises :class:`BuildError` naming the failing step and its output, or the engine's refusal to start (a
+    Dockerfile that does not parse: its line quoted from ``source``, the Dockerfile's text);
+    :class:`DockerUnavailable` when the engine stops answering meanwhile.
     """
+    import docker.errors
+
     say = say_to(progress)
     log: list[str] = []
     step: str | None = None
@@ -108,36 +115,40 @@ def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str =
     kwargs: dict[str, Any] = {"network_mode": network_mode} if network_mode else {}
     if platform:
         kwargs["platform"] = f"linux/{platform}"
-    stream = client.api.build(fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, rm=True,
-                              forcerm=True, pull=False, nocache=nocache, decode=True, buildargs=buildargs or {},
-                              **kwargs)
-    for chunk in stream:
-        if "stream" in chunk:
-            pending += chunk["stream"]
-            *lines, pending = pending.split("\n")
-            for raw in lines:
-                line = raw.rstrip("\r")
-                if not line.strip():
-                    continue
-                log.append(line)
-                say(line)
-                if _STEP.match(line):
-                    step, step_output = line, []
-                elif not line.startswith((" ---> ", "Removing intermediate container")):
-                    step_output.append(line)
-        elif "error" in chunk or "errorDetail" in chunk:
-            if pending.strip():
-                log.append(pending.rstrip())
-                step_output.append(pending.rstrip())
-            detail = chunk.get("errorDetail") or {}
-            raise BuildError(chunk.get("error") or detail.get("message") or str(chunk), step=step,
-                             output=step_output, log=log)
-        elif "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
-            image_id = chunk["aux"]["ID"]
-        elif "status" in chunk:  # pulling a base image
-            status = " ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k))
-            if "progressDetail" not in chunk or not chunk["progressDetail"]:
-                say(status)
+    with engine_calls(f"building {tag}"):
+        try:
+            stream = client.api.build(fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, rm=True,
+                                      forcerm=True, pull=False, nocache=nocache, decode=True,
+                                      buildargs=buildargs or {}, **kwargs)
+            for chunk in stream:
+                if "stream" in chunk:
+                    pending += _ANSI.sub("", chunk["stream"])
+                    *lines, pending = pending.split("\n")
+                    for raw in lines:
+                        line = raw.rstrip("\r")
+                        if not line.strip():
+                            continue
+                        log.append(line)
+                        say(line)
+                        if _STEP.match(line):
+                            step, step_output = line, []
+                        elif not line.startswith((" ---> ", "Removing intermediate container")):
+                            step_output.append(line)
+                elif "error" in chunk or "errorDetail" in chunk:
+                    if pending.strip():
+                        log.append(pending.rstrip())
+                        step_output.append(pending.rstrip())
+                    detail = chunk.get("errorDetail") or {}
+                    raise BuildError(chunk.get("error") or detail.get("message") or str(chunk), step=step,
+                                     output=step_output, log=log)
+                elif "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                elif "status" in chunk:  # pulling a base image
+                    status = " ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k))
+                    if "progressDetail" not in chunk or not chunk["progressDetail"]:
+                        say(status)
+        except docker.errors.APIError as e:  # refused before it began: a Dockerfile that does not parse
+            raise _refused(e, source) from None
     if pending.strip():
         log.append(pending.rstrip())
         say(pending.rstrip())
@@ -150,22 +161,33 @@ def docker_build(client: Any, context: IO[bytes], tag: str, *, dockerfile: str =
     return image_id, log
 
 
+def _refused(e: Any, source: str) -> BuildError:
+    """The :class:`BuildError` of a build the engine would not start, quoting the Dockerfile line it names."""
+    why = e.explanation if isinstance(e.explanation, str) and e.explanation else str(e)
+    m = re.search(r"\bline (\d+)", why)
+    lines = source.splitlines()
+    quoted = [f"line {m.group(1)} of the Dockerfile: {lines[int(m.group(1)) - 1]}"] \
+        if m and 0 < int(m.group(1)) <= len(lines) else []
+    return BuildError(f"the Docker engine refused to start it: {why}", output=quoted)
+
+
 def base_platform(client: Any, base_image: str) -> str:
     """The CPU architecture (``amd64`` or ``arm64``) images built from ``base_image`` get: the local image's, else
     the daemon's when the registry offers it (``docker build`` picks that one), else the registry's only one."""
     import docker.errors
 
     arch = ""
-    try:
-        arch = client.images.get(base_image).attrs.get("Architecture") or ""
-    except docker.errors.ImageNotFound:
-        native = client.version().get("Arch") or ""
+    with engine_calls(f"reading base image {base_image}"):
         try:
-            platforms = client.api.inspect_distribution(base_image).get("Platforms") or []
-        except docker.errors.APIError as e:
-            raise BuildError(f"base image {base_image} is neither here nor readable in its registry: {e}") from None
-        offered = [p.get("architecture") for p in platforms]
-        arch = native if native in offered or not offered else offered[0] or native
+            arch = client.images.get(base_image).attrs.get("Architecture") or ""
+        except docker.errors.ImageNotFound:
+            native = client.version().get("Arch") or ""
+            try:
+                platforms = client.api.inspect_distribution(base_image).get("Platforms") or []
+            except docker.errors.APIError as e:
+                raise BuildError(f"base image {base_image} is neither here nor readable in its registry: {e}") from None
+            offered = [p.get("architecture") for p in platforms]
+            arch = native if native in offered or not offered else offered[0] or native
     if arch not in ARCHITECTURES:
         raise BuildError(f"base image {base_image} is for the {arch or 'unknown'} CPU architecture: sematic-k8s builds "
                          f"images for {' or '.join(ARCHITECTURES)}; choose a base image for one of those")
@@ -254,15 +276,15 @@ def build_and_push(ctx: BuildContext, registry_repo: str, *, client: Any = None,
                     if user_reqs else None)
         tag = f"{registry_repo}:{ctx.tag}"
         started = time.monotonic()
+        dockerfile = render_dockerfile(ctx, wheel[0])
         with tempfile.TemporaryFile(dir=scratch) as tar:
-            write_context(ctx, tar, dockerfile=render_dockerfile(ctx, wheel[0]), sematic_wheel=wheel,
-                          runtime=runtime, user=user)
+            write_context(ctx, tar, dockerfile=dockerfile, sematic_wheel=wheel, runtime=runtime, user=user)
             size = tar.tell()
             tar.seek(0)
             say(f"build: {tag} for linux/{platform} from {ctx.root} ({len(ctx.files)} files, "
                 f"context {size / 1e6:.1f} MB)")
             _, log = docker_build(client, tar, tag, dockerfile=DOCKERFILE, progress=say, nocache=nocache,
-                                  network_mode="host" if ctx.network else None, platform=platform)
+                                  network_mode="host" if ctx.network else None, platform=platform, source=dockerfile)
         say(f"build: done in {time.monotonic() - started:.1f}s; pushing {tag}")
         ref = push_image(client, registry_repo, ctx.tag, progress=say)
         say(f"image: {ref}")

@@ -317,6 +317,34 @@ def test_failing_run_step_raises_build_error(tmp_path, repo, base_image):
     assert e.step in str(e) and "about to fail" in str(e)
 
 
+def test_a_shell_syntax_error_in_a_step_reaches_the_error_in_plain_words(tmp_path, repo, base_image):
+    """A setup command the shell cannot parse: the BuildError names the step and quotes the shell's words as they
+    are (the legacy builder colours a step's stderr: no escape codes, no "Removing intermediate container" after)."""
+    make_project(tmp_path)
+    nonce = uuid.uuid4().hex[:6]
+    with pytest.raises(BuildError) as err:
+        ensure_image(tmp_path, repo, base_image, progress=lambda _: None, setup=[f"if then {nonce}"])
+    e = err.value
+    assert e.output == ['/bin/sh: 1: Syntax error: "then" unexpected'], e.output
+    assert str(e) == (f"docker build failed at {e.step}: The command '/bin/sh -c if then {nonce}' returned a non-zero "
+                      f"code: 2\n    /bin/sh: 1: Syntax error: \"then\" unexpected"), str(e)
+    assert re.fullmatch(rf"Step \d+/\d+ : RUN if then {nonce}", e.step or "")
+
+
+def test_a_dockerfile_the_engine_cannot_parse_is_a_build_error_quoting_its_line(tmp_path, repo, base_image):
+    """A setup command whose line break ends its RUN instruction: the engine refuses the Dockerfile; the BuildError
+    says so in its words and quotes the line it names (was: the docker SDK's APIError, with the request's URL)."""
+    make_project(tmp_path)
+    nonce = uuid.uuid4().hex[:6]
+    with pytest.raises(BuildError) as err:
+        ensure_image(tmp_path, repo, base_image, progress=lambda _: None, setup=[f"echo one\nBOGUS {nonce}"])
+    first, *rest = str(err.value).splitlines()
+    assert re.fullmatch(r"docker build failed: the Docker engine refused to start it: dockerfile parse error line "
+                        r"(\d+): unknown instruction: BOGUS", first), first
+    line = re.search(r"line (\d+)", first).group(1)  # type: ignore[union-attr]
+    assert rest == [f"    line {line} of the Dockerfile: BOGUS {nonce}"], rest
+
+
 @pytest.mark.parametrize("engine", ["stopped", "hung"])
 def test_a_docker_engine_that_does_not_answer_is_said_plainly_to_the_caller_of_resolve(tmp_path, monkeypatch, engine):
     """A socket nothing listens on (the engine stopped), or one that takes connections and never answers (hung):
