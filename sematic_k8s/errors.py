@@ -21,6 +21,7 @@ func failing)::
         │       └── S3CredentialsError  no usable AWS credentials, or refused ones
         ├── BuildError                  ``docker build`` failed (.step, .output, .log)
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
+        │   └── RegistryUnavailable     the registry did not answer, or kept answering 429/5xx, past the retry window
         ├── RegistryAuthError           the image registry wants credentials we do not have
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
@@ -313,6 +314,11 @@ class BuildError(InfrastructureError):
 
 class PushError(InfrastructureError):
     """``docker push`` failed, or the pushed digest could not be confirmed."""
+
+
+class RegistryUnavailable(PushError):
+    """The image registry did not answer, or kept answering 429 or 5xx, for the retry window: to a push, or to the
+    check that a recorded image is still there."""
 
 
 class RegistryAuthError(InfrastructureError):

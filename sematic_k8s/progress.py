@@ -4,8 +4,9 @@ per layer pushed and per change of the run counts, and the same summary. Never t
 in the :class:`~sematic_k8s.errors.BuildError` when a build fails.
 
 Packaging reports progress as lines (``Progress = Callable[[str], None]``); :class:`Display` reads the ones it
-knows (``Step N/M : ...`` from docker, ``push LAYER: STATUS``, ``context:``, ``image:``, ``build:``, ``wheels:``
-from :mod:`sematic_k8s.packaging.build`), and is told run counts with :meth:`Display.runs`.
+knows (``Step N/M : ...`` from docker, ``push LAYER: STATUS``, ``context:``, ``image:``, ``build:``, ``wheels:``,
+``registry:`` (a registry's trouble, and what is done about it) from :mod:`sematic_k8s.packaging.build`), and is told
+run counts with :meth:`Display.runs`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ STATES = ("created", "scheduled", "running", "resolved", "failed", "canceled")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _PUSH = re.compile(r"^push ([0-9a-f]{6,}): (.*?)(?: \([\d.]+ MB\))?$")
 _PUSHED = ("Pushed", "Layer already exists", "Mounted from")
-_SAID = ("context:", "image:", "build:", "wheels:", "driver ")  # lines worth keeping, as they are
+_SAID = ("context:", "image:", "build:", "wheels:", "registry:", "driver ")  # lines worth keeping, as they are
 _COLORS = {"created": "white", "scheduled": "cyan", "running": "yellow", "resolved": "green", "failed": "red",
            "canceled": "magenta"}
 

@@ -1,8 +1,8 @@
 """Container images of user projects, for the CloudResolver: build-context hashing (:mod:`.context`,
 :mod:`.ignore`), wheels fetched on the host (:mod:`.wheels`), the Dockerfile (:mod:`.dockerfile`) and build
-context (:mod:`.archive`), docker build + push (:mod:`.build`), registry look-ups (:mod:`.registry`), and
-reuse of images whose context hash is already recorded or pushed. See :func:`ensure_image`. The project's
-own images (server, worker base) are built by :mod:`.images`.
+context (:mod:`.archive`), docker build (:mod:`.build`), push and the registry's faults (:mod:`.push`), registry
+look-ups (:mod:`.registry`), and reuse of images whose context hash is already recorded or pushed. See
+:func:`ensure_image`. The project's own images (server, worker base) are built by :mod:`.images`.
 """
 
 from sematic_k8s.errors import BuildError, PushError

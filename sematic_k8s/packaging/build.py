@@ -1,8 +1,10 @@
 """Build and push a project's image with the docker SDK, and reuse images whose context hash is known.
 
-:func:`ensure_image` is the entry point: a recorded (hash, digest) that matches is reused; a tag for the hash
-already in the registry is reused; otherwise the image is built (legacy builder, progress streamed line by
-line) and pushed, and its reference by digest (``repo@sha256:...``) is returned.
+:func:`ensure_image` is the entry point: a recorded (hash, digest) that matches is reused while the registry holds
+it; a tag for the hash already in the registry is reused; otherwise the image is built (legacy builder, progress
+streamed line by line) and pushed, and its reference by digest (``repo@sha256:...``) is returned. A registry that
+fails for a while is ridden out for the retry window (:mod:`.push`); an engine that stops answering is
+:class:`~sematic_k8s.errors.DockerUnavailable`.
 
 Images are built for the base image's CPU architecture (:func:`base_platform`), with wheels fetched for it, and
 that architecture comes back with the image (:attr:`ImageRef.platform`), so that pods go to nodes that can run it.
@@ -24,11 +26,12 @@ from typing import IO, Any
 
 from sematic_k8s.docker_engine import docker_client as engine_client
 from sematic_k8s.docker_engine import engine_calls
-from sematic_k8s.errors import BuildError, PushError, RegistryAuthError
+from sematic_k8s.errors import BuildError, RegistryAuthError
 from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
 from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
-from sematic_k8s.packaging.registry import Repo, image_architecture, manifest_digest
+from sematic_k8s.packaging.push import image_in_registry, push_image
+from sematic_k8s.packaging.registry import image_architecture, manifest_digest
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
 from sematic_k8s.specs import ARCHITECTURES
 
@@ -204,39 +207,6 @@ def registry_platform(repo: str, reference: str) -> str | None:
     return arch if arch in ARCHITECTURES else None
 
 
-def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
-    """Push ``repo:tag``; returns the ``repo@sha256:...`` reference, confirmed against the image's RepoDigests."""
-    say = say_to(progress)
-    digest = ""
-    layer_state: dict[str, str] = {}
-    for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
-        if "error" in chunk or "errorDetail" in chunk:
-            why = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or chunk
-            host = Repo.parse(repo).host
-            raise PushError(f"push of {repo}:{tag} failed: {why}; is the registry {host} running and reachable from "
-                            f"the Docker engine, and does it take its credentials (`docker login {host}`)?")
-        aux = chunk.get("aux")
-        if isinstance(aux, dict) and aux.get("Digest"):
-            digest = aux["Digest"]
-        status, layer = chunk.get("status"), chunk.get("id")
-        if not status:
-            continue
-        if layer:
-            if layer_state.get(layer) != status:
-                layer_state[layer] = status
-                total = (chunk.get("progressDetail") or {}).get("total")
-                say(f"push {layer}: {status}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
-        else:
-            say(f"push: {status}")
-    if not digest:
-        raise PushError(f"push of {repo}:{tag} reported no digest")
-    ref = f"{repo}@{digest}"
-    image = client.images.get(f"{repo}:{tag}")
-    if ref not in (image.attrs.get("RepoDigests") or []):
-        raise PushError(f"pushed digest {ref} is not among the image's RepoDigests {image.attrs.get('RepoDigests')}")
-    return ref
-
-
 def registry_digest(repo: str, tag: str, client: Any = None) -> str | None:
     """The digest of ``repo:tag`` in its registry, or None when the tag is not there (or cannot be checked)."""
     try:
@@ -305,8 +275,9 @@ def ensure_image(project_root: str | os.PathLike[str], registry_repo: str, base_
                  python_version: str | None = None, client: Any = None, nocache: bool = False) -> ImageRef:
     """The image for the project at ``project_root``, built and pushed only when needed.
 
-    ``recorded`` is a previous (context hash, digest ref) such as a Resolution's: reused when the hash matches.
-    Else a tag named by the hash already in ``registry_repo`` is reused. Else build + push.
+    ``recorded`` is a previous (context hash, digest ref) such as a Resolution's: reused when the hash matches and
+    the registry still holds it (:func:`image_in_registry`; one deleted or garbage-collected is built and pushed
+    again, saying so). Else a tag named by the hash already in ``registry_repo`` is reused. Else build + push.
     ``network=True`` installs dependencies from the network inside the build instead of host-fetched wheels.
     ``python_version`` is the base image's Python (for the wheels); default: from a ``python:X.Y`` base, else 3.11.
     """
@@ -317,9 +288,12 @@ def ensure_image(project_root: str | os.PathLike[str], registry_repo: str, base_
         rec_hash, rec_ref = ((recorded.context_hash, recorded.digest_ref) if isinstance(recorded, ImageRef)
                              else recorded)
         if rec_hash == ctx.context_hash and "@sha256:" in rec_ref:
-            say(f"image: reusing recorded {rec_ref}")
             rec_repo, _, rec_digest = rec_ref.partition("@")
-            return ImageRef(rec_ref, ctx.context_hash, False, platform=registry_platform(rec_repo, rec_digest))
+            if image_in_registry(rec_repo, rec_digest, client):
+                say(f"image: reusing recorded {rec_ref}")
+                return ImageRef(rec_ref, ctx.context_hash, False, platform=registry_platform(rec_repo, rec_digest))
+            say(f"registry: the recorded image {rec_ref} is no longer in the registry (deleted, or garbage-collected): "
+                "building it again")
     digest = registry_digest(registry_repo, ctx.tag, client)
     if digest:
         ref = f"{registry_repo}@{digest}"

@@ -23,10 +23,10 @@ from sematic_k8s.packaging.build import (
     base_platform,
     docker_build,
     docker_client,
-    push_image,
     say_to,
 )
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE
+from sematic_k8s.packaging.push import push_image
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
 from sematic_k8s.progress import display
 from sematic_k8s.version import PACKAGE_DIR

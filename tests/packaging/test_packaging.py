@@ -381,28 +381,35 @@ def test_a_docker_engine_that_does_not_answer_is_said_plainly_to_the_caller_of_r
     assert any(line.startswith("context:") for line in lines)  # what came before is shown
 
 
-def test_a_push_the_registry_refuses_says_what_to_check(client, base_image):
-    """The registry stopped (nothing listens at its address): the push fails naming it, the engine's words, and
-    what to check."""
+def test_a_push_the_registry_refuses_says_what_to_check(client, base_image, monkeypatch):
+    """The registry stopped (nothing listens at its address): tried again for the retry window (1 s here), then the
+    push fails naming it, what it did, the engine's words, and what to check."""
     import socket
 
-    from sematic_k8s.errors import PushError
-    from sematic_k8s.packaging.build import push_image
+    from sematic_k8s.errors import PushError, RegistryUnavailable
+    from sematic_k8s.packaging.push import push_image
+    from sematic_k8s.settings import RETRY_WINDOW_ENV
 
+    monkeypatch.setenv(RETRY_WINDOW_ENV, "1")
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there now
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     repo = f"127.0.0.1:{port}/sk-test-stopped-registry"
     client.images.get(base_image).tag(repo, "t")
+    lines: list[str] = []
     try:
-        with pytest.raises(PushError) as err:
-            push_image(client, repo, "t", progress=lambda _: None)
+        with pytest.raises(RegistryUnavailable) as err:
+            push_image(client, repo, "t", progress=lines.append)
     finally:
         client.images.remove(f"{repo}:t")
     text = str(err.value)
-    assert text.startswith(f"push of {repo}:t failed: ") and "connection refused" in text, text
-    assert text.endswith(f"is the registry 127.0.0.1:{port} running and reachable from the Docker engine, and does "
-                         f"it take its credentials (`docker login 127.0.0.1:{port}`)?"), text
+    assert isinstance(err.value, PushError)
+    assert text.startswith(f"push of {repo}:t failed: the registry 127.0.0.1:{port} refused the connection, still "
+                           "after 1 s of tries (the Docker engine said: ") and "connection refused" in text, text
+    assert text.endswith("); is it running, and reachable from the Docker engine at that address? Start it (or set "
+                         "the registry to one that is), then try again"), text
+    assert any(line.startswith(f"registry: 127.0.0.1:{port} refused the connection to the push of {repo}:t")
+               for line in lines), lines
 
 
 def test_worker_image_builds_and_runs(base_image, client):

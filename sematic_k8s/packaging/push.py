@@ -1,0 +1,167 @@
+"""Push an image, and ask whether the registry still holds one, riding out a registry that fails for a while.
+
+The Docker engine retries a failed layer upload itself, but gives up at once on a 429, on any failure of the manifest
+and on a registry that drops its first connection: :func:`push_image` pushes again for the retry window
+($SEMATIC_K8S_RETRY_WINDOW; the layers already there are not sent again), saying why in ``registry:`` lines, then
+raises :class:`~sematic_k8s.errors.RegistryUnavailable` naming the registry, what it answered and what to check.
+:func:`image_in_registry` is the check a recorded image passes before a rerun reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.error
+from collections.abc import Callable
+from typing import Any
+
+from sematic_k8s import settings
+from sematic_k8s.docker_engine import docker_client, engine_calls
+from sematic_k8s.errors import PushError, RegistryAuthError, RegistryUnavailable
+from sematic_k8s.packaging.registry import Repo, manifest_digest
+from sematic_k8s.retries import RetryLater, retrying
+
+logger = logging.getLogger("sematic_k8s.packaging")
+Progress = Callable[[str], None]
+
+
+def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
+    """Push ``repo:tag``; returns the ``repo@sha256:...`` reference, confirmed against the image's RepoDigests.
+
+    The Docker engine tries a layer upload again itself (5 times, 5 to 25 s apart: said as a ``registry:`` line);
+    a push it gives up on because the registry did not answer, dropped the connection or answered 429 or 5xx (it
+    gives up at once on a 429, and on any failure of the manifest) is pushed again, saying why, for the retry window
+    (layers already there are not sent again); then :class:`RegistryUnavailable` says what the registry answered and
+    what to check. Other refusals (credentials, a bad name) are a :class:`PushError` at once.
+    """
+    say = progress or (lambda line: logger.info("%s", line))
+    host = Repo.parse(repo).host
+    window = settings.retry_window()
+    try:
+        for attempt in retrying(f"the registry {host}", (PushInterrupted,), window):
+            with attempt:
+                try:
+                    digest = _push_once(client, repo, tag, say)
+                except PushInterrupted as e:
+                    say(f"registry: {host} {e.did} to the push of {repo}:{tag} ({e.said}); pushing again, for up to "
+                        f"{window:g} s in all")
+                    raise
+    except PushInterrupted as e:
+        raise RegistryUnavailable(f"push of {repo}:{tag} failed: the registry {host} {e.did}, still after {window:g} s "
+                                  f"of tries (the Docker engine said: {e.said}); {e.fix}") from None
+    ref = f"{repo}@{digest}"
+    with engine_calls(f"pushing {repo}:{tag}"):
+        image = client.images.get(f"{repo}:{tag}")
+    if ref not in (image.attrs.get("RepoDigests") or []):
+        raise PushError(f"pushed digest {ref} is not among the image's RepoDigests {image.attrs.get('RepoDigests')}")
+    return ref
+
+
+class PushInterrupted(Exception):
+    """A push the engine gave up on for a reason that passes: what the registry ``did``, what the engine ``said``,
+    and what to check (``fix``) should it last."""
+
+    def __init__(self, did: str, said: str, fix: str) -> None:
+        super().__init__(f"{did}: {said}")
+        self.did, self.said, self.fix = did, said, fix
+
+
+_REACH = "is it running, and reachable from the Docker engine at that address? Start it (or set the registry to " \
+         "one that is), then try again"
+_TROUBLE = (  # the engine's words about a failed push -> what the registry did, what to check should it last
+    (re.compile(r"HTTP status: (5\d\d[^\"]*)", re.I), "answered {}",
+     "it is failing or overloaded (its log says why): try again once it answers"),
+    (re.compile(r"\b429\b|toomanyrequests", re.I), "answered 429 Too Many Requests",
+     "it limits how many requests it takes: try again later, or raise its limit"),
+    (re.compile(r"connection refused", re.I), "refused the connection", _REACH),
+    (re.compile(r"connection reset|broken pipe|\bEOF\b", re.I), "dropped the connection", _REACH),
+    (re.compile(r"time(?:d )?out|deadline exceeded", re.I), "did not answer in time", _REACH),
+)
+
+
+def _push_once(client: Any, repo: str, tag: str, say: Progress) -> str:
+    """One ``docker push``: its digest. Raises :class:`PushInterrupted` when the engine gave up for a reason that
+    passes, :class:`PushError` for any other."""
+    host = Repo.parse(repo).host
+    digest = ""
+    layer_state: dict[str, str] = {}
+    with engine_calls(f"pushing {repo}:{tag}"):
+        for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in chunk or "errorDetail" in chunk:
+                why = str(chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or chunk)
+                for pattern, did, fix in _TROUBLE:
+                    if m := pattern.search(why):
+                        raise PushInterrupted(did.format(*(g.strip() for g in m.groups())), why, fix)
+                raise PushError(f"push of {repo}:{tag} failed: {why}; is the registry {host} running and reachable "
+                                f"from the Docker engine, and does it take its credentials (`docker login {host}`)?")
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = aux["Digest"]
+            status, layer = chunk.get("status"), chunk.get("id")
+            if not status:
+                continue
+            if layer:
+                was, layer_state[layer] = layer_state.get(layer), status
+                if status.startswith("Retrying in "):  # the engine's own retry, counting down each second
+                    if not (was or "").startswith("Retrying in "):
+                        say(f"registry: {host} did not take layer {layer}; the Docker engine tries again "
+                            f"{status.lower().replace('retrying ', '')}")
+                elif was != status:
+                    total = (chunk.get("progressDetail") or {}).get("total")
+                    say(f"push {layer}: {status}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+            else:
+                say(f"push: {status}")
+    if not digest:
+        raise PushError(f"push of {repo}:{tag} reported no digest")
+    return digest
+
+
+def image_in_registry(repo: str, digest: str, client: Any = None) -> bool:
+    """Whether the registry still holds ``repo@digest``: one HEAD on its manifest, False on 404 (deleted, garbage-
+    collected). A registry that does not answer, or answers 429 or 5xx, is asked again for the retry window (after its
+    Retry-After), then :class:`RegistryUnavailable`; one that wants credentials is asked through the Docker engine,
+    with its logins (any failure there: False, the image is built and pushed again)."""
+    host = Repo.parse(repo).host
+    window = settings.retry_window()
+    try:
+        for attempt in retrying(f"the registry {host}", _unanswered, window):
+            with attempt:
+                return _manifest_known(repo, digest)
+    except RegistryAuthError:
+        pass
+    except urllib.error.HTTPError as e:  # an answer that no retry changes
+        raise RegistryUnavailable(f"the registry {host} answered {e.code} {e.reason} when asked whether image "
+                                  f"{repo}@{digest} is still there (HEAD of its manifest)") from None
+    except (RetryLater, urllib.error.URLError, OSError) as e:
+        did = str(e) if isinstance(e, RetryLater) else f"did not answer ({_reason(e)})"
+        raise RegistryUnavailable(f"the registry {host} {did} when asked whether image {repo}@{digest} is still there, "
+                                  f"still after {window:g} s of tries: is it running, and reachable from here at that "
+                                  "address? Start it (or set the registry to one that is), then try again") from None
+    try:
+        with engine_calls(f"asking for {repo}@{digest}"):
+            (client or docker_client()).api.inspect_distribution(f"{repo}@{digest}")
+        return True
+    except Exception as e:  # noqa: BLE001 - not confirmed: built and pushed again
+        logger.info("no manifest for %s@%s (%s)", repo, digest, e)
+        return False
+
+
+def _manifest_known(repo: str, digest: str) -> bool:
+    try:
+        return manifest_digest(repo, digest) is not None
+    except urllib.error.HTTPError as e:
+        if e.code == 429 or e.code >= 500:
+            after = e.headers.get("Retry-After") if e.headers else None
+            raise RetryLater(f"answered {e.code} {e.reason}",
+                             float(after) if after and after.isdigit() else None) from None
+        raise
+
+
+def _unanswered(e: BaseException) -> bool:
+    """A registry look-up that failed for want of an answer (refused, dropped, timed out), not for one it gave."""
+    return isinstance(e, (urllib.error.URLError, OSError)) and not isinstance(e, urllib.error.HTTPError)
+
+
+def _reason(e: BaseException) -> str:
+    why = e.reason if isinstance(e, urllib.error.URLError) else e
+    return (why.strerror if isinstance(why, OSError) and why.strerror else str(why)) or type(why).__name__

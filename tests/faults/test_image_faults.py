@@ -1,0 +1,305 @@
+"""Faults of the CloudResolver's image work, caused for real: a registry of the test's own (never the shared one)
+killed and started again during a push, a proxy before it answering 503 or 429 (with Retry-After) to a layer upload
+or to the manifest, dropping connections; a recorded image deleted from the registry before a rerun reuses it; the
+Docker engine's connection cut mid-build (a proxy before its socket, never the engine itself)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tarfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import infra
+from outages import DroppingProxy, RegistryProcess, ThrottlingProxy
+from sematic_k8s.errors import DockerUnavailable, PushError, RegistryUnavailable
+from sematic_k8s.packaging import compute_context, ensure_image
+from sematic_k8s.packaging.push import push_image
+from sematic_k8s.packaging.registry import manifest_digest
+from sematic_k8s.settings import RETRY_WINDOW_ENV
+
+
+@pytest.fixture(scope="module")
+def base_image() -> str:
+    return infra.require_docker()
+
+
+@pytest.fixture(scope="module")
+def client(base_image: str) -> Any:
+    return infra.docker_client()
+
+
+@pytest.fixture
+def registry(tmp_path: Path, base_image: str) -> Iterator[RegistryProcess]:
+    """A registry of this test's own, started; killed at the end."""
+    if shutil.which("docker-registry") is None:
+        message = "docker-registry (Debian's package) is not installed: the test needs a registry of its own"
+        if infra.in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    reg = RegistryProcess(tmp_path)
+    reg.start()
+    yield reg
+    reg.kill()
+
+
+@pytest.fixture
+def window(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Sets the retry window ($SEMATIC_K8S_RETRY_WINDOW) to so many seconds."""
+    return lambda seconds: monkeypatch.setenv(RETRY_WINDOW_ENV, f"{seconds:g}")
+
+
+def tiny_image(client: Any, repo: str) -> str:
+    """A new one-layer image (200 kB of random bytes, `docker import`ed: nothing pulled) tagged ``repo:TAG``; TAG."""
+    data = os.urandom(200_000)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tag = uuid.uuid4().hex[:12]
+    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag)
+    return tag
+
+
+def pushing(head: bytes, what: str) -> bool:
+    """Whether a request's head is ``what``: a layer upload's start, or the manifest's PUT."""
+    line = head.split(b"\r\n", 1)[0]
+    return line.startswith({"layer": b"POST /v2/", "manifest": b"PUT /v2/"}[what]) and \
+        (what == "layer") == (b"/blobs/uploads/" in line)
+
+
+class KillAt:
+    """A proxy's ``throttle`` that never answers itself: at the first request it is asked about that ``pushing``
+    picks, it kills the registry (the request goes on to a dead registry: its connection is cut), and starts it again
+    ``down`` seconds later."""
+
+    def __init__(self, registry: RegistryProcess, what: str, down: float | None) -> None:
+        self.registry, self.what, self.down, self.killed = registry, what, down, False
+
+    def __call__(self, head: bytes) -> bool:
+        if not self.killed and pushing(head, self.what):
+            self.killed = True
+            self.registry.kill()
+            if self.down is not None:
+                threading.Timer(self.down, self.registry.start).start()
+        return False
+
+
+# -- a push meeting a registry that fails for a while ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["503 to the manifest", "429 to a layer", "503 to a layer",
+                                   "killed at the manifest", "dropping connections"])
+def test_a_push_rides_out_a_registry_failing_for_a_while_and_says_so(fault, registry, client, window):
+    """The engine gives up at once on a manifest PUT that fails (503, a cut connection: the registry killed, started
+    again 2 s later), on any 429, and on a registry whose connections are dropped: the push is made again, saying why,
+    and lands. A 503 to a layer upload the engine retries itself: said as a line, not shown as a countdown."""
+    window(60)
+    throttle: Callable[[bytes], bool] = lambda head: False  # noqa: E731
+    times, status = 0, 503
+    if fault.startswith(("503", "429")):
+        status, what = int(fault[:3]), fault.rsplit(" ", 1)[1]
+        throttle, times = (lambda head: pushing(head, what)), 2 if what == "manifest" else 1
+    elif fault == "killed at the manifest":
+        throttle, times = KillAt(registry, "manifest", down=2.0), 1  # asked while times are left: never answers
+    proxy = ThrottlingProxy(registry.port, throttle, times, status=status, code="", headers={"Retry-After": "1"})
+    dropping = DroppingProxy(proxy.port)
+    repo = f"127.0.0.1:{dropping.port}/sk-test-push"
+    tag = tiny_image(client, repo)
+    if fault == "dropping connections":
+        dropping.drop()
+        threading.Timer(2.0, dropping.drop, args=(False,)).start()
+    lines: list[str] = []
+    try:
+        ref = push_image(client, repo, tag, progress=lines.append)
+    finally:
+        client.images.remove(f"{repo}:{tag}")
+        proxy.close()
+        dropping.close()
+    host = f"127.0.0.1:{dropping.port}"
+    assert manifest_digest(f"{registry.host}/sk-test-push", tag) == ref.split("@")[1]  # in the registry, by its tag
+    said = [line for line in lines if line.startswith("registry: ")]
+    dropped = rf"{host} dropped the connection to the push of {repo}:{tag} \(.*(EOF|connection reset by peer)\); " \
+              rf"pushing again, for up to 60 s in all"
+    expected = {"503 to the manifest": rf"{host} answered 503 Service Unavailable to the push of {repo}:{tag} "
+                                       rf"\(received unexpected HTTP status: 503 Service Unavailable\); pushing again, "
+                                       rf"for up to 60 s in all",
+                "429 to a layer": rf"{host} answered 429 Too Many Requests to the push of {repo}:{tag} \(.*429.*\); "
+                                  rf"pushing again, for up to 60 s in all",
+                "503 to a layer": rf"{host} did not take layer [0-9a-f]{{12}}; the Docker engine tries again in 5 "
+                                  rf"seconds",
+                "killed at the manifest": dropped, "dropping connections": dropped}[fault]
+    assert said and all(re.fullmatch(f"registry: {expected}", line) for line in said), lines
+    assert not any("Retrying in" in line for line in lines), lines  # the engine's countdown is not passed on
+    if fault.startswith(("503", "429")):
+        assert proxy.throttled == times
+
+
+@pytest.mark.parametrize("fault", ["503", "429", "stopped"])
+def test_a_registry_that_keeps_failing_is_one_plain_error_once_the_window_is_over(fault, registry, client, window):
+    """503 or 429 to every manifest PUT, or the registry stopped: after the retry window, one error naming the
+    registry, what it answered and what to do; the lines said meanwhile why the push was made again."""
+    window(2)
+    proxy = ThrottlingProxy(registry.port, lambda head: pushing(head, "manifest"), 10_000,
+                            status=int(fault) if fault.isdigit() else 503, code="", headers={"Retry-After": "1"})
+    repo = f"127.0.0.1:{proxy.port}/sk-test-push"
+    tag = tiny_image(client, repo)
+    if fault == "stopped":
+        registry.kill()
+    lines: list[str] = []
+    try:
+        with pytest.raises(RegistryUnavailable) as caught:
+            push_image(client, repo, tag, progress=lines.append)
+    finally:
+        client.images.remove(f"{repo}:{tag}")
+        proxy.close()
+    host = f"127.0.0.1:{proxy.port}"
+    did, said, fix = {
+        "503": ("answered 503 Service Unavailable", "received unexpected HTTP status: 503 Service Unavailable",
+                "it is failing or overloaded (its log says why): try again once it answers"),
+        "429": ("answered 429 Too Many Requests", ".*429.*",
+                "it limits how many requests it takes: try again later, or raise its limit"),
+        "stopped": ("dropped the connection", ".*(EOF|connection reset by peer)",  # the proxy takes it; no registry
+                    "is it running, and reachable from the Docker engine at that address? Start it (or set the "
+                    "registry to one that is), then try again")}[fault]
+    assert isinstance(caught.value, PushError)
+    assert re.fullmatch(rf"push of {re.escape(repo)}:{tag} failed: the registry {host} {did}, still after 2 s of tries "
+                        rf"\(the Docker engine said: {said}\); {re.escape(fix)}", str(caught.value)), str(caught.value)
+    assert any(line.startswith(f"registry: {host} {did} to the push of {repo}:{tag}") for line in lines), lines
+
+
+def test_a_refusal_no_retry_changes_is_a_push_error_at_once(registry, client, window):
+    """403 to the manifest PUT (a registry refusing the push: no credentials, no right to that repository): one
+    PushError at once, naming the registry and what to check, not retried for the window."""
+    window(600)  # were it retried, the test would not end soon
+    proxy = ThrottlingProxy(registry.port, lambda head: pushing(head, "manifest"), 1, status=403, code="")
+    repo = f"127.0.0.1:{proxy.port}/sk-test-push"
+    tag = tiny_image(client, repo)
+    try:
+        with pytest.raises(PushError) as caught:
+            push_image(client, repo, tag, progress=lambda _: None)
+    finally:
+        client.images.remove(f"{repo}:{tag}")
+        proxy.close()
+    host = f"127.0.0.1:{proxy.port}"
+    assert not isinstance(caught.value, RegistryUnavailable) and proxy.throttled == 1
+    assert re.fullmatch(rf"push of {re.escape(repo)}:{tag} failed: .*403.*; is the registry {host} running and "
+                        rf"reachable from the Docker engine, and does it take its credentials "
+                        rf"\(`docker login {host}`\)\?",
+                        str(caught.value)), str(caught.value)
+
+
+# -- a rerun whose recorded image is gone from the registry ---------------------------------------------------
+
+
+def small_project(root: Path) -> Path:
+    (root / "gonepipe").mkdir(parents=True)
+    (root / "gonepipe" / "__init__.py").write_text(f'NONCE = "{uuid.uuid4().hex}"\n')
+    return root
+
+
+def delete_manifest(registry: RegistryProcess, repo_name: str, digest: str) -> None:
+    """What an operator's clean-up (or the registry's garbage collection after it) does: the manifest is gone."""
+    answer = httpx.delete(f"http://{registry.host}/v2/{repo_name}/manifests/{digest}", timeout=30)
+    assert answer.status_code == 202, answer.text
+
+
+def test_a_recorded_image_gone_from_the_registry_is_built_and_pushed_again(registry, base_image, tmp_path):
+    """The build hash matches the recorded image's, but its manifest was deleted from the registry: the image is
+    built and pushed again, said in one line, rather than reused (its pull would fail: "manifest unknown")."""
+    root = small_project(tmp_path / "project")
+    repo = f"{registry.host}/sk-test-gone"
+    first = ensure_image(root, repo, base_image, progress=lambda _: None)
+    delete_manifest(registry, "sk-test-gone", first.digest)
+    assert manifest_digest(repo, first.digest) is None
+    lines: list[str] = []
+    again = ensure_image(root, repo, base_image, recorded=(first.context_hash, first.digest_ref), progress=lines.append)
+    assert again.built and again.context_hash == first.context_hash
+    assert manifest_digest(repo, again.digest) == again.digest  # what the driver pulls is there
+    assert f"registry: the recorded image {first.digest_ref} is no longer in the registry (deleted, or " \
+           "garbage-collected): building it again" in lines
+    assert not any("reusing" in line for line in lines), lines
+
+
+class NoDocker:
+    """A docker client that must not be used."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"docker was used ({name}) although nothing had to be built")
+
+
+@pytest.mark.parametrize("fault", ["503 twice", "stopped"])
+def test_a_recorded_image_is_looked_for_in_its_registry_and_one_that_does_not_answer_is_said(
+        fault, registry, client, base_image, tmp_path, window):
+    """The recorded image's registry answers 503 (Retry-After: 1) twice: asked again, the image is there and reused,
+    nothing built. A registry that does not answer: one error naming it, what happened and what to do."""
+    window(2 if fault == "stopped" else 30)
+    tag = tiny_image(client, f"{registry.host}/sk-test-recorded")
+    try:
+        digest = push_image(client, f"{registry.host}/sk-test-recorded", tag, progress=lambda _: None).split("@")[1]
+    finally:
+        client.images.remove(f"{registry.host}/sk-test-recorded:{tag}")
+    proxy = ThrottlingProxy(registry.port, lambda head: head.startswith(b"HEAD /v2/sk-test-recorded/manifests/"), 2,
+                            status=503, code="", headers={"Retry-After": "1"})
+    root = small_project(tmp_path / "project")
+    recorded = (compute_context(root, base_image).context_hash, f"127.0.0.1:{proxy.port}/sk-test-recorded@{digest}")
+    if fault == "stopped":
+        registry.kill()
+    lines: list[str] = []
+    try:
+        if fault == "stopped":
+            with pytest.raises(RegistryUnavailable) as caught:
+                ensure_image(root, "127.0.0.1:1/unused", base_image, recorded=recorded, progress=lines.append,
+                             client=NoDocker())
+        else:
+            image = ensure_image(root, "127.0.0.1:1/unused", base_image, recorded=recorded, progress=lines.append,
+                                 client=NoDocker())
+    finally:
+        proxy.close()
+    if fault == "stopped":  # the proxy takes the connection, then finds no registry behind it
+        assert re.fullmatch(rf"the registry 127\.0\.0\.1:{proxy.port} did not answer \(.+\) when asked whether image "
+                            rf"{re.escape(recorded[1])} is still there, still after 2 s of tries: is it running, and "
+                            r"reachable from here at that address\? Start it \(or set the registry to one that is\), "
+                            "then try again", str(caught.value)), str(caught.value)
+    else:
+        assert image.digest_ref == recorded[1] and not image.built and proxy.throttled == 2
+        assert f"image: reusing recorded {recorded[1]}" in lines
+
+
+# -- the Docker engine gone mid-build ------------------------------------------------------------------------
+
+
+def test_an_engine_whose_connection_is_cut_mid_build_is_docker_unavailable_in_words(base_image, tmp_path,
+                                                                                    monkeypatch):
+    """$DOCKER_HOST is a proxy before the engine's socket, closed (its connections cut, new ones refused) while a
+    build step runs: DockerUnavailable naming the engine, what it was doing and what to do (was: urllib3's
+    ProtocolError "Connection broken: IncompleteRead")."""
+    engine = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if "://" in engine:
+        pytest.skip(f"the engine is not on a Unix socket here ({engine})")
+    proxy = DroppingProxy(engine)
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{proxy.port}")
+    nonce = uuid.uuid4().hex[:8]
+
+    def said(line: str) -> None:
+        if line.startswith("Step ") and f"sleep 60 # {nonce}" in line:
+            threading.Timer(1.0, proxy.close).start()
+
+    root = small_project(tmp_path / "project")
+    with pytest.raises(DockerUnavailable) as caught:
+        ensure_image(root, f"{infra.REGISTRY}/sk-test-engine-cut", base_image, progress=said,
+                     setup=[f"sleep 60 # {nonce}"])
+    tag = f"{infra.REGISTRY}/sk-test-engine-cut:{compute_context(root, base_image, setup=[f'sleep 60 # {nonce}']).tag}"
+    assert str(caught.value) == (f"the Docker engine at tcp://127.0.0.1:{proxy.port} stopped answering while building "
+                                 f"{tag} (the connection was cut mid-answer): is it running? Start it, or set "
+                                 "$DOCKER_HOST to one that is, then try again"), str(caught.value)
