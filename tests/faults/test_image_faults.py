@@ -83,16 +83,22 @@ class KillAt:
     picks, it kills the registry (the request goes on to a dead registry: its connection is cut), and starts it again
     ``down`` seconds later."""
 
-    def __init__(self, registry: RegistryProcess, what: str, down: float | None) -> None:
+    def __init__(self, registry: RegistryProcess, what: str, down: float) -> None:
         self.registry, self.what, self.down, self.killed = registry, what, down, False
+        self.restart: threading.Timer | None = None
 
     def __call__(self, head: bytes) -> bool:
         if not self.killed and pushing(head, self.what):
             self.killed = True
             self.registry.kill()
-            if self.down is not None:
-                threading.Timer(self.down, self.registry.start).start()
+            self.restart = threading.Timer(self.down, self.registry.start)
+            self.restart.start()
         return False
+
+    def wait(self) -> None:
+        """Until the registry was started again (so that the test's end stops that process, whatever happened)."""
+        if self.restart is not None:
+            self.restart.join()
 
 
 # -- a push meeting a registry that fails for a while ---------------------------------------------------------
@@ -123,6 +129,8 @@ def test_a_push_rides_out_a_registry_failing_for_a_while_and_says_so(fault, regi
     try:
         ref = push_image(client, repo, tag, progress=lines.append)
     finally:
+        if isinstance(throttle, KillAt):
+            throttle.wait()
         client.images.remove(f"{repo}:{tag}")
         proxy.close()
         dropping.close()
@@ -214,7 +222,7 @@ def delete_manifest(registry: RegistryProcess, repo_name: str, digest: str) -> N
     assert answer.status_code == 202, answer.text
 
 
-def test_a_recorded_image_gone_from_the_registry_is_built_and_pushed_again(registry, base_image, tmp_path):
+def test_a_recorded_image_gone_from_the_registry_is_built_and_pushed_again(registry, client, base_image, tmp_path):
     """The build hash matches the recorded image's, but its manifest was deleted from the registry: the image is
     built and pushed again, said in one line, rather than reused (its pull would fail: "manifest unknown")."""
     root = small_project(tmp_path / "project")
@@ -223,7 +231,11 @@ def test_a_recorded_image_gone_from_the_registry_is_built_and_pushed_again(regis
     delete_manifest(registry, "sk-test-gone", first.digest)
     assert manifest_digest(repo, first.digest) is None
     lines: list[str] = []
-    again = ensure_image(root, repo, base_image, recorded=(first.context_hash, first.digest_ref), progress=lines.append)
+    try:
+        again = ensure_image(root, repo, base_image, recorded=(first.context_hash, first.digest_ref),
+                             progress=lines.append)
+    finally:
+        client.images.remove(f"{repo}:{first.context_hash}")  # the registry's port is this test's alone
     assert again.built and again.context_hash == first.context_hash
     assert manifest_digest(repo, again.digest) == again.digest  # what the driver pulls is there
     assert f"registry: the recorded image {first.digest_ref} is no longer in the registry (deleted, or " \
