@@ -499,12 +499,21 @@ def clipped(text: str, limit: int) -> str:
     (a message holding a whole table or file is no rarity)."""
     if len(text) <= limit:
         return text
+    return clipped_ends(text[:limit] + text[-limit:], len(text), limit)
+
+
+def clipped_ends(ends: str, length: int, limit: int) -> str:
+    """:func:`clipped` of a text of ``length`` characters, given only ``ends``: the text itself when it is at most
+    ``limit`` long, else its first ``limit`` characters followed by its last ``limit`` (what a listing reads of
+    it, see ``sematic_k8s.store.reads``)."""
+    if length <= limit:
+        return ends
     kept = limit
     for _ in range(3):  # the marker's length is taken from what is kept, and says how much that leaves out
-        marker = f"\n... [{len(text) - kept:,} characters cut] ...\n"
+        marker = f"\n... [{length - kept:,} characters cut] ...\n"
         kept = max(0, limit - len(marker))
     head = kept // 2
-    return f"{text[:head]}{marker}{text[len(text) - (kept - head):]}"
+    return f"{ends[:head]}{marker}{ends[len(ends) - (kept - head):]}"
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -521,3 +530,24 @@ def clipped_error(info: dict[str, Any]) -> dict[str, Any]:
     that for the traceback)."""
     return {**info, "message": clipped(str(info.get("message") or ""), ERROR_MESSAGE_LIMIT),
             "traceback": clipped(str(info.get("traceback") or ""), 5 * ERROR_MESSAGE_LIMIT)}
+
+
+# characters of a run's error message that listings carry: a page of 100 runs, or a resolution's graph of thousands,
+# that failed with long errors stays small; the run's own read has it whole
+LISTED_ERROR_CHARS = 1_000
+LISTED_TYPE_CHARS = 256  # of its type (a class's qualified name)
+# of a resolution's error (the failed run's type and message after its name, or an infrastructure failure with what
+# to do: 850 characters for a driver's missing Kubernetes permission), in listings of at most a few hundred
+LISTED_RESOLUTION_ERROR_CHARS = 2_000
+
+
+def error_excerpt(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded error as listings of runs carry it: its type, its message :func:`clipped` to
+    :data:`LISTED_ERROR_CHARS`, no traceback nor anything else, marked ``excerpt`` with the whole message's and
+    traceback's lengths (``GET /runs/{id}``, ``sematic-k8s runs show`` give it whole)."""
+    if info is None:
+        return None
+    message, tb = str(info.get("message") or ""), str(info.get("traceback") or "")
+    return {"type": clipped(str(info.get("type") or ""), LISTED_TYPE_CHARS),
+            "message": clipped(message, LISTED_ERROR_CHARS), "excerpt": True, "message_chars": len(message),
+            "traceback_chars": len(tb)}
