@@ -26,12 +26,30 @@ def resolutions() -> None:
 @output_option
 @click.pass_context
 def resolutions_list(ctx: click.Context, state: str | None, limit: int, output: str) -> None:
-    """List resolutions, newest first."""
+    """List resolutions, newest first (`-o json` clips each one's error; `resolutions show` has it whole)."""
     found = records.store(ctx).list_resolutions(state=state, limit=limit)
     if output == "json":
         emit(output, [resolution_json(r) for r in found])
     else:
         emit(output, [resolution_row(r) for r in found])
+
+
+@resolutions.command("show")
+@click.argument("resolution_id")
+@output_option
+@click.pass_context
+def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> None:
+    """Show every recorded field of one resolution (RESOLUTION_ID or a unique start of it), its error whole."""
+    store = records.store(ctx)
+    root = records.find_root(store, resolution_id)
+    res = store.get_resolution(root.id)
+    if res is None:
+        raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")
+    obj = resolution_json(res)
+    if output == "json":
+        emit(output, [], obj)
+        return
+    emit(output, [{"FIELD": k, "VALUE": getattr(res, k) if k.endswith("_at") else v} for k, v in obj.items()])
 
 
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")  # as the server accepts them

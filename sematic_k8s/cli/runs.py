@@ -28,7 +28,8 @@ def runs() -> None:
 @click.pass_context
 def runs_list(ctx: click.Context, root_id: str | None, state: str | None, func_name: str | None, limit: int,
               output: str) -> None:
-    """List runs: of one resolution, or across resolutions by func and state (`runs show` has a run's source)."""
+    """List runs: of one resolution, or across resolutions by func and state (`-o json` gives an excerpt of each
+    one's error; `runs show` has a run's source and its whole error)."""
     store = records.store(ctx)
     if root_id is not None:
         root = records.find_run(store, root_id)

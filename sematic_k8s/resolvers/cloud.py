@@ -185,7 +185,7 @@ class CloudResolver(Resolver):
             return _stored_value(store.get_artifact(root.output_id), storage).value
         failed = [r for r in store.list_runs(root_id=root_id, state="failed", limit=1000)
                   if r.error and r.error.get("type") != "NestedRunFailed"]
-        run = failed[0] if failed else None
+        run = store.get_run(failed[0].id) if failed else None  # whole: a listing has an excerpt of its error
         detail = ""
         if run is not None:
             died = WorkerDied.__name__ in (run.error.get("mro") or [])  # its traceback is its last log lines

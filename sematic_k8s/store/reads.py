@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from sematic_k8s.errors import LISTED_RESOLUTION_ERROR_CHARS, clipped, clipped_ends, error_excerpt
 from sematic_k8s.store.json_columns import json_value
 from sematic_k8s.store.records import UNLISTED, ArtifactRecord, ResolutionRecord, RunRecord, RunShape
 from sematic_k8s.store.tables import CANCELING
@@ -21,6 +22,8 @@ Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and i
 
 RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 LISTED_RUN_FIELDS = [f for f in RUN_FIELDS if f not in UNLISTED]  # what listings read of a run
+LISTED_BATCH = 100  # rows a listing of runs reads at a time: a run's error may be 500 KB (PostgreSQL: from a cursor)
+LISTED_ERROR_CHARS_COLUMN = "sk_error_chars"  # the whole length of a listed resolution's error
 RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]
 ART_FIELDS = [f.name for f in dataclasses.fields(ArtifactRecord)]
 _REF_FIELDS = ("input_refs", "output_ref")
@@ -38,6 +41,45 @@ def first_record(conn: sa.Connection, stmt: sa.Select, cls: type[R], fields: lis
     return rows[0] if rows else None
 
 
+def listed_runs(conn: sa.Connection, stmt: sa.Select) -> list[RunRecord]:
+    """The rows of ``stmt`` (:data:`LISTED_RUN_FIELDS`) as listings give them: each run's error cut to its
+    :func:`~sematic_k8s.errors.error_excerpt` as it is read, :data:`LISTED_BATCH` rows at a time, so a resolution of
+    thousands of runs that failed with long errors is never held whole (on PostgreSQL a server-side cursor; the
+    driver would otherwise fetch every row first). Cut here, not in SQL: extracting a JSON column's fields is no
+    faster on SQLite, which parses the JSON either way, and was twice as slow on PostgreSQL (docs/FAULTS.md)."""
+    out = []
+    for row in conn.execute(stmt.execution_options(stream_results=True, yield_per=LISTED_BATCH)).mappings():
+        doc = {f: row[f] for f in LISTED_RUN_FIELDS}
+        doc["error"] = error_excerpt(doc["error"])
+        out.append(RunRecord(**doc))
+    return out
+
+
+def listed_resolution_columns(t: sa.FromClause) -> list[sa.ColumnElement[Any]]:
+    """A resolution's columns as listings read them (:func:`listed_resolutions`): its error (text) cut in SQL to
+    its first and last :data:`~sematic_k8s.errors.LISTED_RESOLUTION_ERROR_CHARS` characters, with its length."""
+    most, chars = LISTED_RESOLUTION_ERROR_CHARS, sa.func.length(t.c.error)
+    ends = sa.case((chars <= most, t.c.error), else_=sa.func.substr(t.c.error, 1, most, type_=sa.Text)
+                   + sa.func.substr(t.c.error, chars - most + 1, type_=sa.Text))
+    return [ends.label(f) if f == "error" else t.c[f] for f in RES_FIELDS] + [chars.label(LISTED_ERROR_CHARS_COLUMN)]
+
+
+def resolution_from_row(row: sa.RowMapping) -> ResolutionRecord:
+    """A row of resolutions as a record: whole, or as listings give it when it was read with
+    :func:`listed_resolution_columns`: its error :func:`~sematic_k8s.errors.clipped` to
+    :data:`~sematic_k8s.errors.LISTED_RESOLUTION_ERROR_CHARS` characters (``GET /resolutions/{id}`` has it whole)."""
+    doc = {f: row[f] for f in RES_FIELDS}
+    if LISTED_ERROR_CHARS_COLUMN in row and doc["error"] is not None:
+        most = LISTED_RESOLUTION_ERROR_CHARS  # clipped again: SQLite's length() stops at a NUL character
+        doc["error"] = clipped(clipped_ends(doc["error"], row[LISTED_ERROR_CHARS_COLUMN], most), most)
+    return ResolutionRecord(**doc)
+
+
+def listed_resolutions(conn: sa.Connection, stmt: sa.Select) -> list[ResolutionRecord]:
+    """The rows of ``stmt`` (:func:`listed_resolution_columns`) as listings give them (:func:`resolution_from_row`)."""
+    return [resolution_from_row(row) for row in conn.execute(stmt).mappings()]
+
+
 # -- runs ------------------------------------------------------------------------------------------
 
 def get_run(conn: sa.Connection, runs: sa.Table, run_id: str) -> RunRecord | None:
@@ -48,7 +90,8 @@ def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None
               func: str | None = None, limit: int = 100, offset: int = 0, id_prefix: str | None = None,
               newest_first: bool = False) -> list[RunRecord]:
     """Runs in creation order (``newest_first``: the reverse), filtered by resolution, state, func (name or
-    module:qualname) and the start of their id; listed (:data:`LISTED_RUN_FIELDS`: their source left unread)."""
+    module:qualname) and the start of their id; listed (:func:`listed_runs`: their source left unread, their errors
+    excerpts)."""
     t = runs
     stmt = sa.select(*[t.c[f] for f in LISTED_RUN_FIELDS])
     if root_id is not None:
@@ -61,8 +104,7 @@ def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None
         stmt = stmt.where(t.c.id >= id_prefix, t.c.id < id_prefix + "g",
                           t.c.id.startswith(id_prefix, autoescape=True))
     order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
-    stmt = stmt.order_by(*order).limit(limit).offset(offset)
-    return select_records(conn, stmt, RunRecord, LISTED_RUN_FIELDS)
+    return listed_runs(conn, stmt.order_by(*order).limit(limit).offset(offset))
 
 
 def run_counts_of(conn: sa.Connection, runs: sa.Table, root_ids: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -89,10 +131,11 @@ def waiting_runs(conn: sa.Connection, runs: sa.Table, root_id: str, limit: int =
             if isinstance(notes, dict) and isinstance(notes.get("waiting"), str)}
 
 
-def runs_of_root(conn: sa.Connection, runs: sa.Table, root_id: str, fields: list[str] = RUN_FIELDS) -> list[RunRecord]:
-    """A resolution's runs, whole (or their ``fields``: :data:`LISTED_RUN_FIELDS` for a listing)."""
-    stmt = sa.select(*[runs.c[f] for f in fields]).where(runs.c.root_id == root_id)
-    return select_records(conn, stmt, RunRecord, fields)
+def runs_of_root(conn: sa.Connection, runs: sa.Table, root_id: str, *, listed: bool = False) -> list[RunRecord]:
+    """A resolution's runs, whole (``listed``: as listings give them, :func:`listed_runs`)."""
+    if listed:
+        return listed_runs(conn, sa.select(*[runs.c[f] for f in LISTED_RUN_FIELDS]).where(runs.c.root_id == root_id))
+    return select_records(conn, sa.select(runs).where(runs.c.root_id == root_id), RunRecord, RUN_FIELDS)
 
 
 def run_shapes(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id: str) -> list[RunShape]:
@@ -139,11 +182,11 @@ SILENT = "sk_silent"  # the label of the silence test a read of resolutions sele
 
 def judged_resolutions(conn: sa.Connection, stmt: sa.Select, silent: sa.ColumnElement[bool]
                        ) -> tuple[list[ResolutionRecord], list[str]]:
-    """The resolutions ``stmt`` selects, and the ids of those for which ``silent`` holds, asked in the same
-    statement (with the database's clock, as it reads them: no statement or transaction of its own)."""
+    """The resolutions ``stmt`` selects (:func:`resolution_from_row`), and the ids of those for which ``silent``
+    holds, asked in the same statement (with the database's clock, as it reads them: no statement or transaction of
+    its own)."""
     rows = conn.execute(stmt.add_columns(silent.label(SILENT))).mappings().all()
-    return ([ResolutionRecord(**{f: row[f] for f in RES_FIELDS}) for row in rows],
-            [row["id"] for row in rows if row[SILENT]])
+    return [resolution_from_row(row) for row in rows], [row["id"] for row in rows if row[SILENT]]
 
 
 def get_resolution(conn: sa.Connection, resolutions: sa.Table, resolution_id: str, silent: sa.ColumnElement[bool]
@@ -157,10 +200,10 @@ def get_resolution(conn: sa.Connection, resolutions: sa.Table, resolution_id: st
 def list_resolutions(conn: sa.Connection, resolutions: sa.Table, silent: sa.ColumnElement[bool], *,
                      state: str | None = None, limit: int = 100, offset: int = 0
                      ) -> tuple[list[ResolutionRecord], list[str]]:
-    """Resolutions, newest first, those in ``state`` if given; and the ids of those for which ``silent`` holds
-    (see :func:`judged_resolutions`)."""
+    """Resolutions, newest first, those in ``state`` if given, listed (:func:`listed_resolution_columns`: their
+    errors clipped); and the ids of those for which ``silent`` holds (see :func:`judged_resolutions`)."""
     t = resolutions
-    stmt = sa.select(t)
+    stmt = sa.select(*listed_resolution_columns(t))
     if state is not None:
         stmt = stmt.where(t.c.state == state)
     stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)

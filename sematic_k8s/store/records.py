@@ -34,7 +34,7 @@ class RunRecord:
     source_file: str | None = None
     source_text: str | None = None  # the func's source code, as recorded when the run was created
     settings: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback", "mro"}; listed: errors.error_excerpt
     attempts: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     created_at: dt.datetime | None = None
@@ -45,7 +45,8 @@ class RunRecord:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def listed(self) -> dict[str, Any]:
-        """:meth:`to_dict` as listings give it: without :data:`UNLISTED` (the run's own read has them)."""
+        """:meth:`to_dict` as listings give it: without :data:`UNLISTED` (the run's own read has them; a listing's
+        reads also cut its ``error`` to an excerpt, ``sematic_k8s.errors.error_excerpt``)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in UNLISTED}
 
 

@@ -266,9 +266,9 @@ class SqlStore:
         return self._read(reads.waiting_runs, self._runs, root_id, limit)
 
     def runs_of_root(self, root_id: str, *, listed: bool = False) -> list[RunRecord]:
-        """A resolution's runs, whole; ``listed``: as listings give them (their source left unread)."""
-        return self._read(reads.runs_of_root, self._runs, root_id,
-                          reads.LISTED_RUN_FIELDS if listed else reads.RUN_FIELDS)
+        """A resolution's runs, whole; ``listed``: as listings give them (their source left unread, their errors
+        excerpts: :func:`reads.listed_runs`)."""
+        return self._read(reads.runs_of_root, self._runs, root_id, listed=listed)
 
     def run_shapes(self, root_id: str) -> list[RunShape]:
         return self._read(reads.run_shapes, self._runs, self._arts, root_id)

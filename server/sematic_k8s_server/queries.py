@@ -4,7 +4,6 @@ run counts by state. Each is a few grouped SQL statements, cheap for thousands o
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sematic_k8s.errors import CorruptRecord
-from sematic_k8s.store.records import ResolutionRecord
+from sematic_k8s.store import reads
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import ResolutionRow, RunRow
 
@@ -25,7 +24,6 @@ except ImportError:  # pragma: no cover - a server installed without its extra
 
 RES = ResolutionRow.__table__
 RUNS = RunRow.__table__
-_RES_FIELDS = [f.name for f in dataclasses.fields(ResolutionRecord)]  # not every column (driver_epoch: fencing's)
 
 
 @dataclass(frozen=True)
@@ -66,10 +64,6 @@ def _escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _resolutions(conn: sa.Connection, stmt: sa.Select) -> list[ResolutionRecord]:
-    return [ResolutionRecord(**{f: row[f] for f in _RES_FIELDS}) for row in conn.execute(stmt).mappings()]
-
-
 def pipelines(store: SqlStore, flt: ResolutionFilter, *, limit: int, offset: int, per_func: int,
               history_offset: int = 0) -> dict[str, Any]:
     """Resolutions matching ``flt`` grouped by root func, the func with the newest resolution first:
@@ -91,8 +85,10 @@ def pipelines(store: SqlStore, flt: ResolutionFilter, *, limit: int, offset: int
                 states[f][state] = n
         groups = []
         for r in rows:
-            history = _resolutions(conn, sa.select(RES).where(*where, RES.c.root_func_path == r.root_func_path)
-                                   .order_by(RES.c.created_at.desc(), RES.c.id).limit(per_func).offset(history_offset))
+            stmt = (sa.select(*reads.listed_resolution_columns(RES))
+                    .where(*where, RES.c.root_func_path == r.root_func_path)
+                    .order_by(RES.c.created_at.desc(), RES.c.id).limit(per_func).offset(history_offset))
+            history = reads.listed_resolutions(conn, stmt)  # their errors clipped, as in every listing
             groups.append({"root_func_path": r.root_func_path, "count": r.count, "latest": r.latest,
                            "states": states[r.root_func_path], "resolutions": history})
     return {"total": total or 0, "groups": groups}

@@ -26,7 +26,8 @@ class _Record(BaseModel):
 
 
 class RunOut(_Record):
-    """One execution of one func call (listings leave out its func's source: ``RunDetail`` has it)."""
+    """One execution of one func call (listings leave out its func's source and give an excerpt of its error:
+    ``RunDetail`` has them whole)."""
 
     id: str
     root_id: str
@@ -44,7 +45,10 @@ class RunOut(_Record):
     source_hash: str | None = None
     source_file: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
-    error: dict[str, Any] | None = None
+    error: dict[str, Any] | None = Field(
+        None, description="{type, message, traceback, mro} as recorded; in listings an excerpt: {type, message "
+                          "(at most 1,000 characters: its start and end with how much was cut), excerpt: true, "
+                          "message_chars, traceback_chars (the whole lengths)}")
     attempts: int = 0
     notes: dict[str, Any] = Field(default_factory=dict)
     created_at: str | None = None
@@ -53,7 +57,7 @@ class RunOut(_Record):
 
 
 class RunDetail(RunOut):
-    """One run whole, its func's source included."""
+    """One run whole, its func's source and its whole error included."""
 
     source_text: str | None = Field(None, description="its func's source as recorded (listings leave it out)")
 
@@ -68,7 +72,8 @@ class ResolutionOut(_Record):
     rerun_of: str | None = None
     image: str | None = None
     build_hash: str | None = None
-    error: str | None = None
+    error: str | None = Field(None, description="why it failed; in listings at most 2,000 characters (its start and "
+                                                "end with how much was cut): GET /resolutions/{id} has it whole")
     created_at: str | None = None
     ended_at: str | None = None
     heartbeat_at: str | None = Field(None, description="when its resolving process last said it was alive")

@@ -27,7 +27,7 @@ router = APIRouter(prefix=API, route_class=StrictJsonRoute)
 
 
 @router.get("/resolutions", response_model=schemas.ResolutionPage, tags=["resolutions"],
-            summary="List resolutions, newest first")
+            summary="List resolutions, newest first (their errors clipped: GET /resolutions/{id} has one whole)")
 def list_resolutions(srv: Srv, caller: Caller, state: StateFilter = None, limit: Limit = 100,
                      offset: Offset = 0) -> dict:
     scopes.require_key(caller, "list resolutions")
@@ -44,8 +44,8 @@ def get_resolution(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dic
 
 
 @router.get("/resolutions/{resolution_id}/graph", response_model=schemas.GraphOut, responses=NOT_FOUND,
-            tags=["resolutions"], summary="A resolution with all its runs (listed: without their func's source) "
-                                          "and the edges between them")
+            tags=["resolutions"], summary="A resolution with all its runs (listed: without their func's source, "
+                                          "an excerpt of their error) and the edges between them")
 def get_graph(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     scopes.check_read(caller, resolution_id)
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)

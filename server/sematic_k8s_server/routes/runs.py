@@ -1,4 +1,5 @@
-"""``/runs``: list runs by resolution, state and func (their func's source left out); read one whole."""
+"""``/runs``: list runs by resolution, state and func (their func's source left out, an excerpt of their error);
+read one whole."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ router = APIRouter(prefix=API, tags=["runs"])
 
 @router.get("/runs", response_model=schemas.RunPage,
             summary="List runs, in creation order (or newest first), filtered by resolution, state, func and id "
-                    "prefix; without their func's source (GET /runs/{id} has it)")
+                    "prefix; without their func's source and with an excerpt of their error (GET /runs/{id} has "
+                    "them whole)")
 def list_runs(srv: Srv, caller: Caller, root_id: Annotated[str | None, Query(pattern=schemas.HEX_ID)] = None,
               state: StateFilter = None,
               func: Annotated[str | None, Query(max_length=512, description="func name or module:qualname")] = None,
@@ -30,7 +32,7 @@ def list_runs(srv: Srv, caller: Caller, root_id: Annotated[str | None, Query(pat
 
 
 @router.get("/runs/{run_id}", response_model=schemas.RunDetail, responses=NOT_FOUND,
-            summary="One run, whole (its func's source too)")
+            summary="One run, whole (its func's source and its whole error too)")
 def get_run(srv: Srv, caller: Caller, run_id: RunId) -> dict:
     run = found(srv.store.get_run(run_id), "run", run_id)
     scopes.check_read(caller, run.root_id)
