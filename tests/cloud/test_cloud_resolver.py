@@ -201,6 +201,8 @@ def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tm
         with pytest.raises(sk.ResolutionFailed, match="exploded on 1") as e:
             f.resolve(resolver)
         assert "about to explode" in str(e.value)  # the worker's last log lines
+        assert 'raise RuntimeError(f"exploded on {x}")' in str(e.value)  # its traceback: the run read whole
+        assert e.value.error == server.store.get_run(e.value.run_id).error  # not a listing's excerpt of it
         failed = e.value.run_id
         shown = CliRunner().invoke(cli, ["--home", str(tmp_path / "server"), "runs", "show", failed])
         assert 'raise RuntimeError(f"exploded on {x}")' in shown.output

@@ -309,6 +309,7 @@ def test_runs_show_says_why_a_cached_func_was_not_cached(tmp_path: Path) -> None
     ["runs", "list", "--root-id", "{id}"],
     ["runs", "show", "{id}"],
     ["runs", "show", "{id}", "-o", "json"],
+    ["resolutions", "show", "{id}"],
     ["logs", "{id}"],
     ["rerun", "{id}"],
     ["cancel", "{id}"],

@@ -983,6 +983,7 @@ def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_l
         assert text.startswith(f"resolution {root.id} failed: square (run {err.value.run_id}) raised WorkerDied: "
                                f"{words}\n\nlast log lines:\nloading shard 7\nFatal: bad shard"), text
         assert text.count(words) == 1 and text.count("Fatal: bad shard") == 1, text  # each said once
+    assert err.value.error == store.get_run(err.value.run_id).error  # whole, not a listing's excerpt of it
     shown = CliRunner().invoke(cli, ["--home", str(tmp_path), "runs", "show", err.value.run_id])
     assert f"WorkerDied: {words}" in shown.output and "Fatal: bad shard" in shown.output
     assert shown.output.count(words) == 1, shown.output

@@ -1,7 +1,8 @@
-"""Large free-form fields, over real HTTP: a run's func source is left out of listings (the run's own read has
-it whole, records written before the bounds included), and every field without a bound of its type has one at
-write (422 naming the field, the bound and what to do), which the library keeps to: a func's long source is
-recorded clipped, its settings and a resolution's are checked where they are given."""
+"""Large free-form fields, over real HTTP: a run's func source is left out of listings and its error is an excerpt
+there, as a resolution's error is clipped (the run's and the resolution's own reads have them whole, records written
+before the bounds included), and every field without a bound of its type has one at write (422 naming the field, the
+bound and what to do), which the library keeps to: a func's long source is recorded clipped, its settings and a
+resolution's are checked where they are given."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 import sematic_k8s as sk
 from sematic_k8s import limits, serialization, settings
 from sematic_k8s.cli import cli
-from sematic_k8s.errors import FuncError
+from sematic_k8s.errors import LISTED_ERROR_CHARS, LISTED_RESOLUTION_ERROR_CHARS, FuncError, clipped, error_info
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import artifact_key
@@ -85,6 +86,111 @@ def test_listings_leave_out_a_runs_source_which_its_own_read_has_whole(tmp_path:
         shown = CliRunner().invoke(cli, ["runs", "show", ids[5][:12], "-o", "json"])  # found by a listing
         assert shown.exit_code == 0, shown.output[-2000:]
         assert json.loads(shown.stdout)["source_text"] == source
+
+
+def _ping(depth: int) -> None:
+    """A deep recursion (two funcs, so Python does not fold its frames) ending in a pandas-like error: a long repr."""
+    if depth == 0:
+        raise ValueError("cannot merge frames:\n" + "\n".join(f"{i:>8} {i * 0.25:>14} row-{i}" for i in range(2_000)))
+    _pong(depth - 1)
+
+
+def _pong(depth: int) -> None:
+    _ping(depth)
+
+
+def _library_error() -> dict[str, Any]:
+    """An error as the library records it (a worker's, the resolution loop's): clipped to 20,000 + 100,000."""
+    try:
+        _ping(300)
+    except ValueError as e:
+        return error_info(e)
+    raise AssertionError("no error")
+
+
+ERROR_LISTING_BYTES = 256 * 1024  # what these 61 failed runs list in (about 97 KB; were 26 MB)
+
+
+def _is_excerpt_of(listed: dict[str, Any], whole: dict[str, Any]) -> bool:
+    return listed == {"type": whole["type"], "message": clipped(whole["message"], LISTED_ERROR_CHARS),
+                      "excerpt": True, "message_chars": len(whole["message"]),
+                      "traceback_chars": len(whole["traceback"])}
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_listings_carry_an_excerpt_of_each_runs_error_which_its_own_read_has_whole(
+        tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, db: str) -> None:
+    """A resolution of 61 runs that failed, sent through the API by a client that does not clip (60 errors of about
+    440,000 characters of JSON, under the server's bound) and one recorded as the library records a deep recursion
+    ending in a long repr (clipped to 20,000 + 100,000 characters); the resolution's error 490,000 characters. Its
+    listings (GET /runs by resolution, by state across resolutions, the resolution's /graph) were 26 MB each,
+    /resolutions and /pipelines half a megabyte; now a listed run's error is its type and its message's start and
+    end (at most 1,000 characters), marked as an excerpt with the whole lengths, and a listed resolution's error is
+    clipped to 2,000. GET /runs/{id} and GET /resolutions/{id} (and /graph's resolution), ``runs show`` and
+    ``resolutions show`` give them whole; ``runs list -o json`` and ``resolutions list -o json`` print what the
+    listings hold."""
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    root = uuid.uuid4().hex
+    ids = [root] + [uuid.uuid4().hex for _ in range(60)]
+    long_error = {"type": "ValueError", "message": "the start " + "m" * 190_000 + " the end",
+                  "traceback": "Traceback (most recent call last):\n" + "  t\n" * 50_000 + "ValueError: the end\n",
+                  "mro": ["ValueError", "Exception", "BaseException", "object"]}
+    assert 400_000 < len(json.dumps(long_error)) < 500_000  # the server's bound (its JSON text)
+    errors = {run_id: long_error for run_id in ids[1:]} | {root: _library_error()}
+    assert len(errors[root]["traceback"]) == 100_000 and len(errors[root]["message"]) == 20_000  # clipped
+    res_error = f"resolution {root} failed: " + "r" * 490_000 + " the end"
+    with serve(tmp_path, db_url) as served, served.client() as c:
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:fan", state="failed", error=res_error,
+                                              created_at=utcnow(), ended_at=utcnow()))
+        for run_id in ids:
+            batch.add_run(RunRecord(id=run_id, root_id=root, parent_id=None if run_id == root else root,
+                                    func_path="m:f", func_name="f", state="failed", error=errors[run_id],
+                                    created_at=utcnow(), ended_at=utcnow()))
+        client = HttpStore(served.url, served.key)
+        try:
+            client.write(batch)  # through the API, in parts: the server takes each of these errors
+        finally:
+            client.close()
+
+        for path, params in (("/api/v1/runs", {"root_id": root}),
+                             ("/api/v1/runs", {"state": "failed", "order": "desc"}),
+                             (f"/api/v1/resolutions/{root}/graph", {})):
+            r = c.get(path, params=params)
+            assert r.status_code == 200, r.text[:300]
+            graph = path.endswith("/graph")  # its resolution is whole, as GET /resolutions/{id} gives it
+            assert not graph or r.json()["resolution"]["error"] == res_error
+            size = len(r.content) - (len(res_error) if graph else 0)
+            assert size < ERROR_LISTING_BYTES, (path, params, len(r.content))
+            items = r.json()["runs" if graph else "items"]
+            assert {i["id"] for i in items} == set(ids), (path, params)
+            assert all(_is_excerpt_of(i["error"], errors[i["id"]]) for i in items), (path, params)
+        listed = c.get("/api/v1/runs", params={"root_id": root}).json()["items"]
+        shown = next(i["error"]["message"] for i in listed if i["id"] == ids[1])
+        assert len(shown) <= LISTED_ERROR_CHARS and shown.startswith("the start m") and shown.endswith("m the end")
+        assert "characters cut" in shown
+        for run_id in (root, ids[7]):
+            assert c.get(f"/api/v1/runs/{run_id}").json()["error"] == errors[run_id]  # nothing recorded is lost
+
+        for path in ("/api/v1/resolutions", "/api/v1/pipelines"):
+            r = c.get(path)
+            assert r.status_code == 200 and len(r.content) < 64 * 1024, (path, len(r.content))
+        [res] = c.get("/api/v1/resolutions").json()["items"]
+        [group] = c.get("/api/v1/pipelines").json()["groups"]
+        assert res["error"] == group["resolutions"][0]["error"] == clipped(res_error, LISTED_RESOLUTION_ERROR_CHARS)
+        assert c.get(f"/api/v1/resolutions/{root}").json()["error"] == res_error
+
+        monkeypatch.setenv(settings.SERVER_ENV, served.url)
+        monkeypatch.setenv(settings.API_KEY_ENV, served.key or "")
+        for args in (["runs", "list", "--root-id", root, "-o", "json"], ["resolutions", "list", "-o", "json"]):
+            out = CliRunner().invoke(cli, args)
+            assert out.exit_code == 0 and len(out.stdout) < ERROR_LISTING_BYTES, (args, out.output[-2000:])
+        printed = json.loads(CliRunner().invoke(cli, ["runs", "list", "--root-id", root, "-o", "json"]).stdout)
+        assert all(_is_excerpt_of(i["error"], errors[i["id"]]) for i in printed["items"])
+        whole = CliRunner().invoke(cli, ["runs", "show", ids[7][:12], "-o", "json"])  # found by a listing
+        assert whole.exit_code == 0 and json.loads(whole.stdout)["error"] == errors[ids[7]], whole.output[-2000:]
+        whole = CliRunner().invoke(cli, ["resolutions", "show", root[:12], "-o", "json"])
+        assert whole.exit_code == 0 and json.loads(whole.stdout)["error"] == res_error, whole.output[-2000:]
 
 
 def test_fields_over_their_bounds_are_refused_naming_the_field_the_bound_and_what_to_do(tmp_path: Path) -> None:
