@@ -156,10 +156,11 @@ class HttpStore:
         already applied, so a first attempt that lands after its retry and later writes sets nothing back.
         Numbered writes of a resolution are sent one at a time (they land in the order of their numbers). A batch
         of heartbeats alone is not numbered: the heartbeat thread's beats cross the loop's writes, and a store keeps
-        the latest heartbeat whatever the order, so neither makes the other look old."""
+        the latest heartbeat whatever the order, so neither makes the other look old. Nor is a batch not ``in_order``
+        (a record about the driver by another process, as of its death: its numbers would not be the driver's)."""
         if not batch:
             return
-        ordered = [] if batch.beats_only() else sorted(batch.fence)
+        ordered = [] if batch.beats_only() or not batch.in_order else sorted(batch.fence)
         with self._writing(ordered):
             self._write(batch_to_json(batch), ordered)
 

@@ -86,6 +86,7 @@ class ResolutionRecord:
     note: str | None = None
     heartbeat_at: dt.datetime | None = None  # when its resolving process last said it was alive
     labels_version: int = 0  # changes of its tags and note so far: what a change of them names (label_resolution)
+    driver_epoch: int = 0  # takeovers so far (SqlStore.take_over): the epoch of its newest driver, which fences writes
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -155,6 +156,22 @@ class CachedRun(NamedTuple):
         return doc
 
 
+LABELS = ("tags", "note")  # a resolution's fields that are people's (label_resolution), never a batch's to set
+STORE_KEPT = ("labels_version", "driver_epoch")  # a resolution's fields the store alone sets
+
+
+def check_labels(resolution_updates: dict[str, dict[str, Any]]) -> None:
+    """ValueError for a batch that sets a resolution's tags or note: those are people's, changed only through
+    ``label_resolution`` (which counts them in ``labels_version``, so a late change undoes nothing newer); a
+    writer setting them beside it would overwrite a change unseen. The one rule the HTTP layer and the store apply."""
+    for res_id, fields in resolution_updates.items():
+        set_here = [f for f in LABELS if f in fields]
+        if set_here:
+            raise ValueError(f"the batch sets the {' and '.join(set_here)} of resolution {res_id}: a resolution's tags "
+                             "and note are people's, changed with its labels (POST /api/v1/resolutions/<id>/labels, "
+                             "`sematic-k8s resolutions tag|note`); leave them out of the batch")
+
+
 def check_sequence(fence: dict[str, int], sequence: dict[str, int]) -> None:
     """ValueError for a batch numbering a resolution it does not fence (``Batch.sequence``: a write is numbered
     within the driver epoch it carries): the one rule the HTTP layer and the store both apply."""
@@ -179,6 +196,9 @@ class Batch:
     number is not above the last one it applied as already applied (nothing of it is written again: a retried
     request's first attempt landing after later writes sets nothing back), and records the number otherwise.
     Only for resolutions the batch fences.
+    ``in_order``: False for a fenced batch that is not one of its driver's own writes (a CloudResolver recording that
+    the driver it followed died, fenced with the epoch it saw): checked against the fence, never numbered.
+    A batch never sets a resolution's tags or note (:func:`check_labels`).
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -190,6 +210,7 @@ class Batch:
     hits: dict[str, CachedRun] = field(default_factory=dict)
     fence: dict[str, int] = field(default_factory=dict)
     sequence: dict[str, int] = field(default_factory=dict)
+    in_order: bool = True
 
     def add_run(self, run: RunRecord) -> None:
         """A new run: its fields, without those at their defaults (``RUN_DEFAULTS``, filled in when written:
@@ -213,9 +234,9 @@ class Batch:
         self.hits[run.id] = run
 
     def add_resolution(self, res: ResolutionRecord) -> None:
-        """A new resolution's record (its labels' version is people's: it starts at 0 in the store)."""
+        """A new resolution's record (its labels' version and driver epoch are the store's: 0 in the store)."""
         self.new_resolutions.append({f.name: getattr(res, f.name) for f in dataclasses.fields(res)
-                                     if f.name != "labels_version"})
+                                     if f.name not in STORE_KEPT})
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         target = self.new_runs.get(run_id)

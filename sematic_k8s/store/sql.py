@@ -33,7 +33,16 @@ from sematic_k8s import limits
 from sematic_k8s.errors import DiskFull, LabelsChanged, TooManyTags
 from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, locked, reads, schema, writes
 from sematic_k8s.store.json_columns import json_text, json_value
-from sematic_k8s.store.records import RUN_DEFAULTS, ArtifactRecord, Batch, ResolutionRecord, RunRecord, RunShape, utcnow
+from sematic_k8s.store.records import (
+    RUN_DEFAULTS,
+    ArtifactRecord,
+    Batch,
+    ResolutionRecord,
+    RunRecord,
+    RunShape,
+    check_labels,
+    utcnow,
+)
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
     CANCELED,
     CANCELING,
@@ -116,9 +125,11 @@ class SqlStore:
         A batch that ends a resolution and finds the disk full is written again in the room the database's
         reserve gives back (:mod:`~sematic_k8s.store.diskfull`); other writes raise ``DiskFull``.
         A batch applied already (its ``sequence`` not above the recorded one, see :func:`guards.refuse_stale`)
-        changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it."""
+        changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it.
+        ValueError, nothing written, for a batch setting a resolution's tags or note (people's: label_resolution)."""
         if not batch:
             return
+        check_labels(batch.resolution_updates)
         try:
             self._write_retrying(batch, conflicts, replays)
         except DiskFull as e:

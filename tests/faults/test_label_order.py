@@ -1,6 +1,7 @@
 """People's changes of a resolution's tags and note are made to the labels as they were read (``labels_version``):
 a change held up past its client's timeout (a proxy on loopback holding it back), retried, then delivered after a
-newer change of the same labels landed, changes nothing (docs/FAULTS.md, "Several writers at once")."""
+newer change of the same labels landed, changes nothing; and no batch (a driver's write) changes them beside their
+version (docs/FAULTS.md, "Several writers at once")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import uuid
 import pytest
 
 from outages import HoldingProxy, ServerProcess
-from sematic_k8s.errors import LabelsChanged
+from sematic_k8s.errors import LabelsChanged, ServerError
+from sematic_k8s.store import sql_store
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 
@@ -66,3 +68,35 @@ def test_a_label_change_whose_first_attempt_lands_last_undoes_nothing(tmp_path, 
         bob.close()
         proxy.close()
         server.stop()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_drivers_batch_never_sets_the_labels(tmp_path, request, db) -> None:
+    """A batch (a driver's write, fenced and numbered as the loop's are) that sets a resolution's tags or note is
+    refused whole over HTTP (422, saying where labels are changed) and by the store itself: labels are changed only
+    with their version, so no writer overwrites a person's change unseen. The labels and the rest stay as they were."""
+    server = ServerProcess(tmp_path, db_url=request.getfixturevalue("postgres_url") if db == "postgresql" else None)
+    server.start()
+    store = HttpStore(server.url)
+    try:
+        root = uuid.uuid4().hex
+        seed = Batch()
+        seed.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow(),
+                                             heartbeat_at=utcnow()))
+        store.write(seed)
+        fence = {root: store.take_over(root)}
+        store.label_resolution(root, add=["nightly"], note="people's", set_note=True, labels_version=0)
+        for fields in ({"tags": []}, {"note": "the driver's"}, {"tags": ["x"], "note": None}):
+            with pytest.raises(ServerError) as refused:
+                store.write(Batch(resolution_updates={root: {"image": "img", **fields}}, fence=fence))
+            assert refused.value.status == 422
+            assert f"of resolution {root}: a resolution's tags and note are people's, changed with its labels (POST " \
+                   "/api/v1/resolutions/<id>/labels" in str(refused.value)
+        now = store.get_resolution(root)
+        assert (now.tags, now.note, now.labels_version, now.image) == (["nightly"], "people's", 1, None)
+    finally:
+        store.close()
+        server.stop()
+    embedded = sql_store(f"sqlite:///{tmp_path / 'embedded.sqlite3'}")
+    with pytest.raises(ValueError, match="sets the note of resolution r1: a resolution's tags and note are people's"):
+        embedded.write(Batch(resolution_updates={"r1": {"note": "x"}}))
