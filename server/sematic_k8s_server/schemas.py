@@ -78,6 +78,8 @@ class ResolutionOut(_Record):
     ended_at: str | None = None
     heartbeat_at: str | None = Field(None, description="when its resolving process last said it was alive")
     labels_version: int = Field(0, description="changes of its tags and note so far: what a change of them names")
+    driver_epoch: int = Field(0, description="takeovers by drivers so far: the epoch of its newest driver, which a "
+                                             "write's `fence` names")
 
 
 class ArtifactOut(_Record):
@@ -505,6 +507,8 @@ class CountsOut(BaseModel):
     total: int
     waiting: dict[str, str] = Field(default_factory=dict, description="running runs whose worker has not started "
                                     "(at most 20): run id -> what it waits for (capacity, quota)")
+    driver_epoch: int = Field(0, description="the epoch of its newest driver (a follower recording that driver's "
+                                             "death fences that record with it)")
 
 
 class OverviewOut(BaseModel):

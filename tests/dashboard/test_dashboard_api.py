@@ -104,7 +104,7 @@ def test_pipelines_index_labels_and_filters(served: Served, tmp_path: Path) -> N
 
         counts = c.get(f"/api/v1/resolutions/{big_id}/counts").json()
         assert counts == {"resolution_id": big_id, "state": "running", "total": 43,
-                          "counts": {"resolved": 36, "running": 6, "created": 1}, "waiting": {}}
+                          "counts": {"resolved": 36, "running": 6, "created": 1}, "waiting": {}, "driver_epoch": 0}
         assert c.get(f"/api/v1/resolutions/{'ab' * 16}/counts").status_code == 404
 
 

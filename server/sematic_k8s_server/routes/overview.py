@@ -45,4 +45,4 @@ def get_counts(srv: Srv, resolution_id: ResolutionId) -> dict:
     counts = srv.store.run_counts(resolution_id)
     waiting = srv.store.waiting_runs(resolution_id) if counts.get("running") else {}
     return {"resolution_id": resolution_id, "state": res.state, "counts": counts, "total": sum(counts.values()),
-            "waiting": waiting}
+            "waiting": waiting, "driver_epoch": res.driver_epoch}
