@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sematic_k8s import caching, serialization
-from sematic_k8s.errors import ResolutionEnded, ResolutionFailed, WorkerDied
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driver, watch_driver
@@ -160,7 +160,9 @@ class CloudResolver(Resolver):
     def _follow(self, store: Any, storage: Any, root_id: str, shown: Display, driver: DriverWatch) -> Any:
         """Wait for the resolution, showing its runs by state (one small request per poll, however many runs),
         and for its driver (a driver that ends before the resolution does fails it at once, unless another driver
-        took the resolution over from it: then the resolution alone is followed); its value, or the failure."""
+        took the resolution over from it: then the resolution alone is followed); its value, or the failure.
+        The driver epoch read just before the driver was seen ended is the one that died: its death is recorded
+        fenced with it, so that the record, however late it lands, never ends the resolution under a newer driver."""
         replaced = False
         while True:
             doc = store.resolution_counts(root_id)
@@ -168,6 +170,7 @@ class CloudResolver(Resolver):
                 shown.runs(root_id, doc["state"], doc["counts"], doc.get("waiting") or {})
                 if doc["state"] in TERMINAL:
                     break
+            epoch = 0 if doc is None else doc.get("driver_epoch")  # None: a server before epochs were shown
             end = None if replaced else driver.ended()
             if end is not None and end.exit_code == DRIVER_EXIT_REPLACED:
                 replaced = True
@@ -177,7 +180,8 @@ class CloudResolver(Resolver):
                 res = store.get_resolution(root_id)  # what it recorded before it ended
                 if res is not None and res.state in TERMINAL:
                     break
-                self._driver_died(store, root_id, end, driver)
+                self._driver_died(store, root_id, end, driver, epoch)
+                replaced = True  # it returns only when a newer driver took the resolution over meanwhile
             time.sleep(self.poll_interval)
         res = store.get_resolution(root_id)
         if res.state == "resolved":
@@ -199,17 +203,27 @@ class CloudResolver(Resolver):
                                resolution_id=root_id, run_id=run.id if run else None,
                                error=run.error if run else None)
 
-    def _driver_died(self, store: Any, root_id: str, end: DriverEnd, driver: DriverWatch) -> None:
+    def _driver_died(self, store: Any, root_id: str, end: DriverEnd, driver: DriverWatch, epoch: int | None) -> None:
         """The driver ended before its resolution did: record that (the resolution failed, its unfinished runs
-        canceled, so ``continue`` can pick it up), stop what it left running, and raise ResolutionFailed."""
+        canceled, so ``continue`` can pick it up), stop what it left running, and raise ResolutionFailed.
+
+        The record is fenced with ``epoch``, the driver epoch seen before the driver was seen ended (not numbered:
+        it is not one of that driver's writes). Refused because a newer driver took the resolution over (a Job's
+        next pod, a driver started by hand, while the record was on its way): nothing is recorded or stopped, and
+        this returns (the resolution is followed on)."""
         reason = f"the driver {end.how} before the resolution ended"
         now = utcnow()
-        batch = Batch(resolution_updates={root_id: {"state": "failed", "ended_at": now, "error": reason}})
+        batch = Batch(resolution_updates={root_id: {"state": "failed", "ended_at": now, "error": reason}},
+                      fence={} if epoch is None else {root_id: epoch}, in_order=False)
         for run in store.runs_of_root(root_id):
             if run.state not in TERMINAL:
                 batch.update_run(run.id, state="canceled", ended_at=now)
         try:
             store.write(batch)
+        except DriverReplaced:
+            log.warning("resolution %s: its driver ended, but another driver took it over since; following it",
+                        root_id)
+            return
         except ResolutionEnded:
             pass  # ended meanwhile (a reader found the driver silent): what was recorded stands
         driver.cleanup()

@@ -316,16 +316,21 @@ class HoldingProxy(_LoopbackProxy):
     back the first one ``hold`` picks: not forwarded, its connection left unanswered (the client's read times out
     and it sends the request again, which passes), until :meth:`release` sends it to the server on a connection of
     its own, as a request held up in the network or a load balancer would arrive late. Every other request and
-    every answer passes unchanged."""
+    every answer passes unchanged. ``until_release``: every request ``hold`` picks is left unanswered until then (the
+    client's retries too, as a path to the server that stays down for a while), the first one kept to be sent."""
 
-    def __init__(self, target_port: int, hold: Callable[[bytes], bool]) -> None:
+    def __init__(self, target_port: int, hold: Callable[[bytes], bool], *, until_release: bool = False) -> None:
         self.hold = hold
         self.held: bytes | None = None
+        self.until_release = until_release
+        self.released = False
         super().__init__(target_port, "holding-proxy")
 
     def release(self) -> tuple[int, bytes]:
         """Send the held request to the server now; its answer's status and body."""
         assert self.held is not None, "no request was held"
+        with self._lock:
+            self.released = True
         with socket.create_connection(("127.0.0.1", self.target_port), timeout=60) as upstream:
             upstream.sendall(self.held)
             reader = upstream.makefile("rb")
@@ -340,8 +345,8 @@ class HoldingProxy(_LoopbackProxy):
                 head, body = _read_message(reader)
                 request = head + body
                 with self._lock:
-                    held = self.held is None and self.hold(request)
-                    if held:
+                    held = (self.held is None or (self.until_release and not self.released)) and self.hold(request)
+                    if held and self.held is None:
                         self.held = request
                 if held:  # leave the client waiting: it times out, closes, and sends the request again
                     while reader.read(65536):
