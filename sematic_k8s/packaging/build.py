@@ -18,7 +18,6 @@ import re
 import shutil
 import tempfile
 import time
-import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
 from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
 from sematic_k8s.packaging.push import image_in_registry, push_image
-from sematic_k8s.packaging.registry import image_architecture, manifest_digest
+from sematic_k8s.packaging.registry import UNANSWERED, image_architecture, manifest_digest
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
 from sematic_k8s.specs import ARCHITECTURES
 
@@ -201,7 +200,7 @@ def registry_platform(repo: str, reference: str) -> str | None:
     """The architecture of an image already in the registry (``reference``: a tag or a digest); None if unknown."""
     try:
         arch = image_architecture(repo, reference)
-    except (RegistryAuthError, urllib.error.URLError, OSError, ValueError) as e:
+    except (RegistryAuthError, *UNANSWERED, ValueError) as e:
         logger.info("cannot read the platform of %s:%s (%s)", repo, reference, e)
         return None
     return arch if arch in ARCHITECTURES else None
@@ -213,7 +212,7 @@ def registry_digest(repo: str, tag: str, client: Any = None) -> str | None:
         return manifest_digest(repo, tag)
     except RegistryAuthError:
         pass  # private registry: let the daemon ask, with its credentials
-    except (urllib.error.URLError, OSError) as e:
+    except UNANSWERED as e:
         logger.warning("cannot reach the registry of %s: %s", repo, e)
         return None
     try:

@@ -9,6 +9,7 @@ raises :class:`~sematic_k8s.errors.RegistryUnavailable` naming the registry, wha
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import urllib.error
@@ -18,7 +19,7 @@ from typing import Any
 from sematic_k8s import settings
 from sematic_k8s.docker_engine import docker_client, engine_calls
 from sematic_k8s.errors import PushError, RegistryAuthError, RegistryUnavailable
-from sematic_k8s.packaging.registry import Repo, manifest_digest
+from sematic_k8s.packaging.registry import UNANSWERED, Repo, manifest_digest
 from sematic_k8s.retries import RetryLater, retrying
 
 logger = logging.getLogger("sematic_k8s.packaging")
@@ -132,7 +133,7 @@ def image_in_registry(repo: str, digest: str, client: Any = None) -> bool:
     except urllib.error.HTTPError as e:  # an answer that no retry changes
         raise RegistryUnavailable(f"the registry {host} answered {e.code} {e.reason} when asked whether image "
                                   f"{repo}@{digest} is still there (HEAD of its manifest)") from None
-    except (RetryLater, urllib.error.URLError, OSError) as e:
+    except (RetryLater, *UNANSWERED) as e:
         did = str(e) if isinstance(e, RetryLater) else f"did not answer ({_reason(e)})"
         raise RegistryUnavailable(f"the registry {host} {did} when asked whether image {repo}@{digest} is still there, "
                                   f"still after {window:g} s of tries: is it running, and reachable from here at that "
@@ -158,10 +159,14 @@ def _manifest_known(repo: str, digest: str) -> bool:
 
 
 def _unanswered(e: BaseException) -> bool:
-    """A registry look-up that failed for want of an answer (refused, dropped, timed out), not for one it gave."""
-    return isinstance(e, (urllib.error.URLError, OSError)) and not isinstance(e, urllib.error.HTTPError)
+    """A registry look-up that failed for want of an answer (refused, dropped, timed out, cut off or garbled), not
+    for one it gave."""
+    return isinstance(e, UNANSWERED) and not isinstance(e, urllib.error.HTTPError)
 
 
 def _reason(e: BaseException) -> str:
     why = e.reason if isinstance(e, urllib.error.URLError) else e
-    return (why.strerror if isinstance(why, OSError) and why.strerror else str(why)) or type(why).__name__
+    if isinstance(why, OSError) and why.strerror:
+        return why.strerror
+    text = " ".join(str(why).split())  # one line: a garbled status line ends in its line break
+    return f"{type(why).__name__}: {text}" if isinstance(why, http.client.HTTPException) else text or type(why).__name__

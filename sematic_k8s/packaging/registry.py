@@ -4,6 +4,7 @@ without pulling anything."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
 import json
 import re
@@ -22,6 +23,9 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
 ])
 DOCKER_HUB = "registry-1.docker.io"
+# a look-up that got no usable answer: refused, dropped, timed out, or cut off or garbled mid-answer (http.client's
+# BadStatusLine, IncompleteRead: not OSErrors); an HTTPError (a URLError) is an answer, which callers tell apart
+UNANSWERED: tuple[type[Exception], ...] = (urllib.error.URLError, OSError, http.client.HTTPException)
 
 
 @dataclass(frozen=True)

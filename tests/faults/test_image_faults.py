@@ -9,6 +9,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import tarfile
 import threading
 import uuid
@@ -23,7 +24,8 @@ import infra
 from outages import DroppingProxy, RegistryProcess, ThrottlingProxy
 from sematic_k8s.errors import DockerUnavailable, PushError, RegistryUnavailable
 from sematic_k8s.packaging import compute_context, ensure_image
-from sematic_k8s.packaging.push import push_image
+from sematic_k8s.packaging.build import registry_digest, registry_platform
+from sematic_k8s.packaging.push import image_in_registry, push_image
 from sematic_k8s.packaging.registry import manifest_digest
 from sematic_k8s.settings import RETRY_WINDOW_ENV
 
@@ -315,3 +317,42 @@ def test_an_engine_whose_connection_is_cut_mid_build_is_docker_unavailable_in_wo
     assert str(caught.value) == (f"the Docker engine at tcp://127.0.0.1:{proxy.port} stopped answering while building "
                                  f"{tag} (the connection was cut mid-answer): is it running? Start it, or set "
                                  "$DOCKER_HOST to one that is, then try again"), str(caught.value)
+
+
+# -- a registry whose answer is cut off mid-line ------------------------------------------------------------
+
+
+def test_a_registry_whose_answers_are_cut_off_is_registry_unavailable_not_a_traceback(window):
+    """A registry (a loopback server here) that answers every request with half a status line and closes: the
+    check of a recorded image is asked again for the retry window, then one RegistryUnavailable naming the registry;
+    the look-ups of a tag's digest and an image's platform find nothing (the image is built). Before: http.client's
+    BadStatusLine (not an OSError) reached the caller of resolve() as a traceback."""
+    window(1)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    asked: list[bytes] = []
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                asked.append(conn.recv(65536).split(b"\r\n", 1)[0])
+                conn.sendall(b"HTTP/1.1 50\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    repo = f"127.0.0.1:{server.getsockname()[1]}/sk-test-garbled"
+    try:
+        with pytest.raises(RegistryUnavailable) as caught:
+            image_in_registry(repo, "sha256:" + "0" * 64, client=NoDocker())
+        assert registry_digest(repo, "t", client=NoDocker()) is None
+        assert registry_platform(repo, "t") is None
+    finally:
+        server.close()
+    assert re.fullmatch(rf"the registry {re.escape(repo.split('/')[0])} did not answer \(BadStatusLine: HTTP/1\.1 50\) "
+                        rf"when asked whether image {re.escape(repo)}@sha256:0+ is still there, still after 1 s of "
+                        r"tries: .*", str(caught.value)), str(caught.value)
+    assert sum(line.startswith(b"HEAD /v2/sk-test-garbled/manifests/sha256") for line in asked) >= 2  # asked again
