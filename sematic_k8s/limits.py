@@ -2,7 +2,7 @@
 listings carry many at once, so the server refuses a write over a bound (422 naming the field, the bound and what
 to do), and the library keeps what it records within them: a func's source clipped to its start and end
 (:func:`source_excerpt`), the settings it is given checked where they are given (:func:`check_json`). An error's
-bounds are :data:`sematic_k8s.errors.ERROR_MESSAGE_LIMIT`'s; a resolution's note is at most 10,000 characters."""
+bounds are :data:`sematic_k8s.errors.ERROR_MESSAGE_LIMIT`'s."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ SOURCE_TEXT_CHARS = 100_000  # a run's source_text: its func's source (listings 
 PATH_CHARS = 4096  # a run's source_file: a path (Linux's PATH_MAX)
 JSON_BYTES = 65_536  # a run's settings and notes, a resolution's settings: their JSON text, in UTF-8
 TAGS = 100  # tags on one resolution
+NOTE_CHARS = 10_000  # a resolution's note (the server's 422, the CLI's usage error; the dashboard's box: maxlength)
 
 
 def json_size(value: Any) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from sematic_k8s import limits
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
@@ -53,7 +54,6 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
 
 
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")  # as the server accepts them
-MAX_NOTE = 10_000
 
 
 def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
@@ -121,6 +121,6 @@ def resolutions_note(ctx: click.Context, resolution_id: str, text: str, output: 
 
     Refused, with the note as it now is, when someone else replaced the note between this command's read of it and
     its write; a change of the tags alone meanwhile is no obstacle."""
-    if len(text) > MAX_NOTE:
-        raise click.BadParameter(f"a note is at most {MAX_NOTE} characters", param_hint="TEXT")
+    if len(text) > limits.NOTE_CHARS:
+        raise click.BadParameter(f"a note is at most {limits.NOTE_CHARS:,} characters", param_hint="TEXT")
     _label(ctx, resolution_id, output, note=text, set_note=True)

@@ -18,7 +18,6 @@ from sematic_k8s import limits
 HEX_ID = r"^[0-9a-f]{1,64}$"
 SHA256 = r"^[0-9a-f]{64}$"
 TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
-MAX_NOTE = 10_000
 
 
 class _Record(BaseModel):
@@ -215,7 +214,7 @@ Text16 = Annotated[str, StringConstraints(max_length=16)]  # the lengths of the 
 Text64 = Annotated[str, StringConstraints(max_length=64)]
 Text256 = Annotated[str, StringConstraints(max_length=256)]
 Text512 = Annotated[str, StringConstraints(max_length=512)]
-Note = Annotated[str, StringConstraints(max_length=MAX_NOTE)]
+Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS)]
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
 MAX_BATCH_RECORDS = 100_000  # records (and fences) in one write: more is a 413, which the HTTP store sends in parts
 MAX_DEPTH = 128  # a value's levels of objects and arrays; JSON encoders stop at about 255 (orjson's, pydantic's)
@@ -475,7 +474,8 @@ class PipelinesOut(BaseModel):
 class LabelsIn(BaseModel):
     add: list[str] = Field(default_factory=list, max_length=100, description="tags to add")
     remove: list[str] = Field(default_factory=list, max_length=100, description="tags to remove")
-    note: str | None = Field(None, max_length=MAX_NOTE, description='replace the note ("" clears it); null: keep')
+    note: str | None = Field(None, max_length=limits.NOTE_CHARS,
+                             description='replace the note ("" clears it); null: keep')
     labels_version: int | None = Field(None, ge=0, le=INT64_MAX, description=(
         "the resolution's labels_version this change was made to (as read): 409, and nothing changed, when its "
         "labels changed since (someone else's change, or this is a late copy of an older one) and this change is "
