@@ -5,8 +5,8 @@ in the :class:`~sematic_k8s.errors.BuildError` when a build fails.
 
 Packaging reports progress as lines (``Progress = Callable[[str], None]``); :class:`Display` reads the ones it
 knows (``Step N/M : ...`` from docker, ``push LAYER: STATUS``, ``context:``, ``image:``, ``build:``, ``wheels:``,
-``registry:`` (a registry's trouble, and what is done about it) from :mod:`sematic_k8s.packaging.build`), and is told
-run counts with :meth:`Display.runs`.
+``registry:`` (a registry's trouble, and what is done about it) from :mod:`sematic_k8s.packaging.build` and
+:mod:`sematic_k8s.packaging.push`), and is told run counts with :meth:`Display.runs`.
 """
 
 from __future__ import annotations
