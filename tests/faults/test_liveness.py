@@ -5,6 +5,7 @@ completes, and ``continue`` finishes it to the same value."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -344,3 +345,27 @@ def test_a_killed_resolver_is_marked_dead_on_time_by_a_reader_whose_clock_disagr
     assert seen["state"] == "failed", seen
     assert seen["error"].startswith("the resolver stopped responding at ")
     assert {r.state for r in store.runs_of_root(root_id)} <= {"resolved", "canceled"}
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_reading_live_resolutions_writes_nothing_and_a_silent_one_is_marked_by_that_read(tmp_path, db, request):
+    """A read of resolutions asks whether each is silent in the statement that reads them: reading a live, beating
+    one (get and list) is that one statement, no transaction of its own asking the database (every read of a live
+    resolution did that before); a silent one found by a read is marked dead before the read returns it."""
+    url = request.getfixturevalue("postgres_url") if db == "postgresql" else f"sqlite:///{tmp_path / 'db'}"
+    store = SqlStore(url, stale_after=60)
+    now = utcnow()
+    store.write(Batch(new_resolutions=[{"id": "live", "root_func_path": "m:p", "state": "running", "created_at": now,
+                                        "heartbeat_at": now}]))
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, sql, *_: statements.append(sql))
+    try:
+        assert store.get_resolution("live").state == "running"
+        assert [r.state for r in store.list_resolutions()] == ["running"]
+        assert len(statements) == 2 and all(s.lstrip().upper().startswith("SELECT") for s in statements), statements
+        with store.engine.begin() as conn:  # its process went silent an hour ago
+            conn.execute(sa.update(store._res).values(heartbeat_at=now - dt.timedelta(hours=1)))
+        res = store.get_resolution("live")
+        assert (res.state, res.error.startswith("the resolver stopped responding at ")) == ("failed", True)
+    finally:
+        store.close()
