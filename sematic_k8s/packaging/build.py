@@ -37,6 +37,8 @@ from sematic_k8s.specs import ARCHITECTURES
 logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# a registry look-up whose failure only means "unknown": no answer, credentials wanted, a manifest that does not parse
+_UNREADABLE: tuple[type[Exception], ...] = (*UNANSWERED, RegistryAuthError, ValueError)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the legacy builder colours a RUN step's stderr
 BUILD_TIMEOUT = 900.0  # seconds a build or push request may take (a RUN step may print nothing for long)
 WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # Docker's names -> the manylinux wheel tags'
@@ -200,7 +202,7 @@ def registry_platform(repo: str, reference: str) -> str | None:
     """The architecture of an image already in the registry (``reference``: a tag or a digest); None if unknown."""
     try:
         arch = image_architecture(repo, reference)
-    except (RegistryAuthError, *UNANSWERED, ValueError) as e:
+    except _UNREADABLE as e:
         logger.info("cannot read the platform of %s:%s (%s)", repo, reference, e)
         return None
     return arch if arch in ARCHITECTURES else None

@@ -24,6 +24,8 @@ from sematic_k8s.retries import RetryLater, retrying
 
 logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
+# a look-up of a recorded image that got no answer for the retry window, or kept being told to come back later
+_GAVE_UP: tuple[type[Exception], ...] = (*UNANSWERED, RetryLater)
 
 
 def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
@@ -133,7 +135,7 @@ def image_in_registry(repo: str, digest: str, client: Any = None) -> bool:
     except urllib.error.HTTPError as e:  # an answer that no retry changes
         raise RegistryUnavailable(f"the registry {host} answered {e.code} {e.reason} when asked whether image "
                                   f"{repo}@{digest} is still there (HEAD of its manifest)") from None
-    except (RetryLater, *UNANSWERED) as e:
+    except _GAVE_UP as e:
         did = str(e) if isinstance(e, RetryLater) else f"did not answer ({_reason(e)})"
         raise RegistryUnavailable(f"the registry {host} {did} when asked whether image {repo}@{digest} is still there, "
                                   f"still after {window:g} s of tries: is it running, and reachable from here at that "
