@@ -16,6 +16,7 @@ SOURCE_TEXT_CHARS = 100_000  # a run's source_text: its func's source (listings 
 PATH_CHARS = 4096  # a run's source_file: a path (Linux's PATH_MAX)
 JSON_BYTES = 65_536  # a run's settings and notes, a resolution's settings: their JSON text, in UTF-8
 TAGS = 100  # tags on one resolution
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"  # one tag: a letter or digit first, at most 64 characters
 NOTE_CHARS = 10_000  # a resolution's note (the server's 422, the CLI's usage error; the dashboard's box: maxlength)
 
 

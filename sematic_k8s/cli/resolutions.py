@@ -53,7 +53,7 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
     emit(output, [{"FIELD": k, "VALUE": getattr(res, k) if k.endswith("_at") else v} for k, v in obj.items()])
 
 
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")  # as the server accepts them
+TAG = re.compile(limits.TAG_PATTERN)  # as the server accepts them
 
 
 def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:

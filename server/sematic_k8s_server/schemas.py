@@ -17,7 +17,7 @@ from sematic_k8s import limits
 
 HEX_ID = r"^[0-9a-f]{1,64}$"
 SHA256 = r"^[0-9a-f]{64}$"
-TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"
+TAG = limits.TAG_PATTERN
 
 
 class _Record(BaseModel):
@@ -472,8 +472,8 @@ class PipelinesOut(BaseModel):
 
 
 class LabelsIn(BaseModel):
-    add: list[str] = Field(default_factory=list, max_length=100, description="tags to add")
-    remove: list[str] = Field(default_factory=list, max_length=100, description="tags to remove")
+    add: list[str] = Field(default_factory=list, max_length=limits.TAGS, description="tags to add")
+    remove: list[str] = Field(default_factory=list, max_length=limits.TAGS, description="tags to remove")
     note: str | None = Field(None, max_length=limits.NOTE_CHARS,
                              description='replace the note ("" clears it); null: keep')
     labels_version: int | None = Field(None, ge=0, le=INT64_MAX, description=(
