@@ -44,14 +44,20 @@ def insert_hits(conn: sa.Connection, runs: sa.Table, hits: list[records.CachedRu
         return
     # SQLite: a timestamp's text as the sqlite3 module's adapter writes it (``isoformat(" ")``), without a call
     # into the adapter for each; PostgreSQL's driver takes datetimes as they are
-    def stamp(when: Any) -> Any:
-        return str(when) if when is not None and dialect.name == "sqlite" else when
-
+    text = dialect.name == "sqlite"
+    ended_text: tuple[Any, Any] = (None, None)  # the hits of a wave share their end time: its text made once
     dumps, q = json.dumps, encode_basestring_ascii  # json.dumps' text of the usual shapes, written out
     shared: dict[int, tuple[Any, str]] = {}  # a func's settings, encoded once for its runs
     rows = []
     for h in hits:
-        created, ended = stamp(h.created_at), stamp(h.ended_at)
+        created: Any = h.created_at
+        ended: Any = h.ended_at
+        if text:
+            if created is not None:
+                created = created.isoformat(" ")
+            if ended is not ended_text[0]:
+                ended_text = (ended, None if ended is None else ended.isoformat(" "))
+            ended = ended_text[1]
         settings = shared.get(id(h.settings))
         if settings is None or settings[0] is not h.settings:
             settings = shared[id(h.settings)] = (h.settings, json_text(h.settings))
