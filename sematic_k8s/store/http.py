@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
-from sematic_k8s import settings
-from sematic_k8s.errors import DiskFull, DriverReplaced, LabelsChanged, ResolutionEnded, ServerError
+from sematic_k8s import limits, settings
+from sematic_k8s.errors import DiskFull, DriverReplaced, LabelsChanged, ResolutionEnded, ServerError, TooManyTags
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.http_connections import (
@@ -261,6 +261,10 @@ class HttpStore:
             if e.status == 409 and labels_version is not None:
                 now = self.get_resolution(resolution_id)  # the labels they changed to, as the error says them
                 raise LabelsChanged(resolution_id, now.tags if now else None, now.note if now else None) from None
+            if e.status == 422 and (now := self.get_resolution(resolution_id)) is not None:
+                count = len((set(now.tags or []) | set(body["add"])) - set(body["remove"]))
+                if count > limits.TAGS:  # the caller's change, not the infrastructure: as SqlStore raises it
+                    raise TooManyTags(resolution_id, count, limits.TAGS) from None
             raise
         return None if doc is None else record_from_json(ResolutionRecord, doc)
 

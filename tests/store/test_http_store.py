@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 import sematic_k8s as sk
-from sematic_k8s.errors import DriverReplaced, LabelsChanged, ServerError
+from sematic_k8s import limits
+from sematic_k8s.errors import DriverReplaced, LabelsChanged, ServerError, TooManyTags
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -284,3 +285,18 @@ def test_a_tag_change_made_to_changed_labels_is_refused_unless_in_effect_either_
     assert store.label_resolution(f.id, add=["z"]).tags == ["y", "z"]  # unconditional: made whatever they are
     res = store.get_resolution(f.id)
     assert (res.tags, res.note, res.labels_version) == (["y", "z"], "a", 7)
+
+
+def test_more_tags_than_a_resolution_has_is_too_many_tags_either_store(setup, tmp_path) -> None:
+    """A change that would leave a resolution more tags than it may have raises TooManyTags (a ValueError: the
+    caller's change, not the infrastructure) from either store, with nothing changed; through the server it was a
+    ServerError, an InfrastructureError."""
+    make, store = setup
+    f = sp.pipeline(1, 2, str(tmp_path / "no-flag"))
+    f.resolve(make())
+    store.label_resolution(f.id, add=[f"t{i}" for i in range(limits.TAGS - 1)])
+    with pytest.raises(TooManyTags, match=rf"resolution {f.id} would have {limits.TAGS + 1} tags: a resolution has at "
+                                          rf"most {limits.TAGS}; nothing was changed"):
+        store.label_resolution(f.id, add=["x", "y"])
+    assert len(store.get_resolution(f.id).tags) == limits.TAGS - 1
+    assert store.label_resolution(f.id, add=["x"]).tags[-1] == "x"  # up to the bound: made
