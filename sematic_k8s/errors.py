@@ -269,6 +269,19 @@ class DatabaseLocked(StopsForAFix):
                    f"`fuser {path}` lists the processes that have the file open)")
 
 
+class SchemaTooNew(StopsForAFix):
+    """The metadata database was migrated by a newer sematic-k8s than this one (a rollback after an upgrade, an
+    older client or server replica on an upgraded database): this version does not know its schema, so it neither
+    reads nor writes it."""
+
+    @classmethod
+    def at(cls, where: str, revision: str, head: str) -> SchemaTooNew:
+        return cls(f"the metadata database {where} was migrated by a newer sematic-k8s (its schema is at revision "
+                   f"{revision}; this version knows revisions up to {head})",
+                   "use that newer sematic-k8s here too (pip install -U sematic-k8s), or point this one at another "
+                   "database (--home, $SEMATIC_K8S_DB_URL)")
+
+
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says a disk has no space left (ENOSPC), or the writer's quota is used up (EDQUOT)."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

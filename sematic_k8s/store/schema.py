@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
+from sematic_k8s.errors import SchemaTooNew
 from sematic_k8s.store import diskfull
 
 if TYPE_CHECKING:
@@ -69,7 +70,16 @@ def migrate(engine: sa.Engine) -> None:
         cfg = alembic_config(conn)
         if current is None and sa.inspect(conn).has_table("runs"):
             command.stamp(cfg, FIRST_REVISION)
+        elif current is not None and current not in _known_revisions(cfg):
+            raise SchemaTooNew.at(engine.url.render_as_string(hide_password=True), current, HEAD)
         command.upgrade(cfg, "head")
+
+
+def _known_revisions(cfg: Config) -> set[str]:
+    """The revisions of this version's migrations."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
 
 
 @contextlib.contextmanager

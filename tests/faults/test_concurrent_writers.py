@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 import fault_pipelines as fp
@@ -117,6 +118,36 @@ def test_an_embedded_home_made_by_an_older_version_gains_the_new_columns(tmp_pat
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("resolutions")}
     assert "heartbeat_at" in columns
     assert {"api_keys", "alembic_version"} <= set(sa.inspect(store.engine).get_table_names())
+
+
+def test_a_home_migrated_by_a_newer_version_is_refused_in_words_and_left_as_it_is(tmp_path):
+    """A database whose schema a newer sematic-k8s migrated (a rollback after an upgrade; an older replica on an
+    upgraded database): the store, the CLI and the server each refuse it in one line naming the revisions and what
+    to do, and write nothing to it (was: "unexpected CommandError: Can't locate revision ...")."""
+    from click.testing import CliRunner
+
+    from sematic_k8s.cli import cli
+    from sematic_k8s.errors import SchemaTooNew
+
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{home / 'db.sqlite3'}"
+    SqlStore(url).engine.dispose()
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    words = (f"the metadata database {url} was migrated by a newer sematic-k8s (its schema is at revision "
+             f"0099_from_the_future; this version knows revisions up to {schema.HEAD}): use that newer sematic-k8s "
+             "here too (pip install -U sematic-k8s), or point this one at another database")
+    with pytest.raises(SchemaTooNew) as e:
+        SqlStore(url)
+    assert str(e.value).startswith(words)
+    result = CliRunner().invoke(cli, ["--home", str(home), "resolutions", "list"])
+    assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+    server = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port", "1", "--home",
+                             str(home)], capture_output=True, text=True, timeout=120)
+    assert server.returncode != 0 and words in server.stdout + server.stderr
+    with sa.create_engine(url).connect() as conn:
+        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0099_from_the_future"
 
 
 def test_head_names_the_newest_migration():
