@@ -275,11 +275,12 @@ class SchemaTooNew(StopsForAFix):
     reads nor writes it."""
 
     @classmethod
-    def at(cls, where: str, revision: str, head: str) -> SchemaTooNew:
+    def at(cls, where: str, revision: str, head: str, elsewhere: str) -> SchemaTooNew:
+        """``elsewhere``: how to point this version at another database."""
         return cls(f"the metadata database {where} was migrated by a newer sematic-k8s (its schema is at revision "
                    f"{revision}; this version knows revisions up to {head})",
-                   "use that newer sematic-k8s here too (pip install -U sematic-k8s), or point this one at another "
-                   "database (--home, $SEMATIC_K8S_DB_URL)")
+                   f"use that newer sematic-k8s here too (pip install -U sematic-k8s), or point this one at another "
+                   f"database ({elsewhere})")
 
 
 def disk_full(exc: BaseException) -> bool:

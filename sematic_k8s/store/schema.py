@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
+from sematic_k8s import settings
 from sematic_k8s.errors import SchemaTooNew
 from sematic_k8s.store import diskfull
 
@@ -71,7 +72,8 @@ def migrate(engine: sa.Engine) -> None:
         if current is None and sa.inspect(conn).has_table("runs"):
             command.stamp(cfg, FIRST_REVISION)
         elif current is not None and current not in _known_revisions(cfg):
-            raise SchemaTooNew.at(engine.url.render_as_string(hide_password=True), current, HEAD)
+            raise SchemaTooNew.at(engine.url.render_as_string(hide_password=True), current, HEAD,
+                                  f"--home, ${settings.DB_URL_ENV}")
         command.upgrade(cfg, "head")
 
 
