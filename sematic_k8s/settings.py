@@ -75,9 +75,14 @@ AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_RE
 
 
 def home(override: str | os.PathLike[str] | None = None) -> Path:
-    """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s."""
+    """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s (created if missing). An
+    OSError of the same kind saying what to do when it is a file, or cannot be created."""
     path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise type(e)(f"cannot use {path} as the data directory ({e.strerror or e}): pass --home DIR or set "
+                      f"${HOME_ENV} to a directory you can write (a resolver: home=DIR)") from None
     return path
 
 

@@ -29,14 +29,10 @@ PROBE_TIMEOUT = 5.0  # seconds for the server's health check
 
 def home(ctx: click.Context) -> Path:
     """The data directory (created if missing): --home, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s."""
-    given = ctx.find_root().params.get("home")
     try:
-        return settings.home(given)
+        return settings.home(ctx.find_root().params.get("home"))
     except OSError as e:
-        where = given or os.environ.get(settings.HOME_ENV) or "~/.sematic_k8s"
-        raise click.ClickException(
-            f"cannot use {where} as the data directory ({e.strerror or e}): pass --home DIR or set "
-            f"${settings.HOME_ENV} to a directory you can write") from None
+        raise click.ClickException(str(e)) from None
 
 
 def server_url() -> str | None:

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import email.utils
 import itertools
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,10 @@ class HttpStore:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
         parts = urlsplit(url.rstrip("/"))
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"server URL {url!r} has a port that is not a number: use http://HOST:PORT") from None
         user, _, netloc = parts.netloc.rpartition("@")
         self.url = urlunsplit(parts._replace(netloc=netloc))  # as messages and logs name it: without a password
         self.retry_window = retry_window
@@ -120,8 +125,8 @@ class HttpStore:
         if len(ended) == 2:
             raise ResolutionEnded(ended[0], ended[1], None)
         if response.status_code >= 400:
-            raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}",
-                              response.status_code)
+            raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}"
+                              f"{_not_ours(response, self.url)}", response.status_code)
         if raw:
             return response
         try:
@@ -335,11 +340,22 @@ def _retry_after(response: Answer | httpx.Response) -> float | None:
 
 
 def _detail(response: Answer | httpx.Response) -> Any:
-    """The server's message: its JSON ``detail``, else the start of the body."""
+    """The server's message: its JSON ``detail``, else the start of the body's text on one line (no HTML tags)."""
     try:
         return response.json().get("detail")
     except (ValueError, AttributeError):
-        return response.text[:500]
+        return " ".join(re.sub(r"<[^>]*>", " ", response.text[:2000]).split())[:300]
+
+
+def _not_ours(response: Answer | httpx.Response, url: str) -> str:
+    """A hint for a 4xx that is not JSON: a sematic-k8s server answers every refusal in JSON, so another server
+    answered (a registry, S3, a web page): the URL is wrong."""
+    try:
+        response.json()
+    except ValueError:
+        if response.status_code < 500:
+            return f" ({url} does not answer like a sematic-k8s server: check ${settings.SERVER_ENV})"
+    return ""
 
 
 _STORES: dict[tuple[str, str | None, float | None], HttpStore] = {}

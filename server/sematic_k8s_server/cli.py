@@ -12,6 +12,8 @@ from typing import Any
 import click
 
 from sematic_k8s import settings
+from sematic_k8s.cli.errors import one_line
+from sematic_k8s.errors import StopsForAFix
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -22,7 +24,10 @@ home_option = click.option("--home", "home_opt", type=click.Path(file_okay=False
 
 
 def _home(ctx: click.Context, home_opt: Path | None) -> Path:
-    return settings.home(home_opt or ctx.find_root().params.get("home"))
+    try:
+        return settings.home(home_opt or ctx.find_root().params.get("home"))
+    except OSError as e:  # a file, or no right to create it: settings.home says what to do
+        raise click.ClickException(str(e)) from None
 
 
 def _db_url(home: Path, db_url: str | None) -> str:
@@ -37,8 +42,13 @@ def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
                                    f"({e})") from None
     try:
         return open_store(url)
-    except Exception as e:  # noqa: BLE001 - any driver error: say which database
-        raise click.ClickException(f"cannot open the metadata database {url}: {e}") from None
+    except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any driver error: say which database, in one line
+        orig = getattr(e, "orig", None) or e
+        raise click.ClickException(f"cannot open the metadata database {_redact(url)}: {one_line(str(orig))}; check "
+                                   f"--db-url, ${settings.DB_URL_ENV} or --home (a directory this server may "
+                                   "write)") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -116,6 +126,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "max_request_bytes": int(max_request_mb * 1024 * 1024), "token_max_hours": token_max_hours,
               "self_url": self_url}
     config = _config(params)
+    storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     if rerun_launcher and not rerun_images:
         click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.", err=True)
     store = _open_store(url)  # migrated here, once, before any worker starts
@@ -133,7 +144,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 5, "backlog": 4096,
                                "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
     if workers == 1:
-        uvicorn.run(_app(params, config, store), **options)
+        uvicorn.run(_app(params, config, store, storage), **options)
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
@@ -163,20 +174,28 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
         raise click.ClickException(str(e)) from None
 
 
-def _app(params: dict[str, Any], config: Any, store: Any) -> Any:  # noqa: ANN401 - FastAPI app, lazily
-    from sematic_k8s.storage.local import LocalStorage
-    from sematic_k8s.storage.urls import storage_from_url
+def _app(params: dict[str, Any], config: Any, store: Any, storage: Any = None) -> Any:  # noqa: ANN401 - lazily
     from sematic_k8s_server.app import create_app
-    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
 
     host, port, self_url = params["host"], params["port"], params.get("self_url")
     if not self_url:
         self_host = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
         self_url = f"http://[{self_host}]:{port}" if ":" in self_host else f"http://{self_host}:{port}"
+    return create_app(store, storage if storage is not None else _storage(params), config, self_url=self_url)
+
+
+def _storage(params: dict[str, Any]) -> Any:  # noqa: ANN401 - Storage, imported lazily
+    """$SEMATIC_K8S_STORAGE, else HOME/storage; a bad URL in one line."""
+    from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_from_url
+    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
+
     storage_setting = os.environ.get(settings.STORAGE_ENV)
-    storage = (storage_from_url(storage_setting, retry_window=REQUEST_RETRY_WINDOW) if storage_setting
-               else LocalStorage(Path(params["home"]) / "storage"))
-    return create_app(store, storage, config, self_url=self_url)
+    try:
+        return (storage_from_url(storage_setting, retry_window=REQUEST_RETRY_WINDOW) if storage_setting
+                else LocalStorage(Path(params["home"]) / "storage"))
+    except ValueError as e:  # an unsupported or malformed URL
+        raise click.ClickException(f"${settings.STORAGE_ENV}: {e}") from None
 
 
 def worker_app() -> Any:  # noqa: ANN401 - FastAPI app

@@ -182,3 +182,63 @@ def test_a_server_error_shows_the_servers_word_without_blaming_the_settings(env:
     assert "HTTP 403" in refused.stderr, refused.stderr
     assert refused.stderr.rstrip().endswith(f"check ${settings.SERVER_ENV} and ${settings.API_KEY_ENV}"), \
         refused.stderr
+
+
+SERVER_START_FAILURES = [
+    pytest.param([], {"HOME": "{file}"}, "cannot use {file} as the data directory (File exists): pass --home DIR or "
+                 "set $SEMATIC_K8S_HOME to a directory you can write", 1, id="home-is-a-file"),
+    pytest.param([], {"DB_URL": "sqlite:///{file}/sub/db.sqlite3"}, "cannot open the metadata database "
+                 "sqlite:///{file}/sub/db.sqlite3: unable to open database file; check --db-url", 1,
+                 id="database-cannot-be-opened"),
+    pytest.param([], {"DB_URL": "postgres://u:secret@127.0.0.1/x"}, "cannot open the metadata database "
+                 "postgres://u:***@127.0.0.1/x: Can't load plugin", 1, id="dialect-typo"),
+    pytest.param([], {"STORAGE": "gs://bucket"}, "$SEMATIC_K8S_STORAGE: unsupported storage URL 'gs://bucket': use "
+                 "file:///path or s3://bucket/prefix", 1, id="bad-storage-url"),
+]
+
+
+@pytest.mark.parametrize(("args", "environ", "says", "code"), SERVER_START_FAILURES)
+def test_the_server_refuses_bad_settings_in_one_line(env: Env, tmp_path: Path, args: list[str],
+                                                     environ: dict[str, str], says: str, code: int) -> None:
+    """``python -m sematic_k8s_server.cli server`` (plain click, no last-resort handler) with a data directory that
+    is a file, a database it cannot open, a storage URL it does not know: one line, no traceback (was a
+    FileExistsError's or a ValueError's traceback, and SQLAlchemy's two-line error with no advice)."""
+    fill = {"file": str(env.file)}
+    environ = {settings.PREFIX + k: v.format(**fill) for k, v in environ.items()}
+    environ.setdefault(settings.HOME_ENV, str(tmp_path))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
+    proc = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
+                           str(free_port()), *[a.format(**fill) for a in args]], env={**base, **environ},
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert says.format(**fill) in proc.stderr, proc.stderr
+
+
+def test_a_resolver_with_a_home_that_is_a_file_says_what_to_do(env: Env) -> None:
+    from sematic_k8s.resolvers.local import LocalResolver
+
+    with pytest.raises(FileExistsError, match=r"cannot use .* as the data directory \(File exists\): pass --home DIR "
+                       r"or set \$SEMATIC_K8S_HOME to a directory you can write \(a resolver: home=DIR\)"):
+        LocalResolver(home=env.file)
+
+
+def test_the_http_store_names_a_bad_port_and_a_server_that_is_not_sematic(env: Env) -> None:
+    """A resolver's store (no CLI probe before it): a port that is not a number is refused at once (was
+    http.client.InvalidURL at the first request), and another server's non-JSON 404 says the URL is wrong."""
+    from sematic_k8s.errors import ServerError
+    from sematic_k8s.store.http import HttpStore
+
+    with pytest.raises(ValueError, match="'http://127.0.0.1:notaport' has a port that is not a number: use "
+                       "http://HOST:PORT"):
+        HttpStore("http://127.0.0.1:notaport")
+    store = HttpStore(env.not_sematic, retry_window=0)
+    try:
+        with pytest.raises(ServerError) as e:
+            store.runs_of_root(ROOT)
+    finally:
+        store.close()
+    assert str(e.value) == (f"GET /api/v1/store/runs_of_root/{ROOT} on {env.not_sematic}: HTTP 404: not here "
+                            f"({env.not_sematic} does not answer like a sematic-k8s server: check "
+                            f"${settings.SERVER_ENV})")
