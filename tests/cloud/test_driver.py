@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -113,7 +114,22 @@ def gated_pipeline(marker: str, gate: str) -> int:
     return sum_all([counted(marker, 1), gated(gate, counted(marker, 2))])
 
 
-def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
+@dataclasses.dataclass
+class _GatedDriver:
+    """A driver process resolving ``gated_pipeline`` on SQLite (worker processes): the pipeline's future, the
+    driver's environment (to start it again), the store, storage, the process, the marker and gate files."""
+
+    f: Any
+    env: dict[str, str]
+    store: Any
+    storage: LocalStorage
+    first: subprocess.Popen[bytes]
+    marker: str
+    gate: str
+
+
+def _driver_at_the_gate(tmp_path) -> _GatedDriver:
+    """:class:`_GatedDriver` once its gated step runs (the process killed if that never happens)."""
     storage = LocalStorage(tmp_path / "storage")
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
@@ -130,6 +146,18 @@ def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
         while not any(r.func_name == "gated" and r.state == "running" for r in store.runs_of_root(f.id)):
             assert time.monotonic() < deadline and first.poll() is None, "the gated run never started"
             time.sleep(0.05)
+    except BaseException:
+        first.kill()
+        first.wait()
+        raise
+    return _GatedDriver(f, env, store, storage, first, marker, gate)
+
+
+def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
+    d = _driver_at_the_gate(tmp_path)
+    f, env, store, storage, first, marker, gate = d.f, d.env, d.store, d.storage, d.first, d.marker, d.gate
+    try:
+        deadline = time.monotonic() + 60
         counted_ids = [r.id for r in store.runs_of_root(f.id) if r.func_name == "counted"]
         while not all(storage.exists(outcome_key(run_id, 1)) for run_id in counted_ids):  # both have ended
             assert time.monotonic() < deadline, "the counted runs never ended"
@@ -156,25 +184,10 @@ def test_a_cancel_asked_while_the_driver_was_down_is_kept_by_the_restarted_drive
     the driver is started again (within the heartbeat timeout: the resolution is still live, now canceling). The
     restarted driver cancels it: the resolution and the waiting step end canceled without the gate ever opening
     (before: it resumed the resolution as running, the cancel forgotten, and waited for the gate to finish it)."""
-    storage = LocalStorage(tmp_path / "storage")
-    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
-           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])}
-    env.pop("SEMATIC_K8S_SERVER", None)
-    marker, gate = str(tmp_path / "marker"), str(tmp_path / "gate")
-    f = gated_pipeline(marker, gate)
-    spec = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
-    env[DRIVER_ENV] = spec.to_json()
-    store = sql_store(db)
-    first = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not any(r.func_name == "gated" and r.state == "running" for r in store.runs_of_root(f.id)):
-            assert time.monotonic() < deadline and first.poll() is None, "the gated run never started"
-            time.sleep(0.05)
-    finally:
-        first.kill()  # the driver's pod dies mid-resolution
-        first.wait()
+    d = _driver_at_the_gate(tmp_path)
+    f, env, store, first, gate = d.f, d.env, d.store, d.first, d.gate
+    first.kill()  # the driver's pod dies mid-resolution
+    first.wait()
     assert store.request_cancel(f.id) == "canceling"
     try:
         done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,

@@ -24,33 +24,21 @@ import httpx
 from serving import free_port, wait_for
 
 
-class ServerProcess:
-    """``sematic-k8s server --local`` over ``home`` (or ``db_url``) on a fixed port, in a process of its own:
-    :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
+class _KilledAndStarted:
+    """A service in a process of its own, on a fixed port: :meth:`kill` is kill -9, :meth:`stop` a SIGTERM (then
+    kill -9 after 15 s); :meth:`start` (the subclass's) starts it again. ``what`` names it, ``health`` is the URL
+    that answers 200 once it is up, ``log`` its output."""
 
-    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.home, self.db_url = home, db_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = home / f"server-{self.port}.log"
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port", str(self.port),
-               "--home", str(self.home)]
-        if self.db_url:
-            cmd += ["--db-url", self.db_url]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
+    what: str
+    health: str
+    proc: subprocess.Popen[bytes] | None
+    log: Path
 
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            raise AssertionError(f"the {self.what} exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
         try:
-            return httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200
+            return httpx.get(self.health, timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -69,7 +57,31 @@ class ServerProcess:
                 self.kill()
 
 
-class RegistryProcess:
+class ServerProcess(_KilledAndStarted):
+    """``sematic-k8s server --local`` over ``home`` (or ``db_url``) on a fixed port, in a process of its own:
+    :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
+
+    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.home, self.db_url = home, db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / f"server-{self.port}.log"
+        self.what, self.health = "server", f"{self.url}/api/v1/health"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port", str(self.port),
+               "--home", str(self.home)]
+        if self.db_url:
+            cmd += ["--db-url", self.db_url]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
+
+
+class RegistryProcess(_KilledAndStarted):
     """A Docker registry of its own (Debian's ``docker-registry``, as ``infra/up.sh`` starts the shared one) on a free
     port of 127.0.0.1, its storage under ``home``, deletes enabled: :meth:`kill` is kill -9, :meth:`start` starts it
     again on the same port and storage (the images pushed before are still there). Never the shared registry."""
@@ -81,6 +93,7 @@ class RegistryProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / f"registry-{self.port}.log"
         self.config = home / f"registry-{self.port}.yml"
+        self.what, self.health = "registry", f"http://{self.host}/v2/"
         self.config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: "
                                f"{home / 'registry-data'}}}\n  delete: {{enabled: true}}\n"
                                f"http: {{addr: {self.host}}}\n")
@@ -90,19 +103,6 @@ class RegistryProcess:
             self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_for(self._up, 30, what=f"the registry on {self.host} (log: {self.log})")
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the registry exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"http://{self.host}/v2/", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
 
 
 class S3Server:
