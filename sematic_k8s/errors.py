@@ -269,6 +269,11 @@ class DatabaseLocked(StopsForAFix):
                    f"`fuser {path}` lists the processes that have the file open)")
 
 
+class DatabaseUnopenable(StopsForAFix):
+    """The metadata database cannot be opened: a URL no installed driver takes, a file that cannot be created or
+    read, a database server that does not answer or refuses the credentials. Nothing was read or written."""
+
+
 class SchemaTooNew(StopsForAFix):
     """The metadata database was migrated by a newer sematic-k8s than this one (a rollback after an upgrade, an
     older client or server replica on an upgraded database): this version does not know its schema, so it neither

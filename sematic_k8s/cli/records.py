@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 import httpx
-import sqlalchemy.exc
 
 from sematic_k8s import settings
+from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
@@ -45,14 +45,10 @@ def store(ctx: click.Context) -> Store:
     if url:
         _check_server(url)
         return open_store(Path("."), url)
-    where = home(ctx)
-    db = settings.db_url(where)
     try:
-        return open_store(where)
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise click.ClickException(f"cannot open the metadata database {db}: {first}; check "
-                                   f"${settings.DB_URL_ENV} or --home") from None
+        return open_store(home(ctx))
+    except DatabaseUnopenable as e:
+        raise click.ClickException(f"{e.problem}; check ${settings.DB_URL_ENV} or --home") from None
 
 
 def _check_server(url: str) -> None:

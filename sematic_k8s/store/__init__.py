@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sematic_k8s import settings
+from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import http_store
 
@@ -39,8 +40,30 @@ def sql_store(url: str) -> SqlStore:
     from sematic_k8s.store.sql import SqlStore
 
     if url not in _STORES:
-        _STORES[url] = SqlStore(url)
+        try:
+            _STORES[url] = SqlStore(url)
+        except (ImportError, ValueError, _sqlalchemy_error()) as e:  # not StopsForAFix: those say what to do
+            orig = getattr(e, "orig", None) or e
+            first = next((line.strip() for line in str(orig).splitlines() if line.strip()), type(orig).__name__)
+            raise DatabaseUnopenable(f"cannot open the metadata database {_redacted(url)}: {first}",
+                                     f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)") from None
     return _STORES[url]
+
+
+def _sqlalchemy_error() -> type[Exception]:
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.SQLAlchemyError
+
+
+def _redacted(url: str) -> str:
+    """``url`` as messages name it: without its password."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not even a URL: said as given
+        return url
 
 
 def open_store(home: Path, server: str | None = None, api_key: str | None = None, *,

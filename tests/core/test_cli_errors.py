@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import sematic_k8s as sk
 from sematic_k8s import settings
 from sematic_k8s.store import sql_store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -23,6 +24,11 @@ CLI = Path(sys.executable).with_name("sematic-k8s")
 ROOT = "abc1" + "0" * 28  # a resolved resolution (and its root run)
 CHILD = "abc2" + "0" * 28  # a run of it: shares the prefix "abc" with the root
 GONE = "def0" + "0" * 28  # a resolution whose code is nowhere to be found
+
+
+@sk.func
+def _one() -> int:
+    return 1
 
 
 @dataclass
@@ -222,6 +228,25 @@ def test_a_resolver_with_a_home_that_is_a_file_says_what_to_do(env: Env) -> None
     with pytest.raises(FileExistsError, match=r"cannot use .* as the data directory \(File exists\): pass --home DIR "
                        r"or set \$SEMATIC_K8S_HOME to a directory you can write \(a resolver: home=DIR\)"):
         LocalResolver(home=env.file)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgres://u:secret@127.0.0.1/x", "cannot open the metadata database postgres://u:***@127.0.0.1/x: Can't load "
+     "plugin: sqlalchemy.dialects:postgres: check $SEMATIC_K8S_DB_URL or --home (a resolver: home=DIR)"),
+    ("sqlite:///{file}/sub/db.sqlite3", "cannot open the metadata database sqlite:///{file}/sub/db.sqlite3: unable to "
+     "open database file: check $SEMATIC_K8S_DB_URL"),
+], ids=["dialect-typo", "database-cannot-be-opened"])
+def test_a_resolver_whose_database_cannot_be_opened_says_which_and_what_to_do(env: Env, monkeypatch, url: str,
+                                                                              says: str) -> None:
+    """A pipeline resolved on a database URL no driver takes, or a file that cannot be made: DatabaseUnopenable in one
+    line, the password hidden (was SQLAlchemy's NoSuchModuleError / OperationalError with its background link)."""
+    from sematic_k8s.errors import DatabaseUnopenable
+    from sematic_k8s.resolvers.local import LocalResolver
+
+    monkeypatch.setenv("SEMATIC_K8S_DB_URL", url.format(file=env.file))
+    with pytest.raises(DatabaseUnopenable) as e:
+        _one().resolve(LocalResolver(home=env.file.parent / "home"))
+    assert str(e.value).startswith(says.format(file=env.file)) and "\n" not in str(e.value)
 
 
 def test_the_http_store_names_a_bad_port_and_a_server_that_is_not_sematic(env: Env) -> None:
