@@ -40,6 +40,11 @@ def sql_store(url: str) -> SqlStore:
     from sematic_k8s.store.sql import SqlStore
 
     if url not in _STORES:
+        if _in_memory(url):
+            raise DatabaseUnopenable(f"the metadata database {url} is in memory: what a resolution records there is "
+                                     "lost when the process ends (and no other process sees it)",
+                                     f"give ${settings.DB_URL_ENV} a file (sqlite:////path/db.sqlite3) or unset it "
+                                     "(a SQLite file in the data directory)")
         try:
             _STORES[url] = SqlStore(url)
         except (ImportError, ValueError, _sqlalchemy_error()) as e:  # not StopsForAFix: those say what to do
@@ -48,6 +53,12 @@ def sql_store(url: str) -> SqlStore:
             raise DatabaseUnopenable(f"cannot open the metadata database {_redacted(url)}: {first}",
                                      f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)") from None
     return _STORES[url]
+
+
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)."""
+    scheme, _, rest = url.partition("://")
+    return scheme.split("+")[0] == "sqlite" and rest.split("?")[0] in ("", "/", "/:memory:")
 
 
 def _sqlalchemy_error() -> type[Exception]:

@@ -235,11 +235,14 @@ def test_a_resolver_with_a_home_that_is_a_file_says_what_to_do(env: Env) -> None
      "plugin: sqlalchemy.dialects:postgres: check $SEMATIC_K8S_DB_URL or --home (a resolver: home=DIR)"),
     ("sqlite:///{file}/sub/db.sqlite3", "cannot open the metadata database sqlite:///{file}/sub/db.sqlite3: unable to "
      "open database file: check $SEMATIC_K8S_DB_URL"),
-], ids=["dialect-typo", "database-cannot-be-opened"])
+    ("sqlite://", "the metadata database sqlite:// is in memory: what a resolution records there is lost when the "
+     "process ends (and no other process sees it): give $SEMATIC_K8S_DB_URL a file"),
+], ids=["dialect-typo", "database-cannot-be-opened", "in-memory"])
 def test_a_resolver_whose_database_cannot_be_opened_says_which_and_what_to_do(env: Env, monkeypatch, url: str,
                                                                               says: str) -> None:
     """A pipeline resolved on a database URL no driver takes, or a file that cannot be made: DatabaseUnopenable in one
-    line, the password hidden (was SQLAlchemy's NoSuchModuleError / OperationalError with its background link)."""
+    line, the password hidden (was SQLAlchemy's NoSuchModuleError / OperationalError with its background link); on
+    an in-memory database, refused (it resolved, and everything it recorded was lost at the process's end)."""
     from sematic_k8s.errors import DatabaseUnopenable
     from sematic_k8s.resolvers.local import LocalResolver
 
