@@ -50,7 +50,7 @@ def sql_store(url: str) -> SqlStore:
         except (ImportError, ValueError, _sqlalchemy_error()) as e:  # not StopsForAFix: those say what to do
             orig = getattr(e, "orig", None) or e
             first = next((line.strip() for line in str(orig).splitlines() if line.strip()), type(orig).__name__)
-            raise DatabaseUnopenable(f"cannot open the metadata database {_redacted(url)}: {first}",
+            raise DatabaseUnopenable(f"cannot open the metadata database {redacted_url(url)}: {first}",
                                      f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)") from None
     return _STORES[url]
 
@@ -67,14 +67,15 @@ def _sqlalchemy_error() -> type[Exception]:
     return sqlalchemy.exc.SQLAlchemyError
 
 
-def _redacted(url: str) -> str:
-    """``url`` as messages name it: without its password."""
+def redacted_url(url: str) -> str:
+    """A database URL as messages and logs name it: without its password (one that does not parse is not shown:
+    it may hold one)."""
     import sqlalchemy
 
     try:
         return sqlalchemy.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not even a URL: said as given
-        return url
+    except Exception:  # noqa: BLE001 - not even a URL
+        return "<unparseable URL>"
 
 
 def open_store(home: Path, server: str | None = None, api_key: str | None = None, *,
@@ -89,4 +90,4 @@ def open_store(home: Path, server: str | None = None, api_key: str | None = None
     return sql_store(settings.db_url(home))
 
 
-__all__ = ["Store", "open_store", "sql_store"]
+__all__ = ["Store", "open_store", "redacted_url", "sql_store"]

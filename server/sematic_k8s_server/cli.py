@@ -14,6 +14,7 @@ import click
 from sematic_k8s import settings
 from sematic_k8s.cli.errors import one_line
 from sematic_k8s.errors import StopsForAFix
+from sematic_k8s.store import redacted_url
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -46,8 +47,8 @@ def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
         raise click.ClickException(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any driver error: say which database, in one line
         orig = getattr(e, "orig", None) or e
-        raise click.ClickException(f"cannot open the metadata database {_redact(url)}: {one_line(str(orig))}; check "
-                                   f"--db-url, ${settings.DB_URL_ENV} or --home (a directory this server may "
+        raise click.ClickException(f"cannot open the metadata database {redacted_url(url)}: {one_line(str(orig))}; "
+                                   f"check --db-url, ${settings.DB_URL_ENV} or --home (a directory this server may "
                                    "write)") from None
 
 
@@ -138,7 +139,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
                    "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
                    err=True)
-    click.echo(f"sematic-k8s server on http://{host}:{port} (database {_redact(url)}, data {home}, "
+    click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
                f"API keys {'off: local mode' if local else 'required'}, reruns "
                f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
     options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 5, "backlog": 4096,
@@ -204,15 +205,6 @@ def worker_app() -> Any:  # noqa: ANN401 - FastAPI app
     from sematic_k8s_server.db import open_store
 
     return _app(params, _config(params), open_store(params["db_url"]))
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return "<unparseable URL>"
 
 
 @click.group("api-keys")
