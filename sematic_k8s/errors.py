@@ -512,6 +512,14 @@ def user_frames(tb: TracebackType | None) -> TracebackType | None:
 ERROR_MESSAGE_LIMIT = 20_000
 
 
+def one_line(text: str) -> str:
+    """The first non-blank line of ``text`` (messages may carry details below it), stripped; "" when none."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
 def clipped(text: str, limit: int) -> str:
     """``text``, or when longer than ``limit`` its start and its end with how much was cut between them, in
     ``limit`` characters (clipped again, it stays as it is): an error is recorded, sent, shown and raised again

@@ -13,19 +13,11 @@ import click
 import sqlalchemy.exc
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError
+from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError, one_line
 
 DEBUG = "--debug"
 # a ServerError about reaching the server or being let in (None: not reached; 401 says what to do itself)
 ACCESS_STATUSES = (None, 403)
-
-
-def one_line(text: str) -> str:
-    """The first non-blank line of ``text`` (messages may carry details below it)."""
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
 
 
 def describe(exc: BaseException) -> str:

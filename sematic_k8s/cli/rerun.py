@@ -8,9 +8,8 @@ import sys
 import click
 
 from sematic_k8s.cli import records
-from sematic_k8s.cli.errors import one_line
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
-from sematic_k8s.errors import FuncError, ResolutionFailed
+from sematic_k8s.errors import FuncError, ResolutionFailed, one_line
 from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.local import LocalResolver

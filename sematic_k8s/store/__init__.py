@@ -45,13 +45,7 @@ def sql_store(url: str) -> SqlStore:
                                      "lost when the process ends (and no other process sees it)",
                                      f"give ${settings.DB_URL_ENV} a file (sqlite:////path/db.sqlite3) or unset it "
                                      "(a SQLite file in the data directory)")
-        try:
-            _STORES[url] = SqlStore(url)
-        except (ImportError, ValueError, _sqlalchemy_error()) as e:  # not StopsForAFix: those say what to do
-            orig = getattr(e, "orig", None) or e
-            first = next((line.strip() for line in str(orig).splitlines() if line.strip()), type(orig).__name__)
-            raise DatabaseUnopenable(f"cannot open the metadata database {redacted_url(url)}: {first}",
-                                     f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)") from None
+        _STORES[url] = SqlStore(url)  # DatabaseUnopenable when it cannot be opened
     return _STORES[url]
 
 
@@ -59,12 +53,6 @@ def _in_memory(url: str) -> bool:
     """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)."""
     scheme, _, rest = url.partition("://")
     return scheme.split("+")[0] == "sqlite" and rest.split("?")[0] in ("", "/", "/:memory:")
-
-
-def _sqlalchemy_error() -> type[Exception]:
-    import sqlalchemy.exc
-
-    return sqlalchemy.exc.SQLAlchemyError
 
 
 def redacted_url(url: str) -> str:

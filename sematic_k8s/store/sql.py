@@ -29,9 +29,21 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from sematic_k8s import limits
-from sematic_k8s.errors import DiskFull, LabelsChanged, TooManyTags
-from sematic_k8s.store import bulk, cache_reads, checkpoints, diskfull, guards, liveness, locked, reads, schema, writes
+from sematic_k8s import limits, settings
+from sematic_k8s.errors import DatabaseUnopenable, DiskFull, LabelsChanged, TooManyTags, one_line
+from sematic_k8s.store import (
+    bulk,
+    cache_reads,
+    checkpoints,
+    diskfull,
+    guards,
+    liveness,
+    locked,
+    reads,
+    redacted_url,
+    schema,
+    writes,
+)
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import (
     RUN_DEFAULTS,
@@ -75,6 +87,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.close()
 
 
+def _unopenable(url: str, exc: Exception) -> DatabaseUnopenable:
+    """The database at ``url`` could not be opened (``exc``: a URL no installed driver takes, a file that cannot be
+    made, a server that does not answer): one line naming it, its password hidden."""
+    orig = getattr(exc, "orig", None) or exc
+    return DatabaseUnopenable(f"cannot open the metadata database {redacted_url(url)}: "
+                              f"{one_line(str(orig)) or type(orig).__name__}",
+                              f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)")
+
+
 DEADLOCK_ATTEMPTS = 5
 RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock detected, serialization failure
 
@@ -82,27 +103,31 @@ RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock detect
 class SqlStore:
     """Store over any SQLAlchemy URL. Brings the schema to head on first use (:func:`schema.migrate`, safe
     with several processes at once) unless ``create=False``. ``stale_after``: seconds without a heartbeat
-    after which a running Resolution is dead (default $SEMATIC_K8S_HEARTBEAT_TIMEOUT, read when used)."""
+    after which a running Resolution is dead (default $SEMATIC_K8S_HEARTBEAT_TIMEOUT, read when used).
+    DatabaseUnopenable when the database cannot be opened (every opener, the embedded store's and the server's)."""
 
     bulk_clones = True  # takes Batch.clones (a rerun's reused runs copied in the database: bulk.clone_runs)
 
     def __init__(self, url: str, *, create: bool = True, stale_after: float | None = None,
                  **engine_kwargs: Any) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, **{"json_serializer": json_text, "json_deserializer": json_value,
-                                               **engine_kwargs})
         self.stale_after = stale_after
         self._checkpoints: checkpoints.Checkpointer | None = None
         self._reserve: diskfull.Reserve | None = None
-        diskfull.listen(self.engine)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            if self.engine.url.database not in (None, "", ":memory:"):
-                locked.listen(self.engine, schema.SQLITE_BUSY_MS / 1000)
-                self._reserve = diskfull.Reserve(self.engine.url.database + "-reserve")
-                self._checkpoints = checkpoints.Checkpointer(self.engine.url.database, tend=self._reserve.keep)
-        if create:
-            schema.migrate(self.engine)
+        try:
+            self.engine = sa.create_engine(url, **{"json_serializer": json_text, "json_deserializer": json_value,
+                                                   **engine_kwargs})
+            diskfull.listen(self.engine)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+                if self.engine.url.database not in (None, "", ":memory:"):
+                    locked.listen(self.engine, schema.SQLITE_BUSY_MS / 1000)
+                    self._reserve = diskfull.Reserve(self.engine.url.database + "-reserve")
+                    self._checkpoints = checkpoints.Checkpointer(self.engine.url.database, tend=self._reserve.keep)
+            if create:
+                schema.migrate(self.engine)
+        except (ImportError, ValueError, sa.exc.SQLAlchemyError) as e:  # not StopsForAFix: those say what to do
+            raise _unopenable(url, e) from None
         if self._reserve is not None:
             self._reserve.keep()
         self._runs = Base.metadata.tables[RunRow.__tablename__]

@@ -12,8 +12,7 @@ from typing import Any
 import click
 
 from sematic_k8s import settings
-from sematic_k8s.cli.errors import one_line
-from sematic_k8s.errors import StopsForAFix
+from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import redacted_url
 
 LOOPBACK_NAMES = ("localhost",)
@@ -43,13 +42,11 @@ def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
                                    f"({e})") from None
     try:
         return open_store(url)
+    except DatabaseUnopenable as e:  # the server's own settings to check
+        raise click.ClickException(f"{e.problem}; check --db-url, ${settings.DB_URL_ENV} or --home (a directory this "
+                                   "server may write)") from None
     except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
         raise click.ClickException(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - any driver error: say which database, in one line
-        orig = getattr(e, "orig", None) or e
-        raise click.ClickException(f"cannot open the metadata database {redacted_url(url)}: {one_line(str(orig))}; "
-                                   f"check --db-url, ${settings.DB_URL_ENV} or --home (a directory this server may "
-                                   "write)") from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -252,6 +252,20 @@ def test_a_resolver_whose_database_cannot_be_opened_says_which_and_what_to_do(en
     assert str(e.value).startswith(says.format(file=env.file)) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("url", ["postgres://u:secret@127.0.0.1/x", "sqlite:///{file}/sub/db.sqlite3"],
+                         ids=["dialect-typo", "database-cannot-be-opened"])
+def test_the_servers_store_is_unopenable_the_same_way(env: Env, url: str) -> None:
+    """The server's open_store (its CLI, each of ``--workers``' processes) opens a SqlStore the way a resolver does:
+    DatabaseUnopenable in the same words (was SQLAlchemy's error, worded by the server's CLI alone)."""
+    from sematic_k8s.errors import DatabaseUnopenable
+    from sematic_k8s_server.db import open_store
+
+    with pytest.raises(DatabaseUnopenable) as e:
+        open_store(url.format(file=env.file))
+    assert str(e.value).startswith("cannot open the metadata database ") and "\n" not in str(e.value)
+    assert "secret" not in str(e.value)
+
+
 def test_the_http_store_names_a_bad_port_and_a_server_that_is_not_sematic(env: Env) -> None:
     """A resolver's store (no CLI probe before it): a port that is not a number is refused at once (was
     http.client.InvalidURL at the first request), and another server's non-JSON 404 says the URL is wrong."""
