@@ -165,16 +165,23 @@ LABELS = ("tags", "note")  # a resolution's fields that are people's (label_reso
 STORE_KEPT = ("labels_version", "driver_epoch")  # a resolution's fields the store alone sets
 
 
-def check_labels(resolution_updates: dict[str, dict[str, Any]]) -> None:
-    """ValueError for a batch that sets a resolution's tags or note: those are people's, changed only through
-    ``label_resolution`` (which counts them in ``labels_version``, so a late change undoes nothing newer); a
-    writer setting them beside it would overwrite a change unseen. The one rule the HTTP layer and the store apply."""
+def check_resolution_updates(resolution_updates: dict[str, dict[str, Any]]) -> None:
+    """ValueError for a batch that sets a resolution's tags or note, or what the store alone keeps of it
+    (``STORE_KEPT``). Tags and note are people's, changed only through ``label_resolution`` (which counts them in
+    ``labels_version``, so a late change undoes nothing newer); a writer setting them beside it would overwrite a
+    change unseen. A batch setting ``driver_epoch`` would undo a takeover (the replaced driver's writes let in
+    again), one setting ``labels_version`` a person's change. The one rule the HTTP layer and the store apply."""
     for res_id, fields in resolution_updates.items():
         set_here = [f for f in LABELS if f in fields]
         if set_here:
             raise ValueError(f"the batch sets the {' and '.join(set_here)} of resolution {res_id}: a resolution's tags "
                              "and note are people's, changed with its labels (POST /api/v1/resolutions/<id>/labels, "
                              "`sematic-k8s resolutions tag|note`); leave them out of the batch")
+        kept = [f for f in STORE_KEPT if f in fields]
+        if kept:
+            raise ValueError(f"the batch sets the {' and '.join(kept)} of resolution {res_id}: the store alone sets a "
+                             "resolution's labels_version (changes of its tags and note) and driver_epoch (takeovers "
+                             f"by drivers); leave {'them' if len(kept) > 1 else 'it'} out of the batch")
 
 
 def check_sequence(fence: dict[str, int], sequence: dict[str, int]) -> None:
@@ -203,7 +210,8 @@ class Batch:
     Only for resolutions the batch fences.
     ``in_order``: False for a fenced batch that is not one of its driver's own writes (a CloudResolver recording that
     the driver it followed died, fenced with the epoch it saw): checked against the fence, never numbered.
-    A batch never sets a resolution's tags or note (:func:`check_labels`).
+    A batch never sets a resolution's tags or note, nor what the store alone keeps of it
+    (:func:`check_resolution_updates`).
     """
 
     new_runs: dict[str, dict[str, Any]] = field(default_factory=dict)

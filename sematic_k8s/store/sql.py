@@ -52,7 +52,7 @@ from sematic_k8s.store.records import (
     ResolutionRecord,
     RunRecord,
     RunShape,
-    check_labels,
+    check_resolution_updates,
     utcnow,
 )
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
@@ -151,10 +151,11 @@ class SqlStore:
         reserve gives back (:mod:`~sematic_k8s.store.diskfull`); other writes raise ``DiskFull``.
         A batch applied already (its ``sequence`` not above the recorded one, see :func:`guards.refuse_stale`)
         changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it.
-        ValueError, nothing written, for a batch setting a resolution's tags or note (people's: label_resolution)."""
+        ValueError, nothing written, for a batch setting a resolution's tags or note (people's: label_resolution),
+        its labels_version or its driver_epoch (the store's; :func:`records.check_resolution_updates`)."""
         if not batch:
             return
-        check_labels(batch.resolution_updates)
+        check_resolution_updates(batch.resolution_updates)
         try:
             self._write_retrying(batch, conflicts, replays)
         except DiskFull as e:

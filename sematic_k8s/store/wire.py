@@ -12,7 +12,7 @@ import json
 from typing import Any, TypeVar
 
 from sematic_k8s import serialization
-from sematic_k8s.store.records import ArtifactRecord, Batch, check_labels, check_sequence
+from sematic_k8s.store.records import ArtifactRecord, Batch, check_resolution_updates, check_sequence
 
 DATETIME_FIELDS = frozenset({"created_at", "started_at", "ended_at", "heartbeat_at"})
 # a batch's parts in the order one transaction applies them: each part lands after what it may reference
@@ -82,11 +82,11 @@ def halves(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 def batch_from_json(doc: dict[str, Any]) -> Batch:
     """A Batch from its JSON form, with datetime fields parsed back. ValueError for a sequence without its fence
-    (:func:`~sematic_k8s.store.records.check_sequence`), or a resolution's tags or note set
-    (:func:`~sematic_k8s.store.records.check_labels`)."""
+    (:func:`~sematic_k8s.store.records.check_sequence`), or a resolution's tags, note, labels_version or driver_epoch
+    set (:func:`~sematic_k8s.store.records.check_resolution_updates`)."""
     fence, sequence = dict(doc.get("fence") or {}), dict(doc.get("sequence") or {})
     check_sequence(fence, sequence)
-    check_labels(doc.get("resolution_updates") or {})
+    check_resolution_updates(doc.get("resolution_updates") or {})
     return Batch(
         new_runs={k: _with_datetimes(v) for k, v in (doc.get("new_runs") or {}).items()},
         run_updates={k: _with_datetimes(v) for k, v in (doc.get("run_updates") or {}).items()},

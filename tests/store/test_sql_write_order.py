@@ -77,6 +77,21 @@ def test_a_sequence_needs_its_fence(store) -> None:
     assert store.get_run("a1").state == "created"
 
 
+@pytest.mark.parametrize("fields", [{"driver_epoch": 0}, {"labels_version": 7},
+                                    {"labels_version": 7, "driver_epoch": 0}])
+def test_a_batch_never_sets_what_the_store_alone_keeps(store, fields) -> None:
+    """A batch setting a resolution's driver epoch (which would undo a takeover: the replaced driver's writes let in
+    again) or its labels' version (a person's change of them then refused, or an older one let through) is refused
+    whole, as the server's schema refuses it (was: written by the embedded store)."""
+    epoch = store.take_over("r0")
+    named = " and ".join(f for f in ("labels_version", "driver_epoch") if f in fields)
+    with pytest.raises(ValueError, match=rf"^the batch sets the {named} of resolution r0: the store alone sets .*; "
+                       rf"leave {'them' if len(fields) > 1 else 'it'} out of the batch$"):
+        store.write(Batch(resolution_updates={"r0": {"settings": {"step": 1}, **fields}}))
+    res = store.get_resolution("r0")
+    assert (res.driver_epoch, res.labels_version, res.settings) == (epoch, 0, {})
+
+
 def test_a_heartbeat_is_the_databases_time_and_never_goes_back(store) -> None:
     """A beat, and a new resolution's first one, is stamped with the database's clock, whatever time the writer sent
     (a resolving process whose clock is a day ahead, or behind); one recorded later than the database's time (by an
