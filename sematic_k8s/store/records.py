@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -46,13 +47,14 @@ class RunRecord:
     started_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def to_dict(self, leave_out: Collection[str] = ()) -> dict[str, Any]:
+        """The record's JSON form, without the fields named in ``leave_out``."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in leave_out}
 
     def listed(self) -> dict[str, Any]:
         """:meth:`to_dict` as listings give it: without :data:`UNLISTED` (the run's own read has them; a listing's
         reads also cut its ``error`` to an excerpt, ``sematic_k8s.errors.error_excerpt``)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in UNLISTED}
+        return self.to_dict(UNLISTED)
 
 
 # what listings of runs leave out (reads leave it unread: None): a func's source may be long, and a page of runs holds
