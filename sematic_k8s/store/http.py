@@ -286,7 +286,8 @@ class HttpStore:
         if self._request("GET", f"/resolutions/{resolution_id}", missing_ok=True) is None:
             return None
         try:
-            return self._request("POST", f"/resolutions/{resolution_id}/cancel")["state"]
+            return self._request("POST", f"/resolutions/{resolution_id}/cancel", content=b"{}",
+                                 headers={"Content-Type": "application/json"})["state"]  # as `server --local` takes
         except ServerError as e:
             if e.status != 409:
                 raise

@@ -90,6 +90,20 @@ def test_cancel_a_running_resolution(slow_pipeline) -> None:
     assert again.returncode == 1 and "already ended (canceled)" in again.stderr
 
 
+def test_cancel_through_a_local_mode_server(slow_pipeline) -> None:
+    """`server --local` takes only JSON state-changing requests: the CLI's cancel through it is one of them."""
+    home, flag, proc, slow_id = slow_pipeline
+    with serve(home, api_keys_required=False) as served:
+        env = environ(home, **{settings.SERVER_ENV: served.url})
+        done = subprocess.run([CLI, "cancel", slow_id[:12], "--wait", "-o", "json"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "canceled"
+    flag.touch()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "ResolutionCanceled" in err
+
+
 def test_logs_follow_until_the_run_ends(slow_pipeline) -> None:
     home, flag, proc, slow_id = slow_pipeline
     follow = subprocess.Popen([CLI, "logs", slow_id, "--follow"], env=environ(home), stdout=subprocess.PIPE,
