@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sematic_k8s import settings
+from sematic_k8s.cli.output import emit, local_time
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import redacted_url
 
@@ -234,14 +235,14 @@ def api_keys_create(ctx: click.Context, name: str, admin: bool, db_url: str | No
 @home_option
 @click.pass_context
 def api_keys_list(ctx: click.Context, db_url: str | None, home_opt: Path | None) -> None:
-    """List keys: id, name, role, creation time, and when revoked (never the keys)."""
+    """List keys: id, name, role, creation time and when revoked, in this machine's zone (never the keys)."""
     from sematic_k8s_server import auth
 
     store = _open_store(_db_url(_home(ctx, home_opt), db_url))
-    for row in auth.list_keys(store.engine):
-        revoked = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M:%S}" if row["revoked_at"] else "active"
-        click.echo(f"{row['id']}\t{row['name']}\t{'admin' if row['admin'] else 'user'}\t"
-                   f"{row['created_at']:%Y-%m-%d %H:%M:%S}\t{revoked}")
+    emit("table", [{"ID": row["id"], "NAME": row["name"], "ROLE": "admin" if row["admin"] else "user",
+                    "CREATED": row["created_at"],
+                    "STATE": f"revoked {local_time(row['revoked_at'])}" if row["revoked_at"] else "active"}
+                   for row in auth.list_keys(store.engine)])
 
 
 @api_keys.command("revoke")

@@ -529,9 +529,9 @@ def test_a_key_revoked_through_one_server_is_refused_by_another_at_once(tmp_path
         assert revoked.exit_code == 0, revoked.output
         assert ok(a, bob) == 401 and ok(b, bob) == 401 and ok(b, admin) == 200
         listing = runner.invoke(server_cli, ["api-keys", "list", "--db-url", postgres_url, "--home", str(tmp_path)])
-        rows = {line.split("\t")[1]: line.split("\t") for line in listing.stdout.strip().splitlines()}
-        assert rows["alice"][4].startswith("revoked") and rows["bob"][4].startswith("revoked")
-        assert rows["root"][2:5:2] == ["admin", "active"]
+        rows = {line.split()[1]: line.split() for line in listing.stdout.strip().splitlines()[1:]}
+        assert rows["alice"][6] == "revoked" and rows["bob"][6] == "revoked"  # ID NAME ROLE CREATED (3 words) STATE
+        assert rows["root"][2:7:4] == ["admin", "active"]
         again = runner.invoke(server_cli, ["api-keys", "revoke", "bob", "--db-url", postgres_url,
                                            "--home", str(tmp_path)])
         assert again.exit_code != 0 and "no active API key" in again.output

@@ -370,6 +370,30 @@ def test_server_cli(tmp_path) -> None:
         proc.wait(10)
 
 
+def test_api_keys_list_is_a_table_with_times_in_this_machines_zone(tmp_path) -> None:
+    """As the CLI's other listings: a header, times in the local zone with its name (they were UTC, unnamed)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TZ": "Asia/Tokyo", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "api-keys", *args, "--home",
+                               str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    cli("create", "alice")
+    cli("create", "bob", "--admin")
+    cli("revoke", "alice")
+    header, *rows = cli("list").splitlines()
+    assert header.split() == ["ID", "NAME", "ROLE", "CREATED", "STATE"]
+    alice, bob = (row.split() for row in rows)
+    assert alice[1:3] == ["alice", "user"] and alice[5:7] == ["JST", "revoked"] and alice[-1] == "JST"
+    assert bob[1:3] == ["bob", "admin"] and bob[5:] == ["JST", "active"]
+
+
 def test_graph_of_unknown_path_component_is_not_a_file(served) -> None:
     """Artifact and log reads go through validated ids only."""
     with served.client() as c:
