@@ -29,12 +29,20 @@ def rerun(ctx: click.Context, run_id: str, mode: str, cache_namespace: str | Non
           output: str) -> None:
     """Re-run a recorded pipeline from RUN_ID (or a unique start of it), reusing every result not affected.
 
-    The pipeline's code is loaded from where it was recorded (a script's top-level resolve is not run again).
+    The pipeline's code is loaded from where it was recorded (a script's top-level resolve is not run again). A
+    cloud resolution is re-run with CloudResolver(rerun_from=...) or by a server that starts reruns, not here.
     Everything the code prints goes to stderr; stdout gets the new resolution only.
     """
     store = records.store(ctx)
     target = records.find_run(store, run_id)
     root = records.find_root(store, target.id)
+    res = store.get_resolution(root.id)
+    if res is not None and isinstance(res.settings, dict) and res.settings.get("kind") == "cloud":
+        raise click.ClickException(
+            f"cannot rerun {target.id}: resolution {root.id} ran with the CloudResolver (its code is in its image, its "
+            f"artifacts in its storage) and this command re-runs here, on the LocalResolver; re-run it with "
+            f'CloudResolver(rerun_from="{target.id}") from its project, or through a server that starts reruns (the '
+            f"dashboard's Actions, POST /api/v1/resolutions/{root.id}/rerun)")
     resolver = LocalResolver(home=records.home(ctx), rerun_from=target.id, rerun_mode=mode,
                              cache_namespace=cache_namespace, max_parallelism=max_parallelism)
     failure: ResolutionFailed | None = None

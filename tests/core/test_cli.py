@@ -252,6 +252,23 @@ def test_rerun_continue_needs_the_root(rec: Recorded) -> None:
     assert result.exit_code == 1 and f"cannot rerun {add}" in result.stderr and "not a root run" in result.stderr
 
 
+def test_rerun_of_a_cloud_resolution_is_refused_with_how_to_rerun_it(rec: Recorded) -> None:
+    """A cloud resolution's code is in its image and its artifacts in its storage: `rerun` (the LocalResolver, here)
+    says to use the CloudResolver or the server, and records nothing (it recorded a local rerun that could not read
+    the cloud artifacts, failed with ArtifactMissing)."""
+    store = sql_store(settings.db_url(rec.home))
+    res = store.get_resolution(rec.ok_id)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE resolutions SET settings = ? WHERE id = ?",
+                             (json.dumps({**res.settings, "kind": "cloud"}), rec.ok_id))
+    before = len(store.list_resolutions())
+    add = runs_of(rec.home, rec.ok_id)["add"].id
+    result = run_cli(rec.home, "rerun", add[:8])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.output
+    assert f'CloudResolver(rerun_from="{add}")' in result.stderr and "ran with the CloudResolver" in result.stderr
+    assert len(store.list_resolutions()) == before
+
+
 def test_rerun_in_a_fresh_process(rec: Recorded, tmp_path: Path) -> None:
     """The console script does not have the pipeline's module on sys.path: the CLI finds it."""
     rec.flag.unlink()
