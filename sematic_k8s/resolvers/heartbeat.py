@@ -2,13 +2,18 @@
 and, while the loop is busy or idle (a long inline func, a wait on workers), written by a timer thread every
 $SEMATIC_K8S_HEARTBEAT_INTERVAL seconds. The store stamps each beat with the database's clock, not this process's
 (:mod:`sematic_k8s.store.dbclock`). A Resolution whose heartbeat stops for $SEMATIC_K8S_HEARTBEAT_TIMEOUT seconds is
-marked dead by the server and by any reader (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`)."""
+marked dead by the server and by any reader (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`).
+
+The same thread writes the loop's pending records for it while the loop runs a func body on its own thread (the
+LocalResolver's default, ``max_parallelism=1``) for longer than ``lag`` seconds: the run and its parents are then
+seen as running (``runs list``, the dashboard, ``logs --follow``), not only once the body returns."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sematic_k8s import settings
 from sematic_k8s.errors import ResolutionEnded
@@ -22,11 +27,15 @@ class Heartbeat:
     """Beats for Resolution ``root_id`` in ``store`` until stopped."""
 
     def __init__(self, store: Store, root_id: str, interval: float | None = None, *,
-                 fence: dict[str, int] | None = None) -> None:
+                 fence: dict[str, int] | None = None, flush: Callable[[], None] | None = None,
+                 lag: float = 0.5) -> None:
         self.store, self.root_id = store, root_id
         self.fence = {} if fence is None else fence  # the loop's (Recorder.fence): its beats are fenced the same
         self.interval = settings.heartbeat_interval() if interval is None else interval
         self.last = time.monotonic()
+        self.flush, self.lag = flush, lag  # writes the loop's pending records; how long a busy loop may hold them
+        self._busy_since: float | None = None  # when the loop went into a func body on its own thread
+        self._busy_lock = threading.Lock()  # held while this thread flushes: the loop waits for it to come back
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -39,6 +48,30 @@ class Heartbeat:
         batch.resolution_updates.setdefault(self.root_id, {})["heartbeat_at"] = utcnow()
         self.last = time.monotonic()
 
+    def busy(self) -> None:
+        """The loop is about to run a func body on its own thread: its records stay unwritten meanwhile."""
+        self._busy_since = time.monotonic()
+
+    def back(self) -> None:
+        """The loop is back from the body (once this thread's flush of its records, if one is under way, ended)."""
+        with self._busy_lock:
+            self._busy_since = None
+
+    def _flush_for_busy_loop(self) -> None:
+        """Write the loop's pending records once it has been in one body for ``lag`` seconds (once per body)."""
+        since = self._busy_since
+        if self.flush is None or since is None or time.monotonic() - since < self.lag:
+            return
+        with self._busy_lock:
+            if self._busy_since != since:
+                return  # back meanwhile: the loop writes its records itself
+            self._busy_since = None  # once for this body: nothing more is recorded until it returns
+            try:
+                self.flush()
+            except Exception as e:  # noqa: BLE001 - the loop keeps its batch and meets the same error when it writes
+                log.warning("resolution %s: records not written while a func runs: %s: %s", self.root_id,
+                            type(e).__name__, e)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sk-heartbeat-{self.root_id[:8]}")
         self._thread.start()
@@ -49,7 +82,9 @@ class Heartbeat:
             self._thread.join(10)
 
     def _run(self) -> None:
-        while not self._stop.wait(max(0.05, self.last + self.interval - time.monotonic())):
+        while not self._stop.wait(max(0.05, min(self.last + self.interval - time.monotonic(),
+                                               self.lag if self.flush is not None else self.interval))):
+            self._flush_for_busy_loop()
             if time.monotonic() - self.last < self.interval:
                 continue  # the loop's own batches carried one
             try:

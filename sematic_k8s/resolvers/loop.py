@@ -139,7 +139,8 @@ class ResolutionLoop:
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)
-        self.heartbeat = Heartbeat(self.store, self.root_id, fence=self.recorder.fence)
+        self.heartbeat = Heartbeat(self.store, self.root_id, fence=self.recorder.fence, flush=self._flush_while_busy,
+                                   lag=FLUSH_INTERVAL)
         self.heartbeat.last = float("-inf")  # the first batch carries a beat
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
         if existing is None:  # recorded (inserts only, which overwrite nothing): now this process is its driver
@@ -347,8 +348,14 @@ class ResolutionLoop:
         task = Task(node.run_id, self.root_id, node.func, inputs, attempt, resumed)
         if self.record_before_launch:
             self.launching.append(task)
-        else:
+        elif self.heartbeat is None:
             self.executor.submit(task)
+        else:  # an in-process executor may run the body here: the heartbeat's thread writes the records meanwhile
+            self.heartbeat.busy()
+            try:
+                self.executor.submit(task)
+            finally:
+                self.heartbeat.back()
 
     def _launch(self) -> None:
         """Start the tasks held back until their runs were recorded as running: a worker outside this process
@@ -504,6 +511,12 @@ class ResolutionLoop:
             message = f"{message}\n\n{info.get('traceback', '')}".rstrip()
         # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
         raise ResolutionFailed(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
+
+    def _flush_while_busy(self) -> None:
+        """The heartbeat thread's write of the pending records while this loop runs a long func body itself."""
+        if self.heartbeat is not None:
+            self.heartbeat.carry(self.recorder.batch)
+        self.recorder.write()
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()

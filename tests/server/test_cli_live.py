@@ -47,7 +47,7 @@ SLOW = textwrap.dedent('''
 
 
     if __name__ == "__main__":
-        pipeline(sys.argv[1]).resolve(sk.LocalResolver(max_parallelism=2))  # the loop keeps polling meanwhile
+        pipeline(sys.argv[1]).resolve(sk.LocalResolver(max_parallelism=int(sys.argv[2])))
 ''')
 
 
@@ -58,11 +58,22 @@ def environ(home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def slow_pipeline(tmp_path: Path):
-    """Start the slow pipeline in its own process; yields (home, flag, process, id of the running `slow` run)."""
+    """Start the slow pipeline in its own process (its func on a thread of the loop's: the loop keeps polling
+    meanwhile); yields (home, flag, process, id of the running `slow` run)."""
+    yield from _slow_pipeline(tmp_path, max_parallelism=2)
+
+
+@pytest.fixture
+def slow_pipeline_on_the_loops_thread(tmp_path: Path):
+    """The same with the LocalResolver's default max_parallelism=1: `slow` runs on the resolving thread itself."""
+    yield from _slow_pipeline(tmp_path, max_parallelism=1)
+
+
+def _slow_pipeline(tmp_path: Path, max_parallelism: int):
     script, flag, home = tmp_path / "slow_pipeline.py", tmp_path / "flag", tmp_path / "home"
     script.write_text(SLOW)
-    proc = subprocess.Popen([sys.executable, str(script), str(flag)], env=environ(home), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(flag), str(max_parallelism)], env=environ(home),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def running() -> str | None:
             if not (home / "db.sqlite3").exists():
@@ -113,6 +124,25 @@ def test_logs_follow_until_the_run_ends(slow_pipeline) -> None:
     assert follow.returncode == 0, err
     assert out == "started\nfinishing\n"
     assert err.splitlines()[-1] == f"run {slow_id} (slow) resolved"
+
+
+def test_a_long_func_on_the_resolving_thread_is_seen_running(slow_pipeline_on_the_loops_thread) -> None:
+    """With max_parallelism=1 the loop runs a body itself and writes nothing meanwhile: its heartbeat thread writes
+    the records for it (they showed the root `created` and no `slow` run until the body returned)."""
+    home, flag, proc, slow_id = slow_pipeline_on_the_loops_thread  # found running while the body waits
+    root_id = sql_store(settings.db_url(home)).get_run(slow_id).root_id
+    listed = subprocess.run([CLI, "runs", "list", "--root-id", root_id, "-o", "json"], env=environ(home),
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["func_name"], r["state"]) for r in json.loads(listed.stdout)["items"]] == [
+        ("pipeline", "running"), ("slow", "running")]
+    follow = subprocess.Popen([CLI, "logs", slow_id[:12], "--follow"], env=environ(home), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    flag.touch()
+    out, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0 and out == "started\nfinishing\n", err
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
 
 
 def test_reads_through_the_server_without_the_storage(tmp_path: Path) -> None:
