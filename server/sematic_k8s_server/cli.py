@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     if rerun_launcher and not rerun_images:
         click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.", err=True)
+    _check_port(host, port)
     store = _open_store(url)  # migrated here, once, before any worker starts
     import uvicorn
 
@@ -151,6 +154,20 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
 
 
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on (bound as uvicorn binds it), rather than
+    let uvicorn log its start and then the error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            why = ("the port is in use (a server already running there?): stop what holds it, or choose another "
+                   "--port") if e.errno == errno.EADDRINUSE else f"{e.strerror or e}: check --host and --port"
+            raise click.ClickException(f"cannot listen on {host}:{port}: {why}") from None
 
 
 def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, imported lazily
