@@ -139,7 +139,8 @@ class ResolutionLoop:
         if existing is None:
             self._record_resolution(root, plan.recorded)
         self.graph.add(plan.nodes)
-        self.heartbeat = Heartbeat(self.store, self.root_id, fence=self.recorder.fence, flush=self._flush_while_busy,
+        busy_flush = None if self.record_before_launch else self._flush_while_busy  # see _submit
+        self.heartbeat = Heartbeat(self.store, self.root_id, fence=self.recorder.fence, flush=busy_flush,
                                    lag=FLUSH_INTERVAL)
         self.heartbeat.last = float("-inf")  # the first batch carries a beat
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
