@@ -470,8 +470,6 @@ def test_only_hooks_are_hooks(rendered: dict[str, list[dict[str, Any]]]) -> None
         expected = {f"{FULLNAME}-migrate", f"{FULLNAME}-migrations"}
         if variant in ("default", "minio", "ingress", "digest", "aws-s3-run-namespace", "reruns"):
             expected.add(f"{FULLNAME}-secrets")  # the bundled PostgreSQL's password, made once
-        if variant == "minio":
-            expected.add(f"{FULLNAME}-minio-bucket")
         if variant == "minimal":
             expected = set()
         if variant == "external-db-secret":
@@ -479,9 +477,10 @@ def test_only_hooks_are_hooks(rendered: dict[str, list[dict[str, Any]]]) -> None
         assert set(hooked) == expected, (variant, hooked)
 
 
-def _run_hook_script(job: dict[str, Any], env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess[str]:
-    """Run the container command of a rendered hook Job here, as its pod would, with ``env``."""
-    (container,) = containers(job)
+def _run_hook_script(workload: dict[str, Any], env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    """Run the first container command of a rendered hook Job (or a Deployment's init container) here, as its pod
+    would, with ``env``."""
+    container = containers(workload)[0]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SEMATIC_K8S_", "AWS_"))}
     pythonpath = os.pathsep.join([str(REPO), str(REPO / "server")])
     command = [sys.executable if c == "python" else c for c in container["command"]]
@@ -669,10 +668,12 @@ def test_minio_is_off_by_default_and_complete_when_on(rendered: dict[str, list[d
     assert creds["data"] == {"AWS_ACCESS_KEY_ID": "sematic-k8s", "AWS_SECRET_ACCESS_KEY": None}
     [copy] = [g for g in made if g["name"] == "sematic-k8s-s3"]
     assert made[copy["copy_of"]] == creds
-    bucket_job = one(docs, "Job", f"{FULLNAME}-minio-bucket")
-    assert hooks(bucket_job) == {"post-install", "post-upgrade"}
-    server_env = env_of(containers(one(docs, "Deployment", FULLNAME))[0])
-    assert server_env["SEMATIC_K8S_S3_ENDPOINT"]["value"] == f"http://{FULLNAME}-minio.{NAMESPACE}.svc:9000"
+    assert not find(docs, "Job", f"{FULLNAME}-minio-bucket")  # a post-install hook would wait for the server
+    bucket, server = containers(one(docs, "Deployment", FULLNAME))  # the bucket made before the server starts
+    assert bucket["name"] == "create-bucket" and server["name"] == "server"
+    for container in (bucket, server):
+        assert env_of(container)["SEMATIC_K8S_S3_ENDPOINT"]["value"] == f"http://{FULLNAME}-minio.{NAMESPACE}.svc:9000"
+    assert [c["name"] for c in containers(one(rendered["default"], "Deployment", FULLNAME))] == ["server"]
 
 
 @pytest.fixture(name="s3_endpoint")
@@ -682,9 +683,9 @@ def s3_endpoint_fixture() -> Iterator[str]:
         yield url
 
 
-def test_bucket_job_creates_the_bucket(chart: Any, s3_endpoint: str, tmp_path: Path) -> None:
+def test_the_bucket_init_container_creates_the_bucket(chart: Any, s3_endpoint: str, tmp_path: Path) -> None:
     boto3 = pytest.importorskip("boto3")
-    job = one(render(chart, {"minio": {"enabled": True}}), "Job", f"{FULLNAME}-minio-bucket")
+    job = one(render(chart, {"minio": {"enabled": True}}), "Deployment", FULLNAME)
     bucket = f"helm-{uuid.uuid4().hex[:12]}"
     env = {"SEMATIC_K8S_S3_BUCKET": bucket, "SEMATIC_K8S_S3_ENDPOINT": s3_endpoint, "WAIT_SECONDS": "10",
            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "test"),

@@ -1,4 +1,4 @@
-"""Helm hook (MinIO's bucket Job): create the artifact bucket once the S3 endpoint answers.
+"""The server pod's init container with the bundled MinIO: create the artifact bucket once the S3 endpoint answers.
 
 Runs in the server image (boto3) as ``python -c "<this file>"`` with $SEMATIC_K8S_S3_BUCKET,
 $SEMATIC_K8S_S3_ENDPOINT, the AWS credentials and $WAIT_SECONDS. An existing bucket is left as it is.

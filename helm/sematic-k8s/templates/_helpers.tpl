@@ -246,7 +246,7 @@ AWS_SECRET_ACCESS_KEY: {{ required "artifacts.s3.secretAccessKey is required wit
 {{- end -}}
 {{- end -}}
 
-{{/* Environment variables for S3 access (server, bucket Job). Call with the root context. */}}
+{{/* Environment variables for S3 access (server, its bucket init container). Call with the root context. */}}
 {{- define "sematic-k8s.s3.env" -}}
 - name: SEMATIC_K8S_STORAGE
   value: {{ include "sematic-k8s.storageUrl" . | quote }}
