@@ -128,25 +128,27 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "self_url": self_url}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
-    if rerun_launcher and not rerun_images:
-        click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.", err=True)
-    _check_port(host, port)
-    store = _open_store(url)  # migrated here, once, before any worker starts
-    import uvicorn
+    with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
+        store = _open_store(url)  # migrated here, once, before any worker starts
+        import uvicorn
 
-    from sematic_k8s_server import auth
+        from sematic_k8s_server import auth
 
-    if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
-        click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
-                   "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
-                   err=True)
-    click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
-               f"API keys {'off: local mode' if local else 'required'}, reruns "
-               f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
+        if rerun_launcher and not rerun_images:
+            click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.",
+                       err=True)
+        if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
+            click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
+                       "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
+                       err=True)
+        app = _app(params, config, store, storage) if workers == 1 else None
+        click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
+                   f"API keys {'off: local mode' if local else 'required'}, reruns "
+                   f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
     options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 5, "backlog": 4096,
                                "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
-    if workers == 1:
-        uvicorn.run(_app(params, config, store, storage), **options)
+    if app is not None:
+        uvicorn.run(app, **options)
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
@@ -156,18 +158,22 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse, in one line, an address the server could not listen on (bound as uvicorn binds it), rather than
-    let uvicorn log its start and then the error."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            why = ("the port is in use (a server already running there?): stop what holds it, or choose another "
-                   "--port") if e.errno == errno.EADDRINUSE else f"{e.strerror or e}: check --host and --port"
-            raise click.ClickException(f"cannot listen on {host}:{port}: {why}") from None
+def _claim_port(host: str, port: int) -> socket.socket:
+    """A socket bound to the server's address as uvicorn binds it, for the caller to close just before uvicorn binds
+    the address again: a port in use (or an address this machine does not have) refused in one line, before anything
+    starts (was uvicorn's "[Errno 98] error while attempting to bind ..." after the banner)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port left in TIME_WAIT is free
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise click.ClickException(f"port {port} on {host} is already in use by another process: choose another "
+                                       "--port, or stop the process using it") from None
+        raise click.ClickException(f"cannot listen on {host} port {port}: {e.strerror or e}; check --host and "
+                                   "--port") from None
+    return sock
 
 
 def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, imported lazily

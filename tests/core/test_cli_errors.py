@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -212,14 +213,38 @@ def test_the_server_refuses_bad_settings_in_one_line(env: Env, tmp_path: Path, a
     fill = {"file": str(env.file)}
     environ = {settings.PREFIX + k: v.format(**fill) for k, v in environ.items()}
     environ.setdefault(settings.HOME_ENV, str(tmp_path))
-    base = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
-    proc = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
-                           str(free_port()), *[a.format(**fill) for a in args]], env={**base, **environ},
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = start_server([a.format(**fill) for a in args], environ)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert says.format(**fill) in proc.stderr, proc.stderr
+
+
+def start_server(args: list[str], environ: dict[str, str], port: int | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    """``python -m sematic_k8s_server.cli server --local`` run to its end (it is meant to refuse to start), on a free
+    port or ``port``, with ``environ`` instead of this process's sematic-k8s and AWS settings (never the instance
+    metadata service: only 127.0.0.1 is contacted)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith((settings.PREFIX, "AWS_"))}
+    base["AWS_EC2_METADATA_DISABLED"] = "true"
+    return subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
+                           str(port or free_port()), *args], env={**base, **environ}, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_the_server_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    """--port another process listens on: one line naming the port and what to do, exit 1, before the database is
+    opened (was uvicorn's "[Errno 98] error while attempting to bind on address ...: address already in use" after the
+    banner, exit 3)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start_server(["--home", str(tmp_path)], {}, port=port)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (f"Error: port {port} on 127.0.0.1 is already in use by another process: choose another "
+                           "--port, or stop the process using it\n")
+    assert not (tmp_path / "db.sqlite3").exists()
 
 
 def test_a_resolver_with_a_home_that_is_a_file_says_what_to_do(env: Env) -> None:

@@ -19,7 +19,7 @@ from sematic_k8s.store import schema
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-from serving import serve, wait_for
+from serving import free_port, serve, wait_for
 
 HERE = Path(__file__).parent
 N = 24
@@ -143,8 +143,8 @@ def test_a_home_migrated_by_a_newer_version_is_refused_in_words_and_left_as_it_i
     assert str(e.value).startswith(words)
     result = CliRunner().invoke(cli, ["--home", str(home), "resolutions", "list"])
     assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
-    server = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port", "1", "--home",
-                             str(home)], capture_output=True, text=True, timeout=120)
+    server = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port", str(free_port()),
+                             "--home", str(home)], capture_output=True, text=True, timeout=120)
     assert server.returncode != 0 and words in server.stdout + server.stderr
     with sa.create_engine(url).connect() as conn:
         assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0099_from_the_future"

@@ -394,23 +394,6 @@ def test_api_keys_list_is_a_table_with_times_in_this_machines_zone(tmp_path) -> 
     assert bob[1:3] == ["bob", "admin"] and bob[5:] == ["JST", "active"]
 
 
-def test_server_on_a_port_in_use_says_so_in_one_line(tmp_path) -> None:
-    """Uvicorn's own answer was five log lines ending `[Errno 98] ... address already in use`, exit 3."""
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
-                               str(port), "--home", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and done.stderr.splitlines() == [
-        f"Error: cannot listen on 127.0.0.1:{port}: the port is in use (a server already running there?): stop "
-        "what holds it, or choose another --port"], done.stderr
-
-
 def test_graph_of_unknown_path_component_is_not_a_file(served) -> None:
     """Artifact and log reads go through validated ids only."""
     with served.client() as c:
