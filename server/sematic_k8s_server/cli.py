@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -129,6 +130,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
+        _check_storage(storage)
         store = _open_store(url)  # migrated here, once, before any worker starts
         import uvicorn
 
@@ -174,6 +176,35 @@ def _claim_port(host: str, port: int) -> socket.socket:
         raise click.ClickException(f"cannot listen on {host} port {port}: {e.strerror or e}; check --host and "
                                    "--port") from None
     return sock
+
+
+def _check_storage(storage: Any) -> None:  # noqa: ANN401 - Storage, imported lazily
+    """The server's own storage checked once before it starts (S3: one HEAD of its bucket, retried for the storage's
+    retry window): a missing bucket, credentials S3 refuses or an endpoint that does not answer are refused in one
+    line, as an unopenable database is, rather than met by the first artifact or log request."""
+    check = getattr(storage, "check", None)  # S3's; a local directory is made by its first write
+    if check is None:
+        return
+    from sematic_k8s.errors import S3CredentialsError, StorageError
+    from sematic_k8s.storage.s3 import transient
+    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
+
+    said = f"${settings.STORAGE_ENV} {os.environ.get(settings.STORAGE_ENV)}"  # as the operator wrote it
+    retries = logging.getLogger("sematic_k8s")
+    level = retries.level
+    retries.setLevel(logging.ERROR)  # not its "retrying" warning too: the refusal below says it, in one line
+    try:
+        check()
+    except S3CredentialsError as e:  # its words say what to do
+        raise click.ClickException(f"{said}: {e}") from None
+    except StorageError as e:
+        if e.__cause__ is not None and transient(e.__cause__):
+            raise click.ClickException(
+                f"{said}: {e} (for {REQUEST_RETRY_WINDOW:g} s); start S3 there, or give the storage an endpoint that "
+                f"answers (?endpoint= in ${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)") from None
+        raise click.ClickException(f"{said}: {e}; correct ${settings.STORAGE_ENV}, or create the bucket") from None
+    finally:
+        retries.setLevel(level)
 
 
 def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, imported lazily

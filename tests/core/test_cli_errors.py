@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 import sematic_k8s as sk
+from s3server import s3_endpoint
 from sematic_k8s import settings
 from sematic_k8s.store import sql_store
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
-from serving import free_port, serve
+from serving import free_port, serve, server_process, wait_for
 
 CLI = Path(sys.executable).with_name("sematic-k8s")
 ROOT = "abc1" + "0" * 28  # a resolved resolution (and its root run)
@@ -230,6 +231,91 @@ def start_server(args: list[str], environ: dict[str, str], port: int | None = No
     return subprocess.run([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
                            str(port or free_port()), *args], env={**base, **environ}, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def checking_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """moto's S3 server in a process of its own that checks credentials: its first request, which makes the bucket
+    "kept", is let through (INITIAL_NO_AUTH_ACTION_COUNT=1); every later one needs keys moto issued (any others get
+    403). (endpoint, bucket)."""
+    import boto3
+    from botocore.config import Config
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("checking-s3") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "1"}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(port), 60, what=f"moto's S3 server on port {port} (log: {log})")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                     aws_secret_access_key="test", config=Config(s3={"addressing_style": "path"})
+                     ).create_bucket(Bucket="kept")
+        yield endpoint, "kept"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.mark.parametrize("case", ["missing-bucket", "refused-credentials", "no-credentials", "stopped-endpoint"])
+def test_the_server_refuses_a_storage_it_cannot_use_in_one_line(tmp_path: Path, checking_s3: tuple[str, str],
+                                                                case: str) -> None:
+    """$SEMATIC_K8S_STORAGE naming a bucket S3 does not have, S3 refusing the server's keys (moto checking them), no
+    keys at all, an endpoint nothing listens on: the server refuses to start in one line naming the storage, the
+    endpoint and what to do, before it opens its database (was: it started, and its first artifact or log request
+    failed). The stopped endpoint is tried for the server's storage retry window first."""
+    checking, kept = checking_s3
+    keys = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    none = {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    stopped = f"http://127.0.0.1:{free_port()}"
+    with s3_endpoint() as s3:  # one that takes any keys
+        endpoint, bucket, creds, says = {
+            "missing-bucket": (s3, "sk-no-such-bucket", keys, f"S3 bucket 'sk-no-such-bucket' does not exist at {s3}; "
+                               "correct $SEMATIC_K8S_STORAGE, or create the bucket"),
+            "refused-credentials": (checking, kept, keys, f"S3 refused to access s3://{kept} at {checking}: 403: "
+                                    "Forbidden (check the AWS credentials and the bucket's policy)"),
+            "no-credentials": (s3, "kept", none, f"no usable AWS credentials to access s3://kept at {s3} (Unable to "
+                               "locate credentials): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+            "stopped-endpoint": (stopped, "kept", keys, f"cannot reach S3 at {stopped} to access s3://kept"),
+        }[case]
+        proc = start_server(["--home", str(tmp_path)], {settings.STORAGE_ENV: f"s3://{bucket}/runs",
+                                                        "AWS_ENDPOINT_URL_S3": endpoint, **creds})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"Error: ${settings.STORAGE_ENV} s3://{bucket}/runs: ") and says in proc.stderr, \
+        proc.stderr
+    if case == "stopped-endpoint":
+        assert proc.stderr.rstrip().endswith("(for 3 s); start S3 there, or give the storage an endpoint that answers "
+                                             f"(?endpoint= in ${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)")
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
+def test_the_server_starts_on_a_bucket_it_can_use(tmp_path: Path) -> None:
+    import uuid
+
+    import boto3
+    from botocore.config import Config
+
+    bucket = f"sk-startup-{uuid.uuid4().hex[:12]}"
+    with s3_endpoint() as s3:
+        boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="test",
+                     aws_secret_access_key="test", config=Config(s3={"addressing_style": "path"})
+                     ).create_bucket(Bucket=bucket)
+        env = {settings.STORAGE_ENV: f"s3://{bucket}/runs", "AWS_ENDPOINT_URL_S3": s3, "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        with server_process(tmp_path, "--local", env=env) as (proc, url):
+            assert proc.poll() is None
 
 
 def test_the_server_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:

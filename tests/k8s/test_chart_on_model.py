@@ -26,6 +26,7 @@ from kubernetes import client  # noqa: E402
 
 from infra import REGISTRY  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script  # noqa: E402
+from outages import S3Server  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
 from sematic_k8s_server import auth  # noqa: E402
 from sematic_k8s_server.db import open_store  # noqa: E402
@@ -87,12 +88,20 @@ def test_a_dashboard_rerun_on_a_chart_install_starts_its_driver_as_the_servers_a
     store = open_store(f"sqlite:///{home / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "dashboard")
     store.close()
-    with server_process(home, *flags, env=env) as (_, url):
-        root = record_cloud_resolution(url, key)
-        answer = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
-                            timeout=60)
-        assert answer.status_code == 202, answer.text
-        new_id = answer.json()["resolution_id"]
+    s3 = S3Server()  # the chart's bucket, which the server checks at start-up, on an S3 API of this test's
+    s3.start()
+    try:
+        s3.client().create_bucket(Bucket=STORAGE.removeprefix("s3://"))
+        env.update({"AWS_ENDPOINT_URL_S3": s3.endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                    "AWS_DEFAULT_REGION": "us-east-1"})
+        with server_process(home, *flags, env=env) as (_, url):
+            root = record_cloud_resolution(url, key)
+            answer = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
+                                timeout=60)
+            assert answer.status_code == 202, answer.text
+            new_id = answer.json()["resolution_id"]
+    finally:
+        s3.stop()
 
     admin = cluster.client()
     job = client.BatchV1Api(admin).read_namespaced_job(manifests.driver_job_name(new_id), NS)
