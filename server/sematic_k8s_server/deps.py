@@ -3,6 +3,7 @@ runs), validated ids and paging, 404s, and bodies parsed as strict JSON."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -11,6 +12,7 @@ from fastapi import Depends, HTTPException, Query, Request, Response, Security
 from fastapi import Path as PathParam
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator
 
 from sematic_k8s_server import auth, schemas
 from sematic_k8s_server.auth import Principal
@@ -26,6 +28,20 @@ MAX_OFFSET = 10_000_000
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"items to skip, 0 to {MAX_OFFSET}")]
 StateFilter = Annotated[str | None, Query(pattern=r"^[a-z]{1,16}$", description="only this state")]
+
+
+def _naive_utc(t: dt.datetime | None) -> dt.datetime | None:
+    """``t`` as the store keeps times (naive UTC); ValueError (a 422) for one whose UTC is no date a database keeps
+    (``9999-12-31T23:00:00-05:00``), which the conversion overflows on."""
+    if t is None or t.tzinfo is None:
+        return t
+    try:
+        return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError("a time whose UTC falls before year 1 or after 9999: give one within them") from None
+
+
+UtcTime = Annotated[dt.datetime | None, AfterValidator(_naive_utc)]  # a time in a query, as the store keeps them
 NOT_FOUND: dict[int | str, dict[str, Any]] = {  # FastAPI's type for responses=
     404: {"description": "unknown id", "content": {"application/json": {"example": {"detail": "..."}}}}}
 

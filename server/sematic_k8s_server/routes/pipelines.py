@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from sematic_k8s.graph import CANCELED, FAILED, RESOLVED
 from sematic_k8s_server import queries, schemas
-from sematic_k8s_server.deps import API, MAX_OFFSET, Offset, Srv, StateFilter
+from sematic_k8s_server.deps import API, MAX_OFFSET, Offset, Srv, StateFilter, UtcTime
 
 router = APIRouter(prefix=API, tags=["resolutions"])
 ENDED = (RESOLVED, FAILED, CANCELED)
-
-
-def naive_utc(t: dt.datetime | None) -> dt.datetime | None:
-    """The store keeps naive UTC datetimes."""
-    if t is None or t.tzinfo is None:
-        return t
-    return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 @router.get("/pipelines", response_model=schemas.PipelinesOut,
@@ -31,16 +23,16 @@ def pipelines(srv: Srv,
                                                                               "its name")] = None,
               state: StateFilter = None,
               tag: Annotated[str | None, Query(pattern=schemas.TAG)] = None,
-              since: Annotated[dt.datetime | None, Query(description="created at or after (ISO 8601)")] = None,
-              until: Annotated[dt.datetime | None, Query(description="created before (ISO 8601)")] = None,
+              since: Annotated[UtcTime, Query(description="created at or after (ISO 8601)")] = None,
+              until: Annotated[UtcTime, Query(description="created before (ISO 8601)")] = None,
               limit: Annotated[int, Query(ge=1, le=200, description="root funcs per page")] = 20,
               offset: Offset = 0,
               per_func: Annotated[int, Query(ge=1, le=200, description="resolutions shown per root func")] = 5,
               history_offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
                                                    description="skip this many of each func's")] = 0,
               ) -> dict:
-    flt = queries.ResolutionFilter(q=q or None, func=func or None, state=state, tag=tag, since=naive_utc(since),
-                                   until=naive_utc(until))
+    flt = queries.ResolutionFilter(q=q or None, func=func or None, state=state, tag=tag, since=since,
+                                   until=until)
     found = queries.pipelines(srv.store, flt, limit=limit, offset=offset, per_func=per_func,
                               history_offset=history_offset)
     running = [r.id for g in found["groups"] for r in g["resolutions"] if r.state not in ENDED]
