@@ -51,9 +51,17 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
 
 MAX_DESCRIBED, MAX_ERRORS = 5, 100  # a body with a million bad fields (or a huge one) gets a short answer
 _MESSAGES = {"extra_forbidden": "not a field of this record, or one that may not be changed"}
+NOT_AN_OBJECT = "not a JSON object: send one, with Content-Type: application/json"
 
 
 def _describe(error: dict[str, Any]) -> str:
+    if error.get("type") == "json_invalid":  # its loc is ("body", the character's position), not a field
+        where = error.get("loc", ())[1:]
+        why = (error.get("ctx") or {}).get("error", "")
+        return (f"body: not valid JSON at character {where[0]}" if where else "body: not valid JSON") + (
+            f": {why}" if why else "")
+    if error.get("type") == "model_attributes_type" and tuple(error.get("loc", ())) == ("body",):
+        return f"body: {NOT_AN_OBJECT}"  # text, a form, a JSON array or string where an object goes
     loc = [str(part) for part in error.get("loc", ())]
     where = {"query": "query parameter", "path": "path parameter", "body": "body field",
              "header": "header"}.get(loc[0], loc[0]) if loc else "request"

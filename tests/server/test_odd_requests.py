@@ -68,3 +68,27 @@ TIMES = st.one_of(st.datetimes(timezones=OFFSETS),  # any time, and the first an
 def test_any_time_in_a_query_is_taken_or_refused_never_a_500(client: httpx.Client, when: dt.datetime) -> None:
     r = client.get("/api/v1/pipelines", params={"since": when.isoformat(), "until": when.isoformat()})
     assert r.status_code in (200, 422), (when.isoformat(), r.text[:300])
+
+
+@pytest.mark.parametrize(("body", "content_type", "expected"), [
+    (b"not json", "application/json", "body: not valid JSON at character 0: "),
+    (b'{"note": "\\ud800"}', "application/json", "body: not valid JSON at character 10: no low surrogate"),
+    (b'{"a": 1} x', "application/json", "body: not valid JSON at character 9: "),
+    (b"[" * 2000, "application/json", "body: not valid JSON at character 1025: depth limit exceeded"),
+    (b"[]", "application/json", "body: not a JSON object: send one, with Content-Type: application/json"),
+    (b"{}", "text/plain", "body: not a JSON object: send one, with Content-Type: application/json"),
+    (b"a=b", "application/x-www-form-urlencoded", "body: not a JSON object: send one, with Content-Type: "),
+])
+@pytest.mark.parametrize("path", ["/api/v1/store/write", "/api/v1/resolutions/{id}/labels"])
+def test_a_body_that_is_no_json_object_is_told_so(served: Served, client: httpx.Client, path: str, body: bytes,
+                                                    content_type: str, expected: str) -> None:
+    """The answer said "body field '0': JSON decode error" (the position named as a field, the reason left out), or
+    "body field: Input should be a valid dictionary or object to extract fields from"."""
+    root = uuid.uuid4().hex
+    r = client.post("/api/v1/store/write", json={
+        "new_resolutions": [{"id": root, "root_func_path": "odd:body", "state": "running", "created_at": NOW}]})
+    assert r.status_code == 200, r.text
+    r = client.post(path.format(id=root), content=body, headers={"Content-Type": content_type})
+    assert _one_line(r, 422).startswith(expected), r.json()["detail"]
+    res = served.store.get_resolution(root)
+    assert res is not None and (res.state, res.note, res.tags, res.labels_version) == ("running", None, None, 0)
