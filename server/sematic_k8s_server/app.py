@@ -73,9 +73,9 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
     app.state.server = server
     server.start()
     for router in PUBLIC_ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=problems.ERRORS)
     for router in KEYED_ROUTERS:
-        app.include_router(router, dependencies=[Depends(require_key)])
+        app.include_router(router, dependencies=[Depends(require_key)], responses=problems.ERRORS)
     mount_dashboard(app)
     problems.install(app)
     app.add_middleware(Guard, authenticator=authenticator, config=config)

@@ -5,7 +5,7 @@ metadata database) failing is a 503 that names it; its disk full, a 507 (Insuffi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy.exc
@@ -16,8 +16,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError
+from sematic_k8s_server.schemas import Problem
 
 log = logging.getLogger("sematic_k8s_server")
+JSON = "application/json"
+ERRORS: dict[int | str, dict[str, Any]] = {  # every endpoint's errors in OpenAPI (FastAPI's own 422 body is not ours)
+    "4XX": {"model": Problem, "description": "refused: `detail` says why and what to do (a 401 without a valid "
+                                             "API key; a 422 lists the request's bad fields under `errors`)"},
+    "5XX": {"model": Problem, "description": "the server, or what it depends on, failed: `detail` says which "
+                                             "(503: retry after `Retry-After` seconds)"}}
 
 
 class ApiError(HTTPException):
@@ -110,8 +117,29 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # the ASGI s
     return problem(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
 
 
+def _documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``, with every error response that routes describe in words alone (``{409: {"description":
+    ...}}``) given the body every error has (:data:`ERRORS`' ``Problem``)."""
+    openapi = app.openapi
+
+    def with_problems() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in openapi().get("paths", {}).values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if status[0] in "45" and "schema" not in response.get("content", {}).get(JSON, {}):
+                            response.setdefault("content", {}).setdefault(JSON, {})["schema"] = {
+                                "$ref": "#/components/schemas/Problem"}
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    return with_problems
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers: ApiError, storage and database failures, and anything else as a JSON 500."""
+    """Register the handlers: ApiError, storage and database failures, and anything else as a JSON 500; document
+    their body in OpenAPI (routes are included with :data:`ERRORS`)."""
+    app.openapi = _documented(app)  # type: ignore[method-assign]
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StorageError, _storage_error)

@@ -92,6 +92,14 @@ class ArtifactOut(_Record):
     created_at: str | None = None
 
 
+class Problem(_Record):
+    """Every error's body (4xx and 5xx alike); some carry more fields beside ``detail`` (a rerun's ``command``)."""
+
+    detail: str = Field(description="one line: what went wrong and what to do")
+    errors: list[dict[str, Any]] | None = Field(None, description="a 422's problems one by one (loc, type, msg; "
+                                                                  "never the input), the first 100")
+
+
 class Page(BaseModel):
     limit: int
     offset: int

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -92,3 +93,33 @@ def test_a_body_that_is_no_json_object_is_told_so(served: Served, client: httpx.
     assert _one_line(r, 422).startswith(expected), r.json()["detail"]
     res = served.store.get_resolution(root)
     assert res is not None and (res.state, res.note, res.tags, res.labels_version) == ("running", None, None, 0)
+
+
+def _documented(spec: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:
+    responses = spec["paths"][path][method]["responses"]
+    response = responses.get(str(status)) or responses[f"{str(status)[0]}XX"]
+    schema = response["content"]["application/json"]["schema"]
+    ref = schema["$ref"].rpartition("/")[2]
+    return spec["components"]["schemas"][ref]
+
+
+def test_the_schema_documents_the_error_bodies_the_server_sends(served: Served, client: httpx.Client) -> None:
+    """OpenAPI said a 422's ``detail`` is a list of errors (FastAPI's own body), and documented no 401: clients
+    generated from the schema could not read the server's errors. Every error is ``{"detail": "<one line>", ...}``,
+    a 422 with its problems under ``errors``."""
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    with served.client(key=None) as anonymous:
+        answers = [("/api/v1/resolutions", "get", client.get("/api/v1/resolutions", params={"limit": 0})),
+                   ("/api/v1/store/write", "post", client.post("/api/v1/store/write", json={"new_runs": 5})),
+                   ("/api/v1/resolutions", "get", anonymous.get("/api/v1/resolutions")),
+                   ("/api/v1/runs/{run_id}", "get", client.get(f"/api/v1/runs/{'e' * 32}"))]
+    for path, method, r in answers:
+        assert r.status_code in (401, 404, 422), r.text
+        schema = _documented(spec, path, method, r.status_code)
+        body = r.json()
+        assert set(schema["required"]) <= set(body) and schema["properties"]["detail"]["type"] == "string"
+        assert isinstance(body["detail"], str) and "\n" not in body["detail"], body
+        if r.status_code == 422:
+            assert isinstance(body["errors"], list) and "array" in str(schema["properties"]["errors"]), body
+
