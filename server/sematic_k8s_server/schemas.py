@@ -218,6 +218,7 @@ class CancelRequested(BaseModel):
 Id = Annotated[str, StringConstraints(pattern=HEX_ID)]
 ArtifactKey = Annotated[str, StringConstraints(pattern=SHA256)]
 Timestamp = str | None  # ISO 8601, parsed (and refused when it is not one) by batch_from_json
+Created = str  # a record's created_at: a Timestamp, never null (its column is NOT NULL); a new record's is required
 Text16 = Annotated[str, StringConstraints(max_length=16)]  # the lengths of the database's columns
 Text64 = Annotated[str, StringConstraints(max_length=64)]
 Text256 = Annotated[str, StringConstraints(max_length=256)]
@@ -348,7 +349,6 @@ class _RunFields(TypedDict, total=False):
     error: ErrorDoc | None
     attempts: Annotated[int, Field(ge=0, le=INT32_MAX)]
     notes: SmallObject
-    created_at: Timestamp
     started_at: Timestamp
     ended_at: Timestamp
 
@@ -360,6 +360,7 @@ class RunUpdate(_RunFields, total=False):
     func_path: Text512
     func_name: Text256
     state: RunState
+    created_at: Created
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -371,6 +372,7 @@ class NewRun(_RunFields):
     func_path: Text512
     func_name: Text256
     state: RunState
+    created_at: Created
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -380,7 +382,6 @@ class _ResolutionFields(TypedDict, total=False):
     image: Text512 | None
     build_hash: Text64 | None
     error: ErrorText | None
-    created_at: Timestamp
     ended_at: Timestamp
     tags: Annotated[list[Tag] | None, AfterValidator(_few_tags)]
     note: Note | None
@@ -393,6 +394,7 @@ class ResolutionUpdate(_ResolutionFields, total=False):
 
     root_func_path: Text512
     state: ResolutionState
+    created_at: Created
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -402,6 +404,7 @@ class NewResolution(_ResolutionFields):
     id: Id
     root_func_path: Text512
     state: ResolutionState
+    created_at: Created
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -413,7 +416,7 @@ class NewArtifact(TypedDict):
     type_name: Text512
     summary: NotRequired[Json]
     size: Annotated[int, Field(ge=0, le=INT64_MAX)]
-    created_at: NotRequired[Timestamp]
+    created_at: Created
     inline: NotRequired[str | None]
 
 

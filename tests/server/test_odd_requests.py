@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -123,3 +124,33 @@ def test_the_schema_documents_the_error_bodies_the_server_sends(served: Served, 
         if r.status_code == 422:
             assert isinstance(body["errors"], list) and "array" in str(schema["properties"]["errors"]), body
 
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_record_without_its_creation_time_is_a_422_naming_the_field(tmp_path: Path, request: pytest.FixtureRequest,
+                                                                      db: str) -> None:
+    """A new resolution, run or artifact without ``created_at`` (or with null), or an update setting it to null, was
+    sent to the database, whose NOT NULL refused it: answered 409 "batch conflicts with recorded data", which is for
+    conflicts with what is recorded, and on PostgreSQL in several lines echoing the whole row back (its ``DETAIL:
+    Failing row contains (...)``). Now a 422 naming the field, and nothing of the batch is written."""
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    root, run, art = uuid.uuid4().hex, uuid.uuid4().hex, "e" * 64
+    resolution = {"id": root, "root_func_path": "odd:when", "state": "running", "created_at": NOW}
+    new_run = {"id": run, "root_id": root, "func_path": "odd:when", "func_name": "when", "state": "created",
+               "source_text": "x" * 50_000, "created_at": NOW}
+    artifact = {"id": art, "format": "json", "type_name": "int", "size": 1, "created_at": NOW}
+    with serve(tmp_path, db_url) as served, served.client() as c:
+        assert c.post("/api/v1/store/write", json={"new_resolutions": [resolution]}).status_code == 200
+        for body, field in [
+            ({"new_resolutions": [{**resolution, "id": uuid.uuid4().hex, "created_at": None}]}, "created_at"),
+            ({"new_runs": {run: {k: v for k, v in new_run.items() if k != "created_at"}}},
+             f"new_runs.{run}.created_at"),
+            ({"new_runs": {run: new_run}, "artifacts": {art: {**artifact, "created_at": None}}},
+             f"artifacts.{art}.created_at"),
+            ({"resolution_updates": {root: {"created_at": None}}}, f"resolution_updates.{root}.created_at"),
+        ]:
+            detail = _one_line(c.post("/api/v1/store/write", json=body), 422)
+            assert field in detail, (field, detail)
+        assert c.get(f"/api/v1/runs/{run}").status_code == 404
+        assert c.get(f"/api/v1/artifacts/{art}").status_code == 404
+        r = c.get(f"/api/v1/resolutions/{root}")
+        assert r.status_code == 200 and r.json()["created_at"] == NOW, r.text

@@ -416,7 +416,8 @@ def test_a_token_records_only_its_own_resolution_and_ends_with_it(served) -> Non
         with served.client(key=token) as c:
             for batch in (new_run(other), Batch(run_updates={other_run: {"state": "failed"}}),
                           Batch(resolution_updates={other: {"state": "failed"}}),
-                          Batch(new_resolutions=[{"id": other, "root_func_path": "m:f", "state": "running"}]),
+                          Batch(new_resolutions=[{"id": other, "root_func_path": "m:f", "state": "running",
+                                                  "created_at": utcnow()}]),
                           # numbering another driver's writes (its own would all look applied already)
                           Batch(run_updates={}, fence={other: 0}, sequence={other: 2**62})):
                 r = post_json(c, "/api/v1/store/write", json.loads(_batch_json(batch)))

@@ -51,7 +51,7 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
         else:
             await srv.writes.submit(batch)
     except sqlalchemy.exc.IntegrityError as e:
-        raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}") from None
+        raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}".splitlines()[0]) from None
     except ResolutionEnded as e:  # the HTTP store raises it again from the header
         raise _refused(e) from None
     except RunResolved as e:
@@ -59,7 +59,7 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
-        raise HTTPException(422, f"bad batch: {e.orig}") from None
+        raise HTTPException(422, f"bad batch: {e.orig}".splitlines()[0]) from None  # PostgreSQL's DETAIL: the row
 
 
 def _refused(e: ResolutionEnded) -> HTTPException:
