@@ -509,6 +509,8 @@ class LabelsIn(BaseModel):
             if not re.match(TAG, tag):
                 raise ValueError(f"bad tag {tag!r}: 1-64 letters, digits and _ . : = / - (starting with a letter "
                                  "or digit)")
+        if both := sorted(set(self.add) & set(self.remove)):  # was: removed, the add dropped unsaid
+            raise ValueError(f"tag {both[0]!r} is both added and removed: send it in add or in remove")
 
 
 class CountsOut(BaseModel):

@@ -154,3 +154,17 @@ def test_a_record_without_its_creation_time_is_a_422_naming_the_field(tmp_path: 
         assert c.get(f"/api/v1/artifacts/{art}").status_code == 404
         r = c.get(f"/api/v1/resolutions/{root}")
         assert r.status_code == 200 and r.json()["created_at"] == NOW, r.text
+
+
+def test_a_tag_both_added_and_removed_is_refused(served: Served, client: httpx.Client) -> None:
+    """``{"add": ["keep"], "remove": ["keep"]}`` asks for two things at once: it was answered 200, the tag removed
+    and the add dropped unsaid. Now a 422 naming the tag, and the labels are left as they were."""
+    root = uuid.uuid4().hex
+    r = client.post("/api/v1/store/write", json={"new_resolutions": [
+        {"id": root, "root_func_path": "odd:labels", "state": "resolved", "tags": ["keep"], "created_at": NOW}]})
+    assert r.status_code == 200, r.text
+    for change in ({"add": ["keep"], "remove": ["keep"]}, {"add": ["new", "x"], "remove": ["x"], "labels_version": 0}):
+        detail = _one_line(client.post(f"/api/v1/resolutions/{root}/labels", json=change), 422)
+        assert "both added and removed" in detail and ("'keep'" in detail or "'x'" in detail), detail
+    res = served.store.get_resolution(root)
+    assert res is not None and (res.tags, res.labels_version) == (["keep"], 0)
