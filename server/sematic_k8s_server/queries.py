@@ -94,10 +94,17 @@ def pipelines(store: SqlStore, flt: ResolutionFilter, *, limit: int, offset: int
     return {"total": total or 0, "groups": groups}
 
 
-def root_funcs(store: SqlStore) -> list[str]:
-    """Every root func that has a resolution, sorted."""
+MAX_FUNCS = 1000  # root funcs an answer names for the filter: a client writing a million made every index page huge
+
+
+def root_funcs(store: SqlStore) -> tuple[list[str], int]:
+    """The first :data:`MAX_FUNCS` root funcs that have a resolution, sorted, and how many there are."""
+    funcs = sa.select(RES.c.root_func_path).distinct()
     with store.engine.connect() as conn:
-        return list(conn.scalars(sa.select(RES.c.root_func_path).distinct().order_by(RES.c.root_func_path)))
+        first = list(conn.scalars(funcs.order_by(RES.c.root_func_path).limit(MAX_FUNCS)))
+        total = len(first) if len(first) < MAX_FUNCS else conn.scalar(sa.select(sa.func.count()).select_from(
+            funcs.subquery()))
+    return first, total or 0
 
 
 

@@ -478,7 +478,9 @@ class PipelinesOut(BaseModel):
     total: int = Field(description="root funcs matching the filters")
     limit: int
     offset: int
-    funcs: list[str] = Field(description="every root func that has a resolution (for a filter)")
+    funcs: list[str] = Field(description="the root funcs that have a resolution, sorted, the first 1,000 (for a "
+                                         "filter)")
+    funcs_total: int = Field(description="how many root funcs have a resolution")
     groups: list[PipelineGroup]
 
 

@@ -168,3 +168,21 @@ def test_a_tag_both_added_and_removed_is_refused(served: Served, client: httpx.C
         assert "both added and removed" in detail and ("'keep'" in detail or "'x'" in detail), detail
     res = served.store.get_resolution(root)
     assert res is not None and (res.tags, res.labels_version) == (["keep"], 0)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_the_pipelines_index_names_at_most_a_thousand_root_funcs(tmp_path: Path, request: pytest.FixtureRequest,
+                                                                 db: str) -> None:
+    """``/pipelines`` (the dashboard's index) named every root func ever recorded, for its filter: a client recording
+    resolutions of a million made-up funcs (50,000 a request) made every index page answer hundreds of megabytes.
+    Now the first 1,000, sorted, and how many there are."""
+    n = 1_050
+    funcs = sorted(f"odd.m{i:05d}:{'f' * 400}" for i in range(n))
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    with serve(tmp_path, db_url) as served, served.client() as c:
+        r = c.post("/api/v1/store/write", json={"new_resolutions": [
+            {"id": uuid.uuid4().hex, "root_func_path": f, "state": "resolved", "created_at": NOW} for f in funcs]})
+        assert r.status_code == 200, r.text
+        page = c.get("/api/v1/pipelines").json()
+        assert page["funcs"] == funcs[:1000] and page["funcs_total"] == n and page["total"] == n
+        assert len(page["groups"]) == 20

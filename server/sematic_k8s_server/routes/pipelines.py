@@ -40,5 +40,6 @@ def pipelines(srv: Srv,
     groups = [{**g, "latest": g["latest"].isoformat() + "Z" if g["latest"] else None,
                "resolutions": [{**r.to_dict(), "run_counts": counts.get(r.id)} for r in g["resolutions"]]}
               for g in found["groups"]]
-    return {"total": found["total"], "limit": limit, "offset": offset, "funcs": queries.root_funcs(srv.store),
+    funcs, funcs_total = queries.root_funcs(srv.store)
+    return {"total": found["total"], "limit": limit, "offset": offset, "funcs": funcs, "funcs_total": funcs_total,
             "groups": groups}
