@@ -77,9 +77,18 @@ _TROUBLE = (  # the engine's words about a failed push -> what the registry did,
     (re.compile(r"\b429\b|toomanyrequests", re.I), "answered 429 Too Many Requests",
      "it limits how many requests it takes: try again later, or raise its limit"),
     (re.compile(r"connection refused", re.I), "refused the connection", _REACH),
-    (re.compile(r"connection reset|broken pipe|\bEOF\b", re.I), "dropped the connection", _REACH),
+    (re.compile(r"connection reset|broken pipe|\bEOF\b|closed idle connection|use of closed network", re.I),
+     "dropped the connection", _REACH),  # Go's net/http: "http: server closed idle connection"
     (re.compile(r"time(?:d )?out|deadline exceeded", re.I), "did not answer in time", _REACH),
 )
+
+
+def interrupted(why: str) -> PushInterrupted | None:
+    """The engine's words about a failed push as a :class:`PushInterrupted` when they name a reason that passes."""
+    for pattern, did, fix in _TROUBLE:
+        if m := pattern.search(why):
+            return PushInterrupted(did.format(*(g.strip() for g in m.groups())), why, fix)
+    return None
 
 
 def _push_once(client: Any, repo: str, tag: str, say: Progress) -> str:
@@ -92,9 +101,8 @@ def _push_once(client: Any, repo: str, tag: str, say: Progress) -> str:
         for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
             if "error" in chunk or "errorDetail" in chunk:
                 why = str(chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or chunk)
-                for pattern, did, fix in _TROUBLE:
-                    if m := pattern.search(why):
-                        raise PushInterrupted(did.format(*(g.strip() for g in m.groups())), why, fix)
+                if (passing := interrupted(why)) is not None:
+                    raise passing
                 raise PushError(f"push of {repo}:{tag} failed: {why}; is the registry {host} running and reachable "
                                 f"from the Docker engine, and does it take its credentials (`docker login {host}`)?")
             aux = chunk.get("aux")
