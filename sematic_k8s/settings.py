@@ -74,10 +74,13 @@ AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_RE
                               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
 
 
-def home(override: str | os.PathLike[str] | None = None) -> Path:
-    """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s (created if missing). An
-    OSError of the same kind saying what to do when it is a file, or cannot be created."""
+def home(override: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
+    """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s (created if missing, unless
+    ``create`` is False: a read). An OSError of the same kind saying what to do when it is a file, or cannot be
+    created."""
     path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser()
+    if not create:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -17,16 +17,17 @@ output_option = click.option("-o", "--output", type=click.Choice(["table", "json
                              show_default=True, help="Aligned columns, or JSON for scripts (times in UTC).")
 
 
-def emit(output: str, rows: list[dict[str, Any]], obj: Any = None) -> None:
+def emit(output: str, rows: list[dict[str, Any]], obj: Any = None, *, why_none: str | None = None) -> None:
     """Print ``rows`` as an aligned table, or as JSON: ``obj`` if given, else ``{"items": rows}``.
 
-    Table headers are the keys of the first row; a cell may span several lines.
+    Table headers are the keys of the first row; a cell may span several lines. No rows: a line on stderr saying so
+    (and ``why_none``).
     """
     if output == "json":
         click.echo(json.dumps({"items": rows} if obj is None else obj, indent=2, default=str))
         return
     if not rows:
-        click.echo("No resources found.", err=True)
+        click.echo(f"No resources found: {why_none}" if why_none else "No resources found.", err=True)
         return
     header = list(rows[0])
     cells = [[[h] for h in header]]

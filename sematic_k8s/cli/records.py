@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 import httpx
+import sqlalchemy
 
 from sematic_k8s import settings
 from sematic_k8s.errors import DatabaseUnopenable
-from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import open_store
@@ -27,10 +28,11 @@ CANDIDATES = 5  # ids named when a prefix is ambiguous
 PROBE_TIMEOUT = 5.0  # seconds for the server's health check
 
 
-def home(ctx: click.Context) -> Path:
-    """The data directory (created if missing): --home, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s."""
+def home(ctx: click.Context, *, create: bool = True) -> Path:
+    """The data directory: --home, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s; created if missing unless ``create``
+    is False (a read)."""
     try:
-        return settings.home(ctx.find_root().params.get("home"))
+        return settings.home(ctx.find_root().params.get("home"), create=create)
     except OSError as e:
         raise click.ClickException(str(e)) from None
 
@@ -39,16 +41,56 @@ def server_url() -> str | None:
     return os.environ.get(settings.SERVER_ENV) or None
 
 
+class NothingRecorded(click.ClickException):
+    """The default home has no database yet: nothing was resolved with it on this machine (a listing is empty)."""
+
+
 def store(ctx: click.Context) -> Store:
-    """The server's records when $SEMATIC_K8S_SERVER is set (checked to answer), else the embedded database."""
+    """The server's records when $SEMATIC_K8S_SERVER is set (checked to answer), else the embedded database, which
+    a read never creates: see :func:`_check_recorded`."""
     url = server_url()
     if url:
         _check_server(url)
         return open_store(Path("."), url)
+    path = home(ctx, create=False)
+    _check_recorded(ctx, path)
     try:
-        return open_store(home(ctx))
+        return open_store(path)
     except DatabaseUnopenable as e:
         raise click.ClickException(f"{e.problem}; check ${settings.DB_URL_ENV} or --home") from None
+
+
+def _check_recorded(ctx: click.Context, path: Path) -> None:
+    """Nothing to read when the SQLite database a read would open does not exist (opening it would make it, and
+    the home around it): one line naming the home given (--home, $SEMATIC_K8S_HOME) or the file
+    ($SEMATIC_K8S_DB_URL), a typo most likely; for the default home, :class:`NothingRecorded`."""
+    file = sqlite_file(settings.db_url(path))
+    if file is None or file.is_file():
+        return
+    if os.environ.get(settings.DB_URL_ENV):
+        raise click.ClickException(f"the metadata database {file} does not exist: nothing has been resolved there; "
+                                   f"check ${settings.DB_URL_ENV}")
+    why = "no database in it" if path.is_dir() else "not a directory" if path.exists() else "no such directory"
+    given = ("--home" if ctx.find_root().params.get("home")
+             else f"${settings.HOME_ENV}" if os.environ.get(settings.HOME_ENV) else None)
+    if given is None:
+        raise NothingRecorded(f"nothing has been recorded yet in the default home {path} (the first resolution "
+                              f"makes it; --home or ${settings.HOME_ENV} name another)")
+    raise click.ClickException(f"no sematic-k8s home at {path} ({why}): nothing has been resolved there; check "
+                               f"{given} (a home is made by the first resolution recorded in it)")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL names; None for another database, one in memory, or a URL that does not
+    parse (opening it says what is wrong)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
+            or parsed.query.get("uri"):
+        return None
+    return Path(parsed.database).expanduser()
 
 
 def _check_server(url: str) -> None:
@@ -116,7 +158,13 @@ def read_logs(ctx: click.Context, records: Store, run: RunRecord) -> str | None:
         return records.get_logs(run.id) or None
     res = records.get_resolution(run.root_id)
     url = (res.settings or {}).get("storage_url") if res is not None else None
-    storage = storage_from_url(url) if url else LocalStorage(home(ctx) / "storage")
+    if url:
+        storage: Storage = storage_from_url(url)
+    else:
+        local = home(ctx, create=False) / "storage"
+        if not local.is_dir():  # nothing stored here (a read makes no directory)
+            return None
+        storage = LocalStorage(local)
     try:
         return storage.get(log_key(run.id)).decode(errors="replace")
     except KeyError:

@@ -28,7 +28,11 @@ def resolutions() -> None:
 @click.pass_context
 def resolutions_list(ctx: click.Context, state: str | None, limit: int, output: str) -> None:
     """List resolutions, newest first (`-o json` clips each one's error; `resolutions show` has it whole)."""
-    found = records.store(ctx).list_resolutions(state=state, limit=limit)
+    try:
+        found = records.store(ctx).list_resolutions(state=state, limit=limit)
+    except records.NothingRecorded as e:
+        emit(output, [], why_none=e.message)  # a new user's first look: an empty list, not an error
+        return
     if output == "json":
         emit(output, [resolution_json(r) for r in found])
     else:

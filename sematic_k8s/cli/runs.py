@@ -30,7 +30,13 @@ def runs_list(ctx: click.Context, root_id: str | None, state: str | None, func_n
               output: str) -> None:
     """List runs: of one resolution, or across resolutions by func and state (`-o json` gives an excerpt of each
     one's error; `runs show` has a run's source and its whole error)."""
-    store = records.store(ctx)
+    try:
+        store = records.store(ctx)
+    except records.NothingRecorded as e:
+        if root_id is not None:  # one resolution asked for: it is not there
+            raise
+        emit(output, [], why_none=e.message)  # a new user's first look: an empty list, not an error
+        return
     if root_id is not None:
         root = records.find_run(store, root_id)
         if root.root_id != root.id:

@@ -16,6 +16,7 @@ import click
 
 from sematic_k8s import settings
 from sematic_k8s.cli.output import emit, local_time
+from sematic_k8s.cli.records import sqlite_file
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import redacted_url
 
@@ -27,15 +28,25 @@ home_option = click.option("--home", "home_opt", type=click.Path(file_okay=False
                            help=f"Data directory (default: the CLI's --home, ${settings.HOME_ENV}, ~/.sematic_k8s).")
 
 
-def _home(ctx: click.Context, home_opt: Path | None) -> Path:
+def _home(ctx: click.Context, home_opt: Path | None, *, create: bool = True) -> Path:
     try:
-        return settings.home(home_opt or ctx.find_root().params.get("home"))
+        return settings.home(home_opt or ctx.find_root().params.get("home"), create=create)
     except OSError as e:  # a file, or no right to create it: settings.home says what to do
         raise click.ClickException(str(e)) from None
 
 
 def _db_url(home: Path, db_url: str | None) -> str:
     return db_url or settings.db_url(home)
+
+
+def _keys_db_url(ctx: click.Context, home_opt: Path | None, db_url: str | None) -> str:
+    """The database whose keys to list or revoke, never made by it: a SQLite file that is not there is one line."""
+    url = _db_url(_home(ctx, home_opt, create=False), db_url)
+    file = sqlite_file(url)
+    if file is not None and not file.is_file():
+        raise click.ClickException(f"the metadata database {file} does not exist: no API key was made there; check "
+                                   f"--db-url, --home or ${settings.HOME_ENV}")
+    return url
 
 
 def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
@@ -292,7 +303,7 @@ def api_keys_list(ctx: click.Context, db_url: str | None, home_opt: Path | None)
     """List keys: id, name, role, creation time and when revoked, in this machine's zone (never the keys)."""
     from sematic_k8s_server import auth
 
-    store = _open_store(_db_url(_home(ctx, home_opt), db_url))
+    store = _open_store(_keys_db_url(ctx, home_opt, db_url))
     emit("table", [{"ID": row["id"], "NAME": row["name"], "ROLE": "admin" if row["admin"] else "user",
                     "CREATED": row["created_at"],
                     "STATE": f"revoked {local_time(row['revoked_at'])}" if row["revoked_at"] else "active"}
@@ -309,7 +320,7 @@ def api_keys_revoke(ctx: click.Context, name_or_id: str, db_url: str | None, hom
     minted for drivers) from the next request on."""
     from sematic_k8s_server import auth
 
-    store = _open_store(_db_url(_home(ctx, home_opt), db_url))
+    store = _open_store(_keys_db_url(ctx, home_opt, db_url))
     n = auth.revoke_key(store.engine, name_or_id)
     if n == 0:
         raise click.ClickException(f"no active API key named {name_or_id!r} or with that id "

@@ -111,13 +111,73 @@ def test_resolutions_list_json_and_filters(rec: Recorded) -> None:
                ["items"]) == 1
 
 
-def test_empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_home(tmp_path: Path) -> None:
+    sql_store(settings.db_url(tmp_path))  # a home whose database holds nothing yet
     result = ok(tmp_path, "resolutions", "list")
-    assert result.stdout == "" and "No resources found" in result.stderr
+    assert result.stdout == "" and result.stderr == "No resources found.\n"
     assert json.loads(ok(tmp_path, "resolutions", "list", "-o", "json").stdout) == {"items": []}
-    monkeypatch.setenv(settings.HOME_ENV, str(tmp_path / "from-env"))  # no --home: the env var
-    assert CliRunner().invoke(cli, ["resolutions", "list"]).exit_code == 0
-    assert (tmp_path / "from-env" / "db.sqlite3").exists()
+
+
+READS = [["resolutions", "list"], ["resolutions", "list", "-o", "json"], ["resolutions", "show", "abc"],
+         ["runs", "list"], ["runs", "list", "-o", "json"], ["runs", "list", "--root-id", "abc"],
+         ["runs", "show", "abc"], ["logs", "abc"], ["cancel", "abc"], ["rerun", "abc"],
+         ["resolutions", "tag", "abc", "x"]]  # every command on records (rerun, cancel, tag: of a run read first)
+
+
+@pytest.mark.parametrize("args", READS, ids=" ".join)
+def test_a_home_given_that_does_not_exist_is_refused_and_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 args: list[str]) -> None:
+    """A typo in --home or $SEMATIC_K8S_HOME, an empty directory, a database file that is not there: one line
+    naming it and what to check, and nothing is made (was: an empty home made, and "No resources found.")."""
+    typo, empty = tmp_path / "hom", tmp_path / "empty"
+    empty.mkdir()
+    made_by = "(a home is made by the first resolution recorded in it)"
+    cases = [  # (--home, environment, the line)
+        (typo, {}, f"no sematic-k8s home at {typo} (no such directory): nothing has been resolved there; check "
+                   f"--home {made_by}"),
+        (None, {settings.HOME_ENV: str(typo)}, f"no sematic-k8s home at {typo} (no such directory): nothing has been "
+                                               f"resolved there; check ${settings.HOME_ENV} {made_by}"),
+        (empty, {}, f"no sematic-k8s home at {empty} (no database in it): nothing has been resolved there; check "
+                    f"--home {made_by}"),
+        (empty, {settings.DB_URL_ENV: f"sqlite:///{typo}/db.sqlite3"}, f"the metadata database {typo}/db.sqlite3 "
+                f"does not exist: nothing has been resolved there; check ${settings.DB_URL_ENV}"),
+    ]
+    for home, env, says in cases:
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                m.setenv(name, value)
+            result = CliRunner().invoke(cli, [*(["--home", str(home)] if home else []), *args])
+        assert result.exit_code == 1, result.output
+        assert result.stdout == "" and result.stderr == f"Error: {says}\n"
+        assert not typo.exists() and list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", READS, ids=" ".join)
+def test_the_default_home_not_made_yet_has_nothing_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            args: list[str]) -> None:
+    """A new user's first look, before any resolution: a listing is empty (valid JSON with -o json), anything else
+    says nothing was recorded yet; ~/.sematic_k8s is not made by it, but by the first resolution."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    default = tmp_path / ".sematic_k8s"
+    nothing = (f"nothing has been recorded yet in the default home {default} (the first resolution makes it; --home "
+               f"or ${settings.HOME_ENV} name another)")
+    result = CliRunner().invoke(cli, args)
+    if args[1] == "list" and "--root-id" not in args:
+        assert result.exit_code == 0, result.output
+        if "json" in args:
+            assert json.loads(result.stdout) == {"items": []} and result.stderr == ""
+        else:
+            assert result.stdout == "" and result.stderr == f"No resources found: {nothing}\n"
+    else:
+        assert result.exit_code == 1 and result.stdout == "" and result.stderr == f"Error: {nothing}\n"
+    assert not default.exists()
+
+
+def test_the_first_resolution_makes_the_default_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert pl.pipeline(2, 3, str(tmp_path / "fail.flag")).resolve(sk.LocalResolver(cache_namespace="ns")) == 250
+    assert (tmp_path / ".sematic_k8s" / "db.sqlite3").is_file()
+    assert len(json.loads(CliRunner().invoke(cli, ["resolutions", "list", "-o", "json"]).stdout)["items"]) == 1
 
 
 # -- runs -----------------------------------------------------------------------------------------------
@@ -332,6 +392,7 @@ def test_runs_show_says_why_a_cached_func_was_not_cached(tmp_path: Path) -> None
     ["cancel", "{id}"],
 ])
 def test_unknown_ids(tmp_path: Path, args: list[str]) -> None:
+    sql_store(settings.db_url(tmp_path))  # a home, with nothing recorded in it
     result = run_cli(tmp_path, *[a.format(id="abc123") for a in args])
     assert result.exit_code == 1
     assert result.stdout == ""

@@ -128,10 +128,12 @@ BAD_INPUTS = [
                  id="follow-json"),
     pytest.param(["--home", "{file}", "resolutions", "list"], {}, "Invalid value for '--home': Directory", 2,
                  id="home-option-is-a-file"),
-    pytest.param(["resolutions", "list"], {"HOME": "{file}"}, "cannot use {file} as the data directory (File exists): "
-                 "pass --home DIR or set $SEMATIC_K8S_HOME to a directory you can write", 1, id="home-is-a-file"),
-    pytest.param(["--home", "{file}/sub", "runs", "list"], {}, "cannot use {file}/sub as the data directory", 1,
-                 id="home-under-a-file"),
+    pytest.param(["resolutions", "list"], {"HOME": "{file}"}, "no sematic-k8s home at {file} (not a directory): "
+                 "nothing has been resolved there; check $SEMATIC_K8S_HOME", 1, id="home-is-a-file"),
+    pytest.param(["--home", "{file}/sub", "runs", "list"], {}, "no sematic-k8s home at {file}/sub (no such "
+                 "directory): nothing has been resolved there; check --home", 1, id="home-under-a-file"),
+    pytest.param(["--home", "{file}.typo", "runs", "show", "abc"], {}, "no sematic-k8s home at {file}.typo (no such "
+                 "directory): nothing has been resolved there; check --home", 1, id="home-typo"),
     pytest.param(["resolutions", "list"], {"DB_URL": "nosuchdb://x"},
                  "cannot open the metadata database nosuchdb://x", 1, id="bad-db-url"),
 ]

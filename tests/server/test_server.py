@@ -394,6 +394,24 @@ def test_api_keys_list_is_a_table_with_times_in_this_machines_zone(tmp_path) -> 
     assert bob[1:3] == ["bob", "admin"] and bob[5:] == ["JST", "active"]
 
 
+def test_api_keys_list_and_revoke_never_make_a_database(tmp_path) -> None:
+    """A typo in --home or --db-url: one line naming the file, nothing made (was: an empty database made, and no
+    keys listed, or "no active API key" to revoke)."""
+    from click.testing import CliRunner
+
+    from sematic_k8s_server.cli import main
+
+    typo = tmp_path / "hom"
+    for args in (["list", "--home", str(typo)], ["revoke", "alice", "--home", str(typo)],
+                 ["list", "--db-url", f"sqlite:///{typo}/keys.db"]):
+        result = CliRunner().invoke(main, ["api-keys", *args])
+        assert result.exit_code == 1, result.output
+        db = "keys.db" if "--db-url" in args else "db.sqlite3"
+        assert result.output == (f"Error: the metadata database {typo}/{db} does not exist: no API key was made there; "
+                                 f"check --db-url, --home or $SEMATIC_K8S_HOME\n")
+        assert not typo.exists()
+
+
 def test_graph_of_unknown_path_component_is_not_a_file(served) -> None:
     """Artifact and log reads go through validated ids only."""
     with served.client() as c:
