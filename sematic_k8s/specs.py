@@ -50,7 +50,8 @@ class ResolutionSettings:
 
     ``cache_namespace``: a string, or a callable taking the root Future (called once when the resolution
     starts); ``None`` turns caching off. ``rerun_from``: a Run id to re-run from (``rerun_mode`` "from"), or a
-    root Run id whose unfinished runs to run again ("continue"). ``max_parallelism``: runs executing at once.
+    root Run id whose unfinished runs to run again ("continue"); a resolver takes a unique start of one too, and
+    gives the loop the whole id. ``max_parallelism``: runs executing at once.
     ``root_id``: the new Resolution's id, when the caller must know it up front (the server, the CloudResolver).
     """
 

@@ -17,14 +17,11 @@ from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
-from sematic_k8s.store import open_store
+from sematic_k8s.store import lookup, open_store
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import API, HttpStore
 from sematic_k8s.store.records import RunRecord
 
-ID = re.compile(r"^[0-9a-f]{1,64}$")
-FULL_ID_LENGTH = 32  # uuid4 hex: a complete run id, looked up directly
-CANDIDATES = 5  # ids named when a prefix is ambiguous
 PROBE_TIMEOUT = 5.0  # seconds for the server's health check
 
 
@@ -117,24 +114,11 @@ def _check_server(url: str) -> None:
 
 
 def find_run(records: Store, given: str) -> RunRecord:
-    """The run whose id is ``given`` or starts with it (when only one does)."""
-    run_id = given.strip().lower()
-    if not ID.match(run_id):
-        raise click.ClickException(f"{given!r} is not a run id: ids are hexadecimal, as `sematic-k8s resolutions "
-                                   "list` and `sematic-k8s runs list` show them")
-    if len(run_id) >= FULL_ID_LENGTH:
-        run = records.get_run(run_id)
-        if run is not None:
-            return run
-    matches = records.list_runs(id_prefix=run_id, limit=CANDIDATES + 1)
-    if len(matches) == 1:
-        return _get(records, matches[0].id)  # whole: a listing leaves out its source
-    if not matches:
-        raise click.ClickException(f"no run with id {given!r}: list them with `sematic-k8s resolutions list` or "
-                                   "`sematic-k8s runs list`")
-    shown = ", ".join(f"{r.id} ({r.func_name})" for r in matches[:CANDIDATES])
-    more = " and more" if len(matches) > CANDIDATES else ""
-    raise click.ClickException(f"run id prefix {given!r} is ambiguous: it starts {shown}{more}; give more of the id")
+    """The run whose id is ``given`` or starts with it (when only one does): :func:`lookup.find_run`."""
+    try:
+        return lookup.find_run(records, given)
+    except LookupError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def find_root(records: Store, given: str) -> RunRecord:

@@ -94,20 +94,20 @@ class CloudResolver(Resolver):
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
         shown = display(self.progress)
         try:
-            image = self._image(store, shown)
-            if self.rerun_from is not None or store.get_run(future.id) is not None:
+            resolution = self._settings(store)  # rerun_from whole
+            image = self._image(store, shown, resolution.rerun_from)
+            if resolution.rerun_from is not None or store.get_run(future.id) is not None:
                 future.id = new_id()
             namespace = caching.resolve_namespace(self.cache_namespace,
-                                                  self._namespace_root(store, storage, future))
+                                                  self._namespace_root(store, storage, future, resolution.rerun_from))
             s = serialization.serialize(future)
             put_artifact(storage, s)
             spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
                               image=image.digest_ref, build_hash=image.context_hash,
-                              resolution=dataclasses.replace(self.resolution, cache_namespace=namespace,
-                                                             root_id=future.id),
+                              resolution=dataclasses.replace(resolution, cache_namespace=namespace, root_id=future.id),
                               executor=self.executor, executor_settings=self.executor_settings,
                               platform=image.platform)
-            token = store.mint_token(future.id, self.rerun_from)  # the driver's own: this resolution only
+            token = store.mint_token(future.id, resolution.rerun_from)  # the driver's own: this resolution only
             start_driver(spec, driver_env(spec, self.server, token, source_map(self.project_root)))  # type: ignore[arg-type]
             shown(f"driver started for resolution {future.id}")
             if self.executor == "docker":
@@ -129,28 +129,28 @@ class CloudResolver(Resolver):
         shown.done("resolved")
         return value
 
-    def _namespace_root(self, store: Any, storage: Any, future: Future) -> Future:
+    def _namespace_root(self, store: Any, storage: Any, future: Future, rerun_from: str | None) -> Future:
         """What a callable cache_namespace receives: ``future``, or for a rerun the root as recorded."""
-        if not callable(self.cache_namespace) or self.rerun_from is None:
+        if not callable(self.cache_namespace) or rerun_from is None:
             return future
-        target = store.get_run(self.rerun_from)
+        target = store.get_run(rerun_from)
         root = store.get_run(target.root_id) if target is not None else None
         if root is None:
-            raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+            raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
         def stored_value(artifact_id: str) -> serialization.Value:
             return _stored_value(store.get_artifact(artifact_id), storage)
 
         return recorded_root(future.func, root, stored_value, future.id)
 
-    def _image(self, store: Any, shown: Display) -> Any:
+    def _image(self, store: Any, shown: Display, rerun_from: str | None) -> Any:
         """Reuse the recorded image when the code did not change; else build and push one."""
         from sematic_k8s.packaging import ensure_image
 
         recorded = None
-        if self.rerun_from is not None:
-            run = store.get_run(self.rerun_from)
+        if rerun_from is not None:
+            run = store.get_run(rerun_from)
             if run is None:
-                raise LookupError(f"rerun_from: no run with id {self.rerun_from!r}")
+                raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
             res = store.get_resolution(run.root_id)
             if res is not None and res.image and res.build_hash:
                 recorded = (res.build_hash, res.image)

@@ -14,7 +14,8 @@ Every store implements :class:`~sematic_k8s.store.base.Store` and writes in batc
 :mod:`~sematic_k8s.store.schema` creates and migrates the SQL tables (Alembic, under a lock), for the
 embedded mode and the server alike.
 
-:func:`open_store` picks one the way every entrypoint does.
+:func:`open_store` picks one the way every entrypoint does; :func:`~sematic_k8s.store.lookup.find_run` finds a run by
+its id or a unique start of it in any of them (the CLI's ids, the resolvers' ``rerun_from``).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ def test_rerun_namespace_root_is_the_recorded_root(tmp_path: Path) -> None:
                                     cache_namespace=lambda root: seen.append(root) or "ns")
         placeholder = sp.add(0, 0)
         root = resolver._namespace_root(HttpStore(served.url, served.key), LocalStorage(tmp_path / "storage"),
-                                        placeholder)
+                                        placeholder, first.id)
         assert (root.func, root.kwargs, root.id) == (sp.add, {"a": 4, "b": 5}, placeholder.id)
         plain = sk.CloudResolver(server=served.url, api_key=served.key, storage=f"file://{tmp_path / 'storage'}",
                                  registry="127.0.0.1:5000/unused", cache_namespace=lambda root: "ns")
-        assert plain._namespace_root(None, None, placeholder) is placeholder  # not a rerun: the Future itself
+        assert plain._namespace_root(None, None, placeholder, None) is placeholder  # not a rerun: the Future itself

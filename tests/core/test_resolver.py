@@ -865,8 +865,10 @@ def test_rerun_callable_namespace_receives_the_root_as_recorded(resolver, store)
 
 
 def test_rerun_errors(resolver, store):
-    with pytest.raises(LookupError, match="no run with id 'nope'"):
+    with pytest.raises(LookupError, match="rerun_from: 'nope' is not a run id: ids are hexadecimal"):
         chain().resolve(resolver(rerun_from="nope"))
+    with pytest.raises(LookupError, match="rerun_from: no run with id 'abc123': list them with"):
+        chain().resolve(resolver(rerun_from="abc123"))
     first = chain()
     first.resolve(resolver())
     child = ids_by_name(store, first.id)["b"]
@@ -874,6 +876,32 @@ def test_rerun_errors(resolver, store):
         chain().resolve(resolver(rerun_from=child, rerun_mode="continue"))
     with pytest.raises(ValueError, match="belongs to a .*chain pipeline"):
         fan(1).resolve(resolver(rerun_from=child))
+
+
+def test_rerun_from_a_unique_start_of_a_run_id(resolver, store):
+    """rerun_from takes a unique start of a run id, as the CLI does (README: rerun_from="3f2a..."); the resolution
+    records the whole id. A start no run has, or several have, is one line (naming a few of them)."""
+    first = fan(40)
+    assert first.resolve(resolver()) == 1560
+    target = runs_by_func(store, first.id)["double"][3]
+    again = fan(0)  # a placeholder: the rerun computes with the recorded inputs
+    assert again.resolve(resolver(rerun_from=target.id[:10].upper())) == 1560
+    res = store.get_resolution(again.id)
+    assert res.rerun_of == first.id and res.settings["rerun_from"] == target.id
+    [rerun] = [r for r in store.runs_of_root(again.id) if r.original_run_id == target.id]
+    assert not rerun.notes.get("reused_from")  # executed again, not reused
+
+    ids = [r.id for root in (first.id, again.id) for r in store.runs_of_root(root)]
+    shared = next(c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 5)  # 84 ids, 16 starts
+    with pytest.raises(LookupError) as e:
+        fan(0).resolve(resolver(rerun_from=shared))
+    [line] = str(e.value).splitlines()
+    assert re.fullmatch(rf"rerun_from: run id prefix '{shared}' is ambiguous: it starts ({shared}[0-9a-f]{{31}} "
+                        r"\((fan|double|total)\)(, | and more; give more of the id)){5}", line), line
+    unknown = next(p for p in (f"{c}{c}{c}" for c in "0123456789abcdef") if not any(i.startswith(p) for i in ids))
+    with pytest.raises(LookupError, match=f"^rerun_from: no run with id '{unknown}': list them with "):
+        fan(0).resolve(resolver(rerun_from=unknown))
+    assert len(store.list_resolutions()) == 2  # the refused ones recorded nothing
 
 
 @sk.func

@@ -61,10 +61,11 @@ def test_same_pipeline_either_store(setup, tmp_path) -> None:
 
     flag.unlink()
     again = sp.pipeline(0, 0, str(flag))  # arguments ignored on a rerun
-    assert again.resolve(make(rerun_from=runs["flaky"].id, cache_namespace="ns")) == 490
+    assert again.resolve(make(rerun_from=runs["flaky"].id[:12], cache_namespace="ns")) == 490  # a unique start
     new = by_func(store, again.id)
     assert new["add"].notes["reused_from"] == runs["add"].id
-    assert store.get_resolution(again.id).rerun_of == f.id
+    rerun = store.get_resolution(again.id)
+    assert rerun.rerun_of == f.id and rerun.settings["rerun_from"] == runs["flaky"].id  # whole
 
     third = sp.pipeline(3, 4, str(flag))
     assert third.resolve(make(cache_namespace="ns")) == 490

@@ -1,0 +1,36 @@
+"""Runs found by their id or a unique start of it (``3f2a``): the one look-up of the CLI and of the resolvers'
+``rerun_from``, over any store (SQL, or the server's ``GET /runs?id_prefix=``)."""
+
+from __future__ import annotations
+
+import re
+
+from sematic_k8s.store.base import Store
+from sematic_k8s.store.records import RunRecord
+
+ID = re.compile(r"^[0-9a-f]{1,64}$")
+FULL_ID_LENGTH = 32  # uuid4 hex: a complete run id, looked up directly
+CANDIDATES = 5  # ids named when a start is ambiguous
+
+
+def find_run(store: Store, given: str) -> RunRecord:
+    """The run whose id is ``given`` or starts with it (when only one does), whole. LookupError in one line when
+    ``given`` is not an id, when no run has it, or when several start with it (naming a few of them)."""
+    run_id = given.strip().lower()
+    if not ID.match(run_id):
+        raise LookupError(f"{given!r} is not a run id: ids are hexadecimal, as `sematic-k8s resolutions list` and "
+                          "`sematic-k8s runs list` show them")
+    if len(run_id) >= FULL_ID_LENGTH:
+        run = store.get_run(run_id)
+        if run is not None:
+            return run
+    matches = store.list_runs(id_prefix=run_id, limit=CANDIDATES + 1)
+    found = store.get_run(matches[0].id) if len(matches) == 1 else None  # whole: a listing leaves out its source
+    if found is not None:
+        return found
+    if len(matches) <= 1:
+        raise LookupError(f"no run with id {given!r}: list them with `sematic-k8s resolutions list` or "
+                          "`sematic-k8s runs list`")
+    shown = ", ".join(f"{r.id} ({r.func_name})" for r in matches[:CANDIDATES])
+    more = " and more" if len(matches) > CANDIDATES else ""
+    raise LookupError(f"run id prefix {given!r} is ambiguous: it starts {shown}{more}; give more of the id")
