@@ -94,9 +94,12 @@ class CloudResolver(Resolver):
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
         shown = display(self.progress)
         try:
+            # the server and the key first (reads the resolution needs anyway): a key it refuses, a URL where another
+            # server or nothing answers, are said before an image is built and pushed
             resolution = self._settings(store)  # rerun_from whole
+            taken = resolution.rerun_from is not None or _recorded(store, future.id)
             image = self._image(store, shown, resolution.rerun_from)
-            if resolution.rerun_from is not None or store.get_run(future.id) is not None:
+            if taken:
                 future.id = new_id()
             namespace = caching.resolve_namespace(self.cache_namespace,
                                                   self._namespace_root(store, storage, future, resolution.rerun_from))
@@ -231,6 +234,12 @@ class CloudResolver(Resolver):
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
                                f"rerun_from={root_id!r}, rerun_mode='continue'{tail}",
                                resolution_id=root_id, run_id=None, error=None)
+
+
+def _recorded(store: Any, run_id: str) -> bool:
+    """Whether the run ``run_id`` is recorded, asked with a listing (``GET /runs?id_prefix=``): another server
+    answers it 404, which ``GET /runs/{id}`` would take for "not recorded"."""
+    return bool(store.list_runs(id_prefix=run_id, limit=1))
 
 
 def _remove_ended_workers(store: Any) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 from click.testing import CliRunner
@@ -23,9 +24,12 @@ from docker import errors as docker_errors
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
 from projects import user_project
+from sematic_k8s import settings
 from sematic_k8s.cli import cli
+from sematic_k8s.errors import ServerError
+from sematic_k8s_server import auth
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import serve, wait_for
+from serving import free_port, serve, wait_for
 
 PIPELINE = '''
     import os
@@ -187,6 +191,39 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         assert fourth.resolve(resolver(rerun_from=target.id, cache_namespace="ci")) == 1003 + 0 + 10 + 4  # new code
         edited = server.store.get_resolution(fourth.id)
         assert edited.image != first.image and edited.build_hash != first.build_hash
+
+
+@pytest.mark.parametrize("case", ["revoked key", "not a sematic-k8s server", "nothing answers"])
+def test_the_server_and_the_key_are_checked_before_an_image_is_built(infra, s3_env, project, tmp_path, monkeypatch,
+                                                                     case):
+    """A key the server refuses (revoked), a URL where another server answers (the registry's), one where nothing
+    does: the line the resolver said after the build, said before it, and nothing built or pushed (was: the image
+    built and pushed, then the key refused)."""
+    root, module = project
+    mod = load(module)
+    repo = f"{REGISTRY}/sk-test-unchecked-{uuid.uuid4().hex[:12]}"
+    lines: list[str] = []
+    (tmp_path / "server").mkdir()
+    with serve(tmp_path / "server") as server:
+        if case == "revoked key":
+            url, key = server.url, auth.create_key(server.store.engine, "alice")
+            auth.revoke_key(server.store.engine, "alice")
+            says = rf"API key missing or invalid for {server.url} \(invalid or revoked API key"
+        elif case == "not a sematic-k8s server":
+            url, key = f"http://{REGISTRY}", server.key
+            says = rf"GET /api/v1/runs on {url}: HTTP 404: .*\({url} does not answer like a sematic-k8s server"
+        else:
+            monkeypatch.setenv(settings.RETRY_WINDOW_ENV, "1")
+            url, key = f"http://127.0.0.1:{free_port()}", server.key
+            says = rf"cannot reach the sematic-k8s server at {url} \(tried for 1 s\)"
+        resolver = sk.CloudResolver(server=url, api_key=key, storage=s3_env, registry=repo, base_image=infra,
+                                    project_root=str(root), progress=lines.append)
+        with pytest.raises(ServerError, match=says):
+            mod.pipeline(1).resolve(resolver)
+    assert not [line for line in lines if line.startswith(("context:", "build", "push", "image:"))], lines
+    name = repo.partition("/")[2]
+    assert httpx.get(f"http://{REGISTRY}/v2/{name}/tags/list", timeout=10).status_code == 404  # never pushed
+    assert docker_client().images.list(name=repo) == []  # nor built
 
 
 def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tmp_path):

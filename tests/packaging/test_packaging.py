@@ -356,6 +356,7 @@ def test_a_docker_engine_that_does_not_answer_is_said_plainly_to_the_caller_of_r
     from projects import user_project
     from sematic_k8s import docker_engine
     from sematic_k8s.errors import DockerUnavailable
+    from serving import serve
 
     path = tmp_path / "docker.sock"
     sock = socket.socket(socket.AF_UNIX)
@@ -368,8 +369,9 @@ def test_a_docker_engine_that_does_not_answer_is_said_plainly_to_the_caller_of_r
     monkeypatch.setattr(docker_engine, "PROBE_TIMEOUT", 1.0)
     lines: list[str] = []
     source = "import sematic_k8s as sk\n\n@sk.func(inline=False)\ndef one() -> int:\n    return 1\n"
-    with user_project(tmp_path / "project", "enginepipe", source) as module:
-        resolver = sk.CloudResolver(server="http://127.0.0.1:9", api_key="k", storage=(tmp_path / "s").as_uri(),
+    (tmp_path / "server").mkdir()  # a server that answers: it is checked before the build
+    with user_project(tmp_path / "project", "enginepipe", source) as module, serve(tmp_path / "server") as server:
+        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=(tmp_path / "s").as_uri(),
                                     registry=f"{infra.REGISTRY}/sk-test-no-engine",
                                     project_root=str(tmp_path / "project"), progress=lines.append)
         with pytest.raises(DockerUnavailable) as err:
