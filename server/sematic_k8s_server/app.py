@@ -21,7 +21,7 @@ from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, fastpath, problems
 from sematic_k8s_server.config import ServerConfig
-from sematic_k8s_server.dashboard import mount_dashboard
+from sematic_k8s_server.dashboard import mount_api_docs, mount_dashboard
 from sematic_k8s_server.deps import require_key
 from sematic_k8s_server.fastpath import WriteFastPath
 from sematic_k8s_server.guard import Guard
@@ -67,7 +67,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         yield
         server.close()
 
-    app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan,
+    app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                               f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
@@ -77,6 +77,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
     for router in KEYED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_key)], responses=problems.ERRORS)
     mount_dashboard(app)
+    mount_api_docs(app)  # Swagger UI from the vendored files
     problems.install(app)
     app.add_middleware(Guard, authenticator=authenticator, config=config)
     app.front = WriteFastPath(app.stack, server=server, guard=Guard(app.stack, authenticator=authenticator,

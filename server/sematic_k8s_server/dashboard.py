@@ -1,13 +1,17 @@
 """The dashboard: a static page of plain HTML/CSS and JavaScript ES modules (no build step) served by the API
-server."""
+server; and the API's own docs page (Swagger UI), from the same static files."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
@@ -24,6 +28,7 @@ PAGE_POLICY = {
     "X-Frame-Options": "DENY",  # browsers without frame-ancestors
     "X-Content-Type-Options": "nosniff",
 }
+VENDOR = "/static/vendor"  # libraries as published on the npm registry (static/vendor/README.md)
 
 
 class DashboardFiles(StaticFiles):
@@ -52,3 +57,23 @@ def mount_dashboard(app: FastAPI) -> None:
         return FileResponse(index, media_type="text/html", headers={**NO_CACHE, **PAGE_POLICY})
 
     app.mount("/static", DashboardFiles(directory=STATIC_DIR), name="static")
+
+
+def mount_api_docs(app: FastAPI) -> None:
+    """Serve Swagger UI at ``/docs`` from the vendored ``swagger-ui-dist`` (never a CDN, nor FastAPI's favicon: the
+    page works on a machine or cluster without internet), under the dashboard's policy with the page's one inline
+    script allowed by its hash. The app is made with ``docs_url=None, redoc_url=None``: no ReDoc."""
+    page = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+                               swagger_js_url=f"{VENDOR}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{VENDOR}/swagger-ui.css", swagger_favicon_url="data:,",
+                               swagger_ui_parameters={"validatorUrl": None}).body  # validator.swagger.io: none
+    inline = re.search(rb"<script>(.*?)</script>", page, re.DOTALL)
+    if inline is None:  # not expected: FastAPI's page starts Swagger UI in one
+        raise RuntimeError("FastAPI's Swagger UI page has no inline script to allow")
+    digest = base64.b64encode(hashlib.sha256(inline.group(1)).digest()).decode()
+    policy = {**PAGE_POLICY, "Content-Security-Policy": PAGE_POLICY["Content-Security-Policy"].replace(
+        "script-src 'self'", f"script-src 'self' 'sha256-{digest}'")}
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return HTMLResponse(page, headers={**NO_CACHE, **policy})

@@ -811,6 +811,54 @@ def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.Monkey
         assert c.get("/static/style.css").headers["content-type"].startswith("text/css")
 
 
+def test_the_api_docs_need_no_other_host(browser: Any, tmp_path: Path) -> None:
+    """/docs (Swagger UI) loads its script and styles from this server's vendored files: the page names no other
+    origin, and with every request to another host refused (a machine or cluster without internet) Chromium renders
+    the API's operations and runs one from the page, under the page's policy (was: a CDN's script and CSS and
+    FastAPI's favicon: a blank page offline)."""
+    with serve(tmp_path) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+        docs = c.get("/docs")
+        assert docs.status_code == 200 and "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+        urls = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)["\']', docs.text)
+        assert sorted(urls) == ["/openapi.json", "/static/vendor/swagger-ui-bundle.js", "/static/vendor/swagger-ui.css",
+                                "data:,"], urls
+        assert not re.search(r"https?://", docs.text), docs.text  # no other origin named anywhere in the page
+        for url in urls:
+            assert url == "data:," or c.get(url).status_code == 200, url
+        assert c.get("/redoc").status_code == 404  # ReDoc is not served (it too came from a CDN)
+
+        context = browser.new_context()
+        elsewhere: list[str] = []
+
+        def only_this_host(route: Any) -> None:
+            if route.request.url.startswith(f"{s.url}/"):
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort()
+        context.route("**/*", only_this_host)
+        try:
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(f"{s.url}/docs")
+            operations = page.locator(".opblock")
+            operations.nth(sum(map(len, paths.values())) - 1).wait_for(timeout=WAIT_MS)
+            assert operations.count() == sum(map(len, paths.values()))
+            health = page.locator("#operations-health-health_api_v1_health_get")
+            health.locator(".opblock-summary").click()
+            health.get_by_role("button", name="Try it out").click()
+            health.get_by_role("button", name="Execute").click()
+            health.locator(".live-responses-table .response-col_status").filter(has_text="200").wait_for(
+                timeout=WAIT_MS)
+            assert '"ok": true' in health.locator(".live-responses-table").inner_text()  # the server's answer
+        finally:
+            context.close()
+        assert elsewhere == [] and problems == [], (elsewhere, problems)
+
+
 def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -> None:
     """Clickjacking: a page of another site framing the dashboard of a local-mode server (no key: its buttons
     cancel, label and re-run resolutions, and its own requests pass the server's cross-site checks) would let

@@ -65,6 +65,8 @@ def test_wheel_metadata_license_and_py_typed(wheel):
     assert fields["License-File"] == "LICENSE" and f"{dist_info}/licenses/LICENSE" in names
     assert {"sematic_k8s/py.typed", "sematic_k8s_server/py.typed"} <= names
     assert "sematic_k8s_server/static/index.html" in names and "sematic_k8s/store/migrations/script.py.mako" in names
+    assert {f"sematic_k8s_server/static/vendor/{f}" for f in ("swagger-ui-bundle.js", "swagger-ui.css",
+                                                              "swagger-ui.LICENSE", "swagger-ui.NOTICE")} <= names
     assert "sematic_k8s/store/migrations/versions/0001_store_tables.py" in names
     assert not any(n.startswith(("tests/", "bench/", "infra/", "server/")) for n in names)
     assert ["sematic-k8s = sematic_k8s.cli:main"] == [
