@@ -255,7 +255,7 @@ class SqlStore:
         made to an older one raises LabelsChanged and changes nothing, unless it is already in effect (the same
         change landing again, or someone else's alike: no error). Without it the change is made whatever the
         labels are. TooManyTags, and nothing changes, for more tags than a resolution has
-        (:data:`~sematic_k8s.limits.TAGS`)."""
+        (:data:`~sematic_k8s.limits.TAGS`); ValueError for a version the resolution never had."""
         t = self._res
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
@@ -265,6 +265,9 @@ class SqlStore:
             row = conn.execute(stmt).first()
             if row is None:
                 return None
+            if labels_version is not None and labels_version > row.labels_version:
+                raise ValueError(f"labels_version {labels_version} is newer than resolution {resolution_id}'s "
+                                 f"({row.labels_version}): send the labels_version read with its labels")
             tags = sorted((set(row.tags or []) | set(add)) - set(remove))
             if len(tags) > max(limits.TAGS, len(set(row.tags or []))):  # no more than an older version recorded: ok
                 raise TooManyTags(resolution_id, len(tags), limits.TAGS)

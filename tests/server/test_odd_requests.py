@@ -170,6 +170,20 @@ def test_a_tag_both_added_and_removed_is_refused(served: Served, client: httpx.C
     assert res is not None and (res.tags, res.labels_version) == (["keep"], 0)
 
 
+def test_a_labels_version_the_resolution_never_had_is_refused(served: Served, client: httpx.Client) -> None:
+    """A change made to labels_version 7 of a resolution at 0 was answered 409 "changed since they were read"
+    (nothing had changed: the client sent a version it never read). Now a 422 saying so; nothing changes."""
+    root = uuid.uuid4().hex
+    r = client.post("/api/v1/store/write", json={"new_resolutions": [
+        {"id": root, "root_func_path": "odd:labels", "state": "resolved", "created_at": NOW}]})
+    assert r.status_code == 200, r.text
+    detail = _one_line(client.post(f"/api/v1/resolutions/{root}/labels", json={"add": ["x"], "labels_version": 7}),
+                       422)
+    assert f"labels_version 7 is newer than resolution {root}'s (0)" in detail, detail
+    res = served.store.get_resolution(root)
+    assert res is not None and (res.tags, res.labels_version) == (None, 0)
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_the_pipelines_index_names_at_most_a_thousand_root_funcs(tmp_path: Path, request: pytest.FixtureRequest,
                                                                  db: str) -> None:

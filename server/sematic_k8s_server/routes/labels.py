@@ -14,7 +14,8 @@ router = APIRouter(prefix=API, tags=["resolutions"], route_class=StrictJsonRoute
 
 @router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut, responses={
     **NOT_FOUND, 409: {"description": "the labels changed since the version the change was made to (labels_version)"},
-    422: {"description": f"more tags than a resolution has ({limits.TAGS})"}},
+    422: {"description": f"more tags than a resolution has ({limits.TAGS}), or a labels_version newer than "
+                          "the resolution's"}},
              summary="Add or remove tags, set or clear the note")
 def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict:
     """Tags are kept sorted, each once; adding one already there or removing one not there is no error.
@@ -27,7 +28,7 @@ def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict
                                              set_note=body.note is not None, labels_version=body.labels_version)
     except LabelsChanged as e:
         raise HTTPException(409, str(e)) from None
-    except TooManyTags as e:
+    except (TooManyTags, ValueError) as e:  # ValueError: a labels_version the resolution never had
         raise HTTPException(422, str(e)) from None
     if res is None:
         raise not_found("resolution", resolution_id)
