@@ -19,6 +19,7 @@ from sematic_k8s.storage.base import Storage
 from sematic_k8s.storage.urls import storage_from_url, storage_url
 
 ALLOW_ENV = STORAGE_ALLOW_ENV
+SHOWN_URL = 200  # characters of a recorded storage URL an answer shows
 REQUEST_RETRY_WINDOW = 3.0  # seconds a request waits out a storage outage before answering 503 (clients retry)
 
 
@@ -64,13 +65,15 @@ class Storages:
         if not url:
             return self.default
         if not isinstance(url, str):
-            raise StorageNotAllowed(f"recorded in {str(url)[:200]!r}, not a storage URL: this server does not read it")
+            raise StorageNotAllowed(f"recorded in {str(url)[:SHOWN_URL]!r}, not a storage URL: this server does not "
+                                    "read it")
         if self.default_url and names(url, self.default_url):
             return self.default
         key = next((u for u in self.allowed if names(url, u)), None)
-        if key is None:
+        if key is None:  # the URL as recorded (a client's: up to the settings' bound), cut for one line
+            shown = url if len(url) <= SHOWN_URL else url[:SHOWN_URL] + f"... ({len(url)} characters)"
             raise StorageNotAllowed(
-                f"recorded in {url}, which this server does not read: add it to ${ALLOW_ENV} "
+                f"recorded in {shown}, which this server does not read: add it to ${ALLOW_ENV} "
                 "(comma-separated storage URLs) on the server to show it here")
         with self._lock:
             if key not in self._opened:

@@ -228,6 +228,20 @@ def test_a_storage_url_that_is_not_a_string_is_not_read(served: Served) -> None:
             assert r.status_code == 409 and "does not read" in r.json()["detail"], (path, r.text)
 
 
+def test_a_long_storage_url_is_cut_in_the_answer_naming_it(served: Served) -> None:
+    """A storage_url of 60,000 characters (within the settings' bound) was echoed whole in the 409 of its logs."""
+    root = uuid.uuid4().hex
+    url = "s3://bucket/" + "p" * 60_000
+    with served.client() as c:
+        seed = {"new_resolutions": [_resolution(root, settings={"kind": "cloud", "storage_url": url})],
+                "new_runs": {root: _run(root, root)}}
+        assert c.post("/api/v1/store/write", json=seed).status_code == 200
+        r = c.get(f"/api/v1/runs/{root}/logs")
+        detail = r.json()["detail"]
+        assert r.status_code == 409 and "does not read" in detail and "(60012 characters)" in detail, r.text
+        assert len(r.content) < 1_000
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_a_stored_value_recorded_ahead_is_repaired_by_its_bytes_in_s3(
         tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, db: str) -> None:
