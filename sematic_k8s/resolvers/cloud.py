@@ -94,10 +94,13 @@ class CloudResolver(Resolver):
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
         shown = display(self.progress)
         try:
-            # the server and the key first (reads the resolution needs anyway): a key it refuses, a URL where another
-            # server or nothing answers, are said before an image is built and pushed
+            # the server and the key first (reads the resolution needs anyway), then the storage: a key it refuses, a
+            # URL where another server or nothing answers, a bucket missing, are said before an image is built
             resolution = self._settings(store)  # rerun_from whole
             taken = resolution.rerun_from is not None or _recorded(store, future.id)
+            check_storage = getattr(storage, "check", None)  # S3's: its bucket and credentials, one request
+            if check_storage is not None:
+                check_storage()
             image = self._image(store, shown, resolution.rerun_from)
             if taken:
                 future.id = new_id()

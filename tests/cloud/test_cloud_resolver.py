@@ -26,7 +26,7 @@ from infra import REGISTRY, docker_client, require_docker
 from projects import user_project
 from sematic_k8s import settings
 from sematic_k8s.cli import cli
-from sematic_k8s.errors import ServerError
+from sematic_k8s.errors import ServerError, StorageError
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import free_port, serve, wait_for
@@ -193,12 +193,12 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         assert edited.image != first.image and edited.build_hash != first.build_hash
 
 
-@pytest.mark.parametrize("case", ["revoked key", "not a sematic-k8s server", "nothing answers"])
+@pytest.mark.parametrize("case", ["revoked key", "not a sematic-k8s server", "nothing answers", "no such bucket"])
 def test_the_server_and_the_key_are_checked_before_an_image_is_built(infra, s3_env, project, tmp_path, monkeypatch,
                                                                      case):
     """A key the server refuses (revoked), a URL where another server answers (the registry's), one where nothing
-    does: the line the resolver said after the build, said before it, and nothing built or pushed (was: the image
-    built and pushed, then the key refused)."""
+    does, a storage bucket that does not exist: the line the resolver said after the build, said before it, and nothing
+    built or pushed (was: the image built and pushed, then the key or the bucket refused)."""
     root, module = project
     mod = load(module)
     repo = f"{REGISTRY}/sk-test-unchecked-{uuid.uuid4().hex[:12]}"
@@ -212,13 +212,18 @@ def test_the_server_and_the_key_are_checked_before_an_image_is_built(infra, s3_e
         elif case == "not a sematic-k8s server":
             url, key = f"http://{REGISTRY}", server.key
             says = rf"GET /api/v1/runs on {url}: HTTP 404: .*\({url} does not answer like a sematic-k8s server"
-        else:
+        elif case == "nothing answers":
             monkeypatch.setenv(settings.RETRY_WINDOW_ENV, "1")
             url, key = f"http://127.0.0.1:{free_port()}", server.key
             says = rf"cannot reach the sematic-k8s server at {url} \(tried for 1 s\)"
+        else:
+            url, key = server.url, server.key
+            missing = f"sk-missing-{uuid.uuid4().hex[:12]}"
+            s3_env = f"s3://{missing}/artifacts"
+            says = rf"S3 bucket '{missing}' does not exist at "
         resolver = sk.CloudResolver(server=url, api_key=key, storage=s3_env, registry=repo, base_image=infra,
                                     project_root=str(root), progress=lines.append)
-        with pytest.raises(ServerError, match=says):
+        with pytest.raises((ServerError, StorageError), match=says):
             mod.pipeline(1).resolve(resolver)
     assert not [line for line in lines if line.startswith(("context:", "build", "push", "image:"))], lines
     name = repo.partition("/")[2]
