@@ -191,8 +191,9 @@ def _claim_port(host: str, port: int) -> socket.socket:
 
 def _check_storage(storage: Any) -> None:  # noqa: ANN401 - Storage, imported lazily
     """The server's own storage checked once before it starts (S3: one HEAD of its bucket, retried for the storage's
-    retry window): a missing bucket, credentials S3 refuses or an endpoint that does not answer are refused in one
-    line, as an unopenable database is, rather than met by the first artifact or log request."""
+    retry window): a missing bucket or credentials S3 refuses are refused in one line, as an unopenable database is,
+    rather than met by the first artifact or log request. An endpoint that does not answer (an outage) is said in one
+    line and the server starts: it serves its records meanwhile, as a running server does through an S3 outage."""
     check = getattr(storage, "check", None)  # S3's; a local directory is made by its first write
     if check is None:
         return
@@ -210,9 +211,10 @@ def _check_storage(storage: Any) -> None:  # noqa: ANN401 - Storage, imported la
         raise click.ClickException(f"{said}: {e}") from None
     except StorageError as e:
         if e.__cause__ is not None and transient(e.__cause__):
-            raise click.ClickException(
-                f"{said}: {e} (for {REQUEST_RETRY_WINDOW:g} s); start S3 there, or give the storage an endpoint that "
-                f"answers (?endpoint= in ${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)") from None
+            click.echo(f"Warning: {said}: {e} (for {REQUEST_RETRY_WINDOW:g} s); the server starts: its artifact and "
+                       "log requests answer 503 until S3 answers (if it never does, give the storage an endpoint that "
+                       f"does: ?endpoint= in ${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)", err=True)
+            return
         raise click.ClickException(f"{said}: {e}; correct ${settings.STORAGE_ENV}, or create the bucket") from None
     finally:
         retries.setLevel(level)

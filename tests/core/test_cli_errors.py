@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,17 +270,16 @@ def checking_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         proc.wait(15)
 
 
-@pytest.mark.parametrize("case", ["missing-bucket", "refused-credentials", "no-credentials", "stopped-endpoint"])
+@pytest.mark.parametrize("case", ["missing-bucket", "refused-credentials", "no-credentials"])
 def test_the_server_refuses_a_storage_it_cannot_use_in_one_line(tmp_path: Path, checking_s3: tuple[str, str],
                                                                 case: str) -> None:
     """$SEMATIC_K8S_STORAGE naming a bucket S3 does not have, S3 refusing the server's keys (moto checking them), no
-    keys at all, an endpoint nothing listens on: the server refuses to start in one line naming the storage, the
-    endpoint and what to do, before it opens its database (was: it started, and its first artifact or log request
-    failed). The stopped endpoint is tried for the server's storage retry window first."""
+    keys at all: the server refuses to start in one line naming the storage, the endpoint and what to do, before it
+    opens its database (was: it started, and its first artifact or log request failed). An endpoint that does not
+    answer is an outage, not a setting: see test_the_server_starts_while_its_s3_does_not_answer."""
     checking, kept = checking_s3
     keys = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
     none = {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}
-    stopped = f"http://127.0.0.1:{free_port()}"
     with s3_endpoint() as s3:  # one that takes any keys
         endpoint, bucket, creds, says = {
             "missing-bucket": (s3, "sk-no-such-bucket", keys, f"S3 bucket 'sk-no-such-bucket' does not exist at {s3}; "
@@ -288,7 +288,6 @@ def test_the_server_refuses_a_storage_it_cannot_use_in_one_line(tmp_path: Path, 
                                     "Forbidden (check the AWS credentials and the bucket's policy)"),
             "no-credentials": (s3, "kept", none, f"no usable AWS credentials to access s3://kept at {s3} (Unable to "
                                "locate credentials): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-            "stopped-endpoint": (stopped, "kept", keys, f"cannot reach S3 at {stopped} to access s3://kept"),
         }[case]
         proc = start_server(["--home", str(tmp_path)], {settings.STORAGE_ENV: f"s3://{bucket}/runs",
                                                         "AWS_ENDPOINT_URL_S3": endpoint, **creds})
@@ -297,14 +296,54 @@ def test_the_server_refuses_a_storage_it_cannot_use_in_one_line(tmp_path: Path, 
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(f"Error: ${settings.STORAGE_ENV} s3://{bucket}/runs: ") and says in proc.stderr, \
         proc.stderr
-    if case == "stopped-endpoint":
-        assert proc.stderr.rstrip().endswith("(for 3 s); start S3 there, or give the storage an endpoint that answers "
-                                             f"(?endpoint= in ${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)")
     assert not (tmp_path / "db.sqlite3").exists()
 
 
+def test_the_server_starts_while_its_s3_does_not_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server (re)started while its S3 endpoint does not answer (an outage: say its Kubernetes pod was rescheduled
+    meanwhile) starts, saying so in one line, and serves its records; an artifact's bytes answer 503 until S3 is back,
+    then 200, as for a server that was running already. It refused to start (exit 1): its Deployment's restarts,
+    backing off, kept it (and every driver's records) down for minutes past a brief outage."""
+    import httpx
+
+    from outages import private_s3
+    from sematic_k8s.serialization import content_id
+    from sematic_k8s.storage.base import artifact_key
+    from sematic_k8s.storage.urls import storage_from_url
+    from sematic_k8s.store.http import HttpStore
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with private_s3(monkeypatch, bucket="kept") as (s3, storage_url):
+        payload = b"1"
+        art = content_id("json", payload)
+        storage_from_url(storage_url).put(artifact_key(art), payload)
+        s3.stop()
+        with server_process(tmp_path, "--local", env={settings.STORAGE_ENV: storage_url}) as (_, url):
+            root = uuid.uuid4().hex
+            store = HttpStore(url, "")
+            try:
+                store.write(Batch(artifacts={art: {"id": art, "format": "json", "type_name": "int", "summary": None,
+                                                   "size": 1, "created_at": utcnow()}},
+                                  new_resolutions=[{"id": root, "root_func_path": "m:f", "state": "running",
+                                                    "created_at": utcnow()}]))
+            finally:
+                store.close()
+            assert httpx.get(f"{url}/api/v1/resolutions/{root}", timeout=30).status_code == 200
+            assert httpx.get(f"{url}/api/v1/artifacts/{art}/data", timeout=30).status_code == 503
+            s3.start()
+            back = httpx.get(f"{url}/api/v1/artifacts/{art}/data", timeout=30)
+            assert back.status_code == 200 and back.content == payload, back.text
+        [log] = tmp_path.glob("server-*.log")
+        said = [line for line in log.read_text().splitlines() if line.startswith("Warning:")]
+        assert len(said) == 1, log.read_text()
+        assert said[0].startswith(f"Warning: ${settings.STORAGE_ENV} {storage_url}: cannot reach S3 at {s3.endpoint} "
+                                  "to access s3://kept"), said
+        assert said[0].endswith("(for 3 s); the server starts: its artifact and log requests answer 503 until S3 "
+                                "answers (if it never does, give the storage an endpoint that does: ?endpoint= in "
+                                f"${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)"), said
+
+
 def test_the_server_starts_on_a_bucket_it_can_use(tmp_path: Path) -> None:
-    import uuid
 
     import boto3
     from botocore.config import Config
