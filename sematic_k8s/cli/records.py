@@ -39,7 +39,8 @@ def server_url() -> str | None:
 
 
 class NothingRecorded(click.ClickException):
-    """The default home has no database yet: nothing was resolved with it on this machine (a listing is empty)."""
+    """The home has no database yet (the default one, or a directory given that exists): nothing was resolved with it
+    (a listing is empty)."""
 
 
 def store(ctx: click.Context) -> Store:
@@ -60,19 +61,23 @@ def store(ctx: click.Context) -> Store:
 def _check_recorded(ctx: click.Context, path: Path) -> None:
     """Nothing to read when the SQLite database a read would open does not exist (opening it would make it, and
     the home around it): one line naming the home given (--home, $SEMATIC_K8S_HOME) or the file
-    ($SEMATIC_K8S_DB_URL), a typo most likely; for the default home, :class:`NothingRecorded`."""
+    ($SEMATIC_K8S_DB_URL) that is not there, a typo most likely; for the default home, or a directory given that
+    exists (made for it, or a home whose first resolution is still to come), :class:`NothingRecorded`."""
     file = sqlite_file(settings.db_url(path))
     if file is None or file.is_file():
         return
     if os.environ.get(settings.DB_URL_ENV):
         raise click.ClickException(f"the metadata database {file} does not exist: nothing has been resolved there; "
                                    f"check ${settings.DB_URL_ENV}")
-    why = "no database in it" if path.is_dir() else "not a directory" if path.exists() else "no such directory"
     given = ("--home" if ctx.find_root().params.get("home")
              else f"${settings.HOME_ENV}" if os.environ.get(settings.HOME_ENV) else None)
     if given is None:
         raise NothingRecorded(f"nothing has been recorded yet in the default home {path} (the first resolution "
                               f"makes it; --home or ${settings.HOME_ENV} name another)")
+    if path.is_dir():
+        raise NothingRecorded(f"nothing has been recorded yet in the home {path} ({given}; the first resolution "
+                              "recorded in it makes its database)")
+    why = "not a directory" if path.exists() else "no such directory"
     raise click.ClickException(f"no sematic-k8s home at {path} ({why}): nothing has been resolved there; check "
                                f"{given} (a home is made by the first resolution recorded in it)")
 

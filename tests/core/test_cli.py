@@ -118,6 +118,34 @@ def test_empty_home(tmp_path: Path) -> None:
     assert json.loads(ok(tmp_path, "resolutions", "list", "-o", "json").stdout) == {"items": []}
 
 
+@pytest.mark.parametrize("args", [["resolutions", "list"], ["runs", "list", "-o", "json"], ["runs", "show", "abc"]],
+                         ids=" ".join)
+def test_a_home_given_that_exists_without_a_database_has_nothing_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """An empty directory given as the home (--home, $SEMATIC_K8S_HOME: made for it, a volume mounted there) is a home
+    whose first resolution is still to come, as the default home not made yet: a listing is empty, exit 0 (it was
+    before the CLI stopped making homes on reads; then it was refused as a typo), anything else says nothing was
+    recorded yet. Nothing is made in it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for home, env, given in [(empty, {}, "--home"), (None, {settings.HOME_ENV: str(empty)}, f"${settings.HOME_ENV}")]:
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                m.setenv(name, value)
+            result = CliRunner().invoke(cli, [*(["--home", str(home)] if home else []), *args])
+        nothing = (f"nothing has been recorded yet in the home {empty} ({given}; the first resolution recorded in it "
+                   "makes its database)")
+        if args[1] == "list":
+            assert result.exit_code == 0, result.output
+            if "json" in args:
+                assert json.loads(result.stdout) == {"items": []} and result.stderr == ""
+            else:
+                assert result.stdout == "" and result.stderr == f"No resources found: {nothing}\n"
+        else:
+            assert result.exit_code == 1 and result.stdout == "" and result.stderr == f"Error: {nothing}\n"
+        assert list(empty.iterdir()) == []
+
+
 READS = [["resolutions", "list"], ["resolutions", "list", "-o", "json"], ["resolutions", "show", "abc"],
          ["runs", "list"], ["runs", "list", "-o", "json"], ["runs", "list", "--root-id", "abc"],
          ["runs", "show", "abc"], ["logs", "abc"], ["cancel", "abc"], ["rerun", "abc"],
@@ -127,8 +155,8 @@ READS = [["resolutions", "list"], ["resolutions", "list", "-o", "json"], ["resol
 @pytest.mark.parametrize("args", READS, ids=" ".join)
 def test_a_home_given_that_does_not_exist_is_refused_and_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  args: list[str]) -> None:
-    """A typo in --home or $SEMATIC_K8S_HOME, an empty directory, a database file that is not there: one line
-    naming it and what to check, and nothing is made (was: an empty home made, and "No resources found.")."""
+    """A typo in --home or $SEMATIC_K8S_HOME, a database file that is not there: one line naming it and what to
+    check, and nothing is made (was: an empty home made, and "No resources found.")."""
     typo, empty = tmp_path / "hom", tmp_path / "empty"
     empty.mkdir()
     made_by = "(a home is made by the first resolution recorded in it)"
@@ -137,8 +165,6 @@ def test_a_home_given_that_does_not_exist_is_refused_and_not_made(tmp_path: Path
                    f"--home {made_by}"),
         (None, {settings.HOME_ENV: str(typo)}, f"no sematic-k8s home at {typo} (no such directory): nothing has been "
                                                f"resolved there; check ${settings.HOME_ENV} {made_by}"),
-        (empty, {}, f"no sematic-k8s home at {empty} (no database in it): nothing has been resolved there; check "
-                    f"--home {made_by}"),
         (empty, {settings.DB_URL_ENV: f"sqlite:///{typo}/db.sqlite3"}, f"the metadata database {typo}/db.sqlite3 "
                 f"does not exist: nothing has been resolved there; check ${settings.DB_URL_ENV}"),
     ]
