@@ -1,7 +1,8 @@
 """The Helm chart (helm/sematic-k8s): rendered and linted by Helm's own Go library (helm-python-sdk), every
 rendered manifest validated against the official Kubernetes schemas (kubernetes-validate, strict) for two
-Kubernetes versions, and its behaviour asserted: RBAC scope, secrets, hooks, labels, images, and the two
-hook scripts run for real (migrations against SQLite, the bucket Job against an S3 API on 127.0.0.1).
+Kubernetes versions, and its behaviour asserted: RBAC scope, secrets, hooks, labels, images, and the chart's two
+scripts run for real (the migration hook's against SQLite, the bucket init container's against an S3 API on
+127.0.0.1).
 
 Without helm-python-sdk or kubernetes-validate the tests skip, unless CI=true: then they fail.
 """
