@@ -53,9 +53,22 @@ class Heartbeat:
         self._busy_since = time.monotonic()
 
     def back(self) -> None:
-        """The loop is back from the body (once this thread's flush of its records, if one is under way, ended)."""
-        with self._busy_lock:
+        """The loop is back from the body (once this thread's flush of its records, if one is under way, ended).
+        A Ctrl-C while it waits for that flush is raised once the flush ended: the loop then aborts, writing the same
+        batch, which it may not do while this thread writes it."""
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                self._busy_lock.acquire()
+                break
+            except KeyboardInterrupt as e:  # a lock's wait is interrupted by signals: wait on
+                interrupted = e
+        try:
             self._busy_since = None
+        finally:
+            self._busy_lock.release()
+        if interrupted is not None:
+            raise interrupted
 
     def _flush_for_busy_loop(self) -> None:
         """Write the loop's pending records once it has been in one body for ``lag`` seconds (once per body)."""

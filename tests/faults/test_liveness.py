@@ -369,3 +369,36 @@ def test_reading_live_resolutions_writes_nothing_and_a_silent_one_is_marked_by_t
         assert (res.state, res.error.startswith("the resolver stopped responding at ")) == ("failed", True)
     finally:
         store.close()
+
+
+def test_a_ctrl_c_while_the_heartbeat_writes_for_a_busy_loop_waits_for_that_write(tmp_path: Path) -> None:
+    """The heartbeat thread writes the loop's records while a long body runs on the loop's thread; the loop, back,
+    waits for that write before it touches them again. A Ctrl-C during that wait (a lock's wait is interrupted by
+    signals) let the loop go on at once, to abort writing the same batch the heartbeat was writing."""
+    from sematic_k8s.resolvers.heartbeat import Heartbeat
+
+    writing, release, wrote = threading.Event(), threading.Event(), threading.Event()
+
+    def flush() -> None:  # the heartbeat's write of the loop's records, held until released
+        writing.set()
+        release.wait(60)
+        wrote.set()
+
+    def on_sigint(signum: int, frame: Any) -> None:  # Ctrl-C: the write goes on for a moment after it
+        threading.Timer(0.3, release.set).start()
+        raise KeyboardInterrupt
+
+    beat = Heartbeat(SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}"), new_id(), interval=60, flush=flush, lag=0.01)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        beat.busy()  # the loop goes into a body
+        beat.start()
+        assert writing.wait(30), "the heartbeat never wrote for the busy loop"
+        with pytest.raises(KeyboardInterrupt):
+            threading.Timer(0.2, os.kill, args=(os.getpid(), signal.SIGINT)).start()  # while back() waits
+            beat.back()
+        assert wrote.is_set(), "back() returned while the heartbeat was still writing the loop's records"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        release.set()
+        beat.stop()
