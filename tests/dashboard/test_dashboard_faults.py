@@ -1,14 +1,15 @@
 """The dashboard on the days things go wrong, in headless Chromium against ``sematic-k8s server --local`` as a
 process of its own: the server killed and started again under an open resolution page, a proxy answering its own
-HTML 502 page, a cancel refused because the resolution ended behind the page's back, a run whose error is huge, and a
-corrupt run record."""
+HTML 502 page, a cancel refused because the resolution ended behind the page's back, a run whose error is huge, a
+corrupt run record, and answers that come back in another order than they were asked."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+import big_resolution as big
 from outages import ServerProcess
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
@@ -237,3 +239,162 @@ def test_a_corrupt_run_record_shows_the_servers_words(page: Any, server: ServerP
     expect(problem).to_contain_text(f"Cannot load resolution {root_id}", timeout=WAIT_MS)
     expect(problem).to_contain_text("the metadata database holds a value that is not JSON ('{not json'")
     expect(problem).to_contain_text("SELECT id FROM runs WHERE NOT json_valid(notes)")  # how to find it
+
+
+# -- answers that come back out of order -------------------------------------------------------------------------
+
+# Run in the page before its own scripts: the /api/v1 requests it makes, and those whose answer it has read (or that
+# failed), by URL. The code that asked goes on from the read in the same task, so once a request counts as read here,
+# what the page does with its answer is done.
+TRACK_REQUESTS_JS = """(() => {
+  const asked = [];
+  const read = [];
+  window.__requests = { asked, read };
+  const realFetch = window.fetch;
+  window.fetch = function (resource, init) {
+    const url = new URL(typeof resource === "string" ? resource : resource.url, location.href).href;
+    asked.push(url);
+    return realFetch.call(this, resource, init).catch((e) => { read.push(url); throw e; });
+  };
+  for (const name of ["json", "text"]) {
+    const body = Response.prototype[name];
+    Response.prototype[name] = function () {
+      const url = this.url;
+      return body.call(this).then((v) => { read.push(url); return v; }, (e) => { read.push(url); throw e; });
+    };
+  }
+})();"""
+
+
+def _on_their_way(page: Any, pattern: str, n: int) -> None:
+    """Wait until exactly ``n`` of the page's requests to URLs matching ``pattern`` (a JS regex) are on their way:
+    asked, their answer not read yet."""
+    page.wait_for_function("""([pattern, n]) => {
+      const re = new RegExp(pattern);
+      const { asked, read } = window.__requests;
+      return asked.filter((u) => re.test(u)).length - read.filter((u) => re.test(u)).length === n;
+    }""", arg=[pattern, n], timeout=WAIT_MS)
+
+
+class HeldAnswers:
+    """The server's first ``count`` answers to the page's requests whose URL ``wanted`` accepts (and, given ``keep``,
+    that it keeps; the others are passed on), held on their way back (the server answered each as it was asked; the
+    page has not got it yet) until :meth:`release`."""
+
+    def __init__(self, page: Any, wanted: Callable[[str], bool], count: int = 1,
+                 keep: Callable[[Any], bool] = lambda answer: True) -> None:
+        self.page, self.left = page, count
+        self.held: list[tuple[Any, Any]] = []
+
+        def hold(route: Any) -> None:
+            if self.left == 0:
+                route.continue_()
+                return
+            answer = route.fetch()
+            if not keep(answer):
+                route.fulfill(response=answer)
+                return
+            self.left -= 1
+            self.held.append((route, answer))
+
+        page.route(wanted, hold)
+
+    def wait(self, n: int = 1) -> None:
+        """Until ``n`` answers are held (Playwright runs the route handler while the page is waited on)."""
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while len(self.held) < n:
+            assert time.monotonic() < deadline, f"the page did not make the request to hold ({len(self.held)} of {n})"
+            self.page.wait_for_timeout(50)
+
+    def release(self, *, fail: bool = False) -> None:
+        """Give the page the oldest held answer, or instead (``fail``) a connection reset."""
+        self.wait()
+        route, answer = self.held.pop(0)
+        if fail:
+            route.abort("connectionreset")
+        else:
+            route.fulfill(response=answer)
+
+
+def test_filters_changed_twice_show_the_newer_querys_answer_whatever_order_they_come_in(
+        page: Any, server: ServerProcess) -> None:
+    """State "failed", then "canceled": the answer for "failed" held until the one for "canceled" is shown, then
+    given to the page (and, the second time, a connection reset instead): the page still shows "canceled"'s."""
+    from playwright.sync_api import expect
+
+    record_resolution(server.url, "", kind="local", state="failed")
+    page.add_init_script(TRACK_REQUESTS_JS)
+    page.goto(f"{server.url}/#/")
+    _live(page)
+    rows = _tid(page, "resolution-row")
+    expect(rows).to_have_count(1, timeout=WAIT_MS)
+    none = _tid(page, "no-resolutions")
+    pipelines = r"/api/v1/pipelines\?"
+    failed = HeldAnswers(page, lambda url: "/api/v1/pipelines?" in url and "state=failed" in url, count=2)
+
+    _tid(page, "state-filter").select_option("failed")  # its answer held on its way
+    failed.wait()
+    _tid(page, "state-filter").select_option("canceled")
+    expect(none).to_have_text("No resolution matches these filters.", timeout=WAIT_MS)
+    _on_their_way(page, pipelines, 1)  # only the held one
+    failed.release()
+    _on_their_way(page, pipelines, 0)  # read by the page
+    expect(none).to_have_text("No resolution matches these filters.")
+    expect(rows).to_have_count(0)
+
+    _tid(page, "state-filter").select_option("failed")  # held again; then a connection reset instead
+    failed.wait()
+    _tid(page, "state-filter").select_option("canceled")
+    _on_their_way(page, pipelines, 1)
+    failed.release(fail=True)
+    _on_their_way(page, pipelines, 0)
+    expect(_tid(page, "load-error")).to_have_count(0)
+    expect(none).to_have_text("No resolution matches these filters.")
+
+
+def test_a_groups_page_turned_then_hidden_stays_hidden_when_the_turned_pages_answer_comes_last(
+        page: Any, server: ServerProcess) -> None:
+    """A group's next page asked, then the group hidden before that page came: the page's answer, coming after the
+    hidden graph's, is dropped; so is a connection reset to an older request, after a newer answer was shown."""
+    from playwright.sync_api import expect
+
+    store = HttpStore(server.url, None)
+    try:
+        root_id = big.record_fanout(store, 120, func_module="fan")
+    finally:
+        store.close()
+    page.add_init_script(TRACK_REQUESTS_JS)
+    page.goto(f"{server.url}/#/resolutions/{root_id}")
+    _live(page)
+    group = _tid(page, "group-node")
+    adds = page.locator('[data-testid="run-node"][data-func="add"]')
+    expect(group).to_have_count(1, timeout=WAIT_MS)
+    _tid(page, "group-expand").click()
+    expect(_tid(page, "group-page")).to_have_text("runs 1–50 of 120 shown", timeout=WAIT_MS)
+    expect(adds).to_have_count(50)
+    overview = r"/overview\?"
+
+    second_page = HeldAnswers(page, lambda url: "/overview?" in url and "%4050" in url)  # expand=<group>@50
+    _tid(page, "group-next").click()
+    second_page.wait()
+    _tid(page, "group-hide").click()  # before the next page came
+    expect(adds).to_have_count(0, timeout=WAIT_MS)
+    _on_their_way(page, overview, 1)
+    second_page.release()
+    _on_their_way(page, overview, 0)
+    expect(adds).to_have_count(0)
+    expect(_tid(page, "group-page")).to_have_count(0)
+    expect(_tid(page, "group-expand")).to_be_visible()
+
+    first_page = HeldAnswers(page, lambda url: "/overview?" in url and url.endswith("%400"))  # expand=<group>@0
+    _tid(page, "group-expand").click()  # asked, and its answer lost on the way (a connection reset, given later)
+    first_page.wait()
+    _tid(page, "group-expand").click()  # asked again: answered
+    expect(adds).to_have_count(50, timeout=WAIT_MS)
+    _on_their_way(page, overview, 1)
+    first_page.release(fail=True)
+    _on_their_way(page, overview, 0)
+    expect(_tid(page, "resolution-stale")).to_be_hidden()
+    expect(_tid(page, "resolution-view")).to_have_attribute("data-stale", "false")
+    expect(adds).to_have_count(50)
+

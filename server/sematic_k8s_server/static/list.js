@@ -66,12 +66,13 @@ export class ListView extends View {
   async refresh() {
     let page;
     try {
-      page = await listPipelines(this.query());
+      page = await this.answers.take(listPipelines(this.query()));
     } catch (e) {
       this.sig = null;
       fill(this.results, h("p", { class: "error", testid: "load-error" }, `Cannot list pipelines: ${e.message}`));
       return;
     }
+    if (page === undefined) return; // the answer to an older query, come after a newer one's
     const sig = JSON.stringify([page, this.filters]);
     if (sig === this.sig) return;
     this.sig = sig;

@@ -1,5 +1,6 @@
-/* Keeping the page current: views that refresh on events, and the connection that brings the events
- * (the server's event stream; while it is unavailable, the current view is polled every 2 s). */
+/* Keeping the page current: views that refresh on events (an answer come after a newer one's dropped), and the
+ * connection that brings the events (the server's event stream; while it is unavailable, the current view is polled
+ * every 2 s). */
 
 import { followEvents, needsKey } from "./api.js";
 
@@ -7,11 +8,50 @@ const POLL_MS = 2000;
 const RETRY_MS = 5000;
 const COALESCE_MS = 150;
 
-/** A page the router shows. Subclasses define refresh() and onEvent(event); `active` is true while shown. */
+/**
+ * Answers to requests that may come back in another order than they were made, such as a view's refreshes:
+ * take(request) resolves to the answer of `request` (a promise), or throws its error, unless the answer (or
+ * error) to a newer request was taken first: then it resolves to undefined, the older answer dropped. A newer
+ * request does not drop an older one still on its way: a view refreshed more often than its server answers still
+ * shows each answer as it comes.
+ */
+export class Answers {
+  constructor() {
+    this.asked = 0; // requests made
+    this.taken = 0; // the newest of them whose answer was taken
+  }
+
+  async take(request) {
+    const ticket = ++this.asked;
+    let answer;
+    let failed = null;
+    try {
+      answer = await request;
+    } catch (e) {
+      failed = { error: e };
+    }
+    if (ticket < this.taken) return undefined;
+    this.taken = ticket;
+    if (failed) throw failed.error;
+    return answer;
+  }
+
+  /** Drop the answers (and errors) to every request made so far. */
+  drop() {
+    this.asked += 1;
+    this.taken = this.asked;
+  }
+}
+
+/**
+ * A page the router shows. Subclasses define refresh() and onEvent(event); `active` is true while shown. A
+ * refresh takes its answer through `answers` (an answer older than the one shown is dropped).
+ */
 export class View {
   constructor() {
     this.active = false;
     this.timer = null;
+    this.answers = new Answers();
   }
 
   /** Refresh soon: a burst of events makes one refresh. */

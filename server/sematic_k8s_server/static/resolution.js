@@ -93,7 +93,7 @@ export class ResolutionView extends View {
   async refresh() {
     let ov;
     try {
-      ov = await getOverview(this.id, this.expand, PAGE);
+      ov = await this.answers.take(getOverview(this.id, this.expand, PAGE));
     } catch (e) {
       if (this.overview && unreachable(e)) {
         this.markStale(e.message);
@@ -113,6 +113,7 @@ export class ResolutionView extends View {
         e.status === 404 ? "It may have been typed wrong, or be on another server." : e.message);
       return;
     }
+    if (ov === undefined) return; // an older answer (say, for pages of groups since changed), come after a newer one's
     this.missingSince = null;
     this.markStale(null);
     const sig = JSON.stringify(ov);
