@@ -62,11 +62,15 @@ def _add_run(server: ServerProcess, root_id: str, func: str, **fields: Any) -> s
     return run_id
 
 
+def _running_step(server: ServerProcess) -> tuple[str, str]:
+    """A running cloud resolution with one running step; their ids."""
+    root_id = record_resolution(server.url, "", kind="cloud", state="running", image=IMAGE)
+    return root_id, _add_run(server, root_id, "step", state="running")
+
+
 def _running(server: ServerProcess) -> str:
     """A running cloud resolution with one running step; its id."""
-    root_id = record_resolution(server.url, "", kind="cloud", state="running", image=IMAGE)
-    _add_run(server, root_id, "step", state="running")
-    return root_id
+    return _running_step(server)[0]
 
 
 def _sql(server: ServerProcess, statement: str, *args: Any) -> None:
@@ -397,4 +401,40 @@ def test_a_groups_page_turned_then_hidden_stays_hidden_when_the_turned_pages_ans
     expect(_tid(page, "resolution-stale")).to_be_hidden()
     expect(_tid(page, "resolution-view")).to_have_attribute("data-stale", "false")
     expect(adds).to_have_count(50)
+
+
+def _end_run(server: ServerProcess, run_id: str) -> None:
+    """Record through the API that run ``run_id`` resolved (as its resolver does)."""
+    batch = Batch()
+    batch.update_run(run_id, state="resolved", ended_at=utcnow())
+    store = HttpStore(server.url, None)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+
+
+def test_a_runs_older_record_come_late_does_not_set_its_panel_back(page: Any, server: ServerProcess) -> None:
+    """The Run panel asks for its run's record, then the run ends and the panel asks again: the newer record
+    ("resolved") shown first, the older ("running") coming after it is dropped."""
+    from playwright.sync_api import expect
+
+    root_id, step_id = _running_step(server)
+    page.add_init_script(TRACK_REQUESTS_JS)
+    page.goto(f"{server.url}/#/runs/{step_id}")
+    _live(page)
+    state = _tid(page, "run-state")
+    expect(state).to_have_text("running", timeout=WAIT_MS)
+    run_url = f"/api/v1/runs/{step_id}"
+
+    older = HeldAnswers(page, lambda url: url.endswith(run_url))
+    _add_run(server, root_id, "late", state="running")  # an event: the page redraws, asking for the run again
+    older.wait()  # the server's answer: "running"
+    _end_run(server, step_id)
+    expect(state).to_have_text("resolved", timeout=WAIT_MS)
+    _on_their_way(page, f"{run_url}$", 1)
+    older.release()
+    _on_their_way(page, f"{run_url}$", 0)
+    expect(state).to_have_text("resolved")
+    expect(_tid(page, "run-panel")).to_have_attribute("data-state", "resolved")
 

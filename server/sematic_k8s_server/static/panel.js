@@ -5,6 +5,7 @@ import { actionsMenu, rerun } from "./actions.js";
 import { getArtifact, getRun } from "./api.js";
 import { badge, duration, factList, fill, h, link, section } from "./dom.js";
 import { cssToken, fmtTime, settingsLine, short } from "./format.js";
+import { Answers } from "./live.js";
 import { LogView } from "./logs.js";
 import { TERMINAL } from "./model.js";
 import { runHref } from "./routes.js";
@@ -49,8 +50,9 @@ function pendingInput(template, byId) {
   return h("span", { class: "muted" }, src ? `pending: output of ${src.func_name}` : "pending");
 }
 
-/** The panel beside the graph. show(runId) picks the run (null: a hint), refresh(ctx) redraws it when the
- * run or its resolution's state changed. ctx: {resolution, byId (Map id -> overview node)} */
+/** The panel beside the graph. show(runId) picks the run (null: a hint), refresh(ctx)
+ * redraws it when the run or its resolution's state changed (an answer older than the one shown, or about the run
+ * shown before, is dropped). ctx: {resolution, byId (Map id -> overview node)} */
 export class RunPanel {
   constructor(el) {
     this.el = el;
@@ -59,6 +61,7 @@ export class RunPanel {
     this.tab = "output";
     this.logView = null;
     this.panes = null;
+    this.answers = new Answers();
   }
 
   show(runId) {
@@ -68,6 +71,7 @@ export class RunPanel {
     }
     this.runId = runId || null;
     this.sig = null;
+    this.answers.drop(); // answers on their way are about the run shown before
   }
 
   async refresh(ctx) {
@@ -80,12 +84,12 @@ export class RunPanel {
     const runId = this.runId;
     let run;
     try {
-      run = await getRun(runId);
+      run = await this.answers.take(getRun(runId));
     } catch (e) {
-      if (runId === this.runId) fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
+      fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;
     }
-    if (runId !== this.runId) return; // another run was selected meanwhile
+    if (run === undefined) return; // another run was selected meanwhile, or a newer answer came first
     const resState = ctx && ctx.resolution ? ctx.resolution.state : null;
     const sig = JSON.stringify([run, resState]);
     if (sig === this.sig) return;
