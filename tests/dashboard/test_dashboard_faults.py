@@ -19,6 +19,8 @@ import pytest
 
 import big_resolution as big
 from outages import ServerProcess
+from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
 from serving import record_resolution
@@ -437,4 +439,33 @@ def test_a_runs_older_record_come_late_does_not_set_its_panel_back(page: Any, se
     _on_their_way(page, f"{run_url}$", 0)
     expect(state).to_have_text("resolved")
     expect(_tid(page, "run-panel")).to_have_attribute("data-state", "resolved")
+
+
+def test_a_runs_log_followed_as_it_ends_shows_each_line_once(page: Any, server: ServerProcess) -> None:
+    """A part of the log on its way when the run's record changes: the log is not asked for a second time from the
+    same offset meanwhile (two answers would show the same lines twice)."""
+    from playwright.sync_api import expect
+
+    _, step_id = _running_step(server)
+    storage = LocalStorage(server.home / "storage")
+    storage.append(log_key(step_id), b"step 1\n")
+    page.add_init_script(TRACK_REQUESTS_JS)
+    page.goto(f"{server.url}/#/runs/{step_id}")
+    _live(page)
+    _tid(page, "tab-logs").click()
+    logs = _tid(page, "run-logs")
+    expect(logs).to_have_text("step 1\n", timeout=WAIT_MS)
+    log_requests = f"/runs/{step_id}/logs\\?"
+
+    part = HeldAnswers(page, lambda url: f"/runs/{step_id}/logs?" in url, keep=lambda a: a.body() == b"step 2\n")
+    storage.append(log_key(step_id), b"step 2\n")
+    part.wait()  # the part holding "step 2", held
+    _end_run(server, step_id)
+    expect(_tid(page, "run-state")).to_have_text("resolved", timeout=WAIT_MS)
+    _on_their_way(page, log_requests, 1)  # the held part only: no second request from the same offset
+    part.release()
+    _on_their_way(page, log_requests, 0)
+    expect(logs).to_have_text("step 1\nstep 2\n")
+    expect(_tid(page, "logs-follow")).to_have_text("", timeout=WAIT_MS)  # ended: its last bytes read, no more
+    expect(logs).to_have_text("step 1\nstep 2\n")
 

@@ -54,6 +54,7 @@ export class LogView {
     this.drawnAt = 0;
     this.error = null;
     this.timer = null;
+    this.idle = false; // the following has ended: no request on its way, none to come
     this.stopped = false;
     this.query = "";
     this.pre = h("pre", { class: "logs", testid: "run-logs" });
@@ -90,10 +91,11 @@ export class LogView {
     return this.root;
   }
 
+  /** The run as now recorded: one that runs again after it ended (a retry) is followed again. (One request at a
+   * time: two on their way from the same offset would show the same bytes twice.) */
   update(run) {
-    const wasLive = !TERMINAL.has(this.run.state);
     this.run = run;
-    if (wasLive && !this.timer) this.poll();
+    if (this.idle && !TERMINAL.has(run.state)) this.poll();
   }
 
   stop() {
@@ -103,6 +105,7 @@ export class LogView {
 
   async poll() {
     this.timer = null;
+    this.idle = false;
     if (this.stopped) return;
     const live = !TERMINAL.has(this.run.state);
     let behind = false;
@@ -127,9 +130,11 @@ export class LogView {
     }
     if (this.stopped) return;
     if (!behind || Date.now() - this.drawnAt > DRAW_MS) this.draw(); // catching up: drawn now and then
+    const following = live || !TERMINAL.has(this.run.state); // it ran when asked (its last bytes next), or runs again
     if (behind) this.timer = setTimeout(() => this.poll(), 0);
-    else if (live && !this.error) this.timer = setTimeout(() => this.poll(), FOLLOW_MS);
-    else if (live) this.timer = setTimeout(() => this.poll(), FOLLOW_MS * 5);
+    else if (following && !this.error) this.timer = setTimeout(() => this.poll(), FOLLOW_MS);
+    else if (following) this.timer = setTimeout(() => this.poll(), FOLLOW_MS * 5);
+    else this.idle = true;
   }
 
   /** Keep the last SHOWN characters of the text (from the start of a line): the rest is said, not shown. */
