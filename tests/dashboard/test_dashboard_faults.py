@@ -469,3 +469,28 @@ def test_a_runs_log_followed_as_it_ends_shows_each_line_once(page: Any, server: 
     expect(_tid(page, "logs-follow")).to_have_text("", timeout=WAIT_MS)  # ended: its last bytes read, no more
     expect(logs).to_have_text("step 1\nstep 2\n")
 
+
+def test_a_run_page_left_stops_following_its_log(page: Any, server: ServerProcess) -> None:
+    """A running run's log followed, then the pipelines index opened: the log is asked for no more (the page's
+    timers run ahead ten seconds on Playwright's clock)."""
+    from playwright.sync_api import expect
+
+    _, step_id = _running_step(server)
+    LocalStorage(server.home / "storage").append(log_key(step_id), b"step 1\n")
+    page.clock.install()
+    page.add_init_script(TRACK_REQUESTS_JS)
+    page.goto(f"{server.url}/#/runs/{step_id}")
+    _live(page)
+    _tid(page, "tab-logs").click()
+    expect(_tid(page, "run-logs")).to_have_text("step 1\n", timeout=WAIT_MS)
+    expect(_tid(page, "logs-follow")).to_have_text("following…")
+
+    _tid(page, "nav-resolutions").click()  # the app goes on: no page load
+    expect(_tid(page, "resolution-row")).to_have_count(1, timeout=WAIT_MS)
+    log_requests = f"/runs/{step_id}/logs\\?"
+    _on_their_way(page, log_requests, 0)
+    count = "(re) => window.__requests.asked.filter((u) => new RegExp(re).test(u)).length"
+    asked = page.evaluate(count, log_requests)
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    page.clock.run_for(10_000)  # a follower left behind asks every second
+    assert page.evaluate(count, log_requests) == asked, "the log of a run no longer shown is still asked for"

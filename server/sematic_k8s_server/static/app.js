@@ -27,7 +27,7 @@ const listView = new ListView(); // kept across visits: its filter and page stay
 const live = new Live($('[data-testid="live-status"]'), () => view);
 
 function show(next) {
-  if (view && view !== next) view.active = false;
+  if (view && view !== next) view.leave();
   view = next;
   if (view) view.active = true;
 }

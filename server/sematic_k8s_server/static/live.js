@@ -45,13 +45,20 @@ export class Answers {
 
 /**
  * A page the router shows. Subclasses define refresh() and onEvent(event); `active` is true while shown. A
- * refresh takes its answer through `answers` (an answer older than the one shown is dropped).
+ * refresh takes its answer through `answers` (an answer older than the one shown is dropped); leave() drops
+ * those still on their way.
  */
 export class View {
   constructor() {
     this.active = false;
     this.timer = null;
     this.answers = new Answers();
+  }
+
+  /** The router shows another page: answers to this one's requests still on their way are dropped. */
+  leave() {
+    this.active = false;
+    this.answers.drop();
   }
 
   /** Refresh soon: a burst of events makes one refresh. */

@@ -50,7 +50,7 @@ function pendingInput(template, byId) {
   return h("span", { class: "muted" }, src ? `pending: output of ${src.func_name}` : "pending");
 }
 
-/** The panel beside the graph. show(runId) picks the run (null: a hint), refresh(ctx)
+/** The panel beside the graph. show(runId) picks the run (null: a hint, and no logs followed), refresh(ctx)
  * redraws it when the run or its resolution's state changed (an answer older than the one shown, or about the run
  * shown before, is dropped). ctx: {resolution, byId (Map id -> overview node)} */
 export class RunPanel {

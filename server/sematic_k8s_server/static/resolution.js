@@ -54,6 +54,12 @@ export class ResolutionView extends View {
     return !!this.overview && this.overview.nodes.some((n) => n.id === id && n.kind === "run");
   }
 
+  /** The router shows another page: the Run panel stops following logs. */
+  leave() {
+    super.leave();
+    this.panel.show(null);
+  }
+
   mount(main, runId) {
     fill(main, this.el);
     fill(this.header, h("p", { class: "muted" }, `Loading resolution ${short(this.id)}…`));
