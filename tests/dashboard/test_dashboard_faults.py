@@ -22,7 +22,7 @@ from outages import ServerProcess
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
-from sematic_k8s.store.records import Batch, RunRecord, utcnow
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from serving import record_resolution
 
 VIEWPORT = {"width": 1440, "height": 960}
@@ -494,3 +494,27 @@ def test_a_run_page_left_stops_following_its_log(page: Any, server: ServerProces
     page.clock.pause_at(page.evaluate("Date.now()") + 1000)
     page.clock.run_for(10_000)  # a follower left behind asks every second
     assert page.evaluate(count, log_requests) == asked, "the log of a run no longer shown is still asked for"
+
+
+def test_more_root_funcs_than_the_index_names_are_said_in_the_func_filter(server: ServerProcess, page: Any) -> None:
+    """The server names the first 1,000 root funcs for the func filter (and how many there are): the filter says
+    how many more there are and how to reach one, rather than silently offering a part of them."""
+    from playwright.sync_api import expect
+
+    batch = Batch()
+    for i in range(1003):
+        batch.add_resolution(ResolutionRecord(id=uuid.uuid4().hex, root_func_path=f"pipes:p{i:04d}", state="resolved",
+                                              settings={"kind": "local"}, created_at=utcnow()))
+    store = HttpStore(server.url, None)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    page.goto(server.url + "/")
+    options = page.get_by_test_id("func-filter").locator("option")
+    expect(options).to_have_count(1 + 1000 + 1, timeout=WAIT_MS)  # all funcs, the first 1,000, what is left
+    last = options.last
+    expect(last).to_have_text("\u2026 and 3 more: search for one by name")
+    expect(last).to_be_disabled()
+    page.get_by_test_id("search").fill("p1002")  # the search reaches one past the first 1,000
+    expect(page.get_by_test_id("pipeline-group")).to_have_count(1, timeout=WAIT_MS)

@@ -159,6 +159,8 @@ def test_a_push_rides_out_a_registry_failing_for_a_while_and_says_so(fault, regi
 @pytest.mark.parametrize("said", [
     'Get "http://127.0.0.1:33137/v2/": EOF',
     'Get "http://127.0.0.1:33137/v2/": http: server closed idle connection',  # a CI run's second try: was a PushError
+    'Put "http://127.0.0.1:5000/v2/x/blobs/uploads/u": write tcp 127.0.0.1:1->127.0.0.1:5000: use of closed network '
+    'connection',
     'Put "http://127.0.0.1:5000/v2/x/manifests/t": read tcp 127.0.0.1:1->127.0.0.1:5000: read: connection reset '
     'by peer',
 ])

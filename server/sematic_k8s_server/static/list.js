@@ -24,6 +24,7 @@ export class ListView extends View {
     this.perFunc = 5;
     this.sig = null;
     this.funcs = [];
+    this.funcsTotal = 0; // root funcs recorded: the server names the first 1,000 (page.funcs)
     this.toolbar = null;
     this.results = h("div", { class: "pipelines", testid: "pipelines" });
     this.el = h("section", { class: "list", testid: "resolutions-view" });
@@ -76,8 +77,10 @@ export class ListView extends View {
     const sig = JSON.stringify([page, this.filters]);
     if (sig === this.sig) return;
     this.sig = sig;
-    if (JSON.stringify(page.funcs) !== JSON.stringify(this.funcs)) {
+    const total = page.funcs_total ?? page.funcs.length;
+    if (JSON.stringify(page.funcs) !== JSON.stringify(this.funcs) || total !== this.funcsTotal) {
       this.funcs = page.funcs;
+      this.funcsTotal = total;
       const fresh = this.renderToolbar();
       this.toolbar.replaceWith(fresh);
       this.toolbar = fresh;
@@ -93,9 +96,12 @@ export class ListView extends View {
       oninput: (e) => { clearTimeout(typing); typing = setTimeout(() => this.set("q", e.target.value), 250); },
     });
     const select = (testid, key, options) => h("select", { testid, onchange: (e) => this.set(key, e.target.value) },
-      options.map(([v, label]) => h("option", { value: v, selected: v === f[key] }, label)));
+      options.map(([v, label, disabled]) => h("option", { value: v, selected: v === f[key], disabled }, label)));
+    const funcs = f.func && !this.funcs.includes(f.func) ? [f.func, ...this.funcs] : this.funcs; // one past the first
+    const more = this.funcsTotal - this.funcs.length;
     return h("div", { class: "toolbar wrap-tools" }, h("h1", {}, "Pipelines"), h("span", { class: "spacer" }), search,
-      select("func-filter", "func", [["", "all funcs"], ...this.funcs.map((p) => [p, p])]),
+      select("func-filter", "func", [["", "all funcs"], ...funcs.map((p) => [p, p]),
+        ...(more > 0 ? [["\u2026", `\u2026 and ${more} more: search for one by name`, true]] : [])]),
       select("state-filter", "state", STATES.map((s) => [s, s || "all states"])),
       select("time-filter", "range", RANGES));
   }
