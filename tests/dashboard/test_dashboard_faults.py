@@ -95,10 +95,12 @@ def test_a_server_restarted_under_a_resolution_page_is_said_and_followed_again(p
                                                                                server: ServerProcess) -> None:
     from playwright.sync_api import expect
 
-    root_id = _running(server)
+    root_id, step_id = _running_step(server)
     page.goto(f"{server.url}/#/resolutions/{root_id}")
     _live(page)
     expect(_tid(page, "run-node")).to_have_count(2, timeout=WAIT_MS)
+    page.locator(f'[data-testid="run-node"][data-run-id="{step_id}"]').click()
+    expect(_tid(page, "run-func-name")).to_have_text("step", timeout=WAIT_MS)
 
     server.kill()
     expect(_tid(page, "live-status")).to_have_attribute("data-mode", "polling", timeout=WAIT_MS)
@@ -110,6 +112,10 @@ def test_a_server_restarted_under_a_resolution_page_is_said_and_followed_again(p
     expect(_tid(page, "run-node")).to_have_count(2)
     expect(_tid(page, "resolution-state")).to_have_text("running")
     expect(_tid(page, "resolution-missing")).to_have_count(0)
+    root_node = page.locator(f'[data-testid="run-node"][data-run-id="{root_id}"]')
+    root_node.click(position={"x": 4, "y": 4})  # another run (its own box, not the step's inside), no server to ask
+    expect(_tid(page, "run-loading")).to_have_text(f"Loading run {root_id}…")  # was: the run shown before, as if
+    expect(_tid(page, "run-func-name")).to_have_count(0)  # it were the one clicked
 
     server.start()
     _live(page)  # back by itself, no reload
@@ -118,6 +124,7 @@ def test_a_server_restarted_under_a_resolution_page_is_said_and_followed_again(p
     expect(_tid(page, "resolution-missing")).to_have_count(0)
     expect(notice).to_be_hidden()
     expect(_tid(page, "resolution-view")).to_have_attribute("data-stale", "false")
+    expect(_tid(page, "run-func-name")).to_have_text("pipeline", timeout=WAIT_MS)  # the run clicked, once it answers
     _add_run(server, root_id, "late", state="running")
     expect(_tid(page, "run-node")).to_have_count(3, timeout=WAIT_MS)  # live updates again
     expect(page.locator('[data-testid="run-node"][data-func="late"]')).to_have_count(1)

@@ -69,6 +69,9 @@ export class RunPanel {
       this.logView.stop();
       this.logView = null;
     }
+    if (runId && runId !== this.runId) { // until its answer comes (none while the server cannot be reached)
+      fill(this.el, h("p", { class: "muted", testid: "run-loading" }, `Loading run ${runId}…`));
+    }
     this.runId = runId || null;
     this.sig = null;
     this.answers.drop(); // answers on their way are about the run shown before
