@@ -51,6 +51,7 @@ class Attempt:
     stuck_since: float | None = None
     job_failed: tuple[str, str | None] | None = None
     job_failed_at: float | None = None
+    stopping: PodState | None = None  # its pod is being deleted and has not ended yet (what its ending will be)
     waiting: str | None = None  # what it waits for (capacity, quota, its Job's creation): reported, not failed
     waited_since: float | None = None
     waited: float = 0.0  # seconds spent waiting so far
@@ -133,6 +134,7 @@ class Attempts:
         del self.by_job[a.job_name]
         self.by_pod.pop(a.pod_name or "", None)
         a.job_name, a.pod_name, a.stuck, a.stuck_since, a.job_failed = job_name, None, None, None, None
+        a.stopping = None
         a.quiet = a.timed = False
         self.by_job[a.job_name] = a.spec.run_id
 

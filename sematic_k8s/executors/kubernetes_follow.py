@@ -190,10 +190,9 @@ class Follower:
         run_id = a.spec.run_id
         if state.started and a.timeout and not a.timed:
             self._start_clock(a, state)
+        a.stopping = state if state.stopping else None
         if state.terminal:
-            if state.retryable and a.relaunches < self.settings.eviction_relaunches:
-                return Verdict(a, state, relaunch=True)
-            return Verdict(a, state, delete=state.lingering)
+            return self._ended(a, state)
         if state.fatal:
             return Verdict(a, state, delete=True)
         if state.waiting:  # Unschedulable: wait for room as long as it takes (a scale-up, other pods ending)
@@ -217,6 +216,12 @@ class Follower:
         elif a.stuck is not None:  # it got going after all
             self._unstick(a)
         return None
+
+    def _ended(self, a: Attempt, state: PodState) -> Verdict:
+        """The attempt's pod ended as ``state`` says: run it again if it lost its node (and may), else finish it."""
+        if state.retryable and a.relaunches < self.settings.eviction_relaunches:
+            return Verdict(a, state, relaunch=True)
+        return Verdict(a, state, delete=state.lingering)
 
     def _unstick(self, a: Attempt) -> None:
         a.stuck = a.stuck_since = None
@@ -242,7 +247,10 @@ class Follower:
             a = self.attempts.get(run_id)
             if a is None:
                 continue
-            if a.job_failed is not None:  # no pod ending came: the Job's word is all there is
+            if a.job_failed is not None and a.stopping is not None:  # its pod is still stopping (a sidecar that
+                # drains, a node that is gone): evicted or deleted says more than the Job's BackoffLimitExceeded
+                yield self._ended(a, dataclasses.replace(a.stopping, terminal=True, stopping=False))
+            elif a.job_failed is not None:  # no pod ending came: the Job's word is all there is
                 reason, message = a.job_failed
                 yield Verdict(a, PodState("Failed", terminal=True, reason=reason, message=message,
                                           started=a.pod_name is not None))

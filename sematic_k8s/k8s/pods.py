@@ -34,6 +34,9 @@ class PodState:
     drained) or its kubelet refused it (OutOfcpu, NodeAffinity), so the same attempt may run again.
     ``started``: a container ran, so its logs are worth reading; ``started_at``: when the worker
     container started (RFC 3339). ``termination_log``: the kubelet's copy of the last log lines.
+    ``stopping``: the pod is being deleted (evicted through the API, preempted, drained, deleted by someone) and
+    has not ended yet; ``reason`` says what its ending will be (Evicted, or PodDeleted). Its Job has failed
+    already (a deleted pod counts as failed at once) while its containers may take their grace period to stop.
     """
 
     phase: str
@@ -51,6 +54,7 @@ class PodState:
     creating: bool = False
     lingering: bool = False
     started_at: str | None = None
+    stopping: bool = False
 
 
 def _container_status(status: dict[str, Any], container: str) -> dict[str, Any]:
@@ -105,16 +109,16 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
             reason = term.get("reason")
         return PodState(terminal=True, exit_code=exit_code, reason=reason, message=message,
                         retryable=retryable, **common)
-    if deleted:  # gone before it finished
+    if deleted or (pod.get("metadata") or {}).get("deletionTimestamp"):  # gone, or going, before it finished
         if disrupted:
-            return PodState(terminal=True, exit_code=exit_code, reason="Evicted", retryable=True,
+            return PodState(terminal=deleted, stopping=not deleted, exit_code=exit_code, reason="Evicted",
+                            retryable=True,
                             message=(disruption or {}).get("message") or (disruption or {}).get("reason"), **common)
-        return PodState(terminal=True, exit_code=exit_code, reason="PodDeleted",
+        return PodState(terminal=deleted, stopping=not deleted, exit_code=exit_code, reason="PodDeleted",
                         message="the worker's pod was deleted before it finished", **common)
     others_run = any((c.get("state") or {}).get("running") for c in status.get("containerStatuses") or []
                      if c is not cs)
-    if state.get("terminated") and others_run and not disrupted and not (pod.get("metadata") or {}).get(
-            "deletionTimestamp"):  # the worker ended; a classic sidecar keeps the pod running
+    if state.get("terminated") and others_run and not disrupted:  # the worker ended; a classic sidecar runs on
         reason = "OOMKilled" if state["terminated"].get("reason") == "OOMKilled" else None
         return PodState(terminal=True, exit_code=exit_code, reason=reason, lingering=True, **common)
     why = waiting.get("reason")

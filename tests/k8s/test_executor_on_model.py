@@ -403,6 +403,35 @@ def test_an_evicted_worker_that_runs_again_succeeds_on_the_same_attempt(cluster,
     assert jobs(cluster) == [f"sk-{run_id}-1-r1"]  # the evicted one was deleted
 
 
+def test_an_evicted_worker_whose_pod_stops_slowly_runs_again_not_failed_by_its_jobs_backoff_limit(cluster, api,
+                                                                                                   storage):
+    """A Job counts a pod being deleted as failed at once (the Job controller's isPodFailed: "Count deleted Pods
+    as failures to account for orphan Pods that never have a chance to reach the Failed phase"), so a worker Job
+    (backoffLimit 0) says FailureTarget BackoffLimitExceeded the moment its pod is evicted through the API, while
+    the pod ends only once its containers stopped: here a classic sidecar (istio-proxy) drains for the whole
+    grace period of 8 s. The run is launched again, not failed as BackoffLimitExceeded."""
+    cluster.namespace("mesh", {"istio-injection": "enabled"})
+    cluster.inject_sidecar({"name": "istio-proxy", "image": IMAGE})
+    gate = threading.Event()
+    cluster.behaviour = behave({"istio-proxy": Script(forever=True, ignore_sigterm=True),
+                                "worker": Script(func=held(gate))})
+    ex = executor(api, storage, namespace="mesh")
+    run_id = submit(ex, square, new_id(), {"x": 3})
+    pod = cluster.wait(lambda: not ex.wait(0.02) and [p["metadata"]["name"] for p in cluster.list("pods", "mesh")
+                                                       if p["status"].get("phase") == "Running"])[0]
+    client.CoreV1Api(api).create_namespaced_pod_eviction(pod, "mesh", {
+        "metadata": {"name": pod, "namespace": "mesh"}, "deleteOptions": {"gracePeriodSeconds": 8}})
+    ended: list[Outcome] = []
+    cluster.wait(lambda: ended.extend(ex.wait(0.05)) or ended or f"sk-{run_id}-1-r1" in [
+        j["metadata"]["name"] for j in cluster.list("jobs.batch", "mesh")], timeout=30, message="the relaunch")
+    assert not ended, [o.error_info for o in ended]
+    gate.set()
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert outcome.details["relaunches"] == 1 and outcome.details["job"] == f"sk-{run_id}-1-r1"
+
+
 # -- capacity (6) --------------------------------------------------------------------------------------------
 
 
