@@ -432,6 +432,30 @@ def test_an_evicted_worker_whose_pod_stops_slowly_runs_again_not_failed_by_its_j
     assert outcome.details["relaunches"] == 1 and outcome.details["job"] == f"sk-{run_id}-1-r1"
 
 
+def test_a_worker_on_a_lost_node_runs_again_elsewhere_though_its_pod_stays_terminating(cluster, api, storage):
+    """A node cut off: its pods are deleted by the taint eviction controller (DisruptionTarget) but no kubelet
+    confirms, so they stay Terminating, and their Jobs say FailureTarget BackoffLimitExceeded. The run is
+    launched again on another node, not failed as BackoffLimitExceeded."""
+    cluster.add_node(NodeSpec("node-2", runtime="sim", unschedulable=True))
+    gate = held_workers(cluster)
+    ex = executor(api, storage)
+    run_id = submit(ex, square, new_id(), {"x": 4})
+    pod = cluster.wait(lambda: not ex.wait(0.02) and [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                                       if p["status"].get("phase") == "Running"])[0]
+    cluster.update_node("node-2", unschedulable=False)
+    cluster.lose_node("node-1", evict_after=0.2)
+    ended: list[Outcome] = []
+    cluster.wait(lambda: ended.extend(ex.wait(0.05)) or ended or f"sk-{run_id}-1-r1" in jobs(cluster),
+                 timeout=30, message="the relaunch")
+    assert not ended, [o.error_info for o in ended]
+    gate.set()
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert outcome.details["relaunches"] == 1 and outcome.details["node"] == "node-2"
+    assert cluster.get("pods", NS, pod)["metadata"].get("deletionTimestamp")  # the first one: still Terminating
+
+
 # -- capacity (6) --------------------------------------------------------------------------------------------
 
 

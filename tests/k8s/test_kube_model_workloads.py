@@ -463,6 +463,41 @@ def test_eviction_api_marks_the_pod_and_deletes_it(cluster, api):
     cluster.wait(lambda: cluster.get("pods", NS, "drained") is None)
 
 
+def test_a_lost_node_taints_itself_and_its_pods_stay_terminating_while_their_job_fails(cluster, api):
+    # https://kubernetes.io/docs/concepts/scheduling-eviction/taint-and-toleration/#taint-based-evictions: the node
+    # lifecycle controller taints an unreachable node, the taint eviction controller deletes its pods (with
+    # DisruptionTarget DeletionByTaintManager, pkg/controller/tainteviction/taint_eviction.go), and no kubelet
+    # confirms; the Job controller counts a deleting pod as failed at once (isPodFailed), its Failed condition
+    # waiting for the pod to terminate
+    cluster.add_node(NodeSpec("node-2", runtime="sim"))
+    cluster.update_node("node-2", unschedulable=True)
+    cluster.behaviour = by_name("", {}, Script(forever=True))
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    batch.create_namespaced_job(NS, job("stranded"))
+    pod = cluster.wait(lambda: [p for p in pods_of(api, "stranded") if p.status.phase == "Running"])[0]
+    cluster.lose_node("node-1", evict_after=0.2)
+    node = core.read_node("node-1")
+    assert [(c.status, c.reason) for c in node.status.conditions if c.type == "Ready"] == [
+        ("Unknown", "NodeStatusUnknown")]
+    assert {(t.key, t.effect) for t in node.spec.taints} == {("node.kubernetes.io/unreachable", "NoSchedule"),
+                                                            ("node.kubernetes.io/unreachable", "NoExecute")}
+    gone = cluster.wait(lambda: (p := core.read_namespaced_pod(pod.metadata.name, NS)).metadata.deletion_timestamp
+                        and p)
+    assert gone.status.phase == "Running"  # as last reported: nobody tells otherwise
+    assert [(c.reason, c.message) for c in gone.status.conditions if c.type == "DisruptionTarget"] == [
+        ("DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint")]
+    target = cluster.wait(lambda: [c for c in batch.read_namespaced_job("stranded", NS).status.conditions or []
+                                   if c.type == "FailureTarget"])
+    assert target[0].reason == "BackoffLimitExceeded"
+    j = batch.read_namespaced_job("stranded", NS)
+    assert j.status.terminating == 1 and "Failed" not in [c.type for c in j.status.conditions]
+    assert core.read_namespaced_pod(pod.metadata.name, NS).metadata.deletion_timestamp  # still Terminating
+    cluster.update_node("node-2", unschedulable=False)
+    batch.create_namespaced_job(NS, job("elsewhere"))
+    moved = cluster.wait(lambda: [p for p in pods_of(api, "elsewhere") if p.status.phase == "Running"])[0]
+    assert moved.spec.node_name == "node-2"  # nothing new lands on the tainted node
+
+
 def test_an_injected_sidecar_and_tolerated_taints(cluster, api):
     # https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/ (namespace label istio-injection)
     cluster.namespace("mesh", {"istio-injection": "enabled"})

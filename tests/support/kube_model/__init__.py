@@ -19,6 +19,7 @@ Typical use::
         ...                                                       # drive the code under test with ``api``
         k.evict("runs", pod_name)                                 # the world changes: evictions, new nodes,
         k.update_node("node-1", reserved={"cpu": "3"})            # kubelet-only usage (OutOfcpu), faults
+        k.lose_node("node-1")                                     # cut off: tainted, its pods Terminating
         k.fail(429, verb="create", resource="jobs", times=None, retry_after=1)
         assert len(k.calls(user=k.user_of("runs/sematic-k8s-driver"), verb="list")) == 2
 

@@ -28,6 +28,7 @@ from kube_model.errors import ApiError
 from kube_model.events import Recorder
 from kube_model.jobs import JobController
 from kube_model.kubelet import Kubelet
+from kube_model.meta import stamp
 from kube_model.rbac import ADMIN, Authorizer, Tokens, User, service_account_user, system_user
 from kube_model.resources import Registry
 from kube_model.runtimes import Behaviour, DockerRuntime, SimImages, SimRuntime, default_behaviour
@@ -36,6 +37,14 @@ from kube_model.store import Change, Store
 
 log = logging.getLogger("kube_model")
 SYSTEM = system_user("system:kube-model")
+UNREACHABLE = "node.kubernetes.io/unreachable"
+
+
+def _not_ready(pod: dict[str, Any]) -> None:
+    """The node lifecycle controller's MarkPodsNotReady: the pod's Ready condition turns False."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") != "False":
+            c.update(status="False", lastTransitionTime=stamp())
 
 
 class Cluster:
@@ -275,6 +284,57 @@ class Cluster:
                 raise LookupError(f"pod {namespace}/{pod} is not running on a node")
             await worker.evict(message, grace)
         self.call(go, timeout=120)
+
+    def lose_node(self, name: str, evict_after: float = 0.5) -> None:
+        """The node is cut off (powered off, partitioned): its kubelet stops reporting and hears nothing more. The
+        node lifecycle controller marks the node Ready Unknown and taints it ``node.kubernetes.io/unreachable``
+        (NoSchedule, NoExecute) and its pods not Ready; ``evict_after`` seconds later (standing for the 300 s
+        ``tolerationSeconds`` that the DefaultTolerationSeconds admission plugin gives pods) the taint eviction
+        controller adds DisruptionTarget (DeletionByTaintManager) to each pod and deletes it gracefully. No kubelet
+        confirms: the pods stay Terminating (https://kubernetes.io/docs/concepts/scheduling-eviction/
+        taint-and-toleration/#taint-based-evictions; pkg/controller/tainteviction/taint_eviction.go)."""
+        def go() -> None:
+            kubelet = self.kubelets[name]
+            kubelet.lost = True
+            added = stamp()
+            taints = [{"key": UNREACHABLE, "effect": effect, "timeAdded": added}
+                      for effect in ("NoSchedule", "NoExecute")]
+            kubelet.node.taints = [*kubelet.node.taints, *taints]
+
+            def unknown(n: dict[str, Any]) -> None:
+                n.setdefault("spec", {})["taints"] = [*(n["spec"].get("taints") or []), *taints]
+                for c in (n.get("status") or {}).get("conditions") or []:
+                    if c.get("type") == "Ready":
+                        c.update(status="Unknown", reason="NodeStatusUnknown", lastTransitionTime=added,
+                                 message="Kubelet stopped posting node status.")
+            self.api.mutate("nodes", "", name, unknown)
+            pods = [p for p in self.store.items("pods", None) if (p.get("spec") or {}).get("nodeName") == name
+                    and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+            for p in pods:
+                self.api.mutate("pods", p["metadata"]["namespace"], p["metadata"]["name"], _not_ready)
+            asyncio.get_running_loop().call_later(evict_after, self._taint_evict, [
+                (p["metadata"]["namespace"], p["metadata"]["name"], p["metadata"]["uid"]) for p in pods])
+        self.call(go)
+
+    def _taint_evict(self, pods: list[tuple[str, str, str]]) -> None:
+        user = system_user("system:serviceaccount:kube-system:node-controller")
+        for ns, name, uid in pods:
+            obj = self.store.get("pods", ns, name)
+            if obj is None or obj["metadata"]["uid"] != uid or obj["metadata"].get("deletionTimestamp"):
+                continue
+
+            def disrupt(p: dict[str, Any]) -> None:
+                conds = [c for c in (p.get("status") or {}).get("conditions") or []
+                         if c.get("type") != "DisruptionTarget"]
+                conds.append({"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
+                              "lastTransitionTime": stamp(), "reason": "DeletionByTaintManager",
+                              "message": "Taint manager: deleting due to NoExecute taint"})
+                p.setdefault("status", {})["conditions"] = conds
+            self.api.mutate("pods", ns, name, disrupt)
+            with contextlib.suppress(ApiError):
+                self.api.delete(self.registry.core("pods"), ns, name, DeleteOptions(uid=uid), user)
+            self.recorder.legacy(obj, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {ns}/{name}",
+                                 "taint-eviction-controller")
 
     def fail(self, status: int = 500, *, verb: str | None = None, resource: str | None = None,
              path: str | None = None, user: str | None = None, times: int | None = 1, seconds: float | None = None,

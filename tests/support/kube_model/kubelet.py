@@ -163,6 +163,9 @@ class PodWorker:
         return {k: v for k, v in st.items() if v is not None}
 
     def write(self) -> None:
+        if self.kubelet.lost:  # its node is cut off: nothing it sees reaches the API server
+            return
+
         def edit(pod: dict[str, Any]) -> None:
             pod["status"] = self.status(pod.get("status") or {})
         stored = self.cluster.api.mutate("pods", self.ns, self.name, edit, share_spec=True)
@@ -170,6 +173,8 @@ class PodWorker:
             self.pod = stored
 
     def event(self, type_: str, reason: str, message: str, container: CState | None = None) -> None:
+        if self.kubelet.lost:
+            return
         path = None
         if container is not None:
             kind = "containers" if container.kind == "regular" else "initContainers"
@@ -562,6 +567,7 @@ class Kubelet:
         self.cluster, self.node, self.runtime = cluster, node, runtime
         self.workers: dict[str, PodWorker] = {}
         self.admitted: dict[str, dict[str, int]] = {}  # pod uid -> requests, for node-level admission
+        self.lost = False  # cut off from the API server (Cluster.lose_node): it neither hears nor reports
 
     def lookup(self, ns: str) -> podenv.Lookup:
         return lambda kind, name: self.cluster.store.get(kind, ns, name)
@@ -594,6 +600,8 @@ class Kubelet:
         return None
 
     def on_pod(self, pod: dict[str, Any] | None, uid: str, deleted: bool) -> None:
+        if self.lost:
+            return
         worker = self.workers.get(uid)
         if deleted or pod is None:
             self.admitted.pop(uid, None)
