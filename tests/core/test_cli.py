@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -129,21 +130,30 @@ def test_a_home_given_that_exists_without_a_database_has_nothing_recorded(
     empty = tmp_path / "empty"
     empty.mkdir()
     for home, env, given in [(empty, {}, "--home"), (None, {settings.HOME_ENV: str(empty)}, f"${settings.HOME_ENV}")]:
-        with monkeypatch.context() as m:
-            for name, value in env.items():
-                m.setenv(name, value)
-            result = CliRunner().invoke(cli, [*(["--home", str(home)] if home else []), *args])
-        nothing = (f"nothing has been recorded yet in the home {empty} ({given}; the first resolution recorded in it "
-                   "makes its database)")
-        if args[1] == "list":
-            assert result.exit_code == 0, result.output
-            if "json" in args:
-                assert json.loads(result.stdout) == {"items": []} and result.stderr == ""
-            else:
-                assert result.stdout == "" and result.stderr == f"No resources found: {nothing}\n"
-        else:
-            assert result.exit_code == 1 and result.stdout == "" and result.stderr == f"Error: {nothing}\n"
+        result = _invoke(monkeypatch, home, env, args)
+        _nothing_recorded(result, args, f"nothing has been recorded yet in the home {empty} ({given}; the first "
+                                        "resolution recorded in it makes its database)")
         assert list(empty.iterdir()) == []
+
+
+def _invoke(monkeypatch: pytest.MonkeyPatch, home: Path | None, env: dict[str, str], args: list[str]) -> Any:
+    """The CLI run with ``--home home`` (unless None) and ``env`` set."""
+    with monkeypatch.context() as m:
+        for name, value in env.items():
+            m.setenv(name, value)
+        return CliRunner().invoke(cli, [*(["--home", str(home)] if home else []), *args])
+
+
+def _nothing_recorded(result: Any, args: list[str], nothing: str) -> None:
+    """A listing is empty (valid JSON with -o json), exit 0, saying ``nothing``; any other command says it, exit 1."""
+    if args[1] == "list" and "--root-id" not in args:
+        assert result.exit_code == 0, result.output
+        if "json" in args:
+            assert json.loads(result.stdout) == {"items": []} and result.stderr == ""
+        else:
+            assert result.stdout == "" and result.stderr == f"No resources found: {nothing}\n"
+    else:
+        assert result.exit_code == 1 and result.stdout == "" and result.stderr == f"Error: {nothing}\n"
 
 
 READS = [["resolutions", "list"], ["resolutions", "list", "-o", "json"], ["resolutions", "show", "abc"],
@@ -169,10 +179,7 @@ def test_a_home_given_that_does_not_exist_is_refused_and_not_made(tmp_path: Path
                 f"does not exist: nothing has been resolved there; check ${settings.DB_URL_ENV}"),
     ]
     for home, env, says in cases:
-        with monkeypatch.context() as m:
-            for name, value in env.items():
-                m.setenv(name, value)
-            result = CliRunner().invoke(cli, [*(["--home", str(home)] if home else []), *args])
+        result = _invoke(monkeypatch, home, env, args)
         assert result.exit_code == 1, result.output
         assert result.stdout == "" and result.stderr == f"Error: {says}\n"
         assert not typo.exists() and list(empty.iterdir()) == []
@@ -187,15 +194,7 @@ def test_the_default_home_not_made_yet_has_nothing_recorded(tmp_path: Path, monk
     default = tmp_path / ".sematic_k8s"
     nothing = (f"nothing has been recorded yet in the default home {default} (the first resolution makes it; --home "
                f"or ${settings.HOME_ENV} name another)")
-    result = CliRunner().invoke(cli, args)
-    if args[1] == "list" and "--root-id" not in args:
-        assert result.exit_code == 0, result.output
-        if "json" in args:
-            assert json.loads(result.stdout) == {"items": []} and result.stderr == ""
-        else:
-            assert result.stdout == "" and result.stderr == f"No resources found: {nothing}\n"
-    else:
-        assert result.exit_code == 1 and result.stdout == "" and result.stderr == f"Error: {nothing}\n"
+    _nothing_recorded(CliRunner().invoke(cli, args), args, nothing)
     assert not default.exists()
 
 
