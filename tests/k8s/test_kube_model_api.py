@@ -548,12 +548,25 @@ def test_deleting_a_job_orphans_its_pods_by_default_with_a_warning(cluster, api)
     _, _, headers = batch.delete_namespaced_job_with_http_info("keep", NS)
     assert "child pods are preserved by default" in headers.get("Warning", "")
     cluster.wait(lambda: cluster.get("jobs.batch", NS, "keep") is None)
-    left = core.read_namespaced_pod(pod.metadata.name, NS)
+    name = pod.metadata.name
+    left = cluster.wait(lambda: (p := core.read_namespaced_pod(name, NS)).metadata.finalizers is None and p)
     assert left.metadata.owner_references is None and left.metadata.deletion_timestamp is None
+    core.delete_namespaced_pod(name, NS)  # no job-tracking finalizer left to hold it (syncOrphanPod)
+    cluster.wait(lambda: cluster.get("pods", NS, name) is None)
     batch.create_namespaced_job(NS, job_body("go"))
     pod = cluster.wait(lambda: core.list_namespaced_pod(NS, label_selector="job-name=go").items)[0]
     batch.delete_namespaced_job("go", NS, propagation_policy="Background")
     cluster.wait(lambda: cluster.get("pods", NS, pod.metadata.name) is None)
+
+
+def test_the_job_controller_drops_the_tracking_finalizer_of_a_pod_no_job_controls(cluster, api):
+    # kube-controller-manager's Job controller (syncOrphanPod): an orphan keeps no batch.kubernetes.io/job-tracking
+    # finalizer, else it could never be deleted (its Job deleted with propagationPolicy Orphan, or none)
+    core = client.CoreV1Api(api)
+    cluster.behaviour = lambda pod, c: Script(forever=True)
+    core.create_namespaced_pod(NS, {"metadata": {"name": "stray", "finalizers": ["batch.kubernetes.io/job-tracking"]},
+                                    "spec": {"containers": [{"name": "c", "image": IMAGE}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("stray", NS).metadata.finalizers is None)
 
 
 def test_a_bound_pod_is_deleted_gracefully_by_its_kubelet(cluster, api):

@@ -1,7 +1,7 @@
 """The Job controller and the TTL-after-finished controller.
 
 https://kubernetes.io/docs/concepts/workloads/controllers/job/: pods named ``<job>-<5 chars>`` owned by the Job
-(controller reference, ``batch.kubernetes.io/job-tracking`` finalizer until counted); ``parallelism`` and
+(controller reference, ``batch.kubernetes.io/job-tracking`` finalizer until counted or orphaned); ``parallelism`` and
 ``completions``; failed pods counted against ``backoffLimit`` with an exponential delay before replacements;
 ``podFailurePolicy`` rules (FailJob, Ignore, Count on exit codes and pod conditions such as DisruptionTarget,
 https://kubernetes.io/docs/tasks/job/pod-failure-policy/); ``activeDeadlineSeconds`` counted from
@@ -132,6 +132,15 @@ class JobController:
                 else:
                     pods.add((change.namespace, change.name))
                 self.enqueue(change.namespace, ref["name"])
+            elif change.type != "DELETED" and TRACKING in (change.obj["metadata"].get("finalizers") or []):
+                asyncio.get_running_loop().call_soon(self._release_orphan, change.namespace, change.name)
+
+    def _release_orphan(self, ns: str, name: str) -> None:
+        """A pod with the tracking finalizer but no Job controlling it (its Job deleted with propagationPolicy
+        Orphan): the finalizer goes, or the pod could never be deleted (the real controller's syncOrphanPod)."""
+        pod = self.cluster.store.get("pods", ns, name)
+        if pod is not None and controller_of(pod) is None:
+            self._release(pod)
 
     async def run(self) -> None:
         while True:
