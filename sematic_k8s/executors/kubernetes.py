@@ -4,7 +4,9 @@
 the driver's Job), and learns how pods end from watch streams read by daemon threads (pods and Jobs of the
 resolution, label-selected; Warning Events of the namespace, of which only those that block a pod are
 kept; without permission to watch Events they are listed per waiting Job or pod): no per-run polling. A pod
-that ends badly has its last log lines read before it is gone; a 404 on a Job's delete is fine.
+that ends badly has its last log lines read before it is gone; a 404 on a Job's delete is fine. A Job someone
+deleted without its pod (``kubectl delete --cascade=orphan``, the batch/v1 default) fails its run as JobDeleted,
+and the executor deletes the pod left running (the one it followed, by uid, if its labels are this run's).
 
 The executor holds the state and wires its pieces, one module per job:
 
@@ -231,7 +233,8 @@ class KubernetesExecutor(RemoteExecutor):
         if verdict.relaunch:
             self._relaunch(verdict.attempt, verdict.state)
         else:
-            out.append(self._finish(verdict.attempt, verdict.state, delete=verdict.delete))
+            out.append(self._finish(verdict.attempt, verdict.state, delete=verdict.delete,
+                                    delete_pod=verdict.delete_pod))
 
     def _blocking_event(self, name: str) -> dict[str, Any] | None:
         """The newest Warning Event about ``name`` that says why it has no pod or does not start."""
@@ -255,7 +258,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.follower.relaunched(a)
         self._create(a, body)
 
-    def _finish(self, a: Attempt, state: PodState, delete: bool = False) -> Ended:
+    def _finish(self, a: Attempt, state: PodState, delete: bool = False, delete_pod: bool = False) -> Ended:
         a.stop_waiting()
         self._drop(a)
         logs = ""
@@ -263,6 +266,8 @@ class KubernetesExecutor(RemoteExecutor):
             logs = self._logs(a) or state.termination_log
         if delete:  # stuck, past its deadline, or a sidecar keeps its pod running: stop the Job
             self._delete(a.job_name)
+        if delete_pod:  # its Job was deleted without it: nothing else stops it
+            self._delete_pod(a)
         return a.ending(state, logs, self.namespace, self.image)
 
     def _drop(self, a: Attempt) -> None:
@@ -300,6 +305,23 @@ class KubernetesExecutor(RemoteExecutor):
         except ApiException as e:
             if e.status != 404:
                 log.warning("could not delete Job %s: %s %s", job_name, e.status, api_message(e))
+
+    def _delete_pod(self, a: Attempt) -> None:
+        """Delete the pod the attempt followed, if its labels said it is this run's worker and it is still that pod
+        (its uid): never another's. Gone already, or replaced, is fine; refused is logged (the run ends all the
+        same)."""
+        if a.pod_name is None or a.pod_uid is None:
+            return
+        try:
+            self.stats.pod_deletes += 1
+            self.kube.delete_pod(a.pod_name, a.pod_uid)
+            log.warning("run %s: its Job %s was deleted without its pod; deleted pod %s", a.spec.run_id, a.job_name,
+                        a.pod_name)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                hint = " (give the driver's Role delete on pods, as the chart's does)" if e.status == 403 else ""
+                log.warning("could not delete pod %s, left running after its Job %s was deleted: %s %s%s",
+                            a.pod_name, a.job_name, e.status, api_message(e), hint)
 
     def detach(self) -> None:
         """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them)."""

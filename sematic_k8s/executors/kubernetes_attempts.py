@@ -26,6 +26,7 @@ class KubeStats:
     conflicts: int = 0
     reattached: int = 0
     deletes: int = 0
+    pod_deletes: int = 0  # pods left running by a Job deleted without them
     log_reads: int = 0
     owner_reads: int = 0
     relaunches: int = 0
@@ -47,6 +48,7 @@ class Attempt:
     created: float = float("inf")  # when its Job was known to exist (monotonic)
     relaunches: int = 0
     pod_name: str | None = None
+    pod_uid: str | None = None  # its pod's uid, when its labels say it is this run's worker (else never deleted)
     stuck: PodState | None = None
     stuck_since: float | None = None
     job_failed: tuple[str, str | None] | None = None
@@ -98,7 +100,7 @@ class Attempts:
         self.by_run: dict[str, Attempt] = {}
         self.by_job: dict[str, str] = {}  # Job name -> run id
         self.by_pod: dict[str, str] = {}  # pod name -> run id
-        self.untracked: dict[str, tuple[str, PodState]] = {}  # Job name -> (pod name, last state) seen by the watch
+        self.untracked: dict[str, tuple[dict[str, Any], PodState]] = {}  # Job name -> (pod, its last state) seen
         self.ended_jobs: set[str] = set()
 
     def get(self, run_id: str) -> Attempt | None:
@@ -122,18 +124,18 @@ class Attempts:
         """The run whose Job or pod is called ``name``."""
         return self.by_job.get(name) or self.by_pod.get(name)
 
-    def saw_pod(self, a: Attempt, pod_name: str) -> None:
+    def saw_pod(self, a: Attempt, pod_name: str, uid: str | None) -> None:
         if a.pod_name != pod_name:
             self.by_pod.pop(a.pod_name or "", None)
             self.by_pod[pod_name] = a.spec.run_id
-        a.pod_name = pod_name
+        a.pod_name, a.pod_uid = pod_name, uid
 
     def relaunched(self, a: Attempt, job_name: str) -> None:
         """The attempt runs again in Job ``job_name``: its old Job and pod, and what the watches said of them, are
         forgotten."""
         del self.by_job[a.job_name]
         self.by_pod.pop(a.pod_name or "", None)
-        a.job_name, a.pod_name, a.stuck, a.stuck_since, a.job_failed = job_name, None, None, None, None
+        a.job_name, a.pod_name, a.pod_uid, a.stuck, a.stuck_since, a.job_failed = job_name, None, None, None, None, None
         a.stopping = None
         a.quiet = a.timed = False
         self.by_job[a.job_name] = a.spec.run_id

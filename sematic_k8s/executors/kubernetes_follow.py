@@ -29,7 +29,7 @@ from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts
 from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, problem, timestamp
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
-from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state
+from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, worker_uid
 from sematic_k8s.k8s.watch import Event
 
 log = logging.getLogger("sematic_k8s.k8s")
@@ -42,12 +42,14 @@ STUCK_GRACE = 120.0  # seconds a pod stuck for a reason without a grace of its o
 @dataclass(frozen=True)
 class Verdict:
     """What became of an attempt: its pod lost its node, so it runs again (``relaunch``), or it ended as ``state``
-    says (its Job deleted when ``delete``: stuck, past its deadline, or kept running by a sidecar)."""
+    says (its Job deleted when ``delete``: stuck, past its deadline, or kept running by a sidecar; its pod deleted
+    when ``delete_pod``: someone deleted its Job and left the pod running, ``kubectl delete --cascade=orphan``)."""
 
     attempt: Attempt
     state: PodState
     relaunch: bool = False
     delete: bool = False
+    delete_pod: bool = False
 
 
 class Follower:
@@ -175,18 +177,18 @@ class Follower:
         job = owner_job(pod)
         if not job:
             return None
-        name = (pod.get("metadata") or {}).get("name", "")
         a = self.attempts.of_job(job)
         if a is not None:
-            return self._apply(a, name, pod_state(pod, deleted=deleted))
+            return self._apply(a, pod, pod_state(pod, deleted=deleted))
         if deleted or job in self.attempts.ended_jobs:
             self.attempts.untracked.pop(job, None)
         else:  # not ours yet (a restarted driver's SYNC before its launches): kept until it is
-            self.attempts.untracked[job] = (name, pod_state(pod))
+            self.attempts.untracked[job] = (pod, pod_state(pod))
         return None
 
-    def _apply(self, a: Attempt, pod_name: str, state: PodState) -> Verdict | None:
-        self.attempts.saw_pod(a, pod_name)
+    def _apply(self, a: Attempt, pod: dict[str, Any], state: PodState) -> Verdict | None:
+        name = (pod.get("metadata") or {}).get("name", "")
+        self.attempts.saw_pod(a, name, worker_uid(pod, a.spec.root_id, a.spec.run_id))
         run_id = a.spec.run_id
         if state.started and a.timeout and not a.timed:
             self._start_clock(a, state)
@@ -253,7 +255,8 @@ class Follower:
             elif a.job_failed is not None:  # no pod ending came: the Job's word is all there is
                 reason, message = a.job_failed
                 yield Verdict(a, PodState("Failed", terminal=True, reason=reason, message=message,
-                                          started=a.pod_name is not None))
+                                          started=a.pod_name is not None),
+                              delete_pod=reason == "JobDeleted")  # deleted without its pod: it runs on, unowned
             elif a.stuck is not None:
                 grace = self.graces.get(a.stuck.reason or "", STUCK_GRACE)
                 message = f"{a.stuck.message or a.stuck.reason} (still so after {grace:g}s)"

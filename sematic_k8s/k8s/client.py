@@ -123,8 +123,8 @@ def refused(e: ApiException, doing: str, namespace: str) -> ApiException | Kuber
     return KubernetesForbidden(
         f"the Kubernetes API refuses to let this driver {doing} in namespace {namespace} ({e.status}: "
         f"{api_message(e)});{lacks} give its ServiceAccount a Role that allows create, get, list, watch and "
-        f"delete on jobs and list and watch on pods there (the chart's driver Role does: runs.rbac.create=true, "
-        f"drivers running as runs.driverServiceAccount.name)")
+        f"delete on jobs and list, watch and delete on pods there (the chart's driver Role does: "
+        f"runs.rbac.create=true, drivers running as runs.driverServiceAccount.name)")
 
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -232,6 +232,11 @@ class NamespacedApi:
         """Delete the Job, its pod in the background."""
         api_call(self.batch.delete_namespaced_job, name, self.namespace, propagation_policy="Background",
                  backoff=self.backoff)
+
+    def delete_pod(self, name: str, uid: str) -> None:
+        """Delete the pod ``name`` if it is still the one with ``uid`` (409 if it is not)."""
+        api_call(self.core.delete_namespaced_pod, name, self.namespace, backoff=self.backoff,
+                 body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)))
 
     def pod_log(self, pod: str, container: str, tail_lines: int) -> str:
         """The last ``tail_lines`` lines of ``container`` in ``pod`` (a few tries only: the pod may be gone)."""

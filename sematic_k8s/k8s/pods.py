@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
+
 PULL_PROBLEMS = frozenset({"ImagePullBackOff", "ErrImagePull"})
 CONFIG_PROBLEMS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})  # never fixes itself: fail at once
@@ -135,16 +137,18 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
 
 
 KEPT_CONDITIONS = frozenset({"DisruptionTarget", "PodScheduled"})
+KEPT_LABELS = ("batch.kubernetes.io/job-name", "job-name", RESOLUTION_LABEL, RUN_LABEL, ROLE_LABEL)
 
 
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`pod_state` and :func:`owner_job` read of a pod, and nothing else: a watch thread keeps
-    this, not the whole object, while the executor is busy (a fan-out's events can pile up)."""
+    """What :func:`pod_state`, :func:`owner_job` and :func:`worker_uid` read of a pod, and nothing else: a watch
+    thread keeps this, not the whole object, while the executor is busy (a fan-out's events can pile up)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     labels = meta.get("labels") or {}
-    return {"metadata": {"name": meta.get("name"), "deletionTimestamp": meta.get("deletionTimestamp"),
+    return {"metadata": {"name": meta.get("name"), "uid": meta.get("uid"),
+                         "deletionTimestamp": meta.get("deletionTimestamp"),
                          "ownerReferences": [r for r in meta.get("ownerReferences") or [] if r.get("kind") == "Job"],
-                         "labels": {k: labels[k] for k in ("batch.kubernetes.io/job-name", "job-name") if k in labels}},
+                         "labels": {k: labels[k] for k in KEPT_LABELS if k in labels}},
             "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
             "status": {"phase": status.get("phase"), "reason": status.get("reason"), "message": status.get("message"),
                        "conditions": [c for c in status.get("conditions") or [] if c.get("type") in KEPT_CONDITIONS],
@@ -176,3 +180,12 @@ def owner_job(pod: dict[str, Any]) -> str | None:
             return ref.get("name")
     labels = meta.get("labels") or {}
     return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+def worker_uid(pod: dict[str, Any], resolution_id: str, run_id: str) -> str | None:
+    """The uid of ``pod`` when its labels say it is the worker of run ``run_id`` in resolution ``resolution_id``
+    (the one pod of theirs the executor may delete), else None."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    wanted = {RESOLUTION_LABEL: resolution_id, RUN_LABEL: run_id, ROLE_LABEL: "worker"}
+    return meta.get("uid") if all(labels.get(k) == v for k, v in wanted.items()) else None

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 kubernetes = pytest.importorskip("kubernetes")
 
@@ -454,6 +455,55 @@ def test_a_worker_on_a_lost_node_runs_again_elsewhere_though_its_pod_stays_termi
     assert outcome.error_info is None and outcome.output is not None, outcome.error_info
     assert outcome.details["relaunches"] == 1 and outcome.details["node"] == "node-2"
     assert cluster.get("pods", NS, pod)["metadata"].get("deletionTimestamp")  # the first one: still Terminating
+
+
+def chart_driver_client(cluster: Any) -> client.ApiClient:
+    """A client as the chart's driver ServiceAccount, bound to the driver Role the chart renders (and nothing else)."""
+    helm = pytest.importorskip("helm_python")
+    with helm.Chart.load(os.path.join(ROOT, "helm", "sematic-k8s")) as chart:
+        files = chart.render({"image": {"repository": "127.0.0.1:5000/sematic-k8s-server"}}, name="sk",
+                             namespace=NS, is_install=True, is_upgrade=False)
+    docs = [d for path, text in files.items() if path.endswith("runs.yaml") for d in yaml.safe_load_all(text) if d]
+    [role] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "sk-sematic-k8s-driver"]
+    [binding] = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "sk-sematic-k8s-driver"]
+    account = binding["subjects"][0]["name"]
+    cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}, role, binding],
+                  namespace=NS)
+    return cluster.client(f"{NS}/{account}")
+
+
+def test_a_job_deleted_without_its_pod_fails_its_run_and_the_driver_deletes_the_pod_left_running(cluster, api,
+                                                                                                   storage):
+    """Someone deletes a worker's Job without propagationPolicy (kubectl delete --cascade=orphan, the batch/v1
+    default): its pod runs on, unowned. The run fails as JobDeleted and the driver (with the chart's Role) deletes
+    that pod; the resolution's other worker runs on."""
+    gate = threading.Event()
+    orphaned, other = new_id(), new_id()
+    cluster.behaviour = lambda pod, c: behave({"worker": Script(func=held(gate))})(pod, c) if (
+        pod["metadata"]["labels"]["sematic-k8s/run-id"] == other) else Script(forever=True)
+    driver = chart_driver_client(cluster)
+    ex = executor(driver, storage)
+    root = new_id()
+    for run_id in (orphaned, other):
+        submit(ex, square, root, {"x": 2}, run_id=run_id)
+    core = client.CoreV1Api(api)
+
+    def running(run_id: str) -> list[str]:
+        pods = core.list_namespaced_pod(NS, label_selector=f"sematic-k8s/run-id={run_id}").items
+        return [p.metadata.name for p in pods if p.status.phase == "Running"]
+    cluster.wait(lambda: not ex.wait(0.02) and running(orphaned) and running(other), message="both pods running")
+    _, _, headers = client.BatchV1Api(api).delete_namespaced_job_with_http_info(f"sk-{orphaned}-1", NS)
+    assert "child pods are preserved by default" in headers.get("Warning", "")
+    outcome = wait_for(ex, 1)[orphaned]
+    info = outcome.error_info
+    assert info is not None and info["type"] == "JobDeleted", info
+    cluster.wait(lambda: not core.list_namespaced_pod(NS, label_selector=f"sematic-k8s/run-id={orphaned}").items,
+                 message="the orphaned worker pod deleted")
+    assert ex.stats.pod_deletes == 1 and running(other)
+    gate.set()
+    assert wait_for(ex, 1)[other].error_info is None
+    ex.close()
+    driver.close()
 
 
 # -- capacity (6) --------------------------------------------------------------------------------------------

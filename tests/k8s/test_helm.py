@@ -33,7 +33,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver ServiceAccount may do
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"list", "watch"},
+    ("", "pods"): {"list", "watch", "delete"},  # delete: a worker pod left running by its Job's orphaning delete
     ("", "pods/log"): {"get"},
     ("", "events"): {"list", "watch"},  # Warning Events of the namespace, on one watch
 }
@@ -783,6 +783,7 @@ DRIVER_CALLS = {
     "list_namespaced_job": ("batch", "jobs", {"list", "watch"}),  # listed, then watched (k8s/watch.py)
     "delete_namespaced_job": ("batch", "jobs", {"delete"}),
     "list_namespaced_pod": ("", "pods", {"list", "watch"}),
+    "delete_namespaced_pod": ("", "pods", {"delete"}),
     "read_namespaced_pod_log": ("", "pods/log", {"get"}),
     "list_namespaced_event": ("", "events", {"list", "watch"}),  # listed, then watched (Warning Events)
 }
