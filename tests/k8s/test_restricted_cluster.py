@@ -133,8 +133,14 @@ def test_a_pipeline_runs_in_a_restricted_namespace_as_the_charts_service_account
             return ps if ps and all(p.status.phase == "Succeeded" for p in ps) else []
         try:
             pods = cluster.wait(all_ended, timeout=120, message="the driver pod's end")
-        except AssertionError as e:
-            raise AssertionError(f"{e}; pods' phases: {phases}") from None
+        except AssertionError as e:  # how each pod that did not succeed ended, and its last lines: why
+            failed = [p for p in core.list_namespaced_pod(NS, label_selector=selector).items
+                      if p.status.phase != "Succeeded"]
+            why = {p.metadata.name: ([c.state.terminated.to_dict() for c in p.status.container_statuses or []
+                                      if c.state and c.state.terminated],
+                                     _last_lines(core, p.metadata.name)) for p in failed}
+            raise AssertionError(f"{e}; pods' phases: {phases}; those not succeeded: {why}; resolution "
+                                 f"{server.store.get_resolution(f.id)}") from None
         assert sorted(p.metadata.labels["sematic-k8s/role"] for p in pods) == ["driver"] + ["worker"] * 4
         assert not [e for e in cluster.events(NS) if e["reason"] == "FailedCreate"]
         res = server.store.get_resolution(f.id)
@@ -195,3 +201,11 @@ def _launched_as_the_chart_says(server: Any, res: Any, cluster: Any, workers: li
         assert notes["job"] == manifests.worker_job_name(r.id, 1) and notes["pod"] == pod_of_job[notes["job"]]
     assert any("driver started" in line for line in lines), lines
     api.close()
+
+
+def _last_lines(core: Any, pod: str) -> str:
+    """The last lines a pod printed, or why they cannot be read (for a failure's message)."""
+    try:
+        return str(core.read_namespaced_pod_log(pod, NS, tail_lines=30))
+    except client.ApiException as e:
+        return f"(its log: {e.status} {e.reason})"
