@@ -14,6 +14,7 @@ from sematic_k8s.specs import RERUN_MODES, ResolutionSettings
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.lookup import find_run
+from sematic_k8s.store.records import RunRecord
 
 __all__ = ["RERUN_MODES", "Resolver"]
 
@@ -56,16 +57,20 @@ class Resolver:
     def _parts(self) -> tuple[Store, Storage, Executor]:
         raise NotImplementedError
 
-    def _settings(self, store: Store) -> ResolutionSettings:
-        """The settings with ``rerun_from`` the whole id of the run it names (an id, or a unique start of one, as
-        the CLI takes them): what the resolution records. LookupError in one line when it names no run or several."""
+    def _rerun_target(self, store: Store) -> RunRecord | None:
+        """The run ``rerun_from`` names (an id, or a unique start of one, as the CLI takes them), read once; None
+        when not a rerun. LookupError in one line when it names no run or several."""
         if self.rerun_from is None:
-            return self.resolution
+            return None
         try:
-            target = find_run(store, self.rerun_from)
+            return find_run(store, self.rerun_from)
         except LookupError as e:
             raise LookupError(f"rerun_from: {e}") from None
-        return dataclasses.replace(self.resolution, rerun_from=target.id)
+
+    def _settings(self, target: RunRecord | None) -> ResolutionSettings:
+        """The settings with ``rerun_from`` the whole id of ``target`` (:meth:`_rerun_target`): what the resolution
+        records."""
+        return self.resolution if target is None else dataclasses.replace(self.resolution, rerun_from=target.id)
 
     def resolve(self, future: Future) -> Any:
         """Resolve ``future`` (a root pipeline call) and return its value."""
@@ -73,5 +78,5 @@ class Resolver:
             raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
         check_not_loading(f"{type(self).__name__}.resolve()")  # a script's top level, loaded to find its funcs
         store, storage, executor = self._parts()
-        return ResolutionLoop(store, storage, executor, self._settings(store), kind=self.kind,
+        return ResolutionLoop(store, storage, executor, self._settings(self._rerun_target(store)), kind=self.kind,
                               inline_limit=self.inline_limit).run(future)

@@ -34,7 +34,7 @@ from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERV
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
-from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.records import Batch, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -96,16 +96,17 @@ class CloudResolver(Resolver):
         try:
             # the server and the key first (reads the resolution needs anyway), then the storage: a key it refuses, a
             # URL where another server or nothing answers, a bucket missing, are said before an image is built
-            resolution = self._settings(store)  # rerun_from whole
+            target = self._rerun_target(store)
+            resolution = self._settings(target)  # rerun_from whole
             taken = resolution.rerun_from is not None or _recorded(store, future.id)
             check_storage = getattr(storage, "check", None)  # S3's: its bucket and credentials, one request
             if check_storage is not None:
                 check_storage()
-            image = self._image(store, shown, resolution.rerun_from)
+            image = self._image(store, shown, target)
             if taken:
                 future.id = new_id()
             namespace = caching.resolve_namespace(self.cache_namespace,
-                                                  self._namespace_root(store, storage, future, resolution.rerun_from))
+                                                  self._namespace_root(store, storage, future, target))
             s = serialization.serialize(future)
             put_artifact(storage, s)
             spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=self.storage_url,  # type: ignore[arg-type]
@@ -135,29 +136,27 @@ class CloudResolver(Resolver):
         shown.done("resolved")
         return value
 
-    def _namespace_root(self, store: Any, storage: Any, future: Future, rerun_from: str | None) -> Future:
-        """What a callable cache_namespace receives: ``future``, or for a rerun the root as recorded."""
-        if not callable(self.cache_namespace) or rerun_from is None:
+    def _namespace_root(self, store: Any, storage: Any, future: Future, target: RunRecord | None) -> Future:
+        """What a callable cache_namespace receives: ``future``, or for a rerun (of ``target``) the root as
+        recorded."""
+        if not callable(self.cache_namespace) or target is None:
             return future
-        target = store.get_run(rerun_from)
-        root = store.get_run(target.root_id) if target is not None else None
+        root = store.get_run(target.root_id)
         if root is None:
-            raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
+            raise LookupError(f"rerun_from: the root run {target.root_id} of run {target.id} is not recorded")
         def stored_value(artifact_id: str) -> serialization.Value:
             return _stored_value(store.get_artifact(artifact_id), storage)
 
         return recorded_root(future.func, root, stored_value, future.id)
 
-    def _image(self, store: Any, shown: Display, rerun_from: str | None) -> Any:
-        """Reuse the recorded image when the code did not change; else build and push one."""
+    def _image(self, store: Any, shown: Display, target: RunRecord | None) -> Any:
+        """Reuse the image recorded for the resolution of ``target`` (a rerun's) when the code did not change; else
+        build and push one."""
         from sematic_k8s.packaging import ensure_image
 
         recorded = None
-        if rerun_from is not None:
-            run = store.get_run(rerun_from)
-            if run is None:
-                raise LookupError(f"rerun_from: no run with id {rerun_from!r}")
-            res = store.get_resolution(run.root_id)
+        if target is not None:
+            res = store.get_resolution(target.root_id)
             if res is not None and res.image and res.build_hash:
                 recorded = (res.build_hash, res.image)
         return ensure_image(self.project_root, self.registry, self.base_image,  # type: ignore[arg-type]

@@ -24,8 +24,8 @@ def test_rerun_namespace_root_is_the_recorded_root(tmp_path: Path) -> None:
                                     registry="127.0.0.1:5000/unused", rerun_from=first.id,
                                     cache_namespace=lambda root: seen.append(root) or "ns")
         placeholder = sp.add(0, 0)
-        root = resolver._namespace_root(HttpStore(served.url, served.key), LocalStorage(tmp_path / "storage"),
-                                        placeholder, first.id)
+        store = HttpStore(served.url, served.key)
+        root = resolver._namespace_root(store, LocalStorage(tmp_path / "storage"), placeholder, store.get_run(first.id))
         assert (root.func, root.kwargs, root.id) == (sp.add, {"a": 4, "b": 5}, placeholder.id)
         plain = sk.CloudResolver(server=served.url, api_key=served.key, storage=f"file://{tmp_path / 'storage'}",
                                  registry="127.0.0.1:5000/unused", cache_namespace=lambda root: "ns")
