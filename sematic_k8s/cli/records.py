@@ -10,14 +10,13 @@ from pathlib import Path
 
 import click
 import httpx
-import sqlalchemy
 
 from sematic_k8s import settings
 from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
-from sematic_k8s.store import lookup, open_store
+from sematic_k8s.store import lookup, open_store, sqlite_file
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import API, HttpStore
 from sematic_k8s.store.records import RunRecord
@@ -80,19 +79,6 @@ def _check_recorded(ctx: click.Context, path: Path) -> None:
     why = "not a directory" if path.exists() else "no such directory"
     raise click.ClickException(f"no sematic-k8s home at {path} ({why}): nothing has been resolved there; check "
                                f"{given} (a home is made by the first resolution recorded in it)")
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file a SQLite database URL names; None for another database, one in memory, or a URL that does not
-    parse (opening it says what is wrong)."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
-            or parsed.query.get("uri"):
-        return None
-    return Path(parsed.database).expanduser()
 
 
 def _check_server(url: str) -> None:

@@ -56,6 +56,21 @@ def _in_memory(url: str) -> bool:
     return scheme.split("+")[0] == "sqlite" and rest.split("?")[0] in ("", "/", "/:memory:")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL names; None for another database, one in memory, or a URL that does not
+    parse (opening it says what is wrong)."""
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
+            or parsed.query.get("uri"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
 def redacted_url(url: str) -> str:
     """A database URL as messages and logs name it: without its password (one that does not parse is not shown:
     it may hold one)."""

@@ -16,9 +16,8 @@ import click
 
 from sematic_k8s import settings
 from sematic_k8s.cli.output import emit, local_time
-from sematic_k8s.cli.records import sqlite_file
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
-from sematic_k8s.store import redacted_url
+from sematic_k8s.store import redacted_url, sqlite_file
 
 LOOPBACK_NAMES = ("localhost",)
 
