@@ -16,7 +16,7 @@ from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
-from sematic_k8s.store import lookup, open_store, sqlite_file
+from sematic_k8s.store import lookup, missing_sqlite_file, open_store
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import API, HttpStore
 from sematic_k8s.store.records import RunRecord
@@ -62,8 +62,8 @@ def _check_recorded(ctx: click.Context, path: Path) -> None:
     the home around it): one line naming the home given (--home, $SEMATIC_K8S_HOME) or the file
     ($SEMATIC_K8S_DB_URL) that is not there, a typo most likely; for the default home, or a directory given that
     exists (made for it, or a home whose first resolution is still to come), :class:`NothingRecorded`."""
-    file = sqlite_file(settings.db_url(path))
-    if file is None or file.is_file():
+    file = missing_sqlite_file(settings.db_url(path))
+    if file is None:
         return
     if os.environ.get(settings.DB_URL_ENV):
         raise click.ClickException(f"the metadata database {file} does not exist: nothing has been resolved there; "

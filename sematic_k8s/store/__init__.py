@@ -30,6 +30,8 @@ from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import http_store
 
 if TYPE_CHECKING:
+    import sqlalchemy
+
     from sematic_k8s.store.sql import SqlStore
 
 _STORES: dict[str, SqlStore] = {}
@@ -50,25 +52,37 @@ def sql_store(url: str) -> SqlStore:
     return _STORES[url]
 
 
-def _in_memory(url: str) -> bool:
-    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)."""
-    scheme, _, rest = url.partition("://")
-    return scheme.split("+")[0] == "sqlite" and rest.split("?")[0] in ("", "/", "/:memory:")
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file a SQLite database URL names; None for another database, one in memory, or a URL that does not
-    parse (opening it says what is wrong)."""
+def _sqlite_url(url: str) -> sqlalchemy.engine.URL | None:
+    """``url`` parsed when it is a SQLite database's; None for another database or a URL that does not parse
+    (opening it says what is wrong)."""
     import sqlalchemy
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
-            or parsed.query.get("uri"):
+    return parsed if parsed.get_backend_name() == "sqlite" else None
+
+
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)."""
+    parsed = _sqlite_url(url)
+    return parsed is not None and parsed.database in (None, "", ":memory:")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL names; None for another database, one in memory, a ``uri`` URL, or a URL
+    that does not parse."""
+    parsed = _sqlite_url(url)
+    if parsed is None or parsed.database in (None, "", ":memory:") or parsed.query.get("uri"):
         return None
     return Path(parsed.database).expanduser()
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file ``url`` names when it is not there (a read would make it, and find nothing); else None."""
+    file = sqlite_file(url)
+    return None if file is None or file.is_file() else file
 
 
 def redacted_url(url: str) -> str:

@@ -17,7 +17,7 @@ import click
 from sematic_k8s import settings
 from sematic_k8s.cli.output import emit, local_time
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
-from sematic_k8s.store import redacted_url, sqlite_file
+from sematic_k8s.store import missing_sqlite_file, redacted_url
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -41,8 +41,8 @@ def _db_url(home: Path, db_url: str | None) -> str:
 def _keys_db_url(ctx: click.Context, home_opt: Path | None, db_url: str | None) -> str:
     """The database whose keys to list or revoke, never made by it: a SQLite file that is not there is one line."""
     url = _db_url(_home(ctx, home_opt, create=False), db_url)
-    file = sqlite_file(url)
-    if file is not None and not file.is_file():
+    file = missing_sqlite_file(url)
+    if file is not None:
         raise click.ClickException(f"the metadata database {file} does not exist: no API key was made there; check "
                                    f"--db-url, --home or ${settings.HOME_ENV}")
     return url
