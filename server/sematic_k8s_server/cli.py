@@ -140,7 +140,9 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
-        _check_storage(storage)
+        _check_storage(storage, settings.STORAGE_ENV, os.environ.get(settings.STORAGE_ENV))
+        for allowed_url, allowed in _allowed_storages():
+            _check_storage(allowed, settings.STORAGE_ALLOW_ENV, allowed_url)
         store = _open_store(url)  # migrated here, once, before any worker starts
         import uvicorn
 
@@ -188,11 +190,12 @@ def _claim_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _check_storage(storage: Any) -> None:  # noqa: ANN401 - Storage, imported lazily
-    """The server's own storage checked once before it starts (S3: one HEAD of its bucket, retried for the storage's
-    retry window): a missing bucket or credentials S3 refuses are refused in one line, as an unopenable database is,
-    rather than met by the first artifact or log request. An endpoint that does not answer (an outage) is said in one
-    line and the server starts: it serves its records meanwhile, as a running server does through an S3 outage."""
+def _check_storage(storage: Any, env: str, shown: str | None) -> None:  # noqa: ANN401 - Storage, imported lazily
+    """A storage the server reads (its own, one on its allow-list) checked once before it starts (S3: one HEAD of its
+    bucket, retried for the storage's retry window): a missing bucket or credentials S3 refuses are refused in one
+    line, as an unopenable database is, rather than met by the first artifact or log request. An endpoint that does
+    not answer (an outage) is said in one line and the server starts: it serves its records meanwhile, as a running
+    server does through an S3 outage. ``env`` and ``shown``: the setting that names it, and how it was written."""
     check = getattr(storage, "check", None)  # S3's; a local directory is made by its first write
     if check is None:
         return
@@ -200,7 +203,7 @@ def _check_storage(storage: Any) -> None:  # noqa: ANN401 - Storage, imported la
     from sematic_k8s.storage.s3 import transient
     from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
 
-    said = f"${settings.STORAGE_ENV} {os.environ.get(settings.STORAGE_ENV)}"  # as the operator wrote it
+    said = f"${env} {shown}"  # as the operator wrote it
     retries = logging.getLogger("sematic_k8s")
     level = retries.level
     retries.setLevel(logging.ERROR)  # not its "retrying" warning too: the refusal below says it, in one line
@@ -212,9 +215,9 @@ def _check_storage(storage: Any) -> None:  # noqa: ANN401 - Storage, imported la
         if e.__cause__ is not None and transient(e.__cause__):
             click.echo(f"Warning: {said}: {e} (for {REQUEST_RETRY_WINDOW:g} s); the server starts: its artifact and "
                        "log requests answer 503 until S3 answers (if it never does, give the storage an endpoint that "
-                       f"does: ?endpoint= in ${settings.STORAGE_ENV}, or $AWS_ENDPOINT_URL_S3)", err=True)
+                       f"does: ?endpoint= in ${env}, or $AWS_ENDPOINT_URL_S3)", err=True)
             return
-        raise click.ClickException(f"{said}: {e}; correct ${settings.STORAGE_ENV}, or create the bucket") from None
+        raise click.ClickException(f"{said}: {e}; correct ${env}, or create the bucket") from None
     finally:
         retries.setLevel(level)
 
@@ -261,6 +264,23 @@ def _storage(params: dict[str, Any]) -> Any:  # noqa: ANN401 - Storage, imported
                 else LocalStorage(Path(params["home"]) / "storage"))
     except ValueError as e:  # an unsupported or malformed URL
         raise click.ClickException(f"${settings.STORAGE_ENV}: {e}") from None
+
+
+def _allowed_storages() -> list[tuple[str, Any]]:
+    """The storages of $SEMATIC_K8S_STORAGE_ALLOW, each as written and opened (not yet contacted): a bad URL in one
+    line, at start, rather than a refusal of the first resolution recorded there."""
+    from sematic_k8s.storage.urls import storage_from_url
+    from sematic_k8s_server.storages import REQUEST_RETRY_WINDOW
+
+    opened = []
+    for url in (u.strip() for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",")):
+        if not url:
+            continue
+        try:
+            opened.append((url, storage_from_url(url, retry_window=REQUEST_RETRY_WINDOW)))
+        except ValueError as e:
+            raise click.ClickException(f"${settings.STORAGE_ALLOW_ENV}: {url}: {e}") from None
+    return opened
 
 
 def worker_app() -> Any:  # noqa: ANN401 - FastAPI app

@@ -299,6 +299,29 @@ def test_the_server_refuses_a_storage_it_cannot_use_in_one_line(tmp_path: Path, 
     assert not (tmp_path / "db.sqlite3").exists()
 
 
+@pytest.mark.parametrize("case", ["missing-bucket", "not-a-url"])
+def test_the_server_refuses_an_allowed_storage_it_cannot_use_in_one_line(tmp_path: Path, case: str) -> None:
+    """A storage on $SEMATIC_K8S_STORAGE_ALLOW is checked at start as the server's own is: a bucket S3 does not have,
+    or a URL that is not a storage's, is one line naming the entry and the setting (was: the server started, and the
+    first resolution recorded there showed an error in place of its artifacts and logs)."""
+    with s3_endpoint() as s3:
+        entry, says = {
+            "missing-bucket": ("s3://sk-no-such-archive/runs", f"S3 bucket 'sk-no-such-archive' does not exist at "
+                               f"{s3}; correct ${settings.STORAGE_ALLOW_ENV}, or create the bucket"),
+            "not-a-url": ("gs://archive/runs", ""),
+        }[case]
+        proc = start_server(["--home", str(tmp_path)], {
+            settings.STORAGE_ALLOW_ENV: f"file://{tmp_path}/other, {entry}", "AWS_ENDPOINT_URL_S3": s3,
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    prefix = (f"Error: ${settings.STORAGE_ALLOW_ENV} {entry}: " if case == "missing-bucket"
+              else f"Error: ${settings.STORAGE_ALLOW_ENV}: {entry}: ")
+    assert proc.stderr.startswith(prefix) and says in proc.stderr, proc.stderr
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
 def test_the_server_starts_while_its_s3_does_not_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server (re)started while its S3 endpoint does not answer (an outage: say its Kubernetes pod was rescheduled
     meanwhile) starts, saying so in one line, and serves its records; an artifact's bytes answer 503 until S3 is back,
