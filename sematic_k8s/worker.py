@@ -13,7 +13,10 @@ end). Nothing imports this module.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 
 from sematic_k8s import settings
 from sematic_k8s.errors import InfrastructureError
@@ -22,11 +25,29 @@ from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, WORKER_ST
 from sematic_k8s.storage.presigned import PresignedStorage
 from sematic_k8s.storage.urls import storage_from_url
 
+PARENT_CHECK_INTERVAL = 0.2  # seconds between a worker process's looks at whether its driver is still there
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process (SIGKILL) as soon as ``parent`` is no longer its parent: the driver that started it died
+    (kill -9, an OOM kill) and it was handed to another. Its attempt has no one to report to: a driver started again
+    runs the attempt afresh (the process executor does not re-attach), and this one must not run beside it. A
+    thread's poll rather than Linux's ``PR_SET_PDEATHSIG``, which fires when the *thread* that started the worker
+    ends, and exists on Linux only."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_INTERVAL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="sk-parent-watch").start()
+
 
 def main() -> int:
     """Container entrypoint: exit 0 when the func returned, 1 when it raised, 75 on an infrastructure failure
     (storage not reached after retrying for the retry window, or its disk full), named in the last line it prints
     on stderr: its executor records it from there (:func:`sematic_k8s.executors.remote.worker_said`)."""
+    if os.environ.get(settings.PARENT_PID_ENV):  # a worker process (containers and pods end with their executors')
+        die_with_parent(int(os.environ[settings.PARENT_PID_ENV]))
     spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
     try:
         storage = PresignedStorage(spec.urls) if spec.urls else storage_from_url(os.environ[settings.STORAGE_ENV])

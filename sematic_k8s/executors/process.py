@@ -3,7 +3,9 @@
 The same worker contract as containers and pods, without an image: useful to run funcs isolated
 from the driver, and to test the remote path end to end. A worker's stderr is passed on to this process's and
 its last lines are kept, as a container's log is: they tell why a worker died, and name the infrastructure failure
-of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`).
+of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`). A worker ends itself when this process
+dies (:func:`sematic_k8s.worker.die_with_parent`): nothing would read its outcome, and a driver started again runs
+the attempt afresh.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import IO
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
-from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, PARENT_PID_ENV
 from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
@@ -51,9 +53,9 @@ class ProcessExecutor(RemoteExecutor):
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
         inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
-        proc = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE], cwd=self.cwd,
-            env={**inherited, "PYTHONPATH": path, **env}, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = {**inherited, "PYTHONPATH": path, **env, PARENT_PID_ENV: str(os.getpid())}
+        proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=self.cwd, env=env,
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         lines: deque[str] = deque(maxlen=LOG_TAIL)
         relay = threading.Thread(target=_relay, args=(proc.stderr, lines), daemon=True, name="sk-worker-stderr")
         relay.start()

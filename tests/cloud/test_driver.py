@@ -104,6 +104,8 @@ def counted(marker: str, x: int) -> int:
 
 @sk.func(inline=False)
 def gated(gate: str, x: int) -> int:
+    with open(f"{gate}.pid", "w") as f:  # the worker process running it
+        f.write(str(os.getpid()))
     while not os.path.exists(gate):
         time.sleep(0.05)
     return x * 10
@@ -177,6 +179,39 @@ def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
     assert open(marker).read().count("ran") == 2  # the counted runs that had resolved were not run again
     assert store.get_artifact(store.get_run(f.id).output_id).summary == 1 + 20
 
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_process_ends_when_its_driver_is_killed(tmp_path):
+    """The driver is killed (kill -9) while its worker process runs a step waiting at a gate: the worker ends itself
+    at once, never finishing the step (before: it ran on, adopted by another process, and finished the step when the
+    gate opened, beside the attempt a restarted driver runs again: the step's side effects twice)."""
+    d = _driver_at_the_gate(tmp_path)
+    pid_file = f"{d.gate}.pid"
+    deadline = time.monotonic() + 60
+    while not os.path.exists(pid_file) or not open(pid_file).read():
+        assert time.monotonic() < deadline, "the gated step never started"
+        time.sleep(0.05)
+    worker = int(open(pid_file).read())
+    assert _alive(worker)
+    d.first.kill()
+    d.first.wait()
+    deadline = time.monotonic() + 60
+    while _alive(worker):
+        if time.monotonic() > deadline:
+            os.kill(worker, 9)
+            pytest.fail(f"the worker process {worker} of a killed driver still runs")
+        time.sleep(0.05)
+    [step] = [r for r in d.store.runs_of_root(d.f.id) if r.func_name == "gated"]
+    assert not d.storage.exists(outcome_key(step.id, 1))  # it never finished
 
 
 def test_a_cancel_asked_while_the_driver_was_down_is_kept_by_the_restarted_driver(tmp_path):
