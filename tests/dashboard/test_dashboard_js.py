@@ -1,5 +1,6 @@
 """The dashboard's JavaScript without a browser: ``node --test`` over ``tests/dashboard/js`` (the graph layout,
-the graph model, the event-stream parser, routes, answers taken in the order asked, and the modules' boundaries).
+the graph model, the event-stream parser, routes, answers taken in the order asked and requests superseded
+aborted, and the modules' boundaries).
 
 Needs Node.js 20 or newer (``node`` on PATH, or SEMATIC_K8S_NODE). Without it the test skips, except under
 CI=true, where it fails.

@@ -102,12 +102,12 @@ async function errorMessage(resp) {
 // -- requests ----------------------------------------------------------------------------------------
 
 /** fetch /api/v1 + path; JSON by default, text with {text: true}, the Response with {raw: true}; throws
- * HttpError. */
-export async function api(path, { method = "GET", body, text = false, raw = false } = {}) {
+ * HttpError, or the AbortError of `signal` (which aborts the request, and the reading of its answer). */
+export async function api(path, { method = "GET", body, text = false, raw = false, signal } = {}) {
   const headers = authHeaders({ Accept: text ? "text/plain" : "application/json" });
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await send(API + path, {
-    method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body), signal,
   });
   if (!resp.ok) {
     const message = await errorMessage(resp);
@@ -122,9 +122,10 @@ export async function api(path, { method = "GET", body, text = false, raw = fals
   return text ? resp.text() : resp.json();
 }
 
+// reads a view may supersede take {signal} (see Answers in live.js)
 export const listResolutions = (query) => api(`/resolutions?${new URLSearchParams(query)}`);
 export const getGraph = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/graph`);
-export const getRun = (runId) => api(`/runs/${enc(runId)}`);
+export const getRun = (runId, { signal } = {}) => api(`/runs/${enc(runId)}`, { signal });
 export const getLogs = (runId) => api(`/runs/${enc(runId)}/logs`, { text: true });
 export const rerunResolution = (resolutionId, body) =>
   api(`/resolutions/${enc(resolutionId)}/rerun`, { method: "POST", body });
@@ -132,21 +133,21 @@ export const rerunResolution = (resolutionId, body) =>
 export const cancelResolution = (resolutionId) =>
   api(`/resolutions/${enc(resolutionId)}/cancel`, { method: "POST", body: {} });
 export const getResolution = (resolutionId) => api(`/resolutions/${enc(resolutionId)}`);
-export const listPipelines = (query) => api(`/pipelines?${new URLSearchParams(query)}`);
+export const listPipelines = (query, { signal } = {}) => api(`/pipelines?${new URLSearchParams(query)}`, { signal });
 export const getCounts = (resolutionId) => api(`/resolutions/${enc(resolutionId)}/counts`);
 export const setLabels = (resolutionId, body) => api(`/resolutions/${enc(resolutionId)}/labels`, { method: "POST", body });
 
 /** A resolution's overview; `expand`: Map group id -> offset of the page of its runs to show. */
-export function getOverview(resolutionId, expand = new Map(), page = 50) {
+export function getOverview(resolutionId, { expand = new Map(), page = 50, signal } = {}) {
   const q = new URLSearchParams({ page: String(page) });
   for (const [g, offset] of expand) q.append("expand", `${g}@${offset}`);
-  return api(`/resolutions/${enc(resolutionId)}/overview?${q}`);
+  return api(`/resolutions/${enc(resolutionId)}/overview?${q}`, { signal });
 }
 
 /** A part of a run's log: from byte `from.offset` (at most `from.limit` bytes), or its last `from.tail` bytes.
  * {text, start, next, size}: where the text starts, the offset to ask for next, the whole log's size. */
-export async function getLogChunk(runId, from = { offset: 0 }) {
-  const resp = await api(`/runs/${enc(runId)}/logs?${new URLSearchParams(from)}`, { raw: true });
+export async function getLogChunk(runId, from = { offset: 0 }, { signal } = {}) {
+  const resp = await api(`/runs/${enc(runId)}/logs?${new URLSearchParams(from)}`, { raw: true, signal });
   const text = await resp.text();
   const header = (name, otherwise) => {
     const n = Number(resp.headers.get(name) ?? NaN);

@@ -18,7 +18,7 @@ import { closeDialogs, closeMenus, hideBanner } from "./actions.js";
 import { apiKey, forgetApiKey, getRun, onUnauthorized, saveApiKey } from "./api.js";
 import { $, fill, problem, tickDurations } from "./dom.js";
 import { ListView } from "./list.js";
-import { Live } from "./live.js";
+import { Answers, Live } from "./live.js";
 import { ResolutionView } from "./resolution.js";
 import { parseRoute } from "./routes.js";
 
@@ -32,11 +32,11 @@ function show(next) {
   if (view) view.active = true;
 }
 
-let routeSeq = 0;
+const lookups = new Answers(); // the resolution of a run a route names: a newer route aborts the lookup
 
 /** Show what the location hash names; `force` rebuilds the view even when it already shows that. */
 async function route(force = false) {
-  const seq = ++routeSeq;
+  lookups.drop();
   const r = parseRoute(location.hash);
   const main = $("#app");
   closeMenus();
@@ -69,17 +69,18 @@ async function route(force = false) {
   // a run: show it inside its resolution
   let rootId = view instanceof ResolutionView && view.hasRun(r.id) ? view.id : null;
   if (!rootId) {
+    let run;
     try {
-      rootId = (await getRun(r.id)).root_id;
+      run = await lookups.take(r.id, (signal) => getRun(r.id, { signal }));
     } catch (e) {
-      if (seq !== routeSeq) return;
       show(null);
       fill(main, e.status === 404
         ? problem(`No run ${r.id}`, "It may have been typed wrong, or be on another server.", "run-missing")
         : problem(`Cannot load run ${r.id}`, e.message, "load-error"));
       return;
     }
-    if (seq !== routeSeq) return;
+    if (run === undefined) return; // another route was taken meanwhile
+    rootId = run.root_id;
   }
   if (!force && view instanceof ResolutionView && view.id === rootId) {
     await view.select(r.id);

@@ -67,13 +67,15 @@ export class ListView extends View {
   async refresh() {
     let page;
     try {
-      page = await this.answers.take(listPipelines(this.query()));
+      const query = this.query(); // its `since` moves with the clock: what is asked about is the filters
+      const about = JSON.stringify([this.filters, this.offset, this.perFunc]);
+      page = await this.answers.take(about, (signal) => listPipelines(query, { signal }));
     } catch (e) {
       this.sig = null;
       fill(this.results, h("p", { class: "error", testid: "load-error" }, `Cannot list pipelines: ${e.message}`));
       return;
     }
-    if (page === undefined) return; // the answer to an older query, come after a newer one's
+    if (page === undefined) return; // a query superseded (aborted), or an older one's answer come after a newer one's
     const sig = JSON.stringify([page, this.filters]);
     if (sig === this.sig) return;
     this.sig = sig;

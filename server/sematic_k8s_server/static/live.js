@@ -1,6 +1,6 @@
-/* Keeping the page current: views that refresh on events (an answer come after a newer one's dropped), and the
- * connection that brings the events (the server's event stream; while it is unavailable, the current view is polled
- * every 2 s). */
+/* Keeping the page current: views that refresh on events (an answer come after a newer one's dropped, a request
+ * superseded aborted), and the connection that brings the events (the server's event stream; while it is
+ * unavailable, the current view is polled every 2 s). */
 
 import { followEvents, needsKey } from "./api.js";
 
@@ -9,44 +9,60 @@ const RETRY_MS = 5000;
 const COALESCE_MS = 150;
 
 /**
- * Answers to requests that may come back in another order than they were made, such as a view's refreshes:
- * take(request) resolves to the answer of `request` (a promise), or throws its error, unless the answer (or
- * error) to a newer request was taken first: then it resolves to undefined, the older answer dropped. A newer
- * request does not drop an older one still on its way: a view refreshed more often than its server answers still
- * shows each answer as it comes.
+ * Answers to a view's requests, which may come back in another order than they were made. take(about, ask) makes
+ * the request ask(signal) (a promise) and resolves to its answer, or throws its error, unless it is dropped
+ * (resolves to undefined):
+ *  - the answer (or error) to a newer request was taken first: the older one is stale;
+ *  - it was superseded: a newer request is about something else (`about`: a filter, a page of a group, a run), or
+ *    drop() was called. Then it is also aborted (through `signal`: its connection closed, no answer carried), and
+ *    whatever came of it is dropped: the abort is no error to show, and an answer that raced the abort is stale.
+ * A newer request about the same thing neither aborts nor drops an older one on its way: a view refreshed more
+ * often than its server answers (events, polling) still shows each answer as it comes.
  */
 export class Answers {
   constructor() {
     this.asked = 0; // requests made
     this.taken = 0; // the newest of them whose answer was taken
+    this.onTheirWay = new Map(); // request number -> {about, ctrl}
   }
 
-  async take(request) {
+  async take(about, ask) {
     const ticket = ++this.asked;
+    for (const [t, req] of this.onTheirWay) if (req.about !== about) this.#abort(t);
+    const ctrl = new AbortController();
+    this.onTheirWay.set(ticket, { about, ctrl });
     let answer;
     let failed = null;
     try {
-      answer = await request;
+      answer = await ask(ctrl.signal);
     } catch (e) {
       failed = { error: e };
+    } finally {
+      this.onTheirWay.delete(ticket);
     }
-    if (ticket < this.taken) return undefined;
+    if (ctrl.signal.aborted || ticket < this.taken) return undefined;
     this.taken = ticket;
     if (failed) throw failed.error;
     return answer;
   }
 
-  /** Drop the answers (and errors) to every request made so far. */
+  /** Abort every request on its way, and drop the answers (and errors) to every request made so far. */
   drop() {
+    for (const t of [...this.onTheirWay.keys()]) this.#abort(t);
     this.asked += 1;
     this.taken = this.asked;
+  }
+
+  #abort(ticket) {
+    this.onTheirWay.get(ticket).ctrl.abort();
+    this.onTheirWay.delete(ticket);
   }
 }
 
 /**
  * A page the router shows. Subclasses define refresh() and onEvent(event); `active` is true while shown. A
- * refresh takes its answer through `answers` (an answer older than the one shown is dropped); leave() drops
- * those still on their way.
+ * refresh takes its answer through `answers` (an answer older than the one shown is dropped, a request about
+ * something else than the newest aborted); leave() aborts those still on their way.
  */
 export class View {
   constructor() {
@@ -55,7 +71,7 @@ export class View {
     this.answers = new Answers();
   }
 
-  /** The router shows another page: answers to this one's requests still on their way are dropped. */
+  /** The router shows another page: this one's requests still on their way are aborted, their answers dropped. */
   leave() {
     this.active = false;
     this.answers.drop();

@@ -51,8 +51,8 @@ function pendingInput(template, byId) {
 }
 
 /** The panel beside the graph. show(runId) picks the run (null: a hint, and no logs followed), refresh(ctx)
- * redraws it when the run or its resolution's state changed (an answer older than the one shown, or about the run
- * shown before, is dropped). ctx: {resolution, byId (Map id -> overview node)} */
+ * redraws it when the run or its resolution's state changed (an answer older than the one shown is dropped; a
+ * request about the run shown before is aborted). ctx: {resolution, byId (Map id -> overview node)} */
 export class RunPanel {
   constructor(el) {
     this.el = el;
@@ -74,7 +74,7 @@ export class RunPanel {
     }
     this.runId = runId || null;
     this.sig = null;
-    this.answers.drop(); // answers on their way are about the run shown before
+    this.answers.drop(); // requests on their way are about the run shown before: aborted
   }
 
   async refresh(ctx) {
@@ -87,7 +87,7 @@ export class RunPanel {
     const runId = this.runId;
     let run;
     try {
-      run = await this.answers.take(getRun(runId));
+      run = await this.answers.take(runId, (signal) => getRun(runId, { signal }));
     } catch (e) {
       fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;

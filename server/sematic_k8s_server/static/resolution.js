@@ -54,7 +54,7 @@ export class ResolutionView extends View {
     return !!this.overview && this.overview.nodes.some((n) => n.id === id && n.kind === "run");
   }
 
-  /** The router shows another page: the Run panel stops following logs. */
+  /** The router shows another page: its requests on their way are aborted, the Run panel's and its log's too. */
   leave() {
     super.leave();
     this.panel.show(null);
@@ -99,7 +99,8 @@ export class ResolutionView extends View {
   async refresh() {
     let ov;
     try {
-      ov = await this.answers.take(getOverview(this.id, this.expand, PAGE));
+      const ask = (signal) => getOverview(this.id, { expand: this.expand, page: PAGE, signal });
+      ov = await this.answers.take(JSON.stringify([...this.expand]), ask); // the pages of groups shown
     } catch (e) {
       if (this.overview && unreachable(e)) {
         this.markStale(e.message);
@@ -119,7 +120,7 @@ export class ResolutionView extends View {
         e.status === 404 ? "It may have been typed wrong, or be on another server." : e.message);
       return;
     }
-    if (ov === undefined) return; // an older answer (say, for pages of groups since changed), come after a newer one's
+    if (ov === undefined) return; // superseded (pages of groups since changed: aborted), or come after a newer one's
     this.missingSince = null;
     this.markStale(null);
     const sig = JSON.stringify(ov);
