@@ -44,7 +44,8 @@ export function noLogs(run) {
   return run.state === "running" ? "(no output yet)" : "(no logs: it printed nothing)";
 }
 
-/** The Logs tab of one run. el() is its element; update(run) follows the run's state; stop() ends it. */
+/** The Logs tab of one run. el() is its element; update(run) follows the run's state; stop() ends it (the part on
+ * its way aborted; a download asked for goes on). */
 export class LogView {
   constructor(run) {
     this.run = run;
@@ -56,6 +57,7 @@ export class LogView {
     this.timer = null;
     this.idle = false; // the following has ended: no request on its way, none to come
     this.stopped = false;
+    this.following = new AbortController(); // aborted by stop()
     this.query = "";
     this.pre = h("pre", { class: "logs", testid: "run-logs" });
     this.count = h("span", { class: "muted small", testid: "logs-count" });
@@ -101,6 +103,7 @@ export class LogView {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.following.abort();
   }
 
   async poll() {
@@ -111,7 +114,8 @@ export class LogView {
     let behind = false;
     try {
       const first = this.next === null;
-      const { text, start, next, size } = await getLogChunk(this.run.id, first ? { tail: PART } : { offset: this.next, limit: PART });
+      const from = first ? { tail: PART } : { offset: this.next, limit: PART };
+      const { text, start, next, size } = await getLogChunk(this.run.id, from, { signal: this.following.signal });
       if (!first && size < this.next) { // rewritten (a retry): start over
         this.text = "";
         this.next = null;
@@ -126,6 +130,7 @@ export class LogView {
       if (this.text.length > SHOWN) this.forgetStart();
       behind = next < size; // more came than one part: the rest at once
     } catch (e) {
+      if (this.stopped) return; // aborted: no error
       this.error = e.status === 404 ? null : e.message;
     }
     if (this.stopped) return;
