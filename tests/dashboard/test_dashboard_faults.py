@@ -1,10 +1,12 @@
 """The dashboard on the days things go wrong, in headless Chromium against ``sematic-k8s server --local`` as a
 process of its own: the server killed and started again under an open resolution page, a proxy answering its own
 HTML 502 page, a cancel refused because the resolution ended behind the page's back, a run whose error is huge, a
-corrupt run record, and answers that come back in another order than they were asked."""
+corrupt run record, answers that come back in another order than they were asked, and requests superseded (aborted)
+while on their way."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -329,46 +331,96 @@ class HeldAnswers:
             route.fulfill(response=answer)
 
 
-def test_filters_changed_twice_show_the_newer_querys_answer_whatever_order_they_come_in(
-        page: Any, server: ServerProcess) -> None:
-    """State "failed", then "canceled": the answer for "failed" held until the one for "canceled" is shown, then
-    given to the page (and, the second time, a connection reset instead): the page still shows "canceled"'s."""
+class Withheld:
+    """The page's requests whose URL ``wanted`` accepts, never answered (the server is not asked): they stay on their
+    way until the page aborts them. ``aborted``: the URLs of the page's requests (any) that it aborted, in order."""
+
+    def __init__(self, page: Any, wanted: Callable[[str], bool]) -> None:
+        self.page = page
+        self.asked: list[str] = []
+        self.aborted: list[str] = []
+        page.on("requestfailed", lambda r: self.aborted.append(r.url) if r.failure == "net::ERR_ABORTED" else None)
+        page.route(wanted, lambda route: self.asked.append(route.request.url))
+
+    def wait(self, part: str) -> str:
+        """Until a request whose URL holds ``part`` is withheld (Playwright runs the route handler while the page is
+        waited on); its URL."""
+        self._until(lambda: any(part in url for url in self.asked), f"the page did not ask for {part}")
+        return next(url for url in self.asked if part in url)
+
+    def wait_aborted(self, url: str) -> None:
+        """Until the page has aborted its request to ``url``."""
+        self._until(lambda: url in self.aborted, f"the page did not abort its request to {url}")
+
+    def _until(self, done: Callable[[], bool], problem: str) -> None:
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not done():
+            assert time.monotonic() < deadline, f"{problem}; aborted: {self.aborted}"
+            self.page.wait_for_timeout(50)
+
+
+# Run in the page before its own scripts: the text of every error the page shows, even for a moment (an error line
+# or box, a problem page, the banner, the stale notice), as it is shown.
+ERRORS_SEEN_JS = """(() => {
+  const seen = new Set();
+  window.__errorsSeen = seen;
+  const shown = '.error, .error-box, .problem, [data-testid="error-banner"]:not([hidden]), ' +
+    '[data-testid="resolution-stale"]:not([hidden])';
+  const look = () => document.querySelectorAll(shown).forEach((el) => seen.add(el.textContent));
+  document.addEventListener("DOMContentLoaded", () => {
+    new MutationObserver(look).observe(document.body, { subtree: true, childList: true, attributes: true,
+                                                        characterData: true });
+  });
+})();"""
+
+
+def _no_error_shown(page: Any) -> None:
+    """The page has shown no error since it loaded (with ERRORS_SEEN_JS), not even for a moment."""
+    assert page.evaluate("[...window.__errorsSeen]") == []
+
+
+def test_a_filter_changed_or_typed_on_aborts_the_query_it_supersedes(page: Any, server: ServerProcess) -> None:
+    """State "failed", its query never answered, then "canceled": the "failed" query is aborted and "canceled"'s
+    answer shown, no error said; the same for a search typed on ("st", then "step")."""
     from playwright.sync_api import expect
 
-    record_resolution(server.url, "", kind="local", state="failed")
+    record_resolution(server.url, "", kind="local", state="failed", func_path="pipes:step")
     page.add_init_script(TRACK_REQUESTS_JS)
+    page.add_init_script(ERRORS_SEEN_JS)
     page.goto(f"{server.url}/#/")
     _live(page)
     rows = _tid(page, "resolution-row")
     expect(rows).to_have_count(1, timeout=WAIT_MS)
     none = _tid(page, "no-resolutions")
     pipelines = r"/api/v1/pipelines\?"
-    failed = HeldAnswers(page, lambda url: "/api/v1/pipelines?" in url and "state=failed" in url, count=2)
+    superseded = re.compile(r"/api/v1/pipelines\?.*[?&](state=failed|q=st)(&|$)")
+    held = Withheld(page, lambda url: bool(superseded.search(url)))
 
-    _tid(page, "state-filter").select_option("failed")  # its answer held on its way
-    failed.wait()
+    _tid(page, "state-filter").select_option("failed")
+    failed = held.wait("state=failed")
     _tid(page, "state-filter").select_option("canceled")
+    held.wait_aborted(failed)
     expect(none).to_have_text("No resolution matches these filters.", timeout=WAIT_MS)
-    _on_their_way(page, pipelines, 1)  # only the held one
-    failed.release()
-    _on_their_way(page, pipelines, 0)  # read by the page
-    expect(none).to_have_text("No resolution matches these filters.")
-    expect(rows).to_have_count(0)
-
-    _tid(page, "state-filter").select_option("failed")  # held again; then a connection reset instead
-    failed.wait()
-    _tid(page, "state-filter").select_option("canceled")
-    _on_their_way(page, pipelines, 1)
-    failed.release(fail=True)
     _on_their_way(page, pipelines, 0)
-    expect(_tid(page, "load-error")).to_have_count(0)
-    expect(none).to_have_text("No resolution matches these filters.")
+    expect(rows).to_have_count(0)
+    _no_error_shown(page)
+
+    _tid(page, "state-filter").select_option("")
+    expect(rows).to_have_count(1, timeout=WAIT_MS)
+    _tid(page, "search").fill("st")
+    typed = held.wait("q=st")
+    _tid(page, "search").fill("step")
+    held.wait_aborted(typed)
+    _on_their_way(page, pipelines, 0)
+    expect(page.locator('[data-testid="pipeline-group"][data-func="pipes:step"]')).to_have_count(1, timeout=WAIT_MS)
+    expect(_tid(page, "search")).to_have_value("step")
+    _no_error_shown(page)
 
 
-def test_a_groups_page_turned_then_hidden_stays_hidden_when_the_turned_pages_answer_comes_last(
-        page: Any, server: ServerProcess) -> None:
-    """A group's next page asked, then the group hidden before that page came: the page's answer, coming after the
-    hidden graph's, is dropped; so is a connection reset to an older request, after a newer answer was shown."""
+def test_a_groups_page_turned_then_hidden_aborts_the_turned_pages_request(page: Any, server: ServerProcess) -> None:
+    """A group's next page asked, then the group hidden before that page came: the page's request is aborted and the
+    group stays hidden, nothing said of the abort; a connection reset to an older request for the same pages, after
+    the newer one's answer was shown, is dropped."""
     from playwright.sync_api import expect
 
     store = HttpStore(server.url, None)
@@ -377,6 +429,7 @@ def test_a_groups_page_turned_then_hidden_stays_hidden_when_the_turned_pages_ans
     finally:
         store.close()
     page.add_init_script(TRACK_REQUESTS_JS)
+    page.add_init_script(ERRORS_SEEN_JS)
     page.goto(f"{server.url}/#/resolutions/{root_id}")
     _live(page)
     group = _tid(page, "group-node")
@@ -387,17 +440,17 @@ def test_a_groups_page_turned_then_hidden_stays_hidden_when_the_turned_pages_ans
     expect(adds).to_have_count(50)
     overview = r"/overview\?"
 
-    second_page = HeldAnswers(page, lambda url: "/overview?" in url and "%4050" in url)  # expand=<group>@50
+    second_page = Withheld(page, lambda url: "/overview?" in url and "%4050" in url)  # expand=<group>@50
     _tid(page, "group-next").click()
-    second_page.wait()
+    turned = second_page.wait("%4050")
     _tid(page, "group-hide").click()  # before the next page came
+    second_page.wait_aborted(turned)
     expect(adds).to_have_count(0, timeout=WAIT_MS)
-    _on_their_way(page, overview, 1)
-    second_page.release()
     _on_their_way(page, overview, 0)
-    expect(adds).to_have_count(0)
     expect(_tid(page, "group-page")).to_have_count(0)
     expect(_tid(page, "group-expand")).to_be_visible()
+    _no_error_shown(page)
+    expect(_tid(page, "resolution-view")).to_have_attribute("data-stale", "false")
 
     first_page = HeldAnswers(page, lambda url: "/overview?" in url and url.endswith("%400"))  # expand=<group>@0
     _tid(page, "group-expand").click()  # asked, and its answer lost on the way (a connection reset, given later)
@@ -475,6 +528,75 @@ def test_a_runs_log_followed_as_it_ends_shows_each_line_once(page: Any, server: 
     expect(logs).to_have_text("step 1\nstep 2\n")
     expect(_tid(page, "logs-follow")).to_have_text("", timeout=WAIT_MS)  # ended: its last bytes read, no more
     expect(logs).to_have_text("step 1\nstep 2\n")
+
+
+def _log_followed(page: Any, server: ServerProcess, run_id: str, line: str) -> None:
+    """Run ``run_id``'s page opened (its requests and the errors it shows tracked), its log holding ``line``
+    followed."""
+    from playwright.sync_api import expect
+
+    LocalStorage(server.home / "storage").append(log_key(run_id), line.encode())
+    page.add_init_script(TRACK_REQUESTS_JS)
+    page.add_init_script(ERRORS_SEEN_JS)
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    _live(page)
+    _tid(page, "tab-logs").click()
+    expect(_tid(page, "run-logs")).to_have_text(line, timeout=WAIT_MS)
+
+
+def test_runs_clicked_through_abort_the_requests_of_the_run_left(page: Any, server: ServerProcess) -> None:
+    """Run a's log followed, its next part never answered; run b clicked, its record never answered; run c clicked:
+    a's log part and b's record are aborted as each run is left, c is shown, and nothing is said of the aborts."""
+    from playwright.sync_api import expect
+
+    root_id, a_id = _running_step(server)
+    b_id = _add_run(server, root_id, "b", state="running")
+    c_id = _add_run(server, root_id, "c", state="resolved")
+    _log_followed(page, server, a_id, "a 1\n")
+    held = Withheld(page, lambda url: f"/runs/{a_id}/logs?" in url or url.endswith(f"/api/v1/runs/{b_id}"))
+    node = '[data-testid="run-node"][data-run-id="{}"]'.format
+
+    a_log = held.wait(f"/runs/{a_id}/logs?")  # the follower's next ask
+    page.locator(node(b_id)).click()
+    held.wait_aborted(a_log)
+    b_record = held.wait(f"/runs/{b_id}")
+    expect(_tid(page, "run-loading")).to_be_visible()
+    page.locator(node(c_id)).click()
+    held.wait_aborted(b_record)
+    expect(_tid(page, "run-func-name")).to_have_text("c", timeout=WAIT_MS)
+    expect(_tid(page, "run-panel")).to_have_attribute("data-run-id", c_id)
+    _on_their_way(page, "/api/v1/runs/", 0)
+    _no_error_shown(page)
+
+
+def test_a_resolution_page_left_aborts_its_requests_on_their_way(page: Any, server: ServerProcess) -> None:
+    """A run's page with its log followed, a refresh of the graph and the log's next part on their way (never
+    answered): the pipelines index opened, both are aborted. Then a run's page asked for from the index (the run looked
+    up, never answered), and the index again: the lookup is aborted. Nothing is said of the aborts."""
+    from playwright.sync_api import expect
+
+    root_id, step_id = _running_step(server)
+    _log_followed(page, server, step_id, "step 1\n")
+    held = Withheld(page, lambda url: f"/resolutions/{root_id}/overview?" in url or f"/runs/{step_id}/logs?" in url)
+    log_part = held.wait("/logs?")
+    _add_run(server, root_id, "late", state="running")  # an event: the page refreshes its graph
+    refresh = held.wait("/overview?")
+
+    _tid(page, "nav-resolutions").click()
+    held.wait_aborted(log_part)
+    held.wait_aborted(refresh)
+    expect(_tid(page, "resolution-row")).to_have_count(1, timeout=WAIT_MS)
+    _on_their_way(page, r"/overview\?|/logs\?", 0)
+    _no_error_shown(page)
+
+    lookup = Withheld(page, lambda url: url.endswith(f"/api/v1/runs/{step_id}"))
+    page.evaluate("(id) => { location.hash = `#/runs/${id}`; }", step_id)  # not in the index: looked up
+    looked_up = lookup.wait(f"/runs/{step_id}")
+    _tid(page, "nav-resolutions").click()
+    lookup.wait_aborted(looked_up)
+    _on_their_way(page, "/api/v1/runs/", 0)
+    expect(_tid(page, "resolution-row")).to_have_count(1)
+    _no_error_shown(page)
 
 
 def test_a_run_page_left_stops_following_its_log(page: Any, server: ServerProcess) -> None:
