@@ -520,10 +520,14 @@ class ResolutionLoop:
         self.recorder.write()
 
     def _flush(self) -> None:
+        """Write the pending records (with a heartbeat when one is due), then, every CANCEL_POLL, ask whether the
+        resolution was asked to cancel: not after a write that recorded its end (a driver's token stops working
+        then: the question would be refused)."""
         self.last_flush = time.monotonic()
         if self.heartbeat is not None and self.heartbeat.due():
             self.heartbeat.carry(self.recorder.batch)
+        ending = "ended_at" in self.recorder.batch.resolution_updates.get(self.root_id, {})
         self.recorder.write()
-        if self.last_flush - self.cancel_checked >= CANCEL_POLL and self.root_id:
+        if self.last_flush - self.cancel_checked >= CANCEL_POLL and self.root_id and not ending:
             self.cancel_checked = self.last_flush
             self.cancel_asked = self.cancel_asked or self.store.cancel_requested(self.root_id)

@@ -74,6 +74,30 @@ def test_driver_process_exit_codes(tmp_path):
     assert done.returncode == 1 and "input 'xs' should be list[int]" in done.stderr
 
 
+def test_a_driver_does_not_ask_for_a_cancel_once_it_recorded_the_end(tmp_path, monkeypatch):
+    """A driver recording its resolution's end with its token (through a real server) asks nothing more: the token
+    stops working when the resolution ends. Before, when a second had passed since its last look at a cancel (one
+    every CANCEL_POLL; a CI run's busy cluster model), the write of the end was followed by that look, refused (401):
+    the driver exited 75 after its resolution resolved, was started again and exited 1, its Job failed. Every flush
+    looks here (CANCEL_POLL 0), as that one did then."""
+    from sematic_k8s.resolvers import loop
+    from sematic_k8s.store.http import HttpStore
+    from serving import serve
+
+    monkeypatch.setattr(loop, "CANCEL_POLL", 0.0)
+    storage = LocalStorage(tmp_path / "storage")
+    f = squares(2)
+    spec = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
+    with serve(tmp_path, storage=storage) as served:
+        token = HttpStore(served.url, served.key).mint_token(f.id)
+        store = HttpStore(served.url, token)
+        try:
+            assert drive(spec, store) == 0 + 1
+        finally:
+            store.close()
+        assert served.store.get_resolution(f.id).state == "resolved"
+
+
 def test_source_map(monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_SOURCE_MAP", "/home/me/proj=/app")
     assert map_source("/home/me/proj/pkg/mod.py") == "/app/pkg/mod.py"
