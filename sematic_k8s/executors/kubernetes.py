@@ -6,7 +6,8 @@ resolution, label-selected; Warning Events of the namespace, of which only those
 kept; without permission to watch Events they are listed per waiting Job or pod): no per-run polling. A pod
 that ends badly has its last log lines read before it is gone; a 404 on a Job's delete is fine. A Job someone
 deleted without its pod (``kubectl delete --cascade=orphan``, the batch/v1 default) fails its run as JobDeleted,
-and the executor deletes the pod left running (the one it followed, by uid, if its labels are this run's).
+and the executor deletes the pods left running (listed by the labels the Job controller set on them, seen by the
+watch or not; each by uid, if its labels are this run's).
 
 The executor holds the state and wires its pieces, one module per job:
 
@@ -45,9 +46,9 @@ from sematic_k8s.k8s.client import Backoff, NamespacedApi, api_message, current_
 from sematic_k8s.k8s.events import newest_blocking
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import to_dict, worker_job
-from sematic_k8s.k8s.pods import PodState
+from sematic_k8s.k8s.pods import PodState, pods_left
 from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
-from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import STORAGE_SECRET_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
 from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
@@ -307,21 +308,29 @@ class KubernetesExecutor(RemoteExecutor):
                 log.warning("could not delete Job %s: %s %s", job_name, e.status, api_message(e))
 
     def _delete_pod(self, a: Attempt) -> None:
-        """Delete the pod the attempt followed, if its labels said it is this run's worker and it is still that pod
-        (its uid): never another's. Gone already, or replaced, is fine; refused is logged (the run ends all the
-        same)."""
-        if a.pod_name is None or a.pod_uid is None:
-            return
+        """Delete the pods the attempt's Job left running when someone deleted it without them: found by the labels
+        the Job controller set on them (its uid, or its name while the watch had not shown the Job's uid), whether
+        or not the pod watch showed them yet, and deleted only if their labels say they are this run's worker, each
+        by its uid (never another pod of that name). Gone already, or replaced, is fine; refused is logged (the run
+        ends all the same)."""
+        selector = f"{RESOLUTION_LABEL}={a.spec.root_id},{RUN_LABEL}={a.spec.run_id},{ROLE_LABEL}=worker"
         try:
-            self.stats.pod_deletes += 1
-            self.kube.delete_pod(a.pod_name, a.pod_uid)
-            log.warning("run %s: its Job %s was deleted without its pod; deleted pod %s", a.spec.run_id, a.job_name,
-                        a.pod_name)
-        except ApiException as e:
-            if e.status not in (404, 409):
-                hint = " (give the driver's Role delete on pods, as the chart's does)" if e.status == 403 else ""
-                log.warning("could not delete pod %s, left running after its Job %s was deleted: %s %s%s",
-                            a.pod_name, a.job_name, e.status, api_message(e), hint)
+            left = pods_left(self.kube.list_pods(selector), a.job_name, a.job_uid, a.spec.root_id, a.spec.run_id)
+        except Exception as e:  # noqa: BLE001 - not listable now: the one the watch showed, if any
+            log.warning("could not list the pods of Job %s, deleted without them: %s", a.job_name,
+                        api_message(e) if isinstance(e, ApiException) else e)
+            left = [(a.pod_name, a.pod_uid)] if a.pod_name and a.pod_uid else []
+        for name, uid in left:
+            try:
+                self.stats.pod_deletes += 1
+                self.kube.delete_pod(name, uid)
+                log.warning("run %s: its Job %s was deleted without its pod; deleted pod %s", a.spec.run_id,
+                            a.job_name, name)
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    hint = " (give the driver's Role delete on pods, as the chart's does)" if e.status == 403 else ""
+                    log.warning("could not delete pod %s, left running after its Job %s was deleted: %s %s%s",
+                                name, a.job_name, e.status, api_message(e), hint)
 
     def detach(self) -> None:
         """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them)."""

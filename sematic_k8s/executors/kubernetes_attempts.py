@@ -46,6 +46,7 @@ class Attempt:
     make_body: Callable[[int], dict[str, Any]]  # relaunch number -> Job manifest
     timeout: float | None = None
     created: float = float("inf")  # when its Job was known to exist (monotonic)
+    job_uid: str | None = None  # its Job's uid, once a watch showed the Job (its pods carry it in their labels)
     relaunches: int = 0
     pod_name: str | None = None
     pod_uid: str | None = None  # its pod's uid, when its labels say it is this run's worker (else never deleted)
@@ -136,6 +137,7 @@ class Attempts:
         del self.by_job[a.job_name]
         self.by_pod.pop(a.pod_name or "", None)
         a.job_name, a.pod_name, a.pod_uid, a.stuck, a.stuck_since, a.job_failed = job_name, None, None, None, None, None
+        a.job_uid = None
         a.stopping = None
         a.quiet = a.timed = False
         self.by_job[a.job_name] = a.spec.run_id

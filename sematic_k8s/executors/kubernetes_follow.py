@@ -43,7 +43,8 @@ STUCK_GRACE = 120.0  # seconds a pod stuck for a reason without a grace of its o
 class Verdict:
     """What became of an attempt: its pod lost its node, so it runs again (``relaunch``), or it ended as ``state``
     says (its Job deleted when ``delete``: stuck, past its deadline, or kept running by a sidecar; its pod deleted
-    when ``delete_pod``: someone deleted its Job and left the pod running, ``kubectl delete --cascade=orphan``)."""
+    when ``delete_pod``: someone deleted its Job and left its pods running, ``kubectl delete --cascade=orphan``; the
+    pods are found by the labels the Job controller set on them, whether or not the watch showed them yet)."""
 
     attempt: Attempt
     state: PodState
@@ -133,10 +134,12 @@ class Follower:
                 if a.job_name not in names and a.created < ev.since:
                     self._on_job_gone(a)
         for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
-            tracked = self.attempts.of_job((obj.get("metadata") or {}).get("name", ""))
+            meta = obj.get("metadata") or {}
+            tracked = self.attempts.of_job(meta.get("name", ""))
             if tracked is None:
                 continue
             a = tracked
+            a.job_uid = meta.get("uid") or a.job_uid
             if ev.type == "DELETED":
                 self._on_job_gone(a)
                 continue

@@ -233,6 +233,12 @@ class NamespacedApi:
         api_call(self.batch.delete_namespaced_job, name, self.namespace, propagation_policy="Background",
                  backoff=self.backoff)
 
+    def list_pods(self, selector: str) -> list[dict[str, Any]]:
+        """The pods ``selector`` picks (the API server's JSON; a few, so not paged)."""
+        resp: Any = api_call(self.core.list_namespaced_pod, self.namespace, label_selector=selector,
+                             _preload_content=False, backoff=self.backoff)
+        return json.loads(resp.data).get("items") or []
+
     def delete_pod(self, name: str, uid: str) -> None:
         """Delete the pod ``name`` if it is still the one with ``uid`` (409 if it is not)."""
         api_call(self.core.delete_namespaced_pod, name, self.namespace, backoff=self.backoff,

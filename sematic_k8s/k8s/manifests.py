@@ -24,6 +24,7 @@ from typing import Any
 
 from kubernetes import client
 
+from sematic_k8s.k8s.pods import JOB_NAME_LABELS, JOB_UID_LABELS
 from sematic_k8s.labels import (
     ATTEMPT_LABEL,
     RELAUNCH_LABEL,
@@ -62,8 +63,6 @@ STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
 SECRET_ENV = frozenset({API_KEY_ENV, *STORAGE_SECRET_KEYS})  # never passed as plain env
 
 # What the driver learns about itself through the downward API (so workers can be owned by its Job).
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set on pods by the Job controller
-JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 ARCH_LABEL = "kubernetes.io/arch"  # the node label the kubelet sets to its CPU architecture
 NAME_LIMIT = 52  # Job names: pods are named <job>-<5 chars>, and the job-name label holds <= 63 chars

@@ -137,7 +137,9 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
 
 
 KEPT_CONDITIONS = frozenset({"DisruptionTarget", "PodScheduled"})
-KEPT_LABELS = ("batch.kubernetes.io/job-name", "job-name", RESOLUTION_LABEL, RUN_LABEL, ROLE_LABEL)
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set on a Job's pods by the Job controller
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+KEPT_LABELS = (*JOB_NAME_LABELS, RESOLUTION_LABEL, RUN_LABEL, ROLE_LABEL)
 
 
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
@@ -157,9 +159,9 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def slim_job(job: dict[str, Any]) -> dict[str, Any]:
-    """What the executor reads of a Job: its name, labels and conditions."""
+    """What the executor reads of a Job: its name, uid, labels and conditions."""
     meta = job.get("metadata") or {}
-    return {"metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {},
+    return {"metadata": {"name": meta.get("name"), "uid": meta.get("uid"), "labels": meta.get("labels") or {},
                          "deletionTimestamp": meta.get("deletionTimestamp")},
             "status": {"conditions": (job.get("status") or {}).get("conditions") or []}}
 
@@ -189,3 +191,20 @@ def worker_uid(pod: dict[str, Any], resolution_id: str, run_id: str) -> str | No
     labels = meta.get("labels") or {}
     wanted = {RESOLUTION_LABEL: resolution_id, RUN_LABEL: run_id, ROLE_LABEL: "worker"}
     return meta.get("uid") if all(labels.get(k) == v for k, v in wanted.items()) else None
+
+
+def pods_left(pods: list[dict[str, Any]], job_name: str, job_uid: str | None, resolution_id: str,
+              run_id: str) -> list[tuple[str, str]]:
+    """(name, uid) of the pods in ``pods`` that Job ``job_name`` made (its uid in their labels when ``job_uid`` is
+    known, else its name: the labels the Job controller sets on its pods) for the worker of run ``run_id``, and that
+    are not being deleted already: what a Job deleted without its pods left running."""
+    left = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        made = (job_uid in {labels.get(k) for k in JOB_UID_LABELS}) if job_uid else (
+            job_name in {labels.get(k) for k in JOB_NAME_LABELS})
+        uid = worker_uid(pod, resolution_id, run_id)
+        if made and uid and not meta.get("deletionTimestamp"):
+            left.append((str(meta.get("name")), uid))
+    return left

@@ -506,6 +506,33 @@ def test_a_job_deleted_without_its_pod_fails_its_run_and_the_driver_deletes_the_
     driver.close()
 
 
+def test_a_job_deleted_before_the_driver_saw_its_pod_has_that_pod_deleted_too(cluster, api, storage):
+    """A worker's Job deleted with propagationPolicy Orphan while the driver's pod watch is held up (its watch
+    requests answered 503), so the driver never saw the pod the Job controller made: the run fails as JobDeleted
+    and the driver (with the chart's Role) finds that pod by the labels the Job controller set on it
+    (batch.kubernetes.io/controller-uid, the Job's uid) and deletes it. Was: no pod name known, the pod ran on."""
+    cluster.behaviour = lambda pod, c: Script(forever=True)
+    driver = chart_driver_client(cluster)
+    ex = executor(driver, storage)
+    fault = cluster.fail(503, verb="watch", resource="pods", times=None)
+    run_id = submit(ex, square, new_id(), {"x": 2})
+    [pod] = cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
+                         message="the worker pod running")
+    job = cluster.get("jobs.batch", NS, f"sk-{run_id}-1")
+    assert pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] == job["metadata"]["uid"]
+    client.BatchV1Api(api).delete_namespaced_job(f"sk-{run_id}-1", NS, propagation_policy="Orphan")
+    outcome = wait_for(ex, 1)[run_id]
+    info = outcome.error_info
+    assert info is not None and info["type"] == "JobDeleted", info
+    assert "pod" not in outcome.details and fault.hits > 0  # the driver never saw the pod
+    cluster.wait(lambda: cluster.get("pods", NS, pod["metadata"]["name"]) is None,
+                 message="the worker pod left running deleted")
+    assert ex.stats.pod_deletes == 1
+    cluster.clear_faults()
+    ex.close()
+    driver.close()
+
+
 # -- capacity (6) --------------------------------------------------------------------------------------------
 
 

@@ -725,3 +725,24 @@ def test_a_funcs_node_selector_and_tolerations_place_its_pod():
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
     with pytest.raises(sk.FuncError, match="node_selector must map"):
         sk.func(node_selector={"pool": 1})(lambda: 1)
+
+
+def test_the_pods_a_deleted_job_left_are_its_own_for_this_run_and_not_already_going():
+    """What the executor deletes after a worker's Job was deleted without its pods: the pods with the Job's uid (or,
+    while its uid is unknown, its name) in the Job controller's labels, whose own labels name this resolution, run
+    and the worker role, and that are not being deleted already."""
+    from sematic_k8s.k8s.pods import pods_left
+
+    def pod(name: str, *, uid_label: str = "u1", job: str = "sk-r-1", run: str = "r", role: str = "worker",
+            deleting: bool = False, legacy: bool = False) -> dict[str, Any]:
+        job_labels = {"controller-uid": uid_label, "job-name": job} if legacy else {
+            "batch.kubernetes.io/controller-uid": uid_label, "batch.kubernetes.io/job-name": job}
+        return {"metadata": {"name": name, "uid": f"uid-{name}", "labels": {
+            **job_labels, "sematic-k8s/resolution-id": "root", "sematic-k8s/run-id": run, "sematic-k8s/role": role},
+            **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}}
+
+    pods = [pod("a"), pod("b", legacy=True), pod("older", uid_label="u0"), pod("going", deleting=True),
+            pod("other-run", run="s"), pod("driver", role="driver")]
+    assert pods_left(pods, "sk-r-1", "u1", "root", "r") == [("a", "uid-a"), ("b", "uid-b")]
+    assert pods_left(pods, "sk-r-1", None, "root", "r") == [("a", "uid-a"), ("b", "uid-b"), ("older", "uid-older")]
+    assert pods_left(pods, "sk-r-1-r1", None, "root", "r") == []
