@@ -194,17 +194,19 @@ def worker_uid(pod: dict[str, Any], resolution_id: str, run_id: str) -> str | No
 
 
 def pods_left(pods: list[dict[str, Any]], job_name: str, job_uid: str | None, resolution_id: str,
-              run_id: str) -> list[tuple[str, str]]:
+              run_id: str, role: str = "worker") -> list[tuple[str, str]]:
     """(name, uid) of the pods in ``pods`` that Job ``job_name`` made (its uid in their labels when ``job_uid`` is
-    known, else its name: the labels the Job controller sets on its pods) for the worker of run ``run_id``, and that
-    are not being deleted already: what a Job deleted without its pods left running."""
+    known, else its name: the labels the Job controller sets on its pods) for the ``role`` (worker, or driver) of
+    run ``run_id`` in resolution ``resolution_id``, and that are not being deleted already: what a Job deleted
+    without its pods left behind."""
     left = []
+    wanted = {RESOLUTION_LABEL: resolution_id, RUN_LABEL: run_id, ROLE_LABEL: role}
     for pod in pods:
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
         made = (job_uid in {labels.get(k) for k in JOB_UID_LABELS}) if job_uid else (
             job_name in {labels.get(k) for k in JOB_NAME_LABELS})
-        uid = worker_uid(pod, resolution_id, run_id)
-        if made and uid and not meta.get("deletionTimestamp"):
-            left.append((str(meta.get("name")), uid))
+        ours = all(labels.get(k) == v for k, v in wanted.items())
+        if made and ours and meta.get("uid") and not meta.get("deletionTimestamp"):
+            left.append((str(meta.get("name")), str(meta["uid"])))
     return left

@@ -21,11 +21,13 @@ LOG_TAIL = 40  # the driver's last log lines shown when it dies
 
 @dataclass(frozen=True, slots=True)
 class DriverEnd:
-    """How a driver ended: ``how`` in plain words ("exited with code 137"), and its last log lines."""
+    """How a driver ended: ``how`` in plain words ("exited with code 137"), its last log lines, and what its
+    follower's ``cleanup`` is to stop that would otherwise run on (``leftovers``, in plain words, or "")."""
 
     how: str
     exit_code: int | None = None
     last_logs: str = ""
+    leftovers: str = ""
 
 
 class DriverWatch(Protocol):

@@ -26,7 +26,8 @@ from sematic_k8s import settings
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
-from sematic_k8s.k8s.pods import job_failure, pod_state
+from sematic_k8s.k8s.pods import job_failure, pod_state, pods_left
+from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import (
     API_KEY_ENV,
@@ -170,8 +171,9 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
 class DriverJob:
     """Follows the driver Job of ``spec``'s resolution. It has ended when the Job failed (its pods used up
     their retries: a driver pod that dies while retries are left comes back and resumes) or completed, or
-    when it is gone; also when its pod is never created (``FailedCreate`` Events: Pod Security, a missing
-    ServiceAccount, a quota, a webhook), never starts (an image that cannot be pulled, a missing Secret,
+    when it is gone (deleted without its pod: that pod and the worker Jobs are deleted by :meth:`cleanup`);
+    also when its pod is never created (``FailedCreate`` Events: Pod Security, a missing ServiceAccount, a
+    quota, a webhook), never starts (an image that cannot be pulled, a missing Secret,
     ``FailedCreatePodSandBox`` / ``FailedMount``) for ``start_grace`` seconds ($SEMATIC_K8S_DRIVER_START_GRACE,
     default 60), or exits 1 (the pipeline failed: final) before the Job says so. The end carries the reason
     and its last pod's exit code and log lines."""
@@ -179,7 +181,8 @@ class DriverJob:
     def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None,
                  start_grace: float | None = None) -> None:
         self.namespace = spec.executor_settings.get("namespace") or current_namespace()
-        self.name = driver_job_name(spec.root_id or "")
+        self.root_id = spec.root_id or ""
+        self.name = driver_job_name(self.root_id)
         self.api = api_client or make_api_client()  # as start_driver reached it
         self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
         self.start_grace = settings.seconds(settings.DRIVER_START_GRACE_ENV, 60.0) if start_grace is None \
@@ -187,18 +190,40 @@ class DriverJob:
         self.check_every = min(5.0, max(0.5, self.start_grace / 4))
         self.stuck: tuple[str, float] | None = None  # (what keeps it from starting, since when: monotonic)
         self.checked = float("-inf")
+        self.uid: str | None = None  # the Job's, as last read (its pods carry it in their labels)
+        self.left: list[tuple[str, str]] = []  # (name, uid) of driver pods its deletion left behind
+
+    def _deleted(self) -> DriverEnd:
+        """The Job is gone. A delete that orphans its pods (propagationPolicy Orphan: ``kubectl delete
+        --cascade=orphan``, or a client sending none, the batch/v1 default) leaves the driver's pod running the
+        resolution unseen, and the worker Jobs it started unowned: found here (by the labels the Job controller set
+        on the pod), deleted by :meth:`cleanup` once the end is recorded."""
+        root = self.root_id
+        try:
+            pods = self.api.sanitize_for_serialization(self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"{RESOLUTION_LABEL}={root},{ROLE_LABEL}=driver")).get("items") or []
+            self.left = pods_left(pods, self.name, self.uid, root, root, role="driver")
+        except Exception as e:  # noqa: BLE001 - not listable: the Job's end is known all the same
+            log.warning("could not list the pods of driver Job %s, deleted: %s", self.name, e)
+        if not self.left:
+            return DriverEnd(f"Job {self.name} was deleted")
+        names = ", ".join(name for name, _ in self.left)
+        return DriverEnd(f"Job {self.name} was deleted without its pod {names} (a delete that orphans pods: "
+                         "propagationPolicy Orphan, kubectl delete --cascade=orphan)",
+                         leftovers="that pod and the resolution's worker Jobs")
 
     def ended(self) -> DriverEnd | None:
         try:
             job = self.api.sanitize_for_serialization(self.batch.read_namespaced_job_status(self.name, self.namespace))
         except ApiException as e:
             if e.status == 404:
-                return DriverEnd(f"Job {self.name} was deleted")
+                return self._deleted()
             log.debug("reading driver Job %s: %s", self.name, api_message(e))
             return None  # the API server may be busy: ask again later
         except Exception as e:  # noqa: BLE001 - unreachable API server: ask again later
             log.debug("reading driver Job %s: %s", self.name, e)
             return None
+        self.uid = (job.get("metadata") or {}).get("uid") or self.uid
         failure = job_failure(job)
         complete = any(c.get("type") == "Complete" and c.get("status") == "True"
                        for c in (job.get("status") or {}).get("conditions") or [])
@@ -293,14 +318,46 @@ class DriverJob:
             return None, ""
 
     def cleanup(self) -> None:
-        """A driver that never started: delete its Job (its controller would go on trying). Otherwise nothing:
-        worker Jobs are owned by the driver's Job (deleted with it, or when their pods end)."""
+        """A driver that never started: delete its Job (its controller would go on trying). A driver Job deleted
+        without its pod: delete that pod (by uid) and the resolution's worker Jobs (no longer owned by it).
+        Otherwise nothing: worker Jobs are owned by the driver's Job (deleted with it, or when their pods end)."""
+        if self.left:
+            self._delete_left()
+            return
         if self.stuck is None:
             return
         try:
             self.batch.delete_namespaced_job(self.name, self.namespace, propagation_policy="Background")
         except Exception as e:  # noqa: BLE001 - best effort: its TTL does not apply to a Job that never ended
             log.warning("could not delete driver Job %s: %s", self.name, e)
+
+    def _delete_left(self) -> None:
+        """Delete the driver pods the Job's deletion left behind, each only while it is that pod (its uid), and the
+        resolution's worker Jobs with their pods. Refused (the user's credentials may not), it says what to run."""
+        by_hand = (f"kubectl delete pods,jobs -n {self.namespace} -l {RESOLUTION_LABEL}={self.root_id} "
+                   "--cascade=background")
+        for name, uid in self.left:
+            try:
+                self.core.delete_namespaced_pod(name, self.namespace, body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=uid)))
+                log.warning("deleted driver pod %s, left running when its Job %s was deleted", name, self.name)
+            except ApiException as e:
+                if e.status not in (404, 409):  # gone already, or another pod of that name: not ours to delete
+                    log.warning("could not delete driver pod %s (%s: %s): %s", name, e.status, api_message(e),
+                                by_hand)
+        try:
+            listed = self.api.sanitize_for_serialization(self.batch.list_namespaced_job(
+                self.namespace, label_selector=f"{RESOLUTION_LABEL}={self.root_id},{ROLE_LABEL}=worker"))
+            for job in listed.get("items") or []:
+                try:
+                    self.batch.delete_namespaced_job(job["metadata"]["name"], self.namespace,
+                                                     propagation_policy="Background")
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+        except ApiException as e:
+            log.warning("could not delete the worker Jobs of resolution %s (%s: %s): %s", self.root_id, e.status,
+                        api_message(e), by_hand)
 
     def close(self) -> None:
         self.api.close()

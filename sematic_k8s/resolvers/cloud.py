@@ -217,6 +217,8 @@ class CloudResolver(Resolver):
         next pod, a driver started by hand, while the record was on its way): nothing is recorded or stopped, and
         this returns (the resolution is followed on)."""
         reason = f"the driver {end.how} before the resolution ended"
+        if end.leftovers:  # stopped below, once the record landed
+            reason += f"; the CloudResolver following it deletes {end.leftovers}"
         now = utcnow()
         batch = Batch(resolution_updates={root_id: {"state": "failed", "ended_at": now, "error": reason}},
                       fence={} if epoch is None else {root_id: epoch}, in_order=False)

@@ -1094,6 +1094,101 @@ def test_the_cloud_resolver_fails_promptly_when_its_driver_pod_is_never_created(
         lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root}") is None)  # deleted: it would go on trying
 
 
+def test_a_driver_job_deleted_without_its_pod_ends_the_resolution_and_its_follower_deletes_the_pod_and_workers(
+        cluster, api, storage, tmp_path):
+    """Someone deletes the driver's Job with propagationPolicy Orphan (kubectl delete --cascade=orphan, a client
+    sending none): its pod runs on, resolving unseen, and the worker Jobs it started lose their owner. The
+    CloudResolver following the Job records the resolution failed saying so, deletes that pod (by uid) and the
+    worker Jobs (their pods with them); the driver's loop (here on a thread), its next write refused, stops. Was:
+    recorded as "the driver Job ... was deleted", with the driver pod and its workers left running."""
+    from sematic_k8s.errors import ResolutionFailed
+    from sematic_k8s.progress import display
+    from sematic_k8s.resolvers.cloud import CloudResolver
+
+    gate = threading.Event()  # never set: the worker runs until it is stopped
+    cluster.behaviour = lambda pod, c: behave({"worker": Script(func=held(gate, timeout=120))})(pod, c) if (
+        pod["metadata"]["labels"]["sematic-k8s/role"] == "worker") else Script(forever=True)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    spec = driver_spec(root.id)
+    launch_driver(spec, root.id, {}, namespace=NS, api_client=api)
+    [driver_pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root.id)
+                                         if p["status"].get("phase") == "Running"], message="the driver pod running")
+    job = cluster.get("jobs.batch", NS, f"sk-driver-{root.id}")
+    owned = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]))
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    stopped: list[BaseException] = []
+
+    def drive() -> None:  # what the driver pod runs
+        try:
+            loop.run(root)
+        except BaseException as e:  # noqa: BLE001 - what stopped it, for the test to see
+            stopped.append(e)
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+
+    def workers() -> list[dict[str, Any]]:
+        return [p for p in cluster.list("pods", NS) if p["metadata"]["labels"]["sematic-k8s/role"] == "worker"]
+    cluster.wait(lambda: [p for p in workers() if p["status"].get("phase") == "Running"], message="a worker running")
+    follower = DriverJob(spec, api_client=cluster.client())
+    assert follower.ended() is None  # followed since it was launched
+    client.BatchV1Api(api).delete_namespaced_job(f"sk-driver-{root.id}", NS, propagation_policy="Orphan")
+    resolver = CloudResolver(server="http://127.0.0.1:9", storage=storage_url(storage), registry="127.0.0.1:5000/x",
+                             executor="kubernetes", poll_interval=0.05)
+    with pytest.raises(ResolutionFailed) as err:
+        resolver._follow(Counts(store), storage, root.id, display(lambda line: None), follower)
+    follower.close()
+    words = (f"the driver Job sk-driver-{root.id} was deleted without its pod {driver_pod} (a delete that orphans "
+             "pods: propagationPolicy Orphan, kubectl delete --cascade=orphan) before the resolution ended; the "
+             "CloudResolver following it deletes that pod and the resolution's worker Jobs")
+    assert words in str(err.value), str(err.value)
+    res = store.get_resolution(root.id)
+    assert res.state == "failed" and res.error == words, res.error
+    assert {r.state for r in store.runs_of_root(root.id)} == {"canceled"}
+    cluster.wait(lambda: cluster.get("pods", NS, driver_pod) is None, message="the driver pod deleted")
+    cluster.wait(lambda: not workers() and not [j for j in cluster.list("jobs.batch", NS)
+                                                if j["metadata"]["labels"]["sematic-k8s/role"] == "worker"],
+                 message="the worker Jobs and their pods deleted")
+    thread.join(60)
+    assert not thread.is_alive() and stopped, "the driver's loop ran on"
+    owned.close()
+
+
+def test_a_follower_that_may_not_delete_the_pod_left_by_its_driver_jobs_deletion_says_what_to_run(cluster, api,
+                                                                                                   caplog):
+    """The user's credentials may follow the driver Job (get its status, list pods and Events) but not delete: the
+    end is known all the same, and the follower logs the kubectl command that deletes what was left running."""
+    cluster.behaviour = lambda pod, c: Script(forever=True)
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    [pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root)
+                                  if p["status"].get("phase") == "Running"], message="the driver pod running")
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
+             {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
+             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+    cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "follower"}},
+                   {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "follower"},
+                    "rules": rules},
+                   {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": "follower"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "follower"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "follower", "namespace": NS}]}], namespace=NS)
+    follower = DriverJob(spec, api_client=cluster.client(f"{NS}/follower"))
+    assert follower.ended() is None
+    client.BatchV1Api(api).delete_namespaced_job(f"sk-driver-{root}", NS, propagation_policy="Orphan")
+    end = cluster.wait(follower.ended)
+    assert end.how.startswith(f"Job sk-driver-{root} was deleted without its pod {pod} ") and end.leftovers
+    with caplog.at_level("WARNING", logger="sematic_k8s.k8s"):
+        follower.cleanup()
+    follower.close()
+    said = caplog.text
+    assert f"could not delete driver pod {pod} (403" in said, said
+    assert f"kubectl delete pods,jobs -n {NS} -l sematic-k8s/resolution-id={root} --cascade=background" in said
+    assert cluster.get("pods", NS, pod)["status"]["phase"] == "Running"  # nothing deleted: it was not allowed
+
+
 def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_lines(cluster, api, storage, tmp_path):
     from click.testing import CliRunner
 
