@@ -26,6 +26,7 @@ func failing)::
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
         ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
+        ├── DriverJobDeleted            the driver's own Job was deleted without its pod: it stops, not restarted
         ├── StopsForAFix                one that does not pass by itself: someone must act (.fix) first
         │   ├── DiskFull                a disk has no space left: the metadata database or artifact storage cannot grow
         │   └── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
@@ -177,6 +178,12 @@ class TooManyTags(ValueError):
 # -- infrastructure errors ----------------------------------------------------------------------------------
 
 
+def continue_how(resolution_id: str) -> str:
+    """The ways to continue resolution ``resolution_id``."""
+    return (f"rerun_from={resolution_id!r}, rerun_mode='continue' (or `sematic-k8s rerun {resolution_id} --mode "
+            "continue`, or its dashboard page)")
+
+
 class InfrastructureError(RuntimeError):
     """Something the pipeline runs on failed: the server, storage, the image build, a worker's node."""
 
@@ -184,8 +191,7 @@ class InfrastructureError(RuntimeError):
 
     def advice(self, resolution_id: str) -> str:
         """What to do about a resolution it ended: fix the named cause first, or (an outage) wait for it to pass."""
-        how = (f"rerun_from={resolution_id!r}, rerun_mode='continue' (or `sematic-k8s rerun {resolution_id} --mode "
-               "continue`, or its dashboard page)")
+        how = continue_how(resolution_id)
         if self.fix:
             return f"{self.fix}, then continue the resolution: {how}"
         return f"continue the resolution once it is back: {how}"
@@ -492,6 +498,18 @@ class KubernetesUnauthorized(InfrastructureError):
         return cls(f"the Kubernetes API does not accept this driver's credentials to {doing} in namespace {namespace} "
                    f"(401: {answer}): its ServiceAccount token expired or was revoked; the driver restarts with a "
                    "fresh one")
+
+
+class DriverJobDeleted(InfrastructureError):
+    """The driver's own Job was deleted (or replaced by another of its name) while the driver ran, without its pod
+    (``kubectl delete --cascade=orphan``, a client sending no propagationPolicy: batch/v1 orphans by default).
+    Nothing would restart or clean up after this driver any more, and whoever deleted the Job meant it to stop:
+    it ends the resolution (its workers' Jobs deleted) and exits 1. Not transient."""
+
+    transient = False
+
+    def advice(self, resolution_id: str) -> str:
+        return f"to finish it after all, continue the resolution: {continue_how(resolution_id)}"
 
 
 def kinds(cls: type[BaseException]) -> list[str]:

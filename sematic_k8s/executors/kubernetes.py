@@ -35,7 +35,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
+from sematic_k8s.errors import DriverJobDeleted, KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats
 from sematic_k8s.executors.kubernetes_follow import Follower, Verdict
@@ -101,6 +101,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.launcher = JobLauncher(self.kube, s, backoff, self.stats)
         self.follower = Follower(self.attempts, s, self.namespace, self.deadlines, self.stats.waits)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
+        self.owner_checked = time.monotonic()  # when the driver's own Job was last read
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
@@ -208,6 +209,7 @@ class KubernetesExecutor(RemoteExecutor):
                 except queue.Empty:
                     break
             now = time.monotonic()
+            self._check_owner(now)
             for verdict in self.follower.due(now):
                 self._act(verdict, out)
             self.follower.check_events(now, self._blocking_event)
@@ -224,6 +226,29 @@ class KubernetesExecutor(RemoteExecutor):
                 self._handle(self.events.get(timeout=wait), out)
             except queue.Empty:
                 pass
+
+    def _check_owner(self, now: float) -> None:
+        """Every ``owner_check`` seconds, read the driver's own Job (the owner of its workers' Jobs): deleted (or
+        another of its name) while this driver runs means it was deleted without its pod, which nothing would
+        restart or clean up after: DriverJobDeleted, so the resolution ends and its workers' Jobs are deleted."""
+        if self.owner is None or now - self.owner_checked < self.settings.owner_check:
+            return
+        self.owner_checked = now
+        name, uid = self.owner
+        try:
+            self.stats.owner_reads += 1
+            job = self.kube.read_job(name)
+        except ApiException as e:
+            if e.status != 404:  # busy, or not allowed: the watches go on; asked again later
+                log.debug("reading the driver's Job %s: %s %s", name, e.status, api_message(e))
+                return
+            job = None
+        found = job.metadata.uid if job is not None and job.metadata is not None else None
+        if found != uid:
+            raise DriverJobDeleted(
+                f"the driver's Job {name} was deleted while the driver ran, without its pod (a delete that orphans "
+                "pods: propagationPolicy Orphan, kubectl delete --cascade=orphan): this driver stops, and its "
+                "workers' Jobs are deleted")
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
         for verdict in self.follower.handle(ev):

@@ -50,7 +50,8 @@ class KubernetesSettings:
     rate limit), ``requeue_cap`` (longest pause of creates the API server refuses for now),
     ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page),
     ``forbidden_window`` (seconds the API server must go on refusing a watch, 401/403, before the resolution
-    fails); ``job``: each worker Job's settings.
+    fails), ``owner_check`` (seconds between reads of the driver's own Job, ``owner``: gone, the driver
+    stops); ``job``: each worker Job's settings.
     """
 
     namespace: str | None = None
@@ -69,6 +70,7 @@ class KubernetesSettings:
     watch_timeout: int = 300
     page: int = 500
     forbidden_window: float = 30.0
+    owner_check: float = 10.0
     job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
 
     def with_options(self, **options: Any) -> KubernetesSettings:

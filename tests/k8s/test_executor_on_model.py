@@ -1155,6 +1155,56 @@ def test_a_driver_job_deleted_without_its_pod_ends_the_resolution_and_its_follow
     owned.close()
 
 
+def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_itself(cluster, api, storage, tmp_path):
+    """No CloudResolver follows the driver (a detached resolution, a rerun the server started) when its Job is
+    deleted with propagationPolicy Orphan: the driver (its loop here on a thread, with the chart's driver Role), reading
+    its own Job now and then, finds it gone, records the resolution failed in plain words, cancels its runs and
+    deletes its workers' Jobs, and stops with DriverJobDeleted (a driver exits 1: not restarted). Was: it resolved on,
+    unowned, seen by nothing in the cluster."""
+    from sematic_k8s.errors import DriverJobDeleted
+
+    gate = threading.Event()  # never set: the worker runs until it is stopped
+    cluster.behaviour = lambda pod, c: behave({"worker": Script(func=held(gate, timeout=120))})(pod, c) if (
+        pod["metadata"]["labels"]["sematic-k8s/role"] == "worker") else Script(forever=True)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    root = squares(1)
+    launch_driver(driver_spec(root.id), root.id, {}, namespace=NS, api_client=api)
+    job = cluster.wait(lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root.id}"))
+    driver = chart_driver_client(cluster)
+    owned = executor(driver, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=0.2)
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
+                          ResolutionSettings(root_id=root.id), kind="cloud")
+    stopped: list[BaseException] = []
+
+    def drive() -> None:  # what the driver pod runs
+        try:
+            loop.run(root)
+        except BaseException as e:  # noqa: BLE001 - what stopped it, for the test to see
+            stopped.append(e)
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+
+    def worker_jobs() -> list[str]:
+        return [j["metadata"]["name"] for j in cluster.list("jobs.batch", NS)
+                if j["metadata"]["labels"]["sematic-k8s/role"] == "worker"]
+    cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["metadata"]["labels"]["sematic-k8s/role"] ==
+                          "worker" and p["status"].get("phase") == "Running"], message="a worker running")
+    client.BatchV1Api(api).delete_namespaced_job(f"sk-driver-{root.id}", NS, propagation_policy="Orphan")
+    thread.join(30)
+    assert not thread.is_alive(), "the driver resolved on without its Job"
+    assert len(stopped) == 1 and isinstance(stopped[0], DriverJobDeleted), stopped
+    res = store.get_resolution(root.id)
+    assert res.state == "failed" and res.error.startswith(
+        "infrastructure failure, not the pipeline's: DriverJobDeleted: the driver's Job "
+        f"sk-driver-{root.id} was deleted while the driver ran, without its pod (a delete that orphans pods: "
+        "propagationPolicy Orphan, kubectl delete --cascade=orphan): this driver stops, and its workers' Jobs are "
+        f"deleted (to finish it after all, continue the resolution: rerun_from='{root.id}'"), res.error
+    assert {r.state for r in store.runs_of_root(root.id)} == {"canceled"}
+    cluster.wait(lambda: not worker_jobs(), message="the worker Jobs deleted")
+    owned.close()
+    driver.close()
+
+
 def test_a_follower_that_may_not_delete_the_pod_left_by_its_driver_jobs_deletion_says_what_to_run(cluster, api,
                                                                                                    caplog):
     """The user's credentials may follow the driver Job (get its status, list pods and Events) but not delete: the
