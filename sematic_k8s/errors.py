@@ -26,7 +26,7 @@ func failing)::
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
         ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
-        ├── DriverJobDeleted            the driver's own Job was deleted without its pod: it stops, not restarted
+        ├── DriverJobDeleted            the driver's own Job was deleted while it ran: it stops, not restarted
         ├── StopsForAFix                one that does not pass by itself: someone must act (.fix) first
         │   ├── DiskFull                a disk has no space left: the metadata database or artifact storage cannot grow
         │   └── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
@@ -501,10 +501,10 @@ class KubernetesUnauthorized(InfrastructureError):
 
 
 class DriverJobDeleted(InfrastructureError):
-    """The driver's own Job was deleted (or replaced by another of its name) while the driver ran, without its pod
-    (``kubectl delete --cascade=orphan``, a client sending no propagationPolicy: batch/v1 orphans by default).
-    Nothing would restart or clean up after this driver any more, and whoever deleted the Job meant it to stop:
-    it ends the resolution (its workers' Jobs deleted) and exits 1. Not transient."""
+    """The driver's own Job was deleted (or replaced by another of its name) while the driver ran: whoever deleted
+    it meant it to stop, and a delete that left its pod running (``kubectl delete --cascade=orphan``, a client
+    sending no propagationPolicy: batch/v1 orphans by default) leaves nothing else to stop it. It ends the
+    resolution (its workers' Jobs deleted) and exits 1. Not transient."""
 
     transient = False
 

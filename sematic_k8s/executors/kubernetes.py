@@ -243,12 +243,14 @@ class KubernetesExecutor(RemoteExecutor):
                 log.debug("reading the driver's Job %s: %s %s", name, e.status, api_message(e))
                 return
             job = None
+        except Exception as e:  # noqa: BLE001 - unreachable for now: the watches say so if it lasts
+            log.debug("reading the driver's Job %s: %s", name, e)
+            return
         found = job.metadata.uid if job is not None and job.metadata is not None else None
         if found != uid:
             raise DriverJobDeleted(
-                f"the driver's Job {name} was deleted while the driver ran, without its pod (a delete that orphans "
-                "pods: propagationPolicy Orphan, kubectl delete --cascade=orphan): this driver stops, and its "
-                "workers' Jobs are deleted")
+                f"the driver's Job {name} was deleted while the driver ran: this driver stops, and its workers' Jobs "
+                "are deleted (a delete that left its pod running, kubectl delete --cascade=orphan, ends it too)")
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
         for verdict in self.follower.handle(ev):

@@ -1196,9 +1196,9 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
     res = store.get_resolution(root.id)
     assert res.state == "failed" and res.error.startswith(
         "infrastructure failure, not the pipeline's: DriverJobDeleted: the driver's Job "
-        f"sk-driver-{root.id} was deleted while the driver ran, without its pod (a delete that orphans pods: "
-        "propagationPolicy Orphan, kubectl delete --cascade=orphan): this driver stops, and its workers' Jobs are "
-        f"deleted (to finish it after all, continue the resolution: rerun_from='{root.id}'"), res.error
+        f"sk-driver-{root.id} was deleted while the driver ran: this driver stops, and its workers' Jobs are deleted "
+        "(a delete that left its pod running, kubectl delete --cascade=orphan, ends it too) (to finish it after all, "
+        f"continue the resolution: rerun_from='{root.id}'"), res.error
     assert {r.state for r in store.runs_of_root(root.id)} == {"canceled"}
     cluster.wait(lambda: not worker_jobs(), message="the worker Jobs deleted")
     owned.close()
