@@ -36,6 +36,7 @@ func failing)::
             └── StorageUnreachable      the worker could not reach artifact storage
 
     BaseException
+    ├── RunInterrupted                  raised in a func body on the resolving thread when its resolution is canceled
     └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
         ├── OOMKilled, DeadlineExceeded, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName,
         │   ErrImageNeverPull, CreateContainerConfigError, CreateContainerError, JobCreateFailed,
@@ -87,6 +88,15 @@ class ResolutionFailed(Exception):
 
 class ResolutionCanceled(ResolutionFailed):
     """A Resolution was canceled on request (``sematic-k8s cancel``, the server's cancel action)."""
+
+
+class RunInterrupted(BaseException):
+    """Raised inside a func body that runs on the resolving thread (the LocalResolver's default, a driver's inline
+    funcs) when its resolution is canceled meanwhile (:mod:`sematic_k8s.executors.interrupts`). Not an ``Exception``
+    (like ``KeyboardInterrupt``), so a body's ``except Exception`` does not keep it from stopping; the loop then raises
+    :class:`ResolutionCanceled`. ``logs`` holds what the body printed before it."""
+
+    logs = ""
 
 
 class ResolutionEnded(Exception):

@@ -8,21 +8,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
-from sematic_k8s.errors import error_info, user_frames
+from sematic_k8s.errors import RunInterrupted, error_info, user_frames
+from sematic_k8s.executors import interrupts
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 
 
 def execute(task: Task) -> Outcome:
-    """Run one task's func body here, with its context set and its output captured."""
+    """Run one task's func body here, with its context set and its output captured. On the thread of a resolution
+    loop, the body may be interrupted when the resolution is canceled: RunInterrupted then carries its output."""
     ctx_token = set_context(Context(task.run_id, task.root_id, task.root_id))
     buf, log_token = logcapture.start()
     try:
         inputs = {k: v.value for k, v in task.inputs.items()}
         task.func.check_inputs(inputs)
-        value = task.func.fn(**inputs)
+        guard = interrupts.current()
+        value = task.func.fn(**inputs) if guard is None else guard.call(task.func.fn, **inputs)
         return Outcome(task.run_id, task.attempt, value=value, logs=buf.getvalue())
+    except RunInterrupted as e:
+        e.logs = buf.getvalue()
+        raise
     except Exception as e:
         e.with_traceback(user_frames(e.__traceback__))  # shown from the user's code on, wherever it is shown
         return Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e), logs=buf.getvalue())

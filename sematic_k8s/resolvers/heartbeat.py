@@ -6,7 +6,9 @@ marked dead by the server and by any reader (:meth:`sematic_k8s.store.sql.SqlSto
 
 The same thread writes the loop's pending records for it while the loop runs a func body on its own thread (the
 LocalResolver's default, ``max_parallelism=1``) for longer than ``lag`` seconds: the run and its parents are then
-seen as running (``runs list``, the dashboard, ``logs --follow``), not only once the body returns."""
+seen as running (``runs list``, the dashboard, ``logs --follow``), not only once the body returns. And it calls the
+loop's ``watch`` every ``watch_every`` seconds: the loop's look, while it runs a body, for a cancel that should
+interrupt that body (:mod:`sematic_k8s.executors.interrupts`)."""
 
 from __future__ import annotations
 
@@ -28,12 +30,16 @@ class Heartbeat:
 
     def __init__(self, store: Store, root_id: str, interval: float | None = None, *,
                  fence: dict[str, int] | None = None, flush: Callable[[], None] | None = None,
-                 lag: float = 0.5) -> None:
+                 lag: float = 0.5, watch: Callable[[], None] | None = None, watch_every: float = 1.0) -> None:
         self.store, self.root_id = store, root_id
         self.fence = {} if fence is None else fence  # the loop's (Recorder.fence): its beats are fenced the same
         self.interval = settings.heartbeat_interval() if interval is None else interval
         self.last = time.monotonic()
         self.flush, self.lag = flush, lag  # writes the loop's pending records; how long a busy loop may hold them
+        self.watch = watch
+        # how long this thread sleeps at most: its beats, the busy loop's records, the watch
+        self.tick = min(lag if flush is not None else self.interval,
+                        watch_every if watch is not None else self.interval)
         self._busy_since: float | None = None  # when the loop went into a func body on its own thread
         self._busy_lock = threading.Lock()  # held while this thread flushes: the loop waits for it to come back
         self._stop = threading.Event()
@@ -95,9 +101,14 @@ class Heartbeat:
             self._thread.join(10)
 
     def _run(self) -> None:
-        while not self._stop.wait(max(0.05, min(self.last + self.interval - time.monotonic(),
-                                               self.lag if self.flush is not None else self.interval))):
+        while not self._stop.wait(max(0.05, min(self.last + self.interval - time.monotonic(), self.tick))):
             self._flush_for_busy_loop()
+            if self.watch is not None:
+                try:
+                    self.watch()
+                except Exception as e:  # noqa: BLE001 - a look that failed: the next tick looks again
+                    log.warning("resolution %s: could not look for a cancel: %s: %s", self.root_id,
+                                type(e).__name__, e)
             if time.monotonic() - self.last < self.interval:
                 continue  # the loop's own batches carried one
             try:

@@ -31,11 +31,13 @@ from sematic_k8s.errors import (
     ResolutionCanceled,
     ResolutionEnded,
     ResolutionFailed,
+    RunInterrupted,
     StopsForAFix,
     clipped_error,
     error_info,
 )
 from sematic_k8s.executors.base import Executor, Outcome, Task
+from sematic_k8s.executors.interrupts import BodyGuard
 from sematic_k8s.func import Func
 from sematic_k8s.future import Future
 from sematic_k8s.graph import CANCELED, CREATED, FAILED, RESOLVED, RUNNING, SCHEDULED
@@ -112,6 +114,8 @@ class ResolutionLoop:
         self.waiting_checked = float("-inf")
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
         self.heartbeat: Heartbeat | None = None
+        self.guard: BodyGuard | None = None  # lets the heartbeat thread interrupt a body run on this thread
+        self.cancel_watched = 0.0  # when the heartbeat thread last asked about a cancel while a body ran here
         # workers in other processes start only once their runs are recorded as running (see _launch)
         self.record_before_launch = not getattr(executor, "in_process", False)
         self.launching: list[Task] = []
@@ -141,11 +145,13 @@ class ResolutionLoop:
         self.graph.add(plan.nodes)
         busy_flush = None if self.record_before_launch else self._flush_while_busy  # see _submit
         self.heartbeat = Heartbeat(self.store, self.root_id, fence=self.recorder.fence, flush=busy_flush,
-                                   lag=FLUSH_INTERVAL)
+                                   lag=FLUSH_INTERVAL, watch=self._watch_cancel, watch_every=CANCEL_POLL / 2)
         self.heartbeat.last = float("-inf")  # the first batch carries a beat
         self._flush()  # record the resolution before running anything: watchers (the server's API) see it at once
         if existing is None:  # recorded (inserts only, which overwrite nothing): now this process is its driver
             self._take_over(self.root_id)
+        self.guard = BodyGuard()
+        self.guard.open()
         self.heartbeat.start()
         detached = False
         try:
@@ -176,6 +182,7 @@ class ResolutionLoop:
             raise
         finally:
             self.heartbeat.stop()
+            self.guard.close()
 
     def _take_over(self, resolution_id: str) -> None:
         """Become the resolution's only writer (fencing): every batch this loop and its heartbeat write from now on
@@ -350,13 +357,44 @@ class ResolutionLoop:
         if self.record_before_launch:
             self.launching.append(task)
         elif self.heartbeat is None:
-            self.executor.submit(task)
+            self._execute(task)
         else:  # an in-process executor may run the body here: the heartbeat's thread writes the records meanwhile
             self.heartbeat.busy()
             try:
-                self.executor.submit(task)
+                self._execute(task)
             finally:
                 self.heartbeat.back()
+
+    def _execute(self, task: Task) -> None:
+        """Hand ``task`` to the executor, which may run its body here (an inline func): one that a cancel interrupted
+        (RunInterrupted, see :meth:`_watch_cancel`) keeps the lines it printed, and cancels the resolution."""
+        try:
+            self.executor.submit(task)
+        except RunInterrupted as e:
+            if e.logs:
+                try:
+                    append_attempt_logs(self.storage, task.run_id, task.attempt, e.logs)
+                except Exception as err:  # noqa: BLE001 - the cancel goes on: its lines are what is lost
+                    log.warning("run %s: the lines it printed before it was interrupted were not stored: %s: %s",
+                                task.run_id, type(err).__name__, err)
+            raise ResolutionCanceled(
+                f"resolution {self.root_id} was canceled: {task.func.name} (run {task.run_id}) was interrupted",
+                resolution_id=self.root_id, run_id=task.run_id, error=None) from None
+
+    def _watch_cancel(self) -> None:
+        """The heartbeat thread's look, every half CANCEL_POLL, while a func body runs on this loop's thread (which
+        asks the store nothing meanwhile): once the body has run CANCEL_POLL seconds, the store is asked every
+        CANCEL_POLL seconds whether the resolution was asked to cancel, and a cancel interrupts the body."""
+        since = self.guard.running_since() if self.guard is not None else None
+        now = time.monotonic()
+        if since is None or now - max(since, self.cancel_watched) < CANCEL_POLL or not self.root_id:
+            return
+        self.cancel_watched = now
+        if self.store.cancel_requested(self.root_id):
+            self.cancel_asked = True
+            if self.guard is not None and self.guard.interrupt():
+                log.warning("resolution %s was asked to cancel: interrupting the func running on the resolving thread",
+                            self.root_id)
 
     def _launch(self) -> None:
         """Start the tasks held back until their runs were recorded as running: a worker outside this process
@@ -366,7 +404,7 @@ class ResolutionLoop:
             self._flush()
             tasks, self.launching = self.launching, []
             for task in tasks:
-                self.executor.submit(task)
+                self._execute(task)
 
     def _on_outcome(self, o: Outcome) -> None:
         node = self.graph.nodes.get(o.run_id)
