@@ -58,7 +58,7 @@ class BodyGuard:
         self._lock = threading.RLock()  # reentrant: the SIGINT handler runs on this thread, maybe inside call's lock
         self._running: float | None = None  # monotonic time the body began; None: no body runs
         self._sent: str | None = None  # how the running body was interrupted: "signal", "async" or not yet
-        self._owed = 0  # SIGINTs sent and not yet taken by the handler
+        self._owed = 0  # 1 while a SIGINT this guard sent has not reached its handler yet
         self._previous: Any = None  # the SIGINT handler before this guard's
         self._token: contextvars.Token | None = None
         self._closed = False
@@ -138,8 +138,9 @@ class BodyGuard:
                 return False
             if self._main and self._previous is not None and signal.getsignal(signal.SIGINT) == self._on_sigint:
                 self._sent = "signal"
-                self._owed += 1
-                signal.pthread_kill(self.thread, signal.SIGINT)
+                if not self._owed:  # else the one on its way (sent for a body that ended since) raises it here
+                    self._owed = 1  # (a second one sent now would merge with it: signals of one kind do not queue)
+                    signal.pthread_kill(self.thread, signal.SIGINT)
             else:
                 self._sent = "async"
                 _set_async_exc(self.thread, RunInterrupted)
