@@ -257,6 +257,54 @@ def test_a_cancel_asked_while_the_driver_was_down_is_kept_by_the_restarted_drive
     assert store.get_resolution(f.id).state == "canceled"
     assert {r.state for r in store.runs_of_root(f.id) if r.func_name in ("gated", "gated_pipeline")} == {"canceled"}
 
+@sk.func
+def sleeps_inline(marks: str) -> int:
+    open(os.path.join(marks, "before"), "w").close()
+    time.sleep(600)
+    open(os.path.join(marks, "after"), "w").close()
+    return 1
+
+
+@sk.func
+def sleeping_pipeline(marks: str) -> int:
+    return sleeps_inline(marks)
+
+
+def test_a_cancel_interrupts_an_inline_func_the_driver_runs(tmp_path):
+    """A driver process runs an inline func on its own thread (time.sleep(600)); the resolution is canceled meanwhile
+    (the server's cancel action, here on its store): the func is interrupted, the driver exits 1 saying so, and the
+    resolution and its runs are recorded canceled; the func never went on (was: the driver slept its 600 s first)."""
+    storage = LocalStorage(tmp_path / "storage")
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    f = sleeping_pipeline(str(marks))
+    env[DRIVER_ENV] = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id)).to_json()
+    store = sql_store(db)
+    driver = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (marks / "before").exists():
+            assert time.monotonic() < deadline and driver.poll() is None, "the inline func never started"
+            time.sleep(0.05)
+        assert store.request_cancel(f.id) == "canceling"
+        _, err = driver.communicate(timeout=120)  # the func would sleep 600 s
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    [run] = [r for r in store.runs_of_root(f.id) if r.func_name == "sleeps_inline"]
+    said = f"resolution {f.id} was canceled: sleeps_inline (run {run.id}) was interrupted"
+    assert driver.returncode == 1 and said in err, err
+    assert not (marks / "after").exists()
+    assert store.get_resolution(f.id).state == "canceled"
+    assert {r.state for r in store.runs_of_root(f.id)} == {"canceled"}
+
+
 PACKAGED_PIPELINE = '''
     import sematic_k8s as sk
 
