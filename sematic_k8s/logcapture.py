@@ -1,4 +1,8 @@
-"""Per-run capture of stdout and stderr for funcs executing in this process."""
+"""Per-run capture of stdout and stderr for funcs executing in this process.
+
+Inside a run, what a func writes reaches the process's own stream a whole line at a time (a partial line is held
+until its end, a flush, or the run's end): funcs printing on several threads at once (``max_parallelism``) do not
+cut into each other's lines, as ``print``'s two writes (the text, then its newline) otherwise let them."""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ import sys
 import threading
 from typing import Any, TextIO
 
-_buffer: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar("sematic_k8s_log", default=None)
+
+class Capture(io.StringIO):
+    """One run's captured output, and the partial line each of the process's streams holds for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: dict[_Tee, str] = {}
+
+
+_buffer: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("sematic_k8s_log", default=None)
 _lock = threading.Lock()
 _installed = 0
 _originals: tuple[TextIO, TextIO] | None = None
@@ -22,12 +35,28 @@ class _Tee(io.TextIOBase):
 
     def write(self, s: str) -> int:
         buf = _buffer.get()
-        if buf is not None:
-            buf.write(s)
-        return self.original.write(s)
+        if buf is None:
+            return self.original.write(s)
+        buf.write(s)
+        text = buf.held.pop(self, "") + s
+        end = max(text.rfind("\n"), text.rfind("\r")) + 1  # a progress bar's "\r" ends what it shows too
+        if end < len(text):
+            buf.held[self] = text[end:]
+        if end:
+            self.original.write(text[:end])
+        return len(s)
 
     def flush(self) -> None:
+        buf = _buffer.get()
+        if buf is not None:
+            self.release(buf)
         self.original.flush()
+
+    def release(self, buf: Capture) -> None:
+        """Write the partial line held for ``buf``'s run."""
+        text = buf.held.pop(self, "")
+        if text:
+            self.original.write(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.original, name)
@@ -54,11 +83,16 @@ def uninstall() -> None:
                 sys.stderr = _originals[1]
 
 
-def start() -> tuple[io.StringIO, contextvars.Token]:
+def start() -> tuple[Capture, contextvars.Token]:
     """Begin capturing for the current (run's) context."""
-    buf = io.StringIO()
+    buf = Capture()
     return buf, _buffer.set(buf)
 
 
 def stop(token: contextvars.Token) -> None:
+    """End the run's capture: a partial line it left is written out."""
+    buf = _buffer.get()
     _buffer.reset(token)
+    if buf is not None:
+        for tee in list(buf.held):
+            tee.release(buf)

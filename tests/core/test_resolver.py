@@ -7,6 +7,8 @@ import datetime as dt
 import gc
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -530,6 +532,41 @@ def test_stdout_is_captured_per_run(resolver, tmp_path, capsys):
     f.resolve(resolver())
     assert LocalStorage(tmp_path / "storage").get(log_key(f.id)) == b"hello from 7\n"
     assert "hello from 7" in capsys.readouterr().out  # still shown on the terminal
+
+
+TALKERS = """
+import sys
+import sematic_k8s as sk
+
+@sk.func
+def talker(k: int) -> int:
+    for i in range(3000):
+        print(f"line {k} {i} " + "x" * 40)
+    print(f"end of {k}", end="")  # no newline: written out when the run ends
+    return k
+
+@sk.func
+def talkers() -> list[int]:
+    return [talker(0), talker(1), talker(2)]
+
+talkers().resolve(sk.LocalResolver(home=sys.argv[1], max_parallelism=3))
+"""
+
+
+def test_funcs_printing_on_threads_at_once_do_not_cut_into_each_others_lines(tmp_path):
+    """Three funcs printing at once (max_parallelism=3) in a process whose stdout is a pipe: each line reaches it
+    whole, each func's last partial line too. Before, print's two writes (the text, then its newline) let another
+    thread's line in between: `make run`'s example showed "mean of 100 values ...mean of 100 values ..." on one
+    line (here, hundreds of lines were torn)."""
+    script = tmp_path / "talkers.py"
+    script.write_text(TALKERS)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "home")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    torn = [line for line in done.stdout.splitlines()
+            if not re.fullmatch(r"(end of \d)*line \d \d+ x{40}|(end of \d)+", line)]
+    assert not torn, torn[:5]
+    assert sorted(re.findall(r"end of (\d)", done.stdout)) == ["0", "1", "2"]
 
 
 # -- caching ---------------------------------------------------------------------------------------
