@@ -7,7 +7,9 @@ kept; without permission to watch Events they are listed per waiting Job or pod)
 that ends badly has its last log lines read before it is gone; a 404 on a Job's delete is fine. A Job someone
 deleted without its pod (``kubectl delete --cascade=orphan``, the batch/v1 default) fails its run as JobDeleted,
 and the executor deletes the pods left running (listed by the labels the Job controller set on them, seen by the
-watch or not; each by uid, if its labels are this run's).
+watch or not; each by uid, if its labels are this run's). A restarted driver deletes the worker pods of its
+resolution that none of its Jobs made (a Job deleted without its pod while no driver ran) before it makes any Job;
+pods are matched to attempts by their Job's uid, never by its name alone.
 
 The executor holds the state and wires its pieces, one module per job:
 
@@ -46,7 +48,7 @@ from sematic_k8s.k8s.client import Backoff, NamespacedApi, api_message, current_
 from sematic_k8s.k8s.events import newest_blocking
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import to_dict, worker_job
-from sematic_k8s.k8s.pods import PodState, pods_left
+from sematic_k8s.k8s.pods import PodState, orphans, pods_left
 from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import STORAGE_SECRET_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
@@ -153,7 +155,11 @@ class KubernetesExecutor(RemoteExecutor):
         self.root_id = root_id
         self.owner = self.launcher.find_owner(root_id)
         selector = f"{RESOLUTION_LABEL}={root_id},{ROLE_LABEL}=worker"
+        pods = self.launcher.list_pods(selector)  # before the Jobs: a pod no Job listed after made has none left
         listed, version = self.launcher.list_jobs(selector)
+        if pods:  # a restarted driver's: delete those whose Job was deleted without them while no driver ran
+            live = {j["metadata"]["uid"] for j in listed.items if not j["metadata"].get("deletionTimestamp")}
+            self._delete_pods(orphans(pods, live, root_id), "its Job was deleted without it while no driver ran")
         self.events.put(listed)
         self.watchers = watch_workers(self.kube, selector, self.events, jobs_from=version,  # listed just now
                                       timeout_seconds=self.settings.watch_timeout, backoff=self.watch_backoff,
@@ -347,17 +353,21 @@ class KubernetesExecutor(RemoteExecutor):
             log.warning("could not list the pods of Job %s, deleted without them: %s", a.job_name,
                         api_message(e) if isinstance(e, ApiException) else e)
             left = [(a.pod_name, a.pod_uid)] if a.pod_name and a.pod_uid else []
-        for name, uid in left:
+        self._delete_pods(left, f"its Job {a.job_name} (run {a.spec.run_id}) was deleted without it")
+
+    def _delete_pods(self, pods: list[tuple[str, str]], why: str) -> None:
+        """Delete each (name, uid) in ``pods``, left running because ``why``, only if it is still that pod. Gone
+        already, or replaced, is fine; refused is logged."""
+        for name, uid in pods:
             try:
                 self.stats.pod_deletes += 1
                 self.kube.delete_pod(name, uid)
-                log.warning("run %s: its Job %s was deleted without its pod; deleted pod %s", a.spec.run_id,
-                            a.job_name, name)
+                log.warning("deleted pod %s: %s", name, why)
             except ApiException as e:
                 if e.status not in (404, 409):
                     hint = " (give the driver's Role delete on pods, as the chart's does)" if e.status == 403 else ""
-                    log.warning("could not delete pod %s, left running after its Job %s was deleted: %s %s%s",
-                                name, a.job_name, e.status, api_message(e), hint)
+                    log.warning("could not delete pod %s, left running: %s; %s %s%s", name, why, e.status,
+                                api_message(e), hint)
 
     def detach(self) -> None:
         """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them)."""

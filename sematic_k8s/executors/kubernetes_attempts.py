@@ -46,7 +46,8 @@ class Attempt:
     make_body: Callable[[int], dict[str, Any]]  # relaunch number -> Job manifest
     timeout: float | None = None
     created: float = float("inf")  # when its Job was known to exist (monotonic)
-    job_uid: str | None = None  # its Job's uid, once a watch showed the Job (its pods carry it in their labels)
+    job_uid: str | None = None  # its Job's uid (from its create, the start-up list, a read or the Job watch): its
+    # pods carry it (controller ownerReference, labels); a pod an older Job of that name made is not this attempt's
     relaunches: int = 0
     pod_name: str | None = None
     pod_uid: str | None = None  # its pod's uid, when its labels say it is this run's worker (else never deleted)

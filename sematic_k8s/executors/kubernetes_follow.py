@@ -29,7 +29,7 @@ from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts
 from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, problem, timestamp
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
-from sematic_k8s.k8s.pods import PodState, job_failure, owner_job, pod_state, worker_uid
+from sematic_k8s.k8s.pods import PodState, job_failure, made_by, owner_job, pod_state, worker_uid
 from sematic_k8s.k8s.watch import Event
 
 log = logging.getLogger("sematic_k8s.k8s")
@@ -82,8 +82,8 @@ class Follower:
         a.created = time.monotonic()  # a list that starts later must show the Job
         if a.waiting and a.waiting.startswith("waiting to create"):
             a.stop_waiting()
-        seen = self.attempts.untracked.get(a.job_name)
-        if seen is not None:
+        seen = self.attempts.untracked.pop(a.job_name, None)
+        if seen is not None and _made(a, seen[0]):
             return self._apply(a, *seen)
         a.quiet = True
         self.checks[a.spec.run_id] = a.created + self.settings.event_check
@@ -128,16 +128,17 @@ class Follower:
                 if verdict is not None:
                     yield verdict
             return
-        if ev.type == "SYNC":  # tracked Jobs that are gone (deleted while the watch was away)
-            names = {(o.get("metadata") or {}).get("name") for o in ev.items}
+        if ev.type == "SYNC":  # tracked Jobs that are gone (deleted while the watch was away; another of the name)
+            uids = {(o.get("metadata") or {}).get("name"): (o.get("metadata") or {}).get("uid") for o in ev.items}
             for a in self.attempts.all():
-                if a.job_name not in names and a.created < ev.since:
+                gone = a.job_name not in uids or (a.job_uid is not None and uids[a.job_name] != a.job_uid)
+                if gone and a.created < ev.since:
                     self._on_job_gone(a)
         for obj in ev.items if ev.type == "SYNC" else [ev.obj]:
             meta = obj.get("metadata") or {}
             tracked = self.attempts.of_job(meta.get("name", ""))
-            if tracked is None:
-                continue
+            if tracked is None or (tracked.job_uid and meta.get("uid") and meta["uid"] != tracked.job_uid):
+                continue  # not ours, or an older Job of that name
             a = tracked
             a.job_uid = meta.get("uid") or a.job_uid
             if ev.type == "DELETED":
@@ -181,8 +182,8 @@ class Follower:
         if not job:
             return None
         a = self.attempts.of_job(job)
-        if a is not None:
-            return self._apply(a, pod, pod_state(pod, deleted=deleted))
+        if a is not None:  # made by its Job, not by an older one of that name (deleted without its pod)
+            return self._apply(a, pod, pod_state(pod, deleted=deleted)) if _made(a, pod) else None
         if deleted or job in self.attempts.ended_jobs:
             self.attempts.untracked.pop(job, None)
         else:  # not ours yet (a restarted driver's SYNC before its launches): kept until it is
@@ -306,3 +307,10 @@ class Follower:
             kind = "Job" if name == a.job_name else "pod"
             a.stuck = PodState("Pending", reason=reason, stuck=True,
                                message=f"{PLAIN.get(reason, reason)} ({kind} {name}): {message}")
+
+
+def _made(a: Attempt, pod: dict[str, Any]) -> bool:
+    """Whether ``pod`` is of the attempt's Job: the uid of the Job that made it is the Job's (when both are known),
+    not another Job's of that name (one deleted without its pod, whose labels still name it)."""
+    uid = made_by(pod)
+    return a.job_uid is None or uid is None or uid == a.job_uid

@@ -10,7 +10,10 @@ never duplicated; a create refused by RBAC (the driver's Role lacks ``create`` o
 :class:`~sematic_k8s.errors.KubernetesUnauthorized` (a driver exits 75 on it, to be started again with a fresh
 token), while any other refusal (a webhook's denial, an invalid Job) fails only its run. On start-up the Jobs of
 the resolution are listed once, so a restarted driver re-attaches to the newest Job of each attempt (``...-r1``
-after an eviction) instead of creating the first again.
+after an eviction) instead of creating the first again; the resolution's worker pods are listed just before, so
+the executor can delete those no listed Job made (a Job deleted without its pod while no driver ran) before it
+makes their attempts' Jobs again under the same names. Each attempt keeps its Job's uid (from the create, the
+list or a read): its pods are told apart from an older Job's of that name by it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_mess
 from sematic_k8s.k8s.events import for_now
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs
-from sematic_k8s.k8s.pods import slim_job
+from sematic_k8s.k8s.pods import slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event
 from sematic_k8s.labels import ATTEMPT_LABEL, RUN_LABEL
 from sematic_k8s.settings import DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV
@@ -61,6 +64,7 @@ class JobLauncher:
         self.bucket = TokenBucket(settings.creates_per_second, settings.create_burst)
         self.queue = LaunchQueue()
         self.existing: dict[tuple[str, str], tuple[int, str]] = {}  # (run id, attempt) -> newest (relaunch, Job)
+        self.uids: dict[str, str] = {}  # Job name -> uid, of the Jobs the start-up list found
 
     def find_owner(self, root_id: str) -> tuple[str, str] | None:
         """The driver Job's (name, uid): the setting, else the downward API's env, else read by name."""
@@ -106,8 +110,26 @@ class JobLauncher:
             if not token:
                 break
         self.existing = newest_jobs(items)
+        self.uids = {m["name"]: m["uid"] for j in items if (m := j["metadata"]).get("name") and m.get("uid")}
         version = (data.get("metadata") or {}).get("resourceVersion") or None
         return Event("job", "SYNC", items=items, since=since), version
+
+    def list_pods(self, selector: str) -> list[dict[str, Any]] | None:
+        """The pods ``selector`` picks, page by page (the first from the watch cache); None when they cannot be
+        listed now (refused, unreachable: logged)."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            try:
+                data = self.kube.list_pod_page(selector, self.settings.page, token)
+            except Exception as e:  # noqa: BLE001 - not listable now: the watches still tell pods apart by Job uid
+                log.warning("could not list the resolution's worker pods: %s",
+                            api_message(e) if isinstance(e, ApiException) else e)
+                return None
+            items.extend(slim_pod(p) for p in data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     def found(self, a: Attempt) -> bool:
         """Whether the start-up list found this attempt's Job (a restarted driver's): if so ``a`` is its newest
@@ -116,6 +138,7 @@ class JobLauncher:
         if found is None:
             return False
         a.relaunches, a.job_name = found
+        a.job_uid = self.uids.get(a.job_name)
         self.stats.reattached += 1
         log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id, a.spec.attempt)
         return True
@@ -127,7 +150,7 @@ class JobLauncher:
         self.bucket.acquire()
         try:
             self.stats.creates += 1
-            self.kube.create_job(body, self.create_backoff)
+            a.job_uid = self.kube.create_job(body, self.create_backoff)
         except ApiException as e:
             if e.status == 409:
                 self.stats.conflicts += 1
@@ -155,6 +178,7 @@ class JobLauncher:
             raise refused(e, f"read Job {a.job_name}", self.kube.namespace) from None
         labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
+            a.job_uid = job.metadata.uid if job.metadata else None
             self.stats.reattached += 1
             log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id,
                      a.spec.attempt)

@@ -214,8 +214,11 @@ class NamespacedApi:
         self.namespace, self.backoff = namespace, backoff
         self.batch, self.core = client.BatchV1Api(api), client.CoreV1Api(api)
 
-    def create_job(self, body: dict[str, Any], backoff: Backoff) -> None:
-        api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=backoff)
+    def create_job(self, body: dict[str, Any], backoff: Backoff) -> str | None:
+        """Create the Job; its uid."""
+        job = api_call(self.batch.create_namespaced_job, self.namespace, body, backoff=backoff)
+        meta = getattr(job, "metadata", None)
+        return meta.uid if meta is not None else None
 
     def read_job(self, name: str) -> Any:
         return api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
@@ -238,6 +241,17 @@ class NamespacedApi:
         resp: Any = api_call(self.core.list_namespaced_pod, self.namespace, label_selector=selector,
                              _preload_content=False, backoff=self.backoff)
         return json.loads(resp.data).get("items") or []
+
+    def list_pod_page(self, selector: str, limit: int, token: str | None) -> dict[str, Any]:
+        """One page of the pods ``selector`` picks (the next after ``token``; the first from the watch cache,
+        ``resourceVersion=0``: possibly a little old), as the API server's JSON."""
+        kwargs: dict[str, Any] = {"label_selector": selector, "limit": limit, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        else:
+            kwargs.update(resource_version="0", resource_version_match="NotOlderThan")
+        resp: Any = api_call(self.core.list_namespaced_pod, self.namespace, backoff=self.backoff, **kwargs)
+        return json.loads(resp.data)
 
     def delete_pod(self, name: str, uid: str) -> None:
         """Delete the pod ``name`` if it is still the one with ``uid`` (409 if it is not)."""

@@ -139,12 +139,13 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
 KEPT_CONDITIONS = frozenset({"DisruptionTarget", "PodScheduled"})
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # set on a Job's pods by the Job controller
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
-KEPT_LABELS = (*JOB_NAME_LABELS, RESOLUTION_LABEL, RUN_LABEL, ROLE_LABEL)
+KEPT_LABELS = (*JOB_NAME_LABELS, *JOB_UID_LABELS, RESOLUTION_LABEL, RUN_LABEL, ROLE_LABEL)
 
 
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`pod_state`, :func:`owner_job` and :func:`worker_uid` read of a pod, and nothing else: a watch
-    thread keeps this, not the whole object, while the executor is busy (a fan-out's events can pile up)."""
+    """What :func:`pod_state`, :func:`owner_job`, :func:`made_by` and :func:`worker_uid` read of a pod, and nothing
+    else: a watch thread keeps this, not the whole object, while the executor is busy (a fan-out's events can pile
+    up)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     labels = meta.get("labels") or {}
     return {"metadata": {"name": meta.get("name"), "uid": meta.get("uid"),
@@ -182,6 +183,32 @@ def owner_job(pod: dict[str, Any]) -> str | None:
             return ref.get("name")
     labels = meta.get("labels") or {}
     return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+def made_by(pod: dict[str, Any]) -> str | None:
+    """The uid of the Job that made ``pod``: its controller's, else the one the Job controller's labels name (they
+    stay on a pod whose Job was deleted without it; its ownerReferences do not)."""
+    meta = pod.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and ref.get("controller"):
+            return ref.get("uid")
+    labels = meta.get("labels") or {}
+    return next((labels[k] for k in JOB_UID_LABELS if labels.get(k)), None)
+
+
+def orphans(pods: list[dict[str, Any]], job_uids: set[str], resolution_id: str) -> list[tuple[str, str]]:
+    """(name, uid) of the worker pods of resolution ``resolution_id`` in ``pods`` that none of the Jobs ``job_uids``
+    made (their Job was deleted without them: ``kubectl delete --cascade=orphan`` while no driver ran), and that are
+    not being deleted already: nothing else would ever stop them."""
+    left = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        ours = labels.get(RESOLUTION_LABEL) == resolution_id and labels.get(ROLE_LABEL) == "worker" and bool(
+            labels.get(RUN_LABEL))
+        if ours and made_by(pod) not in job_uids and meta.get("uid") and not meta.get("deletionTimestamp"):
+            left.append((str(meta.get("name")), str(meta["uid"])))
+    return left
 
 
 def worker_uid(pod: dict[str, Any], resolution_id: str, run_id: str) -> str | None:

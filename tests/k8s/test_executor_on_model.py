@@ -706,6 +706,88 @@ def test_a_restarted_drivers_job_list_expiring_between_pages_is_listed_again_who
     assert expired, [(r.query, r.status) for r in cluster.calls(verb="list", resource="jobs")]
 
 
+class Orphaned:
+    """A worker whose driver died, and whose Job someone then deleted with propagationPolicy Orphan (kubectl delete
+    --cascade=orphan): its pod ``name`` runs on, no Job controlling it, and fails (exit 1, no outcome) once
+    ``old_gate`` is set; the pods made after it run the worker once ``new_gate`` is set."""
+
+    def __init__(self, cluster: Cluster, api: client.ApiClient, storage: LocalStorage) -> None:
+        self.old_gate, self.new_gate = threading.Event(), threading.Event()
+
+        def fails_once_let_go(ctx: SimContext) -> int:  # 137 if stopped first
+            while not self.old_gate.wait(0.05) and not ctx.stopped.is_set():
+                pass
+            return 137 if ctx.stopped.is_set() else 1
+        cluster.behaviour = behave({"worker": Script(func=fails_once_let_go)})
+        self.root = new_id()
+        first = executor(api, storage)
+        self.run_id = submit(first, square, self.root, {"x": 3})
+        self.job_name = f"sk-{self.run_id}-1"
+        [old] = cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
+                             message="the worker pod running")
+        self.name, job_uid = old["metadata"]["name"], old["metadata"]["labels"]["batch.kubernetes.io/controller-uid"]
+        cluster.behaviour = behave({"worker": Script(func=held(self.new_gate))})  # the pods made from now on
+        for w in first.watchers:  # the driver dies: nothing cleaned up, its worker runs on
+            w.stop()
+        client.BatchV1Api(api).delete_namespaced_job(self.job_name, NS, propagation_policy="Orphan")
+        core = client.CoreV1Api(api)
+        orphan = cluster.wait(lambda: cluster.get("jobs.batch", NS, self.job_name) is None and (
+            p := core.read_namespaced_pod(self.name, NS)).metadata.finalizers is None and p, message="the pod orphaned")
+        # as on a real cluster: the garbage collector took the Job off its owners, the Job controller its finalizer
+        assert orphan.metadata.owner_references is None and orphan.status.phase == "Running"
+        assert orphan.metadata.labels["batch.kubernetes.io/controller-uid"] == job_uid
+        assert orphan.metadata.labels["batch.kubernetes.io/job-name"] == self.job_name
+
+    def restart(self, cluster: Cluster, driver: client.ApiClient, storage: LocalStorage) -> Outcome:
+        """A restarted driver resumes the attempt: the old pod, if it still runs, fails once the new one runs, then
+        the new one runs the worker. What the driver records."""
+        second = executor(driver, storage)
+        submit(second, square, self.root, {"x": 3}, run_id=self.run_id, resumed=True)
+        [self.new] = cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["metadata"]["name"] != self.name
+                                           and p["status"].get("phase") == "Running"], message="the new pod running")
+        assert self.new["metadata"]["labels"]["batch.kubernetes.io/job-name"] == self.job_name  # the same name
+        self.old_gate.set()
+        cluster.wait(lambda: (p := cluster.get("pods", NS, self.name)) is None or p["status"].get("phase") == "Failed",
+                     message="the old pod ended")
+        self.new_gate.set()
+        outcome = wait_for(second, 1)[self.run_id]
+        second.close()
+        driver.close()
+        return outcome
+
+
+def test_a_worker_job_deleted_without_its_pod_while_no_driver_ran_has_that_pod_deleted_before_it_is_made_again(
+        cluster, api, storage):
+    """The restarted driver (the chart's Role) deletes the pod no Job of its resolution made, by uid, before it makes
+    the attempt's Job again under the same name, and records the new pod's outcome. Was: the old pod was taken for
+    the new Job's (by its job-name label), ran beside the new one, and its failure was recorded as the attempt's."""
+    orphaned = Orphaned(cluster, api, storage)
+    outcome = orphaned.restart(cluster, chart_driver_client(cluster), storage)
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert outcome.details["pod"] == orphaned.new["metadata"]["name"] and outcome.details["job"] == orphaned.job_name
+    assert cluster.get("pods", NS, orphaned.name) is None
+    [deleted] = [r for r in cluster.calls(verb="delete", resource="pods") if r.name == orphaned.name]
+    [created] = [r for r in cluster.calls(verb="create", resource="jobs") if r.user == deleted.user]
+    assert deleted.seq < created.seq and deleted.status == 200  # gone before the Job was made again
+
+
+def test_a_pod_left_by_a_worker_job_deleted_while_no_driver_ran_is_never_taken_for_the_new_jobs(cluster, api,
+                                                                                             storage, caplog):
+    """The same, with a driver whose Role may not delete pods: the old pod runs on beside the new one (the refusal is
+    logged, with what the Role lacks), and its failure is not recorded as the attempt's: pods are matched to an
+    attempt by the uid of the Job that made them, not by its name."""
+    orphaned = Orphaned(cluster, api, storage)
+    driver = restricted(cluster, "nodelete", [  # the chart's driver Role but delete on pods
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}])
+    with caplog.at_level("WARNING", logger="sematic_k8s.k8s"):
+        outcome = orphaned.restart(cluster, driver, storage)
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert outcome.details["pod"] == orphaned.new["metadata"]["name"]
+    assert cluster.get("pods", NS, orphaned.name)["status"]["phase"] == "Failed"  # ran on, beside the new one
+    assert f"could not delete pod {orphaned.name}, left running: its Job was deleted without it" in caplog.text
+    assert "give the driver's Role delete on pods" in caplog.text
+
 # -- refused and throttled API calls (15) ----------------------------------------------------------------------
 
 

@@ -573,8 +573,8 @@ def test_a_1000_run_fan_out_costs_one_create_per_run_and_a_constant_number_of_wa
     assert value == sum(i**3 for i in range(n))
     assert calls["create jobs"] == n
     other = sum(calls.values()) - n
-    assert other <= 8, calls  # list + watch per kind (+ a reconnect or two): no per-run polling
-    assert calls["list pods"] == calls["list jobs"] == 1
+    assert other <= 9, calls  # list + watch per kind (+ a reconnect or two): no per-run polling
+    assert calls["list pods"] == 2 and calls["list jobs"] == 1  # pods: the watch's, and pods left by deleted Jobs
     assert ex.stats.log_reads == 0 and ex.stats.deletes == 0
 
 
@@ -746,3 +746,25 @@ def test_the_pods_a_deleted_job_left_are_its_own_for_this_run_and_not_already_go
     assert pods_left(pods, "sk-r-1", "u1", "root", "r") == [("a", "uid-a"), ("b", "uid-b")]
     assert pods_left(pods, "sk-r-1", None, "root", "r") == [("a", "uid-a"), ("b", "uid-b"), ("older", "uid-older")]
     assert pods_left(pods, "sk-r-1-r1", None, "root", "r") == []
+
+
+def test_the_pods_a_restarted_driver_deletes_are_its_resolutions_workers_no_live_job_made():
+    """Before a restarted driver makes any Job: the worker pods of its resolution that no live Job of it made (the
+    Job controller's uid label, or the controller ownerReference, names none of them: a Job deleted without its pods
+    while no driver ran), not being deleted already. Another resolution's, a driver's, a live Job's are left."""
+    from sematic_k8s.k8s.pods import made_by, orphans
+
+    def pod(name: str, uid_label: str | None, *, owner: str | None = None, root: str = "root", role: str = "worker",
+            deleting: bool = False) -> dict[str, Any]:
+        labels = {"sematic-k8s/resolution-id": root, "sematic-k8s/run-id": "r", "sematic-k8s/role": role,
+                  **({"batch.kubernetes.io/controller-uid": uid_label} if uid_label else {})}
+        refs = [{"kind": "Job", "name": "sk-r-1", "uid": owner, "controller": True}] if owner else []
+        return {"metadata": {"name": name, "uid": f"uid-{name}", "labels": labels, "ownerReferences": refs,
+                             **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}}
+
+    live = pod("live", "u1", owner="u1")
+    pods = [live, pod("orphan", "u0"), pod("unlabelled", None), pod("going", "u0", deleting=True),
+            pod("other", "u0", root="other"), pod("driver", "u0", role="driver")]
+    assert made_by(live) == "u1" and made_by(pod("orphan", "u0")) == "u0" and made_by(pod("x", None)) is None
+    assert orphans(pods, {"u1"}, "root") == [("orphan", "uid-orphan"), ("unlabelled", "uid-unlabelled")]
+    assert orphans(pods, {"u0", "u1"}, "root") == [("unlabelled", "uid-unlabelled")]
