@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXIT_WAIT = 120  # seconds a canceled resolver gets to exit; its func would sleep 600
 
 PIPELINE = textwrap.dedent('''
+    import signal
     import sys
     import threading
     import time
@@ -58,6 +59,8 @@ PIPELINE = textwrap.dedent('''
 
 
     if __name__ == "__main__":
+        # Ctrl-C as in a terminal: a process started in the background (CI's `nohup ... &`) inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         marks, how, where = sys.argv[1:4]
         if where == "main":
             resolve(marks, how)
@@ -232,6 +235,7 @@ def test_a_signal_sent_as_a_body_ends_is_taken_without_effect_and_ctrl_c_stays_a
     """The interrupt of a body on the main thread (a SIGINT) arrives only after the body returned (SIGINT blocked
     in the body until then): the guard's handler takes it without effect, the body's value stands; a person's Ctrl-C
     after it is still a KeyboardInterrupt."""
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal (see PIPELINE)
     guard = BodyGuard()
     guard.open()
     try:
@@ -256,3 +260,4 @@ def test_a_signal_sent_as_a_body_ends_is_taken_without_effect_and_ctrl_c_stays_a
                 time.sleep(0)
     finally:
         guard.close()
+        signal.signal(signal.SIGINT, outer)
