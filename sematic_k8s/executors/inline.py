@@ -1,23 +1,25 @@
-"""Execute funcs in this process: directly, or on a thread pool for parallel runs and timeouts."""
+"""Execute funcs in this process: directly, or on threads of the executor's own for parallel runs and timeouts."""
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
 from sematic_k8s.errors import RunInterrupted, error_info, user_frames
 from sematic_k8s.executors import interrupts
 from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.interrupts import BodyGuard
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 
 
 def execute(task: Task) -> Outcome:
-    """Run one task's func body here, with its context set and its output captured. On the thread of a resolution
-    loop, the body may be interrupted when the resolution is canceled: RunInterrupted then carries its output."""
+    """Run one task's func body here, with its context set and its output captured. On a thread with a guard (a
+    resolution loop's, an executor thread's), the body may be interrupted: RunInterrupted then carries its output."""
     ctx_token = set_context(Context(task.run_id, task.root_id, task.root_id))
     buf, log_token = logcapture.start()
     try:
@@ -37,17 +39,65 @@ def execute(task: Task) -> Outcome:
         reset_context(ctx_token)
 
 
+Key = tuple[str, int]  # (run id, attempt)
+GRACE = 2.0  # seconds close() gives stopped bodies to end (their finally blocks run) before leaving them behind
+
+
+class _Pool:
+    """Daemon threads taking tasks from one queue, a new one whenever none is idle. Daemon: a thread whose body never
+    ends (stuck in a blocking C call after its interrupt) does not keep the process from exiting, as a
+    ThreadPoolExecutor's would (its threads are joined at exit); it counts as busy, so it holds up no other run."""
+
+    def __init__(self, run: Callable[[Task], None]) -> None:
+        self._run = run
+        self._work: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._lock = threading.Condition()
+        self._threads = self._idle = 0
+
+    def submit(self, task: Task) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._threads += 1
+                threading.Thread(target=self._serve, name=f"sk-run_{self._threads}", daemon=True).start()
+        self._work.put(task)
+
+    def _serve(self) -> None:
+        while (task := self._work.get()) is not None:
+            self._run(task)
+            with self._lock:
+                self._idle += 1
+                self._lock.notify_all()
+
+    def settle(self, timeout: float) -> None:
+        """Wait until no body runs, at most ``timeout`` seconds."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._idle >= self._threads, timeout)
+
+    def shutdown(self) -> None:
+        """Idle threads end; busy ones once their body ends."""
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._work.put(None)
+
+
 class InlineExecutor:
-    """In-process execution. ``max_parallelism`` > 1 uses threads; timeouts are enforced by no
-    longer waiting for the run (a Python thread cannot be killed, so its body may go on)."""
+    """In-process execution. ``max_parallelism`` > 1, or a func's ``timeout``, runs bodies on threads (:class:`_Pool`),
+    each body under a :class:`~sematic_k8s.executors.interrupts.BodyGuard` of its own: a run canceled (the resolution
+    canceled, Ctrl-C) or past its timeout has its body stopped (RunInterrupted raised in it at the thread's next
+    bytecode), and whatever the body gives when it ends is dropped: the loop has accounted for the run already."""
 
     in_process = True  # funcs run here: they read their inputs from memory, not from artifact storage
 
     def __init__(self, max_parallelism: int = 1) -> None:
         self.max_parallelism = max_parallelism
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _Pool | None = None
         self._deadlines: dict[str, tuple[float, Task]] = {}
+        self._lock = threading.Lock()
+        self._live: dict[Key, BodyGuard | None] = {}  # attempts on threads, not stopped: their guard once begun
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> InlineExecutor:
@@ -59,10 +109,41 @@ class InlineExecutor:
             self._done.put(execute(task))
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, self.max_parallelism), thread_name_prefix="sk-run")
+            self._pool = _Pool(self._run)
         if task.func.timeout is not None:
             self._deadlines[task.run_id] = (time.monotonic() + task.func.timeout, task)
-        self._pool.submit(lambda: self._done.put(execute(task)))
+        with self._lock:
+            self._live[(task.run_id, task.attempt)] = None
+        self._pool.submit(task)
+
+    def _run(self, task: Task) -> None:
+        """A pool thread's: the task's body under a guard of its own, its outcome reported unless it was stopped."""
+        key = (task.run_id, task.attempt)
+        guard = BodyGuard()
+        guard.open()
+        try:
+            with self._lock:
+                if key not in self._live:
+                    return  # stopped before it began
+                self._live[key] = guard
+            try:
+                outcome = execute(task)
+            except RunInterrupted:
+                return  # stopped (only _stop interrupts it): the loop has accounted for the run
+            with self._lock:
+                if self._live.pop(key, None) is not guard:
+                    return  # stopped just as it ended: dropped all the same
+            self._done.put(outcome)
+        finally:
+            guard.close()
+
+    def _stop(self, keys: list[Key]) -> None:
+        """Stop these attempts: a body running is interrupted, one not begun never begins; none is reported."""
+        with self._lock:
+            for key in keys:
+                guard = self._live.pop(key, None)
+                if guard is not None:
+                    guard.stop()
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         out: list[Outcome] = []
@@ -85,6 +166,7 @@ class InlineExecutor:
         for run_id, (deadline, task) in list(self._deadlines.items()):
             if deadline <= now:
                 del self._deadlines[run_id]
+                self._stop([(run_id, task.attempt)])
                 e = TimeoutError(f"{task.func.name} exceeded its timeout of {task.func.timeout:g}s")
                 out.append(Outcome(run_id, task.attempt, error=e, error_info=error_info(e)))
         return out
@@ -92,8 +174,18 @@ class InlineExecutor:
     def cancel(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
             self._deadlines.pop(run_id, None)
+        canceled = set(run_ids)
+        with self._lock:
+            keys = [key for key in self._live if key[0] in canceled]
+        self._stop(keys)
 
     def close(self) -> None:
+        """Bodies still running are stopped (the resolution is over for this process), and given GRACE seconds to
+        end (an interrupt lands at a thread's next bytecode): one still in a blocking call then is left behind."""
+        with self._lock:
+            keys = list(self._live)
+        self._stop(keys)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.settle(GRACE)
+            self._pool.shutdown()
             self._pool = None

@@ -1,9 +1,15 @@
-"""Interrupting a func body that runs on the resolving thread, when its resolution is canceled meanwhile.
+"""Interrupting a func body while it runs: its resolution canceled meanwhile, or its run past its timeout.
 
-The LocalResolver (``max_parallelism=1``, the default) and a driver (inline funcs) run a body on the loop's own
-thread, which sees no cancel until the body returns. The loop makes a :class:`BodyGuard` for its thread; the
-in-process executor runs each body there through :meth:`BodyGuard.call`, and the loop's heartbeat thread, having seen
-the cancel, calls :meth:`BodyGuard.interrupt`, which raises :class:`~sematic_k8s.errors.RunInterrupted` in the body:
+A :class:`BodyGuard` belongs to one thread and lets any other thread interrupt the body that thread runs through
+:meth:`BodyGuard.call`, raising :class:`~sematic_k8s.errors.RunInterrupted` in it. Two kinds of thread use it:
+
+- the resolving thread (the LocalResolver's ``max_parallelism=1``, the default; a driver's inline funcs), which sees
+  no cancel until its body returns: the loop makes a guard for it, and the loop's heartbeat thread, having seen the
+  cancel, calls :meth:`BodyGuard.interrupt`;
+- a thread of the in-process executor's own (``max_parallelism > 1``, a func with a ``timeout``): each body there has a
+  guard of its own, which the executor stops (:meth:`BodyGuard.stop`) when the run is canceled or past its timeout.
+
+How it is raised:
 
 - on the main thread, by a real SIGINT sent to that thread (``signal.pthread_kill``), which also ends a blocking call
   (``time.sleep``, a socket read, a lock's or a subprocess's wait). The guard's own SIGINT handler, installed for the
@@ -15,8 +21,8 @@ the cancel, calls :meth:`BodyGuard.interrupt`, which raises :class:`~sematic_k8s
 
 A body is interrupted at most once, and only while it runs (under the guard's lock). One that has not surfaced when
 the body ends is withdrawn there (the pending exception cleared; a signal taken by the handler without effect), so it
-never lands in the loop's own bookkeeping: the interrupt surfaces inside :meth:`BodyGuard.call` or not at all. A body
-that catches ``BaseException`` and goes on is not interrupted again: the loop sees the cancel once it returns.
+never lands in the code after the body (the loop's bookkeeping, the executor's thread): the interrupt surfaces inside
+:meth:`BodyGuard.call` or not at all. A body that catches ``BaseException`` and goes on is not interrupted again.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class BodyGuard:
         self._previous: Any = None  # the SIGINT handler before this guard's
         self._token: contextvars.Token | None = None
         self._closed = False
+        self._stopped = False  # stop() was called: no body begins from now on
 
     # -- the loop's thread ------------------------------------------------------------------------------------
 
@@ -94,6 +101,8 @@ class BodyGuard:
         when it surfaces just as the body ends), never after."""
         try:
             with self._lock:
+                if self._stopped:
+                    raise RunInterrupted("stopped before it began")
                 self._running, self._sent = time.monotonic(), None
             return fn(**kwargs)
         finally:
@@ -130,6 +139,14 @@ class BodyGuard:
     def running_since(self) -> float | None:
         """When the body running now began (monotonic), or None."""
         return self._running
+
+    def stop(self) -> bool:
+        """For a guard of one body (an executor thread's): interrupt it if it runs, and let no body begin from now on
+        (:meth:`call` raises RunInterrupted at once), so a stop just before the body begins is not lost. False when
+        no body runs (not begun, or ended) or it was interrupted already."""
+        with self._lock:
+            self._stopped = True
+            return self.interrupt()
 
     def interrupt(self) -> bool:
         """Interrupt the body running now, once; False when none runs (or it was interrupted already)."""
