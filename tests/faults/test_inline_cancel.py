@@ -1,6 +1,8 @@
-"""A cancel interrupts a func body running on the resolving thread (the LocalResolver's default, max_parallelism=1):
-each side a real process, the cancel asked with the CLI (directly, or through a `server --local` process), or Ctrl-C
-(SIGINT) sent to the resolving process. Was: the cancel was noticed only when the body returned (here after 600 s)."""
+"""A cancel interrupts a func body running on the resolving thread (the LocalResolver's default, max_parallelism=1)
+or on the executor's threads (max_parallelism > 1, a func with a timeout): each side a real process, the cancel asked
+with the CLI (directly, or through a `server --local` process), or Ctrl-C (SIGINT) sent to the resolving process. Was:
+the cancel was noticed only when the body returned (here after 600 s); bodies on threads ran on, and kept the process
+from exiting, until they returned."""
 
 from __future__ import annotations
 
@@ -15,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
+import sematic_k8s as sk
 from sematic_k8s import settings
 from sematic_k8s.errors import RunInterrupted
+from sematic_k8s.executors.base import Task
+from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.interrupts import BodyGuard
+from sematic_k8s.serialization import Value
 from sematic_k8s.store import sql_store
 from serving import server_process
 from waiting import wait_for
@@ -114,8 +120,8 @@ def ended(proc: subprocess.Popen[str]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        pytest.fail(f"the resolving process still ran {EXIT_WAIT} s after the cancel: its func was not interrupted; "
-                    f"its stderr: {err}")
+        pytest.fail(f"the resolving process still ran {EXIT_WAIT} s after the cancel (the timeout): its func was not "
+                    f"interrupted; its stderr: {err}")
     return err
 
 
@@ -261,3 +267,187 @@ def test_a_signal_sent_as_a_body_ends_is_taken_without_effect_and_ctrl_c_stays_a
     finally:
         guard.close()
         signal.signal(signal.SIGINT, outer)
+
+
+POOL_PIPELINE = textwrap.dedent('''
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    import sematic_k8s as sk
+
+
+    def busy(marks: str, i: int, how: str) -> int:
+        Path(marks, f"before-{i}").write_text("started")
+        if how == "sleep":
+            time.sleep(600)  # one blocking call: an interrupt lands only once it returns
+        else:
+            end = time.monotonic() + 600
+            while time.monotonic() < end:  # Python between short sleeps: interrupted between them
+                time.sleep(0.05)
+        Path(marks, f"after-{i}").write_text("finished")
+        return i
+
+
+    @sk.func
+    def looper(marks: str, i: int, how: str) -> int:
+        return busy(marks, i, how)
+
+
+    @sk.func(timeout=1)
+    def timed(marks: str, i: int, how: str) -> int:
+        return busy(marks, i, how)
+
+
+    @sk.func
+    def total(a: int, b: int, c: int) -> int:
+        return a + b + c
+
+
+    @sk.func
+    def three(marks: str, how: str) -> int:
+        return total(looper(marks, 0, how), looper(marks, 1, how), looper(marks, 2, how))
+
+
+    @sk.func
+    def one_timed(marks: str, how: str) -> int:
+        return timed(marks, 0, how)
+
+
+    if __name__ == "__main__":
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal (see PIPELINE)
+        marks, how, which = sys.argv[1:4]
+        pipeline = three if which == "three" else one_timed
+        pipeline(marks, how).resolve(sk.LocalResolver(max_parallelism=3 if which == "three" else 1))
+''')
+
+
+def start_pool(tmp_path: Path, how: str, which: str, count: int) -> tuple[Path, Path, subprocess.Popen[str], str]:
+    """The pool pipeline in its own process, once ``count`` bodies began: (home, marks, process, root id)."""
+    script, marks, home = tmp_path / "pool.py", tmp_path / "marks", tmp_path / "home"
+    script.write_text(POOL_PIPELINE)
+    marks.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(marks), how, which], env=environ(home), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(list(marks.glob("before-*"))) == count or proc.poll() is not None, 60,
+                 what="the bodies to start")
+        assert proc.poll() is None, proc.communicate()
+        store = sql_store(settings.db_url(home))
+        runs = wait_for(lambda: store.list_runs(state="running"), 60, what="the runs recorded")
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return home, marks, proc, runs[0].root_id
+
+
+@pytest.mark.parametrize("how", ["steps", "sleep"], ids=["looping_in_python", "in_one_blocking_sleep"])
+def test_a_cancel_stops_funcs_running_on_the_executors_threads(tmp_path: Path, how: str) -> None:
+    """`sematic-k8s cancel` (another process) while three funcs run on a LocalResolver's threads (max_parallelism=3):
+    the resolver process exits 1 saying the resolution was canceled, the resolution and every run recorded canceled,
+    no body went on (no "after" mark). Bodies looping in Python are interrupted; bodies in one time.sleep(600) cannot
+    be, so their threads are abandoned: neither keeps the process from exiting (was: it ran until they returned)."""
+    home, marks, proc, root_id = start_pool(tmp_path, how, "three", 3)
+    try:
+        done = subprocess.run([CLI, "cancel", root_id[:12]], env=environ(home), capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        err = ended(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and f"ResolutionCanceled: resolution {root_id} was canceled" in err, err
+    assert list(marks.glob("after-*")) == []
+    store = sql_store(settings.db_url(home))
+    res = store.get_resolution(root_id)
+    assert res.state == "canceled", res
+    assert sorted((r.func_name, r.state) for r in store.runs_of_root(root_id)) == [
+        ("looper", "canceled")] * 3 + [("three", "canceled"), ("total", "canceled")]
+
+
+def test_ctrl_c_stops_funcs_running_on_the_executors_threads(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) while three funcs loop on a LocalResolver's threads: a KeyboardInterrupt, the resolution and
+    its runs recorded canceled, the bodies interrupted (no "after" mark), and the process exits (was: it ran on until
+    the bodies returned)."""
+    home, marks, proc, root_id = start_pool(tmp_path, "steps", "three", 3)
+    proc.send_signal(signal.SIGINT)
+    err = ended(proc)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
+    assert list(marks.glob("after-*")) == []
+    store = sql_store(settings.db_url(home))
+    res = store.get_resolution(root_id)
+    assert res.state == "canceled" and res.error.startswith("KeyboardInterrupt"), res
+    assert {r.state for r in store.runs_of_root(root_id)} == {"canceled"}
+
+
+def test_a_func_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    """A func with timeout=1 looping for 600 s: its run fails timed out, the resolution fails, and the body is
+    interrupted (no "after" mark), so the process exits once the resolution ended (was: the body ran on for 600 s
+    in the background and the process waited for it)."""
+    home, marks, proc, root_id = start_pool(tmp_path, "steps", "timed", 1)
+    try:
+        err = ended(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and "timed exceeded its timeout of 1s" in err, err
+    assert list(marks.glob("after-*")) == []
+    store = sql_store(settings.db_url(home))
+    assert store.get_resolution(root_id).state == "failed"
+    [run] = [r for r in store.runs_of_root(root_id) if r.func_name == "timed"]
+    assert run.state == "failed" and run.error["type"] == "TimeoutError", run
+
+
+def test_stops_racing_the_start_and_end_of_bodies_on_the_executors_threads() -> None:
+    """An InlineExecutor (max_parallelism=3) runs 1,500 bodies napping from nothing to half a millisecond while
+    another thread stops them (cancel) as they are handed over, begin, run and end: each stop lands inside the body
+    it was meant for, or keeps it from beginning, or is withdrawn; never in the executor's thread after a body (its
+    thread would die: threading.excepthook). A body interrupted reports nothing; one stopped after it ended reports
+    its value, as does every run not stopped: once."""
+    strays: list[BaseException | None] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: strays.append(args.exc_value)
+    interrupted: list[str] = []
+
+    @sk.func
+    def nap(run: str, secs: float) -> str:
+        try:
+            if secs:
+                time.sleep(secs)
+            return run
+        except RunInterrupted:
+            interrupted.append(run)
+            raise
+
+    executor = InlineExecutor(3)
+    canceled: set[str] = set()
+    reported: list[str] = []
+    try:
+        for i in range(1500):
+            run_id = f"run-{i}"
+            value = Value("a", "json", "float", i % 3 * 0.00025)
+            executor.submit(Task(run_id, "root", nap, {"run": Value("r", "json", "str", run_id),
+                                                       "secs": value}))
+            if i % 2:
+                time.sleep(i % 5 * 0.0001)
+                executor.cancel([run_id])
+                canceled.add(run_id)
+            if i % 3 == 0:
+                reported += [o.run_id for o in executor.wait(0)]
+        left = {f"run-{i}" for i in range(1500)} - canceled
+        while not left <= set(reported):
+            got = executor.wait(5)
+            assert got, f"{len(left - set(reported))} bodies never reported (their thread died?)"
+            reported += [o.run_id for o in got]
+    finally:
+        executor.close()
+        threading.excepthook = previous_hook
+    assert strays == [], strays
+    assert len(reported) == len(set(reported)), "a run reported twice"
+    assert set(interrupted) <= canceled and interrupted  # interrupted mid-body: only stopped ones, and some were
+    assert not set(interrupted) & set(reported), "an interrupted body's outcome was reported"
+    assert set(reported) & canceled, "no run was stopped after it ended: the race's other end was not met"
