@@ -128,11 +128,12 @@ class InlineExecutor:
                 self._live[key] = guard
             try:
                 outcome = execute(task)
-            except RunInterrupted:
-                return  # stopped (only _stop interrupts it): the loop has accounted for the run
+            except BaseException as e:  # noqa: BLE001 - RunInterrupted when stopped (dropped below); else the body's
+                outcome = Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e),
+                                  logs=getattr(e, "logs", ""))  # (SystemExit, say): its run's error, not a lost thread
             with self._lock:
                 if self._live.pop(key, None) is not guard:
-                    return  # stopped just as it ended: dropped all the same
+                    return  # stopped (interrupted, or just as it ended): whatever it gave is dropped
             self._done.put(outcome)
         finally:
             guard.close()
