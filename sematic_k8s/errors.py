@@ -91,10 +91,11 @@ class ResolutionCanceled(ResolutionFailed):
 
 
 class RunInterrupted(BaseException):
-    """Raised inside a func body that runs on the resolving thread (the LocalResolver's default, a driver's inline
-    funcs) when its resolution is canceled meanwhile (:mod:`sematic_k8s.executors.interrupts`). Not an ``Exception``
-    (like ``KeyboardInterrupt``), so a body's ``except Exception`` does not keep it from stopping; the loop then raises
-    :class:`ResolutionCanceled`. ``logs`` holds what the body printed before it."""
+    """Raised inside a func body running in the resolving process (on the resolving thread, or the in-process
+    executor's threads) when its resolution is canceled meanwhile, or, on those threads, its run passes its timeout
+    (:mod:`sematic_k8s.executors.interrupts`). Not an ``Exception`` (like ``KeyboardInterrupt``), so a body's ``except
+    Exception`` does not keep it from stopping; the loop then raises :class:`ResolutionCanceled` (or has already).
+    ``logs`` holds what the body printed before it."""
 
     logs = ""
 

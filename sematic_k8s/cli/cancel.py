@@ -22,7 +22,8 @@ def cancel(ctx: click.Context, run_id: str, wait: bool, output: str) -> None:
     """Cancel the resolution of RUN_ID (its root run id, any of its runs' ids, or a unique start of one).
 
     Its resolution loop notices within about a second, stops its runs and records them canceled. A func that a
-    LocalResolver runs on its own thread (max_parallelism=1, the default) is interrupted (RunInterrupted).
+    LocalResolver runs in its process (on its own thread, max_parallelism=1, the default; or on its threads) is
+    interrupted (RunInterrupted).
     """
     store = records.store(ctx)
     root = records.find_root(store, run_id)
