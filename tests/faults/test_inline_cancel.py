@@ -451,3 +451,19 @@ def test_stops_racing_the_start_and_end_of_bodies_on_the_executors_threads() -> 
     assert set(interrupted) <= canceled and interrupted  # interrupted mid-body: only stopped ones, and some were
     assert not set(interrupted) & set(reported), "an interrupted body's outcome was reported"
     assert set(reported) & canceled, "no run was stopped after it ended: the race's other end was not met"
+
+
+def test_a_body_raising_system_exit_on_the_executors_threads_fails_its_run() -> None:
+    """A body on the executor's threads raising a BaseException of its own (SystemExit): its run gets that error as
+    its outcome (was: its thread ended with no outcome, and the loop waited for it forever)."""
+    @sk.func
+    def leave() -> int:
+        raise SystemExit(3)
+
+    executor = InlineExecutor(3)
+    try:
+        executor.submit(Task("run-exit", "root", leave, {}))
+        got = executor.wait(60)
+    finally:
+        executor.close()
+    assert [(o.run_id, type(o.error).__name__) for o in got] == [("run-exit", "SystemExit")], got
