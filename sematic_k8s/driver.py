@@ -12,6 +12,11 @@ unreachable, a crash of the driver itself): the Job starts the driver again, whi
 and re-attaches to its running workers; 76 another driver took the resolution over while this one ran (a
 replacement pod beside one cut off from the cluster, a driver started by hand): this one stopped without writing
 more or touching the workers, the other one records it (the podFailurePolicy ignores the exit).
+
+A driver started after its resolution's end was recorded (the driver that recorded it died before it exited, a pod
+evicted after it) does nothing and exits as that driver would have: 0 resolved, 1 failed or canceled, so the Job's
+end follows the resolution's. Its token stopped working with the end; the server's refusal names the end
+(``X-Sematic-K8s-Ended``) for a token refused for that alone.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import sys
 import traceback
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DriverReplaced, ResolutionFailed, ServerError
-from sematic_k8s.graph import TERMINAL
+from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, ServerError
+from sematic_k8s.graph import RESOLVED, TERMINAL
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.resolvers.loop import transient
 from sematic_k8s.specs import DRIVER_EXIT_FAILED, DRIVER_EXIT_REPLACED, DRIVER_EXIT_RETRY, DriverSpec
@@ -50,21 +55,25 @@ def _main() -> int:
     store = open_store(settings.home())  # the server at $SEMATIC_K8S_SERVER; else $SEMATIC_K8S_DB_URL
     try:
         ended = store.get_resolution(spec.root_id) if spec.root_id else None
+    except ResolutionEnded as e:  # its token: refused, the refusal naming the end (X-Sematic-K8s-Ended)
+        return _already_ended(e.resolution_id, e.state)
     except ServerError as e:
         if e.status != 401:
             raise
-        # a resolution's token stops working when it ends (or is revoked): a driver restarted after that
+        # a token revoked, past its lifetime, or its key revoked (or a server too old to name the end)
         print(f"resolution {spec.root_id}: the server refuses this driver's token; nothing to do: {e}",
               file=sys.stderr)
         return DRIVER_EXIT_FAILED
-    if ended is not None and ended.state in TERMINAL:  # restarted after the end was recorded: nothing to do
-        print(f"resolution {ended.id} already ended: {ended.state}", file=sys.stderr)
-        return 0 if ended.state == "resolved" else DRIVER_EXIT_FAILED
+    if ended is not None and ended.state in TERMINAL:  # an API key, not a token: it reads the end itself
+        return _already_ended(ended.id, ended.state)
     try:
         drive(spec, store)
     except DriverReplaced as e:
         print(str(e), file=sys.stderr)
         return DRIVER_EXIT_REPLACED
+    except ResolutionEnded as e:  # ended by another process meanwhile (the CloudResolver, a reader finding it dead)
+        print(str(e), file=sys.stderr)
+        return exit_code(e.state)
     except ResolutionFailed as e:
         print(str(e), file=sys.stderr)
         return DRIVER_EXIT_FAILED
@@ -75,6 +84,18 @@ def _main() -> int:
         return DRIVER_EXIT_FAILED  # recorded as failed by the loop: a restart would find it ended
     return 0
 
+
+def exit_code(state: str) -> int:
+    """The exit of a driver whose resolution ended in ``state``: the Job's end follows the resolution's, whichever
+    of its pods saw it (0: Complete; 1, failed or canceled: the podFailurePolicy fails the Job)."""
+    return 0 if state == RESOLVED else DRIVER_EXIT_FAILED
+
+
+def _already_ended(resolution_id: str, state: str) -> int:
+    """A driver started after its resolution's end was recorded (the one that recorded it died before it exited,
+    a pod evicted after it): nothing to do, said in one line, and the exit the recording driver would have had."""
+    print(f"resolution {resolution_id} already ended: {state}; nothing to do", file=sys.stderr)
+    return exit_code(state)
 
 if __name__ == "__main__":
     sys.exit(main())

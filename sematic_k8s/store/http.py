@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
-ENDED_HEADER = "X-Sematic-K8s-Ended"  # on a write refused as ResolutionEnded: "<resolution id> <state>"
+ENDED_HEADER = "X-Sematic-K8s-Ended"  # "<resolution id> <state>": on a write refused as ResolutionEnded (409), and
+# on a resolution token refused only because its resolution ended (401)
 REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
 PAGE = 1000  # the server's largest page
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
@@ -110,6 +111,9 @@ class HttpStore:
                               f"{type(e).__name__}: {e}") from None
         except RetryLater as e:
             response = e.response  # still unavailable at the end of the window: report its answer
+        ended = (response.headers.get(ENDED_HEADER) or "").split() if response.status_code in (401, 409) else []
+        if len(ended) == 2:  # a write to an ended resolution (409), or its token, refused only for that (401)
+            raise ResolutionEnded(ended[0], ended[1], None)
         if response.status_code == 401:
             raise ServerError(f"API key missing or invalid for {self.url} ({_detail(response)}): set ${API_KEY_ENV} "
                               "to a key made with `sematic-k8s api-keys create NAME`", 401)
@@ -121,9 +125,6 @@ class HttpStore:
         replaced = (response.headers.get(REPLACED_HEADER) or "").split() if response.status_code == 409 else []
         if len(replaced) == 2:
             raise DriverReplaced(replaced[0], None if replaced[1] == "-" else parse_datetime(replaced[1]))
-        ended = (response.headers.get(ENDED_HEADER) or "").split() if response.status_code == 409 else []
-        if len(ended) == 2:
-            raise ResolutionEnded(ended[0], ended[1], None)
         if response.status_code >= 400:
             raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}"
                               f"{_not_ours(response, self.url)}", response.status_code)

@@ -67,7 +67,14 @@ _TOKENS_QUERY = (
 
 
 class Unauthorized(Exception):
-    """The credential is missing, unknown, revoked or expired (the message says which, in plain words)."""
+    """The credential is missing, unknown, revoked or expired (the message says which, in plain words).
+    ``ended``: for a resolution's token refused only because its resolution ended, that resolution's id and end
+    state (the refusal says them, X-Sematic-K8s-Ended: its holder could read them a moment before the end, and
+    learns nothing of any other record)."""
+
+    def __init__(self, message: str, ended: tuple[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.ended = ended
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,6 @@ def _token_principal(row: sa.Row) -> Principal | Unauthorized:
     if row.minted_by is not None and (row.key_id is None or row.key_revoked_at is not None):
         return Unauthorized(f"{what} was minted with an API key that has since been revoked")
     if row.state in TERMINAL:
-        return Unauthorized(f"{what} expired: the resolution has ended ({row.state})")
+        return Unauthorized(f"{what} expired: the resolution has ended ({row.state})", (row.resolution_id, row.state))
     return Principal(RESOLUTION, f"resolution {row.resolution_id}", key_id=row.minted_by,
                      resolution_id=row.resolution_id, reads_from=row.reads_from)

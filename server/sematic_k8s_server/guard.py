@@ -24,6 +24,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sematic_k8s.store.http import ENDED_HEADER
 from sematic_k8s_server import auth, scopes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
@@ -131,7 +132,8 @@ class Guard:
             else:
                 principal = self.auth.authenticate(None)
         except auth.Unauthorized as e:
-            return 401, str(e), {"WWW-Authenticate": auth.HEADER}
+            ended = {} if e.ended is None else {ENDED_HEADER: " ".join(e.ended)}  # a restarted driver: see driver.py
+            return 401, str(e), {"WWW-Authenticate": auth.HEADER, **ended}
         except Exception as e:  # noqa: BLE001 - the database is down: say so, as JSON
             return 503, f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}", {
                 "Retry-After": "5"}

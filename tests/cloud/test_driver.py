@@ -98,6 +98,56 @@ def test_a_driver_does_not_ask_for_a_cancel_once_it_recorded_the_end(tmp_path, m
         assert served.store.get_resolution(f.id).state == "resolved"
 
 
+@pytest.mark.parametrize(("pipeline", "state", "code"), [("squares", "resolved", 0), ("bad_sum", "failed", 1)])
+def test_a_driver_started_again_after_its_resolution_ended_says_so_and_exits_as_the_end_says(
+        tmp_path, pipeline, state, code):
+    """A driver process (a real server process, its resolution's token) killed (kill -9) after the server recorded
+    its resolution's end, before it heard the answer (held by a proxy until then) and so before it exited; then
+    started again, as the Job's next pod is. The server refuses the token (it ended with the resolution), saying in
+    the refusal (X-Sematic-K8s-Ended) which resolution ended and how: the driver says so in one line and exits as
+    the driver that recorded the end would have (0 resolved: the Job Completes; 1 failed: the podFailurePolicy fails
+    it). Was: 1 whatever the end, "the server refuses this driver's token ... set $SEMATIC_K8S_API_KEY", so the Job
+    of a pipeline that resolved Failed."""
+    from outages import HoldingProxy
+    from sematic_k8s.store.http import HttpStore
+    from sematic_k8s_server import auth
+    from serving import server_process
+    from waiting import wait_for
+
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    key = auth.create_key(store.engine, "tests")
+    storage = LocalStorage(tmp_path / "storage")
+    f = squares(2) if pipeline == "squares" else sum_all("nope")  # type: ignore[arg-type]
+    spec = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
+    end = f'"resolution_updates":{{"{f.id}":{{"state":"{state}"'.encode()
+    with server_process(tmp_path) as (_, url):
+        proxy = HoldingProxy(int(url.rsplit(":", 1)[1]),
+                             hold=lambda req: req.startswith(b"POST /api/v1/store/write") and end in req)
+        env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": proxy.url,
+               "SEMATIC_K8S_API_KEY": HttpStore(url, key).mint_token(f.id),
+               "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])}
+        env.pop("SEMATIC_K8S_DB_URL", None)
+        try:
+            first = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: proxy.held is not None or first.poll() is not None, 120, what="the end's write")
+            finally:
+                first.kill()
+                first.wait(30)
+            assert proxy.held is not None and first.returncode == -9
+            assert proxy.release()[0] == 200  # the end recorded; its driver never heard it
+            assert store.get_resolution(f.id).state == state
+            again = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True,
+                                   env=env, timeout=120)
+        finally:
+            proxy.close()
+    said = [line for line in again.stderr.splitlines() if " driver INFO " not in line]
+    assert said == [f"resolution {f.id} already ended: {state}; nothing to do"], again.stderr
+    assert again.returncode == code
+    assert store.get_resolution(f.id).state == state
+
+
 def test_source_map(monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_SOURCE_MAP", "/home/me/proj=/app")
     assert map_source("/home/me/proj/pkg/mod.py") == "/app/pkg/mod.py"

@@ -29,6 +29,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s_server import auth
@@ -441,8 +442,13 @@ def test_a_token_records_only_its_own_resolution_and_ends_with_it(served) -> Non
         assert served.store.get_resolution(other).state == "running"
 
         driver.write(Batch(resolution_updates={own: {"state": "resolved", "ended_at": utcnow()}}))
-        with pytest.raises(Exception, match="has ended"):
+        with pytest.raises(ResolutionEnded, match=f"resolution {own} has already ended as resolved") as ended:
             driver.get_resolution(own)
+        assert (ended.value.resolution_id, ended.value.state) == (own, "resolved")
+        with served.client(key=token) as c:  # the refusal names the end of its own resolution, and nothing else
+            r = c.get(f"/api/v1/resolutions/{other}")
+            assert r.status_code == 401 and r.headers["X-Sematic-K8s-Ended"] == f"{own} resolved", r.headers
+            assert "has ended (resolved)" in r.json()["detail"]
         with served.client() as c:
             r = post_json(c, f"/api/v1/resolutions/{own}/token", {})
             assert r.status_code == 409
@@ -459,6 +465,7 @@ def test_a_token_expires_after_its_maximum_lifetime(tmp_path) -> None:
         with s.client(key=r.json()["token"]) as driver:
             r = driver.get(f"/api/v1/resolutions/{r.json()['resolution_id']}")
             assert r.status_code == 401 and "maximum lifetime" in r.json()["detail"]
+            assert "X-Sematic-K8s-Ended" not in r.headers
 
 
 def test_revoking_a_key_ends_the_tokens_it_minted(served) -> None:
@@ -472,6 +479,7 @@ def test_revoking_a_key_ends_the_tokens_it_minted(served) -> None:
             assert admin.post(f"/api/v1/api-keys/{alice['id']}/revoke", json={}).json() == {"revoked": 1}
             r = driver.get(f"/api/v1/store/cancel_requested/{own}")
             assert r.status_code == 401 and "revoked" in r.json()["detail"]
+            assert "X-Sematic-K8s-Ended" not in r.headers
 
 
 # -- keys: admin only, revoked at once on every replica ------------------------------------------------------
@@ -700,7 +708,8 @@ def test_api_errors_are_json_with_a_message(served) -> None:
 
 def test_a_driver_reads_its_token_from_a_file_and_stops_when_the_token_does(served, tmp_path, monkeypatch) -> None:
     """The driver entrypoint takes its token from $SEMATIC_K8S_API_KEY_FILE; restarted after its resolution
-    ended, it is refused and says so in one line instead of driving anything."""
+    ended (resolved), its token is refused with the end named: it says so in one line instead of driving anything,
+    and exits 0. A token revoked meanwhile (its key revoked) is refused without the end named: exit 1."""
     import subprocess
     import sys
 
@@ -724,6 +733,13 @@ def test_a_driver_reads_its_token_from_a_file_and_stops_when_the_token_does(serv
         driver.close()
     done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 1 and "refuses this driver's token" in done.stderr and "has ended" in done.stderr, \
-        done.stderr
+    said = [line for line in done.stderr.splitlines() if " driver INFO " not in line]
+    assert done.returncode == 0 and said == [f"resolution {own} already ended: resolved; nothing to do"], done.stderr
+    with served.client(key=served.admin_key) as admin:
+        minted_by = next(k["id"] for k in auth.list_keys(served.store.engine) if k["name"] == "tests")
+        assert admin.post(f"/api/v1/api-keys/{minted_by}/revoke", json={}).json() == {"revoked": 1}
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "refuses this driver's token" in done.stderr and "was minted with an API key " \
+        "that has since been revoked" in done.stderr, done.stderr
     assert token not in done.stderr
