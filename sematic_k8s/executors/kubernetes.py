@@ -51,7 +51,7 @@ from sematic_k8s.k8s.manifests import to_dict, worker_job
 from sematic_k8s.k8s.pods import PodState, orphans, pods_left
 from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
-from sematic_k8s.settings import STORAGE_SECRET_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
+from sematic_k8s.settings import POD_NAME_ENV, STORAGE_SECRET_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
 from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
@@ -104,6 +104,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.follower = Follower(self.attempts, s, self.namespace, self.deadlines, self.stats.waits)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
         self.owner_checked = time.monotonic()  # when the driver's own Job was last read
+        self.owner_gone = False  # found deleted (DriverJobDeleted): the driver's pod is left to the driver itself
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
@@ -254,9 +255,11 @@ class KubernetesExecutor(RemoteExecutor):
             return
         found = job.metadata.uid if job is not None and job.metadata is not None else None
         if found != uid:
+            self.owner_gone = True
             raise DriverJobDeleted(
                 f"the driver's Job {name} was deleted while the driver ran: this driver stops, and its workers' Jobs "
-                "are deleted (a delete that left its pod running, kubectl delete --cascade=orphan, ends it too)")
+                "and its own pod are deleted (a delete that left its pod running, kubectl delete --cascade=orphan, "
+                "ends it too)")
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
         for verdict in self.follower.handle(ev):
@@ -380,3 +383,31 @@ class KubernetesExecutor(RemoteExecutor):
         super().close()
         for w in self.watchers:
             w.stop()
+        if self.owner_gone:
+            self.owner_gone = False  # once
+            self._delete_own_pod()
+
+    def _delete_own_pod(self) -> None:
+        """The last act of a driver whose Job was deleted without its pod (the resolution's end recorded, its workers'
+        Jobs deleted): delete that pod, which nothing else would (no Job, nor its TTL; the pod garbage collector only
+        once its node is gone): it would stay, ended, for ever. By name (no other pod can have it while this one runs
+        in it; the Role has no get on pods to read its uid). Refused (a Role without delete on pods) or unreachable,
+        it logs the command to run. Not in a pod (no $SEMATIC_K8S_POD_NAME: a driver started by hand): nothing."""
+        pod = os.environ.get(POD_NAME_ENV)
+        if not pod or self.owner is None:
+            return
+        try:
+            self.stats.pod_deletes += 1
+            self.kube.delete_pod(pod, None)
+        except Exception as e:  # noqa: BLE001 - refused or unreachable: said, with what to run
+            if isinstance(e, ApiException) and e.status == 404:
+                return
+            why = f"{e.status} {api_message(e)}" if isinstance(e, ApiException) else f"{type(e).__name__}: {e}"
+            hint = " (give the driver's Role delete on pods, as the chart's does)" if getattr(e, "status", 0) == 403 \
+                else ""
+            log.warning("could not delete this driver's pod %s, left behind by its Job %s deleted without it: %s%s; "
+                        "delete it with: kubectl delete pod %s -n %s", pod, self.owner[0], why, hint, pod,
+                        self.namespace)
+            return
+        log.warning("deleted this driver's pod %s: its Job %s was deleted without it, and nothing else would",
+                    pod, self.owner[0])

@@ -253,10 +253,12 @@ class NamespacedApi:
         resp: Any = api_call(self.core.list_namespaced_pod, self.namespace, backoff=self.backoff, **kwargs)
         return json.loads(resp.data)
 
-    def delete_pod(self, name: str, uid: str) -> None:
-        """Delete the pod ``name`` if it is still the one with ``uid`` (409 if it is not)."""
+    def delete_pod(self, name: str, uid: str | None) -> None:
+        """Delete the pod ``name`` if it is still the one with ``uid`` (409 if it is not); None: the caller's own pod
+        (no other pod can have its name while it runs in it)."""
+        preconditions = None if uid is None else client.V1Preconditions(uid=uid)
         api_call(self.core.delete_namespaced_pod, name, self.namespace, backoff=self.backoff,
-                 body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)))
+                 body=client.V1DeleteOptions(preconditions=preconditions))
 
     def pod_log(self, pod: str, container: str, tail_lines: int) -> str:
         """The last ``tail_lines`` lines of ``container`` in ``pod`` (a few tries only: the pod may be gone)."""

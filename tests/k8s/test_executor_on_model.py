@@ -457,8 +457,9 @@ def test_a_worker_on_a_lost_node_runs_again_elsewhere_though_its_pod_stays_termi
     assert cluster.get("pods", NS, pod)["metadata"].get("deletionTimestamp")  # the first one: still Terminating
 
 
-def chart_driver_client(cluster: Any) -> client.ApiClient:
-    """A client as the chart's driver ServiceAccount, bound to the driver Role the chart renders (and nothing else)."""
+def chart_driver_client(cluster: Any, *, may_delete_pods: bool = True) -> client.ApiClient:
+    """A client as the chart's driver ServiceAccount, bound to the driver Role the chart renders (and nothing else);
+    ``may_delete_pods=False``: that Role without delete on pods."""
     helm = pytest.importorskip("helm_python")
     with helm.Chart.load(os.path.join(ROOT, "helm", "sematic-k8s")) as chart:
         files = chart.render({"image": {"repository": "127.0.0.1:5000/sematic-k8s-server"}}, name="sk",
@@ -467,6 +468,10 @@ def chart_driver_client(cluster: Any) -> client.ApiClient:
     [role] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "sk-sematic-k8s-driver"]
     [binding] = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "sk-sematic-k8s-driver"]
     account = binding["subjects"][0]["name"]
+    if not may_delete_pods:
+        for rule in role["rules"]:
+            if rule["resources"] == ["pods"]:
+                rule["verbs"] = [v for v in rule["verbs"] if v != "delete"]
     cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}, role, binding],
                   namespace=NS)
     return cluster.client(f"{NS}/{account}")
@@ -1237,13 +1242,19 @@ def test_a_driver_job_deleted_without_its_pod_ends_the_resolution_and_its_follow
     owned.close()
 
 
-def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_itself(cluster, api, storage, tmp_path):
+@pytest.mark.parametrize("may_delete_pods", [True, False])
+def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_itself(cluster, api, storage, tmp_path,
+                                                                                    monkeypatch, caplog,
+                                                                                    may_delete_pods):
     """No CloudResolver follows the driver (a detached resolution, a rerun the server started) when its Job is
-    deleted with propagationPolicy Orphan: the driver (its loop here on a thread, with the chart's driver Role), reading
-    its own Job now and then, finds it gone, records the resolution failed in plain words, cancels its runs and
-    deletes its workers' Jobs, and stops with DriverJobDeleted (a driver exits 1: not restarted). Was: it resolved on,
-    unowned, seen by nothing in the cluster."""
+    deleted with propagationPolicy Orphan: the driver (its loop here on a thread, with the chart's driver Role, in the
+    driver pod the Job made: $SEMATIC_K8S_POD_NAME), reading its own Job now and then, finds it gone, records the
+    resolution failed in plain words, cancels its runs and deletes its workers' Jobs, stops with DriverJobDeleted (a
+    driver exits 1: not restarted), and, last, deletes its own pod, which nothing else would (no Job, no TTL). Was:
+    it resolved on, unowned, seen by nothing in the cluster; then, stopped, its pod stayed for ever. A Role without
+    delete on pods: the pod stays, and the driver logs the kubectl command that deletes it."""
     from sematic_k8s.errors import DriverJobDeleted
+    from sematic_k8s.settings import POD_NAME_ENV
 
     gate = threading.Event()  # never set: the worker runs until it is stopped
     cluster.behaviour = lambda pod, c: behave({"worker": Script(func=held(gate, timeout=120))})(pod, c) if (
@@ -1252,7 +1263,10 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
     root = squares(1)
     launch_driver(driver_spec(root.id), root.id, {}, namespace=NS, api_client=api)
     job = cluster.wait(lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root.id}"))
-    driver = chart_driver_client(cluster)
+    [pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root.id)
+                                  if p["status"].get("phase") == "Running"], message="the driver pod running")
+    monkeypatch.setenv(POD_NAME_ENV, pod)  # the downward API's, in the driver pod
+    driver = chart_driver_client(cluster, may_delete_pods=may_delete_pods)
     owned = executor(driver, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=0.2)
     loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
                           ResolutionSettings(root_id=root.id), kind="cloud")
@@ -1271,19 +1285,29 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
                 if j["metadata"]["labels"]["sematic-k8s/role"] == "worker"]
     cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["metadata"]["labels"]["sematic-k8s/role"] ==
                           "worker" and p["status"].get("phase") == "Running"], message="a worker running")
-    client.BatchV1Api(api).delete_namespaced_job(f"sk-driver-{root.id}", NS, propagation_policy="Orphan")
-    thread.join(30)
+    with caplog.at_level("WARNING", logger="sematic_k8s.k8s"):
+        client.BatchV1Api(api).delete_namespaced_job(f"sk-driver-{root.id}", NS, propagation_policy="Orphan")
+        thread.join(30)
     assert not thread.is_alive(), "the driver resolved on without its Job"
     assert len(stopped) == 1 and isinstance(stopped[0], DriverJobDeleted), stopped
     res = store.get_resolution(root.id)
     assert res.state == "failed" and res.error.startswith(
         "infrastructure failure, not the pipeline's: DriverJobDeleted: the driver's Job "
-        f"sk-driver-{root.id} was deleted while the driver ran: this driver stops, and its workers' Jobs are deleted "
-        "(a delete that left its pod running, kubectl delete --cascade=orphan, ends it too) (to finish it after all, "
-        f"continue the resolution: rerun_from='{root.id}'"), res.error
+        f"sk-driver-{root.id} was deleted while the driver ran: this driver stops, and its workers' Jobs and its own "
+        "pod are deleted (a delete that left its pod running, kubectl delete --cascade=orphan, ends it too) (to "
+        f"finish it after all, continue the resolution: rerun_from='{root.id}'"), res.error
     assert {r.state for r in store.runs_of_root(root.id)} == {"canceled"}
     cluster.wait(lambda: not worker_jobs(), message="the worker Jobs deleted")
-    owned.close()
+    if may_delete_pods:
+        cluster.wait(lambda: cluster.get("pods", NS, pod) is None, message="the driver's pod deleted")
+        assert f"deleted this driver's pod {pod}: its Job sk-driver-{root.id} was deleted without it" in caplog.text
+    else:
+        assert cluster.get("pods", NS, pod) is not None
+        assert (f"could not delete this driver's pod {pod}, left behind by its Job sk-driver-{root.id} deleted "
+                "without it: 403 ") in caplog.text, caplog.text
+        assert f"(give the driver's Role delete on pods, as the chart's does); delete it with: kubectl delete pod " \
+               f"{pod} -n {NS}" in caplog.text, caplog.text
+    owned.close()  # closed again (the driver process exits): nothing more
     driver.close()
 
 
