@@ -385,29 +385,43 @@ class KubernetesExecutor(RemoteExecutor):
             w.stop()
         if self.owner_gone:
             self.owner_gone = False  # once
-            self._delete_own_pod()
+            self._delete_own_pods()
 
-    def _delete_own_pod(self) -> None:
-        """The last act of a driver whose Job was deleted without its pod (the resolution's end recorded, its workers'
-        Jobs deleted): delete that pod, which nothing else would (no Job, nor its TTL; the pod garbage collector only
-        once its node is gone): it would stay, ended, for ever. By name (no other pod can have it while this one runs
-        in it; the Role has no get on pods to read its uid). Refused (a Role without delete on pods) or unreachable,
-        it logs the command to run. Not in a pod (no $SEMATIC_K8S_POD_NAME: a driver started by hand): nothing."""
-        pod = os.environ.get(POD_NAME_ENV)
-        if not pod or self.owner is None:
-            return
+    def _delete_own_pods(self) -> None:
+        """The last act of a driver whose Job was deleted without its pods (the resolution's end recorded, its
+        workers' Jobs deleted): delete the pods that Job made, which nothing else would (no Job, so no TTL; the pod
+        garbage collector takes an ended pod only once its node is gone) and would stay, ended, for ever: the
+        earlier ones (a driver that exited 75, an evicted one), listed by the Job controller's labels, each by uid;
+        then its own ($SEMATIC_K8S_POD_NAME, the downward API's), last, as its delete stops this process (by name
+        when not listed: no other pod can have it while this one runs in it). Refused (a Role without delete on
+        pods) or unreachable, it logs the command to run."""
+        assert self.owner is not None and self.root_id is not None
+        (job, job_uid), root = self.owner, self.root_id
+        me = os.environ.get(POD_NAME_ENV)
+        selector = f"{RESOLUTION_LABEL}={root},{ROLE_LABEL}=driver"
         try:
-            self.stats.pod_deletes += 1
-            self.kube.delete_pod(pod, None)
-        except Exception as e:  # noqa: BLE001 - refused or unreachable: said, with what to run
-            if isinstance(e, ApiException) and e.status == 404:
+            pods: list[tuple[str, str | None]] = [*pods_left(self.kube.list_pods(selector), job, job_uid, root, root,
+                                                             role="driver")]
+        except Exception as e:  # noqa: BLE001 - not listable now: its own pod, which it knows
+            log.warning("could not list the pods of this driver's Job %s: %s", job,
+                        api_message(e) if isinstance(e, ApiException) else e)
+            pods = []
+        if me and me not in {name for name, _ in pods}:
+            pods.append((me, None))
+        pods.sort(key=lambda p: p[0] == me)  # its own last
+        for name, uid in pods:
+            try:
+                self.stats.pod_deletes += 1
+                self.kube.delete_pod(name, uid)
+            except Exception as e:  # noqa: BLE001 - refused or unreachable: said, with what to run
+                if isinstance(e, ApiException) and e.status in (404, 409):
+                    continue  # gone already, or another pod of that name
+                why = f"{e.status} {api_message(e)}" if isinstance(e, ApiException) else f"{type(e).__name__}: {e}"
+                hint = " (give the driver's Role delete on pods, as the chart's does)" if getattr(e, "status", 0) == \
+                    403 else ""
+                log.warning("could not delete pod %s, left behind by this driver's Job %s deleted without it: %s%s; "
+                            "delete its pods with: kubectl delete pods -n %s -l %s", name, job, why, hint,
+                            self.namespace, selector)
                 return
-            why = f"{e.status} {api_message(e)}" if isinstance(e, ApiException) else f"{type(e).__name__}: {e}"
-            hint = " (give the driver's Role delete on pods, as the chart's does)" if getattr(e, "status", 0) == 403 \
-                else ""
-            log.warning("could not delete this driver's pod %s, left behind by its Job %s deleted without it: %s%s; "
-                        "delete it with: kubectl delete pod %s -n %s", pod, self.owner[0], why, hint, pod,
-                        self.namespace)
-            return
-        log.warning("deleted this driver's pod %s: its Job %s was deleted without it, and nothing else would",
-                    pod, self.owner[0])
+            log.warning("deleting pod %s: this driver's Job %s was deleted without it, and nothing else would", name,
+                        job)

@@ -1250,21 +1250,27 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
     deleted with propagationPolicy Orphan: the driver (its loop here on a thread, with the chart's driver Role, in the
     driver pod the Job made: $SEMATIC_K8S_POD_NAME), reading its own Job now and then, finds it gone, records the
     resolution failed in plain words, cancels its runs and deletes its workers' Jobs, stops with DriverJobDeleted (a
-    driver exits 1: not restarted), and, last, deletes its own pod, which nothing else would (no Job, no TTL). Was:
-    it resolved on, unowned, seen by nothing in the cluster; then, stopped, its pod stayed for ever. A Role without
-    delete on pods: the pod stays, and the driver logs the kubectl command that deletes it."""
+    driver exits 1: not restarted), and, last, deletes the pods of its Job, which nothing else would (no Job, no
+    TTL): the Job's earlier one (it exited 75), then its own. Was: it resolved on, unowned, seen by nothing in the
+    cluster; then, stopped, its pods stayed for ever. A Role without delete on pods: they stay, and the driver logs the
+    kubectl command that deletes them."""
     from sematic_k8s.errors import DriverJobDeleted
     from sematic_k8s.settings import POD_NAME_ENV
 
     gate = threading.Event()  # never set: the worker runs until it is stopped
+    drivers = iter([Script(run=0.05, exit_code=75), Script(forever=True)])  # an outage, then this driver
     cluster.behaviour = lambda pod, c: behave({"worker": Script(func=held(gate, timeout=120))})(pod, c) if (
-        pod["metadata"]["labels"]["sematic-k8s/role"] == "worker") else Script(forever=True)
+        pod["metadata"]["labels"]["sematic-k8s/role"] == "worker") else next(drivers)
     store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     root = squares(1)
     launch_driver(driver_spec(root.id), root.id, {}, namespace=NS, api_client=api)
     job = cluster.wait(lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root.id}"))
-    [pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root.id)
-                                  if p["status"].get("phase") == "Running"], message="the driver pod running")
+
+    def phases() -> dict[str, str]:
+        return {p["status"].get("phase"): p["metadata"]["name"] for p in driver_pods(cluster, root.id)}
+    pods = cluster.wait(lambda: (ps := phases()).keys() == {"Failed", "Running"} and ps,
+                        message="the driver's second pod running")
+    earlier, pod = pods["Failed"], pods["Running"]
     monkeypatch.setenv(POD_NAME_ENV, pod)  # the downward API's, in the driver pod
     driver = chart_driver_client(cluster, may_delete_pods=may_delete_pods)
     owned = executor(driver, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=0.2)
@@ -1299,14 +1305,16 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
     assert {r.state for r in store.runs_of_root(root.id)} == {"canceled"}
     cluster.wait(lambda: not worker_jobs(), message="the worker Jobs deleted")
     if may_delete_pods:
-        cluster.wait(lambda: cluster.get("pods", NS, pod) is None, message="the driver's pod deleted")
-        assert f"deleted this driver's pod {pod}: its Job sk-driver-{root.id} was deleted without it" in caplog.text
+        cluster.wait(lambda: not driver_pods(cluster, root.id), message="the driver's pods deleted")
+        assert caplog.text.index(f"deleting pod {earlier}: this driver's Job sk-driver-{root.id} was deleted without "
+                                 "it") < caplog.text.index(f"deleting pod {pod}: "), caplog.text  # its own last
     else:
-        assert cluster.get("pods", NS, pod) is not None
-        assert (f"could not delete this driver's pod {pod}, left behind by its Job sk-driver-{root.id} deleted "
-                "without it: 403 ") in caplog.text, caplog.text
-        assert f"(give the driver's Role delete on pods, as the chart's does); delete it with: kubectl delete pod " \
-               f"{pod} -n {NS}" in caplog.text, caplog.text
+        assert {p["metadata"]["name"] for p in driver_pods(cluster, root.id)} == {pod, earlier}
+        assert f"could not delete pod {earlier}, left behind by this driver's Job sk-driver-{root.id} deleted " \
+               "without it: 403 " in caplog.text, caplog.text
+        command = f"kubectl delete pods -n {NS} -l sematic-k8s/resolution-id={root.id},sematic-k8s/role=driver"
+        assert "(give the driver's Role delete on pods, as the chart's does); delete its pods with: " \
+               f"{command}" in caplog.text, caplog.text
     owned.close()  # closed again (the driver process exits): nothing more
     driver.close()
 
