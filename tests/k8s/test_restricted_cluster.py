@@ -63,6 +63,16 @@ PIPELINE = '''
     @sk.func
     def pipeline(n: int) -> list:
         return [add_all([square(i) for i in range(1, n + 1)]), whoami()]
+
+    @sk.func(inline=False)
+    def nap(seconds: float) -> float:
+        import time
+        time.sleep(seconds)
+        return seconds
+
+    @sk.func
+    def napping(seconds: float) -> float:
+        return nap(seconds)
 '''
 
 
@@ -209,3 +219,109 @@ def _last_lines(core: Any, pod: str) -> str:
         return str(core.read_namespaced_pod_log(pod, NS, tail_lines=30))
     except client.ApiException as e:
         return f"(its log: {e.status} {e.reason})"
+
+
+def test_a_driver_pod_started_after_its_resolution_ended_completes_its_job(cluster, s3, project, tmp_path,
+                                                                           monkeypatch):
+    """The driver pod (the built image, the chart's ServiceAccount, its token from its Secret) is evicted after the
+    server recorded its resolution resolved, before it heard the answer (held by a proxy between the pods and the
+    server) and so before it exited 0. The eviction is ignored by the Job's podFailurePolicy, and the Job's next pod
+    finds its token refused with the end named: it says so in one line and exits 0, and the Job Completes. Was: it
+    exited 1, "the server refuses this driver's token", and the Job of a pipeline that resolved Failed."""
+    from outages import HoldingProxy
+
+    base_image = require_docker()
+    endpoint, bucket = s3
+    root, mod = project
+    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
+                           "pod-security.kubernetes.io/enforce-version": "latest"})
+    (tmp_path / "server").mkdir()
+    f = mod.pipeline(1)
+    end = f'"resolution_updates":{{"{f.id}":{{"state":"resolved"'.encode()
+    with serve(tmp_path / "server") as server:
+        proxy = HoldingProxy(int(server.url.rsplit(":", 1)[1]),
+                             hold=lambda req: req.startswith(b"POST /api/v1/store/write") and end in req)
+        cluster.apply(chart_run_objects({"server": {"inClusterUrl": proxy.url}, "artifacts": {
+            "bucket": bucket, "prefix": "runs", "s3": {
+                "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
+                "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
+        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
+                                    registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image,
+                                    project_root=str(root), executor="kubernetes",
+                                    executor_settings={"namespace": NS}, detach=True)
+        f.resolve(resolver)
+        api = cluster.client()
+        core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        selector = f"sematic-k8s/resolution-id={f.id},sematic-k8s/role=driver"
+        try:
+            cluster.wait(lambda: proxy.held is not None, timeout=240, message="the driver's write of the end")
+            [first] = core.list_namespaced_pod(NS, label_selector=selector).items
+            assert proxy.release()[0] == 200  # recorded; the driver waits for an answer that never comes
+            assert server.store.get_resolution(f.id).state == "resolved"
+            cluster.evict(NS, first.metadata.name)
+
+            def job_ended() -> list[str]:
+                job = batch.read_namespaced_job(f"sk-driver-{f.id}", NS)
+                return [c.type for c in job.status.conditions or [] if c.status == "True"
+                        and c.type in ("Complete", "Failed")]
+            assert cluster.wait(job_ended, timeout=120, message="the driver Job's end") == ["Complete"]
+            pods = {p.metadata.name: p for p in core.list_namespaced_pod(NS, label_selector=selector).items}
+            [second] = [p for name, p in pods.items() if name != first.metadata.name]
+            assert pods[first.metadata.name].status.reason == "Evicted"
+            assert second.status.phase == "Succeeded"
+            said = [line for line in core.read_namespaced_pod_log(second.metadata.name, NS).splitlines()
+                    if " driver INFO " not in line]
+            assert said == [f"resolution {f.id} already ended: resolved; nothing to do"], said
+            assert server.store.get_resolution(f.id).state == "resolved"
+        finally:
+            proxy.close()
+            api.close()
+
+
+def test_a_driver_pod_whose_job_is_deleted_without_it_stops_and_deletes_its_pods(cluster, s3, project, tmp_path,
+                                                                                 monkeypatch):
+    """A detached resolution (no CloudResolver follows it) whose driver Job someone deletes without its pods
+    (propagationPolicy Orphan) while its worker naps: the driver pod (the built image, the chart's Role) reads its
+    Job gone, records the resolution failed, deletes its worker's Job and, last, its own pod. Nothing of the
+    resolution is left in the namespace. Was: the driver pod stayed, ended, for ever (no Job to delete it)."""
+    base_image = require_docker()
+    endpoint, bucket = s3
+    root, mod = project
+    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
+                           "pod-security.kubernetes.io/enforce-version": "latest"})
+    (tmp_path / "server").mkdir()
+    f = mod.napping(600)
+    with serve(tmp_path / "server") as server:
+        cluster.apply(chart_run_objects({"server": {"inClusterUrl": server.url}, "artifacts": {
+            "bucket": bucket, "prefix": "runs", "s3": {
+                "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
+                "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
+        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
+                                    registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image,
+                                    project_root=str(root), executor="kubernetes",
+                                    executor_settings={"namespace": NS, "owner_check": 1.0}, detach=True)
+        f.resolve(resolver)
+        api = cluster.client()
+        core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        selector = f"sematic-k8s/resolution-id={f.id}"
+
+        def running(role: str) -> list[str]:
+            return [p.metadata.name for p in core.list_namespaced_pod(
+                NS, label_selector=f"{selector},sematic-k8s/role={role}").items if p.status.phase == "Running"]
+        try:
+            cluster.wait(lambda: running("worker"), timeout=240, message="the worker napping")
+            [driver_pod] = running("driver")
+            batch.delete_namespaced_job(f"sk-driver-{f.id}", NS, propagation_policy="Orphan")
+            res = cluster.wait(lambda: (r := server.store.get_resolution(f.id)).state != "running" and r, timeout=60,
+                               message="the resolution's end")
+            assert res.state == "failed" and "DriverJobDeleted: the driver's Job " in res.error, res.error
+            cluster.wait(lambda: not core.list_namespaced_pod(NS, label_selector=selector).items
+                         and not batch.list_namespaced_job(NS, label_selector=selector).items, timeout=120,
+                         message="the resolution's pods and Jobs gone")
+            driver = cluster.user_of(f"{NS}/{DRIVER_SA}")
+            assert [c.status for c in cluster.calls(user=driver, verb="delete", resource="pods")
+                    if c.name == driver_pod] == [200]  # the driver deleted its own pod
+        finally:
+            api.close()
