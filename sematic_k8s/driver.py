@@ -73,7 +73,7 @@ def _main() -> int:
         return DRIVER_EXIT_REPLACED
     except ResolutionEnded as e:  # ended by another process meanwhile (the CloudResolver, a reader finding it dead)
         print(str(e), file=sys.stderr)
-        return exit_code(e.state)
+        return _exit_code(e.state)
     except ResolutionFailed as e:
         print(str(e), file=sys.stderr)
         return DRIVER_EXIT_FAILED
@@ -85,7 +85,7 @@ def _main() -> int:
     return 0
 
 
-def exit_code(state: str) -> int:
+def _exit_code(state: str) -> int:
     """The exit of a driver whose resolution ended in ``state``: the Job's end follows the resolution's, whichever
     of its pods saw it (0: Complete; 1, failed or canceled: the podFailurePolicy fails the Job)."""
     return 0 if state == RESOLVED else DRIVER_EXIT_FAILED
@@ -95,7 +95,8 @@ def _already_ended(resolution_id: str, state: str) -> int:
     """A driver started after its resolution's end was recorded (the one that recorded it died before it exited,
     a pod evicted after it): nothing to do, said in one line, and the exit the recording driver would have had."""
     print(f"resolution {resolution_id} already ended: {state}; nothing to do", file=sys.stderr)
-    return exit_code(state)
+    return _exit_code(state)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -515,7 +515,8 @@ class DriverJobDeleted(InfrastructureError):
     """The driver's own Job was deleted (or replaced by another of its name) while the driver ran: whoever deleted
     it meant it to stop, and a delete that left its pod running (``kubectl delete --cascade=orphan``, a client
     sending no propagationPolicy: batch/v1 orphans by default) leaves nothing else to stop it. It ends the
-    resolution (its workers' Jobs deleted) and exits 1. Not transient."""
+    resolution (its workers' Jobs deleted), deletes the pods of its Job, its own last (nothing else would), and
+    exits 1. Not transient."""
 
     transient = False
 

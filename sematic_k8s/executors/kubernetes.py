@@ -104,7 +104,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.follower = Follower(self.attempts, s, self.namespace, self.deadlines, self.stats.waits)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
         self.owner_checked = time.monotonic()  # when the driver's own Job was last read
-        self.owner_gone = False  # found deleted (DriverJobDeleted): the driver's pod is left to the driver itself
+        self.owner_gone = False  # found deleted (DriverJobDeleted): its pods are left to the driver to delete
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
@@ -416,9 +416,9 @@ class KubernetesExecutor(RemoteExecutor):
             except Exception as e:  # noqa: BLE001 - refused or unreachable: said, with what to run
                 if isinstance(e, ApiException) and e.status in (404, 409):
                     continue  # gone already, or another pod of that name
-                why = f"{e.status} {api_message(e)}" if isinstance(e, ApiException) else f"{type(e).__name__}: {e}"
-                hint = " (give the driver's Role delete on pods, as the chart's does)" if getattr(e, "status", 0) == \
-                    403 else ""
+                status = e.status if isinstance(e, ApiException) else None
+                why = f"{status} {api_message(e)}" if isinstance(e, ApiException) else f"{type(e).__name__}: {e}"
+                hint = " (give the driver's Role delete on pods, as the chart's does)" if status == 403 else ""
                 log.warning("could not delete pod %s, left behind by this driver's Job %s deleted without it: %s%s; "
                             "delete its pods with: kubectl delete pods -n %s -l %s", name, job, why, hint,
                             self.namespace, selector)
