@@ -4,14 +4,22 @@ driver's token or a client-written record can still reach once the checks in ``t
 
 from __future__ import annotations
 
+import io
+import tarfile
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+import infra
+from sematic_k8s.packaging import compute_context, ensure_image
+from sematic_k8s.packaging.push import push_image
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from serving import Served, record_resolution, serve, wait_for
 
 
@@ -56,3 +64,66 @@ def test_a_revoked_key_gets_no_more_live_events_on_its_open_stream(served: Serve
         r = c.get(f"/api/v1/resolutions/{before}")  # the same client: its keep-alive connection
         assert r.status_code == 401 and "revoked" in r.json()["detail"]
         thread.join(5)
+
+
+# -- a record never chooses the image a client runs --------------------------------------------------------
+
+def _pushed_image(client: Any, repo: str, tag: str | None = None) -> str:
+    """A one-layer image of random bytes (nothing pulled) pushed as ``repo:tag``: its ``repo@sha256:...``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = uuid.uuid4().bytes * 1000
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tag = tag or uuid.uuid4().hex[:12]
+    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag)
+    try:
+        return push_image(client, repo, tag, progress=lambda _: None)
+    finally:
+        client.images.remove(f"{repo}:{tag}")
+
+
+class _NoDocker:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"docker was used ({name}): nothing had to be built")
+
+
+def test_a_rerun_never_takes_a_recorded_image_from_outside_the_resolvers_repository(served: Served,
+                                                                                     tmp_path: Path) -> None:
+    """A resolution's driver token may update its own record; one (a dependency of an inline func, running in the
+    driver beside the token) sets its image to another repository's, keeping the build hash. The CloudResolver
+    re-running it with the code unchanged reuses a recorded image only from the repository it pushes to, so it
+    takes its own image (a tag for the hash already there) and never looks the other one up. Was: "image: reusing
+    recorded <the other repository's image>", which the driver Job then ran with the user's new token."""
+    base_image = infra.require_docker()
+    client = infra.docker_client()
+    root = tmp_path / "project"
+    (root / "attackpipe").mkdir(parents=True)
+    (root / "attackpipe" / "__init__.py").write_text(f'NONCE = "{uuid.uuid4().hex}"\n')
+    ctx = compute_context(root, base_image)
+    ours = f"{infra.REGISTRY}/sk-attacker-ours-{uuid.uuid4().hex[:8]}"
+    own_image = _pushed_image(client, ours, ctx.tag)  # what the resolver pushed for this code
+    theirs = _pushed_image(client, f"{infra.REGISTRY}/sk-attacker-theirs-{uuid.uuid4().hex[:8]}")
+
+    res_id = uuid.uuid4().hex
+    user = HttpStore(served.url, served.key)
+    driver = HttpStore(served.url, user.mint_token(res_id))
+    try:
+        first = Batch()
+        first.add_resolution(ResolutionRecord(id=res_id, root_func_path="attackpipe:pipeline", state="running",
+                                              image=own_image, build_hash=ctx.context_hash,
+                                              settings={"kind": "cloud"}, created_at=utcnow()))
+        driver.write(first)
+        driver.write(Batch(resolution_updates={res_id: {"image": theirs}}))  # its own record: allowed
+        res = user.get_resolution(res_id)
+    finally:
+        driver.close()
+        user.close()
+    assert res.image == theirs and res.build_hash == ctx.context_hash
+    lines: list[str] = []
+    image = ensure_image(root, ours, base_image, recorded=(res.build_hash, res.image), progress=lines.append,
+                         client=_NoDocker())
+    assert image.digest_ref == own_image and not image.built, lines
+    assert not any("reusing recorded" in line for line in lines), lines
+    assert any(f"not in {ours}" in line for line in lines), lines
