@@ -31,11 +31,20 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 # -- revocation reaches requests already open ---------------------------------------------------------------
 
-def test_a_revoked_key_gets_no_more_live_events_on_its_open_stream(served: Served) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """A server over SQLite, or over PostgreSQL (its live events then go through the database)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    with serve(tmp_path, url) as s:
+        yield s
+
+
+def test_a_revoked_key_gets_no_more_live_events_on_its_open_stream(any_db: Served) -> None:
     """A key revoked while its ``/events`` stream is open (the dashboard keeps one open for hours): the stream
     sends no event recorded after the revocation and ends; the next request on the same keep-alive connection is
     refused. Was: the stream went on sending every run's and resolution's state change for as long as it stayed
     open."""
+    served = any_db
     with served.client(key=served.admin_key) as admin:
         alice = admin.post("/api/v1/api-keys", json={"name": "alice"}).json()
     lines: list[str] = []
