@@ -5,6 +5,9 @@ driver's token or a client-written record can still reach once the checks in ``t
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 import threading
 import uuid
@@ -16,6 +19,7 @@ import httpx
 import pytest
 
 import infra
+from sematic_k8s import settings
 from sematic_k8s.packaging import compute_context, ensure_image
 from sematic_k8s.packaging.push import push_image
 from sematic_k8s.store.http import HttpStore
@@ -136,3 +140,39 @@ def test_a_rerun_never_takes_a_recorded_image_from_outside_the_resolvers_reposit
     assert image.digest_ref == own_image and not image.built, lines
     assert not any("reusing recorded" in line for line in lines), lines
     assert any(f"not in {ours}" in line for line in lines), lines
+
+
+# -- a record never writes control sequences to a terminal --------------------------------------------------
+
+ESCAPES = "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\x1b[8m\x9b31m\r\x08"  # clipboard write (OSC 52), clear, hide, C1 CSI
+
+
+def test_the_cli_shows_a_records_control_characters_and_never_sends_them_to_the_terminal(served: Served,
+                                                                                          tmp_path: Path) -> None:
+    """A func name, an error and a note holding terminal control sequences (written by any key holder, or the
+    resolution's driver token), read by someone else with ``sematic-k8s runs list``, ``runs show`` and
+    ``resolutions show``: each control character is printed as its escape (``\\x1b``), none reaches the
+    terminal. Was: printed as is, so a record could write the reader's clipboard, clear the screen or hide
+    lines."""
+    root = record_resolution(served.url, served.key, kind="cloud", state="failed")
+    child = uuid.uuid4().hex
+    batch = Batch(resolution_updates={root: {"error": f"boom{ESCAPES}"}})
+    batch.new_runs[child] = {"id": child, "root_id": root, "parent_id": root, "func_path": "m:f",
+                             "func_name": f"f{ESCAPES}", "state": "failed", "created_at": utcnow(),
+                             "error": {"type": "ValueError", "message": f"bad{ESCAPES}", "traceback": ESCAPES}}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+        store.label_resolution(root, note=f"see{ESCAPES}", set_note=True)
+    finally:
+        store.close()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)},
+           settings.SERVER_ENV: served.url, settings.API_KEY_ENV: served.key or "", settings.HOME_ENV: str(tmp_path)}
+    for args in (["runs", "list", "--root-id", root], ["runs", "show", child], ["resolutions", "show", root]):
+        done = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", *args], env=env, capture_output=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        out = done.stdout.decode()
+        shown = [c for c in out if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
+        assert not shown, (args, shown)
+        assert "\\x1b]52;c;" in out, (args, out)
