@@ -22,6 +22,9 @@ import infra
 from sematic_k8s import settings
 from sematic_k8s.packaging import compute_context, ensure_image
 from sematic_k8s.packaging.push import push_image
+from sematic_k8s.serialization import content_id
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from serving import Served, record_resolution, serve, wait_for
@@ -176,3 +179,31 @@ def test_the_cli_shows_a_records_control_characters_and_never_sends_them_to_the_
         shown = [c for c in out if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
         assert not shown, (args, shown)
         assert "\\x1b]52;c;" in out, (args, out)
+
+
+# -- a driver's token and other resolutions -----------------------------------------------------------------
+
+def test_a_token_learns_nothing_of_another_resolution_through_an_artifacts_storage(served: Served) -> None:
+    """A driver's token may read an artifact by its content id, but not ask for it "from the storage resolution X
+    recorded" when it may not read X: 403, rather than an answer that names X's recorded storage (a 409 quoting
+    its URL) or reads from it. Its own resolution, and no resolution at all, still answer."""
+    payload = b'{"v": 42}'
+    art = content_id("json", payload)
+    other = record_resolution(served.url, served.key, kind="cloud", state="running",
+                              storage_url="s3://their-private-bucket/artifacts")
+    own = uuid.uuid4().hex
+    user = HttpStore(served.url, served.key)
+    try:
+        token = user.mint_token(own)
+        batch = Batch()
+        batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None,
+                                "size": len(payload), "created_at": utcnow()}
+        user.write(batch)
+        LocalStorage(served.home / "storage").put(artifact_key(art), payload)  # the server's own storage
+    finally:
+        user.close()
+    with served.client(key=token) as driver:
+        r = driver.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": other})
+        assert r.status_code == 403 and "their-private-bucket" not in r.text, r.text
+        assert driver.get(f"/api/v1/artifacts/{art}/data").content == payload
+        assert driver.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": own}).content == payload
