@@ -65,9 +65,13 @@ def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[s
     if not cluster:
         return dict(env)
     kept = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    if cluster.get(settings.SERVER_ENV):  # the submitting machine's server URL's user info is for that URL
-        kept.pop(SERVER_AUTH_ENV, None)
-    return {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
+    merged = {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
+    if cluster.get(settings.SERVER_ENV):  # the user info of the submitting machine's URL is for that URL alone
+        merged[settings.SERVER_ENV], auth = settings.split_user_info(cluster[settings.SERVER_ENV])
+        merged.pop(SERVER_AUTH_ENV, None)
+        if auth:
+            merged[SERVER_AUTH_ENV] = auth
+    return merged
 
 
 def check_platform(api: client.ApiClient, platform: str, image: str) -> None:

@@ -317,6 +317,19 @@ def test_a_server_urls_password_reaches_the_driver_by_its_secret_never_in_the_jo
     assert store.url == "http://sk.example:8000/sematic"  # as messages name it
     assert store.headers["Authorization"] == "Basic " + base64.b64encode(b"ann@corp:s3cret").decode()
 
+    # the chart's ConfigMap gives the in-cluster address: the submitting machine's user info stays behind
+    client.CoreV1Api(api).create_namespaced_config_map(NS, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="sematic-k8s"), data={"SEMATIC_K8S_SERVER": "http://sk.sk.svc:8000"}))
+    second = DriverSpec(root={"id": "b" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                        executor="kubernetes", resolution=ResolutionSettings(root_id=new_id()))
+    launch_driver(second, second.root_id, driver_env(second, "http://ann:s3cret@sk.example:8000", "sk8t_2", None),
+                  namespace=NS, api_client=api)
+    [job] = jobs(api, f"sematic-k8s/resolution-id={second.root_id},sematic-k8s/role=driver")
+    assert {e.name: e.value for e in job.spec.template.spec.containers[0].env}[settings.SERVER_ENV] == \
+        "http://sk.sk.svc:8000"
+    secret = client.CoreV1Api(api).read_namespaced_secret(manifests.token_secret_name(second.root_id), NS)
+    assert set(secret.data) == {"api-key"}
+
 
 def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(cluster, api, monkeypatch):
     for name in ("SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_STORAGE_SECRET", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"):
