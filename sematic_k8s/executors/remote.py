@@ -33,7 +33,8 @@ from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key,
 LOG_TAIL = 40  # a dead worker's last log lines (its container's or its process's stderr) kept for its error
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
 CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
-URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned URLs last when its func has no timeout
+URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned PUTs last when its func has no timeout
+READ_GRACE = 900.0  # seconds (and twice the retry window) a worker's input GETs last: it reads them as it starts
 
 
 def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
@@ -253,9 +254,12 @@ class RemoteExecutor:
 
 def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: Task) -> dict[str, str]:
     """The requests a worker makes, presigned ("GET key" / "PUT key" -> URL): its inputs, its outcome
-    document, its staging object. They last the func's timeout (else URL_EXPIRY) plus twice the retry window."""
-    expiry = (task.func.timeout or URL_EXPIRY) + 2 * settings.retry_window() + 60
-    urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), expiry) for i in spec.input_ids.values()}
+    document, its staging object. The PUTs last the func's timeout (else URL_EXPIRY) plus twice the retry window;
+    the GETs only READ_GRACE plus twice the retry window, as the worker reads every input before its func runs (one
+    that starts later meets 403, a StorageError: the attempt is run again with new URLs)."""
+    window = 2 * settings.retry_window() + 60
+    expiry, reads = (task.func.timeout or URL_EXPIRY) + window, READ_GRACE + window
+    urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), reads) for i in spec.input_ids.values()}
     for key in (outcome_key(spec.run_id, spec.attempt), staged_key(spec.run_id, spec.attempt)):
         urls[f"PUT {key}"] = presign("PUT", key, expiry)
     return urls
