@@ -1,16 +1,16 @@
 """What a write checks in its own transaction before it lands, and refuses the whole batch over: a driver another one
 took over (fencing), a batch applied already (ordered writes: skipped, not refused), a resolution that ended, a
-resolved run changed, an artifact record that contradicts the recorded one (reported, for the server to settle by
-the bytes); and the write lock those reads need on SQLite."""
+resolved run changed, a second ``continue`` of one resolution at once, an artifact record that contradicts the
+recorded one (reported, for the server to settle by the bytes); and the write lock those reads need on SQLite."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.errors import ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.records import check_sequence
 from sematic_k8s.store.tables import ENDED, RESOLVED
 
@@ -89,6 +89,46 @@ def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> d
     for res_id, number in sequence.items():
         out[res_id] = {**out.get(res_id, {}), "driver_seq": number}
     return out
+
+
+def continued(row: dict[str, Any]) -> str | None:
+    """The resolution a new resolution's record continues (``rerun_mode="continue"``), or None."""
+    settings = row.get("settings")
+    if isinstance(settings, dict) and settings.get("rerun_mode") == "continue" and row.get("rerun_of"):
+        return str(row["rerun_of"])
+    return None
+
+
+def refuse_second_continue(conn: sa.Connection, table: sa.Table, new_resolutions: list[dict[str, Any]],
+                           expire: Callable[[list[str]], list[str]]) -> None:
+    """Raise :class:`ContinuedAlready` (the whole batch is not recorded) for a new resolution that continues a
+    resolution which another resolution, not ended, continues already: two ``continue`` s of one resolution at once
+    would both run what did not succeed. A continuation that went silent does not count: ``expire`` (this
+    transaction's :func:`~sematic_k8s.store.liveness.expire_silent` of the ids given) marks it dead first. The same
+    record sent again (its own id) is no other. On PostgreSQL the continued resolutions' rows are read ``FOR
+    UPDATE``, in id order, so two such writes take turns and the later one sees the earlier one's record (SQLite:
+    the write lock, :func:`hold_write_lock`)."""
+    wanted: dict[str, str] = {}  # continued resolution -> the new one continuing it
+    for row in new_resolutions:
+        if (of := continued(row)) is not None:
+            if of in wanted and wanted[of] != row["id"]:  # two in one batch (merged requests): the second refused
+                raise ContinuedAlready(of, wanted[of], str(row.get("state") or "running"))
+            wanted[of] = row["id"]
+    if not wanted:
+        return
+    t = table
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(t.c.id).where(t.c.id.in_(sorted(wanted))).order_by(t.c.id).with_for_update()).all()
+    stmt = sa.select(t.c.id, t.c.rerun_of, t.c.state, t.c.settings).where(
+        t.c.rerun_of.in_(list(wanted)), t.c.state.not_in(ENDED), t.c.id.not_in(list(wanted.values())))
+    others = {res_id: (of, state) for res_id, of, state, settings in conn.execute(stmt)
+              if continued({"id": res_id, "rerun_of": of, "settings": settings}) is not None}
+    if others:
+        for res_id in expire(sorted(others)):  # silent: marked dead, and no longer in the way
+            del others[res_id]
+    if others:
+        res_id, (of, state) = min(others.items())
+        raise ContinuedAlready(of, res_id, state)
 
 
 def refuse_unresolving(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from sematic_k8s import limits, settings
-from sematic_k8s.errors import DiskFull, DriverReplaced, LabelsChanged, ResolutionEnded, ServerError, TooManyTags
+from sematic_k8s.errors import (
+    ContinuedAlready,
+    DiskFull,
+    DriverReplaced,
+    LabelsChanged,
+    ResolutionEnded,
+    ServerError,
+    TooManyTags,
+)
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.http_connections import (
@@ -48,6 +56,8 @@ API = "/api/v1"
 HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
 ENDED_HEADER = "X-Sematic-K8s-Ended"  # on a write refused as ResolutionEnded: "<resolution id> <state>"
 REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
+# on one refused as ContinuedAlready: "<continued resolution id> <the one continuing it> <its state>"
+CONTINUED_HEADER = "X-Sematic-K8s-Continued"
 PAGE = 1000  # the server's largest page
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
@@ -124,6 +134,9 @@ class HttpStore:
         ended = (response.headers.get(ENDED_HEADER) or "").split() if response.status_code == 409 else []
         if len(ended) == 2:
             raise ResolutionEnded(ended[0], ended[1], None)
+        continued = (response.headers.get(CONTINUED_HEADER) or "").split() if response.status_code == 409 else []
+        if len(continued) == 3:
+            raise ContinuedAlready(*continued)
         if response.status_code >= 400:
             raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}"
                               f"{_not_ours(response, self.url)}", response.status_code)

@@ -191,6 +191,9 @@ class SqlStore:
             if res_updates or batch.fence or batch.sequence:  # first: refused, or applied already, it writes nothing
                 guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
                 res_updates = guards.sequenced(res_updates, batch.sequence)
+            if batch.new_resolutions:
+                guards.refuse_second_continue(conn, self._res, batch.new_resolutions,
+                                              lambda ids: self._expire(conn, ids))
             writes.insert_absent(conn, self._res, batch.new_resolutions)
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
@@ -363,9 +366,13 @@ class SqlStore:
             found, _ = self._read(read, silent)
         return found
 
+    def _expire(self, conn: sa.Connection, ids: Iterable[str] | None = None) -> list[str]:
+        """:func:`liveness.expire_silent` in the transaction of ``conn``."""
+        return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids)
+
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
         heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs
         (:func:`liveness.expire_silent`, in a transaction of its own). Returns the ids marked."""
         with self.engine.begin() as conn:
-            return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids)
+            return self._expire(conn, ids)
