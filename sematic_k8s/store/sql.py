@@ -209,6 +209,15 @@ class SqlStore:
             writes.update(conn, self._runs, batch.run_updates)
             writes.update(conn, self._res, res_updates)
 
+    def check_continue(self, resolution_id: str) -> None:
+        """ContinuedAlready when another resolution, not ended, continues ``resolution_id``: what the write recording
+        a continue of it would be refused over (:func:`guards.refuse_second_continue`; a silent one marked dead),
+        asked before anything is started (the server's rerun action, whose driver records the resolution later)."""
+        row = {"id": "", "rerun_of": resolution_id, "settings": {"rerun_mode": "continue"}}
+        with self.engine.begin() as conn:
+            guards.hold_write_lock(conn)
+            guards.refuse_second_continue(conn, self._res, [row], lambda ids: self._expire(conn, ids))
+
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
         return the new one, which the driver's batches then carry (``Batch.fence``); those of any driver that took

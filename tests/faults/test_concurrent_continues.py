@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,10 @@ import fault_pipelines as fp
 import sematic_k8s as sk
 from outages import ServerProcess
 from sematic_k8s.store import open_store
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from serving import record_resolution, serve
 from waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -144,3 +149,29 @@ def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, 
     first = store.get_resolution(first.id)
     assert first.state == "failed" and "the resolver stopped responding" in (first.error or ""), first
     assert _ran(tmp_path) == 2
+
+
+def test_the_servers_continue_action_refuses_a_resolution_another_one_continues(tmp_path):
+    """The dashboard's (the API's) continue of a cloud resolution a running resolution continues already: 409 in one
+    line, before a driver is started (that driver's first write would be refused, and the id answered never
+    recorded). Once that one ended, the action goes on to start a driver (here: no cluster to start it on)."""
+    image = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
+    config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
+                         storage_url="s3://sk-races/artifacts")
+    with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=config.storage_url,
+                                 state="failed")
+        other = uuid.uuid4().hex
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(
+            id=other, root_func_path="pipes:pipeline", state="running", rerun_of=root, created_at=utcnow(),
+            heartbeat_at=utcnow(), settings={"kind": "cloud", "rerun_of": root, "rerun_mode": "continue"}))
+        store = HttpStore(s.url, s.key)
+        store.write(batch)
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        assert r.status_code == 409 and r.json()["reason"] == "continued-already", r.text
+        assert r.json()["continued_by"] == other and f"being continued already by resolution {other}" in r.text
+        store.write(Batch(resolution_updates={other: {"state": "failed", "ended_at": utcnow()}}))
+        store.close()
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        assert r.json().get("reason") != "continued-already", r.text
