@@ -12,6 +12,7 @@ func failing)::
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
     ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
+    ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
@@ -175,6 +176,17 @@ class LabelsChanged(Exception):
         super().__init__(f"the labels of resolution {resolution_id} changed since they were read (tags now: {now}; "
                          f"note now: {text}): nothing was changed; read them again and make your change to them")
         self.resolution_id, self.tags, self.note = resolution_id, tags, note
+
+
+class CancelRequested(Exception):
+    """A write recording a resolution resolved, refused (with its whole batch) because a cancel of it was accepted
+    just before (it is ``canceling``: the cancel landed after the loop last looked): an accepted cancel wins, so the
+    loop records it canceled instead, as the person who asked was told."""
+
+    def __init__(self, resolution_id: str) -> None:
+        super().__init__(f"resolution {resolution_id} was asked to cancel before its end was recorded: it is "
+                         "recorded canceled")
+        self.resolution_id = resolution_id
 
 
 class ContinuedAlready(ValueError):

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from sematic_k8s.errors import ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.records import check_sequence
-from sematic_k8s.store.tables import ENDED, RESOLVED
+from sematic_k8s.store.tables import CANCELING, ENDED, RESOLVED
 
 R = TypeVar("R")
 TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
@@ -54,6 +54,8 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
       ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
       (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
       not a resolver's: they pass.)
+    - :class:`CancelRequested` for a write recording a resolution resolved that is ``canceling``: a cancel accepted
+      after its loop last looked (between that look and this write) wins; the loop records it canceled.
 
     Called before the batch writes anything. On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the
     batch updates or fences in id order (the order :func:`writes.update` takes them in): a sweeper's or a
@@ -69,7 +71,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     if conn.dialect.name == "postgresql":
         stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
     else:
-        stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_(ENDED)),
+        stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_((*ENDED, CANCELING))),
                                  t.c.id.in_(list(fence))))
     for res_id, state, error, epoch, epoch_at, last in conn.execute(stmt):
         if res_id in fence and (epoch or 0) > fence[res_id]:
@@ -78,6 +80,8 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
             raise Replayed(res_id)
         if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
             raise ResolutionEnded(res_id, state, error)
+        if res_id in writer and state == CANCELING and updates[res_id].get("state") == RESOLVED:
+            raise CancelRequested(res_id)
 
 
 def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from sematic_k8s import limits, settings
 from sematic_k8s.errors import (
+    CancelRequested,
     ContinuedAlready,
     DiskFull,
     DriverReplaced,
@@ -58,6 +59,7 @@ ENDED_HEADER = "X-Sematic-K8s-Ended"  # on a write refused as ResolutionEnded: "
 REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
 # on one refused as ContinuedAlready: "<continued resolution id> <the one continuing it> <its state>"
 CONTINUED_HEADER = "X-Sematic-K8s-Continued"
+CANCELING_HEADER = "X-Sematic-K8s-Canceling"  # on one refused as CancelRequested: "<resolution id>"
 PAGE = 1000  # the server's largest page
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
@@ -137,6 +139,8 @@ class HttpStore:
         continued = (response.headers.get(CONTINUED_HEADER) or "").split() if response.status_code == 409 else []
         if len(continued) == 3:
             raise ContinuedAlready(*continued)
+        if response.status_code == 409 and (canceling := response.headers.get(CANCELING_HEADER)):
+            raise CancelRequested(canceling)
         if response.status_code >= 400:
             raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}"
                               f"{_not_ours(response, self.url)}", response.status_code)

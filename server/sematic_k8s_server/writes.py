@@ -21,7 +21,7 @@ from typing import Protocol
 
 import sqlalchemy.exc
 
-from sematic_k8s.errors import ContinuedAlready, ResolutionEnded, RunResolved
+from sematic_k8s.errors import CancelRequested, ContinuedAlready, ResolutionEnded, RunResolved
 from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import ENDED
@@ -95,7 +95,7 @@ def write_all(write: Write, batches: Sequence[Batch]) -> list[BaseException | No
         replays: set[str] = set()
         try:
             write(merged, replays=replays)
-        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved, ContinuedAlready) as e:
+        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved, ContinuedAlready, CancelRequested) as e:
             if len(members) == 1 or isinstance(e, OUTAGE):
                 for i in members:
                     results[i] = e
