@@ -82,3 +82,23 @@ def until_fixed(x: int) -> int:
 def fixable(n: int) -> int:
     """``until_fixed(n + 1) + 2``: fails (and is continued) until the step is fixed."""
     return add(until_fixed(add(n, 1)), add(1, 1))
+
+
+@sk.func(cache=True)
+def drawn(n: int) -> float:
+    """``n`` plus a random fraction: another value each time it runs. Cached. Notes its run (a file in the
+    directory ``$RACE_DRAWS``) and waits until ``$RACE_DRAWERS`` runs did (at most 60 s), so that resolutions started
+    together all miss the cache and compute it at once."""
+    import random
+
+    draws = Path(os.environ["RACE_DRAWS"])
+    (draws / str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(draws.iterdir())) < int(os.environ["RACE_DRAWERS"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return n + random.random()
+
+
+@sk.func
+def draw(n: int) -> float:
+    return drawn(n)

@@ -1,6 +1,7 @@
-"""Two ``continue`` s of one failed resolution started at the same instant (the Python API and the CLI, real
-processes released together by a file they both wait for): exactly one continues it, the other is refused in one
-line before anything of it runs or is recorded, and the step that failed runs once. On one SQLite home, and through
+"""Two reruns of one resolution started at the same instant (the Python API and the CLI, real processes released
+together by a file they both wait for). Two ``continue`` s: exactly one continues it, the other is refused in one
+line before anything of it runs or is recorded, and the step that failed runs once. Two reruns from one run (mode
+``from``): both run, each recorded whole, under ids of its own. On one SQLite home, and through
 two server processes (replicas) on one PostgreSQL database. The step waits at a gate file, so the winner is still
 running when the loser asks (one that had ended would rightly leave the resolution free to continue again)."""
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,16 +31,16 @@ HERE = Path(__file__).parent
 ROUNDS = 3
 REFUSED = "is being continued already by resolution"
 # each imports what it runs, says it is ready (a file $RACE_GO.ready.<pid>) and waits for the file $RACE_GO, then
-# continues $RACE_TARGET: through Python, or through `sematic-k8s rerun`
+# reruns $RACE_TARGET in $RACE_MODE: through Python, or through `sematic-k8s rerun`
 READY = ("pathlib.Path(os.environ['RACE_GO'] + f'.ready.{os.getpid()}').touch()\n"
          "while not os.path.exists(os.environ['RACE_GO']): time.sleep(0.001)\n")
 API = ("import os, pathlib, time, fault_pipelines as fp, sematic_k8s as sk\n"
        "from sematic_k8s.resolvers.local import LocalResolver\n" + READY +
-       "resolver = LocalResolver(rerun_from=os.environ['RACE_TARGET'], rerun_mode='continue')\n"
+       "resolver = LocalResolver(rerun_from=os.environ['RACE_TARGET'], rerun_mode=os.environ['RACE_MODE'])\n"
        "try:\n    print(fp.fixable(0).resolve(resolver))\n"
        "except sk.errors.ContinuedAlready as e:\n    raise SystemExit(f'refused: {e}')")
 CLI = ("import os, pathlib, runpy, sys, time, sematic_k8s.cli.rerun\n" + READY +
-       "sys.argv = ['sematic-k8s', 'rerun', os.environ['RACE_TARGET'], '--mode', 'continue']\n"
+       "sys.argv = ['sematic-k8s', 'rerun', os.environ['RACE_TARGET'], '--mode', os.environ['RACE_MODE']]\n"
        "runpy.run_module('sematic_k8s.cli', run_name='__main__')")
 
 def _ran(home: Path) -> int:
@@ -46,14 +48,15 @@ def _ran(home: Path) -> int:
     return len(list(home.glob("fixed.ran.*")))
 
 
-def _round(home: Path, env: dict[str, str], servers: list[str], target: str, i: int) -> list[tuple[int, str, str]]:
-    """Round ``i``: a continue of ``target`` through Python and one through the CLI (each through a server of its
-    own, if any), released together; the step's gate opened once one was refused or both run the step. Each one's
+def _round(home: Path, env: dict[str, str], servers: list[str], target: str, i: int,
+           mode: str = "continue") -> list[tuple[int, str, str]]:
+    """Round ``i``: a rerun (``mode``) of ``target`` through Python and one through the CLI (each through a server of
+    its own, if any), released together; the step's gate opened once one ended or both run the step. Each one's
     (exit code, stdout, stderr)."""
     go, gate, ran = home / f"go{i}", home / f"gate{i}", _ran(home)
     procs = []
     for k, code in enumerate((API, CLI) if i % 2 == 0 else (CLI, API)):
-        penv = {**env, "RACE_GO": str(go), "RACE_GATE": str(gate), "RACE_TARGET": target}
+        penv = {**env, "RACE_GO": str(go), "RACE_GATE": str(gate), "RACE_TARGET": target, "RACE_MODE": mode}
         if servers:
             penv["SEMATIC_K8S_SERVER"] = servers[k % len(servers)]
         procs.append(subprocess.Popen([sys.executable, "-c", code], env=penv, stdout=subprocess.PIPE,
@@ -69,7 +72,8 @@ def _round(home: Path, env: dict[str, str], servers: list[str], target: str, i: 
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, said, strict=True)]
 
 
-def _continue_at_once(home: Path, servers: list[str]) -> None:
+def _failed_resolution(home: Path, servers: list[str]) -> tuple[dict[str, str], Any, Any]:
+    """The environment of the processes, the store, and a resolution of ``fixable(4)`` that failed."""
     env = {**os.environ, "SEMATIC_K8S_HOME": str(home), "RACE_FIXED": str(home / "fixed"),
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     env.pop("SEMATIC_K8S_DB_URL", None)
@@ -77,7 +81,11 @@ def _continue_at_once(home: Path, servers: list[str]) -> None:
     os.environ.update(RACE_FIXED=env["RACE_FIXED"], RACE_GATE=str(home / "never"))
     with pytest.raises(sk.ResolutionFailed):
         fp.fixable(4).resolve(sk.LocalResolver(home=home, server=servers[0] if servers else None))
-    original = store.list_resolutions(limit=1)[0]
+    return env, store, store.list_resolutions(limit=1)[0]
+
+
+def _continue_at_once(home: Path, servers: list[str]) -> None:
+    env, store, original = _failed_resolution(home, servers)
     runs_before = sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id))
     Path(env["RACE_FIXED"]).touch()  # the step is fixed: a continue resolves it
     for i in range(ROUNDS):
@@ -115,6 +123,42 @@ def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres
             s.stop()
 
 
+def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
+    env, store, original = _failed_resolution(home, servers)
+    runs_before = sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id))
+    step = next(r for r in store.runs_of_root(original.id) if r.func_name == "until_fixed")
+    Path(env["RACE_FIXED"]).touch()
+    done = _round(home, env, servers, step.id, 0, mode="from")
+    assert [code for code, _, _ in done] == [0, 0] and _ran(home) == 2, done
+    reruns = [r for r in store.list_resolutions(limit=10) if r.rerun_of == original.id]
+    assert len(reruns) == 2 and {r.state for r in reruns} == {"resolved"}, reruns
+    ids = [{r.id for r in store.runs_of_root(res.id)} for res in reruns]
+    assert [len(i) for i in ids] == [len(runs_before)] * 2 and not ids[0] & ids[1]  # whole, and none shared
+    for res in reruns:
+        assert {r.state for r in store.runs_of_root(res.id)} == {"resolved"}
+        assert store.get_artifact(store.get_run(res.id).output_id).summary == 52
+    assert sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id)) == runs_before
+
+
+def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    _rerun_from_at_once(tmp_path, [])
+
+
+def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
+    try:
+        for s in servers:
+            s.start()
+        _rerun_from_at_once(tmp_path, [s.url for s in servers])
+    finally:
+        for s in servers:
+            s.stop()
+
+
 def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch):
     """A continue whose process was killed (kill -9) stays recorded as running until its heartbeat is old: the next
     continue marks it dead, in the transaction that records itself, and runs (it is not refused)."""
@@ -128,7 +172,7 @@ def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, 
         fp.fixable(4).resolve(sk.LocalResolver())
     original = store.list_resolutions(limit=1)[0]
     Path(os.environ["RACE_FIXED"]).touch()
-    env = {**os.environ, "RACE_GO": str(tmp_path / "go"), "RACE_TARGET": original.id,
+    env = {**os.environ, "RACE_GO": str(tmp_path / "go"), "RACE_TARGET": original.id, "RACE_MODE": "continue",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     (tmp_path / "go").touch()
     killed = subprocess.Popen([sys.executable, "-c", API], env=env)
