@@ -108,7 +108,8 @@ def refuse_second_continue(conn: sa.Connection, table: sa.Table, new_resolutions
     """Raise :class:`ContinuedAlready` (the whole batch is not recorded) for a new resolution that continues a
     resolution which another resolution, not ended, continues already: two ``continue`` s of one resolution at once
     would both run what did not succeed. A continuation that went silent does not count: ``expire`` (this
-    transaction's :func:`~sematic_k8s.store.liveness.expire_silent` of the ids given) marks it dead first. The same
+    transaction's :func:`~sematic_k8s.store.liveness.expire_silent` of the ids given) marks it dead first; nor does
+    one recorded without heartbeats (by an older version: whether it still runs cannot be told). The same
     record sent again (its own id) is no other. On PostgreSQL the continued resolutions' rows are read ``FOR
     UPDATE``, in id order, so two such writes take turns and the later one sees the earlier one's record (SQLite:
     the write lock, :func:`hold_write_lock`)."""
@@ -123,8 +124,9 @@ def refuse_second_continue(conn: sa.Connection, table: sa.Table, new_resolutions
     t = table
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(t.c.id).where(t.c.id.in_(sorted(wanted))).order_by(t.c.id).with_for_update()).all()
-    stmt = sa.select(t.c.id, t.c.rerun_of, t.c.state, t.c.settings).where(
-        t.c.rerun_of.in_(list(wanted)), t.c.state.not_in(ENDED), t.c.id.not_in(list(wanted.values())))
+    stmt = sa.select(t.c.id, t.c.rerun_of, t.c.state, t.c.settings).where(  # (no heartbeat: an older version's)
+        t.c.rerun_of.in_(list(wanted)), t.c.state.not_in(ENDED), t.c.id.not_in(list(wanted.values())),
+        t.c.heartbeat_at.is_not(None))
     others = {res_id: (of, state) for res_id, of, state, settings in conn.execute(stmt)
               if continued({"id": res_id, "rerun_of": of, "settings": settings}) is not None}
     if others:
