@@ -11,6 +11,8 @@ func failing)::
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
+    ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
+    ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
@@ -174,6 +176,30 @@ class LabelsChanged(Exception):
         super().__init__(f"the labels of resolution {resolution_id} changed since they were read (tags now: {now}; "
                          f"note now: {text}): nothing was changed; read them again and make your change to them")
         self.resolution_id, self.tags, self.note = resolution_id, tags, note
+
+
+class CancelRequested(Exception):
+    """A write recording a resolution resolved, refused (with its whole batch) because a cancel of it was accepted
+    just before (it is ``canceling``: the cancel landed after the loop last looked): an accepted cancel wins, so the
+    loop records it canceled instead, as the person who asked was told."""
+
+    def __init__(self, resolution_id: str) -> None:
+        super().__init__(f"resolution {resolution_id} was asked to cancel before its end was recorded: it is "
+                         "recorded canceled")
+        self.resolution_id = resolution_id
+
+
+class ContinuedAlready(ValueError):
+    """A ``continue`` (``rerun_mode="continue"``) of a resolution that another resolution, not ended, continues
+    already: refused with the whole batch that would record it, before anything of it runs, so that what did not
+    succeed is not run twice at once. Once that one ended (a silent one is marked dead then and there), it may be
+    continued again."""
+
+    def __init__(self, resolution_id: str, by: str, state: str) -> None:
+        super().__init__(f"resolution {resolution_id} is being continued already by resolution {by} ({state}): "
+                         f"nothing was started; follow that one (`sematic-k8s resolutions show {by}`), or cancel it "
+                         f"(`sematic-k8s cancel {by}`) and continue again")
+        self.resolution_id, self.by, self.state = resolution_id, by, state
 
 
 class TooManyTags(ValueError):
