@@ -62,6 +62,8 @@ def _no_logs_reason(run: RunRecord) -> str:
     if run.cached_from:
         return f": its output came from the cache (run {run.cached_from})"
     waiting = run.notes.get("waiting") if run.attempts <= 1 else None  # its first attempt's worker never started
+    if run.state == graph.FAILED and run.attempts <= 1 and "WorkerNeverStarted" in (run.error or {}).get("mro", ()):
+        return ": it never started (see its error)"
     if run.state == graph.CANCELED:
         if run.started_at is None or waiting:
             return ": it never started" + (f" (it was {waiting})" if waiting else "")

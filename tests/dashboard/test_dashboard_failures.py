@@ -27,6 +27,7 @@ VIEWPORT = {"width": 1440, "height": 960}
 WAIT_MS = 30_000
 STORAGE_DOWN = threading.Event()  # set by `upload` once it stopped the S3 server the test gave it
 S3_TO_STOP: list[S3Server] = []
+IMAGE = "127.0.0.1:5000/p@sha256:" + "cd" * 32
 
 
 @pytest.fixture
@@ -76,6 +77,27 @@ def _child(server: ServerProcess, root_id: str) -> Any:
     finally:
         store.close()
     return run
+
+
+def _k8s_loop(cluster: Any, server: ServerProcess, store: HttpStore, root_id: str, image: str = IMAGE,
+              **settings: Any) -> tuple[Any, Any]:
+    """A client of the cluster model and a cloud resolution loop recording through the server, its funcs' workers
+    pods in the model's namespace "runs", their logs in the server's storage."""
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.executors.kubernetes import KubernetesExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_url
+
+    cluster.namespace("runs")
+    api = cluster.client()
+    storage = LocalStorage(server.home / "storage")
+    ex = KubernetesExecutor(storage, storage_url(storage), image, namespace="runs", api_client=api, env={},
+                            owner=False, **settings)
+    return api, ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                               ResolutionSettings(root_id=root_id), kind="cloud")
 
 
 @sk.func
@@ -174,15 +196,7 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
     from playwright.sync_api import expect
 
     from kube_model import Cluster, NodeSpec, Timing
-    from sematic_k8s.executors.inline import InlineExecutor
-    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-    from sematic_k8s.executors.kubernetes import KubernetesExecutor
-    from sematic_k8s.resolvers.loop import ResolutionLoop
-    from sematic_k8s.specs import ResolutionSettings
-    from sematic_k8s.storage.local import LocalStorage
-    from sematic_k8s.storage.urls import storage_url
 
-    storage = LocalStorage(server.home / "storage")
     store = HttpStore(server.url, None)
     f = fan(7)
     ended: list[BaseException] = []
@@ -194,12 +208,7 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
             ended.append(e)
 
     with Cluster([NodeSpec("node-1", runtime="sim")], timing=Timing()) as cluster:
-        cluster.namespace("runs")
-        api = cluster.client()
-        ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
-                                namespace="runs", api_client=api, env={}, owner=False)
-        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
-                              ResolutionSettings(root_id=f.id), kind="cloud")
+        api, loop = _k8s_loop(cluster, server, store, f.id)
         thread = threading.Thread(target=resolve, daemon=True)
         thread.start()
         try:
@@ -233,3 +242,44 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
     expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
     expect(page.get_by_test_id("executor")).to_have_text("nowhere: its worker never started")
     assert "it never started" in _cli(server, "logs", run.id)
+
+
+@sk.func(inline=False)
+def pulled(n: int) -> int:
+    return n
+
+
+@sk.func
+def pulling(n: int) -> int:
+    return pulled(n)
+
+
+def test_a_worker_whose_image_cannot_be_pulled_never_started(page: Any, server: ServerProcess) -> None:
+    """A worker image missing from the registry (ErrImagePull, ImagePullBackOff on the cluster model): its run fails
+    in the executor's words, and its page says it never started: no start time or run time (was: started when it
+    was submitted, and "ran" the 3 s it waited for the pull), and its log is missing because of that (was: "it
+    printed nothing"); ``sematic-k8s logs`` says the same."""
+    pytest.importorskip("kubernetes")
+    from playwright.sync_api import expect
+
+    from kube_model import Cluster, NodeSpec, Timing
+
+    missing = "127.0.0.1:5000/gone@sha256:" + "ef" * 32
+    store = HttpStore(server.url, None)
+    f = pulling(2)
+    with Cluster([NodeSpec("node-1", runtime="sim")], timing=Timing()) as cluster:
+        cluster.sim_images.missing.add(missing)
+        api, loop = _k8s_loop(cluster, server, store, f.id, image=missing, pull_grace=1)
+        try:
+            with pytest.raises(ResolutionFailed) as err:
+                loop.run(f)
+        finally:
+            store.close()
+            api.close()
+    _open_run(page, server, err.value.run_id)
+    expect(page.get_by_test_id("run-error")).to_contain_text("the worker's image could not be pulled")
+    expect(_tab(page, "logs")).to_contain_text("(no logs: it never started)")
+    timings = _tab(page, "details").get_by_test_id("timings")
+    expect(timings).to_contain_text("Started\nnever", use_inner_text=True)
+    expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
+    assert "it never started" in _cli(server, "logs", err.value.run_id)

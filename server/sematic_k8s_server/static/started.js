@@ -9,9 +9,12 @@ export function waitingFor(run) {
 }
 
 /** True when the run's code never began: never handed to an executor, or its first attempt still waiting (or
- * canceled while waiting) for its worker to start. */
+ * canceled while waiting) for its worker to start, or failed as one whose worker never started (its image could not
+ * be pulled, its pod not created: WorkerNeverStarted among the recorded error's classes). */
 export function neverStarted(run) {
-  return !run.started_at || (waitingFor(run) !== null && (run.attempts ?? 1) <= 1);
+  const first = (run.attempts ?? 1) <= 1;
+  const unstarted = ((run.error && run.error.mro) || []).includes("WorkerNeverStarted");
+  return !run.started_at || (first && (waitingFor(run) !== null || unstarted));
 }
 
 /** The first line of a resolution's error, cut short. */
@@ -39,6 +42,7 @@ export function noLogs(run) {
   const notes = run.notes || {};
   if (notes.reused_from) return `(no logs here: its output was reused from run ${notes.reused_from})`;
   if (run.cached_from) return `(no logs: its output came from the cache, run ${run.cached_from})`;
+  if (run.state === "failed" && neverStarted(run)) return "(no logs: it never started)";
   if (run.state === "canceled") {
     return neverStarted(run) ? "(no logs: it never started)"
       : "(no logs recorded: it was stopped before its attempt ended, and a run's output is recorded as each attempt ends)";
