@@ -619,10 +619,14 @@ def test_a_worker_past_its_timeout_is_stopped_with_its_last_lines(cluster, api, 
     cluster.behaviour = behave({"worker": Script(forever=True, logs="epoch 1\nepoch 2\n")})
     ex = executor(api, storage)
     run_id = submit(ex, quick, new_id())
-    info = wait_for(ex, 1)[run_id].error_info
+    outcome = wait_for(ex, 1)[run_id]
     ex.close()
+    info = outcome.error_info
     assert info is not None and info["type"] == "DeadlineExceeded" and "timed out after 1 s" in info["message"]
     assert "epoch 2" in info["traceback"]
+    # where it ran, as for any other ending (was only {"timed_out_after": 1}: its Job and pod unnamed)
+    assert outcome.details["job"] == f"sk-{run_id}-1" and outcome.details["pod"].startswith(f"sk-{run_id}-1-")
+    assert outcome.details["executor"] == "kubernetes" and outcome.details["timed_out_after"] == 1
     cluster.wait(lambda: jobs(cluster) == [])
 
 
