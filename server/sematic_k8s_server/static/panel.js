@@ -42,7 +42,8 @@ function errorMessage(err) {
     short ? message : first.length > MESSAGE_SHOWN ? `${first.slice(0, MESSAGE_SHOWN)}…` : first);
   if (short) return head;
   return [head, h("details", { testid: "run-error-message" },
-    h("summary", { class: "muted" }, `the whole message (${lines} lines, ${message.length} characters)`),
+    h("summary", { class: "muted" },
+      `the whole message (${lines} line${lines === 1 ? "" : "s"}, ${message.length} characters)`),
     h("pre", { class: "error-box" }, message))];
 }
 
