@@ -8,6 +8,7 @@ it started, and what became of its log; the CLI's ``logs`` says the same."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -258,7 +259,8 @@ def test_a_worker_whose_image_cannot_be_pulled_never_started(page: Any, server: 
     """A worker image missing from the registry (ErrImagePull, ImagePullBackOff on the cluster model): its run fails
     in the executor's words, and its page says it never started: no start time or run time (was: started when it
     was submitted, and "ran" the 3 s it waited for the pull), and its log is missing because of that (was: "it
-    printed nothing"); ``sematic-k8s logs`` says the same."""
+    printed nothing"); ``sematic-k8s logs`` says the same. Its long message of one line, folded, is "1 line" (was
+    "1 lines")."""
     pytest.importorskip("kubernetes")
     from playwright.sync_api import expect
 
@@ -278,6 +280,8 @@ def test_a_worker_whose_image_cannot_be_pulled_never_started(page: Any, server: 
             api.close()
     _open_run(page, server, err.value.run_id)
     expect(page.get_by_test_id("run-error")).to_contain_text("the worker's image could not be pulled")
+    message = page.get_by_test_id("run-error").get_by_test_id("run-error-message")  # long: folded
+    expect(message.locator("summary")).to_have_text(re.compile(r"the whole message \(1 line, \d+ characters\)"))
     expect(_tab(page, "logs")).to_contain_text("(no logs: it never started)")
     timings = _tab(page, "details").get_by_test_id("timings")
     expect(timings).to_contain_text("Started\nnever", use_inner_text=True)
