@@ -17,6 +17,17 @@ export function neverStarted(run) {
   return !run.started_at || (first && (waitingFor(run) !== null || unstarted));
 }
 
+const WAITING_LISTED = 20; // runs the server lists in an overview's `waiting`, at most
+
+/** What the runs of a resolution that have not started wait for, in a line (as the CloudResolver's progress says
+ * it): `waiting` is the overview's (run id -> why); null when none waits. */
+export function notStartedText(waiting) {
+  const whys = Object.values(waiting || {}).filter((why) => typeof why === "string" && why);
+  if (!whys.length) return null;
+  const n = whys.length >= WAITING_LISTED ? `${whys.length} or more runs` : `${whys.length} run${whys.length > 1 ? "s" : ""}`;
+  return `${n} not started: ${whys[0]}`;
+}
+
 /** The first line of a resolution's error, cut short. */
 const firstLine = (text) => {
   const line = String(text || "").split("\n", 1)[0];

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { canceledText, neverStarted, noLogs } from "../../../server/sematic_k8s_server/static/started.js";
+import { canceledText, neverStarted, noLogs, notStartedText } from "../../../server/sematic_k8s_server/static/started.js";
 
 const T = "2026-12-04T09:00:00";
 const WAIT = "waiting for capacity: 0/1 nodes are available";
@@ -34,4 +34,12 @@ test("a missing log is explained by whether the run started, never as 'never ran
   assert.equal(noLogs({ state: "running", started_at: T, attempts: 1, notes: { waiting: WAIT } }),
     "(no output yet: it has not started)");
   assert.equal(noLogs({ state: "failed", started_at: T, attempts: 1, notes: {} }), "(no logs: it printed nothing)");
+});
+
+test("a resolution's runs not started are counted with the first one's reason", () => {
+  assert.equal(notStartedText({}), null);
+  assert.equal(notStartedText({ a: WAIT }), `1 run not started: ${WAIT}`);
+  assert.equal(notStartedText({ a: WAIT, b: "waiting for quota" }), `2 runs not started: ${WAIT}`);
+  const many = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`r${i}`, WAIT]));
+  assert.equal(notStartedText(many), `20 or more runs not started: ${WAIT}`);
 });
