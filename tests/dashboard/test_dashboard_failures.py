@@ -190,8 +190,9 @@ def fan(n: int) -> int:
 
 
 def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, server: ServerProcess) -> None:
-    """A worker pod the cluster has no room for: while it waits, its run's page says it has not started (no start
-    time, no duration ticking, no "ran in the resolver's process"); canceled from the CLI, it says it was canceled
+    """A worker pod the cluster has no room for: while it waits, its resolution's header says a run has not started
+    and why (was: only "0/2 resolved"), and its run's page says it has not started (no start time, no duration
+    ticking, no "ran in the resolver's process"); canceled from the CLI, it says it was canceled
     before it started and what it waited for, and so do its log and ``sematic-k8s logs``."""
     pytest.importorskip("kubernetes")
     from playwright.sync_api import expect
@@ -215,6 +216,9 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
         try:
             run = cluster.wait(lambda: [r for r in store.runs_of_root(f.id)
                                         if r.func_name == "huge" and r.notes.get("waiting")], timeout=30)[0]
+            page.goto(f"{server.url}/#/resolutions/{f.id}")  # its resolution's page says so too, in its header
+            expect(page.get_by_test_id("resolution-not-started")).to_contain_text(
+                "1 run not started: waiting for capacity: 0/1 nodes are available", timeout=WAIT_MS)
             _open_run(page, server, run.id)
             expect(page.get_by_test_id("run-waiting")).to_contain_text("Not started: waiting for capacity")
             timings = _tab(page, "details").get_by_test_id("timings")
@@ -233,6 +237,7 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
     assert ended and isinstance(ended[0], ResolutionCanceled), ended
     page.reload()
     expect(page.get_by_test_id("run-state")).to_have_text("canceled", timeout=WAIT_MS)
+    expect(page.get_by_test_id("resolution-not-started")).to_have_count(0)
     expect(page.get_by_test_id("run-canceled")).to_have_text(
         "Canceled before it started, while waiting for capacity: 0/1 nodes are available: 1 Insufficient cpu. "
         "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.: its resolution was "
