@@ -170,7 +170,7 @@ def test_a_run_stopped_by_an_infrastructure_failure_says_so_and_that_it_ran(page
     assert run.state == "canceled"
     _open_run(page, server, run.id)
     expect(page.get_by_test_id("run-canceled")).to_contain_text(
-        "Canceled while it ran: its resolution failed: infrastructure failure, not the pipeline's: S3StorageError: "
+        "Canceled while it ran; its resolution failed: infrastructure failure, not the pipeline's: S3StorageError: "
         f"cannot reach S3 at {s3.endpoint}")
     logs = _tab(page, "logs")
     expect(logs).to_contain_text("(no logs recorded: it was stopped before its attempt ended")
@@ -240,7 +240,7 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
     expect(page.get_by_test_id("resolution-not-started")).to_have_count(0)
     expect(page.get_by_test_id("run-canceled")).to_have_text(
         "Canceled before it started, while waiting for capacity: 0/1 nodes are available: 1 Insufficient cpu. "
-        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.: its resolution was "
+        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod; its resolution was "
         "canceled")
     expect(_tab(page, "logs")).to_contain_text("(no logs: it never started)")
     timings = _tab(page, "details").get_by_test_id("timings")

@@ -38,13 +38,13 @@ const firstLine = (text) => {
  * became of its resolution (`resolution`: its record, or null). */
 export function canceledText(run, resolution) {
   const waiting = waitingFor(run);
-  const when = waiting && (run.attempts ?? 1) <= 1 ? `Canceled before it started, while ${waiting}`
+  const when = waiting && (run.attempts ?? 1) <= 1 ? `Canceled before it started, while ${waiting.replace(/\.+$/, "")}`
     : neverStarted(run) ? "Canceled before it started" : "Canceled while it ran";
   if (!resolution) return when;
   if (resolution.state === "failed") {
-    return `${when}: its resolution failed${resolution.error ? `: ${firstLine(resolution.error)}` : ""}`;
+    return `${when}; its resolution failed${resolution.error ? `: ${firstLine(resolution.error)}` : ""}`;
   }
-  if (resolution.state === "canceled" || resolution.state === "canceling") return `${when}: its resolution was canceled`;
+  if (resolution.state === "canceled" || resolution.state === "canceling") return `${when}; its resolution was canceled`;
   return when;
 }
 

@@ -20,10 +20,10 @@ test("a run handed to its executor whose first attempt still waits (or was cance
 test("a canceled run says when it was stopped and what became of its resolution", () => {
   const waited = { state: "canceled", started_at: T, attempts: 1, notes: { waiting: WAIT } };
   assert.equal(canceledText(waited, { state: "canceled" }),
-    `Canceled before it started, while ${WAIT}: its resolution was canceled`);
+    `Canceled before it started, while ${WAIT}; its resolution was canceled`);
   const ran = { state: "canceled", started_at: T, attempts: 1, notes: {} };
   assert.equal(canceledText(ran, { state: "failed", error: "the resolver stopped responding at 09:01 UTC\nmore" }),
-    "Canceled while it ran: its resolution failed: the resolver stopped responding at 09:01 UTC");
+    "Canceled while it ran; its resolution failed: the resolver stopped responding at 09:01 UTC");
   assert.equal(canceledText({ state: "canceled", notes: {} }, null), "Canceled before it started");
 });
 
