@@ -40,9 +40,10 @@ func failing)::
     BaseException
     ├── RunInterrupted                  raised in a func body on the resolving thread when its resolution is canceled
     └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
-        ├── OOMKilled, DeadlineExceeded, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName,
-        │   ErrImageNeverPull, CreateContainerConfigError, CreateContainerError, JobCreateFailed,
-        │   JobNameConflict, InvalidJob, PodDeleted, ContainerRemoved (docker rm), JobDeleted, BackoffLimitExceeded,
+        ├── OOMKilled, DeadlineExceeded, PodDeleted, ContainerRemoved (docker rm), JobDeleted, BackoffLimitExceeded
+        ├── WorkerNeverStarted          its code never began:
+        │   Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName, ErrImageNeverPull,
+        │   CreateContainerConfigError, CreateContainerError, JobCreateFailed, JobNameConflict, InvalidJob,
         │   FailedCreate (no pod: Pod Security, ServiceAccount, webhook), FailedCreatePodSandBox, FailedMount (a pod
         │   that never starts)
         └── WorkerLost
@@ -412,47 +413,53 @@ class DeadlineExceeded(WorkerDied):
     words = "the worker exceeded its timeout"
 
 
+class WorkerNeverStarted(WorkerDied):
+    """A worker whose code never began: its Job or pod could not be made, scheduled or set up, or its image pulled.
+    Recorded in the run's ``mro``, so its page and ``sematic-k8s logs`` say it never started (not "printed
+    nothing"), and its time to fail is not shown as a run time."""
+
+
 PULL_WORDS = ("the worker's image could not be pulled (can the nodes reach its registry? A private one needs the "
               "executor's image_pull_secrets)")
 
 
-class ImagePullBackOff(WorkerDied):
+class ImagePullBackOff(WorkerNeverStarted):
     words = PULL_WORDS
 
 
-class ErrImagePull(WorkerDied):
+class ErrImagePull(WorkerNeverStarted):
     words = PULL_WORDS
 
 
-class Unschedulable(WorkerDied):
+class Unschedulable(WorkerNeverStarted):
     words = "no node can run the worker (check cpu/memory/gpu requests and node selectors)"
 
 
-class CreateContainerConfigError(WorkerDied):
+class CreateContainerConfigError(WorkerNeverStarted):
     words = "the worker's container could not be set up (a missing Secret or ConfigMap?)"
 
 
-class CreateContainerError(WorkerDied):
+class CreateContainerError(WorkerNeverStarted):
     words = "the worker's container could not be created"
 
 
-class InvalidImageName(WorkerDied):
+class InvalidImageName(WorkerNeverStarted):
     words = "the worker's image name is invalid"
 
 
-class ErrImageNeverPull(WorkerDied):
+class ErrImageNeverPull(WorkerNeverStarted):
     words = "the worker's image is not on the node and may not be pulled"
 
 
-class JobCreateFailed(WorkerDied):
+class JobCreateFailed(WorkerNeverStarted):
     words = "the worker's Job could not be created"
 
 
-class JobNameConflict(WorkerDied):
+class JobNameConflict(WorkerNeverStarted):
     words = "the worker's Job name is taken"
 
 
-class InvalidJob(WorkerDied):
+class InvalidJob(WorkerNeverStarted):
     words = "the worker's Job is invalid"
 
 
@@ -488,15 +495,15 @@ class NodeRejected(WorkerLost):
     words = "the node refused the worker's pod (OutOfcpu, OutOfmemory, NodeAffinity: usage the scheduler missed)"
 
 
-class FailedCreate(WorkerDied):
+class FailedCreate(WorkerNeverStarted):
     words = "Kubernetes could not create the worker's pod"
 
 
-class FailedCreatePodSandBox(WorkerDied):
+class FailedCreatePodSandBox(WorkerNeverStarted):
     words = "the worker's pod could not start on its node (its sandbox could not be created)"
 
 
-class FailedMount(WorkerDied):
+class FailedMount(WorkerNeverStarted):
     words = "a volume of the worker's pod could not be mounted"
 
 

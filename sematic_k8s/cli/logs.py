@@ -62,8 +62,16 @@ def _no_logs_reason(run: RunRecord) -> str:
         return f": its output was reused from run {run.notes['reused_from']}"
     if run.cached_from:
         return f": its output came from the cache (run {run.cached_from})"
-    if run.state in (graph.CREATED, graph.SCHEDULED, graph.CANCELED):
+    waiting = run.notes.get("waiting") if run.attempts <= 1 else None  # its first attempt's worker never started
+    if run.state == graph.FAILED and run.attempts <= 1 and "WorkerNeverStarted" in (run.error or {}).get("mro", ()):
+        return ": it never started (see its error)"
+    if run.state == graph.CANCELED:
+        if run.started_at is None or waiting:
+            return ": it never started" + (f" (it was {waiting})" if waiting else "")
+        return ": it was stopped before its attempt ended (output is recorded as each attempt ends)"
+    if run.state in (graph.CREATED, graph.SCHEDULED):
         return ": it never ran"
     if run.state == graph.RUNNING:
-        return ": nothing recorded yet (output is recorded as each attempt ends; follow it with --follow)"
+        return (f": it has not started ({waiting})" if waiting else ": nothing recorded yet") + (
+            " (output is recorded as each attempt ends; follow it with --follow)")
     return ": it printed nothing"

@@ -272,6 +272,10 @@ class DockerExecutor(RemoteExecutor):
         for removal in self._removals:
             removal.join(60)
 
+    def where(self, run_id: str) -> dict[str, Any]:
+        container = self.containers.get(run_id)
+        return self._details(container) if container is not None else {}
+
     def tail(self, run_id: str) -> str:
         container = self.containers.get(run_id)
         if container is None:

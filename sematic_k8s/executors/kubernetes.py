@@ -321,6 +321,10 @@ class KubernetesExecutor(RemoteExecutor):
             log.debug("no logs for pod %s: %s", a.pod_name, e)
             return ""
 
+    def where(self, run_id: str) -> dict[str, Any]:
+        a = self.attempts.get(run_id)
+        return a.where(self.namespace, self.image) if a is not None else {}
+
     def tail(self, run_id: str) -> str:
         a = self.attempts.get(run_id)
         if a is not None:

@@ -160,6 +160,10 @@ class RemoteExecutor:
         """The last lines a running worker printed ("" where they cannot be read)."""
         return ""
 
+    def where(self, run_id: str) -> dict[str, Any]:
+        """Where a running worker runs (its container, Job and pod), as its ending's details say it; {} unknown."""
+        return {}
+
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
         """A resumed attempt (a restarted driver's): follow its worker if it is still there, running or ended
         unwatched, and return how many seconds it has run; None when there is none to follow (where workers
@@ -236,10 +240,10 @@ class RemoteExecutor:
             del self.deadlines[run_id]
             if run_id not in self.running:
                 continue
-            tail = self.tail(run_id)
+            tail, where = self.tail(run_id), self.where(run_id)
             self.stop(run_id)
             out.append(Ended(run_id, None, "DeadlineExceeded", f"timed out after {timeout:g} s", tail,
-                             {"timed_out_after": timeout}))
+                             {**where, "timed_out_after": timeout}))
         return out
 
     def cancel(self, run_ids: list[str]) -> None:
