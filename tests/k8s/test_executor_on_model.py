@@ -1224,7 +1224,9 @@ def test_a_driver_job_deleted_without_its_pod_ends_the_resolution_and_its_follow
     [driver_pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root.id)
                                          if p["status"].get("phase") == "Running"], message="the driver pod running")
     job = cluster.get("jobs.batch", NS, f"sk-driver-{root.id}")
-    owned = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]))
+    # the follower is what this test is about: the driver's own read of its Job (owner_check, 10 s; tested below)
+    # must not find it gone first on a busy machine, and record the end in its own words
+    owned = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=3600)
     loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
                           ResolutionSettings(root_id=root.id), kind="cloud")
     stopped: list[BaseException] = []
