@@ -42,7 +42,10 @@ class ProcessExecutor(RemoteExecutor):
 
     def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None) -> None:
         super().__init__(storage, storage_url)
-        self.cwd = cwd
+        # where workers start, and the directory on their path: this process's as it starts, not as an inline func
+        # may have left it (os.chdir elsewhere, or into a directory deleted since, which os.getcwd() cannot name)
+        self.start_dir = os.getcwd()
+        self.cwd = cwd or self.start_dir
         self.procs: dict[str, _Worker] = {}
 
     @classmethod
@@ -51,7 +54,7 @@ class ProcessExecutor(RemoteExecutor):
         return cls(storage, spec.storage_url)
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
-        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        path = os.pathsep.join(filter(None, [self.start_dir, os.environ.get("PYTHONPATH")]))
         inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
         env = {**inherited, "PYTHONPATH": path, **env, PARENT_PID_ENV: str(os.getpid())}
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=self.cwd, env=env,
@@ -71,10 +74,8 @@ class ProcessExecutor(RemoteExecutor):
 
     def _ended(self, run_id: str, w: _Worker) -> Ended:
         del self.procs[run_id]
-        code = w.proc.returncode
-        if code != 0:  # its last lines tell why
-            w.relay.join(RELAY_GRACE)
-        return Ended(run_id, code, last_logs="" if code == 0 else "".join(w.lines),
+        w.relay.join(RELAY_GRACE)  # its last lines tell why it died, even with exit code 0 (os._exit(0) in its func)
+        return Ended(run_id, w.proc.returncode, last_logs="".join(w.lines),
                      details={"executor": "process", "pid": w.proc.pid})
 
     def tail(self, run_id: str) -> str:
