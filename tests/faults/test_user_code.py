@@ -1,0 +1,183 @@
+"""Funcs that misbehave, run for real on the in-process executor (the resolving thread, ``max_parallelism=2``'s
+threads) and in worker processes (the process executor, as a driver uses it): each run fails (or resolves) on its
+own, saying what happened, the resolving process goes on, and the rest of the resolution is recorded. What holds
+without a test of its own here is listed in docs/FAULTS.md ("Funcs that misbehave")."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s.errors import ResolutionFailed
+from sematic_k8s.executors.inline import InlineExecutor
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+from sematic_k8s.executors.process import ProcessExecutor
+from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store import sql_store
+
+
+class ProcessResolver(sk.LocalResolver):
+    """Inline funcs in this process, the others in worker processes (as a driver runs them)."""
+
+    def _parts(self):
+        storage = self.storage
+        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
+                                                           ProcessExecutor(storage, storage_url(storage)))
+
+
+class Unsayable(Exception):
+    """An exception whose message cannot be made."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+def _misbehave(how: str) -> int:
+    print("about to misbehave", file=sys.stderr, flush=True)
+    if how == "unsayable":
+        raise Unsayable()
+    if how == "exit":
+        sys.exit(0)
+    if how == "_exit":
+        os._exit(0)
+    raise ValueError(how)
+
+
+@sk.func
+def here(how: str) -> int:
+    return _misbehave(how)
+
+
+@sk.func(inline=False)
+def worker(how: str) -> int:
+    return _misbehave(how)
+
+
+@sk.func
+def fine(x: int) -> int:
+    return x + 1
+
+
+@sk.func
+def pipeline(how: str, where: str) -> list[int]:
+    return [(worker if where == "worker" else here)(how), fine(1)]
+
+
+WHERE = [("thread", 1, "here"), ("threads", 2, "here"), ("worker", 1, "worker")]
+
+
+def _resolve(tmp_path: Path, how: str, where: str, parallelism: int) -> ResolutionFailed:
+    resolver = ProcessResolver(home=tmp_path, max_parallelism=parallelism)
+    with pytest.raises(ResolutionFailed) as raised:
+        pipeline(how, where).resolve(resolver)
+    return raised.value
+
+
+def _failed_run(tmp_path: Path, error: ResolutionFailed) -> dict:
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert store.get_resolution(error.resolution_id).state == "failed"
+    run = store.get_run(error.run_id)
+    assert run is not None and run.state == "failed"
+    return run.error
+
+
+@pytest.mark.parametrize(("name", "parallelism", "where"), WHERE)
+def test_an_exception_whose_message_cannot_be_made_fails_its_run_as_itself(tmp_path, name, parallelism, where):
+    """Was: on the resolving thread the RuntimeError its __str__ raised escaped the loop (the resolution failed as
+    "RuntimeError: no words", its runs canceled); on a thread the run failed as that RuntimeError; a worker died
+    with a traceback ("the worker exited with code 1 without a result")."""
+    error = _resolve(tmp_path, "unsayable", where, parallelism)
+    info = _failed_run(tmp_path, error)
+    assert info["type"] == "Unsayable"
+    assert info["message"] == "(its message could not be made: its __str__ raised RuntimeError)"
+    assert "raised Unsayable: (its message could not be made" in str(error)
+
+
+@pytest.mark.parametrize(("name", "parallelism", "where"), WHERE)
+def test_sys_exit_in_a_func_fails_its_run(tmp_path, name, parallelism, where):
+    """Was: on the resolving thread SystemExit(0) went through the resolver (a failed pipeline's process exited 0,
+    its runs recorded canceled); a worker exited 0 without a result, its last lines dropped."""
+    error = _resolve(tmp_path, "exit", where, parallelism)
+    info = _failed_run(tmp_path, error)
+    assert (info["type"], info["message"]) == ("SystemExit", "0")
+
+
+def test_a_worker_that_exits_0_without_a_result_keeps_its_last_lines(tmp_path):
+    """os._exit(0) in a worker's func: the run fails as the worker's death, with what it printed last (was: no
+    line, as for a worker that exited 0 with its outcome stored)."""
+    error = _resolve(tmp_path, "_exit", "worker", 1)
+    info = _failed_run(tmp_path, error)
+    assert info["message"] == "the worker exited with code 0 without a result"
+    assert "about to misbehave" in info["traceback"]
+
+
+@sk.func
+def wanders(to: str) -> int:
+    if to == "deleted":
+        gone = tempfile.mkdtemp()
+        os.chdir(gone)
+        os.rmdir(gone)
+    else:
+        os.chdir(to)
+    return 1
+
+
+@sk.func(inline=False)
+def worker_after(x: int) -> str:
+    return f"{x} in {os.getcwd()}"
+
+
+@sk.func
+def wandering_pipeline(to: str) -> str:
+    return worker_after(wanders(to))
+
+
+@pytest.mark.parametrize("to", ["deleted", "/"])
+def test_an_inline_func_changing_the_directory_moves_no_worker(tmp_path, monkeypatch, to):
+    """A driver's inline func that moves this process elsewhere (a directory deleted since: os.getcwd() fails
+    there): its workers still start where the driver started. Was: FileNotFoundError from launching the next
+    worker ended the resolution ("FileNotFoundError: [Errno 2] No such file or directory"), as the loop's own."""
+    start = tmp_path / "project"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    assert wandering_pipeline(to).resolve(ProcessResolver(home=tmp_path / "home")) == f"1 in {start}"
+
+
+@sk.func
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@sk.func
+def changes_its_input(xs: list[int]) -> int:
+    xs.append(99)
+    xs[0] = -1
+    return len(xs)
+
+
+@sk.func(cache=True)
+def total(xs: list[int], seen: int) -> int:
+    return sum(xs)
+
+
+@sk.func
+def sharing_pipeline(n: int) -> list:
+    xs = numbers(n)
+    return [total(xs, changes_its_input(xs)), xs]
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_func_changing_its_input_in_place_changes_it_for_no_other_run(tmp_path, parallelism):
+    """Every in-process body gets its own copy of its inputs, as a worker loads its own. Was: the other runs given
+    the same value (and the resolution's result) saw it changed, unlike what was recorded: total computed 101 from
+    an input recorded as [0, 1, 2] and cached it under that input."""
+    resolver = sk.LocalResolver(home=tmp_path, max_parallelism=parallelism, cache_namespace="n")
+    assert sharing_pipeline(3).resolve(resolver) == [3, [0, 1, 2]]
