@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sematic_k8s import logcapture, serialization
+from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
 from sematic_k8s.errors import RunInterrupted, error_info, user_frames
 from sematic_k8s.executors import interrupts
@@ -45,14 +45,13 @@ def execute(task: Task, *, own_inputs: bool = False) -> Outcome:
 
 
 def own_copy(value: Any) -> Any:  # noqa: ANN401 - any value a func takes
-    """A copy of a value that a body may change without changing it for anyone else, as a worker's own loaded copy:
-    ``copy.deepcopy`` (immutable values are themselves), else (a value deepcopy cannot copy, that pickle can) one made
-    from its serialized bytes."""
+    """A copy of a value that a body may change without changing it for anyone else, as a worker loads a copy of its
+    own: ``copy.deepcopy`` (immutable values are themselves). A value it cannot copy (a module inside it; a class whose
+    reduction does not make it again, which pickle cannot load either) is given as it is."""
     try:
         return copy.deepcopy(value)
-    except Exception:  # noqa: BLE001 - a type deepcopy refuses (a module inside it): as the value's artifact holds it
-        s = serialization.serialize(value)
-        return serialization.deserialize(s.format, s.payload, s.id)
+    except Exception:  # noqa: BLE001 - whatever the value's own copying raised: shared, as before
+        return value
 
 
 Key = tuple[str, int]  # (run id, attempt)
