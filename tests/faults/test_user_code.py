@@ -181,3 +181,65 @@ def test_a_func_changing_its_input_in_place_changes_it_for_no_other_run(tmp_path
     an input recorded as [0, 1, 2] and cached it under that input."""
     resolver = sk.LocalResolver(home=tmp_path, max_parallelism=parallelism, cache_namespace="n")
     assert sharing_pipeline(3).resolve(resolver) == [3, [0, 1, 2]]
+
+
+class Unshowable:
+    """A value that pickles, whose repr cannot be made."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@sk.func
+def makes_unshowable_here(x: int) -> Unshowable:
+    return Unshowable()
+
+
+@sk.func(inline=False)
+def makes_unshowable_in_a_worker(x: int) -> Unshowable:
+    return Unshowable()
+
+
+@sk.func
+def unshowable_pipeline(x: int) -> list[Unshowable]:
+    return [makes_unshowable_here(x), makes_unshowable_in_a_worker(x)]
+
+
+def test_a_value_whose_repr_raises_is_stored_all_the_same(tmp_path):
+    """Its repr is only its summary, as a preview is: the runs resolve, the summary says why there is none. Was: the
+    run failed with the RuntimeError its __repr__ raised."""
+    values = unshowable_pipeline(1).resolve(ProcessResolver(home=tmp_path))
+    assert [type(v) for v in values] == [Unshowable, Unshowable]
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    runs = [r for r in store.list_runs() if r.func_path.split(":")[-1].startswith("makes_unshowable")]
+    assert len(runs) == 2
+    for run in runs:
+        summary = store.get_artifact(run.output_id).summary
+        assert summary["repr"] == "<test_user_code.Unshowable: its __repr__ raised RuntimeError>"
+
+
+class Unmakeable(Exception):
+    """A value whose reduction does not make it again (its __init__ takes more than it keeps in ``args``)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(a)
+
+
+@sk.func
+def makes_unmakeable(x: int) -> Unmakeable:
+    return Unmakeable("a", "b")
+
+
+@sk.func
+def takes_unmakeable(e: Unmakeable) -> str:
+    return repr(e)
+
+
+@sk.func
+def unmakeable_pipeline(x: int) -> str:
+    return takes_unmakeable(makes_unmakeable(x))
+
+
+def test_an_input_that_cannot_be_copied_is_given_as_it_is(tmp_path):
+    """In process, a value that cannot be copied (nor loaded again from its pickle) still reaches the next func."""
+    assert unmakeable_pipeline(1).resolve(sk.LocalResolver(home=tmp_path)) == "Unmakeable('a')"
