@@ -5,12 +5,15 @@ from the driver, and to test the remote path end to end. A worker's stderr is pa
 its last lines are kept, as a container's log is: they tell why a worker died, and name the infrastructure failure
 of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`). A worker ends itself when this process
 dies (:func:`sematic_k8s.worker.die_with_parent`): nothing would read its outcome, and a driver started again runs
-the attempt afresh.
+the attempt afresh. Each worker leads a session of its own: the processes its func starts end with it (when it
+ends, is stopped past its timeout or canceled), as a container's do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -58,7 +61,7 @@ class ProcessExecutor(RemoteExecutor):
         inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
         env = {**inherited, "PYTHONPATH": path, **env, PARENT_PID_ENV: str(os.getpid())}
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=self.cwd, env=env,
-                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         lines: deque[str] = deque(maxlen=LOG_TAIL)
         relay = threading.Thread(target=_relay, args=(proc.stderr, lines), daemon=True, name="sk-worker-stderr")
         relay.start()
@@ -74,6 +77,7 @@ class ProcessExecutor(RemoteExecutor):
 
     def _ended(self, run_id: str, w: _Worker) -> Ended:
         del self.procs[run_id]
+        _end_group(w.proc)  # what its func left running ends with it, as in a container (and lets go of its stderr)
         w.relay.join(RELAY_GRACE)  # its last lines tell why it died, even with exit code 0 (os._exit(0) in its func)
         return Ended(run_id, w.proc.returncode, last_logs="".join(w.lines),
                      details={"executor": "process", "pid": w.proc.pid})
@@ -85,8 +89,15 @@ class ProcessExecutor(RemoteExecutor):
     def stop(self, run_id: str) -> None:
         w = self.procs.pop(run_id, None)
         if w is not None:
-            w.proc.kill()
+            _end_group(w.proc)
             w.proc.wait()
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill (SIGKILL: no handler delays it) a worker and every process its func started that is still in the
+    worker's session: a child that outlives its func's timeout or cancel, or its return, goes as in a container."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # none left (the group ended with the worker)
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _relay(stream: IO[bytes], lines: deque[str]) -> None:
