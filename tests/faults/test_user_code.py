@@ -19,6 +19,8 @@ from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
 
@@ -290,3 +292,34 @@ def test_what_a_worker_process_started_ends_with_it(tmp_path, wait):
     finally:
         if pid_file.exists() and _alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@sk.func
+def wanders_then_makes(to: str) -> list[int]:
+    os.chdir(to)
+    return list(range(2000))  # a value in a file of its own (not inline with its record)
+
+
+@sk.func
+def count(xs: list[int]) -> int:
+    return len(xs)
+
+
+@sk.func
+def relative_home_pipeline(to: str) -> int:
+    return count(wanders_then_makes(to))
+
+
+def test_a_func_changing_the_directory_moves_no_file_of_a_relative_home(tmp_path, monkeypatch):
+    """A home given relative to where the resolver started (home=".sk", $SEMATIC_K8S_HOME=.sk): its files stay there
+    when an inline func moves the process elsewhere. Was: the value it returned was written under the new directory,
+    its record pointing at bytes the home does not hold (ArtifactMissing for a rerun, the CLI, the dashboard)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    future = relative_home_pipeline(str(elsewhere))
+    assert future.resolve(sk.LocalResolver(home=".sk")) == 2000
+    store = sql_store(f"sqlite:///{tmp_path / '.sk' / 'db.sqlite3'}")
+    [made] = [r for r in store.runs_of_root(future.id) if r.func_path.endswith(":wanders_then_makes")]
+    assert LocalStorage(tmp_path / ".sk" / "storage").exists(artifact_key(made.output_id))
+    assert not (elsewhere / ".sk").exists()
