@@ -323,3 +323,28 @@ def test_a_func_changing_the_directory_moves_no_file_of_a_relative_home(tmp_path
     [made] = [r for r in store.runs_of_root(future.id) if r.func_path.endswith(":wanders_then_makes")]
     assert LocalStorage(tmp_path / ".sk" / "storage").exists(artifact_key(made.output_id))
     assert not (elsewhere / ".sk").exists()
+
+
+@sk.func(inline=False)
+def runs_out_of_memory(limit_mb: int) -> int:
+    """Under a memory limit of its own (the worker process's address space), allocates past it."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit_mb << 20, limit_mb << 20))
+    hoard = [bytearray(1 << 20) for _ in range(4 * limit_mb)]
+    return len(hoard)
+
+
+@sk.func
+def memory_pipeline(limit_mb: int) -> int:
+    return runs_out_of_memory(limit_mb)
+
+
+def test_a_worker_past_its_memory_limit_fails_its_run_as_memory_error(tmp_path):
+    """A worker process past its address-space limit (setrlimit in its func): its run fails as MemoryError, said
+    without an empty message after it (was "raised MemoryError: "), and the driver goes on."""
+    resolver = ProcessResolver(home=tmp_path)
+    with pytest.raises(ResolutionFailed) as raised:
+        memory_pipeline(600).resolve(resolver)
+    assert str(raised.value).splitlines()[0].endswith(f"(run {raised.value.run_id}) raised MemoryError")
+    assert _failed_run(tmp_path, raised.value)["type"] == "MemoryError"
