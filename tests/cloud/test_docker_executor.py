@@ -95,6 +95,12 @@ PROJECT = f'''
         return x + 3
 
     @sk.func(inline=False)
+    def leaves_a_child(x: int) -> int:
+        import subprocess
+        subprocess.Popen(["sleep", "600"])  # holds the container's stdout and stderr
+        return x + 4
+
+    @sk.func(inline=False)
     def lingers(x: int) -> int:
         threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: the worker does not end
         return x - 1
@@ -211,6 +217,15 @@ def test_bytes_that_are_not_text_a_huge_line_and_a_closed_stdout_do_not_hold_a_w
     task, outcome = run(executor, storage, project[0].closes_its_output, 1)
     assert stored_value(storage, outcome) == 4
     assert "closing" in storage.get(log_key(task.run_id)).decode()
+
+
+def test_a_child_a_func_left_running_ends_with_its_container(project, storage, executor):
+    """A process the func started and left running, holding the container's stdout and stderr: the outcome is read
+    when the worker says it stored it, and the container (the child with it) is gone once the worker exits."""
+    task, outcome = run(executor, storage, project[0].leaves_a_child, 1)
+    assert stored_value(storage, outcome) == 5
+    executor.close()
+    assert containers_of(task) == []
 
 
 def test_a_container_lingering_after_its_outcome_was_read_is_removed(project, storage, executor, monkeypatch):
