@@ -11,6 +11,7 @@ ends, is stopped past its timeout or canceled), as a container's do.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import signal
@@ -29,6 +30,7 @@ from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 NO_WORKER_ENV = frozenset({API_KEY_ENV, API_KEY_FILE_ENV})
+RELAY_PIECE = 64 * 1024  # bytes of a worker's stderr line read at once (see _relay)
 RELAY_GRACE = 2.0  # seconds a failed worker's last lines may take to be read after it exited (a child of its may
 # hold its stderr open: then what was read by then)
 
@@ -101,10 +103,13 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _relay(stream: IO[bytes], lines: deque[str]) -> None:
-    """Pass a worker's stderr on to this process's, line by line, keeping its last lines."""
+    """Pass a worker's stderr on to this process's, line by line, keeping its last lines: a line longer than
+    RELAY_PIECE bytes is read (and kept) in pieces, so a worker writing without newlines (a binary dump, a progress
+    bar's hundreds of megabytes) holds at most LOG_TAIL pieces here, not whole lines of any size."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character cut between pieces stays whole
     with stream:
-        for line in stream:
-            lines.append(line.decode(errors="replace"))
+        while line := stream.readline(RELAY_PIECE):
+            lines.append(decoder.decode(line))
             try:
                 view = memoryview(line)
                 while view:
