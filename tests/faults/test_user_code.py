@@ -348,3 +348,30 @@ def test_a_worker_past_its_memory_limit_fails_its_run_as_memory_error(tmp_path):
         memory_pipeline(600).resolve(resolver)
     assert str(raised.value).splitlines()[0].endswith(f"(run {raised.value.run_id}) raised MemoryError")
     assert _failed_run(tmp_path, raised.value)["type"] == "MemoryError"
+
+
+@sk.func(inline=False)
+def floods(megabytes: int) -> int:
+    """Writes that many megabytes to stderr without a newline, then fails."""
+    chunk = b"z" * (1 << 20)
+    for _ in range(megabytes):
+        os.write(2, chunk)
+    raise ValueError("flooded")
+
+
+@sk.func
+def flooding_pipeline(megabytes: int) -> int:
+    return floods(megabytes)
+
+
+def test_a_worker_writing_without_newlines_does_not_fill_the_drivers_memory(tmp_path):
+    """A worker process writing 100 MB to stderr without a newline: its driver keeps its last pieces, not the whole
+    line (was: the line read whole, then kept and joined, the driver's peak memory growing by 2.6 times what was
+    written: a worker dumping gigabytes took its driver down)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
+    with pytest.raises(ResolutionFailed, match="raised ValueError: flooded"):
+        flooding_pipeline(100).resolve(ProcessResolver(home=tmp_path))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50, f"the driver's peak memory grew by {grown_mb:.0f} MB"
