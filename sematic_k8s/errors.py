@@ -608,10 +608,22 @@ def clipped_ends(ends: str, length: int, limit: int) -> str:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     """The recordable form of an exception; its traceback starts at the user's code. A very long message (and
-    traceback) is clipped: its start and end are kept (:func:`clipped_error`)."""
-    tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
-    return clipped_error({"type": type(exc).__qualname__, "message": str(exc), "traceback": tb,
+    traceback) is clipped: its start and end are kept (:func:`clipped_error`). An exception whose ``__str__`` raises
+    (a func's own class) is recorded as itself, the message saying so: never the error its ``__str__`` raised."""
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
+    except Exception as e:  # noqa: BLE001 - a chained exception's own __str__ or __repr__ (the others are caught)
+        tb = f"(its traceback could not be formatted: {type(e).__name__})"
+    return clipped_error({"type": type(exc).__qualname__, "message": message_of(exc), "traceback": tb,
                           "mro": kinds(type(exc))})
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``; when that raises, what happened instead (a func's exception class whose ``__str__`` fails)."""
+    try:
+        return str(exc)
+    except Exception as e:  # noqa: BLE001 - whatever it raised: the error is recorded, with these words
+        return f"(its message could not be made: its __str__ raised {type(e).__qualname__})"
 
 
 def clipped_error(info: dict[str, Any]) -> dict[str, Any]:

@@ -81,8 +81,9 @@ AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_RE
 def home(override: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
     """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s (created if missing, unless
     ``create`` is False: a read). An OSError of the same kind saying what to do when it is a file, or cannot be
-    created."""
-    path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser()
+    created. Absolute, as the directory it names was when asked: a func that changes the process's directory (an
+    inline func's ``os.chdir``) moves none of the resolution's files."""
+    path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser().absolute()
     if not create:
         return path
     try:

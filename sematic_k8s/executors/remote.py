@@ -164,6 +164,11 @@ class RemoteExecutor:
         """Where a running worker runs (its container, Job and pod), as its ending's details say it; {} unknown."""
         return {}
 
+    def unread_tail(self, e: Ended) -> str:
+        """The last lines of a worker that ended with exit code 0 but without an outcome (``os._exit(0)`` in its
+        func), where they are read only on a failure ("" where they cannot be read, or were read already)."""
+        return ""
+
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
         """A resumed attempt (a restarted driver's): follow its worker if it is still there, running or ended
         unwatched, and return how many seconds it has run; None when there is none to follow (where workers
@@ -219,6 +224,8 @@ class RemoteExecutor:
         except KeyError:
             if e.stored:
                 return None
+            if e.exit_code == 0 and not e.last_logs:
+                e.last_logs = self.unread_tail(e)
             doc = {"error": _died(e)}
             # unless its own landed; also in the recorded error: a full disk (often the worker's own) loses nothing
             with contextlib.suppress(DiskFull):

@@ -547,8 +547,8 @@ class ResolutionLoop:
         self._transition(None, CANCELED, ended_at=now)
         run_id, info = self.failure or (None, {"type": "Error", "message": "unknown failure", "traceback": ""})
         func_name = self.graph.nodes[run_id].func.name if run_id and self.graph.nodes[run_id].func else "?"
-        message = (f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised "
-                   f"{info['type']}: {info['message']}")
+        said = f": {info['message']}" if info.get("message") else ""  # a bare MemoryError() says nothing more
+        message = f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised {info['type']}{said}"
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
         self._flush()
         if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one

@@ -231,6 +231,9 @@ ENDINGS: dict[str, tuple[Script | None, tuple[str, ...], str, str | None]] = {
             "ran out of memory (OOMKilled)", "loading 10 GB"),
     "crash": (Script(run=0.05, exit_code=139, logs="".join(f"line {i}\n" for i in range(100)) + "Segfault\n"),
               ("WorkerDied",), "exited with code 139 without a result", "Segfault"),
+    # os._exit(0) in its func: no outcome, exit code 0, so its last lines are read then (a successful pod's are not)
+    "quiet_exit": (Script(run=0.05, logs="leaving without a word\n"), ("WorkerDied",),
+                   "exited with code 0 without a result", "leaving without a word"),
     "bad_image": (None, ("InvalidImageName",), "image name is invalid", None),
     "image_pull": (None, ("ErrImagePull", "ImagePullBackOff"), "image_pull_secrets): ", None),
     # a deadline someone else set (an operator's patch of the Job, a policy webhook's on pods): the worker takes
