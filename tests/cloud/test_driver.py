@@ -255,19 +255,12 @@ def test_a_restarted_driver_resumes_its_resolution_with_the_same_ids(tmp_path):
 
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_worker_process_ends_when_its_driver_is_killed(tmp_path):
     """The driver is killed (kill -9) while its worker process runs a step waiting at a gate: the worker ends itself
     at once, never finishing the step (before: it ran on, adopted by another process, and finished the step when the
     gate opened, beside the attempt a restarted driver runs again: the step's side effects twice)."""
+    from waiting import alive
+
     d = _driver_at_the_gate(tmp_path)
     pid_file = f"{d.gate}.pid"
     deadline = time.monotonic() + 60
@@ -275,11 +268,11 @@ def test_a_worker_process_ends_when_its_driver_is_killed(tmp_path):
         assert time.monotonic() < deadline, "the gated step never started"
         time.sleep(0.05)
     worker = int(open(pid_file).read())
-    assert _alive(worker)
+    assert alive(worker)
     d.first.kill()
     d.first.wait()
     deadline = time.monotonic() + 60
-    while _alive(worker):
+    while alive(worker):
         if time.monotonic() > deadline:
             os.kill(worker, 9)
             pytest.fail(f"the worker process {worker} of a killed driver still runs")

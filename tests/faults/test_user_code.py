@@ -249,15 +249,6 @@ def test_an_input_that_cannot_be_copied_is_given_as_it_is(tmp_path):
     assert unmakeable_pipeline(1).resolve(sk.LocalResolver(home=tmp_path)) == "Unmakeable('a')"
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @sk.func(inline=False, timeout=3)
 def spawns(pid_file: str, wait: bool) -> int:
     """Starts a child that holds the worker's stdout and stderr open and outlives the func (unless waited for)."""
@@ -277,7 +268,7 @@ def spawning_pipeline(pid_file: str, wait: bool) -> int:
 def test_what_a_worker_process_started_ends_with_it(tmp_path, wait):
     """A child of a worker's func, holding its stdout and stderr: gone once the run ended, whether the worker was
     stopped past its timeout or returned (a container's processes end with it). Was: it ran on, adopted by init."""
-    from waiting import wait_for  # here: workers load this module, without the tests' support on their path
+    from waiting import alive, wait_for  # here: workers load this module, without the tests' support on their path
 
     pid_file = tmp_path / "child.pid"
     resolver = ProcessResolver(home=tmp_path / "home")
@@ -288,9 +279,9 @@ def test_what_a_worker_process_started_ends_with_it(tmp_path, wait):
         else:
             assert spawning_pipeline(str(pid_file), wait).resolve(resolver) == 1
         child = int(pid_file.read_text())
-        wait_for(lambda: not _alive(child), timeout=10, what=f"the func's child {child} to end")
+        wait_for(lambda: not alive(child), timeout=10, what=f"the func's child {child} to end")
     finally:
-        if pid_file.exists() and _alive(int(pid_file.read_text())):
+        if pid_file.exists() and alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
