@@ -62,3 +62,18 @@ def two_gates(n: int, first: str, second: str) -> int:
     a = remote_wait_for(first, remote_add(n, 1))
     b = remote_wait_for(second, remote_add(a, remote_add(1, 1)))
     return remote_add(b, 10)
+
+
+@sk.func
+def slow_add(a: int, b: int) -> int:
+    time.sleep(0.05)
+    return a + b
+
+
+@sk.func
+def long_chain(n: int, gate: str) -> int:
+    """``n`` additions of 1, one after another, behind a step waiting at ``gate``: ``n`` once the gate opens."""
+    x = wait_for(gate, 0)
+    for _ in range(n):
+        x = slow_add(x, 1)
+    return x
