@@ -100,6 +100,10 @@ def _is_loopback(host: str) -> bool:
               help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
 @click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
               help="Longest life of a resolution's token (it also ends when the resolution ends).")
+@click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=20, show_default=True,
+              help="Seconds a stopping server (SIGTERM, Ctrl-C) gives the requests under way to finish before it "
+                   "cuts them; live event streams end at once. Keep it below the time the process is given to stop "
+                   "(Kubernetes' terminationGracePeriodSeconds, less a preStop delay).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (PostgreSQL only): one per core serves more requests; "
                    "live events reach every process through the database.")
@@ -107,14 +111,17 @@ def _is_loopback(host: str) -> bool:
 @click.pass_context
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
-           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float, workers: int,
-           home_opt: Path | None) -> None:
+           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float,
+           shutdown_timeout: float, workers: int, home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
     Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage,
     and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
     (comma-separated URLs) for cloud resolutions that recorded theirs there.
     """
+    from sematic_k8s_server.shutdown import exit_on_sigterm
+
+    exit_on_sigterm()  # asked to stop, it stops and exits 0, from here on
     for flag, on in (("--local", local), ("--allow-docker", allow_docker)):
         if on and not _is_loopback(host):
             raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "
@@ -159,8 +166,8 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
                    f"API keys {'off: local mode' if local else 'required'}, reruns "
                    f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
-    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 5, "backlog": 4096,
-                               "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
+    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout,
+                               "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
     if app is not None:
         uvicorn.run(app, **options)
         return

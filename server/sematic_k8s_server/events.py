@@ -21,12 +21,27 @@ class Subscriber:
         self.loop, self.root_id = loop, root_id
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self.ended = asyncio.Event()  # the server is stopping: the stream ends
 
     def offer(self, event: dict[str, Any]) -> None:  # on the event loop
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next event; None when the server is stopping; TimeoutError when none came within ``timeout``."""
+        if self.ended.is_set():
+            return None
+        get, end = asyncio.ensure_future(self.queue.get()), asyncio.ensure_future(self.ended.wait())
+        done, _ = await asyncio.wait((get, end), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        end.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        if end in done:
+            return None
+        raise TimeoutError
 
 
 class EventBus:
@@ -35,12 +50,26 @@ class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscriber] = set()
         self._lock = threading.Lock()
+        self.ended = False
 
     def subscribe(self, root_id: str | None) -> Subscriber:
         sub = Subscriber(asyncio.get_running_loop(), root_id)
         with self._lock:
             self._subs.add(sub)
+            if self.ended:
+                sub.ended.set()
         return sub
+
+    def end(self) -> None:
+        """The server is stopping: every stream ends (now, and any opened still)."""
+        with self._lock:
+            self.ended = True
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.ended.set)
+            except RuntimeError:  # its loop is closed: the server stopped
+                pass
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -40,12 +39,14 @@ async def events(request: Request, caller: Caller,
                     sub.overflowed = False
                     yield 'data: {"type": "overflow"}\n\n'
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
+                    event = await sub.next(KEEPALIVE_SECONDS)
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
                     yield ": keepalive\n\n"
                     continue
+                if event is None:  # the server is stopping: the follower connects again (to another replica)
+                    return
                 yield f"data: {json.dumps(event)}\n\n"
         finally:
             srv.bus.unsubscribe(sub)
