@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +49,34 @@ def _keys_db_url(ctx: click.Context, home_opt: Path | None, db_url: str | None) 
     return url
 
 
-def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
+def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, imported lazily
+    """The server's database, opened (and migrated). One whose server does not answer yet (a PostgreSQL started with
+    this server, restarting, failing over) is tried again every second for ``wait`` seconds, said once."""
     try:
         from sematic_k8s_server.db import open_store
     except ImportError as e:
         raise click.ClickException(f"the server needs its extra dependencies: pip install 'sematic-k8s[server]' "
                                    f"({e})") from None
-    try:
-        return open_store(url)
-    except DatabaseUnopenable as e:  # the server's own settings to check
-        raise click.ClickException(f"{e.problem}; check --db-url, ${settings.DB_URL_ENV} or --home (a directory this "
-                                   "server may write)") from None
-    except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
-        raise click.ClickException(str(e)) from None
+    deadline, said = time.monotonic() + wait, False
+    while True:
+        try:
+            return open_store(url)
+        except DatabaseUnopenable as e:  # the server's own settings to check
+            if e.unreachable and time.monotonic() < deadline:
+                if not said:
+                    click.echo(f"Waiting for the metadata database ({e.problem}); the server starts once it answers, "
+                               f"or gives up after {wait:g} s (${settings.RETRY_WINDOW_ENV})", err=True)
+                    said = True
+                time.sleep(DATABASE_WAIT_STEP)
+                continue
+            waited = f" (tried for {wait:g} s)" if said else ""
+            raise click.ClickException(f"{e.problem}{waited}; check --db-url, ${settings.DB_URL_ENV} or --home (a "
+                                       "directory this server may write)") from None
+        except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
+            raise click.ClickException(str(e)) from None
+
+
+DATABASE_WAIT_STEP = 1.0  # seconds between two tries of a database that does not answer yet
 
 
 def _is_loopback(host: str) -> bool:
@@ -150,7 +166,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         _check_storage(storage, settings.STORAGE_ENV, os.environ.get(settings.STORAGE_ENV))
         for allowed_url, allowed in _allowed_storages():
             _check_storage(allowed, settings.STORAGE_ALLOW_ENV, allowed_url)
-        store = _open_store(url)  # migrated here, once, before any worker starts
+        store = _open_store(url, wait=settings.retry_window())  # migrated here, once, before any worker starts
         import uvicorn
 
         from sematic_k8s_server import auth
