@@ -64,7 +64,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        off = shutdown.on_stop(server.bus.end)  # live streams end as soon as a signal asks the server to stop
+        off = shutdown.on_stop(server.stopping)  # live streams end as soon as a signal asks the server to stop
         yield
         off()
         server.close()

@@ -13,6 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -22,7 +23,7 @@ def on_stop(stopping: Callable[[], None]) -> Callable[[], None]:
     function that takes the handler off again. Does nothing off the main thread (no signal reaches one)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    before: dict[int, Any] = {sig: signal.getsignal(sig) for sig in SIGNALS}
 
     def handler(sig: int, frame: FrameType | None) -> None:
         stopping()
