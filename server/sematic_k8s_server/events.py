@@ -19,9 +19,9 @@ QUEUE_SIZE = 10_000
 class Subscriber:
     def __init__(self, loop: asyncio.AbstractEventLoop, root_id: str | None) -> None:
         self.loop, self.root_id = loop, root_id
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
-        self.ended = asyncio.Event()  # the server is stopping: the stream ends
+        self.ended = False  # the server is stopping: the stream ends
 
     def offer(self, event: dict[str, Any]) -> None:  # on the event loop
         try:
@@ -29,19 +29,18 @@ class Subscriber:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def end(self) -> None:  # on the event loop
+        self.ended = True
+        try:
+            self.queue.put_nowait(None)  # wakes the stream up; a full queue ends it at its next event
+        except asyncio.QueueFull:
+            pass
+
     async def next(self, timeout: float) -> dict[str, Any] | None:
         """The next event; None when the server is stopping; TimeoutError when none came within ``timeout``."""
-        if self.ended.is_set():
+        if self.ended:
             return None
-        get, end = asyncio.ensure_future(self.queue.get()), asyncio.ensure_future(self.ended.wait())
-        done, _ = await asyncio.wait((get, end), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        end.cancel()
-        if get in done:
-            return get.result()
-        get.cancel()
-        if end in done:
-            return None
-        raise TimeoutError
+        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 class EventBus:
@@ -57,7 +56,7 @@ class EventBus:
         with self._lock:
             self._subs.add(sub)
             if self.ended:
-                sub.ended.set()
+                sub.end()
         return sub
 
     def end(self) -> None:
@@ -67,7 +66,7 @@ class EventBus:
             subs = list(self._subs)
         for sub in subs:
             try:
-                sub.loop.call_soon_threadsafe(sub.ended.set)
+                sub.loop.call_soon_threadsafe(sub.end)
             except RuntimeError:  # its loop is closed: the server stopped
                 pass
 
