@@ -4,8 +4,11 @@ LocalResolver writing through it, a live event stream following it."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -76,7 +79,7 @@ def sigterm(server: ServerProcess) -> tuple[int, float]:
     return code, time.monotonic() - start
 
 
-def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postgres: str, monkeypatch) -> None:
+def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postgres: str, monkeypatch, caplog) -> None:
     """Two replicas on one PostgreSQL behind a proxy; the older one SIGTERMed while a resolution writes through the
     proxy and a follower streams its events: it exits 0 well within the grace period, its streams end (not cut), its
     log says nothing alarming; the resolution finishes with every step recorded; the follower is live on the other."""
@@ -101,6 +104,9 @@ def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postg
         thread = threading.Thread(target=resolve, daemon=True)
         thread.start()
         wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+        logs = subprocess.Popen([sys.executable, "-m", "sematic_k8s.cli", "logs", "--follow", f.id],
+                                env={**os.environ, "SEMATIC_K8S_SERVER": proxy.url}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # `logs --follow` of the root, running till the end
         gate.touch()  # the chain's writes flow while the old replica stops
         wait_for(lambda: len([e for e in sum((x.events for x in followers), []) if '"resolved"' in e]) > 20, 60,
                  what="steps resolving")
@@ -108,10 +114,14 @@ def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postg
         proxy.remove(old.port)  # its endpoint goes (the proxy skips it meanwhile: its listener is closed)
         thread.join(120)
         assert outcome.get("value") == STEPS, outcome
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # not even a retry
+        assert proxy.connections[old.port] > 0 and proxy.connections[new.port] > 0  # both served it
         store = SqlStore(postgres, create=False)
         res, runs = store.get_resolution(f.id), store.runs_of_root(f.id)
         store.close()
         assert res.state == "resolved" and len(runs) == STEPS + 2 and {r.state for r in runs} == {"resolved"}
+        out, err = logs.communicate(timeout=60)
+        assert logs.returncode == 0 and err.strip().splitlines() == [f"run {f.id} (long_chain) resolved"], (out, err)
         assert code == 0, (code, old.log.read_text()[-3000:])
         assert took < GRACE / 2, took
         log = old.log.read_text()
