@@ -189,7 +189,9 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+    from sematic_k8s_server.shutdown import run_processes
+
+    run_processes(f"{__name__}:worker_app", workers, **options)
 
 
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV

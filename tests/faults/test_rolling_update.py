@@ -19,9 +19,16 @@ import pytest
 import fault_pipelines as fp
 import sematic_k8s as sk
 from outages import BalancingProxy, ServerProcess
+from sematic_k8s import serialization
+from sematic_k8s.settings import DRIVER_ENV
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store.sql import SqlStore
 from serving import wait_for
 
+HERE = Path(__file__).parent
 GRACE = 30  # the chart's terminationGracePeriodSeconds: Kubernetes kills (-9) a container still running then
 STEPS = 40
 
@@ -79,12 +86,16 @@ def sigterm(server: ServerProcess) -> tuple[int, float]:
     return code, time.monotonic() - start
 
 
-def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postgres: str, monkeypatch, caplog) -> None:
-    """Two replicas on one PostgreSQL behind a proxy; the older one SIGTERMed while a resolution writes through the
-    proxy and a follower streams its events: it exits 0 well within the grace period, its streams end (not cut), its
-    log says nothing alarming; the resolution finishes with every step recorded; the follower is live on the other."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postgres: str, monkeypatch, caplog,
+                                                           workers: int) -> None:
+    """Two replicas on one PostgreSQL behind a proxy; the older one (one process, or two: ``--workers 2``) SIGTERMed
+    while a resolution writes through the proxy, the CLI follows its logs and followers stream its events: it exits 0
+    well within the grace period, its streams end (not cut), its log says nothing alarming; the resolution finishes
+    with every step recorded; the followers are live on the other."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    old, new = ServerProcess(tmp_path / "old", db_url=postgres), ServerProcess(tmp_path / "new", db_url=postgres)
+    old = ServerProcess(tmp_path / "old", db_url=postgres, args=("--workers", str(workers)))
+    new = ServerProcess(tmp_path / "new", db_url=postgres)
     for server in (old, new):
         server.home.mkdir()
         server.start()
@@ -132,6 +143,52 @@ def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postg
     finally:
         for x in followers:
             x.stopped = True
+        proxy.close()
+        old.stop()
+        new.stop()
+
+
+def test_a_rolling_update_under_a_driver_loses_nothing(tmp_path: Path, postgres: str) -> None:
+    """A driver process (worker processes, numbered writes, a heartbeat every 0.2 s) recording through the proxy
+    while the older replica is SIGTERMed as its gated step ends: it resolves, exit 0, every step recorded once."""
+    old, new = ServerProcess(tmp_path / "old", db_url=postgres), ServerProcess(tmp_path / "new", db_url=postgres)
+    for server in (old, new):
+        server.home.mkdir()
+        server.start()
+    proxy = BalancingProxy(old.port, new.port)
+    storage = LocalStorage(tmp_path / "storage")
+    gate = tmp_path / "gate"
+    f = fp.remote_gated(4, str(gate))
+    root = serialization.serialize(f)
+    storage.put(artifact_key(root.id), root.payload)
+    spec = DriverSpec(root={"id": root.id, "format": root.format}, storage_url=storage_url(storage),
+                      image="127.0.0.1:5000/none@sha256:" + "0" * 64, build_hash="h" * 64, executor="process",
+                      resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
+    env = {k: v for k, v in os.environ.items() if k not in ("SEMATIC_K8S_API_KEY", "SEMATIC_K8S_DB_URL")}
+    env.update({DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": proxy.url, "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), str(HERE), str(HERE.parent / "support")])})
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: Path(f"{gate}.started").exists() or driver.poll() is not None, 120, what="the gated worker")
+        assert driver.poll() is None, log.read_text()
+        gate.touch()
+        code, took = sigterm(old)
+        proxy.remove(old.port)
+        assert driver.wait(120) == 0, log.read_text()
+        assert code == 0 and took < GRACE / 2, (code, took)
+        store = SqlStore(postgres, create=False)
+        res, runs = store.get_resolution(f.id), store.runs_of_root(f.id)
+        assert res.state == "resolved" and len(runs) == 5 and {r.state for r in runs} == {"resolved"}, runs
+        assert store.get_artifact(store.get_run(f.id).output_id).summary == (4 + 1) + (1 + 1)
+        store.close()
+        assert proxy.connections[old.port] > 0 and proxy.connections[new.port] > 0  # both served it
+        assert "Traceback" not in old.log.read_text() and "retrying" not in log.read_text(), log.read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
         proxy.close()
         old.stop()
         new.stop()
