@@ -3,14 +3,17 @@ answered, live event streams end (not cut), the process exits 0 at once and its 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 
 import httpx
 
-from outages import ServerProcess
+from outages import BalancingProxy, ServerProcess
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.wire import batch_to_json, dumps
@@ -70,4 +73,33 @@ def test_sigterm_answers_the_request_under_way_ends_streams_and_exits_0(tmp_path
         log = server.log.read_text()
         assert "Traceback" not in log and "ERROR" not in log and "Task was destroyed" not in log, log
     finally:
+        server.stop()
+
+
+def test_the_cli_goes_past_a_replica_closing_its_connection_unanswered(tmp_path) -> None:
+    """A CLI command through a load balancer whose first replica closes each connection unanswered (a replica that
+    stops: it took the connection as it closed its listener): the command's first look at the server (its health)
+    goes to the next replica, and the command answers (was: "Error: the sematic-k8s server at ... did not answer
+    (RemoteProtocolError: Server disconnected without sending a response.)", exit 1)."""
+    closing = socket.create_server(("127.0.0.1", 0))
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = closing.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+    threading.Thread(target=close_each, daemon=True).start()
+    server = ServerProcess(tmp_path)
+    server.start()
+    proxy = BalancingProxy(closing.getsockname()[1], server.port)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "runs", "list"], capture_output=True,
+                              text=True, env={**os.environ, "SEMATIC_K8S_SERVER": proxy.url}, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        proxy.close()
+        closing.close()
         server.stop()
