@@ -11,6 +11,8 @@ func failing)::
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
+    ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
+    ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
@@ -38,9 +40,10 @@ func failing)::
     BaseException
     ├── RunInterrupted                  raised in a func body on the resolving thread when its resolution is canceled
     └── WorkerDied                      a worker ended without writing an outcome (recorded, never raised)
-        ├── OOMKilled, DeadlineExceeded, Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName,
-        │   ErrImageNeverPull, CreateContainerConfigError, CreateContainerError, JobCreateFailed,
-        │   JobNameConflict, InvalidJob, PodDeleted, ContainerRemoved (docker rm), JobDeleted, BackoffLimitExceeded,
+        ├── OOMKilled, DeadlineExceeded, PodDeleted, ContainerRemoved (docker rm), JobDeleted, BackoffLimitExceeded
+        ├── WorkerNeverStarted          its code never began:
+        │   Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName, ErrImageNeverPull,
+        │   CreateContainerConfigError, CreateContainerError, JobCreateFailed, JobNameConflict, InvalidJob,
         │   FailedCreate (no pod: Pod Security, ServiceAccount, webhook), FailedCreatePodSandBox, FailedMount (a pod
         │   that never starts)
         └── WorkerLost
@@ -174,6 +177,30 @@ class LabelsChanged(Exception):
         super().__init__(f"the labels of resolution {resolution_id} changed since they were read (tags now: {now}; "
                          f"note now: {text}): nothing was changed; read them again and make your change to them")
         self.resolution_id, self.tags, self.note = resolution_id, tags, note
+
+
+class CancelRequested(Exception):
+    """A write recording a resolution resolved, refused (with its whole batch) because a cancel of it was accepted
+    just before (it is ``canceling``: the cancel landed after the loop last looked): an accepted cancel wins, so the
+    loop records it canceled instead, as the person who asked was told."""
+
+    def __init__(self, resolution_id: str) -> None:
+        super().__init__(f"resolution {resolution_id} was asked to cancel before its end was recorded: it is "
+                         "recorded canceled")
+        self.resolution_id = resolution_id
+
+
+class ContinuedAlready(ValueError):
+    """A ``continue`` (``rerun_mode="continue"``) of a resolution that another resolution, not ended, continues
+    already: refused with the whole batch that would record it, before anything of it runs, so that what did not
+    succeed is not run twice at once. Once that one ended (a silent one is marked dead then and there), it may be
+    continued again."""
+
+    def __init__(self, resolution_id: str, by: str, state: str) -> None:
+        super().__init__(f"resolution {resolution_id} is being continued already by resolution {by} ({state}): "
+                         f"nothing was started; follow that one (`sematic-k8s resolutions show {by}`), or cancel it "
+                         f"(`sematic-k8s cancel {by}`) and continue again")
+        self.resolution_id, self.by, self.state = resolution_id, by, state
 
 
 class TooManyTags(ValueError):
@@ -389,47 +416,53 @@ class DeadlineExceeded(WorkerDied):
     words = "the worker exceeded its timeout"
 
 
+class WorkerNeverStarted(WorkerDied):
+    """A worker whose code never began: its Job or pod could not be made, scheduled or set up, or its image pulled.
+    Recorded in the run's ``mro``, so its page and ``sematic-k8s logs`` say it never started (not "printed
+    nothing"), and its time to fail is not shown as a run time."""
+
+
 PULL_WORDS = ("the worker's image could not be pulled (can the nodes reach its registry? A private one needs the "
               "executor's image_pull_secrets)")
 
 
-class ImagePullBackOff(WorkerDied):
+class ImagePullBackOff(WorkerNeverStarted):
     words = PULL_WORDS
 
 
-class ErrImagePull(WorkerDied):
+class ErrImagePull(WorkerNeverStarted):
     words = PULL_WORDS
 
 
-class Unschedulable(WorkerDied):
+class Unschedulable(WorkerNeverStarted):
     words = "no node can run the worker (check cpu/memory/gpu requests and node selectors)"
 
 
-class CreateContainerConfigError(WorkerDied):
+class CreateContainerConfigError(WorkerNeverStarted):
     words = "the worker's container could not be set up (a missing Secret or ConfigMap?)"
 
 
-class CreateContainerError(WorkerDied):
+class CreateContainerError(WorkerNeverStarted):
     words = "the worker's container could not be created"
 
 
-class InvalidImageName(WorkerDied):
+class InvalidImageName(WorkerNeverStarted):
     words = "the worker's image name is invalid"
 
 
-class ErrImageNeverPull(WorkerDied):
+class ErrImageNeverPull(WorkerNeverStarted):
     words = "the worker's image is not on the node and may not be pulled"
 
 
-class JobCreateFailed(WorkerDied):
+class JobCreateFailed(WorkerNeverStarted):
     words = "the worker's Job could not be created"
 
 
-class JobNameConflict(WorkerDied):
+class JobNameConflict(WorkerNeverStarted):
     words = "the worker's Job name is taken"
 
 
-class InvalidJob(WorkerDied):
+class InvalidJob(WorkerNeverStarted):
     words = "the worker's Job is invalid"
 
 
@@ -465,15 +498,15 @@ class NodeRejected(WorkerLost):
     words = "the node refused the worker's pod (OutOfcpu, OutOfmemory, NodeAffinity: usage the scheduler missed)"
 
 
-class FailedCreate(WorkerDied):
+class FailedCreate(WorkerNeverStarted):
     words = "Kubernetes could not create the worker's pod"
 
 
-class FailedCreatePodSandBox(WorkerDied):
+class FailedCreatePodSandBox(WorkerNeverStarted):
     words = "the worker's pod could not start on its node (its sandbox could not be created)"
 
 
-class FailedMount(WorkerDied):
+class FailedMount(WorkerNeverStarted):
     words = "a volume of the worker's pod could not be mounted"
 
 
@@ -578,10 +611,22 @@ def clipped_ends(ends: str, length: int, limit: int) -> str:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     """The recordable form of an exception; its traceback starts at the user's code. A very long message (and
-    traceback) is clipped: its start and end are kept (:func:`clipped_error`)."""
-    tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
-    return clipped_error({"type": type(exc).__qualname__, "message": str(exc), "traceback": tb,
+    traceback) is clipped: its start and end are kept (:func:`clipped_error`). An exception whose ``__str__`` raises
+    (a func's own class) is recorded as itself, the message saying so: never the error its ``__str__`` raised."""
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
+    except Exception as e:  # noqa: BLE001 - a chained exception's own __str__ or __repr__ (the others are caught)
+        tb = f"(its traceback could not be formatted: {type(e).__name__})"
+    return clipped_error({"type": type(exc).__qualname__, "message": message_of(exc), "traceback": tb,
                           "mro": kinds(type(exc))})
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``; when that raises, what happened instead (a func's exception class whose ``__str__`` fails)."""
+    try:
+        return str(exc)
+    except Exception as e:  # noqa: BLE001 - whatever it raised: the error is recorded, with these words
+        return f"(its message could not be made: its __str__ raised {type(e).__qualname__})"
 
 
 def clipped_error(info: dict[str, Any]) -> dict[str, Any]:

@@ -260,12 +260,21 @@ def serialize(value: Any) -> Serialized:
         payload = cloudpickle.dumps(value)
     except Exception as e:
         raise TypeError(f"value of type {type_name(value)} cannot be serialized: {e}") from e
-    r = repr(value)
-    summary: dict[str, Any] = {"repr": r if len(r) <= _SUMMARY_CHARS else r[:_SUMMARY_CHARS] + "…"}
+    summary: dict[str, Any] = {"repr": _shown(value)}
     shown = previews.preview(value)  # a table or a picture for the dashboard
     if shown is not None:
         summary["preview"] = shown
     return Serialized(content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
+
+
+def _shown(value: Any) -> str:  # noqa: ANN401 - any value
+    """A pickled value's ``repr`` for its summary, clipped; a nicety, like its preview: a ``__repr__`` that raises
+    (a func's own class) never fails the run that returned the value."""
+    try:
+        r = repr(value)
+    except Exception as e:  # noqa: BLE001 - whatever the value's own __repr__ raised
+        return f"<{type_name(value)}: its __repr__ raised {type(e).__qualname__}>"
+    return r if len(r) <= _SUMMARY_CHARS else r[:_SUMMARY_CHARS] + "…"
 
 
 def deserialize(fmt: str, payload: bytes, artifact_id: str | None = None) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "SEMATIC_K8S_"
 
@@ -19,6 +20,8 @@ DB_URL_ENV = "SEMATIC_K8S_DB_URL"  # a SQLAlchemy URL for the metadata (default:
 SERVER_ENV = "SEMATIC_K8S_SERVER"  # the sematic-k8s server's base URL: record there instead of the local database
 API_KEY_ENV = "SEMATIC_K8S_API_KEY"  # the API key sent to the server (X-API-Key)
 API_KEY_FILE_ENV = "SEMATIC_K8S_API_KEY_FILE"  # a file holding it instead (drivers: their resolution's token)
+SERVER_AUTH_ENV = "SEMATIC_K8S_SERVER_AUTH"  # a driver's "user:password" for the server URL (kept out of the URL)
+SERVER_AUTH_FILE_ENV = "SEMATIC_K8S_SERVER_AUTH_FILE"  # a file holding it instead (drivers in Docker containers)
 LOG_LEVEL_ENV = "SEMATIC_K8S_LOG_LEVEL"  # the server's log level (uvicorn's names; default info)
 
 # -- artifact storage ------------------------------------------------------------------------------------
@@ -78,8 +81,9 @@ AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_RE
 def home(override: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
     """The data directory: ``override``, else $SEMATIC_K8S_HOME, else ~/.sematic_k8s (created if missing, unless
     ``create`` is False: a read). An OSError of the same kind saying what to do when it is a file, or cannot be
-    created."""
-    path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser()
+    created. Absolute, as the directory it names was when asked: a func that changes the process's directory (an
+    inline func's ``os.chdir``) moves none of the resolution's files."""
+    path = Path(override or os.environ.get(HOME_ENV) or Path.home() / ".sematic_k8s").expanduser().absolute()
     if not create:
         return path
     try:
@@ -97,15 +101,40 @@ def db_url(home_dir: Path) -> str:
 
 def api_key() -> str | None:
     """The credential for the server: $SEMATIC_K8S_API_KEY, else the contents of $SEMATIC_K8S_API_KEY_FILE."""
-    key = os.environ.get(API_KEY_ENV)
-    if key:
-        return key
-    path = os.environ.get(API_KEY_FILE_ENV)
+    return _secret(API_KEY_ENV, API_KEY_FILE_ENV, "API key")
+
+
+def server_url() -> str | None:
+    """$SEMATIC_K8S_SERVER, with the user info a driver was given apart ($SEMATIC_K8S_SERVER_AUTH, or the file
+    $SEMATIC_K8S_SERVER_AUTH_FILE: see :func:`split_user_info`) put back, when the URL has none of its own."""
+    url = os.environ.get(SERVER_ENV) or None
+    auth = _secret(SERVER_AUTH_ENV, SERVER_AUTH_FILE_ENV, "server user info")
+    if not url or not auth:
+        return url
+    parts = urlsplit(url)
+    return url if "@" in parts.netloc else urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
+
+
+def split_user_info(url: str) -> tuple[str, str | None]:
+    """``http://user:password@host:port/path`` -> (``http://host:port/path``, ``user:password``), as written
+    (percent-encoded); (url, None) for a URL without user info. A URL's password never goes into an environment
+    in plain: drivers are given it apart, as a secret."""
+    parts = urlsplit(url)
+    auth, at, netloc = parts.netloc.rpartition("@")
+    return (urlunsplit(parts._replace(netloc=netloc)), auth) if at else (url, None)
+
+
+def _secret(name: str, file_name: str, what: str) -> str | None:
+    """$``name``, else the contents of the file $``file_name``; None when neither is set."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(file_name)
     if path:
         try:
             return Path(path).read_text().strip() or None
         except OSError as e:
-            raise RuntimeError(f"cannot read the API key file ${API_KEY_FILE_ENV}={path}: {e}") from None
+            raise RuntimeError(f"cannot read the {what} file ${file_name}={path}: {e}") from None
     return None
 
 

@@ -29,14 +29,17 @@ PARENT_CHECK_INTERVAL = 0.2  # seconds between a worker process's looks at wheth
 
 
 def die_with_parent(parent: int) -> None:
-    """End this process (SIGKILL) as soon as ``parent`` is no longer its parent: the driver that started it died
-    (kill -9, an OOM kill) and it was handed to another. Its attempt has no one to report to: a driver started again
-    runs the attempt afresh (the process executor does not re-attach), and this one must not run beside it. A
-    thread's poll rather than Linux's ``PR_SET_PDEATHSIG``, which fires when the *thread* that started the worker
-    ends, and exists on Linux only."""
+    """End this process (SIGKILL), with the processes its func started when it leads their group (the process
+    executor's workers do), as soon as ``parent`` is no longer its parent: the driver that started it died (kill -9,
+    an OOM kill) and it was handed to another. Its attempt has no one to report to: a driver started again runs the
+    attempt afresh (the process executor does not re-attach), and this one must not run beside it. A thread's poll
+    rather than Linux's ``PR_SET_PDEATHSIG``, which fires when the *thread* that started the worker ends, and exists
+    on Linux only."""
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_INTERVAL)
+        if os.getpgid(0) == os.getpid():
+            os.killpg(0, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True, name="sk-parent-watch").start()

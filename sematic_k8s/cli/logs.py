@@ -8,7 +8,7 @@ import click
 
 from sematic_k8s import graph
 from sematic_k8s.cli import records
-from sematic_k8s.cli.output import emit, output_option
+from sematic_k8s.cli.output import emit, output_option, visible
 from sematic_k8s.store.records import RunRecord
 
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed run
@@ -24,6 +24,7 @@ def logs(ctx: click.Context, run_id: str, follow: bool, output: str) -> None:
     """Print the captured stdout and stderr of a run (RUN_ID or a unique start of it).
 
     With $SEMATIC_K8S_SERVER set they are read through the server: no storage credentials are needed here.
+    The lines are printed as the run printed them, colours and all (as `kubectl logs` does).
     """
     if follow and output == "json":
         raise click.UsageError("--follow prints text as it comes: use it without -o json")
@@ -38,7 +39,7 @@ def logs(ctx: click.Context, run_id: str, follow: bool, output: str) -> None:
     elif text is not None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
-        click.echo(f"run {run.id} ({run.func_name}, {run.state}) has no logs{_no_logs_reason(run)}", err=True)
+        click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{_no_logs_reason(run)}"), err=True)
 
 
 def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
@@ -53,7 +54,7 @@ def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
             break
         time.sleep(FOLLOW_INTERVAL)
         run = store.get_run(run.id) or run
-    click.echo(f"run {run.id} ({run.func_name}) {run.state}", err=True)
+    click.echo(visible(f"run {run.id} ({run.func_name}) {run.state}"), err=True)
 
 
 def _no_logs_reason(run: RunRecord) -> str:
@@ -61,8 +62,16 @@ def _no_logs_reason(run: RunRecord) -> str:
         return f": its output was reused from run {run.notes['reused_from']}"
     if run.cached_from:
         return f": its output came from the cache (run {run.cached_from})"
-    if run.state in (graph.CREATED, graph.SCHEDULED, graph.CANCELED):
+    waiting = run.notes.get("waiting") if run.attempts <= 1 else None  # its first attempt's worker never started
+    if run.state == graph.FAILED and run.attempts <= 1 and "WorkerNeverStarted" in (run.error or {}).get("mro", ()):
+        return ": it never started (see its error)"
+    if run.state == graph.CANCELED:
+        if run.started_at is None or waiting:
+            return ": it never started" + (f" (it was {waiting})" if waiting else "")
+        return ": it was stopped before its attempt ended (output is recorded as each attempt ends)"
+    if run.state in (graph.CREATED, graph.SCHEDULED):
         return ": it never ran"
     if run.state == graph.RUNNING:
-        return ": nothing recorded yet (output is recorded as each attempt ends; follow it with --follow)"
+        return (f": it has not started ({waiting})" if waiting else ": nothing recorded yet") + (
+            " (output is recorded as each attempt ends; follow it with --follow)")
     return ": it printed nothing"

@@ -45,7 +45,17 @@ def cell(value: Any) -> str:
         return local_time(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
+    return visible(str(value))
+
+
+# C0 and C1 control characters but newline and tab, as their escapes: records are client-written, and one holding
+# ESC or CSI would otherwise drive the reader's terminal (write its clipboard, clear or hide lines)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if chr(c) not in "\n\t"}
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters (but newlines and tabs) shown as escapes (``\\x1b``)."""
+    return text.translate(_CONTROLS)
 
 
 def local_time(value: dt.datetime) -> str:

@@ -213,8 +213,8 @@ class DockerExecutor(RemoteExecutor):
     def _ended(self, run_id: str, container: Any) -> Ended:
         state = container.attrs.get("State", {})
         reason = "OOMKilled" if state.get("OOMKilled") else None
-        # exit 0: the worker stored its outcome and logs; else its last lines tell why it died
-        logs = "" if state.get("ExitCode") == 0 else container.logs(tail=LOG_TAIL).decode(errors="replace")
+        # its last lines tell why it died when its outcome is missing, even with exit code 0 (os._exit(0) in its func)
+        logs = container.logs(tail=LOG_TAIL).decode(errors="replace")
         self._drop(run_id, container)
         return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs,
                      self._details(container))
@@ -271,6 +271,10 @@ class DockerExecutor(RemoteExecutor):
         self.containers.clear()
         for removal in self._removals:
             removal.join(60)
+
+    def where(self, run_id: str) -> dict[str, Any]:
+        container = self.containers.get(run_id)
+        return self._details(container) if container is not None else {}
 
     def tail(self, run_id: str) -> str:
         container = self.containers.get(run_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
@@ -17,13 +19,16 @@ from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 
 
-def execute(task: Task) -> Outcome:
+def execute(task: Task, *, own_inputs: bool = False) -> Outcome:
     """Run one task's func body here, with its context set and its output captured. On a thread with a guard (a
-    resolution loop's, an executor thread's), the body may be interrupted: RunInterrupted then carries its output."""
+    resolution loop's, an executor thread's), the body may be interrupted: RunInterrupted then carries its output.
+    A body that raises SystemExit (``sys.exit``) fails its run, as any error of its code. ``own_inputs``: the body
+    gets copies of its input values (:func:`own_copy`), which it may change as it likes: the values are shared in
+    this process (another run's input, a cached output, the resolution's result), and stay as recorded."""
     ctx_token = set_context(Context(task.run_id, task.root_id, task.root_id))
     buf, log_token = logcapture.start()
     try:
-        inputs = {k: v.value for k, v in task.inputs.items()}
+        inputs = {k: own_copy(v.value) if own_inputs else v.value for k, v in task.inputs.items()}
         task.func.check_inputs(inputs)
         guard = interrupts.current()
         value = task.func.fn(**inputs) if guard is None else guard.call(task.func.fn, **inputs)
@@ -31,12 +36,22 @@ def execute(task: Task) -> Outcome:
     except RunInterrupted as e:
         e.logs = buf.getvalue()
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         e.with_traceback(user_frames(e.__traceback__))  # shown from the user's code on, wherever it is shown
         return Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e), logs=buf.getvalue())
     finally:
         logcapture.stop(log_token)
         reset_context(ctx_token)
+
+
+def own_copy(value: Any) -> Any:  # noqa: ANN401 - any value a func takes
+    """A copy of a value that a body may change without changing it for anyone else, as a worker loads a copy of its
+    own: ``copy.deepcopy`` (immutable values are themselves). A value it cannot copy (a module inside it; a class whose
+    reduction does not make it again, which pickle cannot load either) is given as it is."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - whatever the value's own copying raised: shared, as before
+        return value
 
 
 Key = tuple[str, int]  # (run id, attempt)
@@ -106,7 +121,7 @@ class InlineExecutor:
 
     def submit(self, task: Task) -> None:
         if self.max_parallelism <= 1 and task.func.timeout is None:
-            self._done.put(execute(task))
+            self._done.put(execute(task, own_inputs=True))
             return
         if self._pool is None:
             self._pool = _Pool(self._run)
@@ -127,7 +142,7 @@ class InlineExecutor:
                     return  # stopped before it began
                 self._live[key] = guard
             try:
-                outcome = execute(task)
+                outcome = execute(task, own_inputs=True)
             except BaseException as e:  # noqa: BLE001 - RunInterrupted when stopped (dropped below); else the body's
                 outcome = Outcome(task.run_id, task.attempt, error=e, error_info=error_info(e),
                                   logs=getattr(e, "logs", ""))  # (SystemExit, say): its run's error, not a lost thread

@@ -312,14 +312,25 @@ class KubernetesExecutor(RemoteExecutor):
         self.follower.forget(a)
 
     def _logs(self, a: Attempt) -> str:
-        if not a.pod_name:
+        return self._pod_logs(a.pod_name)
+
+    def _pod_logs(self, pod_name: str | None) -> str:
+        if not pod_name:
             return ""
         try:
             self.stats.log_reads += 1
-            return self.kube.pod_log(a.pod_name, manifests.WORKER_CONTAINER, self.settings.log_tail)
+            return self.kube.pod_log(pod_name, manifests.WORKER_CONTAINER, self.settings.log_tail)
         except Exception as e:  # noqa: BLE001 - the pod may be gone already; the ending matters more
-            log.debug("no logs for pod %s: %s", a.pod_name, e)
+            log.debug("no logs for pod %s: %s", pod_name, e)
             return ""
+
+    def where(self, run_id: str) -> dict[str, Any]:
+        a = self.attempts.get(run_id)
+        return a.where(self.namespace, self.image) if a is not None else {}
+
+    def unread_tail(self, e: Ended) -> str:
+        """A worker whose pod exited 0 without an outcome: its last lines, read now (a successful pod's are not)."""
+        return self._pod_logs(e.details.get("pod"))
 
     def tail(self, run_id: str) -> str:
         a = self.attempts.get(run_id)

@@ -81,16 +81,20 @@ class Attempt:
             log.info("run %s: %s no more", self.spec.run_id, self.waiting.split(":")[0])
         self.waiting = self.waited_since = None
 
-    def ending(self, state: PodState, logs: str, namespace: str, image: str) -> Ended:
-        """How the attempt ended, as its pod's ``state`` says, with its last ``logs`` and where it ran."""
+    def where(self, namespace: str, image: str, node: str | None = None) -> dict[str, Any]:
+        """Where the attempt runs (or ran): its executor's details of it."""
         details: dict[str, Any] = {"executor": "kubernetes", "namespace": namespace, "job": self.job_name,
-                                   "pod": self.pod_name, "node": state.node, "image": image}
+                                   "pod": self.pod_name, "node": node, "image": image}
         if self.relaunches:
             details["relaunches"] = self.relaunches
         if self.waited >= 1:
             details["waited_seconds"] = round(self.waited, 1)
+        return {k: v for k, v in details.items() if v is not None}
+
+    def ending(self, state: PodState, logs: str, namespace: str, image: str) -> Ended:
+        """How the attempt ended, as its pod's ``state`` says, with its last ``logs`` and where it ran."""
         return Ended(self.spec.run_id, state.exit_code, state.reason, state.message, logs,
-                     {k: v for k, v in details.items() if v is not None})
+                     self.where(namespace, image, state.node))
 
 
 class Attempts:

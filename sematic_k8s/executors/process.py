@@ -5,12 +5,16 @@ from the driver, and to test the remote path end to end. A worker's stderr is pa
 its last lines are kept, as a container's log is: they tell why a worker died, and name the infrastructure failure
 of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`). A worker ends itself when this process
 dies (:func:`sematic_k8s.worker.die_with_parent`): nothing would read its outcome, and a driver started again runs
-the attempt afresh.
+the attempt afresh. Each worker leads a session of its own: the processes its func starts end with it (when it
+ends, is stopped past its timeout or canceled), as a container's do.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +30,7 @@ from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 NO_WORKER_ENV = frozenset({API_KEY_ENV, API_KEY_FILE_ENV})
+RELAY_PIECE = 64 * 1024  # bytes of a worker's stderr line read at once (see _relay)
 RELAY_GRACE = 2.0  # seconds a failed worker's last lines may take to be read after it exited (a child of its may
 # hold its stderr open: then what was read by then)
 
@@ -42,7 +47,10 @@ class ProcessExecutor(RemoteExecutor):
 
     def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None) -> None:
         super().__init__(storage, storage_url)
-        self.cwd = cwd
+        # where workers start, and the directory on their path: this process's as it starts, not as an inline func
+        # may have left it (os.chdir elsewhere, or into a directory deleted since, which os.getcwd() cannot name)
+        self.start_dir = os.getcwd()
+        self.cwd = cwd or self.start_dir
         self.procs: dict[str, _Worker] = {}
 
     @classmethod
@@ -51,11 +59,11 @@ class ProcessExecutor(RemoteExecutor):
         return cls(storage, spec.storage_url)
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
-        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        path = os.pathsep.join(filter(None, [self.start_dir, os.environ.get("PYTHONPATH")]))
         inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
         env = {**inherited, "PYTHONPATH": path, **env, PARENT_PID_ENV: str(os.getpid())}
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=self.cwd, env=env,
-                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         lines: deque[str] = deque(maxlen=LOG_TAIL)
         relay = threading.Thread(target=_relay, args=(proc.stderr, lines), daemon=True, name="sk-worker-stderr")
         relay.start()
@@ -71,10 +79,9 @@ class ProcessExecutor(RemoteExecutor):
 
     def _ended(self, run_id: str, w: _Worker) -> Ended:
         del self.procs[run_id]
-        code = w.proc.returncode
-        if code != 0:  # its last lines tell why
-            w.relay.join(RELAY_GRACE)
-        return Ended(run_id, code, last_logs="" if code == 0 else "".join(w.lines),
+        _end_group(w.proc)  # what its func left running ends with it, as in a container (and lets go of its stderr)
+        w.relay.join(RELAY_GRACE)  # its last lines tell why it died, even with exit code 0 (os._exit(0) in its func)
+        return Ended(run_id, w.proc.returncode, last_logs="".join(w.lines),
                      details={"executor": "process", "pid": w.proc.pid})
 
     def tail(self, run_id: str) -> str:
@@ -84,15 +91,25 @@ class ProcessExecutor(RemoteExecutor):
     def stop(self, run_id: str) -> None:
         w = self.procs.pop(run_id, None)
         if w is not None:
-            w.proc.kill()
+            _end_group(w.proc)
             w.proc.wait()
 
 
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill (SIGKILL: no handler delays it) a worker and every process its func started that is still in the
+    worker's session: a child that outlives its func's timeout or cancel, or its return, goes as in a container."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # none left (the group ended with the worker)
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _relay(stream: IO[bytes], lines: deque[str]) -> None:
-    """Pass a worker's stderr on to this process's, line by line, keeping its last lines."""
+    """Pass a worker's stderr on to this process's, line by line, keeping its last lines: a line longer than
+    RELAY_PIECE bytes is read (and kept) in pieces, so a worker writing without newlines (a binary dump, a progress
+    bar's hundreds of megabytes) holds at most LOG_TAIL pieces here, not whole lines of any size."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character cut between pieces stays whole
     with stream:
-        for line in stream:
-            lines.append(line.decode(errors="replace"))
+        while line := stream.readline(RELAY_PIECE):
+            lines.append(decoder.decode(line))
             try:
                 view = memoryview(line)
                 while view:

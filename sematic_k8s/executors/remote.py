@@ -33,7 +33,8 @@ from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key,
 LOG_TAIL = 40  # a dead worker's last log lines (its container's or its process's stderr) kept for its error
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
 CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
-URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned URLs last when its func has no timeout
+URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned PUTs last when its func has no timeout
+READ_GRACE = 900.0  # seconds (and twice the retry window) a worker's input GETs last: it reads them as it starts
 
 
 def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
@@ -159,6 +160,15 @@ class RemoteExecutor:
         """The last lines a running worker printed ("" where they cannot be read)."""
         return ""
 
+    def where(self, run_id: str) -> dict[str, Any]:
+        """Where a running worker runs (its container, Job and pod), as its ending's details say it; {} unknown."""
+        return {}
+
+    def unread_tail(self, e: Ended) -> str:
+        """The last lines of a worker that ended with exit code 0 but without an outcome (``os._exit(0)`` in its
+        func), where they are read only on a failure ("" where they cannot be read, or were read already)."""
+        return ""
+
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
         """A resumed attempt (a restarted driver's): follow its worker if it is still there, running or ended
         unwatched, and return how many seconds it has run; None when there is none to follow (where workers
@@ -214,6 +224,8 @@ class RemoteExecutor:
         except KeyError:
             if e.stored:
                 return None
+            if e.exit_code == 0 and not e.last_logs:
+                e.last_logs = self.unread_tail(e)
             doc = {"error": _died(e)}
             # unless its own landed; also in the recorded error: a full disk (often the worker's own) loses nothing
             with contextlib.suppress(DiskFull):
@@ -235,10 +247,10 @@ class RemoteExecutor:
             del self.deadlines[run_id]
             if run_id not in self.running:
                 continue
-            tail = self.tail(run_id)
+            tail, where = self.tail(run_id), self.where(run_id)
             self.stop(run_id)
             out.append(Ended(run_id, None, "DeadlineExceeded", f"timed out after {timeout:g} s", tail,
-                             {"timed_out_after": timeout}))
+                             {**where, "timed_out_after": timeout}))
         return out
 
     def cancel(self, run_ids: list[str]) -> None:
@@ -253,9 +265,12 @@ class RemoteExecutor:
 
 def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: Task) -> dict[str, str]:
     """The requests a worker makes, presigned ("GET key" / "PUT key" -> URL): its inputs, its outcome
-    document, its staging object. They last the func's timeout (else URL_EXPIRY) plus twice the retry window."""
-    expiry = (task.func.timeout or URL_EXPIRY) + 2 * settings.retry_window() + 60
-    urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), expiry) for i in spec.input_ids.values()}
+    document, its staging object. The PUTs last the func's timeout (else URL_EXPIRY) plus twice the retry window;
+    the GETs only READ_GRACE plus twice the retry window, as the worker reads every input before its func runs (one
+    that starts later meets 403, a StorageError: the attempt is run again with new URLs)."""
+    window = 2 * settings.retry_window() + 60
+    expiry, reads = (task.func.timeout or URL_EXPIRY) + window, READ_GRACE + window
+    urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), reads) for i in spec.input_ids.values()}
     for key in (outcome_key(spec.run_id, spec.attempt), staged_key(spec.run_id, spec.attempt)):
         urls[f"PUT {key}"] = presign("PUT", key, expiry)
     return urls

@@ -33,7 +33,14 @@ from sematic_k8s.labels import (
     run_labels,
 )
 from sematic_k8s.quantities import memory_quantity, quantity
-from sematic_k8s.settings import API_KEY_ENV, DRIVER_JOB_ENV, DRIVER_JOB_UID_ENV, NAMESPACE_ENV, POD_NAME_ENV
+from sematic_k8s.settings import (
+    API_KEY_ENV,
+    DRIVER_JOB_ENV,
+    DRIVER_JOB_UID_ENV,
+    NAMESPACE_ENV,
+    POD_NAME_ENV,
+    SERVER_AUTH_ENV,
+)
 from sematic_k8s.specs import (
     ARCHITECTURES,
     DRIVER_COMMAND,
@@ -55,12 +62,13 @@ DRIVER_CONTAINER = "driver"
 # A driver's token lives in a Secret of its resolution's (token_secret_name), under this key; the S3
 # credentials in the Secret the Helm chart (or the user) provides, named by a setting, under these keys.
 API_KEY_KEY = "api-key"
+SERVER_AUTH_KEY = "server-auth"  # the user info of the server URL the driver was given, when it had one
 STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
     "AWS_ACCESS_KEY_ID": ("AWS_ACCESS_KEY_ID", False),
     "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", False),
     "AWS_SESSION_TOKEN": ("AWS_SESSION_TOKEN", True),
 }
-SECRET_ENV = frozenset({API_KEY_ENV, *STORAGE_SECRET_KEYS})  # never passed as plain env
+SECRET_ENV = frozenset({API_KEY_ENV, SERVER_AUTH_ENV, *STORAGE_SECRET_KEYS})  # never passed as plain env
 
 # What the driver learns about itself through the downward API (so workers can be owned by its Job).
 
@@ -120,15 +128,17 @@ def token_secret_name(root_id: str) -> str:
 
 
 def token_secret(root_id: str, token: str, *, namespace: str, func_name: str = "driver",
-                 owner: tuple[str, str] | None = None) -> client.V1Secret:
-    """One resolution's driver token (key ``api-key``), labelled like its driver; ``owner``: the driver Job's
-    (name, uid), so that deleting the Job (or its TTL) deletes the Secret too."""
+                 owner: tuple[str, str] | None = None, server_auth: str | None = None) -> client.V1Secret:
+    """One resolution's driver token (key ``api-key``) and the user info of its server URL if it has one (key
+    ``server-auth``), labelled like its driver; ``owner``: the driver Job's (name, uid), so that deleting the Job
+    (or its TTL) deletes the Secret too."""
+    data = {API_KEY_KEY: token, **({SERVER_AUTH_KEY: server_auth} if server_auth else {})}
     labels = {**MANAGED_BY, **run_labels(root_id, root_id, func_name, "driver")}
     return client.V1Secret(
         api_version="v1", kind="Secret", type="Opaque",
         metadata=client.V1ObjectMeta(name=token_secret_name(root_id), namespace=namespace, labels=labels,
                                      owner_references=[owner_reference(*owner)] if owner else None),
-        data={API_KEY_KEY: base64.b64encode(token.encode()).decode()})
+        data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()})
 
 
 def resources(cpu: str | None, memory: str | None, gpu: int | None, *,
@@ -177,7 +187,8 @@ def plain_env(env: Mapping[str, str]) -> list[client.V1EnvVar]:
 
 
 def secret_env(storage_secret: str | None, api_key_secret: str | None = None) -> list[client.V1EnvVar]:
-    """``secretKeyRef`` env vars: S3 credentials from ``storage_secret``, the API key from ``api_key_secret``."""
+    """``secretKeyRef`` env vars: S3 credentials from ``storage_secret``, the API key (and the server URL's user
+    info, where the Secret has it) from ``api_key_secret``."""
     out = []
     if storage_secret:
         for env_name, (key, optional) in STORAGE_SECRET_KEYS.items():
@@ -186,6 +197,8 @@ def secret_env(storage_secret: str | None, api_key_secret: str | None = None) ->
     if api_key_secret:
         out.append(client.V1EnvVar(name=API_KEY_ENV, value_from=client.V1EnvVarSource(
             secret_key_ref=client.V1SecretKeySelector(name=api_key_secret, key=API_KEY_KEY, optional=False))))
+        out.append(client.V1EnvVar(name=SERVER_AUTH_ENV, value_from=client.V1EnvVarSource(
+            secret_key_ref=client.V1SecretKeySelector(name=api_key_secret, key=SERVER_AUTH_KEY, optional=True))))
     return out
 
 

@@ -107,6 +107,8 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
         elif reason in NODE_GONE or (disrupted and reason != "DeadlineExceeded"):
             reason, retryable = "Evicted", True
             message = message or (disruption or {}).get("message") or (disruption or {}).get("reason")
+        elif not reason and (pod.get("metadata") or {}).get("deletionTimestamp"):  # stopped by a delete (kubectl)
+            reason = "PodDeleted"  # its words: errors.PodDeleted
         elif not reason and term and term.get("reason") not in BORING_EXIT:
             reason = term.get("reason")
         return PodState(terminal=True, exit_code=exit_code, reason=reason, message=message,

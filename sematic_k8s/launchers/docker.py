@@ -4,9 +4,10 @@ The CloudResolver's driver gets the Docker socket mounted so that its DockerExec
 beside it: a developer-machine path, started by the developer. A driver the server starts (local development
 only) never gets the socket (``docker_socket=False``): its runs execute as processes in its own container.
 
-The driver's credential (``$SEMATIC_K8S_API_KEY`` in the env given: its resolution's token) is never put in
-the container's environment, where ``docker inspect`` would show it: it is copied into the created container
-as a file readable by the image's user alone, named by ``$SEMATIC_K8S_API_KEY_FILE``.
+The driver's credential (``$SEMATIC_K8S_API_KEY`` in the env given: its resolution's token), and the user info
+of its server URL when it has one (``$SEMATIC_K8S_SERVER_AUTH``), are never put in the container's environment,
+where ``docker inspect`` would show them: each is copied into the created container as a file readable by the
+image's user alone, named by ``$SEMATIC_K8S_API_KEY_FILE`` (``$SEMATIC_K8S_SERVER_AUTH_FILE``).
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
@@ -28,13 +29,14 @@ from typing import Any
 from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
-from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, SERVER_AUTH_ENV, SERVER_AUTH_FILE_ENV
 from sematic_k8s.specs import DRIVER_COMMAND, DriverSpec
 
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
 DOCKER_SOCKET = "/var/run/docker.sock"
 SECRETS_DIR = "sematic-k8s-secrets"  # at the container's root
 TOKEN_FILE = f"/{SECRETS_DIR}/api-key"
+SERVER_AUTH_FILE = f"/{SECRETS_DIR}/server-auth"  # the user info of the server URL, when it had one
 
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: bool = True) -> None:
@@ -43,9 +45,12 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
 
     root_id = spec.root_id or ""
     env = dict(env)
-    token = env.pop(API_KEY_ENV, None)
-    if token:
-        env[API_KEY_FILE_ENV] = TOKEN_FILE
+    secrets: dict[str, str] = {}  # file in the container -> its text
+    for path, var, file_var in ((TOKEN_FILE, API_KEY_ENV, API_KEY_FILE_ENV),
+                                (SERVER_AUTH_FILE, SERVER_AUTH_ENV, SERVER_AUTH_FILE_ENV)):
+        value = env.pop(var, None)
+        if value:
+            secrets[path], env[file_var] = value, path
     client = docker_client()
     kwargs: dict[str, Any] = dict(
         command=list(DRIVER_COMMAND), detach=True, network_mode="host", auto_remove=True, environment=env,
@@ -62,8 +67,8 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
         client.images.pull(spec.image)
         container = client.containers.create(spec.image, **kwargs)
     try:
-        if token:
-            container.put_archive("/", _secret_archive(token, _image_user(client, spec.image)))
+        if secrets:
+            container.put_archive("/", _secret_archive(secrets, _image_user(client, spec.image)))
         container.start()
     except BaseException:
         container.remove(force=True)
@@ -103,20 +108,22 @@ def _image_user(client: Any, image: str) -> tuple[int, int]:
     return (int(uid) if uid.isdigit() else 0, int(gid) if gid.isdigit() else int(uid) if uid.isdigit() else 0)
 
 
-def _secret_archive(token: str, owner: tuple[int, int]) -> bytes:
-    """A tar of ``SECRETS_DIR/`` (0700) holding ``api-key`` (0400), owned by ``owner``."""
+def _secret_archive(secrets: dict[str, str], owner: tuple[int, int]) -> bytes:
+    """A tar of ``SECRETS_DIR/`` (0700) holding each of ``secrets`` (its path -> its text; 0400), owned by
+    ``owner``."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         now = time.time()
         directory = tarfile.TarInfo(SECRETS_DIR)
         directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o700, now
-        data = token.encode()
-        file = tarfile.TarInfo(f"{SECRETS_DIR}/api-key")
-        file.size, file.mode, file.mtime = len(data), 0o400, now
-        for info in (directory, file):
-            info.uid, info.gid = owner
+        directory.uid, directory.gid = owner
         tar.addfile(directory)
-        tar.addfile(file, io.BytesIO(data))
+        for path, text in secrets.items():
+            data = text.encode()
+            file = tarfile.TarInfo(path.lstrip("/"))
+            file.size, file.mode, file.mtime = len(data), 0o400, now
+            file.uid, file.gid = owner
+            tar.addfile(file, io.BytesIO(data))
     return out.getvalue()
 
 

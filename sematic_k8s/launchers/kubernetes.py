@@ -7,7 +7,9 @@ ConfigMap names the ServiceAccounts and the storage Secret for the driver and it
 
 The driver's credential is its resolution's token (``$SEMATIC_K8S_API_KEY`` in the env given): it goes into a
 Secret of its own (``sk-token-<resolution>``, owned by the driver's Job), which the Job reads it from; it is
-never a plain value of the Job. Whoever launches needs to create and patch Secrets in the run namespace.
+never a plain value of the Job. So does the user info of the server URL (``$SEMATIC_K8S_SERVER_AUTH``), when it
+has one and the chart's ConfigMap does not give the in-cluster address instead. Whoever launches needs to create
+and patch Secrets in the run namespace.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import (
     API_KEY_ENV,
     DRIVER_ENV,
+    SERVER_AUTH_ENV,
     SERVICE_ACCOUNT_ENV,
     STORAGE_SECRET_ENV,
     WORKER_SERVICE_ACCOUNT_ENV,
@@ -62,7 +65,13 @@ def in_cluster_env(env: Mapping[str, str], cluster: Mapping[str, str]) -> dict[s
     if not cluster:
         return dict(env)
     kept = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    return {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
+    merged = {**kept, **{k: cluster[k] for k in IN_CLUSTER_KEYS if cluster.get(k)}}
+    if cluster.get(settings.SERVER_ENV):  # the user info of the submitting machine's URL is for that URL alone
+        merged[settings.SERVER_ENV], auth = settings.split_user_info(cluster[settings.SERVER_ENV])
+        merged.pop(SERVER_AUTH_ENV, None)
+        if auth:
+            merged[SERVER_AUTH_ENV] = auth
+    return merged
 
 
 def check_platform(api: client.ApiClient, platform: str, image: str) -> None:
@@ -116,8 +125,8 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
             settings.setdefault(key, list(driver_settings[key]))
     spec = dataclasses.replace(spec, executor_settings=settings,
                                resolution=dataclasses.replace(spec.resolution, root_id=spec.root_id or root_id))
-    token = env.get(API_KEY_ENV)
-    secret_name = _store_token(api, namespace, root_id, token, func_name) if token else None
+    token, auth = env.get(API_KEY_ENV), env.get(SERVER_AUTH_ENV)
+    secret_name = _store_token(api, namespace, root_id, token or "", auth, func_name) if token or auth else None
     job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
                      service_account=service_account or os.environ.get(SERVICE_ACCOUNT_ENV) or None,
                      secret_name=secret_name, storage_secret=storage_secret, func_name=func_name,
@@ -137,10 +146,12 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     return name
 
 
-def _store_token(api: client.ApiClient, namespace: str, root_id: str, token: str, func_name: str) -> str:
-    """Create (or, on a second launch, update) the Secret holding ``root_id``'s driver token; its name."""
+def _store_token(api: client.ApiClient, namespace: str, root_id: str, token: str, server_auth: str | None,
+                 func_name: str) -> str:
+    """Create (or, on a second launch, update) the Secret holding ``root_id``'s driver token (and the user info of
+    its server URL); its name."""
     core = client.CoreV1Api(api)
-    secret = manifests.token_secret(root_id, token, namespace=namespace, func_name=func_name)
+    secret = manifests.token_secret(root_id, token, namespace=namespace, func_name=func_name, server_auth=server_auth)
     name = token_secret_name(root_id)
     try:
         api_call(core.create_namespaced_secret, namespace, secret)

@@ -276,9 +276,11 @@ def ensure_image(project_root: str | os.PathLike[str], registry_repo: str, base_
                  python_version: str | None = None, client: Any = None, nocache: bool = False) -> ImageRef:
     """The image for the project at ``project_root``, built and pushed only when needed.
 
-    ``recorded`` is a previous (context hash, digest ref) such as a Resolution's: reused when the hash matches and
-    the registry still holds it (:func:`image_in_registry`; one deleted or garbage-collected is built and pushed
-    again, saying so). Else a tag named by the hash already in ``registry_repo`` is reused. Else build + push.
+    ``recorded`` is a previous (context hash, digest ref) such as a Resolution's: reused when the hash matches, the
+    image is in ``registry_repo`` (a record is client-written: it never chooses another repository's image, nor a
+    registry host to ask) and the registry still holds it (:func:`image_in_registry`; one deleted or
+    garbage-collected is built and pushed again, saying so). Else a tag named by the hash already in
+    ``registry_repo`` is reused. Else build + push.
     ``network=True`` installs dependencies from the network inside the build instead of host-fetched wheels.
     ``python_version`` is the base image's Python (for the wheels); default: from a ``python:X.Y`` base, else 3.11.
     """
@@ -288,8 +290,12 @@ def ensure_image(project_root: str | os.PathLike[str], registry_repo: str, base_
     if recorded is not None:
         rec_hash, rec_ref = ((recorded.context_hash, recorded.digest_ref) if isinstance(recorded, ImageRef)
                              else recorded)
-        if rec_hash == ctx.context_hash and "@sha256:" in rec_ref:
-            rec_repo, _, rec_digest = rec_ref.partition("@")
+        rec_repo, _, rec_digest = rec_ref.partition("@")
+        ours = rec_repo == registry_repo.rstrip("/")
+        if rec_hash == ctx.context_hash and rec_digest.startswith("sha256:") and not ours:
+            say(f"image: the recorded {rec_ref[:300]} is not in {registry_repo}, where this resolver's images are: "
+                "not reused")
+        elif rec_hash == ctx.context_hash and rec_digest.startswith("sha256:"):
             if image_in_registry(rec_repo, rec_digest, client):
                 say(f"image: reusing recorded {rec_ref}")
                 return ImageRef(rec_ref, ctx.context_hash, False, platform=registry_platform(rec_repo, rec_digest))

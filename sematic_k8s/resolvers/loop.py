@@ -24,6 +24,7 @@ from typing import Any
 
 from sematic_k8s import caching, graph, limits
 from sematic_k8s.errors import (
+    CancelRequested,
     DatabaseLocked,
     DiskFull,
     DriverReplaced,
@@ -537,13 +538,17 @@ class ResolutionLoop:
         now = utcnow()
         if root.state == RESOLVED:
             self.recorder.batch.resolution_updates[self.root_id] = {"state": RESOLVED, "ended_at": now, "error": None}
-            self._flush()
+            try:
+                self._flush()
+            except CancelRequested:  # accepted since the loop last looked: it wins, recorded as any cancel
+                canceled = self._canceled()
+                raise self._abort(canceled) or canceled from None
             return root.output.value
         self._transition(None, CANCELED, ended_at=now)
         run_id, info = self.failure or (None, {"type": "Error", "message": "unknown failure", "traceback": ""})
         func_name = self.graph.nodes[run_id].func.name if run_id and self.graph.nodes[run_id].func else "?"
-        message = (f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised "
-                   f"{info['type']}: {info['message']}")
+        said = f": {info['message']}" if info.get("message") else ""  # a bare MemoryError() says nothing more
+        message = f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised {info['type']}{said}"
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
         self._flush()
         if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one

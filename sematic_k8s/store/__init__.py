@@ -20,7 +20,6 @@ its id or a unique start of it in any of them (the CLI's ids, the resolvers' ``r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,7 +101,7 @@ def open_store(home: Path, server: str | None = None, api_key: str | None = None
     with ``api_key``, else $SEMATIC_K8S_API_KEY or the file $SEMATIC_K8S_API_KEY_FILE) when there is one,
     else the embedded database of ``home``. ``retry_window``: how long to ride out a server outage (default
     $SEMATIC_K8S_RETRY_WINDOW; an interactive command may want less)."""
-    server = server or os.environ.get(settings.SERVER_ENV) or None
+    server = server or settings.server_url()
     if server:
         return http_store(server, api_key or settings.api_key(), retry_window)
     return sql_store(settings.db_url(home))

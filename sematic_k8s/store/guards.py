@@ -1,18 +1,18 @@
 """What a write checks in its own transaction before it lands, and refuses the whole batch over: a driver another one
 took over (fencing), a batch applied already (ordered writes: skipped, not refused), a resolution that ended, a
-resolved run changed, an artifact record that contradicts the recorded one (reported, for the server to settle by
-the bytes); and the write lock those reads need on SQLite."""
+resolved run changed, a second ``continue`` of one resolution at once, an artifact record that contradicts the
+recorded one (reported, for the server to settle by the bytes); and the write lock those reads need on SQLite."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.records import check_sequence
-from sematic_k8s.store.tables import ENDED, RESOLVED
+from sematic_k8s.store.tables import CANCELING, ENDED, RESOLVED
 
 R = TypeVar("R")
 TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
@@ -54,6 +54,8 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
       ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
       (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
       not a resolver's: they pass.)
+    - :class:`CancelRequested` for a write recording a resolution resolved that is ``canceling``: a cancel accepted
+      after its loop last looked (between that look and this write) wins; the loop records it canceled.
 
     Called before the batch writes anything. On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the
     batch updates or fences in id order (the order :func:`writes.update` takes them in): a sweeper's or a
@@ -69,7 +71,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     if conn.dialect.name == "postgresql":
         stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
     else:
-        stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_(ENDED)),
+        stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_((*ENDED, CANCELING))),
                                  t.c.id.in_(list(fence))))
     for res_id, state, error, epoch, epoch_at, last in conn.execute(stmt):
         if res_id in fence and (epoch or 0) > fence[res_id]:
@@ -78,6 +80,8 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
             raise Replayed(res_id)
         if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
             raise ResolutionEnded(res_id, state, error)
+        if res_id in writer and state == CANCELING and updates[res_id].get("state") == RESOLVED:
+            raise CancelRequested(res_id)
 
 
 def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> dict[str, dict[str, Any]]:
@@ -89,6 +93,48 @@ def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> d
     for res_id, number in sequence.items():
         out[res_id] = {**out.get(res_id, {}), "driver_seq": number}
     return out
+
+
+def continued(row: dict[str, Any]) -> str | None:
+    """The resolution a new resolution's record continues (``rerun_mode="continue"``), or None."""
+    settings = row.get("settings")
+    if isinstance(settings, dict) and settings.get("rerun_mode") == "continue" and row.get("rerun_of"):
+        return str(row["rerun_of"])
+    return None
+
+
+def refuse_second_continue(conn: sa.Connection, table: sa.Table, new_resolutions: list[dict[str, Any]],
+                           expire: Callable[[list[str]], list[str]]) -> None:
+    """Raise :class:`ContinuedAlready` (the whole batch is not recorded) for a new resolution that continues a
+    resolution which another resolution, not ended, continues already: two ``continue`` s of one resolution at once
+    would both run what did not succeed. A continuation that went silent does not count: ``expire`` (this
+    transaction's :func:`~sematic_k8s.store.liveness.expire_silent` of the ids given) marks it dead first; nor does
+    one recorded without heartbeats (by an older version: whether it still runs cannot be told). The same
+    record sent again (its own id) is no other. On PostgreSQL the continued resolutions' rows are read ``FOR
+    UPDATE``, in id order, so two such writes take turns and the later one sees the earlier one's record (SQLite:
+    the write lock, :func:`hold_write_lock`)."""
+    wanted: dict[str, str] = {}  # continued resolution -> the new one continuing it
+    for row in new_resolutions:
+        if (of := continued(row)) is not None:
+            if of in wanted and wanted[of] != row["id"]:  # two in one batch (merged requests): the second refused
+                raise ContinuedAlready(of, wanted[of], str(row.get("state") or "running"))
+            wanted[of] = row["id"]
+    if not wanted:
+        return
+    t = table
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(t.c.id).where(t.c.id.in_(sorted(wanted))).order_by(t.c.id).with_for_update()).all()
+    stmt = sa.select(t.c.id, t.c.rerun_of, t.c.state, t.c.settings).where(  # (no heartbeat: an older version's)
+        t.c.rerun_of.in_(list(wanted)), t.c.state.not_in(ENDED), t.c.id.not_in(list(wanted.values())),
+        t.c.heartbeat_at.is_not(None))
+    others = {res_id: (of, state) for res_id, of, state, settings in conn.execute(stmt)
+              if continued({"id": res_id, "rerun_of": of, "settings": settings}) is not None}
+    if others:
+        for res_id in expire(sorted(others)):  # silent: marked dead, and no longer in the way
+            del others[res_id]
+    if others:
+        res_id, (of, state) = min(others.items())
+        raise ContinuedAlready(of, res_id, state)
 
 
 def refuse_unresolving(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:

@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from sematic_k8s import limits, settings
-from sematic_k8s.errors import DiskFull, DriverReplaced, LabelsChanged, ResolutionEnded, ServerError, TooManyTags
+from sematic_k8s.errors import (
+    CancelRequested,
+    ContinuedAlready,
+    DiskFull,
+    DriverReplaced,
+    LabelsChanged,
+    ResolutionEnded,
+    ServerError,
+    TooManyTags,
+)
 from sematic_k8s.retries import RetryLater, retrying
 from sematic_k8s.settings import API_KEY_ENV
 from sematic_k8s.store.http_connections import (
@@ -49,6 +58,9 @@ HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolut
 ENDED_HEADER = "X-Sematic-K8s-Ended"  # "<resolution id> <state>": on a write refused as ResolutionEnded (409), and
 # on a resolution token refused only because its resolution ended (401)
 REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
+# on one refused as ContinuedAlready: "<continued resolution id> <the one continuing it> <its state>"
+CONTINUED_HEADER = "X-Sematic-K8s-Continued"
+CANCELING_HEADER = "X-Sematic-K8s-Canceling"  # on one refused as CancelRequested: "<resolution id>"
 PAGE = 1000  # the server's largest page
 RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
@@ -125,6 +137,11 @@ class HttpStore:
         replaced = (response.headers.get(REPLACED_HEADER) or "").split() if response.status_code == 409 else []
         if len(replaced) == 2:
             raise DriverReplaced(replaced[0], None if replaced[1] == "-" else parse_datetime(replaced[1]))
+        continued = (response.headers.get(CONTINUED_HEADER) or "").split() if response.status_code == 409 else []
+        if len(continued) == 3:
+            raise ContinuedAlready(*continued)
+        if response.status_code == 409 and (canceling := response.headers.get(CANCELING_HEADER)):
+            raise CancelRequested(canceling)
         if response.status_code >= 400:
             raise ServerError(f"{method} {API}{path} on {self.url}: HTTP {response.status_code}: {_detail(response)}"
                               f"{_not_ours(response, self.url)}", response.status_code)

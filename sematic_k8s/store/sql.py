@@ -209,6 +209,9 @@ class SqlStore:
             if res_updates or batch.fence or batch.sequence:  # first: refused, or applied already, it writes nothing
                 guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
                 res_updates = guards.sequenced(res_updates, batch.sequence)
+            if batch.new_resolutions:
+                guards.refuse_second_continue(conn, self._res, batch.new_resolutions,
+                                              lambda ids: self._expire(conn, ids))
             writes.insert_absent(conn, self._res, batch.new_resolutions)
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
@@ -223,6 +226,15 @@ class SqlStore:
                 guards.refuse_unresolving(conn, self._runs, batch.run_updates)
             writes.update(conn, self._runs, batch.run_updates)
             writes.update(conn, self._res, res_updates)
+
+    def check_continue(self, resolution_id: str) -> None:
+        """ContinuedAlready when another resolution, not ended, continues ``resolution_id``: what the write recording
+        a continue of it would be refused over (:func:`guards.refuse_second_continue`; a silent one marked dead),
+        asked before anything is started (the server's rerun action, whose driver records the resolution later)."""
+        row = {"id": "", "rerun_of": resolution_id, "settings": {"rerun_mode": "continue"}}
+        with self.engine.begin() as conn:
+            guards.hold_write_lock(conn)
+            guards.refuse_second_continue(conn, self._res, [row], lambda ids: self._expire(conn, ids))
 
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
@@ -381,9 +393,13 @@ class SqlStore:
             found, _ = self._read(read, silent)
         return found
 
+    def _expire(self, conn: sa.Connection, ids: Iterable[str] | None = None) -> list[str]:
+        """:func:`liveness.expire_silent` in the transaction of ``conn``."""
+        return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids)
+
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
         heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs
         (:func:`liveness.expire_silent`, in a transaction of its own). Returns the ids marked."""
         with self.engine.begin() as conn:
-            return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids)
+            return self._expire(conn, ids)

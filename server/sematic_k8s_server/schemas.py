@@ -535,3 +535,5 @@ class OverviewOut(BaseModel):
     counts: dict[str, int] = Field(description="all runs by state")
     total_runs: int
     page: int = Field(description="runs of an expanded group shown at a time")
+    waiting: dict[str, str] = Field(default_factory=dict, description="running runs whose worker has not started "
+                                    "(at most 20): run id -> what it waits for (capacity, quota), as in /counts")

@@ -2,8 +2,9 @@
 
 A token may read its own resolution and the one it re-runs, record only its own resolution's runs, look up
 the cache and read artifacts by their content id (knowing a sha256 is what makes it readable: cache hits
-reuse other resolutions' outputs). Everything else (listing, live events, reruns, cancels, minting tokens,
-keys) needs an API key. Each refusal is a 403 that says which.
+reuse other resolutions' outputs), from the default storage or the one a resolution it may read recorded.
+Everything else (listing, live events, reruns, cancels, minting tokens, keys) needs an API key. Each refusal
+is a 403 that says which.
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ class Server:
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         self.sweeper = Sweeper(store, self._expired)
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
+        # credentials checked again by requests that stay open (live events): those waiting share one query
+        self.credentials: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
         self.readiness = Readiness(store.engine)
 
     def start(self) -> None:

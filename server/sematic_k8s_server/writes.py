@@ -21,7 +21,7 @@ from typing import Protocol
 
 import sqlalchemy.exc
 
-from sematic_k8s.errors import ResolutionEnded, RunResolved
+from sematic_k8s.errors import CancelRequested, ContinuedAlready, ResolutionEnded, RunResolved
 from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import ENDED
@@ -85,16 +85,17 @@ def _merge(group: Batch, b: Batch) -> None:
 
 
 def write_all(write: Write, batches: Sequence[Batch]) -> list[BaseException | None]:
-    """``write`` each merged group; when a group conflicts with recorded data or has a bad value, or holds a batch
-    applied already, its batches one by one, so that only the faulty ones fail and only the replayed ones are
-    skipped. Each batch's error, :class:`~sematic_k8s.store.guards.Replayed` for one applied already (nothing of it
-    written: answered as written, but no event), or None."""
+    """``write`` each merged group; when a group conflicts with recorded data (a second ``continue`` of a resolution
+    included) or has a bad value, or holds a batch applied already, its batches one by one, so that only the faulty
+    ones fail and only the replayed ones are skipped. Each batch's error,
+    :class:`~sematic_k8s.store.guards.Replayed` for one applied already (nothing of it written: answered as written,
+    but no event), or None."""
     results: list[BaseException | None] = [None] * len(batches)
     for merged, members in groups(batches):
         replays: set[str] = set()
         try:
             write(merged, replays=replays)
-        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved) as e:
+        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved, ContinuedAlready, CancelRequested) as e:
             if len(members) == 1 or isinstance(e, OUTAGE):
                 for i in members:
                     results[i] = e

@@ -130,7 +130,8 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
                          storage_url=s3_env)  # local development: the server may start drivers in containers
     with serve(tmp_path / "server", config=ServerConfig(reruns=reruns)) as server:
         def resolver(**kw) -> sk.CloudResolver:
-            return sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_env,
+            return sk.CloudResolver(server=server.url.replace("//", "//ann:s3cret@"), api_key=server.key,
+                                    storage=s3_env,
                                     registry=f"{REGISTRY}/sk-test-cloud", base_image=infra,
                                     project_root=str(root), poll_interval=0.2, progress=lines.append, **kw)
 
@@ -149,6 +150,7 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         env = dict(e.split("=", 1) for e in seen[f.id]["Config"]["Env"])
         assert "SEMATIC_K8S_API_KEY" not in env and env["SEMATIC_K8S_API_KEY_FILE"]  # its token, as a file
         assert server.key not in json.dumps(seen[f.id])  # never the user's key
+        assert "s3cret" not in json.dumps(seen[f.id]) and env["SEMATIC_K8S_SERVER_AUTH_FILE"]  # nor the URL's
 
         # 2. a rerun with unchanged code builds nothing, reuses the digest, re-executes only the reset runs
         target = squares[1]

@@ -74,6 +74,33 @@ PROJECT = f'''
         return 2 * x
 
     @sk.func(inline=False)
+    def exits_quietly(x: int) -> int:
+        print("leaving without a word", flush=True)
+        os._exit(0)
+
+    @sk.func(inline=False)
+    def babbles(x: int) -> int:
+        os.write(1, b"not utf-8: \\xff\\xfe\\n")
+        os.write(2, b"\\xff\\xfe")
+        for i in range(3):
+            print(f"\\r{{i}}%", end="", flush=True)
+        os.write(1, b"y" * 10_000_000)  # no newline
+        return x + 2
+
+    @sk.func(inline=False)
+    def closes_its_output(x: int) -> int:
+        print("closing", flush=True)
+        os.close(1)
+        os.close(2)
+        return x + 3
+
+    @sk.func(inline=False)
+    def leaves_a_child(x: int) -> int:
+        import subprocess
+        subprocess.Popen(["sleep", "600"])  # holds the container's stdout and stderr
+        return x + 4
+
+    @sk.func(inline=False)
     def lingers(x: int) -> int:
         threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: the worker does not end
         return x - 1
@@ -170,6 +197,35 @@ def test_a_worker_dying_after_the_stored_line_is_recorded_as_died_with_its_last_
     assert "exited with code 3" in outcome.error_info["message"]
     assert "going down" in outcome.error_info["traceback"]
     assert "going down" in storage.get(log_key(task.run_id)).decode()
+
+
+def test_a_worker_that_exits_0_without_a_result_is_recorded_as_died_with_its_last_lines(project, storage, executor):
+    """os._exit(0) in a worker's func: no outcome, exit code 0. Was: recorded without its last lines (those of a
+    worker that exited 0 were never read: its outcome says everything)."""
+    task, outcome = run(executor, storage, project[0].exits_quietly, 1)
+    assert outcome.output is None and outcome.error_info is not None
+    assert outcome.error_info["message"] == "the worker exited with code 0 without a result"
+    assert "leaving without a word" in outcome.error_info["traceback"]
+    assert "leaving without a word" in storage.get(log_key(task.run_id)).decode()
+
+
+def test_bytes_that_are_not_text_a_huge_line_and_a_closed_stdout_do_not_hold_a_worker_up(project, storage, executor):
+    """Bytes that are not UTF-8 on stdout and stderr, progress written with \\r, a 10 MB line with no newline; a func
+    closing fds 1 and 2 (the worker cannot say its outcome is stored: awaited to its end, then read)."""
+    task, outcome = run(executor, storage, project[0].babbles, 1)
+    assert stored_value(storage, outcome) == 3
+    task, outcome = run(executor, storage, project[0].closes_its_output, 1)
+    assert stored_value(storage, outcome) == 4
+    assert "closing" in storage.get(log_key(task.run_id)).decode()
+
+
+def test_a_child_a_func_left_running_ends_with_its_container(project, storage, executor):
+    """A process the func started and left running, holding the container's stdout and stderr: the outcome is read
+    when the worker says it stored it, and the container (the child with it) is gone once the worker exits."""
+    task, outcome = run(executor, storage, project[0].leaves_a_child, 1)
+    assert stored_value(storage, outcome) == 5
+    executor.close()
+    assert containers_of(task) == []
 
 
 def test_a_container_lingering_after_its_outcome_was_read_is_removed(project, storage, executor, monkeypatch):

@@ -135,6 +135,7 @@ def test_a_func_past_its_timeout_is_stopped_and_its_containers_removed(base_imag
         assert run.state == "failed" and run.error["type"] == "DeadlineExceeded"
         assert "timed out after 8 s" in run.error["message"]
         assert "going to sleep" in run.error["traceback"]  # the container's last log lines
+        assert run.notes["executor"]["container"] and run.notes["executor"]["timed_out_after"] == 8  # where it ran
         assert "timed out after 8 s" in str(info.value)
         wait_for(lambda: not containers_of(f.id), 30, what="the resolution's containers to be removed")
 

@@ -282,17 +282,18 @@ def test_a_recorded_image_is_looked_for_in_its_registry_and_one_that_does_not_an
     proxy = ThrottlingProxy(registry.port, lambda head: head.startswith(b"HEAD /v2/sk-test-recorded/manifests/"), 2,
                             status=503, code="", headers={"Retry-After": "1"})
     root = small_project(tmp_path / "project")
-    recorded = (compute_context(root, base_image).context_hash, f"127.0.0.1:{proxy.port}/sk-test-recorded@{digest}")
+    repo = f"127.0.0.1:{proxy.port}/sk-test-recorded"  # the resolver's own repository: only its images are reused
+    recorded = (compute_context(root, base_image).context_hash, f"{repo}@{digest}")
     if fault == "stopped":
         registry.kill()
     lines: list[str] = []
     try:
         if fault == "stopped":
             with pytest.raises(RegistryUnavailable) as caught:
-                ensure_image(root, "127.0.0.1:1/unused", base_image, recorded=recorded, progress=lines.append,
+                ensure_image(root, repo, base_image, recorded=recorded, progress=lines.append,
                              client=NoDocker())
         else:
-            image = ensure_image(root, "127.0.0.1:1/unused", base_image, recorded=recorded, progress=lines.append,
+            image = ensure_image(root, repo, base_image, recorded=recorded, progress=lines.append,
                                  client=NoDocker())
     finally:
         proxy.close()

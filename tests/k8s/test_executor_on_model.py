@@ -231,6 +231,9 @@ ENDINGS: dict[str, tuple[Script | None, tuple[str, ...], str, str | None]] = {
             "ran out of memory (OOMKilled)", "loading 10 GB"),
     "crash": (Script(run=0.05, exit_code=139, logs="".join(f"line {i}\n" for i in range(100)) + "Segfault\n"),
               ("WorkerDied",), "exited with code 139 without a result", "Segfault"),
+    # os._exit(0) in its func: no outcome, exit code 0, so its last lines are read then (a successful pod's are not)
+    "quiet_exit": (Script(run=0.05, logs="leaving without a word\n"), ("WorkerDied",),
+                   "exited with code 0 without a result", "leaving without a word"),
     "bad_image": (None, ("InvalidImageName",), "image name is invalid", None),
     "image_pull": (None, ("ErrImagePull", "ImagePullBackOff"), "image_pull_secrets): ", None),
     # a deadline someone else set (an operator's patch of the Job, a policy webhook's on pods): the worker takes
@@ -433,6 +436,24 @@ def test_an_evicted_worker_whose_pod_stops_slowly_runs_again_not_failed_by_its_j
     assert outcome.details["relaunches"] == 1 and outcome.details["job"] == f"sk-{run_id}-1-r1"
 
 
+def test_a_worker_pod_deleted_by_hand_ends_its_run_saying_so(cluster, api, storage):
+    """``kubectl delete pod`` on a running worker (no DisruptionTarget: not an eviction): the kubelet stops it
+    (SIGTERM, exit 143) and reports the pod Failed while it is being deleted. The run fails as PodDeleted, "the
+    worker's pod was deleted before it finished", with its last log lines (was: "the worker exited with code 143
+    without a result", as if the func had died by itself)."""
+    cluster.behaviour = behave({"worker": Script(forever=True, logs="epoch 1 of 10\nepoch 2 of 10\n")})
+    ex = executor(api, storage)
+    run_id = submit(ex, square, new_id(), {"x": 3})
+    pod = cluster.wait(lambda: not ex.wait(0.02) and [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                                       if p["status"].get("phase") == "Running"])[0]
+    client.CoreV1Api(api).delete_namespaced_pod(pod, NS)
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "PodDeleted", info
+    assert info["message"] == "the worker's pod was deleted before it finished", info["message"]  # said once
+    assert "epoch 2 of 10" in info["traceback"]
+
+
 def test_a_worker_on_a_lost_node_runs_again_elsewhere_though_its_pod_stays_terminating(cluster, api, storage):
     """A node cut off: its pods are deleted by the taint eviction controller (DisruptionTarget) but no kubelet
     confirms, so they stay Terminating, and their Jobs say FailureTarget BackoffLimitExceeded. The run is
@@ -606,10 +627,14 @@ def test_a_worker_past_its_timeout_is_stopped_with_its_last_lines(cluster, api, 
     cluster.behaviour = behave({"worker": Script(forever=True, logs="epoch 1\nepoch 2\n")})
     ex = executor(api, storage)
     run_id = submit(ex, quick, new_id())
-    info = wait_for(ex, 1)[run_id].error_info
+    outcome = wait_for(ex, 1)[run_id]
     ex.close()
+    info = outcome.error_info
     assert info is not None and info["type"] == "DeadlineExceeded" and "timed out after 1 s" in info["message"]
     assert "epoch 2" in info["traceback"]
+    # where it ran, as for any other ending (was only {"timed_out_after": 1}: its Job and pod unnamed)
+    assert outcome.details["job"] == f"sk-{run_id}-1" and outcome.details["pod"].startswith(f"sk-{run_id}-1-")
+    assert outcome.details["executor"] == "kubernetes" and outcome.details["timed_out_after"] == 1
     cluster.wait(lambda: jobs(cluster) == [])
 
 
@@ -1202,7 +1227,9 @@ def test_a_driver_job_deleted_without_its_pod_ends_the_resolution_and_its_follow
     [driver_pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root.id)
                                          if p["status"].get("phase") == "Running"], message="the driver pod running")
     job = cluster.get("jobs.batch", NS, f"sk-driver-{root.id}")
-    owned = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]))
+    # the follower is what this test is about: the driver's own read of its Job (owner_check, 10 s; tested below)
+    # must not find it gone first on a busy machine, and record the end in its own words
+    owned = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=3600)
     loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
                           ResolutionSettings(root_id=root.id), kind="cloud")
     stopped: list[BaseException] = []

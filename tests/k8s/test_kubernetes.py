@@ -290,6 +290,47 @@ def test_launch_driver_creates_the_driver_job_once(cluster, api, monkeypatch):
     assert [c.status for c in posts] == [201, 409]  # the second answered 409 and was not retried
 
 
+def test_a_server_urls_password_reaches_the_driver_by_its_secret_never_in_the_jobs_spec(cluster, api, monkeypatch):
+    """A CloudResolver whose server URL carries Basic credentials (``http://user:password@host``, which the HTTP
+    store sends and never names in a message): the driver Job's spec holds the URL without them, and the driver
+    reads them from its resolution's Secret, beside its token, back into the URL it records through. Was: the
+    whole URL, password and all, a plain env value of the Job (and of a Docker driver container)."""
+    from sematic_k8s.launchers import driver_env
+    from sematic_k8s.store import open_store
+
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", resolution=ResolutionSettings(root_id=new_id()))
+    env = driver_env(spec, "http://ann%40corp:s3cret@sk.example:8000/sematic", "sk8t_tok", None)
+    launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api)
+    [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
+    assert "s3cret" not in json.dumps(api.sanitize_for_serialization(job))
+    env_vars = {e.name: e for e in job.spec.template.spec.containers[0].env}
+    assert env_vars[settings.SERVER_ENV].value == "http://sk.example:8000/sematic"
+    ref = env_vars[settings.SERVER_AUTH_ENV].value_from.secret_key_ref
+    secret = client.CoreV1Api(api).read_namespaced_secret(ref.name, NS)
+    assert ref.name == manifests.token_secret_name(spec.root_id) and ref.key == "server-auth"
+    pod_env = {settings.SERVER_ENV: env_vars[settings.SERVER_ENV].value,  # what the pod's container is given
+               settings.SERVER_AUTH_ENV: base64.b64decode(secret.data[ref.key]).decode()}
+    for name, value in pod_env.items():
+        monkeypatch.setenv(name, value)
+    store = open_store(settings.home(create=False))  # as the driver opens it
+    assert store.url == "http://sk.example:8000/sematic"  # as messages name it
+    assert store.headers["Authorization"] == "Basic " + base64.b64encode(b"ann@corp:s3cret").decode()
+
+    # the chart's ConfigMap gives the in-cluster address: the submitting machine's user info stays behind
+    client.CoreV1Api(api).create_namespaced_config_map(NS, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="sematic-k8s"), data={"SEMATIC_K8S_SERVER": "http://sk.sk.svc:8000"}))
+    second = DriverSpec(root={"id": "b" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                        executor="kubernetes", resolution=ResolutionSettings(root_id=new_id()))
+    launch_driver(second, second.root_id, driver_env(second, "http://ann:s3cret@sk.example:8000", "sk8t_2", None),
+                  namespace=NS, api_client=api)
+    [job] = jobs(api, f"sematic-k8s/resolution-id={second.root_id},sematic-k8s/role=driver")
+    assert {e.name: e.value for e in job.spec.template.spec.containers[0].env}[settings.SERVER_ENV] == \
+        "http://sk.sk.svc:8000"
+    secret = client.CoreV1Api(api).read_namespaced_secret(manifests.token_secret_name(second.root_id), NS)
+    assert set(secret.data) == {"api-key"}
+
+
 def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(cluster, api, monkeypatch):
     for name in ("SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_STORAGE_SECRET", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"):
         monkeypatch.delenv(name, raising=False)

@@ -153,3 +153,47 @@ def test_unreachable_storage_is_retried_for_the_window_then_a_storage_error():
     with pytest.raises(StorageError, match="cannot reach storage") as e:
         worker.get("k")
     assert "secret" not in str(e.value)
+
+
+def test_a_workers_input_urls_last_only_until_it_has_read_them(s3, monkeypatch):
+    """A worker reads all its inputs before its func runs: their presigned GETs expire 15 minutes (plus twice the
+    retry window) after the launch, whatever the func's timeout; the PUTs of its outcome and staging object last
+    the timeout (else a day) as before. Was: the GETs lasted as long as the PUTs, a day for a func without a
+    timeout, for whoever reads the worker's environment. The worker still runs with them."""
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from sematic_k8s.executors.base import Task
+    from sematic_k8s.storage.base import artifact_loader, put_artifact
+
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "30")
+    record = put_artifact(s3, serialization.serialize(7))
+    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(s3))
+    ex = PresigningProcessExecutor(s3, s3.url)
+    try:
+        from presigned_pipeline import probe
+
+        task = Task(uuid.uuid4().hex, uuid.uuid4().hex, probe, {"x": value})
+        ex.submit(task)
+        urls = ex.running[task.run_id].urls
+        def lasts(url: str) -> float:  # seconds: signature v4 says so, v2 says until when
+            query = parse_qs(urlsplit(url).query)
+            return float(query["X-Amz-Expires"][0]) if "X-Amz-Expires" in query else \
+                float(query["Expires"][0]) - time.time()
+
+        expires = {what.split()[0] + (" input" if "artifacts/" in what else ""): round(lasts(url), -1)
+                   for what, url in urls.items()}
+        assert expires == {"GET input": 900 + 2 * 30 + 60, "PUT": 24 * 3600 + 2 * 30 + 60}, expires
+        [outcome] = _wait(ex)
+        assert outcome.error is None and outcome.output["summary"] == {"x": 7, "botocore": False}
+    finally:
+        ex.close()
+
+
+def _wait(ex: Any, timeout: float = 60.0) -> list[Any]:
+    import time
+
+    deadline, out = time.monotonic() + timeout, []
+    while not out and time.monotonic() < deadline:
+        out = ex.wait(1.0)
+    return out

@@ -9,8 +9,8 @@ from fastapi.responses import Response
 
 from sematic_k8s import serialization
 from sematic_k8s.storage.base import artifact_key, read_part
-from sematic_k8s_server import schemas, verdicts
-from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Srv, found
+from sematic_k8s_server import schemas, scopes, verdicts
+from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Caller, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["artifacts"])
@@ -28,10 +28,12 @@ def get_artifact(srv: Srv, artifact_id: ArtifactId) -> dict:
                        413: {"description": "larger than the server serves (256 MiB)"},
                        500: {"description": "the bytes in storage are corrupt (they do not hash to the id)"}},
             summary="An artifact's serialized bytes, verified against its id")
-def get_artifact_data(srv: Srv, artifact_id: ArtifactId,
+def get_artifact_data(srv: Srv, caller: Caller, artifact_id: ArtifactId,
                       resolution_id: Annotated[str | None, Query(
                           pattern=schemas.HEX_ID, description="read it from the storage this resolution recorded "
                           "(if this server reads that storage)")] = None) -> Response:
+    if resolution_id:  # a resolution's recorded storage is of its records: a token reads only its own's
+        scopes.check_read(caller, resolution_id)
     art = found(srv.store.get_artifact(artifact_id), "artifact", artifact_id)
     try:
         storage = (None if art.inline is not None  # a small artifact: its bytes are in its record

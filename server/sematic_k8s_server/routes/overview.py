@@ -35,7 +35,8 @@ def get_overview(srv: Srv, resolution_id: ResolutionId,
     by_id = {r.id: r for r in rows}
     summaries = queries.artifact_summaries(srv.store, ov.label_inputs(out["nodes"], by_id))
     ov.add_labels(out["nodes"], by_id, summaries.__getitem__)
-    return {"resolution": res.to_dict(), **out, "page": page}
+    waiting = srv.store.waiting_runs(resolution_id) if out["counts"].get("running") else {}
+    return {"resolution": res.to_dict(), **out, "page": page, "waiting": waiting}
 
 
 @router.get("/resolutions/{resolution_id}/counts", response_model=schemas.CountsOut, responses=NOT_FOUND,

@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, HTTPException, Request
 
+from sematic_k8s.errors import ContinuedAlready
 from sematic_k8s.graph import CANCELED, FAILED, RESOLVED, TERMINAL
 from sematic_k8s.store.sql import CANCELING
 from sematic_k8s_server import auth, edges, schemas, scopes
@@ -22,6 +23,7 @@ from sematic_k8s_server.deps import (
     found,
     not_found,
 )
+from sematic_k8s_server.problems import ApiError
 
 router = APIRouter(prefix=API, route_class=StrictJsonRoute)
 
@@ -57,7 +59,7 @@ def get_graph(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
 
 RERUN_REFUSALS: dict[int | str, dict] = {
     **NOT_FOUND, 403: {"description": "a token asked, or the image's repository is not on the allow-list"},
-    409: {"description": "the resolution is still running"},
+    409: {"description": "the resolution is still running, or (mode continue) another resolution continues it"},
     422: {"description": "a local resolution (the body's `command` re-runs it on its machine), or no image by "
                          "digest"},
     429: {"description": "too many reruns starting at once: retry later"},
@@ -83,6 +85,11 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     if res.state not in (RESOLVED, FAILED, CANCELED):
         raise HTTPException(409, f"resolution {resolution_id} is {res.state}: wait for it to end, or cancel it")
     image = srv.reruns.check(res, target, body.mode)
+    if body.mode == "continue":  # its driver's first write would be refused (ContinuedAlready): say so now
+        try:
+            srv.store.check_continue(resolution_id)
+        except ContinuedAlready as e:
+            raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
     new_id = uuid.uuid4().hex
     root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
     spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)

@@ -10,8 +10,8 @@ import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded, RunResolved
-from sematic_k8s.store.http import ENDED_HEADER, REPLACED_HEADER
+from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
+from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import schemas, scopes, writes
@@ -26,7 +26,8 @@ router = APIRouter(prefix=API + "/store", tags=["store"], route_class=StrictJson
 
 @router.post("/write", response_model=schemas.Written,
              responses={403: {"description": "a resolution token writing another resolution's records"},
-                        409: {"description": "conflicts with recorded data: an ended resolution, a resolved run"},
+                        409: {"description": "conflicts with recorded data: an ended resolution, a resolved run, "
+                                             "a second continue of a resolution, the end of one being canceled"},
                         422: {"description": "an unknown field, a value of the wrong type or size"}},
              summary="Apply a batch of inserts and updates in one transaction")
 async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
@@ -56,6 +57,10 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
         raise _refused(e) from None
     except RunResolved as e:
         raise HTTPException(409, str(e)) from None
+    except CancelRequested as e:  # raised again by the HTTP store from the header
+        raise HTTPException(409, str(e), headers={CANCELING_HEADER: e.resolution_id}) from None
+    except ContinuedAlready as e:  # raised again by the HTTP store from the header
+        raise HTTPException(409, str(e), headers={CONTINUED_HEADER: f"{e.resolution_id} {e.by} {e.state}"}) from None
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:

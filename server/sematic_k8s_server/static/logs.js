@@ -6,6 +6,7 @@ import { getLogChunk } from "./api.js";
 import { download, fill, h } from "./dom.js";
 import { short } from "./format.js";
 import { TERMINAL } from "./model.js";
+import { noLogs } from "./started.js";
 
 const FOLLOW_MS = 1000;
 const PART = 1 << 20; // bytes asked for at a time
@@ -33,15 +34,6 @@ async function wholeLog(runId) {
     if (next <= offset || next >= size) return new Blob(parts, { type: "text/plain" });
     offset = next;
   }
-}
-
-/** What the log says when there is none. */
-export function noLogs(run) {
-  const notes = run.notes || {};
-  if (notes.reused_from) return `(no logs here: its output was reused from run ${notes.reused_from})`;
-  if (run.cached_from) return `(no logs: its output came from the cache, run ${run.cached_from})`;
-  if (["created", "scheduled", "canceled"].includes(run.state)) return "(no logs: it never ran)";
-  return run.state === "running" ? "(no output yet)" : "(no logs: it printed nothing)";
 }
 
 /** The Logs tab of one run. el() is its element; update(run) follows the run's state; stop() ends it (the part on

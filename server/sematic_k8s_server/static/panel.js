@@ -9,6 +9,7 @@ import { Answers } from "./live.js";
 import { LogView } from "./logs.js";
 import { TERMINAL } from "./model.js";
 import { runHref } from "./routes.js";
+import { canceledText, neverStarted, waitingFor } from "./started.js";
 import { downloadButton, showArtifact } from "./values.js";
 
 const TABS = ["inputs", "output", "source", "logs", "details"];
@@ -41,7 +42,8 @@ function errorMessage(err) {
     short ? message : first.length > MESSAGE_SHOWN ? `${first.slice(0, MESSAGE_SHOWN)}…` : first);
   if (short) return head;
   return [head, h("details", { testid: "run-error-message" },
-    h("summary", { class: "muted" }, `the whole message (${lines} lines, ${message.length} characters)`),
+    h("summary", { class: "muted" },
+      `the whole message (${lines} line${lines === 1 ? "" : "s"}, ${message.length} characters)`),
     h("pre", { class: "error-box" }, message))];
 }
 
@@ -147,8 +149,9 @@ export class RunPanel {
         "Cache hit on a run whose func source differs from the current code.") : null,
       notes.cache && notes.cache.skipped ? h("p", { class: "warning", testid: "cache-skipped" },
         `Not cached: ${notes.cache.skipped}`) : null,
-      notes.waiting && !TERMINAL.has(run.state) ? h("p", { class: "warning", testid: "run-waiting" },
-        `Not started: ${notes.waiting}`) : null,
+      waitingFor(run) && !TERMINAL.has(run.state) ? h("p", { class: "warning", testid: "run-waiting" },
+        `Not started: ${waitingFor(run)}`) : null,
+      run.state === "canceled" ? h("p", { class: "muted wrap", testid: "run-canceled" }, canceledText(run, res)) : null,
       err ? h("div", { class: "run-error", testid: "run-error" },
         errorMessage(err),
         // a worker that died has no Python traceback: its "traceback" is its last log lines, shown in view
@@ -190,18 +193,25 @@ export class RunPanel {
           : h("p", { class: "muted", testid: "run-source" }, "(no source recorded for this run: it was recorded by an older version, or Python could not find it)"));
     }
     if (name === "logs") return this.logView.el();
-    return this.details(run, byId);
+    return this.details(run, res, byId);
   }
 
-  details(run, byId) {
+  details(run, res, byId) {
     const notes = run.notes || {};
     const executor = notes.executor || null;
+    const terminal = TERMINAL.has(run.state);
+    const unstarted = neverStarted(run);
+    const onWorker = (run.settings || {}).inline === false && ((res && res.settings) || {}).kind !== "local";
+    const nowhere = onWorker // a worker's run (on Docker, Kubernetes) whose worker left no details
+      ? unstarted ? (terminal ? "nowhere: its worker never started" : "nowhere yet: its worker has not started")
+        : "on a worker (no executor details recorded)"
+      : "in the resolver's process (no executor details recorded)";
     const parent = run.parent_id && byId.get(run.parent_id);
     const where = executor
       ? factList(Object.entries(executor).map(([k, v]) => [k, h("span", { class: "mono wrap", testid: `executor-${cssToken(k)}` },
         typeof v === "string" ? v : JSON.stringify(v))]), "executor")
       : h("p", { class: "muted", testid: "executor" }, notes.reused_from || run.cached_from
-        ? "did not run in this resolution" : "in the resolver's process (no executor details recorded)");
+        ? "did not run in this resolution" : nowhere);
     const cacheFacts = [
       ["Cache key", run.cache_key ? h("span", { class: "mono", title: run.cache_key }, short(run.cache_key)) : null],
       ["Cached from", run.cached_from ? link(runHref(run.cached_from), short(run.cached_from), "cached-from-link", run.cached_from) : null],
@@ -216,9 +226,10 @@ export class RunPanel {
       ]),
       section("Timings", factList([
         ["Created", fmtTime(run.created_at)],
-        ["Started", fmtTime(run.started_at)],
+        ["Submitted", unstarted && run.started_at ? fmtTime(run.started_at) : null],
+        ["Started", unstarted ? (terminal ? "never" : "not yet") : fmtTime(run.started_at)],
         ["Ended", fmtTime(run.ended_at)],
-        ["Duration", duration(run.started_at, run.ended_at, run.state === "running")],
+        ["Duration", unstarted ? "—" : duration(run.started_at, run.ended_at, run.state === "running")],
         ["Attempts", h("span", { testid: "run-attempts" }, String(run.attempts ?? 0))],
       ], "timings")),
       section("Where it ran", where),

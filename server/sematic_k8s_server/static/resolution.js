@@ -14,6 +14,7 @@ import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { RunPanel } from "./panel.js";
 import { resHref, runHref } from "./routes.js";
+import { notStartedText } from "./started.js";
 import { renderTimeline } from "./timeline.js";
 
 const STARTING_WAIT_MS = 120000; // a rerun this page started is recorded by a process that is starting
@@ -224,6 +225,8 @@ export class ResolutionView extends View {
         terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
         h("span", { class: "spacer" }), actions),
       factList(facts),
+      terminal || !notStartedText(this.overview.waiting) ? null
+        : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
       this.labels,
       r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null);
   }

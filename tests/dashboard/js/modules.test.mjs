@@ -10,7 +10,7 @@ import { STATIC } from "./graphs.mjs";
 
 const MODULES = readdirSync(STATIC).filter((f) => f.endsWith(".js"));
 // no DOM, no fetching, no storage: runnable and testable anywhere
-const PURE = new Set(["layout.js", "model.js", "format.js", "routes.js", "grouping.js", "critical.js",
+const PURE = new Set(["layout.js", "model.js", "format.js", "routes.js", "grouping.js", "critical.js", "started.js",
   "vendor/dagre.esm.js"]);
 const VENDORED = /^\.\/vendor\/[a-z.]+\.js$/; // libraries from the npm registry, as published (see vendor/README.md)
 const BROWSER = /\b(document|window|location|localStorage|fetch|getComputedStyle|HTMLElement|Node|setTimeout|setInterval)\b/;

@@ -1,0 +1,64 @@
+/* Whether a run started, in words: what its worker waits (or waited) for, why a canceled run ended, and what its
+ * log lacks. A run's started_at is when it was handed to its executor, not when its code began: a worker pod
+ * waiting for capacity or quota has one too. Pure: no DOM, no fetching. */
+
+/** What the run's worker waits for (capacity, quota, its Job's creation), as last noted on the run; or null. */
+export function waitingFor(run) {
+  const why = (run.notes || {}).waiting;
+  return typeof why === "string" && why ? why : null;
+}
+
+/** True when the run's code never began: never handed to an executor, or its first attempt still waiting (or
+ * canceled while waiting) for its worker to start, or failed as one whose worker never started (its image could not
+ * be pulled, its pod not created: WorkerNeverStarted among the recorded error's classes). */
+export function neverStarted(run) {
+  const first = (run.attempts ?? 1) <= 1;
+  const unstarted = ((run.error && run.error.mro) || []).includes("WorkerNeverStarted");
+  return !run.started_at || (first && (waitingFor(run) !== null || unstarted));
+}
+
+const WAITING_LISTED = 20; // runs the server lists in an overview's `waiting`, at most
+
+/** What the runs of a resolution that have not started wait for, in a line (as the CloudResolver's progress says
+ * it): `waiting` is the overview's (run id -> why); null when none waits. */
+export function notStartedText(waiting) {
+  const whys = Object.values(waiting || {}).filter((why) => typeof why === "string" && why);
+  if (!whys.length) return null;
+  const n = whys.length >= WAITING_LISTED ? `${whys.length} or more runs` : `${whys.length} run${whys.length > 1 ? "s" : ""}`;
+  return `${n} not started: ${whys[0]}`;
+}
+
+/** The first line of a resolution's error, cut short. */
+const firstLine = (text) => {
+  const line = String(text || "").split("\n", 1)[0];
+  return line.length > 300 ? `${line.slice(0, 300)}…` : line;
+};
+
+/** Why a canceled run ended, in a line: before it started (and what it waited for) or while it ran, and what
+ * became of its resolution (`resolution`: its record, or null). */
+export function canceledText(run, resolution) {
+  const waiting = waitingFor(run);
+  const when = waiting && (run.attempts ?? 1) <= 1 ? `Canceled before it started, while ${waiting.replace(/\.+$/, "")}`
+    : neverStarted(run) ? "Canceled before it started" : "Canceled while it ran";
+  if (!resolution) return when;
+  if (resolution.state === "failed") {
+    return `${when}; its resolution failed${resolution.error ? `: ${firstLine(resolution.error)}` : ""}`;
+  }
+  if (resolution.state === "canceled" || resolution.state === "canceling") return `${when}; its resolution was canceled`;
+  return when;
+}
+
+/** What the Logs tab says when a run has no log. */
+export function noLogs(run) {
+  const notes = run.notes || {};
+  if (notes.reused_from) return `(no logs here: its output was reused from run ${notes.reused_from})`;
+  if (run.cached_from) return `(no logs: its output came from the cache, run ${run.cached_from})`;
+  if (run.state === "failed" && neverStarted(run)) return "(no logs: it never started)";
+  if (run.state === "canceled") {
+    return neverStarted(run) ? "(no logs: it never started)"
+      : "(no logs recorded: it was stopped before its attempt ended, and a run's output is recorded as each attempt ends)";
+  }
+  if (["created", "scheduled"].includes(run.state)) return "(no logs: it never ran)";
+  if (run.state === "running") return neverStarted(run) ? "(no output yet: it has not started)" : "(no output yet)";
+  return "(no logs: it printed nothing)";
+}

@@ -1,0 +1,294 @@
+"""Failed and stopped runs as a user meets them, in headless Chromium and the CLI, against ``sematic-k8s server
+--local`` as a process of its own, each failure caused for real: a func raising an error whose message has several
+lines (a LocalResolver recording through the server), a run stopped part way by an infrastructure failure (its S3
+storage, a moto server, stopped under it), and a worker pod (on the Kubernetes cluster model) waiting for capacity
+the cluster does not have, then canceled from the CLI. Each run's page says what happened in plain words, whether
+it started, and what became of its log; the CLI's ``logs`` says the same."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sematic_k8s as sk
+from outages import S3Server, ServerProcess
+from sematic_k8s.errors import ResolutionCanceled, ResolutionFailed
+from sematic_k8s.settings import SERVER_ENV
+from sematic_k8s.store.http import HttpStore
+
+VIEWPORT = {"width": 1440, "height": 960}
+WAIT_MS = 30_000
+STORAGE_DOWN = threading.Event()  # set by `upload` once it stopped the S3 server the test gave it
+S3_TO_STOP: list[S3Server] = []
+IMAGE = "127.0.0.1:5000/p@sha256:" + "cd" * 32
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _cli(server: ServerProcess, *args: str) -> str:
+    """``sematic-k8s ARGS`` against the server, in a process of its own; its stdout and stderr."""
+    env = {**os.environ, SERVER_ENV: server.url}
+    proc = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def _open_run(page: Any, server: ServerProcess, run_id: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    expect(page.get_by_test_id("run-panel")).to_have_attribute("data-run-id", run_id, timeout=WAIT_MS)
+
+
+def _tab(page: Any, name: str) -> Any:
+    page.get_by_test_id(f"tab-{name}").click()
+    return page.get_by_test_id(f"tabpane-{name}")
+
+
+def _child(server: ServerProcess, root_id: str) -> Any:
+    store = HttpStore(server.url, None)
+    try:
+        [run] = [r for r in store.runs_of_root(root_id) if r.id != root_id]
+    finally:
+        store.close()
+    return run
+
+
+def _k8s_loop(cluster: Any, server: ServerProcess, store: HttpStore, root_id: str, image: str = IMAGE,
+              **settings: Any) -> tuple[Any, Any]:
+    """A client of the cluster model and a cloud resolution loop recording through the server, its funcs' workers
+    pods in the model's namespace "runs", their logs in the server's storage."""
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.executors.kubernetes import KubernetesExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.storage.local import LocalStorage
+    from sematic_k8s.storage.urls import storage_url
+
+    cluster.namespace("runs")
+    api = cluster.client()
+    storage = LocalStorage(server.home / "storage")
+    ex = KubernetesExecutor(storage, storage_url(storage), image, namespace="runs", api_client=api, env={},
+                            owner=False, **settings)
+    return api, ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
+                               ResolutionSettings(root_id=root_id), kind="cloud")
+
+
+@sk.func
+def validate(rows: int) -> int:
+    print(f"validating {rows} rows")
+    raise ValueError("column 'price' has 3 negative values:\n  row 17: -4.0\n  row 92: -1.5\n  row 311: -0.01")
+
+
+@sk.func
+def checked(rows: int) -> int:
+    return validate(rows)
+
+
+def test_an_error_message_of_several_lines_keeps_them_on_its_run_page(page: Any, server: ServerProcess) -> None:
+    """A short message of several lines is shown as written, one row a line, its indents kept (was: run together on
+    one line, "values: row 17: -4.0 row 92: -1.5 ...")."""
+    from playwright.sync_api import expect
+
+    f = checked(400)
+    with pytest.raises(ResolutionFailed) as err:
+        f.resolve(sk.LocalResolver(home=server.home, server=server.url))  # its logs where the server reads
+    _open_run(page, server, err.value.run_id)
+    message = page.get_by_test_id("run-error").locator("p.error")
+    expect(message).to_contain_text("ValueError: column 'price' has 3 negative values")
+    assert message.evaluate("(e) => e.innerText") == ("ValueError: column 'price' has 3 negative values:\n"
+                                                      "  row 17: -4.0\n  row 92: -1.5\n  row 311: -0.01")
+    expect(_tab(page, "logs")).to_contain_text("validating 400 rows")
+
+
+@sk.func
+def upload(n: int) -> list[int]:
+    print("made the list", flush=True)
+    S3_TO_STOP[0].stop()  # the storage goes away while the func runs: its value cannot be stored
+    STORAGE_DOWN.set()
+    return list(range(n))
+
+
+@sk.func
+def uploading(n: int) -> list[int]:
+    return upload(n)
+
+
+def test_a_run_stopped_by_an_infrastructure_failure_says_so_and_that_it_ran(page: Any, server: ServerProcess) -> None:
+    """S3 stops answering while a func runs: the run, canceled as its resolution fails, says it was stopped while it
+    ran and why (the resolution's infrastructure failure); its page and ``sematic-k8s logs`` say its log was not
+    recorded, never that it did not run (was: "(no logs: it never ran)", and nothing said why it was canceled)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.storage.s3 import S3Storage
+
+    s3 = S3Server()
+    s3.start()
+    S3_TO_STOP[:] = [s3]
+    s3.client().create_bucket(Bucket="failures")
+    storage = S3Storage("failures", client=s3.client(), retry_window=2)
+    store = HttpStore(server.url, None)
+    f = uploading(5)
+    try:
+        with pytest.raises(Exception, match="cannot reach S3"):
+            ResolutionLoop(store, storage, InlineExecutor(1), ResolutionSettings(root_id=f.id), kind="local").run(f)
+    finally:
+        store.close()
+        s3.stop()
+    assert STORAGE_DOWN.is_set()
+    run = _child(server, f.id)
+    assert run.state == "canceled"
+    _open_run(page, server, run.id)
+    expect(page.get_by_test_id("run-canceled")).to_contain_text(
+        "Canceled while it ran; its resolution failed: infrastructure failure, not the pipeline's: S3StorageError: "
+        f"cannot reach S3 at {s3.endpoint}")
+    logs = _tab(page, "logs")
+    expect(logs).to_contain_text("(no logs recorded: it was stopped before its attempt ended")
+    expect(logs).not_to_contain_text("never")
+    said = _cli(server, "logs", run.id)
+    assert "it was stopped before its attempt ended" in said and "never" not in said, said
+
+
+@sk.func(inline=False, cpu="64")
+def huge(n: int) -> int:
+    return n
+
+
+@sk.func
+def fan(n: int) -> int:
+    return huge(n)
+
+
+def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, server: ServerProcess) -> None:
+    """A worker pod the cluster has no room for: while it waits, its resolution's header says a run has not started
+    and why (was: only "0/2 resolved"), and its run's page says it has not started (no start time, no duration
+    ticking, no "ran in the resolver's process"); canceled from the CLI, it says it was canceled
+    before it started and what it waited for, and so do its log and ``sematic-k8s logs``."""
+    pytest.importorskip("kubernetes")
+    from playwright.sync_api import expect
+
+    from kube_model import Cluster, NodeSpec, Timing
+
+    store = HttpStore(server.url, None)
+    f = fan(7)
+    ended: list[BaseException] = []
+
+    def resolve() -> None:
+        try:
+            loop.run(f)
+        except BaseException as e:  # noqa: BLE001 - kept for the test to look at
+            ended.append(e)
+
+    with Cluster([NodeSpec("node-1", runtime="sim")], timing=Timing()) as cluster:
+        api, loop = _k8s_loop(cluster, server, store, f.id)
+        thread = threading.Thread(target=resolve, daemon=True)
+        thread.start()
+        try:
+            run = cluster.wait(lambda: [r for r in store.runs_of_root(f.id)
+                                        if r.func_name == "huge" and r.notes.get("waiting")], timeout=30)[0]
+            page.goto(f"{server.url}/#/resolutions/{f.id}")  # its resolution's page says so too, in its header
+            expect(page.get_by_test_id("resolution-not-started")).to_contain_text(
+                "1 run not started: waiting for capacity: 0/1 nodes are available", timeout=WAIT_MS)
+            _open_run(page, server, run.id)
+            expect(page.get_by_test_id("run-waiting")).to_contain_text("Not started: waiting for capacity")
+            timings = _tab(page, "details").get_by_test_id("timings")
+            expect(timings).to_contain_text("Started\nnot yet", use_inner_text=True)
+            expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
+            expect(page.get_by_test_id("executor")).to_have_text("nowhere yet: its worker has not started")
+            expect(_tab(page, "logs")).to_contain_text("(no output yet: it has not started)")
+
+            _cli(server, "cancel", f.id)
+            thread.join(60)
+        finally:
+            store.request_cancel(f.id) if thread.is_alive() else None
+            thread.join(30)
+            store.close()
+            api.close()
+    assert ended and isinstance(ended[0], ResolutionCanceled), ended
+    page.reload()
+    expect(page.get_by_test_id("run-state")).to_have_text("canceled", timeout=WAIT_MS)
+    expect(page.get_by_test_id("resolution-not-started")).to_have_count(0)
+    expect(page.get_by_test_id("run-canceled")).to_have_text(
+        "Canceled before it started, while waiting for capacity: 0/1 nodes are available: 1 Insufficient cpu. "
+        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod; its resolution was "
+        "canceled")
+    expect(_tab(page, "logs")).to_contain_text("(no logs: it never started)")
+    timings = _tab(page, "details").get_by_test_id("timings")
+    expect(timings).to_contain_text("Started\nnever", use_inner_text=True)
+    expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
+    expect(page.get_by_test_id("executor")).to_have_text("nowhere: its worker never started")
+    assert "it never started" in _cli(server, "logs", run.id)
+
+
+@sk.func(inline=False)
+def pulled(n: int) -> int:
+    return n
+
+
+@sk.func
+def pulling(n: int) -> int:
+    return pulled(n)
+
+
+def test_a_worker_whose_image_cannot_be_pulled_never_started(page: Any, server: ServerProcess) -> None:
+    """A worker image missing from the registry (ErrImagePull, ImagePullBackOff on the cluster model): its run fails
+    in the executor's words, and its page says it never started: no start time or run time (was: started when it
+    was submitted, and "ran" the 3 s it waited for the pull), and its log is missing because of that (was: "it
+    printed nothing"); ``sematic-k8s logs`` says the same. Its long message of one line, folded, is "1 line" (was
+    "1 lines")."""
+    pytest.importorskip("kubernetes")
+    from playwright.sync_api import expect
+
+    from kube_model import Cluster, NodeSpec, Timing
+
+    missing = "127.0.0.1:5000/gone@sha256:" + "ef" * 32
+    store = HttpStore(server.url, None)
+    f = pulling(2)
+    with Cluster([NodeSpec("node-1", runtime="sim")], timing=Timing()) as cluster:
+        cluster.sim_images.missing.add(missing)
+        api, loop = _k8s_loop(cluster, server, store, f.id, image=missing, pull_grace=1)
+        try:
+            with pytest.raises(ResolutionFailed) as err:
+                loop.run(f)
+        finally:
+            store.close()
+            api.close()
+    _open_run(page, server, err.value.run_id)
+    expect(page.get_by_test_id("run-error")).to_contain_text("the worker's image could not be pulled")
+    message = page.get_by_test_id("run-error").get_by_test_id("run-error-message")  # long: folded
+    expect(message.locator("summary")).to_have_text(re.compile(r"the whole message \(1 line, \d+ characters\)"))
+    expect(_tab(page, "logs")).to_contain_text("(no logs: it never started)")
+    timings = _tab(page, "details").get_by_test_id("timings")
+    expect(timings).to_contain_text("Started\nnever", use_inner_text=True)
+    expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
+    assert "it never started" in _cli(server, "logs", err.value.run_id)

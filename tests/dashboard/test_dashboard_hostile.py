@@ -1,0 +1,124 @@
+"""Client-written text in the dashboard, in Debian's Chromium: func names, a root func path, a note, an error's
+message and traceback, log lines, an artifact's type and summary (its repr, a picture preview whose bytes are
+markup), notes that name runs, written through the API as any key holder (or a driver's token) can. None becomes
+markup: no element, script or event handler of theirs is in the page, nothing of theirs runs (no dialog, no
+global set), and the page asks no other host for anything. Every view that shows them is opened: the index, the
+graph and the timeline, each tab of the run panel."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sematic_k8s.serialization import content_id
+from sematic_k8s.storage.base import log_key
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from serving import Served, serve
+
+MARK = "sk-pwned"
+PAYLOADS = [f'<img src="http://127.0.0.2:9/{MARK}" onerror="window.__pwned=1">',
+            f"<script>window.__pwned=1</script><b class='{MARK}'>bold</b>",
+            f'"><svg onload="window.__pwned=1" class="{MARK}">', "javascript:window.__pwned=1//",
+            f"</textarea></code></pre><iframe src='http://127.0.0.2:9/{MARK}'></iframe>"]
+HOSTILE = " ".join(PAYLOADS)
+# what injected markup would leave in the page (any of the payloads' elements or handlers)
+INJECTED_JS = f"""() => [...document.querySelectorAll(
+    '[onerror], [onload], iframe, script:not([src]), .{MARK}, img[src*="{MARK}"], a[href^="javascript:"]')]
+    .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with serve(tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1440, "height": 960})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _record_hostile(served: Served) -> tuple[str, str]:
+    """A failed resolution whose every free-form field is a payload: its id, and its failed child run's."""
+    root, child = uuid.uuid4().hex, uuid.uuid4().hex
+    payload = HOSTILE.encode()
+    art = content_id("pickle", payload)
+    served.home.joinpath("storage").mkdir(exist_ok=True)
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "pickle", "type_name": HOSTILE[:256], "size": len(payload),
+                            "summary": {"repr": HOSTILE, "preview": {"kind": "image", "mime": "image/png",
+                                                                      "base64": '" onerror="window.__pwned=1'}},
+                            "created_at": utcnow(), "inline": payload}
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path=f"evil:{HOSTILE[:200]}", state="failed",
+                                          settings={"kind": "local", "rerun_from": "javascript:window.__pwned=1"},
+                                          note=HOSTILE, tags=["ok"], error=HOSTILE, created_at=utcnow(),
+                                          ended_at=utcnow()))
+    error = {"type": HOSTILE[:200], "message": HOSTILE, "traceback": HOSTILE, "mro": [HOSTILE[:100]]}
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=f"evil:{HOSTILE[:200]}",
+                            func_name=HOSTILE[:200], state="failed", output_ref={"run": child}, error=error,
+                            source_text=HOSTILE, source_file=HOSTILE[:200], created_at=utcnow(),
+                            started_at=utcnow(), ended_at=utcnow()))
+    batch.add_run(RunRecord(id=child, root_id=root, parent_id=root, func_path=f"evil:{HOSTILE[:200]}",
+                            func_name=HOSTILE[:200], state="failed", inputs={HOSTILE[:50]: art},
+                            input_refs={HOSTILE[:50]: {"artifact": art}}, output_id=art, error=error,
+                            notes={"reused_from": "javascript:window.__pwned=1", "executor": {"pod": HOSTILE}},
+                            source_text=HOSTILE, created_at=utcnow(), started_at=utcnow(), ended_at=utcnow()))
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    for run_id in (root, child):
+        log = served.home / "storage" / log_key(run_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("\n".join(PAYLOADS) + "\n\x1b[31mred\x1b[0m\n")
+    return root, child
+
+
+def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    root, child = _record_hostile(served)
+    ran: list[str] = []
+    page.on("dialog", lambda d: (ran.append(f"dialog {d.message}"), d.dismiss()))
+    page.on("request", lambda r: ran.append(f"request {r.url}") if not r.url.startswith(served.url) else None)
+    page.goto(served.url + "/static/style.css")
+    page.evaluate(f"localStorage.setItem('sematic_k8s_api_key', '{served.key}')")
+    tid = page.get_by_test_id
+
+    def clean(where: str) -> None:
+        page.wait_for_timeout(300)  # an image's error handler, had one been made, has fired by then
+        injected = page.evaluate(INJECTED_JS)
+        assert not injected, (where, injected)
+        assert page.evaluate("window.__pwned") is None, where
+        assert not ran, (where, ran)
+
+    page.goto(served.url + "/#/")
+    expect(page.locator("main")).to_contain_text(HOSTILE[:40])  # shown, as text
+    clean("index")
+    page.goto(f"{served.url}/#/resolutions/{root}")
+    expect(tid("run-node").first).to_be_visible()
+    clean("graph")
+    tid("view-timeline").click()
+    clean("timeline")
+    page.goto(f"{served.url}/#/runs/{child}")
+    expect(tid("run-panel")).to_have_attribute("data-run-id", child)
+    for tab in ("inputs", "output", "source", "logs", "details"):
+        tid(f"tab-{tab}").click()
+        page.wait_for_timeout(500)
+        clean(f"run panel: {tab}")
+    page.goto(f"{served.url}/#/runs/{root}")
+    expect(tid("run-panel")).to_have_attribute("data-run-id", root)
+    tid("tab-logs").click()
+    expect(tid("tabpane-logs")).to_contain_text("<script>")  # the log's lines, as text
+    clean("root's logs")

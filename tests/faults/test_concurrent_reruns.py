@@ -1,0 +1,221 @@
+"""Two reruns of one resolution started at the same instant (the Python API and the CLI, real processes released
+together by a file they both wait for). Two ``continue`` s: exactly one continues it, the other is refused in one
+line before anything of it runs or is recorded, and the step that failed runs once. Two reruns from one run (mode
+``from``): both run, each recorded whole, under ids of its own. On one SQLite home, and through
+two server processes (replicas) on one PostgreSQL database. The step waits at a gate file, so the winner is still
+running when the loser asks (one that had ended would rightly leave the resolution free to continue again)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fault_pipelines as fp
+import sematic_k8s as sk
+from outages import ServerProcess
+from sematic_k8s.store import open_store
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from serving import record_resolution, serve
+from waiting import wait_for
+
+HERE = Path(__file__).parent
+ROUNDS = 3
+REFUSED = "is being continued already by resolution"
+# each imports what it runs, says it is ready (a file $RACE_GO.ready.<pid>) and waits for the file $RACE_GO, then
+# reruns $RACE_TARGET in $RACE_MODE: through Python, or through `sematic-k8s rerun`
+READY = ("pathlib.Path(os.environ['RACE_GO'] + f'.ready.{os.getpid()}').touch()\n"
+         "while not os.path.exists(os.environ['RACE_GO']): time.sleep(0.001)\n")
+API = ("import os, pathlib, time, fault_pipelines as fp, sematic_k8s as sk\n"
+       "from sematic_k8s.resolvers.local import LocalResolver\n" + READY +
+       "resolver = LocalResolver(rerun_from=os.environ['RACE_TARGET'], rerun_mode=os.environ['RACE_MODE'])\n"
+       "try:\n    print(fp.fixable(0).resolve(resolver))\n"
+       "except sk.errors.ContinuedAlready as e:\n    raise SystemExit(f'refused: {e}')")
+CLI = ("import os, pathlib, runpy, sys, time, sematic_k8s.cli.rerun\n" + READY +
+       "sys.argv = ['sematic-k8s', 'rerun', os.environ['RACE_TARGET'], '--mode', os.environ['RACE_MODE']]\n"
+       "runpy.run_module('sematic_k8s.cli', run_name='__main__')")
+
+def _ran(home: Path) -> int:
+    """How many times the fixed step has run (each run notes itself)."""
+    return len(list(home.glob("fixed.ran.*")))
+
+
+def _round(home: Path, env: dict[str, str], servers: list[str], target: str, i: int,
+           mode: str = "continue") -> list[tuple[int, str, str]]:
+    """Round ``i``: a rerun (``mode``) of ``target`` through Python and one through the CLI (each through a server of
+    its own, if any), released together; the step's gate opened once one ended or both run the step. Each one's
+    (exit code, stdout, stderr)."""
+    go, gate, ran = home / f"go{i}", home / f"gate{i}", _ran(home)
+    procs = []
+    for k, code in enumerate((API, CLI) if i % 2 == 0 else (CLI, API)):
+        penv = {**env, "RACE_GO": str(go), "RACE_GATE": str(gate), "RACE_TARGET": target, "RACE_MODE": mode}
+        if servers:
+            penv["SEMATIC_K8S_SERVER"] = servers[k % len(servers)]
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=penv, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        wait_for(lambda: len(list(home.glob(f"go{i}.ready.*"))) == 2, 60, what="both continues ready")
+        go.touch()  # both start together; the one that runs the step waits at the gate
+        wait_for(lambda: _ran(home) >= ran + 2 or any(p.poll() is not None for p in procs), 120,
+                 what="a continue refused, or both running the step")
+    finally:
+        gate.touch()
+        said = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, said, strict=True)]
+
+
+def _failed_resolution(home: Path, servers: list[str]) -> tuple[dict[str, str], Any, Any]:
+    """The environment of the processes, the store, and a resolution of ``fixable(4)`` that failed."""
+    env = {**os.environ, "SEMATIC_K8S_HOME": str(home), "RACE_FIXED": str(home / "fixed"),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env.pop("SEMATIC_K8S_DB_URL", None)
+    store = open_store(home, servers[0] if servers else None)
+    os.environ.update(RACE_FIXED=env["RACE_FIXED"], RACE_GATE=str(home / "never"))
+    with pytest.raises(sk.ResolutionFailed):
+        fp.fixable(4).resolve(sk.LocalResolver(home=home, server=servers[0] if servers else None))
+    return env, store, store.list_resolutions(limit=1)[0]
+
+
+def _continue_at_once(home: Path, servers: list[str]) -> None:
+    env, store, original = _failed_resolution(home, servers)
+    runs_before = sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id))
+    Path(env["RACE_FIXED"]).touch()  # the step is fixed: a continue resolves it
+    for i in range(ROUNDS):
+        done = _round(home, env, servers, original.id, i)
+        assert _ran(home) == i + 1, f"round {i}: the step ran {_ran(home) - i} times: {done}"
+        assert sorted(code for code, _, _ in done) == [0, 1], done
+        loser = next(err for code, _, err in done if code != 0).strip().splitlines()
+        assert REFUSED in loser[-1] and "nothing was started" in loser[-1], loser[-3:]
+    resolutions = store.list_resolutions(limit=100)
+    continues = [r for r in resolutions if r.rerun_of == original.id]
+    assert len(continues) == ROUNDS and {r.state for r in continues} == {"resolved"}  # the refused recorded nothing
+    assert len(resolutions) == ROUNDS + 1
+    for r in continues:
+        assert store.get_artifact(store.get_run(r.id).output_id).summary == (4 + 1) * 10 + 2
+    assert sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id)) == runs_before
+    assert store.get_resolution(original.id).state == "failed"
+
+
+def test_two_continues_of_one_resolution_at_once_on_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    _continue_at_once(tmp_path, [])
+
+
+def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
+    try:
+        for s in servers:
+            s.start()
+        _continue_at_once(tmp_path, [s.url for s in servers])
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
+    env, store, original = _failed_resolution(home, servers)
+    runs_before = sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id))
+    step = next(r for r in store.runs_of_root(original.id) if r.func_name == "until_fixed")
+    Path(env["RACE_FIXED"]).touch()
+    done = _round(home, env, servers, step.id, 0, mode="from")
+    assert [code for code, _, _ in done] == [0, 0] and _ran(home) == 2, done
+    reruns = [r for r in store.list_resolutions(limit=10) if r.rerun_of == original.id]
+    assert len(reruns) == 2 and {r.state for r in reruns} == {"resolved"}, reruns
+    ids = [{r.id for r in store.runs_of_root(res.id)} for res in reruns]
+    assert [len(i) for i in ids] == [len(runs_before)] * 2 and not ids[0] & ids[1]  # whole, and none shared
+    for res in reruns:
+        assert {r.state for r in store.runs_of_root(res.id)} == {"resolved"}
+        assert store.get_artifact(store.get_run(res.id).output_id).summary == 52
+    assert sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id)) == runs_before
+
+
+def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    _rerun_from_at_once(tmp_path, [])
+
+
+def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
+    try:
+        for s in servers:
+            s.start()
+        _rerun_from_at_once(tmp_path, [s.url for s in servers])
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch):
+    """A continue whose process was killed (kill -9) stays recorded as running until its heartbeat is old: the next
+    continue marks it dead, in the transaction that records itself, and runs (it is not refused)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
+    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
+    monkeypatch.setenv("RACE_FIXED", str(tmp_path / "fixed"))
+    monkeypatch.setenv("RACE_GATE", str(tmp_path / "gate"))
+    store = open_store(tmp_path)
+    with pytest.raises(sk.ResolutionFailed):
+        fp.fixable(4).resolve(sk.LocalResolver())
+    original = store.list_resolutions(limit=1)[0]
+    Path(os.environ["RACE_FIXED"]).touch()
+    env = {**os.environ, "RACE_GO": str(tmp_path / "go"), "RACE_TARGET": original.id, "RACE_MODE": "continue",
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "go").touch()
+    killed = subprocess.Popen([sys.executable, "-c", API], env=env)
+    try:
+        wait_for(lambda: _ran(tmp_path) == 1 or killed.poll() is not None, 60, what="the first continue's step")
+    finally:
+        killed.kill()
+        killed.wait()
+    first = next(r for r in store.list_resolutions(limit=10) if r.rerun_of == original.id)
+    assert first.state == "running"
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "2")
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    old = "SELECT heartbeat_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-3 seconds') FROM resolutions WHERE id = ?"
+    wait_for(lambda: db.execute(old, (first.id,)).fetchone()[0], 30, what="the killed continue's heartbeat to age")
+    db.close()
+    Path(os.environ["RACE_GATE"]).touch()
+    assert fp.fixable(0).resolve(sk.LocalResolver(rerun_from=original.id, rerun_mode="continue")) == 52
+    first = store.get_resolution(first.id)
+    assert first.state == "failed" and "the resolver stopped responding" in (first.error or ""), first
+    assert _ran(tmp_path) == 2
+
+
+def test_the_servers_continue_action_refuses_a_resolution_another_one_continues(tmp_path):
+    """The dashboard's (the API's) continue of a cloud resolution a running resolution continues already: 409 in one
+    line, before a driver is started (that driver's first write would be refused, and the id answered never
+    recorded). Once that one ended, the action goes on to start a driver (here: no cluster to start it on)."""
+    image = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
+    config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
+                         storage_url="s3://sk-races/artifacts")
+    with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=config.storage_url,
+                                 state="failed")
+        other = uuid.uuid4().hex
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(
+            id=other, root_func_path="pipes:pipeline", state="running", rerun_of=root, created_at=utcnow(),
+            heartbeat_at=utcnow(), settings={"kind": "cloud", "rerun_of": root, "rerun_mode": "continue"}))
+        store = HttpStore(s.url, s.key)
+        store.write(batch)
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        assert r.status_code == 409 and r.json()["reason"] == "continued-already", r.text
+        assert r.json()["continued_by"] == other and f"being continued already by resolution {other}" in r.text
+        store.write(Batch(resolution_updates={other: {"state": "failed", "ended_at": utcnow()}}))
+        store.close()
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        assert r.json().get("reason") != "continued-already", r.text

@@ -1,0 +1,209 @@
+"""An attacker's view of the trust boundary, over real HTTP against a real uvicorn server: what a revoked key, a
+driver's token or a client-written record can still reach once the checks in ``test_security.py`` and
+``test_hostile_records.py`` have passed. Each test failed before the fix it names."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import infra
+from sematic_k8s import settings
+from sematic_k8s.packaging import compute_context, ensure_image
+from sematic_k8s.packaging.push import push_image
+from sematic_k8s.serialization import content_id
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from serving import Served, record_resolution, serve, wait_for
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with serve(tmp_path) as s:
+        yield s
+
+
+# -- revocation reaches requests already open ---------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """A server over SQLite, or over PostgreSQL (its live events then go through the database)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    with serve(tmp_path, url) as s:
+        yield s
+
+
+def test_a_revoked_key_gets_no_more_live_events_on_its_open_stream(any_db: Served) -> None:
+    """A key revoked while its ``/events`` stream is open (the dashboard keeps one open for hours): the stream
+    sends no event recorded after the revocation and ends; the next request on the same keep-alive connection is
+    refused. Was: the stream went on sending every run's and resolution's state change for as long as it stayed
+    open."""
+    served = any_db
+    with served.client(key=served.admin_key) as admin:
+        alice = admin.post("/api/v1/api-keys", json={"name": "alice"}).json()
+    lines: list[str] = []
+    ended = threading.Event()
+    with httpx.Client(base_url=served.url, headers={"X-API-Key": alice["key"]}, timeout=60) as c:
+        def follow() -> None:
+            try:
+                with c.stream("GET", "/api/v1/events") as r:
+                    assert r.status_code == 200
+                    for line in r.iter_lines():
+                        lines.append(line)
+            finally:
+                ended.set()
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        wait_for(lambda: ": connected" in lines, 10, what="the stream to open")
+        before = record_resolution(served.url, served.key, kind="cloud", state="running")
+        wait_for(lambda: any(before in line for line in lines), 10, what="an event before the revocation")
+        with served.client(key=served.admin_key) as admin:
+            assert admin.post(f"/api/v1/api-keys/{alice['id']}/revoke", json={}).json() == {"revoked": 1}
+        after = record_resolution(served.url, served.key, kind="cloud", state="running")
+        assert ended.wait(20), "the revoked key's stream stayed open"
+        assert not any(after in line for line in lines), lines
+        assert any("revoked" in line for line in lines), lines  # it says why it ends
+        r = c.get(f"/api/v1/resolutions/{before}")  # the same client: its keep-alive connection
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+        thread.join(5)
+
+
+# -- a record never chooses the image a client runs --------------------------------------------------------
+
+def _pushed_image(client: Any, repo: str, tag: str | None = None) -> str:
+    """A one-layer image of random bytes (nothing pulled) pushed as ``repo:tag``: its ``repo@sha256:...``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = uuid.uuid4().bytes * 1000
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tag = tag or uuid.uuid4().hex[:12]
+    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag)
+    try:
+        return push_image(client, repo, tag, progress=lambda _: None)
+    finally:
+        client.images.remove(f"{repo}:{tag}")
+
+
+class _NoDocker:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"docker was used ({name}): nothing had to be built")
+
+
+def test_a_rerun_never_takes_a_recorded_image_from_outside_the_resolvers_repository(served: Served,
+                                                                                     tmp_path: Path) -> None:
+    """A resolution's driver token may update its own record; one (a dependency of an inline func, running in the
+    driver beside the token) sets its image to another repository's, keeping the build hash. The CloudResolver
+    re-running it with the code unchanged reuses a recorded image only from the repository it pushes to, so it
+    takes its own image (a tag for the hash already there) and never looks the other one up. Was: "image: reusing
+    recorded <the other repository's image>", which the driver Job then ran with the user's new token."""
+    base_image = infra.require_docker()
+    client = infra.docker_client()
+    root = tmp_path / "project"
+    (root / "attackpipe").mkdir(parents=True)
+    (root / "attackpipe" / "__init__.py").write_text(f'NONCE = "{uuid.uuid4().hex}"\n')
+    ctx = compute_context(root, base_image)
+    ours = f"{infra.REGISTRY}/sk-attacker-ours-{uuid.uuid4().hex[:8]}"
+    own_image = _pushed_image(client, ours, ctx.tag)  # what the resolver pushed for this code
+    theirs = _pushed_image(client, f"{infra.REGISTRY}/sk-attacker-theirs-{uuid.uuid4().hex[:8]}")
+
+    res_id = uuid.uuid4().hex
+    user = HttpStore(served.url, served.key)
+    driver = HttpStore(served.url, user.mint_token(res_id))
+    try:
+        first = Batch()
+        first.add_resolution(ResolutionRecord(id=res_id, root_func_path="attackpipe:pipeline", state="running",
+                                              image=own_image, build_hash=ctx.context_hash,
+                                              settings={"kind": "cloud"}, created_at=utcnow()))
+        driver.write(first)
+        driver.write(Batch(resolution_updates={res_id: {"image": theirs}}))  # its own record: allowed
+        res = user.get_resolution(res_id)
+    finally:
+        driver.close()
+        user.close()
+    assert res.image == theirs and res.build_hash == ctx.context_hash
+    lines: list[str] = []
+    image = ensure_image(root, ours, base_image, recorded=(res.build_hash, res.image), progress=lines.append,
+                         client=_NoDocker())
+    assert image.digest_ref == own_image and not image.built, lines
+    assert not any("reusing recorded" in line for line in lines), lines
+    assert any(f"not in {ours}" in line for line in lines), lines
+
+
+# -- a record never writes control sequences to a terminal --------------------------------------------------
+
+ESCAPES = "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\x1b[8m\x9b31m\r\x08"  # clipboard write (OSC 52), clear, hide, C1 CSI
+
+
+def test_the_cli_shows_a_records_control_characters_and_never_sends_them_to_the_terminal(served: Served,
+                                                                                          tmp_path: Path) -> None:
+    """A func name, an error and a note holding terminal control sequences (written by any key holder, or the
+    resolution's driver token), read by someone else with ``sematic-k8s runs list``, ``runs show`` and
+    ``resolutions show``: each control character is printed as its escape (``\\x1b``), none reaches the
+    terminal. Was: printed as is, so a record could write the reader's clipboard, clear the screen or hide
+    lines."""
+    root = record_resolution(served.url, served.key, kind="cloud", state="failed")
+    child = uuid.uuid4().hex
+    batch = Batch(resolution_updates={root: {"error": f"boom{ESCAPES}"}})
+    batch.new_runs[child] = {"id": child, "root_id": root, "parent_id": root, "func_path": "m:f",
+                             "func_name": f"f{ESCAPES}", "state": "failed", "created_at": utcnow(),
+                             "error": {"type": "ValueError", "message": f"bad{ESCAPES}", "traceback": ESCAPES}}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+        store.label_resolution(root, note=f"see{ESCAPES}", set_note=True)
+    finally:
+        store.close()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)},
+           settings.SERVER_ENV: served.url, settings.API_KEY_ENV: served.key or "", settings.HOME_ENV: str(tmp_path)}
+    for args in (["runs", "list", "--root-id", root], ["runs", "show", child], ["resolutions", "show", root]):
+        done = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", *args], env=env, capture_output=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        out = done.stdout.decode()
+        shown = [c for c in out if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
+        assert not shown, (args, shown)
+        assert "\\x1b]52;c;" in out, (args, out)
+
+
+# -- a driver's token and other resolutions -----------------------------------------------------------------
+
+def test_a_token_learns_nothing_of_another_resolution_through_an_artifacts_storage(served: Served) -> None:
+    """A driver's token may read an artifact by its content id, but not ask for it "from the storage resolution X
+    recorded" when it may not read X: 403, rather than an answer that names X's recorded storage (a 409 quoting
+    its URL) or reads from it. Its own resolution, and no resolution at all, still answer."""
+    payload = b'{"v": 42}'
+    art = content_id("json", payload)
+    other = record_resolution(served.url, served.key, kind="cloud", state="running",
+                              storage_url="s3://their-private-bucket/artifacts")
+    own = uuid.uuid4().hex
+    user = HttpStore(served.url, served.key)
+    try:
+        token = user.mint_token(own)
+        batch = Batch()
+        batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None,
+                                "size": len(payload), "created_at": utcnow()}
+        user.write(batch)
+        LocalStorage(served.home / "storage").put(artifact_key(art), payload)  # the server's own storage
+    finally:
+        user.close()
+    with served.client(key=token) as driver:
+        r = driver.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": other})
+        assert r.status_code == 403 and "their-private-bucket" not in r.text, r.text
+        assert driver.get(f"/api/v1/artifacts/{art}/data").content == payload
+        assert driver.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": own}).content == payload
