@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -135,9 +136,6 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
     (comma-separated URLs) for cloud resolutions that recorded theirs there.
     """
-    from sematic_k8s_server.shutdown import exit_on_sigterm
-
-    exit_on_sigterm()  # asked to stop, it stops and exits 0, from here on
     for flag, on in (("--local", local), ("--allow-docker", allow_docker)):
         if on and not _is_loopback(host):
             raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "
@@ -162,26 +160,33 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "self_url": self_url}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
-    with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
-        _check_storage(storage, settings.STORAGE_ENV, os.environ.get(settings.STORAGE_ENV))
-        for allowed_url, allowed in _allowed_storages():
-            _check_storage(allowed, settings.STORAGE_ALLOW_ENV, allowed_url)
-        store = _open_store(url, wait=settings.retry_window())  # migrated here, once, before any worker starts
-        import uvicorn
+    from sematic_k8s_server import shutdown
 
-        from sematic_k8s_server import auth
+    caller_sigterm = shutdown.exit_on_sigterm()  # asked to stop, it stops and exits 0, from here on
+    try:
+        with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
+            _check_storage(storage, settings.STORAGE_ENV, os.environ.get(settings.STORAGE_ENV))
+            for allowed_url, allowed in _allowed_storages():
+                _check_storage(allowed, settings.STORAGE_ALLOW_ENV, allowed_url)
+            store = _open_store(url, wait=settings.retry_window())  # migrated here, once, before any worker starts
+            import uvicorn
 
-        if rerun_launcher and not rerun_images:
-            click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.",
-                       err=True)
-        if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
-            click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
-                       "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
-                       err=True)
-        app = _app(params, config, store, storage) if workers == 1 else None
-        click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
-                   f"API keys {'off: local mode' if local else 'required'}, reruns "
-                   f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
+            from sematic_k8s_server import auth
+
+            if rerun_launcher and not rerun_images:
+                click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.",
+                           err=True)
+            if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
+                click.echo("No API keys yet: every request except /api/v1/health and /ready will get 401. Create one "
+                           "with `sematic-k8s api-keys create NAME --admin` (or start with --local on this machine "
+                           "only).", err=True)
+            app = _app(params, config, store, storage) if workers == 1 else None
+            click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
+                       f"API keys {'off: local mode' if local else 'required'}, reruns "
+                       f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
+    except click.ClickException:  # refused before it served: the caller's SIGTERM handler again
+        signal.signal(signal.SIGTERM, caller_sigterm)
+        raise
     options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout,
                                "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
     if app is not None:
@@ -189,9 +194,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
-    from sematic_k8s_server.shutdown import run_processes
-
-    run_processes(f"{__name__}:worker_app", workers, **options)
+    shutdown.run_processes(f"{__name__}:worker_app", workers, **options)
 
 
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV

@@ -61,13 +61,13 @@ async def _when_not_listening(uvicorn_server: Any, stopping: Callable[[], None])
     stopping()
 
 
-def exit_on_sigterm() -> None:
+def exit_on_sigterm() -> Any:  # noqa: ANN401 - a signal handler
     """SIGTERM makes the process exit 0 (it was asked to stop, and it did), rather than die of the signal (exit 143
     in Kubernetes' words, an error): before the server serves, at once; while it serves, uvicorn's handler shuts it
-    down gracefully and then raises the signal again, which lands here."""
+    down gracefully and then raises the signal again, which lands here. The handler it replaces."""
     def handler(sig: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def run_processes(app: str, workers: int, **options: Any) -> None:  # noqa: ANN401

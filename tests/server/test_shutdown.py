@@ -17,7 +17,7 @@ from outages import BalancingProxy, ServerProcess
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.wire import batch_to_json, dumps
-from serving import wait_for
+from serving import free_port, wait_for
 
 
 def a_write() -> tuple[str, bytes]:
@@ -103,3 +103,17 @@ def test_the_cli_goes_past_a_replica_closing_its_connection_unanswered(tmp_path)
         proxy.close()
         closing.close()
         server.stop()
+
+
+def test_a_server_refused_at_start_leaves_its_callers_sigterm_handler(tmp_path) -> None:
+    """``server`` run in a process of the caller's (click's CliRunner, a test) and refused before it serves: SIGTERM
+    is handled again as the caller had it (the server's own handler, exit 0, is for a process it serves in)."""
+    from click.testing import CliRunner
+
+    from sematic_k8s_server.cli import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(main, ["server", "--home", str(tmp_path), "--port", str(free_port()),
+                                       "--db-url", "nosuchdb://x"])
+    assert result.exit_code == 1 and "cannot open the metadata database nosuchdb://x" in result.output
+    assert signal.getsignal(signal.SIGTERM) is before
