@@ -11,6 +11,7 @@ the shutdown), rather than being cut when the graceful shutdown's time is up.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import threading
 from collections.abc import Callable
@@ -91,4 +92,10 @@ def run_processes(app: str, workers: int, **options: Any) -> None:  # noqa: ANN4
                 sock.close()
 
     config = Config(app, factory=True, workers=workers, **options)
-    Processes(config, sockets=[config.bind_socket()]).run()
+    sockets = [config.bind_socket()]
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before its processes ran their own servers
+        from uvicorn import Server
+
+        Processes(config, target=Server(config).run, sockets=sockets).run()  # type: ignore[call-arg]
+        return
+    Processes(config, sockets=sockets).run()
