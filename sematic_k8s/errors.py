@@ -315,7 +315,10 @@ class DatabaseLocked(StopsForAFix):
 
 class DatabaseUnopenable(StopsForAFix):
     """The metadata database cannot be opened: a URL no installed driver takes, a file that cannot be created or
-    read, a database server that does not answer or refuses the credentials. Nothing was read or written."""
+    read, a database server that does not answer or refuses the credentials. Nothing was read or written.
+    ``unreachable``: its server did not answer (not up yet, or starting up), which may pass by itself."""
+
+    unreachable = False
 
 
 class SchemaTooNew(StopsForAFix):

@@ -22,6 +22,7 @@ from sematic_k8s.store.http import API, HttpStore
 from sematic_k8s.store.records import RunRecord
 
 PROBE_TIMEOUT = 5.0  # seconds for the server's health check
+PROBE_TRIES = 3  # health checks whose connection is closed unanswered before the server is said not to answer
 
 
 def home(ctx: click.Context, *, create: bool = True) -> Path:
@@ -87,14 +88,18 @@ def _check_server(url: str) -> None:
     if not re.match(r"^https?://[^/\s:]+(:\d+)?(/.*)?$", url):
         raise click.ClickException(f"${settings.SERVER_ENV}={url!r} is not a server URL: use http://HOST:PORT")
     health = f"{url.rstrip('/')}{API}/health"
-    try:
-        response = httpx.get(health, timeout=PROBE_TIMEOUT)
-    except httpx.ConnectError as e:
-        raise click.ClickException(f"cannot reach the sematic-k8s server at {url} ({e}): is it running "
-                                   f"(`sematic-k8s server`)? Else {fix}") from None
-    except httpx.HTTPError as e:
-        raise click.ClickException(f"the sematic-k8s server at {url} did not answer ({type(e).__name__}: {e}); "
-                                   f"{fix}") from None
+    for attempt in range(1, PROBE_TRIES + 1):
+        try:
+            response = httpx.get(health, timeout=PROBE_TIMEOUT)
+            break
+        except httpx.ConnectError as e:
+            raise click.ClickException(f"cannot reach the sematic-k8s server at {url} ({e}): is it running "
+                                       f"(`sematic-k8s server`)? Else {fix}") from None
+        except httpx.HTTPError as e:
+            if isinstance(e, httpx.RemoteProtocolError | httpx.ReadError) and attempt < PROBE_TRIES:
+                continue  # closed unanswered: a replica stopping behind a load balancer; the next one answers
+            raise click.ClickException(f"the sematic-k8s server at {url} did not answer ({type(e).__name__}: {e}); "
+                                       f"{fix}") from None
     try:
         ok = response.status_code == 200 and response.json().get("ok") is True
     except ValueError:

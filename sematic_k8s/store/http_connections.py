@@ -48,8 +48,9 @@ class Answer:
 
 class Connections:
     """Kept-alive HTTP/1.1 connections (:mod:`http.client`) to the server at ``scheme://netloc``, for threads to
-    share: a request takes an idle connection (dropping any the server has closed meanwhile) or opens one, and
-    gives it back once the answer is read; at most ``limit`` are in use at once. HTTPS is verified against
+    share: a request takes an idle connection (dropping any the server has closed meanwhile) or opens one (and goes
+    again at once on a new one when the server closed the idle one as it arrived, unanswered), and gives it back
+    once the answer is read; at most ``limit`` are in use at once. HTTPS is verified against
     the CA settings httpx would use: $SSL_CERT_FILE, else $SSL_CERT_DIR, else certifi's bundle."""
 
     transient: tuple[type[BaseException], ...] = TRANSIENT
@@ -73,22 +74,34 @@ class Connections:
             raise TimeoutError(f"no connection to the server free within {self.timeout:g} s")
         try:
             conn = self._take()
+            reused = conn.sock is not None
             try:
-                try:
-                    conn.request(method, target, body=body, headers=headers)
-                except ConnectionError as e:
-                    response = _early_answer(conn, e)
-                else:
-                    response = conn.getresponse()
-                answer = Answer(response.status, response.headers, response.read())
-            except BaseException:
-                conn.close()
-                raise
-            with self._lock:
-                self._idle.append(conn)  # closed already if the server said it closes it: reopens when next used
-            return answer
+                return self._exchange(conn, method, target, body, headers)
+            except http.client.RemoteDisconnected:
+                if not reused:
+                    raise
+            # the server closed this kept-alive connection as the request came (its keep-alive timeout, its shutdown),
+            # unanswered: sent again at once on a new connection, as HTTP clients do (every request here may be)
+            return self._exchange(self._open(), method, target, body, headers)
         finally:
             self._slots.release()
+
+    def _exchange(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
+                  headers: dict[str, str]) -> Answer:
+        try:
+            try:
+                conn.request(method, target, body=body, headers=headers)
+            except ConnectionError as e:
+                response = _early_answer(conn, e)
+            else:
+                response = conn.getresponse()
+            answer = Answer(response.status, response.headers, response.read())
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            self._idle.append(conn)  # closed already if the server said it closes it: reopens when next used
+        return answer
 
     def _take(self) -> http.client.HTTPConnection:
         while True:

@@ -23,6 +23,7 @@ first (:meth:`SqlStore.expire_silent`).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -91,9 +92,26 @@ def _unopenable(url: str, exc: Exception) -> DatabaseUnopenable:
     """The database at ``url`` could not be opened (``exc``: a URL no installed driver takes, a file that cannot be
     made, a server that does not answer): one line naming it, its password hidden."""
     orig = getattr(exc, "orig", None) or exc
-    return DatabaseUnopenable(f"cannot open the metadata database {redacted_url(url)}: "
-                              f"{one_line(str(orig)) or type(orig).__name__}",
-                              f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)")
+    error = DatabaseUnopenable(f"cannot open the metadata database {redacted_url(url)}: "
+                               f"{one_line(str(orig)) or type(orig).__name__}",
+                               f"check ${settings.DB_URL_ENV} or --home (a resolver: home=DIR)")
+    error.unreachable = _unreachable(exc)
+    return error
+
+
+REFUSALS = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied")
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether a database server did not answer the connection (refused, timed out, its name not found yet, starting
+    up), rather than answered no (the credentials, the database's name): something that may pass by itself."""
+    if not isinstance(exc, sa.exc.OperationalError) or isinstance(exc.orig, sqlite3.Error):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if sqlstate.startswith("28") or sqlstate == "3D000":  # invalid authorization; no such database
+        return False
+    text = str(exc.orig).lower()
+    return not any(refusal in text for refusal in REFUSALS)
 
 
 DEADLOCK_ATTEMPTS = 5

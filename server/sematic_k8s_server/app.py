@@ -19,7 +19,7 @@ import sematic_k8s
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth, fastpath, problems
+from sematic_k8s_server import auth, fastpath, problems, shutdown
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_api_docs, mount_dashboard
 from sematic_k8s_server.deps import require_key
@@ -64,7 +64,9 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        off = shutdown.on_stop(server.stopping)  # live streams end as soon as a signal asks the server to stop
         yield
+        off()
         server.close()
 
     app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

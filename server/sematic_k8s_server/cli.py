@@ -8,7 +8,9 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +50,34 @@ def _keys_db_url(ctx: click.Context, home_opt: Path | None, db_url: str | None) 
     return url
 
 
-def _open_store(url: str):  # noqa: ANN202 - SqlStore, imported lazily
+def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, imported lazily
+    """The server's database, opened (and migrated). One whose server does not answer yet (a PostgreSQL started with
+    this server, restarting, failing over) is tried again every second for ``wait`` seconds, said once."""
     try:
         from sematic_k8s_server.db import open_store
     except ImportError as e:
         raise click.ClickException(f"the server needs its extra dependencies: pip install 'sematic-k8s[server]' "
                                    f"({e})") from None
-    try:
-        return open_store(url)
-    except DatabaseUnopenable as e:  # the server's own settings to check
-        raise click.ClickException(f"{e.problem}; check --db-url, ${settings.DB_URL_ENV} or --home (a directory this "
-                                   "server may write)") from None
-    except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
-        raise click.ClickException(str(e)) from None
+    deadline, said = time.monotonic() + wait, False
+    while True:
+        try:
+            return open_store(url)
+        except DatabaseUnopenable as e:  # the server's own settings to check
+            if e.unreachable and time.monotonic() < deadline:
+                if not said:
+                    click.echo(f"Waiting for the metadata database ({e.problem}); the server starts once it answers, "
+                               f"or gives up after {wait:g} s (${settings.RETRY_WINDOW_ENV})", err=True)
+                    said = True
+                time.sleep(DATABASE_WAIT_STEP)
+                continue
+            waited = f" (tried for {wait:g} s)" if said else ""
+            raise click.ClickException(f"{e.problem}{waited}; check --db-url, ${settings.DB_URL_ENV} or --home (a "
+                                       "directory this server may write)") from None
+        except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
+            raise click.ClickException(str(e)) from None
+
+
+DATABASE_WAIT_STEP = 1.0  # seconds between two tries of a database that does not answer yet
 
 
 def _is_loopback(host: str) -> bool:
@@ -100,6 +117,10 @@ def _is_loopback(host: str) -> bool:
               help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
 @click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
               help="Longest life of a resolution's token (it also ends when the resolution ends).")
+@click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=20, show_default=True,
+              help="Seconds a stopping server (SIGTERM, Ctrl-C) gives the requests under way to finish before it "
+                   "cuts them; live event streams end at once. Keep it below the time the process is given to stop "
+                   "(Kubernetes' terminationGracePeriodSeconds, less a preStop delay).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (PostgreSQL only): one per core serves more requests; "
                    "live events reach every process through the database.")
@@ -107,8 +128,8 @@ def _is_loopback(host: str) -> bool:
 @click.pass_context
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
-           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float, workers: int,
-           home_opt: Path | None) -> None:
+           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float,
+           shutdown_timeout: float, workers: int, home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
     Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage,
@@ -139,34 +160,41 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "self_url": self_url}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
-    with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
-        _check_storage(storage, settings.STORAGE_ENV, os.environ.get(settings.STORAGE_ENV))
-        for allowed_url, allowed in _allowed_storages():
-            _check_storage(allowed, settings.STORAGE_ALLOW_ENV, allowed_url)
-        store = _open_store(url)  # migrated here, once, before any worker starts
-        import uvicorn
+    from sematic_k8s_server import shutdown
 
-        from sematic_k8s_server import auth
+    caller_sigterm = shutdown.exit_on_sigterm()  # asked to stop, it stops and exits 0, from here on
+    try:
+        with _claim_port(host, port):  # held until just before uvicorn binds it again: nothing takes it meanwhile
+            _check_storage(storage, settings.STORAGE_ENV, os.environ.get(settings.STORAGE_ENV))
+            for allowed_url, allowed in _allowed_storages():
+                _check_storage(allowed, settings.STORAGE_ALLOW_ENV, allowed_url)
+            store = _open_store(url, wait=settings.retry_window())  # migrated here, once, before any worker starts
+            import uvicorn
 
-        if rerun_launcher and not rerun_images:
-            click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.",
-                       err=True)
-        if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
-            click.echo("No API keys yet: every request except /api/v1/health will get 401. Create one with "
-                       "`sematic-k8s api-keys create NAME --admin` (or start with --local on this machine only).",
-                       err=True)
-        app = _app(params, config, store, storage) if workers == 1 else None
-        click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
-                   f"API keys {'off: local mode' if local else 'required'}, reruns "
-                   f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
-    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 5, "backlog": 4096,
-                               "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
+            from sematic_k8s_server import auth
+
+            if rerun_launcher and not rerun_images:
+                click.echo("--rerun-launcher is set but no --rerun-image-repository: every rerun will be refused.",
+                           err=True)
+            if not local and not any(k["revoked_at"] is None for k in auth.list_keys(store.engine)):
+                click.echo("No API keys yet: every request except /api/v1/health and /ready will get 401. Create one "
+                           "with `sematic-k8s api-keys create NAME --admin` (or start with --local on this machine "
+                           "only).", err=True)
+            app = _app(params, config, store, storage) if workers == 1 else None
+            click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
+                       f"API keys {'off: local mode' if local else 'required'}, reruns "
+                       f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
+    except click.ClickException:  # refused before it served: the caller's SIGTERM handler again
+        signal.signal(signal.SIGTERM, caller_sigterm)
+        raise
+    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout,
+                               "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
     if app is not None:
         uvicorn.run(app, **options)
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+    shutdown.run_processes(f"{__name__}:worker_app", workers, **options)
 
 
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV

@@ -19,14 +19,28 @@ QUEUE_SIZE = 10_000
 class Subscriber:
     def __init__(self, loop: asyncio.AbstractEventLoop, root_id: str | None) -> None:
         self.loop, self.root_id = loop, root_id
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self.ended = False  # the server is stopping: the stream ends
 
     def offer(self, event: dict[str, Any]) -> None:  # on the event loop
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
+
+    def end(self) -> None:  # on the event loop
+        self.ended = True
+        try:
+            self.queue.put_nowait(None)  # wakes the stream up; a full queue ends it at its next event
+        except asyncio.QueueFull:
+            pass
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next event; None when the server is stopping; TimeoutError when none came within ``timeout``."""
+        if self.ended:
+            return None
+        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 class EventBus:
@@ -35,12 +49,26 @@ class EventBus:
     def __init__(self) -> None:
         self._subs: set[Subscriber] = set()
         self._lock = threading.Lock()
+        self.ended = False
 
     def subscribe(self, root_id: str | None) -> Subscriber:
         sub = Subscriber(asyncio.get_running_loop(), root_id)
         with self._lock:
             self._subs.add(sub)
+            if self.ended:
+                sub.end()
         return sub
+
+    def end(self) -> None:
+        """The server is stopping: every stream ends (now, and any opened still)."""
+        with self._lock:
+            self.ended = True
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.end)
+            except RuntimeError:  # its loop is closed: the server stopped
+                pass
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:

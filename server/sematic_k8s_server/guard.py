@@ -6,8 +6,8 @@ In this order:
    that re-points its DNS name at 127.0.0.1 sends its own name: refused), and a state-changing request must
    have a JSON content type (a cross-site form or "simple" fetch cannot send one) and, when it has an
    ``Origin`` (browsers always send one with a POST), this server's own.
-2. ``/api/...`` (but ``/api/v1/health``): the credential in ``X-API-Key`` is checked against the database
-   first (one query for all the requests waiting at that moment, :mod:`~sematic_k8s_server.coalesce`); a
+2. ``/api/...`` (but ``/api/v1/health`` and ``/api/v1/ready``): the credential in ``X-API-Key`` is checked against
+   the database first (one query for all the requests waiting at that moment, :mod:`~sematic_k8s_server.coalesce`); a
    request without a valid one gets 401 before its body is read, and a resolution's token calling anything but
    what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
 3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
@@ -30,7 +30,7 @@ from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.problems import problem
 
-PUBLIC_API = frozenset({"/api/v1/health"})
+PUBLIC_API = frozenset({"/api/v1/health", "/api/v1/ready"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 GUARDED = "sematic_k8s.guarded"  # a scope key (set by the server: no request can) for a request already guarded

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from sematic_k8s import settings
+from sematic_k8s.errors import one_line
 from sematic_k8s.store.sql import SqlStore
 
 log = logging.getLogger("sematic_k8s_server")
@@ -54,4 +55,5 @@ class Sweeper:
             try:
                 self.sweep()
             except Exception as e:  # noqa: BLE001 - the database may be down for a while: try again later
-                log.warning("sweeping silent resolutions failed: %s: %s", type(e).__name__, e)
+                orig = getattr(e, "orig", None) or e  # not SQLAlchemy's statement and parameters
+                log.warning("sweeping silent resolutions failed: %s: %s", type(orig).__name__, one_line(str(orig)))

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError
+from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError, one_line
 from sematic_k8s_server.schemas import Problem
 
 log = logging.getLogger("sematic_k8s_server")
@@ -100,8 +100,10 @@ async def _database_locked(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
+    """503. The log says it in one line too: not the statement and its parameters (a client's records)."""
     orig = getattr(exc, "orig", None) or exc
+    log.warning("%s %s: the metadata database failed: %s: %s", request.method, request.url.path,
+                type(orig).__name__, one_line(str(orig)))
     return problem(503, f"the metadata database is unavailable: {type(orig).__name__}: {orig}".splitlines()[0],
                    {"Retry-After": "5"})
 

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from sematic_k8s.errors import one_line
 from sematic_k8s_server.events import EventBus
 
 log = logging.getLogger("sematic_k8s_server")
@@ -104,23 +105,29 @@ class PgRelay:
             try:
                 self.send(events)
             except Exception as e:  # noqa: BLE001 - recorded all the same: the dashboard shows it when it refetches
-                log.warning("live events not sent: %s: %s", type(e).__name__, e)
+                orig = getattr(e, "orig", None) or e
+                log.warning("live events not sent: %s: %s", type(orig).__name__, one_line(str(orig)))
 
     def _listen(self) -> None:
-        first = True
+        first, failing = True, False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(libpq_url(self.engine), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
+                    if failing:
+                        log.warning("live events: the PostgreSQL listener is connected again")
                     if not first:  # events may have been missed while disconnected
                         self.bus.overflow()
-                    first = False
+                    first, failing = False, False
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self.bus.publish(json.loads(note.payload))
             except (psycopg.Error, OSError) as e:
                 if self._stop.is_set():
                     return
-                log.warning("live events: the PostgreSQL listener failed (%s: %s); reconnecting", type(e).__name__, e)
+                if not failing:  # once per outage, not at every try
+                    log.warning("live events: the PostgreSQL listener failed (%s: %s); reconnecting every %g s",
+                                type(e).__name__, one_line(str(e)), RECONNECT_SECONDS)
+                failing = True
             self._stop.wait(RECONNECT_SECONDS)

@@ -18,6 +18,7 @@ from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus, RootIndex, batch_events
 from sematic_k8s_server.liveness import Sweeper
+from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.storages import Storages
@@ -44,6 +45,7 @@ class Server:
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
         # credentials checked again by requests that stay open (live events): those waiting share one query
         self.credentials: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
+        self.readiness = Readiness(store.engine)
 
     def start(self) -> None:
         """Start the background work: the sweeper of silent resolutions, the events listener."""
@@ -51,11 +53,17 @@ class Server:
         if self.relay is not None:
             self.relay.start()
 
+    def stopping(self) -> None:
+        """A signal asked the server to stop: live event streams end, and it is no longer ready."""
+        self.readiness.stopping = True
+        self.bus.end()
+
     def close(self) -> None:
         """Stop the background work."""
         self.sweeper.stop()
         if self.relay is not None:
             self.relay.stop()
+        self.readiness.close()
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         """Tell live-event subscribers (of every server process) what changed."""

@@ -102,3 +102,18 @@ def drawn(n: int) -> float:
 @sk.func
 def draw(n: int) -> float:
     return drawn(n)
+
+
+@sk.func
+def slow_add(a: int, b: int) -> int:
+    time.sleep(0.05)
+    return a + b
+
+
+@sk.func
+def long_chain(n: int, gate: str) -> int:
+    """``n`` additions of 1, one after another, behind a step waiting at ``gate``: ``n`` once the gate opens."""
+    x = wait_for(gate, 0)
+    for _ in range(n):
+        x = slow_add(x, 1)
+    return x

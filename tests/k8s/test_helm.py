@@ -536,12 +536,18 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert container["image"] == f"{SERVER_REPOSITORY}:0.1.0"
     assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
                                     "--max-request-mb", "32", "--token-max-hours", "168", "--workers", "1",
+                                    "--shutdown-timeout", "20",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
                                     "--self-url", f"http://{FULLNAME}.{NAMESPACE}.svc:8000",
                                     "--rerun-concurrency", "2", "--rerun-queue", "8"]  # no repository: no rerun
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):  # alive, whatever its database does
         assert container[probe]["httpGet"] == {"path": "/api/v1/health", "port": "http"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/api/v1/ready", "port": "http"}  # its database answers
+    # a rolling update: the pod serves on while its endpoint goes (preStop), then has the rest of its grace period,
+    # less 5 s, to answer the requests under way (--shutdown-timeout) before the kubelet's SIGKILL
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["python", "-c", "import time; time.sleep(5)"]
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
@@ -554,6 +560,14 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     svc = one(docs, "Service", FULLNAME)
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert not find(docs, "Ingress")
+
+
+def test_the_grace_period_and_the_prestop_delay_set_the_servers_shutdown_timeout(chart: Any) -> None:
+    docs = render(chart, {"server": {"terminationGracePeriodSeconds": 120, "shutdownDelaySeconds": 0}})
+    pod = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["terminationGracePeriodSeconds"] == 120 and "lifecycle" not in container
+    assert container["command"][container["command"].index("--shutdown-timeout") + 1] == "115"
 
 
 def test_server_processes_and_more_storages_come_from_values(chart: Any) -> None:
@@ -723,6 +737,8 @@ def test_every_value_is_documented() -> None:
     ({"postgresql": {"enabled": False}}, "database.external.url"),
     ({"artifacts": {"s3": {"accessKeyId": "AKIA"}}}, "artifacts.s3.secretAccessKey"),
     ({"server": {"rerunLauncher": "docker"}}, "server.rerunLauncher must be"),
+    ({"server": {"terminationGracePeriodSeconds": 10}}, "server.terminationGracePeriodSeconds (10) must be at least "
+                                                        "server.shutdownDelaySeconds (5) + 6"),
     ({"image": {"repository": ""}}, "image.repository is required: the server image in a registry your nodes pull "
                                     "from"),
     ({"minio": {"enabled": True}, "runs": {"namespace": "runs", "createNamespace": True}},

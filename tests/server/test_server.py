@@ -286,6 +286,7 @@ def test_many_concurrent_writers(served) -> None:
 
 API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store and dashboard rely on them
     "/api/v1/health": {"get"},
+    "/api/v1/ready": {"get"},
     "/api/v1/resolutions": {"get"},
     "/api/v1/resolutions/{resolution_id}": {"get"},
     "/api/v1/resolutions/{resolution_id}/graph": {"get"},
@@ -323,14 +324,14 @@ def test_openapi_documents_the_api(served) -> None:
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
 
 
-def test_every_endpoint_but_health_needs_a_key(served) -> None:
+def test_every_endpoint_but_health_and_ready_needs_a_key(served) -> None:
     some_id = "ab" * 32  # a valid run, resolution, artifact id and cache key alike
     with served.client(key=None) as anonymous:
         for path, methods in API_ENDPOINTS.items():
             url = re.sub(r"\{\w+\}", some_id, path)
             for method in methods:
                 r = anonymous.request(method, url, json={} if method == "post" else None)
-                expected = 200 if path == "/api/v1/health" else 401
+                expected = 200 if path in ("/api/v1/health", "/api/v1/ready") else 401
                 assert r.status_code == expected, (method, path, r.status_code, r.text)
 
 

@@ -28,12 +28,13 @@ CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 class Stub(http.server.ThreadingHTTPServer):
     """Answers ``GET .../store/cancel_requested/ID`` with JSON; records each request's target, client port and
     API key; ``close_each``: closes every connection after its answer (without saying so, as a server whose
-    keep-alive timeout ran out does)."""
+    keep-alive timeout ran out does); ``drop_reused``: closes a kept-alive connection as its next request comes,
+    unanswered (as a server does whose keep-alive timeout, or shutdown, closes it while the request is on its way)."""
 
     daemon_threads = True
 
-    def __init__(self, close_each: bool = False, tls: ssl.SSLContext | None = None) -> None:
-        self.close_each = close_each
+    def __init__(self, close_each: bool = False, tls: ssl.SSLContext | None = None, drop_reused: bool = False) -> None:
+        self.close_each, self.drop_reused = close_each, drop_reused
         self.tls = tls
         self.seen: list[tuple[str, int, str | None]] = []
         self.authorization: list[str | None] = []
@@ -59,6 +60,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
         self.server.seen.append((self.path, self.client_address[1], self.headers.get("X-API-Key")))
+        if self.server.drop_reused and getattr(self, "answered", False):
+            self.close_connection = True
+            return
+        self.answered = True
         self.server.authorization.append(self.headers.get("Authorization"))
         body = json.dumps({"cancel_requested": self.path.endswith("/yes")}).encode()
         self.send_response(200)
@@ -87,8 +92,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def stub(close_each: bool = False, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
-    server = Stub(close_each, tls)
+def stub(close_each: bool = False, tls: ssl.SSLContext | None = None, drop_reused: bool = False) -> Iterator[Stub]:
+    server = Stub(close_each, tls, drop_reused)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
@@ -149,6 +154,19 @@ def test_a_connection_the_server_closed_is_replaced_without_a_retry(caplog) -> N
             assert server.closed.acquire(timeout=10)  # closed while the store holds it idle
         assert len(server.seen) == 3 and len({port for _, port, _ in server.seen}) == 3
         assert "retrying" not in caplog.text  # each was found closed before use, not failed on
+        store.close()
+
+
+def test_a_kept_alive_connection_closed_as_a_request_went_out_is_replaced_without_a_retry(caplog) -> None:
+    """The server closes a kept-alive connection as the next request arrives on it, unanswered (its keep-alive
+    timeout or its shutdown meeting the request): the request is sent again at once on a new connection, with no
+    warning and no backoff (was: the store's retry, 'RemoteDisconnected ...; retrying for up to 120 s')."""
+    with stub(drop_reused=True) as server, caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        store = HttpStore(server.url, retry_window=30)
+        assert [store.cancel_requested(x) for x in ("no", "yes", "no")] == [False, True, False]
+        assert [path.rsplit("/", 1)[1] for path, _, _ in server.seen] == ["no", "yes", "yes", "no", "no"]
+        assert len({port for _, port, _ in server.seen}) == 3
+        assert "retrying" not in caplog.text
         store.close()
 
 

@@ -58,11 +58,12 @@ class _KilledAndStarted:
 
 
 class ServerProcess(_KilledAndStarted):
-    """``sematic-k8s server --local`` over ``home`` (or ``db_url``) on a fixed port, in a process of its own:
-    :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
+    """``sematic-k8s server --local`` over ``home`` (or ``db_url``; ``args`` appended) on a fixed port, in a process
+    of its own: :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
 
-    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.home, self.db_url = home, db_url
+    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.home, self.db_url, self.args = home, db_url, args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -75,6 +76,7 @@ class ServerProcess(_KilledAndStarted):
                "--home", str(self.home)]
         if self.db_url:
             cmd += ["--db-url", self.db_url]
+        cmd += self.args
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
@@ -461,3 +463,75 @@ def _read_chunks(reader: Any) -> bytes:
         if len(data) < size + 2:
             raise EOFError("the connection ended mid-body")
         parts.append(data)
+
+
+class BalancingProxy:
+    """A TCP load balancer on 127.0.0.1 before several targets (the server replicas behind a Service): each new
+    connection goes to the next target in turn, skipping one that refuses it (a replica whose listener closed), its
+    bytes piped both ways as they come; a target's closed connection closes the client's. :meth:`remove` takes a
+    target out of the rotation (its endpoint removed), :meth:`add` puts one in."""
+
+    def __init__(self, *target_ports: int) -> None:
+        self.targets = list(target_ports)
+        self.connections: dict[int, int] = dict.fromkeys(target_ports, 0)  # connections each target took
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._turn = 0
+        threading.Thread(target=self._accept, daemon=True, name="balancing-proxy").start()
+
+    def add(self, port: int) -> None:
+        with self._lock:
+            self.targets.append(port)
+            self.connections.setdefault(port, 0)
+
+    def remove(self, port: int) -> None:
+        with self._lock:
+            self.targets.remove(port)
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        with self._lock:  # the first connection goes to the first target
+            turn = self._turn % len(self.targets) if self.targets else 0
+            order, self._turn = self.targets[turn:] + self.targets[:turn], self._turn + 1
+        for port in order:
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port))
+            except OSError:
+                continue
+            with self._lock:
+                self.connections[port] += 1
+            break
+        else:
+            client.close()
+            return
+        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
+        back.start()
+        self._pipe(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                source.shutdown(socket.SHUT_RD)

@@ -166,6 +166,15 @@ database.external.url). */}}
 {{- if not (has .Values.server.rerunLauncher (list "" "kubernetes")) -}}
 {{- fail (printf "server.rerunLauncher must be \"kubernetes\" or \"\" (no reruns), not %q: the docker launcher is for a developer's machine (sematic-k8s server --allow-docker)" .Values.server.rerunLauncher) -}}
 {{- end -}}
+{{- if lt (int (include "sematic-k8s.server.shutdownTimeout" .)) 1 -}}
+{{- fail (printf "server.terminationGracePeriodSeconds (%v) must be at least server.shutdownDelaySeconds (%v) + 6: the server needs the rest, less 5 s, to finish the requests under way when it stops" .Values.server.terminationGracePeriodSeconds .Values.server.shutdownDelaySeconds) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Seconds the stopping server gives the requests under way (--shutdown-timeout): the pod's grace period less the
+preStop delay, and 5 s to spare before the kubelet's SIGKILL. */}}
+{{- define "sematic-k8s.server.shutdownTimeout" -}}
+{{- sub (sub (int .Values.server.terminationGracePeriodSeconds) (int .Values.server.shutdownDelaySeconds)) 5 -}}
 {{- end -}}
 
 {{/* "true" when the server pods need a Kubernetes API token: they start rerun drivers as Jobs. */}}

@@ -1,6 +1,6 @@
 """The REST API, one router module per resource; :func:`sematic_k8s_server.app.create_app` includes them.
 
-- :mod:`.health`: liveness, the only endpoint that needs no API key.
+- :mod:`.health`: liveness and readiness, the only endpoints that need no API key.
 - :mod:`.resolutions`: list and read resolutions and their graphs; the rerun and cancel actions.
 - :mod:`.runs`, :mod:`.logs`, :mod:`.artifacts`: read runs, their captured output, artifacts and their bytes.
 - :mod:`.counts`: a resolution's runs counted by state (what a client following it polls).

@@ -2,11 +2,12 @@
 
 A stream stays open for hours (the dashboard's), so its credential is checked again before each group of events
 it sends and at each keep-alive: a key revoked while the stream is open gets nothing recorded after the revocation,
-and the stream ends with a comment saying why (the client's next request is refused, as any would be)."""
+and the stream ends with a comment saying why (the client's next request is refused, as any would be). A server
+asked to stop ends every stream (:mod:`~sematic_k8s_server.shutdown`): its followers connect again, to another
+replica."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -51,15 +52,17 @@ async def events(request: Request, caller: Caller,
         try:
             yield ": connected\n\n"
             while True:
-                events: list[dict] = []
+                events: list[dict | None] = []
                 if not sub.overflowed:
                     try:
-                        events.append(await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS))
+                        events.append(await sub.next(KEEPALIVE_SECONDS))
                     except TimeoutError:
                         if await request.is_disconnected():
                             return
                 while len(events) < GROUP and not sub.queue.empty():
                     events.append(sub.queue.get_nowait())
+                if sub.ended:  # the server is stopping: the follower connects again (to another replica), and
+                    return  # refetches what it shows
                 if sub.overflowed:
                     while not sub.queue.empty():
                         sub.queue.get_nowait()
@@ -68,7 +71,7 @@ async def events(request: Request, caller: Caller,
                 if (why := await refusal()) is not None:
                     yield f": {why}: this stream ends\n\n"
                     return
-                yield "".join(f"data: {json.dumps(event)}\n\n" for event in events) or ": keepalive\n\n"
+                yield "".join(f"data: {json.dumps(event)}\n\n" for event in events if event) or ": keepalive\n\n"
         finally:
             srv.bus.unsubscribe(sub)
 
