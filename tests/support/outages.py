@@ -58,11 +58,12 @@ class _KilledAndStarted:
 
 
 class ServerProcess(_KilledAndStarted):
-    """``sematic-k8s server --local`` over ``home`` (or ``db_url``) on a fixed port, in a process of its own:
-    :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
+    """``sematic-k8s server --local`` over ``home`` (or ``db_url``; more flags: ``args``) on a fixed port, in a
+    process of its own: :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
 
-    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.home, self.db_url = home, db_url
+    def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.home, self.db_url, self.args = home, db_url, args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -75,6 +76,7 @@ class ServerProcess(_KilledAndStarted):
                "--home", str(self.home)]
         if self.db_url:
             cmd += ["--db-url", self.db_url]
+        cmd += self.args
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
