@@ -26,6 +26,7 @@ from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s.store.tables import CLAIMED
 
 
 def executor_for(name: str, spec: DriverSpec, storage: Storage) -> Executor:
@@ -55,7 +56,8 @@ def drive(spec: DriverSpec, store: Store) -> Any:
 
 def _record_not_started(spec: DriverSpec, store: Store, error: str) -> None:
     """The resolution recorded as failed with ``error``, unless its loop recorded it already."""
-    if not spec.root_id or store.get_resolution(spec.root_id) is not None:
+    recorded = store.get_resolution(spec.root_id) if spec.root_id else None
+    if not spec.root_id or (recorded is not None and recorded.state != CLAIMED):  # a claim: recorded in its place
         return
     rerun_of = None
     if spec.resolution.rerun_from:

@@ -52,6 +52,7 @@ from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, append_attempt_logs
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.tables import CLAIMED
 
 log = logging.getLogger("sematic_k8s")
 
@@ -128,6 +129,8 @@ class ResolutionLoop:
         """Resolve ``root`` and return its value; on a rerun ``root`` names the pipeline to rerun."""
         preset = self.settings.root_id
         existing = self.store.get_resolution(preset) if preset else None
+        if existing is not None and existing.state == CLAIMED:  # the server's rerun action's claim: record it anew
+            existing = None
         if existing is not None and existing.state in graph.TERMINAL:
             raise ValueError(f"resolution {existing.id} already ended ({existing.state}): nothing to resume")
         if existing is not None:  # before reading its runs: no earlier driver's write lands after that

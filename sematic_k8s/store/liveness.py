@@ -17,9 +17,12 @@ import sqlalchemy as sa
 from sematic_k8s import settings
 from sematic_k8s.errors import StopsForAFix
 from sematic_k8s.store import dbclock
-from sematic_k8s.store.tables import CANCELED, CANCELING, FAILED, LIVE, UNFINISHED_RUNS
+from sematic_k8s.store.tables import CANCELED, CANCELING, CLAIMED, FAILED, LIVE, UNFINISHED_RUNS
 
 log = logging.getLogger("sematic_k8s")
+# seconds beyond the heartbeat timeout a claimed Resolution's driver may take to record it (a pod scheduled, its
+# image pulled) before the claim counts as silent: a server that died between claiming it and starting its driver
+CLAIM_GRACE = 600.0
 
 
 def timeout(stale_after: float | None) -> float:
@@ -29,12 +32,14 @@ def timeout(stale_after: float | None) -> float:
 
 def silent(resolutions: sa.Table, dialect: str, stale_after: float) -> sa.ColumnElement[bool]:
     """Whether a Resolution is silent: live (running, or canceling), heartbeating, and its last beat older than
-    ``stale_after`` seconds of the database's clock (:func:`dbclock.now` for ``dialect``; never this process's).
-    :func:`expire_silent` marks by it, and a read selects it with each record (:mod:`~sematic_k8s.store.reads`), so
-    that only a read that finds one silent opens the transaction that marks it."""
+    ``stale_after`` seconds (a claim its driver never recorded: :data:`CLAIM_GRACE` more) of the database's clock
+    (:func:`dbclock.now` for ``dialect``; never this process's). :func:`expire_silent` marks by it, and a read
+    selects it with each record (:mod:`~sematic_k8s.store.reads`), so that only a read that finds one silent opens
+    the transaction that marks it."""
     t = resolutions
-    return sa.and_(t.c.state.in_(LIVE), t.c.heartbeat_at.is_not(None),
-                   t.c.heartbeat_at < dbclock.now(dialect, stale_after))
+    return sa.and_(t.c.heartbeat_at.is_not(None), sa.or_(
+        sa.and_(t.c.state.in_(LIVE), t.c.heartbeat_at < dbclock.now(dialect, stale_after)),
+        sa.and_(t.c.state == CLAIMED, t.c.heartbeat_at < dbclock.now(dialect, stale_after + CLAIM_GRACE))))
 
 
 def expire_for_read(expire: Callable[[list[str]], list[str]], ids: list[str]) -> bool:
@@ -63,7 +68,8 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     marked = []
     found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*dead)).all()
     for res_id, state, beat in found:
-        reason = f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC"
+        reason = (f"its driver never recorded it (claimed at {beat:%Y-%m-%d %H:%M:%S} UTC)" if state == CLAIMED
+                  else f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC")
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
             state=CANCELED if state == CANCELING else FAILED, ended_at=dbclock.now(dialect),
             error=reason + ("; canceled as asked" if state == CANCELING else "")))

@@ -36,6 +36,7 @@ from sematic_k8s.store import (
     bulk,
     cache_reads,
     checkpoints,
+    dbclock,
     diskfull,
     guards,
     liveness,
@@ -59,6 +60,7 @@ from sematic_k8s.store.records import (
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
     CANCELED,
     CANCELING,
+    CLAIMED,
     ENDED,
     FAILED,
     LIVE,
@@ -212,6 +214,7 @@ class SqlStore:
             if batch.new_resolutions:
                 guards.refuse_second_continue(conn, self._res, batch.new_resolutions,
                                               lambda ids: self._expire(conn, ids))
+                writes.replace_claims(conn, self._res, batch.new_resolutions)  # its driver's record, in its place
             writes.insert_absent(conn, self._res, batch.new_resolutions)
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
@@ -227,14 +230,14 @@ class SqlStore:
             writes.update(conn, self._runs, batch.run_updates)
             writes.update(conn, self._res, res_updates)
 
-    def check_continue(self, resolution_id: str) -> None:
-        """ContinuedAlready when another resolution, not ended, continues ``resolution_id``: what the write recording
-        a continue of it would be refused over (:func:`guards.refuse_second_continue`; a silent one marked dead),
-        asked before anything is started (the server's rerun action, whose driver records the resolution later)."""
-        row = {"id": "", "rerun_of": resolution_id, "settings": {"rerun_mode": "continue"}}
+    def end_claim(self, resolution_id: str, error: str) -> bool:
+        """Record as failed, with ``error``, a resolution still ``CLAIMED`` (the server's rerun action recorded it, and
+        could not start its driver); whether it was. One its driver recorded meanwhile is left as it is."""
+        t = self._res
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
-            guards.refuse_second_continue(conn, self._res, [row], lambda ids: self._expire(conn, ids))
+            return bool(conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED).values(
+                state=FAILED, error=error, ended_at=dbclock.now(conn.dialect.name))).rowcount)
 
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
@@ -266,14 +269,17 @@ class SqlStore:
             return bool(conn.execute(stmt).rowcount)
 
     def request_cancel(self, resolution_id: str) -> str | None:
-        """Mark a created or running Resolution "canceling"; returns its state after the request
-        (None when unknown). Its resolution loop notices at its next flush and cancels; a Resolution whose
-        process is already silent is marked dead instead (see :meth:`expire_silent`)."""
+        """Mark a running Resolution "canceling"; returns its state after the request (None when unknown). Its
+        resolution loop notices at its next flush and cancels; a Resolution whose process is already silent is
+        marked dead instead (see :meth:`expire_silent`). One still ``CLAIMED`` (no driver recorded it yet) is
+        "canceled" at once: a driver that comes for it finds it ended, and stops."""
         t = self._res
         self.get_resolution(resolution_id)  # expires it if its process is gone
         with self.engine.begin() as conn:
-            conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state.in_(["created", "running"]))
-                         .values(state=CANCELING))
+            conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED).values(
+                state=CANCELED, error="canceled before its driver recorded it",
+                ended_at=dbclock.now(conn.dialect.name)))
+            conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == RUNNING).values(state=CANCELING))
             return conn.scalar(sa.select(t.c.state).where(t.c.id == resolution_id))
 
     def label_resolution(self, resolution_id: str, *, add: Iterable[str] = (), remove: Iterable[str] = (),

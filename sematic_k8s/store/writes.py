@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sematic_k8s.store import dbclock, guards
+from sematic_k8s.store.tables import CLAIMED
 
 # fields an update sets only to a later value than the recorded one: a heartbeat that lands after a newer one (the
 # loop's and its heartbeat thread's writes cross; a retried request's first attempt lands late) sets nothing back
@@ -19,6 +20,14 @@ FORWARD_ONLY = frozenset({"heartbeat_at"})
 # fields the database's clock sets (:mod:`~sematic_k8s.store.dbclock`), whatever time the writer sent: a heartbeat is
 # "now" on the one clock every reader judges silence with, not on the resolving process's own
 DB_TIME = frozenset({"heartbeat_at"})
+
+
+def replace_claims(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Delete the claims (resolutions recorded ``CLAIMED`` by the server's rerun action) that ``rows`` record, so
+    that :func:`insert_absent` writes its driver's record in their place, in the same transaction."""
+    ids = [r["id"] for r in rows if r.get("state") != CLAIMED]
+    for chunk in guards.chunks(ids):
+        conn.execute(sa.delete(table).where(table.c.id.in_(chunk), table.c.state == CLAIMED))
 
 
 def insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -29,7 +29,8 @@ from sematic_k8s import backends
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
-from sematic_k8s.store.records import ResolutionRecord, RunRecord
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.tables import CLAIMED
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
 from sematic_k8s_server.problems import ApiError
 
@@ -151,6 +152,20 @@ class Reruns:
                           executor_settings=dict(self.config.executor_settings),
                           root_func=res.root_func_path, root_source_file=source_file,
                           platform=platform if platform in ARCHITECTURES else None, packaged_only=True)
+
+    def claim(self, res: ResolutionRecord, spec: DriverSpec) -> Batch:
+        """The record of the rerun ``spec`` starts, ``CLAIMED`` until its driver records it in its place: written
+        before the driver is started, so that a second continue of ``res`` is refused then (ContinuedAlready), and
+        the id answered is recorded whatever becomes of the launch."""
+        now = utcnow()
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(
+            id=spec.root_id or "", root_func_path=res.root_func_path, state=CLAIMED, rerun_of=res.id,
+            created_at=now, heartbeat_at=now, image=spec.image, build_hash=spec.build_hash,
+            settings={"kind": "cloud", "rerun_of": res.id, "rerun_from": spec.resolution.rerun_from,
+                      "rerun_mode": spec.resolution.rerun_mode, "storage_url": spec.storage_url,
+                      "executor": spec.executor}))
+        return batch
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails."""

@@ -66,7 +66,7 @@ class ResolutionOut(_Record):
 
     id: str
     root_func_path: str
-    state: str = Field(description="running, canceling, resolved, failed or canceled")
+    state: str = Field(description="created (its driver is starting), running, canceling, resolved, failed or canceled")
     settings: dict[str, Any] = Field(default_factory=dict)
     rerun_of: str | None = None
     image: str | None = None

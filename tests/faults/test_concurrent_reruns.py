@@ -11,15 +11,20 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import fault_pipelines as fp
 import sematic_k8s as sk
+from idle_driver import IDLE_DRIVER_REPO, idle_driver_image, remove_drivers
 from outages import ServerProcess
+from s3server import fresh_bucket
+from sematic_k8s.settings import STORAGE_ENV
 from sematic_k8s.store import open_store
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
@@ -219,3 +224,162 @@ def test_the_servers_continue_action_refuses_a_resolution_another_one_continues(
         store.close()
         r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
         assert r.json().get("reason") != "continued-already", r.text
+
+
+# -- the server's continue action: two requests at once ----------------------------------------------------------
+
+ACTION_ROUNDS = 12
+
+
+@pytest.fixture
+def idle_image() -> str:
+    import infra
+
+    infra.require_docker()
+    return idle_driver_image(infra.docker_client())
+
+
+def _action_servers(home: Path, storage_url: str, n: int, db_url: str | None = None,
+                    docker_host: str | None = None) -> list[ServerProcess]:
+    """``n`` server processes (replicas, on ``db_url``) starting reruns' drivers with the Docker launcher."""
+    env = {STORAGE_ENV: storage_url, **({"DOCKER_HOST": docker_host} if docker_host else {})}
+    args = ("--allow-docker", "--rerun-launcher", "docker", "--rerun-image-repository", IDLE_DRIVER_REPO)
+    return [ServerProcess(home, db_url=db_url, env=env, args=args) for _ in range(n)]
+
+
+def _continues_at_once(urls: list[str], resolution_id: str) -> list[httpx.Response]:
+    """A continue of ``resolution_id`` to each of ``urls``, on threads released together by a barrier (each
+    connected first)."""
+    barrier = threading.Barrier(len(urls))
+    answers: list[Any] = [None] * len(urls)
+
+    def ask(k: int) -> None:
+        with httpx.Client(base_url=urls[k], timeout=120) as c:
+            c.get("/api/v1/health")
+            barrier.wait()
+            answers[k] = c.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={"mode": "continue"})
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(urls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert all(answers), answers
+    return answers
+
+
+def _continue_action_at_once(servers: list[ServerProcess], image: str, storage_url: str) -> None:
+    import infra
+
+    docker = infra.docker_client()
+    root = record_resolution(servers[0].url, None, kind="cloud", image=image, storage_url=storage_url, state="failed")
+    store = HttpStore(servers[0].url, None)
+    try:
+        for i in range(ACTION_ROUNDS):
+            answers = _continues_at_once([servers[0].url, servers[-1].url], root)
+            started = [r.json()["resolution_id"] for r in answers if r.status_code == 202]
+            remove_drivers(docker, started)
+            assert sorted(r.status_code for r in answers) == [202, 409], f"round {i}: {[r.text for r in answers]}"
+            [won], [lost] = started, [r.json() for r in answers if r.status_code == 409]
+            assert lost["reason"] == "continued-already" and lost["continued_by"] == won, lost
+            assert f"{REFUSED} {won}" in lost["detail"] and "\n" not in lost["detail"], lost
+            claimed = store.get_resolution(won)  # the id answered is recorded
+            assert claimed is not None and claimed.rerun_of == root and claimed.state == "created", claimed
+            store.write(Batch(resolution_updates={won: {"state": "failed", "ended_at": utcnow()}}))  # its end
+        continues = [r for r in store.list_resolutions(limit=100) if r.rerun_of == root]
+        assert len(continues) == ACTION_ROUNDS, continues  # one a round, none dangling
+    finally:
+        store.close()
+
+
+def test_two_continues_through_the_servers_action_at_once_on_sqlite(tmp_path, monkeypatch, idle_image):
+    """Two continue requests to the server's action released together, many rounds: exactly one is 202 and its
+    resolution recorded at once, the other 409 in one line naming it (before: both 202, both drivers launched, the
+    second one's id never recorded)."""
+    _, bucket = fresh_bucket(monkeypatch, "sk-races")
+    storage_url = f"s3://{bucket}/artifacts"
+    [server] = _action_servers(tmp_path, storage_url, 1)
+    server.start()
+    try:
+        _continue_action_at_once([server], idle_image, storage_url)
+    finally:
+        server.stop()
+
+
+def test_two_continues_through_two_servers_actions_at_once_on_postgres(tmp_path, postgres_url, monkeypatch,
+                                                                       idle_image):
+    _, bucket = fresh_bucket(monkeypatch, "sk-races")
+    storage_url = f"s3://{bucket}/artifacts"
+    servers = _action_servers(tmp_path, storage_url, 2, db_url=postgres_url)
+    try:
+        for s in servers:
+            s.start()
+        _continue_action_at_once(servers, idle_image, storage_url)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_later_one_starts(
+        tmp_path, monkeypatch, idle_image):
+    """The server's launcher fails after the continue was claimed (no Docker engine where it looks): 502, and the
+    resolution it claimed is recorded failed with the launcher's reason, holding nothing back; the next continue
+    (Docker back) starts its driver."""
+    import infra
+
+    _, bucket = fresh_bucket(monkeypatch, "sk-races")
+    storage_url = f"s3://{bucket}/artifacts"
+    [server] = _action_servers(tmp_path, storage_url, 1, docker_host=f"unix://{tmp_path / 'no-docker-here.sock'}")
+    server.start()
+    store = HttpStore(server.url, None)
+    try:
+        root = record_resolution(server.url, None, kind="cloud", image=idle_image, storage_url=storage_url,
+                                 state="failed")
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        assert r.status_code == 502 and r.json()["reason"] == "launcher-failed", r.text
+        [failed] = [x for x in store.list_resolutions(limit=10) if x.rerun_of == root]
+        assert failed.state == "failed" and failed.ended_at is not None, failed
+        assert failed.error == r.json()["detail"], failed.error  # in the words the caller got
+        assert "could not start the rerun's driver with the docker launcher" in failed.error
+        server.stop()
+        server.env["DOCKER_HOST"] = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        started = [r.json()["resolution_id"]] if r.status_code == 202 else []
+        remove_drivers(infra.docker_client(), started)
+        assert started and store.get_resolution(started[0]).state == "created", r.text
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_a_continue_canceled_while_its_driver_starts_is_canceled_at_once_and_holds_nothing_back(
+        tmp_path, monkeypatch, idle_image):
+    """A cancel of a continue the server's action started, before its driver recorded it (here: a driver that never
+    does): 202, recorded canceled at once; the next continue starts."""
+    import infra
+
+    _, bucket = fresh_bucket(monkeypatch, "sk-races")
+    storage_url = f"s3://{bucket}/artifacts"
+    [server] = _action_servers(tmp_path, storage_url, 1)
+    server.start()
+    store = HttpStore(server.url, None)
+    started: list[str] = []
+    try:
+        root = record_resolution(server.url, None, kind="cloud", image=idle_image, storage_url=storage_url,
+                                 state="failed")
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            for _ in range(2):
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+                assert r.status_code == 202, r.text
+                started.append(r.json()["resolution_id"])
+                r = c.post(f"/api/v1/resolutions/{started[-1]}/cancel", json={})
+                assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+                canceled = store.get_resolution(started[-1])
+                assert canceled.state == "canceled" and "before its driver recorded it" in canceled.error, canceled
+    finally:
+        remove_drivers(infra.docker_client(), started)
+        store.close()
+        server.stop()

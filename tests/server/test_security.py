@@ -29,6 +29,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
@@ -270,28 +271,10 @@ def docker_engine() -> Any:
     return infra.docker_client()
 
 
-IDLE_DRIVER_REPO = "127.0.0.1:5000/sk-test-idle-driver"
-IDLE_DRIVER = """FROM local/python-base:bookworm
-WORKDIR /idle
-RUN mkdir sematic_k8s && touch sematic_k8s/__init__.py && \\
-    printf 'import time\\ntime.sleep(60)\\n' > sematic_k8s/driver.py
-"""
-
-
-def _idle_driver_image(client: Any) -> str:
-    """An image whose ``python -m sematic_k8s.driver`` waits a minute (so its container, which removes itself
-    when it exits, can be inspected), pushed to the local registry; its reference by digest."""
-    client.images.build(fileobj=io.BytesIO(IDLE_DRIVER.encode()), tag=f"{IDLE_DRIVER_REPO}:latest", rm=True)
-    for line in client.images.push(IDLE_DRIVER_REPO, tag="latest", stream=True, decode=True):
-        if "error" in line:
-            raise RuntimeError(line["error"])
-    return f"{IDLE_DRIVER_REPO}@{client.images.get_registry_data(f'{IDLE_DRIVER_REPO}:latest').id}"
-
-
 def test_a_docker_rerun_never_gets_the_docker_socket_and_its_token_is_a_file(tmp_path, docker_engine) -> None:
     """Local development (--allow-docker): the rerun's driver container has no Docker socket, and its token
     is a 0400 file, not an environment variable (``docker inspect`` shows no secret)."""
-    image = _idle_driver_image(docker_engine)
+    image = idle_driver_image(docker_engine)
     config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(IDLE_DRIVER_REPO,),
                          storage_url=STORAGE)
     containers: list[Any] = []

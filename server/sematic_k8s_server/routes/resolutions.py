@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from sematic_k8s.errors import ContinuedAlready
 from sematic_k8s.graph import CANCELED, FAILED, RESOLVED, TERMINAL
-from sematic_k8s.store.sql import CANCELING
+from sematic_k8s.store.sql import CANCELING, CLAIMED
 from sematic_k8s_server import auth, edges, schemas, scopes
 from sematic_k8s_server.deps import (
     API,
@@ -85,22 +85,27 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     if res.state not in (RESOLVED, FAILED, CANCELED):
         raise HTTPException(409, f"resolution {resolution_id} is {res.state}: wait for it to end, or cancel it")
     image = srv.reruns.check(res, target, body.mode)
-    if body.mode == "continue":  # its driver's first write would be refused (ContinuedAlready): say so now
-        try:
-            srv.store.check_continue(resolution_id)
-        except ContinuedAlready as e:
-            raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
     new_id = uuid.uuid4().hex
     root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
     spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)
+    claimed = body.mode == "continue"
+    if claimed:  # recorded before its driver starts, in the transaction that refuses a second continue
+        try:
+            with srv.write_lock:
+                srv.store.write(srv.reruns.claim(res, spec))
+        except ContinuedAlready as e:
+            raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
     token = None
     if srv.auth.required:
         token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
                                    lifetime=srv.config.reruns.token_lifetime)
     try:
         srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"))
-    except Exception:
+    except Exception as e:
         auth.revoke_tokens(srv.store.engine, new_id)
+        if claimed:  # nothing left claiming it: recorded failed, in the words the caller gets
+            with srv.write_lock:
+                srv.store.end_claim(new_id, e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
         raise
     return {"resolution_id": new_id, "rerun_of": resolution_id}
 
@@ -132,13 +137,14 @@ def mint_token(srv: Srv, caller: Caller, resolution_id: ResolutionId, body: sche
              tags=["actions"], summary="Ask a running resolution to cancel")
 def cancel(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     """Marks it ``canceling``; its resolution loop notices within about a second, cancels its runs
-    and records ``canceled``."""
+    and records ``canceled``. One whose driver is still starting (``created``) is ``canceled`` at once."""
     scopes.require_key(caller, "cancel resolutions")
+    before = srv.store.get_resolution(resolution_id)
     with srv.write_lock:
         state = srv.store.request_cancel(resolution_id)
     if state is None:
         raise not_found("resolution", resolution_id)
-    if state != CANCELING:
+    if state != CANCELING and not (state == CANCELED and before is not None and before.state == CLAIMED):
         raise HTTPException(409, f"resolution {resolution_id} is already {state}")
     srv.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": state}])
     return {"resolution_id": resolution_id, "state": state}
