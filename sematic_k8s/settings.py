@@ -22,6 +22,8 @@ API_KEY_ENV = "SEMATIC_K8S_API_KEY"  # the API key sent to the server (X-API-Key
 API_KEY_FILE_ENV = "SEMATIC_K8S_API_KEY_FILE"  # a file holding it instead (drivers: their resolution's token)
 SERVER_AUTH_ENV = "SEMATIC_K8S_SERVER_AUTH"  # a driver's "user:password" for the server URL (kept out of the URL)
 SERVER_AUTH_FILE_ENV = "SEMATIC_K8S_SERVER_AUTH_FILE"  # a file holding it instead (drivers in Docker containers)
+# S3 keys (boto's names); a Docker driver gets each as a file, named by $SEMATIC_K8S_<name>_FILE (storage_keys)
+STORAGE_KEY_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 LOG_LEVEL_ENV = "SEMATIC_K8S_LOG_LEVEL"  # the server's log level (uvicorn's names; default info)
 
 # -- artifact storage ------------------------------------------------------------------------------------
@@ -68,14 +70,19 @@ DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 
-# What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only these: a
-# pod's identity (EKS IRSA: AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE; Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI,
-# AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; profiles and config files) is the cluster's or the machine's, never copied:
-# another pod has its own, or none. The keys go by Secret on Kubernetes (manifests.SECRET_ENV), as plain env only
-# to containers on this machine (the docker executor).
+# What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only the endpoint
+# and region: never a key (STORAGE_KEY_ENVS: workers with presigned URLs need none; pods read the storage Secret),
+# nor a pod's identity (EKS IRSA: AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE; Pod Identity:
+# AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; profiles and config files), which is the
+# cluster's or the machine's: another pod has its own, or none.
 WORKER_PASS_THROUGH = (SOURCE_MAP_ENV, S3_PREFIX_ENVS, RETRY_WINDOW_ENV)
-AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-                              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+AWS_PASS_THROUGH = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"})
+
+# Every secret a driver may be given -> the variable naming a file that holds it instead. Never a plain variable of
+# a container or pod: the Docker launcher writes each to a 0400 file (launchers.docker), a driver Job reads each from
+# a Secret (k8s.manifests.secret_env); the reading side takes either (_secret).
+SECRET_FILE_ENVS = {API_KEY_ENV: API_KEY_FILE_ENV, SERVER_AUTH_ENV: SERVER_AUTH_FILE_ENV,
+                    **{name: f"SEMATIC_K8S_{name}_FILE" for name in STORAGE_KEY_ENVS}}
 
 
 def home(override: str | os.PathLike[str] | None = None, *, create: bool = True) -> Path:
@@ -143,9 +150,16 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
 
 
+def storage_keys() -> dict[str, str]:
+    """The S3 keys given to this process (boto's names -> values): each from its variable, else from the file
+    $SEMATIC_K8S_<name>_FILE names (a Docker driver's); {} when none is (boto's chain then: profiles, roles)."""
+    found = ((name, _secret(name, SECRET_FILE_ENVS[name], f"${name}")) for name in STORAGE_KEY_ENVS)
+    return {name: value for name, value in found if value}
+
+
 def worker_env() -> dict[str, str]:
-    """The part of this process's environment that workers need (storage settings and keys, the source map):
-    what a driver passes on. Never a pod identity's variables (see AWS_PASS_THROUGH)."""
+    """The part of this process's environment that workers need (storage settings, the source map): what a driver
+    passes on. Never a key nor a pod identity's variables (see AWS_PASS_THROUGH)."""
     return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH) or k in AWS_PASS_THROUGH}
 
 

@@ -6,7 +6,8 @@ at once, a tenth of a second before Docker reports the container's end; a worker
 is read when Docker reports its end (exit code, and the last log lines). A container is removed in the
 background once it has ended (one whose outcome was read and that has not ended STORED_GRACE seconds later is
 stopped); when it is stopped (canceled, or past its func's timeout); and when the executor closes, which also
-removes every other worker container of the resolution: none is left behind with credentials in its environment.
+removes every other worker container of the resolution. Workers get no credential: their presigned URLs (in the
+task) are all they store and read through; neither a key nor the driver's token is in their environment.
 
 A restarted driver (a newer one that took the resolution over) finds the worker containers of its resolution
 by their labels (one list, at its first resumed attempt) and re-attaches to the newest container of each
@@ -27,7 +28,7 @@ from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.settings import SAY_STORED_ENV, worker_env
+from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
@@ -50,7 +51,8 @@ class DockerExecutor(RemoteExecutor):
 
         self.client = client or docker_client(max_pool_size=64)  # a connection per waiting thread
         self.image = image
-        self.env = env or {}
+        # workers reach storage through presigned URLs: never a secret in their environment (docker inspect)
+        self.env = {k: v for k, v in (env or {}).items() if k not in SECRET_FILE_ENVS}
         self.containers: dict[str, Any] = {}  # run id -> container
         self._removals: list[threading.Thread] = []
         self._wake = threading.Event()  # set when a container ends (a thread per container waits on Docker)
@@ -64,7 +66,7 @@ class DockerExecutor(RemoteExecutor):
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
-        """A driver's executor: containers from the spec's image, with the driver's pass-through env."""
+        """A driver's executor: containers from the spec's image, with the driver's pass-through env (no key)."""
         return cls(storage, spec.storage_url, spec.image, env=worker_env())
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:

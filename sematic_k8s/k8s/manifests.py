@@ -39,6 +39,7 @@ from sematic_k8s.settings import (
     DRIVER_JOB_UID_ENV,
     NAMESPACE_ENV,
     POD_NAME_ENV,
+    SECRET_FILE_ENVS,
     SERVER_AUTH_ENV,
 )
 from sematic_k8s.specs import (
@@ -68,7 +69,7 @@ STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
     "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", False),
     "AWS_SESSION_TOKEN": ("AWS_SESSION_TOKEN", True),
 }
-SECRET_ENV = frozenset({API_KEY_ENV, SERVER_AUTH_ENV, *STORAGE_SECRET_KEYS})  # never passed as plain env
+SECRET_ENV = frozenset(SECRET_FILE_ENVS)  # never passed as plain env: the token, the server's user info, the S3 keys
 
 # What the driver learns about itself through the downward API (so workers can be owned by its Job).
 

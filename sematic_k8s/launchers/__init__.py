@@ -44,12 +44,13 @@ class DriverWatch(Protocol):
 
 
 def driver_env(spec: DriverSpec, server: str, api_key: str | None, source_map: str | None) -> dict[str, str]:
-    """The environment of a driver container or pod; ``api_key`` is its resolution's token and
-    ``$SEMATIC_K8S_SERVER_AUTH`` the user info of a ``server`` URL that has one (``http://user:password@host``):
-    secrets, which each launcher takes out of it and delivers its own way (a file, a Secret), never as plain
-    variables."""
+    """The environment of a driver container or pod; ``api_key`` is its resolution's token,
+    ``$SEMATIC_K8S_SERVER_AUTH`` the user info of a ``server`` URL that has one (``http://user:password@host``)
+    and the ``AWS_*`` keys this process has (it stores): secrets (``settings.SECRET_FILE_ENVS``), which each
+    launcher takes out of it and delivers its own way (a file, a Secret), never as plain variables."""
     server, auth = settings.split_user_info(server)
-    env = {**settings.worker_env(), settings.DRIVER_ENV: spec.to_json(), settings.SERVER_ENV: server}
+    env = {**settings.worker_env(), **settings.storage_keys(), settings.DRIVER_ENV: spec.to_json(),
+           settings.SERVER_ENV: server}
     if auth:
         env[settings.SERVER_AUTH_ENV] = auth
     interval = settings.env(settings.HEARTBEAT_INTERVAL_ENV)

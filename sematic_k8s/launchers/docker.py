@@ -4,10 +4,11 @@ The CloudResolver's driver gets the Docker socket mounted so that its DockerExec
 beside it: a developer-machine path, started by the developer. A driver the server starts (local development
 only) never gets the socket (``docker_socket=False``): its runs execute as processes in its own container.
 
-The driver's credential (``$SEMATIC_K8S_API_KEY`` in the env given: its resolution's token), and the user info
-of its server URL when it has one (``$SEMATIC_K8S_SERVER_AUTH``), are never put in the container's environment,
-where ``docker inspect`` would show them: each is copied into the created container as a file readable by the
-image's user alone, named by ``$SEMATIC_K8S_API_KEY_FILE`` (``$SEMATIC_K8S_SERVER_AUTH_FILE``).
+The driver's secrets in the env given (``settings.SECRET_FILE_ENVS``: ``$SEMATIC_K8S_API_KEY``, its resolution's
+token; ``$SEMATIC_K8S_SERVER_AUTH``, the user info of its server URL when it has one; the S3 keys ``AWS_*``) are
+never put in the container's environment, where ``docker inspect`` would show them: each is copied into the created
+container as a file readable by the image's user alone, named by its ``*_FILE`` variable
+(``$SEMATIC_K8S_API_KEY_FILE``, ``$SEMATIC_K8S_AWS_SECRET_ACCESS_KEY_FILE``, ...).
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
@@ -29,7 +30,7 @@ from typing import Any
 from sematic_k8s.docker_engine import docker_client
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
-from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, SERVER_AUTH_ENV, SERVER_AUTH_FILE_ENV
+from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
 from sematic_k8s.specs import DRIVER_COMMAND, DriverSpec
 
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
@@ -37,6 +38,8 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 SECRETS_DIR = "sematic-k8s-secrets"  # at the container's root
 TOKEN_FILE = f"/{SECRETS_DIR}/api-key"
 SERVER_AUTH_FILE = f"/{SECRETS_DIR}/server-auth"  # the user info of the server URL, when it had one
+SECRET_FILES = {API_KEY_ENV: TOKEN_FILE, SERVER_AUTH_ENV: SERVER_AUTH_FILE,  # each secret variable -> its file
+                **{name: f"/{SECRETS_DIR}/{name.lower()}" for name in STORAGE_KEY_ENVS}}
 
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: bool = True) -> None:
@@ -46,11 +49,10 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
     root_id = spec.root_id or ""
     env = dict(env)
     secrets: dict[str, str] = {}  # file in the container -> its text
-    for path, var, file_var in ((TOKEN_FILE, API_KEY_ENV, API_KEY_FILE_ENV),
-                                (SERVER_AUTH_FILE, SERVER_AUTH_ENV, SERVER_AUTH_FILE_ENV)):
+    for var, file_var in SECRET_FILE_ENVS.items():
         value = env.pop(var, None)
         if value:
-            secrets[path], env[file_var] = value, path
+            secrets[SECRET_FILES[var]], env[file_var] = value, SECRET_FILES[var]
     client = docker_client()
     kwargs: dict[str, Any] = dict(
         command=list(DRIVER_COMMAND), detach=True, network_mode="host", auto_remove=True, environment=env,

@@ -18,7 +18,8 @@ Configuration comes from arguments or the environment:
 - ``SEMATIC_K8S_S3_ENDPOINT``, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``: a non-AWS
   endpoint (MinIO, moto); path-style addressing is used whenever an endpoint is set
 - ``SEMATIC_K8S_S3_REGION``, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` (``us-east-1`` with an endpoint)
-- credentials: boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, roles)
+- credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN``), each else from the file
+  ``SEMATIC_K8S_<name>_FILE`` names (a Docker driver's), else boto3's usual chain (``AWS_PROFILE``, roles)
 """
 
 from __future__ import annotations
@@ -86,11 +87,17 @@ class _S3Loader(botocore.loaders.Loader):
 
 
 def _client(**kwargs: Any) -> Any:  # noqa: ANN401 - a botocore S3 client
-    """An S3 client of a new botocore session (credentials found now, by the usual chain). boto3 itself, a
-    third of a worker's start-up, is imported only for multipart uploads."""
+    """An S3 client of a new botocore session: with the keys :func:`settings.storage_keys` finds (``AWS_*``, or the
+    files a Docker driver is given them in), else credentials found now by the usual chain (profiles, roles).
+    boto3 itself, a third of a worker's start-up, is imported only for multipart uploads."""
     session = botocore.session.get_session()
     paths = session.get_config_variable("data_path")
     session.register_component("data_loader", _S3Loader(extra_search_paths=paths.split(os.pathsep) if paths else []))
+    keys = settings.storage_keys()
+    if "AWS_ACCESS_KEY_ID" in keys or "AWS_SECRET_ACCESS_KEY" in keys:  # one without the other: botocore says so
+        kwargs.update(aws_access_key_id=keys.get("AWS_ACCESS_KEY_ID"),
+                      aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
+                      aws_session_token=keys.get("AWS_SESSION_TOKEN"))
     return session.create_client("s3", **kwargs)
 
 T = TypeVar("T")

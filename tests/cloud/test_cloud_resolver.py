@@ -121,6 +121,85 @@ def drivers_seen() -> Iterator[dict[str, dict]]:
         thread.join(10)
 
 
+@contextlib.contextmanager
+def containers_seen() -> Iterator[dict[str, dict]]:
+    """The attributes (inspect) of every container of a resolution (driver or worker) by container id, taken by a
+    thread watching for them while the block runs: drivers and workers are removed once they ended."""
+    seen: dict[str, dict] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        docker = docker_client()
+        while not done.is_set():
+            try:
+                for c in docker.containers.list(all=True, filters={"label": "sematic-k8s/resolution-id"}):
+                    seen.setdefault(c.id, c.attrs)
+            except docker_errors.NotFound:
+                pass
+            done.wait(0.05)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join(10)
+
+
+KEYED_PIPELINE = '''
+    import time
+    import sematic_k8s as sk
+
+    @sk.func(inline=False)
+    def slow_square(x: int) -> int:
+        time.sleep(2)  # long enough for the test's watcher to inspect its container
+        return x * x
+
+    @sk.func
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    @sk.func
+    def pipeline(n: int) -> int:
+        return total([slow_square(i) for i in range(n)])
+'''
+
+
+def test_no_container_shows_an_s3_key_and_the_pipeline_still_stores_to_s3(infra, s3_env, tmp_path, monkeypatch):
+    """A CloudResolver's Docker driver and the driver the server's Docker launcher starts for a rerun each get the
+    S3 keys as 0400 files ($SEMATIC_K8S_AWS_*_FILE), never as variables; worker containers get none at all (their
+    presigned URLs are all they store through). ``docker inspect`` of each container shows no secret key, and both
+    resolutions store to the real S3. Was: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY plain env of every one.
+    (A presigned URL names its signer's access key id, not a secret, by SigV4's design.)"""
+    from sematic_k8s.storage.base import artifact_key
+    from sematic_k8s.storage.urls import storage_from_url
+
+    secret = f"sk-secret-{uuid.uuid4().hex}"  # moto takes any key: this one cannot be mistaken
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    storage = storage_from_url(s3_env)
+    with user_project(tmp_path / "project", "keyedpipe", KEYED_PIPELINE) as module, \
+            rerunning_server(tmp_path, s3_env) as server, containers_seen() as seen:
+        f = load(module).pipeline(2)
+        assert f.resolve(project_resolver(server, s3_env, infra, tmp_path)) == 1
+        rerun = server_rerun(server, storage, f.id)
+        assert rerun is not True and rerun.state == "resolved", rerun
+    for root_id in (f.id, rerun.id):
+        output = server.store.get_run(root_id).output_id
+        assert storage.exists(artifact_key(output)) and server.store.get_artifact(output).summary == 1
+    ours = {c: a for c, a in seen.items() if a["Config"]["Labels"].get("sematic-k8s/resolution-id") in (f.id, rerun.id)}
+    roles = sorted((a["Config"]["Labels"]["sematic-k8s/resolution-id"] == f.id, a["Config"]["Labels"][
+        "sematic-k8s/role"]) for a in ours.values())
+    assert roles == [(False, "driver"), (True, "driver"), (True, "worker"), (True, "worker")], roles
+    for attrs in ours.values():
+        env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+        assert secret not in json.dumps(attrs), attrs["Name"]
+        assert not set(env) & set(settings.STORAGE_KEY_ENVS), (attrs["Name"], sorted(env))
+        if attrs["Config"]["Labels"]["sematic-k8s/role"] == "driver":
+            assert env["SEMATIC_K8S_AWS_SECRET_ACCESS_KEY_FILE"] and env["SEMATIC_K8S_AWS_ACCESS_KEY_ID_FILE"]
+        else:
+            assert not [name for name in env if name.endswith("_FILE")], sorted(env)
+
+
 def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_path):
     root, module = project
     mod = load(module)

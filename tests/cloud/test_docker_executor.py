@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import time
 import uuid
@@ -25,7 +26,7 @@ from sematic_k8s.executors import docker as docker_executor
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
 from sematic_k8s.labels import RUN_LABEL
-from sematic_k8s.settings import worker_env
+from sematic_k8s.settings import STORAGE_KEY_ENVS, worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE
 from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
@@ -66,7 +67,9 @@ PROJECT = f'''
 
     @sk.func(inline=False)
     def gated(x: int) -> int:
-        """Notes each start (starts/X/...), then returns 2 * x once the object gates/X is there."""
+        """Notes each start (starts/X/...), then returns 2 * x once the object gates/X is there: through storage of
+        its own, with keys of its own (a worker is given none; the test's S3 takes any)."""
+        os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
         storage = storage_from_url(os.environ[STORAGE_ENV])
         storage.put(f"starts/{{x}}/{{uuid.uuid4().hex}}", b"")
         while not storage.exists(f"gates/{{x}}"):
@@ -272,6 +275,30 @@ def running_worker(executor: DockerExecutor, task: Task) -> Any:  # noqa: ANN401
         executor.wait(0.5)
     [container] = running
     return container
+
+
+def test_a_worker_container_is_given_no_storage_key_and_stores_through_its_urls(project, storage, monkeypatch):
+    """The executor is given a driver's pass-through env (``worker_env()``, with the driver's S3 keys set): the
+    worker container's ``docker inspect`` shows no key variable and no secret, and its value reaches S3 through its
+    presigned URLs. Was: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY plain env of every worker container."""
+    secret = f"sk-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)  # the driver's key (the test's S3 takes any)
+    keyed = S3Storage(storage.bucket, "artifacts")  # signs the worker's URLs with it
+    executor = DockerExecutor(keyed, keyed.url, project[1], env=worker_env())
+    try:
+        x = uuid.uuid4().int % 10**6
+        task = submit(executor, keyed, project[0].gated, x)
+        attrs = running_worker(executor, task).attrs
+        env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+        assert secret not in json.dumps(attrs)
+        assert not set(env) & set(STORAGE_KEY_ENVS) and not [n for n in env if n.endswith("_FILE")], sorted(env)
+        keyed.put(f"gates/{x}", b"")
+        outcome = outcome_of(executor)
+        assert outcome.error_info is None, outcome.error_info
+        assert stored_value(keyed, outcome) == 2 * x
+    finally:
+        executor.close()
+    assert containers_of(task) == []
 
 
 def test_a_resumed_attempt_reattaches_to_its_running_worker_instead_of_starting_it_again(project, storage,

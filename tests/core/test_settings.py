@@ -45,3 +45,17 @@ def test_each_variable_is_named_once_with_a_description():
     for line in source.splitlines():
         if line.split(" = ")[0].endswith("_ENV") and " = " in line:
             assert "  # " in line, f"no description: {line}"
+
+
+def test_s3_keys_come_from_their_variables_else_from_the_files_a_docker_driver_is_given(tmp_path, monkeypatch):
+    for name in settings.STORAGE_KEY_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    assert settings.storage_keys() == {}
+    secret = tmp_path / "aws_secret_access_key"
+    secret.write_text("from-a-file\n")
+    monkeypatch.setenv(settings.SECRET_FILE_ENVS["AWS_SECRET_ACCESS_KEY"], str(secret))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID")
+    assert settings.storage_keys() == {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "from-a-file"}
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-variable")
+    assert settings.storage_keys()["AWS_SECRET_ACCESS_KEY"] == "from-the-variable"
+    assert not set(settings.STORAGE_KEY_ENVS) & set(settings.worker_env())  # never passed on to workers

@@ -54,7 +54,9 @@ PIPELINE = '''
 
     @sk.func(inline=False)
     def gate(name: str, x: int) -> int:
-        """Returns x once the object gates/NAME is in storage (so a test can act while this runs)."""
+        """Returns x once the object gates/NAME is in storage (so a test can act while this runs): through storage of
+        its own, with keys of its own (a worker container is given none; the test's S3 takes any)."""
+        os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
         storage = storage_from_url(os.environ[STORAGE_ENV])
         storage.put(f"gates/{name}.started", b"")
         storage.put(f"starts/{name}/{uuid.uuid4().hex}", b"")  # one per start of the step

@@ -331,6 +331,33 @@ def test_a_server_urls_password_reaches_the_driver_by_its_secret_never_in_the_jo
     assert set(secret.data) == {"api-key"}
 
 
+def test_the_submitting_machines_s3_keys_reach_the_driver_job_by_the_storage_secret_never_as_values(cluster, api,
+                                                                                                  monkeypatch):
+    """The CloudResolver's (or the server's) S3 keys go into the driver's env (``driver_env``, as a Docker driver
+    gets them as files): on Kubernetes the driver Job reads each from the storage Secret (``secretKeyRef``) and its
+    spec holds no key as a plain value, nor does the token Secret. (Held before the Docker drivers' keys became
+    files; kept beside them, as both go through ``settings.SECRET_FILE_ENVS``.)"""
+    from sematic_k8s.launchers import driver_env
+
+    secret, session = f"sk-secret-{new_id()}", f"sk-session-{new_id()}"
+    for name, value in (("AWS_ACCESS_KEY_ID", "AKSUBMITTER"), ("AWS_SECRET_ACCESS_KEY", secret),
+                        ("AWS_SESSION_TOKEN", session)):
+        monkeypatch.setenv(name, value)
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", resolution=ResolutionSettings(root_id=new_id()))
+    env = driver_env(spec, "http://sk.example:8000", "sk8t_tok", None)
+    assert env["AWS_SECRET_ACCESS_KEY"] == secret  # given to the launcher, which delivers it its own way
+    launch_driver(spec, spec.root_id, env, namespace=NS, api_client=api, storage_secret="sk-s3")
+    [job] = jobs(api, f"sematic-k8s/resolution-id={spec.root_id},sematic-k8s/role=driver")
+    token = client.CoreV1Api(api).read_namespaced_secret(manifests.token_secret_name(spec.root_id), NS)
+    for model in (job, token):
+        dumped = json.dumps(api.sanitize_for_serialization(model))
+        assert secret not in dumped and session not in dumped and "AKSUBMITTER" not in dumped
+    env_vars = {e.name: e for e in job.spec.template.spec.containers[0].env}
+    for name in settings.STORAGE_KEY_ENVS:
+        assert env_vars[name].value is None and env_vars[name].value_from.secret_key_ref.name == "sk-s3"
+
+
 def test_launch_driver_takes_in_cluster_settings_from_the_charts_config_map(cluster, api, monkeypatch):
     for name in ("SEMATIC_K8S_SERVICE_ACCOUNT", "SEMATIC_K8S_STORAGE_SECRET", "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"):
         monkeypatch.delenv(name, raising=False)
