@@ -641,6 +641,7 @@ def clipped_error(info: dict[str, Any]) -> dict[str, Any]:
 # that failed with long errors stays small; the run's own read has it whole
 LISTED_ERROR_CHARS = 1_000
 LISTED_TYPE_CHARS = 256  # of its type (a class's qualified name)
+LISTED_KINDS = 8  # of its mro's classes: enough to tell WorkerNeverStarted (and WorkerDied) endings apart
 # of a resolution's error (the failed run's type and message after its name, or an infrastructure failure with what
 # to do: 850 characters for a driver's missing Kubernetes permission), in listings of at most a few hundred
 LISTED_RESOLUTION_ERROR_CHARS = 2_000
@@ -648,11 +649,15 @@ LISTED_RESOLUTION_ERROR_CHARS = 2_000
 
 def error_excerpt(info: dict[str, Any] | None) -> dict[str, Any] | None:
     """A recorded error as listings of runs carry it: its type, its message :func:`clipped` to
-    :data:`LISTED_ERROR_CHARS`, no traceback nor anything else, marked ``excerpt`` with the whole message's and
-    traceback's lengths (``GET /runs/{id}``, ``sematic-k8s runs show`` give it whole)."""
+    :data:`LISTED_ERROR_CHARS`, its mro's first :data:`LISTED_KINDS` classes (whether it never started), no traceback
+    nor anything else, marked ``excerpt`` with the whole message's and traceback's lengths (``GET /runs/{id}``,
+    ``sematic-k8s runs show`` give it whole)."""
     if info is None:
         return None
     message, tb = str(info.get("message") or ""), str(info.get("traceback") or "")
+    kinds = info.get("mro")
+    mro: list[Any] = kinds if isinstance(kinds, list) else []
     return {"type": clipped(str(info.get("type") or ""), LISTED_TYPE_CHARS),
             "message": clipped(message, LISTED_ERROR_CHARS), "excerpt": True, "message_chars": len(message),
-            "traceback_chars": len(tb)}
+            "traceback_chars": len(tb),
+            "mro": [clipped(str(k), LISTED_TYPE_CHARS) for k in mro[:LISTED_KINDS]]}

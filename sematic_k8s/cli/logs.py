@@ -9,7 +9,8 @@ import click
 from sematic_k8s import graph
 from sematic_k8s.cli import records
 from sematic_k8s.cli.output import emit, output_option, visible
-from sematic_k8s.store.records import RunRecord
+from sematic_k8s.storage.base import log_key
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, in_resolver_home
 
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed run
 
@@ -39,7 +40,8 @@ def logs(ctx: click.Context, run_id: str, follow: bool, output: str) -> None:
     elif text is not None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
-        click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{_no_logs_reason(run)}"), err=True)
+        why = _no_logs_reason(run, store.get_resolution(run.root_id))
+        click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{why}"), err=True)
 
 
 def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
@@ -57,16 +59,16 @@ def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
     click.echo(visible(f"run {run.id} ({run.func_name}) {run.state}"), err=True)
 
 
-def _no_logs_reason(run: RunRecord) -> str:
+def _no_logs_reason(run: RunRecord, res: ResolutionRecord | None = None) -> str:
     if run.notes.get("reused_from"):
         return f": its output was reused from run {run.notes['reused_from']}"
     if run.cached_from:
         return f": its output came from the cache (run {run.cached_from})"
     waiting = run.notes.get("waiting") if run.attempts <= 1 else None  # its first attempt's worker never started
-    if run.state == graph.FAILED and run.attempts <= 1 and "WorkerNeverStarted" in (run.error or {}).get("mro", ()):
+    if run.state == graph.FAILED and run.never_started():
         return ": it never started (see its error)"
     if run.state == graph.CANCELED:
-        if run.started_at is None or waiting:
+        if run.never_started():
             return ": it never started" + (f" (it was {waiting})" if waiting else "")
         return ": it was stopped before its attempt ended (output is recorded as each attempt ends)"
     if run.state in (graph.CREATED, graph.SCHEDULED):
@@ -74,4 +76,7 @@ def _no_logs_reason(run: RunRecord) -> str:
     if run.state == graph.RUNNING:
         return (f": it has not started ({waiting})" if waiting else ": nothing recorded yet") + (
             " (output is recorded as each attempt ends; follow it with --follow)")
+    if in_resolver_home(res):  # its log is where it ran, if it printed anything: not "printed nothing"
+        return (" here: its resolution's LocalResolver recorded through a server and keeps its runs' logs in its own "
+                f"home, where it ran (there: storage/{log_key(run.id)} under that home)")
     return ": it printed nothing"

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from sematic_k8s.graph import RESOLVED, TERMINAL
 from sematic_k8s.store.records import ResolutionRecord, RunRecord
 
 NONE = "-"
@@ -81,6 +82,20 @@ def duration(secs: float | None) -> str | None:
     return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def run_seconds(run: RunRecord) -> float | None:
+    """How long a run ran: None for one whose code never began (:meth:`RunRecord.never_started`: its
+    ``started_at`` is when it was handed to its executor, and it waited, or failed, from then on)."""
+    return None if run.never_started() else seconds(run.started_at, run.ended_at)
+
+
+def run_duration(run: RunRecord) -> str | None:
+    """A run's duration as tables show it: ``never`` (ended without starting) or ``not started`` (still waiting)
+    for one whose code never began, as the dashboard says it (a resolved one ran, or took a cached output)."""
+    if run.state != RESOLVED and run.never_started():
+        return "never" if run.state in TERMINAL else "not started"
+    return duration(seconds(run.started_at, run.ended_at))
+
+
 def origin(run: RunRecord) -> str | None:
     """Where a run's output came from when it was not computed here."""
     if run.notes.get("reused_from"):
@@ -104,4 +119,4 @@ def resolution_row(res: ResolutionRecord) -> dict[str, Any]:
 
 def run_json(run: RunRecord, *, listed: bool = False) -> dict[str, Any]:
     """A run as ``-o json`` prints it: whole, or ``listed`` as listings give it (without its func's source)."""
-    return {**(run.listed() if listed else run.to_dict()), "duration_seconds": seconds(run.started_at, run.ended_at)}
+    return {**(run.listed() if listed else run.to_dict()), "duration_seconds": run_seconds(run)}

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from sematic_k8s import graph
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, run_state_option
-from sematic_k8s.cli.output import duration, emit, origin, output_option, run_json, seconds
+from sematic_k8s.cli.output import emit, origin, output_option, run_duration, run_json
 from sematic_k8s.store.records import RunRecord
 
 
@@ -48,10 +49,10 @@ def runs_list(ctx: click.Context, root_id: str | None, state: str | None, func_n
         emit(output, [run_json(r, listed=True) for r in found])
     elif root_id is not None:
         emit(output, [{"ID": r.id, "FUNC": r.func_name, "STATE": r.state, "PARENT": r.parent_id,
-                       "ORIGIN": origin(r), "DURATION": duration(seconds(r.started_at, r.ended_at))} for r in found])
+                       "ORIGIN": origin(r), "DURATION": run_duration(r)} for r in found])
     else:
         emit(output, [{"ID": r.id, "FUNC": r.func_name, "STATE": r.state, "RESOLUTION": r.root_id,
-                       "CREATED": r.created_at, "DURATION": duration(seconds(r.started_at, r.ended_at))}
+                       "CREATED": r.created_at, "DURATION": run_duration(r)}
                       for r in found])
 
 
@@ -92,7 +93,11 @@ def _show_rows(run: RunRecord, obj: dict[str, Any], summary: Any) -> list[tuple[
             if value.get("traceback"):
                 rows.append(("traceback", value["traceback"].rstrip()))
         elif key == "duration_seconds":
-            rows.append(("duration", duration(value)))
+            rows.append(("duration", run_duration(run)))
+        elif key == "started_at" and run.state != graph.RESOLVED and run.never_started():  # handed over, never began
+            rows.append(("started_at", run_duration(run)))
+            if run.started_at is not None:
+                rows.append(("submitted_at", run.started_at))
         elif key in ("created_at", "started_at", "ended_at"):
             rows.append((key, getattr(run, key)))  # a datetime: shown in the local zone, named
         elif key == "notes" and isinstance(value, dict) and isinstance(value.get("cache"), dict) \

@@ -119,7 +119,7 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
                             retryable=True,
                             message=(disruption or {}).get("message") or (disruption or {}).get("reason"), **common)
         return PodState(terminal=deleted, stopping=not deleted, exit_code=exit_code, reason="PodDeleted",
-                        message="the worker's pod was deleted before it finished", **common)
+                        **common)  # no message: the reason's words (errors.PodDeleted) say it
     others_run = any((c.get("state") or {}).get("running") for c in status.get("containerStatuses") or []
                      if c is not cs)
     if state.get("terminated") and others_run and not disrupted:  # the worker ended; a classic sidecar runs on

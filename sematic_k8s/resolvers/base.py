@@ -79,4 +79,8 @@ class Resolver:
         check_not_loading(f"{type(self).__name__}.resolve()")  # a script's top level, loaded to find its funcs
         store, storage, executor = self._parts()
         return ResolutionLoop(store, storage, executor, self._settings(self._rerun_target(store)), kind=self.kind,
-                              inline_limit=self.inline_limit).run(future)
+                              recorded=self._recorded(), inline_limit=self.inline_limit).run(future)
+
+    def _recorded(self) -> dict[str, Any]:
+        """What the resolution records of where its resolver keeps things, besides its settings (none here)."""
+        return {}

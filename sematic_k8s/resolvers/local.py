@@ -13,6 +13,7 @@ from sematic_k8s.resolvers.recorder import INLINE_LIMIT
 from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store import Store, open_store
+from sematic_k8s.store.records import IN_RESOLVER_HOME
 
 
 class LocalResolver(Resolver):
@@ -40,6 +41,11 @@ class LocalResolver(Resolver):
     @property
     def storage(self) -> LocalStorage:
         return LocalStorage(self.home / "storage")
+
+    def _recorded(self) -> dict[str, Any]:
+        """Through a server, its resolutions say that their artifacts and logs stay in this home (naming no path):
+        the server, and a CLI through it, then say where a log is rather than that the run printed nothing."""
+        return {"storage": IN_RESOLVER_HOME} if self.server else {}
 
     def _parts(self) -> tuple[Store, LocalStorage, InlineExecutor]:
         return self.store, self.storage, InlineExecutor(self.max_parallelism)

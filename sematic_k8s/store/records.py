@@ -51,10 +51,48 @@ class RunRecord:
         """The record's JSON form, without the fields named in ``leave_out``."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in leave_out}
 
+    def never_started(self) -> bool:
+        """Whether its code never began: :func:`never_started`."""
+        return never_started(self.started_at, self.attempts, self.notes, error_kinds(self.error))
+
     def listed(self) -> dict[str, Any]:
         """:meth:`to_dict` as listings give it: without :data:`UNLISTED` (the run's own read has them; a listing's
         reads also cut its ``error`` to an excerpt, ``sematic_k8s.errors.error_excerpt``)."""
         return self.to_dict(UNLISTED)
+
+
+NEVER_STARTED_KIND = "WorkerNeverStarted"  # errors.WorkerNeverStarted, as a run's recorded error names it in its mro
+
+
+def never_started(started_at: object, attempts: int | None, notes: dict[str, Any] | None,
+                  error_kinds: Collection[str] = ()) -> bool:
+    """Whether a run's code never began: never handed to an executor (no ``started_at``, which is when it was
+    handed over, not when its code began), or its first attempt waits (or waited, canceled meanwhile) for its worker
+    to start (``notes.waiting``), or failed as a worker that never started (``WorkerNeverStarted`` among its error's
+    classes: an image not pulled, a pod not scheduled or made). The one rule the CLI and the server's overview
+    follow; the dashboard's ``started.js`` is its copy in JavaScript."""
+    if started_at is None:
+        return True
+    waiting = (notes or {}).get("waiting")
+    first = (attempts if attempts is not None else 1) <= 1
+    return first and ((isinstance(waiting, str) and bool(waiting)) or NEVER_STARTED_KIND in error_kinds)
+
+
+def error_kinds(error: dict[str, Any] | None) -> list[str]:
+    """The class names a recorded error's ``mro`` lists (none for a record without one)."""
+    mro = (error or {}).get("mro") if isinstance(error, dict) else None
+    return [k for k in mro if isinstance(k, str)] if isinstance(mro, list) else []
+
+
+IN_RESOLVER_HOME = "home"  # a resolution's ``settings.storage``: its artifacts and logs are in its resolver's home
+
+
+def in_resolver_home(res: ResolutionRecord | None) -> bool:
+    """Whether a resolution records that its artifacts and logs stay in the home of the LocalResolver that resolved
+    it, on the machine where it ran (it recorded through a server): a reader elsewhere (that server, a CLI through
+    it) cannot reach them, and a log it does not find there says nothing of what the run printed. The record names
+    no path: nothing is read from it."""
+    return res is not None and (res.settings or {}).get("storage") == IN_RESOLVER_HOME
 
 
 # what listings of runs leave out (reads leave it unread: None): a func's source may be long, and a page of runs holds

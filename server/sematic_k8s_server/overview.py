@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sematic_k8s.graph import json_refs
+from sematic_k8s.store.records import NEVER_STARTED_KIND, never_started
 
 GROUP_MIN = 12  # siblings of one func from this many on are shown as one group
 PAGE = 50  # runs of an expanded group shown at a time
@@ -37,6 +38,12 @@ class RunRow:
     created_at: Any
     started_at: Any
     ended_at: Any
+    unstarted: bool = False  # its error names WorkerNeverStarted among its classes (the error is not read)
+
+    def never_started(self) -> bool:
+        """Whether its code never began (:func:`sematic_k8s.store.records.never_started`)."""
+        return never_started(self.started_at, self.attempts, self.notes,
+                             (NEVER_STARTED_KIND,) if self.unstarted else ())
 
 
 def group_id(parent_id: str | None, func_path: str) -> str:
@@ -52,13 +59,26 @@ def _run_node(r: RunRow, parent: str | None, has_children: bool) -> dict[str, An
             "state": r.state, "created_at": _iso(r.created_at), "started_at": _iso(r.started_at),
             "ended_at": _iso(r.ended_at), "cached": bool(r.cached_from),
             "reused": bool((r.notes or {}).get("reused_from")), "attempts": r.attempts, "composite": has_children,
-            "label": None}
+            "label": None, **_start_facts(r)}
+
+
+def _start_facts(r: RunRow) -> dict[str, Any]:
+    """What the rule of whether a run started reads of its record, as a pruned copy of it (so the dashboard's
+    ``neverStarted`` reads a node as it reads a run), and only when it has it: ``notes.waiting`` (what its worker
+    waits, or waited, for) and an ``error`` whose ``mro`` names WorkerNeverStarted."""
+    out: dict[str, Any] = {}
+    waiting = (r.notes or {}).get("waiting")
+    if isinstance(waiting, str) and waiting:
+        out["notes"] = {"waiting": waiting}
+    if r.unstarted:
+        out["error"] = {"mro": [NEVER_STARTED_KIND]}
+    return out
 
 
 def _group_node(gid: str, members: Sequence[RunRow], parent: str | None, total: int, offset: int,
                 shown: int) -> dict[str, Any]:
     ends = [m.ended_at for m in members]
-    starts = [m.started_at for m in members if m.started_at is not None]
+    starts = [m.started_at for m in members if not m.never_started()]
     return {"kind": "group", "id": gid, "parent_id": parent, "func_name": members[0].func_name,
             "func_path": members[0].func_path, "count": len(members), "total": total, "offset": offset,
             "shown": shown, "states": dict(Counter(m.state for m in members)),

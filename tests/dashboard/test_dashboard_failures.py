@@ -29,6 +29,8 @@ WAIT_MS = 30_000
 STORAGE_DOWN = threading.Event()  # set by `upload` once it stopped the S3 server the test gave it
 S3_TO_STOP: list[S3Server] = []
 IMAGE = "127.0.0.1:5000/p@sha256:" + "cd" * 32
+SHOTS = Path(os.environ.get("SEMATIC_K8S_SHOTS", "/tmp/sematic-k8s-shots"))  # screenshots to look at
+SHOTS.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture
@@ -69,6 +71,24 @@ def _open_run(page: Any, server: ServerProcess, run_id: str) -> None:
 def _tab(page: Any, name: str) -> Any:
     page.get_by_test_id(f"tab-{name}").click()
     return page.get_by_test_id(f"tabpane-{name}")
+
+
+def _timeline_row(page: Any, server: ServerProcess, root_id: str, run_id: str) -> Any:
+    """The row of ``run_id`` in its resolution's timeline."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/#/resolutions/{root_id}")
+    page.get_by_test_id("view-timeline").click()
+    row = page.locator(f'[data-testid="timeline-row"][data-id="{run_id}"]')
+    expect(row).to_have_count(1, timeout=WAIT_MS)
+    return row
+
+
+def _field(shown: str, name: str) -> str:
+    """The value of a field in ``sematic-k8s runs show``'s table."""
+    m = re.search(rf"^{name}\s+(.*)$", shown, re.M)
+    assert m, shown
+    return m.group(1).strip()
 
 
 def _child(server: ServerProcess, root_id: str) -> Any:
@@ -226,6 +246,14 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
             expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
             expect(page.get_by_test_id("executor")).to_have_text("nowhere yet: its worker has not started")
             expect(_tab(page, "logs")).to_contain_text("(no output yet: it has not started)")
+            shown = _cli(server, "runs", "show", run.id)  # as the page says it (was: its submission, a duration)
+            assert _field(shown, "started_at") == "not started" and _field(shown, "duration") == "not started"
+            assert _field(shown, "submitted_at") != "-", shown
+            row = _timeline_row(page, server, f.id, run.id)  # it waits: no "ran" bar (was one, growing)
+            expect(row).to_have_attribute("data-started", "false")
+            expect(row.get_by_test_id("timeline-bar")).to_have_count(0)
+            expect(row.get_by_test_id("timeline-waited")).to_have_count(1)
+            _open_run(page, server, run.id)
 
             _cli(server, "cancel", f.id)
             thread.join(60)
@@ -248,6 +276,19 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
     expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
     expect(page.get_by_test_id("executor")).to_have_text("nowhere: its worker never started")
     assert "it never started" in _cli(server, "logs", run.id)
+    shown = _cli(server, "runs", "show", run.id)
+    assert _field(shown, "started_at") == "never" and _field(shown, "duration") == "never", shown
+    listed = _cli(server, "runs", "list", "--root-id", f.id)
+    assert re.search(rf"^{run.id}\s+huge\s+canceled\s.*\snever$", listed, re.M), listed
+    row = _timeline_row(page, server, f.id, run.id)
+    expect(row.get_by_test_id("timeline-bar")).to_have_count(0)
+    expect(row.get_by_test_id("timeline-waited")).to_have_attribute("title", re.compile(r"^huge: never ran; waited"))
+    # the resolution's cancel is a notice of when, not an error (was: "ResolutionCanceled: resolution ... was
+    # canceled" in the red error box)
+    expect(page.get_by_test_id("resolution-canceled")).to_have_text(re.compile(
+        r"^Canceled at .+, as asked \(sematic-k8s cancel, the dashboard or the API\)\.$"))
+    expect(page.get_by_test_id("resolution-error")).to_have_count(0)
+    page.screenshot(path=str(SHOTS / "canceled-waiting-timeline.png"))
 
 
 @sk.func(inline=False)
@@ -292,3 +333,49 @@ def test_a_worker_whose_image_cannot_be_pulled_never_started(page: Any, server: 
     expect(timings).to_contain_text("Started\nnever", use_inner_text=True)
     expect(timings).to_contain_text("Duration\n—", use_inner_text=True)
     assert "it never started" in _cli(server, "logs", err.value.run_id)
+    shown = _cli(server, "runs", "show", err.value.run_id)  # was: its submission as its start, 3 s as its duration
+    assert _field(shown, "started_at") == "never" and _field(shown, "duration") == "never", shown
+    listed = _cli(server, "runs", "list", "--root-id", f.id)  # a listing's error excerpt carries its classes
+    assert re.search(rf"^{err.value.run_id}\s+pulled\s+failed\s.*\snever$", listed, re.M), listed
+    row = _timeline_row(page, server, f.id, err.value.run_id)  # was: a "ran" bar the length of the pull's wait
+    expect(row).to_have_attribute("data-started", "false")
+    expect(row.get_by_test_id("timeline-bar")).to_have_count(0)
+    expect(row.get_by_test_id("timeline-waited")).to_have_count(1)
+    page.screenshot(path=str(SHOTS / "image-pull-timeline.png"))
+
+
+@sk.func
+def chatty(n: int) -> int:
+    print(f"counted {n} rows")
+    return n
+
+
+@sk.func
+def chatting(n: int) -> int:
+    return chatty(n)
+
+
+def test_a_local_resolvers_log_kept_in_its_own_home_is_said_to_be_there(page: Any, server: ServerProcess,
+                                                                        tmp_path: Path) -> None:
+    """A LocalResolver recording through a server over another home keeps its logs in its own home: the run's page,
+    the API and ``sematic-k8s logs`` through the server say its log is kept where it ran (was: "it printed
+    nothing", false); the CLI names the file under that home, where the log is. The record names no path."""
+    from playwright.sync_api import expect
+
+    elsewhere = tmp_path / "laptop"
+    f = chatting(5)
+    assert f.resolve(sk.LocalResolver(home=elsewhere, server=server.url)) == 5
+    run = _child(server, f.id)
+    _open_run(page, server, run.id)
+    expect(_tab(page, "logs").get_by_test_id("run-logs")).to_have_text(
+        "(no logs here: its resolution's LocalResolver recorded through a server and keeps its runs' logs in its own "
+        "home, where it ran; this server's storage has none)")
+    page.screenshot(path=str(SHOTS / "log-in-resolver-home.png"))
+    said = _cli(server, "logs", run.id)
+    assert "has no logs here: its resolution's LocalResolver recorded through a server" in said, said
+    assert "printed nothing" not in said
+    import httpx
+    answer = httpx.get(f"{server.url}/api/v1/runs/{run.id}/logs")
+    assert answer.status_code == 200 and answer.text == "" and answer.headers["X-Log-Kept"] == "resolver-home"
+    assert f"(there: storage/logs/{run.id}.log under that home)" in said, said
+    assert "counted 5 rows" in (elsewhere / "storage" / "logs" / f"{run.id}.log").read_text()  # it is there

@@ -454,6 +454,23 @@ def test_a_worker_pod_deleted_by_hand_ends_its_run_saying_so(cluster, api, stora
     assert "epoch 2 of 10" in info["traceback"]
 
 
+def test_a_worker_pod_force_deleted_before_it_was_reported_failed_says_so_once(cluster, api, storage):
+    """``kubectl delete pod --grace-period=0 --force``: the pod is gone at once (a DELETED watch event) while its
+    last status still says Running, before any kubelet reported it Failed. The run fails as PodDeleted with the
+    words said once (was: "the worker's pod was deleted before it finished: the worker's pod was deleted before it
+    finished", the words passed as the message too)."""
+    cluster.behaviour = behave({"worker": Script(forever=True, logs="epoch 1 of 10\n")})
+    ex = executor(api, storage)
+    run_id = submit(ex, square, new_id(), {"x": 3})
+    pod = cluster.wait(lambda: not ex.wait(0.02) and [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                                       if p["status"].get("phase") == "Running"])[0]
+    client.CoreV1Api(api).delete_namespaced_pod(pod, NS, grace_period_seconds=0)
+    info = wait_for(ex, 1)[run_id].error_info
+    ex.close()
+    assert info is not None and info["type"] == "PodDeleted", info
+    assert info["message"] == "the worker's pod was deleted before it finished", info["message"]
+
+
 def test_a_worker_on_a_lost_node_runs_again_elsewhere_though_its_pod_stays_terminating(cluster, api, storage):
     """A node cut off: its pods are deleted by the taint eviction controller (DisruptionTarget) but no kubelet
     confirms, so they stay Terminating, and their Jobs say FailureTarget BackoffLimitExceeded. The run is

@@ -21,7 +21,14 @@ from click.testing import CliRunner
 import sematic_k8s as sk
 from sematic_k8s import limits, serialization, settings
 from sematic_k8s.cli import cli
-from sematic_k8s.errors import LISTED_ERROR_CHARS, LISTED_RESOLUTION_ERROR_CHARS, FuncError, clipped, error_info
+from sematic_k8s.errors import (
+    LISTED_ERROR_CHARS,
+    LISTED_KINDS,
+    LISTED_RESOLUTION_ERROR_CHARS,
+    FuncError,
+    clipped,
+    error_info,
+)
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import artifact_key
@@ -114,7 +121,7 @@ ERROR_LISTING_BYTES = 256 * 1024  # what these 61 failed runs list in (about 97 
 def _is_excerpt_of(listed: dict[str, Any], whole: dict[str, Any]) -> bool:
     return listed == {"type": whole["type"], "message": clipped(whole["message"], LISTED_ERROR_CHARS),
                       "excerpt": True, "message_chars": len(whole["message"]),
-                      "traceback_chars": len(whole["traceback"])}
+                      "traceback_chars": len(whole["traceback"]), "mro": whole["mro"][:LISTED_KINDS]}
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

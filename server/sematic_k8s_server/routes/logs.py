@@ -10,12 +10,16 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
 from sematic_k8s.storage.base import Part, log_key, read_part
+from sematic_k8s.store.records import in_resolver_home
 from sematic_k8s_server import scopes
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, RunId, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
 
 router = APIRouter(prefix=API, tags=["runs"])
 SIZE_HEADER, START_HEADER, NEXT_HEADER = "X-Log-Size", "X-Log-Start", "X-Log-Next"
+# on an empty answer: the log is not in this server's storage but kept where the run ran ("resolver-home": its
+# LocalResolver's home, recorded through this server; the record names no path, none is opened)
+KEPT_HEADER = "X-Log-Kept"
 PART_BYTES, MAX_PART_BYTES = 4 << 20, 16 << 20  # what one answer holds by default, and at most
 
 
@@ -30,20 +34,24 @@ def get_logs(srv: Srv, caller: Caller, run_id: RunId,
              ) -> PlainTextResponse:
     """The log from byte ``offset`` on, at most ``limit`` bytes (or its last ``tail`` bytes), cut at whole UTF-8
     characters. Headers: ``X-Log-Size`` the whole log's size in bytes, ``X-Log-Start`` where the text starts,
-    ``X-Log-Next`` the offset to ask for next (the size once all is read)."""
+    ``X-Log-Next`` the offset to ask for next (the size once all is read); ``X-Log-Kept: resolver-home`` when no log
+    is here because its resolution's LocalResolver keeps its logs in its own home (it recorded through a server)."""
     run = found(srv.store.get_run(run_id), "run", run_id)
     scopes.check_read(caller, run.root_id)
     try:
         storage = srv.storages.of_resolution(srv.store, run.root_id)
     except StorageNotAllowed as e:
         raise HTTPException(409, str(e)) from None
+    headers = {}
     try:
         part = read_part(storage, log_key(run_id), -tail if tail else offset, tail or limit)
     except KeyError:
         part = Part(0, b"", 0)
+        if in_resolver_home(srv.store.get_resolution(run.root_id)):  # not here: nothing said of what it printed
+            headers[KEPT_HEADER] = "resolver-home"
     start, data = whole_characters(part, from_a_line=tail is not None)
     return PlainTextResponse(data.decode(errors="replace"), headers={
-        SIZE_HEADER: str(part.size), START_HEADER: str(start), NEXT_HEADER: str(start + len(data))})
+        SIZE_HEADER: str(part.size), START_HEADER: str(start), NEXT_HEADER: str(start + len(data)), **headers})
 
 
 def whole_characters(part: Part, *, from_a_line: bool) -> tuple[int, bytes]:

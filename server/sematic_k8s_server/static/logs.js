@@ -39,8 +39,9 @@ async function wholeLog(runId) {
 /** The Logs tab of one run. el() is its element; update(run) follows the run's state; stop() ends it (the part on
  * its way aborted; a download asked for goes on). */
 export class LogView {
-  constructor(run) {
+  constructor(run, resolution = null) {
     this.run = run;
+    this.resolution = resolution; // its record: where its logs are kept (started.js noLogs)
     this.text = "";
     this.next = null; // the offset to ask for next (null: none asked yet: the log's last part first)
     this.skipped = 0; // bytes of the log before this.text, not shown
@@ -87,8 +88,9 @@ export class LogView {
 
   /** The run as now recorded: one that runs again after it ended (a retry) is followed again. (One request at a
    * time: two on their way from the same offset would show the same bytes twice.) */
-  update(run) {
+  update(run, resolution = null) {
     this.run = run;
+    if (resolution) this.resolution = resolution;
     if (this.idle && !TERMINAL.has(run.state)) this.poll();
   }
 
@@ -158,7 +160,7 @@ export class LogView {
     }
     delete this.pre.dataset.error;
     if (!this.text) {
-      fill(this.pre, noLogs(this.run));
+      fill(this.pre, noLogs(this.run, this.resolution));
       this.count.textContent = "";
       return;
     }

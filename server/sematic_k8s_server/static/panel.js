@@ -99,10 +99,10 @@ export class RunPanel {
     const sig = JSON.stringify([run, resState]);
     if (sig === this.sig) return;
     this.sig = sig;
-    if (this.logView && this.logView.run.id === run.id) this.logView.update(run);
+    if (this.logView && this.logView.run.id === run.id) this.logView.update(run, (ctx && ctx.resolution) || null);
     else {
       if (this.logView) this.logView.stop();
-      this.logView = new LogView(run);
+      this.logView = new LogView(run, (ctx && ctx.resolution) || null);
     }
     fill(this.el, this.render(run, ctx || {}));
   }

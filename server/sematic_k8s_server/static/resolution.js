@@ -14,7 +14,7 @@ import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { RunPanel } from "./panel.js";
 import { resHref, runHref } from "./routes.js";
-import { notStartedText } from "./started.js";
+import { notStartedText, resolutionCanceledText } from "./started.js";
 import { renderTimeline } from "./timeline.js";
 
 const STARTING_WAIT_MS = 120000; // a rerun this page started is recorded by a process that is starting
@@ -228,6 +228,8 @@ export class ResolutionView extends View {
       terminal || !notStartedText(this.overview.waiting) ? null
         : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
       this.labels,
-      r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null);
+      r.state === "canceled" // a cancel is not an error: a notice of when and how
+        ? h("p", { class: "notice", testid: "resolution-canceled" }, resolutionCanceledText(r, r.ended_at ? fmtTime(r.ended_at) : null))
+        : r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null);
   }
 }

@@ -1,5 +1,5 @@
-/* Whether a run started, in words: what its worker waits (or waited) for, why a canceled run ended, and what its
- * log lacks. A run's started_at is when it was handed to its executor, not when its code began: a worker pod
+/* Whether a run started, in words: what its worker waits (or waited) for, why a canceled run (or resolution) ended,
+ * and what its log lacks. A run's started_at is when it was handed to its executor, not when its code began: a worker pod
  * waiting for capacity or quota has one too. Pure: no DOM, no fetching. */
 
 /** What the run's worker waits for (capacity, quota, its Job's creation), as last noted on the run; or null. */
@@ -48,8 +48,27 @@ export function canceledText(run, resolution) {
   return when;
 }
 
-/** What the Logs tab says when a run has no log. */
-export function noLogs(run) {
+/** A canceled resolution's end as a notice, not an error: when (its end), and how, as its record says it (a cancel
+ * asked of it, its resolving process interrupted, a func body interrupted by the cancel, the cancel landing after its
+ * resolver went silent). Who asked is not recorded. `when` is the end's time as the page shows times. */
+export function resolutionCanceledText(res, when) {
+  const at = when ? ` at ${when}` : "";
+  const error = String(res.error || "").trim();
+  const asked = /^ResolutionCanceled: resolution \S+ was canceled(?:: ([\s\S]*))?$/.exec(error);
+  if (!error || (asked && !asked[1])) return `Canceled${at}, as asked (sematic-k8s cancel, the dashboard or the API).`;
+  if (asked) return `Canceled${at}, as asked: ${asked[1]}.`;
+  if (/^KeyboardInterrupt\b/.test(error)) return `Canceled${at}: its resolving process was interrupted (Ctrl-C).`;
+  return `Canceled${at}: ${error}`;
+}
+
+/** Whether a resolution records that its LocalResolver keeps its artifacts and logs in its own home, where it ran
+ * (it recorded through a server: settings.storage "home", naming no path): none of them is in this server's storage. */
+export function inResolverHome(resolution) {
+  return ((resolution && resolution.settings) || {}).storage === "home";
+}
+
+/** What the Logs tab says when a run has no log (`resolution`: its resolution's record, or null). */
+export function noLogs(run, resolution = null) {
   const notes = run.notes || {};
   if (notes.reused_from) return `(no logs here: its output was reused from run ${notes.reused_from})`;
   if (run.cached_from) return `(no logs: its output came from the cache, run ${run.cached_from})`;
@@ -60,5 +79,8 @@ export function noLogs(run) {
   }
   if (["created", "scheduled"].includes(run.state)) return "(no logs: it never ran)";
   if (run.state === "running") return neverStarted(run) ? "(no output yet: it has not started)" : "(no output yet)";
+  if (inResolverHome(resolution)) {
+    return "(no logs here: its resolution's LocalResolver recorded through a server and keeps its runs' logs in its own home, where it ran; this server's storage has none)";
+  }
   return "(no logs: it printed nothing)";
 }

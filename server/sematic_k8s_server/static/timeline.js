@@ -1,10 +1,11 @@
 /* The timeline: a Gantt chart of the shown nodes (runs and groups), each a row with when it was created
- * (queued, light), started and ended (solid); the critical path (critical.js) highlighted. Nested nodes are
+ * (queued, light), started and ended (solid; a run whose code never began only waited: started.js); the critical path (critical.js) highlighted. Nested nodes are
  * indented under their composition. */
 
 import { badge, fill, h } from "./dom.js";
 import { cssToken, fmtDuration, parseTime } from "./format.js";
 import { groupState, groupText } from "./grouping.js";
+import { neverStarted, waitingFor } from "./started.js";
 
 const pct = (x) => `${(Math.max(0, Math.min(1, x)) * 100).toFixed(3)}%`;
 
@@ -37,12 +38,17 @@ export function renderTimeline(container, dm, { critical = new Set(), selected =
     const group = node.kind === "group";
     const state = group ? groupState(node) : node.state;
     const created = t(node.created_at);
-    const started = t(node.started_at);
+    const unstarted = !group && neverStarted(node); // handed to its executor, its code never began: it waited
+    const started = unstarted ? null : t(node.started_at);
     const ended = t(node.ended_at) ?? (started !== null ? now : null);
     const bars = [];
     if (created !== null) {
       const queuedEnd = started ?? ended ?? now;
-      bars.push(h("span", { class: "bar queued", style: `left: ${pct(x(created))}; width: ${pct(x(queuedEnd) - x(created))}` }));
+      bars.push(h("span", {
+        class: "bar queued", testid: unstarted ? "timeline-waited" : null,
+        style: `left: ${pct(x(created))}; width: ${pct(x(queuedEnd) - x(created))}`,
+        title: unstarted ? `${node.func_name}: ${node.ended_at ? "never ran; waited" : "not started; waiting"} ${fmtDuration(queuedEnd - created)}${waitingFor(node) ? ` (${waitingFor(node)})` : ""}` : null,
+      }));
     }
     if (started !== null) {
       bars.push(h("span", {
@@ -54,7 +60,7 @@ export function renderTimeline(container, dm, { critical = new Set(), selected =
     const onCritical = critical.has(node.id);
     return h("div", {
       class: `trow${onCritical ? " critical" : ""}${node.id === selected ? " selected" : ""}`, testid: "timeline-row",
-      data: { id: node.id, critical: onCritical ? "true" : "false", kind: node.kind },
+      data: { id: node.id, critical: onCritical ? "true" : "false", kind: node.kind, started: unstarted ? "false" : "true" },
       onclick: () => { if (!group) select(node.id); },
     },
     h("span", { class: "tlabel", style: `padding-left: ${6 + depth * 14}px`, title: node.func_path },
@@ -66,7 +72,7 @@ export function renderTimeline(container, dm, { critical = new Set(), selected =
     h("div", { class: "trow axis" }, h("span", { class: "tlabel muted" },
       `${list.length} rows · critical path: ${[...critical].length} nodes`), h("span", { class: "tbars ticks" }, ticks)),
     h("div", { class: "trows" }, body),
-    h("p", { class: "muted small legend" }, h("span", { class: "bar queued sample" }), " waiting to start  ",
+    h("p", { class: "muted small legend" }, h("span", { class: "bar queued sample" }), " waiting to start (or never started)  ",
       h("span", { class: "bar ran sample" }), " running  ", h("span", { class: "bar ran crit sample" }),
       " on the critical path: what decided when it ended")));
 }
