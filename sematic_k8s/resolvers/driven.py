@@ -25,8 +25,7 @@ from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage, artifact_loader
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
-from sematic_k8s.store.tables import CLAIMED
+from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, utcnow
 
 
 def executor_for(name: str, spec: DriverSpec, storage: Storage) -> Executor:

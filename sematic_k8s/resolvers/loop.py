@@ -51,8 +51,7 @@ from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
 from sematic_k8s.storage.base import Storage, append_attempt_logs
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord, utcnow
-from sematic_k8s.store.tables import CLAIMED
+from sematic_k8s.store.records import CLAIMED, ResolutionRecord, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sematic_k8s import settings
 from sematic_k8s.errors import StopsForAFix
 from sematic_k8s.store import dbclock
-from sematic_k8s.store.tables import CANCELED, CANCELING, CLAIMED, FAILED, LIVE, UNFINISHED_RUNS
+from sematic_k8s.store.records import CLAIMED
+from sematic_k8s.store.tables import CANCELED, CANCELING, FAILED, LIVE, UNFINISHED_RUNS
 
 log = logging.getLogger("sematic_k8s")
 # seconds beyond the heartbeat timeout a claimed Resolution's driver may take to record it (a pod scheduled, its

@@ -9,6 +9,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+# a Resolution the server's rerun action recorded (claimed) before starting its driver, until that driver records it
+# (here, not in tables: drivers read it without importing SQLAlchemy)
+CLAIMED = "created"
+
 _now, _combine, _UTC = dt.datetime.now, dt.datetime.combine, dt.timezone.utc
 
 

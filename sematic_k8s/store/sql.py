@@ -48,6 +48,7 @@ from sematic_k8s.store import (
 )
 from sematic_k8s.store.json_columns import json_text, json_value
 from sematic_k8s.store.records import (
+    CLAIMED,
     RUN_DEFAULTS,
     ArtifactRecord,
     Batch,
@@ -60,7 +61,6 @@ from sematic_k8s.store.records import (
 from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where the server and the CLI import them
     CANCELED,
     CANCELING,
-    CLAIMED,
     ENDED,
     FAILED,
     LIVE,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sematic_k8s.store import dbclock, guards
-from sematic_k8s.store.tables import CLAIMED
+from sematic_k8s.store.records import CLAIMED
 
 # fields an update sets only to a later value than the recorded one: a heartbeat that lands after a newer one (the
 # loop's and its heartbeat thread's writes cross; a retried request's first attempt lands late) sets nothing back

@@ -29,8 +29,7 @@ from sematic_k8s import backends
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
-from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
-from sematic_k8s.store.tables import CLAIMED
+from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
 from sematic_k8s_server.problems import ApiError
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Request
 
 from sematic_k8s.errors import ContinuedAlready
 from sematic_k8s.graph import CANCELED, FAILED, RESOLVED, TERMINAL
-from sematic_k8s.store.sql import CANCELING, CLAIMED
+from sematic_k8s.store.records import CLAIMED
+from sematic_k8s.store.sql import CANCELING
 from sematic_k8s_server import auth, edges, schemas, scopes
 from sematic_k8s_server.deps import (
     API,
