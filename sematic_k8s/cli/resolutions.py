@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from sematic_k8s import limits
+from sematic_k8s import graph, limits
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
-from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
+from sematic_k8s.cli.output import emit, local_time, output_option, resolution_json, resolution_row, visible
 from sematic_k8s.errors import LabelsChanged, TooManyTags
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord
+from sematic_k8s.store.records import ResolutionRecord, canceled_notice
 
 
 @click.group()
@@ -44,7 +44,10 @@ def resolutions_list(ctx: click.Context, state: str | None, limit: int, output: 
 @output_option
 @click.pass_context
 def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> None:
-    """Show every recorded field of one resolution (RESOLUTION_ID or a unique start of it), its error whole."""
+    """Show every recorded field of one resolution (RESOLUTION_ID or a unique start of it), its error whole.
+
+    A canceled one's end is a line below the fields saying when and how, as the dashboard says it, not an error
+    (`-o json` has the record as it is)."""
     store = records.store(ctx)
     root = records.find_root(store, resolution_id)
     res = store.get_resolution(root.id)
@@ -54,7 +57,11 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
     if output == "json":
         emit(output, [], obj)
         return
-    emit(output, [{"FIELD": k, "VALUE": getattr(res, k) if k.endswith("_at") else v} for k, v in obj.items()])
+    canceled = res.state == graph.CANCELED  # a cancel is not an error: a notice of when and how
+    emit(output, [{"FIELD": k, "VALUE": getattr(res, k) if k.endswith("_at") else v} for k, v in obj.items()
+                  if not (canceled and k == "error")])
+    if canceled:
+        click.echo(visible(canceled_notice(res.error, local_time(res.ended_at) if res.ended_at else None)))
 
 
 TAG = re.compile(limits.TAG_PATTERN)  # as the server accepts them

@@ -25,11 +25,15 @@ from typing import IO
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
-from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, PARENT_PID_ENV
+from sematic_k8s.settings import PARENT_PID_ENV, SECRET_FILE_ENVS, STORAGE_KEY_ENVS
 from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
-NO_WORKER_ENV = frozenset({API_KEY_ENV, API_KEY_FILE_ENV})
+# the driver's secrets for the server (its API key or token, the server URL's user info) and the variables naming
+# files that hold them: a worker records nothing through the server. Its S3 keys (or their files' names) stay: a
+# worker process stores through the storage itself (this executor does not presign), and a user's func may use them
+NO_WORKER_ENV = frozenset(env for name, file_env in SECRET_FILE_ENVS.items() if name not in STORAGE_KEY_ENVS
+                          for env in (name, file_env))
 RELAY_PIECE = 64 * 1024  # bytes of a worker's stderr line read at once (see _relay)
 RELAY_GRACE = 2.0  # seconds a failed worker's last lines may take to be read after it exited (a child of its may
 # hold its stderr open: then what was read by then)
@@ -60,7 +64,7 @@ class ProcessExecutor(RemoteExecutor):
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [self.start_dir, os.environ.get("PYTHONPATH")]))
-        inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # workers get no credential
+        inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # nor the server's credentials
         env = {**inherited, "PYTHONPATH": path, **env, PARENT_PID_ENV: str(os.getpid())}
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=self.cwd, env=env,
                                 stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -97,6 +98,27 @@ def in_resolver_home(res: ResolutionRecord | None) -> bool:
     it) cannot reach them, and a log it does not find there says nothing of what the run printed. The record names
     no path: nothing is read from it."""
     return res is not None and (res.settings or {}).get("storage") == IN_RESOLVER_HOME
+
+
+_CANCEL_ASKED = re.compile(r"ResolutionCanceled: resolution \S+ was canceled(?:: (.*))?", re.S)
+
+
+def canceled_notice(error: str | None, when: str | None) -> str:
+    """A canceled resolution's end as a notice, not an error: when (``when``, its end as the reader shows times; None:
+    unknown), and how, as its recorded ``error`` says it: a cancel asked of it (with the func body it interrupted),
+    its resolving process interrupted (Ctrl-C), the cancel landing after its resolver went silent. Who asked is not
+    recorded. The one rule the CLI follows; the dashboard's ``started.js`` (``resolutionCanceledText``) is its copy
+    in JavaScript."""
+    at = f" at {when}" if when else ""
+    text = (error or "").strip()
+    asked = _CANCEL_ASKED.fullmatch(text)
+    if not text or (asked and not asked.group(1)):
+        return f"Canceled{at}, as asked (sematic-k8s cancel, the dashboard or the API)."
+    if asked:
+        return f"Canceled{at}, as asked: {asked.group(1)}."
+    if re.match(r"KeyboardInterrupt\b", text):
+        return f"Canceled{at}: its resolving process was interrupted (Ctrl-C)."
+    return f"Canceled{at}: {text}"
 
 
 # what listings of runs leave out (reads leave it unread: None): a func's source may be long, and a page of runs holds

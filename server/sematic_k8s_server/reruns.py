@@ -153,9 +153,9 @@ class Reruns:
                           platform=platform if platform in ARCHITECTURES else None, packaged_only=True)
 
     def claim(self, res: ResolutionRecord, spec: DriverSpec) -> Batch:
-        """The record of the rerun ``spec`` starts, ``CLAIMED`` until its driver records it in its place: written
-        before the driver is started, so that a second continue of ``res`` is refused then (ContinuedAlready), and
-        the id answered is recorded whatever becomes of the launch."""
+        """The record of the rerun ``spec`` starts (any mode), ``CLAIMED`` until its driver records it in its place:
+        written before the driver is started, so that the id answered is recorded whatever becomes of the launch, and
+        a second continue of ``res`` is refused then (ContinuedAlready)."""
         now = utcnow()
         batch = Batch()
         batch.add_resolution(ResolutionRecord(

@@ -74,7 +74,9 @@ def exit_on_sigterm() -> Any:  # noqa: ANN401 - a signal handler
 def run_processes(app: str, workers: int, **options: Any) -> None:  # noqa: ANN401
     """``uvicorn.run(app, factory=True, workers=workers, **options)``, but the parent process stops listening as soon
     as a signal asks it to stop. (uvicorn's parent keeps the listening socket open until its processes have exited:
-    meanwhile the system goes on taking connections that no process will answer, then resets them.)"""
+    meanwhile the system goes on taking connections that no process will answer, then resets them.) Needs uvicorn
+    0.30 or newer, the floor pyproject.toml sets: the process manager's ``handle_term``/``handle_int`` extended here
+    came with it (0.29's manager never calls them)."""
     from uvicorn import Config
     from uvicorn.supervisors import Multiprocess
 

@@ -17,7 +17,15 @@ from sematic_k8s.func import map_source
 from sematic_k8s.packaged import PackagedCode, manifest_json
 from sematic_k8s.packaged import only as packaged_only
 from sematic_k8s.resolvers.driven import drive
-from sematic_k8s.settings import DRIVER_ENV
+from sematic_k8s.settings import (
+    API_KEY_ENV,
+    API_KEY_FILE_ENV,
+    DRIVER_ENV,
+    SECRET_FILE_ENVS,
+    SERVER_AUTH_ENV,
+    SERVER_AUTH_FILE_ENV,
+    STORAGE_KEY_ENVS,
+)
 from sematic_k8s.specs import DriverSpec, ResolutionSettings, outcome_key
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
@@ -72,6 +80,38 @@ def test_driver_process_exit_codes(tmp_path):
     done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True,
                           env={**env, DRIVER_ENV: spec_for(bad, storage).to_json()}, timeout=120)
     assert done.returncode == 1 and "input 'xs' should be list[int]" in done.stderr
+
+
+SECRETS_SEEN = sorted({*SECRET_FILE_ENVS, *SECRET_FILE_ENVS.values()})
+
+
+@sk.func(inline=False)
+def secrets_seen() -> list[str]:
+    """The driver's secret variables (settings.SECRET_FILE_ENVS: values and files) this worker process was given."""
+    return [name for name in SECRETS_SEEN if name in os.environ]
+
+
+def test_a_worker_process_gets_none_of_the_servers_secrets_from_its_driver(tmp_path):
+    """A driver process given every secret variable (the server's API key and URL user info, S3 keys, each also
+    as a file): its worker processes inherit none of the server's (was: all but the API key), and keep the S3 keys
+    and their files' names (a worker process stores through the storage itself; a user's func may use them)."""
+    storage = LocalStorage(tmp_path / "storage")
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS_SEEN and not k.startswith("SEMATIC_K8S_SERVER")}
+    env.update({"SEMATIC_K8S_DB_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])})
+    for name, file_env in SECRET_FILE_ENVS.items():
+        env[name] = f"{name.lower()}-value"
+        env[file_env] = str(tmp_path / f"{name.lower()}-file")
+        (tmp_path / f"{name.lower()}-file").write_text(env[name])
+    f = secrets_seen()
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True,
+                          env={**env, DRIVER_ENV: spec_for(f, storage).to_json()}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    store = sql_store(env["SEMATIC_K8S_DB_URL"])
+    seen = store.get_artifact(store.get_run(f.id).output_id).summary
+    storage_keys = sorted({*STORAGE_KEY_ENVS, *(SECRET_FILE_ENVS[k] for k in STORAGE_KEY_ENVS)})
+    assert seen == storage_keys, seen
+    assert not {API_KEY_ENV, API_KEY_FILE_ENV, SERVER_AUTH_ENV, SERVER_AUTH_FILE_ENV} & set(seen)
 
 
 def test_a_driver_does_not_ask_for_a_cancel_once_it_recorded_the_end(tmp_path, monkeypatch):

@@ -51,3 +51,29 @@ def test_dashboard_js() -> None:
     failed = re.search(r"^# fail (\d+)$", out, re.M)
     assert proc.returncode == 0 and failed and failed.group(1) == "0", f"node --test failed:\n{out[-8000:]}"
     assert passed and int(passed.group(1)) >= len(files), f"node --test ran too few tests:\n{out[-3000:]}"
+
+
+CANCEL_ERRORS = [None, "", "  ", f"ResolutionCanceled: resolution {'a' * 32} was canceled",
+                 f"ResolutionCanceled: resolution {'a' * 32} was canceled: ",
+                 f"ResolutionCanceled: resolution {'a' * 32} was canceled: f (run b) was interrupted",
+                 f"ResolutionCanceled: resolution {'a' * 32} was canceled: two\nlines",
+                 "KeyboardInterrupt: ", "KeyboardInterrupted", "the resolver stopped responding at 2026-12-04 09:00:00 "
+                 "UTC; canceled as asked", "ResolutionCanceled: resolution x was canceled, then more"]
+
+
+def test_a_canceled_resolutions_notice_is_one_rule_in_python_and_javascript() -> None:
+    """``canceled_notice`` (the CLI's) and ``started.js``'s ``resolutionCanceledText`` (the dashboard's) say each
+    recorded end the same way, with and without its time."""
+    import json
+
+    from sematic_k8s.store.records import canceled_notice
+
+    node = _node()
+    started = (JS_TESTS.parent.parent.parent / "server/sematic_k8s_server/static/started.js").as_uri()
+    cases = [(error, when) for error in CANCEL_ERRORS for when in (None, "2026-12-04 10:00:00 UTC")]
+    script = (f"import {{ resolutionCanceledText }} from {json.dumps(started)};\n"
+              f"const cases = {json.dumps(cases)};\n"
+              "console.log(JSON.stringify(cases.map(([error, when]) => resolutionCanceledText({ error }, when))));")
+    proc = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [canceled_notice(error, when) for error, when in cases]

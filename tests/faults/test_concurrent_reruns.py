@@ -27,7 +27,7 @@ from s3server import fresh_bucket
 from sematic_k8s.settings import STORAGE_ENV
 from sematic_k8s.store import open_store
 from sematic_k8s.store.http import HttpStore
-from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import record_resolution, serve
 from waiting import wait_for
@@ -379,6 +379,64 @@ def test_a_continue_canceled_while_its_driver_starts_is_canceled_at_once_and_hol
                 assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
                 canceled = store.get_resolution(started[-1])
                 assert canceled.state == "canceled" and "before its driver recorded it" in canceled.error, canceled
+    finally:
+        remove_drivers(infra.docker_client(), started)
+        store.close()
+        server.stop()
+
+
+def _child_run(url: str, root: str) -> str:
+    """A run under the root of ``root`` (recorded through the API at ``url``): what a rerun from a run names."""
+    child = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_run(RunRecord(id=child, root_id=root, parent_id=root, func_path="pipes:step", func_name="step",
+                            state="failed", created_at=utcnow()))
+    store = HttpStore(url, None)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    return child
+
+
+def test_a_rerun_from_a_run_through_the_servers_action_is_claimed_as_a_continue_is(tmp_path, monkeypatch,
+                                                                                     idle_image):
+    """A rerun from one run (mode ``from``) through the server's action is recorded before its driver starts, as a
+    continue is: a launch that fails records it failed in the words of the 502 (was: nothing recorded, the id never
+    answered nor kept); one that starts is recorded ``created`` at once, before its driver records anything (here:
+    a driver that never does; was: nothing recorded until then, nothing at all if it never came), and a cancel of
+    it cancels it at once."""
+    import infra
+
+    _, bucket = fresh_bucket(monkeypatch, "sk-races")
+    storage_url = f"s3://{bucket}/artifacts"
+    [server] = _action_servers(tmp_path, storage_url, 1, docker_host=f"unix://{tmp_path / 'no-docker-here.sock'}")
+    server.start()
+    store = HttpStore(server.url, None)
+    started: list[str] = []
+    try:
+        root = record_resolution(server.url, None, kind="cloud", image=idle_image, storage_url=storage_url,
+                                 state="failed")
+        step = _child_run(server.url, root)
+        ask = {"mode": "from", "rerun_from": step}
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json=ask)
+        assert r.status_code == 502 and r.json()["reason"] == "launcher-failed", r.text
+        [failed] = [x for x in store.list_resolutions(limit=10) if x.rerun_of == root]
+        assert failed.state == "failed" and failed.ended_at is not None, failed
+        assert failed.error == r.json()["detail"], failed.error  # in the words the caller got
+        assert failed.settings["rerun_mode"] == "from" and failed.settings["rerun_from"] == step, failed.settings
+        server.stop()
+        server.env["DOCKER_HOST"] = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json=ask)
+            started.extend([r.json()["resolution_id"]] if r.status_code == 202 else [])
+            assert started, r.text
+            claimed = store.get_resolution(started[0])  # the id answered is recorded at once
+            assert claimed is not None and claimed.state == "created" and claimed.rerun_of == root, claimed
+            r = c.post(f"/api/v1/resolutions/{started[0]}/cancel", json={})
+            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
     finally:
         remove_drivers(infra.docker_client(), started)
         store.close()

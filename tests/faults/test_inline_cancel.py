@@ -7,6 +7,7 @@ from exiting, until they returned."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,7 +135,8 @@ def test_a_cancel_interrupts_a_func_running_on_the_resolving_thread(tmp_path: Pa
     saying it was canceled and which func was interrupted; the resolution and both runs are recorded canceled, the
     func never went on (no "after" mark), and what it printed before is its log. The loop on the main thread (one
     time.sleep(600), ended by the interrupt) or on another (interrupted between its sleeps), the cancel asked
-    directly or through a `sematic-k8s server --local` process."""
+    directly or through a `sematic-k8s server --local` process; through it, `sematic-k8s resolutions show` says the
+    end as a notice of when and how, not as an error."""
     home, marks, proc, root_id, run_id = start_sleeping(tmp_path, how, where)
     try:
         if through == "server":
@@ -143,6 +145,16 @@ def test_a_cancel_interrupts_a_func_running_on_the_resolving_thread(tmp_path: Pa
                                       capture_output=True, text=True, timeout=60)
                 assert done.returncode == 0, done.stderr
                 err = ended(proc)
+                shown = subprocess.run([CLI, "resolutions", "show", root_id[:12]],
+                                       env=environ(home, **{settings.SERVER_ENV: url}), capture_output=True,
+                                       text=True, timeout=60)
+            # its end a notice of when and how, as the dashboard says it (was: "ResolutionCanceled: resolution ...
+            # was canceled: ..." as its error)
+            assert shown.returncode == 0 and "ResolutionCanceled" not in shown.stdout + shown.stderr, shown
+            notice = shown.stdout.strip().splitlines()[-1]
+            assert re.fullmatch(rf"Canceled at \S+ \S+ \S+, as asked: sleeper \(run {run_id}\) was interrupted\.",
+                                notice), shown.stdout
+            assert not re.search(r"^error\s", shown.stdout, re.M), shown.stdout
         else:
             done = subprocess.run([CLI, "cancel", root_id[:12]], env=environ(home), capture_output=True, text=True,
                                   timeout=60)

@@ -74,7 +74,9 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     """Starts a new resolution that clones this one: ``rerun_from`` (default: the root, i.e. everything)
     and what depends on it execute again, every other run is reused. Only cloud resolutions whose image
     repository is on the server's allow-list; a local one answers 422 with the ``command`` that re-runs it
-    on its own machine. Returns the new id once its driver was started."""
+    on its own machine. The new resolution is recorded (``created``) before its driver is started, whatever the
+    mode: a launch that fails records it failed, in the words of the answer. Returns the new id once its driver was
+    started."""
     scopes.require_key(caller, "start reruns")
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     target = body.rerun_from or resolution_id
@@ -89,13 +91,11 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     new_id = uuid.uuid4().hex
     root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
     spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)
-    claimed = body.mode == "continue"
-    if claimed:  # recorded before its driver starts, in the transaction that refuses a second continue
-        try:
-            with srv.write_lock:
-                srv.store.write(srv.reruns.claim(res, spec))
-        except ContinuedAlready as e:
-            raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
+    try:  # recorded before its driver starts (a continue: in the transaction that refuses a second one)
+        with srv.write_lock:
+            srv.store.write(srv.reruns.claim(res, spec))
+    except ContinuedAlready as e:
+        raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
     token = None
     if srv.auth.required:
         token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
@@ -104,9 +104,8 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"))
     except Exception as e:
         auth.revoke_tokens(srv.store.engine, new_id)
-        if claimed:  # nothing left claiming it: recorded failed, in the words the caller gets
-            with srv.write_lock:
-                srv.store.end_claim(new_id, e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
+        with srv.write_lock:  # nothing left claiming it: recorded failed, in the words the caller gets
+            srv.store.end_claim(new_id, e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
         raise
     return {"resolution_id": new_id, "rerun_of": resolution_id}
 

@@ -50,7 +50,8 @@ export function canceledText(run, resolution) {
 
 /** A canceled resolution's end as a notice, not an error: when (its end), and how, as its record says it (a cancel
  * asked of it, its resolving process interrupted, a func body interrupted by the cancel, the cancel landing after its
- * resolver went silent). Who asked is not recorded. `when` is the end's time as the page shows times. */
+ * resolver went silent). Who asked is not recorded. `when` is the end's time as the page shows times. The CLI's copy
+ * in Python is canceled_notice (sematic_k8s/store/records.py): a test holds the two to the same words. */
 export function resolutionCanceledText(res, when) {
   const at = when ? ` at ${when}` : "";
   const error = String(res.error || "").trim();
