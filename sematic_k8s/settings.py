@@ -45,7 +45,8 @@ SOURCE_MAP_ENV = "SEMATIC_K8S_SOURCE_MAP"  # "HOST_ROOT=IMAGE_ROOT": where recor
 
 # -- drivers and workers ----------------------------------------------------------------------------------
 DRIVER_ENV = "SEMATIC_K8S_DRIVER"  # a driver's DriverSpec (JSON)
-TASK_ENV = "SEMATIC_K8S_TASK"  # a worker's TaskSpec (JSON)
+TASK_ENV = "SEMATIC_K8S_TASK"  # a worker's TaskSpec (JSON): pods only, whose task carries no presigned URL
+TASK_FILE_ENV = "SEMATIC_K8S_TASK_FILE"  # a file holding it instead, "-" for stdin (containers, worker processes)
 PARENT_PID_ENV = "SEMATIC_K8S_PARENT_PID"  # a worker process's driver: it ends itself when that one dies
 SAY_STORED_ENV = "SEMATIC_K8S_SAY_STORED"  # set ("1") for a worker whose stdout is followed: it prints when it stored
 

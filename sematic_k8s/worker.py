@@ -1,6 +1,8 @@
 """Worker entrypoint: execute one Run attempt in a container, pod or process.
 
-``python -m sematic_k8s.worker`` reads its TaskSpec from $SEMATIC_K8S_TASK (JSON) and reaches artifact
+``python -m sematic_k8s.worker`` reads its TaskSpec (JSON) from the file $SEMATIC_K8S_TASK_FILE names (a
+container's, removed once read) or from its stdin ("-", a worker process's), else from $SEMATIC_K8S_TASK (a pod's,
+whose task holds no URL), and reaches artifact
 storage through the presigned URLs it holds (containers: no botocore, no credentials) or else through
 $SEMATIC_K8S_STORAGE (pods, with the storage Secret; worker processes), then runs
 :func:`sematic_k8s.executors.remote.run_task`: it loads the inputs, runs the func, and writes the output
@@ -12,6 +14,7 @@ end). Nothing imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -45,13 +48,29 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="sk-parent-watch").start()
 
 
+def read_task() -> TaskSpec:
+    """This worker's task: from stdin (``$SEMATIC_K8S_TASK_FILE`` "-") or the file it names, which is removed once
+    read (a container's: the presigned PUT of its outcome is not left in it for whoever reads it later), else from
+    $SEMATIC_K8S_TASK."""
+    path = os.environ.get(settings.TASK_FILE_ENV)
+    if not path:
+        return TaskSpec.from_json(os.environ[settings.TASK_ENV])
+    if path == "-":
+        return TaskSpec.from_json(sys.stdin.buffer.read().decode())
+    with open(path, "rb") as f:
+        text = f.read().decode()
+    with contextlib.suppress(OSError):  # a read-only file system: it goes with its container
+        os.unlink(path)
+    return TaskSpec.from_json(text)
+
+
 def main() -> int:
     """Container entrypoint: exit 0 when the func returned, 1 when it raised, 75 on an infrastructure failure
     (storage not reached after retrying for the retry window, or its disk full), named in the last line it prints
     on stderr: its executor records it from there (:func:`sematic_k8s.executors.remote.worker_said`)."""
     if os.environ.get(settings.PARENT_PID_ENV):  # a worker process (containers and pods end with their executors')
         die_with_parent(int(os.environ[settings.PARENT_PID_ENV]))
-    spec = TaskSpec.from_json(os.environ[settings.TASK_ENV])
+    spec = read_task()
     try:
         storage = PresignedStorage(spec.urls) if spec.urls else storage_from_url(os.environ[settings.STORAGE_ENV])
         doc = run_task(spec, storage)

@@ -7,7 +7,10 @@ is read when Docker reports its end (exit code, and the last log lines). A conta
 background once it has ended (one whose outcome was read and that has not ended STORED_GRACE seconds later is
 stopped); when it is stopped (canceled, or past its func's timeout); and when the executor closes, which also
 removes every other worker container of the resolution. Workers get no credential: their presigned URLs (in the
-task) are all they store and read through; neither a key nor the driver's token is in their environment.
+task) are all they store and read through; neither a key nor the driver's token is in their environment. The task
+itself is copied into the created container, before it starts, as a 0400 file of the image's user
+(:data:`TASK_FILE`, named by $SEMATIC_K8S_TASK_FILE) that the worker removes once read: ``docker inspect`` shows
+no URL, and one that lets its holder write the attempt's outcome is not left in an exited container.
 
 A restarted driver (a newer one that took the resolution over) finds the worker containers of its resolution
 by their labels (one list, at its first resumed attempt) and re-attaches to the newest container of each
@@ -24,15 +27,16 @@ import time
 from collections import deque
 from typing import Any
 
-from sematic_k8s.docker_engine import docker_client
+from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, image_user, secret_archive
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, worker_env
+from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
+TASK_FILE = f"/{SECRETS_DIR}/task"  # a worker's TaskSpec in its container ($SEMATIC_K8S_TASK_FILE)
 STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
 _STORED = WORKER_STORED_LINE.encode()
 
@@ -63,6 +67,7 @@ class DockerExecutor(RemoteExecutor):
         self.root_id = ""
         self.found: dict[tuple[str, str], dict[str, Any]] | None = None  # (run id, attempt) -> a container there
         self.reattached: set[str] = set()  # container ids found again, not started here
+        self.owner: tuple[int, int] | None = None  # the image's user (uid, gid), who alone may read a task file
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
@@ -84,13 +89,19 @@ class DockerExecutor(RemoteExecutor):
         def create() -> dict[str, Any]:
             return dict(api.create_container(
                 self.image, list(WORKER_COMMAND), detach=True, labels=labels,
-                environment={**self.env, **env, SAY_STORED_ENV: "1"},  # followed below: it says when it stored
+                environment={**self.env, **env, TASK_FILE_ENV: TASK_FILE, SAY_STORED_ENV: "1"},  # says when stored
                 name=name, host_config=api.create_host_config(network_mode="host", **limits)))
         try:
             created = create()
         except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
             self.client.images.pull(self.image)
             created = create()
+        try:  # its task, presigned URLs and all, as a file of the image's user alone (removed once read)
+            self.owner = self.owner or image_user(self.client, self.image)
+            api.put_archive(created["Id"], "/", secret_archive({TASK_FILE: spec.to_json()}, self.owner))
+        except BaseException:
+            api.remove_container(created["Id"], force=True)
+            raise
         container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
                                                                                          "Name": name})
         try:  # attached before the start, as `docker run` does: nothing it prints is missed

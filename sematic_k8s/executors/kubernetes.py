@@ -51,7 +51,7 @@ from sematic_k8s.k8s.manifests import to_dict, worker_job
 from sematic_k8s.k8s.pods import PodState, orphans, pods_left
 from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
-from sematic_k8s.settings import POD_NAME_ENV, STORAGE_SECRET_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
+from sematic_k8s.settings import POD_NAME_ENV, STORAGE_SECRET_ENV, TASK_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
 from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
@@ -125,7 +125,7 @@ class KubernetesExecutor(RemoteExecutor):
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         self._start_watching(spec.root_id)
-        worker_env = {**self.env, **env}
+        worker_env = {**self.env, **env, TASK_ENV: spec.to_json()}  # a plain value: it holds no URL (presigns)
 
         def make_body(relaunch: int) -> dict[str, Any]:
             return to_dict(worker_job(spec, task.func, self.image, worker_env, namespace=self.namespace,

@@ -5,7 +5,8 @@ from the driver, and to test the remote path end to end. A worker's stderr is pa
 its last lines are kept, as a container's log is: they tell why a worker died, and name the infrastructure failure
 of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`). A worker ends itself when this process
 dies (:func:`sematic_k8s.worker.die_with_parent`): nothing would read its outcome, and a driver started again runs
-the attempt afresh. Each worker leads a session of its own: the processes its func starts end with it (when it
+the attempt afresh. A worker's task (with presigned URLs, where its executor makes them) reaches it on its stdin,
+never in its environment. Each worker leads a session of its own: the processes its func starts end with it (when it
 ends, is stopped past its timeout or canceled), as a container's do.
 """
 
@@ -25,7 +26,7 @@ from typing import IO
 
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
-from sematic_k8s.settings import PARENT_PID_ENV, SECRET_FILE_ENVS, STORAGE_KEY_ENVS
+from sematic_k8s.settings import PARENT_PID_ENV, SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_FILE_ENV
 from sematic_k8s.specs import WORKER_MODULE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
@@ -65,9 +66,13 @@ class ProcessExecutor(RemoteExecutor):
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [self.start_dir, os.environ.get("PYTHONPATH")]))
         inherited = {k: v for k, v in os.environ.items() if k not in NO_WORKER_ENV}  # nor the server's credentials
-        env = {**inherited, "PYTHONPATH": path, **env, PARENT_PID_ENV: str(os.getpid())}
+        env = {**inherited, "PYTHONPATH": path, **env, TASK_FILE_ENV: "-", PARENT_PID_ENV: str(os.getpid())}
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], cwd=self.cwd, env=env,
-                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        # its task on its stdin, not in its environment (ps e, /proc/PID/environ): a thread, as a large one fills
+        # the pipe until the worker reads it; nothing is left on disk by a worker killed before it read it
+        threading.Thread(target=_send, args=(proc.stdin, spec.to_json().encode()), daemon=True,
+                         name="sk-worker-task").start()
         lines: deque[str] = deque(maxlen=LOG_TAIL)
         relay = threading.Thread(target=_relay, args=(proc.stderr, lines), daemon=True, name="sk-worker-stderr")
         relay.start()
@@ -104,6 +109,12 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
     worker's session: a child that outlives its func's timeout or cancel, or its return, goes as in a container."""
     with contextlib.suppress(ProcessLookupError, PermissionError):  # none left (the group ended with the worker)
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _send(pipe: IO[bytes], data: bytes) -> None:
+    """Write a worker's task to its stdin and close it; nothing when the worker died before reading it."""
+    with contextlib.suppress(OSError), pipe:  # BrokenPipeError: it is gone
+        pipe.write(data)
 
 
 def _relay(stream: IO[bytes], lines: deque[str]) -> None:

@@ -1,7 +1,9 @@
 """Executors that run each Run attempt as a worker (process, container, pod) elsewhere, and the worker's
 side of their contract.
 
-The task goes out as a :class:`~sematic_k8s.specs.TaskSpec` in the worker's environment; the worker
+The task goes out as a :class:`~sematic_k8s.specs.TaskSpec`, never in an environment when it carries presigned
+URLs (``docker inspect`` would show them): a 0400 file in a container, a worker process's stdin (each named by
+$SEMATIC_K8S_TASK_FILE), a pod's $SEMATIC_K8S_TASK (pods get none: the storage Secret instead). The worker
 (``python -m sematic_k8s.worker``, which calls :func:`run_task`) stores the output, the logs and an outcome
 document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends, and stops a
 worker that outlives its func's ``timeout`` (recorded as DeadlineExceeded, "timed out after N s", with its
@@ -26,7 +28,7 @@ from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
 from sematic_k8s.packaged import restricted_if
-from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+from sematic_k8s.settings import STORAGE_ENV
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
 from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key, artifact_loader, put_artifact
 
@@ -147,6 +149,8 @@ class RemoteExecutor:
     # -- what subclasses implement ----------------------------------------------------------------
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        """Start a worker with ``env`` and give it ``spec`` (``spec.to_json()``): in the file (or stdin) that
+        $SEMATIC_K8S_TASK_FILE names, or in $SEMATIC_K8S_TASK only when it carries no presigned URL."""
         raise NotImplementedError
 
     def ended(self, timeout: float) -> list[Ended]:
@@ -196,8 +200,7 @@ class RemoteExecutor:
         presign = getattr(self.storage, "presign", None) if self.presigns else None
         if presign is not None:  # the worker needs no storage credentials, nor botocore
             spec = self.running[task.run_id] = dataclasses.replace(spec, urls=_presigned(spec, presign, task))
-        env = {TASK_ENV: spec.to_json(), STORAGE_ENV: self.storage_url}  # the URL for the user's code too
-        self.launch(spec, task, env)
+        self.launch(spec, task, {STORAGE_ENV: self.storage_url})  # the URL for the user's code too
         self._deadline(task, 0.0)
 
     def _deadline(self, task: Task, ran: float) -> None:

@@ -19,15 +19,12 @@ leaves its exited worker containers: :func:`remove_ended_workers` removes those 
 from __future__ import annotations
 
 import collections
-import io
 import os
-import tarfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sematic_k8s.docker_engine import docker_client
+from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, image_user, secret_archive
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
@@ -35,7 +32,6 @@ from sematic_k8s.specs import DRIVER_COMMAND, DriverSpec
 
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
 DOCKER_SOCKET = "/var/run/docker.sock"
-SECRETS_DIR = "sematic-k8s-secrets"  # at the container's root
 TOKEN_FILE = f"/{SECRETS_DIR}/api-key"
 SERVER_AUTH_FILE = f"/{SECRETS_DIR}/server-auth"  # the user info of the server URL, when it had one
 SECRET_FILES = {API_KEY_ENV: TOKEN_FILE, SERVER_AUTH_ENV: SERVER_AUTH_FILE,  # each secret variable -> its file
@@ -70,7 +66,7 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
         container = client.containers.create(spec.image, **kwargs)
     try:
         if secrets:
-            container.put_archive("/", _secret_archive(secrets, _image_user(client, spec.image)))
+            container.put_archive("/", secret_archive(secrets, image_user(client, spec.image)))
         container.start()
     except BaseException:
         container.remove(force=True)
@@ -101,32 +97,6 @@ def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> in
             except docker.errors.NotFound:
                 pass
     return removed
-
-
-def _image_user(client: Any, image: str) -> tuple[int, int]:
-    """The numeric uid and gid the image runs as (root unless its USER says a number)."""
-    user = (client.images.get(image).attrs.get("Config") or {}).get("User") or ""
-    uid, _, gid = user.partition(":")
-    return (int(uid) if uid.isdigit() else 0, int(gid) if gid.isdigit() else int(uid) if uid.isdigit() else 0)
-
-
-def _secret_archive(secrets: dict[str, str], owner: tuple[int, int]) -> bytes:
-    """A tar of ``SECRETS_DIR/`` (0700) holding each of ``secrets`` (its path -> its text; 0400), owned by
-    ``owner``."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        now = time.time()
-        directory = tarfile.TarInfo(SECRETS_DIR)
-        directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o700, now
-        directory.uid, directory.gid = owner
-        tar.addfile(directory)
-        for path, text in secrets.items():
-            data = text.encode()
-            file = tarfile.TarInfo(path.lstrip("/"))
-            file.size, file.mode, file.mtime = len(data), 0o400, now
-            file.uid, file.gid = owner
-            tar.addfile(file, io.BytesIO(data))
-    return out.getvalue()
 
 
 class DriverContainer:

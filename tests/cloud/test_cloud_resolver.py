@@ -170,7 +170,8 @@ def test_no_container_shows_an_s3_key_and_the_pipeline_still_stores_to_s3(infra,
     S3 keys as 0400 files ($SEMATIC_K8S_AWS_*_FILE), never as variables; worker containers get none at all (their
     presigned URLs are all they store through). ``docker inspect`` of each container shows no secret key, and both
     resolutions store to the real S3. Was: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY plain env of every one.
-    (A presigned URL names its signer's access key id, not a secret, by SigV4's design.)"""
+    (A presigned URL names its signer's access key id, not a secret, by SigV4's design.) A worker's task, and so its
+    presigned URLs, is a file too ($SEMATIC_K8S_TASK_FILE): no container shows a URL (was: $SEMATIC_K8S_TASK)."""
     from sematic_k8s.storage.base import artifact_key
     from sematic_k8s.storage.urls import storage_from_url
 
@@ -192,12 +193,12 @@ def test_no_container_shows_an_s3_key_and_the_pipeline_still_stores_to_s3(infra,
     assert roles == [(False, "driver"), (True, "driver"), (True, "worker"), (True, "worker")], roles
     for attrs in ours.values():
         env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
-        assert secret not in json.dumps(attrs), attrs["Name"]
+        assert secret not in json.dumps(attrs) and "Signature=" not in json.dumps(attrs), attrs["Name"]
         assert not set(env) & set(settings.STORAGE_KEY_ENVS), (attrs["Name"], sorted(env))
         if attrs["Config"]["Labels"]["sematic-k8s/role"] == "driver":
             assert env["SEMATIC_K8S_AWS_SECRET_ACCESS_KEY_FILE"] and env["SEMATIC_K8S_AWS_ACCESS_KEY_ID_FILE"]
         else:
-            assert not [name for name in env if name.endswith("_FILE")], sorted(env)
+            assert [name for name in env if name.endswith("_FILE")] == [settings.TASK_FILE_ENV], sorted(env)
 
 
 def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_path):

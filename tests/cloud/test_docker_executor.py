@@ -26,7 +26,7 @@ from sematic_k8s.executors import docker as docker_executor
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
 from sematic_k8s.labels import RUN_LABEL
-from sematic_k8s.settings import STORAGE_KEY_ENVS, worker_env
+from sematic_k8s.settings import SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE
 from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
@@ -291,7 +291,7 @@ def test_a_worker_container_is_given_no_storage_key_and_stores_through_its_urls(
         attrs = running_worker(executor, task).attrs
         env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
         assert secret not in json.dumps(attrs)
-        assert not set(env) & set(STORAGE_KEY_ENVS) and not [n for n in env if n.endswith("_FILE")], sorted(env)
+        assert not set(env) & set(STORAGE_KEY_ENVS) and not set(env) & set(SECRET_FILE_ENVS.values()), sorted(env)
         keyed.put(f"gates/{x}", b"")
         outcome = outcome_of(executor)
         assert outcome.error_info is None, outcome.error_info
@@ -299,6 +299,28 @@ def test_a_worker_container_is_given_no_storage_key_and_stores_through_its_urls(
     finally:
         executor.close()
     assert containers_of(task) == []
+
+
+def test_a_worker_containers_task_is_a_file_it_removes_and_docker_inspect_shows_no_url(project, storage, executor):
+    """The task, with the presigned PUT of the attempt's outcome, is copied into the container as a 0400 file named
+    by $SEMATIC_K8S_TASK_FILE; ``docker inspect`` of the running worker shows no URL, and once the worker has read
+    the file it is gone from the container. The value still reaches S3. Was: the task in $SEMATIC_K8S_TASK, the URLs
+    that let whoever reads them write the attempt's outcome shown by ``docker inspect`` for as long as they last."""
+    x = uuid.uuid4().int % 10**6
+    task = submit(executor, storage, project[0].gated, x)
+    assert executor.running[task.run_id].urls  # presigned: there are URLs to keep out of sight
+    container = running_worker(executor, task)
+    attrs = container.attrs
+    env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+    assert "Signature=" not in json.dumps(attrs) and TASK_ENV not in env, sorted(env)
+    assert env[TASK_FILE_ENV] == docker_executor.TASK_FILE
+    wait_for(lambda: starts(storage, x), 120, what="the worker's start")  # its func runs: its task was read
+    with pytest.raises(docker_errors.NotFound):
+        container.get_archive(docker_executor.TASK_FILE)
+    storage.put(f"gates/{x}", b"")
+    outcome = outcome_of(executor)
+    assert outcome.error_info is None, outcome.error_info
+    assert stored_value(storage, outcome) == 2 * x
 
 
 def test_a_resumed_attempt_reattaches_to_its_running_worker_instead_of_starting_it_again(project, storage,

@@ -58,6 +58,9 @@ class PresigningProcessExecutor(ProcessExecutor):
 
 
 def test_workers_with_presigned_urls_need_no_botocore_and_run_everything(s3, tmp_path):
+    """Worker processes given presigned URLs store everything through them, without botocore; each reads its task
+    on its stdin (left empty for its func): neither the task nor a URL is in its environment (was: the task, URLs
+    and all, in $SEMATIC_K8S_TASK, readable in /proc/PID/environ)."""
     store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
 
     class Resolver(sk.LocalResolver):
@@ -69,6 +72,7 @@ def test_workers_with_presigned_urls_need_no_botocore_and_run_everything(s3, tmp
     assert length == 2 * 1024 * 1024  # a value above the outcome document's limit: staged, then stored
     assert [p["x"] for p in probes] == [0, 1, 2]
     assert not any(p["botocore"] for p in probes)
+    assert not any(p["environ_has_url"] or p["environ_has_task"] or p["stdin"] for p in probes), probes
     probe_runs = [r for r in store.runs_of_root(f.id) if r.func_name == "probe"]
     assert len(probe_runs) == 3
     for run in probe_runs:  # the logs the workers carried, stored by the executor
@@ -185,7 +189,8 @@ def test_a_workers_input_urls_last_only_until_it_has_read_them(s3, monkeypatch):
                    for what, url in urls.items()}
         assert expires == {"GET input": 900 + 2 * 30 + 60, "PUT": 24 * 3600 + 2 * 30 + 60}, expires
         [outcome] = _wait(ex)
-        assert outcome.error is None and outcome.output["summary"] == {"x": 7, "botocore": False}
+        summary = outcome.output["summary"]
+        assert outcome.error is None and summary["x"] == 7 and not summary["botocore"], summary
     finally:
         ex.close()
 

@@ -4,6 +4,7 @@ sematic_k8s), so whether botocore got imported says what the worker itself neede
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import sematic_k8s as sk
@@ -12,7 +13,9 @@ import sematic_k8s as sk
 @sk.func(inline=False)
 def probe(x: int) -> dict[str, Any]:
     print(f"probing {x}")
-    return {"x": x, "botocore": "botocore" in sys.modules}
+    environ = Path("/proc/self/environ").read_bytes()  # as it started: what `ps e` and /proc show its user
+    return {"x": x, "botocore": "botocore" in sys.modules, "stdin": sys.stdin.read(),
+            "environ_has_url": b"Signature=" in environ, "environ_has_task": b"SEMATIC_K8S_TASK=" in environ}
 
 
 @sk.func(inline=False)
