@@ -22,7 +22,7 @@ import pytest
 import fault_pipelines as fp
 import sematic_k8s as sk
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image, remove_drivers
-from outages import ServerProcess
+from outages import ServerProcess, running
 from s3server import fresh_bucket
 from sematic_k8s.settings import STORAGE_ENV
 from sematic_k8s.store import open_store
@@ -119,13 +119,8 @@ def test_two_continues_of_one_resolution_at_once_on_sqlite(tmp_path, monkeypatch
 def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
     servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
-    try:
-        for s in servers:
-            s.start()
+    with running(*servers):
         _continue_at_once(tmp_path, [s.url for s in servers])
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
@@ -155,13 +150,8 @@ def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, monkeypatch):
 def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
     monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
     servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
-    try:
-        for s in servers:
-            s.start()
+    with running(*servers):
         _rerun_from_at_once(tmp_path, [s.url for s in servers])
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch):
@@ -298,12 +288,9 @@ def test_two_continues_through_the_servers_action_at_once_on_sqlite(tmp_path, mo
     second one's id never recorded)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-races")
     storage_url = f"s3://{bucket}/artifacts"
-    [server] = _action_servers(tmp_path, storage_url, 1)
-    server.start()
-    try:
-        _continue_action_at_once([server], idle_image, storage_url)
-    finally:
-        server.stop()
+    servers = _action_servers(tmp_path, storage_url, 1)
+    with running(*servers):
+        _continue_action_at_once(servers, idle_image, storage_url)
 
 
 def test_two_continues_through_two_servers_actions_at_once_on_postgres(tmp_path, postgres_url, monkeypatch,
@@ -311,13 +298,8 @@ def test_two_continues_through_two_servers_actions_at_once_on_postgres(tmp_path,
     _, bucket = fresh_bucket(monkeypatch, "sk-races")
     storage_url = f"s3://{bucket}/artifacts"
     servers = _action_servers(tmp_path, storage_url, 2, db_url=postgres_url)
-    try:
-        for s in servers:
-            s.start()
+    with running(*servers):
         _continue_action_at_once(servers, idle_image, storage_url)
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_later_one_starts(
