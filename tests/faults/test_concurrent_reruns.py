@@ -11,7 +11,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import fault_pipelines as fp
 import sematic_k8s as sk
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image, remove_drivers
 from outages import ServerProcess, running
+from racing import at_once
 from s3server import fresh_bucket
 from sematic_k8s.settings import STORAGE_ENV
 from sematic_k8s.store import open_store
@@ -238,22 +238,16 @@ def _action_servers(home: Path, storage_url: str, n: int, db_url: str | None = N
 
 
 def _continues_at_once(urls: list[str], resolution_id: str) -> list[httpx.Response]:
-    """A continue of ``resolution_id`` to each of ``urls``, on threads released together by a barrier (each
-    connected first)."""
-    barrier = threading.Barrier(len(urls))
-    answers: list[Any] = [None] * len(urls)
-
-    def ask(k: int) -> None:
-        with httpx.Client(base_url=urls[k], timeout=120) as c:
+    """A continue of ``resolution_id`` to each of ``urls``, on threads released together (each connected first)."""
+    clients = [httpx.Client(base_url=url, timeout=120) for url in urls]
+    try:
+        for c in clients:
             c.get("/api/v1/health")
-            barrier.wait()
-            answers[k] = c.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={"mode": "continue"})
-
-    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(urls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+        answers = at_once([lambda c=c: c.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={"mode": "continue"})
+                           for c in clients], timeout=180)
+    finally:
+        for c in clients:
+            c.close()
     assert all(answers), answers
     return answers
 
