@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +110,30 @@ def _continue_at_once(home: Path, servers: list[str]) -> None:
     assert store.get_resolution(original.id).state == "failed"
 
 
-def test_two_continues_of_one_resolution_at_once_on_sqlite(tmp_path, monkeypatch):
+@pytest.fixture
+def on_sqlite(tmp_path, monkeypatch) -> list[str]:
+    """This process and those it starts on a SQLite home of their own (``tmp_path``): no server to go through."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
     monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
-    _continue_at_once(tmp_path, [])
+    return []
 
 
-def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
+@pytest.fixture
+def two_servers(tmp_path, postgres_url, monkeypatch) -> Iterator[list[str]]:
+    """Two server processes (replicas) on one PostgreSQL database, started; their URLs."""
     monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
     servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
     with running(*servers):
-        _continue_at_once(tmp_path, [s.url for s in servers])
+        yield [s.url for s in servers]
+
+
+def test_two_continues_of_one_resolution_at_once_on_sqlite(tmp_path, on_sqlite):
+    _continue_at_once(tmp_path, on_sqlite)
+
+
+def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres(tmp_path, two_servers):
+    _continue_at_once(tmp_path, two_servers)
 
 
 def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
@@ -140,26 +153,17 @@ def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
     assert sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id)) == runs_before
 
 
-def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, monkeypatch):
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
-    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
-    _rerun_from_at_once(tmp_path, [])
+def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, on_sqlite):
+    _rerun_from_at_once(tmp_path, on_sqlite)
 
 
-def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
-    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
-    servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
-    with running(*servers):
-        _rerun_from_at_once(tmp_path, [s.url for s in servers])
+def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, two_servers):
+    _rerun_from_at_once(tmp_path, two_servers)
 
 
-def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch):
+def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch, on_sqlite):
     """A continue whose process was killed (kill -9) stays recorded as running until its heartbeat is old: the next
     continue marks it dead, in the transaction that records itself, and runs (it is not refused)."""
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
-    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
     monkeypatch.setenv("RACE_FIXED", str(tmp_path / "fixed"))
     monkeypatch.setenv("RACE_GATE", str(tmp_path / "gate"))
     store = open_store(tmp_path)
