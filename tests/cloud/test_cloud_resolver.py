@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,9 @@ def load(module: str):
 
 
 @contextlib.contextmanager
-def drivers_seen() -> Iterator[dict[str, dict]]:
-    """Driver containers' attributes (inspect) by resolution id, taken by a thread watching for them while the
-    block runs: a driver removes itself when it exits."""
+def _seen(label: str, key: Callable[[Any], str]) -> Iterator[dict[str, dict]]:
+    """The attributes (inspect) of every container with ``label``, by ``key(container)``, taken by a thread watching
+    for them while the block runs: a resolution's containers are removed once they ended."""
     seen: dict[str, dict] = {}
     done = threading.Event()
 
@@ -107,8 +107,8 @@ def drivers_seen() -> Iterator[dict[str, dict]]:
         docker = docker_client()
         while not done.is_set():
             try:  # the list inspects each container: one removed meanwhile is NotFound; look again
-                for c in docker.containers.list(all=True, filters={"label": "sematic-k8s/role=driver"}):
-                    seen.setdefault(c.labels.get("sematic-k8s/resolution-id", ""), c.attrs)
+                for c in docker.containers.list(all=True, filters={"label": label}):
+                    seen.setdefault(key(c), c.attrs)
             except docker_errors.NotFound:
                 pass
             done.wait(0.05)
@@ -121,29 +121,16 @@ def drivers_seen() -> Iterator[dict[str, dict]]:
         thread.join(10)
 
 
-@contextlib.contextmanager
-def containers_seen() -> Iterator[dict[str, dict]]:
-    """The attributes (inspect) of every container of a resolution (driver or worker) by container id, taken by a
-    thread watching for them while the block runs: drivers and workers are removed once they ended."""
-    seen: dict[str, dict] = {}
-    done = threading.Event()
+def drivers_seen() -> contextlib.AbstractContextManager[dict[str, dict]]:
+    """Driver containers' attributes by resolution id, while the block runs (a driver removes itself when it
+    exits)."""
+    return _seen("sematic-k8s/role=driver", lambda c: c.labels.get("sematic-k8s/resolution-id", ""))
 
-    def watch() -> None:
-        docker = docker_client()
-        while not done.is_set():
-            try:
-                for c in docker.containers.list(all=True, filters={"label": "sematic-k8s/resolution-id"}):
-                    seen.setdefault(c.id, c.attrs)
-            except docker_errors.NotFound:
-                pass
-            done.wait(0.05)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        done.set()
-        thread.join(10)
+
+def containers_seen() -> contextlib.AbstractContextManager[dict[str, dict]]:
+    """The attributes of every container of a resolution (driver or worker) by container id, while the block
+    runs."""
+    return _seen("sematic-k8s/resolution-id", lambda c: c.id)
 
 
 KEYED_PIPELINE = '''

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import uuid
 
+from racing import at_once
 from sematic_k8s.future import new_id, new_ids
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -20,18 +20,7 @@ def test_ids_are_version_4_uuids() -> None:
 
 
 def test_threads_never_get_the_same_id() -> None:
-    got: list[list[str]] = [[] for _ in range(8)]
-    barrier = threading.Barrier(8)
-
-    def draw(k: int) -> None:
-        barrier.wait()
-        got[k].extend(new_id() for _ in range(2000))
-
-    threads = [threading.Thread(target=draw, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = at_once([lambda: [new_id() for _ in range(2000)]] * 8)
     ids = [i for g in got for i in g]
     assert len(set(ids)) == len(ids) == 16000
 

@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from browser_pages import VIEWPORT, new_page
+from outages import ServerProcess, running
+
 CHROMIUM = os.environ.get("SEMATIC_K8S_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -45,3 +48,19 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """``sematic-k8s server --local`` over ``tmp_path``, a process of its own."""
+    srv = ServerProcess(tmp_path)
+    with running(srv):
+        yield srv
+
+
+@pytest.fixture
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    """A fresh page on :func:`server`, closed before the server stops (its event stream holds a connection). Tests
+    with a server of another kind define a ``page`` of their own."""
+    with new_page(browser, viewport=VIEWPORT) as p:
+        yield p

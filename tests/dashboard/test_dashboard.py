@@ -37,6 +37,7 @@ import httpx
 import pytest
 
 import sematic_k8s as sk
+from browser_pages import VIEWPORT, log_in, new_page, open_run
 from sematic_k8s import settings
 from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
@@ -50,7 +51,6 @@ except ImportError:  # pragma: no cover
 SCREENSHOT = Path(os.environ.get("SEMATIC_K8S_DASHBOARD_SCREENSHOT", "/tmp/dashboard.png"))
 WAIT_MS = 90_000  # a rerun is a fresh Python process recording through the server
 TESTS = Path(__file__).resolve().parent
-VIEWPORT = {"width": 1440, "height": 960}
 NORMAL_HEIGHT = int(VIEWPORT["height"] * 1.2)  # a page about as tall as the window, whatever the graph holds
 
 
@@ -138,11 +138,8 @@ def _pretend_it_ran_in_a_pod(store: Any, root_id: str) -> None:
 @pytest.fixture
 def page(browser: Any, served: Served) -> Iterator[Any]:
     """A fresh browser page; closed before the server stops (its event stream holds a connection)."""
-    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with new_page(browser, viewport=VIEWPORT, accept_downloads=True) as p:
+        yield p
 
 
 def _run_cli(served: Served, *args: str) -> subprocess.Popen:
@@ -379,8 +376,7 @@ def test_dashboard_in_chromium(page: Any, served: Served) -> None:
 
 def _login(page: Any, served: Served) -> None:
     """Open the dashboard with the API key stored, as after pasting it once."""
-    page.goto(served.url + "/static/style.css")  # the page's origin, without starting the app
-    page.evaluate(f"localStorage.setItem('sematic_k8s_api_key', '{served.key}')")
+    log_in(page, served.url, served.key)
 
 
 def _shot(page: Any, name: str, max_height: int = 2 * VIEWPORT["height"]) -> Path:
@@ -423,9 +419,7 @@ def test_thousands_of_runs_at_a_glance(browser: Any, served: Served) -> None:
     import big_resolution as big
 
     big_id = big.record_fanout(served.store, 5000, running=20)
-    context = browser.new_context(viewport=VIEWPORT)
-    try:
-        page = context.new_page()
+    with new_page(browser, viewport=VIEWPORT) as page:
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         tid = lambda name: page.get_by_test_id(name)  # noqa: E731
@@ -479,8 +473,6 @@ def test_thousands_of_runs_at_a_glance(browser: Any, served: Served) -> None:
         expect(critical).to_have_count(4)
         assert page.get_by_test_id("timeline-bar").count() >= 3
         _shot(page, "big-timeline", NORMAL_HEIGHT)
-    finally:
-        context.close()
     assert problems == [], problems
 
 
@@ -608,11 +600,10 @@ def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> No
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     _login(page, served)
 
-    def open_run(func: str) -> None:
-        page.goto(f"{served.url}/#/runs/{runs[func].id}")
-        expect(tid("run-panel")).to_have_attribute("data-run-id", runs[func].id)
+    def open_func(func: str) -> None:
+        open_run(page, served.url, runs[func].id)
 
-    open_run("records")  # a list of records: a table
+    open_func("records")  # a list of records: a table
     out = tid("run-output")
     expect(out.get_by_test_id("value-table").locator("tbody tr")).to_have_count(12)
     expect(out.get_by_test_id("value-table").locator("th")).to_have_text(["epoch", "loss", "split"])
@@ -625,19 +616,19 @@ def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> No
 
     saved = json.loads(Path(dl.value.path()).read_text())
     assert saved[0] == {"epoch": 0, "loss": 1.0, "split": "test"}
-    open_run("frame")  # a dataframe: its preview as a table
+    open_func("frame")  # a dataframe: its preview as a table
     expect(tid("run-output").get_by_test_id("value-table").locator("tbody tr")).to_have_count(12)
     expect(tid("run-output")).to_contain_text("12 rows × 3 columns")
     expect(tid("run-output-type")).to_contain_text("DataFrame")
     for func in ("figure", "picture", "drawing"):  # a matplotlib figure, PNG bytes, SVG text: pictures
-        open_run(func)
+        open_func(func)
         img = tid("run-output").get_by_test_id("value-image")
         expect(img).to_be_visible()
         assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", img.element_handle()), func
-    open_run("config")  # a nested dict: a tree
+    open_func("config")  # a nested dict: a tree
     expect(tid("run-output").get_by_test_id("json-tree")).to_be_visible()
     expect(tid("run-output")).to_contain_text("optimizer")
-    open_run("essay")  # a long text: folded
+    open_func("essay")  # a long text: folded
     # the whole value, not its 500-character summary
     expect(tid("run-output").get_by_test_id("folded")).to_contain_text("(6289 characters)")
     tid("tab-source").click()
@@ -645,7 +636,7 @@ def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> No
     _shot(page, "values")
 
     # logs: searched, downloaded
-    open_run("records")
+    open_func("records")
     tid("tab-logs").click()
     expect(tid("run-logs")).to_contain_text("epoch 11: loss 0.083")
     tid("logs-search").fill("EPOCH 1")
@@ -661,7 +652,7 @@ def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> No
     with served.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE runs SET state = 'running', ended_at = NULL WHERE id = ?", (essay.id,))
     storage.append(log_key(essay.id), b"step 1\n")
-    open_run("essay")
+    open_func("essay")
     tid("tab-logs").click()
     expect(tid("logs-follow")).to_have_text("following…")
     expect(tid("run-logs")).to_have_text("step 1\n")
@@ -864,9 +855,7 @@ def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -
     cancel, label and re-run resolutions, and its own requests pass the server's cross-site checks) would let
     that site trick a click. The page forbids being framed; it still works on its own, under that policy."""
     with serve(tmp_path, api_keys_required=False) as s:
-        context = browser.new_context()
-        try:
-            page = context.new_page()
+        with new_page(browser) as page:
             page.set_content(f'<iframe src="{s.url}/" onload="window.framed = true"></iframe>')
             page.wait_for_function("window.framed === true", timeout=WAIT_MS)
             frame = page.frames[1]
@@ -879,8 +868,6 @@ def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -
             page.wait_for_function("document.querySelector('[data-testid=\"app\"]').children.length > 0",
                                    timeout=WAIT_MS)
             assert problems == [], problems
-        finally:
-            context.close()
 
 
 def _cloud_loop(cluster: Any, served: Served, storage: LocalStorage, root_id: str) -> tuple[Any, Any]:

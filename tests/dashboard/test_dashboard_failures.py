@@ -12,44 +12,24 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sematic_k8s as sk
+from browser_pages import open_run
 from outages import S3Server, ServerProcess
 from sematic_k8s.errors import ResolutionCanceled, ResolutionFailed
 from sematic_k8s.settings import SERVER_ENV
 from sematic_k8s.store.http import HttpStore
 
-VIEWPORT = {"width": 1440, "height": 960}
 WAIT_MS = 30_000
 STORAGE_DOWN = threading.Event()  # set by `upload` once it stopped the S3 server the test gave it
 S3_TO_STOP: list[S3Server] = []
 IMAGE = "127.0.0.1:5000/p@sha256:" + "cd" * 32
 SHOTS = Path(os.environ.get("SEMATIC_K8S_SHOTS", "/tmp/sematic-k8s-shots"))  # screenshots to look at
 SHOTS.mkdir(parents=True, exist_ok=True)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
-    context = browser.new_context(viewport=VIEWPORT)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def _cli(server: ServerProcess, *args: str) -> str:
@@ -59,13 +39,6 @@ def _cli(server: ServerProcess, *args: str) -> str:
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
-
-
-def _open_run(page: Any, server: ServerProcess, run_id: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(f"{server.url}/#/runs/{run_id}")
-    expect(page.get_by_test_id("run-panel")).to_have_attribute("data-run-id", run_id, timeout=WAIT_MS)
 
 
 def _tab(page: Any, name: str) -> Any:
@@ -140,7 +113,7 @@ def test_an_error_message_of_several_lines_keeps_them_on_its_run_page(page: Any,
     f = checked(400)
     with pytest.raises(ResolutionFailed) as err:
         f.resolve(sk.LocalResolver(home=server.home, server=server.url))  # its logs where the server reads
-    _open_run(page, server, err.value.run_id)
+    open_run(page, server.url, err.value.run_id, WAIT_MS)
     message = page.get_by_test_id("run-error").locator("p.error")
     expect(message).to_contain_text("ValueError: column 'price' has 3 negative values")
     assert message.evaluate("(e) => e.innerText") == ("ValueError: column 'price' has 3 negative values:\n"
@@ -188,7 +161,7 @@ def test_a_run_stopped_by_an_infrastructure_failure_says_so_and_that_it_ran(page
     assert STORAGE_DOWN.is_set()
     run = _child(server, f.id)
     assert run.state == "canceled"
-    _open_run(page, server, run.id)
+    open_run(page, server.url, run.id, WAIT_MS)
     expect(page.get_by_test_id("run-canceled")).to_contain_text(
         "Canceled while it ran; its resolution failed: infrastructure failure, not the pipeline's: S3StorageError: "
         f"cannot reach S3 at {s3.endpoint}")
@@ -239,7 +212,7 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
             page.goto(f"{server.url}/#/resolutions/{f.id}")  # its resolution's page says so too, in its header
             expect(page.get_by_test_id("resolution-not-started")).to_contain_text(
                 "1 run not started: waiting for capacity: 0/1 nodes are available", timeout=WAIT_MS)
-            _open_run(page, server, run.id)
+            open_run(page, server.url, run.id, WAIT_MS)
             expect(page.get_by_test_id("run-waiting")).to_contain_text("Not started: waiting for capacity")
             timings = _tab(page, "details").get_by_test_id("timings")
             expect(timings).to_contain_text("Started\nnot yet", use_inner_text=True)
@@ -253,7 +226,7 @@ def test_a_worker_waiting_for_capacity_then_canceled_never_started(page: Any, se
             expect(row).to_have_attribute("data-started", "false")
             expect(row.get_by_test_id("timeline-bar")).to_have_count(0)
             expect(row.get_by_test_id("timeline-waited")).to_have_count(1)
-            _open_run(page, server, run.id)
+            open_run(page, server.url, run.id, WAIT_MS)
 
             _cli(server, "cancel", f.id)
             thread.join(60)
@@ -324,7 +297,7 @@ def test_a_worker_whose_image_cannot_be_pulled_never_started(page: Any, server: 
         finally:
             store.close()
             api.close()
-    _open_run(page, server, err.value.run_id)
+    open_run(page, server.url, err.value.run_id, WAIT_MS)
     expect(page.get_by_test_id("run-error")).to_contain_text("the worker's image could not be pulled")
     message = page.get_by_test_id("run-error").get_by_test_id("run-error-message")  # long: folded
     expect(message.locator("summary")).to_have_text(re.compile(r"the whole message \(1 line, \d+ characters\)"))
@@ -366,7 +339,7 @@ def test_a_local_resolvers_log_kept_in_its_own_home_is_said_to_be_there(page: An
     f = chatting(5)
     assert f.resolve(sk.LocalResolver(home=elsewhere, server=server.url)) == 5
     run = _child(server, f.id)
-    _open_run(page, server, run.id)
+    open_run(page, server.url, run.id, WAIT_MS)
     expect(_tab(page, "logs").get_by_test_id("run-logs")).to_have_text(
         "(no logs here: its resolution's LocalResolver recorded through a server and keeps its runs' logs in its own "
         "home, where it ran; this server's storage has none)")

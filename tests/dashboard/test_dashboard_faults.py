@@ -11,15 +11,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 import big_resolution as big
+from browser_pages import VIEWPORT
 from outages import ServerProcess
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
@@ -27,29 +26,8 @@ from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from serving import record_resolution
 
-VIEWPORT = {"width": 1440, "height": 960}
 WAIT_MS = 30_000
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
-    """A fresh page; closed before the server stops (its event stream holds a connection)."""
-    context = browser.new_context(viewport=VIEWPORT)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def _add_run(server: ServerProcess, root_id: str, func: str, **fields: Any) -> str:
@@ -93,13 +71,18 @@ def _live(page: Any) -> None:
     expect(_tid(page, "live-status")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
 
 
+def _open_live(page: Any, url: str) -> None:
+    """``url`` opened, once the page follows the server live."""
+    page.goto(url)
+    _live(page)
+
+
 def test_a_server_restarted_under_a_resolution_page_is_said_and_followed_again(page: Any,
                                                                                server: ServerProcess) -> None:
     from playwright.sync_api import expect
 
     root_id, step_id = _running_step(server)
-    page.goto(f"{server.url}/#/resolutions/{root_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/resolutions/{root_id}")
     expect(_tid(page, "run-node")).to_have_count(2, timeout=WAIT_MS)
     page.locator(f'[data-testid="run-node"][data-run-id="{step_id}"]').click()
     expect(_tid(page, "run-func-name")).to_have_text("step", timeout=WAIT_MS)
@@ -208,8 +191,7 @@ def test_a_refused_cancel_says_why_and_shows_the_state_it_ended_in(page: Any, se
     from playwright.sync_api import expect
 
     root_id = _running(server)
-    page.goto(f"{server.url}/#/resolutions/{root_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/resolutions/{root_id}")
     expect(_tid(page, "resolution-state")).to_have_text("running", timeout=WAIT_MS)
     _sql(server, "UPDATE resolutions SET state = 'resolved', ended_at = CURRENT_TIMESTAMP WHERE id = ?", root_id)
 
@@ -387,8 +369,7 @@ def test_a_filter_changed_or_typed_on_aborts_the_query_it_supersedes(page: Any, 
     record_resolution(server.url, "", kind="local", state="failed", func_path="pipes:step")
     page.add_init_script(TRACK_REQUESTS_JS)
     page.add_init_script(ERRORS_SEEN_JS)
-    page.goto(f"{server.url}/#/")
-    _live(page)
+    _open_live(page, f"{server.url}/#/")
     rows = _tid(page, "resolution-row")
     expect(rows).to_have_count(1, timeout=WAIT_MS)
     none = _tid(page, "no-resolutions")
@@ -430,8 +411,7 @@ def test_a_groups_page_turned_then_hidden_aborts_the_turned_pages_request(page: 
         store.close()
     page.add_init_script(TRACK_REQUESTS_JS)
     page.add_init_script(ERRORS_SEEN_JS)
-    page.goto(f"{server.url}/#/resolutions/{root_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/resolutions/{root_id}")
     group = _tid(page, "group-node")
     adds = page.locator('[data-testid="run-node"][data-func="add"]')
     expect(group).to_have_count(1, timeout=WAIT_MS)
@@ -483,8 +463,7 @@ def test_a_runs_older_record_come_late_does_not_set_its_panel_back(page: Any, se
 
     root_id, step_id = _running_step(server)
     page.add_init_script(TRACK_REQUESTS_JS)
-    page.goto(f"{server.url}/#/runs/{step_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/runs/{step_id}")
     state = _tid(page, "run-state")
     expect(state).to_have_text("running", timeout=WAIT_MS)
     run_url = f"/api/v1/runs/{step_id}"
@@ -510,8 +489,7 @@ def test_a_runs_log_followed_as_it_ends_shows_each_line_once(page: Any, server: 
     storage = LocalStorage(server.home / "storage")
     storage.append(log_key(step_id), b"step 1\n")
     page.add_init_script(TRACK_REQUESTS_JS)
-    page.goto(f"{server.url}/#/runs/{step_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/runs/{step_id}")
     _tid(page, "tab-logs").click()
     logs = _tid(page, "run-logs")
     expect(logs).to_have_text("step 1\n", timeout=WAIT_MS)
@@ -538,8 +516,7 @@ def _log_followed(page: Any, server: ServerProcess, run_id: str, line: str) -> N
     LocalStorage(server.home / "storage").append(log_key(run_id), line.encode())
     page.add_init_script(TRACK_REQUESTS_JS)
     page.add_init_script(ERRORS_SEEN_JS)
-    page.goto(f"{server.url}/#/runs/{run_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/runs/{run_id}")
     _tid(page, "tab-logs").click()
     expect(_tid(page, "run-logs")).to_have_text(line, timeout=WAIT_MS)
 
@@ -608,8 +585,7 @@ def test_a_run_page_left_stops_following_its_log(page: Any, server: ServerProces
     LocalStorage(server.home / "storage").append(log_key(step_id), b"step 1\n")
     page.clock.install()
     page.add_init_script(TRACK_REQUESTS_JS)
-    page.goto(f"{server.url}/#/runs/{step_id}")
-    _live(page)
+    _open_live(page, f"{server.url}/#/runs/{step_id}")
     _tid(page, "tab-logs").click()
     expect(_tid(page, "run-logs")).to_have_text("step 1\n", timeout=WAIT_MS)
     expect(_tid(page, "logs-follow")).to_have_text("following…")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from browser_pages import VIEWPORT, log_in, new_page, open_run
 from sematic_k8s.serialization import content_id
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.store.http import HttpStore
@@ -40,11 +41,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1440, "height": 960})
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with new_page(browser, viewport=VIEWPORT) as p:
+        yield p
 
 
 def _record_hostile(served: Served) -> tuple[str, str]:
@@ -92,8 +90,7 @@ def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, se
     ran: list[str] = []
     page.on("dialog", lambda d: (ran.append(f"dialog {d.message}"), d.dismiss()))
     page.on("request", lambda r: ran.append(f"request {r.url}") if not r.url.startswith(served.url) else None)
-    page.goto(served.url + "/static/style.css")
-    page.evaluate(f"localStorage.setItem('sematic_k8s_api_key', '{served.key}')")
+    log_in(page, served.url, served.key)
     tid = page.get_by_test_id
 
     def clean(where: str) -> None:
@@ -111,14 +108,12 @@ def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, se
     clean("graph")
     tid("view-timeline").click()
     clean("timeline")
-    page.goto(f"{served.url}/#/runs/{child}")
-    expect(tid("run-panel")).to_have_attribute("data-run-id", child)
+    open_run(page, served.url, child)
     for tab in ("inputs", "output", "source", "logs", "details"):
         tid(f"tab-{tab}").click()
         page.wait_for_timeout(500)
         clean(f"run panel: {tab}")
-    page.goto(f"{served.url}/#/runs/{root}")
-    expect(tid("run-panel")).to_have_attribute("data-run-id", root)
+    open_run(page, served.url, root)
     tid("tab-logs").click()
     expect(tid("tabpane-logs")).to_contain_text("<script>")  # the log's lines, as text
     clean("root's logs")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from outages import HoldingProxy, ServerProcess
+from outages import HoldingProxy
 from sematic_k8s.store.http import HttpStore
 from waiting import wait_for
 
@@ -45,9 +45,8 @@ def _ends_resolved(root: str) -> Callable[[bytes], bool]:
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_a_cancel_landing_just_before_the_end_wins(tmp_path, request, db) -> None:
-    server = ServerProcess(tmp_path, db_url=request.getfixturevalue("postgres_url") if db == "postgresql" else None)
-    server.start()
+def test_a_cancel_landing_just_before_the_end_wins(tmp_path, db_server, db) -> None:
+    server = db_server
     root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
     proxy = HoldingProxy(server.port, hold=_ends_resolved(root), until_release=True)
     env = {**os.environ, "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_SERVER": proxy.url,
@@ -84,4 +83,3 @@ def test_a_cancel_landing_just_before_the_end_wins(tmp_path, request, db) -> Non
                 p.wait()
         reader.close()
         proxy.close()
-        server.stop()

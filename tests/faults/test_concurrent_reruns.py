@@ -11,8 +11,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import pytest
 import fault_pipelines as fp
 import sematic_k8s as sk
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image, remove_drivers
-from outages import ServerProcess
+from outages import ServerProcess, running
+from racing import at_once
 from s3server import fresh_bucket
 from sematic_k8s.settings import STORAGE_ENV
 from sematic_k8s.store import open_store
@@ -109,23 +110,30 @@ def _continue_at_once(home: Path, servers: list[str]) -> None:
     assert store.get_resolution(original.id).state == "failed"
 
 
-def test_two_continues_of_one_resolution_at_once_on_sqlite(tmp_path, monkeypatch):
+@pytest.fixture
+def on_sqlite(tmp_path, monkeypatch) -> list[str]:
+    """This process and those it starts on a SQLite home of their own (``tmp_path``): no server to go through."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
     monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
-    _continue_at_once(tmp_path, [])
+    return []
 
 
-def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
+@pytest.fixture
+def two_servers(tmp_path, postgres_url, monkeypatch) -> Iterator[list[str]]:
+    """Two server processes (replicas) on one PostgreSQL database, started; their URLs."""
     monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
     servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
-    try:
-        for s in servers:
-            s.start()
-        _continue_at_once(tmp_path, [s.url for s in servers])
-    finally:
-        for s in servers:
-            s.stop()
+    with running(*servers):
+        yield [s.url for s in servers]
+
+
+def test_two_continues_of_one_resolution_at_once_on_sqlite(tmp_path, on_sqlite):
+    _continue_at_once(tmp_path, on_sqlite)
+
+
+def test_two_continues_of_one_resolution_at_once_through_two_servers_on_postgres(tmp_path, two_servers):
+    _continue_at_once(tmp_path, two_servers)
 
 
 def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
@@ -145,31 +153,17 @@ def _rerun_from_at_once(home: Path, servers: list[str]) -> None:
     assert sorted((r.id, r.state, r.output_id) for r in store.runs_of_root(original.id)) == runs_before
 
 
-def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, monkeypatch):
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
-    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
-    _rerun_from_at_once(tmp_path, [])
+def test_two_reruns_from_one_run_at_once_on_sqlite(tmp_path, on_sqlite):
+    _rerun_from_at_once(tmp_path, on_sqlite)
 
 
-def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
-    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
-    servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
-    try:
-        for s in servers:
-            s.start()
-        _rerun_from_at_once(tmp_path, [s.url for s in servers])
-    finally:
-        for s in servers:
-            s.stop()
+def test_two_reruns_from_one_run_at_once_through_two_servers_on_postgres(tmp_path, two_servers):
+    _rerun_from_at_once(tmp_path, two_servers)
 
 
-def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch):
+def test_a_continue_killed_on_its_way_does_not_hold_the_next_one_back(tmp_path, monkeypatch, on_sqlite):
     """A continue whose process was killed (kill -9) stays recorded as running until its heartbeat is old: the next
     continue marks it dead, in the transaction that records itself, and runs (it is not refused)."""
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
-    monkeypatch.setenv("SEMATIC_K8S_HOME", str(tmp_path))
     monkeypatch.setenv("RACE_FIXED", str(tmp_path / "fixed"))
     monkeypatch.setenv("RACE_GATE", str(tmp_path / "gate"))
     store = open_store(tmp_path)
@@ -248,22 +242,16 @@ def _action_servers(home: Path, storage_url: str, n: int, db_url: str | None = N
 
 
 def _continues_at_once(urls: list[str], resolution_id: str) -> list[httpx.Response]:
-    """A continue of ``resolution_id`` to each of ``urls``, on threads released together by a barrier (each
-    connected first)."""
-    barrier = threading.Barrier(len(urls))
-    answers: list[Any] = [None] * len(urls)
-
-    def ask(k: int) -> None:
-        with httpx.Client(base_url=urls[k], timeout=120) as c:
+    """A continue of ``resolution_id`` to each of ``urls``, on threads released together (each connected first)."""
+    clients = [httpx.Client(base_url=url, timeout=120) for url in urls]
+    try:
+        for c in clients:
             c.get("/api/v1/health")
-            barrier.wait()
-            answers[k] = c.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={"mode": "continue"})
-
-    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(urls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+        answers = at_once([lambda c=c: c.post(f"/api/v1/resolutions/{resolution_id}/rerun", json={"mode": "continue"})
+                           for c in clients], timeout=180)
+    finally:
+        for c in clients:
+            c.close()
     assert all(answers), answers
     return answers
 
@@ -298,12 +286,9 @@ def test_two_continues_through_the_servers_action_at_once_on_sqlite(tmp_path, mo
     second one's id never recorded)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-races")
     storage_url = f"s3://{bucket}/artifacts"
-    [server] = _action_servers(tmp_path, storage_url, 1)
-    server.start()
-    try:
-        _continue_action_at_once([server], idle_image, storage_url)
-    finally:
-        server.stop()
+    servers = _action_servers(tmp_path, storage_url, 1)
+    with running(*servers):
+        _continue_action_at_once(servers, idle_image, storage_url)
 
 
 def test_two_continues_through_two_servers_actions_at_once_on_postgres(tmp_path, postgres_url, monkeypatch,
@@ -311,13 +296,8 @@ def test_two_continues_through_two_servers_actions_at_once_on_postgres(tmp_path,
     _, bucket = fresh_bucket(monkeypatch, "sk-races")
     storage_url = f"s3://{bucket}/artifacts"
     servers = _action_servers(tmp_path, storage_url, 2, db_url=postgres_url)
-    try:
-        for s in servers:
-            s.start()
+    with running(*servers):
         _continue_action_at_once(servers, idle_image, storage_url)
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_later_one_starts(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
+from racing import at_once
 from sematic_k8s.store import schema
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
@@ -67,19 +67,13 @@ def test_the_same_new_artifact_written_at_once_is_recorded_once(postgres_url, tm
             artifact_id = f"{i:064x}"
             row = {"id": artifact_id, "format": "json", "type_name": "int", "summary": i, "size": 1,
                    "created_at": utcnow()}
-            start = threading.Barrier(len(stores))
 
-            def write(store: HttpStore, row: dict = row, start: threading.Barrier = start) -> None:
-                start.wait()
+            def write(store: HttpStore, row: dict = row) -> None:
                 try:
                     store.write(Batch(artifacts={row["id"]: row}))
                 except BaseException as e:  # noqa: BLE001
                     errors.append(e)
-            threads = [threading.Thread(target=write, args=(st,)) for st in stores]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            at_once([lambda st=st: write(st) for st in stores])
         assert errors == []
         assert len(s.store.artifacts([f"{i:064x}" for i in range(20)])) == 20
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import fault_pipelines as fp
-from outages import ServerProcess
+from outages import ServerProcess, running
 from sematic_k8s import serialization
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
@@ -160,16 +160,13 @@ def test_two_drivers_through_two_servers_on_postgres(tmp_path, postgres_url):
     servers = {name: ServerProcess(tmp_path, db_url=f"{postgres_url}?application_name={name}")
                for name in ("first", "second")}
     try:
-        for server in servers.values():
-            server.start()
+        with running(*servers.values()):
 
-        def audit() -> list[tuple]:
-            with store.engine.connect() as conn:
-                return [tuple(row) for row in conn.exec_driver_sql(AUDITED)]
+            def audit() -> list[tuple]:
+                with store.engine.connect() as conn:
+                    return [tuple(row) for row in conn.exec_driver_sql(AUDITED)]
 
-        env = {name: {"SEMATIC_K8S_SERVER": server.url, "AUDIT_WRITER": name} for name, server in servers.items()}
-        _two_drivers(tmp_path, env, store, audit)
+            env = {name: {"SEMATIC_K8S_SERVER": server.url, "AUDIT_WRITER": name} for name, server in servers.items()}
+            _two_drivers(tmp_path, env, store, audit)
     finally:
-        for server in servers.values():
-            server.stop()
         store.close()

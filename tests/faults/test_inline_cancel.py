@@ -6,6 +6,7 @@ from exiting, until they returned."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,7 +15,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,23 +97,53 @@ def environ(home: Path, **extra: str) -> dict[str, str]:
     return {**env, settings.HOME_ENV: str(home), "PYTHONPATH": path, **extra}
 
 
-def start_sleeping(tmp_path: Path, how: str, where: str) -> tuple[Path, Path, subprocess.Popen[str], str, str]:
-    """The pipeline in its own process, once its sleeper runs: (home, marks, process, root id, sleeper's run id)."""
-    script, marks, home = tmp_path / "sleeping.py", tmp_path / "marks", tmp_path / "home"
-    script.write_text(PIPELINE)
+def _start(tmp_path: Path, name: str, source: str, args: list[str], began: Callable[[Path], bool],
+           recorded: Callable[[Any], Any], what: str) -> tuple[Path, Path, subprocess.Popen[str], Any]:
+    """``source`` as script ``name`` in its own process (its arguments: the marks directory, then ``args``), once
+    ``began(marks)`` and ``recorded(store)`` holds (``what``: what is waited for): (home, marks, process, what
+    ``recorded`` returned). The process is killed if it never gets there."""
+    script, marks, home = tmp_path / name, tmp_path / "marks", tmp_path / "home"
+    script.write_text(source)
     marks.mkdir()
-    proc = subprocess.Popen([sys.executable, str(script), str(marks), how, where], env=environ(home), cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, str(script), str(marks), *args], env=environ(home), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: (marks / "before").exists() or proc.poll() is not None, 60, what="the sleeper to start")
+        wait_for(lambda: began(marks) or proc.poll() is not None, 60, what=f"{what} to start")
         assert proc.poll() is None, proc.communicate()
         store = sql_store(settings.db_url(home))
-        [run] = wait_for(lambda: store.list_runs(func="sleeper", state="running"), 60, what="the sleeper recorded")
+        found = wait_for(lambda: recorded(store), 60, what=f"{what} recorded")
     except BaseException:
         proc.kill()
         proc.communicate()
         raise
+    return home, marks, proc, found
+
+
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """The block, then ``proc`` killed (and reaped) if it still runs: a failed test leaves no process behind."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def start_sleeping(tmp_path: Path, how: str, where: str) -> tuple[Path, Path, subprocess.Popen[str], str, str]:
+    """The pipeline in its own process, once its sleeper runs: (home, marks, process, root id, sleeper's run id)."""
+    home, marks, proc, [run] = _start(tmp_path, "sleeping.py", PIPELINE, [how, where],
+                                      lambda marks: (marks / "before").exists(),
+                                      lambda store: store.list_runs(func="sleeper", state="running"), "the sleeper")
     return home, marks, proc, run.root_id, run.id
+
+
+def cancel(proc: subprocess.Popen[str], root_id: str, env: dict[str, str]) -> str:
+    """`sematic-k8s cancel` of ``root_id`` (a process of its own, in ``env``); the resolving process's stderr once
+    it exited (:func:`ended`)."""
+    done = subprocess.run([CLI, "cancel", root_id[:12]], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return ended(proc)
 
 
 def ended(proc: subprocess.Popen[str]) -> str:
@@ -138,15 +171,12 @@ def test_a_cancel_interrupts_a_func_running_on_the_resolving_thread(tmp_path: Pa
     directly or through a `sematic-k8s server --local` process; through it, `sematic-k8s resolutions show` says the
     end as a notice of when and how, not as an error."""
     home, marks, proc, root_id, run_id = start_sleeping(tmp_path, how, where)
-    try:
+    with _reaped(proc):
         if through == "server":
             with server_process(home, "--local", env=environ(home)) as (_, url):
-                done = subprocess.run([CLI, "cancel", root_id[:12]], env=environ(home, **{settings.SERVER_ENV: url}),
-                                      capture_output=True, text=True, timeout=60)
-                assert done.returncode == 0, done.stderr
-                err = ended(proc)
-                shown = subprocess.run([CLI, "resolutions", "show", root_id[:12]],
-                                       env=environ(home, **{settings.SERVER_ENV: url}), capture_output=True,
+                env = environ(home, **{settings.SERVER_ENV: url})
+                err = cancel(proc, root_id, env)
+                shown = subprocess.run([CLI, "resolutions", "show", root_id[:12]], env=env, capture_output=True,
                                        text=True, timeout=60)
             # its end a notice of when and how, as the dashboard says it (was: "ResolutionCanceled: resolution ...
             # was canceled: ..." as its error)
@@ -156,14 +186,7 @@ def test_a_cancel_interrupts_a_func_running_on_the_resolving_thread(tmp_path: Pa
                                 notice), shown.stdout
             assert not re.search(r"^error\s", shown.stdout, re.M), shown.stdout
         else:
-            done = subprocess.run([CLI, "cancel", root_id[:12]], env=environ(home), capture_output=True, text=True,
-                                  timeout=60)
-            assert done.returncode == 0, done.stderr
-            err = ended(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            err = cancel(proc, root_id, environ(home))
     assert proc.returncode == 1, err
     said = f"ResolutionCanceled: resolution {root_id} was canceled: sleeper (run {run_id}) was interrupted"
     assert said in err, err
@@ -337,21 +360,9 @@ POOL_PIPELINE = textwrap.dedent('''
 
 def start_pool(tmp_path: Path, how: str, which: str, count: int) -> tuple[Path, Path, subprocess.Popen[str], str]:
     """The pool pipeline in its own process, once ``count`` bodies began: (home, marks, process, root id)."""
-    script, marks, home = tmp_path / "pool.py", tmp_path / "marks", tmp_path / "home"
-    script.write_text(POOL_PIPELINE)
-    marks.mkdir()
-    proc = subprocess.Popen([sys.executable, str(script), str(marks), how, which], env=environ(home), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: len(list(marks.glob("before-*"))) == count or proc.poll() is not None, 60,
-                 what="the bodies to start")
-        assert proc.poll() is None, proc.communicate()
-        store = sql_store(settings.db_url(home))
-        runs = wait_for(lambda: store.list_runs(state="running"), 60, what="the runs recorded")
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
+    home, marks, proc, runs = _start(tmp_path, "pool.py", POOL_PIPELINE, [how, which],
+                                     lambda marks: len(list(marks.glob("before-*"))) == count,
+                                     lambda store: store.list_runs(state="running"), "the bodies")
     return home, marks, proc, runs[0].root_id
 
 
@@ -362,15 +373,8 @@ def test_a_cancel_stops_funcs_running_on_the_executors_threads(tmp_path: Path, h
     no body went on (no "after" mark). Bodies looping in Python are interrupted; bodies in one time.sleep(600) cannot
     be, so their threads are abandoned: neither keeps the process from exiting (was: it ran until they returned)."""
     home, marks, proc, root_id = start_pool(tmp_path, how, "three", 3)
-    try:
-        done = subprocess.run([CLI, "cancel", root_id[:12]], env=environ(home), capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 0, done.stderr
-        err = ended(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with _reaped(proc):
+        err = cancel(proc, root_id, environ(home))
     assert proc.returncode == 1 and f"ResolutionCanceled: resolution {root_id} was canceled" in err, err
     assert list(marks.glob("after-*")) == []
     store = sql_store(settings.db_url(home))
@@ -400,12 +404,8 @@ def test_a_func_past_its_timeout_is_stopped(tmp_path: Path) -> None:
     interrupted (no "after" mark), so the process exits once the resolution ended (was: the body ran on for 600 s
     in the background and the process waited for it)."""
     home, marks, proc, root_id = start_pool(tmp_path, "steps", "timed", 1)
-    try:
+    with _reaped(proc):
         err = ended(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1 and "timed exceeded its timeout of 1s" in err, err
     assert list(marks.glob("after-*")) == []
     store = sql_store(settings.db_url(home))

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from outages import HoldingProxy, ServerProcess
+from outages import HoldingProxy
 from sematic_k8s.errors import LabelsChanged, ServerError
 from sematic_k8s.store import sql_store
 from sematic_k8s.store.http import HttpStore
@@ -24,7 +24,7 @@ CHANGES = {  # the change held back, and the newer one made after its retry land
 
 @pytest.mark.parametrize("kind", sorted(CHANGES))
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_a_label_change_whose_first_attempt_lands_last_undoes_nothing(tmp_path, request, db, kind) -> None:
+def test_a_label_change_whose_first_attempt_lands_last_undoes_nothing(tmp_path, db_server, db, kind) -> None:
     """Alice adds the tag ``nightly`` (or edits the note ``first`` to ``second``) through a proxy that holds the first
     attempt of her request until her client's read times out (2 s); its retry lands. Bob, on a client of his own,
     then removes the tag (edits the note back to ``first``): the labels are again what Alice's change was made to.
@@ -32,8 +32,7 @@ def test_a_label_change_whose_first_attempt_lands_last_undoes_nothing(tmp_path, 
     and Bob's change stays (before: the tag came back, and the note went back to ``second``). The same change sent
     again at once by Alice, knowing Bob's, is made."""
     change, mark, newer = CHANGES[kind]
-    server = ServerProcess(tmp_path, db_url=request.getfixturevalue("postgres_url") if db == "postgresql" else None)
-    server.start()
+    server = db_server
     proxy = HoldingProxy(server.port, hold=lambda req: req.startswith(b"POST /api/v1/resolutions/") and mark in req)
     alice = HttpStore(proxy.url, timeout=2.0, retry_window=60)
     bob = HttpStore(server.url)
@@ -67,16 +66,14 @@ def test_a_label_change_whose_first_attempt_lands_last_undoes_nothing(tmp_path, 
         alice.close()
         bob.close()
         proxy.close()
-        server.stop()
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_a_drivers_batch_never_sets_the_labels(tmp_path, request, db) -> None:
+def test_a_drivers_batch_never_sets_the_labels(tmp_path, db_server, db) -> None:
     """A batch (a driver's write, fenced and numbered as the loop's are) that sets a resolution's tags or note is
     refused whole over HTTP (422, saying where labels are changed) and by the store itself: labels are changed only
     with their version, so no writer overwrites a person's change unseen. The labels and the rest stay as they were."""
-    server = ServerProcess(tmp_path, db_url=request.getfixturevalue("postgres_url") if db == "postgresql" else None)
-    server.start()
+    server = db_server
     store = HttpStore(server.url)
     try:
         root = uuid.uuid4().hex
@@ -96,7 +93,6 @@ def test_a_drivers_batch_never_sets_the_labels(tmp_path, request, db) -> None:
         assert (now.tags, now.note, now.labels_version, now.image) == (["nightly"], "people's", 1, None)
     finally:
         store.close()
-        server.stop()
     embedded = sql_store(f"sqlite:///{tmp_path / 'embedded.sqlite3'}")
     with pytest.raises(ValueError, match="sets the note of resolution r1: a resolution's tags and note are people's"):
         embedded.write(Batch(resolution_updates={"r1": {"note": "x"}}))

@@ -17,7 +17,7 @@ import pytest
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from outages import DroppingProxy, ServerProcess, ThrottlingProxy, private_s3
+from outages import DroppingProxy, ServerProcess, ThrottlingProxy, private_s3, running
 from s3server import fresh_bucket
 from sematic_k8s import errors, serialization
 from sematic_k8s.executors.remote import Ended, _died
@@ -70,8 +70,7 @@ def all_recorded(store: SqlStore, root_id: str) -> None:
 def test_the_server_killed_and_restarted_mid_resolution_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     server = ServerProcess(tmp_path)
-    server.start()
-    try:
+    with running(server):
         gate = tmp_path / "gate"
         f = fp.gated(3, str(gate))
         thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
@@ -83,27 +82,19 @@ def test_the_server_killed_and_restarted_mid_resolution_loses_nothing(tmp_path, 
         thread.join(120)
         assert outcome.get("value") == 3 + 1 + 2, outcome
         all_recorded(SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}"), f.id)
-    finally:
-        server.stop()
 
 
 def test_postgresql_stopped_under_the_server_mid_resolution_loses_nothing(tmp_path, monkeypatch):
     """The server's own database goes away (``pg_ctl stop``, then ``-m immediate``: a crash) while a resolution
     records through the server, and comes back after a while: the server answers 503 meanwhile, its clients
     retry, its pool's dead connections are replaced, and the resolution finishes with every step recorded."""
-    from pgcluster import PgCluster, create_database, pg_bin
+    from pgcluster import create_database, own_cluster
 
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    bin_dir = pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found")
-    cluster = PgCluster(bin_dir)
-    try:
-        cluster.start()
+    with own_cluster() as cluster:
         db_url = create_database(cluster.url, "outage")
         server = ServerProcess(tmp_path, db_url=db_url)
-        server.start()
-        try:
+        with running(server):
             for mode, steps in (("fast", 3), ("immediate", 4)):
                 gate = tmp_path / f"gate-{mode}"
                 f = fp.gated(steps, str(gate))
@@ -121,10 +112,6 @@ def test_postgresql_stopped_under_the_server_mid_resolution_loses_nothing(tmp_pa
                 all_recorded(store, f.id)
                 store.close()
             assert "503" in server.log.read_text()  # it did answer while the database was down
-        finally:
-            server.stop()
-    finally:
-        cluster.remove()
 
 
 def test_a_proxy_dropping_every_connection_for_a_while_loses_nothing(tmp_path, monkeypatch):

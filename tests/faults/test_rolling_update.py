@@ -35,17 +35,10 @@ STEPS = 40
 
 @pytest.fixture
 def postgres():
-    from pgcluster import PgCluster, create_database, pg_bin
+    from pgcluster import create_database, own_cluster
 
-    bin_dir = pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found")
-    cluster = PgCluster(bin_dir)
-    try:
-        cluster.start()
+    with own_cluster() as cluster:
         yield create_database(cluster.url, "rolling")
-    finally:
-        cluster.remove()
 
 
 class Follower:

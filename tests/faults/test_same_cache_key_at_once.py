@@ -15,7 +15,7 @@ import pytest
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from outages import ServerProcess
+from outages import ServerProcess, running
 from sematic_k8s.store import open_store
 from waiting import wait_for
 
@@ -76,10 +76,5 @@ def test_one_cache_key_computed_at_once_on_sqlite(tmp_path, monkeypatch):
 
 def test_one_cache_key_computed_at_once_through_two_servers_on_postgres(tmp_path, postgres_url, monkeypatch):
     servers = [ServerProcess(tmp_path, db_url=postgres_url) for _ in range(2)]
-    try:
-        for s in servers:
-            s.start()
+    with running(*servers):
         _at_once(tmp_path, [s.url for s in servers], monkeypatch)
-    finally:
-        for s in servers:
-            s.stop()

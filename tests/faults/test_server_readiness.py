@@ -24,17 +24,10 @@ PASSWORD = "s3cret-pw"  # in the URL the server is given (the cluster trusts any
 
 @pytest.fixture
 def cluster():
-    from pgcluster import PgCluster, pg_bin
+    from pgcluster import own_cluster
 
-    bin_dir = pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found")
-    cluster = PgCluster(bin_dir)
-    try:
-        cluster.start()
+    with own_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.remove()
 
 
 def start_server(tmp_path, db_url: str) -> tuple[subprocess.Popen[bytes], str, object]:

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from outages import HoldingProxy, ServerProcess
+from outages import HoldingProxy
 from sematic_k8s.store import http
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -19,7 +19,7 @@ MARK = b'"step":1'  # in the held request's body: the first of the two updates o
 
 @pytest.mark.parametrize("in_parts", [False, True], ids=["whole", "in-parts"])
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_a_write_whose_first_attempt_lands_last_sets_nothing_back(tmp_path, request, monkeypatch, db,
+def test_a_write_whose_first_attempt_lands_last_sets_nothing_back(tmp_path, db_server, monkeypatch, db,
                                                                    in_parts) -> None:
     """Batch N (a run running, its notes) is held back on its first attempt until the client's read times out
     (2 s); its retry lands, then batch N+1 (the run failed, other notes); only then does the first attempt of N
@@ -28,8 +28,7 @@ def test_a_write_whose_first_attempt_lands_last_sets_nothing_back(tmp_path, requ
     size, and the part held back is the one with the update (each part is numbered)."""
     if in_parts:
         monkeypatch.setattr(http, "WRITE_BYTES", 16 * 1024)
-    server = ServerProcess(tmp_path, db_url=request.getfixturevalue("postgres_url") if db == "postgresql" else None)
-    server.start()
+    server = db_server
     proxy = HoldingProxy(server.port, hold=lambda req: req.startswith(b"POST /api/v1/store/write") and MARK in req)
     store = HttpStore(proxy.url, timeout=2.0, retry_window=60)
     reader = HttpStore(server.url)
@@ -70,4 +69,3 @@ def test_a_write_whose_first_attempt_lands_last_sets_nothing_back(tmp_path, requ
         store.close()
         reader.close()
         proxy.close()
-        server.stop()

@@ -86,6 +86,29 @@ def chart_run_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
             and d["metadata"].get("namespace") == NS]
 
 
+def _restricted_namespace(cluster: Cluster, server_url: str, s3: tuple[str, str]) -> None:
+    """The run namespace, enforcing Pod Security "restricted", with the chart's objects in it: its pods reach the
+    server at ``server_url`` and store to S3 (``s3``: endpoint, bucket). Pods run on the host network: the server
+    and S3 are on 127.0.0.1."""
+    endpoint, bucket = s3
+    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
+                           "pod-security.kubernetes.io/enforce-version": "latest"})
+    cluster.apply(chart_run_objects({"server": {"inClusterUrl": server_url}, "artifacts": {
+        "bucket": bucket, "prefix": "runs", "s3": {
+            "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
+            "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+
+
+def _resolver(server: Any, bucket: str, base_image: str, root: Path, owner_check: float | None = None,
+              **options: Any) -> sk.CloudResolver:
+    """A CloudResolver building ``root`` on ``base_image`` and running it in the run namespace, through ``server``,
+    storing to ``bucket`` (``owner_check``: the driver's, if given; ``options``: the resolver's)."""
+    settings: dict[str, Any] = {"namespace": NS, **({"owner_check": owner_check} if owner_check is not None else {})}
+    return sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
+                            registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image, project_root=str(root),
+                            executor="kubernetes", executor_settings=settings, **options)
+
+
 @pytest.fixture
 def s3(monkeypatch) -> tuple[str, str]:
     endpoint, bucket = fresh_bucket(monkeypatch, "sk-restricted")
@@ -110,23 +133,14 @@ def cluster() -> Iterator[Cluster]:
 def test_a_pipeline_runs_in_a_restricted_namespace_as_the_charts_service_accounts(cluster, s3, project, tmp_path,
                                                                                   monkeypatch):
     base_image = require_docker()
-    endpoint, bucket = s3
+    _, bucket = s3
     root, mod = project
-    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
-                           "pod-security.kubernetes.io/enforce-version": "latest"})
     (tmp_path / "server").mkdir()
     lines: list[str] = []
     with serve(tmp_path / "server") as server:
-        cluster.apply(chart_run_objects({  # pods run on the host network: the server and S3 are on 127.0.0.1
-            "server": {"inClusterUrl": server.url},
-            "artifacts": {"bucket": bucket, "prefix": "runs", "s3": {
-                "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
-                "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+        _restricted_namespace(cluster, server.url, s3)
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())  # the user's kubeconfig: an admin here
-        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
-                                    registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image,
-                                    project_root=str(root), executor="kubernetes",
-                                    executor_settings={"namespace": NS}, poll_interval=0.2, progress=lines.append)
+        resolver = _resolver(server, bucket, base_image, root, poll_interval=0.2, progress=lines.append)
         f = mod.pipeline(3)
         total, who = f.resolve(resolver)
         assert total == 1 + 4 + 9, lines
@@ -231,25 +245,17 @@ def test_a_driver_pod_started_after_its_resolution_ended_completes_its_job(clust
     from outages import HoldingProxy
 
     base_image = require_docker()
-    endpoint, bucket = s3
+    _, bucket = s3
     root, mod = project
-    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
-                           "pod-security.kubernetes.io/enforce-version": "latest"})
     (tmp_path / "server").mkdir()
     f = mod.pipeline(1)
     end = f'"resolution_updates":{{"{f.id}":{{"state":"resolved"'.encode()
     with serve(tmp_path / "server") as server:
         proxy = HoldingProxy(int(server.url.rsplit(":", 1)[1]),
                              hold=lambda req: req.startswith(b"POST /api/v1/store/write") and end in req)
-        cluster.apply(chart_run_objects({"server": {"inClusterUrl": proxy.url}, "artifacts": {
-            "bucket": bucket, "prefix": "runs", "s3": {
-                "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
-                "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+        _restricted_namespace(cluster, proxy.url, s3)
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
-        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
-                                    registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image,
-                                    project_root=str(root), executor="kubernetes",
-                                    executor_settings={"namespace": NS}, detach=True)
+        resolver = _resolver(server, bucket, base_image, root, detach=True)
         f.resolve(resolver)
         api = cluster.client()
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
@@ -286,22 +292,14 @@ def test_a_driver_pod_whose_job_is_deleted_without_it_stops_and_deletes_its_pods
     Job gone, records the resolution failed, deletes its worker's Job and, last, its own pod. Nothing of the
     resolution is left in the namespace. Was: the driver pod stayed, ended, for ever (no Job to delete it)."""
     base_image = require_docker()
-    endpoint, bucket = s3
+    _, bucket = s3
     root, mod = project
-    cluster.namespace(NS, {"pod-security.kubernetes.io/enforce": "restricted",
-                           "pod-security.kubernetes.io/enforce-version": "latest"})
     (tmp_path / "server").mkdir()
     f = mod.napping(600)
     with serve(tmp_path / "server") as server:
-        cluster.apply(chart_run_objects({"server": {"inClusterUrl": server.url}, "artifacts": {
-            "bucket": bucket, "prefix": "runs", "s3": {
-                "endpoint": endpoint, "region": "us-east-1", "accessKeyId": os.environ["AWS_ACCESS_KEY_ID"],
-                "secretAccessKey": os.environ["AWS_SECRET_ACCESS_KEY"]}}}), namespace=NS)
+        _restricted_namespace(cluster, server.url, s3)
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
-        resolver = sk.CloudResolver(server=server.url, api_key=server.key, storage=f"s3://{bucket}/runs",
-                                    registry=f"{REGISTRY}/sk-test-restricted", base_image=base_image,
-                                    project_root=str(root), executor="kubernetes",
-                                    executor_settings={"namespace": NS, "owner_check": 1.0}, detach=True)
+        resolver = _resolver(server, bucket, base_image, root, detach=True, owner_check=1.0)
         f.resolve(resolver)
         api = cluster.client()
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)

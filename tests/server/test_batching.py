@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,12 +23,11 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base
 from sematic_k8s.store.wire import batch_to_json, dumps
-from sematic_k8s_server.cli import main as server_cli
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus
 from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.writes import groups, write_all
-from serving import serve, server_process, wait_for
+from serving import create_api_key, serve, server_process, wait_for
 
 RUN_IDS = ["a1", "a2", "a3"]
 NOW = utcnow()
@@ -165,17 +163,23 @@ def _batch_body(b: Batch) -> bytes:
     return dumps(batch_to_json(b))
 
 
+def _seed(root: str, n: int) -> tuple[Batch, list[str]]:
+    """A batch recording resolution ``root`` running with ``n`` runs created; the batch, and the runs' ids."""
+    seed = Batch()
+    seed.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
+    ids = [uuid.uuid4().hex for _ in range(n)]
+    for run_id in ids:
+        seed.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                               state="created", created_at=utcnow()))
+    return seed, ids
+
+
 def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
     """200 requests at once, one of them refused (a required field null): that one gets 422, every other one is
     recorded; a revoked key among them gets 401 while the others pass."""
     with serve(tmp_path) as s, httpx.Client(base_url=s.url, headers={"X-API-Key": s.admin_key}) as admin:
         root = uuid.uuid4().hex
-        seed = Batch()
-        seed.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
-        ids = [uuid.uuid4().hex for _ in range(200)]
-        for run_id in ids:
-            seed.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
-                                   state="created", created_at=utcnow()))
+        seed, ids = _seed(root, 200)
         assert admin.post("/api/v1/store/write", content=_batch_body(seed),
                           headers={"Content-Type": "application/json"}).status_code == 200
         revoked = admin.post("/api/v1/api-keys", json={"name": "gone"}).json()
@@ -208,13 +212,7 @@ def test_workers_share_live_events_and_revocations(tmp_path: Path, postgres_url:
     """``server --workers 2`` on PostgreSQL: a live-event subscriber on one connection hears the writes sent
     over many others (whichever process served them), and a key revoked through one process is refused by
     the next request on every connection."""
-    runner = CliRunner()
-
-    def create(name: str, *flags: str) -> str:
-        result = runner.invoke(server_cli, ["api-keys", "create", name, *flags, "--db-url", postgres_url,
-                                            "--home", str(tmp_path)])
-        assert result.exit_code == 0, result.output
-        return result.stdout.strip().splitlines()[-1]
+    create = functools.partial(create_api_key, postgres_url, tmp_path)
 
     admin, alice = create("root", "--admin"), create("alice")
     with server_process(tmp_path, "--db-url", postgres_url, "--workers", "2") as (_, url):
@@ -235,12 +233,7 @@ def test_workers_share_live_events_and_revocations(tmp_path: Path, postgres_url:
         listener = threading.Thread(target=follow, daemon=True)
         listener.start()
         assert connected.wait(30)
-        seed = Batch()
-        seed.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
-        ids = [uuid.uuid4().hex for _ in range(20)]
-        for run_id in ids:
-            seed.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
-                                   state="created", created_at=utcnow()))
+        seed, ids = _seed(root, 20)
         headers = {"X-API-Key": alice, "Content-Type": "application/json"}
         httpx.post(url + "/api/v1/store/write", content=_batch_body(seed), headers=headers).raise_for_status()
         clients = [httpx.Client(base_url=url, timeout=30, headers=headers) for _ in range(8)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -37,7 +38,7 @@ from sematic_k8s_server import auth
 from sematic_k8s_server.cli import main as server_cli
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from sematic_k8s_server.db import open_store
-from serving import record_resolution, serve, server_process, wait_for
+from serving import create_api_key, record_resolution, serve, server_process, wait_for
 
 DIGEST = "sha256:" + "ab" * 32
 ALLOWED = "127.0.0.1:5000/pipelines"
@@ -488,12 +489,7 @@ def test_a_key_revoked_through_one_server_is_refused_by_another_at_once(tmp_path
     """Two server processes on one PostgreSQL database: revoke through the first, the second refuses the very
     next request (with the key, and with a token minted by it); the CLI revokes the same way."""
     runner = CliRunner()
-
-    def create(name: str, *flags: str) -> str:
-        result = runner.invoke(server_cli, ["api-keys", "create", name, *flags, "--db-url", postgres_url,
-                                            "--home", str(tmp_path)])
-        assert result.exit_code == 0, result.output
-        return result.stdout.strip().splitlines()[-1]
+    create = functools.partial(create_api_key, postgres_url, tmp_path)
 
     admin, alice, bob = create("root", "--admin"), create("alice"), create("bob")
     (tmp_path / "a").mkdir()

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import sematic_k8s as sk
+from racing import at_once
 from sematic_k8s.errors import ResolutionEnded, RunResolved
 from sematic_k8s.store import schema
 from sematic_k8s.store.records import Batch, utcnow
@@ -163,14 +164,12 @@ def test_concurrent_writers_of_the_same_runs_never_fail_on_a_deadlock(postgres_u
             new_runs={f"a{i:02}": {"id": f"a{i:02}", "root_id": "r0", "parent_id": None, "func_path": "m:f",
                                    "func_name": "f", "state": "created", "created_at": now} for i in range(40)}))
         errors: list[BaseException] = []
-        barrier = threading.Barrier(2)
         low, high = [f"a{i:02}" for i in range(1, 20)], [f"a{i:02}" for i in range(20, 40)]
 
         def writer(k: int) -> None:
             # rows are locked group by group (a group: the runs given the same fields), each in id order:
             # writer 0 locks a00 and the high half, then the low half; writer 1 the low half, then the high one
             plain, more = (["a00", *high], low) if k == 0 else (low, high)
-            barrier.wait()
             for i in range(100):
                 try:
                     stores[k].write(Batch(run_updates={**{r: {"state": f"w{k}-{i}"} for r in plain},
@@ -179,11 +178,7 @@ def test_concurrent_writers_of_the_same_runs_never_fail_on_a_deadlock(postgres_u
                 except Exception as e:  # noqa: BLE001 - reported below
                     errors.append(e)
 
-        threads = [threading.Thread(target=writer, args=(k,)) for k in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        at_once([lambda k=k: writer(k) for k in (0, 1)])
         assert errors == []
         states = {r.id: r.state for r in stores[0].runs_of_root("r0")}
         assert len(states) == 40 and set(states.values()) <= {"w0-99", "w1-99"}

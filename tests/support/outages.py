@@ -42,6 +42,9 @@ class _KilledAndStarted:
         except httpx.TransportError:
             return False
 
+    def start(self) -> None:
+        raise NotImplementedError
+
     def kill(self) -> None:
         """kill -9: no graceful shutdown, requests in flight are cut."""
         if self.proc is not None and self.proc.poll() is None:
@@ -81,6 +84,18 @@ class ServerProcess(_KilledAndStarted):
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
+
+
+@contextlib.contextmanager
+def running(*services: _KilledAndStarted) -> Iterator[None]:
+    """The block with ``services`` started (in order), each stopped afterwards, however the block ended."""
+    try:
+        for service in services:
+            service.start()
+        yield
+    finally:
+        for service in services:
+            service.stop()
 
 
 class RegistryProcess(_KilledAndStarted):

@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 
 def pg_bin() -> Path | None:
     """PostgreSQL's server binaries: $PG_BIN, else the newest /usr/lib/postgresql/*/bin."""
@@ -80,6 +82,21 @@ def postgres_cluster(bin_dir: Path) -> Iterator[str]:
     try:
         cluster.start()
         yield cluster.url
+    finally:
+        cluster.remove()
+
+
+@contextlib.contextmanager
+def own_cluster() -> Iterator[PgCluster]:
+    """A started :class:`PgCluster` of the test's own (to stop, crash and start again under the code tested), removed
+    afterwards. Skips the test when PostgreSQL is not installed."""
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found")
+    cluster = PgCluster(bin_dir)
+    try:
+        cluster.start()
+        yield cluster
     finally:
         cluster.remove()
 

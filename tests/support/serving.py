@@ -82,6 +82,17 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
         store.close()
 
 
+def create_api_key(db_url: str, home: Path, name: str, *flags: str) -> str:
+    """``sematic-k8s api-keys create NAME FLAGS`` on ``db_url`` (the server's CLI, run in this process); the key."""
+    from click.testing import CliRunner
+
+    from sematic_k8s_server.cli import main
+
+    result = CliRunner().invoke(main, ["api-keys", "create", name, *flags, "--db-url", db_url, "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[-1]
+
+
 @contextlib.contextmanager
 def server_process(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[Any, str]]:
     """``sematic-k8s server`` as its own process on a free port (``args`` appended): (Popen, base URL). Its

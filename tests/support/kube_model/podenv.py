@@ -79,6 +79,15 @@ def expand(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\$?\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)", sub, text)
 
 
+def _referenced(lookup: Lookup, kind: str, ref: dict[str, Any]) -> dict[str, Any] | None:
+    """The ConfigMap or Secret (``kind``) a reference names; None if missing and the reference is optional,
+    ConfigError if missing and not."""
+    obj = lookup(kind, ref["name"])
+    if obj is None and not ref.get("optional"):
+        raise ConfigError(f'{"configmap" if kind == "configmaps" else "secret"} "{ref["name"]}" not found')
+    return obj
+
+
 def environment(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
                 service_env: dict[str, str], node_allocatable: dict[str, Any]) -> dict[str, str]:
     """The container's environment; ConfigError names what is missing."""
@@ -90,11 +99,9 @@ def environment(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
             if key not in src:
                 continue
             ref = src[key]
-            obj = lookup(kind, ref["name"])
+            obj = _referenced(lookup, kind, ref)
             if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{"configmap" if kind == "configmaps" else "secret"} "{ref["name"]}" not found')
+                continue
             for k, v in _data(obj, kind == "secrets").items():
                 env[prefix + k] = v
     for var in container.get("env") or []:
@@ -108,11 +115,9 @@ def environment(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
             if key not in src:
                 continue
             ref = src[key]
-            obj = lookup(kind, ref["name"])
+            obj = _referenced(lookup, kind, ref)
             if obj is None:
-                if ref.get("optional"):
-                    break
-                raise ConfigError(f'{"configmap" if kind == "configmaps" else "secret"} "{ref["name"]}" not found')
+                break
             data = _data(obj, kind == "secrets")
             if ref["key"] not in data:
                 if ref.get("optional"):
