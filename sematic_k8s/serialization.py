@@ -260,7 +260,8 @@ def serialize(value: Any, returned_by: str | None = None) -> Serialized:
         raise ValueError(f"value of type {type_name(value)} is nested too deeply to serialize") from e
     if tree is not None or value is None:
         payload = _canonical(tree).encode()
-        if _NAMES_A_CLASS in payload:  # a dataclass, an Enum, a NamedTuple, a Path: made again by its class
+        if (type(tree) is dict or type(tree) is list) and _NAMES_A_CLASS in payload:  # a dataclass, an Enum, a
+            # NamedTuple, a Path: made again by its class (a scalar is none of these: not even looked at)
             _loads_back(value, JSON, payload, returned_by)
         return Serialized(content_id(JSON, payload), JSON, payload, type_name(value), _summarize(tree))
     import cloudpickle  # here: a worker whose values are plain data never needs it (nor pickle, nor its imports)
