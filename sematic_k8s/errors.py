@@ -7,10 +7,12 @@ func failing)::
 
     Exception
     ├── FuncError (TypeError)           a func declared or called wrongly; a value not matching its hints
-    │   └── FutureHasNoValue (+ AttributeError)  a Future used as a value while the pipeline is built
+    │   ├── FutureHasNoValue (+ AttributeError)  a Future used as a value while the pipeline is built
+    │   └── Unloadable                  a value that serializes but whose bytes do not load back (its run fails)
     ├── ResolutionFailed                a Resolution failed: .resolution_id, .run_id, .error (recorded info)
     │   └── ResolutionCanceled          ... because someone asked it to cancel
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
+    ├── ArtifactUnloadable (ValueError) a recorded artifact's bytes do not load here (.artifact_id, .origin: its run)
     ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
     ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
@@ -71,6 +73,19 @@ _LIBRARY = os.path.dirname(os.path.abspath(__file__)) + os.sep  # this package's
 
 class FuncError(TypeError):
     """A func was declared or called wrongly, or a value did not match its type hints."""
+
+
+class Unloadable(FuncError):
+    """A value serialized, but its bytes did not load back (a ``__reduce__`` or ``__setstate__`` that raises, a class
+    that cannot be found by its name): whoever loaded it later would fail, so the run that returned it fails now."""
+
+    ADVICE = ("return a value that can be loaded back: plain data (numbers, strings, lists, dicts, dataclasses), or "
+              "an object of a class importable by its module's name whose pickle loads (its __reduce__, __setstate__)")
+
+    def __init__(self, type_name: str, cause: str, returned_by: str | None = None) -> None:
+        self.type_name, self.cause, self.returned_by = type_name, cause, returned_by
+        what = f"{returned_by}: its output, a {type_name}," if returned_by else f"a value of type {type_name}"
+        super().__init__(f"{what} cannot be loaded back once serialized ({cause}): {self.ADVICE}")
 
 
 class FutureHasNoValue(FuncError, AttributeError):
@@ -154,6 +169,20 @@ class CorruptRecord(ValueError):
                          "or damaged; find its row (SQLite: SELECT id FROM runs WHERE NOT json_valid(notes), and so "
                          "on for each JSON column of runs and resolutions), then give it valid JSON or restore a "
                          "backup")
+
+
+class ArtifactUnloadable(ValueError):
+    """A recorded artifact's bytes (verified) do not load in this process: stored before its class changed, or of a
+    class this process cannot import. Names the artifact and, where known, the run that produced it (``origin``)."""
+
+    def __init__(self, artifact_id: str, type_name: str, cause: str, origin: str | None = None) -> None:
+        self.artifact_id, self.type_name, self.cause, self.origin = artifact_id, type_name, cause, origin
+        said = [f"a {type_name}" if type_name else "", f"the output of run {origin}" if origin else ""]
+        what = ", ".join(w for w in said if w)
+        run = origin or "RUN_ID"
+        super().__init__(f"artifact {artifact_id}{f' ({what})' if what else ''} cannot be loaded here ({cause}): its "
+                         f"class changed since it was stored, or cannot be imported here; make it load again, or "
+                         f"compute it again (`sematic-k8s rerun {run}`)")
 
 
 class RunResolved(Exception):

@@ -11,6 +11,12 @@ Every value is serialized exactly once, in one of two formats:
 
 The artifact id is ``sha256(format + NUL + payload)``.
 
+A value whose bytes do not load back (a ``__reduce__`` or ``__setstate__`` that raises; a JSON value whose class
+cannot be found by its name) raises :class:`~sematic_k8s.errors.Unloadable` as it is serialized: the bytes of a
+pickle, and of a JSON value naming a class, are loaded once here, in this process (plain JSON data always loads), up
+to :data:`LOAD_BACK_LIMIT` bytes. A recorded artifact that does not load (stored before its class changed) raises
+:class:`~sematic_k8s.errors.ArtifactUnloadable` where it is used, naming the run that produced it.
+
 The globals a payload names (a pickle's, a JSON value's class) are found by :func:`sematic_k8s.loadable.find`:
 in a process working for a rerun the server started, only those its rule allows.
 """
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sematic_k8s import loadable, modules, packaged, previews
-from sematic_k8s.errors import ValueRefused
+from sematic_k8s.errors import ArtifactUnloadable, Unloadable, ValueRefused, message_of, one_line
 
 JSON = "json"
 PICKLE = "pickle"
@@ -243,8 +249,9 @@ def content_id(fmt: str, payload: bytes) -> str:
     return hashlib.sha256(fmt.encode() + b"\0" + payload).hexdigest()
 
 
-def serialize(value: Any) -> Serialized:
-    """Serialize ``value`` once: canonical JSON when it is plain data, cloudpickle otherwise."""
+def serialize(value: Any, returned_by: str | None = None) -> Serialized:
+    """Serialize ``value`` once: canonical JSON when it is plain data, cloudpickle otherwise; Unloadable (naming
+    ``returned_by``, the func whose output it is) when its bytes do not load back."""
     try:
         tree = _encode(value)
     except _NotPlain:
@@ -253,6 +260,9 @@ def serialize(value: Any) -> Serialized:
         raise ValueError(f"value of type {type_name(value)} is nested too deeply to serialize") from e
     if tree is not None or value is None:
         payload = _canonical(tree).encode()
+        if (type(tree) is dict or type(tree) is list) and _NAMES_A_CLASS in payload:  # a dataclass, an Enum, a
+            # NamedTuple, a Path: made again by its class (a scalar is none of these: not even looked at)
+            _loads_back(value, JSON, payload, returned_by)
         return Serialized(content_id(JSON, payload), JSON, payload, type_name(value), _summarize(tree))
     import cloudpickle  # here: a worker whose values are plain data never needs it (nor pickle, nor its imports)
 
@@ -260,11 +270,36 @@ def serialize(value: Any) -> Serialized:
         payload = cloudpickle.dumps(value)
     except Exception as e:
         raise TypeError(f"value of type {type_name(value)} cannot be serialized: {e}") from e
+    _loads_back(value, PICKLE, payload, returned_by)
     summary: dict[str, Any] = {"repr": _shown(value)}
     shown = previews.preview(value)  # a table or a picture for the dashboard
     if shown is not None:
         summary["preview"] = shown
     return Serialized(content_id(PICKLE, payload), PICKLE, payload, type_name(value), summary)
+
+
+_NAMES_A_CLASS = b'"cls":'  # in the bytes of every JSON value a class makes again (and of a dict with that key)
+_CAUSE_CHARS = 300
+LOAD_BACK_LIMIT = 64 << 20  # bytes: a larger value is not loaded back (the copy would hold its memory twice over)
+
+
+def _loads_back(value: Any, fmt: str, payload: bytes, returned_by: str | None) -> None:  # noqa: ANN401 - any value
+    """Raise Unloadable unless ``payload`` loads, here, as every process loads an artifact (:func:`deserialize`);
+    not tried past LOAD_BACK_LIMIT bytes."""
+    if len(payload) > LOAD_BACK_LIMIT:
+        return
+    try:
+        deserialize(fmt, payload)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the value's own loading raised
+        raise Unloadable(type_name(value), _cause(e), returned_by) from e
+
+
+def _cause(e: BaseException) -> str:
+    """``Class: message`` of what a load raised, on one line, clipped."""
+    cause = one_line(f"{type(e).__qualname__}: {message_of(e)}")
+    return cause if len(cause) <= _CAUSE_CHARS else cause[:_CAUSE_CHARS] + "…"
 
 
 def _shown(value: Any) -> str:  # noqa: ANN401 - any value
@@ -327,15 +362,29 @@ def verify(artifact_id: str, fmt: str, payload: bytes) -> None:
         raise ValueError(f"artifact {artifact_id} is corrupt: its bytes hash to {got}; {REPAIR}")
 
 
-class Value:
-    """A graph leaf: an artifact id with its value, loaded from storage on first use."""
+def load_recorded(v: Value, payload: bytes) -> Any:
+    """The value of recorded artifact ``v`` from its bytes: verified, then loaded; ArtifactUnloadable (naming it and
+    the run that produced it, where known) when they do not load here."""
+    verify(v.id, v.format, payload)
+    try:
+        return deserialize(v.format, payload, v.id)
+    except (ValueRefused, MemoryError):
+        raise
+    except Exception as e:
+        raise ArtifactUnloadable(v.id, v.type_name, _cause(e), v.origin) from e
 
-    __slots__ = ("id", "format", "type_name", "_value", "_load")
+
+class Value:
+    """A graph leaf: an artifact id with its value, loaded from storage on first use; ``origin``: the run that
+    produced it, where known (named if it does not load)."""
+
+    __slots__ = ("id", "format", "type_name", "_value", "_load", "origin")
 
     def __init__(self, artifact_id: str, fmt: str, type_name: str, value: Any = None,
                  load: Callable[[Value], Any] | None = None) -> None:
         self.id, self.format, self.type_name = artifact_id, fmt, type_name
         self._value, self._load = value, load
+        self.origin: str | None = None
 
     @property
     def value(self) -> Any:

@@ -135,11 +135,13 @@ class TaskSpec:
     # worker opens the storage of $SEMATIC_K8S_STORAGE. Secrets for their expiry: never logged.
     urls: dict[str, str] = field(default_factory=dict)
     packaged_only: bool = False  # started by a driver with packaged_only: funcs and values restricted the same way
+    input_origins: dict[str, str] = field(default_factory=dict)  # input name -> the run that produced it, where known
 
     def to_json(self) -> str:
         doc = asdict(self)
-        if not doc["urls"]:
-            del doc["urls"]
+        for name in ("urls", "input_origins"):
+            if not doc[name]:
+                del doc[name]
         if not doc["packaged_only"]:
             del doc["packaged_only"]
         return json.dumps(doc, separators=(",", ":"))

@@ -46,8 +46,8 @@ def execute(task: Task, *, own_inputs: bool = False) -> Outcome:
 
 def own_copy(value: Any) -> Any:  # noqa: ANN401 - any value a func takes
     """A copy of a value that a body may change without changing it for anyone else, as a worker loads a copy of its
-    own: ``copy.deepcopy`` (immutable values are themselves). A value it cannot copy (a module inside it; a class whose
-    reduction does not make it again, which pickle cannot load either) is given as it is."""
+    own: ``copy.deepcopy`` (immutable values are themselves). A value it cannot copy (a module inside it) is given as
+    it is."""
     try:
         return copy.deepcopy(value)
     except Exception:  # noqa: BLE001 - whatever the value's own copying raised: shared, as before

@@ -54,6 +54,9 @@ def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
     func = load_func(spec.func_path, spec.source_file)
     inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
               for name, artifact_id in spec.input_ids.items()}
+    for name, origin in spec.input_origins.items():  # named if the input does not load
+        if name in inputs:
+            inputs[name].origin = origin
     logcapture.install()
     try:
         outcome = execute(Task(spec.run_id, spec.root_id, func, inputs, spec.attempt))
@@ -72,7 +75,7 @@ def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
             kind = "expansion" if graph.template_of(outcome.value, lambda _: None)[1] else "output"  # Futures
             if kind == "output":
                 func.check_output(outcome.value)
-            s = serialization.serialize(outcome.value)
+            s = serialization.serialize(outcome.value, func.name)
             if not spec.urls:
                 doc = {kind: put_artifact(storage, s)}
             elif len(s.payload) <= CARRIED_MAX:
@@ -187,6 +190,7 @@ class RemoteExecutor:
             input_ids={k: v.id for k, v in task.inputs.items()},
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
             packaged_only=packaged.restricted_to() is not None,  # its driver's: a rerun the server started
+            input_origins={k: v.origin for k, v in task.inputs.items() if v.origin},
         )
         self.running[task.run_id] = spec
         if task.resumed:  # a restarted driver: its worker may still be there, or may have ended meanwhile

@@ -123,6 +123,7 @@ class CacheHits:
             changed = source_changed(func, hit)
             output = outputs.get(hit.output_id)
             output = self.output(hit.output_id) if output is None else output
+            output.origin = output.origin or hit.id  # named if it does not load
             self.graph.resolve(run_id, output)
             batch.add_hit(CachedRun(
                 run_id, record["root_id"], record.get("parent_id"), record["func_path"], record["func_name"],

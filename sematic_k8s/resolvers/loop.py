@@ -271,6 +271,8 @@ class ResolutionLoop:
         if state == RESOLVED:
             if run_id is None or output is None:
                 raise ValueError("a resolved run needs its id and output")
+            if output.origin is None:
+                output.origin = run_id  # named if it does not load later
             self.graph.resolve(run_id, output)
             self.task_inputs.pop(run_id, None)  # what a run in progress needs goes once it resolved
             self.attempts.pop(run_id, None)  # (a late outcome of it is ignored by its state alone)
@@ -344,6 +346,7 @@ class ResolutionLoop:
         changed = source_changed(node.func, hit)
         now = utcnow()
         output = self.cache.output(output_id)
+        output.origin = output.origin or hit.id
         self._transition(node.run_id, RESOLVED, output,
                          **fields, cached_from=hit.id, started_at=now, ended_at=now,
                          notes=self.recorder.note(node.run_id, cache={"hit": hit.id, "source_changed": changed}))
@@ -472,7 +475,7 @@ class ResolutionLoop:
         template, has_refs = graph.template_of(value, futures.append)
         if not has_refs:
             node.func.check_output(value)
-            self._transition(node.run_id, RESOLVED, self.recorder.value(value), error=None)
+            self._transition(node.run_id, RESOLVED, self.recorder.value(value, node.func.name), error=None)
             return
         with collector.paused():  # the library's bulk work: see collector
             children = self.planner.nodes_for(futures, node.run_id)

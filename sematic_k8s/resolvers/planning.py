@@ -242,7 +242,11 @@ class Planner:
 
         def output_of(run_id: str) -> Any:
             output_id = reused_outputs.get(run_id)
-            return graph.RunRef(run_id) if output_id is None else leaf(output_id)
+            if output_id is None:
+                return graph.RunRef(run_id)
+            value = leaf(output_id)
+            value.origin = value.origin or run_id  # named if it does not load
+            return value
 
         now = utcnow()
         batch = self.recorder.batch

@@ -37,11 +37,12 @@ class Recorder:
         rec = self.store.get_artifact(artifact_id)
         return rec.inline if rec is not None else None
 
-    def value(self, value: Any) -> Value:
+    def value(self, value: Any, returned_by: str | None = None) -> Value:
         """Serialize a value once, store its bytes (inline when small enough), and record its artifact. A value
         computed again is stored again although known (a rerun knows what the runs it re-executes recorded): bytes
-        there that are corrupt are rewritten."""
-        s = serialization.serialize(value)
+        there that are corrupt are rewritten. ``returned_by``: the func whose output it is (named if it does not load
+        back, :class:`~sematic_k8s.errors.Unloadable`)."""
+        s = serialization.serialize(value, returned_by)
         if s.id not in self.written:
             if len(s.payload) <= self.inline_limit:
                 rec = {**s.record(), "inline": s.payload}

@@ -117,14 +117,12 @@ def artifact_loader(storage: Storage, inline: Callable[[str], bytes | None] | No
             if found is None:
                 raise ArtifactMissing(v.id) from None
             payload = found
-        serialization.verify(v.id, v.format, payload)
-        return serialization.deserialize(v.format, payload, v.id)
+        return serialization.load_recorded(v, payload)
     return load
 
 
 def inline_loader(payload: bytes) -> Callable[[serialization.Value], Any]:
     """A Value loader for an artifact whose (inline) bytes are at hand: verified, then deserialized."""
     def load(v: serialization.Value) -> Any:
-        serialization.verify(v.id, v.format, payload)
-        return serialization.deserialize(v.format, payload, v.id)
+        return serialization.load_recorded(v, payload)
     return load
