@@ -28,6 +28,7 @@ func failing)::
         │   └── RegistryUnavailable     the registry did not answer, or kept answering 429/5xx, past the retry window
         ├── RegistryAuthError           the image registry wants credentials we do not have
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
+        ├── ImageUserUnknown            an image's USER names a user or group its /etc/passwd or /etc/group lacks
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
         ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
         ├── DriverJobDeleted            the driver's own Job was deleted while it ran: it stops, not restarted
@@ -426,6 +427,22 @@ class DockerUnavailable(InfrastructureError):
     """The Docker engine does not answer: stopped, hung, or not where $DOCKER_HOST says."""
 
     fix = "start the Docker engine or fix $DOCKER_HOST"
+
+
+class ImageUserUnknown(InfrastructureError):
+    """An image's USER names a user (or group) that its own /etc/passwd (or /etc/group) does not have: the engine
+    would refuse to start a container of it, and the secret files given to the image's user (a Docker driver's
+    keys, a worker's task) have no owner to be given to. Not transient: the image must change."""
+
+    transient = False
+
+    @classmethod
+    def lacking(cls, image: str, user: str, what: str) -> ImageUserUnknown:
+        return cls(f"image {image} runs as USER {user}, but {what}: Docker would refuse to start it; give the "
+                   "image a numeric USER (uid or uid:gid) or one its /etc/passwd and /etc/group name")
+
+    def advice(self, resolution_id: str) -> str:
+        return ""  # its words say what to do, with another image: another resolution, not this one continued
 
 
 # -- workers that ended without an outcome (recorded on Runs by name) ---------------------------------------

@@ -97,7 +97,7 @@ class DockerExecutor(RemoteExecutor):
             self.client.images.pull(self.image)
             created = create()
         try:  # its task, presigned URLs and all, as a file of the image's user alone (removed once read)
-            self.owner = self.owner or image_user(self.client, self.image)
+            self.owner = self.owner or image_user(self.client, self.image, created["Id"])
             api.put_archive(created["Id"], "/", secret_archive({TASK_FILE: spec.to_json()}, self.owner))
         except BaseException:
             api.remove_container(created["Id"], force=True)

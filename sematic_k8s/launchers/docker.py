@@ -66,7 +66,7 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
         container = client.containers.create(spec.image, **kwargs)
     try:
         if secrets:
-            container.put_archive("/", secret_archive(secrets, image_user(client, spec.image)))
+            container.put_archive("/", secret_archive(secrets, image_user(client, spec.image, container.id)))
         container.start()
     except BaseException:
         container.remove(force=True)

@@ -20,8 +20,10 @@ import pytest
 from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
+from named_user import APP_GID, APP_UID, named_user_image
 from projects import user_project
 from sematic_k8s import serialization
+from sematic_k8s.errors import ImageUserUnknown
 from sematic_k8s.executors import docker as docker_executor
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
@@ -321,6 +323,49 @@ def test_a_worker_containers_task_is_a_file_it_removes_and_docker_inspect_shows_
     outcome = outcome_of(executor)
     assert outcome.error_info is None, outcome.error_info
     assert stored_value(storage, outcome) == 2 * x
+
+
+@pytest.fixture
+def named(project) -> Iterator[Any]:
+    """Makes images of the project's running as a named user; they are untagged at the end."""
+    client, tags = docker_client(), []
+
+    def make(user: str) -> str:
+        tags.append(named_user_image(client, project[1], user, f"worker-{uuid.uuid4().hex[:8]}"))
+        return tags[-1]
+    yield make
+    for tag in tags:
+        client.images.remove(tag)
+
+
+def test_a_worker_image_whose_user_is_a_name_reads_its_task_file(project, storage, named):
+    """A user's own base image may run as a named user (``USER app``): the task file is given to the uid and gid
+    that name has in the image's own /etc/passwd, whom the worker runs as; it reads its task and its value reaches
+    S3. Was: a name was taken for root, the 0400 file was root's, and the worker died unable to read it."""
+    executor = DockerExecutor(storage, storage.url, named("app"), env=worker_env())
+    try:
+        task, outcome = run(executor, storage, project[0].inc, 41)
+        assert outcome.error_info is None, outcome.error_info
+        assert stored_value(storage, outcome) == 42
+        assert executor.owner == (APP_UID, APP_GID)
+    finally:
+        executor.close()
+    assert containers_of(task) == []
+
+
+def test_a_worker_image_whose_user_its_passwd_lacks_is_refused_in_words_and_leaves_no_container(project, storage,
+                                                                                                named):
+    """``USER ghost``, a name the image's /etc/passwd lacks (the engine would refuse to start it): the launch is
+    ImageUserUnknown naming the image, its USER and what to do, and the created container is removed."""
+    image = named("ghost")
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    try:
+        with pytest.raises(ImageUserUnknown, match=f"image {image} runs as USER ghost, but its /etc/passwd has no "
+                                                   "user ghost: .* give the image a numeric USER"):
+            submit(executor, storage, project[0].inc, 1)
+    finally:
+        executor.close()
+    assert docker_client().containers.list(all=True, filters={"ancestor": image}) == []
 
 
 def test_a_resumed_attempt_reattaches_to_its_running_worker_instead_of_starting_it_again(project, storage,
