@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Any
 
-from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, image_user, secret_archive
+from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, engine_calls, image_user, secret_archive
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
@@ -75,9 +75,20 @@ class DockerExecutor(RemoteExecutor):
         return cls(storage, spec.storage_url, spec.image, env=worker_env())
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        """Create, fill and start the attempt's container. One the engine refuses (a limit out of its range, an
+        image it cannot find or pull, a command it cannot start) fails only its run, as CreateContainerError in the
+        engine's words with what to do, no container left; an engine that does not answer is DockerUnavailable."""
+        self.root_id = spec.root_id
+        with engine_calls(f"starting the worker of run {spec.run_id}"):
+            try:
+                self._launch(spec, task, env)
+            except _Refused as e:
+                self.finished.append(Ended(spec.run_id, None, "CreateContainerError", e.words(task, self.image),
+                                           details={"executor": "docker", "image": self.image}))
+
+    def _launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         import docker.errors
 
-        self.root_id = spec.root_id
         labels = {**run_labels(spec.root_id, spec.run_id, task.func.name, "worker"), ATTEMPT_LABEL: str(spec.attempt)}
         limits: dict[str, Any] = {}
         if task.func.memory:
@@ -94,21 +105,32 @@ class DockerExecutor(RemoteExecutor):
         try:
             created = create()
         except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
-            self.client.images.pull(self.image)
-            created = create()
+            try:
+                self.client.images.pull(self.image)
+                created = create()
+            except docker.errors.APIError as e:
+                raise _Refused("pull", e) from None
+        except docker.errors.APIError as e:
+            raise _Refused("create", e) from None
+        stdout = None
         try:  # its task, presigned URLs and all, as a file of the image's user alone (removed once read)
             self.owner = self.owner or image_user(self.client, self.image, created["Id"])
             api.put_archive(created["Id"], "/", secret_archive({TASK_FILE: spec.to_json()}, self.owner))
+            try:  # attached before the start, as `docker run` does: nothing it prints is missed
+                stdout = api.attach_socket(created["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
+            except docker.errors.APIError:
+                stdout = None  # its end is still awaited
+            try:
+                api.start(created["Id"])
+            except docker.errors.APIError as e:
+                raise _Refused("start", e) from None
         except BaseException:
+            if stdout is not None:
+                stdout.close()
             api.remove_container(created["Id"], force=True)
             raise
         container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
                                                                                          "Name": name})
-        try:  # attached before the start, as `docker run` does: nothing it prints is missed
-            stdout = api.attach_socket(created["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
-        except docker.errors.APIError:
-            stdout = None  # its end is still awaited
-        api.start(created["Id"])
         self._start_following(spec.run_id, container.id, stdout)
 
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
@@ -302,6 +324,34 @@ class DockerExecutor(RemoteExecutor):
         container = self.containers.pop(run_id, None)
         if container is not None:
             _remove(container)
+
+
+class _Refused(Exception):
+    """The engine's answer refusing a worker's container (``error``, a docker APIError) as it was asked to
+    ``create``, ``pull`` its image, or ``start`` it."""
+
+    def __init__(self, stage: str, error: Any) -> None:  # noqa: ANN401 - a docker APIError
+        super().__init__(stage, error)
+        self.stage, self.said = stage, str(error.explanation or error)
+
+    def words(self, task: Task, image: str) -> str:
+        """What the engine refused, in its words, and what to do."""
+        if self.stage == "pull":
+            return (f"the Docker engine does not have image {image} and could not pull it ({self.said}): push it to "
+                    "its registry, or check that the engine can reach that registry")
+        what = "refused to start it" if self.stage == "start" else "refused it"
+        for stage, words, fix in _FIXES:
+            if stage == self.stage and words in self.said:
+                return f"the Docker engine {what} ({self.said}): " + fix.format(func=task.func, image=image)
+        return f"the Docker engine {what} ({self.said})"
+
+
+# what to do about a refused create or start, by the engine's words
+# (a memory below the engine's 6 MB minimum is refused where the func is declared: quantities.MIN_MEMORY)
+_FIXES = (("create", "Range of CPUs", "the func's cpu={func.cpu} is outside that range: ask for an amount within it"),
+          *(("start", words, f"image {{image}} cannot run the worker (`{' '.join(WORKER_COMMAND)}`): it needs "
+                             "python, with sematic-k8s installed, on its PATH")
+            for words in ("executable file not found", "no such file or directory")))
 
 
 def _remove(container: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import json
 import os
 import time
@@ -21,13 +22,14 @@ from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
+from outages import DroppingProxy
 from projects import user_project
 from sematic_k8s import serialization
-from sematic_k8s.errors import ImageUserUnknown
+from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown, ResolutionFailed
 from sematic_k8s.executors import docker as docker_executor
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
-from sematic_k8s.labels import RUN_LABEL
+from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL
 from sematic_k8s.settings import SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE
 from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
@@ -109,6 +111,14 @@ PROJECT = f'''
     def lingers(x: int) -> int:
         threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: the worker does not end
         return x - 1
+
+    @sk.func(inline=False, cpu="4096")  # more CPUs than the machine has: the engine refuses its container
+    def greedy(x: int) -> int:
+        return x
+
+    @sk.func
+    def greedy_beside(x: int) -> list[int]:
+        return [inc(x), greedy(x)]
 '''
 
 
@@ -410,3 +420,112 @@ def test_a_worker_that_died_while_no_executor_watched_is_read_and_removed(projec
     finally:
         second.close()
     assert containers_of(task) == []
+
+
+# -- containers the engine refuses -------------------------------------------------------------------------------
+
+MISSING = f"{REGISTRY}/sk-test-nothing-here@sha256:{'0' * 64}"  # neither on the engine nor in the registry
+
+
+def assert_never_started(outcome: Outcome, *words: str) -> None:
+    """The outcome of a worker whose container the engine refused: CreateContainerError (WorkerNeverStarted)."""
+    info = outcome.error_info
+    assert outcome.output is None and info is not None
+    assert info["type"] == "CreateContainerError" and "WorkerNeverStarted" in info["mro"], info
+    assert info["message"].startswith("the worker's container could not be created: the Docker engine ")
+    for w in words:
+        assert w in info["message"], info["message"]
+
+
+def test_a_container_the_engine_refuses_to_create_fails_its_run_and_the_next_runs_go_on(project, storage, executor):
+    """A func asking for more CPUs than the engine's machine has: the engine refuses the create (400 "Range of CPUs
+    is from 0.01 to N"). Its run fails in the engine's words with what to do; the executor goes on with the next
+    run. Was: the docker SDK's APIError raised out of launch."""
+    task, outcome = run(executor, storage, project[0].greedy, 1)
+    assert_never_started(outcome, "refused it (Range of CPUs is from 0.01 to",
+                         "the func's cpu=4096 is outside that range: ask for an amount within it")
+    assert outcome.details["executor"] == "docker" and outcome.details["image"] == project[1]
+    assert containers_of(task) == []
+    task, outcome = run(executor, storage, project[0].inc, 1)
+    assert stored_value(storage, outcome) == 2
+
+
+def test_an_image_the_engine_cannot_pull_fails_its_run_in_words(project, storage):
+    """An image by a digest its registry does not have: neither created nor pulled (404 "manifest unknown")."""
+    executor = DockerExecutor(storage, storage.url, MISSING, env=worker_env())
+    try:
+        task, outcome = run(executor, storage, project[0].inc, 1)
+    finally:
+        executor.close()
+    assert_never_started(outcome, f"does not have image {MISSING} and could not pull it (manifest for ",
+                         "push it to its registry, or check that the engine can reach that registry")
+    assert containers_of(task) == []
+
+
+@pytest.fixture
+def no_python(project) -> Iterator[str]:
+    """The project's image with no python on its PATH: its containers are created, but the engine cannot start
+    the worker's command."""
+    client = docker_client()
+    tag = f"sk-test-no-python:{uuid.uuid4().hex[:8]}"
+    client.images.build(fileobj=io.BytesIO(f"FROM {project[1]}\nENV PATH=/nowhere\n".encode()), tag=tag, rm=True)
+    yield tag
+    client.images.remove(tag, force=True)
+
+
+def test_a_container_the_engine_refuses_to_start_fails_its_run_and_is_removed(project, storage, no_python):
+    """The engine creates the container but refuses its start (400 'exec: "python": executable file not found in
+    $PATH'): its run fails saying so and what the image needs, and the created container is removed. Was: the
+    APIError raised out of launch, the container left created."""
+    executor = DockerExecutor(storage, storage.url, no_python, env=worker_env())
+    try:
+        task, outcome = run(executor, storage, project[0].inc, 1)
+    finally:
+        executor.close()
+    assert_never_started(outcome, 'refused to start it (', 'exec: "python": executable file not found in $PATH',
+                         f"image {no_python} cannot run the worker (`python -m sematic_k8s.worker`): it needs python")
+    assert docker_client().containers.list(all=True, filters={"ancestor": no_python}) == []
+
+
+def test_a_refused_container_fails_its_run_and_its_resolution_in_words(project, storage, tmp_path):
+    """Through the resolution loop: the refused run is recorded failed with the engine's words, and the resolution
+    fails as ResolutionFailed naming it, as for any failed run (its sibling canceled), recorded failed with those
+    words; no container of it is left. Was: the raw APIError out of the loop."""
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.store import sql_store
+
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    f = project[0].greedy_beside(5)
+    executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor),
+                          ResolutionSettings(root_id=f.id, max_parallelism=2), kind="cloud")
+    with pytest.raises(ResolutionFailed) as err:
+        loop.run(f)
+    runs = {r.func_name: r for r in store.runs_of_root(f.id)}
+    assert err.value.run_id == runs["greedy"].id and err.value.error["type"] == "CreateContainerError"
+    assert runs["greedy"].state == "failed" and "Range of CPUs" in runs["greedy"].error["message"]
+    assert runs["inc"].state in ("resolved", "canceled")  # as beside any failed run
+    resolution = store.get_resolution(f.id)
+    assert resolution is not None and resolution.state == "failed" and "Range of CPUs" in (resolution.error or "")
+    assert docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={f.id}"}) == []
+
+
+def test_an_engine_that_stops_answering_at_a_launch_is_docker_unavailable_not_a_run_failure(project, storage,
+                                                                                            monkeypatch):
+    """$DOCKER_HOST is a proxy before the engine's socket, closed before a launch: an outage, not the run's doing,
+    so DockerUnavailable (an infrastructure error) naming the engine and what it was doing, and no run recorded as
+    failed. Was: requests' ConnectionError raised out of launch."""
+    engine = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if "://" in engine:
+        pytest.skip(f"the engine is not on a Unix socket here ({engine})")
+    proxy = DroppingProxy(engine)
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{proxy.port}")
+    executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    proxy.close()
+    with pytest.raises(DockerUnavailable, match=f"the Docker engine at tcp://127.0.0.1:{proxy.port} stopped "
+                                                "answering while starting the worker of run "):
+        submit(executor, storage, project[0].inc, 1)
+    assert executor.finished == []
