@@ -112,7 +112,7 @@ class DockerExecutor(RemoteExecutor):
                 raise _Refused("pull", e) from None
         except docker.errors.APIError as e:
             raise _Refused("create", e) from None
-        stdout = None
+        stdout, stage = None, "create"
         try:  # its task, presigned URLs and all, as a file of the image's user alone (removed once read)
             self.owner = self.owner or image_user(self.client, self.image, created["Id"])
             api.put_archive(created["Id"], "/", secret_archive({TASK_FILE: spec.to_json()}, self.owner))
@@ -120,14 +120,14 @@ class DockerExecutor(RemoteExecutor):
                 stdout = api.attach_socket(created["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
             except docker.errors.APIError:
                 stdout = None  # its end is still awaited
-            try:
-                api.start(created["Id"])
-            except docker.errors.APIError as e:
-                raise _Refused("start", e) from None
-        except BaseException:
+            stage = "start"
+            api.start(created["Id"])
+        except BaseException as e:
             if stdout is not None:
                 stdout.close()
             api.remove_container(created["Id"], force=True)
+            if isinstance(e, docker.errors.APIError):
+                raise _Refused(stage, e) from None
             raise
         container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
                                                                                          "Name": name})
