@@ -4,6 +4,7 @@ answered, live event streams end (not cut), the process exits 0 at once and its 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import uuid
 import httpx
 
 from outages import BalancingProxy, ServerProcess
+from sematic_k8s.settings import LOG_LEVEL_ENV
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.wire import batch_to_json, dumps
@@ -31,7 +33,10 @@ def a_write() -> tuple[str, bytes]:
 
 
 def test_sigterm_answers_the_request_under_way_ends_streams_and_exits_0(tmp_path) -> None:
-    server = ServerProcess(tmp_path)
+    # uvicorn's trace lines say when a request has begun ("ASGI [n] Started scope=..."): the SIGTERM is sent only
+    # once the write is under way (a connection still in the listener's backlog, or whose request line is unread,
+    # is not a request under way: a busy machine may take a while to accept it)
+    server = ServerProcess(tmp_path, env={LOG_LEVEL_ENV: "trace"})
     server.start()
     try:
         ends: list[str] = []
@@ -56,7 +61,9 @@ def test_sigterm_answers_the_request_under_way_ends_streams_and_exits_0(tmp_path
             sock.sendall(f"POST /api/v1/store/write HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                          + body[:10])
-            wait_for(lambda: "POST /api/v1/store/write" not in server.log.read_text(), 5)
+            wait_for(lambda: re.search(r"Started scope=.*'path': '/api/v1/store/write'", server.log.read_text()),
+                     30, what="the write's request to begin")
+            assert "POST /api/v1/store/write" not in server.log.read_text()  # not answered yet: its body is on its way
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "Shutting down" in server.log.read_text(), 10, what="the shutdown")
