@@ -136,6 +136,9 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
     (comma-separated URLs) for cloud resolutions that recorded theirs there.
     """
+    if not host.strip():  # an unset variable in `--host "$HOST"`: it would listen on every interface, unsaid
+        raise click.ClickException(f"--host {host!r} is empty, which would listen on every interface: give an address, "
+                                   "such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
     for flag, on in (("--local", local), ("--allow-docker", allow_docker)):
         if on and not _is_loopback(host):
             raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "

@@ -209,6 +209,8 @@ SERVER_START_FAILURES = [
                  id="database-cannot-be-opened"),
     pytest.param([], {"DB_URL": "postgres://u:secret@127.0.0.1/x"}, "cannot open the metadata database "
                  "postgres://u:***@127.0.0.1/x: Can't load plugin", 1, id="dialect-typo"),
+    pytest.param(["--host", ""], {}, "--host '' is empty, which would listen on every interface: give an address", 1,
+                 id="empty-host"),  # was a server on 0.0.0.0 and [::], its banner saying http://:8000
     pytest.param([], {"STORAGE": "gs://bucket"}, "$SEMATIC_K8S_STORAGE: unsupported storage URL 'gs://bucket': use "
                  "file:///path or s3://bucket/prefix", 1, id="bad-storage-url"),
 ]
