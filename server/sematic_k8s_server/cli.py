@@ -143,9 +143,11 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         if on and not _is_loopback(host):
             raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "
                                        f"loopback address (127.0.0.1, ::1 or localhost), not {host}")
-    if self_url is not None and not self_url.startswith(("http://", "https://")):
-        raise click.ClickException(f"--self-url must be an http(s) URL such as "
-                                   f"http://sematic-k8s.sematic-k8s.svc:8000, not {self_url!r}")
+    if self_url is not None:  # as a driver's store will take it: a typo said here, not by each rerun's driver
+        try:
+            settings.check_server_url(self_url, "--self-url {url}")
+        except ValueError as e:
+            raise click.ClickException(f"{e} (e.g. http://sematic-k8s.sematic-k8s.svc:8000)") from None
     if rerun_launcher == "kubernetes" and not self_url:
         raise click.ClickException("--rerun-launcher kubernetes needs --self-url: the address rerun drivers reach this "
                                    "server at from their pods (e.g. http://sematic-k8s.sematic-k8s.svc:8000), never "
