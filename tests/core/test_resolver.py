@@ -919,7 +919,8 @@ def test_rerun_errors(resolver, store):
     child = ids_by_name(store, first.id)["b"]
     with pytest.raises(ValueError, match="takes the root run id"):
         chain().resolve(resolver(rerun_from=child, rerun_mode="continue"))
-    with pytest.raises(ValueError, match="belongs to a .*chain pipeline"):
+    with pytest.raises(ValueError, match=r"belongs to a .*chain pipeline, not .*fan: resolve a chain\(\.\.\.\) future "
+                       "with it, or give a run of a .*fan resolution"):  # was without what to do
         fan(1).resolve(resolver(rerun_from=child))
 
 
