@@ -112,6 +112,8 @@ BAD_INPUTS = [
                  id="port-out-of-range"),
     pytest.param(["runs", "list"], {"SERVER": "{with_user_info}"}, "API key missing or invalid", 1,
                  id="user-info-is-a-server-url"),  # was "is not a server URL", as was http://[::1]:PORT
+    pytest.param(["resolutions", "list"], {"HEARTBEAT_TIMEOUT": "nan"}, "Error: $SEMATIC_K8S_HEARTBEAT_TIMEOUT must be "
+                 "a number of seconds >= 0, got 'nan'", 1, id="bad-seconds"),  # was "unexpected ValueError", nan taken
     pytest.param(["runs", "show", "xyz!"], {}, "'xyz!' is not a run id: ids are hexadecimal", 1, id="malformed-id"),
     pytest.param(["logs", "0123456789abcdef0123456789abcdef"], {},
                  "no run with id '0123456789abcdef0123456789abcdef'", 1, id="unknown-id"),
