@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from sematic_k8s import settings
+from sematic_k8s.cli.options import HomeDir
 from sematic_k8s.cli.output import emit, local_time
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url
@@ -25,7 +26,7 @@ LOOPBACK_NAMES = ("localhost",)
 
 db_url_option = click.option("--db-url", help=f"SQLAlchemy URL of the metadata database (default: "
                                               f"${settings.DB_URL_ENV}, else SQLite in the data directory).")
-home_option = click.option("--home", "home_opt", type=click.Path(file_okay=False, path_type=Path),
+home_option = click.option("--home", "home_opt", type=HomeDir(),
                            help=f"Data directory (default: the CLI's --home, ${settings.HOME_ENV}, ~/.sematic_k8s).")
 
 

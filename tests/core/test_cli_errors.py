@@ -136,6 +136,8 @@ BAD_INPUTS = [
                  id="follow-json"),
     pytest.param(["--home", "{file}", "resolutions", "list"], {}, "Invalid value for '--home': Directory", 2,
                  id="home-option-is-a-file"),
+    pytest.param(["--home", "", "rerun", "abc1"], {}, "Invalid value for '--home': it is empty: give a directory", 2,
+                 id="home-option-empty"),  # was the current directory: the rerun recorded there
     pytest.param(["resolutions", "list"], {"HOME": "{file}"}, "no sematic-k8s home at {file} (not a directory): "
                  "nothing has been resolved there; check $SEMATIC_K8S_HOME", 1, id="home-is-a-file"),
     pytest.param(["--home", "{file}/sub", "runs", "list"], {}, "no sematic-k8s home at {file}/sub (no such "
