@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sematic_k8s import graph
+from sematic_k8s import graph, settings
 from sematic_k8s.store.sql import CANCELING
 
 RUN_STATES = (graph.CREATED, graph.SCHEDULED, graph.RUNNING, graph.RESOLVED, graph.FAILED, graph.CANCELED)
@@ -28,6 +28,6 @@ class HomeDir(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:  # noqa: ANN401
         if isinstance(value, str) and not value.strip():
-            self.fail("it is empty: give a directory, or leave --home out for $SEMATIC_K8S_HOME or ~/.sematic_k8s",
+            self.fail(f"it is empty: give a directory, or leave --home out for ${settings.HOME_ENV} or ~/.sematic_k8s",
                       param, ctx)
         return super().convert(value, param, ctx)

@@ -464,6 +464,8 @@ def test_the_http_store_names_a_bad_port_and_a_server_that_is_not_sematic(env: E
         HttpStore("http://127.0.0.1:notaport")
     with pytest.raises(ValueError, match=r"^server 'http://\[::1\]:65536' has port 65536, not one of 1-65535"):
         sk.LocalResolver(home=env.home, server="http://[::1]:65536")  # on the resolver's line, not at its first request
+    with pytest.raises(ValueError, match=r"^server 'htp://h:8000' is not a server URL: use http://HOST:PORT"):
+        sk.CloudResolver(server="htp://h:8000", storage="s3://bucket", registry="127.0.0.1:5000/x")
     store = HttpStore(env.not_sematic, retry_window=0)
     try:
         with pytest.raises(ServerError) as e:
