@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
 import numbers
 import os
 import sys
@@ -21,6 +22,11 @@ from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
 _RETRY_BACKOFF_CAP = 300.0
+
+
+def _seconds(value: Any) -> bool:
+    """A finite number of seconds (not a bool, not nan or infinity)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
@@ -113,15 +119,18 @@ class Func:
             raise FuncError(f"@func {fn.__qualname__}: async and generator functions are not supported")
         if not isinstance(cache, bool):
             raise FuncError(f"@func {fn.__qualname__}: cache must be True or False, got {cache!r}")
+        if inline is not None and not isinstance(inline, bool):  # inline="no" would be truthy: run in the driver
+            raise FuncError(f"@func {fn.__qualname__}: inline must be True or False (or left out), got {inline!r}")
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise FuncError(f"@func {fn.__qualname__}: retries must be a whole number >= 0, got {retries!r}")
-        if not isinstance(retry_backoff, numbers.Real) or retry_backoff < 0:
+        if not _seconds(retry_backoff) or retry_backoff < 0:  # nan: "retrying in nans", never retried
             raise FuncError(f"@func {fn.__qualname__}: retry_backoff must be seconds >= 0, got {retry_backoff!r}")
         if not (isinstance(retry_on, tuple) and all(isinstance(e, type) and issubclass(e, BaseException)
                                                     for e in retry_on)):
             raise FuncError(f"@func {fn.__qualname__}: retry_on must be a tuple of exception classes")
-        if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout <= 0):
-            raise FuncError(f"@func {fn.__qualname__}: timeout must be seconds > 0, got {timeout!r}")
+        if timeout is not None and (not _seconds(timeout) or timeout <= 0):  # nan and inf: no timeout at all
+            raise FuncError(f"@func {fn.__qualname__}: timeout must be seconds > 0 (or left out: none), got "
+                            f"{timeout!r}")
         if gpu is not None and (not isinstance(gpu, int) or gpu < 0):
             raise FuncError(f"@func {fn.__qualname__}: gpu must be a whole number >= 0, got {gpu!r}")
         if cpu is not None and not isinstance(cpu, (str, int, float)):

@@ -123,6 +123,31 @@ def server_url() -> str | None:
     return url if "@" in parts.netloc else urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
+def check_server_url(url: str, named: str = "server {url}") -> None:
+    """Refuse ``url`` unless it is a server's base URL, ``http(s)://[USER:PASSWORD@]HOST[:PORT][/PATH]``, with a
+    one-line BadSetting saying what is wrong with it, rather than its first request (a port out of range was
+    "connection refused" there). ``named`` says how to call it, ``{url}`` standing for it (its password not shown)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    host_port = netloc.rpartition("@")[2]
+    said = named.format(url=repr(f"{scheme}{sep}{'***@' if '@' in netloc else ''}{host_port}{slash}{path}"))
+    port = (host_port.partition("]")[2] if host_port.startswith("[") else host_port).partition(":")[2]  # [IPv6]:PORT
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or is out of range
+    except ValueError:
+        if port.isdigit():
+            raise BadSetting(f"{said} has port {port}, not one of 1-65535: use http://HOST:PORT") from None
+        if port:
+            raise BadSetting(f"{said} has a port that is not a number: use http://HOST:PORT") from None
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query
+            or parts.fragment or any(c.isspace() for c in url)):
+        raise BadSetting(f"{said} is not a server URL: use http://HOST:PORT")
+    if parts.port == 0:
+        raise BadSetting(f"{said} has port 0, not one of 1-65535: use http://HOST:PORT")
+
+
 def split_user_info(url: str) -> tuple[str, str | None]:
     """``http://user:password@host:port/path`` -> (``http://host:port/path``, ``user:password``), as written
     (percent-encoded); (url, None) for a URL without user info. A URL's password never goes into an environment
@@ -164,6 +189,11 @@ def worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(WORKER_PASS_THROUGH) or k in AWS_PASS_THROUGH}
 
 
+class BadSetting(ValueError):
+    """A setting (an environment variable, a server URL) whose value cannot be right; the message names it and what it
+    takes. Here, not in :mod:`sematic_k8s.errors`: settings and errors are independent layers."""
+
+
 def seconds(name: str, default: float) -> float:
     """A duration in seconds from the variable ``name``; ``default`` when it is unset or empty."""
     raw = os.environ.get(name)
@@ -172,9 +202,9 @@ def seconds(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"${name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"${name} must be a number of seconds >= 0, got {raw!r}")
+        raise BadSetting(f"${name} must be a number of seconds, got {raw!r}") from None
+    if not value >= 0:  # nan too
+        raise BadSetting(f"${name} must be a number of seconds >= 0, got {raw!r}")
     return value
 
 

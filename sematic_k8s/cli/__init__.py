@@ -15,6 +15,7 @@ from sematic_k8s import settings
 from sematic_k8s.cli.cancel import cancel
 from sematic_k8s.cli.errors import DEBUG, Group
 from sematic_k8s.cli.logs import logs
+from sematic_k8s.cli.options import HomeDir
 from sematic_k8s.cli.rerun import rerun
 from sematic_k8s.cli.resolutions import resolutions
 from sematic_k8s.cli.runs import runs
@@ -22,7 +23,7 @@ from sematic_k8s.cli.server import register_server_commands
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--home", type=HomeDir(),
               help=f"Data directory (default: ${settings.HOME_ENV}, else ~/.sematic_k8s).")
 @click.option(DEBUG, is_flag=True, expose_value=False,
               help="On failure, also print the traceback (accepted anywhere on the line).")

@@ -25,7 +25,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ServerError):  # the server's word (its detail) unless it could not be reached or refused us
         hint = f"; check ${settings.SERVER_ENV} and ${settings.API_KEY_ENV}" if exc.status in ACCESS_STATUSES else ""
         return one_line(str(exc)) + hint
-    if isinstance(exc, CorruptRecord):
+    if isinstance(exc, CorruptRecord | settings.BadSetting):  # their words say what to do
         return one_line(str(exc))
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
         orig = exc.orig if hasattr(exc, "orig") else exc

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
-from sematic_k8s import graph
+from sematic_k8s import graph, settings
 from sematic_k8s.store.sql import CANCELING
 
 RUN_STATES = (graph.CREATED, graph.SCHEDULED, graph.RUNNING, graph.RESOLVED, graph.FAILED, graph.CANCELED)
@@ -14,3 +17,17 @@ state_option = click.option("--state", type=click.Choice(RESOLUTION_STATES), hel
 run_state_option = click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
 limit_option = click.option("--limit", type=click.IntRange(min=1, max=10_000), default=100, show_default=True,
                             help="At most this many.")
+
+
+class HomeDir(click.Path):
+    """``--home``: a directory. An empty one (an unset variable in ``--home "$DIR"``) is refused, not taken as the
+    current directory, where a resolution would then be recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:  # noqa: ANN401
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"it is empty: give a directory, or leave --home out for ${settings.HOME_ENV} or ~/.sematic_k8s",
+                      param, ctx)
+        return super().convert(value, param, ctx)

@@ -5,7 +5,6 @@ one-line :class:`click.ClickException` naming what to do."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import click
@@ -85,8 +84,10 @@ def _check_recorded(ctx: click.Context, path: Path) -> None:
 def _check_server(url: str) -> None:
     """One quick GET of /api/v1/health, so an unreachable or wrong server is one clear line, at once."""
     fix = f"check ${settings.SERVER_ENV} (unset it to read the local database)"
-    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/.*)?$", url):
-        raise click.ClickException(f"${settings.SERVER_ENV}={url!r} is not a server URL: use http://HOST:PORT")
+    try:
+        settings.check_server_url(url, f"${settings.SERVER_ENV}={{url}}")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     health = f"{url.rstrip('/')}{API}/health"
     for attempt in range(1, PROBE_TRIES + 1):
         try:

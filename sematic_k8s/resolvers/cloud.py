@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sematic_k8s import caching, serialization
+from sematic_k8s import caching, serialization, settings
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
@@ -74,6 +74,7 @@ class CloudResolver(Resolver):
         if missing:
             raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or ${SERVER_ENV}, "
                              f"${STORAGE_ENV}, ${REGISTRY_ENV})")
+        settings.check_server_url(str(self.server), "server {url}" if server else f"${SERVER_ENV}={{url}}")
         if executor not in ("docker", "kubernetes"):
             raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
         self.executor = executor

@@ -32,6 +32,8 @@ class LocalResolver(Resolver):
         super().__init__(**options)
         self.home = settings.home(home)
         self.server = server or os.environ.get(SERVER_ENV) or None
+        if self.server:  # a typo refused here, not by the resolution's first request
+            settings.check_server_url(self.server, "server {url}" if server else f"${SERVER_ENV}={{url}}")
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
 
     @property

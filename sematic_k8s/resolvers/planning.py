@@ -147,8 +147,9 @@ class Planner:
         if old_root is None:
             raise LookupError(f"rerun_from {rerun_from}: its resolution's root run {target.root_id} is not recorded")
         if root.func.path != old_root.func_path:
-            raise ValueError(f"rerun_from {rerun_from} belongs to a {old_root.func_path} pipeline, "
-                             f"not {root.func.path}")
+            raise ValueError(f"rerun_from {rerun_from} belongs to a {old_root.func_path} pipeline, not "
+                             f"{root.func.path}: resolve a {old_root.func_name}(...) future with it, or give a run of "
+                             f"a {root.func.path} resolution (`sematic-k8s resolutions list`)")
         bulk = getattr(self.store, "bulk_clones", False)  # reused runs copied in the database, not replayed
         old_runs: list[Any] = (self.store.run_shapes(target.root_id) if bulk  # type: ignore[attr-defined]
                                else self.store.runs_of_root(target.root_id))

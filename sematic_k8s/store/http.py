@@ -79,13 +79,8 @@ class HttpStore:
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60.0,
                  retry_window: float | None = None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"server URL must start with http:// or https://, got {url!r}")
+        settings.check_server_url(url)
         parts = urlsplit(url.rstrip("/"))
-        try:
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            raise ValueError(f"server URL {url!r} has a port that is not a number: use http://HOST:PORT") from None
         user, _, netloc = parts.netloc.rpartition("@")
         self.url = urlunsplit(parts._replace(netloc=netloc))  # as messages and logs name it: without a password
         self.retry_window = retry_window

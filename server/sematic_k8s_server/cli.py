@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from sematic_k8s import settings
+from sematic_k8s.cli.options import HomeDir
 from sematic_k8s.cli.output import emit, local_time
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url
@@ -25,7 +26,7 @@ LOOPBACK_NAMES = ("localhost",)
 
 db_url_option = click.option("--db-url", help=f"SQLAlchemy URL of the metadata database (default: "
                                               f"${settings.DB_URL_ENV}, else SQLite in the data directory).")
-home_option = click.option("--home", "home_opt", type=click.Path(file_okay=False, path_type=Path),
+home_option = click.option("--home", "home_opt", type=HomeDir(),
                            help=f"Data directory (default: the CLI's --home, ${settings.HOME_ENV}, ~/.sematic_k8s).")
 
 
@@ -136,13 +137,18 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     and from the storages in $SEMATIC_K8S_STORAGE_ALLOW
     (comma-separated URLs) for cloud resolutions that recorded theirs there.
     """
+    if not host.strip():  # an unset variable in `--host "$HOST"`: it would listen on every interface, unsaid
+        raise click.ClickException(f"--host {host!r} is empty, which would listen on every interface: give an address, "
+                                   "such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
     for flag, on in (("--local", local), ("--allow-docker", allow_docker)):
         if on and not _is_loopback(host):
             raise click.ClickException(f"{flag} is for this machine only, so the server may only listen on a "
                                        f"loopback address (127.0.0.1, ::1 or localhost), not {host}")
-    if self_url is not None and not self_url.startswith(("http://", "https://")):
-        raise click.ClickException(f"--self-url must be an http(s) URL such as "
-                                   f"http://sematic-k8s.sematic-k8s.svc:8000, not {self_url!r}")
+    if self_url is not None:  # as a driver's store will take it: a typo said here, not by each rerun's driver
+        try:
+            settings.check_server_url(self_url, "--self-url {url}")
+        except ValueError as e:
+            raise click.ClickException(f"{e} (e.g. http://sematic-k8s.sematic-k8s.svc:8000)") from None
     if rerun_launcher == "kubernetes" and not self_url:
         raise click.ClickException("--rerun-launcher kubernetes needs --self-url: the address rerun drivers reach this "
                                    "server at from their pods (e.g. http://sematic-k8s.sematic-k8s.svc:8000), never "

@@ -57,7 +57,8 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
 
 
 MAX_DESCRIBED, MAX_ERRORS = 5, 100  # a body with a million bad fields (or a huge one) gets a short answer
-_MESSAGES = {"extra_forbidden": "not a field of this record, or one that may not be changed"}
+_MESSAGES = {"extra_forbidden": "not a field of this request or record, or one that may not be changed: see "
+                                "/docs for the fields it takes"}
 NOT_AN_OBJECT = "not a JSON object: send one, with Content-Type: application/json"
 
 

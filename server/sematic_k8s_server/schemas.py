@@ -137,7 +137,14 @@ class GraphOut(BaseModel):
     edges: list[Edge]
 
 
-class RerunIn(BaseModel):
+class _Request(BaseModel):
+    """A request's body: a field it does not take is a 422 naming it, never dropped (``{"tag": ...}`` for ``add``,
+    ``{"max_parallelism": 4}`` on a rerun were answered 200, and nothing asked for was done)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RerunIn(_Request):
     rerun_from: str | None = Field(None, pattern=HEX_ID,
                                    description="a run of this resolution; null re-runs the whole resolution")
     mode: Literal["from", "continue"] = Field(
@@ -150,7 +157,7 @@ class RerunOut(BaseModel):
     rerun_of: str
 
 
-class TokenIn(BaseModel):
+class TokenIn(_Request):
     rerun_from: str | None = Field(None, pattern=HEX_ID,
                                    description="the run the resolution re-runs from: its resolution becomes readable")
 
@@ -163,7 +170,7 @@ class TokenOut(BaseModel):
                                         "ends)")
 
 
-class ApiKeyIn(BaseModel):
+class ApiKeyIn(_Request):
     name: str = Field(min_length=1, max_length=128)
     admin: bool = False
 
@@ -484,7 +491,7 @@ class PipelinesOut(BaseModel):
     groups: list[PipelineGroup]
 
 
-class LabelsIn(BaseModel):
+class LabelsIn(_Request):
     add: list[str] = Field(default_factory=list, max_length=limits.TAGS, description="tags to add")
     remove: list[str] = Field(default_factory=list, max_length=limits.TAGS, description="tags to remove")
     note: str | None = Field(None, max_length=limits.NOTE_CHARS,

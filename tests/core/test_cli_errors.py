@@ -107,6 +107,13 @@ BAD_INPUTS = [
                  "{not_sematic} does not answer like a sematic-k8s server", 1, id="not-a-sematic-server"),
     pytest.param(["resolutions", "list"], {"SERVER": "localhost:8000"},
                  "$SEMATIC_K8S_SERVER='localhost:8000' is not a server URL: use http://HOST:PORT", 1, id="bad-url"),
+    pytest.param(["resolutions", "list"], {"SERVER": "http://u:secret@127.0.0.1:99999"},  # was "connection refused"
+                 "$SEMATIC_K8S_SERVER='http://***@127.0.0.1:99999' has port 99999, not one of 1-65535", 1,
+                 id="port-out-of-range"),
+    pytest.param(["runs", "list"], {"SERVER": "{with_user_info}"}, "API key missing or invalid", 1,
+                 id="user-info-is-a-server-url"),  # was "is not a server URL", as was http://[::1]:PORT
+    pytest.param(["resolutions", "list"], {"HEARTBEAT_TIMEOUT": "nan"}, "Error: $SEMATIC_K8S_HEARTBEAT_TIMEOUT must be "
+                 "a number of seconds >= 0, got 'nan'", 1, id="bad-seconds"),  # was "unexpected ValueError", nan taken
     pytest.param(["runs", "show", "xyz!"], {}, "'xyz!' is not a run id: ids are hexadecimal", 1, id="malformed-id"),
     pytest.param(["logs", "0123456789abcdef0123456789abcdef"], {},
                  "no run with id '0123456789abcdef0123456789abcdef'", 1, id="unknown-id"),
@@ -129,6 +136,8 @@ BAD_INPUTS = [
                  id="follow-json"),
     pytest.param(["--home", "{file}", "resolutions", "list"], {}, "Invalid value for '--home': Directory", 2,
                  id="home-option-is-a-file"),
+    pytest.param(["--home", "", "rerun", "abc1"], {}, "Invalid value for '--home': it is empty: give a directory", 2,
+                 id="home-option-empty"),  # was the current directory: the rerun recorded there
     pytest.param(["resolutions", "list"], {"HOME": "{file}"}, "no sematic-k8s home at {file} (not a directory): "
                  "nothing has been resolved there; check $SEMATIC_K8S_HOME", 1, id="home-is-a-file"),
     pytest.param(["--home", "{file}/sub", "runs", "list"], {}, "no sematic-k8s home at {file}/sub (no such "
@@ -143,7 +152,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("args", "environ", "says", "code"), BAD_INPUTS)
 def test_each_failure_is_one_line(env: Env, args: list[str], environ: dict[str, str], says: str, code: int) -> None:
     fill = {"file": str(env.file), "server": env.server, "not_sematic": env.not_sematic,
-            "unreachable": env.unreachable}
+            "unreachable": env.unreachable, "with_user_info": env.server.replace("://", "://u:secret@")}
     proc = run_cli(env, [a.format(**fill) for a in args],
                    {settings.PREFIX + k: v.format(**fill) for k, v in environ.items()})
     assert proc.returncode == code, proc.stderr
@@ -151,6 +160,7 @@ def test_each_failure_is_one_line(env: Env, args: list[str], environ: dict[str, 
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("Error: ") and says.format(**fill) in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "secret" not in proc.stderr
 
 
 def test_debug_shows_the_traceback(env: Env) -> None:
@@ -203,6 +213,8 @@ SERVER_START_FAILURES = [
                  id="database-cannot-be-opened"),
     pytest.param([], {"DB_URL": "postgres://u:secret@127.0.0.1/x"}, "cannot open the metadata database "
                  "postgres://u:***@127.0.0.1/x: Can't load plugin", 1, id="dialect-typo"),
+    pytest.param(["--host", ""], {}, "--host '' is empty, which would listen on every interface: give an address", 1,
+                 id="empty-host"),  # was a server on 0.0.0.0 and [::], its banner saying http://:8000
     pytest.param([], {"STORAGE": "gs://bucket"}, "$SEMATIC_K8S_STORAGE: unsupported storage URL 'gs://bucket': use "
                  "file:///path or s3://bucket/prefix", 1, id="bad-storage-url"),
 ]
@@ -450,6 +462,10 @@ def test_the_http_store_names_a_bad_port_and_a_server_that_is_not_sematic(env: E
     with pytest.raises(ValueError, match="'http://127.0.0.1:notaport' has a port that is not a number: use "
                        "http://HOST:PORT"):
         HttpStore("http://127.0.0.1:notaport")
+    with pytest.raises(ValueError, match=r"^server 'http://\[::1\]:65536' has port 65536, not one of 1-65535"):
+        sk.LocalResolver(home=env.home, server="http://[::1]:65536")  # on the resolver's line, not at its first request
+    with pytest.raises(ValueError, match=r"^server 'htp://h:8000' is not a server URL: use http://HOST:PORT"):
+        sk.CloudResolver(server="htp://h:8000", storage="s3://bucket", registry="127.0.0.1:5000/x")
     store = HttpStore(env.not_sematic, retry_window=0)
     try:
         with pytest.raises(ServerError) as e:

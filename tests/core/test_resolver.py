@@ -381,6 +381,14 @@ def test_bad_decorator_settings():
         sk.func(memory="4Ki")(lambda: 1)
     with pytest.raises(sk.FuncError, match=r"cpu 'two' is not a Kubernetes quantity"):
         sk.func(cpu="two")(lambda: 1)
+    # accepted, these ran with no timeout at all, waited "nan s" and never retried, or ran inline='no' in the driver
+    for setting, value, says in (("timeout", float("nan"), "timeout must be seconds > 0"),
+                                 ("timeout", float("inf"), "timeout must be seconds > 0"),
+                                 ("timeout", True, "timeout must be seconds > 0"),
+                                 ("retry_backoff", float("nan"), "retry_backoff must be seconds >= 0"),
+                                 ("inline", "no", "inline must be True or False")):
+        with pytest.raises(sk.FuncError, match=f"{says}.*got {value!r}"):
+            sk.func(**{setting: value})(lambda: 1)
     assert (sk.func(cpu=0.5, memory=" 1.5Gi")(lambda: 1).settings()["memory"], sk.func(cpu=2)(lambda: 1).cpu) \
         == ("1.5Gi", "2")
 
@@ -911,7 +919,8 @@ def test_rerun_errors(resolver, store):
     child = ids_by_name(store, first.id)["b"]
     with pytest.raises(ValueError, match="takes the root run id"):
         chain().resolve(resolver(rerun_from=child, rerun_mode="continue"))
-    with pytest.raises(ValueError, match="belongs to a .*chain pipeline"):
+    with pytest.raises(ValueError, match=r"belongs to a .*chain pipeline, not .*fan: resolve a chain\(\.\.\.\) future "
+                       "with it, or give a run of a .*fan resolution"):  # was without what to do
         fan(1).resolve(resolver(rerun_from=child))
 
 

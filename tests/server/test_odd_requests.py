@@ -184,6 +184,22 @@ def test_a_labels_version_the_resolution_never_had_is_refused(served: Served, cl
     assert res is not None and (res.tags, res.labels_version) == (None, 0)
 
 
+def test_a_field_a_request_does_not_take_is_a_422_naming_it(served: Served, client: httpx.Client) -> None:
+    """A misspelt or unsupported field (``tags`` for ``add``, a rerun's ``max_parallelism``) was dropped: 200, and
+    nothing asked for done. Now a 422 naming it; nothing changes."""
+    root = uuid.uuid4().hex
+    r = client.post("/api/v1/store/write", json={"new_resolutions": [
+        {"id": root, "root_func_path": "odd:labels", "state": "resolved", "created_at": NOW}]})
+    assert r.status_code == 200, r.text
+    for path, body, field in ((f"/resolutions/{root}/labels", {"tags": ["x"]}, "tags"),
+                              (f"/resolutions/{root}/rerun", {"mode": "from", "max_parallelism": 4}, "max_parallelism"),
+                              ("/api-keys", {"name": "ci", "role": "admin"}, "role")):
+        detail = _one_line(client.post(f"/api/v1{path}", json=body), 422)
+        assert detail.startswith(f"body field {field!r}: not a field of this request"), detail
+    res = served.store.get_resolution(root)
+    assert res is not None and (res.tags, res.labels_version) == (None, 0)
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_the_pipelines_index_names_at_most_a_thousand_root_funcs(tmp_path: Path, request: pytest.FixtureRequest,
                                                                  db: str) -> None:

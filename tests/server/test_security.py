@@ -199,7 +199,11 @@ def test_kubernetes_reruns_need_the_address_pods_reach_the_server_at(tmp_path) -
     assert "never 127.0.0.1" in result.output
     result = runner.invoke(server_cli, ["server", "--rerun-launcher", "kubernetes", "--self-url", "sk.svc:8000",
                                         *home])
-    assert result.exit_code != 0 and "--self-url must be an http(s) URL" in result.output
+    assert result.exit_code != 0 and "--self-url 'sk.svc:8000' is not a server URL" in result.output
+    result = runner.invoke(server_cli, ["server", "--rerun-launcher", "kubernetes", "--self-url",
+                                        "http://sk.svc:80000", *home])  # was taken: each rerun's driver failed
+    assert result.exit_code != 0 and "--self-url 'http://sk.svc:80000' has port 80000, not one of 1-65535" \
+        in result.output
 
 
 def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the_records(tmp_path, monkeypatch):
