@@ -3,11 +3,17 @@ still exist and say which extra to install."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
 def register_server_commands(group: click.Group) -> None:
-    """Add the server's commands to ``group``, or stand-ins naming the extra they need."""
+    """Add the server's commands to ``group``, or stand-ins naming the extra they need. When the server's CLI
+    module is the one importing this package (it was imported first), it adds them itself once it has them."""
+    loading = sys.modules.get("sematic_k8s_server.cli")
+    if loading is not None and not hasattr(loading, "register"):
+        return
     try:
         from sematic_k8s_server.cli import register
     except ImportError as e:

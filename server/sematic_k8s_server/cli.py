@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,9 @@ def main() -> None:
 
 
 register(main)
+_sk_cli = sys.modules.get("sematic_k8s.cli")  # imported by this module's own imports: its group has no server
+if _sk_cli is not None and hasattr(_sk_cli, "cli") and "server" not in _sk_cli.cli.commands:  # commands yet
+    register(_sk_cli.cli)
 
 if __name__ == "__main__":
     main()
