@@ -17,6 +17,11 @@ by their labels (one list, at its first resumed attempt) and re-attaches to the 
 resumed attempt, running or ended while no driver watched: it is followed as one started here (its stdout
 read from its beginning, then Docker's wait), never started a second time. :meth:`DockerExecutor.detach`
 (a driver that exits to be restarted, or that was replaced) leaves its containers to that driver.
+
+An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
+as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
+whose connection was cut attaches again once the engine answers. Past the window it is DockerUnavailable, raised by
+:meth:`~DockerExecutor.ended` (a driver then exits 75, leaving its containers to its restart).
 """
 
 from __future__ import annotations
