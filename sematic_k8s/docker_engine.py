@@ -31,8 +31,8 @@ def docker_client(timeout: float = 60.0, **options: Any) -> Any:
     try:
         client = docker.from_env(version="auto", timeout=min(timeout, PROBE_TIMEOUT), **options)
     except docker.errors.DockerException as e:
-        raise DockerUnavailable(f"the Docker engine at {_where()} does not answer ({_root_cause(e)}): is it running? "
-                                "Start it, or set $DOCKER_HOST to one that is") from None
+        raise DockerUnavailable(f"the Docker engine at {engine_address()} does not answer ({_root_cause(e)}): is it "
+                                "running? Start it, or set $DOCKER_HOST to one that is") from None
     client.api.timeout = timeout
     return client
 
@@ -41,16 +41,24 @@ def docker_client(timeout: float = 60.0, **options: Any) -> Any:
 def engine_calls(doing: str) -> Iterator[None]:
     """Requests to the engine made inside: a connection to it that is refused, cut or left silent past the client's
     timeout (the engine stopped or hung while ``doing``, e.g. "building IMAGE") is :class:`DockerUnavailable`."""
+    try:
+        yield
+    except Exception as e:
+        if not unanswered(e):
+            raise
+        raise DockerUnavailable(f"the Docker engine at {engine_address()} stopped answering while {doing} "
+                                f"({_root_cause(e)}): is it running? Start it, or set $DOCKER_HOST to one that is, "
+                                "then try again") from None
+
+
+def unanswered(e: BaseException) -> bool:
+    """Whether ``e`` (raised by a docker SDK call) says the engine did not answer: its connection refused, cut or
+    left silent past the client's timeout, not an answer of its own (an APIError)."""
     import requests
     import urllib3
 
-    try:
-        yield
-    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.Timeout, urllib3.exceptions.HTTPError) as e:
-        raise DockerUnavailable(f"the Docker engine at {_where()} stopped answering while {doing} ({_root_cause(e)}): "
-                                "is it running? Start it, or set $DOCKER_HOST to one that is, then try "
-                                "again") from None
+    return isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                          requests.exceptions.Timeout, urllib3.exceptions.HTTPError))
 
 
 _OWNERS: dict[str, tuple[int, int]] = {}  # image id -> the (uid, gid) its USER resolves to there
@@ -139,7 +147,8 @@ def secret_archive(secrets: dict[str, str], owner: tuple[int, int]) -> bytes:
     return out.getvalue()
 
 
-def _where() -> str:
+def engine_address() -> str:
+    """The engine this process's clients talk to ($DOCKER_HOST, else the default socket)."""
     return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
 
 

@@ -17,20 +17,37 @@ by their labels (one list, at its first resumed attempt) and re-attaches to the 
 resumed attempt, running or ended while no driver watched: it is followed as one started here (its stdout
 read from its beginning, then Docker's wait), never started a second time. :meth:`DockerExecutor.detach`
 (a driver that exits to be restarted, or that was replaced) leaves its containers to that driver.
+
+An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
+as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
+whose connection was cut attaches again once the engine answers. Past the window it is DockerUnavailable, raised by
+:meth:`~DockerExecutor.ended` (a driver then exits 75, leaving its containers to its restart).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, engine_calls, image_user, secret_archive
+from sematic_k8s.docker_engine import (
+    SECRETS_DIR,
+    docker_client,
+    engine_address,
+    engine_calls,
+    image_user,
+    secret_archive,
+    unanswered,
+)
+from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
+from sematic_k8s.retries import retrying
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
@@ -39,6 +56,7 @@ LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiti
 TASK_FILE = f"/{SECRETS_DIR}/task"  # a worker's TaskSpec in its container ($SEMATIC_K8S_TASK_FILE)
 STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
 _STORED = WORKER_STORED_LINE.encode()
+T = TypeVar("T")
 
 log = logging.getLogger("sematic_k8s.docker")
 
@@ -68,6 +86,8 @@ class DockerExecutor(RemoteExecutor):
         self.found: dict[tuple[str, str], dict[str, Any]] | None = None  # (run id, attempt) -> a container there
         self.reattached: set[str] = set()  # container ids found again, not started here
         self.owner: tuple[int, int] | None = None  # the image's user (uid, gid), who alone may read a task file
+        self.lost: DockerUnavailable | None = None  # the engine stopped answering for longer than the retry window
+        self.left: set[str] = set()  # containers not removed for it (named when the executor closes)
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
@@ -136,21 +156,17 @@ class DockerExecutor(RemoteExecutor):
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
         """Follow the newest container of this attempt that a driver before this one started, if it is still
         there; how long ago it was created (None: there is none)."""
-        import docker.errors
-
         self.root_id = spec.root_id
         if self.found is None:
-            self.found = self._find_workers(spec.root_id)
+            self.found = self._engine("looking for the resolution's worker containers",
+                                      lambda: self._find_workers(spec.root_id))
         entry = self.found.pop((spec.run_id, str(spec.attempt)), None)
         if entry is None:
             return None
         name = ((entry.get("Names") or [""])[0] or "").lstrip("/")
         self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": entry["Id"], "Name": name})
         self.reattached.add(entry["Id"])
-        try:  # what it printed so far, then what it prints (an ended one is refused: read when its wait returns)
-            stdout = self.client.api.attach_socket(entry["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
-        except docker.errors.APIError:
-            stdout = None
+        stdout = self._engine(f"re-attaching to the worker of run {spec.run_id}", lambda: self._attach(entry["Id"]))
         self._start_following(spec.run_id, entry["Id"], stdout)
         log.info("re-attached to worker container %s (run %s attempt %d, %s)", name, spec.run_id, spec.attempt,
                  entry.get("State") or "state unknown")
@@ -177,35 +193,81 @@ class DockerExecutor(RemoteExecutor):
 
     def _follow(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
         """Read one container's stdout to its end, waking :meth:`ended` when the worker says its outcome is
-        stored; then block on Docker's wait for the container and wake :meth:`ended` again (no polling delay)."""
+        stored; then block on Docker's wait for the container and wake :meth:`ended` again (no polling delay). A
+        connection to the engine that is cut meanwhile (a restart, a blip) is made again: its stdout read again from
+        its start once the engine answers, within the retry window (past it: :attr:`lost`, raised by ended)."""
+        import docker.errors
+
+        try:
+            while True:
+                self._read(run_id, container_id, stdout)
+                try:
+                    self.client.api.wait(container_id, timeout=None)
+                    break
+                except Exception as e:  # noqa: BLE001 - removed (or the engine went away): _waited finds out which
+                    if isinstance(e, docker.errors.NotFound) or not unanswered(e):
+                        break
+                stdout = self._engine(f"following the worker of run {run_id}", lambda: self._attach(container_id))
+        except DockerUnavailable:
+            pass  # kept in lost
+        self._exits.append((run_id, container_id, False))
+        self._wake.set()
+
+    def _read(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
+        """Read an attached stdout to its end (the container's, or its connection's), noting the stored line."""
         from docker.utils.socket import frames_iter
 
         seen = b""
         try:
-            try:
-                for _, chunk in frames_iter(stdout, tty=False) if stdout is not None else ():
-                    seen = seen[-len(_STORED):] + chunk
-                    if _STORED in seen:  # printed by the func itself? Then no outcome is there yet: awaited
-                        seen = b""
-                        self._exits.append((run_id, container_id, True))
-                        self._wake.set()
-            finally:
-                if stdout is not None:
-                    stdout.close()
-            self.client.api.wait(container_id, timeout=None)
-        except Exception:  # noqa: BLE001 - removed (or the engine went away): _waited finds out which
+            for _, chunk in frames_iter(stdout, tty=False) if stdout is not None else ():
+                seen = seen[-len(_STORED):] + chunk
+                if _STORED in seen:  # printed by the func itself? Then no outcome is there yet: awaited
+                    seen = b""
+                    self._exits.append((run_id, container_id, True))
+                    self._wake.set()
+        except Exception:  # noqa: BLE001 - its connection cut: the wait that follows tells
             pass
-        self._exits.append((run_id, container_id, False))
-        self._wake.set()
+        finally:
+            if stdout is not None:
+                stdout.close()
+
+    def _attach(self, container_id: str) -> Any:  # noqa: ANN401 - a socket
+        """The container's stdout from its start, then as it prints; None for one that ended (the engine refuses)
+        or is gone: read when its wait returns."""
+        import docker.errors
+
+        try:
+            return self.client.api.attach_socket(container_id, params={"stdout": 1, "stream": 1, "logs": 1})
+        except docker.errors.APIError:
+            return None
+
+    def _engine(self, doing: str, call: Callable[[], T]) -> T:
+        """``call()``, requests to the engine that may be repeated (lists, inspects, waits, attaches, removals),
+        tried again while the engine does not answer (its connection refused, cut or silent: restarted, a blip)
+        for the retry window, as the store's and storage's requests are; then :class:`DockerUnavailable` saying
+        what it was ``doing``, kept in :attr:`lost`. Once lost, a call is tried once."""
+        window = 0.0 if self.lost is not None else None
+        try:
+            with engine_calls(doing):
+                for attempt in retrying(f"the Docker engine at {engine_address()}", unanswered, window):
+                    with attempt:
+                        return call()
+        except DockerUnavailable as e:
+            self.lost = self.lost or e
+            raise
+        raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
 
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout
         while True:
+            if self.lost is not None:  # met by a thread following a worker
+                raise self.lost
             self._wake.clear()  # before looking: an end after this wakes the wait below
             if not self._exits and self.containers and time.monotonic() - self._listed_at >= LIST_INTERVAL:
                 self._listed_at = time.monotonic()  # now and then a look at all, in case a wait failed
-                exited = self.client.api.containers(all=True, filters={  # the values of one filter: OR
-                    "label": f"{RESOLUTION_LABEL}={self.root_id}", "status": ["exited", "dead"]})
+                exited = self._engine("looking for ended worker containers", lambda: self.client.api.containers(
+                    all=True, filters={"label": f"{RESOLUTION_LABEL}={self.root_id}",  # the values of one filter: OR
+                                       "status": ["exited", "dead"]}))
                 for c in exited:  # plain list entries: each is inspected below, if it is still there
                     run_id = (c.get("Labels") or {}).get(RUN_LABEL)
                     if run_id in self.containers and self.containers[run_id].id == c["Id"]:
@@ -235,7 +297,8 @@ class DockerExecutor(RemoteExecutor):
                 self._drop(run_id, known)
                 continue
             try:
-                container = self.client.containers.get(container_id)
+                container = self._engine(f"reading the end of the worker of run {run_id}",
+                                         functools.partial(self.client.containers.get, container_id))
             except docker.errors.NotFound:  # removed behind our back (`docker rm -f`) before it ended
                 self.containers.pop(run_id)
                 self._stored_at.pop(run_id, None)
@@ -249,7 +312,8 @@ class DockerExecutor(RemoteExecutor):
         state = container.attrs.get("State", {})
         reason = "OOMKilled" if state.get("OOMKilled") else None
         # its last lines tell why it died when its outcome is missing, even with exit code 0 (os._exit(0) in its func)
-        logs = container.logs(tail=LOG_TAIL).decode(errors="replace")
+        logs = self._engine(f"reading the end of the worker of run {run_id}",
+                            lambda: container.logs(tail=LOG_TAIL)).decode(errors="replace")
         self._drop(run_id, container)
         return Ended(run_id, state.get("ExitCode"), reason, state.get("Error") or None, logs,
                      self._details(container))
@@ -262,7 +326,7 @@ class DockerExecutor(RemoteExecutor):
         """Forget a container and remove it while the resolution goes on (close() waits for that)."""
         del self.containers[run_id]
         self._stored_at.pop(run_id, None)
-        removal = threading.Thread(target=_remove, args=(container,), daemon=True, name="sk-docker-rm")
+        removal = threading.Thread(target=self._remove, args=(container,), daemon=True, name="sk-docker-rm")
         removal.start()
         self._removals = [t for t in self._removals if t.is_alive()] + [removal]
 
@@ -278,25 +342,45 @@ class DockerExecutor(RemoteExecutor):
                 self._drop(run_id, self.containers[run_id])
 
     def close(self) -> None:
-        super().close()
-        deadline = time.monotonic() + 10  # the containers whose outcome was read: a moment to end by themselves
-        for follower in self._followers:
-            follower.join(max(0.0, deadline - time.monotonic()))
-        self._waited()
-        for run_id, container in list(self.containers.items()):
-            self._drop(run_id, container)
-        for removal in self._removals:
-            removal.join(60)
-        self._remove_leftovers()
+        """Stop what runs, read what ended, remove every container of the resolution; on an engine that does not
+        answer (past the retry window), say which containers are left and how to remove them, and raise nothing."""
+        try:
+            super().close()
+            deadline = time.monotonic() + 10  # the containers whose outcome was read: a moment to end by themselves
+            for follower in self._followers:
+                follower.join(max(0.0, deadline - time.monotonic()))
+            self._waited()
+            for run_id, container in list(self.containers.items()):
+                self._drop(run_id, container)
+            for removal in self._removals:
+                removal.join(60)
+            self._remove_leftovers()
+        except DockerUnavailable as e:
+            self.lost = self.lost or e
+            self.left.update(c.id for c in self.containers.values())
+        if self.left and self.lost is not None:
+            log.warning("%s; %d worker container(s) of resolution %s may be left on it: once it answers, remove "
+                        "them with `docker rm -f $(docker ps -aq --filter label=%s=%s)`", self.lost, len(self.left),
+                        self.root_id, RESOLUTION_LABEL, self.root_id)
 
     def _remove_leftovers(self) -> None:
         """Remove the resolution's other worker containers: those of earlier drivers that no resumed attempt
         re-attached to (an older attempt, a run that ended while no driver watched)."""
         if not self.root_id:
             return
-        for entry in self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={self.root_id}",
-                                                                              f"{ROLE_LABEL}=worker"]}):
-            _remove(self.client.containers.prepare_model({"Id": entry["Id"]}))
+        listed: list[dict[str, Any]] = self._engine("looking for the resolution's worker containers",
+                                                    lambda: self.client.api.containers(all=True, filters={"label": [
+                                                        f"{RESOLUTION_LABEL}={self.root_id}", f"{ROLE_LABEL}=worker"]}))
+        for entry in listed:
+            self._remove(self.client.containers.prepare_model({"Id": entry["Id"]}))
+
+    def _remove(self, container: Any) -> None:  # noqa: ANN401 - a docker Container
+        """Remove a container (stopping it first), whether or not it is still there; one the engine cannot be asked
+        to remove is left (:attr:`left`, named when the executor closes)."""
+        try:
+            self._engine(f"removing worker container {container.name or container.id}", lambda: _remove(container))
+        except DockerUnavailable:
+            self.left.add(container.id)
 
     def detach(self) -> None:
         """Stop following and leave every container as it is: the driver that resumes the resolution (this one
@@ -321,9 +405,15 @@ class DockerExecutor(RemoteExecutor):
             return ""
 
     def stop(self, run_id: str) -> None:
+        """Remove the run's container; DockerUnavailable when the engine stops answering (once it was lost
+        already, the container is left: named when the executor closes)."""
         container = self.containers.pop(run_id, None)
-        if container is not None:
-            _remove(container)
+        if container is None:
+            return
+        if self.lost is not None:
+            self._remove(container)
+            return
+        self._engine(f"stopping the worker of run {run_id}", lambda: _remove(container))
 
 
 class _Refused(Exception):

@@ -12,6 +12,7 @@ import importlib
 import io
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL
 from sematic_k8s.settings import SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV, worker_env
-from sematic_k8s.specs import WORKER_STORED_LINE
+from sematic_k8s.specs import WORKER_STORED_LINE, outcome_key
 from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
 from waiting import wait_for
@@ -529,3 +530,120 @@ def test_an_engine_that_stops_answering_at_a_launch_is_docker_unavailable_not_a_
                                                 "answering while starting the worker of run "):
         submit(executor, storage, project[0].inc, 1)
     assert executor.finished == []
+
+
+# -- an engine that stops answering while workers run ------------------------------------------------------------
+
+@pytest.fixture
+def engine_proxy(monkeypatch) -> Iterator[DroppingProxy]:
+    """$DOCKER_HOST a proxy before the engine's socket (never the engine itself: others share it), restored after."""
+    engine = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if "://" in engine:
+        pytest.skip(f"the engine is not on a Unix socket here ({engine})")
+    proxy = DroppingProxy(engine)
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{proxy.port}")
+    yield proxy
+    proxy.close()
+
+
+def test_a_worker_followed_through_an_engine_cut_for_a_few_seconds_is_read_and_run_once(project, storage,
+                                                                                       engine_proxy):
+    """The engine's connections are cut (and new ones refused) for a few seconds while a worker waits at its gate,
+    which opens meanwhile; the worker stores its outcome and ends while the engine does not answer. The executor
+    rides the cut out (its follow attached again once the engine answers): the outcome is read, the worker started
+    once, its container removed. Was: requests' ConnectionError raised out of wait()."""
+    x = uuid.uuid4().int % 10**6
+    executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].gated, x)
+        wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+        engine_proxy.drop()
+
+        def back() -> None:
+            storage.put(f"gates/{x}", b"")  # its outcome stored while the engine's connections are cut
+            wait_for(lambda: storage.exists(outcome_key(task.run_id, 1)), 60, what="the worker's outcome")
+            engine_proxy.drop(False)
+        restore = threading.Timer(2, back)
+        restore.start()
+        outcome = outcome_of(executor)
+        restore.join()
+        assert engine_proxy.dropped > 0  # the cut met the executor's connections
+        assert outcome.error_info is None, outcome.error_info
+        assert stored_value(storage, outcome) == 2 * x
+    finally:
+        executor.close()
+    assert starts(storage, x) == 1
+    assert containers_of(task) == []
+
+
+def test_an_engine_lost_while_a_worker_runs_is_docker_unavailable_in_words_and_close_says_what_is_left(
+        project, storage, engine_proxy, monkeypatch, caplog):
+    """The proxy closes (connections cut, new ones refused) for good while a worker waits at its gate: past the
+    retry window, wait() raises DockerUnavailable naming the engine and what to do, and close() raises nothing but
+    says which containers it left and how to remove them. Was: requests' ConnectionError out of wait()."""
+    x = uuid.uuid4().int % 10**6
+    executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "3")
+    task = submit(executor, storage, project[0].gated, x)
+    wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+    engine_proxy.close()
+    where = f"the Docker engine at tcp://127.0.0.1:{engine_proxy.port}"
+    with pytest.raises(DockerUnavailable, match=f"^{where} stopped answering while .+ \\(Connection refused\\): "
+                                                "is it running\\? Start it, or set \\$DOCKER_HOST to one that is"):
+        wait_for(lambda: executor.wait(0.5), 120, what="the lost engine's error")
+    executor.close()
+    left = [r.getMessage() for r in caplog.records if "may be left on it" in r.getMessage()]
+    assert left and f"remove them with `docker rm -f $(docker ps -aq --filter label={RESOLUTION_LABEL}=" in left[0]
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{engine_proxy.target_port}")
+    [container] = containers_of(task)  # the engine was never asked to remove it
+    storage.put(f"gates/{x}", b"")
+    container.remove(force=True)
+
+
+def test_a_driver_that_loses_the_engine_leaves_its_worker_to_the_restarted_driver_which_reads_it_once(
+        project, storage, engine_proxy, monkeypatch, tmp_path):
+    """The resolution loop as a driver runs it (``detach_on_outage``: it exits 75 to be started again): the engine
+    lost for good while the step waits at its gate ends the run with DockerUnavailable, the resolution left running
+    and its worker container too; the restarted driver, the engine back, re-attaches to that container: the step
+    starts once and the resolution resolves to its value. Was: requests' ConnectionError out of the loop."""
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.store import sql_store
+
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    x = uuid.uuid4().int % 10**6
+    f = project[0].gated(x)
+
+    def driver() -> ResolutionLoop:
+        executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor),
+                              ResolutionSettings(root_id=f.id, max_parallelism=2), kind="cloud")
+        loop.detach_on_outage = True
+        return loop
+
+    first, raised = driver(), []
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "3")
+
+    def run_first() -> None:
+        try:
+            first.run(f)
+        except Exception as e:  # noqa: BLE001 - looked at below
+            raised.append(e)
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    wait_for(lambda: starts(storage, x), 120, what="the step's start")
+    engine_proxy.close()
+    thread.join(120)
+    assert not thread.is_alive(), "the driver kept waiting on a lost engine"
+    assert len(raised) == 1 and isinstance(raised[0], DockerUnavailable), raised
+    assert str(raised[0]).startswith(f"the Docker engine at tcp://127.0.0.1:{engine_proxy.port} stopped answering ")
+    resolution = store.get_resolution(f.id)
+    assert resolution is not None and resolution.state not in ("failed", "resolved")  # left to the restarted one
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{engine_proxy.target_port}")  # the engine back
+    [container] = [c for c in docker_client().containers.list(filters={"label": f"{RESOLUTION_LABEL}={f.id}"})]
+    storage.put(f"gates/{x}", b"")
+    assert driver().run(f) == 2 * x
+    assert starts(storage, x) == 1  # started once: re-attached, not started again
+    assert docker_client().containers.list(all=True, filters={"id": container.id}) == []
