@@ -264,7 +264,8 @@ def test_the_write_fast_path_answers_as_the_route_does(tmp_path: Path) -> None:
         assert r.status_code == 422 and "body field 'new_runs'" in r.json()["detail"]
         r = c.post("/api/v1/store/write", json={"run_updates": {"a1": {"colour": "red"}}})
         assert r.status_code == 422 and r.json()["detail"] == ("body field 'run_updates.a1.colour': not a field of "
-                                                               "this record, or one that may not be changed")
+                                                               "this request or record, or one that may not be "
+                                                               "changed: see /docs for the fields it takes")
         x = {**_new_run("a2", "f"), "root_id": "a0"}
         r = c.post("/api/v1/store/write", json={"new_runs": {"a2": {**x, "created_at": "Z"}}})
         assert r.status_code == 422 and r.json()["detail"].startswith("bad batch")
