@@ -221,6 +221,20 @@ def test_a_store_write_section_the_server_does_not_know_is_a_422_naming_it(serve
     assert served.store.get_resolution(root) is not None
 
 
+def test_a_key_named_as_an_active_key_is_a_409(served: Served) -> None:
+    """``POST /api-keys`` refuses the name of an active key, as ``api-keys create`` does (one code path): revoking by
+    name would revoke both. Once that key is revoked, the name is free again."""
+    name = f"odd-{uuid.uuid4().hex[:8]}"
+    with served.client(served.admin_key) as admin:
+        r = admin.post("/api/v1/api-keys", json={"name": name})
+        assert r.status_code == 201, r.text
+        detail = _one_line(admin.post("/api/v1/api-keys", json={"name": name, "admin": True}), 409)
+        assert detail.startswith(f"an active API key is already named {name!r}"), detail
+        assert [k["name"] for k in admin.get("/api/v1/api-keys").json()["items"]].count(name) == 1
+        assert admin.post(f"/api/v1/api-keys/{r.json()['id']}/revoke", json={}).status_code == 200
+        assert admin.post("/api/v1/api-keys", json={"name": name}).status_code == 201
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_the_pipelines_index_names_at_most_a_thousand_root_funcs(tmp_path: Path, request: pytest.FixtureRequest,
                                                                  db: str) -> None:
