@@ -118,18 +118,27 @@ def new_key(prefix: str = PREFIX) -> str:
 
 # -- API keys -----------------------------------------------------------------------------------------------
 
+class KeyNameTaken(ValueError):
+    """A new key named as an active key is: ``api-keys revoke NAME`` could no longer revoke one of them."""
+
+
 def create_key(engine: sa.Engine, name: str, *, admin: bool = False) -> str:
     """Record a new key named ``name``; returns the key itself (only its hash is kept)."""
     return new_api_key(engine, name, admin=admin)[0]
 
 
 def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False) -> tuple[str, dict]:
-    """Record a new key named ``name``: the key itself, and its row as :func:`list_keys` shows it."""
+    """Record a new key named ``name``: the key itself, and its row as :func:`list_keys` shows it. ValueError for a
+    name out of bounds; :class:`KeyNameTaken` for the name of an active key."""
     if not name or len(name) > 128:
         raise ValueError("an API key name must have 1 to 128 characters")
     key = new_key()
     row = {"id": uuid.uuid4().hex, "name": name, "admin": admin, "created_at": utcnow(), "revoked_at": None}
+    c = api_keys.c
     with engine.begin() as conn:
+        if conn.execute(sa.select(c.id).where(c.name == name, c.revoked_at.is_(None)).limit(1)).first():
+            raise KeyNameTaken(f"an active API key is already named {name!r} (revoking by name would revoke both): "
+                               "revoke it first, or choose another name (see `sematic-k8s api-keys list`)")
         conn.execute(sa.insert(api_keys).values(key_hash=hash_key(key), **row))
     return key, row
 

@@ -455,6 +455,18 @@ class BatchIn(BaseModel):
                                          "one request; send it in parts (the HTTP store does so by itself)")
         return doc
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_sections(cls, doc: Any) -> Any:
+        """422 naming the sections this server does not know (a newer client's): dropped, their records would be
+        lost while the write was answered as done."""
+        if isinstance(doc, dict) and (unknown := [k for k in doc if k not in cls.model_fields]):
+            names = ", ".join(repr(str(k)[:64]) for k in unknown[:5]) + (
+                f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise HTTPException(422, f"body section(s) {names}: not part of a store write this server knows, so "
+                                     "nothing was recorded: upgrade the server, or use a client of its version")
+        return doc
+
 
 class Written(BaseModel):
     ok: bool

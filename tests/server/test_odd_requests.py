@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sematic_k8s.store.records import utcnow
+from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.wire import batch_to_json
 from serving import Served, serve
 
 NOW = utcnow().isoformat() + "Z"
@@ -198,6 +199,40 @@ def test_a_field_a_request_does_not_take_is_a_422_naming_it(served: Served, clie
         assert detail.startswith(f"body field {field!r}: not a field of this request"), detail
     res = served.store.get_resolution(root)
     assert res is not None and (res.tags, res.labels_version) == (None, 0)
+
+
+def test_a_store_write_section_the_server_does_not_know_is_a_422_naming_it(served: Served,
+                                                                          client: httpx.Client) -> None:
+    """A store write with a section this server does not know (a newer client's, or misspelt) was answered
+    ``{"ok": true}`` and the section dropped: its records lost. Now a 422 naming it and what to do; nothing of the
+    batch is recorded. Every section the HTTP store sends, empty or left out, is still taken."""
+    root = uuid.uuid4().hex
+    resolution = {"id": root, "root_func_path": "odd:sections", "state": "resolved", "created_at": NOW}
+    for body, named in (({"runs": 5}, "'runs'"),
+                        ({"new_resolutions": [resolution], "new_run": {root: {}}}, "'new_run'"),
+                        ({f"s{i}": {} for i in range(7)}, "'s0', 's1', 's2', 's3', 's4' and 2 more")):
+        detail = _one_line(client.post("/api/v1/store/write", json=body), 422)
+        assert detail.startswith(f"body section(s) {named}: not part of a store write this server knows"), detail
+        assert "upgrade the server, or use a client of its version" in detail, detail
+    assert served.store.get_resolution(root) is None
+    for body in ({}, batch_to_json(Batch()), {**batch_to_json(Batch()), "new_resolutions": [resolution]}):
+        r = client.post("/api/v1/store/write", json=body)
+        assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+    assert served.store.get_resolution(root) is not None
+
+
+def test_a_key_named_as_an_active_key_is_a_409(served: Served) -> None:
+    """``POST /api-keys`` refuses the name of an active key, as ``api-keys create`` does (one code path): revoking by
+    name would revoke both. Once that key is revoked, the name is free again."""
+    name = f"odd-{uuid.uuid4().hex[:8]}"
+    with served.client(served.admin_key) as admin:
+        r = admin.post("/api/v1/api-keys", json={"name": name})
+        assert r.status_code == 201, r.text
+        detail = _one_line(admin.post("/api/v1/api-keys", json={"name": name, "admin": True}), 409)
+        assert detail.startswith(f"an active API key is already named {name!r}"), detail
+        assert [k["name"] for k in admin.get("/api/v1/api-keys").json()["items"]].count(name) == 1
+        assert admin.post(f"/api/v1/api-keys/{r.json()['id']}/revoke", json={}).status_code == 200
+        assert admin.post("/api/v1/api-keys", json={"name": name}).status_code == 201
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

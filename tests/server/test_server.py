@@ -395,6 +395,29 @@ def test_api_keys_list_is_a_table_with_times_in_this_machines_zone(tmp_path) -> 
     assert bob[1:3] == ["bob", "admin"] and bob[5:] == ["JST", "active"]
 
 
+def test_api_keys_create_refuses_the_name_of_an_active_key(tmp_path) -> None:
+    """``api-keys create alice`` twice made two active keys named alice, and ``revoke alice`` then revoked both.
+    Now the second is refused in one line naming it, nothing made; once alice is revoked, the name is free again."""
+    from click.testing import CliRunner, Result
+
+    from sematic_k8s_server.cli import main
+
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(main, ["api-keys", *args, "--home", str(tmp_path)])
+
+    assert cli("create", "alice").exit_code == 0
+    for admin in ((), ("--admin",)):
+        again = cli("create", "alice", *admin)
+        assert again.exit_code == 1, again.output
+        assert again.output == ("Error: an active API key is already named 'alice' (revoking by name would revoke "
+                                "both): revoke it first, or choose another name (see `sematic-k8s api-keys list`)\n")
+    assert [row[1] for row in (line.split() for line in cli("list").output.splitlines()[1:])] == ["alice"]
+    assert cli("revoke", "alice").exit_code == 0
+    assert cli("create", "alice").exit_code == 0
+    listed = cli("list").output.splitlines()[1:]
+    assert [line.endswith(" active") for line in listed] == [False, True], listed
+
+
 def test_api_keys_list_and_revoke_never_make_a_database(tmp_path) -> None:
     """A typo in --home or --db-url: one line naming the file, nothing made (was: an empty database made, and no
     keys listed, or "no active API key" to revoke)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
 from sematic_k8s_server import auth, schemas, scopes
@@ -31,11 +31,15 @@ def list_keys(srv: Srv, caller: Caller) -> dict:
     return {"items": [_out(r) for r in auth.list_keys(srv.store.engine)]}
 
 
-@router.post("/api-keys", status_code=201, response_model=schemas.ApiKeyCreated, responses=ADMIN_ONLY,
+@router.post("/api-keys", status_code=201, response_model=schemas.ApiKeyCreated,
+             responses={**ADMIN_ONLY, 409: {"description": "an active key has this name"}},
              summary="Create an API key; the key is in this answer only")
 def create_key(srv: Srv, caller: Caller, body: schemas.ApiKeyIn) -> dict:
     scopes.require_admin(caller, "creating API keys")
-    key, row = auth.new_api_key(srv.store.engine, body.name, admin=body.admin)
+    try:
+        key, row = auth.new_api_key(srv.store.engine, body.name, admin=body.admin)
+    except auth.KeyNameTaken as e:
+        raise HTTPException(409, str(e)) from None
     return {**_out(row), "key": key}
 
 
