@@ -152,7 +152,7 @@ class DriverContainer:
             try:
                 stream = engine_retried(f"following the log of driver container {self.container.name}",
                                         lambda: self.container.logs(stream=True, follow=True))
-            except (DockerUnavailable, docker.errors.NotFound):  # lost (the wait says so), or removed: keep what came
+            except (DockerUnavailable, docker.errors.APIError):  # lost (the wait says so), removed: keep what came
                 break
             skip = received
             try:
