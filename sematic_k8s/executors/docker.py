@@ -61,6 +61,19 @@ T = TypeVar("T")
 log = logging.getLogger("sematic_k8s.docker")
 
 
+def engine_retried(doing: str, call: Callable[[], T], window: float | None = None) -> T:
+    """``call()``, requests to the engine that may be repeated (lists, inspects, waits, attaches, removals),
+    tried again while the engine does not answer (its connection refused, cut or silent: restarted, a blip)
+    for the retry window (``window``, default $SEMATIC_K8S_RETRY_WINDOW), as the store's and storage's requests
+    are; then :class:`DockerUnavailable` saying what it was ``doing``. The one path of the executor's requests and
+    of a CloudResolver's follow of its driver container."""
+    with engine_calls(doing):
+        for attempt in retrying(f"the Docker engine at {engine_address()}", unanswered, window):
+            with attempt:
+                return call()
+    raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
+
+
 class DockerExecutor(RemoteExecutor):
     """One container per run attempt, each followed by a thread that reads its stdout and then blocks on
     Docker's wait; ended containers are also found, now and then, with one labelled list call."""
@@ -242,20 +255,13 @@ class DockerExecutor(RemoteExecutor):
             return None
 
     def _engine(self, doing: str, call: Callable[[], T]) -> T:
-        """``call()``, requests to the engine that may be repeated (lists, inspects, waits, attaches, removals),
-        tried again while the engine does not answer (its connection refused, cut or silent: restarted, a blip)
-        for the retry window, as the store's and storage's requests are; then :class:`DockerUnavailable` saying
-        what it was ``doing``, kept in :attr:`lost`. Once lost, a call is tried once."""
-        window = 0.0 if self.lost is not None else None
+        """``call()`` through :func:`engine_retried`; its :class:`DockerUnavailable` kept in :attr:`lost`. Once
+        lost, a call is tried once."""
         try:
-            with engine_calls(doing):
-                for attempt in retrying(f"the Docker engine at {engine_address()}", unanswered, window):
-                    with attempt:
-                        return call()
+            return engine_retried(doing, call, 0.0 if self.lost is not None else None)
         except DockerUnavailable as e:
             self.lost = self.lost or e
             raise
-        raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
 
     def ended(self, timeout: float) -> list[Ended]:
         deadline = time.monotonic() + timeout

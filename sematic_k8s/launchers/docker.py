@@ -19,12 +19,15 @@ leaves its exited worker containers: :func:`remove_ended_workers` removes those 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, image_user, secret_archive
+from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, engine_calls, image_user, secret_archive
+from sematic_k8s.errors import DockerUnavailable
+from sematic_k8s.executors.docker import engine_retried
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
@@ -59,18 +62,19 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
             kwargs["group_add"] = [str(os.stat(DOCKER_SOCKET).st_gid)]
         except OSError:
             pass
-    try:
-        container = client.containers.create(spec.image, **kwargs)
-    except docker.errors.ImageNotFound:
-        client.images.pull(spec.image)
-        container = client.containers.create(spec.image, **kwargs)
-    try:
-        if secrets:
-            container.put_archive("/", secret_archive(secrets, image_user(client, spec.image, container.id)))
-        container.start()
-    except BaseException:
-        container.remove(force=True)
-        raise
+    with engine_calls(f"starting the driver of resolution {root_id}"):  # not repeated: a container is made
+        try:
+            container = client.containers.create(spec.image, **kwargs)
+        except docker.errors.ImageNotFound:
+            client.images.pull(spec.image)
+            container = client.containers.create(spec.image, **kwargs)
+        try:
+            if secrets:
+                container.put_archive("/", secret_archive(secrets, image_user(client, spec.image, container.id)))
+            container.start()
+        except BaseException:
+            container.remove(force=True)
+            raise
 
 
 def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> int:
@@ -101,7 +105,12 @@ def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> in
 
 class DriverContainer:
     """Follows the driver container of ``spec``'s resolution: waits for its exit code and streams its log
-    (last :data:`LOG_TAIL` lines) on two threads, from the moment it is created."""
+    (last :data:`LOG_TAIL` lines) on two threads, from the moment it is created.
+
+    Its requests to the engine go through :func:`~sematic_k8s.executors.docker.engine_retried`, as the
+    DockerExecutor's do: an engine that stops answering for a while (restarted, its connection cut) is ridden out
+    (the wait asked again, the log followed again from where it was cut, no line twice); past the retry window,
+    :meth:`ended` raises :class:`DockerUnavailable` saying that the driver may still run and how to follow it."""
 
     def __init__(self, spec: DriverSpec, client: Any = None) -> None:
 
@@ -109,9 +118,11 @@ class DriverContainer:
         self.root_id = spec.root_id or ""
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self.exit_code: int | None = None
+        self.lost: DockerUnavailable | None = None  # the engine stopped answering for longer than the retry window
         self.gone = threading.Event()
-        found = self.client.containers.list(all=True, filters={"label": [
-            f"{RESOLUTION_LABEL}={self.root_id}", f"{ROLE_LABEL}=driver"]})
+        found = engine_retried(f"looking for the driver container of resolution {self.root_id}",
+                               lambda: self.client.containers.list(all=True, filters={"label": [
+                                   f"{RESOLUTION_LABEL}={self.root_id}", f"{ROLE_LABEL}=driver"]}))
         if not found:
             self.gone.set()  # exited (and removed itself) already
             return
@@ -122,21 +133,39 @@ class DriverContainer:
 
     def _wait(self) -> None:
         try:
-            self.exit_code = self.container.wait()["StatusCode"]
+            self.exit_code = engine_retried(f"following driver container {self.container.name}",
+                                            lambda: self.container.wait()["StatusCode"])
+        except DockerUnavailable as e:
+            self.lost = e
         except Exception:  # noqa: BLE001 - removed before we asked: the exit code is unknown
             pass
         finally:
             self.gone.set()
 
     def _stream(self) -> None:
-        partial = b""
-        try:
-            for chunk in self.container.logs(stream=True, follow=True):
-                partial += chunk
-                *complete, partial = partial.split(b"\n")
-                self.lines.extend(line.decode(errors="replace") for line in complete)
-        except Exception:  # noqa: BLE001 - the container went away mid-stream: keep what arrived
-            pass
+        """Its log from its start, followed again from the byte where a cut connection left it (read from the
+        start, what arrived already skipped) until the container is gone."""
+        import docker.errors
+
+        partial, received = b"", 0
+        while True:
+            try:
+                stream = engine_retried(f"following the log of driver container {self.container.name}",
+                                        lambda: self.container.logs(stream=True, follow=True))
+            except (DockerUnavailable, docker.errors.APIError):  # lost (the wait says so), removed: keep what came
+                break
+            skip = received
+            try:
+                for chunk in stream:
+                    chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+                    received += len(chunk)
+                    partial += chunk
+                    *complete, partial = partial.split(b"\n")
+                    self.lines.extend(line.decode(errors="replace") for line in complete)
+            except Exception:  # noqa: BLE001 - its connection cut mid-stream: followed again below
+                pass
+            if self.gone.wait(0.5):  # the container ended (or the engine was lost): nothing more to read
+                break
         if partial:
             self.lines.append(partial.decode(errors="replace"))
 
@@ -145,6 +174,12 @@ class DriverContainer:
             return None
         if hasattr(self, "streamer"):
             self.streamer.join(5)  # the lines it printed last
+        if self.lost is not None:
+            name = self.container.name
+            raise DockerUnavailable(f"{self.lost}. The driver container {name} of resolution {self.root_id} may "
+                                    f"still run, its resolution left to it: follow it with `docker logs -f {name}` "
+                                    f"once the engine answers, or with `sematic-k8s resolutions show {self.root_id}` "
+                                    "and the dashboard")
         code = self.exit_code
         how = ("exited before it could be followed" if code is None
                else f"exited with code {code}" + (f": {SIGNALS[code]}" if code in SIGNALS else ""))
@@ -154,10 +189,12 @@ class DriverContainer:
         """Remove the dead driver's worker containers (a driver removes its own when it ends normally)."""
         import docker.errors
 
-        for c in self.client.containers.list(all=True, filters={"label": [
-                f"{RESOLUTION_LABEL}={self.root_id}", f"{ROLE_LABEL}=worker"]}):
+        workers = engine_retried(f"looking for the worker containers of resolution {self.root_id}",
+                                 lambda: self.client.containers.list(all=True, filters={"label": [
+                                     f"{RESOLUTION_LABEL}={self.root_id}", f"{ROLE_LABEL}=worker"]}))
+        for c in workers:
             try:
-                c.remove(force=True)
+                engine_retried(f"removing worker container {c.name}", functools.partial(c.remove, force=True))
             except docker.errors.NotFound:
                 pass
 

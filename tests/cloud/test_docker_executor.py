@@ -7,6 +7,7 @@ starting it again; one that detaches leaves its containers running."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import io
@@ -647,3 +648,92 @@ def test_a_driver_that_loses_the_engine_leaves_its_worker_to_the_restarted_drive
     assert driver().run(f) == 2 * x
     assert starts(storage, x) == 1  # started once: re-attached, not started again
     assert docker_client().containers.list(all=True, filters={"id": container.id}) == []
+
+
+DRIVER_SCRIPT = ("import os, time\nprint('one', flush=True)\nwhile not os.path.exists('/tmp/gate'):\n"
+                 "    time.sleep(0.1)\nprint('two', flush=True)\nraise SystemExit(3)")
+
+
+@contextlib.contextmanager
+def gated_driver(image: str, engine_proxy: DroppingProxy) -> Iterator[tuple[Any, Any]]:
+    """A container labelled as the driver of a new resolution, made on the engine itself (not through the proxy): it
+    prints "one", waits for /tmp/gate, prints "two", exits 3. Yields it and its DriverContainer, which follows it
+    through the proxy ($DOCKER_HOST). Unlike start_driver's, it is kept once ended (removed here): its exit code is
+    there whenever the follower, which may be waiting out the retry's backoff, asks for it again."""
+    import docker
+
+    from sematic_k8s.labels import run_labels
+    from sematic_k8s.launchers.docker import DriverContainer
+    from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+    direct = docker.DockerClient(base_url=f"unix://{engine_proxy.target_port}")
+    root_id = uuid.uuid4().hex
+    container = direct.containers.run(image, entrypoint=["python", "-c", DRIVER_SCRIPT], detach=True,
+                                      labels=run_labels(root_id, root_id, "driver", "driver"),
+                                      name=f"sk-driver-{root_id[:12]}-test")
+    try:
+        spec = DriverSpec(None, "s3://unused", image, resolution=ResolutionSettings(root_id=root_id))
+        yield container, DriverContainer(spec)
+    finally:
+        with contextlib.suppress(docker_errors.NotFound):
+            container.remove(force=True)
+
+
+def test_a_driver_followed_through_an_engine_cut_for_a_few_seconds_ends_as_it_did(project, engine_proxy):
+    """The engine's connections are cut (and new ones refused) for a few seconds while a CloudResolver follows its
+    driver container; the driver ends once the engine answers again. Its end is read as it was (its exit code, its
+    log lines once each). Was: the wait's ConnectionError taken for "exited before it could be followed" (the
+    resolution failed by its follower while its driver ran), the log's follow ended at the cut."""
+    with gated_driver(project[1], engine_proxy) as (container, driver):
+        wait_for(lambda: "one" in driver.lines, 120, what="the driver's first line")
+        engine_proxy.drop()
+        time.sleep(2)  # the cut lasts a few seconds
+        engine_proxy.drop(False)
+        assert engine_proxy.dropped > 0  # the cut met the follower's connections
+        assert driver.ended() is None  # it runs still
+        container.exec_run(["touch", "/tmp/gate"])
+        end = wait_for(driver.ended, 120, what="the driver's end")
+    assert (end.how, end.exit_code, end.last_logs) == ("exited with code 3", 3, "one\ntwo")
+
+
+def test_a_driver_followed_through_a_lasting_engine_loss_is_docker_unavailable_saying_how_to_follow_it(
+        project, engine_proxy, monkeypatch):
+    """The proxy closes for good while a CloudResolver follows its driver container: past the retry window its
+    follower's ended() raises DockerUnavailable naming the engine, that the driver may still run and how to follow
+    it; never an end of the driver (the resolution is left to it). Was: "exited before it could be followed"."""
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "3")
+    with gated_driver(project[1], engine_proxy) as (container, driver):
+        wait_for(lambda: "one" in driver.lines, 120, what="the driver's first line")
+        engine_proxy.close()
+        where = f"the Docker engine at tcp://127.0.0.1:{engine_proxy.port}"
+        with pytest.raises(DockerUnavailable) as err:
+            wait_for(driver.ended, 120, what="the lost engine's error")
+        assert str(err.value).startswith(f"{where} stopped answering while following "), str(err.value)
+        assert f"driver container {container.name} of resolution " in str(err.value)
+        assert f"may still run, its resolution left to it: follow it with `docker logs -f {container.name}`" in str(
+            err.value)
+        container.reload()  # on the engine itself: the driver runs on
+        assert container.status == "running"
+
+
+def test_a_driver_launch_whose_engine_connection_is_cut_is_docker_unavailable_in_words(project, engine_proxy):
+    """The engine creates the driver's container but its answer never reaches the CloudResolver (the connection cut
+    before it): DockerUnavailable naming the engine and the resolution. Was: requests' ConnectionError."""
+    import docker
+
+    from sematic_k8s.launchers.docker import start_driver
+    from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+    direct = docker.DockerClient(base_url=f"unix://{engine_proxy.target_port}")
+    root_id = uuid.uuid4().hex
+    spec = DriverSpec(None, "s3://unused", project[1], resolution=ResolutionSettings(root_id=root_id))
+    engine_proxy.lose_answer(f"POST /v{direct.api.api_version}/containers/create".encode())
+    try:
+        with pytest.raises(DockerUnavailable, match=f"^the Docker engine at tcp://127.0.0.1:{engine_proxy.port} "
+                                                    f"stopped answering while starting the driver of resolution "
+                                                    f"{root_id} "):
+            start_driver(spec, {})
+        assert engine_proxy.lost == 1
+    finally:
+        for c in direct.containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={root_id}"}):
+            c.remove(force=True)
