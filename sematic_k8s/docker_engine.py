@@ -13,13 +13,15 @@ import os
 import posixpath
 import tarfile
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown
+from sematic_k8s.retries import retrying
 
 PROBE_TIMEOUT = 10.0  # seconds the engine has to answer the first request (its API version)
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+T = TypeVar("T")
 SECRETS_DIR = "sematic-k8s-secrets"  # at a container's root: a driver's secrets, a worker's task (0400 files)
 
 
@@ -49,6 +51,19 @@ def engine_calls(doing: str) -> Iterator[None]:
         raise DockerUnavailable(f"the Docker engine at {engine_address()} stopped answering while {doing} "
                                 f"({_root_cause(e)}): is it running? Start it, or set $DOCKER_HOST to one that is, "
                                 "then try again") from None
+
+
+def engine_retried(doing: str, call: Callable[[], T], window: float | None = None) -> T:
+    """``call()``, requests to the engine that may be repeated (lists, inspects, waits, attaches, removals),
+    tried again while the engine does not answer (its connection refused, cut or silent: restarted, a blip)
+    for the retry window (``window``, default $SEMATIC_K8S_RETRY_WINDOW), as the store's and storage's requests
+    are; then :class:`DockerUnavailable` saying what it was ``doing``. The one path of the Docker executor's requests
+    and of a CloudResolver's follow of its driver container."""
+    with engine_calls(doing):
+        for attempt in retrying(f"the Docker engine at {engine_address()}", unanswered, window):
+            with attempt:
+                return call()
+    raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
 
 
 def unanswered(e: BaseException) -> bool:

@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 from sematic_k8s.docker_engine import (
     SECRETS_DIR,
     docker_client,
-    engine_address,
     engine_calls,
+    engine_retried,
     image_user,
     secret_archive,
     unanswered,
@@ -47,7 +47,6 @@ from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.retries import retrying
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
@@ -59,19 +58,6 @@ _STORED = WORKER_STORED_LINE.encode()
 T = TypeVar("T")
 
 log = logging.getLogger("sematic_k8s.docker")
-
-
-def engine_retried(doing: str, call: Callable[[], T], window: float | None = None) -> T:
-    """``call()``, requests to the engine that may be repeated (lists, inspects, waits, attaches, removals),
-    tried again while the engine does not answer (its connection refused, cut or silent: restarted, a blip)
-    for the retry window (``window``, default $SEMATIC_K8S_RETRY_WINDOW), as the store's and storage's requests
-    are; then :class:`DockerUnavailable` saying what it was ``doing``. The one path of the executor's requests and
-    of a CloudResolver's follow of its driver container."""
-    with engine_calls(doing):
-        for attempt in retrying(f"the Docker engine at {engine_address()}", unanswered, window):
-            with attempt:
-                return call()
-    raise AssertionError("unreachable: retrying() returns or raises")  # pragma: no cover
 
 
 class DockerExecutor(RemoteExecutor):
@@ -187,8 +173,7 @@ class DockerExecutor(RemoteExecutor):
 
     def _find_workers(self, root_id: str) -> dict[tuple[str, str], dict[str, Any]]:
         """The resolution's worker containers (list entries), the newest of each (run id, attempt)."""
-        listed = self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={root_id}",
-                                                                         f"{ROLE_LABEL}=worker"]})
+        listed = self._worker_entries(root_id)
         ours = {c.id for c in self.containers.values()}
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for entry in sorted(listed, key=lambda c: c.get("Created") or 0):
@@ -197,6 +182,11 @@ class DockerExecutor(RemoteExecutor):
             if all(key) and entry["Id"] not in ours:
                 found[key] = entry
         return found
+
+    def _worker_entries(self, root_id: str) -> list[dict[str, Any]]:
+        """The list entries of ``root_id``'s worker containers, running or not."""
+        return list(self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={root_id}",
+                                                                             f"{ROLE_LABEL}=worker"]}))
 
     def _start_following(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - a socket
         follower = threading.Thread(target=self._follow, args=(run_id, container_id, stdout), daemon=True,
@@ -374,9 +364,8 @@ class DockerExecutor(RemoteExecutor):
         re-attached to (an older attempt, a run that ended while no driver watched)."""
         if not self.root_id:
             return
-        listed: list[dict[str, Any]] = self._engine("looking for the resolution's worker containers",
-                                                    lambda: self.client.api.containers(all=True, filters={"label": [
-                                                        f"{RESOLUTION_LABEL}={self.root_id}", f"{ROLE_LABEL}=worker"]}))
+        listed = self._engine("looking for the resolution's worker containers",
+                              lambda: self._worker_entries(self.root_id))
         for entry in listed:
             self._remove(self.client.containers.prepare_model({"Id": entry["Id"]}))
 

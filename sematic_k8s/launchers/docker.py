@@ -25,9 +25,15 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sematic_k8s.docker_engine import SECRETS_DIR, docker_client, engine_calls, image_user, secret_archive
+from sematic_k8s.docker_engine import (
+    SECRETS_DIR,
+    docker_client,
+    engine_calls,
+    engine_retried,
+    image_user,
+    secret_archive,
+)
 from sematic_k8s.errors import DockerUnavailable
-from sematic_k8s.executors.docker import engine_retried
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
