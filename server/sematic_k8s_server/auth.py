@@ -31,6 +31,7 @@ MESSAGE = f"missing or invalid API key: send it in the {HEADER} header"
 PREFIX = "sk8s_"  # API keys
 TOKEN_PREFIX = "sk8t_"  # resolution tokens
 ADMIN, USER, RESOLUTION, LOCAL = "admin", "user", "resolution", "local"
+ACTIVE_KEY = "revoked_at IS NULL"  # the keys whose names are unique (as in migration 0011)
 
 metadata = sa.MetaData()
 api_keys = sa.Table(
@@ -41,6 +42,9 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
+    # no two active keys share a name (revoking by name revokes one): the database holds it for creates at once
+    sa.Index("ix_api_keys_active_name", "name", unique=True, sqlite_where=sa.text(ACTIVE_KEY),
+             postgresql_where=sa.text(ACTIVE_KEY)),
 )
 resolution_tokens = sa.Table(
     "resolution_tokens", metadata,
@@ -121,6 +125,10 @@ def new_key(prefix: str = PREFIX) -> str:
 class KeyNameTaken(ValueError):
     """A new key named as an active key is: ``api-keys revoke NAME`` could no longer revoke one of them."""
 
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an active API key is already named {name!r} (revoking by name would revoke both): "
+                         "revoke it first, or choose another name (see `sematic-k8s api-keys list`)")
+
 
 def create_key(engine: sa.Engine, name: str, *, admin: bool = False) -> str:
     """Record a new key named ``name``; returns the key itself (only its hash is kept)."""
@@ -129,17 +137,21 @@ def create_key(engine: sa.Engine, name: str, *, admin: bool = False) -> str:
 
 def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False) -> tuple[str, dict]:
     """Record a new key named ``name``: the key itself, and its row as :func:`list_keys` shows it. ValueError for a
-    name out of bounds; :class:`KeyNameTaken` for the name of an active key."""
+    name out of bounds; :class:`KeyNameTaken` for the name of an active key, which the database's unique index on
+    active names refuses (so that of two creates at once, one is refused: a check before the insert let both in)."""
     if not name or len(name) > 128:
         raise ValueError("an API key name must have 1 to 128 characters")
     key = new_key()
     row = {"id": uuid.uuid4().hex, "name": name, "admin": admin, "created_at": utcnow(), "revoked_at": None}
-    c = api_keys.c
-    with engine.begin() as conn:
-        if conn.execute(sa.select(c.id).where(c.name == name, c.revoked_at.is_(None)).limit(1)).first():
-            raise KeyNameTaken(f"an active API key is already named {name!r} (revoking by name would revoke both): "
-                               "revoke it first, or choose another name (see `sematic-k8s api-keys list`)")
-        conn.execute(sa.insert(api_keys).values(key_hash=hash_key(key), **row))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(api_keys).values(key_hash=hash_key(key), **row))
+    except sa.exc.IntegrityError:
+        c = api_keys.c
+        with engine.connect() as conn:
+            if conn.execute(sa.select(c.id).where(c.name == name, c.revoked_at.is_(None)).limit(1)).first() is None:
+                raise  # not the name's index (a random id or key's hash again)
+        raise KeyNameTaken(name) from None
     return key, row
 
 
