@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sematic_k8s import caching
+from sematic_k8s import caching, settings
 from sematic_k8s.executors.base import Executor
 from sematic_k8s.future import Future
 from sematic_k8s.modules import check_not_loading
@@ -17,6 +17,12 @@ from sematic_k8s.store.lookup import find_run
 from sematic_k8s.store.records import RunRecord
 
 __all__ = ["RERUN_MODES", "Resolver"]
+
+
+def check_server(url: str, argument: str | None) -> None:
+    """Refuse a resolver's server URL in one line unless it is one (:func:`settings.check_server_url`), named as it
+    was given: the ``server`` argument (``argument``), else $SEMATIC_K8S_SERVER."""
+    settings.check_server_url(url, "server {url}" if argument else f"${settings.SERVER_ENV}={{url}}")
 
 
 class Resolver:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sematic_k8s import caching, serialization, settings
+from sematic_k8s import caching, serialization
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
@@ -28,7 +28,7 @@ from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driv
 from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
 from sematic_k8s.progress import Display, display
-from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.resolvers.base import Resolver, check_server
 from sematic_k8s.resolvers.planning import recorded_root
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
@@ -74,7 +74,7 @@ class CloudResolver(Resolver):
         if missing:
             raise ValueError(f"CloudResolver needs {', '.join(missing)} (arguments, or ${SERVER_ENV}, "
                              f"${STORAGE_ENV}, ${REGISTRY_ENV})")
-        settings.check_server_url(str(self.server), "server {url}" if server else f"${SERVER_ENV}={{url}}")
+        check_server(str(self.server), server)
         if executor not in ("docker", "kubernetes"):
             raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
         self.executor = executor

@@ -8,7 +8,7 @@ from typing import Any
 from sematic_k8s import logcapture, settings
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.future import Future, set_default_resolver
-from sematic_k8s.resolvers.base import Resolver
+from sematic_k8s.resolvers.base import Resolver, check_server
 from sematic_k8s.resolvers.recorder import INLINE_LIMIT
 from sematic_k8s.settings import API_KEY_ENV, SERVER_ENV
 from sematic_k8s.storage.local import LocalStorage
@@ -33,7 +33,7 @@ class LocalResolver(Resolver):
         self.home = settings.home(home)
         self.server = server or os.environ.get(SERVER_ENV) or None
         if self.server:  # a typo refused here, not by the resolution's first request
-            settings.check_server_url(self.server, "server {url}" if server else f"${SERVER_ENV}={{url}}")
+            check_server(self.server, server)
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
 
     @property
