@@ -7,6 +7,7 @@ running when the loser asks (one that had ended would rightly leave the resoluti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -300,6 +301,33 @@ def test_two_continues_through_two_servers_actions_at_once_on_postgres(tmp_path,
         _continue_action_at_once(servers, idle_image, storage_url)
 
 
+@contextlib.contextmanager
+def _action_server(home: Path, monkeypatch: pytest.MonkeyPatch, image: str,
+                   docker: bool = True) -> Iterator[tuple[ServerProcess, HttpStore, str]]:
+    """One server process starting reruns' drivers with the Docker launcher (``docker=False``: at a socket that is not
+    there), its artifacts in a fresh bucket, started: the server, a store through it and a failed cloud resolution of
+    ``image`` recorded there. Stopped at the end."""
+    _, bucket = fresh_bucket(monkeypatch, "sk-races")
+    storage_url = f"s3://{bucket}/artifacts"
+    [server] = _action_servers(home, storage_url, 1,
+                               docker_host=None if docker else f"unix://{home / 'no-docker-here.sock'}")
+    server.start()
+    store = HttpStore(server.url, None)
+    try:
+        yield server, store, record_resolution(server.url, None, kind="cloud", image=image, storage_url=storage_url,
+                                               state="failed")
+    finally:
+        store.close()
+        server.stop()
+
+
+def _with_docker(server: ServerProcess) -> None:
+    """``server`` started again with this machine's Docker engine."""
+    server.stop()
+    server.env["DOCKER_HOST"] = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    server.start()
+
+
 def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_later_one_starts(
         tmp_path, monkeypatch, idle_image):
     """The server's launcher fails after the continue was claimed (no Docker engine where it looks): 502, and the
@@ -307,14 +335,7 @@ def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_late
     (Docker back) starts its driver."""
     import infra
 
-    _, bucket = fresh_bucket(monkeypatch, "sk-races")
-    storage_url = f"s3://{bucket}/artifacts"
-    [server] = _action_servers(tmp_path, storage_url, 1, docker_host=f"unix://{tmp_path / 'no-docker-here.sock'}")
-    server.start()
-    store = HttpStore(server.url, None)
-    try:
-        root = record_resolution(server.url, None, kind="cloud", image=idle_image, storage_url=storage_url,
-                                 state="failed")
+    with _action_server(tmp_path, monkeypatch, idle_image, docker=False) as (server, store, root):
         with httpx.Client(base_url=server.url, timeout=120) as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
         assert r.status_code == 502 and r.json()["reason"] == "launcher-failed", r.text
@@ -322,17 +343,12 @@ def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_late
         assert failed.state == "failed" and failed.ended_at is not None, failed
         assert failed.error == r.json()["detail"], failed.error  # in the words the caller got
         assert "could not start the rerun's driver with the docker launcher" in failed.error
-        server.stop()
-        server.env["DOCKER_HOST"] = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        server.start()
+        _with_docker(server)
         with httpx.Client(base_url=server.url, timeout=120) as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
         started = [r.json()["resolution_id"]] if r.status_code == 202 else []
         remove_drivers(infra.docker_client(), started)
         assert started and store.get_resolution(started[0]).state == "created", r.text
-    finally:
-        store.close()
-        server.stop()
 
 
 def test_a_continue_canceled_while_its_driver_starts_is_canceled_at_once_and_holds_nothing_back(
@@ -341,28 +357,20 @@ def test_a_continue_canceled_while_its_driver_starts_is_canceled_at_once_and_hol
     does): 202, recorded canceled at once; the next continue starts."""
     import infra
 
-    _, bucket = fresh_bucket(monkeypatch, "sk-races")
-    storage_url = f"s3://{bucket}/artifacts"
-    [server] = _action_servers(tmp_path, storage_url, 1)
-    server.start()
-    store = HttpStore(server.url, None)
     started: list[str] = []
-    try:
-        root = record_resolution(server.url, None, kind="cloud", image=idle_image, storage_url=storage_url,
-                                 state="failed")
-        with httpx.Client(base_url=server.url, timeout=120) as c:
-            for _ in range(2):
-                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
-                assert r.status_code == 202, r.text
-                started.append(r.json()["resolution_id"])
-                r = c.post(f"/api/v1/resolutions/{started[-1]}/cancel", json={})
-                assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
-                canceled = store.get_resolution(started[-1])
-                assert canceled.state == "canceled" and "before its driver recorded it" in canceled.error, canceled
-    finally:
-        remove_drivers(infra.docker_client(), started)
-        store.close()
-        server.stop()
+    with _action_server(tmp_path, monkeypatch, idle_image) as (server, store, root):
+        try:
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                for _ in range(2):
+                    r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+                    assert r.status_code == 202, r.text
+                    started.append(r.json()["resolution_id"])
+                    r = c.post(f"/api/v1/resolutions/{started[-1]}/cancel", json={})
+                    assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+                    canceled = store.get_resolution(started[-1])
+                    assert canceled.state == "canceled" and "before its driver recorded it" in canceled.error, canceled
+        finally:
+            remove_drivers(infra.docker_client(), started)
 
 
 def _child_run(url: str, root: str) -> str:
@@ -388,36 +396,26 @@ def test_a_rerun_from_a_run_through_the_servers_action_is_claimed_as_a_continue_
     it cancels it at once."""
     import infra
 
-    _, bucket = fresh_bucket(monkeypatch, "sk-races")
-    storage_url = f"s3://{bucket}/artifacts"
-    [server] = _action_servers(tmp_path, storage_url, 1, docker_host=f"unix://{tmp_path / 'no-docker-here.sock'}")
-    server.start()
-    store = HttpStore(server.url, None)
     started: list[str] = []
-    try:
-        root = record_resolution(server.url, None, kind="cloud", image=idle_image, storage_url=storage_url,
-                                 state="failed")
-        step = _child_run(server.url, root)
-        ask = {"mode": "from", "rerun_from": step}
-        with httpx.Client(base_url=server.url, timeout=120) as c:
-            r = c.post(f"/api/v1/resolutions/{root}/rerun", json=ask)
-        assert r.status_code == 502 and r.json()["reason"] == "launcher-failed", r.text
-        [failed] = [x for x in store.list_resolutions(limit=10) if x.rerun_of == root]
-        assert failed.state == "failed" and failed.ended_at is not None, failed
-        assert failed.error == r.json()["detail"], failed.error  # in the words the caller got
-        assert failed.settings["rerun_mode"] == "from" and failed.settings["rerun_from"] == step, failed.settings
-        server.stop()
-        server.env["DOCKER_HOST"] = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        server.start()
-        with httpx.Client(base_url=server.url, timeout=120) as c:
-            r = c.post(f"/api/v1/resolutions/{root}/rerun", json=ask)
-            started.extend([r.json()["resolution_id"]] if r.status_code == 202 else [])
-            assert started, r.text
-            claimed = store.get_resolution(started[0])  # the id answered is recorded at once
-            assert claimed is not None and claimed.state == "created" and claimed.rerun_of == root, claimed
-            r = c.post(f"/api/v1/resolutions/{started[0]}/cancel", json={})
-            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
-    finally:
-        remove_drivers(infra.docker_client(), started)
-        store.close()
-        server.stop()
+    with _action_server(tmp_path, monkeypatch, idle_image, docker=False) as (server, store, root):
+        try:
+            step = _child_run(server.url, root)
+            ask = {"mode": "from", "rerun_from": step}
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json=ask)
+            assert r.status_code == 502 and r.json()["reason"] == "launcher-failed", r.text
+            [failed] = [x for x in store.list_resolutions(limit=10) if x.rerun_of == root]
+            assert failed.state == "failed" and failed.ended_at is not None, failed
+            assert failed.error == r.json()["detail"], failed.error  # in the words the caller got
+            assert failed.settings["rerun_mode"] == "from" and failed.settings["rerun_from"] == step, failed.settings
+            _with_docker(server)
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json=ask)
+                started.extend([r.json()["resolution_id"]] if r.status_code == 202 else [])
+                assert started, r.text
+                claimed = store.get_resolution(started[0])  # the id answered is recorded at once
+                assert claimed is not None and claimed.state == "created" and claimed.rerun_of == root, claimed
+                r = c.post(f"/api/v1/resolutions/{started[0]}/cancel", json={})
+                assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+        finally:
+            remove_drivers(infra.docker_client(), started)
