@@ -14,6 +14,12 @@ after an eviction) instead of creating the first again; the resolution's worker 
 the executor can delete those no listed Job made (a Job deleted without its pod while no driver ran) before it
 makes their attempts' Jobs again under the same names. Each attempt keeps its Job's uid (from the create, the
 list or a read): its pods are told apart from an older Job's of that name by it.
+
+A worker whose task carries presigned URLs gets it from a Secret of its Job's own, created just before the Job (a
+pod whose Secret is missing would wait in ContainerCreating, FailedMount) with URLs presigned then: a relaunch, or a
+create that waited in the queue, has fresh ones. The Secret's create meets the Job's rules (queued for now, refused
+for good, RBAC's refusal in words); one there already (left by a driver that died before deleting it) is deleted and
+made again, never read: the driver may create and delete Secrets, not read them.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from sematic_k8s.executors.remote import Ended
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_message, denial, refused, retryable
 from sematic_k8s.k8s.events import for_now
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
-from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs
+from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs, task_secret_name
 from sematic_k8s.k8s.pods import slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event
 from sematic_k8s.labels import ATTEMPT_LABEL, RUN_LABEL
@@ -139,6 +145,8 @@ class JobLauncher:
             return False
         a.relaunches, a.job_name = found
         a.job_uid = self.uids.get(a.job_name)
+        if a.make_secret is not None:  # its pod has its task (or will): the Secret is kept, deleted when it ends
+            a.secret = task_secret_name(a.job_name)
         self.stats.reattached += 1
         log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id, a.spec.attempt)
         return True
@@ -146,8 +154,13 @@ class JobLauncher:
     def create(self, a: Attempt, body: dict[str, Any]) -> Made | Ended:
         """Create the attempt's Job (``body``); queue it when the API server is busy or a quota is used up; an
         Ended when the API server refuses it for good; KubernetesForbidden when RBAC refuses it,
-        KubernetesUnauthorized when the API server does not accept the driver's token (401)."""
+        KubernetesUnauthorized when the API server does not accept the driver's token (401). The attempt's task
+        Secret, if it has one, is created first, with the same outcomes."""
         self.bucket.acquire()
+        if a.make_secret is not None:
+            made = self._create_secret(a, body, a.make_secret(body))
+            if made is not None:
+                return made
         try:
             self.stats.creates += 1
             a.job_uid = self.kube.create_job(body, self.create_backoff)
@@ -168,6 +181,46 @@ class JobLauncher:
             self.hold(a, body, e)  # unreachable for now
             return Made.QUEUED
         return Made.CREATED
+
+    def _create_secret(self, a: Attempt, body: dict[str, Any], secret: dict[str, Any]) -> Made | Ended | None:
+        """Create the task Secret of Job ``body`` (None: done, the Job's create goes on); one of that name there
+        already (a driver's before this one, its URLs stale) is deleted and made again."""
+        name = secret["metadata"]["name"]
+        for again in (False, True):
+            try:
+                self.stats.secret_creates += 1
+                self.kube.create_secret(secret, self.create_backoff)
+                a.secret = name
+                return None
+            except ApiException as e:
+                if e.status == 409 and not again:
+                    self.stats.conflicts += 1
+                    self._delete_left_secret(name)
+                    continue
+                if e.status == 401 or denial(e) is not None:
+                    raise refused(e, f"create Secret {name}", self.kube.namespace) from None
+                if for_now(e):
+                    self.hold(a, body, e)
+                    return Made.QUEUED
+                return Ended(a.spec.run_id, None, "JobCreateFailed",
+                             f"the API server refused Secret {name}, the task of Job {a.job_name} ({e.status}): "
+                             f"{api_message(e)}")
+            except Exception as e:
+                if not retryable(e):
+                    raise
+                self.hold(a, body, e)
+                return Made.QUEUED
+        raise AssertionError("unreachable: the second try returns")  # pragma: no cover
+
+    def _delete_left_secret(self, name: str) -> None:
+        """Delete Secret ``name``, left by an earlier driver; gone meanwhile is fine."""
+        try:
+            self.stats.secret_deletes += 1
+            self.kube.delete_secret(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise refused(e, f"delete Secret {name}", self.kube.namespace) from None
+        log.info("deleted Secret %s, left by an earlier driver: made again with fresh URLs", name)
 
     def adopt(self, a: Attempt) -> Made | Ended:
         """The attempt's Job exists: re-attach to it if it is this attempt's (a restarted driver, a create whose
