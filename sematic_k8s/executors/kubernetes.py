@@ -111,6 +111,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
         self.owner_checked = time.monotonic()  # when the driver's own Job was last read
         self.owner_gone = False  # found deleted (DriverJobDeleted): its pods are left to the driver to delete
+        self.refresh_checked = float("-inf")  # when task Secrets were last looked at (_refresh)
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
@@ -218,6 +219,19 @@ class KubernetesExecutor(RemoteExecutor):
                 continue  # canceled meanwhile
             self._create(a, body)
 
+    def _refresh(self, now: float) -> None:
+        """Every second at most: the task Secrets of attempts whose pod waits for room on no node (Unschedulable, or
+        not made for a quota), made ``task_refresh`` seconds ago or more, are made again with URLs presigned now, so
+        that a pod that waits long starts with URLs that last (:meth:`JobLauncher.refresh`)."""
+        if now < self.refresh_checked + 1.0:
+            return
+        self.refresh_checked = now
+        for a in self.attempts.all():
+            if a.secret is None or a.secret_made is None or now - a.secret_made < self.settings.task_refresh:
+                continue
+            if (a.waiting or "").split(":")[0] in ("waiting for capacity", "waiting for quota"):
+                self.launcher.refresh(a)
+
     # -- endings ----------------------------------------------------------------------------------
 
     def ended(self, timeout: float) -> list[Ended]:
@@ -235,6 +249,7 @@ class KubernetesExecutor(RemoteExecutor):
                 self._act(verdict, out)
             self.follower.check_events(now, self._blocking_event)
             self._drain(now)
+            self._refresh(now)
             out.extend(self.ready)
             self.ready = []
             if out or now >= deadline:

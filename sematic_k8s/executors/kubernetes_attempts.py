@@ -36,6 +36,7 @@ class KubeStats:
     timeouts: int = 0
     secret_creates: int = 0
     secret_deletes: int = 0
+    refreshes: int = 0  # task Secrets made again with fresh URLs while their pods waited for room
     waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
 
 
@@ -50,6 +51,7 @@ class Attempt:
     make_secret: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # Job manifest -> its task Secret (URLs
     # presigned at each call), for a task that carries presigned URLs
     secret: str | None = None  # the task Secret made for its Job (deleted when the attempt ends or runs again)
+    secret_made: float | None = None  # when it was made (monotonic): made again while its pod waits for room
     created: float = float("inf")  # when its Job was known to exist (monotonic)
     job_uid: str | None = None  # its Job's uid (from its create, the start-up list, a read or the Job watch): its
     # pods carry it (controller ownerReference, labels); a pod an older Job of that name made is not this attempt's

@@ -50,6 +50,7 @@ log = logging.getLogger("sematic_k8s.k8s")
 
 # lists of Jobs started again when their continue token expired (410) before one finished whole
 LIST_RESTARTS = 3
+REFRESH_RETRY = 5.0  # seconds before a task Secret that could not be made again is tried again
 
 
 class Made(enum.Enum):
@@ -146,7 +147,7 @@ class JobLauncher:
         a.relaunches, a.job_name = found
         a.job_uid = self.uids.get(a.job_name)
         if a.make_secret is not None:  # its pod has its task (or will): the Secret is kept, deleted when it ends
-            a.secret = task_secret_name(a.job_name)
+            a.secret, a.secret_made = task_secret_name(a.job_name), float("-inf")  # made again if its pod waits
         self.stats.reattached += 1
         log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id, a.spec.attempt)
         return True
@@ -183,44 +184,70 @@ class JobLauncher:
         return Made.CREATED
 
     def _create_secret(self, a: Attempt, body: dict[str, Any], secret: dict[str, Any]) -> Made | Ended | None:
-        """Create the task Secret of Job ``body`` (None: done, the Job's create goes on); one of that name there
-        already (a driver's before this one, its URLs stale) is deleted and made again."""
+        """Create the task Secret of Job ``body`` (None: done, the Job's create goes on), as :meth:`_put_secret`."""
         name = secret["metadata"]["name"]
-        for again in (False, True):
-            try:
-                self.stats.secret_creates += 1
-                self.kube.create_secret(secret, self.create_backoff)
-                a.secret = name
-                return None
-            except ApiException as e:
-                if e.status == 409 and not again:
-                    self.stats.conflicts += 1
-                    self._delete_left_secret(name)
-                    continue
-                if e.status == 401 or denial(e) is not None:
-                    raise refused(e, f"create Secret {name}", self.kube.namespace) from None
-                if for_now(e):
-                    self.hold(a, body, e)
-                    return Made.QUEUED
-                return Ended(a.spec.run_id, None, "JobCreateFailed",
-                             f"the API server refused Secret {name}, the task of Job {a.job_name} ({e.status}): "
-                             f"{api_message(e)}")
-            except Exception as e:
-                if not retryable(e):
-                    raise
+        try:
+            self._put_secret(a, secret)
+        except ApiException as e:
+            if e.status == 401 or denial(e) is not None:
+                raise refused(e, f"create Secret {name}", self.kube.namespace) from None
+            if for_now(e):
                 self.hold(a, body, e)
                 return Made.QUEUED
-        raise AssertionError("unreachable: the second try returns")  # pragma: no cover
+            return Ended(a.spec.run_id, None, "JobCreateFailed",
+                         f"the API server refused Secret {name}, the task of Job {a.job_name} ({e.status}): "
+                         f"{api_message(e)}")
+        except Exception as e:
+            if not retryable(e):
+                raise
+            self.hold(a, body, e)
+            return Made.QUEUED
+        return None
 
-    def _delete_left_secret(self, name: str) -> None:
-        """Delete Secret ``name``, left by an earlier driver; gone meanwhile is fine."""
+    def _put_secret(self, a: Attempt, secret: dict[str, Any]) -> None:
+        """Create ``secret``; one of its name there already (a driver's before this one, its URLs stale) is deleted
+        and made again, never read. Raises what the API server answers."""
+        name = secret["metadata"]["name"]
+        try:
+            self.stats.secret_creates += 1
+            self.kube.create_secret(secret, self.create_backoff)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            self.stats.conflicts += 1
+            self.delete_secret(name)
+            log.info("deleted Secret %s, there already: made again with fresh URLs", name)
+            self.stats.secret_creates += 1
+            self.kube.create_secret(secret, self.create_backoff)
+        a.secret, a.secret_made = name, time.monotonic()
+
+    def delete_secret(self, name: str) -> None:
+        """Delete Secret ``name``; gone already is fine."""
         try:
             self.stats.secret_deletes += 1
             self.kube.delete_secret(name)
         except ApiException as e:
             if e.status != 404:
-                raise refused(e, f"delete Secret {name}", self.kube.namespace) from None
-        log.info("deleted Secret %s, left by an earlier driver: made again with fresh URLs", name)
+                raise
+
+    def refresh(self, a: Attempt) -> None:
+        """Make the attempt's task Secret again with URLs presigned now: its pod is on no node yet, so no kubelet
+        has read it (one that binds meanwhile meets FailedMount, and its kubelet tries again). Refused or
+        unreachable, it is tried again ``task_refresh_retry`` seconds later, and logged."""
+        assert a.make_secret is not None and a.secret is not None
+        self.bucket.acquire()
+        try:
+            self.delete_secret(a.secret)
+            self._put_secret(a, a.make_secret(a.make_body(a.relaunches)))
+        except Exception as e:  # noqa: BLE001 - its URLs last a while yet; a missing Secret is made at the next try
+            if not retryable(e) and not isinstance(e, ApiException):
+                raise
+            a.secret_made = time.monotonic() - self.settings.task_refresh + REFRESH_RETRY
+            log.warning("run %s: could not make Secret %s again with fresh URLs (tried again in %gs): %s",
+                        a.spec.run_id, a.secret, REFRESH_RETRY, api_message(e) if isinstance(e, ApiException) else e)
+            return
+        self.stats.refreshes += 1
+        log.info("run %s: its pod waits for room: Secret %s made again with fresh URLs", a.spec.run_id, a.secret)
 
     def adopt(self, a: Attempt) -> Made | Ended:
         """The attempt's Job exists: re-attach to it if it is this attempt's (a restarted driver, a create whose

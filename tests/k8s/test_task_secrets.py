@@ -171,6 +171,58 @@ def test_an_evicted_worker_runs_again_with_fresh_urls_in_a_secret_of_its_new_job
     assert task_secrets(cluster) == {}
 
 
+def test_a_restarted_driver_keeps_the_secret_of_the_job_it_reattaches_to_and_deletes_it_at_the_end(cluster, api,
+                                                                                                     storage):
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate))})
+    root = new_id()
+    first = executor(api, storage)
+    run_id = submit(first, root, 9)
+    name = task_secret_name(worker_job_name(run_id, 1))
+    made = cluster.wait(lambda: task_secrets(cluster).get(name))
+    first.detach()  # the driver dies: nothing cleaned up, the Job runs on
+    second = executor(api, storage)
+    s = serialization.serialize(9)
+    second.submit(Task(run_id, root, square, {"x": serialization.Value(s.id, s.format, "", load=lambda _id: 9)}, 1,
+                       resumed=True))
+    assert task_secrets(cluster)[name]["metadata"]["uid"] == made["metadata"]["uid"]  # kept: its pod reads it
+    gate.set()
+    outcome = wait_for(second, 1)[run_id]
+    second.close()
+    assert outcome.error_info is None and second.stats.reattached == 1 and second.stats.secret_creates == 0
+    assert task_secrets(cluster) == {}
+
+
+def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cluster, api, storage):
+    """The node takes one pod: the second waits (Unschedulable) as long as the first runs, its Secret made again with
+    fresh URLs every ``task_refresh`` seconds while it does, never once it is on a node; it reads the newest."""
+    cluster.update_node("node-1", pods=1)
+    gate = threading.Event()
+    seen: list[SimContext] = []
+
+    def run(ctx: SimContext) -> int:
+        seen.append(ctx)
+        return held(gate)(ctx) if len(seen) == 1 else worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=run)})
+    ex = executor(api, storage, task_refresh=1.0)
+    root = new_id()
+    first = submit(ex, root, 2)
+    cluster.wait(lambda: seen, message="the first worker running")
+    second = submit(ex, root, 3)
+    name = task_secret_name(worker_job_name(second, 1))
+    made = cluster.wait(lambda: task_secrets(cluster).get(name))
+    cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name, {}).get("metadata", {}).get("uid")
+                 not in (None, made["metadata"]["uid"]), message="its Secret made again while it waited")
+    gate.set()
+    got = wait_for(ex, 2)
+    ex.close()
+    assert got[first].error_info is None and got[second].error_info is None, got
+    assert ex.stats.waits.get("waiting for capacity", 0) >= 1
+    read = TaskSpec.from_json(seen[1].read(seen[1].env[TASK_FILE_ENV]))
+    assert all(expires(read.urls[k]) > expires(url) for k, url in task_of(made).urls.items())
+    assert task_secrets(cluster) == {}
+
+
 def test_a_secret_left_by_an_earlier_driver_is_made_again_with_fresh_urls(cluster, api, storage):
     """A driver killed between its Secret's create and its Job's leaves the Secret: the next one's create meets 409,
     and the Secret (stale, here unusable) is deleted and made again, never read back."""
