@@ -673,6 +673,18 @@ def pipeline(words: list[str]) -> str:
 @sk.func(inline=False)
 def boom(x: int) -> int:
     raise RuntimeError(f"boom {x}")
+
+
+@sk.func(inline=False)
+def reach_storage() -> str:
+    """What the worker's own code gets from the storage its pod names, with the pod's credentials (none)."""
+    from sematic_k8s.storage.urls import storage_from_url
+
+    try:
+        storage_from_url(os.environ["SEMATIC_K8S_STORAGE"]).exists("outcomes")
+    except Exception as e:
+        return type(e).__name__
+    return "reached"
 '''
 
 
@@ -762,6 +774,7 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(project, s3, store, monke
         assert resolve(f) == "HELLO POD WORLD"
         with pytest.raises(ResolutionFailed) as err:
             resolve(module.boom(4))
+        reached = resolve(module.reach_storage())  # its pod's own code: no key to reach storage with, only its URLs
         pod_jobs = jobs(api, f"sematic-k8s/resolution-id={f.id}")
         left_secrets = [s["metadata"]["name"] for s in cluster.list("secrets", NS)
                         if s["metadata"]["name"].endswith("-task")]
@@ -785,6 +798,7 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(project, s3, store, monke
         assert job.spec.template.spec.security_context.fs_group == IMAGE_UID
         assert container.image == image
     assert not left_secrets
+    assert reached == "S3CredentialsError"
 
 
 @sk.func(node_selector={"pool": "highmem"}, tolerations=[{"key": "dedicated", "operator": "Equal",

@@ -330,3 +330,22 @@ def test_a_driver_job_deleted_without_its_pod_has_its_follower_delete_the_orphan
     cluster.wait(lambda: not task_secrets(cluster) and not [j for j in cluster.list("jobs.batch", NS)
                                                             if j["metadata"]["labels"]["sematic-k8s/role"] == "worker"],
                  message="the worker Jobs and their Secrets deleted")
+
+
+def test_a_driver_that_finds_its_job_deleted_deletes_its_workers_secrets_as_it_stops(cluster, api, storage):
+    """DriverJobDeleted (its Job deleted without its pod, the Secrets orphaned with it): the executor's close cancels
+    the attempts, deleting their Jobs and Secrets, which nothing else would."""
+    from sematic_k8s.errors import DriverJobDeleted
+
+    batch = client.BatchV1Api(api)
+    driver = batch.create_namespaced_job(NS, {"metadata": {"name": "sk-driver-y"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+    cluster.behaviour = behave({"worker": Script(func=held(threading.Event()))})
+    ex = executor(api, storage, owner=(driver.metadata.name, driver.metadata.uid), owner_check=0.1)
+    run_id = submit(ex, new_id(), 6)
+    cluster.wait(lambda: task_secrets(cluster).get(task_secret_name(worker_job_name(run_id, 1))))
+    batch.delete_namespaced_job("sk-driver-y", NS, propagation_policy="Orphan")
+    with pytest.raises(DriverJobDeleted):
+        cluster.wait(lambda: ex.wait(0.05) and False, message="DriverJobDeleted")
+    ex.close()
+    assert task_secrets(cluster) == {}
