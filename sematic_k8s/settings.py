@@ -45,8 +45,8 @@ SOURCE_MAP_ENV = "SEMATIC_K8S_SOURCE_MAP"  # "HOST_ROOT=IMAGE_ROOT": where recor
 
 # -- drivers and workers ----------------------------------------------------------------------------------
 DRIVER_ENV = "SEMATIC_K8S_DRIVER"  # a driver's DriverSpec (JSON)
-TASK_ENV = "SEMATIC_K8S_TASK"  # a worker's TaskSpec (JSON): pods only, whose task carries no presigned URL
-TASK_FILE_ENV = "SEMATIC_K8S_TASK_FILE"  # a file holding it instead, "-" for stdin (containers, worker processes)
+TASK_ENV = "SEMATIC_K8S_TASK"  # a worker's TaskSpec (JSON): only one that carries no presigned URL
+TASK_FILE_ENV = "SEMATIC_K8S_TASK_FILE"  # a file holding it instead, "-" for stdin (containers, pods, processes)
 PARENT_PID_ENV = "SEMATIC_K8S_PARENT_PID"  # a worker process's driver: it ends itself when that one dies
 SAY_STORED_ENV = "SEMATIC_K8S_SAY_STORED"  # set ("1") for a worker whose stdout is followed: it prints when it stored
 
@@ -72,7 +72,8 @@ DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 
 # What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only the endpoint
-# and region: never a key (STORAGE_KEY_ENVS: workers with presigned URLs need none; pods read the storage Secret),
+# and region: never a key (STORAGE_KEY_ENVS: workers with presigned URLs need none; pods of a storage that makes no
+# URLs read the storage Secret),
 # nor a pod's identity (EKS IRSA: AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE; Pod Identity:
 # AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; profiles and config files), which is the
 # cluster's or the machine's: another pod has its own, or none.

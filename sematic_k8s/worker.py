@@ -1,10 +1,10 @@
 """Worker entrypoint: execute one Run attempt in a container, pod or process.
 
 ``python -m sematic_k8s.worker`` reads its TaskSpec (JSON) from the file $SEMATIC_K8S_TASK_FILE names (a
-container's, removed once read) or from its stdin ("-", a worker process's), else from $SEMATIC_K8S_TASK (a pod's,
-whose task holds no URL), and reaches artifact
-storage through the presigned URLs it holds (containers: no botocore, no credentials) or else through
-$SEMATIC_K8S_STORAGE (pods, with the storage Secret; worker processes), then runs
+container's, removed once read; a pod's, in its Job's own Secret, mounted read-only) or from its stdin ("-", a
+worker process's), else from $SEMATIC_K8S_TASK (a task without URLs), and reaches artifact storage through the
+presigned URLs it holds (containers and pods: no botocore, no credentials) or else through $SEMATIC_K8S_STORAGE
+(worker processes; pods where the storage makes no URLs), then runs
 :func:`sematic_k8s.executors.remote.run_task`: it loads the inputs, runs the func, and writes the output
 artifact, the captured logs and an outcome document (:func:`sematic_k8s.specs.outcome_key`) to storage, then,
 when $SEMATIC_K8S_SAY_STORED is set, prints :data:`~sematic_k8s.specs.WORKER_STORED_LINE` (the DockerExecutor,
@@ -50,8 +50,8 @@ def die_with_parent(parent: int) -> None:
 
 def read_task() -> TaskSpec:
     """This worker's task: from stdin (``$SEMATIC_K8S_TASK_FILE`` "-") or the file it names, which is removed once
-    read (a container's: the presigned PUT of its outcome is not left in it for whoever reads it later), else from
-    $SEMATIC_K8S_TASK."""
+    read (a container's: the presigned PUT of its outcome is not left in it for whoever reads it later; a pod's
+    Secret volume is read-only: its driver deletes the Secret when the attempt ends), else from $SEMATIC_K8S_TASK."""
     path = os.environ.get(settings.TASK_FILE_ENV)
     if not path:
         return TaskSpec.from_json(os.environ[settings.TASK_ENV])

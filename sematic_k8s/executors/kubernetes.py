@@ -11,6 +11,11 @@ watch or not; each by uid, if its labels are this run's). A restarted driver del
 resolution that none of its Jobs made (a Job deleted without its pod while no driver ran) before it makes any Job;
 pods are matched to attempts by their Job's uid, never by its name alone.
 
+A worker gets presigned URLs and no storage credentials (where the storage presigns): its task is a file of a
+Secret of its Job's own (``<job>-task``, owned by the driver's Job), made just before the Job with URLs presigned
+then (a relaunch, or a create that waited, has fresh ones) and deleted when the attempt ends; a restarted driver
+keeps the Secrets of the Jobs it re-attaches to, and makes again one an earlier driver left without its Job.
+
 The executor holds the state and wires its pieces, one module per job:
 
 - :mod:`.kubernetes_launch`: creating Jobs (rate limit, refusals, re-attaching to the ones that exist, the
@@ -47,7 +52,7 @@ from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.events import newest_blocking
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
-from sematic_k8s.k8s.manifests import to_dict, worker_job
+from sematic_k8s.k8s.manifests import task_secret, to_dict, worker_job
 from sematic_k8s.k8s.pods import PodState, orphans, pods_left
 from sematic_k8s.k8s.watch import Event, Watcher, watch_workers
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
@@ -65,9 +70,9 @@ class KubernetesExecutor(RemoteExecutor):
     ``api_client`` and ``backoff`` are live objects for tests and benchmarks.
     """
 
-    # No presigned URLs for pods: they would sit in the Job's spec, readable by anyone who may read Jobs in the
-    # namespace. Workers reach storage with the storage Secret (secretKeyRef) instead.
-    presigns = False
+    # Workers get presigned URLs, in a Secret of their Job's own (never in the Job's spec, which whoever may read Jobs
+    # reads), and no storage credentials; the storage Secret only where the storage makes no URLs.
+    presigns = True
 
     enforces_timeouts = False  # the timeout counts from the worker container's start, as the pod watch reports it
 
@@ -83,7 +88,8 @@ class KubernetesExecutor(RemoteExecutor):
         self.namespace = s.namespace or current_namespace()
         env = worker_env() if s.env is None else s.env
         storage_secret = s.job.storage_secret or os.environ.get(STORAGE_SECRET_ENV) or None
-        if not storage_secret and set(env) & set(manifests.STORAGE_SECRET_KEYS):
+        presigns = getattr(storage, "presign", None) is not None  # then workers need no storage Secret
+        if not storage_secret and not presigns and set(env) & set(manifests.STORAGE_SECRET_KEYS):
             log.warning("S3 credentials are not passed to worker pods as plain env: set the executor's "
                         "storage_secret (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
         job = dataclasses.replace(
@@ -105,6 +111,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
         self.owner_checked = time.monotonic()  # when the driver's own Job was last read
         self.owner_gone = False  # found deleted (DriverJobDeleted): its pods are left to the driver to delete
+        self.refresh_checked = float("-inf")  # when task Secrets were last looked at (_refresh)
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
@@ -124,19 +131,27 @@ class KubernetesExecutor(RemoteExecutor):
     # -- launching --------------------------------------------------------------------------------
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
+        """With presigned URLs (``spec.urls``) the task goes in the Job's own Secret, presigned afresh at each create
+        (:meth:`presigned`), and the pod gets no storage Secret; without, in $SEMATIC_K8S_TASK (it holds no URL)."""
         self._start_watching(spec.root_id)
-        worker_env = {**self.env, **env, TASK_ENV: spec.to_json()}  # a plain value: it holds no URL (presigns)
+        in_secret = bool(spec.urls)
+        worker_env = {**self.env, **env, **({} if in_secret else {TASK_ENV: spec.to_json()})}
+        job_settings = {**self.job_settings, **({"storage_secret": None} if in_secret else {})}
 
         def make_body(relaunch: int) -> dict[str, Any]:
             return to_dict(worker_job(spec, task.func, self.image, worker_env, namespace=self.namespace,
-                                      owner=self.owner, relaunch=relaunch, **self.job_settings))
+                                      owner=self.owner, relaunch=relaunch, task_in_secret=in_secret, **job_settings))
+
+        def make_secret(job: dict[str, Any]) -> dict[str, Any]:
+            return task_secret(job, self.presigned(spec, task).to_json(), self.owner)
 
         try:
             body = make_body(0)
         except ValueError as e:  # e.g. memory="lots": not a quantity
             self.ready.append(Ended(spec.run_id, None, "InvalidJob", str(e)))
             return
-        attempt = Attempt(spec, body["metadata"]["name"], make_body, timeout=task.func.timeout)
+        attempt = Attempt(spec, body["metadata"]["name"], make_body, timeout=task.func.timeout,
+                          make_secret=make_secret if in_secret else None)
         if self.launcher.found(attempt):  # a restarted driver: this attempt's newest Job is there
             self.attempts.track(attempt)
             self._created(attempt)
@@ -204,6 +219,19 @@ class KubernetesExecutor(RemoteExecutor):
                 continue  # canceled meanwhile
             self._create(a, body)
 
+    def _refresh(self, now: float) -> None:
+        """Every second at most: the task Secrets of attempts whose pod waits for room on no node (Unschedulable, or
+        not made for a quota), made ``task_refresh`` seconds ago or more, are made again with URLs presigned now, so
+        that a pod that waits long starts with URLs that last (:meth:`JobLauncher.refresh`)."""
+        if now < self.refresh_checked + 1.0:
+            return
+        self.refresh_checked = now
+        for a in self.attempts.all():
+            if a.secret is None or a.secret_made is None or now - a.secret_made < self.settings.task_refresh:
+                continue
+            if (a.waiting or "").split(":")[0] in ("waiting for capacity", "waiting for quota"):
+                self.launcher.refresh(a)
+
     # -- endings ----------------------------------------------------------------------------------
 
     def ended(self, timeout: float) -> list[Ended]:
@@ -221,6 +249,7 @@ class KubernetesExecutor(RemoteExecutor):
                 self._act(verdict, out)
             self.follower.check_events(now, self._blocking_event)
             self._drain(now)
+            self._refresh(now)
             out.extend(self.ready)
             self.ready = []
             if out or now >= deadline:
@@ -290,7 +319,8 @@ class KubernetesExecutor(RemoteExecutor):
         log.warning("run %s: pod %s %s (%s); launching it again (%d/%d)", a.spec.run_id, a.pod_name,
                     state.reason, state.message or "", a.relaunches, self.settings.eviction_relaunches)
         self._delete(a.job_name)
-        body = a.make_body(a.relaunches)
+        self._delete_secret(a)
+        body = a.make_body(a.relaunches)  # and, in _create, its own Secret with URLs presigned now
         self.attempts.relaunched(a, body["metadata"]["name"])
         self.follower.relaunched(a)
         self._create(a, body)
@@ -310,6 +340,24 @@ class KubernetesExecutor(RemoteExecutor):
     def _drop(self, a: Attempt) -> None:
         self.attempts.drop(a)
         self.follower.forget(a)
+        self._delete_secret(a)
+
+    def _delete_secret(self, a: Attempt) -> None:
+        """Delete the task Secret made for the attempt's Job (its pod read it as it started, or never will). Gone
+        already is fine; refused or unreachable is logged: it goes with the driver's Job, which owns it."""
+        name, a.secret = a.secret, None
+        if name is None:
+            return
+        try:
+            self.stats.secret_deletes += 1
+            self.kube.delete_secret(name)
+        except Exception as e:  # noqa: BLE001 - the run's end matters more; the garbage collector takes it later
+            if isinstance(e, ApiException) and e.status == 404:
+                return
+            hint = " (give the driver's Role delete on secrets, as the chart's does)" \
+                if isinstance(e, ApiException) and e.status == 403 else ""
+            log.warning("could not delete Secret %s (run %s's task), left until the driver's Job is deleted: %s%s",
+                        name, a.spec.run_id, api_message(e) if isinstance(e, ApiException) else e, hint)
 
     def _logs(self, a: Attempt) -> str:
         return self._pod_logs(a.pod_name)

@@ -34,6 +34,9 @@ class KubeStats:
     requeued: int = 0
     job_lists: int = 0
     timeouts: int = 0
+    secret_creates: int = 0
+    secret_deletes: int = 0
+    refreshes: int = 0  # task Secrets made again with fresh URLs while their pods waited for room
     waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
 
 
@@ -45,6 +48,10 @@ class Attempt:
     job_name: str
     make_body: Callable[[int], dict[str, Any]]  # relaunch number -> Job manifest
     timeout: float | None = None
+    make_secret: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # Job manifest -> its task Secret (URLs
+    # presigned at each call), for a task that carries presigned URLs
+    secret: str | None = None  # the task Secret made for its Job (deleted when the attempt ends or runs again)
+    secret_made: float | None = None  # when it was made (monotonic): made again while its pod waits for room
     created: float = float("inf")  # when its Job was known to exist (monotonic)
     job_uid: str | None = None  # its Job's uid (from its create, the start-up list, a read or the Job watch): its
     # pods carry it (controller ownerReference, labels); a pod an older Job of that name made is not this attempt's

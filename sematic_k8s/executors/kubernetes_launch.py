@@ -14,6 +14,12 @@ after an eviction) instead of creating the first again; the resolution's worker 
 the executor can delete those no listed Job made (a Job deleted without its pod while no driver ran) before it
 makes their attempts' Jobs again under the same names. Each attempt keeps its Job's uid (from the create, the
 list or a read): its pods are told apart from an older Job's of that name by it.
+
+A worker whose task carries presigned URLs gets it from a Secret of its Job's own, created just before the Job (a
+pod whose Secret is missing would wait in ContainerCreating, FailedMount) with URLs presigned then: a relaunch, or a
+create that waited in the queue, has fresh ones. The Secret's create meets the Job's rules (queued for now, refused
+for good, RBAC's refusal in words); one there already (left by a driver that died before deleting it) is deleted and
+made again, never read: the driver may create and delete Secrets, not read them.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from sematic_k8s.executors.remote import Ended
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_message, denial, refused, retryable
 from sematic_k8s.k8s.events import for_now
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
-from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs
+from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs, task_secret_name
 from sematic_k8s.k8s.pods import slim_job, slim_pod
 from sematic_k8s.k8s.watch import Event
 from sematic_k8s.labels import ATTEMPT_LABEL, RUN_LABEL
@@ -44,6 +50,7 @@ log = logging.getLogger("sematic_k8s.k8s")
 
 # lists of Jobs started again when their continue token expired (410) before one finished whole
 LIST_RESTARTS = 3
+REFRESH_RETRY = 5.0  # seconds before a task Secret that could not be made again is tried again
 
 
 class Made(enum.Enum):
@@ -139,6 +146,8 @@ class JobLauncher:
             return False
         a.relaunches, a.job_name = found
         a.job_uid = self.uids.get(a.job_name)
+        if a.make_secret is not None:  # its pod has its task (or will): the Secret is kept, deleted when it ends
+            a.secret, a.secret_made = task_secret_name(a.job_name), float("-inf")  # made again if its pod waits
         self.stats.reattached += 1
         log.info("re-attached to existing Job %s (run %s attempt %d)", a.job_name, a.spec.run_id, a.spec.attempt)
         return True
@@ -146,8 +155,13 @@ class JobLauncher:
     def create(self, a: Attempt, body: dict[str, Any]) -> Made | Ended:
         """Create the attempt's Job (``body``); queue it when the API server is busy or a quota is used up; an
         Ended when the API server refuses it for good; KubernetesForbidden when RBAC refuses it,
-        KubernetesUnauthorized when the API server does not accept the driver's token (401)."""
+        KubernetesUnauthorized when the API server does not accept the driver's token (401). The attempt's task
+        Secret, if it has one, is created first, with the same outcomes."""
         self.bucket.acquire()
+        if a.make_secret is not None:
+            made = self._create_secret(a, body, a.make_secret(body))
+            if made is not None:
+                return made
         try:
             self.stats.creates += 1
             a.job_uid = self.kube.create_job(body, self.create_backoff)
@@ -168,6 +182,72 @@ class JobLauncher:
             self.hold(a, body, e)  # unreachable for now
             return Made.QUEUED
         return Made.CREATED
+
+    def _create_secret(self, a: Attempt, body: dict[str, Any], secret: dict[str, Any]) -> Made | Ended | None:
+        """Create the task Secret of Job ``body`` (None: done, the Job's create goes on), as :meth:`_put_secret`."""
+        name = secret["metadata"]["name"]
+        try:
+            self._put_secret(a, secret)
+        except ApiException as e:
+            if e.status == 401 or denial(e) is not None:
+                raise refused(e, f"create Secret {name}", self.kube.namespace) from None
+            if for_now(e):
+                self.hold(a, body, e)
+                return Made.QUEUED
+            return Ended(a.spec.run_id, None, "JobCreateFailed",
+                         f"the API server refused Secret {name}, the task of Job {a.job_name} ({e.status}): "
+                         f"{api_message(e)}")
+        except Exception as e:
+            if not retryable(e):
+                raise
+            self.hold(a, body, e)
+            return Made.QUEUED
+        return None
+
+    def _put_secret(self, a: Attempt, secret: dict[str, Any]) -> None:
+        """Create ``secret``; one of its name there already (a driver's before this one, its URLs stale) is deleted
+        and made again, never read. Raises what the API server answers."""
+        name = secret["metadata"]["name"]
+        try:
+            self.stats.secret_creates += 1
+            self.kube.create_secret(secret, self.create_backoff)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            self.stats.conflicts += 1
+            self.delete_secret(name)
+            log.info("deleted Secret %s, there already: made again with fresh URLs", name)
+            self.stats.secret_creates += 1
+            self.kube.create_secret(secret, self.create_backoff)
+        a.secret, a.secret_made = name, time.monotonic()
+
+    def delete_secret(self, name: str) -> None:
+        """Delete Secret ``name``; gone already is fine."""
+        try:
+            self.stats.secret_deletes += 1
+            self.kube.delete_secret(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def refresh(self, a: Attempt) -> None:
+        """Make the attempt's task Secret again with URLs presigned now: its pod is on no node yet, so no kubelet
+        has read it (one that binds meanwhile meets FailedMount, and its kubelet tries again). Refused or
+        unreachable, it is tried again ``task_refresh_retry`` seconds later, and logged."""
+        assert a.make_secret is not None and a.secret is not None
+        self.bucket.acquire()
+        try:
+            self.delete_secret(a.secret)
+            self._put_secret(a, a.make_secret(a.make_body(a.relaunches)))
+        except Exception as e:  # noqa: BLE001 - its URLs last a while yet; a missing Secret is made at the next try
+            if not retryable(e) and not isinstance(e, ApiException):
+                raise
+            a.secret_made = time.monotonic() - self.settings.task_refresh + REFRESH_RETRY
+            log.warning("run %s: could not make Secret %s again with fresh URLs (tried again in %gs): %s",
+                        a.spec.run_id, a.secret, REFRESH_RETRY, api_message(e) if isinstance(e, ApiException) else e)
+            return
+        self.stats.refreshes += 1
+        log.info("run %s: its pod waits for room: Secret %s made again with fresh URLs", a.spec.run_id, a.secret)
 
     def adopt(self, a: Attempt) -> Made | Ended:
         """The attempt's Job exists: re-attach to it if it is this attempt's (a restarted driver, a create whose

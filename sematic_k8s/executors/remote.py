@@ -2,8 +2,8 @@
 side of their contract.
 
 The task goes out as a :class:`~sematic_k8s.specs.TaskSpec`, never in an environment when it carries presigned
-URLs (``docker inspect`` would show them): a 0400 file in a container, a worker process's stdin (each named by
-$SEMATIC_K8S_TASK_FILE), a pod's $SEMATIC_K8S_TASK (pods get none: the storage Secret instead). The worker
+URLs (``docker inspect`` would show them): a 0400 file in a container, a worker process's stdin, a file of a pod's
+own Secret (each named by $SEMATIC_K8S_TASK_FILE); $SEMATIC_K8S_TASK only for a task without URLs. The worker
 (``python -m sematic_k8s.worker``, which calls :func:`run_task`) stores the output, the logs and an outcome
 document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends, and stops a
 worker that outlives its func's ``timeout`` (recorded as DeadlineExceeded, "timed out after N s", with its
@@ -201,11 +201,15 @@ class RemoteExecutor:
             if self.storage.exists(outcome_key(spec.run_id, spec.attempt)):
                 self.finished.append(Ended(spec.run_id, 0, details={"resumed": True}))  # it ended while no driver ran
                 return
-        presign = getattr(self.storage, "presign", None) if self.presigns else None
-        if presign is not None:  # the worker needs no storage credentials, nor botocore
-            spec = self.running[task.run_id] = dataclasses.replace(spec, urls=_presigned(spec, presign, task))
+        spec = self.running[task.run_id] = self.presigned(spec, task)  # the worker needs no credentials, nor botocore
         self.launch(spec, task, {STORAGE_ENV: self.storage_url})  # the URL for the user's code too
         self._deadline(task, 0.0)
+
+    def presigned(self, spec: TaskSpec, task: Task) -> TaskSpec:
+        """``spec`` with URLs presigned now (:func:`_presigned`) where this executor presigns and its storage can
+        (else ``spec``): at launch, and again where a launch waits or is made again (a pod's)."""
+        presign = getattr(self.storage, "presign", None) if self.presigns else None
+        return spec if presign is None else dataclasses.replace(spec, urls=_presigned(spec, presign, task))
 
     def _deadline(self, task: Task, ran: float) -> None:
         """Count the func's timeout for a worker that has run ``ran`` seconds already."""

@@ -123,7 +123,8 @@ def refused(e: ApiException, doing: str, namespace: str) -> ApiException | Kuber
     return KubernetesForbidden(
         f"the Kubernetes API refuses to let this driver {doing} in namespace {namespace} ({e.status}: "
         f"{api_message(e)});{lacks} give its ServiceAccount a Role that allows create, get, list, watch and "
-        f"delete on jobs and list, watch and delete on pods there (the chart's driver Role does: "
+        f"delete on jobs, list, watch and delete on pods, and create and delete on secrets there (the chart's "
+        f"driver Role does: "
         f"runs.rbac.create=true, drivers running as runs.driverServiceAccount.name)")
 
 
@@ -235,6 +236,16 @@ class NamespacedApi:
         """Delete the Job, its pod in the background."""
         api_call(self.batch.delete_namespaced_job, name, self.namespace, propagation_policy="Background",
                  backoff=self.backoff)
+
+    def create_secret(self, body: dict[str, Any], backoff: Backoff) -> None:
+        """Create the Secret (a worker's task). The driver may create and delete Secrets, never read them: it gets no
+        other resolution's token, and nothing here reads one back (a patch or a replace answers with its data)."""
+        api_call(self.core.create_namespaced_secret, self.namespace, body, backoff=backoff, _preload_content=False)
+
+    def delete_secret(self, name: str) -> None:
+        """Delete the Secret (its answer, a Status, is not read)."""
+        api_call(self.core.delete_namespaced_secret, name, self.namespace, backoff=self.backoff,
+                 _preload_content=False)
 
     def list_pods(self, selector: str) -> list[dict[str, Any]]:
         """The pods ``selector`` picks (the API server's JSON; a few, so not paged)."""

@@ -51,7 +51,8 @@ class KubernetesSettings:
     ``eviction_relaunches``, ``log_tail``, ``watch_timeout``, ``page`` (items per list page),
     ``forbidden_window`` (seconds the API server must go on refusing a watch, 401/403, before the resolution
     fails), ``owner_check`` (seconds between reads of the driver's own Job, ``owner``: gone, the driver
-    stops); ``job``: each worker Job's settings.
+    stops), ``task_refresh`` (seconds after which a worker's task Secret is made again, with fresh URLs, while its
+    pod waits for room on no node); ``job``: each worker Job's settings.
     """
 
     namespace: str | None = None
@@ -71,6 +72,7 @@ class KubernetesSettings:
     page: int = 500
     forbidden_window: float = 30.0
     owner_check: float = 10.0
+    task_refresh: float = 450.0  # half the life of a worker's input GETs (remote.READ_GRACE), the shortest it has
     job: WorkerJobSettings = field(default_factory=WorkerJobSettings)
 
     def with_options(self, **options: Any) -> KubernetesSettings:

@@ -6,7 +6,9 @@ Every Job and its pod carry the labels of DESIGN.md ("kubectl"): ``sematic-k8s/r
 names are deterministic (a Run id and its attempt), so creating a Job that already exists means "re-attach",
 never "duplicate". Secrets never appear as plain env: the driver's token
 (minted for its resolution alone, in a Secret of its own: :func:`token_secret`) and the S3 credentials come
-from Secrets through ``secretKeyRef``; workers get no token at all.
+from Secrets through ``secretKeyRef``; workers get no token at all. A worker whose task carries presigned URLs
+gets neither: its task is a file of a Secret of its attempt's own (:func:`task_secret`, mounted read-only at
+:data:`TASK_DIR`, readable by the image's user through ``fsGroup``), never a value of its Job.
 
 Pods meet the Pod Security "restricted" level: non-root (the images' numeric user, :data:`IMAGE_UID`), no
 privilege escalation, every capability dropped, the runtime's default seccomp profile. With the image's CPU
@@ -41,6 +43,7 @@ from sematic_k8s.settings import (
     POD_NAME_ENV,
     SECRET_FILE_ENVS,
     SERVER_AUTH_ENV,
+    TASK_FILE_ENV,
 )
 from sematic_k8s.specs import (
     ARCHITECTURES,
@@ -69,6 +72,13 @@ STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
     "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", False),
     "AWS_SESSION_TOKEN": ("AWS_SESSION_TOKEN", True),
 }
+# A worker's presigned task: in its attempt's Secret (task_secret), under this key, mounted at TASK_DIR: root-owned
+# files (as a kubelet writes them) of group fsGroup (the image's user's), mode TASK_MODE: the worker reads it, no
+# other user of the node's or the container's may.
+TASK_KEY = "task"
+TASK_DIR = "/var/run/sematic-k8s/task"
+TASK_MODE = 0o440
+TASK_VOLUME = "task"
 SECRET_ENV = frozenset(SECRET_FILE_ENVS)  # never passed as plain env: the token, the server's user info, the S3 keys
 
 # What the driver learns about itself through the downward API (so workers can be owned by its Job).
@@ -140,6 +150,26 @@ def token_secret(root_id: str, token: str, *, namespace: str, func_name: str = "
         metadata=client.V1ObjectMeta(name=token_secret_name(root_id), namespace=namespace, labels=labels,
                                      owner_references=[owner_reference(*owner)] if owner else None),
         data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()})
+
+
+def task_secret_name(job_name: str) -> str:
+    """The Secret holding the task of the worker Job ``job_name`` (one per Job: a relaunch has its own)."""
+    return f"{job_name}-task"
+
+
+def task_secret(job: Mapping[str, Any], task_json: str, owner: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The Secret of the worker Job ``job`` (its manifest, as sent): its TaskSpec ``task_json`` (presigned URLs and
+    all) under key ``task``, labelled as the Job is (``kubectl get secrets -l sematic-k8s/resolution-id=...``);
+    ``owner``: the driver Job's (name, uid), so that its deletion (or TTL) deletes the Secret too, whatever became of
+    the driver."""
+    meta = job["metadata"]
+    secret = client.V1Secret(
+        api_version="v1", kind="Secret", type="Opaque",
+        metadata=client.V1ObjectMeta(name=task_secret_name(meta["name"]), namespace=meta.get("namespace"),
+                                     labels=dict(meta.get("labels") or {}),
+                                     owner_references=[owner_reference(*owner)] if owner else None),
+        data={TASK_KEY: base64.b64encode(task_json.encode()).decode()})
+    return to_dict(secret)
 
 
 def resources(cpu: str | None, memory: str | None, gpu: int | None, *,
@@ -258,7 +288,7 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
                tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
                ttl_seconds_after_finished: int | None = 3600, cpu_limits: bool = False,
                relaunch: int = 0, labels: Mapping[str, str] | None = None,
-               automount_token: bool = False) -> client.V1Job:
+               automount_token: bool = False, task_in_secret: bool = False) -> client.V1Job:
     """One Job (one pod, never restarted) for one attempt of one Run.
 
     ``func`` supplies ``name``, ``path``, ``cpu``, ``memory``, ``gpu``, ``timeout`` and, if it has them,
@@ -266,23 +296,34 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
     (name, uid). The func's ``timeout`` is no ``activeDeadlineSeconds`` (which would count scheduling, waiting
     for capacity and the image pull): the executor counts it from the worker container's start.
     Workers need no Kubernetes API: no service account token is mounted unless ``automount_token``.
+    ``task_in_secret``: the task (with presigned URLs) is read from the Job's own Secret (:func:`task_secret`),
+    mounted read-only at :data:`TASK_DIR` and named by $SEMATIC_K8S_TASK_FILE; pass no ``storage_secret`` then.
     """
     job_labels = {**MANAGED_BY, **(labels or {}), **run_labels(spec.root_id, spec.run_id, func.name, "worker"),
                   ATTEMPT_LABEL: str(spec.attempt), RELAUNCH_LABEL: str(relaunch)}
     selector = {**(node_selector or {}), **(getattr(func, "node_selector", None) or {})}
     tols = [*(tolerations or ()), *(getattr(func, "tolerations", None) or ())]
+    name = worker_job_name(spec.run_id, spec.attempt, relaunch)
+    security = pod_security_context()
+    volumes = mounts = None
+    if task_in_secret:
+        env = {**env, TASK_FILE_ENV: f"{TASK_DIR}/{TASK_KEY}"}
+        volumes = [client.V1Volume(name=TASK_VOLUME, secret=client.V1SecretVolumeSource(
+            secret_name=task_secret_name(name), default_mode=TASK_MODE))]
+        mounts = [client.V1VolumeMount(name=TASK_VOLUME, mount_path=TASK_DIR, read_only=True)]
+        security.fs_group = IMAGE_UID  # the kubelet makes the files root:<fsGroup>, and the worker is in that group
     container = client.V1Container(
         name=WORKER_CONTAINER, image=image, command=list(WORKER_COMMAND),
-        env=plain_env(env) + secret_env(storage_secret),
+        env=plain_env(env) + secret_env(storage_secret), volume_mounts=mounts,
         resources=resources(func.cpu, func.memory, func.gpu, cpu_limits=cpu_limits),
         termination_message_policy="FallbackToLogsOnError", security_context=container_security_context())
     pod = client.V1PodSpec(
         restart_policy="Never", containers=[container], service_account_name=service_account,
-        security_context=pod_security_context(), automount_service_account_token=automount_token,
+        security_context=security, automount_service_account_token=automount_token, volumes=volumes,
         node_selector=selector or None, tolerations=toleration_models(tols),
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in image_pull_secrets] or None)
     annotations = {"sematic-k8s/func-path": func.path}
-    return _job(worker_job_name(spec.run_id, spec.attempt, relaunch), namespace, job_labels, pod,
+    return _job(name, namespace, job_labels, pod,
                 ttl=ttl_seconds_after_finished, deadline=None,
                 backoff_limit=0, annotations=annotations,
                 owners=[owner_reference(*owner)] if owner else None)
@@ -341,5 +382,5 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 __all__ = ["arch_selector", "container_security_context", "dns_name", "driver_job", "driver_job_name", "label_value",
-           "pod_security_context", "resources", "to_dict", "token_secret",
+           "pod_security_context", "resources", "task_secret", "task_secret_name", "to_dict", "token_secret",
            "token_secret_name", "worker_job", "worker_job_name"]

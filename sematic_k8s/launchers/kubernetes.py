@@ -330,7 +330,8 @@ class DriverJob:
 
     def cleanup(self) -> None:
         """A driver that never started: delete its Job (its controller would go on trying). A driver Job deleted
-        without its pod: delete that pod (by uid) and the resolution's worker Jobs (no longer owned by it).
+        without its pod: delete that pod (by uid), the resolution's worker Jobs and their task Secrets (no longer
+        owned by it).
         Otherwise nothing: worker Jobs are owned by the driver's Job (deleted with it, or when their pods end)."""
         if self.left:
             self._delete_left()
@@ -345,7 +346,7 @@ class DriverJob:
     def _delete_left(self) -> None:
         """Delete the driver pods the Job's deletion left behind, each only while it is that pod (its uid), and the
         resolution's worker Jobs with their pods. Refused (the user's credentials may not), it says what to run."""
-        by_hand = (f"kubectl delete pods,jobs -n {self.namespace} -l {RESOLUTION_LABEL}={self.root_id} "
+        by_hand = (f"kubectl delete pods,jobs,secrets -n {self.namespace} -l {RESOLUTION_LABEL}={self.root_id} "
                    "--cascade=background")
         for name, uid in self.left:
             try:
@@ -368,6 +369,13 @@ class DriverJob:
                         raise
         except ApiException as e:
             log.warning("could not delete the worker Jobs of resolution %s (%s: %s): %s", self.root_id, e.status,
+                        api_message(e), by_hand)
+        try:  # their task Secrets, owned by the driver's Job, were orphaned with them: nothing else deletes them
+            self.core.delete_collection_namespaced_secret(
+                self.namespace, label_selector=f"{RESOLUTION_LABEL}={self.root_id},{ROLE_LABEL}=worker",
+                _preload_content=False)
+        except ApiException as e:
+            log.warning("could not delete the worker Secrets of resolution %s (%s: %s): %s", self.root_id, e.status,
                         api_message(e), by_hand)
 
     def close(self) -> None:

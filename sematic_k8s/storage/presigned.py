@@ -1,7 +1,8 @@
 """A worker's view of S3 storage through presigned URLs: no botocore, no credentials.
 
-The executor that launches a worker in a container (the DockerExecutor, which holds an S3 client already; pods
-get the storage Secret instead, as a Job's spec is readable by whoever may read Jobs) presigns
+The executor that launches a worker in a container or a pod (the DockerExecutor, the KubernetesExecutor, which
+hold an S3 client already; a pod's URLs go in a Secret of its Job's own, as a Job's spec is readable by whoever may
+read Jobs) presigns
 the exact requests the worker needs, with a short expiry, and puts them in its
 :class:`~sematic_k8s.specs.TaskSpec` (``urls``): a GET for each input artifact and a PUT for the outcome
 document (:func:`~sematic_k8s.specs.outcome_key`), plus a PUT for a staging object

@@ -1380,7 +1380,7 @@ def test_a_follower_that_may_not_delete_the_pod_left_by_its_driver_jobs_deletion
     follower.close()
     said = caplog.text
     assert f"could not delete driver pod {pod} (403" in said, said
-    assert f"kubectl delete pods,jobs -n {NS} -l sematic-k8s/resolution-id={root} --cascade=background" in said
+    assert f"kubectl delete pods,jobs,secrets -n {NS} -l sematic-k8s/resolution-id={root} --cascade=background" in said
     assert cluster.get("pods", NS, pod)["status"]["phase"] == "Running"  # nothing deleted: it was not allowed
 
 

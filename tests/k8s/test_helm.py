@@ -36,6 +36,7 @@ DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver Servi
     ("", "pods"): {"list", "watch", "delete"},  # delete: a worker pod left running by its Job's orphaning delete
     ("", "pods/log"): {"get"},
     ("", "events"): {"list", "watch"},  # Warning Events of the namespace, on one watch
+    ("", "secrets"): {"create", "delete"},  # each worker Job's task Secret; never read: no get, list, patch, update
 }
 SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
     ("batch", "jobs"): {"create"},
@@ -802,6 +803,8 @@ DRIVER_CALLS = {
     "delete_namespaced_pod": ("", "pods", {"delete"}),
     "read_namespaced_pod_log": ("", "pods/log", {"get"}),
     "list_namespaced_event": ("", "events", {"list", "watch"}),  # listed, then watched (Warning Events)
+    "create_namespaced_secret": ("", "secrets", {"create"}),  # a worker Job's task, presigned URLs and all
+    "delete_namespaced_secret": ("", "secrets", {"delete"}),  # when its run ends (or one an earlier driver left)
 }
 DRIVER_CODE = ("sematic_k8s/executors/kubernetes.py", "sematic_k8s/k8s/watch.py", "sematic_k8s/k8s/pods.py",
                "sematic_k8s/k8s/client.py", "sematic_k8s/driver.py")

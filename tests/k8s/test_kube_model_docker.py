@@ -106,6 +106,41 @@ def test_run_as_non_root_refuses_the_root_base_image_and_run_as_user_works(clust
     assert done.status.phase == "Succeeded" and core.read_namespaced_pod_log("user", ns) == "1000 1000\n"
 
 
+READ_SECRET = """
+import os, stat
+st = os.stat('/task/task')
+print(oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid, sorted(os.getgroups()))
+try:
+    print(open('/task/task').read())
+except PermissionError as e:
+    print('refused', e.strerror)
+try:
+    os.unlink('/task/task')
+except OSError as e:
+    print('unlink', e.strerror)
+"""
+
+
+@pytest.mark.parametrize("fs_group", [None, 2000])
+def test_a_secret_volume_is_roots_of_the_fs_group_and_read_only_as_a_kubelet_mounts_it(cluster, ns, core, fs_group):
+    # https://kubernetes.io/docs/concepts/configuration/secret/#using-secrets-as-files-from-a-pod (root-owned files
+    # of defaultMode; with fsGroup, of that group and group-readable: SetVolumeOwnership), always mounted read-only
+    core.create_namespaced_secret(ns, {"metadata": {"name": "task"}, "stringData": {"task": "the task"}})
+    security = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+                **({"fsGroup": fs_group} if fs_group else {})}
+    name = f"reader-{fs_group or 'none'}"
+    core.create_namespaced_pod(ns, python_pod(name, READ_SECRET, securityContext=security, container={
+        "volumeMounts": [{"name": "task", "mountPath": "/task"}]},  # readOnly not asked: it is all the same
+        volumes=[{"name": "task", "secret": {"secretName": "task", "defaultMode": 0o400}}]))
+    done = cluster.wait(lambda: ended(core, ns, name), timeout=120)
+    assert done.status.phase == "Succeeded"
+    lines = core.read_namespaced_pod_log(name, ns).splitlines()
+    if fs_group:  # 0400 | 0440, root:2000, and the container's user is in group 2000
+        assert lines == ["0o440 0 2000 [1000, 2000]", "the task", "unlink Read-only file system"], lines
+    else:  # root's 0400: the non-root user may not read it
+        assert lines == ["0o400 0 0 [1000]", "refused Permission denied", "unlink Read-only file system"], lines
+
+
 def test_a_pod_reaches_the_api_with_its_service_account_token(cluster, ns, core):
     # https://kubernetes.io/docs/tasks/run-application/access-api-from-pod/#directly-accessing-the-rest-api
     core.create_namespaced_service_account(ns, {"metadata": {"name": "reader"}})

@@ -105,6 +105,14 @@ def test_the_charts_driver_role_allows_what_it_grants_and_forbids_the_rest(clust
         core.list_node()
     assert status_of(err.value)["message"] == (
         f'nodes is forbidden: User "{DRIVER}" cannot list resource "nodes" in API group "" at the cluster scope')
+    # a worker Job's task Secret: made and deleted, never read back (nor any other Secret, a token among them)
+    core.create_namespaced_secret(NS, {"metadata": {"name": "sk-x-1-task"}, "stringData": {"task": "{}"}})
+    for read in (lambda: core.read_namespaced_secret("sk-x-1-task", NS), lambda: core.list_namespaced_secret(NS),
+                 lambda: core.patch_namespaced_secret("sk-x-1-task", NS, {"metadata": {"labels": {"a": "b"}}})):
+        with pytest.raises(ApiException) as err:
+            read()
+        assert err.value.status == 403, err.value
+    core.delete_namespaced_secret("sk-x-1-task", NS)
     review = client.AuthorizationV1Api(driver).create_self_subject_access_review(
         {"spec": {"resourceAttributes": {"namespace": NS, "verb": "get", "resource": "pods", "subresource": "log"}}})
     assert review.status.allowed is True

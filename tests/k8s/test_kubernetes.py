@@ -39,7 +39,7 @@ from sematic_k8s.launchers.kubernetes import launch_driver  # noqa: E402
 from sematic_k8s.resolvers.driven import remote_executor  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
 from sematic_k8s.settings import DRIVER_ENV  # noqa: E402
-from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
+from sematic_k8s.specs import IMAGE_UID, DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
 from sematic_k8s.storage.base import log_key  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
@@ -673,6 +673,18 @@ def pipeline(words: list[str]) -> str:
 @sk.func(inline=False)
 def boom(x: int) -> int:
     raise RuntimeError(f"boom {x}")
+
+
+@sk.func(inline=False)
+def reach_storage() -> str:
+    """What the worker's own code gets from the storage its pod names, with the pod's credentials (none)."""
+    from sematic_k8s.storage.urls import storage_from_url
+
+    try:
+        storage_from_url(os.environ["SEMATIC_K8S_STORAGE"]).exists("outcomes")
+    except Exception as e:
+        return type(e).__name__
+    return "reached"
 '''
 
 
@@ -716,10 +728,11 @@ def s3() -> Iterator[tuple[str, str]]:
 
 @pytest.mark.parametrize("kubelet", ["docker", "process"])
 def test_generated_pods_run_a_real_pipeline_end_to_end(project, s3, store, monkeypatch, kubelet):
-    """Worker pods run from the generated spec: image by digest, the worker command, the task and storage in
-    env, and the S3 credentials resolved from a Secret in the API server (by the model's kubelet, which runs the
-    container in Docker, or the pod's command as a local process); the loop resolves the pipeline through the
-    executor."""
+    """Worker pods run from the generated spec: image by digest, the worker command, the storage URL in env and
+    the task, with its presigned URLs, in a file of the Job's own Secret that the image's non-root user reads (the
+    model's kubelet mounts it as a kubelet does, in a container in Docker, or for the pod's command run as a local
+    process); no S3 key in the pod; each Secret deleted when its run ends. The loop resolves the pipeline through
+    the executor."""
     root, module = project
     endpoint, url_s3 = s3
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "SEMATIC_K8S_S3_BUCKET"):
@@ -761,7 +774,10 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(project, s3, store, monke
         assert resolve(f) == "HELLO POD WORLD"
         with pytest.raises(ResolutionFailed) as err:
             resolve(module.boom(4))
+        reached = resolve(module.reach_storage())  # its pod's own code: no key to reach storage with, only its URLs
         pod_jobs = jobs(api, f"sematic-k8s/resolution-id={f.id}")
+        left_secrets = [s["metadata"]["name"] for s in cluster.list("secrets", NS)
+                        if s["metadata"]["name"].endswith("-task")]
         where = "/app" if kubelet == "docker" else os.path.join(cluster.workdir, "sim")  # the image's code
         api.close()  # directory, or the simulated kubelet's
         assert not cluster.errors, cluster.errors
@@ -771,10 +787,18 @@ def test_generated_pods_run_a_real_pipeline_end_to_end(project, s3, store, monke
     logs = [storage.get(log_key(r.id)).decode() for r in shout_runs]  # the workers' own logs
     assert all(f"in {where}\n" in text for text in logs), logs
     assert len(pod_jobs) == 3
-    for job in pod_jobs:
-        env = {e.name: e for e in job.spec.template.spec.containers[0].env}
-        assert env["AWS_SECRET_ACCESS_KEY"].value is None and env["AWS_SECRET_ACCESS_KEY"].value_from
-        assert job.spec.template.spec.containers[0].image == image
+    for job in pod_jobs:  # no storage key: the task's presigned URLs, from the Job's own Secret (gone with its run)
+        container = job.spec.template.spec.containers[0]
+        env = {e.name: e for e in container.env}
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "SEMATIC_K8S_TASK"} & set(env)
+        assert not container.env_from and "s3cr3t" not in json.dumps(api.sanitize_for_serialization(job))
+        [volume] = job.spec.template.spec.volumes
+        assert volume.secret.secret_name == f"{job.metadata.name}-task"
+        assert env["SEMATIC_K8S_TASK_FILE"].value == f"{container.volume_mounts[0].mount_path}/task"
+        assert job.spec.template.spec.security_context.fs_group == IMAGE_UID
+        assert container.image == image
+    assert not left_secrets
+    assert reached == "S3CredentialsError"
 
 
 @sk.func(node_selector={"pool": "highmem"}, tolerations=[{"key": "dedicated", "operator": "Equal",

@@ -87,17 +87,21 @@ def test_driver_and_worker_pods_are_admitted_and_run_in_a_restricted_namespace(c
     spec = driver_spec()
     driver = manifests.to_dict(manifests.driver_job(spec, spec.root_id, {}, namespace=NS))
     worker = manifests.to_dict(manifests.worker_job(task(), Func, IMAGE, {}, namespace=NS))
-    for job in (driver, worker):
+    presigned = manifests.to_dict(manifests.worker_job(task(), Func, IMAGE, {}, namespace=NS, relaunch=1,
+                                                       task_in_secret=True))  # its task in a Secret volume
+    client.CoreV1Api(admin).create_namespaced_secret(NS, manifests.task_secret(presigned, task().to_json()))
+    for job in (driver, worker, presigned):
         _, code, headers = batch.create_namespaced_job_with_http_info(NS, job)
         assert code == 201 and "PodSecurity" not in (headers.get("Warning") or ""), headers.get("Warning")
-    for job in (driver, worker):
+    for job in (driver, worker, presigned):
         name = job["metadata"]["name"]
         cluster.wait(lambda n=name: (batch.read_namespaced_job(n, NS).status.succeeded or 0) == 1,
                      message=f"Job {name} succeeded")
         assert not [e for e in cluster.events(NS, name) if e["reason"] == "FailedCreate"]
         pod = job["spec"]["template"]["spec"]
         assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID,
-                                          "seccompProfile": {"type": "RuntimeDefault"}}
+                                          "seccompProfile": {"type": "RuntimeDefault"},
+                                          **({"fsGroup": IMAGE_UID} if job is presigned else {})}
         assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False,
                                                            "capabilities": {"drop": ["ALL"]}}
 

@@ -5,8 +5,9 @@ as Helm renders them, and the driver pod talks to the API server with its own Se
 of its requests is authorised against the chart's driver Role.
 
 The CloudResolver builds the image (from the local base image, which runs as root) and launches the driver; the
-driver creates one worker Job per remote run, owned by its own Job, with the chart's worker ServiceAccount and S3
-Secret; the driver's API token is a Secret of its own that ends with its resolution. Skipped without dockerd, the
+driver creates one worker Job per remote run, owned by its own Job, with the chart's worker ServiceAccount and its
+task (presigned URLs) in a Secret of the Job's own, read by the image's non-root user (no S3 key in the pod); the
+driver's API token is a Secret of its own that ends with its resolution. Skipped without dockerd, the
 registry and S3 (failed under CI=true).
 """
 
@@ -174,7 +175,8 @@ def test_a_pipeline_runs_in_a_restricted_namespace_as_the_charts_service_account
         # the driver worked as its ServiceAccount, within the chart's Role, and was never refused
         driver = cluster.user_of(f"{NS}/{DRIVER_SA}")
         calls = cluster.calls(user=driver)
-        assert {(c.verb, c.resource_path) for c in calls} >= {("create", "jobs"), ("list", "pods")}
+        assert {(c.verb, c.resource_path) for c in calls} >= {("create", "jobs"), ("list", "pods"),
+                                                               ("create", "secrets"), ("delete", "secrets")}
         assert not [c for c in calls if c.status in (401, 403)], [(c.verb, c.path, c.status) for c in calls]
         workers = batch.list_namespaced_job(NS, label_selector=f"{selector},sematic-k8s/role=worker").items
         assert len(workers) == 4
@@ -214,9 +216,13 @@ def _launched_as_the_chart_says(server: Any, res: Any, cluster: Any, workers: li
             ("Job", driver.metadata.name, driver.metadata.uid)]
         pod_spec = job.spec.template.spec
         assert pod_spec.containers[0].image == res.image and pod_spec.service_account_name == worker_sa
-        env = {e.name: e for e in pod_spec.containers[0].env}
-        assert env["AWS_SECRET_ACCESS_KEY"].value is None
-        assert env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == storage_secret
+        env = {e.name: e for e in pod_spec.containers[0].env}  # no storage key: its task's URLs, from its own Secret
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env) and not pod_spec.containers[0].env_from
+        assert [v.secret.secret_name for v in pod_spec.volumes] == [manifests.task_secret_name(job.metadata.name)]
+        assert pod_spec.security_context.fs_group == IMAGE_UID
+    driver_env = {e.name: e for e in driver.spec.template.spec.containers[0].env}  # the driver presigns: it has them
+    assert driver_env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == storage_secret
+    assert not [s for s in core.list_namespaced_secret(NS).items if s.metadata.name.endswith("-task")]
     pods = core.list_namespaced_pod(NS, label_selector=f"sematic-k8s/resolution-id={res.id}").items
     pod_of_job = {p.metadata.labels["job-name"]: p.metadata.name for p in pods}
     for r in remote:

@@ -250,7 +250,7 @@ class PodWorker:
             delay = min(delay * 2, self.cluster.timing.volume_retry_cap)
         if self.terminating:
             return False
-        if self.kubelet.runtime.kind == "docker":
+        if self.kubelet.runtime.kind in ("docker", "sim"):  # sim: a func script reads them (SimContext.read)
             sa = (self.spec.get("serviceAccountName") or "default")
             self.volumes = podenv.write_volumes(
                 self.pod, self.root, self.kubelet.lookup(self.ns),
@@ -443,7 +443,8 @@ class PodWorker:
         return ContainerSpec(
             docker_name=f"k8s_{c.name}_{self.name}_{self.ns}_{self.uid[:8]}_{c.restart_count}", image=c.spec["image"],
             command=command, args=args, env=env, working_dir=c.spec.get("workingDir"), user=user,
-            mounts=podenv.mounts(c.spec, self.volumes),
+            mounts=podenv.mounts(c.spec, self.volumes, podenv.read_only_volumes(self.pod)),
+            groups=podenv.groups(self.pod),
             memory_limit=amount("memory", limits["memory"]) if "memory" in limits else None,
             nano_cpus=amount("cpu", limits["cpu"]) * 1_000_000 if "cpu" in limits else None,
             labels={"io.kubernetes.pod.name": self.name, "io.kubernetes.pod.namespace": self.ns,

@@ -178,11 +178,36 @@ def missing_sources(pod: dict[str, Any], lookup: Lookup) -> list[tuple[str, str]
     return out
 
 
-def _write(path: str, text: str, mode: int) -> None:
+# Volumes the kubelet writes from API objects: always mounted read-only, whatever the volumeMount says
+# (https://github.com/kubernetes/kubernetes/pull/58720, CVE-2017-1002102), and their files root-owned.
+WRITTEN = ("secret", "configMap", "downwardAPI", "projected")
+
+
+def _write(path: str, text: str, mode: int, gid: int) -> None:
+    """A file as the kubelet (root) writes a volume's: owned by root, of group ``gid`` (the pod's fsGroup, else 0)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
+    os.chown(path, 0, gid)
     os.chmod(path, mode)
+
+
+def fs_group(pod: dict[str, Any]) -> int | None:
+    """The pod's fsGroup, if it has one."""
+    value = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+    return int(value) if value is not None else None
+
+
+def groups(pod: dict[str, Any]) -> list[int]:
+    """The supplementary groups of the pod's containers: its fsGroup and supplementalGroups."""
+    psc = (pod.get("spec") or {}).get("securityContext") or {}
+    fs = fs_group(pod)
+    return [*([fs] if fs is not None else []), *(int(g) for g in psc.get("supplementalGroups") or [])]
+
+
+def read_only_volumes(pod: dict[str, Any]) -> set[str]:
+    """The pod's volumes that are mounted read-only whatever their mounts say (:data:`WRITTEN`)."""
+    return {v["name"] for v in (pod.get("spec") or {}).get("volumes") or [] if any(k in v for k in WRITTEN)}
 
 
 def _items(data: dict[str, str], items: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -193,9 +218,14 @@ def _items(data: dict[str, str], items: list[dict[str, Any]] | None) -> dict[str
 
 def write_volumes(pod: dict[str, Any], root: str, lookup: Lookup, token: Callable[[], str], ca_cert: str,
                   shared: Callable[[str], str]) -> dict[str, str]:
-    """Write each volume's files under ``root``; returns volume name -> host path to bind-mount."""
+    """Write each volume's files under ``root``; returns volume name -> host path to bind-mount.
+
+    As a kubelet does (pkg/volume/util AtomicWriter, SetVolumeOwnership): the files of a Secret, ConfigMap,
+    downward API or projected volume are root's, with the volume's ``defaultMode`` (0644 unless set); with an
+    fsGroup they are of that group, and readable by it (mode | 0440, these volumes being read-only)."""
     paths: dict[str, str] = {}
     ns = pod["metadata"].get("namespace", "")
+    fs = fs_group(pod)
     for v in (pod.get("spec") or {}).get("volumes") or []:
         path = os.path.join(root, "volumes", v["name"])
         os.makedirs(path, exist_ok=True)
@@ -238,13 +268,20 @@ def write_volumes(pod: dict[str, Any], root: str, lookup: Lookup, token: Callabl
                 if "fieldRef" in item:
                     files[item["path"]] = field_ref(pod, item["fieldRef"]["fieldPath"])
             mode = (v.get("projected") or {}).get("defaultMode", 420)
+        if any(k in v for k in WRITTEN):
+            if fs is not None:
+                mode |= 0o440
+            os.chown(path, 0, fs if fs is not None else 0)
+            os.chmod(path, 0o1777)  # a tmpfs's root, as ls shows a Secret volume's mount point
         for rel, text in files.items():
-            _write(os.path.join(path, rel), text, mode)
+            _write(os.path.join(path, rel), text, mode, fs if fs is not None else 0)
         paths[v["name"]] = path
     return paths
 
 
-def mounts(container: dict[str, Any], volumes: dict[str, str]) -> list[tuple[str, str, bool]]:
+def mounts(container: dict[str, Any], volumes: dict[str, str], read_only: set[str] | None = None
+           ) -> list[tuple[str, str, bool]]:
+    """(host path, container path, read-only) of the container's mounts; those of ``read_only`` volumes read-only."""
     out = []
     for m in container.get("volumeMounts") or []:
         host = volumes.get(m["name"])
@@ -252,5 +289,5 @@ def mounts(container: dict[str, Any], volumes: dict[str, str]) -> list[tuple[str
             continue
         if m.get("subPath"):
             host = os.path.join(host, m["subPath"])
-        out.append((host, m["mountPath"], bool(m.get("readOnly"))))
+        out.append((host, m["mountPath"], bool(m.get("readOnly")) or m["name"] in (read_only or set())))
     return out

@@ -57,6 +57,7 @@ class ContainerSpec:
     working_dir: str | None = None
     user: str | None = None
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, container path, read only)
+    groups: list[int] = field(default_factory=list)  # supplementary groups (the pod's fsGroup, supplementalGroups)
     memory_limit: int | None = None
     nano_cpus: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
@@ -173,6 +174,8 @@ class DockerRuntime:
                 kwargs["nano_cpus"] = spec.nano_cpus
             if spec.no_new_privileges:
                 kwargs["security_opt"] = ["no-new-privileges"]
+            if spec.groups:
+                kwargs["group_add"] = [str(g) for g in spec.groups]
             return self.docker.containers.create(
                 spec.image, name=spec.docker_name, environment=spec.env, network_mode="host", detach=True,
                 working_dir=spec.working_dir or None, user=spec.user or None, mounts=mounts,
@@ -303,6 +306,15 @@ def default_behaviour(pod: dict[str, Any], container: dict[str, Any]) -> Script:
     return Script()
 
 
+def host_path(path: str, mounts: list[tuple[str, str, bool]]) -> str:
+    """Where ``path`` in a container is on the host, through its ``mounts`` (the longest that holds it); ``path``
+    itself when none does. A simulated container's process has no mount namespace: it reads its volumes there."""
+    for host, target, _ in sorted(mounts, key=lambda m: -len(m[1])):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return os.path.normpath(os.path.join(host, os.path.relpath(path, target)))
+    return path
+
+
 @dataclass
 class SimContext:
     """What a ``func`` script gets: the container's env, its pod and container, a log writer, a stop flag."""
@@ -312,10 +324,28 @@ class SimContext:
     container: dict[str, Any]
     stopped: threading.Event
     lines: list[tuple[float, str]]
+    spec: ContainerSpec | None = None
 
     def log(self, text: str) -> None:
         for line in text.splitlines(keepends=True):
             self.lines.append((time.time(), line if line.endswith("\n") else line + "\n"))
+
+    def read(self, path: str) -> str:
+        """The file at ``path`` in the container (a mounted volume's), read as its user would: PermissionError when
+        its owner, group and mode keep that user (uid, gid and supplementary groups) out; FileNotFoundError when no
+        mount holds it."""
+        found = host_path(path, self.spec.mounts if self.spec else [])
+        if found == path:
+            raise FileNotFoundError(path)
+        user = (self.spec.user if self.spec else None) or "0"
+        uid, _, gid = user.partition(":")
+        groups = {int(gid or 0), *(self.spec.groups if self.spec else [])}
+        st = os.stat(found)
+        bits = 0o400 if st.st_uid == int(uid) else 0o040 if st.st_gid in groups else 0o004
+        if int(uid) != 0 and not st.st_mode & bits:
+            raise PermissionError(13, "Permission denied", path)
+        with open(found) as f:
+            return f.read()
 
 
 @dataclass
@@ -382,7 +412,7 @@ class SimRuntime:
             if argv and argv[0] in ("python", "python3"):
                 argv[0] = sys.executable
             env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                   **handle.spec.env, **script.extra_env}
+                   **{k: host_path(v, handle.spec.mounts) for k, v in handle.spec.env.items()}, **script.extra_env}
             os.makedirs(self.workdir, exist_ok=True)
             handle.log_path = os.path.join(self.workdir, f"{handle.spec.docker_name}.log")
             log = open(handle.log_path, "wb")  # noqa: SIM115 - handed to the child
@@ -394,7 +424,7 @@ class SimRuntime:
             asyncio.ensure_future(self._watch_process(handle))
         elif script.func is not None:
             ctx = SimContext(dict(handle.spec.env), handle.spec.pod, handle.spec.container, handle.stopped_flag,
-                             handle.lines)
+                             handle.lines, handle.spec)
 
             def call() -> int:
                 try:

@@ -1,0 +1,351 @@
+"""Worker pods with presigned URLs, on the cluster model (tests/support/kube_model) and a real S3 API: each attempt's
+task in a Secret of its Job's own, made before the Job and deleted when the attempt ends, mounted as a kubelet mounts
+it (root's files of the pod's fsGroup) and read by the worker as the container's user; no storage key in the pod.
+Relaunches presign afresh, a Secret left by a driver before is made again, RBAC's refusal is one line, a quota on
+Secrets queues the create, and the garbage collector takes the Secrets of a deleted driver Job. Workers run the real
+worker code in-process on simulated nodes, reading their task from the mounted file (PermissionError where its
+mode keeps the container's user out)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes")
+pytest.importorskip("boto3")
+
+from kubernetes import client  # noqa: E402
+
+import sematic_k8s as sk  # noqa: E402
+from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
+from model_workers import behave, held, worker  # noqa: E402
+from s3server import fresh_bucket  # noqa: E402
+from sematic_k8s import serialization  # noqa: E402
+from sematic_k8s.errors import KubernetesForbidden  # noqa: E402
+from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
+from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
+from sematic_k8s.future import new_id  # noqa: E402
+from sematic_k8s.k8s.client import Backoff  # noqa: E402
+from sematic_k8s.k8s.manifests import task_secret_name, worker_job_name  # noqa: E402
+from sematic_k8s.settings import STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV  # noqa: E402
+from sematic_k8s.specs import IMAGE_UID, TaskSpec, outcome_key, staged_key  # noqa: E402
+from sematic_k8s.storage.base import artifact_key, put_artifact  # noqa: E402
+from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
+
+NS = "runs"
+IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "cd" * 32
+FAST = Backoff(base=0.01, cap=0.05, attempts=6)
+
+
+@sk.func(inline=False, cpu="100m", memory="64Mi")
+def square(x: int) -> int:
+    return x * x
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave(), timing=Timing()) as c:
+        c.namespace(NS)
+        yield c
+        assert not c.errors, c.errors
+
+
+@pytest.fixture
+def storage(monkeypatch) -> S3Storage:
+    endpoint, bucket = fresh_bucket(monkeypatch, "sk-task-secrets")
+    return S3Storage(bucket, "runs", endpoint_url=endpoint, region="us-east-1")
+
+
+def executor(api: client.ApiClient, storage: S3Storage, **kw: Any) -> KubernetesExecutor:
+    kw.setdefault("owner", False)
+    kw.setdefault("creates_per_second", 0)
+    kw.setdefault("event_check", 0.2)
+    return KubernetesExecutor(storage, f"s3://{storage.bucket}/runs", IMAGE, namespace=NS, api_client=api, env={},
+                              backoff=FAST, storage_secret="sk-s3", **kw)
+
+
+def submit(ex: KubernetesExecutor, root_id: str, x: int, run_id: str | None = None) -> str:
+    run_id = run_id or new_id()
+    s = serialization.serialize(x)
+    put_artifact(ex.storage, s)
+    ex.submit(Task(run_id, root_id, square, {"x": serialization.Value(s.id, s.format, "", load=lambda _id: x)}, 1))
+    return run_id
+
+
+def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 60.0) -> dict[str, Outcome]:
+    got: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for o in ex.wait(0.1):
+            got[o.run_id] = o
+    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
+    return got
+
+
+def task_secrets(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {s["metadata"]["name"]: s for s in cluster.list("secrets", NS) if s["metadata"]["name"].endswith("-task")}
+
+
+def task_of(secret: dict[str, Any]) -> TaskSpec:
+    return TaskSpec.from_json(base64.b64decode(secret["data"]["task"]).decode())
+
+
+def expires(url: str) -> int:
+    """When a presigned URL expires (epoch seconds)."""
+    query = parse_qs(urlsplit(url).query)
+    if "Expires" in query:
+        return int(query["Expires"][0])
+    signed = datetime.datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+    return int(signed.timestamp()) + int(query["X-Amz-Expires"][0])
+
+
+def recording(seen: list[SimContext]) -> Script:
+    def run(ctx: SimContext) -> int:
+        seen.append(ctx)
+        return worker(ctx)
+    return Script(func=run)
+
+
+def test_a_worker_pod_reads_its_task_from_its_own_secret_and_holds_no_storage_key(cluster, api, storage):
+    seen: list[SimContext] = []
+    cluster.behaviour = behave({"worker": recording(seen)})
+    ex = executor(api, storage)
+    run_id = submit(ex, new_id(), 7)
+    outcome = wait_for(ex, 1)[run_id]
+    job_name = worker_job_name(run_id, 1)
+    [job] = [j for j in cluster.list("jobs.batch", NS) if j["metadata"]["name"] == job_name]
+    ex.close()
+    assert outcome.error_info is None and storage.get(artifact_key(outcome.output["id"])) is not None
+    # the Job (which whoever may read Jobs reads) holds no URL and no key: a volume of its own Secret
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert not set(STORAGE_KEY_ENVS) & set(env) and TASK_ENV not in env and "envFrom" not in container
+    assert "Signature=" not in json.dumps(job) and "X-Amz-" not in json.dumps(job)
+    assert pod["volumes"] == [{"name": "task", "secret": {"secretName": task_secret_name(job_name),
+                                                          "defaultMode": 0o440}}]
+    assert env[TASK_FILE_ENV]["value"] == f"{container['volumeMounts'][0]['mountPath']}/task"
+    assert container["volumeMounts"][0]["readOnly"] is True and pod["securityContext"]["fsGroup"] == IMAGE_UID
+    # the worker ran as the image's user, read the file through fsGroup, and had nothing but its URLs
+    [ctx] = seen
+    assert ctx.spec is not None and ctx.spec.user == f"{IMAGE_UID}:{IMAGE_UID}" and ctx.spec.groups == [IMAGE_UID]
+    assert not set(STORAGE_KEY_ENVS) & set(ctx.env)
+    task = TaskSpec.from_json(ctx.read(ctx.env[TASK_FILE_ENV]))
+    assert set(task.urls) == {f"GET {artifact_key(i)}" for i in task.input_ids.values()} | {
+        f"PUT {outcome_key(run_id, 1)}", f"PUT {staged_key(run_id, 1)}"}
+    # made before its Job (its pod never waited on a missing volume), deleted when the attempt ended
+    creates = [c.resource_path for c in cluster.calls(verb="create") if c.resource_path in ("secrets", "jobs")]
+    assert creates == ["secrets", "jobs"], creates
+    assert not [e for e in cluster.events(NS) if e["reason"] == "FailedMount"]
+    assert task_secrets(cluster) == {}
+    assert ex.stats.secret_creates == 1 and ex.stats.secret_deletes == 1
+
+
+def test_an_evicted_worker_runs_again_with_fresh_urls_in_a_secret_of_its_new_job(cluster, api, storage):
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate))})
+    ex = executor(api, storage)
+    run_id = submit(ex, new_id(), 5)
+    first = cluster.wait(lambda: task_secrets(cluster).get(task_secret_name(worker_job_name(run_id, 1))))
+    pod = cluster.wait(lambda: [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                if p["status"].get("phase") == "Running"])[0]
+    time.sleep(1.1)  # URLs presigned a second later than the first (their expiry counts in seconds)
+    cluster.evict(NS, pod)
+    relaunched = task_secret_name(worker_job_name(run_id, 1, 1))
+    second = cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(relaunched), message="relaunch")
+    assert list(task_secrets(cluster)) == [relaunched]  # the evicted Job's Secret is deleted
+    gate.set()
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.details["relaunches"] == 1
+    old, new = task_of(first).urls, task_of(second).urls
+    assert old.keys() == new.keys() and all(expires(new[k]) > expires(old[k]) for k in old)  # presigned again
+    assert task_secrets(cluster) == {}
+
+
+def test_a_restarted_driver_keeps_the_secret_of_the_job_it_reattaches_to_and_deletes_it_at_the_end(cluster, api,
+                                                                                                     storage):
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate))})
+    root = new_id()
+    first = executor(api, storage)
+    run_id = submit(first, root, 9)
+    name = task_secret_name(worker_job_name(run_id, 1))
+    made = cluster.wait(lambda: task_secrets(cluster).get(name))
+    first.detach()  # the driver dies: nothing cleaned up, the Job runs on
+    second = executor(api, storage)
+    s = serialization.serialize(9)
+    second.submit(Task(run_id, root, square, {"x": serialization.Value(s.id, s.format, "", load=lambda _id: 9)}, 1,
+                       resumed=True))
+    assert task_secrets(cluster)[name]["metadata"]["uid"] == made["metadata"]["uid"]  # kept: its pod reads it
+    gate.set()
+    outcome = wait_for(second, 1)[run_id]
+    second.close()
+    assert outcome.error_info is None and second.stats.reattached == 1 and second.stats.secret_creates == 0
+    assert task_secrets(cluster) == {}
+
+
+def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cluster, api, storage):
+    """The node takes one pod: the second waits (Unschedulable) as long as the first runs, its Secret made again with
+    fresh URLs every ``task_refresh`` seconds while it does, never once it is on a node; it reads the newest."""
+    cluster.update_node("node-1", pods=1)
+    gate = threading.Event()
+    seen: list[SimContext] = []
+
+    def run(ctx: SimContext) -> int:
+        seen.append(ctx)
+        return held(gate)(ctx) if len(seen) == 1 else worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=run)})
+    ex = executor(api, storage, task_refresh=1.0)
+    root = new_id()
+    first = submit(ex, root, 2)
+    cluster.wait(lambda: seen, message="the first worker running")
+    second = submit(ex, root, 3)
+    name = task_secret_name(worker_job_name(second, 1))
+    made = cluster.wait(lambda: task_secrets(cluster).get(name))
+    cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name, {}).get("metadata", {}).get("uid")
+                 not in (None, made["metadata"]["uid"]), message="its Secret made again while it waited")
+    gate.set()
+    got = wait_for(ex, 2)
+    ex.close()
+    assert got[first].error_info is None and got[second].error_info is None, got
+    assert ex.stats.waits.get("waiting for capacity", 0) >= 1
+    read = TaskSpec.from_json(seen[1].read(seen[1].env[TASK_FILE_ENV]))
+    assert all(expires(read.urls[k]) > expires(url) for k, url in task_of(made).urls.items())
+    assert task_secrets(cluster) == {}
+
+
+def test_a_secret_left_by_an_earlier_driver_is_made_again_with_fresh_urls(cluster, api, storage):
+    """A driver killed between its Secret's create and its Job's leaves the Secret: the next one's create meets 409,
+    and the Secret (stale, here unusable) is deleted and made again, never read back."""
+    run_id = new_id()
+    name = task_secret_name(worker_job_name(run_id, 1))
+    stale = TaskSpec(run_id=run_id, root_id="r", func_path="nowhere:gone", source_file=None, input_ids={},
+                     input_formats={}, attempt=1, urls={"PUT x": "http://127.0.0.1:9/expired"})
+    client.CoreV1Api(api).create_namespaced_secret(NS, {"metadata": {"name": name}, "data": {
+        "task": base64.b64encode(stale.to_json().encode()).decode()}})
+    ex = executor(api, storage)
+    submit(ex, new_id(), 4, run_id=run_id)
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None, outcome.error_info
+    assert ex.stats.conflicts == 1 and task_secrets(cluster) == {}
+    assert not [c for c in cluster.calls(resource="secrets") if c.verb in ("get", "list", "patch", "update")]
+
+
+def restricted(cluster: Cluster, name: str, rules: list[dict[str, Any]]) -> client.ApiClient:
+    """A client acting as ServiceAccount ``name`` of NS, bound to a Role of ``rules`` there."""
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NS}]}], namespace=NS)
+    return cluster.client(f"{NS}/{name}")
+
+
+OLD_DRIVER_ROLE = [  # the chart's driver Role before workers' tasks went in Secrets
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]}]
+
+
+def test_a_driver_whose_role_may_not_create_secrets_is_told_in_one_line_what_to_add(cluster, storage):
+    old = restricted(cluster, "old-role", OLD_DRIVER_ROLE)
+    ex = executor(old, storage)
+    with pytest.raises(KubernetesForbidden) as err:
+        submit(ex, new_id(), 2)
+    ex.close()
+    old.close()
+    said = str(err.value)
+    assert "\n" not in said and said.startswith("the Kubernetes API refuses to let this driver create Secret sk-")
+    assert 'it lacks create on secrets in API group ""' in said and "create and delete on secrets" in said, said
+    assert not cluster.list("jobs.batch", NS)
+
+
+def test_a_quota_on_secrets_queues_the_create_until_secrets_go(cluster, api, storage):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(NS, {"metadata": {"name": "secrets"}, "spec": {"hard": {"secrets": "1"}}})
+    ex = executor(api, storage)
+    root = new_id()
+    run_ids = [submit(ex, root, i) for i in range(2)]
+    got = wait_for(ex, 2)
+    ex.close()
+    assert all(got[r].error_info is None for r in run_ids), [got[r].error_info for r in run_ids]
+    assert ex.stats.requeued >= 1 and task_secrets(cluster) == {}
+
+
+def test_the_secrets_of_a_deleted_driver_job_go_with_it(cluster, api, storage):
+    """Owned by the driver's Job: a garbage collector deletes them with it, whatever became of the driver."""
+    batch = client.BatchV1Api(api)
+    driver = batch.create_namespaced_job(NS, {"metadata": {"name": "sk-driver-x"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+    cluster.behaviour = behave({"worker": Script(func=held(threading.Event()))})
+    ex = executor(api, storage, owner=(driver.metadata.name, driver.metadata.uid))
+    run_id = submit(ex, new_id(), 6)
+    secret = cluster.wait(lambda: task_secrets(cluster).get(task_secret_name(worker_job_name(run_id, 1))))
+    assert [(o["kind"], o["uid"]) for o in secret["metadata"]["ownerReferences"]] == [("Job", driver.metadata.uid)]
+    ex.detach()  # the driver is gone (killed): nothing deletes the Secret but the garbage collector
+    batch.delete_namespaced_job("sk-driver-x", NS, propagation_policy="Background")
+    cluster.wait(lambda: not task_secrets(cluster) and not cluster.list("jobs.batch", NS), message="collected")
+
+
+def test_a_driver_job_deleted_without_its_pod_has_its_follower_delete_the_orphaned_task_secrets(cluster, api, storage):
+    """Deleted with propagationPolicy Orphan, the driver's Job leaves its dependents unowned, the task Secrets too: the
+    CloudResolver's follower deletes them with the worker Jobs (the driver, here gone without cleaning up, would
+    have)."""
+    from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver
+    from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+    cluster.behaviour = lambda pod, c: Script(func=held(threading.Event())) if c["name"] == "worker" else \
+        Script(forever=True)
+    root = new_id()
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", executor_settings={"namespace": NS},
+                      resolution=ResolutionSettings(root_id=root))
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    job = cluster.wait(lambda: cluster.get("jobs.batch", NS, f"sk-driver-{root}"))
+    ex = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]))
+    run_id = submit(ex, root, 8)
+    name = task_secret_name(worker_job_name(run_id, 1))
+    cluster.wait(lambda: task_secrets(cluster).get(name))
+    ex.detach()
+    follower = DriverJob(spec, api_client=cluster.client())
+    client.BatchV1Api(api).delete_namespaced_job(f"sk-driver-{root}", NS, propagation_policy="Orphan")
+    end = cluster.wait(follower.ended)
+    assert end.leftovers
+    cluster.wait(lambda: not task_secrets(cluster).get(name, {}).get("metadata", {}).get("ownerReferences"),
+                 message="the Secret orphaned")
+    follower.cleanup()
+    follower.close()
+    cluster.wait(lambda: not task_secrets(cluster) and not [j for j in cluster.list("jobs.batch", NS)
+                                                            if j["metadata"]["labels"]["sematic-k8s/role"] == "worker"],
+                 message="the worker Jobs and their Secrets deleted")
+
+
+def test_a_driver_that_finds_its_job_deleted_deletes_its_workers_secrets_as_it_stops(cluster, api, storage):
+    """DriverJobDeleted (its Job deleted without its pod, the Secrets orphaned with it): the executor's close cancels
+    the attempts, deleting their Jobs and Secrets, which nothing else would."""
+    from sematic_k8s.errors import DriverJobDeleted
+
+    batch = client.BatchV1Api(api)
+    driver = batch.create_namespaced_job(NS, {"metadata": {"name": "sk-driver-y"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+    cluster.behaviour = behave({"worker": Script(func=held(threading.Event()))})
+    ex = executor(api, storage, owner=(driver.metadata.name, driver.metadata.uid), owner_check=0.1)
+    run_id = submit(ex, new_id(), 6)
+    cluster.wait(lambda: task_secrets(cluster).get(task_secret_name(worker_job_name(run_id, 1))))
+    batch.delete_namespaced_job("sk-driver-y", NS, propagation_policy="Orphan")
+    with pytest.raises(DriverJobDeleted):
+        cluster.wait(lambda: ex.wait(0.05) and False, message="DriverJobDeleted")
+    ex.close()
+    assert task_secrets(cluster) == {}
