@@ -198,6 +198,68 @@ def test_a_request_head_over_64_kib_is_refused_without_memory_growth(start: Call
     others_are_answered(keyed)
 
 
+# -- bodies that never all arrive -------------------------------------------------------------------------------
+
+def test_a_body_never_sent_trickled_or_never_ended_gets_408_and_is_not_recorded(start: Callable[..., Keyed]) -> None:
+    """Three store writes whose body would record a resolution: one declared by Content-Length and only half sent,
+    one trickled a byte every 0.3 s, one chunked and never ended. Each gets 408 naming ``--body-timeout`` and its
+    connection is closed; none of the resolutions is recorded; the server answers everyone else meanwhile. The same
+    stalled body without a key gets 401 at once, its body never waited for. Was: each waited for its body for ever."""
+    keyed = start("--body-timeout", "3")
+    bodies = {name: one_batch() for name in ("half", "trickled", "chunked")}
+    head = (f"POST /api/v1/store/write HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {keyed.key}\r\n"
+            "Content-Type: application/json\r\n").encode()
+    socks = {name: keyed.connect() for name in bodies}
+    half = batch_body(bodies["half"][1])
+    socks["half"].sendall(head + b"Content-Length: %d\r\n\r\n" % len(half) + half[: len(half) // 2])
+    trickled = batch_body(bodies["trickled"][1])
+    socks["trickled"].sendall(head + b"Content-Length: %d\r\n\r\n" % len(trickled))
+    chunk = batch_body(bodies["chunked"][1])
+    socks["chunked"].sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+    answered = threading.Event()
+
+    def trickle() -> None:
+        for byte in trickled:
+            if answered.wait(0.3):
+                return
+            try:
+                socks["trickled"].send(bytes([byte]))
+            except OSError:
+                return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    replies: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda n=name: replies.__setitem__(n, answer(socks[n])), daemon=True)
+               for name in socks]
+    try:
+        for reader in readers:
+            reader.start()
+        others_are_answered(keyed)
+        for reader in readers:
+            reader.join(90)
+        answered.set()
+    finally:
+        answered.set()
+        thread.join()
+        for sock in socks.values():
+            sock.close()
+    for name, reply in replies.items():
+        assert reply.startswith(b"HTTP/1.1 408"), (name, reply[:300])
+        assert b"--body-timeout" in reply and b"connection: close" in reply.lower(), (name, reply[:300])
+    assert set(replies) == set(bodies)  # each connection closed after its answer (answer() read to its end)
+    with keyed.client() as c:
+        for name, (root, _) in bodies.items():
+            assert c.get(f"/api/v1/resolutions/{root}").status_code == 404, name
+    unkeyed = keyed.connect()
+    unkeyed.sendall(b"POST /api/v1/store/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 1000\r\n\r\n")
+    reply = answer(unkeyed)
+    unkeyed.close()
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:300]
+    others_are_answered(keyed)
+
+
 # -- answers that are never read ---------------------------------------------------------------------------------
 
 def test_event_streams_never_read_are_cut_and_a_reading_follower_goes_on(start: Callable[..., Keyed]) -> None:
