@@ -198,7 +198,7 @@ class Guard:
         """``app`` (for an admitted request), cut off with 413 once the body it reads exceeds the cap, with 408 once
         it waits for a body past the body timeout."""
         cap = self.config.max_request_bytes
-        state: dict[str, Any] = {"received": 0, "refused": False, "started": False}
+        state: dict[str, Any] = {"received": 0, "refused": False, "started": False, "ended": False}
         deadlined = self._deadlined(scope, receive)
 
         async def counted_receive() -> Message:
@@ -211,6 +211,8 @@ class Guard:
                 if not state["started"]:
                     state["started"] = True
                     await problem(408, self._too_slow_message(), {"Connection": "close"})(scope, receive, send)
+                elif not state["ended"]:  # an answer under way (a stream): ended here, as the app no longer can
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
@@ -227,6 +229,8 @@ class Guard:
                 return
             if message["type"] == "http.response.start":
                 state["started"] = True
+            elif not message.get("more_body", False):
+                state["ended"] = True
             await send(message)
 
         try:

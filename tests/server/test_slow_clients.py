@@ -203,8 +203,10 @@ def test_a_request_head_over_64_kib_is_refused_without_memory_growth(start: Call
 def test_a_body_never_sent_trickled_or_never_ended_gets_408_and_is_not_recorded(start: Callable[..., Keyed]) -> None:
     """Three store writes whose body would record a resolution: one declared by Content-Length and only half sent,
     one trickled a byte every 0.3 s, one chunked and never ended. Each gets 408 naming ``--body-timeout`` and its
-    connection is closed; none of the resolutions is recorded; the server answers everyone else meanwhile. The same
-    stalled body without a key gets 401 at once, its body never waited for. Was: each waited for its body for ever."""
+    connection is closed; none of the resolutions is recorded; the server answers everyone else meanwhile. A
+    live-events stream whose declared body never comes is ended whole (its last chunk), then closed (was: cut
+    mid-answer, uvicorn's "ASGI callable returned without completing response" in the log). The same stalled body
+    without a key gets 401 at once, its body never waited for. Was: each waited for its body for ever."""
     keyed = start("--body-timeout", "3")
     bodies = {name: one_batch() for name in ("half", "trickled", "chunked")}
     head = (f"POST /api/v1/store/write HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {keyed.key}\r\n"
@@ -251,6 +253,12 @@ def test_a_body_never_sent_trickled_or_never_ended_gets_408_and_is_not_recorded(
     with keyed.client() as c:
         for name, (root, _) in bodies.items():
             assert c.get(f"/api/v1/resolutions/{root}").status_code == 404, name
+    stream = keyed.connect()  # a live-events stream whose declared body never comes: ended whole, then closed
+    stream.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {keyed.key}\r\n"
+                   "Content-Length: 10\r\n\r\n".encode())
+    reply = answer(stream)
+    stream.close()
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n0\r\n\r\n"), reply[-300:]
     unkeyed = keyed.connect()
     unkeyed.sendall(b"POST /api/v1/store/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 1000\r\n\r\n")
