@@ -117,6 +117,15 @@ def _is_loopback(host: str) -> bool:
               help="Rerun requests waiting to start; more get 429.")
 @click.option("--max-request-mb", type=click.FloatRange(0.01, 4096), default=32, show_default=True,
               help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
+@click.option("--header-timeout", type=click.FloatRange(1, 3600), default=10, show_default=True,
+              help="Seconds a client may take to send a request's headers, from its connection's opening or its "
+                   "previous answer; then its connection is closed (an idle or slow client holds none).")
+@click.option("--body-timeout", type=click.FloatRange(1, 86400), default=60, show_default=True,
+              help="Seconds a client may take to send a request's body once its headers are in; then 408 and its "
+                   "connection is closed, the request not applied.")
+@click.option("--send-timeout", type=click.FloatRange(1, 86400), default=60, show_default=True,
+              help="Seconds an answer waits for a client that reads none of it (a live-events stream to a client "
+                   "that stopped reading); then its connection is cut.")
 @click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
               help="Longest life of a resolution's token (it also ends when the resolution ends).")
 @click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=20, show_default=True,
@@ -130,8 +139,9 @@ def _is_loopback(host: str) -> bool:
 @click.pass_context
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
-           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, token_max_hours: float,
-           shutdown_timeout: float, workers: int, home_opt: Path | None) -> None:
+           rerun_concurrency: int, rerun_queue: int, max_request_mb: float, header_timeout: float, body_timeout: float,
+           send_timeout: float, token_max_hours: float, shutdown_timeout: float, workers: int,
+           home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
     Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage,
@@ -163,8 +173,8 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "allow_docker": allow_docker, "rerun_launcher": rerun_launcher, "rerun_images": list(rerun_images),
               "rerun_namespace": rerun_namespace or os.environ.get(settings.NAMESPACE_ENV),
               "rerun_concurrency": rerun_concurrency, "rerun_queue": rerun_queue,
-              "max_request_bytes": int(max_request_mb * 1024 * 1024), "token_max_hours": token_max_hours,
-              "self_url": self_url}
+              "max_request_bytes": int(max_request_mb * 1024 * 1024), "body_timeout": body_timeout,
+              "token_max_hours": token_max_hours, "self_url": self_url}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     from sematic_k8s_server import shutdown
@@ -194,8 +204,11 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     except click.ClickException:  # refused before it served: the caller's SIGTERM handler again
         signal.signal(signal.SIGTERM, caller_sigterm)
         raise
+    from sematic_k8s_server.connections import ConnectionLimits, protocol
+
     options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout,
-                               "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info")}
+                               "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info"),
+                               "http": protocol(ConnectionLimits(header_timeout, send_timeout))}
     if app is not None:
         uvicorn.run(app, **options)
         return
@@ -267,6 +280,7 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
     try:
         return ServerConfig(
             api_keys_required=not params["local"], max_request_bytes=params["max_request_bytes"],
+            body_timeout=params["body_timeout"],
             reruns=RerunConfig(launcher=params["rerun_launcher"], image_repositories=tuple(params["rerun_images"]),
                                allow_docker=params["allow_docker"], storage_url=storage_setting,
                                executor_settings={"namespace": namespace} if namespace else {},

@@ -1,5 +1,6 @@
 """The server's settings, fixed at startup by whoever runs it (CLI flags, Helm values), never by a request
-or a record: API keys, local-development mode, the request-size cap, and how reruns are started."""
+or a record: API keys, local-development mode, the request-size cap and body deadline, and how reruns are
+started."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's driver
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 60.0
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
@@ -58,10 +60,12 @@ class ServerConfig:
     laptop defences: JSON content type and same-origin ``Origin`` on state-changing requests, loopback
     ``Host``. ``max_request_bytes``: larger request bodies get 413, counted as they arrive.
     ``allowed_storages``: artifact storage URLs, besides the server's own, it may read the artifacts and logs
-    of cloud resolutions from (when they recorded one of these); a record naming any other is refused."""
+    of cloud resolutions from (when they recorded one of these); a record naming any other is refused.
+    ``body_timeout``: seconds a request's body may take to arrive, once its headers have (then 408)."""
 
     api_keys_required: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     reruns: RerunConfig = field(default_factory=RerunConfig)
     allowed_storages: tuple[str, ...] = ()
 
@@ -72,3 +76,5 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
             raise ValueError(f"the request size cap must be at least 1024 bytes, got {self.max_request_bytes}")
+        if not self.body_timeout > 0:
+            raise ValueError(f"the request body timeout must be more than 0 seconds, got {self.body_timeout}")

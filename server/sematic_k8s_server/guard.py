@@ -11,13 +11,17 @@ In this order:
    request without a valid one gets 401 before its body is read, and a resolution's token calling anything but
    what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
 3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
-   that arrived exceed it (chunked uploads are counted, not trusted).
+   that arrived exceed it (chunked uploads are counted, not trusted). A body not all arrived within the body
+   timeout of the request's admission (declared and never sent, trickled, a chunked body never ended) gets 408 and
+   its connection closed, the request not applied (what the connection's head may take:
+   :mod:`~sematic_k8s_server.connections`).
 
 The caller's :class:`~sematic_k8s_server.auth.Principal` is left in ``scope["state"]["principal"]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -85,10 +89,15 @@ class Guard:
 
     async def read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         """The request's whole body (for an admitted request), or None: the client went away, or its body
-        exceeded the cap (413 sent)."""
+        exceeded the cap (413 sent) or the body timeout (408 sent)."""
         chunks, size = [], 0
+        receive = self._deadlined(scope, receive)
         while True:
-            message = await receive()
+            try:
+                message = await receive()
+            except BodyTimedOut:
+                await problem(408, self._too_slow_message(), {"Connection": "close"})(scope, receive, send)
+                return None
             if message["type"] != "http.request":
                 return None
             chunk = message.get("body", b"")
@@ -157,17 +166,54 @@ class Guard:
         return (f"request body larger than this server's cap of {self.config.max_request_bytes} bytes "
                 "(server flag --max-request-mb)")
 
+    def _too_slow_message(self) -> str:
+        return (f"request body not received within {self.config.body_timeout:g} s of its headers (server flag "
+                "--body-timeout)")
+
+    def _deadlined(self, scope: Scope, receive: Receive) -> Receive:
+        """``receive``, but a wait for a body that has not all arrived within the body timeout (from now) raises
+        :class:`BodyTimedOut`; ``receive`` itself for a request without a body, and once it has all arrived."""
+        if not _has_body(Headers(scope=scope)):
+            return receive
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.body_timeout
+        arrived = False
+
+        async def deadlined() -> Message:
+            nonlocal arrived
+            if arrived:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise BodyTimedOut from None
+            arrived = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return deadlined
+
     # -- counting the body as it arrives ------------------------------------------------------------------
 
     async def counted(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """``app`` (for an admitted request), cut off with 413 once the body it reads exceeds the cap."""
+        """``app`` (for an admitted request), cut off with 413 once the body it reads exceeds the cap, with 408 once
+        it waits for a body past the body timeout."""
         cap = self.config.max_request_bytes
-        state: dict[str, Any] = {"received": 0, "refused": False, "started": False}
+        state: dict[str, Any] = {"received": 0, "refused": False, "started": False, "ended": False}
+        deadlined = self._deadlined(scope, receive)
 
         async def counted_receive() -> Message:
             if state["refused"]:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            try:
+                message = await deadlined()
+            except BodyTimedOut:
+                state["refused"] = True
+                if not state["started"]:
+                    state["started"] = True
+                    await problem(408, self._too_slow_message(), {"Connection": "close"})(scope, receive, send)
+                elif not state["ended"]:  # an answer under way (a stream): ended here, as the app no longer can
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > cap:
@@ -183,13 +229,19 @@ class Guard:
                 return
             if message["type"] == "http.response.start":
                 state["started"] = True
+            elif not message.get("more_body", False):
+                state["ended"] = True
             await send(message)
 
         try:
             await app(scope, counted_receive, guarded_send)
         except Exception:
-            if not state["refused"]:  # else: the app choked on the cut-off body, and 413 was the answer
+            if not state["refused"]:  # else: the app choked on the cut-off body, and 413 or 408 was the answer
                 raise
+
+
+class BodyTimedOut(Exception):
+    """A request's body did not all arrive within the body timeout."""
 
 
 def _has_body(headers: Headers) -> bool:
