@@ -62,7 +62,9 @@ REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: 
 CONTINUED_HEADER = "X-Sematic-K8s-Continued"
 CANCELING_HEADER = "X-Sematic-K8s-Canceling"  # on one refused as CancelRequested: "<resolution id>"
 PAGE = 1000  # the server's largest page
-RETRY_STATUSES = frozenset({429, 502, 503, 504})  # the server (or a proxy before it) asks to try again
+# the server (or a proxy before it) asks to try again; 408: the body did not all arrive in time (a path that went
+# quiet mid-request), so the server did nothing with it: it is sent again whole
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
 WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
 # the numbers of a fenced writer's requests (Batch.sequence): one counter for the process, so that every store object

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from outages import StallingProxy
 from sematic_k8s.serialization import content_id
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
@@ -343,3 +344,24 @@ def test_a_slow_reader_of_a_large_answer_is_not_cut(start: Callable[..., Keyed],
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     assert body == payload
+
+
+# -- a client's own write, stalled on its way --------------------------------------------------------------------
+
+def test_a_store_write_whose_body_stalls_on_the_way_is_sent_again(start: Callable[..., Keyed]) -> None:
+    """A driver's write whose body stops half-way on the network (a proxy passing its head and half its body, then
+    nothing) meets the server's 408 at ``--body-timeout``; the HTTP store sends it again (writes are idempotent) and
+    it is recorded. Was: 408 was not among the answers it retries, so the write failed with ServerError."""
+    keyed = start("--body-timeout", "2")
+    proxy = StallingProxy(keyed.port, b"POST /api/v1/store/write ")
+    store = HttpStore(proxy.url, keyed.key, retry_window=60)
+    try:
+        root, batch = one_batch(runs=3)
+        store.write(batch)
+        assert proxy.stalled == 1
+        resolution = store.get_resolution(root)
+        assert resolution is not None and resolution.state == "running"
+        assert len(store.runs_of_root(root)) == 3
+    finally:
+        store.close()
+        proxy.close()

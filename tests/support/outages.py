@@ -1,7 +1,8 @@
 """Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
 a private S3 API server (moto) and a private Docker registry on ports of their own, a TCP proxy that can drop every
 connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
-late, and one that answers "too many requests" (429), or another status, in the target's place."""
+late, one that stalls a request's body, and one that answers "too many requests" (429), or another status, in the
+target's place."""
 
 from __future__ import annotations
 
@@ -386,6 +387,50 @@ class HoldingProxy(_LoopbackProxy):
         finally:
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
+
+
+class StallingProxy(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to ``target_port`` that stalls the body of the first request whose head starts with
+    ``request_start``: its head and the first half of its body (by its Content-Length) reach the server, the rest
+    never does (read and dropped, as bytes lost on a path that went quiet), while the server's answer still reaches
+    the client. Every other request and answer passes unchanged."""
+
+    def __init__(self, target_port: int, request_start: bytes) -> None:
+        self.request_start = request_start
+        self.stalled = 0
+        super().__init__(target_port, "stalling-proxy")
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=HoldingProxy._answers, args=(upstream, client), daemon=True).start()
+        pending = b""  # bytes of the next request's head, until it is whole
+        body_left = 0  # bytes of the request under way's body still to pass
+        stalled = False  # this connection's request was stalled: whatever else comes on it is dropped
+        try:
+            while data := client.recv(65536):
+                while data and not stalled:
+                    if body_left:
+                        upstream.sendall(data[:body_left])
+                        data, body_left = data[body_left:], body_left - len(data[:body_left])
+                        continue
+                    pending, data = pending + data, b""
+                    if b"\r\n\r\n" not in pending:
+                        break
+                    end = pending.index(b"\r\n\r\n") + 4
+                    head, data, pending = pending[:end], pending[end:], b""
+                    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    with self._lock:
+                        stalled = head.startswith(self.request_start) and self.stalled == 0
+                        self.stalled += stalled
+                    upstream.sendall(head)
+                    body_left = length // 2 if stalled else length
+                    if stalled:
+                        upstream.sendall(data[:body_left])
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
 
 
 class ThrottlingProxy(_LoopbackProxy):
