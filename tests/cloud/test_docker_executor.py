@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
-from outages import DroppingProxy
+from outages import DroppingProxy, RegistryProcess
 from projects import user_project
 from sematic_k8s import serialization
 from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown, ResolutionFailed
@@ -461,6 +462,70 @@ def test_an_image_the_engine_cannot_pull_fails_its_run_in_words(project, storage
         executor.close()
     assert_never_started(outcome, f"does not have image {MISSING} and could not pull it (manifest for ",
                          "push it to its registry, or check that the engine can reach that registry")
+    assert containers_of(task) == []
+
+
+@pytest.fixture
+def unpulled(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
+    """The project's image pushed to a registry of the test's own (never the shared one: others pull from it) and
+    then taken off the engine by that name: a worker of it must be pulled. (The registry, its image by digest.)"""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
+    registry = RegistryProcess(tmp_path)
+    registry.start()
+    client = docker_client()
+    repo = f"{registry.host}/sk-test-pull"
+    client.images.get(project[1]).tag(repo, "worker")
+    client.images.push(repo, "worker")
+    [ref] = [d for d in client.images.get(f"{repo}:worker").attrs["RepoDigests"] if d.startswith(repo)]
+    for name in (f"{repo}:worker", ref):
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(name)
+    try:
+        yield registry, ref
+    finally:
+        registry.kill()
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(ref)
+
+
+def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(project, storage, unpulled):
+    """The image's registry is stopped when the worker's image must be pulled: the engine cannot reach it (its 500
+    "dial tcp ...: connect: connection refused"). The run waits for it (``waiting`` says so) while other work goes on,
+    the pull tried again; the registry started again a few seconds later, the image is pulled and the run resolves.
+    Was: the run failed at once, as CreateContainerError, where Kubernetes waits ``pull_grace``."""
+    registry, image = unpulled
+    registry.stop()
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].inc, 41)
+        assert executor.wait(0.5) == []  # it does not fail
+        why = executor.waiting[task.run_id]
+        assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (") and \
+            "connection refused" in why and why.endswith("trying again for up to 120 s"), why
+        threading.Timer(3, registry.start).start()
+        outcome = outcome_of(executor)
+        assert stored_value(storage, outcome) == 42
+        assert executor.waiting == {}
+    finally:
+        executor.close()
+    assert containers_of(task) == []
+
+
+def test_a_worker_whose_registry_stays_down_past_the_pull_grace_never_started_in_the_engines_words(
+        project, storage, unpulled):
+    """The registry stays stopped: past the executor's ``pull_grace`` (3 s here) the run fails as
+    CreateContainerError (WorkerNeverStarted) in the engine's words, saying how long it was tried."""
+    registry, image = unpulled
+    registry.stop()
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
+    try:
+        task, outcome = run(executor, storage, project[0].inc, 1)
+    finally:
+        executor.close()
+    assert_never_started(outcome, f"does not have image {image} and could not pull it for ", "connection refused",
+                         "push it to its registry, or check that the engine can reach that registry")
+    assert executor.waiting == {}
     assert containers_of(task) == []
 
 
