@@ -44,11 +44,13 @@ from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
     SECRETS_DIR,
+    attach_stdout,
     docker_client,
     engine_calls,
     engine_retried,
     image_user,
     secret_archive,
+    stdout_frames,
     unanswered,
 )
 from sematic_k8s.errors import DockerUnavailable
@@ -203,7 +205,7 @@ class DockerExecutor(RemoteExecutor):
             self.owner = self.owner or image_user(self.client, self.image, created["Id"])
             api.put_archive(created["Id"], "/", secret_archive({TASK_FILE: spec.to_json()}, self.owner))
             try:  # attached before the start, as `docker run` does: nothing it prints is missed
-                stdout = api.attach_socket(created["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
+                stdout = attach_stdout(self.client, created["Id"])
             except docker.errors.APIError:
                 stdout = None  # its end is still awaited
             stage = "start"
@@ -285,11 +287,9 @@ class DockerExecutor(RemoteExecutor):
 
     def _read(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
         """Read an attached stdout to its end (the container's, or its connection's), noting the stored line."""
-        from docker.utils.socket import frames_iter
-
         seen = b""
         try:
-            for _, chunk in frames_iter(stdout, tty=False) if stdout is not None else ():
+            for chunk in stdout_frames(stdout) if stdout is not None else ():
                 seen = seen[-len(_STORED):] + chunk
                 if _STORED in seen:  # printed by the func itself? Then no outcome is there yet: awaited
                     seen = b""
@@ -307,7 +307,7 @@ class DockerExecutor(RemoteExecutor):
         import docker.errors
 
         try:
-            return self.client.api.attach_socket(container_id, params={"stdout": 1, "stream": 1, "logs": 1})
+            return attach_stdout(self.client, container_id)
         except docker.errors.APIError:
             return None
 
