@@ -146,6 +146,11 @@ class DockerExecutor(RemoteExecutor):
                                            details={"executor": "docker", "image": self.image}))
         return True
 
+    def _deadline(self, task: Task, ran: float) -> None:
+        """Count the func's timeout from its worker's launch: not while it waits for its image."""
+        if task.run_id not in self.unpulled:
+            super()._deadline(task, ran)
+
     @property
     def waiting(self) -> dict[str, str]:
         """Run id -> what its worker waits for (its image, while its registry does not answer), noted on the run."""
@@ -164,10 +169,13 @@ class DockerExecutor(RemoteExecutor):
                 continue
             del self.unpulled[run_id]
             try:
-                pulled = self._start(launch) and pulled  # back in unpulled when it waits again
+                started = self._start(launch)  # else back in unpulled: it waits again
             except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
                 self.unpulled.setdefault(run_id, launch)
                 raise
+            if started:
+                self._deadline(launch.task, 0.0)
+            pulled = pulled and started
         if pulled:
             self._pull_wait = PULL_FIRST_WAIT
             return

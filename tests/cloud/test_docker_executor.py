@@ -89,6 +89,10 @@ PROJECT = f'''
         threading.Thread(target=time.sleep, args=(600,)).start()
         return gated.fn(x)
 
+    @sk.func(inline=False, timeout=6)
+    def timely(x: int) -> int:
+        return x + 1
+
     @sk.func(inline=False)
     def exits_quietly(x: int) -> int:
         print("leaving without a word", flush=True)
@@ -545,6 +549,41 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
         assert executor.waiting == {}
     finally:
         executor.close()
+    assert containers_of(task) == []
+
+
+def test_a_funcs_timeout_counts_from_its_workers_launch_not_while_it_waits_for_its_image(project, storage,
+                                                                                        unpulled):
+    """A func with a 6 s timeout whose image's registry is down for 9 s: it waits for its image, then runs and
+    resolves; its timeout counts from its launch, as on Kubernetes from its container's start (and as before, when
+    the pull was made inside the launch)."""
+    registry, image = unpulled
+    registry.stop()
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].timely, 1)
+        assert executor.wait(0.5) == [] and task.run_id in executor.waiting
+        threading.Timer(9, registry.start).start()
+        outcome = outcome_of(executor)
+        assert stored_value(storage, outcome) == 2
+    finally:
+        executor.close()
+
+
+def test_a_worker_whose_registry_stays_down_past_the_pull_grace_never_started_in_the_engines_words(
+        project, storage, unpulled):
+    """The registry stays stopped: past the executor's ``pull_grace`` (3 s here) the run fails as
+    CreateContainerError (WorkerNeverStarted) in the engine's words, saying how long it was tried."""
+    registry, image = unpulled
+    registry.stop()
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
+    try:
+        task, outcome = run(executor, storage, project[0].inc, 1)
+    finally:
+        executor.close()
+    assert_never_started(outcome, f"does not have image {image} and could not pull it for ", "connection refused",
+                         "push it to its registry, or check that the engine can reach that registry")
+    assert executor.waiting == {}
     assert containers_of(task) == []
 
 
