@@ -807,11 +807,12 @@ DRIVER_SCRIPT = ("import os, time\nprint('one', flush=True)\nwhile not os.path.e
 
 
 @contextlib.contextmanager
-def gated_driver(image: str, engine_proxy: DroppingProxy) -> Iterator[tuple[Any, Any]]:
+def gated_driver(image: str, engine_proxy: DroppingProxy, auto_remove: bool = False) -> Iterator[tuple[Any, Any]]:
     """A container labelled as the driver of a new resolution, made on the engine itself (not through the proxy): it
     prints "one", waits for /tmp/gate, prints "two", exits 3. Yields it and its DriverContainer, which follows it
     through the proxy ($DOCKER_HOST). Unlike start_driver's, it is kept once ended (removed here): its exit code is
-    there whenever the follower, which may be waiting out the retry's backoff, asks for it again."""
+    there whenever the follower, which may be waiting out the retry's backoff, asks for it again (unless
+    ``auto_remove``, as start_driver's)."""
     import docker
 
     from sematic_k8s.labels import run_labels
@@ -821,6 +822,7 @@ def gated_driver(image: str, engine_proxy: DroppingProxy) -> Iterator[tuple[Any,
     direct = docker.DockerClient(base_url=f"unix://{engine_proxy.target_port}")
     root_id = uuid.uuid4().hex
     container = direct.containers.run(image, entrypoint=["python", "-c", DRIVER_SCRIPT], detach=True,
+                                      auto_remove=auto_remove,
                                       labels=run_labels(root_id, root_id, "driver", "driver"),
                                       name=f"sk-driver-{root_id[:12]}-test")
     try:
@@ -846,6 +848,24 @@ def test_a_driver_followed_through_an_engine_cut_for_a_few_seconds_ends_as_it_di
         container.exec_run(["touch", "/tmp/gate"])
         end = wait_for(driver.ended, 120, what="the driver's end")
     assert (end.how, end.exit_code, end.last_logs) == ("exited with code 3", 3, "one\ntwo")
+
+
+def test_a_driver_that_ends_and_removes_itself_during_an_engine_cut_ends_with_its_exit_code(project, engine_proxy):
+    """The driver container removes itself when it exits (``auto_remove``, as start_driver's) and ends while the
+    engine's connections are cut: it is gone when its follower asks for its exit code again. That code is read from
+    the engine's "die" event of it, so its end is "exited with code 3" (its lines printed during the cut are lost with
+    it). Was: "exited before it could be followed", the exit code unknown."""
+    with gated_driver(project[1], engine_proxy, auto_remove=True) as (container, driver):
+        wait_for(lambda: "one" in driver.lines, 120, what="the driver's first line")
+        engine_proxy.drop()
+        container.exec_run(["touch", "/tmp/gate"])  # on the engine itself
+        wait_for(lambda: not container.client.containers.list(all=True, filters={"id": container.id}), 60,
+                 what="the driver's removal")
+        engine_proxy.drop(False)
+        assert engine_proxy.dropped > 0
+        end = wait_for(driver.ended, 120, what="the driver's end")
+    assert (end.how, end.exit_code) == ("exited with code 3", 3)
+    assert end.last_logs.startswith("one")
 
 
 def test_a_driver_followed_through_a_lasting_engine_loss_is_docker_unavailable_saying_how_to_follow_it(
