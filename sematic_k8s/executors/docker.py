@@ -265,13 +265,13 @@ class DockerExecutor(RemoteExecutor):
         return list(self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={root_id}",
                                                                              f"{ROLE_LABEL}=worker"]}))
 
-    def _start_following(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - a socket
+    def _start_following(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - attach_stdout's
         follower = threading.Thread(target=self._follow, args=(run_id, container_id, stdout), daemon=True,
                                     name="sk-docker-follow")
         follower.start()
         self._followers = [t for t in self._followers if t.is_alive()] + [follower]
 
-    def _follow(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
+    def _follow(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - attach_stdout's
         """Read one container's stdout to its end, waking :meth:`ended` when the worker says its outcome is
         stored; then block on Docker's wait for the container and wake :meth:`ended` again (no polling delay). A
         connection to the engine that is cut meanwhile (a restart, a blip) is made again: its stdout read again from
@@ -293,7 +293,7 @@ class DockerExecutor(RemoteExecutor):
         self._exits.append((run_id, container_id, False))
         self._wake.set()
 
-    def _read(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
+    def _read(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - attach_stdout's
         """Read an attached stdout to its end (the container's, or its connection's), noting the stored line."""
         seen = b""
         try:
@@ -309,7 +309,7 @@ class DockerExecutor(RemoteExecutor):
             if stdout is not None:
                 stdout.close()
 
-    def _attach(self, container_id: str) -> Any:  # noqa: ANN401 - a socket
+    def _attach(self, container_id: str) -> Any:  # noqa: ANN401 - attach_stdout's
         """The container's stdout from its start, then as it prints; None for one that ended (the engine refuses)
         or is gone: read when its wait returns."""
         import docker.errors
