@@ -536,6 +536,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
     Was: the run failed at once, as CreateContainerError, where Kubernetes waits ``pull_grace``."""
     registry, image = unpulled
     registry.stop()
+    back = threading.Timer(3, registry.start)
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())
     try:
         task = submit(executor, storage, project[0].inc, 41)
@@ -543,11 +544,14 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
         why = executor.waiting[task.run_id]
         assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (") and \
             "connection refused" in why and why.endswith("trying again for up to 120 s"), why
-        threading.Timer(3, registry.start).start()
+        back.start()
         outcome = outcome_of(executor)
         assert stored_value(storage, outcome) == 42
         assert executor.waiting == {}
     finally:
+        back.cancel()
+        if back.ident is not None:
+            back.join()  # never started again once the test's end has stopped it
         executor.close()
     assert containers_of(task) == []
 
@@ -559,14 +563,18 @@ def test_a_funcs_timeout_counts_from_its_workers_launch_not_while_it_waits_for_i
     the pull was made inside the launch)."""
     registry, image = unpulled
     registry.stop()
+    back = threading.Timer(9, registry.start)
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())
     try:
         task = submit(executor, storage, project[0].timely, 1)
         assert executor.wait(0.5) == [] and task.run_id in executor.waiting
-        threading.Timer(9, registry.start).start()
+        back.start()
         outcome = outcome_of(executor)
         assert stored_value(storage, outcome) == 2
     finally:
+        back.cancel()
+        if back.ident is not None:
+            back.join()  # never started again once the test's end has stopped it
         executor.close()
 
 
