@@ -76,6 +76,33 @@ def unanswered(e: BaseException) -> bool:
                           requests.exceptions.Timeout, urllib3.exceptions.HTTPError))
 
 
+def attach_stdout(client: Any, container: str) -> Any:
+    """The container's stdout, attached: what it printed so far, then what it prints, to be read with
+    :func:`stdout_frames` until the container's (or the connection's) end. Read through the engine's HTTP answer's
+    own buffer: the bytes that came with the answer's head are there (the SDK's ``attach_socket`` hands out the socket
+    beneath that buffer, and the start of a stdout replayed to a container attached again was lost in it, often whole).
+    No timeout: a worker may print nothing for hours."""
+    sock = client.api.attach_socket(container, params={"stdout": 1, "stream": 1, "logs": 1})
+    getattr(sock, "_sock", sock).settimeout(None)
+    return sock._response.raw._fp.fp  # the SDK's own way to that socket, one step short of it
+
+
+def stdout_frames(stdout: Any) -> Iterator[bytes]:
+    """The bytes of an attached stream (:func:`attach_stdout`), as they come: the engine sends them in frames, each an
+    8-byte head (its stream; its size, big-endian, in the last 4) before that many bytes."""
+    while True:
+        head = stdout.read(8)
+        if len(head) < 8:
+            return
+        size = int.from_bytes(head[4:], "big")
+        while size:
+            chunk = stdout.read1(size)
+            if not chunk:
+                return
+            size -= len(chunk)
+            yield chunk
+
+
 _OWNERS: dict[str, tuple[int, int]] = {}  # image id -> the (uid, gid) its USER resolves to there
 
 

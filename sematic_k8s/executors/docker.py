@@ -18,6 +18,13 @@ resumed attempt, running or ended while no driver watched: it is followed as one
 read from its beginning, then Docker's wait), never started a second time. :meth:`DockerExecutor.detach`
 (a driver that exits to be restarted, or that was replaced) leaves its containers to that driver.
 
+A worker whose image the engine cannot pull because its registry does not answer (the engine's 500 "dial tcp ...:
+connection refused", or a 5xx or 429 from the registry) waits for it, as a pod in ImagePullBackOff does: the pull is
+tried again now and then (with backoff, while the other runs go on; :attr:`~DockerExecutor.waiting` says so) for
+``pull_grace`` seconds from its first failure, then the run fails as CreateContainerError in the engine's words. A
+registry that answers that it does not have the image, or refuses it (manifest unknown, 404, unauthorized), fails the
+run at once.
+
 An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
 as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
 whose connection was cut attaches again once the engine answers. Past the window it is DockerUnavailable, raised by
@@ -32,21 +39,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
     SECRETS_DIR,
+    attach_stdout,
     docker_client,
     engine_calls,
     engine_retried,
     image_user,
     secret_archive,
+    stdout_frames,
     unanswered,
 )
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
+from sematic_k8s.retries import MAX_WAIT
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
@@ -54,6 +65,12 @@ from sematic_k8s.storage.base import Storage
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
 TASK_FILE = f"/{SECRETS_DIR}/task"  # a worker's TaskSpec in its container ($SEMATIC_K8S_TASK_FILE)
 STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
+PULL_GRACE = 120.0  # seconds a worker waits for its image while its registry does not answer (Kubernetes' pull_grace)
+PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
+# the engine's words for a pull that failed because the registry did not answer, or answered "not now"
+_UNREACHABLE = ("dial tcp", "connection refused", "connection reset", "i/o timeout", "TLS handshake timeout",
+                "timeout exceeded", "toomanyrequests", "unexpected HTTP status: 5", "unexpected HTTP status: 429",
+                "503 Service Unavailable", "502 Bad Gateway", "504 Gateway Timeout", "429 Too Many Requests")
 _STORED = WORKER_STORED_LINE.encode()
 T = TypeVar("T")
 
@@ -67,7 +84,7 @@ class DockerExecutor(RemoteExecutor):
     presigns = True
 
     def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, pull_grace: float = PULL_GRACE) -> None:
         super().__init__(storage, storage_url)
 
         self.client = client or docker_client(max_pool_size=64)  # a connection per waiting thread
@@ -87,23 +104,83 @@ class DockerExecutor(RemoteExecutor):
         self.owner: tuple[int, int] | None = None  # the image's user (uid, gid), who alone may read a task file
         self.lost: DockerUnavailable | None = None  # the engine stopped answering for longer than the retry window
         self.left: set[str] = set()  # containers not removed for it (named when the executor closes)
+        self.pull_grace = pull_grace
+        self.unpulled: dict[str, _Unpulled] = {}  # run id -> its launch, waiting for its image's registry
+        self._pull_at = 0.0  # monotonic time of the next try of the image's pull
+        self._pull_wait = PULL_FIRST_WAIT  # seconds between the last failed try and the next
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
-        """A driver's executor: containers from the spec's image, with the driver's pass-through env (no key)."""
-        return cls(storage, spec.storage_url, spec.image, env=worker_env())
+        """A driver's executor: containers from the spec's image, with the driver's pass-through env (no key), and
+        the spec's ``executor_settings["pull_grace"]`` when it has one."""
+        return cls(storage, spec.storage_url, spec.image, env=worker_env(),
+                   pull_grace=float(spec.executor_settings.get("pull_grace", PULL_GRACE)))
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         """Create, fill and start the attempt's container. One the engine refuses (a limit out of its range, an
         image it cannot find or pull, a command it cannot start) fails only its run, as CreateContainerError in the
-        engine's words with what to do, no container left; an engine that does not answer is DockerUnavailable."""
+        engine's words with what to do, no container left; an image whose registry does not answer is waited for
+        (:attr:`waiting`, :meth:`_pull_again`); an engine that does not answer is DockerUnavailable."""
         self.root_id = spec.root_id
+        self._start(_Unpulled(spec, task, env))
+
+    def _start(self, launch: _Unpulled) -> bool:
+        """Launch it; False when it waits for its image (again)."""
+        spec, task = launch.spec, launch.task
         with engine_calls(f"starting the worker of run {spec.run_id}"):
             try:
-                self._launch(spec, task, env)
+                self._launch(spec, task, launch.env)
             except _Refused as e:
-                self.finished.append(Ended(spec.run_id, None, "CreateContainerError", e.words(task, self.image),
+                now = time.monotonic()
+                if e.passing() and now - (launch.since or now) < self.pull_grace:
+                    if launch.since is None:
+                        launch.since = now
+                        log.warning("run %s waits for its image: the Docker engine could not pull %s (%s); trying "
+                                    "again for up to %g s", spec.run_id, self.image, e.said, self.pull_grace)
+                    launch.said = e.said
+                    self.unpulled[spec.run_id] = launch
+                    return False
+                waited = now - launch.since if launch.since is not None else None
+                self.finished.append(Ended(spec.run_id, None, "CreateContainerError",
+                                           e.words(task, self.image, waited),
                                            details={"executor": "docker", "image": self.image}))
+        return True
+
+    def _deadline(self, task: Task, ran: float) -> None:
+        """Count the func's timeout from its worker's launch: not while it waits for its image."""
+        if task.run_id not in self.unpulled:
+            super()._deadline(task, ran)
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """Run id -> what its worker waits for (its image, while its registry does not answer), noted on the run."""
+        return {run_id: f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); trying "
+                        f"again for up to {self.pull_grace:g} s" for run_id, u in self.unpulled.items()}
+
+    def _pull_again(self) -> None:
+        """Launch the runs waiting for their image again once their pull is due (backoff between the tries), in
+        the order they came, until one of them waits again (the registry still does not answer): of the others,
+        only those past their pull_grace are tried (and fail in the engine's words if the pull fails still)."""
+        if not self.unpulled or time.monotonic() < self._pull_at:
+            return
+        pulled = True
+        for run_id, launch in list(self.unpulled.items()):
+            if not pulled and time.monotonic() - (launch.since or 0.0) < self.pull_grace:
+                continue
+            del self.unpulled[run_id]
+            try:
+                started = self._start(launch)  # else back in unpulled: it waits again
+            except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
+                self.unpulled.setdefault(run_id, launch)
+                raise
+            if started:
+                self._deadline(launch.task, 0.0)
+            pulled = pulled and started
+        if pulled:
+            self._pull_wait = PULL_FIRST_WAIT
+            return
+        self._pull_at = time.monotonic() + self._pull_wait
+        self._pull_wait = min(MAX_WAIT, 2 * self._pull_wait)
 
     def _launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         import docker.errors
@@ -136,7 +213,7 @@ class DockerExecutor(RemoteExecutor):
             self.owner = self.owner or image_user(self.client, self.image, created["Id"])
             api.put_archive(created["Id"], "/", secret_archive({TASK_FILE: spec.to_json()}, self.owner))
             try:  # attached before the start, as `docker run` does: nothing it prints is missed
-                stdout = api.attach_socket(created["Id"], params={"stdout": 1, "stream": 1, "logs": 1})
+                stdout = attach_stdout(self.client, created["Id"])
             except docker.errors.APIError:
                 stdout = None  # its end is still awaited
             stage = "start"
@@ -188,13 +265,13 @@ class DockerExecutor(RemoteExecutor):
         return list(self.client.api.containers(all=True, filters={"label": [f"{RESOLUTION_LABEL}={root_id}",
                                                                              f"{ROLE_LABEL}=worker"]}))
 
-    def _start_following(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - a socket
+    def _start_following(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - attach_stdout's
         follower = threading.Thread(target=self._follow, args=(run_id, container_id, stdout), daemon=True,
                                     name="sk-docker-follow")
         follower.start()
         self._followers = [t for t in self._followers if t.is_alive()] + [follower]
 
-    def _follow(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
+    def _follow(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - attach_stdout's
         """Read one container's stdout to its end, waking :meth:`ended` when the worker says its outcome is
         stored; then block on Docker's wait for the container and wake :meth:`ended` again (no polling delay). A
         connection to the engine that is cut meanwhile (a restart, a blip) is made again: its stdout read again from
@@ -216,13 +293,11 @@ class DockerExecutor(RemoteExecutor):
         self._exits.append((run_id, container_id, False))
         self._wake.set()
 
-    def _read(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - an attached socket
+    def _read(self, run_id: str, container_id: str, stdout: Any) -> None:  # noqa: ANN401 - attach_stdout's
         """Read an attached stdout to its end (the container's, or its connection's), noting the stored line."""
-        from docker.utils.socket import frames_iter
-
         seen = b""
         try:
-            for _, chunk in frames_iter(stdout, tty=False) if stdout is not None else ():
+            for chunk in stdout_frames(stdout) if stdout is not None else ():
                 seen = seen[-len(_STORED):] + chunk
                 if _STORED in seen:  # printed by the func itself? Then no outcome is there yet: awaited
                     seen = b""
@@ -234,13 +309,13 @@ class DockerExecutor(RemoteExecutor):
             if stdout is not None:
                 stdout.close()
 
-    def _attach(self, container_id: str) -> Any:  # noqa: ANN401 - a socket
+    def _attach(self, container_id: str) -> Any:  # noqa: ANN401 - attach_stdout's
         """The container's stdout from its start, then as it prints; None for one that ended (the engine refuses)
         or is gone: read when its wait returns."""
         import docker.errors
 
         try:
-            return self.client.api.attach_socket(container_id, params={"stdout": 1, "stream": 1, "logs": 1})
+            return attach_stdout(self.client, container_id)
         except docker.errors.APIError:
             return None
 
@@ -258,6 +333,7 @@ class DockerExecutor(RemoteExecutor):
         while True:
             if self.lost is not None:  # met by a thread following a worker
                 raise self.lost
+            self._pull_again()
             self._wake.clear()  # before looking: an end after this wakes the wait below
             if not self._exits and self.containers and time.monotonic() - self._listed_at >= LIST_INTERVAL:
                 self._listed_at = time.monotonic()  # now and then a look at all, in case a wait failed
@@ -383,6 +459,7 @@ class DockerExecutor(RemoteExecutor):
         self.running.clear()
         self.deadlines.clear()
         self.containers.clear()
+        self.unpulled.clear()
         for removal in self._removals:
             removal.join(60)
 
@@ -402,6 +479,7 @@ class DockerExecutor(RemoteExecutor):
     def stop(self, run_id: str) -> None:
         """Remove the run's container; DockerUnavailable when the engine stops answering (once it was lost
         already, the container is left: named when the executor closes)."""
+        self.unpulled.pop(run_id, None)
         container = self.containers.pop(run_id, None)
         if container is None:
             return
@@ -409,6 +487,18 @@ class DockerExecutor(RemoteExecutor):
             self._remove(container)
             return
         self._engine(f"stopping the worker of run {run_id}", lambda: _remove(container))
+
+
+@dataclass(slots=True)
+class _Unpulled:
+    """A worker's launch (``launch``'s arguments) that waits for its image since ``since`` (monotonic; None: it has
+    not waited), its last pull failing as the engine ``said``."""
+
+    spec: TaskSpec
+    task: Task
+    env: dict[str, str]
+    since: float | None = None
+    said: str = ""
 
 
 class _Refused(Exception):
@@ -419,11 +509,18 @@ class _Refused(Exception):
         super().__init__(stage, error)
         self.stage, self.said = stage, str(error.explanation or error)
 
-    def words(self, task: Task, image: str) -> str:
-        """What the engine refused, in its words, and what to do."""
+    def passing(self) -> bool:
+        """Whether it is a pull that failed because the image's registry did not answer, or answered "not now"
+        (a 5xx, 429): the image may come, where a registry's "manifest unknown" or "unauthorized" says it will not."""
+        return self.stage == "pull" and any(words in self.said for words in _UNREACHABLE)
+
+    def words(self, task: Task, image: str, waited: float | None = None) -> str:
+        """What the engine refused, in its words, and what to do (``waited``: seconds the run waited for its
+        image's registry to answer)."""
         if self.stage == "pull":
-            return (f"the Docker engine does not have image {image} and could not pull it ({self.said}): push it to "
-                    "its registry, or check that the engine can reach that registry")
+            tried = f" for {waited:.0f} s" if waited is not None else ""
+            return (f"the Docker engine does not have image {image} and could not pull it{tried} ({self.said}): "
+                    "push it to its registry, or check that the engine can reach that registry")
         what = "refused to start it" if self.stage == "start" else "refused it"
         for stage, words, fix in _FIXES:
             if stage == self.stage and words in self.said:

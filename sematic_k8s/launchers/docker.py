@@ -12,16 +12,20 @@ container as a file readable by the image's user alone, named by its ``*_FILE`` 
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
-are known even after it is gone. A driver that nobody followed (a detached resolution) and that was killed
-leaves its exited worker containers: :func:`remove_ended_workers` removes those of resolutions that ended.
+are known even after it is gone, and reads its exit code from Docker's wait, or, when it was gone before the wait
+was asked (it ended while the engine did not answer), from the engine's "die" event of it. A driver that nobody
+followed (a detached resolution) and that was killed leaves its exited worker containers:
+:func:`remove_ended_workers` removes those of resolutions that ended.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -139,14 +143,28 @@ class DriverContainer:
 
     def _wait(self) -> None:
         try:
-            self.exit_code = engine_retried(f"following driver container {self.container.name}",
-                                            lambda: self.container.wait()["StatusCode"])
+            self.exit_code = engine_retried(f"following driver container {self.container.name}", self._exit_code)
         except DockerUnavailable as e:
             self.lost = e
-        except Exception:  # noqa: BLE001 - removed before we asked: the exit code is unknown
+        except Exception:  # noqa: BLE001 - the engine's answer to the wait: the exit code is unknown
             pass
         finally:
             self.gone.set()
+
+    def _exit_code(self) -> int | None:
+        """Its exit code, from Docker's wait; for one that ended and removed itself (``auto_remove``) before the wait
+        was asked (again, after a cut), from the engine's "die" event of it (the engine keeps its latest events:
+        None when that one is gone from them)."""
+        import docker.errors
+
+        try:
+            return int(self.container.wait()["StatusCode"])
+        except docker.errors.NotFound:
+            events = self.client.api.events(since=_timestamp(self.container.attrs.get("Created")) - 1,
+                                            until=int(time.time()) + 1, decode=True,
+                                            filters={"container": self.container.id, "event": "die"})
+            codes = [((e.get("Actor") or {}).get("Attributes") or {}).get("exitCode") for e in events]
+            return next((int(code) for code in reversed(codes) if code is not None), None)
 
     def _stream(self) -> None:
         """Its log from its start, followed again from the byte where a cut connection left it (read from the
@@ -206,3 +224,12 @@ class DriverContainer:
 
     def close(self) -> None:
         pass
+
+
+def _timestamp(created: str | None) -> int:
+    """The Unix time of an engine's RFC 3339 time ("2026-12-04T16:11:54.904952837Z"; its whole seconds), 0 when
+    there is none."""
+    if not created:
+        return 0
+    at = datetime.datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")
+    return int(at.replace(tzinfo=datetime.timezone.utc).timestamp())

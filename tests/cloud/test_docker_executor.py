@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
-from outages import DroppingProxy
+from outages import DroppingProxy, RegistryProcess
 from projects import user_project
 from sematic_k8s import serialization
 from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown, ResolutionFailed
@@ -81,6 +82,16 @@ PROJECT = f'''
         while not storage.exists(f"gates/{{x}}"):
             time.sleep(0.2)
         return 2 * x
+
+    @sk.func(inline=False)
+    def gated_lingers(x: int) -> int:
+        """gated's, then a thread that is not a daemon keeps the worker from ending once its outcome is stored."""
+        threading.Thread(target=time.sleep, args=(600,)).start()
+        return gated.fn(x)
+
+    @sk.func(inline=False, timeout=6)
+    def timely(x: int) -> int:
+        return x + 1
 
     @sk.func(inline=False)
     def exits_quietly(x: int) -> int:
@@ -402,6 +413,36 @@ def test_a_resumed_attempt_reattaches_to_its_running_worker_instead_of_starting_
     assert containers_of(task) == []
 
 
+def test_a_resumed_attempt_whose_worker_stored_its_outcome_and_lingers_is_read_from_its_replayed_stdout(
+        project, storage, executor):
+    """The first executor detaches while its worker waits at its gate; the gate opens, the worker stores its outcome,
+    says so and does not end (a thread that is not a daemon). A second executor, given the resumed attempt,
+    re-attaches: the container's stdout, replayed from its start, has the "outcome stored" line, and the outcome is
+    read at once; so again by a third and a fourth. Was: that replay's start (often all of it) lost, taken in by the
+    HTTP client's buffer with the answer's head, so the outcome was read at the worker's end (600 s on), or at its
+    func's timeout, or never (2 runs of 3 waited two minutes for it)."""
+    x = uuid.uuid4().int % 10**6
+    task = submit(executor, storage, project[0].gated_lingers, x)
+    first = running_worker(executor, task)
+    wait_for(lambda: starts(storage, x), 120, what="the worker's start")
+    executor.detach()
+    storage.put(f"gates/{x}", b"")
+    wait_for(lambda: WORKER_STORED_LINE.encode() in first.logs(), 60, what="the worker's stored line")
+    for last in (False, False, True):  # three drivers in turn (the loss came most times, not always)
+        second = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+        try:
+            second.submit(dataclasses.replace(task, resumed=True))
+            outcome = outcome_of(second)
+            assert outcome.error_info is None, outcome.error_info
+            assert stored_value(storage, outcome) == 2 * x and outcome.details["reattached"] is True
+            first.reload()
+            assert first.status == "running"  # read from its line, not from its end
+        finally:
+            second.close() if last else second.detach()
+    assert starts(storage, x) == 1
+    assert containers_of(task) == []
+
+
 def test_a_worker_that_died_while_no_executor_watched_is_read_and_removed(project, storage, executor):
     """The first executor detaches (its driver exits to be restarted): its worker keeps running; it is then killed
     while nobody watches. The second executor, given the resumed attempt, reads its exit code and last lines."""
@@ -461,6 +502,96 @@ def test_an_image_the_engine_cannot_pull_fails_its_run_in_words(project, storage
         executor.close()
     assert_never_started(outcome, f"does not have image {MISSING} and could not pull it (manifest for ",
                          "push it to its registry, or check that the engine can reach that registry")
+    assert containers_of(task) == []
+
+
+@pytest.fixture
+def unpulled(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
+    """The project's image pushed to a registry of the test's own (never the shared one: others pull from it) and
+    then taken off the engine by that name: a worker of it must be pulled. (The registry, its image by digest.)"""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
+    registry = RegistryProcess(tmp_path)
+    registry.start()
+    client = docker_client()
+    repo = f"{registry.host}/sk-test-pull"
+    client.images.get(project[1]).tag(repo, "worker")
+    client.images.push(repo, "worker")
+    [ref] = [d for d in client.images.get(f"{repo}:worker").attrs["RepoDigests"] if d.startswith(repo)]
+    for name in (f"{repo}:worker", ref):
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(name)
+    try:
+        yield registry, ref
+    finally:
+        registry.kill()
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(ref)
+
+
+def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(project, storage, unpulled):
+    """The image's registry is stopped when the worker's image must be pulled: the engine cannot reach it (its 500
+    "dial tcp ...: connect: connection refused"). The run waits for it (``waiting`` says so) while other work goes on,
+    the pull tried again; the registry started again a few seconds later, the image is pulled and the run resolves.
+    Was: the run failed at once, as CreateContainerError, where Kubernetes waits ``pull_grace``."""
+    registry, image = unpulled
+    registry.stop()
+    back = threading.Timer(3, registry.start)
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].inc, 41)
+        assert executor.wait(0.5) == []  # it does not fail
+        why = executor.waiting[task.run_id]
+        assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (") and \
+            "connection refused" in why and why.endswith("trying again for up to 120 s"), why
+        back.start()
+        outcome = outcome_of(executor)
+        assert stored_value(storage, outcome) == 42
+        assert executor.waiting == {}
+    finally:
+        back.cancel()
+        if back.ident is not None:
+            back.join()  # never started again once the test's end has stopped it
+        executor.close()
+    assert containers_of(task) == []
+
+
+def test_a_funcs_timeout_counts_from_its_workers_launch_not_while_it_waits_for_its_image(project, storage,
+                                                                                        unpulled):
+    """A func with a 6 s timeout whose image's registry is down for 9 s: it waits for its image, then runs and
+    resolves; its timeout counts from its launch, as on Kubernetes from its container's start (and as before, when
+    the pull was made inside the launch)."""
+    registry, image = unpulled
+    registry.stop()
+    back = threading.Timer(9, registry.start)
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].timely, 1)
+        assert executor.wait(0.5) == [] and task.run_id in executor.waiting
+        back.start()
+        outcome = outcome_of(executor)
+        assert stored_value(storage, outcome) == 2
+    finally:
+        back.cancel()
+        if back.ident is not None:
+            back.join()  # never started again once the test's end has stopped it
+        executor.close()
+
+
+def test_a_worker_whose_registry_stays_down_past_the_pull_grace_never_started_in_the_engines_words(
+        project, storage, unpulled):
+    """The registry stays stopped: past the executor's ``pull_grace`` (3 s here) the run fails as
+    CreateContainerError (WorkerNeverStarted) in the engine's words, saying how long it was tried."""
+    registry, image = unpulled
+    registry.stop()
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
+    try:
+        task, outcome = run(executor, storage, project[0].inc, 1)
+    finally:
+        executor.close()
+    assert_never_started(outcome, f"does not have image {image} and could not pull it for ", "connection refused",
+                         "push it to its registry, or check that the engine can reach that registry")
+    assert executor.waiting == {}
     assert containers_of(task) == []
 
 
@@ -577,6 +708,35 @@ def test_a_worker_followed_through_an_engine_cut_for_a_few_seconds_is_read_and_r
     assert containers_of(task) == []
 
 
+def test_a_worker_that_stores_its_outcome_during_an_engine_cut_and_lingers_is_read_once_the_engine_answers(
+        project, storage, engine_proxy):
+    """As above, but the worker does not end once its outcome is stored (a thread that is not a daemon): only its
+    "outcome stored" line, printed while the engine's connections were cut, says it is done. Its follow, attached
+    again with the container's stdout from its start, reads that line: the outcome is read at once, not at the
+    worker's end (600 s on). Was: missed most times (the attach's first bytes, read by the HTTP client with the
+    answer's head, were never seen: a replayed stdout lost its start), the run left running."""
+    x = uuid.uuid4().int % 10**6
+    executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].gated_lingers, x)
+        wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+        engine_proxy.drop()
+        storage.put(f"gates/{x}", b"")  # its outcome stored while the engine's connections are cut
+        wait_for(lambda: storage.exists(outcome_key(task.run_id, 1)), 60, what="the worker's outcome")
+        time.sleep(1)  # its line printed meanwhile
+        engine_proxy.drop(False)
+        outcome = outcome_of(executor)
+        assert engine_proxy.dropped > 0
+        assert outcome.error_info is None, outcome.error_info
+        assert stored_value(storage, outcome) == 2 * x
+        [container] = containers_of(task)
+        assert container.status == "running"  # read from its line, not from its end
+    finally:
+        executor.close()
+    assert starts(storage, x) == 1
+    assert containers_of(task) == []
+
+
 def test_an_engine_lost_while_a_worker_runs_is_docker_unavailable_in_words_and_close_says_what_is_left(
         project, storage, engine_proxy, monkeypatch, caplog):
     """The proxy closes (connections cut, new ones refused) for good while a worker waits at its gate: past the
@@ -655,11 +815,12 @@ DRIVER_SCRIPT = ("import os, time\nprint('one', flush=True)\nwhile not os.path.e
 
 
 @contextlib.contextmanager
-def gated_driver(image: str, engine_proxy: DroppingProxy) -> Iterator[tuple[Any, Any]]:
+def gated_driver(image: str, engine_proxy: DroppingProxy, auto_remove: bool = False) -> Iterator[tuple[Any, Any]]:
     """A container labelled as the driver of a new resolution, made on the engine itself (not through the proxy): it
     prints "one", waits for /tmp/gate, prints "two", exits 3. Yields it and its DriverContainer, which follows it
     through the proxy ($DOCKER_HOST). Unlike start_driver's, it is kept once ended (removed here): its exit code is
-    there whenever the follower, which may be waiting out the retry's backoff, asks for it again."""
+    there whenever the follower, which may be waiting out the retry's backoff, asks for it again (unless
+    ``auto_remove``, as start_driver's)."""
     import docker
 
     from sematic_k8s.labels import run_labels
@@ -669,6 +830,7 @@ def gated_driver(image: str, engine_proxy: DroppingProxy) -> Iterator[tuple[Any,
     direct = docker.DockerClient(base_url=f"unix://{engine_proxy.target_port}")
     root_id = uuid.uuid4().hex
     container = direct.containers.run(image, entrypoint=["python", "-c", DRIVER_SCRIPT], detach=True,
+                                      auto_remove=auto_remove,
                                       labels=run_labels(root_id, root_id, "driver", "driver"),
                                       name=f"sk-driver-{root_id[:12]}-test")
     try:
@@ -694,6 +856,24 @@ def test_a_driver_followed_through_an_engine_cut_for_a_few_seconds_ends_as_it_di
         container.exec_run(["touch", "/tmp/gate"])
         end = wait_for(driver.ended, 120, what="the driver's end")
     assert (end.how, end.exit_code, end.last_logs) == ("exited with code 3", 3, "one\ntwo")
+
+
+def test_a_driver_that_ends_and_removes_itself_during_an_engine_cut_ends_with_its_exit_code(project, engine_proxy):
+    """The driver container removes itself when it exits (``auto_remove``, as start_driver's) and ends while the
+    engine's connections are cut: it is gone when its follower asks for its exit code again. That code is read from
+    the engine's "die" event of it, so its end is "exited with code 3" (its lines printed during the cut are lost with
+    it). Was: "exited before it could be followed", the exit code unknown."""
+    with gated_driver(project[1], engine_proxy, auto_remove=True) as (container, driver):
+        wait_for(lambda: "one" in driver.lines, 120, what="the driver's first line")
+        engine_proxy.drop()
+        container.exec_run(["touch", "/tmp/gate"])  # on the engine itself
+        wait_for(lambda: not container.client.containers.list(all=True, filters={"id": container.id}), 60,
+                 what="the driver's removal")
+        engine_proxy.drop(False)
+        assert engine_proxy.dropped > 0
+        end = wait_for(driver.ended, 120, what="the driver's end")
+    assert (end.how, end.exit_code) == ("exited with code 3", 3)
+    assert end.last_logs.startswith("one")
 
 
 def test_a_driver_followed_through_a_lasting_engine_loss_is_docker_unavailable_saying_how_to_follow_it(
