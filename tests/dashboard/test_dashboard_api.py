@@ -282,9 +282,9 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    """An embedded database made before tags, notes, source text, driver epochs, write sequences and labels' versions:
-    opened again, it gains the columns and keeps its records; a server database at revision 0002 is migrated the
-    same way."""
+    """An embedded database made before tags, notes, source text, driver epochs, write sequences, labels' versions and
+    the index of active key names: opened again, it gains the columns and keeps its records; a server database at
+    revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
@@ -302,6 +302,7 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
                                ("resolutions", "labels_version")):
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
             conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
+            conn.execute(sa.text("DROP INDEX ix_api_keys_active_name"))
             for col in ("admin", "revoked_at"):
                 conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
             conn.execute(sa.text("ALTER TABLE artifacts DROP COLUMN inline"))
