@@ -1,0 +1,117 @@
+"""A Docker driver's image whose registry does not answer the engine's pull: a registry of the test's own (never the
+shared one: others pull from it) stopped for a few seconds, or past a small ``pull_grace``. The CloudResolver's
+launcher (``start_driver``) waits for it, saying so; the server's rerun answers at once and its launch waits in the
+background; past the grace, both fail in the engine's words. Was: the launch failed at once (the engine's 500, in
+the SDK's words)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from docker import errors as docker_errors
+
+from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
+from infra import docker_client, require_docker
+from outages import RegistryProcess
+from sematic_k8s.errors import ImageUnpulled
+from sematic_k8s.labels import RESOLUTION_LABEL
+from sematic_k8s.launchers.docker import start_driver
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+STORAGE = "s3://sk-driver-pull/artifacts"
+
+
+@pytest.fixture
+def unpulled(tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
+    """The idle driver image pushed to a registry of the test's own, then taken off the engine by that name (its
+    driver must be pulled), the registry stopped: (the registry, the image by digest there)."""
+    require_docker()
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
+    client = docker_client()
+    idle_driver_image(client)
+    registry = RegistryProcess(tmp_path)
+    registry.start()
+    repo = f"{registry.host}/sk-test-idle-driver"
+    client.images.get(f"{IDLE_DRIVER_REPO}:latest").tag(repo, "latest")
+    client.images.push(repo, "latest")
+    [ref] = [d for d in client.images.get(f"{repo}:latest").attrs["RepoDigests"] if d.startswith(repo)]
+    for name in (f"{repo}:latest", ref):
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(name)
+    registry.kill()
+    try:
+        yield registry, ref
+    finally:
+        registry.kill()
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(ref)
+
+
+@contextlib.contextmanager
+def restarted_in(registry: RegistryProcess, seconds: float) -> Iterator[None]:
+    """The registry started again ``seconds`` from now; never after the block (the fixture stops it then)."""
+    back = threading.Timer(seconds, registry.start)
+    back.start()
+    try:
+        yield
+    finally:
+        back.cancel()
+        back.join()
+
+
+def drivers_of(root_id: str) -> list[Any]:
+    return docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={root_id}"})
+
+
+def remove_drivers(root_id: str) -> None:
+    for container in drivers_of(root_id):
+        container.remove(force=True)
+
+
+def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
+    return DriverSpec(root=None, storage_url=STORAGE, image=image, executor_settings=executor_settings,
+                      resolution=ResolutionSettings(root_id=uuid.uuid4().hex))
+
+
+def test_a_docker_driver_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(unpulled):
+    """The launcher says once that it waits for the driver's image (the registry, the engine's words, for how long),
+    tries the pull again, and starts the driver once the registry is back."""
+    registry, image = unpulled
+    spec, said = spec_of(image), []
+    try:
+        with restarted_in(registry, 3):
+            start_driver(spec, {}, docker_socket=False, progress=said.append)
+        [line] = said
+        assert line.startswith(f"waiting for the driver's image: the registry at {registry.host} does not answer (")
+        assert "connection refused" in line and line.endswith("trying again for up to 120 s"), line
+        [driver] = drivers_of(spec.root_id or "")
+        assert driver.status in ("created", "running", "exited")
+    finally:
+        remove_drivers(spec.root_id or "")
+
+
+def test_a_docker_driver_whose_registry_stays_down_past_its_pull_grace_fails_in_the_engines_words(unpulled):
+    """``executor_settings["pull_grace"]`` (3 s here, as for its workers): past it, ImageUnpulled in one line, the
+    engine's words saying for how long it was tried and what to do; no container."""
+    registry, image = unpulled
+    spec, said = spec_of(image, pull_grace=3), []
+    try:
+        with pytest.raises(ImageUnpulled) as failed:
+            start_driver(spec, {}, docker_socket=False, progress=said.append)
+        words = str(failed.value)
+        assert re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it for \d+ s \(",
+                        words), words
+        assert "connection refused" in words and "\n" not in words, words
+        assert words.endswith("push it to its registry, or check that the engine can reach that registry")
+        assert len(said) == 1 and said[0].endswith("trying again for up to 3 s")
+        assert drivers_of(spec.root_id or "") == []
+    finally:
+        remove_drivers(spec.root_id or "")
