@@ -12,6 +12,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from serving import record_resolution, serve, wait_for
 
 STORAGE = "s3://sk-driver-pull/artifacts"
 
@@ -115,3 +118,50 @@ def test_a_docker_driver_whose_registry_stays_down_past_its_pull_grace_fails_in_
         assert drivers_of(spec.root_id or "") == []
     finally:
         remove_drivers(spec.root_id or "")
+
+
+@contextlib.contextmanager
+def rerun(tmp_path: Path, image: str, registry: RegistryProcess, pull_grace: float) -> Iterator[tuple[Any, str]]:
+    """A server whose reruns start Docker drivers (``pull_grace`` for their image); a rerun of a resolution recorded
+    with ``image`` asked of it: (the server, the new resolution's id), once it answered 202 (the resolution still
+    claimed then: its launch waits for its image)."""
+    config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
+                         storage_url=STORAGE, executor_settings={"pull_grace": pull_grace})
+    with serve(tmp_path, config=ServerConfig(reruns=config)) as s:
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
+        with s.client() as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+            assert r.status_code == 202, r.text
+            new_id = r.json()["resolution_id"]
+            assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"  # answered while it waits
+        try:
+            yield s, new_id
+        finally:
+            remove_drivers(new_id)
+
+
+def test_a_server_rerun_answers_at_once_and_its_driver_starts_once_the_registry_is_back(tmp_path, unpulled):
+    """The rerun's answer does not wait for the registry (its pull_grace is a minute here): it comes while the
+    registry is down; the driver is started in the background once the registry answers again, the resolution still
+    claimed for it."""
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 60) as (s, new_id):
+        registry.start()
+        wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+        with s.client() as c:
+            assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"
+
+
+def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_launchers_words(tmp_path, unpulled):
+    """Past the pull_grace (3 s), the claimed resolution is recorded failed in the launcher's words (the engine's),
+    as a launch that fails at once is; no driver container."""
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 3) as (s, new_id):
+        with s.client() as c:
+            res = wait_for(lambda: (r := c.get(f"/api/v1/resolutions/{new_id}").json())["state"] != "created" and r,
+                           60, what="the claimed resolution's end")
+        assert res["state"] == "failed", res
+        assert re.match("could not start the rerun's driver with the docker launcher: ImageUnpulled: the Docker "
+                        rf"engine does not have image {re.escape(image)} and could not pull it for \d+ s", res["error"])
+        assert "connection refused" in res["error"], res["error"]
+        assert drivers_of(new_id) == []
