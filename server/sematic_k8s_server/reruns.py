@@ -28,7 +28,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
 MAX_PARALLELISM = 64
+CLOSE_WAIT = 10.0  # seconds a stopping server waits for launches that were waiting for an image to record their end
 EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
 
@@ -111,6 +112,7 @@ class Reruns:
         self.queue = RerunQueue(config.concurrency, config.queue)
         self._launch = launch  # tests may give their own; else the configured launcher's
         self.stopping = threading.Event()  # set when the server stops: launches waiting for an image give up
+        self.background: set[Future[None]] = set()  # launches that went on after their request was answered
 
     def check(self, res: ResolutionRecord, target: str, mode: str) -> str:
         """The image to re-run ``res`` from; an ApiError naming the reason when this server may not."""
@@ -218,8 +220,11 @@ class Reruns:
             log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
 
         try:
-            self.queue.submit(launch)
+            launched = self.queue.submit(launch)
             answer.result()
+            if not launched.done():  # it waits for its image: kept until it ends, for close() to wait for
+                self.background.add(launched)
+                launched.add_done_callback(self.background.discard)
         except Busy:
             raise ApiError(429, f"{self.queue.capacity} reruns are already starting or waiting to start: try "
                                 "again in a few seconds", {"Retry-After": "5"}, reason="busy") from None
@@ -235,6 +240,7 @@ class Reruns:
                         reason="launcher-failed")
 
     def close(self) -> None:
-        """The server stops: launches waiting for their image give up (recorded failed); the others end as they
-        would (a request waits for each)."""
+        """The server stops: launches waiting for their image give up, recorded failed before the store closes
+        (waited for up to :data:`CLOSE_WAIT`); the others end as they would (a request waits for each)."""
         self.stopping.set()
+        wait(list(self.background), CLOSE_WAIT)

@@ -21,11 +21,13 @@ from docker import errors as docker_errors
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
 from outages import RegistryProcess
+from sematic_k8s import launchers
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
 from sematic_k8s_server.config import RerunConfig, ServerConfig
+from sematic_k8s_server.db import open_store
 from serving import record_resolution, serve, wait_for
 
 STORAGE = "s3://sk-driver-pull/artifacts"
@@ -85,13 +87,14 @@ def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
 
 
 def test_a_docker_driver_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(unpulled):
-    """The launcher says once that it waits for the driver's image (the registry, the engine's words, for how long),
-    tries the pull again, and starts the driver once the registry is back."""
+    """The launcher (through ``launchers.start_driver``, as the CloudResolver calls it, its progress display told)
+    says once that it waits for the driver's image (the registry, the engine's words, for how long), tries the pull
+    again, and starts the driver once the registry is back."""
     registry, image = unpulled
     spec, said = spec_of(image), []
     try:
         with restarted_in(registry, 3):
-            start_driver(spec, {}, docker_socket=False, progress=said.append)
+            launchers.start_driver(spec, {}, progress=said.append)
         [line] = said
         assert line.startswith(f"waiting for the driver's image: the registry at {registry.host} does not answer (")
         assert "connection refused" in line and line.endswith("trying again for up to 120 s"), line
@@ -165,3 +168,18 @@ def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_laun
                         rf"engine does not have image {re.escape(image)} and could not pull it for \d+ s", res["error"])
         assert "connection refused" in res["error"], res["error"]
         assert drivers_of(new_id) == []
+
+
+def test_a_server_that_stops_while_a_reruns_driver_waits_for_its_image_records_the_rerun_failed(tmp_path, unpulled):
+    """The server stops while the launch waits (its pull_grace a minute): the wait ends, and the claim is recorded
+    failed in the launcher's words before the server's store closes, not left ``created`` (nor the server's exit held
+    for the grace)."""
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 60) as (_, new_id):
+        pass
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        res = store.get_resolution(new_id)
+    finally:
+        store.close()
+    assert res.state == "failed" and "ImageUnpulled" in res.error and "connection refused" in res.error, res
