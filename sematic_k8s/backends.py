@@ -6,7 +6,8 @@ kubernetes client, are needed only when it is used). Adding a backend is one lin
 - ``EXECUTORS``: where runs execute, by the name a DriverSpec gives (``executor="kubernetes"``); each is a
   class with ``from_spec(spec, storage)``.
 - ``STORAGES``: artifact storage by URL scheme (``s3://bucket/prefix``); each is a class with ``from_url(url)``.
-- ``LAUNCHERS``: how a driver is started for a DriverSpec's executor; each is a function ``(spec, env)``.
+- ``LAUNCHERS``: how a driver is started for a DriverSpec's executor; each is a function ``(spec, env, *,
+  progress)`` (``progress``: told, in a line, what the start waits for; None: nothing to tell).
   Executors without a launcher of their own run their driver in a Docker container.
 - ``DRIVER_WATCHES``: how a started driver is followed, by the same names; each is a class taking the spec.
 """

@@ -1,8 +1,9 @@
 """The Docker engine's client, made in one place: an engine that does not answer (stopped, hung, an unreachable
 $DOCKER_HOST) is :class:`~sematic_k8s.errors.DockerUnavailable` in plain words, within :data:`PROBE_TIMEOUT`,
-for image builds, driver containers and the Docker executor alike; and the secrets those containers get as files
-(:func:`secret_archive`, copied in before they start), never as environment variables that ``docker inspect``
-shows."""
+for image builds, driver containers and the Docker executor alike; the wait for an image whose registry does not
+answer the engine's pull (:func:`registry_unanswered`, :class:`PullBackoff`, :func:`pull_waiting`), a worker's and a
+driver's alike; and the secrets those containers get as files (:func:`secret_archive`, copied in before they start),
+never as environment variables that ``docker inspect`` shows."""
 
 from __future__ import annotations
 
@@ -16,13 +17,19 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown
-from sematic_k8s.retries import retrying
+from sematic_k8s.errors import DockerUnavailable, ImageUnpulled, ImageUserUnknown
+from sematic_k8s.retries import MAX_WAIT, retrying
 
 PROBE_TIMEOUT = 10.0  # seconds the engine has to answer the first request (its API version)
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 T = TypeVar("T")
 SECRETS_DIR = "sematic-k8s-secrets"  # at a container's root: a driver's secrets, a worker's task (0400 files)
+PULL_GRACE = 120.0  # seconds an image is waited for while its registry does not answer (Kubernetes' pull_grace)
+PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
+# the engine's words for a pull that failed because the registry did not answer, or answered "not now"
+_UNREACHABLE = ("dial tcp", "connection refused", "connection reset", "i/o timeout", "TLS handshake timeout",
+                "timeout exceeded", "toomanyrequests", "unexpected HTTP status: 5", "unexpected HTTP status: 429",
+                "503 Service Unavailable", "502 Bad Gateway", "504 Gateway Timeout", "429 Too Many Requests")
 
 
 def docker_client(timeout: float = 60.0, **options: Any) -> Any:
@@ -101,6 +108,73 @@ def stdout_frames(stdout: Any) -> Iterator[bytes]:
                 return
             size -= len(chunk)
             yield chunk
+
+
+def registry_unanswered(said: str) -> bool:
+    """Whether the engine's words for a failed pull (``said``) say the image's registry did not answer, or answered
+    "not now" (a 5xx, 429): the image may come, where a registry's "manifest unknown" or "unauthorized" says it will
+    not."""
+    return any(words in said for words in _UNREACHABLE)
+
+
+def unpulled_words(image: str, said: str, waited: float | None = None) -> str:
+    """The engine's failed pull of ``image`` in its words (``said``), how long it was tried (``waited`` seconds,
+    when it was waited for), and what to do."""
+    tried = f" for {waited:.0f} s" if waited is not None else ""
+    return (f"the Docker engine does not have image {image} and could not pull it{tried} ({said}): push it to its "
+            "registry, or check that the engine can reach that registry")
+
+
+def registry_of(image: str) -> str:
+    """The registry an image reference names (its first part when that is a host), else Docker Hub's."""
+    first, slash, _ = image.partition("/")
+    return first if slash and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+class PullBackoff:
+    """When an image's pull that failed (its registry did not answer) is to be tried again: :data:`PULL_FIRST_WAIT`
+    after the first failure, the wait doubled after each, up to :data:`~sematic_k8s.retries.MAX_WAIT`."""
+
+    def __init__(self) -> None:
+        self.at = 0.0  # monotonic time of the next try
+        self.wait = PULL_FIRST_WAIT  # seconds between the last failed try and the next
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def failed(self) -> None:
+        self.at = time.monotonic() + self.wait
+        self.wait = min(MAX_WAIT, 2 * self.wait)
+
+    def pulled(self) -> None:
+        self.at, self.wait = 0.0, PULL_FIRST_WAIT
+
+
+def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
+                 waiting: Callable[[str], None] | None = None, stop: Any = None) -> None:
+    """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`), try again with
+    :class:`PullBackoff` for ``grace`` seconds from the first failure, ``waiting`` told the engine's words then (once).
+    Past the grace, or at once for a definitive refusal (manifest unknown, unauthorized), or when
+    ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words."""
+    import docker.errors
+
+    backoff, since, tries = PullBackoff(), time.monotonic(), 0
+    while True:
+        try:
+            client.images.pull(image)
+            return
+        except docker.errors.APIError as e:
+            said, waited, tries = str(e.explanation or e), time.monotonic() - since, tries + 1
+            if not registry_unanswered(said) or waited >= grace or (stop is not None and stop.is_set()):
+                raise ImageUnpulled(unpulled_words(image, said, waited if tries > 1 else None)) from None
+        if waiting is not None and tries == 1:
+            waiting(said)
+        backoff.failed()
+        pause = max(0.0, min(backoff.at, since + grace) - time.monotonic())
+        if stop is not None:
+            stop.wait(pause)
+        else:
+            time.sleep(pause)
 
 
 _OWNERS: dict[str, tuple[int, int]] = {}  # image id -> the (uid, gid) its USER resolves to there

@@ -28,6 +28,8 @@ func failing)::
         │   └── RegistryUnavailable     the registry did not answer, or kept answering 429/5xx, past the retry window
         ├── RegistryAuthError           the image registry wants credentials we do not have
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
+        ├── ImageUnpulled               the Docker engine could not pull a driver's image (its registry refused it, or
+        │                               did not answer past the pull's grace)
         ├── ImageUserUnknown            an image's USER names a user or group its /etc/passwd or /etc/group lacks
         ├── KubernetesForbidden         the Kubernetes API keeps refusing the driver (403): not transient
         ├── KubernetesUnauthorized      the Kubernetes API refuses the driver's token (401): a restart gets a new one
@@ -427,6 +429,11 @@ class DockerUnavailable(InfrastructureError):
     """The Docker engine does not answer: stopped, hung, or not where $DOCKER_HOST says."""
 
     fix = "start the Docker engine or fix $DOCKER_HOST"
+
+
+class ImageUnpulled(InfrastructureError):
+    """The Docker engine could not pull a driver's image: its registry refused it (manifest unknown, unauthorized),
+    or did not answer within the pull's grace. Its words are the engine's, with what to do."""
 
 
 class ImageUserUnknown(InfrastructureError):

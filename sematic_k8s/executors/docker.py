@@ -43,21 +43,24 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
+    PULL_GRACE,
     SECRETS_DIR,
+    PullBackoff,
     attach_stdout,
     docker_client,
     engine_calls,
     engine_retried,
     image_user,
+    registry_unanswered,
     secret_archive,
     stdout_frames,
     unanswered,
+    unpulled_words,
 )
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
-from sematic_k8s.retries import MAX_WAIT
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
@@ -65,12 +68,6 @@ from sematic_k8s.storage.base import Storage
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
 TASK_FILE = f"/{SECRETS_DIR}/task"  # a worker's TaskSpec in its container ($SEMATIC_K8S_TASK_FILE)
 STORED_GRACE = 30.0  # seconds a container whose outcome was read may take to end by itself before it is stopped
-PULL_GRACE = 120.0  # seconds a worker waits for its image while its registry does not answer (Kubernetes' pull_grace)
-PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
-# the engine's words for a pull that failed because the registry did not answer, or answered "not now"
-_UNREACHABLE = ("dial tcp", "connection refused", "connection reset", "i/o timeout", "TLS handshake timeout",
-                "timeout exceeded", "toomanyrequests", "unexpected HTTP status: 5", "unexpected HTTP status: 429",
-                "503 Service Unavailable", "502 Bad Gateway", "504 Gateway Timeout", "429 Too Many Requests")
 _STORED = WORKER_STORED_LINE.encode()
 T = TypeVar("T")
 
@@ -106,8 +103,7 @@ class DockerExecutor(RemoteExecutor):
         self.left: set[str] = set()  # containers not removed for it (named when the executor closes)
         self.pull_grace = pull_grace
         self.unpulled: dict[str, _Unpulled] = {}  # run id -> its launch, waiting for its image's registry
-        self._pull_at = 0.0  # monotonic time of the next try of the image's pull
-        self._pull_wait = PULL_FIRST_WAIT  # seconds between the last failed try and the next
+        self._backoff = PullBackoff()  # when the image's pull is tried again
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
@@ -161,7 +157,7 @@ class DockerExecutor(RemoteExecutor):
         """Launch the runs waiting for their image again once their pull is due (backoff between the tries), in
         the order they came, until one of them waits again (the registry still does not answer): of the others,
         only those past their pull_grace are tried (and fail in the engine's words if the pull fails still)."""
-        if not self.unpulled or time.monotonic() < self._pull_at:
+        if not self.unpulled or not self._backoff.due():
             return
         pulled = True
         for run_id, launch in list(self.unpulled.items()):
@@ -177,10 +173,9 @@ class DockerExecutor(RemoteExecutor):
                 self._deadline(launch.task, 0.0)
             pulled = pulled and started
         if pulled:
-            self._pull_wait = PULL_FIRST_WAIT
-            return
-        self._pull_at = time.monotonic() + self._pull_wait
-        self._pull_wait = min(MAX_WAIT, 2 * self._pull_wait)
+            self._backoff.pulled()
+        else:
+            self._backoff.failed()
 
     def _launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         import docker.errors
@@ -512,15 +507,13 @@ class _Refused(Exception):
     def passing(self) -> bool:
         """Whether it is a pull that failed because the image's registry did not answer, or answered "not now"
         (a 5xx, 429): the image may come, where a registry's "manifest unknown" or "unauthorized" says it will not."""
-        return self.stage == "pull" and any(words in self.said for words in _UNREACHABLE)
+        return self.stage == "pull" and registry_unanswered(self.said)
 
     def words(self, task: Task, image: str, waited: float | None = None) -> str:
         """What the engine refused, in its words, and what to do (``waited``: seconds the run waited for its
         image's registry to answer)."""
         if self.stage == "pull":
-            tried = f" for {waited:.0f} s" if waited is not None else ""
-            return (f"the Docker engine does not have image {image} and could not pull it{tried} ({self.said}): "
-                    "push it to its registry, or check that the engine can reach that registry")
+            return unpulled_words(image, self.said, waited)
         what = "refused to start it" if self.stage == "start" else "refused it"
         for stage, words, fix in _FIXES:
             if stage == self.stage and words in self.said:

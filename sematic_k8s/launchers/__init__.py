@@ -63,13 +63,14 @@ def driver_env(spec: DriverSpec, server: str, api_key: str | None, source_map: s
     return env
 
 
-def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
-    """Start the driver for ``spec``: a container on this machine, or a Job on the cluster."""
+def start_driver(spec: DriverSpec, env: Mapping[str, str], progress: Callable[[str], None] | None = None) -> None:
+    """Start the driver for ``spec``: a container on this machine, or a Job on the cluster; ``progress`` is told
+    what the start waits for (a driver's image whose registry does not answer the Docker engine)."""
     try:
-        launch: Callable[[DriverSpec, Mapping[str, str]], None] = backends.load(backends.LAUNCHERS, spec.executor)
+        launch: Callable[..., None] = backends.load(backends.LAUNCHERS, spec.executor)
     except LookupError:
         launch = backends.load(backends.LAUNCHERS, backends.DEFAULT_LAUNCHER)
-    launch(spec, env)
+    launch(spec, env, progress=progress)
 
 
 def watch_driver(spec: DriverSpec) -> DriverWatch:

@@ -10,6 +10,12 @@ never put in the container's environment, where ``docker inspect`` would show th
 container as a file readable by the image's user alone, named by its ``*_FILE`` variable
 (``$SEMATIC_K8S_API_KEY_FILE``, ``$SEMATIC_K8S_AWS_SECRET_ACCESS_KEY_FILE``, ...).
 
+A driver's image the engine does not have is pulled; while its registry does not answer (the engine's 500 "dial tcp
+...: connection refused", a 5xx or 429), the pull is tried again with backoff for ``pull_grace`` seconds (the spec's
+``executor_settings["pull_grace"]``, as for its workers; 120 s), ``progress`` told so once, as a worker's waits
+(:func:`~sematic_k8s.docker_engine.pull_waiting`); past it, or at once for a registry that refuses it (manifest
+unknown, unauthorized), :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words.
+
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
 are known even after it is gone, and reads its exit code from Docker's wait, or, when it was gone before the wait
@@ -23,6 +29,7 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import logging
 import os
 import threading
 import time
@@ -30,11 +37,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sematic_k8s.docker_engine import (
+    PULL_GRACE,
     SECRETS_DIR,
     docker_client,
     engine_calls,
     engine_retried,
     image_user,
+    pull_waiting,
+    registry_of,
     secret_archive,
 )
 from sematic_k8s.errors import DockerUnavailable
@@ -43,6 +53,7 @@ from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
 from sematic_k8s.specs import DRIVER_COMMAND, DriverSpec
 
+log = logging.getLogger("sematic_k8s")
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
 DOCKER_SOCKET = "/var/run/docker.sock"
 TOKEN_FILE = f"/{SECRETS_DIR}/api-key"
@@ -51,8 +62,11 @@ SECRET_FILES = {API_KEY_ENV: TOKEN_FILE, SERVER_AUTH_ENV: SERVER_AUTH_FILE,  # e
                 **{name: f"/{SECRETS_DIR}/{name.lower()}" for name in STORAGE_KEY_ENVS}}
 
 
-def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: bool = True) -> None:
-    """The launcher of ``backends.LAUNCHERS["docker"]``: a detached container named after the resolution."""
+def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: bool = True,
+                 progress: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
+    """The launcher of ``backends.LAUNCHERS["docker"]``: a detached container named after the resolution. Its image,
+    when the engine does not have it, is pulled, waited for while its registry does not answer (``progress`` told
+    so, else the log; ``stop`` set ends the wait): see the module's docstring."""
     import docker
 
     root_id = spec.root_id or ""
@@ -76,7 +90,17 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
         try:
             container = client.containers.create(spec.image, **kwargs)
         except docker.errors.ImageNotFound:
-            client.images.pull(spec.image)
+            grace = float(spec.executor_settings.get("pull_grace", PULL_GRACE))
+
+            def waiting(said: str) -> None:
+                words = (f"waiting for the driver's image: the registry at {registry_of(spec.image)} does not answer "
+                         f"({said}); trying again for up to {grace:g} s")
+                if progress is not None:
+                    progress(words)
+                else:
+                    log.warning("resolution %s: %s", root_id, words)
+
+            pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop)
             container = client.containers.create(spec.image, **kwargs)
         try:
             if secrets:

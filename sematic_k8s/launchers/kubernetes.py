@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -174,8 +174,9 @@ def _owned_by_job(api: client.ApiClient, namespace: str, secret: str, job: str, 
         log.warning("could not make Job %s own Secret %s (%s): %s", job, secret, e.status, api_message(e))
 
 
-def start_driver(spec: DriverSpec, env: Mapping[str, str]) -> None:
-    """The launcher of ``backends.LAUNCHERS["kubernetes"]``: the driver's Job in the spec's namespace."""
+def start_driver(spec: DriverSpec, env: Mapping[str, str], *, progress: Callable[[str], None] | None = None) -> None:
+    """The launcher of ``backends.LAUNCHERS["kubernetes"]``: the driver's Job in the spec's namespace. ``progress``
+    is told nothing: the Job's pod waits for its image by itself (ImagePullBackOff), followed by :class:`DriverJob`."""
     launch_driver(spec, spec.root_id or "", env, namespace=spec.executor_settings.get("namespace"))
 
 

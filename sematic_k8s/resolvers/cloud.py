@@ -116,7 +116,8 @@ class CloudResolver(Resolver):
                               executor=self.executor, executor_settings=self.executor_settings,
                               platform=image.platform)
             token = store.mint_token(future.id, resolution.rerun_from)  # the driver's own: this resolution only
-            start_driver(spec, driver_env(spec, self.server, token, source_map(self.project_root)))  # type: ignore[arg-type]
+            start_driver(spec, driver_env(spec, self.server, token, source_map(self.project_root)),  # type: ignore[arg-type]
+                         progress=shown)
             shown(f"driver started for resolution {future.id}")
             if self.executor == "docker":
                 _remove_ended_workers(store)

@@ -14,6 +14,12 @@ A *local* resolution's code is on its author's machine: it is re-run there (``se
 ``LocalResolver(rerun_from=ID)``), and the refusal says so with the command to copy.
 
 Launches go through a bounded queue: ``concurrency`` at once, ``queue`` more waiting, 429 beyond.
+
+The request waits for its launch, and answers 202 once the driver is started, or as soon as the launch waits for the
+driver's image (the Docker launcher, its registry not answering the engine's pull: tried again for the pull's grace,
+``executor_settings["pull_grace"]``, 120 s): it does not hold the request for that long. The launch goes on in the
+background, its queue slot held; past the grace its claimed resolution is recorded failed in the launcher's words, as
+a launch that fails at once is (``failed``). A server that stops ends such waits: failed the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
@@ -38,6 +44,7 @@ T = TypeVar("T")
 
 IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
 MAX_PARALLELISM = 64
+CLOSE_WAIT = 10.0  # seconds a stopping server waits for launches that were waiting for an image to record their end
 EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
 
@@ -80,14 +87,17 @@ class RerunQueue:
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rerun-launch")
 
-    def run(self, fn: Callable[[], T]) -> T:
-        """``fn()`` on a launch thread, waiting for it; Busy at once when the queue is full."""
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """``fn()`` on a launch thread, its slot held until it returns; Busy at once when the queue is full."""
         if not self._slots.acquire(blocking=False):
             raise Busy
         try:
-            return self._pool.submit(fn).result()
-        finally:
+            future = self._pool.submit(fn)
+        except BaseException:
             self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -101,6 +111,8 @@ class Reruns:
         self.config = config
         self.queue = RerunQueue(config.concurrency, config.queue)
         self._launch = launch  # tests may give their own; else the configured launcher's
+        self.stopping = threading.Event()  # set when the server stops: launches waiting for an image give up
+        self.background: set[Future[None]] = set()  # launches that went on after their request was answered
 
     def check(self, res: ResolutionRecord, target: str, mode: str) -> str:
         """The image to re-run ``res`` from; an ApiError naming the reason when this server may not."""
@@ -166,27 +178,69 @@ class Reruns:
                       "executor": spec.executor}))
         return batch
 
-    def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any) -> None:
-        """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails."""
+    def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any,
+              failed: Callable[[str], None]) -> None:
+        """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails. Returns once
+        it started, or once it waits for its image (see the module's docstring): a launch that fails after that
+        calls ``failed`` with the words the ApiError would have had."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
+        answer: Future[None] = Future()  # the request's: set when the driver started, waits, or failed
+        lock = threading.Lock()
+
+        def waiting(words: str) -> None:
+            log.warning("rerun %s: %s", spec.root_id, words)
+            with lock:
+                if not answer.done():
+                    answer.set_result(None)  # the request answers now; the launch goes on
 
         def launch() -> None:
-            if self._launch is not None:
-                self._launch(spec, env)
-            elif launcher == "docker":  # local development: a container without the Docker socket
-                backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False)
-            else:
-                backends.load(backends.LAUNCHERS, launcher)(spec, env)
+            try:
+                if self._launch is not None:
+                    self._launch(spec, env)
+                elif launcher == "docker":  # local development: a container without the Docker socket
+                    backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=waiting,
+                                                                stop=self.stopping)
+                else:
+                    backends.load(backends.LAUNCHERS, launcher)(spec, env)
+            except Exception as e:  # noqa: BLE001 - any launcher failure: said in the answer, or recorded
+                with lock:
+                    if not answer.done():
+                        answer.set_exception(e)
+                        return
+                log.warning("rerun %s: the %s launcher failed: %s", spec.root_id, launcher, e)
+                try:
+                    failed(self._launch_failed(launcher, e).detail)
+                except Exception:  # noqa: BLE001 - the store: the claim is left to the sweeper
+                    log.exception("rerun %s: its failed launch could not be recorded", spec.root_id)
+                return
+            with lock:
+                if not answer.done():
+                    answer.set_result(None)
+            log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
 
         try:
-            self.queue.run(launch)
+            launched = self.queue.submit(launch)
+            answer.result()
+            if not launched.done():  # it waits for its image: kept until it ends, for close() to wait for
+                self.background.add(launched)
+                launched.add_done_callback(self.background.discard)
         except Busy:
             raise ApiError(429, f"{self.queue.capacity} reruns are already starting or waiting to start: try "
                                 "again in a few seconds", {"Retry-After": "5"}, reason="busy") from None
         except Exception as e:  # noqa: BLE001 - any launcher failure: say which, as JSON
             log.warning("rerun %s: the %s launcher failed: %s", spec.root_id, launcher, e)
-            message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-            raise ApiError(502, f"could not start the rerun's driver with the {launcher} launcher: {message}",
-                           reason="launcher-failed") from None
-        log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
+            raise self._launch_failed(launcher, e) from None
+
+    @staticmethod
+    def _launch_failed(launcher: str, e: Exception) -> ApiError:
+        """The 502 of a launcher that failed, in its words (their first line)."""
+        message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        return ApiError(502, f"could not start the rerun's driver with the {launcher} launcher: {message}",
+                        reason="launcher-failed")
+
+    def close(self) -> None:
+        """The server stops: launches waiting for their image give up, recorded failed before the store closes
+        (waited for up to :data:`CLOSE_WAIT`); the others end as they would (a request waits for each)."""
+        self.stopping.set()
+        wait(list(self.background), CLOSE_WAIT)

@@ -60,6 +60,7 @@ class Server:
 
     def close(self) -> None:
         """Stop the background work."""
+        self.reruns.close()
         self.sweeper.stop()
         if self.relay is not None:
             self.relay.stop()

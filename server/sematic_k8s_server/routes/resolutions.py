@@ -76,7 +76,8 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     repository is on the server's allow-list; a local one answers 422 with the ``command`` that re-runs it
     on its own machine. The new resolution is recorded (``created``) before its driver is started, whatever the
     mode: a launch that fails records it failed, in the words of the answer. Returns the new id once its driver was
-    started."""
+    started, or once its launch waits for the driver's image (its registry does not answer the Docker engine): past
+    the pull's grace, it is recorded failed in the launcher's words."""
     scopes.require_key(caller, "start reruns")
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     target = body.rerun_from or resolution_id
@@ -100,12 +101,17 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     if srv.auth.required:
         token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
                                    lifetime=srv.config.reruns.token_lifetime)
-    try:
-        srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"))
-    except Exception as e:
+
+    def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
         auth.revoke_tokens(srv.store.engine, new_id)
-        with srv.write_lock:  # nothing left claiming it: recorded failed, in the words the caller gets
-            srv.store.end_claim(new_id, e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
+        with srv.write_lock:
+            srv.store.end_claim(new_id, detail)
+
+    try:  # answered once the driver started, or once it waits for its image (failed later, in the background)
+        srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"),
+                         failed)
+    except Exception as e:
+        failed(e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
         raise
     return {"resolution_id": new_id, "rerun_of": resolution_id}
 

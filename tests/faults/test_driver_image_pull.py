@@ -1,0 +1,185 @@
+"""A Docker driver's image whose registry does not answer the engine's pull: a registry of the test's own (never the
+shared one: others pull from it) stopped for a few seconds, or past a small ``pull_grace``. The CloudResolver's
+launcher (``start_driver``) waits for it, saying so; the server's rerun answers at once and its launch waits in the
+background; past the grace, both fail in the engine's words. Was: the launch failed at once (the engine's 500, in
+the SDK's words)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker import errors as docker_errors
+
+from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
+from infra import docker_client, require_docker
+from outages import RegistryProcess
+from sematic_k8s import launchers
+from sematic_k8s.errors import ImageUnpulled
+from sematic_k8s.labels import RESOLUTION_LABEL
+from sematic_k8s.launchers.docker import start_driver
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from sematic_k8s_server.db import open_store
+from serving import record_resolution, serve, wait_for
+
+STORAGE = "s3://sk-driver-pull/artifacts"
+
+
+@pytest.fixture
+def unpulled(tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
+    """The idle driver image pushed to a registry of the test's own, then taken off the engine by that name (its
+    driver must be pulled), the registry stopped: (the registry, the image by digest there)."""
+    require_docker()
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
+    client = docker_client()
+    idle_driver_image(client)
+    registry = RegistryProcess(tmp_path)
+    registry.start()
+    repo = f"{registry.host}/sk-test-idle-driver"
+    client.images.get(f"{IDLE_DRIVER_REPO}:latest").tag(repo, "latest")
+    client.images.push(repo, "latest")
+    [ref] = [d for d in client.images.get(f"{repo}:latest").attrs["RepoDigests"] if d.startswith(repo)]
+    for name in (f"{repo}:latest", ref):
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(name)
+    registry.kill()
+    try:
+        yield registry, ref
+    finally:
+        registry.kill()
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(ref)
+
+
+@contextlib.contextmanager
+def restarted_in(registry: RegistryProcess, seconds: float) -> Iterator[None]:
+    """The registry started again ``seconds`` from now; never after the block (the fixture stops it then)."""
+    back = threading.Timer(seconds, registry.start)
+    back.start()
+    try:
+        yield
+    finally:
+        back.cancel()
+        back.join()
+
+
+def drivers_of(root_id: str) -> list[Any]:
+    return docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={root_id}"})
+
+
+def remove_drivers(root_id: str) -> None:
+    for container in drivers_of(root_id):
+        container.remove(force=True)
+
+
+def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
+    return DriverSpec(root=None, storage_url=STORAGE, image=image, executor_settings=executor_settings,
+                      resolution=ResolutionSettings(root_id=uuid.uuid4().hex))
+
+
+def test_a_docker_driver_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(unpulled):
+    """The launcher (through ``launchers.start_driver``, as the CloudResolver calls it, its progress display told)
+    says once that it waits for the driver's image (the registry, the engine's words, for how long), tries the pull
+    again, and starts the driver once the registry is back."""
+    registry, image = unpulled
+    spec, said = spec_of(image), []
+    try:
+        with restarted_in(registry, 3):
+            launchers.start_driver(spec, {}, progress=said.append)
+        [line] = said
+        assert line.startswith(f"waiting for the driver's image: the registry at {registry.host} does not answer (")
+        assert "connection refused" in line and line.endswith("trying again for up to 120 s"), line
+        [driver] = drivers_of(spec.root_id or "")
+        assert driver.status in ("created", "running", "exited")
+    finally:
+        remove_drivers(spec.root_id or "")
+
+
+def test_a_docker_driver_whose_registry_stays_down_past_its_pull_grace_fails_in_the_engines_words(unpulled):
+    """``executor_settings["pull_grace"]`` (3 s here, as for its workers): past it, ImageUnpulled in one line, the
+    engine's words saying for how long it was tried and what to do; no container."""
+    registry, image = unpulled
+    spec, said = spec_of(image, pull_grace=3), []
+    try:
+        with pytest.raises(ImageUnpulled) as failed:
+            start_driver(spec, {}, docker_socket=False, progress=said.append)
+        words = str(failed.value)
+        assert re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it for \d+ s \(",
+                        words), words
+        assert "connection refused" in words and "\n" not in words, words
+        assert words.endswith("push it to its registry, or check that the engine can reach that registry")
+        assert len(said) == 1 and said[0].endswith("trying again for up to 3 s")
+        assert drivers_of(spec.root_id or "") == []
+    finally:
+        remove_drivers(spec.root_id or "")
+
+
+@contextlib.contextmanager
+def rerun(tmp_path: Path, image: str, registry: RegistryProcess, pull_grace: float) -> Iterator[tuple[Any, str]]:
+    """A server whose reruns start Docker drivers (``pull_grace`` for their image); a rerun of a resolution recorded
+    with ``image`` asked of it: (the server, the new resolution's id), once it answered 202 (the resolution still
+    claimed then: its launch waits for its image)."""
+    config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
+                         storage_url=STORAGE, executor_settings={"pull_grace": pull_grace})
+    with serve(tmp_path, config=ServerConfig(reruns=config)) as s:
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
+        with s.client() as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+            assert r.status_code == 202, r.text
+            new_id = r.json()["resolution_id"]
+            assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"  # answered while it waits
+        try:
+            yield s, new_id
+        finally:
+            remove_drivers(new_id)
+
+
+def test_a_server_rerun_answers_at_once_and_its_driver_starts_once_the_registry_is_back(tmp_path, unpulled):
+    """The rerun's answer does not wait for the registry (its pull_grace is a minute here): it comes while the
+    registry is down; the driver is started in the background once the registry answers again, the resolution still
+    claimed for it."""
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 60) as (s, new_id):
+        registry.start()
+        wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+        with s.client() as c:
+            assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"
+
+
+def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_launchers_words(tmp_path, unpulled):
+    """Past the pull_grace (3 s), the claimed resolution is recorded failed in the launcher's words (the engine's),
+    as a launch that fails at once is; no driver container."""
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 3) as (s, new_id):
+        with s.client() as c:
+            res = wait_for(lambda: (r := c.get(f"/api/v1/resolutions/{new_id}").json())["state"] != "created" and r,
+                           60, what="the claimed resolution's end")
+        assert res["state"] == "failed", res
+        assert re.match("could not start the rerun's driver with the docker launcher: ImageUnpulled: the Docker "
+                        rf"engine does not have image {re.escape(image)} and could not pull it for \d+ s", res["error"])
+        assert "connection refused" in res["error"], res["error"]
+        assert drivers_of(new_id) == []
+
+
+def test_a_server_that_stops_while_a_reruns_driver_waits_for_its_image_records_the_rerun_failed(tmp_path, unpulled):
+    """The server stops while the launch waits (its pull_grace a minute): the wait ends, and the claim is recorded
+    failed in the launcher's words before the server's store closes, not left ``created`` (nor the server's exit held
+    for the grace)."""
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 60) as (_, new_id):
+        pass
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        res = store.get_resolution(new_id)
+    finally:
+        store.close()
+    assert res.state == "failed" and "ImageUnpulled" in res.error and "connection refused" in res.error, res
