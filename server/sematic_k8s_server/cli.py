@@ -204,19 +204,23 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     except click.ClickException:  # refused before it served: the caller's SIGTERM handler again
         signal.signal(signal.SIGTERM, caller_sigterm)
         raise
-    from sematic_k8s_server.connections import ConnectionLimits, protocol
+    from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
 
-    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout,
-                               "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info"),
-                               "http": protocol(ConnectionLimits(header_timeout, send_timeout))}
+    served_with = uvicorn_config(app if app is not None else f"{__name__}:worker_app", host=host, port=port,
+                            limits=ConnectionLimits(header_timeout, send_timeout), shutdown_timeout=shutdown_timeout,
+                            log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"), workers=workers)
     if app is not None:
-        uvicorn.run(app, **options)
+        served = uvicorn.Server(served_with)
+        served.run()
+        if not served.started:  # as uvicorn.run: a server that could not start exits 3
+            sys.exit(STARTUP_FAILURE)
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
-    shutdown.run_processes(f"{__name__}:worker_app", workers, **options)
+    shutdown.run_processes(served_with)
 
 
+STARTUP_FAILURE = 3  # uvicorn's exit status for a server that did not start
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV
 
 
