@@ -13,7 +13,7 @@ from typing import Any
 LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's driver
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
-DEFAULT_MAX_STREAMS_PER_KEY = 64  # live-event streams: a dashboard's tabs and CLI followers hold a few each
+DEFAULT_MAX_STREAMS_PER_KEY = 64  # live-event streams: a dashboard tab holds one
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
