@@ -58,7 +58,9 @@ def uvicorn_config(app: Any, *, host: str, port: int, limits: ConnectionLimits, 
     on ``host``:``port`` over :class:`BoundedHttp` with ``limits``, requests under way given ``shutdown_timeout``
     seconds once asked to stop."""
     return uvicorn.Config(app, host=host, port=port, http=protocol(limits), backlog=BACKLOG, log_level=log_level,
-                          timeout_graceful_shutdown=shutdown_timeout, workers=workers, factory=isinstance(app, str))
+                          # typed int, used as asyncio's timeout: a fraction of a second is kept, as the CLI took it
+                          timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
+                          workers=workers, factory=isinstance(app, str))
 
 
 class BoundedHttp(HttpToolsProtocol):
