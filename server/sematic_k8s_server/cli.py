@@ -210,8 +210,9 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
 
     served_with = uvicorn_config(app if app is not None else f"{__name__}:worker_app", host=host, port=port,
-                            limits=ConnectionLimits(header_timeout, send_timeout), shutdown_timeout=shutdown_timeout,
-                            log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"), workers=workers)
+                                 limits=ConnectionLimits(header_timeout, send_timeout),
+                                 shutdown_timeout=shutdown_timeout,
+                                 log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"), workers=workers)
     if app is not None:
         served = uvicorn.Server(served_with)
         served.run()

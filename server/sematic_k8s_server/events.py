@@ -123,9 +123,6 @@ class StreamSlots:
         if self._open[holder] <= 0:
             del self._open[holder]
 
-    def held(self, holder: str) -> int:
-        return self._open[holder]
-
 
 class RootIndex:
     """run id -> root id, learned from new runs (so updates, which lack it, can be routed)."""
