@@ -44,6 +44,7 @@ def _serve(home: Path) -> tuple[str, str]:
     from sematic_k8s.storage.local import LocalStorage
     from sematic_k8s_server import auth
     from sematic_k8s_server.app import create_app
+    from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
     from sematic_k8s_server.db import open_store
 
     store = open_store(f"sqlite:///{home / 'db.sqlite3'}")
@@ -53,7 +54,8 @@ def _serve(home: Path) -> tuple[str, str]:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     app = create_app(store, LocalStorage(home / "storage"), api_keys_required=True, self_url=url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, limits=ConnectionLimits(),
+                                           shutdown_timeout=1, log_level="warning"))  # as the CLI runs it
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.01)

@@ -126,6 +126,9 @@ def _is_loopback(host: str) -> bool:
 @click.option("--send-timeout", type=click.FloatRange(1, 86400), default=60, show_default=True,
               help="Seconds an answer waits for a client that reads none of it (a live-events stream to a client "
                    "that stopped reading); then its connection is cut.")
+@click.option("--max-streams-per-key", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
+              help="Live-event streams one API key (in local mode: this machine) may hold open at once, per server "
+                   "process; one more gets 429 (a dashboard tab then polls, and tries again later).")
 @click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
               help="Longest life of a resolution's token (it also ends when the resolution ends).")
 @click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=20, show_default=True,
@@ -140,7 +143,7 @@ def _is_loopback(host: str) -> bool:
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
            rerun_concurrency: int, rerun_queue: int, max_request_mb: float, header_timeout: float, body_timeout: float,
-           send_timeout: float, token_max_hours: float, shutdown_timeout: float, workers: int,
+           send_timeout: float, max_streams_per_key: int, token_max_hours: float, shutdown_timeout: float, workers: int,
            home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
@@ -174,7 +177,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "rerun_namespace": rerun_namespace or os.environ.get(settings.NAMESPACE_ENV),
               "rerun_concurrency": rerun_concurrency, "rerun_queue": rerun_queue,
               "max_request_bytes": int(max_request_mb * 1024 * 1024), "body_timeout": body_timeout,
-              "token_max_hours": token_max_hours, "self_url": self_url}
+              "max_streams_per_key": max_streams_per_key, "token_max_hours": token_max_hours, "self_url": self_url}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     from sematic_k8s_server import shutdown
@@ -204,19 +207,24 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     except click.ClickException:  # refused before it served: the caller's SIGTERM handler again
         signal.signal(signal.SIGTERM, caller_sigterm)
         raise
-    from sematic_k8s_server.connections import ConnectionLimits, protocol
+    from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
 
-    options: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout,
-                               "backlog": 4096, "log_level": os.environ.get(settings.LOG_LEVEL_ENV, "info"),
-                               "http": protocol(ConnectionLimits(header_timeout, send_timeout))}
+    served_with = uvicorn_config(app if app is not None else f"{__name__}:worker_app", host=host, port=port,
+                                 limits=ConnectionLimits(header_timeout, send_timeout),
+                                 shutdown_timeout=shutdown_timeout,
+                                 log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"), workers=workers)
     if app is not None:
-        uvicorn.run(app, **options)
+        served = uvicorn.Server(served_with)
+        served.run()
+        if not served.started:  # as uvicorn.run: a server that could not start exits 3
+            sys.exit(STARTUP_FAILURE)
         return
     store.close()
     os.environ[WORKER_PARAMS_ENV] = json.dumps(params)  # read by worker_app() in each process
-    shutdown.run_processes(f"{__name__}:worker_app", workers, **options)
+    shutdown.run_processes(served_with)
 
 
+STARTUP_FAILURE = 3  # uvicorn's exit status for a server that did not start
 WORKER_PARAMS_ENV = settings.SERVER_PARAMS_ENV
 
 
@@ -280,7 +288,7 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
     try:
         return ServerConfig(
             api_keys_required=not params["local"], max_request_bytes=params["max_request_bytes"],
-            body_timeout=params["body_timeout"],
+            body_timeout=params["body_timeout"], max_streams_per_key=params["max_streams_per_key"],
             reruns=RerunConfig(launcher=params["rerun_launcher"], image_repositories=tuple(params["rerun_images"]),
                                allow_docker=params["allow_docker"], storage_url=storage_setting,
                                executor_settings={"namespace": namespace} if namespace else {},

@@ -13,6 +13,7 @@ from typing import Any
 LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's driver
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_MAX_STREAMS_PER_KEY = 64  # live-event streams: a dashboard tab holds one
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
@@ -61,11 +62,14 @@ class ServerConfig:
     ``Host``. ``max_request_bytes``: larger request bodies get 413, counted as they arrive.
     ``allowed_storages``: artifact storage URLs, besides the server's own, it may read the artifacts and logs
     of cloud resolutions from (when they recorded one of these); a record naming any other is refused.
-    ``body_timeout``: seconds a request's body may take to arrive, once its headers have (then 408)."""
+    ``body_timeout``: seconds a request's body may take to arrive, once its headers have (then 408).
+    ``max_streams_per_key``: live-event streams one API key (in local mode: this machine) may hold open at once in
+    one server process (then 429)."""
 
     api_keys_required: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY
     reruns: RerunConfig = field(default_factory=RerunConfig)
     allowed_storages: tuple[str, ...] = ()
 
@@ -78,3 +82,5 @@ class ServerConfig:
             raise ValueError(f"the request size cap must be at least 1024 bytes, got {self.max_request_bytes}")
         if not self.body_timeout > 0:
             raise ValueError(f"the request body timeout must be more than 0 seconds, got {self.body_timeout}")
+        if self.max_streams_per_key < 1:
+            raise ValueError(f"the live-event streams per API key must be at least 1, got {self.max_streams_per_key}")

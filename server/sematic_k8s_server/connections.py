@@ -14,6 +14,8 @@ reads nothing (a live-events stream to a stopped laptop: a full TCP window) wait
   draining) has its connection cut.
 
 A request's body has a deadline too, kept by the :class:`~sematic_k8s_server.guard.Guard` (408).
+:func:`uvicorn_config` is uvicorn's whole setting for the server, one for ``sematic-k8s server`` (one process or
+``--workers N``) and the tests' in-process servers alike.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import termios
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; browsers send a few KiB, nginx takes 4 x 8 KiB lines
+BACKLOG = 4096  # connections the system queues before the server accepts them (a burst of drivers' requests)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,17 @@ def protocol(limits: ConnectionLimits) -> Any:  # noqa: ANN401 - what uvicorn.Co
     """uvicorn's ``http`` setting for :class:`BoundedHttp` with ``limits`` (it pickles: ``--workers`` processes
     get it)."""
     return functools.partial(BoundedHttp, limits=limits)
+
+
+def uvicorn_config(app: Any, *, host: str, port: int, limits: ConnectionLimits,  # noqa: ANN401 - an ASGI app
+                   shutdown_timeout: float, log_level: str = "info", workers: int = 1) -> uvicorn.Config:
+    """uvicorn's settings for the server: ``app`` (an app, or with ``workers`` > 1 the import path of its factory)
+    on ``host``:``port`` over :class:`BoundedHttp` with ``limits``, requests under way given ``shutdown_timeout``
+    seconds once asked to stop."""
+    return uvicorn.Config(app, host=host, port=port, http=protocol(limits), backlog=BACKLOG, log_level=log_level,
+                          # typed int, used as asyncio's timeout: a fraction of a second is kept, as the CLI took it
+                          timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
+                          workers=workers, factory=isinstance(app, str))
 
 
 class BoundedHttp(HttpToolsProtocol):

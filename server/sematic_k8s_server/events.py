@@ -2,13 +2,15 @@
 
 Writes happen on worker threads; each subscriber owns an asyncio queue on the server's event loop,
 fed with ``call_soon_threadsafe``. A subscriber that falls too far behind gets ``{"type": "overflow"}``
-(refetch what you show) instead of the events it missed.
+(refetch what you show) instead of the events it missed. :class:`StreamSlots` bounds the streams one principal holds
+open at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from typing import Any
 
 from sematic_k8s.store.records import Batch
@@ -98,6 +100,28 @@ class EventBus:
                         sub.loop.call_soon_threadsafe(sub.offer, event)
                     except RuntimeError:  # its loop is closed: the server is stopping
                         break
+
+
+class StreamSlots:
+    """Live-event streams open in this process, by holder (an API key's id; ``local mode``'s one principal): at most
+    ``limit`` each, so that one credential cannot hold thousands of sockets and queues. Used on the event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+
+    def take(self, holder: str) -> bool:
+        """A slot for one more stream of ``holder``: False when it holds ``limit`` already."""
+        if self._open[holder] >= self.limit:
+            return False
+        self._open[holder] += 1
+        return True
+
+    def give_back(self, holder: str) -> None:
+        """A stream of ``holder`` ended (however: its end, its client gone, reset or killed)."""
+        self._open[holder] -= 1
+        if self._open[holder] <= 0:
+            del self._open[holder]
 
 
 class RootIndex:

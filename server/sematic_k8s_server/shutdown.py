@@ -71,13 +71,12 @@ def exit_on_sigterm() -> Any:  # noqa: ANN401 - a signal handler
     return signal.signal(signal.SIGTERM, handler)
 
 
-def run_processes(app: str, workers: int, **options: Any) -> None:  # noqa: ANN401
-    """``uvicorn.run(app, factory=True, workers=workers, **options)``, but the parent process stops listening as soon
-    as a signal asks it to stop. (uvicorn's parent keeps the listening socket open until its processes have exited:
-    meanwhile the system goes on taking connections that no process will answer, then resets them.) Needs uvicorn
-    0.30 or newer, the floor pyproject.toml sets: the process manager's ``handle_term``/``handle_int`` extended here
-    came with it (0.29's manager never calls them)."""
-    from uvicorn import Config
+def run_processes(config: Any) -> None:  # noqa: ANN401 - uvicorn.Config, imported lazily
+    """uvicorn's ``--workers`` run of ``config`` (its app: the import path of the app's factory), but the parent
+    process stops listening as soon as a signal asks it to stop. (uvicorn's parent keeps the listening socket open
+    until its processes have exited: meanwhile the system goes on taking connections that no process will answer,
+    then resets them.) Needs uvicorn 0.30 or newer, the floor pyproject.toml sets: the process manager's
+    ``handle_term``/``handle_int`` extended here came with it (0.29's manager never calls them)."""
     from uvicorn.supervisors import Multiprocess
 
     class Processes(Multiprocess):
@@ -93,7 +92,6 @@ def run_processes(app: str, workers: int, **options: Any) -> None:  # noqa: ANN4
             for sock in self.sockets:  # the processes close their own copies as they shut down
                 sock.close()
 
-    config = Config(app, factory=True, workers=workers, **options)
     sockets = [config.bind_socket()]
     if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before its processes ran their own servers
         from uvicorn import Server

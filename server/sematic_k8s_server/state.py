@@ -16,7 +16,7 @@ from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
-from sematic_k8s_server.events import EventBus, RootIndex, batch_events
+from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events
 from sematic_k8s_server.liveness import Sweeper
 from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
@@ -35,6 +35,7 @@ class Server:
         self.reruns, self.self_url = reruns, self_url
         self.storages = Storages(storage, config.allowed_storages)  # where recorded artifacts and logs may be read
         self.bus = EventBus()
+        self.streams = StreamSlots(config.max_streams_per_key)  # live-event streams open, by API key
         # over PostgreSQL, events go through the database: every process (uvicorn workers, replicas) sees them all
         self.relay = PgRelay(store.engine, self.bus) if store.engine.dialect.name == "postgresql" else None
         self.roots = RootIndex()

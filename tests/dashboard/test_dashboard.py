@@ -72,6 +72,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     import uvicorn
 
     from sematic_k8s_server import auth, create_app
+    from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
     from sematic_k8s_server.db import open_store
 
     for var in (SERVER_ENV, API_KEY_ENV, settings.DB_URL_ENV, settings.HOME_ENV):
@@ -84,7 +85,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = create_app(store, LocalStorage(home / "storage"), api_keys_required=True, self_url=url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=sock.getsockname()[1], limits=ConnectionLimits(),
+                                           shutdown_timeout=2, log_level="warning"))  # as the CLI runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="dashboard-server")
     thread.start()
     deadline = time.monotonic() + 20

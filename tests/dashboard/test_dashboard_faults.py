@@ -1,12 +1,13 @@
 """The dashboard on the days things go wrong, in headless Chromium against ``sematic-k8s server --local`` as a
 process of its own: the server killed and started again under an open resolution page, a proxy answering its own
-HTML 502 page, a cancel refused because the resolution ended behind the page's back, a run whose error is huge, a
-corrupt run record, answers that come back in another order than they were asked, and requests superseded (aborted)
-while on their way."""
+HTML 502 page, a live-events stream refused (429: the machine holds all the streams it may), a cancel refused
+because the resolution ended behind the page's back, a run whose error is huge, a corrupt run record, answers that
+come back in another order than they were asked, and requests superseded (aborted) while on their way."""
 
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -18,8 +19,8 @@ from typing import Any
 import httpx
 
 import big_resolution as big
-from browser_pages import VIEWPORT
-from outages import ServerProcess
+from browser_pages import VIEWPORT, new_page
+from outages import ServerProcess, running
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
@@ -157,6 +158,29 @@ class HtmlErrorProxy:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def test_a_page_refused_a_stream_polls_and_asks_again_when_the_server_said(browser: Any, tmp_path: Any) -> None:
+    """A page whose stream the server refuses (429: this machine holds the one stream it may) polls, so it still
+    shows what is recorded, and asks for a stream again only after the refusal's Retry-After (30 s), not every 5 s;
+    once a slot is free, it follows live again."""
+    from playwright.sync_api import expect
+
+    server = ServerProcess(tmp_path, args=("--max-streams-per-key", "1"))
+    with running(server), new_page(browser, viewport=VIEWPORT) as page:
+        holder = socket.create_connection(("127.0.0.1", server.port))
+        holder.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert b" 200 " in holder.recv(65536)
+        asked: list[int] = []
+        page.on("response", lambda r: asked.append(r.status) if r.url.endswith("/api/v1/events") else None)
+        page.goto(server.url)
+        expect(_tid(page, "live-status")).to_have_attribute("data-mode", "polling", timeout=WAIT_MS)
+        root_id = record_resolution(server.url, "", kind="local", state="running")
+        expect(page.locator(f'[data-testid="resolution-row"][data-id="{root_id}"]')).to_have_count(1, timeout=WAIT_MS)
+        time.sleep(12)  # two of the old 5 s retries, each refused again
+        holder.close()
+        expect(_tid(page, "live-status")).to_have_attribute("data-mode", "live", timeout=60_000)
+        assert asked == [429, 200], asked
 
 
 def test_a_proxys_html_error_page_reads_as_one_plain_line(page: Any, server: ServerProcess) -> None:

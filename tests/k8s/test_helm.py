@@ -72,7 +72,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 "server": {"serviceAccount": {"create": False}, "rerunLauncher": ""}},
     "reruns": {"server": {"rerunImageRepositories": [REGISTRY, "registry.example.com/team-b"],
                           "rerunConcurrency": 3, "rerunQueue": 20, "maxRequestMB": 64, "tokenMaxHours": 48,
-                          "headerTimeoutSeconds": 20, "bodyTimeoutSeconds": 300, "sendTimeoutSeconds": 120},
+                          "headerTimeoutSeconds": 20, "bodyTimeoutSeconds": 300, "sendTimeoutSeconds": 120,
+                          "maxStreamsPerKey": 8},
                "runs": {"namespace": "runs"}},
 }
 
@@ -538,7 +539,8 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert container["image"] == f"{SERVER_REPOSITORY}:0.1.0"
     assert container["command"] == ["sematic-k8s", "server", "--host", "0.0.0.0", "--port", "8000",
                                     "--max-request-mb", "32", "--header-timeout", "10", "--body-timeout", "60",
-                                    "--send-timeout", "60", "--token-max-hours", "168", "--workers", "1",
+                                    "--send-timeout", "60", "--max-streams-per-key", "64",
+                                    "--token-max-hours", "168", "--workers", "1",
                                     "--shutdown-timeout", "20",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
                                     "--self-url", f"http://{FULLNAME}.{NAMESPACE}.svc:8000",
@@ -592,7 +594,8 @@ def test_reruns_go_by_the_allow_list_and_the_servers_settings(rendered: dict[str
     assert [v for f, v in flags if f == "--rerun-image-repository"] == [REGISTRY, "registry.example.com/team-b"]
     assert ("--rerun-concurrency", "3") in flags and ("--rerun-queue", "20") in flags
     assert ("--max-request-mb", "64") in flags and ("--token-max-hours", "48") in flags
-    assert {("--header-timeout", "20"), ("--body-timeout", "300"), ("--send-timeout", "120")} <= set(flags)
+    assert {("--header-timeout", "20"), ("--body-timeout", "300"), ("--send-timeout", "120"),
+            ("--max-streams-per-key", "8")} <= set(flags)
     notes = render_files(chart, VARIANTS["reruns"])["sematic-k8s/templates/NOTES.txt"]
     assert REGISTRY in notes
     (off,) = containers(one(rendered["minimal"], "Deployment", FULLNAME))

@@ -25,6 +25,7 @@ from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from sematic_k8s_server.app import create_app
 from sematic_k8s_server.config import ServerConfig
+from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
 from sematic_k8s_server.db import open_store
 from waiting import wait_for  # noqa: F401  (re-exported: the tests import it from here)
 
@@ -51,10 +52,12 @@ class Served:
 
 @contextlib.contextmanager
 def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True, config: ServerConfig | None = None,
-          storage: Storage | None = None, allowed_storages: tuple[str, ...] = ()) -> Iterator[Served]:
+          storage: Storage | None = None, allowed_storages: tuple[str, ...] = (),
+          limits: ConnectionLimits | None = None) -> Iterator[Served]:
     """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``storage`` (default
     ``home``/storage), set up by ``config`` (API keys as ``api_keys_required`` says; ``allowed_storages``: more
-    storage URLs readable for cloud resolutions that recorded theirs there)."""
+    storage URLs readable for cloud resolutions that recorded theirs there), run by uvicorn as the CLI runs it
+    (:func:`~sematic_k8s_server.connections.uvicorn_config`, with ``limits``: the connection bounds)."""
     store = open_store(db_url or f"sqlite:///{home / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests") if api_keys_required else None
     admin_key = auth.create_key(store.engine, "tests-admin", admin=True) if api_keys_required else None
@@ -64,8 +67,8 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
         config = dataclasses.replace(config or ServerConfig(), allowed_storages=allowed_storages)
     app = create_app(store, storage or LocalStorage(home / "storage"), config, api_keys_required=api_keys_required,
                      self_url=url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=1, lifespan="off"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, limits=limits or ConnectionLimits(),
+                                           shutdown_timeout=1, log_level="warning"))  # as the CLI runs it
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
     thread.start()
     deadline = time.monotonic() + 20

@@ -209,14 +209,19 @@ export class SseParser {
 
 /**
  * Follow /api/v1/events until `signal` aborts: onOpen() once connected, then onEvent(event) for each JSON
- * object received. Rejects (HttpError, or Error when the stream ends) so the caller can fall back and retry.
+ * object received. Rejects (HttpError, or Error when the stream ends) so the caller can fall back and retry (an
+ * HttpError's `retryAfter`: the seconds the server asked it to wait, 0 if it said none).
  */
 export async function followEvents({ signal, onOpen, onEvent }) {
   const resp = await send(`${API}/events`, {
     headers: authHeaders({ Accept: "text/event-stream" }), cache: "no-store", signal,
   });
   if (resp.status === 401) needKey = true;
-  if (!resp.ok || !resp.body) throw new HttpError(resp.status, `events: HTTP ${resp.status}`);
+  if (!resp.ok || !resp.body) {
+    const err = new HttpError(resp.status, `events: HTTP ${resp.status}`);
+    err.retryAfter = Number(resp.headers.get("Retry-After")) || 0; // seconds (429: the key's streams are all open)
+    throw err;
+  }
   onOpen();
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = new SseParser();

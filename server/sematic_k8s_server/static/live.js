@@ -6,6 +6,7 @@ import { followEvents, needsKey } from "./api.js";
 
 const POLL_MS = 2000;
 const RETRY_MS = 5000;
+const MAX_RETRY_MS = 300_000; // the longest wait a Retry-After may ask of a stream tried again (polling meanwhile)
 const COALESCE_MS = 150;
 
 /**
@@ -145,7 +146,7 @@ export class Live {
           else view.onEvent(ev);
         },
       });
-    } catch {
+    } catch (e) {
       if (ctrl.signal.aborted) return;
       this.status(needsKey() ? "no API key" : "polling", "polling");
       this.startPolling();
@@ -154,7 +155,8 @@ export class Live {
         if (needsKey()) this.retryTimer = setTimeout(retry, RETRY_MS); // saving a key restarts the stream
         else this.connect();
       };
-      this.retryTimer = setTimeout(retry, RETRY_MS);
+      // not before the server said (a 429: the key holds all the streams it may; polling meanwhile)
+      this.retryTimer = setTimeout(retry, Math.min(MAX_RETRY_MS, Math.max(RETRY_MS, (e.retryAfter || 0) * 1000)));
     }
   }
 }
