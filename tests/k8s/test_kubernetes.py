@@ -25,10 +25,10 @@ from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script  # noqa: E402
-from model_workers import behave, held  # noqa: E402
+from model_workers import behave, ended, held  # noqa: E402
 from sematic_k8s import settings  # noqa: E402
 from sematic_k8s.errors import ResolutionFailed  # noqa: E402
-from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
+from sematic_k8s.executors.base import Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
@@ -130,16 +130,6 @@ def submit(ex: KubernetesExecutor, func: Any, root_id: str, run_id: str | None =
     run_id = run_id or new_id()
     ex.submit(Task(run_id, root_id, func, {}, attempt))
     return run_id
-
-
-def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 30.0) -> dict[str, Outcome]:
-    got: dict[str, Outcome] = {}
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        for o in ex.wait(0.1):
-            got[o.run_id] = o
-    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
-    return got
 
 
 def jobs(api: client.ApiClient, selector: str | None = None) -> list[client.V1Job]:
@@ -469,7 +459,7 @@ def test_the_watch_resumes_and_relists_after_410_without_losing_endings(cluster,
     cluster.wait(lambda: len(pods_in(cluster, "Succeeded")) == 3)
     cluster.compact()
     cluster.clear_faults()  # the API server is back
-    first = wait_for(ex, 3)
+    first = ended(ex, 3)
     assert set(first) == set(run_ids[:3]) and all(o.error_info is None for o in first.values())
     assert pod_watch.stats.gone >= 1 and pod_watch.stats.lists >= 2
     # 2. a plain stream end: resumed from the last resourceVersion, no list needed.
@@ -477,7 +467,7 @@ def test_the_watch_resumes_and_relists_after_410_without_losing_endings(cluster,
     cluster.drop_watches()
     for r in run_ids[3:]:
         gates[r].set()
-    rest = wait_for(ex, 3)
+    rest = ended(ex, 3)
     assert set(rest) == set(run_ids[3:]) and all(o.error_info is None for o in rest.values())
     assert pod_watch.stats.lists == lists and pod_watch.stats.watches >= 3
     ex.close()
@@ -491,7 +481,7 @@ def test_429_and_5xx_are_retried_with_backoff(cluster, api, storage):
     cluster.fail(429, verb="create", resource="jobs", times=2, retry_after=1)  # API Priority and Fairness
     cluster.fail(500, verb="create", resource="jobs", times=1)
     run_id = submit(ex, noop, new_id())
-    outcome = wait_for(ex, 1)[run_id]
+    outcome = ended(ex, 1)[run_id]
     ex.close()
     assert outcome.error_info is None
     assert [c.status for c in cluster.calls(verb="create", resource="jobs")] == [429, 429, 500, 201]
@@ -501,7 +491,7 @@ def test_429_and_5xx_are_retried_with_backoff(cluster, api, storage):
 def test_a_refused_job_fails_its_run_not_the_driver(cluster, api, storage):
     ex = executor(api, storage, node_selector={"pool": "not a label value!"})  # the API server's validation: 422
     run_id = submit(ex, noop, new_id())
-    info = wait_for(ex, 1)[run_id].error_info
+    info = ended(ex, 1)[run_id].error_info
     ex.close()
     assert info["type"] == "JobCreateFailed", info
     assert "could not be created" in info["message"] and "(422)" in info["message"], info["message"]
@@ -521,7 +511,7 @@ def test_409_reattaches_to_this_attempts_job_and_refuses_a_foreign_one(cluster, 
     ex = executor(api, storage)
     submit(ex, noop, root, run_id=mine)
     submit(ex, noop, root, run_id=foreign)
-    got = wait_for(ex, 2)
+    got = ended(ex, 2)
     ex.close()
     assert got[mine].error_info is None and ex.stats.reattached == 1  # found by the start-up list of Jobs
     assert ex.stats.conflicts == 1  # the foreign one: created, 409, its labels read
@@ -555,7 +545,7 @@ def test_a_restarted_driver_reattaches_to_its_jobs_instead_of_duplicating_them(c
     first = executor(api, storage)
     for r in run_ids:
         submit(first, noop, root, run_id=r)
-    assert set(wait_for(first, 1)) == {run_ids[0]}
+    assert set(ended(first, 1)) == {run_ids[0]}
     for w in first.watchers:  # the driver's pod dies: no cleanup, its Jobs keep running
         w.stop()
     gate.set()
@@ -563,7 +553,7 @@ def test_a_restarted_driver_reattaches_to_its_jobs_instead_of_duplicating_them(c
     second = executor(api, storage)
     for r in run_ids:
         submit(second, noop, root, run_id=r)
-    got = wait_for(second, 3)
+    got = ended(second, 3)
     second.close()
     assert all(o.error_info is None for o in got.values())
     assert second.stats.creates == 0 and second.stats.reattached == 3  # found by one list of the resolution's Jobs

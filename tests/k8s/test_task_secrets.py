@@ -26,11 +26,11 @@ from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
-from model_workers import behave, held, worker  # noqa: E402
+from model_workers import behave, ended, held, worker  # noqa: E402
 from s3server import fresh_bucket  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
 from sematic_k8s.errors import KubernetesForbidden  # noqa: E402
-from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
+from sematic_k8s.executors.base import Task  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
@@ -80,16 +80,6 @@ def submit(ex: KubernetesExecutor, root_id: str, x: int, run_id: str | None = No
     return run_id
 
 
-def wait_for(ex: KubernetesExecutor, n: int, timeout: float = 60.0) -> dict[str, Outcome]:
-    got: dict[str, Outcome] = {}
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        for o in ex.wait(0.1):
-            got[o.run_id] = o
-    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
-    return got
-
-
 def task_secrets(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {s["metadata"]["name"]: s for s in cluster.list("secrets", NS) if s["metadata"]["name"].endswith("-task")}
 
@@ -119,7 +109,7 @@ def test_a_worker_pod_reads_its_task_from_its_own_secret_and_holds_no_storage_ke
     cluster.behaviour = behave({"worker": recording(seen)})
     ex = executor(api, storage)
     run_id = submit(ex, new_id(), 7)
-    outcome = wait_for(ex, 1)[run_id]
+    outcome = ended(ex, 1)[run_id]
     job_name = worker_job_name(run_id, 1)
     [job] = [j for j in cluster.list("jobs.batch", NS) if j["metadata"]["name"] == job_name]
     ex.close()
@@ -163,7 +153,7 @@ def test_an_evicted_worker_runs_again_with_fresh_urls_in_a_secret_of_its_new_job
     second = cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(relaunched), message="relaunch")
     assert list(task_secrets(cluster)) == [relaunched]  # the evicted Job's Secret is deleted
     gate.set()
-    outcome = wait_for(ex, 1)[run_id]
+    outcome = ended(ex, 1)[run_id]
     ex.close()
     assert outcome.error_info is None and outcome.details["relaunches"] == 1
     old, new = task_of(first).urls, task_of(second).urls
@@ -187,7 +177,7 @@ def test_a_restarted_driver_keeps_the_secret_of_the_job_it_reattaches_to_and_del
                        resumed=True))
     assert task_secrets(cluster)[name]["metadata"]["uid"] == made["metadata"]["uid"]  # kept: its pod reads it
     gate.set()
-    outcome = wait_for(second, 1)[run_id]
+    outcome = ended(second, 1)[run_id]
     second.close()
     assert outcome.error_info is None and second.stats.reattached == 1 and second.stats.secret_creates == 0
     assert task_secrets(cluster) == {}
@@ -214,7 +204,7 @@ def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cl
     cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name, {}).get("metadata", {}).get("uid")
                  not in (None, made["metadata"]["uid"]), message="its Secret made again while it waited")
     gate.set()
-    got = wait_for(ex, 2)
+    got = ended(ex, 2)
     ex.close()
     assert got[first].error_info is None and got[second].error_info is None, got
     assert ex.stats.waits.get("waiting for capacity", 0) >= 1
@@ -234,7 +224,7 @@ def test_a_secret_left_by_an_earlier_driver_is_made_again_with_fresh_urls(cluste
         "task": base64.b64encode(stale.to_json().encode()).decode()}})
     ex = executor(api, storage)
     submit(ex, new_id(), 4, run_id=run_id)
-    outcome = wait_for(ex, 1)[run_id]
+    outcome = ended(ex, 1)[run_id]
     ex.close()
     assert outcome.error_info is None, outcome.error_info
     assert ex.stats.conflicts == 1 and task_secrets(cluster) == {}
@@ -278,7 +268,7 @@ def test_a_quota_on_secrets_queues_the_create_until_secrets_go(cluster, api, sto
     ex = executor(api, storage)
     root = new_id()
     run_ids = [submit(ex, root, i) for i in range(2)]
-    got = wait_for(ex, 2)
+    got = ended(ex, 2)
     ex.close()
     assert all(got[r].error_info is None for r in run_ids), [got[r].error_info for r in run_ids]
     assert ex.stats.requeued >= 1 and task_secrets(cluster) == {}

@@ -5,10 +5,12 @@ pods (a worker held until the test lets it go)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kube_model import Script, SimContext
+from sematic_k8s.executors.base import Executor, Outcome
 from sematic_k8s.executors.remote import run_task
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV, TASK_FILE_ENV
 from sematic_k8s.specs import TaskSpec
@@ -46,3 +48,14 @@ def behave(scripts: dict[str, Script] | None = None) -> Callable[[dict[str, Any]
             return (scripts or {})[container["name"]]
         return Script(func=worker) if container["name"] == "worker" else Script(forever=True)
     return behaviour
+
+
+def ended(ex: Executor, n: int, timeout: float = 60.0) -> dict[str, Outcome]:
+    """The outcomes of the next ``n`` runs ``ex`` reports ended (by run id), waiting up to ``timeout`` seconds."""
+    got: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for o in ex.wait(0.1):
+            got[o.run_id] = o
+    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
+    return got
