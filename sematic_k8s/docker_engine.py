@@ -151,18 +151,23 @@ class PullBackoff:
 
 
 def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
-                 waiting: Callable[[str], None] | None = None, stop: Any = None) -> None:
+                 waiting: Callable[[str], None] | None = None, stop: Any = None,
+                 ended: Callable[[], bool] | None = None) -> bool:
     """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`), try again with
     :class:`PullBackoff` for ``grace`` seconds from the first failure, ``waiting`` told the engine's words then (once).
     Past the grace, or at once for a definitive refusal (manifest unknown, unauthorized), or when
-    ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words."""
+    ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. True once
+    pulled; False, not tried again, when ``ended()`` (asked before each try again) says that whoever waits for it no
+    longer does."""
     import docker.errors
 
     backoff, since, tries = PullBackoff(), time.monotonic(), 0
     while True:
+        if tries and ended is not None and ended():
+            return False
         try:
             client.images.pull(image)
-            return
+            return True
         except docker.errors.APIError as e:
             said, waited, tries = str(e.explanation or e), time.monotonic() - since, tries + 1
             if not registry_unanswered(said) or waited >= grace or (stop is not None and stop.is_set()):

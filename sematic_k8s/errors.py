@@ -15,6 +15,8 @@ func failing)::
     ├── ArtifactUnloadable (ValueError) a recorded artifact's bytes do not load here (.artifact_id, .origin: its run)
     ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
     ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
+    ├── DriverUnneeded                  a driver's launch ended unstarted: its resolution ended (was canceled) while
+    │                                   it waited for its image
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
@@ -219,6 +221,16 @@ class CancelRequested(Exception):
     def __init__(self, resolution_id: str) -> None:
         super().__init__(f"resolution {resolution_id} was asked to cancel before its end was recorded: it is "
                          "recorded canceled")
+        self.resolution_id = resolution_id
+
+
+class DriverUnneeded(Exception):
+    """A driver's launch that waited for its image (its registry not answering) ended without creating it: its
+    resolution ended meanwhile (canceled while the server's rerun was claimed), and its record already says so."""
+
+    def __init__(self, resolution_id: str) -> None:
+        super().__init__(f"resolution {resolution_id} ended while its driver waited for its image: the driver is not "
+                         "started")
         self.resolution_id = resolution_id
 
 

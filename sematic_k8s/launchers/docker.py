@@ -14,7 +14,10 @@ A driver's image the engine does not have is pulled; while its registry does not
 ...: connection refused", a 5xx or 429), the pull is tried again with backoff for ``pull_grace`` seconds (the spec's
 ``executor_settings["pull_grace"]``, as for its workers; 120 s), ``progress`` told so once, as a worker's waits
 (:func:`~sematic_k8s.docker_engine.pull_waiting`); past it, or at once for a registry that refuses it (manifest
-unknown, unauthorized), :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words.
+unknown, unauthorized), :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. Given ``ended`` (the
+server's, for a rerun it claimed), the launch asks it between the pull's tries and once more right before the
+container's create: its resolution ended meanwhile (canceled), no container is created
+(:class:`~sematic_k8s.errors.DriverUnneeded`).
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
@@ -47,7 +50,7 @@ from sematic_k8s.docker_engine import (
     registry_of,
     secret_archive,
 )
-from sematic_k8s.errors import DockerUnavailable
+from sematic_k8s.errors import DockerUnavailable, DriverUnneeded
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
@@ -63,10 +66,12 @@ SECRET_FILES = {API_KEY_ENV: TOKEN_FILE, SERVER_AUTH_ENV: SERVER_AUTH_FILE,  # e
 
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: bool = True,
-                 progress: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+                 ended: Callable[[], bool] | None = None) -> None:
     """The launcher of ``backends.LAUNCHERS["docker"]``: a detached container named after the resolution. Its image,
     when the engine does not have it, is pulled, waited for while its registry does not answer (``progress`` told
-    so, else the log; ``stop`` set ends the wait): see the module's docstring."""
+    so, else the log; ``stop`` set ends the wait; ``ended()`` saying its resolution ended too, and then no container
+    is created): see the module's docstring."""
     import docker
 
     root_id = spec.root_id or ""
@@ -100,7 +105,9 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
                 else:
                     log.warning("resolution %s: %s", root_id, words)
 
-            pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop)
+            pulled = pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop, ended=ended)
+            if not pulled or (ended is not None and ended()):  # it ended while its image was waited for
+                raise DriverUnneeded(root_id) from None
             container = client.containers.create(spec.image, **kwargs)
         try:
             if secrets:

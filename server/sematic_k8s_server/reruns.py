@@ -19,7 +19,9 @@ The request waits for its launch, and answers 202 once the driver is started, or
 driver's image (the Docker launcher, its registry not answering the engine's pull: tried again for the pull's grace,
 ``executor_settings["pull_grace"]``, 120 s): it does not hold the request for that long. The launch goes on in the
 background, its queue slot held; past the grace its claimed resolution is recorded failed in the launcher's words, as
-a launch that fails at once is (``failed``). A server that stops ends such waits: failed the same way.
+a launch that fails at once is (``failed``). A server that stops ends such waits: failed the same way. A claim that
+ends meanwhile (canceled: ``ended``, the record read between the pull's tries and right before the driver's create)
+ends its launch with no driver, its record as the cancel left it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
+from sematic_k8s.errors import DriverUnneeded
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
@@ -179,10 +182,11 @@ class Reruns:
         return batch
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any,
-              failed: Callable[[str], None]) -> None:
+              failed: Callable[[str], None], ended: Callable[[], bool]) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails. Returns once
         it started, or once it waits for its image (see the module's docstring): a launch that fails after that
-        calls ``failed`` with the words the ApiError would have had."""
+        calls ``failed`` with the words the ApiError would have had; one whose claim ``ended()`` (asked while it
+        waits) ends without a driver, nothing recorded."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
         answer: Future[None] = Future()  # the request's: set when the driver started, waits, or failed
@@ -194,15 +198,28 @@ class Reruns:
                 if not answer.done():
                     answer.set_result(None)  # the request answers now; the launch goes on
 
+        def claim_ended() -> bool:
+            try:
+                return ended()
+            except Exception:  # noqa: BLE001 - the store unread this time: the launch waits on, asked again next try
+                log.warning("rerun %s: could not read its claim", spec.root_id, exc_info=True)
+                return False
+
         def launch() -> None:
             try:
                 if self._launch is not None:
                     self._launch(spec, env)
                 elif launcher == "docker":  # local development: a container without the Docker socket
                     backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=waiting,
-                                                                stop=self.stopping)
+                                                                stop=self.stopping, ended=claim_ended)
                 else:
                     backends.load(backends.LAUNCHERS, launcher)(spec, env)
+            except DriverUnneeded as e:  # canceled while it waited for its image: recorded so already
+                with lock:
+                    if not answer.done():
+                        answer.set_result(None)
+                log.info("rerun %s: driver not started: %s", spec.root_id, e)
+                return
             except Exception as e:  # noqa: BLE001 - any launcher failure: said in the answer, or recorded
                 with lock:
                     if not answer.done():

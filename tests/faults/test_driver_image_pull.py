@@ -7,6 +7,7 @@ the SDK's words)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 import threading
@@ -183,3 +184,23 @@ def test_a_server_that_stops_while_a_reruns_driver_waits_for_its_image_records_t
     finally:
         store.close()
     assert res.state == "failed" and "ImageUnpulled" in res.error and "connection refused" in res.error, res
+
+
+def test_a_server_rerun_canceled_while_its_driver_waits_for_its_image_never_starts_it(tmp_path, unpulled, caplog):
+    """Canceled through the server's API while its launch waits (its pull_grace a minute), then the registry back: the
+    launch ends without a driver container (the record read between pull attempts, and before the create), the
+    resolution canceled as a claim is ("canceled before its driver recorded it"). Was: its driver started once the
+    image came."""
+    caplog.set_level(logging.INFO, logger="sematic_k8s_server")
+    registry, image = unpulled
+    with rerun(tmp_path, image, registry, 60) as (s, new_id):
+        with s.client() as c:
+            r = c.post(f"/api/v1/resolutions/{new_id}/cancel")
+            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+            registry.start()
+            ended = wait_for(lambda: [m for m in caplog.messages if m.startswith(f"rerun {new_id}: ")
+                                      and ("driver started" in m or "not started" in m)], 60,
+                             what="the end of the rerun's launch (the server's log)")
+            assert drivers_of(new_id) == [], ended
+            res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res

@@ -77,7 +77,7 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     on its own machine. The new resolution is recorded (``created``) before its driver is started, whatever the
     mode: a launch that fails records it failed, in the words of the answer. Returns the new id once its driver was
     started, or once its launch waits for the driver's image (its registry does not answer the Docker engine): past
-    the pull's grace, it is recorded failed in the launcher's words."""
+    the pull's grace, it is recorded failed in the launcher's words; canceled meanwhile, its driver is never started."""
     scopes.require_key(caller, "start reruns")
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     target = body.rerun_from or resolution_id
@@ -107,9 +107,13 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         with srv.write_lock:
             srv.store.end_claim(new_id, detail)
 
+    def ended() -> bool:  # the claim no longer waits for its driver (canceled while the launch waits for its image)
+        claimed = srv.store.get_resolution(new_id)
+        return claimed is None or claimed.state != CLAIMED
+
     try:  # answered once the driver started, or once it waits for its image (failed later, in the background)
         srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"),
-                         failed)
+                         failed, ended)
     except Exception as e:
         failed(e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
         raise
