@@ -13,7 +13,6 @@ import importlib
 import io
 import json
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from docker import errors as docker_errors
 
 from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
-from outages import DroppingProxy, RegistryProcess
+from outages import DroppingProxy, RegistryProcess, pulled_from_own_registry, restarted_in
 from projects import user_project
 from sematic_k8s import serialization
 from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown, ResolutionFailed
@@ -507,26 +506,10 @@ def test_an_image_the_engine_cannot_pull_fails_its_run_in_words(project, storage
 
 @pytest.fixture
 def unpulled(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
-    """The project's image pushed to a registry of the test's own (never the shared one: others pull from it) and
-    then taken off the engine by that name: a worker of it must be pulled. (The registry, its image by digest.)"""
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
-    registry = RegistryProcess(tmp_path)
-    registry.start()
-    client = docker_client()
-    repo = f"{registry.host}/sk-test-pull"
-    client.images.get(project[1]).tag(repo, "worker")
-    client.images.push(repo, "worker")
-    [ref] = [d for d in client.images.get(f"{repo}:worker").attrs["RepoDigests"] if d.startswith(repo)]
-    for name in (f"{repo}:worker", ref):
-        with contextlib.suppress(docker_errors.ImageNotFound):
-            client.images.remove(name)
-    try:
-        yield registry, ref
-    finally:
-        registry.kill()
-        with contextlib.suppress(docker_errors.ImageNotFound):
-            client.images.remove(ref)
+    """The project's image pushed to a registry of the test's own, then taken off the engine by that name: a worker
+    of it must be pulled. (The registry, its image by digest.)"""
+    with pulled_from_own_registry(tmp_path, project[1], "sk-test-pull", "worker") as pulled:
+        yield pulled
 
 
 def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(project, storage, unpulled):
@@ -536,7 +519,6 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
     Was: the run failed at once, as CreateContainerError, where Kubernetes waits ``pull_grace``."""
     registry, image = unpulled
     registry.stop()
-    back = threading.Timer(3, registry.start)
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())
     try:
         task = submit(executor, storage, project[0].inc, 41)
@@ -544,14 +526,11 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
         why = executor.waiting[task.run_id]
         assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (") and \
             "connection refused" in why and why.endswith("trying again for up to 120 s"), why
-        back.start()
-        outcome = outcome_of(executor)
+        with restarted_in(registry, 3):
+            outcome = outcome_of(executor)
         assert stored_value(storage, outcome) == 42
         assert executor.waiting == {}
     finally:
-        back.cancel()
-        if back.ident is not None:
-            back.join()  # never started again once the test's end has stopped it
         executor.close()
     assert containers_of(task) == []
 
@@ -563,18 +542,14 @@ def test_a_funcs_timeout_counts_from_its_workers_launch_not_while_it_waits_for_i
     the pull was made inside the launch)."""
     registry, image = unpulled
     registry.stop()
-    back = threading.Timer(9, registry.start)
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())
     try:
         task = submit(executor, storage, project[0].timely, 1)
         assert executor.wait(0.5) == [] and task.run_id in executor.waiting
-        back.start()
-        outcome = outcome_of(executor)
+        with restarted_in(registry, 9):
+            outcome = outcome_of(executor)
         assert stored_value(storage, outcome) == 2
     finally:
-        back.cancel()
-        if back.ident is not None:
-            back.join()  # never started again once the test's end has stopped it
         executor.close()
 
 

@@ -9,19 +9,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from docker import errors as docker_errors
 
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
-from outages import RegistryProcess
+from outages import RegistryProcess, pulled_from_own_registry, restarted_in
 from sematic_k8s import launchers
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
@@ -39,38 +36,11 @@ def unpulled(tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
     """The idle driver image pushed to a registry of the test's own, then taken off the engine by that name (its
     driver must be pulled), the registry stopped: (the registry, the image by digest there)."""
     require_docker()
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
-    client = docker_client()
-    idle_driver_image(client)
-    registry = RegistryProcess(tmp_path)
-    registry.start()
-    repo = f"{registry.host}/sk-test-idle-driver"
-    client.images.get(f"{IDLE_DRIVER_REPO}:latest").tag(repo, "latest")
-    client.images.push(repo, "latest")
-    [ref] = [d for d in client.images.get(f"{repo}:latest").attrs["RepoDigests"] if d.startswith(repo)]
-    for name in (f"{repo}:latest", ref):
-        with contextlib.suppress(docker_errors.ImageNotFound):
-            client.images.remove(name)
-    registry.kill()
-    try:
-        yield registry, ref
-    finally:
+    idle_driver_image(docker_client())
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest") as (
+            registry, ref):
         registry.kill()
-        with contextlib.suppress(docker_errors.ImageNotFound):
-            client.images.remove(ref)
-
-
-@contextlib.contextmanager
-def restarted_in(registry: RegistryProcess, seconds: float) -> Iterator[None]:
-    """The registry started again ``seconds`` from now; never after the block (the fixture stops it then)."""
-    back = threading.Timer(seconds, registry.start)
-    back.start()
-    try:
-        yield
-    finally:
-        back.cancel()
-        back.join()
+        yield registry, ref
 
 
 def drivers_of(root_id: str) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,6 +122,50 @@ class RegistryProcess(_KilledAndStarted):
             self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_for(self._up, 30, what=f"the registry on {self.host} (log: {self.log})")
+
+
+@contextlib.contextmanager
+def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str) -> Iterator[tuple[RegistryProcess, str]]:
+    """``image`` (a name the engine has) pushed as ``repo:tag`` to a registry of the test's own (never the shared
+    one: others pull from it), then taken off the engine by that name, so a container of it must be pulled: (the
+    registry, running; the image by digest there). The registry is killed and the pulled image removed after."""
+    import pytest
+    from docker import errors as docker_errors
+
+    from infra import docker_client
+
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry (Debian's package) is not installed: the test needs a registry of its own")
+    client = docker_client()
+    registry = RegistryProcess(home)
+    registry.start()
+    ref = None
+    try:
+        name = f"{registry.host}/{repo}"
+        client.images.get(image).tag(name, tag)
+        client.images.push(name, tag)
+        [ref] = [d for d in client.images.get(f"{name}:{tag}").attrs["RepoDigests"] if d.startswith(name)]
+        for pushed in (f"{name}:{tag}", ref):
+            with contextlib.suppress(docker_errors.ImageNotFound):
+                client.images.remove(pushed)
+        yield registry, ref
+    finally:
+        registry.kill()
+        if ref is not None:
+            with contextlib.suppress(docker_errors.ImageNotFound):
+                client.images.remove(ref)
+
+
+@contextlib.contextmanager
+def restarted_in(service: _KilledAndStarted, seconds: float) -> Iterator[None]:
+    """``service`` (stopped) started again ``seconds`` from now; never after the block (the test's end stops it)."""
+    back = threading.Timer(seconds, service.start)
+    back.start()
+    try:
+        yield
+    finally:
+        back.cancel()
+        back.join()
 
 
 class S3Server:
