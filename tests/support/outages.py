@@ -2,7 +2,7 @@
 a private S3 API server (moto) and a private Docker registry on ports of their own, a TCP proxy that can drop every
 connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
 late, one that stalls a request's body, and one that answers "too many requests" (429), or another status, in the
-target's place."""
+target's place (an S3 API's, or a registry's before the Docker engine's pull: :func:`registry_answering`)."""
 
 from __future__ import annotations
 
@@ -157,15 +157,44 @@ def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str) -> Ite
 
 
 @contextlib.contextmanager
-def restarted_in(service: _KilledAndStarted, seconds: float) -> Iterator[None]:
-    """``service`` (stopped) started again ``seconds`` from now; never after the block (the test's end stops it)."""
-    back = threading.Timer(seconds, service.start)
-    back.start()
+def called_in(seconds: float, call: Callable[[], object]) -> Iterator[None]:
+    """``call()`` made ``seconds`` from now, on a thread of its own; never after the block."""
+    later = threading.Timer(seconds, call)
+    later.start()
     try:
         yield
     finally:
-        back.cancel()
-        back.join()
+        later.cancel()
+        later.join()
+
+
+def restarted_in(service: _KilledAndStarted, seconds: float) -> contextlib.AbstractContextManager[None]:
+    """``service`` (stopped) started again ``seconds`` from now; never after the block (the test's end stops it)."""
+    return called_in(seconds, service.start)
+
+
+@contextlib.contextmanager
+def registry_answering(registry: RegistryProcess, ref: str, status: int,
+                       headers: dict[str, str] | None = None) -> Iterator[tuple[ThrottlingProxy, str]]:
+    """A :class:`ThrottlingProxy` before ``registry`` that answers the engine's requests for an image's manifest or
+    blobs itself, ``status`` (bare, with ``headers``: a 429's ``Retry-After``), as a failing or rate-limiting
+    registry (or the proxy before it) does, until its :meth:`~ThrottlingProxy.passing`; its ``/v2/`` ping passes.
+    (The proxy, ``ref`` (an image by digest in ``registry``) named by the proxy's host, as the engine is to pull
+    it: plain HTTP, the engine's registries on 127.0.0.0/8 being insecure.) The image pulled by that name is taken
+    off the engine after."""
+    from docker import errors as docker_errors
+
+    from infra import docker_client
+
+    proxy = ThrottlingProxy(registry.port, lambda head: b"/manifests/" in head or b"/blobs/" in head, sys.maxsize,
+                            status=status, code="", headers=headers)
+    image = f"127.0.0.1:{proxy.port}/{ref.partition('/')[2]}"
+    try:
+        yield proxy, image
+    finally:
+        proxy.close()
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            docker_client().images.remove(image)
 
 
 class S3Server:
@@ -480,10 +509,11 @@ class StallingProxy(_LoopbackProxy):
 
 class ThrottlingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to an S3 API (or a registry) on ``target_port`` that answers the first ``times``
-    requests ``throttle`` picks (by their head) itself, never passing them on: ``status`` with an S3 error document
-    of ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write to a key a second; a bare
-    answer when ``code`` is empty), and ``headers`` (``Retry-After``). Every other request and answer passes. A
-    request's ``Expect: 100-continue`` is answered here (its body is read before it is judged)."""
+    requests ``throttle`` picks (by their head) itself, never passing them on, until :meth:`passing`: ``status``
+    with an S3 error document of ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write
+    to a key a second; a bare answer when ``code`` is empty), and ``headers`` (``Retry-After``). Every other request
+    and answer passes. A request's ``Expect: 100-continue`` is answered here (its body is read before it is
+    judged)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
                  code: str = "TooManyRequests", headers: dict[str, str] | None = None) -> None:
@@ -494,6 +524,11 @@ class ThrottlingProxy(_LoopbackProxy):
         self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/xml\r\n{extra}"
                        f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
         super().__init__(target_port, "throttling-proxy")
+
+    def passing(self) -> None:
+        """Pass every request from now on."""
+        with self._lock:
+            self.left = 0
 
     def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
         threading.Thread(target=HoldingProxy._answers, args=(upstream, client), daemon=True).start()
