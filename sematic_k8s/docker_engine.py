@@ -26,10 +26,13 @@ T = TypeVar("T")
 SECRETS_DIR = "sematic-k8s-secrets"  # at a container's root: a driver's secrets, a worker's task (0400 files)
 PULL_GRACE = 120.0  # seconds an image is waited for while its registry does not answer (Kubernetes' pull_grace)
 PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
-# the engine's words for a pull that failed because the registry did not answer, or answered "not now"
+# the engine's words for a pull that failed because the registry did not answer, or answered "not now": a 5xx is
+# "received unexpected HTTP status: 503 Service Unavailable"; a 429 "toomanyrequests: ..." when its body is a
+# registry's error JSON (Docker Hub's), else "error parsing HTTP 429 response body: ..." (a bare one, a proxy's)
 _UNREACHABLE = ("dial tcp", "connection refused", "connection reset", "i/o timeout", "TLS handshake timeout",
-                "timeout exceeded", "toomanyrequests", "unexpected HTTP status: 5", "unexpected HTTP status: 429",
-                "503 Service Unavailable", "502 Bad Gateway", "504 Gateway Timeout", "429 Too Many Requests")
+                "timeout exceeded", "toomanyrequests", "HTTP 429 response", "unexpected HTTP status: 5",
+                "unexpected HTTP status: 429", "503 Service Unavailable", "502 Bad Gateway", "504 Gateway Timeout",
+                "429 Too Many Requests")
 
 
 def docker_client(timeout: float = 60.0, **options: Any) -> Any:
