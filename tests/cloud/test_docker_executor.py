@@ -25,6 +25,7 @@ from docker import errors as docker_errors
 from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
 from outages import (
+    REGISTRY_NOT_NOW,
     DroppingProxy,
     RegistryProcess,
     called_in,
@@ -577,13 +578,7 @@ def test_a_worker_whose_registry_stays_down_past_the_pull_grace_never_started_in
     assert containers_of(task) == []
 
 
-# a registry's "not now" before the engine's pull (the status a proxy before it answers, its headers), and the
-# engine's words for it: a 503's; a bare 429's (a rate-limiting proxy's, no registry error JSON in its body)
-NOT_NOW = {503: ({}, "received unexpected HTTP status: 503 Service Unavailable"),
-           429: ({"Retry-After": "2"}, 'error parsing HTTP 429 response body: unexpected end of JSON input: ""')}
-
-
-@pytest.mark.parametrize("status", NOT_NOW)
+@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
 def test_a_worker_waits_for_its_image_while_its_registry_answers_503_or_429_for_a_few_seconds(project, storage,
                                                                                              unpulled, status):
     """A proxy before the image's registry answers the engine's requests for its manifest and blobs itself for a few
@@ -591,7 +586,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_answers_503_or_429_for_
     says them); once the proxy passes them, the image is pulled and the run resolves. Was: the bare 429 failed the
     run at once (its words, "error parsing HTTP 429 response body", were not known as a registry's "not now")."""
     registry, ref = unpulled
-    headers, words = NOT_NOW[status]
+    headers, words = REGISTRY_NOT_NOW[status]
     with registry_answering(registry, ref, status, headers) as (proxy, image):
         executor = DockerExecutor(storage, storage.url, image, env=worker_env())
         try:
@@ -610,14 +605,14 @@ def test_a_worker_waits_for_its_image_while_its_registry_answers_503_or_429_for_
     assert containers_of(task) == []
 
 
-@pytest.mark.parametrize("status", NOT_NOW)
+@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
 def test_a_worker_whose_registry_answers_503_or_429_past_the_pull_grace_never_started_in_the_engines_words(
         project, storage, unpulled, status):
     """The proxy answers 503 (or a bare 429) to every request for the image: past the executor's ``pull_grace``
     (3 s here), not at once, the run fails as CreateContainerError in the engine's words, saying how long it was
     tried."""
     registry, ref = unpulled
-    headers, words = NOT_NOW[status]
+    headers, words = REGISTRY_NOT_NOW[status]
     with registry_answering(registry, ref, status, headers) as (proxy, image):
         executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
         try:

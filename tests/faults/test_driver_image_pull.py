@@ -1,8 +1,9 @@
 """A Docker driver's image whose registry does not answer the engine's pull: a registry of the test's own (never the
-shared one: others pull from it) stopped for a few seconds, or past a small ``pull_grace``. The CloudResolver's
-launcher (``start_driver``) waits for it, saying so; the server's rerun answers at once and its launch waits in the
-background; past the grace, both fail in the engine's words. Was: the launch failed at once (the engine's 500, in
-the SDK's words)."""
+shared one: others pull from it) stopped, or a proxy before it answering 503 or 429 to the pull, for a few seconds,
+or past a small ``pull_grace``. The CloudResolver's launcher (``start_driver``) waits for it, saying so; the server's
+rerun answers at once and its launch waits in the background; past the grace, both fail in the engine's words. Was:
+the launch failed at once (the engine's 500, in the SDK's words; for a bare 429, until the engine's words for it
+were known)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ import pytest
 
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
-from outages import RegistryProcess, pulled_from_own_registry, restarted_in
+from outages import (
+    REGISTRY_NOT_NOW,
+    RegistryProcess,
+    called_in,
+    pulled_from_own_registry,
+    registry_answering,
+    restarted_in,
+)
 from sematic_k8s import launchers
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
@@ -32,15 +40,20 @@ STORAGE = "s3://sk-driver-pull/artifacts"
 
 
 @pytest.fixture
-def unpulled(tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
+def pushed(tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
     """The idle driver image pushed to a registry of the test's own, then taken off the engine by that name (its
-    driver must be pulled), the registry stopped: (the registry, the image by digest there)."""
+    driver must be pulled): (the registry, running; the image by digest there)."""
     require_docker()
     idle_driver_image(docker_client())
-    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest") as (
-            registry, ref):
-        registry.kill()
-        yield registry, ref
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest") as pulled:
+        yield pulled
+
+
+@pytest.fixture
+def unpulled(pushed) -> tuple[RegistryProcess, str]:
+    """``pushed``, its registry stopped."""
+    pushed[0].kill()
+    return pushed
 
 
 def drivers_of(root_id: str) -> list[Any]:
@@ -92,6 +105,47 @@ def test_a_docker_driver_whose_registry_stays_down_past_its_pull_grace_fails_in_
         assert drivers_of(spec.root_id or "") == []
     finally:
         remove_drivers(spec.root_id or "")
+
+
+@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
+def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_429_for_a_few_seconds(pushed, status):
+    """A proxy before the image's registry answers the engine's requests for its manifest and blobs itself for a few
+    seconds: 503, or a bare 429 with Retry-After. The launcher says once that it waits, in the engine's words, and
+    starts the driver once the proxy passes them. Was: the bare 429 was ImageUnpulled at once."""
+    registry, ref = pushed
+    headers, words = REGISTRY_NOT_NOW[status]
+    with registry_answering(registry, ref, status, headers) as (proxy, image):
+        spec, said = spec_of(image), []
+        try:
+            with called_in(3, proxy.passing):
+                launchers.start_driver(spec, {}, progress=said.append)
+            [line] = said
+            print(f"the launcher's words for a {status}: {line}")
+            assert line == (f"waiting for the driver's image: the registry at 127.0.0.1:{proxy.port} does not answer "
+                            f"({words}); trying again for up to 120 s"), line
+            [driver] = drivers_of(spec.root_id or "")
+            assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+        finally:
+            remove_drivers(spec.root_id or "")
+
+
+@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
+def test_a_docker_driver_whose_registry_answers_503_or_429_past_its_pull_grace_fails_in_the_engines_words(pushed,
+                                                                                                         status):
+    """The proxy answers 503 (or a bare 429) to every request for the image: past the ``pull_grace`` (3 s), not at
+    once, ImageUnpulled in the engine's words, saying for how long it was tried; no container."""
+    registry, ref = pushed
+    headers, words = REGISTRY_NOT_NOW[status]
+    with registry_answering(registry, ref, status, headers) as (proxy, image):
+        spec = spec_of(image, pull_grace=3)
+        try:
+            with pytest.raises(ImageUnpulled) as failed:
+                start_driver(spec, {}, docker_socket=False)
+            assert re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it for "
+                            rf"\d+ s \({re.escape(words)}\): push it", str(failed.value)), str(failed.value)
+            assert proxy.throttled >= 2 and drivers_of(spec.root_id or "") == []
+        finally:
+            remove_drivers(spec.root_id or "")
 
 
 @contextlib.contextmanager

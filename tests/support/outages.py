@@ -173,6 +173,14 @@ def restarted_in(service: _KilledAndStarted, seconds: float) -> contextlib.Abstr
     return called_in(seconds, service.start)
 
 
+# a registry's "not now" to the engine's pull, as registry_answering answers it (its status, its headers), and the
+# engine's words for it: a 503's; a bare 429's (a rate-limiting proxy's, no registry error JSON in its body)
+REGISTRY_NOT_NOW = {
+    503: ({}, "received unexpected HTTP status: 503 Service Unavailable"),
+    429: ({"Retry-After": "2"}, 'error parsing HTTP 429 response body: unexpected end of JSON input: ""'),
+}
+
+
 @contextlib.contextmanager
 def registry_answering(registry: RegistryProcess, ref: str, status: int,
                        headers: dict[str, str] | None = None) -> Iterator[tuple[ThrottlingProxy, str]]:
