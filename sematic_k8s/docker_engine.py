@@ -1,9 +1,10 @@
 """The Docker engine's client, made in one place: an engine that does not answer (stopped, hung, an unreachable
 $DOCKER_HOST) is :class:`~sematic_k8s.errors.DockerUnavailable` in plain words, within :data:`PROBE_TIMEOUT`,
-for image builds, driver containers and the Docker executor alike; the wait for an image whose registry does not
-answer the engine's pull (:func:`registry_unanswered`, :class:`PullBackoff`, :func:`pull_waiting`), a worker's and a
-driver's alike; and the secrets those containers get as files (:func:`secret_archive`, copied in before they start),
-never as environment variables that ``docker inspect`` shows."""
+for image builds, driver containers and the Docker executor alike; an image's pull, failing in the engine's words
+(:func:`pull`), and the wait for an image whose registry does not answer it (:func:`registry_unanswered`,
+:class:`PullBackoff`, :func:`pull_waiting`), a worker's and a driver's alike; and the secrets those containers get
+as files (:func:`secret_archive`, copied in before they start), never as environment variables that ``docker
+inspect`` shows."""
 
 from __future__ import annotations
 
@@ -153,6 +154,21 @@ class PullBackoff:
         self.at, self.wait = 0.0, PULL_FIRST_WAIT
 
 
+def pull(client: Any, image: str) -> None:  # noqa: ANN401 - a docker client
+    """Pull ``image``. A failure the engine tells only in its pull's stream (a download of the image's configuration
+    or a layer that failed: its registry's 5xx or 429 to a blob's request, after the manifest came) is a
+    ``docker.errors.APIError`` in its words, as a failure it answers at once is; the SDK's ``images.pull`` drops them
+    and says "No such image"."""
+    import docker.errors
+    from docker.utils import parse_repository_tag
+
+    repository, tag = parse_repository_tag(image)
+    for line in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        if isinstance(line, dict) and line.get("error"):
+            said = str((line.get("errorDetail") or {}).get("message") or line["error"])
+            raise docker.errors.APIError(said, explanation=said)
+
+
 def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
                  waiting: Callable[[str], None] | None = None, stop: Any = None,
                  ended: Callable[[], bool] | None = None) -> bool:
@@ -169,7 +185,7 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
         if tries and ended is not None and ended():
             return False
         try:
-            client.images.pull(image)
+            pull(client, image)
             return True
         except docker.errors.APIError as e:
             said, waited, tries = str(e.explanation or e), time.monotonic() - since, tries + 1

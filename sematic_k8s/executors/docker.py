@@ -51,6 +51,7 @@ from sematic_k8s.docker_engine import (
     engine_calls,
     engine_retried,
     image_user,
+    pull,
     registry_unanswered,
     secret_archive,
     stdout_frames,
@@ -197,7 +198,7 @@ class DockerExecutor(RemoteExecutor):
             created = create()
         except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
             try:
-                self.client.images.pull(self.image)
+                pull(self.client, self.image)
                 created = create()
             except docker.errors.APIError as e:
                 raise _Refused("pull", e) from None

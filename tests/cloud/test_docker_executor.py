@@ -627,6 +627,50 @@ def test_a_worker_whose_registry_answers_503_or_429_past_the_pull_grace_never_st
 
 
 @pytest.fixture
+def unconfigured(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
+    """The project's image with a label of its own (a configuration new to the engine, layers it has) pushed to a
+    registry of the test's own, then taken off the engine whole: a worker of it must be pulled, its configuration
+    downloaded (a blob's request, after the manifest's). (The registry, its image by digest.)"""
+    client = docker_client()
+    tag = f"sk-test-pull-config:{uuid.uuid4().hex[:8]}"
+    client.images.build(fileobj=io.BytesIO(f"FROM {project[1]}\nLABEL sk-test={tag}\n".encode()), tag=tag, rm=True)
+    try:
+        with pulled_from_own_registry(tmp_path, tag, "sk-test-pull-config", "worker") as pulled:
+            client.images.remove(tag)
+            yield pulled
+    finally:
+        with contextlib.suppress(docker_errors.ImageNotFound):
+            client.images.remove(tag)
+
+
+@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
+def test_a_worker_waits_for_its_image_while_its_registry_answers_503_or_429_to_its_blobs(project, storage,
+                                                                                        unconfigured, status):
+    """The proxy passes the manifest's request and answers those for the image's blobs (its configuration) itself,
+    503 or a bare 429, until 3 s after the first pull failed: the engine says so only in its pull's stream ("error
+    pulling image configuration: download failed after attempts=N: <the words for that status>"), after its own
+    tries. Those words are a wait, and the run resolves once the blobs pass. Was: the SDK's pull dropped them and
+    said "No such image: <ref>", taken as a refusal: the run failed at once."""
+    registry, ref = unconfigured
+    headers, words = REGISTRY_NOT_NOW[status]
+    with registry_answering(registry, ref, status, headers, paths=(b"/blobs/",)) as (proxy, image):
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+        try:
+            task = submit(executor, storage, project[0].inc, 41)
+            assert executor.wait(0.5) == []  # it does not fail
+            why = executor.waiting[task.run_id]
+            print(f"the engine's words for a {status} to a blob: {why}")
+            assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (error pulling "
+                                  "image configuration: download failed after attempts=") and f"{words});" in why, why
+            with called_in(3, proxy.passing):
+                outcome = outcome_of(executor)
+            assert stored_value(storage, outcome) == 42 and proxy.throttled >= 1
+        finally:
+            executor.close()
+    assert containers_of(task) == []
+
+
+@pytest.fixture
 def no_python(project) -> Iterator[str]:
     """The project's image with no python on its PATH: its containers are created, but the engine cannot start
     the worker's command."""

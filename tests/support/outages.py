@@ -182,11 +182,13 @@ REGISTRY_NOT_NOW = {
 
 
 @contextlib.contextmanager
-def registry_answering(registry: RegistryProcess, ref: str, status: int,
-                       headers: dict[str, str] | None = None) -> Iterator[tuple[ThrottlingProxy, str]]:
+def registry_answering(registry: RegistryProcess, ref: str, status: int, headers: dict[str, str] | None = None, *,
+                       paths: tuple[bytes, ...] = (b"/manifests/", b"/blobs/"),
+                       ) -> Iterator[tuple[ThrottlingProxy, str]]:
     """A :class:`ThrottlingProxy` before ``registry`` that answers the engine's requests for an image's manifest or
-    blobs itself, ``status`` (bare, with ``headers``: a 429's ``Retry-After``), as a failing or rate-limiting
-    registry (or the proxy before it) does, until its :meth:`~ThrottlingProxy.passing`; its ``/v2/`` ping passes.
+    blobs (those whose path has one of ``paths``) itself, ``status`` (bare, with ``headers``: a 429's
+    ``Retry-After``), as a failing or rate-limiting registry (or the proxy before it) does, until its
+    :meth:`~ThrottlingProxy.passing`; its ``/v2/`` ping passes.
     (The proxy, ``ref`` (an image by digest in ``registry``) named by the proxy's host, as the engine is to pull
     it: plain HTTP, the engine's registries on 127.0.0.0/8 being insecure.) The image pulled by that name is taken
     off the engine after."""
@@ -194,8 +196,8 @@ def registry_answering(registry: RegistryProcess, ref: str, status: int,
 
     from infra import docker_client
 
-    proxy = ThrottlingProxy(registry.port, lambda head: b"/manifests/" in head or b"/blobs/" in head, sys.maxsize,
-                            status=status, code="", headers=headers)
+    proxy = ThrottlingProxy(registry.port, lambda head: any(path in head.split(b"\r\n", 1)[0] for path in paths),
+                            sys.maxsize, status=status, code="", headers=headers)
     image = f"127.0.0.1:{proxy.port}/{ref.partition('/')[2]}"
     try:
         yield proxy, image
