@@ -631,16 +631,8 @@ def unconfigured(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
     """The project's image with a label of its own (a configuration new to the engine, layers it has) pushed to a
     registry of the test's own, then taken off the engine whole: a worker of it must be pulled, its configuration
     downloaded (a blob's request, after the manifest's). (The registry, its image by digest.)"""
-    client = docker_client()
-    tag = f"sk-test-pull-config:{uuid.uuid4().hex[:8]}"
-    client.images.build(fileobj=io.BytesIO(f"FROM {project[1]}\nLABEL sk-test={tag}\n".encode()), tag=tag, rm=True)
-    try:
-        with pulled_from_own_registry(tmp_path, tag, "sk-test-pull-config", "worker") as pulled:
-            client.images.remove(tag)
-            yield pulled
-    finally:
-        with contextlib.suppress(docker_errors.ImageNotFound):
-            client.images.remove(tag)
+    with pulled_from_own_registry(tmp_path, project[1], "sk-test-pull-config", "worker", whole=True) as pulled:
+        yield pulled
 
 
 @pytest.mark.parametrize("status", REGISTRY_NOT_NOW)

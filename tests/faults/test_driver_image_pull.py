@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +146,37 @@ def test_a_docker_driver_whose_registry_answers_503_or_429_past_its_pull_grace_f
                             rf"\d+ s \({re.escape(words)}\): push it", str(failed.value)), str(failed.value)
             assert proxy.throttled >= 2 and drivers_of(spec.root_id or "") == []
         finally:
+            remove_drivers(spec.root_id or "")
+
+
+@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
+def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_429_to_its_blobs(tmp_path, status):
+    """The idle driver image with a label of its own (its configuration new to the engine), its blobs' requests
+    answered 503 or a bare 429 by the proxy (its manifest's passed) until 3 s after the first pull failed: the
+    launcher waits, in the words of the engine's pull stream, and starts the driver. Was: ImageUnpulled at once,
+    "No such image" (the SDK's pull dropped the stream's error)."""
+    require_docker()
+    idle_driver_image(docker_client())
+    headers, words = REGISTRY_NOT_NOW[status]
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  whole=True) as (registry, ref), \
+            registry_answering(registry, ref, status, headers, paths=(b"/blobs/",)) as (proxy, image):
+        spec, said, passing = spec_of(image), [], threading.Timer(3, proxy.passing)
+
+        def waiting(line: str) -> None:  # the first pull failed (the engine's own tries of a 503 take 4 s)
+            said.append(line)
+            passing.start()
+
+        try:
+            launchers.start_driver(spec, {}, progress=waiting)
+            [line] = said
+            print(f"the launcher's words for a {status} to a blob: {line}")
+            assert "(error pulling image configuration: download failed after attempts=" in line, line
+            assert f"{words}); trying again for up to 120 s" in line, line
+            [driver] = drivers_of(spec.root_id or "")
+            assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+        finally:
+            passing.cancel()
             remove_drivers(spec.root_id or "")
 
 

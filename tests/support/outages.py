@@ -7,6 +7,7 @@ target's place (an S3 API's, or a registry's before the Docker engine's pull: :f
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import select
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
@@ -125,10 +127,13 @@ class RegistryProcess(_KilledAndStarted):
 
 
 @contextlib.contextmanager
-def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str) -> Iterator[tuple[RegistryProcess, str]]:
+def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *,
+                             whole: bool = False) -> Iterator[tuple[RegistryProcess, str]]:
     """``image`` (a name the engine has) pushed as ``repo:tag`` to a registry of the test's own (never the shared
     one: others pull from it), then taken off the engine by that name, so a container of it must be pulled: (the
-    registry, running; the image by digest there). The registry is killed and the pulled image removed after."""
+    registry, running; the image by digest there). ``whole``: ``image`` with a label of its own is pushed (a
+    configuration new to the engine, its layers the same) and taken off the engine whole, so that its pull
+    downloads its configuration (a blob's request). The registry is killed and the pulled image removed after."""
     import pytest
     from docker import errors as docker_errors
 
@@ -139,21 +144,25 @@ def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str) -> Ite
     client = docker_client()
     registry = RegistryProcess(home)
     registry.start()
-    ref = None
+    ref, relabelled = None, f"sk-test-relabelled:{uuid.uuid4().hex[:12]}"
     try:
+        if whole:
+            client.images.build(fileobj=io.BytesIO(f"FROM {image}\nLABEL sk-test={relabelled}\n".encode()),
+                                tag=relabelled, rm=True)
         name = f"{registry.host}/{repo}"
-        client.images.get(image).tag(name, tag)
+        client.images.get(relabelled if whole else image).tag(name, tag)
         client.images.push(name, tag)
         [ref] = [d for d in client.images.get(f"{name}:{tag}").attrs["RepoDigests"] if d.startswith(name)]
-        for pushed in (f"{name}:{tag}", ref):
+        for pushed in (f"{name}:{tag}", ref, relabelled):
             with contextlib.suppress(docker_errors.ImageNotFound):
                 client.images.remove(pushed)
         yield registry, ref
     finally:
         registry.kill()
-        if ref is not None:
+        for pulled in (ref, relabelled):
             with contextlib.suppress(docker_errors.ImageNotFound):
-                client.images.remove(ref)
+                if pulled is not None:
+                    client.images.remove(pulled)
 
 
 @contextlib.contextmanager
