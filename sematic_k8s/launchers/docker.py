@@ -98,8 +98,8 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
             grace = float(spec.executor_settings.get("pull_grace", PULL_GRACE))
 
             def waiting(said: str) -> None:
-                words = (f"waiting for the driver's image: the registry at {registry_of(spec.image)} does not answer "
-                         f"({said}); trying again for up to {grace:g} s")
+                words = (f"waiting for the driver's image: the Docker engine could not pull it from "
+                         f"{registry_of(spec.image)} ({said}); trying again for up to {grace:g} s")
                 if progress is not None:
                     progress(words)
                 else:

@@ -81,7 +81,8 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_is_down_for_a_fe
         with restarted_in(registry, 3):
             launchers.start_driver(spec, {}, progress=said.append)
         [line] = said
-        assert line.startswith(f"waiting for the driver's image: the registry at {registry.host} does not answer (")
+        assert line.startswith(f"waiting for the driver's image: the Docker engine could not pull it from "
+                               f"{registry.host} (")
         assert "connection refused" in line and line.endswith("trying again for up to 120 s"), line
         [driver] = drivers_of(spec.root_id or "")
         assert driver.status in ("created", "running", "exited")
@@ -122,8 +123,8 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
                 launchers.start_driver(spec, {}, progress=said.append)
             [line] = said
             print(f"the launcher's words for a {status}: {line}")
-            assert line == (f"waiting for the driver's image: the registry at 127.0.0.1:{proxy.port} does not answer "
-                            f"({words}); trying again for up to 120 s"), line
+            assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
+                            f"{proxy.port} ({words}); trying again for up to 120 s"), line
             [driver] = drivers_of(spec.root_id or "")
             assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
         finally:
