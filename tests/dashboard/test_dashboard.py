@@ -580,6 +580,45 @@ def test_pipelines_index_tags_notes_and_filters(page: Any, served: Served) -> No
     _no_overflow(page)
 
 
+def test_clicks_on_labels_while_live_events_redraw_the_page(page: Any, served: Served) -> None:
+    """A click on the note's save, or on a tag's remove, whose mouse is pressed as someone else's change (a live
+    event) redraws the resolution's header and released after: the click is made (the browser drops a click whose
+    element was taken out of the page between its mousedown and mouseup: the header's redraw did that)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    tid = page.get_by_test_id
+    labels_url = f"{served.url}/api/v1/resolutions/{served.ok_id}/labels"
+
+    def theirs(change: dict) -> None:  # someone else's change, through the API
+        httpx.post(labels_url, json=change, headers={"X-API-Key": served.key}).raise_for_status()
+
+    def click_across_redraw(target: Any, change: dict, redrawn: Any) -> None:
+        """Press the mouse on ``target``, make ``change``, wait until the page shows it (``redrawn``), release."""
+        box = target.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        theirs(change)
+        expect(redrawn).to_be_visible()
+        page.mouse.up()
+
+    theirs({"add": ["old"]})
+    _login(page, served)
+    page.goto(f"{served.url}/#/resolutions/{served.ok_id}")
+    chip = lambda tag: page.locator(f'[data-testid="tag-chip"][data-tag="{tag}"]')  # noqa: E731
+    expect(chip("old")).to_be_visible()
+    tid("note-edit").click()
+    tid("note-input").fill("mine")
+    click_across_redraw(tid("note-save"), {"add": ["other"]}, chip("other"))
+    expect(tid("resolution-note")).to_have_text("mine")
+    assert served.store.get_resolution(served.ok_id).note == "mine"
+    click_across_redraw(chip("old").get_by_test_id("tag-remove"), {"note": "theirs"},
+                        tid("resolution-note").filter(has_text="theirs"))
+    expect(chip("old")).to_have_count(0)
+    res = served.store.get_resolution(served.ok_id)
+    assert res.tags == ["other"] and res.note == "theirs"
+
+
 def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> None:
     """The Run panel shows values as people look at them and lets them download every artifact; logs are
     followed while a run runs, searched and downloaded, and refused (with the reason) when recorded in a

@@ -31,17 +31,16 @@ export function fill(el, ...children) {
   return el;
 }
 
-/** `fill(el, ...children)` that gives the focus (and the caret) back to what held it, when it is among them. */
-export function fillKeepingFocus(el, ...children) {
-  const active = document.activeElement;
-  const caret = active && "selectionStart" in active ? [active.selectionStart, active.selectionEnd] : null;
-  fill(el, ...children);
-  if (active && active !== document.body && el.contains(active) && document.activeElement !== active) {
-    active.focus();
-    try {
-      if (caret) active.setSelectionRange(...caret);
-    } catch { /* an input without a caret (a checkbox) */ }
-  }
+/** `fill(el, ...children)` that leaves in place the children it keeps (in the order they were in): they are never
+ * taken out of the page, so what holds the focus (and its caret) keeps it, and a click begun on one of them (the
+ * mouse pressed on a button as a live event redraws the page) ends on it. A node taken out between a mousedown and
+ * its mouseup gets no click: the browser drops it. */
+export function fillInPlace(el, ...children) {
+  const kids = children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+  const kept = new Set(kids);
+  for (const old of [...el.childNodes]) if (!kept.has(old)) old.remove();
+  kids.forEach((c, i) => { if (el.childNodes[i] !== c) el.insertBefore(c, el.childNodes[i] || null); });
   return el;
 }
 

@@ -2,7 +2,7 @@
 
 import { showBanner } from "./actions.js";
 import { getResolution, setLabels } from "./api.js";
-import { fill, h } from "./dom.js";
+import { fill, fillInPlace, h } from "./dom.js";
 
 /** Tag chips and the note, read only (the list). */
 export function labelsLine(res) {
@@ -51,7 +51,9 @@ export function labelsEditor(res, changed) {
     type: "text", class: "tag-input", placeholder: "add a tag", testid: "tag-input", maxlength: "64",
     onkeydown: (e) => { if (e.key === "Enter" && input.value.trim()) save({ add: [input.value.trim()] }); },
   });
+  const add = h("button", { type: "button", class: "btn tiny", testid: "tag-add", onclick: () => input.value.trim() && save({ add: [input.value.trim()] }) }, "add");
   const tags = h("div", { class: "tags" });
+  let tagsShown = null; // the tags drawn, as JSON
   const noteBox = h("div", { class: "note-box" });
   const noteView = () => {
     editedFrom = null;
@@ -70,9 +72,13 @@ export function labelsEditor(res, changed) {
     // only the tags changed: the edit is still made to the note it began from, now at this version
     if (editedFrom !== null && (fresh.note || "") === editedFrom.note) editedFrom.version = fresh.labels_version;
     res = fresh;
-    fill(tags, (res.tags || []).map((t) => h("span", { class: "chip", testid: "tag-chip", data: { tag: t } }, t,
-      h("button", { type: "button", class: "chip-x", title: `remove ${t}`, testid: "tag-remove", onclick: () => save({ remove: [t] }) }, "×"))),
-    input, h("button", { type: "button", class: "btn tiny", testid: "tag-add", onclick: () => input.value.trim() && save({ add: [input.value.trim()] }) }, "add"));
+    const shown = JSON.stringify(res.tags || []);
+    if (shown !== tagsShown) { // drawn again only when they changed: a chip being clicked stays (see fillInPlace)
+      tagsShown = shown;
+      fillInPlace(tags, (res.tags || []).map((t) => h("span", { class: "chip", testid: "tag-chip", data: { tag: t } }, t,
+        h("button", { type: "button", class: "chip-x", title: `remove ${t}`, testid: "tag-remove", onclick: () => save({ remove: [t] }) }, "×"))),
+      input, add);
+    }
     if (editedFrom === null) noteView();
     return el;
   };

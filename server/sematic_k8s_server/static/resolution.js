@@ -5,7 +5,7 @@
 import { actionsMenu, cancel, rerun, startedByUs } from "./actions.js";
 import { getOverview } from "./api.js";
 import { criticalPath } from "./critical.js";
-import { badge, duration, factList, fill, fillKeepingFocus, h, link } from "./dom.js";
+import { badge, duration, factList, fill, fillInPlace, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { renderGraph } from "./graph.js";
 import { displayModel, progressText } from "./grouping.js";
@@ -219,7 +219,7 @@ export class ResolutionView extends View {
       ["Image", r.image ? h("span", { class: "mono wrap", testid: "resolution-image" }, r.image) : null],
     ];
     this.labels = labelsFor(this.labels, r, () => this.refresh());
-    fillKeepingFocus(this.header,
+    fillInPlace(this.header,
       h("div", { class: "toolbar" },
         h("h1", {}, h("span", { class: "muted" }, "Resolution "), func, " ", badge(r.state, "resolution-state")),
         terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
