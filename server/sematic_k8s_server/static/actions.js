@@ -39,20 +39,23 @@ export function closeDialogs() {
   document.querySelectorAll(".modal").forEach((m) => m.remove());
 }
 
-/** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, run: async () => {}}] */
+/** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, run: async () => {}}]
+ * The element's `update(items)` sets the items' labels, titles and enabled state (the same items, in the same order)
+ * in place: a live event's redraw keeps the elements, so a click begun on one as it comes is not lost (see
+ * dom.fillInPlace). */
 export function actionsMenu(testid, items) {
-  const open = openMenu === testid;
-  const menu = h("div", { class: "menu", role: "menu", hidden: !open, testid: `${testid}-menu` },
-    items.map((it) => h("button", {
-      type: "button", role: "menuitem", testid: it.testid, disabled: !!it.disabled, title: it.title,
-      onclick: async (e) => {
-        e.stopPropagation();
-        closeMenus();
-        await it.run();
-      },
-    }, it.label)));
+  let current = items;
+  const entries = items.map((it, i) => h("button", {
+    type: "button", role: "menuitem", testid: it.testid,
+    onclick: async (e) => {
+      e.stopPropagation();
+      closeMenus();
+      await current[i].run();
+    },
+  }));
+  const menu = h("div", { class: "menu", role: "menu", testid: `${testid}-menu` }, entries);
   const button = h("button", {
-    type: "button", class: "btn", testid, "aria-haspopup": "menu", "aria-expanded": String(open),
+    type: "button", class: "btn", testid, "aria-haspopup": "menu",
     onclick: (e) => {
       e.stopPropagation();
       const wasOpen = openMenu === testid;
@@ -64,7 +67,22 @@ export function actionsMenu(testid, items) {
       }
     },
   }, "Actions ▾");
-  return h("div", { class: "dropdown" }, button, menu);
+  const el = h("div", { class: "dropdown" }, button, menu);
+  el.update = (fresh) => {
+    current = fresh;
+    fresh.forEach((it, i) => {
+      const b = entries[i];
+      b.disabled = !!it.disabled;
+      if (it.title) b.title = it.title;
+      else b.removeAttribute("title");
+      if (b.textContent !== it.label) b.textContent = it.label;
+    });
+    const open = openMenu === testid;
+    menu.hidden = !open;
+    button.setAttribute("aria-expanded", String(open));
+    return el;
+  };
+  return el.update(items);
 }
 
 // -- what the menu items do ----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ export class ResolutionView extends View {
     this.collapsed = new Set(); // compositions folded
     this.mode = "graph";
     this.header = h("div", { class: "res-header", testid: "resolution-header" });
+    this.toolbar = h("div", { class: "toolbar" }); // kept in the header across redraws, as its Actions menu is
+    this.actions = null;
     this.notice = h("p", { class: "stale-notice", testid: "resolution-stale", hidden: true });
     this.graphEl = h("div", { class: "graph-wrap", testid: "graph-wrap" });
     this.timelineEl = h("div", { class: "timeline-wrap", testid: "timeline-wrap", hidden: true });
@@ -186,7 +188,7 @@ export class ResolutionView extends View {
     const s = r.settings || {};
     const terminal = TERMINAL.has(r.state);
     const func = String(r.root_func_path || "").split(/[:.]/).pop();
-    const actions = actionsMenu("resolution-actions", [
+    const items = [
       {
         label: "Rerun", testid: "action-rerun", disabled: !terminal,
         title: terminal ? "Run the whole pipeline again" : "Wait until it ends",
@@ -202,7 +204,9 @@ export class ResolutionView extends View {
         title: terminal ? "It has ended" : r.state === "canceling" ? "Already canceling" : "Stop this resolution",
         run: () => cancel(r.id, this),
       },
-    ]);
+    ];
+    // kept across redraws (only their state changes): a click begun on one as a live event redraws is not lost
+    this.actions = this.actions ? this.actions.update(items) : actionsMenu("resolution-actions", items);
     const counts = this.overview.counts || {};
     const facts = [
       ["ID", h("span", { class: "mono", testid: "resolution-id" }, r.id)],
@@ -220,10 +224,10 @@ export class ResolutionView extends View {
     ];
     this.labels = labelsFor(this.labels, r, () => this.refresh());
     fillInPlace(this.header,
-      h("div", { class: "toolbar" },
+      fillInPlace(this.toolbar,
         h("h1", {}, h("span", { class: "muted" }, "Resolution "), func, " ", badge(r.state, "resolution-state")),
         terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
-        h("span", { class: "spacer" }), actions),
+        h("span", { class: "spacer" }), this.actions),
       factList(facts),
       terminal || !notStartedText(this.overview.waiting) ? null
         : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
