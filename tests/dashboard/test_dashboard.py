@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -617,6 +618,52 @@ def test_clicks_on_labels_while_live_events_redraw_the_page(page: Any, served: S
     expect(chip("old")).to_have_count(0)
     res = served.store.get_resolution(served.ok_id)
     assert res.tags == ["other"] and res.note == "theirs"
+
+
+def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: Served) -> None:
+    """A running resolution's header is redrawn on each of its run events: a click on the Actions toggle, then on
+    Cancel, whose mouse is pressed as a run is recorded (through the API) and released once the page shows it, is
+    made: the menu opens, the resolution is canceled (the header's Actions were drawn anew, out of the page and
+    back, on each redraw: the browser dropped the click)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.store.records import Batch, utcnow
+    from sematic_k8s.store.wire import batch_to_json, dumps
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2)
+    total = [6]  # the runs recorded: the pipeline, prepare, 3 adds, total
+
+    def new_run() -> None:  # a run recorded by its resolver, through the API: a live event
+        run_id = uuid.uuid4().hex
+        batch = Batch(new_runs={run_id: {"id": run_id, "root_id": running_id, "parent_id": running_id,
+                                         "func_path": "sweep:add", "func_name": "add", "state": "created",
+                                         "created_at": utcnow()}})
+        httpx.post(f"{served.url}/api/v1/store/write", content=dumps(batch_to_json(batch)),
+                   headers={"X-API-Key": served.key, "Content-Type": "application/json"}).raise_for_status()
+        total[0] += 1
+
+    def click_across_redraw(target: Any) -> None:
+        """Press the mouse on ``target``, record a run, wait until the header shows it, release."""
+        box = target.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        new_run()
+        expect(tid("header-progress")).to_have_text(f"2/{total[0]} resolved")
+        page.mouse.up()
+
+    _login(page, served)
+    page.goto(f"{served.url}/#/resolutions/{running_id}")
+    expect(tid("header-progress")).to_have_text("2/6 resolved")
+    click_across_redraw(tid("resolution-actions"))
+    expect(tid("resolution-actions-menu")).to_be_visible()
+    click_across_redraw(tid("action-cancel"))
+    expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
+    assert served.store.get_resolution(running_id).state in ("canceling", "canceled")
 
 
 def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> None:
