@@ -71,10 +71,25 @@ export function tickDurations() {
   });
 }
 
+const shownPairs = (pairs) => pairs.filter(([, v]) => v !== null && v !== undefined);
+const fact = ([k, v]) => h("div", { class: "fact" }, h("dt", {}, k), h("dd", {}, v));
+
 /** A label/value list; pairs with a null or undefined value are left out. */
 export function factList(pairs, testid) {
-  return h("dl", { class: "facts", testid }, pairs.filter(([, v]) => v !== null && v !== undefined)
-    .map(([k, v]) => h("div", { class: "fact" }, h("dt", {}, k), h("dd", {}, v))));
+  return h("dl", { class: "facts", testid }, shownPairs(pairs).map(fact));
+}
+
+/** factList's pairs drawn into list `el` in place: a pair drawn as before keeps its elements (a link in it clicked
+ * as a live event redraws the page stays: see fillInPlace), the others are drawn anew. */
+export function fillFacts(el, pairs) {
+  const before = new Map([...el.children].map((d) => [d.drawn, d]));
+  return fillInPlace(el, shownPairs(pairs).map((pair) => {
+    const d = fact(pair);
+    d.drawn = d.outerHTML; // as drawn (a ticking duration's text changes since)
+    const kept = before.get(d.drawn);
+    before.delete(d.drawn);
+    return kept || d;
+  }));
 }
 
 export function section(title, body) {

@@ -5,7 +5,7 @@
 import { actionsMenu, cancel, rerun, startedByUs } from "./actions.js";
 import { getOverview } from "./api.js";
 import { criticalPath } from "./critical.js";
-import { badge, duration, factList, fill, fillInPlace, h, link } from "./dom.js";
+import { badge, duration, fill, fillFacts, fillInPlace, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { renderGraph } from "./graph.js";
 import { displayModel, progressText } from "./grouping.js";
@@ -39,6 +39,7 @@ export class ResolutionView extends View {
     this.header = h("div", { class: "res-header", testid: "resolution-header" });
     this.toolbar = h("div", { class: "toolbar" }); // kept in the header across redraws, as its Actions menu is
     this.actions = null;
+    this.facts = h("dl", { class: "facts" }); // its facts drawn in place (their links stay: see fillFacts)
     this.notice = h("p", { class: "stale-notice", testid: "resolution-stale", hidden: true });
     this.graphEl = h("div", { class: "graph-wrap", testid: "graph-wrap" });
     this.timelineEl = h("div", { class: "timeline-wrap", testid: "timeline-wrap", hidden: true });
@@ -228,7 +229,7 @@ export class ResolutionView extends View {
         h("h1", {}, h("span", { class: "muted" }, "Resolution "), func, " ", badge(r.state, "resolution-state")),
         terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
         h("span", { class: "spacer" }), this.actions),
-      factList(facts),
+      fillFacts(this.facts, facts),
       terminal || !notStartedText(this.overview.waiting) ? null
         : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
       this.labels,
