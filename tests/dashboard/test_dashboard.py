@@ -622,9 +622,10 @@ def test_clicks_on_labels_while_live_events_redraw_the_page(page: Any, served: S
 
 def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: Served) -> None:
     """A running resolution's header is redrawn on each of its run events: a click on the Actions toggle, then on
-    Cancel, whose mouse is pressed as a run is recorded (through the API) and released once the page shows it, is
-    made: the menu opens, the resolution is canceled (the header's Actions were drawn anew, out of the page and
-    back, on each redraw: the browser dropped the click)."""
+    Cancel, or on the link to the resolution it reruns, whose mouse is pressed as a run is recorded (through the
+    API) and released once the page shows it, is made: the link is followed, the menu opens, the resolution is
+    canceled (the header's Actions and facts were drawn anew, out of the page and back, on each redraw: the
+    browser dropped the click)."""
     from playwright.sync_api import expect
 
     from sematic_k8s.store.records import Batch, utcnow
@@ -656,9 +657,15 @@ def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: 
         expect(tid("header-progress")).to_have_text(f"2/{total[0]} resolved")
         page.mouse.up()
 
+    with served.store.engine.begin() as conn:  # a rerun of ok_id: its header links to it
+        conn.exec_driver_sql("UPDATE resolutions SET rerun_of = ? WHERE id = ?", (served.ok_id, running_id))
     _login(page, served)
     page.goto(f"{served.url}/#/resolutions/{running_id}")
     expect(tid("header-progress")).to_have_text("2/6 resolved")
+    click_across_redraw(tid("rerun-of-link"))
+    expect(tid("resolution-id")).to_have_text(served.ok_id)
+    page.go_back()
+    expect(tid("resolution-id")).to_have_text(running_id)
     click_across_redraw(tid("resolution-actions"))
     expect(tid("resolution-actions-menu")).to_be_visible()
     click_across_redraw(tid("action-cancel"))
