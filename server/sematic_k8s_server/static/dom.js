@@ -79,16 +79,19 @@ export function factList(pairs, testid) {
   return h("dl", { class: "facts", testid }, shownPairs(pairs).map(fact));
 }
 
-/** factList's pairs drawn into list `el` in place: a pair drawn as before keeps its elements (a link in it clicked
- * as a live event redraws the page stays: see fillInPlace), the others are drawn anew. */
-export function fillFacts(el, pairs) {
-  const before = new Map([...el.children].map((d) => [d.drawn, d]));
-  return fillInPlace(el, shownPairs(pairs).map((pair) => {
-    const d = fact(pair);
-    d.drawn = d.outerHTML; // as drawn (a ticking duration's text changes since)
-    const kept = before.get(d.drawn);
-    before.delete(d.drawn);
-    return kept || d;
+/** factList's pairs drawn into list `el` in place (see fillKeepingDrawn). */
+export const fillFacts = (el, pairs) => fillKeepingDrawn(el, shownPairs(pairs).map(fact));
+
+/** `fillInPlace(el, ...nodes)` that keeps, for each of `nodes`, the child of `el` drawn as it is (the same HTML
+ * when both were made): what did not change stays in the page (a link or button in it clicked as a live event
+ * redraws the page gets the click: see fillInPlace), the others are drawn anew. */
+export function fillKeepingDrawn(el, nodes) {
+  const before = new Map([...el.children].filter((c) => c.drawn).map((c) => [c.drawn, c]));
+  return fillInPlace(el, nodes.filter((n) => n).map((n) => {
+    n.drawn = n.outerHTML; // as made (a ticking duration's text changes since)
+    const kept = before.get(n.drawn);
+    before.delete(n.drawn);
+    return kept || n;
   }));
 }
 

@@ -3,7 +3,7 @@
  * func, state and time range. */
 
 import { listPipelines } from "./api.js";
-import { badge, duration, fill, h, link } from "./dom.js";
+import { badge, duration, fill, fillKeepingDrawn, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { countsText, progressText } from "./grouping.js";
 import { labelsLine } from "./labels.js";
@@ -126,7 +126,8 @@ export class ListView extends View {
         any ? "No resolution matches these filters." : "No resolutions recorded yet."));
       return;
     }
-    fill(this.results, groups.map((g) => this.group(g)), page.total > GROUPS ? pager : null);
+    // a pipeline's group drawn as before stays: a click on its links as a live event redraws the list is made
+    fillKeepingDrawn(this.results, [...groups.map((g) => this.group(g)), page.total > GROUPS ? pager : null]);
   }
 
   group(g) {
