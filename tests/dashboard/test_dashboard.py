@@ -620,6 +620,51 @@ def test_clicks_on_labels_while_live_events_redraw_the_page(page: Any, served: S
     assert res.tags == ["other"] and res.note == "theirs"
 
 
+def _record_run(served: Served, root_id: str) -> None:
+    """A run of resolution ``root_id`` recorded as its resolver does, through the API: a live event."""
+    from sematic_k8s.store.records import Batch, utcnow
+    from sematic_k8s.store.wire import batch_to_json, dumps
+
+    run_id = uuid.uuid4().hex
+    batch = Batch(new_runs={run_id: {"id": run_id, "root_id": root_id, "parent_id": root_id, "func_path": "sweep:add",
+                                     "func_name": "add", "state": "created", "created_at": utcnow()}})
+    httpx.post(f"{served.url}/api/v1/store/write", content=dumps(batch_to_json(batch)),
+               headers={"X-API-Key": served.key, "Content-Type": "application/json"}).raise_for_status()
+
+
+def _click_across_redraw(page: Any, target: Any, redraw: Any, shown: Any) -> None:
+    """Press the mouse on ``target``, ``redraw()`` (a change through the API), wait until ``shown`` is, release."""
+    from playwright.sync_api import expect
+
+    box = target.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    redraw()
+    expect(shown).to_be_visible()
+    page.mouse.up()
+
+
+def test_clicks_on_the_list_while_live_events_redraw_it(page: Any, served: Served) -> None:
+    """A click on a resolution's link in the list, whose mouse is pressed as another pipeline's running resolution
+    records a run (through the API, a live event that redraws the list) and released once the list shows it, is
+    followed (the list's rows were drawn anew, out of the page and back, on each redraw: the click was dropped)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    running_id = big.record_fanout(served.store, 3, running=2)
+    _login(page, served)
+    page.goto(f"{served.url}/#/")
+    progress = page.locator(f'[data-testid="resolution-row"][data-id="{running_id}"] [data-testid="run-progress"]')
+    expect(progress).to_have_text("2/6 resolved")
+    ok_link = page.locator(f'[data-testid="resolution-row"][data-id="{served.ok_id}"] [data-testid="resolution-link"]')
+    _click_across_redraw(page, ok_link, lambda: _record_run(served, running_id),
+                         progress.filter(has_text="2/7 resolved"))
+    expect(page.get_by_test_id("resolution-id")).to_have_text(served.ok_id)
+
+
 def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: Served) -> None:
     """A running resolution's header is redrawn on each of its run events: a click on the Actions toggle, then on
     Cancel, or on the link to the resolution it reruns, whose mouse is pressed as a run is recorded (through the
@@ -627,9 +672,6 @@ def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: 
     canceled (the header's Actions and facts were drawn anew, out of the page and back, on each redraw: the
     browser dropped the click)."""
     from playwright.sync_api import expect
-
-    from sematic_k8s.store.records import Batch, utcnow
-    from sematic_k8s.store.wire import batch_to_json, dumps
 
     expect.set_options(timeout=15_000)
     sys.path.insert(0, str(TESTS))
@@ -639,23 +681,10 @@ def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: 
     running_id = big.record_fanout(served.store, 3, running=2)
     total = [6]  # the runs recorded: the pipeline, prepare, 3 adds, total
 
-    def new_run() -> None:  # a run recorded by its resolver, through the API: a live event
-        run_id = uuid.uuid4().hex
-        batch = Batch(new_runs={run_id: {"id": run_id, "root_id": running_id, "parent_id": running_id,
-                                         "func_path": "sweep:add", "func_name": "add", "state": "created",
-                                         "created_at": utcnow()}})
-        httpx.post(f"{served.url}/api/v1/store/write", content=dumps(batch_to_json(batch)),
-                   headers={"X-API-Key": served.key, "Content-Type": "application/json"}).raise_for_status()
+    def click_across_redraw(target: Any) -> None:  # a run recorded meanwhile, shown in the header
         total[0] += 1
-
-    def click_across_redraw(target: Any) -> None:
-        """Press the mouse on ``target``, record a run, wait until the header shows it, release."""
-        box = target.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.down()
-        new_run()
-        expect(tid("header-progress")).to_have_text(f"2/{total[0]} resolved")
-        page.mouse.up()
+        _click_across_redraw(page, target, lambda: _record_run(served, running_id),
+                             tid("header-progress").filter(has_text=f"2/{total[0]} resolved"))
 
     with served.store.engine.begin() as conn:  # a rerun of ok_id: its header links to it
         conn.exec_driver_sql("UPDATE resolutions SET rerun_of = ? WHERE id = ?", (served.ok_id, running_id))
