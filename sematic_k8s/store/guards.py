@@ -51,9 +51,10 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
       ``driver_seq``: it was applied already, and later writes of its driver since (a retried request whose first
       attempt lands late): answered as written, it sets nothing back;
     - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, unless it
-      ends it the same way again (the same write sent again): the writes of a resolver marked dead meanwhile
-      (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it. (Other fields, such as settings, are
-      not a resolver's: they pass.)
+      ends it the same way again (the same write sent again: its state and its error): the writes of a resolver
+      marked dead meanwhile (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it, and an
+      end recorded in another's words (a driver's loop failing the resolution its follower failed first) must not
+      replace them. (Other fields, such as settings, are not a resolver's: they pass.)
     - :class:`CancelRequested` for a write recording a resolution resolved that is ``canceling``: a cancel accepted
       after its loop last looked (between that look and this write) wins; the loop records it canceled.
 
@@ -78,10 +79,16 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
             raise DriverReplaced(res_id, epoch_at)
         if res_id in sequence and sequence[res_id] <= (last or 0):
             raise Replayed(res_id)
-        if res_id in writer and state in ENDED and updates[res_id].get("state") != state:
+        if res_id in writer and state in ENDED and not _same_end(updates[res_id], state, error):
             raise ResolutionEnded(res_id, state, error)
         if res_id in writer and state == CANCELING and updates[res_id].get("state") == RESOLVED:
             raise CancelRequested(res_id)
+
+
+def _same_end(fields: dict[str, Any], state: str, error: str | None) -> bool:
+    """Whether a resolution's update ends it as it was ended: the same state, and its error (when it sets one)
+    the recorded one."""
+    return fields.get("state") == state and fields.get("error", error) == error
 
 
 def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> dict[str, dict[str, Any]]:
