@@ -349,11 +349,8 @@ class KubernetesExecutor(RemoteExecutor):
         if name is None:
             return
         try:
-            self.stats.secret_deletes += 1
-            self.kube.delete_secret(name)
+            self.launcher.delete_secret(name)  # gone already is fine
         except Exception as e:  # noqa: BLE001 - the run's end matters more; the garbage collector takes it later
-            if isinstance(e, ApiException) and e.status == 404:
-                return
             hint = " (give the driver's Role delete on secrets, as the chart's does)" \
                 if isinstance(e, ApiException) and e.status == 403 else ""
             log.warning("could not delete Secret %s (run %s's task), left until the driver's Job is deleted: %s%s",

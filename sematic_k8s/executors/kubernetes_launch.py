@@ -233,7 +233,7 @@ class JobLauncher:
     def refresh(self, a: Attempt) -> None:
         """Make the attempt's task Secret again with URLs presigned now: its pod is on no node yet, so no kubelet
         has read it (one that binds meanwhile meets FailedMount, and its kubelet tries again). Refused or
-        unreachable, it is tried again ``task_refresh_retry`` seconds later, and logged."""
+        unreachable, it is tried again :data:`REFRESH_RETRY` seconds later, and logged."""
         assert a.make_secret is not None and a.secret is not None
         self.bucket.acquire()
         try:
