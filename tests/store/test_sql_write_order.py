@@ -16,16 +16,9 @@ from sematic_k8s.store.sql import SqlStore
 NOW = utcnow()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'db'}"
-    s = SqlStore(url, stale_after=10 ** 6)  # NOW is when the module was collected: never stale here
-    s.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": NOW,
-                                    "heartbeat_at": NOW}],
-                  new_runs={r: {"id": r, "root_id": "r0", "parent_id": None, "func_path": "m:f", "func_name": "f",
-                                "state": "created", "created_at": NOW} for r in ("a1", "a2")}))
-    yield s
-    s.close()
+@pytest.fixture
+def store(running_store):
+    return running_store({"a1": "created", "a2": "created"})
 
 
 def _seq(store: SqlStore) -> int:
