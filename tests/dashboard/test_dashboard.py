@@ -623,11 +623,17 @@ def test_clicks_on_labels_while_live_events_redraw_the_page(page: Any, served: S
 def _record_run(served: Served, root_id: str) -> None:
     """A run of resolution ``root_id`` recorded as its resolver does, through the API: a live event."""
     from sematic_k8s.store.records import Batch, utcnow
-    from sematic_k8s.store.wire import batch_to_json, dumps
 
     run_id = uuid.uuid4().hex
-    batch = Batch(new_runs={run_id: {"id": run_id, "root_id": root_id, "parent_id": root_id, "func_path": "sweep:add",
-                                     "func_name": "add", "state": "created", "created_at": utcnow()}})
+    _write(served, Batch(new_runs={run_id: {"id": run_id, "root_id": root_id, "parent_id": root_id,
+                                            "func_path": "sweep:add", "func_name": "add", "state": "created",
+                                            "created_at": utcnow()}}))
+
+
+def _write(served: Served, batch: Any) -> None:
+    """``batch`` written through the API, as a resolver writes: a live event."""
+    from sematic_k8s.store.wire import batch_to_json, dumps
+
     httpx.post(f"{served.url}/api/v1/store/write", content=dumps(batch_to_json(batch)),
                headers={"X-API-Key": served.key, "Content-Type": "application/json"}).raise_for_status()
 
@@ -700,6 +706,127 @@ def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: 
     click_across_redraw(tid("action-cancel"))
     expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
     assert served.store.get_resolution(running_id).state in ("canceling", "canceled")
+
+
+def _runs_of(served: Served, root_id: str, func_name: str) -> list[Any]:
+    """The runs of ``func_name`` in resolution ``root_id``, in the order they were made."""
+    runs = (r for r in served.store.runs_of_root(root_id) if r.func_name == func_name)
+    return sorted(runs, key=lambda r: r.created_at)
+
+
+def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Served) -> None:
+    """A running resolution's graph is redrawn on each of its run events: a click on a run's box (one that did not
+    change, then the badge of one whose state did), on a composition's fold toggle, or on a group's button showing
+    its runs, whose mouse is pressed as a run's state is recorded (through the API) and released once the graph shows
+    it, is made: the Run panel opens on the run, the composition folds, the group shows its runs (every box was drawn
+    anew, out of the page and back, on each redraw: the click was dropped)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.store.records import Batch, utcnow
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 4, running=3)
+    running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
+    box = lambda run_id: page.locator(f'[data-testid="run-node"][data-run-id="{run_id}"]')  # noqa: E731
+
+    def click_across_redraw(target: Any) -> None:  # a running add resolved meanwhile, shown in the graph
+        run_id = running.pop()
+        batch = Batch()
+        batch.update_run(run_id, state="resolved", ended_at=utcnow())
+        _click_across_redraw(page, target, lambda: _write(served, batch),
+                             box(run_id).and_(page.locator('[data-state="resolved"]')))
+
+    _login(page, served)
+    page.goto(f"{served.url}/#/resolutions/{running_id}")
+    prepare = _runs_of(served, running_id, "prepare")[0]
+    expect(box(prepare.id)).to_be_visible()
+    click_across_redraw(box(prepare.id))
+    expect(tid("run-func-name")).to_have_text("prepare")
+    changing = running[-1]  # the next one resolved: the box pressed is the box redrawn
+    click_across_redraw(box(changing).get_by_test_id("state-badge"))
+    expect(tid("run-panel")).to_have_attribute("data-run-id", changing)
+    click_across_redraw(box(running_id).get_by_test_id("fold-toggle").first)
+    expect(box(running_id).get_by_text("nested runs folded")).to_be_visible()
+
+    grouped_id = big.record_fanout(served.store, 12, running=3)  # its adds shown as one group
+    page.goto(f"{served.url}/#/resolutions/{grouped_id}")
+    expect(tid("group-text")).to_have_text("12 × add: 9 resolved, 3 running")
+    batch = Batch()
+    batch.update_run(next(r.id for r in _runs_of(served, grouped_id, "add") if r.state == "running"),
+                     state="resolved", ended_at=utcnow())
+    _click_across_redraw(page, tid("group-expand"), lambda: _write(served, batch),
+                         tid("group-text").filter(has_text="10 resolved, 2 running"))
+    expect(page.locator('[data-testid="run-node"][data-func="add"]')).to_have_count(12)  # all shown: no group left
+
+
+def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: Served) -> None:
+    """The Run panel is redrawn on each event of its run: a click on a tab, on the link to the run's parent, or on
+    its Actions toggle, whose mouse is pressed as the run changes (through the API) and released once the panel
+    shows it, is made (the panel was drawn anew, out of the page and back, on each redraw: the click was
+    dropped)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.store.records import Batch
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2)
+    run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
+    changes = [0]
+
+    def skipped() -> Batch:  # why the run is not cached, told anew: the panel shows it
+        batch = Batch()
+        batch.update_run(run_id, notes={"cache": {"skipped": f"reason {changes[0]}"}})
+        return batch
+
+    def change() -> None:  # a change to a run but its state sends no event: another run recorded sends one
+        _write(served, skipped())
+        _record_run(served, running_id)
+
+    def click_across_redraw(target: Any) -> None:
+        changes[0] += 1
+        _click_across_redraw(page, target, change, tid("cache-skipped").filter(has_text=f"reason {changes[0]}"))
+
+    _write(served, skipped())
+    _login(page, served)
+    page.goto(f"{served.url}/#/runs/{run_id}")
+    expect(tid("cache-skipped")).to_have_text("Not cached: reason 0")
+    click_across_redraw(tid("tab-details"))
+    expect(tid("tabpane-details")).to_be_visible()
+    click_across_redraw(tid("run-actions"))
+    expect(tid("run-actions-menu")).to_be_visible()
+    page.keyboard.press("Escape")
+    click_across_redraw(tid("parent-link"))
+    expect(tid("run-func-name")).to_have_text("pipeline")
+
+
+def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
+    """A click on a resolution's link in the list whose mouse is pressed as a running resolution of the same
+    pipeline records a run (its row, so its group, redrawn) and released once the list shows it, is followed (the
+    group was drawn anew with all its rows, out of the page and back: the click was dropped)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    done_id = big.record_fanout(served.store, 3, func_module="clicks")
+    running_id = big.record_fanout(served.store, 3, running=2, func_module="clicks")
+    _login(page, served)
+    page.goto(f"{served.url}/#/")
+    row = lambda res_id: page.locator(f'[data-testid="resolution-row"][data-id="{res_id}"]')  # noqa: E731
+    progress = row(running_id).get_by_test_id("run-progress")
+    expect(progress).to_have_text("2/6 resolved")
+    _click_across_redraw(page, row(done_id).get_by_test_id("resolution-link"),
+                         lambda: _record_run(served, running_id), progress.filter(has_text="2/7 resolved"))
+    expect(page.get_by_test_id("resolution-id")).to_have_text(done_id)
 
 
 def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@
  *   resolution.js  a resolution's page: header (progress, labels, Actions), graph or timeline, Run panel
  *   grouping.js    what is shown of a resolution's overview (pure): groups, folded compositions, edges
  *   graph.js       the graph drawn; where boxes go comes from layout.js (pure, dagre from vendor/)
+ *   boxes.js       the graph's boxes: a run's or a group's content, kept and updated in place on redraws
  *   timeline.js    the Gantt view; its critical path from critical.js (pure)
  *   panel.js       the Run panel and its tabs; values.js draws artifacts, logs.js follows logs
  *   actions.js     Actions drop-downs, rerun (or how to re-run a local resolution) and cancel, the banner

@@ -50,6 +50,15 @@ export function badge(state, testid = "state-badge") {
   return h("span", { class: `badge state-${cssToken(state)}`, testid, data: { state } }, state || "?");
 }
 
+/** Badge `el` (made by badge()) updated in place to show `state`. */
+export function setBadge(el, state) {
+  el.className = `badge state-${cssToken(state)}`;
+  if (state) el.dataset.state = state;
+  else delete el.dataset.state;
+  if (el.textContent !== (state || "?")) el.textContent = state || "?";
+  return el;
+}
+
 export function link(href, text, testid, title) {
   return h("a", { href, testid, title, class: "mono" }, text);
 }

@@ -1,61 +1,16 @@
 /* The graph of a resolution drawn: one box per shown node (a run, or a group of sibling runs of one func),
  * nested runs inside their composition's box, edges as SVG paths. Box contents are measured in the page,
  * positions come from layout.js (dagre) over grouping.js's display model, then each box is placed absolutely
- * inside its parent's box. Compositions fold and unfold; groups show their runs a page at a time. */
+ * inside its parent's box. Compositions fold and unfold; groups show their runs a page at a time. A redraw keeps
+ * the boxes drawn (boxes.js updates them in place), so a click on one as a live event redraws the graph is made. */
 
-import { badge, fill, h } from "./dom.js";
-import { cssToken } from "./format.js";
-import { groupState, groupText } from "./grouping.js";
+import { Boxes } from "./boxes.js";
+import { fillInPlace, h } from "./dom.js";
 import { layoutGraph } from "./layout.js";
 
 const px = (n) => `${n}px`;
 const SVG = "http://www.w3.org/2000/svg";
-
-/** The tags after a run's name: cached, reused, attempts. */
-function tags(node) {
-  const out = [];
-  if (node.cached) out.push(h("span", { class: "tag cached", title: "its output came from the cache" }, "cached"));
-  if (node.reused) out.push(h("span", { class: "tag reused", title: "reused from the resolution it re-runs" }, "reused"));
-  if (node.attempts > 1) out.push(h("span", { class: "tag" }, `${node.attempts} attempts`));
-  return out;
-}
-
-function button(label, testid, title, onclick) {
-  return h("button", {
-    type: "button", class: "btn tiny", testid, title,
-    onclick: (e) => { e.stopPropagation(); onclick(); },
-  }, label);
-}
-
-/** A group's own content: its counts, and buttons to show its runs a page at a time. */
-function groupBody(node, page, act) {
-  const paged = node.shown > 0;
-  const from = node.offset;
-  const to = Math.min(node.total, node.offset + node.shown);
-  return h("div", { class: "run-body" },
-    h("div", { class: "run-head" }, h("span", { class: "fname" }, `${node.total} × ${node.func_name}`),
-      badge(groupState(node))),
-    h("div", { class: "group-text", testid: "group-text" }, paged ? `${groupText(node)} not shown` : groupText(node)),
-    h("div", { class: "group-actions" }, paged
-      ? [h("span", { class: "muted", testid: "group-page" }, `runs ${from + 1}–${to} of ${node.total} shown`),
-        button("◀", "group-prev", "the previous page", () => act.expand(node.id, Math.max(0, from - page))),
-        button("▶", "group-next", "the next page", () => act.expand(node.id, from + page)),
-        button("hide", "group-hide", "show them as one group again", () => act.expand(node.id, null))]
-      : button(`show ${Math.min(page, node.total)}`, "group-expand", `show ${page} of these runs one by one`,
-        () => act.expand(node.id, 0))));
-}
-
-function runBody(node, dm, act) {
-  const foldable = dm.hasKids(node.id);
-  const folded = dm.collapsed.has(node.id);
-  return h("div", { class: "run-body" },
-    h("div", { class: "run-head" },
-      foldable ? button(folded ? "▸" : "▾", "fold-toggle", folded ? "show its nested runs" : "fold its nested runs",
-        () => act.fold(node.id)) : null,
-      h("span", { class: "fname" }, node.func_name), badge(node.state), tags(node)),
-    node.label ? h("div", { class: "label mono", testid: "run-label" }, node.label) : null,
-    folded ? h("div", { class: "muted small" }, "nested runs folded") : null);
-}
+const kept = new WeakMap(); // container -> {graph, boxes}: what renderGraph drew there, redrawn in place
 
 /** A box's border, and border plus padding, on each side, as the stylesheet draws it. */
 function chromeOf(box) {
@@ -78,29 +33,25 @@ function chromeOf(box) {
  * act: {select(runId), fold(compositionId), expand(groupId, offset | null)}; `page`: runs per group page.
  */
 export function renderGraph(container, dm, { selected = null, page = 50, critical = new Set(), act }) {
+  const scroll = container.firstChild ? [container.scrollLeft, container.scrollTop] : null;
+  let mine = kept.get(container);
+  if (!mine || mine.graph.parentNode !== container) {
+    mine = { graph: h("div", { class: "graph", testid: "run-graph" }), boxes: new Boxes() };
+    kept.set(container, mine);
+  }
+  const { graph, boxes } = mine;
   const drawn = new Map(); // id -> {box, body, parent}
   const box = (node, parent) => {
     const kids = dm.children.get(node.id) || [];
-    const group = node.kind === "group";
-    const body = group ? groupBody(node, page, act) : runBody(node, dm, act);
-    const state = group ? groupState(node) : node.state;
-    const go = () => { if (!group) act.select(node.id); };
-    const el = h("div", {
-      class: `run state-${cssToken(state)}${node.id === selected ? " selected" : ""}${kids.length ? " composite" : ""}` +
-        `${group ? " group" : ""}${critical.has(node.id) ? " critical" : ""}`,
-      testid: group ? "group-node" : "run-node",
-      data: { runId: group ? null : node.id, groupId: group ? node.id : null, func: node.func_name, state, kind: node.kind },
-      tabindex: "0", role: group ? "group" : "button", title: node.func_path,
-      onclick: (e) => { e.stopPropagation(); go(); },
-      onkeydown: (e) => { if (e.key === "Enter" && e.target === e.currentTarget) go(); },
-    }, body, kids.map((k) => box(k, node.id)));
-    drawn.set(node.id, { box: el, body, parent });
-    return el;
+    const b = boxes.draw(node, { dm, page, act, selected, critical, composite: kids.length > 0 });
+    drawn.set(node.id, { box: b.el, body: b.body, parent });
+    boxes.nest(b, kids.map((k) => box(k, node.id)));
+    return b.el;
   };
-  const graph = h("div", { class: "graph", testid: "run-graph", data: { nodes: String(dm.shown.size) } },
-    dm.roots.map((r) => box(r, null)));
-  const scroll = container.firstChild ? [container.scrollLeft, container.scrollTop] : null;
-  fill(container, graph);
+  graph.dataset.nodes = String(dm.shown.size);
+  fillInPlace(graph, dm.roots.map((r) => box(r, null)));
+  boxes.done();
+  fillInPlace(container, graph);
 
   const sizes = new Map();
   for (const [id, { body }] of drawn) {

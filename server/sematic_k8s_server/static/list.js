@@ -3,7 +3,7 @@
  * func, state and time range. */
 
 import { listPipelines } from "./api.js";
-import { badge, duration, fill, fillKeepingDrawn, h, link } from "./dom.js";
+import { badge, duration, fill, fillInPlace, fillKeepingDrawn, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { countsText, progressText } from "./grouping.js";
 import { labelsLine } from "./labels.js";
@@ -27,6 +27,7 @@ export class ListView extends View {
     this.funcsTotal = 0; // root funcs recorded: the server names the first 1,000 (page.funcs)
     this.toolbar = null;
     this.results = h("div", { class: "pipelines", testid: "pipelines" });
+    this.groups = new Map(); // root func -> its group drawn, {el, head, table, rows}: kept while it is shown
     this.el = h("section", { class: "list", testid: "resolutions-view" });
   }
 
@@ -126,28 +127,38 @@ export class ListView extends View {
         any ? "No resolution matches these filters." : "No resolutions recorded yet."));
       return;
     }
-    // a pipeline's group drawn as before stays: a click on its links as a live event redraws the list is made
-    fillKeepingDrawn(this.results, [...groups.map((g) => this.group(g)), page.total > GROUPS ? pager : null]);
+    // a pipeline's group stays, and what did not change in it: a click on its links as a live event redraws the
+    // list is made (a click whose element leaves the page between its mousedown and mouseup is dropped)
+    this.groups = new Map(groups.map((g) => [g.root_func_path, this.group(g)]));
+    fillKeepingDrawn(this.results, [...[...this.groups.values()].map((g) => g.el), page.total > GROUPS ? pager : null]);
   }
 
+  /** Pipeline `g`'s group ({el, head, table, rows}): the one shown, if any, its head and rows drawn in place (a row
+   * drawn as before is kept: see fillKeepingDrawn). */
   group(g) {
     const name = g.root_func_path.split(":").pop();
     const states = countsText(g.states);
     const more = g.count > g.resolutions.length && !this.filters.func;
-    return h("section", { class: "pipeline", testid: "pipeline-group", data: { func: g.root_func_path } },
-      h("div", { class: "pipeline-head" },
-        h("h2", { class: "mono", testid: "pipeline-name" }, name),
-        h("span", { class: "muted mono small wrap" }, g.root_func_path),
-        h("span", { class: "spacer" }),
-        h("span", { class: "muted small", testid: "pipeline-count" }, `${g.count} resolution${g.count === 1 ? "" : "s"}: ${states}`)),
-      h("table", { class: "grid", testid: "resolutions-table" },
+    const kept = this.groups.get(g.root_func_path) || {
+      el: h("section", { class: "pipeline", testid: "pipeline-group", data: { func: g.root_func_path } }),
+      head: h("div", { class: "pipeline-head" }),
+      table: h("table", { class: "grid", testid: "resolutions-table" },
         h("thead", {}, h("tr", {}, ["ID", "State", "Progress", "Created", "Duration", "Rerun of", "Tags and note"]
-          .map((t) => h("th", {}, t)))),
-        h("tbody", {}, g.resolutions.map((r) => this.row(r)))),
-      more ? h("button", {
-        type: "button", class: "btn small more", testid: "group-more",
-        onclick: () => this.set("func", g.root_func_path),
-      }, `all ${g.count} →`) : null);
+          .map((t) => h("th", {}, t))))),
+      rows: h("tbody", {}),
+    };
+    fillKeepingDrawn(kept.head, [
+      h("h2", { class: "mono", testid: "pipeline-name" }, name),
+      h("span", { class: "muted mono small wrap" }, g.root_func_path),
+      h("span", { class: "spacer" }),
+      h("span", { class: "muted small", testid: "pipeline-count" }, `${g.count} resolution${g.count === 1 ? "" : "s"}: ${states}`)]);
+    fillKeepingDrawn(kept.rows, g.resolutions.map((r) => this.row(r)));
+    fillInPlace(kept.table, kept.table.tHead, kept.rows);
+    fillKeepingDrawn(kept.el, [kept.head, kept.table, more ? h("button", {
+      type: "button", class: "btn small more", testid: "group-more",
+      onclick: () => this.set("func", g.root_func_path),
+    }, `all ${g.count} →`) : null]);
+    return kept;
   }
 
   row(r) {

@@ -1,9 +1,11 @@
 /* The Run panel: one run's head (name, state, Actions, error) and tabs: Inputs, Output, Source, Logs, Details
- * (timings, where it ran, cache and lineage, settings). Values are drawn by values.js, logs by logs.js. */
+ * (timings, where it ran, cache and lineage, settings). Values are drawn by values.js, logs by logs.js.
+ * Redrawn as its run changes, the panel keeps what it drew of that run: its tabs and Actions, and each part that
+ * did not change (dom.fillKeepingDrawn), so a click on a tab, an action or a link as a live event comes is made. */
 
 import { actionsMenu, rerun } from "./actions.js";
 import { getArtifact, getRun } from "./api.js";
-import { badge, duration, factList, fill, h, link, section } from "./dom.js";
+import { badge, duration, factList, fill, fillInPlace, fillKeepingDrawn, h, link, section } from "./dom.js";
 import { cssToken, fmtTime, settingsLine, short } from "./format.js";
 import { Answers } from "./live.js";
 import { LogView } from "./logs.js";
@@ -63,6 +65,7 @@ export class RunPanel {
     this.tab = "output";
     this.logView = null;
     this.panes = null;
+    this.drawn = null; // the run drawn: {runId, root, toolbar, actions, tabs}, kept while it is shown
     this.answers = new Answers();
   }
 
@@ -72,6 +75,7 @@ export class RunPanel {
       this.logView = null;
     }
     if (runId && runId !== this.runId) { // until its answer comes (none while the server cannot be reached)
+      this.drawn = null;
       fill(this.el, h("p", { class: "muted", testid: "run-loading" }, `Loading run ${runId}…`));
     }
     this.runId = runId || null;
@@ -104,7 +108,7 @@ export class RunPanel {
       if (this.logView) this.logView.stop();
       this.logView = new LogView(run, (ctx && ctx.resolution) || null);
     }
-    fill(this.el, this.render(run, ctx || {}));
+    fillInPlace(this.el, this.render(run, ctx || {}));
   }
 
   select(tab) {
@@ -118,32 +122,44 @@ export class RunPanel {
     }
   }
 
-  render(run, ctx) {
-    const res = ctx.resolution || null;
-    const byId = ctx.byId || new Map();
-    const resTerminal = res ? TERMINAL.has(res.state) : true;
-    const notes = run.notes || {};
-    const actions = actionsMenu("run-actions", [{
-      label: "Rerun from here", testid: "action-rerun-from", disabled: !resTerminal,
-      title: resTerminal ? "Re-execute this run and what depends on it; reuse the rest"
-        : "Wait until the resolution ends",
-      run: () => rerun(res || { id: run.root_id }, { rerun_from: run.id, mode: "from" }),
-    }]);
-    const err = run.error;
+  /** What is kept of run `runId` while it is shown: its panel, toolbar, Actions and tabs (and this.panes). */
+  skeleton(runId, items) {
     const panes = new Map();
     const tabs = h("div", { class: "tabs", role: "tablist" }, TABS.map((name) => {
       const button = h("button", {
         type: "button", class: "tab", role: "tab", testid: `tab-${name}`, onclick: () => this.select(name),
       }, TITLES[name]);
-      panes.set(name, { button, pane: h("div", { class: "tabpane", role: "tabpanel", testid: `tabpane-${name}` }, this.pane(name, run, res, byId)) });
+      panes.set(name, { button, pane: h("div", { class: "tabpane", role: "tabpanel", testid: `tabpane-${name}` }) });
       return button;
     }));
     this.panes = panes;
     this.select(this.tab);
-    return h("div", { class: "run-panel", testid: "run-panel", data: { runId: run.id, state: run.state } },
-      h("div", { class: "toolbar" },
-        h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ", badge(run.state, "run-state")),
-        h("span", { class: "spacer" }), actions),
+    return {
+      runId, tabs, actions: actionsMenu("run-actions", items), toolbar: h("div", { class: "toolbar" }),
+      root: h("div", { class: "run-panel", testid: "run-panel", data: { runId } }),
+    };
+  }
+
+  render(run, ctx) {
+    const res = ctx.resolution || null;
+    const byId = ctx.byId || new Map();
+    const resTerminal = res ? TERMINAL.has(res.state) : true;
+    const notes = run.notes || {};
+    const items = [{
+      label: "Rerun from here", testid: "action-rerun-from", disabled: !resTerminal,
+      title: resTerminal ? "Re-execute this run and what depends on it; reuse the rest"
+        : "Wait until the resolution ends",
+      run: () => rerun(res || { id: run.root_id }, { rerun_from: run.id, mode: "from" }),
+    }];
+    if (this.drawn && this.drawn.runId === run.id) this.drawn.actions.update(items);
+    else this.drawn = this.skeleton(run.id, items);
+    const { root, toolbar, actions, tabs } = this.drawn;
+    root.dataset.state = run.state;
+    fillKeepingDrawn(toolbar, [h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ",
+      badge(run.state, "run-state")), h("span", { class: "spacer" }), actions]);
+    for (const [name, { pane }] of this.panes) fillKeepingDrawn(pane, [this.pane(name, run, res, byId)].flat());
+    const err = run.error;
+    return fillKeepingDrawn(root, [toolbar,
       h("div", { class: "mono muted wrap small", testid: "run-func-path" }, run.func_path),
       notes.cache && notes.cache.source_changed ? h("p", { class: "warning", testid: "source-changed" },
         "Cache hit on a run whose func source differs from the current code.") : null,
@@ -158,7 +174,7 @@ export class RunPanel {
         !err.traceback ? null : (err.mro || []).includes("WorkerDied")
           ? h("pre", { class: "error-box", testid: "run-error-lines" }, err.traceback)
           : h("details", {}, h("summary", { class: "muted" }, "traceback"), h("pre", { class: "error-box" }, err.traceback))) : null,
-      tabs, [...panes.values()].map((p) => p.pane));
+      tabs, [...this.panes.values()].map((p) => p.pane)]);
   }
 
   pane(name, run, res, byId) {
@@ -196,6 +212,7 @@ export class RunPanel {
     return this.details(run, res, byId);
   }
 
+  /** The Details tab's parts (each kept across redraws while it is drawn the same). */
   details(run, res, byId) {
     const notes = run.notes || {};
     const executor = notes.executor || null;
@@ -219,7 +236,7 @@ export class RunPanel {
       ["Original run", run.original_run_id ? link(runHref(run.original_run_id), short(run.original_run_id), "original-run-link", run.original_run_id) : null],
       ["Source hash", run.source_hash ? h("span", { class: "mono", title: run.source_hash }, short(run.source_hash)) : null],
     ];
-    return h("div", {},
+    return [
       factList([
         ["Run", h("span", { class: "mono", testid: "run-id" }, run.id)],
         ["Parent", run.parent_id ? link(runHref(run.parent_id), parent ? parent.func_name || short(run.parent_id) : short(run.parent_id), "parent-link", run.parent_id) : null],
@@ -236,6 +253,6 @@ export class RunPanel {
       cacheFacts.some(([, v]) => v) ? section("Cache and lineage", factList(cacheFacts, "lineage")) : null,
       run.settings && Object.keys(run.settings).length
         ? section("Settings", h("details", {}, h("summary", { class: "muted" }, settingsLine(run.settings)),
-          h("pre", { class: "json" }, JSON.stringify(run.settings, null, 2)))) : null);
+          h("pre", { class: "json" }, JSON.stringify(run.settings, null, 2)))) : null];
   }
 }

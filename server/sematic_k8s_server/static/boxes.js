@@ -1,0 +1,113 @@
+/* The graph's boxes: what a run's box and a group's box hold, each box made once per shown node and updated in
+ * place on each redraw (its classes and data; of its content, only the parts that changed are drawn anew). A
+ * running resolution's graph is redrawn on each run event: a click begun on a box, or on a fold or page button
+ * in it, as one comes ends on it (the browser drops a click whose element left the page between its mousedown
+ * and mouseup: see dom.fillInPlace). */
+
+import { badge, fillInPlace, fillKeepingDrawn, h, setBadge } from "./dom.js";
+import { cssToken } from "./format.js";
+import { groupState, groupText } from "./grouping.js";
+
+/** The tags after a run's name: cached, reused, attempts. */
+function tags(node) {
+  const out = [];
+  if (node.cached) out.push(h("span", { class: "tag cached", title: "its output came from the cache" }, "cached"));
+  if (node.reused) out.push(h("span", { class: "tag reused", title: "reused from the resolution it re-runs" }, "reused"));
+  if (node.attempts > 1) out.push(h("span", { class: "tag" }, `${node.attempts} attempts`));
+  return out;
+}
+
+function button(label, testid, title, onclick) {
+  return h("button", {
+    type: "button", class: "btn tiny", testid, title,
+    onclick: (e) => { e.stopPropagation(); onclick(); },
+  }, label);
+}
+
+/** A group's content: its head's parts (name and `state`, its badge), then its counts and buttons to show its
+ * runs a page at a time. */
+function groupParts(node, page, act, state) {
+  const paged = node.shown > 0;
+  const from = node.offset;
+  const to = Math.min(node.total, node.offset + node.shown);
+  return [[h("span", { class: "fname" }, `${node.total} × ${node.func_name}`), state],
+    h("div", { class: "group-text", testid: "group-text" }, paged ? `${groupText(node)} not shown` : groupText(node)),
+    h("div", { class: "group-actions" }, paged
+      ? [h("span", { class: "muted", testid: "group-page" }, `runs ${from + 1}–${to} of ${node.total} shown`),
+        button("◀", "group-prev", "the previous page", () => act.expand(node.id, Math.max(0, from - page))),
+        button("▶", "group-next", "the next page", () => act.expand(node.id, from + page)),
+        button("hide", "group-hide", "show them as one group again", () => act.expand(node.id, null))]
+      : button(`show ${Math.min(page, node.total)}`, "group-expand", `show ${page} of these runs one by one`,
+        () => act.expand(node.id, 0)))];
+}
+
+/** A run's content: its head's parts (fold toggle, name, `state` (its badge), tags), then its label and whether
+ * it is folded. */
+function runParts(node, dm, act, state) {
+  const foldable = dm.hasKids(node.id);
+  const folded = dm.collapsed.has(node.id);
+  return [[foldable ? button(folded ? "▸" : "▾", "fold-toggle", folded ? "show its nested runs" : "fold its nested runs",
+    () => act.fold(node.id)) : null, h("span", { class: "fname" }, node.func_name), state, tags(node)],
+  node.label ? h("div", { class: "label mono", testid: "run-label" }, node.label) : null,
+  folded ? h("div", { class: "muted small" }, "nested runs folded") : null];
+}
+
+/** Set `el`'s data attributes to `data` (null or undefined: removed). */
+function setData(el, data) {
+  for (const [k, v] of Object.entries(data)) {
+    if (v === null || v === undefined) delete el.dataset[k];
+    else el.dataset[k] = v;
+  }
+}
+
+/** A box made for a node; its content filled by update(). */
+function make(group) {
+  const el = h("div", {
+    testid: group ? "group-node" : "run-node", tabindex: "0", role: group ? "group" : "button",
+    onclick: (e) => { e.stopPropagation(); el.go(); },
+    onkeydown: (e) => { if (e.key === "Enter" && e.target === e.currentTarget) el.go(); },
+  });
+  const head = h("div", { class: "run-head" });
+  return { el, head, body: h("div", { class: "run-body" }, head), badge: badge(null) };
+}
+
+/** The boxes of one graph, kept by node across redraws. */
+export class Boxes {
+  constructor() {
+    this.kept = new Map(); // "kind:id" -> {el, head, body, badge}
+    this.drawn = new Map(); // those drawn in the redraw under way
+  }
+
+  /** The box of `node` made or updated in place: {el, body}; its nested boxes go in with nest(). ctx: {dm, page,
+   * act, selected, critical, composite}. */
+  draw(node, { dm, page, act, selected, critical, composite }) {
+    const group = node.kind === "group";
+    const key = `${node.kind}:${node.id}`;
+    const box = this.kept.get(key) || make(group);
+    this.drawn.set(key, box);
+    const state = group ? groupState(node) : node.state;
+    box.el.className = `run state-${cssToken(state)}${node.id === selected ? " selected" : ""}` +
+      `${composite ? " composite" : ""}${group ? " group" : ""}${critical.has(node.id) ? " critical" : ""}`;
+    setData(box.el, { runId: group ? null : node.id, groupId: group ? node.id : null, func: node.func_name, state,
+      kind: node.kind });
+    if (node.func_path) box.el.title = node.func_path;
+    else box.el.removeAttribute("title");
+    box.el.go = () => { if (!group) act.select(node.id); };
+    setBadge(box.badge, state); // in place: a click on it as the state changes is made too
+    const [head, ...rest] = group ? groupParts(node, page, act, box.badge) : runParts(node, dm, act, box.badge);
+    fillKeepingDrawn(box.head, head.flat());
+    fillKeepingDrawn(box.body, [box.head, ...rest]);
+    return box;
+  }
+
+  /** Put `kids` (boxes' elements) in `box` after its content. */
+  nest(box, kids) {
+    fillInPlace(box.el, box.body, kids);
+  }
+
+  /** The redraw is over: boxes not drawn in it are forgotten. */
+  done() {
+    this.kept = this.drawn;
+    this.drawn = new Map();
+  }
+}
