@@ -13,7 +13,6 @@ import datetime
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,7 +24,7 @@ pytest.importorskip("boto3")
 from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
-from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
+from kube_model import Cluster, Script, SimContext  # noqa: E402
 from model_workers import behave, ended, held, worker  # noqa: E402
 from s3server import fresh_bucket  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
@@ -48,14 +47,6 @@ FAST = Backoff(base=0.01, cap=0.05, attempts=6)
 @sk.func(inline=False, cpu="100m", memory="64Mi")
 def square(x: int) -> int:
     return x * x
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave(), timing=Timing()) as c:
-        c.namespace(NS)
-        yield c
-        assert not c.errors, c.errors
 
 
 @pytest.fixture
