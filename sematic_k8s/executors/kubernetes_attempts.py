@@ -37,6 +37,7 @@ class KubeStats:
     secret_creates: int = 0
     secret_deletes: int = 0
     refreshes: int = 0  # task Secrets made again with fresh URLs while their pods waited for room
+    tasks_stored: int = 0  # tasks too large for their Secret, stored (the Secret holds a presigned GET of them)
     waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from sematic_k8s.errors import StorageError
 from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats
 from sematic_k8s.executors.kubernetes_launch_queue import LaunchQueue
 from sematic_k8s.executors.remote import Ended
@@ -240,7 +241,7 @@ class JobLauncher:
             self.delete_secret(a.secret)
             self._put_secret(a, a.make_secret(a.make_body(a.relaunches)))
         except Exception as e:  # noqa: BLE001 - its URLs last a while yet; a missing Secret is made at the next try
-            if not retryable(e) and not isinstance(e, ApiException):
+            if not retryable(e) and not isinstance(e, (ApiException, StorageError)):  # StorageError: a task stored
                 raise
             a.secret_made = time.monotonic() - self.settings.task_refresh + REFRESH_RETRY
             log.warning("run %s: could not make Secret %s again with fresh URLs (tried again in %gs): %s",
