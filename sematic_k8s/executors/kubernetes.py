@@ -46,7 +46,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s.errors import DriverJobDeleted, KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
-from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats
+from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats, Waiting
 from sematic_k8s.executors.kubernetes_follow import Follower, Verdict
 from sematic_k8s.executors.kubernetes_launch import JobLauncher, Made
 from sematic_k8s.executors.remote import Ended, RemoteExecutor, task_ref
@@ -160,7 +160,7 @@ class KubernetesExecutor(RemoteExecutor):
             return
         self.attempts.track(attempt)
         if self.launcher.queue.busy():
-            attempt.wait("waiting to create its Job: the API server asked to slow down", self.stats.waits)
+            attempt.wait(Waiting.CREATE, "the API server asked to slow down", self.stats.waits)
             self.launcher.hold(attempt, body, None)
         else:
             self._create(attempt, body)
@@ -242,7 +242,7 @@ class KubernetesExecutor(RemoteExecutor):
         for a in self.attempts.all():
             if a.secret is None or a.secret_made is None or now - a.secret_made < self.settings.task_refresh:
                 continue
-            if (a.waiting or "").split(":")[0] in ("waiting for capacity", "waiting for quota"):
+            if a.waiting_for is not None and a.waiting_for.for_room:
                 self.launcher.refresh(a)
 
     # -- endings ----------------------------------------------------------------------------------

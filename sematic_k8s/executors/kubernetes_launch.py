@@ -34,7 +34,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s.errors import StorageError
-from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats
+from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats, Waiting
 from sematic_k8s.executors.kubernetes_launch_queue import LaunchQueue
 from sematic_k8s.executors.remote import Ended
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_message, denial, refused, retryable
@@ -272,6 +272,5 @@ class JobLauncher:
             self.stats.requeued += 1
             self.queue.pause(min(self.settings.requeue_cap, self.backoff.delay(min(self.stats.requeued, 6), e)))
             why = api_message(e) if isinstance(e, ApiException) else str(e)
-            a.wait(f"waiting to create its Job: {getattr(e, 'status', '') or type(e).__name__} {why}",
-                   self.stats.waits)
+            a.wait(Waiting.CREATE, f"{getattr(e, 'status', '') or type(e).__name__} {why}", self.stats.waits)
         self.queue.hold(a.spec.run_id, body)
