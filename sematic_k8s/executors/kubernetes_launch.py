@@ -234,12 +234,14 @@ class JobLauncher:
     def refresh(self, a: Attempt) -> None:
         """Make the attempt's task Secret again with URLs presigned now: its pod is on no node yet, so no kubelet
         has read it (one that binds meanwhile meets FailedMount, and its kubelet tries again). Refused or
-        unreachable, it is tried again :data:`REFRESH_RETRY` seconds later, and logged."""
+        unreachable (the API server; storage, for a task too large for its Secret: that one kept then), it is tried
+        again :data:`REFRESH_RETRY` seconds later, and logged."""
         assert a.make_secret is not None and a.secret is not None
         self.bucket.acquire()
         try:
+            secret = a.make_secret(a.make_body(a.relaunches))  # first: a task that cannot be stored keeps its Secret
             self.delete_secret(a.secret)
-            self._put_secret(a, a.make_secret(a.make_body(a.relaunches)))
+            self._put_secret(a, secret)
         except Exception as e:  # noqa: BLE001 - its URLs last a while yet; a missing Secret is made at the next try
             if not retryable(e) and not isinstance(e, (ApiException, StorageError)):  # StorageError: a task stored
                 raise

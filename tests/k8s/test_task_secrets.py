@@ -285,6 +285,44 @@ def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned
     assert task_secrets(cluster) == {}
 
 
+def test_a_stored_task_whose_refresh_meets_storage_out_of_reach_is_refreshed_once_it_is_back(cluster, api, storage,
+                                                                                             monkeypatch, caplog):
+    """Storage out of reach (a proxy before it dropping every connection, past the retry window) as a waiting pod's
+    stored task is stored again: logged, the Secret there kept (its URLs last a while yet), tried again later; once
+    storage answers, refreshed; the run resolves. The driver goes on meanwhile."""
+    from outages import DroppingProxy
+
+    proxy = DroppingProxy(int(urlsplit(storage.endpoint_url).port or 80))
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
+    cluster.update_node("node-1", pods=1)
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=lambda ctx: held(gate)(ctx) if not gate.is_set() else
+                                                 worker(ctx))})
+    ex = executor(api, through, task_refresh=1.0)
+    root = new_id()
+    first = submit(ex, root, 2)
+    cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"])
+    fan_in = new_id()
+    ex.submit(Task(fan_in, root, wide, outputs(storage, WIDTH), 1))
+    name = task_secret_name(worker_job_name(fan_in, 1))
+    made = cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name), message="its Secret made")
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "1")
+    proxy.drop()
+    try:
+        cluster.wait(lambda: not ex.wait(0.05) and "could not make Secret" in caplog.text, timeout=60,
+                     message="the refresh refused")
+        assert task_secrets(cluster)[name]["metadata"]["uid"] == made["metadata"]["uid"]  # kept
+    finally:
+        proxy.drop(False)
+    cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name, {}).get("metadata", {}).get("uid")
+                 not in (None, made["metadata"]["uid"]), timeout=60, message="its Secret made again")
+    gate.set()
+    got = ended(ex, 2, timeout=180)
+    ex.close()
+    proxy.close()
+    assert got[first].error_info is None and got[fan_in].error_info is None, got[fan_in].error_info
+
+
 def test_a_secret_left_by_an_earlier_driver_is_made_again_with_fresh_urls(cluster, api, storage):
     """A driver killed between its Secret's create and its Job's leaves the Secret: the next one's create meets 409,
     and the Secret (stale, here unusable) is deleted and made again, never read back."""
