@@ -2,8 +2,9 @@
 task in a Secret of its Job's own, made before the Job and deleted when the attempt ends, mounted as a kubelet mounts
 it (root's files of the pod's fsGroup) and read by the worker as the container's user; no storage key in the pod.
 Relaunches presign afresh, a Secret left by a driver before is made again, RBAC's refusal is one line, a quota on
-Secrets queues the create, and the garbage collector takes the Secrets of a deleted driver Job. Workers run the real
-worker code in-process on simulated nodes, reading their task from the mounted file (PermissionError where its
+Secrets queues the create, and the garbage collector takes the Secrets of a deleted driver Job. A task more than a
+Secret holds (a fan-in of thousands of inputs) is stored and its Secret holds a presigned GET of it. Workers run the
+real worker code in-process on simulated nodes, reading their task from the mounted file (PermissionError where its
 mode keeps the container's user out)."""
 
 from __future__ import annotations
