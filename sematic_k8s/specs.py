@@ -7,7 +7,8 @@ every resolver shares. Data only: no I/O, standard library imports only.
 - :class:`DriverSpec`: a driver's task ($SEMATIC_K8S_DRIVER, JSON), sent by the CloudResolver or the server.
 - :class:`TaskSpec`: one Run attempt for a worker ($SEMATIC_K8S_TASK, JSON). An executor turns the loop's
   in-memory :class:`~sematic_k8s.executors.base.Task` (the func itself, input Values) into a TaskSpec (the
-  func's path, input artifact ids) when the attempt runs in another process.
+  func's path, input artifact ids) when the attempt runs in another process. :class:`TaskRef`: in its place, where
+  a TaskSpec is too large to hand over (a pod's Secret): its stored copy (:func:`task_key`) and a presigned GET.
 - :func:`outcome_key`: where a worker stores its outcome document, which holds one of
   ``{"output": artifact}``, ``{"expansion": artifact}`` (a composition's pickled Futures) or
   ``{"error": {"type", "message", "traceback", "mro"}}``. A worker given presigned URLs (``TaskSpec.urls``)
@@ -18,6 +19,7 @@ every resolver shares. Data only: no I/O, standard library imports only.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -152,6 +154,35 @@ class TaskSpec:
     @classmethod
     def from_json(cls, text: str) -> TaskSpec:
         return cls(**json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """Where a worker fetches a task too large to be handed over whole (a pod's Secret holds 1 MiB at most): the
+    storage key its TaskSpec (JSON) was stored at (:func:`task_key`, named by its content) and a presigned GET of it.
+    The URL is a secret until it expires: never logged."""
+
+    key: str
+    url: str
+
+    def to_json(self) -> str:
+        return json.dumps({"task_ref": {"key": self.key, "url": self.url}}, separators=(",", ":"))
+
+    def __repr__(self) -> str:  # never the URL
+        return f"TaskRef(key={self.key!r})"
+
+    @classmethod
+    def parse(cls, text: str) -> TaskRef | None:
+        """The TaskRef that ``text`` holds, None when it holds a TaskSpec."""
+        doc = json.loads(text)
+        ref = doc.get("task_ref") if isinstance(doc, dict) else None
+        return cls(str(ref["key"]), str(ref["url"])) if isinstance(ref, dict) else None
+
+
+def task_key(run_id: str, attempt: int, task_json: str) -> str:
+    """Where a worker's TaskSpec ``task_json`` is stored when a TaskRef hands it over: named by its sha256 (written
+    once, never replaced: a task presigned again is another document)."""
+    return f"tasks/{run_id}/{attempt}/{hashlib.sha256(task_json.encode()).hexdigest()}.json"
 
 
 def outcome_key(run_id: str, attempt: int) -> str:

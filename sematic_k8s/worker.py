@@ -1,7 +1,8 @@
 """Worker entrypoint: execute one Run attempt in a container, pod or process.
 
 ``python -m sematic_k8s.worker`` reads its TaskSpec (JSON) from the file $SEMATIC_K8S_TASK_FILE names (a
-container's, removed once read; a pod's, in its Job's own Secret, mounted read-only) or from its stdin ("-", a
+container's, removed once read; a pod's, in its Job's own Secret, mounted read-only, or fetched through the presigned
+GET that Secret holds when the task is too large for it) or from its stdin ("-", a
 worker process's), else from $SEMATIC_K8S_TASK (a task without URLs), and reaches artifact storage through the
 presigned URLs it holds (containers and pods: no botocore, no credentials) or else through $SEMATIC_K8S_STORAGE
 (worker processes; pods where the storage makes no URLs), then runs
@@ -23,7 +24,7 @@ import time
 
 from sematic_k8s import settings
 from sematic_k8s.errors import InfrastructureError
-from sematic_k8s.executors.remote import run_task
+from sematic_k8s.executors.remote import load_task, run_task
 from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, WORKER_STORED_LINE, TaskSpec
 from sematic_k8s.storage.presigned import PresignedStorage
 from sematic_k8s.storage.urls import storage_from_url
@@ -51,17 +52,19 @@ def die_with_parent(parent: int) -> None:
 def read_task() -> TaskSpec:
     """This worker's task: from stdin (``$SEMATIC_K8S_TASK_FILE`` "-") or the file it names, which is removed once
     read (a container's: the presigned PUT of its outcome is not left in it for whoever reads it later; a pod's
-    Secret volume is read-only: its driver deletes the Secret when the attempt ends), else from $SEMATIC_K8S_TASK."""
+    Secret volume is read-only: its driver deletes the Secret when the attempt ends), else from $SEMATIC_K8S_TASK.
+    A pod's Secret may hold a reference to its stored copy instead (too large for a Secret): fetched
+    (:func:`~sematic_k8s.executors.remote.load_task`; StorageError when it cannot be)."""
     path = os.environ.get(settings.TASK_FILE_ENV)
     if not path:
         return TaskSpec.from_json(os.environ[settings.TASK_ENV])
     if path == "-":
-        return TaskSpec.from_json(sys.stdin.buffer.read().decode())
+        return load_task(sys.stdin.buffer.read().decode())
     with open(path, "rb") as f:
         text = f.read().decode()
     with contextlib.suppress(OSError):  # a read-only file system: it goes with its container
         os.unlink(path)
-    return TaskSpec.from_json(text)
+    return load_task(text)
 
 
 def main() -> int:
@@ -70,8 +73,8 @@ def main() -> int:
     on stderr: its executor records it from there (:func:`sematic_k8s.executors.remote.worker_said`)."""
     if os.environ.get(settings.PARENT_PID_ENV):  # a worker process (containers and pods end with their executors')
         die_with_parent(int(os.environ[settings.PARENT_PID_ENV]))
-    spec = read_task()
     try:
+        spec = read_task()
         storage = PresignedStorage(spec.urls) if spec.urls else storage_from_url(os.environ[settings.STORAGE_ENV])
         doc = run_task(spec, storage)
     except InfrastructureError as e:

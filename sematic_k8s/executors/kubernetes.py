@@ -13,7 +13,9 @@ pods are matched to attempts by their Job's uid, never by its name alone.
 
 A worker gets presigned URLs and no storage credentials (where the storage presigns): its task is a file of a
 Secret of its Job's own (``<job>-task``, owned by the driver's Job), made just before the Job with URLs presigned
-then (a relaunch, or a create that waited, has fresh ones) and deleted when the attempt ends; a restarted driver
+then (a relaunch, or a create that waited, has fresh ones) and deleted when the attempt ends; a task more than a
+Secret may hold (1 MiB) is stored (content-addressed, ``tasks/<run>/<attempt>/<sha256>.json``), and the Secret holds
+a presigned GET of it instead; a restarted driver
 keeps the Secrets of the Jobs it re-attaches to, and makes again one an earlier driver left without its Job.
 
 The executor holds the state and wires its pieces, one module per job:
@@ -44,10 +46,10 @@ from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s.errors import DriverJobDeleted, KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
-from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats
+from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats, Waiting
 from sematic_k8s.executors.kubernetes_follow import Follower, Verdict
 from sematic_k8s.executors.kubernetes_launch import JobLauncher, Made
-from sematic_k8s.executors.remote import Ended, RemoteExecutor
+from sematic_k8s.executors.remote import Ended, RemoteExecutor, task_ref
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.events import newest_blocking
@@ -143,7 +145,7 @@ class KubernetesExecutor(RemoteExecutor):
                                       owner=self.owner, relaunch=relaunch, task_in_secret=in_secret, **job_settings))
 
         def make_secret(job: dict[str, Any]) -> dict[str, Any]:
-            return task_secret(job, self.presigned(spec, task).to_json(), self.owner)
+            return task_secret(job, self._handed(self.presigned(spec, task)), self.owner)
 
         try:
             body = make_body(0)
@@ -158,11 +160,22 @@ class KubernetesExecutor(RemoteExecutor):
             return
         self.attempts.track(attempt)
         if self.launcher.queue.busy():
-            attempt.wait("waiting to create its Job: the API server asked to slow down", self.stats.waits)
+            attempt.wait(Waiting.CREATE, "the API server asked to slow down", self.stats.waits)
             self.launcher.hold(attempt, body, None)
         else:
             self._create(attempt, body)
         self._pump()
+
+    def _handed(self, spec: TaskSpec) -> str:
+        """What the task Secret of ``spec`` (URLs presigned now) holds: the TaskSpec, or, when it is more than a Secret
+        may hold (:data:`~sematic_k8s.k8s.manifests.SECRET_DATA_MAX`: a fan-in of thousands of inputs, a presigned GET
+        each), a TaskRef: the TaskSpec stored in storage under a key of its own and a presigned GET of it (no storage
+        key in the pod either way, nothing in the Job)."""
+        text = spec.to_json()
+        if len(text.encode()) <= manifests.SECRET_DATA_MAX:
+            return text
+        self.stats.tasks_stored += 1
+        return task_ref(self.storage, spec).to_json()
 
     def _start_watching(self, root_id: str) -> None:
         """At the first launch: the owner of the workers' Jobs, the Jobs there already, and the watches."""
@@ -229,7 +242,7 @@ class KubernetesExecutor(RemoteExecutor):
         for a in self.attempts.all():
             if a.secret is None or a.secret_made is None or now - a.secret_made < self.settings.task_refresh:
                 continue
-            if (a.waiting or "").split(":")[0] in ("waiting for capacity", "waiting for quota"):
+            if a.waiting_for is not None and a.waiting_for.for_room:
                 self.launcher.refresh(a)
 
     # -- endings ----------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """What the Kubernetes executor knows of the attempts it runs: each one's Job and what the watches said of it so
-far (:class:`Attempt`), the attempts in flight found by run id, Job name or pod name (:class:`Attempts`), and
-counts of what it asked of the API server (:class:`KubeStats`). No API calls here.
+far (:class:`Attempt`), what one may wait for (:class:`Waiting`), the attempts in flight found by run id, Job name
+or pod name (:class:`Attempts`), and counts of what it asked of the API server (:class:`KubeStats`). No API calls
+here.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +39,22 @@ class KubeStats:
     secret_creates: int = 0
     secret_deletes: int = 0
     refreshes: int = 0  # task Secrets made again with fresh URLs while their pods waited for room
+    tasks_stored: int = 0  # tasks too large for their Secret, stored (the Secret holds a presigned GET of them)
     waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
+
+
+class Waiting(enum.Enum):
+    """What an attempt waits for, reported, never failed; its value begins the note the attempt says it in (and names
+    it in :attr:`KubeStats.waits`)."""
+
+    CAPACITY = "waiting for capacity"  # its pod is Unschedulable: room on a node
+    QUOTA = "waiting for quota"  # its pod is not made: a ResourceQuota it fits in is used up for now
+    CREATE = "waiting to create its Job"  # the API server asked to slow down, or was out of reach
+
+    @property
+    def for_room(self) -> bool:
+        """Its pod waits for room on no node (its task Secret, unread by any kubelet, may be made again)."""
+        return self in (Waiting.CAPACITY, Waiting.QUOTA)
 
 
 @dataclass
@@ -63,30 +80,32 @@ class Attempt:
     job_failed: tuple[str, str | None] | None = None
     job_failed_at: float | None = None
     stopping: PodState | None = None  # its pod is being deleted and has not ended yet (what its ending will be)
-    waiting: str | None = None  # what it waits for (capacity, quota, its Job's creation): reported, not failed
+    waiting: str | None = None  # what it waits for, in words (capacity, quota, its Job's creation): reported
+    waiting_for: Waiting | None = None  # what it waits for, as the executor tests it
     waited_since: float | None = None
     waited: float = 0.0  # seconds spent waiting so far
     quiet: bool = False  # no pod yet, or a pod not started: its Events are read now and then
     event_reads: int = 0
     timed: bool = False  # the func's timeout is counting (from the worker container's start)
 
-    def wait(self, why: str, waits: dict[str, int]) -> None:
-        """Note what the attempt waits for; logged, and counted in ``waits`` by topic, when the topic changes."""
-        topic = why.split(":")[0]
-        if self.waiting is None or self.waiting.split(":")[0] != topic:
+    def wait(self, kind: Waiting, detail: str, waits: dict[str, int]) -> None:
+        """Note what the attempt waits for (``kind``, said as "<kind's words>: <detail>"); logged, and counted in
+        ``waits`` by kind, when the kind changes."""
+        why = f"{kind.value}: {detail}"
+        if self.waiting_for is not kind:
             log.info("run %s (%s): %s", self.spec.run_id, self.job_name, why)
-            waits[topic] = waits.get(topic, 0) + 1
-            if self.waiting is None:
+            waits[kind.value] = waits.get(kind.value, 0) + 1
+            if self.waiting_for is None:
                 self.waited_since = time.monotonic()
-        self.waiting = why
+        self.waiting, self.waiting_for = why, kind
 
     def stop_waiting(self) -> None:
         """It waits no more: the time it waited is added up."""
-        if self.waiting is not None:
+        if self.waiting_for is not None:
             now = time.monotonic()
             self.waited += now - (self.waited_since or now)
-            log.info("run %s: %s no more", self.spec.run_id, self.waiting.split(":")[0])
-        self.waiting = self.waited_since = None
+            log.info("run %s: %s no more", self.spec.run_id, self.waiting_for.value)
+        self.waiting = self.waiting_for = self.waited_since = None
 
     def where(self, namespace: str, image: str, node: str | None = None) -> dict[str, Any]:
         """Where the attempt runs (or ran): its executor's details of it."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
-from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts
+from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, Waiting
 from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, problem, timestamp
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.pods import PodState, job_failure, made_by, owner_job, pod_state, worker_uid
@@ -80,7 +80,7 @@ class Follower:
     def follow(self, a: Attempt) -> Verdict | None:
         """The attempt's Job exists: follow it (the pod watch may have seen its pod before it was tracked)."""
         a.created = time.monotonic()  # a list that starts later must show the Job
-        if a.waiting and a.waiting.startswith("waiting to create"):
+        if a.waiting_for is Waiting.CREATE:
             a.stop_waiting()
         seen = self.attempts.untracked.pop(a.job_name, None)
         if seen is not None and _made(a, seen[0]):
@@ -202,8 +202,8 @@ class Follower:
         if state.fatal:
             return Verdict(a, state, delete=True)
         if state.waiting:  # Unschedulable: wait for room as long as it takes (a scale-up, other pods ending)
-            a.wait(f"waiting for capacity: {state.message or state.reason}", self.waits)
-        elif a.waiting and not a.waiting.startswith("waiting to create"):
+            a.wait(Waiting.CAPACITY, f"{state.message or state.reason}", self.waits)
+        elif a.waiting_for is not None and a.waiting_for is not Waiting.CREATE:
             a.stop_waiting()
         if state.creating:  # scheduled, not started: Events say whether something blocks it
             if a.stuck is not None and a.stuck.reason == "FailedCreate":
@@ -298,7 +298,7 @@ class Follower:
                     continue
                 reason, message = event.get("reason") or "", event.get("message") or ""
             if reason == "FailedCreate" and fits_quota(message):
-                a.wait(f"waiting for quota: {message}", self.waits)
+                a.wait(Waiting.QUOTA, message, self.waits)
                 continue
             if a.stuck is None or a.stuck.reason != reason:
                 a.stuck_since = now

@@ -33,7 +33,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats
+from sematic_k8s.errors import StorageError
+from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats, Waiting
 from sematic_k8s.executors.kubernetes_launch_queue import LaunchQueue
 from sematic_k8s.executors.remote import Ended
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_message, denial, refused, retryable
@@ -233,14 +234,16 @@ class JobLauncher:
     def refresh(self, a: Attempt) -> None:
         """Make the attempt's task Secret again with URLs presigned now: its pod is on no node yet, so no kubelet
         has read it (one that binds meanwhile meets FailedMount, and its kubelet tries again). Refused or
-        unreachable, it is tried again :data:`REFRESH_RETRY` seconds later, and logged."""
+        unreachable (the API server; storage, for a task too large for its Secret: that one kept then), it is tried
+        again :data:`REFRESH_RETRY` seconds later, and logged."""
         assert a.make_secret is not None and a.secret is not None
         self.bucket.acquire()
         try:
+            secret = a.make_secret(a.make_body(a.relaunches))  # first: a task that cannot be stored keeps its Secret
             self.delete_secret(a.secret)
-            self._put_secret(a, a.make_secret(a.make_body(a.relaunches)))
+            self._put_secret(a, secret)
         except Exception as e:  # noqa: BLE001 - its URLs last a while yet; a missing Secret is made at the next try
-            if not retryable(e) and not isinstance(e, ApiException):
+            if not retryable(e) and not isinstance(e, (ApiException, StorageError)):  # StorageError: a task stored
                 raise
             a.secret_made = time.monotonic() - self.settings.task_refresh + REFRESH_RETRY
             log.warning("run %s: could not make Secret %s again with fresh URLs (tried again in %gs): %s",
@@ -271,6 +274,5 @@ class JobLauncher:
             self.stats.requeued += 1
             self.queue.pause(min(self.settings.requeue_cap, self.backoff.delay(min(self.stats.requeued, 6), e)))
             why = api_message(e) if isinstance(e, ApiException) else str(e)
-            a.wait(f"waiting to create its Job: {getattr(e, 'status', '') or type(e).__name__} {why}",
-                   self.stats.waits)
+            a.wait(Waiting.CREATE, f"{getattr(e, 'status', '') or type(e).__name__} {why}", self.stats.waits)
         self.queue.hold(a.spec.run_id, body)

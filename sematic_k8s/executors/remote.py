@@ -3,7 +3,8 @@ side of their contract.
 
 The task goes out as a :class:`~sematic_k8s.specs.TaskSpec`, never in an environment when it carries presigned
 URLs (``docker inspect`` would show them): a 0400 file in a container, a worker process's stdin, a file of a pod's
-own Secret (each named by $SEMATIC_K8S_TASK_FILE); $SEMATIC_K8S_TASK only for a task without URLs. The worker
+own Secret (each named by $SEMATIC_K8S_TASK_FILE); $SEMATIC_K8S_TASK only for a task without URLs. A task too large
+for a Secret is stored and handed over by reference (:func:`task_ref`; the worker's :func:`load_task`). The worker
 (``python -m sematic_k8s.worker``, which calls :func:`run_task`) stores the output, the logs and an outcome
 document in artifact storage; :class:`RemoteExecutor` reads the outcome when the worker ends, and stops a
 worker that outlives its func's ``timeout`` (recorded as DeadlineExceeded, "timed out after N s", with its
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -23,14 +25,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph, logcapture, packaged, serialization, settings
-from sematic_k8s.errors import WORKER_DEATHS, DiskFull, InfrastructureError, WorkerDied, error_info, kinds
+from sematic_k8s.errors import (
+    WORKER_DEATHS,
+    DiskFull,
+    InfrastructureError,
+    StorageError,
+    WorkerDied,
+    error_info,
+    kinds,
+)
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
 from sematic_k8s.packaged import restricted_if
 from sematic_k8s.settings import STORAGE_ENV
-from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskSpec, outcome_key, staged_key
+from sematic_k8s.specs import (
+    WORKER_EXIT_INFRASTRUCTURE,
+    WORKER_SAYS,
+    TaskRef,
+    TaskSpec,
+    outcome_key,
+    staged_key,
+    task_key,
+)
 from sematic_k8s.storage.base import Storage, append_attempt_logs, artifact_key, artifact_loader, put_artifact
+from sematic_k8s.storage.presigned import PresignedStorage
 
 LOG_TAIL = 40  # a dead worker's last log lines (its container's or its process's stderr) kept for its error
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
@@ -277,14 +296,48 @@ class RemoteExecutor:
 def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: Task) -> dict[str, str]:
     """The requests a worker makes, presigned ("GET key" / "PUT key" -> URL): its inputs, its outcome
     document, its staging object. The PUTs last the func's timeout (else URL_EXPIRY) plus twice the retry window;
-    the GETs only READ_GRACE plus twice the retry window, as the worker reads every input before its func runs (one
-    that starts later meets 403, a StorageError: the attempt is run again with new URLs)."""
-    window = 2 * settings.retry_window() + 60
-    expiry, reads = (task.func.timeout or URL_EXPIRY) + window, READ_GRACE + window
+    the GETs only :func:`_read_expiry`, as the worker reads every input before its func runs (one that starts later
+    meets 403, a StorageError: the attempt is run again with new URLs)."""
+    expiry, reads = (task.func.timeout or URL_EXPIRY) + 2 * settings.retry_window() + 60, _read_expiry()
     urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), reads) for i in spec.input_ids.values()}
     for key in (outcome_key(spec.run_id, spec.attempt), staged_key(spec.run_id, spec.attempt)):
         urls[f"PUT {key}"] = presign("PUT", key, expiry)
     return urls
+
+
+def _read_expiry() -> float:
+    """Seconds a worker's presigned GETs last: READ_GRACE plus twice the retry window (it reads as it starts)."""
+    return READ_GRACE + 2 * settings.retry_window() + 60
+
+
+def task_ref(storage: Storage, spec: TaskSpec) -> TaskRef:
+    """Hand ``spec`` (presigned URLs and all) over by reference, for a worker whose task is too large to be handed
+    over whole (a pod's Secret holds 1 MiB at most): stored at its :func:`~sematic_k8s.specs.task_key` (named by its
+    content: written once), with a presigned GET of it that lasts as its input GETs do. Storage must presign."""
+    text = spec.to_json()
+    key = task_key(spec.run_id, spec.attempt, text)
+    storage.put(key, text.encode())
+    return TaskRef(key, storage.presign("GET", key, _read_expiry()))  # type: ignore[attr-defined]
+
+
+def load_task(text: str) -> TaskSpec:
+    """The worker's side: its TaskSpec from what it was handed (``text``), itself or a :class:`TaskRef` to the copy
+    it then fetches through the presigned GET, checked against the sha256 its key names. A copy not fetched (storage
+    out of reach past the retry window, the GET expired, nothing there) or not that copy is a StorageError: the
+    worker exits 75 and its attempt is run again, handed over afresh."""
+    ref = TaskRef.parse(text)
+    if ref is None:
+        return TaskSpec.from_json(text)
+    storage = PresignedStorage({f"GET {ref.key}": ref.url})
+    try:
+        data = storage.get(ref.key)
+    except KeyError:
+        raise StorageError(f"the task stored at {ref.key!r} is not there") from None
+    finally:
+        storage.close()
+    if f"/{hashlib.sha256(data).hexdigest()}." not in ref.key:
+        raise StorageError(f"the task fetched from {ref.key!r} is not the one its key names (other bytes)")
+    return TaskSpec.from_json(data.decode())
 
 
 def worker_said(logs: str) -> tuple[str, str] | None:

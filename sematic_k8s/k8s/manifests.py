@@ -8,7 +8,8 @@ never "duplicate". Secrets never appear as plain env: the driver's token
 (minted for its resolution alone, in a Secret of its own: :func:`token_secret`) and the S3 credentials come
 from Secrets through ``secretKeyRef``; workers get no token at all. A worker whose task carries presigned URLs
 gets neither: its task is a file of a Secret of its attempt's own (:func:`task_secret`, mounted read-only at
-:data:`TASK_DIR`, readable by the image's user through ``fsGroup``), never a value of its Job.
+:data:`TASK_DIR`, readable by the image's user through ``fsGroup``), never a value of its Job; a task too large for a
+Secret (:data:`SECRET_DATA_MAX`) is stored, and the Secret holds a presigned GET of it.
 
 Pods meet the Pod Security "restricted" level: non-root (the images' numeric user, :data:`IMAGE_UID`), no
 privilege escalation, every capability dropped, the runtime's default seccomp profile. With the image's CPU
@@ -76,6 +77,7 @@ STORAGE_SECRET_KEYS = {  # env var -> (key in the storage Secret, optional)
 # files (as a kubelet writes them) of group fsGroup (the image's user's), mode TASK_MODE: the worker reads it, no
 # other user of the node's or the container's may.
 TASK_KEY = "task"
+SECRET_DATA_MAX = 1024 * 1024  # bytes a Secret's values may total (the API server's MaxSecretSize: more is 422 Invalid)
 TASK_DIR = "/var/run/sematic-k8s/task"
 TASK_MODE = 0o440
 TASK_VOLUME = "task"
@@ -159,9 +161,9 @@ def task_secret_name(job_name: str) -> str:
 
 def task_secret(job: Mapping[str, Any], task_json: str, owner: tuple[str, str] | None = None) -> dict[str, Any]:
     """The Secret of the worker Job ``job`` (its manifest, as sent): its TaskSpec ``task_json`` (presigned URLs and
-    all) under key ``task``, labelled as the Job is (``kubectl get secrets -l sematic-k8s/resolution-id=...``);
-    ``owner``: the driver Job's (name, uid), so that its deletion (or TTL) deletes the Secret too, whatever became of
-    the driver."""
+    all; or, past :data:`SECRET_DATA_MAX`, a TaskRef to its stored copy) under key ``task``, labelled as the Job is
+    (``kubectl get secrets -l sematic-k8s/resolution-id=...``); ``owner``: the driver Job's (name, uid), so that its
+    deletion (or TTL) deletes the Secret too, whatever became of the driver."""
     meta = job["metadata"]
     secret = client.V1Secret(
         api_version="v1", kind="Secret", type="Opaque",

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -84,14 +83,6 @@ def prompt() -> int:
 def slow_worker(ctx: SimContext) -> int:
     time.sleep(0.5)
     return worker(ctx)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave(), timing=Timing()) as c:
-        c.namespace(NS)
-        yield c
-        assert not c.errors, c.errors
 
 
 @pytest.fixture

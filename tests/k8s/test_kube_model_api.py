@@ -121,6 +121,35 @@ def test_invalid_names_and_labels_are_422_with_causes(api):
     assert 'spec.template.spec.restartPolicy: Unsupported value: "Always"' in status_of(err.value)["message"]
 
 
+def test_secrets_and_config_maps_over_one_mib_are_422_too_long(api):
+    # https://kubernetes.io/docs/concepts/configuration/secret/#restriction-data-size (pkg/apis/core/validation:
+    # ValidateSecret, ValidateConfigMap; core.MaxSecretSize): the values' bytes, a Secret's decoded, at most 1 MiB
+    core, mib = client.CoreV1Api(api), 1024 * 1024
+    half = base64.b64encode(b"x" * (mib // 2)).decode()
+    core.create_namespaced_secret(NS, {"metadata": {"name": "full"}, "data": {"a": half, "b": half}})  # 1 MiB: fine
+    too_long = "Too long: must have at most 1048576 bytes"
+    for body in ({"data": {"a": half, "b": half, "c": "eA=="}},  # one byte more
+                 {"data": {"a": half}, "stringData": {"b": "x" * (mib // 2 + 1)}}):  # stringData counts, merged in
+        with pytest.raises(ApiException) as err:
+            core.create_namespaced_secret(NS, {"metadata": {"name": "big"}, **body})
+        status = status_of(err.value)
+        assert err.value.status == 422 and status["reason"] == "Invalid", status
+        assert status["message"] == f'Secret "big" is invalid: data: {too_long}'
+        assert status["details"]["causes"] == [{"reason": "FieldValueTooLong", "message": too_long, "field": "data"}]
+    with pytest.raises(ApiException) as err:  # an update is held to it too
+        core.patch_namespaced_secret("full", NS, {"data": {"c": "eA=="}})
+    assert err.value.status == 422 and status_of(err.value)["details"]["causes"][0]["field"] == "data"
+    core.create_namespaced_config_map(NS, cm("full-cm", a="x" * (mib // 2), b="x" * (mib // 2)))
+    with pytest.raises(ApiException) as err:  # a ConfigMap's data and binaryData together; on the whole object
+        core.create_namespaced_config_map(NS, {"metadata": {"name": "big-cm"}, "data": {"a": "x" * (mib // 2)},
+                                               "binaryData": {"b": base64.b64encode(b"x" * (mib // 2 + 1)).decode()}})
+    status = status_of(err.value)
+    assert err.value.status == 422 and status["message"] == f'ConfigMap "big-cm" is invalid: []: {too_long}'
+    assert status["details"]["causes"] == [{"reason": "FieldValueTooLong", "message": too_long, "field": "[]"}]
+    assert {s.metadata.name for s in core.list_namespaced_secret(NS).items} >= {"full"}
+    assert "big" not in {s.metadata.name for s in core.list_namespaced_secret(NS).items}
+
+
 def test_device_plugin_resources_are_whole_units_and_requests_equal_limits(api):
     # https://kubernetes.io/docs/tasks/manage-gpus/scheduling-gpus/ and
     # https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#extended-resources

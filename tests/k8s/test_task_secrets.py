@@ -2,18 +2,20 @@
 task in a Secret of its Job's own, made before the Job and deleted when the attempt ends, mounted as a kubelet mounts
 it (root's files of the pod's fsGroup) and read by the worker as the container's user; no storage key in the pod.
 Relaunches presign afresh, a Secret left by a driver before is made again, RBAC's refusal is one line, a quota on
-Secrets queues the create, and the garbage collector takes the Secrets of a deleted driver Job. Workers run the real
-worker code in-process on simulated nodes, reading their task from the mounted file (PermissionError where its
+Secrets queues the create, and the garbage collector takes the Secrets of a deleted driver Job. A task more than a
+Secret holds (a fan-in of thousands of inputs) is stored and its Secret holds a presigned GET of it. Workers run the
+real worker code in-process on simulated nodes, reading their task from the mounted file (PermissionError where its
 mode keeps the container's user out)."""
 
 from __future__ import annotations
 
 import base64
 import datetime
+import inspect
 import json
 import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,7 +27,7 @@ pytest.importorskip("boto3")
 from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
-from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
+from kube_model import Cluster, Script, SimContext  # noqa: E402
 from model_workers import behave, ended, held, worker  # noqa: E402
 from s3server import fresh_bucket  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
@@ -36,7 +38,7 @@ from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.k8s.manifests import task_secret_name, worker_job_name  # noqa: E402
 from sematic_k8s.settings import STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV  # noqa: E402
-from sematic_k8s.specs import IMAGE_UID, TaskSpec, outcome_key, staged_key  # noqa: E402
+from sematic_k8s.specs import IMAGE_UID, TaskRef, TaskSpec, outcome_key, staged_key  # noqa: E402
 from sematic_k8s.storage.base import artifact_key, put_artifact  # noqa: E402
 from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
 
@@ -51,17 +53,23 @@ def square(x: int) -> int:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave(), timing=Timing()) as c:
-        c.namespace(NS)
-        yield c
-        assert not c.errors, c.errors
-
-
-@pytest.fixture
 def storage(monkeypatch) -> S3Storage:
     endpoint, bucket = fresh_bucket(monkeypatch, "sk-task-secrets")
     return S3Storage(bucket, "runs", endpoint_url=endpoint, region="us-east-1")
+
+
+WIDTH = 2600  # inputs of one fan-in: about 430 bytes of task each (its presigned GET, id, format, origin): > 1 MiB
+
+
+def wide(**xs: int) -> int:
+    """A fan-in of WIDTH inputs, x0 ... x2599 (its signature says so): no one writes that many out by hand."""
+    return sum(xs.values())
+
+
+wide.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int) for i in range(WIDTH)],
+    return_annotation=int)
+wide = sk.func(inline=False, cpu="100m", memory="64Mi")(wide)
 
 
 def executor(api: client.ApiClient, storage: S3Storage, **kw: Any) -> KubernetesExecutor:
@@ -211,6 +219,109 @@ def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cl
     read = TaskSpec.from_json(seen[1].read(seen[1].env[TASK_FILE_ENV]))
     assert all(expires(read.urls[k]) > expires(url) for k, url in task_of(made).urls.items())
     assert task_secrets(cluster) == {}
+
+
+def outputs(storage: S3Storage, n: int) -> dict[str, serialization.Value]:
+    """``n`` inputs x0 ... x<n-1>, each the stored output (i, its own artifact) of a run of its own."""
+    stored = [serialization.serialize(i) for i in range(n)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda s: put_artifact(storage, s), stored))
+    values = {}
+    for i, s in enumerate(stored):
+        values[f"x{i}"] = v = serialization.Value(s.id, s.format, "", load=lambda _v, i=i: i)
+        v.origin = new_id()
+    return values
+
+
+def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned_again_while_it_waits(cluster, api,
+                                                                                                        storage):
+    """A run of WIDTH inputs: its task (a presigned GET an input) is more than the 1 MiB an API server lets a Secret
+    hold (422 Too long: the Job was never made, JobCreateFailed). The task is stored under a key of its own and its
+    Secret holds a presigned GET of it, nothing else; the worker fetches it and runs. Its pod waits for room meanwhile:
+    the task is stored again with fresh URLs, the Secret made again with a fresh GET of that copy; the worker reads
+    the newest. No storage key in the pod, no URL in the Job."""
+    cluster.update_node("node-1", pods=1)
+    gate = threading.Event()
+    seen: list[SimContext] = []
+
+    def run(ctx: SimContext) -> int:
+        seen.append(ctx)
+        return held(gate)(ctx) if len(seen) == 1 else worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=run)})
+    ex = executor(api, storage, task_refresh=1.0)
+    root = new_id()
+    first = submit(ex, root, 2)
+    cluster.wait(lambda: seen, message="the first worker running")
+    fan_in = new_id()
+    ex.submit(Task(fan_in, root, wide, outputs(storage, WIDTH), 1))
+    job_name = worker_job_name(fan_in, 1)
+    name = task_secret_name(job_name)
+
+    def secret() -> dict[str, Any]:
+        ended_early = [o for o in ex.wait(0.05) if o.run_id == fan_in]  # without a stored task: JobCreateFailed, 422
+        assert not ended_early, ended_early[0].error_info
+        return task_secrets(cluster).get(name) or {}
+    made = cluster.wait(secret, message="its Secret made")
+    cluster.wait(lambda: secret().get("metadata", {}).get("uid") not in (None, made["metadata"]["uid"]),
+                 message="its Secret made again while it waited")
+    [job] = [j for j in cluster.list("jobs.batch", NS) if j["metadata"]["name"] == job_name]
+    gate.set()
+    got = ended(ex, 2, timeout=180)
+    ex.close()
+    assert got[first].error_info is None and got[fan_in].error_info is None, got[fan_in].error_info
+    output = got[fan_in].output
+    assert serialization.deserialize(output["format"], storage.get(artifact_key(output["id"]))) == sum(range(WIDTH))
+    # the Secret: a reference to the stored task, whose every URL (and its own) was presigned again as it waited
+    first_ref = TaskRef.parse(base64.b64decode(made["data"]["task"]).decode())
+    read = TaskRef.parse(seen[1].read(seen[1].env[TASK_FILE_ENV]))
+    assert first_ref is not None and read is not None and read.key != first_ref.key
+    assert len(made["data"]["task"]) < 4096 and expires(read.url) > expires(first_ref.url)
+    old, new = (TaskSpec.from_json(storage.get(r.key).decode()) for r in (first_ref, read))
+    assert len(new.to_json()) > 1024 * 1024 and len(new.urls) == WIDTH + 2 and new.input_ids == old.input_ids
+    assert all(expires(new.urls[k]) > expires(url) for k, url in old.urls.items())
+    assert ex.stats.tasks_stored >= 2 and ex.stats.refreshes >= 1
+    # the trust boundary: nothing in the Job, no storage key in the pod
+    assert "X-Amz-" not in json.dumps(job) and "Signature=" not in json.dumps(job)
+    assert not set(STORAGE_KEY_ENVS) & set(seen[1].env)
+    assert task_secrets(cluster) == {}
+
+
+def test_a_stored_task_whose_refresh_meets_storage_out_of_reach_is_refreshed_once_it_is_back(cluster, api, storage,
+                                                                                             monkeypatch, caplog):
+    """Storage out of reach (a proxy before it dropping every connection, past the retry window) as a waiting pod's
+    stored task is stored again: logged, the Secret there kept (its URLs last a while yet), tried again later; once
+    storage answers, refreshed; the run resolves. The driver goes on meanwhile."""
+    from outages import DroppingProxy
+
+    proxy = DroppingProxy(int(urlsplit(storage.endpoint_url).port or 80))
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
+    cluster.update_node("node-1", pods=1)
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=lambda ctx: held(gate)(ctx) if not gate.is_set() else
+                                                 worker(ctx))})
+    ex = executor(api, through, task_refresh=1.0)
+    root = new_id()
+    first = submit(ex, root, 2)
+    cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"])
+    fan_in = new_id()
+    ex.submit(Task(fan_in, root, wide, outputs(storage, WIDTH), 1))
+    name = task_secret_name(worker_job_name(fan_in, 1))
+    made = cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name), message="its Secret made")
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "1")
+    proxy.drop()
+    try:
+        cluster.wait(lambda: not ex.wait(0.05) and "could not make Secret" in caplog.text, timeout=60,
+                     message="the refresh refused")
+        assert task_secrets(cluster)[name]["metadata"]["uid"] == made["metadata"]["uid"]  # kept
+    finally:
+        proxy.drop(False)
+    cluster.wait(lambda: not ex.wait(0.05) and task_secrets(cluster).get(name, {}).get("metadata", {}).get("uid")
+                 not in (None, made["metadata"]["uid"]), timeout=60, message="its Secret made again")
+    gate.set()
+    got = ended(ex, 2, timeout=180)
+    ex.close()
+    proxy.close()
+    assert got[first].error_info is None and got[fan_in].error_info is None, got[fan_in].error_info
 
 
 def test_a_secret_left_by_an_earlier_driver_is_made_again_with_fresh_urls(cluster, api, storage):

@@ -202,3 +202,36 @@ def _wait(ex: Any, timeout: float = 60.0) -> list[Any]:
     while not out and time.monotonic() < deadline:
         out = ex.wait(1.0)
     return out
+
+
+def test_a_task_handed_over_by_reference_is_fetched_and_checked_and_its_loss_is_the_storages(s3, tmp_path):
+    """A task too large to hand over whole (a pod's Secret) is stored under its sha256 and handed over as a TaskRef:
+    the worker fetches it through the presigned GET. A copy that is not there, or not the one its key names, is a
+    StorageError: ``python -m sematic_k8s.worker`` exits 75 naming it (its attempt is run again), never a crash."""
+    import subprocess
+    import sys
+
+    from sematic_k8s.executors.remote import load_task, task_ref
+    from sematic_k8s.specs import WORKER_EXIT_INFRASTRUCTURE, WORKER_SAYS, TaskRef
+
+    spec = TaskSpec(run_id=uuid.uuid4().hex, root_id="r", func_path="m:f", source_file=None, input_ids={"x": "a" * 64},
+                    input_formats={"x": "json"}, attempt=1, urls={"GET artifacts/aa": "http://127.0.0.1:9/x"})
+    ref = task_ref(s3, spec)
+    assert ref.key.startswith(f"tasks/{spec.run_id}/1/") and "Signature" not in repr(ref)
+    assert load_task(ref.to_json()) == spec and load_task(spec.to_json()) == spec
+    assert task_ref(s3, spec).key == ref.key  # the same task: the same copy, written once
+    gone = f"tasks/{spec.run_id}/1/{'0' * 64}.json"
+    missing = TaskRef(gone, s3.presign("GET", gone, 60))
+    with pytest.raises(StorageError, match="is not there"):
+        load_task(missing.to_json())
+    other = f"tasks/{spec.run_id}/1/{'1' * 64}.json"
+    s3.put(other, b"{}")
+    with pytest.raises(StorageError, match="not the one its key names"):
+        load_task(TaskRef(other, s3.presign("GET", other, 60)).to_json())
+    handed = tmp_path / "task"
+    handed.write_text(missing.to_json())
+    env = {**os.environ, "SEMATIC_K8S_TASK_FILE": str(handed), "SEMATIC_K8S_RETRY_WINDOW": "1"}
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.worker"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == WORKER_EXIT_INFRASTRUCTURE, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{WORKER_SAYS}StorageError: the task stored at")

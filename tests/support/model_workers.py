@@ -11,7 +11,7 @@ from typing import Any
 
 from kube_model import Script, SimContext
 from sematic_k8s.executors.base import Executor, Outcome
-from sematic_k8s.executors.remote import run_task
+from sematic_k8s.executors.remote import load_task, run_task
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV, TASK_FILE_ENV
 from sematic_k8s.specs import TaskSpec
 from sematic_k8s.storage.presigned import PresignedStorage
@@ -20,10 +20,11 @@ from sematic_k8s.storage.urls import storage_from_url
 
 def worker(ctx: SimContext) -> int:
     """What ``python -m sematic_k8s.worker`` does, in-process: read the task (from the file $SEMATIC_K8S_TASK_FILE
-    names, as the container's user: a mounted Secret's, else from $SEMATIC_K8S_TASK), run it, store its outcome
-    (through its presigned URLs, if it has them)."""
+    names, as the container's user: a mounted Secret's, fetched through the presigned GET it holds when the task was
+    too large for it; else from $SEMATIC_K8S_TASK), run it, store its outcome (through its presigned URLs, if it has
+    them)."""
     path = ctx.env.get(TASK_FILE_ENV)
-    spec = TaskSpec.from_json(ctx.read(path) if path else ctx.env[TASK_ENV])
+    spec = load_task(ctx.read(path)) if path else TaskSpec.from_json(ctx.env[TASK_ENV])
     storage = PresignedStorage(spec.urls) if spec.urls else storage_from_url(ctx.env[STORAGE_ENV])
     doc = run_task(spec, storage)
     return 1 if "error" in doc else 0

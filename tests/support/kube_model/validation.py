@@ -4,12 +4,14 @@ Names: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/ 
 objects, DNS-1123 label for namespaces and container names). Labels:
 https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set. Job rules:
 https://kubernetes.io/docs/concepts/workloads/controllers/job/ (restartPolicy Never/OnFailure, podFailurePolicy
-needs Never, the selector must match the template, the template is immutable). Messages follow
+needs Never, the selector must match the template, the template is immutable). Secrets and ConfigMaps hold at most
+1 MiB of values (ValidateSecret, ValidateConfigMap in pkg/apis/core/validation: core.MaxSecretSize). Messages follow
 k8s.io/apimachinery/pkg/util/validation.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -390,8 +392,33 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
                                                              "characters, '-', '_' or '.' (e.g. 'key.name',  or "
                                                              "'KEY_NAME',  or 'key-name', regex used for validation "
                                                              "is '[-._a-zA-Z0-9]+')"))
+        causes += _data_size(rt.key, obj)
     if causes:
         raise invalid(rt.err, meta.get("name") or meta.get("generateName") or "", causes)
+
+
+def _decoded_size(value: Any) -> int:
+    try:
+        return len(base64.b64decode(value or ""))
+    except ValueError:  # not base64 (a real server refuses it as it decodes the body): its length, then
+        return len(str(value))
+
+
+MAX_SECRET_SIZE = 1024 * 1024  # core.MaxSecretSize: a Secret's data, a ConfigMap's data and binaryData, at most
+
+
+def _data_size(key: str, obj: dict[str, Any]) -> list[Cause]:
+    """ValidateSecret and ValidateConfigMap: the bytes of the values (a Secret's decoded, after stringData was merged
+    into data) total at most MAX_SECRET_SIZE; more is ``field.TooLong``, on ``data`` for a Secret and on the whole
+    object (the root path, rendered ``[]``) for a ConfigMap."""
+    binary = obj.get("data") if key == "secrets" else obj.get("binaryData")
+    total = sum(_decoded_size(v) for v in (binary or {}).values())
+    if key == "configmaps":
+        total += sum(len(str(v).encode()) for v in (obj.get("data") or {}).values())
+    if total <= MAX_SECRET_SIZE:
+        return []
+    return [Cause("data" if key == "secrets" else "[]", "FieldValueTooLong",
+                  f"Too long: must have at most {MAX_SECRET_SIZE} bytes")]
 
 
 # Job spec fields an update may not change (ValidateJobSpecUpdate in pkg/apis/batch/validation; the selector and
