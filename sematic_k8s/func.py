@@ -254,12 +254,16 @@ class Func:
                 raise FuncError(f"{self.name}(): {e}") from None
             bound.apply_defaults()
             inputs = dict(bound.arguments)
-        self._check_futures(inputs)
+        self._hints  # noqa: B018 - evaluated at the first call: hints that cannot be are said there
+        for value in inputs.values():
+            if type(value) is Future:
+                self._check_futures(inputs)
+                break
         return Future(self, inputs)
 
     def _check_futures(self, inputs: dict[str, Any]) -> None:
-        """Said at the call (not when the run executes): type hints that cannot be evaluated, and a Future given for an
-        input whose hint its func's return hint can never match (both plain classes: ``-> str`` into ``x: int``)."""
+        """Said at the call (not when the run executes): a Future given for an input whose hint its func's return
+        hint can never match (both plain classes: ``-> str`` into ``x: int``)."""
         hints = self._hints
         for name, value in inputs.items():
             if type(value) is not Future:
