@@ -25,6 +25,7 @@ _REGISTRY: dict[str, Func] = {}
 _UNNAMED = {inspect.Parameter.VAR_POSITIONAL: "*{}", inspect.Parameter.VAR_KEYWORD: "**{}",
             inspect.Parameter.POSITIONAL_ONLY: "positional-only parameter {}"}
 _RETRY_BACKOFF_CAP = 300.0
+_SCALARS = frozenset({str, int, float, bool, bytes, complex, type(None)})  # values that hold no Future
 _TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}  # a Kubernetes Toleration's
 
 
@@ -254,25 +255,27 @@ class Func:
                 raise FuncError(f"{self.name}(): {e}") from None
             bound.apply_defaults()
             inputs = dict(bound.arguments)
-        self._hints  # noqa: B018 - evaluated at the first call: hints that cannot be are said there
-        for value in inputs.values():
-            if type(value) is Future:
-                self._check_futures(inputs)
-                break
+        hints = self._hints  # evaluated at the first call: hints that cannot be are said there
+        if hints:
+            for name, value in inputs.items():
+                hint, kind = hints.get(name), type(value)
+                if type(hint) is type and (kind is Future or (kind in _SCALARS and not isinstance(value, hint))):
+                    self._check_argument(name, value, hint)
         return Future(self, inputs)
 
-    def _check_futures(self, inputs: dict[str, Any]) -> None:
-        """Said at the call (not when the run executes): a Future given for an input whose hint its func's return
-        hint can never match (both plain classes: ``-> str`` into ``x: int``)."""
-        hints = self._hints
-        for name, value in inputs.items():
-            if type(value) is not Future:
-                continue
-            hint, given = hints.get(name), value.func._hints.get("return")
-            if type(hint) is type and type(given) is type and not _may_pass(given, hint):
-                raise FuncError(f"{self.name}(): argument '{name}' takes {hint.__name__}, but is given the Future of "
-                                f"{value.func.name}(), which returns {given.__name__}: pass it a value of that type, "
-                                "or correct the hints")
+    def _check_argument(self, name: str, value: Any, hint: type) -> None:
+        """Said at the call (not when the run executes), for a parameter whose hint is a plain class: a plain value
+        (a number, a string, bytes, None) that does not match it, as the run would say; a Future whose func's
+        return hint is a plain class that never can (``-> str`` into ``x: int``)."""
+        if type(value) is not Future:
+            if not _may_pass(type(value), hint):
+                self._check(value, hint, f"input '{name}'")  # typeguard's words, as when the run executes
+            return
+        given = value.func._hints.get("return")
+        if type(given) is type and not _may_pass(given, hint):
+            raise FuncError(f"{self.name}(): argument '{name}' takes {hint.__name__}, but is given the Future of "
+                            f"{value.func.name}(), which returns {given.__name__}: pass it a value of that type, "
+                            "or correct the hints")
 
     @functools.cached_property
     def _hints(self) -> dict[str, Any]:

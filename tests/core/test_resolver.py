@@ -253,12 +253,24 @@ def test_every_way_of_calling_binds_the_same_inputs():
         add(1, 2, 3)
 
 
+@sk.func
+def anything(x: Any) -> object:
+    return x
+
+
+@sk.func
+def add_anything(x: Any) -> int:
+    return add(anything(x), 2)
+
+
 def test_wrong_input_type_fails_with_clear_message(resolver, store):
-    f = add("x", 2)
+    with pytest.raises(sk.FuncError, match=r"^add: input 'a' should be int, got str 'x'"):  # a plain value: at the call
+        add("x", 2)
+    f = add_anything("x")  # a value known only once computed: when the run executes
     with pytest.raises(sk.ResolutionFailed, match=r"add: input 'a' should be int, got str 'x'") as e:
         f.resolve(resolver())
-    assert store.get_run(f.id).state == "failed"
-    assert e.value.run_id == f.id
+    [run] = runs_by_func(store, f.id)["add"]
+    assert run.state == "failed" and e.value.run_id == run.id
 
 
 @sk.func
