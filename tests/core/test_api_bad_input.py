@@ -48,6 +48,11 @@ def twice(x: int) -> int:
 
 
 @sk.func
+def scaled(x: int, factor: float = "2") -> float:  # type: ignore[assignment]
+    return x * factor
+
+
+@sk.func
 def miswired() -> int:
     return twice(text())  # type: ignore[arg-type]
 
@@ -169,6 +174,18 @@ def test_a_future_of_the_wrong_type_is_refused_at_the_call(resolver, store):
     assert half(number()).kwargs["x"].func is number  # an int for a float, as the run's check takes it
 
 
+def test_a_plain_value_of_the_wrong_type_is_refused_at_the_call():
+    """Was refused only when the run executed (recorded failed); the same words, at the call: an argument, a default."""
+    with pytest.raises(sk.FuncError, match=r"^twice: input 'x' should be int, got str '3' \(str is not an instance "
+                       r"of int\)$"):
+        twice("3")  # type: ignore[arg-type]
+    with pytest.raises(sk.FuncError, match=r"^twice: input 'x' should be int, got NoneType None"):
+        twice(x=None)  # type: ignore[arg-type]
+    with pytest.raises(sk.FuncError, match=r"^scaled: input 'factor' should be float, got str '2'"):
+        scaled(1)
+    assert half(3).kwargs == {"x": 3} and twice(True).kwargs == {"x": True}  # as the run's check takes them
+
+
 def test_resolve_with_something_that_is_not_a_resolver_is_one_line():
     """Was "LocalResolver.resolve() missing 1 required positional argument: 'future'", and "'str' object has no
     attribute 'resolve'", from inside the library."""
@@ -199,6 +216,14 @@ def test_a_namespace_callable_that_raises_is_named(resolver, store):
         number().resolve(resolver(cache_namespace=nightly))
     assert isinstance(e.value.__cause__, ZeroDivisionError)
     assert store.list_resolutions() == []  # nothing recorded, nothing left running
+
+
+@pytest.mark.parametrize("home", ["", "  ", 5])
+def test_a_home_that_is_not_a_path_is_refused(home):
+    """home='' was the default home (~/.sematic_k8s), without a word; home=5 was pathlib's TypeError."""
+    with pytest.raises(ValueError, match=r"^home must be a directory's path \(or left out: \$SEMATIC_K8S_HOME, else "
+                       rf"~/.sematic_k8s\), got {home!r}$"):
+        sk.LocalResolver(home=home)
 
 
 @pytest.mark.parametrize("root_id", ["x", "", 5, "ab\n", "A" * 32])
