@@ -11,15 +11,29 @@ CacheNamespace = str | Callable[[Any], str] | None
 _MAX_NAMESPACE = 256
 
 
+def check_namespace(value: Any) -> str:
+    """``value`` when it is a namespace string (not empty, at most 256 characters), else ValueError in one line."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_NAMESPACE:
+        shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}... ({len(value)} characters)"
+        raise ValueError(f"cache_namespace must be a non-empty string of at most {_MAX_NAMESPACE} "
+                         f"characters (or a callable returning one), got {shown}")
+    return value
+
+
 def resolve_namespace(namespace: CacheNamespace, root: Any) -> str | None:
-    """The namespace string: ``namespace`` itself, or ``namespace(root_future)`` called once."""
+    """The namespace string: ``namespace`` itself, or ``namespace(root_future)`` called once (its error said in one
+    line naming it, the error itself as the cause)."""
     if namespace is None:
         return None
-    value = namespace(root) if callable(namespace) else namespace
-    if not isinstance(value, str) or not value or len(value) > _MAX_NAMESPACE:
-        raise ValueError(f"cache_namespace must be a non-empty string of at most {_MAX_NAMESPACE} "
-                         f"characters (or a callable returning one), got {value!r}")
-    return value
+    if not callable(namespace):
+        return check_namespace(namespace)
+    try:
+        value = namespace(root)
+    except Exception as e:
+        name = getattr(namespace, "__qualname__", type(namespace).__name__)
+        raise ValueError(f"cache_namespace {name}(root future) raised {type(e).__name__}: {e}: make it return "
+                         "a string for this pipeline, or pass the namespace as a string") from e
+    return check_namespace(value)
 
 
 def cache_key(namespace: str, func_path: str, input_ids: Mapping[str, str]) -> str:

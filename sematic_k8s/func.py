@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import sys
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,11 @@ from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
+_UNNAMED = {inspect.Parameter.VAR_POSITIONAL: "*{}", inspect.Parameter.VAR_KEYWORD: "**{}",
+            inspect.Parameter.POSITIONAL_ONLY: "positional-only parameter {}"}
 _RETRY_BACKOFF_CAP = 300.0
+_SCALARS = frozenset({str, int, float, bool, bytes, complex, type(None)})  # values that hold no Future
+_TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}  # a Kubernetes Toleration's
 
 
 def _seconds(value: Any) -> bool:
@@ -63,6 +68,13 @@ def _plainly_of(value: Any, hint: Any) -> bool:
     return all(isinstance(x, item) for x in items)
 
 
+def _may_pass(given: type, hint: type) -> bool:
+    """Whether a value of class ``given`` may match the plain class ``hint`` (as the run's check takes it: an int for
+    a float or complex, a float for a complex; ``object`` may be anything)."""
+    return (given is object or issubclass(given, hint) or (hint is float and issubclass(given, int))
+            or (hint is complex and issubclass(given, (int, float))))
+
+
 def _hint_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
@@ -74,6 +86,38 @@ def _plain_parameters(signature: inspect.Signature) -> tuple[str, ...] | None:
     if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
         return tuple(p.name for p in params)
     return None
+
+
+def _check_named(fn: Callable[..., Any]) -> None:
+    """FuncError unless ``fn`` has a name of its own its runs can be recorded, cached and found again by: not a lambda
+    (every lambda of a module is ``module:<lambda>``, so a second one took the first one's cache hits and reruns), not
+    a method in a class body (``obj.method(x)`` would bind ``obj``'s place to ``x``: a Func is not bound)."""
+    if fn.__name__ == "<lambda>":
+        raise FuncError(f"@func {fn.__qualname__}: a lambda has no name of its own (its runs, cache entries and reruns "
+                        "would be another lambda's): define it with def")
+    parts = fn.__qualname__.split(".")
+    if len(parts) > 1 and parts[-2] != "<locals>":
+        raise FuncError(f"@func {fn.__qualname__}: a method in class {parts[-2]}'s body is not a func (it is not bound "
+                        "to an instance): define it at module level and pass what it needs as arguments")
+
+
+def _check_no_captured_data(fn: Callable[..., Any]) -> None:
+    """FuncError when a cached ``fn`` reads values of the function it was defined in (a closure's free variables,
+    other than funcs, functions, classes and modules): its cache key (its name and inputs) cannot see them, so a
+    closure made with other values would take this one's cache entries."""
+    names = fn.__code__.co_freevars
+    captured = []
+    for name, cell in zip(names, fn.__closure__ or (), strict=False):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not assigned yet (a func calling itself): code, not data
+            continue
+        if not isinstance(value, (Func, types.FunctionType, type, types.ModuleType)):
+            captured.append(name)
+    if captured:
+        raise FuncError(f"@func(cache=True) {fn.__qualname__}: it reads {', '.join(captured)} from the function it "
+                        "was defined in, which its cache key cannot see (another closure's values would share its "
+                        "cache entries): pass them as arguments, or define it at module level")
 
 
 class Func:
@@ -113,10 +157,13 @@ class Func:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
     ) -> None:
+        if isinstance(fn, Func):
+            raise FuncError(f"@func {fn.path}: already a func (decorated twice): keep one @func")
         if not callable(fn) or not inspect.isfunction(fn):
             raise FuncError(f"@func decorates plain functions, not {type_name(fn)}")
         if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise FuncError(f"@func {fn.__qualname__}: async and generator functions are not supported")
+        _check_named(fn)
         if not isinstance(cache, bool):
             raise FuncError(f"@func {fn.__qualname__}: cache must be True or False, got {cache!r}")
         if inline is not None and not isinstance(inline, bool):  # inline="no" would be truthy: run in the driver
@@ -131,7 +178,7 @@ class Func:
         if timeout is not None and (not _seconds(timeout) or timeout <= 0):  # nan and inf: no timeout at all
             raise FuncError(f"@func {fn.__qualname__}: timeout must be seconds > 0 (or left out: none), got "
                             f"{timeout!r}")
-        if gpu is not None and (not isinstance(gpu, int) or gpu < 0):
+        if gpu is not None and (not isinstance(gpu, int) or isinstance(gpu, bool) or gpu < 0):  # gpu=True: 1 GPU
             raise FuncError(f"@func {fn.__qualname__}: gpu must be a whole number >= 0, got {gpu!r}")
         if cpu is not None and not isinstance(cpu, (str, int, float)):
             raise FuncError(f"@func {fn.__qualname__}: cpu must be like '2' or '500m', got {cpu!r}")
@@ -142,6 +189,11 @@ class Func:
             memory = None if memory is None else quantities.memory_quantity(memory)
         except ValueError as e:
             raise FuncError(f"@func {fn.__qualname__}: {e}") from None
+        if cpu is not None and quantities.amount(cpu)[0] == 0:  # '0': no CPU at all (Docker's --cpus 0: no limit)
+            raise FuncError(f"@func {fn.__qualname__}: cpu {cpu!r} is no CPU at all: ask for more than 0, like '500m' "
+                            "or '2', or leave cpu out")
+        if cache:
+            _check_no_captured_data(fn)
         if node_selector is not None and not (isinstance(node_selector, dict) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in node_selector.items())):
             raise FuncError(f"@func {fn.__qualname__}: node_selector must map label names to values (str: str)")
@@ -149,6 +201,10 @@ class Func:
                                             and all(isinstance(t, dict) for t in tolerations)):
             raise FuncError(f"@func {fn.__qualname__}: tolerations must be a list of dicts like "
                             "{'key': 'gpu', 'operator': 'Exists', 'effect': 'NoSchedule'}")
+        unknown = sorted({str(k) for t in tolerations or () for k in t} - _TOLERATION_FIELDS)
+        if unknown:  # the API server would refuse (or drop) them when the run's pod is made, not here
+            raise FuncError(f"@func {fn.__qualname__}: tolerations take {', '.join(sorted(_TOLERATION_FIELDS))}, not "
+                            f"{', '.join(unknown)}")
         wants_pod = any(x is not None for x in (cpu, memory, gpu, node_selector, tolerations))
         if inline and wants_pod:
             raise FuncError(f"@func {fn.__qualname__}: inline=True runs in the driver, so it cannot "
@@ -170,6 +226,10 @@ class Func:
         except ValueError as e:
             raise FuncError(f"@func {fn.__qualname__}: {e}") from None
         self.signature = inspect.signature(fn)
+        unnamed = [_UNNAMED[p.kind].format(p.name) for p in self.signature.parameters.values() if p.kind in _UNNAMED]
+        if unnamed:  # a run's inputs are named: its body is called with them as keywords
+            raise FuncError(f"@func {fn.__qualname__}: {unnamed[0]} is not supported (a run's inputs are named): take "
+                            "a list or a dict instead of *args or **kwargs, and drop the '/'")
         self._plain = _plain_parameters(self.signature)
         self.name = fn.__name__
         self.path = f"{modules.recorded_name(fn.__module__)}:{fn.__qualname__}"
@@ -187,13 +247,35 @@ class Func:
     def __call__(self, *args: Any, **kwargs: Any) -> Future:
         plain = self._plain
         if plain is not None and not kwargs and len(args) == len(plain):  # f(a, b): the usual call, bound at once
-            return Future(self, dict(zip(plain, args, strict=True)))
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise FuncError(f"{self.name}(): {e}") from None
-        bound.apply_defaults()
-        return Future(self, dict(bound.arguments))
+            inputs = dict(zip(plain, args, strict=True))
+        else:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise FuncError(f"{self.name}(): {e}") from None
+            bound.apply_defaults()
+            inputs = dict(bound.arguments)
+        hints = self._hints  # evaluated at the first call: hints that cannot be are said there
+        if hints:
+            for name, value in inputs.items():
+                hint, kind = hints.get(name), type(value)
+                if type(hint) is type and (kind is Future or (kind in _SCALARS and not isinstance(value, hint))):
+                    self._check_argument(name, value, hint)
+        return Future(self, inputs)
+
+    def _check_argument(self, name: str, value: Any, hint: type) -> None:
+        """Said at the call (not when the run executes), for a parameter whose hint is a plain class: a plain value
+        (a number, a string, bytes, None) that does not match it, as the run would say; a Future whose func's
+        return hint is a plain class that never can (``-> str`` into ``x: int``)."""
+        if type(value) is not Future:
+            if not _may_pass(type(value), hint):
+                self._check(value, hint, f"input '{name}'")  # typeguard's words, as when the run executes
+            return
+        given = value.func._hints.get("return")
+        if type(given) is type and not _may_pass(given, hint):
+            raise FuncError(f"{self.name}(): argument '{name}' takes {hint.__name__}, but is given the Future of "
+                            f"{value.func.name}(), which returns {given.__name__}: pass it a value of that type, "
+                            "or correct the hints")
 
     @functools.cached_property
     def _hints(self) -> dict[str, Any]:

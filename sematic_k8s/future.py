@@ -95,6 +95,9 @@ class Future:
                 raise RuntimeError("no default resolver is registered: pass one, e.g. "
                                    "future.resolve(sematic_k8s.LocalResolver())")
             resolver = _default_resolver()
+        elif isinstance(resolver, type) or not callable(getattr(resolver, "resolve", None)):
+            made = ": call the class to make one, e.g. LocalResolver()" if isinstance(resolver, type) else ""
+            raise TypeError(f"resolve() takes a resolver such as sematic_k8s.LocalResolver(), got {resolver!r}{made}")
         try:
             return resolver.resolve(self)
         except ResolutionFailed as e:

@@ -13,7 +13,7 @@ from sematic_k8s.resolvers.loop import ResolutionLoop
 from sematic_k8s.specs import RERUN_MODES, ResolutionSettings
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.lookup import find_run
+from sematic_k8s.store.lookup import ID, find_run
 from sematic_k8s.store.records import RunRecord
 
 __all__ = ["RERUN_MODES", "Resolver"]
@@ -38,6 +38,11 @@ class Resolver:
                  rerun_mode: str = "from", max_parallelism: int = 1, root_id: str | None = None) -> None:
         self.resolution = ResolutionSettings(cache_namespace=cache_namespace, rerun_from=rerun_from,
                                              rerun_mode=rerun_mode, max_parallelism=max_parallelism, root_id=root_id)
+        if isinstance(cache_namespace, str):  # refused here, not once the resolution starts
+            caching.check_namespace(cache_namespace)
+        if root_id is not None and not (isinstance(root_id, str) and ID.fullmatch(root_id)):
+            raise ValueError(f"root_id must be a new run id, hexadecimal like uuid.uuid4().hex (or left out), got "
+                             f"{root_id!r}")
 
     @property
     def cache_namespace(self) -> caching.CacheNamespace:

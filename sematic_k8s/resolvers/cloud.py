@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from sematic_k8s import caching, serialization
+from sematic_k8s import backends, caching, serialization
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
@@ -39,7 +41,38 @@ from sematic_k8s.store.records import Batch, RunRecord, utcnow
 log = logging.getLogger("sematic_k8s")
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+DOCKER_SETTINGS = {"pull_grace"}  # what a Docker driver reads of executor_settings
 EXTRAS = {"docker": ("s3", "docker"), "kubernetes": ("s3", "k8s")}  # what the driver needs in the image
+
+
+def _check_options(storage: str, registry: str, executor: str, executor_settings: Any, detach: Any,
+                   poll_interval: Any, progress: Any) -> None:
+    """ValueError in one line for a CloudResolver argument that cannot be right, said where it is made (not once its
+    image is built, or by its driver on the cluster)."""
+    if urlparse(storage).scheme not in backends.STORAGES:
+        raise ValueError(f"unsupported storage URL {storage!r}: use s3://bucket/prefix (or file:///path here)")
+    if "://" in registry or not registry.strip() or any(c.isspace() for c in registry):
+        raise ValueError(f"registry must be HOST[:PORT][/PATH] (like 127.0.0.1:5000/pipelines, no http://), got "
+                         f"{registry!r}")
+    if executor_settings is not None and not isinstance(executor_settings, dict):
+        raise ValueError(f"executor_settings must be a dict of setting names to values, got {executor_settings!r}")
+    unknown = set(executor_settings or {}) - DOCKER_SETTINGS if executor == "docker" else set()
+    if unknown:
+        raise ValueError(f"unknown Docker executor setting(s) {sorted(unknown)}; known: {sorted(DOCKER_SETTINGS)}")
+    if executor == "kubernetes":
+        from sematic_k8s.k8s.executor_settings import KubernetesSettings
+
+        try:
+            KubernetesSettings.from_options(**(executor_settings or {}))
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+    if not isinstance(detach, bool):  # detach="no" would be truthy: the resolution left to run on its own
+        raise ValueError(f"detach must be True or False, got {detach!r}")
+    if not (isinstance(poll_interval, (int, float)) and not isinstance(poll_interval, bool)
+            and 0 < poll_interval < math.inf):
+        raise ValueError(f"poll_interval must be seconds > 0, got {poll_interval!r}")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a function taking each line (or left out), got {progress!r}")
 
 
 class CloudResolver(Resolver):
@@ -77,6 +110,8 @@ class CloudResolver(Resolver):
         check_server(str(self.server), server)
         if executor not in ("docker", "kubernetes"):
             raise ValueError(f"executor must be 'docker' or 'kubernetes', got {executor!r}")
+        _check_options(str(self.storage_url), str(self.registry), executor, executor_settings, detach, poll_interval,
+                       progress)
         self.executor = executor
         self.executor_settings = dict(executor_settings or {})
         self.detach = detach

@@ -30,6 +30,9 @@ class LocalResolver(Resolver):
     def __init__(self, *, home: str | os.PathLike[str] | None = None, server: str | None = None,
                  api_key: str | None = None, **options: Any) -> None:
         super().__init__(**options)
+        if home is not None and not (isinstance(home, (str, os.PathLike)) and str(os.fspath(home)).strip()):
+            raise ValueError(f"home must be a directory's path (or left out: ${settings.HOME_ENV}, else "
+                             f"~/.sematic_k8s), got {home!r}")  # home='' was the default home, without a word
         self.home = settings.home(home)
         self.server = server or os.environ.get(SERVER_ENV) or None
         if self.server:  # a typo refused here, not by the resolution's first request

@@ -28,6 +28,7 @@ from sematic_k8s.errors import (
     DatabaseLocked,
     DiskFull,
     DriverReplaced,
+    FuncError,
     InfrastructureError,
     ResolutionCanceled,
     ResolutionEnded,
@@ -74,6 +75,7 @@ SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
 WAITING_CHECK = 1.0  # seconds between reads of what workers wait for (the executor's ``waiting``)
+MAX_NESTING = 1000  # compositions nested in one another, at most (as Python's own recursion limit)
 INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure failure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
@@ -477,11 +479,24 @@ class ResolutionLoop:
             node.func.check_output(value)
             self._transition(node.run_id, RESOLVED, self.recorder.value(value, node.func.name), error=None)
             return
+        depth = self._depth(node)
+        if depth >= MAX_NESTING:  # a func calling itself with no case that returns a value: say so, not plan forever
+            self._fail(node, FuncError(f"{node.func.name} (run {node.run_id}) is {depth} compositions deep, the most "
+                                       "a pipeline may nest: does a func call itself without a case that returns a "
+                                       "value? Give it one that stops"))
+            return
         with collector.paused():  # the library's bulk work: see collector
             children = self.planner.nodes_for(futures, node.run_id)
             out_template = graph.map_leaves(template, self.recorder.value)
             self.recorder.batch.update_run(node.run_id, output_ref=graph.to_json(out_template, value_id))
             self.graph.expand(node.run_id, out_template, children)
+
+    def _depth(self, node: graph.Node) -> int:
+        """How many compositions ``node`` is nested in (those in this graph: a rerun's reused runs have no node)."""
+        depth, nodes, parent = 0, self.graph.nodes, node.parent_id
+        while parent is not None and parent in nodes:
+            depth, parent = depth + 1, nodes[parent].parent_id
+        return depth
 
     @collector.paused()
     def _finish_composition(self, node: graph.Node) -> None:

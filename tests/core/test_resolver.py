@@ -253,12 +253,24 @@ def test_every_way_of_calling_binds_the_same_inputs():
         add(1, 2, 3)
 
 
+@sk.func
+def anything(x: Any) -> object:
+    return x
+
+
+@sk.func
+def add_anything(x: Any) -> int:
+    return add(anything(x), 2)
+
+
 def test_wrong_input_type_fails_with_clear_message(resolver, store):
-    f = add("x", 2)
+    with pytest.raises(sk.FuncError, match=r"^add: input 'a' should be int, got str 'x'"):  # a plain value: at the call
+        add("x", 2)
+    f = add_anything("x")  # a value known only once computed: when the run executes
     with pytest.raises(sk.ResolutionFailed, match=r"add: input 'a' should be int, got str 'x'") as e:
         f.resolve(resolver())
-    assert store.get_run(f.id).state == "failed"
-    assert e.value.run_id == f.id
+    [run] = runs_by_func(store, f.id)["add"]
+    assert run.state == "failed" and e.value.run_id == run.id
 
 
 @sk.func
@@ -362,9 +374,14 @@ def test_unpacking_needs_a_fixed_size_tuple_hint():
         add(1, 2)[0]
 
 
+def plain_one() -> int:
+    """A plain function to decorate with settings (a lambda is refused)."""
+    return 1
+
+
 def test_bad_decorator_settings():
     with pytest.raises(sk.FuncError, match="retries must be a whole number"):
-        sk.func(retries=-1)(lambda: 1)
+        sk.func(retries=-1)(plain_one)
     with pytest.raises(sk.FuncError, match="unknown setting"):
         sk.func(cahce=True)
     with pytest.raises(sk.FuncError, match="cannot request cpu"):
@@ -378,9 +395,9 @@ def test_bad_decorator_settings():
         @sk.func(memory="512m")
         def h() -> None: ...
     with pytest.raises(sk.FuncError, match=r"memory '4Ki' is 4096 bytes: a container needs at least 6Mi"):
-        sk.func(memory="4Ki")(lambda: 1)
+        sk.func(memory="4Ki")(plain_one)
     with pytest.raises(sk.FuncError, match=r"cpu 'two' is not a Kubernetes quantity"):
-        sk.func(cpu="two")(lambda: 1)
+        sk.func(cpu="two")(plain_one)
     # accepted, these ran with no timeout at all, waited "nan s" and never retried, or ran inline='no' in the driver
     for setting, value, says in (("timeout", float("nan"), "timeout must be seconds > 0"),
                                  ("timeout", float("inf"), "timeout must be seconds > 0"),
@@ -388,8 +405,8 @@ def test_bad_decorator_settings():
                                  ("retry_backoff", float("nan"), "retry_backoff must be seconds >= 0"),
                                  ("inline", "no", "inline must be True or False")):
         with pytest.raises(sk.FuncError, match=f"{says}.*got {value!r}"):
-            sk.func(**{setting: value})(lambda: 1)
-    assert (sk.func(cpu=0.5, memory=" 1.5Gi")(lambda: 1).settings()["memory"], sk.func(cpu=2)(lambda: 1).cpu) \
+            sk.func(**{setting: value})(plain_one)
+    assert (sk.func(cpu=0.5, memory=" 1.5Gi")(plain_one).settings()["memory"], sk.func(cpu=2)(plain_one).cpu) \
         == ("1.5Gi", "2")
 
 
@@ -461,7 +478,7 @@ def test_retries_with_exponential_backoff(resolver, store):
     t = FLAGS["times"]
     assert t[1] - t[0] >= 0.05 and t[2] - t[1] >= 0.1  # backoff doubles
     assert flaky.retry_delay(1) == 0.05 and flaky.retry_delay(3) == 0.2
-    assert sk.func(retries=50, retry_backoff=1)(lambda: 1).retry_delay(40) == 300  # capped
+    assert sk.func(retries=50, retry_backoff=1)(plain_one).retry_delay(40) == 300  # capped
 
 
 def test_retries_exhausted_and_unlisted_errors(resolver, store):

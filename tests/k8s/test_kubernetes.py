@@ -797,6 +797,11 @@ def placed(x: int) -> int:
     return x
 
 
+def plain_one() -> int:
+    """A plain function to decorate with settings (a lambda is refused)."""
+    return 1
+
+
 def test_a_funcs_node_selector_and_tolerations_place_its_pod():
     assert placed.inline is False  # placement means a pod of its own
     spec = TaskSpec(new_id(), new_id(), placed.path, placed.source_file, {}, {}, 1)
@@ -806,7 +811,7 @@ def test_a_funcs_node_selector_and_tolerations_place_its_pod():
     assert pod["nodeSelector"] == {"zone": "a", "pool": "highmem"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
     with pytest.raises(sk.FuncError, match="node_selector must map"):
-        sk.func(node_selector={"pool": 1})(lambda: 1)
+        sk.func(node_selector={"pool": 1})(plain_one)
 
 
 def test_the_pods_a_deleted_job_left_are_its_own_for_this_run_and_not_already_going():
