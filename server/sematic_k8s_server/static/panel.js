@@ -95,6 +95,7 @@ export class RunPanel {
     try {
       run = await this.answers.take(runId, (signal) => getRun(runId, { signal }));
     } catch (e) {
+      this.sig = null; // the run is drawn again once it answers, changed or not
       fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;
     }
