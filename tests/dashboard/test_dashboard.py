@@ -845,6 +845,44 @@ def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: 
     expect(tid("run-func-name")).to_have_text("pipeline")
 
 
+def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: Served) -> None:
+    """A run's output whose summary is cut short (a JSON list of 3,000 numbers) is fetched whole once when its Run
+    panel shows it, not again each time a live event of the run redraws the panel (was: once per redraw, for a
+    cell made and then dropped for the one kept)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s import serialization
+    from sematic_k8s.storage.base import put_artifact
+    from sematic_k8s.store.records import Batch, utcnow
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2)
+    run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
+    value = serialization.serialize(list(range(3000)))
+    assert "…" in str(value.summary)
+    batch = Batch()
+    batch.artifacts[value.id] = {**put_artifact(LocalStorage(served.home / "storage"), value), "created_at": utcnow()}
+    batch.update_run(run_id, output_id=value.id)
+    _write(served, batch)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if f"/artifacts/{value.id}/data" in r.url else None)
+    _login(page, served)
+    with page.expect_response(lambda r: f"/artifacts/{value.id}/data" in r.url):
+        page.goto(f"{served.url}/#/runs/{run_id}")
+    for n in range(3):  # the run changes (its notes; another run recorded sends the event): the panel redrawn
+        skipped = Batch()
+        skipped.update_run(run_id, notes={"cache": {"skipped": f"reason {n}"}})
+        _write(served, skipped)
+        _record_run(served, running_id)
+        expect(tid("cache-skipped")).to_have_text(f"Not cached: reason {n}")
+    expect(tid("run-output")).to_contain_text("[3000]")  # the whole value (its summary has 20), still shown
+    assert len(fetched) == 1, fetched
+
+
 def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
     """A click on a resolution's link in the list whose mouse is pressed as a running resolution of the same
     pipeline records a run (its row, so its group, redrawn) and released once the list shows it, is followed (the
