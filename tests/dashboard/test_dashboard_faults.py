@@ -1,8 +1,9 @@
 """The dashboard on the days things go wrong, in headless Chromium against ``sematic-k8s server --local`` as a
 process of its own: the server killed and started again under an open resolution page, a proxy answering its own
-HTML 502 page, a live-events stream refused (429: the machine holds all the streams it may), a cancel refused
-because the resolution ended behind the page's back, a run whose error is huge, a corrupt run record, answers that
-come back in another order than they were asked, and requests superseded (aborted) while on their way."""
+HTML 502 page (to every request, or to the Run panel's run alone for a moment), a live-events stream refused (429:
+the machine holds all the streams it may), a cancel refused because the resolution ended behind the page's back, a
+run whose error is huge, a corrupt run record, answers that come back in another order than they were asked, and
+requests superseded (aborted) while on their way."""
 
 from __future__ import annotations
 
