@@ -763,6 +763,44 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
     expect(page.locator('[data-testid="run-node"][data-func="add"]')).to_have_count(12)  # all shown: no group left
 
 
+def test_clicks_on_the_timeline_while_live_events_redraw_it(page: Any, served: Served) -> None:
+    """A running resolution's timeline is redrawn on each of its run events: a click on a run's row (one that did
+    not change, then the badge of one whose state did), whose mouse is pressed as a run's state is recorded (through
+    the API) and released once the timeline shows it, opens the Run panel on that run (every row was drawn anew, out
+    of the page and back, on each redraw: the click was dropped)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.store.records import Batch, utcnow
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 4, running=3)
+    running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
+    row = lambda run_id: page.locator(f'[data-testid="timeline-row"][data-id="{run_id}"]')  # noqa: E731
+
+    def click_across_redraw(target: Any) -> None:  # a running add resolved meanwhile, shown in the timeline
+        run_id = running.pop()
+        batch = Batch()
+        batch.update_run(run_id, state="resolved", ended_at=utcnow())
+        _click_across_redraw(page, target, lambda: _write(served, batch),
+                             row(run_id).locator('[data-testid="state-badge"][data-state="resolved"]'))
+
+    _login(page, served)
+    page.goto(f"{served.url}/#/resolutions/{running_id}")
+    tid("view-timeline").click()
+    prepare = _runs_of(served, running_id, "prepare")[0]
+    expect(row(prepare.id)).to_be_visible()
+    click_across_redraw(row(prepare.id))
+    expect(tid("run-func-name")).to_have_text("prepare")
+    changing = running[-1]  # the next one resolved: the row pressed is the row redrawn
+    click_across_redraw(row(changing).get_by_test_id("state-badge"))
+    expect(tid("run-panel")).to_have_attribute("data-run-id", changing)
+    expect(tid("timeline-row")).to_have_count(7)  # each row once
+
+
 def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: Served) -> None:
     """The Run panel is redrawn on each event of its run: a click on a tab, on the link to the run's parent, or on
     its Actions toggle, whose mouse is pressed as the run changes (through the API) and released once the panel
@@ -805,6 +843,44 @@ def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: 
     page.keyboard.press("Escape")
     click_across_redraw(tid("parent-link"))
     expect(tid("run-func-name")).to_have_text("pipeline")
+
+
+def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: Served) -> None:
+    """A run's output whose summary is cut short (a JSON list of 3,000 numbers) is fetched whole once when its Run
+    panel shows it, not again each time a live event of the run redraws the panel (was: once per redraw, for a
+    cell made and then dropped for the one kept)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s import serialization
+    from sematic_k8s.storage.base import put_artifact
+    from sematic_k8s.store.records import Batch, utcnow
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2)
+    run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
+    value = serialization.serialize(list(range(3000)))
+    assert "…" in str(value.summary)
+    batch = Batch()
+    batch.artifacts[value.id] = {**put_artifact(LocalStorage(served.home / "storage"), value), "created_at": utcnow()}
+    batch.update_run(run_id, output_id=value.id)
+    _write(served, batch)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if f"/artifacts/{value.id}/data" in r.url else None)
+    _login(page, served)
+    with page.expect_response(lambda r: f"/artifacts/{value.id}/data" in r.url):
+        page.goto(f"{served.url}/#/runs/{run_id}")
+    for n in range(3):  # the run changes (its notes; another run recorded sends the event): the panel redrawn
+        skipped = Batch()
+        skipped.update_run(run_id, notes={"cache": {"skipped": f"reason {n}"}})
+        _write(served, skipped)
+        _record_run(served, running_id)
+        expect(tid("cache-skipped")).to_have_text(f"Not cached: reason {n}")
+    expect(tid("run-output")).to_contain_text("[3000]")  # the whole value (its summary has 20), still shown
+    assert len(fetched) == 1, fetched
 
 
 def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:

@@ -4,7 +4,7 @@
  * in it, as one comes ends on it (the browser drops a click whose element left the page between its mousedown
  * and mouseup: see dom.fillInPlace). */
 
-import { badge, fillInPlace, fillKeepingDrawn, h, setBadge } from "./dom.js";
+import { badge, fillInPlace, fillKeepingDrawn, h, setBadge, setData } from "./dom.js";
 import { cssToken } from "./format.js";
 import { groupState, groupText } from "./grouping.js";
 
@@ -50,14 +50,6 @@ function runParts(node, dm, act, state) {
     () => act.fold(node.id)) : null, h("span", { class: "fname" }, node.func_name), state, tags(node)],
   node.label ? h("div", { class: "label mono", testid: "run-label" }, node.label) : null,
   folded ? h("div", { class: "muted small" }, "nested runs folded") : null];
-}
-
-/** Set `el`'s data attributes to `data` (null or undefined: removed). */
-function setData(el, data) {
-  for (const [k, v] of Object.entries(data)) {
-    if (v === null || v === undefined) delete el.dataset[k];
-    else el.dataset[k] = v;
-  }
 }
 
 /** A box made for a node; its content filled by update(). */

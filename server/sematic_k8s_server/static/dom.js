@@ -59,6 +59,15 @@ export function setBadge(el, state) {
   return el;
 }
 
+/** Set `el`'s data attributes to `data` (null or undefined: removed). */
+export function setData(el, data) {
+  for (const [k, v] of Object.entries(data)) {
+    if (v === null || v === undefined) delete el.dataset[k];
+    else el.dataset[k] = v;
+  }
+  return el;
+}
+
 export function link(href, text, testid, title) {
   return h("a", { href, testid, title, class: "mono" }, text);
 }

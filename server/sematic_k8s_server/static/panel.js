@@ -17,17 +17,28 @@ import { downloadButton, showArtifact } from "./values.js";
 const TABS = ["inputs", "output", "source", "logs", "details"];
 const TITLES = { inputs: "Inputs", output: "Output", source: "Source", logs: "Logs", details: "Details" };
 
-/** Fill `cell` with an artifact (and `typeCell` with its type, `tools` with its download button). */
+/** Fill `cell` with an artifact (and `typeCell` with its type, `tools` with its download button) once it is drawn
+ * (loadArtifacts). */
 function fillArtifact(id, cell, typeCell, tools, resolutionId) {
   cell.dataset.artifactId = id;
   cell.append(h("span", { class: "muted" }, "…"));
-  getArtifact(id).then((a) => {
+  cell.load = () => getArtifact(id).then((a) => {
     cell.title = `artifact ${a.id} (${a.format}, ${a.size} bytes)`;
     typeCell.textContent = a.type_name || "";
     if (tools) fill(tools, downloadButton(a, resolutionId));
     return showArtifact(cell, a, resolutionId);
   }).catch((e) => {
     fill(cell, h("span", { class: "error" }, `artifact ${short(id)}: ${e.message}`));
+  });
+}
+
+/** Start filling the artifact cells drawn anew in `el`. A cell made for a redraw but not drawn (the one drawn the
+ * same before is kept: dom.fillKeepingDrawn) asks the server nothing: a JSON value is not fetched again. */
+function loadArtifacts(el) {
+  el.querySelectorAll("[data-artifact-id]").forEach((cell) => {
+    const load = cell.load;
+    cell.load = null;
+    if (load) load();
   });
 }
 
@@ -95,6 +106,7 @@ export class RunPanel {
     try {
       run = await this.answers.take(runId, (signal) => getRun(runId, { signal }));
     } catch (e) {
+      this.sig = null; // the run is drawn again once it answers, changed or not
       fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;
     }
@@ -157,7 +169,7 @@ export class RunPanel {
     root.dataset.state = run.state;
     fillKeepingDrawn(toolbar, [h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ",
       badge(run.state, "run-state")), h("span", { class: "spacer" }), actions]);
-    for (const [name, { pane }] of this.panes) fillKeepingDrawn(pane, [this.pane(name, run, res, byId)].flat());
+    for (const [name, { pane }] of this.panes) loadArtifacts(fillKeepingDrawn(pane, [this.pane(name, run, res, byId)].flat()));
     const err = run.error;
     return fillKeepingDrawn(root, [toolbar,
       h("div", { class: "mono muted wrap small", testid: "run-func-path" }, run.func_path),
