@@ -207,3 +207,21 @@ def test_a_token_learns_nothing_of_another_resolution_through_an_artifacts_stora
         assert r.status_code == 403 and "their-private-bucket" not in r.text, r.text
         assert driver.get(f"/api/v1/artifacts/{art}/data").content == payload
         assert driver.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": own}).content == payload
+
+
+def test_the_cli_shows_control_characters_of_a_servers_error_as_escapes(served: Served, tmp_path: Path) -> None:
+    """A server's refusal can quote a record: ``sematic-k8s logs`` of a run whose resolution recorded a storage URL
+    this server does not read is refused (409) quoting that URL, written by any key holder (or its driver's token)
+    with terminal control sequences in it. The CLI's one error line shows each control character as its escape.
+    Was: printed as is on stderr, so a record could write the reader's clipboard or clear the screen."""
+    root = record_resolution(served.url, served.key, kind="cloud", state="failed",
+                             storage_url=f"s3://bucket/x{ESCAPES}")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)},
+           settings.SERVER_ENV: served.url, settings.API_KEY_ENV: served.key or "", settings.HOME_ENV: str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "logs", root], env=env, capture_output=True,
+                          timeout=120)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "recorded in s3://bucket/x" in err, err
+    shown = [c for c in err if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
+    assert not shown, shown
+    assert "\\x1b]52;c;" in err, err
