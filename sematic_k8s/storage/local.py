@@ -7,15 +7,17 @@ so the log's bytes stay plain for every reader. Appends to one log hold an exclu
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sematic_k8s.errors import DiskFull, disk_full
+from sematic_k8s.errors import DiskFull, StorageLinkRefused, disk_full
 from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id, part_bounds
 
 log = logging.getLogger("sematic_k8s")
@@ -72,25 +74,44 @@ class LocalStorage:
                 raise DiskFull.at(self.root, e) from None
             raise
 
-    def get(self, key: str) -> bytes:
+    def _open(self, key: str) -> int:
+        """A descriptor of ``key``'s file, to read, no part of the key followed as a symbolic link (each part
+        opened in the one before it): KeyError when absent, :class:`StorageLinkRefused` for a link."""
+        parts = self._path(key).relative_to(self.root).parts
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                try:
+                    opened = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY), dir_fd=fd)
+                except FileNotFoundError:
+                    raise KeyError(key) from None
+                except OSError as e:  # a link: ELOOP, or ENOTDIR where a directory goes
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+                        raise StorageLinkRefused(key) from None
+                    raise
+                if last:
+                    return opened
+                os.close(fd)
+                fd = opened
+            raise KeyError(key)  # no parts: _path refuses such a key
+        finally:
+            os.close(fd)
+
+    def get(self, key: str) -> bytes:
+        with os.fdopen(self._open(key), "rb") as f:
+            return f.read()
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part`: only those bytes are read from the file."""
-        try:
-            with self._path(key).open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                begin, end = part_bounds(start, limit, size)
-                f.seek(begin)
-                return Part(begin, f.read(end - begin), size)
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        with os.fdopen(self._open(key), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            begin, end = part_bounds(start, limit, size)
+            f.seek(begin)
+            return Part(begin, f.read(end - begin), size)
 
     def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """One ``O_APPEND`` write, under an exclusive lock on the log. With ``append_id``: done once, also when

@@ -225,3 +225,44 @@ def test_the_cli_shows_control_characters_of_a_servers_error_as_escapes(served: 
     shown = [c for c in err if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
     assert not shown, shown
     assert "\\x1b]52;c;" in err, err
+
+
+# -- a link in the server's local storage --------------------------------------------------------------------
+
+def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served, tmp_path: Path) -> None:
+    """Whoever may write the server's local storage directory (a local resolution of another user, on a machine
+    they share) makes a run's log, or an artifact's bytes, a symbolic link to a file only the server may read (its
+    database, its own environment in /proc/self/environ), or puts a link where a directory of keys goes, then reads
+    it through the API with any key: 409, the link not followed, nothing of the file sent. Was: its bytes, as the
+    run's log (or, for an artifact, their sha256 in the 500 saying the bytes are corrupt)."""
+    secret = tmp_path / "server-only"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=hunter2\n")
+    storage = served.home / "storage"
+    root = record_resolution(served.url, served.key, kind="local", state="resolved")
+    (storage / "logs").mkdir(parents=True, exist_ok=True)
+    (storage / "logs" / f"{root}.log").symlink_to(secret)
+    payload = b'{"v": 1}'
+    art = content_id("json", payload)
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
+                            "created_at": utcnow()}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / art).symlink_to(secret)
+    (storage / "artifacts").mkdir(exist_ok=True)
+    (storage / "artifacts" / art[:2]).symlink_to(elsewhere)  # a link where a directory goes
+    with served.client() as c:
+        for path in (f"/api/v1/runs/{root}/logs", f"/api/v1/runs/{root}/logs?tail=100",
+                     f"/api/v1/artifacts/{art}/data"):
+            r = c.get(path)
+            assert r.status_code == 409 and "symbolic link" in r.json()["detail"], (path, r.status_code, r.text)
+            assert "hunter2" not in r.text, r.text
+    (storage / "logs" / f"{root}.log").unlink()
+    (storage / "logs" / f"{root}.log").write_text("its own\n")  # a plain file is read as before
+    with served.client() as c:
+        assert c.get(f"/api/v1/runs/{root}/logs").text == "its own\n"
