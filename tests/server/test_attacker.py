@@ -266,3 +266,17 @@ def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served
     (storage / "logs" / f"{root}.log").write_text("its own\n")  # a plain file is read as before
     with served.client() as c:
         assert c.get(f"/api/v1/runs/{root}/logs").text == "its own\n"
+
+
+# -- a request's Host header names no host the server answers with ------------------------------------------
+
+def test_no_answer_redirects_to_the_host_a_request_names(served: Served) -> None:
+    """A path with a trailing slash (or without one, for ``/static``), asked with ``Host: evil.example`` (a cache or
+    proxy in front that keys answers by path: its next visitors are sent there), with and without a key: 404, no
+    ``Location``. Was: 307 to ``http://evil.example/...``, built from the request's Host header."""
+    for key in (None, served.key):
+        with served.client(key=key) as c:
+            for path in ("/docs/", "/openapi.json/", "/static", "/api/v1/runs/", "/api/v1/health/"):
+                r = c.get(path, headers={"Host": "evil.example"})
+                assert "location" not in r.headers and r.status_code in (401, 404), (path, r.status_code, r.headers)
+            assert c.get("/static/index.html").status_code == 200
