@@ -11,7 +11,6 @@ import errno
 import fcntl
 import logging
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -75,28 +74,17 @@ class LocalStorage:
             raise
 
     def _open(self, key: str) -> int:
-        """A descriptor of ``key``'s file, to read, no part of the key followed as a symbolic link (each part
-        opened in the one before it): KeyError when absent, :class:`StorageLinkRefused` for a link."""
-        parts = self._path(key).relative_to(self.root).parts
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        """A descriptor of ``key``'s file, to read, not followed if it is a symbolic link (the directories above it
+        are: a storage may keep ``artifacts`` on another disk): KeyError when absent, :class:`StorageLinkRefused`
+        for a link."""
         try:
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                try:
-                    opened = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY), dir_fd=fd)
-                except FileNotFoundError:
-                    raise KeyError(key) from None
-                except OSError as e:  # a link: ELOOP, or ENOTDIR where a directory goes
-                    if e.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
-                        raise StorageLinkRefused(key) from None
-                    raise
-                if last:
-                    return opened
-                os.close(fd)
-                fd = opened
-            raise KeyError(key)  # no parts: _path refuses such a key
-        finally:
-            os.close(fd)
+            return os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StorageLinkRefused(key) from None
+            raise
 
     def get(self, key: str) -> bytes:
         with os.fdopen(self._open(key), "rb") as f:

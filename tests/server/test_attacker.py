@@ -232,9 +232,9 @@ def test_the_cli_shows_control_characters_of_a_servers_error_as_escapes(served: 
 def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served, tmp_path: Path) -> None:
     """Whoever may write the server's local storage directory (a local resolution of another user, on a machine
     they share) makes a run's log, or an artifact's bytes, a symbolic link to a file only the server may read (its
-    database, its own environment in /proc/self/environ), or puts a link where a directory of keys goes, then reads
-    it through the API with any key: 409, the link not followed, nothing of the file sent. Was: its bytes, as the
-    run's log (or, for an artifact, their sha256 in the 500 saying the bytes are corrupt)."""
+    database, its own environment in /proc/self/environ), also in a directory of its own linked where a directory of
+    keys goes, then reads it through the API with any key: 409, the link not followed, nothing of the file sent. Was:
+    its bytes, as the run's log (or, for an artifact, their sha256 in the 500 saying the bytes are corrupt)."""
     secret = tmp_path / "server-only"
     secret.write_text("AWS_SECRET_ACCESS_KEY=hunter2\n")
     storage = served.home / "storage"
@@ -255,7 +255,7 @@ def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served
     elsewhere.mkdir()
     (elsewhere / art).symlink_to(secret)
     (storage / "artifacts").mkdir(exist_ok=True)
-    (storage / "artifacts" / art[:2]).symlink_to(elsewhere)  # a link where a directory goes
+    (storage / "artifacts" / art[:2]).symlink_to(elsewhere)  # followed (a storage may keep some on another disk)
     with served.client() as c:
         for path in (f"/api/v1/runs/{root}/logs", f"/api/v1/runs/{root}/logs?tail=100",
                      f"/api/v1/artifacts/{art}/data"):
