@@ -280,3 +280,25 @@ def test_no_answer_redirects_to_the_host_a_request_names(served: Served) -> None
                 r = c.get(path, headers={"Host": "evil.example"})
                 assert "location" not in r.headers and r.status_code in (401, 404), (path, r.status_code, r.headers)
             assert c.get("/static/index.html").status_code == 200
+
+
+def test_a_token_may_not_fence_another_resolution(served: Served) -> None:
+    """A driver's token sends a write fenced (``fence``: resolution id -> driver epoch) on a resolution it may not
+    read, one another driver took over: 403, as for that resolution's records. Was: 409 "driver replaced" with the
+    other resolution's id and the time its driver took it over in ``X-Sematic-K8s-Replaced`` (and, on PostgreSQL,
+    the other resolution's row locked for the write), telling a token whether a resolution exists and when its
+    driver started."""
+    other = record_resolution(served.url, served.key, kind="cloud", state="running")
+    own = record_resolution(served.url, served.key, kind="cloud", state="running")
+    user = HttpStore(served.url, served.key)
+    try:
+        user.take_over(other)
+        token = user.mint_token(own)
+    finally:
+        user.close()
+    with served.client(key=token) as driver:
+        note = {"resolution_updates": {own: {"settings": {"kind": "cloud", "x": 1}}}}  # a write of its own
+        r = driver.post("/api/v1/store/write", json={**note, "fence": {other: 0}})
+        assert r.status_code == 403 and other in r.json()["detail"], r.text
+        assert not any(other in v for k, v in r.headers.items() if k.lower().startswith("x-sematic")), r.headers
+        assert driver.post("/api/v1/store/write", json={**note, "fence": {own: 0}}).status_code == 200
