@@ -282,12 +282,13 @@ def test_no_answer_redirects_to_the_host_a_request_names(served: Served) -> None
             assert c.get("/static/index.html").status_code == 200
 
 
-def test_a_token_may_not_fence_another_resolution(served: Served) -> None:
+def test_a_token_may_not_fence_another_resolution(any_db: Served) -> None:
     """A driver's token sends a write fenced (``fence``: resolution id -> driver epoch) on a resolution it may not
     read, one another driver took over: 403, as for that resolution's records. Was: 409 "driver replaced" with the
     other resolution's id and the time its driver took it over in ``X-Sematic-K8s-Replaced`` (and, on PostgreSQL,
     the other resolution's row locked for the write), telling a token whether a resolution exists and when its
-    driver started."""
+    driver started. SQLite and PostgreSQL."""
+    served = any_db
     other = record_resolution(served.url, served.key, kind="cloud", state="running")
     own = record_resolution(served.url, served.key, kind="cloud", state="running")
     user = HttpStore(served.url, served.key)
