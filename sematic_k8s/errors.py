@@ -23,6 +23,7 @@ func failing)::
     └── InfrastructureError (RuntimeError)
         ├── ServerError                 the sematic-k8s server is unreachable or answered an error (.status)
         ├── StorageError                artifact storage failed
+        │   ├── StorageLinkRefused      a local storage's key is a symbolic link: not followed
         │   └── S3StorageError          missing bucket, unreachable endpoint, refused request
         │       └── S3CredentialsError  no usable AWS credentials, or refused ones
         ├── BuildError                  ``docker build`` failed (.step, .output, .log)
@@ -289,6 +290,15 @@ class ServerError(InfrastructureError):
 
 class StorageError(InfrastructureError):
     """Artifact storage could not do what was asked."""
+
+
+class StorageLinkRefused(StorageError):
+    """A local storage's key is a symbolic link: not followed, as whoever may write the storage's directory could
+    make it name any file its reader (the server) may read."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"storage key {key} is a symbolic link: a local storage reads none; "
+                         "remove it from the storage's directory")
 
 
 class S3StorageError(StorageError):

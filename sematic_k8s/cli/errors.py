@@ -13,6 +13,7 @@ import click
 import sqlalchemy.exc
 
 from sematic_k8s import settings
+from sematic_k8s.cli.output import visible
 from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError, one_line
 
 DEBUG = "--debug"
@@ -81,5 +82,5 @@ def fail(message: str, code: int, debug: bool) -> NoReturn:
     """Print the traceback (``debug``) and ``Error: message`` on one line to stderr, and exit with ``code``."""
     if debug and sys.exc_info()[0] is not None:
         traceback.print_exc(file=sys.stderr)
-    click.echo(f"Error: {one_line(message)}", err=True)
+    click.echo(f"Error: {visible(one_line(message))}", err=True)  # it may quote a record: no control characters
     sys.exit(code)

@@ -7,6 +7,7 @@ so the log's bytes stay plain for every reader. Appends to one log hold an exclu
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sematic_k8s.errors import DiskFull, disk_full
+from sematic_k8s.errors import DiskFull, StorageLinkRefused, disk_full
 from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id, part_bounds
 
 log = logging.getLogger("sematic_k8s")
@@ -72,25 +73,33 @@ class LocalStorage:
                 raise DiskFull.at(self.root, e) from None
             raise
 
-    def get(self, key: str) -> bytes:
+    def _open(self, key: str) -> int:
+        """A descriptor of ``key``'s file, to read, not followed if it is a symbolic link (the directories above it
+        are: a storage may keep ``artifacts`` on another disk): KeyError when absent, :class:`StorageLinkRefused`
+        for a link."""
         try:
-            return self._path(key).read_bytes()
+            return os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise KeyError(key) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StorageLinkRefused(key) from None
+            raise
+
+    def get(self, key: str) -> bytes:
+        with os.fdopen(self._open(key), "rb") as f:
+            return f.read()
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part`: only those bytes are read from the file."""
-        try:
-            with self._path(key).open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                begin, end = part_bounds(start, limit, size)
-                f.seek(begin)
-                return Part(begin, f.read(end - begin), size)
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        with os.fdopen(self._open(key), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            begin, end = part_bounds(start, limit, size)
+            f.seek(begin)
+            return Part(begin, f.read(end - begin), size)
 
     def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """One ``O_APPEND`` write, under an exclusive lock on the log. With ``append_id``: done once, also when

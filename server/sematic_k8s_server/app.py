@@ -69,9 +69,12 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         off()
         server.close()
 
+    # redirect_slashes=False: a path with a slash too many (or too few) is a 404, not a redirect to the host its
+    # request's Host header names
     app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
-                              f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
+              redirect_slashes=False,
+              description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
+                          f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server
     server.start()
     for router in PUBLIC_ROUTERS:

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError, one_line
+from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError, StorageLinkRefused, one_line
 from sematic_k8s_server.schemas import Problem
 
 log = logging.getLogger("sematic_k8s_server")
@@ -83,6 +83,12 @@ async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, f"artifact storage is unavailable: {exc}", {"Retry-After": "5"})
 
 
+async def _storage_link(request: Request, exc: Exception) -> JSONResponse:
+    """409, not 503: a link in the server's local storage stays until someone removes it (not retried)."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(409, str(exc))
+
+
 async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
     """507, not 503: a full disk does not pass by itself, so clients do not retry it (the HTTP store raises it).
     Which disk and file stay in the server's log: a client learns no path of the server's."""
@@ -146,6 +152,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(StorageLinkRefused, _storage_link)
     app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(DatabaseLocked, _database_locked)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)

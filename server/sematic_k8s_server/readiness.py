@@ -21,8 +21,9 @@ CONNECT_SECONDS = 3
 
 
 class Readiness:
-    """``check()``: None when the server can serve, else why not, in one line. Says in the server's log when that
-    changes (once, not at every probe)."""
+    """``check()``: None when the server can serve, else why not, in one line: the database's error by its class
+    alone, as it is answered without a key (its words name the database's host, port and user). Says in the server's
+    log when that changes (once, not at every probe), with the database's words."""
 
     def __init__(self, engine: sa.Engine) -> None:
         if engine.dialect.name == "postgresql":
@@ -44,12 +45,13 @@ class Readiness:
                 why = None
             except sa.exc.SQLAlchemyError as e:
                 orig = getattr(e, "orig", None) or e
-                why = f"the metadata database does not answer: {one_line(str(orig)) or type(orig).__name__}"
+                why = f"the metadata database does not answer: {type(orig).__name__} (the server's log says why)"
+                said = f"the metadata database does not answer: {one_line(str(orig)) or type(orig).__name__}"
             if why != self._unready:
                 if why is None:
                     log.warning("ready again: the metadata database answers")
                 else:
-                    log.warning("not ready: %s", why)
+                    log.warning("not ready: %s", said)
                 self._unready = why
         return why
 

@@ -71,9 +71,9 @@ Records = Mapping[str, Mapping[str, object]]  # id -> a record's fields
 
 def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_updates: Records,
                 new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records,
-                sequence: Iterable[str] = ()) -> None:
-    """403 unless every run and resolution a batch creates or changes (its write sequence included) belongs to a
-    token's resolution."""
+                sequence: Iterable[str] = (), fence: Iterable[str] = ()) -> None:
+    """403 unless every run and resolution a batch creates or changes (its write sequence and fence included: a
+    fence's refusal names its resolution's driver and when it took over) belongs to a token's resolution."""
     if not principal.is_token:
         return
     own = principal.resolution_id
@@ -84,7 +84,7 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
     for res in new_resolutions:
         if res.get("id") != own:
             raise refuse(f"resolution {res.get('id')}")
-    for res_id in [*resolution_updates, *sequence]:
+    for res_id in [*resolution_updates, *sequence, *fence]:
         if res_id != own:
             raise refuse(f"resolution {res_id}")
     for run_id, fields in new_runs.items():

@@ -77,6 +77,8 @@ def test_readiness_follows_the_database_and_liveness_does_not(tmp_path, cluster)
             ready = httpx.get(f"{url}/api/v1/ready", timeout=10)
             assert ready.status_code == 503, ready.text
             assert ready.json()["detail"].startswith("not ready: the metadata database does not answer: "), ready.text
+            host = db_url.rpartition("@")[2].partition("/")[0]  # an unauthenticated answer names no host or user
+            assert all(part not in ready.text for part in (*host.split(":"), "postgres")), ready.text
             assert status(f"{url}/api/v1/health") == 200  # alive: not to be restarted for its database
             time.sleep(1)
         cluster.start()

@@ -207,3 +207,99 @@ def test_a_token_learns_nothing_of_another_resolution_through_an_artifacts_stora
         assert r.status_code == 403 and "their-private-bucket" not in r.text, r.text
         assert driver.get(f"/api/v1/artifacts/{art}/data").content == payload
         assert driver.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": own}).content == payload
+
+
+def test_the_cli_shows_control_characters_of_a_servers_error_as_escapes(served: Served, tmp_path: Path) -> None:
+    """A server's refusal can quote a record: ``sematic-k8s logs`` of a run whose resolution recorded a storage URL
+    this server does not read is refused (409) quoting that URL, written by any key holder (or its driver's token)
+    with terminal control sequences in it. The CLI's one error line shows each control character as its escape.
+    Was: printed as is on stderr, so a record could write the reader's clipboard or clear the screen."""
+    root = record_resolution(served.url, served.key, kind="cloud", state="failed",
+                             storage_url=f"s3://bucket/x{ESCAPES}")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)},
+           settings.SERVER_ENV: served.url, settings.API_KEY_ENV: served.key or "", settings.HOME_ENV: str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "logs", root], env=env, capture_output=True,
+                          timeout=120)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "recorded in s3://bucket/x" in err, err
+    shown = [c for c in err if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
+    assert not shown, shown
+    assert "\\x1b]52;c;" in err, err
+
+
+# -- a link in the server's local storage --------------------------------------------------------------------
+
+def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served, tmp_path: Path) -> None:
+    """Whoever may write the server's local storage directory (a local resolution of another user, on a machine
+    they share) makes a run's log, or an artifact's bytes, a symbolic link to a file only the server may read (its
+    database, its own environment in /proc/self/environ), also in a directory of its own linked where a directory of
+    keys goes, then reads it through the API with any key: 409, the link not followed, nothing of the file sent. Was:
+    its bytes, as the run's log (or, for an artifact, their sha256 in the 500 saying the bytes are corrupt)."""
+    secret = tmp_path / "server-only"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=hunter2\n")
+    storage = served.home / "storage"
+    root = record_resolution(served.url, served.key, kind="local", state="resolved")
+    (storage / "logs").mkdir(parents=True, exist_ok=True)
+    (storage / "logs" / f"{root}.log").symlink_to(secret)
+    payload = b'{"v": 1}'
+    art = content_id("json", payload)
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
+                            "created_at": utcnow()}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / art).symlink_to(secret)
+    (storage / "artifacts").mkdir(exist_ok=True)
+    (storage / "artifacts" / art[:2]).symlink_to(elsewhere)  # followed (a storage may keep some on another disk)
+    with served.client() as c:
+        for path in (f"/api/v1/runs/{root}/logs", f"/api/v1/runs/{root}/logs?tail=100",
+                     f"/api/v1/artifacts/{art}/data"):
+            r = c.get(path)
+            assert r.status_code == 409 and "symbolic link" in r.json()["detail"], (path, r.status_code, r.text)
+            assert "hunter2" not in r.text, r.text
+    (storage / "logs" / f"{root}.log").unlink()
+    (storage / "logs" / f"{root}.log").write_text("its own\n")  # a plain file is read as before
+    with served.client() as c:
+        assert c.get(f"/api/v1/runs/{root}/logs").text == "its own\n"
+
+
+# -- a request's Host header names no host the server answers with ------------------------------------------
+
+def test_no_answer_redirects_to_the_host_a_request_names(served: Served) -> None:
+    """A path with a trailing slash (or without one, for ``/static``), asked with ``Host: evil.example`` (a cache or
+    proxy in front that keys answers by path: its next visitors are sent there), with and without a key: 404, no
+    ``Location``. Was: 307 to ``http://evil.example/...``, built from the request's Host header."""
+    for key in (None, served.key):
+        with served.client(key=key) as c:
+            for path in ("/docs/", "/openapi.json/", "/static", "/api/v1/runs/", "/api/v1/health/"):
+                r = c.get(path, headers={"Host": "evil.example"})
+                assert "location" not in r.headers and r.status_code in (401, 404), (path, r.status_code, r.headers)
+            assert c.get("/static/index.html").status_code == 200
+
+
+def test_a_token_may_not_fence_another_resolution(any_db: Served) -> None:
+    """A driver's token sends a write fenced (``fence``: resolution id -> driver epoch) on a resolution it may not
+    read, one another driver took over: 403, as for that resolution's records. Was: 409 "driver replaced" with the
+    other resolution's id and the time its driver took it over in ``X-Sematic-K8s-Replaced`` (and, on PostgreSQL,
+    the other resolution's row locked for the write), telling a token whether a resolution exists and when its
+    driver started. SQLite and PostgreSQL."""
+    served = any_db
+    other = record_resolution(served.url, served.key, kind="cloud", state="running")
+    own = record_resolution(served.url, served.key, kind="cloud", state="running")
+    user = HttpStore(served.url, served.key)
+    try:
+        user.take_over(other)
+        token = user.mint_token(own)
+    finally:
+        user.close()
+    with served.client(key=token) as driver:
+        note = {"resolution_updates": {own: {"settings": {"kind": "cloud", "x": 1}}}}  # a write of its own
+        r = driver.post("/api/v1/store/write", json={**note, "fence": {other: 0}})
+        assert r.status_code == 403 and other in r.json()["detail"], r.text
+        assert not any(other in v for k, v in r.headers.items() if k.lower().startswith("x-sematic")), r.headers
+        assert driver.post("/api/v1/store/write", json={**note, "fence": {own: 0}}).status_code == 200

@@ -97,7 +97,7 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
     _check_keys("run", body.new_runs)
     _check_keys("artifact", body.artifacts)
     scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
-                       body.resolution_updates, body.sequence)
+                       body.resolution_updates, body.sequence, body.fence)
     try:
         return batch_from_json(body.model_dump())
     except (TypeError, ValueError, OverflowError) as e:  # OverflowError: a time before year 1 or after 9999
