@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
@@ -30,7 +31,8 @@ from outages import (
     registry_answering,
     restarted_in,
 )
-from sematic_k8s import launchers
+from sematic_k8s import launchers, settings
+from sematic_k8s.cli import cli
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
@@ -249,6 +251,36 @@ def test_a_server_rerun_answers_at_once_and_its_driver_starts_once_the_registry_
         wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
         with s.client() as c:
             assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"
+
+
+def test_a_server_rerun_through_a_throttling_registry_waits_saying_so_then_starts_its_driver(tmp_path, pushed,
+                                                                                              monkeypatch):
+    """The rerun's driver image is pulled through a proxy answering Docker Hub's 429 (its error JSON, Retry-After)
+    to its manifest and blobs: the rerun is answered 202 at once, its resolution ``created`` with what it waits for
+    noted on it (``settings.waiting``, shown by ``sematic-k8s resolutions show`` and the dashboard); once the proxy
+    passes, the driver is started, once, and the note is gone. Was: the claim showed only ``created`` (the wait was
+    in the server's log alone), and ``resolutions show`` found no such run (a claim has no root run yet)."""
+    registry, ref = pushed
+    not_now = REGISTRY_NOT_NOW["429-json"]
+    with registry_answering(registry, ref, not_now) as (proxy, image), \
+            rerun(tmp_path, image, registry, 60) as (s, new_id):
+        with s.client() as c:
+            res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "created", res
+        assert res["settings"]["waiting"] == (f"waiting for the driver's image: the Docker engine could not pull it "
+                                              f"from 127.0.0.1:{proxy.port} ({not_now.words}); trying again for up "
+                                              "to 60 s"), res
+        monkeypatch.setenv(settings.SERVER_ENV, s.url)
+        monkeypatch.setenv(settings.API_KEY_ENV, s.key or "")
+        shown = CliRunner().invoke(cli, ["resolutions", "show", new_id])  # no root run yet: by its whole id
+        assert shown.exit_code == 0 and f"Not started yet: {res['settings']['waiting']}" in shown.output, \
+            shown.output
+        proxy.passing()
+        wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+        with s.client() as c:
+            res = wait_for(lambda: "waiting" not in (r := c.get(f"/api/v1/resolutions/{new_id}").json())["settings"]
+                           and r, 30, what="the claim's note gone")
+        assert res["state"] == "created" and len(drivers_of(new_id)) == 1 and proxy.throttled >= 1, res
 
 
 def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_launchers_words(tmp_path, unpulled):
