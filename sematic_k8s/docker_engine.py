@@ -210,7 +210,8 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
         except docker.errors.APIError as e:
             said, waited, tries = str(e.explanation or e), time.monotonic() - since, tries + 1
             if not registry_unanswered(said) or waited >= grace or (stop is not None and stop.is_set()):
-                raise ImageUnpulled(unpulled_words(image, said, waited if tries > 1 else None)) from None
+                waited_for = tries > 1 or waited >= grace  # tried again, or one try (a silent pull) took the grace
+                raise ImageUnpulled(unpulled_words(image, said, waited if waited_for else None)) from None
         if waiting is not None and tries == 1:
             waiting(said)
         backoff.failed()

@@ -155,7 +155,8 @@ def test_a_docker_driver_whose_registry_answers_not_now_past_its_pull_grace_fail
                             rf"\d+ s \({re.escape(words)}", str(failed.value)), str(failed.value)
             assert str(failed.value).endswith("): push it to its registry, or check that the engine can reach that "
                                               "registry"), str(failed.value)
-            assert proxy.throttled >= 2 and drivers_of(spec.root_id or "") == []
+            assert proxy.throttled >= (1 if answer == "silent" else 2)  # a silent try took the whole grace
+            assert drivers_of(spec.root_id or "") == []
         finally:
             remove_drivers(spec.root_id or "")
 
