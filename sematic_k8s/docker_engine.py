@@ -160,9 +160,10 @@ def pull(client: Any, image: str, silence: float = PULL_SILENCE) -> None:  # noq
     or a layer that failed: its registry's 5xx or 429 to a blob's request, after the manifest came) is a
     ``docker.errors.APIError`` in its words, as a failure it answers at once is; the SDK's ``images.pull`` drops them
     and says "No such image". A pull of which the engine says nothing for ``silence`` seconds (its registry took the
-    connection and does not answer: the engine waits for it without end) is ended (its connection closed, which
-    ends the engine's) and is an ``APIError`` too, "the pull made no progress for N s", a registry that does not
-    answer (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all."""
+    connection and does not answer: the engine waits for it without end) is ended, our connection closed, and is an
+    ``APIError`` too, "the pull made no progress for N s", a registry that does not answer
+    (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all. (The engine's own request to that
+    registry stays open: a later pull of a layer it is stuck on joins it, and fails the same way.)"""
     import docker.errors
     import requests
     import urllib3
