@@ -27,13 +27,14 @@ T = TypeVar("T")
 SECRETS_DIR = "sematic-k8s-secrets"  # at a container's root: a driver's secrets, a worker's task (0400 files)
 PULL_GRACE = 120.0  # seconds an image is waited for while its registry does not answer (Kubernetes' pull_grace)
 PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
+PULL_SILENCE = 60.0  # seconds a pull may say nothing before it is ended (a registry that hangs; kubelet's 1 min)
 # the engine's words for a pull that failed because the registry did not answer, or answered "not now": a 5xx is
 # "received unexpected HTTP status: 503 Service Unavailable"; a 429 "toomanyrequests: ..." when its body is a
 # registry's error JSON (Docker Hub's), else "error parsing HTTP 429 response body: ..." (a bare one, a proxy's)
 _UNREACHABLE = ("dial tcp", "connection refused", "connection reset", "i/o timeout", "TLS handshake timeout",
                 "timeout exceeded", "toomanyrequests", "HTTP 429 response", "unexpected HTTP status: 5",
                 "unexpected HTTP status: 429", "503 Service Unavailable", "502 Bad Gateway", "504 Gateway Timeout",
-                "429 Too Many Requests")
+                "429 Too Many Requests", "made no progress for")
 
 
 def docker_client(timeout: float = 60.0, **options: Any) -> Any:
@@ -154,26 +155,46 @@ class PullBackoff:
         self.at, self.wait = 0.0, PULL_FIRST_WAIT
 
 
-def pull(client: Any, image: str) -> None:  # noqa: ANN401 - a docker client
+def pull(client: Any, image: str, silence: float = PULL_SILENCE) -> None:  # noqa: ANN401 - a docker client
     """Pull ``image``. A failure the engine tells only in its pull's stream (a download of the image's configuration
     or a layer that failed: its registry's 5xx or 429 to a blob's request, after the manifest came) is a
     ``docker.errors.APIError`` in its words, as a failure it answers at once is; the SDK's ``images.pull`` drops them
-    and says "No such image"."""
+    and says "No such image". A pull of which the engine says nothing for ``silence`` seconds (its registry took the
+    connection and does not answer: the engine waits for it without end) is ended, our connection closed, and is an
+    ``APIError`` too, "the pull made no progress for N s", a registry that does not answer
+    (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all. (The engine's own request to that
+    registry stays open: a later pull of a layer it is stuck on joins it, and fails the same way.)"""
     import docker.errors
+    import requests
+    import urllib3
+    from docker import auth
     from docker.utils import parse_repository_tag
 
-    repository, tag = parse_repository_tag(image)
-    for line in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-        if isinstance(line, dict) and line.get("error"):
-            said = str((line.get("errorDetail") or {}).get("message") or line["error"])
-            raise docker.errors.APIError(said, explanation=said)
+    api, (repository, tag) = client.api, parse_repository_tag(image)
+    header = auth.get_config_header(api, auth.resolve_repository_name(repository)[0])
+    try:
+        response = api._post(api._url("/images/create"), params={"fromImage": repository, "tag": tag or "latest"},
+                             headers={"X-Registry-Auth": header} if header else {}, stream=True, timeout=silence)
+        with contextlib.closing(response):
+            api._raise_for_status(response)
+            for line in api._stream_helper(response, decode=True):
+                if isinstance(line, dict) and line.get("error"):
+                    said = str((line.get("errorDetail") or {}).get("message") or line["error"])
+                    raise docker.errors.APIError(said, explanation=said)
+    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, requests.exceptions.ConnectionError) as e:
+        if not isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)) and \
+                "timed out" not in str(e):
+            raise  # the engine's connection refused or cut: the engine's failure, not the registry's
+        said = f"the pull made no progress for {silence:g} s: its registry does not answer"
+        raise docker.errors.APIError(said, explanation=said) from None
 
 
 def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
                  waiting: Callable[[str], None] | None = None, stop: Any = None,
                  ended: Callable[[], bool] | None = None) -> bool:
-    """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`), try again with
-    :class:`PullBackoff` for ``grace`` seconds from the first failure, ``waiting`` told the engine's words then (once).
+    """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`; a pull silent for the grace,
+    or :data:`PULL_SILENCE`, is ended), try again with :class:`PullBackoff` for ``grace`` seconds from the first
+    failure, ``waiting`` told the engine's words then (once).
     Past the grace, or at once for a definitive refusal (manifest unknown, unauthorized), or when
     ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. True once
     pulled; False, not tried again, when ``ended()`` (asked before each try again) says that whoever waits for it no
@@ -185,12 +206,13 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
         if tries and ended is not None and ended():
             return False
         try:
-            pull(client, image)
+            pull(client, image, min(PULL_SILENCE, grace))
             return True
         except docker.errors.APIError as e:
             said, waited, tries = str(e.explanation or e), time.monotonic() - since, tries + 1
             if not registry_unanswered(said) or waited >= grace or (stop is not None and stop.is_set()):
-                raise ImageUnpulled(unpulled_words(image, said, waited if tries > 1 else None)) from None
+                waited_for = tries > 1 or waited >= grace  # tried again, or one try (a silent pull) took the grace
+                raise ImageUnpulled(unpulled_words(image, said, waited if waited_for else None)) from None
         if waiting is not None and tries == 1:
             waiting(said)
         backoff.failed()

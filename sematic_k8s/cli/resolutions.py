@@ -12,8 +12,9 @@ from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
 from sematic_k8s.cli.output import emit, local_time, output_option, resolution_json, resolution_row, visible
 from sematic_k8s.errors import LabelsChanged, TooManyTags
+from sematic_k8s.store import lookup
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, canceled_notice
+from sematic_k8s.store.records import ResolutionRecord, canceled_notice, claim_waiting
 
 
 @click.group()
@@ -47,10 +48,13 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
     """Show every recorded field of one resolution (RESOLUTION_ID or a unique start of it), its error whole.
 
     A canceled one's end is a line below the fields saying when and how, as the dashboard says it, not an error
-    (`-o json` has the record as it is)."""
+    (`-o json` has the record as it is); a rerun whose driver waits for its image says so there too."""
     store = records.store(ctx)
-    root = records.find_root(store, resolution_id)
-    res = store.get_resolution(root.id)
+    whole = resolution_id.strip().lower()  # a rerun the server claimed has no root run until its driver records it
+    res = store.get_resolution(whole) if lookup.ID.match(whole) and len(whole) >= lookup.FULL_ID_LENGTH else None
+    if res is None:
+        root = records.find_root(store, resolution_id)
+        res = store.get_resolution(root.id)
     if res is None:
         raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")
     obj = resolution_json(res)
@@ -62,6 +66,8 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
                   if not (canceled and k == "error")])
     if canceled:
         click.echo(visible(canceled_notice(res.error, local_time(res.ended_at) if res.ended_at else None)))
+    if (waiting := claim_waiting(res)) is not None:
+        click.echo(visible(f"Not started yet: {waiting}"))
 
 
 TAG = re.compile(limits.TAG_PATTERN)  # as the server accepts them

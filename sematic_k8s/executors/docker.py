@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
     PULL_GRACE,
+    PULL_SILENCE,
     SECRETS_DIR,
     PullBackoff,
     attach_stdout,
@@ -198,7 +199,7 @@ class DockerExecutor(RemoteExecutor):
             created = create()
         except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
             try:
-                pull(self.client, self.image)
+                pull(self.client, self.image, min(PULL_SILENCE, self.pull_grace))
                 created = create()
             except docker.errors.APIError as e:
                 raise _Refused("pull", e) from None

@@ -100,6 +100,14 @@ def in_resolver_home(res: ResolutionRecord | None) -> bool:
     return res is not None and (res.settings or {}).get("storage") == IN_RESOLVER_HOME
 
 
+def claim_waiting(res: ResolutionRecord) -> str | None:
+    """What the launch of a resolution the server claimed (a rerun, not yet recorded by its driver) waits for, as it
+    noted it (``settings.waiting``: its driver's image, while its registry does not answer); None for any other.
+    The dashboard's ``resolution.js`` reads it the same way."""
+    waiting = (res.settings or {}).get("waiting") if res.state == CLAIMED else None
+    return waiting if isinstance(waiting, str) and waiting else None
+
+
 _CANCEL_ASKED = re.compile(r"ResolutionCanceled: resolution \S+ was canceled(?:: (.*))?", re.S)
 
 

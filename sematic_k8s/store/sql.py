@@ -239,6 +239,20 @@ class SqlStore:
             return bool(conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED).values(
                 state=FAILED, error=error, ended_at=dbclock.now(conn.dialect.name))).rowcount)
 
+    def note_claim(self, resolution_id: str, waiting: str | None) -> bool:
+        """Note on a resolution still ``CLAIMED`` what its driver's launch waits for (``settings.waiting``: its image,
+        while its registry does not answer), or that it waits no more (None); whether it was still claimed. Its
+        driver's record, written in the claim's place, has no such note."""
+        t = self._res
+        with self.engine.begin() as conn:
+            guards.hold_write_lock(conn)
+            row = conn.execute(sa.select(t.c.settings).where(t.c.id == resolution_id, t.c.state == CLAIMED)).first()
+            if row is None:
+                return False
+            settings = {k: v for k, v in (row.settings or {}).items() if k != "waiting"}
+            return bool(conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED).values(
+                settings={**settings, "waiting": waiting} if waiting else settings)).rowcount)
+
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and
         return the new one, which the driver's batches then carry (``Batch.fence``); those of any driver that took

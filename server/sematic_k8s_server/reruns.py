@@ -182,11 +182,13 @@ class Reruns:
         return batch
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any,
-              failed: Callable[[str], None], ended: Callable[[], bool]) -> None:
+              failed: Callable[[str], None], ended: Callable[[], bool],
+              noted: Callable[[str | None], None] = lambda words: None) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails. Returns once
-        it started, or once it waits for its image (see the module's docstring): a launch that fails after that
-        calls ``failed`` with the words the ApiError would have had; one whose claim ``ended()`` (asked while it
-        waits) ends without a driver, nothing recorded."""
+        it started, or once it waits for its image (see the module's docstring), ``noted`` told what it waits for
+        then (and None once the driver started): a launch that fails after that calls ``failed`` with the words the
+        ApiError would have had; one whose claim ``ended()`` (asked while it waits) ends without a driver, nothing
+        recorded."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
         answer: Future[None] = Future()  # the request's: set when the driver started, waits, or failed
@@ -194,9 +196,16 @@ class Reruns:
 
         def waiting(words: str) -> None:
             log.warning("rerun %s: %s", spec.root_id, words)
+            _noted(words)
             with lock:
                 if not answer.done():
                     answer.set_result(None)  # the request answers now; the launch goes on
+
+        def _noted(words: str | None) -> None:
+            try:
+                noted(words)
+            except Exception:  # noqa: BLE001 - the store: a note unwritten, the launch goes on
+                log.warning("rerun %s: could not note its wait on its claim", spec.root_id, exc_info=True)
 
         def claim_ended() -> bool:
             try:
@@ -232,8 +241,11 @@ class Reruns:
                     log.exception("rerun %s: its failed launch could not be recorded", spec.root_id)
                 return
             with lock:
-                if not answer.done():
+                waited = answer.done()
+                if not waited:
                     answer.set_result(None)
+            if waited:  # its claim said it waits for its image: no more
+                _noted(None)
             log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
 
         try:

@@ -26,6 +26,7 @@ from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
 from outages import (
     REGISTRY_NOT_NOW,
+    SILENT,
     DroppingProxy,
     RegistryProcess,
     called_in,
@@ -578,54 +579,6 @@ def test_a_worker_whose_registry_stays_down_past_the_pull_grace_never_started_in
     assert containers_of(task) == []
 
 
-@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
-def test_a_worker_waits_for_its_image_while_its_registry_answers_503_or_429_for_a_few_seconds(project, storage,
-                                                                                             unpulled, status):
-    """A proxy before the image's registry answers the engine's requests for its manifest and blobs itself for a few
-    seconds: 503, or a bare 429 with Retry-After. The engine's words for it are a wait, not a refusal (``waiting``
-    says them); once the proxy passes them, the image is pulled and the run resolves. Was: the bare 429 failed the
-    run at once (its words, "error parsing HTTP 429 response body", were not known as a registry's "not now")."""
-    registry, ref = unpulled
-    headers, words = REGISTRY_NOT_NOW[status]
-    with registry_answering(registry, ref, status, headers) as (proxy, image):
-        executor = DockerExecutor(storage, storage.url, image, env=worker_env())
-        try:
-            task = submit(executor, storage, project[0].inc, 41)
-            assert executor.wait(0.5) == []  # it does not fail
-            why = executor.waiting[task.run_id]
-            print(f"the engine's words for a {status}: {why}")
-            assert why == f"waiting for its image: the Docker engine could not pull {image} ({words}); trying again " \
-                          "for up to 120 s", why
-            with called_in(3, proxy.passing):
-                outcome = outcome_of(executor)
-            assert stored_value(storage, outcome) == 42
-            assert executor.waiting == {} and proxy.throttled >= 1
-        finally:
-            executor.close()
-    assert containers_of(task) == []
-
-
-@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
-def test_a_worker_whose_registry_answers_503_or_429_past_the_pull_grace_never_started_in_the_engines_words(
-        project, storage, unpulled, status):
-    """The proxy answers 503 (or a bare 429) to every request for the image: past the executor's ``pull_grace``
-    (3 s here), not at once, the run fails as CreateContainerError in the engine's words, saying how long it was
-    tried."""
-    registry, ref = unpulled
-    headers, words = REGISTRY_NOT_NOW[status]
-    with registry_answering(registry, ref, status, headers) as (proxy, image):
-        executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
-        try:
-            task, outcome = run(executor, storage, project[0].inc, 1)
-        finally:
-            executor.close()
-    assert_never_started(outcome, f"does not have image {image} and could not pull it for ", f"({words})",
-                         "push it to its registry, or check that the engine can reach that registry")
-    assert proxy.throttled >= 2  # tried again
-    assert executor.waiting == {}
-    assert containers_of(task) == []
-
-
 @pytest.fixture
 def unconfigured(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
     """The project's image with a label of its own (a configuration new to the engine, layers it has) pushed to a
@@ -635,30 +588,61 @@ def unconfigured(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
         yield pulled
 
 
-@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
-def test_a_worker_waits_for_its_image_while_its_registry_answers_503_or_429_to_its_blobs(project, storage,
-                                                                                        unconfigured, status):
-    """The proxy passes the manifest's request and answers those for the image's blobs (its configuration) itself,
-    503 or a bare 429, until 3 s after the first pull failed: the engine says so only in its pull's stream ("error
-    pulling image configuration: download failed after attempts=N: <the words for that status>"), after its own
-    tries. Those words are a wait, and the run resolves once the blobs pass. Was: the SDK's pull dropped them and
-    said "No such image: <ref>", taken as a refusal: the run failed at once."""
-    registry, ref = unconfigured
-    headers, words = REGISTRY_NOT_NOW[status]
-    with registry_answering(registry, ref, status, headers, paths=(b"/blobs/",)) as (proxy, image):
+@pytest.mark.parametrize(("fixture", "answer"), [
+    ("unpulled", "503"), ("unpulled", "429"), ("unpulled", "429-json"), ("unconfigured", "503"),
+    ("unconfigured", "429")])
+def test_a_worker_waits_for_its_image_while_its_registry_answers_not_now_for_a_few_seconds(project, storage, request,
+                                                                                           fixture, answer):
+    """A proxy before the image's registry answers the engine's requests for its manifest and blobs (``unpulled``),
+    or for its blobs only (``unconfigured``: the manifest's passed, its configuration's refused) itself, until 3 s
+    after the first pull failed: 503, a bare 429 with Retry-After, or Docker Hub's 429 ("toomanyrequests", its error
+    JSON). The engine's words for it are a wait, not a refusal (``waiting`` says them: for a blob, those of its
+    pull's stream, "error pulling image configuration: download failed after attempts=N: ...", after its own tries);
+    once the proxy passes them, the image is pulled and the run resolves. Was: the bare 429 failed the run at once
+    (its words, "error parsing HTTP 429 response body", were not known as a registry's "not now"); a blob's, the
+    SDK's pull dropped them and said "No such image: <ref>", taken as a refusal."""
+    registry, ref = request.getfixturevalue(fixture)
+    not_now = REGISTRY_NOT_NOW[answer]
+    paths = (b"/blobs/",) if fixture == "unconfigured" else (b"/manifests/", b"/blobs/")
+    with registry_answering(registry, ref, not_now, paths=paths) as (proxy, image):
         executor = DockerExecutor(storage, storage.url, image, env=worker_env())
         try:
             task = submit(executor, storage, project[0].inc, 41)
             assert executor.wait(0.5) == []  # it does not fail
             why = executor.waiting[task.run_id]
-            print(f"the engine's words for a {status} to a blob: {why}")
-            assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (error pulling "
-                                  "image configuration: download failed after attempts=") and f"{words});" in why, why
+            print(f"the engine's words for a {answer} ({fixture}): {why}")
+            blob = "error pulling image configuration: download failed after attempts=" if len(paths) == 1 else ""
+            assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} ({blob}"), why
+            assert why.endswith(f"{not_now.words}); trying again for up to 120 s"), why
             with called_in(3, proxy.passing):
                 outcome = outcome_of(executor)
-            assert stored_value(storage, outcome) == 42 and proxy.throttled >= 1
+            assert stored_value(storage, outcome) == 42
+            assert executor.waiting == {} and proxy.throttled >= 1
         finally:
             executor.close()
+    assert containers_of(task) == []
+
+
+@pytest.mark.parametrize("answer", ["503", "429", "silent"])
+def test_a_worker_whose_registry_answers_not_now_past_the_pull_grace_never_started_in_the_engines_words(
+        project, storage, unpulled, answer):
+    """The proxy answers 503 (or a bare 429) to every request for the image, or takes them and never answers (the
+    engine waits for such a registry without end: its pull is ended once it made no progress for the grace, or a
+    minute): past the executor's ``pull_grace`` (3 s here), not at once, the run fails as CreateContainerError in the
+    engine's words (ours for the silence), saying how long it was tried. Was: the silent registry held the pull, and
+    the driver's loop with it, for ever."""
+    registry, ref = unpulled
+    not_now = SILENT if answer == "silent" else REGISTRY_NOT_NOW[answer]
+    with registry_answering(registry, ref, not_now) as (proxy, image):
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
+        try:
+            task, outcome = run(executor, storage, project[0].inc, 1)
+        finally:
+            executor.close()
+    assert_never_started(outcome, f"does not have image {image} and could not pull it for ", f"({not_now.words}",
+                         "push it to its registry, or check that the engine can reach that registry")
+    assert proxy.throttled >= 2  # tried again
+    assert executor.waiting == {}
     assert containers_of(task) == []
 
 

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -352,3 +353,28 @@ def test_a_local_resolvers_log_kept_in_its_own_home_is_said_to_be_there(page: An
     assert answer.status_code == 200 and answer.text == "" and answer.headers["X-Log-Kept"] == "resolver-home"
     assert f"(there: storage/logs/{run.id}.log under that home)" in said, said
     assert "counted 5 rows" in (elsewhere / "storage" / "logs" / f"{run.id}.log").read_text()  # it is there
+
+
+def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_its_header(page: Any, server: ServerProcess) -> None:
+    """A resolution the server's rerun action claimed, its launch waiting for the driver's image (the note it writes
+    on the claim, ``settings.waiting``, as ``tests/faults/test_driver_image_pull.py`` causes it): its page's header
+    says it has not started and why (was: only ``created``); ``sematic-k8s resolutions show`` says the same."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, utcnow
+    from sematic_k8s.store.sql import SqlStore
+
+    waiting = ("waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:5999 "
+               "(toomanyrequests: You have reached your pull rate limit.); trying again for up to 120 s")
+    root, batch = uuid.uuid4().hex, Batch()  # a claim, as the server's rerun action writes it (no root run yet)
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state=CLAIMED, image=IMAGE,
+                                          settings={"kind": "cloud"}, created_at=utcnow(), heartbeat_at=utcnow()))
+    store = SqlStore(f"sqlite:///{server.home / 'db.sqlite3'}")
+    try:
+        store.write(batch)
+        assert store.note_claim(root, waiting)
+    finally:
+        store.close()
+    page.goto(f"{server.url}/#/resolutions/{root}")
+    expect(page.get_by_test_id("resolution-waiting")).to_have_text(f"Not started yet: {waiting}", timeout=WAIT_MS)
+    assert f"Not started yet: {waiting}" in _cli(server, "resolutions", "show", root)

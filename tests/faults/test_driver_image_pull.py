@@ -17,18 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
 from outages import (
     REGISTRY_NOT_NOW,
+    SILENT,
     RegistryProcess,
     called_in,
+    last_layer,
     pulled_from_own_registry,
     registry_answering,
     restarted_in,
 )
-from sematic_k8s import launchers
+from sematic_k8s import launchers, settings
+from sematic_k8s.cli import cli
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
@@ -109,20 +113,21 @@ def test_a_docker_driver_whose_registry_stays_down_past_its_pull_grace_fails_in_
         remove_drivers(spec.root_id or "")
 
 
-@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
-def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_429_for_a_few_seconds(pushed, status):
+@pytest.mark.parametrize("answer", REGISTRY_NOT_NOW)
+def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_not_now_for_a_few_seconds(pushed, answer):
     """A proxy before the image's registry answers the engine's requests for its manifest and blobs itself for a few
-    seconds: 503, or a bare 429 with Retry-After. The launcher says once that it waits, in the engine's words, and
-    starts the driver once the proxy passes them. Was: the bare 429 was ImageUnpulled at once."""
+    seconds: 503, 500, 502 or 504; a bare 429 with Retry-After, or Docker Hub's (its error JSON, "toomanyrequests").
+    The launcher says once that it waits, in the engine's words, and starts the driver once the proxy passes them.
+    Was: the bare 429 was ImageUnpulled at once."""
     registry, ref = pushed
-    headers, words = REGISTRY_NOT_NOW[status]
-    with registry_answering(registry, ref, status, headers) as (proxy, image):
+    words = REGISTRY_NOT_NOW[answer].words
+    with registry_answering(registry, ref, REGISTRY_NOT_NOW[answer]) as (proxy, image):
         spec, said = spec_of(image), []
         try:
             with called_in(3, proxy.passing):
                 launchers.start_driver(spec, {}, progress=said.append)
             [line] = said
-            print(f"the launcher's words for a {status}: {line}")
+            print(f"the launcher's words for a {answer}: {line}")
             assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
                             f"{proxy.port} ({words}); trying again for up to 120 s"), line
             [driver] = drivers_of(spec.root_id or "")
@@ -131,37 +136,43 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
             remove_drivers(spec.root_id or "")
 
 
-@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
-def test_a_docker_driver_whose_registry_answers_503_or_429_past_its_pull_grace_fails_in_the_engines_words(pushed,
-                                                                                                         status):
-    """The proxy answers 503 (or a bare 429) to every request for the image: past the ``pull_grace`` (3 s), not at
-    once, ImageUnpulled in the engine's words, saying for how long it was tried; no container."""
+@pytest.mark.parametrize("answer", ["503", "429", "silent"])
+def test_a_docker_driver_whose_registry_answers_not_now_past_its_pull_grace_fails_in_the_engines_words(pushed,
+                                                                                                      answer):
+    """The proxy answers 503 (or a bare 429) to every request for the image, or takes them and never answers: past
+    the ``pull_grace`` (3 s), not at once, ImageUnpulled in the engine's words (ours for the silence: the engine waits
+    for such a registry without end), saying for how long it was tried; no container. Was: the silent registry held
+    the launch for ever."""
     registry, ref = pushed
-    headers, words = REGISTRY_NOT_NOW[status]
-    with registry_answering(registry, ref, status, headers) as (proxy, image):
+    not_now = SILENT if answer == "silent" else REGISTRY_NOT_NOW[answer]
+    words = not_now.words
+    with registry_answering(registry, ref, not_now) as (proxy, image):
         spec = spec_of(image, pull_grace=3)
         try:
             with pytest.raises(ImageUnpulled) as failed:
                 start_driver(spec, {}, docker_socket=False)
             assert re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it for "
-                            rf"\d+ s \({re.escape(words)}\): push it", str(failed.value)), str(failed.value)
-            assert proxy.throttled >= 2 and drivers_of(spec.root_id or "") == []
+                            rf"\d+ s \({re.escape(words)}", str(failed.value)), str(failed.value)
+            assert str(failed.value).endswith("): push it to its registry, or check that the engine can reach that "
+                                              "registry"), str(failed.value)
+            assert proxy.throttled >= (1 if answer == "silent" else 2)  # a silent try took the whole grace
+            assert drivers_of(spec.root_id or "") == []
         finally:
             remove_drivers(spec.root_id or "")
 
 
-@pytest.mark.parametrize("status", REGISTRY_NOT_NOW)
-def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_429_to_its_blobs(tmp_path, status):
+@pytest.mark.parametrize("answer", ["503", "429"])
+def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_429_to_its_blobs(tmp_path, answer):
     """The idle driver image with a label of its own (its configuration new to the engine), its blobs' requests
     answered 503 or a bare 429 by the proxy (its manifest's passed) until 3 s after the first pull failed: the
     launcher waits, in the words of the engine's pull stream, and starts the driver. Was: ImageUnpulled at once,
     "No such image" (the SDK's pull dropped the stream's error)."""
     require_docker()
     idle_driver_image(docker_client())
-    headers, words = REGISTRY_NOT_NOW[status]
+    words = REGISTRY_NOT_NOW[answer].words
     with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
                                   whole=True) as (registry, ref), \
-            registry_answering(registry, ref, status, headers, paths=(b"/blobs/",)) as (proxy, image):
+            registry_answering(registry, ref, REGISTRY_NOT_NOW[answer], paths=(b"/blobs/",)) as (proxy, image):
         spec, said, passing = spec_of(image), [], threading.Timer(3, proxy.passing)
 
         def waiting(line: str) -> None:  # the first pull failed (the engine's own tries of a 503 take 4 s)
@@ -171,13 +182,43 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
         try:
             launchers.start_driver(spec, {}, progress=waiting)
             [line] = said
-            print(f"the launcher's words for a {status} to a blob: {line}")
+            print(f"the launcher's words for a {answer} to a blob: {line}")
             assert "(error pulling image configuration: download failed after attempts=" in line, line
             assert f"{words}); trying again for up to 120 s" in line, line
             [driver] = drivers_of(spec.root_id or "")
             assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
         finally:
             passing.cancel()
+            remove_drivers(spec.root_id or "")
+
+
+@pytest.mark.parametrize("answer", ["429", "429-json", "503"])
+def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(tmp_path, answer):
+    """The idle driver image with a layer of its own, the request for that layer's blob answered by the proxy (the
+    manifest's and the configuration's passed) with a bare 429, Docker Hub's 429 (its error JSON), or a 503 until
+    the first pull failed: the launcher waits, in the words of the engine's pull stream (for a 503, after the
+    engine's own five tries of the layer, about 75 s), and starts the driver once the layer passes."""
+    require_docker()
+    idle_driver_image(docker_client())
+    not_now = REGISTRY_NOT_NOW[answer]
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  layered=True) as (registry, ref), \
+            registry_answering(registry, ref, not_now, paths=(last_layer(registry, ref),)) as (proxy, image):
+        spec, said = spec_of(image), []
+
+        def waiting(line: str) -> None:  # the first pull failed: the layer passes from now on
+            said.append(line)
+            proxy.passing()
+
+        try:
+            launchers.start_driver(spec, {}, progress=waiting)
+            [line] = said
+            print(f"the launcher's words for a {answer} to a layer: {line}")
+            assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
+                            f"{proxy.port} ({not_now.words}); trying again for up to 120 s"), line
+            [driver] = drivers_of(spec.root_id or "")
+            assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+        finally:
             remove_drivers(spec.root_id or "")
 
 
@@ -211,6 +252,36 @@ def test_a_server_rerun_answers_at_once_and_its_driver_starts_once_the_registry_
         wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
         with s.client() as c:
             assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"
+
+
+def test_a_server_rerun_through_a_throttling_registry_waits_saying_so_then_starts_its_driver(tmp_path, pushed,
+                                                                                              monkeypatch):
+    """The rerun's driver image is pulled through a proxy answering Docker Hub's 429 (its error JSON, Retry-After)
+    to its manifest and blobs: the rerun is answered 202 at once, its resolution ``created`` with what it waits for
+    noted on it (``settings.waiting``, shown by ``sematic-k8s resolutions show`` and the dashboard); once the proxy
+    passes, the driver is started, once, and the note is gone. Was: the claim showed only ``created`` (the wait was
+    in the server's log alone), and ``resolutions show`` found no such run (a claim has no root run yet)."""
+    registry, ref = pushed
+    not_now = REGISTRY_NOT_NOW["429-json"]
+    with registry_answering(registry, ref, not_now) as (proxy, image), \
+            rerun(tmp_path, image, registry, 60) as (s, new_id):
+        with s.client() as c:
+            res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "created", res
+        assert res["settings"]["waiting"] == (f"waiting for the driver's image: the Docker engine could not pull it "
+                                              f"from 127.0.0.1:{proxy.port} ({not_now.words}); trying again for up "
+                                              "to 60 s"), res
+        monkeypatch.setenv(settings.SERVER_ENV, s.url)
+        monkeypatch.setenv(settings.API_KEY_ENV, s.key or "")
+        shown = CliRunner().invoke(cli, ["resolutions", "show", new_id])  # no root run yet: by its whole id
+        assert shown.exit_code == 0 and f"Not started yet: {res['settings']['waiting']}" in shown.output, \
+            shown.output
+        proxy.passing()
+        wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+        with s.client() as c:
+            res = wait_for(lambda: "waiting" not in (r := c.get(f"/api/v1/resolutions/{new_id}").json())["settings"]
+                           and r, 30, what="the claim's note gone")
+        assert res["state"] == "created" and len(drivers_of(new_id)) == 1 and proxy.throttled >= 1, res
 
 
 def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_launchers_words(tmp_path, unpulled):

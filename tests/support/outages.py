@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import select
 import shutil
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -127,13 +128,15 @@ class RegistryProcess(_KilledAndStarted):
 
 
 @contextlib.contextmanager
-def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *,
-                             whole: bool = False) -> Iterator[tuple[RegistryProcess, str]]:
+def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *, whole: bool = False,
+                             layered: bool = False) -> Iterator[tuple[RegistryProcess, str]]:
     """``image`` (a name the engine has) pushed as ``repo:tag`` to a registry of the test's own (never the shared
     one: others pull from it), then taken off the engine by that name, so a container of it must be pulled: (the
     registry, running; the image by digest there). ``whole``: ``image`` with a label of its own is pushed (a
     configuration new to the engine, its layers the same) and taken off the engine whole, so that its pull
-    downloads its configuration (a blob's request). The registry is killed and the pulled image removed after."""
+    downloads its configuration (a blob's request); ``layered``: with a layer of its own too (a file), so that its
+    pull downloads that layer (:func:`last_layer`) after its configuration. The registry is killed and the pulled
+    image removed after."""
     import pytest
     from docker import errors as docker_errors
 
@@ -146,11 +149,12 @@ def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *,
     registry.start()
     ref, relabelled = None, f"sk-test-relabelled:{uuid.uuid4().hex[:12]}"
     try:
-        if whole:
-            client.images.build(fileobj=io.BytesIO(f"FROM {image}\nLABEL sk-test={relabelled}\n".encode()),
+        if whole or layered:
+            layer = f"RUN echo {relabelled} > /sk-test-layer\n" if layered else ""
+            client.images.build(fileobj=io.BytesIO(f"FROM {image}\nLABEL sk-test={relabelled}\n{layer}".encode()),
                                 tag=relabelled, rm=True)
         name = f"{registry.host}/{repo}"
-        client.images.get(relabelled if whole else image).tag(name, tag)
+        client.images.get(relabelled if whole or layered else image).tag(name, tag)
         client.images.push(name, tag)
         [ref] = [d for d in client.images.get(f"{name}:{tag}").attrs["RepoDigests"] if d.startswith(name)]
         for pushed in (f"{name}:{tag}", ref, relabelled):
@@ -163,6 +167,14 @@ def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *,
             with contextlib.suppress(docker_errors.ImageNotFound):
                 if pulled is not None:
                     client.images.remove(pulled)
+
+
+def last_layer(registry: RegistryProcess, ref: str) -> bytes:
+    """The digest of the last layer of ``ref`` (an image by digest in ``registry``), as its blob's path ends."""
+    repo, _, digest = ref.partition("/")[2].partition("@")
+    manifest = httpx.get(f"http://{registry.host}/v2/{repo}/manifests/{digest}", headers={
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+    return manifest["layers"][-1]["digest"].encode()
 
 
 @contextlib.contextmanager
@@ -182,21 +194,41 @@ def restarted_in(service: _KilledAndStarted, seconds: float) -> contextlib.Abstr
     return called_in(seconds, service.start)
 
 
-# a registry's "not now" to the engine's pull, as registry_answering answers it (its status, its headers), and the
-# engine's words for it: a 503's; a bare 429's (a rate-limiting proxy's, no registry error JSON in its body)
+class NotNow(NamedTuple):
+    """A registry's "not now" to the engine's pull, as :func:`registry_answering` answers it, and the engine's words
+    for it."""
+
+    status: int  # 0: no answer at all, the connection held silent
+    headers: dict[str, str]
+    json: str  # a registry's error document ("" a bare answer: a rate-limiting or failing proxy's)
+    words: str
+
+
+DOCKER_HUB_429 = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "You have reached your pull rate "
+                                         "limit. You may increase the limit by authenticating and upgrading: "
+                                         "https://www.docker.com/increase-rate-limit"}]})
 REGISTRY_NOT_NOW = {
-    503: ({}, "received unexpected HTTP status: 503 Service Unavailable"),
-    429: ({"Retry-After": "2"}, 'error parsing HTTP 429 response body: unexpected end of JSON input: ""'),
+    "503": NotNow(503, {}, "", "received unexpected HTTP status: 503 Service Unavailable"),
+    "429": NotNow(429, {"Retry-After": "2"}, "", 'error parsing HTTP 429 response body: unexpected end of JSON input: '
+                                                 '""'),
+    "429-json": NotNow(429, {"Retry-After": "2"}, DOCKER_HUB_429, "toomanyrequests: You have reached your pull rate "
+                       "limit. You may increase the limit by authenticating and upgrading: "
+                       "https://www.docker.com/increase-rate-limit"),
+    "500": NotNow(500, {}, "", "received unexpected HTTP status: 500 Internal Server Error"),
+    "502": NotNow(502, {}, "", "received unexpected HTTP status: 502 Bad Gateway"),
+    "504": NotNow(504, {}, "", "received unexpected HTTP status: 504 Gateway Timeout"),
 }
+SILENT = NotNow(0, {}, "", "the pull made no progress for ")  # the engine says nothing: these words are ours
 
 
 @contextlib.contextmanager
-def registry_answering(registry: RegistryProcess, ref: str, status: int, headers: dict[str, str] | None = None, *,
+def registry_answering(registry: RegistryProcess, ref: str, answer: NotNow, *,
                        paths: tuple[bytes, ...] = (b"/manifests/", b"/blobs/"),
                        ) -> Iterator[tuple[ThrottlingProxy, str]]:
     """A :class:`ThrottlingProxy` before ``registry`` that answers the engine's requests for an image's manifest or
-    blobs (those whose path has one of ``paths``) itself, ``status`` (bare, with ``headers``: a 429's
-    ``Retry-After``), as a failing or rate-limiting registry (or the proxy before it) does, until its
+    blobs (those whose path has one of ``paths``) itself with ``answer`` (a 5xx or 429, bare or with a registry's
+    error JSON, with its headers: a 429's ``Retry-After``; :data:`SILENT`: never, the connection held open), as a
+    failing, rate-limiting or hung registry (or the proxy before it) does, until its
     :meth:`~ThrottlingProxy.passing`; its ``/v2/`` ping passes.
     (The proxy, ``ref`` (an image by digest in ``registry``) named by the proxy's host, as the engine is to pull
     it: plain HTTP, the engine's registries on 127.0.0.0/8 being insecure.) The image pulled by that name is taken
@@ -206,7 +238,7 @@ def registry_answering(registry: RegistryProcess, ref: str, status: int, headers
     from infra import docker_client
 
     proxy = ThrottlingProxy(registry.port, lambda head: any(path in head.split(b"\r\n", 1)[0] for path in paths),
-                            sys.maxsize, status=status, code="", headers=headers)
+                            sys.maxsize, status=answer.status, code="", headers=answer.headers, json=answer.json)
     image = f"127.0.0.1:{proxy.port}/{ref.partition('/')[2]}"
     try:
         yield proxy, image
@@ -530,18 +562,20 @@ class ThrottlingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to an S3 API (or a registry) on ``target_port`` that answers the first ``times``
     requests ``throttle`` picks (by their head) itself, never passing them on, until :meth:`passing`: ``status``
     with an S3 error document of ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write
-    to a key a second; a bare answer when ``code`` is empty), and ``headers`` (``Retry-After``). Every other request
-    and answer passes. A request's ``Expect: 100-continue`` is answered here (its body is read before it is
-    judged)."""
+    to a key a second; a bare answer when ``code`` is empty) or ``json`` (a registry's error document, as Docker
+    Hub's 429 carries), and ``headers`` (``Retry-After``); ``status`` 0: no answer at all, the connection held open
+    and silent (a registry that hangs). Every other request and answer passes. A request's ``Expect: 100-continue``
+    is answered here (its body is read before it is judged)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
-                 code: str = "TooManyRequests", headers: dict[str, str] | None = None) -> None:
+                 code: str = "TooManyRequests", headers: dict[str, str] | None = None, json: str = "") -> None:
         self.throttle, self.left, self.throttled = throttle, times, 0
         body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>slow down</Message></Error>" \
-            if code else ""  # none: a bare 429, as a rate-limiting proxy before S3 answers
+            if code and not json else json  # neither: a bare 429, as a rate-limiting proxy before S3 answers
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/xml\r\n{extra}"
-                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        kind = "application/json" if json else "application/xml"
+        self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n{extra}"
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode() if status else b""
         super().__init__(target_port, "throttling-proxy")
 
     def passing(self) -> None:
@@ -564,6 +598,10 @@ class ThrottlingProxy(_LoopbackProxy):
                     if throttled:
                         self.left -= 1
                         self.throttled += 1
+                if throttled and not self.answer:  # silent: the connection held until its client gives up
+                    while reader.read1(65536):
+                        pass
+                    return
                 if throttled:
                     client.sendall(self.answer)  # one request at a time per connection: no answer of the target's due
                 else:

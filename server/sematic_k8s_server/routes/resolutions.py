@@ -111,9 +111,13 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         claimed = srv.store.get_resolution(new_id)
         return claimed is None or claimed.state != CLAIMED
 
+    def noted(waiting: str | None) -> None:  # what its launch waits for (its driver's image), on the claim
+        with srv.write_lock:
+            srv.store.note_claim(new_id, waiting)
+
     try:  # answered once the driver started, or once it waits for its image (failed later, in the background)
         srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"),
-                         failed, ended)
+                         failed, ended, noted)
     except Exception as e:
         failed(e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
         raise

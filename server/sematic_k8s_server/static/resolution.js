@@ -232,6 +232,8 @@ export class ResolutionView extends View {
       fillFacts(this.facts, facts),
       terminal || !notStartedText(this.overview.waiting) ? null
         : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
+      r.state === "created" && typeof s.waiting === "string" && s.waiting // a rerun's claim: its launch waits
+        ? h("p", { class: "warning", testid: "resolution-waiting" }, `Not started yet: ${s.waiting}`) : null,
       this.labels,
       r.state === "canceled" // a cancel is not an error: a notice of when and how
         ? h("p", { class: "notice", testid: "resolution-canceled" }, resolutionCanceledText(r, r.ended_at ? fmtTime(r.ended_at) : null))
