@@ -356,11 +356,18 @@ class DiskFull(StopsForAFix):
 
 class DatabaseLocked(StopsForAFix):
     """Another process held the SQLite database's write lock for longer than a write waits for it (a write
-    transaction left open: an ``sqlite3`` shell inside ``BEGIN``, a database browser with unwritten changes). The
-    write was not recorded. Someone must end that transaction."""
+    transaction left open: an ``sqlite3`` shell inside ``BEGIN``, a database browser with unwritten changes), or a
+    write of this same process did (another of its connections). The write was not recorded. Someone must end that
+    transaction; this process's own is sematic-k8s's, which should never take so long."""
 
     @classmethod
-    def at(cls, path: str, waited: float) -> DatabaseLocked:
+    def at(cls, path: str, waited: float, *, by_this_process: bool = False) -> DatabaseLocked:
+        """``by_this_process``: a write transaction of this process held the lock when the wait ended."""
+        if by_this_process:
+            return cls(f"the database {path} stayed locked by a write of this same process (pid {os.getpid()}, on "
+                       f"another of its connections) for {waited:g} s, so this write was not recorded",
+                       "no other program holds it: a write of sematic-k8s's own took that long, which it should "
+                       "not (please report it, with this process's log)")
         return cls(f"the database {path} stayed locked by another process for {waited:g} s (a write transaction left "
                    "open on it), so this write was not recorded",
                    f"end that transaction (an sqlite3 shell inside BEGIN, a database browser with unwritten changes; "

@@ -1,9 +1,9 @@
 """The dashboard on the days things go wrong, in headless Chromium against ``sematic-k8s server --local`` as a
 process of its own: the server killed and started again under an open resolution page, a proxy answering its own
-HTML 502 page (to every request, or to the Run panel's run alone for a moment), a live-events stream refused (429:
-the machine holds all the streams it may), a cancel refused because the resolution ended behind the page's back, a
-run whose error is huge, a corrupt run record, answers that come back in another order than they were asked, and
-requests superseded (aborted) while on their way."""
+HTML 502 page (to every request, or to the Run panel's run alone for a moment: the run kept, greyed; a 403 said), a
+live-events stream refused (429: the machine holds all the streams it may), a cancel refused because the resolution
+ended behind the page's back, a run whose error is huge, a corrupt run record, answers that come back in another order
+than they were asked, and requests superseded (aborted) while on their way."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -120,23 +121,31 @@ def test_a_server_restarted_under_a_resolution_page_is_said_and_followed_again(p
 class HtmlErrorProxy:
     """An HTTP proxy on 127.0.0.1 before ``target``, as nginx would stand before the server: GETs are passed on,
     except the event stream (it does not pass streams) and, while :attr:`failing`, every request under
-    :attr:`failing_under` (/api/v1/), which it answers with its own HTML 502 page."""
+    :attr:`failing_under` (/api/v1/), which it answers with its own HTML page of status :attr:`failing_status` (502;
+    the stream: 502 always)."""
 
-    PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
-            b"<hr><center>nginx/1.25.3</center></body></html>")
+    @staticmethod
+    def page(status: int) -> bytes:
+        """nginx's own HTML error page of ``status``."""
+        line = f"{status} {HTTPStatus(status).phrase}"
+        return (f"<html><head><title>{line}</title></head><body><center><h1>{line}</h1></center>"
+                "<hr><center>nginx/1.25.3</center></body></html>").encode()
 
     def __init__(self, target: str) -> None:
         self.failing = False
         self.failing_under = "/api/v1/"
+        self.failing_status = 502
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                failing = proxy.failing and self.path.startswith(proxy.failing_under)
-                if failing or self.path.startswith("/api/v1/events"):
-                    self._answer(502, "text/html", proxy.PAGE)
+                if self.path.startswith("/api/v1/events"):
+                    self._answer(502, "text/html", proxy.page(502))
+                    return
+                if proxy.failing and self.path.startswith(proxy.failing_under):
+                    self._answer(proxy.failing_status, "text/html", proxy.page(proxy.failing_status))
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "x-api-key")}
                 resp = httpx.get(target + self.path, headers=headers, timeout=30)
@@ -217,9 +226,10 @@ def test_a_proxys_html_error_page_reads_as_one_plain_line(page: Any, server: Ser
 def test_a_run_panel_that_could_not_load_its_run_shows_it_again_once_it_can(page: Any,
                                                                             server: ServerProcess) -> None:
     """The Run panel's run asked for while the proxy before the server answers 502 to it (the resolution's overview
-    still answered): the panel says it cannot load the run, then shows the run again once the proxy passes its
-    requests on, though the run did not change meanwhile (was: the load error kept, the run's answer taken as the
-    one already drawn)."""
+    still answered): the panel keeps the run it drew, greyed, under one line saying it cannot load it (was: the run
+    replaced by that line), as the resolution view does; a refusal that is no outage (403) replaces it with the
+    error. Once the proxy passes its requests on, the run is shown again, though it did not change meanwhile (was:
+    the load error kept, the run's answer taken as the one already drawn)."""
     from playwright.sync_api import expect
 
     root_id, step_id = _running_step(server)
@@ -227,15 +237,36 @@ def test_a_run_panel_that_could_not_load_its_run_shows_it_again_once_it_can(page
     try:
         page.goto(f"{proxy.url}/#/runs/{step_id}")
         expect(_tid(page, "run-func-name")).to_have_text("step", timeout=WAIT_MS)  # through the proxy, polled
+        wrap, notice = _tid(page, "run-panel-wrap"), _tid(page, "run-stale")
 
         proxy.failing_under, proxy.failing = f"/api/v1/runs/{step_id}", True
-        expect(_tid(page, "run-load-error")).to_contain_text(f"Cannot load run {step_id}: the server (or a proxy "
-                                                             "before it) answered 502 Bad Gateway", timeout=WAIT_MS)
+        line = (f"Cannot load run {step_id}: the server (or a proxy before it) answered 502 Bad Gateway: "
+                "502 Bad Gateway 502 Bad Gateway nginx/1.25.3; showing what was last seen, retrying")
+        expect(notice).to_have_text(line, timeout=WAIT_MS)
+        expect(wrap).to_have_attribute("data-stale", "true")
+        expect(_tid(page, "run-func-name")).to_have_text("step")  # what was drawn stays, greyed
+        expect(_tid(page, "run-load-error")).to_have_count(0)
         expect(_tid(page, "run-node")).to_have_count(2)  # the overview still answered
+
+        proxy.failing = False
+        expect(notice).to_be_hidden(timeout=WAIT_MS)
+        expect(wrap).to_have_attribute("data-stale", "false")
+        expect(_tid(page, "run-func-name")).to_have_text("step")
+
+        proxy.failing_status, proxy.failing = 403, True  # not an outage: the panel says it in place of the run
+        expect(_tid(page, "run-load-error")).to_contain_text(f"Cannot load run {step_id}: the server (or a proxy "
+                                                             "before it) answered 403 Forbidden", timeout=WAIT_MS)
+        expect(_tid(page, "run-func-name")).to_have_count(0)
+        expect(wrap).to_have_attribute("data-stale", "false")
+
+        proxy.failing_status = 502  # the error shown, the run not: nothing to keep, the error stays
+        expect(_tid(page, "run-load-error")).to_contain_text("answered 502 Bad Gateway", timeout=WAIT_MS)
+        expect(_tid(page, "run-func-name")).to_have_count(0)
 
         proxy.failing = False
         expect(_tid(page, "run-func-name")).to_have_text("step", timeout=WAIT_MS)
         expect(_tid(page, "run-load-error")).to_have_count(0)
+        expect(notice).to_be_hidden()
         _tid(page, "tab-details").click()  # the panel drawn again works
         expect(_tid(page, "run-id")).to_have_text(step_id)
     finally:

@@ -6,6 +6,7 @@ answers 503 meanwhile, and its client's retried write lands once it is let go.""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import fault_pipelines as fp
 import sematic_k8s as sk
 from sematic_k8s.errors import DatabaseLocked, ServerError
 from sematic_k8s.future import new_id
-from sematic_k8s.store import schema
+from sematic_k8s.resolvers.heartbeat import Heartbeat
+from sematic_k8s.store import guards, schema
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -131,3 +133,50 @@ def test_a_server_over_a_database_locked_by_another_process_answers_503_and_the_
         thread.join(90)
         assert outcome == {"written": True}, outcome
         assert s.store.get_resolution(root_id).state == "running"
+
+
+def test_a_lock_held_by_a_write_of_this_same_process_is_not_said_to_be_another_processs(tmp_path, short_busy,
+                                                                                       caplog):
+    """A resolution's heartbeat thread whose beat waits out the busy timeout while another connection of its own
+    process holds the write lock (a transaction of the store, begun as every write begins: ``BEGIN IMMEDIATE``)
+    says the lock was this process's own, with its pid (was: "stayed locked by another process", sending its reader
+    to look for a program that does not exist). Once that transaction ended, a lock another process holds is said as
+    before."""
+    db = tmp_path / "db.sqlite3"
+    store = SqlStore(f"sqlite:///{db}")
+    root_id = new_id()
+    store.write(Batch(new_resolutions=[{"id": root_id, "root_func_path": "m:f", "state": "running",
+                                        "created_at": utcnow(), "heartbeat_at": utcnow()}]))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a write of this process that does not end: another connection of the same store
+        with store.engine.begin() as conn:
+            guards.hold_write_lock(conn)
+            held.set()
+            release.wait(120)
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(30)
+    beats = Heartbeat(store, root_id, interval=0.2)
+    beats.start()
+    try:
+        wait_for(lambda: "heartbeat not recorded" in caplog.text, 60, what="a beat to wait out the lock")
+        release.set()
+        holder.join(30)
+        said = caplog.text
+        assert (f"heartbeat not recorded: DatabaseLocked: the database {db} stayed locked by a write of this same "
+                f"process (pid {os.getpid()}, on another of its connections) for 2 s") in said, said
+        assert "another process" not in said, said
+
+        caplog.clear()
+        other = LockHolder(db)  # now another process: said so
+        try:
+            wait_for(lambda: "heartbeat not recorded" in caplog.text, 60, what="a beat to wait out the other lock")
+        finally:
+            other.release()
+        assert f"the database {db} stayed locked by another process for 2 s" in caplog.text, caplog.text
+        assert "this same process" not in caplog.text, caplog.text
+    finally:
+        release.set()
+        beats.stop()
+        store.close()

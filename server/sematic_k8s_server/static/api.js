@@ -15,6 +15,11 @@ export class HttpError extends Error {
   }
 }
 
+const UNREACHABLE = new Set([0, 502, 503, 504]); // the server (or the proxy before it) is down for now
+
+/** True when error `e` says the server cannot be reached for now (so what was last seen is still worth showing). */
+export const unreachable = (e) => UNREACHABLE.has(e.status);
+
 // -- the API key -----------------------------------------------------------------------------------
 
 export const apiKey = () => localStorage.getItem(KEY_STORAGE) || "";

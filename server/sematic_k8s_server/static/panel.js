@@ -1,10 +1,12 @@
 /* The Run panel: one run's head (name, state, Actions, error) and tabs: Inputs, Output, Source, Logs, Details
  * (timings, where it ran, cache and lineage, settings). Values are drawn by values.js, logs by logs.js.
  * Redrawn as its run changes, the panel keeps what it drew of that run: its tabs and Actions, and each part that
- * did not change (dom.fillKeepingDrawn), so a click on a tab, an action or a link as a live event comes is made. */
+ * did not change (dom.fillKeepingDrawn), so a click on a tab, an action or a link as a live event comes is made.
+ * A load of its run that finds the server unreachable (no answer, 502/503/504) keeps the run drawn, greyed, under a
+ * one-line note, as the resolution view does; any other error (404, 403...) replaces it with the error's line. */
 
 import { actionsMenu, rerun } from "./actions.js";
-import { getArtifact, getRun } from "./api.js";
+import { getArtifact, getRun, unreachable } from "./api.js";
 import { badge, duration, factList, fill, fillInPlace, fillKeepingDrawn, h, link, section } from "./dom.js";
 import { cssToken, fmtTime, settingsLine, short } from "./format.js";
 import { Answers } from "./live.js";
@@ -78,6 +80,7 @@ export class RunPanel {
     this.panes = null;
     this.drawn = null; // the run drawn: {runId, root, toolbar, actions, tabs}, kept while it is shown
     this.answers = new Answers();
+    this.notice = h("p", { class: "stale-notice", testid: "run-stale", hidden: true });
   }
 
   show(runId) {
@@ -87,6 +90,7 @@ export class RunPanel {
     }
     if (runId && runId !== this.runId) { // until its answer comes (none while the server cannot be reached)
       this.drawn = null;
+      this.markStale(null);
       fill(this.el, h("p", { class: "muted", testid: "run-loading" }, `Loading run ${runId}…`));
     }
     this.runId = runId || null;
@@ -97,6 +101,7 @@ export class RunPanel {
   async refresh(ctx) {
     if (!this.runId) {
       this.sig = null;
+      this.markStale(null);
       fill(this.el, h("p", { class: "muted", testid: "run-panel-hint" },
         "Click a run to see its inputs, output, source, logs and timings."));
       return;
@@ -107,10 +112,17 @@ export class RunPanel {
       run = await this.answers.take(runId, (signal) => getRun(runId, { signal }));
     } catch (e) {
       this.sig = null; // the run is drawn again once it answers, changed or not
+      const shown = this.drawn && this.drawn.runId === runId && this.el.contains(this.drawn.root);
+      if (shown && unreachable(e)) {
+        this.markStale(`Cannot load run ${runId}: ${e.message}`);
+        return;
+      }
+      this.markStale(null);
       fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;
     }
     if (run === undefined) return; // another run was selected meanwhile, or a newer answer came first
+    this.markStale(null);
     const resState = ctx && ctx.resolution ? ctx.resolution.state : null;
     const sig = JSON.stringify([run, resState]);
     if (sig === this.sig) return;
@@ -120,7 +132,15 @@ export class RunPanel {
       if (this.logView) this.logView.stop();
       this.logView = new LogView(run, (ctx && ctx.resolution) || null);
     }
-    fillInPlace(this.el, this.render(run, ctx || {}));
+    fillInPlace(this.el, this.notice, this.render(run, ctx || {}));
+  }
+
+  /** Keep the run drawn, greyed, under `why` and a word that it is retried; null: it is current. */
+  markStale(why) {
+    this.el.classList.toggle("stale", why !== null);
+    this.el.dataset.stale = String(why !== null);
+    this.notice.hidden = why === null;
+    this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
   }
 
   select(tab) {

@@ -3,7 +3,7 @@
  * page at a time on request, so a resolution of thousands of runs draws a few boxes. */
 
 import { actionsMenu, cancel, rerun, startedByUs } from "./actions.js";
-import { getOverview } from "./api.js";
+import { getOverview, unreachable } from "./api.js";
 import { criticalPath } from "./critical.js";
 import { badge, duration, fill, fillFacts, fillInPlace, h, link } from "./dom.js";
 import { fmtTime, short } from "./format.js";
@@ -19,10 +19,6 @@ import { renderTimeline } from "./timeline.js";
 
 const STARTING_WAIT_MS = 120000; // a rerun this page started is recorded by a process that is starting
 const PAGE = 50; // runs of a group shown at a time
-const UNREACHABLE = new Set([0, 502, 503, 504]); // the server (or the proxy before it) is down for now
-
-/** True when error `e` says the server cannot be reached for now (so what was last seen is still worth showing). */
-const unreachable = (e) => UNREACHABLE.has(e.status);
 
 export class ResolutionView extends View {
   constructor(resolutionId) {
