@@ -54,7 +54,8 @@ def store(ctx: click.Context) -> Store:
     try:
         return open_store(path)
     except DatabaseUnopenable as e:
-        raise click.ClickException(f"{e.problem}; check ${settings.DB_URL_ENV} or --home") from None
+        raise click.ClickException(f"{e.problem}; check ${settings.DB_URL_ENV} or --home" if e.in_settings
+                                   else str(e)) from None
 
 
 def _check_recorded(ctx: click.Context, path: Path) -> None:
@@ -62,9 +63,16 @@ def _check_recorded(ctx: click.Context, path: Path) -> None:
     the home around it): one line naming the home given (--home, $SEMATIC_K8S_HOME) or the file
     ($SEMATIC_K8S_DB_URL) that is not there, a typo most likely; for the default home, or a directory given that
     exists (made for it, or a home whose first resolution is still to come), :class:`NothingRecorded`."""
-    file = missing_sqlite_file(settings.db_url(path))
+    try:
+        file = missing_sqlite_file(settings.db_url(path))
+    except OSError as e:  # the home cannot be looked into
+        raise click.ClickException(f"cannot read the home {path} ({e.strerror or e}): give this user read and write "
+                                   f"access to it, or name another with --home or ${settings.HOME_ENV}") from None
     if file is None:
         return
+    if file.exists():  # there, but not a file: never "nothing recorded"
+        raise click.ClickException(f"the metadata database {file} is not a file: move it away, or check --home, "
+                                   f"${settings.HOME_ENV} and ${settings.DB_URL_ENV}")
     if os.environ.get(settings.DB_URL_ENV):
         raise click.ClickException(f"the metadata database {file} does not exist: nothing has been resolved there; "
                                    f"check ${settings.DB_URL_ENV}")

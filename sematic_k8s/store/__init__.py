@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DatabaseUnopenable
+from sematic_k8s.errors import DatabaseUnopenable, one_line
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import http_store
 
@@ -84,6 +84,27 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if file is None or file.is_file() else file
 
 
+def sqlite_unusable(exc: BaseException, file: str | None = None) -> tuple[str, str] | None:
+    """(problem, fix) for a SQLite database that is there but cannot be used as it is, from the sqlite3 error ``exc``
+    (or a SQLAlchemy error wrapping one): damaged (not a database, or malformed: restore a backup), or read-only for
+    this process; None for any other error. ``file``: the database's file, when known."""
+    orig = getattr(exc, "orig", None) or exc
+    name = getattr(orig, "sqlite_errorname", None) or ""
+    where = f" {file}" if file else ""
+    if name.startswith("SQLITE_NOTADB"):  # never one, or its header overwritten
+        return (f"{file or 'the metadata database'} is not a SQLite database ({one_line(str(orig))})",
+                f"check --home and ${settings.DB_URL_ENV}; if it held the metadata database, restore it from a "
+                "backup")
+    if name.startswith("SQLITE_CORRUPT"):
+        return (f"the SQLite metadata database{where} is damaged ({one_line(str(orig))})",
+                f"restore it from a backup (`sqlite3 {file or 'DB'} .recover` may save part of what it holds)")
+    if name.startswith("SQLITE_READONLY"):
+        return (f"the SQLite metadata database{where} cannot be written by this user ({one_line(str(orig))})",
+                "give this user write access to it and to its directory (SQLite writes beside it even to read), or "
+                "copy its directory somewhere writable and use that copy")
+    return None
+
+
 def redacted_url(url: str) -> str:
     """A database URL as messages and logs name it: without its password (one that does not parse is not shown:
     it may hold one)."""
@@ -107,4 +128,4 @@ def open_store(home: Path, server: str | None = None, api_key: str | None = None
     return sql_store(settings.db_url(home))
 
 
-__all__ = ["Store", "open_store", "redacted_url", "sql_store"]
+__all__ = ["Store", "open_store", "redacted_url", "sql_store", "sqlite_unusable"]
