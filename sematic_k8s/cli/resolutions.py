@@ -10,7 +10,7 @@ import click
 from sematic_k8s import graph, limits
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
-from sematic_k8s.cli.output import emit, local_time, output_option, resolution_json, resolution_row, visible
+from sematic_k8s.cli.output import emit, local_time, out, output_option, resolution_json, resolution_row, visible
 from sematic_k8s.errors import LabelsChanged, TooManyTags
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, canceled_notice
@@ -61,7 +61,7 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
     emit(output, [{"FIELD": k, "VALUE": getattr(res, k) if k.endswith("_at") else v} for k, v in obj.items()
                   if not (canceled and k == "error")])
     if canceled:
-        click.echo(visible(canceled_notice(res.error, local_time(res.ended_at) if res.ended_at else None)))
+        out(visible(canceled_notice(res.error, local_time(res.ended_at) if res.ended_at else None)))
 
 
 TAG = re.compile(limits.TAG_PATTERN)  # as the server accepts them

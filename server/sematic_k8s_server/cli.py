@@ -19,7 +19,7 @@ import click
 
 from sematic_k8s import settings
 from sematic_k8s.cli.options import HomeDir
-from sematic_k8s.cli.output import emit, local_time
+from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url
 
@@ -72,6 +72,8 @@ def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, impor
                     said = True
                 time.sleep(DATABASE_WAIT_STEP)
                 continue
+            if not e.in_settings:  # found, and its words say what to do (damaged, read-only)
+                raise click.ClickException(str(e)) from None
             waited = f" (tried for {wait:g} s)" if said else ""
             raise click.ClickException(f"{e.problem}{waited}; check --db-url, ${settings.DB_URL_ENV} or --home (a "
                                        "directory this server may write)") from None
@@ -365,12 +367,18 @@ def api_keys_create(ctx: click.Context, name: str, admin: bool, db_url: str | No
 
     store = _open_store(_db_url(_home(ctx, home_opt), db_url))
     try:
-        key = auth.create_key(store.engine, name, admin=admin)
+        key, row = auth.new_api_key(store.engine, name, admin=admin)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{'Admin API' if admin else 'API'} key {name!r} created; it is shown only now. Send it as the "
                f"{auth.HEADER} header, or set {settings.API_KEY_ENV} for resolvers:", err=True)
-    click.echo(key)
+    try:
+        out(key)
+    except (OutputFailed, BrokenPipeError) as e:  # shown to no one: no one may hold it
+        auth.revoke_key(store.engine, row["id"], by_id_only=True)
+        said = e.format_message() if isinstance(e, OutputFailed) else "its reader is gone"
+        raise click.ClickException(f"API key {name!r} could not be printed ({said}), so it was revoked at once: create "
+                                   "it again with standard output open") from None
 
 
 @api_keys.command("list")
