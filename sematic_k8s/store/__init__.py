@@ -20,6 +20,7 @@ its id or a unique start of it in any of them (the CLI's ids, the resolvers' ``r
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,24 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if file is None or file.is_file() else file
 
 
+def unrecorded_sqlite(url: str) -> list[str] | None:
+    """The tables of the SQLite database ``url`` names when none of them is sematic-k8s's: [] for an empty one (a
+    file of no bytes), else another program's. Looked at read-only: a read opening it would make sematic-k8s's
+    tables in it (and put it in WAL mode). None when it is sematic-k8s's (or from before its migrations: ``runs``),
+    not a SQLite file, or cannot be read so (opening it says why)."""
+    import sqlite3
+
+    file = sqlite_file(url)
+    if file is None or not file.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+            tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    except sqlite3.Error:
+        return None
+    return None if {"alembic_version", "runs"} & set(tables) else tables
+
+
 def sqlite_unusable(exc: BaseException, file: str | None = None) -> tuple[str, str] | None:
     """(problem, fix) for a SQLite database that is there but cannot be used as it is, from the sqlite3 error ``exc``
     (or a SQLAlchemy error wrapping one): damaged (not a database, or malformed: restore a backup), or read-only for
@@ -128,4 +147,4 @@ def open_store(home: Path, server: str | None = None, api_key: str | None = None
     return sql_store(settings.db_url(home))
 
 
-__all__ = ["Store", "open_store", "redacted_url", "sql_store", "sqlite_unusable"]
+__all__ = ["Store", "open_store", "redacted_url", "sql_store", "sqlite_unusable", "unrecorded_sqlite"]

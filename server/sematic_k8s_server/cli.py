@@ -21,7 +21,7 @@ from sematic_k8s import settings
 from sematic_k8s.cli.options import HomeDir
 from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
-from sematic_k8s.store import missing_sqlite_file, redacted_url
+from sematic_k8s.store import missing_sqlite_file, redacted_url, sqlite_file, unrecorded_sqlite
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -49,6 +49,9 @@ def _keys_db_url(ctx: click.Context, home_opt: Path | None, db_url: str | None) 
     if file is not None:
         raise click.ClickException(f"the metadata database {file} does not exist: no API key was made there; check "
                                    f"--db-url, --home or ${settings.HOME_ENV}")
+    if unrecorded_sqlite(url) is not None:  # empty, or another program's: left as it is (opening it makes tables)
+        raise click.ClickException(f"{sqlite_file(url)} is not a sematic-k8s database: no API key was made there; "
+                                   f"check --db-url, --home or ${settings.HOME_ENV}")
     return url
 
 

@@ -194,3 +194,28 @@ def test_an_api_key_that_could_not_be_shown_is_revoked(tmp_path: Path, env: Env,
                             timeout=60, stdin=subprocess.DEVNULL)
     [row] = [line for line in listed.stdout.splitlines() if " lost " in line]
     assert "revoked" in row, listed.stdout
+
+
+def test_a_read_leaves_another_programs_database_as_it_is(tmp_path: Path, env: Env) -> None:
+    """$SEMATIC_K8S_DB_URL (or --home) naming another program's SQLite database, or an empty file: a read refuses
+    the one, lists nothing from the other, and changes neither (was: `resolutions list` made sematic-k8s's five
+    tables in it, put it in WAL mode and a 1 MiB -reserve file beside it, and said "No resources found")."""
+    other = tmp_path / "invoices.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER, amount INTEGER)")
+        conn.execute("INSERT INTO invoices VALUES (1, 100)")
+    conn.close()
+    before = other.read_bytes()
+    for args in (["resolutions", "list"], ["runs", "show", "abc"], ["api-keys", "list", "--db-url", f"sqlite:///{other}"]):
+        line = one_line(run_cli(env, args, {settings.DB_URL_ENV: f"sqlite:///{other}"}))
+        assert line.startswith(f"Error: {other} is not a sematic-k8s database"), (args, line)
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["invoices.db"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "db.sqlite3").touch()
+    listed = run_cli(env, ["--home", str(empty), "resolutions", "list"])
+    assert listed.returncode == 0 and listed.stdout == "", listed.stderr
+    assert listed.stderr == f"No resources found: nothing has been recorded yet in {empty / 'db.sqlite3'} (an empty " \
+                            "database)\n"
+    assert [(p.name, p.stat().st_size) for p in empty.iterdir()] == [("db.sqlite3", 0)]
