@@ -17,7 +17,7 @@ import pytest
 import test_cli_errors
 from sematic_k8s import settings
 from serving import free_port
-from test_cli_errors import CLI, ROOT, Env, record, run_cli
+from test_cli_errors import CLI, ROOT, Env, record, run_cli, start_server
 
 env = test_cli_errors.env  # its module's fixture: a recorded home, a server wanting API keys
 
@@ -219,3 +219,36 @@ def test_a_read_leaves_another_programs_database_as_it_is(tmp_path: Path, env: E
     assert listed.stderr == f"No resources found: nothing has been recorded yet in {empty / 'db.sqlite3'} (an empty " \
                             "database)\n"
     assert [(p.name, p.stat().st_size) for p in empty.iterdir()] == [("db.sqlite3", 0)]
+
+
+@pytest.mark.parametrize(("args", "environ", "says", "code"), [
+    (["--header-timeout", "nan"], {}, "Invalid value for '--header-timeout': 'nan' is not a number: give one in the "
+     "range 1<=x<=3600", 2),  # was a server started whose clients were never timed out
+    (["--shutdown-timeout", "nan"], {}, "Invalid value for '--shutdown-timeout': 'nan' is not a number", 2),
+    (["--token-max-hours", "nan"], {}, "Invalid value for '--token-max-hours': 'nan' is not a number", 2),  # was
+    # "cannot convert float NaN to integer"
+    (["--db-url", ""], {}, "--db-url is empty: give a SQLAlchemy URL, or leave --db-url out for $SEMATIC_K8S_DB_URL "
+     "or the data directory's SQLite database", 1),  # was the home's database, unsaid
+    (["--port", "0"], {}, "Invalid value for '--port': 0 is not in the range 1<=x<=65535. (see `python -m "
+     "sematic_k8s_server.cli server --help`)", 2),  # was three lines: click's usage, a hint and the error
+    ([], {"HEARTBEAT_TIMEOUT": "nan"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a number of seconds >= 0, got 'nan'",
+     1),  # was BadSetting's traceback
+], ids=["header-timeout-nan", "shutdown-timeout-nan", "token-hours-nan", "empty-db-url", "port-zero",
+        "heartbeat-nan"])
+def test_the_server_cli_on_its_own_refuses_in_one_line(tmp_path: Path, args: list[str], environ: dict[str, str],
+                                                       says: str, code: int) -> None:
+    """``python -m sematic_k8s_server.cli server`` fails as the ``sematic-k8s`` CLI does: one line (its group is the
+    CLI's Group), nan refused by every number option (click's FloatRange let it through), an empty --db-url refused."""
+    proc = start_server(["--home", str(tmp_path), *args], {settings.PREFIX + k: v for k, v in environ.items()})
+    assert one_line(proc, code).startswith(f"Error: {says}")
+    if args:  # refused before the database is opened
+        assert not (tmp_path / "db.sqlite3").exists()
+
+
+def test_api_keys_create_with_an_empty_db_url_makes_no_key(tmp_path: Path, env: Env) -> None:
+    """`api-keys create NAME --db-url "$URL"` with the variable unset: refused (was a key made in the home's
+    database, which the server meant was not reading)."""
+    (tmp_path / "db.sqlite3").touch()
+    line = one_line(run_cli(env, ["api-keys", "create", "ci", "--db-url", "", "--home", str(tmp_path)]))
+    assert line.startswith("Error: --db-url is empty")
+    assert (tmp_path / "db.sqlite3").stat().st_size == 0
