@@ -252,3 +252,10 @@ def test_api_keys_create_with_an_empty_db_url_makes_no_key(tmp_path: Path, env: 
     line = one_line(run_cli(env, ["api-keys", "create", "ci", "--db-url", "", "--home", str(tmp_path)]))
     assert line.startswith("Error: --db-url is empty")
     assert (tmp_path / "db.sqlite3").stat().st_size == 0
+
+
+def test_an_empty_func_filter_is_refused(env: Env) -> None:
+    """`runs list --func "$F"` with the variable unset: refused (was "No resources found", exit 0: no run matched)."""
+    line = one_line(run_cli(env, ["runs", "list", "--func", ""]), 2)
+    assert line == ("Error: Invalid value for '--func': it is empty: give a func's name or module:qualname, or leave "
+                    "the option out (see `sematic-k8s runs list --help`)")
