@@ -380,6 +380,7 @@ class DatabaseUnopenable(StopsForAFix):
     ``unreachable``: its server did not answer (not up yet, or starting up), which may pass by itself."""
 
     unreachable = False
+    in_settings = True  # its fix is in the settings naming the database; False: found, and its fix is its own
 
 
 class SchemaTooNew(StopsForAFix):

@@ -345,7 +345,11 @@ def plan_rerun(runs: Iterable[Any], from_id: str, mode: str, new_id: Callable[[]
     if mode not in ("from", "continue"):
         raise ValueError(f"rerun mode must be 'from' or 'continue', got {mode!r}")
     if mode == "continue" and by_id[from_id].parent_id is not None:
-        raise ValueError(f"rerun mode 'continue' takes the root run id, and {from_id} is not a root run")
+        root = from_id
+        while (parent := by_id[root].parent_id) is not None and parent in by_id:
+            root = parent
+        raise ValueError(f"rerun mode 'continue' takes the root run id, and {from_id} is not a root run: give its "
+                         f"resolution's, {root}, or rerun from {from_id} with mode 'from'")
     children: dict[str, list[str]] = {}
     consumers: dict[str, list[str]] = {}
     for r in by_id.values():

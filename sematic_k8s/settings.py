@@ -159,17 +159,32 @@ def split_user_info(url: str) -> tuple[str, str | None]:
 
 
 def _secret(name: str, file_name: str, what: str) -> str | None:
-    """$``name``, else the contents of the file $``file_name``; None when neither is set."""
+    """$``name``, else the contents of the file $``file_name``; None when neither is set. BadSetting, in one line,
+    for a file that cannot be read as text (missing, a directory, no permission, binary) and for a value holding a
+    control character (a key pasted with a line break: no header can carry it)."""
     value = os.environ.get(name)
     if value:
-        return value
+        return _printable(value, f"${name}", what)
     path = os.environ.get(file_name)
     if path:
         try:
-            return Path(path).read_text().strip() or None
+            text = Path(path).read_text().strip()
         except OSError as e:
-            raise RuntimeError(f"cannot read the {what} file ${file_name}={path}: {e}") from None
+            raise BadSetting(f"cannot read the {what} file ${file_name}={path} ({e.strerror or e}): give it the path "
+                             f"of a readable file holding the {what}") from None
+        except UnicodeDecodeError:
+            raise BadSetting(f"the {what} file ${file_name}={path} is not text: give it the path of a file holding "
+                             f"the {what} alone") from None
+        return _printable(text, f"the {what} file ${file_name}={path}", what) if text else None
     return None
+
+
+def _printable(value: str, named: str, what: str) -> str:
+    """``value`` unless it holds a control character, refused by a BadSetting naming where it came from (``named``)
+    and never showing the secret itself."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise BadSetting(f"{named} holds a control character (a line break?): give the {what} alone, on one line")
+    return value
 
 
 def env(name: str, default: str | None = None) -> str | None:

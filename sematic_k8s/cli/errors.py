@@ -15,6 +15,7 @@ import sqlalchemy.exc
 from sematic_k8s import settings
 from sematic_k8s.cli.output import visible
 from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError, one_line
+from sematic_k8s.store import sqlite_unusable
 
 DEBUG = "--debug"
 # a ServerError about reaching the server or being let in (None: not reached; 401 says what to do itself)
@@ -30,9 +31,9 @@ def describe(exc: BaseException) -> str:
         return one_line(str(exc))
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
         orig = exc.orig if hasattr(exc, "orig") else exc
-        if getattr(orig, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
-            return (f"the SQLite metadata database is damaged ({one_line(str(orig))}): restore it from a backup "
-                    "(`sqlite3 DB .recover` may save part of what it holds)")
+        unusable = sqlite_unusable(exc)
+        if unusable is not None:  # damaged, or read-only here: its own fix
+            return ": ".join(unusable)
         return f"the metadata database failed: {one_line(str(orig))}; check ${settings.DB_URL_ENV} or --home"
     if isinstance(exc, InfrastructureError):
         return one_line(f"{type(exc).__name__}: {exc}")

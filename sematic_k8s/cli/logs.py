@@ -8,7 +8,7 @@ import click
 
 from sematic_k8s import graph
 from sematic_k8s.cli import records
-from sematic_k8s.cli.output import emit, output_option, visible
+from sematic_k8s.cli.output import emit, out, output_option, visible
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, in_resolver_home
 
@@ -38,7 +38,7 @@ def logs(ctx: click.Context, run_id: str, follow: bool, output: str) -> None:
     if output == "json":
         emit(output, [], {"run_id": run.id, "logs": text})
     elif text is not None:
-        click.echo(text, nl=not text.endswith("\n"))
+        out(text, nl=not text.endswith("\n"))
     else:
         why = _no_logs_reason(run, store.get_resolution(run.root_id))
         click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{why}"), err=True)
@@ -50,7 +50,7 @@ def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
         ended = run.state in graph.TERMINAL
         text = records.read_logs(ctx, store, run) or ""
         if len(text) > shown:
-            click.echo(text[shown:], nl=False)
+            out(text[shown:], nl=False)
             shown = len(text)
         if ended:  # read once more after it ended: its last output is recorded by then
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +32,14 @@ class HomeDir(click.Path):
             self.fail(f"it is empty: give a directory, or leave --home out for ${settings.HOME_ENV} or ~/.sematic_k8s",
                       param, ctx)
         return super().convert(value, param, ctx)
+
+
+class FloatRange(click.FloatRange):
+    """click's FloatRange that also refuses nan, which its bounds let through (nan compares false with both):
+    ``--header-timeout nan`` started a server whose clients were never timed out."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:  # noqa: ANN401
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number: give one in the range {self._describe_range()}", param, ctx)
+        return number

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
+import sys
 from itertools import zip_longest
 from typing import Any
 
@@ -18,6 +21,33 @@ output_option = click.option("-o", "--output", type=click.Choice(["table", "json
                              show_default=True, help="Aligned columns, or JSON for scripts (times in UTC).")
 
 
+class OutputFailed(click.ClickException):
+    """Standard output cannot take what a command prints: closed, or its disk full. (A reader gone, ``| head``, is
+    BrokenPipeError, which click ends quietly.)"""
+
+
+def out(text: str, nl: bool = True) -> None:
+    """Print ``text`` on standard output: the one way commands print their results. OutputFailed, in one line, when it
+    cannot be written (was exit 0 with nothing printed on a closed one; an "unexpected OSError" on a full disk)."""
+    if sys.stdout is None:  # closed before the command started
+        raise OutputFailed("standard output is closed, so nothing can be printed: run the command with it open "
+                           "(redirect it to a file, or to /dev/null to print nothing)")
+    try:
+        click.echo(text, nl=nl)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _drop_stdout()  # what is left in its buffer is not written again, failing again, at exit
+        full = " (free space on its disk, or redirect it elsewhere)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise OutputFailed(f"cannot write to standard output: {e.strerror or e}{full}") from None
+
+
+def _drop_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def emit(output: str, rows: list[dict[str, Any]], obj: Any = None, *, why_none: str | None = None) -> None:
     """Print ``rows`` as an aligned table, or as JSON: ``obj`` if given, else ``{"items": rows}``.
 
@@ -25,7 +55,7 @@ def emit(output: str, rows: list[dict[str, Any]], obj: Any = None, *, why_none: 
     (and ``why_none``).
     """
     if output == "json":
-        click.echo(json.dumps({"items": rows} if obj is None else obj, indent=2, default=str))
+        out(json.dumps({"items": rows} if obj is None else obj, indent=2, default=str))
         return
     if not rows:
         click.echo(f"No resources found: {why_none}" if why_none else "No resources found.", err=True)
@@ -36,7 +66,7 @@ def emit(output: str, rows: list[dict[str, Any]], obj: Any = None, *, why_none: 
     widths = [max(len(line) for row in cells for line in row[i]) for i in range(len(header))]
     for row in cells:
         for parts in zip_longest(*row, fillvalue=""):
-            click.echo("   ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True)).rstrip())
+            out("   ".join(p.ljust(w) for p, w in zip(parts, widths, strict=True)).rstrip())
 
 
 def cell(value: Any) -> str:

@@ -15,7 +15,7 @@ from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.storage.base import Storage, log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
-from sematic_k8s.store import lookup, missing_sqlite_file, open_store
+from sematic_k8s.store import lookup, missing_sqlite_file, open_store, sqlite_file, unrecorded_sqlite
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import API, HttpStore
 from sematic_k8s.store.records import RunRecord
@@ -54,7 +54,8 @@ def store(ctx: click.Context) -> Store:
     try:
         return open_store(path)
     except DatabaseUnopenable as e:
-        raise click.ClickException(f"{e.problem}; check ${settings.DB_URL_ENV} or --home") from None
+        raise click.ClickException(f"{e.problem}; check ${settings.DB_URL_ENV} or --home" if e.in_settings
+                                   else str(e)) from None
 
 
 def _check_recorded(ctx: click.Context, path: Path) -> None:
@@ -62,9 +63,17 @@ def _check_recorded(ctx: click.Context, path: Path) -> None:
     the home around it): one line naming the home given (--home, $SEMATIC_K8S_HOME) or the file
     ($SEMATIC_K8S_DB_URL) that is not there, a typo most likely; for the default home, or a directory given that
     exists (made for it, or a home whose first resolution is still to come), :class:`NothingRecorded`."""
-    file = missing_sqlite_file(settings.db_url(path))
+    try:
+        file = missing_sqlite_file(settings.db_url(path))
+    except OSError as e:  # the home cannot be looked into
+        raise click.ClickException(f"cannot read the home {path} ({e.strerror or e}): give this user read and write "
+                                   f"access to it, or name another with --home or ${settings.HOME_ENV}") from None
     if file is None:
+        _check_sematic(ctx, path)
         return
+    if file.exists():  # there, but not a file: never "nothing recorded"
+        raise click.ClickException(f"the metadata database {file} is not a file: move it away, or check --home, "
+                                   f"${settings.HOME_ENV} and ${settings.DB_URL_ENV}")
     if os.environ.get(settings.DB_URL_ENV):
         raise click.ClickException(f"the metadata database {file} does not exist: nothing has been resolved there; "
                                    f"check ${settings.DB_URL_ENV}")
@@ -79,6 +88,21 @@ def _check_recorded(ctx: click.Context, path: Path) -> None:
     why = "not a directory" if path.exists() else "no such directory"
     raise click.ClickException(f"no sematic-k8s home at {path} ({why}): nothing has been resolved there; check "
                                f"{given} (a home is made by the first resolution recorded in it)")
+
+
+def _check_sematic(ctx: click.Context, path: Path) -> None:
+    """A SQLite database that holds none of sematic-k8s's tables is not opened by a read, which would make them in
+    it: an empty one (a file of no bytes) is :class:`NothingRecorded`; another program's is refused, named."""
+    url = settings.db_url(path)
+    tables = unrecorded_sqlite(url)
+    if tables is None:
+        return
+    file = sqlite_file(url)
+    if not tables:
+        raise NothingRecorded(f"nothing has been recorded yet in {file} (an empty database)")
+    named = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+    raise click.ClickException(f"{file} is not a sematic-k8s database (its tables: {named}), and a read leaves it as "
+                               f"it is: check --home, ${settings.HOME_ENV} and ${settings.DB_URL_ENV}")
 
 
 def _check_server(url: str) -> None:

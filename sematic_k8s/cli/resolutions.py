@@ -10,7 +10,7 @@ import click
 from sematic_k8s import graph, limits
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
-from sematic_k8s.cli.output import emit, local_time, output_option, resolution_json, resolution_row, visible
+from sematic_k8s.cli.output import emit, local_time, out, output_option, resolution_json, resolution_row, visible
 from sematic_k8s.errors import LabelsChanged, TooManyTags
 from sematic_k8s.store import lookup
 from sematic_k8s.store.base import Store
@@ -65,9 +65,9 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
     emit(output, [{"FIELD": k, "VALUE": getattr(res, k) if k.endswith("_at") else v} for k, v in obj.items()
                   if not (canceled and k == "error")])
     if canceled:
-        click.echo(visible(canceled_notice(res.error, local_time(res.ended_at) if res.ended_at else None)))
+        out(visible(canceled_notice(res.error, local_time(res.ended_at) if res.ended_at else None)))
     if (waiting := claim_waiting(res)) is not None:
-        click.echo(visible(f"Not started yet: {waiting}"))
+        out(visible(f"Not started yet: {waiting}"))
 
 
 TAG = re.compile(limits.TAG_PATTERN)  # as the server accepts them

@@ -23,7 +23,8 @@ def runs() -> None:
 @click.option("--root-id", help="Only the runs of this resolution (its root run id, or a unique start of it), in "
                                 "creation order. Without it: runs of every resolution, newest first.")
 @run_state_option
-@click.option("--func", "func_name", help="Only runs of this func (name or module:qualname).")
+@click.option("--func", "func_name", callback=lambda ctx, param, value: _not_blank(value, param),
+              help="Only runs of this func (name or module:qualname).")
 @limit_option
 @output_option
 @click.pass_context
@@ -54,6 +55,15 @@ def runs_list(ctx: click.Context, root_id: str | None, state: str | None, func_n
         emit(output, [{"ID": r.id, "FUNC": r.func_name, "STATE": r.state, "RESOLUTION": r.root_id,
                        "CREATED": r.created_at, "DURATION": run_duration(r)}
                       for r in found])
+
+
+def _not_blank(value: str | None, param: click.Parameter) -> str | None:
+    """An option's value, refused when given empty (an unset variable in ``--func "$F"``: it matched no run, and the
+    listing said there were none)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("it is empty: give a func's name or module:qualname, or leave the option out",
+                                 param=param)
+    return value
 
 
 @runs.command("show")

@@ -20,11 +20,12 @@ its id or a unique start of it in any of them (the CLI's ids, the resolvers' ``r
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DatabaseUnopenable
+from sematic_k8s.errors import DatabaseUnopenable, one_line
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import http_store
 
@@ -84,6 +85,45 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if file is None or file.is_file() else file
 
 
+def unrecorded_sqlite(url: str) -> list[str] | None:
+    """The tables of the SQLite database ``url`` names when none of them is sematic-k8s's: [] for an empty one (a
+    file of no bytes), else another program's. Looked at read-only: a read opening it would make sematic-k8s's
+    tables in it (and put it in WAL mode). None when it is sematic-k8s's (or from before its migrations: ``runs``),
+    not a SQLite file, or cannot be read so (opening it says why)."""
+    import sqlite3
+
+    file = sqlite_file(url)
+    if file is None or not file.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+            tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    except sqlite3.Error:
+        return None
+    return None if {"alembic_version", "runs"} & set(tables) else tables
+
+
+def sqlite_unusable(exc: BaseException, file: str | None = None) -> tuple[str, str] | None:
+    """(problem, fix) for a SQLite database that is there but cannot be used as it is, from the sqlite3 error ``exc``
+    (or a SQLAlchemy error wrapping one): damaged (not a database, or malformed: restore a backup), or read-only for
+    this process; None for any other error. ``file``: the database's file, when known."""
+    orig = getattr(exc, "orig", None) or exc
+    name = getattr(orig, "sqlite_errorname", None) or ""
+    where = f" {file}" if file else ""
+    if name.startswith("SQLITE_NOTADB"):  # never one, or its header overwritten
+        return (f"{file or 'the metadata database'} is not a SQLite database ({one_line(str(orig))})",
+                f"check --home and ${settings.DB_URL_ENV}; if it held the metadata database, restore it from a "
+                "backup")
+    if name.startswith("SQLITE_CORRUPT"):
+        return (f"the SQLite metadata database{where} is damaged ({one_line(str(orig))})",
+                f"restore it from a backup (`sqlite3 {file or 'DB'} .recover` may save part of what it holds)")
+    if name.startswith("SQLITE_READONLY"):
+        return (f"the SQLite metadata database{where} cannot be written by this user ({one_line(str(orig))})",
+                "give this user write access to it and to its directory (SQLite writes beside it even to read), or "
+                "copy its directory somewhere writable and use that copy")
+    return None
+
+
 def redacted_url(url: str) -> str:
     """A database URL as messages and logs name it: without its password (one that does not parse is not shown:
     it may hold one)."""
@@ -107,4 +147,4 @@ def open_store(home: Path, server: str | None = None, api_key: str | None = None
     return sql_store(settings.db_url(home))
 
 
-__all__ = ["Store", "open_store", "redacted_url", "sql_store"]
+__all__ = ["Store", "open_store", "redacted_url", "sql_store", "sqlite_unusable", "unrecorded_sqlite"]

@@ -11,6 +11,7 @@ from sematic_k8s.store.records import RunRecord
 ID = re.compile(r"^[0-9a-f]{1,64}$")
 FULL_ID_LENGTH = 32  # uuid4 hex: a complete run id, looked up directly
 CANDIDATES = 5  # ids named when a start is ambiguous
+SHOWN = 40  # characters of what was given that a message repeats
 
 
 def find_run(store: Store, given: str) -> RunRecord:
@@ -18,8 +19,8 @@ def find_run(store: Store, given: str) -> RunRecord:
     ``given`` is not an id, when no run has it, or when several start with it (naming a few of them)."""
     run_id = given.strip().lower()
     if not ID.match(run_id):
-        raise LookupError(f"{given!r} is not a run id: ids are hexadecimal, as `sematic-k8s resolutions list` and "
-                          "`sematic-k8s runs list` show them")
+        raise LookupError(f"{quoted(given)} is not a run id: ids are hexadecimal, as `sematic-k8s resolutions list` "
+                          "and `sematic-k8s runs list` show them")
     if len(run_id) >= FULL_ID_LENGTH:
         run = store.get_run(run_id)
         if run is not None:
@@ -29,8 +30,16 @@ def find_run(store: Store, given: str) -> RunRecord:
     if found is not None:
         return found
     if len(matches) <= 1:
-        raise LookupError(f"no run with id {given!r}: list them with `sematic-k8s resolutions list` or "
+        raise LookupError(f"no run with id {quoted(given)}: list them with `sematic-k8s resolutions list` or "
                           "`sematic-k8s runs list`")
     shown = ", ".join(f"{r.id} ({r.func_name})" for r in matches[:CANDIDATES])
     more = " and more" if len(matches) > CANDIDATES else ""
-    raise LookupError(f"run id prefix {given!r} is ambiguous: it starts {shown}{more}; give more of the id")
+    raise LookupError(f"run id prefix {quoted(given)} is ambiguous: it starts {shown}{more}; give more of the id")
+
+
+def quoted(given: str) -> str:
+    """``given`` as a message repeats it: quoted, its control characters escaped, and past :data:`SHOWN`
+    characters (a file pasted for an id) its start and its length."""
+    if len(given) <= SHOWN:
+        return repr(given)
+    return f"{given[:SHOWN]!r}... ({len(given):,} characters)"

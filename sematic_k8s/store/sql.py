@@ -44,6 +44,8 @@ from sematic_k8s.store import (
     reads,
     redacted_url,
     schema,
+    sqlite_file,
+    sqlite_unusable,
     writes,
 )
 from sematic_k8s.store.json_columns import json_text, json_value
@@ -93,6 +95,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
 def _unopenable(url: str, exc: Exception) -> DatabaseUnopenable:
     """The database at ``url`` could not be opened (``exc``: a URL no installed driver takes, a file that cannot be
     made, a server that does not answer): one line naming it, its password hidden."""
+    file = sqlite_file(url)
+    found = sqlite_unusable(exc, str(file) if file else None)
+    if found is not None:  # there, and its own fix: not the settings'
+        unusable = DatabaseUnopenable(*found)
+        unusable.in_settings = False
+        return unusable
     orig = getattr(exc, "orig", None) or exc
     error = DatabaseUnopenable(f"cannot open the metadata database {redacted_url(url)}: "
                                f"{one_line(str(orig)) or type(orig).__name__}",

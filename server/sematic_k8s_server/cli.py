@@ -18,10 +18,11 @@ from typing import Any
 import click
 
 from sematic_k8s import settings
-from sematic_k8s.cli.options import HomeDir
-from sematic_k8s.cli.output import emit, local_time
+from sematic_k8s.cli.errors import DEBUG, Group
+from sematic_k8s.cli.options import FloatRange, HomeDir
+from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
-from sematic_k8s.store import missing_sqlite_file, redacted_url
+from sematic_k8s.store import missing_sqlite_file, redacted_url, sqlite_file, unrecorded_sqlite
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -39,6 +40,9 @@ def _home(ctx: click.Context, home_opt: Path | None, *, create: bool = True) -> 
 
 
 def _db_url(home: Path, db_url: str | None) -> str:
+    if db_url is not None and not db_url.strip():  # an unset variable in `--db-url "$URL"`: not the default, unsaid
+        raise click.ClickException(f"--db-url is empty: give a SQLAlchemy URL, or leave --db-url out for "
+                                   f"${settings.DB_URL_ENV} or the data directory's SQLite database")
     return db_url or settings.db_url(home)
 
 
@@ -49,6 +53,9 @@ def _keys_db_url(ctx: click.Context, home_opt: Path | None, db_url: str | None) 
     if file is not None:
         raise click.ClickException(f"the metadata database {file} does not exist: no API key was made there; check "
                                    f"--db-url, --home or ${settings.HOME_ENV}")
+    if unrecorded_sqlite(url) is not None:  # empty, or another program's: left as it is (opening it makes tables)
+        raise click.ClickException(f"{sqlite_file(url)} is not a sematic-k8s database: no API key was made there; "
+                                   f"check --db-url, --home or ${settings.HOME_ENV}")
     return url
 
 
@@ -72,6 +79,8 @@ def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, impor
                     said = True
                 time.sleep(DATABASE_WAIT_STEP)
                 continue
+            if not e.in_settings:  # found, and its words say what to do (damaged, read-only)
+                raise click.ClickException(str(e)) from None
             waited = f" (tried for {wait:g} s)" if said else ""
             raise click.ClickException(f"{e.problem}{waited}; check --db-url, ${settings.DB_URL_ENV} or --home (a "
                                        "directory this server may write)") from None
@@ -115,23 +124,23 @@ def _is_loopback(host: str) -> bool:
               help="Reruns being started at once.")
 @click.option("--rerun-queue", type=click.IntRange(0, 1000), default=8, show_default=True,
               help="Rerun requests waiting to start; more get 429.")
-@click.option("--max-request-mb", type=click.FloatRange(0.01, 4096), default=32, show_default=True,
+@click.option("--max-request-mb", type=FloatRange(0.01, 4096), default=32, show_default=True,
               help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
-@click.option("--header-timeout", type=click.FloatRange(1, 3600), default=10, show_default=True,
+@click.option("--header-timeout", type=FloatRange(1, 3600), default=10, show_default=True,
               help="Seconds a client may take to send a request's headers, from its connection's opening or its "
                    "previous answer; then its connection is closed (an idle or slow client holds none).")
-@click.option("--body-timeout", type=click.FloatRange(1, 86400), default=60, show_default=True,
+@click.option("--body-timeout", type=FloatRange(1, 86400), default=60, show_default=True,
               help="Seconds a client may take to send a request's body once its headers are in; then 408 and its "
                    "connection is closed, the request not applied.")
-@click.option("--send-timeout", type=click.FloatRange(1, 86400), default=60, show_default=True,
+@click.option("--send-timeout", type=FloatRange(1, 86400), default=60, show_default=True,
               help="Seconds an answer waits for a client that reads none of it (a live-events stream to a client "
                    "that stopped reading); then its connection is cut.")
 @click.option("--max-streams-per-key", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
               help="Live-event streams one API key (in local mode: this machine) may hold open at once, per server "
                    "process; one more gets 429 (a dashboard tab then polls, and tries again later).")
-@click.option("--token-max-hours", type=click.FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
+@click.option("--token-max-hours", type=FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
               help="Longest life of a resolution's token (it also ends when the resolution ends).")
-@click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=20, show_default=True,
+@click.option("--shutdown-timeout", type=FloatRange(0, 3600), default=20, show_default=True,
               help="Seconds a stopping server (SIGTERM, Ctrl-C) gives the requests under way to finish before it "
                    "cuts them; live event streams end at once. Keep it below the time the process is given to stop "
                    "(Kubernetes' terminationGracePeriodSeconds, less a preStop delay).")
@@ -365,12 +374,18 @@ def api_keys_create(ctx: click.Context, name: str, admin: bool, db_url: str | No
 
     store = _open_store(_db_url(_home(ctx, home_opt), db_url))
     try:
-        key = auth.create_key(store.engine, name, admin=admin)
+        key, row = auth.new_api_key(store.engine, name, admin=admin)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{'Admin API' if admin else 'API'} key {name!r} created; it is shown only now. Send it as the "
                f"{auth.HEADER} header, or set {settings.API_KEY_ENV} for resolvers:", err=True)
-    click.echo(key)
+    try:
+        out(key)
+    except (OutputFailed, BrokenPipeError) as e:  # shown to no one: no one may hold it
+        auth.revoke_key(store.engine, row["id"], by_id_only=True)
+        said = e.format_message() if isinstance(e, OutputFailed) else "its reader is gone"
+        raise click.ClickException(f"API key {name!r} could not be printed ({said}), so it was revoked at once: create "
+                                   "it again with standard output open") from None
 
 
 @api_keys.command("list")
@@ -412,9 +427,11 @@ def register(group: click.Group) -> None:
     group.add_command(api_keys)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(DEBUG, is_flag=True, expose_value=False, help="On failure, also print the traceback.")
 def main() -> None:
-    """The sematic-k8s server commands on their own (``python -m sematic_k8s_server.cli``)."""
+    """The sematic-k8s server commands on their own (``python -m sematic_k8s_server.cli``), failing as the
+    ``sematic-k8s`` CLI does: in one line."""
 
 
 register(main)

@@ -934,7 +934,8 @@ def test_rerun_errors(resolver, store):
     first = chain()
     first.resolve(resolver())
     child = ids_by_name(store, first.id)["b"]
-    with pytest.raises(ValueError, match="takes the root run id"):
+    with pytest.raises(ValueError, match=f"takes the root run id, and {child} is not a root run: give its "
+                       f"resolution's, {first.id}, or rerun from {child} with mode 'from'"):
         chain().resolve(resolver(rerun_from=child, rerun_mode="continue"))
     with pytest.raises(ValueError, match=r"belongs to a .*chain pipeline, not .*fan: resolve a chain\(\.\.\.\) future "
                        "with it, or give a run of a .*fan resolution"):  # was without what to do
