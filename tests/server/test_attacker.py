@@ -303,3 +303,38 @@ def test_a_token_may_not_fence_another_resolution(any_db: Served) -> None:
         assert r.status_code == 403 and other in r.json()["detail"], r.text
         assert not any(other in v for k, v in r.headers.items() if k.lower().startswith("x-sematic")), r.headers
         assert driver.post("/api/v1/store/write", json={**note, "fence": {own: 0}}).status_code == 200
+
+
+# -- every answer is taken as the type it names ---------------------------------------------------------------
+
+def test_every_answer_says_nosniff(served: Served) -> None:
+    """JSON, a run's log as text, an artifact's bytes, the fast path's write, a 401, a 403, a 404, the page: each says
+    ``X-Content-Type-Options: nosniff`` once, so no browser reads a record's bytes as HTML. Was: the page alone."""
+    payload = b"<html><script>alert(1)</script>"
+    art = content_id("json", payload)
+    root = record_resolution(served.url, served.key, kind="local", state="resolved")
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
+                            "created_at": utcnow()}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+        token = store.mint_token(uuid.uuid4().hex)
+    finally:
+        store.close()
+    LocalStorage(served.home / "storage").put(artifact_key(art), payload)
+    (served.home / "storage" / "logs").mkdir(parents=True, exist_ok=True)
+    (served.home / "storage" / "logs" / f"{root}.log").write_text("<b>a log</b>\n")
+    answers: list[httpx.Response] = []
+    with served.client() as c:
+        answers += [c.get(f"/api/v1/resolutions/{root}"), c.get(f"/api/v1/runs/{root}/logs"),
+                    c.get(f"/api/v1/artifacts/{art}/data"), c.get("/api/v1/nothing-here"), c.get("/"),
+                    c.post("/api/v1/store/write", json={})]
+    with served.client(key=None) as c:
+        answers += [c.get("/api/v1/runs"), c.get("/api/v1/health")]
+    with served.client(key=token) as c:
+        answers.append(c.get(f"/api/v1/resolutions/{root}"))
+    assert [a.status_code for a in answers] == [200, 200, 200, 404, 200, 200, 401, 200, 403], answers
+    assert answers[2].content == payload
+    for a in answers:
+        assert a.headers.get_list("x-content-type-options") == ["nosniff"], (a.request.url, a.headers)
