@@ -338,3 +338,32 @@ def test_every_answer_says_nosniff(served: Served) -> None:
     assert answers[2].content == payload
     for a in answers:
         assert a.headers.get_list("x-content-type-options") == ["nosniff"], (a.request.url, a.headers)
+
+
+def test_a_token_refused_a_run_of_another_resolution_is_not_told_that_resolution(served: Served) -> None:
+    """A driver's token asks for a run of another resolution (its record, its log) and writes a change to it: 403
+    naming the run it asked for, not the resolution the run is recorded in. Was: "run X of resolution Y", telling it
+    Y (whose id opens Y's records to anyone who may read them). Its own runs still answer."""
+    other = record_resolution(served.url, served.key, kind="cloud", state="running")
+    own = record_resolution(served.url, served.key, kind="cloud", state="running")
+    theirs, mine = new_run(other), new_run(own)
+    user = HttpStore(served.url, served.key)
+    try:
+        user.write(theirs)
+        user.write(mine)
+        token = user.mint_token(own)
+    finally:
+        user.close()
+    child, my_child = next(iter(theirs.new_runs)), next(iter(mine.new_runs))
+    with served.client(key=token) as driver:
+        answers = [driver.get(f"/api/v1/runs/{child}"), driver.get(f"/api/v1/runs/{child}/logs"),
+                   driver.post("/api/v1/store/write", json={"run_updates": {child: {"state": "failed"}}})]
+        for r in answers:
+            assert r.status_code == 403 and child in r.text and other not in r.text, (r.request.url, r.text)
+        assert driver.get(f"/api/v1/runs/{my_child}").status_code == 200
+
+
+def new_run(root_id: str) -> Batch:
+    run_id = uuid.uuid4().hex
+    return Batch(new_runs={run_id: {"id": run_id, "root_id": root_id, "parent_id": root_id, "func_path": "m:f",
+                                    "func_name": "f", "state": "created", "created_at": utcnow()}})
