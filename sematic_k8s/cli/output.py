@@ -13,9 +13,10 @@ from typing import Any
 import click
 
 from sematic_k8s.graph import RESOLVED, TERMINAL
-from sematic_k8s.store.records import ResolutionRecord, RunRecord
+from sematic_k8s.store.records import ResolutionRecord, RunRecord, claim_waiting
 
 NONE = "-"
+WAITING_CHARS = 40  # of what a claimed rerun waits for, in a table's state column
 
 output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
                              show_default=True, help="Aligned columns, or JSON for scripts (times in UTC).")
@@ -141,8 +142,19 @@ def resolution_json(res: ResolutionRecord) -> dict[str, Any]:
     return {**res.to_dict(), "duration_seconds": seconds(res.created_at, res.ended_at)}
 
 
+def resolution_state(res: ResolutionRecord) -> str:
+    """A resolution's state as tables show it: a rerun the server claimed whose driver has not started says what it
+    waits for, on one line cut to :data:`WAITING_CHARS` (``created (not started yet: ...)``, as ``resolutions show``
+    says it whole)."""
+    waiting = claim_waiting(res)
+    if waiting is None:
+        return res.state
+    line = " ".join(waiting.split())
+    return f"{res.state} (not started yet: {line if len(line) <= WAITING_CHARS else line[:WAITING_CHARS - 1] + '…'})"
+
+
 def resolution_row(res: ResolutionRecord) -> dict[str, Any]:
-    return {"ID": res.id, "FUNC": res.root_func_path.rpartition(":")[2], "STATE": res.state,
+    return {"ID": res.id, "FUNC": res.root_func_path.rpartition(":")[2], "STATE": resolution_state(res),
             "CREATED": res.created_at, "DURATION": duration(seconds(res.created_at, res.ended_at)),
             "RERUN_OF": res.rerun_of}
 

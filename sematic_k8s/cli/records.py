@@ -18,7 +18,7 @@ from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import lookup, missing_sqlite_file, open_store, sqlite_file, unrecorded_sqlite
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import API, HttpStore
-from sematic_k8s.store.records import RunRecord
+from sematic_k8s.store.records import ResolutionRecord, RunRecord
 
 PROBE_TIMEOUT = 5.0  # seconds for the server's health check
 PROBE_TRIES = 3  # health checks whose connection is closed unanswered before the server is said not to answer
@@ -146,6 +146,21 @@ def find_root(records: Store, given: str) -> RunRecord:
     """The root run (its id is its resolution's) of the run ``given`` names."""
     run = find_run(records, given)
     return run if run.root_id == run.id else _get(records, run.root_id)
+
+
+def find_resolution(records: Store, given: str) -> ResolutionRecord:
+    """The resolution ``given`` names: its id or a unique start of it (:func:`lookup.find_resolution`: a claimed
+    rerun's too), else that of the run it names."""
+    try:
+        res = lookup.find_resolution(records, given)
+    except LookupError as e:
+        raise click.ClickException(str(e)) from None
+    if res is None:
+        root = find_root(records, given)
+        res = records.get_resolution(root.id)
+    if res is None:
+        raise click.ClickException(f"no resolution with id {given!r}: list them with `sematic-k8s resolutions list`")
+    return res
 
 
 def _get(records: Store, run_id: str) -> RunRecord:

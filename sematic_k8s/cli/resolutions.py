@@ -12,7 +12,6 @@ from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
 from sematic_k8s.cli.output import emit, local_time, out, output_option, resolution_json, resolution_row, visible
 from sematic_k8s.errors import LabelsChanged, TooManyTags
-from sematic_k8s.store import lookup
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, canceled_notice, claim_waiting
 
@@ -49,14 +48,7 @@ def resolutions_show(ctx: click.Context, resolution_id: str, output: str) -> Non
 
     A canceled one's end is a line below the fields saying when and how, as the dashboard says it, not an error
     (`-o json` has the record as it is); a rerun whose driver waits for its image says so there too."""
-    store = records.store(ctx)
-    whole = resolution_id.strip().lower()  # a rerun the server claimed has no root run until its driver records it
-    res = store.get_resolution(whole) if lookup.ID.match(whole) and len(whole) >= lookup.FULL_ID_LENGTH else None
-    if res is None:
-        root = records.find_root(store, resolution_id)
-        res = store.get_resolution(root.id)
-    if res is None:
-        raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")
+    res = records.find_resolution(records.store(ctx), resolution_id)
     obj = resolution_json(res)
     if output == "json":
         emit(output, [], obj)
@@ -77,13 +69,13 @@ def _label(ctx: click.Context, given: str, output: str, **change: Any) -> None:
     """Apply a tag or note change to the resolution ``given`` names (an id or a unique start of one) and print
     its tags and note."""
     found = records.store(ctx)
-    root = records.find_root(found, given)
+    res_id = records.find_resolution(found, given).id
     try:
-        res = _change_labels(found, root.id, change)
+        res = _change_labels(found, res_id, change)
     except TooManyTags as e:
         raise click.ClickException(str(e)) from None
     if res is None:
-        raise click.ClickException(f"no resolution with id {root.id!r}: list them with `sematic-k8s resolutions list`")
+        raise click.ClickException(f"no resolution with id {res_id!r}: list them with `sematic-k8s resolutions list`")
     if output == "json":
         emit(output, [], obj=resolution_json(res))
     else:

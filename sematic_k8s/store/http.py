@@ -232,9 +232,9 @@ class HttpStore:
         doc = self._request("GET", f"/resolutions/{resolution_id}", missing_ok=True)
         return None if doc is None else record_from_json(ResolutionRecord, doc)
 
-    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
-                         offset: int = 0) -> list[ResolutionRecord]:
-        params = {"state": state} if state is not None else {}
+    def list_resolutions(self, *, state: str | None = None, limit: int = 100, offset: int = 0,
+                         id_prefix: str | None = None) -> list[ResolutionRecord]:
+        params = {k: v for k, v in {"state": state, "id_prefix": id_prefix}.items() if v is not None}
         return [record_from_json(ResolutionRecord, d) for d in self._pages("/resolutions", params, limit, offset)]
 
     def get_artifact(self, artifact_id: str) -> ArtifactRecord | None:

@@ -1,12 +1,13 @@
-"""Runs found by their id or a unique start of it (``3f2a``): the one look-up of the CLI and of the resolvers'
-``rerun_from``, over any store (SQL, or the server's ``GET /runs?id_prefix=``)."""
+"""Runs and resolutions found by their id or a unique start of it (``3f2a``): the one look-up of the CLI and of the
+resolvers' ``rerun_from``, over any store (SQL, or the server's ``GET /runs?id_prefix=`` and
+``/resolutions?id_prefix=``)."""
 
 from __future__ import annotations
 
 import re
 
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import RunRecord
+from sematic_k8s.store.records import ResolutionRecord, RunRecord
 
 ID = re.compile(r"^[0-9a-f]{1,64}$")
 FULL_ID_LENGTH = 32  # uuid4 hex: a complete run id, looked up directly
@@ -35,6 +36,28 @@ def find_run(store: Store, given: str) -> RunRecord:
     shown = ", ".join(f"{r.id} ({r.func_name})" for r in matches[:CANDIDATES])
     more = " and more" if len(matches) > CANDIDATES else ""
     raise LookupError(f"run id prefix {quoted(given)} is ambiguous: it starts {shown}{more}; give more of the id")
+
+
+def find_resolution(store: Store, given: str) -> ResolutionRecord | None:
+    """The resolution whose id is ``given`` or starts with it (when only one does), whole: a claim the server made
+    for a rerun too, which has no root run until its driver records it. None when no resolution's id starts so (a
+    run's may); LookupError in one line when ``given`` is not an id, or when several start with it."""
+    res_id = given.strip().lower()
+    if not ID.match(res_id):
+        raise LookupError(f"{quoted(given)} is not a resolution id: ids are hexadecimal, as "
+                          "`sematic-k8s resolutions list` shows them")
+    if len(res_id) >= FULL_ID_LENGTH:
+        res = store.get_resolution(res_id)
+        if res is not None:
+            return res
+    matches = [r for r in store.list_resolutions(id_prefix=res_id, limit=CANDIDATES + 1)
+               if r.id.startswith(res_id)]  # a server older than id_prefix lists them all
+    if len(matches) <= 1:
+        return store.get_resolution(matches[0].id) if matches else None  # whole: a listing clips its error
+    shown = ", ".join(f"{r.id} ({r.root_func_path.rpartition(':')[2]})" for r in matches[:CANDIDATES])
+    more = " and more" if len(matches) > CANDIDATES else ""
+    raise LookupError(f"resolution id prefix {quoted(given)} is ambiguous: it starts {shown}{more}; "
+                      "give more of the id")
 
 
 def quoted(given: str) -> str:

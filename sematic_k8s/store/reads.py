@@ -86,6 +86,11 @@ def get_run(conn: sa.Connection, runs: sa.Table, run_id: str) -> RunRecord | Non
     return first_record(conn, sa.select(runs).where(runs.c.id == run_id), RunRecord, RUN_FIELDS)
 
 
+def _starting(column: sa.ColumnElement[str], prefix: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """Ids starting with ``prefix``: a range on the primary key (ids are lowercase hex), then the exact test."""
+    return column >= prefix, column < prefix + "g", column.startswith(prefix, autoescape=True)
+
+
 def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None, state: str | None = None,
               func: str | None = None, limit: int = 100, offset: int = 0, id_prefix: str | None = None,
               newest_first: bool = False) -> list[RunRecord]:
@@ -100,9 +105,8 @@ def list_runs(conn: sa.Connection, runs: sa.Table, *, root_id: str | None = None
         stmt = stmt.where(t.c.state == state)
     if func is not None:
         stmt = stmt.where(sa.or_(t.c.func_name == func, t.c.func_path == func))
-    if id_prefix is not None:  # a range on the primary key (ids are lowercase hex), then the exact test
-        stmt = stmt.where(t.c.id >= id_prefix, t.c.id < id_prefix + "g",
-                          t.c.id.startswith(id_prefix, autoescape=True))
+    if id_prefix is not None:
+        stmt = stmt.where(*_starting(t.c.id, id_prefix))
     order = (t.c.created_at.desc(), t.c.id.desc()) if newest_first else (t.c.created_at, t.c.id)
     return listed_runs(conn, stmt.order_by(*order).limit(limit).offset(offset))
 
@@ -198,14 +202,17 @@ def get_resolution(conn: sa.Connection, resolutions: sa.Table, resolution_id: st
 
 
 def list_resolutions(conn: sa.Connection, resolutions: sa.Table, silent: sa.ColumnElement[bool], *,
-                     state: str | None = None, limit: int = 100, offset: int = 0
+                     state: str | None = None, limit: int = 100, offset: int = 0, id_prefix: str | None = None
                      ) -> tuple[list[ResolutionRecord], list[str]]:
-    """Resolutions, newest first, those in ``state`` if given, listed (:func:`listed_resolution_columns`: their
-    errors clipped); and the ids of those for which ``silent`` holds (see :func:`judged_resolutions`)."""
+    """Resolutions, newest first, those in ``state`` and whose id starts with ``id_prefix`` if given, listed
+    (:func:`listed_resolution_columns`: their errors clipped); and the ids of those for which ``silent`` holds (see
+    :func:`judged_resolutions`)."""
     t = resolutions
     stmt = sa.select(*listed_resolution_columns(t))
     if state is not None:
         stmt = stmt.where(t.c.state == state)
+    if id_prefix is not None:
+        stmt = stmt.where(*_starting(t.c.id, id_prefix))
     stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit).offset(offset)
     return judged_resolutions(conn, stmt, silent)
 

@@ -377,10 +377,10 @@ class SqlStore:
     def get_resolution(self, resolution_id: str) -> ResolutionRecord | None:
         return self._read_judged(lambda conn, silent: reads.get_resolution(conn, self._res, resolution_id, silent))
 
-    def list_resolutions(self, *, state: str | None = None, limit: int = 100,
-                         offset: int = 0) -> list[ResolutionRecord]:
+    def list_resolutions(self, *, state: str | None = None, limit: int = 100, offset: int = 0,
+                         id_prefix: str | None = None) -> list[ResolutionRecord]:
         return self._read_judged(lambda conn, silent: reads.list_resolutions(
-            conn, self._res, silent, state=state, limit=limit, offset=offset))
+            conn, self._res, silent, state=state, limit=limit, offset=offset, id_prefix=id_prefix))
 
     def cancel_requested(self, resolution_id: str) -> bool:
         return self._read(reads.cancel_requested, self._res, resolution_id)

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import sematic_k8s
 from sematic_k8s.specs import DriverSpec
@@ -100,6 +100,8 @@ class Api(FastAPI):
     front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = _nosniff(send)
         if self.front is not None and fastpath.takes(scope):
             scope["app"] = self
             await self.front(scope, receive, send)
@@ -109,3 +111,19 @@ class Api(FastAPI):
     async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app as FastAPI serves it, for a request that the fast path's Guard has passed."""
         await super().__call__(scope, receive, send)
+
+
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def _nosniff(send: Send) -> Send:
+    """``send``, but every answer says ``X-Content-Type-Options: nosniff`` (JSON, logs as text, an artifact's
+    bytes, a refusal, a page): a browser takes each as the type it names, never as the HTML it may look like."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", ()) if h[0].lower() != NOSNIFF[0]]
+            message = {**message, "headers": [*headers, NOSNIFF]}
+        await send(message)
+
+    return sending

@@ -25,8 +25,7 @@ PAGE_POLICY = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                                "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
                                "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",  # browsers without frame-ancestors
-    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # browsers without frame-ancestors (nosniff: on every answer, app.py)
 }
 VENDOR = "/static/vendor"  # libraries as published on the npm registry (static/vendor/README.md)
 

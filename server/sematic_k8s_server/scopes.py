@@ -55,6 +55,14 @@ def check_read(principal: Principal, resolution_id: str | None) -> None:
         raise ApiError(403, f"{principal.name}'s token may not read resolution {resolution_id}")
 
 
+def check_run(principal: Principal, run_id: str, root_id: str) -> None:
+    """403 unless ``principal`` may read the records of run ``run_id`` (of resolution ``root_id``): the refusal names
+    the run the caller asked for, never its resolution."""
+    if not principal.may_read(root_id):
+        raise ApiError(403, f"{principal.name}'s token may not read run {run_id}: it reads only its own "
+                            "resolution's runs")
+
+
 def roots_of(store: SqlStore, run_ids: Iterable[str]) -> dict[str, str]:
     """run id -> its resolution (root) id, for the runs recorded."""
     ids, out = list(run_ids), dict[str, str]()
@@ -73,7 +81,8 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
                 new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records,
                 sequence: Iterable[str] = (), fence: Iterable[str] = ()) -> None:
     """403 unless every run and resolution a batch creates or changes (its write sequence and fence included: a
-    fence's refusal names its resolution's driver and when it took over) belongs to a token's resolution."""
+    fence's refusal names its resolution's driver and when it took over) belongs to a token's resolution. A run's
+    refusal names the run, never the resolution it is recorded in."""
     if not principal.is_token:
         return
     own = principal.resolution_id
@@ -89,9 +98,9 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
             raise refuse(f"resolution {res_id}")
     for run_id, fields in new_runs.items():
         if fields.get("root_id") != own:
-            raise refuse(f"run {run_id} of resolution {fields.get('root_id')}")
+            raise refuse(f"run {run_id}")
     recorded = roots_of(store, [*new_runs, *run_updates])
     for run_id in [*new_runs, *run_updates]:
         root = recorded.get(run_id) or (new_runs.get(run_id) or {}).get("root_id")
         if root != own:
-            raise refuse(f"run {run_id} of resolution {root}" if root else f"run {run_id}, which is not recorded")
+            raise refuse(f"run {run_id}" if root else f"run {run_id}, which is not recorded")

@@ -303,3 +303,67 @@ def test_a_token_may_not_fence_another_resolution(any_db: Served) -> None:
         assert r.status_code == 403 and other in r.json()["detail"], r.text
         assert not any(other in v for k, v in r.headers.items() if k.lower().startswith("x-sematic")), r.headers
         assert driver.post("/api/v1/store/write", json={**note, "fence": {own: 0}}).status_code == 200
+
+
+# -- every answer is taken as the type it names ---------------------------------------------------------------
+
+def test_every_answer_says_nosniff(served: Served) -> None:
+    """JSON, a run's log as text, an artifact's bytes, the fast path's write, a 401, a 403, a 404, the page: each says
+    ``X-Content-Type-Options: nosniff`` once, so no browser reads a record's bytes as HTML. Was: the page alone."""
+    payload = b"<html><script>alert(1)</script>"
+    art = content_id("json", payload)
+    root = record_resolution(served.url, served.key, kind="local", state="resolved")
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
+                            "created_at": utcnow()}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+        token = store.mint_token(uuid.uuid4().hex)
+    finally:
+        store.close()
+    LocalStorage(served.home / "storage").put(artifact_key(art), payload)
+    (served.home / "storage" / "logs").mkdir(parents=True, exist_ok=True)
+    (served.home / "storage" / "logs" / f"{root}.log").write_text("<b>a log</b>\n")
+    answers: list[httpx.Response] = []
+    with served.client() as c:
+        answers += [c.get(f"/api/v1/resolutions/{root}"), c.get(f"/api/v1/runs/{root}/logs"),
+                    c.get(f"/api/v1/artifacts/{art}/data"), c.get("/api/v1/nothing-here"), c.get("/"),
+                    c.post("/api/v1/store/write", json={})]
+    with served.client(key=None) as c:
+        answers += [c.get("/api/v1/runs"), c.get("/api/v1/health")]
+    with served.client(key=token) as c:
+        answers.append(c.get(f"/api/v1/resolutions/{root}"))
+    assert [a.status_code for a in answers] == [200, 200, 200, 404, 200, 200, 401, 200, 403], answers
+    assert answers[2].content == payload
+    for a in answers:
+        assert a.headers.get_list("x-content-type-options") == ["nosniff"], (a.request.url, a.headers)
+
+
+def test_a_token_refused_a_run_of_another_resolution_is_not_told_that_resolution(served: Served) -> None:
+    """A driver's token asks for a run of another resolution (its record, its log) and writes a change to it: 403
+    naming the run it asked for, not the resolution the run is recorded in. Was: "run X of resolution Y", telling it
+    Y (whose id opens Y's records to anyone who may read them). Its own runs still answer."""
+    other = record_resolution(served.url, served.key, kind="cloud", state="running")
+    own = record_resolution(served.url, served.key, kind="cloud", state="running")
+    theirs, mine = new_run(other), new_run(own)
+    user = HttpStore(served.url, served.key)
+    try:
+        user.write(theirs)
+        user.write(mine)
+        token = user.mint_token(own)
+    finally:
+        user.close()
+    child, my_child = next(iter(theirs.new_runs)), next(iter(mine.new_runs))
+    with served.client(key=token) as driver:
+        answers = [driver.get(f"/api/v1/runs/{child}"), driver.get(f"/api/v1/runs/{child}/logs"),
+                   driver.post("/api/v1/store/write", json={"run_updates": {child: {"state": "failed"}}})]
+        for r in answers:
+            assert r.status_code == 403 and child in r.text and other not in r.text, (r.request.url, r.text)
+        assert driver.get(f"/api/v1/runs/{my_child}").status_code == 200
+
+
+def new_run(root_id: str) -> Batch:
+    run_id = uuid.uuid4().hex
+    return Batch(new_runs={run_id: {"id": run_id, "root_id": root_id, "parent_id": root_id, "func_path": "m:f",
+                                    "func_name": "f", "state": "created", "created_at": utcnow()}})

@@ -37,7 +37,7 @@ def get_logs(srv: Srv, caller: Caller, run_id: RunId,
     ``X-Log-Next`` the offset to ask for next (the size once all is read); ``X-Log-Kept: resolver-home`` when no log
     is here because its resolution's LocalResolver keeps its logs in its own home (it recorded through a server)."""
     run = found(srv.store.get_run(run_id), "run", run_id)
-    scopes.check_read(caller, run.root_id)
+    scopes.check_run(caller, run_id, run.root_id)
     try:
         storage = srv.storages.of_resolution(srv.store, run.root_id)
     except StorageNotAllowed as e:

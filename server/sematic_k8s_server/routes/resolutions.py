@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from sematic_k8s.errors import ContinuedAlready
 from sematic_k8s.graph import CANCELED, FAILED, RESOLVED, TERMINAL
@@ -32,9 +33,11 @@ router = APIRouter(prefix=API, route_class=StrictJsonRoute)
 @router.get("/resolutions", response_model=schemas.ResolutionPage, tags=["resolutions"],
             summary="List resolutions, newest first (their errors clipped: GET /resolutions/{id} has one whole)")
 def list_resolutions(srv: Srv, caller: Caller, state: StateFilter = None, limit: Limit = 100,
-                     offset: Offset = 0) -> dict:
+                     offset: Offset = 0,
+                     id_prefix: Annotated[str | None, Query(pattern=schemas.HEX_ID, description="ids starting so")]
+                     = None) -> dict:
     scopes.require_key(caller, "list resolutions")
-    items = srv.store.list_resolutions(state=state, limit=limit, offset=offset)
+    items = srv.store.list_resolutions(state=state, limit=limit, offset=offset, id_prefix=id_prefix)
     return {"items": [r.to_dict() for r in items], "limit": limit, "offset": offset}
 
 

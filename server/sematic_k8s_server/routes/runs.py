@@ -35,5 +35,5 @@ def list_runs(srv: Srv, caller: Caller, root_id: Annotated[str | None, Query(pat
             summary="One run, whole (its func's source and its whole error too)")
 def get_run(srv: Srv, caller: Caller, run_id: RunId) -> dict:
     run = found(srv.store.get_run(run_id), "run", run_id)
-    scopes.check_read(caller, run.root_id)
+    scopes.check_run(caller, run_id, run.root_id)
     return run.to_dict()
