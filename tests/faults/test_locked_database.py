@@ -82,7 +82,8 @@ def test_an_embedded_resolution_meeting_a_database_locked_by_another_process_sto
         error = outcome.get("error")
         assert isinstance(error, DatabaseLocked), outcome
         words = str(error)
-        assert f"the database {db} stayed locked by another process for 2 s" in words, words
+        assert (f"the database {db} stayed locked by another process (a write transaction left open on it) "
+                "for 2 s") in words, words
         assert f"`fuser {db}`" in words and f"rerun_from={f.id!r}, rerun_mode='continue'" in words, words
         assert "\n" not in words
     finally:
@@ -115,7 +116,8 @@ def test_a_server_over_a_database_locked_by_another_process_answers_503_and_the_
             with pytest.raises(ServerError) as refused:
                 HttpStore(s.url, api_key=s.key, retry_window=0).write(batch)
             assert refused.value.status == 503
-            assert "the metadata database is locked by another process" in str(refused.value), refused.value
+            assert ("the metadata database is locked by another process (a write transaction left open on it)"
+                    in str(refused.value)), refused.value
             assert str(tmp_path) not in str(refused.value)
 
             def write() -> None:
@@ -133,6 +135,36 @@ def test_a_server_over_a_database_locked_by_another_process_answers_503_and_the_
         thread.join(90)
         assert outcome == {"written": True}, outcome
         assert s.store.get_resolution(root_id).state == "running"
+
+
+def test_a_server_whose_own_write_holds_the_lock_answers_503_saying_so(tmp_path, short_busy):
+    """A write through the server meets the lock held by another of the server's own connections (a write of its
+    store that does not end): its 503 says so in the store's words, with its pid (was: "locked by another process",
+    whoever held it); no path of the server's."""
+    with serve(tmp_path) as s:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # a write of the server's process that does not end
+            with s.store.engine.begin() as conn:
+                guards.hold_write_lock(conn)
+                held.set()
+                release.wait(120)
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        try:
+            assert held.wait(30)
+            batch = Batch(new_resolutions=[{"id": new_id(), "root_func_path": "m:f", "state": "running",
+                                            "created_at": utcnow()}])
+            with pytest.raises(ServerError) as refused:
+                HttpStore(s.url, api_key=s.key, retry_window=0).write(batch)
+        finally:
+            release.set()
+            holder.join(30)
+        said = str(refused.value)
+        assert refused.value.status == 503
+        assert (f"the metadata database is locked by a write of this same process (pid {os.getpid()}, on another of "
+                "its connections): nothing of this request was recorded") in said, said
+        assert "another process" not in said and str(tmp_path) not in said, said
 
 
 def test_a_lock_held_by_a_write_of_this_same_process_is_not_said_to_be_another_processs(tmp_path, short_busy,
@@ -174,7 +206,8 @@ def test_a_lock_held_by_a_write_of_this_same_process_is_not_said_to_be_another_p
             wait_for(lambda: "heartbeat not recorded" in caplog.text, 60, what="a beat to wait out the other lock")
         finally:
             other.release()
-        assert f"the database {db} stayed locked by another process for 2 s" in caplog.text, caplog.text
+        assert (f"the database {db} stayed locked by another process (a write transaction left open on it) "
+                "for 2 s") in caplog.text, caplog.text
         assert "this same process" not in caplog.text, caplog.text
     finally:
         release.set()
