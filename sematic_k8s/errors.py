@@ -360,18 +360,22 @@ class DatabaseLocked(StopsForAFix):
     write of this same process did (another of its connections). The write was not recorded. Someone must end that
     transaction; this process's own is sematic-k8s's, which should never take so long."""
 
+    holder = "another process (a write transaction left open on it)"  # who held the lock, in words without a path
+
     @classmethod
     def at(cls, path: str, waited: float, *, by_this_process: bool = False) -> DatabaseLocked:
         """``by_this_process``: a write transaction of this process held the lock when the wait ended."""
         if by_this_process:
-            return cls(f"the database {path} stayed locked by a write of this same process (pid {os.getpid()}, on "
-                       f"another of its connections) for {waited:g} s, so this write was not recorded",
-                       "no other program holds it: a write of sematic-k8s's own took that long, which it should "
-                       "not (please report it, with this process's log)")
-        return cls(f"the database {path} stayed locked by another process for {waited:g} s (a write transaction left "
-                   "open on it), so this write was not recorded",
-                   f"end that transaction (an sqlite3 shell inside BEGIN, a database browser with unwritten changes; "
+            holder = f"a write of this same process (pid {os.getpid()}, on another of its connections)"
+            fix = ("no other program holds it: a write of sematic-k8s's own took that long, which it should not "
+                   "(please report it, with this process's log)")
+        else:
+            holder = cls.holder
+            fix = (f"end that transaction (an sqlite3 shell inside BEGIN, a database browser with unwritten changes; "
                    f"`fuser {path}` lists the processes that have the file open)")
+        e = cls(f"the database {path} stayed locked by {holder} for {waited:g} s, so this write was not recorded", fix)
+        e.holder = holder
+        return e
 
 
 class DatabaseUnopenable(StopsForAFix):

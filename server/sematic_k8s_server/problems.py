@@ -99,11 +99,13 @@ async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_locked(request: Request, exc: Exception) -> JSONResponse:
-    """503, as for an unavailable database (clients retry while someone ends the other process's transaction). Which
-    file stays in the server's log."""
+    """503, as for an unavailable database (clients retry while the transaction holding the lock ends), saying who
+    held it in the store's words (another process, or a write of the server's own). Which file stays in the server's
+    log."""
+    assert isinstance(exc, DatabaseLocked)
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return problem(503, "the metadata database is locked by another process (a write transaction left open on it): "
-                        "nothing of this request was recorded; the server's log names the file", {"Retry-After": "5"})
+    return problem(503, f"the metadata database is locked by {exc.holder}: nothing of this request was recorded; "
+                        "the server's log names the file", {"Retry-After": "5"})
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -117,3 +117,14 @@ def long_chain(n: int, gate: str) -> int:
     for _ in range(n):
         x = slow_add(x, 1)
     return x
+
+
+@sk.func
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def fan(n: int) -> int:
+    """``n`` additions composed at once (planned in one wave, written as they are planned), summed."""
+    return total([add(i, 1) for i in range(n)])

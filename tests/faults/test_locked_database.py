@@ -14,30 +14,43 @@ import threading
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
 from sematic_k8s.errors import DatabaseLocked, ServerError
 from sematic_k8s.future import new_id
 from sematic_k8s.resolvers.heartbeat import Heartbeat
-from sematic_k8s.store import guards, schema
+from sematic_k8s.store import guards, liveness, schema
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import ResolutionRow, RunRow
 from serving import serve, wait_for
 
 BUSY_MS = 2000  # how long a write waits for the lock, in these tests (120 s otherwise)
 
 
 class LockHolder:
-    """Another process holding ``db``'s write lock (``BEGIN IMMEDIATE``, nothing written) until :meth:`release`."""
+    """Another process holding ``db``'s write lock (``BEGIN IMMEDIATE``, nothing written) until :meth:`release`;
+    with ``now=False``, started beforehand and taking it at :meth:`take`."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, *, now: bool = True) -> None:
         code = (f"import sqlite3, sys; c = sqlite3.connect({str(db)!r}, isolation_level=None); "
+                f"{'' if now else 'sys.stdin.readline(); '}"
                 "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); sys.stdin.read(); c.execute('ROLLBACK')")
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == "held\n"
+        self.waiting = not now
+        if now:
+            self.take()
+
+    def take(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if self.waiting:
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
+        assert self.proc.stdout.readline() == "held\n"
 
     def release(self) -> None:
         if self.proc.poll() is None:
@@ -82,7 +95,8 @@ def test_an_embedded_resolution_meeting_a_database_locked_by_another_process_sto
         error = outcome.get("error")
         assert isinstance(error, DatabaseLocked), outcome
         words = str(error)
-        assert f"the database {db} stayed locked by another process for 2 s" in words, words
+        assert (f"the database {db} stayed locked by another process (a write transaction left open on it) "
+                "for 2 s") in words, words
         assert f"`fuser {db}`" in words and f"rerun_from={f.id!r}, rerun_mode='continue'" in words, words
         assert "\n" not in words
     finally:
@@ -115,7 +129,8 @@ def test_a_server_over_a_database_locked_by_another_process_answers_503_and_the_
             with pytest.raises(ServerError) as refused:
                 HttpStore(s.url, api_key=s.key, retry_window=0).write(batch)
             assert refused.value.status == 503
-            assert "the metadata database is locked by another process" in str(refused.value), refused.value
+            assert ("the metadata database is locked by another process (a write transaction left open on it)"
+                    in str(refused.value)), refused.value
             assert str(tmp_path) not in str(refused.value)
 
             def write() -> None:
@@ -133,6 +148,36 @@ def test_a_server_over_a_database_locked_by_another_process_answers_503_and_the_
         thread.join(90)
         assert outcome == {"written": True}, outcome
         assert s.store.get_resolution(root_id).state == "running"
+
+
+def test_a_server_whose_own_write_holds_the_lock_answers_503_saying_so(tmp_path, short_busy):
+    """A write through the server meets the lock held by another of the server's own connections (a write of its
+    store that does not end): its 503 says so in the store's words, with its pid (was: "locked by another process",
+    whoever held it); no path of the server's."""
+    with serve(tmp_path) as s:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # a write of the server's process that does not end
+            with s.store.engine.begin() as conn:
+                guards.hold_write_lock(conn)
+                held.set()
+                release.wait(120)
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        try:
+            assert held.wait(30)
+            batch = Batch(new_resolutions=[{"id": new_id(), "root_func_path": "m:f", "state": "running",
+                                            "created_at": utcnow()}])
+            with pytest.raises(ServerError) as refused:
+                HttpStore(s.url, api_key=s.key, retry_window=0).write(batch)
+        finally:
+            release.set()
+            holder.join(30)
+        said = str(refused.value)
+        assert refused.value.status == 503
+        assert (f"the metadata database is locked by a write of this same process (pid {os.getpid()}, on another of "
+                "its connections): nothing of this request was recorded") in said, said
+        assert "another process" not in said and str(tmp_path) not in said, said
 
 
 def test_a_lock_held_by_a_write_of_this_same_process_is_not_said_to_be_another_processs(tmp_path, short_busy,
@@ -174,9 +219,58 @@ def test_a_lock_held_by_a_write_of_this_same_process_is_not_said_to_be_another_p
             wait_for(lambda: "heartbeat not recorded" in caplog.text, 60, what="a beat to wait out the other lock")
         finally:
             other.release()
-        assert f"the database {db} stayed locked by another process for 2 s" in caplog.text, caplog.text
+        assert (f"the database {db} stayed locked by another process (a write transaction left open on it) "
+                "for 2 s") in caplog.text, caplog.text
         assert "this same process" not in caplog.text, caplog.text
     finally:
         release.set()
         beats.stop()
         store.close()
+
+
+def test_a_heartbeat_waiting_for_another_processs_lock_has_its_processs_planning_waiting_too(tmp_path, short_busy):
+    """Whether a resolving process can write its planned runs while its heartbeat waits for the lock another process
+    holds (so that those writes, carrying a beat, would keep it live): it cannot. A real LocalResolver process plans
+    a fan-out of 20,000 runs, written as planned 200 at a time; another process takes the write lock once the first
+    of them landed (planning under way), and keeps it until the resolution is silent by the database's clock (past
+    the heartbeat timeout): meanwhile nothing of the resolving process lands, neither a beat nor a planned run. Its
+    writes wait for the one lock its heartbeat waits for (SQLite has one writer at a time), so a beat carried by
+    them would land no sooner than the heartbeat's own."""
+    db, root_id, n = tmp_path / "db.sqlite3", new_id(), 20_000
+    code = ("import fault_pipelines as fp, sematic_k8s as sk; from sematic_k8s.store import schema; "
+            "from sematic_k8s.resolvers import planning; "
+            "schema.SQLITE_BUSY_MS = 600_000; planning.PLANNED_RUNS_PER_WRITE = 200; "  # waits out the hold
+            f"fp.fan({n}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=1))")
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
+           "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        wait_for(lambda: db.exists() or proc.poll() is not None, 60, what="the database")
+        store = SqlStore(f"sqlite:///{db}")  # (migrated, if the resolver has not yet: under its lock)
+        res, runs = ResolutionRow.__table__, RunRow.__table__
+
+        def seen() -> tuple[int, object, bool]:  # runs recorded, the last beat, silent (a read: nothing marked)
+            with store.engine.connect() as conn:
+                count = conn.execute(sa.select(sa.func.count()).where(runs.c.root_id == root_id)).scalar_one()
+                row = conn.execute(sa.select(res.c.heartbeat_at, liveness.silent(res, "sqlite", 1.0))
+                                   .where(res.c.id == root_id)).one_or_none()
+            return (count, *(row or (None, False)))
+        holder = LockHolder(db, now=False)  # started now: it takes the lock at once when told
+        try:
+            wait_for(lambda: seen()[0] > 1 or proc.poll() is not None, 120, what="the first planned runs")
+            holder.take()
+            taken = seen()
+            assert 1 < taken[0] < n, f"planning not under way when the lock was taken: {taken[0]} runs recorded"
+            wait_for(lambda: seen()[2], 60, what="the resolution to be silent")
+            count, beat, _ = seen()
+            assert (count, beat) == taken[:2], ("the resolving process wrote while its heartbeat waited for the lock",
+                                                taken, (count, beat))
+            assert proc.poll() is None
+        finally:
+            holder.release()
+        wait_for(lambda: seen()[0] > taken[0], 120, what="planning to go on once the lock is let go")
+        store.close()
+    finally:
+        proc.kill()
+        proc.wait(30)
