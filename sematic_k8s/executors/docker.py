@@ -20,10 +20,12 @@ read from its beginning, then Docker's wait), never started a second time. :meth
 
 A worker whose image the engine cannot pull because its registry does not answer (the engine's 500 "dial tcp ...:
 connection refused", or a 5xx or 429 from the registry) waits for it, as a pod in ImagePullBackOff does: the pull is
-tried again now and then (with backoff, while the other runs go on; :attr:`~DockerExecutor.waiting` says so) for
-``pull_grace`` seconds from its first failure, then the run fails as CreateContainerError in the engine's words. A
-registry that answers that it does not have the image, or refuses it (manifest unknown, 404, unauthorized), fails the
-run at once.
+tried again now and then (with backoff; :attr:`~DockerExecutor.waiting` says so) for ``pull_grace`` seconds from its
+first failure, then the run fails as CreateContainerError in the engine's words. A registry that answers that it does
+not have the image, or refuses it (manifest unknown, 404, unauthorized), fails the run at once. Each pull try runs on
+a thread of its own (:class:`_Pull`, one per image, shared by every run waiting for it), never on the caller's: a try
+the engine spends a minute on (a registry silent for :data:`PULL_SILENCE`, a 5xx to a layer it retries) holds up no
+other run, and a run canceled meanwhile ends at once (its try is left to end by itself).
 
 An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
 as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
@@ -106,6 +108,7 @@ class DockerExecutor(RemoteExecutor):
         self.pull_grace = pull_grace
         self.unpulled: dict[str, _Unpulled] = {}  # run id -> its launch, waiting for its image's registry
         self._backoff = PullBackoff()  # when the image's pull is tried again
+        self._pull: _Pull | None = None  # the image's pull try under way (or ended, its result not yet read)
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
@@ -117,17 +120,29 @@ class DockerExecutor(RemoteExecutor):
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         """Create, fill and start the attempt's container. One the engine refuses (a limit out of its range, an
         image it cannot find or pull, a command it cannot start) fails only its run, as CreateContainerError in the
-        engine's words with what to do, no container left; an image whose registry does not answer is waited for
-        (:attr:`waiting`, :meth:`_pull_again`); an engine that does not answer is DockerUnavailable."""
+        engine's words with what to do, no container left; an image not on the engine is pulled on a thread of its own
+        and one whose registry does not answer is waited for (:attr:`waiting`, :meth:`_pull_again`), the run launched
+        from :meth:`ended` once it is there; an engine that does not answer is DockerUnavailable."""
         self.root_id = spec.root_id
         self._start(_Unpulled(spec, task, env))
 
-    def _start(self, launch: _Unpulled) -> bool:
-        """Launch it; False when it waits for its image (again)."""
+    def _start(self, launch: _Unpulled, failed: BaseException | None = None) -> bool:
+        """Launch it, unless the pull try it waited for ``failed`` (that try's error); False when it waits for its
+        image (a pull try under way, or due)."""
+        import docker.errors
+
         spec, task = launch.spec, launch.task
         with engine_calls(f"starting the worker of run {spec.run_id}"):
             try:
+                if isinstance(failed, docker.errors.APIError):
+                    raise _Refused("pull", failed)
+                if failed is not None:
+                    raise failed  # the engine did not answer the pull: DockerUnavailable, by engine_calls
                 self._launch(spec, task, launch.env)
+            except _Absent:  # not on this engine yet: pulled once, as `docker run` does, off the caller's thread
+                self.unpulled[spec.run_id] = launch
+                self._pull_again()
+                return False
             except _Refused as e:
                 now = time.monotonic()
                 if e.passing() and now - (launch.since or now) < self.pull_grace:
@@ -153,31 +168,38 @@ class DockerExecutor(RemoteExecutor):
     def waiting(self) -> dict[str, str]:
         """Run id -> what its worker waits for (its image, while its registry does not answer), noted on the run."""
         return {run_id: f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); trying "
-                        f"again for up to {self.pull_grace:g} s" for run_id, u in self.unpulled.items()}
+                        f"again for up to {self.pull_grace:g} s" for run_id, u in self.unpulled.items()
+                if u.since is not None}  # not a first try under way: that is no wait yet
 
     def _pull_again(self) -> None:
-        """Launch the runs waiting for their image again once their pull is due (backoff between the tries), in
-        the order they came, until one of them waits again (the registry still does not answer): of the others,
-        only those past their pull_grace are tried (and fail in the engine's words if the pull fails still)."""
-        if not self.unpulled or not self._backoff.due():
+        """Start the image's pull try on its thread once it is due (backoff between the tries) while runs wait for
+        it; once that try ended, launch them again, in the order they came, with its result: pulled, each is started;
+        failed, each waits again (or fails in the engine's words, past its pull_grace or at a refusal)."""
+        if not self.unpulled:
             return
-        pulled = True
-        for run_id, launch in list(self.unpulled.items()):
-            if not pulled and time.monotonic() - (launch.since or 0.0) < self.pull_grace:
+        pull = self._pull
+        if pull is None:
+            if self._backoff.due():
+                self._pull = _Pull(self.client, self.image, min(PULL_SILENCE, self.pull_grace), self._wake)
+            return
+        if pull.is_alive():
+            return
+        self._pull = None
+        if pull.error is None:
+            self._backoff.pulled()
+        else:
+            self._backoff.failed()
+        for run_id in list(self.unpulled):
+            launch = self.unpulled.pop(run_id, None)
+            if launch is None:  # launched already, by a try started and ended meanwhile (its image gone again)
                 continue
-            del self.unpulled[run_id]
             try:
-                started = self._start(launch)  # else back in unpulled: it waits again
+                started = self._start(launch, pull.error)  # else back in unpulled: it waits again
             except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
                 self.unpulled.setdefault(run_id, launch)
                 raise
             if started:
                 self._deadline(launch.task, 0.0)
-            pulled = pulled and started
-        if pulled:
-            self._backoff.pulled()
-        else:
-            self._backoff.failed()
 
     def _launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         import docker.errors
@@ -197,12 +219,8 @@ class DockerExecutor(RemoteExecutor):
                 name=name, host_config=api.create_host_config(network_mode="host", **limits)))
         try:
             created = create()
-        except docker.errors.ImageNotFound:  # not on this engine yet: pulled once, as `docker run` does
-            try:
-                pull(self.client, self.image, min(PULL_SILENCE, self.pull_grace))
-                created = create()
-            except docker.errors.APIError as e:
-                raise _Refused("pull", e) from None
+        except docker.errors.ImageNotFound:
+            raise _Absent from None
         except docker.errors.APIError as e:
             raise _Refused("create", e) from None
         stdout, stage = None, "create"
@@ -486,6 +504,26 @@ class DockerExecutor(RemoteExecutor):
         self._engine(f"stopping the worker of run {run_id}", lambda: _remove(container))
 
 
+class _Pull(threading.Thread):
+    """One try of :func:`~sematic_k8s.docker_engine.pull` of ``image`` (silent for ``silence`` seconds at most), on
+    a daemon thread of its own, started at once: ``error`` is what it raised (None: pulled); ``wake`` is set when it
+    ends. Daemon: a try still silent when the executor closes holds nothing up; it ends by its own silence limit."""
+
+    def __init__(self, client: Any, image: str, silence: float, wake: threading.Event) -> None:  # noqa: ANN401
+        super().__init__(name="sk-docker-pull", daemon=True)
+        self.client, self.image, self.silence, self.wake = client, image, silence, wake
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            pull(self.client, self.image, self.silence)
+        except BaseException as e:  # noqa: BLE001 - read by the executor's loop (_pull_again)
+            self.error = e
+        finally:
+            self.wake.set()
+
+
 @dataclass(slots=True)
 class _Unpulled:
     """A worker's launch (``launch``'s arguments) that waits for its image since ``since`` (monotonic; None: it has
@@ -496,6 +534,10 @@ class _Unpulled:
     env: dict[str, str]
     since: float | None = None
     said: str = ""
+
+
+class _Absent(Exception):
+    """The engine does not have the worker's image (its create said so): it is to be pulled."""
 
 
 class _Refused(Exception):

@@ -140,6 +140,14 @@ PROJECT = f'''
     @sk.func
     def greedy_beside(x: int) -> list[int]:
         return [inc(x), greedy(x)]
+
+    @sk.func
+    def thrice(x: int) -> int:
+        return 3 * x
+
+    @sk.func
+    def inc_beside(x: int) -> list[int]:
+        return [inc(x), thrice(x)]
 '''
 
 
@@ -513,6 +521,15 @@ def test_an_image_the_engine_cannot_pull_fails_its_run_in_words(project, storage
     assert containers_of(task) == []
 
 
+def waiting_for_image(executor: DockerExecutor, task: Task) -> str:
+    """What the executor says the task's run waits for, once its image's first pull try failed (that try runs off
+    the caller's thread: the engine may spend a while on it); no outcome meanwhile."""
+    def said() -> str | None:
+        assert executor.wait(0.2) == []
+        return executor.waiting.get(task.run_id)
+    return wait_for(said, 150, what="the run to wait for its image")
+
+
 @pytest.fixture
 def unpulled(project, tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
     """The project's image pushed to a registry of the test's own, then taken off the engine by that name: a worker
@@ -531,8 +548,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())
     try:
         task = submit(executor, storage, project[0].inc, 41)
-        assert executor.wait(0.5) == []  # it does not fail
-        why = executor.waiting[task.run_id]
+        why = waiting_for_image(executor, task)  # it does not fail
         assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (") and \
             "connection refused" in why and why.endswith("trying again for up to 120 s"), why
         with restarted_in(registry, 3):
@@ -554,7 +570,7 @@ def test_a_funcs_timeout_counts_from_its_workers_launch_not_while_it_waits_for_i
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())
     try:
         task = submit(executor, storage, project[0].timely, 1)
-        assert executor.wait(0.5) == [] and task.run_id in executor.waiting
+        waiting_for_image(executor, task)
         with restarted_in(registry, 9):
             outcome = outcome_of(executor)
         assert stored_value(storage, outcome) == 2
@@ -608,8 +624,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_answers_not_now_for_a_f
         executor = DockerExecutor(storage, storage.url, image, env=worker_env())
         try:
             task = submit(executor, storage, project[0].inc, 41)
-            assert executor.wait(0.5) == []  # it does not fail
-            why = executor.waiting[task.run_id]
+            why = waiting_for_image(executor, task)  # it does not fail
             print(f"the engine's words for a {answer} ({fixture}): {why}")
             blob = "error pulling image configuration: download failed after attempts=" if len(paths) == 1 else ""
             assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} ({blob}"), why
@@ -644,6 +659,57 @@ def test_a_worker_whose_registry_answers_not_now_past_the_pull_grace_never_start
     assert proxy.throttled >= 2  # tried again
     assert executor.waiting == {}
     assert containers_of(task) == []
+
+
+def test_a_run_whose_registry_is_silent_holds_up_neither_the_other_runs_nor_its_cancel(project, storage, unpulled,
+                                                                                      tmp_path):
+    """Through the resolution loop: ``inc`` (a worker) from an image whose registry takes the engine's requests and
+    never answers (SILENT: each pull try is silent for a minute before it is ended), beside ``thrice`` (inline: in the
+    driver, its code there). ``thrice`` resolves while ``inc`` still waits for its image; a cancel of the resolution
+    then ends it at once, ``inc`` recorded canceled, its silent try left to end by itself. Was: each pull try ran
+    inside the launch, on the loop: no other run was launched or recorded, and no cancel seen, for a minute a try."""
+    from sematic_k8s.errors import ResolutionCanceled
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.store import sql_store
+
+    registry, ref = unpulled
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    f = project[0].inc_beside(5)
+    raised: list[BaseException] = []
+
+    def runs() -> dict[str, Any]:
+        return {r.func_name: r for r in store.runs_of_root(f.id)}
+
+    def resolve(loop: ResolutionLoop) -> None:
+        try:
+            loop.run(f)
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            raised.append(e)
+
+    with registry_answering(registry, ref, SILENT) as (proxy, image):
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env())  # a try silent for PULL_SILENCE
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), executor),
+                              ResolutionSettings(root_id=f.id, max_parallelism=2), kind="cloud")
+        resolution = threading.Thread(target=resolve, args=(loop,), daemon=True)
+        resolution.start()
+        try:
+            wait_for(lambda: "thrice" in runs() and runs()["thrice"].state == "resolved", 30,
+                     what="thrice to resolve while inc waits for its image")
+            assert runs()["inc"].state not in ("resolved", "failed", "canceled") and proxy.throttled >= 1
+            store.request_cancel(f.id)
+            resolution.join(20)
+            assert not resolution.is_alive(), "the cancel was not honoured while the pull try hung"
+            assert len(raised) == 1 and isinstance(raised[0], ResolutionCanceled), raised
+            assert runs()["inc"].state == "canceled" and runs()["thrice"].state == "resolved"
+        finally:
+            if resolution.is_alive():
+                store.request_cancel(f.id)
+                resolution.join(150)
+            executor.close()
+    assert docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={f.id}"}) == []
 
 
 @pytest.fixture
