@@ -905,13 +905,7 @@ def test_a_driver_that_may_not_read_jobs_fails_its_resolution_in_plain_words(clu
 
 def restricted(cluster: Cluster, name: str, rules: list[dict[str, Any]]) -> client.ApiClient:
     """A client acting as ServiceAccount ``name`` of NS, bound to a Role of ``rules`` there."""
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NS}]}], namespace=NS)
-    return cluster.client(f"{NS}/{name}")
+    return cluster.client_with_role(NS, name, rules)
 
 
 def test_a_driver_that_may_not_create_jobs_fails_its_resolution_naming_what_its_role_lacks(cluster, storage,

@@ -191,9 +191,10 @@ def test_a_restarted_driver_keeps_the_secret_of_the_job_it_reattaches_to_and_del
     assert task_secrets(cluster) == {}
 
 
-def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cluster, api, storage):
-    """The node takes one pod: the second waits (Unschedulable) as long as the first runs, its Secret made again with
-    fresh URLs every ``task_refresh`` seconds while it does, never once it is on a node; it reads the newest."""
+def node_held(cluster: Cluster, api: client.ApiClient, storage: S3Storage) -> \
+        tuple[KubernetesExecutor, str, str, threading.Event, list[SimContext]]:
+    """A node that takes one pod, held by a first run's worker until the gate is set (its executor refreshing task
+    Secrets every second): the executor, the root id, the first run's id, the gate, and the workers seen so far."""
     cluster.update_node("node-1", pods=1)
     gate = threading.Event()
     seen: list[SimContext] = []
@@ -206,6 +207,13 @@ def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cl
     root = new_id()
     first = submit(ex, root, 2)
     cluster.wait(lambda: seen, message="the first worker running")
+    return ex, root, first, gate, seen
+
+
+def test_a_pod_that_waits_for_room_starts_with_urls_presigned_while_it_waited(cluster, api, storage):
+    """The node takes one pod: the second waits (Unschedulable) as long as the first runs, its Secret made again with
+    fresh URLs every ``task_refresh`` seconds while it does, never once it is on a node; it reads the newest."""
+    ex, root, first, gate, seen = node_held(cluster, api, storage)
     second = submit(ex, root, 3)
     name = task_secret_name(worker_job_name(second, 1))
     made = cluster.wait(lambda: task_secrets(cluster).get(name))
@@ -240,18 +248,7 @@ def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned
     Secret holds a presigned GET of it, nothing else; the worker fetches it and runs. Its pod waits for room meanwhile:
     the task is stored again with fresh URLs, the Secret made again with a fresh GET of that copy; the worker reads
     the newest. No storage key in the pod, no URL in the Job."""
-    cluster.update_node("node-1", pods=1)
-    gate = threading.Event()
-    seen: list[SimContext] = []
-
-    def run(ctx: SimContext) -> int:
-        seen.append(ctx)
-        return held(gate)(ctx) if len(seen) == 1 else worker(ctx)
-    cluster.behaviour = behave({"worker": Script(func=run)})
-    ex = executor(api, storage, task_refresh=1.0)
-    root = new_id()
-    first = submit(ex, root, 2)
-    cluster.wait(lambda: seen, message="the first worker running")
+    ex, root, first, gate, seen = node_held(cluster, api, storage)
     fan_in = new_id()
     ex.submit(Task(fan_in, root, wide, outputs(storage, WIDTH), 1))
     job_name = worker_job_name(fan_in, 1)
@@ -344,13 +341,7 @@ def test_a_secret_left_by_an_earlier_driver_is_made_again_with_fresh_urls(cluste
 
 def restricted(cluster: Cluster, name: str, rules: list[dict[str, Any]]) -> client.ApiClient:
     """A client acting as ServiceAccount ``name`` of NS, bound to a Role of ``rules`` there."""
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NS}]}], namespace=NS)
-    return cluster.client(f"{NS}/{name}")
+    return cluster.client_with_role(NS, name, rules)
 
 
 OLD_DRIVER_ROLE = [  # the chart's driver Role before workers' tasks went in Secrets

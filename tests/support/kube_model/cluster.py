@@ -427,6 +427,16 @@ class Cluster:
             config.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(config)
 
+    def client_with_role(self, namespace: str, name: str, rules: list[dict[str, Any]]) -> Any:
+        """A client acting as ServiceAccount ``name`` of ``namespace``, made with a Role of ``rules`` bound to it."""
+        self.apply([
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}], namespace=namespace)
+        return self.client(f"{namespace}/{name}")
+
     def kubeconfig(self, path: str, service_account: str | None = None, namespace: str = "default") -> str:
         """Write a kubeconfig for ``load_kube_config`` (admin unless a ServiceAccount is given)."""
         import yaml
