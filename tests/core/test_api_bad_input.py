@@ -10,21 +10,8 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s.resolvers import loop
-from sematic_k8s.store import sql_store
 
 SERVER = "http://127.0.0.1:1"  # never asked: every case here is refused by the constructor
-
-
-@pytest.fixture
-def resolver(tmp_path):
-    def make(**settings) -> sk.LocalResolver:
-        return sk.LocalResolver(home=tmp_path, **settings)
-    return make
-
-
-@pytest.fixture
-def store(tmp_path):
-    return sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
 
 
 @sk.func

@@ -21,7 +21,6 @@ import sematic_k8s as sk
 from sematic_k8s.resolvers.recorder import INLINE_LIMIT
 from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.local import LocalStorage
-from sematic_k8s.store import sql_store
 
 CALLS: collections.Counter[str] = collections.Counter()
 FLAGS: dict[str, object] = {}
@@ -31,18 +30,6 @@ FLAGS: dict[str, object] = {}
 def _reset() -> None:
     CALLS.clear()
     FLAGS.clear()
-
-
-@pytest.fixture
-def resolver(tmp_path):
-    def make(**settings) -> sk.LocalResolver:
-        return sk.LocalResolver(home=tmp_path, **settings)
-    return make
-
-
-@pytest.fixture
-def store(tmp_path):
-    return sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
 
 
 def runs_by_func(store, root_id: str) -> dict[str, list]:
