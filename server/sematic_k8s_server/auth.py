@@ -135,12 +135,20 @@ def create_key(engine: sa.Engine, name: str, *, admin: bool = False) -> str:
     return new_api_key(engine, name, admin=admin)[0]
 
 
+def check_key_name(name: str) -> None:
+    """ValueError unless ``name`` is 1 to 128 printable characters with no space at either end: a name with a line
+    break or a tab broke ``api-keys list`` across lines, and one of spaces alone listed as nothing."""
+    if not 1 <= len(name) <= 128 or not name.isprintable() or name != name.strip():
+        raise ValueError("an API key name must have 1 to 128 printable characters (no line breaks, tabs or other "
+                         "control characters) and no space at either end")
+
+
 def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False) -> tuple[str, dict]:
     """Record a new key named ``name``: the key itself, and its row as :func:`list_keys` shows it. ValueError for a
-    name out of bounds; :class:`KeyNameTaken` for the name of an active key, which the database's unique index on
-    active names refuses (so that of two creates at once, one is refused: a check before the insert let both in)."""
-    if not name or len(name) > 128:
-        raise ValueError("an API key name must have 1 to 128 characters")
+    name out of bounds (:func:`check_key_name`); :class:`KeyNameTaken` for the name of an active key, which the
+    database's unique index on active names refuses (so that of two creates at once, one is refused: a check before
+    the insert let both in)."""
+    check_key_name(name)
     key = new_key()
     row = {"id": uuid.uuid4().hex, "name": name, "admin": admin, "created_at": utcnow(), "revoked_at": None}
     try:

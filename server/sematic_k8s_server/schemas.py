@@ -171,7 +171,8 @@ class TokenOut(BaseModel):
 
 
 class ApiKeyIn(_Request):
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(description="1 to 128 printable characters, no space at either end (checked where the key is "
+                                  "made, as for `api-keys create`)")
     admin: bool = False
 
 

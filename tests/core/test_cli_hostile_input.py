@@ -254,6 +254,21 @@ def test_api_keys_create_with_an_empty_db_url_makes_no_key(tmp_path: Path, env: 
     assert (tmp_path / "db.sqlite3").stat().st_size == 0
 
 
+KEY_NAME_RULE = ("Error: an API key name must have 1 to 128 printable characters (no line breaks, tabs or other "
+                 "control characters) and no space at either end")
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\tb", "a\x1b[2Jb", "a\u2028b", "", "   ", " alice", "x" * 129])
+def test_an_api_key_name_that_would_not_list_as_itself_is_refused(tmp_path: Path, env: Env, name: str) -> None:
+    """`api-keys create $'a\\nb'` made a key whose name `api-keys list` showed across two lines (a tab, an escape
+    sequence likewise; spaces alone listed as nothing). Now refused in one line naming the rule, nothing made;
+    the API refuses the same names with the same words (one check: test_odd_requests)."""
+    assert one_line(run_cli(env, ["api-keys", "create", name, "--home", str(tmp_path)])) == KEY_NAME_RULE
+    assert run_cli(env, ["api-keys", "create", "a b", "--home", str(tmp_path)]).returncode == 0
+    listed = run_cli(env, ["api-keys", "list", "--home", str(tmp_path)]).stdout.splitlines()
+    assert [line.split()[1:3] for line in listed[1:]] == [["a", "b"]], listed
+
+
 def test_an_empty_func_filter_is_refused(env: Env) -> None:
     """`runs list --func "$F"` with the variable unset: refused (was "No resources found", exit 0: no run matched)."""
     line = one_line(run_cli(env, ["runs", "list", "--func", ""]), 2)

@@ -235,6 +235,17 @@ def test_a_key_named_as_an_active_key_is_a_409(served: Served) -> None:
         assert admin.post("/api/v1/api-keys", json={"name": name}).status_code == 201
 
 
+@pytest.mark.parametrize("name", ["a\nb", "a\tb", "", "   ", " alice", "x" * 129])
+def test_a_key_name_that_would_not_list_as_itself_is_a_422(served: Served, name: str) -> None:
+    """``POST /api-keys`` refuses a name with a line break or a tab, spaces at either end, none or too long, in the
+    words ``api-keys create`` uses (one check, auth.check_key_name; was: made, or pydantic's list of errors)."""
+    with served.client(served.admin_key) as admin:
+        detail = _one_line(admin.post("/api/v1/api-keys", json={"name": name}), 422)
+        assert detail == ("an API key name must have 1 to 128 printable characters (no line breaks, tabs or other "
+                          "control characters) and no space at either end"), detail
+        assert name not in [k["name"] for k in admin.get("/api/v1/api-keys").json()["items"]]
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_the_pipelines_index_names_at_most_a_thousand_root_funcs(tmp_path: Path, request: pytest.FixtureRequest,
                                                                  db: str) -> None:

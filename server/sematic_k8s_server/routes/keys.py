@@ -32,7 +32,8 @@ def list_keys(srv: Srv, caller: Caller) -> dict:
 
 
 @router.post("/api-keys", status_code=201, response_model=schemas.ApiKeyCreated,
-             responses={**ADMIN_ONLY, 409: {"description": "an active key has this name"}},
+             responses={**ADMIN_ONLY, 409: {"description": "an active key has this name"},
+                        422: {"description": "the name is out of bounds (1 to 128 printable characters)"}},
              summary="Create an API key; the key is in this answer only")
 def create_key(srv: Srv, caller: Caller, body: schemas.ApiKeyIn) -> dict:
     scopes.require_admin(caller, "creating API keys")
@@ -40,6 +41,8 @@ def create_key(srv: Srv, caller: Caller, body: schemas.ApiKeyIn) -> dict:
         key, row = auth.new_api_key(srv.store.engine, body.name, admin=body.admin)
     except auth.KeyNameTaken as e:
         raise HTTPException(409, str(e)) from None
+    except ValueError as e:  # the name out of bounds: auth.check_key_name, as for `api-keys create`
+        raise HTTPException(422, str(e)) from None
     return {**_out(row), "key": key}
 
 
