@@ -6,16 +6,20 @@ it (its Env: a recorded home, a real server wanting API keys)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
 import test_cli_errors
 from sematic_k8s import settings
+from sematic_k8s.store import sql_store
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from serving import free_port
 from test_cli_errors import CLI, ROOT, Env, record, run_cli, start_server
 
@@ -267,6 +271,42 @@ def test_an_api_key_name_that_would_not_list_as_itself_is_refused(tmp_path: Path
     assert run_cli(env, ["api-keys", "create", "a b", "--home", str(tmp_path)]).returncode == 0
     listed = run_cli(env, ["api-keys", "list", "--home", str(tmp_path)]).stdout.splitlines()
     assert [line.split()[1:3] for line in listed[1:]] == [["a", "b"]], listed
+
+
+def _running(home: Path, beats: bool) -> str:
+    """A running resolution recorded by hand, as a resolver no longer there left it (its beat stamped now, or none
+    at all); its id."""
+    res_id, now = uuid.uuid4().hex, utcnow()
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=res_id, root_func_path="gone:f", state="running", created_at=now,
+                                          heartbeat_at=now if beats else None, settings={"kind": "local"}))
+    batch.add_run(RunRecord(id=res_id, root_id=res_id, parent_id=None, func_path="gone:f", func_name="f",
+                            state="running", created_at=now))
+    sql_store(settings.db_url(home)).write(batch)
+    return res_id
+
+
+def test_cancel_wait_on_a_resolution_whose_resolver_is_gone_ends(tmp_path: Path, env: Env) -> None:
+    """`cancel --wait` on a resolution whose resolver never beats again waited until Ctrl-C, saying nothing. Now it
+    says once what it waits for, and ends when the store judges the resolution silent (the sweeper's rule: the read
+    marks it canceled). One that records no heartbeat at all is never judged silent: refused in one line saying so,
+    its cancel asked."""
+    home = str(tmp_path)
+    silent = _running(tmp_path, beats=True)
+    done = run_cli(env, ["--home", home, "cancel", "--wait", silent, "-o", "json"],
+                   {settings.HEARTBEAT_TIMEOUT_ENV: "2"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "canceled"
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Waiting for resolution {silent} to stop: its resolver stops it within about a second; "
+                           "if it has been silent since its last heartbeat ("), line
+    res = sql_store(settings.db_url(tmp_path)).get_resolution(silent)
+    assert res is not None and res.error is not None and res.error.endswith("; canceled as asked"), res
+    unbeating = _running(tmp_path, beats=False)
+    line = one_line(run_cli(env, ["--home", home, "cancel", "--wait", unbeating]))
+    assert line == (f"Error: resolution {unbeating} is canceling but records no heartbeat, so whether its resolver "
+                    "still runs cannot be told: its cancel was asked, and is not waited for (see `sematic-k8s "
+                    f"resolutions show {unbeating}`)")
 
 
 def test_an_empty_func_filter_is_refused(env: Env) -> None:
