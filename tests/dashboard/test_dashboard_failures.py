@@ -355,18 +355,17 @@ def test_a_local_resolvers_log_kept_in_its_own_home_is_said_to_be_there(page: An
     assert "counted 5 rows" in (elsewhere / "storage" / "logs" / f"{run.id}.log").read_text()  # it is there
 
 
-def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_its_header(page: Any, server: ServerProcess) -> None:
-    """A resolution the server's rerun action claimed, its launch waiting for the driver's image (the note it writes
-    on the claim, ``settings.waiting``, as ``tests/faults/test_driver_image_pull.py`` causes it): its page's header
-    says it has not started and why (was: only ``created``); ``sematic-k8s resolutions show`` says the same."""
-    from playwright.sync_api import expect
+CLAIM_WAITING = ("waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:5999 "
+                 "(toomanyrequests: You have reached your pull rate limit.); trying again for up to 120 s")
 
+
+def _claim_waiting(server: ServerProcess, waiting: str) -> str:
+    """A resolution the server's rerun action claimed (no root run yet), its launch noted ``waiting``
+    (``settings.waiting``, as ``tests/faults/test_driver_image_pull.py`` causes it); its id."""
     from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, utcnow
     from sematic_k8s.store.sql import SqlStore
 
-    waiting = ("waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:5999 "
-               "(toomanyrequests: You have reached your pull rate limit.); trying again for up to 120 s")
-    root, batch = uuid.uuid4().hex, Batch()  # a claim, as the server's rerun action writes it (no root run yet)
+    root, batch = uuid.uuid4().hex, Batch()
     batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state=CLAIMED, image=IMAGE,
                                           settings={"kind": "cloud"}, created_at=utcnow(), heartbeat_at=utcnow()))
     store = SqlStore(f"sqlite:///{server.home / 'db.sqlite3'}")
@@ -375,6 +374,34 @@ def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_its_header(page: An
         assert store.note_claim(root, waiting)
     finally:
         store.close()
+    return root
+
+
+def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_its_header(page: Any, server: ServerProcess) -> None:
+    """A resolution the server's rerun action claimed, its launch waiting for the driver's image (the note it writes
+    on the claim, ``settings.waiting``, as ``tests/faults/test_driver_image_pull.py`` causes it): its page's header
+    says it has not started and why (was: only ``created``); ``sematic-k8s resolutions show`` says the same."""
+    from playwright.sync_api import expect
+
+    root = _claim_waiting(server, CLAIM_WAITING)
+    waiting = CLAIM_WAITING
     page.goto(f"{server.url}/#/resolutions/{root}")
     expect(page.get_by_test_id("resolution-waiting")).to_have_text(f"Not started yet: {waiting}", timeout=WAIT_MS)
     assert f"Not started yet: {waiting}" in _cli(server, "resolutions", "show", root)
+
+
+def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_the_list(page: Any, server: ServerProcess) -> None:
+    """The pipelines list showed a claimed rerun whose launch waits for its driver's image as only ``created``. Now
+    its row says "not started yet: ..." beside its state, cut to one short line as ``sematic-k8s resolutions list``
+    says it, the whole words in its title."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.cli.output import WAITING_CHARS
+
+    root = _claim_waiting(server, CLAIM_WAITING)
+    page.goto(f"{server.url}/#/")
+    said = page.locator(f'[data-testid="resolution-row"][data-id="{root}"] [data-testid="resolution-waiting"]')
+    cut = CLAIM_WAITING[:WAITING_CHARS - 1] + "\u2026"
+    expect(said).to_have_text(f"not started yet: {cut}", timeout=WAIT_MS)
+    expect(said).to_have_attribute("title", CLAIM_WAITING)
+    assert f"created (not started yet: {cut})" in _cli(server, "resolutions", "list")

@@ -10,11 +10,13 @@ import { labelsLine } from "./labels.js";
 import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { resHref } from "./routes.js";
+import { claimWaiting } from "./started.js";
 
 const STATES = ["", "created", "running", "canceling", "resolved", "failed", "canceled"];
 const RANGES = [["", "any time"], ["1h", "last hour"], ["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"]];
 const RANGE_MS = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3, "30d": 30 * 86400e3 };
 const GROUPS = 20;
+const WAITING_CHARS = 40; // of what a claimed rerun waits for, in its row (as `resolutions list` cuts it)
 
 export class ListView extends View {
   constructor() {
@@ -165,11 +167,21 @@ export class ListView extends View {
     const live = !TERMINAL.has(r.state);
     return h("tr", { testid: "resolution-row", data: { id: r.id, state: r.state } },
       h("td", {}, link(resHref(r.id), short(r.id), "resolution-link", r.id), h("span", { class: "hidden-func", testid: "root-func" }, r.root_func_path)),
-      h("td", {}, badge(r.state)),
+      h("td", {}, badge(r.state), waitingLine(r)),
       h("td", { class: "nowrap" }, live && r.run_counts ? h("span", { class: "progress", testid: "run-progress" }, progressText(r.run_counts)) : "—"),
       h("td", { class: "nowrap" }, fmtTime(r.created_at)),
       h("td", { class: "nowrap" }, duration(r.created_at, r.ended_at, live)),
       h("td", {}, r.rerun_of ? link(resHref(r.rerun_of), short(r.rerun_of), "rerun-of-link", r.rerun_of) : "—"),
       h("td", { class: "wrap" }, labelsLine(r)));
   }
+}
+
+/** A claimed rerun's "not started yet: ..." beside its state, on one line cut to WAITING_CHARS (as `sematic-k8s
+ * resolutions list` says it), its title the whole words; null for any other resolution. */
+function waitingLine(r) {
+  const why = claimWaiting(r);
+  if (why === null) return null;
+  const line = why.split(/\s+/).filter(Boolean).join(" ");
+  const cut = line.length <= WAITING_CHARS ? line : `${line.slice(0, WAITING_CHARS - 1)}\u2026`;
+  return [" ", h("span", { class: "muted small nowrap", testid: "resolution-waiting", title: why }, `not started yet: ${cut}`)];
 }

@@ -14,7 +14,7 @@ import { View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { RunPanel } from "./panel.js";
 import { resHref, runHref } from "./routes.js";
-import { notStartedText, resolutionCanceledText } from "./started.js";
+import { claimWaiting, notStartedText, resolutionCanceledText } from "./started.js";
 import { renderTimeline } from "./timeline.js";
 
 const STARTING_WAIT_MS = 120000; // a rerun this page started is recorded by a process that is starting
@@ -228,8 +228,8 @@ export class ResolutionView extends View {
       fillFacts(this.facts, facts),
       terminal || !notStartedText(this.overview.waiting) ? null
         : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
-      r.state === "created" && typeof s.waiting === "string" && s.waiting // a rerun's claim: its launch waits
-        ? h("p", { class: "warning", testid: "resolution-waiting" }, `Not started yet: ${s.waiting}`) : null,
+      claimWaiting(r) // a rerun's claim: its launch waits
+        ? h("p", { class: "warning", testid: "resolution-waiting" }, `Not started yet: ${claimWaiting(r)}`) : null,
       this.labels,
       r.state === "canceled" // a cancel is not an error: a notice of when and how
         ? h("p", { class: "notice", testid: "resolution-canceled" }, resolutionCanceledText(r, r.ended_at ? fmtTime(r.ended_at) : null))

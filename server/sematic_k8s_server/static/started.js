@@ -8,6 +8,14 @@ export function waitingFor(run) {
   return typeof why === "string" && why ? why : null;
 }
 
+/** What the launch of a resolution the server claimed (a rerun its driver has not recorded yet) waits for, as noted on
+ * the claim (`settings.waiting`: its driver's image); null for any other. As `claim_waiting` in
+ * sematic_k8s/store/records.py reads it for the CLI. */
+export function claimWaiting(res) {
+  const why = res.state === "created" ? (res.settings || {}).waiting : null;
+  return typeof why === "string" && why ? why : null;
+}
+
 /** True when the run's code never began: never handed to an executor, or its first attempt still waiting (or
  * canceled while waiting) for its worker to start, or failed as one whose worker never started (its image could not
  * be pulled, its pod not created: WorkerNeverStarted among the recorded error's classes). */
