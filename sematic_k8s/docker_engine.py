@@ -1,10 +1,10 @@
 """The Docker engine's client, made in one place: an engine that does not answer (stopped, hung, an unreachable
 $DOCKER_HOST) is :class:`~sematic_k8s.errors.DockerUnavailable` in plain words, within :data:`PROBE_TIMEOUT`,
 for image builds, driver containers and the Docker executor alike; an image's pull, failing in the engine's words
-(:func:`pull`), its progress as its stream tells it (:class:`PullProgress`), and the wait for an image whose registry does not answer it (:func:`registry_unanswered`,
-:class:`PullBackoff`, :func:`pull_waiting`), a worker's and a driver's alike; and the secrets those containers get
-as files (:func:`secret_archive`, copied in before they start), never as environment variables that ``docker
-inspect`` shows."""
+(:func:`pull`), its progress as its stream tells it (:class:`PullProgress`), and the wait for an image whose registry
+does not answer it (:func:`registry_unanswered`, :class:`PullBackoff`, :func:`pull_waiting`), a worker's and a
+driver's alike; and the secrets those containers get as files (:func:`secret_archive`, copied in before they start),
+never as environment variables that ``docker inspect`` shows."""
 
 from __future__ import annotations
 
