@@ -1,10 +1,10 @@
 """The Docker engine's client, made in one place: an engine that does not answer (stopped, hung, an unreachable
 $DOCKER_HOST) is :class:`~sematic_k8s.errors.DockerUnavailable` in plain words, within :data:`PROBE_TIMEOUT`,
 for image builds, driver containers and the Docker executor alike; an image's pull, failing in the engine's words
-(:func:`pull`), and the wait for an image whose registry does not answer it (:func:`registry_unanswered`,
-:class:`PullBackoff`, :func:`pull_waiting`), a worker's and a driver's alike; and the secrets those containers get
-as files (:func:`secret_archive`, copied in before they start), never as environment variables that ``docker
-inspect`` shows."""
+(:func:`pull`), its progress as its stream tells it (:class:`PullProgress`), and the wait for an image whose registry
+does not answer it (:func:`registry_unanswered`, :class:`PullBackoff`, :func:`pull_waiting`), a worker's and a
+driver's alike; and the secrets those containers get as files (:func:`secret_archive`, copied in before they start),
+never as environment variables that ``docker inspect`` shows."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import io
 import os
 import posixpath
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ SECRETS_DIR = "sematic-k8s-secrets"  # at a container's root: a driver's secrets
 PULL_GRACE = 120.0  # seconds an image is waited for while its registry does not answer (Kubernetes' pull_grace)
 PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
 PULL_SILENCE = 60.0  # seconds a pull may say nothing before it is ended (a registry that hangs; kubelet's 1 min)
+PULL_PROGRESS_EVERY = 5.0  # seconds between changes of a pull's progress words (PullProgress.words)
 # the engine's words for a pull that failed because the registry did not answer, or answered "not now": a 5xx is
 # "received unexpected HTTP status: 503 Service Unavailable"; a 429 "toomanyrequests: ..." when its body is a
 # registry's error JSON (Docker Hub's), else "error parsing HTTP 429 response body: ..." (a bare one, a proxy's)
@@ -155,7 +157,64 @@ class PullBackoff:
         self.at, self.wait = 0.0, PULL_FIRST_WAIT
 
 
-def pull(client: Any, image: str, silence: float = PULL_SILENCE) -> None:  # noqa: ANN401 - a docker client
+class PullProgress:
+    """What a pull's stream said so far (:func:`pull` hands it each line, on the pull's thread), read as words
+    (:meth:`words`, any thread): its layers, how many are there, bytes downloaded of those sized, and a layer the
+    engine retries (its "Retrying in N seconds", after a registry's 5xx or a cut to that layer's blob). The words
+    change at most every :data:`PULL_PROGRESS_EVERY` seconds: a note, not a line per stream line."""
+
+    _DONE = ("Pull complete", "Already exists")
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self._lock = threading.Lock()
+        self._layers: dict[str, tuple[int, int]] = {}  # layer id -> (bytes downloaded, its size; 0 not known yet)
+        self._done: set[str] = set()
+        self._retrying: dict[str, str] = {}  # layer id -> the engine's words while it retries that layer
+        self._said, self._said_at = "", float("-inf")
+
+    def seen(self, line: dict[str, Any]) -> None:
+        """One line of the engine's pull stream."""
+        status, layer = str(line.get("status") or ""), str(line.get("id") or "")
+        if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
+            return
+        detail = line.get("progressDetail") or {}
+        with self._lock:
+            current, total = self._layers.get(layer, (0, 0))
+            if status == "Downloading" and detail.get("total"):
+                current, total = int(detail.get("current") or 0), int(detail["total"])
+            elif status in ("Download complete", "Verifying Checksum", "Extracting", "Pull complete") and total:
+                current = total
+            if status.startswith("Retrying in"):
+                self._retrying[layer] = status
+            elif status in ("Downloading", "Download complete", *self._DONE):
+                self._retrying.pop(layer, None)
+            if status in self._DONE:
+                self._done.add(layer)
+            self._layers[layer] = (current, total)
+
+    def words(self) -> str:
+        """"pulling image IMAGE: D of N layers, X of Y MB[; the engine retries a layer (Retrying in S seconds)]",
+        as last made (at most every :data:`PULL_PROGRESS_EVERY` seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._said_at >= PULL_PROGRESS_EVERY or not self._said:
+                said = f"pulling image {self.image}"
+                if self._layers:
+                    sized = [v for v in self._layers.values() if v[1]]  # a layer it has already: no size
+                    said += f": {len(self._done)} of {len(self._layers)} layers"
+                    if sized:
+                        said += f", {sum(c for c, _ in sized) / 1e6:.0f} of {sum(t for _, t in sized) / 1e6:.0f} MB"
+                if self._retrying:
+                    retrying = list(self._retrying.values())
+                    said += f"; the engine retries {'a layer' if len(retrying) == 1 else f'{len(retrying)} layers'} " \
+                            f"({retrying[-1]})"
+                self._said, self._said_at = said, now
+            return self._said
+
+
+def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401 - a docker client
+         progress: PullProgress | None = None) -> None:
     """Pull ``image``. A failure the engine tells only in its pull's stream (a download of the image's configuration
     or a layer that failed: its registry's 5xx or 429 to a blob's request, after the manifest came) is a
     ``docker.errors.APIError`` in its words, as a failure it answers at once is; the SDK's ``images.pull`` drops them
@@ -163,7 +222,8 @@ def pull(client: Any, image: str, silence: float = PULL_SILENCE) -> None:  # noq
     connection and does not answer: the engine waits for it without end) is ended, our connection closed, and is an
     ``APIError`` too, "the pull made no progress for N s", a registry that does not answer
     (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all. (The engine's own request to that
-    registry stays open: a later pull of a layer it is stuck on joins it, and fails the same way.)"""
+    registry stays open: a later pull of a layer it is stuck on joins it, and fails the same way.) ``progress`` is
+    handed each line of the stream."""
     import docker.errors
     import requests
     import urllib3
@@ -181,6 +241,8 @@ def pull(client: Any, image: str, silence: float = PULL_SILENCE) -> None:  # noq
                 if isinstance(line, dict) and line.get("error"):
                     said = str((line.get("errorDetail") or {}).get("message") or line["error"])
                     raise docker.errors.APIError(said, explanation=said)
+                if isinstance(line, dict) and progress is not None:
+                    progress.seen(line)
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, requests.exceptions.ConnectionError) as e:
         if not isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)) and \
                 "timed out" not in str(e):

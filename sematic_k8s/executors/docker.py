@@ -25,7 +25,10 @@ first failure, then the run fails as CreateContainerError in the engine's words.
 not have the image, or refuses it (manifest unknown, 404, unauthorized), fails the run at once. Each pull try runs on
 a thread of its own (:class:`_Pull`, one per image, shared by every run waiting for it), never on the caller's: a try
 the engine spends a minute on (a registry silent for :data:`PULL_SILENCE`, a 5xx to a layer it retries) holds up no
-other run, and a run canceled meanwhile ends at once (its try is left to end by itself).
+other run, and a run canceled meanwhile ends at once (its try is left to end by itself). While a run's first try is
+under way, :attr:`~DockerExecutor.waiting` says how far it got, from the engine's stream
+(:class:`~sematic_k8s.docker_engine.PullProgress`: layers, MB, a layer it retries), the words changed every few seconds
+at most; gone once the run is launched.
 
 An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
 as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
@@ -49,6 +52,7 @@ from sematic_k8s.docker_engine import (
     PULL_SILENCE,
     SECRETS_DIR,
     PullBackoff,
+    PullProgress,
     attach_stdout,
     docker_client,
     engine_calls,
@@ -166,10 +170,13 @@ class DockerExecutor(RemoteExecutor):
 
     @property
     def waiting(self) -> dict[str, str]:
-        """Run id -> what its worker waits for (its image, while its registry does not answer), noted on the run."""
+        """Run id -> what its worker waits for (its image: its first pull try's progress while it is under way, in
+        the engine's stream's words; then, while its registry does not answer, that), noted on the run."""
+        pull = self._pull
+        pulling = pull.progress.words() if pull is not None and pull.is_alive() else ""
         return {run_id: f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); trying "
-                        f"again for up to {self.pull_grace:g} s" for run_id, u in self.unpulled.items()
-                if u.since is not None}  # not a first try under way: that is no wait yet
+                        f"again for up to {self.pull_grace:g} s" if u.since is not None else pulling
+                for run_id, u in self.unpulled.items() if u.since is not None or pulling}
 
     def _pull_again(self) -> None:
         """Start the image's pull try on its thread once it is due (backoff between the tries) while runs wait for
@@ -513,11 +520,12 @@ class _Pull(threading.Thread):
         super().__init__(name="sk-docker-pull", daemon=True)
         self.client, self.image, self.silence, self.wake = client, image, silence, wake
         self.error: BaseException | None = None
+        self.progress = PullProgress(image)  # what its stream said so far
         self.start()
 
     def run(self) -> None:
         try:
-            pull(self.client, self.image, self.silence)
+            pull(self.client, self.image, self.silence, self.progress)
         except BaseException as e:  # noqa: BLE001 - read by the executor's loop (_pull_again)
             self.error = e
         finally:

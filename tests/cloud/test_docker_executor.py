@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from outages import (
     DroppingProxy,
     RegistryProcess,
     called_in,
+    last_layer,
     pulled_from_own_registry,
     registry_answering,
     restarted_in,
@@ -526,7 +528,8 @@ def waiting_for_image(executor: DockerExecutor, task: Task) -> str:
     the caller's thread: the engine may spend a while on it); no outcome meanwhile."""
     def said() -> str | None:
         assert executor.wait(0.2) == []
-        return executor.waiting.get(task.run_id)
+        why = executor.waiting.get(task.run_id) or ""
+        return why if why.startswith("waiting for its image") else None  # not a try's progress ("pulling image")
     return wait_for(said, 150, what="the run to wait for its image")
 
 
@@ -636,6 +639,66 @@ def test_a_worker_waits_for_its_image_while_its_registry_answers_not_now_for_a_f
         finally:
             executor.close()
     assert containers_of(task) == []
+
+
+def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_a_layer_the_engine_retries(
+        project, storage, tmp_path):
+    """Through the resolution loop: ``inc`` (a worker) from an image of a few layers (one of 20 MB), its last layer's
+    blob answered 503 by a proxy before its registry: the engine's first pull try downloads the others and retries
+    that layer (its stream's "Retrying in N seconds", ~75 s in all before the try fails). While the try is under way,
+    the run's note ``waiting`` names the pull, its layers and MB, and the retry; once the proxy passes the blob, the
+    image is pulled, the run resolves and its note is gone. Was: nothing was noted until the first try failed, a
+    minute or more later."""
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.store import sql_store
+
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    f = project[0].inc_beside(5)
+    raised: list[BaseException] = []
+    seen: list[str] = []
+
+    def retrying() -> str | None:
+        why = str(next((r.notes.get("waiting") or "" for r in store.runs_of_root(f.id) if r.func_name == "inc"), ""))
+        if why and why not in seen:
+            seen.append(why)
+        return why if "the engine retries a layer (Retrying in " in why and " MB;" in why else None
+
+    def resolve(loop: ResolutionLoop) -> None:
+        try:
+            loop.run(f)
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            raised.append(e)
+
+    with pulled_from_own_registry(tmp_path, project[1], "sk-test-pull-progress", "worker", layered=True,
+                                  big_mb=20) as (registry, ref), \
+            registry_answering(registry, ref, REGISTRY_NOT_NOW["503"], paths=(last_layer(registry, ref),)) as (
+                proxy, image):
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+        loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), executor),
+                              ResolutionSettings(root_id=f.id, max_parallelism=2), kind="cloud")
+        resolution = threading.Thread(target=resolve, args=(loop,), daemon=True)
+        resolution.start()
+        try:
+            why = wait_for(retrying, 60, what="inc's note to say the engine retries a layer of its image")
+            print("\n".join(seen))
+            assert why.startswith(f"pulling image {image}: "), why
+            assert re.search(r": \d+ of \d+ layers, 20 of 20 MB; the engine retries a layer \(Retrying in \d+ "
+                             r"seconds?\)$", why), why
+            assert not any(s.startswith("waiting for its image") for s in seen), seen  # still its first try
+            proxy.passing()
+            resolution.join(120)
+            assert not resolution.is_alive() and raised == [], raised
+        finally:
+            if resolution.is_alive():
+                store.request_cancel(f.id)
+                resolution.join(150)
+            executor.close()
+    runs = {r.func_name: r for r in store.runs_of_root(f.id)}
+    assert runs["inc"].state == "resolved" and "waiting" not in runs["inc"].notes, runs["inc"]
+    assert proxy.throttled >= 1
 
 
 @pytest.mark.parametrize("answer", ["503", "429", "silent"])

@@ -129,13 +129,14 @@ class RegistryProcess(_KilledAndStarted):
 
 @contextlib.contextmanager
 def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *, whole: bool = False,
-                             layered: bool = False) -> Iterator[tuple[RegistryProcess, str]]:
+                             layered: bool = False, big_mb: int = 0) -> Iterator[tuple[RegistryProcess, str]]:
     """``image`` (a name the engine has) pushed as ``repo:tag`` to a registry of the test's own (never the shared
     one: others pull from it), then taken off the engine by that name, so a container of it must be pulled: (the
     registry, running; the image by digest there). ``whole``: ``image`` with a label of its own is pushed (a
     configuration new to the engine, its layers the same) and taken off the engine whole, so that its pull
     downloads its configuration (a blob's request); ``layered``: with a layer of its own too (a file), so that its
-    pull downloads that layer (:func:`last_layer`) after its configuration. The registry is killed and the pulled
+    pull downloads that layer (:func:`last_layer`) after its configuration; ``big_mb`` (with ``layered``): a layer of
+    that many MB of random bytes before it, downloaded in the pull's sight. The registry is killed and the pulled
     image removed after."""
     import pytest
     from docker import errors as docker_errors
@@ -150,7 +151,8 @@ def pulled_from_own_registry(home: Path, image: str, repo: str, tag: str, *, who
     ref, relabelled = None, f"sk-test-relabelled:{uuid.uuid4().hex[:12]}"
     try:
         if whole or layered:
-            layer = f"RUN echo {relabelled} > /sk-test-layer\n" if layered else ""
+            big = f"RUN head -c {big_mb}000000 /dev/urandom > /tmp/sk-test-big\n" if big_mb else ""
+            layer = f"{big}RUN echo {relabelled} > /tmp/sk-test-layer\n" if layered else ""
             client.images.build(fileobj=io.BytesIO(f"FROM {image}\nLABEL sk-test={relabelled}\n{layer}".encode()),
                                 tag=relabelled, rm=True)
         name = f"{registry.host}/{repo}"
