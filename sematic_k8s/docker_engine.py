@@ -194,23 +194,29 @@ class PullProgress:
             self._layers[layer] = (current, total)
 
     def words(self) -> str:
-        """"pulling image IMAGE: D of N layers, X of Y MB[; the engine retries a layer (Retrying in S seconds)]",
-        as last made (at most every :data:`PULL_PROGRESS_EVERY` seconds)."""
+        """"D of N layers, X of Y MB[; the engine retries a layer: Retrying in S seconds]" ("" before the stream
+        named a layer), as last made (at most every :data:`PULL_PROGRESS_EVERY` seconds)."""
         now = time.monotonic()
         with self._lock:
             if now - self._said_at >= PULL_PROGRESS_EVERY or not self._said:
-                said = f"pulling image {self.image}"
+                said = ""
                 if self._layers:
                     sized = [v for v in self._layers.values() if v[1]]  # a layer it has already: no size
-                    said += f": {len(self._done)} of {len(self._layers)} layers"
+                    said = f"{len(self._done)} of {len(self._layers)} layers"
                     if sized:
                         said += f", {sum(c for c, _ in sized) / 1e6:.0f} of {sum(t for _, t in sized) / 1e6:.0f} MB"
                 if self._retrying:
                     retrying = list(self._retrying.values())
-                    said += f"; the engine retries {'a layer' if len(retrying) == 1 else f'{len(retrying)} layers'} " \
-                            f"({retrying[-1]})"
-                self._said, self._said_at = said, now
+                    said += f"; the engine retries {'a layer' if len(retrying) == 1 else f'{len(retrying)} layers'}" \
+                            f": {retrying[-1]}"
+                self._said, self._said_at = said.removeprefix("; "), now
             return self._said
+
+
+def short_image(image: str) -> str:
+    """``image`` named short for a note: "REPO@sha256:" and its digest's first 12 hex digits."""
+    name, at, digest = image.partition("@sha256:")
+    return f"{name}@sha256:{digest[:12]}" if at else image
 
 
 def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401 - a docker client

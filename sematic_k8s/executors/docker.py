@@ -61,6 +61,7 @@ from sematic_k8s.docker_engine import (
     pull,
     registry_unanswered,
     secret_archive,
+    short_image,
     stdout_frames,
     unanswered,
     unpulled_words,
@@ -170,13 +171,20 @@ class DockerExecutor(RemoteExecutor):
 
     @property
     def waiting(self) -> dict[str, str]:
-        """Run id -> what its worker waits for (its image: its first pull try's progress while it is under way, in
-        the engine's stream's words; then, while its registry does not answer, that), noted on the run."""
+        """Run id -> what its worker waits for (its image: its pull try's progress while one is under way, in the
+        engine's stream's words, "pulling its image (PROGRESS): REF"; once a try failed, that, "...; trying again for
+        up to N s", with "; pulling: PROGRESS" while the next try is under way), noted on the run."""
         pull = self._pull
-        pulling = pull.progress.words() if pull is not None and pull.is_alive() else ""
-        return {run_id: f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); trying "
-                        f"again for up to {self.pull_grace:g} s" if u.since is not None else pulling
-                for run_id, u in self.unpulled.items() if u.since is not None or pulling}
+        progress = pull.progress.words() if pull is not None and pull.is_alive() else None
+        notes: dict[str, str] = {}
+        for run_id, u in self.unpulled.items():
+            if u.since is not None:
+                notes[run_id] = f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); " \
+                                f"trying again for up to {self.pull_grace:g} s" + (f"; pulling: {progress}" if progress
+                                                                                   else "")
+            elif progress is not None:
+                notes[run_id] = f"pulling its image{f' ({progress})' if progress else ''}: {short_image(self.image)}"
+        return notes
 
     def _pull_again(self) -> None:
         """Start the image's pull try on its thread once it is due (backoff between the tries) while runs wait for

@@ -529,7 +529,7 @@ def waiting_for_image(executor: DockerExecutor, task: Task) -> str:
     def said() -> str | None:
         assert executor.wait(0.2) == []
         why = executor.waiting.get(task.run_id) or ""
-        return why if why.startswith("waiting for its image") else None  # not a try's progress ("pulling image")
+        return why if why.startswith("waiting for its image") else None  # not a try's progress ("pulling its image")
     return wait_for(said, 150, what="the run to wait for its image")
 
 
@@ -552,8 +552,9 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
     try:
         task = submit(executor, storage, project[0].inc, 41)
         why = waiting_for_image(executor, task)  # it does not fail
+        failed = why.partition("; pulling: ")[0]  # a later try's progress, if one is under way
         assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} (") and \
-            "connection refused" in why and why.endswith("trying again for up to 120 s"), why
+            "connection refused" in why and failed.endswith("trying again for up to 120 s"), why
         with restarted_in(registry, 3):
             outcome = outcome_of(executor)
         assert stored_value(storage, outcome) == 42
@@ -631,7 +632,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_answers_not_now_for_a_f
             print(f"the engine's words for a {answer} ({fixture}): {why}")
             blob = "error pulling image configuration: download failed after attempts=" if len(paths) == 1 else ""
             assert why.startswith(f"waiting for its image: the Docker engine could not pull {image} ({blob}"), why
-            assert why.endswith(f"{not_now.words}); trying again for up to 120 s"), why
+            assert why.partition("; pulling: ")[0].endswith(f"{not_now.words}); trying again for up to 120 s"), why
             with called_in(3, proxy.passing):
                 outcome = outcome_of(executor)
             assert stored_value(storage, outcome) == 42
@@ -664,7 +665,7 @@ def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_
         why = str(next((r.notes.get("waiting") or "" for r in store.runs_of_root(f.id) if r.func_name == "inc"), ""))
         if why and why not in seen:
             seen.append(why)
-        return why if "the engine retries a layer (Retrying in " in why and " MB;" in why else None
+        return why if "the engine retries a layer: Retrying in " in why and " MB;" in why else None
 
     def resolve(loop: ResolutionLoop) -> None:
         try:
@@ -684,9 +685,10 @@ def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_
         try:
             why = wait_for(retrying, 60, what="inc's note to say the engine retries a layer of its image")
             print("\n".join(seen))
-            assert why.startswith(f"pulling image {image}: "), why
-            assert re.search(r": \d+ of \d+ layers, 20 of 20 MB; the engine retries a layer \(Retrying in \d+ "
-                             r"seconds?\)$", why), why
+            name, _, digest = image.partition("@sha256:")
+            assert re.fullmatch(r"pulling its image \(\d+ of \d+ layers, 20 of 20 MB; the engine retries a layer: "
+                                r"Retrying in \d+ seconds?\): " + re.escape(f"{name}@sha256:{digest[:12]}"), why), why
+            assert len(digest) == 64 and why.index("layers") < 40, why  # its progress before the image, in the CLI
             assert not any(s.startswith("waiting for its image") for s in seen), seen  # still its first try
             proxy.passing()
             resolution.join(120)
@@ -1097,3 +1099,36 @@ def test_a_driver_launch_whose_engine_connection_is_cut_is_docker_unavailable_in
     finally:
         for c in direct.containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={root_id}"}):
             c.remove(force=True)
+
+
+def test_a_worker_whose_first_pull_try_failed_is_noted_with_the_next_tries_progress_beside_the_failure(
+        project, storage, tmp_path):
+    """A worker's image of a few layers (one of 20 MB), a proxy before its registry answering 503 to its manifest:
+    the first pull try fails at once and the run waits. Then the proxy answers 503 to its last layer's blob only: the
+    next try downloads the others while the engine retries that layer. The run's ``waiting`` keeps the first try's
+    failure and adds that try's progress ("...; trying again for up to 120 s; pulling: D of N layers, 20 of 20 MB;
+    the engine retries a layer: ..."); the proxy passing, the run resolves. Was: only the failure, no progress."""
+    with pulled_from_own_registry(tmp_path, project[1], "sk-test-pull-progress-again", "worker", layered=True,
+                                  big_mb=20) as (registry, ref), \
+            registry_answering(registry, ref, REGISTRY_NOT_NOW["503"], paths=(b"/manifests/",)) as (proxy, image):
+        last = last_layer(registry, ref)
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+        try:
+            task = submit(executor, storage, project[0].inc, 41)
+            failed = waiting_for_image(executor, task).partition("; pulling: ")[0]
+            proxy.throttle = lambda head: last in head.split(b"\r\n", 1)[0]
+
+            def pulling() -> str | None:
+                assert executor.wait(0.2) == []
+                why = executor.waiting.get(task.run_id) or ""
+                return why if "; the engine retries a layer: Retrying in " in why else None
+
+            why = wait_for(pulling, 60, what="the run's note to give the next try's progress")
+            assert why.startswith(f"{failed}; pulling: "), (failed, why)
+            assert re.search(r"; pulling: \d+ of \d+ layers, \d+ of 20 MB; the engine retries a layer: Retrying in \d+ "
+                             r"seconds?$", why), why
+            proxy.passing()
+            assert stored_value(storage, outcome_of(executor)) == 42
+            assert executor.waiting == {}
+        finally:
+            executor.close()
