@@ -135,8 +135,11 @@ def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
     """Whether an idle connection has something to read: the server closed it (or sent what it should not)."""
     if conn.sock is None:
         return False  # not connected: it connects when used
+    poller = select.poll()  # not select.select: a descriptor past 1024 (a process holding many files) is a
+    # ValueError there, every kept-alive connection taken for closed
     try:
-        return bool(select.select([conn.sock], [], [], 0)[0])
+        poller.register(conn.sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
 

@@ -8,6 +8,7 @@ import base64
 import http.server
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -179,6 +180,21 @@ def test_an_answer_before_the_whole_body_was_taken_is_read() -> None:
             store._request("POST", "/store/write", content=b"x" * 64_000_000)
         assert info.value.status == 413 and len(server.seen) == 1
         store.close()
+
+
+def test_a_process_holding_many_files_still_reuses_its_connections() -> None:
+    """1,100 files open in this process: the store's sockets are descriptors past select()'s 1,024; its kept-alive
+    connection is still reused. Was: every idle connection taken for closed, one connection per request."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with stub() as server:
+            store = HttpStore(server.url)
+            assert [store.cancel_requested(x) for x in ("no", "yes", "no")] == [False, True, False]
+            assert len({port for _, port, _ in server.seen}) == 1
+            store.close()
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def test_threads_share_one_store() -> None:
