@@ -33,9 +33,7 @@ def find_run(store: Store, given: str) -> RunRecord:
     if len(matches) <= 1:
         raise LookupError(f"no run with id {quoted(given)}: list them with `sematic-k8s resolutions list` or "
                           "`sematic-k8s runs list`")
-    shown = ", ".join(f"{r.id} ({r.func_name})" for r in matches[:CANDIDATES])
-    more = " and more" if len(matches) > CANDIDATES else ""
-    raise LookupError(f"run id prefix {quoted(given)} is ambiguous: it starts {shown}{more}; give more of the id")
+    raise ambiguous("run", given, [(r.id, r.func_name) for r in matches])
 
 
 def find_resolution(store: Store, given: str) -> ResolutionRecord | None:
@@ -54,10 +52,14 @@ def find_resolution(store: Store, given: str) -> ResolutionRecord | None:
                if r.id.startswith(res_id)]  # a server older than id_prefix lists them all
     if len(matches) <= 1:
         return store.get_resolution(matches[0].id) if matches else None  # whole: a listing clips its error
-    shown = ", ".join(f"{r.id} ({r.root_func_path.rpartition(':')[2]})" for r in matches[:CANDIDATES])
+    raise ambiguous("resolution", given, [(r.id, r.root_func_path.rpartition(":")[2]) for r in matches])
+
+
+def ambiguous(kind: str, given: str, matches: list[tuple[str, str]]) -> LookupError:
+    """The one line for an id start that several ``kind`` ids have: a few of them (id, func name) named."""
+    shown = ", ".join(f"{id_} ({name})" for id_, name in matches[:CANDIDATES])
     more = " and more" if len(matches) > CANDIDATES else ""
-    raise LookupError(f"resolution id prefix {quoted(given)} is ambiguous: it starts {shown}{more}; "
-                      "give more of the id")
+    return LookupError(f"{kind} id prefix {quoted(given)} is ambiguous: it starts {shown}{more}; give more of the id")
 
 
 def quoted(given: str) -> str:
