@@ -46,6 +46,20 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         yield s
 
 
+def recorded_artifact(served: Served, payload: bytes) -> str:
+    """The id of a JSON artifact of ``payload``, its record written through the API (its bytes not stored)."""
+    art = content_id("json", payload)
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
+                            "created_at": utcnow()}
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    return art
+
+
 def test_a_revoked_key_gets_no_more_live_events_on_its_open_stream(any_db: Served) -> None:
     """A key revoked while its ``/events`` stream is open (the dashboard keeps one open for hours): the stream
     sends no event recorded after the revocation and ends; the next request on the same keep-alive connection is
@@ -241,16 +255,7 @@ def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served
     root = record_resolution(served.url, served.key, kind="local", state="resolved")
     (storage / "logs").mkdir(parents=True, exist_ok=True)
     (storage / "logs" / f"{root}.log").symlink_to(secret)
-    payload = b'{"v": 1}'
-    art = content_id("json", payload)
-    batch = Batch()
-    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
-                            "created_at": utcnow()}
-    store = HttpStore(served.url, served.key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    art = recorded_artifact(served, b'{"v": 1}')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / art).symlink_to(secret)
@@ -311,14 +316,10 @@ def test_every_answer_says_nosniff(served: Served) -> None:
     """JSON, a run's log as text, an artifact's bytes, the fast path's write, a 401, a 403, a 404, the page: each says
     ``X-Content-Type-Options: nosniff`` once, so no browser reads a record's bytes as HTML. Was: the page alone."""
     payload = b"<html><script>alert(1)</script>"
-    art = content_id("json", payload)
     root = record_resolution(served.url, served.key, kind="local", state="resolved")
-    batch = Batch()
-    batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
-                            "created_at": utcnow()}
+    art = recorded_artifact(served, payload)
     store = HttpStore(served.url, served.key)
     try:
-        store.write(batch)
         token = store.mint_token(uuid.uuid4().hex)
     finally:
         store.close()
