@@ -55,13 +55,21 @@ def expire_for_read(expire: Callable[[list[str]], list[str]], ids: list[str]) ->
         return False
 
 
+def silent_ids(conn: sa.Connection, resolutions: sa.Table, stale_after: float) -> list[str]:
+    """The ids of the :func:`silent` Resolutions (a read: nothing marked)."""
+    t = resolutions
+    return list(conn.scalars(sa.select(t.c.id).where(silent(t, conn.dialect.name, stale_after))))
+
+
 def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, stale_after: float,
-                  ids: Iterable[str] | None = None) -> list[str]:
+                  ids: Iterable[str] | None = None, on_its_way: Callable[[str], bool] | None = None) -> list[str]:
     """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has
     not heartbeated for ``stale_after`` seconds of the database's clock: "failed" ("canceled" when a cancel was
     asked), with the plain reason "the resolver stopped responding at <time>", and its unfinished runs "canceled".
     Then ``continue`` can pick it up. Returns the ids marked. (Resolutions recorded without heartbeats are left
-    alone.)"""
+    alone.) ``on_its_way(id)``: whether a beat of it waits for the database's write lock, which ``conn`` holds
+    (SQLite: :mod:`~sematic_k8s.store.inflight`); such a Resolution is left alone, its beat lands once this
+    transaction ends."""
     t, dialect = resolutions, conn.dialect.name
     dead = [silent(t, dialect, stale_after)]
     if ids is not None:
@@ -69,6 +77,9 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     marked = []
     found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*dead)).all()
     for res_id, state, beat in found:
+        if on_its_way is not None and on_its_way(res_id):
+            log.info("resolution %s: silent, but its beat waits for the database's lock: not marked", res_id)
+            continue
         reason = (f"its driver never recorded it (claimed at {beat:%Y-%m-%d %H:%M:%S} UTC)" if state == CLAIMED
                   else f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC")
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile

@@ -22,6 +22,7 @@ first (:meth:`SqlStore.expire_silent`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Collection, Iterable
@@ -39,6 +40,7 @@ from sematic_k8s.store import (
     dbclock,
     diskfull,
     guards,
+    inflight,
     liveness,
     locked,
     reads,
@@ -142,6 +144,7 @@ class SqlStore:
         self.stale_after = stale_after
         self._checkpoints: checkpoints.Checkpointer | None = None
         self._reserve: diskfull.Reserve | None = None
+        self._beats: inflight.Beats | None = None  # a SQLite file's beats on their way (waiting for its lock)
         try:
             self.engine = sa.create_engine(url, **{"json_serializer": json_text, "json_deserializer": json_value,
                                                    **engine_kwargs})
@@ -150,6 +153,7 @@ class SqlStore:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
                 if self.engine.url.database not in (None, "", ":memory:"):
                     locked.listen(self.engine, schema.SQLITE_BUSY_MS / 1000)
+                    self._beats = inflight.Beats(self.engine.url.database, schema.SQLITE_BUSY_MS / 1000)
                     self._reserve = diskfull.Reserve(self.engine.url.database + "-reserve")
                     self._checkpoints = checkpoints.Checkpointer(self.engine.url.database, tend=self._reserve.keep)
             if create:
@@ -184,15 +188,17 @@ class SqlStore:
         if not batch:
             return
         check_resolution_updates(batch.resolution_updates)
-        try:
-            self._write_retrying(batch, conflicts, replays)
-        except DiskFull as e:
-            ending = [r for r, fields in batch.resolution_updates.items() if fields.get("state") in ENDED]
-            if not ending or self._reserve is None or not self._reserve.release():
-                raise
-            log.warning("%s: recording the end of resolution %s in the room its reserve gave back", e.problem,
-                        ", ".join(ending))
-            self._write_retrying(batch, conflicts, replays)
+        beating = [r for r, fields in batch.resolution_updates.items() if "heartbeat_at" in fields]
+        with self._beats.on_the_way(beating) if self._beats is not None and beating else contextlib.nullcontext():
+            try:
+                self._write_retrying(batch, conflicts, replays)
+            except DiskFull as e:
+                ending = [r for r, fields in batch.resolution_updates.items() if fields.get("state") in ENDED]
+                if not ending or self._reserve is None or not self._reserve.release():
+                    raise
+                log.warning("%s: recording the end of resolution %s in the room its reserve gave back", e.problem,
+                            ", ".join(ending))
+                self._write_retrying(batch, conflicts, replays)
 
     def _write_retrying(self, batch: Batch, conflicts: set[str] | None, replays: set[str] | None) -> None:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
@@ -422,12 +428,21 @@ class SqlStore:
         return found
 
     def _expire(self, conn: sa.Connection, ids: Iterable[str] | None = None) -> list[str]:
-        """:func:`liveness.expire_silent` in the transaction of ``conn``."""
-        return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids)
+        """:func:`liveness.expire_silent` in the transaction of ``conn``, which holds the write lock (SQLite), so that
+        a beat on its way (:mod:`~sematic_k8s.store.inflight`) is known, and cannot land meanwhile."""
+        return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids,
+                                      self._beats.on_its_way if self._beats is not None else None)
 
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
         heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs
-        (:func:`liveness.expire_silent`, in a transaction of its own). Returns the ids marked."""
+        (:func:`liveness.expire_silent`, in a transaction of its own holding the write lock). Returns the ids marked.
+        All of them (``ids`` None) are first looked for in a read: a sweep that finds none takes no lock."""
+        if ids is None:
+            ids = self._read(liveness.silent_ids, self._res, liveness.timeout(self.stale_after))
+        ids = list(ids)
+        if not ids:
+            return []
         with self.engine.begin() as conn:
+            guards.hold_write_lock(conn)
             return self._expire(conn, ids)

@@ -7,6 +7,7 @@ answers 503 meanwhile, and its client's retried write lands once it is let go.""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -274,3 +275,106 @@ def test_a_heartbeat_waiting_for_another_processs_lock_has_its_processs_planning
     finally:
         proc.kill()
         proc.wait(30)
+
+
+# -- a live resolution whose beat waits for another process's lock, and a reader that gets the lock first ----------
+
+LOCK_TIMEOUT = "2"  # seconds of silence after which a resolution is dead, in these tests
+READ_STATE = ("import sys; from sematic_k8s.store.sql import SqlStore; "
+              "print(SqlStore(sys.argv[1], stale_after=float(sys.argv[2])).get_resolution(sys.argv[3]).state)")
+
+
+def read_state(db: Path, root_id: str) -> str:
+    """The resolution's state as a reader in a process of its own sees it (its read marks it dead if silent)."""
+    out = subprocess.run([sys.executable, "-c", READ_STATE, f"sqlite:///{db}", LOCK_TIMEOUT, root_id],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()
+
+
+def resolver_waiting_for_the_lock(tmp_path: Path, root_id: str, gate: Path, busy_ms: int):
+    """A LocalResolver process at its gate (its heartbeat thread beating every 0.2 s, its writes waiting ``busy_ms``
+    for the lock), and another process holding the database's write lock until the resolution is silent by the
+    database's clock: past the timeout, so its heartbeat waits for the lock. Returns both processes and a read of
+    the resolution's last beat."""
+    db = tmp_path / "db.sqlite3"
+    code = ("import fault_pipelines as fp, sematic_k8s as sk; from sematic_k8s.store import schema; "
+            f"schema.SQLITE_BUSY_MS = {busy_ms}; "
+            f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
+           "SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT,
+           "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: db.exists() or proc.poll() is not None, 60, what="the database")
+    store = SqlStore(f"sqlite:///{db}", stale_after=10 ** 6)  # reads without marking anything
+    res = ResolutionRow.__table__
+
+    def beat() -> tuple[object, bool]:  # the last beat; silent by the database's clock (a read: nothing marked)
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(res.c.heartbeat_at, liveness.silent(res, "sqlite", float(LOCK_TIMEOUT)))
+                               .where(res.c.id == root_id)).one_or_none()
+        return (None, False) if row is None else (row[0], bool(row[1]))
+    wait_for(lambda: (Path(f"{gate}.started").exists() and sum(r.state == "resolved" for r in
+                                                               store.runs_of_root(root_id)) >= 2)
+             or proc.poll() is not None, 60, what="the gated step")
+    assert proc.poll() is None
+    holder = LockHolder(db)
+    wait_for(lambda: beat()[1], 60, what="the resolution to be silent while the lock is held")
+    return proc, holder, beat
+
+
+def test_a_live_resolution_whose_beat_waits_for_another_processs_lock_is_not_marked_by_a_reader_first(tmp_path):
+    """A live LocalResolver process whose heartbeat waits for the write lock another process holds past the
+    heartbeat timeout; once the lock is let go, a reader in a third process gets it before the beat (the resolving
+    process stopped for that moment: SQLite's waiters poll, and which one gets the lock is otherwise chance, 2 in 5
+    by hand) and finds the resolution silent. It is not marked dead: its beat is on its way (was: marked failed,
+    its runs canceled, and the resolving process stopped with ResolutionEnded when its beat landed). The beat then
+    lands and the resolution resolves."""
+    db, root_id, gate = tmp_path / "db.sqlite3", new_id(), tmp_path / "gate"
+    proc, holder, beat = resolver_waiting_for_the_lock(tmp_path, root_id, gate, 600_000)
+    try:
+        waited_since, _ = beat()
+        proc.send_signal(signal.SIGSTOP)  # its beat still waits for the lock, and takes it no sooner than the reader
+        holder.release()
+        assert read_state(db, root_id) == "running"
+        proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: beat()[0] != waited_since, 60, what="the waiting beat to land")
+        gate.touch()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert read_state(db, root_id) == "resolved"
+    finally:
+        holder.release()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(30)
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+def test_a_resolution_whose_waiting_beat_will_not_land_is_marked_by_a_reader(tmp_path, how):
+    """The same wait, and the resolving process killed (kill -9: the kernel lets go of what it held) or stopped
+    (SIGSTOP, its beat's wait never ends) while its beat waits: a reader marks the resolution dead once the lock is
+    let go, at once when killed, and once the beat's wait would have ended (twice its busy timeout, 3 s here) when
+    stopped."""
+    db, root_id, gate = tmp_path / "db.sqlite3", new_id(), tmp_path / "gate"
+    proc, holder, _ = resolver_waiting_for_the_lock(tmp_path, root_id, gate, 3000)
+    try:
+        if how == "killed":
+            proc.kill()
+            proc.wait(30)
+            holder.release()
+            assert read_state(db, root_id) == "failed"
+        else:
+            proc.send_signal(signal.SIGSTOP)
+            holder.release()
+            wait_for(lambda: read_state(db, root_id) == "failed", 60, what="the stopped resolver to be marked")
+        res = SqlStore(f"sqlite:///{db}", stale_after=10 ** 6).get_resolution(root_id)
+        assert res.error.startswith("the resolver stopped responding at "), res.error
+    finally:
+        holder.release()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(30)
