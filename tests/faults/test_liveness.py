@@ -25,6 +25,7 @@ import fault_pipelines as fp
 import sematic_k8s as sk
 from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.future import new_id
+from sematic_k8s.store import liveness
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from serving import serve, wait_for
@@ -345,6 +346,58 @@ def test_a_killed_resolver_is_marked_dead_on_time_by_a_reader_whose_clock_disagr
     assert seen["state"] == "failed", seen
     assert seen["error"].startswith("the resolver stopped responding at ")
     assert {r.state for r in store.runs_of_root(root_id)} <= {"resolved", "canceled"}
+
+
+def test_a_live_resolution_whose_beat_waits_for_a_row_lock_on_postgres_is_not_marked_by_a_reader(tmp_path,
+                                                                                                 monkeypatch,
+                                                                                                 postgres_url):
+    """PostgreSQL's twin of SQLite's lock held by another process (``test_locked_database.py``): another session
+    holds the resolution's row (``SELECT ... FOR UPDATE`` in a transaction left open) past the heartbeat timeout, so
+    the live resolver's heartbeat waits for it; a reader in a process of its own then finds the resolution silent
+    and its marking waits for the row too. Once the row is let go, the beat, queued first, lands first, and the
+    marking, finding it, marks nothing (PostgreSQL queues a row's waiters: held before; no change there)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    root_id, gate = new_id(), tmp_path / "gate"
+    proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_DB_URL": postgres_url}, stderr=subprocess.PIPE,
+                          text=True)
+    store = SqlStore(postgres_url, stale_after=10 ** 6)  # reads without marking anything
+    res = store._res
+    reader: subprocess.Popen | None = None
+    try:
+        wait_for(lambda: Path(f"{gate}.started").exists() or proc.poll() is not None, 60, what="the gated step")
+        assert proc.poll() is None
+
+        def waiting_for_locks() -> int:  # sessions of this database waiting for a lock
+            with store.engine.connect() as c:
+                return c.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND wait_event_type = 'Lock'"))
+        with store.engine.connect() as holder:
+            holder.execute(sa.select(res.c.id).where(res.c.id == root_id).with_for_update()).all()
+            wait_for(lambda: waiting_for_locks() >= 1, 60, what="the heartbeat to wait for the row")
+            with store.engine.connect() as c:
+                wait_for(lambda: c.scalar(sa.select(liveness.silent(res, "postgresql", float(TIMEOUT)))
+                                          .where(res.c.id == root_id)), 60, what="the resolution to be silent")
+            code = ("import sys; from sematic_k8s.store.sql import SqlStore; "
+                    "print(SqlStore(sys.argv[1], stale_after=float(sys.argv[2])).get_resolution(sys.argv[3]).state)")
+            reader = subprocess.Popen([sys.executable, "-c", code, postgres_url, TIMEOUT, root_id],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "PYTHONPATH": pythonpath({})})
+            wait_for(lambda: waiting_for_locks() >= 2 or reader.poll() is not None, 60,
+                     what="the reader's marking to wait for the row")
+            holder.rollback()
+        out, err = reader.communicate(timeout=60)
+        assert reader.returncode == 0, err[-3000:]
+        assert out.strip() == "running"
+        gate.touch()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert store.get_resolution(root_id).state == "resolved"
+    finally:
+        for p in (proc, reader):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+        store.close()
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
