@@ -6,6 +6,7 @@ answers 503 meanwhile, and its client's retried write lands once it is let go.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
+from outages import ServerProcess, running
 from sematic_k8s.errors import DatabaseLocked, ServerError
 from sematic_k8s.future import new_id
 from sematic_k8s.resolvers.heartbeat import Heartbeat
@@ -292,17 +294,18 @@ def read_state(db: Path, root_id: str) -> str:
     return out.stdout.strip()
 
 
-def resolver_waiting_for_the_lock(tmp_path: Path, root_id: str, gate: Path, busy_ms: int):
+def resolver_waiting_for_the_lock(tmp_path: Path, root_id: str, gate: Path, busy_ms: int,
+                                  env: dict[str, str] | None = None):
     """A LocalResolver process at its gate (its heartbeat thread beating every 0.2 s, its writes waiting ``busy_ms``
-    for the lock), and another process holding the database's write lock until the resolution is silent by the
-    database's clock: past the timeout, so its heartbeat waits for the lock. Returns both processes and a read of
-    the resolution's last beat."""
+    for the lock; ``env``: more of its environment), and another process holding the database's write lock until
+    the resolution is silent by the database's clock: past the timeout, so its heartbeat waits for the lock. Returns
+    both processes and a read of the resolution's last beat."""
     db = tmp_path / "db.sqlite3"
     code = ("import fault_pipelines as fp, sematic_k8s as sk; from sematic_k8s.store import schema; "
             f"schema.SQLITE_BUSY_MS = {busy_ms}; "
             f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
     here = str(Path(__file__).parent)
-    env = {**os.environ, "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
+    env = {**os.environ, **(env or {}), "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
            "SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT,
            "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
@@ -324,32 +327,43 @@ def resolver_waiting_for_the_lock(tmp_path: Path, root_id: str, gate: Path, busy
     return proc, holder, beat
 
 
-def test_a_live_resolution_whose_beat_waits_for_another_processs_lock_is_not_marked_by_a_reader_first(tmp_path):
+@pytest.mark.parametrize("through", ["embedded", "server"])
+def test_a_live_resolution_whose_beat_waits_for_another_processs_lock_is_not_marked_by_a_reader_first(tmp_path,
+                                                                                                     monkeypatch,
+                                                                                                     through):
     """A live LocalResolver process whose heartbeat waits for the write lock another process holds past the
-    heartbeat timeout; once the lock is let go, a reader in a third process gets it before the beat (the resolving
-    process stopped for that moment: SQLite's waiters poll, and which one gets the lock is otherwise chance, 2 in 5
-    by hand) and finds the resolution silent. It is not marked dead: its beat is on its way (was: marked failed,
-    its runs canceled, and the resolving process stopped with ResolutionEnded when its beat landed). The beat then
-    lands and the resolution resolves."""
+    heartbeat timeout (its own write; or through a ``sematic-k8s server`` process over the same SQLite home, the
+    server's write of it); once the lock is let go, a reader in a process of its own gets it before the beat (the
+    process whose write waits stopped for that moment: SQLite's waiters poll, and which one gets the lock is
+    otherwise chance, 2 in 5 by hand) and finds the resolution silent. It is not marked dead: its beat is on its
+    way (was: marked failed, its runs canceled, and the resolving process stopped with ResolutionEnded when its beat
+    landed). The beat then lands (through the server, beside the server's own sweeper, which marks nothing either)
+    and the resolution resolves."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
     db, root_id, gate = tmp_path / "db.sqlite3", new_id(), tmp_path / "gate"
-    proc, holder, beat = resolver_waiting_for_the_lock(tmp_path, root_id, gate, 600_000)
-    try:
+    with contextlib.ExitStack() as stack:
+        server = None
+        if through == "server":
+            server = ServerProcess(tmp_path, env={"SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT})
+            stack.enter_context(running(server))
+            stack.callback(lambda: server.proc is not None and server.proc.send_signal(signal.SIGCONT))
+        proc, holder, beat = resolver_waiting_for_the_lock(
+            tmp_path, root_id, gate, 600_000, {"SEMATIC_K8S_SERVER": server.url} if server else None)
+        stack.callback(lambda: proc.poll() is None and (proc.send_signal(signal.SIGCONT), proc.kill(), proc.wait(30)))
+        stack.callback(holder.release)
+        writer = server.proc if server is not None else proc  # the process whose write of the beat waits
+        assert writer is not None
         waited_since, _ = beat()
-        proc.send_signal(signal.SIGSTOP)  # its beat still waits for the lock, and takes it no sooner than the reader
+        writer.send_signal(signal.SIGSTOP)  # its beat still waits for the lock, and takes it no sooner than the reader
         holder.release()
         assert read_state(db, root_id) == "running"
-        proc.send_signal(signal.SIGCONT)
+        writer.send_signal(signal.SIGCONT)
         wait_for(lambda: beat()[0] != waited_since, 60, what="the waiting beat to land")
         gate.touch()
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
         assert read_state(db, root_id) == "resolved"
-    finally:
-        holder.release()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-            proc.wait(30)
 
 
 @pytest.mark.parametrize("how", ["killed", "stopped"])
