@@ -27,10 +27,11 @@ log = logging.getLogger("sematic_k8s")
 
 
 class Beats:
-    """The beats on their way into the SQLite file ``database``, whose writes wait ``waits`` seconds for its lock."""
+    """The beats on their way into the SQLite file ``database``, whose writes wait ``waits`` seconds for its lock
+    (its files beside the file itself, whatever link a process opened it by)."""
 
     def __init__(self, database: str, waits: float) -> None:
-        self.dir, self.waits = database + "-beats", waits
+        self.dir, self.waits = os.path.realpath(database) + "-beats", waits
 
     def _path(self, resolution_id: str) -> str:
         return os.path.join(self.dir, resolution_id)
