@@ -294,23 +294,25 @@ def read_state(db: Path, root_id: str) -> str:
     return out.stdout.strip()
 
 
-def resolver_waiting_for_the_lock(tmp_path: Path, root_id: str, gate: Path, busy_ms: int,
-                                  env: dict[str, str] | None = None):
+def resolver_waiting_for_the_lock(stack: contextlib.ExitStack, tmp_path: Path, root_id: str, gate: Path,
+                                  busy_ms: int, env: dict[str, str] | None = None):
     """A LocalResolver process at its gate (its heartbeat thread beating every 0.2 s, its writes waiting ``busy_ms``
     for the lock; ``env``: more of its environment), and another process holding the database's write lock until
     the resolution is silent by the database's clock: past the timeout, so its heartbeat waits for the lock. Returns
-    both processes and a read of the resolution's last beat."""
+    both processes and a read of the resolution's last beat; ``stack`` ends them (and lets go of the lock)."""
     db = tmp_path / "db.sqlite3"
     code = ("import fault_pipelines as fp, sematic_k8s as sk; from sematic_k8s.store import schema; "
             f"schema.SQLITE_BUSY_MS = {busy_ms}; "
             f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
     here = str(Path(__file__).parent)
-    env = {**os.environ, **(env or {}), "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
-           "SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT,
-           "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env={
+        **os.environ, **(env or {}), "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
+        "SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT,
+        "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)})
+    stack.callback(lambda: proc.poll() is None and (proc.send_signal(signal.SIGCONT), proc.kill(), proc.wait(30)))
     wait_for(lambda: db.exists() or proc.poll() is not None, 60, what="the database")
     store = SqlStore(f"sqlite:///{db}", stale_after=10 ** 6)  # reads without marking anything
+    stack.callback(store.close)
     res = ResolutionRow.__table__
 
     def beat() -> tuple[object, bool]:  # the last beat; silent by the database's clock (a read: nothing marked)
@@ -323,6 +325,7 @@ def resolver_waiting_for_the_lock(tmp_path: Path, root_id: str, gate: Path, busy
              or proc.poll() is not None, 60, what="the gated step")
     assert proc.poll() is None
     holder = LockHolder(db)
+    stack.callback(holder.release)
     wait_for(lambda: beat()[1], 60, what="the resolution to be silent while the lock is held")
     return proc, holder, beat
 
@@ -349,9 +352,7 @@ def test_a_live_resolution_whose_beat_waits_for_another_processs_lock_is_not_mar
             stack.enter_context(running(server))
             stack.callback(lambda: server.proc is not None and server.proc.send_signal(signal.SIGCONT))
         proc, holder, beat = resolver_waiting_for_the_lock(
-            tmp_path, root_id, gate, 600_000, {"SEMATIC_K8S_SERVER": server.url} if server else None)
-        stack.callback(lambda: proc.poll() is None and (proc.send_signal(signal.SIGCONT), proc.kill(), proc.wait(30)))
-        stack.callback(holder.release)
+            stack, tmp_path, root_id, gate, 600_000, {"SEMATIC_K8S_SERVER": server.url} if server else None)
         writer = server.proc if server is not None else proc  # the process whose write of the beat waits
         assert writer is not None
         waited_since, _ = beat()
@@ -370,11 +371,11 @@ def test_a_live_resolution_whose_beat_waits_for_another_processs_lock_is_not_mar
 def test_a_resolution_whose_waiting_beat_will_not_land_is_marked_by_a_reader(tmp_path, how):
     """The same wait, and the resolving process killed (kill -9: the kernel lets go of what it held) or stopped
     (SIGSTOP, its beat's wait never ends) while its beat waits: a reader marks the resolution dead once the lock is
-    let go, at once when killed, and once the beat's wait would have ended (twice its busy timeout, 3 s here) when
-    stopped."""
+    let go, at once when killed, and once the beat's wait would have ended (twice its busy timeout from the wait's
+    start: 6 s here) when stopped."""
     db, root_id, gate = tmp_path / "db.sqlite3", new_id(), tmp_path / "gate"
-    proc, holder, _ = resolver_waiting_for_the_lock(tmp_path, root_id, gate, 3000)
-    try:
+    with contextlib.ExitStack() as stack:
+        proc, holder, _ = resolver_waiting_for_the_lock(stack, tmp_path, root_id, gate, 3000)
         if how == "killed":
             proc.kill()
             proc.wait(30)
@@ -386,9 +387,3 @@ def test_a_resolution_whose_waiting_beat_will_not_land_is_marked_by_a_reader(tmp
             wait_for(lambda: read_state(db, root_id) == "failed", 60, what="the stopped resolver to be marked")
         res = SqlStore(f"sqlite:///{db}", stale_after=10 ** 6).get_resolution(root_id)
         assert res.error.startswith("the resolver stopped responding at "), res.error
-    finally:
-        holder.release()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-            proc.wait(30)
