@@ -10,7 +10,8 @@ connection and the tables they touch:
 - :mod:`~sematic_k8s.store.writes`: the statements of a batch's records (insert if absent, updates in id order);
 - :mod:`~sematic_k8s.store.bulk`: the embedded resolver's fast paths, cache hits and a rerun's clones;
 - :mod:`~sematic_k8s.store.reads` and :mod:`~sematic_k8s.store.cache_reads`: the reads, and the cache look-ups;
-- :mod:`~sematic_k8s.store.liveness`: resolutions whose process stopped heartbeating, marked dead;
+- :mod:`~sematic_k8s.store.liveness`: resolutions whose process stopped heartbeating, marked dead, but for one whose
+  beat waits for a SQLite file's write lock (:mod:`~sematic_k8s.store.inflight`);
 - :mod:`~sematic_k8s.store.tables`, :mod:`~sematic_k8s.store.json_columns`: the tables, and their JSON columns' text.
 
 Writes are idempotent: every insert is "insert if absent" (artifacts are content-addressed; a batch whose

@@ -2,7 +2,8 @@
 embedded home's ``db.sqlite3`` (an ``sqlite3`` shell inside ``BEGIN``, a database browser with unwritten changes)
 for longer than a write waits for SQLite's lock. The resolution stops with one line naming the file and what to
 do, nothing recorded is lost, and ``continue`` finishes it once the lock is let go; a server over that database
-answers 503 meanwhile, and its client's retried write lands once it is let go."""
+answers 503 meanwhile, and its client's retried write lands once it is let go. A live resolution whose heartbeat
+waits for that lock past the heartbeat timeout is not marked dead by a reader that gets the lock first."""
 
 from __future__ import annotations
 
