@@ -366,6 +366,7 @@ def test_a_live_resolution_whose_beat_waits_for_another_processs_lock_is_not_mar
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
         assert read_state(db, root_id) == "resolved"
+        assert list((tmp_path / "db.sqlite3-beats").iterdir()) == []  # each beat's file removed once it landed
 
 
 @pytest.mark.parametrize("how", ["killed", "stopped"])
