@@ -39,14 +39,18 @@ class Beats:
     @contextlib.contextmanager
     def on_the_way(self, resolution_ids: Iterable[str]) -> Iterator[None]:
         """The block (a write carrying these resolutions' beats) with their beats known to be on their way. A file
-        that cannot be made (a directory this user may not write) leaves that beat unknown, as before: logged."""
+        that cannot be made or opened (a directory this user may not write; no descriptor left: a server's write
+        merging the beats of hundreds of drivers) leaves that beat, and the rest, unknown, as before: logged."""
         held: list[tuple[int, str]] = []
+        ids = sorted(set(resolution_ids))
         try:
-            for res_id in sorted(set(resolution_ids)):
+            for i, res_id in enumerate(ids):
                 try:
                     held.append((self._hold(self._path(res_id)), self._path(res_id)))
                 except OSError as e:
-                    log.warning("resolution %s: its beat is not known to be on its way: %s", res_id, e)
+                    log.warning("the beats of %d resolution(s) (%s...) are not known to be on their way: %s",
+                                len(ids) - i, res_id, e)
+                    break
             yield
         finally:
             for fd, path in held:
