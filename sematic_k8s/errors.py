@@ -14,6 +14,7 @@ func failing)::
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
     ├── ArtifactUnloadable (ValueError) a recorded artifact's bytes do not load here (.artifact_id, .origin: its run)
     ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
+    ├── ResolutionLive (ValueError)     a rerun of a resolution not ended (running, canceling, claimed)
     ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── DriverUnneeded                  a driver's launch ended unstarted: its resolution ended (was canceled) while
     │                                   it waited for its image
@@ -246,6 +247,20 @@ class ContinuedAlready(ValueError):
                          f"nothing was started; follow that one (`sematic-k8s resolutions show {by}`), or cancel it "
                          f"(`sematic-k8s cancel {by}`) and continue again")
         self.resolution_id, self.by, self.state = resolution_id, by, state
+
+
+class ResolutionLive(ValueError):
+    """A rerun (``rerun_from``, any mode) of a run of a resolution that has not ended (running, canceling, or a rerun
+    the server claimed whose driver has not recorded it yet): refused before anything of it is recorded or runs, so
+    that its unfinished runs do not run beside the original's. One whose resolver went silent is marked dead by the
+    read that finds it so (:mod:`sematic_k8s.store.liveness`), and is no longer in the way."""
+
+    def __init__(self, resolution_id: str, state: str) -> None:
+        shown = f"{state} (claimed: its driver is starting)" if state == "created" else state
+        super().__init__(f"resolution {resolution_id} is {shown}: a rerun of it would run its unfinished runs beside "
+                         f"its own, and nothing was started; wait for it to end or cancel it: sematic-k8s cancel "
+                         f"{resolution_id}")
+        self.resolution_id, self.state = resolution_id, state
 
 
 class TooManyTags(ValueError):

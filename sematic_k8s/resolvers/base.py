@@ -13,7 +13,7 @@ from sematic_k8s.resolvers.loop import ResolutionLoop
 from sematic_k8s.specs import RERUN_MODES, ResolutionSettings
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.lookup import ID, find_run
+from sematic_k8s.store.lookup import ID, find_run, refuse_live
 from sematic_k8s.store.records import RunRecord
 
 __all__ = ["RERUN_MODES", "Resolver"]
@@ -70,13 +70,16 @@ class Resolver:
 
     def _rerun_target(self, store: Store) -> RunRecord | None:
         """The run ``rerun_from`` names (an id, or a unique start of one, as the CLI takes them), read once; None
-        when not a rerun. LookupError in one line when it names no run or several."""
+        when not a rerun. LookupError in one line when it names no run or several; ResolutionLive when its
+        resolution has not ended (read first: a silent one is marked dead by that read, and may be re-run)."""
         if self.rerun_from is None:
             return None
         try:
-            return find_run(store, self.rerun_from)
+            target = find_run(store, self.rerun_from)
         except LookupError as e:
             raise LookupError(f"rerun_from: {e}") from None
+        refuse_live(store.get_resolution(target.root_id))
+        return target
 
     def _settings(self, target: RunRecord | None) -> ResolutionSettings:
         """The settings with ``rerun_from`` the whole id of ``target`` (:meth:`_rerun_target`): what the resolution

@@ -1,13 +1,14 @@
 """Runs and resolutions found by their id or a unique start of it (``3f2a``): the one look-up of the CLI and of the
 resolvers' ``rerun_from``, over any store (SQL, or the server's ``GET /runs?id_prefix=`` and
-``/resolutions?id_prefix=``)."""
+``/resolutions?id_prefix=``); and whether a resolution found so may be re-run (:func:`refuse_live`)."""
 
 from __future__ import annotations
 
 import re
 
+from sematic_k8s.errors import ResolutionLive
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord
+from sematic_k8s.store.records import ENDED_STATES, ResolutionRecord, RunRecord
 
 ID = re.compile(r"^[0-9a-f]{1,64}$")
 FULL_ID_LENGTH = 32  # uuid4 hex: a complete run id, looked up directly
@@ -53,6 +54,17 @@ def find_resolution(store: Store, given: str) -> ResolutionRecord | None:
     if len(matches) <= 1:
         return store.get_resolution(matches[0].id) if matches else None  # whole: a listing clips its error
     raise ambiguous("resolution", given, [(r.id, r.root_func_path.rpartition(":")[2]) for r in matches])
+
+
+def refuse_live(res: ResolutionRecord | None) -> None:
+    """Raise :class:`ResolutionLive` when ``res``, the resolution a rerun would re-run, has not ended: the one check
+    of every way a rerun starts (the resolvers, so the CLI too; the server's rerun action). ``res`` must come from a
+    store's read, which marks a silent resolution dead first (:mod:`~sematic_k8s.store.liveness`). One recorded
+    without heartbeats (by an older version) does not count, as for a second ``continue``
+    (:func:`~sematic_k8s.store.guards.refuse_second_continue`): whether it still runs cannot be told, and refused it
+    could never be re-run. Ended is final, so nothing can make it live again between this check and the rerun."""
+    if res is not None and res.state not in ENDED_STATES and res.heartbeat_at is not None:
+        raise ResolutionLive(res.id, res.state)
 
 
 def ambiguous(kind: str, given: str, matches: list[tuple[str, str]]) -> LookupError:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 # a Resolution the server's rerun action recorded (claimed) before starting its driver, until that driver records it
 # (here, not in tables: drivers read it without importing SQLAlchemy)
 CLAIMED = "created"
+ENDED_STATES = ("resolved", "failed", "canceled")  # a Resolution's final states (tables.ENDED, without SQLAlchemy)
 
 _now, _combine, _UTC = dt.datetime.now, dt.datetime.combine, dt.timezone.utc
 

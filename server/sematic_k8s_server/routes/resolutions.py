@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from sematic_k8s.errors import ContinuedAlready
-from sematic_k8s.graph import CANCELED, FAILED, RESOLVED, TERMINAL
+from sematic_k8s.errors import ContinuedAlready, ResolutionLive
+from sematic_k8s.graph import CANCELED, TERMINAL
+from sematic_k8s.store.lookup import refuse_live
 from sematic_k8s.store.records import CLAIMED
 from sematic_k8s.store.sql import CANCELING
 from sematic_k8s_server import auth, edges, schemas, scopes
@@ -89,8 +90,10 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         raise HTTPException(422, f"run {target} belongs to resolution {run.root_id}, not {resolution_id}")
     if body.mode == "continue" and target != resolution_id:
         raise HTTPException(422, "mode 'continue' re-runs a whole resolution: leave rerun_from null")
-    if res.state not in (RESOLVED, FAILED, CANCELED):
-        raise HTTPException(409, f"resolution {resolution_id} is {res.state}: wait for it to end, or cancel it")
+    try:
+        refuse_live(res)  # read above: one whose resolver went silent was marked dead by that read
+    except ResolutionLive as e:
+        raise ApiError(409, str(e), reason="resolution-live", state=e.state) from None
     image = srv.reruns.check(res, target, body.mode)
     new_id = uuid.uuid4().hex
     root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
