@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import hashlib
 import inspect
@@ -77,6 +78,69 @@ def _may_pass(given: type, hint: type) -> bool:
 
 def _hint_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+_ARITY = {list: 1, set: 1, frozenset: 1, type: 1, dict: 2}  # builtin generics and their number of arguments
+_UNIONS = (typing.Union, types.UnionType)
+HINT_ADVICE = "hint it with a class or a generic of classes (int, list[int], dict[str, float], int | None), or drop it"
+
+
+def _hint_problem(hint: Any) -> str | None:
+    """What makes ``hint`` no type hint (a value such as ``5``, ``list[5]``, ``dict[str]``), which the run's check
+    would take for anything, or refuse every value of; None for a hint (a class, None, Any, a TypeVar, a union,
+    Literal, Annotated, a generic whose arguments are hints)."""
+    if isinstance(hint, type) or hint is None or hint is typing.Any or isinstance(hint, (typing.TypeVar,
+                                                                                      typing.NewType)):
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is None:
+        return None if callable(hint) or isinstance(hint, typing._SpecialForm) else f"{hint!r} is not a type"
+    if origin in (typing.Literal, collections.abc.Callable):
+        return None  # Literal's arguments are values; Callable's a list of hints
+    if origin is typing.Annotated:
+        args = args[:1]
+    elif origin in _ARITY and len(args) != _ARITY[origin]:
+        return f"{origin.__name__}[...] takes {_ARITY[origin]} type(s), not {len(args)}"
+    for arg in args:
+        if arg is Ellipsis and origin is tuple:
+            continue
+        if (problem := _hint_problem(arg)) is not None:
+            return problem
+    return None
+
+
+def _classes(hint: Any) -> tuple[type, ...] | None:
+    """The classes a value matching ``hint`` is an instance of, when that can be told (a plain class, None, a union
+    or a generic of them, Literal, Annotated); None when it may be anything (Any, a TypeVar, a class of a metaclass
+    of its own: a protocol, an ABC, given alone)."""
+    if hint is None or hint is type(None):
+        return (type(None),)
+    if type(hint) is type:
+        return (hint,)
+    origin = typing.get_origin(hint)
+    if origin in _UNIONS:
+        found: list[type] = []
+        for arg in typing.get_args(hint):
+            classes = _classes(arg)
+            if classes is None:
+                return None
+            found.extend(classes)
+        return tuple(found)
+    if origin is typing.Literal:
+        return tuple({type(v) for v in typing.get_args(hint)})
+    if origin is typing.Annotated:
+        return _classes(typing.get_args(hint)[0])
+    return (origin,) if isinstance(origin, type) else None  # list, or an ABC (collections.abc.Sequence)
+
+
+def _never(given: tuple[type, ...] | None, wanted: tuple[type, ...] | None) -> bool:
+    """Whether no value of one of the classes ``given`` can match one of ``wanted`` (either None: it may)."""
+    if given is None or wanted is None:
+        return False
+    try:
+        return not any(_may_pass(g, w) for g in given for w in wanted)
+    except TypeError:  # issubclass of a protocol that is not runtime_checkable: the run's check will tell
+        return False
 
 
 def _plain_parameters(signature: inspect.Signature) -> tuple[str, ...] | None:
@@ -234,6 +298,11 @@ class Func:
         self.name = fn.__name__
         self.path = f"{modules.recorded_name(fn.__module__)}:{fn.__qualname__}"
         self.source_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
+        try:  # its hints checked now, when they can be evaluated now
+            self._hints  # noqa: B018 - evaluated and cached
+        except FuncError as e:
+            if not isinstance(e.__cause__, NameError):  # a name defined later in its module: at the first call
+                raise
         functools.update_wrapper(self, fn)
         _REGISTRY[self.path] = self
 
@@ -255,34 +324,66 @@ class Func:
                 raise FuncError(f"{self.name}(): {e}") from None
             bound.apply_defaults()
             inputs = dict(bound.arguments)
-        hints = self._hints  # evaluated at the first call: hints that cannot be are said there
+        hints = self._hints  # evaluated at the first call (or at decoration): hints that cannot be are said there
         if hints:
             for name, value in inputs.items():
                 hint, kind = hints.get(name), type(value)
-                if type(hint) is type and (kind is Future or (kind in _SCALARS and not isinstance(value, hint))):
+                if hint is None:
+                    continue
+                if type(hint) is type:
+                    if kind is Future or (kind in _SCALARS and not isinstance(value, hint)):
+                        self._check_argument(name, value, hint)
+                elif kind is Future or kind in _SCALARS:  # list[int], int | None, ...: values holding no Future
                     self._check_argument(name, value, hint)
         return Future(self, inputs)
 
-    def _check_argument(self, name: str, value: Any, hint: type) -> None:
-        """Said at the call (not when the run executes), for a parameter whose hint is a plain class: a plain value
-        (a number, a string, bytes, None) that does not match it, as the run would say; a Future whose func's
-        return hint is a plain class that never can (``-> str`` into ``x: int``)."""
+    def _check_argument(self, name: str, value: Any, hint: Any) -> None:
+        """Said at the call (not when the run executes): a plain value (a number, a string, bytes, None) that does
+        not match the parameter's hint, as the run would say; a Future whose func's return hint never can
+        (``-> str`` into ``x: int``, ``-> list[int]`` into ``x: int | None``). Told by the classes the hints name
+        (:func:`_classes`); what they cannot tell (Any, a protocol, a Literal's values) is checked when the run
+        executes."""
+        wanted = self._hint_classes[name]
         if type(value) is not Future:
-            if not _may_pass(type(value), hint):
+            if _never((type(value),), wanted):
                 self._check(value, hint, f"input '{name}'")  # typeguard's words, as when the run executes
             return
         given = value.func._hints.get("return")
-        if type(given) is type and not _may_pass(given, hint):
-            raise FuncError(f"{self.name}(): argument '{name}' takes {hint.__name__}, but is given the Future of "
-                            f"{value.func.name}(), which returns {given.__name__}: pass it a value of that type, "
+        if given is not None and _never(value.func._hint_classes["return"], wanted):
+            raise FuncError(f"{self.name}(): argument '{name}' takes {_hint_name(hint)}, but is given the Future of "
+                            f"{value.func.name}(), which returns {_hint_name(given)}: pass it a value of that type, "
                             "or correct the hints")
 
     @functools.cached_property
     def _hints(self) -> dict[str, Any]:
+        """The func's type hints, evaluated once (at decoration when they can be then, else at the first call: a
+        forward reference to a class defined later) and checked (:func:`_hint_problem`): FuncError in one line
+        naming the parameter whose hint cannot be evaluated or is no type hint, and what to do."""
         try:
-            return typing.get_type_hints(self.fn)
+            hints = typing.get_type_hints(self.fn)
         except Exception as e:
-            raise FuncError(f"{self.name}: its type hints cannot be evaluated: {e}") from e
+            raise FuncError(f"@func {self.name}: {self._unevaluated(e)}cannot be evaluated ({e}): define or import "
+                            f"what it names in the func's module, or {HINT_ADVICE}") from e
+        for name, hint in hints.items():
+            if (problem := _hint_problem(hint)) is not None:
+                what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
+                raise FuncError(f"@func {self.name}: {what} is no type hint ({problem}): {HINT_ADVICE}")
+        return hints
+
+    def _unevaluated(self, error: Exception) -> str:
+        """Which hint ``error`` (from evaluating the hints) is about: "the type hint of parameter 'x' (its text) ",
+        when the name it did not find is in one hint's text; else "its type hints "."""
+        missing = getattr(error, "name", None)
+        for name, text in getattr(self.fn, "__annotations__", {}).items():
+            if isinstance(missing, str) and isinstance(text, str) and missing in text:
+                what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
+                return f"{what} ({text}) "
+        return "its type hints "
+
+    @functools.cached_property
+    def _hint_classes(self) -> dict[str, tuple[type, ...] | None]:
+        """For each hint, the classes a value matching it is an instance of (:func:`_classes`); None: anything."""
+        return {name: _classes(hint) for name, hint in self._hints.items()}
 
     @functools.cached_property
     def source_hash(self) -> str:

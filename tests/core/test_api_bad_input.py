@@ -4,7 +4,10 @@ is lost. Cases refused so before are in test_resolver.py (test_bad_decorator_set
 
 from __future__ import annotations
 
+import collections.abc
 import math
+import re
+import typing
 
 import pytest
 
@@ -32,6 +35,26 @@ def half(x: float) -> float:
 @sk.func
 def twice(x: int) -> int:
     return 2 * x
+
+
+@sk.func
+def numbers() -> list[int]:
+    return [1, 2]
+
+
+@sk.func
+def maybe(x: int | None, names: list[str], kind: typing.Literal["a", "b"] = "a") -> int:
+    return 0 if x is None else x
+
+
+@sk.func
+def ratio(x: float | None) -> float:
+    return 0.0 if x is None else x
+
+
+@sk.func
+def counted(xs: collections.abc.Sequence[float]) -> int:
+    return len(xs)
 
 
 @sk.func
@@ -143,7 +166,9 @@ def test_type_hints_that_cannot_be_evaluated_are_said_at_the_call():
     """Was said only once the run executed, as its failure."""
     space: dict = {"sk": sk}
     exec("@sk.func\ndef f(x: 'Nope') -> int:\n    return 1", space)
-    with pytest.raises(sk.FuncError, match=r"^f: its type hints cannot be evaluated: name 'Nope' is not defined$"):
+    with pytest.raises(sk.FuncError, match=r"^@func f: the type hint of parameter 'x' \('Nope'\) cannot be evaluated "
+                       r"\(name 'Nope' is not defined\): define or import what it names in the func's module, or "
+                       r"hint it with a class"):
         space["f"](1)
 
 
@@ -159,6 +184,68 @@ def test_a_future_of_the_wrong_type_is_refused_at_the_call(resolver, store):
         f.resolve(resolver())
     assert {r.func_name: r.state for r in store.runs_of_root(f.id)} == {"miswired": "failed"}
     assert half(number()).kwargs["x"].func is number  # an int for a float, as the run's check takes it
+
+
+T = typing.TypeVar("T")
+
+
+@pytest.mark.parametrize(("signature", "where", "problem"), [
+    ("(x: 5)", "the type hint of parameter 'x'", "5 is not a type"),
+    ("(x: list[5])", "the type hint of parameter 'x'", "5 is not a type"),
+    ("(x: dict[str])", "the type hint of parameter 'x'", "dict[...] takes 2 type(s), not 1"),
+    ("(x: int, y: dict[str, 3] | None)", "the type hint of parameter 'y'", "3 is not a type"),
+    ("(x: int) -> ('a', 'b')", "its return hint", "('a', 'b') is not a type")])
+def test_a_type_hint_that_is_no_type_is_refused_at_decoration(signature, where, problem):
+    """Was taken as it was: ``x: 5`` let every value through, ``list[5]`` or ``dict[str]`` failed each run with a
+    'should be list[5]' once it executed (a pod's start later, on a cluster)."""
+    space: dict = {"sk": sk}
+    with pytest.raises(sk.FuncError, match=rf"^@func f: {where} is no type hint \({re.escape(problem)}\): hint it "
+                       r"with a class or a generic of classes \(int, list\[int\], dict\[str, float\], int \| None\), "
+                       r"or drop it$"):
+        exec(compile(f"@sk.func\ndef f{signature}:\n    return 1", "<hints>", "exec", dont_inherit=True), space)
+
+
+def test_type_hints_are_taken_as_the_run_takes_them():
+    """Unions, Literal, Any, a TypeVar, Annotated, Callable, tuple[X, ...], an ABC's generic, a class defined after
+    the func (evaluated at the first call): all decorate, and a call whose values may match them is taken."""
+    space: dict = {"sk": sk, "typing": typing, "collections": collections, "T": T}
+    exec(compile("import collections.abc\n"
+                 "@sk.func\n"
+                 "def f(a: int | None, b: typing.Optional[str], c: typing.Literal[1, 'x'], d: typing.Any, e: T,\n"
+                 "      g: typing.Annotated[int, 'meta'], h: typing.Callable[[int], str], i: tuple[int, ...],\n"
+                 "      j: collections.abc.Mapping[str, float], k: 'Later') -> dict[str, list[int]]:\n"
+                 "    return {}\n"
+                 "class Later:\n"
+                 "    pass\n", "<hints>", "exec", dont_inherit=True), space)
+    future = space["f"](None, "s", 1, object(), 3, 4, str, (1, 2), {"a": 1.0}, space["Later"]())
+    assert future.kwargs["a"] is None
+
+
+def test_a_value_of_the_wrong_type_for_a_union_or_a_generic_is_refused_at_the_call():
+    """Was refused only when the run executed (recorded failed): a plain value for ``list[str]``, ``int | None``,
+    ``Literal['a', 'b']``; a Future whose func returns a list for ``int | None``, a str for ``float | None``. The
+    same words as the run's, at the call."""
+    with pytest.raises(sk.FuncError, match=r"^maybe: input 'x' should be int \| None, got str '3' \("):
+        maybe("3", ["n"])  # type: ignore[arg-type]
+    with pytest.raises(sk.FuncError, match=r"^maybe: input 'names' should be list\[str\], got str 'n' \(str is not a "
+                       r"list\)$"):
+        maybe(3, "n")  # type: ignore[arg-type]
+    with pytest.raises(sk.FuncError, match=r"^maybe: input 'kind' should be Literal\['a', 'b'\], got int 3"):
+        maybe(3, ["n"], 3)  # type: ignore[arg-type]
+    with pytest.raises(sk.FuncError, match=r"^maybe\(\): argument 'x' takes int \| None, but is given the Future of "
+                       r"numbers\(\), which returns list\[int\]: pass it a value of that type, or correct the "
+                       r"hints$"):
+        maybe(numbers(), ["n"])
+    with pytest.raises(sk.FuncError, match=r"^ratio\(\): argument 'x' takes float \| None, but is given the Future "
+                       r"of text\(\), which returns str"):
+        ratio(text())
+    with pytest.raises(sk.FuncError, match=r"^counted: input 'xs' should be collections.abc.Sequence\[float\], got "
+                       r"int 3"):
+        counted(3)  # type: ignore[arg-type]
+    # as the run's check takes them: an int for a float, a Future that may match, what only the run can tell
+    assert ratio(3).kwargs == {"x": 3} and ratio(number()).kwargs["x"].func is number
+    assert maybe(None, ["n"], "b").kwargs["x"] is None and counted(numbers()).kwargs["xs"].func is numbers
+    assert maybe(twice(1), ["n"]).kwargs["x"].func is twice
 
 
 def test_a_plain_value_of_the_wrong_type_is_refused_at_the_call():
