@@ -15,7 +15,8 @@ A worker gets presigned URLs and no storage credentials (where the storage presi
 Secret of its Job's own (``<job>-task``, owned by the driver's Job), made just before the Job with URLs presigned
 then (a relaunch, or a create that waited, has fresh ones) and deleted when the attempt ends; a task more than a
 Secret may hold (1 MiB) is stored (content-addressed, ``tasks/<run>/<attempt>/<sha256>.json``), and the Secret holds
-a presigned GET of it instead; a restarted driver
+a presigned GET of it instead (deleted with its Secret, or once a refresh stored a newer one, where the storage
+deletes: a failed delete is logged); a restarted driver
 keeps the Secrets of the Jobs it re-attaches to, and makes again one an earlier driver left without its Job.
 
 The executor holds the state and wires its pieces, one module per job:
@@ -61,6 +62,7 @@ from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import POD_NAME_ENV, STORAGE_SECRET_ENV, TASK_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
 from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
+from sematic_k8s.storage.base import delete as storage_delete
 
 log = logging.getLogger("sematic_k8s.k8s")
 
@@ -145,7 +147,7 @@ class KubernetesExecutor(RemoteExecutor):
                                       owner=self.owner, relaunch=relaunch, task_in_secret=in_secret, **job_settings))
 
         def make_secret(job: dict[str, Any]) -> dict[str, Any]:
-            return task_secret(job, self._handed(self.presigned(spec, task)), self.owner)
+            return task_secret(job, self._handed(self.presigned(spec, task), attempt), self.owner)
 
         try:
             body = make_body(0)
@@ -166,16 +168,33 @@ class KubernetesExecutor(RemoteExecutor):
             self._create(attempt, body)
         self._pump()
 
-    def _handed(self, spec: TaskSpec) -> str:
+    def _handed(self, spec: TaskSpec, a: Attempt) -> str:
         """What the task Secret of ``spec`` (URLs presigned now) holds: the TaskSpec, or, when it is more than a Secret
         may hold (:data:`~sematic_k8s.k8s.manifests.SECRET_DATA_MAX`: a fan-in of thousands of inputs, a presigned GET
         each), a TaskRef: the TaskSpec stored in storage under a key of its own and a presigned GET of it (no storage
-        key in the pod either way, nothing in the Job)."""
+        key in the pod either way, nothing in the Job). A stored copy is noted on attempt ``a``
+        (:meth:`_delete_task_copies` deletes it)."""
         text = spec.to_json()
         if len(text.encode()) <= manifests.SECRET_DATA_MAX:
             return text
         self.stats.tasks_stored += 1
-        return task_ref(self.storage, spec).to_json()
+        ref = task_ref(self.storage, spec)
+        a.task_copies.append(ref.key)
+        return ref.to_json()
+
+    def _delete_task_copies(self, a: Attempt, keep: int = 0) -> None:
+        """Delete the stored copies of the attempt's task (:meth:`_handed`) but its newest ``keep``: all of them once
+        its pod read one or never will (the attempt ended, or runs again with a copy of its own), the older ones once
+        a refresh handed a newer one over (a kubelet mounts the Secret that names it). Where the storage cannot delete,
+        they stay; a failed delete is logged, and the run goes on as it would."""
+        cut = len(a.task_copies) - keep
+        gone, a.task_copies = a.task_copies[:cut], a.task_copies[cut:]
+        for key in gone:
+            try:
+                if storage_delete(self.storage, key):
+                    self.stats.tasks_deleted += 1
+            except Exception as e:  # noqa: BLE001 - a clean-up: never the run's failure
+                log.warning("could not delete run %s's stored task %s, left in storage: %s", a.spec.run_id, key, e)
 
     def _start_watching(self, root_id: str) -> None:
         """At the first launch: the owner of the workers' Jobs, the Jobs there already, and the watches."""
@@ -242,8 +261,8 @@ class KubernetesExecutor(RemoteExecutor):
         for a in self.attempts.all():
             if a.secret is None or a.secret_made is None or now - a.secret_made < self.settings.task_refresh:
                 continue
-            if a.waiting_for is not None and a.waiting_for.for_room:
-                self.launcher.refresh(a)
+            if a.waiting_for is not None and a.waiting_for.for_room and self.launcher.refresh(a):
+                self._delete_task_copies(a, keep=1)  # its Secret names the newest: the older ones are read by no one
 
     # -- endings ----------------------------------------------------------------------------------
 
@@ -357,7 +376,9 @@ class KubernetesExecutor(RemoteExecutor):
 
     def _delete_secret(self, a: Attempt) -> None:
         """Delete the task Secret made for the attempt's Job (its pod read it as it started, or never will). Gone
-        already is fine; refused or unreachable is logged: it goes with the driver's Job, which owns it."""
+        already is fine; refused or unreachable is logged: it goes with the driver's Job, which owns it. The copies of
+        its task stored for it go too (:meth:`_delete_task_copies`)."""
+        self._delete_task_copies(a)
         name, a.secret = a.secret, None
         if name is None:
             return

@@ -40,6 +40,7 @@ class KubeStats:
     secret_deletes: int = 0
     refreshes: int = 0  # task Secrets made again with fresh URLs while their pods waited for room
     tasks_stored: int = 0  # tasks too large for their Secret, stored (the Secret holds a presigned GET of them)
+    tasks_deleted: int = 0  # stored tasks deleted: their attempt ended or ran again, or a refresh replaced them
     waits: dict[str, int] = field(default_factory=dict)  # what attempts began to wait for -> how many did
 
 
@@ -69,6 +70,8 @@ class Attempt:
     # presigned at each call), for a task that carries presigned URLs
     secret: str | None = None  # the task Secret made for its Job (deleted when the attempt ends or runs again)
     secret_made: float | None = None  # when it was made (monotonic): made again while its pod waits for room
+    task_copies: list[str] = field(default_factory=list)  # storage keys of its task stored for its Secrets, oldest
+    # first (a task too large for a Secret): deleted when the attempt ends or runs again, the older ones by a refresh
     created: float = float("inf")  # when its Job was known to exist (monotonic)
     job_uid: str | None = None  # its Job's uid (from its create, the start-up list, a read or the Job watch): its
     # pods carry it (controller ownerReference, labels); a pod an older Job of that name made is not this attempt's

@@ -231,11 +231,11 @@ class JobLauncher:
             if e.status != 404:
                 raise
 
-    def refresh(self, a: Attempt) -> None:
+    def refresh(self, a: Attempt) -> bool:
         """Make the attempt's task Secret again with URLs presigned now: its pod is on no node yet, so no kubelet
         has read it (one that binds meanwhile meets FailedMount, and its kubelet tries again). Refused or
         unreachable (the API server; storage, for a task too large for its Secret: that one kept then), it is tried
-        again :data:`REFRESH_RETRY` seconds later, and logged."""
+        again :data:`REFRESH_RETRY` seconds later, and logged. Whether it was made again."""
         assert a.make_secret is not None and a.secret is not None
         self.bucket.acquire()
         try:
@@ -248,9 +248,10 @@ class JobLauncher:
             a.secret_made = time.monotonic() - self.settings.task_refresh + REFRESH_RETRY
             log.warning("run %s: could not make Secret %s again with fresh URLs (tried again in %gs): %s",
                         a.spec.run_id, a.secret, REFRESH_RETRY, api_message(e) if isinstance(e, ApiException) else e)
-            return
+            return False
         self.stats.refreshes += 1
         log.info("run %s: its pod waits for room: Secret %s made again with fresh URLs", a.spec.run_id, a.secret)
+        return True
 
     def adopt(self, a: Attempt) -> Made | Ended:
         """The attempt's Job exists: re-attach to it if it is this attempt's (a restarted driver, a create whose

@@ -55,6 +55,17 @@ def read_part(storage: Storage, key: str, start: int, limit: int) -> Part:
     return Part(begin, data[begin:end], len(data))
 
 
+def delete(storage: Storage, key: str) -> bool:
+    """Delete the object at ``key`` when the storage can (a local directory, S3: their ``delete``; not every storage
+    has one, as not every one presigns); whether it could. Gone already is fine; raises what the storage raises. Only
+    for objects no record names (a worker's stored task): artifacts and logs are never deleted."""
+    deleter = getattr(storage, "delete", None)
+    if deleter is None:
+        return False
+    deleter(key)
+    return True
+
+
 APPEND_ID = re.compile(r"[0-9a-f]{12}")  # what storages record of an append: 12 lowercase hex digits
 
 

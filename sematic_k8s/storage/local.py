@@ -93,6 +93,13 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    def delete(self, key: str) -> None:
+        """Remove the file at ``key`` (a symbolic link there: the link alone); gone already is fine."""
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part`: only those bytes are read from the file."""
         with os.fdopen(self._open(key), "rb") as f:

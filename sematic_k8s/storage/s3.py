@@ -299,6 +299,11 @@ class S3Storage:
     def exists(self, key: str) -> bool:
         return self._head(key, self._key(key)) is not None
 
+    def delete(self, key: str) -> None:
+        """Delete the object at ``key`` (S3 answers a missing one as deleted), retried for the retry window."""
+        full = self._key(key)
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
+
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part` with one ranged GET (a HEAD too when ``start`` is at or past
         the end). A part that is the whole object is checked against its sha256; a smaller one cannot be (a log's

@@ -34,6 +34,7 @@ from sematic_k8s import serialization  # noqa: E402
 from sematic_k8s.errors import KubernetesForbidden  # noqa: E402
 from sematic_k8s.executors.base import Task  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
+from sematic_k8s.executors.remote import load_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.k8s.manifests import task_secret_name, worker_job_name  # noqa: E402
@@ -249,6 +250,13 @@ def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned
     the task is stored again with fresh URLs, the Secret made again with a fresh GET of that copy; the worker reads
     the newest. No storage key in the pod, no URL in the Job."""
     ex, root, first, gate, seen = node_held(cluster, api, storage)
+    fetched: list[TaskSpec] = []  # what the fan-in's worker fetched (its copy is deleted once it ended)
+
+    def fetching(ctx: SimContext) -> int:
+        seen.append(ctx)
+        fetched.append(load_task(ctx.read(ctx.env[TASK_FILE_ENV])))
+        return worker(ctx)
+    cluster.behaviour = behave({"worker": Script(func=fetching)})
     fan_in = new_id()
     ex.submit(Task(fan_in, root, wide, outputs(storage, WIDTH), 1))
     job_name = worker_job_name(fan_in, 1)
@@ -259,8 +267,13 @@ def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned
         assert not ended_early, ended_early[0].error_info
         return task_secrets(cluster).get(name) or {}
     made = cluster.wait(secret, message="its Secret made")
+    first_ref = TaskRef.parse(base64.b64decode(made["data"]["task"]).decode())
+    assert first_ref is not None
+    old = TaskSpec.from_json(storage.get(first_ref.key).decode())
     cluster.wait(lambda: secret().get("metadata", {}).get("uid") not in (None, made["metadata"]["uid"]),
                  message="its Secret made again while it waited")
+    cluster.wait(lambda: not ex.wait(0.05) and not storage.exists(first_ref.key),
+                 message="the copy the new Secret replaced deleted")
     [job] = [j for j in cluster.list("jobs.batch", NS) if j["metadata"]["name"] == job_name]
     gate.set()
     got = ended(ex, 2, timeout=180)
@@ -269,18 +282,48 @@ def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned
     output = got[fan_in].output
     assert serialization.deserialize(output["format"], storage.get(artifact_key(output["id"]))) == sum(range(WIDTH))
     # the Secret: a reference to the stored task, whose every URL (and its own) was presigned again as it waited
-    first_ref = TaskRef.parse(base64.b64decode(made["data"]["task"]).decode())
     read = TaskRef.parse(seen[1].read(seen[1].env[TASK_FILE_ENV]))
-    assert first_ref is not None and read is not None and read.key != first_ref.key
+    assert read is not None and read.key != first_ref.key
     assert len(made["data"]["task"]) < 4096 and expires(read.url) > expires(first_ref.url)
-    old, new = (TaskSpec.from_json(storage.get(r.key).decode()) for r in (first_ref, read))
+    [new] = fetched
     assert len(new.to_json()) > 1024 * 1024 and len(new.urls) == WIDTH + 2 and new.input_ids == old.input_ids
     assert all(expires(new.urls[k]) > expires(url) for k, url in old.urls.items())
     assert ex.stats.tasks_stored >= 2 and ex.stats.refreshes >= 1
+    # every copy deleted: the ones its refreshes replaced, and the one its pod read once the attempt ended
+    assert stored_tasks(storage, fan_in) == [] and ex.stats.tasks_deleted == ex.stats.tasks_stored
     # the trust boundary: nothing in the Job, no storage key in the pod
     assert "X-Amz-" not in json.dumps(job) and "Signature=" not in json.dumps(job)
     assert not set(STORAGE_KEY_ENVS) & set(seen[1].env)
     assert task_secrets(cluster) == {}
+
+
+def stored_tasks(storage: S3Storage, run_id: str) -> list[str]:
+    """The keys of the copies of ``run_id``'s tasks in storage, listed by S3 itself."""
+    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"runs/tasks/{run_id}/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_a_stored_task_whose_delete_is_refused_is_left_and_logged_and_its_run_resolves(cluster, api, storage,
+                                                                                      caplog):
+    """Storage refusing every DELETE (403 AccessDenied, a proxy before the S3 API: a bucket policy without
+    s3:DeleteObject): the attempt's end logs the copy left, in one line naming it, and the run resolves as it would."""
+    from outages import ThrottlingProxy
+
+    proxy = ThrottlingProxy(int(urlsplit(storage.endpoint_url).port or 80), lambda head: head.startswith(b"DELETE "),
+                            1000, status=403, code="AccessDenied")
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
+    cluster.behaviour = behave({"worker": Script(func=worker)})
+    ex = executor(api, through)
+    fan_in = new_id()
+    ex.submit(Task(fan_in, new_id(), wide, outputs(storage, WIDTH), 1))
+    got = ended(ex, 1, timeout=180)
+    ex.close()
+    proxy.close()
+    assert got[fan_in].error_info is None and got[fan_in].output is not None, got[fan_in].error_info
+    [left] = stored_tasks(storage, fan_in)
+    assert proxy.throttled >= 1 and ex.stats.tasks_stored == 1 and ex.stats.tasks_deleted == 0
+    assert f"could not delete run {fan_in}'s stored task {left.removeprefix('runs/')}, left in storage: " in caplog.text
+    assert "AccessDenied" in caplog.text
 
 
 def test_a_stored_task_whose_refresh_meets_storage_out_of_reach_is_refreshed_once_it_is_back(cluster, api, storage,

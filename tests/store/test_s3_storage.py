@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
-from sematic_k8s.storage.base import Part, append_id, artifact_key, log_key, read_part  # noqa: E402
+from sematic_k8s.storage.base import Part, append_id, artifact_key, delete, log_key, read_part  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import MiB, S3CredentialsError, S3Storage, S3StorageError  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
@@ -91,6 +91,21 @@ def test_put_is_idempotent_and_never_overwrites(storage: S3Storage, client: Any,
     storage.put(key, b"second")  # content-addressed: an existing key is skipped
     assert storage.get(key) == b"first"
     assert client.head_object(Bucket=bucket, Key=f"pfx/{key}")["ETag"] == etag
+
+
+def test_delete_removes_an_object_and_a_missing_one_is_fine(storage: S3Storage, client: Any, bucket: str,
+                                                             tmp_path) -> None:
+    """S3 and a local directory delete (the stored copies of workers' tasks); a storage without delete is told."""
+    from sematic_k8s.storage.presigned import PresignedStorage
+
+    for s in (storage, LocalStorage(tmp_path)):
+        s.put("tasks/r/1/a.json", b"{}")
+        assert s.exists("tasks/r/1/a.json")
+        assert delete(s, "tasks/r/1/a.json") and not s.exists("tasks/r/1/a.json")
+        assert delete(s, "tasks/r/1/a.json")  # gone already
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="pfx/tasks/")
+    assert not (tmp_path / "tasks" / "r" / "1" / "a.json").exists()
+    assert not delete(PresignedStorage({}), "tasks/r/1/a.json")
 
 
 def test_missing_key_is_a_key_error(storage: S3Storage) -> None:
