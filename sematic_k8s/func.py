@@ -93,6 +93,8 @@ def _hint_problem(hint: Any) -> str | None:
                                                                                       typing.NewType)):
         return None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is None and hasattr(hint, "__value__"):  # ``type X = ...`` (Python 3.12): what it stands for
+        return _hint_problem(hint.__value__)
     if origin is None:
         return None if callable(hint) or isinstance(hint, typing._SpecialForm) else f"{hint!r} is not a type"
     if origin in (typing.Literal, collections.abc.Callable):
