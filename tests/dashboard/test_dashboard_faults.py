@@ -122,7 +122,7 @@ class HtmlErrorProxy:
     """An HTTP proxy on 127.0.0.1 before ``target``, as nginx would stand before the server: GETs are passed on,
     except the event stream (it does not pass streams) and, while :attr:`failing`, every request under
     :attr:`failing_under` (/api/v1/), which it answers with its own HTML page of status :attr:`failing_status` (502;
-    the stream: 502 always)."""
+    the stream: 502 always, unless ``streams``: then passed on, as nginx does with its buffering off)."""
 
     @staticmethod
     def page(status: int) -> bytes:
@@ -131,7 +131,7 @@ class HtmlErrorProxy:
         return (f"<html><head><title>{line}</title></head><body><center><h1>{line}</h1></center>"
                 "<hr><center>nginx/1.25.3</center></body></html>").encode()
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, streams: bool = False) -> None:
         self.failing = False
         self.failing_under = "/api/v1/"
         self.failing_status = 502
@@ -141,16 +141,34 @@ class HtmlErrorProxy:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "x-api-key")}
                 if self.path.startswith("/api/v1/events"):
-                    self._answer(502, "text/html", proxy.page(502))
+                    if streams:
+                        self._stream(target + self.path, headers)
+                    else:
+                        self._answer(502, "text/html", proxy.page(502))
                     return
                 if proxy.failing and self.path.startswith(proxy.failing_under):
                     self._answer(proxy.failing_status, "text/html", proxy.page(proxy.failing_status))
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "x-api-key")}
                 resp = httpx.get(target + self.path, headers=headers, timeout=30)
                 self._answer(resp.status_code, resp.headers.get("content-type", "text/plain"), resp.content,
                              {k: v for k, v in resp.headers.items() if k.lower().startswith("x-")})
+
+            def _stream(self, url: str, headers: dict[str, str]) -> None:
+                """The server's answer passed on as it comes, its end the connection's."""
+                self.close_connection = True
+                try:
+                    with httpx.stream("GET", url, headers=headers, timeout=None) as resp:
+                        self.send_response(resp.status_code)
+                        self.send_header("Content-Type", resp.headers.get("content-type", "text/plain"))
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        for chunk in resp.iter_raw():
+                            self.wfile.write(chunk)
+                            self.wfile.flush()
+                except (OSError, httpx.HTTPError):
+                    pass  # the page went, or the server
 
             def _answer(self, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None) -> None:
                 self.send_response(status)
@@ -269,6 +287,31 @@ def test_a_run_panel_that_could_not_load_its_run_shows_it_again_once_it_can(page
         expect(notice).to_be_hidden()
         _tid(page, "tab-details").click()  # the panel drawn again works
         expect(_tid(page, "run-id")).to_have_text(step_id)
+    finally:
+        proxy.close()
+
+
+def test_a_greyed_page_following_live_events_tries_again_by_itself(page: Any, server: ServerProcess) -> None:
+    """A page following live events (the proxy passes the stream on) whose load of the Run panel's run, then of the
+    resolution's overview, is answered 502 for a moment keeps what it drew, greyed, and shows it current again once
+    the proxy passes the requests on, though no event comes meanwhile (was: greyed under "retrying" until the next
+    event of the resolution: forever for one that ended, nothing asked again while the stream was live)."""
+    from playwright.sync_api import expect
+
+    root_id, step_id = _running_step(server)
+    proxy = HtmlErrorProxy(server.url, streams=True)
+    try:
+        _open_live(page, f"{proxy.url}/#/runs/{step_id}")
+        expect(_tid(page, "run-func-name")).to_have_text("step", timeout=WAIT_MS)
+        for testid, path in (("run-stale", f"/api/v1/runs/{step_id}"), ("resolution-stale", "/api/v1/resolutions/")):
+            notice = _tid(page, testid)
+            proxy.failing_under, proxy.failing = path, True
+            _add_run(server, root_id, "other", state="created")  # an event: the page loads the resolution and run
+            expect(notice).to_contain_text("answered 502 Bad Gateway", timeout=WAIT_MS)
+            proxy.failing = False  # no event from here on
+            expect(notice).to_be_hidden(timeout=WAIT_MS)
+            expect(_tid(page, "run-func-name")).to_have_text("step")
+        expect(_tid(page, "live-status")).to_have_attribute("data-mode", "live")  # live all along: no polling
     finally:
         proxy.close()
 

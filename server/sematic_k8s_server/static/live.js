@@ -61,6 +61,36 @@ export class Answers {
 }
 
 /**
+ * What a view shows while its last load failed for an outage (no answer, 502/503/504): `el` greyed (its class
+ * "stale", data-stale) under `notice` saying why, and the load tried again every POLL_MS, retry(), until mark(null)
+ * says it is current. A page following live events asks nothing else meanwhile: no event comes of a failed load.
+ */
+export class Staleness {
+  constructor(el, notice, retry) {
+    this.el = el;
+    this.notice = notice;
+    this.retry = retry;
+    this.timer = null;
+  }
+
+  /** Keep what was last seen on screen, greyed, under `why` and a word that it is retried; null: it is current. */
+  mark(why) {
+    this.stop();
+    this.el.classList.toggle("stale", why !== null);
+    this.el.dataset.stale = String(why !== null);
+    this.notice.hidden = why === null;
+    this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
+    if (why !== null) this.timer = setTimeout(() => { this.timer = null; this.retry(); }, POLL_MS);
+  }
+
+  /** No more tries (the view left, or it shows something else). */
+  stop() {
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+/**
  * A page the router shows. Subclasses define refresh() and onEvent(event); `active` is true while shown. A
  * refresh takes its answer through `answers` (an answer older than the one shown is dropped, a request about
  * something else than the newest aborted); leave() aborts those still on their way.

@@ -9,7 +9,7 @@ import { actionsMenu, rerun } from "./actions.js";
 import { getArtifact, getRun, unreachable } from "./api.js";
 import { badge, duration, factList, fill, fillInPlace, fillKeepingDrawn, h, link, section } from "./dom.js";
 import { cssToken, fmtTime, settingsLine, short } from "./format.js";
-import { Answers } from "./live.js";
+import { Answers, Staleness } from "./live.js";
 import { LogView } from "./logs.js";
 import { TERMINAL } from "./model.js";
 import { runHref } from "./routes.js";
@@ -81,6 +81,8 @@ export class RunPanel {
     this.drawn = null; // the run drawn: {runId, root, toolbar, actions, tabs}, kept while it is shown
     this.answers = new Answers();
     this.notice = h("p", { class: "stale-notice", testid: "run-stale", hidden: true });
+    this.ctx = null; // the last refresh's, for a try again while the run cannot be loaded
+    this.stale = new Staleness(el, this.notice, () => this.refresh(this.ctx));
   }
 
   show(runId) {
@@ -88,9 +90,10 @@ export class RunPanel {
       this.logView.stop();
       this.logView = null;
     }
+    this.stale.stop(); // a try again is about the run shown before
     if (runId && runId !== this.runId) { // until its answer comes (none while the server cannot be reached)
       this.drawn = null;
-      this.markStale(null);
+      this.stale.mark(null);
       fill(this.el, h("p", { class: "muted", testid: "run-loading" }, `Loading run ${runId}…`));
     }
     this.runId = runId || null;
@@ -99,9 +102,10 @@ export class RunPanel {
   }
 
   async refresh(ctx) {
+    this.ctx = ctx;
     if (!this.runId) {
       this.sig = null;
-      this.markStale(null);
+      this.stale.mark(null);
       fill(this.el, h("p", { class: "muted", testid: "run-panel-hint" },
         "Click a run to see its inputs, output, source, logs and timings."));
       return;
@@ -114,15 +118,15 @@ export class RunPanel {
       this.sig = null; // the run is drawn again once it answers, changed or not
       const shown = this.drawn && this.drawn.runId === runId && this.el.contains(this.drawn.root);
       if (shown && unreachable(e)) {
-        this.markStale(`Cannot load run ${runId}: ${e.message}`);
+        this.stale.mark(`Cannot load run ${runId}: ${e.message}`);
         return;
       }
-      this.markStale(null);
+      this.stale.mark(null);
       fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;
     }
     if (run === undefined) return; // another run was selected meanwhile, or a newer answer came first
-    this.markStale(null);
+    this.stale.mark(null);
     const resState = ctx && ctx.resolution ? ctx.resolution.state : null;
     const sig = JSON.stringify([run, resState]);
     if (sig === this.sig) return;
@@ -133,14 +137,6 @@ export class RunPanel {
       this.logView = new LogView(run, (ctx && ctx.resolution) || null);
     }
     fillInPlace(this.el, this.notice, this.render(run, ctx || {}));
-  }
-
-  /** Keep the run drawn, greyed, under `why` and a word that it is retried; null: it is current. */
-  markStale(why) {
-    this.el.classList.toggle("stale", why !== null);
-    this.el.dataset.stale = String(why !== null);
-    this.notice.hidden = why === null;
-    this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
   }
 
   select(tab) {

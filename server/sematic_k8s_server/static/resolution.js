@@ -10,7 +10,7 @@ import { fmtTime, short } from "./format.js";
 import { renderGraph } from "./graph.js";
 import { displayModel, progressText } from "./grouping.js";
 import { labelsFor } from "./labels.js";
-import { View } from "./live.js";
+import { Staleness, View } from "./live.js";
 import { TERMINAL } from "./model.js";
 import { RunPanel } from "./panel.js";
 import { resHref, runHref } from "./routes.js";
@@ -47,6 +47,7 @@ export class ResolutionView extends View {
     this.body = h("div", { class: "split" }, h("div", { class: "main-col" }, this.switch, this.graphEl, this.timelineEl), panelEl);
     this.el = h("section", { class: "resolution", testid: "resolution-view", data: { id: resolutionId } },
       this.notice, this.header, this.body);
+    this.stale = new Staleness(this.el, this.notice, () => { if (this.active) this.refresh(); });
   }
 
   /** True when run `id` is shown in this resolution's graph (as last fetched). */
@@ -57,6 +58,7 @@ export class ResolutionView extends View {
   /** The router shows another page: its requests on their way are aborted, the Run panel's and its log's too. */
   leave() {
     super.leave();
+    this.stale.stop();
     this.panel.show(null);
   }
 
@@ -103,10 +105,10 @@ export class ResolutionView extends View {
       ov = await this.answers.take(JSON.stringify([...this.expand]), ask); // the pages of groups shown
     } catch (e) {
       if (this.overview && unreachable(e)) {
-        this.markStale(e.message);
+        this.stale.mark(e.message);
         return;
       }
-      this.markStale(null);
+      this.stale.mark(null);
       this.sig = null;
       if (e.status === 404 && startedByUs(this.id)) {
         this.missingSince = this.missingSince || Date.now();
@@ -122,7 +124,7 @@ export class ResolutionView extends View {
     }
     if (ov === undefined) return; // superseded (pages of groups since changed: aborted), or come after a newer one's
     this.missingSince = null;
-    this.markStale(null);
+    this.stale.mark(null);
     const sig = JSON.stringify(ov);
     if (sig !== this.sig) {
       this.sig = sig;
@@ -131,14 +133,6 @@ export class ResolutionView extends View {
       this.renderHeader();
     }
     await this.panel.refresh({ resolution: ov.resolution, byId: new Map(ov.nodes.map((n) => [n.id, n])) });
-  }
-
-  /** Keep what was last seen on screen, greyed, under `why` and a word that it is retried; null: it is current. */
-  markStale(why) {
-    this.el.classList.toggle("stale", why !== null);
-    this.el.dataset.stale = String(why !== null);
-    this.notice.hidden = why === null;
-    this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
   }
 
   /** A readable page for a resolution that cannot be shown. */
