@@ -886,7 +886,8 @@ def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: 
 def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
     """A click on a resolution's link in the list whose mouse is pressed as a running resolution of the same
     pipeline records a run (its row, so its group, redrawn) and released once the list shows it, is followed (the
-    group was drawn anew with all its rows, out of the page and back: the click was dropped)."""
+    group was drawn anew with all its rows, out of the page and back: the click was dropped); so is a click on the
+    running resolution's own link as its progress changes (its row was drawn anew)."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=15_000)
@@ -903,6 +904,10 @@ def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
     _click_across_redraw(page, row(done_id).get_by_test_id("resolution-link"),
                          lambda: _record_run(served, running_id), progress.filter(has_text="2/7 resolved"))
     expect(page.get_by_test_id("resolution-id")).to_have_text(done_id)
+    page.go_back()
+    _click_across_redraw(page, row(running_id).get_by_test_id("resolution-link"),
+                         lambda: _record_run(served, running_id), progress.filter(has_text="2/8 resolved"))
+    expect(page.get_by_test_id("resolution-id")).to_have_text(running_id)
 
 
 def test_values_logs_and_errors(page: Any, served: Served, tmp_path: Path) -> None:

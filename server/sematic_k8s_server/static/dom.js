@@ -102,10 +102,12 @@ export const fillFacts = (el, pairs) => fillKeepingDrawn(el, shownPairs(pairs).m
 
 /** `fillInPlace(el, ...nodes)` that keeps, for each of `nodes`, the child of `el` drawn as it is (the same HTML
  * when both were made): what did not change stays in the page (a link or button in it clicked as a live event
- * redraws the page gets the click: see fillInPlace), the others are drawn anew. */
+ * redraws the page gets the click: see fillInPlace), the others are drawn anew. Strings are text (drawn anew: a
+ * click on text is its element's). */
 export function fillKeepingDrawn(el, nodes) {
   const before = new Map([...el.children].filter((c) => c.drawn).map((c) => [c.drawn, c]));
-  return fillInPlace(el, nodes.filter((n) => n).map((n) => {
+  return fillInPlace(el, nodes.filter((n) => n !== null && n !== undefined && n !== false).map((n) => {
+    if (!(n instanceof Element)) return n; // text
     n.drawn = n.outerHTML; // as made (a ticking duration's text changes since)
     const kept = before.get(n.drawn);
     before.delete(n.drawn);

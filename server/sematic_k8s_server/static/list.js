@@ -3,7 +3,7 @@
  * func, state and time range. */
 
 import { listPipelines } from "./api.js";
-import { badge, duration, fill, fillInPlace, fillKeepingDrawn, h, link } from "./dom.js";
+import { badge, duration, fill, fillInPlace, fillKeepingDrawn, h, link, setBadge, setData } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { countsText, progressText } from "./grouping.js";
 import { labelsLine } from "./labels.js";
@@ -29,7 +29,7 @@ export class ListView extends View {
     this.funcsTotal = 0; // root funcs recorded: the server names the first 1,000 (page.funcs)
     this.toolbar = null;
     this.results = h("div", { class: "pipelines", testid: "pipelines" });
-    this.groups = new Map(); // root func -> its group drawn, {el, head, table, rows}: kept while it is shown
+    this.groups = new Map(); // root func -> its group drawn, {el, head, table, rows, byId}: kept while it is shown
     this.el = h("section", { class: "list", testid: "resolutions-view" });
   }
 
@@ -135,8 +135,8 @@ export class ListView extends View {
     fillKeepingDrawn(this.results, [...[...this.groups.values()].map((g) => g.el), page.total > GROUPS ? pager : null]);
   }
 
-  /** Pipeline `g`'s group ({el, head, table, rows}): the one shown, if any, its head and rows drawn in place (a row
-   * drawn as before is kept: see fillKeepingDrawn). */
+  /** Pipeline `g`'s group ({el, head, table, rows, byId}): the one shown, if any, its head and rows drawn in place
+   * (each row kept by resolution, its cells updated in place: see row()). */
   group(g) {
     const name = g.root_func_path.split(":").pop();
     const states = countsText(g.states);
@@ -148,13 +148,16 @@ export class ListView extends View {
         h("thead", {}, h("tr", {}, ["ID", "State", "Progress", "Created", "Duration", "Rerun of", "Tags and note"]
           .map((t) => h("th", {}, t))))),
       rows: h("tbody", {}),
+      byId: new Map(), // resolution id -> its row drawn ({tr, cells, badge})
     };
     fillKeepingDrawn(kept.head, [
       h("h2", { class: "mono", testid: "pipeline-name" }, name),
       h("span", { class: "muted mono small wrap" }, g.root_func_path),
       h("span", { class: "spacer" }),
       h("span", { class: "muted small", testid: "pipeline-count" }, `${g.count} resolution${g.count === 1 ? "" : "s"}: ${states}`)]);
-    fillKeepingDrawn(kept.rows, g.resolutions.map((r) => this.row(r)));
+    const byId = new Map(g.resolutions.map((r) => [r.id, row(r, kept.byId.get(r.id))]));
+    kept.byId = byId; // a resolution no longer shown is forgotten
+    fillInPlace(kept.rows, [...byId.values()].map((r) => r.tr));
     fillInPlace(kept.table, kept.table.tHead, kept.rows);
     fillKeepingDrawn(kept.el, [kept.head, kept.table, more ? h("button", {
       type: "button", class: "btn small more", testid: "group-more",
@@ -163,17 +166,33 @@ export class ListView extends View {
     return kept;
   }
 
-  row(r) {
-    const live = !TERMINAL.has(r.state);
-    return h("tr", { testid: "resolution-row", data: { id: r.id, state: r.state } },
-      h("td", {}, link(resHref(r.id), short(r.id), "resolution-link", r.id), h("span", { class: "hidden-func", testid: "root-func" }, r.root_func_path)),
-      h("td", {}, badge(r.state), waitingLine(r)),
-      h("td", { class: "nowrap" }, live && r.run_counts ? h("span", { class: "progress", testid: "run-progress" }, progressText(r.run_counts)) : "—"),
-      h("td", { class: "nowrap" }, fmtTime(r.created_at)),
-      h("td", { class: "nowrap" }, duration(r.created_at, r.ended_at, live)),
-      h("td", {}, r.rerun_of ? link(resHref(r.rerun_of), short(r.rerun_of), "rerun-of-link", r.rerun_of) : "—"),
-      h("td", { class: "wrap" }, labelsLine(r)));
-  }
+}
+
+const CELLS = ["", "", "nowrap", "nowrap", "nowrap", "", "wrap"]; // the classes of a row's cells
+
+/** Resolution `r`'s row: `kept` (the one drawn for it before) updated in place, or a new one. Its state and
+ * progress change with each of its run events: its cells stay, its badge is updated, and in each cell what is drawn
+ * as before stays (fillKeepingDrawn), so a click on its link (or its badge, a tag) as it changes is made (a click
+ * whose element left the page between its mousedown and mouseup is dropped). */
+function row(r, kept) {
+  const live = !TERMINAL.has(r.state);
+  const { tr, cells, badge: state } = kept || {
+    tr: h("tr", { testid: "resolution-row" }), cells: CELLS.map((c) => h("td", { class: c || null })), badge: badge(null),
+  };
+  setData(tr, { id: r.id, state: r.state });
+  setBadge(state, r.state);
+  const parts = [
+    [link(resHref(r.id), short(r.id), "resolution-link", r.id), h("span", { class: "hidden-func", testid: "root-func" }, r.root_func_path)],
+    [state, waitingLine(r)],
+    [live && r.run_counts ? h("span", { class: "progress", testid: "run-progress" }, progressText(r.run_counts)) : "—"],
+    [fmtTime(r.created_at)],
+    [duration(r.created_at, r.ended_at, live)],
+    [r.rerun_of ? link(resHref(r.rerun_of), short(r.rerun_of), "rerun-of-link", r.rerun_of) : "—"],
+    [labelsLine(r)],
+  ];
+  parts.forEach((p, i) => fillKeepingDrawn(cells[i], p.flat()));
+  fillInPlace(tr, cells);
+  return { tr, cells, badge: state };
 }
 
 /** A claimed rerun's "not started yet: ..." beside its state, on one line cut to WAITING_CHARS (as `sematic-k8s
