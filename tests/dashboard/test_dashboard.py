@@ -650,6 +650,28 @@ def _click_across_redraw(page: Any, target: Any, redraw: Any, shown: Any) -> Non
     page.mouse.up()
 
 
+def _change_run(served: Served, run_id: str, **fields: Any) -> None:
+    """Run ``run_id``'s ``fields`` changed through the API, as its resolver changes them: a live event."""
+    from sematic_k8s.store.records import Batch
+
+    batch = Batch()
+    batch.update_run(run_id, **fields)
+    _write(served, batch)
+
+
+def _clicks_as_runs_resolve(page: Any, served: Served, running: list[str], shown: Any) -> Any:
+    """A click on a target (the function returned) whose mouse is pressed as the last of the ``running`` runs (taken
+    from the list) resolves, and released once ``shown(run_id)`` is visible."""
+    from sematic_k8s.store.records import utcnow
+
+    def click(target: Any) -> None:
+        run_id = running.pop()
+        _click_across_redraw(page, target, lambda: _change_run(served, run_id, state="resolved", ended_at=utcnow()),
+                             shown(run_id))
+
+    return click
+
+
 def test_clicks_on_the_list_while_live_events_redraw_it(page: Any, served: Served) -> None:
     """A click on a resolution's link in the list, whose mouse is pressed as another pipeline's running resolution
     records a run (through the API, a live event that redraws the list) and released once the list shows it, is
@@ -716,13 +738,14 @@ def _runs_of(served: Served, root_id: str, func_name: str) -> list[Any]:
 
 def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Served) -> None:
     """A running resolution's graph is redrawn on each of its run events: a click on a run's box (one that did not
-    change, then the badge of one whose state did), on a composition's fold toggle, or on a group's button showing
-    its runs, whose mouse is pressed as a run's state is recorded (through the API) and released once the graph shows
-    it, is made: the Run panel opens on the run, the composition folds, the group shows its runs (every box was drawn
-    anew, out of the page and back, on each redraw: the click was dropped)."""
+    change, then the badge of one whose state did, then the attempts tag of one whose attempts did), on a
+    composition's fold toggle, or on a group's button showing its runs, whose mouse is pressed as a run changes
+    (through the API) and released once the graph shows it, is made: the Run panel opens on the run, the composition
+    folds, the group shows its runs (every box was drawn anew, out of the page and back, on each redraw: the click was
+    dropped; later its tags alone, so a click on one whose text changed was)."""
     from playwright.sync_api import expect
 
-    from sematic_k8s.store.records import Batch, utcnow
+    from sematic_k8s.store.records import utcnow
 
     expect.set_options(timeout=15_000)
     sys.path.insert(0, str(TESTS))
@@ -732,13 +755,8 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
     running_id = big.record_fanout(served.store, 4, running=3)
     running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
     box = lambda run_id: page.locator(f'[data-testid="run-node"][data-run-id="{run_id}"]')  # noqa: E731
-
-    def click_across_redraw(target: Any) -> None:  # a running add resolved meanwhile, shown in the graph
-        run_id = running.pop()
-        batch = Batch()
-        batch.update_run(run_id, state="resolved", ended_at=utcnow())
-        _click_across_redraw(page, target, lambda: _write(served, batch),
-                             box(run_id).and_(page.locator('[data-state="resolved"]')))
+    click_across_redraw = _clicks_as_runs_resolve(  # a running add resolved meanwhile, shown in the graph
+        page, served, running, lambda run_id: box(run_id).and_(page.locator('[data-state="resolved"]')))
 
     _login(page, served)
     page.goto(f"{served.url}/#/resolutions/{running_id}")
@@ -749,16 +767,22 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
     changing = running[-1]  # the next one resolved: the box pressed is the box redrawn
     click_across_redraw(box(changing).get_by_test_id("state-badge"))
     expect(tid("run-panel")).to_have_attribute("data-run-id", changing)
+    retried = running[0]  # tried again (running again, as its resolver records it): its tag says how often
+    _change_run(served, retried, attempts=2, state="running")
+    tag = box(retried).get_by_test_id("run-tag")
+    expect(tag).to_have_text("2 attempts")
+    _click_across_redraw(page, tag, lambda: _change_run(served, retried, attempts=3, state="running"),
+                         tag.filter(has_text="3 attempts"))
+    expect(tid("run-panel")).to_have_attribute("data-run-id", retried)
     click_across_redraw(box(running_id).get_by_test_id("fold-toggle").first)
     expect(box(running_id).get_by_text("nested runs folded")).to_be_visible()
 
     grouped_id = big.record_fanout(served.store, 12, running=3)  # its adds shown as one group
     page.goto(f"{served.url}/#/resolutions/{grouped_id}")
     expect(tid("group-text")).to_have_text("12 × add: 9 resolved, 3 running")
-    batch = Batch()
-    batch.update_run(next(r.id for r in _runs_of(served, grouped_id, "add") if r.state == "running"),
-                     state="resolved", ended_at=utcnow())
-    _click_across_redraw(page, tid("group-expand"), lambda: _write(served, batch),
+    grouped = next(r.id for r in _runs_of(served, grouped_id, "add") if r.state == "running")
+    _click_across_redraw(page, tid("group-expand"),
+                         lambda: _change_run(served, grouped, state="resolved", ended_at=utcnow()),
                          tid("group-text").filter(has_text="10 resolved, 2 running"))
     expect(page.locator('[data-testid="run-node"][data-func="add"]')).to_have_count(12)  # all shown: no group left
 
@@ -770,8 +794,6 @@ def test_clicks_on_the_timeline_while_live_events_redraw_it(page: Any, served: S
     of the page and back, on each redraw: the click was dropped)."""
     from playwright.sync_api import expect
 
-    from sematic_k8s.store.records import Batch, utcnow
-
     expect.set_options(timeout=15_000)
     sys.path.insert(0, str(TESTS))
     import big_resolution as big
@@ -780,13 +802,8 @@ def test_clicks_on_the_timeline_while_live_events_redraw_it(page: Any, served: S
     running_id = big.record_fanout(served.store, 4, running=3)
     running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
     row = lambda run_id: page.locator(f'[data-testid="timeline-row"][data-id="{run_id}"]')  # noqa: E731
-
-    def click_across_redraw(target: Any) -> None:  # a running add resolved meanwhile, shown in the timeline
-        run_id = running.pop()
-        batch = Batch()
-        batch.update_run(run_id, state="resolved", ended_at=utcnow())
-        _click_across_redraw(page, target, lambda: _write(served, batch),
-                             row(run_id).locator('[data-testid="state-badge"][data-state="resolved"]'))
+    click_across_redraw = _clicks_as_runs_resolve(  # a running add resolved meanwhile, shown in the timeline
+        page, served, running, lambda run_id: row(run_id).locator('[data-testid="state-badge"][data-state="resolved"]'))
 
     _login(page, served)
     page.goto(f"{served.url}/#/resolutions/{running_id}")
@@ -808,8 +825,6 @@ def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: 
     dropped)."""
     from playwright.sync_api import expect
 
-    from sematic_k8s.store.records import Batch
-
     expect.set_options(timeout=15_000)
     sys.path.insert(0, str(TESTS))
     import big_resolution as big
@@ -819,20 +834,18 @@ def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: 
     run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
     changes = [0]
 
-    def skipped() -> Batch:  # why the run is not cached, told anew: the panel shows it
-        batch = Batch()
-        batch.update_run(run_id, notes={"cache": {"skipped": f"reason {changes[0]}"}})
-        return batch
+    def skipped() -> None:  # why the run is not cached, told anew: the panel shows it
+        _change_run(served, run_id, notes={"cache": {"skipped": f"reason {changes[0]}"}})
 
     def change() -> None:  # a change to a run but its state sends no event: another run recorded sends one
-        _write(served, skipped())
+        skipped()
         _record_run(served, running_id)
 
     def click_across_redraw(target: Any) -> None:
         changes[0] += 1
         _click_across_redraw(page, target, change, tid("cache-skipped").filter(has_text=f"reason {changes[0]}"))
 
-    _write(served, skipped())
+    skipped()
     _login(page, served)
     page.goto(f"{served.url}/#/runs/{run_id}")
     expect(tid("cache-skipped")).to_have_text("Not cached: reason 0")
@@ -874,9 +887,7 @@ def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: 
     with page.expect_response(lambda r: f"/artifacts/{value.id}/data" in r.url):
         page.goto(f"{served.url}/#/runs/{run_id}")
     for n in range(3):  # the run changes (its notes; another run recorded sends the event): the panel redrawn
-        skipped = Batch()
-        skipped.update_run(run_id, notes={"cache": {"skipped": f"reason {n}"}})
-        _write(served, skipped)
+        _change_run(served, run_id, notes={"cache": {"skipped": f"reason {n}"}})
         _record_run(served, running_id)
         expect(tid("cache-skipped")).to_have_text(f"Not cached: reason {n}")
     expect(tid("run-output")).to_contain_text("[3000]")  # the whole value (its summary has 20), still shown

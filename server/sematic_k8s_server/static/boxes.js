@@ -1,20 +1,26 @@
 /* The graph's boxes: what a run's box and a group's box hold, each box made once per shown node and updated in
  * place on each redraw (its classes and data; of its content, only the parts that changed are drawn anew). A
- * running resolution's graph is redrawn on each run event: a click begun on a box, or on a fold or page button
- * in it, as one comes ends on it (the browser drops a click whose element left the page between its mousedown
+ * running resolution's graph is redrawn on each run event: a click begun on a box, or on a fold or page button,
+ * badge or tag in it, as one comes ends on it (the browser drops a click whose element left the page between its mousedown
  * and mouseup: see dom.fillInPlace). */
 
 import { badge, fillInPlace, fillKeepingDrawn, h, setBadge, setData } from "./dom.js";
 import { cssToken } from "./format.js";
 import { groupState, groupText } from "./grouping.js";
 
-/** The tags after a run's name: cached, reused, attempts. */
-function tags(node) {
-  const out = [];
-  if (node.cached) out.push(h("span", { class: "tag cached", title: "its output came from the cache" }, "cached"));
-  if (node.reused) out.push(h("span", { class: "tag reused", title: "reused from the resolution it re-runs" }, "reused"));
-  if (node.attempts > 1) out.push(h("span", { class: "tag" }, `${node.attempts} attempts`));
-  return out;
+/** The tags a box may show after a run's name, made once with the box (see tags()). */
+const makeTags = () => ({
+  cached: h("span", { class: "tag cached", testid: "run-tag", title: "its output came from the cache" }, "cached"),
+  reused: h("span", { class: "tag reused", testid: "run-tag", title: "reused from the resolution it re-runs" }, "reused"),
+  attempts: h("span", { class: "tag", testid: "run-tag" }),
+});
+
+/** The tags after a run's name (cached, reused, attempts): the box's own, their text updated in place, so a click
+ * on one as it changes (another attempt) is made. */
+function tags(node, kept) {
+  const attempts = `${node.attempts} attempts`;
+  if (node.attempts > 1 && kept.attempts.textContent !== attempts) kept.attempts.textContent = attempts;
+  return [node.cached ? kept.cached : null, node.reused ? kept.reused : null, node.attempts > 1 ? kept.attempts : null];
 }
 
 function button(label, testid, title, onclick) {
@@ -41,13 +47,13 @@ function groupParts(node, page, act, state) {
         () => act.expand(node.id, 0)))];
 }
 
-/** A run's content: its head's parts (fold toggle, name, `state` (its badge), tags), then its label and whether
- * it is folded. */
-function runParts(node, dm, act, state) {
+/** A run's content: its head's parts (fold toggle, name, its badge, its tags), then its label and whether it is
+ * folded. `box`: the box's own parts, its badge and tags. */
+function runParts(node, dm, act, box) {
   const foldable = dm.hasKids(node.id);
   const folded = dm.collapsed.has(node.id);
   return [[foldable ? button(folded ? "▸" : "▾", "fold-toggle", folded ? "show its nested runs" : "fold its nested runs",
-    () => act.fold(node.id)) : null, h("span", { class: "fname" }, node.func_name), state, tags(node)],
+    () => act.fold(node.id)) : null, h("span", { class: "fname" }, node.func_name), box.badge, tags(node, box.tags)],
   node.label ? h("div", { class: "label mono", testid: "run-label" }, node.label) : null,
   folded ? h("div", { class: "muted small" }, "nested runs folded") : null];
 }
@@ -60,13 +66,13 @@ function make(group) {
     onkeydown: (e) => { if (e.key === "Enter" && e.target === e.currentTarget) el.go(); },
   });
   const head = h("div", { class: "run-head" });
-  return { el, head, body: h("div", { class: "run-body" }, head), badge: badge(null) };
+  return { el, head, body: h("div", { class: "run-body" }, head), badge: badge(null), tags: makeTags() };
 }
 
 /** The boxes of one graph, kept by node across redraws. */
 export class Boxes {
   constructor() {
-    this.kept = new Map(); // "kind:id" -> {el, head, body, badge}
+    this.kept = new Map(); // "kind:id" -> {el, head, body, badge, tags}
     this.drawn = new Map(); // those drawn in the redraw under way
   }
 
@@ -86,7 +92,7 @@ export class Boxes {
     else box.el.removeAttribute("title");
     box.el.go = () => { if (!group) act.select(node.id); };
     setBadge(box.badge, state); // in place: a click on it as the state changes is made too
-    const [head, ...rest] = group ? groupParts(node, page, act, box.badge) : runParts(node, dm, act, box.badge);
+    const [head, ...rest] = group ? groupParts(node, page, act, box.badge) : runParts(node, dm, act, box);
     fillKeepingDrawn(box.head, head.flat());
     fillKeepingDrawn(box.body, [box.head, ...rest]);
     return box;
