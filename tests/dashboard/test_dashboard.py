@@ -894,6 +894,53 @@ def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: 
     assert len(fetched) == 1, fetched
 
 
+def test_clicks_on_a_runs_values_as_they_change(page: Any, served: Served) -> None:
+    """The Run panel draws a run's values in place: a click on the output's download whose mouse is pressed as the
+    run records another output (through the API) and released once the panel shows it downloads the value shown; a
+    click on an input's download as another input changes downloads that input (the output's part, or all the
+    inputs' rows, were drawn anew with their buttons, out of the page: the click was dropped)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s import serialization
+    from sematic_k8s.storage.base import put_artifact
+    from sematic_k8s.store.records import Batch, utcnow
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2)
+    run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
+
+    def stored(value: Any) -> str:  # an artifact whose bytes the server has
+        s = serialization.serialize(value)
+        batch = Batch()
+        batch.artifacts[s.id] = {**put_artifact(LocalStorage(served.home / "storage"), s), "created_at": utcnow()}
+        _write(served, batch)
+        return s.id
+
+    first, second, x, y1, y2 = (stored(v) for v in ("first output", "second output", "the x", "one y", "two y"))
+    _change_run(served, run_id, inputs={"x": x, "y": y1}, output_id=first, state="running")
+    _login(page, served)
+    page.goto(f"{served.url}/#/runs/{run_id}")
+    expect(tid("run-output")).to_contain_text("first output")
+    with page.expect_download() as got:
+        _click_across_redraw(page, tid("tabpane-output").get_by_test_id("artifact-download"),
+                             lambda: _change_run(served, run_id, output_id=second, state="running"),
+                             tid("run-output").filter(has_text="second output"))
+    assert got.value.suggested_filename.startswith(second[:8]), got.value.suggested_filename
+
+    tid("tab-inputs").click()
+    row = lambda param: page.locator(f'[data-testid="input-row"][data-param="{param}"]')  # noqa: E731
+    expect(row("y")).to_contain_text("one y")
+    with page.expect_download() as got:
+        _click_across_redraw(page, row("x").get_by_test_id("artifact-download"),
+                             lambda: _change_run(served, run_id, inputs={"x": x, "y": y2}, state="running"),
+                             row("y").filter(has_text="two y"))
+    assert got.value.suggested_filename.startswith(x[:8]), got.value.suggested_filename
+
+
 def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
     """A click on a resolution's link in the list whose mouse is pressed as a running resolution of the same
     pipeline records a run (its row, so its group, redrawn) and released once the list shows it, is followed (the

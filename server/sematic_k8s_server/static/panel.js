@@ -6,7 +6,7 @@
  * one-line note, as the resolution view does; any other error (404, 403...) replaces it with the error's line. */
 
 import { actionsMenu, rerun } from "./actions.js";
-import { getArtifact, getRun, unreachable } from "./api.js";
+import { getRun, unreachable } from "./api.js";
 import { badge, duration, factList, fill, fillInPlace, fillKeepingDrawn, h, link, section } from "./dom.js";
 import { cssToken, fmtTime, settingsLine, short } from "./format.js";
 import { Answers, Staleness } from "./live.js";
@@ -14,35 +14,10 @@ import { LogView } from "./logs.js";
 import { TERMINAL } from "./model.js";
 import { runHref } from "./routes.js";
 import { canceledText, neverStarted, waitingFor } from "./started.js";
-import { downloadButton, showArtifact } from "./values.js";
+import { ValueSlot } from "./values.js";
 
 const TABS = ["inputs", "output", "source", "logs", "details"];
 const TITLES = { inputs: "Inputs", output: "Output", source: "Source", logs: "Logs", details: "Details" };
-
-/** Fill `cell` with an artifact (and `typeCell` with its type, `tools` with its download button) once it is drawn
- * (loadArtifacts). */
-function fillArtifact(id, cell, typeCell, tools, resolutionId) {
-  cell.dataset.artifactId = id;
-  cell.append(h("span", { class: "muted" }, "…"));
-  cell.load = () => getArtifact(id).then((a) => {
-    cell.title = `artifact ${a.id} (${a.format}, ${a.size} bytes)`;
-    typeCell.textContent = a.type_name || "";
-    if (tools) fill(tools, downloadButton(a, resolutionId));
-    return showArtifact(cell, a, resolutionId);
-  }).catch((e) => {
-    fill(cell, h("span", { class: "error" }, `artifact ${short(id)}: ${e.message}`));
-  });
-}
-
-/** Start filling the artifact cells drawn anew in `el`. A cell made for a redraw but not drawn (the one drawn the
- * same before is kept: dom.fillKeepingDrawn) asks the server nothing: a JSON value is not fetched again. */
-function loadArtifacts(el) {
-  el.querySelectorAll("[data-artifact-id]").forEach((cell) => {
-    const load = cell.load;
-    cell.load = null;
-    if (load) load();
-  });
-}
 
 const MESSAGE_SHOWN = 300; // characters of an error's message shown before it is folded
 const MESSAGE_LINES = 5; // lines of it shown before it is folded
@@ -78,7 +53,7 @@ export class RunPanel {
     this.tab = "output";
     this.logView = null;
     this.panes = null;
-    this.drawn = null; // the run drawn: {runId, root, toolbar, actions, tabs}, kept while it is shown
+    this.drawn = null; // the run drawn: {runId, root, toolbar, actions, tabs, inputs, output}, kept while it is shown
     this.answers = new Answers();
     this.notice = h("p", { class: "stale-notice", testid: "run-stale", hidden: true });
     this.ctx = null; // the last refresh's, for a try again while the run cannot be loaded
@@ -150,7 +125,8 @@ export class RunPanel {
     }
   }
 
-  /** What is kept of run `runId` while it is shown: its panel, toolbar, Actions and tabs (and this.panes). */
+  /** What is kept of run `runId` while it is shown: its panel, toolbar, Actions, tabs (and this.panes) and where
+   * its values are shown. */
   skeleton(runId, items) {
     const panes = new Map();
     const tabs = h("div", { class: "tabs", role: "tablist" }, TABS.map((name) => {
@@ -162,9 +138,13 @@ export class RunPanel {
     }));
     this.panes = panes;
     this.select(this.tab);
+    const output = new ValueSlot({ testid: "run-output" }, { testid: "run-output-type" });
     return {
       runId, tabs, actions: actionsMenu("run-actions", items), toolbar: h("div", { class: "toolbar" }),
       root: h("div", { class: "run-panel", testid: "run-panel", data: { runId } }),
+      inputs: { el: h("div", { class: "inputs", testid: "run-inputs" }), rows: new Map() }, // param -> {el, slot}
+      output: { slot: output, el: h("div", {}, h("div", { class: "input-head" }, output.type, h("span", { class: "spacer" }),
+        output.button), output.cell) },
     };
   }
 
@@ -185,7 +165,7 @@ export class RunPanel {
     root.dataset.state = run.state;
     fillKeepingDrawn(toolbar, [h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ",
       badge(run.state, "run-state")), h("span", { class: "spacer" }), actions]);
-    for (const [name, { pane }] of this.panes) loadArtifacts(fillKeepingDrawn(pane, [this.pane(name, run, res, byId)].flat()));
+    for (const [name, { pane }] of this.panes) fillKeepingDrawn(pane, [this.pane(name, run, res, byId)].flat());
     const err = run.error;
     return fillKeepingDrawn(root, [toolbar,
       h("div", { class: "mono muted wrap small", testid: "run-func-path" }, run.func_path),
@@ -206,28 +186,12 @@ export class RunPanel {
   }
 
   pane(name, run, res, byId) {
-    const resolutionId = run.root_id;
-    if (name === "inputs") {
-      const params = Object.keys({ ...(run.input_refs || {}), ...(run.inputs || {}) });
-      if (!params.length) return h("p", { class: "muted", testid: "run-inputs" }, "no inputs");
-      return h("div", { class: "inputs", testid: "run-inputs" }, params.map((p) => {
-        const id = (run.inputs || {})[p];
-        const cell = h("div", { class: "summary" });
-        const typeCell = h("span", { class: "mono muted" });
-        const tools = h("span", {});
-        if (id) fillArtifact(id, cell, typeCell, tools, resolutionId);
-        else cell.append(pendingInput((run.input_refs || {})[p], byId));
-        return h("div", { class: "input", testid: "input-row", data: { param: p } },
-          h("div", { class: "input-head" }, h("b", { class: "mono" }, p), " ", typeCell, h("span", { class: "spacer" }), tools), cell);
-      }));
-    }
+    if (name === "inputs") return this.inputs(run, byId);
     if (name === "output") {
-      const cell = h("div", { class: "summary", testid: "run-output" });
-      const typeCell = h("span", { class: "mono muted", testid: "run-output-type" });
-      const tools = h("span", {});
-      if (run.output_id) fillArtifact(run.output_id, cell, typeCell, tools, resolutionId);
-      else cell.append(h("span", { class: "muted" }, TERMINAL.has(run.state) ? "no output" : "not yet"));
-      return h("div", {}, h("div", { class: "input-head" }, typeCell, h("span", { class: "spacer" }), tools), cell);
+      const { output } = this.drawn;
+      output.slot.show(run.output_id, run.root_id,
+        h("span", { class: "muted" }, TERMINAL.has(run.state) ? "no output" : "not yet"));
+      return output.el;
     }
     if (name === "source") {
       return h("div", {},
@@ -238,6 +202,28 @@ export class RunPanel {
     }
     if (name === "logs") return this.logView.el();
     return this.details(run, res, byId);
+  }
+
+  /** The Inputs tab: each input's row kept while the run is shown, its value drawn in place (ValueSlot), so a click
+   * on one (its download) as another input or its own value changes is made. */
+  inputs(run, byId) {
+    const params = Object.keys({ ...(run.input_refs || {}), ...(run.inputs || {}) });
+    if (!params.length) return h("p", { class: "muted", testid: "run-inputs" }, "no inputs");
+    const { inputs } = this.drawn;
+    fillInPlace(inputs.el, params.map((p) => {
+      let row = inputs.rows.get(p);
+      if (!row) {
+        const slot = new ValueSlot();
+        row = {
+          slot, el: h("div", { class: "input", testid: "input-row", data: { param: p } }, h("div", { class: "input-head" },
+            h("b", { class: "mono" }, p), " ", slot.type, h("span", { class: "spacer" }), slot.button), slot.cell),
+        };
+        inputs.rows.set(p, row);
+      }
+      row.slot.show((run.inputs || {})[p], run.root_id, pendingInput((run.input_refs || {})[p], byId));
+      return row.el;
+    }));
+    return inputs.el;
   }
 
   /** The Details tab's parts (each kept across redraws while it is drawn the same). */

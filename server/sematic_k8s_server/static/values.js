@@ -4,7 +4,7 @@
  * JSON artifacts are read whole (their serialized bytes are JSON, parsed here, never evaluated); pickled ones
  * only through their summary and its preview (sematic_k8s/previews.py): nothing is ever unpickled. */
 
-import { getArtifactData } from "./api.js";
+import { getArtifact, getArtifactData } from "./api.js";
 import { download, fill, h } from "./dom.js";
 import { short } from "./format.js";
 
@@ -123,16 +123,64 @@ function showSummary(artifact) {
   return repr.length <= INLINE_CHARS && !repr.includes("\n") ? h("code", {}, repr) : fold(repr);
 }
 
-/** A "download" button for an artifact's bytes. */
-export function downloadButton(artifact, resolutionId) {
+/** A "download" button for the bytes of `shown.artifact` (of resolution `shown.resolutionId`), the one it holds
+ * when clicked; hidden while it holds none. */
+function downloadButton(shown) {
   return h("button", {
-    type: "button", class: "btn tiny", testid: "artifact-download", title: `${artifact.size} bytes, ${artifact.format}`,
+    type: "button", class: "btn tiny", testid: "artifact-download", hidden: true,
     onclick: async (e) => {
       e.stopPropagation();
-      const blob = await getArtifactData(artifact.id, resolutionId);
-      download(blob, `${short(artifact.id)}-${artifact.type_name.replace(/[^A-Za-z0-9_.-]/g, "_")}.${artifact.format}`);
+      const a = shown.artifact;
+      if (!a) return;
+      const blob = await getArtifactData(a.id, shown.resolutionId);
+      download(blob, `${short(a.id)}-${a.type_name.replace(/[^A-Za-z0-9_.-]/g, "_")}.${a.format}`);
     },
   }, "download");
+}
+
+/**
+ * Where a value is shown (a run's input or output): `cell` (how it looks), `type` (its type's name) and `button`
+ * (its download), kept while their run is shown. show() draws another value in them in place, so a click on them
+ * as the value changes is made; the value drawn again asks the server nothing.
+ */
+export class ValueSlot {
+  constructor(cellAttrs = {}, typeAttrs = {}) {
+    this.cell = h("div", { class: "summary", ...cellAttrs });
+    this.type = h("span", { class: "mono muted", ...typeAttrs });
+    this.button = downloadButton(this);
+    this.artifact = null; // the one loaded
+    this.resolutionId = null;
+    this.shown = null; // what is shown: an artifact id, or the HTML of what stands in its place
+  }
+
+  /** Show artifact `id` of resolution `resolutionId` (fetched, then drawn by showArtifact), or, without one, `words`
+   * (an element). The download button stays, holding the value shown before until the new one is fetched. */
+  show(id, resolutionId, words) {
+    const shown = id || words.outerHTML;
+    if (shown === this.shown) return;
+    this.shown = shown;
+    if (!id) {
+      this.artifact = null;
+      this.button.hidden = true;
+      this.type.textContent = "";
+      this.cell.removeAttribute("title");
+      fill(this.cell, words);
+      return;
+    }
+    fill(this.cell, h("span", { class: "muted" }, "…"));
+    getArtifact(id).then((a) => {
+      if (this.shown !== id) return; // another value shown since
+      this.artifact = a;
+      this.resolutionId = resolutionId;
+      this.cell.title = `artifact ${a.id} (${a.format}, ${a.size} bytes)`;
+      this.type.textContent = a.type_name || "";
+      this.button.title = `${a.size} bytes, ${a.format}`;
+      this.button.hidden = false;
+      return showArtifact(this.cell, a, resolutionId);
+    }).catch((e) => {
+      if (this.shown === id) fill(this.cell, h("span", { class: "error" }, `artifact ${short(id)}: ${e.message}`));
+    });
+  }
 }
 
 /** Fill `cell` with how `artifact` looks (fetching JSON artifacts whole when they are small enough). */
