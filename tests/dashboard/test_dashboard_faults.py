@@ -33,17 +33,22 @@ WAIT_MS = 30_000
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
 
 
+def _write(server: ServerProcess, batch: Batch) -> None:
+    """``batch`` written through the API, as a resolver writes: a live event of each state it sets."""
+    store = HttpStore(server.url, None)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+
+
 def _add_run(server: ServerProcess, root_id: str, func: str, **fields: Any) -> str:
     """Record a run of ``func`` under ``root_id`` through the API (as a resolver does); its id."""
     run_id = uuid.uuid4().hex
     batch = Batch()
     batch.add_run(RunRecord(id=run_id, root_id=root_id, parent_id=root_id, func_path=f"pipes:{func}",
                             func_name=func, created_at=utcnow(), **fields))
-    store = HttpStore(server.url, None)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    _write(server, batch)
     return run_id
 
 
@@ -382,7 +387,7 @@ TRACK_REQUESTS_JS = """(() => {
     asked.push(url);
     return realFetch.call(this, resource, init).catch((e) => { read.push(url); throw e; });
   };
-  for (const name of ["json", "text"]) {
+  for (const name of ["json", "text", "blob"]) {
     const body = Response.prototype[name];
     Response.prototype[name] = function () {
       const url = this.url;
@@ -574,15 +579,46 @@ def test_a_groups_page_turned_then_hidden_aborts_the_turned_pages_request(page: 
     expect(adds).to_have_count(50)
 
 
+def test_a_value_replaced_while_its_whole_is_on_its_way_is_not_drawn_back(page: Any, server: ServerProcess) -> None:
+    """The Run panel's output, a JSON list cut short in its summary, is fetched whole; while that answer is held on
+    its way, the run records another output, shown at once; the first's whole value, come back then, is dropped
+    (the panel draws each value in place: it would set the output back to the value replaced)."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s import serialization
+    from sematic_k8s.storage.base import put_artifact
+
+    root_id, step_id = _running_step(server)
+    storage = LocalStorage(server.home / "storage")
+    batch = Batch()
+    values = [serialization.serialize(v) for v in (list(range(3000)), "the second output")]
+    for v in values:
+        batch.artifacts[v.id] = {**put_artifact(storage, v), "created_at": utcnow()}
+    batch.update_run(step_id, output_id=values[0].id)
+    _write(server, batch)
+    page.add_init_script(TRACK_REQUESTS_JS)
+    data = f"/artifacts/{values[0].id}/data"
+    whole = HeldAnswers(page, lambda url: data in url)
+    _open_live(page, f"{server.url}/#/runs/{step_id}")
+    whole.wait()
+    out = _tid(page, "run-output")
+    expect(out).to_contain_text("2980 more")  # its summary, until the whole comes
+    batch = Batch()
+    batch.update_run(step_id, output_id=values[1].id, state="running")  # a live event
+    _write(server, batch)
+    expect(out).to_contain_text("the second output", timeout=WAIT_MS)
+    whole.release()
+    _on_their_way(page, data, 0)  # the first's whole value read by the page
+    page.wait_for_timeout(500)  # and parsed: drawn, were it not dropped
+    expect(out).to_contain_text("the second output")
+    expect(out).not_to_contain_text("2999")
+
+
 def _end_run(server: ServerProcess, run_id: str) -> None:
     """Record through the API that run ``run_id`` resolved (as its resolver does)."""
     batch = Batch()
     batch.update_run(run_id, state="resolved", ended_at=utcnow())
-    store = HttpStore(server.url, None)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    _write(server, batch)
 
 
 def test_a_runs_older_record_come_late_does_not_set_its_panel_back(page: Any, server: ServerProcess) -> None:

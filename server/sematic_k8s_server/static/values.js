@@ -176,15 +176,16 @@ export class ValueSlot {
       this.type.textContent = a.type_name || "";
       this.button.title = `${a.size} bytes, ${a.format}`;
       this.button.hidden = false;
-      return showArtifact(this.cell, a, resolutionId);
+      return showArtifact(this.cell, a, resolutionId, () => this.shown === id);
     }).catch((e) => {
       if (this.shown === id) fill(this.cell, h("span", { class: "error" }, `artifact ${short(id)}: ${e.message}`));
     });
   }
 }
 
-/** Fill `cell` with how `artifact` looks (fetching JSON artifacts whole when they are small enough). */
-export async function showArtifact(cell, artifact, resolutionId) {
+/** Fill `cell` with how `artifact` looks (fetching JSON artifacts whole when they are small enough); the whole
+ * value come back is drawn only while `still()` (the cell shows another value since: dropped). */
+export async function showArtifact(cell, artifact, resolutionId, still = () => true) {
   if (artifact.format !== "json") {
     fill(cell, showSummary(artifact));
     return;
@@ -197,8 +198,8 @@ export async function showArtifact(cell, artifact, resolutionId) {
   if (!JSON.stringify(artifact.summary).includes("…")) return; // the summary is the whole value
   try {
     const tree = JSON.parse(await (await getArtifactData(artifact.id, resolutionId)).text());
-    fill(cell, showPlain(tree));
+    if (still()) fill(cell, showPlain(tree));
   } catch (e) {
-    cell.append(h("p", { class: "muted small" }, `(showing a summary: ${e.message})`));
+    if (still()) cell.append(h("p", { class: "muted small" }, `(showing a summary: ${e.message})`));
   }
 }
