@@ -739,10 +739,11 @@ def _runs_of(served: Served, root_id: str, func_name: str) -> list[Any]:
 def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Served) -> None:
     """A running resolution's graph is redrawn on each of its run events: a click on a run's box (one that did not
     change, then the badge of one whose state did, then the attempts tag of one whose attempts did), on a
-    composition's fold toggle, or on a group's button showing its runs, whose mouse is pressed as a run changes
-    (through the API) and released once the graph shows it, is made: the Run panel opens on the run, the composition
-    folds, the group shows its runs (every box was drawn anew, out of the page and back, on each redraw: the click was
-    dropped; later its tags alone, so a click on one whose text changed was)."""
+    composition's fold toggle, or on a group's button showing its runs (as a run of it changes, then as a run is
+    added to it: the button's own text changes), whose mouse is pressed as a run changes (through the API) and
+    released once the graph shows it, is made: the Run panel opens on the run, the composition folds, the group shows
+    its runs (every box was drawn anew, out of the page and back, on each redraw: the click was dropped; later its
+    tags and a group's buttons alone, so a click on one whose text changed was)."""
     from playwright.sync_api import expect
 
     from sematic_k8s.store.records import utcnow
@@ -785,6 +786,13 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
                          lambda: _change_run(served, grouped, state="resolved", ended_at=utcnow()),
                          tid("group-text").filter(has_text="10 resolved, 2 running"))
     expect(page.locator('[data-testid="run-node"][data-func="add"]')).to_have_count(12)  # all shown: no group left
+
+    grown_id = big.record_fanout(served.store, 12, running=3)  # a run added to its group as its button is pressed
+    page.goto(f"{served.url}/#/resolutions/{grown_id}")
+    expect(tid("group-expand")).to_have_text("show 12")
+    _click_across_redraw(page, tid("group-expand"), lambda: _record_run(served, grown_id),
+                         tid("group-expand").filter(has_text="show 13"))
+    expect(page.locator('[data-testid="run-node"][data-func="add"]')).to_have_count(13)
 
 
 def test_clicks_on_the_timeline_while_live_events_redraw_it(page: Any, served: Served) -> None:

@@ -1,8 +1,8 @@
 /* The graph's boxes: what a run's box and a group's box hold, each box made once per shown node and updated in
  * place on each redraw (its classes and data; of its content, only the parts that changed are drawn anew). A
  * running resolution's graph is redrawn on each run event: a click begun on a box, or on a fold or page button,
- * badge or tag in it, as one comes ends on it (the browser drops a click whose element left the page between its mousedown
- * and mouseup: see dom.fillInPlace). */
+ * badge or tag in it, as one comes ends on it, though that part changes (the browser drops a click whose element
+ * left the page between its mousedown and mouseup: see dom.fillInPlace). */
 
 import { badge, fillInPlace, fillKeepingDrawn, h, setBadge, setData } from "./dom.js";
 import { cssToken } from "./format.js";
@@ -18,8 +18,7 @@ const makeTags = () => ({
 /** The tags after a run's name (cached, reused, attempts): the box's own, their text updated in place, so a click
  * on one as it changes (another attempt) is made. */
 function tags(node, kept) {
-  const attempts = `${node.attempts} attempts`;
-  if (node.attempts > 1 && kept.attempts.textContent !== attempts) kept.attempts.textContent = attempts;
+  if (node.attempts > 1) setText(kept.attempts, `${node.attempts} attempts`);
   return [node.cached ? kept.cached : null, node.reused ? kept.reused : null, node.attempts > 1 ? kept.attempts : null];
 }
 
@@ -30,21 +29,45 @@ function button(label, testid, title, onclick) {
   }, label);
 }
 
-/** A group's content: its head's parts (name and `state`, its badge), then its counts and buttons to show its
- * runs a page at a time. */
-function groupParts(node, page, act, state) {
+/** A group's own parts, made once with its box: its counts and its buttons to show its runs a page at a time. The
+ * buttons act on what the box shows when clicked (box.shown: {node, page, act}), so they stay in the page as the
+ * group changes (a run added to it, its counts). */
+function makeGroupParts(box) {
+  const act = (offset) => {
+    const { node, page, act: a } = box.shown;
+    a.expand(node.id, offset(node, page));
+  };
+  return {
+    text: h("div", { class: "group-text", testid: "group-text" }),
+    actions: h("div", { class: "group-actions" }),
+    page: h("span", { class: "muted", testid: "group-page" }),
+    prev: button("◀", "group-prev", "the previous page", () => act((n, page) => Math.max(0, n.offset - page))),
+    next: button("▶", "group-next", "the next page", () => act((n, page) => n.offset + page)),
+    hide: button("hide", "group-hide", "show them as one group again", () => act(() => null)),
+    expand: button("", "group-expand", "", () => act(() => 0)),
+  };
+}
+
+/** Set `el`'s text to `text`, in place (its element stays). */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/** A group's content: its head's parts (name, its badge), then its counts and its page buttons, updated in place. */
+function groupParts(node, page, box) {
+  const parts = box.group;
   const paged = node.shown > 0;
-  const from = node.offset;
-  const to = Math.min(node.total, node.offset + node.shown);
-  return [[h("span", { class: "fname" }, `${node.total} × ${node.func_name}`), state],
-    h("div", { class: "group-text", testid: "group-text" }, paged ? `${groupText(node)} not shown` : groupText(node)),
-    h("div", { class: "group-actions" }, paged
-      ? [h("span", { class: "muted", testid: "group-page" }, `runs ${from + 1}–${to} of ${node.total} shown`),
-        button("◀", "group-prev", "the previous page", () => act.expand(node.id, Math.max(0, from - page))),
-        button("▶", "group-next", "the next page", () => act.expand(node.id, from + page)),
-        button("hide", "group-hide", "show them as one group again", () => act.expand(node.id, null))]
-      : button(`show ${Math.min(page, node.total)}`, "group-expand", `show ${page} of these runs one by one`,
-        () => act.expand(node.id, 0)))];
+  setText(parts.text, paged ? `${groupText(node)} not shown` : groupText(node));
+  if (paged) {
+    const to = Math.min(node.total, node.offset + node.shown);
+    setText(parts.page, `runs ${node.offset + 1}–${to} of ${node.total} shown`);
+    fillInPlace(parts.actions, parts.page, parts.prev, parts.next, parts.hide);
+  } else {
+    setText(parts.expand, `show ${Math.min(page, node.total)}`);
+    parts.expand.title = `show ${page} of these runs one by one`;
+    fillInPlace(parts.actions, parts.expand);
+  }
+  return [[h("span", { class: "fname" }, `${node.total} × ${node.func_name}`), box.badge], parts.text, parts.actions];
 }
 
 /** A run's content: its head's parts (fold toggle, name, its badge, its tags), then its label and whether it is
@@ -66,13 +89,15 @@ function make(group) {
     onkeydown: (e) => { if (e.key === "Enter" && e.target === e.currentTarget) el.go(); },
   });
   const head = h("div", { class: "run-head" });
-  return { el, head, body: h("div", { class: "run-body" }, head), badge: badge(null), tags: makeTags() };
+  const box = { el, head, body: h("div", { class: "run-body" }, head), badge: badge(null), tags: makeTags(), shown: null };
+  box.group = group ? makeGroupParts(box) : null;
+  return box;
 }
 
 /** The boxes of one graph, kept by node across redraws. */
 export class Boxes {
   constructor() {
-    this.kept = new Map(); // "kind:id" -> {el, head, body, badge, tags}
+    this.kept = new Map(); // "kind:id" -> {el, head, body, badge, tags, group, shown}
     this.drawn = new Map(); // those drawn in the redraw under way
   }
 
@@ -92,7 +117,8 @@ export class Boxes {
     else box.el.removeAttribute("title");
     box.el.go = () => { if (!group) act.select(node.id); };
     setBadge(box.badge, state); // in place: a click on it as the state changes is made too
-    const [head, ...rest] = group ? groupParts(node, page, act, box.badge) : runParts(node, dm, act, box);
+    box.shown = { node, page, act };
+    const [head, ...rest] = group ? groupParts(node, page, box) : runParts(node, dm, act, box);
     fillKeepingDrawn(box.head, head.flat());
     fillKeepingDrawn(box.body, [box.head, ...rest]);
     return box;
