@@ -949,6 +949,34 @@ def test_clicks_on_a_runs_values_as_they_change(page: Any, served: Served) -> No
     assert got.value.suggested_filename.startswith(x[:8]), got.value.suggested_filename
 
 
+def test_a_search_typed_as_a_new_pipeline_appears(page: Any, served: Served) -> None:
+    """A search being typed keeps its focus and its text as a live event brings a pipeline the func filter did not
+    list (the list's toolbar was drawn anew: the box taken out of the page, the rest of the word typed into
+    nothing)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2, func_module="typed")
+    _login(page, served)
+    page.goto(f"{served.url}/#/")
+    option = lambda func: tid("func-filter").locator(f'option[value="{func}:pipeline"]')  # noqa: E731
+    expect(option("typed")).to_have_count(1)
+    search = tid("search")
+    search.click()
+    page.keyboard.type("pipe")
+    expect(page.locator('[data-testid="resolution-row"]').first).to_be_visible()  # searched: "pipe"
+    big.record_fanout(served.store, 3, func_module="fresh")  # a pipeline the filter does not list yet
+    _record_run(served, running_id)  # a live event: the list asked for again
+    expect(option("fresh")).to_have_count(1)
+    page.keyboard.type("line")
+    expect(search).to_have_value("pipeline")
+    expect(search).to_be_focused()
+
+
 def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
     """A click on a resolution's link in the list whose mouse is pressed as a running resolution of the same
     pipeline records a run (its row, so its group, redrawn) and released once the list shows it, is followed (the

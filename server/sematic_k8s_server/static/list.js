@@ -28,6 +28,7 @@ export class ListView extends View {
     this.funcs = [];
     this.funcsTotal = 0; // root funcs recorded: the server names the first 1,000 (page.funcs)
     this.toolbar = null;
+    this.funcSelect = null; // the func filter, its options drawn in place (fillFuncs)
     this.results = h("div", { class: "pipelines", testid: "pipelines" });
     this.groups = new Map(); // root func -> its group drawn, {el, head, table, rows, byId}: kept while it is shown
     this.el = h("section", { class: "list", testid: "resolutions-view" });
@@ -86,13 +87,13 @@ export class ListView extends View {
     if (JSON.stringify(page.funcs) !== JSON.stringify(this.funcs) || total !== this.funcsTotal) {
       this.funcs = page.funcs;
       this.funcsTotal = total;
-      const fresh = this.renderToolbar();
-      this.toolbar.replaceWith(fresh);
-      this.toolbar = fresh;
+      this.fillFuncs();
     }
     this.render(page);
   }
 
+  /** The toolbar: search and filters, kept while the list is shown (a search being typed keeps its focus and text
+   * as live events bring pipelines the func filter did not list: fillFuncs). */
   renderToolbar() {
     const f = this.filters;
     let typing = null;
@@ -101,14 +102,25 @@ export class ListView extends View {
       oninput: (e) => { clearTimeout(typing); typing = setTimeout(() => this.set("q", e.target.value), 250); },
     });
     const select = (testid, key, options) => h("select", { testid, onchange: (e) => this.set(key, e.target.value) },
-      options.map(([v, label, disabled]) => h("option", { value: v, selected: v === f[key], disabled }, label)));
-    const funcs = f.func && !this.funcs.includes(f.func) ? [f.func, ...this.funcs] : this.funcs; // one past the first
-    const more = this.funcsTotal - this.funcs.length;
+      options.map(([v, label]) => h("option", { value: v, selected: v === f[key] }, label)));
+    this.funcSelect = select("func-filter", "func", []);
+    this.fillFuncs();
     return h("div", { class: "toolbar wrap-tools" }, h("h1", {}, "Pipelines"), h("span", { class: "spacer" }), search,
-      select("func-filter", "func", [["", "all funcs"], ...funcs.map((p) => [p, p]),
-        ...(more > 0 ? [["\u2026", `\u2026 and ${more} more: search for one by name`, true]] : [])]),
+      this.funcSelect,
       select("state-filter", "state", STATES.map((s) => [s, s || "all states"])),
       select("time-filter", "range", RANGES));
+  }
+
+  /** The func filter's options, from the funcs the server names, drawn in place (the select stays). */
+  fillFuncs() {
+    const f = this.filters;
+    const funcs = f.func && !this.funcs.includes(f.func) ? [f.func, ...this.funcs] : this.funcs; // one past the first
+    const more = this.funcsTotal - this.funcs.length;
+    const options = [["", "all funcs"], ...funcs.map((p) => [p, p]),
+      ...(more > 0 ? [["\u2026", `\u2026 and ${more} more: search for one by name`, true]] : [])];
+    fill(this.funcSelect, options.map(([v, label, disabled]) => h("option", { value: v, selected: v === f.func, disabled },
+      label)));
+    this.funcSelect.value = f.func;
   }
 
   render(page) {
