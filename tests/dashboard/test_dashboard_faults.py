@@ -300,7 +300,8 @@ def test_a_greyed_page_following_live_events_tries_again_by_itself(page: Any, se
     """A page following live events (the proxy passes the stream on) whose load of the Run panel's run, then of the
     resolution's overview, is answered 502 for a moment keeps what it drew, greyed, and shows it current again once
     the proxy passes the requests on, though no event comes meanwhile (was: greyed under "retrying" until the next
-    event of the resolution: forever for one that ended, nothing asked again while the stream was live)."""
+    event of the resolution: forever for one that ended, nothing asked again while the stream was live); a resolution
+    page opened while the overview fails says so, then shows the resolution once it answers (was: the problem kept)."""
     from playwright.sync_api import expect
 
     root_id, step_id = _running_step(server)
@@ -316,6 +317,13 @@ def test_a_greyed_page_following_live_events_tries_again_by_itself(page: Any, se
             proxy.failing = False  # no event from here on
             expect(notice).to_be_hidden(timeout=WAIT_MS)
             expect(_tid(page, "run-func-name")).to_have_text("step")
+        proxy.failing = True  # a page opened meanwhile: nothing seen yet, the problem said
+        page.goto("about:blank")
+        _open_live(page, f"{proxy.url}/#/resolutions/{root_id}")
+        expect(_tid(page, "resolution-missing")).to_contain_text("answered 502 Bad Gateway", timeout=WAIT_MS)
+        proxy.failing = False
+        expect(_tid(page, "resolution-id")).to_have_text(root_id, timeout=WAIT_MS)
+        expect(_tid(page, "resolution-missing")).to_have_count(0)
         expect(_tid(page, "live-status")).to_have_attribute("data-mode", "live")  # live all along: no polling
     finally:
         proxy.close()

@@ -80,7 +80,13 @@ export class Staleness {
     this.el.dataset.stale = String(why !== null);
     this.notice.hidden = why === null;
     this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
-    if (why !== null) this.timer = setTimeout(() => { this.timer = null; this.retry(); }, POLL_MS);
+    if (why !== null) this.again();
+  }
+
+  /** Try the load again in POLL_MS (nothing seen yet to grey: the view says the outage its own way). */
+  again() {
+    this.stop();
+    this.timer = setTimeout(() => { this.timer = null; this.retry(); }, POLL_MS);
   }
 
   /** No more tries (the view left, or it shows something else). */

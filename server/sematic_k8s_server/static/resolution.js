@@ -120,6 +120,7 @@ export class ResolutionView extends View {
       }
       this.showProblem(e.status === 404 ? `No resolution ${this.id}` : `Cannot load resolution ${this.id}`,
         e.status === 404 ? "It may have been typed wrong, or be on another server." : e.message);
+      if (unreachable(e)) this.stale.again(); // an outage: shown once it answers
       return;
     }
     if (ov === undefined) return; // superseded (pages of groups since changed: aborted), or come after a newer one's
