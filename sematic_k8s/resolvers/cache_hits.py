@@ -50,6 +50,7 @@ class CacheHits:
         self.namespace: str | None = None  # the resolution's, once it started (None: caching is off)
         self.forced: set[str] = set()  # runs that execute even when cached (a rerun's target)
         self.warned_no_namespace = False
+        self.warned_skipped = False  # said that the server skipped another API key's run (once per resolution)
         # run id -> (inputs, cache key: None when not cacheable) of a run its wave's look-up left to start
         self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}
         self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
@@ -86,7 +87,8 @@ class CacheHits:
             hits: dict[str, Any] = {k: run for k, (run, _) in found.items()}
             self.artifacts = {run.output_id: art for run, art in found.values() if art and run.output_id}
         else:
-            hits = self.store.find_cached_many(key for _, key in keys.values())
+            nodes_by_id = self.graph.nodes
+            hits = self._find({key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
             self.artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
         if resolve:
             keys = self._resolve_wave(keys, hits, resolve_hit)
@@ -166,11 +168,26 @@ class CacheHits:
         elif key in self.looked_up:
             hit = self.looked_up.pop(key)
         else:
-            hit = self.store.find_cached(key)
+            hit = self._find({key: func.name}).get(key)
         if hit is not None and hit.output_id is not None:
             return hit, hit.output_id
         self.run_keys[node.run_id] = key
         return None
+
+    def _find(self, asked: dict[str, str]) -> dict[str, RunRecord]:
+        """The store's hits of ``asked`` (cache key -> its func's name). A store that tells which runs the server
+        skipped as another API key's (``HttpStore.find_reusable``) gets the first such miss said, once."""
+        find_reusable = getattr(self.store, "find_reusable", None)
+        if find_reusable is None:
+            return self.store.find_cached_many(asked)
+        hits, skipped = find_reusable(asked)
+        for key, run_id in skipped.items():
+            if not self.warned_skipped and key in asked:
+                log.warning("%s: not reusing cached run %s, which has the same cache key: another API key recorded it, "
+                            "and the server reuses only your key's outputs and those of the keys it trusts "
+                            "(--cache-trusted-key); running it (said once per resolution)", asked[key], run_id)
+                self.warned_skipped = True
+        return hits
 
     def resolved(self, run_id: str) -> None:
         """A run resolved: if it executed with a cache key, a later run with that key looks the key up again."""

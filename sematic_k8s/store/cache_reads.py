@@ -1,11 +1,13 @@
 """The SQL store's cache look-ups: the most recent resolved run of a cache key that is not itself a hit, as a whole
 record (:func:`find_cached`), as the fields a hit uses (:func:`find_cached_many`), or as what the resolution loop
-takes of a hit, with its output artifact, in one statement per 500 keys (:func:`find_hits`). All of them read the
-partial, covering index ``ix_runs_cache_hits`` (:mod:`~sematic_k8s.store.tables`)."""
+takes of a hit, with its output artifact, in one statement per 500 keys (:func:`find_hits`); through the server,
+only among the runs of the owners the asker trusts (:func:`find_trusted`). All of them read the partial, covering
+index ``ix_runs_cache_hits`` (:mod:`~sematic_k8s.store.tables`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -19,6 +21,18 @@ HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, a
             "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
             "ORDER BY runs.ended_at")  # find_hits
 Hit = tuple[records.CacheHit, reads.Formats | None]  # a hit, and its output artifact's formats (None: not recorded)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Whose runs a cache look-up may hit: those recorded by one of ``owners`` (API key ids), and with ``unowned``
+    those recorded with no owner (before owners were, migration 0012)."""
+
+    owners: frozenset[str]
+    unowned: bool = False
+
+    def trusts(self, owner: str | None) -> bool:
+        return self.unowned if owner is None else owner in self.owners
 
 
 def find_cached(conn: sa.Connection, runs: sa.Table, cache_key: str) -> RunRecord | None:
@@ -43,6 +57,27 @@ def find_cached_many(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[s
             run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
             out[run.cache_key] = run  # type: ignore[index]
     return out
+
+
+def find_trusted(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str],
+                 trust: Trust) -> tuple[dict[str, RunRecord], dict[str, str]]:
+    """:func:`find_cached_many` among the runs ``trust`` trusts: the most recent such run of each key, and for each key
+    that has none, the most recent run it skipped (key -> its id), if any: a miss that the asker is told of."""
+    keys = list(dict.fromkeys(cache_keys))
+    t = runs
+    out: dict[str, RunRecord] = {}
+    skipped: dict[str, str] = {}
+    for i in range(0, len(keys), 500):
+        stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS], t.c.owner)
+                .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
+                .order_by(t.c.ended_at))
+        for row in conn.execute(stmt).all():  # most recent wins
+            run = RunRecord(**dict(zip(_HIT_FIELDS, row[:-1], strict=True)))
+            if trust.trusts(row[-1]):
+                out[run.cache_key] = run  # type: ignore[index]
+            else:
+                skipped[run.cache_key] = run.id  # type: ignore[index]
+    return out, {key: run_id for key, run_id in skipped.items() if key not in out}
 
 
 def find_hits(conn: sa.Connection, cache_keys: Iterable[str]) -> dict[str, Hit]:

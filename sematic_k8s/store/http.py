@@ -250,17 +250,24 @@ class HttpStore:
         return [record_from_json(ArtifactRecord, d) for d in docs]
 
     def find_cached(self, cache_key: str) -> RunRecord | None:
-        doc = self._request("GET", f"/store/cached/{cache_key}", missing_ok=True)
-        return None if doc is None else record_from_json(RunRecord, doc)
+        return self.find_reusable([cache_key])[0].get(cache_key)
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
+        return self.find_reusable(cache_keys)[0]
+
+    def find_reusable(self, cache_keys: Iterable[str]) -> tuple[dict[str, RunRecord], dict[str, str]]:
+        """:meth:`find_cached_many`, and for the keys that missed, the run the server skipped as another API key's
+        (key -> its id; none from a server that records no owners): the runs the caller may reuse are those its key
+        recorded and those of the keys the server trusts."""
         keys = list(dict.fromkeys(cache_keys))
         out: dict[str, RunRecord] = {}
+        skipped: dict[str, str] = {}
         for i in range(0, len(keys), PAGE):
             doc = self._request("POST", "/store/cached", content=dumps({"keys": keys[i:i + PAGE]}),
                                 headers={"Content-Type": "application/json"})
             out.update({k: record_from_json(RunRecord, d) for k, d in doc["items"].items()})
-        return out
+            skipped.update(doc.get("skipped") or {})
+        return out, skipped
 
     def cancel_requested(self, resolution_id: str) -> bool:
         return bool(self._request("GET", f"/store/cancel_requested/{resolution_id}")["cancel_requested"])

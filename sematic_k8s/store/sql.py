@@ -82,6 +82,9 @@ R = TypeVar("R")
 P = ParamSpec("P")
 log = logging.getLogger("sematic_k8s")
 
+# a new row's owner, unless the server gave one (the writer's API key): every row of an insert has the same columns
+_OWNED: dict[str, Any] = {"owner": None}
+_RUN_ROW = RUN_DEFAULTS | _OWNED
 _HITS_SQL = cache_reads.HITS_SQL  # find_hits' statement, where tests read it to explain its query plan
 
 
@@ -230,13 +233,13 @@ class SqlStore:
                 guards.refuse_second_continue(conn, self._res, batch.new_resolutions,
                                               lambda ids: self._expire(conn, ids))
                 writes.replace_claims(conn, self._res, batch.new_resolutions)  # its driver's record, in its place
-            writes.insert_absent(conn, self._res, batch.new_resolutions)
+            writes.insert_absent(conn, self._res, [_OWNED | r for r in batch.new_resolutions])
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
                     conflicts |= guards.conflicting_artifacts(conn, self._arts, rows)
                 writes.insert_artifacts(conn, self._arts, rows)
             for rows in guards.chunks(list(batch.new_runs.values())):
-                writes.insert_absent(conn, self._runs, [RUN_DEFAULTS | r for r in rows])
+                writes.insert_absent(conn, self._runs, [_RUN_ROW | r for r in rows])
             bulk.clone_runs(conn, self._runs, list(batch.clones.values()))
             for hits in guards.chunks(list(batch.hits.values())):
                 bulk.insert_hits(conn, self._runs, hits)
@@ -411,6 +414,10 @@ class SqlStore:
 
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         return self._read(cache_reads.find_cached_many, self._runs, cache_keys)
+
+    def find_trusted(self, cache_keys: Iterable[str],
+                     trust: cache_reads.Trust) -> tuple[dict[str, RunRecord], dict[str, str]]:
+        return self._read(cache_reads.find_trusted, self._runs, cache_keys, trust)
 
     def find_hits(self, cache_keys: Iterable[str]) -> dict[str, cache_reads.Hit]:
         return self._read(cache_reads.find_hits, cache_keys)

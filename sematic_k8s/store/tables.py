@@ -16,6 +16,7 @@ ENDED = (RESOLVED, FAILED, CANCELED)
 UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
 # the runs a cache look-up can hit (ix_runs_cache_hits)
 CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"
+CACHE_HITS_COLUMNS = ("cache_key", "state", "cached_from", "ended_at", "id", "output_id", "source_hash", "owner")
 
 
 class Base(DeclarativeBase):
@@ -44,14 +45,16 @@ class ResolutionRow(Base):
     driver_seq: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # people's labels (SqlStore.label_resolution): one more for each change of the tags or the note
     labels_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # the API key that recorded it, set by the server from the writer's credentials, never by a record (None: embedded
+    # or local mode, or recorded before owners were, migration 0012); not in ResolutionRecord
+    owner: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
 
 
 class RunRow(Base):
     __tablename__ = "runs"
     # cache look-ups (find_hits, find_cached...): the runs a key can hit, with what a hit takes of them, in the
-    # index alone; hits themselves and runs without a key are left out of it (migration 0007)
-    __table_args__ = (sa.Index("ix_runs_cache_hits", "cache_key", "state", "cached_from", "ended_at", "id", "output_id",
-                               "source_hash", sqlite_where=sa.text(CACHE_HITS_WHERE),
+    # index alone, its owner included; hits themselves and runs without a key are left out of it (migrations 0007, 0012)
+    __table_args__ = (sa.Index("ix_runs_cache_hits", *CACHE_HITS_COLUMNS, sqlite_where=sa.text(CACHE_HITS_WHERE),
                                postgresql_where=sa.text(CACHE_HITS_WHERE)),)
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     root_id: Mapped[str] = mapped_column(sa.String(64), index=True)
@@ -76,6 +79,9 @@ class RunRow(Base):
     created_at: Mapped[Any] = mapped_column(sa.DateTime)
     started_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
     ended_at: Mapped[Any] = mapped_column(sa.DateTime, nullable=True)
+    # the API key that recorded it (as ResolutionRow.owner): a cache look-up through the server hits only the asker's
+    # runs and those of the keys its operator trusts (cache_reads.Trust); not in RunRecord
+    owner: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
 
 
 class ArtifactRow(Base):

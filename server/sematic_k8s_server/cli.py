@@ -23,6 +23,7 @@ from sematic_k8s.cli.options import FloatRange, HomeDir
 from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url, sqlite_file, unrecorded_sqlite
+from sematic_k8s_server.config import UNOWNED
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -144,6 +145,10 @@ def _is_loopback(host: str) -> bool:
               help="Seconds a stopping server (SIGTERM, Ctrl-C) gives the requests under way to finish before it "
                    "cuts them; live event streams end at once. Keep it below the time the process is given to stop "
                    "(Kubernetes' terminationGracePeriodSeconds, less a preStop delay).")
+@click.option("--cache-trusted-key", "cache_trusted_keys", multiple=True, metavar="NAME",
+              help="Let every key's cache look-ups reuse the outputs recorded by the API key named NAME (a service "
+                   f"that fills the cache; repeat for more; {UNOWNED} for the runs recorded before owners were). "
+                   "Otherwise a key reuses only its own: a cached output is loaded, and a pickle runs what it holds.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (PostgreSQL only): one per core serves more requests; "
                    "live events reach every process through the database.")
@@ -152,8 +157,8 @@ def _is_loopback(host: str) -> bool:
 def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: bool, allow_docker: bool,
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
            rerun_concurrency: int, rerun_queue: int, max_request_mb: float, header_timeout: float, body_timeout: float,
-           send_timeout: float, max_streams_per_key: int, token_max_hours: float, shutdown_timeout: float, workers: int,
-           home_opt: Path | None) -> None:
+           send_timeout: float, max_streams_per_key: int, token_max_hours: float, shutdown_timeout: float,
+           cache_trusted_keys: tuple[str, ...], workers: int, home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
     Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage,
@@ -186,7 +191,8 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "rerun_namespace": rerun_namespace or os.environ.get(settings.NAMESPACE_ENV),
               "rerun_concurrency": rerun_concurrency, "rerun_queue": rerun_queue,
               "max_request_bytes": int(max_request_mb * 1024 * 1024), "body_timeout": body_timeout,
-              "max_streams_per_key": max_streams_per_key, "token_max_hours": token_max_hours, "self_url": self_url}
+              "max_streams_per_key": max_streams_per_key, "token_max_hours": token_max_hours, "self_url": self_url,
+              "cache_trusted_keys": list(cache_trusted_keys)}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     from sematic_k8s_server import shutdown
@@ -303,7 +309,8 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
                                executor_settings={"namespace": namespace} if namespace else {},
                                concurrency=params["rerun_concurrency"], queue=params["rerun_queue"],
                                token_lifetime=dt.timedelta(hours=params["token_max_hours"])),
-            allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()))
+            allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()),
+            cache_trusted_keys=tuple(params.get("cache_trusted_keys", ())))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 

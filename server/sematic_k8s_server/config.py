@@ -14,6 +14,7 @@ LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's drive
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_MAX_STREAMS_PER_KEY = 64  # live-event streams: a dashboard tab holds one
+UNOWNED = "(unowned)"  # in cache_trusted_keys: the runs recorded before owners were (migration 0012)
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
@@ -64,7 +65,9 @@ class ServerConfig:
     of cloud resolutions from (when they recorded one of these); a record naming any other is refused.
     ``body_timeout``: seconds a request's body may take to arrive, once its headers have (then 408).
     ``max_streams_per_key``: live-event streams one API key (in local mode: this machine) may hold open at once in
-    one server process (then 429)."""
+    one server process (then 429). ``cache_trusted_keys``: the names of the API keys whose cached runs every key's
+    look-ups may hit (besides its own); :data:`UNOWNED` trusts the runs recorded before owners were
+    (:mod:`~sematic_k8s_server.cache_trust`)."""
 
     api_keys_required: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -72,6 +75,7 @@ class ServerConfig:
     max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY
     reruns: RerunConfig = field(default_factory=RerunConfig)
     allowed_storages: tuple[str, ...] = ()
+    cache_trusted_keys: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -84,3 +88,7 @@ class ServerConfig:
             raise ValueError(f"the request body timeout must be more than 0 seconds, got {self.body_timeout}")
         if self.max_streams_per_key < 1:
             raise ValueError(f"the live-event streams per API key must be at least 1, got {self.max_streams_per_key}")
+        for name in self.cache_trusted_keys:
+            if not 1 <= len(name) <= 128 or not name.isprintable() or name != name.strip():
+                raise ValueError(f"cache trusted key {name[:140]!r}: give an API key's name (as `sematic-k8s api-keys "
+                                 f"list` shows it), or {UNOWNED} for the runs recorded before owners were")

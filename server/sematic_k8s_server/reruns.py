@@ -167,10 +167,11 @@ class Reruns:
                           root_func=res.root_func_path, root_source_file=source_file,
                           platform=platform if platform in ARCHITECTURES else None, packaged_only=True)
 
-    def claim(self, res: ResolutionRecord, spec: DriverSpec) -> Batch:
+    def claim(self, res: ResolutionRecord, spec: DriverSpec, owner: str | None) -> Batch:
         """The record of the rerun ``spec`` starts (any mode), ``CLAIMED`` until its driver records it in its place:
         written before the driver is started, so that the id answered is recorded whatever becomes of the launch, and
-        a second continue of ``res`` is refused then (ContinuedAlready)."""
+        a second continue of ``res`` is refused then (ContinuedAlready). ``owner``: the API key that asked (the key
+        whose token the driver gets: its driver records it in its place)."""
         now = utcnow()
         batch = Batch()
         batch.add_resolution(ResolutionRecord(
@@ -179,6 +180,7 @@ class Reruns:
             settings={"kind": "cloud", "rerun_of": res.id, "rerun_from": spec.resolution.rerun_from,
                       "rerun_mode": spec.resolution.rerun_mode, "storage_url": spec.storage_url,
                       "executor": spec.executor}))
+        batch.new_resolutions[-1]["owner"] = owner
         return batch
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any,

@@ -215,6 +215,8 @@ class CacheKeys(BaseModel):
 
 class CachedRuns(BaseModel):
     items: dict[str, RunOut]  # cache key -> the most recent resolved run with it (keys that hit)
+    skipped: dict[str, str] = Field(default_factory=dict, description="cache key (one that missed) -> the most recent "
+                                    "run with it, skipped as another API key's (one this server does not trust)")
 
 
 class CancelRequested(BaseModel):

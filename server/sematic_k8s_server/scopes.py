@@ -1,10 +1,16 @@
-"""What a resolution token may do (API keys may do everything but manage keys, which takes an admin key).
+"""What a resolution token may do (API keys may do everything but manage keys, which takes an admin key, and write
+into the resolutions of other keys).
 
 A token may read its own resolution and the one it re-runs, record only its own resolution's runs, look up
 the cache and read artifacts by their content id (knowing a sha256 is what makes it readable: cache hits
 reuse other resolutions' outputs), from the default storage or the one a resolution it may read recorded.
 Everything else (listing, live events, reruns, cancels, minting tokens, keys) needs an API key. Each refusal
 is a 403 that says which.
+
+Records have owners (the API key that wrote them; a token's: the key that minted it). A key, and its tokens, record
+runs only into the resolutions that key recorded: none into another key's, whose reruns would reuse them, nor into one
+recorded before owners were (only the token its driver holds may). Cache look-ups are scoped in
+:mod:`~sematic_k8s_server.cache_trust`.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import sqlalchemy as sa
 
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s.store.tables import Base, RunRow
+from sematic_k8s.store.tables import Base, ResolutionRow, RunRow
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.problems import ApiError
 
 _runs = Base.metadata.tables[RunRow.__tablename__]
+_res = Base.metadata.tables[ResolutionRow.__tablename__]
 CHUNK = 500
 _ID = r"[0-9a-f]{1,64}"
 TOKEN_ROUTES = tuple((method, re.compile(path)) for method, path in (  # all a driver calls; default: refused
@@ -75,32 +82,86 @@ def roots_of(store: SqlStore, run_ids: Iterable[str]) -> dict[str, str]:
 
 
 Records = Mapping[str, Mapping[str, object]]  # id -> a record's fields
+NOT_YOURS = ("records only the resolutions its key started: start one of your own, or re-run this one "
+             "(sematic-k8s rerun RUN_ID) to build on its runs")
+
+
+def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str | None]:
+    """resolution id -> the API key that recorded it (None: recorded before owners were), for those recorded."""
+    ids, out = list(resolution_ids), dict[str, str | None]()
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), CHUNK):
+            for row in conn.execute(sa.select(_res.c.id, _res.c.owner).where(_res.c.id.in_(ids[i:i + CHUNK]))):
+                out[row.id] = row.owner
+    return out
+
+
+def may_own(principal: Principal, owner: str | None) -> bool:
+    """Whether ``principal`` may record into a resolution recorded by ``owner``: its own key's (a token: the key that
+    minted it). One recorded before owners were (None) only by a token (its driver under way through the upgrade:
+    a key may mint none for it, :func:`check_owner`)."""
+    return owner == principal.key_id if owner is not None else principal.is_token
+
+
+def check_owner(principal: Principal, store: SqlStore, resolution_id: str, action: str) -> None:
+    """403 unless ``principal`` (an API key, in a server with keys) may ``action`` resolution ``resolution_id``
+    (mint its token, take it over): not recorded yet, or recorded by its own key."""
+    if principal.key_id is None and not principal.is_token:
+        return  # local mode: no keys, no owners
+    owners = owners_of(store, [resolution_id])
+    if resolution_id in owners and owners[resolution_id] != principal.key_id:
+        raise ApiError(403, f"API key {principal.name!r} may not {action} resolution {resolution_id}: another API "
+                            f"key recorded it, and a key {NOT_YOURS}")
 
 
 def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_updates: Records,
                 new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records,
                 sequence: Iterable[str] = (), fence: Iterable[str] = ()) -> None:
     """403 unless every run and resolution a batch creates or changes (its write sequence and fence included: a
-    fence's refusal names its resolution's driver and when it took over) belongs to a token's resolution. A run's
-    refusal names the run, never the resolution it is recorded in."""
-    if not principal.is_token:
+    fence's refusal names its resolution's driver and when it took over) belongs to a token's resolution, and to a
+    resolution its key recorded (:func:`may_own`; a new run's, recorded or in the batch). A run's refusal names the
+    run, never the resolution it is recorded in. Local mode (no keys) writes anything."""
+    if principal.key_id is None and not principal.is_token:
         return
     own = principal.resolution_id
+    who = f"{principal.name}'s token" if principal.is_token else f"API key {principal.name!r}"
 
     def refuse(what: str) -> ApiError:
-        return ApiError(403, f"{principal.name}'s token may not write {what}: it records only its own resolution")
+        return ApiError(403, f"{who} may not write {what}: it records only its own resolution")
 
+    def not_owned(what: str) -> ApiError:
+        return ApiError(403, f"{who} may not write {what}: another API key recorded its resolution, and a key "
+                             f"{NOT_YOURS}")
+
+    touched: dict[str, str] = {}  # resolution id -> what a refusal names
     for res in new_resolutions:
-        if res.get("id") != own:
+        if principal.is_token and res.get("id") != own:
             raise refuse(f"resolution {res.get('id')}")
+        touched.setdefault(str(res.get("id")), f"resolution {res.get('id')}")
     for res_id in [*resolution_updates, *sequence, *fence]:
-        if res_id != own:
+        if principal.is_token and res_id != own:
             raise refuse(f"resolution {res_id}")
+        touched.setdefault(res_id, f"resolution {res_id}")
     for run_id, fields in new_runs.items():
-        if fields.get("root_id") != own:
+        if principal.is_token and fields.get("root_id") != own:
             raise refuse(f"run {run_id}")
     recorded = roots_of(store, [*new_runs, *run_updates])
     for run_id in [*new_runs, *run_updates]:
         root = recorded.get(run_id) or (new_runs.get(run_id) or {}).get("root_id")
-        if root != own:
-            raise refuse(f"run {run_id}" if root else f"run {run_id}, which is not recorded")
+        if not root and principal.is_token:
+            raise refuse(f"run {run_id}, which is not recorded")
+        if not root:
+            raise ApiError(403, f"{who} may not update run {run_id}, which is not recorded (record it first, in the "
+                                "same batch or before)")
+        if principal.is_token and root != own:
+            raise refuse(f"run {run_id}")
+        touched.setdefault(str(root), f"run {run_id}")
+    owners = owners_of(store, touched)
+    created = {res.get("id") for res in new_resolutions}
+    for res_id, what in touched.items():
+        if res_id in owners:
+            if not may_own(principal, owners[res_id]):
+                raise not_owned(what)
+        elif res_id not in created:
+            raise ApiError(403, f"{who} may not write {what}: its resolution {res_id} is not recorded (record the "
+                                "resolution first, in the same batch or before)")

@@ -180,8 +180,8 @@ def test_concurrent_requests_each_get_their_own_answer(tmp_path: Path) -> None:
     with serve(tmp_path) as s, httpx.Client(base_url=s.url, headers={"X-API-Key": s.admin_key}) as admin:
         root = uuid.uuid4().hex
         seed, ids = _seed(root, 200)
-        assert admin.post("/api/v1/store/write", content=_batch_body(seed),
-                          headers={"Content-Type": "application/json"}).status_code == 200
+        assert admin.post("/api/v1/store/write", content=_batch_body(seed),  # the key's own resolution: it writes it
+                          headers={"X-API-Key": s.key, "Content-Type": "application/json"}).status_code == 200
         revoked = admin.post("/api/v1/api-keys", json={"name": "gone"}).json()
         admin.post(f"/api/v1/api-keys/{revoked['id']}/revoke", json={}).raise_for_status()
         bodies = [(s.key, _batch_body(Batch(run_updates={r: {"state": "running"}}))) for r in ids]

@@ -17,6 +17,7 @@ from sematic_k8s.errors import ResolutionEnded, RunResolved
 from sematic_k8s.store import schema
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server.config import UNOWNED, ServerConfig
 from sematic_k8s_server.db import migrate, open_store, target_metadata
 from serving import serve
 
@@ -80,7 +81,8 @@ def test_pipeline_on_postgres_embedded(postgres_url, tmp_path, monkeypatch) -> N
 
 def test_cache_hits_recorded_whole_on_postgres(postgres_url, tmp_path, monkeypatch) -> None:
     """Hits written in bulk by the SQL store on PostgreSQL (JSON columns cast, timestamps as they are), then
-    through a server on the same database: every field of each hit's Run as SQLite has it."""
+    through a server on the same database (trusting the runs recorded without an owner): every field of each hit's
+    Run as SQLite has it."""
     open_store(postgres_url).close()
     monkeypatch.setenv("SEMATIC_K8S_DB_URL", postgres_url)
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
@@ -93,7 +95,8 @@ def test_cache_hits_recorded_whole_on_postgres(postgres_url, tmp_path, monkeypat
     assert isinstance(store, SqlStore) and store.engine.dialect.name == "postgresql"
     cache_records.check_hit_records(store, first.id, second.id, 7)
     monkeypatch.delenv("SEMATIC_K8S_DB_URL")
-    with serve(tmp_path, postgres_url) as s:
+    # the embedded store's runs have no owner: hits through the server when its operator trusts them
+    with serve(tmp_path, postgres_url, config=ServerConfig(cache_trusted_keys=(UNOWNED,))) as s:
         third = cache_records.hit_fan(7)
         assert third.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key,
                                               cache_namespace="pg-hits")) == 28

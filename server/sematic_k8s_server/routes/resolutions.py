@@ -100,7 +100,7 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)
     try:  # recorded before its driver starts (a continue: in the transaction that refuses a second one)
         with srv.write_lock:
-            srv.store.write(srv.reruns.claim(res, spec))
+            srv.store.write(srv.reruns.claim(res, spec, caller.key_id))
     except ContinuedAlready as e:
         raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
     token = None
@@ -131,14 +131,16 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
 
 
 @router.post("/resolutions/{resolution_id}/token", status_code=201, response_model=schemas.TokenOut,
-             responses={403: {"description": "a token asked"},
+             responses={403: {"description": "a token asked, or another API key recorded the resolution"},
                         409: {"description": "the resolution has ended"}, **NOT_FOUND},
              tags=["actions"], summary="Mint the token a resolution's driver records with")
 def mint_token(srv: Srv, caller: Caller, resolution_id: ResolutionId, body: schemas.TokenIn) -> dict:
     """A new credential for the driver of ``resolution_id`` (about to start, or running): it may record only
     that resolution, read it and the resolution it re-runs (``rerun_from``'s), and stops working when the
-    resolution ends, after the server's maximum lifetime, or when the caller's key is revoked. Shown once."""
+    resolution ends, after the server's maximum lifetime, or when the caller's key is revoked. Shown once. Only for a
+    resolution not recorded yet or recorded by the caller's key (:func:`~sematic_k8s_server.scopes.check_owner`)."""
     scopes.require_key(caller, "mint tokens")
+    scopes.check_owner(caller, srv.store, resolution_id, "mint a token for")
     res = srv.store.get_resolution(resolution_id)
     if res is not None and res.state in TERMINAL:
         raise HTTPException(409, f"resolution {resolution_id} has ended ({res.state}): it needs no token")

@@ -14,7 +14,7 @@ from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced
 from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.wire import batch_from_json
-from sematic_k8s_server import schemas, scopes, writes
+from sematic_k8s_server import cache_trust, schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found
 from sematic_k8s_server.state import Server
@@ -42,7 +42,7 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
     """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): HTTPException
     for a batch refused; the database's errors when it is down."""
     rows = len(body.new_runs) + len(body.run_updates) + len(body.new_resolutions) + len(body.artifacts)
-    if caller.is_token or rows > INLINE_ROWS:  # database queries, or much work: off the event loop
+    if caller.key_id is not None or caller.is_token or rows > INLINE_ROWS:  # queries, or much work: off the loop
         batch = await anyio.to_thread.run_sync(_checked_batch, srv, caller, body)
     else:
         batch = _checked_batch(srv, caller, body)
@@ -79,10 +79,13 @@ def _refused(e: ResolutionEnded) -> HTTPException:
              summary="Become the resolution's only driver (fencing): its driver epoch, bumped")
 def take_over(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     """A driver starting or resuming a resolution takes it over: the writes of the drivers before it (which carry
-    older epochs in ``fence``) are refused from now on. A token may take over only its own resolution."""
+    older epochs in ``fence``) are refused from now on. A token may take over only its own resolution, a key only one
+    it recorded (:func:`~sematic_k8s_server.scopes.check_owner`)."""
     if caller.is_token and caller.resolution_id != resolution_id:
         raise HTTPException(403, f"{caller.name}'s token may not take over resolution {resolution_id}: it records "
                                  "only its own resolution")
+    if not caller.is_token:
+        scopes.check_owner(caller, srv.store, resolution_id, "take over")
     try:
         with srv.write_lock:
             return {"driver_epoch": srv.store.take_over(resolution_id)}
@@ -92,16 +95,20 @@ def take_over(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
 
 def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Batch:
     """The request's Batch (its fields' types checked by :class:`~sematic_k8s_server.schemas.BatchIn`): 422 for a
-    new record under another id than its own or a value the store refuses, 403 for a token's writes outside its
-    resolution."""
+    new record under another id than its own or a value the store refuses, 403 for writes outside the caller's
+    resolutions (:func:`~sematic_k8s_server.scopes.check_batch`). Its new runs and resolutions are the caller's: their
+    ``owner`` is its API key (a token's: the key that minted it), which no record can set or change."""
     _check_keys("run", body.new_runs)
     _check_keys("artifact", body.artifacts)
-    scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
-                       body.resolution_updates, body.sequence, body.fence)
     try:
-        return batch_from_json(body.model_dump())
+        batch = batch_from_json(body.model_dump())
     except (TypeError, ValueError, OverflowError) as e:  # OverflowError: a time before year 1 or after 9999
         raise HTTPException(422, f"bad batch: {e}") from None
+    scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
+                       body.resolution_updates, body.sequence, body.fence)
+    for row in [*batch.new_runs.values(), *batch.new_resolutions]:
+        row["owner"] = caller.key_id
+    return batch
 
 
 @router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, summary="Every run of a resolution")
@@ -111,18 +118,32 @@ def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> dict:
 
 
 @router.get("/cached/{cache_key}", response_model=schemas.RunOut, responses=NOT_FOUND,
-            summary="The most recent resolved run with this cache key")
-def cached(srv: Srv, cache_key: Annotated[str, PathParam(pattern=schemas.SHA256)]) -> dict:
-    run = srv.store.find_cached(cache_key)
+            summary="The most recent resolved run with this cache key that the caller may reuse")
+def cached(srv: Srv, caller: Caller, cache_key: Annotated[str, PathParam(pattern=schemas.SHA256)]) -> dict:
+    """The most recent resolved run with this key recorded by the caller's API key or a key the server trusts
+    (:mod:`~sematic_k8s_server.cache_trust`); 404 when there is none."""
+    trust = cache_trust.trust_of(srv.store.engine, srv.config.cache_trusted_keys, caller)
+    if trust is None:
+        run = srv.store.find_cached(cache_key)
+    else:
+        hit = srv.store.find_trusted([cache_key], trust)[0].get(cache_key)
+        run = srv.store.get_run(hit.id) if hit is not None else None
     if run is None:
-        raise HTTPException(404, f"no resolved run with cache key {cache_key}")
+        raise HTTPException(404, f"no resolved run with cache key {cache_key} that you may reuse")
     return run.to_dict()
 
 
-@router.post("/cached", response_model=schemas.CachedRuns, summary="The most recent resolved run of each cache key")
-def cached_many(srv: Srv, body: schemas.CacheKeys) -> dict:
-    """The HTTP store's ``find_cached_many``: one look-up for a planning wave's cache keys (those that hit)."""
-    return {"items": {k: r.to_dict() for k, r in srv.store.find_cached_many(body.keys).items()}}
+@router.post("/cached", response_model=schemas.CachedRuns,
+             summary="The most recent resolved run of each cache key that the caller may reuse")
+def cached_many(srv: Srv, caller: Caller, body: schemas.CacheKeys) -> dict:
+    """The HTTP store's ``find_cached_many``: one look-up for a planning wave's cache keys (those that hit), among the
+    runs the caller may reuse (:mod:`~sematic_k8s_server.cache_trust`); ``skipped``: for a key that missed, the most
+    recent run it has that another key recorded (the asker says why it missed)."""
+    trust = cache_trust.trust_of(srv.store.engine, srv.config.cache_trusted_keys, caller)
+    if trust is None:
+        return {"items": {k: r.to_dict() for k, r in srv.store.find_cached_many(body.keys).items()}, "skipped": {}}
+    hits, skipped = srv.store.find_trusted(body.keys, trust)
+    return {"items": {k: r.to_dict() for k, r in hits.items()}, "skipped": skipped}
 
 
 @router.post("/artifacts", response_model=schemas.ArtifactList, summary="The artifacts with these ids")
