@@ -1,0 +1,187 @@
+"""Cache poisoning across API keys, over real HTTP against a real uvicorn server with keys required: a key records a
+resolved run under the cache key another key's pipeline computes, its output a pickle that makes a directory when
+loaded. The other key's pipeline never loads it (its func runs, or its own earlier hit is reused), and says so once;
+an operator's trusted key's outputs are reused; no key (nor a token it minted) writes into another key's resolution.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import pickle
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import sematic_k8s as sk
+from sematic_k8s import caching, serialization
+from sematic_k8s.errors import ServerError
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.tables import Base
+from sematic_k8s_server import auth
+from sematic_k8s_server.config import ServerConfig
+from serving import Served, record_resolution, serve
+
+NAMESPACE = "owners"
+CALLS: list[int] = []
+
+
+@sk.func(cache=True)
+def double(x: int) -> int:
+    CALLS.append(x)
+    return 2 * x
+
+
+@sk.func
+def pipe(x: int) -> int:
+    return double(x)
+
+
+class MakesDirectory:
+    """Pickled, it is ``os.mkdir(path)``: what any pickle may run when loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.mkdir, (self.path,)
+
+
+def resolve(served: Served, key: str | None, x: int) -> Any:  # noqa: ANN401 - the pipeline's value
+    return pipe(x).resolve(sk.LocalResolver(home=served.home, server=served.url, api_key=key,
+                                            cache_namespace=NAMESPACE))
+
+
+def key_of(x: int) -> str:
+    """The cache key ``double(x)`` computes in :data:`NAMESPACE`."""
+    return caching.cache_key(NAMESPACE, double.path, {"x": serialization.serialize(x).id})
+
+
+def record_hits(served: Served, key: str, outputs: dict[int, tuple[str, bytes]]) -> dict[int, str]:
+    """Write, with API key ``key``, a resolution of its own holding a resolved run of ``double(x)`` for each of
+    ``outputs`` (x -> its output's format and bytes, stored and recorded inline), as any client of the API can; the
+    runs' ids, by x."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="evil:pipe", state="resolved", created_at=utcnow()))
+    storage, ids = LocalStorage(served.home / "storage"), {}
+    for x, (fmt, payload) in outputs.items():
+        art = serialization.content_id(fmt, payload)
+        storage.put(artifact_key(art), payload)
+        batch.artifacts[art] = {"id": art, "format": fmt, "type_name": "int", "summary": None, "size": len(payload),
+                                "created_at": utcnow(), "inline": payload}
+        run_id = uuid.uuid4().hex
+        batch.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path=double.path, func_name="double",
+                                state="resolved", cache_key=key_of(x), output_id=art, source_hash=double.source_hash,
+                                inputs={"x": serialization.serialize(x).id}, created_at=utcnow(), ended_at=utcnow()))
+        ids[x] = run_id
+    store = HttpStore(served.url, key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    return ids
+
+
+def key_id(served: Served, key: str | None) -> str | None:
+    return auth.Authenticator(served.store.engine, required=True).authenticate(key).key_id
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    CALLS.clear()
+    with serve(tmp_path) as s:
+        yield s
+
+
+def test_another_keys_run_under_my_cache_key_is_never_loaded(served: Served, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Key A resolves double(1); key B then records later runs under the keys of double(1) and double(2), each output a
+    pickle that makes a directory when loaded. A's double(1) reuses A's own run, its double(2) runs the func: nothing
+    of B's is loaded, and the log says once which run was skipped and why."""
+    bob = auth.create_key(served.store.engine, "bob")
+    assert resolve(served, served.key, 1) == 2 and CALLS == [1]
+    marker = tmp_path / "pwned"
+    poisoned = (serialization.PICKLE, pickle.dumps(MakesDirectory(marker)))
+    skipped = record_hits(served, bob, {1: poisoned, 2: poisoned})
+    with caplog.at_level(logging.WARNING, logger="sematic_k8s"):
+        assert resolve(served, served.key, 1) == 2 and CALLS == [1]  # its own hit, though B's run is more recent
+        assert resolve(served, served.key, 2) == 4 and CALLS == [1, 2]
+    assert not marker.exists()
+    said = [r.getMessage() for r in caplog.records if "not reusing cached run" in r.getMessage()]
+    assert said == [f"double: not reusing cached run {skipped[2]}, which has the same cache key: another API key "
+                    "recorded it, and the server reuses only your key's outputs and those of the keys it trusts "
+                    "(--cache-trusted-key); running it (said once per resolution)"]
+    runs = Base.metadata.tables["runs"]
+    with served.store.engine.connect() as conn:
+        owned = conn.execute(sa.select(runs.c.cache_key).where(runs.c.cached_from.is_(None),
+                                                               runs.c.cache_key.is_not(None),
+                                                               runs.c.owner == key_id(served, served.key))).scalars()
+        assert sorted(owned) == sorted([key_of(1), key_of(2)])  # A's two executed runs, recorded as A's
+    # B itself reuses its own runs (its pipeline loads what it recorded): the pickle runs, in B's process only
+    with pytest.raises(sk.ResolutionFailed, match="output should be int, got NoneType"):
+        resolve(served, bob, 2)
+    assert marker.is_dir()
+
+
+def test_the_operators_trusted_key_fills_every_keys_cache_until_it_is_revoked(tmp_path: Path) -> None:
+    """With ``cache_trusted_keys=("filler",)``, A's pipeline reuses what the key named filler recorded (its func does
+    not run); once filler is revoked, its runs are hits for nobody else (the func runs)."""
+    CALLS.clear()
+    with serve(tmp_path, config=ServerConfig(cache_trusted_keys=("filler",))) as s:
+        filler = auth.create_key(s.store.engine, "filler")
+        record_hits(s, filler, {3: (serialization.JSON, b"6"), 4: (serialization.JSON, b"8")})
+        assert resolve(s, s.key, 3) == 6 and CALLS == []
+        auth.revoke_key(s.store.engine, "filler")
+        assert resolve(s, s.key, 4) == 8 and CALLS == [4]
+
+
+def test_no_key_nor_its_token_writes_into_another_keys_resolution(served: Served) -> None:
+    """Key B may not add a run to key A's resolution, change one of its runs, record a resolution under its id, take
+    it over or mint a token for it: each a 403 saying what to do instead. A token B minted before that check (made
+    here directly) may not write into it either; no record can set an owner (422)."""
+    bob = auth.create_key(served.store.engine, "bob")
+    bob_id = key_id(served, bob)
+    theirs = record_resolution(served.url, served.key, kind="local", state="running")
+    mine = record_resolution(served.url, bob, kind="local", state="running")
+    new_run = {"id": uuid.uuid4().hex, "root_id": theirs, "func_path": double.path, "func_name": "double",
+               "state": "resolved", "cache_key": key_of(5), "created_at": utcnow().isoformat()}
+    refusal = ("API key 'bob' may not write {what}: another API key recorded its resolution, and a key records only "
+               "the resolutions its key started: start one of your own, or re-run this one (sematic-k8s rerun RUN_ID) "
+               "to build on its runs")
+    with served.client(bob) as c:
+        for body, what in (({"new_runs": {new_run["id"]: new_run}}, f"run {new_run['id']}"),
+                           ({"run_updates": {theirs: {"state": "failed"}}}, f"run {theirs}"),
+                           ({"new_runs": {theirs: {**new_run, "id": theirs, "root_id": mine}}}, f"run {theirs}"),
+                           ({"resolution_updates": {theirs: {"state": "failed"}}}, f"resolution {theirs}"),
+                           ({"new_resolutions": [{"id": theirs, "root_func_path": "evil:p", "state": "running",
+                                                  "created_at": utcnow().isoformat()}]}, f"resolution {theirs}")):
+            r = c.post("/api/v1/store/write", json=body)
+            assert r.status_code == 403 and r.json()["detail"] == refusal.format(what=what), r.text
+        for path, action in ((f"/api/v1/store/take_over/{theirs}", "take over"),
+                             (f"/api/v1/resolutions/{theirs}/token", "mint a token for")):
+            r = c.post(path, json={})
+            assert r.status_code == 403 and r.json()["detail"].startswith(
+                f"API key 'bob' may not {action} resolution {theirs}: another API key recorded it"), r.text
+        r = c.post("/api/v1/store/write", json={"run_updates": {mine: {"owner": "x" * 32}}})
+        assert r.status_code == 422 and "owner" in r.json()["detail"]
+    token, _ = auth.mint_token(served.store.engine, theirs, minted_by=bob_id, lifetime=dt.timedelta(hours=1))
+    store = HttpStore(served.url, token)
+    try:
+        with pytest.raises(ServerError) as refused:
+            store.write(Batch(new_runs={new_run["id"]: {**new_run, "created_at": utcnow()}}))
+        assert refused.value.status == 403 and (f"resolution {theirs}'s token may not write run {new_run['id']}: "
+                                                "another API key recorded its resolution") in str(refused.value)
+    finally:
+        store.close()
+    assert served.store.get_run(new_run["id"]) is None and served.store.get_run(theirs).state == "running"
+    with served.client() as c:  # A itself writes its own resolution's runs
+        assert c.post("/api/v1/store/write", json={"new_runs": {new_run["id"]: new_run}}).status_code == 200
