@@ -3,8 +3,9 @@ database on every request (the requests waiting at the same moment share one que
 
 There is no cache: a revoked key or token is refused by the very next request, on every server replica.
 
-- An **API key** (``sk8s_...``) belongs to a person or a service. It can read and record anything and ask for
-  reruns and cancels; an *admin* key can also manage keys. Keys are made with ``sematic-k8s api-keys create``
+- An **API key** (``sk8s_...``) belongs to a person or a service. It can read anything, record into the
+  resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners) and ask for reruns and cancels; an
+  *admin* key can also manage keys. Keys are made with ``sematic-k8s api-keys create``
   and revoked with ``api-keys revoke`` (or the admin API); a revoked key stays listed, marked revoked.
 - A **resolution token** (``sk8t_...``) is minted for one resolution's driver, by the server or at the request
   of the key holder that starts it. It may record only that resolution's runs, read it and the resolution
