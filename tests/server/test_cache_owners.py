@@ -126,6 +126,14 @@ def test_another_keys_run_under_my_cache_key_is_never_loaded(served: Served, tmp
                                                                runs.c.cache_key.is_not(None),
                                                                runs.c.owner == key_id(served, served.key))).scalars()
         assert sorted(owned) == sorted([key_of(1), key_of(2)])  # A's two executed runs, recorded as A's
+    carol = auth.create_key(served.store.engine, "carol")
+
+    def cached(key: str | None) -> str | int:  # the single look-up, GET /store/cached/KEY: the run's id, or 404
+        with served.client(key) as c:
+            r = c.get(f"/api/v1/store/cached/{key_of(2)}")
+            return r.json()["id"] if r.status_code == 200 else r.status_code
+
+    assert cached(served.key) not in (skipped[2], 404) and cached(bob) == skipped[2] and cached(carol) == 404
     # B itself reuses its own runs (its pipeline loads what it recorded): the pickle runs, in B's process only
     with pytest.raises(sk.ResolutionFailed, match="output should be int, got NoneType"):
         resolve(served, bob, 2)
