@@ -16,10 +16,11 @@ recorded before owners were (only the token its driver holds may). Cache look-up
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
+from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base, ResolutionRow, RunRow
 from sematic_k8s_server.auth import Principal
@@ -96,6 +97,63 @@ def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str |
     return out
 
 
+class Known:
+    """What the write checks read of the database, kept for the next ones (one process's): a recorded run's
+    resolution and a resolution's owner never change (a claim's driver records it in its place as the same key's),
+    so a driver's steady writes are checked without a query, on the event loop (learned as they are read, and from the
+    batches written: :meth:`written`). A resolution recorded before owners
+    is read each time (its claim's driver records it as its own key's). Cleared past :data:`LIMIT` entries."""
+
+    LIMIT = 500_000
+
+    def __init__(self) -> None:
+        self.roots: dict[str, str] = {}
+        self.owners: dict[str, str] = {}
+
+    def knows(self, run_ids: Iterable[str], resolution_ids: Iterable[str]) -> bool:
+        """Whether a check of these runs and resolutions needs no query: each run's resolution and each owner known."""
+        roots = [self.roots.get(r) for r in run_ids]
+        return None not in roots and all(r in self.owners for r in [*resolution_ids, *roots])
+
+    def roots_of(self, store: SqlStore, run_ids: list[str]) -> dict[str, str]:
+        """:func:`roots_of`, the runs learned before not read again."""
+        out = {r: root for r in run_ids if (root := self.roots.get(r)) is not None}
+        if len(out) < len(set(run_ids)):
+            found = roots_of(store, [r for r in run_ids if r not in out])
+            self._learn(self.roots, found)
+            out.update(found)
+        return out
+
+    def owners_of(self, store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str | None]:
+        """:func:`owners_of`, the resolutions learned before not read again."""
+        ids = list(resolution_ids)
+        out: dict[str, str | None] = {r: owner for r in ids if (owner := self.owners.get(r)) is not None}
+        if len(out) < len(set(ids)):
+            found = owners_of(store, [r for r in ids if r not in out])
+            self._learn(self.owners, {r: owner for r, owner in found.items() if owner is not None})
+            out.update(found)
+        return out
+
+    def written(self, batch: Batch) -> None:
+        """Learn what a batch the checks let through recorded: its new runs' resolutions, its new resolutions'
+        owners (an id recorded before under another resolution or owner was refused by the check)."""
+        self._learn(self.roots, {r: str(f["root_id"]) for r, f in batch.new_runs.items() if f.get("root_id")})
+        self._learn(self.owners, {str(r["id"]): r["owner"] for r in batch.new_resolutions if r.get("owner")})
+
+    def _learn(self, known: dict[str, str], found: dict[str, str]) -> None:
+        if len(known) + len(found) > self.LIMIT:
+            known.clear()
+        known.update(found)
+
+
+def touched(new_runs: Records, run_updates: Records, new_resolutions: Sequence[Mapping[str, object]],
+            resolution_updates: Records, sequence: Iterable[str], fence: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The runs a batch records or changes, and the resolutions it records into (a new run's as it declares it)."""
+    resolutions = [str(res.get("id")) for res in new_resolutions]
+    resolutions += [*resolution_updates, *sequence, *fence, *(str(f.get("root_id")) for f in new_runs.values())]
+    return [*new_runs, *run_updates], list(dict.fromkeys(resolutions))
+
+
 def may_own(principal: Principal, owner: str | None) -> bool:
     """Whether ``principal`` may record into a resolution recorded by ``owner``: its own key's (a token: the key that
     minted it). One recorded before owners were (None) only by a token (its driver under way through the upgrade:
@@ -116,13 +174,15 @@ def check_owner(principal: Principal, store: SqlStore, resolution_id: str, actio
 
 def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_updates: Records,
                 new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records,
-                sequence: Iterable[str] = (), fence: Iterable[str] = ()) -> None:
+                sequence: Iterable[str] = (), fence: Iterable[str] = (), known: Known | None = None) -> None:
     """403 unless every run and resolution a batch creates or changes (its write sequence and fence included: a
     fence's refusal names its resolution's driver and when it took over) belongs to a token's resolution, and to a
     resolution its key recorded (:func:`may_own`; a new run's, recorded or in the batch). A run's refusal names the
-    run, never the resolution it is recorded in. Local mode (no keys) writes anything."""
+    run, never the resolution it is recorded in. ``known``: what earlier checks read (:class:`Known`). Local mode
+    (no keys) writes anything."""
     if principal.key_id is None and not principal.is_token:
         return
+    known = known if known is not None else Known()
     own = principal.resolution_id
     who = f"{principal.name}'s token" if principal.is_token else f"API key {principal.name!r}"
 
@@ -133,35 +193,48 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
         return ApiError(403, f"{who} may not write {what}: another API key recorded its resolution, and a key "
                              f"{NOT_YOURS}")
 
-    touched: dict[str, str] = {}  # resolution id -> what a refusal names
+    if principal.is_token:
+        _check_token(refuse, own, store, new_runs, run_updates, new_resolutions, resolution_updates, sequence, fence)
+    naming: dict[str, str] = {}  # resolution id -> what a refusal names
     for res in new_resolutions:
-        if principal.is_token and res.get("id") != own:
-            raise refuse(f"resolution {res.get('id')}")
-        touched.setdefault(str(res.get("id")), f"resolution {res.get('id')}")
+        naming.setdefault(str(res.get("id")), f"resolution {res.get('id')}")
     for res_id in [*resolution_updates, *sequence, *fence]:
-        if principal.is_token and res_id != own:
-            raise refuse(f"resolution {res_id}")
-        touched.setdefault(res_id, f"resolution {res_id}")
+        naming.setdefault(res_id, f"resolution {res_id}")
     for run_id, fields in new_runs.items():
-        if principal.is_token and fields.get("root_id") != own:
-            raise refuse(f"run {run_id}")
-    recorded = roots_of(store, [*new_runs, *run_updates])
-    for run_id in [*new_runs, *run_updates]:
-        root = recorded.get(run_id) or (new_runs.get(run_id) or {}).get("root_id")
-        if not root and principal.is_token:
-            raise refuse(f"run {run_id}, which is not recorded")
-        if not root:
+        naming.setdefault(str(fields.get("root_id")), f"run {run_id}")
+    recorded = known.roots_of(store, list(dict.fromkeys([*new_runs, *run_updates])))
+    for run_id in run_updates:
+        if run_id not in recorded and run_id not in new_runs:
             raise ApiError(403, f"{who} may not update run {run_id}, which is not recorded (record it first, in the "
                                 "same batch or before)")
-        if principal.is_token and root != own:
-            raise refuse(f"run {run_id}")
-        touched.setdefault(str(root), f"run {run_id}")
-    owners = owners_of(store, touched)
+    for run_id, root in recorded.items():  # a new run under a recorded run's id: checked as that run
+        naming.setdefault(root, f"run {run_id}")
+    owners = known.owners_of(store, naming)
     created = {res.get("id") for res in new_resolutions}
-    for res_id, what in touched.items():
+    for res_id, what in naming.items():
         if res_id in owners:
             if not may_own(principal, owners[res_id]):
                 raise not_owned(what)
         elif res_id not in created:
             raise ApiError(403, f"{who} may not write {what}: its resolution {res_id} is not recorded (record the "
                                 "resolution first, in the same batch or before)")
+
+
+def _check_token(refuse: Callable[[str], ApiError], own: str | None, store: SqlStore, new_runs: Records,
+                 run_updates: Records, new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records,
+                 sequence: Iterable[str], fence: Iterable[str]) -> None:
+    """A token's batch: every record it creates or changes is its own resolution's (a run's as recorded)."""
+    for res in new_resolutions:
+        if res.get("id") != own:
+            raise refuse(f"resolution {res.get('id')}")
+    for res_id in [*resolution_updates, *sequence, *fence]:
+        if res_id != own:
+            raise refuse(f"resolution {res_id}")
+    for run_id, fields in new_runs.items():
+        if fields.get("root_id") != own:
+            raise refuse(f"run {run_id}")
+    recorded = roots_of(store, [*new_runs, *run_updates])
+    for run_id in [*new_runs, *run_updates]:
+        root = recorded.get(run_id) or (new_runs.get(run_id) or {}).get("root_id")
+        if root != own:
+            raise refuse(f"run {run_id}" if root else f"run {run_id}, which is not recorded")

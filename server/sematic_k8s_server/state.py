@@ -39,6 +39,7 @@ class Server:
         # over PostgreSQL, events go through the database: every process (uvicorn workers, replicas) sees them all
         self.relay = PgRelay(store.engine, self.bus) if store.engine.dialect.name == "postgresql" else None
         self.roots = RootIndex()
+        self.known = scopes.Known()  # what the write checks read of owners (scopes.check_batch)
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
@@ -105,6 +106,7 @@ class Server:
         errors = [None if isinstance(result, Replayed) else result for result in results]
         for batch in written:
             self.roots.learn(batch)
+            self.known.written(batch)
         if self.relay is None and not self.bus.active:
             return errors
         unknown = {r for b in written for r, f in b.run_updates.items() if "state" in f and self.roots.get(r) is None}

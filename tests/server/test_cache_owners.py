@@ -193,3 +193,22 @@ def test_no_key_nor_its_token_writes_into_another_keys_resolution(served: Served
     assert served.store.get_run(new_run["id"]) is None and served.store.get_run(theirs).state == "running"
     with served.client() as c:  # A itself writes its own resolution's runs
         assert c.post("/api/v1/store/write", json={"new_runs": {new_run["id"]: new_run}}).status_code == 200
+
+
+def test_an_owner_the_server_has_not_seen_written_is_read_from_the_database(served: Served) -> None:
+    """A's resolution and run recorded in the database by another server process (this one never saw them written,
+    so its checks read their owner): B's update of the run is refused all the same, A's lands."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:p", func_name="p", state="running",
+                            created_at=utcnow()))
+    batch.new_resolutions[0]["owner"] = batch.new_runs[root]["owner"] = key_id(served, served.key)
+    served.store.write(batch)
+    bob = auth.create_key(served.store.engine, "bob")
+    with served.client(bob) as c:
+        r = c.post("/api/v1/store/write", json={"run_updates": {root: {"state": "failed"}}})
+        assert r.status_code == 403 and "another API key recorded its resolution" in r.json()["detail"], r.text
+    with served.client() as c:
+        assert c.post("/api/v1/store/write", json={"run_updates": {root: {"state": "resolved"}}}).status_code == 200
+    assert served.store.get_run(root).state == "resolved"

@@ -42,7 +42,7 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
     """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): HTTPException
     for a batch refused; the database's errors when it is down."""
     rows = len(body.new_runs) + len(body.run_updates) + len(body.new_resolutions) + len(body.artifacts)
-    if caller.key_id is not None or caller.is_token or rows > INLINE_ROWS:  # queries, or much work: off the loop
+    if caller.is_token or rows > INLINE_ROWS or not _known(srv, caller, body):  # queries, or much work: off the loop
         batch = await anyio.to_thread.run_sync(_checked_batch, srv, caller, body)
     else:
         batch = _checked_batch(srv, caller, body)
@@ -93,6 +93,12 @@ def take_over(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
         raise not_found("resolution", resolution_id) from None
 
 
+def _known(srv: Server, caller: Principal, body: schemas.BatchIn) -> bool:
+    """Whether a key's batch is checked without a query (:class:`~sematic_k8s_server.scopes.Known`)."""
+    return caller.key_id is None or srv.known.knows(*scopes.touched(
+        body.new_runs, body.run_updates, body.new_resolutions, body.resolution_updates, body.sequence, body.fence))
+
+
 def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Batch:
     """The request's Batch (its fields' types checked by :class:`~sematic_k8s_server.schemas.BatchIn`): 422 for a
     new record under another id than its own or a value the store refuses, 403 for writes outside the caller's
@@ -105,7 +111,7 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
     except (TypeError, ValueError, OverflowError) as e:  # OverflowError: a time before year 1 or after 9999
         raise HTTPException(422, f"bad batch: {e}") from None
     scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
-                       body.resolution_updates, body.sequence, body.fence)
+                       body.resolution_updates, body.sequence, body.fence, srv.known)
     for row in [*batch.new_runs.values(), *batch.new_resolutions]:
         row["owner"] = caller.key_id
     return batch
