@@ -100,9 +100,9 @@ def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str |
 class Known:
     """What the write checks read of the database, kept for the next ones (one process's): a recorded run's
     resolution and a resolution's owner never change (a claim's driver records it in its place as the same key's),
-    so a driver's steady writes are checked without a query, on the event loop (learned as they are read, and from the
-    batches written: :meth:`written`). A resolution recorded before owners
-    is read each time (its claim's driver records it as its own key's). Cleared past :data:`LIMIT` entries."""
+    so a driver's steady writes are checked without a query, on the event loop (learned as they are read, and from
+    the batches written: :meth:`written`). A resolution recorded before owners is read each time (its claim's driver
+    records it as its own key's). Cleared past :data:`LIMIT` entries."""
 
     LIMIT = 500_000
 

@@ -150,6 +150,8 @@ def test_the_operators_trusted_key_fills_every_keys_cache_until_it_is_revoked(tm
         assert resolve(s, s.key, 3) == 6 and CALLS == []
         auth.revoke_key(s.store.engine, "filler")
         assert resolve(s, s.key, 4) == 8 and CALLS == [4]
+    with pytest.raises(ValueError, match=r"cache trusted key ' filler': give an API key's name"):
+        ServerConfig(cache_trusted_keys=(" filler",))
 
 
 def test_no_key_nor_its_token_writes_into_another_keys_resolution(served: Served) -> None:
