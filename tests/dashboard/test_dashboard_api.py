@@ -282,9 +282,9 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
-    """An embedded database made before tags, notes, source text, driver epochs, write sequences, labels' versions and
-    the index of active key names: opened again, it gains the columns and keeps its records; a server database at
-    revision 0002 is migrated the same way."""
+    """An embedded database made before tags, notes, source text, driver epochs, write sequences, labels' versions,
+    the index of active key names and owners: opened again, it gains the columns and keeps its records; a server
+    database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
@@ -307,6 +307,8 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
                 conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
             conn.execute(sa.text("ALTER TABLE artifacts DROP COLUMN inline"))
             conn.execute(sa.text("DROP INDEX ix_runs_cache_hits"))
+            for table in ("runs", "resolutions"):  # owners (0012), once the index holding it is gone
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN owner"))
             conn.execute(sa.text("CREATE INDEX ix_runs_cache_key ON runs (cache_key)"))
             if name == "server":  # a database migrated before these columns
                 conn.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
