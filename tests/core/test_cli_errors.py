@@ -186,6 +186,8 @@ def test_a_server_error_shows_the_servers_word_without_blaming_the_settings(env:
                                                   settings={"kind": "local"}))
             batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:p", func_name="p",
                                     state=state, created_at=now))
+        for row in [*batch.new_resolutions, *batch.new_runs.values()]:
+            row["owner"] = served.owner  # the key's, as if it recorded them: it mints their tokens
         served.store.write(batch)
         with sqlite3.connect(tmp_path / "db.sqlite3") as db:  # damaged (or edited by hand) under the server
             db.execute("UPDATE runs SET notes = '{not json' WHERE id = ?", (ROOT,))

@@ -14,9 +14,10 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord
 T0 = dt.datetime(2026, 1, 5, 9, 0, 0)
 
 
-def record_fanout(store: Any, n: int, *, running: int = 0, func_module: str = "sweep") -> str:
+def record_fanout(store: Any, n: int, *, running: int = 0, func_module: str = "sweep", owner: str | None = None) -> str:
     """Record a resolution with ``n + 3`` runs; the last ``running`` adds still running (and with them the
-    pipeline and ``total`` unfinished). Returns its id."""
+    pipeline and ``total`` unfinished). ``owner``: the API key id recorded as its writer's (that key then writes its
+    runs through the server). Returns its id."""
     root = uuid.uuid4().hex
     batch = Batch()
     done = running == 0
@@ -61,5 +62,7 @@ def record_fanout(store: Any, n: int, *, running: int = 0, func_module: str = "s
         state="resolved" if done else "created", input_refs={"xs": {"list": [{"run": a} for a in adds]}},
         created_at=T0 + dt.timedelta(seconds=1, milliseconds=5),
         started_at=end - dt.timedelta(seconds=1) if done else None, ended_at=end if done else None))
+    for row in [*batch.new_resolutions, *batch.new_runs.values()]:
+        row["owner"] = owner
     store.write(batch)
     return root

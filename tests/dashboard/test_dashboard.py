@@ -66,6 +66,7 @@ class Served:
     ok_id: str  # a resolved resolution of dashboard_pipeline.pipeline
     cached_id: str  # the same pipeline again: `total` came from the cache
     failed_id: str  # one whose `check` step failed (the flag file was set)
+    owner: str  # the id of ``key``: records written directly in the store as its (big_resolution.record_fanout)
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         monkeypatch.delenv(var, raising=False)
     home = settings.home(tmp_path / "home")
     store = open_store(settings.db_url(home))
-    key = auth.create_key(store.engine, "dashboard-test")
+    key, key_row = auth.new_api_key(store.engine, "dashboard-test")
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -107,7 +108,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
             pl.pipeline(3, str(flag)).resolve(resolver)
         flag.unlink()  # "fixed": reruns pass, and the failed resolution can continue
         hold = Path(f"{flag}.hold")
-        yield Served(url, key, home, flag, hold, store, ok.id, cached.id, failed.value.resolution_id)
+        yield Served(url, key, home, flag, hold, store, ok.id, cached.id, failed.value.resolution_id, key_row["id"])
     finally:
         Path(f"{tmp_path / 'fail.flag'}.hold").unlink(missing_ok=True)  # let any rerun process finish
         server.should_exit = True
@@ -421,7 +422,7 @@ def test_thousands_of_runs_at_a_glance(browser: Any, served: Served) -> None:
     sys.path.insert(0, str(TESTS))
     import big_resolution as big
 
-    big_id = big.record_fanout(served.store, 5000, running=20)
+    big_id = big.record_fanout(served.store, 5000, running=20, owner=served.owner)
     with new_page(browser, viewport=VIEWPORT) as page:
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -682,7 +683,7 @@ def test_clicks_on_the_list_while_live_events_redraw_it(page: Any, served: Serve
     sys.path.insert(0, str(TESTS))
     import big_resolution as big
 
-    running_id = big.record_fanout(served.store, 3, running=2)
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
     _login(page, served)
     page.goto(f"{served.url}/#/")
     progress = page.locator(f'[data-testid="resolution-row"][data-id="{running_id}"] [data-testid="run-progress"]')
@@ -706,7 +707,7 @@ def test_clicks_on_actions_while_live_events_redraw_the_page(page: Any, served: 
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 3, running=2)
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
     total = [6]  # the runs recorded: the pipeline, prepare, 3 adds, total
 
     def click_across_redraw(target: Any) -> None:  # a run recorded meanwhile, shown in the header
@@ -753,7 +754,7 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 4, running=3)
+    running_id = big.record_fanout(served.store, 4, running=3, owner=served.owner)
     running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
     box = lambda run_id: page.locator(f'[data-testid="run-node"][data-run-id="{run_id}"]')  # noqa: E731
     click_across_redraw = _clicks_as_runs_resolve(  # a running add resolved meanwhile, shown in the graph
@@ -778,7 +779,7 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
     click_across_redraw(box(running_id).get_by_test_id("fold-toggle").first)
     expect(box(running_id).get_by_text("nested runs folded")).to_be_visible()
 
-    grouped_id = big.record_fanout(served.store, 12, running=3)  # its adds shown as one group
+    grouped_id = big.record_fanout(served.store, 12, running=3, owner=served.owner)  # its adds shown as one group
     page.goto(f"{served.url}/#/resolutions/{grouped_id}")
     expect(tid("group-text")).to_have_text("12 × add: 9 resolved, 3 running")
     grouped = next(r.id for r in _runs_of(served, grouped_id, "add") if r.state == "running")
@@ -807,7 +808,7 @@ def test_clicks_on_the_timeline_while_live_events_redraw_it(page: Any, served: S
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 4, running=3)
+    running_id = big.record_fanout(served.store, 4, running=3, owner=served.owner)
     running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
     row = lambda run_id: page.locator(f'[data-testid="timeline-row"][data-id="{run_id}"]')  # noqa: E731
     click_across_redraw = _clicks_as_runs_resolve(  # a running add resolved meanwhile, shown in the timeline
@@ -838,7 +839,7 @@ def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: 
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 3, running=2)
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
     run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
     changes = [0]
 
@@ -881,7 +882,7 @@ def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: 
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 3, running=2)
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
     run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
     value = serialization.serialize(list(range(3000)))
     assert "…" in str(value.summary)
@@ -988,8 +989,8 @@ def test_clicks_in_a_changing_list_group(page: Any, served: Served) -> None:
     sys.path.insert(0, str(TESTS))
     import big_resolution as big
 
-    done_id = big.record_fanout(served.store, 3, func_module="clicks")
-    running_id = big.record_fanout(served.store, 3, running=2, func_module="clicks")
+    done_id = big.record_fanout(served.store, 3, func_module="clicks", owner=served.owner)
+    running_id = big.record_fanout(served.store, 3, running=2, func_module="clicks", owner=served.owner)
     _login(page, served)
     page.goto(f"{served.url}/#/")
     row = lambda res_id: page.locator(f'[data-testid="resolution-row"][data-id="{res_id}"]')  # noqa: E731

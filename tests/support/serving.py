@@ -44,6 +44,14 @@ class Served:
     key: str | None  # a valid API key (None in local mode)
     admin_key: str | None = None  # an admin API key (None in local mode)
 
+    @property
+    def owner(self) -> str | None:
+        """The id of :attr:`key`: the owner the server records for what it writes (None in local mode). Records
+        written directly in :attr:`store` as that key's carry it (``owner`` in their rows)."""
+        if self.key is None:
+            return None
+        return auth.Authenticator(self.store.engine, required=True).authenticate(self.key).key_id
+
     def client(self, key: str | None = "default") -> httpx.Client:
         """An HTTP client for the API, sending the valid key unless told otherwise."""
         key = self.key if key == "default" else key
