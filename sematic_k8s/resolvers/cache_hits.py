@@ -183,9 +183,10 @@ class CacheHits:
         hits, skipped = find_reusable(asked)
         for key, run_id in skipped.items():
             if not self.warned_skipped and key in asked:
-                log.warning("%s: not reusing cached run %s, which has the same cache key: another API key recorded it, "
-                            "and the server reuses only your key's outputs and those of the keys it trusts "
-                            "(--cache-trusted-key); running it (said once per resolution)", asked[key], run_id)
+                log.warning("%s: not reusing cached run %s, which has the same cache key: another API key recorded it "
+                            "(or it was recorded before the server recorded owners), and the server reuses only your "
+                            "key's outputs and those of the keys it trusts (--cache-trusted-key); running it (said "
+                            "once per resolution)", asked[key], run_id)
                 self.warned_skipped = True
         return hits
 
