@@ -301,7 +301,8 @@ def test_a_greyed_page_following_live_events_tries_again_by_itself(page: Any, se
     resolution's overview, is answered 502 for a moment keeps what it drew, greyed, and shows it current again once
     the proxy passes the requests on, though no event comes meanwhile (was: greyed under "retrying" until the next
     event of the resolution: forever for one that ended, nothing asked again while the stream was live); a resolution
-    page opened while the overview fails says so, then shows the resolution once it answers (was: the problem kept)."""
+    page opened while the overview fails, or a run's page while its run cannot be looked up, says so and that it
+    retries, then shows the resolution (the run) once it answers (was: the problem kept)."""
     from playwright.sync_api import expect
 
     root_id, step_id = _running_step(server)
@@ -325,6 +326,15 @@ def test_a_greyed_page_following_live_events_tries_again_by_itself(page: Any, se
         expect(_tid(page, "resolution-id")).to_have_text(root_id, timeout=WAIT_MS)
         expect(_tid(page, "resolution-missing")).to_have_count(0)
         expect(_tid(page, "live-status")).to_have_attribute("data-mode", "live")  # live all along: no polling
+        proxy.failing_under, proxy.failing = f"/api/v1/runs/{step_id}", True  # a run's page: its lookup fails
+        page.goto("about:blank")
+        _open_live(page, f"{proxy.url}/#/runs/{step_id}")
+        expect(_tid(page, "load-error")).to_contain_text("answered 502 Bad Gateway: 502 Bad Gateway 502 Bad Gateway "
+                                                         "nginx/1.25.3; retrying every 2 s", timeout=WAIT_MS)
+        proxy.failing = False
+        expect(_tid(page, "run-func-name")).to_have_text("step", timeout=WAIT_MS)
+        expect(_tid(page, "load-error")).to_have_count(0)
+        expect(_tid(page, "live-status")).to_have_attribute("data-mode", "live")
     finally:
         proxy.close()
 

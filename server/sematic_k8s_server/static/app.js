@@ -16,10 +16,10 @@
  */
 
 import { closeDialogs, closeMenus, hideBanner } from "./actions.js";
-import { apiKey, forgetApiKey, getRun, onUnauthorized, saveApiKey } from "./api.js";
+import { apiKey, forgetApiKey, getRun, onUnauthorized, saveApiKey, unreachable } from "./api.js";
 import { $, fill, problem, tickDurations } from "./dom.js";
 import { ListView } from "./list.js";
-import { Answers, Live } from "./live.js";
+import { Answers, Live, Staleness } from "./live.js";
 import { ResolutionView } from "./resolution.js";
 import { parseRoute } from "./routes.js";
 
@@ -34,10 +34,12 @@ function show(next) {
 }
 
 const lookups = new Answers(); // the resolution of a run a route names: a newer route aborts the lookup
+const lookupAgain = new Staleness(null, null, () => route()); // a lookup failed for an outage: tried again
 
 /** Show what the location hash names; `force` rebuilds the view even when it already shows that. */
 async function route(force = false) {
   lookups.drop();
+  lookupAgain.stop();
   const r = parseRoute(location.hash);
   const main = $("#app");
   closeMenus();
@@ -77,7 +79,8 @@ async function route(force = false) {
       show(null);
       fill(main, e.status === 404
         ? problem(`No run ${r.id}`, "It may have been typed wrong, or be on another server.", "run-missing")
-        : problem(`Cannot load run ${r.id}`, e.message, "load-error"));
+        : problem(`Cannot load run ${r.id}`, unreachable(e) ? Staleness.retrying(e.message) : e.message, "load-error"));
+      if (unreachable(e)) lookupAgain.again(); // an outage: the run shown once it answers
       return;
     }
     if (run === undefined) return; // another route was taken meanwhile

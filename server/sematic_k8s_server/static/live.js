@@ -64,6 +64,8 @@ export class Answers {
  * What a view shows while its last load failed for an outage (no answer, 502/503/504): `el` greyed (its class
  * "stale", data-stale) under `notice` saying why, and the load tried again every POLL_MS, retry(), until mark(null)
  * says it is current. A page following live events asks nothing else meanwhile: no event comes of a failed load.
+ * A page with nothing seen yet says the outage its own way (with retrying(why)) and calls again(); `el` and `notice`
+ * are null where only that is done (a run's page whose run cannot be looked up).
  */
 export class Staleness {
   constructor(el, notice, retry) {
@@ -81,6 +83,11 @@ export class Staleness {
     this.notice.hidden = why === null;
     this.notice.textContent = why === null ? "" : `${why}; showing what was last seen, retrying`;
     if (why !== null) this.again();
+  }
+
+  /** What a page with nothing seen yet says of outage `why` while it tries again(). */
+  static retrying(why) {
+    return `${why}; retrying every ${POLL_MS / 1000} s`;
   }
 
   /** Try the load again in POLL_MS (nothing seen yet to grey: the view says the outage its own way). */

@@ -119,7 +119,8 @@ export class ResolutionView extends View {
         }
       }
       this.showProblem(e.status === 404 ? `No resolution ${this.id}` : `Cannot load resolution ${this.id}`,
-        e.status === 404 ? "It may have been typed wrong, or be on another server." : e.message);
+        e.status === 404 ? "It may have been typed wrong, or be on another server."
+          : unreachable(e) ? Staleness.retrying(e.message) : e.message);
       if (unreachable(e)) this.stale.again(); // an outage: shown once it answers
       return;
     }
