@@ -784,6 +784,40 @@ def test_a_run_page_left_stops_following_its_log(page: Any, server: ServerProces
     assert page.evaluate(count, log_requests) == asked, "the log of a run no longer shown is still asked for"
 
 
+def test_a_run_panel_replaced_by_its_load_error_stops_following_its_log(page: Any, server: ServerProcess) -> None:
+    """A running run's log followed, then its record refused by the proxy before the server (403: no outage) as a
+    live event has the panel load it again: the panel says the error in the run's place, and the run's log is asked
+    for no more (the page's timers run ahead ten seconds on Playwright's clock; was: still followed, every 5 s while
+    its parts were refused too, every second once they were not)."""
+    from playwright.sync_api import expect
+
+    root_id, step_id = _running_step(server)
+    LocalStorage(server.home / "storage").append(log_key(step_id), b"step 1\n")
+    proxy = HtmlErrorProxy(server.url, streams=True)
+    try:
+        page.clock.install()
+        page.add_init_script(TRACK_REQUESTS_JS)
+        _open_live(page, f"{proxy.url}/#/runs/{step_id}")
+        _tid(page, "tab-logs").click()
+        expect(_tid(page, "run-logs")).to_have_text("step 1\n", timeout=WAIT_MS)
+        expect(_tid(page, "logs-follow")).to_have_text("following…")
+
+        proxy.failing_status, proxy.failing_under, proxy.failing = 403, f"/api/v1/runs/{step_id}", True
+        _add_run(server, root_id, "other", state="created")  # an event: the panel loads its run again
+        expect(_tid(page, "run-load-error")).to_contain_text("answered 403 Forbidden", timeout=WAIT_MS)
+        expect(_tid(page, "run-logs")).to_have_count(0)
+        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+        log_requests = f"/runs/{step_id}/logs\\?"
+        _on_their_way(page, log_requests, 0)
+        count = "(re) => window.__requests.asked.filter((u) => new RegExp(re).test(u)).length"
+        asked = page.evaluate(count, log_requests)
+        page.clock.run_for(10_000)  # a follower left behind asks every second (every 5 s after an error)
+        assert page.evaluate(count, log_requests) == asked, "the log of a run replaced by its load error is followed"
+        expect(_tid(page, "run-load-error")).to_be_visible()
+    finally:
+        proxy.close()
+
+
 def test_more_root_funcs_than_the_index_names_are_said_in_the_func_filter(server: ServerProcess, page: Any) -> None:
     """The server names the first 1,000 root funcs for the func filter (and how many there are): the filter says
     how many more there are and how to reach one, rather than silently offering a part of them."""

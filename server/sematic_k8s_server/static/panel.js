@@ -3,7 +3,8 @@
  * Redrawn as its run changes, the panel keeps what it drew of that run: its tabs and Actions, and each part that
  * did not change (dom.fillKeepingDrawn), so a click on a tab, an action or a link as a live event comes is made.
  * A load of its run that finds the server unreachable (no answer, 502/503/504) keeps the run drawn, greyed, under a
- * one-line note, as the resolution view does; any other error (404, 403...) replaces it with the error's line. */
+ * one-line note, as the resolution view does; any other error (404, 403...) replaces it with the error's line, its log
+ * followed no more. */
 
 import { actionsMenu, rerun } from "./actions.js";
 import { getRun, unreachable } from "./api.js";
@@ -61,10 +62,7 @@ export class RunPanel {
   }
 
   show(runId) {
-    if (runId !== this.runId && this.logView) {
-      this.logView.stop();
-      this.logView = null;
-    }
+    if (runId !== this.runId) this.stopLogs();
     this.stale.stop(); // a try again is about the run shown before
     if (runId && runId !== this.runId) { // until its answer comes (none while the server cannot be reached)
       this.drawn = null;
@@ -74,6 +72,19 @@ export class RunPanel {
     this.runId = runId || null;
     this.sig = null;
     this.answers.drop(); // requests on their way are about the run shown before: aborted
+  }
+
+  /** The log followed no more (the run left, or replaced by its load error). */
+  stopLogs() {
+    if (this.logView) this.logView.stop();
+    this.logView = null;
+  }
+
+  /** What was drawn of the run dropped with its log's following: its panel replaced (a load error). */
+  forget() {
+    this.stopLogs();
+    this.drawn = null;
+    this.panes = null;
   }
 
   async refresh(ctx) {
@@ -97,6 +108,7 @@ export class RunPanel {
         return;
       }
       this.stale.mark(null);
+      this.forget(); // the run is no longer shown: nothing of it kept or followed
       fill(this.el, h("p", { class: "error", testid: "run-load-error" }, `Cannot load run ${runId}: ${e.message}`));
       return;
     }
@@ -108,7 +120,7 @@ export class RunPanel {
     this.sig = sig;
     if (this.logView && this.logView.run.id === run.id) this.logView.update(run, (ctx && ctx.resolution) || null);
     else {
-      if (this.logView) this.logView.stop();
+      this.stopLogs();
       this.logView = new LogView(run, (ctx && ctx.resolution) || null);
     }
     fillInPlace(this.el, this.notice, this.render(run, ctx || {}));
