@@ -704,6 +704,50 @@ def _log_followed(page: Any, server: ServerProcess, run_id: str, line: str) -> N
     expect(_tid(page, "run-logs")).to_have_text(line, timeout=WAIT_MS)
 
 
+# Run in the page before its own scripts: how many times the HTML of an element holding a run's log (the Logs pane,
+# the log's view, the log itself, the Run panel...) is read, in window.__logReads.
+LOG_READS_JS = """(() => {
+  window.__logReads = 0;
+  const outer = Object.getOwnPropertyDescriptor(Element.prototype, "outerHTML");
+  const log = '[data-testid="run-logs"]';
+  Object.defineProperty(Element.prototype, "outerHTML", { ...outer, get() {
+    if (this.matches(log) || this.querySelector(log)) window.__logReads += 1;
+    return outer.get.call(this);
+  } });
+})();"""
+
+
+def test_a_run_panel_redrawn_under_a_big_log_reads_none_of_it(page: Any, server: ServerProcess) -> None:
+    """A running run whose log holds 3 MB (the page holds its last megabyte), its Logs tab open, its record changed by
+    ten live events (its attempts), each redrawing the Run panel: the Logs pane and its log stay the same elements,
+    and their HTML is never read (was: read whole twice per redraw, a megabyte each time, to be compared with what was
+    drawn: dom.fillKeepingDrawn now keeps a part already in place as it is)."""
+    from playwright.sync_api import expect
+
+    _, step_id = _running_step(server)
+    LocalStorage(server.home / "storage").append(log_key(step_id), (("x" * 99 + "\n") * 30_000).encode())
+    page.add_init_script(LOG_READS_JS)
+    _open_live(page, f"{server.url}/#/runs/{step_id}")
+    _tid(page, "tab-logs").click()
+    expect(_tid(page, "logs-skipped")).to_contain_text("of earlier output not shown here", timeout=WAIT_MS)
+    page.evaluate("""() => {
+      window.__pane = document.querySelector('[data-testid="tabpane-logs"]');
+      window.__log = document.querySelector('[data-testid="run-logs"]');
+      window.__logReads = 0;
+    }""")
+    assert page.evaluate("window.__log.textContent.length") > 900_000
+
+    for attempts in range(1, 11):
+        batch = Batch()
+        batch.update_run(step_id, attempts=attempts, state="running")  # a state set: a live event
+        _write(server, batch)
+        expect(_tid(page, "run-attempts")).to_have_text(str(attempts), timeout=WAIT_MS)  # the panel redrawn
+    assert page.evaluate("""() => document.querySelector('[data-testid="tabpane-logs"]') === window.__pane
+      && document.querySelector('[data-testid="run-logs"]') === window.__log""")
+    assert page.evaluate("window.__logReads") == 0
+    expect(_tid(page, "logs-follow")).to_have_text("following…")
+
+
 def test_runs_clicked_through_abort_the_requests_of_the_run_left(page: Any, server: ServerProcess) -> None:
     """Run a's log followed, its next part never answered; run b clicked, its record never answered; run c clicked:
     a's log part and b's record are aborted as each run is left, c is shown, and nothing is said of the aborts."""

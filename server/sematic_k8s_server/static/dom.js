@@ -103,11 +103,18 @@ export const fillFacts = (el, pairs) => fillKeepingDrawn(el, shownPairs(pairs).m
 /** `fillInPlace(el, ...nodes)` that keeps, for each of `nodes`, the child of `el` drawn as it is (the same HTML
  * when both were made): what did not change stays in the page (a link or button in it clicked as a live event
  * redraws the page gets the click: see fillInPlace), the others are drawn anew. Strings are text (drawn anew: a
- * click on text is its element's). */
+ * click on text is its element's). A node already in `el` (a part its owner keeps and updates in place: a toolbar, a
+ * tab's pane, the log) stays as it is, never compared: its HTML is not read (a log pane holds megabytes of it). */
 export function fillKeepingDrawn(el, nodes) {
-  const before = new Map([...el.children].filter((c) => c.drawn).map((c) => [c.drawn, c]));
-  return fillInPlace(el, nodes.filter((n) => n !== null && n !== undefined && n !== false).map((n) => {
+  const given = nodes.filter((n) => n !== null && n !== undefined && n !== false);
+  const placed = new Set(given.filter((n) => n instanceof Element && n.parentNode === el));
+  const before = new Map([...el.children].filter((c) => c.drawn && !placed.has(c)).map((c) => [c.drawn, c]));
+  return fillInPlace(el, given.map((n) => {
     if (!(n instanceof Element)) return n; // text
+    if (placed.has(n)) {
+      delete n.drawn; // changed in place since it was made, maybe: kept as itself only
+      return n;
+    }
     n.drawn = n.outerHTML; // as made (a ticking duration's text changes since)
     const kept = before.get(n.drawn);
     before.delete(n.drawn);
