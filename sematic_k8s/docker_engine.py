@@ -30,6 +30,7 @@ PULL_GRACE = 120.0  # seconds an image is waited for while its registry does not
 PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled each time, up to retries.MAX_WAIT
 PULL_SILENCE = 60.0  # seconds a pull may say nothing before it is ended (a registry that hangs; kubelet's 1 min)
 PULL_PROGRESS_EVERY = 5.0  # seconds between changes of a pull's progress words (PullProgress.words)
+PULL_STALL = 10.0  # seconds a pull may download nothing and still be moving (a run past its grace waits for it)
 # the engine's words for a pull that failed because the registry did not answer, or answered "not now": a 5xx is
 # "received unexpected HTTP status: 503 Service Unavailable"; a 429 "toomanyrequests: ..." when its body is a
 # registry's error JSON (Docker Hub's), else "error parsing HTTP 429 response body: ..." (a bare one, a proxy's)
@@ -160,8 +161,12 @@ class PullBackoff:
 class PullProgress:
     """What a pull's stream said so far (:func:`pull` hands it each line, on the pull's thread), read as words
     (:meth:`words`, any thread): its layers, how many are there, bytes downloaded of those sized, and a layer the
-    engine retries (its "Retrying in N seconds", after a registry's 5xx or a cut to that layer's blob). The words
-    change at most every :data:`PULL_PROGRESS_EVERY` seconds: a note, not a line per stream line."""
+    engine retries (after a registry's 5xx or a cut to that layer's blob: its stream counts down "Retrying in N
+    seconds" before each new download), with how many of its downloads failed. The words change at most every
+    :data:`PULL_PROGRESS_EVERY` seconds, and only when what they tell changes (a layer, a MB, a failed download; not
+    the engine's countdown, a second at a time): a note, not a line per stream line. :attr:`retried_at` is when the
+    stream first said the engine retries a layer (a failure of its registry, within the try), :attr:`heard_at` when
+    it last said anything; :meth:`moving` whether it downloaded something lately."""
 
     _DONE = ("Pull complete", "Already exists")
 
@@ -170,47 +175,75 @@ class PullProgress:
         self._lock = threading.Lock()
         self._layers: dict[str, tuple[int, int]] = {}  # layer id -> (bytes downloaded, its size; 0 not known yet)
         self._done: set[str] = set()
-        self._retrying: dict[str, str] = {}  # layer id -> the engine's words while it retries that layer
+        self._retrying: dict[str, int] = {}  # layer id -> the second its engine's countdown is at, while it retries
+        self._failed = 0  # downloads of a layer that failed (each a countdown begun)
         self._said, self._said_at = "", float("-inf")
+        self.retried_at: float | None = None  # monotonic time the stream first said the engine retries a layer
+        self.moved_at = float("-inf")  # monotonic time of its last byte downloaded or layer done
+        self.heard_at = time.monotonic()  # of its last line (its start before one): when a failed try began failing
 
     def seen(self, line: dict[str, Any]) -> None:
         """One line of the engine's pull stream."""
+        self.heard_at = time.monotonic()
         status, layer = str(line.get("status") or ""), str(line.get("id") or "")
         if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
             return
         detail = line.get("progressDetail") or {}
         with self._lock:
             current, total = self._layers.get(layer, (0, 0))
+            moved = status in ("Downloading", "Verifying Checksum", "Download complete", "Extracting", "Pull complete")
             if status == "Downloading" and detail.get("total"):
                 current, total = int(detail.get("current") or 0), int(detail["total"])
             elif status in ("Download complete", "Verifying Checksum", "Extracting", "Pull complete") and total:
                 current = total
             if status.startswith("Retrying in"):
-                self._retrying[layer] = status
+                second = int(status.split()[2]) if status.split()[2:3] and status.split()[2].isdigit() else 0
+                if layer not in self._retrying or second > self._retrying[layer]:  # a countdown begun: a failure
+                    self._failed += 1
+                self._retrying[layer] = second
+                self.retried_at = self.retried_at or time.monotonic()
             elif status in ("Downloading", "Download complete", *self._DONE):
                 self._retrying.pop(layer, None)
             if status in self._DONE:
                 self._done.add(layer)
+            if moved:
+                self.moved_at = time.monotonic()
             self._layers[layer] = (current, total)
 
-    def words(self) -> str:
-        """"D of N layers, X of Y MB[; the engine retries a layer: Retrying in S seconds]" ("" before the stream
-        named a layer), as last made (at most every :data:`PULL_PROGRESS_EVERY` seconds)."""
-        now = time.monotonic()
+    def moving(self) -> bool:
+        """Whether it downloaded or extracted a layer's bytes (or finished a layer) in the last :data:`PULL_STALL`
+        seconds."""
+        return time.monotonic() - self.moved_at < PULL_STALL
+
+    def words(self, now: bool = False) -> str:
+        """"D of N layers, X of Y MB[; the engine retries a layer (K failed downloads)]" ("" before the stream
+        named a layer), as last made (at most every :data:`PULL_PROGRESS_EVERY` seconds; ``now``: made now, for a
+        failure's words)."""
+        at = time.monotonic()
         with self._lock:
-            if now - self._said_at >= PULL_PROGRESS_EVERY or not self._said:
+            if now or at - self._said_at >= PULL_PROGRESS_EVERY or not self._said:
                 said = ""
                 if self._layers:
                     sized = [v for v in self._layers.values() if v[1]]  # a layer it has already: no size
                     said = f"{len(self._done)} of {len(self._layers)} layers"
-                    if sized:
+                    if sum(t for _, t in sized) >= 5e5:  # less: "0 of 0 MB"
                         said += f", {sum(c for c, _ in sized) / 1e6:.0f} of {sum(t for _, t in sized) / 1e6:.0f} MB"
                 if self._retrying:
-                    retrying = list(self._retrying.values())
-                    said += f"; the engine retries {'a layer' if len(retrying) == 1 else f'{len(retrying)} layers'}" \
-                            f": {retrying[-1]}"
-                self._said, self._said_at = said.removeprefix("; "), now
+                    n = len(self._retrying)
+                    said += f"; the engine retries {'a layer' if n == 1 else f'{n} layers'} ({self._failed} failed " \
+                            f"download{'' if self._failed == 1 else 's'})"
+                self._said, self._said_at = said.removeprefix("; "), at
             return self._said
+
+
+def pull_note(whose: str, image: str, progress: str | None, failed: str = "") -> str:
+    """What waits for ``image`` is told while it is pulled (``whose``: "its", "the driver's"), a worker's run and a
+    driver's launch alike: "pulling its image (PROGRESS): REF" (the image named short, its progress first, within
+    the 40 characters the CLI shows) while no try failed; once one did, ``failed`` (the wait's words), with
+    "; pulling: PROGRESS" while a later try is under way."""
+    if failed:
+        return failed + (f"; pulling: {progress}" if progress else "")
+    return f"pulling {whose} image{f' ({progress})' if progress else ''}: {short_image(image)}"
 
 
 def short_image(image: str) -> str:
@@ -220,7 +253,7 @@ def short_image(image: str) -> str:
 
 
 def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401 - a docker client
-         progress: PullProgress | None = None) -> None:
+         progress: PullProgress | None = None, abandon: Callable[[], bool] | None = None) -> None:
     """Pull ``image``. A failure the engine tells only in its pull's stream (a download of the image's configuration
     or a layer that failed: its registry's 5xx or 429 to a blob's request, after the manifest came) is a
     ``docker.errors.APIError`` in its words, as a failure it answers at once is; the SDK's ``images.pull`` drops them
@@ -229,7 +262,10 @@ def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401
     ``APIError`` too, "the pull made no progress for N s", a registry that does not answer
     (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all. (The engine's own request to that
     registry stays open: a later pull of a layer it is stuck on joins it, and fails the same way.) ``progress`` is
-    handed each line of the stream."""
+    handed each line of the stream; ``abandon()``, asked after each, saying yes ends the pull (:class:`PullAbandoned`),
+    our connection closed: the engine then ends its own (its tries of a layer it retries), no one waiting for it.
+    The engine says something every second while it retries a layer, but nothing while its registry is silent:
+    such a pull is abandoned at its silence limit at the latest."""
     import docker.errors
     import requests
     import urllib3
@@ -249,6 +285,8 @@ def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401
                     raise docker.errors.APIError(said, explanation=said)
                 if isinstance(line, dict) and progress is not None:
                     progress.seen(line)
+                if abandon is not None and abandon():
+                    raise PullAbandoned(image)
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, requests.exceptions.ConnectionError) as e:
         if not isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)) and \
                 "timed out" not in str(e):
@@ -257,32 +295,67 @@ def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401
         raise docker.errors.APIError(said, explanation=said) from None
 
 
+class PullAbandoned(Exception):
+    """A pull ended by its caller (:func:`pull`'s ``abandon``): no one waits for it any more."""
+
+
 def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
-                 waiting: Callable[[str], None] | None = None, stop: Any = None,
+                 waiting: Callable[[str, str], None] | None = None, stop: Any = None,
                  ended: Callable[[], bool] | None = None) -> bool:
     """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`; a pull silent for the grace,
     or :data:`PULL_SILENCE`, is ended), try again with :class:`PullBackoff` for ``grace`` seconds from the first
-    failure, ``waiting`` told the engine's words then (once).
-    Past the grace, or at once for a definitive refusal (manifest unknown, unauthorized), or when
-    ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. True once
-    pulled; False, not tried again, when ``ended()`` (asked before each try again) says that whoever waits for it no
-    longer does."""
+    failure: a failed try, or the engine retrying a layer within one (its stream's "Retrying in"). From then on
+    ``waiting(said, progress)`` is told the last failed try's words ("" while none failed) and the try under way's
+    progress (:class:`PullProgress`, "" between tries) whenever they change.
+    Past the grace, even while a try is under way (it is abandoned: the engine's pull ends with it) unless that try
+    is still downloading (:meth:`PullProgress.moving`), or at once for a definitive refusal (manifest unknown,
+    unauthorized), or when ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the
+    engine's words. True once pulled; False, not tried again, when ``ended()`` (asked before each try again) says that
+    whoever waits for it no longer does."""
     import docker.errors
 
-    backoff, since, tries = PullBackoff(), time.monotonic(), 0
+    backoff, tries = PullBackoff(), 0
+    since: float | None = None  # the first failure
+    said, told = "", ("", "")
+
+    def tell(progress: str) -> None:
+        nonlocal told
+        if waiting is not None and since is not None and (said, progress) != told:
+            told = (said, progress)
+            waiting(said, progress)
+
+    def unpulled(words: str) -> ImageUnpulled:
+        waited = time.monotonic() - (since if since is not None else time.monotonic())
+        return ImageUnpulled(unpulled_words(image, words, waited if tries > 1 or waited >= grace else None))
+
     while True:
         if tries and ended is not None and ended():
             return False
+        progress = PullProgress(image)
+
+        def abandon(progress: PullProgress = progress) -> bool:
+            nonlocal since
+            if since is None and progress.retried_at is not None:
+                since = progress.retried_at
+                tell(progress.words(now=True))  # the retry said at once, not the words of the try's start
+            elif since is not None:
+                tell(progress.words())
+            past = since is not None and time.monotonic() - since >= grace and not progress.moving()
+            return past or (stop is not None and stop.is_set())
+
         try:
-            pull(client, image, min(PULL_SILENCE, grace))
+            pull(client, image, min(PULL_SILENCE, grace), progress, abandon)
             return True
+        except PullAbandoned:
+            tries += 1
+            raise unpulled("; ".join(w for w in (said, f"pulling: {progress.words(now=True)}") if w)) from None
         except docker.errors.APIError as e:
-            said, waited, tries = str(e.explanation or e), time.monotonic() - since, tries + 1
+            said, tries = str(e.explanation or e), tries + 1
+            since = progress.heard_at if since is None else since  # a silent try failed from its silence's start
+            waited = time.monotonic() - since
             if not registry_unanswered(said) or waited >= grace or (stop is not None and stop.is_set()):
-                waited_for = tries > 1 or waited >= grace  # tried again, or one try (a silent pull) took the grace
-                raise ImageUnpulled(unpulled_words(image, said, waited if waited_for else None)) from None
-        if waiting is not None and tries == 1:
-            waiting(said)
+                raise unpulled(said) from None
+        tell("")
         backoff.failed()
         pause = max(0.0, min(backoff.at, since + grace) - time.monotonic())
         if stop is not None:

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
@@ -59,9 +59,9 @@ from sematic_k8s.docker_engine import (
     engine_retried,
     image_user,
     pull,
+    pull_note,
     registry_unanswered,
     secret_archive,
-    short_image,
     stdout_frames,
     unanswered,
     unpulled_words,
@@ -131,9 +131,10 @@ class DockerExecutor(RemoteExecutor):
         self.root_id = spec.root_id
         self._start(_Unpulled(spec, task, env))
 
-    def _start(self, launch: _Unpulled, failed: BaseException | None = None) -> bool:
-        """Launch it, unless the pull try it waited for ``failed`` (that try's error); False when it waits for its
-        image (a pull try under way, or due)."""
+    def _start(self, launch: _Unpulled, failed: BaseException | None = None,
+               failing_since: float | None = None) -> bool:
+        """Launch it, unless the pull try it waited for ``failed`` (that try's error, failing since ``failing_since``,
+        monotonic); False when it waits for its image (a pull try under way, or due)."""
         import docker.errors
 
         spec, task = launch.spec, launch.task
@@ -150,9 +151,10 @@ class DockerExecutor(RemoteExecutor):
                 return False
             except _Refused as e:
                 now = time.monotonic()
+                if launch.since is None and e.passing():
+                    launch.since = min(now, max(launch.came, failing_since or now))  # joined that try late
                 if e.passing() and now - (launch.since or now) < self.pull_grace:
-                    if launch.since is None:
-                        launch.since = now
+                    if not launch.said:
                         log.warning("run %s waits for its image: the Docker engine could not pull %s (%s); trying "
                                     "again for up to %g s", spec.run_id, self.image, e.said, self.pull_grace)
                     launch.said = e.said
@@ -171,50 +173,75 @@ class DockerExecutor(RemoteExecutor):
 
     @property
     def waiting(self) -> dict[str, str]:
-        """Run id -> what its worker waits for (its image: its pull try's progress while one is under way, in the
-        engine's stream's words, "pulling its image (PROGRESS): REF"; once a try failed, that, "...; trying again for
-        up to N s", with "; pulling: PROGRESS" while the next try is under way), noted on the run."""
+        """Run id -> what its worker waits for (its image, :func:`~sematic_k8s.docker_engine.pull_note`: its pull
+        try's progress while one is under way, in the engine's stream's words, "pulling its image (PROGRESS): REF";
+        once a try failed, that, "...; trying again for up to N s", with "; pulling: PROGRESS" while the next try is
+        under way), noted on the run."""
         pull = self._pull
         progress = pull.progress.words() if pull is not None and pull.is_alive() else None
-        notes: dict[str, str] = {}
-        for run_id, u in self.unpulled.items():
-            if u.since is not None:
-                notes[run_id] = f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); " \
-                                f"trying again for up to {self.pull_grace:g} s" + (f"; pulling: {progress}" if progress
-                                                                                   else "")
-            elif progress is not None:
-                notes[run_id] = f"pulling its image{f' ({progress})' if progress else ''}: {short_image(self.image)}"
-        return notes
+        return {run_id: pull_note("its", self.image, progress, self._failed(u)) for run_id, u in self.unpulled.items()
+                if u.said or progress is not None}
+
+    def _failed(self, u: _Unpulled) -> str:
+        """The wait's words of a run whose image's pull try failed ("" while none did)."""
+        return (f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); trying again for "
+                f"up to {self.pull_grace:g} s") if u.said else ""
 
     def _pull_again(self) -> None:
-        """Start the image's pull try on its thread once it is due (backoff between the tries) while runs wait for
-        it; once that try ended, launch them again, in the order they came, with its result: pulled, each is started;
-        failed, each waits again (or fails in the engine's words, past its pull_grace or at a refusal)."""
-        if not self.unpulled:
-            return
+        """Read the image's pull try: once it ended, launch the runs that waited for it again, in the order they came,
+        with its result (pulled, each is started; failed, each waits again, or fails in the engine's words at a
+        refusal); fail each run past its grace (:meth:`_past_grace`); abandon a try no run waits for any more; start
+        the next one once it is due (backoff between the tries) while runs wait."""
         pull = self._pull
-        if pull is None:
-            if self._backoff.due():
-                self._pull = _Pull(self.client, self.image, min(PULL_SILENCE, self.pull_grace), self._wake)
+        if pull is not None and not pull.is_alive():
+            self._pull = None
+            if pull.error is None:
+                self._backoff.pulled()
+            else:
+                self._backoff.failed()
+            for run_id in list(self.unpulled):
+                launch = self.unpulled.pop(run_id, None)
+                if launch is None:  # launched already, by a try started and ended meanwhile (its image gone again)
+                    continue
+                try:  # else back in unpulled: it waits again
+                    started = self._start(launch, pull.error, pull.progress.heard_at)
+                except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
+                    self.unpulled.setdefault(run_id, launch)
+                    raise
+                if started:
+                    self._deadline(launch.task, 0.0)
+        self._past_grace()
+        if not self.unpulled:
+            self._abandon()
+        elif self._pull is None and self._backoff.due():
+            self._pull = _Pull(self.client, self.image, min(PULL_SILENCE, self.pull_grace), self._wake)
+
+    def _past_grace(self) -> None:
+        """Fail each waiting run whose ``pull_grace`` has passed since its first failure (a failed try, or the engine
+        retrying a layer in the try under way), at its own deadline, whether or not a try is under way: in the
+        engine's words, the last failure's, with that try's progress; unless that try still downloads
+        (:meth:`~sematic_k8s.docker_engine.PullProgress.moving`)."""
+        pull, now = self._pull, time.monotonic()
+        progress = pull.progress if pull is not None else None
+        if progress is not None and progress.retried_at is not None:
+            for u in self.unpulled.values():
+                u.since = u.since if u.since is not None else now
+        if progress is not None and progress.moving():
             return
-        if pull.is_alive():
-            return
-        self._pull = None
-        if pull.error is None:
-            self._backoff.pulled()
-        else:
-            self._backoff.failed()
-        for run_id in list(self.unpulled):
-            launch = self.unpulled.pop(run_id, None)
-            if launch is None:  # launched already, by a try started and ended meanwhile (its image gone again)
-                continue
-            try:
-                started = self._start(launch, pull.error)  # else back in unpulled: it waits again
-            except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
-                self.unpulled.setdefault(run_id, launch)
-                raise
-            if started:
-                self._deadline(launch.task, 0.0)
+        for run_id, u in list(self.unpulled.items()):
+            if u.since is not None and now - u.since >= self.pull_grace:
+                del self.unpulled[run_id]
+                pulling = progress.words(now=True) if progress is not None else ""
+                said = "; ".join(w for w in (u.said, f"pulling: {pulling}" if pulling else "") if w)
+                self.finished.append(Ended(run_id, None, "CreateContainerError",
+                                           unpulled_words(self.image, said, now - u.since),
+                                           details={"executor": "docker", "image": self.image}))
+
+    def _abandon(self) -> None:
+        """No run waits for the try under way: it is ended (the engine's pull with it), its result never read."""
+        pull, self._pull = self._pull, None
+        if pull is not None:
+            pull.abandon()
 
     def _launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         import docker.errors
@@ -490,6 +517,7 @@ class DockerExecutor(RemoteExecutor):
         self.deadlines.clear()
         self.containers.clear()
         self.unpulled.clear()
+        self._abandon()
         for removal in self._removals:
             removal.join(60)
 
@@ -509,7 +537,8 @@ class DockerExecutor(RemoteExecutor):
     def stop(self, run_id: str) -> None:
         """Remove the run's container; DockerUnavailable when the engine stops answering (once it was lost
         already, the container is left: named when the executor closes)."""
-        self.unpulled.pop(run_id, None)
+        if self.unpulled.pop(run_id, None) is not None and not self.unpulled:
+            self._abandon()
         container = self.containers.pop(run_id, None)
         if container is None:
             return
@@ -522,18 +551,23 @@ class DockerExecutor(RemoteExecutor):
 class _Pull(threading.Thread):
     """One try of :func:`~sematic_k8s.docker_engine.pull` of ``image`` (silent for ``silence`` seconds at most), on
     a daemon thread of its own, started at once: ``error`` is what it raised (None: pulled); ``wake`` is set when it
-    ends. Daemon: a try still silent when the executor closes holds nothing up; it ends by its own silence limit."""
+    ends. :meth:`abandon` ends it at the stream's next line (within a second while the engine retries a layer; a
+    silent try at its silence limit), the engine's pull with it."""
 
     def __init__(self, client: Any, image: str, silence: float, wake: threading.Event) -> None:  # noqa: ANN401
         super().__init__(name="sk-docker-pull", daemon=True)
         self.client, self.image, self.silence, self.wake = client, image, silence, wake
         self.error: BaseException | None = None
         self.progress = PullProgress(image)  # what its stream said so far
+        self.abandoned = threading.Event()
         self.start()
+
+    def abandon(self) -> None:
+        self.abandoned.set()
 
     def run(self) -> None:
         try:
-            pull(self.client, self.image, self.silence, self.progress)
+            pull(self.client, self.image, self.silence, self.progress, self.abandoned.is_set)
         except BaseException as e:  # noqa: BLE001 - read by the executor's loop (_pull_again)
             self.error = e
         finally:
@@ -542,14 +576,16 @@ class _Pull(threading.Thread):
 
 @dataclass(slots=True)
 class _Unpulled:
-    """A worker's launch (``launch``'s arguments) that waits for its image since ``since`` (monotonic; None: it has
-    not waited), its last pull failing as the engine ``said``."""
+    """A worker's launch (``launch``'s arguments) that waits for its image, its pull failing since ``since``
+    (monotonic: a try failed, or the engine retried a layer; None: no failure yet), its last failed try as the
+    engine ``said`` ("" none failed)."""
 
     spec: TaskSpec
     task: Task
     env: dict[str, str]
     since: float | None = None
     said: str = ""
+    came: float = field(default_factory=time.monotonic)  # when it began to wait
 
 
 class _Absent(Exception):

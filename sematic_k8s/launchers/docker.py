@@ -12,8 +12,12 @@ container as a file readable by the image's user alone, named by its ``*_FILE`` 
 
 A driver's image the engine does not have is pulled; while its registry does not answer (the engine's 500 "dial tcp
 ...: connection refused", a 5xx or 429), the pull is tried again with backoff for ``pull_grace`` seconds (the spec's
-``executor_settings["pull_grace"]``, as for its workers; 120 s), ``progress`` told so once, as a worker's waits
-(:func:`~sematic_k8s.docker_engine.pull_waiting`); past it, or at once for a registry that refuses it (manifest
+``executor_settings["pull_grace"]``, as for its workers; 120 s, from the first failure: a failed try, or the engine
+retrying a layer), ``progress`` told so, and told again as the pull goes on, in a worker's words
+(:func:`~sematic_k8s.docker_engine.pull_waiting`, :func:`~sematic_k8s.docker_engine.pull_note`: "pulling the
+driver's image (D of N layers, X of Y MB; the engine retries a layer (K failed downloads)): REF" while no try failed;
+then the failure, "...; trying again for up to 120 s", with "; pulling: PROGRESS" while a later try is under way);
+past it (a try under way that downloads nothing abandoned), or at once for a registry that refuses it (manifest
 unknown, unauthorized), :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. Given ``ended`` (the
 server's, for a rerun it claimed), the launch asks it between the pull's tries and once more right before the
 container's create: its resolution ended meanwhile (canceled), no container is created
@@ -46,6 +50,7 @@ from sematic_k8s.docker_engine import (
     engine_calls,
     engine_retried,
     image_user,
+    pull_note,
     pull_waiting,
     registry_of,
     secret_archive,
@@ -97,13 +102,18 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
         except docker.errors.ImageNotFound:
             grace = float(spec.executor_settings.get("pull_grace", PULL_GRACE))
 
-            def waiting(said: str) -> None:
-                words = (f"waiting for the driver's image: the Docker engine could not pull it from "
-                         f"{registry_of(spec.image)} ({said}); trying again for up to {grace:g} s")
+            logged = False
+
+            def waiting(said: str, pulling: str) -> None:
+                nonlocal logged
+                failed = (f"waiting for the driver's image: the Docker engine could not pull it from "
+                          f"{registry_of(spec.image)} ({said}); trying again for up to {grace:g} s") if said else ""
+                words = pull_note("the driver's", spec.image, pulling, failed)
                 if progress is not None:
                     progress(words)
-                else:
+                elif not logged:  # the log says it once
                     log.warning("resolution %s: %s", root_id, words)
+                    logged = True
 
             pulled = pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop, ended=ended)
             if not pulled or (ended is not None and ended()):  # it ended while its image was waited for

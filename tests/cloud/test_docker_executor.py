@@ -30,6 +30,7 @@ from outages import (
     SILENT,
     DroppingProxy,
     RegistryProcess,
+    ThrottlingProxy,
     called_in,
     last_layer,
     pulled_from_own_registry,
@@ -150,6 +151,10 @@ PROJECT = f'''
     @sk.func
     def inc_beside(x: int) -> list[int]:
         return [inc(x), thrice(x)]
+
+    @sk.func
+    def incs(x: int) -> list[int]:
+        return [inc(x), inc(x + 1), inc(x + 2)]
 '''
 
 
@@ -665,7 +670,7 @@ def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_
         why = str(next((r.notes.get("waiting") or "" for r in store.runs_of_root(f.id) if r.func_name == "inc"), ""))
         if why and why not in seen:
             seen.append(why)
-        return why if "the engine retries a layer: Retrying in " in why and " MB;" in why else None
+        return why if "; the engine retries a layer (" in why and " MB;" in why else None
 
     def resolve(loop: ResolutionLoop) -> None:
         try:
@@ -686,8 +691,8 @@ def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_
             why = wait_for(retrying, 60, what="inc's note to say the engine retries a layer of its image")
             print("\n".join(seen))
             name, _, digest = image.partition("@sha256:")
-            assert re.fullmatch(r"pulling its image \(\d+ of \d+ layers, 20 of 20 MB; the engine retries a layer: "
-                                r"Retrying in \d+ seconds?\): " + re.escape(f"{name}@sha256:{digest[:12]}"), why), why
+            assert re.fullmatch(r"pulling its image \(\d+ of \d+ layers, 20 of 20 MB; the engine retries a layer "
+                                r"\(\d+ failed downloads?\)\): " + re.escape(f"{name}@sha256:{digest[:12]}"), why), why
             assert len(digest) == 64 and why.index("layers") < 40, why  # its progress before the image, in the CLI
             assert not any(s.startswith("waiting for its image") for s in seen), seen  # still its first try
             proxy.passing()
@@ -1107,7 +1112,8 @@ def test_a_worker_whose_first_pull_try_failed_is_noted_with_the_next_tries_progr
     the first pull try fails at once and the run waits. Then the proxy answers 503 to its last layer's blob only: the
     next try downloads the others while the engine retries that layer. The run's ``waiting`` keeps the first try's
     failure and adds that try's progress ("...; trying again for up to 120 s; pulling: D of N layers, 20 of 20 MB;
-    the engine retries a layer: ..."); the proxy passing, the run resolves. Was: only the failure, no progress."""
+    the engine retries a layer (K failed downloads)"); the proxy passing, the run resolves. Was: only the failure, no
+    progress."""
     with pulled_from_own_registry(tmp_path, project[1], "sk-test-pull-progress-again", "worker", layered=True,
                                   big_mb=20) as (registry, ref), \
             registry_answering(registry, ref, REGISTRY_NOT_NOW["503"], paths=(b"/manifests/",)) as (proxy, image):
@@ -1121,14 +1127,140 @@ def test_a_worker_whose_first_pull_try_failed_is_noted_with_the_next_tries_progr
             def pulling() -> str | None:
                 assert executor.wait(0.2) == []
                 why = executor.waiting.get(task.run_id) or ""
-                return why if "; the engine retries a layer: Retrying in " in why else None
+                return why if "; the engine retries a layer (" in why else None
 
             why = wait_for(pulling, 60, what="the run's note to give the next try's progress")
             assert why.startswith(f"{failed}; pulling: "), (failed, why)
-            assert re.search(r"; pulling: \d+ of \d+ layers, \d+ of 20 MB; the engine retries a layer: Retrying in \d+ "
-                             r"seconds?$", why), why
+            assert re.search(r"; pulling: \d+ of \d+ layers, \d+ of 20 MB; the engine retries a layer \(\d+ failed "
+                             r"downloads?\)$", why), why
             proxy.passing()
             assert stored_value(storage, outcome_of(executor)) == 42
             assert executor.waiting == {}
         finally:
             executor.close()
+
+
+def noted(executor: DockerExecutor, task: Task, words: str) -> str:
+    """The task's run's note, once it has ``words``; no outcome meanwhile."""
+    def said() -> str | None:
+        ended = executor.wait(0.2)
+        assert ended == [], [(o.error_info or {}).get("message") for o in ended]
+        why = executor.waiting.get(task.run_id) or ""
+        return why if words in why else None
+    return wait_for(said, 60, what=f"the run's note to say {words!r}")
+
+
+@pytest.fixture
+def retried_layer(project, tmp_path) -> Iterator[tuple[ThrottlingProxy, str]]:
+    """The project's image with a layer of its own, pushed to a registry of the test's own behind a proxy that answers
+    503 to that layer's blob (the engine retries it itself, about 75 s, before its pull fails): (the proxy, the image
+    by digest through it)."""
+    with pulled_from_own_registry(tmp_path, project[1], "sk-test-pull-deadline", "worker", layered=True) as (
+            registry, ref), registry_answering(registry, ref, REGISTRY_NOT_NOW["503"],
+                                               paths=(last_layer(registry, ref),)) as (proxy, image):
+        yield proxy, image
+
+
+def test_runs_whose_layer_the_engine_retries_fail_each_at_its_own_pull_grace_and_their_try_is_abandoned(
+        project, storage, retried_layer, monkeypatch):
+    """A layer answered 503, which the engine retries itself for about 75 s within one pull try, a 3 s
+    ``pull_grace``: the engine's retry is each waiting run's first failure, and each run fails at its own grace's end
+    while the shared try goes on (one that came later waits on), in the engine's words of the try under way; once no
+    run waits, the try is abandoned (its thread ends, the engine's pull with it). Was: the grace began at the first
+    failed try, and a run was failed only once a try ended: about 150 s here."""
+    from sematic_k8s import docker_engine
+
+    monkeypatch.setattr(docker_engine, "PULL_PROGRESS_EVERY", 0.0)  # the note says the retry within the grace
+    proxy, image = retried_layer
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
+    try:
+        first = submit(executor, storage, project[0].inc, 1)
+        noted(executor, first, "; the engine retries a layer (")
+        pulling = executor._pull  # the shared try under way (private: its end is what is asserted)
+        time.sleep(1.5)  # the second's grace ends that much after the first's
+        second = submit(executor, storage, project[0].inc, 2)
+        outcome = outcome_of(executor)
+        assert outcome.run_id == first.run_id and second.run_id in executor.waiting, (outcome, executor.waiting)
+        assert pulling is not None and pulling.is_alive()  # the try goes on for the second
+        later = outcome_of(executor)
+        assert later.run_id == second.run_id
+    finally:
+        executor.close()
+    for ended in (outcome, later):
+        assert_never_started(ended, f"does not have image {image} and could not pull it for ", " s (pulling: ",
+                             "; the engine retries a layer (", " failed download",
+                             "push it to its registry, or check that the engine can reach that registry")
+    pulling.join(30)
+    assert not pulling.is_alive(), "the try no run waits for was not abandoned"
+    assert executor.waiting == {} and containers_of(first) == containers_of(second) == []
+
+
+def test_an_executor_closed_while_its_images_try_is_under_way_abandons_that_try(project, storage, retried_layer):
+    """The executor closed (its resolution canceled, its driver ending) while the engine retries a layer of its
+    image: the try is abandoned, the engine's pull with it. Was: left to go on for the engine's tries (about 75 s),
+    its result read by no one."""
+    proxy, image = retried_layer
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    try:
+        task = submit(executor, storage, project[0].inc, 1)
+        noted(executor, task, "; the engine retries a layer (")
+        pulling = executor._pull  # private: its end is what is asserted
+    finally:
+        executor.close()
+    assert pulling is not None
+    pulling.join(30)
+    assert not pulling.is_alive(), "the try was not abandoned"
+    assert containers_of(task) == []
+
+
+def test_many_runs_waiting_for_one_image_have_their_notes_written_only_when_their_words_change(
+        project, storage, retried_layer, tmp_path, monkeypatch):
+    """Through the resolution loop, three workers waiting for one image whose layer the engine retries (a countdown,
+    "Retrying in N seconds", a line a second, before each new download): each run's note is written when what it
+    tells changes (layers, MB, a failed download; here with the words free to change at every read,
+    PULL_PROGRESS_EVERY 0), never with the engine's countdown. Counted: the store's writes of each run's note, at most
+    a few more than the 503s the proxy answered. Was: every read whose countdown moved (a write a second a run here;
+    every 5 s otherwise, whatever the number of runs)."""
+    from sematic_k8s import docker_engine
+    from sematic_k8s.executors.inline import InlineExecutor
+    from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+    from sematic_k8s.resolvers.loop import ResolutionLoop
+    from sematic_k8s.specs import ResolutionSettings
+    from sematic_k8s.store import sql_store
+
+    monkeypatch.setattr(docker_engine, "PULL_PROGRESS_EVERY", 0.0)
+    proxy, image = retried_layer
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    f = project[0].incs(5)
+    written: dict[str, list[str]] = {}  # run id -> its notes' "waiting", as written
+    write = type(store).write
+
+    def counted(self: Any, batch: Any) -> Any:  # noqa: ANN401 - the store's own write, each waiting note counted
+        for run_id, fields in {**batch.new_runs, **batch.run_updates}.items():
+            if "waiting" in (fields.get("notes") or {}):
+                written.setdefault(run_id, []).append(fields["notes"]["waiting"])
+        return write(self, batch)
+
+    monkeypatch.setattr(type(store), "write", counted)
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+    loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(2), executor),
+                          ResolutionSettings(root_id=f.id, max_parallelism=4), kind="cloud")
+    def resolve() -> None:
+        with contextlib.suppress(BaseException):  # canceled at the end
+            loop.run(f)
+
+    resolution = threading.Thread(target=resolve, daemon=True)
+    resolution.start()
+    try:
+        wait_for(lambda: len(written) == 3 and proxy.throttled >= 8, 90,
+                 what="three runs noted as waiting while the engine failed the layer's download four times")
+        throttled, counts = proxy.throttled, {run_id: len(notes) for run_id, notes in written.items()}
+        print(f"{throttled} 503s; notes written: {counts}; one run's: {next(iter(written.values()))}")
+        assert all(n <= 3 + throttled for n in counts.values()), (throttled, written)
+        for notes in written.values():
+            assert all(a != b for a, b in zip(notes, notes[1:], strict=False)), notes  # never the same words again
+    finally:
+        store.request_cancel(f.id)
+        resolution.join(60)
+        executor.close()
+    assert not resolution.is_alive()

@@ -75,16 +75,25 @@ def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
                       resolution=ResolutionSettings(root_id=uuid.uuid4().hex))
 
 
+def waited(said: list[str]) -> str:
+    """What the launcher said first of its wait (its first failure's words): whatever it said after is a wait too (a
+    later try's failure, or the progress of the try under way: "...; pulling: ...")."""
+    line, *more = said
+    assert all(m.startswith("waiting for the driver's image: the Docker engine could not pull it from ")
+               for m in more), said
+    return line
+
+
 def test_a_docker_driver_waits_for_its_image_while_its_registry_is_down_for_a_few_seconds(unpulled):
     """The launcher (through ``launchers.start_driver``, as the CloudResolver calls it, its progress display told)
-    says once that it waits for the driver's image (the registry, the engine's words, for how long), tries the pull
+    says that it waits for the driver's image (the registry, the engine's words, for how long), tries the pull
     again, and starts the driver once the registry is back."""
     registry, image = unpulled
     spec, said = spec_of(image), []
     try:
         with restarted_in(registry, 3):
             launchers.start_driver(spec, {}, progress=said.append)
-        [line] = said
+        line = waited(said)
         assert line.startswith(f"waiting for the driver's image: the Docker engine could not pull it from "
                                f"{registry.host} (")
         assert "connection refused" in line and line.endswith("trying again for up to 120 s"), line
@@ -126,7 +135,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_not_now_
         try:
             with called_in(3, proxy.passing):
                 launchers.start_driver(spec, {}, progress=said.append)
-            [line] = said
+            line = waited(said)
             print(f"the launcher's words for a {answer}: {line}")
             assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
                             f"{proxy.port} ({words}); trying again for up to 120 s"), line
@@ -177,11 +186,12 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
 
         def waiting(line: str) -> None:  # the first pull failed (the engine's own tries of a 503 take 4 s)
             said.append(line)
-            passing.start()
+            if len(said) == 1:
+                passing.start()
 
         try:
             launchers.start_driver(spec, {}, progress=waiting)
-            [line] = said
+            line = waited(said)
             print(f"the launcher's words for a {answer} to a blob: {line}")
             assert "(error pulling image configuration: download failed after attempts=" in line, line
             assert f"{words}); trying again for up to 120 s" in line, line
@@ -196,8 +206,11 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
 def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(tmp_path, answer):
     """The idle driver image with a layer of its own, the request for that layer's blob answered by the proxy (the
     manifest's and the configuration's passed) with a bare 429, Docker Hub's 429 (its error JSON), or a 503 until
-    the first pull failed: the launcher waits, in the words of the engine's pull stream (for a 503, after the
-    engine's own five tries of the layer, about 75 s), and starts the driver once the layer passes."""
+    the launcher first says that it waits: for a 429, in the words of the engine's pull stream, the try failed; for a
+    503, which the engine retries itself (about 75 s before the try fails), as soon as it does, with the try's
+    progress as a worker's note gives it ("pulling the driver's image (D of N layers; the engine retries a layer (1
+    failed download)): REF"). The driver starts once the layer passes; whatever more is said is that progress. Was:
+    the 503's wait said nothing until the try failed, about 75 s, then no progress."""
     require_docker()
     idle_driver_image(docker_client())
     not_now = REGISTRY_NOT_NOW[answer]
@@ -212,12 +225,45 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
 
         try:
             launchers.start_driver(spec, {}, progress=waiting)
-            [line] = said
-            print(f"the launcher's words for a {answer} to a layer: {line}")
-            assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
-                            f"{proxy.port} ({not_now.words}); trying again for up to 120 s"), line
+            print(f"the launcher's words for a {answer} to a layer: {said}")
+            line, *more = said
+            if answer == "503":
+                name, _, digest = image.partition("@sha256:")
+                short = re.escape(f"{name}@sha256:{digest[:12]}")
+                assert re.fullmatch(r"pulling the driver's image \(\d+ of \d+ layers(, \d+ of \d+ MB)?; the engine "
+                                    r"retries a layer \(1 failed download\)\): " + short, line), line
+                assert all(m.startswith("pulling the driver's image (") for m in more), more
+            else:
+                assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
+                                f"{proxy.port} ({not_now.words}); trying again for up to 120 s"), line
+                assert all(m.startswith("waiting for the driver's image: ") for m in more), more
             [driver] = drivers_of(spec.root_id or "")
             assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+        finally:
+            remove_drivers(spec.root_id or "")
+
+
+def test_a_docker_driver_whose_layer_the_engine_retries_fails_at_its_pull_grace_in_words(tmp_path):
+    """The proxy answers 503 to the layer for good, a 3 s ``pull_grace``: the engine's retry is the first failure, and
+    the launch ends at the grace's end while the engine still retries (the try abandoned, the engine's pull with it),
+    ImageUnpulled naming the try's progress; no container. Was: ImageUnpulled only once the engine's own tries of
+    the layer ended, about 75 s, whatever the grace."""
+    require_docker()
+    idle_driver_image(docker_client())
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  layered=True) as (registry, ref), \
+            registry_answering(registry, ref, REGISTRY_NOT_NOW["503"], paths=(last_layer(registry, ref),)) as (
+                proxy, image):
+        spec, said = spec_of(image, pull_grace=3), []
+        try:
+            with pytest.raises(ImageUnpulled) as failed:
+                start_driver(spec, {}, docker_socket=False, progress=said.append)
+            words = str(failed.value)
+            assert re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it for "
+                            r"\d+ s \(pulling: \d+ of \d+ layers(, \d+ of \d+ MB)?; the engine retries a layer "
+                            r"\(\d+ failed downloads?\)\): push it to its registry", words), words
+            assert said and said[0].startswith("pulling the driver's image ("), said
+            assert drivers_of(spec.root_id or "") == []
         finally:
             remove_drivers(spec.root_id or "")
 
