@@ -188,19 +188,19 @@ class Reruns:
               noted: Callable[[str | None], None] = lambda words: None) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails. Returns once
         it started, or once it waits for its image (see the module's docstring), ``noted`` told what it waits for
-        then (and None once the driver started): a launch that fails after that calls ``failed`` with the words the
-        ApiError would have had; one whose claim ``ended()`` (asked while it waits) ends without a driver, nothing
-        recorded."""
+        then, and again as that changes (and None once the driver started): a launch that fails after that calls
+        ``failed`` with the words the ApiError would have had; one whose claim ``ended()`` (asked while it waits) ends
+        without a driver, nothing recorded."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
         answer: Future[None] = Future()  # the request's: set when the driver started, waits, or failed
         lock = threading.Lock()
 
-        def waiting(words: str) -> None:
-            log.warning("rerun %s: %s", spec.root_id, words)
+        def waiting(words: str) -> None:  # told again as the words change (its pull's progress): logged once
             _noted(words)
             with lock:
                 if not answer.done():
+                    log.warning("rerun %s: %s", spec.root_id, words)
                     answer.set_result(None)  # the request answers now; the launch goes on
 
         def _noted(words: str | None) -> None:
