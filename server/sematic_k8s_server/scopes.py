@@ -15,6 +15,7 @@ recorded before owners were (only the token its driver holds may). Cache look-up
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -26,6 +27,7 @@ from sematic_k8s.store.tables import Base, ResolutionRow, RunRow
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.problems import ApiError
 
+log = logging.getLogger("sematic_k8s")
 _runs = Base.metadata.tables[RunRow.__tablename__]
 _res = Base.metadata.tables[ResolutionRow.__tablename__]
 CHUNK = 500
@@ -100,9 +102,9 @@ def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str |
 class Known:
     """What the write checks read of the database, kept for the next ones (one process's): a recorded run's
     resolution and a resolution's owner never change (a claim's driver records it in its place as the same key's),
-    so a driver's steady writes are checked without a query, on the event loop (learned as they are read, and from
-    the batches written: :meth:`written`). A resolution recorded before owners is read each time (its claim's driver
-    records it as its own key's). Cleared past :data:`LIMIT` entries."""
+    so a driver's steady writes are checked without a query, on the event loop (learned as they are read, and read
+    back once the batches the checks let through landed: :meth:`written`). A resolution recorded before owners is
+    read each time (its claim's driver records it as its own key's). Cleared past :data:`LIMIT` entries."""
 
     LIMIT = 500_000
 
@@ -134,11 +136,22 @@ class Known:
             out.update(found)
         return out
 
-    def written(self, batch: Batch) -> None:
-        """Learn what a batch the checks let through recorded: its new runs' resolutions, its new resolutions'
-        owners (an id recorded before under another resolution or owner was refused by the check)."""
-        self._learn(self.roots, {r: str(f["root_id"]) for r, f in batch.new_runs.items() if f.get("root_id")})
-        self._learn(self.owners, {str(r["id"]): r["owner"] for r in batch.new_resolutions if r.get("owner")})
+    def written(self, store: SqlStore, batches: Sequence[Batch]) -> None:
+        """Learn what the batches the checks let through recorded, as the database holds it: their new runs'
+        resolutions, their new resolutions' owners, read back in one query each (two writers recording one new id
+        at once both pass their checks, and only the first insert lands: the other batch's own fields were not
+        recorded). A failed read learns nothing: the next check reads them."""
+        runs = [r for b in batches for r in b.new_runs]
+        resolutions = [str(r["id"]) for b in batches for r in b.new_resolutions]
+        try:
+            if runs:
+                self._learn(self.roots, roots_of(store, runs))
+            if resolutions:
+                found = owners_of(store, resolutions)
+                self._learn(self.owners, {r: owner for r, owner in found.items() if owner is not None})
+        except sa.exc.SQLAlchemyError as e:  # the batches are written: their answers stand
+            log.warning("could not read back the owners of what was just written (read at the next check): %s",
+                        str(e).splitlines()[0])
 
     def _learn(self, known: dict[str, str], found: dict[str, str]) -> None:
         if len(known) + len(found) > self.LIMIT:
