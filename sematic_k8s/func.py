@@ -9,6 +9,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import sys
 import types
 import typing
@@ -374,10 +375,12 @@ class Func:
 
     def _unevaluated(self, error: Exception) -> str:
         """Which hint ``error`` (from evaluating the hints) is about: "the type hint of parameter 'x' (its text) ",
-        when the name it did not find is in one hint's text; else "its type hints "."""
+        when the name it did not find is in one hint's text, as a whole name (``Foo``, not the start of ``FooBar``);
+        else "its type hints "."""
         missing = getattr(error, "name", None)
+        whole = re.compile(rf"(?<!\w){re.escape(missing)}(?!\w)") if isinstance(missing, str) else None
         for name, text in getattr(self.fn, "__annotations__", {}).items():
-            if isinstance(missing, str) and isinstance(text, str) and missing in text:
+            if whole is not None and isinstance(text, str) and whole.search(text):
                 what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
                 return f"{what} ({text}) "
         return "its type hints "

@@ -172,6 +172,16 @@ def test_type_hints_that_cannot_be_evaluated_are_said_at_the_call():
         space["f"](1)
 
 
+def test_a_hint_that_cannot_be_evaluated_is_named_not_another_whose_text_holds_its_name():
+    """The name not found is matched as a whole name: ``y: 'Foo'`` is the one named, not ``x: 'FooBar'``, a class
+    that is defined (was: the first hint whose text held 'Foo' named, x)."""
+    space: dict = {"sk": sk}
+    exec("class FooBar: pass\n@sk.func\ndef f(x: 'FooBar', y: 'Foo') -> int:\n    return 1", space)
+    with pytest.raises(sk.FuncError, match=r"^@func f: the type hint of parameter 'y' \('Foo'\) cannot be evaluated "
+                       r"\(name 'Foo' is not defined\)"):
+        space["f"](space["FooBar"](), 1)
+
+
 def test_a_future_of_the_wrong_type_is_refused_at_the_call(resolver, store):
     """Was refused only when the run executed (after text() ran); now where the Future is passed: at the root call,
     and in a composition's body (its run fails with the same line)."""
