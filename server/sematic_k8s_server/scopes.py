@@ -89,6 +89,14 @@ NOT_YOURS = ("records only the resolutions its key started: start one of your ow
              "(sematic-k8s rerun RUN_ID) to build on its runs")
 
 
+def whose(owner: str | None, what: str) -> str:
+    """Why a key may not write into ``what`` (a resolution: "it", "its resolution") recorded by ``owner``, in the words
+    of a 403: another key's, or one recorded before owners were (None)."""
+    if owner is None:
+        return f"{what} was recorded before the server recorded owners (only its driver's token may write into it)"
+    return f"another API key recorded {what}"
+
+
 def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str | None]:
     """resolution id -> the API key that recorded it (None: recorded before owners were), for those recorded."""
     ids, out = list(resolution_ids), dict[str, str | None]()
@@ -181,8 +189,8 @@ def check_owner(principal: Principal, store: SqlStore, resolution_id: str, actio
         return  # local mode: no keys, no owners
     owners = owners_of(store, [resolution_id])
     if resolution_id in owners and owners[resolution_id] != principal.key_id:
-        raise ApiError(403, f"API key {principal.name!r} may not {action} resolution {resolution_id}: another API "
-                            f"key recorded it, and a key {NOT_YOURS}")
+        raise ApiError(403, f"API key {principal.name!r} may not {action} resolution {resolution_id}: "
+                            f"{whose(owners[resolution_id], 'it')}, and a key {NOT_YOURS}")
 
 
 def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_updates: Records,
@@ -202,9 +210,8 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
     def refuse(what: str) -> ApiError:
         return ApiError(403, f"{who} may not write {what}: it records only its own resolution")
 
-    def not_owned(what: str) -> ApiError:
-        return ApiError(403, f"{who} may not write {what}: another API key recorded its resolution, and a key "
-                             f"{NOT_YOURS}")
+    def not_owned(what: str, owner: str | None) -> ApiError:
+        return ApiError(403, f"{who} may not write {what}: {whose(owner, 'its resolution')}, and a key {NOT_YOURS}")
 
     if principal.is_token:
         _check_token(refuse, own, store, new_runs, run_updates, new_resolutions, resolution_updates, sequence, fence)
@@ -227,7 +234,7 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
     for res_id, what in naming.items():
         if res_id in owners:
             if not may_own(principal, owners[res_id]):
-                raise not_owned(what)
+                raise not_owned(what, owners[res_id])
         elif res_id not in created:
             raise ApiError(403, f"{who} may not write {what}: its resolution {res_id} is not recorded (record the "
                                 "resolution first, in the same batch or before)")

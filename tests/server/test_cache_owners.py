@@ -215,3 +215,26 @@ def test_an_owner_the_server_has_not_seen_written_is_read_from_the_database(serv
     with served.client() as c:
         assert c.post("/api/v1/store/write", json={"run_updates": {root: {"state": "resolved"}}}).status_code == 200
     assert served.store.get_run(root).state == "resolved"
+
+
+def test_a_keys_refusal_for_a_resolution_recorded_before_owners_says_so(served: Served) -> None:
+    """A running resolution recorded before the server recorded owners (written directly, no owner, as the migration
+    leaves one): a key's write into it, its take-over and a token for it are refused saying that (was: 'another API key
+    recorded it', though no key did, the asker's own perhaps)."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:p", func_name="p", state="running",
+                            created_at=utcnow()))
+    served.store.write(batch)
+    why = "was recorded before the server recorded owners (only its driver's token may write into it), and a key "
+    with served.client() as c:
+        r = c.post("/api/v1/store/write", json={"run_updates": {root: {"state": "failed"}}})
+        assert r.status_code == 403 and r.json()["detail"].startswith(
+            f"API key 'tests' may not write run {root}: its resolution {why}records only"), r.text
+        for path, action in ((f"/api/v1/store/take_over/{root}", "take over"),
+                             (f"/api/v1/resolutions/{root}/token", "mint a token for")):
+            r = c.post(path, json={})
+            assert r.status_code == 403 and r.json()["detail"].startswith(
+                f"API key 'tests' may not {action} resolution {root}: it {why}records only"), r.text
+    assert served.store.get_run(root).state == "running"
