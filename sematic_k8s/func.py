@@ -86,16 +86,18 @@ _UNIONS = (typing.Union, types.UnionType)
 HINT_ADVICE = "hint it with a class or a generic of classes (int, list[int], dict[str, float], int | None), or drop it"
 
 
-def _hint_problem(hint: Any) -> str | None:
+def _hint_problem(hint: Any, aliases: tuple[Any, ...] = ()) -> str | None:
     """What makes ``hint`` no type hint (a value such as ``5``, ``list[5]``, ``dict[str]``), which the run's check
     would take for anything, or refuse every value of; None for a hint (a class, None, Any, a TypeVar, a union,
-    Literal, Annotated, a generic whose arguments are hints)."""
+    Literal, Annotated, a generic whose arguments are hints). A type alias (``type X = ...``) is checked as what it
+    stands for, once (``aliases``: those being checked: one may name itself); NameError when that names what its
+    module does not define (yet)."""
     if isinstance(hint, type) or hint is None or hint is typing.Any or isinstance(hint, (typing.TypeVar,
                                                                                       typing.NewType)):
         return None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is None and hasattr(hint, "__value__"):  # ``type X = ...`` (Python 3.12): what it stands for
-        return _hint_problem(hint.__value__)
+        return None if any(hint is a for a in aliases) else _hint_problem(hint.__value__, (*aliases, hint))
     if origin is None:
         return None if callable(hint) or isinstance(hint, typing._SpecialForm) else f"{hint!r} is not a type"
     if origin in (typing.Literal, collections.abc.Callable):
@@ -107,7 +109,7 @@ def _hint_problem(hint: Any) -> str | None:
     for arg in args:
         if arg is Ellipsis and origin is tuple:
             continue
-        if (problem := _hint_problem(arg)) is not None:
+        if (problem := _hint_problem(arg, aliases)) is not None:
             return problem
     return None
 
@@ -368,8 +370,13 @@ class Func:
             raise FuncError(f"@func {self.name}: {self._unevaluated(e)}cannot be evaluated ({e}): define or import "
                             f"what it names in the func's module, or {HINT_ADVICE}") from e
         for name, hint in hints.items():
-            if (problem := _hint_problem(hint)) is not None:
-                what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
+            what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
+            try:
+                problem = _hint_problem(hint)
+            except NameError as e:  # a type alias naming what its module defines later (evaluated lazily)
+                raise FuncError(f"@func {self.name}: {what} cannot be evaluated ({e}): define or import what it "
+                                f"names in the func's module, or {HINT_ADVICE}") from e
+            if problem is not None:
                 raise FuncError(f"@func {self.name}: {what} is no type hint ({problem}): {HINT_ADVICE}")
         return hints
 

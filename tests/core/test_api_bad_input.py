@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections.abc
 import math
 import re
+import sys
 import typing
 
 import pytest
@@ -213,6 +214,43 @@ def test_a_type_hint_that_is_no_type_is_refused_at_decoration(signature, where, 
                        r"with a class or a generic of classes \(int, list\[int\], dict\[str, float\], int \| None\), "
                        r"or drop it$"):
         exec(compile(f"@sk.func\ndef f{signature}:\n    return 1", "<hints>", "exec", dont_inherit=True), space)
+
+
+class _LazyAlias:
+    """Python 3.12's ``type X = ...`` (typing.TypeAliasType) on an older Python: its value evaluated when first asked
+    for (``__value__``), so it may name itself or what its module defines later."""
+
+    def __init__(self, name: str, value: typing.Callable[[], object]) -> None:
+        self.__name__, self._value = name, value
+
+    @property
+    def __value__(self) -> object:
+        return self._value()
+
+
+def _aliases(space: dict) -> None:
+    """``Tree``, an alias naming itself, and ``Later``, one naming a class the module defines after it, in ``space``."""
+    if sys.version_info >= (3, 12):
+        exec("type Tree = list[Tree] | int\ntype Later = Defined", space)
+    else:
+        space["Tree"] = _LazyAlias("Tree", lambda: eval("list[Tree] | int", space))  # noqa: S307 - the alias's text
+        space["Later"] = _LazyAlias("Later", lambda: eval("Defined", space))  # noqa: S307
+
+
+def test_a_type_alias_naming_itself_or_a_later_class_decorates():
+    """A type alias is evaluated lazily: one naming itself (a tree) is a hint (was: RecursionError at decoration); one
+    naming a class its module defines later is evaluated at the first call (was: NameError at decoration), said in
+    one line there if that class is still not defined."""
+    space: dict = {"sk": sk}
+    _aliases(space)
+    exec("@sk.func\ndef tree(x: Tree) -> int:\n    return 1\n@sk.func\ndef later(x: Later) -> int:\n    return 1",
+         space)
+    with pytest.raises(sk.FuncError, match=r"^@func later: the type hint of parameter 'x' cannot be evaluated "
+                       r"\(name 'Defined' is not defined\): define or import what it names"):
+        space["later"](1)
+    exec("class Defined: pass", space)
+    assert space["later"](space["Defined"]()).func is space["later"]
+    assert space["tree"]([1, [2]]).func is space["tree"]
 
 
 def test_type_hints_are_taken_as_the_run_takes_them():
