@@ -104,7 +104,7 @@ def _hint_problem(hint: Any, aliases: tuple[Any, ...] = ()) -> str | None:
         return None  # Literal's arguments are values; Callable's a list of hints
     if origin is typing.Annotated:
         args = args[:1]
-    elif origin in _ARITY and len(args) != _ARITY[origin]:
+    elif origin in _ARITY and args and len(args) != _ARITY[origin]:  # none: typing.List alone, a list of Any
         return f"{origin.__name__}[...] takes {_ARITY[origin]} type(s), not {len(args)}"
     for arg in args:
         if arg is Ellipsis and origin is tuple:

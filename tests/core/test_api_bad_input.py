@@ -216,6 +216,17 @@ def test_a_type_hint_that_is_no_type_is_refused_at_decoration(signature, where, 
         exec(compile(f"@sk.func\ndef f{signature}:\n    return 1", "<hints>", "exec", dont_inherit=True), space)
 
 
+@pytest.mark.parametrize(("hint", "value"), [
+    ("typing.List", [1]), ("typing.Dict", {"a": 1}), ("typing.Set", {1}), ("typing.FrozenSet", frozenset()),
+    ("typing.Type", int), ("typing.Optional[typing.Dict]", None), ("typing.List[typing.Dict]", [{}])])
+def test_a_bare_typing_generic_is_a_hint(hint, value):
+    """``typing.List``, ``typing.Dict``... alone mean the generic of Any: they decorate, and a call with such a value is
+    taken (was: refused at decoration, 'list[...] takes 1 type(s), not 0')."""
+    space: dict = {"sk": sk, "typing": typing}
+    exec(compile(f"@sk.func\ndef f(x: {hint}) -> int:\n    return 1", "<hints>", "exec", dont_inherit=True), space)
+    assert space["f"](value).func is space["f"]
+
+
 class _LazyAlias:
     """Python 3.12's ``type X = ...`` (typing.TypeAliasType) on an older Python: its value evaluated when first asked
     for (``__value__``), so it may name itself or what its module defines later."""
