@@ -62,7 +62,7 @@ def record_fanout(store: Any, n: int, *, running: int = 0, func_module: str = "s
         state="resolved" if done else "created", input_refs={"xs": {"list": [{"run": a} for a in adds]}},
         created_at=T0 + dt.timedelta(seconds=1, milliseconds=5),
         started_at=end - dt.timedelta(seconds=1) if done else None, ended_at=end if done else None))
-    for row in [*batch.new_resolutions, *batch.new_runs.values()]:
-        row["owner"] = owner
+    for row in [*batch.new_resolutions, *batch.new_runs.values()] if owner is not None else []:
+        row["owner"] = owner  # written in the store itself: through the server, the writer's key is the owner
     store.write(batch)
     return root

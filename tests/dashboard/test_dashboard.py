@@ -788,7 +788,7 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
                          tid("group-text").filter(has_text="10 resolved, 2 running"))
     expect(page.locator('[data-testid="run-node"][data-func="add"]')).to_have_count(12)  # all shown: no group left
 
-    grown_id = big.record_fanout(served.store, 12, running=3)  # a run added to its group as its button is pressed
+    grown_id = big.record_fanout(served.store, 12, running=3, owner=served.owner)  # a run joins its group as pressed
     page.goto(f"{served.url}/#/resolutions/{grown_id}")
     expect(tid("group-expand")).to_have_text("show 12")
     _click_across_redraw(page, tid("group-expand"), lambda: _record_run(served, grown_id),
@@ -919,7 +919,7 @@ def test_clicks_on_a_runs_values_as_they_change(page: Any, served: Served) -> No
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 3, running=2)
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
     run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
 
     def stored(value: Any) -> str:  # an artifact whose bytes the server has
@@ -961,7 +961,7 @@ def test_a_search_typed_as_a_new_pipeline_appears(page: Any, served: Served) -> 
     import big_resolution as big
 
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 3, running=2, func_module="typed")
+    running_id = big.record_fanout(served.store, 3, running=2, func_module="typed", owner=served.owner)
     _login(page, served)
     page.goto(f"{served.url}/#/")
     option = lambda func: tid("func-filter").locator(f'option[value="{func}:pipeline"]')  # noqa: E731
