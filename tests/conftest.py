@@ -1,4 +1,5 @@
-"""Shared fixtures: a throwaway PostgreSQL cluster (Debian's package) on 127.0.0.1."""
+"""Shared fixtures: a throwaway PostgreSQL cluster (Debian's package) on 127.0.0.1; the stores a test opened, closed
+after it; ``--fd-report`` (tests/support/fd_report.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,39 @@ from collections.abc import Iterator
 
 import pytest
 
+from fd_report import FdReport
 from pgcluster import create_database, pg_bin, postgres_cluster
+from sematic_k8s import store as sql_stores
+from sematic_k8s.store import http as http_stores
 
 # Image builds fetch their wheels with pip from the package index (once per requirement set, then cached). A
 # connection that stalls is given up and tried again after 20 s, not after this machine's 180 s default
 # ($PIP_DEFAULT_TIMEOUT), which alone would take a test past its 300 s timeout.
 os.environ["PIP_DEFAULT_TIMEOUT"] = "20"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fd-report", action="store_true",
+                     help="print the descriptors the test process left open, and the tests that opened most")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fd-report"):
+        config.pluginmanager.register(FdReport(), "fd-report")
+
+
+@pytest.fixture(autouse=True)
+def _close_opened_stores() -> Iterator[None]:
+    """Close the stores the test opened. A process keeps one store per database URL (and per server, key and retry
+    window), open for its life; each test's own home is a URL of its own, so the session kept every test's
+    database connections and server sockets open (more than 1,024 descriptors by its end). Those opened by a
+    module's or the session's fixtures are theirs (set up before this)."""
+    sql, http = set(sql_stores._STORES), set(http_stores._STORES)
+    yield
+    for url in set(sql_stores._STORES) - sql:
+        sql_stores._STORES.pop(url).close()
+    for key in set(http_stores._STORES) - http:
+        http_stores._STORES.pop(key).close()
 
 
 @pytest.fixture(scope="session")

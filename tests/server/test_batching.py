@@ -4,6 +4,7 @@ would have had alone, credentials checked for many requests in one query, and se
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -69,23 +70,25 @@ def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_fac
     refuse the same batches (an update of the resolution once it ended, of a run's state once it resolved), and
     skip the same ones (a driver's numbered write not newer than the last one applied)."""
     home = tmp_path_factory.mktemp("merge")
-    one_by_one, merged = SqlStore(f"sqlite:///{home / 'a.db'}"), SqlStore(f"sqlite:///{home / 'b.db'}")
-    for store in (one_by_one, merged):
-        store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
-                                            "created_at": NOW}]))
-        assert store.take_over("r0") == 1
-        with store.engine.begin() as conn:  # the takeover's time: the same in both
-            conn.execute(sa.text("UPDATE resolutions SET driver_epoch_at = NULL"))
-    alone = []
-    for b in sequence:
-        replays: set[str] = set()
-        try:
-            one_by_one.write(b, replays=replays)
-            alone.append(Replayed if replays else None)
-        except (ResolutionEnded, RunResolved) as e:  # a change of an ended resolution or a resolved run: refused
-            alone.append(type(e))
-    assert [e if e is None else type(e) for e in write_all(merged.write, sequence)] == alone
-    assert _rows(merged) == _rows(one_by_one)
+    with contextlib.ExitStack() as stores:  # closed after each example: 60 of them, two databases each
+        one_by_one, merged = (stores.enter_context(contextlib.closing(SqlStore(f"sqlite:///{home / name}")))
+                              for name in ("a.db", "b.db"))
+        for store in (one_by_one, merged):
+            store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running",
+                                                "created_at": NOW}]))
+            assert store.take_over("r0") == 1
+            with store.engine.begin() as conn:  # the takeover's time: the same in both
+                conn.execute(sa.text("UPDATE resolutions SET driver_epoch_at = NULL"))
+        alone = []
+        for b in sequence:
+            replays: set[str] = set()
+            try:
+                one_by_one.write(b, replays=replays)
+                alone.append(Replayed if replays else None)
+            except (ResolutionEnded, RunResolved) as e:  # a change of an ended resolution or a resolved run: refused
+                alone.append(type(e))
+        assert [e if e is None else type(e) for e in write_all(merged.write, sequence)] == alone
+        assert _rows(merged) == _rows(one_by_one)
     assert len(groups(sequence)) <= max(1, len(sequence))
 
 
