@@ -94,6 +94,7 @@ class DockerExecutor(RemoteExecutor):
         super().__init__(storage, storage_url)
 
         self.client = client or docker_client(max_pool_size=64)  # a connection per waiting thread
+        self._own_client = client is None  # closed with the executor (a client given is its giver's)
         self.image = image
         # workers reach storage through presigned URLs: never a secret in their environment (docker inspect)
         self.env = {k: v for k, v in (env or {}).items() if k not in SECRET_FILE_ENVS}
@@ -471,6 +472,15 @@ class DockerExecutor(RemoteExecutor):
                 self._drop(run_id, self.containers[run_id])
 
     def close(self) -> None:
+        """:meth:`_remove_all`, then close the connections to the engine of the client it made (one per container it
+        followed: they stayed open until the garbage collector found the executor)."""
+        try:
+            self._remove_all()
+        finally:
+            if self._own_client:
+                self.client.close()  # still usable: a later request opens a connection again
+
+    def _remove_all(self) -> None:
         """Stop what runs, read what ended, remove every container of the resolution; on an engine that does not
         answer (past the retry window), say which containers are left and how to remove them, and raise nothing."""
         try:
