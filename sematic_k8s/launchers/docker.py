@@ -166,6 +166,7 @@ class DriverContainer:
     def __init__(self, spec: DriverSpec, client: Any = None) -> None:
 
         self.client = client or docker_client()
+        self._own_client = client is None  # closed by close() (a client given is its giver's)
         self.root_id = spec.root_id or ""
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self.exit_code: int | None = None
@@ -264,7 +265,11 @@ class DriverContainer:
                 pass
 
     def close(self) -> None:
-        pass
+        """Close the connections to the engine of the client it made (the wait's and the log's stayed open until the
+        garbage collector found this follower). A request still under way keeps its own until it ends; the client
+        stays usable (a later request opens a connection again)."""
+        if self._own_client:
+            self.client.close()
 
 
 def _timestamp(created: str | None) -> int:

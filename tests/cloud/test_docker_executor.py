@@ -1049,6 +1049,33 @@ def gated_driver(image: str, engine_proxy: DroppingProxy, auto_remove: bool = Fa
             container.remove(force=True)
 
 
+def test_a_closed_driver_follower_holds_no_connection_to_the_engine(project):
+    """A CloudResolver's follower of its driver container kept the connections of its wait and its log after close(),
+    until the garbage collector found it (a process resolving one pipeline after another held them all). Each
+    follower here is kept: what it holds after close() is what close() left open."""
+    from sematic_k8s.labels import run_labels
+    from sematic_k8s.launchers.docker import DriverContainer
+    from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+    engine, closed, held = docker_client(), [], 0
+    for _ in range(4):
+        root_id = uuid.uuid4().hex
+        container = engine.containers.run(project[1], entrypoint=["python", "-c", "print('done')"], detach=True,
+                                          labels=run_labels(root_id, root_id, "driver", "driver"))
+        try:
+            before = sockets()  # the test's own client's not counted: only what the follower opened and left
+            driver = DriverContainer(DriverSpec(None, "s3://unused", project[1],
+                                                resolution=ResolutionSettings(root_id=root_id)))
+            closed.append(driver)
+            assert wait_for(driver.ended, 120, what="the driver's end").exit_code == 0
+            wait_for(lambda: not driver.streamer.is_alive(), 60, what="the end of the driver's log")  # noqa: B023
+            driver.close()
+            held += sockets() - before
+        finally:
+            container.remove(force=True)
+    assert held < len(closed), open_fds()
+
+
 def test_a_driver_followed_through_an_engine_cut_for_a_few_seconds_ends_as_it_did(project, engine_proxy):
     """The engine's connections are cut (and new ones refused) for a few seconds while a CloudResolver follows its
     driver container; the driver ends once the engine answers again. Its end is read as it was (its exit code, its
