@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import json
@@ -379,20 +380,20 @@ def api_keys_create(ctx: click.Context, name: str, admin: bool, db_url: str | No
     """Create a key named NAME and print it (once: only its hash is stored)."""
     from sematic_k8s_server import auth
 
-    store = _open_store(_db_url(_home(ctx, home_opt), db_url))
-    try:
-        key, row = auth.new_api_key(store.engine, name, admin=admin)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"{'Admin API' if admin else 'API'} key {name!r} created; it is shown only now. Send it as the "
-               f"{auth.HEADER} header, or set {settings.API_KEY_ENV} for resolvers:", err=True)
-    try:
-        out(key)
-    except (OutputFailed, BrokenPipeError) as e:  # shown to no one: no one may hold it
-        auth.revoke_key(store.engine, row["id"], by_id_only=True)
-        said = e.format_message() if isinstance(e, OutputFailed) else "its reader is gone"
-        raise click.ClickException(f"API key {name!r} could not be printed ({said}), so it was revoked at once: create "
-                                   "it again with standard output open") from None
+    with contextlib.closing(_open_store(_db_url(_home(ctx, home_opt), db_url))) as store:
+        try:
+            key, row = auth.new_api_key(store.engine, name, admin=admin)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"{'Admin API' if admin else 'API'} key {name!r} created; it is shown only now. Send it as the "
+                   f"{auth.HEADER} header, or set {settings.API_KEY_ENV} for resolvers:", err=True)
+        try:
+            out(key)
+        except (OutputFailed, BrokenPipeError) as e:  # shown to no one: no one may hold it
+            auth.revoke_key(store.engine, row["id"], by_id_only=True)
+            said = e.format_message() if isinstance(e, OutputFailed) else "its reader is gone"
+            raise click.ClickException(f"API key {name!r} could not be printed ({said}), so it was revoked at once: "
+                                       "create it again with standard output open") from None
 
 
 @api_keys.command("list")
@@ -403,11 +404,12 @@ def api_keys_list(ctx: click.Context, db_url: str | None, home_opt: Path | None)
     """List keys: id, name, role, creation time and when revoked, in this machine's zone (never the keys)."""
     from sematic_k8s_server import auth
 
-    store = _open_store(_keys_db_url(ctx, home_opt, db_url))
+    with contextlib.closing(_open_store(_keys_db_url(ctx, home_opt, db_url))) as store:
+        keys = auth.list_keys(store.engine)
     emit("table", [{"ID": row["id"], "NAME": row["name"], "ROLE": "admin" if row["admin"] else "user",
                     "CREATED": row["created_at"],
                     "STATE": f"revoked {local_time(row['revoked_at'])}" if row["revoked_at"] else "active"}
-                   for row in auth.list_keys(store.engine)])
+                   for row in keys])
 
 
 @api_keys.command("revoke")
@@ -420,8 +422,8 @@ def api_keys_revoke(ctx: click.Context, name_or_id: str, db_url: str | None, hom
     minted for drivers) from the next request on."""
     from sematic_k8s_server import auth
 
-    store = _open_store(_keys_db_url(ctx, home_opt, db_url))
-    n = auth.revoke_key(store.engine, name_or_id)
+    with contextlib.closing(_open_store(_keys_db_url(ctx, home_opt, db_url))) as store:
+        n = auth.revoke_key(store.engine, name_or_id)
     if n == 0:
         raise click.ClickException(f"no active API key named {name_or_id!r} or with that id "
                                    "(see `sematic-k8s api-keys list`)")
