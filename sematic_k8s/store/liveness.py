@@ -5,11 +5,17 @@ server's sweeper marks them (:mod:`sematic_k8s_server.liveness`), and so does ev
 (:meth:`~sematic_k8s.store.sql.SqlStore.get_resolution`, ``list_resolutions``), which asks in its own SELECT whether
 each is :func:`silent` and opens the transaction that marks them only when one is. Silence is judged on the
 database's clock alone (:mod:`~sematic_k8s.store.dbclock`), the one the heartbeats are stamped with: never on the
-reader's."""
+reader's.
 
+A server judges no silence until it has been up for the timeout itself (:func:`judging`, from
+:meth:`~sematic_k8s.store.sql.SqlStore.judge_from_now`): the beats of drivers that record through it cannot land
+while it is down, so a silence that began before it started may be its own outage, which those drivers ride out
+(their retry window, 120 s by default, is longer than the timeout, 60 s by default).
+"""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
@@ -29,6 +35,13 @@ CLAIM_GRACE = 600.0
 def timeout(stale_after: float | None) -> float:
     """Seconds of silence after which a live Resolution is dead: ``stale_after``, else the settings' (read now)."""
     return stale_after if stale_after is not None else settings.heartbeat_timeout()
+
+
+def judging(awake_since: float | None, stale_after: float) -> bool:
+    """Whether silence may be judged: always, unless the store's process judges from ``awake_since`` (its
+    ``time.monotonic()`` when it started taking beats: a server), and has not been up for ``stale_after`` seconds
+    since. Before then a Resolution is not marked, nor its silence read, whatever its last beat."""
+    return awake_since is None or time.monotonic() - awake_since >= stale_after
 
 
 def silent(resolutions: sa.Table, dialect: str, stale_after: float) -> sa.ColumnElement[bool]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -146,6 +147,7 @@ class SqlStore:
                  **engine_kwargs: Any) -> None:
         self.url = url
         self.stale_after = stale_after
+        self._awake_since: float | None = None  # judge_from_now: silence judged only once up for the timeout
         self._checkpoints: checkpoints.Checkpointer | None = None
         self._reserve: diskfull.Reserve | None = None
         self._beats: inflight.Beats | None = None  # a SQLite file's beats on their way (waiting for its lock)
@@ -429,7 +431,9 @@ class SqlStore:
         selected with them: the database's clock, in the read's own statement). Only when some are is there a write:
         they are marked dead (:meth:`expire_silent`, its own transaction, unless they beat meanwhile) and read
         again."""
-        silent = liveness.silent(self._res, self.engine.dialect.name, liveness.timeout(self.stale_after))
+        stale_after = liveness.timeout(self.stale_after)
+        silent = (liveness.silent(self._res, self.engine.dialect.name, stale_after)
+                  if liveness.judging(self._awake_since, stale_after) else sa.false())
         found, silent_ids = self._read(read, silent)
         if silent_ids and liveness.expire_for_read(self.expire_silent, silent_ids):
             found, _ = self._read(read, silent)
@@ -437,15 +441,28 @@ class SqlStore:
 
     def _expire(self, conn: sa.Connection, ids: Iterable[str] | None = None) -> list[str]:
         """:func:`liveness.expire_silent` in the transaction of ``conn``, which holds the write lock (SQLite), so that
-        a beat on its way (:mod:`~sematic_k8s.store.inflight`) is known, and cannot land meanwhile."""
-        return liveness.expire_silent(conn, self._res, self._runs, liveness.timeout(self.stale_after), ids,
+        a beat on its way (:mod:`~sematic_k8s.store.inflight`) is known, and cannot land meanwhile. None while silence
+        is not judged yet (:meth:`judge_from_now`)."""
+        stale_after = liveness.timeout(self.stale_after)
+        if not liveness.judging(self._awake_since, stale_after):
+            return []
+        return liveness.expire_silent(conn, self._res, self._runs, stale_after, ids,
                                       self._beats.on_its_way if self._beats is not None else None)
+
+    def judge_from_now(self) -> None:
+        """Judge no Resolution silent (mark none dead, by a sweep, a read or a ``continue``) until this process has
+        been up for the heartbeat timeout from now (:func:`liveness.judging`): a server, whose own outage silences the
+        drivers that record through it, calls this as it starts."""
+        self._awake_since = time.monotonic()
 
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
         heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs
         (:func:`liveness.expire_silent`, in a transaction of its own holding the write lock). Returns the ids marked.
-        All of them (``ids`` None) are first looked for in a read: a sweep that finds none takes no lock."""
+        All of them (``ids`` None) are first looked for in a read: a sweep that finds none takes no lock. None while
+        silence is not judged yet (:meth:`judge_from_now`)."""
+        if not liveness.judging(self._awake_since, liveness.timeout(self.stale_after)):
+            return []
         if ids is None:
             ids = self._read(liveness.silent_ids, self._res, liveness.timeout(self.stale_after))
         ids = list(ids)

@@ -50,7 +50,10 @@ class Server:
         self.readiness = Readiness(store.engine)
 
     def start(self) -> None:
-        """Start the background work: the sweeper of silent resolutions, the events listener."""
+        """Start the background work: the sweeper of silent resolutions, the events listener. No resolution is
+        judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
+        silence that began before it started may be its own outage, which the drivers ride out."""
+        self.store.judge_from_now()
         self.sweeper.start()
         if self.relay is not None:
             self.relay.start()

@@ -18,16 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
+from outages import ServerProcess
 from sematic_k8s.errors import ResolutionEnded
 from sematic_k8s.future import new_id
 from sematic_k8s.store import liveness
-from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import ResolutionRow
 from serving import serve, wait_for
 from skewed_clock import FAKETIME, skewed
 
@@ -455,3 +458,50 @@ def test_a_ctrl_c_while_the_heartbeat_writes_for_a_busy_loop_waits_for_that_writ
         signal.signal(signal.SIGINT, previous)
         release.set()
         beat.stop()
+
+
+def test_a_server_back_from_an_outage_longer_than_the_timeout_does_not_mark_the_resolvers_it_silenced(tmp_path):
+    """A resolver records through a server that is killed and stays down for longer than the heartbeat timeout, the
+    resolver stopped meanwhile (a loaded machine: its retried beat lands late): the server, started again, reads it
+    running, not dead, and it finishes. Was: "failed" ("the resolver stopped responding") by the first read or sweep
+    after the restart, and the resolver ended with "has already ended as failed" (test_fault_matrix's server cases,
+    about 1 in 4 on a loaded machine). A resolution silent since before the outage, whose resolver never comes back,
+    is still marked, once the server has been up for the timeout."""
+    timeout = 10.0  # the server's grace after its start: long enough for a loaded machine to read it within
+    server = ServerProcess(tmp_path, env={"SEMATIC_K8S_HEARTBEAT_TIMEOUT": str(timeout)})
+    root_id, gate = new_id(), tmp_path / "gate"
+    gone, db_url = new_id(), f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    server.start()
+    proc = start_resolver(tmp_path, root_id, gate, {"SEMATIC_K8S_SERVER": server.url})
+    try:
+        wait_for(lambda: Path(f"{gate}.started").exists() or proc.poll() is not None, 60, what="the gated step")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGSTOP)
+        server.kill()
+        db = SqlStore(db_url, create=False, stale_after=3600)  # reads mark nothing silent for less than an hour
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=gone, root_func_path="gone:f", state="running", created_at=utcnow(),
+                                              heartbeat_at=utcnow(), settings={"kind": "local"}))
+        db.write(batch)
+
+        def silent_for_the_timeout() -> bool:  # on the database's clock, read without marking
+            with db.engine.connect() as conn:
+                return {root_id, gone} <= set(liveness.silent_ids(conn, ResolutionRow.__table__, timeout))
+        wait_for(silent_for_the_timeout, 60, what="both resolutions silent for the timeout")
+        server.start()
+
+        def state(res_id: str) -> str:
+            return httpx.get(f"{server.url}/api/v1/resolutions/{res_id}", timeout=30).json()["state"]
+        assert state(root_id) == "running" and state(gone) == "running"  # the server's outage, not theirs
+        proc.send_signal(signal.SIGCONT)
+        gate.touch()
+        assert proc.wait(120) == 0
+        assert state(root_id) == "resolved"
+        wait_for(lambda: state(gone) == "failed", 60, what="the resolution whose resolver is gone to be marked")
+    finally:
+        gate.touch()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.wait(30)
+        server.stop()
