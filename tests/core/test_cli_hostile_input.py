@@ -6,12 +6,15 @@ it (its Env: a recorded home, a real server wanting API keys)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -286,18 +289,43 @@ def _running(home: Path, beats: bool) -> str:
     return res_id
 
 
+@contextlib.contextmanager
+def _beating(home: Path, res_id: str) -> Iterator[None]:
+    """Heartbeats for ``res_id`` every 0.2 s, as its resolver would, for the block (written as a resolver writes them,
+    to the database of ``home``)."""
+    store, stop = sql_store(settings.db_url(home)), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.2):
+            store.write(Batch(resolution_updates={res_id: {"heartbeat_at": utcnow()}}))
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
 def test_cancel_wait_on_a_resolution_whose_resolver_is_gone_ends(tmp_path: Path, env: Env) -> None:
     """`cancel --wait` on a resolution whose resolver never beats again waited until Ctrl-C, saying nothing. Now it
     says once what it waits for, and ends when the store judges the resolution silent (the sweeper's rule: the read
-    marks it canceled). One that records no heartbeat at all is never judged silent: refused in one line saying so,
-    its cancel asked."""
+    marks it canceled). Its resolver beats until the command says it waits, then is gone (whatever the time the
+    command took to start, the cancel is asked of a live resolution). One that records no heartbeat at all is never
+    judged silent: refused in one line saying so, its cancel asked."""
     home = str(tmp_path)
     silent = _running(tmp_path, beats=True)
-    done = run_cli(env, ["--home", home, "cancel", "--wait", silent, "-o", "json"],
-                   {settings.HEARTBEAT_TIMEOUT_ENV: "2"})
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["state"] == "canceled"
-    [line] = done.stderr.splitlines()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
+    environ.update({settings.HOME_ENV: str(env.home), settings.HEARTBEAT_TIMEOUT_ENV: "2"})
+    with _beating(tmp_path, silent):
+        proc = subprocess.Popen([str(CLI), "--home", home, "cancel", "--wait", silent, "-o", "json"], env=environ,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        line = proc.stderr.readline().rstrip("\n")  # said once it asked the cancel, and waits
+    out, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, line + rest
+    assert json.loads(out)["state"] == "canceled"
+    assert rest == ""
     assert line.startswith(f"Waiting for resolution {silent} to stop: its resolver stops it within about a second; "
                            "if it has been silent since its last heartbeat ("), line
     res = sql_store(settings.db_url(tmp_path)).get_resolution(silent)
