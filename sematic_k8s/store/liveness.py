@@ -58,11 +58,13 @@ def silent(resolutions: sa.Table, dialect: str, stale_after: float) -> sa.Column
 
 def expire_for_read(expire: Callable[[list[str]], list[str]], ids: list[str]) -> bool:
     """``expire(ids)`` (``SqlStore.expire_silent``: these resolutions, which the read found :func:`silent`, marked dead
-    if they still are), as a read of them does;
-    whether to read them again (some were marked). On a full disk, or a database another process keeps locked, the
-    read goes on without it (they are read as they are, and marked once the disk has room, or the lock is let go)."""
+    if they still are), as a read of them does; whether to read them again: always once it ran, whatever it marked
+    (another process may have marked them first, or they beat meanwhile: what the read found is old either way). On a
+    full disk, or a database another process keeps locked, the read goes on without it (they are read as they are,
+    and marked once the disk has room, or the lock is let go)."""
     try:
-        return bool(expire(ids))
+        expire(ids)
+        return True
     except StopsForAFix as e:
         log.warning("resolution(s) %s stopped heartbeating but cannot be marked dead yet: %s", ", ".join(ids), e)
         return False

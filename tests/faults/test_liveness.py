@@ -505,3 +505,29 @@ def test_a_server_back_from_an_outage_longer_than_the_timeout_does_not_mark_the_
             proc.kill()
         proc.wait(30)
         server.stop()
+
+
+def test_a_silent_resolution_marked_by_another_process_first_is_read_as_marked(tmp_path: Path) -> None:
+    """A read finds a resolution silent, and another store (a server's sweeper) marks it dead before this read's own
+    marking comes (which then marks nothing): the read returns it as marked, failed, not the running one it found
+    (was: 'running', so a rerun of it was refused as live although it had just been marked dead)."""
+    url = f"sqlite:///{tmp_path / 'db'}"
+    store, sweeper = SqlStore(url, stale_after=60), SqlStore(url, stale_after=60)
+    now = utcnow()
+    store.write(Batch(new_resolutions=[{"id": "gone", "root_func_path": "m:p", "state": "running", "created_at": now,
+                                        "heartbeat_at": now}]))
+    with store.engine.begin() as conn:  # its process went silent an hour ago
+        conn.execute(sa.update(store._res).values(heartbeat_at=now - dt.timedelta(hours=1)))
+    own_marking = store.expire_silent
+
+    def swept_first(ids: Any = None) -> list[str]:
+        assert sweeper.expire_silent() == ["gone"]  # the other process gets there first
+        return own_marking(ids)
+
+    store.expire_silent = swept_first  # type: ignore[method-assign]
+    try:
+        res = store.get_resolution("gone")
+        assert (res.state, (res.error or "").startswith("the resolver stopped responding at ")) == ("failed", True)
+    finally:
+        store.close()
+        sweeper.close()
