@@ -6,7 +6,7 @@ index ``ix_runs_cache_hits`` (:mod:`~sematic_k8s.store.tables`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -46,38 +46,34 @@ def find_cached(conn: sa.Connection, runs: sa.Table, cache_key: str) -> RunRecor
 def find_cached_many(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
     """The most recent resolved run of each key (one query per 500 keys), with the fields a cache hit uses
     (ids, func, state, output, source hash; not the JSON and time columns, whose decoding would dominate)."""
-    keys = list(dict.fromkeys(cache_keys))
-    t = runs
-    out: dict[str, RunRecord] = {}
-    for i in range(0, len(keys), 500):
-        stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS])
-                .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
-                .order_by(t.c.ended_at))
-        for row in conn.execute(stmt).all():  # most recent wins
-            run = RunRecord(**dict(zip(_HIT_FIELDS, row, strict=True)))
-            out[run.cache_key] = run  # type: ignore[index]
-    return out
+    return {run.cache_key: run for run, _ in _resolved(conn, runs, cache_keys)}  # type: ignore[misc]
 
 
 def find_trusted(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str],
                  trust: Trust) -> tuple[dict[str, RunRecord], dict[str, str]]:
     """:func:`find_cached_many` among the runs ``trust`` trusts: the most recent such run of each key, and for each key
     that has none, the most recent run it skipped (key -> its id), if any: a miss that the asker is told of."""
-    keys = list(dict.fromkeys(cache_keys))
-    t = runs
     out: dict[str, RunRecord] = {}
     skipped: dict[str, str] = {}
+    for run, owner in _resolved(conn, runs, cache_keys):
+        if trust.trusts(owner):
+            out[run.cache_key] = run  # type: ignore[index]
+        else:
+            skipped[run.cache_key] = run.id  # type: ignore[index]
+    return out, {key: run_id for key, run_id in skipped.items() if key not in out}
+
+
+def _resolved(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str]) -> Iterator[tuple[RunRecord, str | None]]:
+    """The resolved runs (not hits themselves) of these keys with their owners, least recent first, so that the
+    most recent of a key is the last seen (one query per 500 keys, the hit's fields only)."""
+    keys = list(dict.fromkeys(cache_keys))
+    t = runs
     for i in range(0, len(keys), 500):
         stmt = (sa.select(*[t.c[f] for f in _HIT_FIELDS], t.c.owner)
                 .where(t.c.cache_key.in_(keys[i:i + 500]), t.c.state == "resolved", t.c.cached_from.is_(None))
                 .order_by(t.c.ended_at))
-        for row in conn.execute(stmt).all():  # most recent wins
-            run = RunRecord(**dict(zip(_HIT_FIELDS, row[:-1], strict=True)))
-            if trust.trusts(row[-1]):
-                out[run.cache_key] = run  # type: ignore[index]
-            else:
-                skipped[run.cache_key] = run.id  # type: ignore[index]
-    return out, {key: run_id for key, run_id in skipped.items() if key not in out}
+        for row in conn.execute(stmt).all():
+            yield RunRecord(**dict(zip(_HIT_FIELDS, row[:-1], strict=True))), row[-1]
 
 
 def find_hits(conn: sa.Connection, cache_keys: Iterable[str]) -> dict[str, Hit]:
