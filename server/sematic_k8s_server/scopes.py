@@ -213,8 +213,9 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
     def not_owned(what: str, owner: str | None) -> ApiError:
         return ApiError(403, f"{who} may not write {what}: {whose(owner, 'its resolution')}, and a key {NOT_YOURS}")
 
+    recorded = known.roots_of(store, list(dict.fromkeys([*new_runs, *run_updates])))  # run id -> its resolution
     if principal.is_token:
-        _check_token(refuse, own, store, new_runs, run_updates, new_resolutions, resolution_updates, sequence, fence)
+        _check_token(refuse, own, recorded, new_runs, run_updates, new_resolutions, resolution_updates, sequence, fence)
     naming: dict[str, str] = {}  # resolution id -> what a refusal names
     for res in new_resolutions:
         naming.setdefault(str(res.get("id")), f"resolution {res.get('id')}")
@@ -222,7 +223,6 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
         naming.setdefault(res_id, f"resolution {res_id}")
     for run_id, fields in new_runs.items():
         naming.setdefault(str(fields.get("root_id")), f"run {run_id}")
-    recorded = known.roots_of(store, list(dict.fromkeys([*new_runs, *run_updates])))
     for run_id in run_updates:
         if run_id not in recorded and run_id not in new_runs:
             raise ApiError(403, f"{who} may not update run {run_id}, which is not recorded (record it first, in the "
@@ -240,10 +240,11 @@ def check_batch(principal: Principal, store: SqlStore, new_runs: Records, run_up
                                 "resolution first, in the same batch or before)")
 
 
-def _check_token(refuse: Callable[[str], ApiError], own: str | None, store: SqlStore, new_runs: Records,
+def _check_token(refuse: Callable[[str], ApiError], own: str | None, recorded: Mapping[str, str], new_runs: Records,
                  run_updates: Records, new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records,
                  sequence: Iterable[str], fence: Iterable[str]) -> None:
-    """A token's batch: every record it creates or changes is its own resolution's (a run's as recorded)."""
+    """A token's batch: every record it creates or changes is its own resolution's (a run's as ``recorded``: run id
+    -> its resolution, for the runs recorded)."""
     for res in new_resolutions:
         if res.get("id") != own:
             raise refuse(f"resolution {res.get('id')}")
@@ -253,7 +254,6 @@ def _check_token(refuse: Callable[[str], ApiError], own: str | None, store: SqlS
     for run_id, fields in new_runs.items():
         if fields.get("root_id") != own:
             raise refuse(f"run {run_id}")
-    recorded = roots_of(store, [*new_runs, *run_updates])
     for run_id in [*new_runs, *run_updates]:
         root = recorded.get(run_id) or (new_runs.get(run_id) or {}).get("root_id")
         if root != own:
