@@ -242,8 +242,14 @@ def pull_note(whose: str, image: str, progress: str | None, failed: str = "") ->
     the 40 characters the CLI shows) while no try failed; once one did, ``failed`` (the wait's words), with
     "; pulling: PROGRESS" while a later try is under way."""
     if failed:
-        return failed + (f"; pulling: {progress}" if progress else "")
+        return and_pulling(failed, progress)
     return f"pulling {whose} image{f' ({progress})' if progress else ''}: {short_image(image)}"
+
+
+def and_pulling(said: str, progress: str | None) -> str:
+    """A failed pull's words ``said`` with the try under way's progress, "SAID; pulling: PROGRESS" (either part alone
+    when the other is empty)."""
+    return "; ".join(w for w in (said, f"pulling: {progress}" if progress else "") if w)
 
 
 def short_image(image: str) -> str:
@@ -348,7 +354,7 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
             return True
         except PullAbandoned:
             tries += 1
-            raise unpulled("; ".join(w for w in (said, f"pulling: {progress.words(now=True)}") if w)) from None
+            raise unpulled(and_pulling(said, progress.words(now=True))) from None
         except docker.errors.APIError as e:
             said, tries = str(e.explanation or e), tries + 1
             since = progress.heard_at if since is None else since  # a silent try failed from its silence's start

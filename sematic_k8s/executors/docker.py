@@ -53,6 +53,7 @@ from sematic_k8s.docker_engine import (
     SECRETS_DIR,
     PullBackoff,
     PullProgress,
+    and_pulling,
     attach_stdout,
     docker_client,
     engine_calls,
@@ -232,8 +233,7 @@ class DockerExecutor(RemoteExecutor):
         for run_id, u in list(self.unpulled.items()):
             if u.since is not None and now - u.since >= self.pull_grace:
                 del self.unpulled[run_id]
-                pulling = progress.words(now=True) if progress is not None else ""
-                said = "; ".join(w for w in (u.said, f"pulling: {pulling}" if pulling else "") if w)
+                said = and_pulling(u.said, progress.words(now=True) if progress is not None else "")
                 self.finished.append(Ended(run_id, None, "CreateContainerError",
                                            unpulled_words(self.image, said, now - u.since),
                                            details={"executor": "docker", "image": self.image}))
