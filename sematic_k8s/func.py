@@ -86,6 +86,11 @@ _UNIONS = (typing.Union, types.UnionType)
 HINT_ADVICE = "hint it with a class or a generic of classes (int, list[int], dict[str, float], int | None), or drop it"
 
 
+def _hint_of(name: str) -> str:
+    """How a message names the hint of parameter ``name`` (``"return"``: the return hint)."""
+    return "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
+
+
 def _hint_problem(hint: Any, aliases: tuple[Any, ...] = ()) -> str | None:
     """What makes ``hint`` no type hint (a value such as ``5``, ``list[5]``, ``dict[str]``), which the run's check
     would take for anything, or refuse every value of; None for a hint (a class, None, Any, a TypeVar, a union,
@@ -367,30 +372,31 @@ class Func:
         try:
             hints = typing.get_type_hints(self.fn)
         except Exception as e:
-            raise FuncError(f"@func {self.name}: {self._unevaluated(e)}cannot be evaluated ({e}): define or import "
-                            f"what it names in the func's module, or {HINT_ADVICE}") from e
+            raise self._unevaluable(self._unevaluated(e), e) from e
         for name, hint in hints.items():
-            what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
             try:
                 problem = _hint_problem(hint)
             except NameError as e:  # a type alias naming what its module defines later (evaluated lazily)
-                raise FuncError(f"@func {self.name}: {what} cannot be evaluated ({e}): define or import what it "
-                                f"names in the func's module, or {HINT_ADVICE}") from e
+                raise self._unevaluable(_hint_of(name), e) from e
             if problem is not None:
-                raise FuncError(f"@func {self.name}: {what} is no type hint ({problem}): {HINT_ADVICE}")
+                raise FuncError(f"@func {self.name}: {_hint_of(name)} is no type hint ({problem}): {HINT_ADVICE}")
         return hints
 
+    def _unevaluable(self, what: str, error: Exception) -> FuncError:
+        """The FuncError for the hint ``what`` names, whose evaluation raised ``error``."""
+        return FuncError(f"@func {self.name}: {what} cannot be evaluated ({error}): define or import what it names "
+                         f"in the func's module, or {HINT_ADVICE}")
+
     def _unevaluated(self, error: Exception) -> str:
-        """Which hint ``error`` (from evaluating the hints) is about: "the type hint of parameter 'x' (its text) ",
+        """Which hint ``error`` (from evaluating the hints) is about: "the type hint of parameter 'x' (its text)",
         when the name it did not find is in one hint's text, as a whole name (``Foo``, not the start of ``FooBar``);
-        else "its type hints "."""
+        else "its type hints"."""
         missing = getattr(error, "name", None)
         whole = re.compile(rf"(?<!\w){re.escape(missing)}(?!\w)") if isinstance(missing, str) else None
         for name, text in getattr(self.fn, "__annotations__", {}).items():
             if whole is not None and isinstance(text, str) and whole.search(text):
-                what = "its return hint" if name == "return" else f"the type hint of parameter '{name}'"
-                return f"{what} ({text}) "
-        return "its type hints "
+                return f"{_hint_of(name)} ({text})"
+        return "its type hints"
 
     @functools.cached_property
     def _hint_classes(self) -> dict[str, tuple[type, ...] | None]:
