@@ -103,7 +103,9 @@ class KubernetesExecutor(RemoteExecutor):
         self.env = dict(env)
         self.owner: tuple[str, str] | None = None
         backoff = backoff or Backoff()
-        self.kube = NamespacedApi(api_client or make_api_client(s.host), self.namespace, backoff)
+        api = api_client or make_api_client(s.host)
+        self._own_api = None if api_client is not None else api  # closed with the executor (a given one: its giver's)
+        self.kube = NamespacedApi(api, self.namespace, backoff)
         self.watch_backoff = dataclasses.replace(backoff, cap=min(backoff.cap, 5.0))
         self.stats = KubeStats()
         self.root_id: str | None = None
@@ -468,14 +470,27 @@ class KubernetesExecutor(RemoteExecutor):
         self.deadlines.clear()
         for w in self.watchers:
             w.stop()
+        self._close_api()
 
     def close(self) -> None:
-        super().close()
-        for w in self.watchers:
-            w.stop()
-        if self.owner_gone:
-            self.owner_gone = False  # once
-            self._delete_own_pods()
+        """Cancel what runs, stop watching, delete the pods of a driver's Job deleted without them
+        (:meth:`_delete_own_pods`); then :meth:`_close_api`, whatever went wrong."""
+        try:
+            super().close()
+            for w in self.watchers:
+                w.stop()
+            if self.owner_gone:
+                self.owner_gone = False  # once
+                self._delete_own_pods()
+        finally:
+            self._close_api()
+
+    def _close_api(self) -> None:
+        """Close the connections to the API server of the client this executor made (a driver's, one for its life:
+        they stayed open until the garbage collector found the executor), and its thread pool, if any. A client given
+        is its giver's, left open. The client stays usable: a later call opens a connection again."""
+        if self._own_api is not None:
+            self._own_api.close()
 
     def _delete_own_pods(self) -> None:
         """The last act of a driver whose Job was deleted without its pods (the resolution's end recorded, its

@@ -24,6 +24,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 from kubernetes import client  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
+from fd_report import connections_to  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script  # noqa: E402
 from model_workers import behave, ended, held  # noqa: E402
 from sematic_k8s import settings  # noqa: E402
@@ -578,6 +579,27 @@ def test_cancel_deletes_the_jobs_and_close_stops_watching(cluster, api, storage)
     assert len(deletes) == 3 and all(c.query.get("propagationPolicy") == "Background" for c in deletes)
     assert not any(w._thread.is_alive() for w in ex.watchers)
     assert ex.wait(0) == []
+
+
+@pytest.mark.parametrize("end", ["close", "detach"])
+def test_an_executor_ended_holds_no_connection_to_the_api_server(cluster, storage, end):
+    """A driver's executor makes its API client itself (one for the driver's life); closed (or detached, a driver
+    about to be restarted), it kept that client's connections to the API server open until the garbage collector
+    found it. Made as a driver makes it, on a URL of its own (a proxy: its connections told from any other's), it
+    runs funcs to their end and is kept after it ends: what it holds then is what ending it left open."""
+    host = cluster.proxy()
+    ex = KubernetesExecutor.from_spec(DriverSpec(
+        root={}, storage_url=storage_url(storage), image=IMAGE, executor="kubernetes",
+        executor_settings={"namespace": NS, "host": host, "owner": False, "creates_per_second": 0, "env": {}}),
+        storage)
+    port = int(host.rsplit(":", 1)[1])
+    root = new_id()
+    run_ids = [submit(ex, noop, root) for _ in range(3)]
+    assert set(ended(ex, 3)) == set(run_ids)
+    assert connections_to(port)  # its calls' and watches'
+    getattr(ex, end)()
+    cluster.wait(lambda: not any(w._thread.is_alive() for w in ex.watchers), message="the watches' end")
+    assert connections_to(port) == []
 
 
 def test_token_bucket():

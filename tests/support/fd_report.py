@@ -29,6 +29,24 @@ def open_fds() -> dict[int, str]:
     return fds
 
 
+def connections_to(port: int) -> list[str]:
+    """This process's descriptors on TCP connections to ``port`` (as ``/proc/self/fd`` names them: ``socket:[N]``),
+    in any state: one its peer closed is held until this process closes it. Its own listening or accepted sockets on
+    ``port`` are not counted (their remote port is another)."""
+    inodes = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:  # no IPv6
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... inode (the 10th)
+            if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    return sorted(target for target in open_fds().values() if target in inodes)
+
+
 def kind(target: str) -> str:
     """``target`` with what differs between tests folded: socket and pipe numbers, pytest's temporary directories."""
     target = re.sub(r"\[\d+\]", "[]", target)
