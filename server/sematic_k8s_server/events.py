@@ -145,16 +145,29 @@ class RootIndex:
         self._roots[run_id] = root_id
 
 
+LIVE_RUN_FIELDS = frozenset({"state", "attempts"})  # a run's fields whose change is told (the dashboard shows both)
+
+
+def told(fields: dict[str, Any]) -> bool:
+    """Whether a run update of ``fields`` is told to live-event subscribers: it sets one of ``LIVE_RUN_FIELDS``."""
+    return not LIVE_RUN_FIELDS.isdisjoint(fields)
+
+
 def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
-    """One event per new or state-changing Run and Resolution in ``batch``, in the order they happened."""
+    """One event per new Run and Resolution in ``batch``, per Run whose state or attempts it sets (a retry may set
+    its attempts alone: the event then has its ``attempts`` and no state), and per Resolution whose state it sets,
+    in the order they happened."""
     events = []
     for res in batch.new_resolutions:
         events.append({"type": "resolution", "id": res["id"], "root_id": res["id"], "state": res.get("state")})
     for run_id, fields in batch.new_runs.items():
         events.append({"type": "run", "id": run_id, "root_id": fields.get("root_id"), "state": fields.get("state")})
     for run_id, fields in batch.run_updates.items():
-        if "state" in fields:
-            events.append({"type": "run", "id": run_id, "root_id": root_of(run_id), "state": fields["state"]})
+        if told(fields):
+            event = {"type": "run", "id": run_id, "root_id": root_of(run_id), "state": fields.get("state")}
+            if "attempts" in fields:
+                event["attempts"] = fields["attempts"]
+            events.append(event)
     for res_id, fields in batch.resolution_updates.items():  # last: a resolution ends after its runs
         if "state" in fields:
             events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": fields["state"]})

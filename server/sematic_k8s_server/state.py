@@ -16,7 +16,7 @@ from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
-from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events
+from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, told
 from sematic_k8s_server.liveness import Sweeper
 from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
@@ -113,7 +113,7 @@ class Server:
             self.known.written(self.store, written)
         if self.relay is None and not self.bus.active:
             return errors
-        unknown = {r for b in written for r, f in b.run_updates.items() if "state" in f and self.roots.get(r) is None}
+        unknown = {r for b in written for r, f in b.run_updates.items() if told(f) and self.roots.get(r) is None}
         if unknown:
             for run_id, root in scopes.roots_of(self.store, unknown).items():  # one query, not one per run
                 self.roots.put(run_id, root)

@@ -250,6 +250,52 @@ def test_events_stream(served, tmp_path) -> None:
     assert all(e["root_id"] == first.id for e in filtered) and filtered[-1]["state"] == "resolved"
 
 
+def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
+    """A run tried again whose update sets its attempts alone (it stays running: no state in the update) is told to
+    live-event subscribers, with its attempts, as a state change is. Was: nothing sent, so the dashboard showed the
+    old attempts until something else of the resolution changed. (Its resolving afterwards marks the end: events come
+    in the order they were written.)"""
+    from sematic_k8s.store.http import HttpStore
+    from sematic_k8s.store.records import RunRecord
+
+    root, run_id = "ab" * 16, "cd" * 16
+    events: list[dict] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with served.client() as c, c.stream("GET", "/api/v1/events", params={"root_id": root}, timeout=30) as r:
+            lines = r.iter_lines()
+            next(lines)  # ": connected": subscribed
+            ready.set()
+            for line in lines:
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if events[-1]["id"] == run_id and events[-1]["state"] == "resolved":
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(15), "the stream did not open"
+    store = HttpStore(served.url, served.key)
+    try:
+        b = Batch()
+        b.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="running", created_at=utcnow()))
+        b.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                            state="running", created_at=utcnow(), attempts=1))
+        store.write(b)
+        store.write(Batch(run_updates={run_id: {"attempts": 2}}))  # tried again, still running
+        store.write(Batch(run_updates={run_id: {"state": "resolved", "ended_at": utcnow()}}))
+    finally:
+        store.close()
+    listener.join(30)
+    assert not listener.is_alive(), f"the run's end was never told: {events}"
+    assert [e for e in events if e["id"] == run_id] == [
+        {"type": "run", "id": run_id, "root_id": root, "state": "running"},
+        {"type": "run", "id": run_id, "root_id": root, "state": None, "attempts": 2},
+        {"type": "run", "id": run_id, "root_id": root, "state": "resolved"}]
+    assert served.store.get_run(run_id).attempts == 2
+
+
 def test_many_concurrent_writers(served) -> None:
     """64 clients writing at once to SQLite through the server: no errors, every write lands."""
     from sematic_k8s.store.http import HttpStore
