@@ -867,6 +867,84 @@ def test_clicks_on_the_run_panel_while_live_events_redraw_it(page: Any, served: 
     expect(tid("run-func-name")).to_have_text("pipeline")
 
 
+def _selected(page: Any, testid: str) -> list[Any]:
+    """The text selected in the page, and whether the element of ``testid`` marked by :func:`_mark` is still the
+    one in the page."""
+    return page.evaluate("""(testid) => [getSelection().toString(),
+      document.querySelector(`[data-testid="${testid}"]`) === window.marked[testid]]""", testid)
+
+
+def _mark(page: Any, testid: str) -> None:
+    page.evaluate("""(testid) => { window.marked = window.marked || {};
+      window.marked[testid] = document.querySelector(`[data-testid="${testid}"]`); }""", testid)
+
+
+def test_text_selected_in_the_titles_stays_selected_as_live_events_redraw_them(page: Any, served: Served) -> None:
+    """A run's func name selected in the Run panel's title (double-clicked, to copy it) stays selected, the same
+    element, as the run's state changes (through the API: a live event), its badge showing the new state; a
+    resolution's func name selected in the page's title stays selected as a run is recorded (its progress beside it
+    changes) and as the resolution is canceled (its badge showing it). Was: each title drawn anew when it changed (the
+    resolution's on every event of it), out of the page: the selection was lost."""
+    from playwright.sync_api import expect
+
+    from sematic_k8s.store.records import utcnow
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
+    run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
+    _login(page, served)
+    page.goto(f"{served.url}/#/runs/{run_id}")
+    expect(tid("run-state")).to_have_text("running")
+    expect(tid("run-func-name")).to_have_text("add")
+    tid("run-func-name").dblclick()
+    _mark(page, "run-func-name")
+    assert _selected(page, "run-func-name") == ["add", True]
+    _change_run(served, run_id, state="resolved", ended_at=utcnow())
+    expect(tid("run-state")).to_have_text("resolved")
+    assert _selected(page, "run-func-name") == ["add", True]
+
+    expect(tid("resolution-func")).to_have_text("pipeline")
+    tid("resolution-func").dblclick()
+    _mark(page, "resolution-func")
+    assert _selected(page, "resolution-func") == ["pipeline", True]
+    _record_run(served, running_id)
+    expect(tid("resolution-progress")).to_have_attribute("data-total", "7")
+    assert _selected(page, "resolution-func") == ["pipeline", True]
+    httpx.post(f"{served.url}/api/v1/resolutions/{running_id}/cancel",
+               headers={"X-API-Key": served.key}).raise_for_status()
+    expect(tid("resolution-state")).to_have_text(re.compile(r"^cancel"))
+    assert _selected(page, "resolution-func") == ["pipeline", True]
+
+
+def test_a_retry_recorded_alone_is_shown_live(page: Any, served: Served) -> None:
+    """A running run tried again, its update setting its attempts alone (through the API, as a resolver may write
+    it), is shown at once: its tag in the graph and the Run panel's Attempts say the new count (was: no live event
+    for it, the old count shown until something else of the resolution changed)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    tid = page.get_by_test_id
+    running_id = big.record_fanout(served.store, 3, running=2, owner=served.owner)
+    run_id = next(r.id for r in _runs_of(served, running_id, "add") if r.state == "running")
+    _change_run(served, run_id, attempts=1, state="running")
+    _login(page, served)
+    page.goto(f"{served.url}/#/runs/{run_id}")
+    tid("tab-details").click()
+    expect(tid("run-attempts")).to_have_text("1")
+    tag = page.locator(f'[data-testid="run-node"][data-run-id="{run_id}"] [data-testid="run-tag"]')
+    for attempts in (2, 3):
+        _change_run(served, run_id, attempts=attempts)
+        expect(tid("run-attempts")).to_have_text(str(attempts))
+        expect(tag).to_have_text(f"{attempts} attempts")
+
+
 def test_a_run_panel_redrawn_does_not_fetch_its_values_again(page: Any, served: Served) -> None:
     """A run's output whose summary is cut short (a JSON list of 3,000 numbers) is fetched whole once when its Run
     panel shows it, not again each time a live event of the run redraws the panel (was: once per redraw, for a

@@ -4,7 +4,7 @@
  * badge or tag in it, as one comes ends on it, though that part changes (the browser drops a click whose element
  * left the page between its mousedown and mouseup: see dom.fillInPlace). */
 
-import { badge, fillInPlace, fillKeepingDrawn, h, setBadge, setData } from "./dom.js";
+import { badge, fillInPlace, fillKeepingDrawn, h, setBadge, setData, setText } from "./dom.js";
 import { cssToken } from "./format.js";
 import { groupState, groupText } from "./grouping.js";
 
@@ -46,11 +46,6 @@ function makeGroupParts(box) {
     hide: button("hide", "group-hide", "show them as one group again", () => act(() => null)),
     expand: button("", "group-expand", "", () => act(() => 0)),
   };
-}
-
-/** Set `el`'s text to `text`, in place (its element stays). */
-function setText(el, text) {
-  if (el.textContent !== text) el.textContent = text;
 }
 
 /** A group's content: its head's parts (name, its badge), then its counts and its page buttons, updated in place. */

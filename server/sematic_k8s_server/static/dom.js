@@ -50,13 +50,19 @@ export function badge(state, testid = "state-badge") {
   return h("span", { class: `badge state-${cssToken(state)}`, testid, data: { state } }, state || "?");
 }
 
+/** Set `el`'s text to `text`, in place: `el` stays, and its text too while it is the same (a selection in it is
+ * kept, as a user selecting it to copy it expects). */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+  return el;
+}
+
 /** Badge `el` (made by badge()) updated in place to show `state`. */
 export function setBadge(el, state) {
   el.className = `badge state-${cssToken(state)}`;
   if (state) el.dataset.state = state;
   else delete el.dataset.state;
-  if (el.textContent !== (state || "?")) el.textContent = state || "?";
-  return el;
+  return setText(el, state || "?");
 }
 
 /** Set `el`'s data attributes to `data` (null or undefined: removed). */

@@ -8,7 +8,7 @@
 
 import { actionsMenu, rerun } from "./actions.js";
 import { getRun, unreachable } from "./api.js";
-import { badge, duration, factList, fill, fillInPlace, fillKeepingDrawn, h, link, section } from "./dom.js";
+import { badge, duration, factList, fill, fillInPlace, fillKeepingDrawn, h, link, section, setBadge, setText } from "./dom.js";
 import { cssToken, fmtTime, settingsLine, short } from "./format.js";
 import { Answers, Staleness } from "./live.js";
 import { LogView } from "./logs.js";
@@ -137,8 +137,8 @@ export class RunPanel {
     }
   }
 
-  /** What is kept of run `runId` while it is shown: its panel, toolbar, Actions, tabs (and this.panes) and where
-   * its values are shown. */
+  /** What is kept of run `runId` while it is shown: its panel, toolbar, title, Actions, tabs (and this.panes) and
+   * where its values are shown. */
   skeleton(runId, items) {
     const panes = new Map();
     const tabs = h("div", { class: "tabs", role: "tablist" }, TABS.map((name) => {
@@ -151,8 +151,11 @@ export class RunPanel {
     this.panes = panes;
     this.select(this.tab);
     const output = new ValueSlot({ testid: "run-output" }, { testid: "run-output-type" });
+    const name = h("span", { testid: "run-func-name" });
+    const state = badge(null, "run-state");
     return {
       runId, tabs, actions: actionsMenu("run-actions", items), toolbar: h("div", { class: "toolbar" }),
+      title: { el: h("h2", {}, name, " ", state), name, state }, // updated in place: a selection in it is kept
       root: h("div", { class: "run-panel", testid: "run-panel", data: { runId } }),
       inputs: { el: h("div", { class: "inputs", testid: "run-inputs" }), rows: new Map() }, // param -> {el, slot}
       output: { slot: output, el: h("div", {}, h("div", { class: "input-head" }, output.type, h("span", { class: "spacer" }),
@@ -173,10 +176,11 @@ export class RunPanel {
     }];
     if (this.drawn && this.drawn.runId === run.id) this.drawn.actions.update(items);
     else this.drawn = this.skeleton(run.id, items);
-    const { root, toolbar, actions, tabs } = this.drawn;
+    const { root, toolbar, title, actions, tabs } = this.drawn;
     root.dataset.state = run.state;
-    fillKeepingDrawn(toolbar, [h("h2", {}, h("span", { testid: "run-func-name" }, run.func_name), " ",
-      badge(run.state, "run-state")), h("span", { class: "spacer" }), actions]);
+    setText(title.name, run.func_name);
+    setBadge(title.state, run.state);
+    fillKeepingDrawn(toolbar, [title.el, h("span", { class: "spacer" }), actions]);
     for (const [name, { pane }] of this.panes) fillKeepingDrawn(pane, [this.pane(name, run, res, byId)].flat());
     const err = run.error;
     return fillKeepingDrawn(root, [toolbar,

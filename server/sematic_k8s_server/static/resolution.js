@@ -5,7 +5,7 @@
 import { actionsMenu, cancel, rerun, startedByUs } from "./actions.js";
 import { getOverview, unreachable } from "./api.js";
 import { criticalPath } from "./critical.js";
-import { badge, duration, fill, fillFacts, fillInPlace, h, link } from "./dom.js";
+import { badge, duration, fill, fillFacts, fillInPlace, fillKeepingDrawn, h, link, setBadge, setText } from "./dom.js";
 import { fmtTime, short } from "./format.js";
 import { renderGraph } from "./graph.js";
 import { displayModel, progressText } from "./grouping.js";
@@ -35,6 +35,11 @@ export class ResolutionView extends View {
     this.header = h("div", { class: "res-header", testid: "resolution-header" });
     this.toolbar = h("div", { class: "toolbar" }); // kept in the header across redraws, as its Actions menu is
     this.actions = null;
+    this.title = { func: h("span", { testid: "resolution-func" }), state: badge(null, "resolution-state") };
+    this.title.el = h("h1", { testid: "resolution-title" }, h("span", { class: "muted" }, "Resolution "), this.title.func,
+      " ", this.title.state); // updated in place, as the progress beside it: a selection in them is kept
+    this.progress = h("span", { class: "progress", testid: "header-progress" });
+    this.spacer = h("span", { class: "spacer" });
     this.facts = h("dl", { class: "facts" }); // its facts drawn in place (their links stay: see fillFacts)
     this.notice = h("p", { class: "stale-notice", testid: "resolution-stale", hidden: true });
     this.graphEl = h("div", { class: "graph-wrap", testid: "graph-wrap" });
@@ -216,11 +221,12 @@ export class ResolutionView extends View {
       ["Image", r.image ? h("span", { class: "mono wrap", testid: "resolution-image" }, r.image) : null],
     ];
     this.labels = labelsFor(this.labels, r, () => this.refresh());
-    fillInPlace(this.header,
-      fillInPlace(this.toolbar,
-        h("h1", {}, h("span", { class: "muted" }, "Resolution "), func, " ", badge(r.state, "resolution-state")),
-        terminal ? null : h("span", { class: "progress", testid: "header-progress" }, progressText(counts)),
-        h("span", { class: "spacer" }), this.actions),
+    setText(this.title.func, func);
+    setBadge(this.title.state, r.state);
+    // its notices and error kept while drawn the same (a selection in them too): see fillKeepingDrawn
+    fillKeepingDrawn(this.header, [
+      fillInPlace(this.toolbar, this.title.el, terminal ? null : setText(this.progress, progressText(counts)),
+        this.spacer, this.actions),
       fillFacts(this.facts, facts),
       terminal || !notStartedText(this.overview.waiting) ? null
         : h("p", { class: "warning", testid: "resolution-not-started" }, notStartedText(this.overview.waiting)),
@@ -229,6 +235,6 @@ export class ResolutionView extends View {
       this.labels,
       r.state === "canceled" // a cancel is not an error: a notice of when and how
         ? h("p", { class: "notice", testid: "resolution-canceled" }, resolutionCanceledText(r, r.ended_at ? fmtTime(r.ended_at) : null))
-        : r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null);
+        : r.error ? h("pre", { class: "error-box", testid: "resolution-error" }, r.error) : null]);
   }
 }
