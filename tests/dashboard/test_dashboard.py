@@ -875,16 +875,18 @@ def _selected(page: Any, testid: str) -> list[Any]:
 
 
 def _mark(page: Any, testid: str) -> None:
+    """Remember the element of ``testid`` now in the page (see :func:`_selected`)."""
     page.evaluate("""(testid) => { window.marked = window.marked || {};
       window.marked[testid] = document.querySelector(`[data-testid="${testid}"]`); }""", testid)
 
 
 def test_text_selected_in_the_titles_stays_selected_as_live_events_redraw_them(page: Any, served: Served) -> None:
     """A run's func name selected in the Run panel's title (double-clicked, to copy it) stays selected, the same
-    element, as the run's state changes (through the API: a live event), its badge showing the new state; a
-    resolution's func name selected in the page's title stays selected as a run is recorded (its progress beside it
-    changes) and as the resolution is canceled (its badge showing it). Was: each title drawn anew when it changed (the
-    resolution's on every event of it), out of the page: the selection was lost."""
+    element, as the run's state changes (through the API: a live event), its badge showing the new state; so does
+    its id in the Details tab as its record changes again; a resolution's func name selected in the page's title
+    stays selected as a run is recorded (its progress beside it changes) and as the resolution is canceled (its badge
+    showing it). Was: each title drawn anew when it changed (the resolution's on every event of it), out of the page:
+    the selection was lost."""
     from playwright.sync_api import expect
 
     from sematic_k8s.store.records import utcnow
@@ -906,6 +908,13 @@ def test_text_selected_in_the_titles_stays_selected_as_live_events_redraw_them(p
     _change_run(served, run_id, state="resolved", ended_at=utcnow())
     expect(tid("run-state")).to_have_text("resolved")
     assert _selected(page, "run-func-name") == ["add", True]
+    tid("tab-details").click()  # its id, selected to copy it, as the run's record changes again
+    tid("run-id").dblclick()
+    _mark(page, "run-id")
+    assert _selected(page, "run-id") == [run_id, True]
+    _change_run(served, run_id, notes={"cache": {"skipped": "a reason"}}, state="resolved")
+    expect(tid("cache-skipped")).to_have_text("Not cached: a reason")
+    assert _selected(page, "run-id") == [run_id, True]
 
     expect(tid("resolution-func")).to_have_text("pipeline")
     tid("resolution-func").dblclick()

@@ -37,7 +37,8 @@ router = APIRouter(prefix=API, tags=["events"])
 @router.get("/events", summary="Live state changes (Server-Sent Events)", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": 'one `data: {"type": "run"|"resolution", "id", "root_id", '
-                                            '"state"}` line per change; `{"type": "overflow"}` means events '
+                                            '"state"}` line per change (a run\'s attempts set alone: its '
+                                            '`attempts`, `state` null); `{"type": "overflow"}` means events '
                                             'were dropped: refetch'},
                         429: {"description": "this API key holds as many streams open as the server allows: "
                                              "close some, or retry after `Retry-After` seconds"}})
