@@ -12,7 +12,13 @@ beat lands once the marking's transaction ends. The kernel lets go of a ``flock`
 kill -9, so a dead process's resolution is marked as before. A file's modification time is when its latest writer
 stops waiting at the latest (twice its busy timeout): a writer stopped while it waits (SIGSTOP) counts no longer.
 Both sides read this machine's clock, as a SQLite file is on one machine. The last writer done with a file removes
-it; one killed before that leaves it, empty and unlocked (the resolution's next beat removes it)."""
+it; one killed before that leaves it, empty and unlocked (the resolution's next beat removes it).
+
+A write that gives up waiting (``DatabaseLocked``: the lock held past the busy timeout) keeps its files held, until
+its process's next write of those beats lands or fails otherwise (the heartbeat's next, an interval later): between
+the two no beat would be on its way, and a reader getting the lock then would mark the live resolution dead. Its
+wait's end (the file's modification time) still counts, so one that no beat follows (its loop stopped on its own
+``DatabaseLocked``) is marked once that passed, and kill -9 lets go of it at once, as of any other."""
 
 from __future__ import annotations
 
@@ -20,10 +26,17 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
+from sematic_k8s.errors import DatabaseLocked
+
 log = logging.getLogger("sematic_k8s")
+# a beat's file -> this process's hold of it by its last write of that beat, which gave up waiting for the lock
+# (its descriptor, and when its wait would have ended): kept until the next write of the beat lands or fails otherwise
+_kept: dict[str, tuple[int, float]] = {}
+_keeping = threading.Lock()
 
 
 class Beats:
@@ -40,23 +53,29 @@ class Beats:
     def on_the_way(self, resolution_ids: Iterable[str]) -> Iterator[None]:
         """The block (a write carrying these resolutions' beats) with their beats known to be on their way. A file
         that cannot be made or opened (a directory this user may not write; no descriptor left: a server's write
-        merging the beats of hundreds of drivers) leaves that beat, and the rest, unknown, as before: logged."""
-        held: list[tuple[int, str]] = []
+        merging the beats of hundreds of drivers) leaves that beat, and the rest, unknown, as before: logged. A block
+        that gives up waiting for the lock (``DatabaseLocked``) keeps its files held (see the module's docstring)."""
+        _let_go_of_kept_past_their_wait()
+        held: dict[str, tuple[int, float]] = {}
         ids = sorted(set(resolution_ids))
+        gave_up = False
         try:
             for i, res_id in enumerate(ids):
                 try:
-                    held.append((self._hold(self._path(res_id)), self._path(res_id)))
+                    held[self._path(res_id)] = self._hold(self._path(res_id))
                 except OSError as e:
                     log.warning("the beats of %d resolution(s) (%s...) are not known to be on their way: %s",
                                 len(ids) - i, res_id, e)
                     break
             yield
+        except DatabaseLocked:
+            gave_up = True
+            raise
         finally:
-            for fd, path in held:
-                _let_go(fd, path)
+            _settle([self._path(res_id) for res_id in ids], held, gave_up)
 
-    def _hold(self, path: str) -> int:
+    def _hold(self, path: str) -> tuple[int, float]:
+        """The file at ``path`` held (its descriptor), and when its wait ends (its modification time)."""
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -68,7 +87,7 @@ class Beats:
                 if _at(fd, path):
                     until = time.time() + 2 * self.waits
                     os.utime(fd, (until, until))
-                    return fd
+                    return fd, until
             except BaseException:
                 os.close(fd)
                 raise
@@ -91,6 +110,27 @@ class Beats:
                     return False  # no writer holds it: one killed before it removed the file
             finally:
                 os.close(fd)
+
+
+def _settle(paths: list[str], held: dict[str, tuple[int, float]], gave_up: bool) -> None:
+    """A write of the beats at ``paths``, holding ``held``, ended. One that gave up waiting for the lock: its holds are
+    kept, in place of those kept of the same beats before (a beat it could not hold keeps the one before). Else: the
+    holds kept of its beats are let go of, then its own (so that the last one removes the file)."""
+    with _keeping:
+        before = [(path, _kept.pop(path)) for path in (held if gave_up else paths) if path in _kept]
+        if gave_up:
+            _kept.update(held)
+    for path, (fd, _) in before + ([] if gave_up else list(held.items())):
+        _let_go(fd, path)
+
+
+def _let_go_of_kept_past_their_wait() -> None:
+    """Let go of the kept holds whose wait has ended (no beat of theirs followed: the file counts no longer)."""
+    now = time.time()
+    with _keeping:
+        ended = [(path, _kept.pop(path)) for path, (_, until) in list(_kept.items()) if until <= now]
+    for path, (fd, _) in ended:
+        _let_go(fd, path)
 
 
 def _at(fd: int, path: str) -> bool:

@@ -296,19 +296,21 @@ def read_state(db: Path, root_id: str) -> str:
 
 
 def resolver_waiting_for_the_lock(stack: contextlib.ExitStack, tmp_path: Path, root_id: str, gate: Path,
-                                  busy_ms: int, env: dict[str, str] | None = None):
+                                  busy_ms: int, env: dict[str, str] | None = None, parallelism: int = 2):
     """A LocalResolver process at its gate (its heartbeat thread beating every 0.2 s, its writes waiting ``busy_ms``
-    for the lock; ``env``: more of its environment), and another process holding the database's write lock until
+    for the lock; ``env``: more of its environment, or other settings; ``parallelism``: its max_parallelism, 1: the
+    gated step's body on its loop's thread), and another process holding the database's write lock until
     the resolution is silent by the database's clock: past the timeout, so its heartbeat waits for the lock. Returns
     both processes and a read of the resolution's last beat; ``stack`` ends them (and lets go of the lock)."""
     db = tmp_path / "db.sqlite3"
     code = ("import fault_pipelines as fp, sematic_k8s as sk; from sematic_k8s.store import schema; "
             f"schema.SQLITE_BUSY_MS = {busy_ms}; "
-            f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, max_parallelism=2))")
+            f"fp.gated(3, {str(gate)!r}).resolve(sk.LocalResolver(root_id={root_id!r}, "
+            f"max_parallelism={parallelism}))")
     here = str(Path(__file__).parent)
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env={
-        **os.environ, **(env or {}), "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
-        "SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT,
+        **os.environ, "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.2",
+        "SEMATIC_K8S_HEARTBEAT_TIMEOUT": LOCK_TIMEOUT, **(env or {}),
         "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)})
     stack.callback(lambda: proc.poll() is None and (proc.send_signal(signal.SIGCONT), proc.kill(), proc.wait(30)))
     wait_for(lambda: db.exists() or proc.poll() is not None, 60, what="the database")
@@ -321,9 +323,11 @@ def resolver_waiting_for_the_lock(stack: contextlib.ExitStack, tmp_path: Path, r
             row = conn.execute(sa.select(res.c.heartbeat_at, liveness.silent(res, "sqlite", float(LOCK_TIMEOUT)))
                                .where(res.c.id == root_id)).one_or_none()
         return (None, False) if row is None else (row[0], bool(row[1]))
-    wait_for(lambda: (Path(f"{gate}.started").exists() and sum(r.state == "resolved" for r in
-                                                               store.runs_of_root(root_id)) >= 2)
-             or proc.poll() is not None, 60, what="the gated step")
+    def at_gate() -> bool:  # the first two steps recorded resolved, the gated one running
+        states = [(r.func_name, r.state) for r in store.runs_of_root(root_id)]
+        return states.count(("add", "resolved")) >= 2 and ("wait_for", "running") in states
+    wait_for(lambda: (Path(f"{gate}.started").exists() and at_gate()) or proc.poll() is not None, 60,
+             what="the gated step")
     assert proc.poll() is None
     holder = LockHolder(db)
     stack.callback(holder.release)
@@ -389,3 +393,51 @@ def test_a_resolution_whose_waiting_beat_will_not_land_is_marked_by_a_reader(tmp
             wait_for(lambda: read_state(db, root_id) == "failed", 60, what="the stopped resolver to be marked")
         res = SqlStore(f"sqlite:///{db}", stale_after=10 ** 6).get_resolution(root_id)
         assert res.error.startswith("the resolver stopped responding at "), res.error
+
+
+READ_ON_GO = ("import sys; from sematic_k8s.store.sql import SqlStore; "  # read_state's reader, ready beforehand
+              "s = SqlStore(sys.argv[1], stale_after=float(sys.argv[2])); s.engine.connect().close(); "
+              "print('ready', flush=True); sys.stdin.readline(); "
+              "print(s.get_resolution(sys.argv[3]).state, flush=True)")
+
+
+def test_a_live_resolution_whose_beat_gave_up_waiting_for_the_lock_is_not_marked_before_its_next_beat(tmp_path):
+    """The same wait, past the busy timeout (6 s here), the gated step's body on the loop's thread (max_parallelism=1:
+    only the heartbeat thread writes meanwhile): the heartbeat's write gives up (``DatabaseLocked``, logged) and its
+    next beat comes an interval (1 s here) later. A reader in a process of its own, ready beforehand, gets
+    the lock in that gap, once it is let go (the resolving process stopped for that moment, so that its next beat
+    surely comes later), and finds the resolution silent. It is not marked dead: the beat that gave up is on its way
+    until the next one lands (was: marked failed, the resolving process stopped with ``ResolutionEnded`` at its next
+    write). The next beat lands and the resolution resolves."""
+    db, root_id, gate = tmp_path / "db.sqlite3", new_id(), tmp_path / "gate"
+    with contextlib.ExitStack() as stack:
+        proc, holder, beat = resolver_waiting_for_the_lock(stack, tmp_path, root_id, gate, 6000,
+                                                           {"SEMATIC_K8S_HEARTBEAT_INTERVAL": "1"}, parallelism=1)
+        said: list[str] = []
+
+        def listen() -> None:  # the resolving process's stderr, line by line
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                said.append(line)
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        reader = subprocess.Popen([sys.executable, "-c", READ_ON_GO, f"sqlite:///{db}", LOCK_TIMEOUT, root_id],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        stack.callback(lambda: reader.poll() is None and (reader.kill(), reader.wait(30)))
+        assert reader.stdin is not None and reader.stdout is not None and reader.stdout.readline() == "ready\n"
+        waited_since, _ = beat()
+        wait_for(lambda: any("heartbeat not recorded: DatabaseLocked" in line for line in said)
+                 or proc.poll() is not None, 60, what="the waiting beat to give up")
+        proc.send_signal(signal.SIGSTOP)  # in the gap: its next beat comes after the reader's look
+        holder.release()
+        reader.stdin.write("go\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline() == "running\n", "".join(said)[-3000:]
+        proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: beat()[0] != waited_since or proc.poll() is not None, 60, what="the next beat to land")
+        assert proc.poll() is None, "".join(said)[-3000:]
+        gate.touch()
+        assert proc.wait(120) == 0, "".join(said)[-3000:]
+        listener.join(30)
+        assert read_state(db, root_id) == "resolved"
+        assert list((tmp_path / "db.sqlite3-beats").iterdir()) == []  # the kept beat's file removed once one landed

@@ -13,9 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from sematic_k8s.errors import DatabaseLocked, ResolutionEnded
 from sematic_k8s.store.inflight import Beats
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
+from waiting import wait_for
 
 HOLD = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_SH); "
         "os.utime(fd, (float(sys.argv[2]),) * 2); print('held', flush=True); sys.stdin.read()")
@@ -82,3 +86,81 @@ def test_a_beat_whose_file_cannot_be_made_is_written_all_the_same(tmp_path, capl
     assert "the beats of 1 resolution(s) (r0...) are not known to be on their way" in caplog.text
     assert store.get_resolution("r0").state == "running"
     store.close()
+
+
+def locked_write() -> DatabaseLocked:
+    return DatabaseLocked.at("db.sqlite3", 120)
+
+
+def held_by_another(path: Path) -> bool:
+    """Whether another open file description (as another process's would) finds ``path`` held."""
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def test_a_beat_that_gave_up_waiting_for_the_lock_stays_on_its_way_until_the_next_lands(tmp_path):
+    """Between a write that gave up waiting for the lock (``DatabaseLocked``) and the process's next write of the
+    beat, the beat stays on its way; the next write that lands lets go of both, and the file is removed. One that
+    gives up again keeps its own hold in place of the first's."""
+    beats = Beats(str(tmp_path / "db.sqlite3"), waits=120)
+    file = tmp_path / "db.sqlite3-beats" / "r0"
+    for _ in range(2):
+        with pytest.raises(DatabaseLocked), beats.on_the_way(["r0"]):
+            raise locked_write()
+        assert held_by_another(file) and beats.on_its_way("r0")
+    assert len([fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(file)]) == 1
+    with beats.on_the_way(["r0"]):
+        assert beats.on_its_way("r0")
+    assert not file.exists()
+
+
+def test_a_beat_refused_otherwise_after_one_that_gave_up_is_no_longer_on_its_way(tmp_path):
+    """The next write failing for another reason (the resolution ended meanwhile: no beat of it is coming) lets go
+    of the hold the one that gave up kept, as a write that lands does."""
+    beats = Beats(str(tmp_path / "db.sqlite3"), waits=120)
+    with pytest.raises(DatabaseLocked), beats.on_the_way(["r0"]):
+        raise locked_write()
+    with pytest.raises(ResolutionEnded), beats.on_the_way(["r0"]):
+        raise ResolutionEnded("r0", "failed", "the resolver stopped responding")
+    assert not beats.on_its_way("r0")
+    assert not (tmp_path / "db.sqlite3-beats" / "r0").exists()
+
+
+def test_a_beat_that_gave_up_and_no_beat_followed_counts_until_its_wait_would_have_ended(tmp_path):
+    """No beat follows the one that gave up (its loop stopped on its own ``DatabaseLocked``): it counts as on its
+    way no longer than its wait would have (twice the busy timeout from its start), and the process's next write of
+    any beat lets go of its hold."""
+    beats = Beats(str(tmp_path / "db.sqlite3"), waits=0.5)
+    file = tmp_path / "db.sqlite3-beats" / "r0"
+    with pytest.raises(DatabaseLocked), beats.on_the_way(["r0"]):
+        raise locked_write()
+    assert beats.on_its_way("r0")
+    wait_for(lambda: not beats.on_its_way("r0"), 30, what="the kept beat's wait to end")
+    assert held_by_another(file)
+    with beats.on_the_way(["r1"]):
+        pass
+    assert not file.exists()
+
+
+KEPT = ("import sys; from sematic_k8s.errors import DatabaseLocked; from sematic_k8s.store.inflight import Beats\n"
+        "try:\n"
+        "    with Beats(sys.argv[1], waits=120).on_the_way(['r0']): raise DatabaseLocked.at(sys.argv[1], 120)\n"
+        "except DatabaseLocked: print('gave up', flush=True)\n"
+        "sys.stdin.read()")
+
+
+def test_a_killed_processs_beat_that_gave_up_is_not_on_its_way(tmp_path):
+    """A process whose beat gave up waiting, killed (kill -9) before its next: the kernel lets go of the hold it
+    kept, and its resolution may be marked at once."""
+    beats = Beats(str(tmp_path / "db.sqlite3"), waits=120)
+    proc = subprocess.Popen([sys.executable, "-c", KEPT, str(tmp_path / "db.sqlite3")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "gave up\n"
+    assert beats.on_its_way("r0")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not beats.on_its_way("r0")
