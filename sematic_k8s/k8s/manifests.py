@@ -378,9 +378,13 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
                 pod_failure_policy=failed_resolution)
 
 
+_SERIALIZER = client.ApiClient(client.Configuration())  # never connects: its sanitize_for_serialization alone
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
-    """The JSON-ready dict the API server receives (camelCase, no nulls)."""
-    return client.ApiClient().sanitize_for_serialization(obj)
+    """The JSON-ready dict the API server receives (camelCase, no nulls), by one shared client of its own (was: a
+    client made on every call, from the process's default configuration: a kubeconfig's proxy included)."""
+    return _SERIALIZER.sanitize_for_serialization(obj)
 
 
 __all__ = ["arch_selector", "container_security_context", "dns_name", "driver_job", "driver_job_name", "label_value",

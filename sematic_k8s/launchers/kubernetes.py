@@ -103,9 +103,25 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     (node_selector, tolerations, ...) go to the driver's KubernetesExecutor through ``spec.executor_settings``;
     ``driver_settings`` (cpu, memory, node_selector, tolerations, image_pull_secrets, backoff_limit,
     ttl_seconds_after_finished) shape the driver's own pod.
+
+    A client made here (none given) is closed before it returns or raises (was: left to be collected, its kept-alive
+    connection to the API server held meanwhile: as long as a refused launch's error was kept, its traceback holding
+    the client); ``api_client`` is its giver's, left open.
     """
     namespace = namespace or current_namespace()
     api = api_client or make_api_client(host)
+    try:
+        return _launch(api, spec, root_id, env, namespace, service_account, storage_secret, worker_service_account,
+                       func_name, driver_settings, worker_settings)
+    finally:
+        if api_client is None:
+            api.close()
+
+
+def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[str, str], namespace: str,
+            service_account: str | None, storage_secret: str | None, worker_service_account: str | None,
+            func_name: str, driver_settings: Mapping[str, Any] | None, worker_settings: Mapping[str, Any]) -> str:
+    """:func:`launch_driver` with ``api``."""
     cluster = run_config(api, namespace)
     env = in_cluster_env(env, cluster)
     service_account = service_account or cluster.get(SERVICE_ACCOUNT_ENV)
@@ -196,6 +212,7 @@ class DriverJob:
         self.root_id = spec.root_id or ""
         self.name = driver_job_name(self.root_id)
         self.api = api_client or make_api_client()  # as start_driver reached it
+        self._own_api = api_client is None  # closed by close() (a client given is its giver's)
         self.batch, self.core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
         self.start_grace = settings.seconds(settings.DRIVER_START_GRACE_ENV, 60.0) if start_grace is None \
             else start_grace
@@ -380,4 +397,7 @@ class DriverJob:
                         api_message(e), by_hand)
 
     def close(self) -> None:
-        self.api.close()
+        """Close the client this follower made (its connections to the API server); a client given is its giver's,
+        left open (was: closed too, its giver's kept-alive connections with it)."""
+        if self._own_api:
+            self.api.close()

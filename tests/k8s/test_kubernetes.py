@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -600,6 +601,83 @@ def test_an_executor_ended_holds_no_connection_to_the_api_server(cluster, storag
     getattr(ex, end)()
     cluster.wait(lambda: not any(w._thread.is_alive() for w in ex.watchers), message="the watches' end")
     assert connections_to(port) == []
+
+
+def test_a_driver_launched_and_followed_as_the_cloud_resolver_does_holds_no_connection_to_the_api_server(
+        cluster, monkeypatch):
+    """The CloudResolver starts a Kubernetes driver (``launchers.start_driver``) and follows it
+    (``launchers.watch_driver``), each with an API client it makes for $SEMATIC_K8S_KUBE_HOST (here a proxy of its
+    own: their connections told from any other's). Once a launch returned or raised, nothing it made holds a
+    connection to the API server; once the follower is closed, nothing either. Was: the launch's client was never
+    closed: a launch refused (here an image for arm64 on a cluster of amd64 nodes, said after the nodes were listed)
+    kept its connection open as long as its error was kept (its traceback holds the client: a notebook's last
+    error, a caller that logs it later); one that succeeded, until its client was collected."""
+    from sematic_k8s.launchers import driver_env, start_driver, watch_driver
+
+    host = cluster.proxy()
+    port = int(host.rsplit(":", 1)[1])
+    monkeypatch.setenv(settings.KUBE_HOST_ENV, host)
+
+    def spec_for(platform: str | None) -> DriverSpec:
+        return DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                          executor="kubernetes", executor_settings={"namespace": NS},
+                          resolution=ResolutionSettings(root_id=new_id()), platform=platform)
+
+    refused = spec_for("arm64")
+    with pytest.raises(RuntimeError, match="built for arm64 but the cluster's nodes are amd64") as err:
+        start_driver(refused, driver_env(refused, "http://127.0.0.1:9", "sk8t_tok", None))
+    assert err.value.__traceback__ is not None  # kept, as its caller keeps it
+    assert connections_to(port) == []
+    spec = spec_for(None)
+    start_driver(spec, driver_env(spec, "http://127.0.0.1:9", "sk8t_tok", None))  # its token's Secret made, owned
+    assert cluster.get("jobs.batch", NS, f"sk-driver-{spec.root_id}") is not None
+    assert connections_to(port) == []
+    follower = watch_driver(spec)
+    assert follower.ended() is None and connections_to(port)  # running; read through a connection of its own
+    follower.close()
+    assert connections_to(port) == []
+
+
+def test_a_client_given_to_the_driver_launch_and_follower_is_left_open_for_its_giver(cluster):
+    """A client given to ``launch_driver`` and to a ``DriverJob`` is its giver's: the follower's close() leaves its
+    kept-alive connection to the API server as it was (was: closed with the follower's, under its giver), and the
+    giver goes on using it."""
+    from sematic_k8s.launchers.kubernetes import DriverJob
+
+    host = cluster.proxy()
+    port = int(host.rsplit(":", 1)[1])
+    given = client.ApiClient(client.Configuration(host=host))
+    root = new_id()
+    spec = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                      executor="kubernetes", executor_settings={"namespace": NS},
+                      resolution=ResolutionSettings(root_id=root))
+    launch_driver(spec, root, {}, namespace=NS, api_client=given)
+    held = connections_to(port)
+    assert held  # the giver's, kept alive
+    follower = DriverJob(spec, api_client=given)
+    assert follower.ended() is None
+    follower.close()
+    assert connections_to(port) == held
+    assert client.BatchV1Api(given).read_namespaced_job(f"sk-driver-{root}", NS).metadata.name == f"sk-driver-{root}"
+    given.close()
+    assert connections_to(port) == []
+
+
+def test_to_dict_serializes_without_the_processs_default_client_configuration(monkeypatch):
+    """``manifests.to_dict`` (every worker Job, every owner reference) serializes with one client of its own, made
+    once. Was: a new client on every call, made from the process's default configuration (what load_kube_config set):
+    waste, and a failure where that configuration's client cannot be made, as for a kubeconfig's socks5 proxy-url
+    without PySocks (here made absent)."""
+    default = client.Configuration(host="https://cluster.example:6443")
+    default.proxy = "socks5://127.0.0.1:1080"
+    monkeypatch.setattr(client.Configuration, "_default", default)
+    monkeypatch.setitem(sys.modules, "socks", None)
+    monkeypatch.setitem(sys.modules, "urllib3.contrib.socks", None)
+    with pytest.raises(ImportError):
+        client.ApiClient()  # what each call made
+    owner = manifests.to_dict(manifests.owner_reference("sk-driver-x", "uid-1"))
+    assert owner == {"apiVersion": "batch/v1", "kind": "Job", "name": "sk-driver-x", "uid": "uid-1",
+                     "controller": False, "blockOwnerDeletion": False}
 
 
 def test_token_bucket():
