@@ -34,6 +34,7 @@ followed (a detached resolution) and that was killed leaves its exited worker co
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import functools
 import logging
@@ -124,7 +125,8 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
                 container.put_archive("/", secret_archive(secrets, image_user(client, spec.image, container.id)))
             container.start()
         except BaseException:
-            container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound):  # a start that failed: the engine removed it already
+                container.remove(force=True)
             raise
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from docker import errors as docker_errors
 
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
@@ -46,11 +47,15 @@ STORAGE = "s3://sk-driver-pull/artifacts"
 
 @pytest.fixture
 def pushed(tmp_path) -> Iterator[tuple[RegistryProcess, str]]:
-    """The idle driver image pushed to a registry of the test's own, then taken off the engine by that name (its
-    driver must be pulled): (the registry, running; the image by digest there)."""
+    """The idle driver image, with a label of its own, pushed to a registry of the test's own, then taken off the
+    engine (its driver must be pulled): (the registry, running; the image by digest there). Its manifest is new to
+    the engine: the engine keeps the manifests it pulled by digest (its content store) and does not ask a registry
+    for one it has, whatever the host it is pulled from, so a pull of the plain idle image, pulled before, would
+    pass a throttling registry untouched."""
     require_docker()
     idle_driver_image(docker_client())
-    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest") as pulled:
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  whole=True) as pulled:
         yield pulled
 
 
@@ -61,13 +66,17 @@ def unpulled(pushed) -> tuple[RegistryProcess, str]:
     return pushed
 
 
-def drivers_of(root_id: str) -> list[Any]:
-    return docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={root_id}"})
+def drivers_of(root_id: str) -> list[dict[str, Any]]:
+    """The driver containers of ``root_id`` as the engine lists them (no inspect of each: a container being created
+    is listed a moment before it can be inspected)."""
+    return docker_client().api.containers(all=True, filters={"label": f"{RESOLUTION_LABEL}={root_id}"})
 
 
 def remove_drivers(root_id: str) -> None:
+    client = docker_client()
     for container in drivers_of(root_id):
-        container.remove(force=True)
+        with contextlib.suppress(docker_errors.NotFound):  # removed by itself meanwhile
+            client.api.remove_container(container["Id"], force=True)
 
 
 def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
@@ -98,7 +107,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_is_down_for_a_fe
                                f"{registry.host} (")
         assert "connection refused" in line and line.endswith("trying again for up to 120 s"), line
         [driver] = drivers_of(spec.root_id or "")
-        assert driver.status in ("created", "running", "exited")
+        assert driver["State"] in ("created", "running", "exited")
     finally:
         remove_drivers(spec.root_id or "")
 
@@ -140,7 +149,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_not_now_
             assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
                             f"{proxy.port} ({words}); trying again for up to 120 s"), line
             [driver] = drivers_of(spec.root_id or "")
-            assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+            assert driver["State"] in ("created", "running", "exited") and proxy.throttled >= 1
         finally:
             remove_drivers(spec.root_id or "")
 
@@ -196,7 +205,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
             assert "(error pulling image configuration: download failed after attempts=" in line, line
             assert f"{words}); trying again for up to 120 s" in line, line
             [driver] = drivers_of(spec.root_id or "")
-            assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+            assert driver["State"] in ("created", "running", "exited") and proxy.throttled >= 1
         finally:
             passing.cancel()
             remove_drivers(spec.root_id or "")
@@ -238,7 +247,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
                                 f"{proxy.port} ({not_now.words}); trying again for up to 120 s"), line
                 assert all(m.startswith("waiting for the driver's image: ") for m in more), more
             [driver] = drivers_of(spec.root_id or "")
-            assert driver.status in ("created", "running", "exited") and proxy.throttled >= 1
+            assert driver["State"] in ("created", "running", "exited") and proxy.throttled >= 1
         finally:
             remove_drivers(spec.root_id or "")
 
