@@ -145,29 +145,43 @@ class RootIndex:
         self._roots[run_id] = root_id
 
 
-LIVE_RUN_FIELDS = frozenset({"state", "attempts"})  # a run's fields whose change is told (the dashboard shows both)
+LIVE_RUN_FIELDS = frozenset({"state", "attempts"})  # a run's fields told with their values (the dashboard shows both)
+# a run's fields the dashboard shows that an update may set without its state (the resolver's note of what a running
+# run waits for, refreshed as its image is pulled): told only as changed, the page re-reads what it shows
+SHOWN_RUN_FIELDS = frozenset({"notes", "inputs", "output_id", "error"})
 
 
 def told(fields: dict[str, Any]) -> bool:
-    """Whether a run update of ``fields`` is told to live-event subscribers: it sets one of ``LIVE_RUN_FIELDS``."""
-    return not LIVE_RUN_FIELDS.isdisjoint(fields)
+    """Whether a run update of ``fields`` is told to live-event subscribers: it sets one of ``LIVE_RUN_FIELDS`` or
+    ``SHOWN_RUN_FIELDS``."""
+    return not (LIVE_RUN_FIELDS.isdisjoint(fields) and SHOWN_RUN_FIELDS.isdisjoint(fields))
 
 
 def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
     """One event per new Run and Resolution in ``batch``, per Run whose state or attempts it sets (a retry may set
     its attempts alone: the event then has its ``attempts`` and no state), and per Resolution whose state it sets,
-    in the order they happened."""
+    in the order they happened. Runs whose update sets only ``SHOWN_RUN_FIELDS`` make one event per resolution
+    (``changed``: the fields set, ``id``: the run's, null when several): a driver noting what many runs wait for,
+    once a second, sends one event a second, not one per run."""
     events = []
     for res in batch.new_resolutions:
         events.append({"type": "resolution", "id": res["id"], "root_id": res["id"], "state": res.get("state")})
     for run_id, fields in batch.new_runs.items():
         events.append({"type": "run", "id": run_id, "root_id": fields.get("root_id"), "state": fields.get("state")})
+    shown: dict[str | None, tuple[list[str], set[str]]] = {}  # root id -> runs, fields set
     for run_id, fields in batch.run_updates.items():
-        if told(fields):
+        if not LIVE_RUN_FIELDS.isdisjoint(fields):
             event = {"type": "run", "id": run_id, "root_id": root_of(run_id), "state": fields.get("state")}
             if "attempts" in fields:
                 event["attempts"] = fields["attempts"]
             events.append(event)
+        elif told(fields):
+            ids, names = shown.setdefault(root_of(run_id), ([], set()))
+            ids.append(run_id)
+            names.update(SHOWN_RUN_FIELDS.intersection(fields))
+    for root_id, (ids, names) in shown.items():
+        events.append({"type": "run", "id": ids[0] if len(ids) == 1 else None, "root_id": root_id, "state": None,
+                       "changed": sorted(names)})
     for res_id, fields in batch.resolution_updates.items():  # last: a resolution ends after its runs
         if "state" in fields:
             events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": fields["state"]})

@@ -250,15 +250,12 @@ def test_events_stream(served, tmp_path) -> None:
     assert all(e["root_id"] == first.id for e in filtered) and filtered[-1]["state"] == "resolved"
 
 
-def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
-    """A run tried again whose update sets its attempts alone (it stays running: no state in the update) is told to
-    live-event subscribers, with its attempts, as a state change is. Was: nothing sent, so the dashboard showed the
-    old attempts until something else of the resolution changed. (Its resolving afterwards marks the end: events come
-    in the order they were written.)"""
+def _events_of_writes(served, root: str, end_id: str, batches: list[Batch]) -> list[dict]:
+    """The events a subscriber following resolution ``root`` gets while ``batches`` are written one by one through
+    the HTTP store, until run ``end_id`` is told resolved (the last batch resolves it: events come in the order they
+    were written)."""
     from sematic_k8s.store.http import HttpStore
-    from sematic_k8s.store.records import RunRecord
 
-    root, run_id = "ab" * 16, "cd" * 16
     events: list[dict] = []
     ready = threading.Event()
 
@@ -270,7 +267,7 @@ def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
             for line in lines:
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
-                    if events[-1]["id"] == run_id and events[-1]["state"] == "resolved":
+                    if events[-1]["id"] == end_id and events[-1]["state"] == "resolved":
                         return
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -278,22 +275,67 @@ def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
     assert ready.wait(15), "the stream did not open"
     store = HttpStore(served.url, served.key)
     try:
-        b = Batch()
-        b.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="running", created_at=utcnow()))
-        b.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
-                            state="running", created_at=utcnow(), attempts=1))
-        store.write(b)
-        store.write(Batch(run_updates={run_id: {"attempts": 2}}))  # tried again, still running
-        store.write(Batch(run_updates={run_id: {"state": "resolved", "ended_at": utcnow()}}))
+        for batch in batches:
+            store.write(batch)
     finally:
         store.close()
     listener.join(30)
     assert not listener.is_alive(), f"the run's end was never told: {events}"
+    return events
+
+
+def _running_root(root: str, run_ids: list[str]) -> Batch:
+    """A running resolution ``root`` with running runs ``run_ids``."""
+    from sematic_k8s.store.records import RunRecord
+
+    b = Batch()
+    b.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="running", created_at=utcnow()))
+    for run_id in run_ids:
+        b.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                            state="running", created_at=utcnow(), attempts=1))
+    return b
+
+
+def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
+    """A run tried again whose update sets its attempts alone (it stays running: no state in the update) is told to
+    live-event subscribers, with its attempts, as a state change is. Was: nothing sent, so the dashboard showed the
+    old attempts until something else of the resolution changed. (Its resolving afterwards marks the end: events come
+    in the order they were written.)"""
+    root, run_id = "ab" * 16, "cd" * 16
+    events = _events_of_writes(served, root, run_id, [
+        _running_root(root, [run_id]),
+        Batch(run_updates={run_id: {"attempts": 2}}),  # tried again, still running
+        Batch(run_updates={run_id: {"state": "resolved", "ended_at": utcnow()}})])
     assert [e for e in events if e["id"] == run_id] == [
         {"type": "run", "id": run_id, "root_id": root, "state": "running"},
         {"type": "run", "id": run_id, "root_id": root, "state": None, "attempts": 2},
         {"type": "run", "id": run_id, "root_id": root, "state": "resolved"}]
     assert served.store.get_run(run_id).attempts == 2
+
+
+def test_a_runs_notes_inputs_or_output_set_alone_are_a_live_event(served) -> None:
+    """A run update that sets only what the dashboard shows of a run besides its state (its notes: the resolver's
+    note of what it waits for; its inputs, output, error) is told, as ``changed`` with no state and no values: the
+    page re-reads what it shows. The runs of one resolution so changed in one write make one event (``id`` null when
+    several), so a driver noting what 40 runs wait for, once a second, sends one event a second, not 40. An update of
+    a field no page shows (``output_ref``) tells nothing. Was: none of them told, the waiting note shown late."""
+    root, run_id = "ab" * 16, "cd" * 16
+    others = [f"{i:032x}" for i in range(40)]
+    waiting = {"waiting": "pulling its image (3 MB of 40 MB): 127.0.0.1:5000/w@sha256:0123456789ab"}
+    events = _events_of_writes(served, root, run_id, [
+        _running_root(root, [run_id, *others]),
+        Batch(run_updates={run_id: {"notes": waiting}}),
+        Batch(run_updates={r: {"notes": waiting} for r in others}),
+        Batch(run_updates={run_id: {"output_ref": {"run": others[0]}}}),
+        Batch(run_updates={run_id: {"inputs": {"a": "ef" * 32}, "output_id": "12" * 32}}),
+        Batch(run_updates={run_id: {"state": "resolved", "ended_at": utcnow(), "notes": {}}})])
+    told = [e for e in events if e["state"] is None]
+    assert told == [
+        {"type": "run", "id": run_id, "root_id": root, "state": None, "changed": ["notes"]},
+        {"type": "run", "id": None, "root_id": root, "state": None, "changed": ["notes"]},
+        {"type": "run", "id": run_id, "root_id": root, "state": None, "changed": ["inputs", "output_id"]}]
+    assert events[-1] == {"type": "run", "id": run_id, "root_id": root, "state": "resolved"}
+    assert served.store.get_run(others[0]).notes == waiting
 
 
 def test_many_concurrent_writers(served) -> None:

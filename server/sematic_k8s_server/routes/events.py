@@ -38,8 +38,10 @@ router = APIRouter(prefix=API, tags=["events"])
             responses={200: {"content": {"text/event-stream": {}},
                              "description": 'one `data: {"type": "run"|"resolution", "id", "root_id", '
                                             '"state"}` line per change (a run\'s attempts set alone: its '
-                                            '`attempts`, `state` null); `{"type": "overflow"}` means events '
-                                            'were dropped: refetch'},
+                                            '`attempts`, `state` null; runs whose notes, inputs, output or error '
+                                            'alone changed: `changed`, the fields, `state` null, one event per '
+                                            'resolution per write, `id` null when several: refetch them); '
+                                            '`{"type": "overflow"}` means events were dropped: refetch'},
                         429: {"description": "this API key holds as many streams open as the server allows: "
                                              "close some, or retry after `Retry-After` seconds"}})
 async def events(request: Request, caller: Caller,
