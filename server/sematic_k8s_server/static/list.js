@@ -43,7 +43,8 @@ export class ListView extends View {
     return this.refresh();
   }
 
-  onEvent() {
+  onEvent(ev) {
+    if (ev.changed) return; // a run's notes, inputs, output or error: no row shows them
     if (this.timer) return; // progress changes with every run: at most one refresh a second
     this.timer = setTimeout(() => {
       this.timer = null;
