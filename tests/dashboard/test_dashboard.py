@@ -1287,6 +1287,57 @@ def test_a_run_waiting_for_capacity_says_so_on_its_page_until_it_starts(page: An
     expect(waiting).to_have_count(0)
 
 
+def test_a_runs_waiting_note_is_shown_live(page: Any, served: Served) -> None:
+    """A resolver recording through the server (its HTTP store, as a driver does) notes on a running run what its
+    worker pod waits for (the cluster model has no room for it): the Run panel and the page's header say so, and say
+    the new words without a reload when they change (a second node, no room on it either: the note set alone, the
+    run still running); once there is room and it ran, the note is gone. Was: no live event for a note set alone,
+    the old words shown until something else of the resolution changed."""
+    pytest.importorskip("kubernetes")
+    from playwright.sync_api import expect
+
+    from kube_model import Cluster, NodeSpec, SimContext, Timing
+    from kube_model import Script as Sim
+    from sematic_k8s.executors.remote import run_task
+    from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+    from sematic_k8s.specs import TaskSpec
+    from sematic_k8s.storage.urls import storage_from_url
+    from sematic_k8s.store.http import HttpStore
+
+    def worker(ctx: SimContext) -> int:
+        doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
+        return 1 if "error" in doc else 0
+
+    expect.set_options(timeout=15_000)
+    storage = LocalStorage(served.home / "storage")
+    f = load_shard(5)
+    values: list[Any] = []
+    store = HttpStore(served.url, served.key)
+    with Cluster([NodeSpec("node-1", runtime="sim", pods=0)], behaviour=lambda pod, c: Sim(func=worker),
+                 timing=Timing()) as cluster:
+        api, loop = _cloud_loop(cluster, served, storage, f.id, store)
+        thread = threading.Thread(target=lambda: values.append(loop.run(f)), daemon=True)
+        thread.start()
+        [run] = cluster.wait(lambda: [r for r in served.store.runs_of_root(f.id)
+                                      if r.func_name == "shard" and (r.notes or {}).get("waiting")], timeout=30)
+        _login(page, served)
+        page.goto(f"{served.url}/#/runs/{run.id}")
+        waiting, header = page.get_by_test_id("run-waiting"), page.get_by_test_id("resolution-not-started")
+        expect(waiting).to_contain_text("Not started: waiting for capacity: 0/1 nodes are available")
+        expect(header).to_contain_text("0/1 nodes are available")
+        cluster.add_node(NodeSpec("node-2", runtime="sim", pods=0))
+        expect(waiting).to_contain_text("Not started: waiting for capacity: 0/2 nodes are available")
+        expect(header).to_contain_text("0/2 nodes are available")
+        assert served.store.get_run(run.id).state == "running"
+        cluster.update_node("node-2", pods=10)
+        thread.join(60)
+        api.close()
+    store.close()
+    assert values == [5]
+    expect(page.get_by_test_id("run-state")).to_have_text("resolved")
+    expect(waiting).to_have_count(0)
+
+
 def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page loads app.js as an ES module; it and every module it imports, followed through their imports,
     are served as JavaScript and revalidated on each load, even on a host whose MIME table calls .js text/plain
@@ -1384,9 +1435,10 @@ def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -
             assert problems == [], problems
 
 
-def _cloud_loop(cluster: Any, served: Served, storage: LocalStorage, root_id: str) -> tuple[Any, Any]:
-    """A client of the cluster model and a cloud resolution loop recording into the served store, its funcs'
-    workers as pods in the model's namespace "runs"."""
+def _cloud_loop(cluster: Any, served: Served, storage: LocalStorage, root_id: str,
+                store: Any = None) -> tuple[Any, Any]:
+    """A client of the cluster model and a cloud resolution loop recording into ``store`` (the served store itself
+    by default: no live events), its funcs' workers as pods in the model's namespace "runs"."""
     from sematic_k8s.executors.inline import InlineExecutor
     from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
     from sematic_k8s.executors.kubernetes import KubernetesExecutor
@@ -1398,6 +1450,7 @@ def _cloud_loop(cluster: Any, served: Served, storage: LocalStorage, root_id: st
     api = cluster.client()
     ex = KubernetesExecutor(storage, storage_url(storage), "127.0.0.1:5000/p@sha256:" + "cd" * 32,
                             namespace="runs", api_client=api, env={}, owner=False)
-    loop = ResolutionLoop(served.store, storage, InlineOrRemoteExecutor(InlineExecutor(1), ex),
-                          ResolutionSettings(root_id=root_id), kind="cloud")
+    loop = ResolutionLoop(served.store if store is None else store, storage,
+                          InlineOrRemoteExecutor(InlineExecutor(1), ex), ResolutionSettings(root_id=root_id),
+                          kind="cloud")
     return api, loop
