@@ -1,7 +1,8 @@
 """Credentials: users' API keys and per-resolution tokens, kept as sha256 hashes and checked against the
 database on every request (the requests waiting at the same moment share one query).
 
-There is no cache: a revoked key or token is refused by the very next request, on every server replica.
+There is no cache: a revoked key or token is refused by the very next request, on every server replica, and by a
+request already let in whose body was still on its way (the Guard checks it again once the body has come).
 
 - An **API key** (``sk8s_...``) belongs to a person or a service. It can read anything, record into the
   resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners) and ask for reruns and cancels; an

@@ -15,6 +15,8 @@ In this order:
    timeout of the request's admission (declared and never sent, trickled, a chunked body never ended) gets 408 and
    its connection closed, the request not applied (what the connection's head may take:
    :mod:`~sematic_k8s_server.connections`).
+4. Once a body has all arrived, its credential is checked again (as in 2) before the app sees its end: a key revoked,
+   or a token ended, while the body was on its way (up to the body timeout) gets 401, nothing of it applied.
 
 The caller's :class:`~sematic_k8s_server.auth.Principal` is left in ``scope["state"]["principal"]``.
 """
@@ -107,6 +109,9 @@ class Guard:
                 return None
             chunks.append(chunk)
             if not message.get("more_body"):
+                if (refused := await self._recheck(scope)) is not None:
+                    await problem(*refused)(scope, receive, send)
+                    return None
                 return b"".join(chunks)
 
     # -- the checks ----------------------------------------------------------------------------------------
@@ -133,6 +138,15 @@ class Guard:
     @staticmethod
     def _needs_credential(path: str) -> bool:
         return path.startswith("/api/") and path not in PUBLIC_API
+
+    async def _recheck(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
+        """Check 2 again once a request's body has all arrived, before anything of it is applied: a key revoked (or
+        a token ended) while the body was on its way refuses the request, as it would a new one. The refusal, or
+        None."""
+        headers = Headers(scope=scope)
+        if not self.auth.required or not _has_body(headers) or not self._needs_credential(scope["path"]):
+            return None
+        return await self._authenticate(scope, headers)
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
         try:
@@ -216,11 +230,13 @@ class Guard:
                 return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
-                if state["received"] > cap:
+                refused = (413, self._too_large_message(), {"Connection": "close"}) if state["received"] > cap \
+                    else None if message.get("more_body") else await self._recheck(scope)
+                if refused is not None:
                     state["refused"] = True
                     if not state["started"]:
                         state["started"] = True
-                        await problem(413, self._too_large_message(), {"Connection": "close"})(scope, receive, send)
+                        await problem(*refused)(scope, receive, send)
                     return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
             return message
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -26,7 +27,8 @@ from sematic_k8s.serialization import content_id
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
-from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.wire import batch_to_json, dumps
 from serving import Served, record_resolution, serve, wait_for
 
 
@@ -94,6 +96,68 @@ def test_a_revoked_key_gets_no_more_live_events_on_its_open_stream(any_db: Serve
         r = c.get(f"/api/v1/resolutions/{before}")  # the same client: its keep-alive connection
         assert r.status_code == 401 and "revoked" in r.json()["detail"]
         thread.join(5)
+
+
+
+def _admitted(url: str, key: str, method: str, path: str, body: bytes) -> socket.socket:
+    """A connection whose request (``Expect: 100-continue``) the server admitted with ``key``: its head sent, the
+    server's "100 Continue" read (sent once the request is let in and its body first waited for), its body not."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\nContent-Type: application/json"
+                 f"\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(4096)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 100 Continue"), got
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    got = b""
+    while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("request_kind", ["write", "labels"])
+def test_a_key_revoked_while_a_requests_body_is_on_its_way_records_nothing(any_db: Served, request_kind: str) -> None:
+    """A request let in with a key, its body then held back (a slow link, or on purpose: ``Expect:
+    100-continue`` makes the server say when it has let the request in) while the key is revoked: 401 once the body
+    has come, nothing of it applied. Was: applied after the revocation (200), for up to ``--body-timeout`` after it,
+    by the fast path's store write and by the other routes alike."""
+    served = any_db
+    with served.client(key=served.admin_key) as admin:
+        mallory = admin.post("/api/v1/api-keys", json={"name": "mallory"}).json()
+    root = uuid.uuid4().hex
+    if request_kind == "write":
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="running",
+                                              settings={"kind": "local"}, created_at=utcnow()))
+        batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                                state="running", created_at=utcnow()))
+        path, body = "/api/v1/store/write", dumps(batch_to_json(batch))
+    else:
+        root = record_resolution(served.url, served.key, kind="cloud", state="running")
+        path, body = f"/api/v1/resolutions/{root}/labels", b'{"note": "written after the revocation"}'
+    sock = _admitted(served.url, mallory["key"], "POST", path, body)
+    with sock:
+        with served.client(key=served.admin_key) as admin:
+            assert admin.post(f"/api/v1/api-keys/{mallory['id']}/revoke", json={}).json() == {"revoked": 1}
+        sock.sendall(body)
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    assert b"revoked" in answer, answer
+    recorded = served.store.get_resolution(root)
+    if request_kind == "write":
+        assert recorded is None
+    else:
+        assert recorded is not None and not recorded.note
 
 
 # -- a record never chooses the image a client runs --------------------------------------------------------
