@@ -41,6 +41,13 @@ def check_json(what: str, value: Any, fix: str) -> None:
         raise ValueError(f"{what} come to {size:,} bytes of JSON, more than the {JSON_BYTES:,} a record keeps: {fix}")
 
 
+def text_field(text: str) -> str:
+    """``text`` as every database keeps it in a text column: a NUL character, which PostgreSQL refuses there (the
+    whole write with it) and SQLite's ``length()`` stops at, written as the four characters ``\\x00`` (a func's
+    error message may hold one; the run's error, JSON, keeps it as it is)."""
+    return text.replace("\x00", "\\x00")
+
+
 def source_excerpt(text: str | None) -> str | None:
     """A func's source as recorded: whole up to :data:`SOURCE_TEXT_CHARS` characters, else its start and end with
     how much was cut between them (its hash, the cache's, is of the whole source)."""

@@ -541,7 +541,8 @@ class ResolutionLoop:
         if isinstance(exc, InfrastructureError):
             advice = exc.advice(self.root_id)
             error = f"infrastructure failure, not the pipeline's: {error}" + ("" if advice in error else f" ({advice})")
-        self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now, "error": error}
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
+                                                                "error": limits.text_field(error)}
         try:
             self._flush()
         except DriverReplaced as replaced:
@@ -569,7 +570,8 @@ class ResolutionLoop:
         func_name = self.graph.nodes[run_id].func.name if run_id and self.graph.nodes[run_id].func else "?"
         said = f": {info['message']}" if info.get("message") else ""  # a bare MemoryError() says nothing more
         message = f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised {info['type']}{said}"
-        self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now, "error": message}
+        self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now,
+                                                                "error": limits.text_field(message)}
         self._flush()
         if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one
             message = f"{message}\n\n{info.get('traceback', '')}".rstrip()

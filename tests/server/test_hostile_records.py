@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+import sematic_k8s as sk
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.errors import error_info
+from sematic_k8s.errors import ResolutionFailed, error_info
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.store.http import HttpStore
@@ -183,6 +184,33 @@ def test_values_the_database_refuses_are_a_422_with_a_message(tmp_path: Path, po
         assert res is not None and res.note is None
         run = served.store.get_run(root)
         assert run is not None and run.func_name == "f" and run.ended_at is None
+
+
+
+@sk.func
+def reads_a_header(data: str) -> int:
+    raise ValueError(f"bad header {data!s}")  # a NUL of the data in the message, as decoding binary data gives
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_funcs_error_holding_a_nul_character_is_recorded(tmp_path: Path, request: pytest.FixtureRequest,
+                                                           db: str) -> None:
+    """A func fails with a message holding a NUL character (PostgreSQL's text refuses one): its resolution is
+    recorded failed, its error text saying ``\\x00``, its run's error (JSON) the message as it was, and the user
+    gets the func's error. Was, on PostgreSQL: the write recording the failure refused whole (422), the user told
+    "ServerError ... 422", the resolution left running (until marked dead) and the failed run never recorded."""
+    url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
+    with serve(tmp_path, url) as served:
+        f = reads_a_header("GIF89a\x00\x01")
+        with pytest.raises(ResolutionFailed) as failed:
+            f.resolve(sk.LocalResolver(home=tmp_path / "home", server=served.url, api_key=served.key))
+        assert isinstance(failed.value.__cause__, ValueError)
+        res = served.store.get_resolution(f.id)
+        assert res is not None and res.state == "failed", res
+        assert res.error is not None and "bad header GIF89a\\x00\x01" in res.error, res.error
+        run = served.store.get_run(f.id)
+        assert run is not None and run.state == "failed" and run.error is not None
+        assert run.error["message"] == "bad header GIF89a\x00\x01"
 
 
 def test_numbers_json_does_not_have_and_huge_bodies_are_refused_briefly(served: Served) -> None:
