@@ -179,10 +179,16 @@ class TaskRef:
         return cls(str(ref["key"]), str(ref["url"])) if isinstance(ref, dict) else None
 
 
-def task_key(run_id: str, attempt: int, task_json: str) -> str:
+def task_key(root_id: str, run_id: str, attempt: int, task_json: str) -> str:
     """Where a worker's TaskSpec ``task_json`` is stored when a TaskRef hands it over: named by its sha256 (written
-    once, never replaced: a task presigned again is another document)."""
-    return f"tasks/{run_id}/{attempt}/{hashlib.sha256(task_json.encode()).hexdigest()}.json"
+    once, never replaced: a task presigned again is another document), under its resolution's
+    :func:`tasks_prefix` (whoever drives the resolution next finds what an earlier driver left there)."""
+    return f"{tasks_prefix(root_id)}{run_id}/{attempt}/{hashlib.sha256(task_json.encode()).hexdigest()}.json"
+
+
+def tasks_prefix(root_id: str) -> str:
+    """The folder of the stored tasks of resolution ``root_id`` (:func:`task_key`): every copy its drivers stored."""
+    return f"tasks/{root_id}/"
 
 
 def outcome_key(run_id: str, attempt: int) -> str:

@@ -16,8 +16,9 @@ Secret of its Job's own (``<job>-task``, owned by the driver's Job), made just b
 then (a relaunch, or a create that waited, has fresh ones) and deleted when the attempt ends; a task more than a
 Secret may hold (1 MiB) is stored (content-addressed, ``tasks/<run>/<attempt>/<sha256>.json``), and the Secret holds
 a presigned GET of it instead (deleted with its Secret, or once a refresh stored a newer one, where the storage
-deletes: a failed delete is logged); a restarted driver
-keeps the Secrets of the Jobs it re-attaches to, and makes again one an earlier driver left without its Job.
+deletes, off the driver's loop; at the resolution's end, every copy left under ``tasks/<root>/``, earlier drivers' too:
+:mod:`.kubernetes_copies`); a restarted driver keeps the Secrets of the Jobs it re-attaches to, and makes again one an
+earlier driver left without its Job.
 
 The executor holds the state and wires its pieces, one module per job:
 
@@ -25,7 +26,8 @@ The executor holds the state and wires its pieces, one module per job:
   driver's Job that owns them), with :mod:`.kubernetes_launch_queue` for creates refused for now;
 - :mod:`.kubernetes_follow`: what the watches and Events say of each attempt, and when it is decided
   (launch it again, or finish it);
-- :mod:`.kubernetes_attempts`: the attempts in flight, by run id, Job and pod name, and what is known of each.
+- :mod:`.kubernetes_attempts`: the attempts in flight, by run id, Job and pod name, and what is known of each;
+- :mod:`.kubernetes_copies`: the stored copies of tasks too large for a Secret, deleted off the loop.
 
 It alone carries out what they decide with the API (through :class:`~sematic_k8s.k8s.client.NamespacedApi`):
 deleting a Job, reading a pod's log, reading Events when they cannot be watched. The manifests, pod states and
@@ -48,6 +50,7 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s.errors import DriverJobDeleted, KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats, Waiting
+from sematic_k8s.executors.kubernetes_copies import TaskCopies
 from sematic_k8s.executors.kubernetes_follow import Follower, Verdict
 from sematic_k8s.executors.kubernetes_launch import JobLauncher, Made
 from sematic_k8s.executors.remote import Ended, RemoteExecutor, task_ref
@@ -62,7 +65,6 @@ from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 from sematic_k8s.settings import POD_NAME_ENV, STORAGE_SECRET_ENV, TASK_ENV, WORKER_SERVICE_ACCOUNT_ENV, worker_env
 from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
-from sematic_k8s.storage.base import delete as storage_delete
 
 log = logging.getLogger("sematic_k8s.k8s")
 
@@ -108,6 +110,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.kube = NamespacedApi(api, self.namespace, backoff)
         self.watch_backoff = dataclasses.replace(backoff, cap=min(backoff.cap, 5.0))
         self.stats = KubeStats()
+        self.copies = TaskCopies(storage, self.stats)
         self.root_id: str | None = None
         self.watchers: list[Watcher] = []
         self.events: queue.Queue[Event] = queue.Queue()
@@ -121,8 +124,11 @@ class KubernetesExecutor(RemoteExecutor):
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
-        """A driver's executor: the spec's image and ``executor_settings``."""
-        return cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings))
+        """A driver's executor: the spec's image and ``executor_settings``; its resolution's task copies are its to
+        delete at the end, whether or not it launches anything."""
+        ex = cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings))
+        ex.copies.root_id = spec.root_id
+        return ex
 
     @property
     def events_watched(self) -> bool:
@@ -180,29 +186,25 @@ class KubernetesExecutor(RemoteExecutor):
         if len(text.encode()) <= manifests.SECRET_DATA_MAX:
             return text
         self.stats.tasks_stored += 1
-        ref = task_ref(self.storage, spec)
+        ref = task_ref(self.storage, spec, claim=self.copies.claim)
         a.task_copies.append(ref.key)
         return ref.to_json()
 
     def _delete_task_copies(self, a: Attempt, keep: int = 0) -> None:
         """Delete the stored copies of the attempt's task (:meth:`_handed`) but its newest ``keep``: all of them once
         its pod read one or never will (the attempt ended, or runs again with a copy of its own), the older ones once
-        a refresh handed a newer one over (a kubelet mounts the Secret that names it). Where the storage cannot delete,
-        they stay; a failed delete is logged, and the run goes on as it would."""
+        a refresh handed a newer one over (a kubelet mounts the Secret that names it). Off the loop, on the copies'
+        thread (:class:`TaskCopies`): where the storage cannot delete, they stay; a failed delete is logged once, and
+        the run goes on as it would."""
         cut = len(a.task_copies) - keep
         gone, a.task_copies = a.task_copies[:cut], a.task_copies[cut:]
-        for key in gone:
-            try:
-                if storage_delete(self.storage, key):
-                    self.stats.tasks_deleted += 1
-            except Exception as e:  # noqa: BLE001 - a clean-up: never the run's failure
-                log.warning("could not delete run %s's stored task %s, left in storage: %s", a.spec.run_id, key, e)
+        self.copies.drop(gone)
 
     def _start_watching(self, root_id: str) -> None:
         """At the first launch: the owner of the workers' Jobs, the Jobs there already, and the watches."""
         if self.root_id is not None:
             return
-        self.root_id = root_id
+        self.root_id = self.copies.root_id = root_id
         self.owner = self.launcher.find_owner(root_id)
         selector = f"{RESOLUTION_LABEL}={root_id},{ROLE_LABEL}=worker"
         pods = self.launcher.list_pods(selector)  # before the Jobs: a pod no Job listed after made has none left
@@ -465,20 +467,24 @@ class KubernetesExecutor(RemoteExecutor):
                                 api_message(e), hint)
 
     def detach(self) -> None:
-        """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them)."""
+        """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them), and the
+        copies of their tasks (the deletes waiting are made)."""
         self.running.clear()
         self.deadlines.clear()
         for w in self.watchers:
             w.stop()
+        self.copies.stop()
         self._close_api()
 
     def close(self) -> None:
-        """Cancel what runs, stop watching, delete the pods of a driver's Job deleted without them
-        (:meth:`_delete_own_pods`); then :meth:`_close_api`, whatever went wrong."""
+        """The resolution ended: its runs still running are stopped, watching stops, every copy of their tasks stored
+        (by this driver or an earlier one) is deleted (:meth:`TaskCopies.finish`), and the pods of a driver's Job
+        deleted without them (:meth:`_delete_own_pods`); then :meth:`_close_api`, whatever went wrong."""
         try:
             super().close()
             for w in self.watchers:
                 w.stop()
+            self.copies.finish()
             if self.owner_gone:
                 self.owner_gone = False  # once
                 self._delete_own_pods()

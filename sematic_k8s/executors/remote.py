@@ -310,12 +310,15 @@ def _read_expiry() -> float:
     return READ_GRACE + 2 * settings.retry_window() + 60
 
 
-def task_ref(storage: Storage, spec: TaskSpec) -> TaskRef:
+def task_ref(storage: Storage, spec: TaskSpec, claim: Callable[[str], None] | None = None) -> TaskRef:
     """Hand ``spec`` (presigned URLs and all) over by reference, for a worker whose task is too large to be handed
     over whole (a pod's Secret holds 1 MiB at most): stored at its :func:`~sematic_k8s.specs.task_key` (named by its
-    content: written once), with a presigned GET of it that lasts as its input GETs do. Storage must presign."""
+    content: written once), with a presigned GET of it that lasts as its input GETs do. ``claim(key)`` is called
+    before the copy is stored (a delete of that key on its way must not take it). Storage must presign."""
     text = spec.to_json()
-    key = task_key(spec.run_id, spec.attempt, text)
+    key = task_key(spec.root_id, spec.run_id, spec.attempt, text)
+    if claim is not None:
+        claim(key)
     storage.put(key, text.encode())
     return TaskRef(key, storage.presign("GET", key, _read_expiry()))  # type: ignore[attr-defined]
 

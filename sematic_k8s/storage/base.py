@@ -66,6 +66,14 @@ def delete(storage: Storage, key: str) -> bool:
     return True
 
 
+def keys(storage: Storage, prefix: str) -> list[str] | None:
+    """The keys under the folder ``prefix`` (ending in '/') when the storage can list them (a local directory, S3:
+    their ``keys``), else None. Raises what the storage raises. For objects no record names (workers' stored tasks,
+    found by whoever drives their resolution next)."""
+    lister = getattr(storage, "keys", None)
+    return None if lister is None else cast(list[str], lister(prefix))
+
+
 APPEND_ID = re.compile(r"[0-9a-f]{12}")  # what storages record of an append: 12 lowercase hex digits
 
 

@@ -100,6 +100,12 @@ class LocalStorage:
         except FileNotFoundError:
             pass
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under the folder ``prefix`` (its files, at any depth; not a write's temporary file)."""
+        folder = self._path(prefix.rstrip("/"))
+        return sorted(path.relative_to(self.root).as_posix() for path in folder.rglob("*")
+                      if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp")))
+
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part`: only those bytes are read from the file."""
         with os.fdopen(self._open(key), "rb") as f:

@@ -304,6 +304,24 @@ class S3Storage:
         full = self._key(key)
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under the folder ``prefix`` (every page of them), listed again whole if S3 fails transiently,
+        for the retry window."""
+        folder = prefix.rstrip("/")
+        full = self._key(folder) + "/"
+
+        def listed() -> list[str]:
+            found: list[str] = []
+            more: dict[str, str] = {}
+            while True:
+                page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, **more)
+                found += [o["Key"] for o in page.get("Contents", [])]
+                if not page.get("IsTruncated"):
+                    return found
+                more = {"ContinuationToken": page["NextContinuationToken"]}
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return [k[cut:] for k in self._call("list", folder, listed)]
+
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part` with one ranged GET (a HEAD too when ``start`` is at or past
         the end). A part that is the whole object is checked against its sha256; a smaller one cannot be (a log's

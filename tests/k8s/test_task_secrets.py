@@ -290,16 +290,18 @@ def test_a_fan_in_too_large_for_a_secret_gets_its_task_through_storage_presigned
     assert all(expires(new.urls[k]) > expires(url) for k, url in old.urls.items())
     assert ex.stats.tasks_stored >= 2 and ex.stats.refreshes >= 1
     # every copy deleted: the ones its refreshes replaced, and the one its pod read once the attempt ended
-    assert stored_tasks(storage, fan_in) == [] and ex.stats.tasks_deleted == ex.stats.tasks_stored
+    assert stored_tasks(storage, root, fan_in) == [] and ex.stats.tasks_deleted == ex.stats.tasks_stored
     # the trust boundary: nothing in the Job, no storage key in the pod
     assert "X-Amz-" not in json.dumps(job) and "Signature=" not in json.dumps(job)
     assert not set(STORAGE_KEY_ENVS) & set(seen[1].env)
     assert task_secrets(cluster) == {}
 
 
-def stored_tasks(storage: S3Storage, run_id: str) -> list[str]:
-    """The keys of the copies of ``run_id``'s tasks in storage, listed by S3 itself."""
-    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"runs/tasks/{run_id}/")
+def stored_tasks(storage: S3Storage, root_id: str, run_id: str = "") -> list[str]:
+    """The keys of the copies of the tasks of resolution ``root_id`` (of its run ``run_id`` alone, if given) in
+    storage, listed by S3 itself."""
+    folder = f"runs/tasks/{root_id}/" + (f"{run_id}/" if run_id else "")
+    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=folder)
     return [o["Key"] for o in listed.get("Contents", [])]
 
 
@@ -314,13 +316,13 @@ def test_a_stored_task_whose_delete_is_refused_is_left_and_logged_and_its_run_re
     through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
     cluster.behaviour = behave({"worker": Script(func=worker)})
     ex = executor(api, through)
-    fan_in = new_id()
-    ex.submit(Task(fan_in, new_id(), wide, outputs(storage, WIDTH), 1))
+    fan_in, root = new_id(), new_id()
+    ex.submit(Task(fan_in, root, wide, outputs(storage, WIDTH), 1))
     got = ended(ex, 1, timeout=180)
     ex.close()
     proxy.close()
     assert got[fan_in].error_info is None and got[fan_in].output is not None, got[fan_in].error_info
-    [left] = stored_tasks(storage, fan_in)
+    [left] = stored_tasks(storage, root, fan_in)
     assert proxy.throttled >= 1 and ex.stats.tasks_stored == 1 and ex.stats.tasks_deleted == 0
     assert f"could not delete run {fan_in}'s stored task {left.removeprefix('runs/')}, left in storage: " in caplog.text
     assert "AccessDenied" in caplog.text

@@ -217,14 +217,14 @@ def test_a_task_handed_over_by_reference_is_fetched_and_checked_and_its_loss_is_
     spec = TaskSpec(run_id=uuid.uuid4().hex, root_id="r", func_path="m:f", source_file=None, input_ids={"x": "a" * 64},
                     input_formats={"x": "json"}, attempt=1, urls={"GET artifacts/aa": "http://127.0.0.1:9/x"})
     ref = task_ref(s3, spec)
-    assert ref.key.startswith(f"tasks/{spec.run_id}/1/") and "Signature" not in repr(ref)
+    assert ref.key.startswith(f"tasks/r/{spec.run_id}/1/") and "Signature" not in repr(ref)
     assert load_task(ref.to_json()) == spec and load_task(spec.to_json()) == spec
     assert task_ref(s3, spec).key == ref.key  # the same task: the same copy, written once
-    gone = f"tasks/{spec.run_id}/1/{'0' * 64}.json"
+    gone = f"tasks/r/{spec.run_id}/1/{'0' * 64}.json"
     missing = TaskRef(gone, s3.presign("GET", gone, 60))
     with pytest.raises(StorageError, match="is not there"):
         load_task(missing.to_json())
-    other = f"tasks/{spec.run_id}/1/{'1' * 64}.json"
+    other = f"tasks/r/{spec.run_id}/1/{'1' * 64}.json"
     s3.put(other, b"{}")
     with pytest.raises(StorageError, match="not the one its key names"):
         load_task(TaskRef(other, s3.presign("GET", other, 60)).to_json())

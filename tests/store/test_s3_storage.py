@@ -8,6 +8,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
-from sematic_k8s.storage.base import Part, append_id, artifact_key, delete, log_key, read_part  # noqa: E402
+from sematic_k8s.storage.base import Part, append_id, artifact_key, delete, keys, log_key, read_part  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import MiB, S3CredentialsError, S3Storage, S3StorageError  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
@@ -106,6 +107,21 @@ def test_delete_removes_an_object_and_a_missing_one_is_fine(storage: S3Storage, 
     assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="pfx/tasks/")
     assert not (tmp_path / "tasks" / "r" / "1" / "a.json").exists()
     assert not delete(PresignedStorage({}), "tasks/r/1/a.json")
+
+
+def test_keys_lists_a_folder_at_any_depth_past_one_page(storage: S3Storage, client: Any, bucket: str,
+                                                        tmp_path) -> None:
+    """S3 and a local directory list the keys under a folder (the stored copies of a resolution's tasks, found by its
+    next driver), every page of them, and nothing beside it; a storage that cannot list says None."""
+    from sematic_k8s.storage.presigned import PresignedStorage
+
+    wanted = sorted(f"tasks/r/run{i:04d}/1/{i}.json" for i in range(1005))  # S3 pages hold 1,000 keys
+    for s in (storage, LocalStorage(tmp_path)):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(s.put, [*wanted, "tasks/r2/x/1/a.json", "tasks/rx.json"], [b"{}"] * (len(wanted) + 2)))
+        assert sorted(keys(s, "tasks/r/") or []) == wanted
+        assert keys(s, "tasks/none/") == []
+    assert keys(PresignedStorage({}), "tasks/r/") is None
 
 
 def test_missing_key_is_a_key_error(storage: S3Storage) -> None:
