@@ -308,7 +308,8 @@ def stored_tasks(storage: S3Storage, root_id: str, run_id: str = "") -> list[str
 def test_a_stored_task_whose_delete_is_refused_is_left_and_logged_and_its_run_resolves(cluster, api, storage,
                                                                                       caplog):
     """Storage refusing every DELETE (403 AccessDenied, a proxy before the S3 API: a bucket policy without
-    s3:DeleteObject): the attempt's end logs the copy left, in one line naming it, and the run resolves as it would."""
+    s3:DeleteObject): the attempt's end logs the copy left, in one line naming it, and the run resolves as it would;
+    the end (the executor's close) notes what is left of the resolution's copies, and where."""
     from outages import ThrottlingProxy
 
     proxy = ThrottlingProxy(int(urlsplit(storage.endpoint_url).port or 80), lambda head: head.startswith(b"DELETE "),
@@ -326,6 +327,9 @@ def test_a_stored_task_whose_delete_is_refused_is_left_and_logged_and_its_run_re
     assert proxy.throttled >= 1 and ex.stats.tasks_stored == 1 and ex.stats.tasks_deleted == 0
     assert f"could not delete run {fan_in}'s stored task {left.removeprefix('runs/')}, left in storage: " in caplog.text
     assert "AccessDenied" in caplog.text
+    # the resolution's end tried the copies left once more, and noted the one left where it is
+    assert f"1 stored task(s) of resolution {root} left in storage under tasks/{root}/ of s3://{storage.bucket}/runs" \
+        in caplog.text
 
 
 def test_a_stored_task_whose_refresh_meets_storage_out_of_reach_is_refreshed_once_it_is_back(cluster, api, storage,

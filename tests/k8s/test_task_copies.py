@@ -1,0 +1,202 @@
+"""The stored copies of workers' tasks (a task more than a Secret holds, handed over by a presigned GET of its copy)
+once their drivers are gone or storage is: a driver killed (SIGKILL) mid-resolution leaves the copy its running worker
+reads, which the driver that finishes the resolution keeps while that worker needs it and deletes at the end; deletes
+are made off the driver's loop, so S3 out of reach while runs end holds no launch, and the copies go once it is back.
+
+On the cluster model (tests/support/kube_model) and a real S3 API (moto's server); the drivers are real processes
+(``python -m sematic_k8s.driver``, the Kubernetes executor, reaching the model's API server over HTTP); workers run
+the real worker code in-process on simulated nodes, reading their task from the mounted Secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes")
+pytest.importorskip("boto3")
+
+import wide_pipeline as wp  # noqa: E402
+from kubernetes import client  # noqa: E402
+
+from kube_model import Script, SimContext  # noqa: E402
+from model_workers import behave, held  # noqa: E402
+from s3server import fresh_bucket  # noqa: E402
+from sematic_k8s import serialization  # noqa: E402
+from sematic_k8s.executors.base import Task  # noqa: E402
+from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
+from sematic_k8s.executors.remote import load_task  # noqa: E402
+from sematic_k8s.future import new_id  # noqa: E402
+from sematic_k8s.k8s.client import Backoff  # noqa: E402
+from sematic_k8s.k8s.manifests import worker_job_name  # noqa: E402
+from sematic_k8s.settings import DRIVER_ENV, TASK_FILE_ENV  # noqa: E402
+from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
+from sematic_k8s.storage.base import artifact_key, put_artifact  # noqa: E402
+from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
+from sematic_k8s.store import sql_store  # noqa: E402
+
+NS = "runs"
+IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "cd" * 32
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+@pytest.fixture
+def storage(monkeypatch) -> S3Storage:
+    endpoint, bucket = fresh_bucket(monkeypatch, "sk-task-copies")
+    return S3Storage(bucket, "runs", endpoint_url=endpoint, region="us-east-1")
+
+
+def stored_tasks(storage: S3Storage, root_id: str) -> list[str]:
+    """The keys of the stored copies of resolution ``root_id``'s tasks, listed by S3 itself."""
+    listed = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=f"runs/tasks/{root_id}/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def wait_until(check: Any, timeout: float, what: str) -> Any:
+    """``check()``'s first truthy value, polled on the events it waits for; fails naming ``what`` after ``timeout``."""
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not done.is_set():
+            found = check()
+            if found:
+                return found
+            done.wait(0.1)
+    finally:
+        deadline.cancel()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_task_copy_of_a_driver_killed_mid_resolution_is_kept_for_its_worker_and_deleted_at_the_end(
+        cluster, storage, tmp_path):
+    """A driver is killed (SIGKILL) while the worker of a fan-in too large for a Secret runs: the copy of its task the
+    dead driver stored (its key known to that process alone) is left. The next driver takes the resolution over,
+    re-attaches to the running Job, and leaves the copy be while that worker needs it (the worker fetches it again
+    after the takeover); once the resolution resolved, no copy is left in the bucket. Was: the copy left for good."""
+    gate = threading.Event()
+    fetched: list[TaskSpec] = []
+
+    def fan_in_worker(ctx: SimContext) -> int:
+        fetched.append(load_task(ctx.read(ctx.env[TASK_FILE_ENV])))  # the copy the first driver stored
+        return held(gate, timeout=600)(ctx)  # then, once let go, the worker fetches it again and runs
+    cluster.behaviour = lambda pod, container: (
+        Script(func=fan_in_worker) if container["name"] == "worker" and not fetched
+        else behave()(pod, container))
+    root = wp.fan_in(wp.WIDTH)
+    s = serialization.serialize(root)
+    storage.put(artifact_key(s.id), s.payload)
+    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage.url, image=IMAGE, build_hash="h" * 64,
+                      executor="kubernetes",
+                      executor_settings={"namespace": NS, "host": cluster.proxy(), "owner": False, "env": {},
+                                         "creates_per_second": 0, "event_check": 0.2},
+                      resolution=ResolutionSettings(root_id=root.id, max_parallelism=8))
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HERE.parent / "support")])}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    env.pop("SEMATIC_K8S_API_KEY", None)
+
+    def driver(name: str) -> subprocess.Popen:
+        with open(tmp_path / f"{name}.log", "w") as log:
+            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def said(name: str) -> str:
+        return (tmp_path / f"{name}.log").read_text()
+
+    first = driver("first")
+    second = None
+    try:
+        wait_until(lambda: fetched or first.poll() is not None, 300, "the fan-in's worker fetching its task")
+        assert first.poll() is None, said("first")
+        [copy] = stored_tasks(storage, root.id)
+        first.kill()  # SIGKILL: the driver pod dies
+        first.wait(60)
+        second = driver("second")  # the Job's next pod: it takes the resolution over
+        wait_until(lambda: "re-attached to existing Job" in said("second") or second.poll() is not None, 300,
+                   "the second driver re-attaching to the fan-in's Job")
+        assert second.poll() is None, said("second")
+        assert stored_tasks(storage, root.id) == [copy]  # its worker still runs: kept
+        gate.set()  # the worker fetches its copy again (it is there), runs, and the resolution goes on to its end
+        code = second.wait(300)
+    finally:
+        gate.set()
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert code == 0, said("second")[-3000:]
+    store = sql_store(db)
+    assert store.get_resolution(root.id).state == "resolved"
+    assert store.get_artifact(store.get_run(root.id).output_id).summary == sum(range(wp.WIDTH))
+    assert len(fetched) == 1 and fetched[0].run_id in copy  # one worker, which read the first driver's copy
+    assert stored_tasks(storage, root.id) == [], said("second")[-3000:]  # the dead driver's copy too
+
+
+FAST = Backoff(base=0.01, cap=0.05, attempts=6)
+
+
+def executor(api: client.ApiClient, storage: S3Storage) -> KubernetesExecutor:
+    return KubernetesExecutor(storage, storage.url, IMAGE, namespace=NS, api_client=api, env={}, backoff=FAST,
+                              owner=False, creates_per_second=0, event_check=0.2)
+
+
+def fan_in_task(storage: S3Storage, root_id: str) -> Task:
+    """A run of the fan-in ``wide`` over 0 ... WIDTH-1, each input the stored output of a run of its own."""
+    stored = [serialization.serialize(i) for i in range(wp.WIDTH)]
+    values = {}
+    for i, s in enumerate(stored):
+        put_artifact(storage, s)
+        values[f"x{i}"] = v = serialization.Value(s.id, s.format, "", load=lambda _v, i=i: i)
+        v.origin = new_id()
+    return Task(new_id(), root_id, wp.wide, values, 1)
+
+
+def test_storage_out_of_reach_as_runs_end_holds_no_launch_and_their_copies_go_once_it_is_back(
+        cluster, api, storage, monkeypatch, caplog):
+    """S3 out of reach (a proxy before it dropping every connection, for a retry window of ten minutes) as a fan-in is
+    stopped: its copy's delete waits on the copies' thread, the loop goes on (a run submitted next gets its Job, S3
+    still out of reach); once S3 is back, the copy is deleted. Was: the delete held the loop for the retry window."""
+    from outages import DroppingProxy
+
+    proxy = DroppingProxy(int(urlsplit(storage.endpoint_url).port or 80))
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=600))})
+    ex = executor(api, through)
+    root = new_id()
+    task = fan_in_task(storage, root)
+    ex.submit(task)
+    [copy] = wait_until(lambda: not ex.wait(0.05) and stored_tasks(storage, root), 180, "the fan-in's copy stored")
+    cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"])
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "600")
+    proxy.drop()
+    later = new_id()
+    s = serialization.serialize(7)
+    storage.put(artifact_key(s.id), s.payload)
+
+    def loop() -> None:  # what the driver's loop does next: the fan-in ends (its copy read by no one), a run starts
+        ex.cancel([task.run_id])
+        ex.submit(Task(later, root, wp.one, {"x": serialization.Value(s.id, s.format, "", load=lambda _id: 7)}, 1))
+    going = threading.Thread(target=loop, daemon=True)
+    try:
+        going.start()
+        cluster.wait(lambda: cluster.get("jobs.batch", NS, worker_job_name(later, 1)), timeout=60,
+                     message="the later run's Job made while S3 is out of reach")
+        assert stored_tasks(storage, root) == [copy]  # not deleted yet: S3 is out of reach
+    finally:
+        proxy.drop(False)
+    going.join(60)
+    wait_until(lambda: not ex.wait(0.05) and not stored_tasks(storage, root), 120, "the copy deleted once S3 is back")
+    gate.set()
+    ex.close()
+    proxy.close()
+    assert ex.stats.tasks_deleted == ex.stats.tasks_stored == 1
