@@ -200,3 +200,36 @@ def test_storage_out_of_reach_as_runs_end_holds_no_launch_and_their_copies_go_on
     ex.close()
     proxy.close()
     assert ex.stats.tasks_deleted == ex.stats.tasks_stored == 1
+
+
+def test_a_copy_stored_again_under_a_key_whose_delete_waits_or_is_under_way_is_kept(storage, monkeypatch):
+    """The same task stored again under the same key (presigned within the same second: a relaunch) as the copies'
+    thread deletes it: a delete still waiting is dropped, and one under way (S3 answering its DELETE 503 SlowDown,
+    retried) is waited for before the copy is stored again. Both copies are there at the end, the other ones gone.
+    Without that, the later put found the key there (a no-op) and the delete took it: the worker's fetch failed."""
+    from outages import ThrottlingProxy
+    from sematic_k8s.executors.kubernetes_attempts import KubeStats
+    from sematic_k8s.executors.kubernetes_copies import TaskCopies
+
+    proxy = ThrottlingProxy(int(urlsplit(storage.endpoint_url).port or 80), lambda head: head.startswith(b"DELETE "),
+                            10_000, status=503, code="SlowDown")
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "600")
+    root = new_id()
+    under_way, waiting, other = (f"tasks/{root}/{new_id()}/1/{c * 64}.json" for c in "abc")
+    for key in (under_way, waiting, other):
+        storage.put(key, b"{}")
+    copies = TaskCopies(through, KubeStats(), root)
+    copies.drop([under_way, waiting, other])
+    wait_until(lambda: proxy.throttled, 60, "the first delete under way (its DELETE answered 503, retried)")
+    copies.claim(waiting)  # its delete waits behind: dropped, at once
+    storage.put(waiting, b"{}")
+    again = threading.Thread(target=lambda: (copies.claim(under_way), through.put(under_way, b"{}")), daemon=True)
+    again.start()  # waits for the delete under way, then stores it again
+    proxy.passing()
+    again.join(120)
+    wait_until(lambda: not storage.exists(other), 120, "the other copy deleted")
+    copies.stop()
+    assert not again.is_alive() and storage.exists(under_way) and storage.exists(waiting)
+    assert copies.stats.tasks_deleted == 2  # the one under way, then stored again; the other one
+    proxy.close()
