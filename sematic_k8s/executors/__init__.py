@@ -10,7 +10,8 @@ input artifact ids, as JSON) and reads the worker's outcome document back from s
 - :mod:`.inline_or_remote`: a driver's executor: inline funcs in the driver, the others remote.
 - :mod:`.process`, :mod:`.docker`, :mod:`.kubernetes`: one worker process, container or Job per attempt. The
   Kubernetes executor wires one module per job: :mod:`.kubernetes_launch` (with :mod:`.kubernetes_launch_queue`)
-  creates Jobs, :mod:`.kubernetes_follow` follows them, :mod:`.kubernetes_attempts` holds what is known of each.
+  creates Jobs, :mod:`.kubernetes_follow` follows them, :mod:`.kubernetes_attempts` holds what is known of each,
+  :mod:`.kubernetes_copies` deletes the stored copies of tasks too large for a Secret, off the driver's loop.
 - :mod:`.scripted`: outcomes decided in advance, to test the loop without threads or waiting.
 
 Drivers pick executors by name through :data:`sematic_k8s.backends.EXECUTORS` (each has ``from_spec``).
