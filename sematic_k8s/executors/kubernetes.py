@@ -14,11 +14,11 @@ pods are matched to attempts by their Job's uid, never by its name alone.
 A worker gets presigned URLs and no storage credentials (where the storage presigns): its task is a file of a
 Secret of its Job's own (``<job>-task``, owned by the driver's Job), made just before the Job with URLs presigned
 then (a relaunch, or a create that waited, has fresh ones) and deleted when the attempt ends; a task more than a
-Secret may hold (1 MiB) is stored (content-addressed, ``tasks/<run>/<attempt>/<sha256>.json``), and the Secret holds
-a presigned GET of it instead (deleted with its Secret, or once a refresh stored a newer one, where the storage
-deletes, off the driver's loop; at the resolution's end, every copy left under ``tasks/<root>/``, earlier drivers' too:
-:mod:`.kubernetes_copies`); a restarted driver keeps the Secrets of the Jobs it re-attaches to, and makes again one an
-earlier driver left without its Job.
+Secret may hold (1 MiB) is stored (content-addressed, ``tasks/<root>/<run>/<attempt>/<sha256>.json``), and the
+Secret holds a presigned GET of it instead (deleted with its Secret, or once a refresh stored a newer one, where the
+storage deletes, off the driver's loop; at the resolution's end, every copy left under ``tasks/<root>/``, earlier
+drivers' too: :mod:`.kubernetes_copies`); a restarted driver keeps the Secrets of the Jobs it re-attaches to, and
+makes again one an earlier driver left without its Job.
 
 The executor holds the state and wires its pieces, one module per job:
 
