@@ -13,6 +13,8 @@ import http.client
 import io
 import os
 import posixpath
+import queue
+import socket
 import tarfile
 import threading
 import time
@@ -31,6 +33,7 @@ PULL_FIRST_WAIT = 0.5  # seconds before a failed pull is tried again; doubled ea
 PULL_SILENCE = 60.0  # seconds a pull may say nothing before it is ended (a registry that hangs; kubelet's 1 min)
 PULL_PROGRESS_EVERY = 5.0  # seconds between changes of a pull's progress words (PullProgress.words)
 PULL_STALL = 10.0  # seconds a pull may download nothing and still be moving (a run past its grace waits for it)
+PULL_TICK = 0.5  # seconds between a pull's askings of its abandon() while its stream says nothing
 # the engine's words for a pull that failed because the registry did not answer, or answered "not now": a 5xx is
 # "received unexpected HTTP status: 503 Service Unavailable"; a 429 "toomanyrequests: ..." when its body is a
 # registry's error JSON (Docker Hub's), else "error parsing HTTP 429 response body: ..." (a bare one, a proxy's)
@@ -210,6 +213,10 @@ class PullProgress:
                 self.moved_at = time.monotonic()
             self._layers[layer] = (current, total)
 
+    def silent_for(self) -> float:
+        """Seconds since its stream last said anything (since the try began, before it said anything)."""
+        return time.monotonic() - self.heard_at
+
     def moving(self) -> bool:
         """Whether it downloaded or extracted a layer's bytes (or finished a layer) in the last :data:`PULL_STALL`
         seconds."""
@@ -236,6 +243,36 @@ class PullProgress:
             return self._said
 
 
+def pull_failing(since: float | None, progress: PullProgress | None, came: float = float("-inf")) -> float | None:
+    """When a wait for an image began failing (monotonic; None while it is not): at ``since``, its first failure (a
+    try that failed, or the engine retrying a layer within one), when it had one; else when the try under way
+    (``progress``) began to, at the engine's first retry of a layer in it or, none, at the start of its silence (a
+    silent try fails from its silence's start, as its end would say), not before the wait ``came``."""
+    if since is not None or progress is None:
+        return since
+    return max(came, progress.retried_at if progress.retried_at is not None else progress.heard_at)
+
+
+def past_grace(since: float | None, grace: float, progress: PullProgress | None,
+               came: float = float("-inf")) -> bool:
+    """Whether a wait for an image (:func:`pull_failing`'s) is past its ``grace``: that long since it began failing,
+    and the try under way (``progress``; None between tries), if any, no longer downloads
+    (:meth:`PullProgress.moving`: a slow registry's large image is not cut). The one rule of :func:`pull_waiting`
+    (a launcher's image) and of the Docker executor's runs, whose tries are abandoned by it at its deadline, a silent
+    one too (:func:`pull` asks ``abandon()`` every :data:`PULL_TICK` seconds)."""
+    start = pull_failing(since, progress, came)
+    return start is not None and time.monotonic() - start >= grace and not (progress is not None and progress.moving())
+
+
+def abandoned_words(said: str, progress: PullProgress, since: float | None) -> str:
+    """The words of a wait ended with a try under way (past its grace, or stopped): the last failed try's (``said``)
+    or, while none failed (``since`` None) and the try is silent, its silence's (:func:`silence_words`), with that
+    try's progress."""
+    silent = since is None and progress.retried_at is None
+    return and_pulling(said or (silence_words(round(progress.silent_for())) if silent else ""),
+                       progress.words(now=True))
+
+
 def pull_note(whose: str, image: str, progress: str | None, failed: str = "") -> str:
     """What waits for ``image`` is told while it is pulled (``whose``: "its", "the driver's"), a worker's run and a
     driver's launch alike: "pulling its image (PROGRESS): REF" (the image named short, its progress first, within
@@ -258,47 +295,122 @@ def short_image(image: str) -> str:
     return f"{name}@sha256:{digest[:12]}" if at else image
 
 
-def pull(client: Any, image: str, silence: float = PULL_SILENCE,  # noqa: ANN401 - a docker client
+def pull(client: Any, image: str, silence: float | None = None,  # noqa: ANN401 - a docker client
          progress: PullProgress | None = None, abandon: Callable[[], bool] | None = None) -> None:
     """Pull ``image``. A failure the engine tells only in its pull's stream (a download of the image's configuration
     or a layer that failed: its registry's 5xx or 429 to a blob's request, after the manifest came) is a
     ``docker.errors.APIError`` in its words, as a failure it answers at once is; the SDK's ``images.pull`` drops them
-    and says "No such image". A pull of which the engine says nothing for ``silence`` seconds (its registry took the
-    connection and does not answer: the engine waits for it without end) is ended, our connection closed, and is an
-    ``APIError`` too, "the pull made no progress for N s", a registry that does not answer
-    (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all. (The engine's own request to that
-    registry stays open: a later pull of a layer it is stuck on joins it, and fails the same way.) ``progress`` is
-    handed each line of the stream; ``abandon()``, asked after each, saying yes ends the pull (:class:`PullAbandoned`),
-    our connection closed: the engine then ends its own (its tries of a layer it retries), no one waiting for it.
-    The engine says something every second while it retries a layer, but nothing while its registry is silent:
-    such a pull is abandoned at its silence limit at the latest."""
+    and says "No such image". A pull of which the engine says nothing for ``silence`` seconds (by default
+    :data:`PULL_SILENCE`: its registry took the connection and does not answer, the engine waits for it without end
+    and sends not even its answer's head) is ended, and is an ``APIError`` too, :func:`silence_words`, a registry
+    that does not answer (:func:`registry_unanswered`). The SDK's own ``pull`` has no timeout at all. (The engine's
+    own request to that registry stays open: a later pull of a layer it is stuck on joins it, and fails the same
+    way.) ``progress`` is handed each line of the stream; ``abandon()``, asked after each and every
+    :data:`PULL_TICK` seconds while the stream is silent, saying yes ends the pull (:class:`PullAbandoned`). The
+    stream is read on a thread of its own (:class:`_PullStream`) over a connection of its own to the engine, closed
+    when the pull ends however it ends: the engine then ends its own (its tries of a layer it retries), no one
+    waiting for it."""
     import docker.errors
-    import requests
-    import urllib3
-    from docker import auth
-    from docker.utils import parse_repository_tag
 
-    api, (repository, tag) = client.api, parse_repository_tag(image)
-    header = auth.get_config_header(api, auth.resolve_repository_name(repository)[0])
+    silence = PULL_SILENCE if silence is None else silence
+    stream = _PullStream(client.api, image, silence)
+    heard = time.monotonic()
     try:
-        response = api._post(api._url("/images/create"), params={"fromImage": repository, "tag": tag or "latest"},
-                             headers={"X-Registry-Auth": header} if header else {}, stream=True, timeout=silence)
-        with contextlib.closing(response):
-            api._raise_for_status(response)
-            for line in api._stream_helper(response, decode=True):
-                if isinstance(line, dict) and line.get("error"):
+        while True:
+            try:
+                line = stream.lines.get(timeout=PULL_TICK)
+            except queue.Empty:
+                line = None
+            if line is _PullStream.END:
+                return
+            if isinstance(line, BaseException):
+                raise line
+            if isinstance(line, dict):
+                heard = time.monotonic()
+                if line.get("error"):
                     said = str((line.get("errorDetail") or {}).get("message") or line["error"])
                     raise docker.errors.APIError(said, explanation=said)
-                if isinstance(line, dict) and progress is not None:
+                if progress is not None:
                     progress.seen(line)
-                if abandon is not None and abandon():
-                    raise PullAbandoned(image)
-    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, requests.exceptions.ConnectionError) as e:
-        if not isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)) and \
-                "timed out" not in str(e):
-            raise  # the engine's connection refused or cut: the engine's failure, not the registry's
-        said = f"the pull made no progress for {silence:g} s: its registry does not answer"
-        raise docker.errors.APIError(said, explanation=said) from None
+            if abandon is not None and abandon():
+                raise PullAbandoned(image)
+            if time.monotonic() - heard >= silence:
+                said = silence_words(silence)
+                raise docker.errors.APIError(said, explanation=said)
+    finally:
+        stream.cut()
+
+
+def silence_words(silent: float) -> str:
+    """A pull's failure when the engine said nothing of it for ``silent`` seconds: its registry took the connection
+    and does not answer."""
+    return f"the pull made no progress for {silent:g} s: its registry does not answer"
+
+
+class _PullStream:
+    """The engine's pull stream of ``image`` (``POST /images/create``), read on a daemon thread of its own, started at
+    once, its lines (dicts) put on :attr:`lines`, then :attr:`END`, or what it raised (an ``APIError``; the engine's
+    connection refused or cut: ``requests.exceptions.ConnectionError``). Over a connection to the engine of its own
+    (made by the client's pool for that URL, never put back in it): :meth:`cut` shuts it from any thread, even while
+    the engine has not yet sent its answer's head (it sends it only once its registry answered the manifest)."""
+
+    END = object()
+
+    def __init__(self, api: Any, image: str, silence: float) -> None:  # noqa: ANN401 - a docker APIClient
+        import requests
+        from docker import auth
+        from docker.utils import parse_repository_tag
+
+        repository, tag = parse_repository_tag(image)
+        header = auth.get_config_header(api, auth.resolve_repository_name(repository)[0])
+        self.request = api.prepare_request(requests.Request(
+            "POST", api._url("/images/create"), params={"fromImage": repository, "tag": tag or "latest"},
+            headers={"X-Registry-Auth": header} if header else {}))
+        self.api, self.adapter = api, api.get_adapter(self.request.url)
+        pool = self.adapter.get_connection_with_tls_context(self.request, api.verify, cert=api.cert)
+        self.conn = pool._new_conn()
+        self.conn.timeout = silence + PROBE_TIMEOUT  # a backstop only: pull() judges the silence itself
+        self.lines: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._cut = False
+        self._thread = threading.Thread(target=self._read, name="sk-docker-pull-stream", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import requests
+
+        try:
+            try:
+                self.conn.connect()
+                with self._lock:
+                    self._sock = self.conn.sock
+                    if self._cut:
+                        return
+                self.conn.request(self.request.method, self.adapter.request_url(self.request, {}),
+                                  body=self.request.body, headers=self.request.headers, preload_content=False,
+                                  decode_content=False)
+                response = self.adapter.build_response(self.request, self.conn.getresponse())
+            except OSError as e:  # the engine's connection refused or cut: as the client's requests say it
+                raise requests.exceptions.ConnectionError(e) from e
+            with contextlib.closing(response):
+                self.api._raise_for_status(response)
+                for line in self.api._stream_helper(response, decode=True):
+                    self.lines.put(line)
+            self.lines.put(self.END)
+        except BaseException as e:  # noqa: BLE001 - raised by pull(), on its caller's thread
+            self.lines.put(e)
+
+    def cut(self) -> None:
+        """Close its connection (at once, whatever reads it), and wait for its thread to end."""
+        with self._lock:
+            self._cut = True
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(PROBE_TIMEOUT)
+        with contextlib.suppress(OSError):
+            self.conn.close()
 
 
 class PullAbandoned(Exception):
@@ -346,15 +458,15 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
                 tell(progress.words(now=True))  # the retry said at once, not the words of the try's start
             elif since is not None:
                 tell(progress.words())
-            past = since is not None and time.monotonic() - since >= grace and not progress.moving()
-            return past or (stop is not None and stop.is_set())
+            return past_grace(since, grace, progress) or (stop is not None and stop.is_set())
 
         try:
-            pull(client, image, min(PULL_SILENCE, grace), progress, abandon)
+            pull(client, image, progress=progress, abandon=abandon)
             return True
         except PullAbandoned:
-            tries += 1
-            raise unpulled(and_pulling(said, progress.words(now=True))) from None
+            words, tries = abandoned_words(said, progress, since), tries + 1
+            since = pull_failing(since, progress)
+            raise unpulled(words) from None
         except docker.errors.APIError as e:
             said, tries = str(e.explanation or e), tries + 1
             since = progress.heard_at if since is None else since  # a silent try failed from its silence's start

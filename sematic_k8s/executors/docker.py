@@ -49,17 +49,18 @@ from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
     PULL_GRACE,
-    PULL_SILENCE,
     SECRETS_DIR,
     PullBackoff,
     PullProgress,
-    and_pulling,
+    abandoned_words,
     attach_stdout,
     docker_client,
     engine_calls,
     engine_retried,
     image_user,
+    past_grace,
     pull,
+    pull_failing,
     pull_note,
     registry_unanswered,
     secret_archive,
@@ -216,7 +217,7 @@ class DockerExecutor(RemoteExecutor):
         if not self.unpulled:
             self._abandon()
         elif self._pull is None and self._backoff.due():
-            self._pull = _Pull(self.client, self.image, min(PULL_SILENCE, self.pull_grace), self._wake)
+            self._pull = _Pull(self.client, self.image, self._wake)
 
     def _past_grace(self) -> None:
         """Fail each waiting run whose ``pull_grace`` has passed since its first failure (a failed try, or the engine
@@ -228,14 +229,13 @@ class DockerExecutor(RemoteExecutor):
         if progress is not None and progress.retried_at is not None:
             for u in self.unpulled.values():
                 u.since = u.since if u.since is not None else now
-        if progress is not None and progress.moving():
-            return
         for run_id, u in list(self.unpulled.items()):
-            if u.since is not None and now - u.since >= self.pull_grace:
+            if past_grace(u.since, self.pull_grace, progress, u.came):
                 del self.unpulled[run_id]
-                said = and_pulling(u.said, progress.words(now=True) if progress is not None else "")
+                said = abandoned_words(u.said, progress, u.since) if progress is not None else u.said
+                waited = now - (pull_failing(u.since, progress, u.came) or now)
                 self.finished.append(Ended(run_id, None, "CreateContainerError",
-                                           unpulled_words(self.image, said, now - u.since),
+                                           unpulled_words(self.image, said, waited),
                                            details={"executor": "docker", "image": self.image}))
 
     def _abandon(self) -> None:
@@ -559,14 +559,14 @@ class DockerExecutor(RemoteExecutor):
 
 
 class _Pull(threading.Thread):
-    """One try of :func:`~sematic_k8s.docker_engine.pull` of ``image`` (silent for ``silence`` seconds at most), on
-    a daemon thread of its own, started at once: ``error`` is what it raised (None: pulled); ``wake`` is set when it
-    ends. :meth:`abandon` ends it at the stream's next line (within a second while the engine retries a layer; a
-    silent try at its silence limit), the engine's pull with it."""
+    """One try of :func:`~sematic_k8s.docker_engine.pull` of ``image`` (silent for
+    :data:`~sematic_k8s.docker_engine.PULL_SILENCE` at most), on a daemon thread of its own, started at once:
+    ``error`` is what it raised (None: pulled); ``wake`` is set when it ends. :meth:`abandon` ends it within
+    :data:`~sematic_k8s.docker_engine.PULL_TICK`, a silent try too, the engine's pull with it."""
 
-    def __init__(self, client: Any, image: str, silence: float, wake: threading.Event) -> None:  # noqa: ANN401
+    def __init__(self, client: Any, image: str, wake: threading.Event) -> None:  # noqa: ANN401 - a docker client
         super().__init__(name="sk-docker-pull", daemon=True)
-        self.client, self.image, self.silence, self.wake = client, image, silence, wake
+        self.client, self.image, self.wake = client, image, wake
         self.error: BaseException | None = None
         self.progress = PullProgress(image)  # what its stream said so far
         self.abandoned = threading.Event()
@@ -577,7 +577,7 @@ class _Pull(threading.Thread):
 
     def run(self) -> None:
         try:
-            pull(self.client, self.image, self.silence, self.progress, self.abandoned.is_set)
+            pull(self.client, self.image, progress=self.progress, abandon=self.abandoned.is_set)
         except BaseException as e:  # noqa: BLE001 - read by the executor's loop (_pull_again)
             self.error = e
         finally:
