@@ -1261,6 +1261,32 @@ def test_an_executor_closed_while_its_images_try_is_under_way_abandons_that_try(
     assert containers_of(task) == []
 
 
+def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(project, storage, unpulled,
+                                                                              monkeypatch):
+    """The executor closed while its image's registry holds the engine's request silent (the engine sends not even
+    its answer's head), the silence limit far past the test (600 s): the try is abandoned at once, its connection to
+    the engine closed (the engine's pull ends with it). Was: abandon() was asked only at a line of the pull's
+    stream: a silent try went on to its silence limit (the grace, at most a minute), its result read by no one."""
+    from sematic_k8s import docker_engine
+
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_executor, "PULL_SILENCE", 600.0, raising=False)  # where an executor read it itself
+    registry, ref = unpulled
+    with registry_answering(registry, ref, SILENT) as (proxy, image):
+        executor = DockerExecutor(storage, storage.url, image, env=worker_env())
+        try:
+            task = submit(executor, storage, project[0].inc, 1)
+            wait_for(lambda: proxy.throttled >= 1, 60, what="the engine's request for the image held silent")
+            pulling = executor._pull  # private: its end is what is asserted
+            assert pulling is not None and pulling.is_alive() and task.run_id in executor.waiting
+        finally:
+            executor.close()
+        pulling.join(30)
+        assert not pulling.is_alive(), "the silent try was not abandoned"
+        assert isinstance(pulling.error, docker_engine.PullAbandoned), pulling.error
+    assert containers_of(task) == []
+
+
 def test_many_runs_waiting_for_one_image_have_their_notes_written_only_when_their_words_change(
         project, storage, retried_layer, tmp_path, monkeypatch):
     """Through the resolution loop, three workers waiting for one image whose layer the engine retries (a countdown,

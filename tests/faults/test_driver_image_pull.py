@@ -23,6 +23,7 @@ from docker import errors as docker_errors
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
 from outages import (
+    CUT,
     REGISTRY_NOT_NOW,
     SILENT,
     RegistryProcess,
@@ -32,7 +33,7 @@ from outages import (
     registry_answering,
     restarted_in,
 )
-from sematic_k8s import launchers, settings
+from sematic_k8s import docker_engine, launchers, settings
 from sematic_k8s.cli import cli
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
@@ -156,11 +157,14 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_not_now_
 
 @pytest.mark.parametrize("answer", ["503", "429", "silent"])
 def test_a_docker_driver_whose_registry_answers_not_now_past_its_pull_grace_fails_in_the_engines_words(pushed,
-                                                                                                      answer):
+                                                                                                      answer,
+                                                                                                      monkeypatch):
     """The proxy answers 503 (or a bare 429) to every request for the image, or takes them and never answers: past
     the ``pull_grace`` (3 s), not at once, ImageUnpulled in the engine's words (ours for the silence: the engine waits
-    for such a registry without end), saying for how long it was tried; no container. Was: the silent registry held
-    the launch for ever."""
+    for such a registry without end), saying for how long it was tried; no container. The silence limit set far
+    past the grace (600 s): the grace ends the silent try (its pull asks whether to go on every half second). Was:
+    the silent registry held the launch for ever."""
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
     registry, ref = pushed
     not_now = SILENT if answer == "silent" else REGISTRY_NOT_NOW[answer]
     words = not_now.words
@@ -211,18 +215,20 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
             remove_drivers(spec.root_id or "")
 
 
-@pytest.mark.parametrize("answer", ["429", "429-json", "503"])
+@pytest.mark.parametrize("answer", ["429", "429-json", "503", "cut"])
 def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(tmp_path, answer):
     """The idle driver image with a layer of its own, the request for that layer's blob answered by the proxy (the
     manifest's and the configuration's passed) with a bare 429, Docker Hub's 429 (its error JSON), or a 503 until
     the launcher first says that it waits: for a 429, in the words of the engine's pull stream, the try failed; for a
     503, which the engine retries itself (about 75 s before the try fails), as soon as it does, with the try's
     progress as a worker's note gives it ("pulling the driver's image (D of N layers; the engine retries a layer (1
-    failed download)): REF"). The driver starts once the layer passes; whatever more is said is that progress. Was:
-    the 503's wait said nothing until the try failed, about 75 s, then no progress."""
+    failed download)): REF"). The driver starts once the layer passes; whatever more is said is that progress. The
+    same for the layer's download cut midway (``cut``: the registry's answer, its connection closed after half its
+    body), which the engine retries as the 503. Was: the 503's wait said nothing until the try failed, about 75 s,
+    then no progress; the cut was not caused."""
     require_docker()
     idle_driver_image(docker_client())
-    not_now = REGISTRY_NOT_NOW[answer]
+    not_now = CUT if answer == "cut" else REGISTRY_NOT_NOW[answer]
     with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
                                   layered=True) as (registry, ref), \
             registry_answering(registry, ref, not_now, paths=(last_layer(registry, ref),)) as (proxy, image):
@@ -236,7 +242,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
             launchers.start_driver(spec, {}, progress=waiting)
             print(f"the launcher's words for a {answer} to a layer: {said}")
             line, *more = said
-            if answer == "503":
+            if answer in ("503", "cut"):
                 name, _, digest = image.partition("@sha256:")
                 short = re.escape(f"{name}@sha256:{digest[:12]}")
                 assert re.fullmatch(r"pulling the driver's image \(\d+ of \d+ layers(, \d+ of \d+ MB)?; the engine "
@@ -252,17 +258,18 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
             remove_drivers(spec.root_id or "")
 
 
-def test_a_docker_driver_whose_layer_the_engine_retries_fails_at_its_pull_grace_in_words(tmp_path):
-    """The proxy answers 503 to the layer for good, a 3 s ``pull_grace``: the engine's retry is the first failure, and
-    the launch ends at the grace's end while the engine still retries (the try abandoned, the engine's pull with it),
-    ImageUnpulled naming the try's progress; no container. Was: ImageUnpulled only once the engine's own tries of
-    the layer ended, about 75 s, whatever the grace."""
+@pytest.mark.parametrize("answer", ["503", "cut"])
+def test_a_docker_driver_whose_layer_the_engine_retries_fails_at_its_pull_grace_in_words(tmp_path, answer):
+    """The proxy answers 503 to the layer for good (or cuts its download midway, every time), a 3 s ``pull_grace``:
+    the engine's retry is the first failure, and the launch ends at the grace's end while the engine still retries
+    (the try abandoned, the engine's pull with it), ImageUnpulled naming the try's progress; no container. Was:
+    ImageUnpulled only once the engine's own tries of the layer ended, about 75 s, whatever the grace."""
     require_docker()
     idle_driver_image(docker_client())
+    not_now = CUT if answer == "cut" else REGISTRY_NOT_NOW[answer]
     with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
                                   layered=True) as (registry, ref), \
-            registry_answering(registry, ref, REGISTRY_NOT_NOW["503"], paths=(last_layer(registry, ref),)) as (
-                proxy, image):
+            registry_answering(registry, ref, not_now, paths=(last_layer(registry, ref),)) as (proxy, image):
         spec, said = spec_of(image, pull_grace=3), []
         try:
             with pytest.raises(ImageUnpulled) as failed:
@@ -274,6 +281,34 @@ def test_a_docker_driver_whose_layer_the_engine_retries_fails_at_its_pull_grace_
             assert said and said[0].startswith("pulling the driver's image ("), said
             assert drivers_of(spec.root_id or "") == []
         finally:
+            remove_drivers(spec.root_id or "")
+
+
+def test_a_docker_driver_launch_stopped_while_its_registry_is_silent_ends_at_once_in_words(pushed, monkeypatch):
+    """The proxy takes the engine's requests for the image and never answers (the engine then sends not even its
+    answer's head), a minute's ``pull_grace``, the silence limit far past it (600 s); the launch's ``stop`` (a
+    server's, stopping) set once the proxy holds the request: ImageUnpulled at once in our words for the silence,
+    which say how long the try was silent: less than the grace, so the try was ended at the stop, not at a limit of
+    its own; no container. Was: the stop was asked only at a line of the pull's stream, none came: the launch
+    went on until the try's silence limit (the grace, at most a minute), a server's stop held that long."""
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    registry, ref = pushed
+    with registry_answering(registry, ref, SILENT) as (proxy, image):
+        spec, stop = spec_of(image, pull_grace=60), threading.Event()
+        setter = threading.Thread(target=lambda: (wait_for(lambda: proxy.throttled >= 1, 60, what="the held request"),
+                                                  stop.set()), daemon=True)
+        setter.start()
+        try:
+            with pytest.raises(ImageUnpulled) as failed:
+                start_driver(spec, {}, docker_socket=False, stop=stop)
+            words = str(failed.value)
+            silent = re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it "
+                              r"(for \d+ s )?\(the pull made no progress for (\d+) s: its registry does not answer\): "
+                              "push it to its registry", words)
+            assert silent and int(silent[2]) < 60, words
+            assert stop.is_set() and drivers_of(spec.root_id or "") == []
+        finally:
+            setter.join(60)
             remove_drivers(spec.root_id or "")
 
 

@@ -200,7 +200,7 @@ class NotNow(NamedTuple):
     """A registry's "not now" to the engine's pull, as :func:`registry_answering` answers it, and the engine's words
     for it."""
 
-    status: int  # 0: no answer at all, the connection held silent
+    status: int  # 0: no answer at all, the connection held silent; -1: the registry's, cut mid-body (CUT)
     headers: dict[str, str]
     json: str  # a registry's error document ("" a bare answer: a rate-limiting or failing proxy's)
     words: str
@@ -221,6 +221,7 @@ REGISTRY_NOT_NOW = {
     "504": NotNow(504, {}, "", "received unexpected HTTP status: 504 Gateway Timeout"),
 }
 SILENT = NotNow(0, {}, "", "the pull made no progress for ")  # the engine says nothing: these words are ours
+CUT = NotNow(-1, {}, "", "")  # the registry's answer cut after half its body: the engine retries the blob, no words
 
 
 @contextlib.contextmanager
@@ -229,8 +230,9 @@ def registry_answering(registry: RegistryProcess, ref: str, answer: NotNow, *,
                        ) -> Iterator[tuple[ThrottlingProxy, str]]:
     """A :class:`ThrottlingProxy` before ``registry`` that answers the engine's requests for an image's manifest or
     blobs (those whose path has one of ``paths``) itself with ``answer`` (a 5xx or 429, bare or with a registry's
-    error JSON, with its headers: a 429's ``Retry-After``; :data:`SILENT`: never, the connection held open), as a
-    failing, rate-limiting or hung registry (or the proxy before it) does, until its
+    error JSON, with its headers: a 429's ``Retry-After``; :data:`SILENT`: never, the connection held open; :data:`CUT`:
+    the registry's answer, its connection closed after half its body), as a failing, rate-limiting, hung or cut
+    registry (or the proxy before it) does, until its
     :meth:`~ThrottlingProxy.passing`; its ``/v2/`` ping passes.
     (The proxy, ``ref`` (an image by digest in ``registry``) named by the proxy's host, as the engine is to pull
     it: plain HTTP, the engine's registries on 127.0.0.0/8 being insecure.) The image pulled by that name is taken
@@ -566,8 +568,9 @@ class ThrottlingProxy(_LoopbackProxy):
     with an S3 error document of ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write
     to a key a second; a bare answer when ``code`` is empty) or ``json`` (a registry's error document, as Docker
     Hub's 429 carries), and ``headers`` (``Retry-After``); ``status`` 0: no answer at all, the connection held open
-    and silent (a registry that hangs). Every other request and answer passes. A request's ``Expect: 100-continue``
-    is answered here (its body is read before it is judged)."""
+    and silent (a registry that hangs); ``status`` -1: passed on, and the target's answer cut, its connection closed
+    after the answer's head and half its body (a connection lost mid-download). Every other request and answer
+    passes. A request's ``Expect: 100-continue`` is answered here (its body is read before it is judged)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
                  code: str = "TooManyRequests", headers: dict[str, str] | None = None, json: str = "") -> None:
@@ -577,7 +580,8 @@ class ThrottlingProxy(_LoopbackProxy):
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         kind = "application/json" if json else "application/xml"
         self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n{extra}"
-                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode() if status else b""
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode() if status > 0 else b""
+        self.cuts = status < 0
         super().__init__(target_port, "throttling-proxy")
 
     def passing(self) -> None:
@@ -586,7 +590,8 @@ class ThrottlingProxy(_LoopbackProxy):
             self.left = 0
 
     def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=HoldingProxy._answers, args=(upstream, client), daemon=True).start()
+        cutting = threading.Event()  # the answer under way is to be cut
+        threading.Thread(target=self._answers, args=(upstream, client, cutting), daemon=True).start()
         reader = client.makefile("rb")
         try:
             if reader.peek(1)[:1] == b"\x16":  # a TLS handshake (docker tries HTTPS first): passed on as bytes
@@ -600,6 +605,10 @@ class ThrottlingProxy(_LoopbackProxy):
                     if throttled:
                         self.left -= 1
                         self.throttled += 1
+                if throttled and self.cuts:  # passed on, its answer cut by _answers
+                    cutting.set()
+                    upstream.sendall(head + body)
+                    continue
                 if throttled and not self.answer:  # silent: the connection held until its client gives up
                     while reader.read1(65536):
                         pass
@@ -613,6 +622,32 @@ class ThrottlingProxy(_LoopbackProxy):
         finally:
             client.close()
             upstream.close()
+
+    @staticmethod
+    def _answers(upstream: socket.socket, client: socket.socket, cutting: threading.Event) -> None:
+        """The target's answers passed on as they come; once ``cutting`` is set, the next answer's head and half its
+        body (by its Content-Length) only, then both connections closed."""
+        taken = b""
+        try:
+            while data := upstream.recv(65536):
+                if not cutting.is_set():
+                    client.sendall(data)
+                    continue
+                taken += data
+                if b"\r\n\r\n" not in taken:
+                    continue
+                end = taken.index(b"\r\n\r\n") + 4
+                length = next((int(line.split(b":", 1)[1]) for line in taken[:end].split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(taken) >= end + length // 2:
+                    client.sendall(taken[:end + length // 2])
+                    return
+        except OSError:
+            pass
+        finally:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _read_message(reader: Any, continue_to: socket.socket | None = None) -> tuple[bytes, bytes]:
