@@ -420,16 +420,16 @@ class PullAbandoned(Exception):
 def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
                  waiting: Callable[[str, str], None] | None = None, stop: Any = None,
                  ended: Callable[[], bool] | None = None) -> bool:
-    """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`; a pull silent for the grace,
-    or :data:`PULL_SILENCE`, is ended), try again with :class:`PullBackoff` for ``grace`` seconds from the first
-    failure: a failed try, or the engine retrying a layer within one (its stream's "Retrying in"). From then on
+    """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`; a silent try fails from its
+    silence's start), try again with :class:`PullBackoff` for ``grace`` seconds from the first failure: a failed
+    try, or the engine retrying a layer within one (its stream's "Retrying in"). From then on
     ``waiting(said, progress)`` is told the last failed try's words ("" while none failed) and the try under way's
     progress (:class:`PullProgress`, "" between tries) whenever they change.
-    Past the grace, even while a try is under way (it is abandoned: the engine's pull ends with it) unless that try
-    is still downloading (:meth:`PullProgress.moving`), or at once for a definitive refusal (manifest unknown,
-    unauthorized), or when ``stop`` (a threading.Event) is set: :class:`~sematic_k8s.errors.ImageUnpulled` in the
-    engine's words. True once pulled; False, not tried again, when ``ended()`` (asked before each try again) says that
-    whoever waits for it no longer does."""
+    Past the grace (:func:`past_grace`), even while a try is under way, a silent one too (it is abandoned: the
+    engine's pull ends with it) unless that try is still downloading (:meth:`PullProgress.moving`), or at once for
+    a definitive refusal (manifest unknown, unauthorized), or when ``stop`` (a threading.Event) is set:
+    :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. True once pulled; False, not tried again,
+    when ``ended()`` (asked before each try again) says that whoever waits for it no longer does."""
     import docker.errors
 
     backoff, tries = PullBackoff(), 0

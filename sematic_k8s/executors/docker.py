@@ -25,7 +25,8 @@ first failure, then the run fails as CreateContainerError in the engine's words.
 not have the image, or refuses it (manifest unknown, 404, unauthorized), fails the run at once. Each pull try runs on
 a thread of its own (:class:`_Pull`, one per image, shared by every run waiting for it), never on the caller's: a try
 the engine spends a minute on (a registry silent for :data:`PULL_SILENCE`, a 5xx to a layer it retries) holds up no
-other run, and a run canceled meanwhile ends at once (its try is left to end by itself). While a run's first try is
+other run, and a run canceled meanwhile ends at once (its try, no run waiting for it, abandoned within
+:data:`~sematic_k8s.docker_engine.PULL_TICK`, a silent one too). While a run's first try is
 under way, :attr:`~DockerExecutor.waiting` says how far it got, from the engine's stream
 (:class:`~sematic_k8s.docker_engine.PullProgress`: layers, MB, a layer it retries), the words changed every few seconds
 at most; gone once the run is launched.
@@ -221,9 +222,9 @@ class DockerExecutor(RemoteExecutor):
 
     def _past_grace(self) -> None:
         """Fail each waiting run whose ``pull_grace`` has passed since its first failure (a failed try, or the engine
-        retrying a layer in the try under way), at its own deadline, whether or not a try is under way: in the
-        engine's words, the last failure's, with that try's progress; unless that try still downloads
-        (:meth:`~sematic_k8s.docker_engine.PullProgress.moving`)."""
+        retrying a layer in the try under way, or that try's silence), at its own deadline, whether or not a try is
+        under way: in the engine's words, the last failure's (or the silence's), with that try's progress; unless
+        that try still downloads (:func:`~sematic_k8s.docker_engine.past_grace`, the launchers' rule too)."""
         pull, now = self._pull, time.monotonic()
         progress = pull.progress if pull is not None else None
         if progress is not None and progress.retried_at is not None:
