@@ -789,7 +789,8 @@ def test_a_run_whose_registry_is_silent_holds_up_neither_the_other_runs_nor_its_
         try:
             wait_for(lambda: "thrice" in runs() and runs()["thrice"].state == "resolved", 30,
                      what="thrice to resolve while inc waits for its image")
-            assert runs()["inc"].state not in ("resolved", "failed", "canceled") and proxy.throttled >= 1
+            wait_for(lambda: proxy.throttled >= 1, 30, what="the engine's request for inc's image held silent")
+            assert runs()["inc"].state not in ("resolved", "failed", "canceled")
             store.request_cancel(f.id)
             resolution.join(20)
             assert not resolution.is_alive(), "the cancel was not honoured while the pull try hung"
