@@ -142,6 +142,12 @@ def runs_of_root(conn: sa.Connection, runs: sa.Table, root_id: str, *, listed: b
     return select_records(conn, sa.select(runs).where(runs.c.root_id == root_id), RunRecord, RUN_FIELDS)
 
 
+def run_ids_of_root(conn: sa.Connection, runs: sa.Table, root_id: str) -> list[str]:
+    """The ids of a resolution's runs, in order (a streamed read of them whole reads them by these:
+    :meth:`~sematic_k8s.store.sql.SqlStore.iter_runs_of_root`)."""
+    return list(conn.execute(sa.select(runs.c.id).where(runs.c.root_id == root_id).order_by(runs.c.id)).scalars())
+
+
 def run_shapes(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id: str) -> list[RunShape]:
     """A resolution's runs with what planning a rerun needs (ids, state, refs, output, and the output artifact
     as :func:`artifact_formats` gives it), not the rest (func, source, settings, notes, errors):

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -81,6 +81,7 @@ from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where th
 
 R = TypeVar("R")
 P = ParamSpec("P")
+WHOLE_RUNS_BATCH = 16  # runs a streamed read of a resolution's runs holds at a time: each may be a megabyte whole
 log = logging.getLogger("sematic_k8s")
 
 # a new row's owner, unless the server gave one (the writer's API key): every row of an insert has the same columns
@@ -379,6 +380,19 @@ class SqlStore:
         """A resolution's runs, whole; ``listed``: as listings give them (their source left unread, their errors
         excerpts: :func:`reads.listed_runs`)."""
         return self._read(reads.runs_of_root, self._runs, root_id, listed=listed)
+
+    def iter_runs_of_root(self, root_id: str) -> Iterator[RunRecord]:
+        """A resolution's runs, whole, as the server streams them: the ids of those recorded now, then their runs
+        :data:`WHOLE_RUNS_BATCH` at a time, each batch on a connection of its own, returned before its runs are
+        yielded (a slow or gone reader holds no connection, and never more than a batch of runs). The ids are read
+        at once (a database out of reach raises here, not midway through)."""
+        ids = self._read(reads.run_ids_of_root, self._runs, root_id)
+
+        def batches() -> Iterator[RunRecord]:
+            for i in range(0, len(ids), WHOLE_RUNS_BATCH):
+                yield from self._read(reads.runs_by_id, self._runs, ids[i:i + WHOLE_RUNS_BATCH])
+
+        return batches()
 
     def run_shapes(self, root_id: str) -> list[RunShape]:
         return self._read(reads.run_shapes, self._runs, self._arts, root_id)

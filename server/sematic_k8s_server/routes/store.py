@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 import anyio.to_thread
 import sqlalchemy.exc
 from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
 
 from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
-from sematic_k8s.store.records import Batch
+from sematic_k8s.store.records import Batch, RunRecord
 from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
@@ -117,10 +119,24 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
     return batch
 
 
-@router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, summary="Every run of a resolution")
-def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> dict:
+@router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, response_class=StreamingResponse,
+            summary="Every run of a resolution")
+def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> StreamingResponse:
+    """``{"items": [...]}``, every run whole, streamed: written run by run as they are read a batch at a time
+    (:meth:`~sematic_k8s.store.sql.SqlStore.iter_runs_of_root`), never built whole in the server's memory (a
+    resolution of thousands of runs with megabyte errors). A read failing midway cuts the answer short (its chunked
+    body unended), which the client takes as a connection lost."""
     scopes.check_read(caller, root_id)
-    return {"items": [r.to_dict() for r in srv.store.runs_of_root(root_id)]}
+    return StreamingResponse(json_items(srv.store.iter_runs_of_root(root_id)), media_type="application/json")
+
+
+def json_items(records: Iterator[RunRecord]) -> Iterator[bytes]:
+    """``{"items": [...]}`` of the records' JSON forms, a record at a time (as JSONResponse writes JSON)."""
+    yield b'{"items":['
+    for i, record in enumerate(records):
+        doc = json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        yield (b"," if i else b"") + doc.encode()
+    yield b"]}"
 
 
 @router.get("/cached/{cache_key}", response_model=schemas.RunOut, responses=NOT_FOUND,

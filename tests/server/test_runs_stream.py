@@ -1,0 +1,135 @@
+"""``GET /store/runs_of_root/{id}`` (a driver's read of a resolution's runs whole, to continue or rerun it) over real
+HTTP to a server process, on SQLite and PostgreSQL: streamed run by run from reads of a batch at a time, so one request
+for a resolution of many large runs no longer grows the server by the size of its answer (200 runs at the record bounds
+answered 142 MB built whole, and grew the server by about 370 MB); the HTTP store still gets every run whole, and a
+client gone midway leaves no database connection checked out nor anything stuck."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s_server import auth
+from sematic_k8s_server.db import open_store
+from serving import server_process, wait_for
+
+RUNS = 120  # at the record bounds: an answer of about 85 MB
+MiB = 1024
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _large_run(root: str, n: int) -> RunRecord:
+    """A run at about the record bounds (a 100,000-character source, a 490,000-character error, 60 KB of notes
+    and of settings), each distinct."""
+    return RunRecord(id=root if n == 0 else uuid.uuid4().hex, root_id=root, parent_id=None if n == 0 else root,
+                     func_path="m:f", func_name=f"f{n}", state="failed", source_text=f"# {n}\n" + "x" * 100_000,
+                     error={"type": "ValueError", "message": f"{n} " + "e" * 490_000, "traceback": "", "mro": []},
+                     notes={"n": "n" * 60_000}, settings={"s": "s" * 60_000}, created_at=utcnow())
+
+
+@contextmanager
+def _served_resolution(tmp_path: Path, db_url: str, runs: int) -> Iterator[tuple[int, str, str, str, list[str]]]:
+    """A server process on ``db_url`` and a resolution of ``runs`` large runs recorded straight into its database:
+    (its pid, its URL, an API key, the resolution's id, its run ids)."""
+    store = open_store(db_url)
+    try:
+        key = auth.create_key(store.engine, "driver")
+        root = uuid.uuid4().hex
+        ids = []
+        for start in range(0, runs, 20):  # a few at a time: the test's own memory
+            batch = Batch()
+            if start == 0:
+                batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:f", state="failed",
+                                                      created_at=utcnow()))
+            for n in range(start, min(runs, start + 20)):
+                run = _large_run(root, n)
+                batch.add_run(run)
+                ids.append(run.id)
+            store.write(batch)
+    finally:
+        store.close()
+    args = () if db_url.startswith("sqlite") else ("--db-url", db_url)
+    with server_process(tmp_path, *args) as (proc, url):
+        yield proc.pid, url, key, root, ids
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_resolutions_large_runs_are_streamed_whole_without_the_servers_memory_growing_with_them(
+        tmp_path: Path, request: pytest.FixtureRequest, db: str) -> None:
+    """120 runs at the record bounds (about 85 MB of JSON): the HTTP store gets every run whole, and the server's
+    peak resident memory grows by less than 96 MiB over the request (was: the answer built whole, about 230 MB more
+    for these)."""
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    with _served_resolution(tmp_path, db_url, RUNS) as (pid, url, key, root, ids):
+        store = HttpStore(url, key)
+        try:
+            assert store.runs_of_root(uuid.uuid4().hex) == []  # warm: every module loaded
+            before = _peak_rss_kib(pid)
+            runs = store.runs_of_root(root)
+            grown = _peak_rss_kib(pid) - before
+        finally:
+            store.close()
+        assert sorted(r.id for r in runs) == sorted(ids)
+        first = next(r for r in runs if r.id == root)
+        assert first.error is not None and first.error["message"] == "0 " + "e" * 490_000
+        assert first.source_text == "# 0\n" + "x" * 100_000 and first.notes == {"n": "n" * 60_000}
+        assert grown < 96 * MiB, f"the server's memory grew by {grown // MiB} MiB for one answer"
+
+
+def _abandon_midway(url: str, key: str, root: str) -> None:
+    """Ask for the runs, read the answer's first megabyte, and go (the connection reset)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as s:
+        s.sendall(f"GET /api/v1/store/runs_of_root/{root} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n\r\n".encode())
+        got = b""
+        while len(got) < 1024 * 1024:
+            chunk = s.recv(65536)
+            assert chunk, got[:300]
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200"), got[:300]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset on close
+
+
+def test_a_client_gone_midway_leaves_no_database_connection_checked_out(tmp_path: Path, postgres_url: str) -> None:
+    """A reader that stops reading holds no database connection (the server's stream waits between batches, its
+    connection returned); 60 readers gone midway (more than the server's pool of 50) leave nothing checked out, and
+    the whole answer is still served, quickly."""
+    with _served_resolution(tmp_path, postgres_url, 40) as (_, url, key, root, ids):
+        engine = sa.create_engine(postgres_url, poolclass=sa.NullPool)
+        busy = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() AND state <> 'idle'")
+
+        def none_busy() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(busy).scalar_one() == 0
+
+        try:
+            parts = urlsplit(url)
+            with socket.create_connection((parts.hostname, parts.port), timeout=60) as stalled:
+                stalled.sendall(f"GET /api/v1/store/runs_of_root/{root} HTTP/1.1\r\nHost: x\r\n"
+                                f"X-API-Key: {key}\r\n\r\n".encode())
+                assert stalled.recv(65536).startswith(b"HTTP/1.1 200")
+                wait_for(none_busy, 60, what="the stalled reader's stream to hold no database connection")
+            for _ in range(60):
+                _abandon_midway(url, key, root)
+            wait_for(none_busy, 60, what="no database connection checked out after the readers went")
+            with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as c:
+                assert c.get("/api/v1/health").status_code == 200
+                items = c.get(f"/api/v1/store/runs_of_root/{root}").json()["items"]
+            assert sorted(doc["id"] for doc in items) == sorted(ids)
+        finally:
+            engine.dispose()
