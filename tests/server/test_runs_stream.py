@@ -130,6 +130,9 @@ def test_a_client_gone_midway_leaves_no_database_connection_checked_out(tmp_path
             with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as c:
                 assert c.get("/api/v1/health").status_code == 200
                 items = c.get(f"/api/v1/store/runs_of_root/{root}").json()["items"]
+                documented = c.get("/openapi.json").json()["paths"]["/api/v1/store/runs_of_root/{root_id}"]
+            assert documented["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/RunList"}  # streamed, still documented as the list it is
             assert sorted(doc["id"] for doc in items) == sorted(ids)
         finally:
             engine.dispose()

@@ -119,14 +119,14 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
     return batch
 
 
-@router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, response_class=StreamingResponse,
-            summary="Every run of a resolution")
+@router.get("/runs_of_root/{root_id}", response_model=schemas.RunList, summary="Every run of a resolution")
 def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> StreamingResponse:
     """``{"items": [...]}``, every run whole, streamed: written run by run as they are read a batch at a time
     (:meth:`~sematic_k8s.store.sql.SqlStore.iter_runs_of_root`), never built whole in the server's memory (a
     resolution of thousands of runs with megabyte errors). A read failing midway cuts the answer short (its chunked
     body unended), which the client takes as a connection lost."""
     scopes.check_read(caller, root_id)
+    # returned as it is: documented as the response_model (FastAPI documents no model for a StreamingResponse class)
     return StreamingResponse(json_items(srv.store.iter_runs_of_root(root_id)), media_type="application/json")
 
 
