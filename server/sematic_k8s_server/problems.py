@@ -58,7 +58,10 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
 
 MAX_DESCRIBED, MAX_ERRORS = 5, 100  # a body with a million bad fields (or a huge one) gets a short answer
 _MESSAGES = {"extra_forbidden": "not a field of this request or record, or one that may not be changed: see "
-                                "/docs for the fields it takes"}
+                                "/docs for the fields it takes",
+             # a body's fields are parsed strictly (schemas.STRICT): say what JSON they take
+             "bool_type": "not a boolean: send JSON true or false (not a string or a number)",
+             "int_type": "not an integer: send a JSON number without a fraction (not a string or a boolean)"}
 NOT_AN_OBJECT = "not a JSON object: send one, with Content-Type: application/json"
 
 

@@ -2,6 +2,10 @@
 
 Records are the store's ``to_dict()`` forms: datetimes are ISO 8601 UTC strings ending in ``Z``.
 Fields added to the records later pass through unchanged (``extra="allow"``).
+
+Request bodies (and a store write's records) are parsed strictly (:data:`STRICT`): a boolean is JSON ``true`` or
+``false``, an integer a JSON number without a fraction; ``"yes"``, ``1``, ``"5"`` or ``true`` where the other goes
+is a 422 naming the field, never taken as what lax parsing would make of it. Times travel as ISO 8601 text.
 """
 
 from __future__ import annotations
@@ -137,11 +141,17 @@ class GraphOut(BaseModel):
     edges: list[Edge]
 
 
+# a request body's parsing: a JSON value of another type is refused, never converted (was: {"admin": "yes"} made an
+# admin key, a write's "attempts": true was recorded as 1, "labels_version": "3" was taken as 3)
+STRICT = ConfigDict(strict=True)
+
+
 class _Request(BaseModel):
     """A request's body: a field it does not take is a 422 naming it, never dropped (``{"tag": ...}`` for ``add``,
-    ``{"max_parallelism": 4}`` on a rerun were answered 200, and nothing asked for was done)."""
+    ``{"max_parallelism": 4}`` on a rerun were answered 200, and nothing asked for was done); each field of its
+    type (:data:`STRICT`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **STRICT)
 
 
 class RerunIn(_Request):
@@ -206,10 +216,14 @@ class Health(BaseModel):
 
 
 class ArtifactIds(BaseModel):
+    model_config = STRICT
+
     ids: list[str] = Field(max_length=10_000)
 
 
 class CacheKeys(BaseModel):
+    model_config = STRICT
+
     keys: list[Annotated[str, Field(pattern=SHA256)]] = Field(max_length=1000)
 
 
@@ -233,7 +247,17 @@ Text16 = Annotated[str, StringConstraints(max_length=16)]  # the lengths of the 
 Text64 = Annotated[str, StringConstraints(max_length=64)]
 Text256 = Annotated[str, StringConstraints(max_length=256)]
 Text512 = Annotated[str, StringConstraints(max_length=512)]
-Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS)]
+
+
+def _no_nul(text: str) -> str:
+    """``text`` (a resolution's note), if it holds no NUL character: PostgreSQL's text refuses one (a 422 naming
+    no field) where SQLite kept it (its ``length()`` stops at it); refused here, on both, naming the field."""
+    if "\x00" in text:
+        raise ValueError("holds a NUL character (\\u0000), which no note keeps: remove it")
+    return text
+
+
+Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS), AfterValidator(_no_nul)]
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
 MAX_BATCH_RECORDS = 100_000  # records (and fences) in one write: more is a 413, which the HTTP store sends in parts
 MAX_DEPTH = 128  # a value's levels of objects and arrays; JSON encoders stop at about 255 (orjson's, pydantic's)
@@ -338,11 +362,12 @@ def _template(doc: Any) -> Any:
 Template = Annotated[Any, AfterValidator(_template)]
 
 
+RECORD = ConfigDict(extra="forbid", **STRICT)  # a batch's record: no other field, each of its type
 RunState = Literal["created", "scheduled", "running", "resolved", "failed", "canceled"]
 ResolutionState = Literal["running", "canceling", "resolved", "failed", "canceled"]
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class _RunFields(TypedDict, total=False):
     parent_id: Id | None
     input_refs: dict[str, Template]
@@ -363,7 +388,7 @@ class _RunFields(TypedDict, total=False):
     ended_at: Timestamp
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class RunUpdate(_RunFields, total=False):
     """Fields of a recorded run to set (never its id or its resolution)."""
 
@@ -373,7 +398,7 @@ class RunUpdate(_RunFields, total=False):
     created_at: Created
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class NewRun(_RunFields):
     """A new run: the fields of ``RunOut``."""
 
@@ -385,7 +410,7 @@ class NewRun(_RunFields):
     created_at: Created
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class _ResolutionFields(TypedDict, total=False):
     settings: SmallObject
     rerun_of: Id | None
@@ -398,7 +423,7 @@ class _ResolutionFields(TypedDict, total=False):
     heartbeat_at: Timestamp
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class ResolutionUpdate(_ResolutionFields, total=False):
     """Fields of a recorded resolution to set (never its id)."""
 
@@ -407,7 +432,7 @@ class ResolutionUpdate(_ResolutionFields, total=False):
     created_at: Created
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class NewResolution(_ResolutionFields):
     """A new resolution: the fields of ``ResolutionOut``."""
 
@@ -417,7 +442,7 @@ class NewResolution(_ResolutionFields):
     created_at: Created
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(RECORD)
 class NewArtifact(TypedDict):
     """An artifact's record; ``inline``: its bytes in base64, checked against its id."""
 
@@ -433,6 +458,8 @@ class NewArtifact(TypedDict):
 class BatchIn(BaseModel):
     """Writes applied in one transaction (sematic_k8s.store.records.Batch as JSON): new records keyed by their
     id, and the fields to set on recorded ones."""
+
+    model_config = STRICT
 
     new_runs: dict[Id, NewRun] = Field(default_factory=dict)
     run_updates: dict[Id, RunUpdate] = Field(default_factory=dict)
@@ -509,8 +536,8 @@ class PipelinesOut(BaseModel):
 class LabelsIn(_Request):
     add: list[str] = Field(default_factory=list, max_length=limits.TAGS, description="tags to add")
     remove: list[str] = Field(default_factory=list, max_length=limits.TAGS, description="tags to remove")
-    note: str | None = Field(None, max_length=limits.NOTE_CHARS,
-                             description='replace the note ("" clears it); null: keep')
+    note: Note | None = Field(None, description=f'replace the note ("" clears it; at most {limits.NOTE_CHARS:,} '
+                                                'characters, no NUL); null: keep')
     labels_version: int | None = Field(None, ge=0, le=INT64_MAX, description=(
         "the resolution's labels_version this change was made to (as read): 409, and nothing changed, when its "
         "labels changed since (someone else's change, or this is a late copy of an older one) and this change is "
