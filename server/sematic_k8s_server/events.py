@@ -157,6 +157,13 @@ def told(fields: dict[str, Any]) -> bool:
     return not (LIVE_RUN_FIELDS.isdisjoint(fields) and SHOWN_RUN_FIELDS.isdisjoint(fields))
 
 
+def resolution_event(res_id: str, state: str | None) -> dict[str, Any]:
+    """The live event of a change to resolution ``res_id`` (its state now; a change that keeps it, such as the note
+    on a claim of what its driver's launch waits for, says the state it still has): the pages showing it re-read
+    it. Every resolution event is made here."""
+    return {"type": "resolution", "id": res_id, "root_id": res_id, "state": state}
+
+
 def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
     """One event per new Run and Resolution in ``batch``, per Run whose state or attempts it sets (a retry may set
     its attempts alone: the event then has its ``attempts`` and no state), and per Resolution whose state it sets,
@@ -165,7 +172,7 @@ def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
     once a second, sends one event a second, not one per run."""
     events = []
     for res in batch.new_resolutions:
-        events.append({"type": "resolution", "id": res["id"], "root_id": res["id"], "state": res.get("state")})
+        events.append(resolution_event(res["id"], res.get("state")))
     for run_id, fields in batch.new_runs.items():
         events.append({"type": "run", "id": run_id, "root_id": fields.get("root_id"), "state": fields.get("state")})
     shown: dict[str | None, tuple[list[str], set[str]]] = {}  # root id -> runs, fields set
@@ -184,5 +191,5 @@ def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
                        "changed": sorted(names)})
     for res_id, fields in batch.resolution_updates.items():  # last: a resolution ends after its runs
         if "state" in fields:
-            events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": fields["state"]})
+            events.append(resolution_event(res_id, fields["state"]))
     return events

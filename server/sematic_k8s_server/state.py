@@ -11,12 +11,12 @@ from typing import Any
 
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.guards import Replayed
-from sematic_k8s.store.records import Batch
-from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.records import CLAIMED, Batch
+from sematic_k8s.store.sql import FAILED, SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
-from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, told
+from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, resolution_event, told
 from sematic_k8s_server.liveness import Sweeper
 from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
@@ -79,12 +79,33 @@ class Server:
             return
         self.relay.publish(events)  # sent by its thread (a failure is logged there)
 
+    def resolution_changed(self, res_id: str, state: str | None) -> None:
+        """Tell live-event subscribers that resolution ``res_id`` changed outside :meth:`write` (a cancel, the claim
+        of a rerun noted or ended); ``state``: its state now."""
+        self.publish([resolution_event(res_id, state)])
+
+    def note_claim(self, res_id: str, waiting: str | None) -> None:
+        """Note on the claim of a rerun what its driver's launch waits for (None: no more; ``SqlStore.note_claim``),
+        told live while it is still claimed: the list and its page show it without a reload."""
+        with self.write_lock:
+            noted = self.store.note_claim(res_id, waiting)
+        if noted:
+            self.resolution_changed(res_id, CLAIMED)
+
+    def end_claim(self, res_id: str, error: str) -> None:
+        """Record failed, with ``error``, the claim of a rerun whose driver could not be started
+        (``SqlStore.end_claim``), told live if it was still claimed."""
+        with self.write_lock:
+            ended = self.store.end_claim(res_id, error)
+        if ended:
+            self.resolution_changed(res_id, FAILED)
+
     def _expired(self, ids: list[str]) -> None:
         events = []
         for res_id in ids:
             res = self.store.get_resolution(res_id)
             if res is not None:
-                events.append({"type": "resolution", "id": res_id, "root_id": res_id, "state": res.state})
+                events.append(resolution_event(res_id, res.state))
         self.publish(events)
 
     def write(self, batch: Batch) -> None:

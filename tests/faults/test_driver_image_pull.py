@@ -8,6 +8,7 @@ were known)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from docker import errors as docker_errors
@@ -41,7 +43,7 @@ from sematic_k8s.launchers.docker import start_driver
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from sematic_k8s_server.db import open_store
-from serving import record_resolution, serve, wait_for
+from serving import Served, record_resolution, serve, wait_for
 
 STORAGE = "s3://sk-driver-pull/artifacts"
 
@@ -313,13 +315,46 @@ def test_a_docker_driver_launch_stopped_while_its_registry_is_silent_ends_at_onc
 
 
 @contextlib.contextmanager
-def rerun(tmp_path: Path, image: str, registry: RegistryProcess, pull_grace: float) -> Iterator[tuple[Any, str]]:
+def following(s: Served, seen: list[tuple[dict, dict]]) -> Iterator[None]:
+    """Follow the server's live events over HTTP (all of them) while in the block, as the dashboard does: each
+    resolution event appended to ``seen`` with the resolution as read at once after it (the page re-reads it)."""
+    stop, ready = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        with s.client() as c, c.stream("GET", "/api/v1/events", timeout=30) as r:
+            lines = r.iter_lines()
+            next(lines)  # ": connected": subscribed
+            ready.set()
+            try:
+                for line in lines:  # a keepalive at least every 15 s: stop is asked between lines
+                    if stop.is_set():
+                        return
+                    if line.startswith("data: ") and (event := json.loads(line[6:]))["type"] == "resolution":
+                        seen.append((event, c.get(f"/api/v1/resolutions/{event['id']}").json()))
+            except httpx.TransportError:  # the server stopped: once the block ended, the stream's end
+                if not stop.is_set():
+                    raise
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(15), "the event stream did not open"
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+@contextlib.contextmanager
+def rerun(tmp_path: Path, image: str, registry: RegistryProcess, pull_grace: float,
+          seen: list[tuple[dict, dict]] | None = None) -> Iterator[tuple[Any, str]]:
     """A server whose reruns start Docker drivers (``pull_grace`` for their image); a rerun of a resolution recorded
     with ``image`` asked of it: (the server, the new resolution's id), once it answered 202 (the resolution still
-    claimed then: its launch waits for its image)."""
+    claimed then: its launch waits for its image). ``seen``: its live events followed from before the rerun was
+    asked (:func:`following`)."""
     config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
                          storage_url=STORAGE, executor_settings={"pull_grace": pull_grace})
-    with serve(tmp_path, config=ServerConfig(reruns=config)) as s:
+    with serve(tmp_path, config=ServerConfig(reruns=config)) as s, \
+            (following(s, seen) if seen is not None else contextlib.nullcontext()):
         root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
         with s.client() as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
@@ -350,11 +385,16 @@ def test_a_server_rerun_through_a_throttling_registry_waits_saying_so_then_start
     to its manifest and blobs: the rerun is answered 202 at once, its resolution ``created`` with what it waits for
     noted on it (``settings.waiting``, shown by ``sematic-k8s resolutions show`` and the dashboard); once the proxy
     passes, the driver is started, once, and the note is gone. Was: the claim showed only ``created`` (the wait was
-    in the server's log alone), and ``resolutions show`` found no such run (a claim has no root run yet)."""
+    in the server's log alone), and ``resolutions show`` found no such run (a claim has no root run yet). The note
+    and its clearing are told live (a resolution event, the claim re-read after it says so): was, no event, so the
+    dashboard showed them only once something else changed."""
     registry, ref = pushed
     not_now = REGISTRY_NOT_NOW["429-json"]
+    seen: list[tuple[dict, dict]] = []
     with registry_answering(registry, ref, not_now) as (proxy, image), \
-            rerun(tmp_path, image, registry, 60) as (s, new_id):
+            rerun(tmp_path, image, registry, 60, seen) as (s, new_id):
+        told = lambda: [read for event, read in seen if event["id"] == new_id]  # noqa: E731
+        wait_for(lambda: any("waiting" in read["settings"] for read in told()), 30, what="the note told live")
         with s.client() as c:
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
         assert res["state"] == "created", res
@@ -372,13 +412,18 @@ def test_a_server_rerun_through_a_throttling_registry_waits_saying_so_then_start
             res = wait_for(lambda: "waiting" not in (r := c.get(f"/api/v1/resolutions/{new_id}").json())["settings"]
                            and r, 30, what="the claim's note gone")
         assert res["state"] == "created" and len(drivers_of(new_id)) == 1 and proxy.throttled >= 1, res
+        wait_for(lambda: (last := told()[-1:]) and "waiting" not in last[0]["settings"], 30,
+                 what="the note's clearing told live")
+        assert {event["state"] for event, _ in seen if event["id"] == new_id} == {"created"}, seen
 
 
 def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_launchers_words(tmp_path, unpulled):
     """Past the pull_grace (3 s), the claimed resolution is recorded failed in the launcher's words (the engine's),
-    as a launch that fails at once is; no driver container."""
+    as a launch that fails at once is; no driver container. Its end is told live (was: not, the dashboard showed it
+    ``created`` until something else changed)."""
     registry, image = unpulled
-    with rerun(tmp_path, image, registry, 3) as (s, new_id):
+    seen: list[tuple[dict, dict]] = []
+    with rerun(tmp_path, image, registry, 3, seen) as (s, new_id):
         with s.client() as c:
             res = wait_for(lambda: (r := c.get(f"/api/v1/resolutions/{new_id}").json())["state"] != "created" and r,
                            60, what="the claimed resolution's end")
@@ -387,6 +432,9 @@ def test_a_server_rerun_whose_registry_stays_down_is_recorded_failed_in_the_laun
                         rf"engine does not have image {re.escape(image)} and could not pull it for \d+ s", res["error"])
         assert "connection refused" in res["error"], res["error"]
         assert drivers_of(new_id) == []
+        ended = wait_for(lambda: [(e, r) for e, r in seen if e["id"] == new_id and e["state"] == "failed"], 30,
+                         what="the claim's end told live")
+        assert ended[0][1]["error"] == res["error"], ended
 
 
 def test_a_server_that_stops_while_a_reruns_driver_waits_for_its_image_records_the_rerun_failed(tmp_path, unpulled):

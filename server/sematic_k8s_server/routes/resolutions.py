@@ -110,16 +110,14 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
         auth.revoke_tokens(srv.store.engine, new_id)
-        with srv.write_lock:
-            srv.store.end_claim(new_id, detail)
+        srv.end_claim(new_id, detail)
 
     def ended() -> bool:  # the claim no longer waits for its driver (canceled while the launch waits for its image)
         claimed = srv.store.get_resolution(new_id)
         return claimed is None or claimed.state != CLAIMED
 
     def noted(waiting: str | None) -> None:  # what its launch waits for (its driver's image), on the claim
-        with srv.write_lock:
-            srv.store.note_claim(new_id, waiting)
+        srv.note_claim(new_id, waiting)
 
     try:  # answered once the driver started, or once it waits for its image (failed later, in the background)
         srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"),
@@ -168,7 +166,7 @@ def cancel(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
         raise not_found("resolution", resolution_id)
     if state != CANCELING and not (state == CANCELED and before is not None and before.state == CLAIMED):
         raise HTTPException(409, f"resolution {resolution_id} is already {state}")
-    srv.publish([{"type": "resolution", "id": resolution_id, "root_id": resolution_id, "state": state}])
+    srv.resolution_changed(resolution_id, state)
     return {"resolution_id": resolution_id, "state": state}
 
 
