@@ -405,3 +405,57 @@ def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_the_list(page: Any,
     expect(said).to_have_text(f"not started yet: {cut}", timeout=WAIT_MS)
     expect(said).to_have_attribute("title", CLAIM_WAITING)
     assert f"created (not started yet: {cut})" in _cli(server, "resolutions", "list")
+
+
+def test_a_reruns_wait_for_its_drivers_image_and_its_clearing_show_live(browser: Any, tmp_path: Path) -> None:
+    """A rerun asked of a server whose reruns start Docker drivers, its driver's image pulled through a proxy
+    answering Docker Hub's 429 (as ``tests/faults/test_driver_image_pull.py`` causes it): the pipelines list, open
+    before, shows its row "not started yet: waiting for the driver's image..." without a reload; its page, once the
+    proxy passes and the driver starts, drops the note without a reload. Was: the server wrote the note, and its
+    clearing, straight to the store, no live event: the list and the page showed them only after a reload or
+    another event."""
+    from playwright.sync_api import expect
+
+    from browser_pages import VIEWPORT, new_page
+    from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
+    from infra import docker_client, require_docker
+    from outages import REGISTRY_NOT_NOW, pulled_from_own_registry, registry_answering
+    from sematic_k8s.labels import RESOLUTION_LABEL
+    from sematic_k8s_server.config import RerunConfig, ServerConfig
+    from serving import record_resolution, serve
+
+    require_docker()
+    client = docker_client()
+    idle_driver_image(client)
+    storage, not_now = "s3://sk-driver-pull/artifacts", REGISTRY_NOT_NOW["429-json"]
+    new_id = ""
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  whole=True) as (registry, ref), \
+            registry_answering(registry, ref, not_now) as (proxy, image):
+        reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
+                             storage_url=storage, executor_settings={"pull_grace": 60})
+        try:
+            with serve(tmp_path, api_keys_required=False, config=ServerConfig(reruns=reruns)) as s, \
+                    new_page(browser, viewport=VIEWPORT) as page:
+                root = record_resolution(s.url, "", kind="cloud", image=image, storage_url=storage, executor="docker")
+                page.goto(f"{s.url}/#/")
+                expect(page.locator(f'[data-testid="resolution-row"][data-id="{root}"]')).to_have_count(
+                    1, timeout=WAIT_MS)
+                expect(page.get_by_test_id("live-status")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
+                with s.client() as c:
+                    r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+                    assert r.status_code == 202, r.text
+                    new_id = r.json()["resolution_id"]
+                    assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"  # it waits
+                said = page.locator(f'[data-testid="resolution-row"][data-id="{new_id}"] '
+                                    '[data-testid="resolution-waiting"]')
+                expect(said).to_contain_text("not started yet: waiting for the driver's image", timeout=WAIT_MS)
+                page.goto(f"{s.url}/#/resolutions/{new_id}")
+                note = page.get_by_test_id("resolution-waiting")
+                expect(note).to_contain_text(f"from 127.0.0.1:{proxy.port} ({not_now.words})", timeout=WAIT_MS)
+                proxy.passing()
+                expect(note).to_have_count(0, timeout=90_000)  # its driver started: the note gone, no reload
+        finally:
+            if new_id:
+                for container in client.api.containers(all=True, filters={"label": f"{RESOLUTION_LABEL}={new_id}"}):
+                    client.api.remove_container(container["Id"], force=True)
