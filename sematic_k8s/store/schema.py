@@ -10,6 +10,8 @@ at head. A database at head is recognised without loading Alembic at all.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ HEAD = "0012_owners"  # the newest revision in migrations/versions (a test check
 FIRST_REVISION = "0001"  # the store's tables alone: what versions before the migrations moved here created
 PG_LOCK_ID = 727274  # pg_advisory_xact_lock key held while migrating
 SQLITE_BUSY_MS = 120_000  # how long a process waits for another's migration (or write) on SQLite
+WAL_RETRY_S = 0.01  # between a new SQLite file's switches to WAL that met another connection's lock
 
 
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None,
@@ -53,6 +56,26 @@ def revision(conn: sa.Connection) -> str | None:
     if not sa.inspect(conn).has_table("alembic_version"):
         return None
     return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+
+
+def use_wal(dbapi_conn: Any) -> None:
+    """Put the SQLite database of ``dbapi_conn`` (a new connection, its busy timeout set) in WAL mode; nothing to do
+    once it is. A file not in WAL mode yet (a fresh home) is switched under SQLite's exclusive lock, taken from
+    inside the read the switch begins with: meeting another connection's lock there (another process switching the
+    same new file, or writing it), SQLite answers "database is locked" at once, without waiting its busy timeout
+    (that could deadlock). So the switch is tried again until the busy timeout has passed, as a lock met elsewhere
+    is waited for; was: one of several processes opening a fresh home at once failed, "stayed locked ... for 120 s"
+    (DatabaseLocked) a moment after it started."""
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            busy = getattr(e, "sqlite_errorname", None) == "SQLITE_BUSY" or str(e) == "database is locked"
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_S)
 
 
 def migrate(engine: sa.Engine) -> None:
@@ -101,7 +124,7 @@ def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
     def connect(dbapi_conn: Any, _: Any) -> None:
         dbapi_conn.isolation_level = None  # autocommit at the driver: BEGIN is ours
         dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(dbapi_conn)
 
     def begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN EXCLUSIVE")

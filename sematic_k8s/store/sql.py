@@ -93,7 +93,7 @@ _HITS_SQL = cache_reads.HITS_SQL  # find_hits' statement, where tests read it to
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={schema.SQLITE_BUSY_MS}")  # first: WAL mode may wait for another process
-    cur.execute("PRAGMA journal_mode=WAL")
+    schema.use_wal(dbapi_conn)  # a fresh file's switch waits for another process's, as a write waits its turn
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute(f"PRAGMA wal_autocheckpoint={checkpoints.BACKSTOP_PAGES}")  # checkpoints run off the writers' path
     cur.execute("PRAGMA foreign_keys=ON")

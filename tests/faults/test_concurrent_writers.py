@@ -5,8 +5,10 @@ writes are idempotent, the schema is created and migrated under a lock)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,15 +33,24 @@ def resolve_in_processes(n: int, env: dict[str, str]) -> list[subprocess.Complet
     env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     procs = [subprocess.Popen([sys.executable, "-c", RESOLVE], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(n)]
-    return [subprocess.CompletedProcess(p.args, p.wait(240), *p.communicate()) for p in procs]
+    outputs = [p.communicate(timeout=240) for p in procs]  # reading as it waits: a full pipe blocks no process
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
+
+
+def failures(done: list[subprocess.CompletedProcess], tail: int = 40) -> str:
+    """The failed processes of ``done``, each with its exit status and the last ``tail`` lines of its stderr
+    in full (a traceback's cause is rarely its last line); empty when none failed."""
+    failed = [p for p in done if p.returncode != 0]
+    return "".join(f"\n--- process {i} of {len(failed)}, exit {p.returncode}, stderr:\n"
+                   + "\n".join(p.stderr.rstrip().splitlines()[-tail:]) for i, p in enumerate(failed, 1))
 
 
 def test_processes_resolving_on_one_fresh_home_all_succeed(tmp_path, monkeypatch):
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     monkeypatch.delenv("SEMATIC_K8S_DB_URL", raising=False)
     done = resolve_in_processes(N, {"SEMATIC_K8S_HOME": str(tmp_path)})
-    failed = [p.stderr.strip().splitlines()[-1] for p in done if p.returncode != 0]
-    assert not failed, f"{len(failed)} of {N} failed: {failed}"
+    failed = failures(done)
+    assert not failed, f"of {N} processes, these failed:{failed}"
     assert all(p.stdout.strip() == "8" for p in done)
     store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     resolutions = store.list_resolutions(limit=100)
@@ -49,12 +60,55 @@ def test_processes_resolving_on_one_fresh_home_all_succeed(tmp_path, monkeypatch
         assert conn.scalar(sa.text("PRAGMA integrity_check")) == "ok"
 
 
+def opened_here(path: Path) -> int:
+    """How many of this process's descriptors are open on the file ``path``."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == os.path.realpath(path))
+
+
+def test_a_fresh_home_opened_while_another_connection_writes_it_waits_its_turn(tmp_path):
+    """The first connection to a fresh SQLite file switches it to WAL mode, under SQLite's exclusive lock taken from
+    inside a read, where SQLite does not wait its busy timeout: one opening the file while another connection holds
+    its lock (another process switching it, or writing it: a fresh home many processes start on at once) failed at
+    once, "stayed locked by another process ... for 120 s" (DatabaseLocked). It waits for the lock as a write does."""
+    path = tmp_path / "db.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the file's write lock, before it is in WAL mode
+    opened: list[SqlStore] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(SqlStore(f"sqlite:///{path}"))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    opener = threading.Thread(target=open_store)
+    opener.start()
+    wait_for(lambda: opened_here(path) > 1 or errors, 120, what="the store to open the file")
+    opener.join(1.0)  # its first statements are the switch: without the wait, it failed here at once
+    assert not errors, f"failed while another connection held the lock: {errors[0]!r}"
+    assert opener.is_alive() and not opened
+    other.execute("COMMIT")
+    other.close()
+    opener.join(120)
+    assert not errors and opened, errors
+    store = opened[0]
+    try:
+        assert store.list_resolutions() == []
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == schema.HEAD
+    finally:
+        store.close()
+
+
 def test_processes_resolving_through_one_server_on_postgres_all_succeed(postgres_url, tmp_path):
     with serve(tmp_path, postgres_url) as s:
         done = resolve_in_processes(N, {"SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_SERVER": s.url,
                                         "SEMATIC_K8S_API_KEY": s.key or ""})
-        failed = [p.stderr.strip().splitlines()[-1] for p in done if p.returncode != 0]
-        assert not failed, f"{len(failed)} of {N} failed: {failed}"
+        failed = failures(done)
+        assert not failed, f"of {N} processes, these failed:{failed}"
         assert {r.state for r in s.store.list_resolutions(limit=100)} == {"resolved"}
 
 
