@@ -737,6 +737,16 @@ def _runs_of(served: Served, root_id: str, func_name: str) -> list[Any]:
     return sorted(runs, key=lambda r: r.created_at)
 
 
+def _fanout_running(served: Served) -> tuple[Any, str, list[str]]:
+    """A fan-out of 4 adds recorded with 3 of them running: (the big_resolution module, the resolution's id, the ids
+    of its running adds)."""
+    sys.path.insert(0, str(TESTS))
+    import big_resolution as big
+
+    running_id = big.record_fanout(served.store, 4, running=3, owner=served.owner)
+    return big, running_id, [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
+
+
 def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Served) -> None:
     """A running resolution's graph is redrawn on each of its run events: a click on a run's box (one that did not
     change, then the badge of one whose state did, then the attempts tag of one whose attempts did), on a
@@ -750,12 +760,8 @@ def test_clicks_on_the_graph_while_live_events_redraw_it(page: Any, served: Serv
     from sematic_k8s.store.records import utcnow
 
     expect.set_options(timeout=15_000)
-    sys.path.insert(0, str(TESTS))
-    import big_resolution as big
-
+    big, running_id, running = _fanout_running(served)
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 4, running=3, owner=served.owner)
-    running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
     box = lambda run_id: page.locator(f'[data-testid="run-node"][data-run-id="{run_id}"]')  # noqa: E731
     click_across_redraw = _clicks_as_runs_resolve(  # a running add resolved meanwhile, shown in the graph
         page, served, running, lambda run_id: box(run_id).and_(page.locator('[data-state="resolved"]')))
@@ -804,12 +810,8 @@ def test_clicks_on_the_timeline_while_live_events_redraw_it(page: Any, served: S
     from playwright.sync_api import expect
 
     expect.set_options(timeout=15_000)
-    sys.path.insert(0, str(TESTS))
-    import big_resolution as big
-
+    _, running_id, running = _fanout_running(served)
     tid = page.get_by_test_id
-    running_id = big.record_fanout(served.store, 4, running=3, owner=served.owner)
-    running = [r.id for r in _runs_of(served, running_id, "add") if r.state == "running"]
     row = lambda run_id: page.locator(f'[data-testid="timeline-row"][data-id="{run_id}"]')  # noqa: E731
     click_across_redraw = _clicks_as_runs_resolve(  # a running add resolved meanwhile, shown in the timeline
         page, served, running, lambda run_id: row(run_id).locator('[data-testid="state-badge"][data-state="resolved"]'))

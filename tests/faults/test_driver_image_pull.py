@@ -82,6 +82,20 @@ def remove_drivers(root_id: str) -> None:
             client.api.remove_container(container["Id"], force=True)
 
 
+@contextlib.contextmanager
+def layer_refused(tmp_path: Path, answer: str) -> Iterator[tuple[Any, str]]:
+    """The idle driver image with a layer of its own, in a registry of the test's own, before a proxy answering the
+    engine's requests for that layer with ``answer`` (a key of REGISTRY_NOT_NOW, or "cut": its download cut midway):
+    (the proxy, the image by digest as the engine is to pull it)."""
+    require_docker()
+    idle_driver_image(docker_client())
+    not_now = CUT if answer == "cut" else REGISTRY_NOT_NOW[answer]
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  layered=True) as (registry, ref), \
+            registry_answering(registry, ref, not_now, paths=(last_layer(registry, ref),)) as answering:
+        yield answering
+
+
 def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
     return DriverSpec(root=None, storage_url=STORAGE, image=image, executor_settings=executor_settings,
                       resolution=ResolutionSettings(root_id=uuid.uuid4().hex))
@@ -228,12 +242,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
     same for the layer's download cut midway (``cut``: the registry's answer, its connection closed after half its
     body), which the engine retries as the 503. Was: the 503's wait said nothing until the try failed, about 75 s,
     then no progress; the cut was not caused."""
-    require_docker()
-    idle_driver_image(docker_client())
-    not_now = CUT if answer == "cut" else REGISTRY_NOT_NOW[answer]
-    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
-                                  layered=True) as (registry, ref), \
-            registry_answering(registry, ref, not_now, paths=(last_layer(registry, ref),)) as (proxy, image):
+    with layer_refused(tmp_path, answer) as (proxy, image):
         spec, said = spec_of(image), []
 
         def waiting(line: str) -> None:  # the first pull failed: the layer passes from now on
@@ -252,7 +261,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
                 assert all(m.startswith("pulling the driver's image (") for m in more), more
             else:
                 assert line == (f"waiting for the driver's image: the Docker engine could not pull it from 127.0.0.1:"
-                                f"{proxy.port} ({not_now.words}); trying again for up to 120 s"), line
+                                f"{proxy.port} ({REGISTRY_NOT_NOW[answer].words}); trying again for up to 120 s"), line
                 assert all(m.startswith("waiting for the driver's image: ") for m in more), more
             [driver] = drivers_of(spec.root_id or "")
             assert driver["State"] in ("created", "running", "exited") and proxy.throttled >= 1
@@ -266,12 +275,7 @@ def test_a_docker_driver_whose_layer_the_engine_retries_fails_at_its_pull_grace_
     the engine's retry is the first failure, and the launch ends at the grace's end while the engine still retries
     (the try abandoned, the engine's pull with it), ImageUnpulled naming the try's progress; no container. Was:
     ImageUnpulled only once the engine's own tries of the layer ended, about 75 s, whatever the grace."""
-    require_docker()
-    idle_driver_image(docker_client())
-    not_now = CUT if answer == "cut" else REGISTRY_NOT_NOW[answer]
-    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
-                                  layered=True) as (registry, ref), \
-            registry_answering(registry, ref, not_now, paths=(last_layer(registry, ref),)) as (proxy, image):
+    with layer_refused(tmp_path, answer) as (proxy, image):
         spec, said = spec_of(image, pull_grace=3), []
         try:
             with pytest.raises(ImageUnpulled) as failed:

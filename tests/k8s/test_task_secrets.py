@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import inspect
 import json
 import threading
 import time
@@ -25,6 +24,7 @@ kubernetes = pytest.importorskip("kubernetes")
 pytest.importorskip("boto3")
 
 from kubernetes import client  # noqa: E402
+from wide_pipeline import WIDTH, wide  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, Script, SimContext  # noqa: E402
@@ -57,20 +57,6 @@ def square(x: int) -> int:
 def storage(monkeypatch) -> S3Storage:
     endpoint, bucket = fresh_bucket(monkeypatch, "sk-task-secrets")
     return S3Storage(bucket, "runs", endpoint_url=endpoint, region="us-east-1")
-
-
-WIDTH = 2600  # inputs of one fan-in: about 430 bytes of task each (its presigned GET, id, format, origin): > 1 MiB
-
-
-def wide(**xs: int) -> int:
-    """A fan-in of WIDTH inputs, x0 ... x2599 (its signature says so): no one writes that many out by hand."""
-    return sum(xs.values())
-
-
-wide.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int) for i in range(WIDTH)],
-    return_annotation=int)
-wide = sk.func(inline=False, cpu="100m", memory="64Mi")(wide)
 
 
 def executor(api: client.ApiClient, storage: S3Storage, **kw: Any) -> KubernetesExecutor:
