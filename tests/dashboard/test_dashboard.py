@@ -20,6 +20,7 @@ refused actions, huge errors, corrupt records) are in ``test_dashboard_faults.py
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import re
@@ -1252,38 +1253,14 @@ def test_a_dead_workers_words_and_last_lines_on_its_run_page(page: Any, served: 
 def test_a_run_waiting_for_capacity_says_so_on_its_page_until_it_starts(page: Any, served: Served) -> None:
     """A worker pod the cluster model has no room for: its run's page says what it waits for, live, and stops
     saying so once there is room and it ran."""
-    pytest.importorskip("kubernetes")
     from playwright.sync_api import expect
 
-    from kube_model import Cluster, NodeSpec, SimContext, Timing
-    from kube_model import Script as Sim
-    from sematic_k8s.executors.remote import run_task
-    from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
-    from sematic_k8s.specs import TaskSpec
-    from sematic_k8s.storage.urls import storage_from_url
-
-    def worker(ctx: SimContext) -> int:
-        doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
-        return 1 if "error" in doc else 0
-
-    storage = LocalStorage(served.home / "storage")
-    f = load_shard(5)
-    values: list[Any] = []
-    with Cluster([NodeSpec("node-1", runtime="sim", pods=0)], behaviour=lambda pod, c: Sim(func=worker),
-                 timing=Timing()) as cluster:
-        api, loop = _cloud_loop(cluster, served, storage, f.id)
-        thread = threading.Thread(target=lambda: values.append(loop.run(f)), daemon=True)
-        thread.start()
-        [run] = cluster.wait(lambda: [r for r in served.store.runs_of_root(f.id)
-                                      if r.func_name == "shard" and (r.notes or {}).get("waiting")], timeout=30)
+    with _shard_waiting_for_room(served) as (cluster, run):
         _login(page, served)
         page.goto(f"{served.url}/#/runs/{run.id}")
         waiting = page.get_by_test_id("run-waiting")
         expect(waiting).to_contain_text("Not started: waiting for capacity: 0/1 nodes are available")
         cluster.update_node("node-1", pods=10)
-        thread.join(60)
-        api.close()
-    assert values == [5]
     page.reload()  # recorded straight into the server's database: no live event for the page
     expect(page.get_by_test_id("run-state")).to_have_text("resolved")
     expect(waiting).to_have_count(0)
@@ -1295,33 +1272,14 @@ def test_a_runs_waiting_note_is_shown_live(page: Any, served: Served) -> None:
     the new words without a reload when they change (a second node, no room on it either: the note set alone, the
     run still running); once there is room and it ran, the note is gone. Was: no live event for a note set alone,
     the old words shown until something else of the resolution changed."""
-    pytest.importorskip("kubernetes")
     from playwright.sync_api import expect
 
-    from kube_model import Cluster, NodeSpec, SimContext, Timing
-    from kube_model import Script as Sim
-    from sematic_k8s.executors.remote import run_task
-    from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
-    from sematic_k8s.specs import TaskSpec
-    from sematic_k8s.storage.urls import storage_from_url
+    from kube_model import NodeSpec
     from sematic_k8s.store.http import HttpStore
 
-    def worker(ctx: SimContext) -> int:
-        doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
-        return 1 if "error" in doc else 0
-
     expect.set_options(timeout=15_000)
-    storage = LocalStorage(served.home / "storage")
-    f = load_shard(5)
-    values: list[Any] = []
     store = HttpStore(served.url, served.key)
-    with Cluster([NodeSpec("node-1", runtime="sim", pods=0)], behaviour=lambda pod, c: Sim(func=worker),
-                 timing=Timing()) as cluster:
-        api, loop = _cloud_loop(cluster, served, storage, f.id, store)
-        thread = threading.Thread(target=lambda: values.append(loop.run(f)), daemon=True)
-        thread.start()
-        [run] = cluster.wait(lambda: [r for r in served.store.runs_of_root(f.id)
-                                      if r.func_name == "shard" and (r.notes or {}).get("waiting")], timeout=30)
+    with _shard_waiting_for_room(served, store) as (cluster, run):
         _login(page, served)
         page.goto(f"{served.url}/#/runs/{run.id}")
         waiting, header = page.get_by_test_id("run-waiting"), page.get_by_test_id("resolution-not-started")
@@ -1332,12 +1290,44 @@ def test_a_runs_waiting_note_is_shown_live(page: Any, served: Served) -> None:
         expect(header).to_contain_text("0/2 nodes are available")
         assert served.store.get_run(run.id).state == "running"
         cluster.update_node("node-2", pods=10)
-        thread.join(60)
-        api.close()
     store.close()
-    assert values == [5]
     expect(page.get_by_test_id("run-state")).to_have_text("resolved")
     expect(waiting).to_have_count(0)
+
+
+@contextlib.contextmanager
+def _shard_waiting_for_room(served: Served, store: Any = None) -> Iterator[tuple[Any, Any]]:
+    """A shard(5) resolving on a cluster model whose one node ("node-1") has room for no pod, recorded into
+    ``store`` (see :func:`_cloud_loop`): yields the cluster and the shard's run once it is noted waiting; the
+    caller makes room. On exit the resolution has ended with 5."""
+    pytest.importorskip("kubernetes")
+    from kube_model import Cluster, NodeSpec, SimContext, Timing
+    from kube_model import Script as Sim
+    from sematic_k8s.executors.remote import run_task
+    from sematic_k8s.settings import STORAGE_ENV, TASK_ENV
+    from sematic_k8s.specs import TaskSpec
+    from sematic_k8s.storage.urls import storage_from_url
+
+    def worker(ctx: SimContext) -> int:
+        doc = run_task(TaskSpec.from_json(ctx.env[TASK_ENV]), storage_from_url(ctx.env[STORAGE_ENV]))
+        return 1 if "error" in doc else 0
+
+    storage = LocalStorage(served.home / "storage")
+    f = load_shard(5)
+    values: list[Any] = []
+    with Cluster([NodeSpec("node-1", runtime="sim", pods=0)], behaviour=lambda pod, c: Sim(func=worker),
+                 timing=Timing()) as cluster:
+        api, loop = _cloud_loop(cluster, served, storage, f.id, store)
+        thread = threading.Thread(target=lambda: values.append(loop.run(f)), daemon=True)
+        thread.start()
+        [run] = cluster.wait(lambda: [r for r in served.store.runs_of_root(f.id)
+                                      if r.func_name == "shard" and (r.notes or {}).get("waiting")], timeout=30)
+        try:
+            yield cluster, run
+        finally:
+            thread.join(60)
+            api.close()
+    assert values == [5]
 
 
 def test_modules_served_as_javascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import gc
 import json
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -225,16 +226,8 @@ def test_events_stream(served, tmp_path) -> None:
     ready = threading.Barrier(3)
 
     def listen(into: list[dict], params: dict) -> None:
-        with served.client() as c, c.stream("GET", "/api/v1/events", params=params, timeout=30) as r:
-            assert r.headers["content-type"].startswith("text/event-stream")
-            lines = r.iter_lines()
-            next(lines)  # ": connected": subscribed
-            ready.wait()
-            for line in lines:
-                if line.startswith("data: "):
-                    into.append(json.loads(line[6:]))
-                    if into[-1]["type"] == "resolution" and into[-1]["state"] == "resolved":
-                        return
+        _follow(served, params, into, ready.wait,
+                until=lambda e: e["type"] == "resolution" and e["state"] == "resolved")
 
     first = sp.add(1, 1)
     threads = [threading.Thread(target=listen, args=(events, {}), daemon=True),
@@ -250,6 +243,22 @@ def test_events_stream(served, tmp_path) -> None:
     assert all(e["root_id"] == first.id for e in filtered) and filtered[-1]["state"] == "resolved"
 
 
+def _follow(served, params: dict, into: list[dict], subscribed: Callable[[], object],
+            until: Callable[[dict], bool]) -> None:
+    """Follow the server's event stream (filtered by ``params``): ``subscribed()`` once subscribed, then each event
+    appended to ``into`` until one meets ``until``."""
+    with served.client() as c, c.stream("GET", "/api/v1/events", params=params, timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        next(lines)  # ": connected": subscribed
+        subscribed()
+        for line in lines:
+            if line.startswith("data: "):
+                into.append(json.loads(line[6:]))
+                if until(into[-1]):
+                    return
+
+
 def _events_of_writes(served, root: str, end_id: str, batches: list[Batch]) -> list[dict]:
     """The events a subscriber following resolution ``root`` gets while ``batches`` are written one by one through
     the HTTP store, until run ``end_id`` is told resolved (the last batch resolves it: events come in the order they
@@ -260,15 +269,8 @@ def _events_of_writes(served, root: str, end_id: str, batches: list[Batch]) -> l
     ready = threading.Event()
 
     def listen() -> None:
-        with served.client() as c, c.stream("GET", "/api/v1/events", params={"root_id": root}, timeout=30) as r:
-            lines = r.iter_lines()
-            next(lines)  # ": connected": subscribed
-            ready.set()
-            for line in lines:
-                if line.startswith("data: "):
-                    events.append(json.loads(line[6:]))
-                    if events[-1]["id"] == end_id and events[-1]["state"] == "resolved":
-                        return
+        _follow(served, {"root_id": root}, events, ready.set,
+                until=lambda e: e["id"] == end_id and e["state"] == "resolved")
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
