@@ -41,10 +41,25 @@ def check_json(what: str, value: Any, fix: str) -> None:
         raise ValueError(f"{what} come to {size:,} bytes of JSON, more than the {JSON_BYTES:,} a record keeps: {fix}")
 
 
+NUL_HELD = "holds a NUL character (\\u0000), which no database keeps in text: remove it"
+
+
+def no_nul(text: str) -> str:
+    """``text``, if it holds no NUL character; else ValueError (:data:`NUL_HELD`, which its caller prefixes with the
+    field's name). The rule for a record's text (a run's ``func_name``, a resolution's ``root_func_path`` or note,
+    an artifact's ``type_name``, ...) on every database, through the server (``schemas``) and in an embedded store
+    (``store.texts``): PostgreSQL refuses a NUL in text (the whole write, naming no field) where SQLite kept it (its
+    ``length()`` stops at it). A resolution's error is kept instead, escaped (:func:`text_field`)."""
+    if "\x00" in text:
+        raise ValueError(NUL_HELD)
+    return text
+
+
 def text_field(text: str) -> str:
     """``text`` as every database keeps it in a text column: a NUL character, which PostgreSQL refuses there (the
     whole write with it) and SQLite's ``length()`` stops at, written as the four characters ``\\x00`` (a func's
-    error message may hold one; the run's error, JSON, keeps it as it is)."""
+    error message may hold one, and a resolution's error is kept, never refused: refusing it would lose the
+    failure; the run's error, JSON, keeps it as it is)."""
     return text.replace("\x00", "\\x00")
 
 

@@ -50,6 +50,7 @@ from sematic_k8s.store import (
     schema,
     sqlite_file,
     sqlite_unusable,
+    texts,
     writes,
 )
 from sematic_k8s.store.json_columns import json_text, json_value
@@ -191,10 +192,13 @@ class SqlStore:
         A batch applied already (its ``sequence`` not above the recorded one, see :func:`guards.refuse_stale`)
         changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it.
         ValueError, nothing written, for a batch setting a resolution's tags or note (people's: label_resolution),
-        its labels_version or its driver_epoch (the store's; :func:`records.check_resolution_updates`)."""
+        its labels_version or its driver_epoch (the store's; :func:`records.check_resolution_updates`), or for a
+        record's text holding a NUL character (naming it; a resolution's error is kept with ``\\x00`` in its place:
+        :func:`texts.checked`)."""
         if not batch:
             return
         check_resolution_updates(batch.resolution_updates)
+        batch = texts.checked(batch)
         beating = [r for r, fields in batch.resolution_updates.items() if "heartbeat_at" in fields]
         with self._beats.on_the_way(beating) if self._beats is not None and beating else contextlib.nullcontext():
             try:
@@ -253,8 +257,10 @@ class SqlStore:
 
     def end_claim(self, resolution_id: str, error: str) -> bool:
         """Record as failed, with ``error``, a resolution still ``CLAIMED`` (the server's rerun action recorded it, and
-        could not start its driver); whether it was. One its driver recorded meanwhile is left as it is."""
+        could not start its driver); whether it was. One its driver recorded meanwhile is left as it is. A NUL
+        character in ``error`` is kept as ``\\x00`` (:func:`~sematic_k8s.limits.text_field`)."""
         t = self._res
+        error = limits.text_field(error)
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
             return bool(conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED).values(
@@ -326,8 +332,12 @@ class SqlStore:
         made to an older one raises LabelsChanged and changes nothing, unless it is already in effect (the same
         change landing again, or someone else's alike: no error). Without it the change is made whatever the
         labels are. TooManyTags, and nothing changes, for more tags than a resolution has
-        (:data:`~sematic_k8s.limits.TAGS`); ValueError for a version the resolution never had."""
+        (:data:`~sematic_k8s.limits.TAGS`); ValueError for a version the resolution never had, or for a tag added or
+        a note holding a NUL character (as the server's ``POST .../labels`` refuses them: naming it)."""
         t = self._res
+        add = list(add)
+        texts.refuse_nul("", {"note": note} | {f"add[{i}]": tag for i, tag in enumerate(add)},
+                         ["note", *(f"add[{i}]" for i in range(len(add)))])
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
             stmt = sa.select(t.c.tags, t.c.note, t.c.labels_version).where(t.c.id == resolution_id)

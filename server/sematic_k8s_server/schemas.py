@@ -243,21 +243,13 @@ Id = Annotated[str, StringConstraints(pattern=HEX_ID)]
 ArtifactKey = Annotated[str, StringConstraints(pattern=SHA256)]
 Timestamp = str | None  # ISO 8601, parsed (and refused when it is not one) by batch_from_json
 Created = str  # a record's created_at: a Timestamp, never null (its column is NOT NULL); a new record's is required
-Text16 = Annotated[str, StringConstraints(max_length=16)]  # the lengths of the database's columns
-Text64 = Annotated[str, StringConstraints(max_length=64)]
-Text256 = Annotated[str, StringConstraints(max_length=256)]
-Text512 = Annotated[str, StringConstraints(max_length=512)]
-
-
-def _no_nul(text: str) -> str:
-    """``text`` (a resolution's note), if it holds no NUL character: PostgreSQL's text refuses one (a 422 naming
-    no field) where SQLite kept it (its ``length()`` stops at it); refused here, on both, naming the field."""
-    if "\x00" in text:
-        raise ValueError("holds a NUL character (\\u0000), which no note keeps: remove it")
-    return text
-
-
-Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS), AfterValidator(_no_nul)]
+# a record's text: no NUL character (limits.no_nul: refused naming the field, on SQLite and PostgreSQL alike)
+NoNul = AfterValidator(limits.no_nul)
+Text16 = Annotated[str, StringConstraints(max_length=16), NoNul]  # the lengths of the database's columns
+Text64 = Annotated[str, StringConstraints(max_length=64), NoNul]
+Text256 = Annotated[str, StringConstraints(max_length=256), NoNul]
+Text512 = Annotated[str, StringConstraints(max_length=512), NoNul]
+Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS), NoNul]
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
 MAX_BATCH_RECORDS = 100_000  # records (and fences) in one write: more is a 413, which the HTTP store sends in parts
 MAX_DEPTH = 128  # a value's levels of objects and arrays; JSON encoders stop at about 255 (orjson's, pydantic's)
@@ -290,7 +282,8 @@ def _error_sized(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 ErrorDoc = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_error_sized)]
-ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)]
+# a resolution's error: kept, each NUL written as \x00 (limits.text_field): refused, the failure would be lost
+ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS), AfterValidator(limits.text_field)]
 
 
 def _source_sized(text: str) -> str:
@@ -324,8 +317,8 @@ def _few_tags(tags: list[str] | None) -> list[str] | None:
     return tags
 
 
-SourceText = Annotated[str, AfterValidator(_source_sized)]
-SourcePath = Annotated[str, AfterValidator(_path_sized)]
+SourceText = Annotated[str, AfterValidator(_source_sized), NoNul]
+SourcePath = Annotated[str, AfterValidator(_path_sized), NoNul]
 SmallObject = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_json_sized)]  # settings, notes
 Tag = Annotated[str, StringConstraints(pattern=TAG)]
 

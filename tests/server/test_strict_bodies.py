@@ -2,8 +2,10 @@
 integer a JSON number without a fraction. What lax parsing took (``{"admin": "yes"}`` made an admin key, a write's
 ``"attempts": true`` was recorded as 1, ``"labels_version": "0"`` was taken as 0) is a one-line 422 naming the field,
 and nothing of the request is done; the same requests in their JSON types (times as ISO 8601 text) still are. A
-resolution's note holding a NUL character is refused alike on both databases (was: kept on SQLite, PostgreSQL's
-422 naming no field)."""
+record's text holding a NUL character (a resolution's note or root_func_path, a run's func_name, an artifact's
+type_name, ...) is refused alike on both databases, naming the field, and nothing of the write is recorded; a
+resolution's error holding one is kept, ``\\x00`` in its place (was: kept on SQLite, PostgreSQL's 422 naming no
+field, a failure's record refused whole)."""
 
 from __future__ import annotations
 
@@ -127,3 +129,58 @@ def test_the_http_store_writes_and_labels_through_the_strict_server(served: Serv
         assert store.mint_token(root)
     finally:
         store.close()
+
+
+NUL = "a\x00b"
+
+
+def _fresh_batch(root: str, art: str) -> dict[str, Any]:
+    """A new resolution, its root run and an artifact: recorded if nothing in them is refused."""
+    return {"new_resolutions": [{"id": root, "root_func_path": "m:f", "state": "running", "created_at": NOW}],
+            "new_runs": {root: {"id": root, "root_id": root, "func_path": "m:f", "func_name": "f", "state": "created",
+                                "created_at": NOW}},
+            "artifacts": {art: {"id": art, "format": "json", "type_name": "int", "size": 1, "created_at": NOW}}}
+
+
+@pytest.mark.parametrize("field", ["new_resolutions.0.root_func_path", "new_resolutions.0.image",
+                                   "new_resolutions.0.build_hash", "new_runs.ROOT.func_name", "new_runs.ROOT.func_path",
+                                   "new_runs.ROOT.source_hash", "new_runs.ROOT.source_file",
+                                   "new_runs.ROOT.source_text", "artifacts.ART.type_name", "artifacts.ART.format",
+                                   "run_updates.SEEDED.func_name", "resolution_updates.SEEDED.image"])
+def test_a_write_holding_a_nul_character_in_a_records_text_is_refused_naming_it(served: Served, field: str) -> None:
+    """Was: kept on SQLite (its length() stops at it), on PostgreSQL a 422 naming no field ("bad batch: PostgreSQL
+    text fields cannot contain NUL (0x00) bytes")."""
+    root, art = uuid.uuid4().hex, uuid.uuid4().hex + uuid.uuid4().hex
+    with served.client() as c:
+        seeded = _seeded(c)
+        body = _fresh_batch(root, art)
+        path = field.replace("ROOT", root).replace("ART", art).replace("SEEDED", seeded).split(".")
+        holder = body.setdefault(path[0], {})
+        for part in path[1:-1]:
+            holder = holder[int(part)] if isinstance(holder, list) else holder.setdefault(part, {})
+        holder[path[-1]] = NUL
+        detail = _refused(c.post(WRITE, json=body), f"body field '{'.'.join(path)}'")
+        assert "NUL character" in detail and "remove it" in detail, detail
+        assert c.get(f"/api/v1/artifacts/{art}").status_code == 404
+    assert served.store.get_resolution(root) is None and served.store.get_run(root) is None
+    res, run = served.store.get_resolution(seeded), served.store.get_run(seeded)
+    assert res is not None and res.image is None and run is not None and run.func_name == "f"
+
+
+def test_a_resolutions_error_holding_a_nul_character_is_kept_escaped(served: Served) -> None:
+    """A failure's record sent with the error as the func gave it (a client that does not escape it): recorded, the
+    resolution's error (text) with ``\\x00`` in its place, the run's error (JSON) as it was. Was: on PostgreSQL the
+    whole write refused (a 422 naming no field: the failure lost), on SQLite the NUL kept."""
+    message = "bad header GIF89a\x00\x01"
+    with served.client() as c:
+        root = _seeded(c)
+        r = c.post(WRITE, json={
+            "run_updates": {root: {"state": "failed", "ended_at": NOW,
+                                   "error": {"type": "ValueError", "message": message, "traceback": "", "mro": []}}},
+            "resolution_updates": {root: {"state": "failed", "ended_at": NOW, "error": f"ValueError: {message}"}}})
+        assert r.status_code == 200, r.text
+        shown = c.get(f"/api/v1/resolutions/{root}").json()
+        assert shown["state"] == "failed" and shown["error"] == "ValueError: bad header GIF89a\\x00\x01", shown
+    res, run = served.store.get_resolution(root), served.store.get_run(root)
+    assert res is not None and res.error == "ValueError: bad header GIF89a\\x00\x01", res
+    assert run is not None and run.state == "failed" and run.error is not None and run.error["message"] == message
