@@ -7,6 +7,8 @@ connection and the tables they touch:
 
 - :mod:`~sematic_k8s.store.guards`: what a write checks before it lands (fencing, ordered writes, ended
   resolutions, resolved runs, contradicting artifact records);
+- :mod:`~sematic_k8s.store.texts`: a record's text holding a NUL character, refused naming it (a resolution's
+  error kept escaped), before anything is written;
 - :mod:`~sematic_k8s.store.writes`: the statements of a batch's records (insert if absent, updates in id order);
 - :mod:`~sematic_k8s.store.bulk`: the embedded resolver's fast paths, cache hits and a rerun's clones;
 - :mod:`~sematic_k8s.store.reads` and :mod:`~sematic_k8s.store.cache_reads`: the reads, and the cache look-ups;
