@@ -351,8 +351,10 @@ class _PullStream:
     """The engine's pull stream of ``image`` (``POST /images/create``), read on a daemon thread of its own, started at
     once, its lines (dicts) put on :attr:`lines`, then :attr:`END`, or what it raised (an ``APIError``; the engine's
     connection refused or cut: ``requests.exceptions.ConnectionError``). Over a connection to the engine of its own
-    (made by the client's pool for that URL, never put back in it): :meth:`cut` shuts it from any thread, even while
-    the engine has not yet sent its answer's head (it sends it only once its registry answered the manifest)."""
+    (made by the client's pool for that URL, never put back in it), which the engine has :data:`PROBE_TIMEOUT` to
+    accept: :meth:`cut` shuts it from any thread, even while the engine has not yet sent its answer's head (it sends
+    it only once its registry answered the manifest), or, while it is still being made, has it closed once made,
+    its request unsent."""
 
     END = object()
 
@@ -369,7 +371,8 @@ class _PullStream:
         self.api, self.adapter = api, api.get_adapter(self.request.url)
         pool = self.adapter.get_connection_with_tls_context(self.request, api.verify, cert=api.cert)
         self.conn = pool._new_conn()
-        self.conn.timeout = silence + PROBE_TIMEOUT  # a backstop only: pull() judges the silence itself
+        self.conn.timeout = PROBE_TIMEOUT  # its connect's; then silence + PROBE_TIMEOUT, a backstop only (pull()
+        self.silence = silence  # judges the silence itself)
         self.lines: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
@@ -385,8 +388,11 @@ class _PullStream:
                 self.conn.connect()
                 with self._lock:
                     self._sock = self.conn.sock
-                    if self._cut:
-                        return
+                    cut = self._cut
+                if cut:  # abandoned while it was being made (cut() did not wait for it): closed, nothing sent
+                    self.conn.close()
+                    return
+                self.conn.timeout = self.silence + PROBE_TIMEOUT
                 self.conn.request(self.request.method, self.adapter.request_url(self.request, {}),
                                   body=self.request.body, headers=self.request.headers, preload_content=False,
                                   decode_content=False)
@@ -402,15 +408,19 @@ class _PullStream:
             self.lines.put(e)
 
     def cut(self) -> None:
-        """Close its connection (at once, whatever reads it), and wait for its thread to end."""
+        """Close its connection (at once, whatever reads it), and wait for its thread to end; while the connection is
+        still being made (an engine slow to accept it), not waited for: its thread closes it once made, or ends at
+        its connect's timeout (:data:`PROBE_TIMEOUT`)."""
         with self._lock:
             self._cut = True
-            if self._sock is not None:
+            sock = self._sock
+            if sock is not None:
                 with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(PROBE_TIMEOUT)
-        with contextlib.suppress(OSError):
-            self.conn.close()
+                    sock.shutdown(socket.SHUT_RDWR)
+        if sock is not None:
+            self._thread.join(PROBE_TIMEOUT)
+            with contextlib.suppress(OSError):
+                self.conn.close()
 
 
 class PullAbandoned(Exception):

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -1286,6 +1287,47 @@ def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(pro
         assert not pulling.is_alive(), "the silent try was not abandoned"
         assert isinstance(pulling.error, docker_engine.PullAbandoned), pulling.error
     assert containers_of(task) == []
+
+
+def test_a_pull_abandoned_while_the_engine_has_not_accepted_its_connection_ends_at_once(monkeypatch):
+    """$DOCKER_HOST an engine that does not accept connections (a listener of the test's own, its backlog full: the
+    connection of the pull's try is still being made), ``PROBE_TIMEOUT`` far past the test (600 s): the try,
+    abandoned at its first ask, ends at once (PullAbandoned), its connect not waited for; once the engine accepts
+    that connection, it is closed with no request sent. Was: the abandonment waited for the connect up to
+    PROBE_TIMEOUT (10 s), then left it to a timeout of PULL_SILENCE + PROBE_TIMEOUT (70 s)."""
+    import docker
+
+    from sematic_k8s import docker_engine
+
+    monkeypatch.setattr(docker_engine, "PROBE_TIMEOUT", 600.0)
+    engine = socket.create_server(("127.0.0.1", 0), backlog=0)
+    engine.settimeout(60)
+    port = engine.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # the backlog's one place taken: later connects wait
+    client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", version="1.41")  # no version asked of it
+    abandoned: list[BaseException] = []
+
+    def pull() -> None:
+        try:
+            docker_engine.pull(client, "127.0.0.1:1/sk-test-never:latest", abandon=lambda: True)
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            abandoned.append(e)
+
+    puller = threading.Thread(target=pull, daemon=True)
+    try:
+        puller.start()
+        puller.join(60)
+        assert not puller.is_alive(), "the abandoned try waited for its connection to the engine"
+        assert len(abandoned) == 1 and isinstance(abandoned[0], docker_engine.PullAbandoned), abandoned
+        engine.accept()[0].close()  # the engine accepts: the filler, then the try's connection, made late
+        late, _ = engine.accept()
+        with late:
+            late.settimeout(60)
+            assert late.recv(65536) == b"", "a request was sent on the abandoned try's connection"
+    finally:
+        filler.close()
+        engine.close()
+        client.close()
 
 
 def test_many_runs_waiting_for_one_image_have_their_notes_written_only_when_their_words_change(
