@@ -438,13 +438,21 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
     Past the grace (:func:`past_grace`), even while a try is under way, a silent one too (it is abandoned: the
     engine's pull ends with it) unless that try is still downloading (:meth:`PullProgress.moving`), or at once for
     a definitive refusal (manifest unknown, unauthorized), or when ``stop`` (a threading.Event) is set:
-    :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. True once pulled; False, not tried again,
-    when ``ended()`` (asked before each try again) says that whoever waits for it no longer does."""
+    :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. True once pulled; False, the try under way
+    abandoned (a silent one too) and none tried again, when ``ended()`` says that whoever waits for it no longer
+    does: asked every :data:`PULL_TICK` seconds at most (a read of a server's), during a try and between tries."""
     import docker.errors
 
     backoff, tries = PullBackoff(), 0
     since: float | None = None  # the first failure
     said, told = "", ("", "")
+    asked, gone = time.monotonic(), False  # when ended() was last asked (the wait's start: just begun), its answer
+
+    def is_gone() -> bool:
+        nonlocal asked, gone
+        if ended is not None and not gone and time.monotonic() - asked >= PULL_TICK:
+            asked, gone = time.monotonic(), ended()
+        return gone
 
     def tell(progress: str) -> None:
         nonlocal told
@@ -457,7 +465,7 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
         return ImageUnpulled(unpulled_words(image, words, waited if tries > 1 or waited >= grace else None))
 
     while True:
-        if tries and ended is not None and ended():
+        if is_gone():
             return False
         progress = PullProgress(image)
 
@@ -468,12 +476,14 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
                 tell(progress.words(now=True))  # the retry said at once, not the words of the try's start
             elif since is not None:
                 tell(progress.words())
-            return past_grace(since, grace, progress) or (stop is not None and stop.is_set())
+            return past_grace(since, grace, progress) or (stop is not None and stop.is_set()) or is_gone()
 
         try:
             pull(client, image, progress=progress, abandon=abandon)
             return True
         except PullAbandoned:
+            if gone:  # no one waits for it any more: no failure to tell
+                return False
             words, tries = abandoned_words(said, progress, since), tries + 1
             since = pull_failing(since, progress)
             raise unpulled(words) from None
@@ -485,11 +495,12 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
                 raise unpulled(said) from None
         tell("")
         backoff.failed()
-        pause = max(0.0, min(backoff.at, since + grace) - time.monotonic())
-        if stop is not None:
-            stop.wait(pause)
-        else:
-            time.sleep(pause)
+        resume = min(backoff.at, since + grace)
+        while (pause := resume - time.monotonic()) > 0 and not is_gone():  # ended() asked meanwhile too
+            if stop is None:
+                time.sleep(min(pause, PULL_TICK))
+            elif stop.wait(min(pause, PULL_TICK)):
+                break
 
 
 _OWNERS: dict[str, tuple[int, int]] = {}  # image id -> the (uid, gid) its USER resolves to there

@@ -19,9 +19,9 @@ driver's image (D of N layers, X of Y MB; the engine retries a layer (K failed d
 then the failure, "...; trying again for up to 120 s", with "; pulling: PROGRESS" while a later try is under way);
 past it (a try under way that downloads nothing abandoned), or at once for a registry that refuses it (manifest
 unknown, unauthorized), :class:`~sematic_k8s.errors.ImageUnpulled` in the engine's words. Given ``ended`` (the
-server's, for a rerun it claimed), the launch asks it between the pull's tries and once more right before the
-container's create: its resolution ended meanwhile (canceled), no container is created
-(:class:`~sematic_k8s.errors.DriverUnneeded`).
+server's, for a rerun it claimed), the launch asks it every ``PULL_TICK`` at most while it waits (during a try, a
+silent one too, which it then abandons, and between tries) and once more right before the container's create: its
+resolution ended meanwhile (canceled), no container is created (:class:`~sematic_k8s.errors.DriverUnneeded`).
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines

@@ -20,8 +20,9 @@ driver's image (the Docker launcher, its registry not answering the engine's pul
 ``executor_settings["pull_grace"]``, 120 s): it does not hold the request for that long. The launch goes on in the
 background, its queue slot held; past the grace its claimed resolution is recorded failed in the launcher's words, as
 a launch that fails at once is (``failed``). A server that stops ends such waits: failed the same way. A claim that
-ends meanwhile (canceled: ``ended``, the record read between the pull's tries and right before the driver's create)
-ends its launch with no driver, its record as the cancel left it.
+ends meanwhile (canceled: ``ended``, the record read every ``PULL_TICK`` at most while the pull waits, during a try, a
+silent one too, and between tries, and right before the driver's create) ends its launch with no driver, within about
+a tick, its record as the cancel left it.
 """
 
 from __future__ import annotations
@@ -209,12 +210,19 @@ class Reruns:
             except Exception:  # noqa: BLE001 - the store: a note unwritten, the launch goes on
                 log.warning("rerun %s: could not note its wait on its claim", spec.root_id, exc_info=True)
 
-        def claim_ended() -> bool:
+        unread = False  # its last read of the claim failed (logged once until a read works again)
+
+        def claim_ended() -> bool:  # asked every PULL_TICK at most while it waits
+            nonlocal unread
             try:
-                return ended()
-            except Exception:  # noqa: BLE001 - the store unread this time: the launch waits on, asked again next try
-                log.warning("rerun %s: could not read its claim", spec.root_id, exc_info=True)
+                gone = ended()
+            except Exception:  # noqa: BLE001 - the store unread this time: the launch waits on, asked again next tick
+                if not unread:
+                    log.warning("rerun %s: could not read its claim", spec.root_id, exc_info=True)
+                unread = True
                 return False
+            unread = False
+            return gone
 
         def launch() -> None:
             try:

@@ -474,3 +474,31 @@ def test_a_server_rerun_canceled_while_its_driver_waits_for_its_image_never_star
             assert drivers_of(new_id) == [], ended
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
+
+
+def test_a_server_rerun_canceled_while_its_pull_is_silent_ends_its_launch_at_once(tmp_path, pushed, monkeypatch,
+                                                                                   caplog):
+    """The rerun's driver image behind a proxy answering 503 to it (its first try fails at once: the rerun answered
+    202), then holding its requests silent; a ten-minute ``pull_grace``, the silence limit as far (600 s). Canceled
+    through the server while the proxy holds the try's request: the launch ends without a driver (the server's log
+    says so, no launcher failure), its claim canceled as the cancel left it, long before the try's silence limit or
+    the grace (waited for a minute at most). Was: ``ended()`` was read only between the pull's tries, so the launch
+    and its queue slot waited on until the silent try ended: at the grace, ten minutes."""
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    caplog.set_level(logging.INFO, logger="sematic_k8s_server")
+    registry, ref = pushed
+    with registry_answering(registry, ref, REGISTRY_NOT_NOW["503"]) as (proxy, image), \
+            rerun(tmp_path, image, registry, 600) as (s, new_id):
+        proxy.silent()
+        wait_for(lambda: proxy.held >= 1, 60, what="a pull try's request held silent by the proxy")
+        with s.client() as c:
+            r = c.post(f"/api/v1/resolutions/{new_id}/cancel")
+            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+            ended = wait_for(lambda: [m for m in caplog.messages if m.startswith(f"rerun {new_id}: ") and any(
+                w in m for w in ("driver started", "driver not started", "launcher failed"))], 60,
+                             what="the end of the rerun's launch (the server's log)")
+            assert ended == [f"rerun {new_id}: driver not started: resolution {new_id} ended while its driver waited "
+                             "for its image: the driver is not started"], ended
+            assert proxy.held >= 1 and drivers_of(new_id) == []
+            res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res

@@ -570,11 +570,12 @@ class ThrottlingProxy(_LoopbackProxy):
     Hub's 429 carries), and ``headers`` (``Retry-After``); ``status`` 0: no answer at all, the connection held open
     and silent (a registry that hangs); ``status`` -1: passed on, and the target's answer cut, its connection closed
     after the answer's head and half its body (a connection lost mid-download). Every other request and answer
-    passes. A request's ``Expect: 100-continue`` is answered here (its body is read before it is judged)."""
+    passes. A request's ``Expect: 100-continue`` is answered here (its body is read before it is judged).
+    :meth:`silent` makes it hold those it picks from then on (:attr:`held`: how many it held)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
                  code: str = "TooManyRequests", headers: dict[str, str] | None = None, json: str = "") -> None:
-        self.throttle, self.left, self.throttled = throttle, times, 0
+        self.throttle, self.left, self.throttled, self.held = throttle, times, 0, 0
         body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>slow down</Message></Error>" \
             if code and not json else json  # neither: a bare 429, as a rate-limiting proxy before S3 answers
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
@@ -589,6 +590,12 @@ class ThrottlingProxy(_LoopbackProxy):
         with self._lock:
             self.left = 0
 
+    def silent(self) -> None:
+        """Answer none of the requests it picks from now on: each held, its connection open and silent (a registry
+        that answered "not now", then hangs)."""
+        with self._lock:
+            self.answer, self.cuts = b"", False
+
     def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
         cutting = threading.Event()  # the answer under way is to be cut
         threading.Thread(target=self._answers, args=(upstream, client, cutting), daemon=True).start()
@@ -602,19 +609,21 @@ class ThrottlingProxy(_LoopbackProxy):
                 head, body = _read_message(reader, continue_to=client)
                 with self._lock:
                     throttled = self.left > 0 and self.throttle(head)
+                    answer, cuts = self.answer, self.cuts
                     if throttled:
                         self.left -= 1
                         self.throttled += 1
-                if throttled and self.cuts:  # passed on, its answer cut by _answers
+                        self.held += not answer and not cuts
+                if throttled and cuts:  # passed on, its answer cut by _answers
                     cutting.set()
                     upstream.sendall(head + body)
                     continue
-                if throttled and not self.answer:  # silent: the connection held until its client gives up
+                if throttled and not answer:  # silent: the connection held until its client gives up
                     while reader.read1(65536):
                         pass
                     return
                 if throttled:
-                    client.sendall(self.answer)  # one request at a time per connection: no answer of the target's due
+                    client.sendall(answer)  # one request at a time per connection: no answer of the target's due
                 else:
                     upstream.sendall(head + body)
         except (OSError, EOFError):
