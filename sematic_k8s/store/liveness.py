@@ -24,7 +24,7 @@ from sematic_k8s import settings
 from sematic_k8s.errors import StopsForAFix
 from sematic_k8s.store import dbclock
 from sematic_k8s.store.records import CLAIMED
-from sematic_k8s.store.tables import CANCELED, CANCELING, FAILED, LIVE, UNFINISHED_RUNS
+from sematic_k8s.store.tables import CANCELED, CANCELING, ENDED, FAILED, LIVE, UNFINISHED_RUNS
 
 log = logging.getLogger("sematic_k8s")
 # seconds beyond the heartbeat timeout a claimed Resolution's driver may take to record it (a pod scheduled, its
@@ -81,8 +81,11 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has
     not heartbeated for ``stale_after`` seconds of the database's clock: "failed" ("canceled" when a cancel was
     asked), with the plain reason "the resolver stopped responding at <time>", and its unfinished runs "canceled".
-    Then ``continue`` can pick it up. Returns the ids marked. (Resolutions recorded without heartbeats are left
-    alone.) ``on_its_way(id)``: whether a beat of it waits for the database's write lock, which ``conn`` holds
+    Then ``continue`` can pick it up. Its end no driver records, nor the delete of the copies of its workers' tasks
+    that comes with it: the mark says they may be left (``tasks_left``, unless it was a claim no driver recorded), for
+    the server's sweeper to delete (:func:`tasks_left`). Returns the ids marked. (Resolutions recorded without
+    heartbeats are left alone.)
+    ``on_its_way(id)``: whether a beat of it waits for the database's write lock, which ``conn`` holds
     (SQLite: :mod:`~sematic_k8s.store.inflight`); such a Resolution is left alone, its beat lands once this
     transaction ends."""
     t, dialect = resolutions, conn.dialect.name
@@ -99,9 +102,18 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
                   else f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC")
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
             state=CANCELED if state == CANCELING else FAILED, ended_at=dbclock.now(dialect),
-            error=reason + ("; canceled as asked" if state == CANCELING else "")))
+            error=reason + ("; canceled as asked" if state == CANCELING else ""),
+            tasks_left=None if state == CLAIMED else True))  # no driver will delete its task copies: the server
         if done.rowcount:
             conn.execute(sa.update(runs).where(runs.c.root_id == res_id, runs.c.state.in_(UNFINISHED_RUNS))
                          .values(state=CANCELED, ended_at=dbclock.now(dialect)))
             marked.append(res_id)
     return marked
+
+
+def tasks_left(conn: sa.Connection, resolutions: sa.Table) -> list[str]:
+    """The ids of the ended Resolutions marked dead whose task copies may still be in storage (``tasks_left``: no
+    driver recorded their end, which deletes them), oldest end first."""
+    t = resolutions
+    return list(conn.scalars(sa.select(t.c.id).where(t.c.tasks_left == sa.true(), t.c.state.in_(ENDED))
+                             .order_by(t.c.ended_at, t.c.id)))

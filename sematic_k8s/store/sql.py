@@ -481,6 +481,20 @@ class SqlStore:
         drivers that record through it, calls this as it starts."""
         self._awake_since = time.monotonic()
 
+    def tasks_left(self) -> list[str]:
+        """The ended Resolutions marked dead whose task copies may still be in storage (:func:`liveness.tasks_left`):
+        what the server's sweeper deletes, then clears (:meth:`tasks_gone`)."""
+        return self._read(liveness.tasks_left, self._res)
+
+    def tasks_gone(self, resolution_id: str) -> None:
+        """Resolution ``resolution_id``'s task copies are deleted (or left for good, said so): no longer
+        :meth:`tasks_left`."""
+        t = self._res
+        with self.engine.begin() as conn:
+            guards.hold_write_lock(conn)
+            conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.tasks_left.is_not(None))
+                         .values(tasks_left=None))
+
     def expire_silent(self, ids: Iterable[str] | None = None) -> list[str]:
         """Mark dead every running (or canceling) Resolution, of ``ids`` or all, whose resolving process has not
         heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs

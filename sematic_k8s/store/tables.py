@@ -48,6 +48,9 @@ class ResolutionRow(Base):
     # the API key that recorded it, set by the server from the writer's credentials, never by a record (None: embedded
     # or local mode, or recorded before owners were, migration 0012); not in ResolutionRecord
     owner: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    # its end no driver recorded (marked dead, liveness.expire_silent): the copies of its workers' tasks may be left
+    # in storage; True until the server's sweeper deleted them (None: nothing to delete; migration 0013)
+    tasks_left: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True, index=True)
 
 
 class RunRow(Base):
