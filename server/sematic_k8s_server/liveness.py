@@ -1,7 +1,8 @@
 """The server's sweeper: every few seconds, Resolutions whose resolving process (a local loop or a driver)
 stopped heartbeating are marked dead (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`), so that
 nothing stays "running" forever and ``continue`` can pick them up. Reads mark them too; the sweeper
-covers the ones nobody reads."""
+covers the ones nobody reads. After each sweep, the task copies those marked dead (by anyone) left in storage are
+deleted, off its thread (:mod:`~sematic_k8s_server.copies`)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ def sweep_interval() -> float:
 
 class Sweeper:
     """A daemon thread calling ``store.expire_silent()`` every ``interval`` seconds; ``on_expired(ids)`` is
-    told which Resolutions it marked."""
+    told which Resolutions it marked, ``after()`` called after each sweep, whatever it marked or met (the deletes of
+    the task copies the Resolutions marked dead left, by anyone: :class:`~sematic_k8s_server.copies.LeftCopies`)."""
 
     def __init__(self, store: SqlStore, on_expired: Callable[[list[str]], None],
-                 interval: float | None = None) -> None:
-        self.store, self.on_expired = store, on_expired
+                 interval: float | None = None, after: Callable[[], None] | None = None) -> None:
+        self.store, self.on_expired, self.after = store, on_expired, after
         self.interval = sweep_interval() if interval is None else interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,3 +59,5 @@ class Sweeper:
             except Exception as e:  # noqa: BLE001 - the database may be down for a while: try again later
                 orig = getattr(e, "orig", None) or e  # not SQLAlchemy's statement and parameters
                 log.warning("sweeping silent resolutions failed: %s: %s", type(orig).__name__, one_line(str(orig)))
+            if self.after is not None:
+                self.after()

@@ -16,6 +16,7 @@ from sematic_k8s.store.sql import FAILED, SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
+from sematic_k8s_server.copies import LeftCopies
 from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, resolution_event, told
 from sematic_k8s_server.liveness import Sweeper
 from sematic_k8s_server.readiness import Readiness
@@ -43,14 +44,16 @@ class Server:
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
-        self.sweeper = Sweeper(store, self._expired)
+        self.copies = LeftCopies(store, self.storages)  # task copies left by resolutions marked dead
+        self.sweeper = Sweeper(store, self._expired, after=self.copies.wake)
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
         # credentials checked again by requests that stay open (live events): those waiting share one query
         self.credentials: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
         self.readiness = Readiness(store.engine)
 
     def start(self) -> None:
-        """Start the background work: the sweeper of silent resolutions, the events listener. No resolution is
+        """Start the background work: the sweeper of silent resolutions (and of the task copies those marked dead
+        left), the events listener. No resolution is
         judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
         silence that began before it started may be its own outage, which the drivers ride out."""
         self.store.judge_from_now()
@@ -67,6 +70,7 @@ class Server:
         """Stop the background work."""
         self.reruns.close()
         self.sweeper.stop()
+        self.copies.stop()
         if self.relay is not None:
             self.relay.stop()
         self.readiness.close()

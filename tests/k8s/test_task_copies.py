@@ -2,6 +2,8 @@
 once their drivers are gone or storage is: a driver killed (SIGKILL) mid-resolution leaves the copy its running worker
 reads, which the driver that finishes the resolution keeps while that worker needs it and deletes at the end; deletes
 are made off the driver's loop, so S3 out of reach while runs end holds no launch, and the copies go once it is back.
+A resolution whose end no driver records (its driver killed for good, marked failed once its beats stop) has its copies
+deleted by the server's sweeper, on the server's own storage only, once that storage is in reach.
 
 On the cluster model (tests/support/kube_model) and a real S3 API (moto's server); the drivers are real processes
 (``python -m sematic_k8s.driver``, the Kubernetes executor, reaching the model's API server over HTTP); workers run
@@ -9,6 +11,7 @@ the real worker code in-process on simulated nodes, reading their task from the 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -40,6 +43,9 @@ from sematic_k8s.specs import DriverSpec, ResolutionSettings, TaskSpec  # noqa: 
 from sematic_k8s.storage.base import artifact_key, put_artifact  # noqa: E402
 from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
 from sematic_k8s.store import sql_store  # noqa: E402
+from sematic_k8s.store.http import HttpStore  # noqa: E402
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow  # noqa: E402
+from serving import serve  # noqa: E402
 
 NS = "runs"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "cd" * 32
@@ -75,21 +81,26 @@ def wait_until(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_the_task_copy_of_a_driver_killed_mid_resolution_is_kept_for_its_worker_and_deleted_at_the_end(
-        cluster, storage, tmp_path):
-    """A driver is killed (SIGKILL) while the worker of a fan-in too large for a Secret runs: the copy of its task the
-    dead driver stored (its key known to that process alone) is left. The next driver takes the resolution over,
-    re-attaches to the running Job, and leaves the copy be while that worker needs it (the worker fetches it again
-    after the takeover); once the resolution resolved, no copy is left in the bucket. Was: the copy left for good."""
-    gate = threading.Event()
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HERE.parent / "support")])
+
+
+def fan_in_held(cluster: Any, gate: threading.Event) -> list[TaskSpec]:
+    """The tasks the fan-in's first worker fetched (its copy), appended as it does; it then waits for ``gate`` (or for
+    the cluster to stop it), then runs. The later workers run at once."""
     fetched: list[TaskSpec] = []
 
     def fan_in_worker(ctx: SimContext) -> int:
-        fetched.append(load_task(ctx.read(ctx.env[TASK_FILE_ENV])))  # the copy the first driver stored
+        fetched.append(load_task(ctx.read(ctx.env[TASK_FILE_ENV])))  # the copy its driver stored
         return held(gate, timeout=600)(ctx)  # then, once let go, the worker fetches it again and runs
     cluster.behaviour = lambda pod, container: (
         Script(func=fan_in_worker) if container["name"] == "worker" and not fetched
         else behave()(pod, container))
+    return fetched
+
+
+def fan_in_driver(cluster: Any, storage: S3Storage) -> tuple[Any, DriverSpec]:
+    """The fan-in ``wide`` over 0 ... WIDTH-1, its root stored: (its root Future, the spec of a Kubernetes driver of
+    it on the cluster model)."""
     root = wp.fan_in(wp.WIDTH)
     s = serialization.serialize(root)
     storage.put(artifact_key(s.id), s.payload)
@@ -98,9 +109,21 @@ def test_the_task_copy_of_a_driver_killed_mid_resolution_is_kept_for_its_worker_
                       executor_settings={"namespace": NS, "host": cluster.proxy(), "owner": False, "env": {},
                                          "creates_per_second": 0, "event_check": 0.2},
                       resolution=ResolutionSettings(root_id=root.id, max_parallelism=8))
+    return root, spec
+
+
+def test_the_task_copy_of_a_driver_killed_mid_resolution_is_kept_for_its_worker_and_deleted_at_the_end(
+        cluster, storage, tmp_path):
+    """A driver is killed (SIGKILL) while the worker of a fan-in too large for a Secret runs: the copy of its task the
+    dead driver stored (its key known to that process alone) is left. The next driver takes the resolution over,
+    re-attaches to the running Job, and leaves the copy be while that worker needs it (the worker fetches it again
+    after the takeover); once the resolution resolved, no copy is left in the bucket. Was: the copy left for good."""
+    gate = threading.Event()
+    fetched = fan_in_held(cluster, gate)
+    root, spec = fan_in_driver(cluster, storage)
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HOME": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HERE.parent / "support")])}
+           "PYTHONPATH": PYTHONPATH}
     env.pop("SEMATIC_K8S_SERVER", None)
     env.pop("SEMATIC_K8S_API_KEY", None)
 
@@ -232,4 +255,112 @@ def test_a_copy_stored_again_under_a_key_whose_delete_waits_or_is_under_way_is_k
     copies.stop()
     assert not again.is_alive() and storage.exists(under_way) and storage.exists(waiting)
     assert copies.stats.tasks_deleted == 2  # the one under way, then stored again; the other one
+    proxy.close()
+
+
+DEAD_AFTER = "5"  # seconds of silence after which the server marks a resolution dead, in the tests below
+
+
+def test_the_copies_of_a_driver_killed_for_good_are_deleted_by_the_servers_sweep(cluster, storage, tmp_path,
+                                                                                 monkeypatch):
+    """A driver recording through the server is killed (SIGKILL) while the worker of a fan-in too large for a Secret
+    runs, and no driver comes after it: the server's sweeper marks the resolution failed (its beats stopped) and
+    deletes the copy the dead driver stored under tasks/<resolution>/ in the server's own storage. Was: the copy
+    left for good (no driver recorded the end, which deletes it)."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", DEAD_AFTER)  # the server's, in this process
+    fetched = fan_in_held(cluster, threading.Event())  # its worker runs on until the cluster stops it
+    root, spec = fan_in_driver(cluster, storage)
+    with serve(tmp_path, storage=storage) as served:
+        env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": served.url,
+               "SEMATIC_K8S_API_KEY": str(served.key), "SEMATIC_K8S_HOME": str(tmp_path / "driver"),
+               "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5", "SEMATIC_K8S_HEARTBEAT_TIMEOUT": DEAD_AFTER,
+               "PYTHONPATH": PYTHONPATH}
+        env.pop("SEMATIC_K8S_DB_URL", None)
+        with open(tmp_path / "driver.log", "w") as out:
+            driver = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            wait_until(lambda: fetched or driver.poll() is not None, 300, "the fan-in's worker fetching its task")
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            [copy] = stored_tasks(storage, root.id)
+            assert served.store.get_resolution(root.id).state == "running"  # its driver alive until now
+            driver.kill()  # SIGKILL: the driver pod dies, and its Job gives up
+            driver.wait(60)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        wait_until(lambda: not stored_tasks(storage, root.id), 120, "the dead driver's copy deleted by the sweep")
+        res = served.store.get_resolution(root.id)
+        assert res.state == "failed" and res.error.startswith("the resolver stopped responding at "), res
+        assert served.store.tasks_left() == []
+    assert len(fetched) == 1 and fetched[0].run_id in copy
+
+
+def test_copies_left_on_a_storage_out_of_reach_or_not_the_servers_are_logged_then_deleted_once_it_is_back(
+        storage, tmp_path, monkeypatch, caplog):
+    """Three cloud resolutions on the Kubernetes executor, each with a copy stored under its folder: one whose beats
+    stop, on the server's storage, out of reach (a proxy before S3 dropping every connection); one whose beats stop,
+    on a bucket the server may not write (neither its own nor on its allow-list); one still beating. The sweeper marks
+    the two silent ones failed: the first one's copy is left while S3 is out of reach, said once, and deleted once it
+    is back (its mark kept meanwhile, not lost); the second one's is never touched, said once; the live one's is kept.
+    Was: every copy left for good, without a word."""
+    from outages import DroppingProxy
+
+    caplog.set_level(logging.INFO, logger="sematic_k8s_server")
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "2")
+    proxy = DroppingProxy(int(urlsplit(storage.endpoint_url).port or 80))
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1", retry_window=1)
+    other_endpoint, other_bucket = fresh_bucket(monkeypatch, "sk-not-the-servers")
+    elsewhere = S3Storage(other_bucket, "runs", endpoint_url=other_endpoint, region="us-east-1")
+    out_of_reach, not_ours, live = new_id(), new_id(), new_id()
+    on = {out_of_reach: through, not_ours: elsewhere, live: through}
+    copies = {res_id: f"tasks/{res_id}/{new_id()}/1/{'a' * 64}.json" for res_id in on}
+    for res_id, key in copies.items():
+        (elsewhere if res_id == not_ours else storage).put(key, b"{}")
+
+    def left(res_id: str) -> list[str]:
+        where = elsewhere if res_id == not_ours else storage
+        listed = where.client.list_objects_v2(Bucket=where.bucket, Prefix=f"runs/tasks/{res_id}/")
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    def said(res_id: str, words: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if res_id in r.getMessage() and words in r.getMessage()]
+
+    proxy.drop()
+    with serve(tmp_path, storage=through) as served:
+        http = HttpStore(served.url, served.key)
+        batch = Batch()
+        for res_id, where in on.items():
+            batch.add_resolution(ResolutionRecord(
+                id=res_id, root_func_path="pipes:pipeline", state="running", created_at=utcnow(),
+                heartbeat_at=utcnow(), settings={"kind": "cloud", "executor": "kubernetes", "storage_url": where.url}))
+        http.write(batch)
+        beating = threading.Event()
+
+        def beat() -> None:  # the live resolution's driver
+            while not beating.wait(0.3):
+                b = Batch()
+                b.resolution_updates[live] = {"heartbeat_at": utcnow()}
+                http.write(b)
+        beats = threading.Thread(target=beat, daemon=True)
+        beats.start()
+        try:
+            wait_until(lambda: said(out_of_reach, "could not delete") and said(not_ours, "may not write"), 120,
+                       "the sweeper failing to reach the storage of one, and refusing the other's")
+            assert served.store.get_resolution(out_of_reach).state == "failed"
+            assert served.store.get_resolution(not_ours).state == "failed"
+            assert left(out_of_reach) and left(not_ours) and left(live)
+            assert served.store.tasks_left() == [out_of_reach]  # kept, for a later sweep
+            proxy.drop(False)
+            wait_until(lambda: not left(out_of_reach), 120, "the copy deleted once S3 is back")
+            wait_until(lambda: said(out_of_reach, "deleted 1 stored task"), 30, "the delete said")
+            assert served.store.tasks_left() == []
+            assert left(not_ours) and left(live)  # never touched: not the server's; still running
+            assert served.store.get_resolution(live).state == "running"
+        finally:
+            beating.set()
+            beats.join(30)
+            http.close()
+    assert len(said(out_of_reach, "could not delete")) == 1 and len(said(not_ours, "may not write")) == 1
     proxy.close()

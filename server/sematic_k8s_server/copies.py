@@ -1,0 +1,135 @@
+"""The copies of workers' tasks left by resolutions whose end no driver recorded, deleted by the server.
+
+A Kubernetes driver stores the task of a worker too large for a Secret under ``tasks/<resolution>/``
+(:func:`~sematic_k8s.specs.tasks_prefix`) and deletes that folder when it records the resolution's end. A resolution
+marked dead instead (its last driver killed: the sweeper, a read or a ``continue`` marked it,
+:func:`~sematic_k8s.store.liveness.expire_silent`) is recorded with its copies left (``tasks_left``); after each sweep
+:class:`LeftCopies` deletes them on a thread of its own (storage out of reach holds that thread, never the sweeper's),
+then clears the mark. A resolution marked dead has ended for good (a ``continue`` or a rerun is a resolution of its
+own, with a folder of its own): no driver stores copies there again.
+
+Only a storage the server may use is touched: its default or one on its allow-list (:class:`~.storages.Storages`),
+never one a record names otherwise; a resolution whose storage is not one of them is logged in one line, its copies
+left there for good. A listing or a delete that fails (storage out of reach past its retry window, or refusing) leaves
+the mark: tried again at a later sweep, said once per resolution until it succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+from sematic_k8s.errors import one_line
+from sematic_k8s.specs import tasks_prefix
+from sematic_k8s.storage.base import delete as storage_delete
+from sematic_k8s.storage.base import keys
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server.storages import ALLOW_ENV, SHOWN_URL, StorageNotAllowed, Storages
+
+log = logging.getLogger("sematic_k8s_server")
+
+COPIES_EXECUTOR = "kubernetes"  # the executor whose drivers store copies of workers' tasks
+ID = re.compile(r"[0-9a-f]{1,64}")  # a resolution id the API takes: its folder is tasks/<id>/, nothing else
+
+
+class LeftCopies:
+    """Deletes the task copies of the resolutions :meth:`SqlStore.tasks_left` names, on a daemon thread woken by
+    :meth:`wake` (the sweeper's, after each sweep)."""
+
+    def __init__(self, store: SqlStore, storages: Storages) -> None:
+        self.store, self.storages = store, storages
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._said: set[str] = set()  # resolutions whose failure to delete was logged (once until it succeeds)
+
+    def wake(self) -> None:
+        """Look for copies left now, on the thread (started on first use)."""
+        if self._stop.is_set():
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="sk-left-copies")
+            self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """No more passes; a delete under way ends the pass (waited for a moment)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.sweep()
+            except Exception as e:  # noqa: BLE001 - the database may be down for a while: the next sweep tries again
+                orig = getattr(e, "orig", None) or e
+                log.warning("looking for the task copies of dead resolutions failed: %s: %s", type(orig).__name__,
+                            one_line(str(orig)))
+
+    def sweep(self) -> list[str]:
+        """Delete the copies of every resolution marked with copies left; the ids whose copies are gone. A storage
+        that failed is not tried again in this pass (its other resolutions wait for the next)."""
+        done, failed = [], set()
+        for res_id in self.store.tasks_left():
+            if self._stop.is_set():
+                break
+            res = self.store.get_resolution(res_id)
+            settings: dict[str, Any] = res.settings if res is not None and isinstance(res.settings, dict) else {}
+            if (res is None or not ID.fullmatch(res_id) or settings.get("kind") != "cloud"
+                    or settings.get("executor") != COPIES_EXECUTOR):
+                self.store.tasks_gone(res_id)  # no driver of it stored copies (or none under a folder of its id)
+                continue
+            url = settings.get("storage_url") or None
+            try:
+                storage = self.storages.for_url(url)
+            except StorageNotAllowed:
+                shown = str(url)[:SHOWN_URL] + ("..." if len(str(url)) > SHOWN_URL else "")
+                log.warning("the stored tasks of resolution %s (its end no driver recorded) are left under %s of %s, "
+                            "a storage this server may not write (neither its own nor on $%s): delete them there",
+                            res_id, tasks_prefix(res_id), shown, ALLOW_ENV)
+                self.store.tasks_gone(res_id)
+                continue
+            if id(storage) in failed:
+                continue
+            if self._delete(res_id, storage):
+                self.store.tasks_gone(res_id)
+                done.append(res_id)
+            else:
+                failed.add(id(storage))
+        return done
+
+    def _delete(self, res_id: str, storage: Any) -> bool:
+        """Delete every copy under resolution ``res_id``'s folder of ``storage``; whether none is left."""
+        prefix = tasks_prefix(res_id)
+        where = getattr(storage, "url", type(storage).__name__)
+        left: list[str] = []
+        try:
+            left = keys(storage, prefix) or []
+            for i, key in enumerate(left):
+                if self._stop.is_set():
+                    return False
+                storage_delete(storage, key)
+                left[i] = ""
+        except Exception as e:  # noqa: BLE001 - out of reach, or refused: tried again at a later sweep
+            n = sum(1 for k in left if k)
+            how = f"{n} stored task(s)" if left else "the stored tasks"
+            if res_id not in self._said:
+                self._said.add(res_id)
+                log.warning("could not delete %s of resolution %s (its end no driver recorded) under %s of %s: %s; "
+                            "tried again at a later sweep", how, res_id, prefix, where, one_line(str(e)))
+            else:
+                log.debug("could not delete the stored tasks of resolution %s yet: %s", res_id, one_line(str(e)))
+            return False
+        if left or res_id in self._said:
+            log.info("deleted %d stored task(s) of resolution %s (its end no driver recorded) under %s of %s",
+                     len(left), res_id, prefix, where)
+        self._said.discard(res_id)
+        return True
