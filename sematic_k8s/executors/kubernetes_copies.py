@@ -6,7 +6,9 @@ that thread, not the loop, for the storage's retry window. At most :data:`PENDIN
 or one whose delete failed (storage refusing it, or out of reach past the retry window: the first failure is logged,
 the later ones are counted), is left to the resolution's end. Its end deletes every copy left under the resolution's
 folder (:func:`~sematic_k8s.specs.tasks_prefix`), the earlier drivers' too (a driver killed, or restarted, before it
-deleted its own: their keys were known to it alone); where that fails, the copies left are noted in one line. A copy
+deleted its own: their keys were known to it alone); where that fails, the copies left are noted in one line. An end
+no driver records (its last driver killed: the resolution marked dead) is the server's to clean up
+(``sematic_k8s_server.copies``). A copy
 stored again under a key whose delete waits (the same task presigned within the same second) keeps it: the delete
 is dropped, or waited for if it is under way.
 """
