@@ -24,8 +24,9 @@ def sweep_interval() -> float:
 
 class Sweeper:
     """A daemon thread calling ``store.expire_silent()`` every ``interval`` seconds; ``on_expired(ids)`` is
-    told which Resolutions it marked, ``after()`` called after each sweep, whatever it marked or met (the deletes of
-    the task copies the Resolutions marked dead left, by anyone: :class:`~sematic_k8s_server.copies.LeftCopies`)."""
+    told which Resolutions it marked, ``after()`` called after each sweep that reached the database, whatever it
+    marked (the deletes of the task copies the Resolutions marked dead left, by anyone:
+    :class:`~sematic_k8s_server.copies.LeftCopies`)."""
 
     def __init__(self, store: SqlStore, on_expired: Callable[[list[str]], None],
                  interval: float | None = None, after: Callable[[], None] | None = None) -> None:
@@ -59,5 +60,6 @@ class Sweeper:
             except Exception as e:  # noqa: BLE001 - the database may be down for a while: try again later
                 orig = getattr(e, "orig", None) or e  # not SQLAlchemy's statement and parameters
                 log.warning("sweeping silent resolutions failed: %s: %s", type(orig).__name__, one_line(str(orig)))
+                continue
             if self.after is not None:
                 self.after()
