@@ -258,7 +258,7 @@ def test_a_copy_stored_again_under_a_key_whose_delete_waits_or_is_under_way_is_k
     proxy.close()
 
 
-DEAD_AFTER = "5"  # seconds of silence after which the server marks a resolution dead, in the tests below
+DEAD_AFTER = "10"  # seconds of silence after which the killed driver's resolution is dead (its beats: every 0.5 s)
 
 
 def test_the_copies_of_a_driver_killed_for_good_are_deleted_by_the_servers_sweep(cluster, storage, tmp_path,
