@@ -107,20 +107,22 @@ class LeftCopies:
         return done
 
     def _delete(self, res_id: str, storage: Any) -> bool:
-        """Delete every copy under resolution ``res_id``'s folder of ``storage``; whether none is left."""
+        """Delete every copy under resolution ``res_id``'s folder of ``storage``; whether that is done (a storage that
+        cannot list or delete leaves them, said so): False to try again later."""
         prefix = tasks_prefix(res_id)
         where = getattr(storage, "url", type(storage).__name__)
-        left: list[str] = []
+        found: list[str] | None = None
+        gone = 0
         try:
-            left = keys(storage, prefix) or []
-            for i, key in enumerate(left):
+            found = keys(storage, prefix)
+            for key in found or []:
                 if self._stop.is_set():
                     return False
-                storage_delete(storage, key)
-                left[i] = ""
+                if not storage_delete(storage, key):
+                    break
+                gone += 1
         except Exception as e:  # noqa: BLE001 - out of reach, or refused: tried again at a later sweep
-            n = sum(1 for k in left if k)
-            how = f"{n} stored task(s)" if left else "the stored tasks"
+            how = f"{len(found) - gone} stored task(s)" if found is not None else "the stored tasks"
             if res_id not in self._said:
                 self._said.add(res_id)
                 log.warning("could not delete %s of resolution %s (its end no driver recorded) under %s of %s: %s; "
@@ -128,8 +130,12 @@ class LeftCopies:
             else:
                 log.debug("could not delete the stored tasks of resolution %s yet: %s", res_id, one_line(str(e)))
             return False
-        if left or res_id in self._said:
-            log.info("deleted %d stored task(s) of resolution %s (its end no driver recorded) under %s of %s",
-                     len(left), res_id, prefix, where)
         self._said.discard(res_id)
+        if found is None or gone < len(found):
+            log.warning("the stored tasks of resolution %s (its end no driver recorded) are left under %s of %s, a "
+                        "storage that cannot %s: delete them there", res_id, prefix, where,
+                        "list them" if found is None else "delete them")
+        elif gone:
+            log.info("deleted %d stored task(s) of resolution %s (its end no driver recorded) under %s of %s",
+                     gone, res_id, prefix, where)
         return True
