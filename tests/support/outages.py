@@ -200,7 +200,8 @@ class NotNow(NamedTuple):
     """A registry's "not now" to the engine's pull, as :func:`registry_answering` answers it, and the engine's words
     for it."""
 
-    status: int  # 0: no answer at all, the connection held silent; -1: the registry's, cut mid-body (CUT)
+    status: int  # 0: no answer at all, the connection held silent; -1: the registry's, cut mid-body (CUT); -2: the
+    # registry's, held back until the proxy passes (HELD)
     headers: dict[str, str]
     json: str  # a registry's error document ("" a bare answer: a rate-limiting or failing proxy's)
     words: str
@@ -222,6 +223,7 @@ REGISTRY_NOT_NOW = {
 }
 SILENT = NotNow(0, {}, "", "the pull made no progress for ")  # the engine says nothing: these words are ours
 CUT = NotNow(-1, {}, "", "")  # the registry's answer cut after half its body: the engine retries the blob, no words
+HELD = NotNow(-2, {}, "", "")  # passed on only once the proxy passes: a registry that answers late, no words
 
 
 @contextlib.contextmanager
@@ -231,8 +233,8 @@ def registry_answering(registry: RegistryProcess, ref: str, answer: NotNow, *,
     """A :class:`ThrottlingProxy` before ``registry`` that answers the engine's requests for an image's manifest or
     blobs (those whose path has one of ``paths``) itself with ``answer`` (a 5xx or 429, bare or with a registry's
     error JSON, with its headers: a 429's ``Retry-After``; :data:`SILENT`: never, the connection held open; :data:`CUT`:
-    the registry's answer, its connection closed after half its body), as a failing, rate-limiting, hung or cut
-    registry (or the proxy before it) does, until its
+    the registry's answer, its connection closed after half its body; :data:`HELD`: the registry's, once the proxy
+    passes), as a failing, rate-limiting, hung, cut or late registry (or the proxy before it) does, until its
     :meth:`~ThrottlingProxy.passing`; its ``/v2/`` ping passes.
     (The proxy, ``ref`` (an image by digest in ``registry``) named by the proxy's host, as the engine is to pull
     it: plain HTTP, the engine's registries on 127.0.0.0/8 being insecure.) The image pulled by that name is taken
@@ -569,9 +571,10 @@ class ThrottlingProxy(_LoopbackProxy):
     to a key a second; a bare answer when ``code`` is empty) or ``json`` (a registry's error document, as Docker
     Hub's 429 carries), and ``headers`` (``Retry-After``); ``status`` 0: no answer at all, the connection held open
     and silent (a registry that hangs); ``status`` -1: passed on, and the target's answer cut, its connection closed
-    after the answer's head and half its body (a connection lost mid-download). Every other request and answer
-    passes. A request's ``Expect: 100-continue`` is answered here (its body is read before it is judged).
-    :meth:`silent` makes it hold those it picks from then on (:attr:`held`: how many it held)."""
+    after the answer's head and half its body (a connection lost mid-download); ``status`` -2: held, silent, and
+    passed on once the proxy passes (a registry that answers late). Every other request and answer passes. A
+    request's ``Expect: 100-continue`` is answered here (its body is read before it is judged). :meth:`silent` makes
+    it hold those it picks from then on (:attr:`held`: how many it held)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
                  code: str = "TooManyRequests", headers: dict[str, str] | None = None, json: str = "") -> None:
@@ -582,13 +585,15 @@ class ThrottlingProxy(_LoopbackProxy):
         kind = "application/json" if json else "application/xml"
         self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n{extra}"
                        f"Content-Length: {len(body)}\r\n\r\n{body}").encode() if status > 0 else b""
-        self.cuts = status < 0
+        self.cuts, self.holds = status == -1, status == -2
+        self._passing = threading.Event()  # set by passing(): held requests go on
         super().__init__(target_port, "throttling-proxy")
 
     def passing(self) -> None:
-        """Pass every request from now on."""
+        """Pass every request from now on (and those held, :data:`HELD`)."""
         with self._lock:
             self.left = 0
+        self._passing.set()
 
     def silent(self) -> None:
         """Answer none of the requests it picks from now on: each held, its connection open and silent (a registry
@@ -616,6 +621,12 @@ class ThrottlingProxy(_LoopbackProxy):
                         self.held += not answer and not cuts
                 if throttled and cuts:  # passed on, its answer cut by _answers
                     cutting.set()
+                    upstream.sendall(head + body)
+                    continue
+                if throttled and self.holds:  # passed on once the proxy passes
+                    while not self._passing.wait(1.0):
+                        if self._closed:
+                            return
                     upstream.sendall(head + body)
                     continue
                 if throttled and not answer:  # silent: the connection held until its client gives up
