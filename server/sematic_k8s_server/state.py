@@ -88,6 +88,14 @@ class Server:
         of a rerun noted or ended); ``state``: its state now."""
         self.publish([resolution_event(res_id, state)])
 
+    def claim(self, batch: Batch) -> None:
+        """Record the claim of a rerun (``Reruns.claim``: its resolution ``created`` before its driver is launched),
+        told live once its transaction committed, as a write's new resolution is: the list shows its row at once,
+        before its launch notes anything. A refused claim (``ContinuedAlready``) raises, and tells nothing."""
+        with self.write_lock:
+            self.store.write(batch)
+        self.publish(batch_events(batch, self.root_of))
+
     def note_claim(self, res_id: str, waiting: str | None) -> None:
         """Note on the claim of a rerun what its driver's launch waits for (None: no more; ``SqlStore.note_claim``),
         told live while it is still claimed: the list and its page show it without a reload."""

@@ -7,12 +7,15 @@ it started, and what became of its log; the CLI's ``logs`` says the same."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +410,52 @@ def test_a_rerun_whose_driver_waits_for_its_image_says_so_in_the_list(page: Any,
     assert f"created (not started yet: {cut})" in _cli(server, "resolutions", "list")
 
 
+@contextlib.contextmanager
+def _rerun_list(browser: Any, tmp_path: Path, not_now: Any, pull_grace: float = 60
+                ) -> Iterator[tuple[Any, Any, str, Any]]:
+    """A local-mode server whose reruns start Docker drivers (``pull_grace`` for their image, a minute by default),
+    their idle image in a registry of the test's own behind a proxy answering the engine's requests for its manifest
+    and blobs ``not_now`` (``registry_answering``, as ``tests/faults/test_driver_image_pull.py`` causes it), a
+    resolution recorded with that image, and the pipelines list open on it, live: (the server, the page, that
+    resolution's id, the proxy). The driver containers of its reruns are removed after (the proxy passing first: a
+    request it still holds goes on)."""
+    from playwright.sync_api import expect
+
+    from browser_pages import VIEWPORT, new_page
+    from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
+    from infra import docker_client, require_docker
+    from outages import pulled_from_own_registry, registry_answering
+    from sematic_k8s.labels import RESOLUTION_LABEL
+    from sematic_k8s_server.config import RerunConfig, ServerConfig
+    from serving import record_resolution, serve
+
+    require_docker()
+    client = docker_client()
+    idle_driver_image(client)
+    storage = "s3://sk-driver-pull/artifacts"
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  whole=True) as (registry, ref), \
+            registry_answering(registry, ref, not_now) as (proxy, image):
+        reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
+                             storage_url=storage, executor_settings={"pull_grace": pull_grace})
+        with serve(tmp_path, api_keys_required=False, config=ServerConfig(reruns=reruns)) as s, \
+                new_page(browser, viewport=VIEWPORT) as page:
+            root = record_resolution(s.url, "", kind="cloud", image=image, storage_url=storage, executor="docker")
+            try:
+                page.goto(f"{s.url}/#/")
+                expect(page.locator(f'[data-testid="resolution-row"][data-id="{root}"]')).to_have_count(
+                    1, timeout=WAIT_MS)
+                expect(page.get_by_test_id("live-status")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
+                yield s, page, root, proxy
+            finally:
+                proxy.passing()
+                for res in s.store.list_resolutions():
+                    if res.rerun_of == root:
+                        for container in client.api.containers(all=True,
+                                                               filters={"label": f"{RESOLUTION_LABEL}={res.id}"}):
+                            client.api.remove_container(container["Id"], force=True)
+
+
 def test_a_reruns_wait_for_its_drivers_image_and_its_clearing_show_live(browser: Any, tmp_path: Path) -> None:
     """A rerun asked of a server whose reruns start Docker drivers, its driver's image pulled through a proxy
     answering Docker Hub's 429 (as ``tests/faults/test_driver_image_pull.py`` causes it): the pipelines list, open
@@ -416,46 +465,54 @@ def test_a_reruns_wait_for_its_drivers_image_and_its_clearing_show_live(browser:
     another event."""
     from playwright.sync_api import expect
 
-    from browser_pages import VIEWPORT, new_page
-    from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
-    from infra import docker_client, require_docker
-    from outages import REGISTRY_NOT_NOW, pulled_from_own_registry, registry_answering
-    from sematic_k8s.labels import RESOLUTION_LABEL
-    from sematic_k8s_server.config import RerunConfig, ServerConfig
-    from serving import record_resolution, serve
+    from outages import REGISTRY_NOT_NOW
 
-    require_docker()
-    client = docker_client()
-    idle_driver_image(client)
-    storage, not_now = "s3://sk-driver-pull/artifacts", REGISTRY_NOT_NOW["429-json"]
-    new_id = ""
-    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
-                                  whole=True) as (registry, ref), \
-            registry_answering(registry, ref, not_now) as (proxy, image):
-        reruns = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
-                             storage_url=storage, executor_settings={"pull_grace": 60})
+    not_now = REGISTRY_NOT_NOW["429-json"]
+    with _rerun_list(browser, tmp_path, not_now) as (s, page, root, proxy):
+        with s.client() as c:
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+            assert r.status_code == 202, r.text
+            new_id = r.json()["resolution_id"]
+            assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"  # it waits
+        said = page.locator(f'[data-testid="resolution-row"][data-id="{new_id}"] '
+                            '[data-testid="resolution-waiting"]')
+        expect(said).to_contain_text("not started yet: waiting for the driver's image", timeout=WAIT_MS)
+        page.goto(f"{s.url}/#/resolutions/{new_id}")
+        note = page.get_by_test_id("resolution-waiting")
+        expect(note).to_contain_text(f"from 127.0.0.1:{proxy.port} ({not_now.words})", timeout=WAIT_MS)
+        proxy.passing()
+        expect(note).to_have_count(0, timeout=90_000)  # its driver started: the note gone, no reload
+
+
+def test_a_reruns_row_shows_live_as_soon_as_it_is_asked(browser: Any, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun whose driver's image comes from a registry holding its answers back (HELD: its launch notes no wait; the
+    pull's silence limit and grace far past the test, 600 s): the pipelines list, open before, shows its row
+    (``created``, no note) without a reload while the request for the rerun is still unanswered; once the proxy passes,
+    the rerun is answered with that row's id. Was: the claim's record told no live event: its row showed only at a
+    reload, or once its launch noted a wait, failed, or its driver recorded it (here, none of those)."""
+    from playwright.sync_api import expect
+
+    from outages import HELD
+    from sematic_k8s import docker_engine
+    from waiting import wait_for
+
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    with _rerun_list(browser, tmp_path, HELD, 600) as (s, page, root, proxy), ThreadPoolExecutor(1) as pool:
+        def ask() -> Any:
+            with s.client() as c:
+                return c.post(f"/api/v1/resolutions/{root}/rerun", json={}, timeout=120)
+
+        asked = pool.submit(ask)
         try:
-            with serve(tmp_path, api_keys_required=False, config=ServerConfig(reruns=reruns)) as s, \
-                    new_page(browser, viewport=VIEWPORT) as page:
-                root = record_resolution(s.url, "", kind="cloud", image=image, storage_url=storage, executor="docker")
-                page.goto(f"{s.url}/#/")
-                expect(page.locator(f'[data-testid="resolution-row"][data-id="{root}"]')).to_have_count(
-                    1, timeout=WAIT_MS)
-                expect(page.get_by_test_id("live-status")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
-                with s.client() as c:
-                    r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
-                    assert r.status_code == 202, r.text
-                    new_id = r.json()["resolution_id"]
-                    assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"  # it waits
-                said = page.locator(f'[data-testid="resolution-row"][data-id="{new_id}"] '
-                                    '[data-testid="resolution-waiting"]')
-                expect(said).to_contain_text("not started yet: waiting for the driver's image", timeout=WAIT_MS)
-                page.goto(f"{s.url}/#/resolutions/{new_id}")
-                note = page.get_by_test_id("resolution-waiting")
-                expect(note).to_contain_text(f"from 127.0.0.1:{proxy.port} ({not_now.words})", timeout=WAIT_MS)
-                proxy.passing()
-                expect(note).to_have_count(0, timeout=90_000)  # its driver started: the note gone, no reload
+            row = page.locator(f'[data-testid="resolution-row"]:not([data-id="{root}"])')
+            expect(row).to_have_count(1, timeout=WAIT_MS)
+            expect(row.locator('[data-testid="resolution-waiting"]')).to_have_count(0)
+            new_id = row.get_attribute("data-id")
+            wait_for(lambda: proxy.throttled >= 1 or asked.done(), 60, what="the launch's pull held by the registry")
+            assert not asked.done(), "the rerun was answered before its row showed"  # unanswered: its pull held
+            proxy.passing()
+            answered = asked.result(120)
+            assert answered.status_code == 202 and answered.json()["resolution_id"] == new_id, answered.text
         finally:
-            if new_id:
-                for container in client.api.containers(all=True, filters={"label": f"{RESOLUTION_LABEL}={new_id}"}):
-                    client.api.remove_container(container["Id"], force=True)
+            proxy.passing()  # a request still held goes on: answered once its driver started (removed after)

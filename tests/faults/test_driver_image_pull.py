@@ -14,6 +14,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import docker_client, require_docker
 from outages import (
     CUT,
+    HELD,
     REGISTRY_NOT_NOW,
     SILENT,
     RegistryProcess,
@@ -349,17 +351,27 @@ def following(s: Served, seen: list[tuple[dict, dict]]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def rerun_server(tmp_path: Path, image: str, pull_grace: float, seen: list[tuple[dict, dict]] | None = None,
+                 db_url: str | None = None) -> Iterator[tuple[Served, str]]:
+    """A server (over ``db_url``: by default SQLite) whose reruns start Docker drivers (``pull_grace`` for their
+    image), and a resolution recorded with ``image`` there to re-run: (the server, that resolution's id). ``seen``:
+    its live events followed from before that resolution was recorded (:func:`following`)."""
+    config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
+                         storage_url=STORAGE, executor_settings={"pull_grace": pull_grace})
+    with serve(tmp_path, db_url, config=ServerConfig(reruns=config)) as s, \
+            (following(s, seen) if seen is not None else contextlib.nullcontext()):
+        yield s, record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE,
+                                   executor="docker")
+
+
+@contextlib.contextmanager
 def rerun(tmp_path: Path, image: str, registry: RegistryProcess, pull_grace: float,
           seen: list[tuple[dict, dict]] | None = None) -> Iterator[tuple[Any, str]]:
     """A server whose reruns start Docker drivers (``pull_grace`` for their image); a rerun of a resolution recorded
     with ``image`` asked of it: (the server, the new resolution's id), once it answered 202 (the resolution still
     claimed then: its launch waits for its image). ``seen``: its live events followed from before the rerun was
     asked (:func:`following`)."""
-    config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(image.partition("@")[0],),
-                         storage_url=STORAGE, executor_settings={"pull_grace": pull_grace})
-    with serve(tmp_path, config=ServerConfig(reruns=config)) as s, \
-            (following(s, seen) if seen is not None else contextlib.nullcontext()):
-        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
+    with rerun_server(tmp_path, image, pull_grace, seen) as (s, root):
         with s.client() as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
             assert r.status_code == 202, r.text
@@ -381,6 +393,52 @@ def test_a_server_rerun_answers_at_once_and_its_driver_starts_once_the_registry_
         wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
         with s.client() as c:
             assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_server_reruns_claim_is_told_live_as_it_is_recorded_before_its_launch_says_anything(tmp_path, pushed,
+                                                                                                monkeypatch, request,
+                                                                                                database):
+    """The rerun's driver image comes from a registry whose answers to its manifest and blobs are held back (HELD: no
+    word of failure, so its launch notes nothing) until the proxy passes, the pull's silence limit and grace far past
+    the test (600 s): while the request for the rerun is still unanswered, its launch's pull held, a follower of the
+    live events is told the new resolution (``created``, its one event so far: read after it, it re-runs the resolution
+    asked and notes no wait); once the proxy passes, the rerun is answered 202 with that id and its driver started. Was:
+    the claim told nothing when it was recorded: the list showed its row only once its launch noted a wait, failed, or
+    its driver recorded it, or at a reload (here, none of those: it never showed). On PostgreSQL the event goes
+    through the database (``NOTIFY``), as every event does there, to every server process's followers."""
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    db_url = request.getfixturevalue("postgres_url") if database == "postgres" else None
+    registry, ref = pushed
+    seen: list[tuple[dict, dict]] = []
+    new_id = ""
+    with registry_answering(registry, ref, HELD) as (proxy, image), \
+            rerun_server(tmp_path, image, 600, seen, db_url) as (s, root), ThreadPoolExecutor(1) as pool:
+        def ask() -> httpx.Response:
+            with s.client() as c:
+                return c.post(f"/api/v1/resolutions/{root}/rerun", json={}, timeout=120)
+
+        asked = pool.submit(ask)
+        try:
+            told = wait_for(lambda: [(e, r) for e, r in seen if e["id"] != root], 60, what="the claim told live")
+            wait_for(lambda: proxy.throttled >= 1 or asked.done(), 60, what="the launch's pull held by the registry")
+            assert not asked.done(), asked.result().text  # unanswered: its launch waits on the pull
+            [(event, read)] = told
+            new_id = event["id"]
+            assert event == {"type": "resolution", "id": new_id, "root_id": new_id, "state": "created"}, event
+            assert read["state"] == "created" and read["rerun_of"] == root, read
+            assert "waiting" not in read["settings"], read  # no note of a wait: this event is the claim's own
+            proxy.passing()
+            answered = asked.result(120)
+            assert answered.status_code == 202 and answered.json()["resolution_id"] == new_id, answered.text
+            wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+            assert [e for e, _ in seen if e["id"] == new_id] == [event], seen  # started: no note, nothing more told
+        finally:
+            proxy.passing()  # a request still held goes on: its driver started, then removed
+            with contextlib.suppress(Exception):
+                new_id = new_id or asked.result(120).json()["resolution_id"]
+            if new_id:
+                remove_drivers(new_id)
 
 
 def test_a_server_rerun_through_a_throttling_registry_waits_saying_so_then_starts_its_driver(tmp_path, pushed,

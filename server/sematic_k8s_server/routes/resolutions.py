@@ -99,8 +99,7 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
     spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)
     try:  # recorded before its driver starts (a continue: in the transaction that refuses a second one)
-        with srv.write_lock:
-            srv.store.write(srv.reruns.claim(res, spec, caller.key_id))
+        srv.claim(srv.reruns.claim(res, spec, caller.key_id))  # told live once committed
     except ContinuedAlready as e:
         raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
     token = None
