@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from kube_model import admission, defaults, validation
+from kube_model import admission, defaults, limitranges, validation
 from kube_model.errors import (
     ApiError,
     Kind,
@@ -213,8 +213,9 @@ class Api:
             validation.validate(srt, obj)  # "name or generateName is required"
         self._check_namespace(rt, ns)
         name_for_errors = meta.get("name") or meta.get("generateName") or ""
-        if srt.key == "pods":
-            admission.service_account(self.store, obj, srt.err, name_for_errors)  # mutating: before the name
+        if srt.key == "pods":  # mutating admission, before the name: LimitRanger, ServiceAccount, webhooks
+            limitranges.admit(self.store, obj)
+            admission.service_account(self.store, obj, srt.err, name_for_errors)
             for mutate in self.pod_mutations:
                 mutate(obj, self.store.get("namespaces", "", ns))
         if not meta.get("name"):
@@ -230,9 +231,12 @@ class Api:
         if srt.key == "jobs.batch":
             defaults.job_selector(obj)
         validation.validate(srt, obj)
+        self._validate_limit_range(srt, obj)
         for text in validation.warnings(srt.key, obj):
             warnings.add(text)
         namespace_obj = self.store.get("namespaces", "", ns) if rt.namespaced else None
+        if srt.key == "pods":
+            limitranges.check(self.store, obj, srt.err, meta["name"])
         admission.pod_security(srt.key, obj, namespace_obj, srt.err, meta["name"], warnings)
         if rt.namespaced:
             admission.quota(self.store, srt.key, obj, srt.err, meta["name"])
@@ -243,6 +247,16 @@ class Api:
             return Result(self.view(rt, obj), 201, warnings.items)
         self._commit("ADDED", srt, obj, None)
         return Result(self.view(rt, obj), 201, warnings.items)
+
+    @staticmethod
+    def _validate_limit_range(rt: ResourceType, obj: dict[str, Any]) -> None:
+        """A LimitRange's defaults (SetDefaults_LimitRangeItem), then 422 when its bounds disagree."""
+        if rt.key != "limitranges":
+            return
+        limitranges.default(obj)
+        causes = limitranges.causes(obj)
+        if causes:
+            raise invalid(rt.err, obj["metadata"].get("name") or "", causes)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -380,6 +394,7 @@ class Api:
                 meta["generation"] = int(old["metadata"]["generation"]) + 1
             validation.validate_update(srt, old, new)
             validation.validate(srt, new)
+            self._validate_limit_range(srt, new)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _same(old, new):
             return Result(self.view(rt, old), 200, warnings.items)

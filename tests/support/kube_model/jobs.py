@@ -8,7 +8,8 @@ https://kubernetes.io/docs/tasks/job/pod-failure-policy/); ``activeDeadlineSecon
 ``status.startTime``; the terminal conditions come after interim ones (FailureTarget then Failed,
 SuccessCriteriaMet then Complete) once no pod is terminating, with reasons BackoffLimitExceeded,
 DeadlineExceeded, PodFailurePolicy, CompletionsReached; Events SuccessfulCreate, SuccessfulDelete, FailedCreate
-(pod creation refused: Pod Security, ResourceQuota, missing ServiceAccount...), Completed, and the failure reason.
+(pod creation refused: Pod Security, ResourceQuota, LimitRange, missing ServiceAccount...), Completed, and the
+failure reason.
 https://kubernetes.io/docs/concepts/workloads/controllers/ttlafterfinished/: finished Jobs are deleted (with their
 pods) ``ttlSecondsAfterFinished`` after they finish.
 """

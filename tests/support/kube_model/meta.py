@@ -83,6 +83,34 @@ def quantity(value: Any) -> Decimal:
     return number * (Decimal(10) ** int(unit[1:]))
 
 
+_SI = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+
+
+def canonical(value: Any, binary: bool | None = None) -> str:
+    """A quantity as resource.Quantity's String() writes it: ``"1000m"`` -> ``"1"``, ``"0.5"`` -> ``"500m"``,
+    ``"1024Mi"`` -> ``"1Gi"`` (binary suffixes kept when given, or when ``binary``; values below 1024 and
+    fractions in decimal ones). Rounded up to a nano, as the API server stores it."""
+    q = quantity(value)
+    if binary is None:
+        binary = str(value).strip().endswith(tuple(s for s in _BINARY_SUFFIXES if s))
+    if q == 0:
+        return "0"
+    if binary and q == q.to_integral_value() and abs(q) >= 1024:
+        n, e = int(q), 0
+        while n % 1024 == 0 and e < len(_BINARY_SUFFIXES) - 1:
+            n, e = n // 1024, e + 1
+        return f"{n}{_BINARY_SUFFIXES[e]}"
+    n, e = int((q * 10**9).to_integral_value(rounding="ROUND_CEILING")), -9
+    while n % 10 == 0:
+        n, e = n // 10, e + 1
+    r = e % 3
+    n, e = n * 10**r, e - r
+    if e > 18:
+        n, e = n * 10 ** (e - 18), 18
+    return f"{n}{_SI[e]}"
+
+
 def millis(value: Any) -> int:
     """CPU in millicores (rounded up, as the scheduler counts)."""
     q = quantity(value) * 1000

@@ -80,6 +80,7 @@ TYPES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", subresources=("token",), short_names=("sa",)),
     ResourceType("", "v1", "events", "Event", fields=EVENT_FIELDS, short_names=("ev",)),
     ResourceType("", "v1", "resourcequotas", "ResourceQuota", subresources=("status",), short_names=("quota",)),
+    ResourceType("", "v1", "limitranges", "LimitRange", short_names=("limits",)),
     ResourceType("", "v1", "services", "Service", subresources=("status",), short_names=("svc",)),
     ResourceType("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", subresources=("status",),
                  short_names=("pvc",)),
