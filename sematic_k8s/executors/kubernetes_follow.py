@@ -8,7 +8,8 @@ does not keep the run going). Pod endings are recorded in plain words: OOMKilled
 rejections (OutOfcpu, OutOfmemory, NodeAffinity), launched again (up to ``eviction_relaunches`` times) before the
 loop sees them; ImagePullBackOff / ErrImagePull / CreateContainerConfigError (failed after a grace period); a
 pod never created (``FailedCreate`` Events: Pod Security, a missing ServiceAccount, a webhook) or never started
-(``FailedCreatePodSandBox`` / ``FailedMount`` Events), failed after ``create_grace`` with the Event's message;
+(``FailedCreatePodSandBox`` / ``FailedMount`` Events), failed after ``create_grace`` with the Event's message (at
+once when a LimitRange refuses what the pod asks, which every try of its Job controller meets again);
 DeadlineExceeded (the func's ``timeout``, counted from the worker container's start, not from scheduling or the
 image pull). A pod waiting for room (``Unschedulable``, or a ResourceQuota that it fits) waits as long as it
 takes: that is only reported ("waiting for capacity"). Watches that keep being refused raise the errors in plain
@@ -27,7 +28,7 @@ from typing import Any
 
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, Waiting
-from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, problem, timestamp
+from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, problem, refused_for_good, timestamp
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.pods import PodState, job_failure, made_by, owner_job, pod_state, worker_uid
 from sematic_k8s.k8s.watch import Event
@@ -37,6 +38,8 @@ log = logging.getLogger("sematic_k8s.k8s")
 JOB_FAILED_GRACE = 5.0  # seconds a failed Job waits for its pod's own (more precise) ending
 EVENT_READS_PER_TURN = 20  # Events lists of quiet attempts per turn of the loop, at most
 STUCK_GRACE = 120.0  # seconds a pod stuck for a reason without a grace of its own is given
+ASKS = "the func's cpu= and memory="  # where a worker's requests come from (refused_for_good)
+CPU_LIMIT = "or give the executor cpu_limits=True (its cpu limit is then its request)"
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ class Follower:
                 yield Verdict(a, PodState("Failed", terminal=True, reason=reason, message=message,
                                           started=a.pod_name is not None),
                               delete_pod=reason == "JobDeleted")  # deleted without its pod: it runs on, unowned
+            elif a.stuck is not None and a.stuck.fatal:  # refused for good: no grace
+                yield Verdict(a, a.stuck, delete=True)
             elif a.stuck is not None:
                 grace = self.graces.get(a.stuck.reason or "", STUCK_GRACE)
                 message = f"{a.stuck.message or a.stuck.reason} (still so after {grace:g}s)"
@@ -270,7 +275,8 @@ class Follower:
         """Look at the Events of Jobs without a pod and of pods that do not start (as watched, else as ``read``
         returns the newest blocking one of a Job or pod): a FailedCreate (Pod Security, a missing ServiceAccount,
         a webhook), FailedCreatePodSandBox or FailedMount makes the attempt stuck (failed after
-        ``create_grace``); an exceeded quota it fits in is waited out."""
+        ``create_grace``); an exceeded quota it fits in is waited out; a LimitRange's refusal of what the pod asks
+        fails it at once, saying what to do."""
         reads = 0
         for run_id, when in list(self.checks.items()):
             if when > now:
@@ -300,13 +306,17 @@ class Follower:
             if reason == "FailedCreate" and fits_quota(message):
                 a.wait(Waiting.QUOTA, message, self.waits)
                 continue
+            fix = refused_for_good(message, ASKS, self.namespace, CPU_LIMIT) if reason == "FailedCreate" else None
             if a.stuck is None or a.stuck.reason != reason:
                 a.stuck_since = now
                 self.timers[run_id] = now + self.graces.get(reason, self.settings.create_grace)
                 log.warning("run %s: %s: %s", run_id, PLAIN.get(reason, reason), message)
+            if fix is not None:  # every try meets it again: failed now, not after the grace
+                self.timers[run_id] = now
             kind = "Job" if name == a.job_name else "pod"
-            a.stuck = PodState("Pending", reason=reason, stuck=True,
-                               message=f"{PLAIN.get(reason, reason)} ({kind} {name}): {message}")
+            a.stuck = PodState("Pending", reason=reason, stuck=True, fatal=fix is not None,
+                               message=f"{PLAIN.get(reason, reason)} ({kind} {name}): {message}"
+                                       + (f"; {fix}" if fix else ""))
 
 
 def _made(a: Attempt, pod: dict[str, Any]) -> bool:

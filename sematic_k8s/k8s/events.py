@@ -1,5 +1,6 @@
 """Reading what Kubernetes says about a worker's Job and pod: the Warning Events that block a pod, refusals that
-pass (429, 5xx, a quota other Jobs will free), and timestamps. Pure functions over the API's raw dicts."""
+pass (429, 5xx, a quota other Jobs will free), refusals that never will (a LimitRange), and timestamps. Pure functions
+over the API's raw dicts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from sematic_k8s.k8s.pods import PULL_PROBLEMS
 BLOCKING_EVENTS = ("FailedCreate", "FailedCreatePodSandBox", "FailedMount", "FailedAttachVolume")
 PLAIN = {"FailedCreate": "Kubernetes could not create the pod", "FailedAttachVolume": "a volume could not be attached",
          "FailedCreatePodSandBox": "the pod could not start", "FailedMount": "a volume could not be mounted"}
+# The LimitRanger admission plugin's words (plugin/pkg/admission/limitranger: minConstraint, maxConstraint,
+# limitRequestRatioConstraint), and a pod made invalid by a LimitRange's default limit below its request
+LIMIT_RANGE = re.compile(r"(?:minimum|maximum) \S+ usage per (?:Container|Pod) is |"
+                         r"\S+ max limit to request ratio per (?:Container|Pod) is ")
+OVER_DEFAULT = re.compile(r'is invalid: .*resources\.requests: Invalid value: "[^"]*": must be less than or equal to '
+                          r"(?P<resource>\S+) limit")
 QUOTA = re.compile(r"exceeded quota: [^,]+, requested: (?P<req>.*?), used: (?P<used>.*?), limited: (?P<lim>[^\s]*)")
 
 
@@ -75,3 +82,21 @@ def fits_quota(message: str) -> bool:
         return out
     requested, limited = parse(m.group("req")), parse(m.group("lim"))
     return all(requested[k] <= limited[k] for k in requested if k in limited)
+
+
+def refused_for_good(message: str, asks: str, namespace: str, cpu_limit: str = "") -> str | None:
+    """What to do about a pod's create refused for what the pod itself asks, which each of its Job controller's tries
+    meets again (a FailedCreate Event's ``message``): a LimitRange's min, max or limit/request ratio, or a request
+    over the limit a LimitRange's default gave the pod (the pod invalid). ``asks`` names where its requests are set,
+    ``cpu_limit`` how it may set its own cpu limit. None for another refusal (a missing ServiceAccount, Pod Security,
+    a quota, a webhook: they may pass)."""
+    see = f"`kubectl describe limitrange -n {namespace}`"
+    if LIMIT_RANGE.search(message):
+        return f"ask within the namespace's LimitRange ({asks}; {see}) or have it changed"
+    over = OVER_DEFAULT.search(message)
+    if over is None:
+        return None
+    resource = over.group("resource")
+    own = f", {cpu_limit}" if resource == "cpu" and cpu_limit else ""
+    return (f"the namespace's LimitRange gives a pod that sets no {resource} limit a default one below its {resource} "
+            f"request: ask at most that ({asks}; {see}){own}, or have the LimitRange's default raised")

@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s import settings
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
+from sematic_k8s.k8s.events import refused_for_good
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
 from sematic_k8s.k8s.pods import job_failure, pod_state, pods_left
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
@@ -43,6 +44,8 @@ from sematic_k8s.specs import DRIVER_EXIT_FAILED, DriverSpec
 
 log = logging.getLogger("sematic_k8s.k8s")
 
+DRIVER_ASKS = (f"the driver's pod asks cpu {manifests.DRIVER_CPU} and memory {manifests.DRIVER_MEMORY} unless "
+               "launch_driver's driver_settings say cpu=, memory=")  # what to change, for refused_for_good
 RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
 IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
                    settings.S3_ENDPOINT_ENV, settings.S3_REGION_ENV)
@@ -203,8 +206,9 @@ class DriverJob:
     also when its pod is never created (``FailedCreate`` Events: Pod Security, a missing ServiceAccount, a
     quota, a webhook), never starts (an image that cannot be pulled, a missing Secret,
     ``FailedCreatePodSandBox`` / ``FailedMount``) for ``start_grace`` seconds ($SEMATIC_K8S_DRIVER_START_GRACE,
-    default 60), or exits 1 (the pipeline failed: final) before the Job says so. The end carries the reason
-    and its last pod's exit code and log lines."""
+    default 60), or exits 1 (the pipeline failed: final) before the Job says so; at once when a LimitRange refuses
+    what its pod asks (each try of its Job controller meets it again). The end carries the reason and its last pod's
+    exit code and log lines."""
 
     def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None,
                  start_grace: float | None = None) -> None:
@@ -295,6 +299,9 @@ class DriverJob:
         if self.stuck is None or self.stuck[0].split(":")[0] != why.split(":")[0]:
             self.stuck = (why, now)
         self.stuck = (why, self.stuck[1])
+        fix = refused_for_good(why, DRIVER_ASKS, self.namespace)
+        if fix is not None:  # its pod can never be made as it is: no grace (cleanup() deletes the Job)
+            return DriverEnd(f"Job {self.name} cannot start its driver: {why}; {fix}")
         if now - self.stuck[1] < self.start_grace:
             return None
         return DriverEnd(f"Job {self.name} could not start its driver for {self.start_grace:g}s: {why}")
