@@ -53,8 +53,8 @@ func failing)::
         ├── WorkerNeverStarted          its code never began:
         │   Unschedulable, ImagePullBackOff, ErrImagePull, InvalidImageName, ErrImageNeverPull,
         │   CreateContainerConfigError, CreateContainerError, JobCreateFailed, JobNameConflict, InvalidJob,
-        │   FailedCreate (no pod: Pod Security, ServiceAccount, webhook), FailedCreatePodSandBox, FailedMount (a pod
-        │   that never starts)
+        │   FailedCreate (no pod: Pod Security, ServiceAccount, LimitRange, webhook), FailedCreatePodSandBox,
+        │   FailedMount (a pod that never starts)
         └── WorkerLost
 
 ``WorkerDied`` is not an ``Exception`` (like ``KeyboardInterrupt``), so a func's default
