@@ -22,6 +22,8 @@ unknown, unauthorized), :class:`~sematic_k8s.errors.ImageUnpulled` in the engine
 server's, for a rerun it claimed), the launch asks it every ``PULL_TICK`` at most while it waits (during a try, a
 silent one too, which it then abandons, and between tries) and once more right before the container's create: its
 resolution ended meanwhile (canceled), no container is created (:class:`~sematic_k8s.errors.DriverUnneeded`).
+Given ``pulling`` (the server's too), it is told as the pull begins, before any try's outcome: a try may be silent for
+up to ``PULL_SILENCE`` before its failure says anything, and the server answers its rerun's request meanwhile.
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
@@ -73,11 +75,12 @@ SECRET_FILES = {API_KEY_ENV: TOKEN_FILE, SERVER_AUTH_ENV: SERVER_AUTH_FILE,  # e
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: bool = True,
                  progress: Callable[[str], None] | None = None, stop: threading.Event | None = None,
-                 ended: Callable[[], bool] | None = None) -> None:
+                 ended: Callable[[], bool] | None = None, pulling: Callable[[str], None] | None = None) -> None:
     """The launcher of ``backends.LAUNCHERS["docker"]``: a detached container named after the resolution. Its image,
-    when the engine does not have it, is pulled, waited for while its registry does not answer (``progress`` told
-    so, else the log; ``stop`` set ends the wait; ``ended()`` saying its resolution ended too, and then no container
-    is created): see the module's docstring."""
+    when the engine does not have it, is pulled (``pulling`` told so as the pull begins, "pulling the driver's image:
+    REF", whatever becomes of it), waited for while its registry does not answer (``progress`` told so, else the
+    log; ``stop`` set ends the wait; ``ended()`` saying its resolution ended too, and then no container is created):
+    see the module's docstring."""
     import docker
 
     root_id = spec.root_id or ""
@@ -116,6 +119,8 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
                     log.warning("resolution %s: %s", root_id, words)
                     logged = True
 
+            if pulling is not None:  # the server's: its request answered if nothing more comes soon
+                pulling(pull_note("the driver's", spec.image, ""))
             pulled = pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop, ended=ended)
             if not pulled or (ended is not None and ended()):  # it ended while its image was waited for
                 raise DriverUnneeded(root_id) from None

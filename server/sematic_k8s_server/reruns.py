@@ -17,12 +17,15 @@ Launches go through a bounded queue: ``concurrency`` at once, ``queue`` more wai
 
 The request waits for its launch, and answers 202 once the driver is started, or as soon as the launch waits for the
 driver's image (the Docker launcher, its registry not answering the engine's pull: tried again for the pull's grace,
-``executor_settings["pull_grace"]``, 120 s): it does not hold the request for that long. The launch goes on in the
-background, its queue slot held; past the grace its claimed resolution is recorded failed in the launcher's words, as
-a launch that fails at once is (``failed``). A server that stops ends such waits: failed the same way. A claim that
-ends meanwhile (canceled: ``ended``, the record read every ``PULL_TICK`` at most while the pull waits, during a try, a
-silent one too, and between tries, and right before the driver's create) ends its launch with no driver, within about
-a tick, its record as the cancel left it.
+``executor_settings["pull_grace"]``, 120 s): it does not hold the request for that long. A pull that goes on
+:data:`ANSWER_WINDOW` seconds with nothing said (a large image, a registry that took the request and is silent: its
+try says so only at its silence limit, ``PULL_SILENCE``) answers it too, the claim noted "pulling the driver's
+image: REF"; a refusal (manifest unknown, unauthorized) comes within the window, and is the request's 502 as a
+launch that fails at once. The launch goes on in the background, its queue slot held; past the grace its claimed
+resolution is recorded failed in the launcher's words, as a launch that fails at once is (``failed``). A server that
+stops ends such waits: failed the same way. A claim that ends meanwhile (canceled: ``ended``, the record read every
+``PULL_TICK`` at most while the pull waits, during a try, a silent one too, and between tries, and right before the
+driver's create) ends its launch with no driver, within about a tick, its record as the cancel left it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
@@ -48,6 +51,7 @@ T = TypeVar("T")
 
 IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
 MAX_PARALLELISM = 64
+ANSWER_WINDOW = 2.0  # seconds a request waits for a launch pulling its driver's image (a refusal comes within it)
 CLOSE_WAIT = 10.0  # seconds a stopping server waits for launches that were waiting for an image to record their end
 EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
@@ -188,21 +192,43 @@ class Reruns:
               failed: Callable[[str], None], ended: Callable[[], bool],
               noted: Callable[[str | None], None] = lambda words: None) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails. Returns once
-        it started, or once it waits for its image (see the module's docstring), ``noted`` told what it waits for
-        then, and again as that changes (and None once the driver started): a launch that fails after that calls
-        ``failed`` with the words the ApiError would have had; one whose claim ``ended()`` (asked while it waits) ends
-        without a driver, nothing recorded."""
+        it started, or once it waits for its image or has pulled it for :data:`ANSWER_WINDOW` (see the module's
+        docstring), ``noted`` told what it waits for then, and again as that changes (and None once the driver
+        started): a launch that fails after that calls ``failed`` with the words the ApiError would have had; one
+        whose claim ``ended()`` (asked while it waits) ends without a driver, nothing recorded."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
         answer: Future[None] = Future()  # the request's: set when the driver started, waits, or failed
-        lock = threading.Lock()
+        pull: Future[str] = Future()  # set when the launch begins to pull the driver's image: its claim's note then
+        lock = threading.Lock()  # the answer and the claim's note, set together
+        said = False  # its claim notes a wait (cleared once the driver started)
+        warned = False  # its wait's first failure was logged (once)
+
+        def note(words: str | None) -> None:  # with the lock held: notes in the order they were said
+            nonlocal said
+            said = words is not None
+            _noted(words)
 
         def waiting(words: str) -> None:  # told again as the words change (its pull's progress): logged once
-            _noted(words)
+            nonlocal warned
+            with lock:
+                note(words)
+                if not warned:
+                    log.warning("rerun %s: %s", spec.root_id, words)
+                    warned = True
+                if not answer.done():
+                    answer.set_result(None)  # the request answers now; the launch goes on
+
+        def pulling(words: str) -> None:  # the pull begins: the request answers ANSWER_WINDOW on, unless answered
+            if not pull.done():
+                pull.set_result(words)
+
+        def answer_pulling() -> None:  # the pull goes on past ANSWER_WINDOW, nothing said: the request answers now
             with lock:
                 if not answer.done():
-                    log.warning("rerun %s: %s", spec.root_id, words)
-                    answer.set_result(None)  # the request answers now; the launch goes on
+                    note(pull.result())
+                    log.info("rerun %s: answered while %s", spec.root_id, pull.result())
+                    answer.set_result(None)
 
         def _noted(words: str | None) -> None:
             try:
@@ -230,7 +256,8 @@ class Reruns:
                     self._launch(spec, env)
                 elif launcher == "docker":  # local development: a container without the Docker socket
                     backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=waiting,
-                                                                stop=self.stopping, ended=claim_ended)
+                                                                stop=self.stopping, ended=claim_ended,
+                                                                pulling=pulling)
                 else:
                     backends.load(backends.LAUNCHERS, launcher)(spec, env)
             except DriverUnneeded as e:  # canceled while it waited for its image: recorded so already
@@ -251,15 +278,18 @@ class Reruns:
                     log.exception("rerun %s: its failed launch could not be recorded", spec.root_id)
                 return
             with lock:
-                waited = answer.done()
-                if not waited:
+                if said:  # its claim said it waits for its image: no more
+                    note(None)
+                if not answer.done():
                     answer.set_result(None)
-            if waited:  # its claim said it waits for its image: no more
-                _noted(None)
             log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
 
         try:
             launched = self.queue.submit(launch)
+            either: list[Future[Any]] = [answer, pull]
+            wait(either, return_when=FIRST_COMPLETED)
+            if not answer.done() and not wait([answer], ANSWER_WINDOW).done:  # a refusal comes within the window
+                answer_pulling()
             answer.result()
             if not launched.done():  # it waits for its image: kept until it ends, for close() to wait for
                 self.background.add(launched)

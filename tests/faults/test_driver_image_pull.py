@@ -369,11 +369,11 @@ def rerun(tmp_path: Path, image: str, registry: RegistryProcess, pull_grace: flo
           seen: list[tuple[dict, dict]] | None = None) -> Iterator[tuple[Any, str]]:
     """A server whose reruns start Docker drivers (``pull_grace`` for their image); a rerun of a resolution recorded
     with ``image`` asked of it: (the server, the new resolution's id), once it answered 202 (the resolution still
-    claimed then: its launch waits for its image). ``seen``: its live events followed from before the rerun was
-    asked (:func:`following`)."""
+    claimed then: its launch waits for its image), within 30 s (the client's timeout: a request held longer fails the
+    test). ``seen``: its live events followed from before the rerun was asked (:func:`following`)."""
     with rerun_server(tmp_path, image, pull_grace, seen) as (s, root):
         with s.client() as c:
-            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={}, timeout=30)
             assert r.status_code == 202, r.text
             new_id = r.json()["resolution_id"]
             assert c.get(f"/api/v1/resolutions/{new_id}").json()["state"] == "created"  # answered while it waits
@@ -560,3 +560,57 @@ def test_a_server_rerun_canceled_while_its_pull_is_silent_ends_its_launch_at_onc
             assert proxy.held >= 1 and drivers_of(new_id) == []
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
+
+
+def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_saying_it_pulls(tmp_path, pushed,
+                                                                                            monkeypatch, caplog):
+    """The rerun's driver image behind a proxy that holds every request for it silent from the first (a registry
+    that takes the request and never answers: no try fails, the engine says nothing); a ten-minute ``pull_grace``,
+    the silence limit as far (600 s). The rerun is answered 202 with the claim's id within the client's 30 s (its
+    launch pulling for ``ANSWER_WINDOW``), the claim noted "pulling the driver's image: REF" while the proxy holds
+    that first try's request; a cancel through the server then ends the launch with no driver. Was: the request was
+    answered only when that try ended, at its silence limit (ten minutes here; a minute by default): the client
+    timed out with no id to cancel."""
+    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    caplog.set_level(logging.INFO, logger="sematic_k8s_server")
+    registry, ref = pushed
+    with registry_answering(registry, ref, SILENT) as (proxy, image), \
+            rerun(tmp_path, image, registry, 600) as (s, new_id):
+        wait_for(lambda: proxy.held >= 1, 60, what="the first pull try's request held silent by the proxy")
+        with s.client() as c:
+            res = c.get(f"/api/v1/resolutions/{new_id}").json()
+            assert res["state"] == "created", res
+            assert res["settings"]["waiting"] == docker_engine.pull_note("the driver's", image, ""), res
+            assert proxy.throttled == proxy.held and drivers_of(new_id) == []  # no try answered, none failed
+            r = c.post(f"/api/v1/resolutions/{new_id}/cancel")
+            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+            ended = wait_for(lambda: [m for m in caplog.messages if m.startswith(f"rerun {new_id}: ") and any(
+                w in m for w in ("driver started", "driver not started", "launcher failed"))], 60,
+                             what="the end of the rerun's launch (the server's log)")
+            assert ended == [f"rerun {new_id}: driver not started: resolution {new_id} ended while its driver waited "
+                             "for its image: the driver is not started"], ended
+            assert drivers_of(new_id) == []
+            res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
+
+
+def test_a_server_rerun_whose_image_its_registry_refuses_is_answered_502_in_the_engines_words(tmp_path, pushed):
+    """A rerun of an image by a digest its registry does not have (its pull refused at once, "manifest unknown"):
+    the request is answered 502 in the launcher's words, the claim recorded failed in the same, no driver; not a
+    202 of a launch that pulls (the refusal comes within ``ANSWER_WINDOW``)."""
+    registry, ref = pushed
+    repository = ref.partition("@")[0]
+    image = f"{repository}@sha256:{'0' * 64}"
+    config = RerunConfig(launcher="docker", allow_docker=True, image_repositories=(repository,),
+                         storage_url=STORAGE, executor_settings={"pull_grace": 600})
+    with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+        root = record_resolution(s.url, s.key, kind="cloud", image=image, storage_url=STORAGE, executor="docker")
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={}, timeout=30)
+        assert r.status_code == 502 and r.json()["reason"] == "launcher-failed", r.text
+        detail = r.json()["detail"]
+        assert detail.startswith("could not start the rerun's driver with the docker launcher: ImageUnpulled: the "
+                                 f"Docker engine does not have image {image} and could not pull it ("), detail
+        assert "manifest unknown" in detail, detail
+        [claim] = [res for res in c.get("/api/v1/resolutions").json()["items"] if res["id"] != root]
+        assert claim["state"] == "failed" and claim["error"] == detail, claim
+        assert drivers_of(claim["id"]) == []
