@@ -43,6 +43,7 @@ from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s_server import reruns
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from sematic_k8s_server.db import open_store
 from serving import Served, record_resolution, serve, wait_for
@@ -406,8 +407,11 @@ def test_a_server_reruns_claim_is_told_live_as_it_is_recorded_before_its_launch_
     asked and notes no wait); once the proxy passes, the rerun is answered 202 with that id and its driver started. Was:
     the claim told nothing when it was recorded: the list showed its row only once its launch noted a wait, failed, or
     its driver recorded it, or at a reload (here, none of those: it never showed). On PostgreSQL the event goes
-    through the database (``NOTIFY``), as every event does there, to every server process's followers."""
+    through the database (``NOTIFY``), as every event does there, to every server process's followers. The request's
+    answer window (``ANSWER_WINDOW``, after which a pull with nothing said is noted and answered) is set past the test
+    too: the claim's event is the only one before the proxy passes."""
     monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(reruns, "ANSWER_WINDOW", 600.0)
     db_url = request.getfixturevalue("postgres_url") if database == "postgres" else None
     registry, ref = pushed
     seen: list[tuple[dict, dict]] = []
