@@ -4,10 +4,12 @@ database on every request (the requests waiting at the same moment share one que
 There is no cache: a revoked key or token is refused by the very next request, on every server replica, and by a
 request already let in whose body was still on its way (the Guard checks it again once the body has come).
 
-- An **API key** (``sk8s_...``) belongs to a person or a service. It can read anything, record into the
-  resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners) and ask for reruns and cancels; an
-  *admin* key can also manage keys. Keys are made with ``sematic-k8s api-keys create``
-  and revoked with ``api-keys revoke`` (or the admin API); a revoked key stays listed, marked revoked.
+- An **API key** (``sk8s_...``) belongs to a person or a service, in one of three roles. A *user* key can read
+  anything, record into the resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners) and ask
+  for reruns and cancels; an *admin* key can also manage keys; a *read-only* key (``--read-only``: dashboards,
+  monitoring, CI status checks) can only read: the Guard refuses it every request but GET and HEAD, whatever the
+  route (:func:`read_only_refusal`). Keys are made with ``sematic-k8s api-keys create`` and revoked with
+  ``api-keys revoke`` (or the admin API); a revoked key stays listed, marked revoked.
 - A **resolution token** (``sk8t_...``) is minted for one resolution's driver, by the server or at the request
   of the key holder that starts it. It may record only that resolution's runs, read it and the resolution
   it re-runs, and it stops working when the resolution ends, when it reaches its maximum lifetime, or when
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -32,7 +35,8 @@ HEADER = "X-API-Key"
 MESSAGE = f"missing or invalid API key: send it in the {HEADER} header"
 PREFIX = "sk8s_"  # API keys
 TOKEN_PREFIX = "sk8t_"  # resolution tokens
-ADMIN, USER, RESOLUTION, LOCAL = "admin", "user", "resolution", "local"
+ADMIN, USER, READ_ONLY, RESOLUTION, LOCAL = "admin", "user", "read-only", "resolution", "local"
+READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only key may send
 ACTIVE_KEY = "revoked_at IS NULL"  # the keys whose names are unique (as in migration 0011)
 
 metadata = sa.MetaData()
@@ -44,6 +48,8 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
+    # a read-only key (migration 0014_read_only_keys): never with admin (new_api_key refuses it; read as read-only)
+    sa.Column("read_only", sa.Boolean, nullable=False, server_default=sa.false()),
     # no two active keys share a name (revoking by name revokes one): the database holds it for creates at once
     sa.Index("ix_api_keys_active_name", "name", unique=True, sqlite_where=sa.text(ACTIVE_KEY),
              postgresql_where=sa.text(ACTIVE_KEY)),
@@ -61,7 +67,8 @@ resolution_tokens = sa.Table(
 )
 _resolutions = Base.metadata.tables[ResolutionRow.__tablename__]
 # the credential checks, built once (each request's check runs one or both, with its keys' hashes)
-_KEYS_QUERY = sa.select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.admin).where(
+_KEYS_QUERY = sa.select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.admin,
+                        api_keys.c.read_only).where(
     api_keys.c.key_hash.in_(sa.bindparam("hashes", expanding=True)), api_keys.c.revoked_at.is_(None))
 _TOKENS_QUERY = (
     sa.select(resolution_tokens.c.token_hash, resolution_tokens.c.resolution_id, resolution_tokens.c.reads_from,
@@ -101,6 +108,10 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role in (ADMIN, LOCAL)
 
+    @property
+    def is_read_only(self) -> bool:
+        return self.role == READ_ONLY
+
     def may_read(self, resolution_id: str | None) -> bool:
         """Records of this resolution: anything for a key; a token's own and the one it re-runs."""
         return not self.is_token or (resolution_id is not None
@@ -132,9 +143,40 @@ class KeyNameTaken(ValueError):
                          "revoke it first, or choose another name (see `sematic-k8s api-keys list`)")
 
 
-def create_key(engine: sa.Engine, name: str, *, admin: bool = False) -> str:
+def create_key(engine: sa.Engine, name: str, *, admin: bool = False, read_only: bool = False) -> str:
     """Record a new key named ``name``; returns the key itself (only its hash is kept)."""
-    return new_api_key(engine, name, admin=admin)[0]
+    return new_api_key(engine, name, admin=admin, read_only=read_only)[0]
+
+
+def role_of(admin: bool, read_only: bool) -> str:
+    """A key's role from its row's flags: read-only wins (a row with both, which no create makes, may only read)."""
+    return READ_ONLY if read_only else ADMIN if admin else USER
+
+
+ROLE_CONFLICT = "a key is admin, user or read-only, never both admin and read-only: choose one"
+
+
+_ACTIONS = (  # (path pattern, what a refused read-only key was asked to do)
+    (re.compile(r"/api/v1/resolutions/[^/]+/cancel"), "cancel a resolution"),
+    (re.compile(r"/api/v1/resolutions/[^/]+/rerun"), "re-run a resolution"),
+    (re.compile(r"/api/v1/resolutions/[^/]+/labels"), "label a resolution"),
+    (re.compile(r"/api/v1/resolutions/[^/]+/token"), "mint a resolution token"),
+    (re.compile(r"/api/v1/store/.*"), "record runs (resolve a pipeline)"),
+)
+
+
+def read_only_refusal(principal: Principal, method: str, path: str) -> str | None:
+    """Why ``principal`` may not send ``method`` ``path``, if it is a read-only key and that is no read: the one check
+    of read-only keys, made by the Guard before any route runs (so a new route is covered too). None if it may."""
+    if not principal.is_read_only or method in READ_METHODS:
+        return None
+    if path.startswith("/api/v1/api-keys"):
+        holder, action = "an admin key", "manage API keys"
+    else:
+        holder = "a user key"
+        action = next((what for pattern, what in _ACTIONS if pattern.fullmatch(path)), "change anything")
+    return (f"key {principal.name!r} is read-only: use {holder} to {action} ({method} {path}); "
+            "a read-only key may only read (GET)")
 
 
 def check_key_name(name: str) -> None:
@@ -145,14 +187,17 @@ def check_key_name(name: str) -> None:
                          "control characters) and no space at either end")
 
 
-def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False) -> tuple[str, dict]:
+def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False, read_only: bool = False) -> tuple[str, dict]:
     """Record a new key named ``name``: the key itself, and its row as :func:`list_keys` shows it. ValueError for a
     name out of bounds (:func:`check_key_name`); :class:`KeyNameTaken` for the name of an active key, which the
     database's unique index on active names refuses (so that of two creates at once, one is refused: a check before
-    the insert let both in)."""
+    the insert let both in). ValueError too for a key both ``admin`` and ``read_only``."""
     check_key_name(name)
+    if admin and read_only:
+        raise ValueError(ROLE_CONFLICT)
     key = new_key()
-    row = {"id": uuid.uuid4().hex, "name": name, "admin": admin, "created_at": utcnow(), "revoked_at": None}
+    row = {"id": uuid.uuid4().hex, "name": name, "admin": admin, "read_only": read_only, "created_at": utcnow(),
+           "revoked_at": None}
     try:
         with engine.begin() as conn:
             conn.execute(sa.insert(api_keys).values(key_hash=hash_key(key), **row))
@@ -166,10 +211,10 @@ def new_api_key(engine: sa.Engine, name: str, *, admin: bool = False) -> tuple[s
 
 
 def list_keys(engine: sa.Engine) -> list[dict]:
-    """Every key ever made (never the keys themselves): id, name, admin, created_at, revoked_at."""
+    """Every key ever made (never the keys themselves): id, name, admin, read_only, created_at, revoked_at."""
     c = api_keys.c
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(c.id, c.name, c.admin, c.created_at, c.revoked_at)
+        rows = conn.execute(sa.select(c.id, c.name, c.admin, c.read_only, c.created_at, c.revoked_at)
                             .order_by(c.created_at, c.id)).mappings()
         return [dict(r) for r in rows]
 
@@ -250,7 +295,7 @@ class Authenticator:
         if not hashes:
             return {}
         rows = conn.execute(_KEYS_QUERY, {"hashes": hashes})
-        return {row.key_hash: Principal(ADMIN if row.admin else USER, row.name, key_id=row.id) for row in rows}
+        return {row.key_hash: Principal(role_of(row.admin, row.read_only), row.name, key_id=row.id) for row in rows}
 
     @staticmethod
     def _tokens(conn: sa.Connection, hashes: list[str]) -> dict[str, Principal | Unauthorized]:

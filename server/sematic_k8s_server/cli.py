@@ -373,19 +373,26 @@ def api_keys() -> None:
 @api_keys.command("create")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="An admin key: it may also list, create and revoke keys through the API.")
+@click.option("--read-only", is_flag=True,
+              help="A read-only key (dashboards, monitoring, CI status checks): it may only read; the server refuses "
+                   "it every write and action (403).")
 @db_url_option
 @home_option
 @click.pass_context
-def api_keys_create(ctx: click.Context, name: str, admin: bool, db_url: str | None, home_opt: Path | None) -> None:
+def api_keys_create(ctx: click.Context, name: str, admin: bool, read_only: bool, db_url: str | None,
+                    home_opt: Path | None) -> None:
     """Create a key named NAME and print it (once: only its hash is stored)."""
     from sematic_k8s_server import auth
 
+    if admin and read_only:
+        raise click.UsageError(f"--admin and --read-only together: {auth.ROLE_CONFLICT}")
     with contextlib.closing(_open_store(_db_url(_home(ctx, home_opt), db_url))) as store:
         try:
-            key, row = auth.new_api_key(store.engine, name, admin=admin)
+            key, row = auth.new_api_key(store.engine, name, admin=admin, read_only=read_only)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
-        click.echo(f"{'Admin API' if admin else 'API'} key {name!r} created; it is shown only now. Send it as the "
+        kind = "Admin API" if admin else "Read-only API" if read_only else "API"
+        click.echo(f"{kind} key {name!r} created; it is shown only now. Send it as the "
                    f"{auth.HEADER} header, or set {settings.API_KEY_ENV} for resolvers:", err=True)
         try:
             out(key)
@@ -406,7 +413,7 @@ def api_keys_list(ctx: click.Context, db_url: str | None, home_opt: Path | None)
 
     with contextlib.closing(_open_store(_keys_db_url(ctx, home_opt, db_url))) as store:
         keys = auth.list_keys(store.engine)
-    emit("table", [{"ID": row["id"], "NAME": row["name"], "ROLE": "admin" if row["admin"] else "user",
+    emit("table", [{"ID": row["id"], "NAME": row["name"], "ROLE": auth.role_of(row["admin"], row["read_only"]),
                     "CREATED": row["created_at"],
                     "STATE": f"revoked {local_time(row['revoked_at'])}" if row["revoked_at"] else "active"}
                    for row in keys])

@@ -9,7 +9,9 @@ In this order:
 2. ``/api/...`` (but ``/api/v1/health`` and ``/api/v1/ready``): the credential in ``X-API-Key`` is checked against
    the database first (one query for all the requests waiting at that moment, :mod:`~sematic_k8s_server.coalesce`); a
    request without a valid one gets 401 before its body is read, and a resolution's token calling anything but
-   what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403.
+   what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403, and so does a read-only API key
+   sending anything but GET or HEAD (:func:`~sematic_k8s_server.auth.read_only_refusal`: here, for every route, so
+   a route added later is covered too).
 3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
    that arrived exceed it (chunked uploads are counted, not trusted). A body not all arrived within the body
    timeout of the request's admission (declared and never sent, trickled, a chunked body never ended) gets 408 and
@@ -163,6 +165,8 @@ class Guard:
         if principal.is_token and not scopes.token_may_call(scope["method"], scope["path"]):
             return 403, (f"{principal.name}'s token cannot call {scope['method']} {scope['path']}: "
                          "that needs an API key"), {}
+        if (refusal := auth.read_only_refusal(principal, scope["method"], scope["path"])) is not None:
+            return 403, refusal, {}
         scope.setdefault("state", {})["principal"] = principal
         return None
 

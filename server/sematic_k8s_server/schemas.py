@@ -183,13 +183,16 @@ class TokenOut(BaseModel):
 class ApiKeyIn(_Request):
     name: str = Field(description="1 to 128 printable characters, no space at either end (checked where the key is "
                                   "made, as for `api-keys create`)")
-    admin: bool = False
+    admin: bool = Field(False, description="an admin key: it may also manage keys")
+    read_only: bool = Field(False, description="a read-only key: it may only read (GET); never with admin")
 
 
 class ApiKeyOut(BaseModel):
     id: str
     name: str
     admin: bool
+    read_only: bool
+    role: Literal["admin", "user", "read-only"]
     created_at: str
     revoked_at: str | None = None
 

@@ -43,6 +43,7 @@ class Served:
     home: Path
     key: str | None  # a valid API key (None in local mode)
     admin_key: str | None = None  # an admin API key (None in local mode)
+    app: Any = None  # the FastAPI app it serves (its routes: what a test walks)
 
     @property
     def owner(self) -> str | None:
@@ -85,7 +86,7 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Served(url, store, home, key, admin_key)
+        yield Served(url, store, home, key, admin_key, app)
     finally:
         server.should_exit = True
         thread.join(15)

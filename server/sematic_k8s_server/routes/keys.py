@@ -20,7 +20,9 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "not an admi
 def _out(row: dict[str, Any]) -> dict[str, Any]:
     def iso(v: dt.datetime | None) -> str | None:
         return None if v is None else v.isoformat() + "Z"
-    return {"id": row["id"], "name": row["name"], "admin": bool(row["admin"]), "created_at": iso(row["created_at"]),
+    admin, read_only = bool(row["admin"]), bool(row["read_only"])
+    return {"id": row["id"], "name": row["name"], "admin": admin, "read_only": read_only,
+            "role": auth.role_of(admin, read_only), "created_at": iso(row["created_at"]),
             "revoked_at": iso(row["revoked_at"])}
 
 
@@ -33,15 +35,16 @@ def list_keys(srv: Srv, caller: Caller) -> dict:
 
 @router.post("/api-keys", status_code=201, response_model=schemas.ApiKeyCreated,
              responses={**ADMIN_ONLY, 409: {"description": "an active key has this name"},
-                        422: {"description": "the name is out of bounds (1 to 128 printable characters)"}},
+                        422: {"description": "the name is out of bounds (1 to 128 printable characters), or the key "
+                                              "both admin and read-only"}},
              summary="Create an API key; the key is in this answer only")
 def create_key(srv: Srv, caller: Caller, body: schemas.ApiKeyIn) -> dict:
     scopes.require_admin(caller, "creating API keys")
     try:
-        key, row = auth.new_api_key(srv.store.engine, body.name, admin=body.admin)
+        key, row = auth.new_api_key(srv.store.engine, body.name, admin=body.admin, read_only=body.read_only)
     except auth.KeyNameTaken as e:
         raise HTTPException(409, str(e)) from None
-    except ValueError as e:  # the name out of bounds: auth.check_key_name, as for `api-keys create`
+    except ValueError as e:  # the name out of bounds (auth.check_key_name), admin and read-only: as `api-keys create`
         raise HTTPException(422, str(e)) from None
     return {**_out(row), "key": key}
 

@@ -1,0 +1,220 @@
+"""Read-only API keys (``api-keys create NAME --read-only``: dashboards, monitoring, CI status checks), over real HTTP
+on SQLite and PostgreSQL: every read works (API, events stream, artifacts, logs); every write and action, whatever
+its route, is a 403 whose one line names the key, its role and what to use instead, nothing of it applied. Was: every
+key could record, cancel, re-run and label. The one check sits in the Guard: a walk over the app's routes shows every
+route but GET and HEAD refuses the key (a route added later is covered without a check of its own). A read-only key
+is refused at once once revoked, as any key; ``api-keys list`` shows each key's role; migration 0014 keeps every key
+made before with exactly its rights."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from click.testing import CliRunner
+
+from sematic_k8s.storage.base import log_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store import schema
+from sematic_k8s.store.records import utcnow
+from sematic_k8s_server import auth
+from sematic_k8s_server.cli import main
+from serving import Served, create_api_key, record_resolution, serve
+
+READS = frozenset({"GET", "HEAD"})
+PARAMS = {"artifact_id": "b" * 64, "key_id": "c" * 32, "cache_key": "d" * 64}  # else: the seeded resolution's id
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    db_url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    with serve(tmp_path, db_url) as s:
+        yield s
+
+
+def _db_url(served: Served) -> str:
+    return served.store.engine.url.render_as_string(hide_password=False)
+
+
+def _viewer(served: Served, name: str = "viewer") -> str:
+    """A read-only key made as a person makes one: ``sematic-k8s api-keys create NAME --read-only``."""
+    return create_api_key(_db_url(served), served.home, name, "--read-only")
+
+
+def _cli(served: Served, *args: str) -> str:
+    result = CliRunner().invoke(main, ["api-keys", *args, "--db-url", _db_url(served), "--home", str(served.home)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _refused(r: httpx.Response, name: str = "viewer") -> str:
+    assert r.status_code == 403, (r.request.method, r.request.url.path, r.status_code, r.text[:300])
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail, detail
+    assert f"key {name!r} is read-only: use a" in detail, detail
+    return detail
+
+
+def _seeded(served: Served) -> str:
+    """A running cloud resolution recorded by the user key, with an input artifact and a log."""
+    storage = LocalStorage(served.home / "storage")
+    root = record_resolution(served.url, served.key, kind="cloud", state="running", image="img@sha256:" + "e" * 64,
+                             inputs={"x": ("json", b"42")}, storage=storage)
+    storage.put(log_key(root), b"hello\n")
+    return root
+
+
+def _as_recorded(served: Served, root: str) -> tuple:
+    """What a refused action would have changed: the resolution (state, labels, note, cancel), the resolutions
+    and the keys recorded."""
+    res = served.store.get_resolution(root)
+    assert res is not None
+    run = served.store.get_run(root)
+    assert run is not None
+    keys = [(k["name"], k["revoked_at"]) for k in auth.list_keys(served.store.engine)]
+    return (res.state, res.tags, res.note, res.labels_version, run.state, run.notes,
+            served.store.cancel_requested(root), len(served.store.list_resolutions()), keys)
+
+
+def test_a_read_only_key_reads_everything_and_changes_nothing(served: Served) -> None:
+    viewer = _viewer(served)
+    root = _seeded(served)
+    art = served.store.get_run(root).inputs["x"]
+    with served.client(viewer) as c:
+        for path in ["/api/v1/resolutions", f"/api/v1/resolutions/{root}", f"/api/v1/resolutions/{root}/graph",
+                     f"/api/v1/resolutions/{root}/counts", f"/api/v1/resolutions/{root}/overview", "/api/v1/runs",
+                     f"/api/v1/runs/{root}", f"/api/v1/runs/{root}/logs", f"/api/v1/artifacts/{art}",
+                     f"/api/v1/artifacts/{art}/data", "/api/v1/pipelines", f"/api/v1/store/runs_of_root/{root}",
+                     f"/api/v1/store/cancel_requested/{root}"]:
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text[:300])
+        assert c.get(f"/api/v1/artifacts/{art}/data").content == b"42"
+        # the live events stream: opened, and it carries a change the user key makes
+        with c.stream("GET", "/api/v1/events") as stream, served.client() as user:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(lines) == ": connected"
+            labeled = threading.Thread(target=lambda: user.post(f"/api/v1/resolutions/{root}/labels",
+                                                                json={"add": ["seen"]}), daemon=True)
+            labeled.start()
+            assert any(line.startswith("data: ") and root in line for line in lines)
+            labeled.join(10)
+        before = _as_recorded(served, root)
+        asked = {
+            f"/api/v1/resolutions/{root}/cancel": ({}, "to cancel a resolution"),
+            f"/api/v1/resolutions/{root}/rerun": ({"mode": "continue"}, "to re-run a resolution"),
+            f"/api/v1/resolutions/{root}/labels": ({"add": ["x"], "note": "mine"}, "to label a resolution"),
+            f"/api/v1/resolutions/{root}/token": ({}, "to mint a resolution token"),
+            "/api/v1/store/write": ({"resolution_updates": {root: {"state": "failed"}},
+                                     "run_updates": {root: {"state": "failed", "notes": {"a": 1}}}},
+                                    "to record runs"),
+            "/api/v1/api-keys": ({"name": "mine", "admin": True}, "use an admin key to manage API keys"),
+        }
+        for path, (body, says) in asked.items():
+            assert says in _refused(c.post(path, json=body)), path
+        assert _refused(c.post(f"/api/v1/resolutions/{root}/cancel", json={})).startswith(
+            "key 'viewer' is read-only: use a user key to cancel a resolution")
+        assert c.get("/api/v1/api-keys").status_code == 403  # listing keys takes an admin key, as for a user key
+    assert _as_recorded(served, root) == before  # nothing of any refused request applied
+    assert served.store.get_resolution(root).tags == ["seen"]  # the user key's label: the one change
+    with served.client() as c:  # the user key still may (its rights unchanged)
+        assert c.post(f"/api/v1/resolutions/{root}/cancel", json={}).status_code == 202
+
+
+def _routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, set[str]]]:
+    """Every route of an app (path template, methods), in included routers and mounts too."""
+    for route in routes:
+        if (included := getattr(route, "original_router", None)) is not None:  # FastAPI's included router
+            yield from _routes(included.routes, prefix + route.include_context.prefix)
+        elif getattr(route, "methods", None):
+            yield prefix + route.path, set(route.methods)
+        else:  # a mount: its app's routes, if it has any
+            yield from _routes(getattr(route, "routes", None) or (), prefix + getattr(route, "path", ""))
+
+
+def test_every_route_but_get_refuses_a_read_only_key(served: Served) -> None:
+    """Walks the app's own routes: any route that takes another method than GET or HEAD, now or added later, refuses
+    a read-only key with the one-line 403, nothing applied; the same key reads on."""
+    viewer = _viewer(served)
+    root = _seeded(served)
+    before = _as_recorded(served, root)
+    walked = []
+    with served.client(viewer) as c:
+        for template, methods in _routes(served.app.routes):
+            for method in sorted(methods - READS):
+                path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: PARAMS.get(m.group(1), root), template)
+                _refused(c.request(method, path, json={}))
+                walked.append((method, template))
+        assert c.get(f"/api/v1/resolutions/{root}").status_code == 200
+    assert ("POST", "/api/v1/store/write") in walked and ("POST", "/api/v1/api-keys") in walked, walked
+    assert len(walked) >= 10, walked
+    assert _as_recorded(served, root) == before
+
+
+def test_a_revoked_read_only_key_is_refused_at_once_and_the_list_shows_roles(served: Served) -> None:
+    viewer = _viewer(served, "ci-status")
+    listed = {line.split()[1]: line for line in _cli(served, "list").splitlines()[1:]}
+    assert "read-only" in listed["ci-status"] and "active" in listed["ci-status"], listed
+    assert " admin " in listed["tests-admin"] and " user " in listed["tests"], listed
+    with served.client(served.admin_key) as admin:
+        items = admin.get("/api/v1/api-keys").json()["items"]
+        roles = {k["name"]: (k["role"], k["admin"], k["read_only"]) for k in items}
+        assert roles == {"tests": ("user", False, False), "tests-admin": ("admin", True, False),
+                         "ci-status": ("read-only", False, True)}
+        made = admin.post("/api/v1/api-keys", json={"name": "dash", "read_only": True})
+        assert made.status_code == 201 and made.json()["role"] == "read-only", made.text
+        both = admin.post("/api/v1/api-keys", json={"name": "both", "admin": True, "read_only": True})
+        assert both.status_code == 422 and "admin and read-only" in both.json()["detail"], both.text
+    with served.client(made.json()["key"]) as c:
+        _refused(c.post("/api/v1/api-keys", json={"name": "x"}), "dash")
+    with served.client(viewer) as c:
+        assert c.get("/api/v1/resolutions").status_code == 200
+        _cli(served, "revoke", "ci-status")
+        r = c.get("/api/v1/resolutions")
+        assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
+    result = CliRunner().invoke(main, ["api-keys", "create", "both", "--admin", "--read-only", "--db-url",
+                                       _db_url(served), "--home", str(served.home)])
+    assert result.exit_code == 2 and "--admin and --read-only" in result.output, result.output
+    assert "both" not in [k["name"] for k in auth.list_keys(served.store.engine)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+
+
+def test_upgrading_keeps_every_key_with_exactly_its_rights(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    old = sa.table("api_keys", sa.column("id", sa.String), sa.column("name", sa.String),
+                   sa.column("key_hash", sa.String), sa.column("created_at", sa.DateTime),
+                   sa.column("admin", sa.Boolean), sa.column("revoked_at", sa.DateTime))
+    keys = {"root": (auth.new_key(), True), "alice": (auth.new_key(), False)}
+    try:
+        with engine.begin() as conn:
+            command.upgrade(schema.alembic_config(conn), "0013_tasks_left")
+            for name, (key, admin) in keys.items():
+                conn.execute(sa.insert(old).values(id=uuid.uuid4().hex, name=name, key_hash=auth.hash_key(key),
+                                                   created_at=utcnow(), admin=admin, revoked_at=None))
+        schema.migrate(engine)
+        checker = auth.Authenticator(engine, required=True)
+        assert {name: checker.authenticate(key).role for name, (key, _) in keys.items()} == {
+            "root": auth.ADMIN, "alice": auth.USER}
+        viewer = auth.create_key(engine, "viewer", read_only=True)
+        assert checker.authenticate(viewer).role == auth.READ_ONLY
+        with engine.begin() as conn:  # a downgrade never widens a key: the read-only one is revoked, not a user key
+            command.downgrade(schema.alembic_config(conn), "0013_tasks_left")
+        with engine.connect() as conn:
+            rows = {r.name: r.revoked_at for r in conn.execute(sa.select(old.c.name, old.c.revoked_at))}
+        assert rows["viewer"] is not None and rows["root"] is None and rows["alice"] is None, rows
+    finally:
+        engine.dispose()
