@@ -197,6 +197,12 @@ class ApiKeyOut(BaseModel):
     revoked_at: str | None = None
 
 
+class WhoAmI(BaseModel):
+    name: str = Field(description="the API key's name (local mode: 'local mode')")
+    role: Literal["admin", "user", "read-only", "local"] = Field(
+        description="what it may do: read-only keys only read (GET); local: anything (local mode, no keys)")
+
+
 class ApiKeyList(BaseModel):
     items: list[ApiKeyOut]
 

@@ -283,8 +283,8 @@ def _copy_resolution(store, root_id: str) -> Batch:  # noqa: ANN001
 
 def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
     """An embedded database made before tags, notes, source text, driver epochs, write sequences, labels' versions,
-    the index of active key names and owners: opened again, it gains the columns and keeps its records; a server
-    database at revision 0002 is migrated the same way."""
+    the index of active key names, owners, task copies left and read-only keys: opened again, it gains the columns and
+    keeps its records; a server database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
     from sematic_k8s.store.sql import SqlStore
@@ -303,8 +303,10 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
                 conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
             conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
             conn.execute(sa.text("DROP INDEX ix_api_keys_active_name"))
-            for col in ("admin", "revoked_at"):
+            for col in ("admin", "revoked_at", "read_only"):
                 conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
+            conn.execute(sa.text("DROP INDEX ix_resolutions_tasks_left"))  # 0013's, then its column
+            conn.execute(sa.text("ALTER TABLE resolutions DROP COLUMN tasks_left"))
             conn.execute(sa.text("ALTER TABLE artifacts DROP COLUMN inline"))
             conn.execute(sa.text("DROP INDEX ix_runs_cache_hits"))
             for table in ("runs", "resolutions"):  # owners (0012), once the index holding it is gone

@@ -389,6 +389,7 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/resolutions/{resolution_id}/token": {"post"},
     "/api/v1/api-keys": {"get", "post"},
     "/api/v1/api-keys/{key_id}/revoke": {"post"},
+    "/api/v1/whoami": {"get"},
     "/api/v1/runs": {"get"},
     "/api/v1/runs/{run_id}": {"get"},
     "/api/v1/runs/{run_id}/logs": {"get"},

@@ -1,5 +1,6 @@
 """``/api-keys``: list, create and revoke API keys; admin keys only. A revoked key is refused by the very next
-request on every server replica (credentials are checked against the database on each request)."""
+request on every server replica (credentials are checked against the database on each request). ``/whoami``: the
+caller's key and role, for any key (the dashboard disables what a read-only key may not do)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "admin": admin, "read_only": read_only,
             "role": auth.role_of(admin, read_only), "created_at": iso(row["created_at"]),
             "revoked_at": iso(row["revoked_at"])}
+
+
+@router.get("/whoami", response_model=schemas.WhoAmI, summary="The caller's API key: its name and role")
+def whoami(caller: Caller) -> dict:
+    return {"name": caller.name, "role": caller.role}
 
 
 @router.get("/api-keys", response_model=schemas.ApiKeyList, responses=ADMIN_ONLY,

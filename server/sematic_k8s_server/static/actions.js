@@ -1,7 +1,7 @@
 /* The Actions drop-downs, the rerun and cancel requests they make, and the banner that reports how those
  * went. */
 
-import { cancelResolution, rerunResolution } from "./api.js";
+import { cancelResolution, readOnly, rerunResolution } from "./api.js";
 import { $, h } from "./dom.js";
 import { short } from "./format.js";
 import { resHref } from "./routes.js";
@@ -39,7 +39,8 @@ export function closeDialogs() {
   document.querySelectorAll(".modal").forEach((m) => m.remove());
 }
 
-/** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, run: async () => {}}]
+/** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, run: async () => {}}]; with a
+ * read-only key, every item is disabled, its title saying why (api.readOnly).
  * The element's `update(items)` sets the items' labels, titles and enabled state (the same items, in the same order)
  * in place: a live event's redraw keeps the elements, so a click begun on one as it comes is not lost (see
  * dom.fillInPlace). */
@@ -70,10 +71,12 @@ export function actionsMenu(testid, items) {
   const el = h("div", { class: "dropdown" }, button, menu);
   el.update = (fresh) => {
     current = fresh;
+    const why = readOnly();
     fresh.forEach((it, i) => {
       const b = entries[i];
-      b.disabled = !!it.disabled;
-      if (it.title) b.title = it.title;
+      b.disabled = !!it.disabled || !!why;
+      if (why) b.title = why;
+      else if (it.title) b.title = it.title;
       else b.removeAttribute("title");
       if (b.textContent !== it.label) b.textContent = it.label;
     });

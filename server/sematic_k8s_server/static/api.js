@@ -104,6 +104,23 @@ async function errorMessage(resp) {
   return errorWords(resp.status, resp.statusText, await resp.text().catch(() => ""));
 }
 
+// -- what the key may do ------------------------------------------------------------------------------
+
+let readOnlyWhy = ""; // why actions are disabled: "" unless the stored key is read-only
+
+/** "" unless the stored key is read-only; then why an action that changes anything is disabled. */
+export const readOnly = () => readOnlyWhy;
+
+/** Ask the server what the stored key may do (GET /whoami): a read-only key's actions are disabled, saying why. */
+export async function loadRole() {
+  try {
+    const me = await api("/whoami");
+    readOnlyWhy = me.role === "read-only" ? `key '${me.name}' is read-only: use a user key to do this` : "";
+  } catch {
+    readOnlyWhy = ""; // not known: actions stay enabled, and the server refuses what the key may not do (403)
+  }
+}
+
 // -- requests ----------------------------------------------------------------------------------------
 
 /** fetch /api/v1 + path; JSON by default, text with {text: true}, the Response with {raw: true}; throws

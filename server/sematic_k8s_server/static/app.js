@@ -16,7 +16,7 @@
  */
 
 import { closeDialogs, closeMenus, hideBanner } from "./actions.js";
-import { apiKey, forgetApiKey, getRun, onUnauthorized, saveApiKey, unreachable } from "./api.js";
+import { apiKey, forgetApiKey, getRun, loadRole, onUnauthorized, saveApiKey, unreachable } from "./api.js";
 import { $, fill, problem, tickDurations } from "./dom.js";
 import { ListView } from "./list.js";
 import { Answers, Live, Staleness } from "./live.js";
@@ -114,7 +114,7 @@ keyForm.addEventListener("submit", (e) => {
   keyForm.hidden = true;
   hideBanner();
   live.restart();
-  route(true);
+  loadRole().finally(() => route(true)); // a read-only key's actions drawn disabled
 });
 $('[data-testid="api-key-forget"]').addEventListener("click", () => {
   forgetApiKey();
@@ -141,4 +141,4 @@ window.addEventListener("hashchange", () => route());
 setInterval(tickDurations, 1000);
 live.status("connecting…", "connecting");
 live.connect();
-route();
+loadRole().finally(() => route()); // a read-only key's actions drawn disabled

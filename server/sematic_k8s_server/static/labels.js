@@ -1,7 +1,7 @@
 /* A resolution's tags and note: shown in the list, edited on its page (POST /resolutions/ID/labels). */
 
 import { showBanner } from "./actions.js";
-import { getResolution, setLabels } from "./api.js";
+import { getResolution, readOnly, setLabels } from "./api.js";
 import { fill, fillInPlace, h } from "./dom.js";
 
 /** Tag chips and the note, read only (the list). */
@@ -15,9 +15,10 @@ export function labelsLine(res) {
 
 /** The tags and note of `res`, editable; `changed(res)` gets the resolution as the server returns it. Its page
  * keeps it while showing that resolution and gives it each fresher record (`el.update(res)`): what is being typed
- * in it (a tag, the note) stays as it is. */
+ * in it (a tag, the note) stays as it is. With a read-only key its inputs are disabled, their titles saying why. */
 export function labelsEditor(res, changed) {
   const el = h("div", { class: "labels-editor", testid: "labels-editor" });
+  const ro = readOnly() ? { disabled: true, title: readOnly() } : {}; // a read-only key: nothing to change
   // while the note is edited: the note it began from and the labels' version it is made to (null: not edited)
   let editedFrom = null;
   const failed = (e) => showBanner(`Cannot change the labels of ${res.id.slice(0, 8)}: ${e.message}`);
@@ -48,10 +49,10 @@ export function labelsEditor(res, changed) {
     }
   };
   const input = h("input", {
-    type: "text", class: "tag-input", placeholder: "add a tag", testid: "tag-input", maxlength: "64",
+    type: "text", class: "tag-input", placeholder: "add a tag", testid: "tag-input", maxlength: "64", ...ro,
     onkeydown: (e) => { if (e.key === "Enter" && input.value.trim()) save({ add: [input.value.trim()] }); },
   });
-  const add = h("button", { type: "button", class: "btn tiny", testid: "tag-add", onclick: () => input.value.trim() && save({ add: [input.value.trim()] }) }, "add");
+  const add = h("button", { type: "button", class: "btn tiny", testid: "tag-add", ...ro, onclick: () => input.value.trim() && save({ add: [input.value.trim()] }) }, "add");
   const tags = h("div", { class: "tags" });
   let tagsShown = null; // the tags drawn, as JSON
   const noteBox = h("div", { class: "note-box" });
@@ -59,7 +60,7 @@ export function labelsEditor(res, changed) {
     editedFrom = null;
     fill(noteBox,
       h("span", { class: res.note ? "note" : "note muted", testid: "resolution-note" }, res.note || "no note"),
-      h("button", { type: "button", class: "btn tiny", testid: "note-edit", onclick: noteEdit }, "edit note"));
+      h("button", { type: "button", class: "btn tiny", testid: "note-edit", ...ro, onclick: noteEdit }, "edit note"));
   };
   const noteEdit = () => {
     editedFrom = { note: res.note || "", version: res.labels_version };
@@ -76,7 +77,7 @@ export function labelsEditor(res, changed) {
     if (shown !== tagsShown) { // drawn again only when they changed: a chip being clicked stays (see fillInPlace)
       tagsShown = shown;
       fillInPlace(tags, (res.tags || []).map((t) => h("span", { class: "chip", testid: "tag-chip", data: { tag: t } }, t,
-        h("button", { type: "button", class: "chip-x", title: `remove ${t}`, testid: "tag-remove", onclick: () => save({ remove: [t] }) }, "×"))),
+        h("button", { type: "button", class: "chip-x", title: `remove ${t}`, testid: "tag-remove", ...ro, onclick: () => save({ remove: [t] }) }, "×"))),
       input, add);
     }
     if (editedFrom === null) noteView();
