@@ -761,6 +761,7 @@ def test_notes(chart: Any) -> None:
     notes = render_files(chart, VARIANTS["minio"])["sematic-k8s/templates/NOTES.txt"]
     assert f"port-forward svc/{FULLNAME} 8000:8000" in notes
     assert "sematic-k8s api-keys create" in notes and "sematic-k8s api-keys revoke" in notes
+    assert "api-keys create NAME --read-only" in notes
     assert "sematic-k8s/resolution-id=" in notes
     assert f"port-forward svc/{FULLNAME}-minio 9000:9000" in notes
 
