@@ -155,6 +155,7 @@ class SqlStore:
         self._checkpoints: checkpoints.Checkpointer | None = None
         self._reserve: diskfull.Reserve | None = None
         self._beats: inflight.Beats | None = None  # a SQLite file's beats on their way (waiting for its lock)
+        self._told_expired: list[Callable[[list[str]], None]] = []  # on_expired's
         try:
             self.engine = sa.create_engine(url, **{"json_serializer": json_text, "json_deserializer": json_value,
                                                    **engine_kwargs})
@@ -232,6 +233,13 @@ class SqlStore:
                     raise
 
     def _write(self, batch: Batch, conflicts: set[str] | None) -> None:
+        marked: list[str] = []  # continuations found silent, marked dead in this transaction: told once it commits
+
+        def expire(ids: list[str]) -> list[str]:
+            found = self._expire(conn, ids)
+            marked.extend(found)
+            return found
+
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)  # SQLite: before the guards read (a batch may hold no insert before it)
             res_updates = batch.resolution_updates
@@ -239,8 +247,7 @@ class SqlStore:
                 guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
                 res_updates = guards.sequenced(res_updates, batch.sequence)
             if batch.new_resolutions:
-                guards.refuse_second_continue(conn, self._res, batch.new_resolutions,
-                                              lambda ids: self._expire(conn, ids))
+                guards.refuse_second_continue(conn, self._res, batch.new_resolutions, expire)
                 writes.replace_claims(conn, self._res, batch.new_resolutions)  # its driver's record, in its place
             writes.insert_absent(conn, self._res, [_OWNED | r for r in batch.new_resolutions])
             for rows in guards.chunks(list(batch.artifacts.values())):
@@ -256,6 +263,7 @@ class SqlStore:
                 guards.refuse_unresolving(conn, self._runs, batch.run_updates)
             writes.update(conn, self._runs, batch.run_updates)
             writes.update(conn, self._res, res_updates)
+        self._tell_expired(marked)
 
     def end_claim(self, resolution_id: str, error: str) -> bool:
         """Record as failed, with ``error``, a resolution still ``CLAIMED`` (the server's rerun action recorded it, and
@@ -500,7 +508,8 @@ class SqlStore:
         heartbeated for ``stale_after`` seconds of the database's clock, and its unfinished runs
         (:func:`liveness.expire_silent`, in a transaction of its own holding the write lock). Returns the ids marked.
         All of them (``ids`` None) are first looked for in a read: a sweep that finds none takes no lock. None while
-        silence is not judged yet (:meth:`judge_from_now`)."""
+        silence is not judged yet (:meth:`judge_from_now`). Those marked are told (:meth:`on_expired`) once it
+        committed."""
         if not liveness.judging(self._awake_since, liveness.timeout(self.stale_after)):
             return []
         if ids is None:
@@ -510,4 +519,31 @@ class SqlStore:
             return []
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)
-            return self._expire(conn, ids)
+            marked = self._expire(conn, ids)
+        self._tell_expired(marked)
+        return marked
+
+    def on_expired(self, tell: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Have ``tell(ids)`` called with the ids of the Resolutions this store marks dead, whatever marks them (a
+        sweep or a read, :meth:`expire_silent`; a write recording a ``continue``, which marks a silent continuation
+        of the same resolution in its own transaction: :func:`guards.refuse_second_continue`): once each, after the
+        transaction that marked them committed (never for one rolled back). A server tells its live-event followers.
+        A ``tell`` that raises is logged, and the read or write that marked them goes on. Returns what stops it."""
+        self._told_expired.append(tell)
+
+        def stop() -> None:
+            if tell in self._told_expired:
+                self._told_expired.remove(tell)
+
+        return stop
+
+    def _tell_expired(self, marked: list[str]) -> None:
+        """Tell :meth:`on_expired`'s listeners the Resolutions marked dead by a transaction that committed."""
+        if not marked:
+            return
+        for tell in list(self._told_expired):
+            try:
+                tell(marked)
+            except Exception:  # noqa: BLE001 - a listener's failure (a server's publish): the mark stands
+                log.warning("could not tell that resolution(s) %s were marked dead", ", ".join(marked),
+                            exc_info=True)

@@ -1,8 +1,10 @@
 """The server's sweeper: every few seconds, Resolutions whose resolving process (a local loop or a driver)
 stopped heartbeating are marked dead (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`), so that
-nothing stays "running" forever and ``continue`` can pick them up. Reads mark them too; the sweeper
-covers the ones nobody reads. After each sweep, the task copies those marked dead (by anyone) left in storage are
-deleted, off its thread (:mod:`~sematic_k8s_server.copies`)."""
+nothing stays "running" forever and ``continue`` can pick them up. Reads mark them too, and a ``continue`` the
+continuation it finds silent; the sweeper covers the ones nobody reads. Whatever marks them, the store tells the
+server (``SqlStore.on_expired``), which tells its live-event followers: the sweeper tells no one itself. After each
+sweep, the task copies those marked dead (by anyone) left in storage are deleted, off its thread
+(:mod:`~sematic_k8s_server.copies`)."""
 
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ def sweep_interval() -> float:
 
 
 class Sweeper:
-    """A daemon thread calling ``store.expire_silent()`` every ``interval`` seconds; ``on_expired(ids)`` is
-    told which Resolutions it marked, ``after()`` called after each sweep that reached the database, whatever it
-    marked (the deletes of the task copies the Resolutions marked dead left, by anyone:
+    """A daemon thread calling ``store.expire_silent()`` every ``interval`` seconds (the Resolutions it marks are
+    told by the store: ``SqlStore.on_expired``); ``after()`` called after each sweep that reached the database,
+    whatever it marked (the deletes of the task copies the Resolutions marked dead left, by anyone:
     :class:`~sematic_k8s_server.copies.LeftCopies`)."""
 
-    def __init__(self, store: SqlStore, on_expired: Callable[[list[str]], None],
-                 interval: float | None = None, after: Callable[[], None] | None = None) -> None:
-        self.store, self.on_expired, self.after = store, on_expired, after
+    def __init__(self, store: SqlStore, interval: float | None = None,
+                 after: Callable[[], None] | None = None) -> None:
+        self.store, self.after = store, after
         self.interval = sweep_interval() if interval is None else interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,11 +49,7 @@ class Sweeper:
 
     def sweep(self) -> list[str]:
         """Mark the silent Resolutions now; their ids."""
-        expired = self.store.expire_silent()
-        if expired:
-            log.warning("resolution(s) %s: the resolver stopped responding; marked failed", ", ".join(expired))
-            self.on_expired(expired)
-        return expired
+        return self.store.expire_silent()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

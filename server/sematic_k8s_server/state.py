@@ -45,7 +45,9 @@ class Server:
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         self.copies = LeftCopies(store, self.storages)  # task copies left by resolutions marked dead
-        self.sweeper = Sweeper(store, self._expired, after=self.copies.wake)
+        self.sweeper = Sweeper(store, after=self.copies.wake)
+        # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
+        self._unheard = store.on_expired(self._expired)
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
         # credentials checked again by requests that stay open (live events): those waiting share one query
         self.credentials: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
@@ -70,6 +72,7 @@ class Server:
         """Stop the background work."""
         self.reruns.close()
         self.sweeper.stop()
+        self._unheard()
         self.copies.stop()
         if self.relay is not None:
             self.relay.stop()
@@ -113,6 +116,12 @@ class Server:
             self.resolution_changed(res_id, FAILED)
 
     def _expired(self, ids: list[str]) -> None:
+        """Resolutions ``ids`` were marked dead in this process (``SqlStore.on_expired``: by the sweeper, a read, the
+        transaction of a ``continue`` that found its earlier continuation silent), committed: each told live once, in
+        its state now (failed; canceled, when a cancel had been asked), to the followers of every server process."""
+        log.warning("resolution(s) %s: the resolver stopped responding; marked dead", ", ".join(ids))
+        if self.relay is None and not self.bus.active:
+            return
         events = []
         for res_id in ids:
             res = self.store.get_resolution(res_id)

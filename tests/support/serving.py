@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 
 from sematic_k8s.serialization import content_id
+from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage, artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
@@ -44,6 +45,7 @@ class Served:
     key: str | None  # a valid API key (None in local mode)
     admin_key: str | None = None  # an admin API key (None in local mode)
     app: Any = None  # the FastAPI app it serves (its routes: what a test walks)
+    server: Any = None  # the app's Server (sematic_k8s_server.state): its sweeper, its event bus
 
     @property
     def owner(self) -> str | None:
@@ -62,11 +64,13 @@ class Served:
 @contextlib.contextmanager
 def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = True, config: ServerConfig | None = None,
           storage: Storage | None = None, allowed_storages: tuple[str, ...] = (),
-          limits: ConnectionLimits | None = None) -> Iterator[Served]:
+          limits: ConnectionLimits | None = None,
+          rerun_launcher: Callable[[DriverSpec, Mapping[str, str]], None] | None = None) -> Iterator[Served]:
     """A server over ``db_url`` (default: SQLite in ``home``) with artifacts in ``storage`` (default
     ``home``/storage), set up by ``config`` (API keys as ``api_keys_required`` says; ``allowed_storages``: more
     storage URLs readable for cloud resolutions that recorded theirs there), run by uvicorn as the CLI runs it
-    (:func:`~sematic_k8s_server.connections.uvicorn_config`, with ``limits``: the connection bounds)."""
+    (:func:`~sematic_k8s_server.connections.uvicorn_config`, with ``limits``: the connection bounds).
+    ``rerun_launcher``: what starts its reruns' drivers instead of the configured launcher."""
     store = open_store(db_url or f"sqlite:///{home / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests") if api_keys_required else None
     admin_key = auth.create_key(store.engine, "tests-admin", admin=True) if api_keys_required else None
@@ -75,7 +79,7 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
     if allowed_storages:
         config = dataclasses.replace(config or ServerConfig(), allowed_storages=allowed_storages)
     app = create_app(store, storage or LocalStorage(home / "storage"), config, api_keys_required=api_keys_required,
-                     self_url=url)
+                     self_url=url, rerun_launcher=rerun_launcher)
     server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, limits=limits or ConnectionLimits(),
                                            shutdown_timeout=1, log_level="warning"))  # as the CLI runs it
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
@@ -86,7 +90,7 @@ def serve(home: Path, db_url: str | None = None, *, api_keys_required: bool = Tr
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Served(url, store, home, key, admin_key, app)
+        yield Served(url, store, home, key, admin_key, app, app.state.server)
     finally:
         server.should_exit = True
         thread.join(15)

@@ -1,0 +1,159 @@
+"""A resolution marked dead is told live whatever marks it, over real HTTP: a follower of its live events sees it
+failed when a read finds its resolver silent (a GET of it, the list, a cancel asked of it), when a ``continue`` of it
+is asked (the action's read of it), and when a ``continue`` of the resolution it continues finds it silent (marked in
+the claim's own transaction). The server's sweeper is stopped, so only the path under test can mark it. Its resolver
+is gone: the resolution was recorded running, beating once, and nothing beat since. On SQLite and on PostgreSQL
+(there the event goes through the database's ``NOTIFY``, as every event does). Was: only the sweeper's marks were
+told; a page of the resolution showed it running until a reload."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sematic_k8s.specs import DriverSpec
+from sematic_k8s.store import liveness
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.tables import ResolutionRow
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from serving import Served, record_resolution, serve, wait_for
+
+TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
+REPO = "127.0.0.1:5000/pipelines"
+IMAGE = f"{REPO}@sha256:" + "ab" * 32
+STORAGE = "s3://sk-marked/artifacts"
+CLOUD = {"kind": "cloud", "storage_url": STORAGE}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def quiet(request, tmp_path, monkeypatch) -> Iterator[tuple[Served, list[DriverSpec]]]:
+    """A server (SQLite, or PostgreSQL) whose sweeper is stopped, starting reruns of cloud resolutions of ``IMAGE``
+    by noting their drivers' specs (the list given with it): nothing started."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", str(TIMEOUT))  # the server's (in this process)
+    db_url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    launched: list[DriverSpec] = []
+
+    def launch(spec: DriverSpec, env: Mapping[str, str]) -> None:
+        launched.append(spec)
+
+    config = ServerConfig(reruns=RerunConfig(image_repositories=(REPO,), storage_url=STORAGE))
+    with serve(tmp_path, db_url, config=config, rerun_launcher=launch) as s:
+        s.server.sweeper.stop()  # only the path under test marks anything
+        yield s, launched
+
+
+def _silent(s: Served, **record: Any) -> str:
+    """A cloud resolution of ``IMAGE`` (and its root run) recorded running through the server, beating once and never
+    since, returned once its silence is past the timeout (with a second to spare: the server, started before, judges
+    it then) by the database's clock, read straight from the database: no read of the server's marks it."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state="running", image=IMAGE,
+                                          created_at=utcnow(), heartbeat_at=utcnow(),
+                                          **{"settings": CLOUD, **record}))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
+                            state="running", created_at=utcnow()))
+    store = HttpStore(s.url, s.key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    table = ResolutionRow.__table__
+
+    def aged() -> bool:
+        with s.store.engine.connect() as conn:
+            return root in liveness.silent_ids(conn, table, TIMEOUT + 1)
+    wait_for(aged, 30, what="the resolution's heartbeat to age")
+    with s.store.engine.connect() as conn:  # still running: marked by nothing so far
+        assert conn.scalar(sa.select(table.c.state).where(table.c.id == root)) == "running"
+    return root
+
+
+class Following:
+    """The live events of resolution ``root_id`` (``events``), followed on a thread from the moment this is made
+    until one tells it ``state``."""
+
+    def __init__(self, s: Served, root_id: str, state: str) -> None:
+        self.events: list[dict] = []
+        ready = threading.Event()
+
+        def listen() -> None:
+            with s.client() as c, c.stream("GET", "/api/v1/events", params={"root_id": root_id}, timeout=30) as r:
+                lines = r.iter_lines()
+                next(lines)  # ": connected": subscribed
+                ready.set()
+                for line in lines:
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+                        if self.events[-1]["id"] == root_id and self.events[-1]["state"] == state:
+                            return
+
+        self.thread = threading.Thread(target=listen, daemon=True)
+        self.thread.start()
+        assert ready.wait(15), "the event stream did not open"
+
+    def told(self) -> list[dict]:
+        """The events, once the one awaited came (within 20 s; else the test fails naming those that came)."""
+        self.thread.join(20)
+        assert not self.thread.is_alive(), f"the resolution's mark was never told: {self.events}"
+        return self.events
+
+
+@pytest.mark.parametrize("read", ["get", "list", "cancel"])
+def test_a_read_that_finds_a_resolution_silent_tells_it_failed_live(quiet, read) -> None:
+    """A GET of the resolution, the list of resolutions, or a cancel asked of it (which reads it first) finds its
+    resolver silent and marks it failed (the cancel: 409, it has ended): its follower is told so, once. Was: nothing
+    told (the sweeper's marks alone were)."""
+    s, _ = quiet
+    root = _silent(s)
+    following = Following(s, root, "failed")
+    with s.client() as c:
+        if read == "get":
+            r = c.get(f"/api/v1/resolutions/{root}")
+            assert r.status_code == 200 and r.json()["state"] == "failed", r.text
+        elif read == "list":
+            r = c.get("/api/v1/resolutions")
+            assert [x["state"] for x in r.json()["items"] if x["id"] == root] == ["failed"], r.text
+        else:
+            r = c.post(f"/api/v1/resolutions/{root}/cancel")
+            assert r.status_code == 409 and r.json()["detail"] == f"resolution {root} is already failed", r.text
+        assert following.told() == [{"type": "resolution", "id": root, "root_id": root, "state": "failed"}]
+        res = c.get(f"/api/v1/resolutions/{root}").json()
+        assert res["error"].startswith("the resolver stopped responding at "), res
+
+
+def test_a_continue_of_a_silent_resolution_tells_it_failed_live(quiet) -> None:
+    """The server's continue action asked of a resolution whose resolver is silent: its read marks it failed, and the
+    continue goes on (202, its driver launched); the old resolution's follower is told it failed."""
+    s, launched = quiet
+    root = _silent(s)
+    following = Following(s, root, "failed")
+    with s.client() as c:
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
+        assert r.status_code == 202, r.text
+        assert following.told() == [{"type": "resolution", "id": root, "root_id": root, "state": "failed"}]
+    assert [spec.resolution.root_id for spec in launched] == [r.json()["resolution_id"]]
+
+
+def test_a_continue_that_finds_the_earlier_continuation_silent_tells_it_failed_live(quiet) -> None:
+    """A continue of a resolution whose earlier continuation's resolver is silent: the claim's transaction marks that
+    continuation failed (it no longer continues it: no 409) and records the new one; the earlier continuation's
+    follower is told it failed once the claim committed. Nothing else reads the earlier continuation here."""
+    s, launched = quiet
+    original = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE, state="failed")
+    earlier = _silent(s, rerun_of=original, settings={**CLOUD, "rerun_of": original, "rerun_mode": "continue"})
+    following = Following(s, earlier, "failed")
+    with s.client() as c:
+        r = c.post(f"/api/v1/resolutions/{original}/rerun", json={"mode": "continue"})
+        assert r.status_code == 202, r.text
+        assert following.told() == [{"type": "resolution", "id": earlier, "root_id": earlier, "state": "failed"}]
+        res = c.get(f"/api/v1/resolutions/{earlier}").json()
+        assert res["state"] == "failed" and res["error"].startswith("the resolver stopped responding at "), res
+    assert [spec.resolution.root_id for spec in launched] == [r.json()["resolution_id"]]
