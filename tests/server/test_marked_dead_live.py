@@ -142,18 +142,33 @@ def test_a_continue_of_a_silent_resolution_tells_it_failed_live(quiet) -> None:
     assert [spec.resolution.root_id for spec in launched] == [r.json()["resolution_id"]]
 
 
-def test_a_continue_that_finds_the_earlier_continuation_silent_tells_it_failed_live(quiet) -> None:
-    """A continue of a resolution whose earlier continuation's resolver is silent: the claim's transaction marks that
-    continuation failed (it no longer continues it: no 409) and records the new one; the earlier continuation's
-    follower is told it failed once the claim committed. Nothing else reads the earlier continuation here."""
+@pytest.mark.parametrize("through", ["action", "write"])
+def test_a_continue_that_finds_the_earlier_continuation_silent_tells_it_failed_live(quiet, through) -> None:
+    """A continue of a resolution whose earlier continuation's resolver is silent, asked of the server's action (its
+    claim) or recorded through the server's store API (``sematic-k8s rerun --mode continue`` through a server, whose
+    resolver writes the new resolution): that write's transaction marks the earlier continuation failed (it no longer
+    continues it: no 409) and records the new one; the earlier continuation's follower is told it failed once it
+    committed. Nothing else reads the earlier continuation here."""
     s, launched = quiet
     original = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE, state="failed")
-    earlier = _silent(s, rerun_of=original, settings={**CLOUD, "rerun_of": original, "rerun_mode": "continue"})
+    continuing = {**CLOUD, "rerun_of": original, "rerun_mode": "continue"}
+    earlier = _silent(s, rerun_of=original, settings=continuing)
     following = Following(s, earlier, "failed")
     with s.client() as c:
-        r = c.post(f"/api/v1/resolutions/{original}/rerun", json={"mode": "continue"})
-        assert r.status_code == 202, r.text
+        if through == "action":
+            r = c.post(f"/api/v1/resolutions/{original}/rerun", json={"mode": "continue"})
+            assert r.status_code == 202, r.text
+            assert [spec.resolution.root_id for spec in launched] == [r.json()["resolution_id"]]
+        else:
+            batch = Batch()
+            batch.add_resolution(ResolutionRecord(id=uuid.uuid4().hex, root_func_path="pipes:pipeline",
+                                                  state="running", rerun_of=original, created_at=utcnow(),
+                                                  heartbeat_at=utcnow(), settings=continuing))
+            store = HttpStore(s.url, s.key)
+            try:
+                store.write(batch)  # not refused: the earlier continuation is marked dead in its transaction
+            finally:
+                store.close()
         assert following.told() == [{"type": "resolution", "id": earlier, "root_id": earlier, "state": "failed"}]
         res = c.get(f"/api/v1/resolutions/{earlier}").json()
         assert res["state"] == "failed" and res["error"].startswith("the resolver stopped responding at "), res
-    assert [spec.resolution.root_id for spec in launched] == [r.json()["resolution_id"]]
