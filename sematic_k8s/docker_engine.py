@@ -429,12 +429,13 @@ class PullAbandoned(Exception):
 
 def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa: ANN401 - a docker client
                  waiting: Callable[[str, str], None] | None = None, stop: Any = None,
-                 ended: Callable[[], bool] | None = None) -> bool:
+                 ended: Callable[[], bool] | None = None, pulling: Callable[[str], None] | None = None) -> bool:
     """Pull ``image``; while its registry does not answer (:func:`registry_unanswered`; a silent try fails from its
     silence's start), try again with :class:`PullBackoff` for ``grace`` seconds from the first failure: a failed
     try, or the engine retrying a layer within one (its stream's "Retrying in"). From then on
     ``waiting(said, progress)`` is told the last failed try's words ("" while none failed) and the try under way's
-    progress (:class:`PullProgress`, "" between tries) whenever they change.
+    progress (:class:`PullProgress`, "" between tries) whenever they change. Before, ``pulling(progress)`` is told
+    the first try's progress as it changes (the same words, at the same rate: a healthy pull of a large image).
     Past the grace (:func:`past_grace`), even while a try is under way, a silent one too (it is abandoned: the
     engine's pull ends with it) unless that try is still downloading (:meth:`PullProgress.moving`), or at once for
     a definitive refusal (manifest unknown, unauthorized), or when ``stop`` (a threading.Event) is set:
@@ -445,7 +446,7 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
 
     backoff, tries = PullBackoff(), 0
     since: float | None = None  # the first failure
-    said, told = "", ("", "")
+    said, told, healthy = "", ("", ""), ""  # healthy: the first try's progress last told pulling()
     asked, gone = time.monotonic(), False  # when ended() was last asked (the wait's start: just begun), its answer
 
     def is_gone() -> bool:
@@ -470,12 +471,15 @@ def pull_waiting(client: Any, image: str, *, grace: float = PULL_GRACE,  # noqa:
         progress = PullProgress(image)
 
         def abandon(progress: PullProgress = progress) -> bool:
-            nonlocal since
+            nonlocal since, healthy
             if since is None and progress.retried_at is not None:
                 since = progress.retried_at
                 tell(progress.words(now=True))  # the retry said at once, not the words of the try's start
             elif since is not None:
                 tell(progress.words())
+            elif pulling is not None and (words := progress.words()) != healthy:  # no failure yet: the try's own
+                healthy = words
+                pulling(words)
             return past_grace(since, grace, progress) or (stop is not None and stop.is_set()) or is_gone()
 
         try:

@@ -23,7 +23,9 @@ server's, for a rerun it claimed), the launch asks it every ``PULL_TICK`` at mos
 silent one too, which it then abandons, and between tries) and once more right before the container's create: its
 resolution ended meanwhile (canceled), no container is created (:class:`~sematic_k8s.errors.DriverUnneeded`).
 Given ``pulling`` (the server's too), it is told as the pull begins, before any try's outcome: a try may be silent for
-up to ``PULL_SILENCE`` before its failure says anything, and the server answers its rerun's request meanwhile.
+up to ``PULL_SILENCE`` before its failure says anything, and the server answers its rerun's request meanwhile; and
+told again, while no try failed, the first try's progress as it changes ("pulling the driver's image (D of N layers,
+X of Y MB): REF", at most every ``PULL_PROGRESS_EVERY``: a healthy pull of a large image).
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
@@ -119,9 +121,13 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
                     log.warning("resolution %s: %s", root_id, words)
                     logged = True
 
+            def healthy(pulled: str, told: Callable[[str], None]) -> None:  # the first try's progress, none failed
+                told(pull_note("the driver's", spec.image, pulled))
+
             if pulling is not None:  # the server's: its request answered if nothing more comes soon
                 pulling(pull_note("the driver's", spec.image, ""))
-            pulled = pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop, ended=ended)
+            pulled = pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop, ended=ended,
+                                  pulling=None if pulling is None else functools.partial(healthy, told=pulling))
             if not pulled or (ended is not None and ended()):  # it ended while its image was waited for
                 raise DriverUnneeded(root_id) from None
             container = client.containers.create(spec.image, **kwargs)

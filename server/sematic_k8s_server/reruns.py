@@ -20,12 +20,14 @@ driver's image (the Docker launcher, its registry not answering the engine's pul
 ``executor_settings["pull_grace"]``, 120 s): it does not hold the request for that long. A pull that goes on
 :data:`ANSWER_WINDOW` seconds with nothing said (a large image, a registry that took the request and is silent: its
 try says so only at its silence limit, ``PULL_SILENCE``) answers it too, the claim noted "pulling the driver's
-image: REF"; a refusal (manifest unknown, unauthorized) comes within the window, and is the request's 502 as a
-launch that fails at once. The launch goes on in the background, its queue slot held; past the grace its claimed
-resolution is recorded failed in the launcher's words, as a launch that fails at once is (``failed``). A server that
-stops ends such waits: failed the same way. A claim that ends meanwhile (canceled: ``ended``, the record read every
-``PULL_TICK`` at most while the pull waits, during a try, a silent one too, and between tries, and right before the
-driver's create) ends its launch with no driver, within about a tick, its record as the cancel left it.
+image: REF", then its first try's progress as it goes on ("pulling the driver's image (D of N layers, X of Y MB):
+REF", every ``PULL_PROGRESS_EVERY`` at most) while no try failed; a refusal (manifest unknown, unauthorized) comes
+within the window, and is the request's 502 as a launch that fails at once. The launch goes on in the background,
+its queue slot held; past the grace its claimed resolution is recorded failed in the launcher's words, as a launch
+that fails at once is (``failed``). A server that stops ends such waits: failed the same way. A claim that ends
+meanwhile (canceled: ``ended``, the record read every ``PULL_TICK`` at most while the pull waits, during a try, a
+silent one too, and between tries, and right before the driver's create) ends its launch with no driver, within
+about a tick, its record as the cancel left it.
 """
 
 from __future__ import annotations
@@ -203,6 +205,7 @@ class Reruns:
         lock = threading.Lock()  # the answer and the claim's note, set together
         said = False  # its claim notes a wait (cleared once the driver started)
         warned = False  # its wait's first failure was logged (once)
+        pulled = ""  # what pulling() was last told: the pull's start, then its first try's progress
 
         def note(words: str | None) -> None:  # with the lock held: notes in the order they were said
             nonlocal said
@@ -219,15 +222,20 @@ class Reruns:
                 if not answer.done():
                     answer.set_result(None)  # the request answers now; the launch goes on
 
-        def pulling(words: str) -> None:  # the pull begins: the request answers ANSWER_WINDOW on, unless answered
-            if not pull.done():
-                pull.set_result(words)
+        def pulling(words: str) -> None:  # the pull begins: the request answers ANSWER_WINDOW on, unless answered;
+            nonlocal pulled  # told again with its first try's progress while no try failed: noted once answered
+            with lock:
+                pulled = words
+                if not pull.done():
+                    pull.set_result(words)
+                elif said and answer.done():  # noted "pulling...", no failure said since (waiting() is told those)
+                    note(words)
 
         def answer_pulling() -> None:  # the pull goes on past ANSWER_WINDOW, nothing said: the request answers now
             with lock:
                 if not answer.done():
-                    note(pull.result())
-                    log.info("rerun %s: answered while %s", spec.root_id, pull.result())
+                    note(pulled)
+                    log.info("rerun %s: answered while %s", spec.root_id, pulled)
                     answer.set_result(None)
 
         def _noted(words: str | None) -> None:

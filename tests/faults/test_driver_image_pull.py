@@ -30,6 +30,7 @@ from outages import (
     HELD,
     REGISTRY_NOT_NOW,
     SILENT,
+    PausingProxy,
     RegistryProcess,
     called_in,
     last_layer,
@@ -596,6 +597,43 @@ def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_sayin
             assert drivers_of(new_id) == []
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
+
+
+def test_a_server_rerun_whose_first_pull_try_goes_on_slowly_notes_its_progress_then_starts_its_driver(tmp_path):
+    """The rerun's driver image has a 40 MB layer of its own, its blob's answer paused by a proxy after 15 MB (a
+    registry serving a large image slowly: the first try goes on, none fails). The rerun is answered 202, the claim
+    noted "pulling the driver's image: REF", then that try's progress in the same words as a worker's ("pulling the
+    driver's image (D of N layers, X of 40 MB): REF") while the try is still under way; once the proxy lets the blob
+    go on, the driver starts, once, and the note is gone. Was: "pulling the driver's image: REF" alone, no layer or
+    MB count, until a try failed or the engine retried a layer."""
+    require_docker()
+    idle_driver_image(docker_client())
+    with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
+                                  layered=True, big_mb=40) as (registry, ref):
+        repo, _, digest = ref.partition("/")[2].partition("@")
+        manifest = httpx.get(f"http://{registry.host}/v2/{repo}/manifests/{digest}", headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+        big = manifest["layers"][-2]["digest"].encode()  # the 40 MB one, before the last (a file of its own)
+        proxy = PausingProxy(registry.port, big, 15_000_000)
+        image = f"127.0.0.1:{proxy.port}/{ref.partition('/')[2]}"
+        try:
+            with rerun(tmp_path, image, registry, 60) as (s, new_id), s.client() as c:
+                note = lambda: c.get(f"/api/v1/resolutions/{new_id}").json()["settings"].get("waiting")  # noqa: E731
+                counted = re.compile(r"^pulling the driver's image \(\d+ of \d+ layers, \d+ of 40 MB\): "
+                                     + re.escape(docker_engine.short_image(image)) + "$")
+                said = wait_for(lambda: (w := note()) and counted.match(w) and w, 30,
+                                what="the claim's note with its first try's progress")
+                assert proxy.paused == 1 and drivers_of(new_id) == [], said  # the first try still under way
+                proxy.resume()
+                wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+                wait_for(lambda: note() is None, 30, what="the claim's note gone")
+                res = c.get(f"/api/v1/resolutions/{new_id}").json()
+                assert res["state"] == "created" and len(drivers_of(new_id)) == 1 and proxy.paused == 1, res
+        finally:
+            proxy.resume()
+            proxy.close()
+            with contextlib.suppress(docker_errors.ImageNotFound):
+                docker_client().images.remove(image)
 
 
 def test_a_server_rerun_whose_image_its_registry_refuses_is_answered_502_in_the_engines_words(tmp_path, pushed):

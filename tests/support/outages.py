@@ -1,7 +1,8 @@
 """Services that a fault test can kill and start again, on loopback: the sematic-k8s server as a real process,
 a private S3 API server (moto) and a private Docker registry on ports of their own, a TCP proxy that can drop every
 connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
-late, one that stalls a request's body, and one that answers "too many requests" (429), or another status, in the
+late, one that stalls a request's body, one that pauses an answer midway (a registry serving a large blob slowly),
+and one that answers "too many requests" (429), or another status, in the
 target's place (an S3 API's, or a registry's before the Docker engine's pull: :func:`registry_answering`)."""
 
 from __future__ import annotations
@@ -562,6 +563,55 @@ class StallingProxy(_LoopbackProxy):
         finally:
             client.close()
             upstream.close()
+
+
+class PausingProxy(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to ``target_port`` that pauses the answer to each request whose first line has
+    ``request``: its first ``after`` bytes pass, the rest waits until :meth:`resume` (a registry that serves a large
+    blob slowly: the download under way, not failed). Every other request and answer passes unchanged."""
+
+    def __init__(self, target_port: int, request: bytes, after: int) -> None:
+        self.request, self.after = request, after
+        self.paused = 0  # answers paused so far (their first bytes passed)
+        self._resumed = threading.Event()
+        super().__init__(target_port, "pausing-proxy")
+
+    def resume(self) -> None:
+        """Let every paused answer go on, and pause none from now on."""
+        self._resumed.set()
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        picked = threading.Event()  # this connection's request under way is one to pause (HTTP/1.1: one at a time)
+        threading.Thread(target=self._answers, args=(upstream, client, picked), daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                if data.split(b"\r\n", 1)[0].find(self.request) >= 0 and not self._resumed.is_set():
+                    picked.set()
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    def _answers(self, upstream: socket.socket, client: socket.socket, picked: threading.Event) -> None:
+        passed = 0
+        try:
+            while data := upstream.recv(65536):
+                if picked.is_set() and passed + len(data) > self.after:
+                    head, data = data[:self.after - passed], data[self.after - passed:]
+                    client.sendall(head)
+                    with self._lock:
+                        self.paused += 1
+                    self._resumed.wait()
+                    picked.clear()
+                passed = passed + len(data) if picked.is_set() else 0
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
 
 
 class ThrottlingProxy(_LoopbackProxy):
