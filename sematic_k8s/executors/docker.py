@@ -228,8 +228,8 @@ class DockerExecutor(RemoteExecutor):
         pull, now = self._pull, time.monotonic()
         progress = pull.progress if pull is not None else None
         if progress is not None and progress.retried_at is not None:
-            for u in self.unpulled.values():
-                u.since = u.since if u.since is not None else now
+            for u in self.unpulled.values():  # the retry's time in the stream, or its own coming: not this look's
+                u.since = u.since if u.since is not None else pull_failing(None, progress, u.came)
         for run_id, u in list(self.unpulled.items()):
             if past_grace(u.since, self.pull_grace, progress, u.came):
                 del self.unpulled[run_id]
