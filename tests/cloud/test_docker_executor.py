@@ -692,7 +692,9 @@ def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_
         why = str(next((r.notes.get("waiting") or "" for r in store.runs_of_root(f.id) if r.func_name == "inc"), ""))
         if why and why not in seen:
             seen.append(why)
-        return why if "; the engine retries a layer (" in why and " MB;" in why else None
+        # all 20 MB and the retry: the engine downloads the new layers at once, the small one's 503 (its retry) comes
+        # while the 20 MB do, and a note made then (their words change every 5 s at most) says fewer MB
+        return why if " 20 of 20 MB; the engine retries a layer (" in why else None
 
     def resolve(loop: ResolutionLoop) -> None:
         try:
