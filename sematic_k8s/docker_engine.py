@@ -194,7 +194,10 @@ class PullProgress:
         detail = line.get("progressDetail") or {}
         with self._lock:
             current, total = self._layers.get(layer, (0, 0))
-            moved = status in ("Downloading", "Verifying Checksum", "Download complete", "Extracting", "Pull complete")
+            # a "Downloading" line of no bytes is a download that failed before its first (the engine's line for its
+            # failed read, just before its "Retrying in", seen when its stream is not quick to replace it): no move
+            came = status == "Downloading" and int(detail.get("current") or 0) > 0
+            moved = came or status in ("Verifying Checksum", "Download complete", "Extracting", "Pull complete")
             if status == "Downloading" and detail.get("total"):
                 current, total = int(detail.get("current") or 0), int(detail["total"])
             elif status in ("Download complete", "Verifying Checksum", "Extracting", "Pull complete") and total:
@@ -205,7 +208,7 @@ class PullProgress:
                     self._failed += 1
                 self._retrying[layer] = second
                 self.retried_at = self.retried_at or time.monotonic()
-            elif status in ("Downloading", "Download complete", *self._DONE):
+            elif came or status in ("Download complete", *self._DONE):
                 self._retrying.pop(layer, None)
             if status in self._DONE:
                 self._done.add(layer)

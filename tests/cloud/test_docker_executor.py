@@ -1252,6 +1252,32 @@ def test_runs_whose_layer_the_engine_retries_fail_each_at_its_own_pull_grace_and
     assert executor.waiting == {} and containers_of(first) == containers_of(second) == []
 
 
+def test_a_layers_download_that_failed_before_its_first_byte_holds_no_run_past_its_grace():
+    """The engine's pull stream as a layer's download fails before its first byte (a 503 to its blob): its failed
+    read's "Downloading" line of no bytes (``progressDetail`` {} when no size was known, else the size alone), then
+    its "Retrying in N seconds". The engine's stream most often replaces the first line by the second before sending
+    it, not always (a loaded machine): the real engine's lines, which cannot be timed from here, are given to
+    :class:`~sematic_k8s.docker_engine.PullProgress` as its stream gives them. That try is not moving: a run past its
+    grace fails (``past_grace``), and the note keeps "the engine retries a layer", each failure counted once; a line
+    with bytes still is a download under way. Was: any "Downloading" line was a move, every waiting run held for
+    ``PULL_STALL`` (10 s) past its grace: in ~25 runs of the test above on a loaded machine, once, runs due 1.5 s
+    apart failed together ("could not pull it for 10 s" and "for 8 s")."""
+    from sematic_k8s.docker_engine import PullProgress, past_grace
+
+    layer = "48012343fd52"
+    progress = PullProgress(f"127.0.0.1:5000/img@sha256:{'0' * 64}")
+    for status, detail in (("Pulling fs layer", {}), ("Downloading", {}), ("Retrying in 5 seconds", {}),
+                           ("Retrying in 1 second", {}), ("Downloading", {"total": 2_000_000}),
+                           ("Retrying in 10 seconds", {})):
+        progress.seen({"status": status, "progressDetail": detail, "id": layer})
+        assert not progress.moving(), (status, detail)
+        assert status != "Retrying in 10 seconds" or progress.words(now=True) == (
+            "0 of 1 layers, 0 of 2 MB; the engine retries a layer (2 failed downloads)"), progress.words(now=True)
+    assert past_grace(time.monotonic() - 3, 3, progress)  # failing for its whole grace: the run fails
+    progress.seen({"status": "Downloading", "progressDetail": {"current": 65536, "total": 2_000_000}, "id": layer})
+    assert progress.moving() and not past_grace(time.monotonic() - 3, 3, progress)  # bytes came: it waits on
+
+
 def test_an_executor_closed_while_its_images_try_is_under_way_abandons_that_try(project, storage, retried_layer):
     """The executor closed (its resolution canceled, its driver ending) while the engine retries a layer of its
     image: the try is abandoned, the engine's pull with it. Was: left to go on for the engine's tries (about 75 s),
