@@ -555,16 +555,22 @@ def test_a_server_rerun_canceled_while_its_pull_is_silent_ends_its_launch_at_onc
         proxy.silent()
         wait_for(lambda: proxy.held >= 1, 60, what="a pull try's request held silent by the proxy")
         with s.client() as c:
-            r = c.post(f"/api/v1/resolutions/{new_id}/cancel")
-            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
-            ended = wait_for(lambda: [m for m in caplog.messages if m.startswith(f"rerun {new_id}: ") and any(
-                w in m for w in ("driver started", "driver not started", "launcher failed"))], 60,
-                             what="the end of the rerun's launch (the server's log)")
-            assert ended == [f"rerun {new_id}: driver not started: resolution {new_id} ended while its driver waited "
-                             "for its image: the driver is not started"], ended
+            _cancel_ends_its_launch(c, new_id, caplog)
             assert proxy.held >= 1 and drivers_of(new_id) == []
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
+
+
+def _cancel_ends_its_launch(c: httpx.Client, new_id: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Cancel rerun ``new_id`` through the server (client ``c``), then wait (a minute at most) for its launch to end
+    without a driver, as the server's log says."""
+    r = c.post(f"/api/v1/resolutions/{new_id}/cancel")
+    assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
+    ended = wait_for(lambda: [m for m in caplog.messages if m.startswith(f"rerun {new_id}: ") and any(
+        w in m for w in ("driver started", "driver not started", "launcher failed"))], 60,
+                     what="the end of the rerun's launch (the server's log)")
+    assert ended == [f"rerun {new_id}: driver not started: resolution {new_id} ended while its driver waited "
+                     "for its image: the driver is not started"], ended
 
 
 def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_saying_it_pulls(tmp_path, pushed,
@@ -587,13 +593,7 @@ def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_sayin
             assert res["state"] == "created", res
             assert res["settings"]["waiting"] == docker_engine.pull_note("the driver's", image, ""), res
             assert proxy.throttled == proxy.held and drivers_of(new_id) == []  # no try answered, none failed
-            r = c.post(f"/api/v1/resolutions/{new_id}/cancel")
-            assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
-            ended = wait_for(lambda: [m for m in caplog.messages if m.startswith(f"rerun {new_id}: ") and any(
-                w in m for w in ("driver started", "driver not started", "launcher failed"))], 60,
-                             what="the end of the rerun's launch (the server's log)")
-            assert ended == [f"rerun {new_id}: driver not started: resolution {new_id} ended while its driver waited "
-                             "for its image: the driver is not started"], ended
+            _cancel_ends_its_launch(c, new_id, caplog)
             assert drivers_of(new_id) == []
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res

@@ -31,14 +31,6 @@ TAKEN = ("an active API key is already named {name!r} (revoking by name would re
          "choose another name (see `sematic-k8s api-keys list`)")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database: SQLite in ``tmp_path``, or one on the session's PostgreSQL cluster."""
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'db.sqlite3'}"
-
-
 @pytest.fixture
 def served(tmp_path: Path, db_url: str) -> Iterator[Served]:
     with serve(tmp_path, db_url) as s:

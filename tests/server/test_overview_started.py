@@ -6,7 +6,6 @@ from the registry on the Kubernetes cluster model, recorded through the SQL stor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,13 +30,6 @@ def fetched(n: int) -> int:
 @sk.func
 def fetching(n: int) -> int:
     return fetched(n)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: Any, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 def test_a_run_whose_image_was_not_pulled_is_a_node_that_never_started(db_url: str, tmp_path: Path) -> None:

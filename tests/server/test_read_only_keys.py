@@ -186,13 +186,6 @@ def test_a_revoked_read_only_key_is_refused_at_once_and_the_list_shows_roles(ser
     assert "both" not in [k["name"] for k in auth.list_keys(served.store.engine)]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'db.sqlite3'}"
-
-
 def test_upgrading_keeps_every_key_with_exactly_its_rights(db_url: str) -> None:
     engine = sa.create_engine(db_url)
     old = sa.table("api_keys", sa.column("id", sa.String), sa.column("name", sa.String),

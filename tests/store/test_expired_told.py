@@ -6,7 +6,6 @@ same). On SQLite and PostgreSQL. The server's side, over HTTP: tests/server/test
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,13 +13,6 @@ import sqlalchemy as sa
 from sematic_k8s.errors import ContinuedAlready
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'db.sqlite3'}"
 
 
 def _resolution(res_id: str, state: str = "running", **fields: object) -> dict:

@@ -5,9 +5,7 @@ the operator trusts the runs recorded before owners were."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -17,13 +15,6 @@ from sematic_k8s.store.sql import SqlStore
 
 KEY = "c" * 64
 T0 = dt.datetime(2026, 12, 1, 12)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'db.sqlite3'}"
 
 
 def test_upgrading_a_database_keeps_its_rows_unowned_and_its_cache_hits_for_the_embedded_store(db_url: str) -> None:

@@ -6,9 +6,7 @@ marked dead before it."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -17,13 +15,6 @@ from sematic_k8s.store.records import CLAIMED, Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 
 T0 = dt.datetime(2026, 12, 1, 12)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'db.sqlite3'}"
 
 
 def test_a_resolution_marked_dead_by_a_read_has_its_task_copies_left_until_the_sweeper_says_they_are_gone(
