@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+from sematic_k8s.store.notify import resolution_event
 from sematic_k8s.store.records import Batch
 
 QUEUE_SIZE = 10_000
@@ -155,13 +156,6 @@ def told(fields: dict[str, Any]) -> bool:
     """Whether a run update of ``fields`` is told to live-event subscribers: it sets one of ``LIVE_RUN_FIELDS`` or
     ``SHOWN_RUN_FIELDS``."""
     return not (LIVE_RUN_FIELDS.isdisjoint(fields) and SHOWN_RUN_FIELDS.isdisjoint(fields))
-
-
-def resolution_event(res_id: str, state: str | None) -> dict[str, Any]:
-    """The live event of a change to resolution ``res_id`` (its state now; a change that keeps it, such as the note
-    on a claim of what its driver's launch waits for, says the state it still has): the pages showing it re-read
-    it. Every resolution event is made here."""
-    return {"type": "resolution", "id": res_id, "root_id": res_id, "state": state}
 
 
 def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Live events between server processes (uvicorn workers, replicas) through PostgreSQL's LISTEN/NOTIFY.
 
-Over PostgreSQL every process sends the events of the writes it recorded with ``NOTIFY`` (after they commit)
+Over PostgreSQL every process sends the events of the writes it recorded with ``NOTIFY`` (after they commit;
+:mod:`sematic_k8s.store.notify`, the payloads any process on the database may send)
 and hands every notification it hears, its own included, to its event bus: a dashboard following one process
 sees the writes recorded by all of them. A listener that loses its connection reconnects and tells its
 subscribers ``{"type": "overflow"}`` (refetch what you show), as a subscriber that fell behind is told.
@@ -17,11 +18,10 @@ import psycopg
 import sqlalchemy as sa
 
 from sematic_k8s.errors import one_line
+from sematic_k8s.store.notify import CHANNEL, notify
 from sematic_k8s_server.events import EventBus
 
 log = logging.getLogger("sematic_k8s_server")
-CHANNEL = "sematic_k8s_events"
-MAX_PAYLOAD = 7000  # bytes; PostgreSQL's limit is 8000
 RECONNECT_SECONDS = 1.0
 START_SECONDS = 5.0
 
@@ -29,21 +29,6 @@ START_SECONDS = 5.0
 def libpq_url(engine: sa.Engine) -> str:
     """The engine's database as a libpq URL (for a connection of its own, outside the pool)."""
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def payloads(events: list[dict[str, Any]]) -> list[str]:
-    """``events`` as JSON arrays of at most :data:`MAX_PAYLOAD` bytes each."""
-    out, chunk, size = [], list[str](), 2
-    for event in events:
-        text = json.dumps(event, separators=(",", ":"))
-        if chunk and size + len(text) + 1 > MAX_PAYLOAD:
-            out.append("[" + ",".join(chunk) + "]")
-            chunk, size = [], 2
-        chunk.append(text)
-        size += len(text) + 1
-    if chunk:
-        out.append("[" + ",".join(chunk) + "]")
-    return out
 
 
 class PgRelay:
@@ -72,8 +57,7 @@ class PgRelay:
     def send(self, events: list[dict[str, Any]]) -> None:
         """``NOTIFY`` ``events`` now, in one transaction."""
         with self.engine.begin() as conn:
-            for payload in payloads(events):
-                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+            notify(conn, events)
 
     def start(self) -> None:
         """Start listening; returns once the listener is connected (or after a few seconds if it cannot be),

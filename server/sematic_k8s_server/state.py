@@ -11,13 +11,14 @@ from typing import Any
 
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.guards import Replayed
+from sematic_k8s.store.notify import resolution_event
 from sematic_k8s.store.records import CLAIMED, Batch
 from sematic_k8s.store.sql import FAILED, SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.copies import LeftCopies
-from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, resolution_event, told
+from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, told
 from sematic_k8s_server.liveness import Sweeper
 from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
