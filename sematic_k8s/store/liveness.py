@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
 from sematic_k8s import settings
 from sematic_k8s.errors import StopsForAFix
-from sematic_k8s.store import dbclock
+from sematic_k8s.store import dbclock, notify
 from sematic_k8s.store.records import CLAIMED
 from sematic_k8s.store.tables import CANCELED, CANCELING, ENDED, FAILED, LIVE, UNFINISHED_RUNS
 
@@ -85,6 +86,10 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     that comes with it: the mark says they may be left (``tasks_left``, unless it was a claim no driver recorded), for
     the server's sweeper to delete (:func:`tasks_left`). Returns the ids marked. (Resolutions recorded without
     heartbeats are left alone.)
+    On PostgreSQL the marks are told live in this transaction (:func:`notify.notify`: each one's resolution event, in
+    its state now): every server's followers hear them once it commits, never if it is rolled back, whatever process
+    marks them (a server; the CLI or a LocalResolver on the database's URL, its read or its ``continue``). On SQLite
+    only a server's own marks are told (``SqlStore.on_expired``): there is no channel between processes.
     ``on_its_way(id)``: whether a beat of it waits for the database's write lock, which ``conn`` holds
     (SQLite: :mod:`~sematic_k8s.store.inflight`); such a Resolution is left alone, its beat lands once this
     transaction ends."""
@@ -92,7 +97,8 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     dead = [silent(t, dialect, stale_after)]
     if ids is not None:
         dead.append(t.c.id.in_(list(ids)))
-    marked = []
+    marked: list[str] = []
+    events: list[dict[str, Any]] = []
     found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*dead)).all()
     for res_id, state, beat in found:
         if on_its_way is not None and on_its_way(res_id):
@@ -100,14 +106,18 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
             continue
         reason = (f"its driver never recorded it (claimed at {beat:%Y-%m-%d %H:%M:%S} UTC)" if state == CLAIMED
                   else f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC")
+        ended = CANCELED if state == CANCELING else FAILED
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
-            state=CANCELED if state == CANCELING else FAILED, ended_at=dbclock.now(dialect),
+            state=ended, ended_at=dbclock.now(dialect),
             error=reason + ("; canceled as asked" if state == CANCELING else ""),
             tasks_left=None if state == CLAIMED else True))  # no driver will delete its task copies: the server
         if done.rowcount:
             conn.execute(sa.update(runs).where(runs.c.root_id == res_id, runs.c.state.in_(UNFINISHED_RUNS))
                          .values(state=CANCELED, ended_at=dbclock.now(dialect)))
             marked.append(res_id)
+            events.append(notify.resolution_event(res_id, ended))
+    if events and dialect == "postgresql":  # told to every server's followers once this commits, whoever marks
+        notify.notify(conn, events)
     return marked
 
 

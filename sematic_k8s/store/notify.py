@@ -1,8 +1,10 @@
 """Live events through PostgreSQL's ``NOTIFY``: their channel, their payloads, and their sending in a transaction.
 
 Every server process ``LISTEN``s on :data:`CHANNEL` and hands what it hears to its followers
-(:mod:`sematic_k8s_server.relay`), which sends its writes' events through :func:`notify`. Here, in the library, so
-that any process on a PostgreSQL database can send events the servers relay, in the same payloads.
+(:mod:`sematic_k8s_server.relay`), which sends its writes' events through :func:`notify`. So does any process
+that marks resolutions dead on a PostgreSQL database (:func:`~sematic_k8s.store.liveness.expire_silent`: a server,
+the CLI or a LocalResolver on the database's URL), in the transaction that marks them: the mark is told, to every
+server's followers, when it commits, and never when it is rolled back.
 """
 
 from __future__ import annotations

@@ -527,7 +527,8 @@ class SqlStore:
         """Have ``tell(ids)`` called with the ids of the Resolutions this store marks dead, whatever marks them (a
         sweep or a read, :meth:`expire_silent`; a write recording a ``continue``, which marks a silent continuation
         of the same resolution in its own transaction: :func:`guards.refuse_second_continue`): once each, after the
-        transaction that marked them committed (never for one rolled back). A server tells its live-event followers.
+        transaction that marked them committed (never for one rolled back). A server on SQLite tells its live-event
+        followers (on PostgreSQL the marking transaction told every server's: :func:`liveness.expire_silent`).
         A ``tell`` that raises is logged, and the read or write that marked them goes on. Returns what stops it."""
         self._told_expired.append(tell)
 

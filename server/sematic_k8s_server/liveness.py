@@ -1,9 +1,10 @@
 """The server's sweeper: every few seconds, Resolutions whose resolving process (a local loop or a driver)
 stopped heartbeating are marked dead (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`), so that
 nothing stays "running" forever and ``continue`` can pick them up. Reads mark them too, and a ``continue`` the
-continuation it finds silent; the sweeper covers the ones nobody reads. Whatever marks them, the store tells the
-server (``SqlStore.on_expired``), which tells its live-event followers: the sweeper tells no one itself. After each
-sweep, the task copies those marked dead (by anyone) left in storage are deleted, off its thread
+continuation it finds silent; the sweeper covers the ones nobody reads. Whatever marks them, the mark is told: over
+PostgreSQL by its own transaction's ``NOTIFY`` (:mod:`sematic_k8s.store.notify`, in any process), on SQLite by the
+store to the server (``SqlStore.on_expired``), which tells its live-event followers: the sweeper tells no one
+itself. After each sweep, the task copies those marked dead (by anyone) left in storage are deleted, off its thread
 (:mod:`~sematic_k8s_server.copies`)."""
 
 from __future__ import annotations

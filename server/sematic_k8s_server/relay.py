@@ -1,7 +1,7 @@
 """Live events between server processes (uvicorn workers, replicas) through PostgreSQL's LISTEN/NOTIFY.
 
 Over PostgreSQL every process sends the events of the writes it recorded with ``NOTIFY`` (after they commit;
-:mod:`sematic_k8s.store.notify`, the payloads any process on the database may send)
+:mod:`sematic_k8s.store.notify`, through which any process marking resolutions dead tells its marks too)
 and hands every notification it hears, its own included, to its event bus: a dashboard following one process
 sees the writes recorded by all of them. A listener that loses its connection reconnects and tells its
 subscribers ``{"type": "overflow"}`` (refetch what you show), as a subscriber that fell behind is told.

@@ -119,9 +119,11 @@ class Server:
     def _expired(self, ids: list[str]) -> None:
         """Resolutions ``ids`` were marked dead in this process (``SqlStore.on_expired``: by the sweeper, a read, the
         transaction of a ``continue`` that found its earlier continuation silent), committed: each told live once, in
-        its state now (failed; canceled, when a cancel had been asked), to the followers of every server process."""
+        its state now (failed; canceled, when a cancel had been asked), to this process's followers. Over PostgreSQL
+        the transaction that marked them told them already, to every server process's followers, as it does in any
+        process marking them (:mod:`sematic_k8s.store.notify`): nothing more to tell."""
         log.warning("resolution(s) %s: the resolver stopped responding; marked dead", ", ".join(ids))
-        if self.relay is None and not self.bus.active:
+        if self.relay is not None or not self.bus.active:
             return
         events = []
         for res_id in ids:

@@ -4,11 +4,15 @@ is asked (the action's read of it), and when a ``continue`` of the resolution it
 the claim's own transaction). The server's sweeper is stopped, so only the path under test can mark it. Its resolver
 is gone: the resolution was recorded running, beating once, and nothing beat since. On SQLite and on PostgreSQL
 (there the event goes through the database's ``NOTIFY``, as every event does). Was: only the sweeper's marks were
-told; a page of the resolution showed it running until a reload."""
+told; a page of the resolution showed it running until a reload. On PostgreSQL a mark made by another process on the
+database's URL (the CLI's read, a ``continue`` recorded there) is told to the server's followers too."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -17,6 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from sematic_k8s import settings
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.store import liveness
 from sematic_k8s.store.http import HttpStore
@@ -171,4 +176,54 @@ def test_a_continue_that_finds_the_earlier_continuation_silent_tells_it_failed_l
                 store.close()
         assert following.told() == [{"type": "resolution", "id": earlier, "root_id": earlier, "state": "failed"}]
         res = c.get(f"/api/v1/resolutions/{earlier}").json()
+        assert res["state"] == "failed" and res["error"].startswith("the resolver stopped responding at "), res
+
+
+# a continue of ORIGINAL recorded straight in the database of DB_URL, as a LocalResolver on it writes it
+CONTINUE_ON_THE_DATABASE = """
+import os, uuid
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s.store.sql import SqlStore
+original = os.environ["ORIGINAL"]
+store = SqlStore(os.environ["SEMATIC_K8S_DB_URL"])
+batch = Batch()
+batch.add_resolution(ResolutionRecord(id=uuid.uuid4().hex, root_func_path="pipes:pipeline", state="running",
+                                      rerun_of=original, created_at=utcnow(), heartbeat_at=utcnow(),
+                                      settings={"rerun_of": original, "rerun_mode": "continue"}))
+store.write(batch)
+store.close()
+"""
+
+
+@pytest.mark.parametrize("marker", ["cli read", "continue"])
+def test_a_mark_made_by_another_process_on_the_database_is_told_to_the_servers_followers(request, tmp_path,
+                                                                                        monkeypatch, marker) -> None:
+    """PostgreSQL: a process reading the database directly marks a resolution whose resolver is gone, the server's
+    sweeper stopped: ``sematic-k8s resolutions show`` on the database's URL (its read), or a ``continue`` of the
+    resolution it continues recorded there (its write's transaction). The server's follower of its events is told it
+    failed, once (the marking transaction's ``NOTIFY``). Was: told to no one, the page showed it running."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", str(TIMEOUT))
+    db_url = request.getfixturevalue("postgres_url")
+    with serve(tmp_path, db_url) as s:
+        s.server.sweeper.stop()  # only the other process marks anything
+        original = None
+        if marker == "continue":
+            original = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE,
+                                         state="failed")
+            root = _silent(s, rerun_of=original, settings={**CLOUD, "rerun_of": original, "rerun_mode": "continue"})
+        else:
+            root = _silent(s)
+        following = Following(s, root, "failed")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)},
+               settings.DB_URL_ENV: db_url, settings.HOME_ENV: str(tmp_path / "cli"),
+               "SEMATIC_K8S_HEARTBEAT_TIMEOUT": str(TIMEOUT), "ORIGINAL": original or ""}
+        args = (["-c", CONTINUE_ON_THE_DATABASE] if marker == "continue"
+                else ["-m", "sematic_k8s.cli", "resolutions", "show", root, "-o", "json"])
+        done = subprocess.run([sys.executable, *args], env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        if marker == "cli read":
+            assert json.loads(done.stdout)["state"] == "failed", done.stdout.decode()
+        assert following.told() == [{"type": "resolution", "id": root, "root_id": root, "state": "failed"}]
+        with s.client() as c:
+            res = c.get(f"/api/v1/resolutions/{root}").json()
         assert res["state"] == "failed" and res["error"].startswith("the resolver stopped responding at "), res
