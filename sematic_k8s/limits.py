@@ -41,18 +41,11 @@ def check_json(what: str, value: Any, fix: str) -> None:
         raise ValueError(f"{what} come to {size:,} bytes of JSON, more than the {JSON_BYTES:,} a record keeps: {fix}")
 
 
+# a record's text holding a NUL character, refused naming its field (sematic_k8s.store.texts: the one rule, on every
+# database, an embedded store's writes and the server's alike): PostgreSQL refuses a NUL in text (the whole write,
+# naming no field) where SQLite kept it (its length() stops at it). A resolution's error is kept instead, escaped
+# (text_field).
 NUL_HELD = "holds a NUL character (\\u0000), which no database keeps in text: remove it"
-
-
-def no_nul(text: str) -> str:
-    """``text``, if it holds no NUL character; else ValueError (:data:`NUL_HELD`, which its caller prefixes with the
-    field's name). The rule for a record's text (a run's ``func_name``, a resolution's ``root_func_path`` or note,
-    an artifact's ``type_name``, ...) on every database, through the server (``schemas``) and in an embedded store
-    (``store.texts``): PostgreSQL refuses a NUL in text (the whole write, naming no field) where SQLite kept it (its
-    ``length()`` stops at it). A resolution's error is kept instead, escaped (:func:`text_field`)."""
-    if "\x00" in text:
-        raise ValueError(NUL_HELD)
-    return text
 
 
 def text_field(text: str) -> str:

@@ -346,7 +346,7 @@ class SqlStore:
         a note holding a NUL character (as the server's ``POST .../labels`` refuses them: naming it)."""
         t = self._res
         add = list(add)
-        texts.refuse_nul("", {"note": note} | {f"add[{i}]": tag for i, tag in enumerate(add)},
+        texts.refuse_nul(None, {"note": note} | {f"add[{i}]": tag for i, tag in enumerate(add)},
                          ["note", *(f"add[{i}]" for i in range(len(add)))])
         with self.engine.begin() as conn:
             guards.hold_write_lock(conn)

@@ -1,5 +1,5 @@
 """What the route modules share: the Server dependency, the caller (checked by the Guard before any route
-runs), validated ids and paging, 404s, and bodies parsed as strict JSON."""
+runs), validated ids and paging, 404s and a body's refused text, and bodies parsed as strict JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator
 
+from sematic_k8s import limits
+from sematic_k8s.store.texts import NulText
 from sematic_k8s_server import auth, schemas
 from sematic_k8s_server.auth import Principal
 from sematic_k8s_server.state import Server
@@ -74,6 +76,12 @@ Caller = Annotated[Principal, Depends(_caller)]
 def not_found(what: str, id_: str) -> HTTPException:
     """The 404 for an unknown id: raise it."""
     return HTTPException(404, f"no {what} with id {id_!r}")
+
+
+def nul_refused(e: NulText) -> HTTPException:
+    """The 422 of a request body's record text holding a NUL character, which the store refused (``store.texts``,
+    the one check of every write): ``body field 'new_runs.<id>.func_name' holds a NUL character ...: remove it``."""
+    return HTTPException(422, f"body field {e.path!r} {limits.NUL_HELD}")
 
 
 T = TypeVar("T")

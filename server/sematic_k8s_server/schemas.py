@@ -252,13 +252,13 @@ Id = Annotated[str, StringConstraints(pattern=HEX_ID)]
 ArtifactKey = Annotated[str, StringConstraints(pattern=SHA256)]
 Timestamp = str | None  # ISO 8601, parsed (and refused when it is not one) by batch_from_json
 Created = str  # a record's created_at: a Timestamp, never null (its column is NOT NULL); a new record's is required
-# a record's text: no NUL character (limits.no_nul: refused naming the field, on SQLite and PostgreSQL alike)
-NoNul = AfterValidator(limits.no_nul)
-Text16 = Annotated[str, StringConstraints(max_length=16), NoNul]  # the lengths of the database's columns
-Text64 = Annotated[str, StringConstraints(max_length=64), NoNul]
-Text256 = Annotated[str, StringConstraints(max_length=256), NoNul]
-Text512 = Annotated[str, StringConstraints(max_length=512), NoNul]
-Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS), NoNul]
+# a record's text, within its column's length. A NUL character in it is the store's to refuse (store.texts, for
+# every write: a 422 naming the field, problems), as is one in a resolution's error its to escape (limits.text_field)
+Text16 = Annotated[str, StringConstraints(max_length=16)]  # the lengths of the database's columns
+Text64 = Annotated[str, StringConstraints(max_length=64)]
+Text256 = Annotated[str, StringConstraints(max_length=256)]
+Text512 = Annotated[str, StringConstraints(max_length=512)]
+Note = Annotated[str, StringConstraints(max_length=limits.NOTE_CHARS)]
 INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1  # the database's INTEGER and BIGINT
 MAX_BATCH_RECORDS = 100_000  # records (and fences) in one write: more is a 413, which the HTTP store sends in parts
 MAX_DEPTH = 128  # a value's levels of objects and arrays; JSON encoders stop at about 255 (orjson's, pydantic's)
@@ -291,8 +291,7 @@ def _error_sized(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 ErrorDoc = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_error_sized)]
-# a resolution's error: kept, each NUL written as \x00 (limits.text_field): refused, the failure would be lost
-ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS), AfterValidator(limits.text_field)]
+ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)]  # a resolution's error (NULs: store.texts)
 
 
 def _source_sized(text: str) -> str:
@@ -326,8 +325,8 @@ def _few_tags(tags: list[str] | None) -> list[str] | None:
     return tags
 
 
-SourceText = Annotated[str, AfterValidator(_source_sized), NoNul]
-SourcePath = Annotated[str, AfterValidator(_path_sized), NoNul]
+SourceText = Annotated[str, AfterValidator(_source_sized)]
+SourcePath = Annotated[str, AfterValidator(_path_sized)]
 SmallObject = Annotated[dict[str, Any], AfterValidator(_shallow), AfterValidator(_json_sized)]  # settings, notes
 Tag = Annotated[str, StringConstraints(pattern=TAG)]
 

@@ -25,6 +25,7 @@ from sematic_k8s.errors import CancelRequested, ContinuedAlready, ResolutionEnde
 from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import ENDED
+from sematic_k8s.store.texts import NulText
 
 OUTAGE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # the database, not the batch
 _FINAL = frozenset({"state", "output_id"})  # a resolved run's fields that no update may change
@@ -86,8 +87,9 @@ def _merge(group: Batch, b: Batch) -> None:
 
 def write_all(write: Write, batches: Sequence[Batch]) -> list[BaseException | None]:
     """``write`` each merged group; when a group conflicts with recorded data (a second ``continue`` of a resolution
-    included) or has a bad value, or holds a batch applied already, its batches one by one, so that only the faulty
-    ones fail and only the replayed ones are skipped. Each batch's error,
+    included) or has a bad value (a record's text holding a NUL character: named as in its own batch), or holds a
+    batch applied already, its batches one by one, so that only the faulty ones fail and only the replayed ones are
+    skipped. Each batch's error,
     :class:`~sematic_k8s.store.guards.Replayed` for one applied already (nothing of it written: answered as written,
     but no event), or None."""
     results: list[BaseException | None] = [None] * len(batches)
@@ -95,7 +97,8 @@ def write_all(write: Write, batches: Sequence[Batch]) -> list[BaseException | No
         replays: set[str] = set()
         try:
             write(merged, replays=replays)
-        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved, ContinuedAlready, CancelRequested) as e:
+        except (sqlalchemy.exc.StatementError, ResolutionEnded, RunResolved, ContinuedAlready, CancelRequested,
+                NulText) as e:
             if len(members) == 1 or isinstance(e, OUTAGE):
                 for i in members:
                     results[i] = e

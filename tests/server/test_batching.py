@@ -23,6 +23,7 @@ from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base
+from sematic_k8s.store.texts import NulText
 from sematic_k8s.store.wire import batch_to_json, dumps
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.events import EventBus
@@ -100,6 +101,22 @@ def test_only_the_faulty_batch_of_a_merged_write_fails(tmp_path) -> None:
     assert errors[0] is None and errors[2] is None and errors[3] is None
     assert isinstance(errors[1], sa.exc.IntegrityError)
     assert {r.id for r in store.runs_of_root("r0")} == {"g0", "g1", "g2"}
+
+
+def test_only_the_batch_holding_a_nul_character_of_a_merged_write_fails_naming_its_own_field(tmp_path) -> None:
+    """The store's one check of a record's text (store.texts) refuses a merged group whole: its batches are then
+    written one by one, the faulty one refused alone, its field named as in its own request (a new resolution's index
+    in its own batch, not the group's). Was (while the server's schemas checked NUL characters too, this check of the
+    group never refused): every request of the group refused."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
+    good = [Batch(new_resolutions=[{"id": f"r{i}", "root_func_path": "m:p", "state": "running", "created_at": NOW}],
+                  new_runs={f"g{i}": _new_run(f"g{i}", "f")}) for i in range(3)]
+    bad = Batch(new_resolutions=[{"id": "rb", "root_func_path": "m:\x00", "state": "running", "created_at": NOW}])
+    errors = write_all(store.write, [good[0], good[1], bad, good[2]])
+    assert errors[:2] == [None, None] and errors[3] is None, errors
+    assert isinstance(errors[2], NulText) and errors[2].path == "new_resolutions.0.root_func_path", errors[2]
+    assert {r.id for r in store.runs_of_root("r0")} == {"g0", "g1", "g2"}
+    assert store.get_resolution("rb") is None and store.get_resolution("r2") is not None
 
 
 def test_batches_of_two_drivers_are_not_merged_and_only_the_older_ones_refused(tmp_path) -> None:

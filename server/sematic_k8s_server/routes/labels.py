@@ -6,8 +6,9 @@ from fastapi import APIRouter, HTTPException
 
 from sematic_k8s import limits
 from sematic_k8s.errors import LabelsChanged, TooManyTags
+from sematic_k8s.store.texts import NulText
 from sematic_k8s_server import schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, StrictJsonRoute, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, StrictJsonRoute, not_found, nul_refused
 
 router = APIRouter(prefix=API, tags=["resolutions"], route_class=StrictJsonRoute)
 
@@ -28,6 +29,8 @@ def label(srv: Srv, resolution_id: ResolutionId, body: schemas.LabelsIn) -> dict
                                              set_note=body.note is not None, labels_version=body.labels_version)
     except LabelsChanged as e:
         raise HTTPException(409, str(e)) from None
+    except NulText as e:  # a note holding a NUL character: refused by the store, naming the body field
+        raise nul_refused(e) from None
     except (TooManyTags, ValueError) as e:  # ValueError: a labels_version the resolution never had
         raise HTTPException(422, str(e)) from None
     if res is None:

@@ -15,10 +15,11 @@ from fastapi.responses import StreamingResponse
 from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
 from sematic_k8s.store.records import Batch, RunRecord
+from sematic_k8s.store.texts import NulText
 from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
 from sematic_k8s_server.auth import Principal
-from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found, nul_refused
 from sematic_k8s_server.state import Server
 
 INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop) and merged with others
@@ -42,7 +43,8 @@ async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
 
 async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
     """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): HTTPException
-    for a batch refused; the database's errors when it is down."""
+    for a batch refused (a record's text holding a NUL character: by the store, a 422 naming the body field); the
+    database's errors when it is down."""
     rows = len(body.new_runs) + len(body.run_updates) + len(body.new_resolutions) + len(body.artifacts)
     if caller.is_token or rows > INLINE_ROWS or not _known(srv, caller, body):  # queries, or much work: off the loop
         batch = await anyio.to_thread.run_sync(_checked_batch, srv, caller, body)
@@ -63,6 +65,8 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
         raise HTTPException(409, str(e), headers={CANCELING_HEADER: e.resolution_id}) from None
     except ContinuedAlready as e:  # raised again by the HTTP store from the header
         raise HTTPException(409, str(e), headers={CONTINUED_HEADER: f"{e.resolution_id} {e.by} {e.state}"}) from None
+    except NulText as e:  # the store's one check of a record's text: nothing of the batch written
+        raise nul_refused(e) from None
     except writes.OUTAGE:
         raise  # 503 (problems)
     except sqlalchemy.exc.StatementError as e:
