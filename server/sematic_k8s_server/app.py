@@ -22,7 +22,7 @@ from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, fastpath, problems, shutdown
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_api_docs, mount_dashboard
-from sematic_k8s_server.deps import require_key
+from sematic_k8s_server.deps import query_without_nul, require_key
 from sematic_k8s_server.fastpath import WriteFastPath
 from sematic_k8s_server.guard import Guard
 from sematic_k8s_server.reruns import Reruns
@@ -70,9 +70,9 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         server.close()
 
     # redirect_slashes=False: a path with a slash too many (or too few) is a 404, not a redirect to the host its
-    # request's Host header names
+    # request's Host header names; every route refuses a query parameter holding a NUL character (query_without_nul)
     app = Api(title="sematic-k8s", version=sematic_k8s.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-              redirect_slashes=False,
+              redirect_slashes=False, dependencies=[Depends(query_without_nul)],
               description="Resolutions, runs, artifacts and logs recorded by sematic-k8s; rerun and cancel "
                           f"actions; live events. Send an API key in the `{auth.HEADER}` header.")
     app.state.server = server

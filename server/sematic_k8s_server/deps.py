@@ -1,5 +1,6 @@
 """What the route modules share: the Server dependency, the caller (checked by the Guard before any route
-runs), validated ids and paging, 404s and a body's refused text, and bodies parsed as strict JSON."""
+runs), query strings without NUL characters, validated ids and paging, 404s and a body's refused text, and bodies
+parsed as strict JSON."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ async def require_key(request: Request, key: Annotated[str | None, Security(_key
     """401 unless the Guard let the request in with a credential (it documents the header in OpenAPI)."""
     if "principal" not in request.scope.get("state", {}):
         raise HTTPException(401, auth.MESSAGE, headers={"WWW-Authenticate": auth.HEADER})
+
+
+async def query_without_nul(request: Request) -> None:
+    """422 naming the first query parameter whose value holds a NUL character: the app's dependency, so every route's
+    (one added later too), whatever the parameter's type, on every database. Was: PostgreSQL refused a text one as a
+    422 naming no parameter ("the database refuses a value of this request"), SQLite searched with it."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise HTTPException(422, f"query parameter {name[:64]!r} holds a NUL character; remove it")
 
 
 async def _caller(request: Request) -> Principal:

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import typing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.wire import batch_to_json
-from serving import Served, serve
+from serving import Served, app_routes, serve
 
 NOW = utcnow().isoformat() + "Z"
 
@@ -262,3 +264,45 @@ def test_the_pipelines_index_names_at_most_a_thousand_root_funcs(tmp_path: Path,
         page = c.get("/api/v1/pipelines").json()
         assert page["funcs"] == funcs[:1000] and page["funcs_total"] == n and page["total"] == n
         assert len(page["groups"]) == 20
+
+
+def _query_params(dependant: Any) -> Iterator[Any]:
+    """A route's query parameters (FastAPI's fields), its dependencies' too."""
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_params(sub)
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a query parameter of ``annotation`` takes text (``str``, ``str | None``, ``list[str]``)."""
+    return annotation is str or any(_is_text(a) for a in typing.get_args(annotation))
+
+
+def test_a_query_parameter_holding_a_nul_character_is_a_422_naming_it(db_url: str, tmp_path: Path) -> None:
+    """Walks the app's GET routes (a route added later too) and sends each of their text query parameters holding a
+    NUL character: each a one-line 422 naming it, on SQLite as on PostgreSQL. Was: PostgreSQL refused ``q``, ``func``
+    and the like as a 422 naming no parameter ("the database refuses a value of this request"), SQLite searched with
+    it (200), and a parameter with a pattern said it did not match."""
+    with serve(tmp_path, db_url) as served, served.client(served.admin_key) as c:
+        root = uuid.uuid4().hex
+        r = c.post("/api/v1/store/write", json={
+            "new_resolutions": [{"id": root, "root_func_path": "odd:nul", "state": "running", "created_at": NOW}],
+            "new_runs": {root: {"id": root, "root_id": root, "func_path": "odd:nul", "func_name": "nul",
+                                "state": "created", "created_at": NOW}}})
+        assert r.status_code == 200, r.text
+        ids = {"artifact_id": "b" * 64, "key_id": "c" * 32, "cache_key": "d" * 64}  # else: the resolution's id
+        walked = []
+        for template, route in app_routes(served.app.routes):
+            dependant = getattr(route, "dependant", None)
+            if "GET" not in route.methods or dependant is None:
+                continue
+            path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: ids.get(m.group(1), root), template)
+            for param in _query_params(dependant):
+                if _is_text(param.field_info.annotation):
+                    detail = _one_line(c.get(path, params={param.alias: "a\x00b"}), 422)
+                    assert detail == f"query parameter '{param.alias}' holds a NUL character; remove it", detail
+                    walked.append(f"{template}?{param.alias}")
+        assert {"/api/v1/pipelines?q", "/api/v1/pipelines?func", "/api/v1/runs?func",
+                "/api/v1/resolutions/{resolution_id}/overview?expand"} <= set(walked), walked
+        r = c.get("/api/v1/pipelines", params={"q": "nul"})  # text without one: searched
+        assert r.status_code == 200 and r.json()["total"] == 1, r.text

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +26,7 @@ from sematic_k8s.store import schema
 from sematic_k8s.store.records import utcnow
 from sematic_k8s_server import auth
 from sematic_k8s_server.cli import main
-from serving import Served, create_api_key, record_resolution, serve
+from serving import Served, app_routes, create_api_key, record_resolution, serve
 
 READS = frozenset({"GET", "HEAD"})
 PARAMS = {"artifact_id": "b" * 64, "key_id": "c" * 32, "cache_key": "d" * 64}  # else: the seeded resolution's id
@@ -129,17 +128,6 @@ def test_a_read_only_key_reads_everything_and_changes_nothing(served: Served) ->
         assert c.post(f"/api/v1/resolutions/{root}/cancel", json={}).status_code == 202
 
 
-def _routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, set[str]]]:
-    """Every route of an app (path template, methods), in included routers and mounts too."""
-    for route in routes:
-        if (included := getattr(route, "original_router", None)) is not None:  # FastAPI's included router
-            yield from _routes(included.routes, prefix + route.include_context.prefix)
-        elif getattr(route, "methods", None):
-            yield prefix + route.path, set(route.methods)
-        else:  # a mount: its app's routes, if it has any
-            yield from _routes(getattr(route, "routes", None) or (), prefix + getattr(route, "path", ""))
-
-
 def test_every_route_but_get_refuses_a_read_only_key(served: Served) -> None:
     """Walks the app's own routes: any route that takes another method than GET or HEAD, now or added later, refuses
     a read-only key with the one-line 403, nothing applied; the same key reads on."""
@@ -148,8 +136,8 @@ def test_every_route_but_get_refuses_a_read_only_key(served: Served) -> None:
     before = _as_recorded(served, root)
     walked = []
     with served.client(viewer) as c:
-        for template, methods in _routes(served.app.routes):
-            for method in sorted(methods - READS):
+        for template, route in app_routes(served.app.routes):
+            for method in sorted(set(route.methods) - READS):
                 path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: PARAMS.get(m.group(1), root), template)
                 _refused(c.request(method, path, json={}))
                 walked.append((method, template))

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,18 @@ from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.connections import ConnectionLimits, uvicorn_config
 from sematic_k8s_server.db import open_store
 from waiting import wait_for  # noqa: F401  (re-exported: the tests import it from here)
+
+
+def app_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every route of an app (its path template, the route), in included routers and mounts too: a test walking them
+    covers a route added later."""
+    for route in routes:
+        if (included := getattr(route, "original_router", None)) is not None:  # FastAPI's included router
+            yield from app_routes(included.routes, prefix + route.include_context.prefix)
+        elif getattr(route, "methods", None):
+            yield prefix + route.path, route
+        else:  # a mount: its app's routes, if it has any
+            yield from app_routes(getattr(route, "routes", None) or (), prefix + getattr(route, "path", ""))
 
 
 def free_port() -> int:
