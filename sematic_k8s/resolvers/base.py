@@ -25,6 +25,16 @@ def check_server(url: str, argument: str | None) -> None:
     settings.check_server_url(url, "server {url}" if argument else f"${settings.SERVER_ENV}={{url}}")
 
 
+def check_key(store: Store) -> None:
+    """Through a server: refuse a key that may not record (a read-only key) at once, in one line, with one request
+    (:meth:`~sematic_k8s.store.http.HttpStore.check_may_record`), before any user code runs (a callable
+    cache_namespace, a func) or an image is built or pushed; was: refused at the resolution's first write. An
+    embedded store has no key: nothing to ask."""
+    check = getattr(store, "check_may_record", None)
+    if check is not None:
+        check()
+
+
 class Resolver:
     """Drives a Future graph to values. Subclasses choose the store, storage and executor.
 
@@ -92,6 +102,7 @@ class Resolver:
             raise TypeError(f"resolve() takes the Future returned by calling an @func, got {future!r}")
         check_not_loading(f"{type(self).__name__}.resolve()")  # a script's top level, loaded to find its funcs
         store, storage, executor = self._parts()
+        check_key(store)
         return ResolutionLoop(store, storage, executor, self._settings(self._rerun_target(store)), kind=self.kind,
                               recorded=self._recorded(), inline_limit=self.inline_limit).run(future)
 

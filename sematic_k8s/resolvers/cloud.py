@@ -30,7 +30,7 @@ from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driv
 from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
 from sematic_k8s.progress import Display, display
-from sematic_k8s.resolvers.base import Resolver, check_server
+from sematic_k8s.resolvers.base import Resolver, check_key, check_server
 from sematic_k8s.resolvers.planning import recorded_root
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
@@ -130,8 +130,10 @@ class CloudResolver(Resolver):
         store, storage = self.store(), storage_from_url(self.storage_url)  # type: ignore[arg-type]
         shown = display(self.progress)
         try:
-            # the server and the key first (reads the resolution needs anyway), then the storage: a key it refuses, a
-            # URL where another server or nothing answers, a bucket missing, are said before an image is built
+            # the server and the key first (whether it may record, then reads the resolution needs anyway), then the
+            # storage: a key it refuses or that may only read, a URL where another server or nothing answers, a bucket
+            # missing, are said before an image is built
+            check_key(store)
             target = self._rerun_target(store)
             resolution = self._settings(target)  # rerun_from whole
             taken = resolution.rerun_from is not None or _recorded(store, future.id)

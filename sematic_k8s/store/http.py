@@ -62,6 +62,7 @@ REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: 
 CONTINUED_HEADER = "X-Sematic-K8s-Continued"
 CANCELING_HEADER = "X-Sematic-K8s-Canceling"  # on one refused as CancelRequested: "<resolution id>"
 PAGE = 1000  # the server's largest page
+READ_ONLY = "read-only"  # the role of a key that may only read (``GET /whoami``), refused every write
 # the server (or a proxy before it) asks to try again; 408: the body did not all arrive in time (a path that went
 # quiet mid-request), so the server did nothing with it: it is sent again whole
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
@@ -149,6 +150,17 @@ class HttpStore:
         except ValueError:
             raise ServerError(f"{self.url} answered {method} {API}{path} with something other than JSON: is it a "
                               f"sematic-k8s server? (check ${settings.SERVER_ENV})", response.status_code) from None
+
+    def check_may_record(self) -> None:
+        """ServerError in one line (403) if this store's key may not record: a read-only key, which the server
+        refuses every write. One request (``GET /whoami``), for a resolver to ask before it runs any user code,
+        builds or pushes an image (else refused only at its first write). A server without ``/whoami`` (before
+        read-only keys, whose keys all record) passes, as a server without keys (local mode) does."""
+        who = self._request("GET", "/whoami", missing_ok=True)
+        if isinstance(who, dict) and who.get("role") == READ_ONLY:
+            raise ServerError(f"key {who.get('name')!r} is read-only: resolve with a user key (${API_KEY_ENV} or the "
+                              "resolver's api_key; an admin makes one with `sematic-k8s api-keys create NAME`): the "
+                              f"server at {self.url} lets a read-only key only read", 403)
 
     def mint_token(self, resolution_id: str, rerun_from: str | None = None) -> str:
         """A token for ``resolution_id``'s driver, minted by the server for this store's key: it may record

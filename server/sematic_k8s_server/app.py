@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import sematic_k8s
@@ -84,11 +85,25 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
     mount_dashboard(app)
     mount_api_docs(app)  # Swagger UI from the vendored files
     problems.install(app)
-    app.add_middleware(Guard, authenticator=authenticator, config=config)
+    reads = reads_by_post(KEYED_ROUTERS)
+    app.add_middleware(Guard, authenticator=authenticator, config=config, reads=reads)
     app.front = WriteFastPath(app.stack, server=server, guard=Guard(app.stack, authenticator=authenticator,
-                                                                    config=config),
+                                                                    config=config, reads=reads),
                               handlers=app.exception_handlers)
     return app
+
+
+def reads_by_post(routers: tuple[APIRouter, ...]) -> frozenset[str]:
+    """The paths of the POST routes of ``routers`` marked as reads (``openapi_extra={auth.READ_BY_POST: True}``: their
+    body carries what a URL could not, and they write nothing), which the Guard lets a read-only key send. A marked
+    route has a fixed path (the Guard matches it as sent), its router's prefix in it (included with none of its
+    own)."""
+    marked = [r for router in routers for r in router.routes
+              if isinstance(r, APIRoute) and (r.openapi_extra or {}).get(auth.READ_BY_POST)]
+    for route in marked:
+        if route.methods != {"POST"} or "{" in route.path:
+            raise ValueError(f"{route.path}: a route marked {auth.READ_BY_POST} takes POST alone, on a fixed path")
+    return frozenset(r.path for r in marked)
 
 
 class Api(FastAPI):

@@ -7,9 +7,10 @@ request already let in whose body was still on its way (the Guard checks it agai
 - An **API key** (``sk8s_...``) belongs to a person or a service, in one of three roles. A *user* key can read
   anything, record into the resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners) and ask
   for reruns and cancels; an *admin* key can also manage keys; a *read-only* key (``--read-only``: dashboards,
-  monitoring, CI status checks) can only read: the Guard refuses it every request but GET and HEAD, whatever the
-  route (:func:`read_only_refusal`). Keys are made with ``sematic-k8s api-keys create`` and revoked with
-  ``api-keys revoke`` (or the admin API); a revoked key stays listed, marked revoked.
+  monitoring, CI status checks) can only read: the Guard refuses it every request but GET and HEAD and the POST
+  routes marked as reads (:data:`READ_BY_POST`), whatever the route (:func:`read_only_refusal`). Keys are made with
+  ``sematic-k8s api-keys create`` and revoked with ``api-keys revoke`` (or the admin API); a revoked key stays
+  listed, marked revoked.
 - A **resolution token** (``sk8t_...``) is minted for one resolution's driver, by the server or at the request
   of the key holder that starts it. It may record only that resolution's runs, read it and the resolution
   it re-runs, and it stops working when the resolution ends, when it reaches its maximum lifetime, or when
@@ -36,7 +37,10 @@ MESSAGE = f"missing or invalid API key: send it in the {HEADER} header"
 PREFIX = "sk8s_"  # API keys
 TOKEN_PREFIX = "sk8t_"  # resolution tokens
 ADMIN, USER, READ_ONLY, RESOLUTION, LOCAL = "admin", "user", "read-only", "resolution", "local"
-READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only key may send
+READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only key may send, but the reads sent by POST:
+# READ_BY_POST, the marker (an OpenAPI extension, ``openapi_extra``) of a POST route that only reads, its body carrying
+# what a URL could not (many cache keys or ids); the app hands their paths to the Guard (read_only_refusal's ``reads``)
+READ_BY_POST = "x-sematic-k8s-read"
 ACTIVE_KEY = "revoked_at IS NULL"  # the keys whose names are unique (as in migration 0011)
 
 metadata = sa.MetaData()
@@ -165,10 +169,12 @@ _ACTIONS = (  # (path pattern, what a refused read-only key was asked to do)
 )
 
 
-def read_only_refusal(principal: Principal, method: str, path: str) -> str | None:
+def read_only_refusal(principal: Principal, method: str, path: str, reads: frozenset[str] = frozenset()) -> str | None:
     """Why ``principal`` may not send ``method`` ``path``, if it is a read-only key and that is no read: the one check
-    of read-only keys, made by the Guard before any route runs (so a new route is covered too). None if it may."""
-    if not principal.is_read_only or method in READ_METHODS:
+    of read-only keys, made by the Guard before any route runs (so a new route is covered too). ``reads``: the paths
+    of the POST routes marked :data:`READ_BY_POST` (a cache look-up, artifacts' records by id), which write nothing.
+    None if it may."""
+    if not principal.is_read_only or method in READ_METHODS or (method == "POST" and path in reads):
         return None
     if path.startswith("/api/v1/api-keys"):
         holder, action = "an admin key", "manage API keys"

@@ -11,7 +11,8 @@ In this order:
    request without a valid one gets 401 before its body is read, and a resolution's token calling anything but
    what a driver needs (:data:`~sematic_k8s_server.scopes.TOKEN_ROUTES`) gets 403, and so does a read-only API key
    sending anything but GET or HEAD (:func:`~sematic_k8s_server.auth.read_only_refusal`: here, for every route, so
-   a route added later is covered too).
+   a route added later is covered too), or a POST to a route marked as a read
+   (:data:`~sematic_k8s_server.auth.READ_BY_POST`: a cache look-up, artifacts' records by id).
 3. Bodies larger than the cap get 413: at once when ``Content-Length`` says so, else as soon as the bytes
    that arrived exceed it (chunked uploads are counted, not trusted). A body not all arrived within the body
    timeout of the request's admission (declared and never sent, trickled, a chunked body never ended) gets 408 and
@@ -62,10 +63,13 @@ def _hostname(host_header: str) -> str:
 
 
 class Guard:
-    """See the module docstring. ``authenticator`` checks credentials; ``config`` has the cap and the mode."""
+    """See the module docstring. ``authenticator`` checks credentials; ``config`` has the cap and the mode; ``reads``:
+    the paths of the POST routes that only read (:data:`~sematic_k8s_server.auth.READ_BY_POST`), which a read-only
+    key may send."""
 
-    def __init__(self, app: ASGIApp, *, authenticator: auth.Authenticator, config: ServerConfig) -> None:
-        self.app, self.auth, self.config = app, authenticator, config
+    def __init__(self, app: ASGIApp, *, authenticator: auth.Authenticator, config: ServerConfig,
+                 reads: frozenset[str] = frozenset()) -> None:
+        self.app, self.auth, self.config, self.reads = app, authenticator, config, reads
         self._checks: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,7 +169,7 @@ class Guard:
         if principal.is_token and not scopes.token_may_call(scope["method"], scope["path"]):
             return 403, (f"{principal.name}'s token cannot call {scope['method']} {scope['path']}: "
                          "that needs an API key"), {}
-        if (refusal := auth.read_only_refusal(principal, scope["method"], scope["path"])) is not None:
+        if (refusal := auth.read_only_refusal(principal, scope["method"], scope["path"], self.reads)) is not None:
             return 403, refusal, {}
         scope.setdefault("state", {})["principal"] = principal
         return None

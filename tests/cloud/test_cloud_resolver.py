@@ -262,12 +262,15 @@ def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_pa
         assert edited.image != first.image and edited.build_hash != first.build_hash
 
 
-@pytest.mark.parametrize("case", ["revoked key", "not a sematic-k8s server", "nothing answers", "no such bucket"])
+@pytest.mark.parametrize("case", ["revoked key", "read-only key", "not a sematic-k8s server", "nothing answers",
+                                  "no such bucket"])
 def test_the_server_and_the_key_are_checked_before_an_image_is_built(infra, s3_env, project, tmp_path, monkeypatch,
                                                                      case):
-    """A key the server refuses (revoked), a URL where another server answers (the registry's), one where nothing
-    does, a storage bucket that does not exist: the line the resolver said after the build, said before it, and nothing
-    built or pushed (was: the image built and pushed, then the key or the bucket refused)."""
+    """A key the server refuses (revoked), a key that may only read (``--read-only``: asked first, ``GET /whoami``), a
+    URL where another server answers (the registry's), one where nothing does, a storage bucket that does not exist:
+    the line the resolver said after the build, said before it, and nothing built or pushed (was: the image built and
+    pushed, then the key or the bucket refused; the read-only key at the token's request, "... use a user key to mint
+    a resolution token ...")."""
     root, module = project
     mod = load(module)
     repo = f"{REGISTRY}/sk-test-unchecked-{uuid.uuid4().hex[:12]}"
@@ -278,6 +281,9 @@ def test_the_server_and_the_key_are_checked_before_an_image_is_built(infra, s3_e
             url, key = server.url, auth.create_key(server.store.engine, "alice")
             auth.revoke_key(server.store.engine, "alice")
             says = rf"API key missing or invalid for {server.url} \(invalid or revoked API key"
+        elif case == "read-only key":
+            url, key = server.url, auth.create_key(server.store.engine, "viewer", read_only=True)
+            says = r"^key 'viewer' is read-only: resolve with a user key \(\$SEMATIC_K8S_API_KEY"
         elif case == "not a sematic-k8s server":
             url, key = f"http://{REGISTRY}", server.key
             says = rf"GET /api/v1/runs on {url}: HTTP 404: .*\({url} does not answer like a sematic-k8s server"

@@ -8,6 +8,7 @@ made before with exactly its rights."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -20,9 +21,12 @@ import sqlalchemy as sa
 from alembic import command
 from click.testing import CliRunner
 
+import sematic_k8s as sk
+from sematic_k8s.errors import ServerError
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store import schema
+from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import utcnow
 from sematic_k8s_server import auth
 from sematic_k8s_server.cli import main
@@ -130,21 +134,97 @@ def test_a_read_only_key_reads_everything_and_changes_nothing(served: Served) ->
 
 def test_every_route_but_get_refuses_a_read_only_key(served: Served) -> None:
     """Walks the app's own routes: any route that takes another method than GET or HEAD, now or added later, refuses
-    a read-only key with the one-line 403, nothing applied; the same key reads on."""
+    a read-only key with the one-line 403, nothing applied, but the two POST routes marked as reads (the Guard's one
+    exception, ``auth.READ_BY_POST``), which answer it (here 422: the body the walk sends lacks their fields); the same
+    key reads on. A route newly marked as a read fails this test until it is named here."""
     viewer = _viewer(served)
     root = _seeded(served)
     before = _as_recorded(served, root)
-    walked = []
+    walked, answered = [], []
     with served.client(viewer) as c:
         for template, route in app_routes(served.app.routes):
             for method in sorted(set(route.methods) - READS):
                 path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: PARAMS.get(m.group(1), root), template)
-                _refused(c.request(method, path, json={}))
-                walked.append((method, template))
+                r = c.request(method, path, json={})
+                if r.status_code == 422:
+                    answered.append((method, template))
+                else:
+                    _refused(r)
+                    walked.append((method, template))
         assert c.get(f"/api/v1/resolutions/{root}").status_code == 200
     assert ("POST", "/api/v1/store/write") in walked and ("POST", "/api/v1/api-keys") in walked, walked
-    assert len(walked) >= 10, walked
+    assert len(walked) + len(answered) >= 10, walked
+    assert sorted(answered) == [("POST", "/api/v1/store/artifacts"), ("POST", "/api/v1/store/cached")], answered
     assert _as_recorded(served, root) == before
+
+
+def _rows(served: Served) -> dict[str, list[tuple]]:
+    """Every row of every table of the server's database: what a request that writes nothing leaves as it was."""
+    tables = sa.MetaData()
+    tables.reflect(served.store.engine)
+    with served.store.engine.connect() as conn:
+        return {name: sorted(map(tuple, conn.execute(sa.select(t))), key=repr) for name, t in tables.tables.items()}
+
+
+def test_a_read_only_keys_cache_look_up_and_artifact_records_by_id_are_reads_that_write_nothing(
+        served: Served) -> None:
+    """``POST /store/cached`` (a planning wave's cache look-up) and ``POST /store/artifacts`` (records by id) are reads
+    sent by POST, their body holding many keys or ids: a read-only key gets their answers, as through the HTTP store
+    (the server's rule of whose runs a look-up may hit unchanged: a key that recorded nothing, trusting no other, hits
+    none), and every row of the database is as it was. Was: each a 403, as a write."""
+    viewer = _viewer(served)
+    root = _seeded(served)
+    art = served.store.get_run(root).inputs["x"]
+    before = _rows(served)
+    store = HttpStore(served.url, viewer)
+    try:
+        assert [a.id for a in store.artifacts([art])] == [art]
+        assert store.find_reusable(["d" * 64]) == ({}, {})
+    finally:
+        store.close()
+    with served.client(viewer) as c:
+        r = c.post("/api/v1/store/cached", json={"keys": ["d" * 64]})
+        assert r.status_code == 200 and r.json() == {"items": {}, "skipped": {}}, r.text
+    assert _rows(served) == before
+
+
+MARKER = "SK_TEST_READ_ONLY_MARKERS"  # a directory: what ran of the user's code leaves a file there
+
+
+@sk.func
+def body_marked(x: int) -> int:
+    (Path(os.environ[MARKER]) / "body").write_text("ran")
+    return x
+
+
+def marked_namespace(root: Any) -> str:  # noqa: ANN401 - the root Future
+    (Path(os.environ[MARKER]) / "cache_namespace").write_text("ran")
+    return "ns"
+
+
+def test_a_local_resolver_with_a_read_only_key_fails_before_any_user_code_runs(
+        served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LocalResolver recording through the server with a read-only key fails at once, with one request (``GET
+    /whoami``), in one line naming the key, its role and what to do, before any of the user's code runs (its
+    cache_namespace callable, the func's body, each writing a marker file) and with nothing recorded. Was: the
+    cache_namespace called, then the first write refused ("... use a user key to record runs ... (POST
+    /api/v1/store/write)"). The same pipeline with a user key resolves."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(MARKER, str(markers))
+    viewer = _viewer(served)
+    resolver = sk.LocalResolver(home=tmp_path / "home", server=served.url, api_key=viewer,
+                                cache_namespace=marked_namespace)
+    with pytest.raises(ServerError) as info:
+        body_marked(7).resolve(resolver)
+    said = str(info.value)
+    assert said.startswith("key 'viewer' is read-only: resolve with a user key ($SEMATIC_K8S_API_KEY"), said
+    assert "\n" not in said and info.value.status == 403, said
+    assert sorted(p.name for p in markers.iterdir()) == [], "user code ran"
+    assert served.store.list_resolutions() == []
+    assert body_marked(7).resolve(sk.LocalResolver(home=tmp_path / "home", server=served.url, api_key=served.key,
+                                                   cache_namespace=marked_namespace)) == 7
+    assert sorted(p.name for p in markers.iterdir()) == ["body", "cache_namespace"]
 
 
 def test_a_revoked_read_only_key_is_refused_at_once_and_the_list_shows_roles(served: Served) -> None:

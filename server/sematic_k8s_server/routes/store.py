@@ -18,12 +18,13 @@ from sematic_k8s.store.records import Batch, RunRecord
 from sematic_k8s.store.texts import NulText
 from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
-from sematic_k8s_server.auth import Principal
+from sematic_k8s_server.auth import READ_BY_POST, Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found, nul_refused
 from sematic_k8s_server.state import Server
 
 INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop) and merged with others
 WRITTEN = {"ok": True}
+READ = {READ_BY_POST: True}  # a POST that only reads (its body: many keys or ids): a read-only key may send it too
 router = APIRouter(prefix=API + "/store", tags=["store"], route_class=StrictJsonRoute)
 
 
@@ -159,7 +160,7 @@ def cached(srv: Srv, caller: Caller, cache_key: Annotated[str, PathParam(pattern
     return run.to_dict()
 
 
-@router.post("/cached", response_model=schemas.CachedRuns,
+@router.post("/cached", response_model=schemas.CachedRuns, openapi_extra=READ,
              summary="The most recent resolved run of each cache key that the caller may reuse")
 def cached_many(srv: Srv, caller: Caller, body: schemas.CacheKeys) -> dict:
     """The HTTP store's ``find_cached_many``: one look-up for a planning wave's cache keys (those that hit), among the
@@ -172,7 +173,8 @@ def cached_many(srv: Srv, caller: Caller, body: schemas.CacheKeys) -> dict:
     return {"items": {k: r.to_dict() for k, r in hits.items()}, "skipped": skipped}
 
 
-@router.post("/artifacts", response_model=schemas.ArtifactList, summary="The artifacts with these ids")
+@router.post("/artifacts", response_model=schemas.ArtifactList, openapi_extra=READ,
+             summary="The artifacts with these ids")
 def artifacts(srv: Srv, body: schemas.ArtifactIds) -> dict:
     return {"items": [a.to_dict() for a in srv.store.artifacts(body.ids)]}
 
