@@ -19,7 +19,7 @@ from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.copies import LeftCopies
 from sematic_k8s_server.events import EventBus, RootIndex, StreamSlots, batch_events, told
-from sematic_k8s_server.liveness import Sweeper
+from sematic_k8s_server.liveness import Sweeper, sweep_interval
 from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.reruns import Reruns
@@ -45,8 +45,9 @@ class Server:
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout
         sqlite = store.engine.dialect.name == "sqlite"
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
-        self.copies = LeftCopies(store, self.storages)  # task copies left by resolutions marked dead
-        self.sweeper = Sweeper(store, after=self.copies.wake)
+        every = sweep_interval()
+        self.copies = LeftCopies(store, self.storages, every=every)  # task copies left by resolutions marked dead
+        self.sweeper = Sweeper(store, every, after=self.copies.wake)
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process

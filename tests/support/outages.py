@@ -617,8 +617,9 @@ class PausingProxy(_LoopbackProxy):
 class ThrottlingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to an S3 API (or a registry) on ``target_port`` that answers the first ``times``
     requests ``throttle`` picks (by their head) itself, never passing them on, until :meth:`passing`: ``status``
-    with an S3 error document of ``code`` (by default 429 TooManyRequests, as R2 and GCS answer more than one write
-    to a key a second; a bare answer when ``code`` is empty) or ``json`` (a registry's error document, as Docker
+    with an S3 error document of ``code`` and ``message`` (by default 429 TooManyRequests, as R2 and GCS answer more
+    than one write to a key a second; 403 AccessDenied "Access Denied": S3's refusal by a bucket's policy; a bare
+    answer when ``code`` is empty) or ``json`` (a registry's error document, as Docker
     Hub's 429 carries), and ``headers`` (``Retry-After``); ``status`` 0: no answer at all, the connection held open
     and silent (a registry that hangs); ``status`` -1: passed on, and the target's answer cut, its connection closed
     after the answer's head and half its body (a connection lost mid-download); ``status`` -2: held, silent, and
@@ -627,9 +628,10 @@ class ThrottlingProxy(_LoopbackProxy):
     it hold those it picks from then on (:attr:`held`: how many it held)."""
 
     def __init__(self, target_port: int, throttle: Callable[[bytes], bool], times: int, *, status: int = 429,
-                 code: str = "TooManyRequests", headers: dict[str, str] | None = None, json: str = "") -> None:
+                 code: str = "TooManyRequests", message: str = "slow down", headers: dict[str, str] | None = None,
+                 json: str = "") -> None:
         self.throttle, self.left, self.throttled, self.held = throttle, times, 0, 0
-        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>slow down</Message></Error>" \
+        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>" \
             if code and not json else json  # neither: a bare 429, as a rate-limiting proxy before S3 answers
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         kind = "application/json" if json else "application/xml"
