@@ -1,12 +1,14 @@
 """What the CloudResolver and image builds show people: on a terminal a live display (build steps, layers
-pushed, runs by state) that ends in a one-line summary; elsewhere (a pipe, a CI log) plain lines, one per step,
-per layer pushed and per change of the run counts, and the same summary. Never the raw build output: it is kept
-in the :class:`~sematic_k8s.errors.BuildError` when a build fails.
+pushed, the driver's image's pull, runs by state) that ends in a one-line summary; elsewhere (a pipe, a CI log)
+plain lines, one per step, per layer pushed, per change of the pull's words and per change of the run counts, and
+the same summary. Never the raw build output: it is kept in the :class:`~sematic_k8s.errors.BuildError` when a
+build fails.
 
 Packaging reports progress as lines (``Progress = Callable[[str], None]``); :class:`Display` reads the ones it
 knows (``Step N/M : ...`` from docker, ``push LAYER: STATUS``, ``context:``, ``image:``, ``build:``, ``wheels:``,
 ``registry:`` (a registry's trouble, and what is done about it) from :mod:`sematic_k8s.packaging.build` and
-:mod:`sematic_k8s.packaging.push`), and is told run counts with :meth:`Display.runs`.
+:mod:`sematic_k8s.packaging.push`; "pulling the driver's image ..." and "waiting for the driver's image ..." from
+the Docker launcher, :mod:`sematic_k8s.launchers.docker`), and is told run counts with :meth:`Display.runs`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _PUSH = re.compile(r"^push ([0-9a-f]{6,}): (.*?)(?: \([\d.]+ MB\))?$")
 _PUSHED = ("Pushed", "Layer already exists", "Mounted from")
 _SAID = ("context:", "image:", "build:", "wheels:", "registry:", "driver ")  # lines worth keeping, as they are
+_PULL = ("pulling the driver's image", "waiting for the driver's image")  # the Docker launcher's pull of it
 _COLORS = {"created": "white", "scheduled": "cyan", "running": "yellow", "resolved": "green", "failed": "red",
            "canceled": "magenta"}
 
@@ -44,6 +47,7 @@ class Seen:
     state: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     waiting: str = ""  # what a run not started yet waits for (capacity, quota)
+    pull: str = ""  # the driver's image's pull, while its launch waits for it (its progress, or its failure)
 
     @property
     def pushed(self) -> int:
@@ -106,6 +110,9 @@ class Display:
                 self.changed(f"push: layer {layer} {status.lower()} ({seen.pushed}/{len(seen.layers)})", "push")
         elif line.startswith("Successfully built") and seen.build_started is not None:
             seen.build_seconds = time.monotonic() - seen.build_started
+        elif line.startswith(_PULL):
+            seen.pull = line
+            self.changed(line, "pull")
         elif line.startswith(_SAID):
             self._milestone(line)
             self.changed(line, "said")
@@ -117,7 +124,7 @@ class Display:
         if line.startswith("image: "):
             seen.image = line.rsplit(" ", 1)[-1]
         elif line.startswith("driver started for resolution "):
-            seen.resolution = line.rsplit(" ", 1)[-1]
+            seen.resolution, seen.pull = line.rsplit(" ", 1)[-1], ""
 
     def runs(self, resolution_id: str, state: str, counts: Mapping[str, int],
              waiting: Mapping[str, str] | None = None) -> None:
@@ -149,7 +156,7 @@ class Display:
 
     def changed(self, line: str, kind: str) -> None:
         """Something worth a line happened: ``kind`` is "said" (a milestone packaging or the resolver said),
-        "step", "push" or "runs"."""
+        "step", "push", "pull" (the driver's image's, each change of its words) or "runs"."""
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -159,8 +166,8 @@ class Display:
 
 class LiveDisplay(Display):
     """The same, drawn in place on a terminal with rich: the current build step and its latest output, a bar of
-    layers pushed, the runs by state, the time so far. Milestones (image reused or pushed, driver started) stay
-    above it as lines."""
+    layers pushed, the driver's image's pull while its launch waits, the runs by state, the time so far. Milestones
+    (image reused or pushed, driver started) stay above it as lines."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
@@ -200,6 +207,8 @@ class LiveDisplay(Display):
         if seen.layers:
             grid.add_row("push", f"{seen.pushed}/{len(seen.layers)} layers")
             grid.add_row("", ProgressBar(total=len(seen.layers), completed=seen.pushed, width=40))
+        if seen.pull:
+            grid.add_row("driver", Text(seen.pull[:160], style="yellow"))
         if seen.counts:
             parts: list[Any] = []
             for state in STATES:

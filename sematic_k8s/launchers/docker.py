@@ -25,7 +25,8 @@ resolution ended meanwhile (canceled), no container is created (:class:`~sematic
 Given ``pulling`` (the server's too), it is told as the pull begins, before any try's outcome: a try may be silent for
 up to ``PULL_SILENCE`` before its failure says anything, and the server answers its rerun's request meanwhile; and
 told again, while no try failed, the first try's progress as it changes ("pulling the driver's image (D of N layers,
-X of Y MB): REF", at most every ``PULL_PROGRESS_EVERY``: a healthy pull of a large image).
+X of Y MB): REF", at most every ``PULL_PROGRESS_EVERY``: a healthy pull of a large image). Without ``pulling`` (the
+CloudResolver's launch), ``progress`` is told those words instead: its display shows them on the user's console.
 
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
@@ -79,10 +80,10 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
                  progress: Callable[[str], None] | None = None, stop: threading.Event | None = None,
                  ended: Callable[[], bool] | None = None, pulling: Callable[[str], None] | None = None) -> None:
     """The launcher of ``backends.LAUNCHERS["docker"]``: a detached container named after the resolution. Its image,
-    when the engine does not have it, is pulled (``pulling`` told so as the pull begins, "pulling the driver's image:
-    REF", whatever becomes of it), waited for while its registry does not answer (``progress`` told so, else the
-    log; ``stop`` set ends the wait; ``ended()`` saying its resolution ended too, and then no container is created):
-    see the module's docstring."""
+    when the engine does not have it, is pulled (``pulling``, else ``progress``, told so as the pull begins, "pulling
+    the driver's image: REF", whatever becomes of it, then its first try's progress while no try failed), waited for
+    while its registry does not answer (``progress`` told so, else the log; ``stop`` set ends the wait; ``ended()``
+    saying its resolution ended too, and then no container is created): see the module's docstring."""
     import docker
 
     root_id = spec.root_id or ""
@@ -124,10 +125,11 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
             def healthy(pulled: str, told: Callable[[str], None]) -> None:  # the first try's progress, none failed
                 told(pull_note("the driver's", spec.image, pulled))
 
-            if pulling is not None:  # the server's: its request answered if nothing more comes soon
-                pulling(pull_note("the driver's", spec.image, ""))
+            told = pulling if pulling is not None else progress  # the server's claim, else the CloudResolver's
+            if told is not None:  # the server's: its request answered if nothing more comes soon
+                healthy("", told)
             pulled = pull_waiting(client, spec.image, grace=grace, waiting=waiting, stop=stop, ended=ended,
-                                  pulling=None if pulling is None else functools.partial(healthy, told=pulling))
+                                  pulling=None if told is None else functools.partial(healthy, told=told))
             if not pulled or (ended is not None and ended()):  # it ended while its image was waited for
                 raise DriverUnneeded(root_id) from None
             container = client.containers.create(spec.image, **kwargs)

@@ -16,6 +16,9 @@ from sematic_k8s.progress import Lines, counts_text
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "127.0.0.1:5000/p@sha256:" + "a" * 64
+SHORT = "127.0.0.1:5000/p@sha256:" + "a" * 12
+# the Docker launcher's words for the driver's image's pull (launchers.docker: its start, its first try's progress)
+PULLING = [f"pulling the driver's image: {SHORT}", f"pulling the driver's image (2 of 5 layers, 15 of 40 MB): {SHORT}"]
 # what packaging and the CloudResolver report during a build, a push and a resolution (their line vocabulary)
 FEED = textwrap.dedent(f'''
     import time
@@ -29,7 +32,7 @@ FEED = textwrap.dedent(f'''
                  "Successfully built 4d5e6f", "Successfully tagged 127.0.0.1:5000/p:abc", "build: done in 0.1s",
                  "push: The push refers to repository [127.0.0.1:5000/p]", "push aaaaaaaaaaaa: Preparing",
                  "push bbbbbbbbbbbb: Preparing", "push aaaaaaaaaaaa: Pushing (3.2 MB)", "push aaaaaaaaaaaa: Pushed",
-                 "push bbbbbbbbbbbb: Layer already exists", "image: {DIGEST}",
+                 "push bbbbbbbbbbbb: Layer already exists", "image: {DIGEST}", *{PULLING!r},
                  "driver started for resolution r1"]:
         shown(line)
         time.sleep(0.02)
@@ -62,6 +65,7 @@ def test_plain_lines_when_not_a_terminal() -> None:
         "push: layer aaaaaaaaaaaa pushed (1/2)",
         "push: layer bbbbbbbbbbbb layer already exists (2/2)",
         f"image: {DIGEST}",
+        *PULLING,  # the driver's image's pull, each change of its words
         "driver started for resolution r1",
         "resolution r1: 1 created",
         "resolution r1: 2 running",  # once: the same counts again are not a new line
@@ -98,6 +102,7 @@ def test_live_display_on_a_terminal() -> None:
     assert "■ 2 running" in screen and "■ 2 resolved" in screen
     assert "image: " + DIGEST in screen and "driver started for resolution r1" in screen  # milestones stay
     assert "build: step" not in screen  # steps are drawn, not printed as lines
+    assert PULLING[1] in screen  # the driver's image's pull, drawn while its launch waits
     last = [line for line in screen.splitlines() if line.strip()][-1]
     assert SUMMARY.fullmatch(last.strip())
 

@@ -8,6 +8,7 @@ were known)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -43,6 +44,7 @@ from sematic_k8s.cli import cli
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
+from sematic_k8s.progress import display
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
 from sematic_k8s_server import reruns
 from sematic_k8s_server.config import RerunConfig, ServerConfig
@@ -105,10 +107,24 @@ def spec_of(image: str, **executor_settings: Any) -> DriverSpec:
                       resolution=ResolutionSettings(root_id=uuid.uuid4().hex))
 
 
+def healthy(line: str) -> bool:
+    """Whether the launcher's ``line`` is of its first try while none failed: the pull's start ("pulling the driver's
+    image: REF"), that try's progress ("pulling the driver's image (D of N layers, X of Y MB): REF"); not the engine's
+    retry of a layer, nor a failure."""
+    return line.startswith("pulling the driver's image") and "; the engine retries " not in line
+
+
+def failing(said: list[str]) -> list[str]:
+    """What the launcher said once its pull began failing: ``said`` past the first try's own lines (the first of them
+    the pull's start, said at once)."""
+    assert said and said[0].startswith("pulling the driver's image: "), said
+    return said[next((i for i, line in enumerate(said) if not healthy(line)), len(said)):]
+
+
 def waited(said: list[str]) -> str:
     """What the launcher said first of its wait (its first failure's words): whatever it said after is a wait too (a
     later try's failure, or the progress of the try under way: "...; pulling: ...")."""
-    line, *more = said
+    line, *more = failing(said)
     assert all(m.startswith("waiting for the driver's image: the Docker engine could not pull it from ")
                for m in more), said
     return line
@@ -146,7 +162,7 @@ def test_a_docker_driver_whose_registry_stays_down_past_its_pull_grace_fails_in_
                         words), words
         assert "connection refused" in words and "\n" not in words, words
         assert words.endswith("push it to its registry, or check that the engine can reach that registry")
-        assert len(said) == 1 and said[0].endswith("trying again for up to 3 s")
+        assert len(failing(said)) == 1 and said[-1].endswith("trying again for up to 3 s"), said
         assert drivers_of(spec.root_id or "") == []
     finally:
         remove_drivers(spec.root_id or "")
@@ -219,7 +235,7 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_answers_503_or_4
 
         def waiting(line: str) -> None:  # the first pull failed (the engine's own tries of a 503 take 4 s)
             said.append(line)
-            if len(said) == 1:
+            if not healthy(line) and len(failing(said)) == 1:
                 passing.start()
 
         try:
@@ -249,14 +265,15 @@ def test_a_docker_driver_waits_for_its_image_while_its_registry_refuses_a_layer(
     with layer_refused(tmp_path, answer) as (proxy, image):
         spec, said = spec_of(image), []
 
-        def waiting(line: str) -> None:  # the first pull failed: the layer passes from now on
+        def waiting(line: str) -> None:  # the first pull failed (or the engine retries): the layer passes from now on
             said.append(line)
-            proxy.passing()
+            if not healthy(line):
+                proxy.passing()
 
         try:
             launchers.start_driver(spec, {}, progress=waiting)
             print(f"the launcher's words for a {answer} to a layer: {said}")
-            line, *more = said
+            line, *more = failing(said)
             if answer in ("503", "cut"):
                 name, _, digest = image.partition("@sha256:")
                 short = re.escape(f"{name}@sha256:{digest[:12]}")
@@ -288,7 +305,7 @@ def test_a_docker_driver_whose_layer_the_engine_retries_fails_at_its_pull_grace_
             assert re.match(rf"the Docker engine does not have image {re.escape(image)} and could not pull it for "
                             r"\d+ s \(pulling: \d+ of \d+ layers(, \d+ of \d+ MB)?; the engine retries a layer "
                             r"\(\d+ failed downloads?\)\): push it to its registry", words), words
-            assert said and said[0].startswith("pulling the driver's image ("), said
+            assert failing(said) and failing(said)[0].startswith("pulling the driver's image ("), said
             assert drivers_of(spec.root_id or "") == []
         finally:
             remove_drivers(spec.root_id or "")
@@ -599,13 +616,12 @@ def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_sayin
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
 
 
-def test_a_server_rerun_whose_first_pull_try_goes_on_slowly_notes_its_progress_then_starts_its_driver(tmp_path):
-    """The rerun's driver image has a 40 MB layer of its own, its blob's answer paused by a proxy after 15 MB (a
-    registry serving a large image slowly: the first try goes on, none fails). The rerun is answered 202, the claim
-    noted "pulling the driver's image: REF", then that try's progress in the same words as a worker's ("pulling the
-    driver's image (D of N layers, X of 40 MB): REF") while the try is still under way; once the proxy lets the blob
-    go on, the driver starts, once, and the note is gone. Was: "pulling the driver's image: REF" alone, no layer or
-    MB count, until a try failed or the engine retried a layer."""
+@contextlib.contextmanager
+def slow_layer(tmp_path: Path) -> Iterator[tuple[PausingProxy, RegistryProcess, str]]:
+    """The idle driver image with a 40 MB layer of its own, in a registry of the test's own, behind a proxy pausing
+    that layer's blob's answer after 15 MB until its ``resume()`` (a registry serving a large image slowly: the first
+    pull try goes on, none fails): (the proxy, the registry, the image by digest through the proxy). The pulled image
+    is taken off the engine after."""
     require_docker()
     idle_driver_image(docker_client())
     with pulled_from_own_registry(tmp_path, f"{IDLE_DRIVER_REPO}:latest", "sk-test-idle-driver", "latest",
@@ -617,23 +633,70 @@ def test_a_server_rerun_whose_first_pull_try_goes_on_slowly_notes_its_progress_t
         proxy = PausingProxy(registry.port, big, 15_000_000)
         image = f"127.0.0.1:{proxy.port}/{ref.partition('/')[2]}"
         try:
-            with rerun(tmp_path, image, registry, 60) as (s, new_id), s.client() as c:
-                note = lambda: c.get(f"/api/v1/resolutions/{new_id}").json()["settings"].get("waiting")  # noqa: E731
-                counted = re.compile(r"^pulling the driver's image \(\d+ of \d+ layers, \d+ of 40 MB\): "
-                                     + re.escape(docker_engine.short_image(image)) + "$")
-                said = wait_for(lambda: (w := note()) and counted.match(w) and w, 30,
-                                what="the claim's note with its first try's progress")
-                assert proxy.paused == 1 and drivers_of(new_id) == [], said  # the first try still under way
-                proxy.resume()
-                wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
-                wait_for(lambda: note() is None, 30, what="the claim's note gone")
-                res = c.get(f"/api/v1/resolutions/{new_id}").json()
-                assert res["state"] == "created" and len(drivers_of(new_id)) == 1 and proxy.paused == 1, res
+            yield proxy, registry, image
         finally:
             proxy.resume()
             proxy.close()
             with contextlib.suppress(docker_errors.ImageNotFound):
                 docker_client().images.remove(image)
+
+
+def counted(image: str) -> re.Pattern[str]:
+    """The words of the first try's progress while its 40 MB layer is paused, a worker's words (the one code path,
+    ``docker_engine.pull_note``)."""
+    return re.compile(r"^pulling the driver's image \(\d+ of \d+ layers, \d+ of 40 MB\): "
+                      + re.escape(docker_engine.short_image(image)) + "$")
+
+
+def test_a_cloud_resolvers_docker_driver_whose_first_pull_try_goes_on_slowly_shows_its_progress(tmp_path):
+    """The CloudResolver's launch (``launchers.start_driver`` told the resolver's display, here its plain lines on a
+    stream: not a terminal) of a driver whose image has a 40 MB layer paused by a proxy after 15 MB: the console shows
+    "pulling the driver's image: REF" as the pull begins, then that try's progress in the words the rerun's claim is
+    noted with ("pulling the driver's image (D of N layers, X of 40 MB): REF") while the try is still under way; once
+    the proxy lets the blob go on, the driver starts, once. Was: nothing at all until a try failed or the engine
+    retried a layer (the launcher told the resolver only of failures, and its display dropped the launcher's lines)."""
+    with slow_layer(tmp_path) as (proxy, _, image):
+        spec, console = spec_of(image), io.StringIO()
+        shown = display(stream=console)
+        launch = threading.Thread(target=launchers.start_driver, args=(spec, {}), kwargs={"progress": shown},
+                                  daemon=True)
+        launch.start()
+        try:
+            said = wait_for(lambda: [line for line in console.getvalue().splitlines() if counted(image).match(line)],
+                            30, what="the console to show the first try's progress")
+            assert proxy.paused == 1 and drivers_of(spec.root_id or "") == [] and launch.is_alive(), said
+            lines = console.getvalue().splitlines()
+            assert lines[0] == f"pulling the driver's image: {docker_engine.short_image(image)}", lines
+            assert all(healthy(line) for line in lines), lines  # none failed, the engine retried nothing
+            proxy.resume()
+            launch.join(60)
+            assert not launch.is_alive(), "the launch did not end once the layer went on"
+            [driver] = drivers_of(spec.root_id or "")
+            assert driver["State"] in ("created", "running", "exited") and proxy.paused == 1
+        finally:
+            proxy.resume()
+            launch.join(60)
+            remove_drivers(spec.root_id or "")
+
+
+def test_a_server_rerun_whose_first_pull_try_goes_on_slowly_notes_its_progress_then_starts_its_driver(tmp_path):
+    """The rerun's driver image has a 40 MB layer of its own, its blob's answer paused by a proxy after 15 MB (a
+    registry serving a large image slowly: the first try goes on, none fails). The rerun is answered 202, the claim
+    noted "pulling the driver's image: REF", then that try's progress in the same words as a worker's ("pulling the
+    driver's image (D of N layers, X of 40 MB): REF") while the try is still under way; once the proxy lets the blob
+    go on, the driver starts, once, and the note is gone. Was: "pulling the driver's image: REF" alone, no layer or
+    MB count, until a try failed or the engine retried a layer."""
+    with slow_layer(tmp_path) as (proxy, registry, image), \
+            rerun(tmp_path, image, registry, 60) as (s, new_id), s.client() as c:
+        note = lambda: c.get(f"/api/v1/resolutions/{new_id}").json()["settings"].get("waiting")  # noqa: E731
+        said = wait_for(lambda: (w := note()) and counted(image).match(w) and w, 30,
+                        what="the claim's note with its first try's progress")
+        assert proxy.paused == 1 and drivers_of(new_id) == [], said  # the first try still under way
+        proxy.resume()
+        wait_for(lambda: drivers_of(new_id), 60, what="the rerun's driver container")
+        wait_for(lambda: note() is None, 30, what="the claim's note gone")
+        res = c.get(f"/api/v1/resolutions/{new_id}").json()
+        assert res["state"] == "created" and len(drivers_of(new_id)) == 1 and proxy.paused == 1, res
 
 
 def test_a_server_rerun_whose_image_its_registry_refuses_is_answered_502_in_the_engines_words(tmp_path, pushed):
