@@ -138,7 +138,8 @@ class DockerExecutor(RemoteExecutor):
     def _start(self, launch: _Unpulled, failed: BaseException | None = None,
                failing_since: float | None = None) -> bool:
         """Launch it, unless the pull try it waited for ``failed`` (that try's error, failing since ``failing_since``,
-        monotonic); False when it waits for its image (a pull try under way, or due)."""
+        monotonic: :func:`~sematic_k8s.docker_engine.pull_failing`'s, the engine's first retry of a layer in it, else
+        its silence's start or last line); False when it waits for its image (a pull try under way, or due)."""
         import docker.errors
 
         spec, task = launch.spec, launch.task
@@ -208,7 +209,7 @@ class DockerExecutor(RemoteExecutor):
                 if launch is None:  # launched already, by a try started and ended meanwhile (its image gone again)
                     continue
                 try:  # else back in unpulled: it waits again
-                    started = self._start(launch, pull.error, pull.progress.heard_at)
+                    started = self._start(launch, pull.error, pull_failing(None, pull.progress))
                 except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
                     self.unpulled.setdefault(run_id, launch)
                     raise

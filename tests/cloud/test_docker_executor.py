@@ -1252,6 +1252,35 @@ def test_runs_whose_layer_the_engine_retries_fail_each_at_its_own_pull_grace_and
     assert executor.waiting == {} and containers_of(first) == containers_of(second) == []
 
 
+def test_a_run_whose_try_ended_unseen_counts_its_grace_from_the_engines_retry_in_that_try(project, storage,
+                                                                                         retried_layer):
+    """A layer answered 503, which the engine retries within the pull try ("Retrying in 5 seconds", then 10), then,
+    while it counts down its second retry, a bare 429, which ends the try (about 15 s after its first retry), an 8 s
+    ``pull_grace``. The executor is not asked (its ``wait``) during the whole try, as a driver's loop busy elsewhere,
+    or starved on a loaded machine, may not: its first look once the try ended fails the run, past its grace counted
+    from the engine's first retry in that try, in the engine's words of the failed try. Was: counted from that try's
+    last line, a second or so before its end: the run waited a whole grace more, another try started."""
+    proxy, image = retried_layer
+    executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=8)
+    try:
+        task = submit(executor, storage, project[0].inc, 1)
+        pulling = executor._pull  # the try under way (private: read, never asked by the executor meanwhile)
+        assert pulling is not None
+        wait_for(lambda: "(2 failed downloads)" in pulling.progress.words(now=True), 60,
+                 what="the engine to retry the layer a second time")
+        proxy.answering(429, headers={"Retry-After": "2"})
+        pulling.join(60)
+        assert not pulling.is_alive() and pulling.error is not None, "the try did not end at the 429"
+        outcomes = executor.wait(0)  # the executor's first look since the try began
+        assert [o.run_id for o in outcomes] == [task.run_id], (outcomes, executor.waiting)
+    finally:
+        executor.close()
+    assert_never_started(outcomes[0], f"does not have image {image} and could not pull it for ",
+                         f"({REGISTRY_NOT_NOW['429'].words})",
+                         "push it to its registry, or check that the engine can reach that registry")
+    assert executor.waiting == {} and containers_of(task) == []
+
+
 def test_a_layers_download_that_failed_before_its_first_byte_holds_no_run_past_its_grace():
     """The engine's pull stream as a layer's download fails before its first byte (a 503 to its blob): its failed
     read's "Downloading" line of no bytes (``progressDetail`` {} when no size was known, else the size alone), then

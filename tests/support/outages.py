@@ -631,15 +631,27 @@ class ThrottlingProxy(_LoopbackProxy):
                  code: str = "TooManyRequests", message: str = "slow down", headers: dict[str, str] | None = None,
                  json: str = "") -> None:
         self.throttle, self.left, self.throttled, self.held = throttle, times, 0, 0
+        self.answer = self._answer(status, code, message, headers, json)
+        self.cuts, self.holds = status == -1, status == -2
+        self._passing = threading.Event()  # set by passing(): held requests go on
+        super().__init__(target_port, "throttling-proxy")
+
+    @staticmethod
+    def _answer(status: int, code: str, message: str, headers: dict[str, str] | None, json: str) -> bytes:
+        """The answer of ``status`` (b"" for none of its own: 0, -1, -2), as :class:`ThrottlingProxy` describes it."""
         body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>" \
             if code and not json else json  # neither: a bare 429, as a rate-limiting proxy before S3 answers
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         kind = "application/json" if json else "application/xml"
-        self.answer = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n{extra}"
-                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode() if status > 0 else b""
-        self.cuts, self.holds = status == -1, status == -2
-        self._passing = threading.Event()  # set by passing(): held requests go on
-        super().__init__(target_port, "throttling-proxy")
+        return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n{body}").encode() if status > 0 else b""
+
+    def answering(self, status: int, *, code: str = "", message: str = "slow down",
+                  headers: dict[str, str] | None = None, json: str = "") -> None:
+        """Answer the requests it picks from now on with ``status`` (a 5xx or 429, with ``code``, ``headers`` and
+        ``json`` as given to the constructor): a registry whose "not now" changes (a 503, then a 429)."""
+        with self._lock:
+            self.answer, self.cuts, self.holds = self._answer(status, code, message, headers, json), False, False
 
     def passing(self) -> None:
         """Pass every request from now on (and those held, :data:`HELD`)."""
