@@ -25,6 +25,7 @@ SERVER_AUTH_FILE_ENV = "SEMATIC_K8S_SERVER_AUTH_FILE"  # a file holding it inste
 # S3 keys (boto's names); a Docker driver gets each as a file, named by $SEMATIC_K8S_<name>_FILE (storage_keys)
 STORAGE_KEY_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 LOG_LEVEL_ENV = "SEMATIC_K8S_LOG_LEVEL"  # the server's log level (uvicorn's names; default info)
+ACTIONS_BY_ENV = "SEMATIC_K8S_ACTIONS_BY"  # the server's --actions-by: team (default) or owner
 
 # -- artifact storage ------------------------------------------------------------------------------------
 STORAGE_ENV = "SEMATIC_K8S_STORAGE"  # artifact storage URL for cloud runs and the server (s3://bucket/prefix)

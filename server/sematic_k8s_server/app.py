@@ -23,7 +23,7 @@ from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth, fastpath, problems, shutdown
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_api_docs, mount_dashboard
-from sematic_k8s_server.deps import query_without_nul, require_key
+from sematic_k8s_server.deps import may_act, query_without_nul, require_key
 from sematic_k8s_server.fastpath import WriteFastPath
 from sematic_k8s_server.guard import Guard
 from sematic_k8s_server.reruns import Reruns
@@ -81,7 +81,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
     for router in PUBLIC_ROUTERS:
         app.include_router(router, responses=problems.ERRORS)
     for router in KEYED_ROUTERS:
-        app.include_router(router, dependencies=[Depends(require_key)], responses=problems.ERRORS)
+        app.include_router(router, dependencies=[Depends(require_key), Depends(may_act)], responses=problems.ERRORS)
     mount_dashboard(app)
     mount_api_docs(app)  # Swagger UI from the vendored files
     problems.install(app)

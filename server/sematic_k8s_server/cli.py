@@ -24,7 +24,7 @@ from sematic_k8s.cli.options import FloatRange, HomeDir
 from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url, sqlite_file, unrecorded_sqlite
-from sematic_k8s_server.config import UNOWNED
+from sematic_k8s_server.config import ACTIONS_BY, TEAM, UNOWNED
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -150,6 +150,10 @@ def _is_loopback(host: str) -> bool:
               help="Let every key's cache look-ups reuse the outputs recorded by the API key named NAME (a service "
                    f"that fills the cache; repeat for more; {UNOWNED} for the runs recorded before owners were). "
                    "Otherwise a key reuses only its own: a cached output is loaded, and a pickle runs what it holds.")
+@click.option("--actions-by", type=click.Choice(ACTIONS_BY), envvar=settings.ACTIONS_BY_ENV, default=TEAM,
+              show_default=True, show_envvar=True,
+              help="Whose resolutions a user key may cancel, re-run, continue, label and note: team: any; owner: only "
+                   "those it recorded (an admin key: any; one recorded with no owner: admin keys only).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (PostgreSQL only): one per core serves more requests; "
                    "live events reach every process through the database.")
@@ -159,7 +163,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
            rerun_launcher: str | None, rerun_images: tuple[str, ...], rerun_namespace: str | None, self_url: str | None,
            rerun_concurrency: int, rerun_queue: int, max_request_mb: float, header_timeout: float, body_timeout: float,
            send_timeout: float, max_streams_per_key: int, token_max_hours: float, shutdown_timeout: float,
-           cache_trusted_keys: tuple[str, ...], workers: int, home_opt: Path | None) -> None:
+           cache_trusted_keys: tuple[str, ...], actions_by: str, workers: int, home_opt: Path | None) -> None:
     """Serve the REST API and the dashboard over the metadata database (migrated at startup).
 
     Artifacts and logs are read from $SEMATIC_K8S_STORAGE (e.g. s3://bucket/prefix) if set, else HOME/storage,
@@ -193,7 +197,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
               "rerun_concurrency": rerun_concurrency, "rerun_queue": rerun_queue,
               "max_request_bytes": int(max_request_mb * 1024 * 1024), "body_timeout": body_timeout,
               "max_streams_per_key": max_streams_per_key, "token_max_hours": token_max_hours, "self_url": self_url,
-              "cache_trusted_keys": list(cache_trusted_keys)}
+              "cache_trusted_keys": list(cache_trusted_keys), "actions_by": actions_by}
     config = _config(params)
     storage = _storage(params)  # a bad $SEMATIC_K8S_STORAGE refused here, in one line, before anything starts
     from sematic_k8s_server import shutdown
@@ -218,7 +222,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
                            "only).", err=True)
             app = _app(params, config, store, storage) if workers == 1 else None
             click.echo(f"sematic-k8s server on http://{host}:{port} (database {redacted_url(url)}, data {home}, "
-                       f"API keys {'off: local mode' if local else 'required'}, reruns "
+                       f"API keys {'off: local mode' if local else 'required'}, actions by {actions_by}, reruns "
                        f"{rerun_launcher or 'off'}{f', {workers} processes' if workers > 1 else ''})", err=True)
     except click.ClickException:  # refused before it served: the caller's SIGTERM handler again
         signal.signal(signal.SIGTERM, caller_sigterm)
@@ -311,7 +315,7 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
                                concurrency=params["rerun_concurrency"], queue=params["rerun_queue"],
                                token_lifetime=dt.timedelta(hours=params["token_max_hours"])),
             allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()),
-            cache_trusted_keys=tuple(params.get("cache_trusted_keys", ())))
+            cache_trusted_keys=tuple(params.get("cache_trusted_keys", ())), actions_by=params.get("actions_by", TEAM))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 

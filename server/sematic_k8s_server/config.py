@@ -1,6 +1,6 @@
 """The server's settings, fixed at startup by whoever runs it (CLI flags, Helm values), never by a request
-or a record: API keys, local-development mode, the request-size cap and body deadline, and how reruns are
-started."""
+or a record: API keys, local-development mode, the request-size cap and body deadline, how reruns are
+started, and whose resolutions a user key may act on."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sematic_k8s import settings
+
 LAUNCHERS = ("kubernetes", "docker")  # how the server may start a rerun's driver
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_MAX_STREAMS_PER_KEY = 64  # live-event streams: a dashboard tab holds one
+TEAM, OWNER = "team", "owner"  # actions_by: any user key acts on any resolution / a user key on its own only
+ACTIONS_BY = (TEAM, OWNER)
 UNOWNED = "(unowned)"  # in cache_trusted_keys: the runs recorded before owners were (migration 0012)
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -67,7 +71,9 @@ class ServerConfig:
     ``max_streams_per_key``: live-event streams one API key (in local mode: this machine) may hold open at once in
     one server process (then 429). ``cache_trusted_keys``: the names of the API keys whose cached runs every key's
     look-ups may hit (besides its own); :data:`UNOWNED` trusts the runs recorded before owners were
-    (:mod:`~sematic_k8s_server.cache_trust`)."""
+    (:mod:`~sematic_k8s_server.cache_trust`). ``actions_by``: :data:`TEAM` (any user or admin key cancels, re-runs,
+    continues, labels and notes any resolution) or :data:`OWNER` (a user key only the resolutions it recorded, an
+    admin key any: :func:`~sematic_k8s_server.scopes.action_refusal`)."""
 
     api_keys_required: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -76,6 +82,7 @@ class ServerConfig:
     reruns: RerunConfig = field(default_factory=RerunConfig)
     allowed_storages: tuple[str, ...] = ()
     cache_trusted_keys: tuple[str, ...] = ()
+    actions_by: str = TEAM
 
     @property
     def local(self) -> bool:
@@ -88,6 +95,9 @@ class ServerConfig:
             raise ValueError(f"the request body timeout must be more than 0 seconds, got {self.body_timeout}")
         if self.max_streams_per_key < 1:
             raise ValueError(f"the live-event streams per API key must be at least 1, got {self.max_streams_per_key}")
+        if self.actions_by not in ACTIONS_BY:
+            raise ValueError(f"actions by {self.actions_by!r}: give {' or '.join(ACTIONS_BY)} (--actions-by, "
+                             f"${settings.ACTIONS_BY_ENV})")
         for name in self.cache_trusted_keys:
             if not 1 <= len(name) <= 128 or not name.isprintable() or name != name.strip():
                 raise ValueError(f"cache trusted key {name[:140]!r}: give an API key's name (as `sematic-k8s api-keys "

@@ -1,13 +1,15 @@
 """What the route modules share: the Server dependency, the caller (checked by the Guard before any route
-runs), query strings without NUL characters, validated ids and paging, 404s and a body's refused text, and bodies
-parsed as strict JSON."""
+runs), query strings without NUL characters, the one check of actions on a resolution (whose key may take them),
+validated ids and paging, 404s and a body's refused text, and bodies parsed as strict JSON."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 import orjson
 from fastapi import Depends, HTTPException, Query, Request, Response, Security
 from fastapi import Path as PathParam
@@ -17,8 +19,9 @@ from pydantic import AfterValidator
 
 from sematic_k8s import limits
 from sematic_k8s.store.texts import NulText
-from sematic_k8s_server import auth, schemas
+from sematic_k8s_server import auth, schemas, scopes
 from sematic_k8s_server.auth import Principal
+from sematic_k8s_server.problems import ApiError
 from sematic_k8s_server.state import Server
 
 API = "/api/v1"
@@ -71,6 +74,33 @@ async def query_without_nul(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         if "\x00" in value:
             raise HTTPException(422, f"query parameter {name[:64]!r} holds a NUL character; remove it")
+
+
+NOT_OWNER: dict[str, Any] = {"description": "another key recorded the resolution (--actions-by owner)"}
+ACTION = "x-sematic-k8s-action"  # a route's marker (in its OpenAPI operation): the action it takes on its resolution
+
+
+def action(what: str) -> dict[str, Any]:
+    """The ``openapi_extra`` of a route that takes ``what`` action ("cancel", ...) on the resolution of its path
+    (``resolution_id``): :func:`may_act` checks the caller may take it."""
+    return {ACTION: what}
+
+
+async def may_act(request: Request) -> None:
+    """403 unless the caller may take the action its route is marked with (:func:`action`) on the resolution of its
+    path (:func:`~sematic_k8s_server.scopes.action_refusal`: ``--actions-by``): a dependency of every keyed route, so
+    the one check of every action route, a route marked later too. Unmarked routes: nothing to check."""
+    route = request.scope.get("route")
+    what = (getattr(route, "openapi_extra", None) or {}).get(ACTION)
+    principal = request.scope.get("state", {}).get("principal")
+    resolution_id = str(request.path_params.get("resolution_id"))
+    if what is None or principal is None or not re.fullmatch(schemas.HEX_ID, resolution_id):
+        return  # an id that is none: the route's 422
+    srv: Server = request.app.state.server
+    refusal = await anyio.to_thread.run_sync(scopes.action_refusal, principal, srv.store, srv.config.actions_by,
+                                             resolution_id, what)
+    if refusal is not None:
+        raise ApiError(403, refusal, reason="not-owner")
 
 
 async def _caller(request: Request) -> Principal:

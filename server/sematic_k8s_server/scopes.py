@@ -10,7 +10,8 @@ is a 403 that says which.
 Records have owners (the API key that wrote them; a token's: the key that minted it). A key, and its tokens, record
 runs only into the resolutions that key recorded: none into another key's, whose reruns would reuse them, nor into one
 recorded before owners were (only the token its driver holds may). Cache look-ups are scoped in
-:mod:`~sematic_k8s_server.cache_trust`.
+:mod:`~sematic_k8s_server.cache_trust`. On a server started with ``--actions-by owner`` a user key also cancels,
+re-runs, continues, labels and notes only the resolutions it recorded (:func:`action_refusal`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import sqlalchemy as sa
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base, ResolutionRow, RunRow
-from sematic_k8s_server.auth import Principal
+from sematic_k8s_server.auth import Principal, api_keys
+from sematic_k8s_server.config import OWNER
 from sematic_k8s_server.problems import ApiError
 
 log = logging.getLogger("sematic_k8s")
@@ -95,6 +97,30 @@ def whose(owner: str | None, what: str) -> str:
     if owner is None:
         return f"{what} was recorded before the server recorded owners (only its driver's token may write into it)"
     return f"another API key recorded {what}"
+
+
+def action_refusal(principal: Principal, store: SqlStore, actions_by: str, resolution_id: str,
+                   action: str) -> str | None:
+    """Why ``principal`` may not ``action`` (cancel, re-run, ...) resolution ``resolution_id``, in one line; None if
+    it may. Under ``actions_by`` "owner" a user key acts only on the resolutions it recorded; an admin key (and anyone
+    in local mode) on any, and alone on one recorded with no owner (before owners were, or straight into the
+    database). One not recorded: None (the route answers 404). Under "team": any key that reaches the route."""
+    if actions_by != OWNER or principal.is_admin:
+        return None
+    k = api_keys.c
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(_res.c.owner, k.name, k.revoked_at)
+                           .select_from(_res.outerjoin(api_keys, k.id == _res.c.owner))
+                           .where(_res.c.id == resolution_id)).first()
+    if row is None or (row.owner is not None and row.owner == principal.key_id):
+        return None
+    refused = f"key {principal.name!r} may not {action} resolution {resolution_id}"
+    if row.owner is None:
+        return (f"{refused} (it has no owner: recorded before the server recorded owners, or straight into the "
+                "database): ask an admin")
+    owner = f"{row.name!r}{', revoked' if row.revoked_at is not None else ''}" if row.name is not None \
+        else f"key id {row.owner}, not among this server's keys"
+    return f"{refused} (owned by {owner}): ask its owner or an admin"
 
 
 def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str | None]:

@@ -8,13 +8,25 @@ from sematic_k8s import limits
 from sematic_k8s.errors import LabelsChanged, TooManyTags
 from sematic_k8s.store.texts import NulText
 from sematic_k8s_server import schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, StrictJsonRoute, not_found, nul_refused
+from sematic_k8s_server.deps import (
+    API,
+    NOT_FOUND,
+    NOT_OWNER,
+    ResolutionId,
+    Srv,
+    StrictJsonRoute,
+    action,
+    not_found,
+    nul_refused,
+)
 
 router = APIRouter(prefix=API, tags=["resolutions"], route_class=StrictJsonRoute)
 
 
-@router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut, responses={
-    **NOT_FOUND, 409: {"description": "the labels changed since the version the change was made to (labels_version)"},
+@router.post("/resolutions/{resolution_id}/labels", response_model=schemas.ResolutionOut,
+             openapi_extra=action("label or note"), responses={
+    **NOT_FOUND, 403: NOT_OWNER,
+    409: {"description": "the labels changed since the version the change was made to (labels_version)"},
     422: {"description": f"more tags than a resolution has ({limits.TAGS}), or a labels_version newer than "
                           "the resolution's"}},
              summary="Add or remove tags, set or clear the note")

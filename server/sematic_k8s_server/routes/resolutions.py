@@ -16,6 +16,7 @@ from sematic_k8s_server import auth, edges, schemas, scopes
 from sematic_k8s_server.deps import (
     API,
     NOT_FOUND,
+    NOT_OWNER,
     Caller,
     Limit,
     Offset,
@@ -23,6 +24,7 @@ from sematic_k8s_server.deps import (
     Srv,
     StateFilter,
     StrictJsonRoute,
+    action,
     found,
     not_found,
 )
@@ -63,7 +65,8 @@ def get_graph(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
 
 
 RERUN_REFUSALS: dict[int | str, dict] = {
-    **NOT_FOUND, 403: {"description": "a token asked, or the image's repository is not on the allow-list"},
+    **NOT_FOUND, 403: {"description": "a token asked, the image's repository is not on the allow-list, or another key "
+                                      "recorded the resolution (--actions-by owner)"},
     409: {"description": "the resolution is still running, or (mode continue) another resolution continues it"},
     422: {"description": "a local resolution (the body's `command` re-runs it on its machine), or no image by "
                          "digest"},
@@ -72,7 +75,7 @@ RERUN_REFUSALS: dict[int | str, dict] = {
 
 
 @router.post("/resolutions/{resolution_id}/rerun", status_code=202, response_model=schemas.RerunOut,
-             responses=RERUN_REFUSALS, tags=["actions"],
+             responses=RERUN_REFUSALS, tags=["actions"], openapi_extra=action("re-run or continue"),
              summary="Re-run a cloud resolution from its recorded image, whole or from one of its runs")
 def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionId, body: schemas.RerunIn) -> dict:
     """Starts a new resolution that clones this one: ``rerun_from`` (default: the root, i.e. everything)
@@ -152,8 +155,8 @@ def mint_token(srv: Srv, caller: Caller, resolution_id: ResolutionId, body: sche
 
 
 @router.post("/resolutions/{resolution_id}/cancel", status_code=202, response_model=schemas.CancelOut,
-             responses={**NOT_FOUND, 409: {"description": "the resolution has already ended"}},
-             tags=["actions"], summary="Ask a running resolution to cancel")
+             responses={**NOT_FOUND, 403: NOT_OWNER, 409: {"description": "the resolution has already ended"}},
+             tags=["actions"], openapi_extra=action("cancel"), summary="Ask a running resolution to cancel")
 def cancel(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
     """Marks it ``canceling``; its resolution loop notices within about a second, cancels its runs
     and records ``canceled``. One whose driver is still starting (``created``) is ``canceled`` at once."""

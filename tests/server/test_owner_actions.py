@@ -1,0 +1,211 @@
+"""Actions by owner (``sematic-k8s server --actions-by owner``, ``$SEMATIC_K8S_ACTIONS_BY``), over real HTTP on SQLite
+and PostgreSQL with two user keys (alice, bob) and an admin: a user key cancels, re-runs, continues, labels and notes
+only the resolutions it recorded, an admin key any, and a resolution recorded with no owner (before owners, or straight
+into the database) only an admin; a refusal is a 403 whose one line names the key, the owner's key and what to do,
+nothing of it applied. The one check is a dependency of every keyed route, keyed on the route's marker: a walk over the
+app's routes shows every action route on a resolution honours it. By default (team) any user key acts on any
+resolution, as before. Was: any user or admin key acted on any resolution, whatever the server's setting."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from sematic_k8s.specs import DriverSpec
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s_server.cli import main
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from sematic_k8s_server.deps import ACTION
+from serving import Served, app_routes, create_api_key, record_resolution, serve, server_process
+
+REPO = "127.0.0.1:5000/pipelines"
+IMAGE = f"{REPO}@sha256:" + "ab" * 32
+STORAGE = "s3://sk-owned/artifacts"
+READS = frozenset({"GET", "HEAD"})
+# the routes on a resolution that change something and check owners their own way (its own key's only, admin too)
+OWN_CHECKS = {("POST", "/api/v1/resolutions/{resolution_id}/token"),
+              ("POST", "/api/v1/store/take_over/{resolution_id}")}
+ACTIONS = {  # what each action asks, and how its refusal names it
+    "cancel": ("cancel", {}),
+    "rerun": ("re-run or continue", {}),
+    "continue": ("re-run or continue", {"mode": "continue"}),
+    "label": ("label or note", {"add": ["mine"]}),
+    "note": ("label or note", {"note": "mine"}),
+}
+
+
+class Team:
+    """A server and its keys: alice and bob (user keys, made as a person makes them), the admin; its reruns are
+    noted, never started (``launched``)."""
+
+    def __init__(self, served: Served, launched: list[DriverSpec]) -> None:
+        url = served.store.engine.url.render_as_string(hide_password=False)
+        self.served, self.launched = served, launched
+        self.alice = create_api_key(url, served.home, "alice")
+        self.bob = create_api_key(url, served.home, "bob")
+        self.admin = served.admin_key
+
+    def recorded(self, key: str, state: str) -> str:
+        """A cloud resolution of ``IMAGE`` recorded by ``key`` in ``state``, through the server."""
+        return record_resolution(self.served.url, key, kind="cloud", state=state, image=IMAGE, storage_url=STORAGE)
+
+    def unowned(self, state: str) -> str:
+        """A cloud resolution recorded straight into the database (no owner), as one recorded before owners."""
+        root = uuid.uuid4().hex
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state=state, image=IMAGE,
+                                              settings={"kind": "cloud", "storage_url": STORAGE}, created_at=utcnow()))
+        batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline",
+                                func_name="pipeline", state=state, created_at=utcnow()))
+        self.served.store.write(batch)
+        return root
+
+    def target(self, key: str | None, action: str) -> str:
+        """A resolution ``key`` recorded (None: no owner) that ``action`` applies to: running to cancel, failed else."""
+        state = "running" if action == "cancel" else "failed"
+        return self.unowned(state) if key is None else self.recorded(key, state)
+
+    def act(self, key: str | None, action: str, root: str) -> httpx.Response:
+        path = "labels" if action in ("label", "note") else "rerun" if action == "continue" else action
+        with self.served.client(key) as c:
+            return c.post(f"/api/v1/resolutions/{root}/{path}", json=ACTIONS[action][1])
+
+    def as_recorded(self, root: str) -> tuple:
+        """What an action changes: the resolution's state, labels and cancel, the resolutions recorded, reruns."""
+        store = self.served.store
+        res = store.get_resolution(root)
+        assert res is not None
+        return (res.state, res.tags, res.note, res.labels_version, store.cancel_requested(root),
+                len(store.list_resolutions()), len(self.launched))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+
+def _team(tmp_path: Path, db_url: str | None, actions_by: str | None) -> Iterator[Team]:
+    launched: list[DriverSpec] = []
+
+    def launch(spec: DriverSpec, env: Mapping[str, str]) -> None:
+        launched.append(spec)
+
+    config = ServerConfig(reruns=RerunConfig(image_repositories=(REPO,), storage_url=STORAGE),
+                          **({} if actions_by is None else {"actions_by": actions_by}))
+    with serve(tmp_path, db_url, config=config, rerun_launcher=launch) as s:
+        yield Team(s, launched)
+
+
+@pytest.fixture
+def owners(db: str | None, tmp_path: Path) -> Iterator[Team]:
+    """A server started with actions by owner."""
+    yield from _team(tmp_path, db, "owner")
+
+
+@pytest.fixture
+def team(db: str | None, tmp_path: Path) -> Iterator[Team]:
+    """A server started as by default (actions by team)."""
+    yield from _team(tmp_path, db, None)
+
+
+def _refused(r: httpx.Response) -> str:
+    assert r.status_code == 403, (r.request.method, r.request.url.path, r.status_code, r.text[:300])
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail, detail
+    return detail
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_a_user_key_acts_only_on_its_own_resolutions_and_an_admin_on_any(owners: Team, action: str) -> None:
+    words = ACTIONS[action][0]
+    root = owners.target(owners.alice, action)
+    before = owners.as_recorded(root)
+    assert _refused(owners.act(owners.bob, action, root)) == (
+        f"key 'bob' may not {words} resolution {root} (owned by 'alice'): ask its owner or an admin")
+    assert owners.as_recorded(root) == before  # nothing of it applied
+    for key in (owners.alice, owners.admin):  # its owner, and an admin key, on a resolution of alice's each
+        mine = owners.target(owners.alice, action)
+        was = owners.as_recorded(mine)
+        r = owners.act(key, action, mine)
+        assert r.status_code in (200, 202), (action, r.status_code, r.text[:300])
+        assert owners.as_recorded(mine) != was  # applied
+    assert len(owners.launched) == (2 if action in ("rerun", "continue") else 0)  # the two reruns started
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_a_resolution_with_no_owner_is_an_admins_alone(owners: Team, action: str) -> None:
+    words = ACTIONS[action][0]
+    root = owners.target(None, action)
+    before = owners.as_recorded(root)
+    for name, key in (("alice", owners.alice), ("bob", owners.bob)):
+        assert _refused(owners.act(key, action, root)) == (
+            f"key {name!r} may not {words} resolution {root} (it has no owner: recorded before the server recorded "
+            "owners, or straight into the database): ask an admin")
+    assert owners.as_recorded(root) == before
+    r = owners.act(owners.admin, action, root)
+    assert r.status_code in (200, 202), r.text[:300]
+
+
+def test_the_owner_refused_is_named_even_once_revoked_and_an_unknown_id_is_still_a_404(owners: Team) -> None:
+    root = owners.recorded(owners.alice, "running")
+    with owners.served.client(owners.admin) as admin:
+        alice = next(k for k in admin.get("/api/v1/api-keys").json()["items"] if k["name"] == "alice")
+        assert admin.post(f"/api/v1/api-keys/{alice['id']}/revoke", json={}).status_code == 200
+    assert _refused(owners.act(owners.bob, "cancel", root)) == (
+        f"key 'bob' may not cancel resolution {root} (owned by 'alice', revoked): ask its owner or an admin")
+    unknown = uuid.uuid4().hex
+    assert owners.act(owners.bob, "cancel", unknown).status_code == 404
+
+
+def test_every_action_route_on_a_resolution_honours_the_owner_check(owners: Team) -> None:
+    """Walks the app's own routes: every route on a resolution (``{resolution_id}`` in its path) that changes anything
+    is marked an action (checked by the one dependency) or checks owners its own way (:data:`OWN_CHECKS`); each marked
+    one refuses bob alice's resolution in one line naming both, nothing applied. A route added later unmarked fails
+    here."""
+    root = owners.recorded(owners.alice, "running")
+    before = owners.as_recorded(root)
+    marked = []
+    with owners.served.client(owners.bob) as bob:
+        for template, route in app_routes(owners.served.app.routes):
+            for method in sorted(set(route.methods) - READS):
+                if "{resolution_id}" not in template:
+                    continue
+                what = (getattr(route, "openapi_extra", None) or {}).get(ACTION)
+                if what is None:
+                    assert (method, template) in OWN_CHECKS, f"{method} {template}: an action with no owner check"
+                    continue
+                detail = _refused(bob.request(method, template.replace("{resolution_id}", root), json={}))
+                assert re.fullmatch(rf"key 'bob' may not {what} resolution {root} \(owned by 'alice'\): ask its owner "
+                                    "or an admin", detail), detail
+                marked.append(template.rsplit("/", 1)[1])
+    assert sorted(marked) == ["cancel", "labels", "rerun"], marked
+    assert owners.as_recorded(root) == before
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_by_default_any_user_key_acts_on_any_resolution(team: Team, action: str) -> None:
+    root = team.target(team.alice, action)
+    r = team.act(team.bob, action, root)
+    assert r.status_code in (200, 202), r.text[:300]
+    unowned = team.target(None, action)
+    assert team.act(team.alice, action, unowned).status_code in (200, 202)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_the_server_command_takes_the_setting_from_its_flag_or_environment(tmp_path: Path, how: str) -> None:
+    args, env = (["--actions-by", "owner"], None) if how == "flag" else ([], {"SEMATIC_K8S_ACTIONS_BY": "owner"})
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    with server_process(tmp_path, "--db-url", url, *args, env=env) as (_, base):
+        alice, bob = (create_api_key(url, tmp_path, name) for name in ("alice", "bob"))
+        root = record_resolution(base, alice, kind="cloud", state="running")
+        with httpx.Client(base_url=base, headers={"X-API-Key": bob}, timeout=30) as c:
+            r = c.post(f"/api/v1/resolutions/{root}/cancel", json={})
+        assert r.status_code == 403 and "(owned by 'alice')" in r.json()["detail"], r.text
+    bad = CliRunner().invoke(main, ["server", "--home", str(tmp_path), "--actions-by", "nobody"])
+    assert bad.exit_code == 2 and "'nobody' is not one of 'team', 'owner'" in bad.output, bad.output
