@@ -201,6 +201,8 @@ class WhoAmI(BaseModel):
     name: str = Field(description="the API key's name (local mode: 'local mode')")
     role: Literal["admin", "user", "read-only", "local"] = Field(
         description="what it may do: read-only keys only read (GET); local: anything (local mode, no keys)")
+    actions_by: Literal["team", "owner"] = Field(
+        "team", description="whose resolutions a user key may act on (--actions-by): team: any; owner: its own")
 
 
 class ApiKeyList(BaseModel):
@@ -587,3 +589,6 @@ class OverviewOut(BaseModel):
     page: int = Field(description="runs of an expanded group shown at a time")
     waiting: dict[str, str] = Field(default_factory=dict, description="running runs whose worker has not started "
                                     "(at most 20): run id -> what it waits for (capacity, quota), as in /counts")
+    actions_refused: str | None = Field(None, description="why the caller's key may not cancel, re-run, continue, "
+                                        "label or note this resolution (a server started with --actions-by owner: "
+                                        "another key recorded it); null when it may")

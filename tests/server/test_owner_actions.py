@@ -209,3 +209,26 @@ def test_the_server_command_takes_the_setting_from_its_flag_or_environment(tmp_p
         assert r.status_code == 403 and "(owned by 'alice')" in r.json()["detail"], r.text
     bad = CliRunner().invoke(main, ["server", "--home", str(tmp_path), "--actions-by", "nobody"])
     assert bad.exit_code == 2 and "'nobody' is not one of 'team', 'owner'" in bad.output, bad.output
+
+
+def _overview_refusals(served: Team, expected: str) -> dict[str, str | None]:
+    """Each key's overview ``actions_refused`` of a resolution alice recorded, its ``whoami`` saying ``expected``."""
+    root = served.recorded(served.alice, "running")
+    out = {}
+    for name, key in (("bob", served.bob), ("alice", served.alice), ("admin", served.admin)):
+        with served.served.client(key) as c:
+            assert c.get("/api/v1/whoami").json()["actions_by"] == expected
+            out[name] = c.get(f"/api/v1/resolutions/{root}/overview").json()["actions_refused"]
+    return {name: None if why is None else why.replace(root, "ID") for name, why in out.items()}
+
+
+def test_the_overview_says_why_a_key_may_not_act_and_whoami_the_setting(owners: Team) -> None:
+    """What the dashboard draws disabled: the overview's ``actions_refused`` (the refusal's own words), null for the
+    owner's key and an admin's; ``whoami`` says the setting."""
+    assert _overview_refusals(owners, "owner") == {
+        "bob": "key 'bob' may not cancel, re-run, continue, label or note resolution ID (owned by 'alice'): ask its "
+               "owner or an admin", "alice": None, "admin": None}
+
+
+def test_by_default_the_overview_refuses_no_key(team: Team) -> None:
+    assert _overview_refusals(team, "team") == {"bob": None, "alice": None, "admin": None}

@@ -1,6 +1,7 @@
 """``/api-keys``: list, create and revoke API keys; admin keys only. A revoked key is refused by the very next
 request on every server replica (credentials are checked against the database on each request). ``/whoami``: the
-caller's key and role, for any key (the dashboard disables what a read-only key may not do)."""
+caller's key and role, for any key (the dashboard disables what a read-only key may not do), and whose resolutions a
+user key may act on (``--actions-by``)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/whoami", response_model=schemas.WhoAmI, summary="The caller's API key: its name and role")
-def whoami(caller: Caller) -> dict:
-    return {"name": caller.name, "role": caller.role}
+def whoami(srv: Srv, caller: Caller) -> dict:
+    return {"name": caller.name, "role": caller.role, "actions_by": srv.config.actions_by}
 
 
 @router.get("/api-keys", response_model=schemas.ApiKeyList, responses=ADMIN_ONLY,

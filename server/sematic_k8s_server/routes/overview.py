@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from sematic_k8s_server import overview as ov
-from sematic_k8s_server import queries, schemas
-from sematic_k8s_server.deps import API, NOT_FOUND, ResolutionId, Srv, found
+from sematic_k8s_server import queries, schemas, scopes
+from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, found
 
 router = APIRouter(prefix=API, tags=["resolutions"])
 EXPAND = re.compile(r"^(g/[^@]{1,700})@(\d{1,9})$")
@@ -18,7 +18,7 @@ EXPAND = re.compile(r"^(g/[^@]{1,700})@(\d{1,9})$")
 
 @router.get("/resolutions/{resolution_id}/overview", response_model=schemas.OverviewOut, responses=NOT_FOUND,
             summary="A resolution's runs at a glance: fan-outs grouped, edges between what is shown")
-def get_overview(srv: Srv, resolution_id: ResolutionId,
+def get_overview(srv: Srv, caller: Caller, resolution_id: ResolutionId,
                  expand: Annotated[list[str], Query(max_length=50, description="GROUP_ID@OFFSET: show that page of "
                                                                               "a group's runs one by one")] = [],  # noqa: B006
                  page: Annotated[int, Query(ge=1, le=200, description="runs of an expanded group per page")] = ov.PAGE,
@@ -36,7 +36,9 @@ def get_overview(srv: Srv, resolution_id: ResolutionId,
     summaries = queries.artifact_summaries(srv.store, ov.label_inputs(out["nodes"], by_id))
     ov.add_labels(out["nodes"], by_id, summaries.__getitem__)
     waiting = srv.store.waiting_runs(resolution_id) if out["counts"].get("running") else {}
-    return {"resolution": res.to_dict(), **out, "page": page, "waiting": waiting}
+    refused = scopes.action_refusal(caller, srv.store, srv.config.actions_by, resolution_id,
+                                    "cancel, re-run, continue, label or note")  # the page's actions drawn disabled
+    return {"resolution": res.to_dict(), **out, "page": page, "waiting": waiting, "actions_refused": refused}
 
 
 @router.get("/resolutions/{resolution_id}/counts", response_model=schemas.CountsOut, responses=NOT_FOUND,

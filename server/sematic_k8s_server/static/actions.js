@@ -39,8 +39,9 @@ export function closeDialogs() {
   document.querySelectorAll(".modal").forEach((m) => m.remove());
 }
 
-/** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, run: async () => {}}]; with a
- * read-only key, every item is disabled, its title saying why (api.readOnly).
+/** An "Actions ▾" button and its menu. items: [{label, testid, disabled, title, refused, run: async () => {}}]; with a
+ * read-only key, every item is disabled, its title saying why (api.readOnly); so is an item whose `refused` says why
+ * the key may not take it (another key's resolution, on a server started with --actions-by owner).
  * The element's `update(items)` sets the items' labels, titles and enabled state (the same items, in the same order)
  * in place: a live event's redraw keeps the elements, so a click begun on one as it comes is not lost (see
  * dom.fillInPlace). */
@@ -71,8 +72,8 @@ export function actionsMenu(testid, items) {
   const el = h("div", { class: "dropdown" }, button, menu);
   el.update = (fresh) => {
     current = fresh;
-    const why = readOnly();
     fresh.forEach((it, i) => {
+      const why = readOnly() || it.refused || "";
       const b = entries[i];
       b.disabled = !!it.disabled || !!why;
       if (why) b.title = why;

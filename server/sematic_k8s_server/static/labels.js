@@ -15,10 +15,12 @@ export function labelsLine(res) {
 
 /** The tags and note of `res`, editable; `changed(res)` gets the resolution as the server returns it. Its page
  * keeps it while showing that resolution and gives it each fresher record (`el.update(res)`): what is being typed
- * in it (a tag, the note) stays as it is. With a read-only key its inputs are disabled, their titles saying why. */
-export function labelsEditor(res, changed) {
+ * in it (a tag, the note) stays as it is. With a read-only key its inputs are disabled, their titles saying why; so
+ * they are when `refused` says why the key may not label this resolution (another key's: --actions-by owner). */
+export function labelsEditor(res, changed, refused = "") {
   const el = h("div", { class: "labels-editor", testid: "labels-editor" });
-  const ro = readOnly() ? { disabled: true, title: readOnly() } : {}; // a read-only key: nothing to change
+  const why = readOnly() || refused;
+  const ro = why ? { disabled: true, title: why } : {}; // a read-only key, another key's resolution: nothing to change
   // while the note is edited: the note it began from and the labels' version it is made to (null: not edited)
   let editedFrom = null;
   const failed = (e) => showBanner(`Cannot change the labels of ${res.id.slice(0, 8)}: ${e.message}`);
@@ -89,6 +91,6 @@ export function labelsEditor(res, changed) {
 
 /** The labels editor `shown` given the record `res` of a page redrawn (an event came), or a new one for another
  * resolution. */
-export function labelsFor(shown, res, changed) {
-  return shown?.resolutionId === res.id ? shown.update(res) : labelsEditor(res, changed);
+export function labelsFor(shown, res, changed, refused = "") {
+  return shown?.resolutionId === res.id ? shown.update(res) : labelsEditor(res, changed, refused);
 }

@@ -169,7 +169,7 @@ export class RunPanel {
     const resTerminal = res ? TERMINAL.has(res.state) : true;
     const notes = run.notes || {};
     const items = [{
-      label: "Rerun from here", testid: "action-rerun-from", disabled: !resTerminal,
+      label: "Rerun from here", testid: "action-rerun-from", disabled: !resTerminal, refused: ctx.refused || "",
       title: resTerminal ? "Re-execute this run and what depends on it; reuse the rest"
         : "Wait until the resolution ends",
       run: () => rerun(res || { id: run.root_id }, { rerun_from: run.id, mode: "from" }),

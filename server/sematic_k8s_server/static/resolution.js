@@ -139,7 +139,8 @@ export class ResolutionView extends View {
       this.rebuild();
       this.renderHeader();
     }
-    await this.panel.refresh({ resolution: ov.resolution, byId: new Map(ov.nodes.map((n) => [n.id, n])) });
+    await this.panel.refresh({ resolution: ov.resolution, refused: ov.actions_refused || "",
+      byId: new Map(ov.nodes.map((n) => [n.id, n])) });
   }
 
   /** A readable page for a resolution that cannot be shown. */
@@ -186,19 +187,20 @@ export class ResolutionView extends View {
     const s = r.settings || {};
     const terminal = TERMINAL.has(r.state);
     const func = String(r.root_func_path || "").split(/[:.]/).pop();
+    const refused = this.overview.actions_refused || ""; // another key's resolution (--actions-by owner)
     const items = [
       {
-        label: "Rerun", testid: "action-rerun", disabled: !terminal,
+        label: "Rerun", testid: "action-rerun", disabled: !terminal, refused,
         title: terminal ? "Run the whole pipeline again" : "Wait until it ends",
         run: () => rerun(r, { rerun_from: null, mode: "from" }),
       },
       {
-        label: "Continue", testid: "action-continue", disabled: r.state !== "failed",
+        label: "Continue", testid: "action-continue", disabled: r.state !== "failed", refused,
         title: r.state === "failed" ? "Re-run only what did not succeed" : "Only a failed resolution continues",
         run: () => rerun(r, { rerun_from: null, mode: "continue" }),
       },
       {
-        label: "Cancel", testid: "action-cancel", disabled: terminal || r.state === "canceling",
+        label: "Cancel", testid: "action-cancel", disabled: terminal || r.state === "canceling", refused,
         title: terminal ? "It has ended" : r.state === "canceling" ? "Already canceling" : "Stop this resolution",
         run: () => cancel(r.id, this),
       },
@@ -220,7 +222,7 @@ export class ResolutionView extends View {
       ["Cache namespace", s.cache_namespace ? h("span", { class: "mono" }, s.cache_namespace) : null],
       ["Image", r.image ? h("span", { class: "mono wrap", testid: "resolution-image" }, r.image) : null],
     ];
-    this.labels = labelsFor(this.labels, r, () => this.refresh());
+    this.labels = labelsFor(this.labels, r, () => this.refresh(), refused);
     setText(this.title.func, func);
     setBadge(this.title.state, r.state);
     // its notices and error kept while drawn the same (a selection in them too): see fillKeepingDrawn
