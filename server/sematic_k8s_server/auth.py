@@ -5,12 +5,13 @@ There is no cache: a revoked key or token is refused by the very next request, o
 request already let in whose body was still on its way (the Guard checks it again once the body has come).
 
 - An **API key** (``sk8s_...``) belongs to a person or a service, in one of three roles. A *user* key can read
-  anything, record into the resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners) and ask
-  for reruns and cancels; an *admin* key can also manage keys; a *read-only* key (``--read-only``: dashboards,
-  monitoring, CI status checks) can only read: the Guard refuses it every request but GET and HEAD and the POST
-  routes marked as reads (:data:`READ_BY_POST`), whatever the route (:func:`read_only_refusal`). Keys are made with
-  ``sematic-k8s api-keys create`` and revoked with ``api-keys revoke`` (or the admin API); a revoked key stays
-  listed, marked revoked.
+  anything, record into the resolutions it started (:mod:`~sematic_k8s_server.scopes`: records have owners), and ask
+  for reruns and cancels, label and note (any resolution; with ``--actions-by owner`` only its own:
+  :func:`~sematic_k8s_server.scopes.action_refusal`); an *admin* key can also manage keys, and act on any resolution;
+  a *read-only* key (``--read-only``: dashboards, monitoring, CI status checks) can only read: the Guard refuses it
+  every request but GET and HEAD and the POST routes marked as reads (:data:`READ_BY_POST`), whatever the route
+  (:func:`read_only_refusal`). Keys are made with ``sematic-k8s api-keys create`` and revoked with ``api-keys
+  revoke`` (or the admin API); a revoked key stays listed, marked revoked.
 - A **resolution token** (``sk8t_...``) is minted for one resolution's driver, by the server or at the request
   of the key holder that starts it. It may record only that resolution's runs, read it and the resolution
   it re-runs, and it stops working when the resolution ends, when it reaches its maximum lifetime, or when

@@ -1,5 +1,6 @@
 """What a resolution token may do (user API keys may do everything but manage keys, which takes an admin key, and write
-into the resolutions of other keys; read-only keys only read, refused by the Guard: ``auth.read_only_refusal``).
+into the resolutions of other keys, or, with ``--actions-by owner``, act on them; read-only keys only read, refused by
+the Guard: ``auth.read_only_refusal``).
 
 A token may read its own resolution and the one it re-runs, record only its own resolution's runs, look up
 the cache and read artifacts by their content id (knowing a sha256 is what makes it readable: cache hits
