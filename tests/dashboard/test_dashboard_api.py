@@ -287,37 +287,20 @@ def test_old_databases_get_the_new_columns(tmp_path: Path) -> None:
     keeps its records; a server database at revision 0002 is migrated the same way."""
     import sqlalchemy as sa
 
+    from revisions import at_revision
+    from sematic_k8s.store import schema
     from sematic_k8s.store.sql import SqlStore
     from sematic_k8s_server.db import open_store
 
     for name in ("embedded", "server"):
         url = f"sqlite:///{tmp_path / name}.sqlite3"
-        old = SqlStore(url)
-        with old.engine.begin() as conn:
+        # a server database migrated before these columns (0002: its API keys); an embedded home made before the
+        # store had migrations: the first release's three tables alone, no revision
+        with at_revision(url, "0002" if name == "server" else schema.FIRST_REVISION) as conn:
             conn.execute(sa.text("INSERT INTO resolutions (id, root_func_path, state, settings, created_at) "
                                  "VALUES ('abc', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
-            for table, col in (("resolutions", "tags"), ("resolutions", "note"), ("runs", "source_text"),
-                               ("resolutions", "heartbeat_at"), ("resolutions", "driver_epoch"),
-                               ("resolutions", "driver_epoch_at"), ("resolutions", "driver_seq"),
-                               ("resolutions", "labels_version")):
-                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {col}"))
-            conn.execute(sa.text("DROP TABLE resolution_tokens"))  # and what came after them
-            conn.execute(sa.text("DROP INDEX ix_api_keys_active_name"))
-            for col in ("admin", "revoked_at", "read_only"):
-                conn.execute(sa.text(f"ALTER TABLE api_keys DROP COLUMN {col}"))
-            conn.execute(sa.text("DROP INDEX ix_resolutions_tasks_left"))  # 0013's, then its column
-            conn.execute(sa.text("ALTER TABLE resolutions DROP COLUMN tasks_left"))
-            conn.execute(sa.text("ALTER TABLE artifacts DROP COLUMN inline"))
-            conn.execute(sa.text("DROP INDEX ix_runs_cache_hits"))
-            for table in ("runs", "resolutions"):  # owners (0012), once the index holding it is gone
-                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN owner"))
-            conn.execute(sa.text("CREATE INDEX ix_runs_cache_key ON runs (cache_key)"))
-            if name == "server":  # a database migrated before these columns
-                conn.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
-            else:  # an embedded home made before the store had migrations: its three tables alone
+            if name == "embedded":
                 conn.execute(sa.text("DROP TABLE alembic_version"))
-                conn.execute(sa.text("DROP TABLE api_keys"))
-        old.close()
         store = SqlStore(url) if name == "embedded" else open_store(url)
         res = store.label_resolution("abc", add=["kept"], note="still here", set_note=True, labels_version=0)
         assert res is not None and res.tags == ["kept"] and res.note == "still here" and res.root_func_path == "m:f"

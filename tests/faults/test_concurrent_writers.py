@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import fault_pipelines as fp
 import sematic_k8s as sk
 from racing import at_once
+from revisions import at_revision
 from sematic_k8s.store import schema
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, utcnow
@@ -152,15 +153,10 @@ def test_an_embedded_home_made_by_an_older_version_gains_the_new_columns(tmp_pat
     """A home whose database an older version created (its tables, no Alembic revision) keeps its records and
     is upgraded when opened."""
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    engine = sa.create_engine(url)
-    from alembic import command
-
-    with engine.begin() as conn:  # exactly the tables of the first release, then forget the revision
-        command.upgrade(schema.alembic_config(conn), schema.FIRST_REVISION)
-        conn.execute(sa.text("DROP TABLE alembic_version"))
+    with at_revision(url, schema.FIRST_REVISION) as conn:  # exactly the tables of the first release, then forget
+        conn.execute(sa.text("DROP TABLE alembic_version"))  # the revision
         conn.execute(sa.text("INSERT INTO resolutions (id, root_func_path, state, settings, created_at) "
                              "VALUES ('ab', 'm:f', 'resolved', '{}', '2026-01-01 00:00:00')"))
-    engine.dispose()
     store = SqlStore(url)
     assert [r.id for r in store.list_resolutions()] == ["ab"]
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("resolutions")}

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from racing import at_once
-from sematic_k8s.store import schema
+from revisions import at_revision, table_as_left
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import auth
 from serving import Served, serve
@@ -102,19 +101,15 @@ def test_a_database_holding_active_keys_of_one_name_is_migrated_keeping_every_ke
     create was refused), a revoked alice and a bob: migrated, the oldest alice keeps the name and the two others are
     renamed alice~ID, said in one warning naming them; every key still opens the API as it did, with its id, role and
     creation time; nothing else is renamed. ``revoke alice`` then revokes one key, and a new alice is refused."""
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        command.upgrade(schema.alembic_config(conn), "0010_labels_version")
     t0 = dt.datetime(2026, 11, 30, 12)
     made = [("f" * 32, "alice", t0, None, False), ("a" * 32, "alice", t0 + dt.timedelta(hours=1), None, True),
             ("b" * 32, "alice", t0 + dt.timedelta(hours=1), None, False), ("c" * 32, "alice", t0, t0, False),
             ("d" * 32, "bob", t0, None, False)]
     keys = {key_id: auth.new_key() for key_id, *_ in made}
-    with engine.begin() as conn:
-        conn.execute(sa.insert(auth.api_keys), [
+    with at_revision(db_url, "0010_labels_version") as conn:
+        conn.execute(sa.insert(table_as_left(conn, "api_keys")), [
             {"id": key_id, "name": name, "key_hash": auth.hash_key(keys[key_id]), "created_at": created,
              "revoked_at": revoked, "admin": admin} for key_id, name, created, revoked, admin in made])
-    engine.dispose()
     with caplog.at_level(logging.WARNING, logger="sematic_k8s"):
         store = SqlStore(db_url)
     try:

@@ -23,6 +23,7 @@ from alembic import command
 from click.testing import CliRunner
 
 import sematic_k8s as sk
+from revisions import at_revision, table_as_left
 from sematic_k8s.errors import ServerError
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
@@ -256,17 +257,15 @@ def test_a_revoked_read_only_key_is_refused_at_once_and_the_list_shows_roles(ser
 
 
 def test_upgrading_keeps_every_key_with_exactly_its_rights(db_url: str) -> None:
-    engine = sa.create_engine(db_url)
-    old = sa.table("api_keys", sa.column("id", sa.String), sa.column("name", sa.String),
-                   sa.column("key_hash", sa.String), sa.column("created_at", sa.DateTime),
-                   sa.column("admin", sa.Boolean), sa.column("revoked_at", sa.DateTime))
     keys = {"root": (auth.new_key(), True), "alice": (auth.new_key(), False)}
+    with at_revision(db_url, "0013_tasks_left") as conn:
+        old = table_as_left(conn, "api_keys")
+        assert "read_only" not in old.c
+        for name, (key, admin) in keys.items():
+            conn.execute(sa.insert(old).values(id=uuid.uuid4().hex, name=name, key_hash=auth.hash_key(key),
+                                               created_at=utcnow(), admin=admin, revoked_at=None))
+    engine = sa.create_engine(db_url)
     try:
-        with engine.begin() as conn:
-            command.upgrade(schema.alembic_config(conn), "0013_tasks_left")
-            for name, (key, admin) in keys.items():
-                conn.execute(sa.insert(old).values(id=uuid.uuid4().hex, name=name, key_hash=auth.hash_key(key),
-                                                   created_at=utcnow(), admin=admin, revoked_at=None))
         schema.migrate(engine)
         checker = auth.Authenticator(engine, required=True)
         assert {name: checker.authenticate(key).role for name, (key, _) in keys.items()} == {

@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from alembic import command
 
+from revisions import at_revision, table_as_left
 from sematic_k8s.store import schema
 from sematic_k8s.store.cache_reads import Trust
 from sematic_k8s.store.sql import SqlStore
@@ -18,12 +18,8 @@ T0 = dt.datetime(2026, 12, 1, 12)
 
 
 def test_upgrading_a_database_keeps_its_rows_unowned_and_its_cache_hits_for_the_embedded_store(db_url: str) -> None:
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        command.upgrade(schema.alembic_config(conn), "0011_api_key_names")
-    with engine.begin() as conn:  # the tables as 0011 left them (no owner column)
-        res = sa.Table("resolutions", sa.MetaData(), autoload_with=conn)
-        runs = sa.Table("runs", sa.MetaData(), autoload_with=conn)
+    with at_revision(db_url, "0011_api_key_names") as conn:  # no owner column
+        res, runs = table_as_left(conn, "resolutions"), table_as_left(conn, "runs")
         assert "owner" not in runs.c and "owner" not in res.c
         conn.execute(sa.insert(res), [{"id": "r1", "root_func_path": "m:p", "state": "resolved", "settings": {},
                                        "created_at": T0, "ended_at": T0}])
@@ -32,7 +28,6 @@ def test_upgrading_a_database_keeps_its_rows_unowned_and_its_cache_hits_for_the_
              "state": "resolved", "input_refs": {}, "inputs": {}, "settings": {}, "notes": {}, "attempts": 1,
              "cache_key": KEY if i else None, "output_id": "d" * 64, "source_hash": "s", "created_at": T0,
              "ended_at": T0 + dt.timedelta(seconds=i)} for i in range(3)])
-    engine.dispose()
     store = SqlStore(db_url)  # brings it to head
     try:
         with store.engine.connect() as conn:

@@ -10,6 +10,7 @@ import datetime as dt
 import sqlalchemy as sa
 from alembic import command
 
+from revisions import at_revision, table_as_left
 from sematic_k8s.store import schema
 from sematic_k8s.store.records import CLAIMED, Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
@@ -46,11 +47,8 @@ def test_a_resolution_marked_dead_by_a_read_has_its_task_copies_left_until_the_s
 
 
 def test_upgrading_a_database_marks_the_resolutions_marked_dead_before_with_their_copies_left(db_url: str) -> None:
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        command.upgrade(schema.alembic_config(conn), "0012_owners")
-    with engine.begin() as conn:  # the table as 0012 left it (no tasks_left column)
-        res = sa.Table("resolutions", sa.MetaData(), autoload_with=conn)
+    with at_revision(db_url, "0012_owners") as conn:
+        res = table_as_left(conn, "resolutions")  # no tasks_left column
         assert "tasks_left" not in res.c
         dead = "the resolver stopped responding at 2026-12-01 11:00:00 UTC"
         conn.execute(sa.insert(res), [
@@ -59,7 +57,6 @@ def test_upgrading_a_database_marks_the_resolutions_marked_dead_before_with_thei
             for n, (i, state, error) in enumerate([
                 ("d1", "failed", dead), ("d2", "canceled", dead + "; canceled as asked"), ("f1", "failed", "boom"),
                 ("r1", "resolved", None), ("c1", "failed", "its driver never recorded it (claimed at ...)")])])
-    engine.dispose()
     store = SqlStore(db_url)  # brings it to head
     try:
         with store.engine.connect() as conn:
