@@ -669,13 +669,9 @@ def test_a_runs_log_followed_as_it_ends_shows_each_line_once(page: Any, server: 
     from playwright.sync_api import expect
 
     _, step_id = _running_step(server)
-    storage = LocalStorage(server.home / "storage")
-    storage.append(log_key(step_id), b"step 1\n")
-    page.add_init_script(TRACK_REQUESTS_JS)
-    _open_live(page, f"{server.url}/#/runs/{step_id}")
-    _tid(page, "tab-logs").click()
+    _log_followed(page, server, step_id, "step 1\n")
     logs = _tid(page, "run-logs")
-    expect(logs).to_have_text("step 1\n", timeout=WAIT_MS)
+    storage = LocalStorage(server.home / "storage")
     log_requests = f"/runs/{step_id}/logs\\?"
 
     part = HeldAnswers(page, lambda url: f"/runs/{step_id}/logs?" in url, keep=lambda a: a.body() == b"step 2\n")
@@ -691,17 +687,32 @@ def test_a_runs_log_followed_as_it_ends_shows_each_line_once(page: Any, server: 
     expect(logs).to_have_text("step 1\nstep 2\n")
 
 
-def _log_followed(page: Any, server: ServerProcess, run_id: str, line: str) -> None:
-    """Run ``run_id``'s page opened (its requests and the errors it shows tracked), its log holding ``line``
-    followed."""
+def _log_followed(page: Any, server: ServerProcess, run_id: str, line: str, *, through: str = "",
+                  clock: bool = False) -> None:
+    """Run ``run_id``'s page opened (its requests and the errors it shows tracked; through the proxy at ``through``
+    when given; its timers on Playwright's clock with ``clock``), its log holding ``line`` followed."""
     from playwright.sync_api import expect
 
     LocalStorage(server.home / "storage").append(log_key(run_id), line.encode())
+    if clock:
+        page.clock.install()
     page.add_init_script(TRACK_REQUESTS_JS)
     page.add_init_script(ERRORS_SEEN_JS)
-    _open_live(page, f"{server.url}/#/runs/{run_id}")
+    _open_live(page, f"{through or server.url}/#/runs/{run_id}")
     _tid(page, "tab-logs").click()
     expect(_tid(page, "run-logs")).to_have_text(line, timeout=WAIT_MS)
+
+
+def _log_asked_no_more(page: Any, run_id: str, what: str) -> None:
+    """No request for run ``run_id``'s log on its way, and none asked while the page's timers run ahead a second,
+    then ten (Playwright's clock; a follower left behind asks every second, every 5 s after an error)."""
+    log_requests = f"/runs/{run_id}/logs\\?"
+    _on_their_way(page, log_requests, 0)
+    count = "(re) => window.__requests.asked.filter((u) => new RegExp(re).test(u)).length"
+    asked = page.evaluate(count, log_requests)
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    page.clock.run_for(10_000)
+    assert page.evaluate(count, log_requests) == asked, what
 
 
 # Run in the page before its own scripts: how many times the HTML of an element holding a run's log (the Logs pane,
@@ -809,23 +820,12 @@ def test_a_run_page_left_stops_following_its_log(page: Any, server: ServerProces
     from playwright.sync_api import expect
 
     _, step_id = _running_step(server)
-    LocalStorage(server.home / "storage").append(log_key(step_id), b"step 1\n")
-    page.clock.install()
-    page.add_init_script(TRACK_REQUESTS_JS)
-    _open_live(page, f"{server.url}/#/runs/{step_id}")
-    _tid(page, "tab-logs").click()
-    expect(_tid(page, "run-logs")).to_have_text("step 1\n", timeout=WAIT_MS)
+    _log_followed(page, server, step_id, "step 1\n", clock=True)
     expect(_tid(page, "logs-follow")).to_have_text("following…")
 
     _tid(page, "nav-resolutions").click()  # the app goes on: no page load
     expect(_tid(page, "resolution-row")).to_have_count(1, timeout=WAIT_MS)
-    log_requests = f"/runs/{step_id}/logs\\?"
-    _on_their_way(page, log_requests, 0)
-    count = "(re) => window.__requests.asked.filter((u) => new RegExp(re).test(u)).length"
-    asked = page.evaluate(count, log_requests)
-    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
-    page.clock.run_for(10_000)  # a follower left behind asks every second
-    assert page.evaluate(count, log_requests) == asked, "the log of a run no longer shown is still asked for"
+    _log_asked_no_more(page, step_id, "the log of a run no longer shown is still asked for")
 
 
 def test_a_run_panel_replaced_by_its_load_error_stops_following_its_log(page: Any, server: ServerProcess) -> None:
@@ -836,27 +836,16 @@ def test_a_run_panel_replaced_by_its_load_error_stops_following_its_log(page: An
     from playwright.sync_api import expect
 
     root_id, step_id = _running_step(server)
-    LocalStorage(server.home / "storage").append(log_key(step_id), b"step 1\n")
     proxy = HtmlErrorProxy(server.url, streams=True)
     try:
-        page.clock.install()
-        page.add_init_script(TRACK_REQUESTS_JS)
-        _open_live(page, f"{proxy.url}/#/runs/{step_id}")
-        _tid(page, "tab-logs").click()
-        expect(_tid(page, "run-logs")).to_have_text("step 1\n", timeout=WAIT_MS)
+        _log_followed(page, server, step_id, "step 1\n", through=proxy.url, clock=True)
         expect(_tid(page, "logs-follow")).to_have_text("following…")
 
         proxy.failing_status, proxy.failing_under, proxy.failing = 403, f"/api/v1/runs/{step_id}", True
         _add_run(server, root_id, "other", state="created")  # an event: the panel loads its run again
         expect(_tid(page, "run-load-error")).to_contain_text("answered 403 Forbidden", timeout=WAIT_MS)
         expect(_tid(page, "run-logs")).to_have_count(0)
-        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
-        log_requests = f"/runs/{step_id}/logs\\?"
-        _on_their_way(page, log_requests, 0)
-        count = "(re) => window.__requests.asked.filter((u) => new RegExp(re).test(u)).length"
-        asked = page.evaluate(count, log_requests)
-        page.clock.run_for(10_000)  # a follower left behind asks every second (every 5 s after an error)
-        assert page.evaluate(count, log_requests) == asked, "the log of a run replaced by its load error is followed"
+        _log_asked_no_more(page, step_id, "the log of a run replaced by its load error is followed")
         expect(_tid(page, "run-load-error")).to_be_visible()
     finally:
         proxy.close()
