@@ -31,7 +31,7 @@ from sematic_k8s.store import open_store
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import record_resolution, serve
+from serving import record_resolution, serve, write_through_api
 from waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -379,11 +379,7 @@ def _child_run(url: str, root: str) -> str:
     batch = Batch()
     batch.add_run(RunRecord(id=child, root_id=root, parent_id=root, func_path="pipes:step", func_name="step",
                             state="failed", created_at=utcnow()))
-    store = HttpStore(url, None)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    write_through_api(url, None, batch)
     return child
 
 

@@ -29,7 +29,7 @@ from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.wire import batch_to_json, dumps
-from serving import Served, record_resolution, serve, wait_for
+from serving import Served, record_resolution, serve, wait_for, write_through_api
 
 
 @pytest.fixture
@@ -54,11 +54,7 @@ def recorded_artifact(served: Served, payload: bytes) -> str:
     batch = Batch()
     batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": None, "size": len(payload),
                             "created_at": utcnow()}
-    store = HttpStore(served.url, served.key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    write_through_api(served.url, served.key, batch)
     return art
 
 

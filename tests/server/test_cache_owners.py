@@ -28,7 +28,7 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.tables import Base
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import ServerConfig
-from serving import Served, record_resolution, serve
+from serving import Served, record_resolution, serve, write_through_api
 
 NAMESPACE = "owners"
 CALLS: list[int] = []
@@ -83,11 +83,7 @@ def record_hits(served: Served, key: str, outputs: dict[int, tuple[str, bytes]])
                                 state="resolved", cache_key=key_of(x), output_id=art, source_hash=double.source_hash,
                                 inputs={"x": serialization.serialize(x).id}, created_at=utcnow(), ended_at=utcnow()))
         ids[x] = run_id
-    store = HttpStore(served.url, key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    write_through_api(served.url, key, batch)
     return ids
 
 

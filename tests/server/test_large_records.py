@@ -36,7 +36,7 @@ from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
-from serving import Served, serve
+from serving import Served, serve, write_through_api
 
 try:
     import server_pipeline as sp
@@ -154,11 +154,7 @@ def test_listings_carry_an_excerpt_of_each_runs_error_which_its_own_read_has_who
             batch.add_run(RunRecord(id=run_id, root_id=root, parent_id=None if run_id == root else root,
                                     func_path="m:f", func_name="f", state="failed", error=errors[run_id],
                                     created_at=utcnow(), ended_at=utcnow()))
-        client = HttpStore(served.url, served.key)
-        try:
-            client.write(batch)  # through the API, in parts: the server takes each of these errors
-        finally:
-            client.close()
+        write_through_api(served.url, served.key, batch)  # in parts: the server takes each of these errors
 
         for path, params in (("/api/v1/runs", {"root_id": root}),
                              ("/api/v1/runs", {"state": "failed", "order": "desc"}),

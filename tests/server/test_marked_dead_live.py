@@ -24,11 +24,10 @@ import sqlalchemy as sa
 from sematic_k8s import settings
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.store import liveness
-from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.tables import ResolutionRow
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import Served, record_resolution, serve, wait_for
+from serving import Served, record_resolution, serve, wait_for, write_through_api
 
 TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
 REPO = "127.0.0.1:5000/pipelines"
@@ -65,11 +64,7 @@ def _silent(s: Served, **record: Any) -> str:
                                           **{"settings": CLOUD, **record}))
     batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
                             state="running", created_at=utcnow()))
-    store = HttpStore(s.url, s.key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    write_through_api(s.url, s.key, batch)
     table = ResolutionRow.__table__
 
     def aged() -> bool:
@@ -169,11 +164,8 @@ def test_a_continue_that_finds_the_earlier_continuation_silent_tells_it_failed_l
             batch.add_resolution(ResolutionRecord(id=uuid.uuid4().hex, root_func_path="pipes:pipeline",
                                                   state="running", rerun_of=original, created_at=utcnow(),
                                                   heartbeat_at=utcnow(), settings=continuing))
-            store = HttpStore(s.url, s.key)
-            try:
-                store.write(batch)  # not refused: the earlier continuation is marked dead in its transaction
-            finally:
-                store.close()
+            # not refused: the earlier continuation is marked dead in its transaction
+            write_through_api(s.url, s.key, batch)
         assert following.told() == [{"type": "resolution", "id": earlier, "root_id": earlier, "state": "failed"}]
         res = c.get(f"/api/v1/resolutions/{earlier}").json()
         assert res["state"] == "failed" and res["error"].startswith("the resolver stopped responding at "), res

@@ -17,7 +17,7 @@ import pytest
 import sematic_k8s as sk
 from sematic_k8s.errors import ResolutionCanceled
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
-from serving import serve, wait_for
+from serving import serve, wait_for, write_through_api
 
 try:
     import server_pipeline as sp
@@ -263,7 +263,6 @@ def _events_of_writes(served, root: str, end_id: str, batches: list[Batch]) -> l
     """The events a subscriber following resolution ``root`` gets while ``batches`` are written one by one through
     the HTTP store, until run ``end_id`` is told resolved (the last batch resolves it: events come in the order they
     were written)."""
-    from sematic_k8s.store.http import HttpStore
 
     events: list[dict] = []
     ready = threading.Event()
@@ -275,12 +274,7 @@ def _events_of_writes(served, root: str, end_id: str, batches: list[Batch]) -> l
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert ready.wait(15), "the stream did not open"
-    store = HttpStore(served.url, served.key)
-    try:
-        for batch in batches:
-            store.write(batch)
-    finally:
-        store.close()
+    write_through_api(served.url, served.key, *batches)
     listener.join(30)
     assert not listener.is_alive(), f"the run's end was never told: {events}"
     return events

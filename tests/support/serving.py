@@ -157,6 +157,17 @@ def server_process(home: Path, *args: str, env: dict[str, str] | None = None) ->
             proc.wait(5)
 
 
+def write_through_api(url: str, key: str | None, *batches: Batch) -> None:
+    """``batches`` written in turn through the server's API at ``url`` with ``key``, as a client's store writes them
+    (an :class:`HttpStore` of their own, closed after)."""
+    store = HttpStore(url, key)
+    try:
+        for batch in batches:
+            store.write(batch)
+    finally:
+        store.close()
+
+
 def record_resolution(url: str, key: str, *, kind: str, image: str | None = None,
                       func_path: str = "pipes:pipeline", source_file: str | None = None, state: str = "resolved",
                       inputs: dict[str, tuple[str, bytes]] | None = None, storage: Storage | None = None,
@@ -177,9 +188,5 @@ def record_resolution(url: str, key: str, *, kind: str, image: str | None = None
     batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=func_path,
                             func_name=func_path.rpartition(":")[2], state=state, source_file=source_file,
                             inputs=ids, input_refs={k: {"artifact": v} for k, v in ids.items()}, created_at=utcnow()))
-    store = HttpStore(url, key)
-    try:
-        store.write(batch)
-    finally:
-        store.close()
+    write_through_api(url, key, batch)
     return root
