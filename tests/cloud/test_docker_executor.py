@@ -337,6 +337,14 @@ def starts(storage: S3Storage, x: int) -> int:
     return int(listed.get("KeyCount", 0))
 
 
+def at_its_gate(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> Task:  # noqa: ANN401
+    """The task of gated ``func(x)`` submitted, once its worker started and waits at its gate (the executor waited
+    on meanwhile)."""
+    task = submit(executor, storage, func, x)
+    wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+    return task
+
+
 def running_worker(executor: DockerExecutor, task: Task) -> Any:  # noqa: ANN401
     """The task's container once it runs (the executor waited on meanwhile)."""
     deadline = time.monotonic() + 120
@@ -899,8 +907,7 @@ def test_a_worker_followed_through_an_engine_cut_for_a_few_seconds_is_read_and_r
     x = uuid.uuid4().int % 10**6
     executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
     try:
-        task = submit(executor, storage, project[0].gated, x)
-        wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+        task = at_its_gate(executor, storage, project[0].gated, x)
         engine_proxy.drop()
 
         def back() -> None:
@@ -930,8 +937,7 @@ def test_a_worker_that_stores_its_outcome_during_an_engine_cut_and_lingers_is_re
     x = uuid.uuid4().int % 10**6
     executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
     try:
-        task = submit(executor, storage, project[0].gated_lingers, x)
-        wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+        task = at_its_gate(executor, storage, project[0].gated_lingers, x)
         engine_proxy.drop()
         storage.put(f"gates/{x}", b"")  # its outcome stored while the engine's connections are cut
         wait_for(lambda: storage.exists(outcome_key(task.run_id, 1)), 60, what="the worker's outcome")
@@ -957,8 +963,7 @@ def test_an_engine_lost_while_a_worker_runs_is_docker_unavailable_in_words_and_c
     x = uuid.uuid4().int % 10**6
     executor = DockerExecutor(storage, storage.url, project[1], env=worker_env())
     monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "3")
-    task = submit(executor, storage, project[0].gated, x)
-    wait_for(lambda: starts(storage, x) or executor.wait(0.2) or None, 120, what="the worker's start")
+    task = at_its_gate(executor, storage, project[0].gated, x)
     engine_proxy.close()
     where = f"the Docker engine at tcp://127.0.0.1:{engine_proxy.port}"
     with pytest.raises(DockerUnavailable, match=f"^{where} stopped answering while .+ \\(Connection refused\\): "
