@@ -313,6 +313,28 @@ def private_s3(monkeypatch, bucket: str = "faults") -> Iterator[tuple[S3Server, 
         s3.stop()
 
 
+def _copy(source: socket.socket, sink: socket.socket, *,
+          each: Callable[[bytes, Callable[[bytes], None]], bool] | None = None,
+          sink_end: int | None = socket.SHUT_RDWR, source_end: int | None = None) -> None:
+    """``source``'s bytes sent on to ``sink`` as they come, until ``source`` ends, ``each`` says to stop, or either
+    fails. ``each(chunk, send)``, when given, sends each chunk read itself (whole, in parts with a wait between
+    them, or held back) and says whether to go on. Then ``sink`` is shut down ``sink_end`` (by default both ways:
+    its peer hears the end) and ``source`` ``source_end`` (None: left as it is)."""
+    try:
+        while data := source.recv(65536):
+            if each is None:
+                sink.sendall(data)
+            elif not each(data, sink.sendall):
+                return
+    except OSError:
+        pass
+    finally:
+        for sock, how in ((sink, sink_end), (source, source_end)):
+            if how is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(how)
+
+
 class _LoopbackProxy:
     """A TCP proxy on 127.0.0.1 to ``target_port`` (or a Unix socket's path: a Docker engine's): accepts connections
     on a port of its own (``url``) and gives each, with its own connection to the target, to :meth:`_serve` on a
@@ -488,7 +510,7 @@ class HoldingProxy(_LoopbackProxy):
         return int(head.split(b" ", 2)[1]), body
 
     def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=_copy, args=(upstream, client), daemon=True).start()
         reader = client.makefile("rb")
         try:
             while True:
@@ -509,17 +531,6 @@ class HoldingProxy(_LoopbackProxy):
             client.close()
             upstream.close()
 
-    @staticmethod
-    def _answers(upstream: socket.socket, client: socket.socket) -> None:
-        try:
-            while data := upstream.recv(65536):
-                client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-
 
 class StallingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to ``target_port`` that stalls the body of the first request whose head starts with
@@ -533,7 +544,7 @@ class StallingProxy(_LoopbackProxy):
         super().__init__(target_port, "stalling-proxy")
 
     def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=HoldingProxy._answers, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=_copy, args=(upstream, client), daemon=True).start()
         pending = b""  # bytes of the next request's head, until it is whole
         body_left = 0  # bytes of the request under way's body still to pass
         stalled = False  # this connection's request was stalled: whatever else comes on it is dropped
@@ -595,23 +606,22 @@ class PausingProxy(_LoopbackProxy):
             upstream.close()
 
     def _answers(self, upstream: socket.socket, client: socket.socket, picked: threading.Event) -> None:
-        passed = 0
-        try:
-            while data := upstream.recv(65536):
-                if picked.is_set() and passed + len(data) > self.after:
-                    head, data = data[:self.after - passed], data[self.after - passed:]
-                    client.sendall(head)
-                    with self._lock:
-                        self.paused += 1
-                    self._resumed.wait()
-                    picked.clear()
-                passed = passed + len(data) if picked.is_set() else 0
-                client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
+        passed = 0  # bytes of the picked answer passed so far
+
+        def pausing(data: bytes, send: Callable[[bytes], None]) -> bool:
+            nonlocal passed
+            if picked.is_set() and passed + len(data) > self.after:
+                head, data = data[:self.after - passed], data[self.after - passed:]
+                send(head)
+                with self._lock:
+                    self.paused += 1
+                self._resumed.wait()
+                picked.clear()
+            passed = passed + len(data) if picked.is_set() else 0
+            send(data)
+            return True
+
+        _copy(upstream, client, each=pausing)
 
 
 class ThrottlingProxy(_LoopbackProxy):
@@ -712,26 +722,24 @@ class ThrottlingProxy(_LoopbackProxy):
         """The target's answers passed on as they come; once ``cutting`` is set, the next answer's head and half its
         body (by its Content-Length) only, then both connections closed."""
         taken = b""
-        try:
-            while data := upstream.recv(65536):
-                if not cutting.is_set():
-                    client.sendall(data)
-                    continue
-                taken += data
-                if b"\r\n\r\n" not in taken:
-                    continue
-                end = taken.index(b"\r\n\r\n") + 4
-                length = next((int(line.split(b":", 1)[1]) for line in taken[:end].split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                if len(taken) >= end + length // 2:
-                    client.sendall(taken[:end + length // 2])
-                    return
-        except OSError:
-            pass
-        finally:
-            for sock in (client, upstream):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+
+        def cut(data: bytes, send: Callable[[bytes], None]) -> bool:
+            nonlocal taken
+            if not cutting.is_set():
+                send(data)
+                return True
+            taken += data
+            if b"\r\n\r\n" not in taken:
+                return True
+            end = taken.index(b"\r\n\r\n") + 4
+            length = next((int(line.split(b":", 1)[1]) for line in taken[:end].split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            if len(taken) < end + length // 2:
+                return True
+            send(taken[:end + length // 2])
+            return False
+
+        _copy(upstream, client, each=cut, source_end=socket.SHUT_RDWR)
 
 
 def _read_message(reader: Any, continue_to: socket.socket | None = None) -> tuple[bytes, bytes]:
@@ -834,22 +842,10 @@ class BalancingProxy:
         else:
             client.close()
             return
-        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
+        back = threading.Thread(target=_copy, args=(upstream, client), daemon=True,  # each way ends on its own
+                                kwargs={"sink_end": socket.SHUT_WR, "source_end": socket.SHUT_RD})
         back.start()
-        self._pipe(client, upstream)
+        _copy(client, upstream, sink_end=socket.SHUT_WR, source_end=socket.SHUT_RD)
         back.join()
         client.close()
         upstream.close()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                sink.shutdown(socket.SHUT_WR)
-            with contextlib.suppress(OSError):
-                source.shutdown(socket.SHUT_RD)
