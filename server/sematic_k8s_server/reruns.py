@@ -36,7 +36,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
@@ -45,6 +45,7 @@ from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
 from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s_server.claim_answer import ClaimAnswer
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
 from sematic_k8s_server.problems import ApiError
 
@@ -200,50 +201,7 @@ class Reruns:
         whose claim ``ended()`` (asked while it waits) ends without a driver, nothing recorded."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
-        answer: Future[None] = Future()  # the request's: set when the driver started, waits, or failed
-        pull: Future[str] = Future()  # set when the launch begins to pull the driver's image: its claim's note then
-        lock = threading.Lock()  # the answer and the claim's note, set together
-        said = False  # its claim notes a wait (cleared once the driver started)
-        warned = False  # its wait's first failure was logged (once)
-        pulled = ""  # what pulling() was last told: the pull's start, then its first try's progress
-
-        def note(words: str | None) -> None:  # with the lock held: notes in the order they were said
-            nonlocal said
-            said = words is not None
-            _noted(words)
-
-        def waiting(words: str) -> None:  # told again as the words change (its pull's progress): logged once
-            nonlocal warned
-            with lock:
-                note(words)
-                if not warned:
-                    log.warning("rerun %s: %s", spec.root_id, words)
-                    warned = True
-                if not answer.done():
-                    answer.set_result(None)  # the request answers now; the launch goes on
-
-        def pulling(words: str) -> None:  # the pull begins: the request answers ANSWER_WINDOW on, unless answered;
-            nonlocal pulled  # told again with its first try's progress while no try failed: noted once answered
-            with lock:
-                pulled = words
-                if not pull.done():
-                    pull.set_result(words)
-                elif said and answer.done():  # noted "pulling...", no failure said since (waiting() is told those)
-                    note(words)
-
-        def answer_pulling() -> None:  # the pull goes on past ANSWER_WINDOW, nothing said: the request answers now
-            with lock:
-                if not answer.done():
-                    note(pulled)
-                    log.info("rerun %s: answered while %s", spec.root_id, pulled)
-                    answer.set_result(None)
-
-        def _noted(words: str | None) -> None:
-            try:
-                noted(words)
-            except Exception:  # noqa: BLE001 - the store: a note unwritten, the launch goes on
-                log.warning("rerun %s: could not note its wait on its claim", spec.root_id, exc_info=True)
-
+        claim = ClaimAnswer(spec.root_id, noted)
         unread = False  # its last read of the claim failed (logged once until a read works again)
 
         def claim_ended() -> bool:  # asked every PULL_TICK at most while it waits
@@ -263,42 +221,30 @@ class Reruns:
                 if self._launch is not None:
                     self._launch(spec, env)
                 elif launcher == "docker":  # local development: a container without the Docker socket
-                    backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=waiting,
+                    backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=claim.waiting,
                                                                 stop=self.stopping, ended=claim_ended,
-                                                                pulling=pulling)
+                                                                pulling=claim.pending)
                 else:
                     backends.load(backends.LAUNCHERS, launcher)(spec, env)
             except DriverUnneeded as e:  # canceled while it waited for its image: recorded so already
-                with lock:
-                    if not answer.done():
-                        answer.set_result(None)
+                claim.unneeded()
                 log.info("rerun %s: driver not started: %s", spec.root_id, e)
                 return
             except Exception as e:  # noqa: BLE001 - any launcher failure: said in the answer, or recorded
-                with lock:
-                    if not answer.done():
-                        answer.set_exception(e)
-                        return
+                if claim.failed(e):
+                    return
                 log.warning("rerun %s: the %s launcher failed: %s", spec.root_id, launcher, e)
                 try:
                     failed(self._launch_failed(launcher, e).detail)
                 except Exception:  # noqa: BLE001 - the store: the claim is left to the sweeper
                     log.exception("rerun %s: its failed launch could not be recorded", spec.root_id)
                 return
-            with lock:
-                if said:  # its claim said it waits for its image: no more
-                    note(None)
-                if not answer.done():
-                    answer.set_result(None)
+            claim.started()
             log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
 
         try:
             launched = self.queue.submit(launch)
-            either: list[Future[Any]] = [answer, pull]
-            wait(either, return_when=FIRST_COMPLETED)
-            if not answer.done() and not wait([answer], ANSWER_WINDOW).done:  # a refusal comes within the window
-                answer_pulling()
-            answer.result()
+            claim.wait(ANSWER_WINDOW)
             if not launched.done():  # it waits for its image: kept until it ends, for close() to wait for
                 self.background.add(launched)
                 launched.add_done_callback(self.background.discard)
