@@ -17,7 +17,7 @@ func failing)::
     ├── ResolutionLive (ValueError)     a rerun of a resolution not ended (running, canceling, claimed)
     ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── DriverUnneeded                  a driver's launch ended unstarted: its resolution ended (was canceled) while
-    │                                   it waited for its image
+    │                                   it waited for its image or a slow Kubernetes API
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
@@ -227,11 +227,12 @@ class CancelRequested(Exception):
 
 
 class DriverUnneeded(Exception):
-    """A driver's launch that waited for its image (its registry not answering) ended without creating it: its
-    resolution ended meanwhile (canceled while the server's rerun was claimed), and its record already says so."""
+    """A driver's launch that waited (for its image, its registry not answering; for a slow Kubernetes API) ended
+    without starting it: its resolution ended meanwhile (canceled while the server's rerun was claimed), and its
+    record already says so. ``waited``: what for."""
 
-    def __init__(self, resolution_id: str) -> None:
-        super().__init__(f"resolution {resolution_id} ended while its driver waited for its image: the driver is not "
+    def __init__(self, resolution_id: str, waited: str = "its image") -> None:
+        super().__init__(f"resolution {resolution_id} ended while its driver waited for {waited}: the driver is not "
                          "started")
         self.resolution_id = resolution_id
 

@@ -25,6 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s import settings
+from sematic_k8s.errors import DriverUnneeded
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.events import refused_for_good
@@ -46,6 +47,7 @@ log = logging.getLogger("sematic_k8s.k8s")
 
 DRIVER_ASKS = (f"the driver's pod asks cpu {manifests.DRIVER_CPU} and memory {manifests.DRIVER_MEMORY} unless "
                "launch_driver's driver_settings say cpu=, memory=")  # what to change, for refused_for_good
+SLOW_API = "a slow Kubernetes API"  # what a launch canceled meanwhile waited for (DriverUnneeded)
 RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
 IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
                    settings.S3_ENDPOINT_ENV, settings.S3_REGION_ENV)
@@ -97,7 +99,8 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
                   service_account: str | None = None, storage_secret: str | None = None,
                   worker_service_account: str | None = None,
                   func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
-                  driver_settings: Mapping[str, Any] | None = None, **worker_settings: Any) -> str:
+                  driver_settings: Mapping[str, Any] | None = None, ended: Callable[[], bool] | None = None,
+                  **worker_settings: Any) -> str:
     """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists).
 
     Defaults come from the environment: $SEMATIC_K8S_NAMESPACE, $SEMATIC_K8S_SERVICE_ACCOUNT,
@@ -105,7 +108,9 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     resolution's own Secret (:func:`~sematic_k8s.k8s.manifests.token_secret`). ``worker_settings``
     (node_selector, tolerations, ...) go to the driver's KubernetesExecutor through ``spec.executor_settings``;
     ``driver_settings`` (cpu, memory, node_selector, tolerations, image_pull_secrets, backoff_limit,
-    ttl_seconds_after_finished) shape the driver's own pod.
+    ttl_seconds_after_finished) shape the driver's own pod. ``ended()`` (a server's rerun: its claim no longer waits
+    for a driver, canceled while the API was slow) is asked right before the token Secret and the Job are made, and
+    once the Job's create was answered (then the Job is deleted again): :class:`DriverUnneeded`, no driver started.
 
     A client made here (none given) is closed before it returns or raises (was: left to be collected, its kept-alive
     connection to the API server held meanwhile: as long as a refused launch's error was kept, its traceback holding
@@ -115,7 +120,7 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     api = api_client or make_api_client(host)
     try:
         return _launch(api, spec, root_id, env, namespace, service_account, storage_secret, worker_service_account,
-                       func_name, driver_settings, worker_settings)
+                       func_name, driver_settings, worker_settings, ended or (lambda: False))
     finally:
         if api_client is None:
             api.close()
@@ -123,7 +128,8 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
 
 def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[str, str], namespace: str,
             service_account: str | None, storage_secret: str | None, worker_service_account: str | None,
-            func_name: str, driver_settings: Mapping[str, Any] | None, worker_settings: Mapping[str, Any]) -> str:
+            func_name: str, driver_settings: Mapping[str, Any] | None, worker_settings: Mapping[str, Any],
+            ended: Callable[[], bool]) -> str:
     """:func:`launch_driver` with ``api``."""
     cluster = run_config(api, namespace)
     env = in_cluster_env(env, cluster)
@@ -144,6 +150,8 @@ def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[
             settings.setdefault(key, list(driver_settings[key]))
     spec = dataclasses.replace(spec, executor_settings=settings,
                                resolution=dataclasses.replace(spec.resolution, root_id=spec.root_id or root_id))
+    if ended():
+        raise DriverUnneeded(root_id, SLOW_API)
     token, auth = env.get(API_KEY_ENV), env.get(SERVER_AUTH_ENV)
     secret_name = _store_token(api, namespace, root_id, token or "", auth, func_name) if token or auth else None
     job = driver_job(spec, root_id, {**env, DRIVER_ENV: spec.to_json()}, namespace=namespace,
@@ -162,7 +170,22 @@ def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[
     uid = created.metadata.uid if created.metadata is not None else None
     if secret_name and uid:
         _owned_by_job(api, namespace, secret_name, name, uid)
+    if ended():  # canceled while the create was under way: its Job goes (its token Secret, owned, with it)
+        _delete_unneeded(api, namespace, name, uid)
+        raise DriverUnneeded(root_id, SLOW_API)
     return name
+
+
+def _delete_unneeded(api: client.ApiClient, namespace: str, name: str, uid: str | None) -> None:
+    """Delete the driver Job just made (by uid) for a resolution that ended meanwhile; refused, logged (its driver,
+    finding its resolution ended, stops)."""
+    try:
+        api_call(client.BatchV1Api(api).delete_namespaced_job, name, namespace, propagation_policy="Background",
+                 body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None))
+    except ApiException as e:
+        if e.status != 404:
+            log.warning("could not delete driver Job %s, made for a resolution that ended meanwhile (%s): %s", name,
+                        e.status, api_message(e))
 
 
 def _store_token(api: client.ApiClient, namespace: str, root_id: str, token: str, server_auth: str | None,
@@ -193,10 +216,17 @@ def _owned_by_job(api: client.ApiClient, namespace: str, secret: str, job: str, 
         log.warning("could not make Job %s own Secret %s (%s): %s", job, secret, e.status, api_message(e))
 
 
-def start_driver(spec: DriverSpec, env: Mapping[str, str], *, progress: Callable[[str], None] | None = None) -> None:
+def start_driver(spec: DriverSpec, env: Mapping[str, str], *, progress: Callable[[str], None] | None = None,
+                 ended: Callable[[], bool] | None = None, pending: Callable[[str], None] | None = None) -> None:
     """The launcher of ``backends.LAUNCHERS["kubernetes"]``: the driver's Job in the spec's namespace. ``progress``
-    is told nothing: the Job's pod waits for its image by itself (ImagePullBackOff), followed by :class:`DriverJob`."""
-    launch_driver(spec, spec.root_id or "", env, namespace=spec.executor_settings.get("namespace"))
+    is told nothing: the Job's pod waits for its image by itself (ImagePullBackOff), followed by :class:`DriverJob`.
+    ``pending`` is told, before the first request, what the launch does, in the words for a Kubernetes API slow to
+    answer it (a server's rerun answers its request if it goes on); ``ended``: see :func:`launch_driver`."""
+    namespace = spec.executor_settings.get("namespace") or current_namespace()
+    if pending is not None:
+        pending(f"launching the driver: its Job {driver_job_name(spec.root_id or '')} in namespace {namespace}; "
+                f"the Kubernetes API is slow to answer")
+    launch_driver(spec, spec.root_id or "", env, namespace=namespace, ended=ended)
 
 
 class DriverJob:

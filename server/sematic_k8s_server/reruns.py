@@ -28,6 +28,13 @@ that fails at once is (``failed``). A server that stops ends such waits: failed 
 meanwhile (canceled: ``ended``, the record read every ``PULL_TICK`` at most while the pull waits, during a try, a
 silent one too, and between tries, and right before the driver's create) ends its launch with no driver, within
 about a tick, its record as the cancel left it.
+
+The Kubernetes launcher pulls nothing (the Job's pod does), but its API may be slow to answer: its launch goes
+:data:`ANSWER_WINDOW` seconds unanswered, the request is answered all the same, the claim noted "launching the
+driver: its Job sk-driver-ID in namespace NS; the Kubernetes API is slow to answer"; a refusal after that is recorded
+failed, as above. A claim canceled meanwhile gets no driver: the claim is read right before the token Secret and the
+Job are made, and once the Job's create is answered (the Job then deleted again). Both launchers go through the same
+:class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note).
 """
 
 from __future__ import annotations
@@ -224,9 +231,10 @@ class Reruns:
                     backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=claim.waiting,
                                                                 stop=self.stopping, ended=claim_ended,
                                                                 pulling=claim.pending)
-                else:
-                    backends.load(backends.LAUNCHERS, launcher)(spec, env)
-            except DriverUnneeded as e:  # canceled while it waited for its image: recorded so already
+                else:  # a Job on the cluster: the request answered if its API is slow
+                    backends.load(backends.LAUNCHERS, launcher)(spec, env, progress=claim.waiting, ended=claim_ended,
+                                                                pending=claim.pending)
+            except DriverUnneeded as e:  # canceled while it waited (its image, the API): recorded so already
                 claim.unneeded()
                 log.info("rerun %s: driver not started: %s", spec.root_id, e)
                 return

@@ -83,8 +83,9 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     repository is on the server's allow-list; a local one answers 422 with the ``command`` that re-runs it
     on its own machine. The new resolution is recorded (``created``) before its driver is started, whatever the
     mode: a launch that fails records it failed, in the words of the answer. Returns the new id once its driver was
-    started, or once its launch waits for the driver's image (its registry does not answer the Docker engine): past
-    the pull's grace, it is recorded failed in the launcher's words; canceled meanwhile, its driver is never started."""
+    started, or once its launch waits for the driver's image (its registry does not answer the Docker engine), or has
+    gone on for 2 s (a large image's pull, a slow Kubernetes API): failing after that, it is recorded failed in the
+    launcher's words; canceled meanwhile, its driver is never started."""
     scopes.require_key(caller, "start reruns")
     res = found(srv.store.get_resolution(resolution_id), "resolution", resolution_id)
     target = body.rerun_from or resolution_id
