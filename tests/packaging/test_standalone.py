@@ -57,3 +57,33 @@ def test_readme_endpoints_are_the_servers_routes(tmp_path):
     for path in re.findall(r"`(/(?:api/v1/health|docs|openapi\.json))`", README):
         assert path in public
     assert not re.search(r"`/(health|events)`", README)  # always the full /api/v1 path
+
+
+def test_the_readmes_command_line_names_every_command_and_only_their_options():
+    """Each command of ``sematic-k8s`` (a group's each subcommand) has a line in the README's "Command line" block,
+    and every option a line gives is one of that command's (was: ``resolutions tag`` and ``note`` not listed)."""
+    import click
+
+    from sematic_k8s.cli import cli
+
+    block = README.split("## Command line", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].split() for line in block.splitlines() if line.startswith("sematic-k8s ")]
+    ctx = click.Context(cli)
+    leaves: dict[tuple[str, ...], click.Command] = {}
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            for sub in command.list_commands(ctx):
+                leaves[(name, sub)] = command.commands[sub]
+        else:
+            leaves[(name,)] = command
+    for path, command in leaves.items():
+        given = [words for words in lines if tuple(words[1:1 + len(path)]) == path]
+        assert given, f"the README's command line lists no `sematic-k8s {' '.join(path)}`"
+        options = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+        for words in given:
+            for word in words:
+                if word.lstrip("[").startswith("--"):
+                    option = word.lstrip("[").rstrip("]").split("|")[0].split("=")[0]
+                    assert option in options, f"`sematic-k8s {' '.join(path)}` has no option {option}"
