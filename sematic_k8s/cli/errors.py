@@ -13,9 +13,9 @@ import click
 import sqlalchemy.exc
 
 from sematic_k8s import settings
-from sematic_k8s.cli.output import visible
 from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError, one_line
 from sematic_k8s.store import sqlite_unusable
+from sematic_k8s.terminal_safe import visible
 
 DEBUG = "--debug"
 # a ServerError about reaching the server or being let in (None: not reached; 401 says what to do itself)

@@ -8,9 +8,10 @@ import click
 
 from sematic_k8s import graph
 from sematic_k8s.cli import records
-from sematic_k8s.cli.output import emit, out, output_option, visible
+from sematic_k8s.cli.output import emit, log_out, output_option
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, in_resolver_home
+from sematic_k8s.terminal_safe import visible
 
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed run
 
@@ -19,38 +20,43 @@ FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed run
 @click.argument("run_id")
 @click.option("-f", "--follow", is_flag=True,
               help="Keep printing what the run records (each attempt's output when it ends) until the run ends.")
+@click.option("--raw", is_flag=True,
+              help="Print the output as the run wrote it on a terminal too (its escape sequences drive the terminal).")
 @output_option
 @click.pass_context
-def logs(ctx: click.Context, run_id: str, follow: bool, output: str) -> None:
+def logs(ctx: click.Context, run_id: str, follow: bool, raw: bool, output: str) -> None:
     """Print the captured stdout and stderr of a run (RUN_ID or a unique start of it).
 
     With $SEMATIC_K8S_SERVER set they are read through the server: no storage credentials are needed here.
-    The lines are printed as the run printed them, colours and all (as `kubectl logs` does).
+    Piped or redirected, the output is printed as the run wrote it (as `kubectl logs` does). On a terminal, text,
+    line breaks, tabs, carriage returns (progress bars) and colours are kept, and every other control character or
+    escape sequence (which could write the clipboard, clear the screen or hide lines) and bidirectional-text control
+    is shown escaped (\x1b, \u202e); --raw prints it as written there too.
     """
     if follow and output == "json":
         raise click.UsageError("--follow prints text as it comes: use it without -o json")
     store = records.store(ctx)
     run = records.find_run(store, run_id)
     if follow:
-        _follow(ctx, store, run)
+        _follow(ctx, store, run, raw)
         return
     text = records.read_logs(ctx, store, run)
     if output == "json":
         emit(output, [], {"run_id": run.id, "logs": text})
     elif text is not None:
-        out(text, nl=not text.endswith("\n"))
+        log_out(text, raw=raw, nl=not text.endswith("\n"))
     else:
         why = _no_logs_reason(run, store.get_resolution(run.root_id))
         click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{why}"), err=True)
 
 
-def _follow(ctx: click.Context, store: records.Store, run: RunRecord) -> None:
+def _follow(ctx: click.Context, store: records.Store, run: RunRecord, raw: bool) -> None:
     shown = 0
     while True:
         ended = run.state in graph.TERMINAL
         text = records.read_logs(ctx, store, run) or ""
         if len(text) > shown:
-            out(text[shown:], nl=False)
+            log_out(text[shown:], raw=raw)
             shown = len(text)
         if ended:  # read once more after it ended: its last output is recorded by then
             break

@@ -14,6 +14,7 @@ import click
 
 from sematic_k8s.graph import RESOLVED, TERMINAL
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, claim_waiting
+from sematic_k8s.terminal_safe import RESET, coloured, terminal_text, visible
 
 NONE = "-"
 WAITING_CHARS = 40  # of what a claimed rerun waits for, in a table's state column
@@ -34,13 +35,24 @@ def out(text: str, nl: bool = True) -> None:
         raise OutputFailed("standard output is closed, so nothing can be printed: run the command with it open "
                            "(redirect it to a file, or to /dev/null to print nothing)")
     try:
-        click.echo(text, nl=nl)
+        click.echo(text, nl=nl, color=True)  # as given: click would strip escapes it takes for colours off a pipe
     except BrokenPipeError:
         raise
     except OSError as e:
         _drop_stdout()  # what is left in its buffer is not written again, failing again, at exit
         full = " (free space on its disk, or redirect it elsewhere)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise OutputFailed(f"cannot write to standard output: {e.strerror or e}{full}") from None
+
+
+def log_out(text: str, *, raw: bool, nl: bool = False) -> None:
+    """Print a part of a run's log (client-written): as the run wrote it when ``raw`` or when standard output is not
+    a terminal (a pipe, a file: as ``kubectl logs``), else as :func:`terminal_text` makes it safe to show, the
+    terminal's colours reset after it when it set one (not left for what follows)."""
+    if raw or sys.stdout is None or not sys.stdout.isatty():
+        out(text, nl=nl)
+        return
+    safe = terminal_text(text)
+    out(safe + (RESET if coloured(safe) else ""), nl=nl)
 
 
 def _drop_stdout() -> None:
@@ -78,16 +90,6 @@ def cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), default=str)
     return visible(str(value))
-
-
-# C0 and C1 control characters but newline and tab, as their escapes: records are client-written, and one holding
-# ESC or CSI would otherwise drive the reader's terminal (write its clipboard, clear or hide lines)
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if chr(c) not in "\n\t"}
-
-
-def visible(text: str) -> str:
-    """``text`` with its control characters (but newlines and tabs) shown as escapes (``\\x1b``)."""
-    return text.translate(_CONTROLS)
 
 
 def local_time(value: dt.datetime) -> str:

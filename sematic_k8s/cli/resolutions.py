@@ -10,10 +10,11 @@ import click
 from sematic_k8s import graph, limits
 from sematic_k8s.cli import records
 from sematic_k8s.cli.options import limit_option, state_option
-from sematic_k8s.cli.output import emit, local_time, out, output_option, resolution_json, resolution_row, visible
+from sematic_k8s.cli.output import emit, local_time, out, output_option, resolution_json, resolution_row
 from sematic_k8s.errors import LabelsChanged, TooManyTags
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, canceled_notice, claim_waiting
+from sematic_k8s.terminal_safe import visible
 
 
 @click.group()

@@ -1,0 +1,45 @@
+"""Client-written text made safe to show on a reader's terminal.
+
+Records and logs are written by clients: another user's func may print escape sequences that drive the terminal of
+whoever reads them (OSC 52 writes the clipboard, OSC 8 makes links, a title change, cursor moves or ``\\x1b[2J``
+hiding lines, DCS), and bidirectional-text controls (U+202E) reorder what is shown. Here each such character is
+shown as its escape (``\\x1b``, ``\\u202e``), so the rest of its sequence reads as plain text:
+
+- :func:`visible`, for a table's cell or a one-line message: every C0 and C1 control character but newline and tab
+  (so no colour either, and no carriage return, which would let a cell rewrite its row's other columns);
+- :func:`terminal_text`, for a run's log (and the errors quoting its lines): text, newlines, tabs, carriage returns
+  (progress bars; a ``\\r`` rewrites only the rest of its own line, the run's own output, as ``kubectl logs`` shows
+  it) and SGR colour sequences (``\\x1b[...m``) are kept; every other control character is escaped.
+
+Bidirectional-text controls (U+202A-U+202E, U+2066-U+2069) are escaped by both.
+"""
+
+from __future__ import annotations
+
+import re
+
+BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+# C0 (but \t \n), DEL and C1 controls, and the bidi controls, as their escapes
+_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if chr(c) not in "\n\t"} | {
+    c: f"\\u{c:04x}" for c in BIDI}
+_SGR = r"\x1b\[[0-9;:]*m"
+_UNSAFE = re.compile(f"({_SGR})|[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f{''.join(map(chr, BIDI))}]")
+RESET = "\x1b[0m"
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters (but newlines and tabs) and bidi controls shown as escapes (``\\x1b``,
+    ``\\u202e``)."""
+    return text.translate(_VISIBLE)
+
+
+def terminal_text(text: str) -> str:
+    """``text`` (a log) as a terminal may show it: SGR colours, ``\\r``, newlines and tabs kept, every other control
+    character and the bidi controls shown as escapes (``\\x1b]52;...`` reads as text)."""
+    return _UNSAFE.sub(lambda m: m.group(1) or _VISIBLE[ord(m.group())], text)
+
+
+def coloured(text: str) -> bool:
+    """Whether ``text`` (as :func:`terminal_text` leaves it) sets a colour, so that the terminal is to be reset
+    after it (:data:`RESET`), not left coloured for what follows."""
+    return re.search(_SGR, text) is not None
