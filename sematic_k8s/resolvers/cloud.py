@@ -37,6 +37,7 @@ from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, Driv
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
+from sematic_k8s.terminal_safe import terminal_text
 
 log = logging.getLogger("sematic_k8s")
 
@@ -243,7 +244,7 @@ class CloudResolver(Resolver):
             except KeyError:
                 pass
             detail = f"\n\n{run.error.get('traceback', '')}".rstrip() + detail
-        raise ResolutionFailed(f"{res.error or f'resolution {root_id} {res.state}'}{detail}",
+        raise ResolutionFailed(terminal_text(f"{res.error or f'resolution {root_id} {res.state}'}{detail}"),
                                resolution_id=root_id, run_id=run.id if run else None,
                                error=run.error if run else None)
 
@@ -273,7 +274,7 @@ class CloudResolver(Resolver):
         except ResolutionEnded:
             pass  # ended meanwhile (a reader found the driver silent): what was recorded stands
         driver.cleanup()
-        tail = f"\n\nlast log lines of the driver:\n{end.last_logs}" if end.last_logs else ""
+        tail = f"\n\nlast log lines of the driver:\n{terminal_text(end.last_logs)}" if end.last_logs else ""
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
                                f"rerun_from={root_id!r}, rerun_mode='continue'{tail}",
                                resolution_id=root_id, run_id=None, error=None)

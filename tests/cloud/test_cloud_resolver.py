@@ -49,7 +49,7 @@ PIPELINE = '''
 
     @sk.func(inline=False)
     def explode(x: int) -> int:
-        print("about to explode")
+        print("about to explode \\x1b]52;c;ZXZpbA==\\x07\\x1b[31mred\\x1b[0m\\u202e")  # clipboard, colour, RLO
         raise RuntimeError(f"exploded on {x}")
 
     @sk.func
@@ -318,6 +318,9 @@ def test_cloud_failure_reaches_the_caller_and_the_cli(infra, s3_env, project, tm
         with pytest.raises(sk.ResolutionFailed, match="exploded on 1") as e:
             f.resolve(resolver)
         assert "about to explode" in str(e.value)  # the worker's last log lines
+        # shown escaped but for the colour: the message is printed to whoever reads it (was: as the func wrote it)
+        assert "\x1b]" not in str(e.value) and "\u202e" not in str(e.value)
+        assert "about to explode \\x1b]52;c;ZXZpbA==\\x07\x1b[31mred\x1b[0m\\u202e" in str(e.value)
         assert 'raise RuntimeError(f"exploded on {x}")' in str(e.value)  # its traceback: the run read whole
         assert e.value.error == server.store.get_run(e.value.run_id).error  # not a listing's excerpt of it
         failed = e.value.run_id
