@@ -44,7 +44,7 @@ def logs(ctx: click.Context, run_id: str, follow: bool, raw: bool, output: str) 
     if output == "json":
         emit(output, [], {"run_id": run.id, "logs": text})
     elif text is not None:
-        log_out(text, raw=raw, nl=not text.endswith("\n"))
+        log_out(text, raw=raw, whole=True)
     else:
         why = _no_logs_reason(run, store.get_resolution(run.root_id))
         click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{why}"), err=True)

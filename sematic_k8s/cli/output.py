@@ -44,15 +44,16 @@ def out(text: str, nl: bool = True) -> None:
         raise OutputFailed(f"cannot write to standard output: {e.strerror or e}{full}") from None
 
 
-def log_out(text: str, *, raw: bool, nl: bool = False) -> None:
-    """Print a part of a run's log (client-written): as the run wrote it when ``raw`` or when standard output is not
-    a terminal (a pipe, a file: as ``kubectl logs``), else as :func:`terminal_text` makes it safe to show, the
-    terminal's colours reset after it when it set one (not left for what follows)."""
+def log_out(text: str, *, raw: bool, whole: bool = False) -> None:
+    """Print a part of a run's log (client-written): as the run wrote it, byte for byte, when ``raw`` or when
+    standard output is not a terminal (a pipe, a file: as ``kubectl logs``); else as :func:`terminal_text` makes it
+    safe to show, the terminal's colours reset after it when it set one, and a ``whole`` log's last line ended (not
+    left for what follows)."""
     if raw or sys.stdout is None or not sys.stdout.isatty():
-        out(text, nl=nl)
+        out(text, nl=False)
         return
     safe = terminal_text(text)
-    out(safe + (RESET if coloured(safe) else ""), nl=nl)
+    out(safe + (RESET if coloured(safe) else ""), nl=whole and not text.endswith("\n"))
 
 
 def _drop_stdout() -> None:

@@ -35,6 +35,12 @@ def printer() -> int:
 
 
 @sk.func
+def unended() -> int:
+    print("no line break at the end", end="")
+    return 2
+
+
+@sk.func
 def failer() -> int:
     raise RuntimeError(f"bad {CLIPBOARD}{CLEAR}{RED}{RLO}gpj.exe")
 
@@ -80,6 +86,7 @@ def _escapes_shown(shown: str) -> None:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("terminal") / "home"
     assert printer().resolve(sk.LocalResolver(home=home)) == 1
+    assert unended().resolve(sk.LocalResolver(home=home)) == 2
     with pytest.raises(sk.ResolutionFailed):
         failer().resolve(sk.LocalResolver(home=home))
     return home
@@ -106,7 +113,7 @@ def test_a_log_on_a_terminal_shows_its_escapes_and_keeps_colours(home: Path, fol
 
 def test_a_log_piped_or_raw_is_the_bytes_the_run_wrote(home: Path) -> None:
     """Piped, `logs` prints the stored log byte for byte (as `kubectl logs`; was: click took the colours and the
-    clear out of it); `--raw` prints it so on a terminal too."""
+    clear out of it, and a line break was added to a log without one); `--raw` prints it so on a terminal too."""
     run_id = _run_id(home, "printer")
     stored = LocalStorage(home / "storage").get(log_key(run_id))
     assert stored == HOSTILE.encode()
@@ -115,6 +122,10 @@ def test_a_log_piped_or_raw_is_the_bytes_the_run_wrote(home: Path) -> None:
         assert piped.stdout == stored, args
     raw = on_terminal(home, "logs", run_id, "--raw")
     assert raw == stored
+    unended_id = _run_id(home, "unended")
+    piped = subprocess.run([str(CLI), "logs", unended_id], env=_environ(home), capture_output=True, timeout=60)
+    assert piped.stdout == b"no line break at the end"  # was: a line break added
+    assert on_terminal(home, "logs", unended_id) == b"no line break at the end\n"  # the prompt on a line of its own
 
 
 @pytest.mark.parametrize("command", ["resolutions", "runs"])
