@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from kube_model import admission, defaults, limitranges, validation
+from kube_model import admission, canonical, defaults, limitranges, validation
 from kube_model.errors import (
     ApiError,
     Kind,
@@ -188,6 +188,7 @@ class Api:
         if rt.group == "events.k8s.io":
             obj = to_old(obj)
         srt = self._stored_type(rt)
+        canonical.apply(srt.key, obj)  # decoded: its quantities as the server writes them back
         given = body.get("apiVersion")
         if given and given != rt.api_version:
             raise bad_request(f"the API version in the data ({given}) does not match the expected API version "
@@ -364,6 +365,7 @@ class Api:
                warnings: Warnings) -> Result:
         srt = self._stored_type(rt)
         name = old["metadata"]["name"]
+        canonical.apply(srt.key, new)  # decoded: "1000m" sent again is the "1" stored, no change
         if subresource == "status":
             merged = clone(old)
             merged["status"] = new.get("status") or {}
@@ -526,6 +528,7 @@ class Api:
         else:
             new = clone(old)
         fn(new)
+        canonical.apply(key, new)
         if _same(old, new):
             return old
         rt = self.registry.get(key)

@@ -25,7 +25,8 @@ from decimal import Decimal
 from typing import Any
 
 from kube_model.errors import Cause, Kind, forbidden
-from kube_model.meta import canonical, quantity
+from kube_model.meta import quantity
+from kube_model.quantity import canonical, decode, of
 from kube_model.store import Store
 from kube_model.validation import bad, forbidden_field, required
 
@@ -240,17 +241,19 @@ def _check(kind: str, name: str, bound: str, enforced: Any, requests: dict[str, 
 def _total(spec: dict[str, Any], part: str) -> dict[str, str]:
     """podRequests / podLimits: the containers' sum, or an init container's if larger (per resource)."""
     sums: dict[str, Decimal] = {}
-    binary: dict[str, bool] = {}
+    formats: dict[str, str] = {}  # Quantity.Add keeps the first one's format (a zero takes the other's)
     for c in spec.get("containers") or []:
         for name, value in ((c.get("resources") or {}).get(part) or {}).items():
-            sums[name] = sums.get(name, Decimal(0)) + quantity(value)
-            binary.setdefault(name, str(value).strip()[-2:] in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))
+            q = decode(value)
+            if not sums.get(name):
+                formats[name] = q.format
+            sums[name] = sums.get(name, Decimal(0)) + q.value
     for c in spec.get("initContainers") or []:
         for name, value in ((c.get("resources") or {}).get(part) or {}).items():
-            if name not in sums or quantity(value) > sums[name]:
-                sums[name] = quantity(value)
-                binary[name] = str(value).strip()[-2:] in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
-    return {name: canonical(v, binary[name]) for name, v in sums.items()}
+            q = decode(value)
+            if name not in sums or q.value > sums[name]:
+                sums[name], formats[name] = q.value, q.format
+    return {name: of(v, formats[name]) for name, v in sums.items()}
 
 
 def reasons(lr: dict[str, Any], pod: dict[str, Any]) -> list[str]:

@@ -13,10 +13,11 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from kube_model.errors import bad_request
+from kube_model.quantity import decode
 
 # The alphabet of generated name suffixes (k8s.io/apimachinery/pkg/util/rand: no vowels, no 0/1/3).
 SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -56,59 +57,11 @@ def suffix(n: int = 5, rng: random.Random | None = None) -> str:
 
 # -- quantities ------------------------------------------------------------------------------------------
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10**3),
-            "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
-            "E": Decimal(10**18)}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
-
 
 def quantity(value: Any) -> Decimal:
-    """A quantity's value (``"250m"`` -> 0.25, ``"1Gi"`` -> 1073741824); ValueError when malformed."""
-    if isinstance(value, (int, float)):
-        return Decimal(str(value))
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        raise ValueError("quantities must match the regular expression "
-                         "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
-    try:
-        number = Decimal(m.group(1))
-    except InvalidOperation as e:
-        raise ValueError("unable to parse quantity's suffix") from e
-    unit = m.group(2) or ""
-    if unit in _BINARY:
-        return number * _BINARY[unit]
-    if unit in _DECIMAL:
-        return number * _DECIMAL[unit]
-    return number * (Decimal(10) ** int(unit[1:]))
-
-
-_SI = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
-_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
-
-
-def canonical(value: Any, binary: bool | None = None) -> str:
-    """A quantity as resource.Quantity's String() writes it: ``"1000m"`` -> ``"1"``, ``"0.5"`` -> ``"500m"``,
-    ``"1024Mi"`` -> ``"1Gi"`` (binary suffixes kept when given, or when ``binary``; values below 1024 and
-    fractions in decimal ones). Rounded up to a nano, as the API server stores it."""
-    q = quantity(value)
-    if binary is None:
-        binary = str(value).strip().endswith(tuple(s for s in _BINARY_SUFFIXES if s))
-    if q == 0:
-        return "0"
-    if binary and q == q.to_integral_value() and abs(q) >= 1024:
-        n, e = int(q), 0
-        while n % 1024 == 0 and e < len(_BINARY_SUFFIXES) - 1:
-            n, e = n // 1024, e + 1
-        return f"{n}{_BINARY_SUFFIXES[e]}"
-    n, e = int((q * 10**9).to_integral_value(rounding="ROUND_CEILING")), -9
-    while n % 10 == 0:
-        n, e = n // 10, e + 1
-    r = e % 3
-    n, e = n * 10**r, e - r
-    if e > 18:
-        n, e = n * 10 ** (e - 18), 18
-    return f"{n}{_SI[e]}"
+    """A quantity's value as ParseQuantity reads it (``"250m"`` -> 0.25, ``"1Gi"`` -> 1073741824, rounded up to a
+    nano); ValueError in the API server's words when malformed (:mod:`kube_model.quantity`)."""
+    return decode(value).value
 
 
 def millis(value: Any) -> int:
