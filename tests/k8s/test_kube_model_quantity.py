@@ -226,3 +226,28 @@ def test_the_model_stores_every_quantity_in_canonical_form(cluster: Cluster) -> 
     assert (node.capacity["cpu"], node.capacity["memory"]) == ("4", "16Gi")
     assert (node.allocatable["cpu"], node.allocatable["memory"]) == ("4", "16Gi")
     api.close()
+
+
+def test_a_quotas_sums_are_written_in_their_quantities_format(cluster: Cluster) -> None:
+    # quota.Add and PodRequests keep the first quantity's format: a real API server says 512Mi, not 536870912
+    api = cluster.client()
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(NS, {"apiVersion": "v1", "kind": "ResourceQuota",
+                                               "metadata": {"name": "q"},
+                                               "spec": {"hard": {"requests.memory": "1024Mi"}}})
+
+    def pending(name: str, memory: str) -> dict[str, object]:  # on no node: it stays, counted
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "none"},
+                         "containers": [{"name": "main", "image": IMAGE,
+                                         "resources": {"requests": {"memory": memory}}}]}}
+    core.create_namespaced_pod(NS, pending("a", "512Mi"))
+    core.create_namespaced_pod(NS, pending("b", "0.25Gi"))
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(NS, pending("c", "0.5Gi"))
+    assert "exceeded quota: q, requested: requests.memory=512Mi, used: requests.memory=768Mi, limited: " \
+           "requests.memory=1Gi" in refused.value.body
+    used = cluster.wait(lambda: (core.read_namespaced_resource_quota("q", NS).status.used or {}).get(
+        "requests.memory") == "768Mi", message="the quota's usage")
+    assert used
+    api.close()

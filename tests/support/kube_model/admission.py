@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from kube_model.errors import Kind, Warnings, forbidden
 from kube_model.meta import amount, suffix
+from kube_model.quantity import DECIMAL, decode, of
 from kube_model.store import Store
 
 LEVELS = ("privileged", "baseline", "restricted")
@@ -342,25 +344,58 @@ def pod_usage(pod: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def usage(store: Store, namespace: str) -> dict[str, int]:
+def pod_formats(pod: dict[str, Any]) -> dict[str, str]:
+    """The format of each of :func:`pod_usage`'s sums, as PodRequests / PodLimits keep it: Quantity.Add keeps the
+    first one's (a zero takes the other's), an init container's when it is larger (``1Gi`` + ``512Mi`` is
+    ``1536Mi``, not ``1610612736``)."""
+    spec = pod.get("spec") or {}
+    out: dict[str, str] = {}
+    for part in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            fmt, total = DECIMAL, Decimal(0)
+            for c in spec.get("containers") or []:
+                value = ((c.get("resources") or {}).get(part) or {}).get(resource)
+                if value is not None:
+                    q = decode(value)
+                    fmt, total = (q.format if not total else fmt), total + q.value
+            for c in spec.get("initContainers") or []:
+                value = ((c.get("resources") or {}).get(part) or {}).get(resource)
+                q = None if value is None else decode(value)
+                if q is not None and q.value > total:
+                    fmt, total = q.format, q.value
+            out[f"{part}.{resource}"] = fmt
+    out["cpu"], out["memory"] = out["requests.cpu"], out["requests.memory"]
+    return out
+
+
+def usage(store: Store, namespace: str) -> tuple[dict[str, int], dict[str, str]]:
+    """The namespace's usage, and the format of each compute sum (quota.Add over its pods: the first non-zero
+    pod's)."""
     used: dict[str, int] = {}
+    formats: dict[str, str] = {}
     for key, counted in COUNTED.items():
         objs = [o for o in store.items(key, namespace) if not (key == "pods" and pod_terminal(o))]
         used[counted] = len(objs)
     for pod in store.items("pods", namespace):
         if pod_terminal(pod):
             continue
+        fmts = pod_formats(pod)
         for k, v in pod_usage(pod).items():
+            if not used.get(k):
+                formats[k] = fmts[k]
             used[k] = used.get(k, 0) + v
     for key in ("jobs.batch", "deployments.apps", "statefulsets.apps", "configmaps", "secrets", "pods"):
         used[f"count/{key}"] = sum(1 for o in store.items(key, namespace)
                                    if not (key == "pods" and pod_terminal(o)))
-    return used
+    return used, formats
 
 
-def _fmt(resource: str, value: int) -> str:
+def _fmt(resource: str, value: int, formats: dict[str, str]) -> str:
+    """A usage as Quantity.String writes it: cpu counted in millis, memory in bytes, in their sums' format."""
     if resource.endswith("cpu"):
-        return f"{value}m" if value % 1000 else str(value // 1000)
+        return of(Decimal(value) / 1000, formats.get(resource, DECIMAL))
+    if resource.endswith("memory"):
+        return of(Decimal(value), formats.get(resource, DECIMAL))
     return str(value)
 
 
@@ -373,9 +408,10 @@ def quota(store: Store, key: str, obj: dict[str, Any], kind: Kind, name: str) ->
     requested: dict[str, int] = {f"count/{key}": 1}
     if key in COUNTED:
         requested[COUNTED[key]] = 1
+    requested_formats = pod_formats(obj) if key == "pods" else {}
     if key == "pods":
         requested.update(pod_usage(obj))
-    used = usage(store, ns)
+    used, used_formats = usage(store, ns)
     for q in sorted(quotas, key=lambda q: q["metadata"]["name"]):
         hard = (q.get("spec") or {}).get("hard") or {}
         qname = q["metadata"]["name"]
@@ -401,14 +437,14 @@ def quota(store: Store, key: str, obj: dict[str, Any], kind: Kind, name: str) ->
             if used.get(resource, 0) + want > limit_v:
                 over.append(resource)
         if over:
-            req = ",".join(f"{r}={_fmt(r, requested[r])}" for r in over)
-            use = ",".join(f"{r}={_fmt(r, used.get(r, 0))}" for r in over)
+            req = ",".join(f"{r}={_fmt(r, requested[r], requested_formats)}" for r in over)
+            use = ",".join(f"{r}={_fmt(r, used.get(r, 0), used_formats)}" for r in over)
             lim = ",".join(f"{r}={hard[r]}" for r in over)
             raise forbidden(kind, name, f"exceeded quota: {qname}, requested: {req}, used: {use}, limited: {lim}")
 
 
 def quota_status(store: Store, q: dict[str, Any]) -> dict[str, Any]:
     hard = (q.get("spec") or {}).get("hard") or {}
-    used = usage(store, q["metadata"]["namespace"])
-    return {"hard": dict(hard), "used": {r: _fmt(r, used.get(r, 0)) for r in hard}}
+    used, formats = usage(store, q["metadata"]["namespace"])
+    return {"hard": dict(hard), "used": {r: _fmt(r, used.get(r, 0), formats) for r in hard}}
 
