@@ -5,6 +5,8 @@ to over HTTP(S), with the control plane and kubelets behind it. Production code 
   admission, concurrency, finalizers, pagination) and HTTP (routing, RBAC, watches, logs, faults, request log).
 - :mod:`~kube_model.rbac`, :mod:`~kube_model.admission`, :mod:`~kube_model.limitranges`: tokens and RBAC;
   ServiceAccount, Pod Security and ResourceQuota admission; LimitRange (its defaults and refusals of pods).
+- :mod:`~kube_model.quantity`, :mod:`~kube_model.canonical`: resource quantities as apimachinery parses and
+  writes them; every quantity an object holds stored in that canonical form (``1000m`` read back as ``1``).
 - :mod:`~kube_model.jobs`, :mod:`~kube_model.controllers`, :mod:`~kube_model.scheduler`: the Job and TTL
   controllers, garbage collector, namespaces, quota status, autoscaler, scheduler.
 - :mod:`~kube_model.kubelet`, :mod:`~kube_model.runtimes`, :mod:`~kube_model.podenv`: kubelets that run pods in
