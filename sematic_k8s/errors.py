@@ -650,6 +650,12 @@ class KubernetesUnauthorized(InfrastructureError):
                    "fresh one")
 
 
+class KubernetesUnanswered(InfrastructureError):
+    """The Kubernetes API did not answer a call within its deadline, try after try (a network partition, a load
+    balancer or proxy that stopped forwarding: a connection cut without a reset is never answered). An outage:
+    transient, as a cut connection is (``k8s.client.retryable``)."""
+
+
 class DriverJobDeleted(InfrastructureError):
     """The driver's own Job was deleted (or replaced by another of its name) while the driver ran: whoever deleted
     it meant it to stop, and a delete that left its pod running (``kubectl delete --cascade=orphan``, a client

@@ -1,6 +1,8 @@
 """Talking to the Kubernetes API server: a client, the namespace to work in, retried calls, the calls a driver
 makes about its workers (:class:`NamespacedApi`), refusals in plain words, and a creation rate limit. Everything
-that calls the API (the executor, the driver launcher, the watches) goes through here.
+that calls the API (the executor, the driver launcher, the watches) goes through here, and every call has a deadline
+(:func:`request_timeout`): a connection cut without a reset (a partition, a load balancer that stopped forwarding) is
+never answered, and would otherwise be waited for until TCP keepalive gives up (hours).
 """
 
 from __future__ import annotations
@@ -20,25 +22,68 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
-from sematic_k8s.settings import KUBE_HOST_ENV, NAMESPACE_ENV
+from sematic_k8s.errors import KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
+from sematic_k8s.settings import KUBE_HOST_ENV, KUBE_TIMEOUT_ENV, NAMESPACE_ENV
 
 log = logging.getLogger("sematic_k8s.k8s")
 T = TypeVar("T")
 
+CONNECT_TIMEOUT = 10.0  # seconds to connect to the API server, at most
+READ_TIMEOUT = 60.0  # seconds for its answer: the API server's own --request-timeout (it answers 504 past it)
+TIMEOUT_TRIES = 3  # calls that time out, in a row of retries, before the call fails (KubernetesUnanswered)
+
+
+def request_timeout() -> tuple[float, float]:
+    """A call's (connect, read) deadline: $SEMATIC_K8S_KUBE_TIMEOUT seconds (default 60) for its answer, and 10 (or
+    less) to connect."""
+    raw = os.environ.get(KUBE_TIMEOUT_ENV)
+    try:
+        read = float(raw) if raw else READ_TIMEOUT
+    except ValueError:
+        raise ValueError(f"${KUBE_TIMEOUT_ENV}={raw!r} is not a number of seconds: set it to one, "
+                         f"e.g. {READ_TIMEOUT:g}") from None
+    if not read > 0 or read == float("inf"):
+        raise ValueError(f"${KUBE_TIMEOUT_ENV}={raw!r} must be more than 0 seconds, e.g. {READ_TIMEOUT:g}")
+    return min(CONNECT_TIMEOUT, read), read
+
+
+class _NoReadRetry(urllib3.Retry):
+    """urllib3's retries but for a read that timed out: that is :func:`api_call`'s to retry (and count), not retried
+    unseen (urllib3 would try a GET 4 times, each for the whole deadline)."""
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> _NoReadRetry:
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+class _DeadlineClient(client.ApiClient):
+    """The official client, every call of which has a deadline: :func:`request_timeout` unless the caller gives one
+    (a watch, which is long by design, does)."""
+
+    def call_api(self, method: Any, url: Any, header_params: Any = None, body: Any = None, post_params: Any = None,
+                 _request_timeout: Any = None) -> Any:
+        return super().call_api(method, url, header_params, body, post_params,
+                                _request_timeout if _request_timeout is not None else request_timeout())
+
 
 def make_api_client(host: str | None = None) -> client.ApiClient:
-    """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config."""
+    """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config; each of its
+    calls has a deadline (:func:`request_timeout`)."""
     from kubernetes import config
 
     host = host or os.environ.get(KUBE_HOST_ENV)
     if host:
-        return client.ApiClient(client.Configuration(host=host))
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
+        configuration = client.Configuration(host=host)
     else:
-        config.load_kube_config()
-    return client.ApiClient()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config()
+        configuration = client.Configuration.get_default_copy()
+    configuration.retries = _NoReadRetry(3)  # urllib3's default (Retry.DEFAULT), read timeouts aside
+    return _DeadlineClient(configuration)
 
 
 def current_namespace() -> str:
@@ -132,10 +177,39 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def retryable(e: BaseException) -> bool:
-    """429 and 5xx answers and broken connections are worth another try; 4xx answers are not."""
+    """429 and 5xx answers, broken connections and calls never answered are worth another try; 4xx answers are not."""
     if isinstance(e, ApiException):
         return e.status in RETRY_STATUS or e.status == 0
-    return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+    return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, KubernetesUnanswered))
+
+
+def timed_out(e: BaseException) -> bool:
+    """The call went unanswered past its deadline (to connect, or for the answer)."""
+    if isinstance(e, urllib3.exceptions.MaxRetryError):
+        return e.reason is not None and timed_out(e.reason)
+    return isinstance(e, (urllib3.exceptions.TimeoutError, TimeoutError))
+
+
+def _read_deadline(deadline: Any) -> float:
+    """The seconds a call given ``_request_timeout=deadline`` waits for its answer."""
+    if isinstance(deadline, (int, float)):
+        return float(deadline)
+    if isinstance(deadline, tuple) and len(deadline) == 2:
+        return float(deadline[1])
+    return request_timeout()[1]
+
+
+def unanswered(fn: Callable[..., Any], tries: int, e: BaseException, deadline: Any = None) -> KubernetesUnanswered:
+    """The error, in plain words, of a call ``fn`` to the API server that went unanswered ``tries`` times (within
+    its ``deadline``, else :func:`request_timeout`'s)."""
+    api = getattr(getattr(fn, "__self__", None), "api_client", None)
+    host = getattr(getattr(api, "configuration", None), "host", None)
+    name = getattr(fn, "__name__", "a call")
+    return KubernetesUnanswered(
+        f"the Kubernetes API{f' at {host}' if host else ''} did not answer within {_read_deadline(deadline):g} s "
+        f"({tries} {'try' if tries == 1 else 'tries'}): {name} ({type(e).__name__}); a network partition, or a load "
+        f"balancer or proxy that stopped forwarding: check the way from here to it (${KUBE_TIMEOUT_ENV} sets the "
+        f"deadline)")
 
 
 def _retry_after(e: BaseException) -> float | None:
@@ -164,12 +238,17 @@ class Backoff:
 
 
 def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, retried with backoff on 429, 5xx and connection errors."""
+    """``fn(*args, **kwargs)``, retried with backoff on 429, 5xx and connection errors, and on calls that went
+    unanswered past their deadline, :data:`TIMEOUT_TRIES` times at most (then :class:`KubernetesUnanswered`)."""
     backoff = backoff or Backoff()
+    timeouts = 0
     for n in range(backoff.attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
+            timeouts = timeouts + 1 if timed_out(e) else 0
+            if timeouts and (timeouts >= TIMEOUT_TRIES or n == backoff.attempts - 1):
+                raise unanswered(fn, timeouts, e, kwargs.get("_request_timeout")) from e
             if not retryable(e) or n == backoff.attempts - 1:
                 raise
             wait = backoff.delay(n, e)

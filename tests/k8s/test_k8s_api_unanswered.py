@@ -1,0 +1,203 @@
+"""A Kubernetes API that never answers (a partition, a load balancer that stopped forwarding: a connection cut without
+a reset), caused for real: the cluster model behind ``ThrottlingProxy`` holding the calls it picks silent, never passed
+on (``status=0``), over real HTTP, with a short deadline ($SEMATIC_K8S_KUBE_TIMEOUT). Every call the product makes
+has a deadline (``k8s.client.make_api_client``), and one that times out is retried as a cut connection is, then fails
+in plain words. Was: no deadline, the call waiting for TCP keepalive (hours)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+import sematic_k8s as sk
+from kube_model import Cluster, NodeSpec, Script
+from outages import ThrottlingProxy
+from sematic_k8s import serialization
+from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.kubernetes import KubernetesExecutor
+from sematic_k8s.future import new_id
+from sematic_k8s.k8s.client import Backoff, make_api_client
+from sematic_k8s.k8s.manifests import driver_job_name
+from sematic_k8s.settings import KUBE_TIMEOUT_ENV
+from sematic_k8s.storage.base import put_artifact
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_url
+from sematic_k8s_server.config import RerunConfig, ServerConfig
+from serving import record_resolution, serve, wait_for
+
+NS = "sk-runs"
+IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "cd" * 32
+STORAGE = "s3://sk-unanswered/artifacts"
+JOB_CREATE = f"POST /apis/batch/v1/namespaces/{NS}/jobs".encode()
+POD_LIST = f"GET /api/v1/namespaces/{NS}/pods?".encode()
+
+
+@sk.func(inline=False, cpu="100m", memory="64Mi")
+def square(x: int) -> int:
+    return x * x
+
+
+def claim_of(c: httpx.Client, new_id: str) -> dict[str, Any]:
+    return c.get(f"/api/v1/resolutions/{new_id}").json()
+
+
+def job_of(cluster: Cluster, new_id: str) -> Any:
+    """The rerun's driver Job, or None."""
+    api = cluster.client()
+    try:
+        return client.BatchV1Api(api).read_namespaced_job(driver_job_name(new_id), NS)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    finally:
+        api.close()
+
+
+def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_frees_its_queue_slot(tmp_path,
+                                                                                                   monkeypatch):
+    """The driver Job's create is never answered: tried 3 times for the deadline (2 s) each, then the claim is
+    recorded failed in plain words and the launch's queue slot (the only one) freed: a second rerun, once the API
+    answers again, starts its driver. Was: the launch waited for ever, its slot held (the second rerun a 429)."""
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
+                 namespaces=[NS]) as cluster:
+        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE),
+                                1000, status=0)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
+        monkeypatch.setenv(KUBE_TIMEOUT_ENV, "2")
+        config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
+                             storage_url=STORAGE, executor_settings={"namespace": NS}, concurrency=1, queue=0)
+        try:
+            with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+                root = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE)
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+                assert r.status_code == 202, r.text  # answered within ANSWER_WINDOW, the create still unanswered
+                first = r.json()["resolution_id"]
+                res = wait_for(lambda: (got := claim_of(c, first))["state"] != "created" and got, 60,
+                               what="the claim of the rerun whose API never answered recorded failed")
+                assert res["state"] == "failed", res
+                assert res["error"].startswith(
+                    "could not start the rerun's driver with the kubernetes launcher: KubernetesUnanswered: the "
+                    f"Kubernetes API at {proxy.url} did not answer within 2 s (3 tries): create_namespaced_job "
+                    "(ReadTimeoutError); a network partition, or a load balancer or proxy that stopped forwarding"), res
+                assert proxy.held == 3, proxy.held  # the create tried 3 times, each unanswered
+                assert job_of(cluster, first) is None
+                proxy.passing()
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+                assert r.status_code == 202, r.text  # the slot was freed (was: 429, busy)
+                second = r.json()["resolution_id"]
+                wait_for(lambda: job_of(cluster, second) is not None, 60, what="the second rerun's driver Job")
+        finally:
+            proxy.passing()
+            proxy.close()
+
+
+# -- a driver's executor ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_api(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A proxy before the cluster model (``ThrottlingProxy(..., picks, times, status=...)`` made by the test), and the
+    deadline of each call 1 s."""
+    monkeypatch.setenv(KUBE_TIMEOUT_ENV, "1")
+    made: list[ThrottlingProxy] = []
+
+    def proxy(picks: bytes, times: int, status: int) -> ThrottlingProxy:
+        made.append(ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(picks),
+                                    times, status=status))
+        return made[-1]
+    yield proxy
+    for p in made:
+        p.passing()
+        p.close()
+
+
+def executor(api: client.ApiClient, storage: LocalStorage) -> KubernetesExecutor:
+    """The driver's executor on ``api`` (made by ``make_api_client``, as a driver's is)."""
+    return KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={}, owner=False,
+                              creates_per_second=0, event_check=0.2, backoff=Backoff(base=0.01, cap=0.05, attempts=6))
+
+
+def submit(ex: KubernetesExecutor, root_id: str, x: int) -> str:
+    """``square(x)`` submitted to ``ex`` on a thread of its own (joined for 60 s: a call that waits for ever fails
+    the test); its run id."""
+    run_id = new_id()
+    s = serialization.serialize(x)
+    put_artifact(ex.storage, s)
+    task = Task(run_id, root_id, square, {"x": serialization.Value(s.id, s.format, "", load=lambda _id: x)}, 1)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ex.submit(task)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            raised.append(e)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the submit waited for an answer that never comes"
+    if raised:
+        raise raised[0]
+    return run_id
+
+
+def outcomes(ex: KubernetesExecutor, n: int, timeout: float = 60.0) -> dict[str, Outcome]:
+    got: dict[str, Outcome] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for o in ex.wait(0.1):
+            got[o.run_id] = o
+    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
+    return got
+
+
+def test_a_worker_jobs_create_never_answered_is_tried_again_later_and_its_late_landing_makes_no_second_job(
+        cluster, tmp_path, slow_api):
+    """The worker Job's create unanswered 3 times (held, passed on only later): the attempt waits to create its Job
+    (the executor's queue, as for a cut connection) and the next try makes it; the run resolves. The 3 held creates,
+    landing late, are the API server's 409: one Job. Was: the submit waited for ever for the first create."""
+    proxy = slow_api(JOB_CREATE, 3, -2)
+    api = make_api_client(proxy.url)
+    ex = executor(api, LocalStorage(tmp_path / "storage"))
+    try:
+        run_id = submit(ex, new_id(), 7)
+        assert proxy.held == 3
+        got = outcomes(ex, 1)
+        assert got[run_id].error_info is None, got[run_id].error_info
+        assert ex.stats.requeued >= 1
+        proxy.passing()  # the held creates land now, their answers lost
+        cluster.wait(lambda: len(cluster.calls(verb="create", resource="jobs")) == 4)
+        assert len(cluster.list("jobs.batch", NS)) == 1
+    finally:
+        ex.close()
+        api.close()
+
+
+def test_a_pod_list_never_answered_is_said_in_plain_words_and_the_run_resolves_once_the_api_answers(
+        cluster, tmp_path, slow_api, caplog):
+    """The executor's first read of the resolution's pods (a restarted driver's look for pods left) unanswered 3 times
+    (silent, never passed on): said once in plain words, and the executor goes on as when that read fails otherwise
+    (its watches list the pods once the API answers); the run resolves. Was: the submit waited for ever."""
+    caplog.set_level(logging.WARNING, logger="sematic_k8s.k8s")
+    proxy = slow_api(POD_LIST, 3, 0)
+    api = make_api_client(proxy.url)
+    ex = executor(api, LocalStorage(tmp_path / "storage"))
+    try:
+        run_id = submit(ex, new_id(), 3)
+        assert proxy.held == 3
+        said = [m for m in caplog.messages if "did not answer" in m]
+        assert said == [f"could not list the resolution's worker pods: the Kubernetes API at {proxy.url} did not "
+                        "answer within 1 s (3 tries): list_namespaced_pod (ReadTimeoutError); a network partition, or "
+                        "a load balancer or proxy that stopped forwarding: check the way from here to it "
+                        "($SEMATIC_K8S_KUBE_TIMEOUT sets the deadline)"], said
+        assert outcomes(ex, 1)[run_id].error_info is None
+    finally:
+        ex.close()
+        api.close()
