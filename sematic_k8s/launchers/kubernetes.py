@@ -101,7 +101,8 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
                   func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
                   driver_settings: Mapping[str, Any] | None = None, ended: Callable[[], bool] | None = None,
                   **worker_settings: Any) -> str:
-    """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists).
+    """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists, and is
+    treated as the one made now: a create whose answer was lost and was tried again is answered so).
 
     Defaults come from the environment: $SEMATIC_K8S_NAMESPACE, $SEMATIC_K8S_SERVICE_ACCOUNT,
     $SEMATIC_K8S_WORKER_SERVICE_ACCOUNT, $SEMATIC_K8S_STORAGE_SECRET. The token in ``env`` goes to the
@@ -159,15 +160,19 @@ def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[
                      secret_name=secret_name, storage_secret=storage_secret, func_name=func_name,
                      **dict(driver_settings or {}))
     name = driver_job_name(root_id)
+    batch = client.BatchV1Api(api)
     try:
-        created = api_call(client.BatchV1Api(api).create_namespaced_job, namespace, job)
+        created = api_call(batch.create_namespaced_job, namespace, job)
+        uid = created.metadata.uid if created.metadata is not None else None
     except ApiException as e:
         if e.status != 409:
             raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
                                f"({e.status}): {api_message(e)}") from e
+        # made by an earlier launch, or by this one's try whose answer was lost (unanswered, then tried again): it is
+        # this resolution's (its name is), owning its token Secret and dropped if the claim ended, as one made now
         log.info("driver Job %s already exists: not launched again", name)
-        return name
-    uid = created.metadata.uid if created.metadata is not None else None
+        existing = api_call(batch.read_namespaced_job, name, namespace)
+        uid = existing.metadata.uid if existing.metadata is not None else None
     if secret_name and uid:
         _owned_by_job(api, namespace, secret_name, name, uid)
     if ended():  # canceled while the create was under way: its Job goes (its token Secret, owned, with it)

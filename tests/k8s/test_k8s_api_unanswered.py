@@ -18,13 +18,13 @@ from kubernetes.client.exceptions import ApiException
 
 import sematic_k8s as sk
 from kube_model import Cluster, NodeSpec, Script
-from outages import ThrottlingProxy
+from outages import HoldingProxy, ThrottlingProxy
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.kubernetes import KubernetesExecutor
 from sematic_k8s.future import new_id
 from sematic_k8s.k8s.client import Backoff, make_api_client
-from sematic_k8s.k8s.manifests import driver_job_name
+from sematic_k8s.k8s.manifests import driver_job_name, token_secret_name
 from sematic_k8s.settings import KUBE_TIMEOUT_ENV
 from sematic_k8s.storage.base import put_artifact
 from sematic_k8s.storage.local import LocalStorage
@@ -96,6 +96,51 @@ def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_fre
                 wait_for(lambda: job_of(cluster, second) is not None, 60, what="the second rerun's driver Job")
         finally:
             proxy.passing()
+            proxy.close()
+
+
+def test_a_rerun_whose_driver_job_create_lands_but_its_answer_is_lost_goes_on_with_that_job(tmp_path, monkeypatch):
+    """The driver Job's create reaches the API server late, its answer lost (``HoldingProxy``: the request held, then
+    sent on its own connection), the launch's call unanswered: tried again, it is the API server's 409. The Job there
+    is taken as the one made now: one Job, owning the rerun's token Secret (its TTL deletes both), the claim's note
+    cleared. Was: "already exists: not launched again", the token Secret owned by nothing (left for good)."""
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
+                 namespaces=[NS]) as cluster:
+        proxy = HoldingProxy(int(cluster.proxy().rpartition(":")[2]), lambda req: req.startswith(JOB_CREATE),
+                             until_release=True)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
+        monkeypatch.setenv(KUBE_TIMEOUT_ENV, "3")
+        released: list[int] = []
+
+        def release() -> None:  # the held create lands while the launch still waits for its answer
+            wait_for(lambda: proxy.held is not None, 60, what="the driver Job's create held")
+            released.append(proxy.release()[0])
+        releasing = threading.Thread(target=release, daemon=True)
+        releasing.start()
+        config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
+                             storage_url=STORAGE, executor_settings={"namespace": NS})
+        try:
+            with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+                root = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE)
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+                assert r.status_code == 202, r.text
+                new_id = r.json()["resolution_id"]
+                releasing.join(60)
+                assert released == [201], released
+                wait_for(lambda: "waiting" not in claim_of(c, new_id)["settings"], 60, what="the claim's note cleared")
+                res = claim_of(c, new_id)
+                assert res["state"] == "created" and not res.get("error"), res
+                job = job_of(cluster, new_id)
+                assert job is not None and [(r.verb, r.status) for r in cluster.calls(verb="create", resource="jobs")
+                                            ] == [("create", 201), ("create", 409)]
+                api = cluster.client()
+                try:
+                    secret = client.CoreV1Api(api).read_namespaced_secret(token_secret_name(new_id), NS)
+                finally:
+                    api.close()
+                owners = [(o.kind, o.name, o.uid) for o in secret.metadata.owner_references or []]
+                assert owners == [("Job", driver_job_name(new_id), job.metadata.uid)], owners
+        finally:
             proxy.close()
 
 
