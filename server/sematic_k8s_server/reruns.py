@@ -32,9 +32,10 @@ about a tick, its record as the cancel left it.
 The Kubernetes launcher pulls nothing (the Job's pod does), but its API may be slow to answer: its launch goes
 :data:`ANSWER_WINDOW` seconds unanswered, the request is answered all the same, the claim noted "launching the
 driver: its Job sk-driver-ID in namespace NS; the Kubernetes API is slow to answer"; a refusal after that is recorded
-failed, as above. A claim canceled meanwhile gets no driver: the claim is read right before the token Secret and the
-Job are made, and once the Job's create is answered (the Job then deleted again). Both launchers go through the same
-:class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note).
+failed, as above, and so is a launch whose call the API never answers (each has a deadline, tried 3 times:
+:func:`sematic_k8s.k8s.client.request_timeout`). A claim canceled meanwhile gets no driver: the claim is read right
+before the token Secret and the Job are made, and once the Job's create is answered (the Job then deleted again).
+Both launchers go through the same :class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note).
 """
 
 from __future__ import annotations
