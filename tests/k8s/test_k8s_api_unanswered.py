@@ -2,22 +2,30 @@
 a reset), caused for real: the cluster model behind ``ThrottlingProxy`` holding the calls it picks silent, never passed
 on (``status=0``), over real HTTP, with a short deadline ($SEMATIC_K8S_KUBE_TIMEOUT). Every call the product makes
 has a deadline (``k8s.client.make_api_client``), and one that times out is retried as a cut connection is, then fails
-in plain words. Was: no deadline, the call waiting for TCP keepalive (hours)."""
+in plain words. Was: no deadline, the call waiting for TCP keepalive (hours). A driver process (``python -m
+sematic_k8s.driver``) whose loop meets such a call it cannot go without exits 75, its resolution left running for the
+driver its Job starts next."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import wide_pipeline as wp
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import sematic_k8s as sk
 from kube_model import Cluster, NodeSpec, Script
+from model_workers import behave, held
 from outages import HoldingProxy, ThrottlingProxy
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Outcome, Task
@@ -25,10 +33,12 @@ from sematic_k8s.executors.kubernetes import KubernetesExecutor
 from sematic_k8s.future import new_id
 from sematic_k8s.k8s.client import Backoff, make_api_client, request_timeout
 from sematic_k8s.k8s.manifests import driver_job_name, token_secret_name
-from sematic_k8s.settings import KUBE_TIMEOUT_ENV
-from sematic_k8s.storage.base import put_artifact
+from sematic_k8s.settings import DRIVER_ENV, KUBE_TIMEOUT_ENV
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+from sematic_k8s.storage.base import artifact_key, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store import sql_store
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import record_resolution, serve, wait_for
 
@@ -37,6 +47,9 @@ IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "cd" * 32
 STORAGE = "s3://sk-unanswered/artifacts"
 JOB_CREATE = f"POST /apis/batch/v1/namespaces/{NS}/jobs".encode()
 POD_LIST = f"GET /api/v1/namespaces/{NS}/pods?".encode()
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HERE.parent / "support")])
 
 
 @sk.func(inline=False, cpu="100m", memory="64Mi")
@@ -262,3 +275,136 @@ def test_the_deadline_is_the_api_servers_own_by_default_and_connecting_takes_10_
     assert request_timeout() == (10.0, 60.0)
     monkeypatch.setenv(KUBE_TIMEOUT_ENV, "2.5")
     assert request_timeout() == (2.5, 2.5)
+
+
+# -- a driver process ------------------------------------------------------------------------------------------------
+
+
+def driver_of(cluster: Cluster, proxy: ThrottlingProxy, tmp_path: Path) -> tuple[Any, LocalStorage, str, Any]:
+    """``twice(7)`` stored, and a way to run a Kubernetes driver of it (``python -m sematic_k8s.driver``, recording
+    to SQLite, its API calls through ``proxy`` with a 1 s deadline): (its root, storage, database URL, ``run(name)``:
+    a driver process started, as a Popen, its output in ``<name>.log``)."""
+    storage = LocalStorage(tmp_path / "storage")
+    root = wp.twice(7)
+    s = serialization.serialize(root)
+    storage.put(artifact_key(s.id), s.payload)
+    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage.url, image=IMAGE,
+                      executor="kubernetes",
+                      executor_settings={"namespace": NS, "host": proxy.url, "owner": False, "env": {},
+                                         "creates_per_second": 0, "event_check": 0.2},
+                      resolution=ResolutionSettings(root_id=root.id, max_parallelism=8))
+    db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HOME": str(tmp_path),
+           KUBE_TIMEOUT_ENV: "1", "PYTHONPATH": PYTHONPATH}
+    env.pop("SEMATIC_K8S_SERVER", None)
+    env.pop("SEMATIC_K8S_API_KEY", None)
+
+    def run(name: str) -> subprocess.Popen:
+        with open(tmp_path / f"{name}.log", "w") as log:
+            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=ROOT)
+    return root, storage, db, run
+
+
+def unanswered_words(proxy: ThrottlingProxy, call: str) -> str:
+    return (f"KubernetesUnanswered: the Kubernetes API at {proxy.url} did not answer within 1 s (3 tries): {call} "
+            "(ReadTimeoutError); a network partition, or a load balancer or proxy that stopped forwarding: check the "
+            "way from here to it ($SEMATIC_K8S_KUBE_TIMEOUT sets the deadline)")
+
+
+def exited(p: subprocess.Popen, log: Path) -> tuple[int, str]:
+    """``p``'s exit status (waited for 300 s at most) and what it said."""
+    try:
+        code = p.wait(300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return code, log.read_text()
+
+
+def test_a_driver_whose_kubernetes_api_never_answers_exits_75_leaving_its_resolution_to_the_next_driver(
+        cluster, tmp_path):
+    """A driver process (``python -m sematic_k8s.driver``, the Kubernetes executor) whose Kubernetes API is silent,
+    every call held unanswered (a partition), with a 1 s deadline: the start-up list of the resolution's Jobs, which
+    it cannot launch without (a restarted driver re-attaches to the Jobs it lists), is tried 3 times, then the driver
+    leaves the resolution ``running``, its runs as recorded, says why in KubernetesUnanswered's words and exits 75
+    (its Job starts it again). Started again once the API answers, the driver resolves it: each run recorded once, on
+    its first attempt, one Job each."""
+    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: True, 10**6, status=0)
+    root, storage, db, driver = driver_of(cluster, proxy, tmp_path)
+    try:
+        code, said = exited(driver("first"), tmp_path / "first.log")
+        assert code == 75, said[-3000:]
+        assert proxy.held == 6, proxy.held  # the pod list (logged, gone on without), then the Job list: 3 tries each
+        words = unanswered_words(proxy, "list_namespaced_job")
+        assert f"driver: an infrastructure failure ({words}); exiting 75 to be started again" in said, said[-3000:]
+        assert f"resolution {root.id}: {words}; leaving it to a restarted driver" in said, said[-3000:]
+        store = sql_store(db)
+        res = store.get_resolution(root.id)
+        assert res.state == "running" and not res.error, res  # the cluster, not the pipeline, is at fault
+        assert sorted((r.func_name, r.state, r.attempts) for r in store.runs_of_root(root.id)) == [
+            ("one", "created", 0), ("one", "running", 1), ("twice", "running", 1)]  # the next driver resumes the first
+        assert not cluster.list("jobs.batch", NS)
+        proxy.passing()
+        code, said = exited(driver("second"), tmp_path / "second.log")
+        assert code == 0, said[-3000:]
+    finally:
+        proxy.passing()
+        proxy.close()
+    assert store.get_resolution(root.id).state == "resolved"
+    runs = store.runs_of_root(root.id)
+    assert sorted((r.func_name, r.state, r.attempts) for r in runs) == [("one", "resolved", 1)] * 2 + [
+        ("twice", "resolved", 1)], runs
+    assert store.get_artifact(store.get_run(root.id).output_id).summary == 7
+    assert len(cluster.list("jobs.batch", NS)) == 2  # one Job a run: the first driver made none
+
+
+def test_a_restarted_driver_cut_off_from_the_kubernetes_api_exits_75_and_the_next_one_re_attaches_to_the_worker(
+        cluster, tmp_path):
+    """A driver is killed (SIGKILL) while its first step's worker runs; the Kubernetes API then goes silent (every
+    call held unanswered). The restarted driver, resuming the running step, cannot list the resolution's Jobs (3
+    tries of 1 s): it exits 75, the resolution still ``running``, the step as recorded, its worker's Job left alone.
+    The next driver, the API answering again, re-attaches to that Job (never made again) and resolves the resolution,
+    each run recorded once, on its first attempt."""
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
+    silent = threading.Event()
+    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: silent.is_set(), 10**6, status=0)
+    root, storage, db, driver = driver_of(cluster, proxy, tmp_path)
+    store = sql_store(db)
+    first = driver("first")
+    try:
+        cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
+                     timeout=120, message="the first step's worker running")
+        first.kill()  # SIGKILL: the driver pod dies
+        first.wait(60)
+        silent.set()  # from now on, every call to the API is held, unanswered
+        code, said = exited(driver("second"), tmp_path / "second.log")
+        assert code == 75, said[-3000:]
+        assert proxy.held == 6, proxy.held
+        words = unanswered_words(proxy, "list_namespaced_job")
+        assert f"driver: an infrastructure failure ({words}); exiting 75 to be started again" in said, said[-3000:]
+        assert store.get_resolution(root.id).state == "running"
+        assert sorted((r.func_name, r.state, r.attempts) for r in store.runs_of_root(root.id)) == [
+            ("one", "created", 0), ("one", "running", 1), ("twice", "running", 1)]
+        assert len(cluster.list("jobs.batch", NS)) == 1 and not cluster.calls(verb="delete", resource="jobs")
+        proxy.passing()
+        third = driver("third")
+        cluster.wait(lambda: "re-attached to existing Job" in (tmp_path / "third.log").read_text() or
+                     third.poll() is not None, timeout=120, message="the third driver re-attaching to the worker's Job")
+        gate.set()
+        code, said = exited(third, tmp_path / "third.log")
+        assert code == 0, said[-3000:]
+    finally:
+        gate.set()
+        proxy.passing()
+        proxy.close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert store.get_resolution(root.id).state == "resolved"
+    assert sorted((r.func_name, r.state, r.attempts) for r in store.runs_of_root(root.id)) == [
+        ("one", "resolved", 1)] * 2 + [("twice", "resolved", 1)]
+    assert store.get_artifact(store.get_run(root.id).output_id).summary == 7
+    assert len(cluster.calls(verb="create", resource="jobs")) == 2  # the first step's Job made once, re-attached to

@@ -1,5 +1,6 @@
 """A pipeline whose one remote step is a fan-in too large for a Secret (WIDTH inputs, a presigned GET each: more than
-the 1 MiB a Secret holds), so that its task is handed over through a stored copy; for drivers run as processes."""
+the 1 MiB a Secret holds), so that its task is handed over through a stored copy; and a small one, ``one`` twice; for
+drivers run as processes."""
 
 from __future__ import annotations
 
@@ -30,3 +31,9 @@ def one(x: int) -> int:
 def fan_in(n: int) -> int:
     """``wide`` over 0 ... n-1 (each input a constant), then one small step after it."""
     return one(wide(**{f"x{i}": i for i in range(n)}))
+
+
+@sk.func
+def twice(x: int) -> int:
+    """``one`` of ``one`` of ``x``: two remote steps, one after the other."""
+    return one(one(x))
