@@ -50,7 +50,6 @@ from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
     PULL_GRACE,
-    SECRETS_DIR,
     PullBackoff,
     PullProgress,
     abandoned_words,
@@ -58,17 +57,16 @@ from sematic_k8s.docker_engine import (
     docker_client,
     engine_calls,
     engine_retried,
-    image_user,
     past_grace,
     pull,
     pull_failing,
     pull_note,
     registry_unanswered,
-    secret_archive,
     stdout_frames,
     unanswered,
     unpulled_words,
 )
+from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor

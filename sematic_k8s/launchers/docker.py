@@ -51,16 +51,14 @@ from typing import Any
 
 from sematic_k8s.docker_engine import (
     PULL_GRACE,
-    SECRETS_DIR,
     docker_client,
     engine_calls,
     engine_retried,
-    image_user,
     pull_note,
     pull_waiting,
     registry_of,
-    secret_archive,
 )
+from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable, DriverUnneeded
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd

@@ -15,7 +15,7 @@ import pytest
 
 from infra import docker_client, require_docker
 from named_user import APP_GID, APP_UID, NAMED_USER_REPO, SK_GID, named_user_image
-from sematic_k8s.docker_engine import image_user
+from sematic_k8s.docker_secrets import image_user
 from sematic_k8s.errors import ImageUserUnknown
 from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.launchers.docker import start_driver
