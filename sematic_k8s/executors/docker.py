@@ -28,8 +28,8 @@ the engine spends a minute on (a registry silent for :data:`PULL_SILENCE`, a 5xx
 other run, and a run canceled meanwhile ends at once (its try, no run waiting for it, abandoned within
 :data:`~sematic_k8s.docker_engine.PULL_TICK`, a silent one too). While a run's first try is
 under way, :attr:`~DockerExecutor.waiting` says how far it got, from the engine's stream
-(:class:`~sematic_k8s.docker_engine.PullProgress`: layers, MB, a layer it retries), the words changed every few seconds
-at most; gone once the run is launched.
+(:class:`~sematic_k8s.docker_pull_progress.PullProgress`: layers, MB, a layer it retries), the words changed every
+few seconds at most; gone once the run is launched.
 
 An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
 as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
@@ -51,7 +51,6 @@ from typing import Any, TypeVar
 from sematic_k8s.docker_engine import (
     PULL_GRACE,
     PullBackoff,
-    PullProgress,
     abandoned_words,
     attach_stdout,
     docker_client,
@@ -60,12 +59,11 @@ from sematic_k8s.docker_engine import (
     past_grace,
     pull,
     pull_failing,
-    pull_note,
     registry_unanswered,
     stdout_frames,
     unanswered,
-    unpulled_words,
 )
+from sematic_k8s.docker_pull_progress import PullProgress, pull_note, unpulled_words
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
@@ -176,7 +174,7 @@ class DockerExecutor(RemoteExecutor):
 
     @property
     def waiting(self) -> dict[str, str]:
-        """Run id -> what its worker waits for (its image, :func:`~sematic_k8s.docker_engine.pull_note`: its pull
+        """Run id -> what its worker waits for (its image, :func:`~sematic_k8s.docker_pull_progress.pull_note`: its pull
         try's progress while one is under way, in the engine's stream's words, "pulling its image (PROGRESS): REF";
         once a try failed, that, "...; trying again for up to N s", with "; pulling: PROGRESS" while the next try is
         under way), noted on the run."""

@@ -1229,9 +1229,9 @@ def test_runs_whose_layer_the_engine_retries_fail_each_at_its_own_pull_grace_and
     machine, may not. Was: the grace began at the first failed try, and a run was failed only once a try ended: about
     150 s here; then, a run's grace began when the executor first looked after the retry, here at the second's
     coming: both failed together, at the second's grace."""
-    from sematic_k8s import docker_engine
+    from sematic_k8s import docker_pull_progress
 
-    monkeypatch.setattr(docker_engine, "PULL_PROGRESS_EVERY", 0.0)  # the note says the retry within the grace
+    monkeypatch.setattr(docker_pull_progress, "PULL_PROGRESS_EVERY", 0.0)  # the note says the retry within the grace
     proxy, image = retried_layer
     executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=3)
     try:
@@ -1291,12 +1291,13 @@ def test_a_layers_download_that_failed_before_its_first_byte_holds_no_run_past_i
     read's "Downloading" line of no bytes (``progressDetail`` {} when no size was known, else the size alone), then
     its "Retrying in N seconds". The engine's stream most often replaces the first line by the second before sending
     it, not always (a loaded machine): the real engine's lines, which cannot be timed from here, are given to
-    :class:`~sematic_k8s.docker_engine.PullProgress` as its stream gives them. That try is not moving: a run past its
+    ``PullProgress`` as its stream gives them. That try is not moving: a run past its
     grace fails (``past_grace``), and the note keeps "the engine retries a layer", each failure counted once; a line
     with bytes still is a download under way. Was: any "Downloading" line was a move, every waiting run held for
     ``PULL_STALL`` (10 s) past its grace: in ~25 runs of the test above on a loaded machine, once, runs due 1.5 s
     apart failed together ("could not pull it for 10 s" and "for 8 s")."""
-    from sematic_k8s.docker_engine import PullProgress, past_grace
+    from sematic_k8s.docker_engine import past_grace
+    from sematic_k8s.docker_pull_progress import PullProgress
 
     layer = "48012343fd52"
     progress = PullProgress(f"127.0.0.1:5000/img@sha256:{'0' * 64}")
@@ -1405,14 +1406,14 @@ def test_many_runs_waiting_for_one_image_have_their_notes_written_only_when_thei
     PULL_PROGRESS_EVERY 0), never with the engine's countdown. Counted: the store's writes of each run's note, at most
     a few more than the 503s the proxy answered. Was: every read whose countdown moved (a write a second a run here;
     every 5 s otherwise, whatever the number of runs)."""
-    from sematic_k8s import docker_engine
+    from sematic_k8s import docker_pull_progress
     from sematic_k8s.executors.inline import InlineExecutor
     from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
     from sematic_k8s.resolvers.loop import ResolutionLoop
     from sematic_k8s.specs import ResolutionSettings
     from sematic_k8s.store import sql_store
 
-    monkeypatch.setattr(docker_engine, "PULL_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(docker_pull_progress, "PULL_PROGRESS_EVERY", 0.0)
     proxy, image = retried_layer
     store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     f = project[0].incs(5)

@@ -39,7 +39,7 @@ from outages import (
     registry_answering,
     restarted_in,
 )
-from sematic_k8s import docker_engine, launchers, settings
+from sematic_k8s import docker_engine, docker_pull_progress, launchers, settings
 from sematic_k8s.cli import cli
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
@@ -608,7 +608,7 @@ def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_sayin
         with s.client() as c:
             res = c.get(f"/api/v1/resolutions/{new_id}").json()
             assert res["state"] == "created", res
-            assert res["settings"]["waiting"] == docker_engine.pull_note("the driver's", image, ""), res
+            assert res["settings"]["waiting"] == docker_pull_progress.pull_note("the driver's", image, ""), res
             assert proxy.throttled == proxy.held and drivers_of(new_id) == []  # no try answered, none failed
             _cancel_ends_its_launch(c, new_id, caplog)
             assert drivers_of(new_id) == []
@@ -643,9 +643,9 @@ def slow_layer(tmp_path: Path) -> Iterator[tuple[PausingProxy, RegistryProcess, 
 
 def counted(image: str) -> re.Pattern[str]:
     """The words of the first try's progress while its 40 MB layer is paused, a worker's words (the one code path,
-    ``docker_engine.pull_note``)."""
+    ``docker_pull_progress.pull_note``)."""
     return re.compile(r"^pulling the driver's image \(\d+ of \d+ layers, \d+ of 40 MB\): "
-                      + re.escape(docker_engine.short_image(image)) + "$")
+                      + re.escape(docker_pull_progress.short_image(image)) + "$")
 
 
 def test_a_cloud_resolvers_docker_driver_whose_first_pull_try_goes_on_slowly_shows_its_progress(tmp_path):
@@ -666,7 +666,7 @@ def test_a_cloud_resolvers_docker_driver_whose_first_pull_try_goes_on_slowly_sho
                             30, what="the console to show the first try's progress")
             assert proxy.paused == 1 and drivers_of(spec.root_id or "") == [] and launch.is_alive(), said
             lines = console.getvalue().splitlines()
-            assert lines[0] == f"pulling the driver's image: {docker_engine.short_image(image)}", lines
+            assert lines[0] == f"pulling the driver's image: {docker_pull_progress.short_image(image)}", lines
             assert all(healthy(line) for line in lines), lines  # none failed, the engine retried nothing
             proxy.resume()
             launch.join(60)
