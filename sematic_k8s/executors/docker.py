@@ -49,21 +49,23 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
-    PULL_GRACE,
-    PullBackoff,
-    abandoned_words,
     attach_stdout,
     docker_client,
     engine_calls,
     engine_retried,
-    past_grace,
     pull,
-    pull_failing,
-    registry_unanswered,
     stdout_frames,
     unanswered,
 )
 from sematic_k8s.docker_pull_progress import PullProgress, pull_note, unpulled_words
+from sematic_k8s.docker_pull_wait import (
+    PULL_GRACE,
+    PullBackoff,
+    abandoned_words,
+    past_grace,
+    pull_failing,
+    registry_unanswered,
+)
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
@@ -134,7 +136,7 @@ class DockerExecutor(RemoteExecutor):
     def _start(self, launch: _Unpulled, failed: BaseException | None = None,
                failing_since: float | None = None) -> bool:
         """Launch it, unless the pull try it waited for ``failed`` (that try's error, failing since ``failing_since``,
-        monotonic: :func:`~sematic_k8s.docker_engine.pull_failing`'s, the engine's first retry of a layer in it, else
+        monotonic: :func:`~sematic_k8s.docker_pull_wait.pull_failing`'s, the engine's first retry of a layer in it, else
         its silence's start or last line); False when it waits for its image (a pull try under way, or due)."""
         import docker.errors
 
@@ -221,7 +223,7 @@ class DockerExecutor(RemoteExecutor):
         """Fail each waiting run whose ``pull_grace`` has passed since its first failure (a failed try, or the engine
         retrying a layer in the try under way, or that try's silence), at its own deadline, whether or not a try is
         under way: in the engine's words, the last failure's (or the silence's), with that try's progress; unless
-        that try still downloads (:func:`~sematic_k8s.docker_engine.past_grace`, the launchers' rule too)."""
+        that try still downloads (:func:`~sematic_k8s.docker_pull_wait.past_grace`, the launchers' rule too)."""
         pull, now = self._pull, time.monotonic()
         progress = pull.progress if pull is not None else None
         if progress is not None and progress.retried_at is not None:

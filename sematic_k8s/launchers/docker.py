@@ -14,7 +14,7 @@ A driver's image the engine does not have is pulled; while its registry does not
 ...: connection refused", a 5xx or 429), the pull is tried again with backoff for ``pull_grace`` seconds (the spec's
 ``executor_settings["pull_grace"]``, as for its workers; 120 s, from the first failure: a failed try, or the engine
 retrying a layer), ``progress`` told so, and told again as the pull goes on, in a worker's words
-(:func:`~sematic_k8s.docker_engine.pull_waiting`, :func:`~sematic_k8s.docker_pull_progress.pull_note`: "pulling the
+(:func:`~sematic_k8s.docker_pull_wait.pull_waiting`, :func:`~sematic_k8s.docker_pull_progress.pull_note`: "pulling the
 driver's image (D of N layers, X of Y MB; the engine retries a layer (K failed downloads)): REF" while no try failed;
 then the failure, "...; trying again for up to 120 s", with "; pulling: PROGRESS" while a later try is under way);
 past it (a try under way that downloads nothing abandoned), or at once for a registry that refuses it (manifest
@@ -49,14 +49,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sematic_k8s.docker_engine import (
-    PULL_GRACE,
-    docker_client,
-    engine_calls,
-    engine_retried,
-    pull_waiting,
-)
+from sematic_k8s.docker_engine import docker_client, engine_calls, engine_retried
 from sematic_k8s.docker_pull_progress import pull_note, registry_of
+from sematic_k8s.docker_pull_wait import PULL_GRACE, pull_waiting
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable, DriverUnneeded
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels

@@ -1296,8 +1296,8 @@ def test_a_layers_download_that_failed_before_its_first_byte_holds_no_run_past_i
     with bytes still is a download under way. Was: any "Downloading" line was a move, every waiting run held for
     ``PULL_STALL`` (10 s) past its grace: in ~25 runs of the test above on a loaded machine, once, runs due 1.5 s
     apart failed together ("could not pull it for 10 s" and "for 8 s")."""
-    from sematic_k8s.docker_engine import past_grace
     from sematic_k8s.docker_pull_progress import PullProgress
+    from sematic_k8s.docker_pull_wait import past_grace
 
     layer = "48012343fd52"
     progress = PullProgress(f"127.0.0.1:5000/img@sha256:{'0' * 64}")
