@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sematic_k8s.docker_engine import PULL_TICK, PullAbandoned, pull, silence_words
+from sematic_k8s.docker_pull import PULL_TICK, PullAbandoned, pull, silence_words
 from sematic_k8s.docker_pull_progress import PullProgress, and_pulling, unpulled_words
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.retries import MAX_WAIT

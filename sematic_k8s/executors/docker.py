@@ -26,7 +26,7 @@ not have the image, or refuses it (manifest unknown, 404, unauthorized), fails t
 a thread of its own (:class:`_Pull`, one per image, shared by every run waiting for it), never on the caller's: a try
 the engine spends a minute on (a registry silent for :data:`PULL_SILENCE`, a 5xx to a layer it retries) holds up no
 other run, and a run canceled meanwhile ends at once (its try, no run waiting for it, abandoned within
-:data:`~sematic_k8s.docker_engine.PULL_TICK`, a silent one too). While a run's first try is
+:data:`~sematic_k8s.docker_pull.PULL_TICK`, a silent one too). While a run's first try is
 under way, :attr:`~DockerExecutor.waiting` says how far it got, from the engine's stream
 (:class:`~sematic_k8s.docker_pull_progress.PullProgress`: layers, MB, a layer it retries), the words changed every
 few seconds at most; gone once the run is launched.
@@ -53,10 +53,10 @@ from sematic_k8s.docker_engine import (
     docker_client,
     engine_calls,
     engine_retried,
-    pull,
     stdout_frames,
     unanswered,
 )
+from sematic_k8s.docker_pull import pull
 from sematic_k8s.docker_pull_progress import PullProgress, pull_note, unpulled_words
 from sematic_k8s.docker_pull_wait import (
     PULL_GRACE,
@@ -559,10 +559,10 @@ class DockerExecutor(RemoteExecutor):
 
 
 class _Pull(threading.Thread):
-    """One try of :func:`~sematic_k8s.docker_engine.pull` of ``image`` (silent for
-    :data:`~sematic_k8s.docker_engine.PULL_SILENCE` at most), on a daemon thread of its own, started at once:
+    """One try of :func:`~sematic_k8s.docker_pull.pull` of ``image`` (silent for
+    :data:`~sematic_k8s.docker_pull.PULL_SILENCE` at most), on a daemon thread of its own, started at once:
     ``error`` is what it raised (None: pulled); ``wake`` is set when it ends. :meth:`abandon` ends it within
-    :data:`~sematic_k8s.docker_engine.PULL_TICK`, a silent try too, the engine's pull with it."""
+    :data:`~sematic_k8s.docker_pull.PULL_TICK`, a silent try too, the engine's pull with it."""
 
     def __init__(self, client: Any, image: str, wake: threading.Event) -> None:  # noqa: ANN401 - a docker client
         super().__init__(name="sk-docker-pull", daemon=True)

@@ -1337,9 +1337,9 @@ def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(pro
     its answer's head), the silence limit far past the test (600 s): the try is abandoned at once, its connection to
     the engine closed (the engine's pull ends with it). Was: abandon() was asked only at a line of the pull's
     stream: a silent try went on to its silence limit (the grace, at most a minute), its result read by no one."""
-    from sematic_k8s import docker_engine
+    from sematic_k8s import docker_pull
 
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     monkeypatch.setattr(docker_executor, "PULL_SILENCE", 600.0, raising=False)  # where an executor read it itself
     registry, ref = unpulled
     with registry_answering(registry, ref, SILENT) as (proxy, image):
@@ -1353,7 +1353,7 @@ def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(pro
             executor.close()
         pulling.join(30)
         assert not pulling.is_alive(), "the silent try was not abandoned"
-        assert isinstance(pulling.error, docker_engine.PullAbandoned), pulling.error
+        assert isinstance(pulling.error, docker_pull.PullAbandoned), pulling.error
     assert containers_of(task) == []
 
 
@@ -1365,7 +1365,7 @@ def test_a_pull_abandoned_while_the_engine_has_not_accepted_its_connection_ends_
     PROBE_TIMEOUT (10 s), then left it to a timeout of PULL_SILENCE + PROBE_TIMEOUT (70 s)."""
     import docker
 
-    from sematic_k8s import docker_engine
+    from sematic_k8s import docker_engine, docker_pull
 
     monkeypatch.setattr(docker_engine, "PROBE_TIMEOUT", 600.0)
     engine = socket.create_server(("127.0.0.1", 0), backlog=0)
@@ -1377,7 +1377,7 @@ def test_a_pull_abandoned_while_the_engine_has_not_accepted_its_connection_ends_
 
     def pull() -> None:
         try:
-            docker_engine.pull(client, "127.0.0.1:1/sk-test-never:latest", abandon=lambda: True)
+            docker_pull.pull(client, "127.0.0.1:1/sk-test-never:latest", abandon=lambda: True)
         except BaseException as e:  # noqa: BLE001 - asserted below
             abandoned.append(e)
 
@@ -1386,7 +1386,7 @@ def test_a_pull_abandoned_while_the_engine_has_not_accepted_its_connection_ends_
         puller.start()
         puller.join(60)
         assert not puller.is_alive(), "the abandoned try waited for its connection to the engine"
-        assert len(abandoned) == 1 and isinstance(abandoned[0], docker_engine.PullAbandoned), abandoned
+        assert len(abandoned) == 1 and isinstance(abandoned[0], docker_pull.PullAbandoned), abandoned
         engine.accept()[0].close()  # the engine accepts: the filler, then the try's connection, made late
         late, _ = engine.accept()
         with late:

@@ -494,10 +494,10 @@ def test_a_reruns_row_shows_live_as_soon_as_it_is_asked(browser: Any, tmp_path: 
     from playwright.sync_api import expect
 
     from outages import HELD
-    from sematic_k8s import docker_engine
+    from sematic_k8s import docker_pull
     from waiting import wait_for
 
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     with _rerun_list(browser, tmp_path, HELD, 600) as (s, page, root, proxy), ThreadPoolExecutor(1) as pool:
         def ask() -> Any:
             with s.client() as c:

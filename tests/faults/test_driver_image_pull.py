@@ -39,7 +39,7 @@ from outages import (
     registry_answering,
     restarted_in,
 )
-from sematic_k8s import docker_engine, docker_pull_progress, launchers, settings
+from sematic_k8s import docker_pull, docker_pull_progress, launchers, settings
 from sematic_k8s.cli import cli
 from sematic_k8s.errors import ImageUnpulled
 from sematic_k8s.labels import RESOLUTION_LABEL
@@ -200,7 +200,7 @@ def test_a_docker_driver_whose_registry_answers_not_now_past_its_pull_grace_fail
     for such a registry without end), saying for how long it was tried; no container. The silence limit set far
     past the grace (600 s): the grace ends the silent try (its pull asks whether to go on every half second). Was:
     the silent registry held the launch for ever."""
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     registry, ref = pushed
     not_now = SILENT if answer == "silent" else REGISTRY_NOT_NOW[answer]
     words = not_now.words
@@ -318,7 +318,7 @@ def test_a_docker_driver_launch_stopped_while_its_registry_is_silent_ends_at_onc
     which say how long the try was silent: less than the grace, so the try was ended at the stop, not at a limit of
     its own; no container. Was: the stop was asked only at a line of the pull's stream, none came: the launch
     went on until the try's silence limit (the grace, at most a minute), a server's stop held that long."""
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     registry, ref = pushed
     with registry_answering(registry, ref, SILENT) as (proxy, image):
         spec, stop = spec_of(image, pull_grace=60), threading.Event()
@@ -428,7 +428,7 @@ def test_a_server_reruns_claim_is_told_live_as_it_is_recorded_before_its_launch_
     through the database (``NOTIFY``), as every event does there, to every server process's followers. The request's
     answer window (``ANSWER_WINDOW``, after which a pull with nothing said is noted and answered) is set past the test
     too: the claim's event is the only one before the proxy passes."""
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     monkeypatch.setattr(reruns, "ANSWER_WINDOW", 600.0)
     db_url = request.getfixturevalue("postgres_url") if database == "postgres" else None
     registry, ref = pushed
@@ -564,7 +564,7 @@ def test_a_server_rerun_canceled_while_its_pull_is_silent_ends_its_launch_at_onc
     says so, no launcher failure), its claim canceled as the cancel left it, long before the try's silence limit or
     the grace (waited for a minute at most). Was: ``ended()`` was read only between the pull's tries, so the launch
     and its queue slot waited on until the silent try ended: at the grace, ten minutes."""
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     caplog.set_level(logging.INFO, logger="sematic_k8s_server")
     registry, ref = pushed
     with registry_answering(registry, ref, REGISTRY_NOT_NOW["503"]) as (proxy, image), \
@@ -599,7 +599,7 @@ def test_a_server_rerun_whose_first_pull_try_is_silent_is_answered_at_once_sayin
     that first try's request; a cancel through the server then ends the launch with no driver. Was: the request was
     answered only when that try ended, at its silence limit (ten minutes here; a minute by default): the client
     timed out with no id to cancel."""
-    monkeypatch.setattr(docker_engine, "PULL_SILENCE", 600.0)
+    monkeypatch.setattr(docker_pull, "PULL_SILENCE", 600.0)
     caplog.set_level(logging.INFO, logger="sematic_k8s_server")
     registry, ref = pushed
     with registry_answering(registry, ref, SILENT) as (proxy, image), \
