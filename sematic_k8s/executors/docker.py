@@ -64,11 +64,11 @@ from sematic_k8s.docker_pull_wait import (
     abandoned_words,
     past_grace,
     pull_failing,
-    registry_unanswered,
 )
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
+from sematic_k8s.executors.docker_create import ImageAbsent, Refused, cpus, memory_bytes
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
@@ -144,15 +144,15 @@ class DockerExecutor(RemoteExecutor):
         with engine_calls(f"starting the worker of run {spec.run_id}"):
             try:
                 if isinstance(failed, docker.errors.APIError):
-                    raise _Refused("pull", failed)
+                    raise Refused("pull", failed)
                 if failed is not None:
                     raise failed  # the engine did not answer the pull: DockerUnavailable, by engine_calls
                 self._launch(spec, task, launch.env)
-            except _Absent:  # not on this engine yet: pulled once, as `docker run` does, off the caller's thread
+            except ImageAbsent:  # not on this engine yet: pulled once, as `docker run` does, off the caller's thread
                 self.unpulled[spec.run_id] = launch
                 self._pull_again()
                 return False
-            except _Refused as e:
+            except Refused as e:
                 now = time.monotonic()
                 if launch.since is None and e.passing():
                     launch.since = min(now, max(launch.came, failing_since or now))  # joined that try late
@@ -250,9 +250,9 @@ class DockerExecutor(RemoteExecutor):
         labels = {**run_labels(spec.root_id, spec.run_id, task.func.name, "worker"), ATTEMPT_LABEL: str(spec.attempt)}
         limits: dict[str, Any] = {}
         if task.func.memory:
-            limits["mem_limit"] = _docker_memory(task.func.memory)
+            limits["mem_limit"] = memory_bytes(task.func.memory)
         if task.func.cpu:
-            limits["nano_cpus"] = int(_cpus(task.func.cpu) * 1e9)
+            limits["nano_cpus"] = int(cpus(task.func.cpu) * 1e9)
         api = self.client.api  # create and start, without the SDK's inspect in between (a round trip less)
         name = f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}"
         def create() -> dict[str, Any]:
@@ -263,9 +263,9 @@ class DockerExecutor(RemoteExecutor):
         try:
             created = create()
         except docker.errors.ImageNotFound:
-            raise _Absent from None
+            raise ImageAbsent from None
         except docker.errors.APIError as e:
-            raise _Refused("create", e) from None
+            raise Refused("create", e) from None
         stdout, stage = None, "create"
         try:  # its task, presigned URLs and all, as a file of the image's user alone (removed once read)
             self.owner = self.owner or image_user(self.client, self.image, created["Id"])
@@ -281,7 +281,7 @@ class DockerExecutor(RemoteExecutor):
                 stdout.close()
             api.remove_container(created["Id"], force=True)
             if isinstance(e, docker.errors.APIError):
-                raise _Refused(stage, e) from None
+                raise Refused(stage, e) from None
             raise
         container = self.containers[spec.run_id] = self.client.containers.prepare_model({"Id": created["Id"],
                                                                                          "Name": name})
@@ -598,43 +598,6 @@ class _Unpulled:
     came: float = field(default_factory=time.monotonic)  # when it began to wait
 
 
-class _Absent(Exception):
-    """The engine does not have the worker's image (its create said so): it is to be pulled."""
-
-
-class _Refused(Exception):
-    """The engine's answer refusing a worker's container (``error``, a docker APIError) as it was asked to
-    ``create``, ``pull`` its image, or ``start`` it."""
-
-    def __init__(self, stage: str, error: Any) -> None:  # noqa: ANN401 - a docker APIError
-        super().__init__(stage, error)
-        self.stage, self.said = stage, str(error.explanation or error)
-
-    def passing(self) -> bool:
-        """Whether it is a pull that failed because the image's registry did not answer, or answered "not now"
-        (a 5xx, 429): the image may come, where a registry's "manifest unknown" or "unauthorized" says it will not."""
-        return self.stage == "pull" and registry_unanswered(self.said)
-
-    def words(self, task: Task, image: str, waited: float | None = None) -> str:
-        """What the engine refused, in its words, and what to do (``waited``: seconds the run waited for its
-        image's registry to answer)."""
-        if self.stage == "pull":
-            return unpulled_words(image, self.said, waited)
-        what = "refused to start it" if self.stage == "start" else "refused it"
-        for stage, words, fix in _FIXES:
-            if stage == self.stage and words in self.said:
-                return f"the Docker engine {what} ({self.said}): " + fix.format(func=task.func, image=image)
-        return f"the Docker engine {what} ({self.said})"
-
-
-# what to do about a refused create or start, by the engine's words
-# (a memory below the engine's 6 MB minimum is refused where the func is declared: quantities.MIN_MEMORY)
-_FIXES = (("create", "Range of CPUs", "the func's cpu={func.cpu} is outside that range: ask for an amount within it"),
-          *(("start", words, f"image {{image}} cannot run the worker (`{' '.join(WORKER_COMMAND)}`): it needs "
-                             "python, with sematic-k8s installed, on its PATH")
-            for words in ("executable file not found", "no such file or directory")))
-
-
 def _remove(container: Any) -> None:
     """Remove a container (stopping it first), whether or not it is still there."""
     import docker.errors
@@ -643,18 +606,3 @@ def _remove(container: Any) -> None:
         container.remove(force=True)
     except docker.errors.NotFound:
         pass
-
-
-def _cpus(cpu: str) -> float:
-    return float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-
-
-_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def _docker_memory(memory: str) -> int:
-    """Kubernetes quantity ('512Mi', '4Gi', '1G') -> bytes."""
-    for unit, factor in _UNITS.items():
-        if memory.endswith(unit):
-            return int(float(memory[: -len(unit)]) * factor)
-    return int(memory)
