@@ -11,7 +11,9 @@ input artifact ids, as JSON) and reads the worker's outcome document back from s
 - :mod:`.process`, :mod:`.docker`, :mod:`.kubernetes`: one worker process, container or Job per attempt. The
   Kubernetes executor wires one module per job: :mod:`.kubernetes_launch` (with :mod:`.kubernetes_launch_queue`)
   creates Jobs, :mod:`.kubernetes_follow` follows them, :mod:`.kubernetes_attempts` holds what is known of each,
-  :mod:`.kubernetes_copies` deletes the stored copies of tasks too large for a Secret, off the driver's loop.
+  :mod:`.kubernetes_copies` deletes the stored copies of tasks too large for a Secret, off the driver's loop. The
+  Docker executor follows its containers; :mod:`.docker_create` says what a container is asked of the engine and
+  what its refusal means, :mod:`.docker_image_wait` holds the runs that wait for their image.
 - :mod:`.scripted`: outcomes decided in advance, to test the loop without threads or waiting.
 
 Drivers pick executors by name through :data:`sematic_k8s.backends.EXECUTORS` (each has ``from_spec``).

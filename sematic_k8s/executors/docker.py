@@ -23,13 +23,13 @@ connection refused", or a 5xx or 429 from the registry) waits for it, as a pod i
 tried again now and then (with backoff; :attr:`~DockerExecutor.waiting` says so) for ``pull_grace`` seconds from its
 first failure, then the run fails as CreateContainerError in the engine's words. A registry that answers that it does
 not have the image, or refuses it (manifest unknown, 404, unauthorized), fails the run at once. Each pull try runs on
-a thread of its own (:class:`_Pull`, one per image, shared by every run waiting for it), never on the caller's: a try
-the engine spends a minute on (a registry silent for :data:`PULL_SILENCE`, a 5xx to a layer it retries) holds up no
-other run, and a run canceled meanwhile ends at once (its try, no run waiting for it, abandoned within
-:data:`~sematic_k8s.docker_pull.PULL_TICK`, a silent one too). While a run's first try is
-under way, :attr:`~DockerExecutor.waiting` says how far it got, from the engine's stream
-(:class:`~sematic_k8s.docker_pull_progress.PullProgress`: layers, MB, a layer it retries), the words changed every
-few seconds at most; gone once the run is launched.
+a thread of its own (:mod:`.docker_image_wait`, what waits: one try per image, shared by every run waiting for it),
+never on the caller's: a try the engine spends a minute on (a registry silent for
+:data:`~sematic_k8s.docker_pull.PULL_SILENCE`, a 5xx to a layer it retries) holds up no other run, and a run canceled
+meanwhile ends at once (its try, no run waiting for it, abandoned within :data:`~sematic_k8s.docker_pull.PULL_TICK`, a
+silent one too). While a run's first try is under way, :attr:`~DockerExecutor.waiting` says how far it got, from
+the engine's stream (:class:`~sematic_k8s.docker_pull_progress.PullProgress`: layers, MB, a layer it retries), the
+words changed every few seconds at most; gone once the run is launched.
 
 An engine that stops answering while workers run (restarted, its connection cut) is ridden out for the retry window,
 as the store and storage are: every request but a launch's goes through :meth:`DockerExecutor._engine`, and a follow
@@ -45,7 +45,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sematic_k8s.docker_engine import (
@@ -56,19 +55,15 @@ from sematic_k8s.docker_engine import (
     stdout_frames,
     unanswered,
 )
-from sematic_k8s.docker_pull import pull
-from sematic_k8s.docker_pull_progress import PullProgress, pull_note, unpulled_words
 from sematic_k8s.docker_pull_wait import (
     PULL_GRACE,
-    PullBackoff,
-    abandoned_words,
-    past_grace,
     pull_failing,
 )
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.docker_create import ImageAbsent, Refused, cpus, memory_bytes
+from sematic_k8s.executors.docker_image_wait import ImageWait, Unpulled
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
@@ -112,10 +107,7 @@ class DockerExecutor(RemoteExecutor):
         self.owner: tuple[int, int] | None = None  # the image's user (uid, gid), who alone may read a task file
         self.lost: DockerUnavailable | None = None  # the engine stopped answering for longer than the retry window
         self.left: set[str] = set()  # containers not removed for it (named when the executor closes)
-        self.pull_grace = pull_grace
-        self.unpulled: dict[str, _Unpulled] = {}  # run id -> its launch, waiting for its image's registry
-        self._backoff = PullBackoff()  # when the image's pull is tried again
-        self._pull: _Pull | None = None  # the image's pull try under way (or ended, its result not yet read)
+        self.pulls = ImageWait(self.client, image, pull_grace, self._wake)  # the runs waiting for their image
 
     @classmethod
     def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
@@ -131,9 +123,9 @@ class DockerExecutor(RemoteExecutor):
         and one whose registry does not answer is waited for (:attr:`waiting`, :meth:`_pull_again`), the run launched
         from :meth:`ended` once it is there; an engine that does not answer is DockerUnavailable."""
         self.root_id = spec.root_id
-        self._start(_Unpulled(spec, task, env))
+        self._start(Unpulled(spec, task, env))
 
-    def _start(self, launch: _Unpulled, failed: BaseException | None = None,
+    def _start(self, launch: Unpulled, failed: BaseException | None = None,
                failing_since: float | None = None) -> bool:
         """Launch it, unless the pull try it waited for ``failed`` (that try's error, failing since ``failing_since``,
         monotonic: :func:`~sematic_k8s.docker_pull_wait.pull_failing`'s, the engine's first retry of a layer in it, else
@@ -149,100 +141,47 @@ class DockerExecutor(RemoteExecutor):
                     raise failed  # the engine did not answer the pull: DockerUnavailable, by engine_calls
                 self._launch(spec, task, launch.env)
             except ImageAbsent:  # not on this engine yet: pulled once, as `docker run` does, off the caller's thread
-                self.unpulled[spec.run_id] = launch
+                self.pulls.unpulled[spec.run_id] = launch
                 self._pull_again()
                 return False
             except Refused as e:
-                now = time.monotonic()
-                if launch.since is None and e.passing():
-                    launch.since = min(now, max(launch.came, failing_since or now))  # joined that try late
-                if e.passing() and now - (launch.since or now) < self.pull_grace:
-                    if not launch.said:
-                        log.warning("run %s waits for its image: the Docker engine could not pull %s (%s); trying "
-                                    "again for up to %g s", spec.run_id, self.image, e.said, self.pull_grace)
-                    launch.said = e.said
-                    self.unpulled[spec.run_id] = launch
+                ended = self.pulls.refused(launch, e, failing_since)
+                if ended is None:  # it waits for its image
                     return False
-                waited = now - launch.since if launch.since is not None else None
-                self.finished.append(Ended(spec.run_id, None, "CreateContainerError",
-                                           e.words(task, self.image, waited),
-                                           details={"executor": "docker", "image": self.image}))
+                self.finished.append(ended)
         return True
 
     def _deadline(self, task: Task, ran: float) -> None:
         """Count the func's timeout from its worker's launch: not while it waits for its image."""
-        if task.run_id not in self.unpulled:
+        if task.run_id not in self.pulls.unpulled:
             super()._deadline(task, ran)
 
     @property
     def waiting(self) -> dict[str, str]:
-        """Run id -> what its worker waits for (its image, :func:`~sematic_k8s.docker_pull_progress.pull_note`: its pull
-        try's progress while one is under way, in the engine's stream's words, "pulling its image (PROGRESS): REF";
-        once a try failed, that, "...; trying again for up to N s", with "; pulling: PROGRESS" while the next try is
-        under way), noted on the run."""
-        pull = self._pull
-        progress = pull.progress.words() if pull is not None and pull.is_alive() else None
-        return {run_id: pull_note("its", self.image, progress, self._failed(u)) for run_id, u in self.unpulled.items()
-                if u.said or progress is not None}
-
-    def _failed(self, u: _Unpulled) -> str:
-        """The wait's words of a run whose image's pull try failed ("" while none did)."""
-        return (f"waiting for its image: the Docker engine could not pull {self.image} ({u.said}); trying again for "
-                f"up to {self.pull_grace:g} s") if u.said else ""
+        """Run id -> what its worker waits for (:meth:`ImageWait.notes`: its image, with its pull try's progress or
+        its failure), noted on the run."""
+        return self.pulls.notes()
 
     def _pull_again(self) -> None:
         """Read the image's pull try: once it ended, launch the runs that waited for it again, in the order they came,
         with its result (pulled, each is started; failed, each waits again, or fails in the engine's words at a
-        refusal); fail each run past its grace (:meth:`_past_grace`); abandon a try no run waits for any more; start
-        the next one once it is due (backoff between the tries) while runs wait."""
-        pull = self._pull
-        if pull is not None and not pull.is_alive():
-            self._pull = None
-            if pull.error is None:
-                self._backoff.pulled()
-            else:
-                self._backoff.failed()
-            for run_id in list(self.unpulled):
-                launch = self.unpulled.pop(run_id, None)
+        refusal); fail each run past its grace (:meth:`ImageWait.past_grace`); abandon a try no run waits for any
+        more; start the next one once it is due (backoff between the tries) while runs wait."""
+        pull = self.pulls.ended_try()
+        if pull is not None:
+            for run_id in list(self.pulls.unpulled):
+                launch = self.pulls.unpulled.pop(run_id, None)
                 if launch is None:  # launched already, by a try started and ended meanwhile (its image gone again)
                     continue
                 try:  # else back in unpulled: it waits again
                     started = self._start(launch, pull.error, pull_failing(None, pull.progress))
                 except BaseException:  # the engine stopped answering (DockerUnavailable): still waiting
-                    self.unpulled.setdefault(run_id, launch)
+                    self.pulls.unpulled.setdefault(run_id, launch)
                     raise
                 if started:
                     self._deadline(launch.task, 0.0)
-        self._past_grace()
-        if not self.unpulled:
-            self._abandon()
-        elif self._pull is None and self._backoff.due():
-            self._pull = _Pull(self.client, self.image, self._wake)
-
-    def _past_grace(self) -> None:
-        """Fail each waiting run whose ``pull_grace`` has passed since its first failure (a failed try, or the engine
-        retrying a layer in the try under way, or that try's silence), at its own deadline, whether or not a try is
-        under way: in the engine's words, the last failure's (or the silence's), with that try's progress; unless
-        that try still downloads (:func:`~sematic_k8s.docker_pull_wait.past_grace`, the launchers' rule too)."""
-        pull, now = self._pull, time.monotonic()
-        progress = pull.progress if pull is not None else None
-        if progress is not None and progress.retried_at is not None:
-            for u in self.unpulled.values():  # the retry's time in the stream, or its own coming: not this look's
-                u.since = u.since if u.since is not None else pull_failing(None, progress, u.came)
-        for run_id, u in list(self.unpulled.items()):
-            if past_grace(u.since, self.pull_grace, progress, u.came):
-                del self.unpulled[run_id]
-                said = abandoned_words(u.said, progress, u.since) if progress is not None else u.said
-                waited = now - (pull_failing(u.since, progress, u.came) or now)
-                self.finished.append(Ended(run_id, None, "CreateContainerError",
-                                           unpulled_words(self.image, said, waited),
-                                           details={"executor": "docker", "image": self.image}))
-
-    def _abandon(self) -> None:
-        """No run waits for the try under way: it is ended (the engine's pull with it), its result never read."""
-        pull, self._pull = self._pull, None
-        if pull is not None:
-            pull.abandon()
+        self.finished.extend(self.pulls.past_grace())
+        self.pulls.next_try()
 
     def _launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         import docker.errors
@@ -526,8 +465,8 @@ class DockerExecutor(RemoteExecutor):
         self.running.clear()
         self.deadlines.clear()
         self.containers.clear()
-        self.unpulled.clear()
-        self._abandon()
+        self.pulls.unpulled.clear()
+        self.pulls.abandon()
         for removal in self._removals:
             removal.join(60)
 
@@ -547,8 +486,7 @@ class DockerExecutor(RemoteExecutor):
     def stop(self, run_id: str) -> None:
         """Remove the run's container; DockerUnavailable when the engine stops answering (once it was lost
         already, the container is left: named when the executor closes)."""
-        if self.unpulled.pop(run_id, None) is not None and not self.unpulled:
-            self._abandon()
+        self.pulls.forget(run_id)
         container = self.containers.pop(run_id, None)
         if container is None:
             return
@@ -556,46 +494,6 @@ class DockerExecutor(RemoteExecutor):
             self._remove(container)
             return
         self._engine(f"stopping the worker of run {run_id}", lambda: _remove(container))
-
-
-class _Pull(threading.Thread):
-    """One try of :func:`~sematic_k8s.docker_pull.pull` of ``image`` (silent for
-    :data:`~sematic_k8s.docker_pull.PULL_SILENCE` at most), on a daemon thread of its own, started at once:
-    ``error`` is what it raised (None: pulled); ``wake`` is set when it ends. :meth:`abandon` ends it within
-    :data:`~sematic_k8s.docker_pull.PULL_TICK`, a silent try too, the engine's pull with it."""
-
-    def __init__(self, client: Any, image: str, wake: threading.Event) -> None:  # noqa: ANN401 - a docker client
-        super().__init__(name="sk-docker-pull", daemon=True)
-        self.client, self.image, self.wake = client, image, wake
-        self.error: BaseException | None = None
-        self.progress = PullProgress(image)  # what its stream said so far
-        self.abandoned = threading.Event()
-        self.start()
-
-    def abandon(self) -> None:
-        self.abandoned.set()
-
-    def run(self) -> None:
-        try:
-            pull(self.client, self.image, progress=self.progress, abandon=self.abandoned.is_set)
-        except BaseException as e:  # noqa: BLE001 - read by the executor's loop (_pull_again)
-            self.error = e
-        finally:
-            self.wake.set()
-
-
-@dataclass(slots=True)
-class _Unpulled:
-    """A worker's launch (``launch``'s arguments) that waits for its image, its pull failing since ``since``
-    (monotonic: a try failed, or the engine retried a layer; None: no failure yet), its last failed try as the
-    engine ``said`` ("" none failed)."""
-
-    spec: TaskSpec
-    task: Task
-    env: dict[str, str]
-    since: float | None = None
-    said: str = ""
-    came: float = field(default_factory=time.monotonic)  # when it began to wait
 
 
 def _remove(container: Any) -> None:

@@ -165,7 +165,7 @@ class DriverContainer:
     """Follows the driver container of ``spec``'s resolution: waits for its exit code and streams its log
     (last :data:`LOG_TAIL` lines) on two threads, from the moment it is created.
 
-    Its requests to the engine go through :func:`~sematic_k8s.executors.docker.engine_retried`, as the
+    Its requests to the engine go through :func:`~sematic_k8s.docker_engine.engine_retried`, as the
     DockerExecutor's do: an engine that stops answering for a while (restarted, its connection cut) is ridden out
     (the wait asked again, the log followed again from where it was cut, no line twice); past the retry window,
     :meth:`ended` raises :class:`DockerUnavailable` saying that the driver may still run and how to follow it."""

@@ -1238,7 +1238,7 @@ def test_runs_whose_layer_the_engine_retries_fail_each_at_its_own_pull_grace_and
         first = submit(executor, storage, project[0].inc, 1)
         wait_for(lambda: "; the engine retries a layer (" in (executor.waiting.get(first.run_id) or ""), 60,
                  what="the run's note to say the engine retries a layer")  # read only: the executor not asked
-        pulling = executor._pull  # the shared try under way (private: its end is what is asserted)
+        pulling = executor.pulls.current  # the shared try under way (private: its end is what is asserted)
         time.sleep(1.5)  # the second's grace ends that much after the first's
         second = submit(executor, storage, project[0].inc, 2)
         outcome = outcome_of(executor)
@@ -1269,7 +1269,7 @@ def test_a_run_whose_try_ended_unseen_counts_its_grace_from_the_engines_retry_in
     executor = DockerExecutor(storage, storage.url, image, env=worker_env(), pull_grace=8)
     try:
         task = submit(executor, storage, project[0].inc, 1)
-        pulling = executor._pull  # the try under way (private: read, never asked by the executor meanwhile)
+        pulling = executor.pulls.current  # the try under way (private: read, never asked by the executor meanwhile)
         assert pulling is not None
         wait_for(lambda: "(2 failed downloads)" in pulling.progress.words(now=True), 60,
                  what="the engine to retry the layer a second time")
@@ -1322,7 +1322,7 @@ def test_an_executor_closed_while_its_images_try_is_under_way_abandons_that_try(
     try:
         task = submit(executor, storage, project[0].inc, 1)
         noted(executor, task, "; the engine retries a layer (")
-        pulling = executor._pull  # private: its end is what is asserted
+        pulling = executor.pulls.current  # private: its end is what is asserted
     finally:
         executor.close()
     assert pulling is not None
@@ -1347,7 +1347,7 @@ def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(pro
         try:
             task = submit(executor, storage, project[0].inc, 1)
             wait_for(lambda: proxy.throttled >= 1, 60, what="the engine's request for the image held silent")
-            pulling = executor._pull  # private: its end is what is asserted
+            pulling = executor.pulls.current  # private: its end is what is asserted
             assert pulling is not None and pulling.is_alive() and task.run_id in executor.waiting
         finally:
             executor.close()
