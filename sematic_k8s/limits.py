@@ -2,7 +2,7 @@
 listings carry many at once, so the server refuses a write over a bound (422 naming the field, the bound and what
 to do), and the library keeps what it records within them: a func's source clipped to its start and end
 (:func:`source_excerpt`), the settings it is given checked where they are given (:func:`check_json`). An error's
-bounds are :data:`sematic_k8s.errors.ERROR_MESSAGE_LIMIT`'s."""
+bounds are :data:`sematic_k8s.error_records.ERROR_MESSAGE_LIMIT`'s."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from sematic_k8s.errors import clipped
+from sematic_k8s.error_records import clipped
 
 SOURCE_TEXT_CHARS = 100_000  # a run's source_text: its func's source (listings leave it out: GET /runs/{id})
 PATH_CHARS = 4096  # a run's source_file: a path (Linux's PATH_MAX)

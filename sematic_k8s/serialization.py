@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sematic_k8s import loadable, modules, packaged, previews
-from sematic_k8s.errors import ArtifactUnloadable, Unloadable, ValueRefused, message_of, one_line
+from sematic_k8s.error_records import message_of, one_line
+from sematic_k8s.errors import ArtifactUnloadable, Unloadable, ValueRefused
 
 JSON = "json"
 PICKLE = "pickle"

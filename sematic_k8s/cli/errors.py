@@ -13,7 +13,8 @@ import click
 import sqlalchemy.exc
 
 from sematic_k8s import settings
-from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError, one_line
+from sematic_k8s.error_records import one_line
+from sematic_k8s.errors import CorruptRecord, InfrastructureError, ServerError
 from sematic_k8s.store import sqlite_unusable
 from sematic_k8s.terminal_safe import visible
 

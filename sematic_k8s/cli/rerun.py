@@ -9,7 +9,8 @@ import click
 
 from sematic_k8s.cli import records
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
-from sematic_k8s.errors import FuncError, ResolutionFailed, one_line
+from sematic_k8s.error_records import one_line
+from sematic_k8s.errors import FuncError, ResolutionFailed
 from sematic_k8s.func import load_func
 from sematic_k8s.future import Future
 from sematic_k8s.resolvers.local import LocalResolver

@@ -11,7 +11,8 @@ from typing import Any
 
 from sematic_k8s import logcapture
 from sematic_k8s.context import Context, reset_context, set_context
-from sematic_k8s.errors import RunInterrupted, error_info, user_frames
+from sematic_k8s.error_records import error_info, user_frames
+from sematic_k8s.errors import RunInterrupted
 from sematic_k8s.executors import interrupts
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.interrupts import BodyGuard

@@ -25,15 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph, logcapture, packaged, serialization, settings
-from sematic_k8s.errors import (
-    WORKER_DEATHS,
-    DiskFull,
-    InfrastructureError,
-    StorageError,
-    WorkerDied,
-    error_info,
-    kinds,
-)
+from sematic_k8s.error_records import error_info, kinds
+from sematic_k8s.errors import WORKER_DEATHS, DiskFull, InfrastructureError, StorageError, WorkerDied
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sematic_k8s.errors import error_info
+from sematic_k8s.error_records import error_info
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 

@@ -13,7 +13,8 @@ import os
 from typing import Any
 
 from sematic_k8s import backends, serialization, settings
-from sematic_k8s.errors import FuncNotFound, ResolutionFailed, error_info
+from sematic_k8s.error_records import error_info
+from sematic_k8s.errors import FuncNotFound, ResolutionFailed
 from sematic_k8s.executors.base import Executor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.func import load_func

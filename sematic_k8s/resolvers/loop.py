@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from sematic_k8s import caching, graph, limits
+from sematic_k8s.error_records import clipped_error, error_info
 from sematic_k8s.errors import (
     CancelRequested,
     DatabaseLocked,
@@ -35,8 +36,6 @@ from sematic_k8s.errors import (
     ResolutionFailed,
     RunInterrupted,
     StopsForAFix,
-    clipped_error,
-    error_info,
 )
 from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.executors.interrupts import BodyGuard

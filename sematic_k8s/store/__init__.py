@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DatabaseUnopenable, one_line
+from sematic_k8s.error_records import one_line
+from sematic_k8s.errors import DatabaseUnopenable
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.http import http_store
 

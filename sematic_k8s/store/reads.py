@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from sematic_k8s.errors import LISTED_RESOLUTION_ERROR_CHARS, clipped, clipped_ends, error_excerpt
+from sematic_k8s.error_records import LISTED_RESOLUTION_ERROR_CHARS, clipped, clipped_ends, error_excerpt
 from sematic_k8s.store.json_columns import json_value
 from sematic_k8s.store.records import UNLISTED, ArtifactRecord, ResolutionRecord, RunRecord, RunShape
 from sematic_k8s.store.tables import CANCELING
@@ -43,7 +43,7 @@ def first_record(conn: sa.Connection, stmt: sa.Select, cls: type[R], fields: lis
 
 def listed_runs(conn: sa.Connection, stmt: sa.Select) -> list[RunRecord]:
     """The rows of ``stmt`` (:data:`LISTED_RUN_FIELDS`) as listings give them: each run's error cut to its
-    :func:`~sematic_k8s.errors.error_excerpt` as it is read, :data:`LISTED_BATCH` rows at a time, so a resolution of
+    :func:`error_excerpt` as it is read, :data:`LISTED_BATCH` rows at a time, so a resolution of
     thousands of runs that failed with long errors is never held whole (on PostgreSQL a server-side cursor; the
     driver would otherwise fetch every row first). Cut here, not in SQL: extracting a JSON column's fields is no
     faster on SQLite, which parses the JSON either way, and was twice as slow on PostgreSQL (docs/FAULTS.md)."""
@@ -57,7 +57,7 @@ def listed_runs(conn: sa.Connection, stmt: sa.Select) -> list[RunRecord]:
 
 def listed_resolution_columns(t: sa.FromClause) -> list[sa.ColumnElement[Any]]:
     """A resolution's columns as listings read them (:func:`listed_resolutions`): its error (text) cut in SQL to
-    its first and last :data:`~sematic_k8s.errors.LISTED_RESOLUTION_ERROR_CHARS` characters, with its length."""
+    its first and last :data:`~sematic_k8s.error_records.LISTED_RESOLUTION_ERROR_CHARS` characters, with its length."""
     most, chars = LISTED_RESOLUTION_ERROR_CHARS, sa.func.length(t.c.error)
     ends = sa.case((chars <= most, t.c.error), else_=sa.func.substr(t.c.error, 1, most, type_=sa.Text)
                    + sa.func.substr(t.c.error, chars - most + 1, type_=sa.Text))
@@ -66,8 +66,8 @@ def listed_resolution_columns(t: sa.FromClause) -> list[sa.ColumnElement[Any]]:
 
 def resolution_from_row(row: sa.RowMapping) -> ResolutionRecord:
     """A row of resolutions as a record: whole, or as listings give it when it was read with
-    :func:`listed_resolution_columns`: its error :func:`~sematic_k8s.errors.clipped` to
-    :data:`~sematic_k8s.errors.LISTED_RESOLUTION_ERROR_CHARS` characters (``GET /resolutions/{id}`` has it whole)."""
+    :func:`listed_resolution_columns`: its error :func:`~sematic_k8s.error_records.clipped` to
+    :data:`LISTED_RESOLUTION_ERROR_CHARS` characters (``GET /resolutions/{id}`` has it whole)."""
     doc = {f: row[f] for f in RES_FIELDS}
     if LISTED_ERROR_CHARS_COLUMN in row and doc["error"] is not None:
         most = LISTED_RESOLUTION_ERROR_CHARS  # clipped again: SQLite's length() stops at a NUL character

@@ -46,7 +46,7 @@ class RunRecord:
     source_file: str | None = None
     source_text: str | None = None  # the func's source code, as recorded when the run was created
     settings: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None  # {"type", "message", "traceback", "mro"}; listed: errors.error_excerpt
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback", "mro"}; listed: error_records.error_excerpt
     attempts: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     created_at: dt.datetime | None = None
@@ -63,7 +63,7 @@ class RunRecord:
 
     def listed(self) -> dict[str, Any]:
         """:meth:`to_dict` as listings give it: without :data:`UNLISTED` (the run's own read has them; a listing's
-        reads also cut its ``error`` to an excerpt, ``sematic_k8s.errors.error_excerpt``)."""
+        reads also cut its ``error`` to an excerpt, ``sematic_k8s.error_records.error_excerpt``)."""
         return self.to_dict(UNLISTED)
 
 

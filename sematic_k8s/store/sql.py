@@ -36,7 +36,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from sematic_k8s import limits, settings
-from sematic_k8s.errors import DatabaseUnopenable, DiskFull, LabelsChanged, TooManyTags, one_line
+from sematic_k8s.error_records import one_line
+from sematic_k8s.errors import DatabaseUnopenable, DiskFull, LabelsChanged, TooManyTags
 from sematic_k8s.store import (
     bulk,
     cache_reads,

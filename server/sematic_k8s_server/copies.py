@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sematic_k8s.errors import one_line
+from sematic_k8s.error_records import one_line
 from sematic_k8s.specs import tasks_prefix
 from sematic_k8s.storage.base import delete as storage_delete
 from sematic_k8s.storage.base import keys

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from sematic_k8s import settings
-from sematic_k8s.errors import one_line
+from sematic_k8s.error_records import one_line
 from sematic_k8s.store.sql import SqlStore
 
 log = logging.getLogger("sematic_k8s_server")

@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError, StorageLinkRefused, one_line
+from sematic_k8s.error_records import one_line
+from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError, StorageLinkRefused
 from sematic_k8s_server.schemas import Problem
 
 log = logging.getLogger("sematic_k8s_server")

@@ -14,7 +14,7 @@ import threading
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from sematic_k8s.errors import one_line
+from sematic_k8s.error_records import one_line
 
 log = logging.getLogger("sematic_k8s_server")
 CONNECT_SECONDS = 3

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from sematic_k8s.errors import one_line
+from sematic_k8s.error_records import one_line
 from sematic_k8s.store.notify import CHANNEL, notify
 from sematic_k8s_server.events import EventBus
 

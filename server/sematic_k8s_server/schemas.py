@@ -279,7 +279,7 @@ def _shallow(value: Any) -> Any:
 
 
 Json = Annotated[Any, AfterValidator(_shallow)]  # a record's free-form JSON value
-# an error as recorded: clients clip its message and traceback (sematic_k8s.errors.clipped) far below this
+# an error as recorded: clients clip its message and traceback (sematic_k8s.error_records.clipped) far below this
 MAX_ERROR_CHARS = 500_000
 
 
@@ -288,7 +288,7 @@ def _error_sized(doc: dict[str, Any]) -> dict[str, Any]:
     or shows it would carry a larger one whole."""
     if len(json.dumps(doc)) > MAX_ERROR_CHARS:
         raise ValueError(f"an error of more than {MAX_ERROR_CHARS} characters: clip its message and traceback "
-                         "(sematic_k8s.errors.error_info does)")
+                         "(sematic_k8s.error_records.error_info does)")
     return doc
 
 

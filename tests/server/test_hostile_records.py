@@ -15,7 +15,8 @@ import pytest
 import sematic_k8s as sk
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.errors import ResolutionFailed, error_info
+from sematic_k8s.error_records import error_info
+from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.store.http import HttpStore

@@ -21,14 +21,14 @@ from click.testing import CliRunner
 import sematic_k8s as sk
 from sematic_k8s import limits, serialization, settings
 from sematic_k8s.cli import cli
-from sematic_k8s.errors import (
+from sematic_k8s.error_records import (
     LISTED_ERROR_CHARS,
     LISTED_KINDS,
     LISTED_RESOLUTION_ERROR_CHARS,
-    FuncError,
     clipped,
     error_info,
 )
+from sematic_k8s.errors import FuncError
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import artifact_key
