@@ -55,10 +55,7 @@ from sematic_k8s.docker_engine import (
     stdout_frames,
     unanswered,
 )
-from sematic_k8s.docker_pull_wait import (
-    PULL_GRACE,
-    pull_failing,
-)
+from sematic_k8s.docker_pull_wait import PULL_GRACE, pull_failing
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
 from sematic_k8s.executors.base import Task
