@@ -544,7 +544,8 @@ def test_server_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
                                     "--shutdown-timeout", "20",
                                     "--rerun-launcher", "kubernetes", "--rerun-namespace", NAMESPACE,
                                     "--self-url", f"http://{FULLNAME}.{NAMESPACE}.svc:8000",
-                                    "--rerun-concurrency", "2", "--rerun-queue", "8"]  # no repository: no rerun
+                                    "--rerun-concurrency", "2", "--rerun-queue", "8",  # no repository: no rerun
+                                    "--actions-by", "team"]
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("livenessProbe", "startupProbe"):  # alive, whatever its database does
         assert container[probe]["httpGet"] == {"path": "/api/v1/health", "port": "http"}, probe
@@ -576,10 +577,12 @@ def test_the_grace_period_and_the_prestop_delay_set_the_servers_shutdown_timeout
 
 
 def test_server_processes_and_more_storages_come_from_values(chart: Any) -> None:
-    values = {"server": {"workers": 2, "storageAllow": ["s3://other-bucket/runs", "s3://archive/x"]}}
+    values = {"server": {"workers": 2, "storageAllow": ["s3://other-bucket/runs", "s3://archive/x"],
+                         "actionsBy": "owner"}}
     (container,) = containers(one(render(chart, values), "Deployment", FULLNAME))
     command = container["command"]
     assert command[command.index("--workers") + 1] == "2"
+    assert command[command.index("--actions-by") + 1] == "owner"
     assert env_of(container)["SEMATIC_K8S_STORAGE_ALLOW"]["value"] == "s3://other-bucket/runs,s3://archive/x"
     (default,) = containers(one(render(chart, {}), "Deployment", FULLNAME))
     assert "SEMATIC_K8S_STORAGE_ALLOW" not in env_of(default)
@@ -744,6 +747,8 @@ def test_every_value_is_documented() -> None:
     ({"postgresql": {"enabled": False}}, "database.external.url"),
     ({"artifacts": {"s3": {"accessKeyId": "AKIA"}}}, "artifacts.s3.secretAccessKey"),
     ({"server": {"rerunLauncher": "docker"}}, "server.rerunLauncher must be"),
+    ({"server": {"actionsBy": "owners"}}, 'server.actionsBy must be "team" (any user key acts on any resolution) or '
+                                          '"owner" (a user key on its own), not "owners"'),
     ({"server": {"terminationGracePeriodSeconds": 10}}, "server.terminationGracePeriodSeconds (10) must be at least "
                                                         "server.shutdownDelaySeconds (5) + 6"),
     ({"image": {"repository": ""}}, "image.repository is required: the server image in a registry your nodes pull "

@@ -166,6 +166,9 @@ database.external.url). */}}
 {{- if not (has .Values.server.rerunLauncher (list "" "kubernetes")) -}}
 {{- fail (printf "server.rerunLauncher must be \"kubernetes\" or \"\" (no reruns), not %q: the docker launcher is for a developer's machine (sematic-k8s server --allow-docker)" .Values.server.rerunLauncher) -}}
 {{- end -}}
+{{- if not (has (.Values.server.actionsBy | default "team") (list "team" "owner")) -}}
+{{- fail (printf "server.actionsBy must be \"team\" (any user key acts on any resolution) or \"owner\" (a user key on its own), not %q" .Values.server.actionsBy) -}}
+{{- end -}}
 {{- if lt (int (include "sematic-k8s.server.shutdownTimeout" .)) 1 -}}
 {{- fail (printf "server.terminationGracePeriodSeconds (%v) must be at least server.shutdownDelaySeconds (%v) + 6: the server needs the rest, less 5 s, to finish the requests under way when it stops" .Values.server.terminationGracePeriodSeconds .Values.server.shutdownDelaySeconds) -}}
 {{- end -}}
