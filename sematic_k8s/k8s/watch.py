@@ -12,6 +12,7 @@ seconds) end the watcher with an ``ERROR`` event: no permission is not something
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -79,7 +80,8 @@ class Watcher:
         self.relist_jitter = relist_jitter
         self.field_selector = field_selector
         self.slim = slim or (lambda obj: obj)  # what of each object is kept (in this thread); None: nothing
-        self.backoff = backoff or Backoff(base=0.2, cap=5.0)
+        # a list's retries pause on the stop flag: stop() ends them (they slept on, logging, past their close())
+        self.backoff = dataclasses.replace(backoff or Backoff(base=0.2, cap=5.0), sleep=self._pause)
         self.resource_version: str | None = None
         self.stats = WatchStats()
         self.synced = threading.Event()  # the first list went through
@@ -100,6 +102,11 @@ class Watcher:
             except Exception:  # noqa: BLE001 - best effort: the thread also checks the flag
                 pass
         self._thread.join(timeout)
+
+    def _pause(self, seconds: float) -> None:
+        """The list's backoff: ``seconds``, unless :meth:`stop` comes first (then :class:`_Stopped`)."""
+        if self._stop.wait(seconds):
+            raise _Stopped()
 
     # -- the thread -------------------------------------------------------------------------------
 
@@ -237,3 +244,7 @@ def watch_workers(kube: NamespacedApi, selector: str, out: queue.Queue, *, jobs_
 
 class _Gone(Exception):
     """The watch's resourceVersion expired (410 Gone)."""
+
+
+class _Stopped(Exception):
+    """:meth:`Watcher.stop` came during a list's retries."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import queue
 import re
 import sys
 import threading
@@ -740,6 +742,7 @@ def test_a_1000_run_fan_out_costs_one_create_per_run_and_a_constant_number_of_wa
 
 PIPELINE_MODULE = '''\
 import os
+import queue
 
 import sematic_k8s as sk
 
@@ -955,3 +958,24 @@ def test_the_pods_a_restarted_driver_deletes_are_its_resolutions_workers_no_live
     assert made_by(live) == "u1" and made_by(pod("orphan", "u0")) == "u0" and made_by(pod("x", None)) is None
     assert orphans(pods, {"u1"}, "root") == [("orphan", "uid-orphan"), ("unlabelled", "uid-unlabelled")]
     assert orphans(pods, {"u0", "u1"}, "root") == [("unlabelled", "uid-unlabelled")]
+
+
+def test_a_watch_stopped_while_its_list_is_retried_ends_then(caplog):
+    """The API server stopped: a watch's list is retried with backoff. stop() (as the executor's close() and
+    detach() call it) ends its thread then; it slept on through its retries, logging, past its owner's close (and
+    past pytest's end: a daemon thread writing to stderr at interpreter shutdown aborts the process)."""
+    from sematic_k8s.k8s.watch import Watcher
+    from waiting import wait_for
+
+    caplog.set_level(logging.WARNING, logger="sematic_k8s.k8s")
+    with Cluster([NodeSpec("node-1", runtime="sim")]) as c:
+        api = c.client()
+    try:
+        watcher = Watcher("pod", client.CoreV1Api(api).list_namespaced_pod, NS, "", queue.Queue(),
+                          backoff=Backoff()).start()  # the executor's backoff
+        wait_for(lambda: any("retrying" in r.getMessage() for r in caplog.records), 60,
+                 what="the watch's list retried")
+        watcher.stop()
+        assert not watcher._thread.is_alive()
+    finally:
+        api.close()
