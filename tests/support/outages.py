@@ -348,11 +348,16 @@ class _LoopbackProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name=name).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True, name=name)
+        self._acceptor.start()
 
     def close(self) -> None:
+        """Stop accepting: the accepting thread ends (closing the listener alone left it blocked in accept())."""
         self._closed = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
         self.listener.close()
+        self._acceptor.join(5)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -805,7 +810,8 @@ class BalancingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._turn = 0
-        threading.Thread(target=self._accept, daemon=True, name="balancing-proxy").start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True, name="balancing-proxy")
+        self._acceptor.start()
 
     def add(self, port: int) -> None:
         with self._lock:
@@ -817,7 +823,11 @@ class BalancingProxy:
             self.targets.remove(port)
 
     def close(self) -> None:
+        """Stop accepting: the accepting thread ends (closing the listener alone left it blocked in accept())."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
         self.listener.close()
+        self._acceptor.join(5)
 
     def _accept(self) -> None:
         while True:
