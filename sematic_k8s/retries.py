@@ -10,9 +10,10 @@ are numbered, so a first attempt landing after its retry changes nothing), and s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,40 @@ def _wait() -> Any:
         hinted = getattr(exc, "retry_after", None)
         return float(hinted) if hinted is not None else float(backoff(state))
     return wait
+
+
+class RetriesStopped(Exception):
+    """The retries of a thread :func:`stopped_by` a flag, cut short as it was set: what they retried is left undone."""
+
+
+_stops = threading.local()  # the flag each thread's retry pauses wait on (stopped_by), if any
+
+
+@contextmanager
+def stopped_by(flag: threading.Event) -> Iterator[None]:
+    """Within: this thread's retry pauses (:func:`retrying`'s, and S3's own) wait on ``flag``; set, they raise
+    :class:`RetriesStopped` (a thread whose owner is closing: it no longer waits out the retry window)."""
+    before, _stops.flag = getattr(_stops, "flag", None), flag
+    try:
+        yield
+    finally:
+        _stops.flag = before
+
+
+def check_stopped() -> None:
+    """:class:`RetriesStopped` if this thread's retries were stopped (:func:`stopped_by`)."""
+    flag = getattr(_stops, "flag", None)
+    if flag is not None and flag.is_set():
+        raise RetriesStopped("stopped while retrying: its owner closed")
+
+
+def pause(seconds: float) -> None:
+    """A retry's pause: ``seconds``, unless this thread's retries are stopped first (:class:`RetriesStopped`)."""
+    flag = getattr(_stops, "flag", None)
+    if flag is None:
+        time.sleep(seconds)
+    elif flag.wait(seconds):
+        check_stopped()
 
 
 Transient = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -104,7 +139,7 @@ def retrying(what: str, transient: Transient, window: float | None = None) -> It
 
     attempts = iter(tenacity.Retrying(retry=tenacity.retry_if_exception(retryable), wait=_wait(),
                                       stop=tenacity.stop_before_delay(window - (time.monotonic() - start)),
-                                      before_sleep=before_sleep, reraise=True))
+                                      before_sleep=before_sleep, sleep=pause, reraise=True))
     with next(attempts):
         raise first.error  # tenacity's first attempt: the failure already met
     yield from attempts

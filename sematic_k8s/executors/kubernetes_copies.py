@@ -10,7 +10,10 @@ deleted its own: their keys were known to it alone); where that fails, the copie
 no driver records (its last driver killed: the resolution marked dead) is the server's to clean up
 (``sematic_k8s_server.copies``). A copy
 stored again under a key whose delete waits (the same task presigned within the same second) keeps it: the delete
-is dropped, or waited for if it is under way.
+is dropped, or waited for if it is under way. The executor's close (:meth:`TaskCopies.finish`) or detach
+(:meth:`TaskCopies.stop`) stops the thread: a delete retried against storage out of reach ends at its next pause, the
+copy left for a resolution's end (the listing of its folder finds it), and the thread is waited for (at most
+:data:`STOP_WAIT`): it does not go on, logging, past its owner.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import queue
 import threading
 
 from sematic_k8s.executors.kubernetes_attempts import KubeStats
+from sematic_k8s.retries import RetriesStopped, stopped_by
 from sematic_k8s.specs import tasks_prefix
 from sematic_k8s.storage.base import Storage, keys
 from sematic_k8s.storage.base import delete as storage_delete
@@ -27,6 +31,7 @@ from sematic_k8s.storage.base import delete as storage_delete
 log = logging.getLogger("sematic_k8s.k8s")
 
 PENDING_MAX = 1000  # deletes waiting at most: the copies past them are left to the resolution's end
+STOP_WAIT = 10.0  # seconds a stop waits for the thread: a pause of S3's own retries under way (<= 8 s) ends first
 
 
 class TaskCopies:
@@ -44,6 +49,7 @@ class TaskCopies:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._halt = threading.Event()  # the thread's retry pauses wait on it (stop, finish)
         self._said = False  # a failure was logged
 
     def claim(self, key: str) -> None:
@@ -70,10 +76,17 @@ class TaskCopies:
                 self._thread.start()
 
     def stop(self) -> None:
-        """No more deletes: the thread ends once the ones waiting are made (a driver about to be restarted)."""
+        """No more deletes (a driver about to be restarted): the ones waiting are tried, a failing one not retried
+        (its copy, and those after it, left for the resolution's end), and the thread waited for (:data:`STOP_WAIT`)."""
         with self._cond:
             self._stopped = True
             self._queue.put(None)
+        self._end()
+
+    def _end(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT)
 
     def finish(self) -> None:
         """The resolution ended: the deletes waiting are dropped, and every copy left under its folder is deleted,
@@ -83,6 +96,7 @@ class TaskCopies:
             self._stopped = True
             self._pending.clear()
             self._queue.put(None)
+        self._end()  # a delete under way, retried, ends: the listing below finds its copy
         if self.root_id is None:
             return
         prefix = tasks_prefix(self.root_id)
@@ -100,6 +114,10 @@ class TaskCopies:
                 return
 
     def _run(self) -> None:
+        with stopped_by(self._halt):
+            self._deletes()
+
+    def _deletes(self) -> None:
         while True:
             key = self._queue.get()
             with self._cond:
@@ -110,7 +128,8 @@ class TaskCopies:
                 self._pending.discard(key)
                 self._deleting = key
             try:
-                self._delete(key)
+                if not self._delete(key) and self._halt.is_set():
+                    return  # stopped: the rest are left too
             finally:
                 with self._cond:
                     self._deleting = None
@@ -123,6 +142,9 @@ class TaskCopies:
                 with self._cond:
                     self.stats.tasks_deleted += 1
             return True
+        except RetriesStopped:  # its owner closed: said by no one (it is gone), left for the resolution's end
+            self.failed += 1
+            return False
         except Exception as e:  # noqa: BLE001 - a clean-up: never the run's failure
             self._fail(key, e)
             return False

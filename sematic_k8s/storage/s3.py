@@ -52,7 +52,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
 from sematic_k8s import settings
 from sematic_k8s.errors import S3CredentialsError, S3StorageError
-from sematic_k8s.retries import retrying
+from sematic_k8s.retries import RetriesStopped, check_stopped, retrying
 from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id
 
 log = logging.getLogger("sematic_k8s")
@@ -140,6 +140,13 @@ def transient(exc: BaseException) -> bool:
         in _TRANSIENT_STATUSES
 
 
+def _stop_retrying(caught_exception: Exception | None = None, response: Any = None, **_: Any) -> None:
+    """botocore's own retries of a failed try (before its pause) end in :class:`~sematic_k8s.retries.RetriesStopped`
+    once this thread's retries are stopped (:func:`~sematic_k8s.retries.stopped_by`)."""
+    if caught_exception is not None or (response is not None and response[0].status_code >= 400):
+        check_stopped()
+
+
 def _content_range(resp: dict[str, Any], got: int) -> tuple[int, int]:
     """(first byte, object size) of a ranged GET's answer (``Content-Range: bytes 0-99/1234``); a server that
     ignored the range sent the whole object."""
@@ -197,6 +204,7 @@ class S3Storage:
                 endpoint_url=endpoint_url, region_name=region,
                 config=Config(s3={"addressing_style": style}, connect_timeout=10, read_timeout=60,
                               retries=dict(BOTO_RETRIES)))  # a copy: botocore rewrites the dict it is given
+            client.meta.events.register_first("needs-retry.s3", _stop_retrying)
         self.endpoint_url = endpoint_url
         self.region = region
         self.client = client
@@ -490,6 +498,8 @@ class S3Storage:
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
         try:
             return self._retried(fn)
+        except RetriesStopped:
+            raise  # not S3's failure: the thread's owner closed
         except (ClientError, BotoCoreError) as e:
             raise self._failure(op, key, e) from e
         except Exception as e:  # s3transfer wraps failed part uploads

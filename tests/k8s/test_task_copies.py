@@ -258,6 +258,44 @@ def test_a_copy_stored_again_under_a_key_whose_delete_waits_or_is_under_way_is_k
     proxy.close()
 
 
+def test_a_delete_retried_against_storage_out_of_reach_ends_with_its_owner_and_its_copy_is_left_for_the_end(
+        storage, monkeypatch, caplog):
+    """S3 out of reach (a proxy before it dropping every connection, for a retry window of ten minutes) as the copies'
+    thread deletes a copy, retrying: the executor's detach (:meth:`TaskCopies.stop`) ends the thread then, nothing
+    said past it; the copy stays in storage, and the resolution's end (a next driver's :meth:`TaskCopies.finish`, S3
+    back) deletes it. Was: the thread retried on for the retry window after its owner was gone, logging (a daemon
+    thread writing to stderr at interpreter shutdown aborts the process)."""
+    from outages import DroppingProxy
+    from sematic_k8s.executors.kubernetes_attempts import KubeStats
+    from sematic_k8s.executors.kubernetes_copies import TaskCopies
+
+    proxy = DroppingProxy(int(urlsplit(storage.endpoint_url).port or 80))
+    through = S3Storage(storage.bucket, "runs", endpoint_url=proxy.url, region="us-east-1")
+    monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "600")
+    caplog.set_level(logging.DEBUG, logger="sematic_k8s")
+    root = new_id()
+    copy, after = (f"tasks/{root}/{new_id()}/1/{c * 64}.json" for c in "ab")
+    for key in (copy, after):
+        storage.put(key, b"{}")
+    copies = TaskCopies(through, KubeStats(), root)
+    proxy.drop()
+    try:
+        copies.drop([copy, after])
+        wait_until(lambda: any("retrying" in r.getMessage() for r in caplog.records), 120, "the delete retried")
+        copies.stop()
+        thread = copies._thread
+        assert thread is not None and not thread.is_alive()
+    finally:
+        proxy.drop(False)
+        proxy.close()
+    assert stored_tasks(storage, root) == [f"runs/{k}" for k in sorted((copy, after))]  # left, not lost
+    assert copies.failed == 1 and copies.stats.tasks_deleted == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "could not delete" in r.getMessage()]
+    nxt = TaskCopies(storage, KubeStats(), root)
+    nxt.finish()  # the resolution's end, by the next driver: its folder listed, every copy deleted
+    assert stored_tasks(storage, root) == [] and nxt.stats.tasks_deleted == 2
+
+
 DEAD_AFTER = "10"  # seconds of silence after which the killed driver's resolution is dead (its beats: every 0.5 s)
 
 
