@@ -430,12 +430,18 @@ class KubernetesExecutor(RemoteExecutor):
             self._delete(a.job_name)
 
     def _delete(self, job_name: str) -> None:
+        """Delete a worker's Job (a stopped run's, a stuck one's, an evicted one's before its relaunch). Gone already
+        is fine; refused, unreachable or unanswered (``KubernetesUnanswered``) is logged: the Job is left for its TTL
+        or its owner's deletion (the driver's Job), and the caller goes on (a cancel ends as a cancel)."""
         try:
             self.stats.deletes += 1
             self.kube.delete_job(job_name)
         except ApiException as e:
             if e.status != 404:
                 log.warning("could not delete Job %s: %s %s", job_name, e.status, api_message(e))
+        except Exception as e:  # noqa: BLE001 - out of reach: the run's end matters more
+            log.warning("could not delete Job %s, left for its TTL or the driver Job's deletion: %s: %s", job_name,
+                        type(e).__name__, e)
 
     def _delete_pod(self, a: Attempt) -> None:
         """Delete the pods the attempt's Job left running when someone deleted it without them: found by the labels

@@ -408,3 +408,36 @@ def test_a_restarted_driver_cut_off_from_the_kubernetes_api_exits_75_and_the_nex
         ("one", "resolved", 1)] * 2 + [("twice", "resolved", 1)]
     assert store.get_artifact(store.get_run(root.id).output_id).summary == 7
     assert len(cluster.calls(verb="create", resource="jobs")) == 2  # the first step's Job made once, re-attached to
+
+
+def test_a_cancel_whose_job_deletes_the_kubernetes_api_never_answers_ends_as_a_cancel(cluster, tmp_path):
+    """A driver process cancels its resolution (requested in its database) while its first step's worker runs, and the
+    Kubernetes API never answers a Job's delete (held, 3 tries of 1 s): the delete is logged, the Job left for its TTL
+    or the driver Job's deletion, and the cancel ends as a cancel: the resolution ``canceled``, exit 1 (the
+    podFailurePolicy fails the driver's Job). Was: KubernetesUnanswered escaped the delete, after the cancel was
+    recorded: exit 75, a driver started again for nothing."""
+    gate = threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
+    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
+                            lambda head: head.startswith(f"DELETE /apis/batch/v1/namespaces/{NS}/jobs/".encode()),
+                            10**6, status=0)
+    root, storage, db, driver = driver_of(cluster, proxy, tmp_path)
+    store = sql_store(db)
+    first = driver("first")
+    try:
+        cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
+                     timeout=120, message="the first step's worker running")
+        store.request_cancel(root.id)
+        code, said = exited(first, tmp_path / "first.log")
+        assert code == 1, said[-3000:]
+        assert proxy.held >= 3, proxy.held
+        assert "could not delete Job" in said and "KubernetesUnanswered" in said, said[-3000:]
+        assert "exiting 75" not in said, said[-3000:]
+    finally:
+        gate.set()
+        proxy.passing()
+        proxy.close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert store.get_resolution(root.id).state == "canceled"
