@@ -67,6 +67,7 @@ from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 log = logging.getLogger("sematic_k8s.k8s")
+OWNER_UNREAD = 60.0  # seconds the reads of the driver's own Job may fail before it is said (once per outage)
 
 
 class KubernetesExecutor(RemoteExecutor):
@@ -120,6 +121,8 @@ class KubernetesExecutor(RemoteExecutor):
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
         self.owner_checked = time.monotonic()  # when the driver's own Job was last read
         self.owner_gone = False  # found deleted (DriverJobDeleted): its pods are left to the driver to delete
+        self.owner_unread: float | None = None  # when the read of the driver's own Job began failing (if it does)
+        self.owner_said = False  # that outage was said (OWNER_UNREAD)
         self.refresh_checked = float("-inf")  # when task Secrets were last looked at (_refresh)
 
     @classmethod
@@ -312,12 +315,16 @@ class KubernetesExecutor(RemoteExecutor):
             job = self.kube.read_job(name)
         except ApiException as e:
             if e.status != 404:  # busy, or not allowed: the watches go on; asked again later
-                log.debug("reading the driver's Job %s: %s %s", name, e.status, api_message(e))
+                self._owner_unread(now, name, f"{e.status} {api_message(e)}")
                 return
             job = None
-        except Exception as e:  # noqa: BLE001 - unreachable for now: the watches say so if it lasts
-            log.debug("reading the driver's Job %s: %s", name, e)
+        except Exception as e:  # noqa: BLE001 - unreachable for now: said once if it lasts (_owner_unread)
+            self._owner_unread(now, name, f"{type(e).__name__}: {e}")
             return
+        if self.owner_said:
+            log.warning("the driver's Job %s is read again, after %.0f s: a deletion of it is found again", name,
+                        time.monotonic() - (self.owner_unread or now))
+        self.owner_unread, self.owner_said = None, False
         found = job.metadata.uid if job is not None and job.metadata is not None else None
         if found != uid:
             self.owner_gone = True
@@ -325,6 +332,17 @@ class KubernetesExecutor(RemoteExecutor):
                 f"the driver's Job {name} was deleted while the driver ran: this driver stops, and its workers' Jobs "
                 "and its own pod are deleted (a delete that left its pod running, kubectl delete --cascade=orphan, "
                 "ends it too)")
+
+    def _owner_unread(self, now: float, name: str, why: str) -> None:
+        """The read of the driver's own Job, begun at ``now``, failed: at debug level, but once per outage in a warning
+        when the reads have failed for :data:`OWNER_UNREAD` seconds (the driver goes on: its watches, its runs)."""
+        log.debug("reading the driver's Job %s: %s", name, why)
+        self.owner_unread = now if self.owner_unread is None else self.owner_unread
+        failing = time.monotonic() - self.owner_unread
+        if not self.owner_said and failing >= OWNER_UNREAD:
+            self.owner_said = True
+            log.warning("the driver's Job %s could not be read for %.0f s (%s): a deletion of it is not found until "
+                        "the Kubernetes API answers; the driver goes on", name, failing, why)
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
         for verdict in self.follower.handle(ev):

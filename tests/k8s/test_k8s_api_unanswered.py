@@ -441,3 +441,50 @@ def test_a_cancel_whose_job_deletes_the_kubernetes_api_never_answers_ends_as_a_c
             first.kill()
             first.wait()
     assert store.get_resolution(root.id).state == "canceled"
+
+
+def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_when_it_is_read_again(
+        cluster, tmp_path, monkeypatch, caplog):
+    """The read of the driver's own Job (``owner_check``) never answered (every read held, 3 tries of 1 s) past
+    OWNER_UNREAD: one warning line naming the Job, however many reads fail, and the driver goes on (its worker's run
+    resolves); one line when it is read again. Was: each failed read at debug level only, nothing said."""
+    from sematic_k8s.executors import kubernetes as k8s_executor
+
+    monkeypatch.setenv(KUBE_TIMEOUT_ENV, "1")
+    monkeypatch.setattr(k8s_executor, "OWNER_UNREAD", 0.5)
+    caplog.set_level(logging.WARNING, logger="sematic_k8s.k8s")
+    gate, silent = threading.Event(), threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
+    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/sk-driver-z ".encode()
+    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
+                            lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
+    api = make_api_client(proxy.url)
+    driver = client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": "sk-driver-z"}, "spec": {
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+    ex = KubernetesExecutor(LocalStorage(tmp_path / "storage"), storage_url(LocalStorage(tmp_path / "storage")), IMAGE,
+                            namespace=NS, api_client=api, env={}, owner=(driver.metadata.name, driver.metadata.uid),
+                            owner_check=0.1, creates_per_second=0, event_check=0.2,
+                            backoff=Backoff(base=0.01, cap=0.05, attempts=6))
+
+    def said(words: str) -> list[str]:
+        return [m for m in caplog.messages if words in m]
+    try:
+        run_id = submit(ex, new_id(), 5)
+        cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
+                     timeout=120, message="the worker running")
+        silent.set()
+        cluster.wait(lambda: ex.wait(0.05) or (proxy.held >= 6 and said("could not be read")), timeout=120,
+                     message="two reads of the driver's Job unanswered, said")
+        silent.clear()
+        cluster.wait(lambda: ex.wait(0.05) or said("is read again"), timeout=120, message="its Job read again")
+        gate.set()
+        assert outcomes(ex, 1)[run_id].error_info is None
+    finally:
+        gate.set()
+        proxy.passing()
+        ex.close()
+        api.close()
+        proxy.close()
+    [unread] = said("could not be read")
+    assert unread.startswith("the driver's Job sk-driver-z could not be read for ") and "KubernetesUnanswered" in unread
+    assert len(said("is read again")) == 1
