@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import wide_pipeline as wp
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 import sematic_k8s as sk
 from kube_model import Cluster, NodeSpec, Script
-from model_workers import behave, held
+from model_workers import behave, driver_job_of, held
 from outages import HoldingProxy, ThrottlingProxy
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Outcome, Task
@@ -40,7 +38,7 @@ from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import record_resolution, serve, wait_for
+from serving import claim_of, record_resolution, serve, wait_for
 
 NS = "sk-runs"
 IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "cd" * 32
@@ -55,23 +53,6 @@ PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HE
 @sk.func(inline=False, cpu="100m", memory="64Mi")
 def square(x: int) -> int:
     return x * x
-
-
-def claim_of(c: httpx.Client, new_id: str) -> dict[str, Any]:
-    return c.get(f"/api/v1/resolutions/{new_id}").json()
-
-
-def job_of(cluster: Cluster, new_id: str) -> Any:
-    """The rerun's driver Job, or None."""
-    api = cluster.client()
-    try:
-        return client.BatchV1Api(api).read_namespaced_job(driver_job_name(new_id), NS)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    finally:
-        api.close()
 
 
 def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_frees_its_queue_slot(tmp_path,
@@ -101,12 +82,13 @@ def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_fre
                     f"Kubernetes API at {proxy.url} did not answer within 2 s (3 tries): create_namespaced_job "
                     "(ReadTimeoutError); a network partition, or a load balancer or proxy that stopped forwarding"), res
                 assert proxy.held == 3, proxy.held  # the create tried 3 times, each unanswered
-                assert job_of(cluster, first) is None
+                assert driver_job_of(cluster, NS, first) is None
                 proxy.passing()
                 r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
                 assert r.status_code == 202, r.text  # the slot was freed (was: 429, busy)
                 second = r.json()["resolution_id"]
-                wait_for(lambda: job_of(cluster, second) is not None, 60, what="the second rerun's driver Job")
+                wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60,
+                         what="the second rerun's driver Job")
         finally:
             proxy.passing()
             proxy.close()
@@ -143,7 +125,7 @@ def test_a_rerun_whose_driver_job_create_lands_but_its_answer_is_lost_goes_on_wi
                 wait_for(lambda: "waiting" not in claim_of(c, new_id)["settings"], 60, what="the claim's note cleared")
                 res = claim_of(c, new_id)
                 assert res["state"] == "created" and not res.get("error"), res
-                job = job_of(cluster, new_id)
+                job = driver_job_of(cluster, NS, new_id)
                 assert job is not None and [(r.verb, r.status) for r in cluster.calls(verb="create", resource="jobs")
                                             ] == [("create", 201), ("create", 409)]
                 api = cluster.client()

@@ -12,18 +12,16 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from kube_model import Cluster, NodeSpec, Script
+from model_workers import driver_job_of
 from outages import ThrottlingProxy
 from sematic_k8s.k8s.manifests import driver_job_name
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import Served, record_resolution, serve, wait_for
+from serving import Served, claim_of, record_resolution, serve, wait_for
 
 NS = "sk-runs"
 IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "ab" * 32
@@ -57,23 +55,6 @@ def slow_api_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             proxy.close()
 
 
-def claim_of(c: httpx.Client, new_id: str) -> dict[str, Any]:
-    return c.get(f"/api/v1/resolutions/{new_id}").json()
-
-
-def job_of(cluster: Cluster, new_id: str) -> Any:
-    """The rerun's driver Job, or None."""
-    api = cluster.client()
-    try:
-        return client.BatchV1Api(api).read_namespaced_job(driver_job_name(new_id), NS)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    finally:
-        api.close()
-
-
 def test_a_rerun_whose_kubernetes_api_is_slow_is_answered_and_noted_then_starts_its_driver(tmp_path, monkeypatch):
     """Answered 202 while the Job's create is held, the claim ``created`` and noted so; once the API answers, the
     driver's Job is made and the note cleared."""
@@ -82,10 +63,10 @@ def test_a_rerun_whose_kubernetes_api_is_slow_is_answered_and_noted_then_starts_
         assert res["state"] == "created", res
         assert res["settings"]["waiting"] == (f"launching the driver: its Job {driver_job_name(new_id)} in namespace "
                                               f"{NS}; the Kubernetes API is slow to answer"), res
-        assert job_of(cluster, new_id) is None
+        assert driver_job_of(cluster, NS, new_id) is None
         proxy.passing()
         wait_for(lambda: "waiting" not in claim_of(c, new_id)["settings"], 60, what="the claim's note cleared")
-        assert job_of(cluster, new_id) is not None
+        assert driver_job_of(cluster, NS, new_id) is not None
         assert claim_of(c, new_id)["state"] == "created"  # its driver (a simulated container) records nothing
 
 
@@ -104,7 +85,7 @@ def test_a_rerun_canceled_while_its_kubernetes_api_is_slow_leaves_no_driver_job(
         assert ended == [f"rerun {new_id}: driver not started: resolution {new_id} ended while its driver waited "
                          "for a slow Kubernetes API: the driver is not started"], ended
         assert cluster.calls(verb="create", resource="jobs"), "the held create never reached the API server"
-        wait_for(lambda: job_of(cluster, new_id) is None, 30, what="the driver Job deleted")
+        wait_for(lambda: driver_job_of(cluster, NS, new_id) is None, 30, what="the driver Job deleted")
         res = claim_of(c, new_id)
         assert res["state"] == "canceled" and res["error"] == "canceled before its driver recorded it", res
 
@@ -122,4 +103,4 @@ def test_a_rerun_refused_after_its_slow_kubernetes_api_answered_is_recorded_fail
         assert res["error"] == (f"could not start the rerun's driver with the kubernetes launcher: RuntimeError: "
                                 f"could not create the driver Job {driver_job_name(new_id)} in namespace {NS} (403): "
                                 f"{denial}"), res
-        assert job_of(cluster, new_id) is None
+        assert driver_job_of(cluster, NS, new_id) is None

@@ -1,6 +1,6 @@
 """Worker containers on the cluster model's simulated nodes (tests/support/kube_model): what ``python -m
 sematic_k8s.worker`` does, run in-process from the container's env, and the behaviours the executor's tests give
-pods (a worker held until the test lets it go)."""
+pods (a worker held until the test lets it go), and a driver's Job as the model's API server has it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kube_model import Script, SimContext
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kube_model import Cluster, Script, SimContext
 from sematic_k8s.executors.base import Executor, Outcome
 from sematic_k8s.executors.remote import load_task, run_task
+from sematic_k8s.k8s.manifests import driver_job_name
 from sematic_k8s.settings import STORAGE_ENV, TASK_ENV, TASK_FILE_ENV
 from sematic_k8s.specs import TaskSpec
 from sematic_k8s.storage.presigned import PresignedStorage
@@ -60,3 +64,16 @@ def ended(ex: Executor, n: int, timeout: float = 60.0) -> dict[str, Outcome]:
             got[o.run_id] = o
     assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
     return got
+
+
+def driver_job_of(cluster: Cluster, namespace: str, resolution_id: str) -> Any:
+    """The driver Job of resolution ``resolution_id`` (a rerun's) in ``namespace`` on ``cluster``, or None."""
+    api = cluster.client()
+    try:
+        return client.BatchV1Api(api).read_namespaced_job(driver_job_name(resolution_id), namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    finally:
+        api.close()

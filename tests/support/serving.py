@@ -168,6 +168,12 @@ def write_through_api(url: str, key: str | None, *batches: Batch) -> None:
         store.close()
 
 
+def claim_of(c: httpx.Client, resolution_id: str) -> dict[str, Any]:
+    """Resolution ``resolution_id`` as the server's API at ``c`` answers it (a rerun's claim, before its driver records
+    anything)."""
+    return c.get(f"/api/v1/resolutions/{resolution_id}").json()
+
+
 def record_resolution(url: str, key: str, *, kind: str, image: str | None = None,
                       func_path: str = "pipes:pipeline", source_file: str | None = None, state: str = "resolved",
                       inputs: dict[str, tuple[str, bytes]] | None = None, storage: Storage | None = None,
