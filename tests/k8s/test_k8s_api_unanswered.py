@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,10 @@ from kubernetes import client
 
 import sematic_k8s as sk
 from kube_model import Cluster, NodeSpec, Script
-from model_workers import behave, driver_job_of, held
+from model_workers import behave, driver_job_of, ended, held
 from outages import HoldingProxy, ThrottlingProxy
 from sematic_k8s import serialization
-from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes import KubernetesExecutor
 from sematic_k8s.future import new_id
 from sematic_k8s.k8s.client import Backoff, make_api_client, request_timeout
@@ -188,16 +187,6 @@ def submit(ex: KubernetesExecutor, root_id: str, x: int) -> str:
     return run_id
 
 
-def outcomes(ex: KubernetesExecutor, n: int, timeout: float = 60.0) -> dict[str, Outcome]:
-    got: dict[str, Outcome] = {}
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        for o in ex.wait(0.1):
-            got[o.run_id] = o
-    assert len(got) == n, f"only {len(got)} of {n} ended: {list(got)}"
-    return got
-
-
 def test_a_worker_jobs_create_never_answered_is_tried_again_later_and_its_late_landing_makes_no_second_job(
         cluster, tmp_path, slow_api):
     """The worker Job's create unanswered 3 times (held, passed on only later): the attempt waits to create its Job
@@ -209,7 +198,7 @@ def test_a_worker_jobs_create_never_answered_is_tried_again_later_and_its_late_l
     try:
         run_id = submit(ex, new_id(), 7)
         assert proxy.held == 3
-        got = outcomes(ex, 1)
+        got = ended(ex, 1)
         assert got[run_id].error_info is None, got[run_id].error_info
         assert ex.stats.requeued >= 1
         proxy.passing()  # the held creates land now, their answers lost
@@ -237,7 +226,7 @@ def test_a_pod_list_never_answered_is_said_in_plain_words_and_the_run_resolves_o
                         "answer within 1 s (3 tries): list_namespaced_pod (ReadTimeoutError); a network partition, or "
                         "a load balancer or proxy that stopped forwarding: check the way from here to it "
                         "($SEMATIC_K8S_KUBE_TIMEOUT sets the deadline)"], said
-        assert outcomes(ex, 1)[run_id].error_info is None
+        assert ended(ex, 1)[run_id].error_info is None
     finally:
         ex.close()
         api.close()
@@ -460,7 +449,7 @@ def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_w
         silent.clear()
         cluster.wait(lambda: ex.wait(0.05) or said("is read again"), timeout=120, message="its Job read again")
         gate.set()
-        assert outcomes(ex, 1)[run_id].error_info is None
+        assert ended(ex, 1)[run_id].error_info is None
     finally:
         gate.set()
         proxy.passing()
