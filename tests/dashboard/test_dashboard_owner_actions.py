@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from browser_pages import VIEWPORT, log_in, new_page
+from browser_pages import actions_menu
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import ServerConfig
 from serving import serve
@@ -31,13 +31,8 @@ def test_another_keys_resolution_has_its_actions_disabled_saying_why(browser: An
         why = (f"key 'bob' may not cancel, re-run, continue, label or note resolution {running_id} (owned by "
                "'tests'): ask its owner or an admin")
         for key, refused in ((bob, True), (s.key, False), (s.admin_key, False)):
-            with new_page(browser, viewport=VIEWPORT) as page:
+            with actions_menu(browser, s.url, key, running_id, "2/6 resolved") as page:
                 tid = page.get_by_test_id
-                log_in(page, s.url, key)
-                page.goto(f"{s.url}/#/resolutions/{running_id}")
-                expect(tid("header-progress")).to_have_text("2/6 resolved")  # it reads the page
-                tid("resolution-actions").click()
-                expect(tid("resolution-actions-menu")).to_be_visible()
                 cancel, add, note = tid("action-cancel"), tid("tag-add"), tid("note-edit")
                 if refused:
                     for control in (cancel, tid("action-rerun"), add, note, tid("tag-input")):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from browser_pages import VIEWPORT, log_in, new_page
+from browser_pages import actions_menu
 from sematic_k8s_server import auth
 from serving import serve
 
@@ -28,13 +28,8 @@ def test_a_read_only_keys_actions_are_disabled_saying_why(browser: Any, tmp_path
         viewer = auth.create_key(s.store.engine, "viewer", read_only=True)
         running_id = big.record_fanout(s.store, 3, running=2, owner=s.owner)
         for key, read_only in ((viewer, True), (s.key, False)):
-            with new_page(browser, viewport=VIEWPORT) as page:
+            with actions_menu(browser, s.url, key, running_id, "2/6 resolved") as page:
                 tid = page.get_by_test_id
-                log_in(page, s.url, key)
-                page.goto(f"{s.url}/#/resolutions/{running_id}")
-                expect(tid("header-progress")).to_have_text("2/6 resolved")  # it reads the page
-                tid("resolution-actions").click()
-                expect(tid("resolution-actions-menu")).to_be_visible()
                 cancel, add, note = tid("action-cancel"), tid("tag-add"), tid("note-edit")
                 if read_only:
                     for control in (cancel, add, note, tid("tag-input")):
