@@ -9,9 +9,7 @@ driver its Job starts next."""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from kubernetes import client
 
 import sematic_k8s as sk
 from kube_model import Cluster, NodeSpec, Script
-from model_workers import behave, driver_job_of, ended, held
+from model_workers import behave, driver_job_of, driver_processes, ended, held
 from outages import HoldingProxy, ThrottlingProxy
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Task
@@ -30,7 +28,7 @@ from sematic_k8s.executors.kubernetes import KubernetesExecutor
 from sematic_k8s.future import new_id
 from sematic_k8s.k8s.client import Backoff, make_api_client, request_timeout
 from sematic_k8s.k8s.manifests import driver_job_name, token_secret_name
-from sematic_k8s.settings import DRIVER_ENV, KUBE_TIMEOUT_ENV
+from sematic_k8s.settings import KUBE_TIMEOUT_ENV
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
 from sematic_k8s.storage.base import artifact_key, put_artifact
 from sematic_k8s.storage.local import LocalStorage
@@ -44,9 +42,6 @@ IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "cd" * 32
 STORAGE = "s3://sk-unanswered/artifacts"
 JOB_CREATE = f"POST /apis/batch/v1/namespaces/{NS}/jobs".encode()
 POD_LIST = f"GET /api/v1/namespaces/{NS}/pods?".encode()
-HERE = Path(__file__).parent
-ROOT = HERE.parent.parent
-PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HERE.parent / "support")])
 
 
 @sk.func(inline=False, cpu="100m", memory="64Mi")
@@ -265,16 +260,7 @@ def driver_of(cluster: Cluster, proxy: ThrottlingProxy, tmp_path: Path) -> tuple
                                          "creates_per_second": 0, "event_check": 0.2},
                       resolution=ResolutionSettings(root_id=root.id, max_parallelism=8))
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HOME": str(tmp_path),
-           KUBE_TIMEOUT_ENV: "1", "PYTHONPATH": PYTHONPATH}
-    env.pop("SEMATIC_K8S_SERVER", None)
-    env.pop("SEMATIC_K8S_API_KEY", None)
-
-    def run(name: str) -> subprocess.Popen:
-        with open(tmp_path / f"{name}.log", "w") as log:
-            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=ROOT)
-    return root, storage, db, run
+    return root, storage, db, driver_processes(spec, tmp_path, db, {KUBE_TIMEOUT_ENV: "1"})
 
 
 def unanswered_words(proxy: ThrottlingProxy, call: str) -> str:

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +28,7 @@ import wide_pipeline as wp  # noqa: E402
 from kubernetes import client  # noqa: E402
 
 from kube_model import Script, SimContext  # noqa: E402
-from model_workers import behave, held  # noqa: E402
+from model_workers import DRIVER_PYTHONPATH, ROOT, behave, driver_processes, held  # noqa: E402
 from s3server import fresh_bucket  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
 from sematic_k8s.executors.base import Task  # noqa: E402
@@ -49,8 +48,6 @@ from serving import serve  # noqa: E402
 
 NS = "runs"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "cd" * 32
-HERE = Path(__file__).parent
-ROOT = HERE.parent.parent
 
 
 @pytest.fixture
@@ -79,9 +76,6 @@ def wait_until(check: Any, timeout: float, what: str) -> Any:
     finally:
         deadline.cancel()
     raise AssertionError(f"timed out waiting for {what}")
-
-
-PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "server"), str(HERE), str(HERE.parent / "support")])
 
 
 def fan_in_held(cluster: Any, gate: threading.Event) -> list[TaskSpec]:
@@ -122,15 +116,7 @@ def test_the_task_copy_of_a_driver_killed_mid_resolution_is_kept_for_its_worker_
     fetched = fan_in_held(cluster, gate)
     root, spec = fan_in_driver(cluster, storage)
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HOME": str(tmp_path),
-           "PYTHONPATH": PYTHONPATH}
-    env.pop("SEMATIC_K8S_SERVER", None)
-    env.pop("SEMATIC_K8S_API_KEY", None)
-
-    def driver(name: str) -> subprocess.Popen:
-        with open(tmp_path / f"{name}.log", "w") as log:
-            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=ROOT)
+    driver = driver_processes(spec, tmp_path, db)
 
     def said(name: str) -> str:
         return (tmp_path / f"{name}.log").read_text()
@@ -312,7 +298,7 @@ def test_the_copies_of_a_driver_killed_for_good_are_deleted_by_the_servers_sweep
         env = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_SERVER": served.url,
                "SEMATIC_K8S_API_KEY": str(served.key), "SEMATIC_K8S_HOME": str(tmp_path / "driver"),
                "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5", "SEMATIC_K8S_HEARTBEAT_TIMEOUT": DEAD_AFTER,
-               "PYTHONPATH": PYTHONPATH}
+               "PYTHONPATH": DRIVER_PYTHONPATH}
         env.pop("SEMATIC_K8S_DB_URL", None)
         with open(tmp_path / "driver.log", "w") as out:
             driver = subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=env, stdout=out,

@@ -1,12 +1,17 @@
 """Worker containers on the cluster model's simulated nodes (tests/support/kube_model): what ``python -m
 sematic_k8s.worker`` does, run in-process from the container's env, and the behaviours the executor's tests give
-pods (a worker held until the test lets it go), and a driver's Job as the model's API server has it."""
+pods (a worker held until the test lets it go); drivers of the Kubernetes executor run as processes against the model,
+and a driver's Job as the model's API server has it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -16,10 +21,14 @@ from kube_model import Cluster, Script, SimContext
 from sematic_k8s.executors.base import Executor, Outcome
 from sematic_k8s.executors.remote import load_task, run_task
 from sematic_k8s.k8s.manifests import driver_job_name
-from sematic_k8s.settings import STORAGE_ENV, TASK_ENV, TASK_FILE_ENV
-from sematic_k8s.specs import TaskSpec
+from sematic_k8s.settings import DRIVER_ENV, STORAGE_ENV, TASK_ENV, TASK_FILE_ENV
+from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.presigned import PresignedStorage
 from sematic_k8s.storage.urls import storage_from_url
+
+TESTS = Path(__file__).parent.parent
+ROOT = TESTS.parent
+DRIVER_PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "server"), str(TESTS / "k8s"), str(TESTS / "support")])
 
 
 def worker(ctx: SimContext) -> int:
@@ -77,3 +86,20 @@ def driver_job_of(cluster: Cluster, namespace: str, resolution_id: str) -> Any:
         raise
     finally:
         api.close()
+
+
+def driver_processes(spec: DriverSpec, home: Path, db: str, env: Mapping[str, str] | None = None
+                     ) -> Callable[[str], subprocess.Popen]:
+    """A way to start drivers of ``spec`` as processes (``python -m sematic_k8s.driver``, the pipelines of tests/k8s
+    importable) recording to the database at ``db``, not through a server, ``home`` their $SEMATIC_K8S_HOME, ``env``
+    added to their environment: ``start(name)`` starts one (a Popen), its output in ``home``/<name>.log."""
+    environ = {**os.environ, DRIVER_ENV: spec.to_json(), "SEMATIC_K8S_DB_URL": db, "SEMATIC_K8S_HOME": str(home),
+               "PYTHONPATH": DRIVER_PYTHONPATH, **(env or {})}
+    environ.pop("SEMATIC_K8S_SERVER", None)
+    environ.pop("SEMATIC_K8S_API_KEY", None)
+
+    def start(name: str) -> subprocess.Popen:
+        with open(home / f"{name}.log", "w") as log:
+            return subprocess.Popen([sys.executable, "-m", "sematic_k8s.driver"], env=environ, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=ROOT)
+    return start
