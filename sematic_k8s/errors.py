@@ -18,6 +18,8 @@ func failing)::
     ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── DriverUnneeded                  a driver's launch ended unstarted: its resolution ended (was canceled) while
     │                                   it waited for its image or a slow Kubernetes API
+    ├── CallStopped                     a call under way ended by its process's stop (a server that stops): not
+    │                                   tried again
     ├── FuncNotFound (LookupError)      a func recorded as ``module:qualname`` cannot be found here
     │   └── CodeRefused                 ... or is not among the image's packaged code (a server-started rerun)
     │       └── ValueRefused            an artifact names a global such a rerun may not load (sematic_k8s.loadable)
@@ -231,6 +233,16 @@ class DriverUnneeded(Exception):
         super().__init__(f"resolution {resolution_id} ended while its driver waited for {waited}: the driver is not "
                          "started")
         self.resolution_id = resolution_id
+
+
+class CallStopped(Exception):
+    """A call under way (to the Kubernetes API) ended because its process stops (:class:`sematic_k8s.stopping.Stop`
+    set: a server asked to stop), not tried again. ``doing``: what the call was doing, in words (its launcher's, when
+    it says more: a create that may have been made)."""
+
+    def __init__(self, doing: str) -> None:
+        super().__init__(f"{doing} was ended: this process stops")
+        self.doing = doing
 
 
 class ContinuedAlready(ValueError):

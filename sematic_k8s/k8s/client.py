@@ -7,6 +7,7 @@ never answered, and would otherwise be waited for until TCP keepalive gives up (
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ from typing import Any, TypeVar
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from sematic_k8s.errors import KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
+from sematic_k8s.errors import CallStopped, KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
 from sematic_k8s.settings import KUBE_HOST_ENV, KUBE_TIMEOUT_ENV, NAMESPACE_ENV
+from sematic_k8s.stopping import Stop
 
 log = logging.getLogger("sematic_k8s.k8s")
 T = TypeVar("T")
@@ -68,9 +71,61 @@ class _DeadlineClient(client.ApiClient):
                                 _request_timeout if _request_timeout is not None else request_timeout())
 
 
-def make_api_client(host: str | None = None) -> client.ApiClient:
+class _StoppableConnection(HTTPConnection):
+    """A connection of a client made with a ``stop`` (:func:`make_api_client`): its socket told to the stop, so that
+    its set ends the call under way at once (its blocked read returns), and that call, and any made after it, raise
+    :class:`CallStopped`, which neither urllib3 nor :func:`api_call` tries again. A connect under way is not ended
+    (its deadline, :data:`CONNECT_TIMEOUT` at most, is)."""
+
+    def __init__(self, *args: Any, stop: Stop, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop = stop
+        self._call = "a call to the Kubernetes API"  # the call under way, in words
+
+    def connect(self) -> None:
+        if self._stop.is_set():
+            raise CallStopped(self._call)
+        super().connect()
+        if self.sock is not None and not self._stop.opened(self.sock):
+            self.close()
+            raise CallStopped(self._call)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
+        self._call = f"the Kubernetes API call {method} {url.partition('?')[0]}"
+        if self._stop.is_set():
+            raise CallStopped(self._call)
+        super().request(method, url, *args, **kwargs)
+
+    def getresponse(self) -> Any:  # noqa: ANN401 - urllib3's HTTPResponse
+        try:
+            return super().getresponse()
+        except Exception as e:
+            if self._stop.is_set():  # its socket shut down: not an answer cut, nothing to try again
+                raise CallStopped(self._call) from e
+            raise
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self._stop.closed(self.sock)
+        super().close()
+
+
+class _StoppableHTTPSConnection(_StoppableConnection, HTTPSConnection):
+    """:class:`_StoppableConnection` over TLS."""
+
+
+class _StoppableHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _StoppableConnection
+
+
+class _StoppableHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _StoppableHTTPSConnection
+
+
+def make_api_client(host: str | None = None, stop: Stop | None = None) -> client.ApiClient:
     """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config; each of its
-    calls has a deadline (:func:`request_timeout`)."""
+    calls has a deadline (:func:`request_timeout`). ``stop`` set ends its calls under way, and refuses later ones
+    (:class:`_StoppableConnection`)."""
     from kubernetes import config
 
     host = host or os.environ.get(KUBE_HOST_ENV)
@@ -83,7 +138,12 @@ def make_api_client(host: str | None = None) -> client.ApiClient:
             config.load_kube_config()
         configuration = client.Configuration.get_default_copy()
     configuration.retries = _NoReadRetry(3)  # urllib3's default (Retry.DEFAULT), read timeouts aside
-    return _DeadlineClient(configuration)
+    api = _DeadlineClient(configuration)
+    if stop is not None:  # its pools' connections given the stop (a pool passes its extra keywords to each one)
+        pools: dict[str, Any] = {"http": functools.partial(_StoppableHTTPPool, stop=stop),  # called as a class is
+                                 "https": functools.partial(_StoppableHTTPSPool, stop=stop)}
+        api.rest_client.pool_manager.pool_classes_by_scheme = pools
+    return api
 
 
 def current_namespace() -> str:

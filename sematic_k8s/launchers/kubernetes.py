@@ -25,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DriverUnneeded
+from sematic_k8s.errors import CallStopped, DriverUnneeded
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.events import refused_for_good
@@ -42,6 +42,7 @@ from sematic_k8s.settings import (
     WORKER_SERVICE_ACCOUNT_ENV,
 )
 from sematic_k8s.specs import DRIVER_EXIT_FAILED, DriverSpec
+from sematic_k8s.stopping import Stop
 
 log = logging.getLogger("sematic_k8s.k8s")
 
@@ -100,7 +101,7 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
                   worker_service_account: str | None = None,
                   func_name: str = "driver", host: str | None = None, api_client: client.ApiClient | None = None,
                   driver_settings: Mapping[str, Any] | None = None, ended: Callable[[], bool] | None = None,
-                  **worker_settings: Any) -> str:
+                  stop: Stop | None = None, **worker_settings: Any) -> str:
     """Create the driver's Job for ``spec`` (a DriverSpec) and return its name; idempotent (409: it exists, and is
     treated as the one made now: a create whose answer was lost and was tried again is answered so).
 
@@ -112,13 +113,16 @@ def launch_driver(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, nam
     ttl_seconds_after_finished) shape the driver's own pod. ``ended()`` (a server's rerun: its claim no longer waits
     for a driver, canceled while the API was slow) is asked right before the token Secret and the Job are made, and
     once the Job's create was answered (then the Job is deleted again): :class:`DriverUnneeded`, no driver started.
+    ``stop`` (a server's, set as it stops) ends the call under way and the launch with it: :class:`CallStopped`,
+    saying so when it was the Job's create, which may have been made (a client given, ``api_client``, is its
+    giver's to make with the stop).
 
     A client made here (none given) is closed before it returns or raises (was: left to be collected, its kept-alive
     connection to the API server held meanwhile: as long as a refused launch's error was kept, its traceback holding
     the client); ``api_client`` is its giver's, left open.
     """
     namespace = namespace or current_namespace()
-    api = api_client or make_api_client(host)
+    api = api_client or make_api_client(host, stop)
     try:
         return _launch(api, spec, root_id, env, namespace, service_account, storage_secret, worker_service_account,
                        func_name, driver_settings, worker_settings, ended or (lambda: False))
@@ -164,6 +168,9 @@ def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[
     try:
         created = api_call(batch.create_namespaced_job, namespace, job)
         uid = created.metadata.uid if created.metadata is not None else None
+    except CallStopped as e:  # its answer unread: the Job may be there, its driver then finds its resolution ended
+        raise CallStopped(f"the create of its driver Job {name} in namespace {namespace} (it may have been made: "
+                          "its driver, if it starts, finds its resolution ended and stops)") from e
     except ApiException as e:
         if e.status != 409:
             raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
@@ -222,16 +229,17 @@ def _owned_by_job(api: client.ApiClient, namespace: str, secret: str, job: str, 
 
 
 def start_driver(spec: DriverSpec, env: Mapping[str, str], *, progress: Callable[[str], None] | None = None,
-                 ended: Callable[[], bool] | None = None, pending: Callable[[str], None] | None = None) -> None:
+                 ended: Callable[[], bool] | None = None, pending: Callable[[str], None] | None = None,
+                 stop: Stop | None = None) -> None:
     """The launcher of ``backends.LAUNCHERS["kubernetes"]``: the driver's Job in the spec's namespace. ``progress``
     is told nothing: the Job's pod waits for its image by itself (ImagePullBackOff), followed by :class:`DriverJob`.
     ``pending`` is told, before the first request, what the launch does, in the words for a Kubernetes API slow to
-    answer it (a server's rerun answers its request if it goes on); ``ended``: see :func:`launch_driver`."""
+    answer it (a server's rerun answers its request if it goes on); ``ended``, ``stop``: see :func:`launch_driver`."""
     namespace = spec.executor_settings.get("namespace") or current_namespace()
     if pending is not None:
         pending(f"launching the driver: its Job {driver_job_name(spec.root_id or '')} in namespace {namespace}; "
                 f"the Kubernetes API is slow to answer")
-    launch_driver(spec, spec.root_id or "", env, namespace=namespace, ended=ended)
+    launch_driver(spec, spec.root_id or "", env, namespace=namespace, ended=ended, stop=stop)
 
 
 class DriverJob:

@@ -35,7 +35,11 @@ driver: its Job sk-driver-ID in namespace NS; the Kubernetes API is slow to answ
 failed, as above, and so is a launch whose call the API never answers (each has a deadline, tried 3 times:
 :func:`sematic_k8s.k8s.client.request_timeout`). A claim canceled meanwhile gets no driver: the claim is read right
 before the token Secret and the Job are made, and once the Job's create is answered (the Job then deleted again).
-Both launchers go through the same :class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note).
+A server that stops ends the call under way (its socket shut down: :class:`~sematic_k8s.stopping.Stop`), not tried
+again: the claim recorded failed, "the server stopped while its driver's launch waited for ...: re-run it" (the
+Job's create, which may have been made: its driver then finds the claim ended and stops).
+Both launchers go through the same :class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note),
+and the same stop (:attr:`Reruns.stopping`).
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
-from sematic_k8s.errors import DriverUnneeded
+from sematic_k8s.errors import CallStopped, DriverUnneeded
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
+from sematic_k8s.stopping import Stop
 from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s_server.claim_answer import ClaimAnswer
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
@@ -63,7 +68,7 @@ T = TypeVar("T")
 IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
 MAX_PARALLELISM = 64
 ANSWER_WINDOW = 2.0  # seconds a request waits for a launch pulling its driver's image (a refusal comes within it)
-CLOSE_WAIT = 10.0  # seconds a stopping server waits for launches that were waiting for an image to record their end
+CLOSE_WAIT = 10.0  # seconds a stopping server waits for its launches under way, ended by its stop, to record their end
 EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
 
@@ -130,7 +135,7 @@ class Reruns:
         self.config = config
         self.queue = RerunQueue(config.concurrency, config.queue)
         self._launch = launch  # tests may give their own; else the configured launcher's
-        self.stopping = threading.Event()  # set when the server stops: launches waiting for an image give up
+        self.stopping = Stop()  # set when the server stops: waits for an image end, and Kubernetes calls under way
         self.background: set[Future[None]] = set()  # launches that went on after their request was answered
 
     def check(self, res: ResolutionRecord, target: str, mode: str) -> str:
@@ -234,7 +239,7 @@ class Reruns:
                                                                 pulling=claim.pending)
                 else:  # a Job on the cluster: the request answered if its API is slow
                     backends.load(backends.LAUNCHERS, launcher)(spec, env, progress=claim.waiting, ended=claim_ended,
-                                                                pending=claim.pending)
+                                                                pending=claim.pending, stop=self.stopping)
             except DriverUnneeded as e:  # canceled while it waited (its image, the API): recorded so already
                 claim.unneeded()
                 log.info("rerun %s: driver not started: %s", spec.root_id, e)
@@ -266,13 +271,18 @@ class Reruns:
 
     @staticmethod
     def _launch_failed(launcher: str, e: Exception) -> ApiError:
-        """The 502 of a launcher that failed, in its words (their first line)."""
+        """The 502 of a launcher that failed, in its words (their first line); the 503 of one the server's stop
+        ended."""
+        if isinstance(e, CallStopped):
+            return ApiError(503, f"the server stopped while its driver's launch waited for {e.doing}: re-run it",
+                            reason="server-stopped")
         message = f"{type(e).__name__}: {e}".splitlines()[0][:500]
         return ApiError(502, f"could not start the rerun's driver with the {launcher} launcher: {message}",
                         reason="launcher-failed")
 
     def close(self) -> None:
-        """The server stops: launches waiting for their image give up, recorded failed before the store closes
-        (waited for up to :data:`CLOSE_WAIT`); the others end as they would (a request waits for each)."""
+        """The server stops: launches waiting for their image give up, and Kubernetes calls under way end, recorded
+        failed before the store closes (waited for up to :data:`CLOSE_WAIT`); the others end as they would (a request
+        waits for each)."""
         self.stopping.set()
         wait(list(self.background), CLOSE_WAIT)

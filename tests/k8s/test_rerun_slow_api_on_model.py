@@ -3,13 +3,15 @@ that holds the driver Job's create unanswered (``ThrottlingProxy``, ``HELD``: pa
 proxy passes), over real HTTP. The rerun request is answered 202 with the claim's id once the launch went on for
 ``ANSWER_WINDOW``, the claim noted "launching the driver: ... the Kubernetes API is slow to answer"; then the driver's
 Job is made and the note cleared, or, canceled meanwhile, no driver Job is left, or, refused then, the claim is
-recorded failed in the launcher's words. Was: the request was held until the API answered (here: never, the client
-timing out with no id to cancel)."""
+recorded failed in the launcher's words, or, the server (a process of its own) stopped meanwhile, the call under way
+is ended and the claim recorded failed in the stop's words. Was: the request was held until the API answered (here:
+never, the client timing out with no id to cancel)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +21,23 @@ import pytest
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
 from outages import ThrottlingProxy
+from s3server import fresh_bucket
 from sematic_k8s.k8s.manifests import driver_job_name
+from sematic_k8s_server import auth
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import Served, claim_of, record_resolution, serve, wait_for
+from sematic_k8s_server.db import open_store
+from serving import Served, claim_of, record_resolution, serve, server_process, wait_for
 
 NS = "sk-runs"
 IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "ab" * 32
 STORAGE = "s3://sk-slow-api/artifacts"
 JOB_CREATE = f"POST /apis/batch/v1/namespaces/{NS}/jobs".encode()
+
+
+def holding_proxy(cluster: Cluster) -> ThrottlingProxy:
+    """A proxy to the cluster model (acting as its admin) holding the driver Job's create until it passes."""
+    return ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE), 1,
+                           status=-2)
 
 
 @contextlib.contextmanager
@@ -37,8 +48,7 @@ def slow_api_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     while the create is still held."""
     with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
                  namespaces=[NS]) as cluster:
-        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE), 1,
-                                status=-2)
+        proxy = holding_proxy(cluster)
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)  # the server's identity: an admin of the cluster
         config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
                              storage_url=STORAGE, executor_settings={"namespace": NS})
@@ -104,3 +114,46 @@ def test_a_rerun_refused_after_its_slow_kubernetes_api_answered_is_recorded_fail
                                 f"could not create the driver Job {driver_job_name(new_id)} in namespace {NS} (403): "
                                 f"{denial}"), res
         assert driver_job_of(cluster, NS, new_id) is None
+
+
+def test_a_server_stopped_while_its_kubernetes_api_holds_a_reruns_job_create_ends_it_and_records_it_failed(
+        tmp_path, monkeypatch):
+    """A server process (``sematic-k8s server``, the Kubernetes launcher), its calls' deadline 10 minutes
+    (``SEMATIC_K8S_KUBE_TIMEOUT``), the driver Job's create held by the proxy; SIGTERM once it holds it: the call under
+    way is ended and not tried again, the process exits 0 (waited for a minute, far below the held call's deadline),
+    and the claim reads failed in plain words saying the Job may have been made. Was: its shutdown waited
+    ``CLOSE_WAIT`` (10 s) for the launch and closed the store, the claim left ``created`` (later failed as one whose
+    driver never recorded it), and the process exited only once the call's 3 tries ended (30 minutes here)."""
+    _, bucket = fresh_bucket(monkeypatch, "sk-stop-cut")
+    storage = f"s3://{bucket}/artifacts"
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    key = auth.create_key(store.engine, "tests")
+    store.close()
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
+                 namespaces=[NS]) as cluster:
+        proxy = holding_proxy(cluster)
+        env = {"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_KUBE_TIMEOUT": "600", "SEMATIC_K8S_STORAGE": storage}
+        try:
+            with server_process(tmp_path, "--rerun-launcher", "kubernetes", "--rerun-namespace", NS,
+                                "--rerun-image-repository", "127.0.0.1:5000/pipelines",
+                                "--self-url", f"http://sematic-k8s.{NS}.svc:8000", env=env) as (proc, url):
+                root = record_resolution(url, key, kind="cloud", image=IMAGE, storage_url=storage)
+                r = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
+                               timeout=30)
+                assert r.status_code == 202, r.text
+                new_id = r.json()["resolution_id"]
+                wait_for(lambda: proxy.held == 1, 30, what="the driver Job's create held by the proxy")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(60) == 0
+        finally:
+            proxy.passing()
+            proxy.close()
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        res = store.get_resolution(new_id)
+    finally:
+        store.close()
+    assert res is not None and res.state == "failed", res
+    assert res.error == (f"the server stopped while its driver's launch waited for the create of its driver Job "
+                         f"{driver_job_name(new_id)} in namespace {NS} (it may have been made: its driver, if it "
+                         "starts, finds its resolution ended and stops): re-run it"), res.error

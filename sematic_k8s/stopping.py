@@ -1,0 +1,42 @@
+"""A stop that ends the calls under way (:class:`Stop`): a process that stops (a server asked to) sets it, and a read
+blocked on a socket it was told of returns at once, rather than at that call's deadline (a Kubernetes API that holds
+its answers: :func:`sematic_k8s.k8s.client.make_api_client`'s ``stop``)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import weakref
+
+
+class Stop(threading.Event):
+    """An event (waits that ask it end when it is set, as any event's) whose :meth:`set` also shuts down, from the
+    thread that sets it, the sockets of the calls under way it was told of (:meth:`opened`, until :meth:`closed`):
+    a read blocked on one returns at once (an end of stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # one dropped unclosed is not kept alive
+
+    def set(self) -> None:
+        with self._lock:
+            super().set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # a TLS socket's own: its raw socket's, as any
+
+    def opened(self, sock: socket.socket) -> bool:
+        """``sock`` is a call's, to be shut down when the stop is set; False, untold, when it is set already."""
+        with self._lock:
+            if self.is_set():
+                return False
+            self._sockets.add(sock)
+            return True
+
+    def closed(self, sock: socket.socket) -> None:
+        """``sock`` was closed: nothing to shut down."""
+        with self._lock:
+            self._sockets.discard(sock)
