@@ -11,11 +11,14 @@ shown as its escape (``\\x1b``, ``\\u202e``), so the rest of its sequence reads 
   (progress bars; a ``\\r`` rewrites only the rest of its own line, the run's own output, as ``kubectl logs`` shows
   it) and SGR colour sequences (``\\x1b[...m``) are kept; every other control character is escaped.
 
-Bidirectional-text controls (U+202A-U+202E, U+2066-U+2069) are escaped by both.
+Bidirectional-text controls (U+202A-U+202E, U+2066-U+2069) are escaped by both. A log is stored as the bytes its run
+wrote: :func:`decoder` turns them into text to show, bytes that are not UTF-8 as their escapes (``\\xff``), not
+as U+FFFD.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 
 BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
@@ -43,3 +46,15 @@ def coloured(text: str) -> bool:
     """Whether ``text`` (as :func:`terminal_text` leaves it) sets a colour, so that the terminal is to be reset
     after it (:data:`RESET`), not left coloured for what follows."""
     return re.search(_SGR, text) is not None
+
+
+def decoder() -> codecs.IncrementalDecoder:
+    """A UTF-8 decoder of a log's bytes, given in parts (a followed log), for :func:`terminal_text`: a character
+    cut between two parts is kept for the next; a byte that is not UTF-8 (or, at ``final``, a character left cut)
+    becomes its escape (``\\xff``)."""
+    return codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+
+
+def log_text(data: bytes) -> str:
+    """A whole log's (or its tail's) bytes as :func:`terminal_text` shows them: invalid UTF-8 as escapes."""
+    return terminal_text(decoder().decode(data, final=True))

@@ -8,7 +8,7 @@ import click
 
 from sematic_k8s import graph
 from sematic_k8s.cli import records
-from sematic_k8s.cli.output import emit, log_out, output_option
+from sematic_k8s.cli.output import LogOut, emit, output_option
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, in_resolver_home
 from sematic_k8s.terminal_safe import visible
@@ -40,28 +40,31 @@ def logs(ctx: click.Context, run_id: str, follow: bool, raw: bool, output: str) 
     if follow:
         _follow(ctx, store, run, raw)
         return
-    text = records.read_logs(ctx, store, run)
-    if output == "json":
-        emit(output, [], {"run_id": run.id, "logs": text})
-    elif text is not None:
-        log_out(text, raw=raw, whole=True)
+    data = records.read_logs(ctx, store, run)
+    if output == "json":  # text: bytes that are not UTF-8 as U+FFFD
+        emit(output, [], {"run_id": run.id, "logs": None if data is None else data.decode(errors="replace")})
+    elif data is not None:
+        printer = LogOut(raw=raw)
+        printer.part(data, last=True)
+        printer.end()
     else:
         why = _no_logs_reason(run, store.get_resolution(run.root_id))
         click.echo(visible(f"run {run.id} ({run.func_name}, {run.state}) has no logs{why}"), err=True)
 
 
 def _follow(ctx: click.Context, store: records.Store, run: RunRecord, raw: bool) -> None:
-    shown = 0
+    shown, printer = 0, LogOut(raw=raw)  # bytes printed
     while True:
         ended = run.state in graph.TERMINAL
-        text = records.read_logs(ctx, store, run) or ""
-        if len(text) > shown:
-            log_out(text[shown:], raw=raw)
-            shown = len(text)
+        data = records.read_logs(ctx, store, run) or b""
+        if len(data) > shown:  # the bytes stored since, as stored
+            printer.part(data[shown:])
+            shown = len(data)
         if ended:  # read once more after it ended: its last output is recorded by then
             break
         time.sleep(FOLLOW_INTERVAL)
         run = store.get_run(run.id) or run
+    printer.end()
     click.echo(visible(f"run {run.id} ({run.func_name}) {run.state}"), err=True)
 
 

@@ -14,7 +14,7 @@ import click
 
 from sematic_k8s.graph import RESOLVED, TERMINAL
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, claim_waiting
-from sematic_k8s.terminal_safe import RESET, coloured, terminal_text, visible
+from sematic_k8s.terminal_safe import RESET, coloured, decoder, terminal_text, visible
 
 NONE = "-"
 WAITING_CHARS = 40  # of what a claimed rerun waits for, in a table's state column
@@ -28,9 +28,10 @@ class OutputFailed(click.ClickException):
     BrokenPipeError, which click ends quietly.)"""
 
 
-def out(text: str, nl: bool = True) -> None:
-    """Print ``text`` on standard output: the one way commands print their results. OutputFailed, in one line, when it
-    cannot be written (was exit 0 with nothing printed on a closed one; an "unexpected OSError" on a full disk)."""
+def out(text: str | bytes, nl: bool = True) -> None:
+    """Print ``text`` on standard output (``bytes`` as they are, to its binary stream): the one way commands print
+    their results. OutputFailed, in one line, when it cannot be written (was exit 0 with nothing printed on a closed
+    one; an "unexpected OSError" on a full disk)."""
     if sys.stdout is None:  # closed before the command started
         raise OutputFailed("standard output is closed, so nothing can be printed: run the command with it open "
                            "(redirect it to a file, or to /dev/null to print nothing)")
@@ -44,16 +45,34 @@ def out(text: str, nl: bool = True) -> None:
         raise OutputFailed(f"cannot write to standard output: {e.strerror or e}{full}") from None
 
 
-def log_out(text: str, *, raw: bool, whole: bool = False) -> None:
-    """Print a part of a run's log (client-written): as the run wrote it, byte for byte, when ``raw`` or when
-    standard output is not a terminal (a pipe, a file: as ``kubectl logs``); else as :func:`terminal_text` makes it
-    safe to show, the terminal's colours reset after it when it set one, and a ``whole`` log's last line ended (not
-    left for what follows)."""
-    if raw or sys.stdout is None or not sys.stdout.isatty():
-        out(text, nl=False)
-        return
-    safe = terminal_text(text)
-    out(safe + (RESET if coloured(safe) else ""), nl=whole and not text.endswith("\n"))
+class LogOut:
+    """A run's log (client-written) printed part by part as it is read (whole, or followed), as stored: byte for byte,
+    to the binary standard output, when ``raw`` or when standard output is not a terminal (a pipe, a file: as
+    ``kubectl logs``); else as :func:`terminal_text` makes it safe to show (bytes that are not UTF-8 as ``\\xff``; a
+    character cut between two parts shown whole), the terminal's colours reset after a part that set one, and at
+    :meth:`end` its last line ended (not left for what follows)."""
+
+    def __init__(self, *, raw: bool) -> None:
+        self.raw = raw or sys.stdout is None or not sys.stdout.isatty()
+        self._decoder = decoder()
+        self._line_open = False
+
+    def part(self, data: bytes, *, last: bool = False) -> None:
+        """Print the next ``data`` of the log (``last``: its end, where a cut character is shown as escapes)."""
+        if self.raw:
+            out(data, nl=False)
+            return
+        text = self._decoder.decode(data, final=last)
+        if text:
+            safe = terminal_text(text)
+            out(safe + (RESET if coloured(safe) else ""), nl=False)
+            self._line_open = not text.endswith("\n")
+
+    def end(self) -> None:
+        """The log printed: what is left of it, and on a terminal a line break if its last line has none."""
+        self.part(b"", last=True)
+        if self._line_open:
+            out("")
 
 
 def _drop_stdout() -> None:
@@ -72,7 +91,7 @@ def emit(output: str, rows: list[dict[str, Any]], obj: Any = None, *, why_none: 
         out(json.dumps({"items": rows} if obj is None else obj, indent=2, default=str))
         return
     if not rows:
-        click.echo(f"No resources found: {why_none}" if why_none else "No resources found.", err=True)
+        click.echo(f"No resources found: {visible(why_none)}" if why_none else "No resources found.", err=True)
         return
     header = list(rows[0])
     cells = [[[h] for h in header]]

@@ -170,10 +170,10 @@ def _get(records: Store, run_id: str) -> RunRecord:
     return run
 
 
-def read_logs(ctx: click.Context, records: Store, run: RunRecord) -> str | None:
-    """A run's captured output: through the server when there is one (it reads artifact storage, so no storage
-    credentials are needed here), else from the resolution's recorded storage (S3 for cloud runs) or
-    HOME/storage. None when nothing was captured."""
+def read_logs(ctx: click.Context, records: Store, run: RunRecord) -> bytes | None:
+    """A run's captured output, the bytes as stored: through the server when there is one (it reads artifact
+    storage, so no storage credentials are needed here), else from the resolution's recorded storage (S3 for cloud
+    runs) or HOME/storage. None when nothing was captured."""
     if isinstance(records, HttpStore):
         return records.get_logs(run.id) or None
     res = records.get_resolution(run.root_id)
@@ -186,6 +186,6 @@ def read_logs(ctx: click.Context, records: Store, run: RunRecord) -> str | None:
             return None
         storage = LocalStorage(local)
     try:
-        return storage.get(log_key(run.id)).decode(errors="replace")
+        return storage.get(log_key(run.id))
     except KeyError:
         return None

@@ -328,20 +328,20 @@ class HttpStore:
         res = self.get_resolution(resolution_id)
         return None if res is None else res.state
 
-    def get_logs(self, run_id: str) -> str | None:
-        """A run's captured output, read by the server from artifact storage a part at a time (None: unknown
-        run)."""
-        parts: list[str] = []
+    def get_logs(self, run_id: str) -> bytes | None:
+        """A run's captured output, the bytes as stored, read by the server from artifact storage a part at a time
+        (None: unknown run)."""
+        parts: list[bytes] = []
         offset = 0
         while True:
             response = self._request("GET", f"/runs/{run_id}/logs", missing_ok=True, raw=True,
                                      params={"offset": offset, "limit": LOG_PART_BYTES})
             if response is None:
                 return None
-            parts.append(response.text)
+            parts.append(response.content)
             following = int(response.headers.get("X-Log-Next") or 0)  # a server without parts: all was sent
             if following <= offset or following >= int(response.headers.get("X-Log-Size") or 0):
-                return "".join(parts)
+                return b"".join(parts)
             offset = following
 
     def _pages(self, path: str, params: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """What a run wrote reaches the reader's terminal unable to drive it: the real console script in a pseudo-terminal
 (``os.openpty``) reading a home where a func printed, and failed with, escape sequences (OSC 52 clipboard write,
-OSC 8 link, a screen clear, DCS, an 8-bit CSI), colours, a progress bar and a right-to-left override. On the
-terminal they are shown escaped (colours, ``\\r`` and line breaks kept); piped, a log is the bytes the run wrote."""
+OSC 8 link, a screen clear, DCS, an 8-bit CSI), colours, a progress bar and a right-to-left override, and a log
+holding bytes that are not UTF-8. On the terminal they are shown escaped (colours, ``\\r`` and line breaks kept;
+bytes not UTF-8 as ``\\xff``); piped, a log is the bytes the run wrote, read here or through a server."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sematic_k8s as sk
 from sematic_k8s import settings
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.storage.local import LocalStorage
+from serving import serve
 from test_cli_errors import CLI
 
 CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07"  # OSC 52: writes "evil" to the reader's clipboard
@@ -26,6 +28,12 @@ CSI8 = "\x9b2J"  # the 8-bit CSI: a clear too, on terminals that take C1 control
 RED = "\x1b[31mred\x1b[0m"
 RLO = "\u202e"  # right-to-left override: reorders what follows on its line
 HOSTILE = f"start {CLIPBOARD}{LINK}{CLEAR}{DCS}{CSI8} {RED} {RLO}txt.exe\n50%\r100%\n\tdone\n"
+# a log not UTF-8 (as a client may store it): stray bytes, a lead without its rest, continuation bytes alone, an
+# 8-bit CSI as a byte, and a character cut at the end; between them escapes and an RLO, and characters of 2 to 4 bytes
+NOT_UTF8 = (f"{CLIPBOARD} ".encode() + b"\xff\xfe bad " + RED.encode() + b" \xc3( \x80\x80 stray \x9b2J "
+            + f"{RLO}\né € 𝄞\n".encode() + b"cut \xe2\x82")
+NOT_UTF8_SHOWN = ("\\x1b]52;c;ZXZpbA==\\x07 \\xff\\xfe bad \x1b[31mred\x1b[0m \\xc3( \\x80\\x80 stray \\x9b2J "
+                  "\\u202e\né € 𝄞\ncut \\xe2\\x82\x1b[0m\n")
 
 
 @sk.func
@@ -38,6 +46,11 @@ def printer() -> int:
 def unended() -> int:
     print("no line break at the end", end="")
     return 2
+
+
+@sk.func
+def silent() -> int:
+    return 3
 
 
 @sk.func
@@ -89,6 +102,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert unended().resolve(sk.LocalResolver(home=home)) == 2
     with pytest.raises(sk.ResolutionFailed):
         failer().resolve(sk.LocalResolver(home=home))
+    silent_run = silent()
+    assert silent_run.resolve(sk.LocalResolver(home=home)) == 3
+    LocalStorage(home / "storage").append(log_key(silent_run.id), NOT_UTF8)  # as a client may write its log
     return home
 
 
@@ -126,6 +142,47 @@ def test_a_log_piped_or_raw_is_the_bytes_the_run_wrote(home: Path) -> None:
     piped = subprocess.run([str(CLI), "logs", unended_id], env=_environ(home), capture_output=True, timeout=60)
     assert piped.stdout == b"no line break at the end"  # was: a line break added
     assert on_terminal(home, "logs", unended_id) == b"no line break at the end\n"  # the prompt on a line of its own
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["logs", "logs-follow"])
+def test_a_log_not_utf8_is_its_bytes_piped_and_escaped_on_a_terminal(home: Path, follow: bool) -> None:
+    """A stored log that is not UTF-8: piped or `--raw`, `logs` (and `--follow`) prints its bytes as stored (was:
+    decoded, each bad byte printed as U+FFFD); on a terminal each byte not UTF-8 is shown as its escape (``\\xff``,
+    the 8-bit CSI byte too), as control characters are, the character cut at its end too (was: U+FFFD)."""
+    run_id = _run_id(home, "silent")
+    assert LocalStorage(home / "storage").get(log_key(run_id)) == NOT_UTF8
+    args = ["logs", run_id, *(["--follow"] if follow else [])]
+    for extra in ([], ["--raw"]):
+        piped = subprocess.run([str(CLI), *args, *extra], env=_environ(home), capture_output=True, timeout=60,
+                               check=True)
+        assert piped.stdout == NOT_UTF8, extra
+    assert on_terminal(home, *args, "--raw").startswith(NOT_UTF8)
+    shown = on_terminal(home, *args).decode()
+    if follow:  # the character cut at its end is held for what may follow, then shown as it is, after the reset
+        shown = shown.replace("cut \x1b[0m\\xe2\\x82\n", "cut \\xe2\\x82\x1b[0m\n")
+    assert "\ufffd" not in shown and shown.startswith(NOT_UTF8_SHOWN), shown
+
+
+def test_a_log_not_utf8_read_through_a_server_is_its_bytes(tmp_path: Path) -> None:
+    """Through a server, the CLI's `logs` piped is the stored bytes too (was: the server sent them decoded, U+FFFD
+    for each bad byte), and the server's parts, each asked from where the last one ended, are every byte once: a
+    part starting with continuation bytes that are not the rest of a character starts with them (was: up to three
+    of them dropped, taken for the rest of a character cut)."""
+    with serve(tmp_path) as s, s.client() as c:
+        f = silent()
+        f.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))
+        stored = NOT_UTF8 * 3 + b"\x80\x80\x80\x80 end \xf0\x9d\x84\x9e"
+        LocalStorage(tmp_path / "storage").append(log_key(f.id), stored)
+        environ = {**_environ(tmp_path / "elsewhere"), settings.SERVER_ENV: s.url, settings.API_KEY_ENV: str(s.key)}
+        piped = subprocess.run([str(CLI), "logs", f.id], env=environ, capture_output=True, timeout=60, check=True)
+        assert piped.stdout == stored
+        for limit in (4, 5, 7):  # parts ending and starting inside characters, and at bytes not UTF-8
+            got, offset = b"", 0
+            while offset < len(stored):
+                r = c.get(f"/api/v1/runs/{f.id}/logs", params={"offset": offset, "limit": limit})
+                assert r.status_code == 200 and int(r.headers["x-log-start"]) == offset, (limit, offset)
+                got, offset = got + r.content, int(r.headers["x-log-next"])
+            assert got == stored, limit
 
 
 @pytest.mark.parametrize("command", ["resolutions", "runs"])

@@ -192,7 +192,7 @@ def test_a_large_log_is_served_a_part_at_a_time_cut_at_whole_characters(tmp_path
 
         monkeypatch.setattr("sematic_k8s.store.http.LOG_PART_BYTES", 1 << 20)  # the CLI's reads: part by part
         store = sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key).store
-        assert isinstance(store, HttpStore) and store.get_logs(f.id) == text
+        assert isinstance(store, HttpStore) and store.get_logs(f.id) == text.encode()
 
 
 def test_an_artifact_larger_than_the_server_serves_is_a_413_without_reading_it_whole(
