@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from sematic_k8s.terminal_safe import visible
+
 STATES = ("created", "scheduled", "running", "resolved", "failed", "canceled")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _PUSH = re.compile(r"^push ([0-9a-f]{6,}): (.*?)(?: \([\d.]+ MB\))?$")
@@ -167,7 +169,10 @@ class Display:
 class LiveDisplay(Display):
     """The same, drawn in place on a terminal with rich: the current build step and its latest output, a bar of
     layers pushed, the driver's image's pull while its launch waits, the runs by state, the time so far. Milestones
-    (image reused or pushed, driver started) stay above it as lines."""
+    (image reused or pushed, driver started) stay above it as lines. What it is told may quote others' words (a
+    build's output, a registry's or the Docker engine's error, what a run waits for, from the cluster's events):
+    their control characters and bidi controls are shown escaped (:func:`~sematic_k8s.terminal_safe.visible`), as
+    the CLI shows records; plain lines (not a terminal) and a caller's sink get them as they are."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
@@ -178,6 +183,14 @@ class LiveDisplay(Display):
         self.live = Live(console=self.console, refresh_per_second=8, transient=True,
                          get_renderable=self._render)
         self.live.start()
+
+    def __call__(self, line: str) -> None:
+        super().__call__(visible(line))
+
+    def runs(self, resolution_id: str, state: str, counts: Mapping[str, int],
+             waiting: Mapping[str, str] | None = None) -> None:
+        super().runs(visible(resolution_id), visible(state), counts,
+                     {run: visible(why) for run, why in (waiting or {}).items()})
 
     def changed(self, line: str, kind: str) -> None:
         if kind == "said":  # milestones stay above the live part; the rest is drawn in it

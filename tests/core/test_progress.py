@@ -118,3 +118,56 @@ def test_a_callers_own_sink_gets_every_line_and_the_summary() -> None:
     assert got[:3] == ["Step 1/1 : FROM x", "output of the step", "resolution r2: 3 running"]
     assert len(got) == 4 and got[3].startswith("resolution r2 resolved")
     assert counts_text({"resolved": 2, "failed": 0, "created": 1, "running": 4}) == "1 created, 4 running, 2 resolved"
+
+
+# others' words the display is told: a registry's error in the Docker engine's pull failure, a registry line, a
+# build step's output, what a run waits for (the cluster's events); each holding escape sequences and an RLO
+CLIPBOARD, RLO = "\x1b]52;c;ZXZpbA==\x07", "\u202e"  # OSC 52 writes "evil" to the clipboard; a right-to-left override
+HOSTILE_LINES = [f"registry: 127.0.0.1:5000 said {CLIPBOARD} {RLO}gpj.exe", "Step 1/1 : FROM base",
+                 "output \x1b[2J\x9b2J \x1b]8;;http://evil.example/\x1b\\click",
+                 f"waiting for the driver's image: the Docker engine could not pull it ({CLIPBOARD} {RLO}fdp.exe)",
+                 "driver started for resolution r1"]
+HOSTILE_FEED = textwrap.dedent(f'''
+    import time
+    from sematic_k8s.progress import display
+
+    shown = display()
+    for line in {HOSTILE_LINES!r}:
+        shown(line)
+        time.sleep(0.2)
+    shown.runs("r1", "running", {{"running": 1}}, {{"r2": {f"quota {CLIPBOARD}{RLO}exceeded"!r}}})
+    time.sleep(0.3)
+    shown.done("resolved")
+''')
+
+
+def test_others_words_on_a_terminal_are_shown_escaped_and_piped_as_they_are() -> None:
+    """A registry's error, a build's output, what a run waits for, on the live display: their escape sequences (an
+    OSC 52 clipboard write, an OSC 8 link, a screen clear, an 8-bit CSI) and RLO are shown escaped (was: sent to
+    the terminal as they were, rich taking out only the bell); as plain lines (not a terminal) they are as told."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", HOSTILE_FEED], env=env(), stdin=terminal, stdout=terminal,
+                            stderr=terminal, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    while select.select([controller], [], [], 60)[0]:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(60) == 0
+    os.close(controller)
+    out = b"".join(chunks).decode(errors="replace")
+    assert "\x1b]" not in out and "\x07" not in out and "\x1b[2J" not in out and "\x9b" not in out
+    assert RLO not in out
+    assert "said \\x1b]52;c;ZXZpbA==\\x07 \\u202egpj.exe" in out  # the registry's line, printed whole
+    assert "\\x1b]52;c;ZXZpbA==\\x07 \\u202efdp.exe" in out and "quota \\x1b]52;c;ZXZpbA==\\x07\\u202eexceeded" in out
+    assert "output \\x1b[2J\\x9b2J \\x1b]8;;http://evil.example/" in out
+    piped = subprocess.run([sys.executable, "-c", HOSTILE_FEED], env=env(), capture_output=True, text=True,
+                           timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert f"registry: 127.0.0.1:5000 said {CLIPBOARD} {RLO}gpj.exe\n" in piped.stderr
+    assert f"not started: quota {CLIPBOARD}{RLO}exceeded\n" in piped.stderr
