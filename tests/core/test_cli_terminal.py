@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -198,3 +199,20 @@ def test_a_note_in_a_table_is_shown_escaped(home: Path) -> None:
     """A note holding a right-to-left override and a screen clear, as `resolutions note` prints it back."""
     shown = on_terminal(home, "resolutions", "note", _run_id(home, "failer"), f"see {RLO}{CLEAR}fdp.exe").decode()
     assert "\x1b" not in shown and RLO not in shown and "see \\u202e\\x1b[2Jfdp.exe" in shown
+
+
+def test_an_api_key_name_on_a_terminal_is_shown_escaped(tmp_path: Path) -> None:
+    """A key's name holding escape sequences, an RLO and an 8-bit CSI (written before names were checked, or in the
+    database by hand: the API refuses them now): `api-keys list` and `revoke` on a terminal show it escaped, as the
+    CLI shows records (held already: its table's cells and its lines' quoted names; no change)."""
+    created = subprocess.run([str(CLI), "api-keys", "create", "plain", "--home", str(tmp_path)], env=_environ(tmp_path),
+                             capture_output=True, timeout=60, check=True)
+    assert created.stdout.strip()
+    name = f"ci{CLIPBOARD}{CLEAR}{RLO}txt.exe{CSI8}"
+    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:
+        conn.execute("UPDATE api_keys SET name = ?", (name,))
+    conn.close()
+    for args in (["api-keys", "list"], ["api-keys", "revoke", name]):
+        shown = on_terminal(tmp_path, *args).decode()
+        assert "\x1b" not in shown and RLO not in shown and "\x9b" not in shown and "\x07" not in shown, args
+        assert "ci\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\u202etxt.exe\\x9b" in shown, (args, shown)
