@@ -12,8 +12,8 @@ shown as its escape (``\\x1b``, ``\\u202e``), so the rest of its sequence reads 
   it) and SGR colour sequences (``\\x1b[...m``) are kept; every other control character is escaped.
 
 Bidirectional-text controls (U+202A-U+202E, U+2066-U+2069) are escaped by both. A log is stored as the bytes its run
-wrote: :func:`decoder` turns them into text to show, bytes that are not UTF-8 as their escapes (``\\xff``), not
-as U+FFFD.
+wrote: :func:`decoder` and :func:`text_of` turn them into text to show, bytes that are not UTF-8 as their escapes
+(``\\xff``), not as U+FFFD.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def decoder() -> codecs.IncrementalDecoder:
     return codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
 
 
-def log_text(data: bytes) -> str:
-    """A whole log's (or its tail's) bytes as :func:`terminal_text` shows them: invalid UTF-8 as escapes."""
-    return terminal_text(decoder().decode(data, final=True))
+def text_of(data: bytes) -> str:
+    """Bytes of a log (whole, or its last lines) as text to show: UTF-8, a byte that is not as its escape
+    (``\\xff``), for :func:`terminal_text`."""
+    return decoder().decode(data, final=True)

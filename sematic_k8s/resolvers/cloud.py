@@ -37,7 +37,7 @@ from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, Driv
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
-from sematic_k8s.terminal_safe import decoder, terminal_text
+from sematic_k8s.terminal_safe import terminal_text, text_of
 
 log = logging.getLogger("sematic_k8s")
 
@@ -239,7 +239,7 @@ class CloudResolver(Resolver):
         if run is not None:
             died = WorkerDied.__name__ in (run.error.get("mro") or [])  # its traceback is its last log lines
             try:
-                logs = "" if died else decoder().decode(storage.get(log_key(run.id)), final=True)  # \xff as such
+                logs = "" if died else text_of(storage.get(log_key(run.id)))
                 detail = "\n\nlast log lines:\n" + "\n".join(logs.splitlines()[-20:]) if logs else ""
             except KeyError:
                 pass
