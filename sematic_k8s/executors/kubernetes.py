@@ -27,7 +27,8 @@ The executor holds the state and wires its pieces, one module per job:
 - :mod:`.kubernetes_follow`: what the watches and Events say of each attempt, and when it is decided
   (launch it again, or finish it);
 - :mod:`.kubernetes_attempts`: the attempts in flight, by run id, Job and pod name, and what is known of each;
-- :mod:`.kubernetes_copies`: the stored copies of tasks too large for a Secret, deleted off the loop.
+- :mod:`.kubernetes_copies`: the stored copies of tasks too large for a Secret, deleted off the loop;
+- :mod:`.kubernetes_owner`: the read of the driver's own Job (deleted: the driver stops), off the loop.
 
 It alone carries out what they decide with the API (through :class:`~sematic_k8s.k8s.client.NamespacedApi`):
 deleting a Job, reading a pod's log, reading Events when they cannot be watched. The manifests, pod states and
@@ -47,12 +48,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sematic_k8s.errors import DriverJobDeleted, KubernetesForbidden, KubernetesUnauthorized
+from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats, Waiting
 from sematic_k8s.executors.kubernetes_copies import TaskCopies
 from sematic_k8s.executors.kubernetes_follow import Follower, Verdict
 from sematic_k8s.executors.kubernetes_launch import JobLauncher, Made
+from sematic_k8s.executors.kubernetes_owner import OwnerCheck
 from sematic_k8s.executors.remote import Ended, RemoteExecutor, task_ref
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, api_message, current_namespace, make_api_client
@@ -67,7 +69,6 @@ from sematic_k8s.specs import DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 log = logging.getLogger("sematic_k8s.k8s")
-OWNER_UNREAD = 60.0  # seconds the reads of the driver's own Job may fail before it is said (once per outage)
 
 
 class KubernetesExecutor(RemoteExecutor):
@@ -119,10 +120,7 @@ class KubernetesExecutor(RemoteExecutor):
         self.launcher = JobLauncher(self.kube, s, backoff, self.stats)
         self.follower = Follower(self.attempts, s, self.namespace, self.deadlines, self.stats.waits)
         self.ready: list[Ended] = []  # endings found outside the watch (a create refused)
-        self.owner_checked = time.monotonic()  # when the driver's own Job was last read
-        self.owner_gone = False  # found deleted (DriverJobDeleted): its pods are left to the driver to delete
-        self.owner_unread: float | None = None  # when the read of the driver's own Job began failing (if it does)
-        self.owner_said = False  # that outage was said (OWNER_UNREAD)
+        self.owner_check = OwnerCheck(self.kube, s.owner_check, backoff, self.stats)  # the driver's Job, read
         self.refresh_checked = float("-inf")  # when task Secrets were last looked at (_refresh)
 
     @classmethod
@@ -283,7 +281,7 @@ class KubernetesExecutor(RemoteExecutor):
                 except queue.Empty:
                     break
             now = time.monotonic()
-            self._check_owner(now)
+            self.owner_check.check(self.owner, now)
             for verdict in self.follower.due(now):
                 self._act(verdict, out)
             self.follower.check_events(now, self._blocking_event)
@@ -301,48 +299,6 @@ class KubernetesExecutor(RemoteExecutor):
                 self._handle(self.events.get(timeout=wait), out)
             except queue.Empty:
                 pass
-
-    def _check_owner(self, now: float) -> None:
-        """Every ``owner_check`` seconds, read the driver's own Job (the owner of its workers' Jobs): deleted (or
-        another of its name) while this driver runs means it was deleted without its pod, which nothing would
-        restart or clean up after: DriverJobDeleted, so the resolution ends and its workers' Jobs are deleted."""
-        if self.owner is None or now - self.owner_checked < self.settings.owner_check:
-            return
-        self.owner_checked = now
-        name, uid = self.owner
-        try:
-            self.stats.owner_reads += 1
-            job = self.kube.read_job(name)
-        except ApiException as e:
-            if e.status != 404:  # busy, or not allowed: the watches go on; asked again later
-                self._owner_unread(now, name, f"{e.status} {api_message(e)}")
-                return
-            job = None
-        except Exception as e:  # noqa: BLE001 - unreachable for now: said once if it lasts (_owner_unread)
-            self._owner_unread(now, name, f"{type(e).__name__}: {e}")
-            return
-        if self.owner_said:
-            log.warning("the driver's Job %s is read again, after %.0f s: a deletion of it is found again", name,
-                        time.monotonic() - (self.owner_unread or now))
-        self.owner_unread, self.owner_said = None, False
-        found = job.metadata.uid if job is not None and job.metadata is not None else None
-        if found != uid:
-            self.owner_gone = True
-            raise DriverJobDeleted(
-                f"the driver's Job {name} was deleted while the driver ran: this driver stops, and its workers' Jobs "
-                "and its own pod are deleted (a delete that left its pod running, kubectl delete --cascade=orphan, "
-                "ends it too)")
-
-    def _owner_unread(self, now: float, name: str, why: str) -> None:
-        """The read of the driver's own Job, begun at ``now``, failed: at debug level, but once per outage in a warning
-        when the reads have failed for :data:`OWNER_UNREAD` seconds (the driver goes on: its watches, its runs)."""
-        log.debug("reading the driver's Job %s: %s", name, why)
-        self.owner_unread = now if self.owner_unread is None else self.owner_unread
-        failing = time.monotonic() - self.owner_unread
-        if not self.owner_said and failing >= OWNER_UNREAD:
-            self.owner_said = True
-            log.warning("the driver's Job %s could not be read for %.0f s (%s): a deletion of it is not found until "
-                        "the Kubernetes API answers; the driver goes on", name, failing, why)
 
     def _handle(self, ev: Event, out: list[Ended]) -> None:
         for verdict in self.follower.handle(ev):
@@ -493,6 +449,7 @@ class KubernetesExecutor(RemoteExecutor):
     def detach(self) -> None:
         """Stop watching and leave every Job running (a driver about to be restarted re-attaches to them), and the
         copies of their tasks (the deletes waiting are made)."""
+        self.owner_check.stop()
         self.running.clear()
         self.deadlines.clear()
         for w in self.watchers:
@@ -505,12 +462,13 @@ class KubernetesExecutor(RemoteExecutor):
         (by this driver or an earlier one) is deleted (:meth:`TaskCopies.finish`), and the pods of a driver's Job
         deleted without them (:meth:`_delete_own_pods`); then :meth:`_close_api`, whatever went wrong."""
         try:
+            self.owner_check.stop()
             super().close()
             for w in self.watchers:
                 w.stop()
             self.copies.finish()
-            if self.owner_gone:
-                self.owner_gone = False  # once
+            if self.owner_check.gone:
+                self.owner_check.gone = False  # once
                 self._delete_own_pods()
         finally:
             self._close_api()

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from sematic_k8s.errors import CallStopped, KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
+from sematic_k8s.retries import check_stopped
 from sematic_k8s.settings import KUBE_HOST_ENV, KUBE_TIMEOUT_ENV, NAMESPACE_ENV
 from sematic_k8s.stopping import Stop
 
@@ -299,13 +300,16 @@ class Backoff:
 
 def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, retried with backoff on 429, 5xx and connection errors, and on calls that went
-    unanswered past their deadline, :data:`TIMEOUT_TRIES` times at most (then :class:`KubernetesUnanswered`)."""
+    unanswered past their deadline, :data:`TIMEOUT_TRIES` times at most (then :class:`KubernetesUnanswered`). On a
+    thread whose retries are stopped (:func:`~sematic_k8s.retries.stopped_by`: its owner closed), a failure is neither
+    said nor tried again: :class:`~sematic_k8s.retries.RetriesStopped`."""
     backoff = backoff or Backoff()
     timeouts = 0
     for n in range(backoff.attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
+            check_stopped()
             timeouts = timeouts + 1 if timed_out(e) else 0
             if timeouts and (timeouts >= TIMEOUT_TRIES or n == backoff.attempts - 1):
                 raise unanswered(fn, timeouts, e, kwargs.get("_request_timeout")) from e
@@ -360,8 +364,8 @@ class NamespacedApi:
         meta = getattr(job, "metadata", None)
         return meta.uid if meta is not None else None
 
-    def read_job(self, name: str) -> Any:
-        return api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=self.backoff)
+    def read_job(self, name: str, backoff: Backoff | None = None) -> Any:
+        return api_call(self.batch.read_namespaced_job, name, self.namespace, backoff=backoff or self.backoff)
 
     def list_jobs(self, selector: str, limit: int, token: str | None) -> dict[str, Any]:
         """One page of the Jobs ``selector`` picks (the next after ``token``), as the API server's JSON."""

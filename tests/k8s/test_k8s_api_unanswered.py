@@ -246,10 +246,12 @@ def test_the_deadline_is_the_api_servers_own_by_default_and_connecting_takes_10_
 # -- a driver process ------------------------------------------------------------------------------------------------
 
 
-def driver_of(cluster: Cluster, proxy: ThrottlingProxy, tmp_path: Path) -> tuple[Any, LocalStorage, str, Any]:
+def driver_of(cluster: Cluster, proxy: ThrottlingProxy, tmp_path: Path, deadline: str = "1",
+              **settings: Any) -> tuple[Any, LocalStorage, str, Any]:
     """``twice(7)`` stored, and a way to run a Kubernetes driver of it (``python -m sematic_k8s.driver``, recording
-    to SQLite, its API calls through ``proxy`` with a 1 s deadline): (its root, storage, database URL, ``run(name)``:
-    a driver process started, as a Popen, its output in ``<name>.log``)."""
+    to SQLite, its API calls through ``proxy`` with a ``deadline`` of 1 s, its executor's ``settings`` added): (its
+    root, storage, database URL, ``run(name)``: a driver process started, as a Popen, its output in
+    ``<name>.log``)."""
     storage = LocalStorage(tmp_path / "storage")
     root = wp.twice(7)
     s = serialization.serialize(root)
@@ -257,10 +259,10 @@ def driver_of(cluster: Cluster, proxy: ThrottlingProxy, tmp_path: Path) -> tuple
     spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage.url, image=IMAGE,
                       executor="kubernetes",
                       executor_settings={"namespace": NS, "host": proxy.url, "owner": False, "env": {},
-                                         "creates_per_second": 0, "event_check": 0.2},
+                                         "creates_per_second": 0, "event_check": 0.2, **settings},
                       resolution=ResolutionSettings(root_id=root.id, max_parallelism=8))
     db = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    return root, storage, db, driver_processes(spec, tmp_path, db, {KUBE_TIMEOUT_ENV: "1"})
+    return root, storage, db, driver_processes(spec, tmp_path, db, {KUBE_TIMEOUT_ENV: deadline})
 
 
 def unanswered_words(proxy: ThrottlingProxy, call: str) -> str:
@@ -405,10 +407,10 @@ def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_w
     """The read of the driver's own Job (``owner_check``) never answered (every read held, 3 tries of 1 s) past
     OWNER_UNREAD: one warning line naming the Job, however many reads fail, and the driver goes on (its worker's run
     resolves); one line when it is read again. Was: each failed read at debug level only, nothing said."""
-    from sematic_k8s.executors import kubernetes as k8s_executor
+    from sematic_k8s.executors import kubernetes_owner
 
     monkeypatch.setenv(KUBE_TIMEOUT_ENV, "1")
-    monkeypatch.setattr(k8s_executor, "OWNER_UNREAD", 0.5)
+    monkeypatch.setattr(kubernetes_owner, "OWNER_UNREAD", 0.5)
     caplog.set_level(logging.WARNING, logger="sematic_k8s.k8s")
     gate, silent = threading.Event(), threading.Event()
     cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
@@ -445,3 +447,98 @@ def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_w
     [unread] = said("could not be read")
     assert unread.startswith("the driver's Job sk-driver-z could not be read for ") and "KubernetesUnanswered" in unread
     assert len(said("is read again")) == 1
+
+
+def workers_running(cluster: Cluster) -> list[str]:
+    """The names of the worker pods running (a driver Job's own pod aside)."""
+    return [p["metadata"]["name"] for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"
+            and p["metadata"].get("labels", {}).get("sematic-k8s/role") == "worker"]
+
+
+def test_a_driver_whose_own_job_reads_are_never_answered_still_records_its_workers_ends_and_resolves(cluster,
+                                                                                                      tmp_path):
+    """A driver process reading its own Job every 0.1 s (``owner_check``), each read held unanswered from the moment
+    its first step's worker runs, with a deadline ($SEMATIC_K8S_KUBE_TIMEOUT, 600 s) far past the test's waits: the
+    read holds a thread of its own, not the driver's loop, which records the worker's end, launches the next step and
+    resolves the resolution; the driver exits 0 without waiting for the read. Was: the loop held by the read for its
+    3 tries (30 minutes here), recording nothing meanwhile."""
+    gate, silent = threading.Event(), threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
+    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/sk-driver-w ".encode()
+    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
+                            lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
+    api = cluster.client()
+    try:
+        owner = client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": "sk-driver-w"}, "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+    finally:
+        api.close()
+    root, storage, db, driver = driver_of(cluster, proxy, tmp_path, "600", owner_check=0.1,
+                                          owner=[owner.metadata.name, owner.metadata.uid])
+    first = driver("first")
+    store = sql_store(db)
+    try:
+        cluster.wait(lambda: workers_running(cluster), timeout=120, message="the first step's worker running")
+        silent.set()  # from now on, every read of the driver's own Job is held, unanswered
+        cluster.wait(lambda: proxy.held >= 1, timeout=60, message="a read of the driver's Job held")
+        gate.set()  # the worker ends while that read is held
+        cluster.wait(lambda: store.get_resolution(root.id).state != "running" or first.poll() is not None,
+                     timeout=120, message="the resolution's end recorded while the driver's Job read is held")
+        code, said = exited(first, tmp_path / "first.log")
+        assert code == 0, said[-3000:]
+        assert proxy.held == 1, proxy.held  # one read at a time: the held one, never a second beside it
+    finally:
+        gate.set()
+        proxy.passing()
+        proxy.close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert store.get_resolution(root.id).state == "resolved"
+    assert sorted((r.func_name, r.state, r.attempts) for r in store.runs_of_root(root.id)) == [
+        ("one", "resolved", 1)] * 2 + [("twice", "resolved", 1)]
+    assert store.get_artifact(store.get_run(root.id).output_id).summary == 7
+
+
+def test_a_read_of_the_drivers_own_job_held_at_close_is_neither_said_nor_tried_again(cluster, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """The executor closes while a read of the driver's own Job is held unanswered (a 3 s deadline): once that try's
+    deadline passes, the read's thread ends without a word (no "retrying" warning after its executor began closing)
+    and without trying again (no second read held). Was: the read made on the loop, tried 3 times; on a thread
+    api_call did not know stopped, it warned "retrying" after the close."""
+    monkeypatch.setenv(KUBE_TIMEOUT_ENV, "3")
+    caplog.set_level(logging.DEBUG, logger="sematic_k8s")
+    gate, silent = threading.Event(), threading.Event()
+    cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
+    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/sk-driver-v ".encode()
+    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
+                            lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
+    api = make_api_client(proxy.url)
+    driver = client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": "sk-driver-v"}, "spec": {
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+    storage = LocalStorage(tmp_path / "storage")
+    ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
+                            owner=(driver.metadata.name, driver.metadata.uid), owner_check=0.1, creates_per_second=0,
+                            event_check=0.2, backoff=Backoff(base=0.01, cap=0.05, attempts=6))
+
+    def reading() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "sk-owner-read"]
+    closing = 0
+    try:
+        submit(ex, new_id(), 4)
+        cluster.wait(lambda: workers_running(cluster), timeout=120, message="the worker running")
+        silent.set()
+        cluster.wait(lambda: ex.wait(0.05) or proxy.held >= 1, timeout=60, message="a read of the driver's Job held")
+    finally:
+        gate.set()
+        closing = len(caplog.records)
+        ex.close()
+    try:
+        cluster.wait(lambda: not reading(), timeout=60, message="the read's thread ended")
+        after = [r.getMessage() for r in caplog.records[closing:] if r.threadName == "sk-owner-read"]
+        assert after == [], after
+        assert proxy.held == 1, proxy.held
+    finally:
+        proxy.passing()
+        api.close()
+        proxy.close()
