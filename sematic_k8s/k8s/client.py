@@ -39,7 +39,8 @@ TIMEOUT_TRIES = 3  # calls that time out, in a row of retries, before the call f
 
 def request_timeout() -> tuple[float, float]:
     """A call's (connect, read) deadline: $SEMATIC_K8S_KUBE_TIMEOUT seconds (default 60) for its answer, and 10 (or
-    less) to connect."""
+    less) to connect. Read once, by :func:`make_api_client`, which keeps it on its client (a bad value refused
+    there, in one line)."""
     raw = os.environ.get(KUBE_TIMEOUT_ENV)
     try:
         read = float(raw) if raw else READ_TIMEOUT
@@ -63,13 +64,17 @@ class _NoReadRetry(urllib3.Retry):
 
 
 class _DeadlineClient(client.ApiClient):
-    """The official client, every call of which has a deadline: :func:`request_timeout` unless the caller gives one
-    (a watch, which is long by design, does)."""
+    """The official client, every call of which has a deadline: ``deadline`` (:func:`request_timeout`'s, read when
+    the client was made) unless the caller gives one (a watch, which is long by design, does)."""
+
+    def __init__(self, configuration: client.Configuration, deadline: tuple[float, float]) -> None:
+        super().__init__(configuration)
+        self.deadline = deadline
 
     def call_api(self, method: Any, url: Any, header_params: Any = None, body: Any = None, post_params: Any = None,
                  _request_timeout: Any = None) -> Any:
         return super().call_api(method, url, header_params, body, post_params,
-                                _request_timeout if _request_timeout is not None else request_timeout())
+                                _request_timeout if _request_timeout is not None else self.deadline)
 
 
 class _StoppableConnection(HTTPConnection):
@@ -125,10 +130,11 @@ class _StoppableHTTPSPool(urllib3.HTTPSConnectionPool):
 
 def make_api_client(host: str | None = None, stop: Stop | None = None) -> client.ApiClient:
     """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config; each of its
-    calls has a deadline (:func:`request_timeout`). ``stop`` set ends its calls under way, and refuses later ones
-    (:class:`_StoppableConnection`)."""
+    calls has a deadline (:func:`request_timeout`: a bad $SEMATIC_K8S_KUBE_TIMEOUT is refused here, a ValueError).
+    ``stop`` set ends its calls under way, and refuses later ones (:class:`_StoppableConnection`)."""
     from kubernetes import config
 
+    deadline = request_timeout()
     host = host or os.environ.get(KUBE_HOST_ENV)
     if host:
         configuration = client.Configuration(host=host)
@@ -139,7 +145,7 @@ def make_api_client(host: str | None = None, stop: Stop | None = None) -> client
             config.load_kube_config()
         configuration = client.Configuration.get_default_copy()
     configuration.retries = _NoReadRetry(3)  # urllib3's default (Retry.DEFAULT), read timeouts aside
-    api = _DeadlineClient(configuration)
+    api = _DeadlineClient(configuration, deadline)
     if stop is not None:  # its pools' connections given the stop (a pool passes its extra keywords to each one)
         pools: dict[str, Any] = {"http": functools.partial(_StoppableHTTPPool, stop=stop),  # called as a class is
                                  "https": functools.partial(_StoppableHTTPSPool, stop=stop)}
@@ -251,23 +257,25 @@ def timed_out(e: BaseException) -> bool:
     return isinstance(e, (urllib3.exceptions.TimeoutError, TimeoutError))
 
 
-def _read_deadline(deadline: Any) -> float:
-    """The seconds a call given ``_request_timeout=deadline`` waits for its answer."""
+def _read_deadline(deadline: Any) -> float | None:
+    """The seconds a call given ``_request_timeout=deadline`` waits for its answer (None: not known)."""
     if isinstance(deadline, (int, float)):
         return float(deadline)
     if isinstance(deadline, tuple) and len(deadline) == 2:
         return float(deadline[1])
-    return request_timeout()[1]
+    return None
 
 
 def unanswered(fn: Callable[..., Any], tries: int, e: BaseException, deadline: Any = None) -> KubernetesUnanswered:
     """The error, in plain words, of a call ``fn`` to the API server that went unanswered ``tries`` times (within
-    its ``deadline``, else :func:`request_timeout`'s)."""
+    its ``deadline``, else its client's: :func:`make_api_client`'s)."""
     api = getattr(getattr(fn, "__self__", None), "api_client", None)
     host = getattr(getattr(api, "configuration", None), "host", None)
     name = getattr(fn, "__name__", "a call")
+    seconds = _read_deadline(deadline if deadline is not None else getattr(api, "deadline", None))
+    within = f"within {seconds:g} s" if seconds is not None else "in time"
     return KubernetesUnanswered(
-        f"the Kubernetes API{f' at {host}' if host else ''} did not answer within {_read_deadline(deadline):g} s "
+        f"the Kubernetes API{f' at {host}' if host else ''} did not answer {within} "
         f"({tries} {'try' if tries == 1 else 'tries'}): {name} ({type(e).__name__}); a network partition, or a load "
         f"balancer or proxy that stopped forwarding: check the way from here to it (${KUBE_TIMEOUT_ENV} sets the "
         f"deadline)")

@@ -26,7 +26,7 @@ from sematic_k8s import serialization
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes import KubernetesExecutor
 from sematic_k8s.future import new_id
-from sematic_k8s.k8s.client import Backoff, make_api_client, request_timeout
+from sematic_k8s.k8s.client import Backoff, make_api_client
 from sematic_k8s.k8s.manifests import driver_job_name, token_secret_name
 from sematic_k8s.settings import KUBE_TIMEOUT_ENV
 from sematic_k8s.specs import DriverSpec, ResolutionSettings
@@ -228,19 +228,23 @@ def test_a_pod_list_never_answered_is_said_in_plain_words_and_the_run_resolves_o
 
 
 @pytest.mark.parametrize("bad", ["soon", "0", "-1", "inf", "nan"])
-def test_a_deadline_that_is_not_a_number_of_seconds_is_refused_in_one_line_naming_it(monkeypatch, bad):
+def test_a_deadline_that_is_not_a_number_of_seconds_is_refused_in_one_line_naming_it_when_the_client_is_made(
+        monkeypatch, bad):
+    """Refused by make_api_client, before any call. Was: read at each call, a bad value refused by the first one."""
     monkeypatch.setenv(KUBE_TIMEOUT_ENV, bad)
     with pytest.raises(ValueError) as refused:
-        request_timeout()
+        make_api_client("http://127.0.0.1:9")
     assert str(refused.value).startswith(f"${KUBE_TIMEOUT_ENV}={bad!r} ") and "e.g. 60" in str(refused.value)
     assert "\n" not in str(refused.value)
 
 
 def test_the_deadline_is_the_api_servers_own_by_default_and_connecting_takes_10_s_at_most(monkeypatch):
     monkeypatch.delenv(KUBE_TIMEOUT_ENV, raising=False)
-    assert request_timeout() == (10.0, 60.0)
+    with make_api_client("http://127.0.0.1:9") as api:
+        assert api.deadline == (10.0, 60.0)
     monkeypatch.setenv(KUBE_TIMEOUT_ENV, "2.5")
-    assert request_timeout() == (2.5, 2.5)
+    with make_api_client("http://127.0.0.1:9") as api:
+        assert api.deadline == (2.5, 2.5)
 
 
 # -- a driver process ------------------------------------------------------------------------------------------------
