@@ -100,13 +100,20 @@ def whose(owner: str | None, what: str) -> str:
     return f"another API key recorded {what}"
 
 
+def acts_on_any(principal: Principal, actions_by: str) -> bool:
+    """Whether ``principal`` may act on any resolution, which :func:`action_refusal` answers with no read: under
+    ``actions_by`` "team" any key that reaches the route, under "owner" an admin key (and anyone in local mode)."""
+    return actions_by != OWNER or principal.is_admin
+
+
 def action_refusal(principal: Principal, store: SqlStore, actions_by: str, resolution_id: str,
                    action: str) -> str | None:
     """Why ``principal`` may not ``action`` (cancel, re-run, ...) resolution ``resolution_id``, in one line; None if
     it may. Under ``actions_by`` "owner" a user key acts only on the resolutions it recorded; an admin key (and anyone
     in local mode) on any, and alone on one recorded with no owner (before owners were, or straight into the
-    database). One not recorded: None (the route answers 404). Under "team": any key that reaches the route."""
-    if actions_by != OWNER or principal.is_admin:
+    database). One not recorded: None (the route answers 404). Under "team": any key that reaches the route. Reads
+    the resolution's owner only when :func:`acts_on_any` does not answer."""
+    if acts_on_any(principal, actions_by):
         return None
     k = api_keys.c
     with store.engine.connect() as conn:
