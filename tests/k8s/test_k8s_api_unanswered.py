@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +288,29 @@ def exited(p: subprocess.Popen, log: Path) -> tuple[int, str]:
     return code, log.read_text()
 
 
+@contextmanager
+def let_go(proxy: ThrottlingProxy, gate: threading.Event | None = None,
+           first: subprocess.Popen | None = None) -> Iterator[None]:
+    """A driver test's body, and whatever became of it: its held worker let go (``gate``), ``proxy`` passing calls on
+    then closed, and its ``first`` driver killed if it still runs."""
+    try:
+        yield
+    finally:
+        if gate is not None:
+            gate.set()
+        proxy.passing()
+        proxy.close()
+        if first is not None and first.poll() is None:
+            first.kill()
+            first.wait()
+
+
+def worker_running(cluster: Cluster, what: str = "the first step's worker") -> None:
+    """Wait until a worker's pod runs (120 s at most)."""
+    cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
+                 timeout=120, message=f"{what} running")
+
+
 def test_a_driver_whose_kubernetes_api_never_answers_exits_75_leaving_its_resolution_to_the_next_driver(
         cluster, tmp_path):
     """A driver process (``python -m sematic_k8s.driver``, the Kubernetes executor) whose Kubernetes API is silent,
@@ -296,7 +321,7 @@ def test_a_driver_whose_kubernetes_api_never_answers_exits_75_leaving_its_resolu
     its first attempt, one Job each."""
     proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: True, 10**6, status=0)
     root, storage, db, driver = driver_of(cluster, proxy, tmp_path)
-    try:
+    with let_go(proxy):
         code, said = exited(driver("first"), tmp_path / "first.log")
         assert code == 75, said[-3000:]
         assert proxy.held == 6, proxy.held  # the pod list (logged, gone on without), then the Job list: 3 tries each
@@ -312,9 +337,6 @@ def test_a_driver_whose_kubernetes_api_never_answers_exits_75_leaving_its_resolu
         proxy.passing()
         code, said = exited(driver("second"), tmp_path / "second.log")
         assert code == 0, said[-3000:]
-    finally:
-        proxy.passing()
-        proxy.close()
     assert store.get_resolution(root.id).state == "resolved"
     runs = store.runs_of_root(root.id)
     assert sorted((r.func_name, r.state, r.attempts) for r in runs) == [("one", "resolved", 1)] * 2 + [
@@ -337,9 +359,8 @@ def test_a_restarted_driver_cut_off_from_the_kubernetes_api_exits_75_and_the_nex
     root, storage, db, driver = driver_of(cluster, proxy, tmp_path)
     store = sql_store(db)
     first = driver("first")
-    try:
-        cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
-                     timeout=120, message="the first step's worker running")
+    with let_go(proxy, gate, first):
+        worker_running(cluster)
         first.kill()  # SIGKILL: the driver pod dies
         first.wait(60)
         silent.set()  # from now on, every call to the API is held, unanswered
@@ -359,13 +380,6 @@ def test_a_restarted_driver_cut_off_from_the_kubernetes_api_exits_75_and_the_nex
         gate.set()
         code, said = exited(third, tmp_path / "third.log")
         assert code == 0, said[-3000:]
-    finally:
-        gate.set()
-        proxy.passing()
-        proxy.close()
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert store.get_resolution(root.id).state == "resolved"
     assert sorted((r.func_name, r.state, r.attempts) for r in store.runs_of_root(root.id)) == [
         ("one", "resolved", 1)] * 2 + [("twice", "resolved", 1)]
@@ -387,22 +401,14 @@ def test_a_cancel_whose_job_deletes_the_kubernetes_api_never_answers_ends_as_a_c
     root, storage, db, driver = driver_of(cluster, proxy, tmp_path)
     store = sql_store(db)
     first = driver("first")
-    try:
-        cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
-                     timeout=120, message="the first step's worker running")
+    with let_go(proxy, gate, first):
+        worker_running(cluster)
         store.request_cancel(root.id)
         code, said = exited(first, tmp_path / "first.log")
         assert code == 1, said[-3000:]
         assert proxy.held >= 3, proxy.held
         assert "could not delete Job" in said and "KubernetesUnanswered" in said, said[-3000:]
         assert "exiting 75" not in said, said[-3000:]
-    finally:
-        gate.set()
-        proxy.passing()
-        proxy.close()
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert store.get_resolution(root.id).state == "canceled"
 
 
@@ -431,23 +437,20 @@ def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_w
 
     def said(words: str) -> list[str]:
         return [m for m in caplog.messages if words in m]
-    try:
-        run_id = submit(ex, new_id(), 5)
-        cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"],
-                     timeout=120, message="the worker running")
-        silent.set()
-        cluster.wait(lambda: ex.wait(0.05) or (proxy.held >= 6 and said("could not be read")), timeout=120,
-                     message="two reads of the driver's Job unanswered, said")
-        silent.clear()
-        cluster.wait(lambda: ex.wait(0.05) or said("is read again"), timeout=120, message="its Job read again")
-        gate.set()
-        assert ended(ex, 1)[run_id].error_info is None
-    finally:
-        gate.set()
-        proxy.passing()
-        ex.close()
-        api.close()
-        proxy.close()
+    with let_go(proxy, gate):
+        try:
+            run_id = submit(ex, new_id(), 5)
+            worker_running(cluster, "the worker")
+            silent.set()
+            cluster.wait(lambda: ex.wait(0.05) or (proxy.held >= 6 and said("could not be read")), timeout=120,
+                         message="two reads of the driver's Job unanswered, said")
+            silent.clear()
+            cluster.wait(lambda: ex.wait(0.05) or said("is read again"), timeout=120, message="its Job read again")
+            gate.set()
+            assert ended(ex, 1)[run_id].error_info is None
+        finally:
+            ex.close()
+            api.close()
     [unread] = said("could not be read")
     assert unread.startswith("the driver's Job sk-driver-z could not be read for ") and "KubernetesUnanswered" in unread
     assert len(said("is read again")) == 1
