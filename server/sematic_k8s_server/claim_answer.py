@@ -85,11 +85,15 @@ class ClaimAnswer:
             self._answer.set_exception(error)
             return True
 
-    def wait(self, window: float) -> None:
+    def wait(self, window: float, bound: float) -> None:
         """The request's wait: until it is answered, or ``window`` seconds after a long step began (then it answers,
-        the claim noted with the step's words); raises the launch's failure when that is the answer."""
+        the claim noted with the step's words); raises the launch's failure when that is the answer. A launch that
+        neither answers nor begins a step within ``bound`` seconds (its turn in the queue, or its launcher, never
+        came) fails: TimeoutError, in plain words, the request's answer (its caller records the claim failed)."""
         either: list[Future[Any]] = [self._answer, self._pending]
-        futures.wait(either, return_when=futures.FIRST_COMPLETED)
+        if not futures.wait(either, bound, return_when=futures.FIRST_COMPLETED).done:
+            self.failed(TimeoutError(f"the launch did not begin within {bound:g} s (it waited for a launch slot "
+                                     "behind other reruns, or its launcher hung): try again later"))
         if not self._answer.done() and not futures.wait([self._answer], window).done:  # a refusal comes within it
             with self._lock:
                 if not self._answer.done():

@@ -13,7 +13,11 @@ at once, recorded with the reason. The cache namespace and parallelism are data.
 A *local* resolution's code is on its author's machine: it is re-run there (``sematic-k8s rerun ID`` or
 ``LocalResolver(rerun_from=ID)``), and the refusal says so with the command to copy.
 
-Launches go through a bounded queue: ``concurrency`` at once, ``queue`` more waiting, 429 beyond.
+Launches go through a bounded queue: ``concurrency`` at once, ``queue`` more waiting, 429 beyond. A request waits
+for its launch to begin (answered, or saying what it waits for) :data:`LAUNCH_BOUND` (an hour) at most: past it (its
+turn in the queue never came, or its launcher hung) it is a 502 in plain words, its claim recorded failed in them,
+and its launch, still queued, dropped: its slot freed. (One already running keeps its slot until its launcher
+returns; neither launcher gets there: each says what it waits for before any long step.)
 
 The request waits for its launch, and answers 202 once the driver is started, or as soon as the launch waits for the
 driver's image (the Docker launcher, its registry not answering the engine's pull: tried again for the pull's grace,
@@ -68,6 +72,9 @@ T = TypeVar("T")
 IMAGE_BY_DIGEST = re.compile(rf"(?P<repo>{REPOSITORY})@sha256:[0-9a-f]{{64}}")
 MAX_PARALLELISM = 64
 ANSWER_WINDOW = 2.0  # seconds a request waits for a launch pulling its driver's image (a refusal comes within it)
+LAUNCH_BOUND = 3600.0  # seconds a request waits for its launch to begin (answer, or say what it waits for): well
+# above a launch's own deadlines (a Kubernetes one whose every call goes unanswered: some 15 min; a Docker one: its
+# engine's calls, then its pull's grace) and a queued launch's turn behind those; past it the claim is failed
 CLOSE_WAIT = 10.0  # seconds a stopping server waits for its launches under way, ended by its stop, to record their end
 EXECUTOR_OF_LAUNCHER = {"kubernetes": "kubernetes", "docker": "process"}  # docker: no socket, runs in-container
 
@@ -256,9 +263,10 @@ class Reruns:
             claim.started()
             log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
 
+        launched: Future[None] | None = None
         try:
             launched = self.queue.submit(launch)
-            claim.wait(ANSWER_WINDOW)
+            claim.wait(ANSWER_WINDOW, LAUNCH_BOUND)
             if not launched.done():  # it waits for its image: kept until it ends, for close() to wait for
                 self.background.add(launched)
                 launched.add_done_callback(self.background.discard)
@@ -266,6 +274,8 @@ class Reruns:
             raise ApiError(429, f"{self.queue.capacity} reruns are already starting or waiting to start: try "
                                 "again in a few seconds", {"Retry-After": "5"}, reason="busy") from None
         except Exception as e:  # noqa: BLE001 - any launcher failure: say which, as JSON
+            if launched is not None:  # past LAUNCH_BOUND still queued: it never runs, its slot freed
+                launched.cancel()
             log.warning("rerun %s: the %s launcher failed: %s", spec.root_id, launcher, e)
             raise self._launch_failed(launcher, e) from None
 

@@ -90,6 +90,44 @@ def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_fre
             proxy.close()
 
 
+def test_a_rerun_whose_launch_does_not_begin_within_its_bound_fails_in_plain_words_and_frees_its_queue_slot(
+        tmp_path, monkeypatch):
+    """One launch slot, one queued: the first rerun's launch holds the slot (its Job's create never answered, 3 tries
+    of 6 s); a second rerun waits in the queue past ``LAUNCH_BOUND`` (3 s here): its request is a 502 in plain words,
+    its claim recorded failed in them, and its queued launch dropped, its slot freed: a third rerun is queued (a 502
+    past the bound again, not a 429), and neither ever launches (only the first's creates reach the API). Was: the
+    queued request had no bound of its own, held until the first launch ended (18 s here; some 15 min at the
+    default deadline), then launched."""
+    from sematic_k8s_server import reruns
+
+    monkeypatch.setattr(reruns, "LAUNCH_BOUND", 3.0)
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
+                 namespaces=[NS]) as cluster:
+        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE),
+                                1000, status=0)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
+        monkeypatch.setenv(KUBE_TIMEOUT_ENV, "6")
+        config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
+                             storage_url=STORAGE, executor_settings={"namespace": NS}, concurrency=1, queue=1)
+        words = ("could not start the rerun's driver with the kubernetes launcher: TimeoutError: the launch did not "
+                 "begin within 3 s (it waited for a launch slot behind other reruns, or its launcher hung): try again "
+                 "later")
+        with let_go(proxy), serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+            root = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE)
+            r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+            assert r.status_code == 202, r.text  # answered within ANSWER_WINDOW, its create held
+            first = r.json()["resolution_id"]
+            for _ in range(2):  # the second, then the third in the slot the second's dropped launch freed
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+                assert r.status_code == 502 and r.json()["detail"] == words, r.text
+            dropped = [(r.state, r.error) for r in s.store.list_resolutions() if r.id not in (root, first)]
+            assert dropped == [("failed", words)] * 2, dropped
+            res = wait_for(lambda: (got := claim_of(c, first))["state"] != "created" and got, 60,
+                           what="the first rerun's claim recorded failed (its create unanswered)")
+            assert "KubernetesUnanswered" in res["error"], res
+            assert proxy.held == 3, proxy.held  # the first launch's creates alone: the queued ones never ran
+
+
 def test_a_rerun_whose_driver_job_create_lands_but_its_answer_is_lost_goes_on_with_that_job(tmp_path, monkeypatch):
     """The driver Job's create reaches the API server late, its answer lost (``HoldingProxy``: the request held, then
     sent on its own connection), the launch's call unanswered: tried again, it is the API server's 409. The Job there
