@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import wide_pipeline as wp
 from kubernetes import client
@@ -37,7 +38,7 @@ from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import claim_of, record_resolution, serve, wait_for
+from serving import Served, claim_of, record_resolution, serve, wait_for
 
 NS = "sk-runs"
 IMAGE = "127.0.0.1:5000/pipelines/team@sha256:" + "cd" * 32
@@ -51,43 +52,48 @@ def square(x: int) -> int:
     return x * x
 
 
-def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_frees_its_queue_slot(tmp_path,
-                                                                                                   monkeypatch):
-    """The driver Job's create is never answered: tried 3 times for the deadline (2 s) each, then the claim is
-    recorded failed in plain words and the launch's queue slot (the only one) freed: a second rerun, once the API
-    answers again, starts its driver. Was: the launch waited for ever, its slot held (the second rerun a 429)."""
+@contextmanager
+def silent_creates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deadline: str,
+                   queue: int) -> Iterator[tuple[Cluster, ThrottlingProxy, Served, httpx.Client, str]]:
+    """A server re-running on the cluster model (one launch at a time, ``queue`` more waiting) through a proxy silent
+    on the driver Job's create (until it passes), each call's deadline ``deadline`` s, and a cloud resolution recorded
+    to re-run: (the cluster, the proxy, the server, a client of it, the resolution's id)."""
     with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
                  namespaces=[NS]) as cluster:
         proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE),
                                 1000, status=0)
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
-        monkeypatch.setenv(KUBE_TIMEOUT_ENV, "2")
+        monkeypatch.setenv(KUBE_TIMEOUT_ENV, deadline)
         config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
-                             storage_url=STORAGE, executor_settings={"namespace": NS}, concurrency=1, queue=0)
-        try:
-            with serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
-                root = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE)
-                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
-                assert r.status_code == 202, r.text  # answered within ANSWER_WINDOW, the create still unanswered
-                first = r.json()["resolution_id"]
-                res = wait_for(lambda: (got := claim_of(c, first))["state"] != "created" and got, 60,
-                               what="the claim of the rerun whose API never answered recorded failed")
-                assert res["state"] == "failed", res
-                assert res["error"].startswith(
-                    "could not start the rerun's driver with the kubernetes launcher: KubernetesUnanswered: the "
-                    f"Kubernetes API at {proxy.url} did not answer within 2 s (3 tries): create_namespaced_job "
-                    "(ReadTimeoutError); a network partition, or a load balancer or proxy that stopped forwarding"), res
-                assert proxy.held == 3, proxy.held  # the create tried 3 times, each unanswered
-                assert driver_job_of(cluster, NS, first) is None
-                proxy.passing()
-                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
-                assert r.status_code == 202, r.text  # the slot was freed (was: 429, busy)
-                second = r.json()["resolution_id"]
-                wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60,
-                         what="the second rerun's driver Job")
-        finally:
-            proxy.passing()
-            proxy.close()
+                             storage_url=STORAGE, executor_settings={"namespace": NS}, concurrency=1, queue=queue)
+        with let_go(proxy), serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
+            yield cluster, proxy, s, c, record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE)
+
+
+def test_a_rerun_whose_kubernetes_api_never_answers_fails_in_plain_words_and_frees_its_queue_slot(tmp_path,
+                                                                                                   monkeypatch):
+    """The driver Job's create is never answered: tried 3 times for the deadline (2 s) each, then the claim is
+    recorded failed in plain words and the launch's queue slot (the only one) freed: a second rerun, once the API
+    answers again, starts its driver. Was: the launch waited for ever, its slot held (the second rerun a 429)."""
+    with silent_creates(tmp_path, monkeypatch, "2", queue=0) as (cluster, proxy, s, c, root):
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+        assert r.status_code == 202, r.text  # answered within ANSWER_WINDOW, the create still unanswered
+        first = r.json()["resolution_id"]
+        res = wait_for(lambda: (got := claim_of(c, first))["state"] != "created" and got, 60,
+                       what="the claim of the rerun whose API never answered recorded failed")
+        assert res["state"] == "failed", res
+        assert res["error"].startswith(
+            "could not start the rerun's driver with the kubernetes launcher: KubernetesUnanswered: the "
+            f"Kubernetes API at {proxy.url} did not answer within 2 s (3 tries): create_namespaced_job "
+            "(ReadTimeoutError); a network partition, or a load balancer or proxy that stopped forwarding"), res
+        assert proxy.held == 3, proxy.held  # the create tried 3 times, each unanswered
+        assert driver_job_of(cluster, NS, first) is None
+        proxy.passing()
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+        assert r.status_code == 202, r.text  # the slot was freed (was: 429, busy)
+        second = r.json()["resolution_id"]
+        wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60,
+                 what="the second rerun's driver Job")
 
 
 def test_a_rerun_whose_launch_does_not_begin_within_its_bound_fails_in_plain_words_and_frees_its_queue_slot(
@@ -101,31 +107,22 @@ def test_a_rerun_whose_launch_does_not_begin_within_its_bound_fails_in_plain_wor
     from sematic_k8s_server import reruns
 
     monkeypatch.setattr(reruns, "LAUNCH_BOUND", 3.0)
-    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
-                 namespaces=[NS]) as cluster:
-        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE),
-                                1000, status=0)
-        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
-        monkeypatch.setenv(KUBE_TIMEOUT_ENV, "6")
-        config = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
-                             storage_url=STORAGE, executor_settings={"namespace": NS}, concurrency=1, queue=1)
-        words = ("could not start the rerun's driver with the kubernetes launcher: TimeoutError: the launch did not "
-                 "begin within 3 s (it waited for a launch slot behind other reruns, or its launcher hung): try again "
-                 "later")
-        with let_go(proxy), serve(tmp_path, config=ServerConfig(reruns=config)) as s, s.client() as c:
-            root = record_resolution(s.url, s.key, kind="cloud", image=IMAGE, storage_url=STORAGE)
+    words = ("could not start the rerun's driver with the kubernetes launcher: TimeoutError: the launch did not "
+             "begin within 3 s (it waited for a launch slot behind other reruns, or its launcher hung): try again "
+             "later")
+    with silent_creates(tmp_path, monkeypatch, "6", queue=1) as (cluster, proxy, s, c, root):
+        r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+        assert r.status_code == 202, r.text  # answered within ANSWER_WINDOW, its create held
+        first = r.json()["resolution_id"]
+        for _ in range(2):  # the second, then the third in the slot the second's dropped launch freed
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
-            assert r.status_code == 202, r.text  # answered within ANSWER_WINDOW, its create held
-            first = r.json()["resolution_id"]
-            for _ in range(2):  # the second, then the third in the slot the second's dropped launch freed
-                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
-                assert r.status_code == 502 and r.json()["detail"] == words, r.text
-            dropped = [(r.state, r.error) for r in s.store.list_resolutions() if r.id not in (root, first)]
-            assert dropped == [("failed", words)] * 2, dropped
-            res = wait_for(lambda: (got := claim_of(c, first))["state"] != "created" and got, 60,
-                           what="the first rerun's claim recorded failed (its create unanswered)")
-            assert "KubernetesUnanswered" in res["error"], res
-            assert proxy.held == 3, proxy.held  # the first launch's creates alone: the queued ones never ran
+            assert r.status_code == 502 and r.json()["detail"] == words, r.text
+        dropped = [(r.state, r.error) for r in s.store.list_resolutions() if r.id not in (root, first)]
+        assert dropped == [("failed", words)] * 2, dropped
+        res = wait_for(lambda: (got := claim_of(c, first))["state"] != "created" and got, 60,
+                       what="the first rerun's claim recorded failed (its create unanswered)")
+        assert "KubernetesUnanswered" in res["error"], res
+        assert proxy.held == 3, proxy.held  # the first launch's creates alone: the queued ones never ran
 
 
 def test_a_rerun_whose_driver_job_create_lands_but_its_answer_is_lost_goes_on_with_that_job(tmp_path, monkeypatch):
