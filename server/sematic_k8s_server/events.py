@@ -32,6 +32,14 @@ class Subscriber:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def overflow(self) -> None:  # on the event loop
+        """Events were lost: the stream tells its follower to refetch now, not at its next event or keep-alive."""
+        self.overflowed = True
+        try:
+            self.queue.put_nowait(None)  # wakes the stream up; a full queue wakes it anyway
+        except asyncio.QueueFull:
+            pass
+
     def end(self) -> None:  # on the event loop
         self.ended = True
         try:
@@ -82,12 +90,12 @@ class EventBus:
         return bool(self._subs)
 
     def overflow(self) -> None:
-        """Tell every subscriber that events were lost (they refetch what they show)."""
+        """Tell every subscriber that events were lost (they refetch what they show), at once."""
         with self._lock:
             subs = list(self._subs)
         for sub in subs:
             try:
-                sub.loop.call_soon_threadsafe(setattr, sub, "overflowed", True)
+                sub.loop.call_soon_threadsafe(sub.overflow)
             except RuntimeError:  # its loop is closed: the server is stopping
                 pass
 

@@ -1,0 +1,150 @@
+"""A server's PostgreSQL listener (``sematic_k8s_server.relay``: every live event goes through the database's
+``NOTIFY``) under real faults: PostgreSQL restarted under it (``pg_ctl stop -m fast``, the postmaster killed -9).
+Whatever it may have missed, its followers (``/api/v1/events``) are told to re-read at
+once (``{"type": "overflow"}``), and a resolution marked dead afterwards by another store on the database's URL (as the
+CLI or a LocalResolver opens it) is told live. The streams' keep-alive is an hour here: nothing is told by it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sematic_k8s.store import liveness
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import ResolutionRow
+from sematic_k8s_server.routes import events as events_route
+from serving import Served, serve, wait_for, write_through_api
+
+TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
+LISTENER = "LISTEN sematic_k8s_events"  # the listener's one statement, as pg_stat_activity shows it
+
+
+@pytest.fixture
+def listening(tmp_path: Path, monkeypatch) -> Iterator[tuple[Served, object, str]]:
+    """A server on a PostgreSQL cluster of the test's own (to stop and start), its sweeper stopped (only the test's
+    other store marks anything), its streams' keep-alive an hour; (server, cluster, database URL)."""
+    from pgcluster import create_database, own_cluster
+
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", str(TIMEOUT))
+    monkeypatch.setattr(events_route, "KEEPALIVE_SECONDS", 3600.0)
+    with own_cluster() as cluster:
+        db_url = create_database(cluster.url, "listener")
+        with serve(tmp_path, db_url) as s:
+            s.server.sweeper.stop()
+            try:
+                yield s, cluster, db_url
+            finally:
+                s.server.bus.end()  # its streams end, as a server's stopping ends them
+
+
+class Follower:
+    """The live events of every resolution (``events``), followed on a thread from the moment this is made."""
+
+    def __init__(self, s: Served) -> None:
+        self.events: list[dict] = []
+        ready = threading.Event()
+
+        def listen() -> None:
+            with s.client() as c, c.stream("GET", "/api/v1/events", timeout=None) as r:
+                lines = r.iter_lines()
+                next(lines)  # ": connected": subscribed
+                ready.set()
+                for line in lines:
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+
+        threading.Thread(target=listen, daemon=True).start()
+        assert ready.wait(15), "the event stream did not open"
+
+    def told(self, event: dict, what: str) -> None:
+        wait_for(lambda: event in self.events, 60, what=f"{what}; told: {self.events}")
+
+
+def _silent(s: Served) -> str:
+    """A resolution (and its root run) recorded running through the server, beating once and never since; returned
+    once its silence is past the timeout by the database's clock (read straight from the database: nothing marks it)."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state="running",
+                                          created_at=utcnow(), heartbeat_at=utcnow()))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
+                            state="running", created_at=utcnow()))
+    write_through_api(s.url, s.key, batch)
+    table = ResolutionRow.__table__
+
+    def aged() -> bool:
+        with s.store.engine.connect() as conn:
+            return root in liveness.silent_ids(conn, table, TIMEOUT + 1)
+    wait_for(aged, 30, what="the resolution's heartbeat to age")
+    return root
+
+
+def _marked_elsewhere(db_url: str, root: str) -> None:
+    """``root`` read, so marked dead, by a store of its own on the database's URL (not the server's)."""
+    other = SqlStore(db_url, stale_after=TIMEOUT)
+    try:
+        assert other.get_resolution(root).state == "failed"
+    finally:
+        other.close()
+
+
+def _failed(root: str) -> dict:
+    return {"type": "resolution", "id": root, "root_id": root, "state": "failed"}
+
+
+def _listeners(db_url: str) -> list[int]:
+    """The backends LISTENing on the events' channel (their pids)."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.scalars(sa.text("SELECT pid FROM pg_stat_activity WHERE query = :q"), {"q": LISTENER}))
+    finally:
+        engine.dispose()
+
+
+def _crash(cluster) -> None:  # noqa: ANN001 - a pgcluster.PgCluster
+    """kill -9 of the postmaster, then started again on the same port and data once its backends are gone."""
+    os.kill(int((cluster.data / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:  # its backends exit as they notice; until then the data directory is theirs
+        try:
+            cluster.start()
+            return
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("how", ["pg_ctl stop -m fast", "kill -9 of the postmaster"])
+def test_postgresql_restarted_under_a_listening_server_tells_its_followers_to_re_read_and_later_marks_live(
+        listening, how) -> None:
+    """PostgreSQL stopped and started again while the server listens: once its listener is connected again, its
+    follower is told at once to re-read (events written meanwhile may be lost to it), and a resolution marked dead
+    afterwards by another store on the database is told live. Was: the re-read was told only with the stream's next
+    event or keep-alive (15 s): a page showed a resolution marked while its server's listener was away running
+    until then."""
+    s, cluster, db_url = listening
+    root = _silent(s)
+    follower = Follower(s)
+    if how == "pg_ctl stop -m fast":
+        cluster.stop("fast")
+        cluster.start()
+    else:
+        _crash(cluster)
+    follower.told({"type": "overflow"}, "the follower told to re-read")
+    wait_for(lambda: _listeners(db_url), 30, what="the listener connected again")
+    _marked_elsewhere(db_url, root)
+    follower.told(_failed(root), "the mark told live")
+
