@@ -4,7 +4,10 @@ Over PostgreSQL every process sends the events of the writes it recorded with ``
 :mod:`sematic_k8s.store.notify`, through which any process marking resolutions dead tells its marks too)
 and hands every notification it hears, its own included, to its event bus: a dashboard following one process
 sees the writes recorded by all of them. A listener that loses its connection reconnects and tells its
-subscribers ``{"type": "overflow"}`` (refetch what you show), as a subscriber that fell behind is told.
+subscribers ``{"type": "overflow"}`` (refetch what you show), as a subscriber that fell behind is told. A listener
+that hears nothing for :data:`QUIET_SECONDS` sends itself a ping through the database (as any event is sent): one not
+heard within as long again means its connection went silent (a dropped flow, a hung backend, no reset to tell it), and
+it reconnects so.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -24,6 +28,13 @@ from sematic_k8s_server.events import EventBus
 log = logging.getLogger("sematic_k8s_server")
 RECONNECT_SECONDS = 1.0
 START_SECONDS = 5.0
+QUIET_SECONDS = 10.0  # a listener that heard nothing for this long pings itself; unheard as long again: reconnect
+CONNECT_SECONDS = 10
+PING = "ping"  # the type of a listener's ping to itself: heard by every listener, handed to no bus
+
+
+class Unheard(Exception):
+    """The listener's connection went silent: its own ping was not heard."""
 
 
 def libpq_url(engine: sa.Engine) -> str:
@@ -96,7 +107,7 @@ class PgRelay:
         first, failing = True, False
         while not self._stop.is_set():
             try:
-                with psycopg.connect(libpq_url(self.engine), autocommit=True) as conn:
+                with psycopg.connect(libpq_url(self.engine), autocommit=True, connect_timeout=CONNECT_SECONDS) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     if failing:
@@ -104,10 +115,8 @@ class PgRelay:
                     if not first:  # events may have been missed while disconnected
                         self.bus.overflow()
                     first, failing = False, False
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            self.bus.publish(json.loads(note.payload))
-            except (psycopg.Error, OSError) as e:
+                    self._hear(conn)
+            except (psycopg.Error, OSError, Unheard) as e:
                 if self._stop.is_set():
                     return
                 if not failing:  # once per outage, not at every try
@@ -115,3 +124,19 @@ class PgRelay:
                                 type(e).__name__, one_line(str(e)), RECONNECT_SECONDS)
                 failing = True
             self._stop.wait(RECONNECT_SECONDS)
+
+    def _hear(self, conn: psycopg.Connection[Any]) -> None:
+        """Hand what ``conn`` hears to the bus until stopped; :class:`Unheard` once it went silent (a ping unheard)."""
+        heard, pinged = time.monotonic(), None
+        while not self._stop.is_set():
+            for note in conn.notifies(timeout=1.0):
+                heard, pinged = time.monotonic(), None  # anything heard: the connection delivers
+                events = [e for e in json.loads(note.payload) if e.get("type") != PING]
+                if events:
+                    self.bus.publish(events)
+            now = time.monotonic()
+            if pinged is not None and now - pinged > QUIET_SECONDS:
+                raise Unheard(f"its connection heard nothing, not even its own ping, for {now - heard:.0f} s")
+            if pinged is None and now - heard > QUIET_SECONDS:
+                pinged = now
+                self.publish([{"type": PING}])

@@ -1,6 +1,7 @@
 """A server's PostgreSQL listener (``sematic_k8s_server.relay``: every live event goes through the database's
-``NOTIFY``) under real faults: PostgreSQL restarted under it (``pg_ctl stop -m fast``, the postmaster killed -9).
-Whatever it may have missed, its followers (``/api/v1/events``) are told to re-read at
+``NOTIFY``) under real faults: PostgreSQL restarted under it (``pg_ctl stop -m fast``, the postmaster killed -9), and
+its connection gone silent (its backend stopped with SIGSTOP: the connection stays open and nothing comes, as a flow a
+NAT or load balancer dropped). Whatever it may have missed, its followers (``/api/v1/events``) are told to re-read at
 once (``{"type": "overflow"}``), and a resolution marked dead afterwards by another store on the database's URL (as the
 CLI or a LocalResolver opens it) is told live. The streams' keep-alive is an hour here: nothing is told by it."""
 
@@ -23,6 +24,7 @@ from sematic_k8s.store import liveness
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import ResolutionRow
+from sematic_k8s_server import relay
 from sematic_k8s_server.routes import events as events_route
 from serving import Served, serve, wait_for, write_through_api
 
@@ -148,3 +150,24 @@ def test_postgresql_restarted_under_a_listening_server_tells_its_followers_to_re
     _marked_elsewhere(db_url, root)
     follower.told(_failed(root), "the mark told live")
 
+
+def test_a_listener_whose_connection_went_silent_connects_again(listening, monkeypatch) -> None:
+    """The listener's backend stopped (SIGSTOP): its connection stays open, nothing comes on it, no reset tells the
+    server. A resolution marked dead by another store meanwhile is not heard; the listener, hearing nothing, not even
+    its own ping, connects again and tells its follower to re-read; a mark after is told live. Was: the listener
+    waited on the silent connection for good, and every live event (the server's own writes' too) was lost."""
+    monkeypatch.setattr(relay, "QUIET_SECONDS", 1.0)
+    s, _, db_url = listening
+    first, later = _silent(s), _silent(s)
+    follower = Follower(s)
+    [stopped] = _listeners(db_url)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        _marked_elsewhere(db_url, first)
+        follower.told({"type": "overflow"}, "the follower told to re-read")
+        assert _failed(first) not in follower.events  # the stopped backend never delivered it
+        wait_for(lambda: [pid for pid in _listeners(db_url) if pid != stopped], 30, what="a new listener")
+        _marked_elsewhere(db_url, later)
+        follower.told(_failed(later), "the later mark told live")
+    finally:
+        os.kill(stopped, signal.SIGCONT)
