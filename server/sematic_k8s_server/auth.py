@@ -95,6 +95,12 @@ class Unauthorized(Exception):
         self.ended = ended
 
 
+def unchecked(e: Exception) -> str:
+    """Why a credential could not be checked when checking it failed otherwise than by :class:`Unauthorized`: the
+    metadata database is unavailable (its words are the server's log's, never a client's)."""
+    return f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}"
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: an admin or user key, a resolution's token, or anyone in local mode (no keys)."""

@@ -164,8 +164,7 @@ class Guard:
             ended = {} if e.ended is None else {ENDED_HEADER: " ".join(e.ended)}  # a restarted driver: see driver.py
             return 401, str(e), {"WWW-Authenticate": auth.HEADER, **ended}
         except Exception as e:  # noqa: BLE001 - the database is down: say so, as JSON
-            return 503, f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}", {
-                "Retry-After": "5"}
+            return 503, auth.unchecked(e), {"Retry-After": "5"}
         if principal.is_token and not scopes.token_may_call(scope["method"], scope["path"]):
             return 403, (f"{principal.name}'s token cannot call {scope['method']} {scope['path']}: "
                          "that needs an API key"), {}

@@ -8,6 +8,7 @@ CLI or a LocalResolver opens it) is told live. The streams' keep-alive is an hou
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -171,3 +172,26 @@ def test_a_listener_whose_connection_went_silent_connects_again(listening, monke
         follower.told(_failed(later), "the later mark told live")
     finally:
         os.kill(stopped, signal.SIGCONT)
+
+
+def test_a_stream_open_while_postgresql_is_stopped_ends_cleanly_saying_why(listening, monkeypatch, caplog) -> None:
+    """PostgreSQL stopped under an open stream (keep-alive 1 s): at its next keep-alive the stream's credential cannot
+    be checked, and the stream ends, cleanly, saying why in a comment; its follower connects again once the database
+    is back. Was: the check's error cut the stream mid-chunk (the client: "incomplete chunked read"), the server
+    logging "Exception in ASGI application" and its traceback."""
+    monkeypatch.setattr(events_route, "KEEPALIVE_SECONDS", 1.0)
+    s, cluster, _ = listening
+    with s.client() as c, c.stream("GET", "/api/v1/events", timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines) == ": connected"
+        cluster.stop("fast")
+        rest = list(lines)  # to its end (cut: RemoteProtocolError)
+    assert [line for line in rest if line.startswith(": cannot")] == [
+        ": cannot check credentials: the metadata database is unavailable: OperationalError: this stream ends"], rest
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+    cluster.start()
+
+    def opens() -> bool:
+        with s.client() as c, c.stream("GET", "/api/v1/events", timeout=60) as r:
+            return r.status_code == 200 and next(r.iter_lines()) == ": connected"
+    wait_for(opens, 30, what="a stream opened again")

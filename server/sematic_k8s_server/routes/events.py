@@ -2,8 +2,9 @@
 
 A stream stays open for hours (the dashboard's), so its credential is checked again before each group of events
 it sends and at each keep-alive: a key revoked while the stream is open gets nothing recorded after the revocation,
-and the stream ends with a comment saying why (the client's next request is refused, as any would be). A server
-asked to stop ends every stream (:mod:`~sematic_k8s_server.shutdown`): its followers connect again, to another
+and the stream ends with a comment saying why (the client's next request is refused, as any would be). A check the
+database cannot answer (stopped, failing over) ends the stream the same way, cleanly: its follower connects again. A
+server asked to stop ends every stream (:mod:`~sematic_k8s_server.shutdown`): its followers connect again, to another
 replica.
 
 One API key holds at most ``--max-streams-per-key`` streams open in a server process (local mode: this machine, its
@@ -60,13 +61,16 @@ async def events(request: Request, caller: Caller,
     key = request.headers.get(auth.HEADER)
 
     async def refusal() -> str | None:
-        """Why the stream's credential no longer opens the API (revoked, expired), or None."""
+        """Why the stream's credential no longer opens the API (revoked, expired), or cannot be checked (the database
+        unavailable: its follower connects again, and is answered 503 until it is back), or None."""
         if not srv.auth.required:
             return None
         try:
             await srv.credentials.submit(key)
         except auth.Unauthorized as e:
             return str(e)
+        except Exception as e:  # noqa: BLE001 - the database is down: the stream ends saying so, as the guard answers
+            return auth.unchecked(e)
         return None
 
     async def stream() -> AsyncIterator[str]:
