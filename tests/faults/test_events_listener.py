@@ -3,7 +3,8 @@
 its connection gone silent (its backend stopped with SIGSTOP: the connection stays open and nothing comes, as a flow a
 NAT or load balancer dropped). Whatever it may have missed, its followers (``/api/v1/events``) are told to re-read at
 once (``{"type": "overflow"}``), and a resolution marked dead afterwards by another store on the database's URL (as the
-CLI or a LocalResolver opens it) is told live. The streams' keep-alive is an hour here: nothing is told by it."""
+CLI or a LocalResolver opens it) is told live. The streams' keep-alive is an hour here: nothing is told by it. A stream
+open while PostgreSQL is stopped ends cleanly, saying why."""
 
 from __future__ import annotations
 
