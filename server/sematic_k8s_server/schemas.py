@@ -229,7 +229,7 @@ class Health(BaseModel):
 class ArtifactIds(BaseModel):
     model_config = STRICT
 
-    ids: list[str] = Field(max_length=10_000)
+    ids: list[Annotated[str, Field(pattern=SHA256)]] = Field(max_length=10_000)  # content ids, never free text
 
 
 class CacheKeys(BaseModel):

@@ -190,6 +190,19 @@ def test_a_read_only_keys_cache_look_up_and_artifact_records_by_id_are_reads_tha
     assert _rows(served) == before
 
 
+@pytest.mark.parametrize("bad", ["\x00", "a" * 1_000_000, "x", "A" * 64], ids=["nul", "megabyte", "short", "upper"])
+def test_artifact_records_by_id_take_artifact_ids_only(served: Served, bad: str) -> None:
+    """``POST /store/artifacts`` (a read any key, a read-only one too, may send) takes artifact ids (sha256 hex), as
+    ``POST /store/cached`` takes cache keys: anything else is a one-line 422 naming the body field, never sent to the
+    database. Was: a NUL character was PostgreSQL's 422 naming nothing ("the database refuses a value of this
+    request") and SQLite's search; 10,000 ids of a megabyte each (the body's bound) went into one query."""
+    with served.client(_viewer(served)) as c:
+        r = c.post("/api/v1/store/artifacts", json={"ids": ["b" * 64, bad]})
+    assert r.status_code == 422, r.text[:300]
+    detail = r.json()["detail"]
+    assert "\n" not in detail and detail.startswith("body field 'ids.1': String should match pattern"), detail[:300]
+
+
 MARKER = "SK_TEST_READ_ONLY_MARKERS"  # a directory: what ran of the user's code leaves a file there
 
 
