@@ -86,6 +86,8 @@ from sematic_k8s.store.tables import (  # noqa: F401 - the state names, where th
 R = TypeVar("R")
 P = ParamSpec("P")
 WHOLE_RUNS_BATCH = 16  # runs a streamed read of a resolution's runs holds at a time: each may be a megabyte whole
+WHOLE_ARTIFACTS_BATCH = 8  # artifact records a streamed read holds at a time: a client's summary and inline
+# bytes are bounded only by its write's size
 log = logging.getLogger("sematic_k8s")
 
 # a new row's owner, unless the server gave one (the writer's API key): every row of an insert has the same columns
@@ -436,7 +438,22 @@ class SqlStore:
         return self._read(reads.get_artifact, self._arts, artifact_id)
 
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
-        return self._read(reads.get_artifacts, self._arts, ids)
+        return list(self.iter_artifacts(ids))
+
+    def iter_artifacts(self, ids: Iterable[str]) -> Iterator[ArtifactRecord]:
+        """The recorded artifacts of these ids (each once), as the server streams them (``POST /store/artifacts``:
+        up to 10,000 ids of records others wrote): :data:`WHOLE_ARTIFACTS_BATCH` at a time, each batch on a
+        connection of its own, returned before its records are yielded, so never more than a batch of records is
+        held. The first batch is read at once (a database out of reach raises here, not midway through)."""
+        wanted = list(dict.fromkeys(ids))
+        first = self._read(reads.get_artifacts, self._arts, wanted[:WHOLE_ARTIFACTS_BATCH])
+
+        def batches() -> Iterator[ArtifactRecord]:
+            yield from first
+            for i in range(WHOLE_ARTIFACTS_BATCH, len(wanted), WHOLE_ARTIFACTS_BATCH):
+                yield from self._read(reads.get_artifacts, self._arts, wanted[i:i + WHOLE_ARTIFACTS_BATCH])
+
+        return batches()
 
     def artifact_formats(self, ids: Iterable[str]) -> dict[str, reads.Formats]:
         return self._read(reads.artifact_formats, self._arts, ids)

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
-from sematic_k8s.store.records import Batch, RunRecord
+from sematic_k8s.store.records import ArtifactRecord, Batch, RunRecord
 from sematic_k8s.store.texts import NulText
 from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
@@ -135,7 +135,7 @@ def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> StreamingRe
     return StreamingResponse(json_items(srv.store.iter_runs_of_root(root_id)), media_type="application/json")
 
 
-def json_items(records: Iterator[RunRecord]) -> Iterator[bytes]:
+def json_items(records: Iterator[RunRecord | ArtifactRecord]) -> Iterator[bytes]:
     """``{"items": [...]}`` of the records' JSON forms, a record at a time (as JSONResponse writes JSON)."""
     yield b'{"items":['
     for i, record in enumerate(records):
@@ -175,8 +175,11 @@ def cached_many(srv: Srv, caller: Caller, body: schemas.CacheKeys) -> dict:
 
 @router.post("/artifacts", response_model=schemas.ArtifactList, openapi_extra=READ,
              summary="The artifacts with these ids")
-def artifacts(srv: Srv, body: schemas.ArtifactIds) -> dict:
-    return {"items": [a.to_dict() for a in srv.store.artifacts(body.ids)]}
+def artifacts(srv: Srv, body: schemas.ArtifactIds) -> StreamingResponse:
+    """``{"items": [...]}``, the records of those of these ids recorded, streamed as they are read a batch at a time
+    (:meth:`~sematic_k8s.store.sql.SqlStore.iter_artifacts`): a record's summary and inline bytes are bounded only
+    by its write's size, and any key may ask for 10,000 ids. Was: the answer built whole, several times its size."""
+    return StreamingResponse(json_items(srv.store.iter_artifacts(body.ids)), media_type="application/json")
 
 
 @router.get("/cancel_requested/{resolution_id}", response_model=schemas.CancelRequested,
