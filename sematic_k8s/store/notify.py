@@ -40,6 +40,19 @@ def payloads(events: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def events_of(payload: str) -> list[dict[str, Any]]:
+    """The events of a payload heard on :data:`CHANNEL` (:func:`payloads` made it); ValueError saying why for one not
+    of their making: any role that may connect to the database may ``NOTIFY`` there (text that is no JSON, a JSON
+    value that is no list of events, each an object with a text ``type``)."""
+    events = json.loads(payload)  # JSONDecodeError: a ValueError
+    if not isinstance(events, list):
+        raise ValueError(f"a JSON {type(events).__name__}, not a list of events")
+    for event in events:
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise ValueError("an event that is no JSON object with a text 'type'")
+    return events
+
+
 def notify(conn: sa.Connection, events: list[dict[str, Any]]) -> None:
     """``NOTIFY`` ``events`` in the transaction of ``conn`` (a PostgreSQL connection): heard by every server's
     listener once it commits, in order."""

@@ -12,7 +12,6 @@ it reconnects so.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import psycopg
 import sqlalchemy as sa
 
 from sematic_k8s.error_records import one_line
-from sematic_k8s.store.notify import CHANNEL, notify
+from sematic_k8s.store.notify import CHANNEL, events_of, notify
 from sematic_k8s_server.events import EventBus
 
 log = logging.getLogger("sematic_k8s_server")
@@ -57,6 +56,7 @@ class PgRelay:
         self._pending: list[dict[str, Any]] = []
         self._wake = threading.Condition()
         self._sender: threading.Thread | None = None
+        self._dropped = False  # a notification not of a server's making was dropped (and said)
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         if not events:
@@ -103,6 +103,22 @@ class PgRelay:
                 orig = getattr(e, "orig", None) or e
                 log.warning("live events not sent: %s: %s", type(orig).__name__, one_line(str(orig)))
 
+    def _heard(self, payload: str) -> None:
+        """Hand a notification's events to the bus; one not of a server's making (:func:`events_of`) is dropped, said
+        once in this process (then at debug level: whoever sends them may send many). Was: it ended the listener."""
+        try:
+            events = events_of(payload)
+        except ValueError as e:
+            later = "" if self._dropped else "; later ones are logged at debug level"
+            log.log(logging.DEBUG if self._dropped else logging.WARNING,
+                    "live events: dropped a notification on %s that no server sent (%s): %r%s", CHANNEL,
+                    one_line(str(e))[:200], payload[:200], later)
+            self._dropped = True
+            return
+        events = [e for e in events if e.get("type") != PING]  # a listener's ping to itself: for no bus
+        if events:
+            self.bus.publish(events)
+
     def _listen(self) -> None:
         first, failing = True, False
         while not self._stop.is_set():
@@ -131,9 +147,7 @@ class PgRelay:
         while not self._stop.is_set():
             for note in conn.notifies(timeout=1.0):
                 heard, pinged = time.monotonic(), None  # anything heard: the connection delivers
-                events = [e for e in json.loads(note.payload) if e.get("type") != PING]
-                if events:
-                    self.bus.publish(events)
+                self._heard(note.payload)
             now = time.monotonic()
             if pinged is not None and now - pinged > QUIET_SECONDS:
                 raise Unheard(f"its connection heard nothing, not even its own ping, for {now - heard:.0f} s")

@@ -219,3 +219,27 @@ def test_a_mark_made_by_another_process_on_the_database_is_told_to_the_servers_f
         with s.client() as c:
             res = c.get(f"/api/v1/resolutions/{root}").json()
         assert res["state"] == "failed" and res["error"].startswith("the resolver stopped responding at "), res
+
+
+DROPPED = "live events: dropped a notification on sematic_k8s_events that no server sent"
+
+
+def test_a_notification_not_of_the_servers_making_leaves_its_live_events_going(request, tmp_path, caplog) -> None:
+    """PostgreSQL: any role that may connect to the database may ``NOTIFY`` on the events channel (an embedded store on
+    the server's database, another version, a hand's ``pg_notify``): text that is no JSON, a JSON object, a list of
+    numbers, events that are no objects. The server drops each (said once in its log) and its listener goes on: the
+    followers still hear a cancel made after them, and none of those payloads. Was: the listener's thread ended at
+    the first (``json.loads``, ``.get`` of a number, neither caught), and no follower of any server process heard
+    another event until the servers restarted."""
+    db_url = request.getfixturevalue("postgres_url")
+    with serve(tmp_path, db_url) as s:
+        root = record_resolution(s.url, s.key, kind="cloud", state="running")
+        following = Following(s, root, "canceling")
+        with s.store.engine.begin() as conn:
+            for payload in ["not json", '{"type": "resolution", "root_id": null}', "[1, 2]", '["x"]', "[[]]"]:
+                conn.execute(sa.select(sa.func.pg_notify("sematic_k8s_events", payload)))
+        wait_for(lambda: DROPPED in caplog.text, 20, what="the payloads to be heard")
+        with s.client() as c:
+            assert c.post(f"/api/v1/resolutions/{root}/cancel").status_code == 202
+        assert following.told() == [{"type": "resolution", "id": root, "root_id": root, "state": "canceling"}]
+        assert caplog.text.count(DROPPED) == 1, caplog.text
