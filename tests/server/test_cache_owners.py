@@ -28,7 +28,8 @@ from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.tables import Base
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import ServerConfig
-from serving import Served, record_resolution, serve, write_through_api
+from sematic_k8s_server.db import open_store
+from serving import Served, peak_rss_kib, record_resolution, serve, server_process, write_through_api
 
 NAMESPACE = "owners"
 CALLS: list[int] = []
@@ -234,3 +235,55 @@ def test_a_keys_refusal_for_a_resolution_recorded_before_owners_says_so(served: 
             assert r.status_code == 403 and r.json()["detail"].startswith(
                 f"API key 'tests' may not {action} resolution {root}: it {why}records only"), r.text
     assert served.store.get_run(root).state == "running"
+
+
+FLOODED = 150_000  # runs another key recorded under one cache key
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_cache_key_flooded_with_another_keys_runs_is_looked_up_reading_only_the_most_recent(
+        tmp_path: Path, request: pytest.FixtureRequest, db: str) -> None:
+    """A key records 150,000 resolved runs under the cache key another key's pipeline computes (or any of its own):
+    each look-up of it (``POST /store/cached``, a driver's planning wave; any key's, a read-only one's too) reads the
+    most recent run it may reuse and the most recent it may not, ranked by the database; the server's peak memory
+    grows by less than 48 MiB. The answers are as before: the asker's own newest run a hit, the other key's newest
+    told as skipped; a read-only key (which recorded nothing) is told the other key's newest. Was: every run of the
+    key read into the server's memory, then judged in Python: 110-160 MiB and seconds of the server's time for each
+    look-up, as often as any key asked."""
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    store = open_store(db_url)
+    cache_key = "c" * 64
+    t0 = dt.datetime(2026, 1, 1)
+    try:
+        mine, flooder = auth.create_key(store.engine, "mine"), auth.create_key(store.engine, "flooder")
+        viewer = auth.create_key(store.engine, "viewer", read_only=True)
+        owner = {k: auth.Authenticator(store.engine, required=True).authenticate(k).key_id for k in (mine, flooder)}
+
+        def row(n: int, key: str) -> dict[str, Any]:
+            return {"id": f"{n:032x}", "root_id": "a" * 32, "func_path": "m:f", "func_name": "f", "state": "resolved",
+                    "cache_key": cache_key, "created_at": t0, "ended_at": t0 + dt.timedelta(seconds=n),
+                    "inputs": {}, "input_refs": {}, "notes": {}, "settings": {}, "owner": owner[key]}
+
+        runs = Base.metadata.tables["runs"]
+        with store.engine.begin() as conn:
+            conn.execute(runs.insert(), [row(n, mine) for n in (1, 2)])
+            for start in range(3, FLOODED + 3, 25_000):
+                conn.execute(runs.insert(), [row(n, flooder) for n in range(start, min(start + 25_000, FLOODED + 3))])
+    finally:
+        store.close()
+    args = () if db == "sqlite" else ("--db-url", db_url)
+    with server_process(tmp_path, *args) as (proc, url):
+        for key in (mine, viewer):
+            client = HttpStore(url, key)
+            try:
+                client.find_reusable(["d" * 64])  # warm: every module loaded
+                before = peak_rss_kib(proc.pid)
+                hits, skipped = client.find_reusable([cache_key])
+                grown = peak_rss_kib(proc.pid) - before
+            finally:
+                client.close()
+            if key == mine:
+                assert [r.id for r in hits.values()] == [f"{2:032x}"] and skipped == {}
+            else:
+                assert hits == {} and skipped == {cache_key: f"{FLOODED + 2:032x}"}
+            assert grown < 48 * 1024, f"the server's memory grew by {grown // 1024} MiB for one look-up"

@@ -22,15 +22,10 @@ from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s_server import auth
 from sematic_k8s_server.db import open_store
-from serving import server_process, wait_for
+from serving import peak_rss_kib, server_process, wait_for
 
 RUNS = 120  # at the record bounds: an answer of about 85 MB
 MiB = 1024
-
-
-def _peak_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def _large_run(root: str, n: int) -> RunRecord:
@@ -79,9 +74,9 @@ def test_a_resolutions_large_runs_are_streamed_whole_without_the_servers_memory_
         store = HttpStore(url, key)
         try:
             assert store.runs_of_root(uuid.uuid4().hex) == []  # warm: every module loaded
-            before = _peak_rss_kib(pid)
+            before = peak_rss_kib(pid)
             runs = store.runs_of_root(root)
-            grown = _peak_rss_kib(pid) - before
+            grown = peak_rss_kib(pid) - before
         finally:
             store.close()
         assert sorted(r.id for r in runs) == sorted(ids)
@@ -198,9 +193,9 @@ def test_artifact_records_by_id_are_streamed_without_the_servers_memory_growing_
         client = HttpStore(url, key)
         try:
             assert client.artifacts(["0" * 64]) == []  # warm: every module loaded
-            before = _peak_rss_kib(proc.pid)
+            before = peak_rss_kib(proc.pid)
             got = client.artifacts(ids)
-            grown = _peak_rss_kib(proc.pid) - before
+            grown = peak_rss_kib(proc.pid) - before
         finally:
             client.close()
     assert sorted(a.id for a in got) == sorted(ids)

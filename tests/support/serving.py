@@ -157,6 +157,12 @@ def server_process(home: Path, *args: str, env: dict[str, str] | None = None) ->
             proc.wait(5)
 
 
+def peak_rss_kib(pid: int) -> int:
+    """Process ``pid``'s peak resident memory so far (``VmHWM``), in KiB: what a request grew a server process by."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
 def write_through_api(url: str, key: str | None, *batches: Batch) -> None:
     """``batches`` written in turn through the server's API at ``url`` with ``key``, as a client's store writes them
     (an :class:`HttpStore` of their own, closed after)."""
