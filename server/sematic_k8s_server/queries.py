@@ -152,6 +152,19 @@ def overview_rows(store: SqlStore, root_id: str) -> list[Any]:
     return out
 
 
-def artifact_summaries(store: SqlStore, ids: Iterable[str]) -> dict[str, Any]:
-    """``{artifact id: summary}`` for these ids (unknown ids left out)."""
-    return {a.id: a.summary for a in store.artifacts(list(ids))} if ids else {}
+LABEL_TEXT = 1000  # characters of a text summary kept for a label (which shows far fewer)
+
+
+def label_summaries(store: SqlStore, ids: Iterable[str]) -> dict[str, Any]:
+    """``{artifact id: summary}`` of those of these artifacts whose summary is a scalar (None, a bool, a number, or a
+    text, cut to :data:`LABEL_TEXT` characters): what an overview's labels may show (unknown ids, and the others,
+    left out). Read a batch of records at a time (:meth:`~sematic_k8s.store.sql.SqlStore.iter_artifacts`): the inputs
+    of the thousands of runs an overview may show have summaries of any size (a picture's preview) and inline bytes.
+    Was: every one read whole at once."""
+    out: dict[str, Any] = {}
+    for a in store.iter_artifacts(ids):
+        if a.summary is None or isinstance(a.summary, (bool, int, float)):
+            out[a.id] = a.summary
+        elif isinstance(a.summary, str):
+            out[a.id] = a.summary[:LABEL_TEXT]
+    return out

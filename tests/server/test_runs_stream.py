@@ -3,7 +3,7 @@ HTTP to a server process, on SQLite and PostgreSQL: streamed run by run from rea
 for a resolution of many large runs no longer grows the server by the size of its answer (200 runs at the record bounds
 answered 142 MB built whole, and grew the server by about 370 MB); the HTTP store still gets every run whole, and a
 client gone midway leaves no database connection checked out nor anything stuck. ``POST /store/artifacts``
-(artifact records by id, a read any key may send) is streamed alike."""
+(artifact records by id, a read any key may send) is streamed alike, and an overview reads its labels' records so."""
 
 from __future__ import annotations
 
@@ -203,3 +203,53 @@ def test_artifact_records_by_id_are_streamed_without_the_servers_memory_growing_
     assert last.summary == {"preview": f"{ARTIFACTS - 1} " + "p" * 2_000_000}
     assert last.inline == bytes([ARTIFACTS - 1]) * (512 * 1024)
     assert grown < 96 * MiB, f"the server's memory grew by {grown // MiB} MiB for one answer"
+
+
+FAN_OUT = 200  # runs of one func, each of an input whose record is large (a 1 MB summary, 256 KiB inline)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_an_overviews_labels_read_its_inputs_records_a_batch_at_a_time(
+        tmp_path: Path, request: pytest.FixtureRequest, db: str) -> None:
+    """A resolution's overview with its fan-out of 200 runs expanded (``?expand=GROUP@0&page=200``, any key's; the
+    dashboard's page of a group) labels each run by its input's value, read from the inputs' records: those are
+    read a batch at a time, only a scalar summary kept (a label shows nothing else), so the server's peak memory grows
+    by less than 96 MiB; the labels are as before. Was: every input's record read whole at once (its summary, a
+    picture's preview of up to half a megabyte, and inline bytes): 245-266 MiB more for these, at each of the
+    page's polls."""
+    db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    store = open_store(db_url)
+    root = uuid.uuid4().hex
+    try:
+        key = auth.create_key(store.engine, "viewer", read_only=True)
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="resolved", created_at=utcnow()))
+        batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:p", func_name="p",
+                                state="resolved", created_at=utcnow()))
+        store.write(batch)
+        for start in range(0, FAN_OUT, 10):  # a few at a time: the test's own memory
+            batch = Batch()
+            for n in range(start, start + 10):
+                big, small = uuid.uuid4().hex * 2, f"{n:064x}"
+                batch.artifacts[big] = {"id": big, "format": "pickle", "type_name": "Image", "size": 256 * 1024,
+                                        "summary": {"preview": f"{n} " + "p" * 1_000_000}, "created_at": utcnow(),
+                                        "inline": bytes([n % 256]) * (256 * 1024)}
+                batch.artifacts[small] = {"id": small, "format": "json", "type_name": "int", "size": 2, "summary": n,
+                                          "created_at": utcnow()}
+                batch.add_run(RunRecord(id=f"{n + 1:032x}", root_id=root, parent_id=root, func_path="m:f",
+                                        func_name="f", state="resolved", inputs={"image": big, "n": small},
+                                        created_at=utcnow()))
+            store.write(batch)
+    finally:
+        store.close()
+    args = () if db == "sqlite" else ("--db-url", db_url)
+    with server_process(tmp_path, *args) as (proc, url), \
+            httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=120) as c:
+        assert c.get(f"/api/v1/resolutions/{root}/overview").status_code == 200  # warm: every module loaded
+        before = peak_rss_kib(proc.pid)
+        r = c.get(f"/api/v1/resolutions/{root}/overview", params={"expand": f"g/{root}/m:f@0", "page": FAN_OUT})
+        grown = peak_rss_kib(proc.pid) - before
+    assert r.status_code == 200, r.text[:300]
+    labels = {n["id"]: n.get("label") for n in r.json()["nodes"] if n["kind"] == "run" and n["id"] != root}
+    assert labels == {f"{n + 1:032x}": f"n={n}" for n in range(FAN_OUT)}, list(labels.items())[:3]
+    assert grown < 96 * MiB, f"the server's memory grew by {grown // MiB} MiB for one overview"

@@ -33,7 +33,7 @@ def get_overview(srv: Srv, caller: Caller, resolution_id: ResolutionId,
     rows = queries.overview_rows(srv.store, resolution_id)
     out = ov.overview(rows, resolution_id, pages, page)
     by_id = {r.id: r for r in rows}
-    summaries = queries.artifact_summaries(srv.store, ov.label_inputs(out["nodes"], by_id))
+    summaries = queries.label_summaries(srv.store, ov.label_inputs(out["nodes"], by_id))
     ov.add_labels(out["nodes"], by_id, summaries.__getitem__)
     waiting = srv.store.waiting_runs(resolution_id) if out["counts"].get("running") else {}
     refused = scopes.action_refusal(caller, srv.store, srv.config.actions_by, resolution_id,
