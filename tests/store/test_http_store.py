@@ -123,6 +123,25 @@ def test_http_store_pages_past_the_server_limit(tmp_path) -> None:
         assert len(http.runs_of_root(root)) == 1500
 
 
+def test_artifact_records_of_more_ids_than_the_server_takes_at_once_are_asked_in_parts(tmp_path) -> None:
+    """``HttpStore.artifacts`` of 25,000 ids (a driver's rerun of a fan-out of 12,500 runs wants each input's and
+    output's record; a planning wave of that many cache hits, their outputs') gets every recorded one: asked
+    :data:`~sematic_k8s.store.http.PAGE` ids a request (the server takes at most 10,000). Was: one request of all
+    of them, refused (422), and the driver failed with it."""
+    with serve(tmp_path) as s:
+        ids = [f"{i:064x}" for i in range(25_000)]
+        batch = Batch()
+        for art in (ids[0], ids[12_345], ids[-1]):
+            batch.artifacts[art] = {"id": art, "format": "json", "type_name": "int", "summary": 1, "size": 1,
+                                    "created_at": utcnow()}
+        s.store.write(batch)
+        http = HttpStore(s.url, s.key)
+        try:
+            assert sorted(a.id for a in http.artifacts(ids)) == [ids[0], ids[12_345], ids[-1]]
+        finally:
+            http.close()
+
+
 def _runs_batch(root: str, n: int, source: str = "x" * 200) -> Batch:
     batch = Batch(new_resolutions=[{"id": root, "root_func_path": "m:f", "state": "running", "created_at": utcnow()}])
     for i in range(n):
