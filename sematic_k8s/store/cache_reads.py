@@ -17,10 +17,13 @@ from sematic_k8s.store.records import RunRecord
 
 _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", "output_id", "cache_key",
                "source_hash"]
-HITS_SQL = ("SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, artifacts.format, artifacts.type_name, "
-            "artifacts.inline FROM runs LEFT OUTER JOIN artifacts ON artifacts.id = runs.output_id "
-            "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL "
-            "ORDER BY runs.ended_at")  # find_hits
+# find_hits: the most recent run of each key (ranked from the covering index, so a key of many runs reads one), joined
+# with its output's record
+HITS_SQL = ("SELECT hits.id, hits.output_id, hits.source_hash, hits.cache_key, artifacts.format, artifacts.type_name, "
+            "artifacts.inline FROM (SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, row_number() "
+            "OVER (PARTITION BY runs.cache_key ORDER BY runs.ended_at DESC) AS hit_rank FROM runs "
+            "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL) AS hits "
+            "LEFT OUTER JOIN artifacts ON artifacts.id = hits.output_id WHERE hits.hit_rank = 1")
 Hit = tuple[records.CacheHit, reads.Formats | None]  # a hit, and its output artifact's formats (None: not recorded)
 
 
@@ -93,7 +96,8 @@ def find_hits(conn: sa.Connection, cache_keys: Iterable[str]) -> dict[str, Hit]:
     """:func:`find_cached_many` as what the resolution loop uses of a hit (its id, output and source hash, not a
     whole record) with its output artifact as :func:`~sematic_k8s.store.reads.artifact_formats` gives it (None when
     not recorded), in the same query: one statement per 500 keys, its text made here (a Core statement's compilation
-    and row processing would take longer than the database)."""
+    and row processing would take longer than the database). Was: every run of the keys read, each with its output's
+    record (its inline bytes), the most recent kept in Python."""
     keys = list(dict.fromkeys(cache_keys))
     hit = records.CacheHit
     out: dict[str, Hit] = {}
@@ -103,7 +107,7 @@ def find_hits(conn: sa.Connection, cache_keys: Iterable[str]) -> dict[str, Hit]:
         for i in range(0, len(keys), 500):
             chunk = tuple(keys[i:i + 500])
             cursor.execute(HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
-            for row in cursor.fetchall():  # oldest first: the most recent wins
+            for row in cursor.fetchall():  # the most recent of each key
                 art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
                 out[row[3]] = (hit(row[0], row[1], row[2]), art)
     finally:
