@@ -6,7 +6,7 @@ worker in a container, which imports this package with the user's module, starts
 
 import typing as _typing
 
-from sematic_k8s import errors
+from sematic_k8s import errors, log_lines
 from sematic_k8s.context import Context, context
 from sematic_k8s.errors import FuncError, InfrastructureError, ResolutionCanceled, ResolutionFailed
 from sematic_k8s.func import Func, func
@@ -21,6 +21,8 @@ if _typing.TYPE_CHECKING:
 
 __all__ = ["CloudResolver", "Context", "Func", "FuncError", "Future", "InfrastructureError", "LocalResolver",
            "ResolutionCanceled", "ResolutionFailed", "Resolver", "context", "errors", "func"]
+
+log_lines.install()  # a log line no handler takes: others' words in it safe on a terminal, no forged lines
 
 _LAZY = {"CloudResolver": "sematic_k8s.resolvers.cloud", "LocalResolver": "sematic_k8s.resolvers.local",
          "Resolver": "sematic_k8s.resolvers.base", "__version__": "sematic_k8s.version"}

@@ -29,6 +29,7 @@ import traceback
 from sematic_k8s import settings
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, ServerError
 from sematic_k8s.graph import RESOLVED, TERMINAL
+from sematic_k8s.log_lines import SafeStreamHandler
 from sematic_k8s.resolvers.driven import drive
 from sematic_k8s.resolvers.loop import transient
 from sematic_k8s.specs import DRIVER_EXIT_FAILED, DRIVER_EXIT_REPLACED, DRIVER_EXIT_RETRY, DriverSpec
@@ -48,7 +49,8 @@ def main() -> int:
 
 
 def _main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s",
+                        handlers=[SafeStreamHandler()])  # others' words (Kubernetes', the engine's) safe in its log
     spec = DriverSpec.from_json(os.environ[settings.DRIVER_ENV])
     logging.getLogger("sematic_k8s").info("driver of resolution %s: executor %s, image %s", spec.root_id,
                                           spec.executor, spec.image)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import copy
 import fcntl
 import functools
 import socket
@@ -31,7 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from sematic_k8s.log_lines import SafeStreamHandler
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; browsers send a few KiB, nginx takes 4 x 8 KiB lines
 BACKLOG = 4096  # connections the system queues before the server accepts them (a burst of drivers' requests)
@@ -58,9 +62,21 @@ def uvicorn_config(app: Any, *, host: str, port: int, limits: ConnectionLimits, 
     on ``host``:``port`` over :class:`BoundedHttp` with ``limits``, requests under way given ``shutdown_timeout``
     seconds once asked to stop."""
     return uvicorn.Config(app, host=host, port=port, http=protocol(limits), backlog=BACKLOG, log_level=log_level,
+                          log_config=log_config(),
                           # typed int, used as asyncio's timeout: a fraction of a second is kept, as the CLI took it
                           timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
                           workers=workers, factory=isinstance(app, str))
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging (its formatters, streams and levels) with :class:`~sematic_k8s.log_lines.SafeStreamHandler`
+    for its handlers: others' words in its lines (the client's address from ``X-Forwarded-For`` in the access log, an
+    error quoted) safe on a terminal, and no line break in them forging a line (each ``--workers`` process configures
+    it again from this dictionary)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    for handler in config["handlers"].values():
+        handler["class"] = f"{SafeStreamHandler.__module__}.{SafeStreamHandler.__name__}"
+    return config
 
 
 class BoundedHttp(HttpToolsProtocol):
