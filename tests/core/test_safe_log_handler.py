@@ -21,7 +21,7 @@ WORDS = "a \x1b]52;c;ZXZpbA==\x07 \x9b2J \u202eb\r\nWARNING: forged"
 
 @pytest.fixture
 def logger() -> Iterator[logging.Logger]:
-    log = logging.getLogger("sematic_k8s.test_log_lines")
+    log = logging.getLogger("sematic_k8s.test_safe_log_handler")
     log.propagate = False
     yield log
     log.handlers.clear()
