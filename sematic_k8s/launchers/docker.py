@@ -28,6 +28,8 @@ told again, while no try failed, the first try's progress as it changes ("pullin
 X of Y MB): REF", at most every ``PULL_PROGRESS_EVERY``: a healthy pull of a large image). Without ``pulling`` (the
 CloudResolver's launch), ``progress`` is told those words instead: its display shows them on the user's console.
 
+The container runs the driver under :mod:`sematic_k8s.driver_relay` (its first process), which ends a dying driver's
+unended last line while the container still runs: the engine's follow of the log would often end without it.
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
 are known even after it is gone, and reads its exit code from Docker's wait, or, when it was gone before the wait
@@ -57,7 +59,7 @@ from sematic_k8s.errors import DockerUnavailable, DriverUnneeded
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
 from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
-from sematic_k8s.specs import DRIVER_COMMAND, DriverSpec
+from sematic_k8s.specs import DOCKER_DRIVER_COMMAND, DriverSpec
 
 log = logging.getLogger("sematic_k8s")
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
@@ -87,7 +89,7 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
             secrets[SECRET_FILES[var]], env[file_var] = value, SECRET_FILES[var]
     client = docker_client()
     kwargs: dict[str, Any] = dict(
-        command=list(DRIVER_COMMAND), detach=True, network_mode="host", auto_remove=True, environment=env,
+        command=list(DOCKER_DRIVER_COMMAND), detach=True, network_mode="host", auto_remove=True, environment=env,
         labels=run_labels(root_id, root_id, "driver", "driver"), name=f"sk-driver-{root_id[:12]}-{os.urandom(3).hex()}",
         volumes={DOCKER_SOCKET: {"bind": DOCKER_SOCKET}} if docker_socket else {})
     if docker_socket:  # images run as a non-root user: let it reach the socket through the socket's group

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sematic_k8s import backends, caching, serialization
+from sematic_k8s.error_records import ERROR_MESSAGE_LIMIT, clipped
 from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
 from sematic_k8s.graph import TERMINAL
@@ -259,8 +260,11 @@ class CloudResolver(Resolver):
         reason = f"the driver {end.how} before the resolution ended"
         if end.leftovers:  # stopped below, once the record landed
             reason += f"; the CloudResolver following it deletes {end.leftovers}"
+        # its last lines recorded too (what the dashboard shows), clipped: a line may be of any length
+        last = clipped(end.last_logs, ERROR_MESSAGE_LIMIT)
+        tail = f"\n\nlast log lines of the driver:\n{last}" if last else ""
         now = utcnow()
-        batch = Batch(resolution_updates={root_id: {"state": "failed", "ended_at": now, "error": reason}},
+        batch = Batch(resolution_updates={root_id: {"state": "failed", "ended_at": now, "error": reason + tail}},
                       fence={} if epoch is None else {root_id: epoch}, in_order=False)
         for run in store.runs_of_root(root_id):
             if run.state not in TERMINAL:
@@ -274,9 +278,8 @@ class CloudResolver(Resolver):
         except ResolutionEnded:
             pass  # ended meanwhile (a reader found the driver silent): what was recorded stands
         driver.cleanup()
-        tail = f"\n\nlast log lines of the driver:\n{terminal_text(end.last_logs)}" if end.last_logs else ""
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
-                               f"rerun_from={root_id!r}, rerun_mode='continue'{tail}",
+                               f"rerun_from={root_id!r}, rerun_mode='continue'{terminal_text(tail)}",
                                resolution_id=root_id, run_id=None, error=None)
 
 

@@ -39,6 +39,7 @@ from serving import serve, wait_for
 
 PIPELINE = '''
     import os
+    import signal
     import time
     import uuid
 
@@ -81,6 +82,17 @@ PIPELINE = '''
     @sk.func
     def too_slow() -> int:
         return add(sleepy(30.0), 1)
+
+
+    @sk.func
+    def dies_mid_line(words: str, how: str) -> int:
+        """Runs in the driver (inline): its last words, without a line break, then the driver's end: os._exit(3), or
+        a kill -9 of its process."""
+        print("about to die")
+        print(words, end="", flush=True)
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(3)
 '''
 
 
@@ -186,6 +198,32 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
         reused = [r for r in server.store.runs_of_root(new_id) if r.notes.get("reused_from")]
         assert len(reused) == 2  # add(3, 1) and add(1, 1) were not run again
         wait_for(lambda: not containers_of(new_id), 60, what="the finished driver and workers to be removed")
+
+
+@pytest.mark.parametrize(("how", "ended"), [("exit", "exited with code 3"),
+                                            ("kill", "exited with code 137: killed (SIGKILL, or out of memory)")])
+def test_a_driver_dying_mid_line_has_that_line_in_its_failure_and_its_record(base_image, project, s3_url, tmp_path,
+                                                                             how, ended):
+    """A Docker driver whose last line has no line break (print(..., end="") before os._exit(3), or before its process
+    is killed with SIGKILL): that line is among
+    the last log lines in the CloudResolver's error and in the resolution's recorded error (what the dashboard shows).
+    Was: the engine's follow of the driver's log (json-file) often ended before sending it, and the container, removed
+    as it ended, could not be read again; nor did the record have any of the driver's last lines."""
+    root, mod = project
+    lines: list[str] = []
+    words = f"dying words {uuid.uuid4().hex[:8]}"
+    with serve(tmp_path) as server:
+        f = mod.dies_mid_line(words, how)
+        with pytest.raises(sk.ResolutionFailed) as info:
+            f.resolve(resolver(server, s3_url, root, base_image, lines))
+        message = str(info.value)
+        assert f"the driver {ended} before the resolution ended" in message, message
+        last = message.split("last log lines of the driver:\n", 1)[1].splitlines()
+        assert last[-2:] == ["about to die", words], last  # once each, the unended one last
+        res = server.store.get_resolution(f.id)
+        assert res.state == "failed" and res.error.startswith(f"the driver {ended} before"), res.error
+        assert res.error.splitlines()[-2:] == ["about to die", words], res.error
+        wait_for(lambda: not containers_of(f.id), 30, what="the dead driver's containers to be removed")
 
 
 def driver_env(root: Path, base_image: str, s3_url: str, f: sk.Future, db: str) -> dict[str, str]:

@@ -1,0 +1,83 @@
+"""The first process of a Docker driver container (``python -m sematic_k8s.driver_relay``): runs the driver
+(``python -m sematic_k8s.driver``) as its child, passes its stdout and stderr on as they come, and once the driver
+ended ends each stream's unended last line with a line break; then exits with the driver's exit code (128 + N for a
+driver killed by signal N, as Docker says a container's).
+
+Why: the engine's json-file log keeps an unended line until its stream ends, writes it as the container ends, and its
+follow (how :class:`~sematic_k8s.launchers.docker.DriverContainer` reads the log) often ends before sending it; the
+container, removed as it ends (``auto_remove``), cannot be read after it. A dying driver's last words (a Python fatal
+error, ``print(..., end="")`` before ``os._exit``, a kill -9 mid-line) then missed the CloudResolver's "last log lines".
+Ended here while the container still runs, that line is logged as any other.
+
+The relay stops at the driver's end, not at its streams' (a process the driver left holding them would keep the
+container up). Only SIGINT is passed on (a container's first process ignores the signals it has no handler for, as
+the driver did in its place: SIGTERM, ``docker stop``, still waits for the SIGKILL); the container's SIGKILL ends both.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+
+from sematic_k8s.specs import DRIVER_MODULE
+
+CHUNK = 65536
+DRAIN_CHUNKS = 1024  # at most this many reads once the driver ended (64 MB): a process it left may write on
+
+
+def main() -> int:
+    child = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, bufsize=0)
+    signal.signal(signal.SIGINT, lambda signum, _: child.send_signal(signum))
+    assert child.stdout is not None and child.stderr is not None
+    relay({child.stdout.fileno(): 1, child.stderr.fileno(): 2}, child)
+    code = child.wait()
+    return 128 - code if code < 0 else code
+
+
+def relay(streams: dict[int, int], child: subprocess.Popen[bytes]) -> None:
+    """Copy each read end in ``streams`` to its file descriptor until both end or ``child`` exited (then what they
+    hold already is copied, no more: a process it left may write on); then end with a line break each one whose last
+    byte copied was not one."""
+    ended = dict.fromkeys(streams, True)  # whether what was copied ends with a line break (or is nothing)
+    selector = selectors.DefaultSelector()
+    for fd in streams:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    held = DRAIN_CHUNKS  # reads left once it exited
+    while selector.get_map() and held > 0:
+        exited = child.poll() is not None  # asked before the reads: what it wrote before it ended is in the pipes
+        ready = selector.select(0 if exited else 0.2)
+        if exited and not ready:
+            break
+        for key, _ in ready:
+            held -= exited
+            try:
+                chunk = os.read(key.fd, CHUNK)
+            except BlockingIOError:  # nothing after all
+                continue
+            if chunk:
+                _write(streams[key.fd], chunk)
+                ended[key.fd] = chunk.endswith(b"\n")
+            else:
+                selector.unregister(key.fd)
+    for fd, out in streams.items():
+        if not ended[fd]:
+            _write(out, b"\n")
+
+
+def _write(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``; nothing when it cannot take it (the driver is never held up by its log)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except OSError:
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
