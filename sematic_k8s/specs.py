@@ -29,8 +29,12 @@ RERUN_MODES = ("from", "continue")
 DRIVER_MODULE = "sematic_k8s.driver"  # started with python -m, in a container, a pod or a process
 WORKER_MODULE = "sematic_k8s.worker"
 DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
-# a Docker driver container's: the driver under a relay that ends its unended last lines (see driver_relay)
-DOCKER_DRIVER_COMMAND = ("python", "-m", "sematic_k8s.driver_relay")
+# a Docker driver container's: the driver under a relay that ends its unended last lines (see driver_relay); in an
+# image made before the relay (a rerun of an older resolution), the driver alone, as it was started then
+DOCKER_DRIVER_COMMAND = ("python", "-c", "try:\n from sematic_k8s.driver_relay import main\n"
+                         "except ModuleNotFoundError as e:\n if e.name != 'sematic_k8s.driver_relay': raise\n"
+                         " import runpy; runpy.run_module('sematic_k8s.driver', run_name='__main__', alter_sys=True)\n"
+                         "else:\n raise SystemExit(main())\n")
 WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
 DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job's podFailurePolicy FailJob)
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again

@@ -29,7 +29,8 @@ X of Y MB): REF", at most every ``PULL_PROGRESS_EVERY``: a healthy pull of a lar
 CloudResolver's launch), ``progress`` is told those words instead: its display shows them on the user's console.
 
 The container runs the driver under :mod:`sematic_k8s.driver_relay` (its first process), which ends a dying driver's
-unended last line while the container still runs: the engine's follow of the log would often end without it.
+unended last line while the container still runs: the engine's follow of the log would often end without it (an
+image made before the relay runs its driver alone).
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
 are known even after it is gone, and reads its exit code from Docker's wait, or, when it was gone before the wait
