@@ -8,8 +8,9 @@ ConfigMap names the ServiceAccounts and the storage Secret for the driver and it
 The driver's credential is its resolution's token (``$SEMATIC_K8S_API_KEY`` in the env given): it goes into a
 Secret of its own (``sk-token-<resolution>``, owned by the driver's Job), which the Job reads it from; it is
 never a plain value of the Job. So does the user info of the server URL (``$SEMATIC_K8S_SERVER_AUTH``), when it
-has one and the chart's ConfigMap does not give the in-cluster address instead. Whoever launches needs to create
-and patch Secrets in the run namespace.
+has one and the chart's ConfigMap does not give the in-cluster address instead. Whoever launches needs to create,
+patch and delete Secrets and create and get Jobs in the run namespace (a Job's create that fails deletes its token
+Secret again, once a read finds no such Job).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s import settings
 from sematic_k8s.errors import CallStopped, DriverUnneeded
 from sematic_k8s.k8s import manifests
-from sematic_k8s.k8s.client import api_call, api_message, current_namespace, make_api_client
+from sematic_k8s.k8s.client import Backoff, api_call, api_message, current_namespace, make_api_client
 from sematic_k8s.k8s.events import refused_for_good
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
 from sematic_k8s.k8s.pods import job_failure, pod_state, pods_left
@@ -48,6 +49,7 @@ log = logging.getLogger("sematic_k8s.k8s")
 
 DRIVER_ASKS = (f"the driver's pod asks cpu {manifests.DRIVER_CPU} and memory {manifests.DRIVER_MEMORY} unless "
                "launch_driver's driver_settings say cpu=, memory=")  # what to change, for refused_for_good
+ONCE = Backoff(attempts=1)  # the clean-up after a failed Job create: best effort, not held up by retries
 SLOW_API = "a slow Kubernetes API"  # what a launch canceled meanwhile waited for (DriverUnneeded)
 RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
 IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
@@ -173,6 +175,8 @@ def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[
                           "its driver, if it starts, finds its resolution ended and stops)") from e
     except ApiException as e:
         if e.status != 409:
+            if secret_name:
+                _token_left(api, namespace, secret_name, name)
             raise RuntimeError(f"could not create the driver Job {name} in namespace {namespace} "
                                f"({e.status}): {api_message(e)}") from e
         # made by an earlier launch, or by this one's try whose answer was lost (unanswered, then tried again): it is
@@ -180,6 +184,10 @@ def _launch(api: client.ApiClient, spec: DriverSpec, root_id: str, env: Mapping[
         log.info("driver Job %s already exists: not launched again", name)
         existing = api_call(batch.read_namespaced_job, name, namespace)
         uid = existing.metadata.uid if existing.metadata is not None else None
+    except Exception:  # unanswered, cut: the Job may have been made
+        if secret_name:
+            _token_left(api, namespace, secret_name, name)
+        raise
     if secret_name and uid:
         _owned_by_job(api, namespace, secret_name, name, uid)
     if ended():  # canceled while the create was under way: its Job goes (its token Secret, owned, with it)
@@ -198,6 +206,30 @@ def _delete_unneeded(api: client.ApiClient, namespace: str, name: str, uid: str 
         if e.status != 404:
             log.warning("could not delete driver Job %s, made for a resolution that ended meanwhile (%s): %s", name,
                         e.status, api_message(e))
+
+
+def _token_left(api: client.ApiClient, namespace: str, secret: str, job: str) -> None:
+    """After the driver Job's create failed (refused, or its outcome unknown): its token Secret is deleted if a read
+    finds no such Job, and made owned by the Job if it finds one (made after all, or an earlier launch's that a quota
+    refused again), so that no Secret holding a token is left owned by nothing. Best effort, one try each (the
+    launch's own error is the one raised): a failure is logged, the Secret then left to the server's sweeper."""
+    try:
+        try:
+            found = api_call(client.BatchV1Api(api).read_namespaced_job, job, namespace, backoff=ONCE)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            api_call(client.CoreV1Api(api).delete_namespaced_secret, secret, namespace, backoff=ONCE)
+            return
+        if found.metadata is not None and found.metadata.uid:
+            _owned_by_job(api, namespace, secret, job, found.metadata.uid)
+    except ApiException as e:
+        if e.status != 404:  # 404: the Secret is gone already
+            log.warning("could not delete the token Secret %s of driver Job %s, whose create failed (%s): %s",
+                        secret, job, e.status, api_message(e))
+    except Exception as e:  # unanswered, cut, stopped
+        log.warning("could not delete the token Secret %s of driver Job %s, whose create failed: %s: %s", secret,
+                    job, type(e).__name__, e)
 
 
 def _store_token(api: client.ApiClient, namespace: str, root_id: str, token: str, server_auth: str | None,

@@ -39,8 +39,8 @@ DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver Servi
     ("", "secrets"): {"create", "delete"},  # each worker Job's task Secret; never read: no get, list, patch, update
 }
 SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
-    ("batch", "jobs"): {"create"},
-    ("", "secrets"): {"create", "patch"},
+    ("batch", "jobs"): {"create", "get"},
+    ("", "secrets"): {"create", "patch", "delete"},
     ("", "configmaps"): {"get"},
 }
 REGISTRY = "registry.example.com/pipelines"

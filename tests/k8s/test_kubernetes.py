@@ -284,6 +284,35 @@ def test_launch_driver_creates_the_driver_job_once(cluster, api, monkeypatch):
     assert [c.status for c in posts] == [201, 409]  # the second answered 409 and was not retried
 
 
+def test_a_driver_job_refused_leaves_no_token_secret_and_an_existing_jobs_stays_its_own(cluster, api):
+    """The driver Job's create refused for good (a ResourceQuota on count/jobs.batch, the model's admission): the
+    token Secret made just before it is deleted, the launch's own error raised. Was: that Secret, holding the
+    resolution's token, left in the namespace owned by nothing. A Job already there (an earlier launch's, refused
+    again by the quota before its name is checked) keeps its Secret, owned by it."""
+    core = client.CoreV1Api(api)
+    first = DriverSpec(root={"id": "a" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                       executor="kubernetes", resolution=ResolutionSettings(root_id=new_id()))
+    env = {"SEMATIC_K8S_SERVER": "http://sk:8000", "SEMATIC_K8S_API_KEY": "sk8t_first"}
+    made = launch_driver(first, first.root_id, env, namespace=NS, api_client=api)
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-job"},
+             "spec": {"hard": {"count/jobs.batch": "1"}}}
+    core.create_namespaced_resource_quota(NS, quota)
+    second = DriverSpec(root={"id": "b" * 64, "format": "pickle"}, storage_url="s3://b/p", image=IMAGE,
+                        executor="kubernetes", resolution=ResolutionSettings(root_id=new_id()))
+    with pytest.raises(RuntimeError, match=r"could not create the driver Job .* \(403\): .*exceeded quota: one-job"):
+        launch_driver(second, second.root_id, {**env, "SEMATIC_K8S_API_KEY": "sk8t_second"}, namespace=NS,
+                      api_client=api)
+    names = [s.metadata.name for s in core.list_namespaced_secret(NS).items]
+    assert manifests.token_secret_name(second.root_id) not in names
+    assert [c.status for c in cluster.calls(verb="delete", resource="secrets")] == [200]
+
+    with pytest.raises(RuntimeError, match=r"\(403\): .*exceeded quota"):  # the first's launched again: refused
+        launch_driver(first, first.root_id, env, namespace=NS, api_client=api)
+    secret = core.read_namespaced_secret(manifests.token_secret_name(first.root_id), NS)
+    [job] = jobs(api, f"sematic-k8s/resolution-id={first.root_id}")
+    assert [(o.name, o.uid) for o in secret.metadata.owner_references] == [(made, job.metadata.uid)]
+
+
 def test_a_server_urls_password_reaches_the_driver_by_its_secret_never_in_the_jobs_spec(cluster, api, monkeypatch):
     """A CloudResolver whose server URL carries Basic credentials (``http://user:password@host``, which the HTTP
     store sends and never names in a message): the driver Job's spec holds the URL without them, and the driver
