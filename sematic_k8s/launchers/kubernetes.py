@@ -10,7 +10,8 @@ Secret of its own (``sk-token-<resolution>``, owned by the driver's Job), which 
 never a plain value of the Job. So does the user info of the server URL (``$SEMATIC_K8S_SERVER_AUTH``), when it
 has one and the chart's ConfigMap does not give the in-cluster address instead. Whoever launches needs to create,
 patch and delete Secrets and create and get Jobs in the run namespace (a Job's create that fails deletes its token
-Secret again, once a read finds no such Job).
+Secret again, once a read finds no such Job). One a launching process killed left owned by nothing is deleted by
+the server's sweeper (``sematic_k8s_server.token_secrets``) in its rerun namespace, once its resolution ended.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from sematic_k8s_server.readiness import Readiness
 from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.storages import Storages
+from sematic_k8s_server.token_secrets import LeftTokens
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -47,7 +48,10 @@ class Server:
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         every = sweep_interval()
         self.copies = LeftCopies(store, self.storages, every=every)  # task copies left by resolutions marked dead
-        self.sweeper = Sweeper(store, every, after=self.copies.wake)
+        reruns_config = config.reruns
+        self.tokens = (LeftTokens(store, reruns_config.executor_settings.get("namespace"))  # left by cut launches
+                       if reruns_config.launcher == "kubernetes" else None)
+        self.sweeper = Sweeper(store, every, after=self._swept)
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
@@ -65,6 +69,12 @@ class Server:
         if self.relay is not None:
             self.relay.start()
 
+    def _swept(self) -> None:
+        """After each sweep: the task copies and the token Secrets left are looked for, each on its own thread."""
+        self.copies.wake()
+        if self.tokens is not None:
+            self.tokens.wake()
+
     def stopping(self) -> None:
         """A signal asked the server to stop: live event streams end, and it is no longer ready."""
         self.readiness.stopping = True
@@ -76,6 +86,8 @@ class Server:
         self.sweeper.stop()
         self._unheard()
         self.copies.stop()
+        if self.tokens is not None:
+            self.tokens.stop()
         if self.relay is not None:
             self.relay.stop()
         self.readiness.close()

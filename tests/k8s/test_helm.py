@@ -40,7 +40,7 @@ DRIVER_RULES = {  # (apiGroup, resource) -> verbs: exactly what the driver Servi
 }
 SERVER_RERUN_RULES = {  # what the server may do in the run namespace to start a rerun's driver
     ("batch", "jobs"): {"create", "get"},
-    ("", "secrets"): {"create", "patch", "delete"},
+    ("", "secrets"): {"create", "patch", "delete", "list"},
     ("", "configmaps"): {"get"},
 }
 REGISTRY = "registry.example.com/pipelines"

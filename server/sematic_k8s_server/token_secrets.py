@@ -1,0 +1,122 @@
+"""The drivers' token Secrets left owned by nothing in the rerun namespace, deleted by the server.
+
+A driver's launch (:func:`sematic_k8s.launchers.kubernetes.launch_driver`: the server's rerun, a CloudResolver's
+``start_driver``) makes its resolution's token Secret (``sk-token-<resolution>``), then the driver Job, then makes
+the Job the Secret's owner (so that the Job's TTL deletes both). A launching process killed between the Secret's
+create and that patch leaves the Secret owned by nothing, for good: its token stops working once the resolution (or
+claim) ends, but the Secret holding it stays. After each sweep of silent resolutions, :class:`LeftTokens` lists the
+namespace's driver Secrets (``sematic-k8s/role=driver``, ours: ``app.kubernetes.io/managed-by=sematic-k8s``) and
+deletes each token Secret with no owner, made more than :data:`GRACE_ENV` seconds ago (a launch under way owns its
+Secret within that), whose resolution has ended (resolved, failed, canceled: a claim failed too) or is not recorded
+here. Its delete names the resourceVersion listed: a Secret owned (or updated by a second launch) meanwhile stays.
+A failure is logged once until a pass succeeds, and tried again at the next sweep. Only with the Kubernetes rerun
+launcher, in its namespace (the chart's server Role grants ``list`` and ``delete`` on secrets there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Any
+
+from sematic_k8s import settings
+from sematic_k8s.error_records import one_line
+from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+from sematic_k8s.store.records import ENDED_STATES
+from sematic_k8s.store.sql import SqlStore
+
+log = logging.getLogger("sematic_k8s_server")
+
+GRACE_ENV = "SEMATIC_K8S_TOKEN_SECRET_GRACE"  # seconds an unowned token Secret is left to its launch
+DEFAULT_GRACE = 600.0
+SELECTOR = f"{ROLE_LABEL}=driver,app.kubernetes.io/managed-by=sematic-k8s"
+TOKEN_PREFIX = "sk-token-"  # manifests.token_secret_name
+
+
+class LeftTokens:
+    """Deletes the token Secrets left owned by nothing in ``namespace`` (None: the client's own), on a daemon thread
+    woken by :meth:`wake` (the sweeper's, after each sweep)."""
+
+    def __init__(self, store: SqlStore, namespace: str | None) -> None:
+        self.store, self.namespace = store, namespace
+        self.grace = settings.seconds(GRACE_ENV, DEFAULT_GRACE)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._api: Any = None
+        self._said = False  # a failed pass was logged (once until one succeeds)
+
+    def wake(self) -> None:
+        """Look for token Secrets left now, on the thread (started on first use)."""
+        if self._stop.is_set():
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="sk-left-tokens")
+            self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """No more passes (a call under way is waited for a moment)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self.sweep()
+                    self._said = False
+                except Exception as e:  # noqa: BLE001 - the API or database may be out of reach: the next sweep
+                    if not self._said:
+                        self._said = True
+                        log.warning("looking for drivers' token Secrets left owned by nothing in namespace %s failed "
+                                    "(tried again at the next sweep): %s: %s", self.namespace or "(the current one)",
+                                    type(e).__name__, one_line(str(getattr(e, "reason", None) or e)))
+        finally:
+            if self._api is not None:
+                self._api.close()
+
+    def sweep(self) -> list[str]:
+        """Delete the token Secrets left now; their names."""
+        from kubernetes import client
+
+        from sematic_k8s.k8s.client import Backoff, api_call, current_namespace, make_api_client
+
+        if self._api is None:
+            self._api = make_api_client()
+        namespace = self.namespace or current_namespace()
+        core = client.CoreV1Api(self._api)
+        once = Backoff(attempts=2)
+        listed = api_call(core.list_namespaced_secret, namespace, label_selector=SELECTOR, backoff=once)
+        now = dt.datetime.now(dt.timezone.utc)
+        deleted = []
+        for secret in listed.items:
+            meta = secret.metadata
+            if meta is None:
+                continue
+            res_id = (meta.labels or {}).get(RESOLUTION_LABEL, "")
+            if (meta.owner_references or meta.name != TOKEN_PREFIX + res_id or meta.creation_timestamp is None
+                    or (now - meta.creation_timestamp).total_seconds() < self.grace):
+                continue
+            res = self.store.get_resolution(res_id)
+            if res is not None and res.state not in ENDED_STATES:
+                continue
+            try:
+                api_call(core.delete_namespaced_secret, meta.name, namespace, backoff=once,
+                         body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                             uid=meta.uid, resource_version=meta.resource_version)))
+            except client.ApiException as e:
+                if e.status in (404, 409):  # gone, or changed since listed (owned, updated): left
+                    continue
+                raise
+            deleted.append(meta.name)
+            log.info("deleted the token Secret %s in namespace %s: owned by nothing (its launch was cut short) and "
+                     "its resolution %s", meta.name, namespace, "not recorded" if res is None else res.state)
+        return deleted
