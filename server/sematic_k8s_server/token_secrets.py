@@ -63,6 +63,12 @@ class LeftTokens:
         if self._thread is not None:
             self._thread.join(5)
 
+    def close(self) -> None:
+        """Close the Kubernetes client, if one was made (:meth:`stop` does, once its thread ended)."""
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
     def _run(self) -> None:
         try:
             while True:
@@ -80,8 +86,7 @@ class LeftTokens:
                                     "(tried again at the next sweep): %s: %s", self.namespace or "(the current one)",
                                     type(e).__name__, one_line(str(getattr(e, "reason", None) or e)))
         finally:
-            if self._api is not None:
-                self._api.close()
+            self.close()
 
     def sweep(self) -> list[str]:
         """Delete the token Secrets left now; their names."""

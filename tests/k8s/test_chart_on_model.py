@@ -30,6 +30,7 @@ from outages import S3Server  # noqa: E402
 from sematic_k8s.k8s import manifests  # noqa: E402
 from sematic_k8s_server import auth  # noqa: E402
 from sematic_k8s_server.db import open_store  # noqa: E402
+from sematic_k8s_server.token_secrets import LeftTokens  # noqa: E402
 from serving import record_resolution, server_process  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "sematic-k8s"
@@ -100,6 +101,13 @@ def test_a_dashboard_rerun_on_a_chart_install_starts_its_driver_as_the_servers_a
                                 timeout=60)
             assert answer.status_code == 202, answer.text
             new_id = answer.json()["resolution_id"]
+            # a rerun whose driver Job a quota refuses: its token Secret deleted again, as the server's account
+            quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-job"},
+                     "spec": {"hard": {"count/jobs.batch": "1"}}}
+            client.CoreV1Api(cluster.client()).create_namespaced_resource_quota(NS, quota)
+            refused = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
+                                 timeout=60)
+            assert refused.status_code == 502 and "exceeded quota" in refused.text, refused.text
     finally:
         s3.stop()
 
@@ -115,9 +123,26 @@ def test_a_dashboard_rerun_on_a_chart_install_starts_its_driver_as_the_servers_a
     assert [(o.kind, o.name) for o in secret.metadata.owner_references] == [("Job", job.metadata.name)]
     assert base64.b64decode(secret.data["api-key"]).decode().startswith("sk8t_")
     calls = cluster.calls(user=cluster.user_of(f"{NS}/{server_sa}"))
-    assert {(c.verb, c.resource_path, c.status) for c in calls} == {
+    assert {(c.verb, c.resource_path, c.status) for c in calls} - {("list", "secrets", 200)} == {  # its sweeper's
         ("get", "configmaps", 200), ("create", "secrets", 201), ("create", "jobs", 201), ("patch", "secrets", 200),
-        ("list", "nodes", 403)}  # the platform check, best effort: left to the scheduler without the permission
+        ("list", "nodes", 403),  # the platform check, best effort: left to the scheduler without the permission
+        ("create", "jobs", 403), ("get", "jobs", 404), ("delete", "secrets", 200)}  # the refused one's
+    left = [s.metadata.name for s in client.CoreV1Api(admin).list_namespaced_secret(NS).items
+            if s.metadata.name.startswith("sk-token-")]
+    assert left == [token_ref.name]
+    # the sweeper of token Secrets left owned by nothing, as the server's account: allowed to list, the owned one kept
+    store = open_store(f"sqlite:///{home / 'db.sqlite3'}")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SEMATIC_K8S_KUBE_HOST", env["SEMATIC_K8S_KUBE_HOST"])
+            mp.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
+            tokens = LeftTokens(store, NS)
+            assert tokens.sweep() == []
+            tokens.close()
+    finally:
+        store.close()
+    assert [c.status for c in cluster.calls(user=cluster.user_of(f"{NS}/{server_sa}"), verb="list",
+                                            resource="secrets")][-1:] == [200]
     cluster.wait(lambda: client.CoreV1Api(admin).list_namespaced_pod(NS, label_selector=f"job-name={job.metadata.name}"
                                                                      ).items, message="the driver's pod admitted")
 
