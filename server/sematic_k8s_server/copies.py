@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from sematic_k8s.storage.base import delete as storage_delete
 from sematic_k8s.storage.base import keys
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server.storages import ALLOW_ENV, SHOWN_URL, StorageNotAllowed, Storages
+from sematic_k8s_server.woken_pass import WokenPass
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -55,50 +55,26 @@ class Backoff:
     skip: int = 0
 
 
-class LeftCopies:
+class LeftCopies(WokenPass):
     """Deletes the task copies of the resolutions :meth:`SqlStore.tasks_left` names, on a daemon thread woken by
     :meth:`wake` (the sweeper's, after each sweep, every ``every`` seconds: a refusal's backoff is at most
     :data:`MAX_BACKOFF` seconds of them)."""
 
+    thread_name = "sk-left-copies"
+
     def __init__(self, store: SqlStore, storages: Storages, *, every: float) -> None:
         self.store, self.storages = store, storages
         self.most_skipped = max(1, round(MAX_BACKOFF / every))  # sweeps
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         # resolutions whose failure to delete was logged, and whether as refused (once until it succeeds, or fails
         # the other way)
         self._said: dict[str, bool] = {}
         self.backoffs: dict[str, Backoff] = {}  # the resolutions whose storage refused, waiting for their next try
 
-    def wake(self) -> None:
-        """Look for copies left now, on the thread (started on first use)."""
-        if self._stop.is_set():
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="sk-left-copies")
-            self._thread.start()
-        self._wake.set()
-
-    def stop(self) -> None:
-        """No more passes; a delete under way ends the pass (waited for a moment)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.sweep()
-            except Exception as e:  # noqa: BLE001 - the database may be down for a while: the next sweep tries again
-                orig = getattr(e, "orig", None) or e
-                log.warning("looking for the task copies of dead resolutions failed: %s: %s", type(orig).__name__,
-                            one_line(str(orig)))
+    def failed(self, e: Exception) -> None:
+        orig = getattr(e, "orig", None) or e  # the database may be down for a while: the next sweep tries again
+        log.warning("looking for the task copies of dead resolutions failed: %s: %s", type(orig).__name__,
+                    one_line(str(orig)))
 
     def sweep(self) -> list[str]:
         """Delete the copies of every resolution marked with copies left; the ids whose copies are gone. A storage
@@ -109,7 +85,7 @@ class LeftCopies:
             for gone in kept.keys() - set(left):
                 del kept[gone]
         for res_id in left:
-            if self._stop.is_set():
+            if self.stopping():
                 break
             res = self.store.get_resolution(res_id)
             settings: dict[str, Any] = res.settings if res is not None and isinstance(res.settings, dict) else {}
@@ -166,7 +142,7 @@ class LeftCopies:
         try:
             found = keys(storage, prefix)
             for key in found or []:
-                if self._stop.is_set():
+                if self.stopping():
                     return False
                 if not storage_delete(storage, key):
                     break

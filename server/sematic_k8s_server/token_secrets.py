@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from typing import Any
 
 from sematic_k8s import settings
@@ -25,6 +24,7 @@ from sematic_k8s.error_records import one_line
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.store.records import ENDED_STATES
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server.woken_pass import WokenPass
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -34,34 +34,18 @@ SELECTOR = f"{ROLE_LABEL}=driver,app.kubernetes.io/managed-by=sematic-k8s"
 TOKEN_PREFIX = "sk-token-"  # manifests.token_secret_name
 
 
-class LeftTokens:
+class LeftTokens(WokenPass):
     """Deletes the token Secrets left owned by nothing in ``namespace`` (None: the client's own), on a daemon thread
     woken by :meth:`wake` (the sweeper's, after each sweep)."""
+
+    thread_name = "sk-left-tokens"
 
     def __init__(self, store: SqlStore, namespace: str | None) -> None:
         self.store, self.namespace = store, namespace
         self.grace = settings.seconds(GRACE_ENV, DEFAULT_GRACE)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._api: Any = None
         self._said = False  # a failed pass was logged (once until one succeeds)
-
-    def wake(self) -> None:
-        """Look for token Secrets left now, on the thread (started on first use)."""
-        if self._stop.is_set():
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="sk-left-tokens")
-            self._thread.start()
-        self._wake.set()
-
-    def stop(self) -> None:
-        """No more passes (a call under way is waited for a moment)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
 
     def close(self) -> None:
         """Close the Kubernetes client, if one was made (:meth:`stop` does, once its thread ended)."""
@@ -69,24 +53,18 @@ class LeftTokens:
             self._api.close()
             self._api = None
 
-    def _run(self) -> None:
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                try:
-                    self.sweep()
-                    self._said = False
-                except Exception as e:  # noqa: BLE001 - the API or database may be out of reach: the next sweep
-                    if not self._said:
-                        self._said = True
-                        log.warning("looking for drivers' token Secrets left owned by nothing in namespace %s failed "
-                                    "(tried again at the next sweep): %s: %s", self.namespace or "(the current one)",
-                                    type(e).__name__, one_line(str(getattr(e, "reason", None) or e)))
-        finally:
-            self.close()
+    def passed(self) -> None:
+        self._said = False
+
+    def failed(self, e: Exception) -> None:
+        if not self._said:  # the API or database may be out of reach: the next sweep tries again
+            self._said = True
+            log.warning("looking for drivers' token Secrets left owned by nothing in namespace %s failed "
+                        "(tried again at the next sweep): %s: %s", self.namespace or "(the current one)",
+                        type(e).__name__, one_line(str(getattr(e, "reason", None) or e)))
+
+    def ended(self) -> None:
+        self.close()
 
     def sweep(self) -> list[str]:
         """Delete the token Secrets left now; their names."""
