@@ -15,20 +15,16 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from sematic_k8s.store import liveness
-from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s.store.tables import ResolutionRow
 from sematic_k8s_server import relay
 from sematic_k8s_server.routes import events as events_route
-from serving import Served, serve, wait_for, write_through_api
+from serving import Served, record_silent, serve, wait_for
 
 TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
 LISTENER = "LISTEN sematic_k8s_events"  # the listener's one statement, as pg_stat_activity shows it
@@ -76,22 +72,9 @@ class Follower:
 
 
 def _silent(s: Served) -> str:
-    """A resolution (and its root run) recorded running through the server, beating once and never since; returned
-    once its silence is past the timeout by the database's clock (read straight from the database: nothing marks it)."""
-    root = uuid.uuid4().hex
-    batch = Batch()
-    batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state="running",
-                                          created_at=utcnow(), heartbeat_at=utcnow()))
-    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
-                            state="running", created_at=utcnow()))
-    write_through_api(s.url, s.key, batch)
-    table = ResolutionRow.__table__
-
-    def aged() -> bool:
-        with s.store.engine.connect() as conn:
-            return root in liveness.silent_ids(conn, table, TIMEOUT + 1)
-    wait_for(aged, 30, what="the resolution's heartbeat to age")
-    return root
+    """A resolution recorded running, beating once and never since, returned once its silence is past the timeout
+    (:func:`serving.record_silent`: nothing marks it)."""
+    return record_silent(s, TIMEOUT)
 
 
 def _marked_elsewhere(db_url: str, root: str) -> None:

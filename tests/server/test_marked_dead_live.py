@@ -23,11 +23,10 @@ import sqlalchemy as sa
 
 from sematic_k8s import settings
 from sematic_k8s.specs import DriverSpec
-from sematic_k8s.store import liveness
-from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from sematic_k8s.store.tables import ResolutionRow
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import Served, record_resolution, serve, wait_for, write_through_api
+from serving import Served, record_resolution, record_silent, serve, wait_for, write_through_api
 
 TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
 REPO = "127.0.0.1:5000/pipelines"
@@ -57,20 +56,8 @@ def _silent(s: Served, **record: Any) -> str:
     """A cloud resolution of ``IMAGE`` (and its root run) recorded running through the server, beating once and never
     since, returned once its silence is past the timeout (with a second to spare: the server, started before, judges
     it then) by the database's clock, read straight from the database: no read of the server's marks it."""
-    root = uuid.uuid4().hex
-    batch = Batch()
-    batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state="running", image=IMAGE,
-                                          created_at=utcnow(), heartbeat_at=utcnow(),
-                                          **{"settings": CLOUD, **record}))
-    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
-                            state="running", created_at=utcnow()))
-    write_through_api(s.url, s.key, batch)
+    root = record_silent(s, TIMEOUT, image=IMAGE, **{"settings": CLOUD, **record})
     table = ResolutionRow.__table__
-
-    def aged() -> bool:
-        with s.store.engine.connect() as conn:
-            return root in liveness.silent_ids(conn, table, TIMEOUT + 1)
-    wait_for(aged, 30, what="the resolution's heartbeat to age")
     with s.store.engine.connect() as conn:  # still running: marked by nothing so far
         assert conn.scalar(sa.select(table.c.state).where(table.c.id == root)) == "running"
     return root

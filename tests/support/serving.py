@@ -20,9 +20,11 @@ from sematic_k8s.serialization import content_id
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage, artifact_key
 from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.store import liveness
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.tables import ResolutionRow
 from sematic_k8s_server import auth
 from sematic_k8s_server.app import create_app
 from sematic_k8s_server.config import ServerConfig
@@ -172,6 +174,26 @@ def write_through_api(url: str, key: str | None, *batches: Batch) -> None:
             store.write(batch)
     finally:
         store.close()
+
+
+def record_silent(s: Served, timeout: float, **record: Any) -> str:
+    """A resolution (with ``record``'s fields) and its root run recorded running through the server, beating once and
+    never since; returned once its silence is past ``timeout`` (with a second to spare: a server started before judges
+    it then) by the database's clock, read straight from the database: no read of the server's marks it."""
+    root = uuid.uuid4().hex
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state="running",
+                                          created_at=utcnow(), heartbeat_at=utcnow(), **record))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="pipes:pipeline", func_name="pipeline",
+                            state="running", created_at=utcnow()))
+    write_through_api(s.url, s.key, batch)
+    table = ResolutionRow.__table__
+
+    def aged() -> bool:
+        with s.store.engine.connect() as conn:
+            return root in liveness.silent_ids(conn, table, timeout + 1)
+    wait_for(aged, 30, what="the resolution's heartbeat to age")
+    return root
 
 
 def claim_of(c: httpx.Client, resolution_id: str) -> dict[str, Any]:
