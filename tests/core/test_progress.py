@@ -51,6 +51,26 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "120"}
 
 
+def on_terminal(feed: str) -> str:
+    """What ``feed`` (a script, run by a Python of its own on a pseudo-terminal, which must succeed) wrote there."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", feed], env=env(), stdin=terminal, stdout=terminal,
+                            stderr=terminal, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    while select.select([controller], [], [], 60)[0]:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(60) == 0
+    os.close(controller)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def test_plain_lines_when_not_a_terminal() -> None:
     proc = subprocess.run([sys.executable, "-c", FEED], env=env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -77,25 +97,7 @@ def test_plain_lines_when_not_a_terminal() -> None:
 
 
 def test_live_display_on_a_terminal() -> None:
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", FEED], env=env(), stdin=terminal, stdout=terminal,
-                            stderr=terminal, close_fds=True)
-    os.close(terminal)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([controller], [], [], 60)
-        if not ready:
-            break
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # the terminal closed: the process ended
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(60) == 0
-    os.close(controller)
-    out = b"".join(chunks).decode(errors="replace")
+    out = on_terminal(FEED)
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).replace("\r", "")
     assert "\x1b[" in out  # drawn in place
     assert "step 2/3" in screen and "1/2 layers" in screen and "2/2 layers" in screen
@@ -145,22 +147,7 @@ def test_others_words_on_a_terminal_are_shown_escaped_and_piped_as_they_are() ->
     """A registry's error, a build's output, what a run waits for, on the live display: their escape sequences (an
     OSC 52 clipboard write, an OSC 8 link, a screen clear, an 8-bit CSI) and RLO are shown escaped (was: sent to
     the terminal as they were, rich taking out only the bell); as plain lines (not a terminal) they are as told."""
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", HOSTILE_FEED], env=env(), stdin=terminal, stdout=terminal,
-                            stderr=terminal, close_fds=True)
-    os.close(terminal)
-    chunks = []
-    while select.select([controller], [], [], 60)[0]:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # the terminal closed: the process ended
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(60) == 0
-    os.close(controller)
-    out = b"".join(chunks).decode(errors="replace")
+    out = on_terminal(HOSTILE_FEED)
     assert "\x1b]" not in out and "\x07" not in out and "\x1b[2J" not in out and "\x9b" not in out
     assert RLO not in out
     assert "said \\x1b]52;c;ZXZpbA==\\x07 \\u202egpj.exe" in out  # the registry's line, printed whole
