@@ -190,10 +190,12 @@ def slow_api(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Any:
         p.close()
 
 
-def executor(api: client.ApiClient, storage: LocalStorage) -> KubernetesExecutor:
-    """The driver's executor on ``api`` (made by ``make_api_client``, as a driver's is)."""
-    return KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={}, owner=False,
-                              creates_per_second=0, event_check=0.2, backoff=Backoff(base=0.01, cap=0.05, attempts=6))
+def executor(api: client.ApiClient, storage: LocalStorage, owner: Any = False, **owned: Any) -> KubernetesExecutor:
+    """The driver's executor on ``api`` (made by ``make_api_client``, as a driver's is); ``owner`` (a driver Job's
+    name and uid) and ``owned`` (``owner_check``): the driver Job it reads as its own, none by default."""
+    return KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={}, owner=owner,
+                              creates_per_second=0, event_check=0.2, backoff=Backoff(base=0.01, cap=0.05, attempts=6),
+                              **owned)
 
 
 def submit(ex: KubernetesExecutor, root_id: str, x: int) -> str:
@@ -447,6 +449,31 @@ def test_a_cancel_whose_job_deletes_the_kubernetes_api_never_answers_ends_as_a_c
     assert store.get_resolution(root.id).state == "canceled"
 
 
+def own_job_held(cluster: Cluster, name: str, silent: threading.Event) -> ThrottlingProxy:
+    """A proxy before the cluster model holding every read of driver Job ``name`` unanswered while ``silent`` is set
+    (the caller makes it pass and closes it)."""
+    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/{name} ".encode()
+    return ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
+                           lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
+
+
+def driver_job(api: client.ApiClient, name: str) -> Any:
+    """A driver Job ``name`` made on ``api`` (its pod the model's to run): what a driver reads as its own."""
+    return client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": name}, "spec": {
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+
+
+def owned_executor(cluster: Cluster, tmp_path: Path, name: str,
+                   silent: threading.Event) -> tuple[ThrottlingProxy, client.ApiClient, KubernetesExecutor]:
+    """An executor owned by driver Job ``name`` (made for it), reading it every 0.1 s, its API calls through
+    :func:`own_job_held`'s proxy: the proxy, the API client (the caller closes both) and the executor."""
+    proxy = own_job_held(cluster, name, silent)
+    api = make_api_client(proxy.url)
+    job = driver_job(api, name)
+    return proxy, api, executor(api, LocalStorage(tmp_path / "storage"), (job.metadata.name, job.metadata.uid),
+                                owner_check=0.1)
+
+
 def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_when_it_is_read_again(
         cluster, tmp_path, monkeypatch, caplog):
     """The read of the driver's own Job (``owner_check``) never answered (every read held, 3 tries of 1 s) past
@@ -459,16 +486,7 @@ def test_a_driver_cut_off_from_its_own_job_says_so_once_when_it_lasts_and_once_w
     caplog.set_level(logging.WARNING, logger="sematic_k8s.k8s")
     gate, silent = threading.Event(), threading.Event()
     cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
-    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/sk-driver-z ".encode()
-    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
-                            lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
-    api = make_api_client(proxy.url)
-    driver = client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": "sk-driver-z"}, "spec": {
-        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
-    ex = KubernetesExecutor(LocalStorage(tmp_path / "storage"), storage_url(LocalStorage(tmp_path / "storage")), IMAGE,
-                            namespace=NS, api_client=api, env={}, owner=(driver.metadata.name, driver.metadata.uid),
-                            owner_check=0.1, creates_per_second=0, event_check=0.2,
-                            backoff=Backoff(base=0.01, cap=0.05, attempts=6))
+    proxy, api, ex = owned_executor(cluster, tmp_path, "sk-driver-z", silent)
 
     def said(words: str) -> list[str]:
         return [m for m in caplog.messages if words in m]
@@ -506,13 +524,10 @@ def test_a_driver_whose_own_job_reads_are_never_answered_still_records_its_worke
     3 tries (30 minutes here), recording nothing meanwhile."""
     gate, silent = threading.Event(), threading.Event()
     cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
-    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/sk-driver-w ".encode()
-    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
-                            lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
+    proxy = own_job_held(cluster, "sk-driver-w", silent)
     api = cluster.client()
     try:
-        owner = client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": "sk-driver-w"}, "spec": {
-            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
+        owner = driver_job(api, "sk-driver-w")
     finally:
         api.close()
     root, storage, db, driver = driver_of(cluster, proxy, tmp_path, "600", owner_check=0.1,
@@ -552,16 +567,7 @@ def test_a_read_of_the_drivers_own_job_held_at_close_is_neither_said_nor_tried_a
     caplog.set_level(logging.DEBUG, logger="sematic_k8s")
     gate, silent = threading.Event(), threading.Event()
     cluster.behaviour = behave({"worker": Script(func=held(gate, timeout=300))})
-    read = f"GET /apis/batch/v1/namespaces/{NS}/jobs/sk-driver-v ".encode()
-    proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]),
-                            lambda head: silent.is_set() and head.startswith(read), 10**6, status=0)
-    api = make_api_client(proxy.url)
-    driver = client.BatchV1Api(api).create_namespaced_job(NS, {"metadata": {"name": "sk-driver-v"}, "spec": {
-        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "driver", "image": IMAGE}]}}}})
-    storage = LocalStorage(tmp_path / "storage")
-    ex = KubernetesExecutor(storage, storage_url(storage), IMAGE, namespace=NS, api_client=api, env={},
-                            owner=(driver.metadata.name, driver.metadata.uid), owner_check=0.1, creates_per_second=0,
-                            event_check=0.2, backoff=Backoff(base=0.01, cap=0.05, attempts=6))
+    proxy, api, ex = owned_executor(cluster, tmp_path, "sk-driver-v", silent)
 
     def reading() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "sk-owner-read"]
