@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
+import pytest
 
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
@@ -36,14 +39,25 @@ class KeyedServer(ServerProcess):
         wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
 
 
-def test_a_server_killed_after_answering_a_rerun_mid_launch_loses_no_claim_and_launches_nothing_twice(
-        tmp_path, monkeypatch) -> None:
-    _, bucket = fresh_bucket(monkeypatch, "sk-killed-claim")
-    storage = f"s3://{bucket}/artifacts"
+@contextmanager
+def create_held(monkeypatch: pytest.MonkeyPatch, bucket: str) -> Iterator[tuple[str, Cluster, ThrottlingProxy]]:
+    """A storage URL in a fresh moto bucket named after ``bucket``, the cluster model (its pods running for ever) and
+    a proxy before it holding the first driver Job create (let through, closed, at the end)."""
+    _, made = fresh_bucket(monkeypatch, bucket)
     with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
                  namespaces=[NS]) as cluster:
         proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE), 1,
                                 status=-2)
+        try:
+            yield f"s3://{made}/artifacts", cluster, proxy
+        finally:
+            proxy.passing()
+            proxy.close()
+
+
+def test_a_server_killed_after_answering_a_rerun_mid_launch_loses_no_claim_and_launches_nothing_twice(
+        tmp_path, monkeypatch) -> None:
+    with create_held(monkeypatch, "sk-killed-claim") as (storage, cluster, proxy):
         server = ServerProcess(tmp_path, env={"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_STORAGE": storage},
                                args=("--rerun-launcher", "kubernetes", "--rerun-image-repository", REPO,
                                      "--rerun-namespace", NS, "--self-url", "http://127.0.0.1:1",
@@ -70,8 +84,6 @@ def test_a_server_killed_after_answering_a_rerun_mid_launch_loses_no_claim_and_l
             assert driver_job_of(cluster, NS, first) is None  # not launched again by the restarted server
             assert f"rerun {first}" not in server.log.read_text().split("Started server process")[-1]
         finally:
-            proxy.passing()
-            proxy.close()
             if server.proc is not None and server.proc.poll() is None:
                 server.stop()
 
@@ -83,12 +95,7 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
     nothing. The restarted server's sweeper deletes it once the claim
     has ended (canceled here) and the grace ($SEMATIC_K8S_TOKEN_SECRET_GRACE, 0 here) passed; the next rerun's
     Secret, owned by its Job and its claim not ended, stays. Was: left for good, holding the token."""
-    _, bucket = fresh_bucket(monkeypatch, "sk-killed-token")
-    storage = f"s3://{bucket}/artifacts"
-    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
-                 namespaces=[NS]) as cluster:
-        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE), 1,
-                                status=-2)
+    with create_held(monkeypatch, "sk-killed-token") as (storage, cluster, proxy):
         db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
         key = create_api_key(db_url, tmp_path, "tests")
         env = {"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_STORAGE": storage,
@@ -122,7 +129,5 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
             [kept] = [s for s in cluster.list("secrets", NS) if s["metadata"]["name"] == f"sk-token-{second}"]
             assert [o["name"] for o in kept["metadata"]["ownerReferences"]] == [f"sk-driver-{second}"]
         finally:
-            proxy.passing()
-            proxy.close()
             if server.proc is not None and server.proc.poll() is None:
                 server.stop()
