@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from infra import require_docker
-from serving import free_port, record_resolution, wait_for
+from serving import free_port, record_resolution, stop_process, wait_for
 
 CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07"  # OSC 52: writes "evil" to the reader's clipboard
 RLO = "\u202e"
@@ -95,15 +95,6 @@ def _health(url: str, proc: subprocess.Popen[bytes]) -> bool:
         return False
 
 
-def _stopped(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def test_others_words_in_the_servers_log_on_a_terminal_are_escaped(tmp_path: Path, registry: str) -> None:
     """On a terminal: the refusal in one line, its OSC 52, clear, 8-bit CSI, RLO and CR/LF as escapes; the access
     log's client likewise; uvicorn's colours kept (was: the registry's words and the header's CSI as written, the
@@ -119,7 +110,7 @@ def test_others_words_in_the_servers_log_on_a_terminal_are_escaped(tmp_path: Pat
         wait_for(lambda: b"/api/v1/health HTTP/1.1" in b"".join(chunks).split(b"evil", 1)[-1]
                  and b"evil" in b"".join(chunks), 30, what="the access log's line of the forwarded request")
     finally:
-        _stopped(proc)
+        stop_process(proc)
         reader.join(15)
         os.close(controller)
     shown = b"".join(chunks).decode("utf-8", errors="backslashreplace").replace("\r\n", "\n")
@@ -153,7 +144,7 @@ def test_others_words_in_the_servers_log_written_to_a_file_keep_all_but_their_li
         _quote_others(proc, url, registry)
         wait_for(lambda: "evil:0" in log.read_text(errors="replace"), 30, what="the access log's line")
     finally:
-        _stopped(proc)
+        stop_process(proc)
     written = log.read_text(encoding="utf-8")
     [refused] = [line for line in written.split("\n") if "launcher failed" in line]
     assert f"denied {CLIPBOARD} \x1b[2J \x9b2J {RLO}txt.exe\\r\\n{FORGED}" in refused, repr(refused)

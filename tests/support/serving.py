@@ -151,12 +151,19 @@ def server_process(home: Path, *args: str, env: dict[str, str] | None = None) ->
         wait_for(up, 60, what=f"the server process on port {port}")
         yield proc, url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
+
+
+def stop_process(proc: Any) -> None:
+    """``proc`` (a ``subprocess.Popen``) terminated and waited for; killed if it has not ended within 15 s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def peak_rss_kib(pid: int) -> int:
