@@ -8,12 +8,10 @@ open while PostgreSQL is stopped ends cleanly, saying why."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import sqlalchemy as sa
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server import relay
 from sematic_k8s_server.routes import events as events_route
-from serving import Served, record_silent, serve, wait_for
+from serving import Followed, Served, record_silent, serve, wait_for
 
 TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
 LISTENER = "LISTEN sematic_k8s_events"  # the listener's one statement, as pg_stat_activity shows it
@@ -48,24 +46,8 @@ def listening(tmp_path: Path, monkeypatch) -> Iterator[tuple[Served, object, str
                 s.server.bus.end()  # its streams end, as a server's stopping ends them
 
 
-class Follower:
+class Follower(Followed):
     """The live events of every resolution (``events``), followed on a thread from the moment this is made."""
-
-    def __init__(self, s: Served) -> None:
-        self.events: list[dict] = []
-        ready = threading.Event()
-
-        def listen() -> None:
-            with s.client() as c, c.stream("GET", "/api/v1/events", timeout=None) as r:
-                lines = r.iter_lines()
-                next(lines)  # ": connected": subscribed
-                ready.set()
-                for line in lines:
-                    if line.startswith("data: "):
-                        self.events.append(json.loads(line[6:]))
-
-        threading.Thread(target=listen, daemon=True).start()
-        assert ready.wait(15), "the event stream did not open"
 
     def told(self, event: dict, what: str) -> None:
         wait_for(lambda: event in self.events, 60, what=f"{what}; told: {self.events}")

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -26,7 +25,7 @@ from sematic_k8s.specs import DriverSpec
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from sematic_k8s.store.tables import ResolutionRow
 from sematic_k8s_server.config import RerunConfig, ServerConfig
-from serving import Served, record_resolution, record_silent, serve, wait_for, write_through_api
+from serving import Followed, Served, record_resolution, record_silent, serve, wait_for, write_through_api
 
 TIMEOUT = 1.0  # seconds of silence after which a resolution is dead, in these tests
 REPO = "127.0.0.1:5000/pipelines"
@@ -63,28 +62,12 @@ def _silent(s: Served, **record: Any) -> str:
     return root
 
 
-class Following:
+class Following(Followed):
     """The live events of resolution ``root_id`` (``events``), followed on a thread from the moment this is made
     until one tells it ``state``."""
 
     def __init__(self, s: Served, root_id: str, state: str) -> None:
-        self.events: list[dict] = []
-        ready = threading.Event()
-
-        def listen() -> None:
-            with s.client() as c, c.stream("GET", "/api/v1/events", params={"root_id": root_id}, timeout=30) as r:
-                lines = r.iter_lines()
-                next(lines)  # ": connected": subscribed
-                ready.set()
-                for line in lines:
-                    if line.startswith("data: "):
-                        self.events.append(json.loads(line[6:]))
-                        if self.events[-1]["id"] == root_id and self.events[-1]["state"] == state:
-                            return
-
-        self.thread = threading.Thread(target=listen, daemon=True)
-        self.thread.start()
-        assert ready.wait(15), "the event stream did not open"
+        super().__init__(s, root_id, state, timeout=30)
 
     def told(self) -> list[dict]:
         """The events, once the one awaited came (within 20 s; else the test fails naming those that came)."""

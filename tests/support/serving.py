@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -201,6 +202,33 @@ def record_silent(s: Served, timeout: float, **record: Any) -> str:
             return root in liveness.silent_ids(conn, table, timeout + 1)
     wait_for(aged, 30, what="the resolution's heartbeat to age")
     return root
+
+
+class Followed:
+    """The live events the server at ``s`` tells (``events``): of resolution ``root_id`` only, if given, followed on a
+    daemon thread (``thread``) from the moment this is made (the stream open once it returns) until one tells
+    ``root_id``'s ``state``, if given, or for ever."""
+
+    def __init__(self, s: Served, root_id: str | None = None, state: str | None = None,
+                 timeout: float | None = None) -> None:
+        self.events: list[dict] = []
+        ready = threading.Event()
+        params = {"root_id": root_id} if root_id is not None else {}
+
+        def listen() -> None:
+            with s.client() as c, c.stream("GET", "/api/v1/events", params=params, timeout=timeout) as r:
+                lines = r.iter_lines()
+                next(lines)  # ": connected": subscribed
+                ready.set()
+                for line in lines:
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+                        if state is not None and self.events[-1]["id"] == root_id and self.events[-1]["state"] == state:
+                            return
+
+        self.thread = threading.Thread(target=listen, daemon=True)
+        self.thread.start()
+        assert ready.wait(15), "the event stream did not open"
 
 
 def claim_of(c: httpx.Client, resolution_id: str) -> dict[str, Any]:
