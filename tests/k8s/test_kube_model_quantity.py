@@ -6,6 +6,7 @@ model through the official client: what it stores reads back canonical, as a rea
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -250,4 +251,43 @@ def test_a_quotas_sums_are_written_in_their_quantities_format(cluster: Cluster) 
     used = cluster.wait(lambda: (core.read_namespaced_resource_quota("q", NS).status.used or {}).get(
         "requests.memory") == "768Mi", message="the quota's usage")
     assert used
+    api.close()
+
+
+def test_a_quotas_hard_limit_is_compared_exactly(cluster: Cluster) -> None:
+    # quota.LessThanOrEqual compares the exact sums with Quantity.Cmp: two pods of 500u fill a 1m quota, no
+    # rounding of each pod up to a millicore (which refused the second)
+    api = cluster.client()
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(NS, {"apiVersion": "v1", "kind": "ResourceQuota",
+                                               "metadata": {"name": "q"}, "spec": {"hard": {"requests.cpu": "1m"}}})
+
+    def pending(name: str, cpu: str) -> dict[str, object]:  # on no node: it stays, counted
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "none"},
+                         "containers": [{"name": "main", "image": IMAGE, "resources": {"requests": {"cpu": cpu}}}]}}
+    core.create_namespaced_pod(NS, pending("a", "500u"))
+    core.create_namespaced_pod(NS, pending("b", "0.0005"))
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(NS, pending("c", "1n"))
+    assert "exceeded quota: q, requested: requests.cpu=1n, used: requests.cpu=1m, limited: requests.cpu=1m" \
+        in refused.value.body
+    assert cluster.wait(lambda: (core.read_namespaced_resource_quota("q", NS).status.used or {}).get(
+        "requests.cpu") == "1m", message="the quota's usage")
+    api.close()
+
+
+def test_a_quantity_sent_as_a_json_number_is_read_from_its_text(cluster: Cluster) -> None:
+    # Quantity.UnmarshalJSON parses a number's own bytes: 1e3 stays 1e3 (exponent form), never 1000.0 -> 1k. The
+    # official client would send a Python float as 1000.0: the body goes as raw JSON
+    body = (b'{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"n"},'
+            b'"spec":{"hard":{"pods":1e3,"requests.cpu":0.1,"requests.memory":1.5e9}}}')
+    req = urllib.request.Request(f"{cluster.url}/api/v1/namespaces/{NS}/resourcequotas", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {cluster.token()}"})
+    with urllib.request.urlopen(req) as answer:
+        assert answer.status == 201
+    api = cluster.client()
+    hard = client.CoreV1Api(api).read_namespaced_resource_quota("n", NS).spec.hard
+    assert hard == {"pods": "1e3", "requests.cpu": "100m", "requests.memory": "1500e6"}
     api.close()

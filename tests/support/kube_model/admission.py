@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from kube_model.errors import Kind, Warnings, forbidden
-from kube_model.meta import amount, suffix
+from kube_model.meta import suffix
 from kube_model.quantity import DECIMAL, decode, of
 from kube_model.store import Store
 
@@ -329,27 +329,13 @@ def pod_terminal(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def pod_usage(pod: dict[str, Any]) -> dict[str, int]:
-    """requests.*/limits.* of a pod: max(sum of containers, any init container) per resource."""
+def pod_sums(pod: dict[str, Any]) -> dict[str, tuple[Decimal, str]]:
+    """requests.*/limits.* of a pod, exact, each with its format, as PodRequests / PodLimits add them
+    (k8s.io/component-helpers/resource: max(sum of containers, any init container)); Quantity.Add keeps the first
+    one's format (a zero takes the other's), an init container's when it is larger (``1Gi`` + ``512Mi`` is
+    ``1536Mi``, not ``1610612736``). No rounding: ``500u`` + ``500u`` is ``1m``."""
     spec = pod.get("spec") or {}
-    out: dict[str, int] = {}
-    for part in ("requests", "limits"):
-        for resource in ("cpu", "memory"):
-            total = sum(amount(resource, ((c.get("resources") or {}).get(part) or {}).get(resource, 0))
-                        for c in spec.get("containers") or [])
-            init = max([amount(resource, ((c.get("resources") or {}).get(part) or {}).get(resource, 0))
-                        for c in spec.get("initContainers") or []] or [0])
-            out[f"{part}.{resource}"] = max(total, init)
-    out["cpu"], out["memory"] = out["requests.cpu"], out["requests.memory"]
-    return out
-
-
-def pod_formats(pod: dict[str, Any]) -> dict[str, str]:
-    """The format of each of :func:`pod_usage`'s sums, as PodRequests / PodLimits keep it: Quantity.Add keeps the
-    first one's (a zero takes the other's), an init container's when it is larger (``1Gi`` + ``512Mi`` is
-    ``1536Mi``, not ``1610612736``)."""
-    spec = pod.get("spec") or {}
-    out: dict[str, str] = {}
+    out: dict[str, tuple[Decimal, str]] = {}
     for part in ("requests", "limits"):
         for resource in ("cpu", "memory"):
             fmt, total = DECIMAL, Decimal(0)
@@ -363,40 +349,42 @@ def pod_formats(pod: dict[str, Any]) -> dict[str, str]:
                 q = None if value is None else decode(value)
                 if q is not None and q.value > total:
                     fmt, total = q.format, q.value
-            out[f"{part}.{resource}"] = fmt
+            out[f"{part}.{resource}"] = (total, fmt)
     out["cpu"], out["memory"] = out["requests.cpu"], out["requests.memory"]
     return out
 
 
-def usage(store: Store, namespace: str) -> tuple[dict[str, int], dict[str, str]]:
-    """The namespace's usage, and the format of each compute sum (quota.Add over its pods: the first non-zero
-    pod's)."""
-    used: dict[str, int] = {}
+def pod_usage(pod: dict[str, Any]) -> dict[str, int]:
+    """:func:`pod_sums` as the scheduler and kubelet count them: cpu in millicores, memory in bytes, each sum
+    rounded up (Quantity.MilliValue, Quantity.Value)."""
+    return {k: int((v * 1000 if k.endswith("cpu") else v).to_integral_value(rounding="ROUND_CEILING"))
+            for k, (v, _) in pod_sums(pod).items()}
+
+
+def usage(store: Store, namespace: str) -> tuple[dict[str, Decimal], dict[str, str]]:
+    """The namespace's usage, exact, and the format of each compute sum (quota.Add over its pods: the first
+    non-zero pod's)."""
+    used: dict[str, Decimal] = {}
     formats: dict[str, str] = {}
     for key, counted in COUNTED.items():
         objs = [o for o in store.items(key, namespace) if not (key == "pods" and pod_terminal(o))]
-        used[counted] = len(objs)
+        used[counted] = Decimal(len(objs))
     for pod in store.items("pods", namespace):
         if pod_terminal(pod):
             continue
-        fmts = pod_formats(pod)
-        for k, v in pod_usage(pod).items():
+        for k, (v, fmt) in pod_sums(pod).items():
             if not used.get(k):
-                formats[k] = fmts[k]
-            used[k] = used.get(k, 0) + v
+                formats[k] = fmt
+            used[k] = used.get(k, Decimal(0)) + v
     for key in ("jobs.batch", "deployments.apps", "statefulsets.apps", "configmaps", "secrets", "pods"):
-        used[f"count/{key}"] = sum(1 for o in store.items(key, namespace)
-                                   if not (key == "pods" and pod_terminal(o)))
+        used[f"count/{key}"] = Decimal(sum(1 for o in store.items(key, namespace)
+                                           if not (key == "pods" and pod_terminal(o))))
     return used, formats
 
 
-def _fmt(resource: str, value: int, formats: dict[str, str]) -> str:
-    """A usage as Quantity.String writes it: cpu counted in millis, memory in bytes, in their sums' format."""
-    if resource.endswith("cpu"):
-        return of(Decimal(value) / 1000, formats.get(resource, DECIMAL))
-    if resource.endswith("memory"):
-        return of(Decimal(value), formats.get(resource, DECIMAL))
-    return str(value)
+def _fmt(resource: str, value: Decimal, formats: dict[str, str]) -> str:
+    """A usage as Quantity.String writes it, in its sum's format."""
+    return of(value, formats.get(resource, DECIMAL))
 
 
 def quota(store: Store, key: str, obj: dict[str, Any], kind: Kind, name: str) -> None:
@@ -405,12 +393,13 @@ def quota(store: Store, key: str, obj: dict[str, Any], kind: Kind, name: str) ->
     quotas = list(store.items("resourcequotas", ns))
     if not quotas:
         return
-    requested: dict[str, int] = {f"count/{key}": 1}
+    requested: dict[str, Decimal] = {f"count/{key}": Decimal(1)}
     if key in COUNTED:
-        requested[COUNTED[key]] = 1
-    requested_formats = pod_formats(obj) if key == "pods" else {}
+        requested[COUNTED[key]] = Decimal(1)
+    requested_formats: dict[str, str] = {}
     if key == "pods":
-        requested.update(pod_usage(obj))
+        for k, (v, fmt) in pod_sums(obj).items():
+            requested[k], requested_formats[k] = v, fmt
     used, used_formats = usage(store, ns)
     for q in sorted(quotas, key=lambda q: q["metadata"]["name"]):
         hard = (q.get("spec") or {}).get("hard") or {}
@@ -432,13 +421,12 @@ def quota(store: Store, key: str, obj: dict[str, Any], kind: Kind, name: str) ->
             want = requested.get(resource)
             if not want:
                 continue
-            limit_v = amount(resource.rpartition(".")[2] if "cpu" in resource or "memory" in resource else "count",
-                             limit)
-            if used.get(resource, 0) + want > limit_v:
+            # quota.LessThanOrEqual: Quantity.Cmp of the exact sum with the hard limit, no rounding
+            if used.get(resource, Decimal(0)) + want > decode(limit).value:
                 over.append(resource)
         if over:
             req = ",".join(f"{r}={_fmt(r, requested[r], requested_formats)}" for r in over)
-            use = ",".join(f"{r}={_fmt(r, used.get(r, 0), used_formats)}" for r in over)
+            use = ",".join(f"{r}={_fmt(r, used.get(r, Decimal(0)), used_formats)}" for r in over)
             lim = ",".join(f"{r}={hard[r]}" for r in over)
             raise forbidden(kind, name, f"exceeded quota: {qname}, requested: {req}, used: {use}, limited: {lim}")
 
@@ -446,5 +434,5 @@ def quota(store: Store, key: str, obj: dict[str, Any], kind: Kind, name: str) ->
 def quota_status(store: Store, q: dict[str, Any]) -> dict[str, Any]:
     hard = (q.get("spec") or {}).get("hard") or {}
     used, formats = usage(store, q["metadata"]["namespace"])
-    return {"hard": dict(hard), "used": {r: _fmt(r, used.get(r, 0), formats) for r in hard}}
+    return {"hard": dict(hard), "used": {r: _fmt(r, used.get(r, Decimal(0)), formats) for r in hard}}
 

@@ -26,6 +26,7 @@ from kube_model import validation
 from kube_model.api import DeleteOptions, ListOptions, Result
 from kube_model.errors import ApiError, Warnings, bad_request, gone, internal, method_not_supported, not_found
 from kube_model.meta import fields_match, labels_match, parse_field_selector, parse_label_selector, stamp
+from kube_model.quantity import Number
 from kube_model.rbac import Attributes, User
 from kube_model.resources import REVIEWS, ResourceType
 from kube_model.store import Change
@@ -512,7 +513,7 @@ class ApiServer:
             import yaml
 
             return yaml.safe_load(raw)
-        return json.loads(raw)
+        return json.loads(raw, parse_float=Number)  # a quantity given as a number is read from its text
 
     @staticmethod
     def _json(result: Result) -> web.Response:

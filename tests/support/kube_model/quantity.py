@@ -171,9 +171,23 @@ def _canonical(unscaled: int, exp: int, fmt: str) -> str:
     return f"{sign}{n}{_DEC_BY_EXP.get(exp, '')}"  # past "E" no suffix: the suffixer has none (Go's quirk)
 
 
+class Number(float):
+    """A JSON number with a fraction or exponent, keeping its text (``json.loads(raw, parse_float=Number)``):
+    Quantity.UnmarshalJSON parses a number from its bytes as written (``1e3`` is ``1e3``, kept in exponent form;
+    ``0.1`` exactly a tenth), never through a float (which would read ``1e3`` as ``1000.0``, written back ``1k``)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> Number:
+        number = super().__new__(cls, text)
+        number.text = str(text)
+        return number
+
+
 def decode(value: Any) -> Quantity:
-    """A quantity from JSON as UnmarshalJSON reads it: a string trimmed, or a number; ValueError when malformed."""
-    text = repr(value) if isinstance(value, float) else str(value)
+    """A quantity from JSON as UnmarshalJSON reads it: a string trimmed, or a number from its text; ValueError when
+    malformed."""
+    text = value.text if isinstance(value, Number) else repr(value) if isinstance(value, float) else str(value)
     return parse(text.strip())
 
 
