@@ -28,7 +28,7 @@ from typing import Any
 
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, Waiting
-from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, problem, refused_for_good, timestamp
+from sematic_k8s.k8s.events import BLOCKING_EVENTS, PLAIN, fits_quota, message_of, problem, refused_for_good, timestamp
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.pods import PodState, job_failure, made_by, owner_job, pod_state, worker_uid
 from sematic_k8s.k8s.watch import Event
@@ -302,7 +302,7 @@ class Follower:
                 event = read(name)
                 if event is None:
                     continue
-                reason, message = event.get("reason") or "", event.get("message") or ""
+                reason, message = event.get("reason") or "", message_of(event)
             if reason == "FailedCreate" and fits_quota(message):
                 a.wait(Waiting.QUOTA, message, self.waits)
                 continue

@@ -23,7 +23,17 @@ LIMIT_RANGE = re.compile(r"(?:minimum|maximum) \S+ usage per (?:Container|Pod) i
                          r"\S+ max limit to request ratio per (?:Container|Pod) is ")
 OVER_DEFAULT = re.compile(r'is invalid: .*resources\.requests: Invalid value: "[^"]*": must be less than or equal to '
                           r"(?P<resource>\S+) limit")
+# client-go's EventCorrelator records the 10th distinct message of one source, object and reason within 10
+# minutes (a Job controller's refusals each name their generated pod) as one Event with this prefix
+# (k8s.io/client-go/tools/record/events_cache.go)
+COMBINED = "(combined from similar events): "
 QUOTA = re.compile(r"exceeded quota: [^,]+, requested: (?P<req>.*?), used: (?P<used>.*?), limited: (?P<lim>[^\s]*)")
+
+
+def message_of(event: dict[str, Any]) -> str:
+    """An Event's message in the words of what it reports, without the prefix an aggregated one carries."""
+    message = str(event.get("message") or "")
+    return message[len(COMBINED):] if message.startswith(COMBINED) else message
 
 
 def slim_event(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -32,7 +42,7 @@ def slim_event(event: dict[str, Any]) -> dict[str, Any] | None:
     if event.get("reason") not in BLOCKING_EVENTS:
         return None
     return {"name": (event.get("involvedObject") or {}).get("name") or "", "reason": event["reason"],
-            "message": event.get("message") or "",
+            "message": message_of(event),
             "rv": int((event.get("metadata") or {}).get("resourceVersion") or 0)}
 
 

@@ -30,7 +30,7 @@ from sematic_k8s import settings
 from sematic_k8s.errors import CallStopped, DriverUnneeded
 from sematic_k8s.k8s import manifests
 from sematic_k8s.k8s.client import Backoff, api_call, api_message, current_namespace, make_api_client
-from sematic_k8s.k8s.events import refused_for_good
+from sematic_k8s.k8s.events import message_of, refused_for_good
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
 from sematic_k8s.k8s.pods import job_failure, pod_state, pods_left
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
@@ -400,7 +400,7 @@ class DriverJob:
         event = max(events, key=lambda e: int((e.get("metadata") or {}).get("resourceVersion") or 0))
         plain = {"FailedCreate": "Kubernetes could not create its pod",
                  "FailedCreatePodSandBox": "its pod could not start", "FailedMount": "a volume could not be mounted"}
-        return f"{plain[event['reason']]}: {event.get('message') or ''}"
+        return f"{plain[event['reason']]}: {message_of(event)}"
 
     def _newest_pod(self) -> dict[str, Any] | None:
         listed = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}")

@@ -203,6 +203,38 @@ def test_a_quota_the_pod_fits_in_is_waited_out(cluster, api, storage):
                for w in seen for why in w.values())
 
 
+def test_a_long_quota_wait_is_told_in_the_refusals_words_not_the_event_aggregators():
+    # client-go's EventCorrelator records the 10th distinct FailedCreate message about a Job (each names its
+    # generated pod) as "(combined from similar events): Error creating: ...": the wait still reads as the refusal
+    gate = threading.Event()
+    timing = Timing(create_retry=0.02, create_retry_cap=0.02)
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=behave({"worker": Script(func=held(gate))}),
+                 timing=timing) as cluster:
+        cluster.namespace(NS)
+        api = cluster.client()
+        client.CoreV1Api(api).create_namespaced_resource_quota(NS, {"metadata": {"name": "pods"},
+                                                                    "spec": {"hard": {"pods": "1"}}})
+        ex = executor(api, LocalStorage(os.path.join(cluster.workdir, "s")), create_grace=0.3)
+        root = new_id()
+        run_ids = [submit(ex, square, root, {"x": 1}), submit(ex, square, root, {"x": 2})]
+        cluster.wait(lambda: any(e["message"].startswith("(combined from similar events): ")
+                                 for e in cluster.events(NS) if e["reason"] == "FailedCreate"), message="combined")
+        seen: list[dict[str, str]] = []
+
+        def watched() -> bool:  # the executor's waits for a while once the combined Event is there (none ends)
+            assert not ex.wait(0.05)
+            seen.append(dict(ex.waiting))
+            return len(seen) > 20
+        cluster.wait(watched, message="the executor's waits")
+        gate.set()
+        got = wait_for(ex, 2, seen=seen)
+        ex.close()
+        api.close()
+        assert all(got[r].error_info is None and got[r].output is not None for r in run_ids)
+        whys = [why for w in seen for why in w.values() if "quota" in why]
+        assert whys and all(why.startswith("waiting for quota: Error creating: pods ") for why in whys), whys
+
+
 def test_a_bigger_request_than_the_quota_allows_fails_after_the_grace(cluster, api, storage):
     core = client.CoreV1Api(api)
     core.create_namespaced_resource_quota(NS, {"metadata": {"name": "cpu"}, "spec": {"hard": {"requests.cpu": "500m"}}})

@@ -669,6 +669,35 @@ def test_events_are_served_by_both_event_apis(cluster, api):
     assert legacy_view.first_timestamp is None and legacy_view.reporting_component == "default-scheduler"
 
 
+def test_similar_events_are_combined_and_a_source_spamming_an_object_is_cut_off() -> None:
+    # client-go's EventCorrelator (tools/record/events_cache.go): the 10th distinct message of one source, object,
+    # type and reason is recorded "(combined from similar events): ...", later ones update that Event; a source
+    # records 25 Events or updates about one object, then one per 300 s. A Job whose every pod a quota refuses
+    # (each refusal names its generated pod) so gets 9 FailedCreate Events and a combined one counted to 16
+    timing = Timing(create_retry=0.02, create_retry_cap=0.02, event_spam_refill=10_000)
+    with Cluster([NodeSpec("node-1", runtime="sim")], timing=timing) as cluster:
+        cluster.namespace(NS)
+        api = cluster.client()
+        client.CoreV1Api(api).create_namespaced_resource_quota(NS, {"metadata": {"name": "none"},
+                                                                    "spec": {"hard": {"pods": "0"}}})
+        client.BatchV1Api(api).create_namespaced_job(NS, job_body("agg"))
+
+        def failed_create() -> list[dict[str, Any]]:
+            return [e for e in cluster.events(NS, "agg") if e["reason"] == "FailedCreate"]
+        cluster.wait(lambda: any(e["count"] == 16 for e in failed_create()), timeout=20, message="16 combined")
+        combined_key = next(k for k in cluster.recorder.logged if k[-1] == "(combined from similar events): ")
+        cluster.wait(lambda: cluster.recorder.logged[combined_key][0] > 30, message="refusals past the burst")
+        events = failed_create()
+        plain, combined = events[:9], events[9:]
+        assert len({e["message"] for e in plain}) == 9 and all(e["count"] == 1 for e in plain)
+        assert all(e["message"].startswith('Error creating: pods "agg-') for e in plain)
+        [one] = combined
+        assert one["message"].startswith('(combined from similar events): Error creating: pods "agg-')
+        assert "exceeded quota: none" in one["message"] and one["count"] == 16
+        api.close()
+        assert not cluster.errors, cluster.errors
+
+
 def test_secrets_string_data_and_dry_run(api):
     core = client.CoreV1Api(api)
     s = core.create_namespaced_secret(NS, client.V1Secret(metadata=client.V1ObjectMeta(name="s"),

@@ -73,7 +73,8 @@ class Cluster:
         self.api = Api(self.store, self.registry)
         self.tokens = Tokens(self.store)
         self.authorizer = Authorizer(self.store)
-        self.recorder = Recorder(self._create_event, self._bump_event)
+        self.recorder = Recorder(self._create_event, self._bump_event, self.timing.event_aggregate_interval,
+                                 self.timing.event_spam_refill)
         self.sim_images = SimImages()
         self.kubelets: dict[str, Kubelet] = {}
         self.errors: list[str] = []

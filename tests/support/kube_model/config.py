@@ -33,13 +33,16 @@ class Timing:
     watch_timeout: float = 1800.0  # a watch without timeoutSeconds ends after this (real: 30-60 min)
     quota_resync: float = 0.2
     autoscale_delay: float = 0.5
+    event_aggregate_interval: float = 20.0  # real 600 s: the window of similar Events combined (EventCorrelator)
+    event_spam_refill: float = 10.0  # real 300 s: one more Event about an object past the burst of 25
 
     @classmethod
     def real(cls) -> Timing:
         return cls(job_backoff=10, job_backoff_cap=360, create_retry=1, create_retry_cap=1000, image_pull_backoff=10,
                    image_pull_backoff_cap=300, pull_error_shown=1, crash_backoff=10, crash_backoff_cap=300,
                    volume_retry=2, volume_retry_cap=120, sandbox_retry=10, config_retry=10, scheduler_retry=300,
-                   bookmark_interval=60, watch_timeout=1800, quota_resync=5, autoscale_delay=60)
+                   bookmark_interval=60, watch_timeout=1800, quota_resync=5, autoscale_delay=60,
+                   event_aggregate_interval=600, event_spam_refill=300)
 
 
 @dataclass

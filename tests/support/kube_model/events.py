@@ -1,7 +1,8 @@
 """Events, as the components record them, and the two API views of them.
 
 The kubelet and the Job controller use the legacy recorder (core/v1 Events with ``source``, ``count``,
-``firstTimestamp``/``lastTimestamp``; repeats of the same reason and message raise ``count``); the scheduler uses
+``firstTimestamp``/``lastTimestamp``; repeats raise ``count``, similar ones are combined, a spamming source is cut
+off: :class:`Recorder`); the scheduler uses
 the events.k8s.io/v1 recorder (``eventTime``, ``reportingController``, ``action``, ``series`` for repeats; in the
 core/v1 view its timestamps are empty). https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/event-v1/
 """
@@ -53,36 +54,81 @@ def ref(obj: dict[str, Any], field_path: str | None = None) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v}
 
 
+COMBINED = "(combined from similar events): "
+AGGREGATE_AFTER = 10  # defaultAggregateMaxEvents
+SPAM_BURST = 25  # defaultSpamBurst
+
+
 class Recorder:
-    """Records Events through ``create`` (a function storing a core/v1 Event) and ``bump`` (raise the count of
-    a stored one). Repeats within ten minutes update the first Event instead of adding another."""
+    """Records Events through ``create`` (a function storing a core/v1 Event) and ``bump`` (update a stored one).
+
+    The legacy recorder correlates as client-go's EventCorrelator does (k8s.io/client-go/tools/record/
+    events_cache.go): a repeat of the same Event (source, involved object, type, reason, message) raises the
+    count of the first one; the 10th distinct message of the same source, object, type and reason within
+    ``aggregate_interval`` (real 600 s) is recorded as one Event "(combined from similar events): <message>",
+    which later ones update (count, lastTimestamp, message); and a source may record 25 Events (or updates)
+    about one object, then one more every ``spam_refill`` seconds (real 300 s): the rest are dropped."""
 
     def __init__(self, create: Callable[[dict[str, Any]], dict[str, Any]],
-                 bump: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]) -> None:
+                 bump: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
+                 aggregate_interval: float = 600.0, spam_refill: float = 300.0) -> None:
         self.create, self.bump = create, bump
+        self.aggregate_interval, self.spam_refill = aggregate_interval, spam_refill
         self.seen: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+        self.logged: dict[tuple[Any, ...], tuple[int, dict[str, Any] | None]] = {}  # eventLogger: count, stored
+        self.similar: dict[tuple[Any, ...], tuple[set[str], float]] = {}  # EventAggregator: messages, last seen
+        self.tokens: dict[tuple[Any, ...], tuple[float, float]] = {}  # spam filter: tokens, when counted
 
     def _name(self, obj: dict[str, Any]) -> str:
         return f"{obj['metadata']['name']}.{time.time_ns():x}"
 
+    def _aggregate(self, group: tuple[Any, ...], message: str) -> bool:
+        """EventAggregate: whether this message is one too many of its group (then recorded combined)."""
+        now = time.monotonic()
+        messages, last = self.similar.get(group, (set(), float("-inf")))
+        if now - last > self.aggregate_interval:
+            messages = set()
+        messages.add(message)
+        self.similar[group] = (messages, now)
+        if len(messages) < AGGREGATE_AFTER:
+            return False
+        messages.pop()  # PopAny: the set grows no larger
+        return True
+
+    def _spam(self, source_object: tuple[Any, ...]) -> bool:
+        """EventSourceObjectSpamFilter: a token bucket per source and object; whether this Event is dropped."""
+        now = time.monotonic()
+        tokens, then = self.tokens.get(source_object, (float(SPAM_BURST), now))
+        tokens = min(float(SPAM_BURST), tokens + (now - then) / self.spam_refill)
+        dropped = tokens < 1
+        self.tokens[source_object] = (tokens if dropped else tokens - 1, now)
+        return dropped
+
     def legacy(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
                host: str | None = None, field_path: str | None = None) -> None:
         involved = ref(obj, field_path)
-        key = (involved.get("uid"), field_path, reason, message, component, host)
+        source_object = (component, host, involved.get("kind"), involved.get("namespace"), involved.get("name"),
+                         involved.get("uid"), involved.get("apiVersion"))
+        key: tuple[Any, ...] = (*source_object, field_path, type_, reason, message)
+        if self._aggregate((*source_object, type_, reason), message):
+            key, message = (*source_object, type_, reason, COMBINED), COMBINED + message
         now = stamp()
-        prior = self.seen.get(key)
-        if prior is not None and time.monotonic() - prior[0] < 600:
-            updated = self.bump(prior[1], {"count": int(prior[1].get("count") or 1) + 1, "lastTimestamp": now})
+        count, prior = self.logged.get(key, (0, None))
+        self.logged[key] = (count + 1, prior)  # counted before the spam filter, as eventObserve does
+        if self._spam(source_object):
+            return
+        if prior is not None:
+            updated = self.bump(prior, {"count": count + 1, "lastTimestamp": now, "message": message})
             if updated is not None:
-                self.seen[key] = (prior[0], updated)
+                self.logged[key] = (count + 1, updated)
                 return
         source = {"component": component, **({"host": host} if host else {})}
         event = {"apiVersion": "v1", "kind": "Event",
                  "metadata": {"name": self._name(obj), "namespace": obj["metadata"].get("namespace") or "default"},
                  "involvedObject": involved, "reason": reason, "message": message, "source": source,
-                 "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": type_, "eventTime": None,
+                 "firstTimestamp": now, "lastTimestamp": now, "count": count + 1, "type": type_, "eventTime": None,
                  "reportingComponent": component, "reportingInstance": host or ""}
-        self.seen[key] = (time.monotonic(), self.create(event))
+        self.logged[key] = (count + 1, self.create(event))  # a dropped first one still counts (recordEvent)
 
     def new(self, obj: dict[str, Any], type_: str, reason: str, note: str, controller: str, instance: str,
             action: str) -> None:
