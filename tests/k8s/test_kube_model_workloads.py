@@ -165,6 +165,28 @@ def test_active_deadline_counts_from_the_jobs_start_time(cluster, api):
     assert cluster.history("pods", NS, pod)[-1]["status"]["phase"] == "Failed"
 
 
+def test_a_failing_job_counts_its_unfinished_pods_failed_at_once_and_frees_their_finalizers(cluster, api):
+    # pkg/controller/job/job_controller.go, trackJobStatusAndRemoveFinalizers: once the Job is failing
+    # (FailureTarget), every pod not yet finished is counted failed and its tracking finalizer removed
+    # (canRemoveFinalizer), even where only Failed pods count (podFailurePolicy: podReplacementPolicy Failed); the
+    # Failed condition waits for them to terminate. Its pod ignores SIGTERM: Terminating for its grace period
+    cluster.behaviour = by_name("", {}, Script(forever=True, ignore_sigterm=True))
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+    batch = client.BatchV1Api(api)
+    batch.create_namespaced_job(NS, job("slow-stop", activeDeadlineSeconds=1, podFailurePolicy=policy,
+                                        pod={"terminationGracePeriodSeconds": 60}))
+    j = cluster.wait(lambda: (j := batch.read_namespaced_job("slow-stop", NS)).status.terminating and j)
+    assert j.spec.pod_replacement_policy == "Failed"
+    assert conditions(j) == [("FailureTarget", "DeadlineExceeded")]
+    j = cluster.wait(lambda: (j := batch.read_namespaced_job("slow-stop", NS)).status.failed and j, timeout=10,
+                     message="the terminating pod counted failed")
+    assert (j.status.failed, j.status.terminating, j.status.active) == (1, 1, None)
+    [pod] = pods_of(api, "slow-stop")
+    assert pod.metadata.deletion_timestamp and pod.status.phase == "Running"
+    assert "batch.kubernetes.io/job-tracking" not in (pod.metadata.finalizers or [])
+    assert conditions(batch.read_namespaced_job("slow-stop", NS)) == [("FailureTarget", "DeadlineExceeded")]
+
+
 def test_a_pods_active_deadline_includes_the_image_pull(cluster, api):
     # https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#lifecycle (activeDeadlineSeconds
     # is relative to StartTime, which the kubelet sets before pulling images)

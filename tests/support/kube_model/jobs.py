@@ -11,7 +11,8 @@ DeadlineExceeded, PodFailurePolicy, CompletionsReached; Events SuccessfulCreate,
 (pod creation refused: Pod Security, ResourceQuota, LimitRange, missing ServiceAccount...), Completed, and the
 failure reason.
 https://kubernetes.io/docs/concepts/workloads/controllers/ttlafterfinished/: finished Jobs are deleted (with their
-pods) ``ttlSecondsAfterFinished`` after they finish.
+pods) ``ttlSecondsAfterFinished`` after they finish, with propagationPolicy Foreground and a UID precondition
+(pkg/controller/ttlafterfinished/ttlafterfinished_controller.go, processJob).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class JobController:
             for p in active:
                 self._delete_pod(job, p)
             active = []
+            failed += self._count_unfinished(job, policy)
             terminating = [p for p in self.pods_of(job) if not _terminal(p)]
             if not terminating:
                 conditions.append(condition("Failed", target["reason"], target["message"]))
@@ -254,6 +256,21 @@ class JobController:
         def edit(j: dict[str, Any]) -> None:
             j["status"] = status
         self.cluster.api.mutate("jobs.batch", ns, name, edit, share_spec=True)
+
+    def _count_unfinished(self, job: dict[str, Any], policy: dict[str, Any] | None) -> int:
+        """A failing Job (FailureTarget) counts each of its pods not yet finished as failed at once (unless a
+        podFailurePolicy rule ignores it) and removes their tracking finalizers, terminating or not
+        (pkg/controller/job/job_controller.go, trackJobStatusAndRemoveFinalizers: "When the job is considered
+        finished, every non-terminated pod is considered failed"; canRemoveFinalizer); the Failed condition still
+        waits for them to terminate (``status.terminating``). How many it counted."""
+        counted = 0
+        for p in self.pods_of(job):
+            if TRACKING not in (p["metadata"].get("finalizers") or []) or _terminal(p):
+                continue
+            if match_policy(policy, p)[1]:
+                counted += 1
+            self._release(p)
+        return counted
 
     def _past_deadline(self, job: dict[str, Any], status: dict[str, Any]) -> bool:
         deadline = job["spec"].get("activeDeadlineSeconds")
