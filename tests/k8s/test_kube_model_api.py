@@ -698,6 +698,38 @@ def test_similar_events_are_combined_and_a_source_spamming_an_object_is_cut_off(
         assert not cluster.errors, cluster.errors
 
 
+def test_a_schedulers_repeated_event_is_a_series_written_at_its_second_and_at_its_end() -> None:
+    # client-go tools/events (event_broadcaster.go): every failed attempt is recorded; isomorphic Events (same
+    # type, action, reason, reporter, regarded object) are one Event whose series is written at the first repeat
+    # (count 2), then only every 30 min and when the series ends (6 min without a repeat)
+    timing = Timing(scheduler_retry=0.05, event_series_finish=1.0, event_series_refresh=10_000)
+    with Cluster([NodeSpec("node-1", runtime="sim")], timing=timing,
+                 behaviour=lambda pod, c: Script(run=0.05)) as cluster:
+        cluster.namespace(NS)
+        api = cluster.client()
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "picky"},
+                                        "spec": {"restartPolicy": "Never", "nodeSelector": {"pool": "gpu"},
+                                                 "containers": [{"name": "main", "image": IMAGE}]}})
+
+        def failed() -> list[dict[str, Any]]:
+            return [e for e in cluster.events(NS, "picky") if e["reason"] == "FailedScheduling"]
+
+        def attempts() -> int:  # as the scheduler's recorder counts them
+            return max([c["series"]["count"] for c in cluster.recorder.isomorphic.values()
+                        if c["series"] and c["stored"]["reason"] == "FailedScheduling"] or [0])
+        cluster.wait(lambda: attempts() > 5, message="repeated attempts")
+        [event] = failed()
+        assert event["series"]["count"] == 2 and event["type"] == "Warning" and event["action"] == "Scheduling"
+        assert event["message"].startswith("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity")
+        cluster.update_node("node-1", labels={"pool": "gpu"})
+        cluster.wait(lambda: core.read_namespaced_pod("picky", NS).spec.node_name, message="scheduled")
+        [event] = cluster.wait(lambda: [e for e in failed() if e["series"]["count"] > 5], message="its end")
+        assert all(c["stored"]["reason"] != "FailedScheduling" for c in cluster.recorder.isomorphic.values())
+        api.close()
+        assert not cluster.errors, cluster.errors
+
+
 def test_secrets_string_data_and_dry_run(api):
     core = client.CoreV1Api(api)
     s = core.create_namespaced_secret(NS, client.V1Secret(metadata=client.V1ObjectMeta(name="s"),

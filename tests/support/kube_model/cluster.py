@@ -74,7 +74,8 @@ class Cluster:
         self.tokens = Tokens(self.store)
         self.authorizer = Authorizer(self.store)
         self.recorder = Recorder(self._create_event, self._bump_event, self.timing.event_aggregate_interval,
-                                 self.timing.event_spam_refill)
+                                 self.timing.event_spam_refill, self.timing.event_series_refresh,
+                                 self.timing.event_series_finish)
         self.sim_images = SimImages()
         self.kubelets: dict[str, Kubelet] = {}
         self.errors: list[str] = []

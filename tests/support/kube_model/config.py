@@ -35,6 +35,8 @@ class Timing:
     autoscale_delay: float = 0.5
     event_aggregate_interval: float = 20.0  # real 600 s: the window of similar Events combined (EventCorrelator)
     event_spam_refill: float = 10.0  # real 300 s: one more Event about an object past the burst of 25
+    event_series_refresh: float = 60.0  # real 30 min: an events.k8s.io series' count written
+    event_series_finish: float = 12.0  # real 6 min: a series without repeats ends (its count written)
 
     @classmethod
     def real(cls) -> Timing:
@@ -42,7 +44,8 @@ class Timing:
                    image_pull_backoff_cap=300, pull_error_shown=1, crash_backoff=10, crash_backoff_cap=300,
                    volume_retry=2, volume_retry_cap=120, sandbox_retry=10, config_retry=10, scheduler_retry=300,
                    bookmark_interval=60, watch_timeout=1800, quota_resync=5, autoscale_delay=60,
-                   event_aggregate_interval=600, event_spam_refill=300)
+                   event_aggregate_interval=600, event_spam_refill=300,
+                   event_series_refresh=1800, event_series_finish=360)
 
 
 @dataclass

@@ -9,6 +9,7 @@ core/v1 view its timestamps are empty). https://kubernetes.io/docs/reference/kub
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,10 +72,12 @@ class Recorder:
 
     def __init__(self, create: Callable[[dict[str, Any]], dict[str, Any]],
                  bump: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
-                 aggregate_interval: float = 600.0, spam_refill: float = 300.0) -> None:
+                 aggregate_interval: float = 600.0, spam_refill: float = 300.0, series_refresh: float = 1800.0,
+                 series_finish: float = 360.0) -> None:
         self.create, self.bump = create, bump
         self.aggregate_interval, self.spam_refill = aggregate_interval, spam_refill
-        self.seen: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+        self.series_refresh, self.series_finish = series_refresh, series_finish
+        self.isomorphic: dict[tuple[Any, ...], dict[str, Any]] = {}  # events.k8s.io: the Event, its series, seen
         self.logged: dict[tuple[Any, ...], tuple[int, dict[str, Any] | None]] = {}  # eventLogger: count, stored
         self.similar: dict[tuple[Any, ...], tuple[set[str], float]] = {}  # EventAggregator: messages, last seen
         self.tokens: dict[tuple[Any, ...], tuple[float, float]] = {}  # spam filter: tokens, when counted
@@ -132,21 +135,61 @@ class Recorder:
 
     def new(self, obj: dict[str, Any], type_: str, reason: str, note: str, controller: str, instance: str,
             action: str) -> None:
-        """An events.k8s.io/v1 Event (stored in core/v1 shape: no first/last timestamps, no count)."""
+        """An events.k8s.io/v1 Event (stored in core/v1 shape: no first/last timestamps, no count), recorded as
+        client-go's tools/events broadcaster does (event_broadcaster.go: recordToSink, refreshExistingEventSeries,
+        finishSeries): Events are isomorphic by type, action, reason, reporting controller and instance and the
+        object they regard (not by note: the stored Event keeps its first note); the first repeat is written at
+        once as ``series`` count 2, later ones raise the count in the recorder only, written every
+        ``series_refresh`` seconds (real 30 min) and once the series ends (no repeat for ``series_finish``, real
+        6 min), when it is forgotten (as a single Event is that long after it)."""
         involved = ref(obj)
-        key = (involved.get("uid"), reason, note, controller, action)
-        prior = self.seen.get(key)
-        if prior is not None and time.monotonic() - prior[0] < 600:
-            series = dict(prior[1].get("series") or {"count": 1})
-            series["count"] = int(series.get("count") or 1) + 1
-            series["lastObservedTime"] = micro_stamp()
-            updated = self.bump(prior[1], {"series": series})
-            if updated is not None:
-                self.seen[key] = (prior[0], updated)
-                return
-        event = {"apiVersion": "v1", "kind": "Event",
-                 "metadata": {"name": self._name(obj), "namespace": obj["metadata"].get("namespace") or "default"},
-                 "involvedObject": involved, "reason": reason, "message": note, "source": {},
-                 "firstTimestamp": None, "lastTimestamp": None, "type": type_, "eventTime": micro_stamp(),
-                 "action": action, "reportingComponent": controller, "reportingInstance": instance}
-        self.seen[key] = (time.monotonic(), self.create(event))
+        key = (tuple(sorted(involved.items())), type_, reason, controller, instance, action)
+        now = time.monotonic()
+        cached = self.isomorphic.get(key)
+        if cached is not None and cached.get("series") is None and now - cached["seen"] > self.series_finish:
+            cached = None  # finishSeries forgot the single Event
+        if cached is None:
+            event = {"apiVersion": "v1", "kind": "Event",
+                     "metadata": {"name": self._name(obj),
+                                  "namespace": obj["metadata"].get("namespace") or "default"},
+                     "involvedObject": involved, "reason": reason, "message": note, "source": {},
+                     "firstTimestamp": None, "lastTimestamp": None, "type": type_, "eventTime": micro_stamp(),
+                     "action": action, "reportingComponent": controller, "reportingInstance": instance}
+            self.isomorphic[key] = {"stored": self.create(event), "series": None, "seen": now}
+            return
+        cached["seen"] = now
+        if cached["series"] is not None:
+            cached["series"] = {"count": cached["series"]["count"] + 1, "lastObservedTime": micro_stamp()}
+            return
+        cached["series"] = {"count": 2, "lastObservedTime": micro_stamp()}
+        self._write_series(key)
+        self._later(self.series_refresh, self._refresh, key)
+        self._later(self.series_finish, self._finish, key)
+
+    def _write_series(self, key: tuple[Any, ...]) -> None:
+        cached = self.isomorphic.get(key)
+        if cached is None or cached["series"] is None:
+            return
+        updated = self.bump(cached["stored"], {"series": dict(cached["series"])})
+        if updated is not None:
+            cached["stored"] = updated
+
+    def _refresh(self, key: tuple[Any, ...]) -> None:
+        if key in self.isomorphic:
+            self._write_series(key)
+            self._later(self.series_refresh, self._refresh, key)
+
+    def _finish(self, key: tuple[Any, ...]) -> None:
+        cached = self.isomorphic.get(key)
+        if cached is None:
+            return
+        left = cached["seen"] + self.series_finish - time.monotonic()
+        if left > 0:
+            self._later(left, self._finish, key)
+            return
+        self._write_series(key)
+        del self.isomorphic[key]
+
+    @staticmethod
+    def _later(delay: float, fn: Callable[[tuple[Any, ...]], None], key: tuple[Any, ...]) -> None:
+        asyncio.get_running_loop().call_later(delay, fn, key)

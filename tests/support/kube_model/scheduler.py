@@ -202,18 +202,20 @@ class Scheduler:
                                   f"{SCHEDULER}-127.0.0.1", "Binding")
 
     def unschedulable(self, pod: dict[str, Any], message: str) -> None:
+        """A failed attempt: the PodScheduled condition changes only when its message does; every attempt is
+        recorded (handleSchedulingFailure), repeats as the Event's series."""
         meta = pod["metadata"]
-        if self.last_message.get(meta["uid"]) == message:
-            return
-        self.last_message[meta["uid"]] = message
+        stored: dict[str, Any] | None = pod
+        if self.last_message.get(meta["uid"]) != message:
+            self.last_message[meta["uid"]] = message
 
-        def edit(p: dict[str, Any]) -> None:
-            status = p.setdefault("status", {})
-            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-            conds.append({"type": "PodScheduled", "status": "False", "lastProbeTime": None,
-                          "lastTransitionTime": stamp(), "reason": "Unschedulable", "message": message})
-            status["conditions"] = conds
-        stored = self.cluster.api.mutate("pods", meta["namespace"], meta["name"], edit)
+            def edit(p: dict[str, Any]) -> None:
+                status = p.setdefault("status", {})
+                conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+                conds.append({"type": "PodScheduled", "status": "False", "lastProbeTime": None,
+                              "lastTransitionTime": stamp(), "reason": "Unschedulable", "message": message})
+                status["conditions"] = conds
+            stored = self.cluster.api.mutate("pods", meta["namespace"], meta["name"], edit)
         if stored is not None:
             self.cluster.recorder.new(stored, "Warning", "FailedScheduling", message, SCHEDULER,
                                       f"{SCHEDULER}-127.0.0.1", "Scheduling")
