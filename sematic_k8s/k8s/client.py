@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from sematic_k8s.errors import CallStopped, KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
-from sematic_k8s.retries import check_stopped
+from sematic_k8s.retries import RetriesStopped, check_stopped, pause, stopped_by
 from sematic_k8s.settings import KUBE_HOST_ENV, KUBE_TIMEOUT_ENV, NAMESPACE_ENV
 from sematic_k8s.stopping import Stop
 
@@ -65,11 +65,13 @@ class _NoReadRetry(urllib3.Retry):
 
 class _DeadlineClient(client.ApiClient):
     """The official client, every call of which has a deadline: ``deadline`` (:func:`request_timeout`'s, read when
-    the client was made) unless the caller gives one (a watch, which is long by design, does)."""
+    the client was made) unless the caller gives one (a watch, which is long by design, does); ``stop``: its
+    :func:`make_api_client`'s (which :func:`api_call`'s pauses between tries wait on)."""
 
-    def __init__(self, configuration: client.Configuration, deadline: tuple[float, float]) -> None:
+    def __init__(self, configuration: client.Configuration, deadline: tuple[float, float],
+                 stop: Stop | None = None) -> None:
         super().__init__(configuration)
-        self.deadline = deadline
+        self.deadline, self.stop = deadline, stop
 
     def call_api(self, method: Any, url: Any, header_params: Any = None, body: Any = None, post_params: Any = None,
                  _request_timeout: Any = None) -> Any:
@@ -81,7 +83,8 @@ class _StoppableConnection(HTTPConnection):
     """A connection of a client made with a ``stop`` (:func:`make_api_client`): its socket told to the stop, so that
     its set ends the call under way at once (its blocked read returns), and that call, and any made after it, raise
     :class:`CallStopped`, which neither urllib3 nor :func:`api_call` tries again. A connect under way is not ended
-    (its deadline, :data:`CONNECT_TIMEOUT` at most, is)."""
+    (its deadline, :data:`CONNECT_TIMEOUT` at most, is). A pause of :func:`api_call` between two tries is ended too.
+    """
 
     def __init__(self, *args: Any, stop: Stop, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -131,7 +134,8 @@ class _StoppableHTTPSPool(urllib3.HTTPSConnectionPool):
 def make_api_client(host: str | None = None, stop: Stop | None = None) -> client.ApiClient:
     """A client for ``host`` (or $SEMATIC_K8S_KUBE_HOST), else in-cluster config, else ~/.kube/config; each of its
     calls has a deadline (:func:`request_timeout`: a bad $SEMATIC_K8S_KUBE_TIMEOUT is refused here, a ValueError).
-    ``stop`` set ends its calls under way, and refuses later ones (:class:`_StoppableConnection`)."""
+    ``stop`` set ends its calls under way, and their pauses between tries (:func:`api_call`), and refuses later ones
+    (:class:`_StoppableConnection`)."""
     from kubernetes import config
 
     deadline = request_timeout()
@@ -145,7 +149,7 @@ def make_api_client(host: str | None = None, stop: Stop | None = None) -> client
             config.load_kube_config()
         configuration = client.Configuration.get_default_copy()
     configuration.retries = _NoReadRetry(3)  # urllib3's default (Retry.DEFAULT), read timeouts aside
-    api = _DeadlineClient(configuration, deadline)
+    api = _DeadlineClient(configuration, deadline, stop)
     if stop is not None:  # its pools' connections given the stop (a pool passes its extra keywords to each one)
         pools: dict[str, Any] = {"http": functools.partial(_StoppableHTTPPool, stop=stop),  # called as a class is
                                  "https": functools.partial(_StoppableHTTPSPool, stop=stop)}
@@ -292,12 +296,13 @@ def _retry_after(e: BaseException) -> float | None:
 
 @dataclass
 class Backoff:
-    """Exponential backoff with jitter: ``base`` * 2^n, capped, for at most ``attempts`` tries."""
+    """Exponential backoff with jitter: ``base`` * 2^n, capped, for at most ``attempts`` tries. Its pauses
+    (``sleep``) are retries' (:func:`~sematic_k8s.retries.pause`): ended on a thread whose retries are stopped."""
 
     base: float = 0.2
     cap: float = 10.0
     attempts: int = 8
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
 
     def delay(self, n: int, e: BaseException | None = None) -> float:
         hinted = _retry_after(e) if e is not None else None
@@ -306,12 +311,33 @@ class Backoff:
         return min(self.cap, self.base * 2**n) * (0.5 + random.random() / 2)
 
 
+def _client_stop(fn: Callable[..., Any]) -> Stop | None:
+    """The stop of the client ``fn`` (an API's method) calls through (:func:`make_api_client`'s), if any."""
+    stop = getattr(getattr(getattr(fn, "__self__", None), "api_client", None), "stop", None)
+    return stop if isinstance(stop, Stop) else None
+
+
+def _pause(backoff: Backoff, seconds: float, stop: Stop | None, name: str) -> None:
+    """``backoff``'s pause before the next try of ``name``; a client's ``stop`` set ends it at once (the retries'
+    pause waits on it: :func:`~sematic_k8s.retries.stopped_by`), :class:`CallStopped`."""
+    if stop is None:
+        backoff.sleep(seconds)
+        return
+    try:
+        with stopped_by(stop):
+            backoff.sleep(seconds)
+    except RetriesStopped:
+        raise CallStopped(f"the Kubernetes API call {name}, paused before its next try") from None
+
+
 def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, retried with backoff on 429, 5xx and connection errors, and on calls that went
     unanswered past their deadline, :data:`TIMEOUT_TRIES` times at most (then :class:`KubernetesUnanswered`). On a
     thread whose retries are stopped (:func:`~sematic_k8s.retries.stopped_by`: its owner closed), a failure is neither
-    said nor tried again: :class:`~sematic_k8s.retries.RetriesStopped`."""
+    said nor tried again, and a pause between tries ends: :class:`~sematic_k8s.retries.RetriesStopped`; through a
+    client made with a stop (:func:`make_api_client`), set, a pause ends too: :class:`CallStopped`."""
     backoff = backoff or Backoff()
+    stop = _client_stop(fn)
     timeouts = 0
     for n in range(backoff.attempts):
         try:
@@ -324,9 +350,10 @@ def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, *
             if not retryable(e) or n == backoff.attempts - 1:
                 raise
             wait = backoff.delay(n, e)
-            log.warning("kubernetes API %s failed (%s); retrying in %.2fs", getattr(fn, "__name__", fn),
+            name = getattr(fn, "__name__", str(fn))
+            log.warning("kubernetes API %s failed (%s); retrying in %.2fs", name,
                         getattr(e, "status", None) or type(e).__name__, wait)
-            backoff.sleep(wait)
+            _pause(backoff, wait, stop, name)
     raise AssertionError("unreachable")
 
 

@@ -10,9 +10,12 @@ never, the client timing out with no id to cancel)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +25,9 @@ from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
 from outages import ThrottlingProxy
 from s3server import fresh_bucket
+from sematic_k8s.k8s.client import Backoff
 from sematic_k8s.k8s.manifests import driver_job_name
+from sematic_k8s.store.records import ResolutionRecord
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from sematic_k8s_server.db import open_store
@@ -116,35 +121,34 @@ def test_a_rerun_refused_after_its_slow_kubernetes_api_answered_is_recorded_fail
         assert driver_job_of(cluster, NS, new_id) is None
 
 
-def test_a_server_stopped_while_its_kubernetes_api_holds_a_reruns_job_create_ends_it_and_records_it_failed(
-        tmp_path, monkeypatch):
-    """A server process (``sematic-k8s server``, the Kubernetes launcher), its calls' deadline 10 minutes
-    (``SEMATIC_K8S_KUBE_TIMEOUT``), the driver Job's create held by the proxy; SIGTERM once it holds it: the call under
-    way is ended and not tried again, the process exits 0 (waited for a minute, far below the held call's deadline),
-    and the claim reads failed in plain words saying the Job may have been made. Was: its shutdown waited
-    ``CLOSE_WAIT`` (10 s) for the launch and closed the store, the claim left ``created`` (later failed as one whose
-    driver never recorded it), and the process exited only once the call's 3 tries ended (30 minutes here)."""
+@contextlib.contextmanager
+def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy_of: Callable[[Cluster], ThrottlingProxy]
+                     ) -> Iterator[tuple[subprocess.Popen[bytes], ThrottlingProxy, float, list[ResolutionRecord]]]:
+    """A server process (``sematic-k8s server``, the Kubernetes launcher, its calls' deadline 10 minutes:
+    ``SEMATIC_K8S_KUBE_TIMEOUT``) reaching the cluster model through ``proxy_of(cluster)``, a rerun asked of it and
+    answered 202: (the process, the proxy, when the rerun was asked (``time.monotonic``), a list that holds its record
+    once the process ended)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-stop-cut")
     storage = f"s3://{bucket}/artifacts"
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests")
     store.close()
+    recorded: list[ResolutionRecord] = []
     with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
                  namespaces=[NS]) as cluster:
-        proxy = holding_proxy(cluster)
+        proxy = proxy_of(cluster)
         env = {"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_KUBE_TIMEOUT": "600", "SEMATIC_K8S_STORAGE": storage}
         try:
             with server_process(tmp_path, "--rerun-launcher", "kubernetes", "--rerun-namespace", NS,
                                 "--rerun-image-repository", "127.0.0.1:5000/pipelines",
                                 "--self-url", f"http://sematic-k8s.{NS}.svc:8000", env=env) as (proc, url):
                 root = record_resolution(url, key, kind="cloud", image=IMAGE, storage_url=storage)
+                asked = time.monotonic()
                 r = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
                                timeout=30)
                 assert r.status_code == 202, r.text
                 new_id = r.json()["resolution_id"]
-                wait_for(lambda: proxy.held == 1, 30, what="the driver Job's create held by the proxy")
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(60) == 0
+                yield proc, proxy, asked, recorded
         finally:
             proxy.passing()
             proxy.close()
@@ -153,7 +157,55 @@ def test_a_server_stopped_while_its_kubernetes_api_holds_a_reruns_job_create_end
         res = store.get_resolution(new_id)
     finally:
         store.close()
-    assert res is not None and res.state == "failed", res
+    assert res is not None
+    recorded.append(res)
+
+
+def stopped_in_the_stops_words(res: ResolutionRecord) -> None:
+    assert res.state == "failed", res
     assert res.error == (f"the server stopped while its driver's launch waited for the create of its driver Job "
-                         f"{driver_job_name(new_id)} in namespace {NS} (it may have been made: its driver, if it "
+                         f"{driver_job_name(res.id)} in namespace {NS} (it may have been made: its driver, if it "
                          "starts, finds its resolution ended and stops): re-run it"), res.error
+
+
+def test_a_server_stopped_while_its_kubernetes_api_holds_a_reruns_job_create_ends_it_and_records_it_failed(
+        tmp_path, monkeypatch):
+    """The driver Job's create held by the proxy; SIGTERM once it holds it: the call under way is ended and not tried
+    again, the process exits 0 (waited for a minute, far below the held call's deadline), and the claim reads failed
+    in plain words saying the Job may have been made. Was: its shutdown waited ``CLOSE_WAIT`` (10 s) for the launch
+    and closed the store, the claim left ``created`` (later failed as one whose driver never recorded it), and the
+    process exited only once the call's 3 tries ended (30 minutes here)."""
+    with server_launching(tmp_path, monkeypatch, holding_proxy) as (proc, proxy, _, recorded):
+        wait_for(lambda: proxy.held == 1, 30, what="the driver Job's create held by the proxy")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    stopped_in_the_stops_words(recorded[0])
+
+
+UNAVAILABLE = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "message": "the server is currently unable to handle the request",
+                          "reason": "ServiceUnavailable", "code": 503})
+
+
+def refusing_proxy(cluster: Cluster) -> ThrottlingProxy:
+    """A proxy to the cluster model answering every create of the driver Job 503, to be tried again in an hour
+    (``Retry-After``: the launch pauses :attr:`Backoff.cap` before its next try)."""
+    return ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(JOB_CREATE),
+                           Backoff().attempts, status=503, headers={"Retry-After": "3600"}, json=UNAVAILABLE)
+
+
+def test_a_server_stopped_while_a_reruns_job_create_pauses_before_its_next_try_ends_the_pause(tmp_path, monkeypatch):
+    """The driver Job's create answered 503 (``Retry-After``: an hour), the launch in its pause before the next try
+    (:attr:`Backoff.cap`, 10 s); SIGTERM then: the pause ends at once, the process exits 0 before the pause would
+    have ended, and the claim reads failed in the stop's words. Was: the pause was slept out (the next try then
+    refused at once): the server's stop waited for it."""
+    with server_launching(tmp_path, monkeypatch, refusing_proxy) as (proc, proxy, asked, recorded):
+        wait_for(lambda: proxy.throttled == 1, 30, what="the driver Job's create answered 503")
+        proc.send_signal(signal.SIGTERM)
+        paused_until = asked + Backoff().cap  # the pause began after the 503, answered after the rerun was asked
+        try:
+            assert proc.wait(max(paused_until - time.monotonic(), 0.0)) == 0
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the server waited out its launch's pause before stopping") from None
+        assert proxy.throttled == 1, "the create was tried again"
+    stopped_in_the_stops_words(recorded[0])
