@@ -1,7 +1,7 @@
 """A stop that ends the calls under way (:class:`Stop`): a process that stops (a server asked to) sets it, and a read
-blocked on a socket it was told of returns at once, rather than at that call's deadline (a Kubernetes API that holds
-its answers: :func:`sematic_k8s.k8s.client.make_api_client`'s ``stop``); a retry's pause waiting on it ends too
-(:func:`sematic_k8s.k8s.client.api_call`'s)."""
+blocked on a socket it was told of returns at once (a connect under way fails), rather than at that call's deadline
+(a Kubernetes API that holds its answers: :func:`sematic_k8s.k8s.client.make_api_client`'s ``stop``); a retry's
+pause waiting on it ends too (:func:`sematic_k8s.k8s.client.api_call`'s)."""
 
 from __future__ import annotations
 

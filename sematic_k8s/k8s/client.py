@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from sematic_k8s.errors import CallStopped, KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
 from sematic_k8s.retries import RetriesStopped, check_stopped, pause, stopped_by
@@ -79,23 +83,71 @@ class _DeadlineClient(client.ApiClient):
                                 _request_timeout if _request_timeout is not None else self.deadline)
 
 
+def _connect_told(address: tuple[str, int], timeout: Any, source_address: tuple[str, int] | None,
+                  options: Any, stop: Stop) -> socket.socket:
+    """urllib3's ``create_connection`` (each of the host's addresses tried in turn), each socket told to ``stop``
+    before its connect: set, it ends a connect under way (the socket shut down, the connect fails at once), or
+    refuses one (:class:`CallStopped`)."""
+    host, port = address
+    err: OSError | None = None
+    for af, socktype, proto, _, sa in socket.getaddrinfo(host.strip("[]"), port, allowed_gai_family(),
+                                                         socket.SOCK_STREAM):
+        sock = socket.socket(af, socktype, proto)
+        try:
+            for option in options or ():
+                sock.setsockopt(*option)
+            if timeout is not _DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            if not stop.opened(sock):
+                raise CallStopped("a connect to the Kubernetes API")
+            sock.connect(sa)
+            return sock
+        except OSError as e:
+            err = e
+            stop.closed(sock)
+            sock.close()
+        except BaseException:
+            stop.closed(sock)
+            sock.close()
+            raise
+    raise err if err is not None else OSError("getaddrinfo returns an empty list")
+
+
 class _StoppableConnection(HTTPConnection):
-    """A connection of a client made with a ``stop`` (:func:`make_api_client`): its socket told to the stop, so that
-    its set ends the call under way at once (its blocked read returns), and that call, and any made after it, raise
-    :class:`CallStopped`, which neither urllib3 nor :func:`api_call` tries again. A connect under way is not ended
-    (its deadline, :data:`CONNECT_TIMEOUT` at most, is). A pause of :func:`api_call` between two tries is ended too.
-    """
+    """A connection of a client made with a ``stop`` (:func:`make_api_client`): its socket told to the stop before
+    its connect, so that its set ends the call under way at once (its connect, or its blocked read, returns), and that
+    call, and any made after it, raise :class:`CallStopped`, which neither urllib3 nor :func:`api_call` tries again. A
+    pause of :func:`api_call` between two tries is ended too."""
 
     def __init__(self, *args: Any, stop: Stop, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stop = stop
         self._call = "a call to the Kubernetes API"  # the call under way, in words
 
+    def _new_conn(self) -> socket.socket:
+        """urllib3's, its socket told to the stop before its connect (:func:`_connect_told`), its errors urllib3's."""
+        try:
+            return _connect_told((self._dns_host, self.port), self.timeout, self.source_address, self.socket_options,
+                                 self._stop)
+        except socket.gaierror as e:
+            raise NameResolutionError(self.host, self, e) from e
+        except TimeoutError as e:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+                                      ) from e
+        except OSError as e:
+            if self._stop.is_set():  # its connect ended by the stop
+                raise CallStopped(self._call) from e
+            raise NewConnectionError(self, f"Failed to establish a new connection: {e}") from e
+        except CallStopped:
+            raise CallStopped(self._call) from None
+
     def connect(self) -> None:
         if self._stop.is_set():
             raise CallStopped(self._call)
         super().connect()
-        if self.sock is not None and not self._stop.opened(self.sock):
+        if self.sock is not None and not self._stop.opened(self.sock):  # over TLS: its own socket
             self.close()
             raise CallStopped(self._call)
 

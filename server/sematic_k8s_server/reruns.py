@@ -39,10 +39,10 @@ driver: its Job sk-driver-ID in namespace NS; the Kubernetes API is slow to answ
 failed, as above, and so is a launch whose call the API never answers (each has a deadline, tried 3 times:
 :func:`sematic_k8s.k8s.client.request_timeout`). A claim canceled meanwhile gets no driver: the claim is read right
 before the token Secret and the Job are made, and once the Job's create is answered (the Job then deleted again).
-A server that stops ends the call under way (its socket shut down: :class:`~sematic_k8s.stopping.Stop`), or its pause
-before the next try (:func:`~sematic_k8s.k8s.client.api_call`'s), not tried again: the claim recorded failed, "the
-server stopped while its driver's launch waited for ...: re-run it" (the Job's create, which may have been made: its
-driver then finds the claim ended and stops).
+A server that stops ends the call under way (its socket shut down, connecting or read from:
+:class:`~sematic_k8s.stopping.Stop`), or its pause before the next try (:func:`~sematic_k8s.k8s.client.api_call`'s),
+not tried again: the claim recorded failed, "the server stopped while its driver's launch waited for ...: re-run it"
+(the Job's create, which may have been made: its driver then finds the claim ended and stops).
 Both launchers go through the same :class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note),
 and the same stop (:attr:`Reruns.stopping`).
 """

@@ -23,9 +23,9 @@ import pytest
 
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
-from outages import ThrottlingProxy
+from outages import ThrottlingProxy, unaccepting_port
 from s3server import fresh_bucket
-from sematic_k8s.k8s.client import Backoff
+from sematic_k8s.k8s.client import CONNECT_TIMEOUT, Backoff
 from sematic_k8s.k8s.manifests import driver_job_name
 from sematic_k8s.store.records import ResolutionRecord
 from sematic_k8s_server import auth
@@ -122,36 +122,40 @@ def test_a_rerun_refused_after_its_slow_kubernetes_api_answered_is_recorded_fail
 
 
 @contextlib.contextmanager
-def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy_of: Callable[[Cluster], ThrottlingProxy]
-                     ) -> Iterator[tuple[subprocess.Popen[bytes], ThrottlingProxy, float, list[ResolutionRecord]]]:
+def proxied(proxy_of: Callable[[Cluster], ThrottlingProxy]) -> Iterator[ThrottlingProxy]:
+    """``proxy_of(cluster)``, a proxy to the cluster model (passing, then closed, at the end)."""
+    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
+                 namespaces=[NS]) as cluster:
+        proxy = proxy_of(cluster)
+        try:
+            yield proxy
+        finally:
+            proxy.passing()
+            proxy.close()
+
+
+@contextlib.contextmanager
+def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_host: str
+                     ) -> Iterator[tuple[subprocess.Popen[bytes], float, list[ResolutionRecord]]]:
     """A server process (``sematic-k8s server``, the Kubernetes launcher, its calls' deadline 10 minutes:
-    ``SEMATIC_K8S_KUBE_TIMEOUT``) reaching the cluster model through ``proxy_of(cluster)``, a rerun asked of it and
-    answered 202: (the process, the proxy, when the rerun was asked (``time.monotonic``), a list that holds its record
-    once the process ended)."""
+    ``SEMATIC_K8S_KUBE_TIMEOUT``) whose Kubernetes API is ``kube_host``, a rerun asked of it and answered 202: (the
+    process, when the rerun was asked (``time.monotonic``), a list that holds its record once the process ended)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-stop-cut")
     storage = f"s3://{bucket}/artifacts"
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     key = auth.create_key(store.engine, "tests")
     store.close()
     recorded: list[ResolutionRecord] = []
-    with Cluster([NodeSpec("node-1", runtime="sim")], behaviour=lambda pod, c: Script(forever=True),
-                 namespaces=[NS]) as cluster:
-        proxy = proxy_of(cluster)
-        env = {"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_KUBE_TIMEOUT": "600", "SEMATIC_K8S_STORAGE": storage}
-        try:
-            with server_process(tmp_path, "--rerun-launcher", "kubernetes", "--rerun-namespace", NS,
-                                "--rerun-image-repository", "127.0.0.1:5000/pipelines",
-                                "--self-url", f"http://sematic-k8s.{NS}.svc:8000", env=env) as (proc, url):
-                root = record_resolution(url, key, kind="cloud", image=IMAGE, storage_url=storage)
-                asked = time.monotonic()
-                r = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
-                               timeout=30)
-                assert r.status_code == 202, r.text
-                new_id = r.json()["resolution_id"]
-                yield proc, proxy, asked, recorded
-        finally:
-            proxy.passing()
-            proxy.close()
+    env = {"SEMATIC_K8S_KUBE_HOST": kube_host, "SEMATIC_K8S_KUBE_TIMEOUT": "600", "SEMATIC_K8S_STORAGE": storage}
+    with server_process(tmp_path, "--rerun-launcher", "kubernetes", "--rerun-namespace", NS,
+                        "--rerun-image-repository", "127.0.0.1:5000/pipelines",
+                        "--self-url", f"http://sematic-k8s.{NS}.svc:8000", env=env) as (proc, url):
+        root = record_resolution(url, key, kind="cloud", image=IMAGE, storage_url=storage)
+        asked = time.monotonic()
+        r = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key}, timeout=30)
+        assert r.status_code == 202, r.text
+        new_id = r.json()["resolution_id"]
+        yield proc, asked, recorded
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     try:
         res = store.get_resolution(new_id)
@@ -159,6 +163,15 @@ def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy_of: 
         store.close()
     assert res is not None
     recorded.append(res)
+
+
+def stopped_before(proc: subprocess.Popen[bytes], until: float, what: str) -> None:
+    """SIGTERM to ``proc``: it exits 0 before ``until`` (``time.monotonic``), when ``what`` would have ended."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(max(until - time.monotonic(), 0.0)) == 0
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the server waited out {what} before stopping") from None
 
 
 def stopped_in_the_stops_words(res: ResolutionRecord) -> None:
@@ -175,7 +188,7 @@ def test_a_server_stopped_while_its_kubernetes_api_holds_a_reruns_job_create_end
     in plain words saying the Job may have been made. Was: its shutdown waited ``CLOSE_WAIT`` (10 s) for the launch
     and closed the store, the claim left ``created`` (later failed as one whose driver never recorded it), and the
     process exited only once the call's 3 tries ended (30 minutes here)."""
-    with server_launching(tmp_path, monkeypatch, holding_proxy) as (proc, proxy, _, recorded):
+    with proxied(holding_proxy) as proxy, server_launching(tmp_path, monkeypatch, proxy.url) as (proc, _, recorded):
         wait_for(lambda: proxy.held == 1, 30, what="the driver Job's create held by the proxy")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -199,13 +212,25 @@ def test_a_server_stopped_while_a_reruns_job_create_pauses_before_its_next_try_e
     (:attr:`Backoff.cap`, 10 s); SIGTERM then: the pause ends at once, the process exits 0 before the pause would
     have ended, and the claim reads failed in the stop's words. Was: the pause was slept out (the next try then
     refused at once): the server's stop waited for it."""
-    with server_launching(tmp_path, monkeypatch, refusing_proxy) as (proc, proxy, asked, recorded):
+    with proxied(refusing_proxy) as proxy, server_launching(tmp_path, monkeypatch, proxy.url) as (proc, asked,
+                                                                                                 recorded):
         wait_for(lambda: proxy.throttled == 1, 30, what="the driver Job's create answered 503")
-        proc.send_signal(signal.SIGTERM)
-        paused_until = asked + Backoff().cap  # the pause began after the 503, answered after the rerun was asked
-        try:
-            assert proc.wait(max(paused_until - time.monotonic(), 0.0)) == 0
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the server waited out its launch's pause before stopping") from None
+        # the pause began after the 503, answered after the rerun was asked
+        stopped_before(proc, asked + Backoff().cap, "its launch's pause")
         assert proxy.throttled == 1, "the create was tried again"
     stopped_in_the_stops_words(recorded[0])
+
+
+def test_a_server_stopped_while_a_reruns_kubernetes_api_connect_is_under_way_ends_the_connect(tmp_path, monkeypatch):
+    """The Kubernetes API a port that never completes a connect (its listener's accept queue full: its SYNs dropped);
+    SIGTERM while the launch's first call connects: the connect ends at once, the process exits 0 before the connect's
+    deadline (:data:`CONNECT_TIMEOUT`) would have ended, and the claim reads failed in the stop's words, naming that
+    call. Was: the connect went on to its deadline (the next try then refused at once): the server's stop waited
+    for it."""
+    with unaccepting_port() as port, server_launching(tmp_path, monkeypatch, f"http://127.0.0.1:{port}") as (
+            proc, asked, recorded):
+        stopped_before(proc, asked + CONNECT_TIMEOUT, "its launch's connect")  # begun after the rerun was asked
+    res = recorded[0]
+    assert res.state == "failed", res
+    assert res.error == (f"the server stopped while its driver's launch waited for the Kubernetes API call GET "
+                         f"/api/v1/namespaces/{NS}/configmaps/sematic-k8s: re-run it"), res.error

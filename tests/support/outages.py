@@ -3,7 +3,8 @@ a private S3 API server (moto) and a private Docker registry on ports of their o
 connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
 late, one that stalls a request's body, one that pauses an answer midway (a registry serving a large blob slowly),
 and one that answers "too many requests" (429), or another status, in the
-target's place (an S3 API's, or a registry's before the Docker engine's pull: :func:`registry_answering`)."""
+target's place (an S3 API's, or a registry's before the Docker engine's pull: :func:`registry_answering`); and a
+port whose connects are never completed (:func:`unaccepting_port`)."""
 
 from __future__ import annotations
 
@@ -195,6 +196,35 @@ def called_in(seconds: float, call: Callable[[], object]) -> Iterator[None]:
 def restarted_in(service: _KilledAndStarted, seconds: float) -> contextlib.AbstractContextManager[None]:
     """``service`` (stopped) started again ``seconds`` from now; never after the block (the test's end stops it)."""
     return called_in(seconds, service.start)
+
+
+@contextlib.contextmanager
+def unaccepting_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose listener accepts nothing and whose accept queue is full: a connect to it is never
+    completed (its SYNs dropped, as by a host that drops them), until its own deadline. Checked: a connect of 1 s
+    times out."""
+    listener = socket.socket()
+    queued: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(64):  # filled with connections never accepted, until one is not completed
+            sock = socket.socket()
+            sock.settimeout(1)
+            try:
+                sock.connect(("127.0.0.1", port))
+            except TimeoutError:
+                sock.close()
+                break
+            queued.append(sock)
+        else:
+            raise RuntimeError("a listener's full accept queue did not hold back a connect")
+        yield port
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
 
 
 class NotNow(NamedTuple):
