@@ -9,7 +9,8 @@ namespace's driver Secrets (``sematic-k8s/role=driver``, ours: ``app.kubernetes.
 deletes each token Secret with no owner, made more than :data:`GRACE_ENV` seconds ago (a launch under way owns its
 Secret within that), whose resolution has ended (resolved, failed, canceled: a claim failed too) or is not recorded
 here. Its delete names the resourceVersion listed: a Secret owned (or updated by a second launch) meanwhile stays.
-A failure is logged once until a pass succeeds, and tried again at the next sweep. Only with the Kubernetes rerun
+Each call is tried once (no retry within a pass, so no "retrying" line at each sweep of an outage): a failure is
+logged once until a pass succeeds, and tried again at the next sweep. Only with the Kubernetes rerun
 launcher, in its namespace (the chart's server Role grants ``list`` and ``delete`` on secrets there).
 """
 
@@ -76,7 +77,7 @@ class LeftTokens(WokenPass):
             self._api = make_api_client()
         namespace = self.namespace or current_namespace()
         core = client.CoreV1Api(self._api)
-        once = Backoff(attempts=2)
+        once = Backoff(attempts=1)  # the next sweep is its retry: an outage said once (failed), not at each pass
         listed = api_call(core.list_namespaced_secret, namespace, label_selector=SELECTOR, backoff=once)
         now = dt.datetime.now(dt.timezone.utc)
         deleted = []

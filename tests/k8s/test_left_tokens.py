@@ -1,0 +1,116 @@
+"""The server's sweeper of token Secrets left owned by nothing (``sematic_k8s_server.token_secrets.LeftTokens``) on its
+own thread, woken as the sweeper wakes it, against the cluster model behind a proxy: the API answering every list of
+Secrets 500 for several passes (an API server failing, or a load balancer before it), then again; a Secret listed,
+its delete held, deleted by someone else meanwhile (the delete answered 404)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kubernetes")
+
+from kube_model import Cluster, NodeSpec  # noqa: E402
+from outages import ThrottlingProxy  # noqa: E402
+from sematic_k8s.store.sql import SqlStore  # noqa: E402
+from sematic_k8s_server.db import open_store  # noqa: E402
+from sematic_k8s_server.token_secrets import LeftTokens  # noqa: E402
+from serving import wait_for  # noqa: E402
+
+NS = "sk-runs"
+LIST = f"GET /api/v1/namespaces/{NS}/secrets?".encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    s = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_an_api_failing_for_several_passes_is_said_once(store, monkeypatch, caplog) -> None:
+    """Four passes whose list of Secrets the API answers 500, then one it answers: one warning in all, the
+    sweeper's (what failed, that the next sweep tries again); none of a retry within a pass (the next sweep is its
+    retry). Was: a "retrying" warning at every pass, the log of an outage growing with each sweep."""
+    with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=[NS]) as cluster:
+        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(LIST), 10**6,
+                                status=500, code="")
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
+        caplog.set_level(logging.INFO)
+        tokens = LeftTokens(store, NS)
+        try:
+            for n in range(1, 5):
+                tokens.wake()
+                wait_for(lambda n=n: proxy.throttled >= n, 60, what=f"pass {n}'s list answered 500")
+            proxy.passing()
+            tokens.wake()
+            wait_for(lambda: any(c.status == 200 for c in cluster.calls(verb="list", resource="secrets")), 60,
+                     what="a list of Secrets answered")
+            tokens.wake()  # one more pass after the one that succeeded (so that it has ended, said or not)
+            wait_for(lambda: sum(c.status == 200 for c in cluster.calls(verb="list", resource="secrets")) >= 2, 60,
+                     what="a second list of Secrets answered")
+        finally:
+            tokens.stop()
+            proxy.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"looking for drivers' token Secrets left owned by nothing in namespace {NS} "
+                                  "failed (tried again at the next sweep): "), warnings
+
+
+@pytest.mark.parametrize("meanwhile", ["deleted", "made again, owned"])
+def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(store, monkeypatch, caplog,
+                                                                              meanwhile) -> None:
+    """An unowned token Secret past its grace, its resolution not recorded here: listed, its delete held by the proxy
+    while someone else deletes it (and, in the second case, a launch makes it again, owned by an object): the delete,
+    let through, is answered 404 (409: the uid listed is not the one there) and the pass goes on, says nothing; the
+    Secret made again stays. (Held: caused and kept as a test.)"""
+    from kubernetes import client
+
+    from sematic_k8s.k8s.client import make_api_client
+    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+
+    res_id = "ab" * 16
+    name = f"sk-token-{res_id}"
+    labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
+    with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=[NS]) as cluster:
+        admin = make_api_client(cluster.proxy())
+        core = client.CoreV1Api(admin)
+        core.create_namespaced_secret(NS, {"metadata": {"name": name, "labels": labels}, "data": {}})
+        delete = f"DELETE /api/v1/namespaces/{NS}/secrets/{name}".encode()
+        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(delete), 1,
+                                status=-2)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
+        monkeypatch.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
+        caplog.set_level(logging.INFO)
+        tokens = LeftTokens(store, NS)
+        try:
+            tokens.wake()
+            wait_for(lambda: proxy.held == 1, 60, what="the sweeper's delete held")
+            core.delete_namespaced_secret(name, NS)
+            if meanwhile != "deleted":
+                owner = core.create_namespaced_config_map(NS, {"metadata": {"name": "owner"}})
+                core.create_namespaced_secret(NS, {"metadata": {"name": name, "labels": labels, "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]}})
+            proxy.passing()
+            status = 404 if meanwhile == "deleted" else 409
+            wait_for(lambda: len(cluster.calls(verb="delete", resource="secrets")) == 2, 60,
+                     what="the held delete answered")
+            tokens.wake()
+            wait_for(lambda: len(cluster.calls(verb="list", resource="secrets")) >= 2, 60, what="a second pass")
+            tokens.wake()
+            wait_for(lambda: len(cluster.calls(verb="list", resource="secrets")) >= 3, 60, what="a third pass")
+        finally:
+            tokens.stop()
+            proxy.close()
+            admin.close()
+        deletes = [c.status for c in cluster.calls(verb="delete", resource="secrets")]
+        left = [s["metadata"]["name"] for s in cluster.list("secrets", NS)]
+    assert deletes == [200, status], deletes  # someone else's, then the sweeper's
+    assert left == ([] if meanwhile == "deleted" else [name])
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
