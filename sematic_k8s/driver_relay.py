@@ -10,8 +10,10 @@ error, ``print(..., end="")`` before ``os._exit``, a kill -9 mid-line) then miss
 Ended here while the container still runs, that line is logged as any other.
 
 The relay stops at the driver's end, not at its streams' (a process the driver left holding them would keep the
-container up). Only SIGINT is passed on (a container's first process ignores the signals it has no handler for, as
-the driver did in its place: SIGTERM, ``docker stop``, still waits for the SIGKILL); the container's SIGKILL ends both.
+container up). A signal the container gets (``docker stop``'s SIGTERM, ``docker kill -s``) is passed on to the driver
+when the driver has a handler for it, as it reached the driver in the relay's place (a container's first process gets
+only the signals it handles): Python's SIGINT, a pipeline's own SIGTERM handler. One it does not handle is dropped, as
+then (SIGTERM still waits for ``docker stop``'s SIGKILL); the container's SIGKILL ends both.
 """
 
 from __future__ import annotations
@@ -26,16 +28,36 @@ from sematic_k8s.specs import DRIVER_MODULE
 
 CHUNK = 65536
 DRAIN_CHUNKS = 1024  # at most this many reads once the driver ended (64 MB): a process it left may write on
+# the signals passed on to a driver that handles them (those a container is sent: docker stop, docker kill -s)
+PASSED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def main() -> int:
     child = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, bufsize=0)
-    signal.signal(signal.SIGINT, lambda signum, _: child.send_signal(signum))
+    for sig in PASSED:
+        signal.signal(sig, lambda signum, _: pass_on(child, signum))
     assert child.stdout is not None and child.stderr is not None
     relay({child.stdout.fileno(): 1, child.stderr.fileno(): 2}, child)
     code = child.wait()
     return 128 - code if code < 0 else code
+
+
+def pass_on(child: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to ``child`` if it handles it (its ``SigCgt``), as the kernel gives a container's first process
+    only the signals it handles."""
+    if handles(child.pid, signum):
+        child.send_signal(signum)  # nothing once it exited
+
+
+def handles(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``/proc/<pid>/status``; False once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next((line.split()[1] for line in status if line.startswith("SigCgt:")), "0")
+    except OSError:
+        return False
+    return bool(int(caught, 16) >> (signum - 1) & 1)
 
 
 def relay(streams: dict[int, int], child: subprocess.Popen[bytes]) -> None:

@@ -4,7 +4,8 @@ last log lines, leaves no container behind, and its resolution is continued thro
 value; finished driver and worker containers are removed. A driver process killed (SIGKILL) while a worker
 container waits, started again on the same resolution, re-attaches to that container (running, or ended while
 no driver watched) instead of starting the step again, and leaves no container behind. The exited workers of a
-detached resolution whose driver was killed are removed once that resolution has ended."""
+detached resolution whose driver was killed are removed once that resolution has ended. ``docker stop`` reaches a
+driver's own SIGTERM handler."""
 
 from __future__ import annotations
 
@@ -93,6 +94,24 @@ PIPELINE = '''
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         os._exit(3)
+
+
+    def stop(signum, frame):
+        """A driver's own SIGTERM handler (a pipeline's, or a library's it imports): says so, exits 5."""
+        print("stopped by its own SIGTERM handler", flush=True)
+        os._exit(5)
+
+
+    if os.environ.get("SEMATIC_K8S_DRIVER"):  # imported by a driver (on its main thread)
+        signal.signal(signal.SIGTERM, stop)
+
+
+    @sk.func
+    def waits_for_sigterm() -> int:
+        """Runs in the driver (inline): waits for its SIGTERM."""
+        print("waiting for SIGTERM", flush=True)
+        time.sleep(600)
+        return 0
 '''
 
 
@@ -224,6 +243,40 @@ def test_a_driver_dying_mid_line_has_that_line_in_its_failure_and_its_record(bas
         assert res.state == "failed" and res.error.startswith(f"the driver {ended} before"), res.error
         assert res.error.splitlines()[-2:] == ["about to die", words], res.error
         wait_for(lambda: not containers_of(f.id), 30, what="the dead driver's containers to be removed")
+
+
+def test_docker_stop_reaches_a_drivers_own_sigterm_handler(base_image, project, s3_url, tmp_path):
+    """``docker stop`` of a driver container whose pipeline set a SIGTERM handler in the driver: the handler runs (its
+    words last among the driver's last lines, its exit code 5), as when the driver was the container's first process.
+    Was (the relay first): the relay dropped the SIGTERM, the driver was killed at the stop's end (137), its handler
+    never ran."""
+    root, mod = project
+    lines: list[str] = []
+    with serve(tmp_path) as server:
+        f = mod.waits_for_sigterm()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = f.resolve(resolver(server, s3_url, root, base_image, lines))
+            except BaseException as e:  # noqa: BLE001
+                outcome["error"] = e
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+
+        def waiting() -> Any:
+            found = containers_of(f.id, "driver")
+            return outcome or (found and b"waiting for SIGTERM" in found[0].logs() and found[0])
+        driver = wait_for(waiting, 300, what="the driver waiting for its SIGTERM")
+        assert not outcome, outcome
+        driver.stop(timeout=20)
+        thread.join(120)
+        error = outcome.get("error")
+        assert isinstance(error, sk.ResolutionFailed), outcome
+        message = str(error)
+        assert "the driver exited with code 5 before the resolution ended" in message, message
+        assert message.splitlines()[-1] == "stopped by its own SIGTERM handler", message
+        wait_for(lambda: not containers_of(f.id), 30, what="the stopped driver's containers to be removed")
 
 
 def driver_env(root: Path, base_image: str, s3_url: str, f: sk.Future, db: str) -> dict[str, str]:
