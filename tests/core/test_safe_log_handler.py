@@ -78,3 +78,26 @@ def test_a_program_without_handlers_gets_its_warnings_safe() -> None:
     said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()}).stderr
     assert said == "said a \x1b]52;c;ZXZpbA==\x07 \x9b2J \u202eb\\r\\nWARNING: forged\n", repr(said)
+
+
+@pytest.mark.parametrize("stderr", ["a pipe no one reads", "closed"])
+def test_a_program_whose_stderr_is_gone_does_its_work_and_exits_as_before(tmp_path: Path, stderr: str) -> None:
+    """A program (sematic_k8s imported: the last resort its handler) whose stderr is a pipe whose reader closed (a CLI
+    piped into ``head``) or no file at all: its 2,000 warnings and a traceback are dropped, and it does its work and
+    exits 0, as with Python's own last resort. (Held: caused and kept as a test.)"""
+    done = tmp_path / "done"
+    code = (f"import logging, sys, sematic_k8s\nlog = logging.getLogger('x')\n"
+            f"for i in range(2000): log.warning('said %s', {WORDS!r})\n"
+            f"try:\n 1 / 0\nexcept ZeroDivisionError:\n log.exception('boom %s', {WORDS!r})\n"
+            f"open(sys.argv[1], 'w').write('done')\n")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(done)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=write if stderr != "closed" else None, timeout=60,
+                              preexec_fn=(lambda: os.close(2)) if stderr == "closed" else None,  # noqa: PLW1509
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and done.read_text() == "done", proc
+    assert proc.stdout == b""

@@ -150,3 +150,22 @@ def test_others_words_in_the_servers_log_written_to_a_file_keep_all_but_their_li
     assert f"denied {CLIPBOARD} \x1b[2J \x9b2J {RLO}txt.exe\\r\\n{FORGED}" in refused, repr(refused)
     assert not any(line.startswith(FORGED) for line in written.split("\n")), written
     assert f'{CLIENT}:0 - "GET /api/v1/health HTTP/1.1" 200' in written, repr(written)
+
+
+def test_a_server_whose_log_reader_went_away_serves_on_and_stops_as_asked(tmp_path: Path, registry: str) -> None:
+    """The server's stdout and stderr a pipe whose reader closed once it was up: the registry's refusal (a warning),
+    the access log's lines and its stop's lines are lost, and it answers on (the rerun refused 502 with the registry's
+    words, 50 requests more) and exits 0 at SIGTERM, as with uvicorn's own handler. (Held: kept as a test.)"""
+    read, write = os.pipe()
+    try:
+        proc, url = _served(tmp_path, registry, write)
+    finally:
+        os.close(write)
+    try:
+        wait_for(lambda: _health(url, proc), 60, what="the server")
+        os.close(read)  # its reader gone: every line it writes from now on is a broken pipe
+        _quote_others(proc, url, registry)
+        assert all(httpx.get(f"{url}/api/v1/resolutions", timeout=30).status_code == 200 for _ in range(50))
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0
