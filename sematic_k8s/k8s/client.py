@@ -324,17 +324,32 @@ def _read_deadline(deadline: Any) -> float | None:
 
 def unanswered(fn: Callable[..., Any], tries: int, e: BaseException, deadline: Any = None) -> KubernetesUnanswered:
     """The error, in plain words, of a call ``fn`` to the API server that went unanswered ``tries`` times (within
-    its ``deadline``, else its client's: :func:`make_api_client`'s)."""
+    its ``deadline``, else its client's: :func:`make_api_client`'s), or whose connection failed at once (refused)."""
     api = getattr(getattr(fn, "__self__", None), "api_client", None)
     host = getattr(getattr(api, "configuration", None), "host", None)
     name = getattr(fn, "__name__", "a call")
+    count = f"{tries} {'try' if tries == 1 else 'tries'}"
+    cause = _unreachable(e)
+    if cause is not None:
+        return KubernetesUnanswered(
+            f"the Kubernetes API{f' at {host}' if host else ''} could not be reached ({count}): {name} ({cause}); "
+            f"check that it is up and that this is its address (${KUBE_HOST_ENV}, the kubeconfig)")
     seconds = _read_deadline(deadline if deadline is not None else getattr(api, "deadline", None))
     within = f"within {seconds:g} s" if seconds is not None else "in time"
     return KubernetesUnanswered(
         f"the Kubernetes API{f' at {host}' if host else ''} did not answer {within} "
-        f"({tries} {'try' if tries == 1 else 'tries'}): {name} ({type(e).__name__}); a network partition, or a load "
+        f"({count}): {name} ({type(e).__name__}); a network partition, or a load "
         f"balancer or proxy that stopped forwarding: check the way from here to it (${KUBE_TIMEOUT_ENV} sets the "
         f"deadline)")
+
+
+def _unreachable(e: BaseException) -> str | None:
+    """What failed at once of a connection that was never made (refused, no route, a name not found: urllib3's
+    NewConnectionError, a ConnectTimeoutError by class only, not by time), as the system said it; None otherwise."""
+    reason = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
+    if not isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return None
+    return str(reason).rpartition("Failed to establish a new connection: ")[2] or type(reason).__name__
 
 
 def _retry_after(e: BaseException) -> float | None:

@@ -1,11 +1,13 @@
 """The server's sweeper of token Secrets left owned by nothing (``sematic_k8s_server.token_secrets.LeftTokens``) on its
 own thread, woken as the sweeper wakes it, against the cluster model behind a proxy: the API answering every list of
-Secrets 500 for several passes (an API server failing, or a load balancer before it), then again; a Secret listed,
-its delete held, deleted by someone else meanwhile (the delete answered 404)."""
+Secrets 500 for several passes (an API server failing, or a load balancer before it), then again; no API server at
+its address (its connections refused); a Secret listed, its delete held, deleted by someone else meanwhile (the delete
+answered 404)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +116,25 @@ def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(
     assert deletes == [200, status], deletes  # someone else's, then the sweeper's
     assert left == ([] if meanwhile == "deleted" else [name])
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_api_not_there_is_said_refused_not_unanswered(store, monkeypatch, caplog) -> None:
+    """Nothing listening at the API's address (an API server down, a wrong $SEMATIC_K8S_KUBE_HOST): the sweeper's
+    warning says it could not be reached and what the system said (connection refused), at once. Was: "did not
+    answer within 60 s ... a network partition": urllib3's refusal is a ConnectTimeoutError by class."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", f"http://127.0.0.1:{port}")
+    caplog.set_level(logging.INFO)
+    tokens = LeftTokens(store, NS)
+    try:
+        tokens.wake()
+        said = wait_for(lambda: [r.getMessage() for r in caplog.records if r.name == "sematic_k8s_server"], 60,
+                        what="the sweeper's warning")
+    finally:
+        tokens.stop()
+    assert len(said) == 1 and said[0].startswith(
+        f"looking for drivers' token Secrets left owned by nothing in namespace {NS} failed (tried again at the next "
+        f"sweep): KubernetesUnanswered: the Kubernetes API at http://127.0.0.1:{port} could not be reached (1 try): "
+        "list_namespaced_secret ([Errno 111] Connection refused); check that it is up"), said
