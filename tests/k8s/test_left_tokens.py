@@ -1,8 +1,8 @@
 """The server's sweeper of token Secrets left owned by nothing (``sematic_k8s_server.token_secrets.LeftTokens``) on its
 own thread, woken as the sweeper wakes it, against the cluster model behind a proxy: the API answering every list of
 Secrets 500 for several passes (an API server failing, or a load balancer before it), then again; no API server at
-its address (its connections refused); a Secret listed, its delete held, deleted by someone else meanwhile (the delete
-answered 404)."""
+its address (its connections refused); every list held unanswered (a partition) in a server; a Secret listed, its
+delete held, deleted (or made again, owned) by someone else meanwhile (the delete answered 404, 409)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ pytest.importorskip("kubernetes")
 
 from kube_model import Cluster, NodeSpec  # noqa: E402
 from outages import ThrottlingProxy  # noqa: E402
+from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow  # noqa: E402
 from sematic_k8s.store.sql import SqlStore  # noqa: E402
+from sematic_k8s_server.config import RerunConfig, ServerConfig  # noqa: E402
 from sematic_k8s_server.db import open_store  # noqa: E402
 from sematic_k8s_server.token_secrets import LeftTokens  # noqa: E402
-from serving import wait_for  # noqa: E402
+from serving import serve, wait_for, write_through_api  # noqa: E402
 
 NS = "sk-runs"
 LIST = f"GET /api/v1/namespaces/{NS}/secrets?".encode()
@@ -138,3 +140,30 @@ def test_an_api_not_there_is_said_refused_not_unanswered(store, monkeypatch, cap
         f"looking for drivers' token Secrets left owned by nothing in namespace {NS} failed (tried again at the next "
         f"sweep): KubernetesUnanswered: the Kubernetes API at http://127.0.0.1:{port} could not be reached (1 try): "
         "list_namespaced_secret ([Errno 111] Connection refused); check that it is up"), said
+
+
+def test_a_pass_the_api_never_answers_holds_no_other_sweep(tmp_path, monkeypatch) -> None:
+    """A server with the Kubernetes rerun launcher whose every list of Secrets is held unanswered (a partition, a
+    proxy that stopped forwarding): its sweeper of silent resolutions goes on meanwhile (a resolution silent past the
+    heartbeat timeout is marked failed) and the server stops. (Held: the pass has a thread of its own; kept as a
+    test.)"""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "2")  # a sweep every 0.5 s
+    with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=[NS]) as cluster:
+        proxy = ThrottlingProxy(int(cluster.proxy().rpartition(":")[2]), lambda head: head.startswith(LIST), 10**6,
+                                status=0)
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
+        reruns = RerunConfig(launcher="kubernetes", image_repositories=("127.0.0.1:5000/pipelines",),
+                             storage_url="s3://sk-left-tokens/artifacts", executor_settings={"namespace": NS})
+        try:
+            with serve(tmp_path, config=ServerConfig(reruns=reruns)) as s:
+                wait_for(lambda: proxy.held >= 1, 60, what="the token pass's list held")
+                root = "cd" * 16  # running, its heartbeat now and never again
+                batch = Batch()
+                batch.add_resolution(ResolutionRecord(id=root, root_func_path="pipes:pipeline", state="running",
+                                                      created_at=utcnow(), heartbeat_at=utcnow()))
+                write_through_api(s.url, s.key, batch)
+                wait_for(lambda: s.store.get_resolution(root).state == "failed", 60,
+                         what="the silent resolution marked failed by the sweeper")
+                assert proxy.held == 1  # the token pass still waiting on its list
+        finally:
+            proxy.close()
