@@ -5,13 +5,14 @@ A driver's launch (:func:`sematic_k8s.launchers.kubernetes.launch_driver`: the s
 the Job the Secret's owner (so that the Job's TTL deletes both). A launching process killed between the Secret's
 create and that patch leaves the Secret owned by nothing, for good: its token stops working once the resolution (or
 claim) ends, but the Secret holding it stays. After each sweep of silent resolutions, :class:`LeftTokens` lists the
-namespace's driver Secrets (``sematic-k8s/role=driver``, ours: ``app.kubernetes.io/managed-by=sematic-k8s``) and
-deletes each token Secret with no owner, made more than :data:`GRACE_ENV` seconds ago (a launch under way owns its
-Secret within that), whose resolution has ended (resolved, failed, canceled: a claim failed too) or is not recorded
-here. Its delete names the resourceVersion listed: a Secret owned (or updated by a second launch) meanwhile stays.
-Each call is tried once (no retry within a pass, so no "retrying" line at each sweep of an outage): a failure is
-logged once until a pass succeeds, and tried again at the next sweep. Only with the Kubernetes rerun
-launcher, in its namespace (the chart's server Role grants ``list`` and ``delete`` on secrets there).
+namespace's driver Secrets (``sematic-k8s/role=driver``, ours: ``app.kubernetes.io/managed-by=sematic-k8s``;
+:data:`PAGE` at a time, with limit/continue) and deletes each token Secret with no owner, made more than
+:data:`GRACE_ENV` seconds ago (a launch under way owns its Secret within that), whose resolution has ended (resolved,
+failed, canceled: a claim failed too) or is not recorded here. Its delete names the resourceVersion listed: a Secret
+owned (or updated by a second launch) meanwhile stays. Each call is tried once (no retry within a pass, so no "retrying"
+line at each sweep of an outage): a failure is logged once until a pass succeeds, and tried again at the next sweep.
+Only with the Kubernetes rerun launcher, in its namespace (the chart's server Role grants ``list`` and ``delete`` on
+secrets there).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ GRACE_ENV = "SEMATIC_K8S_TOKEN_SECRET_GRACE"  # seconds an unowned token Secret 
 DEFAULT_GRACE = 600.0
 SELECTOR = f"{ROLE_LABEL}=driver,app.kubernetes.io/managed-by=sematic-k8s"
 TOKEN_PREFIX = "sk-token-"  # manifests.token_secret_name
+PAGE = 500  # Secrets per list request (limit/continue)
 
 
 class LeftTokens(WokenPass):
@@ -78,29 +80,46 @@ class LeftTokens(WokenPass):
         namespace = self.namespace or current_namespace()
         core = client.CoreV1Api(self._api)
         once = Backoff(attempts=1)  # the next sweep is its retry: an outage said once (failed), not at each pass
-        listed = api_call(core.list_namespaced_secret, namespace, label_selector=SELECTOR, backoff=once)
         now = dt.datetime.now(dt.timezone.utc)
-        deleted = []
-        for secret in listed.items:
-            meta = secret.metadata
-            if meta is None:
-                continue
-            res_id = (meta.labels or {}).get(RESOLUTION_LABEL, "")
-            if (meta.owner_references or meta.name != TOKEN_PREFIX + res_id or meta.creation_timestamp is None
-                    or (now - meta.creation_timestamp).total_seconds() < self.grace):
-                continue
-            res = self.store.get_resolution(res_id)
-            if res is not None and res.state not in ENDED_STATES:
-                continue
-            try:
-                api_call(core.delete_namespaced_secret, meta.name, namespace, backoff=once,
-                         body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
-                             uid=meta.uid, resource_version=meta.resource_version)))
-            except client.ApiException as e:
-                if e.status in (404, 409):  # gone, or changed since listed (owned, updated): left
-                    continue
-                raise
-            deleted.append(meta.name)
-            log.info("deleted the token Secret %s in namespace %s: owned by nothing (its launch was cut short) and "
-                     "its resolution %s", meta.name, namespace, "not recorded" if res is None else res.state)
-        return deleted
+        deleted: list[str] = []
+        token = None
+        while True:  # a page at a time (limit/continue): a namespace may hold many Secrets
+            page: dict[str, Any] = {"label_selector": SELECTOR, "limit": PAGE}
+            if token:
+                page["_continue"] = token
+            listed = api_call(core.list_namespaced_secret, namespace, backoff=once, **page)
+            for secret in listed.items:
+                name = self._deleted(core, namespace, secret.metadata, now, once)
+                if name is not None:
+                    deleted.append(name)
+            token = listed.metadata._continue if listed.metadata is not None else None
+            if not token or self.stopping():
+                return deleted
+
+    def _deleted(self, core: Any, namespace: str, meta: Any, now: dt.datetime, once: Any) -> str | None:
+        """The name of the Secret of ``meta`` if it was left (owned by nothing, past the grace, its resolution ended or
+        not recorded) and is now deleted; else None."""
+        from kubernetes import client
+
+        from sematic_k8s.k8s.client import api_call
+
+        if meta is None:
+            return None
+        res_id = (meta.labels or {}).get(RESOLUTION_LABEL, "")
+        if (meta.owner_references or meta.name != TOKEN_PREFIX + res_id or meta.creation_timestamp is None
+                or (now - meta.creation_timestamp).total_seconds() < self.grace):
+            return None
+        res = self.store.get_resolution(res_id)
+        if res is not None and res.state not in ENDED_STATES:
+            return None
+        try:
+            api_call(core.delete_namespaced_secret, meta.name, namespace, backoff=once,
+                     body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                         uid=meta.uid, resource_version=meta.resource_version)))
+        except client.ApiException as e:
+            if e.status in (404, 409):  # gone, or changed since listed (owned, updated): left
+                return None
+            raise
+        log.info("deleted the token Secret %s in namespace %s: owned by nothing (its launch was cut short) and "
+                 "its resolution %s", meta.name, namespace, "not recorded" if res is None else res.state)
+        return str(meta.name)

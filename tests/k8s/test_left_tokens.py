@@ -167,3 +167,47 @@ def test_a_pass_the_api_never_answers_holds_no_other_sweep(tmp_path, monkeypatch
                 assert proxy.held == 1  # the token pass still waiting on its list
         finally:
             proxy.close()
+
+
+def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted(store, monkeypatch) -> None:
+    """120 token Secrets left owned by nothing (their resolutions not recorded here), 10 owned by an object and 10 of a
+    resolution still running, read 50 at a time (``PAGE``): one pass deletes exactly the 120, each list asked for at
+    most 50 (limit) and the next page by its continue token. Was: one list of every Secret in the namespace."""
+    from kubernetes import client
+
+    from sematic_k8s.k8s.client import make_api_client
+    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+    from sematic_k8s_server import token_secrets
+
+    monkeypatch.setattr(token_secrets, "PAGE", 50)
+    monkeypatch.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
+    running = [f"{n:032x}" for n in range(1000, 1010)]
+    batch = Batch()
+    for res_id in running:
+        batch.add_resolution(ResolutionRecord(id=res_id, root_func_path="pipes:pipeline", state="running",
+                                              created_at=utcnow(), heartbeat_at=utcnow()))
+    store.write(batch)
+    with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=[NS]) as cluster:
+        admin = make_api_client(cluster.proxy())
+        core = client.CoreV1Api(admin)
+        owner = core.create_namespaced_config_map(NS, {"metadata": {"name": "owner"}})
+        owned = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]
+        kinds = {f"{n:032x}": "left" for n in range(120)} | {f"{n:032x}": "owned" for n in range(500, 510)}
+        kinds |= dict.fromkeys(running, "running")
+        for res_id, kind in kinds.items():
+            labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
+            core.create_namespaced_secret(NS, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels, **(
+                {"ownerReferences": owned} if kind == "owned" else {})}})
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
+        tokens = LeftTokens(store, NS)
+        try:
+            deleted = tokens.sweep()
+        finally:
+            tokens.close()
+            admin.close()
+        lists = [c.query for c in cluster.calls(verb="list", resource="secrets")]
+        left = {s["metadata"]["name"] for s in cluster.list("secrets", NS)}
+    assert sorted(deleted) == sorted(f"sk-token-{r}" for r, kind in kinds.items() if kind == "left")
+    assert left == {f"sk-token-{r}" for r, kind in kinds.items() if kind != "left"}
+    assert len(lists) == 3 and all(q.get("limit") == "50" for q in lists), lists  # 140 Secrets: 50, 50, 40
+    assert "continue" not in lists[0] and all(q.get("continue") for q in lists[1:]), lists
