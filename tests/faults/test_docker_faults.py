@@ -41,6 +41,7 @@ from serving import serve, wait_for
 PIPELINE = '''
     import os
     import signal
+    import sys
     import time
     import uuid
 
@@ -104,6 +105,16 @@ PIPELINE = '''
 
     if os.environ.get("SEMATIC_K8S_DRIVER"):  # imported by a driver (on its main thread)
         signal.signal(signal.SIGTERM, stop)
+
+
+    @sk.func
+    def floods(n: int) -> int:
+        """Runs in the driver (inline): n numbered lines on stderr, then n on stdout, as fast as it can; exits 3."""
+        sys.stderr.writelines(f"err {i}\\n" for i in range(n))
+        sys.stderr.flush()
+        sys.stdout.writelines(f"out {i}\\n" for i in range(n))
+        sys.stdout.flush()
+        os._exit(3)
 
 
     @sk.func
@@ -326,6 +337,28 @@ def test_a_driver_killed_from_inside_or_interrupted_says_so(base_image, project,
         if how == "exec kill -9":
             assert str(error).splitlines()[-1] == "waiting for SIGTERM", str(error)
         wait_for(lambda: not containers_of(f.id), 30, what="the driver's containers to be removed")
+
+
+def test_a_driver_writing_fast_has_its_last_lines_in_order(base_image, project, s3_url, tmp_path):
+    """A driver writing 20,000 numbered lines as fast as it can (10,000 on stderr, then 10,000 on stdout) and exiting
+    3: the CloudResolver's and the record's last lines are stdout's last ones, consecutive and in order, the last
+    one 9999: the relay neither loses nor reorders a stream's lines, as the driver alone did (compared by hand). (Held:
+    kept as a test. With 50,000 a stream, 1 run of 15, the one building the image, had none of stdout's lines among
+    the last: cause not established, see FAULTS.)"""
+    root, mod = project
+    lines: list[str] = []
+    N = 10_000  # noqa: N806 - lines a stream
+    with serve(tmp_path) as server:
+        f = mod.floods(N)
+        with pytest.raises(sk.ResolutionFailed) as info:
+            f.resolve(resolver(server, s3_url, root, base_image, lines))
+        message = str(info.value)
+        assert "the driver exited with code 3 before the resolution ended" in message, message
+        last = message.split("last log lines of the driver:\n", 1)[1].splitlines()
+        outs = [int(line.removeprefix("out ")) for line in last if line.startswith("out ")]
+        assert len(outs) > 1 and outs == list(range(N - len(outs), N)) and last[-1] == f"out {N - 1}", last
+        res = server.store.get_resolution(f.id)
+        assert res.state == "failed" and res.error.splitlines()[-1] == f"out {N - 1}", res.error
 
 
 def driver_env(root: Path, base_image: str, s3_url: str, f: sk.Future, db: str) -> dict[str, str]:
