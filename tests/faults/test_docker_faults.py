@@ -256,6 +256,27 @@ def test_a_driver_dying_mid_line_has_that_line_in_its_failure_and_its_record(bas
         wait_for(lambda: not containers_of(f.id), 30, what="the dead driver's containers to be removed")
 
 
+def driver_waiting(f: Any, res: Any) -> tuple[Any, dict[str, Any], threading.Thread]:
+    """``f`` (``waits_for_sigterm``) resolving with ``res`` on a thread, once its driver's container says it waits:
+    that container, the outcome the thread fills in (``value`` or ``error``) and the thread."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = f.resolve(res)
+        except BaseException as e:  # noqa: BLE001
+            outcome["error"] = e
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def waiting() -> Any:
+        found = containers_of(f.id, "driver")
+        return outcome or (found and b"waiting for SIGTERM" in found[0].logs() and found[0])
+    driver = wait_for(waiting, 300, what="the driver waiting for its SIGTERM")
+    assert not outcome, outcome
+    return driver, outcome, thread
+
+
 def test_docker_stop_reaches_a_drivers_own_sigterm_handler(base_image, project, s3_url, tmp_path):
     """``docker stop`` of a driver container whose pipeline set a SIGTERM handler in the driver: the handler runs (its
     words last among the driver's last lines, its exit code 5), as when the driver was the container's first process.
@@ -265,21 +286,7 @@ def test_docker_stop_reaches_a_drivers_own_sigterm_handler(base_image, project, 
     lines: list[str] = []
     with serve(tmp_path) as server:
         f = mod.waits_for_sigterm()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = f.resolve(resolver(server, s3_url, root, base_image, lines))
-            except BaseException as e:  # noqa: BLE001
-                outcome["error"] = e
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-
-        def waiting() -> Any:
-            found = containers_of(f.id, "driver")
-            return outcome or (found and b"waiting for SIGTERM" in found[0].logs() and found[0])
-        driver = wait_for(waiting, 300, what="the driver waiting for its SIGTERM")
-        assert not outcome, outcome
+        driver, outcome, thread = driver_waiting(f, resolver(server, s3_url, root, base_image, lines))
         driver.stop(timeout=20)
         thread.join(120)
         error = outcome.get("error")
@@ -310,21 +317,7 @@ def test_a_driver_killed_from_inside_or_interrupted_says_so(base_image, project,
     lines: list[str] = []
     with serve(tmp_path) as server:
         f = mod.waits_for_sigterm()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = f.resolve(resolver(server, s3_url, root, base_image, lines))
-            except BaseException as e:  # noqa: BLE001
-                outcome["error"] = e
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-
-        def waiting() -> Any:
-            found = containers_of(f.id, "driver")
-            return outcome or (found and b"waiting for SIGTERM" in found[0].logs() and found[0])
-        driver = wait_for(waiting, 300, what="the driver waiting")
-        assert not outcome, outcome
+        driver, outcome, thread = driver_waiting(f, resolver(server, s3_url, root, base_image, lines))
         if how == "exec kill -9":
             assert driver.exec_run(["python", "-c", KILL_DRIVER]).exit_code == 0
         else:
