@@ -30,7 +30,7 @@ from sematic_k8s_server.woken_pass import WokenPass
 
 log = logging.getLogger("sematic_k8s_server")
 
-GRACE_ENV = "SEMATIC_K8S_TOKEN_SECRET_GRACE"  # seconds an unowned token Secret is left to its launch
+GRACE_ENV = settings.TOKEN_SECRET_GRACE_ENV  # seconds an unowned token Secret is left to its launch
 DEFAULT_GRACE = 600.0
 SELECTOR = f"{ROLE_LABEL}=driver,app.kubernetes.io/managed-by=sematic-k8s"
 TOKEN_PREFIX = "sk-token-"  # manifests.token_secret_name
