@@ -18,6 +18,10 @@ JSON_BYTES = 65_536  # a run's settings and notes, a resolution's settings: thei
 TAGS = 100  # tags on one resolution
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$"  # one tag: a letter or digit first, at most 64 characters
 NOTE_CHARS = 10_000  # a resolution's note (the server's 422, the CLI's usage error; the dashboard's box: maxlength)
+INLINE_BYTES = 4096  # an artifact's bytes the embedded resolver keeps in its record, at most (Recorder); the most the
+# server sends of them with an artifact's format (POST /store/artifact_formats: a record holding more, of another
+# client's making, is flagged, and read whole by the HTTP store through POST /store/artifacts)
+FORMAT_IDS = 5000  # artifact ids in one POST /store/artifact_formats (the HTTP store asks in pages of this many)
 
 
 def json_size(value: Any) -> int:

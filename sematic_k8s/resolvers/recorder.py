@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sematic_k8s import graph, serialization
+from sematic_k8s import graph, limits, serialization
 from sematic_k8s.errors import ValueRefused
 from sematic_k8s.serialization import Value
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import Batch, utcnow
 
-INLINE_LIMIT = 4096  # bytes: the embedded resolver keeps artifacts up to this size inline with their records
+INLINE_LIMIT = limits.INLINE_BYTES  # bytes: the embedded resolver keeps artifacts up to this size inline with their
+# records
 
 
 class Recorder:
@@ -100,12 +101,9 @@ class Recorder:
         return out
 
     def formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
-        """``{id: (format, type_name, inline bytes)}`` of recorded artifacts, for :meth:`stored_value` (one look-up;
-        the store's light one when it has it)."""
-        light = getattr(self.store, "artifact_formats", None)
-        if light is not None:
-            return light(ids)
-        return {a.id: (a.format, a.type_name, a.inline) for a in self.store.artifacts(ids)}
+        """``{id: (format, type_name, inline bytes)}`` of recorded artifacts, for :meth:`stored_value`: the store's
+        light read of them (no summaries), SQL and HTTP alike."""
+        return self.store.artifact_formats(ids)
 
     def _spill(self, artifact_id: str, fmt: str, inline: bytes) -> None:
         """Copy an inline artifact's bytes to storage, where workers in other processes read their inputs

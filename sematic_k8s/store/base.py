@@ -38,6 +38,10 @@ class Store(Protocol):
 
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]: ...
 
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
+        """``{id: (format, type_name, inline bytes)}`` of those of these artifacts recorded: what reading their values
+        takes, without the summaries (lighter than :meth:`artifacts`)."""
+
     def find_cached(self, cache_key: str) -> RunRecord | None:
         """The most recent resolved Run with this cache key."""
 

@@ -264,6 +264,28 @@ class HttpStore:
             out.extend(record_from_json(ArtifactRecord, d) for d in docs)
         return out
 
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
+        """``{id: (format, type_name, inline bytes)}`` of those of these artifacts recorded, without their summaries:
+        asked :data:`~sematic_k8s.limits.FORMAT_IDS` ids a request (``POST /store/artifact_formats``). The few whose
+        inline bytes the server leaves out as larger than it sends there (a record of another client's making) are
+        read whole (:meth:`artifacts`). A server without that route (older) answers by :meth:`artifacts`."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, tuple[str, str, bytes | None]] = {}
+        large: list[str] = []
+        for i in range(0, len(wanted), limits.FORMAT_IDS):
+            doc = self._request("POST", "/store/artifact_formats", missing_ok=True,
+                                content=dumps({"ids": wanted[i:i + limits.FORMAT_IDS]}),
+                                headers={"Content-Type": "application/json"})
+            if doc is None:
+                return {a.id: (a.format, a.type_name, a.inline) for a in self.artifacts(wanted)}
+            for item in doc["items"]:
+                inline = None if item.get("inline") is None else base64.b64decode(item["inline"])
+                out[item["id"]] = (item["format"], item["type_name"], inline)
+                if item.get("inline_large"):
+                    large.append(item["id"])
+        out.update((a.id, (a.format, a.type_name, a.inline)) for a in self.artifacts(large))
+        return out
+
     def find_cached(self, cache_key: str) -> RunRecord | None:
         return self.find_reusable([cache_key])[0].get(cache_key)
 

@@ -19,6 +19,9 @@ from sematic_k8s.store.tables import CANCELING
 
 R = TypeVar("R")
 Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
+FormatRow = tuple[str, str, str, bytes | None, bool]  # an artifact's id, format, type name, inline bytes (those
+# within a bound, :func:`format_rows`) and whether it holds inline bytes over the bound, left out
+IDS_PER_QUERY = 500  # ids a read of records by id asks for in one statement
 
 RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
 LISTED_RUN_FIELDS = [f for f in RUN_FIELDS if f not in UNLISTED]  # what listings read of a run
@@ -234,18 +237,36 @@ def get_artifact(conn: sa.Connection, artifacts: sa.Table, artifact_id: str) -> 
 
 
 def get_artifacts(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str]) -> list[ArtifactRecord]:
-    return select_records(conn, sa.select(artifacts).where(artifacts.c.id.in_(list(ids))), ArtifactRecord, ART_FIELDS)
+    """The records of those of these artifacts recorded, whole (each once; one query per :data:`IDS_PER_QUERY`)."""
+    wanted = list(dict.fromkeys(ids))
+    stmt = sa.select(artifacts)
+    return [record for i in range(0, len(wanted), IDS_PER_QUERY) for record in select_records(
+        conn, stmt.where(artifacts.c.id.in_(wanted[i:i + IDS_PER_QUERY])), ArtifactRecord, ART_FIELDS)]
 
 
 def artifact_formats(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str]) -> dict[str, Formats]:
     """``{id: (format, type_name, inline bytes)}`` of these artifacts (those recorded): what reading their values
-    takes, without the summaries (:func:`get_artifacts`, lighter; one query per 500 ids)."""
+    takes, without the summaries (:func:`get_artifacts`, lighter; one query per :data:`IDS_PER_QUERY` ids)."""
+    return {row[0]: (row[1], row[2], row[3]) for row in format_rows(conn, artifacts, ids)}
+
+
+def format_rows(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str],
+                inline_bytes: int | None = None) -> list[FormatRow]:
+    """:func:`artifact_formats` as rows (:data:`FormatRow`); ``inline_bytes``: inline bytes longer than this are
+    left out (None), the row saying they were (a record of a client's making: its inline bytes are bounded only by
+    its write's size), so that a row is never larger than this and its type name."""
     wanted = list(dict.fromkeys(ids))
     t = artifacts
-    out: dict[str, Formats] = {}
-    for i in range(0, len(wanted), 500):
-        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, t.c.inline).where(t.c.id.in_(wanted[i:i + 500]))
-        out.update((row[0], (row[1], row[2], row[3])) for row in conn.execute(stmt))
+    inline: sa.ColumnElement[Any] = t.c.inline
+    over: sa.ColumnElement[bool] = sa.false()
+    if inline_bytes is not None:
+        over = sa.func.coalesce(sa.func.length(t.c.inline) > inline_bytes, sa.false())
+        inline = sa.case((over, sa.null()), else_=t.c.inline)
+    out: list[FormatRow] = []
+    for i in range(0, len(wanted), IDS_PER_QUERY):
+        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, inline, over).where(
+            t.c.id.in_(wanted[i:i + IDS_PER_QUERY]))
+        out.extend((row[0], row[1], row[2], row[3], bool(row[4])) for row in conn.execute(stmt))
     return out
 
 

@@ -438,20 +438,35 @@ class SqlStore:
         return self._read(reads.get_artifact, self._arts, artifact_id)
 
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]:
-        return list(self.iter_artifacts(ids))
+        """The records of those of these artifacts recorded, whole, in a list (one query per
+        :data:`reads.IDS_PER_QUERY` ids; the server streams them instead: :meth:`iter_artifacts`)."""
+        return self._read(reads.get_artifacts, self._arts, ids)
 
     def iter_artifacts(self, ids: Iterable[str]) -> Iterator[ArtifactRecord]:
         """The recorded artifacts of these ids (each once), as the server streams them (``POST /store/artifacts``:
-        up to 10,000 ids of records others wrote): :data:`WHOLE_ARTIFACTS_BATCH` at a time, each batch on a
-        connection of its own, returned before its records are yielded, so never more than a batch of records is
-        held. The first batch is read at once (a database out of reach raises here, not midway through)."""
-        wanted = list(dict.fromkeys(ids))
-        first = self._read(reads.get_artifacts, self._arts, wanted[:WHOLE_ARTIFACTS_BATCH])
+        up to 10,000 ids of records others wrote): :data:`WHOLE_ARTIFACTS_BATCH` at a time
+        (:meth:`_batches`), so never more than a batch of records is held."""
+        return self._batches(reads.get_artifacts, ids, WHOLE_ARTIFACTS_BATCH)
 
-        def batches() -> Iterator[ArtifactRecord]:
+    def iter_artifact_formats(self, ids: Iterable[str], inline_bytes: int) -> Iterator[reads.FormatRow]:
+        """:func:`reads.format_rows` of these ids, as the server streams them (``POST /store/artifact_formats``):
+        inline bytes over ``inline_bytes`` left out (flagged), :data:`reads.IDS_PER_QUERY` rows at a time
+        (:meth:`_batches`), each row bounded by ``inline_bytes`` and its type name."""
+        return self._batches(lambda conn, arts, chunk: reads.format_rows(conn, arts, chunk, inline_bytes), ids,
+                             reads.IDS_PER_QUERY)
+
+    def _batches(self, read: Callable[[sa.Connection, sa.Table, list[str]], list[R]], ids: Iterable[str],
+                 size: int) -> Iterator[R]:
+        """``read(connection, artifacts, ids)`` of these ids (each once) ``size`` at a time, each batch on a
+        connection of its own, returned before its rows are yielded (a slow or gone reader holds no connection).
+        The first batch is read at once (a database out of reach raises here, not midway through)."""
+        wanted = list(dict.fromkeys(ids))
+        first = self._read(read, self._arts, wanted[:size])
+
+        def batches() -> Iterator[R]:
             yield from first
-            for i in range(WHOLE_ARTIFACTS_BATCH, len(wanted), WHOLE_ARTIFACTS_BATCH):
-                yield from self._read(reads.get_artifacts, self._arts, wanted[i:i + WHOLE_ARTIFACTS_BATCH])
+            for i in range(size, len(wanted), size):
+                yield from self._read(read, self._arts, wanted[i:i + size])
 
         return batches()
 

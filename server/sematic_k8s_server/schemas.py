@@ -232,6 +232,27 @@ class ArtifactIds(BaseModel):
     ids: list[Annotated[str, Field(pattern=SHA256)]] = Field(max_length=10_000)  # content ids, never free text
 
 
+class FormatIds(BaseModel):
+    model_config = STRICT
+
+    ids: list[Annotated[str, Field(pattern=SHA256)]] = Field(max_length=limits.FORMAT_IDS)
+
+
+class ArtifactFormat(BaseModel):
+    """What reading an artifact's value takes: its format and type, and its bytes when its record holds them."""
+
+    id: str
+    format: str
+    type_name: str
+    inline: str | None = Field(description=f"the bytes its record holds, in base64 (at most {limits.INLINE_BYTES:,})")
+    inline_large: bool = Field(description=f"its record holds more than {limits.INLINE_BYTES:,} bytes, left out "
+                                           "here: read it whole (POST /store/artifacts)")
+
+
+class ArtifactFormats(BaseModel):
+    items: list[ArtifactFormat]
+
+
 class CacheKeys(BaseModel):
     model_config = STRICT
 

@@ -40,7 +40,7 @@ TOKEN_ROUTES = tuple((method, re.compile(path)) for method, path in (  # all a d
     ("GET", r"/api/v1/runs"),
     ("GET", rf"/api/v1/runs/{_ID}(/logs)?"),
     ("GET", rf"/api/v1/artifacts/{_ID}(/data)?"),
-    ("POST", r"/api/v1/store/(write|artifacts|cached)"),
+    ("POST", r"/api/v1/store/(write|artifacts|artifact_formats|cached)"),
     ("GET", rf"/api/v1/store/(runs_of_root|cached|cancel_requested)/{_ID}"),
     ("POST", rf"/api/v1/store/take_over/{_ID}"),
 ))

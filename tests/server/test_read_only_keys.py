@@ -156,7 +156,8 @@ def test_every_route_but_get_refuses_a_read_only_key(served: Served) -> None:
         assert c.get(f"/api/v1/resolutions/{root}").status_code == 200
     assert ("POST", "/api/v1/store/write") in walked and ("POST", "/api/v1/api-keys") in walked, walked
     assert len(walked) + len(answered) >= 10, walked
-    assert sorted(answered) == [("POST", "/api/v1/store/artifacts"), ("POST", "/api/v1/store/cached")], answered
+    assert sorted(answered) == [("POST", "/api/v1/store/artifact_formats"), ("POST", "/api/v1/store/artifacts"),
+                                ("POST", "/api/v1/store/cached")], answered
     assert _as_recorded(served, root) == before
 
 

@@ -394,6 +394,7 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/store/runs_of_root/{root_id}": {"get"},
     "/api/v1/store/cached/{cache_key}": {"get"},
     "/api/v1/store/artifacts": {"post"},
+    "/api/v1/store/artifact_formats": {"post"},
     "/api/v1/store/cached": {"post"},
     "/api/v1/store/cancel_requested/{resolution_id}": {"get"},
     "/api/v1/store/take_over/{resolution_id}": {"post"},

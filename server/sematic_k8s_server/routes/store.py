@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -12,9 +13,10 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
+from sematic_k8s import limits
 from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
-from sematic_k8s.store.records import ArtifactRecord, Batch, RunRecord
+from sematic_k8s.store.records import Batch
 from sematic_k8s.store.texts import NulText
 from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
@@ -132,15 +134,21 @@ def runs_of_root(srv: Srv, caller: Caller, root_id: ResolutionId) -> StreamingRe
     body unended), which the client takes as a connection lost."""
     scopes.check_read(caller, root_id)
     # returned as it is: documented as the response_model (FastAPI documents no model for a StreamingResponse class)
-    return StreamingResponse(json_items(srv.store.iter_runs_of_root(root_id)), media_type="application/json")
+    return streamed(r.to_dict() for r in srv.store.iter_runs_of_root(root_id))
 
 
-def json_items(records: Iterator[RunRecord | ArtifactRecord]) -> Iterator[bytes]:
-    """``{"items": [...]}`` of the records' JSON forms, a record at a time (as JSONResponse writes JSON)."""
+def streamed(docs: Iterable[dict[str, Any]]) -> StreamingResponse:
+    """The answer ``{"items": [...]}`` of these documents, written as they come (:func:`json_items`)."""
+    return StreamingResponse(json_items(docs), media_type="application/json")
+
+
+def json_items(docs: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """``{"items": [...]}`` of these JSON documents (records' ``to_dict``), a document at a time (as JSONResponse
+    writes JSON)."""
     yield b'{"items":['
-    for i, record in enumerate(records):
-        doc = json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        yield (b"," if i else b"") + doc.encode()
+    for i, doc in enumerate(docs):
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        yield (b"," if i else b"") + text.encode()
     yield b"]}"
 
 
@@ -179,7 +187,23 @@ def artifacts(srv: Srv, body: schemas.ArtifactIds) -> StreamingResponse:
     """``{"items": [...]}``, the records of those of these ids recorded, streamed as they are read a batch at a time
     (:meth:`~sematic_k8s.store.sql.SqlStore.iter_artifacts`): a record's summary and inline bytes are bounded only
     by its write's size, and any key may ask for 10,000 ids. Was: the answer built whole, several times its size."""
-    return StreamingResponse(json_items(srv.store.iter_artifacts(body.ids)), media_type="application/json")
+    return streamed(a.to_dict() for a in srv.store.iter_artifacts(body.ids))
+
+
+@router.post("/artifact_formats", response_model=schemas.ArtifactFormats, openapi_extra=READ,
+             summary="The formats and types of the artifacts with these ids (no summaries)")
+def artifact_formats(srv: Srv, body: schemas.FormatIds) -> StreamingResponse:
+    """``{"items": [...]}``, what reading the values of those of these ids recorded takes (a driver's rerun reusing
+    thousands): each one's format, type and inline bytes, without its summary, read
+    :data:`~sematic_k8s.store.reads.IDS_PER_QUERY` ids a query and streamed
+    (:meth:`~sematic_k8s.store.sql.SqlStore.iter_artifact_formats`). Inline bytes over
+    :data:`~sematic_k8s.limits.INLINE_BYTES` (a record of a client's making) are left out, flagged ``inline_large``:
+    an item is never larger than that and its type name. The same callers as ``POST /store/artifacts``: any key (a
+    read-only one too) or resolution token."""
+    rows = srv.store.iter_artifact_formats(body.ids, limits.INLINE_BYTES)
+    return streamed({"id": art, "format": fmt, "type_name": type_name, "inline_large": large,
+                     "inline": None if inline is None else base64.b64encode(inline).decode()}
+                    for art, fmt, type_name, inline, large in rows)
 
 
 @router.get("/cancel_requested/{resolution_id}", response_model=schemas.CancelRequested,
