@@ -4,7 +4,8 @@ Deleted (or another Job of its name) while the driver runs, that Job was deleted
 restart or clean up after: :class:`~sematic_k8s.errors.DriverJobDeleted`, so the resolution ends and its workers'
 Jobs are deleted. The read is made by a daemon thread of its own, one at a time (:class:`OwnerCheck`), so that a
 Kubernetes API that does not answer holds that thread for the read's tries (3 x $SEMATIC_K8S_KUBE_TIMEOUT), not the
-loop (its watch events, its workers' ends, a cancel, its launches); the loop takes the read's result on its next pass.
+loop (its watch events, its workers' ends, a cancel, its launches); the loop takes the read's result on its next pass
+(a read ended by what is not an Exception too: a failed read, and the next one is made).
 A read that fails is said at debug level, and once per outage in a warning when the reads have failed for
 :data:`OWNER_UNREAD` seconds, then once when the Job is read again (by the loop, never by the thread). The executor's
 close or detach (:meth:`OwnerCheck.stop`) waits for a read under way :data:`STOP_WAIT` seconds at most: one held by a
@@ -87,22 +88,34 @@ class OwnerCheck:
             self._thread.join(STOP_WAIT)
 
     def _read(self, name: str, began: float) -> None:
-        """The thread: read Job ``name`` (its tries), its :class:`Read` to the loop."""
+        """The thread: read Job ``name`` (its tries), its :class:`Read` to the loop, which takes it and may read
+        again: one whatever ends the read (a failure that is not an Exception too, a SystemExit or an interrupt, told
+        as an Exception's is, then raised on), but when stopped (then no one takes it)."""
+        read: Read | None = None
+        try:
+            read = self._tried(name, began)
+        except BaseException as e:
+            read = Read(name, began, failed=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            if read is not None:
+                self._results.put(read)
+
+    def _tried(self, name: str, began: float) -> Read | None:
+        """Read Job ``name`` (its tries): the uid found (None: not found), why it failed, or None when stopped."""
         with stopped_by(self._halt):
             try:
                 job = self.kube.read_job(name, self.backoff)
             except RetriesStopped:  # stopped: no one takes it
-                return
+                return None
             except ApiException as e:
                 if e.status != 404:  # busy, or not allowed: the watches go on; asked again later
-                    self._results.put(Read(name, began, failed=f"{e.status} {api_message(e)}"))
-                    return
+                    return Read(name, began, failed=f"{e.status} {api_message(e)}")
                 job = None
             except Exception as e:  # noqa: BLE001 - unreachable for now: said once if it lasts (_unread)
-                self._results.put(Read(name, began, failed=f"{type(e).__name__}: {e}"))
-                return
+                return Read(name, began, failed=f"{type(e).__name__}: {e}")
         uid = job.metadata.uid if job is not None and job.metadata is not None else None
-        self._results.put(Read(name, began, uid=uid))
+        return Read(name, began, uid=uid)
 
     def _judge(self, read: Read, uid: str) -> None:
         """The loop takes ``read``: a failure said as :meth:`_unread` says it; the Job read again said if its outage
