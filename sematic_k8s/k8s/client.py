@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
-from urllib3.util.timeout import _DEFAULT_TIMEOUT
+from urllib3.util.timeout import Timeout
 
 from sematic_k8s.errors import CallStopped, KubernetesForbidden, KubernetesUnanswered, KubernetesUnauthorized
 from sematic_k8s.retries import RetriesStopped, check_stopped, pause, stopped_by
@@ -87,7 +87,8 @@ def _connect_told(address: tuple[str, int], timeout: Any, source_address: tuple[
                   options: Any, stop: Stop) -> socket.socket:
     """urllib3's ``create_connection`` (each of the host's addresses tried in turn), each socket told to ``stop``
     before its connect: set, it ends a connect under way (the socket shut down, the connect fails at once), or
-    refuses one (:class:`CallStopped`)."""
+    refuses one (:class:`CallStopped`). A copy of urllib3 2.x's (pinned ``<3``): a change of that function fails
+    ``tests/k8s/test_urllib3_copy.py`` (re-check this copy against the new one, then update the test's digest)."""
     host, port = address
     err: OSError | None = None
     for af, socktype, proto, _, sa in socket.getaddrinfo(host.strip("[]"), port, allowed_gai_family(),
@@ -96,7 +97,7 @@ def _connect_told(address: tuple[str, int], timeout: Any, source_address: tuple[
         try:
             for option in options or ():
                 sock.setsockopt(*option)
-            if timeout is not _DEFAULT_TIMEOUT:
+            if timeout is not Timeout.DEFAULT_TIMEOUT:  # urllib3's token for the socket's default
                 sock.settimeout(timeout)
             if source_address:
                 sock.bind(source_address)
