@@ -182,8 +182,24 @@ def test_a_log_not_utf8_read_through_a_server_is_its_bytes(tmp_path: Path) -> No
             while offset < len(stored):
                 r = c.get(f"/api/v1/runs/{f.id}/logs", params={"offset": offset, "limit": limit})
                 assert r.status_code == 200 and int(r.headers["x-log-start"]) == offset, (limit, offset)
+                utf8 = _is_utf8(r.content)  # charset=utf-8 only for bytes that are (was: for any)
+                assert r.headers["content-type"] == ("text/plain; charset=utf-8" if utf8 else "text/plain"), r.content
                 got, offset = got + r.content, int(r.headers["x-log-next"])
             assert got == stored, limit
+        whole = c.get(f"/api/v1/runs/{f.id}/logs")
+        assert whole.content == stored and whole.headers["content-type"] == "text/plain"
+        utf8 = silent()
+        utf8.resolve(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))
+        LocalStorage(tmp_path / "storage").append(log_key(utf8.id), "caf\u00e9 \u2713\n".encode())
+        assert c.get(f"/api/v1/runs/{utf8.id}/logs").headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("command", ["resolutions", "runs"])

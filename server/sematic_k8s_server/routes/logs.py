@@ -34,7 +34,8 @@ def get_logs(srv: Srv, caller: Caller, run_id: RunId,
                  "instead of offset and limit: the last this many bytes (from the start of a line)"))] = None,
              ) -> PlainTextResponse:
     """The log from byte ``offset`` on, at most ``limit`` bytes (or its last ``tail`` bytes), cut at whole UTF-8
-    characters, as stored (bytes that are not UTF-8 too: the CLI prints them as they are). Headers: ``X-Log-Size``
+    characters, as stored (bytes that are not UTF-8 too: the CLI prints them as they are), ``text/plain`` with
+    ``charset=utf-8`` only when they are UTF-8. Headers: ``X-Log-Size``
     the whole log's size in bytes, ``X-Log-Start`` where the text starts, ``X-Log-Next`` the offset to ask for next
     (the size once all is read); ``X-Log-Kept: resolver-home`` when no log is here because its resolution's
     LocalResolver keeps its logs in its own home (it recorded through a server)."""
@@ -55,8 +56,20 @@ def get_logs(srv: Srv, caller: Caller, run_id: RunId,
     before = part.data[:max(0, min(back, offset - part.start))]
     part = Part(part.start + len(before), part.data[len(before):], part.size)
     start, data = whole_characters(part, from_a_line=tail is not None, before=None if tail else before)
-    return PlainTextResponse(data, headers={
-        SIZE_HEADER: str(part.size), START_HEADER: str(start), NEXT_HEADER: str(start + len(data)), **headers})
+    return PlainTextResponse(data, headers={  # its Content-Type as given: Starlette would add a charset to any text/
+        "Content-Type": media_type(data), SIZE_HEADER: str(part.size), START_HEADER: str(start),
+        NEXT_HEADER: str(start + len(data)), **headers})
+
+
+def media_type(data: bytes) -> str:
+    """``text/plain; charset=utf-8`` for bytes that are UTF-8, else ``text/plain`` naming no charset (a log is the
+    bytes its run wrote: the CLI writes them as they are, the dashboard's fetch decodes them as UTF-8, each bad byte
+    as U+FFFD, whatever the header says)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return "text/plain"
+    return "text/plain; charset=utf-8"
 
 
 def whole_characters(part: Part, *, from_a_line: bool, before: bytes | None = None) -> tuple[int, bytes]:
