@@ -13,7 +13,12 @@ The relay stops at the driver's end, not at its streams' (a process the driver l
 container up). A signal the container gets (``docker stop``'s SIGTERM, ``docker kill -s``) is passed on to the driver
 when the driver has a handler for it, as it reached the driver in the relay's place (a container's first process gets
 only the signals it handles): Python's SIGINT, a pipeline's own SIGTERM handler. One it does not handle is dropped, as
-then (SIGTERM still waits for ``docker stop``'s SIGKILL); the container's SIGKILL ends both.
+then (SIGTERM still waits for ``docker stop``'s SIGKILL); the container's SIGKILL ends both. A signal sent as the
+container starts is held (blocked: the container's command blocks every signal first, see
+:data:`~sematic_k8s.specs.DOCKER_DRIVER_COMMAND`) until the relay's handlers are set and the driver runs, then passed on
+or dropped as a later one (was: Python's SIGINT, before the handlers, ended the relay and the container). Not closed:
+a SIGINT sent in the interpreter's own start, after it set its handler and before the command's first line (a few
+ms), ends it; before that handler, the kernel ignores it (a container's first process).
 """
 
 from __future__ import annotations
@@ -33,14 +38,22 @@ PASSED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.S
 
 
 def main() -> int:
+    signal.pthread_sigmask(signal.SIG_BLOCK, PASSED)  # (blocked already by the container's command) until handled
     child = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, bufsize=0)
+                             stderr=subprocess.PIPE, bufsize=0, preexec_fn=unblocked)
     for sig in PASSED:
         signal.signal(sig, lambda signum, _: pass_on(child, signum))
+    unblocked()  # a signal sent meanwhile is handled now: passed on, or dropped, as any later one
     assert child.stdout is not None and child.stderr is not None
     relay({child.stdout.fileno(): 1, child.stderr.fileno(): 2}, child)
     code = child.wait()
     return 128 - code if code < 0 else code
+
+
+def unblocked() -> None:
+    """No signal blocked: the relay's once its handlers are set, and the driver's from its start (a child inherits its
+    parent's mask), as a container's first process starts."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def pass_on(child: subprocess.Popen[bytes], signum: int) -> None:

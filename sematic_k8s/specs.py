@@ -30,9 +30,16 @@ DRIVER_MODULE = "sematic_k8s.driver"  # started with python -m, in a container, 
 WORKER_MODULE = "sematic_k8s.worker"
 DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
 # a Docker driver container's: the driver under a relay that ends its unended last lines (see driver_relay); in an
-# image made before the relay (a rerun of an older resolution), the driver alone, as it was started then
-DOCKER_DRIVER_COMMAND = ("python", "-c", "try:\n from sematic_k8s.driver_relay import main\n"
+# image made before the relay (a rerun of an older resolution), the driver alone, as it was started then. Every signal
+# is blocked first (by the built-in _signal: the signal module imports enum, functools ...; site's import after it:
+# -S), until the relay's handlers are set and the driver runs, so that none sent as the container starts ends the
+# relay (a container's first process gets the signals it handles: Python's SIGINT)
+DOCKER_DRIVER_COMMAND = ("python", "-S", "-c",
+                         "import _signal\n_signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())\n"
+                         "import site\nsite.main()\n"
+                         "try:\n from sematic_k8s.driver_relay import main\n"
                          "except ModuleNotFoundError as e:\n if e.name != 'sematic_k8s.driver_relay': raise\n"
+                         " _signal.pthread_sigmask(_signal.SIG_SETMASK, ())\n"
                          " import runpy; runpy.run_module('sematic_k8s.driver', run_name='__main__', alter_sys=True)\n"
                          "else:\n raise SystemExit(main())\n")
 WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
