@@ -1,5 +1,5 @@
-"""Shared fixtures: a throwaway PostgreSQL cluster (Debian's package) on 127.0.0.1; the stores a test opened, closed
-after it; ``--fd-report`` (tests/support/fd_report.py)."""
+"""Shared fixtures: a throwaway PostgreSQL cluster (Debian's package) on 127.0.0.1; a server's store on SQLite in the
+test's folder; the stores a test opened, closed after it; ``--fd-report`` (tests/support/fd_report.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fd_report import FdReport
 from pgcluster import create_database, pg_bin, postgres_cluster
 from sematic_k8s import store as sql_stores
 from sematic_k8s.store import http as http_stores
+from sematic_k8s.store.sql import SqlStore
 
 # Image builds fetch their wheels with pip from the package index (once per requirement set, then cached). A
 # connection that stalls is given up and tried again after 20 s, not after this machine's 180 s default
@@ -72,3 +73,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
         return request.getfixturevalue("postgres_url")
     return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
+    """A server's store (``sematic_k8s_server.db.open_store``) on SQLite, ``tmp_path/db.sqlite3``; closed after."""
+    from sematic_k8s_server.db import open_store  # the server's package: imported by the tests that use it
+
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        yield store
+    finally:
+        store.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +16,7 @@ pytest.importorskip("kubernetes")
 from kube_model import Cluster, NodeSpec  # noqa: E402
 from outages import ThrottlingProxy  # noqa: E402
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow  # noqa: E402
-from sematic_k8s.store.sql import SqlStore  # noqa: E402
 from sematic_k8s_server.config import RerunConfig, ServerConfig  # noqa: E402
-from sematic_k8s_server.db import open_store  # noqa: E402
 from sematic_k8s_server.token_secrets import LeftTokens  # noqa: E402
 from serving import serve, wait_for, write_through_api  # noqa: E402
 
@@ -28,16 +24,7 @@ NS = "sk-runs"
 LIST = f"GET /api/v1/namespaces/{NS}/secrets?".encode()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-def test_an_api_failing_for_several_passes_is_said_once(store, monkeypatch, caplog) -> None:
+def test_an_api_failing_for_several_passes_is_said_once(sqlite_store, monkeypatch, caplog) -> None:
     """Four passes whose list of Secrets the API answers 500, then one it answers: one warning in all, the
     sweeper's (what failed, that the next sweep tries again); none of a retry within a pass (the next sweep is its
     retry). Was: a "retrying" warning at every pass, the log of an outage growing with each sweep."""
@@ -46,7 +33,7 @@ def test_an_api_failing_for_several_passes_is_said_once(store, monkeypatch, capl
                                 status=500, code="")
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
         caplog.set_level(logging.INFO)
-        tokens = LeftTokens(store, NS)
+        tokens = LeftTokens(sqlite_store, NS)
         try:
             for n in range(1, 5):
                 tokens.wake()
@@ -68,7 +55,7 @@ def test_an_api_failing_for_several_passes_is_said_once(store, monkeypatch, capl
 
 
 @pytest.mark.parametrize("meanwhile", ["deleted", "made again, owned"])
-def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(store, monkeypatch, caplog,
+def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(sqlite_store, monkeypatch, caplog,
                                                                               meanwhile) -> None:
     """An unowned token Secret past its grace, its resolution not recorded here: listed, its delete held by the proxy
     while someone else deletes it (and, in the second case, a launch makes it again, owned by an object): the delete,
@@ -92,7 +79,7 @@ def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
         monkeypatch.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
         caplog.set_level(logging.INFO)
-        tokens = LeftTokens(store, NS)
+        tokens = LeftTokens(sqlite_store, NS)
         try:
             tokens.wake()
             wait_for(lambda: proxy.held == 1, 60, what="the sweeper's delete held")
@@ -120,7 +107,7 @@ def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_an_api_not_there_is_said_refused_not_unanswered(store, monkeypatch, caplog) -> None:
+def test_an_api_not_there_is_said_refused_not_unanswered(sqlite_store, monkeypatch, caplog) -> None:
     """Nothing listening at the API's address (an API server down, a wrong $SEMATIC_K8S_KUBE_HOST): the sweeper's
     warning says it could not be reached and what the system said (connection refused), at once. Was: "did not
     answer within 60 s ... a network partition": urllib3's refusal is a ConnectTimeoutError by class."""
@@ -129,7 +116,7 @@ def test_an_api_not_there_is_said_refused_not_unanswered(store, monkeypatch, cap
         port = s.getsockname()[1]
     monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", f"http://127.0.0.1:{port}")
     caplog.set_level(logging.INFO)
-    tokens = LeftTokens(store, NS)
+    tokens = LeftTokens(sqlite_store, NS)
     try:
         tokens.wake()
         said = wait_for(lambda: [r.getMessage() for r in caplog.records if r.name == "sematic_k8s_server"], 60,
@@ -169,7 +156,7 @@ def test_a_pass_the_api_never_answers_holds_no_other_sweep(tmp_path, monkeypatch
             proxy.close()
 
 
-def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted(store, monkeypatch) -> None:
+def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted(sqlite_store, monkeypatch) -> None:
     """120 token Secrets left owned by nothing (their resolutions not recorded here), 10 owned by an object and 10 of a
     resolution still running, read 50 at a time (``PAGE``): one pass deletes exactly the 120, each list asked for at
     most 50 (limit) and the next page by its continue token. Was: one list of every Secret in the namespace."""
@@ -186,7 +173,7 @@ def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted
     for res_id in running:
         batch.add_resolution(ResolutionRecord(id=res_id, root_func_path="pipes:pipeline", state="running",
                                               created_at=utcnow(), heartbeat_at=utcnow()))
-    store.write(batch)
+    sqlite_store.write(batch)
     with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=[NS]) as cluster:
         admin = make_api_client(cluster.proxy())
         core = client.CoreV1Api(admin)
@@ -199,7 +186,7 @@ def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted
             core.create_namespaced_secret(NS, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels, **(
                 {"ownerReferences": owned} if kind == "owned" else {})}})
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
-        tokens = LeftTokens(store, NS)
+        tokens = LeftTokens(sqlite_store, NS)
         try:
             deleted = tokens.sweep()
         finally:

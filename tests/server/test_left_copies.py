@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,20 +25,10 @@ from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server.copies import MAX_BACKOFF, LeftCopies
-from sematic_k8s_server.db import open_store
 from sematic_k8s_server.storages import Storages
 
 SWEEP = 10.0  # seconds between sweeps (the sweeper's longest): an hour is 360 of them
 LISTING = b"list-type=2"  # in the head of S3's ListObjectsV2 request
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture
@@ -73,7 +62,7 @@ def said(caplog: pytest.LogCaptureFixture, res_id: str, words: str) -> list[str]
 
 @pytest.mark.parametrize("refusing", ["the listing", "the deletes"])
 def test_a_storage_refusing_the_copies_is_tried_again_less_and_less_often_and_said_once_with_what_to_do(
-        store: SqlStore, s3: tuple[str, str], caplog: pytest.LogCaptureFixture, refusing: str) -> None:
+        sqlite_store: SqlStore, s3: tuple[str, str], caplog: pytest.LogCaptureFixture, refusing: str) -> None:
     """Fourteen sweeps against a bucket that refuses the listing (or the deletes) for good: tried at the 1st, 3rd,
     6th and 11th (1, 2, then 4 sweeps skipped, doubling), 4 tries where there were 14; said once, naming the
     permissions and what to do, the mark kept. Once the bucket lets the server (its policy fixed), the next try deletes
@@ -87,8 +76,8 @@ def test_a_storage_refusing_the_copies_is_tried_again_less_and_less_often_and_sa
     try:
         through = S3Storage(bucket, "runs", endpoint_url=proxy.url, region="us-east-1", retry_window=1)
         direct = S3Storage(bucket, "runs", endpoint_url=endpoint, region="us-east-1")
-        res_id, key = dead_with_a_copy(store, through, direct)
-        copies = LeftCopies(store, Storages(through), every=SWEEP)
+        res_id, key = dead_with_a_copy(sqlite_store, through, direct)
+        copies = LeftCopies(sqlite_store, Storages(through), every=SWEEP)
         tried = []
         for _ in range(14):
             before = proxy.throttled
@@ -96,7 +85,7 @@ def test_a_storage_refusing_the_copies_is_tried_again_less_and_less_often_and_sa
             tried.append(proxy.throttled > before)
         assert [i + 1 for i, t in enumerate(tried) if t] == [1, 3, 6, 11], tried
         assert proxy.throttled == 4
-        assert direct.exists(key) and store.tasks_left() == [res_id]  # kept, marked: tried again later
+        assert direct.exists(key) and sqlite_store.tasks_left() == [res_id]  # kept, marked: tried again later
         lines = said(caplog, res_id, "could not delete")
         assert len(lines) == 1, lines
         assert "AccessDenied" in lines[0] and "s3:ListBucket, s3:DeleteObject" in lines[0], lines[0]
@@ -108,17 +97,18 @@ def test_a_storage_refusing_the_copies_is_tried_again_less_and_less_often_and_sa
             sweeps += 1
             assert sweeps <= 8, "not tried again within its backoff"
             copies.sweep()
-        assert store.tasks_left() == [] and copies.backoffs == {}
+        assert sqlite_store.tasks_left() == [] and copies.backoffs == {}
         assert len(said(caplog, res_id, "deleted 1 stored task")) == 1
     finally:
         proxy.close()
     assert copies.most_skipped == MAX_BACKOFF / SWEEP == 360
-    assert LeftCopies(store, Storages(through), every=1800).most_skipped == 2  # sweeps half an hour apart: 1, 2, 2 ...
+    # sweeps half an hour apart: 1, 2, 2 ...
+    assert LeftCopies(sqlite_store, Storages(through), every=1800).most_skipped == 2
 
 
 @pytest.mark.parametrize("outage", ["connections refused", "connections dropped"])
 def test_a_storage_out_of_reach_is_tried_again_at_every_sweep_and_its_copies_go_once_it_is_back(
-        store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        sqlite_store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         outage: str) -> None:
     """S3 out of reach past the storage's 1 s retry window, its connections refused (a private S3 server stopped) or
     dropped (a proxy before S3 closing each), is an outage, not a refusal: tried at each of five sweeps (each try's
@@ -131,20 +121,20 @@ def test_a_storage_out_of_reach_is_tried_again_at_every_sweep_and_its_copies_go_
             direct, through = (
                 S3Storage("sk-out-of-reach", "runs", endpoint_url=url, region="us-east-1", retry_window=1)
                 for url in (server.endpoint, server.endpoint if proxy is None else proxy.url))
-            res_id, key = dead_with_a_copy(store, through, direct)
-            copies = LeftCopies(store, Storages(through), every=SWEEP)
+            res_id, key = dead_with_a_copy(sqlite_store, through, direct)
+            copies = LeftCopies(sqlite_store, Storages(through), every=SWEEP)
             server.stop() if proxy is None else proxy.drop()
             for sweep in range(1, 6):
                 dropped = proxy.dropped if proxy is not None else 0
                 assert copies.sweep() == []
                 assert len(tries(caplog, res_id)) == sweep  # tried
                 assert proxy is None or proxy.dropped > dropped
-            assert copies.backoffs == {} and store.tasks_left() == [res_id]
+            assert copies.backoffs == {} and sqlite_store.tasks_left() == [res_id]
             lines = said(caplog, res_id, "could not delete")
             assert len(lines) == 1 and lines[0].endswith("tried again at the next sweep"), lines
             server.start() if proxy is None else proxy.drop(False)
             assert copies.sweep() == [res_id]
-            assert not direct.exists(key) and store.tasks_left() == []
+            assert not direct.exists(key) and sqlite_store.tasks_left() == []
         finally:
             if proxy is not None:
                 proxy.close()
@@ -156,7 +146,7 @@ def tries(caplog: pytest.LogCaptureFixture, res_id: str) -> list[str]:
 
 
 def test_copies_whose_sweep_s3_stopped_midway_are_all_deleted_by_the_next_sweepers_at_once(
-        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        sqlite_store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three copies; the sweep's first delete lands, then S3 stops before its answer (a private S3 server stopped:
     its later deletes refused past the 1 s retry window): the sweep fails, the mark kept, the copies not deleted still
     there. S3 started again, two sweepers at once (a server started again after one killed mid-sweep, and a replica):
@@ -166,21 +156,21 @@ def test_copies_whose_sweep_s3_stopped_midway_are_all_deleted_by_the_next_sweepe
         try:
             direct, through = (S3Storage("sk-midway", "runs", endpoint_url=url, region="us-east-1", retry_window=1)
                                for url in (server.endpoint, proxy.url))
-            res_id, key = dead_with_a_copy(store, through, direct)
+            res_id, key = dead_with_a_copy(sqlite_store, through, direct)
             keys = [key] + [f"tasks/{res_id}/{new_id()}/1/{c * 64}.json" for c in "bc"]
             for k in keys[1:]:
                 direct.put(k, b"{}")
             direct.put("artifacts/ab/kept", b"{}")  # not a copy: never deleted
             proxy.lose_answer(b"DELETE ", meanwhile=server.stop)
-            assert LeftCopies(store, Storages(through), every=SWEEP).sweep() == []
-            assert proxy.lost == 1 and store.tasks_left() == [res_id]
+            assert LeftCopies(sqlite_store, Storages(through), every=SWEEP).sweep() == []
+            assert proxy.lost == 1 and sqlite_store.tasks_left() == [res_id]
             server.start()
             assert sum(direct.exists(k) for k in keys) == 2  # one deleted before S3 stopped
-            sweepers = [LeftCopies(store, Storages(through), every=SWEEP) for _ in range(2)]
+            sweepers = [LeftCopies(sqlite_store, Storages(through), every=SWEEP) for _ in range(2)]
             with ThreadPoolExecutor(2) as pool:
                 done = list(pool.map(lambda c: c.sweep(), sweepers))
             assert [res_id] in done, done
             assert not any(direct.exists(k) for k in keys) and direct.exists("artifacts/ab/kept")
-            assert store.tasks_left() == []
+            assert sqlite_store.tasks_left() == []
         finally:
             proxy.close()
