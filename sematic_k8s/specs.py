@@ -31,11 +31,12 @@ WORKER_MODULE = "sematic_k8s.worker"
 DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
 # a Docker driver container's: the driver under a relay that ends its unended last lines (see driver_relay); in an
 # image made before the relay (a rerun of an older resolution), the driver alone, as it was started then. Every signal
-# is blocked first (by the built-in _signal: the signal module imports enum, functools ...; site's import after it:
-# -S), until the relay's handlers are set and the driver runs, so that none sent as the container starts ends the
+# is blocked first (by CPython's built-in _signal: the signal module imports enum, functools ...; site's import after
+# it: -S), until the relay's handlers are set and the driver runs, so that none sent as the container starts ends the
 # relay (a container's first process gets the signals it handles: Python's SIGINT)
 DOCKER_DRIVER_COMMAND = ("python", "-S", "-c",
-                         "import _signal\n_signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())\n"
+                         "try:\n import _signal\nexcept ImportError:\n import signal as _signal\n"
+                         "_signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())\n"
                          "import site\nsite.main()\n"
                          "try:\n from sematic_k8s.driver_relay import main\n"
                          "except ModuleNotFoundError as e:\n if e.name != 'sematic_k8s.driver_relay': raise\n"
