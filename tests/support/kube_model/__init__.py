@@ -2,7 +2,8 @@
 to over HTTP(S), with the control plane and kubelets behind it. Production code never imports this package.
 
 - :mod:`~kube_model.api`, :mod:`~kube_model.apiserver`: object semantics (metadata, defaulting, validation,
-  admission, concurrency, finalizers, pagination) and HTTP (routing, RBAC, watches, logs, faults, request log).
+  admission, concurrency, finalizers, pagination) and HTTP (routing, RBAC, watches, logs, faults, request log);
+  :mod:`~kube_model.negotiation`: ``Accept`` (answers as objects or as their metadata only, 406 otherwise).
 - :mod:`~kube_model.rbac`, :mod:`~kube_model.admission`, :mod:`~kube_model.limitranges`: tokens and RBAC;
   ServiceAccount, Pod Security and ResourceQuota admission; LimitRange (its defaults and refusals of pods).
 - :mod:`~kube_model.quantity`, :mod:`~kube_model.canonical`: resource quantities as apimachinery parses and

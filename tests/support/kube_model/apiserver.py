@@ -26,6 +26,7 @@ from kube_model import validation
 from kube_model.api import DeleteOptions, ListOptions, Result
 from kube_model.errors import ApiError, Warnings, bad_request, gone, internal, method_not_supported, not_found
 from kube_model.meta import fields_match, labels_match, parse_field_selector, parse_label_selector, stamp
+from kube_model.negotiation import Target, negotiate, partial, transform
 from kube_model.quantity import Number
 from kube_model.rbac import Attributes, User
 from kube_model.resources import REVIEWS, ResourceType
@@ -61,6 +62,8 @@ class Request:
     namespace: str = ""
     name: str = ""
     status: int = 0
+    kind: str = ""  # a list's answer: its kind (PartialObjectMetadataList when its metadata only was asked for)
+    item_fields: frozenset[str] = frozenset()  # the fields of its items (data, spec, metadata ...), all together
 
     @property
     def resource_path(self) -> str:
@@ -125,8 +128,9 @@ class Route:
 class WatchStream:
     """One open watch: a queue of store changes, filtered, written as JSON lines."""
 
-    def __init__(self, server: ApiServer, request: web.Request, route: Route, query: dict[str, str]) -> None:
-        self.server, self.request, self.route, self.query = server, request, route, query
+    def __init__(self, server: ApiServer, request: web.Request, route: Route, query: dict[str, str],
+                 target: Target) -> None:
+        self.server, self.request, self.route, self.query, self.target = server, request, route, query, target
         self.queue: asyncio.Queue[Change | str] = asyncio.Queue()
         self.labels = parse_label_selector(query.get("labelSelector"))
         self.fields = parse_field_selector(query.get("fieldSelector"), set(route.rt.fields))
@@ -157,7 +161,12 @@ class WatchStream:
             kind = ""
         if not kind:
             return None
-        return {"type": kind, "object": self.server.cluster.api.view(self.route.rt, change.obj)}
+        return {"type": kind, "object": self.view(change.obj)}
+
+    def view(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """An object as this watch sends it: whole, or its metadata (``as=PartialObjectMetadata``)."""
+        seen = self.server.cluster.api.view(self.route.rt, obj)
+        return partial(seen, self.target) if self.target.kind == "PartialObjectMetadata" else seen
 
     async def write(self, event: dict[str, Any]) -> None:
         assert self.response is not None
@@ -195,7 +204,7 @@ class WatchStream:
         else:
             for obj in store.items(self.route.rt.key, self.route.namespace):
                 if self.matches(obj):
-                    backlog.append({"type": "ADDED", "object": self.server.cluster.api.view(self.route.rt, obj)})
+                    backlog.append({"type": "ADDED", "object": self.view(obj)})
         if not expired:
             store.listeners.append(self.listener)
         self.response = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
@@ -465,19 +474,30 @@ class ApiServer:
         api = self.cluster.api
         ns = route.namespace or ""
         dry = query.get("dryRun") == "All"
+        # the answer's form (a pod's log is text, negotiated apart); the calls that change objects answer JSON here
+        target = negotiate(request.headers.get("Accept")) if verb in ("list", "watch", "get") and route.sub != "log" \
+            else Target()
         if verb in ("list", "watch", "deletecollection"):
             validation.list_options(query, watch=verb == "watch")
         if verb == "watch":
-            return await WatchStream(self, request, route, query).serve()
+            if target.kind == "PartialObjectMetadataList":  # each event's object is not a list: 406
+                transform({"kind": rt.kind}, target, is_list=False, group=rt.group)
+            return await WatchStream(self, request, route, query, target).serve()
         if verb == "list":
-            return self._json(api.list(rt, route.namespace, ListOptions(
+            listed = api.list(rt, route.namespace, ListOptions(
                 query.get("labelSelector"), query.get("fieldSelector"),
                 int(query["limit"]) if query.get("limit") else None, query.get("continue") or None,
-                query.get("resourceVersion"), query.get("resourceVersionMatch"))))
+                query.get("resourceVersion"), query.get("resourceVersionMatch")))
+            listed.body = transform(listed.body, target, is_list=True, group=rt.group)
+            r.kind = str(listed.body.get("kind"))
+            r.item_fields = frozenset(k for item in listed.body.get("items") or [] for k in item)
+            return self._json(listed)
         if verb == "get":
             if route.sub == "log":
                 return await self.logs(route, query)
-            return self._json(api.get(rt, ns, route.name))
+            got = api.get(rt, ns, route.name)
+            got.body = transform(got.body, target, is_list=False, group=rt.group)
+            return self._json(got)
         body = await self._body(request)
         if verb == "create":
             if f"{rt.plural}.{rt.group}" in REVIEWS:
