@@ -63,6 +63,7 @@ WORKER_SERVICE_ACCOUNT_ENV = "SEMATIC_K8S_WORKER_SERVICE_ACCOUNT"  # the workers
 STORAGE_SECRET_ENV = "SEMATIC_K8S_STORAGE_SECRET"  # the Secret holding S3 credentials for pods (also a key)
 DRIVER_START_GRACE_ENV = "SEMATIC_K8S_DRIVER_START_GRACE"  # seconds a driver pod may stay uncreated/unstarted (60)
 TOKEN_SECRET_GRACE_ENV = "SEMATIC_K8S_TOKEN_SECRET_GRACE"  # seconds an unowned token Secret is left (600)
+TOKEN_SWEEP_NAMESPACES_ENV = "SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES"  # more namespaces the server sweeps (comma-separated)
 KUBE_TIMEOUT_ENV = "SEMATIC_K8S_KUBE_TIMEOUT"  # seconds a Kubernetes API call may go unanswered (60; connect: 10)
 
 # -- faults (DESIGN.md "Faults") ----------------------------------------------------------------------------

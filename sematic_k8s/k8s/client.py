@@ -425,6 +425,24 @@ def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, *
     raise AssertionError("unreachable")
 
 
+# The answer of a list as its objects' metadata only (https://kubernetes.io/docs/reference/using-api/api-concepts/
+# #receiving-resources-as-tables: a PartialObjectMetadataList): a Secret's data is never sent.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def list_metadata(list_fn: Callable[..., Any], namespace: str, selector: str, limit: int, token: str | None,
+                  backoff: Backoff | None = None) -> dict[str, Any]:
+    """One page (``limit`` at most, the next after ``token``) of the objects ``selector`` picks in ``namespace`` by
+    ``list_fn`` (a ``list_namespaced_*`` of the client), their metadata only, as the API server's JSON: a
+    PartialObjectMetadataList, its ``items`` each with ``metadata`` alone."""
+    kwargs: dict[str, Any] = {"label_selector": selector, "limit": limit, "_preload_content": False,
+                              "_headers": {"Accept": METADATA_LIST}}
+    if token:
+        kwargs["_continue"] = token
+    resp: Any = api_call(list_fn, namespace, backoff=backoff, **kwargs)
+    return json.loads(resp.data)
+
+
 class TokenBucket:
     """At most ``rate`` acquisitions per second on average, bursts of ``burst``; thread-safe."""
 

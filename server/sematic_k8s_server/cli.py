@@ -315,7 +315,9 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
                                concurrency=params["rerun_concurrency"], queue=params["rerun_queue"],
                                token_lifetime=dt.timedelta(hours=params["token_max_hours"])),
             allowed_storages=tuple(u for u in os.environ.get(settings.STORAGE_ALLOW_ENV, "").split(",") if u.strip()),
-            cache_trusted_keys=tuple(params.get("cache_trusted_keys", ())), actions_by=params.get("actions_by", TEAM))
+            cache_trusted_keys=tuple(params.get("cache_trusted_keys", ())), actions_by=params.get("actions_by", TEAM),
+            token_sweep_namespaces=tuple(dict.fromkeys(
+                n.strip() for n in os.environ.get(settings.TOKEN_SWEEP_NAMESPACES_ENV, "").split(",") if n.strip())))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 

@@ -22,6 +22,7 @@ UNOWNED = "(unowned)"  # in cache_trusted_keys: the runs recorded before owners 
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*"  # an image repository: [registry[:port]/]path
+NAMESPACE = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # a Kubernetes namespace name (an RFC 1123 label)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class ServerConfig:
     look-ups may hit (besides its own); :data:`UNOWNED` trusts the runs recorded before owners were
     (:mod:`~sematic_k8s_server.cache_trust`). ``actions_by``: :data:`TEAM` (any user or admin key cancels, re-runs,
     continues, labels and notes any resolution) or :data:`OWNER` (a user key only the resolutions it recorded, an
-    admin key any: :func:`~sematic_k8s_server.scopes.action_refusal`)."""
+    admin key any: :func:`~sematic_k8s_server.scopes.action_refusal`). ``token_sweep_namespaces``: namespaces, besides
+    the rerun namespace, whose drivers' token Secrets left owned by nothing the server deletes
+    (:mod:`~sematic_k8s_server.token_secrets`; where CloudResolvers launch drivers): the server's, never a record's."""
 
     api_keys_required: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -83,6 +86,7 @@ class ServerConfig:
     allowed_storages: tuple[str, ...] = ()
     cache_trusted_keys: tuple[str, ...] = ()
     actions_by: str = TEAM
+    token_sweep_namespaces: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -95,6 +99,11 @@ class ServerConfig:
             raise ValueError(f"the request body timeout must be more than 0 seconds, got {self.body_timeout}")
         if self.max_streams_per_key < 1:
             raise ValueError(f"the live-event streams per API key must be at least 1, got {self.max_streams_per_key}")
+        for namespace in self.token_sweep_namespaces:
+            if not re.fullmatch(NAMESPACE, namespace):
+                raise ValueError(f"namespace {namespace!r} in ${settings.TOKEN_SWEEP_NAMESPACES_ENV}: give namespace "
+                                 "names (at most 63 lowercase letters, digits and '-', starting and ending with a "
+                                 "letter or digit), separated by commas")
         if self.actions_by not in ACTIONS_BY:
             raise ValueError(f"actions by {self.actions_by!r}: give {' or '.join(ACTIONS_BY)} (--actions-by, "
                              f"${settings.ACTIONS_BY_ENV})")

@@ -48,9 +48,10 @@ class Server:
         self.write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         every = sweep_interval()
         self.copies = LeftCopies(store, self.storages, every=every)  # task copies left by resolutions marked dead
-        reruns_config = config.reruns
-        self.tokens = (LeftTokens(store, reruns_config.executor_settings.get("namespace"))  # left by cut launches
-                       if reruns_config.launcher == "kubernetes" else None)
+        launches = config.reruns  # token Secrets left by cut launches: in the rerun namespace, and those configured
+        swept = ([launches.executor_settings.get("namespace")] if launches.launcher == "kubernetes" else []) + list(
+            config.token_sweep_namespaces)
+        self.tokens = LeftTokens(store, swept) if swept else None
         self.sweeper = Sweeper(store, every, after=self._swept)
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)

@@ -336,6 +336,18 @@ def test_the_server_refuses_an_allowed_storage_it_cannot_use_in_one_line(tmp_pat
     assert not (tmp_path / "db.sqlite3").exists()
 
 
+def test_the_server_refuses_a_token_sweep_namespace_that_is_no_namespace_name_in_one_line(tmp_path: Path) -> None:
+    """$SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES holding a name Kubernetes refuses for a namespace (upper case, "_"): one
+    line naming the entry, the setting and what a namespace name is, before the server opens its database."""
+    proc = start_server(["--home", str(tmp_path)], {settings.TOKEN_SWEEP_NAMESPACES_ENV: "team-a, Team_B"})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: namespace 'Team_B' in ${settings.TOKEN_SWEEP_NAMESPACES_ENV}: give namespace names (at most 63 "
+        "lowercase letters, digits and '-', starting and ending with a letter or digit), separated by commas"]
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
 def test_the_server_starts_while_its_s3_does_not_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server (re)started while its S3 endpoint does not answer (an outage: say its Kubernetes pod was rescheduled
     meanwhile) starts, saying so in one line, and serves its records; an artifact's bytes answer 503 until S3 is back,

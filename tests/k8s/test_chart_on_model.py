@@ -136,7 +136,7 @@ def test_a_dashboard_rerun_on_a_chart_install_starts_its_driver_as_the_servers_a
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("SEMATIC_K8S_KUBE_HOST", env["SEMATIC_K8S_KUBE_HOST"])
             mp.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
-            tokens = LeftTokens(store, NS)
+            tokens = LeftTokens(store, [NS])
             assert tokens.sweep() == []
             tokens.close()
     finally:

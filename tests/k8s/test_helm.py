@@ -73,7 +73,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reruns": {"server": {"rerunImageRepositories": [REGISTRY, "registry.example.com/team-b"],
                           "rerunConcurrency": 3, "rerunQueue": 20, "maxRequestMB": 64, "tokenMaxHours": 48,
                           "headerTimeoutSeconds": 20, "bodyTimeoutSeconds": 300, "sendTimeoutSeconds": 120,
-                          "maxStreamsPerKey": 8},
+                          "maxStreamsPerKey": 8, "tokenSweepNamespaces": ["team-a"]},
                "runs": {"namespace": "runs"}},
 }
 
@@ -297,6 +297,30 @@ def test_roles_are_namespaced_and_grant_exactly_the_driver_and_rerun_verbs(
         assert binding["metadata"]["namespace"] == run_ns
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULLNAME}-server",
                                         "namespace": NAMESPACE}]
+
+
+def test_the_server_may_sweep_token_secrets_only_in_the_namespaces_named_in_its_values(chart: Any) -> None:
+    """server.tokenSweepNamespaces: a Role in each (list and delete on secrets, nothing else) bound to the server's
+    account, the list given to the server ($SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES) and its API token mounted (even
+    without the Kubernetes rerun launcher); none named: no such Role, no variable."""
+    values = {"server": {"tokenSweepNamespaces": ["team-a", "team-b"], "rerunLauncher": ""}}
+    docs = render(chart, values)
+    roles = find(docs, "Role", f"{FULLNAME}-server-token-sweep")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(_granted(r) == {("", "secrets"): {"list", "delete"}} for r in roles)
+    bindings = find(docs, "RoleBinding", f"{FULLNAME}-server-token-sweep")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULLNAME}-server", "namespace": NAMESPACE}]
+               and b["roleRef"]["name"] == f"{FULLNAME}-server-token-sweep" for b in bindings)
+    deployment = one(docs, "Deployment", FULLNAME)
+    (container,) = containers(deployment)
+    assert env_of(container)["SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES"]["value"] == "team-a,team-b"
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    values["runs"] = {"rbac": {"create": False}}
+    assert not find(render(chart, values), "Role", f"{FULLNAME}-server-token-sweep")
+    default = render(chart, {})
+    assert not find(default, "Role", f"{FULLNAME}-server-token-sweep")
+    assert "SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES" not in env_of(containers(one(default, "Deployment", FULLNAME))[0])
 
 
 def test_worker_service_account_has_no_permissions_and_no_token(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -33,7 +33,7 @@ def test_an_api_failing_for_several_passes_is_said_once(sqlite_store, monkeypatc
                                 status=500, code="")
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
         caplog.set_level(logging.INFO)
-        tokens = LeftTokens(sqlite_store, NS)
+        tokens = LeftTokens(sqlite_store, [NS])
         try:
             for n in range(1, 5):
                 tokens.wake()
@@ -79,7 +79,7 @@ def test_a_secret_deleted_or_made_again_between_its_list_and_its_delete_is_left(
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
         monkeypatch.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
         caplog.set_level(logging.INFO)
-        tokens = LeftTokens(sqlite_store, NS)
+        tokens = LeftTokens(sqlite_store, [NS])
         try:
             tokens.wake()
             wait_for(lambda: proxy.held == 1, 60, what="the sweeper's delete held")
@@ -116,7 +116,7 @@ def test_an_api_not_there_is_said_refused_not_unanswered(sqlite_store, monkeypat
         port = s.getsockname()[1]
     monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", f"http://127.0.0.1:{port}")
     caplog.set_level(logging.INFO)
-    tokens = LeftTokens(sqlite_store, NS)
+    tokens = LeftTokens(sqlite_store, [NS])
     try:
         tokens.wake()
         said = wait_for(lambda: [r.getMessage() for r in caplog.records if r.name == "sematic_k8s_server"], 60,
@@ -158,8 +158,10 @@ def test_a_pass_the_api_never_answers_holds_no_other_sweep(tmp_path, monkeypatch
 
 def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted(sqlite_store, monkeypatch) -> None:
     """120 token Secrets left owned by nothing (their resolutions not recorded here), 10 owned by an object and 10 of a
-    resolution still running, read 50 at a time (``PAGE``): one pass deletes exactly the 120, each list asked for at
-    most 50 (limit) and the next page by its continue token. Was: one list of every Secret in the namespace."""
+    resolution still running, each holding a token, read 50 at a time (``PAGE``): one pass deletes exactly the 120,
+    each list asked for at most 50 (limit) and the next page by its continue token, and answered as the Secrets'
+    metadata only (PartialObjectMetadataList: no ``data`` in any answer). Was: one list of every Secret in the
+    namespace; then lists of the whole Secrets, their tokens read by the server for nothing."""
     from kubernetes import client
 
     from sematic_k8s.k8s.client import make_api_client
@@ -184,17 +186,95 @@ def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted
         for res_id, kind in kinds.items():
             labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
             core.create_namespaced_secret(NS, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels, **(
-                {"ownerReferences": owned} if kind == "owned" else {})}})
+                {"ownerReferences": owned} if kind == "owned" else {})}, "stringData": {"api-key": "sk8t_secret"}})
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
-        tokens = LeftTokens(sqlite_store, NS)
+        tokens = LeftTokens(sqlite_store, [NS])
         try:
             deleted = tokens.sweep()
         finally:
             tokens.close()
             admin.close()
-        lists = [c.query for c in cluster.calls(verb="list", resource="secrets")]
+        calls = cluster.calls(verb="list", resource="secrets")
+        lists = [c.query for c in calls]
         left = {s["metadata"]["name"] for s in cluster.list("secrets", NS)}
+        assert all(s.get("data") for s in cluster.list("secrets", NS))  # the tokens there, not sent
     assert sorted(deleted) == sorted(f"sk-token-{r}" for r, kind in kinds.items() if kind == "left")
     assert left == {f"sk-token-{r}" for r, kind in kinds.items() if kind != "left"}
     assert len(lists) == 3 and all(q.get("limit") == "50" for q in lists), lists  # 140 Secrets: 50, 50, 40
     assert "continue" not in lists[0] and all(q.get("continue") for q in lists[1:]), lists
+    assert [(c.status, c.kind) for c in calls] == [(200, "PartialObjectMetadataList")] * 3, calls
+    assert {f for c in calls for f in c.item_fields} == {"kind", "apiVersion", "metadata"}, calls  # no data
+
+
+def test_only_the_configured_namespaces_are_swept_and_one_refused_is_said_once(tmp_path, monkeypatch, caplog) -> None:
+    """A server without the rerun launcher, told to sweep two namespaces ($SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES, read
+    into ``ServerConfig.token_sweep_namespaces``), acting as its ServiceAccount with the chart's Role (list, delete on
+    secrets) in the first only; a left token Secret in each, and one in a third namespace that a failed resolution's
+    record names (its executor's) and where the account may list too: the first's is deleted at once, the second's
+    refusal (403) is said once over many sweeps, in plain words (what it lacks, what to do), and the third is never
+    listed. The Role given in the second, its Secret is deleted at the next sweep. Was: the rerun namespace only (and
+    only with the Kubernetes rerun launcher); a list refused failed the whole pass."""
+    from kubernetes import client
+
+    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+    from sematic_k8s_server.cli import _config
+
+    swept, refused, named = "sk-team-a", "sk-team-b", "sk-team-c"
+    account = "sk-system/server"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "token-sweep"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "delete"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "token-sweep"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "token-sweep"},
+               "subjects": [{"kind": "ServiceAccount", "name": "server", "namespace": "sk-system"}]}
+    ids = {ns: f"{n:032x}" for n, ns in enumerate((swept, refused, named))}
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "2")  # a sweep every 0.5 s
+    monkeypatch.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
+    monkeypatch.setenv("SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES", f"{swept}, {refused},{swept}")
+    config = _config({"local": False, "max_request_bytes": 2**20, "body_timeout": 60.0, "max_streams_per_key": 8,
+                      "rerun_launcher": None, "rerun_images": (), "allow_docker": False, "rerun_namespace": None,
+                      "rerun_concurrency": 2, "rerun_queue": 8, "token_max_hours": 24})
+    assert config.token_sweep_namespaces == (swept, refused)
+    caplog.set_level(logging.INFO)
+    with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=["sk-system", swept, refused, named]) as cluster:
+        cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "server"}}],
+                      namespace="sk-system")
+        for ns in (swept, named):
+            cluster.apply([role, binding], namespace=ns)
+        admin = cluster.client()
+        core = client.CoreV1Api(admin)
+        for ns, res_id in ids.items():
+            labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
+            core.create_namespaced_secret(ns, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels},
+                                               "stringData": {"api-key": "sk8t_secret"}})
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy(account))
+        user = cluster.user_of(account)
+
+        def lists(ns: str) -> list[int]:
+            return [c.status for c in cluster.calls(user=user, verb="list", resource="secrets") if c.namespace == ns]
+
+        try:
+            with serve(tmp_path, config=config) as s:
+                batch = Batch()
+                batch.add_resolution(ResolutionRecord(
+                    id=ids[named], root_func_path="pipes:pipeline", state="failed", created_at=utcnow(),
+                    ended_at=utcnow(), settings={"kind": "cloud", "executor": "kubernetes",
+                                                 "executor_settings": {"namespace": named}}))
+                write_through_api(s.url, s.key, batch)
+                wait_for(lambda: len(lists(refused)) >= 4 and len(lists(swept)) >= 4, 60, what="four sweeps")
+                assert not cluster.list("secrets", swept)
+                cluster.apply([role, binding], namespace=refused)
+                wait_for(lambda: not cluster.list("secrets", refused), 60, what="the second namespace's Secret deleted")
+                n = len(lists(refused))
+                wait_for(lambda: len(lists(refused)) >= n + 2, 60, what="two more sweeps")
+        finally:
+            admin.close()
+        assert [c for c in cluster.requests if c.namespace == named and c.user == user] == []  # never listed
+        assert [s["metadata"]["name"] for s in cluster.list("secrets", named)] == [f"sk-token-{ids[named]}"]
+        assert set(lists(refused)) == {403, 200} and set(lists(swept)) == {200}
+    said = [r.getMessage() for r in caplog.records if r.name == "sematic_k8s_server" and r.levelno >= logging.WARNING]
+    assert said == [
+        f"the Kubernetes API refuses to let this server sweep the drivers' token Secrets left owned by nothing in "
+        f'namespace {refused} (403: secrets is forbidden: User "{user}" cannot list resource "secrets" in API group "" '
+        f'in the namespace "{refused}"); it lacks list on secrets in API group ""; they are not deleted there until '
+        f"its ServiceAccount has a Role allowing list and delete on secrets there (the chart makes one in each of "
+        f"server.tokenSweepNamespaces), or the namespace is taken out of $SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES"], said

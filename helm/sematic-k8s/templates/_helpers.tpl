@@ -182,7 +182,7 @@ preStop delay, and 5 s to spare before the kubelet's SIGKILL. */}}
 
 {{/* "true" when the server pods need a Kubernetes API token: they start rerun drivers as Jobs. */}}
 {{- define "sematic-k8s.server.automountToken" -}}
-{{- or .Values.server.serviceAccount.automountToken (eq .Values.server.rerunLauncher "kubernetes") -}}
+{{- or .Values.server.serviceAccount.automountToken (eq .Values.server.rerunLauncher "kubernetes") (not (empty .Values.server.tokenSweepNamespaces)) -}}
 {{- end -}}
 
 {{/* -- Artifacts (S3 / MinIO) ---------------------------------------------------------------------- */}}
