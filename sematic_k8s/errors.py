@@ -42,7 +42,8 @@ func failing)::
         ├── DriverJobDeleted            the driver's own Job was deleted while it ran: it stops, not restarted
         ├── StopsForAFix                one that does not pass by itself: someone must act (.fix) first
         │   ├── DiskFull                a disk has no space left: the metadata database or artifact storage cannot grow
-        │   └── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
+        │   ├── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
+        │   └── DatabaseReadOnly        PostgreSQL takes no writes (a standby; default_transaction_read_only)
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
             ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity)
@@ -400,6 +401,20 @@ class DatabaseLocked(StopsForAFix):
         e = cls(f"the database {path} stayed locked by {holder} for {waited:g} s, so this write was not recorded", fix)
         e.holder = holder
         return e
+
+
+class DatabaseReadOnly(StopsForAFix):
+    """The PostgreSQL database refused a write as read-only (SQLSTATE 25006): a standby its URL reaches after a
+    failover, or ``default_transaction_read_only`` set on it by its operator. Nothing of the write was recorded. It may
+    pass (the failover ends: the URL reaches the new primary) or need its operator; the server answers it 503."""
+
+    problem_words = ("the metadata database is read-only (a standby after a failover, or default_transaction_read_only "
+                     "set on it), so this write was not recorded")
+    fix_words = ("make it writable again (point the URL at the primary, or ALTER DATABASE ... SET "
+                 "default_transaction_read_only = off)")
+
+    def __init__(self, problem: str = problem_words, fix: str = fix_words) -> None:
+        super().__init__(problem, fix)
 
 
 class DatabaseUnopenable(StopsForAFix):

@@ -48,6 +48,7 @@ from sematic_k8s.store import (
     inflight,
     liveness,
     locked,
+    readonly,
     reads,
     redacted_url,
     schema,
@@ -163,6 +164,8 @@ class SqlStore:
             self.engine = sa.create_engine(url, **{"json_serializer": json_text, "json_deserializer": json_value,
                                                    **engine_kwargs})
             diskfull.listen(self.engine)
+            if self.engine.dialect.name == "postgresql":
+                readonly.listen(self.engine)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
                 if self.engine.url.database not in (None, "", ":memory:"):

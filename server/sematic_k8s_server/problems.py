@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from sematic_k8s.error_records import one_line
-from sematic_k8s.errors import DatabaseLocked, DiskFull, StorageError, StorageLinkRefused
+from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, StorageLinkRefused
 from sematic_k8s_server.schemas import Problem
 
 log = logging.getLogger("sematic_k8s_server")
@@ -112,6 +112,14 @@ async def _database_locked(request: Request, exc: Exception) -> JSONResponse:
                         "the server's log names the file", {"Retry-After": "5"})
 
 
+async def _database_read_only(request: Request, exc: Exception) -> JSONResponse:
+    """503, not the 422 or 500 of a statement's fault: a failover's standby passes by itself, and an operator's
+    setting is undone by them; clients retry meanwhile (the store dropped its connections: the next one connects
+    afresh). The words are the store's, with no host or database name."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, f"{exc}; retry later (a failover ends by itself)", {"Retry-After": "5"})
+
+
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
     """503. The log says it in one line too: not the statement and its parameters (a client's records)."""
     orig = getattr(exc, "orig", None) or exc
@@ -161,6 +169,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StorageLinkRefused, _storage_link)
     app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(DatabaseLocked, _database_locked)
+    app.add_exception_handler(DatabaseReadOnly, _database_read_only)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)
     app.add_exception_handler(sqlalchemy.exc.InterfaceError, database_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, database_error)  # the pool: no connection in time

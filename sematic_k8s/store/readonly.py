@@ -1,0 +1,31 @@
+"""A PostgreSQL database that takes no writes, said as :class:`~sematic_k8s.errors.DatabaseReadOnly`.
+
+A failover can leave the database's URL on a standby for a while, and an operator may set
+``default_transaction_read_only`` on the database or its role: PostgreSQL then refuses every write with SQLSTATE 25006
+("cannot execute INSERT in a read-only transaction"), which psycopg raises as an ``InternalError``, a class that
+otherwise means a fault of the statement. :func:`listen` makes it a ``DatabaseReadOnly`` (the server answers it 503:
+clients retry) and drops the engine's pooled connections, whose sessions keep the setting they started with: the next
+write connects afresh, to the primary the URL reaches by then, or with the setting undone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from sematic_k8s.errors import DatabaseReadOnly
+
+READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
+
+
+def listen(engine: sa.Engine) -> None:
+    """Raise :class:`DatabaseReadOnly` for PostgreSQL's read-only refusals on ``engine``, its pool dropped."""
+
+    def handle_error(context: Any) -> None:
+        if getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQLSTATE:
+            context.is_disconnect = True  # this connection and the pool's older ones: their sessions stay read-only
+            raise DatabaseReadOnly()
+
+    event.listen(engine, "handle_error", handle_error)
