@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -21,7 +22,7 @@ from sematic_k8s.errors import ServerError
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
-from serving import wait_for
+from serving import create_api_key, server_process, wait_for
 from test_outages import OUTAGE, all_recorded, resolve_in_thread
 
 READ_ONLY = "the metadata database is read-only"
@@ -83,3 +84,43 @@ def test_a_read_only_database_is_a_503_its_drivers_ride_out(tmp_path: Path, post
             all_recorded(store, f.id)
         finally:
             store.close()
+
+
+def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Path) -> None:
+    """Other clients hold every connection PostgreSQL takes (``max_connections``, 20 here) while the server's own are
+    ended: a request with a key, whose credential the server cannot check, is answered 503 with ``Retry-After``,
+    saying the database has no connection to spare, and the server's log says why in the database's words, once; the
+    connections freed, it is served again, and the log says so. Was: 503 "the metadata database is unavailable:
+    OperationalError", and nothing in the log."""
+    from pgcluster import create_database, own_cluster
+
+    with own_cluster() as cluster:
+        cluster.stop()
+        cluster.max_connections = 20
+        cluster.start()
+        db_url = create_database(cluster.url, "full")
+        key = create_api_key(db_url, tmp_path, "dba")
+        with server_process(tmp_path, "--db-url", db_url) as (_, url), _operator(db_url) as dba, \
+                httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client:
+            assert client.get("/api/v1/resolutions").status_code == 200
+            log = next(tmp_path.glob(f"server-{url.rsplit(':', 1)[1]}.log"))
+            hogs: list[psycopg.Connection] = []
+            try:
+                _end_sessions(dba, "full")
+                with contextlib.suppress(psycopg.OperationalError):
+                    while len(hogs) < 50:
+                        hogs.append(psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")))
+                assert len(hogs) < 50
+                refused = client.get("/api/v1/resolutions")
+                assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+                assert "the metadata database has no connection to spare" in refused.json()["detail"], refused.text
+                assert "127.0.0.1" not in refused.text  # where the database is: the log's alone
+                said = [line for line in log.read_text().splitlines() if "too many clients already" in line]
+                assert len(said) == 1 and "cannot check credentials" in said[0], said
+                client.get("/api/v1/resolutions")
+                assert len([line for line in log.read_text().splitlines() if "too many clients" in line]) == 1
+            finally:
+                for hog in hogs:
+                    hog.close()
+            wait_for(lambda: client.get("/api/v1/resolutions").status_code == 200, 60, what="the server served again")
+            wait_for(lambda: "credentials are checked again" in log.read_text(), 10, what="the log saying so")

@@ -44,7 +44,7 @@ def _free_port() -> int:
 class PgCluster:
     """A PostgreSQL cluster of its own (initdb in a temp dir, 127.0.0.1, a free port): :meth:`start`, :meth:`stop`
     (``pg_ctl stop``, as a crash with ``mode="immediate"``) and start again on the same port and data;
-    :meth:`remove` stops it and deletes it."""
+    :meth:`remove` stops it and deletes it. ``max_connections``: the cluster's, set before a start."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
@@ -55,12 +55,14 @@ class PgCluster:
             shutil.chown(self.base, "postgres")
             shutil.chown(self.sock, "postgres")
         self.port = _free_port()
+        self.max_connections = 300
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
         subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8", "--no-locale"]), check=True, capture_output=True)
 
     def start(self) -> None:
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off -c max_connections=300"
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
+                f"-c max_connections={self.max_connections}")
         log = str(self.base / "pg.log")
         subprocess.run(_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", opts, "-w",
                                      "-t", "60", "start"]), check=True, capture_output=True)
