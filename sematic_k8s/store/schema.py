@@ -114,6 +114,10 @@ def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
     if engine.dialect.name != "sqlite" or url.database in (None, "", ":memory:"):
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
+                # an operator's timeouts on the role or database are for the application's queries: the wait for
+                # another process's migration, and a migration, may outlast them (this transaction only)
+                conn.execute(sa.text("SELECT set_config('statement_timeout', '0', true), "
+                                     "set_config('idle_in_transaction_session_timeout', '0', true)"))
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": PG_LOCK_ID})
             yield conn
         return

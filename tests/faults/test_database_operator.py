@@ -17,7 +17,7 @@ import pytest
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from outages import ServerProcess, running
+from outages import ServerProcess, called_in, running
 from sematic_k8s.errors import ServerError
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
@@ -124,3 +124,31 @@ def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Pa
                     hog.close()
             wait_for(lambda: client.get("/api/v1/resolutions").status_code == 200, 60, what="the server served again")
             wait_for(lambda: "credentials are checked again" in log.read_text(), 10, what="the log saying so")
+
+
+def test_a_server_starting_while_another_migrates_past_the_statement_timeout_waits_for_it(
+        tmp_path: Path, postgres_url: str) -> None:
+    """An operator's ``statement_timeout`` on the database (300 ms, as on its role) is for the application's queries:
+    a server starting while another process holds the migration lock (a replica migrating, 6 s) waits for it, and
+    migrates, past that timeout, then starts (its queries keep the timeout). Was: each try's wait for the lock
+    canceled at 300 ms, said as "Waiting for the metadata database (... canceling statement due to statement timeout)"
+    (the database answers: it is not unreachable), tried again every second; a migration of its own longer than the
+    timeout would be canceled and rolled back at every try, until the start window ended (not caused here)."""
+    from sematic_k8s.store.schema import PG_LOCK_ID
+
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_RETRY_WINDOW": "3"})
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as migrating:
+        migrating.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_ID,))
+        with called_in(6, migrating.commit), running(server):
+            pass
+    log = server.log.read_text()
+    assert "statement timeout" not in log, log
+    store = SqlStore(postgres_url, create=False)
+    try:
+        with store.engine.connect() as conn:  # the server's queries keep the operator's timeout
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "300ms"
+    finally:
+        store.close()
