@@ -152,3 +152,39 @@ def test_a_server_starting_while_another_migrates_past_the_statement_timeout_wai
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "300ms"
     finally:
         store.close()
+
+
+def test_every_session_of_the_server_terminated_mid_resolution_loses_nothing(
+        tmp_path: Path, postgres_url: str, monkeypatch) -> None:
+    """Held (kept as a test): an operator's ``pg_terminate_backend`` on every session of the server (its pool's idle
+    ones, the events listener, and the writes under way, each waiting mid-transaction behind a lock the operator
+    holds on ``resolutions`` and ``runs``): the writes cut are answered 503 ("AdminShutdown: terminating connection
+    due to administrator command"), the driver sends them again, the pool connects afresh (pre-ping), the listener
+    connects again, and the resolution finishes with every step recorded once."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    database = postgres_url.rsplit("/", 1)[1]
+    server = ServerProcess(tmp_path, db_url=postgres_url)
+    with running(server), _operator(postgres_url) as dba, \
+            psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        gate = tmp_path / "gate"
+        f = fp.gated(3, str(gate))
+        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
+        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+        locker.execute("LOCK TABLE resolutions, runs IN ACCESS EXCLUSIVE MODE")
+        gate.touch()  # the gated step's end is written, and waits for the lock
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+        wait_for(lambda: dba.execute(waiting, (database,)).fetchone()[0] > 0, 60, what="a write waiting for the lock")
+        ended = dba.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid NOT IN "
+                            "(pg_backend_pid(), %s)", (database, locker.info.backend_pid)).fetchall()
+        assert len(ended) >= 2  # the waiting write and the listener, at least
+        locker.rollback()
+        thread.join(120)
+        assert outcome.get("value") == 3 + 1 + 2, outcome
+        store = SqlStore(postgres_url, create=False)
+        try:
+            all_recorded(store, f.id)  # each of its 5 runs once
+        finally:
+            store.close()
+        log = server.log.read_text()
+        assert "terminating connection due to administrator command" in log, log
+        wait_for(lambda: "listener is connected again" in server.log.read_text(), 30, what="the listener back")
