@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sematic_k8s
 from sematic_k8s.specs import DriverSpec
@@ -26,6 +26,7 @@ from sematic_k8s_server.dashboard import mount_api_docs, mount_dashboard
 from sematic_k8s_server.deps import may_act, query_without_nul, require_key
 from sematic_k8s_server.fastpath import WriteFastPath
 from sematic_k8s_server.guard import Guard
+from sematic_k8s_server.headers import secured
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.routes import (
     artifacts,
@@ -116,7 +117,7 @@ class Api(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            send = _nosniff(send)
+            send = secured(send)  # every answer's security headers (headers.py)
         if self.front is not None and fastpath.takes(scope):
             scope["app"] = self
             await self.front(scope, receive, send)
@@ -127,18 +128,3 @@ class Api(FastAPI):
         """The app as FastAPI serves it, for a request that the fast path's Guard has passed."""
         await super().__call__(scope, receive, send)
 
-
-NOSNIFF = (b"x-content-type-options", b"nosniff")
-
-
-def _nosniff(send: Send) -> Send:
-    """``send``, but every answer says ``X-Content-Type-Options: nosniff`` (JSON, logs as text, an artifact's
-    bytes, a refusal, a page): a browser takes each as the type it names, never as the HTML it may look like."""
-
-    async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [h for h in message.get("headers", ()) if h[0].lower() != NOSNIFF[0]]
-            message = {**message, "headers": [*headers, NOSNIFF]}
-        await send(message)
-
-    return sending

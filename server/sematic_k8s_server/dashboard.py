@@ -16,17 +16,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
 
+from sematic_k8s_server.headers import PAGE_CSP
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 JAVASCRIPT = "text/javascript; charset=utf-8"
 NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate on every load (ETag): never mix modules of two versions
-# The page: never framed by another site (clickjacking its buttons), scripts only from this server (a string
-# that slipped into the page as markup would run nothing), pictures of artifacts as data: URLs.
-PAGE_POLICY = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",  # browsers without frame-ancestors (nosniff: on every answer, app.py)
-}
 VENDOR = "/static/vendor"  # libraries as published on the npm registry (static/vendor/README.md)
 
 
@@ -53,7 +47,7 @@ def mount_dashboard(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     def dashboard_index() -> FileResponse:
-        return FileResponse(index, media_type="text/html", headers={**NO_CACHE, **PAGE_POLICY})
+        return FileResponse(index, media_type="text/html", headers=NO_CACHE)  # its policy: headers.py
 
     app.mount("/static", DashboardFiles(directory=STATIC_DIR), name="static")
 
@@ -61,7 +55,8 @@ def mount_dashboard(app: FastAPI) -> None:
 def mount_api_docs(app: FastAPI) -> None:
     """Serve Swagger UI at ``/docs`` from the vendored ``swagger-ui-dist`` (never a CDN, nor FastAPI's favicon: the
     page works on a machine or cluster without internet), under the dashboard's policy with the page's one inline
-    script allowed by its hash. The app is made with ``docs_url=None, redoc_url=None``: no ReDoc."""
+    script allowed by its hash: this answer's alone (every other gets the page's own: headers.py). The app is made
+    with ``docs_url=None, redoc_url=None``: no ReDoc."""
     page = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
                                swagger_js_url=f"{VENDOR}/swagger-ui-bundle.js",
                                swagger_css_url=f"{VENDOR}/swagger-ui.css", swagger_favicon_url="data:,",
@@ -70,8 +65,7 @@ def mount_api_docs(app: FastAPI) -> None:
     if inline is None:  # not expected: FastAPI's page starts Swagger UI in one
         raise RuntimeError("FastAPI's Swagger UI page has no inline script to allow")
     digest = base64.b64encode(hashlib.sha256(inline.group(1)).digest()).decode()
-    policy = {**PAGE_POLICY, "Content-Security-Policy": PAGE_POLICY["Content-Security-Policy"].replace(
-        "script-src 'self'", f"script-src 'self' 'sha256-{digest}'")}
+    policy = {"Content-Security-Policy": PAGE_CSP.replace("script-src 'self'", f"script-src 'self' 'sha256-{digest}'")}
 
     @app.get("/docs", include_in_schema=False)
     def api_docs() -> HTMLResponse:

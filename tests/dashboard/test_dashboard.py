@@ -1410,13 +1410,17 @@ def test_the_api_docs_need_no_other_host(browser: Any, tmp_path: Path) -> None:
 def test_another_site_cannot_frame_the_dashboard(browser: Any, tmp_path: Path) -> None:
     """Clickjacking: a page of another site framing the dashboard of a local-mode server (no key: its buttons
     cancel, label and re-run resolutions, and its own requests pass the server's cross-site checks) would let
-    that site trick a click. The page forbids being framed; it still works on its own, under that policy."""
+    that site trick a click. The page forbids being framed by every path that answers it (``/``, and
+    ``/static/index.html``: its file's own path; was: that one with no policy nor X-Frame-Options, the dashboard ran
+    in the frame), and so does the API docs page; it still works on its own, under that policy."""
+    paths = ["/", "/static/index.html", "/docs"]
     with serve(tmp_path, api_keys_required=False) as s:
         with new_page(browser) as page:
-            page.set_content(f'<iframe src="{s.url}/" onload="window.framed = true"></iframe>')
-            page.wait_for_function("window.framed === true", timeout=WAIT_MS)
-            frame = page.frames[1]
-            assert frame.query_selector('[data-testid="nav-home"]') is None, "the dashboard loaded in a frame"
+            page.set_content("window.framed = 0".join(("<script>", "</script>")) + "".join(
+                f'<iframe src="{s.url}{p}" onload="window.framed += 1"></iframe>' for p in paths))
+            page.wait_for_function(f"window.framed === {len(paths)}", timeout=WAIT_MS)
+            for path, frame in zip(paths, page.frames[1:], strict=True):
+                assert frame.query_selector('[data-testid="nav-home"], #swagger-ui') is None, f"{path} in a frame"
             problems: list[str] = []
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)

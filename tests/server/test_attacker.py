@@ -401,6 +401,60 @@ def test_every_answer_says_nosniff(served: Served) -> None:
         assert a.headers.get_list("x-content-type-options") == ["nosniff"], (a.request.url, a.headers)
 
 
+def _policy(answer: httpx.Response) -> dict[str, str]:
+    """An answer's Content-Security-Policy, directive by directive (a test failing says which answer lacks one)."""
+    values = answer.headers.get_list("content-security-policy")
+    assert len(values) == 1, (answer.request.url, answer.headers)
+    return {d.split()[0]: d.partition(" ")[2] for d in (p.strip() for p in values[0].split(";")) if d}
+
+
+def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(served: Served) -> None:
+    """The dashboard by each path that answers it (``/``, ``/static/index.html``, every ``.html`` of its static
+    files), the API docs, JSON, a 404, a 405, an artifact's bytes and a log (markup in both), asked from another
+    origin: each says ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY`` (no site frames a page to clickjack
+    its cancel and rerun buttons), scripts from this server alone (no 'unsafe-inline', no 'unsafe-eval' anywhere),
+    ``object-src 'none'``, ``base-uri 'none'``, ``form-action 'none'``; only ``/docs`` allows one more script, its
+    own inline one by hash; no answer allows another origin to read it (CORS). Was: ``/static/index.html``, the
+    dashboard itself, answered with no policy and no X-Frame-Options: framed by any site, its buttons under the
+    user's key (in that origin's localStorage)."""
+    from sematic_k8s_server.dashboard import STATIC_DIR
+
+    root = record_resolution(served.url, served.key, kind="local", state="resolved")
+    payload = b"<html><script>window.__pwned=1</script>"
+    art = recorded_artifact(served, payload)
+    LocalStorage(served.home / "storage").put(artifact_key(art), payload)
+    (served.home / "storage" / "logs").mkdir(parents=True, exist_ok=True)
+    (served.home / "storage" / "logs" / f"{root}.log").write_bytes(payload)
+    pages = ["/", "/static/index.html", *(f"/static/{p.relative_to(STATIC_DIR).as_posix()}"
+                                         for p in STATIC_DIR.rglob("*.htm*") if p.name != "index.html")]
+    others = ["/api/v1/runs", f"/api/v1/runs/{root}/logs", f"/api/v1/artifacts/{art}/data", "/openapi.json",
+              "/nothing-here", "/static/app.js"]
+    with served.client() as c:
+        c.headers["Origin"] = "http://evil.example"
+        answers = {p: c.get(p) for p in [*pages, "/docs", *others]}
+        answers["HEAD /"] = c.head("/")
+        answers["OPTIONS /api/v1/runs"] = c.request("OPTIONS", "/api/v1/runs", headers={
+            "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
+    for path in [*pages, "/docs"]:
+        assert answers[path].status_code == 200, path
+        assert answers[path].headers["content-type"].startswith("text/html"), path
+    for where, a in answers.items():
+        policy = _policy(a)
+        assert a.headers.get_list("x-frame-options") == ["DENY"], (where, a.headers)
+        assert policy["frame-ancestors"] == "'none'", where
+        assert policy["object-src"] == policy["base-uri"] == policy["form-action"] == "'none'", where
+        assert policy["default-src"] == "'self'", where
+        scripts = policy["script-src"].split()
+        assert scripts[0] == "'self'" and "'unsafe-inline'" not in scripts and "'unsafe-eval'" not in scripts, where
+        assert scripts == (["'self'", scripts[-1]] if where == "/docs" else ["'self'"]), where
+        assert "'unsafe-eval'" not in str(policy), where
+        assert not any(h.lower().startswith("access-control-") for h in a.headers), (where, a.headers)
+    assert _policy(answers["/docs"])["script-src"].split()[1].startswith("'sha256-"), answers["/docs"].headers
+    assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-type"] == "application/octet-stream"
+    assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-disposition"].startswith("attachment;")
+    assert answers[f"/api/v1/runs/{root}/logs"].headers["content-type"].startswith("text/plain")
+
+
 def test_a_token_refused_a_run_of_another_resolution_is_not_told_that_resolution(served: Served) -> None:
     """A driver's token asks for a run of another resolution (its record, its log) and writes a change to it: 403
     naming the run it asked for, not the resolution the run is recorded in. Was: "run X of resolution Y", telling it
