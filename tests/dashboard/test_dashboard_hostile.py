@@ -1,6 +1,8 @@
 """Client-written text in the dashboard, in Debian's Chromium: func names, a root func path, a note, an error's
 message and traceback, log lines, an artifact's type and summary (its repr, a picture preview whose bytes are
-markup), notes that name runs, written through the API as any key holder (or a driver's token) can. None becomes
+markup, a table preview), JSON values drawn as pictures (an SVG with a script, handlers, a javascript: link, an
+external image and a frame, as text and as bytes), as a table and as a tree (payloads as keys, a "__proto__" key),
+notes that name runs, written through the API as any key holder (or a driver's token) can. None becomes
 markup: no element, script or event handler of theirs is in the page, nothing of theirs runs (no dialog, no
 global set), and the page asks no other host for anything. Every view that shows them is opened: the index, the
 graph and the timeline, each tab of the run panel."""
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from browser_pages import VIEWPORT, log_in, new_page, open_run
-from sematic_k8s.serialization import content_id
+from sematic_k8s.serialization import content_id, serialize
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
@@ -45,6 +47,19 @@ def page(browser: Any) -> Iterator[Any]:
         yield p
 
 
+# an SVG shown as a picture (a JSON string, or bytes): its script, handlers and links, had the page made it markup
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" onload="window.__pwned=1">'
+       '<script>window.__pwned=1</script><image href="http://127.0.0.2:9/svg-image" width="9" height="9"/>'
+       '<a xlink:href="javascript:window.__pwned=1"><text y="20">click</text></a>'
+       '<foreignObject><iframe xmlns="http://www.w3.org/1999/xhtml" src="http://127.0.0.2:9/svg-frame"/>'
+       '</foreignObject></svg>')
+# JSON values the dashboard draws as a picture, a table and a tree: payloads as their text, keys and columns
+JSON_VALUES = {"svg_text": SVG, "svg_bytes": SVG.encode(),
+               "records": [{PAYLOADS[0]: PAYLOADS[1], PAYLOADS[2]: PAYLOADS[4]}, {PAYLOADS[3]: HOSTILE}],
+               "tree": {"__proto__": {"polluted": 1}, PAYLOADS[1]: {PAYLOADS[0]: [HOSTILE, {PAYLOADS[2]: 1}]},
+                        "n": list(range(200)), "x": HOSTILE * 3}}
+
+
 def _record_hostile(served: Served) -> tuple[str, str]:
     """A failed resolution whose every free-form field is a payload: its id, and its failed child run's."""
     root, child = uuid.uuid4().hex, uuid.uuid4().hex
@@ -56,6 +71,16 @@ def _record_hostile(served: Served) -> tuple[str, str]:
                             "summary": {"repr": HOSTILE, "preview": {"kind": "image", "mime": "image/png",
                                                                       "base64": '" onerror="window.__pwned=1'}},
                             "created_at": utcnow(), "inline": payload}
+    table = content_id("pickle", payload + b"table")
+    batch.artifacts[table] = {"id": table, "format": "pickle", "type_name": HOSTILE[:256], "size": len(payload) + 5,
+                              "summary": {"repr": HOSTILE, "preview": {
+                                  "kind": "table", "columns": PAYLOADS, "shape": [2, len(PAYLOADS)],
+                                  "rows": [PAYLOADS, [HOSTILE] * len(PAYLOADS)]}},
+                              "created_at": utcnow(), "inline": payload + b"table"}
+    values = {name: serialize(v) for name, v in JSON_VALUES.items()}
+    for v in values.values():
+        batch.artifacts[v.id] = {**v.record(), "created_at": utcnow(), "inline": v.payload}
+    inputs = {HOSTILE[:50]: art, "table": table, **{name: v.id for name, v in values.items()}}
     batch.add_resolution(ResolutionRecord(id=root, root_func_path=f"evil:{HOSTILE[:200]}", state="failed",
                                           settings={"kind": "local", "rerun_from": "javascript:window.__pwned=1"},
                                           note=HOSTILE, tags=["ok"], error=HOSTILE, created_at=utcnow(),
@@ -66,8 +91,8 @@ def _record_hostile(served: Served) -> tuple[str, str]:
                             source_text=HOSTILE, source_file=HOSTILE[:200], created_at=utcnow(),
                             started_at=utcnow(), ended_at=utcnow()))
     batch.add_run(RunRecord(id=child, root_id=root, parent_id=root, func_path=f"evil:{HOSTILE[:200]}",
-                            func_name=HOSTILE[:200], state="failed", inputs={HOSTILE[:50]: art},
-                            input_refs={HOSTILE[:50]: {"artifact": art}}, output_id=art, error=error,
+                            func_name=HOSTILE[:200], state="failed", inputs=inputs,
+                            input_refs={k: {"artifact": v} for k, v in inputs.items()}, output_id=art, error=error,
                             notes={"reused_from": "javascript:window.__pwned=1", "executor": {"pod": HOSTILE}},
                             source_text=HOSTILE, created_at=utcnow(), started_at=utcnow(), ended_at=utcnow()))
     store = HttpStore(served.url, served.key)
@@ -112,6 +137,15 @@ def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, se
     for tab in ("inputs", "output", "source", "logs", "details"):
         tid(f"tab-{tab}").click()
         page.wait_for_timeout(500)
+        if tab == "inputs":  # the SVGs drawn as pictures, the tables and the tree made: of their text alone
+            expect(tid("tabpane-inputs").get_by_test_id("json-tree")).to_have_count(1)
+            clean("run panel: inputs, drawn")
+            expect(tid("tabpane-inputs").locator("img[src^='data:image/svg+xml']")).to_have_count(2)
+            expect(tid("tabpane-inputs").get_by_test_id("value-table")).to_have_count(2)
+            tid("tabpane-inputs").locator("details").evaluate_all(  # every long value and branch of the tree open
+                "(all) => all.forEach((d) => { d.open = true; })")
+            expect(tid("tabpane-inputs")).to_contain_text("window.__pwned=1")
+            assert page.evaluate("({}).polluted") is None  # a "__proto__" key is a key
         clean(f"run panel: {tab}")
     open_run(page, served.url, root)
     tid("tab-logs").click()
