@@ -151,3 +151,47 @@ def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, se
     tid("tab-logs").click()
     expect(tid("tabpane-logs")).to_contain_text("<script>")  # the log's lines, as text
     clean("root's logs")
+
+
+def test_a_download_is_named_by_the_dashboard_never_by_the_record(page: Any, served: Served) -> None:
+    """A run's output recorded in a format of the writer's choosing (``html``: its id hashes that format, so its bytes
+    verify), its type named ``report.exe``, and a func name holding a right-to-left override and a path: the download
+    of the value is ``<id>-report.exe.bin`` and that of the log ``<id>-..._evil_gol.exe.log``: the extension is the
+    dashboard's (``.json``, ``.pickle``, else ``.bin``; ``.log``), the rest letters, digits, ``_``, ``.`` and ``-``.
+    Was: ``<id>-report.exe.html``, a page of the writer's saved for the user to open, and the func name as written."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    root = uuid.uuid4().hex
+    page_bytes = b"<html><script>alert(document.domain)</script></html>"
+    art = content_id("html", page_bytes)
+    func_name = "../evil\u202egol.exe"
+    batch = Batch()
+    batch.artifacts[art] = {"id": art, "format": "html", "type_name": "report.exe", "size": len(page_bytes),
+                            "summary": {"repr": "a report"}, "created_at": utcnow(), "inline": page_bytes}
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:pipeline", state="resolved",
+                                          settings={"kind": "local"}, created_at=utcnow(), ended_at=utcnow()))
+    batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path="m:pipeline", func_name=func_name,
+                            state="resolved", output_id=art, created_at=utcnow(), started_at=utcnow(),
+                            ended_at=utcnow()))
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+    log = served.home / "storage" / log_key(root)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("a line\n")
+    log_in(page, served.url, served.key)
+    open_run(page, served.url, root)
+    tid = page.get_by_test_id
+    tid("tab-output").click()
+    with page.expect_download() as value:
+        tid("tabpane-output").get_by_test_id("artifact-download").click()
+    tid("tab-logs").click()
+    expect(tid("tabpane-logs")).to_contain_text("a line")
+    with page.expect_download() as logged:
+        tid("logs-download").click()
+    assert value.value.suggested_filename == f"{art[:8]}-report.exe.bin"
+    assert Path(value.value.path()).read_bytes() == page_bytes  # the bytes as recorded, under the dashboard's name
+    assert logged.value.suggested_filename == f"{root[:8]}-.._evil_gol.exe.log"

@@ -132,8 +132,11 @@ export function section(title, body) {
   return h("section", { class: "psec" }, h("h3", {}, title), body);
 }
 
-/** Save `blob` as a file named `name` (through a temporary link). */
-export function download(blob, name) {
+/** Save `blob` as a file named `stem`.`ext` (through a temporary link). `stem` is made of client-written words (a
+ * func's name, a type's): only its letters, digits, `_`, `.` and `-` are kept (each other character becomes `_`: no
+ * bidi override, no path); `ext` is this page's own (a record's words never choose what kind of file it saves). */
+export function download(blob, stem, ext) {
+  const name = `${String(stem).replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^\.+/, "")}.${ext}`;
   const url = URL.createObjectURL(blob);
   const a = h("a", { href: url, download: name, hidden: true });
   document.body.append(a);

@@ -73,9 +73,9 @@ export class LogView {
   }
 
   async downloadWhole() {
-    const name = `${short(this.run.id)}-${this.run.func_name}.log`;
+    const stem = `${short(this.run.id)}-${this.run.func_name}`;
     try {
-      download(this.skipped ? await wholeLog(this.run.id) : new Blob([this.text], { type: "text/plain" }), name);
+      download(this.skipped ? await wholeLog(this.run.id) : new Blob([this.text], { type: "text/plain" }), stem, "log");
     } catch (e) {
       this.error = e.message;
       this.draw();

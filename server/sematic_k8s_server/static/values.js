@@ -14,6 +14,8 @@ const INLINE_CHARS = 120; // shorter values are shown on one line
 const FOLD_CHARS = 300; // longer strings are folded
 const MAX_ROWS = 200;
 const PNG = "iVBORw0KGgo"; // base64 of the PNG signature
+// a download's file extension by the artifact's format (serialization.py's); another (client-written) format: .bin
+const EXTENSIONS = { json: "json", pickle: "pickle" };
 
 /** A tagged JSON tree (serialization.py) as plain JSON to show: tuples and sets as lists, dicts with other
  * keys as objects with those keys as text, dataclasses as their fields; bytes stay {__sk__: "bytes"}. */
@@ -133,7 +135,7 @@ function downloadButton(shown) {
       const a = shown.artifact;
       if (!a) return;
       const blob = await getArtifactData(a.id, shown.resolutionId);
-      download(blob, `${short(a.id)}-${a.type_name.replace(/[^A-Za-z0-9_.-]/g, "_")}.${a.format}`);
+      download(blob, `${short(a.id)}-${a.type_name}`, Object.hasOwn(EXTENSIONS, a.format) ? EXTENSIONS[a.format] : "bin");
     },
   }, "download");
 }
