@@ -414,7 +414,8 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
     origin: each says ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY`` (no site frames a page to clickjack
     its cancel and rerun buttons), scripts from this server alone (no 'unsafe-inline', no 'unsafe-eval' anywhere),
     ``object-src 'none'``, ``base-uri 'none'``, ``form-action 'none'``; only ``/docs`` allows one more script, its
-    own inline one by hash; no answer allows another origin to read it (CORS). Was: ``/static/index.html``, the
+    own inline one by hash; no answer allows another origin to read it (CORS), none sets a cookie (the dashboard
+    sends its key in a header). Was: ``/static/index.html``, the
     dashboard itself, answered with no policy and no X-Frame-Options: framed by any site, its buttons under the
     user's key (in that origin's localStorage)."""
     from sematic_k8s_server.dashboard import STATIC_DIR
@@ -449,6 +450,7 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
         assert scripts == (["'self'", scripts[-1]] if where == "/docs" else ["'self'"]), where
         assert "'unsafe-eval'" not in str(policy), where
         assert not any(h.lower().startswith("access-control-") for h in a.headers), (where, a.headers)
+        assert "set-cookie" not in a.headers, (where, a.headers)  # no cookie: nothing for another site to ride on
     assert _policy(answers["/docs"])["script-src"].split()[1].startswith("'sha256-"), answers["/docs"].headers
     assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-type"] == "application/octet-stream"
     assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-disposition"].startswith("attachment;")
