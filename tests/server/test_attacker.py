@@ -415,7 +415,8 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
     its cancel and rerun buttons), scripts from this server alone (no 'unsafe-inline', no 'unsafe-eval' anywhere),
     ``object-src 'none'``, ``base-uri 'none'``, ``form-action 'none'``; only ``/docs`` allows one more script, its
     own inline one by hash; no answer allows another origin to read it (CORS), none sets a cookie (the dashboard
-    sends its key in a header). Was: ``/static/index.html``, the
+    sends its key in a header), every API answer says ``Cache-Control: no-store`` (the page and its files: no-cache).
+    Was: ``/static/index.html``, the
     dashboard itself, answered with no policy and no X-Frame-Options: framed by any site, its buttons under the
     user's key (in that origin's localStorage)."""
     from sematic_k8s_server.dashboard import STATIC_DIR
@@ -451,6 +452,8 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
         assert "'unsafe-eval'" not in str(policy), where
         assert not any(h.lower().startswith("access-control-") for h in a.headers), (where, a.headers)
         assert "set-cookie" not in a.headers, (where, a.headers)  # no cookie: nothing for another site to ride on
+        cache = "no-cache" if where in [*pages, "/docs", "/static/app.js"] else "no-store"
+        assert a.headers.get_list("cache-control") == [cache], (where, a.headers)  # no API answer kept by a cache
     assert _policy(answers["/docs"])["script-src"].split()[1].startswith("'sha256-"), answers["/docs"].headers
     assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-type"] == "application/octet-stream"
     assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-disposition"].startswith("attachment;")
