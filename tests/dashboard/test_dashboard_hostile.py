@@ -2,7 +2,8 @@
 message and traceback, log lines, an artifact's type and summary (its repr, a picture preview whose bytes are
 markup, a table preview), JSON values drawn as pictures (an SVG with a script, handlers, a javascript: link, an
 external image and a frame, as text and as bytes), as a table and as a tree (payloads as keys, a "__proto__" key),
-notes that name runs, written through the API as any key holder (or a driver's token) can. None becomes
+notes that name runs, written through the API as any key holder (or a driver's token) can, before the page opens
+and while it is open (drawn from its live events). None becomes
 markup: no element, script or event handler of theirs is in the page, nothing of theirs runs (no dialog, no
 global set), and the page asks no other host for anything. Every view that shows them is opened: the index, the
 graph and the timeline, each tab of the run panel."""
@@ -128,6 +129,9 @@ def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, se
     page.goto(served.url + "/#/")
     expect(page.locator("main")).to_contain_text(HOSTILE[:40])  # shown, as text
     clean("index")
+    live, _ = _record_hostile(served)  # recorded while the page is open: drawn from its live events
+    expect(page.locator(f'[data-testid="resolution-link"][title="{live}"]')).to_have_count(1)
+    clean("index, a resolution drawn live")
     page.goto(f"{served.url}/#/resolutions/{root}")
     expect(tid("run-node").first).to_be_visible()
     clean("graph")
