@@ -1,12 +1,12 @@
-"""Client-written text in the dashboard, in Debian's Chromium: func names, a root func path, a note, an error's
-message and traceback, log lines, an artifact's type and summary (its repr, a picture preview whose bytes are
-markup, a table preview), JSON values drawn as pictures (an SVG with a script, handlers, a javascript: link, an
-external image and a frame, as text and as bytes), as a table and as a tree (payloads as keys, a "__proto__" key),
-notes that name runs, written through the API as any key holder (or a driver's token) can, before the page opens
-and while it is open (drawn from its live events). None becomes
-markup: no element, script or event handler of theirs is in the page, nothing of theirs runs (no dialog, no
-global set), and the page asks no other host for anything. Every view that shows them is opened: the index, the
-graph and the timeline, each tab of the run panel."""
+"""Client-written text in the dashboard, in Debian's Chromium: func names, a root func path, a note, an error's message
+and traceback, log lines, an artifact's type and summary (its repr, a picture preview whose bytes are markup, a
+table preview), JSON values drawn as pictures (an SVG with a script, handlers, a javascript: link, an external image
+and a frame, as text and as bytes), as a table and as a tree (payloads as keys, a "__proto__" key), notes that name
+runs, a run's waiting and cache-skip notes, a resolution's image, cache namespace and rerun mode, written through
+the API as any key holder (or a driver's token) can, before the page opens and while it is open (drawn from its live
+events). None becomes markup: no element, script or event handler of theirs is in the page, nothing of theirs runs
+(no dialog, no global set), and the page asks no other host for anything. Every view that shows them is opened: the
+index, the graph and the timeline, each tab of the run panel."""
 
 from __future__ import annotations
 
@@ -61,8 +61,10 @@ JSON_VALUES = {"svg_text": SVG, "svg_bytes": SVG.encode(),
                         "n": list(range(200)), "x": HOSTILE * 3}}
 
 
-def _record_hostile(served: Served) -> tuple[str, str]:
-    """A failed resolution whose every free-form field is a payload: its id, and its failed child run's."""
+def _record_hostile(served: Served, state: str = "failed") -> tuple[str, str]:
+    """A resolution in ``state`` (failed, or running: its child run waiting) whose every free-form field is a payload:
+    its id, and its child run's."""
+    ended = utcnow() if state == "failed" else None
     root, child = uuid.uuid4().hex, uuid.uuid4().hex
     payload = HOSTILE.encode()
     art = content_id("pickle", payload)
@@ -82,20 +84,22 @@ def _record_hostile(served: Served) -> tuple[str, str]:
     for v in values.values():
         batch.artifacts[v.id] = {**v.record(), "created_at": utcnow(), "inline": v.payload}
     inputs = {HOSTILE[:50]: art, "table": table, **{name: v.id for name, v in values.items()}}
-    batch.add_resolution(ResolutionRecord(id=root, root_func_path=f"evil:{HOSTILE[:200]}", state="failed",
-                                          settings={"kind": "local", "rerun_from": "javascript:window.__pwned=1"},
-                                          note=HOSTILE, tags=["ok"], error=HOSTILE, created_at=utcnow(),
-                                          ended_at=utcnow()))
+    batch.add_resolution(ResolutionRecord(id=root, root_func_path=f"evil:{HOSTILE[:200]}", state=state,
+                                          settings={"kind": "local", "rerun_from": "javascript:window.__pwned=1",
+                                                    "rerun_mode": HOSTILE[:100], "cache_namespace": HOSTILE[:100]},
+                                          image=HOSTILE[:200], note=HOSTILE, tags=["ok"], error=HOSTILE,
+                                          created_at=utcnow(), ended_at=ended))
     error = {"type": HOSTILE[:200], "message": HOSTILE, "traceback": HOSTILE, "mro": [HOSTILE[:100]]}
     batch.add_run(RunRecord(id=root, root_id=root, parent_id=None, func_path=f"evil:{HOSTILE[:200]}",
-                            func_name=HOSTILE[:200], state="failed", output_ref={"run": child}, error=error,
+                            func_name=HOSTILE[:200], state=state, output_ref={"run": child}, error=error,
                             source_text=HOSTILE, source_file=HOSTILE[:200], created_at=utcnow(),
-                            started_at=utcnow(), ended_at=utcnow()))
+                            started_at=utcnow(), ended_at=ended))
     batch.add_run(RunRecord(id=child, root_id=root, parent_id=root, func_path=f"evil:{HOSTILE[:200]}",
-                            func_name=HOSTILE[:200], state="failed", inputs=inputs,
+                            func_name=HOSTILE[:200], state=state, inputs=inputs,
                             input_refs={k: {"artifact": v} for k, v in inputs.items()}, output_id=art, error=error,
-                            notes={"reused_from": "javascript:window.__pwned=1", "executor": {"pod": HOSTILE}},
-                            source_text=HOSTILE, created_at=utcnow(), started_at=utcnow(), ended_at=utcnow()))
+                            notes={"reused_from": "javascript:window.__pwned=1", "executor": {"pod": HOSTILE},
+                                   "waiting": HOSTILE, "cache": {"skipped": HOSTILE}},
+                            source_text=HOSTILE, created_at=utcnow(), started_at=utcnow(), ended_at=ended))
     store = HttpStore(served.url, served.key)
     try:
         store.write(batch)
@@ -129,9 +133,12 @@ def test_client_written_text_never_becomes_markup_in_the_dashboard(page: Any, se
     page.goto(served.url + "/#/")
     expect(page.locator("main")).to_contain_text(HOSTILE[:40])  # shown, as text
     clean("index")
-    live, _ = _record_hostile(served)  # recorded while the page is open: drawn from its live events
-    expect(page.locator(f'[data-testid="resolution-link"][title="{live}"]')).to_have_count(1)
+    live, live_child = _record_hostile(served, "running")  # recorded while the page is open: drawn from its live
+    expect(page.locator(f'[data-testid="resolution-link"][title="{live}"]')).to_have_count(1)  # events
     clean("index, a resolution drawn live")
+    open_run(page, served.url, live_child)
+    expect(tid("run-waiting")).to_contain_text("<script>")  # a run waiting: why, as text
+    clean("a running resolution's waiting run")
     page.goto(f"{served.url}/#/resolutions/{root}")
     expect(tid("run-node").first).to_be_visible()
     clean("graph")
