@@ -11,6 +11,12 @@ A server judges no silence until it has been up for the timeout itself (:func:`j
 :meth:`~sematic_k8s.store.sql.SqlStore.judge_from_now`): the beats of drivers that record through it cannot land
 while it is down, so a silence that began before it started may be its own outage, which those drivers ride out
 (their retry window, 120 s by default, is longer than the timeout, 60 s by default).
+
+A rerun's claim (``CLAIMED``: recorded by the server's rerun action before its driver's launch) is beaten by the
+server process launching it, its holder (``held_by``: :mod:`sematic_k8s_server.claim_beats`), until the launch
+ends: silent for :func:`holder_silence`, the holder is gone (killed, stopped mid-launch), and the claim is marked
+failed, "the server that was launching this rerun stopped ..."; once the launch ended (``held_by`` cleared), its
+driver has :data:`CLAIM_GRACE` more than the timeout to record it.
 """
 from __future__ import annotations
 
@@ -29,13 +35,28 @@ from sematic_k8s.store.tables import CANCELED, CANCELING, ENDED, FAILED, LIVE, U
 
 log = logging.getLogger("sematic_k8s")
 # seconds beyond the heartbeat timeout a claimed Resolution's driver may take to record it (a pod scheduled, its
-# image pulled) before the claim counts as silent: a server that died between claiming it and starting its driver
+# image pulled) once its launch ended before the claim counts as silent (no process can tell a lost pod from a slow one)
 CLAIM_GRACE = 600.0
+# beats (of $SEMATIC_K8S_HEARTBEAT_INTERVAL) a claim's holder, the server process launching its driver, may miss
+# before the claim counts as silent (a holder killed, or stopped, mid-launch): seconds, not the grace's minutes
+HOLDER_BEATS = 4
 
 
 def timeout(stale_after: float | None) -> float:
     """Seconds of silence after which a live Resolution is dead: ``stale_after``, else the settings' (read now)."""
     return stale_after if stale_after is not None else settings.heartbeat_timeout()
+
+
+def holder_beat(stale_after: float) -> float:
+    """Seconds between a claim holder's beats: $SEMATIC_K8S_HEARTBEAT_INTERVAL, at most a :data:`HOLDER_BEATS`th of
+    the heartbeat timeout ``stale_after``."""
+    return min(settings.heartbeat_interval(), stale_after / HOLDER_BEATS)
+
+
+def holder_silence(stale_after: float) -> float:
+    """Seconds of silence after which a claim's holder is gone: :data:`HOLDER_BEATS` of its beats (at most the
+    heartbeat timeout ``stale_after``)."""
+    return HOLDER_BEATS * holder_beat(stale_after)
 
 
 def judging(awake_since: float | None, stale_after: float) -> bool:
@@ -47,14 +68,17 @@ def judging(awake_since: float | None, stale_after: float) -> bool:
 
 def silent(resolutions: sa.Table, dialect: str, stale_after: float) -> sa.ColumnElement[bool]:
     """Whether a Resolution is silent: live (running, or canceling), heartbeating, and its last beat older than
-    ``stale_after`` seconds (a claim its driver never recorded: :data:`CLAIM_GRACE` more) of the database's clock
-    (:func:`dbclock.now` for ``dialect``; never this process's). :func:`expire_silent` marks by it, and a read
-    selects it with each record (:mod:`~sematic_k8s.store.reads`), so that only a read that finds one silent opens
-    the transaction that marks it."""
+    ``stale_after`` seconds of the database's clock (:func:`dbclock.now` for ``dialect``; never this process's); a
+    claim whose launch a server process holds (``held_by``, beaten by it): :func:`holder_silence`; a claim its driver
+    never recorded (the launch over, or a claim recorded before holders): :data:`CLAIM_GRACE` more.
+    :func:`expire_silent` marks by it, and a read selects it with each record (:mod:`~sematic_k8s.store.reads`), so
+    that only a read that finds one silent opens the transaction that marks it."""
     t = resolutions
-    return sa.and_(t.c.heartbeat_at.is_not(None), sa.or_(
-        sa.and_(t.c.state.in_(LIVE), t.c.heartbeat_at < dbclock.now(dialect, stale_after)),
-        sa.and_(t.c.state == CLAIMED, t.c.heartbeat_at < dbclock.now(dialect, stale_after + CLAIM_GRACE))))
+    claimed, beat = t.c.state == CLAIMED, t.c.heartbeat_at
+    return sa.and_(beat.is_not(None), sa.or_(
+        sa.and_(t.c.state.in_(LIVE), beat < dbclock.now(dialect, stale_after)),
+        sa.and_(claimed, t.c.held_by.is_not(None), beat < dbclock.now(dialect, holder_silence(stale_after))),
+        sa.and_(claimed, t.c.held_by.is_(None), beat < dbclock.now(dialect, stale_after + CLAIM_GRACE))))
 
 
 def expire_for_read(expire: Callable[[list[str]], list[str]], ids: list[str]) -> bool:
@@ -99,13 +123,12 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
         dead.append(t.c.id.in_(list(ids)))
     marked: list[str] = []
     events: list[dict[str, Any]] = []
-    found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at).where(*dead)).all()
-    for res_id, state, beat in found:
+    found = conn.execute(sa.select(t.c.id, t.c.state, t.c.heartbeat_at, t.c.held_by).where(*dead)).all()
+    for res_id, state, beat, holder in found:
         if on_its_way is not None and on_its_way(res_id):
             log.info("resolution %s: silent, but its beat waits for the database's lock: not marked", res_id)
             continue
-        reason = (f"its driver never recorded it (claimed at {beat:%Y-%m-%d %H:%M:%S} UTC)" if state == CLAIMED
-                  else f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC")
+        reason = silence_reason(state, beat, holder)
         ended = CANCELED if state == CANCELING else FAILED
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
             state=ended, ended_at=dbclock.now(dialect),
@@ -119,6 +142,15 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
     if events and dialect == "postgresql":  # told to every server's followers once this commits, whoever marks
         notify.notify(conn, events)
     return marked
+
+
+def silence_reason(state: str, beat: Any, holder: str | None) -> str:
+    """The error a Resolution marked dead records: what went silent, and when it was last heard."""
+    if state == CLAIMED and holder is not None:
+        return f"the server that was launching this rerun stopped (last heard {beat:%H:%M:%S} UTC): re-run it"
+    if state == CLAIMED:
+        return f"its driver never recorded it (claimed at {beat:%Y-%m-%d %H:%M:%S} UTC)"
+    return f"the resolver stopped responding at {beat:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def tasks_left(conn: sa.Connection, resolutions: sa.Table) -> list[str]:

@@ -94,6 +94,7 @@ log = logging.getLogger("sematic_k8s")
 # a new row's owner, unless the server gave one (the writer's API key): every row of an insert has the same columns
 _OWNED: dict[str, Any] = {"owner": None}
 _RUN_ROW = RUN_DEFAULTS | _OWNED
+_RES_ROW: dict[str, Any] = _OWNED | {"held_by": None}  # a claim's holder: set by the server's claim only
 _HITS_SQL = cache_reads.HITS_SQL  # find_hits' statement, where tests read it to explain its query plan
 
 
@@ -255,7 +256,7 @@ class SqlStore:
             if batch.new_resolutions:
                 guards.refuse_second_continue(conn, self._res, batch.new_resolutions, expire)
                 writes.replace_claims(conn, self._res, batch.new_resolutions)  # its driver's record, in its place
-            writes.insert_absent(conn, self._res, [_OWNED | r for r in batch.new_resolutions])
+            writes.insert_absent(conn, self._res, [_RES_ROW | r for r in batch.new_resolutions])
             for rows in guards.chunks(list(batch.artifacts.values())):
                 if conflicts is not None:  # asked by a writer that can read the bytes (the server)
                     conflicts |= guards.conflicting_artifacts(conn, self._arts, rows)
@@ -295,6 +296,35 @@ class SqlStore:
             settings = {k: v for k, v in (row.settings or {}).items() if k != "waiting"}
             return bool(conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED).values(
                 settings={**settings, "waiting": waiting} if waiting else settings)).rowcount)
+
+    def beat_claims(self, holder: str, resolution_ids: Iterable[str]) -> list[str]:
+        """Stamp with the database's clock the heartbeat of each of these claims still ``CLAIMED`` and held by
+        ``holder`` (the server process launching their drivers: ``held_by``), as a resolving process beats its
+        resolution (on SQLite, known to be on its way while it waits for the lock: :mod:`~.inflight`); the ids beaten.
+        A claim ended meanwhile (failed as silent, canceled, its driver's record in its place) is left as it is."""
+        ids = sorted(set(resolution_ids))
+        if not ids:
+            return []
+        t = self._res
+        with self._beats.on_the_way(ids) if self._beats is not None else contextlib.nullcontext():
+            with self.engine.begin() as conn:
+                guards.hold_write_lock(conn)
+                held = sa.and_(t.c.id.in_(ids), t.c.state == CLAIMED, t.c.held_by == holder)
+                beaten = list(conn.scalars(sa.select(t.c.id).where(held)))
+                if beaten:
+                    conn.execute(sa.update(t).where(held).values(heartbeat_at=dbclock.now(conn.dialect.name)))
+                return beaten
+
+    def let_go_of_claim(self, resolution_id: str, holder: str) -> bool:
+        """The launch of a claim's driver by ``holder`` ended with the driver started: the claim, if still
+        ``CLAIMED`` and held by it, is held no more, its heartbeat stamped now (the driver's grace counts from here:
+        :data:`~.liveness.CLAIM_GRACE`); whether it was."""
+        t = self._res
+        with self.engine.begin() as conn:
+            guards.hold_write_lock(conn)
+            return bool(conn.execute(sa.update(t).where(t.c.id == resolution_id, t.c.state == CLAIMED,
+                                                         t.c.held_by == holder)
+                                     .values(held_by=None, heartbeat_at=dbclock.now(conn.dialect.name))).rowcount)
 
     def take_over(self, resolution_id: str) -> int:
         """Make the calling driver the resolution's only writer: bump its driver epoch in one atomic update and

@@ -51,6 +51,10 @@ class ResolutionRow(Base):
     # its end no driver recorded (marked dead, liveness.expire_silent): the copies of its workers' tasks may be left
     # in storage; True until the server's sweeper deleted them (None: nothing to delete; migration 0013)
     tasks_left: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True, index=True)
+    # a claim's holder (the server's rerun action recorded it, state "created"): the server process launching its
+    # driver, which beats its heartbeat_at until the launch ends (liveness.silent; None once the driver is started, or
+    # for any other resolution; migration 0015); set by the server only, not in ResolutionRecord
+    held_by: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class RunRow(Base):

@@ -44,7 +44,10 @@ A server that stops ends the call under way (its socket shut down, connecting or
 not tried again: the claim recorded failed, "the server stopped while its driver's launch waited for ...: re-run it"
 (the Job's create, which may have been made: its driver then finds the claim ended and stops).
 Both launchers go through the same :class:`~.claim_answer.ClaimAnswer` (the request's answer and the claim's note),
-and the same stop (:attr:`Reruns.stopping`).
+and the same stop (:attr:`Reruns.stopping`). From its claim until its launch ends, the claim is held by the server
+process launching it, which beats it (:mod:`~.claim_beats`): a process killed or stopped mid-launch has its claim
+failed by any replica within a few beats, and one that comes back finds it ended before (and after) its Job's
+create.
 """
 
 from __future__ import annotations
@@ -196,11 +199,12 @@ class Reruns:
                           root_func=res.root_func_path, root_source_file=source_file,
                           platform=platform if platform in ARCHITECTURES else None, packaged_only=True)
 
-    def claim(self, res: ResolutionRecord, spec: DriverSpec, owner: str | None) -> Batch:
+    def claim(self, res: ResolutionRecord, spec: DriverSpec, owner: str | None, holder: str | None = None) -> Batch:
         """The record of the rerun ``spec`` starts (any mode), ``CLAIMED`` until its driver records it in its place:
         written before the driver is started, so that the id answered is recorded whatever becomes of the launch, and
         a second continue of ``res`` is refused then (ContinuedAlready). ``owner``: the API key that asked (the key
-        whose token the driver gets: its driver records it in its place)."""
+        whose token the driver gets: its driver records it in its place); ``holder``: the server process launching
+        it, which beats it until the launch ends (:mod:`~.claim_beats`)."""
         now = utcnow()
         batch = Batch()
         batch.add_resolution(ResolutionRecord(
@@ -210,16 +214,19 @@ class Reruns:
                       "rerun_mode": spec.resolution.rerun_mode, "storage_url": spec.storage_url,
                       "executor": spec.executor}))
         batch.new_resolutions[-1]["owner"] = owner
+        batch.new_resolutions[-1]["held_by"] = holder
         return batch
 
     def start(self, spec: DriverSpec, server_url: str, token: str | None, source_map: Any,
               failed: Callable[[str], None], ended: Callable[[], bool],
-              noted: Callable[[str | None], None] = lambda words: None) -> None:
+              noted: Callable[[str | None], None] = lambda words: None,
+              let_go: Callable[[bool], None] = lambda started: None) -> None:
         """Launch the driver through the queue: Busy when full, ApiError(502) when the launcher fails. Returns once
         it started, or once it waits for its image or has pulled it for :data:`ANSWER_WINDOW` (see the module's
         docstring), ``noted`` told what it waits for then, and again as that changes (and None once the driver
         started): a launch that fails after that calls ``failed`` with the words the ApiError would have had; one
-        whose claim ``ended()`` (asked while it waits) ends without a driver, nothing recorded."""
+        whose claim ``ended()`` (asked while it waits) ends without a driver, nothing recorded. ``let_go`` is told
+        when the launch ended (whether its driver started): its claim held no more (:mod:`~.claim_beats`)."""
         env = driver_env(spec, server_url, token, source_map if isinstance(source_map, str) else None)
         launcher = self.config.launcher or "test"
         claim = ClaimAnswer(spec.root_id, noted)
@@ -238,6 +245,13 @@ class Reruns:
             return gone
 
         def launch() -> None:
+            started = False
+            try:
+                started = run_launcher()
+            finally:
+                let_go(started)
+
+        def run_launcher() -> bool:
             try:
                 if self._launch is not None:
                     self._launch(spec, env)
@@ -251,18 +265,19 @@ class Reruns:
             except DriverUnneeded as e:  # canceled while it waited (its image, the API): recorded so already
                 claim.unneeded()
                 log.info("rerun %s: driver not started: %s", spec.root_id, e)
-                return
+                return False
             except Exception as e:  # noqa: BLE001 - any launcher failure: said in the answer, or recorded
                 if claim.failed(e):
-                    return
+                    return False
                 log.warning("rerun %s: the %s launcher failed: %s", spec.root_id, launcher, e)
                 try:
                     failed(self._launch_failed(launcher, e).detail)
                 except Exception:  # noqa: BLE001 - the store: the claim is left to the sweeper
                     log.exception("rerun %s: its failed launch could not be recorded", spec.root_id)
-                return
+                return False
             claim.started()
             log.info("rerun %s: driver started from %s by the %s launcher", spec.root_id, spec.image, launcher)
+            return True
 
         launched: Future[None] | None = None
         try:

@@ -15,6 +15,7 @@ from sematic_k8s.store.notify import resolution_event
 from sematic_k8s.store.records import CLAIMED, Batch
 from sematic_k8s.store.sql import FAILED, SqlStore
 from sematic_k8s_server import auth, scopes, verdicts, writes
+from sematic_k8s_server.claim_beats import ClaimBeats
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.copies import LeftCopies
@@ -53,6 +54,7 @@ class Server:
             config.token_sweep_namespaces)
         self.tokens = LeftTokens(store, swept) if swept else None
         self.sweeper = Sweeper(store, every, after=self._swept)
+        self.claim_beats = ClaimBeats(store)  # the rerun claims this process launches, beaten until each launch ends
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)
         self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
@@ -84,6 +86,7 @@ class Server:
     def close(self) -> None:
         """Stop the background work."""
         self.reruns.close()
+        self.claim_beats.stop()
         self.sweeper.stop()
         self._unheard()
         self.copies.stop()
@@ -136,7 +139,8 @@ class Server:
         its state now (failed; canceled, when a cancel had been asked), to this process's followers. Over PostgreSQL
         the transaction that marked them told them already, to every server process's followers, as it does in any
         process marking them (:mod:`sematic_k8s.store.notify`): nothing more to tell."""
-        log.warning("resolution(s) %s: the resolver stopped responding; marked dead", ", ".join(ids))
+        log.warning("resolution(s) %s: the resolver (or the server launching the rerun) stopped responding; marked "
+                    "dead", ", ".join(ids))
         if self.relay is not None or not self.bus.active:
             return
         events = []

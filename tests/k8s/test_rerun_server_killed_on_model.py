@@ -1,14 +1,17 @@
 """A server killed (kill -9) after answering a rerun 202 while its driver's launch was still under way: the cluster
 model behind a proxy holding the driver Job's create (``ThrottlingProxy``, ``HELD``), the server a process of its own
 (``--rerun-concurrency 1 --rerun-queue 0``: one launch at a time, none waiting), started again on the same database.
-The claim is neither lost nor launched again: the restarted server answers it ``created`` (failed by the sweeper past
-its grace, "its driver never recorded it", as any claim no driver records), makes no Job for it, and its one launch
-slot is free: the next rerun is answered 202 and its driver's Job made. (Held before: kept as a test.)"""
+The claim is neither lost nor launched again: the restarted server answers it ``created`` at first (failed once its
+holder's beats are found stopped: below), makes no Job for it, and its one launch slot is free: the next rerun is
+answered 202 and its driver's Job made. (Held before: kept as a test.)"""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,7 +22,9 @@ from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
 from outages import ServerProcess, ThrottlingProxy
 from s3server import fresh_bucket
+from sematic_k8s import settings
 from serving import create_api_key, record_resolution, wait_for
+from skewed_clock import FAKETIME, skewed
 
 NS = "sk-runs"
 REPO = "127.0.0.1:5000/pipelines"
@@ -93,7 +98,7 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
     """The server killed (kill -9) between its rerun's token Secret and the driver Job's create (held by the proxy,
     then let through: the Job made, never made the Secret's owner): the Secret ``sk-token-<claim>`` is left owned by
     nothing. The restarted server's sweeper deletes it once the claim
-    has ended (canceled here) and the grace ($SEMATIC_K8S_TOKEN_SECRET_GRACE, 0 here) passed; the next rerun's
+    has ended (failed here, its holder's beats stopped) and the grace ($SEMATIC_K8S_TOKEN_SECRET_GRACE, 0 here) passed; the next rerun's
     Secret, owned by its Job and its claim not ended, stays. Was: left for good, holding the token."""
     with create_held(monkeypatch, "sk-killed-token") as (storage, cluster, proxy):
         db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
@@ -121,8 +126,9 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
                 assert r.status_code == 202, r.text
                 second = r.json()["resolution_id"]
                 wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's Job")
-                assert c.post(f"/api/v1/resolutions/{first}/cancel", json={}).status_code in (200, 202)
-                assert c.get(f"/api/v1/resolutions/{first}").json()["state"] == "canceled"
+                ended = wait_for(lambda: (r := c.get(f"/api/v1/resolutions/{first}").json())["state"] != "created"
+                                 and r, 60, what="the claim whose holder was killed failed")
+                assert ended["state"] == "failed" and ended["error"].startswith(HOLDER_GONE), ended
             left_name = f"sk-token-{first}"
             wait_for(lambda: not [s for s in cluster.list("secrets", NS) if s["metadata"]["name"] == left_name],
                      60, what="the token Secret left owned by nothing deleted")
@@ -131,3 +137,136 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
         finally:
             if server.proc is not None and server.proc.poll() is None:
                 server.stop()
+
+
+# -- a claim whose holder went silent: the server process launching its driver killed, or stopped ----------------
+# Each server process beats the claims it launches (``held_by``, its heartbeat every $SEMATIC_K8S_HEARTBEAT_INTERVAL,
+# on a thread of its own): the sweeper of another replica on the same database fails one whose holder went silent
+# for 4 beats (at most the heartbeat timeout), on the database's clock, in words saying so. Was: the claim kept its
+# last note ("... the Kubernetes API is slow to answer") for the heartbeat timeout plus 10 minutes.
+HOLDER_ENV = {"SEMATIC_K8S_HEARTBEAT_INTERVAL": "1", "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "5",  # silent after 4 s
+              "SEMATIC_K8S_KUBE_TIMEOUT": "600"}  # the held create is never timed out by the launch itself
+HOLDER_GONE = "the server that was launching this rerun stopped (last heard "
+
+
+def _replica(tmp_path, db_url: str, proxy: ThrottlingProxy, storage: str, env: dict[str, str] | None = None
+             ) -> ServerProcess:
+    return ServerProcess(tmp_path, db_url=db_url,
+                         env={"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_STORAGE": storage, **HOLDER_ENV,
+                              **(env or {})},
+                         args=("--rerun-launcher", "kubernetes", "--rerun-image-repository", REPO,
+                               "--rerun-namespace", NS, "--self-url", "http://127.0.0.1:1"))
+
+
+def _claim(url: str, res_id: str) -> dict:
+    return httpx.get(f"{url}/api/v1/resolutions/{res_id}", timeout=30).json()
+
+
+def _failed_as_held_by_a_silent_server(url: str, res_id: str) -> dict:
+    """The claim read through ``url`` once it is failed (a generous bound: no timed assertion), in the words saying
+    that its holder stopped."""
+    wait_for(lambda: _claim(url, res_id)["state"] != "created", 120, what=f"claim {res_id} failed")
+    claim = _claim(url, res_id)
+    assert claim["state"] == "failed", claim
+    assert claim["error"].startswith(HOLDER_GONE) and claim["error"].endswith(" UTC): re-run it"), claim
+    return claim
+
+
+def _show(url: str, home, res_id: str) -> str:
+    """``sematic-k8s resolutions show`` of ``res_id`` through the server at ``url``: what it prints."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)},
+           settings.SERVER_ENV: url, settings.HOME_ENV: str(home / "cli")}
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "resolutions", "show", res_id], env=env,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+def _rerun(url: str, root: str) -> str:
+    r = httpx.post(f"{url}/api/v1/resolutions/{root}/rerun", json={}, headers={"Origin": url}, timeout=30)
+    assert r.status_code == 202, r.text
+    return r.json()["resolution_id"]
+
+
+@pytest.mark.parametrize("skewed_replica", [False, True], ids=["same-clock", "replica-5min-ahead"])
+def test_a_claim_whose_launching_server_was_killed_is_failed_by_another_replica_within_seconds(
+        tmp_path, monkeypatch, db_url, skewed_replica) -> None:
+    """Two server replicas on one database (SQLite, PostgreSQL); the first answers a rerun 202 while its driver
+    Job's create is held by the proxy. While it lives, the claim stays ``created`` however long the create takes
+    (here past twice the holder's silence), also read by a replica whose clock is 5 minutes ahead (PostgreSQL:
+    judged on the database's clock); the first killed (kill -9), the second fails the claim within seconds, "the
+    server that was launching this rerun stopped (last heard HH:MM:SS UTC): re-run it", and a rerun through it is
+    answered 202 and gets its Job; the killed launch's Job is never made."""
+    if skewed_replica and not db_url.startswith("postgresql"):
+        pytest.skip("clocks that disagree are caused on PostgreSQL only (SQLite's clock is its machine's)")
+    if skewed_replica and FAKETIME is None:
+        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    with create_held(monkeypatch, "sk-holder-killed") as (storage, cluster, proxy):
+        skew = skewed("+5m") if skewed_replica else {}
+        if skew:
+            skew["PYTHONPATH"] = os.pathsep.join(p for p in (skew["PYTHONPATH"], os.environ.get("PYTHONPATH")) if p)
+        first_server, other = _replica(tmp_path, db_url, proxy, storage), _replica(tmp_path, db_url, proxy, storage,
+                                                                                   skew)
+        try:
+            first_server.start()
+            other.start()
+            root = record_resolution(first_server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
+            first = _rerun(first_server.url, root)
+            assert proxy.held == 1, "the driver Job's create was not held"
+            time.sleep(10)  # past twice the holder's silence, and the other replica's own start (it judges then)
+            claim = _claim(other.url, first)
+            assert claim["state"] == "created" and claim["error"] is None, claim  # a slow launch is not a dead one
+            first_server.kill()
+            failed = _failed_as_held_by_a_silent_server(other.url, first)
+            shown = _show(other.url, tmp_path, first[:8])
+            assert "failed" in shown and failed["error"] in shown, shown  # the user's read says it in those words
+            second = _rerun(other.url, root)
+            wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's driver Job")
+            assert driver_job_of(cluster, NS, first) is None
+            time.sleep(8)  # twice the holder's silence: a claim whose driver started is its driver's, not its holder's
+            claim = _claim(other.url, second)
+            assert claim["state"] == "created" and claim["error"] is None, claim
+        finally:
+            for server in (first_server, other):
+                if server.proc is not None and server.proc.poll() is None:
+                    server.stop()
+
+
+def test_a_claim_whose_launching_server_was_stopped_is_failed_and_the_server_resumed_launches_nothing(
+        tmp_path, monkeypatch) -> None:
+    """The launching server stopped (SIGSTOP, a paused VM or a loaded node) rather than killed: the other replica
+    fails its claim in the same words, and a rerun through it gets its Job. Resumed (SIGCONT) and its held create let
+    through, the first server finds its claim ended after the create: that Job deleted again, the claim's record
+    as the other replica left it (not overwritten by the resumed holder's beats or its launch's end): one driver
+    Job, the second rerun's."""
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    with create_held(monkeypatch, "sk-holder-stopped") as (storage, cluster, proxy):
+        first_server, other = _replica(tmp_path, db_url, proxy, storage), _replica(tmp_path, db_url, proxy, storage)
+        try:
+            first_server.start()
+            other.start()
+            root = record_resolution(first_server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
+            first = _rerun(first_server.url, root)
+            assert proxy.held == 1, "the driver Job's create was not held"
+            assert first_server.proc is not None
+            first_server.proc.send_signal(signal.SIGSTOP)
+            try:
+                failed = _failed_as_held_by_a_silent_server(other.url, first)
+                second = _rerun(other.url, root)
+                wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's Job")
+            finally:
+                first_server.proc.send_signal(signal.SIGCONT)
+            proxy.passing()  # the held create lands: the resumed launch reads its claim ended, deletes that Job
+            job = f"sk-driver-{first}"
+            wait_for(lambda: [r for r in cluster.calls(verb="delete", resource="jobs") if r.name == job], 60,
+                     what="the resumed launch deleting the Job its held create made")
+            wait_for(lambda: driver_job_of(cluster, NS, first) is None, 60, what="the resumed launch's Job deleted")
+            time.sleep(3)  # the resumed holder's beats, had they been written, would be by now
+            assert _claim(first_server.url, first) == _claim(other.url, first)
+            claim = _claim(other.url, first)
+            assert (claim["state"], claim["error"]) == ("failed", failed["error"]), claim
+            assert driver_job_of(cluster, NS, second) is not None
+        finally:
+            for server in (first_server, other):
+                if server.proc is not None and server.proc.poll() is None:
+                    server.stop()

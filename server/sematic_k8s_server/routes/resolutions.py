@@ -102,16 +102,22 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     new_id = uuid.uuid4().hex
     root_run = run if target == resolution_id else srv.store.get_run(resolution_id)
     spec = srv.reruns.driver_spec(res, root_run, image, new_id=new_id, target=target, mode=body.mode)
+    beats = srv.claim_beats  # this process holds the claim, beating it, until the launch ends
+    beats.hold(new_id)
     try:  # recorded before its driver starts (a continue: in the transaction that refuses a second one)
-        srv.claim(srv.reruns.claim(res, spec, caller.key_id))  # told live once committed
-    except ContinuedAlready as e:
-        raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
+        srv.claim(srv.reruns.claim(res, spec, caller.key_id, beats.holder))  # told live once committed
+    except BaseException as e:
+        beats.let_go(new_id)
+        if isinstance(e, ContinuedAlready):
+            raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
+        raise
     token = None
     if srv.auth.required:
         token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
                                    lifetime=srv.config.reruns.token_lifetime)
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
+        beats.let_go(new_id)
         auth.revoke_tokens(srv.store.engine, new_id)
         srv.end_claim(new_id, detail)
 
@@ -122,9 +128,15 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
     def noted(waiting: str | None) -> None:  # what its launch waits for (its driver's image), on the claim
         srv.note_claim(new_id, waiting)
 
+    def let_go(started: bool) -> None:  # its launch ended: held no more (once its driver started, its grace counts)
+        if started:
+            beats.launched(new_id)
+        else:
+            beats.let_go(new_id)
+
     try:  # answered once the driver started, or once it waits for its image (failed later, in the background)
         srv.reruns.start(spec, srv.self_url or _own_url(request), token, (res.settings or {}).get("source_map"),
-                         failed, ended, noted)
+                         failed, ended, noted, let_go)
     except Exception as e:
         failed(e.detail if isinstance(e, ApiError) else f"{type(e).__name__}: {e}")
         raise

@@ -1,0 +1,99 @@
+"""The beats of the rerun claims this server process holds: from its claim until its driver's launch ends, a claim
+names its holder (``held_by``: this process, :func:`holder_id`) and the holder stamps its heartbeat every
+:func:`~sematic_k8s.store.liveness.holder_beat` seconds ($SEMATIC_K8S_HEARTBEAT_INTERVAL, at most a quarter of the
+heartbeat timeout), on a thread of its own (a launch waiting on a slow Kubernetes API or an image
+does not hold it). A holder killed (kill -9) or stopped mid-launch goes silent: any replica's sweeper, or a read,
+marks the claim failed once :func:`~sematic_k8s.store.liveness.holder_silence` passed, "the server that was launching
+this rerun stopped (last heard ...): re-run it", on the database's clock. A stopped holder that comes back finds the
+claim ended at its launch's next read of it (right before the Job's create, and after it): no driver.
+
+Each server process (``--workers``, replicas) is a holder of its own and beats only its own claims."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from sematic_k8s.error_records import one_line
+from sematic_k8s.store import liveness
+from sematic_k8s.store.sql import SqlStore
+
+log = logging.getLogger("sematic_k8s_server")
+_ids: dict[int, str] = {}  # pid -> holder id: a forked process is a holder of its own
+
+
+def holder_id() -> str:
+    """This process's name as a claim's holder: its host, pid and a random part (64 characters at most)."""
+    pid = os.getpid()
+    if pid not in _ids:
+        _ids[pid] = f"{socket.gethostname()[:32]}:{pid}:{uuid.uuid4().hex[:12]}"
+    return _ids[pid]
+
+
+class ClaimBeats:
+    """Beats the claims this process holds (:meth:`hold` to :meth:`launched` or :meth:`let_go`), on a daemon thread
+    started with the first hold. Its writes go to the store, not through the server's write lock: on SQLite a beat
+    waiting for the database's lock is known to be on its way (:mod:`sematic_k8s.store.inflight`), not one waiting
+    behind the server's other writes."""
+
+    def __init__(self, store: SqlStore, every: float | None = None) -> None:
+        self.store = store
+        self.every = liveness.holder_beat(liveness.timeout(store.stale_after)) if every is None else every
+        self._held: set[str] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False  # its last beat failed (logged once until one lands)
+
+    @property
+    def holder(self) -> str:
+        return holder_id()
+
+    def hold(self, res_id: str) -> None:
+        """This process is about to claim ``res_id`` and launch its driver: beaten from now on."""
+        with self._guard:
+            self._held.add(res_id)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="sk-claim-beats")
+                self._thread.start()
+
+    def launched(self, res_id: str) -> None:
+        """Its driver is started: the claim held no more (its driver's grace counts from now)."""
+        self.let_go(res_id)
+        try:
+            self.store.let_go_of_claim(res_id, self.holder)
+        except Exception as e:  # noqa: BLE001 - the store: left held, the sweeper fails it (the driver finds it ended)
+            log.warning("rerun %s: could not record that its driver started: %s", res_id, one_line(str(e)))
+
+    def let_go(self, res_id: str) -> None:
+        """Its launch ended otherwise (failed, canceled: recorded so): beaten no more."""
+        with self._guard:
+            self._held.discard(res_id)
+
+    def beat(self) -> None:
+        """Beat the claims held now."""
+        with self._guard:
+            held = list(self._held)
+        if held:
+            self.store.beat_claims(self.holder, held)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.beat()
+            except Exception as e:  # noqa: BLE001 - the database may be down a while: beaten again next time
+                if not self._failing:
+                    orig = getattr(e, "orig", None) or e
+                    log.warning("beating the rerun claims this process holds failed: %s: %s", type(orig).__name__,
+                                one_line(str(orig)))
+                self._failing = True
+                continue
+            self._failing = False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
