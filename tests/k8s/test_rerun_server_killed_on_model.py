@@ -97,9 +97,9 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
         tmp_path, monkeypatch) -> None:
     """The server killed (kill -9) between its rerun's token Secret and the driver Job's create (held by the proxy,
     then let through: the Job made, never made the Secret's owner): the Secret ``sk-token-<claim>`` is left owned by
-    nothing. The restarted server's sweeper deletes it once the claim
-    has ended (failed here, its holder's beats stopped) and the grace ($SEMATIC_K8S_TOKEN_SECRET_GRACE, 0 here) passed; the next rerun's
-    Secret, owned by its Job and its claim not ended, stays. Was: left for good, holding the token."""
+    nothing. The restarted server's sweeper deletes it once the claim has ended (failed here, its holder's beats
+    stopped) and the grace ($SEMATIC_K8S_TOKEN_SECRET_GRACE, 0 here) passed; the next rerun's Secret, owned by its
+    Job and its claim not ended, stays. Was: left for good, holding the token."""
     with create_held(monkeypatch, "sk-killed-token") as (storage, cluster, proxy):
         db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
         key = create_api_key(db_url, tmp_path, "tests")
