@@ -113,8 +113,12 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         raise
     token = None
     if srv.auth.required:
-        token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
-                                   lifetime=srv.config.reruns.token_lifetime)
+        try:
+            token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
+                                       lifetime=srv.config.reruns.token_lifetime)
+        except BaseException:  # no launch: beaten no more (failed once its holder's silence passed)
+            beats.let_go(new_id)
+            raise
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
         beats.let_go(new_id)
