@@ -7,9 +7,11 @@ httpx where a proxy may be set), records and batches in their JSON form (:mod:`~
 
 Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
 connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
-window. Writes may be sent again safely: the server's store inserts if absent and updates set fields, and a
-driver's writes are numbered (``Batch.sequence``), so that a retried request whose first attempt lands after the
-driver's later writes (held up in the network or the server past the timeout) sets nothing back. A 507 (the
+window; a 504 (the server's database canceled its query at its statement_timeout; a proxy's gateway timeout) is
+sent :data:`GATEWAY_TIMEOUT_TRIES` times only: what took too long once likely will again, unless a lock held it up.
+Writes may be sent again safely: the server's store inserts if absent and updates set fields, and a driver's writes
+are numbered (``Batch.sequence``), so that a retried request whose first attempt lands after the driver's later
+writes (held up in the network or the server past the timeout) sets nothing back. A 507 (the
 server's disk is full) is not retried: it raises :class:`~sematic_k8s.errors.DiskFull` with the server's words at
 once.
 """
@@ -66,6 +68,7 @@ READ_ONLY = "read-only"  # the role of a key that may only read (``GET /whoami``
 # the server (or a proxy before it) asks to try again; 408: the body did not all arrive in time (a path that went
 # quiet mid-request), so the server did nothing with it: it is sent again whole
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+GATEWAY_TIMEOUT_TRIES = 3  # 504s a request is sent for at most, within the retry window: then its words are raised
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
 WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
 # the numbers of a fenced writer's requests (Batch.sequence): one counter for the process, so that every store object
@@ -110,11 +113,13 @@ class HttpStore:
         target = quote(self._prefix + API + path, safe="/:@!$&'()*+,;=%") + (f"?{urlencode(params)}" if params else "")
         all_headers = {**self.headers, **(headers or {})}
         transient = self.connections.transient
+        timeouts = 0  # 504s answered
         try:
             for attempt in retrying(f"the sematic-k8s server at {self.url}", transient, window):
                 with attempt:
                     response = self.connections.request(method, target, content, all_headers)
-                    if response.status_code in RETRY_STATUSES:
+                    timeouts += response.status_code == 504
+                    if response.status_code in RETRY_STATUSES and timeouts < GATEWAY_TIMEOUT_TRIES:
                         raise RetryLater(f"HTTP {response.status_code}", _retry_after(response), response)
         except transient as e:
             raise ServerError(f"cannot reach the sematic-k8s server at {self.url} (tried for {window:g} s): "

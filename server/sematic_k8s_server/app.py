@@ -85,7 +85,7 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         app.include_router(router, dependencies=[Depends(require_key), Depends(may_act)], responses=problems.ERRORS)
     mount_dashboard(app)
     mount_api_docs(app)  # Swagger UI from the vendored files
-    problems.install(app)
+    problems.install(app, store.engine)
     reads = reads_by_post(KEYED_ROUTERS)
     app.add_middleware(Guard, authenticator=authenticator, config=config, reads=reads)
     app.front = WriteFastPath(app.stack, server=server, guard=Guard(app.stack, authenticator=authenticator,

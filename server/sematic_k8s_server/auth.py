@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 import re
 import secrets
 import uuid
@@ -30,10 +29,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from sematic_k8s.error_records import one_line
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.store.records import utcnow
 from sematic_k8s.store.tables import Base, ResolutionRow
+from sematic_k8s_server import dbfailures
 
 HEADER = "X-API-Key"
 MESSAGE = f"missing or invalid API key: send it in the {HEADER} header"
@@ -44,11 +43,6 @@ READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only key may send, but t
 # READ_BY_POST, the marker (an OpenAPI extension, ``openapi_extra``) of a POST route that only reads, its body carrying
 # what a URL could not (many cache keys or ids); the app hands their paths to the Guard (read_only_refusal's ``reads``)
 READ_BY_POST = "x-sematic-k8s-read"
-# PostgreSQL's refusals of a new connection when its max_connections, or a role's or database's CONNECTION LIMIT, is
-# reached ("sorry, too many clients already", "too many connections for role ..."): told by their words alone (psycopg
-# gives a refused connection no SQLSTATE)
-NO_CONNECTION_TO_SPARE = ("too many clients already", "too many connections for")
-log = logging.getLogger("sematic_k8s_server")
 ACTIVE_KEY = "revoked_at IS NULL"  # the keys whose names are unique (as in migration 0011)
 
 metadata = sa.MetaData()
@@ -105,10 +99,9 @@ class Unauthorized(Exception):
 def unchecked(e: Exception) -> str:
     """Why a credential could not be checked when checking it failed otherwise than by :class:`Unauthorized`: the
     metadata database is unavailable, or has no connection to spare (its words are the server's log's, never a
-    client's: :meth:`Authenticator.authenticate_many` logs them)."""
-    if any(words in str(getattr(e, "orig", None) or e) for words in NO_CONNECTION_TO_SPARE):
-        return ("cannot check credentials: the metadata database has no connection to spare (its max_connections, or "
-                f"a connection limit, is reached by its clients): {type(e).__name__}")
+    client's: :meth:`Authenticator.authenticate_many` has them logged)."""
+    if dbfailures.no_connection_to_spare(e):
+        return f"cannot check credentials: {dbfailures.no_connection_words(e)}"
     return f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}"
 
 
@@ -285,7 +278,7 @@ class Authenticator:
     def __init__(self, engine: sa.Engine, *, required: bool) -> None:
         self.engine = engine
         self.required = required
-        self._failing: str | None = None  # the database's words, once logged, while the checks fail
+        self.failures = dbfailures.of(engine)  # what the log says of the database's failures
 
     def authenticate(self, key: str | None) -> Principal:
         """Who sent ``key``; :class:`Unauthorized` when it does not open the API. Anyone, in local mode."""
@@ -305,11 +298,8 @@ class Authenticator:
             with self.engine.connect() as conn:
                 found = {**self._keys(conn, api), **self._tokens(conn, tokens)}
         except Exception as e:
-            self._failed(e)
+            self.failures.failed(e, "cannot check credentials")
             raise
-        if self._failing is not None:
-            self._failing = None
-            log.warning("credentials are checked again: the metadata database answers")
         out: list[Principal | Unauthorized] = []
         for key in keys:
             if not key:
@@ -321,16 +311,6 @@ class Authenticator:
                                       f"invalid or revoked API key: send a valid one in the {HEADER} header")
             out.append(result)
         return out
-
-    def _failed(self, e: Exception) -> None:
-        """Log why credentials cannot be checked, in the database's words: once, until they change or it answers
-        (every request is refused meanwhile, with :func:`unchecked`'s words)."""
-        orig = getattr(e, "orig", None) or e
-        words = f"{type(orig).__name__}: {one_line(str(orig))}"
-        if words != self._failing:
-            self._failing = words
-            log.warning("cannot check credentials (requests answered 503 until it answers): the metadata database "
-                        "failed: %s", words)
 
     @staticmethod
     def _keys(conn: sa.Connection, hashes: list[str]) -> dict[str, Principal | Unauthorized]:

@@ -1,22 +1,25 @@
 """Errors as JSON: every failure answers ``{"detail": "<one line saying what and what to do>", ...}`` with a
 4xx or 5xx status, never a bare 500 page. Infrastructure the server depends on (artifact storage, the
-metadata database) failing is a 503 that names it; its disk full, a 507 (Insufficient Storage) that says so."""
+metadata database) failing is a 503 that names it; its disk full, a 507 (Insufficient Storage) that says so; a query
+the database canceled at its statement_timeout, a 504 (Gateway Timeout) that says so."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import sqlalchemy as sa
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.error_records import one_line
 from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, StorageLinkRefused
+from sematic_k8s_server import dbfailures
 from sematic_k8s_server.schemas import Problem
 
 log = logging.getLogger("sematic_k8s_server")
@@ -25,7 +28,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {  # every endpoint's errors in OpenAP
     "4XX": {"model": Problem, "description": "refused: `detail` says why and what to do (a 401 without a valid "
                                              "API key; a 422 lists the request's bad fields under `errors`)"},
     "5XX": {"model": Problem, "description": "the server, or what it depends on, failed: `detail` says which "
-                                             "(503: retry after `Retry-After` seconds)"}}
+                                             "(503, 504: retry after `Retry-After` seconds)"}}
 
 
 class ApiError(HTTPException):
@@ -120,13 +123,36 @@ async def _database_read_only(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, f"{exc}; retry later (a failover ends by itself)", {"Retry-After": "5"})
 
 
-async def database_error(request: Request, exc: Exception) -> JSONResponse:
-    """503. The log says it in one line too: not the statement and its parameters (a client's records)."""
-    orig = getattr(exc, "orig", None) or exc
-    log.warning("%s %s: the metadata database failed: %s: %s", request.method, request.url.path,
-                type(orig).__name__, one_line(str(orig)))
-    return problem(503, f"the metadata database is unavailable: {type(orig).__name__}: {orig}".splitlines()[0],
-                   {"Retry-After": "5"})
+def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """The handler of the database's failures (:mod:`~sematic_k8s_server.dbfailures` says which, and logs them: not
+    the statement and its parameters, a client's records):
+
+    - a query canceled at the database's statement_timeout: 504 (Gateway Timeout: the database, behind the server,
+      did not answer in its operator's time), which the HTTP store tries a few times only (a lock that held it up may
+      be released; a listing that always takes longer fails with these words, not after the retry window);
+    - anything else: 503, retried by clients (no connection to spare: said so, without the database's host)."""
+    failures = dbfailures.of(engine)
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        orig = getattr(exc, "orig", None) or exc
+        if dbfailures.at_statement_timeout(orig):
+            limit = await run_in_threadpool(dbfailures.statement_timeout, engine)
+            route = request.scope.get("route")
+            failures.timed_out(f"{request.method} {getattr(route, 'path', request.url.path)}", limit or "unknown")
+            return problem(504, "the metadata database canceled this request's query at its statement_timeout "
+                                f"({f'{limit}, ' if limit else ''}set for the server's role or database): raise it for "
+                                "the server's role (ALTER ROLE ... SET statement_timeout), or ask for less (e.g. a "
+                                "smaller page)", {"Retry-After": GATEWAY_TIMEOUT_RETRY_AFTER})
+        failures.failed(orig, f"{request.method} {request.url.path}")
+        if dbfailures.no_connection_to_spare(orig):
+            return problem(503, dbfailures.no_connection_words(orig), {"Retry-After": "5"})
+        return problem(503, f"the metadata database is unavailable: {type(orig).__name__}: {orig}".splitlines()[0],
+                       {"Retry-After": "5"})
+
+    return database_error
+
+
+GATEWAY_TIMEOUT_RETRY_AFTER = "2"  # seconds: the HTTP store's tries of a 504 are few (http.GATEWAY_TIMEOUT_TRIES)
 
 
 async def _refused_value(_: Request, exc: Exception) -> JSONResponse:
@@ -159,9 +185,10 @@ def _documented(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return with_problems
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers: ApiError, storage and database failures, and anything else as a JSON 500; document
-    their body in OpenAPI (routes are included with :data:`ERRORS`)."""
+def install(app: FastAPI, engine: sa.Engine) -> None:
+    """Register the handlers: ApiError, storage and database failures (of ``engine``'s database), and anything else
+    as a JSON 500; document their body in OpenAPI (routes are included with :data:`ERRORS`)."""
+    database_error = _database_error(engine)
     app.openapi = _documented(app)  # type: ignore[method-assign]
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

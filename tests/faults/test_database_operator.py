@@ -6,6 +6,7 @@ the server recovers on its own once the operator is done."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,12 +105,14 @@ def test_a_read_only_database_is_a_503_its_drivers_ride_out(tmp_path: Path, post
             store.close()
 
 
-def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "local"])
+def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Path, keyed: bool) -> None:
     """Other clients hold every connection PostgreSQL takes (``max_connections``, 20 here) while the server's own are
-    ended: a request with a key, whose credential the server cannot check, is answered 503 with ``Retry-After``,
-    saying the database has no connection to spare, and the server's log says why in the database's words, once; the
-    connections freed, it is served again, and the log says so. Was: 503 "the metadata database is unavailable:
-    OperationalError", and nothing in the log."""
+    ended: a request, with a key (whose credential the server cannot check) or without (local mode: the route cannot
+    read), is answered 503 with ``Retry-After``, saying the database has no connection to spare, and the server's log
+    says why in the database's words, once for the outage; the connections freed, it is served again, and the log
+    says so. Was: 503 "the metadata database is unavailable: OperationalError", and nothing in the log (with a key);
+    without one, the database's words with its host and port, and a line in the log for each request."""
     from pgcluster import create_database, own_cluster
 
     with own_cluster() as cluster:
@@ -118,8 +121,9 @@ def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Pa
         cluster.start()
         db_url = create_database(cluster.url, "full")
         key = create_api_key(db_url, tmp_path, "dba")
-        with server_process(tmp_path, "--db-url", db_url) as (_, url), _operator(db_url) as dba, \
-                httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client:
+        mode = ("--db-url", db_url) if keyed else ("--db-url", db_url, "--local")
+        with server_process(tmp_path, *mode) as (_, url), _operator(db_url) as dba, \
+                httpx.Client(base_url=url, headers={"X-API-Key": key} if keyed else {}, timeout=30) as client:
             assert client.get("/api/v1/resolutions").status_code == 200
             log = next(tmp_path.glob(f"server-{url.rsplit(':', 1)[1]}.log"))
             hogs: list[psycopg.Connection] = []
@@ -130,14 +134,86 @@ def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Pa
                 assert "the metadata database has no connection to spare" in refused.json()["detail"], refused.text
                 assert "127.0.0.1" not in refused.text  # where the database is: the log's alone
                 said = [line for line in log.read_text().splitlines() if "too many clients already" in line]
-                assert len(said) == 1 and "cannot check credentials" in said[0], said
-                client.get("/api/v1/resolutions")
+                assert len(said) == 1, said
+                assert ("cannot check credentials" if keyed else "GET /api/v1/resolutions") in said[0], said
+                assert client.get("/api/v1/resolutions").status_code == 503
                 assert len([line for line in log.read_text().splitlines() if "too many clients" in line]) == 1
             finally:
                 for hog in hogs:
                     hog.close()
             wait_for(lambda: client.get("/api/v1/resolutions").status_code == 200, 60, what="the server served again")
-            wait_for(lambda: "credentials are checked again" in log.read_text(), 10, what="the log saying so")
+            wait_for(lambda: "the metadata database answers again" in log.read_text(), 10, what="the log saying so")
+
+
+TIMED_OUT = "the metadata database canceled this request's query at its statement_timeout (300ms, set for"
+
+
+def test_a_query_past_the_statement_timeout_is_a_504_in_its_words_tried_a_few_times(
+        tmp_path: Path, postgres_url: str) -> None:
+    """An operator's ``statement_timeout`` (300 ms on the database) and a lock another session holds on
+    ``resolutions``: a listing, canceled at the timeout at every try, is answered 504 "the metadata database canceled
+    this request's query at its statement_timeout (300ms, ...): raise it ... or ask for less", which the HTTP store
+    sends a few times only (its retry window here is 600 s), and the server's log says it once for the route; a
+    driver's write canceled so is sent again, and lands once the lock is released. Was: 503 "the metadata database
+    is unavailable: QueryCanceled: canceling statement due to statement timeout", retried for the whole window, and
+    a line in the log for each try."""
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
+    server = ServerProcess(tmp_path, db_url=postgres_url)
+    with running(server), psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        locker.execute("LOCK TABLE resolutions IN ACCESS EXCLUSIVE MODE")
+        listed: dict[str, BaseException] = {}
+
+        def listing() -> None:
+            client = HttpStore(server.url, retry_window=600)
+            try:
+                client.list_resolutions()
+            except ServerError as e:
+                listed["error"] = e
+            finally:
+                client.close()
+
+        lister = threading.Thread(target=listing, daemon=True)
+        lister.start()
+        wait_for(lambda: not lister.is_alive(), 60, what="the listing refused (not retried for the window)")
+        error = listed.get("error")
+        assert isinstance(error, ServerError) and error.status == 504 and TIMED_OUT in str(error), error
+        assert "ALTER ROLE ... SET statement_timeout" in str(error) and "ask for less" in str(error), error
+        said = [line for line in server.log.read_text().splitlines() if "statement_timeout (300ms)" in line]
+        assert len(said) == 1 and "GET /api/v1/resolutions" in said[0], said
+
+        batch = _new_resolution()
+        thread, outcome = _write_in_thread(server.url, batch)
+        wait_for(lambda: "POST /api/v1/store/write: the metadata database canceled" in server.log.read_text(), 30,
+                 what="the driver's write canceled")
+        locker.rollback()  # the lock released: the write's next try lands
+        thread.join(60)
+        assert outcome == {"written": True}, outcome
+    store = SqlStore(postgres_url, create=False)
+    try:
+        assert store.get_resolution(batch.new_resolutions[0]["id"]) is not None
+    finally:
+        store.close()
+
+
+def _write_in_thread(url: str, batch: Batch) -> tuple[threading.Thread, dict[str, object]]:
+    """``batch`` written through a driver's HTTP store (its default retry window) on a thread of its own."""
+    outcome: dict[str, object] = {}
+
+    def write() -> None:
+        client = HttpStore(url)
+        try:
+            client.write(batch)
+            outcome["written"] = True
+        except Exception as e:  # noqa: BLE001 - the test reads it
+            outcome["error"] = e
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 def test_a_server_starting_while_another_migrates_past_the_statement_timeout_waits_for_it(

@@ -1,0 +1,137 @@
+"""The metadata database failing under requests, in one place: how the server's log says it and the words a client is
+answered, whoever met it (the credential check, :mod:`~sematic_k8s_server.auth`; a route, through
+:mod:`~sematic_k8s_server.problems`).
+
+- An **outage** (PostgreSQL gives no connection: it is down, or has none to spare; or it ended the request's
+  session) is said once in the database's words, with what met it first, until the engine gets a connection again
+  (its ``engine_connect``: any request's, the sweeper's), then once "the metadata database answers again". With a
+  key or without one (local mode) alike.
+- A query **canceled at the database's statement_timeout** (SQLSTATE 57014 with PostgreSQL's "statement timeout") is
+  no outage: the request asks for more than its operator's limit allows, and will again. It is said once per route,
+  with the limit (:func:`statement_timeout`).
+- Any other failure is said once per request, as it is met.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from sematic_k8s.error_records import one_line
+
+log = logging.getLogger("sematic_k8s_server")
+# PostgreSQL's refusals of a new connection when its max_connections, or a role's or database's CONNECTION LIMIT, is
+# reached ("sorry, too many clients already", "too many connections for role ..."): told by their words alone (psycopg
+# gives a refused connection no SQLSTATE)
+NO_CONNECTION_TO_SPARE = ("too many clients already", "too many connections for")
+QUERY_CANCELED = "57014"  # query_canceled: by statement_timeout, or by a cancel request (pg_cancel_backend)
+# a session ended by the server (admin_shutdown, crash_shutdown, cannot_connect_now), besides class 08 (connection)
+ENDED_SESSION = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _orig(e: BaseException) -> BaseException:
+    return getattr(e, "orig", None) or e
+
+
+def words(e: BaseException) -> str:
+    """The database's own words for ``e`` on one line (for the log: they may name its host, port and user)."""
+    orig = _orig(e)
+    return f"{type(orig).__name__}: {one_line(str(orig))}"
+
+
+def no_connection_to_spare(e: BaseException) -> bool:
+    return any(said in str(_orig(e)) for said in NO_CONNECTION_TO_SPARE)
+
+
+def no_connection_words(e: BaseException) -> str:
+    """What a client is told of a connection refused for lack of one to spare (no host or port)."""
+    return ("the metadata database has no connection to spare (its max_connections, or a connection limit, is reached "
+            f"by its clients): {type(e).__name__}")
+
+
+def is_outage(e: BaseException) -> bool:
+    """PostgreSQL's failures that are no request's own: no connection had (psycopg gives those no SQLSTATE), a
+    connection's (class 08), the session ended by the server. SQLite's (no SQLSTATE at all) are not."""
+    orig = _orig(e)
+    if not hasattr(orig, "sqlstate"):
+        return False
+    state = orig.sqlstate
+    return state is None or state.startswith("08") or state in ENDED_SESSION
+
+
+def at_statement_timeout(e: BaseException) -> bool:
+    """A query PostgreSQL canceled at its ``statement_timeout`` (told from a cancel request by its words)."""
+    orig = _orig(e)
+    return getattr(orig, "sqlstate", None) == QUERY_CANCELED and "statement timeout" in str(orig)
+
+
+class Failures:
+    """What the server's log has said of the failures of ``engine``'s database (see the module docstring): one for an
+    engine (:func:`of`), shared by the server's credential check and its error handlers."""
+
+    def __init__(self, engine: sa.Engine) -> None:  # not kept: the engine keeps it (:func:`of`)
+        self._lock = threading.Lock()
+        self._failing: str | None = None  # the outage's words, once said, until a connection is had again
+        self._timed_out: set[str] = set()  # the routes whose statement timeout was said
+        event.listen(engine, "engine_connect", self._connected)
+
+    def failed(self, e: BaseException, what: str) -> None:
+        """Say that ``what`` (``cannot check credentials``, ``GET /api/v1/...``) met ``e``: an outage once, until the
+        database answers again; anything else each time."""
+        said = words(e)
+        if not is_outage(e):
+            log.warning("%s: the metadata database failed: %s", what, said)
+            return
+        with self._lock:
+            if said == self._failing:
+                return
+            self._failing = said
+        log.warning("%s: the metadata database failed: %s (said once: requests meeting it are answered 503 until it "
+                    "answers again)", what, said)
+
+    def _connected(self, _: Any) -> None:
+        if self._failing is None:  # the common case, without the lock
+            return
+        with self._lock:
+            if self._failing is None:
+                return
+            self._failing = None
+        log.warning("the metadata database answers again")
+
+    def timed_out(self, route: str, limit: str) -> None:
+        """Say once for ``route`` that its query was canceled at the database's statement_timeout (``limit``)."""
+        with self._lock:
+            if route in self._timed_out:
+                return
+            self._timed_out.add(route)
+        log.warning("%s: the metadata database canceled its query at its statement_timeout (%s), answered 504 (said "
+                    "once per route): raise it for the server's role (ALTER ROLE ... SET statement_timeout), or ask "
+                    "for less", route, limit)
+
+
+def statement_timeout(engine: sa.Engine) -> str | None:
+    """The database's statement_timeout for ``engine``'s sessions (set on its role or database), as PostgreSQL shows
+    it ("500ms", "2s"); None when it cannot be asked."""
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar())
+    except sa.exc.SQLAlchemyError:
+        return None
+
+
+_OF: weakref.WeakKeyDictionary[sa.Engine, Failures] = weakref.WeakKeyDictionary()
+_OF_LOCK = threading.Lock()
+
+
+def of(engine: sa.Engine) -> Failures:
+    """``engine``'s one :class:`Failures`."""
+    with _OF_LOCK:
+        failures = _OF.get(engine)
+        if failures is None:
+            failures = _OF[engine] = Failures(engine)
+        return failures
