@@ -1,15 +1,23 @@
 """The first process of a Docker driver container (``python -m sematic_k8s.driver_relay``): runs the driver
-(``python -m sematic_k8s.driver``) as its child, passes its stdout and stderr on as they come, and once the driver
-ended ends each stream's unended last line with a line break; then exits with the driver's exit code (128 + N for a
-driver killed by signal N, as Docker says a container's).
+(``python -m sematic_k8s.driver``) as its child, its stdout and stderr one pipe (as ``2>&1``), passes that on to its
+own stdout as it comes, and once the driver ended ends its unended last line with a line break; then exits with the
+driver's exit code (128 + N for a driver killed by signal N, as Docker says a container's).
 
-Why: the engine's json-file log keeps an unended line until its stream ends, writes it as the container ends, and its
-follow (how :class:`~sematic_k8s.launchers.docker.DriverContainer` reads the log) often ends before sending it; the
-container, removed as it ends (``auto_remove``), cannot be read after it. A dying driver's last words (a Python fatal
-error, ``print(..., end="")`` before ``os._exit``, a kill -9 mid-line) then missed the CloudResolver's "last log lines".
-Ended here while the container still runs, that line is logged as any other.
+Why one stream: the engine reads a container's stdout and stderr on two copiers of its own, each stamping and logging
+its lines as it gets to them, up to a megabyte behind the process: the log's order across the two streams (and its
+timestamps) is the copiers', not the driver's (moby/moby#31706). A traceback written last on stderr after a burst on
+stdout landed among stdout's lines, or before all of them (every line kept, in order within its stream), and the
+CloudResolver's "last log lines" (the log's tail) showed neither its end nor, at times, any stdout line. One pipe keeps
+the order the driver wrote in, as a terminal does; the driver's log is then all stdout (``docker logs`` shows no
+stderr), and a line the driver left unended on one stream is continued by what it writes next on the other.
 
-The relay stops at the driver's end, not at its streams' (a process the driver left holding them would keep the
+Why ended: the engine's json-file log keeps an unended line until its stream ends, writes it as the container ends, and
+its follow (how :class:`~sematic_k8s.launchers.docker.DriverContainer` reads the log) often ends before sending it;
+the container, removed as it ends (``auto_remove``), cannot be read after it. A dying driver's last words (a Python
+fatal error, ``print(..., end="")`` before ``os._exit``, a kill -9 mid-line) then missed the CloudResolver's "last log
+lines". Ended here while the container still runs, that line is logged as any other.
+
+The relay stops at the driver's end, not at its output's (a process the driver left holding it would keep the
 container up). A signal the container gets (``docker stop``'s SIGTERM, ``docker kill -s``) is passed on to the driver
 when the driver has a handler for it, as it reached the driver in the relay's place (a container's first process gets
 only the signals it handles): Python's SIGINT, a pipeline's own SIGTERM handler. One it does not handle is dropped, as
@@ -39,13 +47,14 @@ PASSED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.S
 
 def main() -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, PASSED)  # (blocked already by the container's command) until handled
+    # one pipe for both streams: the engine keeps its order
     child = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, bufsize=0, preexec_fn=unblocked)
+                             stderr=subprocess.STDOUT, bufsize=0, preexec_fn=unblocked)
     for sig in PASSED:
         signal.signal(sig, lambda signum, _: pass_on(child, signum))
     unblocked()  # a signal sent meanwhile is handled now: passed on, or dropped, as any later one
-    assert child.stdout is not None and child.stderr is not None
-    relay({child.stdout.fileno(): 1, child.stderr.fileno(): 2}, child)
+    assert child.stdout is not None
+    relay(child.stdout.fileno(), 1, child)
     code = child.wait()
     return 128 - code if code < 0 else code
 
@@ -73,35 +82,33 @@ def handles(pid: int, signum: int) -> bool:
     return bool(int(caught, 16) >> (signum - 1) & 1)
 
 
-def relay(streams: dict[int, int], child: subprocess.Popen[bytes]) -> None:
-    """Copy each read end in ``streams`` to its file descriptor until both end or ``child`` exited (then what they
-    hold already is copied, no more: a process it left may write on); then end with a line break each one whose last
-    byte copied was not one."""
-    ended = dict.fromkeys(streams, True)  # whether what was copied ends with a line break (or is nothing)
+def relay(source: int, out: int, child: subprocess.Popen[bytes]) -> None:
+    """Copy the read end ``source`` to ``out`` until it ends or ``child`` exited (then what it holds already is
+    copied, no more: a process it left may write on); then end with a line break what was copied when its last byte
+    was not one."""
+    ended = True  # whether what was copied ends with a line break (or is nothing)
+    os.set_blocking(source, False)
     selector = selectors.DefaultSelector()
-    for fd in streams:
-        os.set_blocking(fd, False)
-        selector.register(fd, selectors.EVENT_READ)
+    selector.register(source, selectors.EVENT_READ)
     held = DRAIN_CHUNKS  # reads left once it exited
-    while selector.get_map() and held > 0:
-        exited = child.poll() is not None  # asked before the reads: what it wrote before it ended is in the pipes
-        ready = selector.select(0 if exited else 0.2)
-        if exited and not ready:
+    while held > 0:
+        exited = child.poll() is not None  # asked before the read: what it wrote before it ended is in the pipe
+        if not selector.select(0 if exited else 0.2):
+            if exited:
+                break
+            continue
+        held -= exited
+        try:
+            chunk = os.read(source, CHUNK)
+        except BlockingIOError:  # nothing after all
+            continue
+        if not chunk:
             break
-        for key, _ in ready:
-            held -= exited
-            try:
-                chunk = os.read(key.fd, CHUNK)
-            except BlockingIOError:  # nothing after all
-                continue
-            if chunk:
-                _write(streams[key.fd], chunk)
-                ended[key.fd] = chunk.endswith(b"\n")
-            else:
-                selector.unregister(key.fd)
-    for fd, out in streams.items():
-        if not ended[fd]:
-            _write(out, b"\n")
+        _write(out, chunk)
+        ended = chunk.endswith(b"\n")
+    selector.close()
+    if not ended:
+        _write(out, b"\n")
 
 
 def _write(fd: int, data: bytes) -> None:

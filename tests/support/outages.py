@@ -2,9 +2,9 @@
 a private S3 API server (moto) and a private Docker registry on ports of their own, a TCP proxy that can drop every
 connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
 late, one that stalls a request's body, one that pauses an answer midway (a registry serving a large blob slowly),
-and one that answers "too many requests" (429), or another status, in the
-target's place (an S3 API's, or a registry's before the Docker engine's pull: :func:`registry_answering`); and a
-port whose connects are never completed (:func:`unaccepting_port`)."""
+one that passes an answer slowly throughout (a slow path to the Docker engine), and one that answers "too many
+requests" (429), or another status, in the target's place (an S3 API's, or a registry's before the Docker engine's
+pull: :func:`registry_answering`); and a port whose connects are never completed (:func:`unaccepting_port`)."""
 
 from __future__ import annotations
 
@@ -657,6 +657,48 @@ class PausingProxy(_LoopbackProxy):
             return True
 
         _copy(upstream, client, each=pausing)
+
+
+class TricklingProxy(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to ``target_port`` (or a Unix socket's path: a Docker engine's) that passes the
+    answer to each request whose first line has ``request`` at ``rate`` bytes a second at most (each piece followed
+    by the wait its size takes at that rate: slow, never stalled). Every other request and answer passes unchanged."""
+
+    def __init__(self, target_port: int | str, request: bytes, rate: int) -> None:
+        self.request, self.rate = request, rate
+        self.trickled = 0  # answers slowed so far
+        super().__init__(target_port, "trickling-proxy")
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        picked = threading.Event()  # this connection's request under way is one to slow (HTTP/1.1: one at a time)
+
+        def trickling(data: bytes, send: Callable[[bytes], None]) -> bool:
+            step = max(1, self.rate // 10)
+            while data and picked.is_set():
+                piece, data = data[:step], data[step:]
+                send(piece)
+                time.sleep(len(piece) / self.rate)  # however small the pieces the target sends
+            if data:
+                send(data)
+            return True
+
+        threading.Thread(target=_copy, args=(upstream, client), kwargs={"each": trickling}, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                first = data.split(b"\r\n", 1)[0]
+                if first.endswith(b" HTTP/1.1"):  # a request's start: slowed or not, its answer
+                    if self.request in first:
+                        with self._lock:
+                            self.trickled += 1
+                        picked.set()
+                    else:
+                        picked.clear()
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
 
 
 class ThrottlingProxy(_LoopbackProxy):
