@@ -28,15 +28,16 @@ told again, while no try failed, the first try's progress as it changes ("pullin
 X of Y MB): REF", at most every ``PULL_PROGRESS_EVERY``: a healthy pull of a large image). Without ``pulling`` (the
 CloudResolver's launch), ``progress`` is told those words instead: its display shows them on the user's console.
 
-The container runs the driver under :mod:`sematic_k8s.driver_relay` (its first process), which ends a dying driver's
-unended last line while the container still runs: the engine's follow of the log would often end without it (an
-image made before the relay runs its driver alone).
+The container runs the driver under :mod:`sematic_k8s.driver_relay` (its first process), which gives the driver one
+pipe for stdout and stderr (the engine's log keeps no order across a container's two streams) and ends a dying
+driver's unended last line while the container still runs: the engine's follow of the log would often end without it
+(an image made before the relay runs its driver alone).
 The container removes itself when it exits (``auto_remove``): no finished driver is left behind. Whoever
 follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as it runs, so its last lines
-are known even after it is gone, and reads its exit code from Docker's wait, or, when it was gone before the wait
-was asked (it ended while the engine did not answer), from the engine's "die" event of it. A driver that nobody
-followed (a detached resolution) and that was killed leaves its exited worker containers:
-:func:`remove_ended_workers` removes those of resolutions that ended.
+are known even after it is gone (once the follow read the rest of it, however far behind it was), and reads its exit
+code from Docker's wait, or, when it was gone before the wait was asked (it ended while the engine did not answer),
+from the engine's "die" event of it. A driver that nobody followed (a detached resolution) and that was killed leaves
+its exited worker containers: :func:`remove_ended_workers` removes those of resolutions that ended.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV,
 from sematic_k8s.specs import DOCKER_DRIVER_COMMAND, DriverSpec
 
 log = logging.getLogger("sematic_k8s")
+LOG_QUIET = 10.0  # seconds an ended driver's log follower may read nothing before its last lines are taken as they are
+UNREAD = "(the rest of the driver's log did not arrive from the Docker engine: these may not be its last lines)"
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
 DOCKER_SOCKET = "/var/run/docker.sock"
 TOKEN_FILE = f"/{SECRETS_DIR}/api-key"
@@ -179,6 +182,7 @@ class DriverContainer:
         self._own_client = client is None  # closed by close() (a client given is its giver's)
         self.root_id = spec.root_id or ""
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self.received = 0  # bytes of its log read so far
         self.exit_code: int | None = None
         self.lost: DockerUnavailable | None = None  # the engine stopped answering for longer than the retry window
         self.gone = threading.Event()
@@ -223,18 +227,18 @@ class DriverContainer:
         start, what arrived already skipped) until the container is gone."""
         import docker.errors
 
-        partial, received = b"", 0
+        partial = b""
         while True:
             try:
                 stream = engine_retried(f"following the log of driver container {self.container.name}",
                                         lambda: self.container.logs(stream=True, follow=True))
             except (DockerUnavailable, docker.errors.APIError):  # lost (the wait says so), removed: keep what came
                 break
-            skip = received
+            skip = self.received
             try:
                 for chunk in stream:
                     chunk, skip = chunk[skip:], max(0, skip - len(chunk))
-                    received += len(chunk)
+                    self.received += len(chunk)
                     partial += chunk
                     *complete, partial = partial.split(b"\n")
                     self.lines.extend(line.decode(errors="replace") for line in complete)
@@ -246,20 +250,36 @@ class DriverContainer:
             self.lines.append(partial.decode(errors="replace"))
 
     def ended(self) -> DriverEnd | None:
+        """None while the driver runs; else how it ended, with the last lines of its whole log (see :meth:`_read_out`).
+        The engine lost past the retry window: :class:`DockerUnavailable`."""
         if not self.gone.is_set():
             return None
-        if hasattr(self, "streamer"):
-            self.streamer.join(5)  # the lines it printed last
         if self.lost is not None:
             name = self.container.name
             raise DockerUnavailable(f"{self.lost}. The driver container {name} of resolution {self.root_id} may "
                                     f"still run, its resolution left to it: follow it with `docker logs -f {name}` "
                                     f"once the engine answers, or with `sematic-k8s resolutions show {self.root_id}` "
                                     "and the dashboard")
+        read = self._read_out() if hasattr(self, "streamer") else True
         code = self.exit_code
         how = ("exited before it could be followed" if code is None
                else f"exited with code {code}" + (f": {SIGNALS[code]}" if code in SIGNALS else ""))
-        return DriverEnd(how, code, "\n".join(self.lines))
+        return DriverEnd(how, code, "\n".join([*self.lines, *([] if read else [UNREAD])]))
+
+    def _read_out(self) -> bool:
+        """Wait for the log's follower to read the rest of the ended driver's log: the engine sends all of it once the
+        container ended, however far behind the follower is (a driver that wrote fast, a slow path to the engine, a
+        busy process), and its last lines are the log's. Waited for as long as the follower reads on (it stops
+        within the client's timeout of a silent engine), at most :data:`LOG_QUIET` seconds without a byte, or that
+        long in all when the exit code is unknown (the container may run on). Whether it read all of it."""
+        while True:
+            before = self.received
+            self.streamer.join(LOG_QUIET)
+            if not self.streamer.is_alive():
+                return True
+            if self.received == before or self.exit_code is None:
+                log.warning("resolution %s: %s", self.root_id, UNREAD)
+                return False
 
     def cleanup(self) -> None:
         """Remove the dead driver's worker containers (a driver removes its own when it ends normally)."""

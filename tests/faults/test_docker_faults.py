@@ -343,7 +343,7 @@ def test_a_driver_killed_from_inside_or_interrupted_says_so(base_image, project,
         wait_for(lambda: not containers_of(f.id), 30, what="the driver's containers to be removed")
 
 
-@pytest.mark.parametrize("path", ["direct"])
+@pytest.mark.parametrize("path", ["direct", "slow"])
 def test_a_driver_writing_fast_on_both_streams_has_its_whole_log_and_its_last_lines_in_order(
         base_image, project, s3_url, tmp_path, monkeypatch, path):
     """A driver writing 50,000 numbered lines on stderr, then 50,000 on stdout, as fast as it can, then its fatal
