@@ -20,6 +20,7 @@ from sematic_k8s.graph import CREATED, Graph, Node
 from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
+from sematic_k8s.storage.base import artifact_key, location, missing
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import CachedRun, CacheHit, RunRecord, utcnow
 
@@ -56,6 +57,8 @@ class CacheHits:
         self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
         self.run_keys: dict[str, str] = {}  # run id -> cache key, of cached runs executing
         self.artifacts: dict[str, tuple[str, str, bytes | None]] = {}  # a wave's hits' outputs (formats)
+        self.present: set[str] = set()  # hits' outputs found in storage (asked once per resolution)
+        self.gone: dict[str, tuple[str, str]] = {}  # cache key -> (hit, why) of a hit taken for a miss: output gone
 
     def look_up(self, nodes: list[Node], resolve_hit: ResolveHit, *, resolve: bool) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
@@ -90,6 +93,7 @@ class CacheHits:
             nodes_by_id = self.graph.nodes
             hits = self._find({key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
             self.artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
+        hits = self._present(hits)
         if resolve:
             keys = self._resolve_wave(keys, hits, resolve_hit)
         self.prepared.update(keys)
@@ -168,11 +172,34 @@ class CacheHits:
         elif key in self.looked_up:
             hit = self.looked_up.pop(key)
         else:
-            hit = self._find({key: func.name}).get(key)
+            found = self._find({key: func.name})
+            if (solo := found.get(key)) is not None and solo.output_id:
+                self.artifacts.update(self.recorder.formats({solo.output_id}))
+            hit = self._present(found).get(key)
         if hit is not None and hit.output_id is not None:
             return hit, hit.output_id
+        if (gone := self.gone.get(key)) is not None:
+            fields["notes"] = self.recorder.note(node.run_id, cache={"skipped": gone[1]})
         self.run_keys[node.run_id] = key
         return None
+
+    def _present(self, hits: dict[str, Any]) -> dict[str, Any]:
+        """``hits`` (cache key -> run) less those whose output's bytes are gone from storage (deleted by hand or by a
+        lifecycle rule): each is a miss, its run executes and its output is stored again (said once per hit, and
+        noted on the run). An output whose record holds its bytes (inline) is there; the others are asked of the
+        storage together (S3: a HEAD each), once per resolution."""
+        asked = {artifact_key(out): key for key, hit in hits.items() if (out := hit.output_id) is not None
+                 and out not in self.present and (art := self.artifacts.get(out)) is not None and art[2] is None}
+        gone = missing(self.recorder.storage, asked)
+        self.present.update(key.rsplit("/", 1)[1] for key in asked.keys() - gone)
+        for storage_key in gone:
+            key = asked[storage_key]
+            why = (f"cached output of run {hits[key].id} is gone from storage "
+                   f"({location(self.recorder.storage, storage_key)}): running it again")
+            if self.gone.get(key, ("", ""))[0] != hits[key].id:
+                log.warning("%s", why)
+            self.gone[key] = (hits[key].id, why)
+        return {key: hit for key, hit in hits.items() if self.gone.get(key, ("", ""))[0] != hit.id}
 
     def _find(self, asked: dict[str, str]) -> dict[str, RunRecord]:
         """The store's hits of ``asked`` (cache key -> its func's name). A store that tells which runs the server

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, cast
 
 from sematic_k8s import serialization
@@ -92,6 +93,25 @@ def check_append_id(value: str) -> str:
 
 def artifact_key(artifact_id: str) -> str:
     return f"artifacts/{artifact_id[:2]}/{artifact_id}"
+
+
+MISSING_CHECKS = 16  # at most this many ``exists`` asked at once (S3: a HEAD each)
+
+
+def missing(storage: Storage, keys: Iterable[str]) -> set[str]:
+    """Those of ``keys`` with no object in ``storage`` (deleted by hand or by a lifecycle rule), asked together a few
+    at a time (S3: a HEAD each). Raises what the storage raises (out of reach, refused)."""
+    asked = sorted(set(keys))
+    if len(asked) <= 1:
+        return {key for key in asked if not storage.exists(key)}
+    with ThreadPoolExecutor(min(MISSING_CHECKS, len(asked)), thread_name_prefix="sk-exists") as pool:
+        return {key for key, there in zip(asked, pool.map(storage.exists, asked), strict=True) if not there}
+
+
+def location(storage: Storage, key: str) -> str:
+    """Where ``key`` is, for messages: ``s3://bucket/prefix/<key>``, ``file:///.../<key>``."""
+    url = str(getattr(storage, "url", "") or "storage").split("?")[0].rstrip("/")
+    return f"{url}/{key}"
 
 
 def log_key(run_id: str) -> str:

@@ -13,8 +13,9 @@ import sqlalchemy as sa
 import fault_pipelines as fp
 import sematic_k8s as sk
 from outages import private_s3
+from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.storage.base import artifact_key, artifact_loader, inline_loader, put_artifact
+from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.storage.urls import storage_from_url
 from serving import serve
@@ -150,3 +151,81 @@ def test_rerunning_the_run_whose_output_is_bad_rewrites_it(tmp_path, monkeypatch
     assert fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=producer.id))) == 23
     loader = artifact_loader(sk.LocalResolver(home=tmp_path).storage)
     assert serialization.Value(bad, serialization.JSON, "int", load=loader).value == 21  # rewritten
+
+
+MADE: list[int] = []
+
+
+@sk.func(cache=True)
+def made(n: int) -> list[int]:
+    MADE.append(n)
+    return list(range(n))
+
+
+@sk.func
+def summed(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def made_and_summed(n: int) -> int:
+    return summed(made(n))
+
+
+class _OnStorage(sk.LocalResolver):
+    """The embedded resolver (its store, its loop) with its artifacts in ``on`` (an S3 bucket: as a driver's)."""
+
+    def __init__(self, on: Storage, **options: Any) -> None:
+        super().__init__(**options)
+        self.on = on
+        self.inline_limit = 0  # every output in storage, as remote workers store them
+
+    @property
+    def storage(self) -> Any:
+        return self.on
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(tmp_path, monkeypatch, caplog,
+                                                                                 where):
+    """An operator's lifecycle rule (or a hand) deleted a recorded run's output from the bucket: the next cache hit on
+    that run is a miss, said once and noted on the run; the func runs again, its output is stored again, and the
+    resolution resolves (was: the run taking the output failed with ArtifactMissing, the resolution with it)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    if where == "s3":
+        _, bucket = fresh_bucket(monkeypatch, "gone")
+        storage: Storage = storage_from_url(f"s3://{bucket}/prefix")
+    else:
+        storage = storage_from_url((tmp_path / "storage").as_uri())
+
+    def resolver() -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
+
+    MADE.clear()
+    first = made_and_summed(50)
+    assert first.resolve(resolver()) == sum(range(50)) and MADE == [50]
+    store = resolver().store
+    producer = next(r for r in store.runs_of_root(first.id) if r.func_name == "made")
+    key = artifact_key(producer.output_id)
+    if isinstance(storage, S3Storage):  # deleted behind the product's back, as a lifecycle rule does
+        import boto3
+
+        boto3.client("s3", endpoint_url=storage.where, region_name="us-east-1").delete_object(
+            Bucket=bucket, Key=f"prefix/{key}")
+    else:
+        (tmp_path / "storage" / key).unlink()
+    assert not storage.exists(key)
+
+    caplog.set_level("WARNING", logger="sematic_k8s")
+    second = made_and_summed(50)
+    assert second.resolve(resolver()) == sum(range(50)) and MADE == [50, 50]  # ran again
+    said = f"cached output of run {producer.id} is gone from storage ("
+    assert caplog.text.count(said) == 1 and f"/{key}): running it again" in caplog.text
+    again = next(r for r in store.runs_of_root(second.id) if r.func_name == "made")
+    assert again.state == "resolved" and again.cached_from is None and again.output_id == producer.output_id
+    assert again.notes["cache"]["skipped"].startswith(said)
+    assert storage.exists(key)  # stored again
+
+    third = made_and_summed(50)
+    assert third.resolve(resolver()) == sum(range(50)) and MADE == [50, 50]  # a hit again: its bytes are back
+    assert next(r for r in store.runs_of_root(third.id) if r.func_name == "made").cached_from == again.id
