@@ -14,6 +14,7 @@ func failing)::
     ├── CorruptRecord (ValueError)      a value in the metadata database is not valid JSON: edited or damaged
     ├── ArtifactUnloadable (ValueError) a recorded artifact's bytes do not load here (.artifact_id, .origin: its run)
     ├── ContinuedAlready (ValueError)   a ``continue`` of a resolution another live resolution continues already
+    ├── ReusedOutputGone (ValueError)   a rerun would reuse a run's output whose bytes are gone from storage
     ├── ResolutionLive (ValueError)     a rerun of a resolution not ended (running, canceling, claimed)
     ├── CancelRequested                 a resolution's end as resolved refused: a cancel was accepted just before
     ├── DriverUnneeded                  a driver's launch ended unstarted: its resolution ended (was canceled) while
@@ -189,6 +190,21 @@ class ArtifactUnloadable(ValueError):
         super().__init__(f"artifact {artifact_id}{f' ({what})' if what else ''} cannot be loaded here ({cause}): its "
                          f"class changed since it was stored, or cannot be imported here; make it load again, or "
                          f"compute it again (`sematic-k8s rerun {run}`)")
+
+
+class ReusedOutputGone(ValueError):
+    """A rerun (or a ``continue``) would reuse runs whose outputs' bytes are gone from storage (deleted by a lifecycle
+    rule, or by hand): refused before anything is recorded or launched, naming the first such run to rerun from
+    (``.run_id``, of the original resolution) and where its output was."""
+
+    def __init__(self, rerun_from: str, gone: dict[str, str]) -> None:
+        self.rerun_from, self.gone = rerun_from, gone
+        self.run_id, where = next(iter(gone.items()))
+        more = f" (and {len(gone) - 1} other reused run(s): {', '.join(list(gone)[1:4])}...)" if len(gone) > 1 else ""
+        super().__init__(f"rerun_from {rerun_from}: run {self.run_id}, whose output this rerun would reuse, has its "
+                         f"output gone from storage ({where}){more}: rerun from that run instead "
+                         f"(rerun_from={self.run_id!r}, `sematic-k8s rerun {self.run_id}`), which runs it again "
+                         "and stores its output")
 
 
 class RunResolved(Exception):

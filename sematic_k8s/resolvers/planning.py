@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph, limits
-from sematic_k8s.errors import FuncError
+from sematic_k8s.errors import FuncError, ReusedOutputGone
 from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id, new_ids
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
@@ -22,6 +22,7 @@ from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
+from sematic_k8s.storage.base import artifact_key, location, missing
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, RunShape, utcnow
 
@@ -235,6 +236,8 @@ class Planner:
         if not formats and outputs is not None and wanted and old_runs:
             formats = {x: f for x, f in outputs(old_runs[0].root_id).items() if x in wanted}
         formats.update(self.recorder.formats(wanted - formats.keys()))
+        if record:  # a rerun (not a resume): refused before anything is recorded if what it reuses is gone
+            self._check_reused({reused_outputs[x]: x for x in referenced | wanted_root}, formats, plan)
         values = self.recorder.stored_values(formats)
 
         def leaf(artifact_id: str) -> Value:
@@ -291,6 +294,17 @@ class Planner:
                 batch.add_run(rec)
             nodes.append(node)
         return nodes
+
+    def _check_reused(self, reused: dict[str, str], formats: dict[str, tuple[str, str, bytes | None]],
+                      plan: list[PlannedRun]) -> None:
+        """Raise :class:`ReusedOutputGone` when the bytes of reused outputs the rerun reads (``reused``: artifact ->
+        the new id of the run reused for it) are gone from storage (their records hold none: S3 a HEAD each)."""
+        keys = {artifact_key(a): a for a in reused if (f := formats.get(a)) is None or f[2] is None}
+        gone = missing(self.recorder.storage, keys)
+        if gone:
+            old_of = {p.new_id: p.old_id for p in plan}
+            raise ReusedOutputGone(self.settings.rerun_from or self.root_id, {
+                old_of[reused[keys[k]]]: location(self.recorder.storage, k) for k in sorted(gone)})
 
     def _input(self, doc: Any, leaf: Callable[[str], Value], output_of: Callable[[str], Any]) -> Any:
         """A planned run's input template; one that references only reused runs (and values) is that one value,

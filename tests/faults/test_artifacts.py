@@ -15,7 +15,9 @@ import sematic_k8s as sk
 from outages import private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
+from sematic_k8s.errors import ReusedOutputGone
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
+from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.storage.urls import storage_from_url
 from serving import serve
@@ -144,9 +146,12 @@ def test_rerunning_the_run_whose_output_is_bad_rewrites_it(tmp_path, monkeypatch
         corrupt_file(path)
     else:
         path.unlink()
-    problem = "is corrupt" if fault == "corrupt" else "is recorded but its bytes are not in storage"
-    with pytest.raises(sk.ResolutionFailed, match=f"artifact {bad} {problem}.*; rerun the run that produced it"):
-        fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=consumer.id)))
+    if fault == "corrupt":
+        with pytest.raises(sk.ResolutionFailed, match=f"artifact {bad} is corrupt.*; rerun the run that produced it"):
+            fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=consumer.id)))
+    else:  # gone: refused before anything runs, naming the run to rerun from (next test)
+        with pytest.raises(ReusedOutputGone, match=f"run {producer.id}, whose output this rerun would reuse"):
+            fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=consumer.id)))
 
     assert fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=producer.id))) == 23
     loader = artifact_loader(sk.LocalResolver(home=tmp_path).storage)
@@ -185,6 +190,27 @@ class _OnStorage(sk.LocalResolver):
         return self.on
 
 
+def _storage(where: str, tmp_path: Path, monkeypatch: Any) -> Storage:
+    """A local directory, or a fresh bucket of the real S3 API server the tests share."""
+    if where == "s3":
+        _, bucket = fresh_bucket(monkeypatch, "gone")
+        return storage_from_url(f"s3://{bucket}/prefix")
+    return storage_from_url((tmp_path / "storage").as_uri())
+
+
+def _delete(storage: Storage, key: str) -> None:
+    """Delete ``key``'s object behind the product's back, as a lifecycle rule (or a hand) does: boto3, or rm."""
+    if isinstance(storage, S3Storage):
+        import boto3
+
+        boto3.client("s3", endpoint_url=storage.where, region_name="us-east-1").delete_object(
+            Bucket=storage.bucket, Key=f"{storage.prefix}/{key}")
+    else:
+        assert isinstance(storage, LocalStorage)
+        (storage.root / key).unlink()
+    assert not storage.exists(key)
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(tmp_path, monkeypatch, caplog,
                                                                                  where):
@@ -192,11 +218,7 @@ def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(
     that run is a miss, said once and noted on the run; the func runs again, its output is stored again, and the
     resolution resolves (was: the run taking the output failed with ArtifactMissing, the resolution with it)."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    if where == "s3":
-        _, bucket = fresh_bucket(monkeypatch, "gone")
-        storage: Storage = storage_from_url(f"s3://{bucket}/prefix")
-    else:
-        storage = storage_from_url((tmp_path / "storage").as_uri())
+    storage = _storage(where, tmp_path, monkeypatch)
 
     def resolver() -> sk.LocalResolver:
         return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
@@ -207,14 +229,7 @@ def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(
     store = resolver().store
     producer = next(r for r in store.runs_of_root(first.id) if r.func_name == "made")
     key = artifact_key(producer.output_id)
-    if isinstance(storage, S3Storage):  # deleted behind the product's back, as a lifecycle rule does
-        import boto3
-
-        boto3.client("s3", endpoint_url=storage.where, region_name="us-east-1").delete_object(
-            Bucket=bucket, Key=f"prefix/{key}")
-    else:
-        (tmp_path / "storage" / key).unlink()
-    assert not storage.exists(key)
+    _delete(storage, key)
 
     caplog.set_level("WARNING", logger="sematic_k8s")
     second = made_and_summed(50)
@@ -229,3 +244,40 @@ def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(
     third = made_and_summed(50)
     assert third.resolve(resolver()) == sum(range(50)) and MADE == [50, 50]  # a hit again: its bytes are back
     assert next(r for r in store.runs_of_root(third.id) if r.func_name == "made").cached_from == again.id
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_rerun_that_would_reuse_an_output_gone_from_storage_is_refused_naming_the_run_to_rerun(
+        tmp_path, monkeypatch, where):
+    """A rerun reuses every run it does not reset with its output (DESIGN.md "rerun_from"): one whose output's bytes
+    are gone from storage cannot be, so the rerun is refused before anything is recorded or run, naming that run (of
+    the original resolution) and where its bytes were; rerunning from it runs it again and stores them. Was: the
+    rerun was recorded and the run taking the output failed with ArtifactMissing ("rerun the run that produced it
+    (`sematic-k8s rerun RUN_ID`)"), naming no run."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage = _storage(where, tmp_path, monkeypatch)
+
+    def resolver(**options: Any) -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, **options)
+
+    MADE.clear()
+    first = made_and_summed(40)
+    assert first.resolve(resolver()) == sum(range(40)) and MADE == [40]
+    store = resolver().store
+    runs = {r.func_name: r for r in store.runs_of_root(first.id)}
+    key = artifact_key(runs["made"].output_id)
+    _delete(storage, key)
+
+    with pytest.raises(ReusedOutputGone) as refused:
+        made_and_summed(40).resolve(resolver(rerun_from=runs["summed"].id))
+    assert refused.value.run_id == runs["made"].id
+    assert str(refused.value) == (
+        f"rerun_from {runs['summed'].id}: run {runs['made'].id}, whose output this rerun would reuse, has its output "
+        f"gone from storage ({str(storage.url).split('?')[0]}/{key}): rerun from that run instead "
+        f"(rerun_from='{runs['made'].id}', `sematic-k8s rerun {runs['made'].id}`), which runs it again and stores "
+        "its output")
+    assert [r.id for r in store.list_resolutions()] == [first.id] and MADE == [40]  # nothing recorded, nothing ran
+
+    again = made_and_summed(40)
+    assert again.resolve(resolver(rerun_from=refused.value.run_id)) == sum(range(40)) and MADE == [40, 40]
+    assert storage.exists(key)  # stored again
