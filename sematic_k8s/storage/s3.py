@@ -70,6 +70,12 @@ APPEND_IDS_KEPT = 32  # a retry follows its lost answer at once: its id is there
 
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                      "TokenRefreshRequired", "AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
+# credentials S3 no longer takes (rotated, deactivated, expired), named by a call's own answer (a GET's or a PUT's;
+# a HEAD has no body to name one): said as such, not as the bucket check's bare 403
+_STALE_KEY_CODES = {"InvalidAccessKeyId": "S3 does not know this access key: rotated, deactivated or deleted",
+                    "SignatureDoesNotMatch": "the secret key is not this access key's: rotated",
+                    "ExpiredToken": "the session token expired", "TokenRefreshRequired": "the session token expired",
+                    "InvalidToken": "the session token is not valid"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
@@ -511,8 +517,8 @@ class S3Storage:
     def _failure(self, op: str, key: str | None, e: Exception) -> S3StorageError:
         """The error for a failed call: the bucket's own problem (missing, another region, refused) when
         :meth:`check` finds one (the bucket is checked only when a call fails), else the call's."""
-        if isinstance(e, ClientError) and not transient(e):  # S3 answered (an outage is not the bucket's)
-            self.check()
+        if isinstance(e, ClientError) and not transient(e) and _code(e) not in _STALE_KEY_CODES:
+            self.check()  # S3 answered (an outage is not the bucket's), naming no key of ours as the problem
         return self._error(op, key, e)
 
     def _error(self, op: str, key: str | None, e: Exception) -> S3StorageError:
@@ -527,6 +533,11 @@ class S3Storage:
             message = e.response.get("Error", {}).get("Message") or str(e)
             if code == "NoSuchBucket":
                 return S3StorageError(f"S3 bucket {self.bucket!r} does not exist at {self.where}")
+            if code in _STALE_KEY_CODES:
+                return S3CredentialsError(f"S3 refused to {op} {self._where(key)}: {code} ({_STALE_KEY_CODES[code]}; "
+                                          f"S3 says: {message}): set AWS_ACCESS_KEY_ID and "
+                                          "AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN) to current credentials (in a "
+                                          "cluster: the storage Secret) and run again")
             if code in _CREDENTIAL_CODES:
                 return S3CredentialsError(f"S3 refused to {op} {self._where(key)}: {code}: {message} "
                                           "(check the AWS credentials and the bucket's policy)")

@@ -313,6 +313,32 @@ def test_the_server_refuses_a_storage_it_cannot_use_in_one_line(tmp_path: Path, 
     assert not (tmp_path / "db.sqlite3").exists()
 
 
+def test_s3_keys_rotated_away_are_said_as_such_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                     checking_s3: tuple[str, str]) -> None:
+    """Credentials rotated while a resolution runs (its keys deactivated or deleted: S3 answers a GET or a PUT
+    InvalidAccessKeyId): each read and write fails at once (no retries: S3 answered) in one line naming the code, why
+    and what to do (was: the bucket check's bare "403: Forbidden" in place of S3's own answer). A HEAD (``exists``)
+    has no body to name a code: it says the bucket check's words."""
+    from sematic_k8s.errors import S3CredentialsError
+    from sematic_k8s.storage.s3 import S3Storage
+
+    checking, kept = checking_s3
+    for name, value in {"AWS_ENDPOINT_URL_S3": checking, "AWS_ACCESS_KEY_ID": "AKIAROTATEDAWAY00000",
+                        "AWS_SECRET_ACCESS_KEY": "old", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    storage = S3Storage(kept, "runs", retry_window=600)  # a retried refusal would hold the test for minutes
+    for op, key, call in (("get", "artifacts/ab/abc", lambda: storage.get("artifacts/ab/abc")),
+                          ("put", "artifacts/ab/abd", lambda: storage.put("artifacts/ab/abd", b"1")),
+                          ("append", "logs/run.log", lambda: storage.append("logs/run.log", b"line\n"))):
+        with pytest.raises(S3CredentialsError) as refused:
+            call()
+        assert str(refused.value) == (
+            f"S3 refused to {op} s3://{kept}/runs/{key} at {checking}: InvalidAccessKeyId (S3 does not know this "
+            "access key: rotated, deactivated or deleted; S3 says: The AWS Access Key Id you provided does not exist "
+            "in our records.): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN) to current "
+            "credentials (in a cluster: the storage Secret) and run again")
+
+
 @pytest.mark.parametrize("case", ["missing-bucket", "not-a-url"])
 def test_the_server_refuses_an_allowed_storage_it_cannot_use_in_one_line(tmp_path: Path, case: str) -> None:
     """A storage on $SEMATIC_K8S_STORAGE_ALLOW is checked at start as the server's own is: a bucket S3 does not have,

@@ -281,7 +281,8 @@ def test_refused_credentials_are_a_clear_error(storage: S3Storage, bucket: str) 
     err = storage._error("get", "artifacts/x", refused)
     assert isinstance(err, S3CredentialsError)
     assert str(err).startswith(f"S3 refused to get s3://{bucket}/pfx/artifacts/x at {storage.where}: "
-                               "InvalidAccessKeyId: The key does not exist.")
+                               "InvalidAccessKeyId (S3 does not know this access key: rotated, deactivated or deleted; "
+                               "S3 says: The key does not exist.): set AWS_ACCESS_KEY_ID")
 
 
 def test_constructor_rejects_bad_settings() -> None:
