@@ -116,6 +116,21 @@ def test_the_server_never_serves_corrupt_bytes(tmp_path, monkeypatch, inline):
         assert "rerun the run that produced it" in r.json()["detail"]
 
 
+def test_the_server_says_an_artifact_gone_from_storage_is_gone_and_what_repairs_it(tmp_path, monkeypatch):
+    """Bytes deleted from storage behind the product's back (a lifecycle rule, a hand): the artifact's read is a 404
+    in one line naming it and what repairs it (the dashboard's download, a client's read), never a 500."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    with serve(tmp_path) as s, s.client() as c:
+        f = fp.pipeline(7)
+        assert f.resolve(files(sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key))) == 10
+        artifact_id = s.store.get_run(f.id).output_id
+        (tmp_path / "storage" / artifact_key(artifact_id)).unlink()
+        r = c.get(f"/api/v1/artifacts/{artifact_id}/data")
+        assert (r.status_code, r.json()["detail"]) == (404, (
+            f"artifact {artifact_id} is recorded but its bytes are not in storage; rerun the run that produced it "
+            "(`sematic-k8s rerun RUN_ID`): computing the value again rewrites them"))
+
+
 def test_inline_bytes_that_do_not_match_their_id_are_refused_by_the_server(tmp_path):
     with serve(tmp_path) as s, s.client() as c:
         good = serialization.serialize([1, 2, 3])

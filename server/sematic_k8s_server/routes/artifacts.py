@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from sematic_k8s import serialization
-from sematic_k8s.storage.base import artifact_key, read_part
+from sematic_k8s.storage.base import ArtifactMissing, artifact_key, read_part
 from sematic_k8s_server import schemas, scopes, verdicts
 from sematic_k8s_server.deps import API, NOT_FOUND, ArtifactId, Caller, Srv, found
 from sematic_k8s_server.storages import StorageNotAllowed
@@ -52,7 +52,7 @@ def get_artifact_data(srv: Srv, caller: Caller, artifact_id: ArtifactId,
             data = part.data
         serialization.verify(artifact_id, art.format, data)
     except KeyError:
-        raise HTTPException(404, f"artifact {artifact_id} is recorded but its bytes are not in storage") from None
+        raise HTTPException(404, str(ArtifactMissing(artifact_id))) from None  # with what repairs it
     except ValueError as e:  # never serve corrupt bytes
         raise HTTPException(500, str(e)) from None
     return Response(data, media_type="application/octet-stream",
