@@ -3,15 +3,18 @@ itself ends, so that uvicorn's graceful shutdown waits only for the requests und
 
 uvicorn sets its own SIGTERM and SIGINT handlers while it serves (and puts back the ones it found afterwards);
 :func:`on_stop`, called as the app starts (in each ``--workers`` process), puts a handler before them that lets
-uvicorn's run, then tells the app once uvicorn has stopped listening: live event streams end cleanly, and their
-followers connect again, to another replica (ended before, a follower could connect again to this one, to be cut by
-the shutdown), rather than being cut when the graceful shutdown's time is up.
+uvicorn's run, then tells the app once no process listens on the server's socket any more: live event streams end
+cleanly, and their followers connect again, to another replica, rather than being cut when the graceful shutdown's
+time is up. Ended before, a follower could connect again to this server: to this process (ended at the signal), or
+under ``--workers N`` to another process sharing the socket that had not closed it yet, which took the connection
+and then cut it unanswered (or the system reset it) as it shut down in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -19,7 +22,9 @@ from types import FrameType
 from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LISTENER_WAIT = 1.0  # seconds: the longest wait for uvicorn to stop listening (it looks every 0.1 s)
+LISTENER_WAIT = 2.0  # seconds: the longest wait for the server's socket to be closed (uvicorn looks every 0.1 s)
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")  # Linux: the sockets of this network namespace
+TCP_LISTEN = "0A"  # a listening socket's state in them
 
 
 def on_stop(stopping: Callable[[], None]) -> Callable[[], None]:
@@ -32,8 +37,9 @@ def on_stop(stopping: Callable[[], None]) -> Callable[[], None]:
 
     def handler(sig: int, frame: FrameType | None) -> None:
         previous = before[sig]
-        loop.call_soon_threadsafe(lambda: loop.create_task(_when_not_listening(getattr(previous, "__self__", None),
-                                                                               stopping)))
+        uvicorn_server = getattr(previous, "__self__", None)
+        sockets = _listening_sockets(uvicorn_server)  # before uvicorn closes them
+        loop.call_soon_threadsafe(lambda: loop.create_task(_when_not_listening(uvicorn_server, sockets, stopping)))
         if callable(previous):
             previous(sig, frame)
         elif previous == signal.SIG_DFL:
@@ -50,16 +56,43 @@ def on_stop(stopping: Callable[[], None]) -> Callable[[], None]:
     return off
 
 
-async def _when_not_listening(uvicorn_server: Any, stopping: Callable[[], None]) -> None:  # noqa: ANN401
-    """``stopping()`` once ``uvicorn_server`` (whose handler the signal went to) closed its listeners, or after
-    :data:`LISTENER_WAIT` when they cannot be seen."""
+async def _when_not_listening(uvicorn_server: Any, sockets: frozenset[int],  # noqa: ANN401
+                              stopping: Callable[[], None]) -> None:
+    """``stopping()`` once ``uvicorn_server`` (whose handler the signal went to) closed its listeners and no process
+    listens on their ``sockets`` any more (the other ``--workers`` processes and their parent closed theirs too),
+    or after :data:`LISTENER_WAIT` (listeners that cannot be seen; one process of several stopped alone)."""
     deadline = asyncio.get_running_loop().time() + LISTENER_WAIT
     while asyncio.get_running_loop().time() < deadline:
         listeners = getattr(uvicorn_server, "servers", None)
-        if listeners is not None and not any(s.is_serving() for s in listeners):
+        if listeners is not None and not any(s.is_serving() for s in listeners) and not _listened_on(sockets):
             break
         await asyncio.sleep(0.02)
     stopping()
+
+
+def _listening_sockets(uvicorn_server: Any) -> frozenset[int]:  # noqa: ANN401 - uvicorn.Server
+    """The inode numbers of ``uvicorn_server``'s listening sockets (one socket, shared by ``--workers`` processes)."""
+    listeners = getattr(uvicorn_server, "servers", None) or []
+    return frozenset(os.fstat(sock.fileno()).st_ino for server in listeners for sock in server.sockets or ()
+                     if sock.fileno() >= 0)
+
+
+def _listened_on(sockets: frozenset[int]) -> bool:
+    """Whether any of ``sockets`` (inode numbers) still listens, in any process: it does until the last process
+    holding it closes it. Where the system does not tell (no ``/proc``), no."""
+    if not sockets:
+        return False
+    for table in TCP_TABLES:
+        try:
+            with open(table) as lines:
+                next(lines, None)  # the heading
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == TCP_LISTEN and int(fields[9]) in sockets:
+                        return True
+        except OSError:
+            continue
+    return False
 
 
 def exit_on_sigterm() -> Any:  # noqa: ANN401 - a signal handler

@@ -141,6 +141,59 @@ def test_a_rolling_update_under_a_resolution_loses_nothing(tmp_path: Path, postg
         new.stop()
 
 
+def _followed_then_reconnected(url: str, outcomes: list[str], connected: threading.Semaphore) -> None:
+    """Stream ``url``'s events (``connected`` released once connected) till the stream ends, then connect again at
+    once, as a follower does: the outcomes of both ("end", else the error; "refused", else what the new connection
+    got)."""
+    with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:  # made before: its
+        # connecting again costs a connection only (a new one: the ended stream's is not kept)
+        try:
+            with client.stream("GET", f"{url}/api/v1/events") as r:
+                r.raise_for_status()
+                for line in r.iter_lines():
+                    if line == ": connected":
+                        connected.release()
+            outcomes.append("end")
+        except httpx.HTTPError as e:
+            outcomes.append(f"{type(e).__name__}: {e}")
+            return
+        try:
+            outcomes.append(f"answered {client.get(f'{url}/api/v1/events').status_code}")
+        except httpx.ConnectError:
+            outcomes.append("refused")
+        except httpx.HTTPError as e:
+            outcomes.append(f"{type(e).__name__}: {e}")
+
+
+def test_a_server_of_several_processes_takes_no_follower_again_once_it_ended_its_stream(tmp_path: Path,
+                                                                                        postgres_url: str) -> None:
+    """``--workers 2``, eight clients streaming its events (the system shares them between its processes), SIGTERM:
+    as each stream ends its client connects to it again at once, and is refused (nothing listens any more). Was: a
+    process ended its streams once it had closed its own listener, the other one still listening took the new
+    connection, and answered it (to end it in turn) or, shutting down meanwhile, cut it unanswered: the rolling
+    update's follower "Server disconnected without sending a response". It exits 0, its log plain."""
+    server = ServerProcess(tmp_path / "server", db_url=postgres_url, args=("--workers", "2"))
+    server.home.mkdir()
+    server.start()
+    wait_for(lambda: server.log.read_text().count("Application startup complete") >= 2, 60, what="both processes")
+    outcomes, connected = [list[str]() for _ in range(8)], threading.Semaphore(0)
+    threads = [threading.Thread(target=_followed_then_reconnected, args=(server.url, o, connected), daemon=True)
+               for o in outcomes]
+    try:
+        for t in threads:
+            t.start()
+        for _ in outcomes:
+            assert connected.acquire(timeout=30), outcomes
+        code, _ = sigterm(server)
+        for t in threads:
+            t.join(30)
+        assert outcomes == [["end", "refused"]] * 8, outcomes
+        log = server.log.read_text()
+        assert code == 0 and "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    finally:
+        server.stop()
+
+
 def test_a_rolling_update_under_a_driver_loses_nothing(tmp_path: Path, postgres: str) -> None:
     """A driver process (worker processes, numbered writes, a heartbeat every 0.2 s) recording through the proxy
     while the older replica is SIGTERMed as its gated step ends: it resolves, exit 0, every step recorded once."""
