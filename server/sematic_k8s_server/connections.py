@@ -39,6 +39,8 @@ from sematic_k8s.log_lines import SafeStreamHandler
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; browsers send a few KiB, nginx takes 4 x 8 KiB lines
 BACKLOG = 4096  # connections the system queues before the server accepts them (a burst of drivers' requests)
+WORKER_HEALTHCHECK = 60  # seconds a --workers process may take to answer its parent's ping before it is killed and
+# started again: uvicorn's 5 killed processes still starting on a loaded node, over and over (a minute to start)
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,13 @@ def uvicorn_config(app: Any, *, host: str, port: int, limits: ConnectionLimits, 
     """uvicorn's settings for the server: ``app`` (an app, or with ``workers`` > 1 the import path of its factory)
     on ``host``:``port`` over :class:`BoundedHttp` with ``limits``, requests under way given ``shutdown_timeout``
     seconds once asked to stop."""
-    return uvicorn.Config(app, host=host, port=port, http=protocol(limits), backlog=BACKLOG, log_level=log_level,
-                          log_config=log_config(),
-                          # typed int, used as asyncio's timeout: a fraction of a second is kept, as the CLI took it
-                          timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
-                          workers=workers, factory=isinstance(app, str))
+    config = uvicorn.Config(app, host=host, port=port, http=protocol(limits), backlog=BACKLOG, log_level=log_level,
+                            log_config=log_config(),
+                            # typed int, used as asyncio's timeout: a fraction of a second is kept, as the CLI took it
+                            timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
+                            workers=workers, factory=isinstance(app, str))
+    config.timeout_worker_healthcheck = WORKER_HEALTHCHECK  # a setting from uvicorn 0.37 (before: 5 s, fixed)
+    return config
 
 
 def log_config() -> dict[str, Any]:
