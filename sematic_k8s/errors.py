@@ -433,6 +433,25 @@ class DatabaseReadOnly(StopsForAFix):
         super().__init__(problem, fix)
 
 
+class TableLocked(StopsForAFix):
+    """Another session held a lock on a table (or a row of it) of the PostgreSQL database for longer than the server's
+    bound on lock waits (``lock_timeout``, SQLSTATE 55P03): a migration or maintenance (``LOCK TABLE``) holding it.
+    Nothing of the request was recorded (its transaction was rolled back); it may be sent again once the lock ends,
+    which the server answers 503 for. ``table``: the table named by PostgreSQL, or "a table"."""
+
+    def __init__(self, problem: str, fix: str, table: str = "a table") -> None:
+        super().__init__(problem, fix)
+        self.table = table
+
+    @classmethod
+    def at(cls, table: str | None, waited: float) -> TableLocked:
+        named = f"the metadata database's table {table}" if table else "a table of the metadata database"
+        return cls(f"{named} is locked by another session (a migration or maintenance?) for "
+                   f"longer than {waited:g} s, so nothing of this request was recorded",
+                   "try again once that session lets it go (pg_locks names it); clients do, after Retry-After",
+                   table or "a table")
+
+
 class DatabaseUnopenable(StopsForAFix):
     """The metadata database cannot be opened: a URL no installed driver takes, a file that cannot be created or
     read, a database server that does not answer or refuses the credentials. Nothing was read or written.

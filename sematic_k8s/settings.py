@@ -70,10 +70,12 @@ KUBE_TIMEOUT_ENV = "SEMATIC_K8S_KUBE_TIMEOUT"  # seconds a Kubernetes API call m
 RETRY_WINDOW_ENV = "SEMATIC_K8S_RETRY_WINDOW"  # seconds clients retry an unreachable server or storage (default 120)
 HEARTBEAT_INTERVAL_ENV = "SEMATIC_K8S_HEARTBEAT_INTERVAL"  # seconds between a resolving process's heartbeats (5)
 HEARTBEAT_TIMEOUT_ENV = "SEMATIC_K8S_HEARTBEAT_TIMEOUT"  # seconds of silence after which a resolution is dead (60)
+DB_LOCK_TIMEOUT_ENV = "SEMATIC_K8S_DB_LOCK_TIMEOUT"  # seconds a server request waits for a PostgreSQL lock (20)
 
 DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+DEFAULT_DB_LOCK_TIMEOUT = 20.0  # below clients' 60 s request timeout: the server answers before they give up
 
 # What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only the endpoint
 # and region: never a key (STORAGE_KEY_ENVS: workers with presigned URLs need none; pods of a storage that makes no
@@ -242,3 +244,9 @@ def heartbeat_timeout() -> float:
     """Seconds without a heartbeat after which a resolution's process counts as dead
     ($SEMATIC_K8S_HEARTBEAT_TIMEOUT)."""
     return seconds(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT)
+
+
+def db_lock_timeout() -> float:
+    """Seconds a server's request waits for a lock another session holds on its PostgreSQL database before it is
+    answered 503 ($SEMATIC_K8S_DB_LOCK_TIMEOUT; 0: as long as it is held)."""
+    return seconds(DB_LOCK_TIMEOUT_ENV, DEFAULT_DB_LOCK_TIMEOUT)

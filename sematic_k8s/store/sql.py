@@ -48,6 +48,7 @@ from sematic_k8s.store import (
     inflight,
     liveness,
     locked,
+    lockwait,
     readonly,
     reads,
     redacted_url,
@@ -548,6 +549,18 @@ class SqlStore:
             return []
         return liveness.expire_silent(conn, self._res, self._runs, stale_after, ids,
                                       self._beats.on_its_way if self._beats is not None else None)
+
+    def bound_lock_waits(self, seconds: float) -> None:
+        """PostgreSQL: every transaction from now waits at most ``seconds`` for a lock another session holds, then
+        raises ``TableLocked`` (:mod:`~sematic_k8s.store.lockwait`; a server's requests, not its migration). A store
+        judging from its start (a server) judges again from then: the beats that waited were held up by it, as by
+        its own outage, and a beat sent again queues behind a marking that waited meanwhile."""
+        if self.engine.dialect.name == "postgresql":
+            lockwait.listen(self.engine, seconds, self._held_up)
+
+    def _held_up(self) -> None:
+        if self._awake_since is not None:
+            self.judge_from_now()
 
     def judge_from_now(self) -> None:
         """Judge no Resolution silent (mark none dead, by a sweep, a read or a ``continue``) until this process has

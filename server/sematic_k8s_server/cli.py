@@ -88,6 +88,8 @@ def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, impor
                                        "directory this server may write)") from None
         except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
             raise click.ClickException(str(e)) from None
+        except settings.BadSetting as e:  # $SEMATIC_K8S_DB_LOCK_TIMEOUT
+            raise click.ClickException(str(e)) from None
 
 
 DATABASE_WAIT_STEP = 1.0  # seconds between two tries of a database that does not answer yet

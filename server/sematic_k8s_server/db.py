@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.config import Config
 
+from sematic_k8s import settings
 from sematic_k8s.store import schema
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base
@@ -42,5 +43,11 @@ def engine_options(url: str) -> dict[str, Any]:
 
 
 def open_store(url: str) -> SqlStore:
-    """The SqlStore the server serves, its schema migrated to head."""
-    return SqlStore(url, **engine_options(url))
+    """The SqlStore the server serves, its schema migrated to head; on PostgreSQL, each request's transaction waits
+    for another session's lock at most $SEMATIC_K8S_DB_LOCK_TIMEOUT seconds (20: below clients' 60 s timeout), then
+    is answered 503 (:mod:`sematic_k8s.store.lockwait`). Bounded after the migration: that waits for another
+    replica's as long as it takes."""
+    bound = settings.db_lock_timeout()  # a bad value refused before the database is opened
+    store = SqlStore(url, **engine_options(url))
+    store.bound_lock_waits(bound)
+    return store

@@ -1,7 +1,8 @@
 """What a PostgreSQL operator does to the server's database, caused for real on a running server process: the database
 made read-only (``default_transaction_read_only``, as a failover's standby is), its connections used up by other
-clients (``max_connections``). Clients are told in plain words, with a 503 they retry, nothing recorded is lost, and
-the server recovers on its own once the operator is done."""
+clients (``max_connections``), a table locked past the server's bound on lock waits (``LOCK TABLE``). Clients are
+told in plain words, with a 503 they retry, nothing recorded is lost, and the server recovers on its own once the
+operator is done."""
 
 from __future__ import annotations
 
@@ -223,13 +224,16 @@ def test_a_server_starting_while_another_migrates_past_the_statement_timeout_wai
     migrates, past that timeout, then starts (its queries keep the timeout). Was: each try's wait for the lock
     canceled at 300 ms, said as "Waiting for the metadata database (... canceling statement due to statement timeout)"
     (the database answers: it is not unreachable), tried again every second; a migration of its own longer than the
-    timeout would be canceled and rolled back at every try, until the start window ended (not caused here)."""
+    timeout would be canceled and rolled back at every try, until the start window ended (not caused here). Nor does the
+    server's bound on its requests' lock waits ($SEMATIC_K8S_DB_LOCK_TIMEOUT, 1 s here) cut that wait short."""
     from sematic_k8s.store.schema import PG_LOCK_ID
 
     database = postgres_url.rsplit("/", 1)[1]
     with _operator(postgres_url) as dba:
         dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
-    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_RETRY_WINDOW": "3"})
+    # the server's bound on its requests' lock waits (1 s) is not the migration's either: it waits the 6 s
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_RETRY_WINDOW": "3",
+                                                               "SEMATIC_K8S_DB_LOCK_TIMEOUT": "1"})
     with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as migrating:
         migrating.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_ID,))
         with called_in(6, migrating.commit), running(server):
@@ -278,3 +282,80 @@ def test_every_session_of_the_server_terminated_mid_resolution_loses_nothing(
         log = server.log.read_text()
         assert "terminating connection due to administrator command" in log, log
         wait_for(lambda: "listener is connected again" in server.log.read_text(), 30, what="the listener back")
+
+
+def test_a_table_locked_past_the_bound_is_a_503_its_driver_rides_out(tmp_path: Path, postgres_url: str,
+                                                                     monkeypatch) -> None:
+    """An operator's ``LOCK TABLE runs IN ACCESS EXCLUSIVE MODE`` (a manual migration) held past the server's bound
+    on lock waits ($SEMATIC_K8S_DB_LOCK_TIMEOUT, 2 s here) while a driver resolves through the server: each request
+    needing ``runs`` is answered 503 with ``Retry-After`` in true words once the bound passes (its transaction rolled
+    back), the driver's write of its step's end is sent again and again, and lands once the lock is let go: every run
+    recorded once. A listing that needs no locked table answers meanwhile. Was: every such request waited as long as
+    the lock was held (a thread and a pooled connection each), its client giving up at 60 s and sending it again
+    beside it, until the pool's 50 connections were used up and everything failed."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    database = postgres_url.rsplit("/", 1)[1]
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "2"})
+    locked = "the metadata database's table runs is locked by another session (a migration or maintenance?) for " \
+             "longer than 2 s"
+    with running(server), _operator(postgres_url) as dba, httpx.Client(base_url=server.url, timeout=30) as client, \
+            psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        gate = tmp_path / "gate"
+        f = fp.gated(3, str(gate))
+        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
+        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+        locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        gate.touch()  # the gated step's end is written, and waits for the lock
+        refused = client.get("/api/v1/runs")
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+        assert refused.json()["detail"].startswith(locked), refused.text
+        assert client.get("/api/v1/resolutions").status_code == 200  # needs no locked table
+        wait_for(lambda: server.log.read_text().count(f"POST /api/v1/store/write: {locked}") >= 2, 60,
+                 what="the driver's write refused twice")
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+        assert dba.execute(waiting, (database,)).fetchone()[0] <= 2  # no request left waiting beside its retries
+        assert not outcome, outcome
+        locker.rollback()
+        thread.join(120)
+        assert outcome.get("value") == 3 + 1 + 2, outcome
+        store = SqlStore(postgres_url, create=False)
+        try:
+            all_recorded(store, f.id)  # each of its 5 runs once
+        finally:
+            store.close()
+
+
+def test_beats_refused_for_a_locked_table_leave_their_resolution_live(tmp_path: Path, postgres_url: str,
+                                                                      monkeypatch) -> None:
+    """The beats of a live resolution refused past the bound on lock waits (``LOCK TABLE resolutions`` held longer
+    than the heartbeat timeout, 10 s here; the bound 1 s) leave it live: the server judges no silence until the
+    timeout has passed since its last refusal for a lock (as after its own outage), so the beat sent again once the
+    lock is let go lands before any marking. Unbounded, the beat waited in the server, queued before any marking, and
+    landed first; bounded without that, a sweep right after the lock ended found the resolution silent, and marked it
+    dead, its driver's next write refused."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "1",
+                                                               "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "10"})
+    refused = "POST /api/v1/store/write: the metadata database's table resolutions is locked by another session"
+    with running(server), psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        up = time.monotonic()
+        gate = tmp_path / "gate"
+        f = fp.gated(3, str(gate))
+        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
+        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+        time.sleep(max(0.0, up + 10 - time.monotonic()))  # the server judges silence: up for the timeout
+        locker.execute("LOCK TABLE resolutions IN ACCESS EXCLUSIVE MODE")
+        silent = ("SELECT bool_and(clock_timestamp() AT TIME ZONE 'UTC' - heartbeat_at > interval '12 seconds') "
+                  "FROM resolutions")  # the locker's session may read it
+        wait_for(lambda: locker.execute(silent).fetchone()[0], 60, what="the resolution silent past the timeout")
+        said = server.log.read_text().count(refused)
+        wait_for(lambda: server.log.read_text().count(refused) > said, 30, what="a beat refused just now")
+        locker.rollback()  # the beat is sent again after its Retry-After (5 s): sweeps come every 2.5 s
+        gate.touch()
+        thread.join(120)
+        assert outcome.get("value") == 3 + 1 + 2, outcome
+        store = SqlStore(postgres_url, create=False)
+        try:
+            all_recorded(store, f.id)
+        finally:
+            store.close()
