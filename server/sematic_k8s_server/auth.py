@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from sematic_k8s.errors import TableLocked
 from sematic_k8s.graph import TERMINAL
 from sematic_k8s.store.records import utcnow
 from sematic_k8s.store.tables import Base, ResolutionRow
@@ -102,6 +103,8 @@ def unchecked(e: Exception) -> str:
     client's: :meth:`Authenticator.authenticate_many` has them logged)."""
     if dbfailures.no_connection_to_spare(e):
         return f"cannot check credentials: {dbfailures.no_connection_words(e)}"
+    if isinstance(e, TableLocked):  # api_keys locked past the bound (store.lockwait): its words name no host
+        return f"cannot check credentials: {e}"
     return f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}"
 
 

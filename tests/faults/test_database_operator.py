@@ -359,3 +359,23 @@ def test_beats_refused_for_a_locked_table_leave_their_resolution_live(tmp_path: 
             all_recorded(store, f.id)
         finally:
             store.close()
+
+
+def test_a_credential_check_past_the_bound_on_lock_waits_names_the_locked_table(tmp_path: Path,
+                                                                                 postgres_url: str) -> None:
+    """``LOCK TABLE api_keys`` held past the bound (1 s here): a request with a key, whose credential the server
+    cannot check, is answered 503 with ``Retry-After`` naming the locked table (was: it waited as long as the lock was
+    held; with the bound alone, "the metadata database is unavailable: TableLocked"); once let go, it is served."""
+    key = create_api_key(postgres_url, tmp_path, "dba")
+    with server_process(tmp_path, "--db-url", postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "1"}) as (_, url), \
+            httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client, \
+            psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        assert client.get("/api/v1/resolutions").status_code == 200
+        locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        refused = client.get("/api/v1/resolutions")
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+        assert refused.json()["detail"].startswith(
+            "cannot check credentials: the metadata database's table api_keys is locked by another session "
+            "(a migration or maintenance?) for longer than 1 s"), refused.text
+        locker.rollback()
+        assert client.get("/api/v1/resolutions").status_code == 200
