@@ -33,7 +33,8 @@ DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
 # image made before the relay (a rerun of an older resolution), the driver alone, as it was started then. Every signal
 # is blocked first (by CPython's built-in _signal: the signal module imports enum, functools ...; site's import after
 # it: -S), until the relay's handlers are set and the driver runs, so that none sent as the container starts ends the
-# relay (a container's first process gets the signals it handles: Python's SIGINT)
+# relay (a container's first process gets the signals it handles: Python's SIGINT). An image's relay from before the
+# block (a rerun of a resolution recorded then) never unblocks: unblocked before it runs, as it ran then
 DOCKER_DRIVER_COMMAND = ("python", "-S", "-c",
                          "try:\n import _signal\nexcept ImportError:\n import signal as _signal\n"
                          "_signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())\n"
@@ -42,7 +43,10 @@ DOCKER_DRIVER_COMMAND = ("python", "-S", "-c",
                          "except ModuleNotFoundError as e:\n if e.name != 'sematic_k8s.driver_relay': raise\n"
                          " _signal.pthread_sigmask(_signal.SIG_SETMASK, ())\n"
                          " import runpy; runpy.run_module('sematic_k8s.driver', run_name='__main__', alter_sys=True)\n"
-                         "else:\n raise SystemExit(main())\n")
+                         "else:\n import sys\n"
+                         " if not hasattr(sys.modules[main.__module__], 'unblocked'):\n"  # an older relay
+                         "  _signal.pthread_sigmask(_signal.SIG_SETMASK, ())\n"
+                         " raise SystemExit(main())\n")
 WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
 DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job's podFailurePolicy FailJob)
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
