@@ -7,8 +7,9 @@ httpx where a proxy may be set), records and batches in their JSON form (:mod:`~
 
 Every request rides out an outage of the server (:mod:`sematic_k8s.retries`): refused or dropped
 connections, timeouts, 502/503/504 and 429 (after its Retry-After) are retried with backoff for the retry
-window; a 504 (the server's database canceled its query at its statement_timeout; a proxy's gateway timeout) is
-sent :data:`GATEWAY_TIMEOUT_TRIES` times only: what took too long once likely will again, unless a lock held it up.
+window; the server's own 504 (its database canceled the query at its statement_timeout: ``reason``
+:data:`STATEMENT_TIMEOUT`) is sent :data:`GATEWAY_TIMEOUT_TRIES` times only: what took too long once likely will
+again, unless a lock held it up (a proxy's 504, its upstream down or slow, is an outage, retried for the window).
 Writes may be sent again safely: the server's store inserts if absent and updates set fields, and a driver's writes
 are numbered (``Batch.sequence``), so that a retried request whose first attempt lands after the driver's later
 writes (held up in the network or the server past the timeout) sets nothing back. A 507 (the
@@ -68,7 +69,9 @@ READ_ONLY = "read-only"  # the role of a key that may only read (``GET /whoami``
 # the server (or a proxy before it) asks to try again; 408: the body did not all arrive in time (a path that went
 # quiet mid-request), so the server did nothing with it: it is sent again whole
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
-GATEWAY_TIMEOUT_TRIES = 3  # 504s a request is sent for at most, within the retry window: then its words are raised
+GATEWAY_TIMEOUT_TRIES = 3  # the server's statement-timeout 504s a request is sent for at most, within the retry
+# window: then its words are raised
+STATEMENT_TIMEOUT = "statement-timeout"  # the ``reason`` of the server's 504 (a proxy's 504 has none: retried)
 LOG_PART_BYTES = 16 << 20  # of a log, asked for at a time (the server's most)
 WRITE_BYTES = 8 * 1024 * 1024  # a batch larger than this goes in parts (the server's default cap is 32 MiB)
 # the numbers of a fenced writer's requests (Batch.sequence): one counter for the process, so that every store object
@@ -113,12 +116,12 @@ class HttpStore:
         target = quote(self._prefix + API + path, safe="/:@!$&'()*+,;=%") + (f"?{urlencode(params)}" if params else "")
         all_headers = {**self.headers, **(headers or {})}
         transient = self.connections.transient
-        timeouts = 0  # 504s answered
+        timeouts = 0  # the server's statement-timeout 504s answered
         try:
             for attempt in retrying(f"the sematic-k8s server at {self.url}", transient, window):
                 with attempt:
                     response = self.connections.request(method, target, content, all_headers)
-                    timeouts += response.status_code == 504
+                    timeouts += response.status_code == 504 and _reason(response) == STATEMENT_TIMEOUT
                     if response.status_code in RETRY_STATUSES and timeouts < GATEWAY_TIMEOUT_TRIES:
                         raise RetryLater(f"HTTP {response.status_code}", _retry_after(response), response)
         except transient as e:
@@ -410,6 +413,15 @@ def _detail(response: Answer | httpx.Response) -> Any:
         return response.json().get("detail")
     except (ValueError, AttributeError):
         return " ".join(re.sub(r"<[^>]*>", " ", response.text[:2000]).split())[:300]
+
+
+def _reason(response: Answer | httpx.Response) -> Any:
+    """The ``reason`` of the server's JSON problem, else None (a proxy's page, anything else)."""
+    try:
+        doc = response.json()
+    except ValueError:
+        return None
+    return doc.get("reason") if isinstance(doc, dict) else None
 
 
 def _not_ours(response: Answer | httpx.Response, url: str) -> str:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, StorageLinkRefused
+from sematic_k8s.store.http import STATEMENT_TIMEOUT
 from sematic_k8s_server import dbfailures
 from sematic_k8s_server.schemas import Problem
 
@@ -128,8 +129,9 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
     the statement and its parameters, a client's records):
 
     - a query canceled at the database's statement_timeout: 504 (Gateway Timeout: the database, behind the server,
-      did not answer in its operator's time), which the HTTP store tries a few times only (a lock that held it up may
-      be released; a listing that always takes longer fails with these words, not after the retry window);
+      did not answer in its operator's time), ``reason`` :data:`~sematic_k8s.store.http.STATEMENT_TIMEOUT`, which
+      the HTTP store tries a few times only (a lock that held it up may be released; a listing that always takes
+      longer fails with these words, not after the retry window; a proxy's 504, without it, is tried for the window);
     - anything else: 503, retried by clients (no connection to spare: said so, without the database's host)."""
     failures = dbfailures.of(engine)
 
@@ -142,7 +144,8 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
             return problem(504, "the metadata database canceled this request's query at its statement_timeout "
                                 f"({f'{limit}, ' if limit else ''}set for the server's role or database): raise it for "
                                 "the server's role (ALTER ROLE ... SET statement_timeout), or ask for less (e.g. a "
-                                "smaller page)", {"Retry-After": GATEWAY_TIMEOUT_RETRY_AFTER})
+                                "smaller page)", {"Retry-After": GATEWAY_TIMEOUT_RETRY_AFTER},
+                           reason=STATEMENT_TIMEOUT)
         failures.failed(orig, f"{request.method} {request.url.path}")
         if dbfailures.no_connection_to_spare(orig):
             return problem(503, dbfailures.no_connection_words(orig), {"Retry-After": "5"})

@@ -17,7 +17,7 @@ import pytest
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from outages import DroppingProxy, ServerProcess, ThrottlingProxy, private_s3, running
+from outages import DroppingProxy, ServerProcess, ThrottlingProxy, TimingOutGateway, private_s3, running
 from s3server import fresh_bucket
 from sematic_k8s import errors, serialization
 from sematic_k8s.executors.remote import Ended, _died
@@ -37,7 +37,7 @@ from sematic_k8s.storage.base import artifact_key, log_key, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import sql_store
-from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.http import GATEWAY_TIMEOUT_TRIES, HttpStore
 from sematic_k8s.store.sql import SqlStore
 from serving import serve, wait_for
 
@@ -247,6 +247,37 @@ def test_answers_asking_to_retry_later_are_honoured(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_proxys_gateway_timeouts_for_a_while_are_ridden_out(tmp_path):
+    """A gateway before the server answering nginx's 504 page (its upstream not answering in time: a server restarting
+    behind it) to more tries than the server's own statement-timeout 504 is sent for (``GATEWAY_TIMEOUT_TRIES``),
+    then passing requests on: the read is answered, as a 502's or a 503's outage is ridden out. Was: any 504 counted
+    as the server's, the read failed at the third (ServerError, HTTP 504)."""
+    with serve(tmp_path) as server:
+        gateway = TimingOutGateway(int(server.url.rsplit(":", 1)[1]))
+        store = HttpStore(gateway.url, server.key, retry_window=600)
+        read: dict[str, object] = {}
+
+        def reading() -> None:
+            try:
+                read["answer"] = store.list_resolutions()
+            except Exception as e:  # noqa: BLE001 - what the test checks
+                read["error"] = e
+
+        reader = threading.Thread(target=reading, daemon=True)
+        try:
+            reader.start()
+            wait_for(lambda: gateway.answered > GATEWAY_TIMEOUT_TRIES or not reader.is_alive(), 120,
+                     what="the gateway's 504s")
+            gateway.timing_out = False
+            reader.join(120)
+            assert read.get("answer") == [], read
+        finally:
+            gateway.timing_out = False
+            reader.join(120)
+            store.close()
+            gateway.close()
 
 
 def driver_env(tmp_path: Path, db: str) -> dict[str, str]:

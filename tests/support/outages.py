@@ -931,3 +931,37 @@ class BalancingProxy:
         back.join()
         client.close()
         upstream.close()
+
+
+NGINX_504 = (b"HTTP/1.1 504 Gateway Time-out\r\nServer: nginx/1.25.3\r\nContent-Type: text/html\r\n"
+             b"Content-Length: 167\r\nConnection: close\r\n\r\n"
+             b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway "
+             b"Time-out</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n")
+
+
+class TimingOutGateway(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to ``target_port`` that, while :attr:`timing_out`, answers each new connection's
+    request with nginx's 504 page (its upstream did not answer in time: a server restarting behind it) and closes it
+    (:attr:`answered` counts them); otherwise passes both ways on."""
+
+    def __init__(self, target_port: int) -> None:
+        self.timing_out = True
+        self.answered = 0
+        super().__init__(target_port, "timing-out-gateway")
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        if self.timing_out:
+            upstream.close()
+            try:
+                client.recv(65536)  # the request (its head, at least)
+                client.sendall(NGINX_504)
+                self.answered += 1
+            except OSError:
+                pass
+            finally:
+                client.close()
+            return
+        answers = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
+        answers.start()
+        _copy(client, upstream)
+        answers.join(30)
