@@ -276,14 +276,21 @@ class HttpStore:
         """``{id: (format, type_name, inline bytes)}`` of those of these artifacts recorded, without their summaries:
         asked :data:`~sematic_k8s.limits.FORMAT_IDS` ids a request (``POST /store/artifact_formats``). The few whose
         inline bytes the server leaves out as larger than it sends there (a record of another client's making) are
-        read whole (:meth:`artifacts`). A server without that route (older) answers by :meth:`artifacts`."""
+        read whole (:meth:`artifacts`). A server without that route (older) answers by :meth:`artifacts`: it answers
+        404, or 403 to a resolution token (or a read-only key), which may call only the paths it knows (a 403 of a
+        server with the route: :meth:`artifacts` is refused as well, in its words)."""
         wanted = list(dict.fromkeys(ids))
         out: dict[str, tuple[str, str, bytes | None]] = {}
         large: list[str] = []
         for i in range(0, len(wanted), limits.FORMAT_IDS):
-            doc = self._request("POST", "/store/artifact_formats", missing_ok=True,
-                                content=dumps({"ids": wanted[i:i + limits.FORMAT_IDS]}),
-                                headers={"Content-Type": "application/json"})
+            try:
+                doc = self._request("POST", "/store/artifact_formats", missing_ok=True,
+                                    content=dumps({"ids": wanted[i:i + limits.FORMAT_IDS]}),
+                                    headers={"Content-Type": "application/json"})
+            except ServerError as e:
+                if e.status != 403:
+                    raise
+                doc = None
             if doc is None:
                 return {a.id: (a.format, a.type_name, a.inline) for a in self.artifacts(wanted)}
             for item in doc["items"]:

@@ -6,6 +6,7 @@ embedded store's whole list (``SqlStore.artifacts``) and a driver's reused value
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,4 +145,29 @@ def test_the_http_store_asks_formats_in_pages_under_the_servers_cap(tmp_path, n:
         try:
             assert http.artifact_formats(asked) == s.store.artifact_formats(ids)
         finally:
+            http.close()
+
+
+@pytest.mark.parametrize("caller", ["token", "key"])
+def test_a_driver_asking_a_server_older_than_the_route_gets_the_formats_from_whole_records(
+        tmp_path, monkeypatch, caller: str) -> None:
+    """A server older than ``POST /store/artifact_formats`` (its route and its tokens' leave to call it taken out, as
+    they were) answers a driver's token 403 (the token may not call that path) and a key 404: the HTTP store reads the
+    formats from the whole records (``POST /store/artifacts``) either way, the same as the route gives. Was: a token's
+    403 raised (a rerun's driver built with this version failed against an older server)."""
+    from sematic_k8s_server import scopes
+
+    with serve(tmp_path) as s:
+        ids = _recorded(s.store, 60)
+        s.app.router.routes[:] = [r for r in s.app.router.routes
+                                  if getattr(r, "path", "") != "/api/v1/store/artifact_formats"]
+        monkeypatch.setattr(scopes, "TOKEN_ROUTES", tuple(
+            (m, re.compile(p.pattern.replace("|artifact_formats", ""))) for m, p in scopes.TOKEN_ROUTES))
+        http = HttpStore(s.url, s.key)
+        driver = HttpStore(s.url, http.mint_token(record_resolution(s.url, s.key, kind="cloud", state="running"))
+                           ) if caller == "token" else http
+        try:
+            assert driver.artifact_formats(ids) == s.store.artifact_formats(ids)
+        finally:
+            driver.close()
             http.close()
