@@ -43,6 +43,7 @@ class ClaimBeats:
         self.store = store
         self.every = liveness.holder_beat(liveness.timeout(store.stale_after)) if every is None else every
         self._held: set[str] = set()
+        self._started: set[str] = set()  # held claims whose driver started, its let-go not recorded yet (:meth:`beat`)
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,20 +62,40 @@ class ClaimBeats:
                 self._thread.start()
 
     def launched(self, res_id: str) -> None:
-        """Its driver is started: the claim held no more (its driver's grace counts from now)."""
-        self.let_go(res_id)
-        try:
-            self.store.let_go_of_claim(res_id, self.holder)
-        except Exception as e:  # noqa: BLE001 - the store: left held, the sweeper fails it (the driver finds it ended)
-            log.warning("rerun %s: could not record that its driver started: %s", res_id, one_line(str(e)))
+        """Its driver is started: the claim held no more (its driver's grace counts from now), beaten no more once
+        that is recorded. A record that failed (the database out of reach a moment) is made again at each beat, the
+        claim beaten meanwhile: never left held and silent, failed as its holder's (its driver started)."""
+        if not self._let_go_of(res_id, said=False):
+            with self._guard:
+                if res_id in self._held:
+                    self._started.add(res_id)
 
     def let_go(self, res_id: str) -> None:
         """Its launch ended otherwise (failed, canceled: recorded so): beaten no more."""
         with self._guard:
             self._held.discard(res_id)
+            self._started.discard(res_id)
+
+    def _let_go_of(self, res_id: str, *, said: bool = True) -> bool:
+        """Record that the claim ``res_id`` is held no more (a claim ended meanwhile, or not this holder's: nothing
+        to record), then beat it no more; whether it was recorded. A failure is logged unless ``said`` already."""
+        try:
+            self.store.let_go_of_claim(res_id, self.holder)
+        except Exception as e:  # noqa: BLE001 - the store: tried again at the next beat, the claim beaten meanwhile
+            if not said:
+                log.warning("rerun %s: could not record that its driver started (tried again at each beat): %s",
+                            res_id, one_line(str(getattr(e, "orig", None) or e)))
+            return False
+        self.let_go(res_id)
+        return True
 
     def beat(self) -> None:
-        """Beat the claims held now."""
+        """Record the let-go of the claims whose driver started (:meth:`launched`) where it failed, then beat the
+        claims held now."""
+        with self._guard:
+            started = list(self._started)
+        for res_id in started:
+            self._let_go_of(res_id)
         with self._guard:
             held = list(self._held)
         if held:

@@ -1,0 +1,58 @@
+"""The server process holding a rerun's claim (:class:`~sematic_k8s_server.claim_beats.ClaimBeats`) once its driver
+started: the let-go it records (``held_by`` cleared: its driver's grace counts from then) made again at each beat when
+the database refused it, the claim beaten meanwhile. Was: beaten no more at once, the let-go tried once: the database
+read-only (or out of reach) for that moment left the claim held and silent, failed within seconds as "the server
+that was launching this rerun stopped" though its driver had started (which then found it ended and stopped)."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from sematic_k8s.store.records import CLAIMED, Batch, utcnow
+from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server.claim_beats import ClaimBeats
+from serving import wait_for
+
+
+@pytest.fixture(autouse=True)
+def fast_beats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "0.25")  # a holder gone after 1 s
+
+
+def _read_only(postgres_url: str, on: bool) -> None:
+    """The operator sets ``default_transaction_read_only`` on the database (a failover's standby, and back), and ends
+    its sessions, so that the store's next ones have it."""
+    database = postgres_url.rsplit("/", 1)[1]
+    server = postgres_url.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as dba:
+        dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = {"on" if on else "off"}')
+        dba.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+
+
+def test_a_started_drivers_claim_let_go_while_the_database_refused_writes_is_let_go_once_it_takes_them(
+        postgres_url: str) -> None:
+    store = SqlStore(postgres_url, stale_after=60)
+    beats = ClaimBeats(store)
+    try:
+        beats.hold("c1")
+        now = utcnow()
+        store.write(Batch(new_resolutions=[{"id": "c1", "root_func_path": "m:p", "state": CLAIMED, "created_at": now,
+                                            "heartbeat_at": now, "held_by": beats.holder}]))
+        _read_only(postgres_url, True)
+        beats.launched("c1")  # its driver started: the let-go refused
+        _read_only(postgres_url, False)
+
+        def held_by() -> str | None:
+            with store.engine.connect() as conn:
+                return conn.execute(sa.text("SELECT held_by FROM resolutions WHERE id = 'c1'")).scalar()
+
+        wait_for(lambda: held_by() is None, 30, what="the let-go recorded once the database takes writes")
+        time.sleep(2)  # twice its holder's silence: its driver's grace counts now
+        assert store.get_resolution("c1").state == CLAIMED
+    finally:
+        beats.stop()
+        store.close()
