@@ -61,7 +61,8 @@ def main() -> int:
 
 def unblocked() -> None:
     """No signal blocked: the relay's once its handlers are set, and the driver's from its start (a child inherits its
-    parent's mask), as a container's first process starts."""
+    parent's mask), as a container's first process starts. Its name is how the container's command tells this relay
+    from an older one, which it unblocks for (:data:`~sematic_k8s.specs.DOCKER_DRIVER_COMMAND`): keep it."""
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
