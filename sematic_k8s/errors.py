@@ -44,6 +44,7 @@ func failing)::
         ├── StopsForAFix                one that does not pass by itself: someone must act (.fix) first
         │   ├── DiskFull                a disk has no space left: the metadata database or artifact storage cannot grow
         │   ├── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
+        │   ├── StorageKeysRefused      S3 refused a worker's presigned URLs (403): their keys rotated or revoked
         │   └── DatabaseReadOnly        PostgreSQL takes no writes (a standby; default_transaction_read_only)
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
@@ -391,6 +392,37 @@ class DiskFull(StopsForAFix):
     def said(cls, words: str) -> DiskFull:
         """The error again from its words: ``str`` of one that ended no resolution, "<problem>: <fix>" (no fix has
         ": " in it), as a worker process reports it."""
+        problem, _, fix = words.rpartition(": ")
+        return cls(problem, fix) if problem and fix else cls(words)
+
+
+class StorageKeysRefused(StopsForAFix, StorageError):
+    """S3 refused a worker's presigned URLs (403: ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``,
+    ``AccessDenied``, ``ExpiredToken``, or "Request has expired"): the storage keys its driver signed them with were
+    rotated or revoked since. Not an outage: the same URLs are refused each time. The worker exits 75 naming it; the
+    resolution loop runs the attempt once more, with URLs presigned afresh with the driver's keys of then, and ends
+    the resolution on a second refusal (:mod:`sematic_k8s.resolvers.loop`)."""
+
+    FIX = "give the driver current keys (the storage Secret)"
+
+    def __init__(self, problem: str, fix: str = FIX) -> None:
+        super().__init__(problem, fix)
+
+    @classmethod
+    def refusing(cls, method: str, key: str, access_key: str, code: str, expired: bool) -> StorageKeysRefused:
+        """The error of S3's 403 (``code``: S3's error code, "" if none) to this worker's presigned ``method`` of
+        ``key``, signed with ``access_key`` (the URL's ``X-Amz-Credential``; "" if none: an access key id is no
+        secret, the URL is)."""
+        whose = f"of access key {access_key} (its driver's)" if access_key else "of its driver"
+        why = "the URL expired before the worker used it, or " if expired else ""
+        policy = ", or a bucket policy denies presigned requests" if code == "AccessDenied" and not expired else ""
+        said = f"HTTP 403, {code}" if code else "HTTP 403"
+        return cls(f"S3 refused the URLs presigned with the storage keys {whose} ({said} to the {method} of {key!r}): "
+                   f"{why}the keys were rotated or revoked{policy}")
+
+    @classmethod
+    def said(cls, words: str) -> StorageKeysRefused:
+        """The error again from its words as a worker said them ("<problem>: <fix>")."""
         problem, _, fix = words.rpartition(": ")
         return cls(problem, fix) if problem and fix else cls(words)
 

@@ -26,7 +26,14 @@ from typing import Any
 
 from sematic_k8s import graph, logcapture, packaged, serialization, settings
 from sematic_k8s.error_records import error_info, kinds
-from sematic_k8s.errors import WORKER_DEATHS, DiskFull, InfrastructureError, StorageError, WorkerDied
+from sematic_k8s.errors import (
+    WORKER_DEATHS,
+    DiskFull,
+    InfrastructureError,
+    StorageError,
+    StorageKeysRefused,
+    WorkerDied,
+)
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
@@ -350,11 +357,13 @@ def _died(e: Ended) -> dict[str, Any]:
     """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
     its reason (see :mod:`sematic_k8s.errors`), in plain words; its traceback is the worker's last log lines
     (there is no Python traceback, and the message is said once, where every error's is). A worker that exited
-    75 on a full disk is recorded as the DiskFull it named, in its words (which disk, the space left there)."""
+    75 on a full disk is recorded as the DiskFull it named, in its words (which disk, the space left there); one whose
+    presigned URLs S3 refused as the StorageKeysRefused it named (S3's code, the access key)."""
     tail = f"last log lines:\n{e.last_logs}" if e.last_logs else ""
     said = worker_said(e.last_logs) if e.exit_code == WORKER_EXIT_INFRASTRUCTURE and not e.reason else None
-    if said is not None and said[0] == DiskFull.__qualname__:
-        return {"type": said[0], "message": said[1], "traceback": tail, "mro": kinds(DiskFull)}
+    said_as = {c.__qualname__: c for c in (DiskFull, StorageKeysRefused)}.get(said[0]) if said is not None else None
+    if said is not None and said_as is not None:
+        return {"type": said[0], "message": said[1], "traceback": tail, "mro": kinds(said_as)}
     reason = e.reason or ("StorageUnreachable" if e.exit_code == WORKER_EXIT_INFRASTRUCTURE else "")
     cls = WORKER_DEATHS.get(reason, WorkerDied)
     plain = cls.words or f"the worker exited with code {e.exit_code} without a result"

@@ -8,10 +8,11 @@ cache look-ups are :mod:`~sematic_k8s.resolvers.cache_hits`'s.
 Infrastructure failures (:class:`~sematic_k8s.errors.InfrastructureError`: the server, storage, a worker's
 node) are never pinned on a func: a run attempt that met one is tried again (up to :data:`INFRA_RETRIES`
 times, beside the func's own ``retries``; not a full disk, which does not pass by itself: a worker's DiskFull ends
-the resolution), and one in the loop's own work ends the resolution as such, to be continued once the service is
-back (or its cause fixed). A driver that will be restarted (``detach_on_outage``) instead leaves
-the resolution and its workers as they are when a transient one reaches it (:func:`transient`), so that its
-next start resumes them.
+the resolution; nor S3 refusing a worker's presigned URLs, whose attempt is run once more with URLs presigned
+afresh, a second refusal ending the resolution: StorageKeysRefused), and one in the loop's own work ends the
+resolution as such, to be continued once the service is back (or its cause fixed). A driver that will be
+restarted (``detach_on_outage``) instead leaves the resolution and its workers as they are when a transient one
+reaches it (:func:`transient`), so that its next start resumes them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sematic_k8s.errors import (
     ResolutionFailed,
     RunInterrupted,
     StopsForAFix,
+    StorageKeysRefused,
 )
 from sematic_k8s.executors.base import Executor, Outcome, Task
 from sematic_k8s.executors.interrupts import BodyGuard
@@ -79,6 +81,7 @@ INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
 DISK_FULL = DiskFull.__qualname__
+KEYS_REFUSED = StorageKeysRefused.__qualname__
 
 
 class ResolutionLoop:
@@ -115,6 +118,7 @@ class ResolutionLoop:
         self.waiting: dict[str, str] = {}  # run id -> what its worker waits for, as last noted on the run
         self.waiting_checked = float("-inf")
         self.infra_retries: dict[str, int] = {}  # run id -> attempts retried after infrastructure failures
+        self.keys_refused: set[str] = set()  # run ids whose worker's presigned URLs S3 refused once already
         self.heartbeat: Heartbeat | None = None
         self.guard: BodyGuard | None = None  # lets the heartbeat thread interrupt a body run on this thread
         self.cancel_watched = 0.0  # when the heartbeat thread last asked about a cancel while a body ran here
@@ -450,6 +454,12 @@ class ResolutionLoop:
             # the resolution ends as when the loop's own write meets a full disk (see run), the words on the run too
             self.recorder.batch.update_run(node.run_id, error=info)
             raise DiskFull.said(str(info.get("message", "")))
+        if KEYS_REFUSED in kinds and node.run_id in self.keys_refused:  # refused again, URLs presigned afresh: the
+            # driver's keys are the dead ones; it does not pass by itself, so the resolution ends as on a full disk
+            self.recorder.batch.update_run(node.run_id, error=info)
+            raise StorageKeysRefused.said(str(info.get("message", "")))
+        if KEYS_REFUSED in kinds:  # once: the next attempt's URLs are presigned with the driver's keys of now
+            self.keys_refused.add(node.run_id)
         infra = self.infra_retries.get(node.run_id, 0)
         if INFRASTRUCTURE in kinds and infra < INFRA_RETRIES:  # not the func's doing: try the attempt again
             self.infra_retries[node.run_id] = infra + 1

@@ -12,16 +12,18 @@ them against their content id and stores them itself (:func:`sematic_k8s.executo
 
 Requests go through :mod:`http.client`; refused and dropped connections, timeouts and 5xx/429 answers are
 retried for the retry window ($SEMATIC_K8S_RETRY_WINDOW), then raise :class:`~sematic_k8s.errors.StorageError`
-(the worker exits 75 and the driver runs the attempt again, with fresh URLs). A refused URL (403: expired)
-raises it at once. URLs are never logged: messages name the storage key only.
+(the worker exits 75 and the driver runs the attempt again, with fresh URLs). A refused URL (403: its keys rotated
+away or revoked, or it expired) raises :class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and
+the access key it was signed with: the driver runs the attempt once more with URLs presigned afresh, and ends the
+resolution if those are refused too. URLs are never logged: messages name the storage key only.
 """
 
 from __future__ import annotations
 
 import http.client
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from sematic_k8s.errors import StorageError
+from sematic_k8s.errors import StorageError, StorageKeysRefused
 from sematic_k8s.retries import RetryLater, retrying
 
 TIMEOUT = 60.0  # seconds for a connection or a read
@@ -89,6 +91,12 @@ class PresignedStorage:
                              float(after) if after and after.isdigit() else None)
         if resp.status == 404 and method == "GET":
             return 404, b""
+        if resp.status == 403:  # the same URL is refused each time: not an outage
+            text = body[:2000].decode(errors="replace")
+            query = parse_qs(parts.query)  # SigV4's credential scope, or SigV2's key
+            access_key = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0].split("/")[0]
+            raise StorageKeysRefused.refusing(method, key, access_key, _element(text, "Code"),
+                                              "Request has expired" in _element(text, "Message"))
         if resp.status >= 300:
             code = _error_code(body)
             raise StorageError(f"storage refused the {method} of {key!r}: HTTP {resp.status}{code} (the worker's "
@@ -111,7 +119,12 @@ class PresignedStorage:
 
 def _error_code(body: bytes) -> str:
     """S3's error code from an XML error body (``<Code>AccessDenied</Code>``), as ", Code"; "" if none."""
-    text = body[:2000].decode(errors="replace")
-    start, end = text.find("<Code>"), text.find("</Code>")
-    return f", {text[start + 6:end]}" if 0 <= start < end else ""
+    code = _element(body[:2000].decode(errors="replace"), "Code")
+    return f", {code}" if code else ""
+
+
+def _element(text: str, name: str) -> str:
+    """The text of the first ``<name>`` element of an XML error body; "" if none."""
+    start, end = text.find(f"<{name}>"), text.find(f"</{name}>")
+    return text[start + len(name) + 2:end] if 0 <= start < end else ""
 
