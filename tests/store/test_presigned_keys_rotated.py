@@ -35,7 +35,8 @@ REFUSAL = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidAccessKey
 @pytest.fixture
 def refusing_front(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
     """(endpoint, the keys of the requests it refused): an HTTP front on S3 (moto) answering 403
-    InvalidAccessKeyId to query-signed requests, forwarding the others."""
+    InvalidAccessKeyId to query-signed requests (signed with the access key "test", the one rotated away),
+    forwarding the others."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "test")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -48,7 +49,7 @@ def refusing_front(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[
 
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "X-Amz-Credential=" in self.path or "AWSAccessKeyId=" in self.path:
+                if "X-Amz-Credential=test" in self.path or "AWSAccessKeyId=test&" in self.path:
                     refused.append(self.path.split("?")[0])
                     status, headers, payload = 403, [("Content-Type", "application/xml")], REFUSAL
                 else:
@@ -119,3 +120,32 @@ def test_presigned_urls_s3_refuses_are_presigned_once_more_then_said_as_such(
     (run,) = store.runs_of_root(f.id)
     assert run.state == "canceled" and run.error["type"] == "StorageKeysRefused", run.error  # as a full disk ends it
     assert "the keys were rotated or revoked" in run.error["message"]
+
+
+def test_urls_refused_are_presigned_once_more_with_the_drivers_current_keys_and_the_run_resolves(
+        refusing_front: tuple[str, list[str]], tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver got current keys after it presigned the first attempt's URLs with the old ones (refreshed
+    credentials, a restarted driver): the once-more attempt's URLs, presigned with them, pass, and the run
+    resolves (held before the change too, as a retry: this keeps the once-more attempt presigning afresh)."""
+    endpoint, refused = refusing_front
+    s3 = S3Storage(f"sk-refused-{tmp_path.name[-8:].lower()}", "pfx", endpoint_url=endpoint, region="us-east-1")
+    s3.client.create_bucket(Bucket=s3.bucket)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "current")
+    current = S3Storage(s3.bucket, "pfx", endpoint_url=endpoint, region="us-east-1").client
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+    class Rotated(PresigningProcessExecutor):
+        def presigned(self, spec: Any, task: Any) -> Any:
+            spec = super().presigned(spec, task)
+            s3.client = current  # the driver's keys are current ones from now on: the URLs just made are not
+            return spec
+
+    class Resolver(sk.LocalResolver):
+        def _parts(self) -> Any:
+            return self.store, s3, InlineOrRemoteExecutor(InlineExecutor(1), Rotated(s3, s3.url))
+
+    f = big(10)
+    assert f.resolve(Resolver(home=tmp_path)) == b"z" * 10
+    assert [p.rsplit("/", 1)[1] for p in refused if "/outcomes/" in p] == ["1.json"], refused
+    (run,) = store.runs_of_root(f.id)
+    assert run.state == "resolved" and run.attempts == 2, run
