@@ -112,6 +112,25 @@ PROJECT = f'''
         os._exit(0)
 
     @sk.func(inline=False)
+    def bursts_then_dies(x: int) -> int:
+        """A burst of lines on stdout, ended by filling its pipe (widened to 1 MB: all of it unread by the engine's
+        stdout copier when it is full), then its last words on stderr, then gone without a result."""
+        import fcntl
+        fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ
+        os.write(1, b"".join(b"line %06d\\n" % i for i in range(50_000)))
+        os.set_blocking(1, False)
+        n = 50_000
+        while True:  # 341 lines, 4092 bytes: written whole or not at all (PIPE_BUF)
+            try:
+                os.write(1, b"".join(b"line %06d\\n" % i for i in range(n, n + 341)))
+            except BlockingIOError:
+                break
+            n += 341
+        os.set_blocking(1, True)  # (the same pipe as fd 2's once stderr is on stdout's)
+        os.write(2, b"last words on stderr\\n")
+        os._exit(3)
+
+    @sk.func(inline=False)
     def babbles(x: int) -> int:
         os.write(1, b"not utf-8: \\xff\\xfe\\n")
         os.write(2, b"\\xff\\xfe")
@@ -280,6 +299,20 @@ def test_a_worker_that_exits_0_without_a_result_is_recorded_as_died_with_its_las
     assert outcome.error_info["message"] == "the worker exited with code 0 without a result"
     assert "leaving without a word" in outcome.error_info["traceback"]
     assert "leaving without a word" in storage.get(log_key(task.run_id)).decode()
+
+
+def test_a_dying_workers_last_lines_are_its_last_words_in_the_order_it_wrote_them(project, storage, executor):
+    """A burst of lines on stdout that fills its pipe, then the worker's last words on stderr, then its end without a
+    result: its failure's last lines are stdout's last 39 and then those words, as written. Was: the engine logs the
+    two streams on two copiers of its own (moby/moby#31706): the words on stderr were logged while stdout's copier
+    still had the pipe's megabyte to log, and the last 40 lines were stdout's alone."""
+    task, outcome = run(executor, storage, project[0].bursts_then_dies, 1)
+    assert outcome.error_info is not None and "exited with code 3" in outcome.error_info["message"]
+    last = outcome.error_info["traceback"].splitlines()[-40:]
+    assert last[-1] == "last words on stderr", last
+    n = int(last[0].split()[-1])
+    assert last[:-1] == [f"line {i:06d}" for i in range(n, n + 39)]
+    assert storage.get(log_key(task.run_id)).decode().splitlines()[-40:] == last
 
 
 def test_bytes_that_are_not_text_a_huge_line_and_a_closed_stdout_do_not_hold_a_worker_up(project, storage, executor):
