@@ -216,8 +216,9 @@ class BadSetting(ValueError):
     takes. Here, not in :mod:`sematic_k8s.errors`: settings and errors are independent layers."""
 
 
-def seconds(name: str, default: float) -> float:
-    """A duration in seconds from the variable ``name``; ``default`` when it is unset or empty."""
+def seconds(name: str, default: float, *, above_zero: bool = False) -> float:
+    """A duration in seconds from the variable ``name``; ``default`` when it is unset or empty. ``above_zero``: 0
+    refused too (a period: a thread beating every 0 s would spin), naming the default to set instead."""
     raw = os.environ.get(name)
     if not raw:
         return default
@@ -225,6 +226,9 @@ def seconds(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise BadSetting(f"${name} must be a number of seconds, got {raw!r}") from None
+    if above_zero and not value > 0:  # nan too
+        raise BadSetting(f"${name} must be a number of seconds > 0, got {raw!r}: set it to one (the default is "
+                         f"{default:g}) or unset it")
     if not value >= 0:  # nan too
         raise BadSetting(f"${name} must be a number of seconds >= 0, got {raw!r}")
     return value
@@ -236,14 +240,15 @@ def retry_window() -> float:
 
 
 def heartbeat_interval() -> float:
-    """Seconds between a resolving process's heartbeats ($SEMATIC_K8S_HEARTBEAT_INTERVAL)."""
-    return seconds(HEARTBEAT_INTERVAL_ENV, DEFAULT_HEARTBEAT_INTERVAL)
+    """Seconds between a resolving process's heartbeats ($SEMATIC_K8S_HEARTBEAT_INTERVAL; 0 refused: a period)."""
+    return seconds(HEARTBEAT_INTERVAL_ENV, DEFAULT_HEARTBEAT_INTERVAL, above_zero=True)
 
 
 def heartbeat_timeout() -> float:
     """Seconds without a heartbeat after which a resolution's process counts as dead
-    ($SEMATIC_K8S_HEARTBEAT_TIMEOUT)."""
-    return seconds(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT)
+    ($SEMATIC_K8S_HEARTBEAT_TIMEOUT; 0 refused: every live one would be dead, and a claim holder's beat, a quarter of
+    it at most, would spin)."""
+    return seconds(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT, above_zero=True)
 
 
 def db_lock_timeout() -> float:

@@ -40,6 +40,9 @@ CLAIM_GRACE = 600.0
 # beats (of $SEMATIC_K8S_HEARTBEAT_INTERVAL) a claim's holder, the server process launching its driver, may miss
 # before the claim counts as silent (a holder killed, or stopped, mid-launch): seconds, not the grace's minutes
 HOLDER_BEATS = 4
+# seconds between a claim holder's beats at the least, whatever it is given (a store's ``stale_after`` of 0, a tiny
+# one): its thread never spins; the settings refuse 0 at start (settings.seconds)
+MIN_HOLDER_BEAT = 0.05
 
 
 def timeout(stale_after: float | None) -> float:
@@ -49,8 +52,8 @@ def timeout(stale_after: float | None) -> float:
 
 def holder_beat(stale_after: float) -> float:
     """Seconds between a claim holder's beats: $SEMATIC_K8S_HEARTBEAT_INTERVAL, at most a :data:`HOLDER_BEATS`th of
-    the heartbeat timeout ``stale_after``."""
-    return min(settings.heartbeat_interval(), stale_after / HOLDER_BEATS)
+    the heartbeat timeout ``stale_after``, never under :data:`MIN_HOLDER_BEAT` (nor nan)."""
+    return max(MIN_HOLDER_BEAT, min(settings.heartbeat_interval(), stale_after / HOLDER_BEATS))
 
 
 def holder_silence(stale_after: float) -> float:

@@ -41,7 +41,8 @@ class ClaimBeats:
 
     def __init__(self, store: SqlStore, every: float | None = None) -> None:
         self.store = store
-        self.every = liveness.holder_beat(liveness.timeout(store.stale_after)) if every is None else every
+        beat = liveness.holder_beat(liveness.timeout(store.stale_after)) if every is None else every
+        self.every = max(liveness.MIN_HOLDER_BEAT, beat)  # never a spinning thread (nan: the least too)
         self._held: set[str] = set()
         self._started: set[str] = set()  # held claims whose driver started, its let-go not recorded yet (:meth:`beat`)
         self._guard = threading.Lock()

@@ -308,6 +308,8 @@ def _config(params: dict[str, Any]) -> Any:  # noqa: ANN401 - ServerConfig, impo
     storage_setting = os.environ.get(settings.STORAGE_ENV)  # e.g. s3://bucket/prefix, as drivers and workers use
     namespace = params["rerun_namespace"]
     try:
+        settings.heartbeat_interval()  # read by its threads (claim beats, sweeper) later: a bad one refused now
+        settings.heartbeat_timeout()
         return ServerConfig(
             api_keys_required=not params["local"], max_request_bytes=params["max_request_bytes"],
             body_timeout=params["body_timeout"], max_streams_per_key=params["max_streams_per_key"],

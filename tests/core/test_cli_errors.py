@@ -113,7 +113,7 @@ BAD_INPUTS = [
     pytest.param(["runs", "list"], {"SERVER": "{with_user_info}"}, "API key missing or invalid", 1,
                  id="user-info-is-a-server-url"),  # was "is not a server URL", as was http://[::1]:PORT
     pytest.param(["resolutions", "list"], {"HEARTBEAT_TIMEOUT": "nan"}, "Error: $SEMATIC_K8S_HEARTBEAT_TIMEOUT must be "
-                 "a number of seconds >= 0, got 'nan'", 1, id="bad-seconds"),  # was "unexpected ValueError", nan taken
+                 "a number of seconds > 0, got 'nan'", 1, id="bad-seconds"),  # was "unexpected ValueError", nan taken
     pytest.param(["runs", "show", "xyz!"], {}, "'xyz!' is not a run id: ids are hexadecimal", 1, id="malformed-id"),
     pytest.param(["logs", "0123456789abcdef0123456789abcdef"], {},
                  "no run with id '0123456789abcdef0123456789abcdef'", 1, id="unknown-id"),
@@ -219,6 +219,10 @@ SERVER_START_FAILURES = [
                  id="empty-host"),  # was a server on 0.0.0.0 and [::], its banner saying http://:8000
     pytest.param([], {"STORAGE": "gs://bucket"}, "$SEMATIC_K8S_STORAGE: unsupported storage URL 'gs://bucket': use "
                  "file:///path or s3://bucket/prefix", 1, id="bad-storage-url"),
+    pytest.param([], {"HEARTBEAT_INTERVAL": "0"}, "$SEMATIC_K8S_HEARTBEAT_INTERVAL must be a number of seconds > 0, "
+                 "got '0': set it to one (the default is 5) or unset it", 1, id="heartbeat-interval-0"),  # was a server
+    pytest.param([], {"HEARTBEAT_TIMEOUT": "0"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a number of seconds > 0, "
+                 "got '0'", 1, id="heartbeat-timeout-0"),  # whose claim-beat thread spun (every 0 s) at its 1st rerun
 ]
 
 

@@ -7,11 +7,13 @@ that was launching this rerun stopped" though its driver had started (which then
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
+from sematic_k8s.store import liveness
 from sematic_k8s.store.records import CLAIMED, Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s_server.claim_beats import ClaimBeats
@@ -55,4 +57,17 @@ def test_a_started_drivers_claim_let_go_while_the_database_refused_writes_is_let
         assert store.get_resolution("c1").state == CLAIMED
     finally:
         beats.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("given", [{"stale_after": 0.0}, {"stale_after": float("nan")}, {"every": 0.0},
+                                   {"every": float("nan")}], ids=["stale-after-0", "stale-after-nan", "every-0",
+                                                                  "every-nan"])
+def test_the_claim_beats_thread_never_waits_0_s_whatever_it_is_given(tmp_path: Path, given: dict[str, float]) -> None:
+    """A store judging silence after 0 s (or nan), a beat period of 0 given: the thread waits
+    :data:`~sematic_k8s.store.liveness.MIN_HOLDER_BEAT` between beats at the least (was 0 s: a spinning thread)."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", stale_after=given.get("stale_after", 60.0))
+    try:
+        assert ClaimBeats(store, every=given.get("every")).every >= liveness.MIN_HOLDER_BEAT > 0
+    finally:
         store.close()
