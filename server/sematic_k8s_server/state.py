@@ -50,9 +50,9 @@ class Server:
         every = sweep_interval()
         self.copies = LeftCopies(store, self.storages, every=every)  # task copies left by resolutions marked dead
         launches = config.reruns  # token Secrets left by cut launches: in the rerun namespace, and those configured
-        swept = ([launches.executor_settings.get("namespace")] if launches.launcher == "kubernetes" else []) + list(
-            config.token_sweep_namespaces)
-        self.tokens = LeftTokens(store, swept) if swept else None
+        rerun_ns = [launches.executor_settings.get("namespace")] if launches.launcher == "kubernetes" else []
+        swept = rerun_ns + list(config.token_sweep_namespaces)
+        self.tokens = LeftTokens(store, swept, rerun_ns) if swept else None
         self.sweeper = Sweeper(store, every, after=self._swept)
         self.claim_beats = ClaimBeats(store)  # the rerun claims this process launches, beaten until each launch ends
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed

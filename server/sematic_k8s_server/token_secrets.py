@@ -47,12 +47,14 @@ PAGE = 500  # Secrets per list request (limit/continue)
 
 class LeftTokens(WokenPass):
     """Deletes the token Secrets left owned by nothing in ``namespaces`` (None: the client's own), in turn, on a daemon
-    thread woken by :meth:`wake` (the sweeper's, after each sweep)."""
+    thread woken by :meth:`wake` (the sweeper's, after each sweep). ``rerun_namespaces``: those of ``namespaces`` that
+    are the server's rerun namespace (None: the client's own), whose refusal (403) is worded so."""
 
     thread_name = "sk-left-tokens"
 
-    def __init__(self, store: SqlStore, namespaces: Sequence[str | None]) -> None:
-        self.store, self.namespaces = store, tuple(namespaces)
+    def __init__(self, store: SqlStore, namespaces: Sequence[str | None],
+                 rerun_namespaces: Sequence[str | None] = ()) -> None:
+        self.store, self.namespaces, self.rerun_namespaces = store, tuple(namespaces), tuple(rerun_namespaces)
         self.grace = settings.seconds(GRACE_ENV, DEFAULT_GRACE)
         super().__init__()
         self._api: Any = None
@@ -94,6 +96,7 @@ class LeftTokens(WokenPass):
         now = dt.datetime.now(dt.timezone.utc)
         deleted: list[str] = []
         failure: Exception | None = None
+        reruns = {n or current_namespace() for n in self.rerun_namespaces}
         for namespace in dict.fromkeys(n or current_namespace() for n in self.namespaces):
             if self.stopping():
                 break
@@ -103,7 +106,7 @@ class LeftTokens(WokenPass):
                 if isinstance(e, client.ApiException) and e.status == 403:  # the same at every pass: said once
                     if namespace not in self._refused:
                         self._refused.add(namespace)
-                        log.warning("%s", refusal(e, namespace))
+                        log.warning("%s", refusal(e, namespace, rerun=namespace in reruns))
                 elif failure is None:
                     failure, self._failing = e, namespace
                 continue
@@ -164,13 +167,18 @@ def _timestamp(text: Any) -> dt.datetime | None:
         return None
 
 
-def refusal(e: Any, namespace: str) -> str:
-    """The server's words for a refusal (403) to sweep ``namespace``: what it lacks, and what to do."""
+def refusal(e: Any, namespace: str, *, rerun: bool = False) -> str:
+    """The server's words for a refusal (403) to sweep ``namespace``: what it lacks, and what to do: a Role there, or,
+    for one of $SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES, its removal from it; for the rerun namespace (``rerun``), where
+    this server's reruns make their token Secrets, the Role alone (the chart's server Role grants it)."""
     from sematic_k8s.k8s.client import api_message, denial
 
     denied = denial(e)
     lacks = f" it lacks {denied};" if denied is not None else ""
+    do = ("; it is this server's rerun namespace (--rerun-namespace), where its reruns make their drivers' token "
+          "Secrets: give its ServiceAccount list and delete on secrets there, as the chart's server Role in the rerun "
+          "namespace does" if rerun else " until its ServiceAccount has a Role allowing list and delete on secrets "
+          "there (the chart makes one in each of server.tokenSweepNamespaces), or the namespace is taken out of "
+          f"${settings.TOKEN_SWEEP_NAMESPACES_ENV}")
     return (f"the Kubernetes API refuses to let this server sweep the drivers' token Secrets left owned by nothing in "
-            f"namespace {namespace} ({e.status}: {one_line(api_message(e))});{lacks} they are not deleted there until "
-            f"its ServiceAccount has a Role allowing list and delete on secrets there (the chart makes one in each of "
-            f"server.tokenSweepNamespaces), or the namespace is taken out of ${settings.TOKEN_SWEEP_NAMESPACES_ENV}")
+            f"namespace {namespace} ({e.status}: {one_line(api_message(e))});{lacks} they are not deleted there{do}")

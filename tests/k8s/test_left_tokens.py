@@ -278,3 +278,35 @@ def test_only_the_configured_namespaces_are_swept_and_one_refused_is_said_once(t
         f'in the namespace "{refused}"); it lacks list on secrets in API group ""; they are not deleted there until '
         f"its ServiceAccount has a Role allowing list and delete on secrets there (the chart makes one in each of "
         f"server.tokenSweepNamespaces), or the namespace is taken out of $SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES"], said
+
+
+def test_a_refused_rerun_namespace_is_said_to_need_the_role_not_to_be_taken_out(sqlite_store, monkeypatch,
+                                                                                caplog) -> None:
+    """The server's rerun namespace (swept as such: ``rerun_namespaces``), its ServiceAccount given no Role there: the
+    refusal (403) says to give it list and delete on secrets there, as the chart's server Role does. Was: "or the
+    namespace is taken out of $SEMATIC_K8S_TOKEN_SWEEP_NAMESPACES", which does not name it."""
+    account = "sk-system/server"
+    with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=["sk-system", NS]) as cluster:
+        cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "server"}}],
+                      namespace="sk-system")
+        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy(account))
+        user = cluster.user_of(account)
+        caplog.set_level(logging.INFO)
+        tokens = LeftTokens(sqlite_store, [NS], [NS])
+        try:
+            tokens.wake()
+            wait_for(lambda: any(c.status == 403 for c in cluster.calls(user=user, verb="list", resource="secrets")),
+                     60, what="the list of Secrets refused")
+            tokens.wake()  # one more pass: its refusal was said (or not) once this one ran
+            wait_for(lambda: len(cluster.calls(user=user, verb="list", resource="secrets")) >= 2, 60,
+                     what="a second list")
+        finally:
+            tokens.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "sematic_k8s_server" and r.levelno >= logging.WARNING]
+    assert said == [
+        f"the Kubernetes API refuses to let this server sweep the drivers' token Secrets left owned by nothing in "
+        f'namespace {NS} (403: secrets is forbidden: User "{user}" cannot list resource "secrets" in API group "" '
+        f'in the namespace "{NS}"); it lacks list on secrets in API group ""; they are not deleted there; it is this '
+        f"server's rerun namespace (--rerun-namespace), where its reruns make their drivers' token Secrets: give its "
+        f"ServiceAccount list and delete on secrets there, as the chart's server Role in the rerun namespace does"
+    ], said
