@@ -146,10 +146,13 @@ class LeftTokens(WokenPass):
         res = self.store.get_resolution(res_id)
         if res is not None and res.state not in ENDED_STATES:
             return None
-        try:
-            api_call(core.delete_namespaced_secret, name, namespace, backoff=once, _preload_content=False,
-                     body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
-                         uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))))
+        try:  # its answer (the Secret deleted, its data too) not decoded, but read to its end and let go, so that its
+            # connection goes back to the pool (was: held by the unread answer, a new connection for each delete)
+            answer = api_call(core.delete_namespaced_secret, name, namespace, backoff=once, _preload_content=False,
+                              body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                                  uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))))
+            answer.drain_conn()
+            answer.release_conn()
         except client.ApiException as e:
             if e.status in (404, 409):  # gone, or changed since listed (owned, updated): left
                 return None
