@@ -71,10 +71,14 @@ RETRY_WINDOW_ENV = "SEMATIC_K8S_RETRY_WINDOW"  # seconds clients retry an unreac
 HEARTBEAT_INTERVAL_ENV = "SEMATIC_K8S_HEARTBEAT_INTERVAL"  # seconds between a resolving process's heartbeats (5)
 HEARTBEAT_TIMEOUT_ENV = "SEMATIC_K8S_HEARTBEAT_TIMEOUT"  # seconds of silence after which a resolution is dead (60)
 DB_LOCK_TIMEOUT_ENV = "SEMATIC_K8S_DB_LOCK_TIMEOUT"  # seconds a server request waits for a PostgreSQL lock (20)
+DB_POOL_SIZE_ENV = "SEMATIC_K8S_DB_POOL_SIZE"  # PostgreSQL connections a server process holds at most (50)
+DB_POOL_TIMEOUT_ENV = "SEMATIC_K8S_DB_POOL_TIMEOUT"  # seconds a server request waits for one of them (60)
 
 DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+DEFAULT_DB_POOL_SIZE = 50
+DEFAULT_DB_POOL_TIMEOUT = 60.0
 DEFAULT_DB_LOCK_TIMEOUT = 20.0  # below clients' 60 s request timeout: the server answers before they give up
 
 # What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only the endpoint
@@ -255,3 +259,24 @@ def db_lock_timeout() -> float:
     """Seconds a server's request waits for a lock another session holds on its PostgreSQL database before it is
     answered 503 ($SEMATIC_K8S_DB_LOCK_TIMEOUT; 0: as long as it is held)."""
     return seconds(DB_LOCK_TIMEOUT_ENV, DEFAULT_DB_LOCK_TIMEOUT)
+
+
+def db_pool_size() -> int:
+    """PostgreSQL connections a server process holds at most ($SEMATIC_K8S_DB_POOL_SIZE, a whole number >= 1)."""
+    raw = os.environ.get(DB_POOL_SIZE_ENV)
+    if not raw:
+        return DEFAULT_DB_POOL_SIZE
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BadSetting(f"${DB_POOL_SIZE_ENV} must be a whole number of connections >= 1, got {raw!r}: set it to "
+                         f"one (the default is {DEFAULT_DB_POOL_SIZE}) or unset it")
+    return value
+
+
+def db_pool_timeout() -> float:
+    """Seconds a server request waits for one of its process's PostgreSQL connections, all in use by other requests,
+    before it is answered 503 ($SEMATIC_K8S_DB_POOL_TIMEOUT)."""
+    return seconds(DB_POOL_TIMEOUT_ENV, DEFAULT_DB_POOL_TIMEOUT, above_zero=True)

@@ -35,11 +35,19 @@ def migrate(engine: sa.Engine) -> None:
     schema.migrate(engine)
 
 
+KEPT_CONNECTIONS = 20  # of the pool's connections, those kept open when idle (the others closed once returned)
+
+
 def engine_options(url: str) -> dict[str, Any]:
-    """Pool sizes for many concurrent clients (the API runs sync handlers on a 40-thread pool)."""
+    """Pool sizes for many concurrent clients (the API runs sync handlers on a 40-thread pool):
+    $SEMATIC_K8S_DB_POOL_SIZE connections at most (50), :data:`KEPT_CONNECTIONS` of them kept, a request waiting
+    $SEMATIC_K8S_DB_POOL_TIMEOUT seconds (60) for one before its 503 (:mod:`~sematic_k8s_server.dbfailures`)."""
     if url.startswith("sqlite"):
         return {}
-    return {"pool_size": 20, "max_overflow": 30, "pool_pre_ping": True, "pool_timeout": 60}
+    size = settings.db_pool_size()
+    kept = min(KEPT_CONNECTIONS, size)
+    return {"pool_size": kept, "max_overflow": size - kept, "pool_pre_ping": True,
+            "pool_timeout": settings.db_pool_timeout()}
 
 
 def open_store(url: str) -> SqlStore:
@@ -47,7 +55,7 @@ def open_store(url: str) -> SqlStore:
     for another session's lock at most $SEMATIC_K8S_DB_LOCK_TIMEOUT seconds (20: below clients' 60 s timeout), then
     is answered 503 (:mod:`sematic_k8s.store.lockwait`). Bounded after the migration: that waits for another
     replica's as long as it takes."""
-    bound = settings.db_lock_timeout()  # a bad value refused before the database is opened
+    bound = settings.db_lock_timeout()  # a bad value refused before the database is opened (and the pool's, below)
     store = SqlStore(url, **engine_options(url))
     store.bound_lock_waits(bound)
     return store

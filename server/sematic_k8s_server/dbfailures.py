@@ -6,6 +6,9 @@ answered, whoever met it (the credential check, :mod:`~sematic_k8s_server.auth`;
   session) is said once in the database's words, with what met it first, until the engine gets a connection again
   (its ``engine_connect``: any request's, the sweeper's), then once "the metadata database answers again". With a
   key or without one (local mode) alike.
+- The server's own **pool used up** (SQLAlchemy's ``TimeoutError``: every connection of its
+  $SEMATIC_K8S_DB_POOL_SIZE busy with slower requests past $SEMATIC_K8S_DB_POOL_TIMEOUT) is no outage of the
+  database: a 503 in its words (:func:`no_connection_words`), said once until a connection is had with one to spare.
 - A query **canceled at the database's statement_timeout** (SQLSTATE 57014 with PostgreSQL's "statement timeout") is
   no outage: the request asks for more than its operator's limit allows, and will again. It is said once per route,
   with the limit (:func:`statement_timeout`).
@@ -17,11 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from sematic_k8s import settings
 from sematic_k8s.error_records import one_line
 
 log = logging.getLogger("sematic_k8s_server")
@@ -44,12 +47,23 @@ def words(e: BaseException) -> str:
     return f"{type(orig).__name__}: {one_line(str(orig))}"
 
 
+def pool_used_up(e: BaseException) -> bool:
+    """The server's own pool had no connection for the request in time (every one busy with other requests)."""
+    return isinstance(_orig(e), sa.exc.TimeoutError)
+
+
 def no_connection_to_spare(e: BaseException) -> bool:
-    return any(said in str(_orig(e)) for said in NO_CONNECTION_TO_SPARE)
+    """No connection for the request: the database has none to spare, or the server's pool (:func:`pool_used_up`)."""
+    return pool_used_up(e) or any(said in str(_orig(e)) for said in NO_CONNECTION_TO_SPARE)
 
 
 def no_connection_words(e: BaseException) -> str:
-    """What a client is told of a connection refused for lack of one to spare (no host or port)."""
+    """What a client is told of a connection refused for lack of one to spare (no host or port): the database's, or
+    the server's own pool's (its size is $SEMATIC_K8S_DB_POOL_SIZE: this server's setting)."""
+    if pool_used_up(e):
+        return (f"the server's {settings.db_pool_size()} database connections are all in use by slower requests: "
+                f"tried again after Retry-After; raise ${settings.DB_POOL_SIZE_ENV} (the server's pool size) if this "
+                "lasts")
     return ("the metadata database has no connection to spare (its max_connections, or a connection limit, is reached "
             f"by its clients): {type(e).__name__}")
 
@@ -77,6 +91,7 @@ class Failures:
     def __init__(self, engine: sa.Engine) -> None:  # not kept: the engine keeps it (:func:`of`)
         self._lock = threading.Lock()
         self._failing: str | None = None  # the outage's words, once said, until a connection is had again
+        self._used_up = False  # the pool's being used up was said, until a connection is had with one to spare
         self._timed_out: set[str] = set()  # the routes whose statement timeout was said
         event.listen(engine, "engine_connect", self._connected)
 
@@ -84,6 +99,14 @@ class Failures:
         """Say that ``what`` (``cannot check credentials``, ``GET /api/v1/...``) met ``e``: an outage once, until the
         database answers again; anything else each time."""
         said = words(e)
+        if pool_used_up(e):
+            with self._lock:
+                if self._used_up:
+                    return
+                self._used_up = True
+            log.warning("%s: %s (said once: requests meeting it are answered 503 until one is free)", what,
+                        no_connection_words(e))
+            return
         if not is_outage(e):
             log.warning("%s: the metadata database failed: %s", what, said)
             return
@@ -94,7 +117,12 @@ class Failures:
         log.warning("%s: the metadata database failed: %s (said once: requests meeting it are answered 503 until it "
                     "answers again)", what, said)
 
-    def _connected(self, _: Any) -> None:
+    def _connected(self, conn: sa.Connection) -> None:
+        if self._used_up and _spare(conn.engine.pool):
+            with self._lock:
+                was, self._used_up = self._used_up, False
+            if was:
+                log.warning("the server's database connections are no longer all in use")
         if self._failing is None:  # the common case, without the lock
             return
         with self._lock:
@@ -112,6 +140,13 @@ class Failures:
         log.warning("%s: the metadata database canceled its query at its statement_timeout (%s), answered 504 (said "
                     "once per route): raise it for the server's role (ALTER ROLE ... SET statement_timeout), or ask "
                     "for less", route, limit)
+
+
+def _spare(pool: sa.Pool) -> bool:
+    """Whether ``pool`` has a connection to spare now, besides the one just had."""
+    if not isinstance(pool, sa.QueuePool):
+        return True
+    return pool.checkedout() < pool.size() + max(0, getattr(pool, "_max_overflow", 0))  # its own: no API
 
 
 def statement_timeout(engine: sa.Engine) -> str | None:

@@ -379,3 +379,48 @@ def test_a_credential_check_past_the_bound_on_lock_waits_names_the_locked_table(
             "(a migration or maintenance?) for longer than 1 s"), refused.text
         locker.rollback()
         assert client.get("/api/v1/resolutions").status_code == 200
+
+
+POOL_USED_UP = ("the server's 2 database connections are all in use by slower requests: tried again after Retry-After; "
+                "raise $SEMATIC_K8S_DB_POOL_SIZE (the server's pool size) if this lasts")
+
+
+def test_the_servers_own_pool_used_up_by_slower_requests_is_a_503_in_its_words_said_once(
+        tmp_path: Path, postgres_url: str) -> None:
+    """A server of 2 database connections ($SEMATIC_K8S_DB_POOL_SIZE) that waits 1 s for one
+    ($SEMATIC_K8S_DB_POOL_TIMEOUT), its listings held behind an operator's ``LOCK TABLE resolutions`` (no bound on lock
+    waits here): the requests that got no connection are answered 503 with ``Retry-After``, saying the server's 2
+    connections are in use by slower requests and which setting to raise; the log says it once for the whole time;
+    the lock let go, every held listing is answered 200, and the log says the connections are free again. Was: 503
+    "the metadata database is unavailable: TimeoutError: QueuePool limit ...", a log line for each such request, and
+    no setting of the pool's size."""
+    env = {"SEMATIC_K8S_DB_POOL_SIZE": "2", "SEMATIC_K8S_DB_POOL_TIMEOUT": "1", "SEMATIC_K8S_DB_LOCK_TIMEOUT": "0"}
+    with server_process(tmp_path, "--db-url", postgres_url, "--local", env=env) as (_, url), \
+            httpx.Client(base_url=url, timeout=120) as client, \
+            psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        assert client.get("/api/v1/resolutions").status_code == 200
+        log = next(tmp_path.glob(f"server-{url.rsplit(':', 1)[1]}.log"))
+        locker.execute("LOCK TABLE resolutions IN ACCESS EXCLUSIVE MODE")
+        answers: list[httpx.Response] = []
+
+        def listing() -> None:
+            answers.append(client.get("/api/v1/resolutions"))
+
+        listings = [threading.Thread(target=listing, daemon=True) for _ in range(4)]  # 2 held at most: 2 refused
+        for thread in listings:
+            thread.start()
+        wait_for(lambda: len(answers) >= 2, 60, what="the listings that got no connection answered")
+        refused = client.get("/api/v1/resolutions")  # the pool still used up: refused too, not said again
+        for answer in [*list(answers), refused]:
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", answer.text
+            assert answer.json()["detail"] == POOL_USED_UP, answer.text
+        said = [line for line in log.read_text().splitlines() if "database connections are all in use" in line]
+        assert len(said) == 1 and "GET /api/v1/resolutions" in said[0], said
+        assert "the metadata database is unavailable" not in log.read_text()
+        locker.rollback()
+        for thread in listings:
+            thread.join(60)
+        assert len(answers) == 4 and 200 in {a.status_code for a in answers}, [a.text for a in answers]
+        assert client.get("/api/v1/resolutions").status_code == 200
+        wait_for(lambda: "the server's database connections are no longer all in use" in log.read_text(), 10,
+                 what="the log saying so")
