@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 
 import sqlalchemy as sa
@@ -151,12 +152,26 @@ def _spare(pool: sa.Pool) -> bool:
 
 def statement_timeout(engine: sa.Engine) -> str | None:
     """The database's statement_timeout for ``engine``'s sessions (set on its role or database), as PostgreSQL shows
-    it ("500ms", "2s"); None when it cannot be asked."""
+    it ("500ms", "2s"); None when it cannot be asked. Asked once per :data:`SETTING_KEPT` seconds for an engine (what
+    it answered, or that it could not): a burst of queries canceled at it (under a pool used up, each would wait for a
+    connection to ask) asks once."""
+    now = time.monotonic()
+    with _OF_LOCK:
+        kept = _SETTINGS.get(engine)
+    if kept is not None and now - kept[0] < SETTING_KEPT:
+        return kept[1]
     try:
         with engine.connect() as conn:
-            return str(conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar())
+            limit: str | None = str(conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar())
     except sa.exc.SQLAlchemyError:
-        return None
+        limit = None
+    with _OF_LOCK:
+        _SETTINGS[engine] = (now, limit)
+    return limit
+
+
+SETTING_KEPT = 60.0  # seconds an engine's statement_timeout, once asked, is told without asking again
+_SETTINGS: weakref.WeakKeyDictionary[sa.Engine, tuple[float, str | None]] = weakref.WeakKeyDictionary()
 
 
 _OF: weakref.WeakKeyDictionary[sa.Engine, Failures] = weakref.WeakKeyDictionary()

@@ -424,3 +424,26 @@ def test_the_servers_own_pool_used_up_by_slower_requests_is_a_503_in_its_words_s
         assert client.get("/api/v1/resolutions").status_code == 200
         wait_for(lambda: "the server's database connections are no longer all in use" in log.read_text(), 10,
                  what="the log saying so")
+
+
+def test_the_statement_timeout_a_504_names_is_asked_once_a_while_not_behind_a_used_up_pool(postgres_url: str) -> None:
+    """The limit a statement-timeout 504 names (``dbfailures.statement_timeout``), asked of a real PostgreSQL (300 ms
+    on the database) through an engine of 1 connection that waits 1 s for it: asked again while that connection is
+    held by another request (as when slower requests use up the server's pool in a burst of canceled queries), it is
+    told at once from what was asked, the same words. Was: each 504 asked it on a connection of its own, waiting for
+    the pool, and here got none: the limit unknown."""
+    import sqlalchemy as sa
+
+    from sematic_k8s_server import dbfailures
+
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
+    engine = sa.create_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=1)
+    try:
+        assert dbfailures.statement_timeout(engine) == "300ms"
+        with engine.connect() as held:  # the pool's one connection, busy
+            held.exec_driver_sql("SELECT 1")
+            assert dbfailures.statement_timeout(engine) == "300ms"
+    finally:
+        engine.dispose()
