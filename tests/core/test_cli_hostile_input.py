@@ -238,7 +238,7 @@ def test_a_read_leaves_another_programs_database_as_it_is(tmp_path: Path, env: E
      "or the data directory's SQLite database", 1),  # was the home's database, unsaid
     (["--port", "0"], {}, "Invalid value for '--port': 0 is not in the range 1<=x<=65535. (see `python -m "
      "sematic_k8s_server.cli server --help`)", 2),  # was three lines: click's usage, a hint and the error
-    ([], {"HEARTBEAT_TIMEOUT": "nan"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a number of seconds >= 0, got 'nan'",
+    ([], {"HEARTBEAT_TIMEOUT": "nan"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a number of seconds > 0, got 'nan'",
      1),  # was BadSetting's traceback
 ], ids=["header-timeout-nan", "shutdown-timeout-nan", "token-hours-nan", "empty-db-url", "port-zero",
         "heartbeat-nan"])
