@@ -30,6 +30,15 @@ from test_outages import OUTAGE, all_recorded, resolve_in_thread
 READ_ONLY = "the metadata database is read-only"
 
 
+def _all_recorded_in(postgres_url: str, root_id: str) -> None:
+    """``all_recorded`` read by a store of its own on the database, closed after."""
+    store = SqlStore(postgres_url, create=False)
+    try:
+        all_recorded(store, root_id)
+    finally:
+        store.close()
+
+
 @contextlib.contextmanager
 def _operator(db_url: str) -> Iterator[psycopg.Connection]:
     """A superuser's session on ``db_url``'s cluster (its ``postgres`` database), as an operator's psql."""
@@ -99,11 +108,7 @@ def test_a_read_only_database_is_a_503_its_drivers_ride_out(tmp_path: Path, post
         dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off')
         thread.join(120)
         assert outcome.get("value") == 3 + 1 + 2, outcome
-        store = SqlStore(postgres_url, create=False)
-        try:
-            all_recorded(store, f.id)
-        finally:
-            store.close()
+        _all_recorded_in(postgres_url, f.id)
 
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "local"])
@@ -274,11 +279,7 @@ def test_every_session_of_the_server_terminated_mid_resolution_loses_nothing(
         locker.rollback()
         thread.join(120)
         assert outcome.get("value") == 3 + 1 + 2, outcome
-        store = SqlStore(postgres_url, create=False)
-        try:
-            all_recorded(store, f.id)  # each of its 5 runs once
-        finally:
-            store.close()
+        _all_recorded_in(postgres_url, f.id)  # each of its 5 runs once
         log = server.log.read_text()
         assert "terminating connection due to administrator command" in log, log
         wait_for(lambda: "listener is connected again" in server.log.read_text(), 30, what="the listener back")
@@ -318,11 +319,7 @@ def test_a_table_locked_past_the_bound_is_a_503_its_driver_rides_out(tmp_path: P
         locker.rollback()
         thread.join(120)
         assert outcome.get("value") == 3 + 1 + 2, outcome
-        store = SqlStore(postgres_url, create=False)
-        try:
-            all_recorded(store, f.id)  # each of its 5 runs once
-        finally:
-            store.close()
+        _all_recorded_in(postgres_url, f.id)  # each of its 5 runs once
 
 
 def test_beats_refused_for_a_locked_table_leave_their_resolution_live(tmp_path: Path, postgres_url: str,
@@ -354,11 +351,7 @@ def test_beats_refused_for_a_locked_table_leave_their_resolution_live(tmp_path: 
         gate.touch()
         thread.join(120)
         assert outcome.get("value") == 3 + 1 + 2, outcome
-        store = SqlStore(postgres_url, create=False)
-        try:
-            all_recorded(store, f.id)
-        finally:
-            store.close()
+        _all_recorded_in(postgres_url, f.id)
 
 
 def test_a_credential_check_past_the_bound_on_lock_waits_names_the_locked_table(tmp_path: Path,
