@@ -20,7 +20,7 @@ import sematic_k8s
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import auth, fastpath, lock_answers, problems, shutdown
+from sematic_k8s_server import auth, fastpath, problems, shutdown
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.dashboard import mount_api_docs, mount_dashboard
 from sematic_k8s_server.deps import may_act, query_without_nul, require_key
@@ -83,7 +83,6 @@ def create_app(store: SqlStore, storage: Storage, config: ServerConfig | None = 
         app.include_router(router, responses=problems.ERRORS)
     for router in KEYED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_key), Depends(may_act)], responses=problems.ERRORS)
-    lock_answers.install(app)  # a lock held past the bound: 503 naming the table
     mount_dashboard(app)
     mount_api_docs(app)  # Swagger UI from the vendored files
     problems.install(app, store.engine)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, StorageLinkRefused
+from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, StorageLinkRefused, TableLocked
 from sematic_k8s.store.http import STATEMENT_TIMEOUT
 from sematic_k8s_server import dbfailures
 from sematic_k8s_server.schemas import Problem
@@ -124,6 +124,14 @@ async def _database_read_only(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, f"{exc}; retry later (a failover ends by itself)", {"Retry-After": "5"})
 
 
+async def _table_locked(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After, in the store's words (:mod:`sematic_k8s.store.lockwait`: the table another session held
+    past the server's bound on lock waits, the bound, what to do): the request's transaction was rolled back, nothing
+    of it recorded; clients send it again, and it lands once the lock is let go. Answered before a client's own
+    timeout (60 s), so that no second attempt waits in the server beside the first."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, str(exc), {"Retry-After": "5"})
+
 def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     """The handler of the database's failures (:mod:`~sematic_k8s_server.dbfailures` says which, and logs them: not
     the statement and its parameters, a client's records):
@@ -200,6 +208,7 @@ def install(app: FastAPI, engine: sa.Engine) -> None:
     app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(DatabaseLocked, _database_locked)
     app.add_exception_handler(DatabaseReadOnly, _database_read_only)
+    app.add_exception_handler(TableLocked, _table_locked)  # a lock held past the bound: 503 naming the table
     app.add_exception_handler(sqlalchemy.exc.OperationalError, database_error)
     app.add_exception_handler(sqlalchemy.exc.InterfaceError, database_error)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, database_error)  # the pool: no connection in time
