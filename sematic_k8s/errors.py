@@ -397,9 +397,10 @@ class DiskFull(StopsForAFix):
 
 
 class StorageKeysRefused(StopsForAFix, StorageError):
-    """S3 refused a worker's presigned URLs (403: ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``,
-    ``AccessDenied``, ``ExpiredToken``, or "Request has expired"): the storage keys its driver signed them with were
-    rotated or revoked since. Not an outage: the same URLs are refused each time. The worker exits 75 naming it; the
+    """S3 refused a worker's presigned URLs (403: ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, or
+    ``AccessDenied`` not for an expiry): the storage keys its driver signed them with were rotated or revoked since.
+    (An expired URL, "Request has expired", or ``ExpiredToken`` is a plain StorageError: the next attempt's URLs,
+    presigned afresh, pass.) Not an outage: the same URLs are refused each time. The worker exits 75 naming it; the
     resolution loop runs the attempt once more, with URLs presigned afresh with the driver's keys of then, and ends
     the resolution on a second refusal (:mod:`sematic_k8s.resolvers.loop`)."""
 
@@ -409,16 +410,15 @@ class StorageKeysRefused(StopsForAFix, StorageError):
         super().__init__(problem, fix)
 
     @classmethod
-    def refusing(cls, method: str, key: str, access_key: str, code: str, expired: bool) -> StorageKeysRefused:
+    def refusing(cls, method: str, key: str, access_key: str, code: str) -> StorageKeysRefused:
         """The error of S3's 403 (``code``: S3's error code, "" if none) to this worker's presigned ``method`` of
         ``key``, signed with ``access_key`` (the URL's ``X-Amz-Credential``; "" if none: an access key id is no
         secret, the URL is)."""
         whose = f"of access key {access_key} (its driver's)" if access_key else "of its driver"
-        why = "the URL expired before the worker used it, or " if expired else ""
-        policy = ", or a bucket policy denies presigned requests" if code == "AccessDenied" and not expired else ""
+        policy = ", or a bucket policy denies presigned requests" if code == "AccessDenied" else ""
         said = f"HTTP 403, {code}" if code else "HTTP 403"
         return cls(f"S3 refused the URLs presigned with the storage keys {whose} ({said} to the {method} of {key!r}): "
-                   f"{why}the keys were rotated or revoked{policy}")
+                   f"the keys were rotated or revoked{policy}")
 
     @classmethod
     def said(cls, words: str) -> StorageKeysRefused:

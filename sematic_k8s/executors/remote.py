@@ -297,7 +297,8 @@ def _presigned(spec: TaskSpec, presign: Callable[[str, str, float], str], task: 
     """The requests a worker makes, presigned ("GET key" / "PUT key" -> URL): its inputs, its outcome
     document, its staging object. The PUTs last the func's timeout (else URL_EXPIRY) plus twice the retry window;
     the GETs only :func:`_read_expiry`, as the worker reads every input before its func runs (one that starts later
-    meets 403, a StorageError: the attempt is run again with new URLs)."""
+    meets 403 "Request has expired", a plain StorageError, not StorageKeysRefused: the attempt is run again with
+    new URLs, as an infrastructure failure)."""
     expiry, reads = (task.func.timeout or URL_EXPIRY) + 2 * settings.retry_window() + 60, _read_expiry()
     urls = {f"GET {artifact_key(i)}": presign("GET", artifact_key(i), reads) for i in spec.input_ids.values()}
     for key in (outcome_key(spec.run_id, spec.attempt), staged_key(spec.run_id, spec.attempt)):

@@ -430,6 +430,7 @@ class ResolutionLoop:
         if o.error is not None or o.error_info is not None:
             self._on_error(node, o)
             return
+        self.keys_refused.discard(o.run_id)
         try:
             if o.output is not None:  # a remote worker stored and type-checked the output
                 self._on_stored_output(node, o.output)
@@ -458,10 +459,13 @@ class ResolutionLoop:
             # driver's keys are the dead ones; it does not pass by itself, so the resolution ends as on a full disk
             self.recorder.batch.update_run(node.run_id, error=info)
             raise StorageKeysRefused.said(str(info.get("message", "")))
-        if KEYS_REFUSED in kinds:  # once: the next attempt's URLs are presigned with the driver's keys of now
+        once_more = KEYS_REFUSED in kinds  # once: the next attempt's URLs are presigned with the driver's keys of now,
+        if once_more:  # whatever is left of the infrastructure retries
             self.keys_refused.add(node.run_id)
+        elif INFRASTRUCTURE not in kinds:  # the attempt's URLs passed: a later refusal is another rotation's
+            self.keys_refused.discard(node.run_id)
         infra = self.infra_retries.get(node.run_id, 0)
-        if INFRASTRUCTURE in kinds and infra < INFRA_RETRIES:  # not the func's doing: try the attempt again
+        if once_more or INFRASTRUCTURE in kinds and infra < INFRA_RETRIES:  # not the func's doing: try it again
             self.infra_retries[node.run_id] = infra + 1
             delay = INFRA_RETRY_DELAY * 2 ** infra
             log.warning("%s (run %s): infrastructure failure on attempt %d: %s: %s; retrying in %.3gs", func.name,

@@ -12,10 +12,12 @@ them against their content id and stores them itself (:func:`sematic_k8s.executo
 
 Requests go through :mod:`http.client`; refused and dropped connections, timeouts and 5xx/429 answers are
 retried for the retry window ($SEMATIC_K8S_RETRY_WINDOW), then raise :class:`~sematic_k8s.errors.StorageError`
-(the worker exits 75 and the driver runs the attempt again, with fresh URLs). A refused URL (403: its keys rotated
-away or revoked, or it expired) raises :class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and
-the access key it was signed with: the driver runs the attempt once more with URLs presigned afresh, and ends the
-resolution if those are refused too. URLs are never logged: messages name the storage key only.
+(the worker exits 75 and the driver runs the attempt again, with fresh URLs), as does at once an expired URL (403
+"Request has expired", ``ExpiredToken``) or another refusal. A URL whose keys S3 refuses (403
+``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``AccessDenied`` not for an expiry: its keys rotated away or
+revoked) raises :class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and the access key it was
+signed with: the driver runs the attempt once more with URLs presigned afresh, and ends the resolution if those are
+refused too. URLs are never logged: messages name the storage key only.
 """
 
 from __future__ import annotations
@@ -91,15 +93,16 @@ class PresignedStorage:
                              float(after) if after and after.isdigit() else None)
         if resp.status == 404 and method == "GET":
             return 404, b""
-        if resp.status == 403:  # the same URL is refused each time: not an outage
-            text = body[:2000].decode(errors="replace")
-            query = parse_qs(parts.query)  # SigV4's credential scope, or SigV2's key
-            access_key = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0].split("/")[0]
-            raise StorageKeysRefused.refusing(method, key, access_key, _element(text, "Code"),
-                                              "Request has expired" in _element(text, "Message"))
         if resp.status >= 300:
-            code = _error_code(body)
-            raise StorageError(f"storage refused the {method} of {key!r}: HTTP {resp.status}{code} (the worker's "
+            text = body[:2000].decode(errors="replace")
+            code, message = _element(text, "Code"), _element(text, "Message")
+            if resp.status == 403 and _keys_refused(code, message):  # refused each time, not an outage
+                query = parse_qs(parts.query)  # SigV4's credential scope, or SigV2's key
+                access_key = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0].split("/")[0]
+                raise StorageKeysRefused.refusing(method, key, access_key, code)
+            # an expired URL or session token among them: the next attempt's URLs, presigned afresh, pass
+            said = f", {code}" + (f": {message}" if message else "") if code else ""
+            raise StorageError(f"storage refused the {method} of {key!r}: HTTP {resp.status}{said} (the worker's "
                                "presigned URL expired or was not valid: the attempt is run again with new ones)")
         return resp.status, body
 
@@ -117,10 +120,14 @@ class PresignedStorage:
         self._connections.clear()
 
 
-def _error_code(body: bytes) -> str:
-    """S3's error code from an XML error body (``<Code>AccessDenied</Code>``), as ", Code"; "" if none."""
-    code = _element(body[:2000].decode(errors="replace"), "Code")
-    return f", {code}" if code else ""
+def _keys_refused(code: str, message: str) -> bool:
+    """Whether S3's 403 (its error ``code`` and ``message``) refuses the keys a URL was signed with: an unknown
+    access key, a signature they do not match, or access denied other than for an expiry ("Request has expired":
+    the URL outlived its expiry, as one of a pod that waited long for a node). ``ExpiredToken`` (temporary
+    credentials that ran out) and an expiry are not: the next attempt's URLs, presigned afresh, pass."""
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return True
+    return code == "AccessDenied" and "expired" not in message.lower()
 
 
 def _element(text: str, name: str) -> str:

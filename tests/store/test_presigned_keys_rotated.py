@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,11 +21,12 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
 import sematic_k8s as sk  # noqa: E402
-from presigned_pipeline import big  # noqa: E402
+from presigned_pipeline import big, fails_once  # noqa: E402
 from sematic_k8s.errors import StorageKeysRefused  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.process import ProcessExecutor  # noqa: E402
+from sematic_k8s.resolvers import loop  # noqa: E402
 from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
 from sematic_k8s.store import sql_store  # noqa: E402
 
@@ -32,15 +34,30 @@ REFUSAL = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidAccessKey
            b"Id you provided does not exist in our records.</Message></Error>")
 
 
+EXPIRED = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>Request has expired"
+           b"</Message><Expires>2026-01-01T00:00:00Z</Expires></Error>")
+TOKEN_EXPIRED = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ExpiredToken</Code><Message>The provided token "
+                 b"has expired.</Message></Error>")
+
+
 @pytest.fixture
-def refusing_front(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+def script() -> dict[int, bytes | None]:
+    """attempt number -> the 403 body the front answers that attempt's presigned requests (None: it forwards
+    them); empty: every one is answered REFUSAL."""
+    return {}
+
+
+@pytest.fixture
+def refusing_front(monkeypatch: pytest.MonkeyPatch, script: dict[int, bytes | None]) -> Iterator[tuple[str, list[str]]]:
     """(endpoint, the keys of the requests it refused): an HTTP front on S3 (moto) answering 403
     InvalidAccessKeyId to query-signed requests (signed with the access key "test", the one rotated away),
-    forwarding the others."""
+    forwarding the others; with a ``script``, by attempt (one more than the outcome PUTs it was sent: an attempt's
+    GETs come before its outcome's PUT)."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "test")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     refused: list[str] = []
+    outcomes: list[str] = []
     with s3_endpoint() as s3:
         backend = urlsplit(s3).netloc
 
@@ -49,9 +66,13 @@ def refusing_front(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[
 
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "X-Amz-Credential=test" in self.path or "AWSAccessKeyId=test&" in self.path:
+                presigned = "X-Amz-Credential=test" in self.path or "AWSAccessKeyId=test&" in self.path
+                answer = script.get(len(outcomes) + 1) if script else REFUSAL
+                if presigned and self.command == "PUT" and "/outcomes/" in self.path:
+                    outcomes.append(self.path.split("?")[0])
+                if presigned and answer is not None:
                     refused.append(self.path.split("?")[0])
-                    status, headers, payload = 403, [("Content-Type", "application/xml")], REFUSAL
+                    status, headers, payload = 403, [("Content-Type", "application/xml")], answer
                 else:
                     conn = http.client.HTTPConnection(backend, timeout=60)
                     conn.request(self.command, self.path, body=body or None,
@@ -149,3 +170,68 @@ def test_urls_refused_are_presigned_once_more_with_the_drivers_current_keys_and_
     assert [p.rsplit("/", 1)[1] for p in refused if "/outcomes/" in p] == ["1.json"], refused
     (run,) = store.runs_of_root(f.id)
     assert run.state == "resolved" and run.attempts == 2, run
+
+
+def _resolver(endpoint: str, tmp_path: Any) -> tuple[Any, Any]:
+    """(a resolver whose remote funcs run in worker processes given URLs presigned through ``endpoint``, its
+    store). The bucket's name has no "_" (moto routes no query-signed request for such a bucket)."""
+    s3 = S3Storage(f"sk-refused-{uuid.uuid4().hex[:8]}", "pfx", endpoint_url=endpoint, region="us-east-1")
+    s3.client.create_bucket(Bucket=s3.bucket)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+    class Resolver(sk.LocalResolver):
+        def _parts(self) -> Any:
+            return self.store, s3, InlineOrRemoteExecutor(InlineExecutor(1), PresigningProcessExecutor(s3, s3.url))
+
+    return Resolver(home=tmp_path), store
+
+
+@pytest.mark.parametrize("script", [{1: EXPIRED, 2: EXPIRED}, {1: TOKEN_EXPIRED, 2: TOKEN_EXPIRED}],
+                         ids=["request-has-expired", "expired-token"])
+def test_expired_urls_are_run_again_with_fresh_ones_not_said_as_keys_rotated(
+        refusing_front: tuple[str, list[str]], tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 answers a worker's presigned URLs 403 for an expiry (AccessDenied "Request has expired": a pod that
+    waited longer than its URLs' life; ExpiredToken: the STS credentials they were signed with ran out) on two
+    attempts running: each is a storage error the attempt is run again for, with URLs presigned afresh, and the
+    third attempt's pass. Was: StorageKeysRefused, the resolution ended on the second saying the keys were rotated
+    or revoked."""
+    monkeypatch.setattr(loop, "INFRA_RETRY_DELAY", 0.05)
+    endpoint, refused = refusing_front
+    resolver, store = _resolver(endpoint, tmp_path)
+    f = big(10)
+    assert f.resolve(resolver) == b"z" * 10
+    assert [p.rsplit("/", 1)[1] for p in refused if "/outcomes/" in p] == ["1.json", "2.json"], refused
+    (run,) = store.runs_of_root(f.id)
+    assert run.state == "resolved" and run.attempts == 3, run
+
+
+@pytest.mark.parametrize("script", [{1: EXPIRED, 2: EXPIRED, 3: EXPIRED, 4: REFUSAL}])
+def test_refused_keys_are_presigned_once_more_with_the_infrastructure_retries_spent(
+        refusing_front: tuple[str, list[str]], tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three expired attempts spend the run's 3 infrastructure retries; the fourth's URLs are refused
+    (InvalidAccessKeyId): it is still run once more with URLs presigned afresh, and passes. Was: the refusal with
+    no infrastructure retry left failed the run."""
+    monkeypatch.setattr(loop, "INFRA_RETRY_DELAY", 0.05)
+    endpoint, refused = refusing_front
+    resolver, store = _resolver(endpoint, tmp_path)
+    f = big(10)
+    assert f.resolve(resolver) == b"z" * 10
+    (run,) = store.runs_of_root(f.id)
+    assert run.state == "resolved" and run.attempts == 5, run
+
+
+@pytest.mark.parametrize("script", [{1: REFUSAL, 2: None, 3: REFUSAL}])
+def test_a_refusal_after_an_attempt_whose_urls_passed_is_run_once_more_too(
+        refusing_front: tuple[str, list[str]], tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attempt 1's URLs are refused (InvalidAccessKeyId); attempt 2's pass, its func raises and is retried
+    (retries=1); attempt 3's are refused again (the keys rotated once more): a refusal after URLs that passed is
+    a first one, run once more, and attempt 4 resolves. Was: the run's first refusal was kept for good, and the
+    resolution ended on attempt 3's."""
+    monkeypatch.setattr(loop, "INFRA_RETRY_DELAY", 0.05)
+    endpoint, refused = refusing_front
+    resolver, store = _resolver(endpoint, tmp_path)
+    f = fails_once(str(tmp_path / "marker"))
+    assert f.resolve(resolver) == "passed"
+    assert [p.rsplit("/", 1)[1] for p in refused if "/outcomes/" in p] == ["1.json", "3.json"], refused
+    (run,) = store.runs_of_root(f.id)
+    assert run.state == "resolved" and run.attempts == 4, run

@@ -3,6 +3,7 @@ sematic_k8s), so whether botocore got imported says what the worker itself neede
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def probe(x: int) -> dict[str, Any]:
 @sk.func(inline=False)
 def big(n: int) -> bytes:
     return b"z" * n
+
+
+@sk.func(inline=False, retries=1, retry_backoff=0, retry_on=(ValueError,))
+def fails_once(marker: str) -> str:
+    """Raises the first time (no file at ``marker`` yet: it makes one), then returns."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise ValueError("the first time")
+    return "passed"
 
 
 @sk.func(inline=False)
