@@ -6,6 +6,7 @@ where they are used, so a test or a driver can change the environment before eac
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -221,8 +222,9 @@ class BadSetting(ValueError):
 
 
 def seconds(name: str, default: float, *, above_zero: bool = False) -> float:
-    """A duration in seconds from the variable ``name``; ``default`` when it is unset or empty. ``above_zero``: 0
-    refused too (a period: a thread beating every 0 s would spin), naming the default to set instead."""
+    """A duration in seconds from the variable ``name``; ``default`` when it is unset or empty; inf and nan refused
+    (inf naming the default to set instead). ``above_zero``: 0 refused too (a period: a thread beating every 0 s would
+    spin), naming the default to set instead."""
     raw = os.environ.get(name)
     if not raw:
         return default
@@ -233,8 +235,11 @@ def seconds(name: str, default: float, *, above_zero: bool = False) -> float:
     if above_zero and not value > 0:  # nan too
         raise BadSetting(f"${name} must be a number of seconds > 0, got {raw!r}: set it to one (the default is "
                          f"{default:g}) or unset it")
-    if not value >= 0:  # nan too
+    if not value >= 0:  # nan and -inf too
         raise BadSetting(f"${name} must be a number of seconds >= 0, got {raw!r}")
+    if not math.isfinite(value):  # a wait of inf s overflows (OverflowError); "for ever" is none of these
+        raise BadSetting(f"${name} must be a finite number of seconds, got {raw!r}: set one (the default is "
+                         f"{default:g}) or unset it")
     return value
 
 

@@ -12,16 +12,19 @@ Each server process (``--workers``, replicas) is a holder of its own and beats o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import uuid
 
+from sematic_k8s import settings
 from sematic_k8s.error_records import one_line
 from sematic_k8s.store import liveness
 from sematic_k8s.store.sql import SqlStore
 
 log = logging.getLogger("sematic_k8s_server")
+FALLBACK_BEAT = settings.DEFAULT_HEARTBEAT_INTERVAL  # seconds between beats, the last resort (ClaimBeats._fallback)
 _ids: dict[int, str] = {}  # pid -> holder id: a forked process is a holder of its own
 
 
@@ -103,17 +106,34 @@ class ClaimBeats:
             self.store.beat_claims(self.holder, held)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
+        while True:
+            waited = False
             try:
+                if self._stop.wait(self.every):
+                    return
+                waited = True
                 self.beat()
-            except Exception as e:  # noqa: BLE001 - the database may be down a while: beaten again next time
+            except Exception as e:  # noqa: BLE001 - the database may be down a while: beaten again next time; a
+                # period no wait takes (inf: OverflowError) is the default's from now on. Never the thread's end:
+                # its claims would go silent and be failed as their holder's though it lives
                 if not self._failing:
                     orig = getattr(e, "orig", None) or e
                     log.warning("beating the rerun claims this process holds failed: %s: %s", type(orig).__name__,
                                 one_line(str(orig)))
                 self._failing = True
+                if not waited:
+                    self.every = self._fallback()
                 continue
             self._failing = False
+
+    def _fallback(self) -> float:
+        """The period of beats when the one given cannot be waited: the settings' for this store's heartbeat
+        timeout, else :data:`FALLBACK_BEAT`."""
+        try:
+            beat = liveness.holder_beat(liveness.timeout(self.store.stale_after))
+        except Exception:  # noqa: BLE001 - a setting refused (said at the server's start): the default's
+            return FALLBACK_BEAT
+        return beat if math.isfinite(beat) else FALLBACK_BEAT
 
     def stop(self) -> None:
         self._stop.set()

@@ -240,8 +240,10 @@ def test_a_read_leaves_another_programs_database_as_it_is(tmp_path: Path, env: E
      "sematic_k8s_server.cli server --help`)", 2),  # was three lines: click's usage, a hint and the error
     ([], {"HEARTBEAT_TIMEOUT": "nan"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a number of seconds > 0, got 'nan'",
      1),  # was BadSetting's traceback
+    ([], {"HEARTBEAT_TIMEOUT": "inf"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a finite number of seconds, got 'inf': "
+     "set one (the default is 60) or unset it", 1),  # was taken: its claim beats' thread died on a wait of inf/4 s
 ], ids=["header-timeout-nan", "shutdown-timeout-nan", "token-hours-nan", "empty-db-url", "port-zero",
-        "heartbeat-nan"])
+        "heartbeat-nan", "heartbeat-inf"])
 def test_the_server_cli_on_its_own_refuses_in_one_line(tmp_path: Path, args: list[str], environ: dict[str, str],
                                                        says: str, code: int) -> None:
     """``python -m sematic_k8s_server.cli server`` fails as the ``sematic-k8s`` CLI does: one line (its group is the

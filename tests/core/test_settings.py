@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from sematic_k8s import settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,3 +61,18 @@ def test_s3_keys_come_from_their_variables_else_from_the_files_a_docker_driver_i
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-variable")
     assert settings.storage_keys()["AWS_SECRET_ACCESS_KEY"] == "from-the-variable"
     assert not set(settings.STORAGE_KEY_ENVS) & set(settings.worker_env())  # never passed on to workers
+
+
+@pytest.mark.parametrize("raw", ["inf", "Infinity", "1e999"])
+def test_a_duration_of_inf_is_refused_in_one_line_naming_the_default(monkeypatch: pytest.MonkeyPatch,
+                                                                     raw: str) -> None:
+    """$SEMATIC_K8S_HEARTBEAT_TIMEOUT=inf (1e999 too: float() makes it inf): refused, the default named. Was
+    taken: a claim holder's beat every inf/4 s, whose wait raised OverflowError and ended its thread."""
+    monkeypatch.setenv(settings.HEARTBEAT_TIMEOUT_ENV, raw)
+    with pytest.raises(settings.BadSetting) as e:
+        settings.heartbeat_timeout()
+    assert str(e.value) == (f"$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a finite number of seconds, got {raw!r}: set one "
+                            "(the default is 60) or unset it")
+    monkeypatch.setenv(settings.RETRY_WINDOW_ENV, raw)
+    with pytest.raises(settings.BadSetting, match="RETRY_WINDOW must be a finite number of seconds"):
+        settings.retry_window()

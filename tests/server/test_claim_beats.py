@@ -71,3 +71,22 @@ def test_the_claim_beats_thread_never_waits_0_s_whatever_it_is_given(tmp_path: P
         assert ClaimBeats(store, every=given.get("every")).every >= liveness.MIN_HOLDER_BEAT > 0
     finally:
         store.close()
+
+
+def test_the_claim_beats_thread_lives_on_through_a_period_no_wait_takes(tmp_path: Path) -> None:
+    """A beat period of inf given (a wait of it raises OverflowError): the thread says so once and beats on, at
+    the default's period, its claim stamped. Was: the thread died on the wait's error, its claims left silent and
+    failed as "the server that was launching this rerun stopped" though it lived."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", stale_after=60.0)
+    beats = ClaimBeats(store, every=float("inf"))
+    try:
+        now = utcnow()
+        store.write(Batch(new_resolutions=[{"id": "c1", "root_func_path": "m:p", "state": CLAIMED, "created_at": now,
+                                            "heartbeat_at": now, "held_by": beats.holder}]))
+        then = store.get_resolution("c1").heartbeat_at  # as the database stamped it
+        beats.hold("c1")
+        wait_for(lambda: store.get_resolution("c1").heartbeat_at > then, 30, what="the claim beaten")
+        assert beats._thread is not None and beats._thread.is_alive()
+    finally:
+        beats.stop()
+        store.close()
