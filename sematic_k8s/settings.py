@@ -73,13 +73,14 @@ HEARTBEAT_INTERVAL_ENV = "SEMATIC_K8S_HEARTBEAT_INTERVAL"  # seconds between a r
 HEARTBEAT_TIMEOUT_ENV = "SEMATIC_K8S_HEARTBEAT_TIMEOUT"  # seconds of silence after which a resolution is dead (60)
 DB_LOCK_TIMEOUT_ENV = "SEMATIC_K8S_DB_LOCK_TIMEOUT"  # seconds a server request waits for a PostgreSQL lock (20)
 DB_POOL_SIZE_ENV = "SEMATIC_K8S_DB_POOL_SIZE"  # PostgreSQL connections a server process holds at most (50)
-DB_POOL_TIMEOUT_ENV = "SEMATIC_K8S_DB_POOL_TIMEOUT"  # seconds a server request waits for one of them (60)
+DB_POOL_TIMEOUT_ENV = "SEMATIC_K8S_DB_POOL_TIMEOUT"  # seconds a server request waits for one of them (20)
 
 DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 DEFAULT_DB_POOL_SIZE = 50
-DEFAULT_DB_POOL_TIMEOUT = 60.0
+CLIENT_REQUEST_TIMEOUT = 60.0  # seconds the HTTP store waits for the server's answer (store.http), then sends again
+DEFAULT_DB_POOL_TIMEOUT = 20.0  # below CLIENT_REQUEST_TIMEOUT: the 503 reaches a client that still waits for it
 DEFAULT_DB_LOCK_TIMEOUT = 20.0  # below clients' 60 s request timeout: the server answers before they give up
 
 # What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only the endpoint
@@ -283,5 +284,12 @@ def db_pool_size() -> int:
 
 def db_pool_timeout() -> float:
     """Seconds a server request waits for one of its process's PostgreSQL connections, all in use by other requests,
-    before it is answered 503 ($SEMATIC_K8S_DB_POOL_TIMEOUT)."""
-    return seconds(DB_POOL_TIMEOUT_ENV, DEFAULT_DB_POOL_TIMEOUT, above_zero=True)
+    before it is answered 503 ($SEMATIC_K8S_DB_POOL_TIMEOUT, 20; below :data:`CLIENT_REQUEST_TIMEOUT`, else
+    refused: the 503 would come after the client gave up and sent the request again)."""
+    value = seconds(DB_POOL_TIMEOUT_ENV, DEFAULT_DB_POOL_TIMEOUT, above_zero=True)
+    if value >= CLIENT_REQUEST_TIMEOUT:
+        raise BadSetting(f"${DB_POOL_TIMEOUT_ENV} must be below {CLIENT_REQUEST_TIMEOUT:g} s, the clients' request "
+                         f"timeout (its 503 would come after they gave up and sent the request again), got "
+                         f"{os.environ.get(DB_POOL_TIMEOUT_ENV)!r}: set it lower (the default is "
+                         f"{DEFAULT_DB_POOL_TIMEOUT:g}) or unset it")
+    return value

@@ -86,7 +86,7 @@ class HttpStore:
     ``retry_window``: seconds to ride out an outage (default $SEMATIC_K8S_RETRY_WINDOW, read per request).
     """
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60.0,
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = settings.CLIENT_REQUEST_TIMEOUT,
                  retry_window: float | None = None) -> None:
         settings.check_server_url(url)
         parts = urlsplit(url.rstrip("/"))

@@ -43,7 +43,7 @@ class ClaimBeats:
     behind the server's other writes."""
 
     def __init__(self, store: SqlStore, every: float | None = None) -> None:
-        self.store = store
+        self.store = _own(store)
         beat = liveness.holder_beat(liveness.timeout(store.stale_after)) if every is None else every
         self.every = max(liveness.MIN_HOLDER_BEAT, beat)  # never a spinning thread (nan: the least too)
         self._held: set[str] = set()
@@ -52,6 +52,7 @@ class ClaimBeats:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False  # its last beat failed (logged once until one lands)
+        self._shared = store
 
     @property
     def holder(self) -> str:
@@ -139,3 +140,23 @@ class ClaimBeats:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        if self.store is not self._shared:
+            self.store.engine.dispose()
+
+
+OWN_CONNECTIONS = 2  # of a PostgreSQL server's claim beats: a beat and a let-go at once, never the requests' pool
+
+
+def _own(store: SqlStore) -> SqlStore:
+    """The store the beats write through: over PostgreSQL, one of their own on the same database, of
+    :data:`OWN_CONNECTIONS` connections (made when first used), its lock waits bounded as the requests' are. Not the
+    requests' pool: all its connections in use by slow requests, a beat waited up to $SEMATIC_K8S_DB_POOL_TIMEOUT
+    for one, 4 of them (the holder's silence, 20 s) then went unstamped and a live holder's claims were failed as
+    "the server stopped". (The other way, a holder's silence longer than a pool wait plus a lock wait, would have
+    every holder that did stop found out that much later.) SQLite's beats share its one writer's file as before."""
+    if store.engine.dialect.name != "postgresql":
+        return store
+    own = SqlStore(store.url, create=False, stale_after=store.stale_after, pool_size=OWN_CONNECTIONS,
+                   max_overflow=0, pool_pre_ping=True, pool_timeout=settings.db_pool_timeout())
+    own.bound_lock_waits(settings.db_lock_timeout())
+    return own

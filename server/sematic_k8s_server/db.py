@@ -41,7 +41,8 @@ KEPT_CONNECTIONS = 20  # of the pool's connections, those kept open when idle (t
 def engine_options(url: str) -> dict[str, Any]:
     """Pool sizes for many concurrent clients (the API runs sync handlers on a 40-thread pool):
     $SEMATIC_K8S_DB_POOL_SIZE connections at most (50), :data:`KEPT_CONNECTIONS` of them kept, a request waiting
-    $SEMATIC_K8S_DB_POOL_TIMEOUT seconds (60) for one before its 503 (:mod:`~sematic_k8s_server.dbfailures`)."""
+    $SEMATIC_K8S_DB_POOL_TIMEOUT seconds (20, below clients' 60 s request timeout) for one before its 503
+    (:mod:`~sematic_k8s_server.dbfailures`). The claim beats have connections of their own (:mod:`.claim_beats`)."""
     if url.startswith("sqlite"):
         return {}
     size = settings.db_pool_size()

@@ -76,3 +76,19 @@ def test_a_duration_of_inf_is_refused_in_one_line_naming_the_default(monkeypatch
     monkeypatch.setenv(settings.RETRY_WINDOW_ENV, raw)
     with pytest.raises(settings.BadSetting, match="RETRY_WINDOW must be a finite number of seconds"):
         settings.retry_window()
+
+
+def test_the_pool_timeout_is_below_the_clients_request_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$SEMATIC_K8S_DB_POOL_TIMEOUT defaults to 20 s, and 60 (the HTTP store's request timeout) or more is refused
+    in one line with the reason: a request waiting that long for a connection had its 503 answered after its client
+    gave up and sent it again. Was: 60 by default, and any value taken."""
+    monkeypatch.delenv(settings.DB_POOL_TIMEOUT_ENV, raising=False)
+    assert settings.db_pool_timeout() == 20 < settings.CLIENT_REQUEST_TIMEOUT == 60
+    monkeypatch.setenv(settings.DB_POOL_TIMEOUT_ENV, "59.5")
+    assert settings.db_pool_timeout() == 59.5
+    monkeypatch.setenv(settings.DB_POOL_TIMEOUT_ENV, "60")
+    with pytest.raises(settings.BadSetting) as e:
+        settings.db_pool_timeout()
+    assert str(e.value) == ("$SEMATIC_K8S_DB_POOL_TIMEOUT must be below 60 s, the clients' request timeout (its 503 "
+                            "would come after they gave up and sent the request again), got '60': set it lower (the "
+                            "default is 20) or unset it")

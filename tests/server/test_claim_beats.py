@@ -37,7 +37,7 @@ def _read_only(postgres_url: str, on: bool) -> None:
 
 def test_a_started_drivers_claim_let_go_while_the_database_refused_writes_is_let_go_once_it_takes_them(
         postgres_url: str) -> None:
-    store = SqlStore(postgres_url, stale_after=60)
+    store = SqlStore(postgres_url, stale_after=60, pool_pre_ping=True)  # as the server's: its sessions were ended
     beats = ClaimBeats(store)
     try:
         beats.hold("c1")
@@ -87,6 +87,32 @@ def test_the_claim_beats_thread_lives_on_through_a_period_no_wait_takes(tmp_path
         beats.hold("c1")
         wait_for(lambda: store.get_resolution("c1").heartbeat_at > then, 30, what="the claim beaten")
         assert beats._thread is not None and beats._thread.is_alive()
+    finally:
+        beats.stop()
+        store.close()
+
+
+def test_a_holders_claims_are_beaten_while_the_requests_pool_is_used_up(postgres_url: str) -> None:
+    """Every connection of the server's request pool held by slow requests (here 1 of 1, held): the claim's beats
+    land all the same, through connections of their own. Was: each beat waited the pool timeout for a connection
+    and got none, the claim went silent past its holder's 4 beats and was failed as "the server that was launching
+    this rerun stopped" though its holder lived."""
+    store = SqlStore(postgres_url, stale_after=60, pool_size=1, max_overflow=0, pool_timeout=1)
+    beats = ClaimBeats(store)
+    try:
+        now = utcnow()
+        store.write(Batch(new_resolutions=[{"id": "c1", "root_func_path": "m:p", "state": CLAIMED, "created_at": now,
+                                            "heartbeat_at": now, "held_by": beats.holder}]))
+        then = store.get_resolution("c1").heartbeat_at
+        with store.engine.connect() as held:  # the pool's one connection, as a slow request holds it
+
+            def stamped() -> bool:
+                beat = held.execute(sa.text("SELECT heartbeat_at FROM resolutions WHERE id = 'c1'")).scalar()
+                held.rollback()  # the next read sees the beats committed since
+                return beat is not None and beat.replace(tzinfo=None) > then.replace(tzinfo=None)
+
+            beats.hold("c1")
+            wait_for(stamped, 30, what="the claim beaten while the request pool is used up")
     finally:
         beats.stop()
         store.close()
