@@ -154,24 +154,32 @@ def statement_timeout(engine: sa.Engine) -> str | None:
     """The database's statement_timeout for ``engine``'s sessions (set on its role or database), as PostgreSQL shows
     it ("500ms", "2s"); None when it cannot be asked. Asked once per :data:`SETTING_KEPT` seconds for an engine (what
     it answered, or that it could not): a burst of queries canceled at it (under a pool used up, each would wait for a
-    connection to ask) asks once."""
+    connection to ask) asks once. Single-flight: while one request asks, the others tell what was asked before, or
+    None, at once (was: each one of a burst that came before the first answer asked on a connection of its own)."""
     now = time.monotonic()
     with _OF_LOCK:
         kept = _SETTINGS.get(engine)
-    if kept is not None and now - kept[0] < SETTING_KEPT:
-        return kept[1]
+        if kept is not None and now - kept[0] < SETTING_KEPT:
+            return kept[1]
+        if engine in _ASKING:  # another request asks it now
+            return kept[1] if kept is not None else None
+        _ASKING.add(engine)
+    limit: str | None = None
     try:
         with engine.connect() as conn:
-            limit: str | None = str(conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar())
+            limit = str(conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar())
     except sa.exc.SQLAlchemyError:
-        limit = None
-    with _OF_LOCK:
-        _SETTINGS[engine] = (now, limit)
+        pass
+    finally:
+        with _OF_LOCK:
+            _SETTINGS[engine] = (now, limit)
+            _ASKING.discard(engine)
     return limit
 
 
 SETTING_KEPT = 60.0  # seconds an engine's statement_timeout, once asked, is told without asking again
 _SETTINGS: weakref.WeakKeyDictionary[sa.Engine, tuple[float, str | None]] = weakref.WeakKeyDictionary()
+_ASKING: weakref.WeakSet[sa.Engine] = weakref.WeakSet()  # engines whose statement_timeout a request asks now
 
 
 _OF: weakref.WeakKeyDictionary[sa.Engine, Failures] = weakref.WeakKeyDictionary()

@@ -440,3 +440,37 @@ def test_the_statement_timeout_a_504_names_is_asked_once_a_while_not_behind_a_us
             assert dbfailures.statement_timeout(engine) == "300ms"
     finally:
         engine.dispose()
+
+
+def test_the_statement_timeout_is_asked_by_one_request_of_a_burst(postgres_url: str) -> None:
+    """Two 504s at once, before either's ask of the limit was answered (the pool's one connection held by a slower
+    request): one of them asks it, the other tells at once that it is not known yet. Was: each asked, on a
+    connection of its own, waiting for the pool: 2 asks once the connection came back."""
+    import sqlalchemy as sa
+
+    from sematic_k8s_server import dbfailures
+
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
+    engine = sa.create_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=60)
+    asked: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda *a: asked.append(a[2]) if "statement_timeout" in a[2] else None)
+    told: list[str | None] = []
+    try:
+        with engine.connect() as held:  # the pool's one connection, busy
+            held.exec_driver_sql("SELECT 1")
+            first = threading.Thread(target=lambda: told.append(dbfailures.statement_timeout(engine)))
+            second = threading.Thread(target=lambda: told.append(dbfailures.statement_timeout(engine)))
+            first.start()
+            second.start()
+            for _ in range(200):  # the one that does not ask answers at once (10 s at most)
+                if told:
+                    break
+                time.sleep(0.05)
+        first.join(60)
+        second.join(60)
+        assert sorted(told, key=lambda t: t or "") == [None, "300ms"] and len(asked) == 1, (told, asked)
+    finally:
+        engine.dispose()
