@@ -298,13 +298,16 @@ class Planner:
     def _check_reused(self, reused: dict[str, str], formats: dict[str, tuple[str, str, bytes | None]],
                       plan: list[PlannedRun]) -> None:
         """Raise :class:`ReusedOutputGone` when the bytes of reused outputs the rerun reads (``reused``: artifact ->
-        the new id of the run reused for it) are gone from storage (their records hold none: S3 a HEAD each)."""
+        the new id of the run reused for it) are gone from storage (their records hold none: S3 a HEAD each), named in
+        ``plan``'s order: the first is upstream of the others (was: by storage key, maybe a downstream one)."""
         keys = {artifact_key(a): a for a in reused if (f := formats.get(a)) is None or f[2] is None}
         gone = missing(self.recorder.storage, keys)
         if gone:
             old_of = {p.new_id: p.old_id for p in plan}
+            order = {p.new_id: i for i, p in enumerate(plan)}  # upstream first: rerunning from it redoes the others
+            first = sorted(gone, key=lambda k: (order.get(reused[keys[k]], len(order)), k))
             raise ReusedOutputGone(self.settings.rerun_from or self.root_id, {
-                old_of[reused[keys[k]]]: location(self.recorder.storage, k) for k in sorted(gone)})
+                old_of[reused[keys[k]]]: location(self.recorder.storage, k) for k in first})
 
     def _input(self, doc: Any, leaf: Callable[[str], Value], output_of: Callable[[str], Any]) -> Any:
         """A planned run's input template; one that references only reused runs (and values) is that one value,

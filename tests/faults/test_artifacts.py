@@ -261,6 +261,48 @@ def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(
     assert next(r for r in store.runs_of_root(third.id) if r.func_name == "made").cached_from == again.id
 
 
+@sk.func
+def doubled(xs: list[int]) -> list[int]:
+    return xs + xs
+
+
+@sk.func
+def lengths(a: list[int], b: list[int]) -> int:
+    return len(a) + len(b)
+
+
+@sk.func
+def made_doubled_and_counted(n: int) -> int:
+    xs = made(n)
+    return lengths(xs, doubled(xs))
+
+
+def test_a_rerun_that_would_reuse_two_gone_outputs_names_the_upstream_one(tmp_path, monkeypatch):
+    """Rerun from ``lengths``, which reads the outputs of ``made`` and of ``doubled`` (made's downstream), both gone
+    from storage, the downstream's storage key sorting first: the refusal names ``made``, the first in plan order,
+    whose rerun runs both again (rerunning from ``doubled`` would meet ``made``'s gone output next). Was: the run
+    whose key sorts first, ``doubled``."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    n = next(n for n in range(40, 400) if artifact_key(serialization.serialize(list(range(n)) * 2).id)
+             < artifact_key(serialization.serialize(list(range(n))).id))
+    storage = _storage("local", tmp_path, monkeypatch)
+
+    def resolver(**options: Any) -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, **options)
+
+    MADE.clear()
+    first = made_doubled_and_counted(n)
+    assert first.resolve(resolver()) == 3 * n
+    runs = {r.func_name: r for r in resolver().store.runs_of_root(first.id)}
+    for name in ("made", "doubled"):
+        _delete(storage, artifact_key(runs[name].output_id))
+    with pytest.raises(ReusedOutputGone) as refused:
+        made_doubled_and_counted(n).resolve(resolver(rerun_from=runs["lengths"].id))
+    assert refused.value.run_id == runs["made"].id, str(refused.value)
+    assert list(refused.value.gone) == [runs["made"].id, runs["doubled"].id]
+    assert made_doubled_and_counted(n).resolve(resolver(rerun_from=refused.value.run_id)) == 3 * n
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_rerun_that_would_reuse_an_output_gone_from_storage_is_refused_naming_the_run_to_rerun(
         tmp_path, monkeypatch, where):
