@@ -30,7 +30,9 @@ DRIVER_MODULE = "sematic_k8s.driver"  # started with python -m, in a container, 
 WORKER_MODULE = "sematic_k8s.worker"
 DRIVER_COMMAND = ("python", "-m", DRIVER_MODULE)
 # a Docker driver container's: the driver under a relay that ends its unended last lines (see driver_relay); in an
-# image made before the relay (a rerun of an older resolution), the driver alone, as it was started then. Every signal
+# image made before the relay (a rerun of an older resolution), the driver alone, as it was started then: DRIVER_COMMAND
+# in a fresh interpreter by exec (the driver the container's first process, as then), not this -S one, whose flag
+# multiprocessing passes to the children it starts (spawn, forkserver: no site, no .pth import hooks). Every signal
 # is blocked first (by CPython's built-in _signal: the signal module imports enum, functools ...; site's import after
 # it: -S), until the relay's handlers are set and the driver runs, so that none sent as the container starts ends the
 # relay (a container's first process gets the signals it handles: Python's SIGINT). An image's relay from before the
@@ -42,7 +44,8 @@ DOCKER_DRIVER_COMMAND = ("python", "-S", "-c",
                          "try:\n from sematic_k8s.driver_relay import main\n"
                          "except ModuleNotFoundError as e:\n if e.name != 'sematic_k8s.driver_relay': raise\n"
                          " _signal.pthread_sigmask(_signal.SIG_SETMASK, ())\n"
-                         " import runpy; runpy.run_module('sematic_k8s.driver', run_name='__main__', alter_sys=True)\n"
+                         " import os, sys\n"
+                         f" os.execv(sys.executable, [sys.executable, '-m', {DRIVER_MODULE!r}])\n"
                          "else:\n import sys\n"
                          " if not hasattr(sys.modules[main.__module__], 'unblocked'):\n"  # an older relay
                          "  _signal.pthread_sigmask(_signal.SIG_SETMASK, ())\n"
