@@ -16,8 +16,9 @@ import asyncio
 import inspect
 import os
 import signal
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -56,7 +57,7 @@ def on_stop(stopping: Callable[[], None]) -> Callable[[], None]:
     return off
 
 
-async def _when_not_listening(uvicorn_server: Any, sockets: frozenset[int],  # noqa: ANN401
+async def _when_not_listening(uvicorn_server: Any, sockets: Mapping[int, str],  # noqa: ANN401
                               stopping: Callable[[], None]) -> None:
     """``stopping()`` once ``uvicorn_server`` (whose handler the signal went to) closed its listeners and no process
     listens on their ``sockets`` any more (the other ``--workers`` processes and their parent closed theirs too),
@@ -64,29 +65,37 @@ async def _when_not_listening(uvicorn_server: Any, sockets: frozenset[int],  # n
     deadline = asyncio.get_running_loop().time() + LISTENER_WAIT
     while asyncio.get_running_loop().time() < deadline:
         listeners = getattr(uvicorn_server, "servers", None)
-        if listeners is not None and not any(s.is_serving() for s in listeners) and not _listened_on(sockets):
+        if listeners is not None and not any(s.is_serving() for s in listeners) and \
+                not await asyncio.to_thread(_listened_on, sockets):  # off the loop: it serves the requests under way
             break
         await asyncio.sleep(0.02)
     stopping()
 
 
-def _listening_sockets(uvicorn_server: Any) -> frozenset[int]:  # noqa: ANN401 - uvicorn.Server
-    """The inode numbers of ``uvicorn_server``'s listening sockets (one socket, shared by ``--workers`` processes)."""
+def _listening_sockets(uvicorn_server: Any) -> dict[int, str]:  # noqa: ANN401 - uvicorn.Server
+    """``uvicorn_server``'s listening TCP sockets (one socket, shared by ``--workers`` processes): inode number ->
+    its local port as :data:`TCP_TABLES` write it (``:1F90 ``)."""
     listeners = getattr(uvicorn_server, "servers", None) or []
-    return frozenset(os.fstat(sock.fileno()).st_ino for server in listeners for sock in server.sockets or ()
-                     if sock.fileno() >= 0)
+    return {os.fstat(sock.fileno()).st_ino: f":{sock.getsockname()[1]:04X} "
+            for server in listeners for sock in server.sockets or ()
+            if sock.fileno() >= 0 and sock.family in (socket.AF_INET, socket.AF_INET6)}
 
 
-def _listened_on(sockets: frozenset[int]) -> bool:
-    """Whether any of ``sockets`` (inode numbers) still listens, in any process: it does until the last process
-    holding it closes it. Where the system does not tell (no ``/proc``), no."""
+def _listened_on(sockets: Mapping[int, str]) -> bool:
+    """Whether any of ``sockets`` (inode number -> local port, :func:`_listening_sockets`) still listens, in any
+    process: it does until the last process holding it closes it. Where the system does not tell (no ``/proc``), no.
+    Reads tables as long as the node has sockets (its network namespace's): run it off the event loop; only the
+    lines naming one of their ports are parsed."""
     if not sockets:
         return False
+    ports = frozenset(sockets.values())
     for table in TCP_TABLES:
         try:
             with open(table) as lines:
                 next(lines, None)  # the heading
                 for line in lines:
+                    if not any(port in line for port in ports):  # another port's socket
+                        continue
                     fields = line.split()
                     if len(fields) > 9 and fields[3] == TCP_LISTEN and int(fields[9]) in sockets:
                         return True

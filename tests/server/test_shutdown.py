@@ -3,6 +3,7 @@ answered, live event streams end (not cut), the process exits 0 at once and its 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import types
 import uuid
 
 import httpx
@@ -124,3 +126,70 @@ def test_a_server_refused_at_start_leaves_its_callers_sigterm_handler(tmp_path) 
                                        "--db-url", "nosuchdb://x"])
     assert result.exit_code == 1 and "cannot open the metadata database nosuchdb://x" in result.output
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_listener_tables_are_read_off_the_event_loop(tmp_path, monkeypatch) -> None:
+    """Once its listener closed, a process stopping reads the system's TCP tables until no process listens on its
+    socket (``shutdown._when_not_listening``): a read as long as the node has sockets. It is made off the event loop,
+    which meanwhile serves the requests under way (was: on it, each read blocking them). The table here is a FIFO
+    whose writer writes only once another coroutine of the loop ran while the read waited (was: never, the read
+    blocking the loop until the writer gave up)."""
+    from sematic_k8s_server import shutdown
+
+    table = tmp_path / "tcp"
+    os.mkfifo(table)
+    monkeypatch.setattr(shutdown, "TCP_TABLES", (str(table),))
+    reading = asyncio.Event()  # set on the loop once the read began
+    ran = threading.Event()  # set by a coroutine of the loop while the read waits
+    said: list[bool] = []
+
+    def slow_writer(loop: asyncio.AbstractEventLoop) -> None:
+        fd = os.open(table, os.O_WRONLY)  # returns once the reader opened the table
+        loop.call_soon_threadsafe(reading.set)
+        said.append(ran.wait(60))  # the failure's way out: no loop ran, the table written anyway
+        os.write(fd, b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout "
+                     b"inode\n")  # the heading alone: no socket listens
+        os.close(fd)
+
+    async def stopping() -> list[str]:
+        order: list[str] = []
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        uvicorn_server = types.SimpleNamespace(servers=[server])  # what it reads of uvicorn.Server
+        sockets = shutdown._listening_sockets(uvicorn_server)
+        server.close()
+        await server.wait_closed()
+        writer = threading.Thread(target=slow_writer, args=(asyncio.get_running_loop(),), daemon=True)
+        writer.start()
+
+        async def another() -> None:  # a request under way
+            await reading.wait()
+            order.append("another coroutine ran")
+            ran.set()
+        other = asyncio.create_task(another())
+        await shutdown._when_not_listening(uvicorn_server, sockets, lambda: order.append("stopping"))
+        await other
+        writer.join(60)
+        return order
+
+    assert asyncio.run(stopping()) == ["another coroutine ran", "stopping"]
+    assert said == [True], "the loop ran nothing while the table was read"
+
+
+def test_a_listening_socket_is_found_in_the_tcp_tables_until_it_is_closed() -> None:
+    """``_listened_on`` tells a socket listening, in the system's own tables (only lines of its port parsed), and
+    not once it is closed."""
+    from sematic_k8s_server import shutdown
+
+    async def look() -> list[bool]:
+        seen = []
+        for host in ("127.0.0.1", "::1"):
+            server = await asyncio.start_server(lambda r, w: None, host, 0)
+            sockets = shutdown._listening_sockets(types.SimpleNamespace(servers=[server]))
+            assert len(sockets) == 1, sockets
+            seen.append(shutdown._listened_on(sockets))
+            server.close()
+            await server.wait_closed()
+            seen.append(shutdown._listened_on(sockets))
+        return seen
+
+    assert asyncio.run(look()) == [True, False, True, False]
