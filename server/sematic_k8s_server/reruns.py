@@ -60,7 +60,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from sematic_k8s import backends
-from sematic_k8s.errors import CallStopped, DriverUnneeded
+from sematic_k8s.error_records import one_line
+from sematic_k8s.errors import CallStopped, DriverUnneeded, StopsForAFix
 from sematic_k8s.launchers import driver_env
 from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
@@ -112,6 +113,15 @@ def local_rerun_refusal(res: ResolutionRecord, target: str, mode: str) -> ApiErr
                           f"server never runs code named by a record. Re-run it there: `{command}` (with "
                           f"${SERVER_ENV} set to this server), or {python}"),
                     reason="local-resolution", command=command, python=python)
+
+
+def mint_failed(e: Exception) -> str:
+    """The error recorded on a claim whose driver's token could not be minted (the database refused its insert: a
+    lock on its table held past the server's bound, a read-only standby, a full disk): no driver was started, so it
+    fails at once in these words; the request is answered in the error's (a 503, sent again by a client: new claim)."""
+    cause = e.problem if isinstance(e, StopsForAFix) else f"{type(e).__name__}: {e}"
+    return (f"the server could not mint its driver's token, so no driver was started: {one_line(cause)[:500]}: "
+            "re-run it once that has passed")
 
 
 class RerunQueue:

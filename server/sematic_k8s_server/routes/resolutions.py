@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -29,8 +30,11 @@ from sematic_k8s_server.deps import (
     not_found,
 )
 from sematic_k8s_server.problems import ApiError
+from sematic_k8s_server.reruns import mint_failed
 
 router = APIRouter(prefix=API, route_class=StrictJsonRoute)
+
+log = logging.getLogger("sematic_k8s_server")
 
 
 @router.get("/resolutions", response_model=schemas.ResolutionPage, tags=["resolutions"],
@@ -116,8 +120,14 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         try:
             token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
                                        lifetime=srv.config.reruns.token_lifetime)
-        except BaseException:  # no launch: beaten no more (failed once its holder's silence passed)
-            beats.let_go(new_id)
+        except BaseException as e:  # no launch: recorded failed at once in its words, beaten no more
+            try:
+                if isinstance(e, Exception):
+                    srv.end_claim(new_id, mint_failed(e))
+            except Exception:  # noqa: BLE001 - the store: the claim is left to the sweeper (its holder's silence)
+                log.exception("rerun %s: its failed token mint could not be recorded", new_id)
+            finally:
+                beats.let_go(new_id)
             raise
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
