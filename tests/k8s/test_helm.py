@@ -612,6 +612,23 @@ def test_server_processes_and_more_storages_come_from_values(chart: Any) -> None
     assert "SEMATIC_K8S_STORAGE_ALLOW" not in env_of(default)
 
 
+def test_the_servers_database_pool_and_lock_waits_come_from_values(chart: Any) -> None:
+    """server.database: $SEMATIC_K8S_DB_POOL_SIZE, $SEMATIC_K8S_DB_POOL_TIMEOUT and $SEMATIC_K8S_DB_LOCK_TIMEOUT on the
+    server's container, by default the server's own defaults (sematic_k8s.settings), and as given; each value the
+    server would refuse at its start is refused by the render in one line naming it. Was: not in the chart's values
+    (set only through server.extraEnv)."""
+    from sematic_k8s import settings
+
+    names = (settings.DB_POOL_SIZE_ENV, settings.DB_POOL_TIMEOUT_ENV, settings.DB_LOCK_TIMEOUT_ENV)
+    (default,) = containers(one(render(chart, {}), "Deployment", FULLNAME))
+    assert [env_of(default)[name]["value"] for name in names] == [
+        f"{settings.DEFAULT_DB_POOL_SIZE}", f"{settings.DEFAULT_DB_POOL_TIMEOUT:g}",
+        f"{settings.DEFAULT_DB_LOCK_TIMEOUT:g}"]
+    given = {"server": {"database": {"poolSize": 12, "poolTimeoutSeconds": 7.5, "lockTimeoutSeconds": 0}}}
+    (container,) = containers(one(render(chart, given), "Deployment", FULLNAME))
+    assert [env_of(container)[name]["value"] for name in names] == ["12", "7.5", "0"]
+
+
 def test_reruns_go_by_the_allow_list_and_the_servers_settings(rendered: dict[str, list[dict[str, Any]]],
                                                                chart: Any) -> None:
     (container,) = containers(one(rendered["reruns"], "Deployment", FULLNAME))
@@ -779,6 +796,14 @@ def test_every_value_is_documented() -> None:
                                     "from"),
     ({"minio": {"enabled": True}, "runs": {"namespace": "runs", "createNamespace": True}},
      "create it first (kubectl create namespace runs) and set runs.createNamespace=false, or give minio.rootPassword"),
+    ({"server": {"database": {"poolSize": 0}}}, "server.database.poolSize must be a whole number of connections >= 1, "
+                                                "not 0: set one (the default is 50)"),
+    ({"server": {"database": {"poolSize": 2.5}}}, "server.database.poolSize must be a whole number"),
+    ({"server": {"database": {"poolTimeoutSeconds": 60}}}, "server.database.poolTimeoutSeconds must be above 0 and "
+                                                           "below 60, the clients' request timeout"),
+    ({"server": {"database": {"poolTimeoutSeconds": "soon"}}}, "server.database.poolTimeoutSeconds must be above 0"),
+    ({"server": {"database": {"lockTimeoutSeconds": -1}}}, "server.database.lockTimeoutSeconds must be a number of "
+                                                           "seconds >= 0"),
 ])
 def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, values: dict[str, Any],
                                                         message: str) -> None:

@@ -162,12 +162,28 @@ database.external.url). */}}
 
 {{/* -- Reruns -------------------------------------------------------------------------------------- */}}
 
+{{/* "true" when the value is a number (a values file's: float64; --set's: int64), else empty. */}}
+{{- define "sematic-k8s.isNumber" -}}
+{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "sematic-k8s.server.validate" -}}
 {{- if not (has .Values.server.rerunLauncher (list "" "kubernetes")) -}}
 {{- fail (printf "server.rerunLauncher must be \"kubernetes\" or \"\" (no reruns), not %q: the docker launcher is for a developer's machine (sematic-k8s server --allow-docker)" .Values.server.rerunLauncher) -}}
 {{- end -}}
 {{- if not (has (.Values.server.actionsBy | default "team") (list "team" "owner")) -}}
 {{- fail (printf "server.actionsBy must be \"team\" (any user key acts on any resolution) or \"owner\" (a user key on its own), not %q" .Values.server.actionsBy) -}}
+{{- end -}}
+{{- with .Values.server.database -}}
+{{- if or (not (include "sematic-k8s.isNumber" .poolSize)) (lt (float64 .poolSize) 1.0) (ne (float64 .poolSize) (floor .poolSize)) -}}
+{{- fail (printf "server.database.poolSize must be a whole number of connections >= 1, not %v: set one (the default is 50)" .poolSize) -}}
+{{- end -}}
+{{- if or (not (include "sematic-k8s.isNumber" .poolTimeoutSeconds)) (le (float64 .poolTimeoutSeconds) 0.0) (ge (float64 .poolTimeoutSeconds) 60.0) -}}
+{{- fail (printf "server.database.poolTimeoutSeconds must be above 0 and below 60, the clients' request timeout (its 503 would come after they sent the request again), not %v: set one (the default is 20)" .poolTimeoutSeconds) -}}
+{{- end -}}
+{{- if or (not (include "sematic-k8s.isNumber" .lockTimeoutSeconds)) (lt (float64 .lockTimeoutSeconds) 0.0) -}}
+{{- fail (printf "server.database.lockTimeoutSeconds must be a number of seconds >= 0 (0: as long as a lock is held), not %v: set one (the default is 20)" .lockTimeoutSeconds) -}}
+{{- end -}}
 {{- end -}}
 {{- if lt (int (include "sematic-k8s.server.shutdownTimeout" .)) 1 -}}
 {{- fail (printf "server.terminationGracePeriodSeconds (%v) must be at least server.shutdownDelaySeconds (%v) + 6: the server needs the rest, less 5 s, to finish the requests under way when it stops" .Values.server.terminationGracePeriodSeconds .Values.server.shutdownDelaySeconds) -}}
