@@ -13,10 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
@@ -270,3 +273,68 @@ def test_a_claim_whose_launching_server_was_stopped_is_failed_and_the_server_res
             for server in (first_server, other):
                 if server.proc is not None and server.proc.poll() is None:
                     server.stop()
+
+
+def _holders(db_url: str, claims: list[str]) -> dict[str, tuple[str, str | None, object]]:
+    """Each claim's state, holder (``held_by``) and heartbeat, read straight from the database."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, state, held_by, heartbeat_at FROM resolutions WHERE id IN :ids")
+                                .bindparams(sa.bindparam("ids", expanding=True)), {"ids": claims}).all()
+    finally:
+        engine.dispose()
+    return {row.id: (row.state, row.held_by, row.heartbeat_at) for row in rows}
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def test_under_workers_each_process_holds_its_own_claims_and_one_killed_fails_only_its_own(
+        tmp_path, monkeypatch, postgres_url) -> None:
+    """A server started with ``--workers 2`` (PostgreSQL), reruns sent until each of its two worker processes
+    launches one (the cluster model's driver Job creates all held by the proxy): each claim names the worker process
+    launching it (host, pid, random part: two holders, each a child of the server's process, not the parent). One
+    worker killed (kill -9, the parent left running): its claims are failed, once its silence passed, "the server that
+    was launching this rerun stopped ...", while the other worker's go on being beaten (their heartbeats move on past
+    twice the holder's silence) and stay ``created``. Were holders per server (one holder for its processes), the
+    claims would name one holder, and a server's beats would keep a killed worker's claims alive."""
+    with create_held(monkeypatch, "sk-holder-workers") as (storage, cluster, proxy):
+        proxy.left = 64  # every driver Job create held
+        server = ServerProcess(tmp_path, db_url=postgres_url,
+                               env={"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_STORAGE": storage, **HOLDER_ENV},
+                               args=("--workers", "2", "--rerun-launcher", "kubernetes", "--rerun-image-repository",
+                                     REPO, "--rerun-namespace", NS, "--self-url", "http://127.0.0.1:1",
+                                     "--rerun-concurrency", "16"))
+        try:
+            server.start()
+            assert server.proc is not None
+            root = record_resolution(server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
+            claims: list[str] = []
+            for _ in range(12):  # the kernel hands each connection to either worker: until both hold one
+                with ThreadPoolExecutor(2) as pool:
+                    claims += pool.map(lambda _: _rerun(server.url, root), range(2))
+                by_holder: dict[str, list[str]] = {}
+                for res_id, (_, holder, _) in _holders(postgres_url, claims).items():
+                    by_holder.setdefault(str(holder), []).append(res_id)
+                if len(by_holder) == 2:
+                    break
+            assert len(by_holder) == 2, f"the reruns were not launched by two holders: {by_holder}"
+            pids = {holder: int(holder.split(":")[1]) for holder in by_holder}
+            assert all(_parent_of(pid) == server.proc.pid for pid in pids.values()), (pids, server.proc.pid)
+            killed, kept = sorted(by_holder)
+            os.kill(pids[killed], signal.SIGKILL)  # one worker process, not the server's parent process
+            for res_id in by_holder[killed]:
+                _failed_as_held_by_a_silent_server(server.url, res_id)
+            assert server.proc.poll() is None  # the server lives on
+            before = _holders(postgres_url, by_holder[kept])
+            time.sleep(8)  # twice the holder's silence
+            after = _holders(postgres_url, by_holder[kept])
+            for res_id in by_holder[kept]:
+                assert after[res_id][:2] == ("created", kept), after[res_id]  # not failed, still its holder's
+                assert after[res_id][2] > before[res_id][2], (before[res_id], after[res_id])  # beaten on
+                assert _claim(server.url, res_id)["error"] is None
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
