@@ -22,12 +22,11 @@ class Stop(threading.Event):
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # one dropped unclosed is not kept alive
 
     def set(self) -> None:
-        with self._lock:
-            super().set()
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):  # closed meanwhile
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # a TLS socket's own: its raw socket's, as any
+        with self._lock:  # held while shutting down: a socket told closed (:meth:`closed`, before its close) is not
+            super().set()  # shut down after, its descriptor perhaps another file's by then
+            for sock in list(self._sockets):
+                with contextlib.suppress(OSError):  # closed unsaid (its descriptor -1), or a detached one
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # a TLS socket's own: its raw socket's, as any
 
     def opened(self, sock: socket.socket) -> bool:
         """``sock`` is a call's, to be shut down when the stop is set; False, untold, when it is set already."""
@@ -38,6 +37,6 @@ class Stop(threading.Event):
             return True
 
     def closed(self, sock: socket.socket) -> None:
-        """``sock`` was closed: nothing to shut down."""
+        """``sock`` is to be closed (told before its close): nothing to shut down."""
         with self._lock:
             self._sockets.discard(sock)

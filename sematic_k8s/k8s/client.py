@@ -147,13 +147,21 @@ class _StoppableConnection(HTTPConnection):
     def connect(self) -> None:
         if self._stop.is_set():
             raise CallStopped(self._call)
-        super().connect()
+        try:
+            super().connect()
+        except Exception as e:
+            if self._stop.is_set():  # its socket shut down (a TLS handshake's): nothing to try again
+                raise CallStopped(self._call) from e
+            raise
         if self.sock is not None and not self._stop.opened(self.sock):  # over TLS: its own socket
             self.close()
             raise CallStopped(self._call)
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
+    def calling(self, method: str, url: str) -> None:
+        """The call it makes next is ``method`` ``url`` (its pool's, before its connect: over TLS, made first)."""
         self._call = f"the Kubernetes API call {method} {url.partition('?')[0]}"
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         if self._stop.is_set():
             raise CallStopped(self._call)
         super().request(method, url, *args, **kwargs)
@@ -173,14 +181,46 @@ class _StoppableConnection(HTTPConnection):
 
 
 class _StoppableHTTPSConnection(_StoppableConnection, HTTPSConnection):
-    """:class:`_StoppableConnection` over TLS."""
+    """:class:`_StoppableConnection` over TLS. Its handshake wraps its socket (``SSLContext.wrap_socket``: the socket
+    told is detached, its file descriptor the TLS socket's from then on, so that shutting the told one down does
+    nothing), so the stop is told, until its :meth:`connect` ended, a duplicate of it as well (``socket.dup``: the
+    same connection, which a shutdown of either shuts down; a descriptor of its own, never another file's), and the
+    TLS socket once made. Closed when the connect ended, the duplicate never holds the connection open after it."""
+
+    _twin: socket.socket | None = None  # the duplicate told to the stop while the connect is under way
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        twin = sock.dup()
+        if not self._stop.opened(twin):
+            twin.close()
+            self._stop.closed(sock)
+            sock.close()
+            raise CallStopped(self._call)
+        self._twin = twin
+        return sock
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        finally:
+            twin, self._twin = self._twin, None
+            if twin is not None:
+                self._stop.closed(twin)
+                twin.close()
 
 
 class _StoppableHTTPPool(urllib3.HTTPConnectionPool):
+    """Its connections :class:`_StoppableConnection`, each told the call it makes before it connects for it."""
+
     ConnectionCls = _StoppableConnection
 
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        conn.calling(method, url)
+        return super()._make_request(conn, method, url, *args, **kwargs)
 
-class _StoppableHTTPSPool(urllib3.HTTPSConnectionPool):
+
+class _StoppableHTTPSPool(_StoppableHTTPPool, urllib3.HTTPSConnectionPool):
     ConnectionCls = _StoppableHTTPSConnection
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
-from outages import ThrottlingProxy, unaccepting_port
+from outages import ThrottlingProxy, unaccepting_port, unanswering_port
 from s3server import fresh_bucket
 from sematic_k8s.k8s.client import CONNECT_TIMEOUT, Backoff
 from sematic_k8s.k8s.manifests import driver_job_name
@@ -230,6 +230,23 @@ def test_a_server_stopped_while_a_reruns_kubernetes_api_connect_is_under_way_end
     with unaccepting_port() as port, server_launching(tmp_path, monkeypatch, f"http://127.0.0.1:{port}") as (
             proc, asked, recorded):
         stopped_before(proc, asked + CONNECT_TIMEOUT, "its launch's connect")  # begun after the rerun was asked
+    res = recorded[0]
+    assert res.state == "failed", res
+    assert res.error == (f"the server stopped while its driver's launch waited for the Kubernetes API call GET "
+                         f"/api/v1/namespaces/{NS}/configmaps/sematic-k8s: re-run it"), res.error
+
+
+def test_a_server_stopped_while_a_reruns_kubernetes_api_tls_handshake_is_under_way_ends_the_handshake(
+        tmp_path, monkeypatch):
+    """The Kubernetes API an https:// address whose listener completes the connect and never answers (its TLS
+    handshake stalls, the ClientHello unanswered); SIGTERM while the launch's first call's handshake is under way: the
+    handshake ends at once, the process exits 0 before its deadline (:data:`CONNECT_TIMEOUT`) would have ended, and
+    the claim reads failed in the stop's words, naming that call. Was: the socket told to the stop was the one the
+    handshake's TLS socket took over (detached: shutting it down did nothing), and the handshake went on to its
+    deadline: the server's stop waited for it."""
+    with unanswering_port() as port, server_launching(tmp_path, monkeypatch, f"https://127.0.0.1:{port}") as (
+            proc, asked, recorded):
+        stopped_before(proc, asked + CONNECT_TIMEOUT, "its launch's TLS handshake")  # begun after the rerun was asked
     res = recorded[0]
     assert res.state == "failed", res
     assert res.error == (f"the server stopped while its driver's launch waited for the Kubernetes API call GET "

@@ -4,7 +4,8 @@ connection or lose the answer to one request, one that holds back a request past
 late, one that stalls a request's body, one that pauses an answer midway (a registry serving a large blob slowly),
 one that passes an answer slowly throughout (a slow path to the Docker engine), and one that answers "too many
 requests" (429), or another status, in the target's place (an S3 API's, or a registry's before the Docker engine's
-pull: :func:`registry_answering`); and a port whose connects are never completed (:func:`unaccepting_port`)."""
+pull: :func:`registry_answering`); a port whose connects are never completed (:func:`unaccepting_port`), and one
+whose connects are completed and never answered (:func:`unanswering_port`: a TLS handshake with it stalls)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -224,6 +226,28 @@ def unaccepting_port() -> Iterator[int]:
     finally:
         for sock in queued:
             sock.close()
+        listener.close()
+
+
+@contextlib.contextmanager
+def unanswering_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose listener completes connects (into its accept queue: its kernel does) and never
+    accepts them: nothing is ever read or answered there, so a TLS handshake with it waits for the server's hello
+    (its ClientHello sent, unanswered) until its own deadline. Checked: a handshake of 1 s times out."""
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            try:
+                ssl.create_default_context().wrap_socket(sock, server_hostname="127.0.0.1")
+            except TimeoutError:
+                pass
+            else:
+                raise RuntimeError("a TLS handshake with a listener that never accepts was answered")
+        yield port
+    finally:
         listener.close()
 
 
