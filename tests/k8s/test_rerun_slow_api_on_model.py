@@ -23,7 +23,7 @@ import pytest
 
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import driver_job_of
-from outages import ThrottlingProxy, unaccepting_port, unanswering_port
+from outages import HoldingTLSPort, ThrottlingProxy, unaccepting_port, unanswering_port
 from s3server import fresh_bucket
 from sematic_k8s.k8s.client import CONNECT_TIMEOUT, Backoff
 from sematic_k8s.k8s.manifests import driver_job_name
@@ -135,11 +135,12 @@ def proxied(proxy_of: Callable[[Cluster], ThrottlingProxy]) -> Iterator[Throttli
 
 
 @contextlib.contextmanager
-def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_host: str
+def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_host: str, kubeconfig: str = ""
                      ) -> Iterator[tuple[subprocess.Popen[bytes], float, list[ResolutionRecord]]]:
     """A server process (``sematic-k8s server``, the Kubernetes launcher, its calls' deadline 10 minutes:
-    ``SEMATIC_K8S_KUBE_TIMEOUT``) whose Kubernetes API is ``kube_host``, a rerun asked of it and answered 202: (the
-    process, when the rerun was asked (``time.monotonic``), a list that holds its record once the process ended)."""
+    ``SEMATIC_K8S_KUBE_TIMEOUT``) whose Kubernetes API is ``kube_host`` (empty: ``kubeconfig``'s), a rerun asked of it
+    and answered 202: (the process, when the rerun was asked (``time.monotonic``), a list that holds its record once
+    the process ended)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-stop-cut")
     storage = f"s3://{bucket}/artifacts"
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
@@ -147,6 +148,8 @@ def server_launching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_host:
     store.close()
     recorded: list[ResolutionRecord] = []
     env = {"SEMATIC_K8S_KUBE_HOST": kube_host, "SEMATIC_K8S_KUBE_TIMEOUT": "600", "SEMATIC_K8S_STORAGE": storage}
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
     with server_process(tmp_path, "--rerun-launcher", "kubernetes", "--rerun-namespace", NS,
                         "--rerun-image-repository", "127.0.0.1:5000/pipelines",
                         "--self-url", f"http://sematic-k8s.{NS}.svc:8000", env=env) as (proc, url):
@@ -247,6 +250,32 @@ def test_a_server_stopped_while_a_reruns_kubernetes_api_tls_handshake_is_under_w
     with unanswering_port() as port, server_launching(tmp_path, monkeypatch, f"https://127.0.0.1:{port}") as (
             proc, asked, recorded):
         stopped_before(proc, asked + CONNECT_TIMEOUT, "its launch's TLS handshake")  # begun after the rerun was asked
+    res = recorded[0]
+    assert res.state == "failed", res
+    assert res.error == (f"the server stopped while its driver's launch waited for the Kubernetes API call GET "
+                         f"/api/v1/namespaces/{NS}/configmaps/sematic-k8s: re-run it"), res.error
+
+
+def kubeconfig_of(api: HoldingTLSPort, path: Path) -> str:
+    """A kubeconfig (written at ``path``) whose cluster is ``api``, trusted by its CA."""
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": "held",
+           "clusters": [{"name": "held", "cluster": {"server": api.url, "certificate-authority": api.ca}}],
+           "users": [{"name": "held", "user": {"token": "t"}}],
+           "contexts": [{"name": "held", "context": {"cluster": "held", "user": "held"}}]}
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return str(path)
+
+
+def test_a_server_stopped_while_a_reruns_kubernetes_api_holds_its_answer_over_tls_ends_the_read(tmp_path, monkeypatch):
+    """The Kubernetes API an https:// address (a kubeconfig's, its CA trusted) that completes the handshake, reads
+    each request and never answers; SIGTERM once it holds the launch's first call: the read of its answer ends at
+    once (the TLS socket, once made, is the one told to the stop), the process exits 0 (waited for a minute, far below
+    the call's deadline), and the claim reads failed in the stop's words, naming that call."""
+    with HoldingTLSPort(tmp_path / "tls") as api, server_launching(
+            tmp_path, monkeypatch, "", kubeconfig_of(api, tmp_path / "kubeconfig")) as (proc, _, recorded):
+        wait_for(lambda: api.held == 1, 30, what="the launch's first call held over TLS")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
     res = recorded[0]
     assert res.state == "failed", res
     assert res.error == (f"the server stopped while its driver's launch waited for the Kubernetes API call GET "

@@ -5,7 +5,8 @@ late, one that stalls a request's body, one that pauses an answer midway (a regi
 one that passes an answer slowly throughout (a slow path to the Docker engine), and one that answers "too many
 requests" (429), or another status, in the target's place (an S3 API's, or a registry's before the Docker engine's
 pull: :func:`registry_answering`); a port whose connects are never completed (:func:`unaccepting_port`), and one
-whose connects are completed and never answered (:func:`unanswering_port`: a TLS handshake with it stalls)."""
+whose connects are completed and never answered (:func:`unanswering_port`: a TLS handshake with it stalls), and a
+TLS listener that reads requests and never answers them (:class:`HoldingTLSPort`)."""
 
 from __future__ import annotations
 
@@ -249,6 +250,59 @@ def unanswering_port() -> Iterator[int]:
         yield port
     finally:
         listener.close()
+
+
+class HoldingTLSPort:
+    """A TLS listener on 127.0.0.1 (its certificate from a throwaway CA, :attr:`ca` its path) that completes the
+    handshake, reads each request (:attr:`held`: how many) and never answers it: a read of the answer waits until its
+    own deadline. A context manager: closed (its connections too) at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        from kube_model.certs import self_signed
+
+        directory.mkdir(parents=True, exist_ok=True)
+        _, cert, key = self_signed(str(directory))
+        self.ca = str(directory / "ca.crt")
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                conn.settimeout(10)
+                tls = self._context.wrap_socket(conn, server_side=True)
+                if tls.recv(65536):  # the request (its head), never answered
+                    with self._lock:
+                        self._held.append(tls)
+                    continue
+                tls.close()
+            except OSError:
+                conn.close()
+
+    def __enter__(self) -> HoldingTLSPort:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._listener.close()
+        with self._lock:
+            for tls in self._held:
+                tls.close()
 
 
 class NotNow(NamedTuple):
