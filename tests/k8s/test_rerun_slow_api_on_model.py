@@ -63,7 +63,8 @@ def slow_api_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})  # 30 s at most (the client's timeout)
                 assert r.status_code == 202, r.text
                 new_id = r.json()["resolution_id"]
-                assert proxy.held == 1, "the driver Job's create was not held: the API was not slow"
+                # the 202 comes once the answer window passed, maybe before the launch's earlier calls (loaded node)
+                wait_for(lambda: proxy.held == 1, 60, what="the driver Job's create held (the API slow)")
                 yield s, c, cluster, proxy, new_id
         finally:
             proxy.passing()
