@@ -3,17 +3,28 @@
 An operator's ``LOCK TABLE runs IN ACCESS EXCLUSIVE MODE`` (a manual migration, maintenance) holds every statement
 that touches the table for as long as it is held. Unbounded, a server request waited with it, holding a thread and a
 pooled connection, while its client gave up at its own timeout (60 s) and sent it again beside it, until the pool was
-used up and every request failed. :func:`listen` begins each of an engine's transactions with
-``SET LOCAL lock_timeout`` (this transaction only: the setting goes with it), so that a statement waiting longer is
-canceled by PostgreSQL (SQLSTATE 55P03, ``lock_not_available``) and its transaction rolled back, nothing of it
-recorded; the error is raised as ``TableLocked`` naming the table (the server answers it 503: clients send it again).
+used up and every request failed. :func:`listen` sets ``lock_timeout`` on each session of an engine once, as the pool
+makes its connection (``SET lock_timeout``, committed: a session setting, no round trip of any transaction's), so
+that a statement waiting longer is canceled by PostgreSQL (SQLSTATE 55P03, ``lock_not_available``) and its
+transaction rolled back, nothing of it recorded; the error is raised as ``TableLocked`` naming the table and the
+bound in effect (the server answers it 503: clients send it again).
 
-Only the server's request engine is bounded (``sematic_k8s_server.db.open_store``, after its start-up migration):
-the migration's wait for another process's (``pg_advisory_xact_lock``) must last as long as that one does, and its
-transaction sets ``lock_timeout`` back to the database's own (:func:`~sematic_k8s.store.schema.migrate`). The row
+An operator's shorter ``lock_timeout`` (on the server's role or database, ``ALTER ROLE ... SET lock_timeout``) is
+kept: each new session reads its own (``pg_settings``, in milliseconds) and sets the bound only when that is 0
+(unbounded) or longer. A session whose setting fails (its connection lost meanwhile) is not used: the error is
+raised, the pool closes the connection, and the request meets it as any connection it could not have (never a
+session left unbounded). The pool's connections made before :func:`listen` (the start-up migration's) are closed.
+
+Only the server's request engines are bounded (``sematic_k8s_server.db.open_store``, after its start-up migration;
+its claim beats' store, ``claim_beats._own``): the migration's wait for another process's (``pg_advisory_xact_lock``)
+must last as long as that one does, and its transaction sets ``lock_timeout`` back to the database's own
+(:func:`~sematic_k8s.store.schema.migrate`: ``SET LOCAL lock_timeout TO DEFAULT`` is the value the session started
+with, from its role, database or connect options, never a session's ``SET``, so on a bounded session too). The row
 locks writers take on each other (``FOR UPDATE`` in :mod:`~sematic_k8s.store.guards` and
 :mod:`~sematic_k8s.store.writes`, a labels change) are held for one transaction of milliseconds; only a session that
-is not a writer's holds one as long as the bound, and those wait no longer than for a table.
+is not a writer's holds one as long as the bound, and those wait no longer than for a table. A pooler that resets
+sessions between clients (PgBouncer's transaction pooling, ``server_reset_query``) would drop the bound: connect
+to PostgreSQL or to a session-pooling PgBouncer.
 """
 
 from __future__ import annotations
@@ -28,38 +39,44 @@ from sqlalchemy import event
 from sematic_k8s.errors import TableLocked
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_not_available: canceling statement due to lock timeout
+MAX_MS = 2**31 - 1  # PostgreSQL's largest lock_timeout (about 24 days)
+BOUND_MS = "sk_lock_timeout_ms"  # a session's info key: the lock_timeout in effect on it, in milliseconds
 _RELATION = re.compile(r'relation "([^"]+)"')  # a row lock's context: 'while updating tuple (0,1) in relation "runs"'
 _NAME = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
 
 def listen(engine: sa.Engine, seconds: float, on_timeout: Callable[[], None] | None = None) -> None:
-    """Bound every transaction's lock waits on ``engine`` (PostgreSQL) to ``seconds`` (0: unbounded, nothing set);
-    raise :class:`TableLocked` past it, after ``on_timeout()``."""
+    """Bound the lock waits of every session of ``engine`` (PostgreSQL) from now to ``seconds`` (0: unbounded,
+    nothing set), or to the operator's shorter ``lock_timeout``; raise :class:`TableLocked` past it, after
+    ``on_timeout()``."""
     if not seconds > 0:
         return
-    setting = f"SET LOCAL lock_timeout = {max(1, round(seconds * 1000))}"  # milliseconds: a number, no text of anyone
+    bound = min(max(1, round(seconds * 1000)), MAX_MS)  # milliseconds: a number, no text of anyone
 
-    def begin(conn: sa.Connection) -> None:
-        # On the driver's connection: a statement through ``conn`` would begin another transaction from this event.
-        # psycopg begins the transaction with this statement; SQLAlchemy's own BEGIN is implicit.
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
+    def connect(dbapi: Any, record: Any) -> None:
         cursor = dbapi.cursor()
         try:
-            cursor.execute(setting)
-        except Exception:  # noqa: BLE001, S110 - a connection lost now: the transaction's first statement says it
-            pass
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")  # ms: the role's, the
+            row = cursor.fetchone()  # database's or the connect options'; 0: none
+            own = int(row[0]) if row is not None else 0
+            if not 0 < own <= bound:
+                cursor.execute(f"SET lock_timeout = {bound}")
+            dbapi.commit()  # a session's SET in a transaction rolled back would be undone with it
         finally:
             cursor.close()
+        record.info[BOUND_MS] = own if 0 < own <= bound else bound
 
     def handle_error(context: Any) -> None:
         orig = context.original_exception
         if getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             if on_timeout is not None:
                 on_timeout()
-            raise TableLocked.at(locked_table(orig, context.statement), seconds) from orig
+            conn = context.connection
+            waited = conn.info.get(BOUND_MS, bound) if conn is not None and not conn.invalidated else bound
+            raise TableLocked.at(locked_table(orig, context.statement), waited / 1000) from orig
 
-    event.listen(engine, "begin", begin)
+    event.listen(engine, "connect", connect)
+    engine.dispose()  # the sessions made before (the migration's), not bounded: closed (any checked out: let go)
     event.listen(engine, "handle_error", handle_error)
 
 

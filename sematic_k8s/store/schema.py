@@ -118,7 +118,8 @@ def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
                 # another process's migration, and a migration, may outlast them (this transaction only)
                 conn.execute(sa.text("SELECT set_config('statement_timeout', '0', true), "
                                      "set_config('idle_in_transaction_session_timeout', '0', true)"))
-                # nor the server's bound on a request's lock waits (store.lockwait): the database's own, if any
+                # nor the server's bound on a request's lock waits (store.lockwait, a session's SET): the database's
+                # own, if any (TO DEFAULT: the value the session started with, from its role, database or options)
                 conn.execute(sa.text("SET LOCAL lock_timeout TO DEFAULT"))
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": PG_LOCK_ID})
             yield conn

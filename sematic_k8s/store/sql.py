@@ -551,8 +551,9 @@ class SqlStore:
                                       self._beats.on_its_way if self._beats is not None else None)
 
     def bound_lock_waits(self, seconds: float) -> None:
-        """PostgreSQL: every transaction from now waits at most ``seconds`` for a lock another session holds, then
-        raises ``TableLocked`` (:mod:`~sematic_k8s.store.lockwait`; a server's requests, not its migration). A store
+        """PostgreSQL: every session from now (set once, as the pool connects) waits at most ``seconds`` (or an
+        operator's shorter ``lock_timeout``) for a lock another session holds, then raises ``TableLocked``
+        (:mod:`~sematic_k8s.store.lockwait`; a server's requests, not its migration). A store
         judging from its start (a server) judges again from then: the beats that waited were held up by it, as by
         its own outage, and a beat sent again queues behind a marking that waited meanwhile."""
         if self.engine.dialect.name == "postgresql":

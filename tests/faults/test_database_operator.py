@@ -374,6 +374,63 @@ def test_a_credential_check_past_the_bound_on_lock_waits_names_the_locked_table(
         assert client.get("/api/v1/resolutions").status_code == 200
 
 
+def test_the_bound_on_lock_waits_costs_no_statement_of_a_requests_transaction(tmp_path: Path,
+                                                                             postgres_url: str) -> None:
+    """The server's bound on lock waits is set once per session, as its pool makes the connection, not at the begin of
+    each transaction: PostgreSQL's own log of the server's statements (``log_statement = 'all'`` on its database) for
+    20 requests has no ``SET LOCAL lock_timeout`` and no more ``SET lock_timeout`` than the server had sessions. Was:
+    every transaction began with ``SET LOCAL lock_timeout`` (a round trip more each), 20 requests at least 20."""
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
+        pg_log = Path(dba.execute("SELECT current_setting('data_directory')").fetchone()[0]).parent / "pg.log"
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "2"})
+    with running(server), httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/api/v1/resolutions").status_code == 200  # the server's sessions made
+        start = pg_log.stat().st_size
+        for _ in range(20):
+            assert client.get("/api/v1/resolutions").status_code == 200
+        with pg_log.open("rb") as f:
+            f.seek(start)
+            said = f.read().decode(errors="replace")
+    statements = [line for line in said.splitlines() if "LOG:  statement: " in line]
+    assert len(statements) >= 20, said  # the requests' own, logged
+    assert not [line for line in statements if "SET LOCAL lock_timeout" in line], said
+    sessions = {line.split("[", 1)[1].split("]", 1)[0] for line in statements}
+    assert len([line for line in statements if "SET lock_timeout" in line]) <= len(sessions), said
+
+
+def test_an_operators_shorter_lock_timeout_on_the_servers_role_is_kept(tmp_path: Path, postgres_url: str) -> None:
+    """An operator's ``lock_timeout`` on the server's role (``ALTER ROLE ... SET lock_timeout = '500ms'``, on this
+    database), shorter than the server's bound (5 s here), is the one its requests wait: a request behind ``LOCK TABLE
+    runs`` is answered 503 naming 0.5 s. A longer one (``ALTER DATABASE``, 60 s) gives way to the bound. Was: every
+    transaction's ``SET LOCAL lock_timeout`` replaced the operator's with the bound, 5 s."""
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET lock_timeout = '60s'")
+        dba.execute(f"ALTER ROLE postgres IN DATABASE \"{database}\" SET lock_timeout = '500ms'")
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "5"})
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with running(server), httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/api/v1/runs").status_code == 200
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            refused = client.get("/api/v1/runs")
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+            assert refused.json()["detail"].startswith(
+                "the metadata database's table runs is locked by another session (a migration or maintenance?) for "
+                "longer than 0.5 s"), refused.text
+        with _operator(postgres_url) as dba:  # the role's undone: the database's 60 s gives way to the bound
+            dba.execute(f"ALTER ROLE postgres IN DATABASE \"{database}\" RESET lock_timeout")
+            _end_sessions(dba, database)
+        wait_for(lambda: client.get("/api/v1/runs").status_code == 200, 30, what="the server's new sessions")
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            refused = client.get("/api/v1/runs")
+            assert refused.status_code == 503, refused.text
+            assert "for longer than 5 s" in refused.json()["detail"], refused.text
+
+
 POOL_USED_UP = ("the server's 2 database connections are all in use by slower requests: tried again after Retry-After; "
                 "raise $SEMATIC_K8S_DB_POOL_SIZE (the server's pool size) if this lasts")
 
