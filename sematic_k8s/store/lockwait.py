@@ -7,7 +7,8 @@ used up and every request failed. :func:`listen` sets ``lock_timeout`` on each s
 makes its connection (``SET lock_timeout``, committed: a session setting, no round trip of any transaction's), so
 that a statement waiting longer is canceled by PostgreSQL (SQLSTATE 55P03, ``lock_not_available``) and its
 transaction rolled back, nothing of it recorded; the error is raised as ``TableLocked`` naming the table and the
-bound in effect (the server answers it 503: clients send it again).
+bound in effect (the server answers it 503: clients send it again; the engine's one SQLSTATE hook,
+:mod:`~sematic_k8s.store.pgstates`).
 
 An operator's shorter ``lock_timeout`` (on the server's role or database, ``ALTER ROLE ... SET lock_timeout``) is
 kept: each new session reads its own (``pg_settings``, in milliseconds) and sets the bound only when that is 0
@@ -37,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from sematic_k8s.errors import TableLocked
+from sematic_k8s.store import pgstates
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_not_available: canceling statement due to lock timeout
 MAX_MS = 2**31 - 1  # PostgreSQL's largest lock_timeout (about 24 days)
@@ -66,18 +68,17 @@ def listen(engine: sa.Engine, seconds: float, on_timeout: Callable[[], None] | N
             cursor.close()
         record.info[BOUND_MS] = own if 0 < own <= bound else bound
 
-    def handle_error(context: Any) -> None:
+    def locked(context: Any) -> None:
+        if on_timeout is not None:
+            on_timeout()
+        conn = context.connection
+        waited = conn.info.get(BOUND_MS, bound) if conn is not None and not conn.invalidated else bound
         orig = context.original_exception
-        if getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-            if on_timeout is not None:
-                on_timeout()
-            conn = context.connection
-            waited = conn.info.get(BOUND_MS, bound) if conn is not None and not conn.invalidated else bound
-            raise TableLocked.at(locked_table(orig, context.statement), waited / 1000) from orig
+        raise TableLocked.at(locked_table(orig, context.statement), waited / 1000) from orig
 
     event.listen(engine, "connect", connect)
     engine.dispose()  # the sessions made before (the migration's), not bounded: closed (any checked out: let go)
-    event.listen(engine, "handle_error", handle_error)
+    pgstates.on(engine, LOCK_NOT_AVAILABLE, locked)
 
 
 def locked_table(error: Any, statement: str | None) -> str | None:

@@ -13,19 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from sematic_k8s.errors import DatabaseReadOnly
+from sematic_k8s.store import pgstates
 
 READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
 
 
 def listen(engine: sa.Engine) -> None:
-    """Raise :class:`DatabaseReadOnly` for PostgreSQL's read-only refusals on ``engine``, its pool dropped."""
+    """Raise :class:`DatabaseReadOnly` for PostgreSQL's read-only refusals on ``engine``, its pool dropped
+    (:mod:`~sematic_k8s.store.pgstates`)."""
+    pgstates.on(engine, READ_ONLY_SQLSTATE, _read_only)
 
-    def handle_error(context: Any) -> None:
-        if getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQLSTATE:
-            context.is_disconnect = True  # this connection and the pool's older ones: their sessions stay read-only
-            raise DatabaseReadOnly()
 
-    event.listen(engine, "handle_error", handle_error)
+def _read_only(context: Any) -> None:
+    context.is_disconnect = True  # this connection and the pool's older ones: their sessions stay read-only
+    raise DatabaseReadOnly()
