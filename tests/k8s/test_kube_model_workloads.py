@@ -472,6 +472,30 @@ def test_simulated_containers_can_run_the_real_command_or_a_function(cluster, ap
         assert core.read_namespaced_pod_log(name, NS) == log
 
 
+def test_a_process_containers_log_is_read_as_the_kubelet_reads_containerds(cluster, api):
+    """A container run as a process is logged as containerd logs it (a copier a stream, one file of records: a line
+    past 16 KiB cut into parts, a ``\\r\\n`` ending dropped, an unended last line kept as a part) and read as the
+    kubelet reads that: ``tailLines`` counts records, a part has no newline, ``timestamps`` are RFC3339 with 9
+    digits, stderr is in the log too."""
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {"out": Script(process=True), "err": Script(process=True)})
+    code = {"out": "import os; os.write(1, b'a\\r\\nb\\n' + b'y' * 40000 + b'\\nunended')",
+            "err": "import sys; sys.stderr.write('oops\\n')"}
+    for name in code:
+        core.create_namespaced_pod(NS, {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": IMAGE, "command": ["python", "-c", code[name]]}]}})
+    for name in code:
+        cluster.wait(lambda name=name: core.read_namespaced_pod(name, NS).status.phase == "Succeeded")
+    assert core.read_namespaced_pod_log("out", NS) == "a\nb\n" + "y" * 40000 + "\nunended"
+    assert core.read_namespaced_pod_log("out", NS, tail_lines=1) == "unended"
+    assert core.read_namespaced_pod_log("out", NS, tail_lines=2) == "y" * (40000 - 2 * 16384) + "\nunended"
+    stamped = core.read_namespaced_pod_log("out", NS, tail_lines=4, timestamps=True)
+    record = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (b\n|y{16384}|y{7232}\n|unended)"
+    assert re.fullmatch(f"({record}){{4}}", stamped), stamped
+    assert core.read_namespaced_pod_log("out", NS, since_seconds=3600, limit_bytes=3) == "a\nb"
+    assert core.read_namespaced_pod_log("err", NS) == "oops\n"
+
+
 def test_eviction_api_marks_the_pod_and_deletes_it(cluster, api):
     # https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/
     core = client.CoreV1Api(api)

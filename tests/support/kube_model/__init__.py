@@ -11,7 +11,8 @@ to over HTTP(S), with the control plane and kubelets behind it. Production code 
 - :mod:`~kube_model.jobs`, :mod:`~kube_model.controllers`, :mod:`~kube_model.scheduler`: the Job and TTL
   controllers, garbage collector, namespaces, quota status, autoscaler, scheduler.
 - :mod:`~kube_model.kubelet`, :mod:`~kube_model.runtimes`, :mod:`~kube_model.podenv`: kubelets that run pods in
-  Docker or simulate them, with real status shapes and Events.
+  Docker or simulate them, with real status shapes and Events; :mod:`~kube_model.crilog`: a process container's log
+  as containerd writes it (a copier a stream, one file in the CRI format) and as the kubelet reads it.
 
 Typical use::
 

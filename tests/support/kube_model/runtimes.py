@@ -7,7 +7,9 @@ on 127.0.0.1 (nothing else is reachable). Memory limits are real (an overrun is 
 
 :class:`SimRuntime` runs no container: each one follows a :class:`Script` (run for a while, print logs, exit with
 a code, be OOM-killed, never exit) chosen per pod by a behaviour, or runs the container's command for real in a
-subprocess (``process=True``), or calls a Python function in a thread (``func``).
+subprocess (``process=True``), or calls a Python function in a thread (``func``). A subprocess's stdout and stderr
+are two pipes, logged by two copiers into one file as containerd's CRI logger does (:mod:`~kube_model.crilog`):
+its log's order across the streams is theirs, not the process's, as on a node.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from kube_model import crilog
 
 MIN_MEMORY = 6 * 1024 * 1024  # the smallest memory limit a container runtime starts a container with (Docker: 6MB)
 LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost)(:\d+)?/")
@@ -369,6 +373,21 @@ class SimHandle:
         self.stopped_flag = threading.Event()
         self.started = ""
         self.log_path: str | None = None
+        self.copiers: list[asyncio.Future[None]] = []  # a process's log copiers, one per stream (see crilog)
+
+
+def _copier(loop: asyncio.AbstractEventLoop, log: crilog.Log, fd: int, stream: str) -> asyncio.Future[None]:
+    """A thread of its own copying one stream's pipe to ``log`` (not the pool's: it lasts the container's life)."""
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        try:
+            log.copy(fd, stream)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the cluster stopped
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+    threading.Thread(target=run, name=f"kmodel-log-{stream}", daemon=True).start()
+    return done
 
 
 class SimRuntime:
@@ -415,13 +434,22 @@ class SimRuntime:
                    **{k: host_path(v, handle.spec.mounts) for k, v in handle.spec.env.items()}, **script.extra_env}
             os.makedirs(self.workdir, exist_ok=True)
             handle.log_path = os.path.join(self.workdir, f"{handle.spec.docker_name}.log")
-            log = open(handle.log_path, "wb")  # noqa: SIM115 - handed to the child
-            try:
-                handle.proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=log, stderr=log,
-                                                                   cwd=handle.spec.working_dir or self.workdir)
-            finally:
+            log = crilog.Log(handle.log_path)
+            (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+            try:  # its own session: the container's other processes are killed when it ends (its PID namespace's)
+                handle.proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=out_w, stderr=err_w,
+                                                                   cwd=handle.spec.working_dir or self.workdir,
+                                                                   start_new_session=True)
+            except BaseException:
+                for fd in (out_r, err_r):
+                    os.close(fd)
                 log.close()
-            asyncio.ensure_future(self._watch_process(handle))
+                raise
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            handle.copiers = [_copier(loop, log, fd, stream) for fd, stream in ((out_r, "stdout"), (err_r, "stderr"))]
+            asyncio.ensure_future(self._watch_process(handle, log))
         elif script.func is not None:
             ctx = SimContext(dict(handle.spec.env), handle.spec.pod, handle.spec.container, handle.stopped_flag,
                              handle.lines, handle.spec)
@@ -442,9 +470,16 @@ class SimRuntime:
                                 script.oom)
         return f"sim://{handle.spec.docker_name}"
 
-    async def _watch_process(self, handle: SimHandle) -> None:
+    async def _watch_process(self, handle: SimHandle, log: crilog.Log) -> None:
+        """The container's end: its process's exit, the rest of its session killed, its log copied to the end."""
         assert handle.proc is not None
         code = await handle.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(handle.proc.pid, signal.SIGKILL)
+        try:
+            await asyncio.gather(*handle.copiers)
+        finally:
+            log.close()
         self._finish(handle, code if code >= 0 else 128 - code)
 
     def _finish(self, handle: SimHandle, code: int, oom: bool = False) -> None:
@@ -479,9 +514,7 @@ class SimRuntime:
     async def logs(self, handle: SimHandle, *, tail: int | None = None, timestamps: bool = False,
                    since: float | None = None) -> str:
         if handle.log_path:
-            with open(handle.log_path, errors="replace") as f:
-                text = f.read()
-            return tail_text(text, tail)
+            return crilog.read(handle.log_path, tail=tail, timestamps=timestamps, since=since)
         lines = [(t, line) for t, line in handle.lines if since is None or t >= since]
         out = [(f"{_ts(t)} " if timestamps else "") + line for t, line in lines]
         return tail_text("".join(out), tail)
