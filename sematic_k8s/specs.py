@@ -51,14 +51,24 @@ DOCKER_DRIVER_COMMAND = ("python", "-S", "-c",
                          "  _signal.pthread_sigmask(_signal.SIG_SETMASK, ())\n"
                          " raise SystemExit(main())\n")
 WORKER_COMMAND = ("python", "-m", WORKER_MODULE)
-# a Docker worker container's: the worker with its stderr on its stdout's pipe (`2>&1`, without a shell: the first
-# python makes fd 2 fd 1, then becomes the worker, WORKER_COMMAND, by exec: one process, as before). The engine logs
-# a container's two streams on two copiers of its own, each up to a megabyte behind (moby/moby#31706): a worker's
-# last words on stderr (its own WORKER_SAYS line, a traceback, Python's fatal error) were logged before, or among,
-# the last lines of a burst on stdout, and its last log lines (the tail read when it dies) were not its last. One
-# pipe keeps the order it wrote in, as the Docker driver's relay does (see driver_relay).
-DOCKER_WORKER_COMMAND = ("python", "-S", "-c", "import os, sys\nos.dup2(1, 2)\n"
-                         f"os.execv(sys.executable, {list(WORKER_COMMAND)!r})\n")
+
+
+def one_stream(command: tuple[str, ...]) -> tuple[str, ...]:
+    """``command`` (python's) with its stderr on its stdout's pipe (`2>&1`, without a shell: the first python makes
+    fd 2 fd 1, then becomes ``command`` by exec: one process, as before). A container's two streams are logged by two
+    copiers of the runtime's own: the Docker engine's, each up to a megabyte behind (moby/moby#31706), containerd's
+    (the kubelet's log: one goroutine a stream, each stamping and appending its lines to one file as it gets to
+    them). A process's last words on stderr (the worker's own WORKER_SAYS line, a traceback, Python's fatal error)
+    were logged before, or among, the last lines of a burst on stdout, and its last log lines (the tail read when it
+    dies) were not its last. One pipe keeps the order it wrote in, as the Docker driver's relay does (see
+    driver_relay); its log is all stdout."""
+    return ("python", "-S", "-c", f"import os, sys\nos.dup2(1, 2)\nos.execv(sys.executable, {list(command)!r})\n")
+
+
+# a worker's, in a Docker container and in a pod; a driver pod's (a pod's log is read from the kubelet after it
+# ended: an unended last line is kept there, given unended, so no relay is needed as for a Docker driver)
+WORKER_ONE_STREAM_COMMAND = one_stream(WORKER_COMMAND)
+DRIVER_POD_COMMAND = one_stream(DRIVER_COMMAND)
 DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job's podFailurePolicy FailJob)
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
 DRIVER_EXIT_REPLACED = 76  # a driver another one took its resolution over from: ignored (podFailurePolicy Ignore)

@@ -1,7 +1,7 @@
 """Run each Run attempt in a Docker container on this machine (host network), from an image by digest.
 
 The executor follows each container's stdout from before its start (one thread per container; the worker's
-stderr is on it too, :data:`~sematic_k8s.specs.DOCKER_WORKER_COMMAND`: its last lines in the order written): the
+stderr is on it too, :data:`~sematic_k8s.specs.WORKER_ONE_STREAM_COMMAND`: its last lines in the order written): the
 worker's line saying that its outcome is stored (:data:`~sematic_k8s.specs.WORKER_STORED_LINE`) has the outcome read
 at once, a tenth of a second before Docker reports the container's end; a worker that dies without that line
 is read when Docker reports its end (exit code, and the last log lines). A container is removed in the
@@ -65,7 +65,7 @@ from sematic_k8s.executors.docker_image_wait import ImageWait, Unpulled
 from sematic_k8s.executors.remote import LOG_TAIL, Ended, RemoteExecutor
 from sematic_k8s.labels import ATTEMPT_LABEL, RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL, run_labels
 from sematic_k8s.settings import SAY_STORED_ENV, SECRET_FILE_ENVS, TASK_FILE_ENV, worker_env
-from sematic_k8s.specs import DOCKER_WORKER_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
+from sematic_k8s.specs import WORKER_ONE_STREAM_COMMAND, WORKER_STORED_LINE, DriverSpec, TaskSpec
 from sematic_k8s.storage.base import Storage
 
 LIST_INTERVAL = 0.25  # seconds between lists of ended containers while no waiting thread says one ended
@@ -194,7 +194,7 @@ class DockerExecutor(RemoteExecutor):
         name = f"sk-{spec.run_id[:12]}-{spec.attempt}-{int(time.time() * 1000) % 100000}"
         def create() -> dict[str, Any]:
             return dict(api.create_container(
-                self.image, list(DOCKER_WORKER_COMMAND), detach=True, labels=labels,
+                self.image, list(WORKER_ONE_STREAM_COMMAND), detach=True, labels=labels,
                 environment={**self.env, **env, TASK_FILE_ENV: TASK_FILE, SAY_STORED_ENV: "1"},  # says when stored
                 name=name, host_config=api.create_host_config(network_mode="host", **limits)))
         try:

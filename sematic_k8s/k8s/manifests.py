@@ -48,11 +48,11 @@ from sematic_k8s.settings import (
 )
 from sematic_k8s.specs import (
     ARCHITECTURES,
-    DRIVER_COMMAND,
     DRIVER_EXIT_FAILED,
     DRIVER_EXIT_REPLACED,
+    DRIVER_POD_COMMAND,
     IMAGE_UID,
-    WORKER_COMMAND,
+    WORKER_ONE_STREAM_COMMAND,
     DriverSpec,
     TaskSpec,
 )
@@ -297,7 +297,9 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
     ``node_selector`` and ``tolerations`` (added to the executor's). ``owner`` is the driver Job's
     (name, uid). The func's ``timeout`` is no ``activeDeadlineSeconds`` (which would count scheduling, waiting
     for capacity and the image pull): the executor counts it from the worker container's start.
-    Workers need no Kubernetes API: no service account token is mounted unless ``automount_token``.
+    Workers need no Kubernetes API: no service account token is mounted unless ``automount_token``. The worker runs
+    with its stderr on its stdout's pipe (:data:`~sematic_k8s.specs.WORKER_ONE_STREAM_COMMAND`): the kubelet's log
+    has its lines in the order written, its last words last.
     ``task_in_secret``: the task (with presigned URLs) is read from the Job's own Secret (:func:`task_secret`),
     mounted read-only at :data:`TASK_DIR` and named by $SEMATIC_K8S_TASK_FILE; pass no ``storage_secret`` then.
     """
@@ -315,7 +317,7 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
         mounts = [client.V1VolumeMount(name=TASK_VOLUME, mount_path=TASK_DIR, read_only=True)]
         security.fs_group = IMAGE_UID  # the kubelet makes the files root:<fsGroup>, and the worker is in that group
     container = client.V1Container(
-        name=WORKER_CONTAINER, image=image, command=list(WORKER_COMMAND),
+        name=WORKER_CONTAINER, image=image, command=list(WORKER_ONE_STREAM_COMMAND),
         env=plain_env(env) + secret_env(storage_secret), volume_mounts=mounts,
         resources=resources(func.cpu, func.memory, func.gpu, cpu_limits=cpu_limits),
         termination_message_policy="FallbackToLogsOnError", security_context=container_security_context())
@@ -338,7 +340,8 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
                tolerations: Sequence[Mapping[str, Any]] | None = None, image_pull_secrets: Sequence[str] = (),
                cpu: str | None = None, memory: str | None = None, ttl_seconds_after_finished: int | None = 86400,
                backoff_limit: int = DRIVER_RESTARTS, labels: Mapping[str, str] | None = None) -> client.V1Job:
-    """The driver's Job: ``python -m sematic_k8s.driver`` from ``spec.image`` (by digest).
+    """The driver's Job: ``python -m sematic_k8s.driver`` from ``spec.image`` (by digest), its stderr on its stdout's
+    pipe (:data:`~sematic_k8s.specs.DRIVER_POD_COMMAND`: its last log lines are its last words).
 
     A driver that dies (node loss, OOM) or exits 75 (an infrastructure failure: the server or the API server
     unreachable) is started again, up to ``backoff_limit`` times, and resumes its Resolution; an eviction
@@ -356,7 +359,7 @@ def driver_job(spec: DriverSpec, root_id: str, env: Mapping[str, str], *, namesp
         raise ValueError(f"driver image {spec.image!r} is not a reference by digest (repo@sha256:...)")
     job_labels = {**MANAGED_BY, **(labels or {}), **run_labels(root_id, root_id, func_name, "driver")}
     container = client.V1Container(
-        name=DRIVER_CONTAINER, image=spec.image, command=list(DRIVER_COMMAND),
+        name=DRIVER_CONTAINER, image=spec.image, command=list(DRIVER_POD_COMMAND),
         env=plain_env(env) + secret_env(storage_secret, secret_name) + downward_env(),
         resources=resources(cpu or DRIVER_CPU, memory or DRIVER_MEMORY, None),
         termination_message_policy="FallbackToLogsOnError", security_context=container_security_context())

@@ -33,7 +33,12 @@ from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop, transient  # noqa: E402
-from sematic_k8s.specs import DriverSpec, ResolutionSettings  # noqa: E402
+from sematic_k8s.specs import (  # noqa: E402
+    WORKER_EXIT_INFRASTRUCTURE,
+    WORKER_SAYS,
+    DriverSpec,
+    ResolutionSettings,
+)
 from sematic_k8s.storage.base import put_artifact  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_url  # noqa: E402
@@ -378,6 +383,79 @@ def test_a_worker_killed_after_storing_its_logs_has_them_once_in_its_runs_log(cl
     assert "working on shard 7\nshard 7 done\n" in info["traceback"]  # the container's last lines, in its error
     assert ("pickling the value" in info["traceback"]) == (when == "after its logs")
     assert storage.get(log_key(run_id)).decode() == "working on shard 7\nshard 7 done\n"
+
+
+BURSTING = """
+import fcntl
+import os
+
+import sematic_k8s as sk
+
+
+@sk.func(inline=False)
+def bursts_then_dies(words: str, code: int) -> int:
+    fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ: a pipe of a megabyte
+    os.write(1, b"".join(b"line %06d\\n" % i for i in range(50_000)))
+    os.set_blocking(1, False)
+    n = 50_000
+    while True:  # 341 lines, 4092 bytes: written whole or not at all (PIPE_BUF), until the pipe is full
+        try:
+            os.write(1, b"".join(b"line %06d\\n" % i for i in range(n, n + 341)))
+        except BlockingIOError:
+            break
+        n += 341
+    os.set_blocking(1, True)  # (the same pipe as fd 2's once stderr is on stdout's)
+    os.write(2, words.encode())
+    os._exit(code)
+"""
+
+LAST_WORDS = {  # what a worker says on stderr as it dies, its exit code, the error recorded
+    "a traceback": ("Traceback (most recent call last):\n  File \"shard.py\", line 7, in <module>\n"
+                    "RuntimeError: shard 7 is corrupt\n", 3, "WorkerDied"),
+    "its infrastructure line": (f"{WORKER_SAYS}DiskFull: /data has 0 bytes left\n", WORKER_EXIT_INFRASTRUCTURE,
+                                "DiskFull"),
+}
+
+
+@pytest.mark.parametrize("said", sorted(LAST_WORDS))
+def test_a_dying_worker_pods_last_lines_are_its_last_words_in_the_order_it_wrote_them(cluster, api, storage,
+                                                                                     tmp_path, monkeypatch, said):
+    """A real worker process in a pod (the model's kubelet logs its two streams as containerd does: a copier each,
+    one file): a burst of lines on stdout that fills its pipe, then its last words on stderr (a traceback; the
+    worker's own line before exit 75), then its end without a result. Its run's error's last lines (the pod log's
+    tail) are stdout's last lines then those words, as written, and the worker's line names what it met (DiskFull).
+    Was: the worker's stderr a pipe of its own, logged while stdout's copier still had its pipe's megabyte to log:
+    the last 40 lines were stdout's alone, the exit-75 line not found (StorageUnreachable recorded)."""
+    import uuid
+
+    from projects import forget
+    from sematic_k8s.func import load_func
+
+    words, code, kind = LAST_WORDS[said]
+    module = f"kmodel_bursts_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(BURSTING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = os.pathsep.join([str(tmp_path), ROOT, os.environ.get("PYTHONPATH", "")])
+    cluster.behaviour = behave({"worker": Script(process=True, extra_env={"PYTHONPATH": path})})
+    try:
+        func = load_func(f"{module}:bursts_then_dies", str(tmp_path / f"{module}.py"))
+        ex = executor(api, storage)
+        run_id = submit(ex, func, new_id(), {"words": words, "code": code})
+        info = wait_for(ex, 1, timeout=120)[run_id].error_info
+        ex.close()
+    finally:
+        forget(module)
+    assert info is not None and info["type"] == kind, info
+    if kind == "WorkerDied":
+        assert "exited with code 3" in info["message"], info
+    else:
+        assert info["message"] == "/data has 0 bytes left", info
+    last = info["traceback"].splitlines()[-40:]
+    said_lines = words.splitlines()
+    assert last[-len(said_lines):] == said_lines, last
+    stdout = last[:-len(said_lines)]
+    n = int(stdout[0].split()[-1])
+    assert stdout == [f"line {i:06d}" for i in range(n, n + len(stdout))], last  # stdout's last, consecutive
 
 
 EVICTIONS = {  # how a pod loses its node, and what the run's error then says

@@ -43,7 +43,14 @@ from sematic_k8s.launchers.kubernetes import launch_driver  # noqa: E402
 from sematic_k8s.resolvers.driven import remote_executor  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop  # noqa: E402
 from sematic_k8s.settings import DRIVER_ENV  # noqa: E402
-from sematic_k8s.specs import IMAGE_UID, DriverSpec, ResolutionSettings, TaskSpec  # noqa: E402
+from sematic_k8s.specs import (  # noqa: E402
+    DRIVER_POD_COMMAND,
+    IMAGE_UID,
+    WORKER_ONE_STREAM_COMMAND,
+    DriverSpec,
+    ResolutionSettings,
+    TaskSpec,
+)
 from sematic_k8s.storage.base import log_key  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.urls import storage_from_url, storage_url  # noqa: E402
@@ -183,7 +190,7 @@ def test_worker_job_manifest_is_valid_labelled_owned_and_keeps_secrets_out():
     assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     c = pod["containers"][0]
-    assert c["image"] == IMAGE and c["command"] == ["python", "-m", "sematic_k8s.worker"]
+    assert c["image"] == IMAGE and c["command"] == list(WORKER_ONE_STREAM_COMMAND)  # one stream: its last words last
     assert c["resources"] == {"requests": {"memory": "2Gi"}, "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}}
     e = env_of(job)
     assert json.loads(e["SEMATIC_K8S_TASK"]["value"])["run_id"] == spec.run_id
@@ -212,7 +219,7 @@ def test_driver_job_manifest_is_valid_and_reads_the_token_from_a_secret():
     assert job["metadata"]["name"] == f"sk-driver-{root}" and job["metadata"]["labels"]["sematic-k8s/role"] == "driver"
     assert job["metadata"]["labels"]["sematic-k8s/func"] == "my_pipeline"
     pod = job["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "sk-driver" and pod["containers"][0]["command"][-1] == "sematic_k8s.driver"
+    assert pod["serviceAccountName"] == "sk-driver" and pod["containers"][0]["command"] == list(DRIVER_POD_COMMAND)
     e = env_of(job)
     assert "sk-secret-key" not in json.dumps(job) and "hunter2" not in json.dumps(job)
     assert e["SEMATIC_K8S_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "sk-api", "key": "api-key",
