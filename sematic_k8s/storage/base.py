@@ -95,17 +95,26 @@ def artifact_key(artifact_id: str) -> str:
     return f"artifacts/{artifact_id[:2]}/{artifact_id}"
 
 
-MISSING_CHECKS = 16  # at most this many ``exists`` asked at once (S3: a HEAD each)
+# at most this many ``exists`` asked at once (S3: a HEAD each): an S3 client's connection pool (botocore's
+# max_pool_connections, 10); more at once were connections opened and thrown away, each said by urllib3
+MISSING_CHECKS = 10
 
 
 def missing(storage: Storage, keys: Iterable[str]) -> set[str]:
     """Those of ``keys`` with no object in ``storage`` (deleted by hand or by a lifecycle rule), asked together a few
-    at a time (S3: a HEAD each). Raises what the storage raises (out of reach, refused)."""
+    at a time (S3: a HEAD each). The first is asked alone: an outage is ridden out by that one call (the storage's
+    own retries, for the retry window: said once, as any call's), not by up to :data:`MISSING_CHECKS` at once, each
+    saying it (was: 16 warnings, and as many calls retried against the storage out of reach). Raises what the
+    storage raises (out of reach past the retry window, refused): an outage is never an answer of "gone"."""
     asked = sorted(set(keys))
-    if len(asked) <= 1:
-        return {key for key in asked if not storage.exists(key)}
-    with ThreadPoolExecutor(min(MISSING_CHECKS, len(asked)), thread_name_prefix="sk-exists") as pool:
-        return {key for key, there in zip(asked, pool.map(storage.exists, asked), strict=True) if not there}
+    if not asked:
+        return set()
+    gone = set() if storage.exists(asked[0]) else {asked[0]}
+    rest = asked[1:]
+    if len(rest) <= 1:
+        return gone | {key for key in rest if not storage.exists(key)}
+    with ThreadPoolExecutor(min(MISSING_CHECKS, len(rest)), thread_name_prefix="sk-exists") as pool:
+        return gone | {key for key, there in zip(rest, pool.map(storage.exists, rest), strict=True) if not there}
 
 
 def location(storage: Storage, key: str) -> str:

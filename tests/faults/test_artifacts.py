@@ -12,10 +12,10 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from outages import private_s3
+from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.errors import ReusedOutputGone
+from sematic_k8s.errors import ReusedOutputGone, S3StorageError
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
@@ -338,3 +338,101 @@ def test_a_rerun_that_would_reuse_an_output_gone_from_storage_is_refused_naming_
     again = made_and_summed(40)
     assert again.resolve(resolver(rerun_from=refused.value.run_id)) == sum(range(40)) and MADE == [40, 40]
     assert storage.exists(key)  # stored again
+
+
+@sk.func
+def made_many(n: int) -> list[list[int]]:
+    return [made(i) for i in range(n)]
+
+
+def _through_503s(monkeypatch: Any) -> tuple[S3Storage, ThrottlingProxy]:
+    """A fresh bucket of the real S3 API server, reached through a proxy that answers the HEADs it is told to pick
+    503 SlowDown (none until then): (the storage, the proxy)."""
+    endpoint, bucket = fresh_bucket(monkeypatch, "gonecheck")
+    proxy = ThrottlingProxy(int(endpoint.rsplit(":", 1)[1]), lambda head: head.startswith(b"HEAD "), 0, status=503,
+                            code="SlowDown")
+    return S3Storage(bucket, "p", endpoint_url=proxy.url), proxy
+
+
+def test_an_s3_outage_while_cache_hits_are_checked_is_ridden_out_said_once_and_never_taken_for_gone(
+        tmp_path, monkeypatch, caplog):
+    """S3 answering 503 SlowDown to the HEADs that check 20 stored cache hits' outputs (one wave): while it passes
+    within the retry window the check rides it out and the hits are taken; past the window the resolution fails naming
+    the storage, as any storage call of a resolution does; either way the outage is said once and never taken for
+    "gone" (no func runs again). Was: each of the 16 concurrent HEADs rode it out on its own, saying so 16 times; and
+    16 at once through an S3 client's pool of 10 connections had urllib3 say "Connection pool is full" (any check)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage, proxy = _through_503s(monkeypatch)
+
+    def resolver() -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
+
+    try:
+        MADE.clear()
+        first = made_many(20)
+        assert first.resolve(resolver()) == [list(range(i)) for i in range(20)] and len(MADE) == 20
+        heads = tuple(f"HEAD /{storage.bucket}/{storage.prefix}/{artifact_key(r.output_id)} ".encode()
+                      for r in resolver().store.runs_of_root(first.id) if r.func_name == "made")
+        proxy.throttle = lambda asked: asked.startswith(heads)  # the check's HEADs alone (a put's HEADs pass)
+        caplog.set_level("WARNING", logger="sematic_k8s")
+        proxy.left = 8  # more than botocore's own 5 tries of one HEAD: the retry window's retries take the rest
+        assert made_many(20).resolve(resolver()) == [list(range(i)) for i in range(20)] and len(MADE) == 20
+        assert proxy.throttled == 8 and caplog.text.count("; retrying for up to") <= 1, caplog.text
+        assert "gone from storage" not in caplog.text and "Connection pool is full" not in caplog.text
+
+        caplog.clear()
+        monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "2")
+        proxy.left = 10**9  # for good: past the window
+        third = made_many(20)
+        with pytest.raises(S3StorageError) as failed:
+            third.resolve(resolver())
+        where = str(storage.url).split("?")[0]
+        assert "\n" not in str(failed.value) and str(failed.value).startswith(f"S3 head of {where}/artifacts/")
+        assert "503" in str(failed.value) and len(MADE) == 20  # nothing ran again
+        error = resolver().store.get_resolution(third.id).error  # as any storage failure's: and what to do
+        assert error.startswith("infrastructure failure, not the pipeline's: S3StorageError: S3 head of ")
+        assert error.endswith(f"(continue the resolution once it is back: rerun_from='{third.id}', "
+                              f"rerun_mode='continue' (or `sematic-k8s rerun {third.id} --mode continue`, or its "
+                              "dashboard page))"), error
+        assert caplog.text.count("; retrying for up to 2 s") == 1, caplog.text
+        assert "gone from storage" not in caplog.text
+    finally:
+        proxy.close()
+
+
+
+def test_an_s3_outage_while_a_rerun_checks_its_reused_outputs_is_ridden_out_and_never_refuses_it(
+        tmp_path, monkeypatch, caplog):
+    """S3 answering 503 SlowDown to the HEADs that check the 19 outputs a rerun reuses (it reruns one of 20 ``made``
+    runs, their composition awaits the others): within the retry window the rerun plans and resolves; past it, it
+    fails naming the storage, said once, and is never refused as reusing gone outputs (``ReusedOutputGone``)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage, proxy = _through_503s(monkeypatch)
+
+    def resolver(**options: Any) -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, **options)
+
+    try:
+        MADE.clear()
+        first = made_many(20)
+        assert first.resolve(resolver()) == [list(range(i)) for i in range(20)] and len(MADE) == 20
+        runs = [r for r in resolver().store.runs_of_root(first.id) if r.func_name == "made"]
+        heads = tuple(f"HEAD /{storage.bucket}/{storage.prefix}/{artifact_key(r.output_id)} ".encode() for r in runs)
+        proxy.throttle = lambda asked: asked.startswith(heads)  # the check's HEADs alone (a put's HEADs pass)
+        target = next(r for r in runs if r.inputs)
+        caplog.set_level("WARNING", logger="sematic_k8s")
+        proxy.left = 8  # more than botocore's own 5 tries of one HEAD: the retry window's retries take the rest
+        assert made_many(20).resolve(resolver(rerun_from=target.id)) == [list(range(i)) for i in range(20)]
+        assert proxy.throttled == 8 and len(MADE) == 21  # the target alone ran again
+
+        caplog.clear()
+        monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "2")
+        proxy.left = 10**9  # for good: past the window
+        with pytest.raises(S3StorageError) as failed:
+            made_many(20).resolve(resolver(rerun_from=target.id))
+        where = str(storage.url).split("?")[0]
+        assert "\n" not in str(failed.value) and str(failed.value).startswith(f"S3 head of {where}/artifacts/")
+        assert caplog.text.count("; retrying for up to 2 s") == 1, caplog.text
+        assert len(MADE) == 21
+    finally:
+        proxy.close()
