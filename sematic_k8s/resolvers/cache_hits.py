@@ -60,11 +60,12 @@ class CacheHits:
         self.present: set[str] = set()  # hits' outputs found in storage (asked once per resolution)
         self.gone: dict[str, tuple[str, str]] = {}  # cache key -> (hit, why) of a hit taken for a miss: output gone
 
-    def look_up(self, nodes: list[Node], resolve_hit: ResolveHit, *, resolve: bool) -> None:
+    def look_up(self, nodes: list[Node], resolve_hit: ResolveHit) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
-        inputs materialized once), with the hits' output artifacts. The hits are resolved at once
-        (:meth:`_resolve_wave`; not when ``resolve`` is false: the resolution failed); the other runs keep their
-        inputs and keys in :attr:`prepared` for their start (:meth:`find`)."""
+        inputs materialized once), with the hits' output artifacts (those stored, not inline, asked of the storage:
+        :meth:`_present`). The hits are resolved at once (:meth:`_resolve_wave`); the other runs keep their
+        inputs and keys in :attr:`prepared` for their start (:meth:`find`). Not made once the resolution failed
+        (the loop's): no run starts then, so no answer of it (nor of the storage) would be used."""
         if self.namespace is None:
             return
         materialize = self.recorder.materialize
@@ -94,8 +95,7 @@ class CacheHits:
             hits = self._find({key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
             self.artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
         hits = self._present(hits)
-        if resolve:
-            keys = self._resolve_wave(keys, hits, resolve_hit)
+        keys = self._resolve_wave(keys, hits, resolve_hit)
         self.prepared.update(keys)
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
 

@@ -253,8 +253,8 @@ class ResolutionLoop:
                 if node.state == RUNNING:
                     self._finish_composition(node)
             self.pending.extend(ready)
-            if ready:
-                self.cache.look_up(ready, self._cache_hit, resolve=not self.failure)
+            if ready and not self.failure:  # failed: nothing starts, so nothing looked up (nor asked of storage)
+                self.cache.look_up(ready, self._cache_hit)
             while self.pending and self.in_flight < self.max_parallelism and not self.failure:
                 node = self.pending.popleft()
                 if node.state == CREATED:

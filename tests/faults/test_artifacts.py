@@ -4,6 +4,7 @@ its value is computed again, and never served as if it were fine."""
 from __future__ import annotations
 
 import base64
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import sematic_k8s as sk
 from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.errors import ReusedOutputGone, S3StorageError
+from sematic_k8s.errors import ResolutionFailed, ReusedOutputGone, S3StorageError
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
@@ -435,4 +436,81 @@ def test_an_s3_outage_while_a_rerun_checks_its_reused_outputs_is_ridden_out_and_
         assert caplog.text.count("; retrying for up to 2 s") == 1, caplog.text
         assert len(MADE) == 21
     finally:
+        proxy.close()
+
+
+GATE = threading.Event()
+
+
+@sk.func(cache=True)
+def kept(n: int) -> int:
+    return n
+
+
+@sk.func
+def failing() -> int:
+    GATE.wait(60)
+    raise ValueError("the pipeline's own failure")
+
+
+@sk.func
+def gated(n: int) -> int:
+    GATE.wait(60)
+    return n
+
+
+@sk.func
+def first_made(n: int) -> list[list[int]]:
+    return [made(n), made(kept(n + 1))]
+
+
+@sk.func
+def made_after_a_failure(n: int) -> list[Any]:
+    return [failing(), made(kept(n + 1)), made(gated(n))]
+
+
+def test_a_resolution_that_failed_asks_no_storage_of_the_cache_hits_that_become_ready_after(tmp_path, monkeypatch):
+    """A run fails while a cached run with a stored hit becomes ready (their outcomes taken together, as a driver takes
+    its workers'), S3 answering that hit's HEAD 503 past the retry window: the resolution has failed and nothing more
+    starts, so no cache look-up is made nor its output asked of the storage, and the resolution ends with the run's
+    own failure. Was: looked up (its hit not resolved) and its HEAD ridden out for the retry window, then the
+    resolution ended as an infrastructure failure of storage, the func's failure not said. (The two outcomes are taken
+    together: both runs are let go while the loop rides out another hit's HEAD, 503 a few times.)"""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage, proxy = _through_503s(monkeypatch)
+
+    def resolver() -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, cache_namespace="ns", max_parallelism=2)
+
+    try:
+        MADE.clear()
+        first = first_made(30)
+        assert first.resolve(resolver()) == [list(range(30)), list(range(31))] and MADE == [30, 31]
+        outputs = {r.inputs["n"]: r.output_id for r in resolver().store.runs_of_root(first.id) if r.func_name == "made"}
+        assert len(outputs) == 2
+        heads = {n: f"HEAD /{storage.bucket}/{storage.prefix}/{artifact_key(out)} ".encode()
+                 for n, out in outputs.items()}
+        [after_gate] = [heads[n] for n in heads if serialization.serialize(30).id == n]
+        [while_failing] = [head for head in heads.values() if head != after_gate]
+        ridden = [5 + 3]  # the HEAD the loop rides out while both runs end: botocore's 5 tries, 3 more of the window's
+
+        def picks(asked: bytes) -> bool:
+            if asked.startswith(after_gate):
+                return True  # for good
+            if asked.startswith(while_failing) and ridden[0] > 0:
+                ridden[0] -= 1
+                GATE.set()  # both gated runs end now, while the loop rides this out
+                return True
+            return False
+
+        proxy.throttle = picks
+        proxy.left = 10**9
+        monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "3")
+        GATE.clear()
+        with pytest.raises(ResolutionFailed) as failed:
+            made_after_a_failure(30).resolve(resolver())
+        assert "the pipeline's own failure" in str(failed.value), str(failed.value)
+        assert ridden == [0] and proxy.throttled == 8 and MADE == [30, 31]  # the other HEAD never asked
+    finally:
+        GATE.set()
         proxy.close()
