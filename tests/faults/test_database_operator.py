@@ -7,6 +7,7 @@ operator is done."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import uuid
@@ -79,36 +80,59 @@ def _new_resolution() -> Batch:
     return batch
 
 
+@dataclasses.dataclass
+class _Resolving:
+    """A real server (``server``, up since ``up``: ``time.monotonic()``) and a driver resolving ``fp.gated(3, gate)``
+    (``f``) through it on ``thread``, what the resolution gave or raised in ``outcome``."""
+
+    server: ServerProcess
+    up: float
+    gate: Path
+    f: sk.Future
+    thread: threading.Thread
+    outcome: dict
+
+
+@contextlib.contextmanager
+def _resolving_gated(tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+                     env: dict[str, str] | None = None) -> Iterator[_Resolving]:
+    """A server process on ``postgres_url`` (``env`` added to its environment), running for the block, and a driver
+    resolving ``fp.gated(3, gate)`` through it, held at its gated step once the block starts."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    server = ServerProcess(tmp_path, db_url=postgres_url, env=env)
+    with running(server):
+        up = time.monotonic()
+        gate = tmp_path / "gate"
+        f = fp.gated(3, str(gate))
+        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
+        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+        yield _Resolving(server, up, gate, f, thread, outcome)
+
+
 def test_a_read_only_database_is_a_503_its_drivers_ride_out(tmp_path: Path, postgres_url: str, monkeypatch) -> None:
     """The database made read-only under a resolution (``ALTER DATABASE ... SET default_transaction_read_only = on``,
     its sessions ended so that they start again read-only, as on a standby after a failover): a write is answered 503
     saying so (was: 422 "bad batch: cannot execute ... in a read-only transaction", which the driver does not retry:
     its resolution failed), the driver retries it, and once the operator sets it back (its sessions left as they are:
     the server drops them itself) the resolution finishes with every step recorded."""
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     database = postgres_url.rsplit("/", 1)[1]
-    server = ServerProcess(tmp_path, db_url=postgres_url)
-    with running(server), _operator(postgres_url) as dba:
-        gate = tmp_path / "gate"
-        f = fp.gated(3, str(gate))
-        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
-        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+    with _resolving_gated(tmp_path, postgres_url, monkeypatch) as r, _operator(postgres_url) as dba:
         dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
         assert _end_sessions(dba, database) > 0
-        client = HttpStore(server.url, retry_window=0)
+        client = HttpStore(r.server.url, retry_window=0)
         try:
             with pytest.raises(ServerError) as refused:
                 client.write(_new_resolution())
         finally:
             client.close()
         assert refused.value.status == 503 and READ_ONLY in str(refused.value), refused.value
-        gate.touch()  # the gated step and the last addition finish while the database is read-only
-        wait_for(lambda: server.log.read_text().count(READ_ONLY) >= 2, 60, what="a write of the driver refused")
+        r.gate.touch()  # the gated step and the last addition finish while the database is read-only
+        wait_for(lambda: r.server.log.read_text().count(READ_ONLY) >= 2, 60, what="a write of the driver refused")
         time.sleep(OUTAGE)
         dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off')
-        thread.join(120)
-        assert outcome.get("value") == 3 + 1 + 2, outcome
-        _all_recorded_in(postgres_url, f.id)
+        r.thread.join(120)
+        assert r.outcome.get("value") == 3 + 1 + 2, r.outcome
+        _all_recorded_in(postgres_url, r.f.id)
 
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "local"])
@@ -260,29 +284,23 @@ def test_every_session_of_the_server_terminated_mid_resolution_loses_nothing(
     holds on ``resolutions`` and ``runs``): the writes cut are answered 503 ("AdminShutdown: terminating connection
     due to administrator command"), the driver sends them again, the pool connects afresh (pre-ping), the listener
     connects again, and the resolution finishes with every step recorded once."""
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     database = postgres_url.rsplit("/", 1)[1]
-    server = ServerProcess(tmp_path, db_url=postgres_url)
-    with running(server), _operator(postgres_url) as dba, \
+    with _resolving_gated(tmp_path, postgres_url, monkeypatch) as r, _operator(postgres_url) as dba, \
             psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
-        gate = tmp_path / "gate"
-        f = fp.gated(3, str(gate))
-        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
-        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
         locker.execute("LOCK TABLE resolutions, runs IN ACCESS EXCLUSIVE MODE")
-        gate.touch()  # the gated step's end is written, and waits for the lock
+        r.gate.touch()  # the gated step's end is written, and waits for the lock
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
         wait_for(lambda: dba.execute(waiting, (database,)).fetchone()[0] > 0, 60, what="a write waiting for the lock")
         ended = dba.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid NOT IN "
                             "(pg_backend_pid(), %s)", (database, locker.info.backend_pid)).fetchall()
         assert len(ended) >= 2  # the waiting write and the listener, at least
         locker.rollback()
-        thread.join(120)
-        assert outcome.get("value") == 3 + 1 + 2, outcome
-        _all_recorded_in(postgres_url, f.id)  # each of its 5 runs once
-        log = server.log.read_text()
+        r.thread.join(120)
+        assert r.outcome.get("value") == 3 + 1 + 2, r.outcome
+        _all_recorded_in(postgres_url, r.f.id)  # each of its 5 runs once
+        log = r.server.log.read_text()
         assert "terminating connection due to administrator command" in log, log
-        wait_for(lambda: "listener is connected again" in server.log.read_text(), 30, what="the listener back")
+        wait_for(lambda: "listener is connected again" in r.server.log.read_text(), 30, what="the listener back")
 
 
 def test_a_table_locked_past_the_bound_is_a_503_its_driver_rides_out(tmp_path: Path, postgres_url: str,
@@ -294,32 +312,27 @@ def test_a_table_locked_past_the_bound_is_a_503_its_driver_rides_out(tmp_path: P
     recorded once. A listing that needs no locked table answers meanwhile. Was: every such request waited as long as
     the lock was held (a thread and a pooled connection each), its client giving up at 60 s and sending it again
     beside it, until the pool's 50 connections were used up and everything failed."""
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     database = postgres_url.rsplit("/", 1)[1]
-    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "2"})
     locked = "the metadata database's table runs is locked by another session (a migration or maintenance?) for " \
              "longer than 2 s"
-    with running(server), _operator(postgres_url) as dba, httpx.Client(base_url=server.url, timeout=30) as client, \
+    with _resolving_gated(tmp_path, postgres_url, monkeypatch, {"SEMATIC_K8S_DB_LOCK_TIMEOUT": "2"}) as r, \
+            _operator(postgres_url) as dba, httpx.Client(base_url=r.server.url, timeout=30) as client, \
             psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
-        gate = tmp_path / "gate"
-        f = fp.gated(3, str(gate))
-        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
-        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
         locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
-        gate.touch()  # the gated step's end is written, and waits for the lock
+        r.gate.touch()  # the gated step's end is written, and waits for the lock
         refused = client.get("/api/v1/runs")
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
         assert refused.json()["detail"].startswith(locked), refused.text
         assert client.get("/api/v1/resolutions").status_code == 200  # needs no locked table
-        wait_for(lambda: server.log.read_text().count(f"POST /api/v1/store/write: {locked}") >= 2, 60,
+        wait_for(lambda: r.server.log.read_text().count(f"POST /api/v1/store/write: {locked}") >= 2, 60,
                  what="the driver's write refused twice")
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
         assert dba.execute(waiting, (database,)).fetchone()[0] <= 2  # no request left waiting beside its retries
-        assert not outcome, outcome
+        assert not r.outcome, r.outcome
         locker.rollback()
-        thread.join(120)
-        assert outcome.get("value") == 3 + 1 + 2, outcome
-        _all_recorded_in(postgres_url, f.id)  # each of its 5 runs once
+        r.thread.join(120)
+        assert r.outcome.get("value") == 3 + 1 + 2, r.outcome
+        _all_recorded_in(postgres_url, r.f.id)  # each of its 5 runs once
 
 
 def test_beats_refused_for_a_locked_table_leave_their_resolution_live(tmp_path: Path, postgres_url: str,
@@ -330,28 +343,22 @@ def test_beats_refused_for_a_locked_table_leave_their_resolution_live(tmp_path: 
     lock is let go lands before any marking. Unbounded, the beat waited in the server, queued before any marking, and
     landed first; bounded without that, a sweep right after the lock ended found the resolution silent, and marked it
     dead, its driver's next write refused."""
-    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_LOCK_TIMEOUT": "1",
-                                                               "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "10"})
     refused = "POST /api/v1/store/write: the metadata database's table resolutions is locked by another session"
-    with running(server), psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
-        up = time.monotonic()
-        gate = tmp_path / "gate"
-        f = fp.gated(3, str(gate))
-        thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url, max_parallelism=2))
-        wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
-        time.sleep(max(0.0, up + 10 - time.monotonic()))  # the server judges silence: up for the timeout
+    env = {"SEMATIC_K8S_DB_LOCK_TIMEOUT": "1", "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "10"}
+    with _resolving_gated(tmp_path, postgres_url, monkeypatch, env) as r, \
+            psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+        time.sleep(max(0.0, r.up + 10 - time.monotonic()))  # the server judges silence: up for the timeout
         locker.execute("LOCK TABLE resolutions IN ACCESS EXCLUSIVE MODE")
         silent = ("SELECT bool_and(clock_timestamp() AT TIME ZONE 'UTC' - heartbeat_at > interval '12 seconds') "
                   "FROM resolutions")  # the locker's session may read it
         wait_for(lambda: locker.execute(silent).fetchone()[0], 60, what="the resolution silent past the timeout")
-        said = server.log.read_text().count(refused)
-        wait_for(lambda: server.log.read_text().count(refused) > said, 30, what="a beat refused just now")
+        said = r.server.log.read_text().count(refused)
+        wait_for(lambda: r.server.log.read_text().count(refused) > said, 30, what="a beat refused just now")
         locker.rollback()  # the beat is sent again after its Retry-After (5 s): sweeps come every 2.5 s
-        gate.touch()
-        thread.join(120)
-        assert outcome.get("value") == 3 + 1 + 2, outcome
-        _all_recorded_in(postgres_url, f.id)
+        r.gate.touch()
+        r.thread.join(120)
+        assert r.outcome.get("value") == 3 + 1 + 2, r.outcome
+        _all_recorded_in(postgres_url, r.f.id)
 
 
 def test_a_credential_check_past_the_bound_on_lock_waits_names_the_locked_table(tmp_path: Path,
