@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -191,6 +192,39 @@ def _rerun(url: str, root: str) -> str:
     return r.json()["resolution_id"]
 
 
+class _HeldLaunch(NamedTuple):
+    """What :func:`_two_replicas_one_launch_held` made: the rerun of ``root`` claimed as ``first``."""
+
+    cluster: Cluster
+    proxy: ThrottlingProxy
+    first_server: ServerProcess
+    other: ServerProcess
+    root: str
+    first: str
+
+
+@contextmanager
+def _two_replicas_one_launch_held(tmp_path, monkeypatch: pytest.MonkeyPatch, bucket: str, db_url: str,
+                                  other_env: dict[str, str] | None = None) -> Iterator[_HeldLaunch]:
+    """Two server replicas on ``db_url`` (the other's environment with ``other_env``), both started: a resolution
+    recorded through the first, its rerun answered 202 by the first (claim ``first``), the driver Job's create held by
+    the proxy (:func:`create_held`). Each replica still running at the end is stopped."""
+    with create_held(monkeypatch, bucket) as (storage, cluster, proxy):
+        first_server = _replica(tmp_path, db_url, proxy, storage)
+        other = _replica(tmp_path, db_url, proxy, storage, other_env)
+        try:
+            first_server.start()
+            other.start()
+            root = record_resolution(first_server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
+            first = _rerun(first_server.url, root)
+            assert proxy.held == 1, "the driver Job's create was not held"
+            yield _HeldLaunch(cluster, proxy, first_server, other, root, first)
+        finally:
+            for server in (first_server, other):
+                if server.proc is not None and server.proc.poll() is None:
+                    server.stop()
+
+
 @pytest.mark.parametrize("skewed_replica", [False, True], ids=["same-clock", "replica-5min-ahead"])
 def test_a_claim_whose_launching_server_was_killed_is_failed_by_another_replica_within_seconds(
         tmp_path, monkeypatch, db_url, skewed_replica) -> None:
@@ -204,35 +238,24 @@ def test_a_claim_whose_launching_server_was_killed_is_failed_by_another_replica_
         pytest.skip("clocks that disagree are caused on PostgreSQL only (SQLite's clock is its machine's)")
     if skewed_replica and FAKETIME is None:
         pytest.skip("libfaketime is not installed (apt-get install faketime)")
-    with create_held(monkeypatch, "sk-holder-killed") as (storage, cluster, proxy):
-        skew = skewed("+5m") if skewed_replica else {}
-        if skew:
-            skew["PYTHONPATH"] = os.pathsep.join(p for p in (skew["PYTHONPATH"], os.environ.get("PYTHONPATH")) if p)
-        first_server, other = _replica(tmp_path, db_url, proxy, storage), _replica(tmp_path, db_url, proxy, storage,
-                                                                                   skew)
-        try:
-            first_server.start()
-            other.start()
-            root = record_resolution(first_server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
-            first = _rerun(first_server.url, root)
-            assert proxy.held == 1, "the driver Job's create was not held"
-            time.sleep(10)  # past twice the holder's silence, and the other replica's own start (it judges then)
-            claim = _claim(other.url, first)
-            assert claim["state"] == "created" and claim["error"] is None, claim  # a slow launch is not a dead one
-            first_server.kill()
-            failed = _failed_as_held_by_a_silent_server(other.url, first)
-            shown = _show(other.url, tmp_path, first[:8])
-            assert "failed" in shown and failed["error"] in shown, shown  # the user's read says it in those words
-            second = _rerun(other.url, root)
-            wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's driver Job")
-            assert driver_job_of(cluster, NS, first) is None
-            time.sleep(8)  # twice the holder's silence: a claim whose driver started is its driver's, not its holder's
-            claim = _claim(other.url, second)
-            assert claim["state"] == "created" and claim["error"] is None, claim
-        finally:
-            for server in (first_server, other):
-                if server.proc is not None and server.proc.poll() is None:
-                    server.stop()
+    skew = skewed("+5m") if skewed_replica else {}
+    if skew:
+        skew["PYTHONPATH"] = os.pathsep.join(p for p in (skew["PYTHONPATH"], os.environ.get("PYTHONPATH")) if p)
+    with _two_replicas_one_launch_held(tmp_path, monkeypatch, "sk-holder-killed", db_url, skew) as (
+            cluster, _, first_server, other, root, first):
+        time.sleep(10)  # past twice the holder's silence, and the other replica's own start (it judges then)
+        claim = _claim(other.url, first)
+        assert claim["state"] == "created" and claim["error"] is None, claim  # a slow launch is not a dead one
+        first_server.kill()
+        failed = _failed_as_held_by_a_silent_server(other.url, first)
+        shown = _show(other.url, tmp_path, first[:8])
+        assert "failed" in shown and failed["error"] in shown, shown  # the user's read says it in those words
+        second = _rerun(other.url, root)
+        wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's driver Job")
+        assert driver_job_of(cluster, NS, first) is None
+        time.sleep(8)  # twice the holder's silence: a claim whose driver started is its driver's, not its holder's
+        claim = _claim(other.url, second)
+        assert claim["state"] == "created" and claim["error"] is None, claim
 
 
 def test_a_claim_whose_launching_server_was_stopped_is_failed_and_the_server_resumed_launches_nothing(
@@ -243,36 +266,26 @@ def test_a_claim_whose_launching_server_was_stopped_is_failed_and_the_server_res
     as the other replica left it (not overwritten by the resumed holder's beats or its launch's end): one driver
     Job, the second rerun's."""
     db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    with create_held(monkeypatch, "sk-holder-stopped") as (storage, cluster, proxy):
-        first_server, other = _replica(tmp_path, db_url, proxy, storage), _replica(tmp_path, db_url, proxy, storage)
+    with _two_replicas_one_launch_held(tmp_path, monkeypatch, "sk-holder-stopped", db_url) as (
+            cluster, proxy, first_server, other, root, first):
+        assert first_server.proc is not None
+        first_server.proc.send_signal(signal.SIGSTOP)
         try:
-            first_server.start()
-            other.start()
-            root = record_resolution(first_server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
-            first = _rerun(first_server.url, root)
-            assert proxy.held == 1, "the driver Job's create was not held"
-            assert first_server.proc is not None
-            first_server.proc.send_signal(signal.SIGSTOP)
-            try:
-                failed = _failed_as_held_by_a_silent_server(other.url, first)
-                second = _rerun(other.url, root)
-                wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's Job")
-            finally:
-                first_server.proc.send_signal(signal.SIGCONT)
-            proxy.passing()  # the held create lands: the resumed launch reads its claim ended, deletes that Job
-            job = f"sk-driver-{first}"
-            wait_for(lambda: [r for r in cluster.calls(verb="delete", resource="jobs") if r.name == job], 60,
-                     what="the resumed launch deleting the Job its held create made")
-            wait_for(lambda: driver_job_of(cluster, NS, first) is None, 60, what="the resumed launch's Job deleted")
-            time.sleep(3)  # the resumed holder's beats, had they been written, would be by now
-            assert _claim(first_server.url, first) == _claim(other.url, first)
-            claim = _claim(other.url, first)
-            assert (claim["state"], claim["error"]) == ("failed", failed["error"]), claim
-            assert driver_job_of(cluster, NS, second) is not None
+            failed = _failed_as_held_by_a_silent_server(other.url, first)
+            second = _rerun(other.url, root)
+            wait_for(lambda: driver_job_of(cluster, NS, second) is not None, 60, what="the next rerun's Job")
         finally:
-            for server in (first_server, other):
-                if server.proc is not None and server.proc.poll() is None:
-                    server.stop()
+            first_server.proc.send_signal(signal.SIGCONT)
+        proxy.passing()  # the held create lands: the resumed launch reads its claim ended, deletes that Job
+        job = f"sk-driver-{first}"
+        wait_for(lambda: [r for r in cluster.calls(verb="delete", resource="jobs") if r.name == job], 60,
+                 what="the resumed launch deleting the Job its held create made")
+        wait_for(lambda: driver_job_of(cluster, NS, first) is None, 60, what="the resumed launch's Job deleted")
+        time.sleep(3)  # the resumed holder's beats, had they been written, would be by now
+        assert _claim(first_server.url, first) == _claim(other.url, first)
+        claim = _claim(other.url, first)
+        assert (claim["state"], claim["error"]) == ("failed", failed["error"]), claim
+        assert driver_job_of(cluster, NS, second) is not None
 
 
 def _holders(db_url: str, claims: list[str]) -> dict[str, tuple[str, str | None, object]]:
