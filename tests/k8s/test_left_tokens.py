@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,27 @@ from serving import serve, wait_for, write_through_api  # noqa: E402
 
 NS = "sk-runs"
 LIST = f"GET /api/v1/namespaces/{NS}/secrets?".encode()
+
+
+def _token_secret(core: Any, namespace: str, res_id: str, owners: list[dict[str, str]] | None = None) -> None:
+    """A driver's token Secret ``sk-token-<res_id>`` made in ``namespace`` through ``core`` (a ``CoreV1Api``), labelled
+    as a launch labels it and holding a token; owned by ``owners`` when given, else by nothing."""
+    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+
+    labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
+    core.create_namespaced_secret(namespace, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels, **(
+        {"ownerReferences": owners} if owners else {})}, "stringData": {"api-key": "sk8t_secret"}})
+
+
+def _one_pass(store: Any, api: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """One pass of a sweeper of left token Secrets on ``store`` over ``NS``, the Kubernetes API at ``api``
+    ($SEMATIC_K8S_KUBE_HOST): the names of the Secrets it deleted."""
+    monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", api)
+    tokens = LeftTokens(store, [NS])
+    try:
+        return tokens.sweep()
+    finally:
+        tokens.close()
 
 
 def test_an_api_failing_for_several_passes_is_said_once(sqlite_store, monkeypatch, caplog) -> None:
@@ -165,7 +187,6 @@ def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted
     from kubernetes import client
 
     from sematic_k8s.k8s.client import make_api_client
-    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
     from sematic_k8s_server import token_secrets
 
     monkeypatch.setattr(token_secrets, "PAGE", 50)
@@ -184,15 +205,10 @@ def test_many_secrets_are_listed_a_page_at_a_time_and_only_the_left_ones_deleted
         kinds = {f"{n:032x}": "left" for n in range(120)} | {f"{n:032x}": "owned" for n in range(500, 510)}
         kinds |= dict.fromkeys(running, "running")
         for res_id, kind in kinds.items():
-            labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
-            core.create_namespaced_secret(NS, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels, **(
-                {"ownerReferences": owned} if kind == "owned" else {})}, "stringData": {"api-key": "sk8t_secret"}})
-        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy())
-        tokens = LeftTokens(sqlite_store, [NS])
+            _token_secret(core, NS, res_id, owned if kind == "owned" else None)
         try:
-            deleted = tokens.sweep()
+            deleted = _one_pass(sqlite_store, cluster.proxy(), monkeypatch)
         finally:
-            tokens.close()
             admin.close()
         calls = cluster.calls(verb="list", resource="secrets")
         lists = [c.query for c in calls]
@@ -216,7 +232,6 @@ def test_only_the_configured_namespaces_are_swept_and_one_refused_is_said_once(t
     only with the Kubernetes rerun launcher); a list refused failed the whole pass."""
     from kubernetes import client
 
-    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
     from sematic_k8s_server.cli import _config
 
     swept, refused, named = "sk-team-a", "sk-team-b", "sk-team-c"
@@ -243,9 +258,7 @@ def test_only_the_configured_namespaces_are_swept_and_one_refused_is_said_once(t
         admin = cluster.client()
         core = client.CoreV1Api(admin)
         for ns, res_id in ids.items():
-            labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
-            core.create_namespaced_secret(ns, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels},
-                                               "stringData": {"api-key": "sk8t_secret"}})
+            _token_secret(core, ns, res_id)
         monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", cluster.proxy(account))
         user = cluster.user_of(account)
 
@@ -321,25 +334,18 @@ def test_the_deletes_of_a_pass_reuse_their_connections(sqlite_store, monkeypatch
 
     from outages import BalancingProxy
     from sematic_k8s.k8s.client import make_api_client
-    from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
 
     monkeypatch.setenv("SEMATIC_K8S_TOKEN_SECRET_GRACE", "0")
     with Cluster([NodeSpec("node-1", runtime="sim")], namespaces=[NS]) as cluster:
         admin = make_api_client(cluster.proxy())
         core = client.CoreV1Api(admin)
         for n in range(40):
-            res_id = f"{n:032x}"
-            labels = {ROLE_LABEL: "driver", "app.kubernetes.io/managed-by": "sematic-k8s", RESOLUTION_LABEL: res_id}
-            core.create_namespaced_secret(NS, {"metadata": {"name": f"sk-token-{res_id}", "labels": labels},
-                                               "stringData": {"api-key": "sk8t_secret"}})
+            _token_secret(core, NS, f"{n:032x}")
         admin.close()
         proxy = BalancingProxy(int(cluster.proxy().rpartition(":")[2]))
-        monkeypatch.setenv("SEMATIC_K8S_KUBE_HOST", proxy.url)
-        tokens = LeftTokens(sqlite_store, [NS])
         try:
-            deleted = tokens.sweep()
+            deleted = _one_pass(sqlite_store, proxy.url, monkeypatch)
         finally:
-            tokens.close()
             proxy.close()
         assert len(deleted) == 40 and not cluster.list("secrets", NS)
         assert sum(proxy.connections.values()) <= 2, proxy.connections
