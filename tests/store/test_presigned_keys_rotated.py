@@ -110,6 +110,20 @@ class PresigningProcessExecutor(ProcessExecutor):
     presigns = True
 
 
+def _resolver(endpoint: str, tmp_path: Any) -> tuple[Any, Any]:
+    """(a resolver whose remote funcs run in worker processes given URLs presigned through ``endpoint``, its
+    store). The bucket's name has no "_" (moto routes no query-signed request for such a bucket)."""
+    s3 = S3Storage(f"sk-refused-{uuid.uuid4().hex[:8]}", "pfx", endpoint_url=endpoint, region="us-east-1")
+    s3.client.create_bucket(Bucket=s3.bucket)
+    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+    class Resolver(sk.LocalResolver):
+        def _parts(self) -> Any:
+            return self.store, s3, InlineOrRemoteExecutor(InlineExecutor(1), PresigningProcessExecutor(s3, s3.url))
+
+    return Resolver(home=tmp_path), store
+
+
 def test_presigned_urls_s3_refuses_are_presigned_once_more_then_said_as_such(
         refusing_front: tuple[str, list[str]], tmp_path: Any) -> None:
     """S3 answers a worker's presigned GET 403 InvalidAccessKeyId (its keys rotated away or revoked) while the
@@ -119,17 +133,10 @@ def test_presigned_urls_s3_refuses_are_presigned_once_more_then_said_as_such(
     ("could not reach artifact storage"), and the attempt ran again with URLs signed by the same keys until its 3
     infrastructure retries were spent (4 attempts; in a cluster a pod start each)."""
     endpoint, refused = refusing_front
-    s3 = S3Storage(f"sk-refused-{tmp_path.name[-8:].lower()}", "pfx", endpoint_url=endpoint, region="us-east-1")
-    s3.client.create_bucket(Bucket=s3.bucket)
-    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-
-    class Resolver(sk.LocalResolver):
-        def _parts(self) -> Any:
-            return self.store, s3, InlineOrRemoteExecutor(InlineExecutor(1), PresigningProcessExecutor(s3, s3.url))
-
+    resolver, store = _resolver(endpoint, tmp_path)
     f = big(10)
     with pytest.raises(StorageKeysRefused) as ended:
-        f.resolve(Resolver(home=tmp_path))
+        f.resolve(resolver)
     words = str(ended.value)
     assert words.startswith("S3 refused the URLs presigned with the storage keys of access key test (its driver's) "
                             "(HTTP 403, InvalidAccessKeyId to the PUT of 'outcomes/"), words
@@ -170,20 +177,6 @@ def test_urls_refused_are_presigned_once_more_with_the_drivers_current_keys_and_
     assert [p.rsplit("/", 1)[1] for p in refused if "/outcomes/" in p] == ["1.json"], refused
     (run,) = store.runs_of_root(f.id)
     assert run.state == "resolved" and run.attempts == 2, run
-
-
-def _resolver(endpoint: str, tmp_path: Any) -> tuple[Any, Any]:
-    """(a resolver whose remote funcs run in worker processes given URLs presigned through ``endpoint``, its
-    store). The bucket's name has no "_" (moto routes no query-signed request for such a bucket)."""
-    s3 = S3Storage(f"sk-refused-{uuid.uuid4().hex[:8]}", "pfx", endpoint_url=endpoint, region="us-east-1")
-    s3.client.create_bucket(Bucket=s3.bucket)
-    store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-
-    class Resolver(sk.LocalResolver):
-        def _parts(self) -> Any:
-            return self.store, s3, InlineOrRemoteExecutor(InlineExecutor(1), PresigningProcessExecutor(s3, s3.url))
-
-    return Resolver(home=tmp_path), store
 
 
 @pytest.mark.parametrize("script", [{1: EXPIRED, 2: EXPIRED}, {1: TOKEN_EXPIRED, 2: TOKEN_EXPIRED}],
