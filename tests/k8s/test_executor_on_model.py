@@ -23,6 +23,7 @@ from kubernetes import client  # noqa: E402
 import sematic_k8s as sk  # noqa: E402
 from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E402
 from model_workers import behave, held, worker  # noqa: E402
+from racing import on_a_thread  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized, ServerError  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
@@ -1088,7 +1089,7 @@ def test_a_driver_whose_token_is_revoked_leaves_its_resolution_to_a_driver_with_
     loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), executor(old, storage)), settings,
                           kind="cloud")
     loop.detach_on_outage = True  # as a driver's (sematic_k8s.resolvers.driven.drive)
-    thread, raised = _run_on_a_thread(loop, root)
+    thread, raised = on_a_thread(lambda: loop.run(root))
     cluster.wait(lambda: [p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"])
     client.CoreV1Api(api).delete_namespaced_service_account("driver", NS)  # its token is revoked with it
     cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "driver"}}], namespace=NS)
@@ -1207,7 +1208,7 @@ def test_a_driver_that_meets_an_outage_leaves_its_workers_and_a_restart_resumes(
     first = executor(api, storage)
     loop = ResolutionLoop(outage, storage, InlineOrRemoteExecutor(InlineExecutor(1), first), settings, kind="cloud")
     loop.detach_on_outage = True  # as a driver's (sematic_k8s.resolvers.driven.drive)
-    thread, raised = _run_on_a_thread(loop, root)
+    thread, raised = on_a_thread(lambda: loop.run(root))
     cluster.wait(lambda: len([p for p in cluster.list("pods", NS) if p["status"].get("phase") == "Running"]) == 3)
     cluster.wait(lambda: len([r for r in store.runs_of_root(root.id)
                               if r.func_name == "square" and r.state == "running"]) == 3)  # recorded as running
@@ -1223,20 +1224,6 @@ def test_a_driver_that_meets_an_outage_leaves_its_workers_and_a_restart_resumes(
     assert again.run(root) == 0 + 1 + 4
     assert second.stats.creates == 0  # its workers had ended: their outcomes were read, nothing launched again
     assert store.get_resolution(root.id).state == "resolved"
-
-
-def _run_on_a_thread(loop: ResolutionLoop, root: Any) -> tuple[threading.Thread, list[BaseException]]:
-    """``loop.run(root)`` on a daemon thread, started; the thread, and what stopped the loop once it did."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run(root)
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            raised.append(e)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, raised
 
 
 def test_the_driver_exits_75_when_the_server_is_unreachable(tmp_path):
@@ -1347,7 +1334,7 @@ def test_a_driver_job_deleted_without_its_pod_ends_the_resolution_and_its_follow
     owned = executor(api, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=3600)
     loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
                           ResolutionSettings(root_id=root.id), kind="cloud")
-    thread, stopped = _run_on_a_thread(loop, root)  # as the driver pod runs it
+    thread, stopped = on_a_thread(lambda: loop.run(root))  # as the driver pod runs it
 
     def workers() -> list[dict[str, Any]]:
         return [p for p in cluster.list("pods", NS) if p["metadata"]["labels"]["sematic-k8s/role"] == "worker"]
@@ -1410,7 +1397,7 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
     owned = executor(driver, storage, owner=(job["metadata"]["name"], job["metadata"]["uid"]), owner_check=0.2)
     loop = ResolutionLoop(store, storage, InlineOrRemoteExecutor(InlineExecutor(1), owned),
                           ResolutionSettings(root_id=root.id), kind="cloud")
-    thread, stopped = _run_on_a_thread(loop, root)  # as the driver pod runs it
+    thread, stopped = on_a_thread(lambda: loop.run(root))  # as the driver pod runs it
 
     def worker_jobs() -> list[str]:
         return [j["metadata"]["name"] for j in cluster.list("jobs.batch", NS)

@@ -25,6 +25,7 @@ import sematic_k8s as sk
 from kube_model import Cluster, NodeSpec, Script
 from model_workers import behave, driver_job_of, driver_processes, ended, held
 from outages import HoldingProxy, ThrottlingProxy
+from racing import on_a_thread
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes import KubernetesExecutor
@@ -205,15 +206,7 @@ def submit(ex: KubernetesExecutor, root_id: str, x: int) -> str:
     s = serialization.serialize(x)
     put_artifact(ex.storage, s)
     task = Task(run_id, root_id, square, {"x": serialization.Value(s.id, s.format, "", load=lambda _id: x)}, 1)
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            ex.submit(task)
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            raised.append(e)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, raised = on_a_thread(lambda: ex.submit(task))
     thread.join(60)
     assert not thread.is_alive(), "the submit waited for an answer that never comes"
     if raised:

@@ -1,4 +1,5 @@
-"""Racing calls: each on a thread of its own, released together by a barrier once every thread is up."""
+"""Calls on threads of their own: racing ones, released together by a barrier once every thread is up; one left to
+run in the background, what it raised kept for the test."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def at_once(calls: Sequence[Callable[[], Any]], timeout: float | None = None) ->
     if errors:
         raise errors[0]
     return results
+
+
+def on_a_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    """``call()`` on a daemon thread of its own, started: the thread, and what the call raised once it did (empty
+    while it runs, and after it returned)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
