@@ -443,6 +443,21 @@ def _copy(source: socket.socket, sink: socket.socket, *,
                     sock.shutdown(how)
 
 
+def _forward(client: socket.socket, upstream: socket.socket, pick: Callable[[bytes], None]) -> None:
+    """``client``'s bytes sent on to ``upstream`` as they come, each piece shown to ``pick`` first (to mark the
+    request under way as one whose answer the proxy treats), until ``client`` ends or either fails; then both are
+    closed."""
+    try:
+        while data := client.recv(65536):
+            pick(data)
+            upstream.sendall(data)
+    except OSError:
+        pass
+    finally:
+        client.close()
+        upstream.close()
+
+
 class _LoopbackProxy:
     """A TCP proxy on 127.0.0.1 to ``target_port`` (or a Unix socket's path: a Docker engine's): accepts connections
     on a port of its own (``url``) and gives each, with its own connection to the target, to :meth:`_serve` on a
@@ -707,16 +722,12 @@ class PausingProxy(_LoopbackProxy):
     def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
         picked = threading.Event()  # this connection's request under way is one to pause (HTTP/1.1: one at a time)
         threading.Thread(target=self._answers, args=(upstream, client, picked), daemon=True).start()
-        try:
-            while data := client.recv(65536):
-                if data.split(b"\r\n", 1)[0].find(self.request) >= 0 and not self._resumed.is_set():
-                    picked.set()
-                upstream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
+
+        def pick(data: bytes) -> None:
+            if data.split(b"\r\n", 1)[0].find(self.request) >= 0 and not self._resumed.is_set():
+                picked.set()
+
+        _forward(client, upstream, pick)
 
     def _answers(self, upstream: socket.socket, client: socket.socket, picked: threading.Event) -> None:
         passed = 0  # bytes of the picked answer passed so far
@@ -760,23 +771,18 @@ class TricklingProxy(_LoopbackProxy):
                 send(data)
             return True
 
+        def pick(data: bytes) -> None:
+            first = data.split(b"\r\n", 1)[0]
+            if first.endswith(b" HTTP/1.1"):  # a request's start: slowed or not, its answer
+                if self.request in first:
+                    with self._lock:
+                        self.trickled += 1
+                    picked.set()
+                else:
+                    picked.clear()
+
         threading.Thread(target=_copy, args=(upstream, client), kwargs={"each": trickling}, daemon=True).start()
-        try:
-            while data := client.recv(65536):
-                first = data.split(b"\r\n", 1)[0]
-                if first.endswith(b" HTTP/1.1"):  # a request's start: slowed or not, its answer
-                    if self.request in first:
-                        with self._lock:
-                            self.trickled += 1
-                        picked.set()
-                    else:
-                        picked.clear()
-                upstream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
+        _forward(client, upstream, pick)
 
 
 class ThrottlingProxy(_LoopbackProxy):
