@@ -414,11 +414,11 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
     origin: each says ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY`` (no site frames a page to clickjack
     its cancel and rerun buttons), scripts from this server alone (no 'unsafe-inline', no 'unsafe-eval' anywhere),
     ``object-src 'none'``, ``base-uri 'none'``, ``form-action 'none'``; only ``/docs`` allows one more script, its
-    own inline one by hash; no answer allows another origin to read it (CORS), none sets a cookie (the dashboard
-    sends its key in a header), every API answer says ``Cache-Control: no-store`` (the page and its files: no-cache).
-    Was: ``/static/index.html``, the
-    dashboard itself, answered with no policy and no X-Frame-Options: framed by any site, its buttons under the
-    user's key (in that origin's localStorage)."""
+    own inline one by hash, and it is sandboxed (``allow-scripts`` alone: an opaque origin); no answer allows another
+    origin to read it (CORS), none sets a cookie (the dashboard sends its key in a header), every API answer says
+    ``Cache-Control: no-store`` (the page and its files: no-cache). Was: ``/static/index.html``, the dashboard itself,
+    answered with no policy and no X-Frame-Options: framed by any site, its buttons under the user's key (in that
+    origin's localStorage)."""
     from sematic_k8s_server.dashboard import STATIC_DIR
 
     root = record_resolution(served.url, served.key, kind="local", state="resolved")
@@ -449,6 +449,8 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
         scripts = policy["script-src"].split()
         assert scripts[0] == "'self'" and "'unsafe-inline'" not in scripts and "'unsafe-eval'" not in scripts, where
         assert scripts == (["'self'", scripts[-1]] if where == "/docs" else ["'self'"]), where
+        # /docs runs sandboxed, in an opaque origin: none of the dashboard's storage (test_dashboard.py, Chromium)
+        assert policy.get("sandbox") == ("allow-scripts" if where == "/docs" else None), where
         assert "'unsafe-eval'" not in str(policy), where
         assert not any(h.lower().startswith("access-control-") for h in a.headers), (where, a.headers)
         assert "set-cookie" not in a.headers, (where, a.headers)  # no cookie: nothing for another site to ride on
@@ -458,6 +460,34 @@ def test_every_page_and_every_answer_has_a_strict_policy_and_may_not_be_framed(s
     assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-type"] == "application/octet-stream"
     assert answers[f"/api/v1/artifacts/{art}/data"].headers["content-disposition"].startswith("attachment;")
     assert answers[f"/api/v1/runs/{root}/logs"].headers["content-type"].startswith("text/plain")
+
+
+def test_the_api_docs_page_shows_the_servers_own_spec_whatever_a_request_says(served: Served) -> None:
+    """/docs holds the spec in its page (sandboxed, it cannot fetch /openapi.json): the server's own, whatever the
+    request asks (``?url=``, ``?configUrl=``, ``?spec=``, another Host: the same page and policy); a description
+    holding ``</script>`` and markup cannot end the page's script (HTML-safe JSON)."""
+    import json
+    import re
+
+    from sematic_k8s_server.dashboard import api_docs_page
+
+    with served.client(key=None) as c:
+        spec = c.get("/openapi.json").json()
+        plain = c.get("/docs")
+        steered = c.get("/docs", params={"url": "http://evil.example/spec.json", "configUrl": "http://evil.example/c",
+                                         "spec": "{}", "supportedSubmitMethods": "get"},
+                        headers={"Host": "evil.example", "Origin": "http://evil.example"})
+    assert (steered.status_code, steered.text) == (200, plain.text)
+    assert steered.headers["content-security-policy"] == plain.headers["content-security-policy"]
+    script = re.findall(r"<script>(.*?)</script>", plain.text, re.DOTALL)
+    assert len(script) == 1 and "evil.example" not in plain.text
+    options = json.loads(script[0].removeprefix("SwaggerUIBundle({...").partition(", presets:")[0])
+    assert options["spec"] == spec and options["supportedSubmitMethods"] == [], options.keys()
+    assert not options["queryConfigEnabled"] and "url" not in options and "configUrl" not in options
+
+    html, _ = api_docs_page({"info": {"description": "</script><script>window.__pwned=1</script>&amp;"}}, "t")
+    assert html.count("<script") == 2 and html.count("</script>") == 2, html  # the bundle's and the page's own
+    assert "\\u003c/script\\u003e" in html and "&amp;" not in html
 
 
 def test_a_token_refused_a_run_of_another_resolution_is_not_told_that_resolution(served: Served) -> None:
