@@ -27,7 +27,7 @@ from model_workers import driver_job_of
 from outages import ServerProcess, ThrottlingProxy
 from s3server import fresh_bucket
 from sematic_k8s import settings
-from serving import create_api_key, record_resolution, wait_for
+from serving import claim_of, create_api_key, read_resolution, record_resolution, wait_for
 from skewed_clock import FAKETIME, skewed
 
 NS = "sk-runs"
@@ -84,7 +84,7 @@ def test_a_server_killed_after_answering_a_rerun_mid_launch_loses_no_claim_and_l
             server.kill()
             server.start()
             with httpx.Client(base_url=server.url, headers={"Origin": server.url}, timeout=30) as c:
-                claim = c.get(f"/api/v1/resolutions/{first}").json()
+                claim = claim_of(c, first)
                 assert claim["state"] == "created" and claim["error"] is None, claim
                 r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
                 assert r.status_code == 202, r.text  # the slot free
@@ -163,7 +163,7 @@ def _replica(tmp_path, db_url: str, proxy: ThrottlingProxy, storage: str, env: d
 
 
 def _claim(url: str, res_id: str) -> dict:
-    return httpx.get(f"{url}/api/v1/resolutions/{res_id}", timeout=30).json()
+    return read_resolution(lambda: httpx.get(f"{url}/api/v1/resolutions/{res_id}", timeout=30))
 
 
 def _failed_as_held_by_a_silent_server(url: str, res_id: str) -> dict:

@@ -234,7 +234,18 @@ class Followed:
 def claim_of(c: httpx.Client, resolution_id: str) -> dict[str, Any]:
     """Resolution ``resolution_id`` as the server's API at ``c`` answers it (a rerun's claim, before its driver records
     anything)."""
-    return c.get(f"/api/v1/resolutions/{resolution_id}").json()
+    return read_resolution(lambda: c.get(f"/api/v1/resolutions/{resolution_id}"))
+
+
+def read_resolution(get: Callable[[], httpx.Response], within: float = 60.0) -> dict[str, Any]:
+    """The resolution ``get()`` answers, asked again while the server answers 503 (a database busy a moment: SQLite's
+    lock after a server's restart, a pool used up), for up to ``within`` seconds; any other answer but 200 fails the
+    test naming it (was: its JSON taken as the resolution, a ``KeyError: 'state'`` for a problem's)."""
+    deadline = time.monotonic() + within
+    while (r := get()).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert r.status_code == 200, f"reading the resolution: {r.status_code} {r.text}"
+    return r.json()
 
 
 def record_resolution(url: str, key: str, *, kind: str, image: str | None = None,
