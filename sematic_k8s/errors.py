@@ -361,9 +361,10 @@ class StopsForAFix(InfrastructureError):
 
     transient = False
 
-    def __init__(self, problem: str, fix: str) -> None:
+    def __init__(self, problem: str, fix: str, cause: str | None = None) -> None:
         super().__init__(problem)
         self.problem, self.fix = problem, fix
+        self.cause = cause or problem  # what happened, without what it did to the request (for a record's words)
         self.resolution_id: str | None = None
 
     def __str__(self) -> str:
@@ -446,7 +447,8 @@ class DatabaseLocked(StopsForAFix):
             holder = cls.holder
             fix = (f"end that transaction (an sqlite3 shell inside BEGIN, a database browser with unwritten changes; "
                    f"`fuser {path}` lists the processes that have the file open)")
-        e = cls(f"the database {path} stayed locked by {holder} for {waited:g} s, so this write was not recorded", fix)
+        cause = f"the database {path} stayed locked by {holder} for {waited:g} s"
+        e = cls(f"{cause}, so this write was not recorded", fix, cause)
         e.holder = holder
         return e
 
@@ -456,13 +458,14 @@ class DatabaseReadOnly(StopsForAFix):
     failover, or ``default_transaction_read_only`` set on it by its operator. Nothing of the write was recorded. It may
     pass (the failover ends: the URL reaches the new primary) or need its operator; the server answers it 503."""
 
-    problem_words = ("the metadata database is read-only (a standby after a failover, or default_transaction_read_only "
-                     "set on it), so this write was not recorded")
+    cause_words = ("the metadata database is read-only (a standby after a failover, or default_transaction_read_only "
+                   "set on it)")
+    problem_words = f"{cause_words}, so this write was not recorded"
     fix_words = ("make it writable again (point the URL at the primary, or ALTER DATABASE ... SET "
                  "default_transaction_read_only = off)")
 
     def __init__(self, problem: str = problem_words, fix: str = fix_words) -> None:
-        super().__init__(problem, fix)
+        super().__init__(problem, fix, self.cause_words if problem == self.problem_words else None)
 
 
 class TableLocked(StopsForAFix):
@@ -471,17 +474,17 @@ class TableLocked(StopsForAFix):
     Nothing of the request was recorded (its transaction was rolled back); it may be sent again once the lock ends,
     which the server answers 503 for. ``table``: the table named by PostgreSQL, or "a table"."""
 
-    def __init__(self, problem: str, fix: str, table: str = "a table") -> None:
-        super().__init__(problem, fix)
+    def __init__(self, problem: str, fix: str, table: str = "a table", cause: str | None = None) -> None:
+        super().__init__(problem, fix, cause)
         self.table = table
 
     @classmethod
     def at(cls, table: str | None, waited: float) -> TableLocked:
         named = f"the metadata database's table {table}" if table else "a table of the metadata database"
-        return cls(f"{named} is locked by another session (a migration or maintenance?) for "
-                   f"longer than {waited:g} s, so nothing of this request was recorded",
+        cause = f"{named} is locked by another session (a migration or maintenance?) for longer than {waited:g} s"
+        return cls(f"{cause}, so nothing of this request was recorded",
                    "try again once that session lets it go (pg_locks names it); clients do, after Retry-After",
-                   table or "a table")
+                   table or "a table", cause)
 
 
 class DatabaseUnopenable(StopsForAFix):

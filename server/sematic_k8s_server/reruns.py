@@ -118,8 +118,10 @@ def local_rerun_refusal(res: ResolutionRecord, target: str, mode: str) -> ApiErr
 def mint_failed(e: Exception) -> str:
     """The error recorded on a claim whose driver's token could not be minted (the database refused its insert: a
     lock on its table held past the server's bound, a read-only standby, a full disk): no driver was started, so it
-    fails at once in these words; the request is answered in the error's (a 503, sent again by a client: new claim)."""
-    cause = e.problem if isinstance(e, StopsForAFix) else f"{type(e).__name__}: {e}"
+    fails at once in these words, its cause's without what the refusal did to the request ("so nothing of this request
+    was recorded": untrue of a recorded claim); the request is answered in the error's (a 503, sent again by a client:
+    new claim)."""
+    cause = e.cause if isinstance(e, StopsForAFix) else f"{type(e).__name__}: {e}"
     return (f"the server could not mint its driver's token, so no driver was started: {one_line(cause)[:500]}: "
             "re-run it once that has passed")
 

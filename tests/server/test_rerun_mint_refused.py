@@ -44,8 +44,8 @@ def test_a_rerun_whose_token_the_database_refuses_is_recorded_failed_at_once_in_
         assert claim.state == "failed", (claim.state, claim.error)  # at once: no sweep needed
         assert claim.error == (
             "the server could not mint its driver's token, so no driver was started: the metadata database's table "
-            "resolution_tokens is locked by another session (a migration or maintenance?) for longer than 1 s, so "
-            "nothing of this request was recorded: re-run it once that has passed"), claim.error
+            "resolution_tokens is locked by another session (a migration or maintenance?) for longer than 1 s: re-run "
+            "it once that has passed"), claim.error
         assert launched == [] and claim.id not in s.server.claim_beats._held  # nothing launched, beaten no more
         with s.client() as c:  # the lock let go: the same rerun asked again is a new claim, launched
             again = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
