@@ -3,6 +3,11 @@
 A log appended to with ids (:func:`~sematic_k8s.storage.base.append_id`) keeps them beside it, in a hidden file of
 its own (``logs/.<run id>.log.appends``: a line ``<id> <offset> <length>`` per append, written before its bytes),
 so the log's bytes stay plain for every reader. Appends to one log hold an exclusive ``flock`` on it.
+
+Every call says a failure of its file system as the storage's error (:meth:`LocalStorage.failed`): a full disk as
+:class:`~sematic_k8s.errors.DiskFull`, any other (a directory it may not read, a file in place of a directory, an I/O
+error) as :class:`~sematic_k8s.errors.StorageError` naming the path and what to do; never a bare OSError, and never an
+answer of "absent" for a key it could not look at.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sematic_k8s.errors import DiskFull, StorageLinkRefused, disk_full
+from sematic_k8s.errors import DiskFull, StorageError, StorageLinkRefused, disk_full
 from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id, part_bounds
 
 log = logging.getLogger("sematic_k8s")
@@ -29,7 +34,10 @@ class LocalStorage:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self.failed("make", self.root, e) from None
         self._dirs: set[Path] = set()
 
     @classmethod
@@ -48,6 +56,18 @@ class LocalStorage:
             raise ValueError(f"storage key {key!r} is not a plain relative path")
         return self.root.joinpath(*parts)
 
+    def failed(self, op: str, path: Path, e: OSError) -> DiskFull | StorageError:
+        """The error of ``e``, met by the ``op`` of ``path``: DiskFull for a full disk (or quota), else a StorageError
+        naming the path, what the file system said, and what to do."""
+        if disk_full(e):
+            return DiskFull.at(self.root, e)
+        said = e.strerror or str(e)
+        name = errno.errorcode.get(e.errno or 0)
+        at = f" at {e.filename}" if e.filename and os.fspath(e.filename) != os.fspath(path) else ""
+        return StorageError(f"local storage could not {op} {path}: {said}{f' ({name})' if name else ''}{at}: make "
+                            f"{self.root} and everything under it readable and writable by this process (uid "
+                            f"{os.geteuid()}), each of its directories a directory, its disk healthy; then try again")
+
     def _parent(self, path: Path) -> None:
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,9 +77,13 @@ class LocalStorage:
         """Write ``data`` at ``key`` unless a file is there; with ``repair``, also when the file there holds
         other bytes (see :class:`~sematic_k8s.storage.base.Storage`)."""
         path = self._path(key)
-        if path.exists():
-            if not repair or (path.stat().st_size == len(data) and path.read_bytes() == data):
+        there = self._there(path)
+        try:
+            if there and (not repair or (path.stat().st_size == len(data) and path.read_bytes() == data)):
                 return
+        except OSError as e:
+            raise self.failed("read", path, e) from None
+        if there:
             log.warning("%s is corrupt (other bytes than its content id says): rewriting it", path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
@@ -69,50 +93,83 @@ class LocalStorage:
             os.replace(tmp, path)
         except OSError as e:
             tmp.unlink(missing_ok=True)  # what it took of the disk is given back
-            if disk_full(e):
-                raise DiskFull.at(self.root, e) from None
-            raise
+            raise self.failed("write", path, e) from None
 
     def _open(self, key: str) -> int:
         """A descriptor of ``key``'s file, to read, not followed if it is a symbolic link (the directories above it
         are: a storage may keep ``artifacts`` on another disk): KeyError when absent, :class:`StorageLinkRefused`
         for a link."""
+        path = self._path(key)
         try:
-            return os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW)
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise KeyError(key) from None
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise StorageLinkRefused(key) from None
-            raise
+            raise self.failed("read", path, e) from None
 
     def get(self, key: str) -> bytes:
-        with os.fdopen(self._open(key), "rb") as f:
-            return f.read()
+        fd = self._open(key)
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise self.failed("read", self._path(key), e) from None
+
+    def _there(self, path: Path) -> bool:
+        """Whether a file is at ``path``: False only when it is absent (ENOENT); the storage's error when it cannot be
+        looked at (``Path.exists`` answers False for a file in place of a directory, ENOTDIR: taken for gone)."""
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise self.failed("look at", path, e) from None
+        return True
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return self._there(self._path(key))
 
     def delete(self, key: str) -> None:
         """Remove the file at ``key`` (a symbolic link there: the link alone); gone already is fine."""
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
             pass
+        except OSError as e:
+            raise self.failed("delete", path, e) from None
 
     def keys(self, prefix: str) -> list[str]:
-        """The keys under the folder ``prefix`` (its files, at any depth; not a write's temporary file)."""
+        """The keys under the folder ``prefix`` (its files, at any depth, through linked directories; not a write's
+        temporary file); none when it is absent. A directory it cannot list is the storage's error (``rglob`` skipped
+        it, its keys silently left out)."""
         folder = self._path(prefix.rstrip("/"))
-        return sorted(path.relative_to(self.root).as_posix() for path in folder.rglob("*")
-                      if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp")))
+
+        def unlisted(e: OSError) -> None:
+            if not isinstance(e, FileNotFoundError):  # absent, or gone while listed: no keys there
+                raise self.failed("list", Path(e.filename or folder), e)
+
+        found = []
+        for top, _, files in os.walk(folder, onerror=unlisted, followlinks=True):
+            for name in files:
+                path = Path(top, name)
+                if not (name.startswith(".") and name.endswith(".tmp")) and path.is_file():
+                    found.append(path.relative_to(self.root).as_posix())
+        return sorted(found)
 
     def read_part(self, key: str, start: int, limit: int) -> Part:
         """:func:`~sematic_k8s.storage.base.read_part`: only those bytes are read from the file."""
-        with os.fdopen(self._open(key), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            begin, end = part_bounds(start, limit, size)
-            f.seek(begin)
-            return Part(begin, f.read(end - begin), size)
+        fd = self._open(key)
+        try:
+            with os.fdopen(fd, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                begin, end = part_bounds(start, limit, size)
+                f.seek(begin)
+                return Part(begin, f.read(end - begin), size)
+        except OSError as e:
+            raise self.failed("read", self._path(key), e) from None
 
     def append(self, key: str, data: bytes, *, append_id: str | None = None) -> None:
         """One ``O_APPEND`` write, under an exclusive lock on the log. With ``append_id``: done once, also when
@@ -132,9 +189,7 @@ class LocalStorage:
             finally:
                 os.close(fd)
         except OSError as e:
-            if disk_full(e):
-                raise DiskFull.at(self.root, e) from None
-            raise
+            raise self.failed("append to", path, e) from None
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,17 +1,24 @@
-"""Local artifact storage: atomic, content-addressed puts, keys that cannot escape the root, and log appends made
-once per id by concurrent processes and after a writer killed mid-write."""
+"""Local artifact storage: atomic, content-addressed puts, keys that cannot escape the root, log appends made
+once per id by concurrent processes and after a writer killed mid-write, and file-system failures said as the storage's
+error, never a bare OSError nor an answer of "absent"."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sematic_k8s.storage.base import append_id
+from sematic_k8s.errors import StorageError
+from sematic_k8s.storage.base import append_id, missing, read_part
 from sematic_k8s.storage.local import LocalStorage
 
 
@@ -26,6 +33,68 @@ def test_put_get_exists_append(tmp_path):
     assert s.get("logs/r.log") == b"ab"
     with pytest.raises(KeyError):
         s.get("artifacts/none")
+
+
+CALLS = {
+    "exists": lambda s, k: s.exists(k), "get": lambda s, k: s.get(k), "read_part": lambda s, k: read_part(s, k, 0, 10),
+    "put": lambda s, k: s.put(k, b"x"), "put repair": lambda s, k: s.put(k, b"x", repair=True),
+    "append": lambda s, k: s.append(k, b"x"), "delete": lambda s, k: s.delete(k),
+    "keys": lambda s, k: s.keys(k.rpartition("/")[0] + "/"), "missing": lambda s, k: missing(s, [k]),
+}
+DO = "and everything under it readable and writable by this process"
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_file_in_place_of_a_storage_directory_is_the_storages_error_for_every_call(tmp_path, call):
+    """ENOTDIR, for real: ``artifacts/cd`` a file. Was: ``exists`` False (an artifact taken for gone), ``keys`` none,
+    the others a bare NotADirectoryError/FileExistsError."""
+    s = LocalStorage(tmp_path / "root")
+    (tmp_path / "root" / "artifacts").mkdir()
+    (tmp_path / "root" / "artifacts" / "cd").write_bytes(b"not a directory")
+    with pytest.raises(StorageError) as e:
+        CALLS[call](s, "artifacts/cd/cdef")
+    assert type(e.value) is StorageError and "\n" not in str(e.value), repr(e.value)
+    said = str(e.value).partition(": make ")[0]  # what the file system said, where (EEXIST: a directory made there)
+    assert said.endswith(("/cd: Not a directory (ENOTDIR)", "/cd/cdef: Not a directory (ENOTDIR)",
+                          f"/cd/cdef: File exists (EEXIST) at {tmp_path}/root/artifacts/cd")), said
+    assert f" {tmp_path}/root/artifacts/cd" in said, said
+    assert f"make {tmp_path}/root {DO}" in str(e.value), str(e.value)
+
+
+@contextlib.contextmanager
+def unprivileged() -> Iterator[None]:
+    """This process as a user without root's power over permissions (``nobody``, for a test run as root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_storage_directory_this_process_may_not_read_is_the_storages_error_for_every_call(call):
+    """EACCES, for real: ``artifacts/ab`` chmod 000, the calls made as a user other than root. Was: a bare
+    PermissionError (``keys``: the directory silently skipped, its keys left out)."""
+    home = Path(tempfile.mkdtemp())
+    try:
+        home.chmod(0o777)
+        s = LocalStorage(home / "root")
+        s.put("artifacts/ab/abcd", b"1")
+        for d in (home / "root", home / "root" / "artifacts"):
+            d.chmod(0o777)
+        (home / "root" / "artifacts" / "ab").chmod(0)
+        with unprivileged(), pytest.raises(StorageError) as e:
+            CALLS[call](s, "artifacts/ab/abcd")
+        assert type(e.value) is StorageError, repr(e.value)
+        said = str(e.value)
+        assert f"{home}/root/artifacts/ab" in said and "Permission denied (EACCES)" in said, said
+        assert f"make {home}/root {DO}" in said, said
+    finally:
+        (home / "root" / "artifacts" / "ab").chmod(0o755)
+        shutil.rmtree(home)
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../x", "a//b", "./a"])
