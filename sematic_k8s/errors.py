@@ -28,6 +28,7 @@ func failing)::
         ├── ServerError                 the sematic-k8s server is unreachable or answered an error (.status)
         ├── StorageError                artifact storage failed
         │   ├── StorageLinkRefused      a local storage's key is a symbolic link: not followed
+        │   ├── RerunUnplanned          a rerun's planning met its storage failing: nothing of it recorded
         │   └── S3StorageError          missing bucket, unreachable endpoint, refused request
         │       └── S3CredentialsError  no usable AWS credentials, or refused ones
         ├── BuildError                  ``docker build`` failed (.step, .output, .log)
@@ -341,6 +342,18 @@ class StorageLinkRefused(StorageError):
     def __init__(self, key: str) -> None:
         super().__init__(f"storage key {key} is a symbolic link: a local storage reads none; "
                          "remove it from the storage's directory")
+
+
+class RerunUnplanned(StorageError):
+    """A rerun's planning met its storage failing (``failure``: out of reach past the retry window, refusing) as it
+    checked the outputs the rerun reuses, or read its root's recorded inputs: nothing of the rerun was recorded, so it
+    has no resolution to continue; it is run again once storage is back (a driver's Job starts it again: an outage)."""
+
+    def __init__(self, rerun_from: str, storage: str, failure: StorageError) -> None:
+        then = f"{failure.fix}, then run the rerun again" if failure.fix else "run the rerun again once storage is back"
+        super().__init__(f"rerun_from {rerun_from}: the rerun could not be planned: its storage {storage} failed "
+                         f"({' '.join(str(failure).split())}), so nothing of the rerun was recorded: {then}")
+        self.failure = failure
 
 
 class S3StorageError(StorageError):

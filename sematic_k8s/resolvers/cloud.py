@@ -32,7 +32,7 @@ from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
 from sematic_k8s.progress import Display, display
 from sematic_k8s.resolvers.base import Resolver, check_key, check_server
-from sematic_k8s.resolvers.planning import recorded_root
+from sematic_k8s.resolvers.planning import recorded_root, rerun_storage
 from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
@@ -188,7 +188,8 @@ class CloudResolver(Resolver):
         def stored_value(artifact_id: str) -> serialization.Value:
             return _stored_value(store.get_artifact(artifact_id), storage)
 
-        return recorded_root(future.func, root, stored_value, future.id)
+        with rerun_storage(target.id, storage):
+            return recorded_root(future.func, root, stored_value, future.id)
 
     def _image(self, store: Any, shown: Display, target: RunRecord | None) -> Any:
         """Reuse the image recorded for the resolution of ``target`` (a rerun's) when the code did not change; else

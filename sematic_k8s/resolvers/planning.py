@@ -9,12 +9,13 @@ The rerun planner itself (which runs are reused, awaited or executed again) is p
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sematic_k8s import graph, limits
-from sematic_k8s.errors import FuncError, ReusedOutputGone
+from sematic_k8s.errors import FuncError, RerunUnplanned, ReusedOutputGone, StorageError
 from sematic_k8s.func import Func, load_func
 from sematic_k8s.future import Future, new_id, new_ids
 from sematic_k8s.graph import AWAIT, CANCELED, CREATED, EXECUTE, RESOLVED, REUSE, RUNNING, Graph, Node, PlannedRun
@@ -22,7 +23,7 @@ from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
-from sematic_k8s.storage.base import artifact_key, location, missing
+from sematic_k8s.storage.base import Storage, artifact_key, location, missing
 from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, RunShape, utcnow
 
@@ -136,8 +137,11 @@ class Planner:
         return Plan(root.id, self.nodes_for([root], None))
 
     def _rerun(self, root: Future) -> Plan:
-        with collector.paused():  # tens of thousands of objects made, no cycle: not one full collection for them
+        with collector.paused(), self._storage_said():  # collector: tens of thousands of objects made, no cycle
             return self._plan_rerun(root)
+
+    def _storage_said(self) -> AbstractContextManager[None]:
+        return rerun_storage(self.settings.rerun_from or self.root_id, self.recorder.storage)
 
     def _plan_rerun(self, root: Future) -> Plan:
         rerun_from, mode = self.settings.rerun_from, self.settings.rerun_mode
@@ -170,11 +174,15 @@ class Planner:
                 for p in plan]
             old_runs = [whole.get(r.id, r) for r in old_runs]
         nodes = self._nodes_from_plan(plan, old_runs, record=True, clone=bulk)
+
+        def root_as_recorded() -> Future:  # read by the loop before it records the rerun: part of its planning
+            with self._storage_said():
+                return recorded_root(root.func, old_root, self.recorder.stored_value, self.root_id)
+
         return Plan(self.root_id, nodes, recorded={"rerun_of": target.root_id, "rerun_from": target.id,
                                                    "rerun_mode": mode},
                     forced={p.new_id for p in plan if p.old_id == target.id and p.action == EXECUTE},
-                    recorded_root=lambda: recorded_root(root.func, old_root, self.recorder.stored_value,
-                                                        self.root_id))
+                    recorded_root=root_as_recorded)
 
     def _resume(self) -> Plan:
         """A restarted driver: continue its recorded, unfinished Resolution with the same run ids, so
@@ -326,6 +334,21 @@ class Planner:
             return self.recorder.value(graph.map_leaves(template, lambda v: v.value))
         except Exception:
             return template
+
+
+@contextmanager
+def rerun_storage(rerun_from: str, storage: Storage) -> Iterator[None]:
+    """A rerun's planning (the check of the outputs it reuses, the read of its root's recorded inputs for a callable
+    cache namespace: a driver's, a CloudResolver's) meeting its storage failing: :class:`RerunUnplanned`, in one line
+    naming the storage and what to do (was: the storage's bare error, "S3 head of s3://... failed: 503 ...", saying
+    nothing of the rerun). Nothing of it is recorded yet: as any refusal of a rerun's planning (``ReusedOutputGone``,
+    a run not found), it leaves no record."""
+    try:
+        yield
+    except RerunUnplanned:
+        raise
+    except StorageError as e:
+        raise RerunUnplanned(rerun_from, location(storage, "").rstrip("/"), e) from e
 
 
 def recorded_root(func: Func, root: RunRecord, stored_value: Callable[[str], Value], new_id: str) -> Future:

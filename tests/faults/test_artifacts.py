@@ -16,7 +16,7 @@ import sematic_k8s as sk
 from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.errors import ResolutionFailed, ReusedOutputGone, S3StorageError
+from sematic_k8s.errors import RerunUnplanned, ResolutionFailed, ReusedOutputGone, S3StorageError
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
@@ -406,7 +406,9 @@ def test_an_s3_outage_while_a_rerun_checks_its_reused_outputs_is_ridden_out_and_
         tmp_path, monkeypatch, caplog):
     """S3 answering 503 SlowDown to the HEADs that check the 19 outputs a rerun reuses (it reruns one of 20 ``made``
     runs, their composition awaits the others): within the retry window the rerun plans and resolves; past it, it
-    fails naming the storage, said once, and is never refused as reusing gone outputs (``ReusedOutputGone``)."""
+    fails naming the storage, said once, and is never refused as reusing gone outputs (``ReusedOutputGone``): one line
+    saying to run the rerun again once storage is back, nothing of the rerun recorded (was: S3's bare words, "S3 head
+    of s3://... failed: 503: ...", saying nothing of what to do)."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage, proxy = _through_503s(monkeypatch)
 
@@ -429,12 +431,52 @@ def test_an_s3_outage_while_a_rerun_checks_its_reused_outputs_is_ridden_out_and_
         caplog.clear()
         monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "2")
         proxy.left = 10**9  # for good: past the window
-        with pytest.raises(S3StorageError) as failed:
+        recorded = {r.id for r in resolver().store.list_resolutions()}
+        with pytest.raises(RerunUnplanned) as failed:
             made_many(20).resolve(resolver(rerun_from=target.id))
-        where = str(storage.url).split("?")[0]
-        assert "\n" not in str(failed.value) and str(failed.value).startswith(f"S3 head of {where}/artifacts/")
+        _said_unplanned(failed.value, target.id, storage, "S3 head of")
         assert caplog.text.count("; retrying for up to 2 s") == 1, caplog.text
-        assert len(MADE) == 21
+        assert len(MADE) == 21 and {r.id for r in resolver().store.list_resolutions()} == recorded
+    finally:
+        proxy.close()
+
+
+def _said_unplanned(e: RerunUnplanned, rerun_from: str, storage: S3Storage, call: str) -> None:
+    """``e`` in one line: the rerun of ``rerun_from`` unplanned, its storage, S3's words for ``call``, what to do."""
+    where = str(storage.url).split("?")[0]
+    said = str(e)
+    assert "\n" not in said and isinstance(e.failure, S3StorageError), said
+    assert said.startswith(f"rerun_from {rerun_from}: the rerun could not be planned: its storage {where} failed "
+                           f"({call} {where}/artifacts/"), said
+    assert said.endswith("), so nothing of the rerun was recorded: run the rerun again once storage is back"), said
+
+
+def test_an_s3_outage_while_a_rerun_reads_its_roots_recorded_inputs_is_said_as_the_rerun_unplanned(
+        tmp_path, monkeypatch):
+    """A rerun with a callable cache namespace reads its root's recorded inputs (the namespace is computed from the
+    root as recorded) before anything of it is recorded: S3 answering that GET 503 past the retry window ends it as
+    :class:`RerunUnplanned` (was: S3's bare words), nothing of the rerun recorded, nothing run."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage, proxy = _through_503s(monkeypatch)
+
+    def resolver(**options: Any) -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, cache_namespace=lambda root: f"ns{root.kwargs['n']}", **options)
+
+    try:
+        MADE.clear()
+        first = made_many(3)
+        assert first.resolve(resolver()) == [[], [0], [0, 1]] and len(MADE) == 3
+        [root] = [r for r in resolver().store.runs_of_root(first.id) if r.parent_id is None]
+        proxy.throttle = lambda asked: asked.startswith(
+            f"GET /{storage.bucket}/{storage.prefix}/{artifact_key(root.inputs['n'])} ".encode())
+        monkeypatch.setenv("SEMATIC_K8S_RETRY_WINDOW", "2")
+        proxy.left = 10**9
+        recorded = {r.id for r in resolver().store.list_resolutions()}
+        with pytest.raises(RerunUnplanned) as failed:
+            made_many(3).resolve(resolver(rerun_from=root.id))
+        _said_unplanned(failed.value, root.id, storage, "S3 get of")
+        assert proxy.throttled > 0 and len(MADE) == 3
+        assert {r.id for r in resolver().store.list_resolutions()} == recorded
     finally:
         proxy.close()
 
