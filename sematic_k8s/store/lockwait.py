@@ -23,9 +23,11 @@ must last as long as that one does, and its transaction sets ``lock_timeout`` ba
 with, from its role, database or connect options, never a session's ``SET``, so on a bounded session too). The row
 locks writers take on each other (``FOR UPDATE`` in :mod:`~sematic_k8s.store.guards` and
 :mod:`~sematic_k8s.store.writes`, a labels change) are held for one transaction of milliseconds; only a session that
-is not a writer's holds one as long as the bound, and those wait no longer than for a table. A pooler that resets
-sessions between clients (PgBouncer's transaction pooling, ``server_reset_query``) would drop the bound: connect
-to PostgreSQL or to a session-pooling PgBouncer.
+is not a writer's holds one as long as the bound, and those wait no longer than for a table. A pooler that hands a
+server session to other clients between transactions (PgBouncer's transaction or statement pooling, which runs no
+reset query) does not keep the bound: the engine's later transactions may run on server sessions never bounded, and
+the ``SET`` stays on the one it was made on, for whichever client gets it next (another application's too). Connect
+to PostgreSQL or to a session-pooling PgBouncer (whose ``server_reset_query`` runs only as a client disconnects).
 """
 
 from __future__ import annotations
