@@ -12,7 +12,6 @@ Each server process (``--workers``, replicas) is a holder of its own and beats o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -129,12 +128,13 @@ class ClaimBeats:
 
     def _fallback(self) -> float:
         """The period of beats when the one given cannot be waited: the settings' for this store's heartbeat
-        timeout, else :data:`FALLBACK_BEAT`."""
+        timeout, else :data:`FALLBACK_BEAT` (also when the settings' is no wait's either: past
+        ``threading.TIMEOUT_MAX``, inf or finite)."""
         try:
             beat = liveness.holder_beat(liveness.timeout(self.store.stale_after))
         except Exception:  # noqa: BLE001 - a setting refused (said at the server's start): the default's
             return FALLBACK_BEAT
-        return beat if math.isfinite(beat) else FALLBACK_BEAT
+        return beat if beat <= threading.TIMEOUT_MAX else FALLBACK_BEAT  # inf too; finite past it raises as inf
 
     def stop(self) -> None:
         self._stop.set()

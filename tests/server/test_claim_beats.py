@@ -73,12 +73,20 @@ def test_the_claim_beats_thread_never_waits_0_s_whatever_it_is_given(tmp_path: P
         store.close()
 
 
-def test_the_claim_beats_thread_lives_on_through_a_period_no_wait_takes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("every, settings_period", [(float("inf"), None), (1e11, "1e11")],
+                         ids=["inf", "finite-past-threading-TIMEOUT_MAX"])
+def test_the_claim_beats_thread_lives_on_through_a_period_no_wait_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: float, settings_period: str | None) -> None:
     """A beat period of inf given (a wait of it raises OverflowError): the thread says so once and beats on, at
     the default's period, its claim stamped. Was: the thread died on the wait's error, its claims left silent and
-    failed as "the server that was launching this rerun stopped" though it lived."""
-    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", stale_after=60.0)
-    beats = ClaimBeats(store, every=float("inf"))
+    failed as "the server that was launching this rerun stopped" though it lived. A finite period past
+    ``threading.TIMEOUT_MAX`` (about 292 years), the settings' too (``$SEMATIC_K8S_HEARTBEAT_INTERVAL`` and the
+    heartbeat timeout 1e11, both taken: finite), is no period a wait takes either: the default's. Was: the settings'
+    (finite) taken in its place, each wait raising at once: the thread spun, never beating."""
+    if settings_period is not None:
+        monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", settings_period)
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", stale_after=float(settings_period or 60.0))
+    beats = ClaimBeats(store, every=every)
     try:
         now = utcnow()
         store.write(Batch(new_resolutions=[{"id": "c1", "root_func_path": "m:p", "state": CLAIMED, "created_at": now,
