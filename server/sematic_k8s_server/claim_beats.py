@@ -80,9 +80,23 @@ class ClaimBeats:
             self._held.discard(res_id)
             self._started.discard(res_id)
 
+    def end_claim(self, res_id: str, error: str) -> bool:
+        """Record the claim ``res_id`` failed with ``error`` (``SqlStore.end_claim``) through the beats' store: not
+        the requests' pool (its connections all in use by slower requests: the end would wait as long again for one,
+        and likely get none); whether it was still claimed. Beaten no more either way (:meth:`let_go`)."""
+        try:
+            return self.store.end_claim(res_id, error)
+        finally:
+            self.let_go(res_id)
+            if self._stop.is_set():  # the beats stopped (the server's close): the connection it opened, closed again
+                self._close()
+
     def _let_go_of(self, res_id: str, *, said: bool = True) -> bool:
         """Record that the claim ``res_id`` is held no more (a claim ended meanwhile, or not this holder's: nothing
-        to record), then beat it no more; whether it was recorded. A failure is logged unless ``said`` already."""
+        to record), then beat it no more; whether it was recorded. A failure is logged unless ``said`` already. Once
+        the beats stopped (:meth:`stop`: their own store closed), a launch still running past the stop records it all
+        the same (its driver started: never failed as its holder's), and the connection that opened is closed again,
+        not left open until the process exits."""
         try:
             self.store.let_go_of_claim(res_id, self.holder)
         except Exception as e:  # noqa: BLE001 - the store: tried again at the next beat, the claim beaten meanwhile
@@ -90,6 +104,9 @@ class ClaimBeats:
                 log.warning("rerun %s: could not record that its driver started (tried again at each beat): %s",
                             res_id, one_line(str(getattr(e, "orig", None) or e)))
             return False
+        finally:
+            if self._stop.is_set():  # stopped meanwhile, maybe after the store was closed: closed again
+                self._close()
         self.let_go(res_id)
         return True
 
@@ -140,6 +157,10 @@ class ClaimBeats:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        self._close()
+
+    def _close(self) -> None:
+        """Close the beats' own store's connections (none over SQLite: the requests' store is the server's to close)."""
         if self.store is not self._shared:
             self.store.engine.dispose()
 

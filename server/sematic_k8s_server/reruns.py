@@ -59,6 +59,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
 from sematic_k8s import backends
 from sematic_k8s.error_records import one_line
 from sematic_k8s.errors import CallStopped, DriverUnneeded, StopsForAFix
@@ -67,6 +69,7 @@ from sematic_k8s.settings import SERVER_ENV, STORAGE_ENV
 from sematic_k8s.specs import ARCHITECTURES, DRIVER_MAX_PARALLELISM, DriverSpec, ResolutionSettings
 from sematic_k8s.stopping import Stop
 from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s_server import dbfailures
 from sematic_k8s_server.claim_answer import ClaimAnswer
 from sematic_k8s_server.config import REPOSITORY, RerunConfig
 from sematic_k8s_server.problems import ApiError
@@ -117,11 +120,18 @@ def local_rerun_refusal(res: ResolutionRecord, target: str, mode: str) -> ApiErr
 
 def mint_failed(e: Exception) -> str:
     """The error recorded on a claim whose driver's token could not be minted (the database refused its insert: a
-    lock on its table held past the server's bound, a read-only standby, a full disk): no driver was started, so it
-    fails at once in these words, its cause's without what the refusal did to the request ("so nothing of this request
-    was recorded": untrue of a recorded claim); the request is answered in the error's (a 503, sent again by a client:
-    new claim)."""
-    cause = e.cause if isinstance(e, StopsForAFix) else f"{type(e).__name__}: {e}"
+    lock on its table held past the server's bound, a read-only standby, a full disk; no connection for it: the
+    server's pool used up, the database out of reach): no driver was started, so it fails at once in these words, its
+    cause's without what the refusal did to the request ("so nothing of this request was recorded": untrue of a
+    recorded claim); any other failure in the words a 503 gives it (:func:`.dbfailures.told`), never the database's own,
+    which may name its host, port and user (the record is read by any key; the server's log has them). The request is
+    answered in the error's (a 503, sent again by a client: new claim)."""
+    if isinstance(e, StopsForAFix):
+        cause = e.cause
+    elif isinstance(e, sa.exc.SQLAlchemyError):
+        cause = dbfailures.told(e)
+    else:  # no failure of the database's: the server's own
+        cause = f"an internal error ({type(e).__name__}; the server's log has it)"
     return (f"the server could not mint its driver's token, so no driver was started: {one_line(cause)[:500]}: "
             "re-run it once that has passed")
 

@@ -125,11 +125,13 @@ class Server:
         if noted:
             self.resolution_changed(res_id, CLAIMED)
 
-    def end_claim(self, res_id: str, error: str) -> None:
+    def end_claim(self, res_id: str, error: str, *, unpooled: bool = False) -> None:
         """Record failed, with ``error``, the claim of a rerun whose driver could not be started
-        (``SqlStore.end_claim``), told live if it was still claimed."""
+        (``SqlStore.end_claim``), told live if it was still claimed. ``unpooled``: through the claim beats
+        (:meth:`~.claim_beats.ClaimBeats.end_claim`: over PostgreSQL, connections of their own; on SQLite the
+        requests' store), not the requests' pool, which may be what failed, and beaten no more."""
         with self.write_lock:
-            ended = self.store.end_claim(res_id, error)
+            ended = (self.claim_beats.end_claim if unpooled else self.store.end_claim)(res_id, error)
         if ended:
             self.resolution_changed(res_id, FAILED)
 

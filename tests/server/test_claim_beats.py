@@ -124,3 +124,23 @@ def test_a_holders_claims_are_beaten_while_the_requests_pool_is_used_up(postgres
     finally:
         beats.stop()
         store.close()
+
+
+def test_a_launch_that_ends_after_the_beats_stopped_leaves_no_connection_of_theirs_open(postgres_url: str) -> None:
+    """The server stopping (``ClaimBeats.stop``: the beats' own store closed) while a launch still runs, which then
+    starts its driver (``launched``): the let-go is recorded all the same, and the connection it opened on the beats'
+    store is closed again. Was: left open on the disposed engine until the process exited."""
+    store = SqlStore(postgres_url, stale_after=60)
+    beats = ClaimBeats(store)
+    try:
+        now = utcnow()
+        store.write(Batch(new_resolutions=[{"id": "c1", "root_func_path": "m:p", "state": CLAIMED, "created_at": now,
+                                            "heartbeat_at": now, "held_by": beats.holder}]))
+        beats.hold("c1")
+        beats.stop()
+        beats.launched("c1")
+        with store.engine.connect() as conn:  # its driver started: held no more (never failed as its holder's)
+            assert conn.execute(sa.text("SELECT held_by FROM resolutions WHERE id = 'c1'")).scalar() is None
+        assert beats.store is not store and beats.store.engine.pool.checkedin() == 0  # nothing of theirs open
+    finally:
+        store.close()

@@ -13,7 +13,7 @@ from sematic_k8s.graph import CANCELED, TERMINAL
 from sematic_k8s.store.lookup import refuse_live
 from sematic_k8s.store.records import CLAIMED
 from sematic_k8s.store.sql import CANCELING
-from sematic_k8s_server import auth, edges, schemas, scopes
+from sematic_k8s_server import auth, edges, schemas, scopes, unminted
 from sematic_k8s_server.deps import (
     API,
     NOT_FOUND,
@@ -30,7 +30,6 @@ from sematic_k8s_server.deps import (
     not_found,
 )
 from sematic_k8s_server.problems import ApiError
-from sematic_k8s_server.reruns import mint_failed
 
 router = APIRouter(prefix=API, route_class=StrictJsonRoute)
 
@@ -120,15 +119,11 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         try:
             token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
                                        lifetime=srv.config.reruns.token_lifetime)
-        except BaseException as e:  # no launch: recorded failed at once in its words, beaten no more
-            try:
-                if isinstance(e, Exception):
-                    srv.end_claim(new_id, mint_failed(e))
-            except Exception:  # noqa: BLE001 - the store: the claim is left to the sweeper (its holder's silence)
-                log.exception("rerun %s: its failed token mint could not be recorded", new_id)
-            finally:
-                beats.let_go(new_id)
-            raise
+        except BaseException as e:  # no launch: recorded failed at once in true words, beaten no more
+            answer = unminted.ended(srv, new_id, e)
+            if answer is e:
+                raise
+            raise answer from e
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
         beats.let_go(new_id)
