@@ -496,6 +496,34 @@ def test_a_process_containers_log_is_read_as_the_kubelet_reads_containerds(clust
     assert core.read_namespaced_pod_log("err", NS) == "oops\n"
 
 
+@pytest.mark.parametrize("away", ["os.setpgrp", "os.setsid"], ids=["its own process group", "its own session"])
+def test_a_process_containers_end_is_its_main_process_exit_whatever_its_children_did(cluster, api, away):
+    """A container ends when its main process exits, whatever its other processes did: on a node its PID namespace
+    goes with that process (every process in it killed), so a child that made a process group or a session of its own
+    still holding the container's stdout and stderr neither keeps the container running nor outlives it. The model
+    runs the container as processes of this host: it kills every process of the container's session and every one
+    holding the container's log pipes."""
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {"parent": Script(process=True)})
+    code = (f"import os, subprocess; child = subprocess.Popen(['sleep', '600'], preexec_fn={away}); "
+            "print(child.pid, flush=True)")
+    core.create_namespaced_pod(NS, {"metadata": {"name": "parent"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE, "command": ["python", "-c", code]}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("parent", NS).status.phase == "Succeeded",
+                 message="the container's end at its main process's exit")
+    child = int(core.read_namespaced_pod_log("parent", NS))
+    cluster.wait(lambda: _gone(child), message=f"the container's child {child} killed")
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` ended (gone, or a zombie left for its new parent to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_eviction_api_marks_the_pod_and_deletes_it(cluster, api):
     # https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/
     core = client.CoreV1Api(api)

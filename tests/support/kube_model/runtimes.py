@@ -374,6 +374,46 @@ class SimHandle:
         self.started = ""
         self.log_path: str | None = None
         self.copiers: list[asyncio.Future[None]] = []  # a process's log copiers, one per stream (see crilog)
+        self.pipes: tuple[int, ...] = ()  # the inodes of its stdout's and stderr's pipes
+
+
+def _container_processes(session: int, pipes: tuple[int, ...]) -> list[int]:
+    """The processes of a container run as processes of this host: those of its ``session`` (the main process's),
+    and any other holding one of its log ``pipes`` (a child that made a session of its own). This process holds the
+    pipes' read ends: not one of them."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                sid = int(f.read().rpartition(")")[2].split()[3])
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+        if sid == session or _holds(int(entry), pipes):
+            found.append(int(entry))
+    return found
+
+
+def _holds(pid: int, pipes: tuple[int, ...]) -> bool:
+    """Whether process ``pid`` holds one of ``pipes`` (inodes) open."""
+    links = {f"pipe:[{inode}]" for inode in pipes}
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") in links for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:  # gone meanwhile, or not ours to look at
+        return False
+
+
+def _kill_container(session: int, pipes: tuple[int, ...]) -> None:
+    """Kill every process of the container (on a node, its PID namespace's end with its main process), until none
+    holds its log pipes: both copiers then reach the pipes' end."""
+    while pids := _container_processes(session, pipes):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not any(_holds(pid, pipes) for pid in pids):
+            return
+        time.sleep(0.01)
 
 
 def _copier(loop: asyncio.AbstractEventLoop, log: crilog.Log, fd: int, stream: str) -> asyncio.Future[None]:
@@ -448,6 +488,7 @@ class SimRuntime:
             finally:
                 os.close(out_w)
                 os.close(err_w)
+            handle.pipes = (os.fstat(out_r).st_ino, os.fstat(err_r).st_ino)
             handle.copiers = [_copier(loop, log, fd, stream) for fd, stream in ((out_r, "stdout"), (err_r, "stderr"))]
             asyncio.ensure_future(self._watch_process(handle, log))
         elif script.func is not None:
@@ -471,11 +512,12 @@ class SimRuntime:
         return f"sim://{handle.spec.docker_name}"
 
     async def _watch_process(self, handle: SimHandle, log: crilog.Log) -> None:
-        """The container's end: its process's exit, the rest of its session killed, its log copied to the end."""
+        """The container's end: its main process's exit, its other processes killed (its session's, and any holding
+        its log pipes: a child in a session of its own would keep the copiers, so the container, going; on a node the
+        PID namespace's end kills it), its log copied to the end."""
         assert handle.proc is not None
         code = await handle.proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(handle.proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(_kill_container, handle.proc.pid, handle.pipes)
         try:
             await asyncio.gather(*handle.copiers)
         finally:
