@@ -142,9 +142,12 @@ class LocalStorage:
             raise self.failed("delete", path, e) from None
 
     def keys(self, prefix: str) -> list[str]:
-        """The keys under the folder ``prefix`` (its files, at any depth, through linked directories; not a write's
-        temporary file); none when it is absent. A directory it cannot list is the storage's error (``rglob`` skipped
-        it, its keys silently left out)."""
+        """The keys under the folder ``prefix`` (its files, at any depth; not a write's temporary file); none when it
+        is absent. A directory it cannot list is the storage's error (``rglob`` skipped it, its keys silently left
+        out). The folder is reached through links, as every key's path is, but a linked directory inside it is not
+        listed (as ``rglob`` did not): the keys listed are deleted by the sweeps of stored tasks, and whoever may write
+        the storage's directory could link any directory there (its files deleted), or the folder itself, twice (a
+        listing without end)."""
         folder = self._path(prefix.rstrip("/"))
 
         def unlisted(e: OSError) -> None:
@@ -152,7 +155,7 @@ class LocalStorage:
                 raise self.failed("list", Path(e.filename or folder), e)
 
         found = []
-        for top, _, files in os.walk(folder, onerror=unlisted, followlinks=True):
+        for top, _, files in os.walk(folder, onerror=unlisted):
             for name in files:
                 path = Path(top, name)
                 if not (name.startswith(".") and name.endswith(".tmp")) and path.is_file():

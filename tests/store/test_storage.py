@@ -103,6 +103,28 @@ def test_keys_cannot_escape_the_root(tmp_path, key):
         LocalStorage(tmp_path / "root").put(key, b"x")
 
 
+def test_keys_are_listed_through_no_linked_directory_so_none_is_deleted_outside_the_root(tmp_path):
+    """A folder's keys (what the sweeps of stored tasks list, then delete: the executor's at a resolution's end, the
+    server's for a driver killed for good) are its files, never those of a directory a symbolic link in it names:
+    whoever may write the storage's directory could name any directory there, whose files the sweep would delete
+    (a file it links is listed, its delete removes the link alone); a link to the folder itself lists nothing twice
+    and does not fail the listing. The folder itself is reached through links, as every key is (a storage may keep
+    some on another disk)."""
+    storage = LocalStorage(tmp_path / "root")
+    storage.put("tasks/r/own", b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"not the storage's")
+    (tmp_path / "root" / "tasks" / "r" / "linked").symlink_to(outside)
+    (tmp_path / "root" / "tasks" / "r" / "file").symlink_to(outside / "victim")
+    (tmp_path / "root" / "tasks" / "r" / "loop").symlink_to(".")
+    assert storage.keys("tasks/r/") == ["tasks/r/file", "tasks/r/own"]
+    for key in storage.keys("tasks/"):
+        storage.delete(key)
+    assert (outside / "victim").read_bytes() == b"not the storage's"
+    assert storage.keys("tasks/") == []
+
+
 APPENDER = """
 import signal, sys
 from sematic_k8s.storage.local import LocalStorage
