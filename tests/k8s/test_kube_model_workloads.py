@@ -496,6 +496,117 @@ def test_a_process_containers_log_is_read_as_the_kubelet_reads_containerds(clust
     assert core.read_namespaced_pod_log("err", NS) == "oops\n"
 
 
+def _status(err: Any) -> dict[str, Any]:
+    return json.loads(err.value.body)
+
+
+def _log_with_since_time(api: client.ApiClient, name: str, since_time: str, **query: Any) -> str:
+    """``sinceTime`` through the official client's own call (its ``read_namespaced_pod_log`` has no parameter for
+    it: the OpenAPI document leaves it out)."""
+    params = [("sinceTime", since_time)] + [(k, v) for k, v in query.items()]
+    request = api.param_serialize("GET", "/api/v1/namespaces/{namespace}/pods/{name}/log",
+                                  path_params={"namespace": NS, "name": name}, query_params=params,
+                                  header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"])
+    answer = api.call_api(*request)
+    answer.read()
+    return api.response_deserialize(answer, {"200": "str"}).data
+
+
+def test_log_options_the_api_server_refuses_are_422_before_the_pod_is_read(cluster, api):
+    """``ValidatePodLogOptions`` (pkg/apis/core/validation) as kube-apiserver's ``LogREST.Get`` runs it, before the
+    pod is read: ``tailLines`` < 0, ``limitBytes`` < 1, ``sinceSeconds`` < 1 and both ``sinceSeconds`` and
+    ``sinceTime`` are a 422 ``PodLogOptions "<pod>" is invalid`` (was: accepted; -2 lines gave all but the first 2)."""
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {}, Script(run=0.01, logs="".join(f"line {i}\n" for i in range(5))))
+    core.create_namespaced_pod(NS, {"metadata": {"name": "p"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("p", NS).status.phase == "Succeeded")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("p", NS, tail_lines=-2)
+    assert err.value.status == 422 and _status(err) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Invalid", "code": 422,
+        "message": 'PodLogOptions "p" is invalid: tailLines: Invalid value: -2: must be greater than or equal to 0',
+        "details": {"name": "p", "kind": "PodLogOptions", "causes": [
+            {"reason": "FieldValueInvalid", "message": "Invalid value: -2: must be greater than or equal to 0",
+             "field": "tailLines"}]}}
+    for query, words in [({"limit_bytes": 0}, "limitBytes: Invalid value: 0: must be greater than 0"),
+                         ({"since_seconds": 0}, "sinceSeconds: Invalid value: 0: must be greater than 0"),
+                         ({"tail_lines": -1, "limit_bytes": -5},
+                          "[tailLines: Invalid value: -1: must be greater than or equal to 0, "
+                          "limitBytes: Invalid value: -5: must be greater than 0]")]:
+        with pytest.raises(ApiException) as err:
+            core.read_namespaced_pod_log("p", NS, **query)
+        assert (err.value.status, _status(err)["message"]) == (422, f'PodLogOptions "p" is invalid: {words}'), query
+    with pytest.raises(ApiException) as err:
+        _log_with_since_time(api, "p", "2020-01-01T00:00:00Z", sinceSeconds="10")
+    assert err.value.status == 422 and _status(err)["message"] == (
+        'PodLogOptions "p" is invalid: : Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified')
+    assert _status(err)["details"]["causes"] == [{"reason": "FieldValueForbidden", "message": (
+        "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified")}]
+    with pytest.raises(ApiException) as err:  # validated before the pod is looked for
+        core.read_namespaced_pod_log("none", NS, tail_lines=-1)
+    assert err.value.status == 422
+    assert core.read_namespaced_pod_log("p", NS, tail_lines=0) == ""
+    assert core.read_namespaced_pod_log("p", NS, tail_lines=2) == "line 3\nline 4\n"
+
+
+def test_a_log_request_naming_no_container_of_the_pod_is_400_even_before_the_pod_is_scheduled(cluster, api):
+    """The API server picks the container (``validateContainer``) before it asks for a node: a pod not scheduled
+    yet answers an unknown container, or none named of several, 400 as a running one does; a known one, nothing
+    (was: an empty 200 whatever was named). ``previous`` of a container that never restarted is the kubelet's 400."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, {"metadata": {"name": "nowhere"}, "spec": {
+        "nodeSelector": {"no-such": "node"}, "initContainers": [{"name": "init", "image": IMAGE}],
+        "containers": [{"name": "a", "image": IMAGE}, {"name": "b", "image": IMAGE}]}})
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("nowhere", NS, container="c")
+    assert (err.value.status, _status(err)["reason"], _status(err)["message"]) == (
+        400, "BadRequest", "container c is not valid for pod nowhere")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("nowhere", NS)
+    assert (err.value.status, _status(err)["message"]) == (
+        400, "a container name must be specified for pod nowhere, choose one of: [a b] or one of the init "
+             "containers: [init]")
+    assert core.read_namespaced_pod_log("nowhere", NS, container="init") == ""
+    cluster.behaviour = by_name("", {}, Script(run=0.01, logs="once\n"))
+    core.create_namespaced_pod(NS, {"metadata": {"name": "once"}, "spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": IMAGE}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("once", NS).status.phase == "Succeeded")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("once", NS, container="other")
+    assert (err.value.status, _status(err)["message"]) == (400, "container other is not valid for pod once")
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod_log("once", NS, previous=True)
+    assert (err.value.status, _status(err)["message"]) == (
+        400, 'previous terminated container "main" in pod "once" not found')
+
+
+def test_a_process_containers_log_since_a_time_and_limited_in_raw_bytes(cluster, api):
+    """``sinceTime`` leaves out the records stamped before it (whole seconds, as the API server hands it to the
+    kubelet: RFC3339); ``limitBytes`` counts the log's bytes as written, invalid UTF-8 and all, and the log is
+    those bytes (was: ``sinceTime`` ignored; the bytes after U+FFFD replaced each invalid one)."""
+    core = client.CoreV1Api(api)
+    cluster.behaviour = by_name("", {"late": Script(process=True), "raw": Script(process=True)})
+    code = {"late": "import os, time; os.write(1, b'early\\n'); time.sleep(2.1 - time.time() % 1); "
+                    "os.write(1, b'late\\n')",  # 'late' stamped in a whole second after 'early''s
+            "raw": "import os; os.write(1, b'\\xff\\xfeab\\n')"}
+    for name in code:
+        core.create_namespaced_pod(NS, {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": IMAGE, "command": ["python", "-c", code[name]]}]}})
+    for name in code:
+        cluster.wait(lambda name=name: core.read_namespaced_pod(name, NS).status.phase == "Succeeded")
+    stamps = dict(line.split(" ")[::-1] for line in core.read_namespaced_pod_log("late", NS, timestamps=True)
+                  .splitlines())
+    second = stamps["late"].split(".")[0]
+    assert stamps["early"] < second, stamps
+    assert _log_with_since_time(api, "late", second + "Z") == "late\n"
+    assert _log_with_since_time(api, "late", second + "+00:00", timestamps="true") == f"{stamps['late']} late\n"
+    assert _log_with_since_time(api, "late", stamps["early"].split(".")[0] + "Z") == "early\nlate\n"
+    raw = core.read_namespaced_pod_log("raw", NS, _preload_content=False)
+    assert raw.data == b"\xff\xfeab\n"
+    assert core.read_namespaced_pod_log("raw", NS, limit_bytes=3, _preload_content=False).data == b"\xff\xfea"
+
+
 @pytest.mark.parametrize("away", ["os.setpgrp", "os.setsid"], ids=["its own process group", "its own session"])
 def test_a_process_containers_end_is_its_main_process_exit_whatever_its_children_did(cluster, api, away):
     """A container ends when its main process exits, whatever its other processes did: on a node its PID namespace

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from kube_model import validation
+from kube_model import podlogs, validation
 from kube_model.api import DeleteOptions, ListOptions, Result
 from kube_model.errors import ApiError, Warnings, bad_request, gone, internal, method_not_supported, not_found
 from kube_model.meta import fields_match, labels_match, parse_field_selector, parse_label_selector, stamp
@@ -542,28 +542,18 @@ class ApiServer:
     # -- subresources -----------------------------------------------------------------------------------
 
     async def logs(self, route: Route, query: dict[str, str]) -> web.StreamResponse:
+        options = podlogs.parse(route.name or "", query)  # before the pod is read, as LogREST.Get
         pod = self.cluster.api.get(route.rt, route.namespace or "", route.name).body
+        container = podlogs.container(pod, options.container)
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
-            return web.Response(text="", content_type="text/plain")
+            return web.Response(body=b"", content_type="text/plain")
         kubelet = self.cluster.kubelets.get(node)
         if kubelet is None:
             raise ApiError(500, "InternalError", f'Get "https://{node}:10250/containerLogs": dial tcp: lookup '
                                                  f"{node}: no such host")
-
-        def num(key: str) -> int | None:
-            value = query.get(key)
-            if value in (None, ""):
-                return None
-            try:
-                return int(value)  # type: ignore[arg-type]
-            except ValueError as e:
-                raise bad_request(f'{key}: Invalid value: "{value}": must be an integer') from e
-        since = num("sinceSeconds")
-        text = await kubelet.logs(pod, query.get("container") or None, previous=query.get("previous") == "true",
-                                  tail=num("tailLines"), timestamps=query.get("timestamps") == "true",
-                                  since=time.time() - since if since else None, limit_bytes=num("limitBytes"))
-        return web.Response(text=text, content_type="text/plain")
+        data = await kubelet.logs(pod, container, options)
+        return web.Response(body=data, content_type="text/plain")
 
     def evict(self, ns: str, name: str, body: Any, user: User) -> Result:
         rt = self.cluster.registry.core("pods")

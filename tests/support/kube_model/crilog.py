@@ -7,7 +7,7 @@ dropped; ``P`` part of one: a line longer than 16 KiB is cut, and an unended las
 end of its stream). Order across the two streams is the copiers', not the process's: a burst on stdout still in its
 pipe is logged after a later line on stderr. :func:`read` answers as the kubelet's ``ReadLogs`` does: the last
 ``tail`` records of the file, those before ``since`` left out, a ``P`` record without a newline, timestamps in
-RFC3339Nano with 9 digits.
+RFC3339Nano with 9 digits, the content's bytes as written (invalid UTF-8 too).
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def _parse(stamp: bytes) -> tuple[float, str]:
     return when.timestamp() + int((frac or "0").ljust(9, "0")) / 1e9, f"{base}.{frac.ljust(9, '0')}Z"
 
 
-def read(path: str, *, tail: int | None = None, timestamps: bool = False, since: float | None = None) -> str:
-    """The log as the kubelet gives it (both streams, in the file's order)."""
+def read(path: str, *, tail: int | None = None, timestamps: bool = False, since: float | None = None) -> bytes:
+    """The log as the kubelet gives it (both streams, in the file's order; its bytes as written)."""
     with open(path, "rb") as f:
         records = f.read().split(b"\n")[:-1]
     if tail is not None:
@@ -92,4 +92,4 @@ def read(path: str, *, tail: int | None = None, timestamps: bool = False, since:
             continue
         line = content if tag.split(b":")[0] == b"P" else content + b"\n"
         out.append(fixed.encode() + b" " + line if timestamps else line)
-    return b"".join(out).decode(errors="replace")
+    return b"".join(out)

@@ -87,7 +87,8 @@ def invalid(kind: Kind, name: str, causes: list[Cause]) -> ApiError:
     parts = [f"{c.field}: {c.message}" for c in causes]
     text = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     details = {"name": name, "group": kind.group, "kind": kind.kind,
-               "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes]}
+               "causes": [{k: v for k, v in (("reason", c.reason), ("message", c.message), ("field", c.field)) if v}
+                          for c in causes]}  # an empty field left out (omitempty)
     return ApiError(422, "Invalid", f'{kind.qualified_kind} "{name}" is invalid: {text}',
                     details={k: v for k, v in details.items() if v not in ("", None)})
 

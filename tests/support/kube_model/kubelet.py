@@ -29,6 +29,7 @@ from kube_model import podenv
 from kube_model.admission import pod_usage
 from kube_model.errors import bad_request
 from kube_model.meta import amount, stamp
+from kube_model.podlogs import LogOptions
 from kube_model.runtimes import ContainerSpec, Exit, ImageInfo, PullError, valid_reference
 from kube_model.scheduler import node_affinity_matches
 
@@ -454,11 +455,12 @@ class PodWorker:
             termination_log=tlog, pod=self.pod, container=c.spec)
 
     async def logs_of(self, handle: Any, tail: int | None = None, timestamps: bool = False,
-                      since: float | None = None) -> str:
+                      since: float | None = None) -> bytes:
+        """The log's raw bytes (invalid UTF-8 as written)."""
         if handle is None:
-            return ""
+            return b""
         if isinstance(handle, _ExecFormat):
-            return handle.text
+            return handle.text.encode()
         return await self.kubelet.runtime.logs(handle, tail=tail, timestamps=timestamps, since=since)
 
     # -- endings ----------------------------------------------------------------------------------------
@@ -556,9 +558,8 @@ class _ExecFormat:
         self.text = text
 
 
-def tail_bytes(text: str, limit: int) -> str:
-    data = text.encode()
-    return data[-limit:].decode(errors="ignore") if len(data) > limit else text
+def tail_bytes(data: bytes, limit: int) -> str:
+    return data[-limit:].decode(errors="replace")
 
 
 class Kubelet:
@@ -629,34 +630,19 @@ class Kubelet:
             grace = int(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
             asyncio.ensure_future(worker.terminate(grace))
 
-    async def logs(self, pod: dict[str, Any], container: str | None, *, previous: bool = False,
-                   tail: int | None = None, timestamps: bool = False, since: float | None = None,
-                   limit_bytes: int | None = None) -> str:
+    async def logs(self, pod: dict[str, Any], container: str, options: LogOptions) -> bytes:
+        """The container's log as the kubelet's containerLogs gives it: raw bytes, ``limitBytes`` of them at most."""
         name = pod["metadata"]["name"]
-        spec = pod.get("spec") or {}
-        regular = [c["name"] for c in spec.get("containers") or []]
-        inits = [c["name"] for c in spec.get("initContainers") or []]
-        if container is None:
-            if len(regular) == 1:
-                container = regular[0]
-            else:
-                extra = f" or one of the init containers: [{' '.join(inits)}]" if inits else ""
-                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                  f"[{' '.join(regular)}]{extra}")
-        if container not in regular + inits:
-            raise bad_request(f"container {container} is not valid for pod {name}")
         worker = self.workers.get(pod["metadata"]["uid"])
         cs = worker.containers.get(container) if worker else None
-        if previous:
+        if options.previous:
             if cs is None or cs.previous is None:
                 raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
-            text = await worker.logs_of(cs.previous, tail, timestamps, since)  # type: ignore[union-attr]
+            handle = cs.previous
         else:
             if cs is None or cs.handle is None:
                 why = ((cs.state.get("waiting") or {}).get("reason") if cs else None) or "ContainerCreating"
                 raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {why}')
-            text = await worker.logs_of(cs.handle, tail, timestamps, since)  # type: ignore[union-attr]
-        if limit_bytes is not None:
-            text = text.encode()[:limit_bytes].decode(errors="ignore")
-        return text
-
+            handle = cs.handle
+        data = await worker.logs_of(handle, options.tail, options.timestamps, options.since)  # type: ignore[union-attr]
+        return data if options.limit_bytes is None else data[:options.limit_bytes]

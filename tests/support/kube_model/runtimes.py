@@ -91,12 +91,10 @@ def _ts(when: float | None = None) -> str:
     return datetime.datetime.fromtimestamp(when or time.time(), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def tail_text(text: str, tail: int | None = None, limit_bytes: int | None = None) -> str:
+def tail_text(text: str, tail: int | None = None) -> str:
     if tail is not None:
         lines = text.splitlines(keepends=True)
         text = "".join(lines[-tail:]) if tail > 0 else ""
-    if limit_bytes is not None:
-        text = text.encode()[:limit_bytes].decode(errors="ignore")
     return text
 
 
@@ -238,13 +236,13 @@ class DockerRuntime:
         await self._run(stop)
 
     async def logs(self, handle: Any, *, tail: int | None = None, timestamps: bool = False,
-                   since: float | None = None) -> str:
-        def logs() -> str:
+                   since: float | None = None) -> bytes:
+        def logs() -> bytes:
             kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": timestamps,
                                       "tail": tail if tail is not None else "all"}
             if since:
                 kwargs["since"] = int(since)
-            return handle.logs(**kwargs).decode(errors="replace")
+            return bytes(handle.logs(**kwargs))
         return await self._run(logs)
 
     async def remove(self, handle: Any) -> None:
@@ -554,12 +552,12 @@ class SimRuntime:
             self._finish(handle, 143)  # SIGTERM, handled
 
     async def logs(self, handle: SimHandle, *, tail: int | None = None, timestamps: bool = False,
-                   since: float | None = None) -> str:
+                   since: float | None = None) -> bytes:
         if handle.log_path:
             return crilog.read(handle.log_path, tail=tail, timestamps=timestamps, since=since)
         lines = [(t, line) for t, line in handle.lines if since is None or t >= since]
         out = [(f"{_ts(t)} " if timestamps else "") + line for t, line in lines]
-        return tail_text("".join(out), tail)
+        return tail_text("".join(out), tail).encode()
 
     async def remove(self, handle: SimHandle) -> None:
         if handle.log_path:
