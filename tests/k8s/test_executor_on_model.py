@@ -459,46 +459,6 @@ def test_a_dying_worker_pods_last_lines_are_its_last_words_in_the_order_it_wrote
     assert stdout == [f"line {i:06d}" for i in range(n, n + len(stdout))], last  # stdout's last, consecutive
 
 
-NOT_UTF8 = """
-import os
-
-import sematic_k8s as sk
-
-
-@sk.func(inline=False)
-def says_a_bad_byte() -> int:
-    os.write(1, b"reading shard 7\\n")
-    os.write(2, b"bad byte \\xff in shard 7\\n")
-    os._exit(3)
-"""
-
-
-def test_a_dying_worker_pods_last_lines_holding_a_byte_not_utf8_are_read(cluster, api, storage, tmp_path,
-                                                                         monkeypatch):
-    """A real worker process in a pod whose last lines hold a byte that is not UTF-8 (a func writing raw bytes to
-    its fd 2): its run's error has those lines, the byte as U+FFFD (held: a guard; the official client decodes a pod's
-    log strictly, so a byte not UTF-8 reaching the pod's log as it is would lose every line)."""
-    import uuid
-
-    from projects import forget
-    from sematic_k8s.func import load_func
-
-    module = f"kmodel_bad_byte_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{module}.py").write_text(NOT_UTF8)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    path = os.pathsep.join([str(tmp_path), ROOT, os.environ.get("PYTHONPATH", "")])
-    cluster.behaviour = behave({"worker": Script(process=True, extra_env={"PYTHONPATH": path})})
-    try:
-        func = load_func(f"{module}:says_a_bad_byte", str(tmp_path / f"{module}.py"))
-        ex = executor(api, storage)
-        run_id = submit(ex, func, new_id(), {})
-        info = wait_for(ex, 1, timeout=120)[run_id].error_info
-        ex.close()
-    finally:
-        forget(module)
-    assert info is not None and info["type"] == "WorkerDied" and "exited with code 3" in info["message"], info
-    assert info["traceback"].splitlines()[-2:] == ["reading shard 7", "bad byte \ufffd in shard 7"], info
-
 EVICTIONS = {  # how a pod loses its node, and what the run's error then says
     "node pressure": "The node was low on resource: memory",  # the kubelet's: the pod stays, Failed
     "eviction API": "Eviction API: evicting",  # a drain's (or a preemption's): DisruptionTarget, then deleted
