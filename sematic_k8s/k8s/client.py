@@ -576,10 +576,12 @@ class NamespacedApi:
                  body=client.V1DeleteOptions(preconditions=preconditions))
 
     def pod_log(self, pod: str, container: str, tail_lines: int) -> str:
-        """The last ``tail_lines`` lines of ``container`` in ``pod`` (a few tries only: the pod may be gone)."""
-        text = api_call(self.core.read_namespaced_pod_log, pod, self.namespace, container=container,
-                        tail_lines=tail_lines, _request_timeout=10, backoff=Backoff(attempts=3))
-        return text if isinstance(text, str) else str(text or "")
+        """The last ``tail_lines`` lines of ``container`` in ``pod`` (a few tries only: the pod may be gone), a byte
+        not UTF-8 as U+FFFD (the official client decodes strictly: one such byte lost every line)."""
+        resp: Any = api_call(self.core.read_namespaced_pod_log, pod, self.namespace, container=container,
+                             tail_lines=tail_lines, _preload_content=False, _request_timeout=10,
+                             backoff=Backoff(attempts=3))
+        return bytes(resp.data or b"").decode(errors="replace")
 
     def warning_events(self, name: str) -> list[dict[str, Any]]:
         """The Warning Events about the object called ``name``, as the API server's JSON."""

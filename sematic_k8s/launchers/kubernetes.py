@@ -411,8 +411,10 @@ class DriverJob:
 
     def _logs(self, pod: dict[str, Any], state: Any) -> str:
         try:
-            text = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace,
-                                                     container=manifests.DRIVER_CONTAINER, tail_lines=LOG_TAIL)
+            resp: Any = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace,
+                                                          container=manifests.DRIVER_CONTAINER, tail_lines=LOG_TAIL,
+                                                          _preload_content=False)
+            text = bytes(resp.data or b"").decode(errors="replace")  # the client's own decode is strict
         except Exception:  # noqa: BLE001 - gone already: the kubelet's copy
             text = state.termination_log
         return text or ""

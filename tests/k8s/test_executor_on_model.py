@@ -263,6 +263,10 @@ ENDINGS: dict[str, tuple[Script | None, tuple[str, ...], str, str | None]] = {
     # os._exit(0) in its func: no outcome, exit code 0, so its last lines are read then (a successful pod's are not)
     "quiet_exit": (Script(run=0.05, logs="leaving without a word\n"), ("WorkerDied",),
                    "exited with code 0 without a result", "leaving without a word"),
+    # the same, a byte not UTF-8 in its last lines (raw bytes on its fd): read from the pod's log, as U+FFFD (was: the
+    # official client's strict decode failed, taken for the pod gone: no lines)
+    "quiet_exit_not_utf8": (Script(run=0.05, logs="reading shard 7\nbad byte \udcff in shard 7\n"), ("WorkerDied",),
+                            "exited with code 0 without a result", "reading shard 7\nbad byte \ufffd in shard 7"),
     "bad_image": (None, ("InvalidImageName",), "image name is invalid", None),
     "image_pull": (None, ("ErrImagePull", "ImagePullBackOff"), "image_pull_secrets): ", None),
     # a deadline someone else set (an operator's patch of the Job, a policy webhook's on pods): the worker takes

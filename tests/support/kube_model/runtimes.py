@@ -557,7 +557,7 @@ class SimRuntime:
             return crilog.read(handle.log_path, tail=tail, timestamps=timestamps, since=since)
         lines = [(t, line) for t, line in handle.lines if since is None or t >= since]
         out = [(f"{_ts(t)} " if timestamps else "") + line for t, line in lines]
-        return tail_text("".join(out), tail).encode()
+        return tail_text("".join(out), tail).encode(errors="surrogateescape")  # a Script's "\udcff": the byte 0xff
 
     async def remove(self, handle: SimHandle) -> None:
         if handle.log_path:
