@@ -313,14 +313,16 @@ def continue_how(resolution_id: str) -> str:
 class InfrastructureError(RuntimeError):
     """Something the pipeline runs on failed: the server, storage, the image build, a worker's node."""
 
-    fix = ""  # what to fix before continuing the resolution; empty: an outage, which passes by itself
+    fix = ""  # what to fix first: a refusal, which stays until someone acts; empty: an outage, which passes by itself
+
+    def then(self, doing: str, back: str = "it") -> str:
+        """When to do ``doing`` again: after its fix (a refusal), or once ``back`` is back (an outage). The one place
+        advice is chosen, by ``fix`` (never by the error's class)."""
+        return f"{self.fix}, then {doing}" if self.fix else f"{doing} once {back} is back"
 
     def advice(self, resolution_id: str) -> str:
         """What to do about a resolution it ended: fix the named cause first, or (an outage) wait for it to pass."""
-        how = continue_how(resolution_id)
-        if self.fix:
-            return f"{self.fix}, then continue the resolution: {how}"
-        return f"continue the resolution once it is back: {how}"
+        return f"{self.then('continue the resolution')}: {continue_how(resolution_id)}"
 
 
 class ServerError(InfrastructureError):
@@ -332,7 +334,14 @@ class ServerError(InfrastructureError):
 
 
 class StorageError(InfrastructureError):
-    """Artifact storage could not do what was asked."""
+    """Artifact storage could not do what was asked. ``fix``: what to do first when storage refused (a link at a
+    key, a directory it may not read, a bucket that does not exist: each stays until someone acts); empty when it was
+    out of reach or failing past the retry window (an outage: it passes by itself)."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        if fix:
+            self.fix = fix
 
 
 class StorageLinkRefused(StorageError):
@@ -340,20 +349,24 @@ class StorageLinkRefused(StorageError):
     make it name any file its reader (the server) may read."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"storage key {key} is a symbolic link: a local storage reads none; "
-                         "remove it from the storage's directory")
+        fix = "remove it from the storage's directory"
+        super().__init__(f"storage key {key} is a symbolic link: a local storage reads none; {fix}", fix)
 
 
 class RerunUnplanned(StorageError):
     """A rerun's planning met its storage failing (``failure``: out of reach past the retry window, refusing) as it
     checked the outputs the rerun reuses, or read its root's recorded inputs: nothing of the rerun was recorded, so it
-    has no resolution to continue; it is run again once storage is back (a driver's Job starts it again: an outage)."""
+    has no resolution to continue; it is run again once storage is back (a driver's Job starts it again: an outage),
+    or once the failure's ``fix`` is done (a refusal)."""
 
     def __init__(self, rerun_from: str, storage: str, failure: StorageError) -> None:
-        then = f"{failure.fix}, then run the rerun again" if failure.fix else "run the rerun again once storage is back"
         super().__init__(f"rerun_from {rerun_from}: the rerun could not be planned: its storage {storage} failed "
-                         f"({' '.join(str(failure).split())}), so nothing of the rerun was recorded: {then}")
+                         f"({' '.join(str(failure).split())}), so nothing of the rerun was recorded: "
+                         f"{failure.then('run the rerun again', 'storage')}")
         self.failure = failure
+
+    def advice(self, resolution_id: str) -> str:
+        return ""  # its words say what to do: run the rerun again (it has no resolution to continue)
 
 
 class S3StorageError(StorageError):

@@ -61,12 +61,18 @@ class LocalStorage:
         naming the path, what the file system said, and what to do."""
         if disk_full(e):
             return DiskFull.at(self.root, e)
+        if e.errno == errno.ELOOP:
+            link = next((p for p in (path, *path.parents) if p.is_symlink()), path)
+            fix = f"remove the link {link} (or make it name a file or directory that is no link back)"
+            return StorageError(f"local storage could not {op} {path}: {link} is a symbolic link that loops (ELOOP): "
+                                f"{fix}; then try again", fix)
         said = e.strerror or str(e)
         name = errno.errorcode.get(e.errno or 0)
         at = f" at {e.filename}" if e.filename and os.fspath(e.filename) != os.fspath(path) else ""
-        return StorageError(f"local storage could not {op} {path}: {said}{f' ({name})' if name else ''}{at}: make "
-                            f"{self.root} and everything under it readable and writable by this process (uid "
-                            f"{os.geteuid()}), each of its directories a directory, its disk healthy; then try again")
+        fix = (f"make {self.root} and everything under it readable and writable by this process (uid {os.geteuid()}), "
+               "each of its directories a directory, its disk healthy")
+        return StorageError(f"local storage could not {op} {path}: {said}{f' ({name})' if name else ''}{at}: {fix}; "
+                            "then try again", fix)
 
     def _parent(self, path: Path) -> None:
         if path.parent not in self._dirs:
@@ -78,6 +84,10 @@ class LocalStorage:
         other bytes (see :class:`~sematic_k8s.storage.base.Storage`)."""
         path = self._path(key)
         there = self._there(path)
+        if there and path.is_dir():
+            fix = f"move that directory out of {self.root} (nothing of it was changed)"
+            raise StorageError(f"local storage could not write {path}: a directory is there, not a file: {fix}; then "
+                               "try again", fix)
         try:
             if there and (not repair or (path.stat().st_size == len(data) and path.read_bytes() == data)):
                 return

@@ -435,11 +435,12 @@ class S3Storage:
         except ClientError as e:
             code = _code(e)
             if code in {"404", "NoSuchBucket", "NotFound"}:
-                raise S3StorageError(f"S3 bucket {self.bucket!r} does not exist at {self.where}") from e
+                raise self._no_bucket() from e
             if code in {"301", "PermanentRedirect"}:
                 actual = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+                fix = "set region= or AWS_REGION"
                 raise S3StorageError(f"S3 bucket {self.bucket!r} is in region {actual or '(another)'}, not "
-                                     f"{self.client.meta.region_name}: set region= or AWS_REGION") from e
+                                     f"{self.client.meta.region_name}: {fix}", fix) from e
             raise self._error("access", None, e) from e
         except BotoCoreError as e:
             raise self._error("access", None, e) from e
@@ -521,6 +522,11 @@ class S3Storage:
             self.check()  # S3 answered (an outage is not the bucket's), naming no key of ours as the problem
         return self._error(op, key, e)
 
+    def _no_bucket(self) -> S3StorageError:
+        """The error of a bucket that does not exist: a refusal, with its fix (no wait brings it)."""
+        return S3StorageError(f"S3 bucket {self.bucket!r} does not exist at {self.where}",
+                              f"create bucket {self.bucket} there, or point the storage at one that exists")
+
     def _error(self, op: str, key: str | None, e: Exception) -> S3StorageError:
         """A readable error for a failed boto3 call."""
         if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
@@ -532,7 +538,7 @@ class S3Storage:
             code = _code(e)
             message = e.response.get("Error", {}).get("Message") or str(e)
             if code == "NoSuchBucket":
-                return S3StorageError(f"S3 bucket {self.bucket!r} does not exist at {self.where}")
+                return self._no_bucket()
             if code in _STALE_KEY_CODES:
                 return S3CredentialsError(f"S3 refused to {op} {self._where(key)}: {code} ({_STALE_KEY_CODES[code]}; "
                                           f"S3 says: {message}): set AWS_ACCESS_KEY_ID and "

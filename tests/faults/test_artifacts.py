@@ -4,6 +4,9 @@ its value is computed again, and never served as if it were fine."""
 from __future__ import annotations
 
 import base64
+import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,20 @@ import sematic_k8s as sk
 from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.errors import RerunUnplanned, ResolutionFailed, ReusedOutputGone, S3StorageError
+from sematic_k8s.errors import (
+    RerunUnplanned,
+    ResolutionFailed,
+    ReusedOutputGone,
+    S3StorageError,
+    StorageError,
+    continue_how,
+)
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.storage.urls import storage_from_url
 from serving import serve
+from unprivileged import unprivileged
 
 
 def corrupt_file(path: Path) -> None:
@@ -556,3 +567,80 @@ def test_a_resolution_that_failed_asks_no_storage_of_the_cache_hits_that_become_
     finally:
         GATE.set()
         proxy.close()
+
+
+def test_a_rerun_whose_roots_stored_input_is_a_link_says_to_remove_it_not_to_wait_for_storage(tmp_path, monkeypatch):
+    """A local storage refuses a key that is a symbolic link (:class:`StorageLinkRefused`): a rerun with a callable
+    cache namespace, whose root's recorded input is stored as a link, is unplanned naming the link and saying to remove
+    it, then run the rerun again. Was: "run the rerun again once storage is back", untrue (no wait removes a link)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage = _storage("local", tmp_path, monkeypatch)
+    assert isinstance(storage, LocalStorage)
+
+    def resolver(**options: Any) -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, cache_namespace=lambda root: f"ns{root.kwargs['n']}", **options)
+
+    MADE.clear()
+    first = made_many(3)
+    assert first.resolve(resolver()) == [[], [0], [0, 1]]
+    [root] = [r for r in resolver().store.runs_of_root(first.id) if r.parent_id is None]
+    key = artifact_key(root.inputs["n"])
+    stored = storage.root / key
+    moved = tmp_path / "elsewhere"
+    stored.rename(moved)
+    stored.symlink_to(moved)
+    recorded = {r.id for r in resolver().store.list_resolutions()}
+    with pytest.raises(RerunUnplanned) as failed:
+        made_many(3).resolve(resolver(rerun_from=root.id))
+    said = str(failed.value)
+    assert f"(storage key {key} is a symbolic link: a local storage reads none; remove it from the storage's " \
+           "directory), so nothing of the rerun was recorded: remove it from the storage's directory, then run the " \
+           "rerun again" in said, said
+    assert "once storage is back" not in said and "\n" not in said
+    assert {r.id for r in resolver().store.list_resolutions()} == recorded and len(MADE) == 3
+
+
+LOCKED_OUT: list[Path] = []
+
+
+@sk.func
+def locking_out(n: int) -> int:
+    """Takes its storage's ``artifacts`` away from its process (chmod 000) before its output is stored."""
+    LOCKED_OUT[0].chmod(0)
+    return n
+
+
+@sk.func
+def locked_out(n: int) -> int:
+    return summed(made(locking_out(n)))
+
+
+def test_a_storage_directory_a_resolution_may_not_write_is_recorded_with_its_fix_not_a_wait(tmp_path, monkeypatch):
+    """EACCES, for real (the resolution run as a user other than root, its storage's ``artifacts`` chmod 000 by a run
+    of it): the resolution's recorded error says to make the storage readable and writable, then continue it. Was:
+    "continue the resolution once it is back", as for an outage (no wait changes a directory's mode)."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    home = Path(tempfile.mkdtemp())
+    artifacts = home / "storage" / "artifacts"
+    try:
+        home.chmod(0o777)
+        with unprivileged():
+            storage = LocalStorage(home / "storage")
+            resolver = _OnStorage(storage, home=home / "home")
+            LOCKED_OUT[:] = [artifacts]
+            failed = locked_out(4)
+            with pytest.raises(StorageError, match=r"Permission denied \(EACCES\)"):
+                failed.resolve(resolver)
+            error = resolver.store.get_resolution(failed.id).error
+            uid = os.geteuid()
+        assert error.startswith("infrastructure failure, not the pipeline's: StorageError: local storage could not "), \
+            error
+        assert error.endswith(f"; then try again (make {home}/storage and everything under it readable and writable "
+                              f"by this process (uid {uid}), each of its "
+                              f"directories a directory, its disk healthy, then continue the resolution: "
+                              f"{continue_how(failed.id)})"), error
+        assert "once it is back" not in error
+    finally:
+        if artifacts.exists():
+            artifacts.chmod(0o755)
+        shutil.rmtree(home)

@@ -256,10 +256,13 @@ def test_prefixes_isolate_storages_in_one_bucket(endpoint: str, bucket: str, cli
 
 
 def test_missing_bucket_is_a_clear_error(endpoint: str) -> None:
+    """A refusal, not an outage: its advice is its fix (was: "continue the resolution once it is back")."""
     s = S3Storage("no-such-bucket-sk", endpoint_url=endpoint)
     for op in (lambda: s.get("k"), lambda: s.exists("k"), lambda: s.put("k", b"x"), lambda: s.append("k", b"x")):
-        with pytest.raises(S3StorageError, match=f"S3 bucket 'no-such-bucket-sk' does not exist at {endpoint}"):
+        with pytest.raises(S3StorageError, match=f"S3 bucket 'no-such-bucket-sk' does not exist at {endpoint}") as e:
             op()
+        assert e.value.advice("r1").startswith("create bucket no-such-bucket-sk there, or point the storage at one "
+                                               "that exists, then continue the resolution: rerun_from='r1'"), e.value
 
 
 def test_missing_credentials_are_a_clear_error(endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch,

@@ -4,15 +4,12 @@ error, never a bare OSError nor an answer of "absent"."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ import pytest
 from sematic_k8s.errors import StorageError
 from sematic_k8s.storage.base import append_id, missing, read_part
 from sematic_k8s.storage.local import LocalStorage
+from unprivileged import unprivileged
 
 
 def test_put_get_exists_append(tmp_path):
@@ -59,19 +57,6 @@ def test_a_file_in_place_of_a_storage_directory_is_the_storages_error_for_every_
                           f"/cd/cdef: File exists (EEXIST) at {tmp_path}/root/artifacts/cd")), said
     assert f" {tmp_path}/root/artifacts/cd" in said, said
     assert f"make {tmp_path}/root {DO}" in str(e.value), str(e.value)
-
-
-@contextlib.contextmanager
-def unprivileged() -> Iterator[None]:
-    """This process as a user without root's power over permissions (``nobody``, for a test run as root)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
 
 
 @pytest.mark.parametrize("call", CALLS)
@@ -177,3 +162,35 @@ def test_a_malformed_append_id_is_refused_in_words(tmp_path):
     with pytest.raises(ValueError, match=r"append id 'run 1' is not 12 lowercase hex digits: make it with "):
         LocalStorage(tmp_path).append("logs/r.log", b"x", append_id="run 1")
     assert not (tmp_path / "logs" / "r.log").exists()
+
+
+def test_a_key_that_is_a_symbolic_link_loop_is_said_as_a_link_to_remove(tmp_path):
+    """ELOOP, for real: the key a link to itself. Was: ``exists`` (and a put's look) said it as a permission or
+    directory problem ("make ... readable and writable ..., each of its directories a directory")."""
+    s = LocalStorage(tmp_path / "root")
+    s.put("artifacts/ab/abcd", b"1")
+    loop = tmp_path / "root" / "artifacts" / "ab" / "loop"
+    loop.symlink_to(loop)
+    for call in ("exists", "put"):
+        with pytest.raises(StorageError) as e:
+            CALLS[call](s, "artifacts/ab/loop")
+        said = str(e.value)
+        assert f"{loop} is a symbolic link that loops (ELOOP): remove the link {loop}" in said, said
+        assert DO not in said and e.value.fix.startswith(f"remove the link {loop}"), said
+    assert loop.is_symlink() and s.get("artifacts/ab/abcd") == b"1"
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_a_put_at_a_key_that_is_a_directory_is_the_storages_error_and_leaves_the_directory(tmp_path, repair):
+    """A directory where a key's file goes (made by hand, a bad copy). Was: ``put`` returned as if the key held its
+    bytes already, writing nothing, silently (a later ``get``: a bare IsADirectoryError)."""
+    s = LocalStorage(tmp_path / "root")
+    there = tmp_path / "root" / "artifacts" / "ab" / "abcd"
+    there.mkdir(parents=True)
+    (there / "kept").write_bytes(b"mine")
+    with pytest.raises(StorageError) as e:
+        s.put("artifacts/ab/abcd", b"1", repair=repair)
+    said = str(e.value)
+    assert said == (f"local storage could not write {there}: a directory is there, not a file: move that directory "
+                    f"out of {tmp_path}/root (nothing of it was changed); then try again"), said
+    assert (there / "kept").read_bytes() == b"mine" and e.value.fix.startswith("move that directory")
