@@ -61,6 +61,10 @@ class LocalStorage:
         naming the path, what the file system said, and what to do."""
         if disk_full(e):
             return DiskFull.at(self.root, e)
+        if e.errno == errno.EISDIR:  # a directory where a key's file goes (made by hand, a bad copy)
+            fix = f"move that directory out of {self.root} (nothing of it was changed)"
+            return StorageError(f"local storage could not {op} {path}: a directory is there, not a file: {fix}; then "
+                                "try again", fix)
         if e.errno == errno.ELOOP:
             link = next((p for p in (path, *path.parents) if p.is_symlink()), path)
             fix = f"remove the link {link} (or make it name a file or directory that is no link back)"
@@ -85,9 +89,7 @@ class LocalStorage:
         path = self._path(key)
         there = self._there(path)
         if there and path.is_dir():
-            fix = f"move that directory out of {self.root} (nothing of it was changed)"
-            raise StorageError(f"local storage could not write {path}: a directory is there, not a file: {fix}; then "
-                               "try again", fix)
+            raise self.failed("write", path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path)))
         try:
             if there and (not repair or (path.stat().st_size == len(data) and path.read_bytes() == data)):
                 return

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, StorageLinkRefused, TableLocked
+from sematic_k8s.errors import DatabaseLocked, DatabaseReadOnly, DiskFull, StorageError, TableLocked
 from sematic_k8s.store.http import STATEMENT_TIMEOUT
 from sematic_k8s_server import dbfailures
 from sematic_k8s_server.schemas import Problem
@@ -87,14 +87,14 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """Chosen by the error's ``fix`` alone (as its advice is): an outage is 503, retried after Retry-After; a refusal
+    (a link at a key, a directory where a key's file goes, one the server may not read, a missing bucket, refused
+    credentials) is 409 in its words, not retried: it stays until someone does its fix."""
+    assert isinstance(exc, StorageError)
     log.warning("%s %s: artifact storage failed: %s", request.method, request.url.path, exc)
+    if exc.fix:
+        return problem(409, str(exc))
     return problem(503, f"artifact storage is unavailable: {exc}", {"Retry-After": "5"})
-
-
-async def _storage_link(request: Request, exc: Exception) -> JSONResponse:
-    """409, not 503: a link in the server's local storage stays until someone removes it (not retried)."""
-    log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return problem(409, str(exc))
 
 
 async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
@@ -204,7 +204,6 @@ def install(app: FastAPI, engine: sa.Engine) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StorageError, _storage_error)
-    app.add_exception_handler(StorageLinkRefused, _storage_link)
     app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(DatabaseLocked, _database_locked)
     app.add_exception_handler(DatabaseReadOnly, _database_read_only)

@@ -333,6 +333,25 @@ def test_the_server_follows_no_symbolic_link_in_its_local_storage(served: Served
         assert c.get(f"/api/v1/runs/{root}/logs").text == "its own\n"
 
 
+def test_a_directory_at_a_key_of_the_servers_local_storage_is_a_409_in_its_words_not_an_outage(
+        served: Served) -> None:
+    """A directory where a run's log goes in the server's local storage (made by hand, a bad copy): a refusal that
+    stays until someone moves it, answered as the link is (one handler, chosen by the error's ``fix``): 409 naming
+    the path and what to do, not retried. Was: 503 "artifact storage is unavailable" with Retry-After, as for an
+    outage (a client retrying it for its whole window)."""
+    storage = served.home / "storage"
+    root = record_resolution(served.url, served.key, kind="local", state="resolved")
+    (storage / "logs" / f"{root}.log").mkdir(parents=True)
+    with served.client() as c:
+        for path in (f"/api/v1/runs/{root}/logs", f"/api/v1/runs/{root}/logs?tail=100"):
+            r = c.get(path)
+            assert r.status_code == 409 and "retry-after" not in r.headers, (path, r.status_code, r.text)
+            assert r.json()["detail"] == (f"local storage could not read {storage}/logs/{root}.log: a directory is "
+                                          f"there, not a file: move that directory out of {storage} (nothing of it "
+                                          "was changed); then try again"), r.text
+    assert (storage / "logs" / f"{root}.log").is_dir()
+
+
 # -- a request's Host header names no host the server answers with ------------------------------------------
 
 def test_no_answer_redirects_to_the_host_a_request_names(served: Served) -> None:
