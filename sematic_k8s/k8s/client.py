@@ -470,6 +470,12 @@ def api_call(fn: Callable[..., T], *args: Any, backoff: Backoff | None = None, *
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
+def log_text(resp: Any) -> str:  # noqa: ANN401 - urllib3's response
+    """A pod log read with ``_preload_content=False`` (``resp``), as text: a byte not UTF-8 as U+FFFD (the official
+    client's own decode is strict: one such byte, and every line was lost)."""
+    return bytes(resp.data or b"").decode(errors="replace")
+
+
 def list_metadata(list_fn: Callable[..., Any], namespace: str, selector: str, limit: int, token: str | None,
                   backoff: Backoff | None = None) -> dict[str, Any]:
     """One page (``limit`` at most, the next after ``token``) of the objects ``selector`` picks in ``namespace`` by
@@ -578,10 +584,9 @@ class NamespacedApi:
     def pod_log(self, pod: str, container: str, tail_lines: int) -> str:
         """The last ``tail_lines`` lines of ``container`` in ``pod`` (a few tries only: the pod may be gone), a byte
         not UTF-8 as U+FFFD (the official client decodes strictly: one such byte lost every line)."""
-        resp: Any = api_call(self.core.read_namespaced_pod_log, pod, self.namespace, container=container,
-                             tail_lines=tail_lines, _preload_content=False, _request_timeout=10,
-                             backoff=Backoff(attempts=3))
-        return bytes(resp.data or b"").decode(errors="replace")
+        return log_text(api_call(self.core.read_namespaced_pod_log, pod, self.namespace, container=container,
+                                 tail_lines=tail_lines, _preload_content=False, _request_timeout=10,
+                                 backoff=Backoff(attempts=3)))
 
     def warning_events(self, name: str) -> list[dict[str, Any]]:
         """The Warning Events about the object called ``name``, as the API server's JSON."""

@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s import settings
 from sematic_k8s.errors import CallStopped, DriverUnneeded
 from sematic_k8s.k8s import manifests
-from sematic_k8s.k8s.client import Backoff, api_call, api_message, current_namespace, make_api_client
+from sematic_k8s.k8s.client import Backoff, api_call, api_message, current_namespace, log_text, make_api_client
 from sematic_k8s.k8s.events import message_of, refused_for_good
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
 from sematic_k8s.k8s.pods import job_failure, pod_state, pods_left
@@ -411,10 +411,9 @@ class DriverJob:
 
     def _logs(self, pod: dict[str, Any], state: Any) -> str:
         try:
-            resp: Any = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace,
-                                                          container=manifests.DRIVER_CONTAINER, tail_lines=LOG_TAIL,
-                                                          _preload_content=False)
-            text = bytes(resp.data or b"").decode(errors="replace")  # the client's own decode is strict
+            text = log_text(self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace,
+                                                              container=manifests.DRIVER_CONTAINER,
+                                                              tail_lines=LOG_TAIL, _preload_content=False))
         except Exception:  # noqa: BLE001 - gone already: the kubelet's copy
             text = state.termination_log
         return text or ""
