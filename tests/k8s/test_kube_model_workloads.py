@@ -472,20 +472,27 @@ def test_simulated_containers_can_run_the_real_command_or_a_function(cluster, ap
         assert core.read_namespaced_pod_log(name, NS) == log
 
 
-def test_a_process_containers_log_is_read_as_the_kubelet_reads_containerds(cluster, api):
-    """A container run as a process is logged as containerd logs it (a copier a stream, one file of records: a line
-    past 16 KiB cut into parts, a ``\\r\\n`` ending dropped, an unended last line kept as a part) and read as the
-    kubelet reads that: ``tailLines`` counts records, a part has no newline, ``timestamps`` are RFC3339 with 9
-    digits, stderr is in the log too."""
+def process_pods_run(cluster: Cluster, api: client.ApiClient, code: dict[str, str]) -> client.CoreV1Api:
+    """Pods named as ``code``'s keys, each a container run as a process (``python -c`` its value), once all
+    succeeded; the client that made them."""
     core = client.CoreV1Api(api)
-    cluster.behaviour = by_name("", {"out": Script(process=True), "err": Script(process=True)})
-    code = {"out": "import os; os.write(1, b'a\\r\\nb\\n' + b'y' * 40000 + b'\\nunended')",
-            "err": "import sys; sys.stderr.write('oops\\n')"}
+    cluster.behaviour = by_name("", dict.fromkeys(code, Script(process=True)))
     for name in code:
         core.create_namespaced_pod(NS, {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "containers": [
             {"name": "main", "image": IMAGE, "command": ["python", "-c", code[name]]}]}})
     for name in code:
         cluster.wait(lambda name=name: core.read_namespaced_pod(name, NS).status.phase == "Succeeded")
+    return core
+
+
+def test_a_process_containers_log_is_read_as_the_kubelet_reads_containerds(cluster, api):
+    """A container run as a process is logged as containerd logs it (a copier a stream, one file of records: a line
+    past 16 KiB cut into parts, a ``\\r\\n`` ending dropped, an unended last line kept as a part) and read as the
+    kubelet reads that: ``tailLines`` counts records, a part has no newline, ``timestamps`` are RFC3339 with 9
+    digits, stderr is in the log too."""
+    core = process_pods_run(cluster, api, {
+        "out": "import os; os.write(1, b'a\\r\\nb\\n' + b'y' * 40000 + b'\\nunended')",
+        "err": "import sys; sys.stderr.write('oops\\n')"})
     assert core.read_namespaced_pod_log("out", NS) == "a\nb\n" + "y" * 40000 + "\nunended"
     assert core.read_namespaced_pod_log("out", NS, tail_lines=1) == "unended"
     assert core.read_namespaced_pod_log("out", NS, tail_lines=2) == "y" * (40000 - 2 * 16384) + "\nunended"
@@ -585,16 +592,10 @@ def test_a_process_containers_log_since_a_time_and_limited_in_raw_bytes(cluster,
     """``sinceTime`` leaves out the records stamped before it (whole seconds, as the API server hands it to the
     kubelet: RFC3339); ``limitBytes`` counts the log's bytes as written, invalid UTF-8 and all, and the log is
     those bytes (was: ``sinceTime`` ignored; the bytes after U+FFFD replaced each invalid one)."""
-    core = client.CoreV1Api(api)
-    cluster.behaviour = by_name("", {"late": Script(process=True), "raw": Script(process=True)})
-    code = {"late": "import os, time; os.write(1, b'early\\n'); time.sleep(2.1 - time.time() % 1); "
-                    "os.write(1, b'late\\n')",  # 'late' stamped in a whole second after 'early''s
-            "raw": "import os; os.write(1, b'\\xff\\xfeab\\n')"}
-    for name in code:
-        core.create_namespaced_pod(NS, {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "containers": [
-            {"name": "main", "image": IMAGE, "command": ["python", "-c", code[name]]}]}})
-    for name in code:
-        cluster.wait(lambda name=name: core.read_namespaced_pod(name, NS).status.phase == "Succeeded")
+    core = process_pods_run(cluster, api, {
+        "late": "import os, time; os.write(1, b'early\\n'); time.sleep(2.1 - time.time() % 1); "
+                "os.write(1, b'late\\n')",  # 'late' stamped in a whole second after 'early''s
+        "raw": "import os; os.write(1, b'\\xff\\xfeab\\n')"})
     stamps = dict(line.split(" ")[::-1] for line in core.read_namespaced_pod_log("late", NS, timestamps=True)
                   .splitlines())
     second = stamps["late"].split(".")[0]
