@@ -132,6 +132,7 @@ async def _table_locked(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return problem(503, str(exc), {"Retry-After": "5"})
 
+
 def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     """The handler of the database's failures (:mod:`~sematic_k8s_server.dbfailures` says which, and logs them: not
     the statement and its parameters, a client's records):
