@@ -366,6 +366,7 @@ def test_concurrent_reruns_are_queued_with_a_cap_and_a_hung_launcher_fails_as_js
         wait_for(lambda: len(answers) == 3, 60, what="three answers")
         assert all(r.status_code == 429 and r.json()["reason"] == "busy" for r in answers), [r.text for r in answers]
         assert answers[0].headers["Retry-After"] == "5"
+        wait_for(lambda: hung.connections, 60, what="the first launch at the engine")
         assert len(hung.connections) == 1  # one launch at a time
         hung.release()
         for t in threads:
