@@ -127,3 +127,40 @@ def test_a_claim_whose_mint_could_not_connect_records_no_host_port_or_user(
                                "once that has passed"), claim.error
         for named in (url.host, str(url.port), url.username, database):
             assert named not in claim.error, named
+
+
+def test_a_rerun_whose_launcher_failed_with_the_request_pool_used_up_is_recorded_failed_at_once(
+        tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's request pool (here 1 connection, waited 1 s for) held by a slower request when a rerun's launcher
+    fails: its claim ends through the claim beats' own connections, as a failed mint's, in the launcher's words,
+    beaten no more; the answer is the launcher's 502 (its token's revoke, through the pool, only logged: the token is
+    refused once its resolution ended). Was: the revoke, then the end, waited on the used-up pool, the answer was the
+    pool's 503 and the claim was left held and silent, failed by the sweeper as "the server that was launching this
+    rerun stopped" though it lived."""
+    monkeypatch.setenv("SEMATIC_K8S_DB_POOL_SIZE", "1")
+    monkeypatch.setenv("SEMATIC_K8S_DB_POOL_TIMEOUT", "1")
+    held: list[sa.Connection] = []
+
+    def launch(spec: DriverSpec, env: Mapping[str, str]) -> None:  # the pool's one connection held, as by a request
+        held.append(s.store.engine.connect())
+        raise RuntimeError("the cluster refused the driver's Job")
+
+    config = ServerConfig(reruns=RerunConfig(image_repositories=(REPO,), storage_url=STORAGE))
+    with serve(tmp_path, postgres_url, config=config, rerun_launcher=launch) as s:
+        root = record_resolution(s.url, s.key, kind="cloud", state="failed", image=IMAGE, storage_url=STORAGE)
+        try:
+            with s.client() as c:
+                r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
+            [claim_id] = [res.id for res in held[0].execute(
+                sa.text("SELECT id FROM resolutions WHERE rerun_of = :root"), {"root": root})]
+            state, error = held[0].execute(sa.text("SELECT state, error FROM resolutions WHERE id = :id"),
+                                           {"id": claim_id}).one()
+        finally:
+            for conn in held:
+                conn.close()
+        assert r.status_code == 502, r.text
+        words = ("could not start the rerun's driver with the test launcher: RuntimeError: the cluster refused the "
+                 "driver's Job")
+        assert r.json()["detail"] == words, r.text
+        assert (state, error) == ("failed", words)  # at once: no sweep needed
+        assert claim_id not in s.server.claim_beats._held  # beaten no more

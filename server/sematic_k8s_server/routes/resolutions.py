@@ -13,7 +13,7 @@ from sematic_k8s.graph import CANCELED, TERMINAL
 from sematic_k8s.store.lookup import refuse_live
 from sematic_k8s.store.records import CLAIMED
 from sematic_k8s.store.sql import CANCELING
-from sematic_k8s_server import auth, edges, schemas, scopes, unminted
+from sematic_k8s_server import auth, dbfailures, edges, schemas, scopes, unminted
 from sematic_k8s_server.deps import (
     API,
     NOT_FOUND,
@@ -126,9 +126,11 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
             raise answer from e
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
-        beats.let_go(new_id)
-        auth.revoke_tokens(srv.store.engine, new_id)
-        srv.end_claim(new_id, detail)
+        srv.end_claim(new_id, detail, unpooled=True)  # as a failed mint's: the request pool may be used up
+        try:  # then its token (refused already: its resolution ended), through the request pool
+            auth.revoke_tokens(srv.store.engine, new_id)
+        except Exception as e:  # noqa: BLE001 - the store: the token expires, refused meanwhile (its claim failed)
+            log.warning("rerun %s: its driver's token could not be revoked: %s", new_id, dbfailures.words(e))
 
     def ended() -> bool:  # the claim no longer waits for its driver (canceled while the launch waits for its image)
         claimed = srv.store.get_resolution(new_id)
