@@ -141,7 +141,9 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
       did not answer in its operator's time), ``reason`` :data:`~sematic_k8s.store.http.STATEMENT_TIMEOUT`, which
       the HTTP store tries a few times only (a lock that held it up may be released; a listing that always takes
       longer fails with these words, not after the retry window; a proxy's 504, without it, is tried for the window);
-    - anything else: 503, retried by clients (no connection to spare: said so, without the database's host)."""
+    - anything else: 503, retried by clients, in :func:`~sematic_k8s_server.dbfailures.told`'s words (no connection
+      to spare: said so; else the failure's kind), never the database's own, which may name its host, port and user
+      (the log has them)."""
     failures = dbfailures.of(engine)
 
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -155,11 +157,8 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
                                 "the server's role (ALTER ROLE ... SET statement_timeout), or ask for less (e.g. a "
                                 "smaller page)", {"Retry-After": GATEWAY_TIMEOUT_RETRY_AFTER},
                            reason=STATEMENT_TIMEOUT)
-        failures.failed(orig, f"{request.method} {request.url.path}")
-        if dbfailures.no_connection_to_spare(orig):
-            return problem(503, dbfailures.no_connection_words(orig), {"Retry-After": "5"})
-        return problem(503, f"the metadata database is unavailable: {type(orig).__name__}: {orig}".splitlines()[0],
-                       {"Retry-After": "5"})
+        failures.failed(orig, f"{request.method} {request.url.path}")  # the log: the database's own words
+        return problem(503, dbfailures.told(orig), {"Retry-After": "5"})
 
     return database_error
 
