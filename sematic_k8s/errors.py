@@ -196,15 +196,16 @@ class ArtifactUnloadable(ValueError):
 
 class ReusedOutputGone(ValueError):
     """A rerun (or a ``continue``) would reuse runs whose outputs' bytes are gone from storage (deleted by a lifecycle
-    rule, or by hand): refused before anything is recorded or launched, naming the first such run to rerun from
-    (``.run_id``, of the original resolution) and where its output was."""
+    rule, or by hand) or replaced there (other bytes than recorded): refused before anything is recorded or launched,
+    naming the first such run to rerun from (``.run_id``, of the original resolution) and what became of its output
+    (``gone``: run id -> "gone from storage (<where>)" or "changed in storage: ...")."""
 
     def __init__(self, rerun_from: str, gone: dict[str, str]) -> None:
         self.rerun_from, self.gone = rerun_from, gone
-        self.run_id, where = next(iter(gone.items()))
+        self.run_id, what = next(iter(gone.items()))
         more = f" (and {len(gone) - 1} other reused run(s): {', '.join(list(gone)[1:4])}...)" if len(gone) > 1 else ""
         super().__init__(f"rerun_from {rerun_from}: run {self.run_id}, whose output this rerun would reuse, has its "
-                         f"output gone from storage ({where}){more}: rerun from that run instead "
+                         f"output {what}{more}: rerun from that run instead "
                          f"(rerun_from={self.run_id!r}, `sematic-k8s rerun {self.run_id}`), which runs it again "
                          "and stores its output")
 

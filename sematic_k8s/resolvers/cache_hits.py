@@ -20,9 +20,9 @@ from sematic_k8s.graph import CREATED, Graph, Node
 from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
-from sematic_k8s.storage.base import artifact_key, location, missing
+from sematic_k8s.storage.base import artifact_key, location, unmatched
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import CachedRun, CacheHit, RunRecord, utcnow
+from sematic_k8s.store.records import CachedRun, CacheHit, Formats, RunRecord, utcnow
 
 log = logging.getLogger("sematic_k8s")
 
@@ -56,9 +56,10 @@ class CacheHits:
         self.prepared: dict[str, tuple[dict[str, Value], str | None]] = {}
         self.looked_up: dict[str, RunRecord | None] = {}  # a wave's cache look-up: key -> hit (None: miss)
         self.run_keys: dict[str, str] = {}  # run id -> cache key, of cached runs executing
-        self.artifacts: dict[str, tuple[str, str, bytes | None]] = {}  # a wave's hits' outputs (formats)
-        self.present: set[str] = set()  # hits' outputs found in storage (asked once per resolution)
-        self.gone: dict[str, tuple[str, str]] = {}  # cache key -> (hit, why) of a hit taken for a miss: output gone
+        self.artifacts: dict[str, Formats] = {}  # a wave's hits' outputs (formats)
+        self.present: set[str] = set()  # hits' outputs found in storage as recorded (asked once per resolution)
+        # cache key -> (hit, why) of a hit taken for a miss: its output gone, or its stored bytes not those recorded
+        self.gone: dict[str, tuple[str, str]] = {}
 
     def look_up(self, nodes: list[Node], resolve_hit: ResolveHit) -> None:
         """One batched cache look-up for a planning wave: the keys of the cached funcs among ``nodes`` (their
@@ -85,16 +86,16 @@ class CacheHits:
             keys[node.run_id] = (inputs, key)
         if not keys:
             return
+        nodes_by_id = self.graph.nodes
         find_hits = getattr(self.store, "find_hits", None)  # with the hits' outputs, in one query
         if find_hits is not None:
             found = find_hits(key for _, key in keys.values())
             hits: dict[str, Any] = {k: run for k, (run, _) in found.items()}
             self.artifacts = {run.output_id: art for run, art in found.values() if art and run.output_id}
         else:
-            nodes_by_id = self.graph.nodes
             hits = self._find({key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
             self.artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
-        hits = self._present(hits)
+        hits = self._present(hits, {key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
         keys = self._resolve_wave(keys, hits, resolve_hit)
         self.prepared.update(keys)
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
@@ -144,7 +145,7 @@ class CacheHits:
     def output(self, output_id: str) -> Value:
         """The Value of a hit's output (its format as the wave's look-up gave it, if it did)."""
         art = self.artifacts.get(output_id)
-        return self.recorder.stored_value(output_id, *art) if art else self.recorder.stored_value(output_id)
+        return self.recorder.stored_value(output_id, *art[:3]) if art else self.recorder.stored_value(output_id)
 
     def find(self, node: Node, inputs: dict[str, Value], key: str | None,
              fields: dict[str, Any]) -> tuple[RunRecord, str] | None:
@@ -175,7 +176,7 @@ class CacheHits:
             found = self._find({key: func.name})
             if (solo := found.get(key)) is not None and solo.output_id:
                 self.artifacts.update(self.recorder.formats({solo.output_id}))
-            hit = self._present(found).get(key)
+            hit = self._present(found, {key: func.name}).get(key)
         if hit is not None and hit.output_id is not None:
             return hit, hit.output_id
         if (gone := self.gone.get(key)) is not None:
@@ -183,21 +184,27 @@ class CacheHits:
         self.run_keys[node.run_id] = key
         return None
 
-    def _present(self, hits: dict[str, Any]) -> dict[str, Any]:
-        """``hits`` (cache key -> run) less those whose output's bytes are gone from storage (deleted by hand or by a
-        lifecycle rule): each is a miss, its run executes and its output is stored again (said once per hit, and
-        noted on the run). An output whose record holds its bytes (inline) is there; the others are asked of the
-        storage together (S3: a HEAD each), once per resolution."""
-        asked = {artifact_key(out): key for key, hit in hits.items() if (out := hit.output_id) is not None
+    def _present(self, hits: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        """``hits`` (cache key -> run; ``names``: cache key -> its func's name) less those whose output's bytes are gone
+        from storage (deleted by hand or by a lifecycle rule) or are not those recorded (replaced: another number of
+        bytes than its record's size): each is a miss, its run executes and its output is stored (a new artifact,
+        or the recorded one's bytes rewritten; nothing recorded is changed), said once per hit and noted on the run.
+        An output whose record holds its bytes (inline) is there; the others are asked of the storage together (S3: a
+        HEAD each, a local file a stat: the size is in that answer), once per resolution."""
+        asked = {artifact_key(out): (key, art[3]) for key, hit in hits.items() if (out := hit.output_id) is not None
                  and out not in self.present and (art := self.artifacts.get(out)) is not None and art[2] is None}
-        gone = missing(self.recorder.storage, asked)
-        self.present.update(key.rsplit("/", 1)[1] for key in asked.keys() - gone)
-        for storage_key in gone:
-            key = asked[storage_key]
-            why = (f"cached output of run {hits[key].id} is gone from storage "
-                   f"({location(self.recorder.storage, storage_key)}): running it again")
+        storage = self.recorder.storage
+        bad = unmatched(storage, {storage_key: size for storage_key, (_, size) in asked.items()})
+        self.present.update(key.rsplit("/", 1)[1] for key in asked.keys() - bad.keys())
+        for storage_key, size in bad.items():
+            key, recorded = asked[storage_key]
+            where = location(storage, storage_key)
+            why = (f"cached output of run {hits[key].id} is gone from storage ({where}): running it again"
+                   if size is None else
+                   f"cached output of run {hits[key].id} no longer matches its record: its stored bytes ({where}) are "
+                   f"{size} bytes, recorded as {recorded}: running it again")
             if self.gone.get(key, ("", ""))[0] != hits[key].id:
-                log.warning("%s", why)
+                log.warning("%s: %s", names.get(key, "cached func"), why)
             self.gone[key] = (hits[key].id, why)
         return {key: hit for key, hit in hits.items() if self.gone.get(key, ("", ""))[0] != hit.id}
 

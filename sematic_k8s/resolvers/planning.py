@@ -23,9 +23,9 @@ from sematic_k8s.resolvers import collector
 from sematic_k8s.resolvers.recorder import Recorder
 from sematic_k8s.serialization import Value
 from sematic_k8s.specs import ResolutionSettings
-from sematic_k8s.storage.base import Storage, artifact_key, location, missing
+from sematic_k8s.storage.base import Storage, artifact_key, location, unmatched
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import ResolutionRecord, RunRecord, RunShape, utcnow
+from sematic_k8s.store.records import Formats, ResolutionRecord, RunRecord, RunShape, utcnow
 
 log = logging.getLogger("sematic_k8s")
 # planned Run records held at once: a fan-out of more is written as it is planned, this many at a time, so its
@@ -237,7 +237,7 @@ class Planner:
                       for x in graph.json_refs(t) if x in reused_outputs}
         wanted = {reused_outputs[x] for x in referenced | wanted_root}
         wanted |= {x for p in again for r in [by_old[p.old_id]] for x in [r.output_id, *r.inputs.values()] if x}
-        formats: dict[str, tuple[str, str, bytes | None]] = {  # light shapes bring their outputs' formats
+        formats: dict[str, Formats] = {  # light shapes bring their outputs' formats
             r.output_id: r.output for r in old_runs
             if isinstance(r, RunShape) and r.output is not None and r.output_id in wanted and r.output_id}
         outputs = getattr(self.store, "output_formats", None)  # else all the outputs in one query, where it can
@@ -303,19 +303,23 @@ class Planner:
             nodes.append(node)
         return nodes
 
-    def _check_reused(self, reused: dict[str, str], formats: dict[str, tuple[str, str, bytes | None]],
-                      plan: list[PlannedRun]) -> None:
+    def _check_reused(self, reused: dict[str, str], formats: dict[str, Formats], plan: list[PlannedRun]) -> None:
         """Raise :class:`ReusedOutputGone` when the bytes of reused outputs the rerun reads (``reused``: artifact ->
-        the new id of the run reused for it) are gone from storage (their records hold none: S3 a HEAD each), named in
-        ``plan``'s order: the first is upstream of the others (was: by storage key, maybe a downstream one)."""
+        the new id of the run reused for it) are gone from storage, or are not those recorded (another number of bytes
+        than their record's size), asked as a cache hit's are (their records hold none: S3 a HEAD each, a local file
+        a stat), named in ``plan``'s order: the first is upstream of the others (was: by storage key, maybe a
+        downstream one)."""
         keys = {artifact_key(a): a for a in reused if (f := formats.get(a)) is None or f[2] is None}
-        gone = missing(self.recorder.storage, keys)
-        if gone:
+        storage = self.recorder.storage
+        bad = unmatched(storage, {k: None if (f := formats.get(a)) is None else f[3] for k, a in keys.items()})
+        if bad:
             old_of = {p.new_id: p.old_id for p in plan}
             order = {p.new_id: i for i, p in enumerate(plan)}  # upstream first: rerunning from it redoes the others
-            first = sorted(gone, key=lambda k: (order.get(reused[keys[k]], len(order)), k))
+            first = sorted(bad, key=lambda k: (order.get(reused[keys[k]], len(order)), k))
             raise ReusedOutputGone(self.settings.rerun_from or self.root_id, {
-                old_of[reused[keys[k]]]: location(self.recorder.storage, k) for k in first})
+                old_of[reused[keys[k]]]: f"gone from storage ({location(storage, k)})" if bad[k] is None else
+                f"changed in storage: its stored bytes ({location(storage, k)}) are {bad[k]} bytes, recorded as "
+                f"{formats[keys[k]][3]}" for k in first})
 
     def _input(self, doc: Any, leaf: Callable[[str], Value], output_of: Callable[[str], Any]) -> Any:
         """A planned run's input template; one that references only reused runs (and values) is that one value,

@@ -15,7 +15,7 @@ from sematic_k8s.errors import ValueRefused
 from sematic_k8s.serialization import Value
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, inline_loader, put_artifact
 from sematic_k8s.store.base import Store
-from sematic_k8s.store.records import Batch, utcnow
+from sematic_k8s.store.records import Batch, Formats, utcnow
 
 INLINE_LIMIT = limits.INLINE_BYTES  # bytes: the embedded resolver keeps artifacts up to this size inline with their
 # records
@@ -78,13 +78,13 @@ class Recorder:
             self._spill(artifact_id, fmt, inline)
         return Value(artifact_id, fmt, type_name, load=self.load)
 
-    def stored_values(self, formats: dict[str, tuple[str, str, bytes | None]]) -> dict[str, Value]:
+    def stored_values(self, formats: dict[str, Formats]) -> dict[str, Value]:
         """:meth:`stored_value` of many recorded artifacts (``formats`` as :meth:`formats` gives them). With an inline
         limit, the small JSON ones whose bytes the records hold are verified and decoded together, now (a rerun's
         thousands of reused outputs); one that does not verify is left to fail, naming itself, where it is used."""
         out: dict[str, Value] = {}
         eager: list[tuple[str, str, bytes]] = []
-        for artifact_id, (fmt, type_name, inline) in formats.items():
+        for artifact_id, (fmt, type_name, inline, _) in formats.items():
             if inline is not None and self.inline_limit and fmt == serialization.JSON:
                 if serialization.content_id(fmt, inline) == artifact_id:
                     eager.append((artifact_id, type_name, inline))
@@ -100,9 +100,9 @@ class Recorder:
         self.known_artifacts.update(formats)
         return out
 
-    def formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
-        """``{id: (format, type_name, inline bytes)}`` of recorded artifacts, for :meth:`stored_value`: the store's
-        light read of them (no summaries), SQL and HTTP alike."""
+    def formats(self, ids: Iterable[str]) -> dict[str, Formats]:
+        """``{id: (format, type_name, inline bytes, size)}`` of recorded artifacts, for :meth:`stored_value` (and the
+        check of stored bytes, by size): the store's light read of them (no summaries), SQL and HTTP alike."""
         return self.store.artifact_formats(ids)
 
     def _spill(self, artifact_id: str, fmt: str, inline: bytes) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -95,26 +95,36 @@ def artifact_key(artifact_id: str) -> str:
     return f"artifacts/{artifact_id[:2]}/{artifact_id}"
 
 
-# at most this many ``exists`` asked at once (S3: a HEAD each): an S3 client's connection pool (botocore's
+# at most this many ``exists``/``size`` asked at once (S3: a HEAD each): an S3 client's connection pool (botocore's
 # max_pool_connections, 10); more at once were connections opened and thrown away, each said by urllib3
 MISSING_CHECKS = 10
+PRESENT = -1  # :func:`unmatched`'s answer of a storage without ``size``: the object is there, its size not known
 
 
-def missing(storage: Storage, keys: Iterable[str]) -> set[str]:
-    """Those of ``keys`` with no object in ``storage`` (deleted by hand or by a lifecycle rule), asked together a few
-    at a time (S3: a HEAD each). The first is asked alone: an outage is ridden out by that one call (the storage's
-    own retries, for the retry window: said once, as any call's), not by up to :data:`MISSING_CHECKS` at once, each
-    saying it (was: 16 warnings, and as many calls retried against the storage out of reach). Raises what the
-    storage raises (out of reach past the retry window, refused): an outage is never an answer of "gone"."""
-    asked = sorted(set(keys))
+def unmatched(storage: Storage, recorded: Mapping[str, int | None]) -> dict[str, int | None]:
+    """Those of ``recorded`` (key -> the size its record says its object has; None: not recorded) whose object is gone
+    from ``storage`` (deleted by hand or by a lifecycle rule: None) or holds another number of bytes than recorded
+    (replaced by other bytes: the size it holds), each asked once (S3: a HEAD each; a local file: a stat): the size is
+    what that one request answers anyway, so telling replaced bytes costs nothing more (a storage without ``size``
+    answers presence alone). The first is asked alone: an outage is ridden out by that one call (the storage's own
+    retries, for the retry window: said once, as any call's), not by up to :data:`MISSING_CHECKS` at once, each saying
+    it (was: 16 warnings, and as many calls retried against the storage out of reach). Raises what the storage raises
+    (out of reach past the retry window, refused): an outage is never an answer of "gone"."""
+    sizer = getattr(storage, "size", None)
+    ask: Callable[[str], int | None] = (cast(Callable[[str], "int | None"], sizer) if sizer is not None
+                                        else lambda key: PRESENT if storage.exists(key) else None)
+    asked = sorted(recorded)
     if not asked:
-        return set()
-    gone = set() if storage.exists(asked[0]) else {asked[0]}
+        return {}
+    found = [ask(asked[0])]
     rest = asked[1:]
     if len(rest) <= 1:
-        return gone | {key for key in rest if not storage.exists(key)}
-    with ThreadPoolExecutor(min(MISSING_CHECKS, len(rest)), thread_name_prefix="sk-exists") as pool:
-        return gone | {key for key, there in zip(rest, pool.map(storage.exists, rest), strict=True) if not there}
+        found += [ask(key) for key in rest]
+    else:
+        with ThreadPoolExecutor(min(MISSING_CHECKS, len(rest)), thread_name_prefix="sk-exists") as pool:
+            found += pool.map(ask, rest)
+    return {key: size for key, size in zip(asked, found, strict=True)
+            if size is None or (size != PRESENT and (want := recorded[key]) is not None and size != want)}
 
 
 def location(storage: Storage, key: str) -> str:

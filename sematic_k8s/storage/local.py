@@ -129,19 +129,27 @@ class LocalStorage:
         except OSError as e:
             raise self.failed("read", self._path(key), e) from None
 
-    def _there(self, path: Path) -> bool:
-        """Whether a file is at ``path``: False only when it is absent (ENOENT); the storage's error when it cannot be
+    def _stat(self, path: Path) -> os.stat_result | None:
+        """The file at ``path``'s stat, None only when it is absent (ENOENT); the storage's error when it cannot be
         looked at (``Path.exists`` answers False for a file in place of a directory, ENOTDIR: taken for gone)."""
         try:
-            os.stat(path)
+            return os.stat(path)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as e:
             raise self.failed("look at", path, e) from None
-        return True
+
+    def _there(self, path: Path) -> bool:
+        """Whether a file is at ``path`` (:meth:`_stat`)."""
+        return self._stat(path) is not None
 
     def exists(self, key: str) -> bool:
         return self._there(self._path(key))
+
+    def size(self, key: str) -> int | None:
+        """The number of bytes at ``key`` (one stat, as :meth:`exists`); None when absent."""
+        found = self._stat(self._path(key))
+        return None if found is None else found.st_size
 
     def delete(self, key: str) -> None:
         """Remove the file at ``key`` (a symbolic link there: the link alone); gone already is fine."""

@@ -313,6 +313,12 @@ class S3Storage:
     def exists(self, key: str) -> bool:
         return self._head(key, self._key(key)) is not None
 
+    def size(self, key: str) -> int | None:
+        """The number of bytes at ``key`` (its HEAD's ``Content-Length``: one HEAD, as :meth:`exists`); None when
+        absent."""
+        head = self._head(key, self._key(key))
+        return None if head is None else int(head["ContentLength"])
+
     def delete(self, key: str) -> None:
         """Delete the object at ``key`` (S3 answers a missing one as deleted), retried for the retry window."""
         full = self._key(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s.store.records import ArtifactRecord, Batch, Formats, ResolutionRecord, RunRecord
 
 
 class Store(Protocol):
@@ -38,9 +38,10 @@ class Store(Protocol):
 
     def artifacts(self, ids: Iterable[str]) -> list[ArtifactRecord]: ...
 
-    def artifact_formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
-        """``{id: (format, type_name, inline bytes)}`` of those of these artifacts recorded: what reading their values
-        takes, without the summaries (lighter than :meth:`artifacts`)."""
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, Formats]:
+        """``{id: (format, type_name, inline bytes, size)}`` of those of these artifacts recorded: what reading their
+        values takes, and checking their stored bytes (size None: not known), without the summaries (lighter than
+        :meth:`artifacts`)."""
 
     def find_cached(self, cache_key: str) -> RunRecord | None:
         """The most recent resolved Run with this cache key."""

@@ -20,11 +20,12 @@ _HIT_FIELDS = ["id", "root_id", "parent_id", "func_path", "func_name", "state", 
 # find_hits: the most recent run of each key (ranked from the covering index, so a key of many runs reads one), joined
 # with its output's record
 HITS_SQL = ("SELECT hits.id, hits.output_id, hits.source_hash, hits.cache_key, artifacts.format, artifacts.type_name, "
-            "artifacts.inline FROM (SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, row_number() "
+            "artifacts.inline, artifacts.size FROM (SELECT runs.id, runs.output_id, runs.source_hash, runs.cache_key, "
+            "row_number() "
             "OVER (PARTITION BY runs.cache_key ORDER BY runs.ended_at DESC) AS hit_rank FROM runs "
             "WHERE runs.cache_key IN ({}) AND runs.state = 'resolved' AND runs.cached_from IS NULL) AS hits "
             "LEFT OUTER JOIN artifacts ON artifacts.id = hits.output_id WHERE hits.hit_rank = 1")
-Hit = tuple[records.CacheHit, reads.Formats | None]  # a hit, and its output artifact's formats (None: not recorded)
+Hit = tuple[records.CacheHit, records.Formats | None]  # a hit, and its output artifact's formats (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def find_hits(conn: sa.Connection, cache_keys: Iterable[str]) -> dict[str, Hit]:
             chunk = tuple(keys[i:i + 500])
             cursor.execute(HITS_SQL.format(", ".join([mark] * len(chunk))), chunk)
             for row in cursor.fetchall():  # the most recent of each key
-                art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None) if row[4] else None
+                art = (row[4], row[5], bytes(row[6]) if row[6] is not None else None, row[7]) if row[4] else None
                 out[row[3]] = (hit(row[0], row[1], row[2]), art)
     finally:
         cursor.close()

@@ -49,7 +49,7 @@ from sematic_k8s.store.http_connections import (
     ProxiedConnections,
     proxy_possible,
 )
-from sematic_k8s.store.records import ArtifactRecord, Batch, ResolutionRecord, RunRecord
+from sematic_k8s.store.records import ArtifactRecord, Batch, Formats, ResolutionRecord, RunRecord
 from sematic_k8s.store.wire import batch_to_json, dumps, halves, parse_datetime, record_from_json
 
 if TYPE_CHECKING:
@@ -272,15 +272,16 @@ class HttpStore:
             out.extend(record_from_json(ArtifactRecord, d) for d in docs)
         return out
 
-    def artifact_formats(self, ids: Iterable[str]) -> dict[str, tuple[str, str, bytes | None]]:
-        """``{id: (format, type_name, inline bytes)}`` of those of these artifacts recorded, without their summaries:
-        asked :data:`~sematic_k8s.limits.FORMAT_IDS` ids a request (``POST /store/artifact_formats``). The few whose
-        inline bytes the server leaves out as larger than it sends there (a record of another client's making) are
-        read whole (:meth:`artifacts`). A server without that route (older) answers by :meth:`artifacts`: it answers
-        404, or 403 to a resolution token (or a read-only key), which may call only the paths it knows (a 403 of a
-        server with the route: :meth:`artifacts` is refused as well, in its words)."""
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, Formats]:
+        """``{id: (format, type_name, inline bytes, size)}`` of those of these artifacts recorded, without their
+        summaries (an older server's answer: size None): asked :data:`~sematic_k8s.limits.FORMAT_IDS` ids a request
+        (``POST /store/artifact_formats``). The few whose inline bytes the server leaves out as larger than it sends
+        there (a record of another client's making) are read whole (:meth:`artifacts`). A server without that route
+        (older) answers by :meth:`artifacts`: it answers 404, or 403 to a resolution token (or a read-only key), which
+        may call only the paths it knows (a 403 of a server with the route: :meth:`artifacts` is refused as well, in
+        its words)."""
         wanted = list(dict.fromkeys(ids))
-        out: dict[str, tuple[str, str, bytes | None]] = {}
+        out: dict[str, Formats] = {}
         large: list[str] = []
         for i in range(0, len(wanted), limits.FORMAT_IDS):
             try:
@@ -292,13 +293,13 @@ class HttpStore:
                     raise
                 doc = None
             if doc is None:
-                return {a.id: (a.format, a.type_name, a.inline) for a in self.artifacts(wanted)}
+                return {a.id: (a.format, a.type_name, a.inline, a.size) for a in self.artifacts(wanted)}
             for item in doc["items"]:
                 inline = None if item.get("inline") is None else base64.b64decode(item["inline"])
-                out[item["id"]] = (item["format"], item["type_name"], inline)
+                out[item["id"]] = (item["format"], item["type_name"], inline, item.get("size"))  # older: none
                 if item.get("inline_large"):
                     large.append(item["id"])
-        out.update((a.id, (a.format, a.type_name, a.inline)) for a in self.artifacts(large))
+        out.update((a.id, (a.format, a.type_name, a.inline, a.size)) for a in self.artifacts(large))
         return out
 
     def find_cached(self, cache_key: str) -> RunRecord | None:

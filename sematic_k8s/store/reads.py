@@ -14,13 +14,12 @@ import sqlalchemy as sa
 
 from sematic_k8s.error_records import LISTED_RESOLUTION_ERROR_CHARS, clipped, clipped_ends, error_excerpt
 from sematic_k8s.store.json_columns import json_value
-from sematic_k8s.store.records import UNLISTED, ArtifactRecord, ResolutionRecord, RunRecord, RunShape
+from sematic_k8s.store.records import UNLISTED, ArtifactRecord, Formats, ResolutionRecord, RunRecord, RunShape
 from sematic_k8s.store.tables import CANCELING
 
 R = TypeVar("R")
-Formats = tuple[str, str, bytes | None]  # an artifact's format, type name and inline bytes
-FormatRow = tuple[str, str, str, bytes | None, bool]  # an artifact's id, format, type name, inline bytes (those
-# within a bound, :func:`format_rows`) and whether it holds inline bytes over the bound, left out
+FormatRow = tuple[str, str, str, bytes | None, bool, int]  # an artifact's id, format, type name, inline bytes (those
+# within a bound, :func:`format_rows`), whether it holds inline bytes over the bound, left out, and its size
 IDS_PER_QUERY = 500  # ids a read of records by id asks for in one statement
 
 RUN_FIELDS = [f.name for f in dataclasses.fields(RunRecord)]
@@ -159,15 +158,15 @@ def run_shapes(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id
     them)."""
     t, a = runs, artifacts
     cols = [t.c[f] if f not in _REF_FIELDS else sa.cast(t.c[f], sa.Text) for f in RunShape._fields[:-1]]
-    stmt = (sa.select(*cols, a.c.format, a.c.type_name, a.c.inline)
+    stmt = (sa.select(*cols, a.c.format, a.c.type_name, a.c.inline, a.c.size)
             .select_from(t.outerjoin(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
     rows = conn.execute(stmt).fetchall()
     loads = json_value
     return [RunShape(run_id, root, parent, state, loads(refs) if refs and '"run"' in refs else {},
                      None if output is None or output == "null" else
                      loads(output) if '"run"' in output else VALUES_ONLY, output_id,
-                     None if fmt is None else (fmt, type_name, inline))
-            for run_id, root, parent, state, refs, output, output_id, fmt, type_name, inline in rows]
+                     None if fmt is None else (fmt, type_name, inline, size))
+            for run_id, root, parent, state, refs, output, output_id, fmt, type_name, inline, size in rows]
 
 
 def runs_by_id(conn: sa.Connection, runs: sa.Table, ids: Iterable[str], *,
@@ -245,9 +244,10 @@ def get_artifacts(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str]) 
 
 
 def artifact_formats(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str]) -> dict[str, Formats]:
-    """``{id: (format, type_name, inline bytes)}`` of these artifacts (those recorded): what reading their values
-    takes, without the summaries (:func:`get_artifacts`, lighter; one query per :data:`IDS_PER_QUERY` ids)."""
-    return {row[0]: (row[1], row[2], row[3]) for row in format_rows(conn, artifacts, ids)}
+    """``{id: (format, type_name, inline bytes, size)}`` of these artifacts (those recorded): what reading their
+    values takes, and checking their stored bytes, without the summaries (:func:`get_artifacts`, lighter; one query per
+    :data:`IDS_PER_QUERY` ids)."""
+    return {row[0]: (row[1], row[2], row[3], row[5]) for row in format_rows(conn, artifacts, ids)}
 
 
 def format_rows(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str],
@@ -264,16 +264,16 @@ def format_rows(conn: sa.Connection, artifacts: sa.Table, ids: Iterable[str],
         inline = sa.case((over, sa.null()), else_=t.c.inline)
     out: list[FormatRow] = []
     for i in range(0, len(wanted), IDS_PER_QUERY):
-        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, inline, over).where(
+        stmt = sa.select(t.c.id, t.c.format, t.c.type_name, inline, over, t.c.size).where(
             t.c.id.in_(wanted[i:i + IDS_PER_QUERY]))
-        out.extend((row[0], row[1], row[2], row[3], bool(row[4])) for row in conn.execute(stmt))
+        out.extend((row[0], row[1], row[2], row[3], bool(row[4]), row[5]) for row in conn.execute(stmt))
     return out
 
 
 def output_formats(conn: sa.Connection, runs: sa.Table, artifacts: sa.Table, root_id: str) -> dict[str, Formats]:
     """:func:`artifact_formats` of the outputs of a resolution's runs, in one query (a rerun's reused values)."""
     t, a = runs, artifacts
-    stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline)
+    stmt = (sa.select(a.c.id, a.c.format, a.c.type_name, a.c.inline, a.c.size)
             .select_from(t.join(a, a.c.id == t.c.output_id)).where(t.c.root_id == root_id))
-    return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(stmt).fetchall()}
+    return {row[0]: (row[1], row[2], row[3], row[4]) for row in conn.execute(stmt).fetchall()}
 

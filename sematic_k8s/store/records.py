@@ -135,6 +135,12 @@ def canceled_notice(error: str | None, when: str | None) -> str:
 UNLISTED = frozenset({"source_text"})
 
 
+# an artifact's format, type name, inline bytes and recorded size (None: not known, an older server's answer): what
+# reading its value takes, and the size a cache hit's or a rerun's check of its stored bytes compares
+# (storage.base.unmatched)
+Formats = tuple[str, str, bytes | None, int | None]
+
+
 class RunShape(NamedTuple):
     """What planning a rerun reads of each recorded run (see ``SqlStore.run_shapes``): not a whole record."""
 
@@ -145,7 +151,7 @@ class RunShape(NamedTuple):
     input_refs: dict[str, Any]
     output_ref: Any
     output_id: str | None
-    output: tuple[str, str, bytes | None] | None = None  # its output artifact's (format, type name, inline bytes)
+    output: Formats | None = None  # its output artifact's (format, type name, inline bytes, size)
 
 
 @dataclass(slots=True)

@@ -64,6 +64,7 @@ from sematic_k8s.store.records import (
     RUN_DEFAULTS,
     ArtifactRecord,
     Batch,
+    Formats,
     ResolutionRecord,
     RunRecord,
     RunShape,
@@ -504,10 +505,10 @@ class SqlStore:
 
         return batches()
 
-    def artifact_formats(self, ids: Iterable[str]) -> dict[str, reads.Formats]:
+    def artifact_formats(self, ids: Iterable[str]) -> dict[str, Formats]:
         return self._read(reads.artifact_formats, self._arts, ids)
 
-    def output_formats(self, root_id: str) -> dict[str, reads.Formats]:
+    def output_formats(self, root_id: str) -> dict[str, Formats]:
         return self._read(reads.output_formats, self._runs, self._arts, root_id)
 
     # -- cache look-ups (store/cache_reads.py) ---------------------------------------------------

@@ -247,6 +247,7 @@ class ArtifactFormat(BaseModel):
     inline: str | None = Field(description=f"the bytes its record holds, in base64 (at most {limits.INLINE_BYTES:,})")
     inline_large: bool = Field(description=f"its record holds more than {limits.INLINE_BYTES:,} bytes, left out "
                                            "here: read it whole (POST /store/artifacts)")
+    size: int = Field(description="its bytes' length as recorded (a cache hit's check of its stored bytes)")
 
 
 class ArtifactFormats(BaseModel):

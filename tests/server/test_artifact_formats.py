@@ -109,7 +109,8 @@ def test_the_formats_route_takes_sha256_ids_up_to_its_cap_from_those_who_may_rea
     at most :data:`~sematic_k8s.limits.FORMAT_IDS` (the HTTP store asks in pages of it); the callers of ``POST
     /store/artifacts``: a key, a read-only one too, and any resolution's token (artifacts are content-addressed, no
     resolution's), never an unknown or missing credential. An item leaves out inline bytes over
-    :data:`~sematic_k8s.limits.INLINE_BYTES` (flagged) and every summary: it is bounded small."""
+    :data:`~sematic_k8s.limits.INLINE_BYTES` (flagged) and every summary: it is bounded small; it says the size
+    recorded (a cache hit's check of its stored bytes)."""
     with serve(tmp_path) as s:
         ids = _recorded(s.store, 12)
         large, small = content_id("json", LARGE), content_id("json", SMALL)
@@ -129,7 +130,8 @@ def test_the_formats_route_takes_sha256_ids_up_to_its_cap_from_those_who_may_rea
         assert set(items) == set(ids[:12])
         assert items[large]["inline"] is None and items[large]["inline_large"] is True
         assert items[small]["inline_large"] is False and items[small]["inline"] is not None
-        assert all(set(item) == {"id", "format", "type_name", "inline", "inline_large"} for item in items.values())
+        assert all(set(item) == {"id", "format", "type_name", "inline", "inline_large", "size"}
+                   for item in items.values())
         assert sorted(_answer(s, token, ids[:3])[1]["items"], key=str) == sorted(
             [items[i] for i in ids[:3]], key=str)
 

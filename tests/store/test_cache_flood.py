@@ -52,5 +52,5 @@ def test_a_flooded_cache_keys_look_up_reads_only_its_most_recent_run(db_url: str
     (hit, formats), = hits.values()
     newest = FLOODED - 1
     assert (hit.id, hit.output_id) == (f"{newest:032x}", outputs[newest % 3])
-    assert formats == ("json", "bytes", bytes([newest % 3]) * 1024)
+    assert formats == ("json", "bytes", bytes([newest % 3]) * 1024, 1024)
     assert peak < 8 * MiB, f"the look-up allocated {peak // MiB} MiB"

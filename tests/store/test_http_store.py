@@ -78,10 +78,10 @@ def test_same_pipeline_either_store(setup, tmp_path) -> None:
         hits = store.find_hits([runs["square"].cache_key, "0" * 64])
         art = store.get_artifact(runs["square"].output_id)
         assert {k: (r.id, a) for k, (r, a) in hits.items()} == {
-            runs["square"].cache_key: (runs["square"].id, (art.format, art.type_name, art.inline))}
-        assert store.artifact_formats([art.id, "0" * 64]) == {art.id: (art.format, art.type_name, art.inline)}
+            runs["square"].cache_key: (runs["square"].id, (art.format, art.type_name, art.inline, art.size))}
+        assert store.artifact_formats([art.id, "0" * 64]) == {art.id: (art.format, art.type_name, art.inline, art.size)}
         outputs = store.output_formats(f.id)
-        assert outputs[art.id] == (art.format, art.type_name, art.inline)
+        assert outputs[art.id] == (art.format, art.type_name, art.inline, art.size)
         assert set(outputs) == {r.output_id for r in store.runs_of_root(f.id) if r.output_id}
 
     # reads agree field by field (datetimes survive the JSON round trip)

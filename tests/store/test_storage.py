@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sematic_k8s.errors import StorageError
-from sematic_k8s.storage.base import append_id, missing, read_part
+from sematic_k8s.storage.base import append_id, read_part, unmatched
 from sematic_k8s.storage.local import LocalStorage
 from unprivileged import unprivileged
 
@@ -37,7 +37,8 @@ CALLS = {
     "exists": lambda s, k: s.exists(k), "get": lambda s, k: s.get(k), "read_part": lambda s, k: read_part(s, k, 0, 10),
     "put": lambda s, k: s.put(k, b"x"), "put repair": lambda s, k: s.put(k, b"x", repair=True),
     "append": lambda s, k: s.append(k, b"x"), "delete": lambda s, k: s.delete(k),
-    "keys": lambda s, k: s.keys(k.rpartition("/")[0] + "/"), "missing": lambda s, k: missing(s, [k]),
+    "keys": lambda s, k: s.keys(k.rpartition("/")[0] + "/"), "size": lambda s, k: s.size(k),
+    "unmatched": lambda s, k: unmatched(s, {k: 1}),
 }
 DO = "and everything under it readable and writable by this process"
 

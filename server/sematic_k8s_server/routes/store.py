@@ -201,9 +201,9 @@ def artifact_formats(srv: Srv, body: schemas.FormatIds) -> StreamingResponse:
     an item is never larger than that and its type name. The same callers as ``POST /store/artifacts``: any key (a
     read-only one too) or resolution token."""
     rows = srv.store.iter_artifact_formats(body.ids, limits.INLINE_BYTES)
-    return streamed({"id": art, "format": fmt, "type_name": type_name, "inline_large": large,
+    return streamed({"id": art, "format": fmt, "type_name": type_name, "inline_large": large, "size": size,
                      "inline": None if inline is None else base64.b64encode(inline).decode()}
-                    for art, fmt, type_name, inline, large in rows)
+                    for art, fmt, type_name, inline, large, size in rows)
 
 
 @router.get("/cancel_requested/{resolution_id}", response_model=schemas.CancelRequested,

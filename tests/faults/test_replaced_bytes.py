@@ -1,0 +1,194 @@
+"""Bad bytes (docs/FAULTS.md "Bad bytes"): a recorded output whose stored bytes were replaced behind the product's back
+(a hand-edited or badly copied artifact, another object written at its key) is told by the one request a cache hit's
+or a rerun's check of it makes anyway (S3 a HEAD, a local file a stat): its size is not the one recorded. A cache hit
+on it is a miss (the func runs again, both artifacts kept); a rerun reusing it is refused naming the run to rerun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sematic_k8s as sk
+from s3server import fresh_bucket
+from sematic_k8s.errors import ReusedOutputGone
+from sematic_k8s.storage.base import Storage, artifact_key, location
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.s3 import S3Storage
+from sematic_k8s.storage.urls import storage_from_url
+
+STAMPED: list[int] = []
+MADE: list[int] = []
+
+
+@sk.func(cache=True)
+def stamped(n: int) -> list[int]:
+    """A value of its own each time it runs: its output is a new artifact."""
+    STAMPED.append(n)
+    return [*range(n), len(STAMPED)]
+
+
+@sk.func(cache=True)
+def made(n: int) -> list[int]:
+    MADE.append(n)
+    return list(range(n))
+
+
+@sk.func
+def summed(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def stamped_and_summed(n: int) -> int:
+    return summed(stamped(n))
+
+
+@sk.func
+def made_and_summed(n: int) -> int:
+    return summed(made(n))
+
+
+class _OnStorage(sk.LocalResolver):
+    """The embedded resolver (its store, its loop) with its artifacts in ``on`` (an S3 bucket: as a driver's)."""
+
+    def __init__(self, on: Storage, **options: Any) -> None:
+        super().__init__(**options)
+        self.on = on
+        self.inline_limit = 0  # every output in storage, as remote workers store them
+
+    @property
+    def storage(self) -> Any:
+        return self.on
+
+
+def _storage(where: str, tmp_path: Path, monkeypatch: Any) -> Storage:
+    """A local directory, or a fresh bucket of the real S3 API server the tests share."""
+    if where == "s3":
+        _, bucket = fresh_bucket(monkeypatch, "replaced")
+        return storage_from_url(f"s3://{bucket}/prefix")
+    return storage_from_url((tmp_path / "storage").as_uri())
+
+
+def _replace(storage: Storage, key: str, data: bytes) -> None:
+    """Write ``data`` at ``key`` behind the product's back, as a hand or a bad copy does: boto3, or a file written."""
+    if isinstance(storage, S3Storage):
+        import boto3
+
+        boto3.client("s3", endpoint_url=storage.where, region_name="us-east-1").put_object(
+            Bucket=storage.bucket, Key=f"{storage.prefix}/{key}", Body=data)
+    else:
+        assert isinstance(storage, LocalStorage)
+        (storage.root / key).write_bytes(data)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_cache_hit_whose_stored_bytes_were_replaced_runs_again_and_keeps_both_artifacts(
+        tmp_path, monkeypatch, caplog, where):
+    """A cached run's output replaced in storage by other bytes of another length: the next cache hit on that run is
+    a miss, said once in one line naming the func, the run and the artifact's key, and noted on the run; the func runs
+    again, its new output is a new artifact, and the first one's record (and its run's) is kept as it was. Was: the hit
+    was taken and the run reading its output failed naming the artifact corrupt."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage = _storage(where, tmp_path, monkeypatch)
+
+    def resolver() -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
+
+    STAMPED.clear()
+    first = stamped_and_summed(30)
+    assert first.resolve(resolver()) == sum(range(30)) + 1 and STAMPED == [30]
+    store = resolver().store
+    producer = next(r for r in store.runs_of_root(first.id) if r.func_name == "stamped")
+    key = artifact_key(producer.output_id)
+    recorded = store.get_artifact(producer.output_id)
+    replaced = b"[1, 2, 3]"
+    assert recorded is not None and recorded.size != len(replaced) and recorded.inline is None
+    _replace(storage, key, replaced)
+
+    caplog.set_level("WARNING", logger="sematic_k8s")
+    second = stamped_and_summed(30)
+    assert second.resolve(resolver()) == sum(range(30)) + 2 and STAMPED == [30, 30]  # ran again
+    said = (f"cached output of run {producer.id} no longer matches its record: its stored bytes "
+            f"({location(storage, key)}) are {len(replaced)} bytes, recorded as {recorded.size}: running it again")
+    assert caplog.text.count(f"stamped: {said}") == 1, caplog.text
+    again = next(r for r in store.runs_of_root(second.id) if r.func_name == "stamped")
+    assert again.state == "resolved" and again.cached_from is None and again.notes["cache"]["skipped"] == said
+    assert again.output_id != producer.output_id and storage.exists(artifact_key(again.output_id))
+    assert store.get_artifact(producer.output_id) == recorded  # both kept: the first's record as it was
+    assert store.get_run(producer.id).output_id == producer.output_id and store.get_artifact(again.output_id)
+    assert storage.get(key) == replaced  # the replaced object is left for its owner to look at
+
+    caplog.clear()
+    third = stamped_and_summed(30)
+    assert third.resolve(resolver()) == sum(range(30)) + 2 and STAMPED == [30, 30]  # a hit on the new run
+    assert next(r for r in store.runs_of_root(third.id) if r.func_name == "stamped").cached_from == again.id
+    assert "no longer matches" not in caplog.text
+
+
+def test_a_replaced_output_computed_again_to_the_same_value_has_its_bytes_rewritten(tmp_path, monkeypatch, caplog):
+    """The same miss for a func whose value is the same each time: its output is the recorded artifact, whose stored
+    bytes its run's put rewrites (a content id's bytes are known: the replaced ones were not it), so the next hit holds
+    again; through a server (the driver's path: the artifacts' sizes come from ``POST /store/artifact_formats``)."""
+    from serving import serve
+
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    with serve(tmp_path) as s:
+        def resolver() -> sk.LocalResolver:
+            r = sk.LocalResolver(home=tmp_path, server=s.url, api_key=s.key, cache_namespace="ns")
+            r.inline_limit = 0
+            return r
+
+        MADE.clear()
+        first = made_and_summed(30)
+        assert first.resolve(resolver()) == sum(range(30)) and MADE == [30]
+        storage = resolver().storage
+        producer = next(r for r in s.store.runs_of_root(first.id) if r.func_name == "made")
+        key = artifact_key(producer.output_id)
+        good = storage.get(key)
+        _replace(storage, key, good + b" ")
+
+        caplog.set_level("WARNING", logger="sematic_k8s")
+        assert made_and_summed(30).resolve(resolver()) == sum(range(30)) and MADE == [30, 30]  # ran again
+        assert caplog.text.count(f"made: cached output of run {producer.id} no longer matches its record") == 1
+        assert storage.get(key) == good  # rewritten by the run's put
+        third = made_and_summed(30)
+        assert third.resolve(resolver()) == sum(range(30)) and MADE == [30, 30]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_rerun_that_would_reuse_an_output_whose_stored_bytes_were_replaced_is_refused_naming_the_run(
+        tmp_path, monkeypatch, where):
+    """A rerun reuses every run it does not reset with its output: one whose stored bytes were replaced cannot be
+    (its reader would fail, or read a wrong value), so the rerun is refused before anything is recorded or run, as for
+    gone bytes, naming that run and what its storage holds; rerunning from it runs it again and rewrites them. Was: the
+    rerun was recorded and the run taking the output failed naming the artifact corrupt."""
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    storage = _storage(where, tmp_path, monkeypatch)
+
+    def resolver(**options: Any) -> sk.LocalResolver:
+        return _OnStorage(storage, home=tmp_path, **options)
+
+    MADE.clear()
+    first = made_and_summed(40)
+    assert first.resolve(resolver()) == sum(range(40)) and MADE == [40]
+    store = resolver().store
+    runs = {r.func_name: r for r in store.runs_of_root(first.id)}
+    key = artifact_key(runs["made"].output_id)
+    good = storage.get(key)
+    _replace(storage, key, good[:-1] + b", 40]")
+
+    with pytest.raises(ReusedOutputGone) as refused:
+        made_and_summed(40).resolve(resolver(rerun_from=runs["summed"].id))
+    assert refused.value.run_id == runs["made"].id
+    assert str(refused.value) == (
+        f"rerun_from {runs['summed'].id}: run {runs['made'].id}, whose output this rerun would reuse, has its output "
+        f"changed in storage: its stored bytes ({location(storage, key)}) are {len(good) + 4} bytes, recorded as "
+        f"{len(good)}: rerun from that run instead (rerun_from='{runs['made'].id}', `sematic-k8s rerun "
+        f"{runs['made'].id}`), which runs it again and stores its output")
+    assert [r.id for r in store.list_resolutions()] == [first.id] and MADE == [40]  # nothing recorded, nothing ran
+
+    again = made_and_summed(40)
+    assert again.resolve(resolver(rerun_from=refused.value.run_id)) == sum(range(40)) and MADE == [40, 40]
+    assert storage.get(key) == good  # rewritten
