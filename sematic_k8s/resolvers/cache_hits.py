@@ -95,7 +95,7 @@ class CacheHits:
         else:
             hits = self._find({key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
             self.artifacts = self.recorder.formats({h.output_id for h in hits.values() if h.output_id})
-        hits = self._present(hits, {key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
+        hits = self._present(hits, lambda: {key: nodes_by_id[run_id].func.name for run_id, (_, key) in keys.items()})
         keys = self._resolve_wave(keys, hits, resolve_hit)
         self.prepared.update(keys)
         self.looked_up.update((key, hits.get(key)) for _, key in keys.values())
@@ -176,7 +176,7 @@ class CacheHits:
             found = self._find({key: func.name})
             if (solo := found.get(key)) is not None and solo.output_id:
                 self.artifacts.update(self.recorder.formats({solo.output_id}))
-            hit = self._present(found, {key: func.name}).get(key)
+            hit = self._present(found, lambda: {key: func.name}).get(key)
         if hit is not None and hit.output_id is not None:
             return hit, hit.output_id
         if (gone := self.gone.get(key)) is not None:
@@ -184,18 +184,19 @@ class CacheHits:
         self.run_keys[node.run_id] = key
         return None
 
-    def _present(self, hits: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-        """``hits`` (cache key -> run; ``names``: cache key -> its func's name) less those whose output's bytes are gone
-        from storage (deleted by hand or by a lifecycle rule) or are not those recorded (replaced: another number of
-        bytes than its record's size): each is a miss, its run executes and its output is stored (a new artifact,
-        or the recorded one's bytes rewritten; nothing recorded is changed), said once per hit and noted on the run.
-        An output whose record holds its bytes (inline) is there; the others are asked of the storage together (S3: a
-        HEAD each, a local file a stat: the size is in that answer), once per resolution."""
+    def _present(self, hits: dict[str, Any], names: Callable[[], dict[str, str]]) -> dict[str, Any]:
+        """``hits`` (cache key -> run; ``names()``: cache key -> its func's name, made only to say a miss) less those
+        whose output's bytes are gone from storage (deleted by hand or by a lifecycle rule) or are not those recorded
+        (replaced: another number of bytes than its record's size): each is a miss, its run executes and its output is
+        stored (a new artifact, or the recorded one's bytes rewritten; nothing recorded is changed), said once per hit
+        and noted on the run. An output whose record holds its bytes (inline) is there; the others are asked of the
+        storage together (S3: a HEAD each, a local file a stat: the size is in that answer), once per resolution."""
         asked = {artifact_key(out): (key, art[3]) for key, hit in hits.items() if (out := hit.output_id) is not None
                  and out not in self.present and (art := self.artifacts.get(out)) is not None and art[2] is None}
         storage = self.recorder.storage
         bad = unmatched(storage, {storage_key: size for storage_key, (_, size) in asked.items()})
         self.present.update(key.rsplit("/", 1)[1] for key in asked.keys() - bad.keys())
+        said = names() if bad else {}
         for storage_key, size in bad.items():
             key, recorded = asked[storage_key]
             where = location(storage, storage_key)
@@ -204,7 +205,7 @@ class CacheHits:
                    f"cached output of run {hits[key].id} no longer matches its record: its stored bytes ({where}) are "
                    f"{size} bytes, recorded as {recorded}: running it again")
             if self.gone.get(key, ("", ""))[0] != hits[key].id:
-                log.warning("%s: %s", names.get(key, "cached func"), why)
+                log.warning("%s: %s", said.get(key, "cached func"), why)
             self.gone[key] = (hits[key].id, why)
         return {key: hit for key, hit in hits.items() if self.gone.get(key, ("", ""))[0] != hit.id}
 
