@@ -74,6 +74,7 @@ HEARTBEAT_TIMEOUT_ENV = "SEMATIC_K8S_HEARTBEAT_TIMEOUT"  # seconds of silence af
 DB_LOCK_TIMEOUT_ENV = "SEMATIC_K8S_DB_LOCK_TIMEOUT"  # seconds a server request waits for a PostgreSQL lock (20)
 DB_POOL_SIZE_ENV = "SEMATIC_K8S_DB_POOL_SIZE"  # PostgreSQL connections a server process holds at most (50)
 DB_POOL_TIMEOUT_ENV = "SEMATIC_K8S_DB_POOL_TIMEOUT"  # seconds a server request waits for one of them (20)
+DB_POOLER_ENV = "SEMATIC_K8S_DB_POOLER"  # what the server's PostgreSQL URL reaches: none (itself) or transaction
 
 DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
@@ -82,6 +83,7 @@ DEFAULT_DB_POOL_SIZE = 50
 CLIENT_REQUEST_TIMEOUT = 60.0  # seconds the HTTP store waits for the server's answer (store.http), then sends again
 DEFAULT_DB_POOL_TIMEOUT = 20.0  # below CLIENT_REQUEST_TIMEOUT: the 503 reaches a client that still waits for it
 DEFAULT_DB_LOCK_TIMEOUT = 20.0  # below clients' 60 s request timeout: the server answers before they give up
+DB_POOLERS = ("none", "transaction")  # $SEMATIC_K8S_DB_POOLER's: own sessions; PgBouncer's transaction pooling
 
 # What a driver passes on to its workers (storage settings, the source map). Of the AWS variables only the endpoint
 # and region: never a key (STORAGE_KEY_ENVS: workers with presigned URLs need none; pods of a storage that makes no
@@ -280,6 +282,19 @@ def db_pool_size() -> int:
         raise BadSetting(f"${DB_POOL_SIZE_ENV} must be a whole number of connections >= 1, got {raw!r}: set it to "
                          f"one (the default is {DEFAULT_DB_POOL_SIZE}) or unset it")
     return value
+
+
+def db_pooler() -> str:
+    """What the server's PostgreSQL URL reaches ($SEMATIC_K8S_DB_POOLER): ``none`` (unset: PostgreSQL itself, or a
+    session-pooling PgBouncer; the server's sessions are its own) or ``transaction`` (PgBouncer's transaction pooling:
+    no session state, each transaction bounded on its own; :mod:`sematic_k8s.store.lockwait`); anything else refused."""
+    raw = os.environ.get(DB_POOLER_ENV)
+    if not raw:
+        return DB_POOLERS[0]
+    if raw not in DB_POOLERS:
+        raise BadSetting(f"${DB_POOLER_ENV} must be 'none' (PostgreSQL itself, or a session-pooling PgBouncer) or "
+                         f"'transaction' (PgBouncer's transaction pooling), got {raw!r}: set one of those or unset it")
+    return raw
 
 
 def db_pool_timeout() -> float:

@@ -23,11 +23,16 @@ must last as long as that one does, and its transaction sets ``lock_timeout`` ba
 with, from its role, database or connect options, never a session's ``SET``, so on a bounded session too). The row
 locks writers take on each other (``FOR UPDATE`` in :mod:`~sematic_k8s.store.guards` and
 :mod:`~sematic_k8s.store.writes`, a labels change) are held for one transaction of milliseconds; only a session that
-is not a writer's holds one as long as the bound, and those wait no longer than for a table. A pooler that hands a
-server session to other clients between transactions (PgBouncer's transaction or statement pooling, which runs no
-reset query) does not keep the bound: the engine's later transactions may run on server sessions never bounded, and
-the ``SET`` stays on the one it was made on, for whichever client gets it next (another application's too). Connect
-to PostgreSQL or to a session-pooling PgBouncer (whose ``server_reset_query`` runs only as a client disconnects).
+is not a writer's holds one as long as the bound, and those wait no longer than for a table.
+
+Behind a pooler that hands a server session to other clients between transactions (PgBouncer's transaction pooling,
+which runs no reset query; ``$SEMATIC_K8S_DB_POOLER=transaction``) a session's ``SET`` would not keep the bound: the
+engine's later transactions may run on server sessions never bounded, and the ``SET`` stays on the one it was made
+on, for whichever client gets it next (another application's too). There (``per_transaction``) nothing is set on the
+session: each transaction begins with ``set_config('lock_timeout', ..., true)`` (``SET LOCAL``: gone with the
+transaction, on whichever server session ran it), the bound or the operator's shorter one (``pg_settings.reset_val``:
+the role's, database's or connect options', never another client's ``SET`` on that server session), one statement,
+its failure raised as the transaction's (never a transaction run unbounded).
 """
 
 from __future__ import annotations
@@ -49,13 +54,25 @@ _RELATION = re.compile(r'relation "([^"]+)"')  # a row lock's context: 'while up
 _NAME = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
 
-def listen(engine: sa.Engine, seconds: float, on_timeout: Callable[[], None] | None = None) -> None:
+def listen(engine: sa.Engine, seconds: float, on_timeout: Callable[[], None] | None = None, *,
+           per_transaction: bool = False) -> None:
     """Bound the lock waits of every session of ``engine`` (PostgreSQL) from now to ``seconds`` (0: unbounded,
     nothing set), or to the operator's shorter ``lock_timeout``; raise :class:`TableLocked` past it, after
-    ``on_timeout()``."""
+    ``on_timeout()``. ``per_transaction`` (behind a transaction-pooling PgBouncer): each transaction's own bound, no
+    session's."""
     if not seconds > 0:
         return
     bound = min(max(1, round(seconds * 1000)), MAX_MS)  # milliseconds: a number, no text of anyone
+    # the bound, or the operator's shorter one (the role's, database's or connect options': a session's SET is not
+    # in reset_val), for this transaction only (set_config's is_local: SET LOCAL), in one round trip
+    local = ("SELECT b, set_config('lock_timeout', b::text, true) FROM (SELECT CASE WHEN reset_val::bigint BETWEEN 1 "
+             f"AND {bound} THEN reset_val::bigint ELSE {bound} END AS b FROM pg_settings "
+             "WHERE name = 'lock_timeout') AS s")
+
+    def begin(conn: sa.Connection) -> None:
+        # SQLAlchemy runs it in the transaction being begun (no other begun from here), its failure raised as the
+        # transaction's, through the engine's error hooks (a connection lost: invalidated)
+        conn.info[BOUND_MS] = conn.exec_driver_sql(local).scalar_one()
 
     def connect(dbapi: Any, record: Any) -> None:
         cursor = dbapi.cursor()
@@ -78,8 +95,11 @@ def listen(engine: sa.Engine, seconds: float, on_timeout: Callable[[], None] | N
         orig = context.original_exception
         raise TableLocked.at(locked_table(orig, context.statement), waited / 1000) from orig
 
-    event.listen(engine, "connect", connect)
-    engine.dispose()  # the sessions made before (the migration's), not bounded: closed (any checked out: let go)
+    if per_transaction:
+        event.listen(engine, "begin", begin)
+    else:
+        event.listen(engine, "connect", connect)
+        engine.dispose()  # the sessions made before (the migration's), not bounded: closed (any checked out: let go)
     pgstates.on(engine, LOCK_NOT_AVAILABLE, locked)
 
 

@@ -551,14 +551,15 @@ class SqlStore:
         return liveness.expire_silent(conn, self._res, self._runs, stale_after, ids,
                                       self._beats.on_its_way if self._beats is not None else None)
 
-    def bound_lock_waits(self, seconds: float) -> None:
-        """PostgreSQL: every session from now (set once, as the pool connects) waits at most ``seconds`` (or an
+    def bound_lock_waits(self, seconds: float, *, per_transaction: bool = False) -> None:
+        """PostgreSQL: every session from now (set once, as the pool connects; ``per_transaction``, behind a
+        transaction-pooling PgBouncer: set in each transaction, none on the session) waits at most ``seconds`` (or an
         operator's shorter ``lock_timeout``) for a lock another session holds, then raises ``TableLocked``
         (:mod:`~sematic_k8s.store.lockwait`; a server's requests, not its migration). A store
         judging from its start (a server) judges again from then: the beats that waited were held up by it, as by
         its own outage, and a beat sent again queues behind a marking that waited meanwhile."""
         if self.engine.dialect.name == "postgresql":
-            lockwait.listen(self.engine, seconds, self._held_up)
+            lockwait.listen(self.engine, seconds, self._held_up, per_transaction=per_transaction)
 
     def _held_up(self) -> None:
         if self._awake_since is not None:

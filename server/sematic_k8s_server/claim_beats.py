@@ -21,6 +21,7 @@ from sematic_k8s import settings
 from sematic_k8s.error_records import one_line
 from sematic_k8s.store import liveness
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server import db
 
 log = logging.getLogger("sematic_k8s_server")
 FALLBACK_BEAT = settings.DEFAULT_HEARTBEAT_INTERVAL  # seconds between beats, the last resort (ClaimBeats._fallback)
@@ -178,6 +179,6 @@ def _own(store: SqlStore) -> SqlStore:
     if store.engine.dialect.name != "postgresql":
         return store
     own = SqlStore(store.url, create=False, stale_after=store.stale_after, pool_size=OWN_CONNECTIONS,
-                   max_overflow=0, pool_pre_ping=True, pool_timeout=settings.db_pool_timeout())
-    own.bound_lock_waits(settings.db_lock_timeout())
+                   max_overflow=0, pool_pre_ping=True, pool_timeout=settings.db_pool_timeout(), **db.pooler_options())
+    db.bound_lock_waits(own)
     return own

@@ -88,7 +88,7 @@ def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, impor
                                        "directory this server may write)") from None
         except StopsForAFix as e:  # its own words say what to do (SchemaTooNew)
             raise click.ClickException(str(e)) from None
-        except settings.BadSetting as e:  # $SEMATIC_K8S_DB_LOCK_TIMEOUT
+        except settings.BadSetting as e:  # $SEMATIC_K8S_DB_LOCK_TIMEOUT, $SEMATIC_K8S_DB_POOLER
             raise click.ClickException(str(e)) from None
 
 

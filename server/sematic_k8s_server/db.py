@@ -48,7 +48,27 @@ def engine_options(url: str) -> dict[str, Any]:
     size = settings.db_pool_size()
     kept = min(KEPT_CONNECTIONS, size)
     return {"pool_size": kept, "max_overflow": size - kept, "pool_pre_ping": True,
-            "pool_timeout": settings.db_pool_timeout()}
+            "pool_timeout": settings.db_pool_timeout(), **pooler_options()}
+
+
+def transaction_pooled() -> bool:
+    """Whether the server's PostgreSQL URL reaches PgBouncer's transaction pooling ($SEMATIC_K8S_DB_POOLER): a server
+    session is the server's for one transaction, so it keeps nothing on one (no ``SET``, no prepared statement, no
+    ``LISTEN``)."""
+    return settings.db_pooler() == "transaction"
+
+
+def pooler_options() -> dict[str, Any]:
+    """An engine's options for what its PostgreSQL URL reaches ($SEMATIC_K8S_DB_POOLER): behind PgBouncer's
+    transaction pooling, no server-side prepared statement (psycopg prepares a query run 5 times on a connection: a
+    session's, left on a server session another client gets, and missing on the next one ours gets); else none."""
+    return {"connect_args": {"prepare_threshold": None}} if transaction_pooled() else {}
+
+
+def bound_lock_waits(store: SqlStore) -> None:
+    """``store``'s lock waits bounded to $SEMATIC_K8S_DB_LOCK_TIMEOUT (:mod:`sematic_k8s.store.lockwait`): per
+    session, or per transaction behind PgBouncer's transaction pooling ($SEMATIC_K8S_DB_POOLER)."""
+    store.bound_lock_waits(settings.db_lock_timeout(), per_transaction=transaction_pooled())
 
 
 def open_store(url: str) -> SqlStore:
@@ -56,7 +76,7 @@ def open_store(url: str) -> SqlStore:
     for another session's lock at most $SEMATIC_K8S_DB_LOCK_TIMEOUT seconds (20: below clients' 60 s timeout), then
     is answered 503 (:mod:`sematic_k8s.store.lockwait`). Bounded after the migration: that waits for another
     replica's as long as it takes."""
-    bound = settings.db_lock_timeout()  # a bad value refused before the database is opened (and the pool's, below)
+    settings.db_lock_timeout(), settings.db_pooler()  # bad values refused before the database is opened
     store = SqlStore(url, **engine_options(url))
-    store.bound_lock_waits(bound)
+    bound_lock_waits(store)
     return store

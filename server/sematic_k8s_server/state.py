@@ -14,7 +14,7 @@ from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.notify import resolution_event
 from sematic_k8s.store.records import CLAIMED, Batch
 from sematic_k8s.store.sql import FAILED, SqlStore
-from sematic_k8s_server import auth, scopes, verdicts, writes
+from sematic_k8s_server import auth, db, scopes, verdicts, writes
 from sematic_k8s_server.claim_beats import ClaimBeats
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
@@ -40,8 +40,10 @@ class Server:
         self.storages = Storages(storage, config.allowed_storages)  # where recorded artifacts and logs may be read
         self.bus = EventBus()
         self.streams = StreamSlots(config.max_streams_per_key)  # live-event streams open, by API key
-        # over PostgreSQL, events go through the database: every process (uvicorn workers, replicas) sees them all
-        self.relay = PgRelay(store.engine, self.bus) if store.engine.dialect.name == "postgresql" else None
+        # over PostgreSQL, events go through the database: every process (uvicorn workers, replicas) sees them all;
+        # not behind PgBouncer's transaction pooling, whose server sessions keep no LISTEN: each process's its own
+        relayed = store.engine.dialect.name == "postgresql" and not db.transaction_pooled()
+        self.relay = PgRelay(store.engine, self.bus) if relayed else None
         self.roots = RootIndex()
         self.known = scopes.Known()  # what the write checks read of owners (scopes.check_batch)
         # SQLite allows one writer: serialize writes here rather than make clients wait on busy_timeout

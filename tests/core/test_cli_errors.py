@@ -223,6 +223,9 @@ SERVER_START_FAILURES = [
                  "got '0': set it to one (the default is 5) or unset it", 1, id="heartbeat-interval-0"),  # was a server
     pytest.param([], {"HEARTBEAT_TIMEOUT": "0"}, "$SEMATIC_K8S_HEARTBEAT_TIMEOUT must be a number of seconds > 0, "
                  "got '0'", 1, id="heartbeat-timeout-0"),  # whose claim-beat thread spun (every 0 s) at its 1st rerun
+    pytest.param([], {"DB_POOLER": "session"}, "$SEMATIC_K8S_DB_POOLER must be 'none' (PostgreSQL itself, or a "
+                 "session-pooling PgBouncer) or 'transaction' (PgBouncer's transaction pooling), got 'session': set "
+                 "one of those or unset it", 1, id="db-pooler-unknown"),  # was no such setting: a session's SET alone
 ]
 
 

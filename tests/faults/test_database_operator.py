@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import re
 import threading
 import time
 import uuid
@@ -23,8 +25,9 @@ import sematic_k8s as sk
 from outages import ServerProcess, called_in, running
 from sematic_k8s.errors import ServerError
 from sematic_k8s.store.http import HttpStore
-from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
+from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s.store.wire import batch_to_json, dumps
 from serving import create_api_key, server_process, wait_for
 from test_outages import OUTAGE, all_recorded, resolve_in_thread
 
@@ -405,6 +408,69 @@ def test_the_bound_on_lock_waits_costs_no_statement_of_a_requests_transaction(tm
     assert not [line for line in statements if "SET LOCAL lock_timeout" in line], said
     sessions = {line.split("[", 1)[1].split("]", 1)[0] for line in statements}
     assert len([line for line in statements if "SET lock_timeout" in line]) <= len(sessions), said
+
+
+def test_behind_a_transaction_pooler_the_bound_is_each_transactions_and_no_session_setting_is_sent(
+        tmp_path: Path, postgres_url: str) -> None:
+    """$SEMATIC_K8S_DB_POOLER=transaction (PgBouncer's transaction pooling hands a server session to another client
+    between transactions): PostgreSQL's own log of the server's statements (``log_statement = 'all'``) from its start
+    through 20 requests has no session setting (no ``SET`` but ``SET LOCAL``, no ``set_config`` but a transaction's,
+    no prepared statement, no ``LISTEN``: live events stay in the process), and each request's transaction sets its own
+    bound (``set_config('lock_timeout', ..., true)``: ``SET LOCAL``); a request behind ``LOCK TABLE runs`` is answered
+    503 naming that bound (2 s). Was: the bound a session's ``SET lock_timeout``, made once as the pool connected: left
+    on that server session for the pooler's next client, and none on the sessions the server's later transactions ran
+    on; the live events' listener's ``LISTEN`` on a server session of the pooler's."""
+    database = postgres_url.rsplit("/", 1)[1]
+    with _operator(postgres_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
+        pg_log = Path(dba.execute("SELECT current_setting('data_directory')").fetchone()[0]).parent / "pg.log"
+    start = pg_log.stat().st_size
+    env = {"SEMATIC_K8S_DB_LOCK_TIMEOUT": "2", "SEMATIC_K8S_DB_POOLER": "transaction"}
+    server = ServerProcess(tmp_path, db_url=postgres_url, env=env)
+    with running(server), httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(20):
+            assert client.get("/api/v1/runs").status_code == 200
+        root, run_id, heard, connected = uuid.uuid4().hex, uuid.uuid4().hex, [], threading.Event()
+
+        def follow() -> None:  # live events, in the process that recorded them
+            with httpx.Client(base_url=server.url, timeout=60) as c, \
+                    c.stream("GET", f"/api/v1/events?root_id={root}") as r:
+                for line in r.iter_lines():
+                    connected.set()
+                    if line.startswith("data: "):
+                        heard.append(json.loads(line[6:]))
+                        if any(e["type"] == "run" and e["id"] == run_id for e in heard):
+                            return
+
+        listener = threading.Thread(target=follow, daemon=True)
+        listener.start()
+        assert connected.wait(30)
+        batch = Batch()
+        batch.add_resolution(ResolutionRecord(id=root, root_func_path="m:p", state="running", created_at=utcnow()))
+        batch.add_run(RunRecord(id=run_id, root_id=root, parent_id=None, func_path="m:f", func_name="f",
+                                state="created", created_at=utcnow()))
+        client.post("/api/v1/store/write", content=dumps(batch_to_json(batch)),
+                    headers={"Content-Type": "application/json"}).raise_for_status()
+        listener.join(30)
+        assert any(e["type"] == "run" and e["id"] == run_id for e in heard), heard
+        with pg_log.open("rb") as f:
+            f.seek(start)
+            said = f.read().decode(errors="replace")
+        with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as locker:
+            locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            refused = client.get("/api/v1/runs")
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+            assert refused.json()["detail"].startswith(
+                "the metadata database's table runs is locked by another session (a migration or maintenance?) for "
+                "longer than 2 s"), refused.text
+    statements = [line.split("LOG:  statement: ", 1)[1] for line in said.splitlines() if "LOG:  statement: " in line]
+    assert len(statements) >= 40, said  # the requests' own, logged
+    session_settings = [s for s in statements if re.search(r"set_config\([^)]*,\s*false\)", s, re.I)
+                        or re.match(r"\s*(SET|RESET|PREPARE|DISCARD|LISTEN)\b(?!\s+LOCAL)", s, re.I)]
+    assert not session_settings, session_settings
+    assert not re.findall(r"LOG:  execute (?!<unnamed>)\S+", said)  # a named (prepared) statement's run
+    bounded = [s for s in statements if "set_config('lock_timeout', b::text, true)" in s]
+    assert len(bounded) >= 20, said
 
 
 def test_an_operators_shorter_lock_timeout_on_the_servers_role_is_kept(tmp_path: Path, postgres_url: str) -> None:

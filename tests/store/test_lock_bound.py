@@ -12,9 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from outages import called_in
+from sematic_k8s.errors import TableLocked
 from sematic_k8s.store import schema
+from sematic_k8s.store.records import Batch, utcnow
 from sematic_k8s.store.sql import SqlStore
-from sematic_k8s_server import dbfailures
+from sematic_k8s_server import db, dbfailures
 
 
 def _dsn(postgres_url: str) -> str:
@@ -72,5 +74,71 @@ def test_a_session_whose_bound_cannot_be_set_is_not_used(postgres_url: str) -> N
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != ended[0]
             assert _lock_timeout(conn) == "1s"
+    finally:
+        store.close()
+
+
+def _raw(store: SqlStore, statement: str) -> Any:
+    """``statement``'s first value on the pool's one driver connection, outside any transaction of SQLAlchemy's (no
+    begin of the engine's): the server session as the next client of a pooler would find it."""
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(statement)
+        value = cursor.fetchone()[0]
+        raw.rollback()
+        return value
+    finally:
+        raw.close()
+
+
+def test_behind_a_transaction_pooler_each_transaction_is_bounded_and_the_session_keeps_nothing(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$SEMATIC_K8S_DB_POOLER=transaction (PgBouncer's transaction pooling, which hands a server session to another
+    client between transactions), the server's store as it opens it (``db.open_store``, one connection, bound 1 s): a
+    write blocked on a run's row lock another session holds (``SELECT ... FOR UPDATE``) is refused at the bound
+    (``TableLocked`` naming runs and 1 s), and the transaction's bound leaves nothing on its server session:
+    ``SHOW lock_timeout`` there is the database's own (0), another client's ``SET lock_timeout`` on it does not change
+    the next transaction's bound (an operator's shorter one, on the role, is kept), and a query run 8 times in a
+    transaction leaves no prepared statement (``pg_prepared_statements``: psycopg prepares one at its 5th run unless
+    told not to). Was: the bound a session ``SET`` as the pool connected (left there for the pooler's next client, and
+    missing on the server sessions the store's later transactions got), and prepared statements."""
+    monkeypatch.setenv("SEMATIC_K8S_DB_POOLER", "transaction")
+    monkeypatch.setenv("SEMATIC_K8S_DB_LOCK_TIMEOUT", "1")
+    monkeypatch.setenv("SEMATIC_K8S_DB_POOL_SIZE", "1")
+    store = db.open_store(postgres_url)
+    try:
+        batch = Batch(new_runs={"a1": {"id": "a1", "root_id": "r0", "parent_id": None, "func_path": "m:f",
+                                       "func_name": "f", "state": "created", "created_at": utcnow()}})
+        store.write(batch)
+        with store.engine.begin() as conn:  # more than psycopg's prepare_threshold (5) runs of one query
+            for _ in range(8):
+                assert conn.execute(sa.text("SELECT id FROM runs WHERE id = :id"), {"id": "a1"}).scalar() == "a1"
+        assert _raw(store, "SELECT count(*) FROM pg_prepared_statements") == 0
+        with psycopg.connect(_dsn(postgres_url)) as locker:
+            locker.execute("SELECT id FROM runs WHERE id = 'a1' FOR UPDATE")
+            with pytest.raises(TableLocked) as refused:
+                store.write(Batch(run_updates={"a1": {"func_name": "g"}}))
+        assert str(refused.value).startswith("the metadata database's table runs is locked by another session (a "
+                                             "migration or maintenance?) for longer than 1 s"), refused.value
+        assert _raw(store, "SHOW lock_timeout") == "0"  # the database's own: nothing of ours on the session
+        with store.engine.connect() as conn:
+            assert _lock_timeout(conn) == "1s"  # each transaction's own
+        raw = store.engine.raw_connection()  # another client of the pooler, on the same server session
+        try:
+            raw.cursor().execute("SET lock_timeout = '50s'")
+            raw.commit()
+        finally:
+            raw.close()
+        with store.engine.connect() as conn:
+            assert _lock_timeout(conn) == "1s"
+        store.write(Batch(run_updates={"a1": {"func_name": "g"}}))
+        assert store.get_run("a1").func_name == "g"
+        database = postgres_url.rsplit("/", 1)[1]
+        with psycopg.connect(f"{_dsn(postgres_url.rsplit('/', 1)[0])}/postgres", autocommit=True) as dba:
+            dba.execute(f'ALTER ROLE postgres IN DATABASE "{database}" SET lock_timeout = \'300ms\'')
+        store.engine.dispose()  # a server session started since: the operator's shorter bound is the one kept
+        with store.engine.connect() as conn:
+            assert _lock_timeout(conn) == "300ms"
     finally:
         store.close()
