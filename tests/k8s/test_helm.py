@@ -613,20 +613,25 @@ def test_server_processes_and_more_storages_come_from_values(chart: Any) -> None
 
 
 def test_the_servers_database_pool_and_lock_waits_come_from_values(chart: Any) -> None:
-    """server.database: $SEMATIC_K8S_DB_POOL_SIZE, $SEMATIC_K8S_DB_POOL_TIMEOUT and $SEMATIC_K8S_DB_LOCK_TIMEOUT on the
-    server's container, by default the server's own defaults (sematic_k8s.settings), and as given; each value the
-    server would refuse at its start is refused by the render in one line naming it. Was: not in the chart's values
-    (set only through server.extraEnv)."""
+    """server.database: $SEMATIC_K8S_DB_POOL_SIZE, $SEMATIC_K8S_DB_POOL_TIMEOUT, $SEMATIC_K8S_DB_LOCK_TIMEOUT and
+    $SEMATIC_K8S_DB_POOLER on the server's container (the pooler on the migration Job's too), by default the server's
+    own defaults (sematic_k8s.settings), and as given; each value the server would refuse at its start is refused by
+    the render in one line naming it. Was: not in the chart's values (set only through server.extraEnv); no pooler."""
     from sematic_k8s import settings
 
-    names = (settings.DB_POOL_SIZE_ENV, settings.DB_POOL_TIMEOUT_ENV, settings.DB_LOCK_TIMEOUT_ENV)
+    names = (settings.DB_POOL_SIZE_ENV, settings.DB_POOL_TIMEOUT_ENV, settings.DB_LOCK_TIMEOUT_ENV,
+             settings.DB_POOLER_ENV)
     (default,) = containers(one(render(chart, {}), "Deployment", FULLNAME))
     assert [env_of(default)[name]["value"] for name in names] == [
         f"{settings.DEFAULT_DB_POOL_SIZE}", f"{settings.DEFAULT_DB_POOL_TIMEOUT:g}",
-        f"{settings.DEFAULT_DB_LOCK_TIMEOUT:g}"]
-    given = {"server": {"database": {"poolSize": 12, "poolTimeoutSeconds": 7.5, "lockTimeoutSeconds": 0}}}
-    (container,) = containers(one(render(chart, given), "Deployment", FULLNAME))
-    assert [env_of(container)[name]["value"] for name in names] == ["12", "7.5", "0"]
+        f"{settings.DEFAULT_DB_LOCK_TIMEOUT:g}", settings.DB_POOLERS[0]]
+    given = {"server": {"database": {"poolSize": 12, "poolTimeoutSeconds": 7.5, "lockTimeoutSeconds": 0,
+                                     "pooler": "transaction"}}}
+    manifests = render(chart, given)
+    (container,) = containers(one(manifests, "Deployment", FULLNAME))
+    assert [env_of(container)[name]["value"] for name in names] == ["12", "7.5", "0", "transaction"]
+    (migrate,) = containers(one(manifests, "Job", f"{FULLNAME}-migrate"))  # its engine, too: no prepared statement
+    assert env_of(migrate)[settings.DB_POOLER_ENV]["value"] == "transaction"
 
 
 def test_reruns_go_by_the_allow_list_and_the_servers_settings(rendered: dict[str, list[dict[str, Any]]],
@@ -804,6 +809,9 @@ def test_every_value_is_documented() -> None:
     ({"server": {"database": {"poolTimeoutSeconds": "soon"}}}, "server.database.poolTimeoutSeconds must be above 0"),
     ({"server": {"database": {"lockTimeoutSeconds": -1}}}, "server.database.lockTimeoutSeconds must be a number of "
                                                            "seconds >= 0"),
+    ({"server": {"database": {"pooler": "session"}}}, 'server.database.pooler must be "none" (PostgreSQL itself, or a '
+                                                      'session-pooling PgBouncer) or "transaction" (PgBouncer\'s '
+                                                      'transaction pooling), not "session"'),
 ])
 def test_contradictory_values_fail_with_a_clear_message(chart: Any, helm: Any, values: dict[str, Any],
                                                         message: str) -> None:

@@ -14,7 +14,7 @@ import time
 
 import sqlalchemy as sa
 
-from sematic_k8s_server.db import migrate
+from sematic_k8s_server.db import migrate, pooler_options
 
 
 def say(message: str) -> None:
@@ -42,7 +42,7 @@ def wait_for_database(engine: sa.Engine, seconds: float) -> None:
 
 def main() -> int:
     url = os.environ["SEMATIC_K8S_DB_URL"]
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True, **pooler_options())  # $SEMATIC_K8S_DB_POOLER's
     try:
         say(f"database {redacted(url)}")
         wait_for_database(engine, float(os.environ.get("WAIT_SECONDS", "300")))

@@ -184,6 +184,9 @@ database.external.url). */}}
 {{- if or (not (include "sematic-k8s.isNumber" .lockTimeoutSeconds)) (lt (float64 .lockTimeoutSeconds) 0.0) -}}
 {{- fail (printf "server.database.lockTimeoutSeconds must be a number of seconds >= 0 (0: as long as a lock is held), not %v: set one (the default is 20)" .lockTimeoutSeconds) -}}
 {{- end -}}
+{{- if not (has .pooler (list "none" "transaction")) -}}
+{{- fail (printf "server.database.pooler must be \"none\" (PostgreSQL itself, or a session-pooling PgBouncer) or \"transaction\" (PgBouncer's transaction pooling), not %q" (toString .pooler)) -}}
+{{- end -}}
 {{- end -}}
 {{- if lt (int (include "sematic-k8s.server.shutdownTimeout" .)) 1 -}}
 {{- fail (printf "server.terminationGracePeriodSeconds (%v) must be at least server.shutdownDelaySeconds (%v) + 6: the server needs the rest, less 5 s, to finish the requests under way when it stops" .Values.server.terminationGracePeriodSeconds .Values.server.shutdownDelaySeconds) -}}
