@@ -1,6 +1,7 @@
 """The server's bound on its sessions' lock waits (:mod:`sematic_k8s.store.lockwait`) against a real PostgreSQL (the
 session's throwaway cluster): a session setting made as the pool connects, which the start-up migration's wait for
-another process's lock still sets aside, and which a session never goes without."""
+another process's lock still sets aside, and which a session never goes without; behind a transaction pooler, each
+transaction's own, nothing left on the session."""
 
 from __future__ import annotations
 
@@ -140,5 +141,29 @@ def test_behind_a_transaction_pooler_each_transaction_is_bounded_and_the_session
         store.engine.dispose()  # a server session started since: the operator's shorter bound is the one kept
         with store.engine.connect() as conn:
             assert _lock_timeout(conn) == "300ms"
+    finally:
+        store.close()
+
+
+def test_behind_a_transaction_pooler_a_transaction_whose_bound_cannot_be_set_is_not_run(postgres_url: str) -> None:
+    """Per transaction (``per_transaction``: a transaction pooler), the server session ended (``pg_terminate_backend``)
+    before a transaction begins: the bound's statement fails, raised as the transaction's own outage (the usual 503,
+    SQLAlchemy's error, the connection invalidated), nothing run unbounded; the next transaction, on a new session,
+    is bounded."""
+    server = postgres_url.rsplit("/", 1)[0]
+    store = SqlStore(postgres_url, pool_size=1, max_overflow=0)  # no pre-ping: the session's end met at the begin
+    store.bound_lock_waits(1, per_transaction=True)
+    try:
+        with store.engine.connect() as conn:
+            ended = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(f"{_dsn(server)}/postgres", autocommit=True) as dba:
+            dba.execute("SELECT pg_terminate_backend(%s, 5000)", (ended,))
+        with pytest.raises(sa.exc.OperationalError) as refused, store.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        assert dbfailures.is_outage(refused.value), refused.value
+        assert "lock_timeout" in str(refused.value.statement)  # the bound's, the transaction's first
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != ended
+            assert _lock_timeout(conn) == "1s"
     finally:
         store.close()
