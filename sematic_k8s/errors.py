@@ -46,6 +46,8 @@ func failing)::
         │   ├── DiskFull                a disk has no space left: the metadata database or artifact storage cannot grow
         │   ├── DatabaseLocked          another process held the SQLite database's write lock past the busy timeout
         │   ├── StorageKeysRefused      S3 refused a worker's presigned URLs (403): their keys rotated or revoked
+        │   ├── PresignedRequestRefused S3 refused a worker's presigned request with a 4xx no retry passes (the
+        │   │                           bucket deleted, a body too large, a request of a form it does not take)
         │   └── DatabaseReadOnly        PostgreSQL takes no writes (a standby; default_transaction_read_only)
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
@@ -75,7 +77,7 @@ import datetime as dt
 import errno
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 # -- user errors --------------------------------------------------------------------------------------------
 
@@ -380,6 +382,9 @@ class S3CredentialsError(S3StorageError):
     fix = "give it AWS credentials that S3 accepts"
 
 
+_Stops = TypeVar("_Stops", bound="StopsForAFix")
+
+
 class StopsForAFix(InfrastructureError):
     """An infrastructure failure that does not pass by itself: someone must do ``fix`` first (free space, end
     another process's hold on the database). Nothing of the write that met it was recorded, and nothing recorded
@@ -396,6 +401,13 @@ class StopsForAFix(InfrastructureError):
 
     def __str__(self) -> str:
         return f"{self.problem}: {self.advice(self.resolution_id) if self.resolution_id else self.fix}"
+
+    @classmethod
+    def said(cls: type[_Stops], words: str) -> _Stops:
+        """The error again from its words: ``str`` of one that ended no resolution, "<problem>: <fix>" (no fix has
+        ": " in it), as a worker process reports it (words without one: the class's own fix)."""
+        problem, _, fix = words.rpartition(": ")
+        return cls(problem, fix) if problem and fix else cls(words)  # type: ignore[call-arg]
 
 
 class DiskFull(StopsForAFix):
@@ -415,13 +427,6 @@ class DiskFull(StopsForAFix):
         if getattr(exc, "errno", None) == errno.EDQUOT:
             return cls(f"the disk quota for {where} is used up ({left} on its disk)", "free space within the quota")
         return cls(f"the disk holding {where} is full ({left})")
-
-    @classmethod
-    def said(cls, words: str) -> DiskFull:
-        """The error again from its words: ``str`` of one that ended no resolution, "<problem>: <fix>" (no fix has
-        ": " in it), as a worker process reports it."""
-        problem, _, fix = words.rpartition(": ")
-        return cls(problem, fix) if problem and fix else cls(words)
 
 
 class StorageKeysRefused(StopsForAFix, StorageError):
@@ -448,11 +453,29 @@ class StorageKeysRefused(StopsForAFix, StorageError):
         return cls(f"S3 refused the URLs presigned with the storage keys {whose} ({said} to the {method} of {key!r}): "
                    f"the keys were rotated or revoked{policy}")
 
+
+class PresignedRequestRefused(StopsForAFix, StorageError):
+    """S3 (or a proxy before it) refused a worker's presigned request with an answer the same request meets each
+    time (:func:`sematic_k8s.storage.s3_answers.refused_for_good`: a 4xx but a 403, which is the keys' or an
+    expiry's, and a GET's 404 of an object not there): a bucket deleted (404 ``NoSuchBucket``), a body too large (400
+    ``EntityTooLarge``, 413), a query signed for another region (400 ``AuthorizationQueryParametersError``), a
+    request of a form it does not take (400, 405, 411, 501). Not an outage: no retry passes. The worker exits 75
+    naming it (or its outcome carries it), and the resolution ends at once, as on a full disk (its run canceled, its
+    error kept), to be continued once ``fix`` is done. Its words name the object (its address, never the URL's
+    query), S3's status, code and message."""
+
+    FIX = "do what S3's answer asks"
+
+    def __init__(self, problem: str, fix: str = FIX) -> None:
+        super().__init__(problem, fix)
+
     @classmethod
-    def said(cls, words: str) -> StorageKeysRefused:
-        """The error again from its words as a worker said them ("<problem>: <fix>")."""
-        problem, _, fix = words.rpartition(": ")
-        return cls(problem, fix) if problem and fix else cls(words)
+    def refusing(cls, method: str, where: str, status: int, code: str, message: str, fix: str
+                 ) -> PresignedRequestRefused:
+        """The error of S3's answer (``status``, its error ``code`` and ``message``, "" if none) to a worker's
+        presigned ``method`` of the object at ``where``, and what to do (``fix``)."""
+        said = f"HTTP {status}" + (f", {code}" if code else "") + (f": {message}" if code and message else "")
+        return cls(f"S3 refused the worker's {method} of {where} ({said}), which no retry passes", fix)
 
 
 class DatabaseLocked(StopsForAFix):

@@ -73,8 +73,9 @@ DRIVER_EXIT_FAILED = 1  # a driver whose pipeline failed: final (the driver Job'
 DRIVER_EXIT_RETRY = 75  # a driver that met a transient infrastructure failure: its Job starts it again
 DRIVER_EXIT_REPLACED = 76  # a driver another one took its resolution over from: ignored (podFailurePolicy Ignore)
 # A worker that met an infrastructure failure (EX_TEMPFAIL), never the func's fault: its last line on stderr names it,
-# WORKER_SAYS + "<error class>: <words>". DiskFull (its storage's disk) ends the resolution; StorageKeysRefused (S3
-# refused its presigned URLs: 403) runs the attempt once more with URLs presigned afresh, then ends it; any other is
+# WORKER_SAYS + "<error class>: <words>". DiskFull (its storage's disk) and PresignedRequestRefused (S3 refused a
+# presigned request for good: a bucket deleted, a body too large) end the resolution; StorageKeysRefused (S3 refused
+# its presigned URLs' keys: 403) runs the attempt once more with URLs presigned afresh, then ends it; any other is
 # recorded as StorageUnreachable and the attempt is retried.
 WORKER_EXIT_INFRASTRUCTURE = 75
 WORKER_SAYS = "sematic-k8s worker: "  # how the worker's own lines begin (beside what the func prints)

@@ -30,6 +30,7 @@ from sematic_k8s.errors import (
     WORKER_DEATHS,
     DiskFull,
     InfrastructureError,
+    PresignedRequestRefused,
     StorageError,
     StorageKeysRefused,
     WorkerDied,
@@ -354,15 +355,20 @@ def worker_said(logs: str) -> tuple[str, str] | None:
     return None
 
 
+# the infrastructure failures a worker that exited 75 is recorded as, in its words; any other: StorageUnreachable
+WORKER_SAID = (DiskFull, StorageKeysRefused, PresignedRequestRefused)
+
+
 def _died(e: Ended) -> dict[str, Any]:
     """The recorded error of a worker that ended without writing an outcome: the WorkerDied class named by
     its reason (see :mod:`sematic_k8s.errors`), in plain words; its traceback is the worker's last log lines
     (there is no Python traceback, and the message is said once, where every error's is). A worker that exited
     75 on a full disk is recorded as the DiskFull it named, in its words (which disk, the space left there); one whose
-    presigned URLs S3 refused as the StorageKeysRefused it named (S3's code, the access key)."""
+    presigned URLs S3 refused as the StorageKeysRefused (S3's code, the access key) or PresignedRequestRefused (the
+    object, S3's code and message, what to do) it named."""
     tail = f"last log lines:\n{e.last_logs}" if e.last_logs else ""
     said = worker_said(e.last_logs) if e.exit_code == WORKER_EXIT_INFRASTRUCTURE and not e.reason else None
-    said_as = {c.__qualname__: c for c in (DiskFull, StorageKeysRefused)}.get(said[0]) if said is not None else None
+    said_as = {c.__qualname__: c for c in WORKER_SAID}.get(said[0]) if said is not None else None
     if said is not None and said_as is not None:
         return {"type": said[0], "message": said[1], "traceback": tail, "mro": kinds(said_as)}
     reason = e.reason or ("StorageUnreachable" if e.exit_code == WORKER_EXIT_INFRASTRUCTURE else "")

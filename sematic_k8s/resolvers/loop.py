@@ -8,8 +8,9 @@ cache look-ups are :mod:`~sematic_k8s.resolvers.cache_hits`'s.
 Infrastructure failures (:class:`~sematic_k8s.errors.InfrastructureError`: the server, storage, a worker's
 node) are never pinned on a func: a run attempt that met one is tried again (up to :data:`INFRA_RETRIES`
 times, beside the func's own ``retries``; not a full disk, which does not pass by itself: a worker's DiskFull ends
-the resolution; nor S3 refusing a worker's presigned URLs, whose attempt is run once more with URLs presigned
-afresh, a second refusal ending the resolution: StorageKeysRefused), and one in the loop's own work ends the
+the resolution, as does S3 refusing a worker's presigned request for good, PresignedRequestRefused; nor S3 refusing
+a worker's presigned URLs' keys, whose attempt is run once more with URLs presigned afresh, a second refusal ending
+the resolution: StorageKeysRefused), and one in the loop's own work ends the
 resolution as such, to be continued once the service is back (or its cause fixed). A driver that will be
 restarted (``detach_on_outage``) instead leaves the resolution and its workers as they are when a transient one
 reaches it (:func:`transient`), so that its next start resumes them.
@@ -32,6 +33,7 @@ from sematic_k8s.errors import (
     DriverReplaced,
     FuncError,
     InfrastructureError,
+    PresignedRequestRefused,
     ResolutionCanceled,
     ResolutionEnded,
     ResolutionFailed,
@@ -80,7 +82,7 @@ MAX_NESTING = 1000  # compositions nested in one another, at most (as Python's o
 INFRA_RETRIES = 3  # extra attempts of a run whose attempt met an infrastructure failure
 INFRA_RETRY_DELAY = 2.0  # seconds before the first of them (doubled each time)
 INFRASTRUCTURE = InfrastructureError.__qualname__
-DISK_FULL = DiskFull.__qualname__
+ENDS_AT_ONCE = {c.__qualname__: c for c in (DiskFull, PresignedRequestRefused)}  # a worker's, ending the resolution
 KEYS_REFUSED = StorageKeysRefused.__qualname__
 
 
@@ -451,10 +453,12 @@ class ResolutionLoop:
         exc = o.error
         info = clipped_error(o.error_info) if o.error_info else error_info(exc)  # type: ignore[arg-type]
         kinds = set(info.get("mro", ()))
-        if DISK_FULL in kinds:  # a worker's storage disk: it does not pass by itself, so no attempt is tried again;
-            # the resolution ends as when the loop's own write meets a full disk (see run), the words on the run too
+        ends = next((ENDS_AT_ONCE[k] for k in info.get("mro", ()) if k in ENDS_AT_ONCE), None)
+        if ends is not None:  # a worker's storage disk full, its presigned request refused for good (a bucket
+            # deleted, a body too large): it does not pass by itself, so no attempt is tried again; the resolution
+            # ends as when the loop's own write meets a full disk (see run), the words on the run too
             self.recorder.batch.update_run(node.run_id, error=info)
-            raise DiskFull.said(str(info.get("message", "")))
+            raise ends.said(str(info.get("message", "")))
         if KEYS_REFUSED in kinds and node.run_id in self.keys_refused:  # refused again, URLs presigned afresh: the
             # driver's keys are the dead ones; it does not pass by itself, so the resolution ends as on a full disk
             self.recorder.batch.update_run(node.run_id, error=info)

@@ -153,11 +153,23 @@ def put_artifact(storage: Storage, s: serialization.Serialized) -> dict[str, Any
     return s.record()
 
 
-class ArtifactMissing(KeyError):
-    """A recorded artifact whose bytes are not in storage (a KeyError, as a storage's ``get`` raises)."""
+class KeyGone(KeyError):
+    """A storage's ``get`` of a key whose object is not there, naming where it was (``where``: its address, never
+    a presigned URL's query): S3's 404 ``NoSuchKey`` to a worker's presigned GET."""
 
-    def __init__(self, artifact_id: str) -> None:
-        super().__init__(f"artifact {artifact_id} is recorded but its bytes are not in storage; {serialization.REPAIR}")
+    def __init__(self, key: str, where: str) -> None:
+        super().__init__(key)
+        self.where = where
+
+
+class ArtifactMissing(KeyError):
+    """A recorded artifact whose bytes are not in storage (a KeyError, as a storage's ``get`` raises); ``where``:
+    the object that was deleted, when the storage named it (:class:`KeyGone`)."""
+
+    def __init__(self, artifact_id: str, where: str | None = None) -> None:
+        deleted = f": {where} was deleted (by hand or by a lifecycle rule)" if where else ""
+        super().__init__(f"artifact {artifact_id} is recorded but its bytes are not in storage{deleted}; "
+                         f"{serialization.REPAIR}")
 
     def __str__(self) -> str:  # the message, not KeyError's quoted repr of it
         return str(self.args[0])
@@ -170,10 +182,10 @@ def artifact_loader(storage: Storage, inline: Callable[[str], bytes | None] | No
     def load(v: serialization.Value) -> Any:
         try:
             payload = storage.get(artifact_key(v.id))
-        except KeyError:
+        except KeyError as e:
             found = inline(v.id) if inline is not None else None
             if found is None:
-                raise ArtifactMissing(v.id) from None
+                raise ArtifactMissing(v.id, e.where if isinstance(e, KeyGone) else None) from None
             payload = found
         return serialization.load_recorded(v, payload)
     return load

@@ -10,14 +10,19 @@ document (:func:`~sematic_k8s.specs.outcome_key`), plus a PUT for a staging obje
 travel in the outcome document (small values, base64) or the staging object (large ones); the executor checks
 them against their content id and stores them itself (:func:`sematic_k8s.executors.remote.adopt_outcome`).
 
-Requests go through :mod:`http.client`; refused and dropped connections, timeouts and 5xx/429 answers are
-retried for the retry window ($SEMATIC_K8S_RETRY_WINDOW), then raise :class:`~sematic_k8s.errors.StorageError`
-(the worker exits 75 and the driver runs the attempt again, with fresh URLs), as does at once an expired URL (403
-"Request has expired", ``ExpiredToken``) or another refusal. A URL whose keys S3 refuses (403
-``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``AccessDenied`` not for an expiry: its keys rotated away or
-revoked) raises :class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and the access key it was
-signed with: the driver runs the attempt once more with URLs presigned afresh, and ends the resolution if those are
-refused too. URLs are never logged: messages name the storage key only.
+Requests go through :mod:`http.client`; an answer is judged by its status and S3's error ``Code``
+(:mod:`.s3_answers`). Refused and dropped connections, timeouts and transient answers (429, 5xx, 400
+``RequestTimeout``, ``SlowDown``) are retried for the retry window ($SEMATIC_K8S_RETRY_WINDOW), then raise
+:class:`~sematic_k8s.errors.StorageError` (the worker exits 75 and the driver runs the attempt again, with fresh
+URLs), as does at once an expired URL (403 "Request has expired", ``ExpiredToken``) or another 403. A URL whose keys
+S3 refuses (403 ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``AccessDenied`` not for an expiry: its keys
+rotated away or revoked) raises :class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and the
+access key it was signed with: the driver runs the attempt once more with URLs presigned afresh, and ends the
+resolution if those are refused too. Any other 4xx (a bucket deleted: 404 ``NoSuchBucket``; 400 ``EntityTooLarge``,
+405, 411, 413, ...) raises :class:`~sematic_k8s.errors.PresignedRequestRefused` at once, naming the object, S3's code
+and message and what to do: the resolution ends on it. A GET's other 404 (``NoSuchKey``) is an object not there
+(:class:`~.base.KeyGone`, naming it). URLs' queries are never logged nor said: messages name the storage key, or the
+object's address (the URL without its query).
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from __future__ import annotations
 import http.client
 from urllib.parse import parse_qs, urlsplit
 
-from sematic_k8s.errors import StorageError, StorageKeysRefused
+from sematic_k8s.errors import PresignedRequestRefused, StorageError, StorageKeysRefused
 from sematic_k8s.retries import RetryLater, retrying
+from sematic_k8s.storage import s3_answers
+from sematic_k8s.storage.base import KeyGone
 
 TIMEOUT = 60.0  # seconds for a connection or a read
-_RETRY_STATUSES = {429, 500, 502, 503, 504}
+_SECRET_PARAMS = ("X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Credential", "Signature", "AWSAccessKeyId")
 _TRANSIENT = (OSError, http.client.HTTPException)  # refused, dropped, timed out (socket.timeout is an OSError)
 
 
@@ -46,7 +53,7 @@ class PresignedStorage:
         """The bytes at ``key``; KeyError when absent."""
         status, body = self._request("GET", key, None)
         if status == 404:
-            raise KeyError(key)
+            raise KeyGone(key, _address(self.urls[f"GET {key}"]))
         return body
 
     def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
@@ -87,24 +94,27 @@ class PresignedStorage:
             conn.close()
             self._connections.pop((parts.scheme, parts.netloc), None)
             raise
-        if resp.status in _RETRY_STATUSES:
+        if resp.status < 300:
+            return resp.status, body
+        text = body[:2000].decode(errors="replace")
+        code, message = _element(text, "Code"), _said(_element(text, "Message"), parts.query)
+        if s3_answers.transient(resp.status, code):  # 429, 5xx, 400 RequestTimeout: it may pass
             after = resp.getheader("Retry-After")
-            raise RetryLater(f"{method} of storage key {key!r}: HTTP {resp.status}",
+            raise RetryLater(f"{method} of storage key {key!r}: HTTP {resp.status}" + (f", {code}" if code else ""),
                              float(after) if after and after.isdigit() else None)
-        if resp.status == 404 and method == "GET":
+        if resp.status == 404 and method == "GET" and code != "NoSuchBucket":
             return 404, b""
-        if resp.status >= 300:
-            text = body[:2000].decode(errors="replace")
-            code, message = _element(text, "Code"), _element(text, "Message")
-            if resp.status == 403 and _keys_refused(code, message):  # refused each time, not an outage
-                query = parse_qs(parts.query)  # SigV4's credential scope, or SigV2's key
-                access_key = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0].split("/")[0]
-                raise StorageKeysRefused.refusing(method, key, access_key, code)
-            # an expired URL or session token among them: the next attempt's URLs, presigned afresh, pass
-            said = f", {code}" + (f": {message}" if message else "") if code else ""
-            raise StorageError(f"storage refused the {method} of {key!r}: HTTP {resp.status}{said} (the worker's "
-                               "presigned URL expired or was not valid: the attempt is run again with new ones)")
-        return resp.status, body
+        if s3_answers.refused_for_good(resp.status, code):  # the same request meets it each time
+            fix = s3_answers.fix(resp.status, code, _element(text, "BucketName"))
+            raise PresignedRequestRefused.refusing(method, _address(url), resp.status, code, message, fix)
+        if resp.status == 403 and _keys_refused(code, message):  # refused each time, not an outage
+            query = parse_qs(parts.query)  # SigV4's credential scope, or SigV2's key
+            access_key = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0].split("/")[0]
+            raise StorageKeysRefused.refusing(method, key, access_key, code)
+        # an expired URL or session token among them: the next attempt's URLs, presigned afresh, pass
+        said = f", {code}" + (f": {message}" if message else "") if code else ""
+        raise StorageError(f"storage refused the {method} of {key!r}: HTTP {resp.status}{said} (the worker's "
+                           "presigned URL expired or was not valid: the attempt is run again with new ones)")
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         conn = self._connections.get((scheme, netloc))
@@ -128,6 +138,23 @@ def _keys_refused(code: str, message: str) -> bool:
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return True
     return code == "AccessDenied" and "expired" not in message.lower()
+
+
+def _address(url: str) -> str:
+    """Where a presigned URL's object is, for words: the URL without its query (its signature, its credential)
+    nor any user info."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _said(message: str, query: str) -> str:
+    """S3's error ``message`` on one line, at most 300 characters, without any secret of the URL's ``query``."""
+    for name, values in parse_qs(query).items():
+        if name in _SECRET_PARAMS:
+            for value in values:
+                message = message.replace(value, "...")
+    words = " ".join(message.split())
+    return words if len(words) <= 300 else words[:297] + "..."
 
 
 def _element(text: str, name: str) -> str:

@@ -53,6 +53,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from sematic_k8s import settings
 from sematic_k8s.errors import S3CredentialsError, S3StorageError
 from sematic_k8s.retries import RetriesStopped, check_stopped, retrying
+from sematic_k8s.storage import s3_answers
 from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id
 
 log = logging.getLogger("sematic_k8s")
@@ -78,9 +79,6 @@ _STALE_KEY_CODES = {"InvalidAccessKeyId": "S3 does not know this access key: rot
                     "InvalidToken": "the session token is not valid"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
-_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
-                    "Throttling", "ThrottlingException", "RequestLimitExceeded", "429", "TooManyRequests"}
-_TRANSIENT_STATUSES = {429, 500, 502, 503, 504}  # whatever the code: 429 is R2's and GCS's "1 write per key a second"
 BOTO_RETRIES = {"mode": "standard", "max_attempts": 5}  # botocore's own, inside the retry window
 
 
@@ -142,8 +140,7 @@ def transient(exc: BaseException) -> bool:
         return True
     if not isinstance(e, ClientError):
         return False
-    return _code(e) in _TRANSIENT_CODES or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
-        in _TRANSIENT_STATUSES
+    return s3_answers.transient(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"), _code(e))
 
 
 def _stop_retrying(caught_exception: Exception | None = None, response: Any = None, **_: Any) -> None:

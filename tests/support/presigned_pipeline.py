@@ -24,6 +24,16 @@ def big(n: int) -> bytes:
     return b"z" * n
 
 
+@sk.func(inline=False)
+def length(b: bytes) -> int:
+    return len(b)
+
+
+@sk.func
+def measured(n: int) -> int:
+    return length(big(n))  # length's worker reads big's output
+
+
 @sk.func(inline=False, retries=1, retry_backoff=0, retry_on=(ValueError,))
 def fails_once(marker: str) -> str:
     """Raises the first time (no file at ``marker`` yet: it makes one), then returns."""

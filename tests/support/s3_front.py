@@ -1,0 +1,92 @@
+"""An HTTP front on a real S3 API (moto) that answers a script of S3's own error answers to presigned requests (those
+whose query is signed: a worker's) and forwards everything else, for answers moto never gives to one (a 400
+EntityTooLarge, a 405, a 411, a proxy's 413, a 400 RequestTimeout)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def s3_error(code: str, message: str, **more: str) -> bytes:
+    """S3's XML error body: its ``Code``, its ``Message``, and any other elements (``BucketName``, ``Key``)."""
+    rest = "".join(f"<{k}>{v}</{k}>" for k, v in more.items())
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{rest}'
+            "<RequestId>4442587FB7D0A2F9</RequestId></Error>").encode()
+
+
+@dataclass
+class Front:
+    """The front's address (``endpoint``) and its script: ``answers[method]``, the (status, body) answered to that
+    method's next presigned requests, one each, in order (then they are forwarded); ``refused``: the path of each
+    request it answered from the script, ``presigned``: of each presigned one it saw (answered or forwarded)."""
+
+    endpoint: str = ""
+    answers: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    presigned: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, method: str, path: str) -> tuple[int, bytes] | None:
+        """The scripted answer to a presigned ``method`` of ``path`` (its query cut off), if one is left."""
+        with self.lock:
+            self.presigned.append(f"{method} {path}")
+            script = self.answers.get(method) or []
+            if not script:
+                return None
+            self.refused.append(f"{method} {path}")
+            return script.pop(0)
+
+
+@contextlib.contextmanager
+def s3_front(backend: str) -> Iterator[Front]:
+    """A :class:`Front` on 127.0.0.1 forwarding to the S3 API at ``backend`` (a URL)."""
+    front = Front()
+    target = urlsplit(backend).netloc
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            presigned = "X-Amz-Signature=" in self.path or "Signature=" in self.path
+            scripted = front.answer(self.command, self.path.split("?")[0]) if presigned else None
+            if scripted is not None:
+                status, payload = scripted
+                headers = [("Content-Type", "application/xml")]
+            else:
+                conn = http.client.HTTPConnection(target, timeout=60)
+                conn.request(self.command, self.path, body=body or None,
+                             headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+                resp = conn.getresponse()
+                status, payload = resp.status, resp.read()
+                headers = [(k, v) for k, v in resp.getheaders()
+                           if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+                conn.close()
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _any  # noqa: N815 - http.server's names
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="s3-front").start()
+    front.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield front
+    finally:
+        server.shutdown()
+        server.server_close()
