@@ -99,8 +99,9 @@ def batch_from_json(doc: dict[str, Any]) -> Batch:
 
 
 def _artifact_from_json(artifact_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """An artifact of a batch: inline bytes decoded from base64 and checked against the content id (the
-    writer is a client: bytes that do not hash to the id are refused, never recorded)."""
+    """An artifact of a batch: inline bytes decoded from base64 and checked against the content id and its
+    size (the writer is a client: bytes that do not hash to the id, or a size they refute, are refused, never
+    recorded)."""
     fields = _with_datetimes(doc)
     inline = fields.get("inline")
     if inline is not None:
@@ -108,6 +109,9 @@ def _artifact_from_json(artifact_id: str, doc: dict[str, Any]) -> dict[str, Any]
             raise ValueError(f"artifact {artifact_id}: inline must be base64 text")
         fields["inline"] = base64.b64decode(inline, validate=True)
         serialization.verify(str(fields.get("id", artifact_id)), str(fields.get("format")), fields["inline"])
+        if fields.get("size") != len(fields["inline"]):  # a size its bytes refute would replace a true record
+            raise ValueError(f"artifact {artifact_id}: its size says {fields.get('size')!r} bytes, its inline bytes "
+                             f"are {len(fields['inline'])}: send their length")
     return fields
 
 

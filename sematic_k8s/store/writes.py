@@ -55,10 +55,12 @@ def _insert_absent(conn: sa.Connection, table: sa.Table, rows: list[dict[str, An
 
 
 def insert_artifacts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert absent artifacts. A recorded artifact takes the record written with inline bytes when it has no
-    bytes, or other bytes, format, type, summary or size (the bytes of a content id are fixed and writers
-    computed or verified theirs, so a record that differs is corrupt, or was written ahead under an id easy to
-    compute, by a client that does not decide what the value is): computing a value again repairs it."""
+    """Insert absent artifacts. A recorded artifact takes the record written with inline bytes (verified against the
+    id by every writer) when its bytes, format or size differ, which the id decides (a record that differs is corrupt,
+    or was written ahead under an id easy to compute, by a client that does not decide what the value is): computing
+    a value again repairs it. One recorded without its bytes in its record otherwise true gets the bytes alone. Its
+    type and summary, which no id decides, stay the first writer's: a key that could read the bytes of another's
+    value (any key may) rewrote them for every resolution showing it."""
     if not rows:
         return
     rows = [r if "inline" in r else {**r, "inline": None} for r in rows]
@@ -68,12 +70,13 @@ def insert_artifacts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, 
         return
     ins = (sqlite.insert(t) if conn.dialect.name == "sqlite" else postgresql.insert(t))
     new = ins.excluded
-    differs = [t.c.inline.is_(None), t.c.inline != new.inline, t.c.format != new.format,
-               t.c.type_name != new.type_name, t.c.size != new.size,
-               sa.cast(t.c.summary, sa.Text) != sa.cast(new.summary, sa.Text)]  # PostgreSQL's json has no =
+    lies = sa.or_(t.c.format != new.format, t.c.size != new.size,
+                  sa.and_(t.c.inline.is_not(None), t.c.inline != new.inline))
     conn.execute(ins.on_conflict_do_update(
-        index_elements=["id"], set_={c: new[c] for c in ("inline", "format", "type_name", "summary", "size")},
-        where=sa.and_(new.inline.is_not(None), sa.or_(*differs))), rows)
+        index_elements=["id"],
+        set_={"inline": new.inline, "format": new.format, "size": new.size,
+              **{c: sa.case((lies, new[c]), else_=t.c[c]) for c in ("type_name", "summary")}},
+        where=sa.and_(new.inline.is_not(None), sa.or_(t.c.inline.is_(None), lies))), rows)
 
 
 def update(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]]) -> None:

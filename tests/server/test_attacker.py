@@ -4,6 +4,7 @@ driver's token or a client-written record can still reach once the checks in ``t
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import socket
@@ -536,3 +537,58 @@ def new_run(root_id: str) -> Batch:
     run_id = uuid.uuid4().hex
     return Batch(new_runs={run_id: {"id": run_id, "root_id": root_id, "parent_id": root_id, "func_path": "m:f",
                                     "func_name": "f", "state": "created", "created_at": utcnow()}})
+
+
+# -- a value's record is its first writer's ------------------------------------------------------------------
+
+def test_another_key_that_read_a_values_bytes_cannot_rewrite_its_type_or_summary(any_db: Served) -> None:
+    """Any key may read any artifact's bytes, and any writer may record an artifact with them inline (checked
+    against its id): another key (and a token of its) sends the bytes of a value a resolution recorded, one inline
+    and one stored without them in its record, with another type and summary. Both records stay as their writer
+    recorded them (the one without bytes gets them, verified); a record whose format or size lies is still repaired
+    by the true one. Was: each rewritten to the other key's type and summary, shown by the dashboard, the CLI and the
+    API as the value of every run that has it. SQLite and PostgreSQL."""
+    served = any_db
+    with served.client(key=served.admin_key) as admin:
+        mallory = admin.post("/api/v1/api-keys", json={"name": "mallory"}).json()["key"]
+    values = {"inline": b'{"total": 42}', "stored": b'{"total": 43, "of": "a stored value"}'}
+    batch = Batch()
+    for kind, payload in values.items():
+        art = content_id("json", payload)
+        batch.artifacts[art] = {"id": art, "format": "json", "type_name": "dict", "summary": {"total": kind},
+                                "size": len(payload), "created_at": utcnow(),
+                                "inline": payload if kind == "inline" else None}
+    write_through_api(served.url, served.key, batch)
+    LocalStorage(served.home / "storage").put(artifact_key(content_id("json", values["stored"])), values["stored"])
+    own = uuid.uuid4().hex
+    mallorys = HttpStore(served.url, mallory)
+    try:
+        token = mallorys.mint_token(own)
+    finally:
+        mallorys.close()
+    with served.client(key=mallory) as m:
+        for writer in (mallory, token):
+            for payload in values.values():
+                art = content_id("json", payload)
+                read = m.get(f"/api/v1/artifacts/{art}/data")
+                assert read.content == payload, read.text
+                forged = Batch()
+                forged.artifacts[art] = {"id": art, "format": "json", "type_name": "Forged", "size": len(payload),
+                                         "summary": {"total": "forged"}, "created_at": utcnow(), "inline": payload}
+                write_through_api(served.url, writer, forged)
+        for kind, payload in values.items():
+            recorded = m.get(f"/api/v1/artifacts/{content_id('json', payload)}").json()
+            assert (recorded["type_name"], recorded["summary"]) == ("dict", {"total": kind}), recorded
+            assert base64.b64decode(recorded["inline"]) == payload
+        lie = b'[1, 2, 3]'  # written ahead with a format and size its id refutes: the true record replaces it
+        art = content_id("json", lie)
+        ahead = Batch()
+        ahead.artifacts[art] = {"id": art, "format": "pickle", "type_name": "os.system", "size": 1,
+                                "summary": "ahead", "created_at": utcnow()}
+        write_through_api(served.url, mallory, ahead)
+        true = Batch()
+        true.artifacts[art] = {"id": art, "format": "json", "type_name": "list", "size": len(lie),
+                               "summary": [1, 2, 3], "created_at": utcnow(), "inline": lie}
+        write_through_api(served.url, served.key, true)
+        recorded = m.get(f"/api/v1/artifacts/{art}").json()
+        assert (recorded["format"], recorded["type_name"], recorded["summary"]) == ("json", "list", [1, 2, 3])

@@ -144,15 +144,19 @@ def test_a_resolved_run_keeps_its_state_and_output(served: Served) -> None:
 def test_a_value_recorded_ahead_under_its_content_id_is_repaired_by_its_bytes(
         tmp_path: Path, request: pytest.FixtureRequest, db: str) -> None:
     """Content ids of small values are easy to compute (42 as JSON): a client recording one ahead with another
-    format, type or summary (with no bytes, or its true bytes) does not decide what it is. The record of a writer
-    whose bytes verify against the id replaces it, so the value reads back whole, never as corrupt."""
+    format or size (and another type and summary, with no bytes) does not decide what it is. The record of a writer
+    whose bytes verify against the id replaces it, so the value reads back whole, never as corrupt. Its true bytes
+    with a size they refute are refused (422): such a record replaced a true one (a value's type and summary stay its
+    first record's: test_attacker.py::test_another_key_that_read_a_values_bytes_cannot_rewrite_its_type_or_summary)."""
     value = serialization.serialize(42)
     inline = base64.b64encode(value.payload).decode()
     honest = {**value.record(), "created_at": NOW, "inline": inline}
     db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else None
     with serve(tmp_path, db_url) as served, served.client() as c:
+        refuted = c.post("/api/v1/store/write", json={"artifacts": {value.id: {**honest, "size": 9}}})
+        assert refuted.status_code == 422 and "its size says 9 bytes, its inline bytes are 2" in refuted.text
         for ahead in ({**honest, "format": "pickle", "type_name": "os.system", "summary": "pwned", "inline": None},
-                      {**honest, "type_name": "os.system", "summary": "pwned", "size": 9}):
+                      {**honest, "type_name": "os.system", "summary": "pwned", "size": 9, "inline": None}):
             assert c.post("/api/v1/store/write", json={"artifacts": {value.id: ahead}}).status_code == 200
             assert c.post("/api/v1/store/write", json={"artifacts": {value.id: honest}}).status_code == 200
             r = c.get(f"/api/v1/artifacts/{value.id}")
