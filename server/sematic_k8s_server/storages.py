@@ -8,6 +8,7 @@ record can never make the server contact a host, or open a path, of its choosing
 
 from __future__ import annotations
 
+import posixpath
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,18 +29,39 @@ class StorageNotAllowed(Exception):
 
 
 def normalize(url: str) -> str:
-    """One spelling per storage: ``file:`` URLs resolved, no trailing slash."""
+    """One spelling per configured storage: ``file:`` URLs resolved, no trailing slash."""
     parsed = urlparse(url.strip())
     if parsed.scheme == "file":
         return Path(parsed.path).resolve().as_uri()
     return url.strip().rstrip("/")
 
 
+def spelled(recorded: str) -> str | None:
+    """A recorded storage URL's spelling, as :func:`normalize` spells a configured one but read from its text alone
+    (a ``file:`` path's ``.`` and ``..`` taken out, no link followed: the file system is never asked about a path a
+    record names); None for text that is no URL (a NUL character, a bracket no host closes, a relative path), which
+    names no storage. Clients record their storage's URL so spelled (a local storage's path resolved)."""
+    try:
+        parsed = urlparse(recorded.strip())
+    except ValueError:  # "s3://[bucket": an IPv6 host unclosed
+        return None
+    if "\x00" in recorded:
+        return None
+    if parsed.scheme == "file":
+        path = posixpath.normpath(parsed.path)
+        return Path(path).as_uri() if path.startswith("/") else None
+    return recorded.strip().rstrip("/")
+
+
 def names(recorded: str, configured: str) -> bool:
     """Whether a recorded storage URL names the configured one: the same scheme, bucket and prefix (or path),
     and every setting the record gives (``?endpoint=``, ``?region=``) equal to the configured one's. A record
-    that gives no endpoint means "the reader's own", i.e. the configured storage."""
-    a, b = urlparse(normalize(recorded)), urlparse(normalize(configured))
+    that gives no endpoint means "the reader's own", i.e. the configured storage. One that is no URL names none
+    (:func:`spelled`)."""
+    text = spelled(recorded)
+    if text is None:
+        return False
+    a, b = urlparse(text), urlparse(normalize(configured))
     if (a.scheme, a.netloc, a.path.rstrip("/")) != (b.scheme, b.netloc, b.path.rstrip("/")):
         return False
     theirs = dict(parse_qsl(b.query))
@@ -72,6 +94,9 @@ class Storages:
         key = next((u for u in self.allowed if names(url, u)), None)
         if key is None:  # the URL as recorded (a client's: up to the settings' bound), cut for one line
             shown = url if len(url) <= SHOWN_URL else url[:SHOWN_URL] + f"... ({len(url)} characters)"
+            if spelled(url) is None:
+                raise StorageNotAllowed(f"recorded in {shown!r}, which is no storage URL (file:///path or "
+                                        "s3://bucket/prefix): this server does not read it")
             raise StorageNotAllowed(
                 f"recorded in {shown}, which this server does not read: add it to ${ALLOW_ENV} "
                 "(comma-separated storage URLs) on the server to show it here")

@@ -5,6 +5,7 @@ driver's token or a client-written record can still reach once the checks in ``t
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import os
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 import infra
 from sematic_k8s import settings
@@ -29,6 +31,7 @@ from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.wire import batch_to_json, dumps
 from serving import Served, record_resolution, serve, wait_for, write_through_api
 
@@ -592,3 +595,47 @@ def test_another_key_that_read_a_values_bytes_cannot_rewrite_its_type_or_summary
         write_through_api(served.url, served.key, true)
         recorded = m.get(f"/api/v1/artifacts/{art}").json()
         assert (recorded["format"], recorded["type_name"], recorded["summary"]) == ("json", "list", [1, 2, 3])
+
+
+# -- a recorded storage URL that is no URL ---------------------------------------------------------------------
+
+NO_URLS = ["s3://[bucket/prefix", "file:///tmp/a\x00b", "file:relative/path"]
+
+
+@pytest.mark.parametrize("recorded", NO_URLS, ids=["bracket", "nul", "relative"])
+def test_a_recorded_storage_url_that_is_no_url_is_refused_in_words_and_never_stops_the_copies_sweep(
+        served: Served, recorded: str) -> None:
+    """Any key records its resolution's ``storage_url`` (JSON keeps a NUL). One that is no URL (an unclosed IPv6
+    bracket urlparse refuses, a NUL the file system refuses, a relative path) names no storage: its run's log and
+    its artifacts are a 409 saying so, and the server's sweep of dead resolutions' task copies goes on past it,
+    deleting another resolution's. Was: urlparse's or the path's ValueError, a 500, and the sweep's pass ended at that
+    record every time (another resolution's copies left for good: a record choosing an id sorting first held them
+    all); a ``file:`` path a record names was resolved on the server's file system (links followed)."""
+    payload = b'{"v": 1}'
+    art = content_id("json", payload)
+    storage = LocalStorage(served.home / "storage")
+    hostile = record_resolution(served.url, served.key, kind="cloud", state="running", executor="kubernetes",
+                                storage_url=recorded, inputs={"x": ("json", payload)}, storage=storage)
+    honest = record_resolution(served.url, served.key, kind="cloud", state="running", executor="kubernetes",
+                               storage_url=storage.url)
+    with served.client() as c:
+        for path, params in ((f"/api/v1/runs/{hostile}/logs", {}),
+                             (f"/api/v1/artifacts/{art}/data", {"resolution_id": hostile})):
+            r = c.get(path, params=params)
+            assert r.status_code == 409, r.text
+            assert "which is no storage URL (file:///path or s3://bucket/prefix)" in r.json()["detail"], r.text
+    copy = f"tasks/{honest}/{uuid.uuid4().hex}/1/{'a' * 64}.json"
+    storage.put(copy, b"{}")
+    store = served.store
+    with store.engine.begin() as conn:  # their drivers' last beats, a day ago
+        conn.execute(sa.update(store._res).where(store._res.c.id.in_([hostile, honest]))
+                     .values(heartbeat_at=utcnow() - dt.timedelta(days=1)))
+    judge = SqlStore(str(store.engine.url))  # a store judging silence at once (the server's waits a timeout first)
+    try:  # marked dead by its reads, their copies left
+        assert {judge.get_resolution(r).state for r in (hostile, honest)} == {"failed"}  # type: ignore[union-attr]
+    finally:
+        judge.close()
+    assert set(store.tasks_left()) == {hostile, honest}
+    served.server.copies.sweep()
+    assert not storage.exists(copy)
+    assert store.tasks_left() == []
