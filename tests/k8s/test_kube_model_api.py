@@ -614,6 +614,24 @@ def test_foreground_deletion_keeps_the_owner_until_blocking_dependents_go(cluste
     cluster.wait(lambda: cluster.get("configmaps", NS, "fg") is None)
 
 
+def test_a_create_meeting_an_object_being_deleted_says_so(cluster, api):
+    # apiserver/pkg/registry/generic/registry/store.go, Store.Create: an AlreadyExists whose object has a
+    # deletionTimestamp (a foreground deletion, a finalizer) is "object is being deleted: <AlreadyExists message>"
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(NS, cm("going"))
+    core.patch_namespaced_config_map("going", NS, {"metadata": {"finalizers": ["example.com/hold"]}})
+    core.delete_namespaced_config_map("going", NS)
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map(NS, cm("going"))
+    assert err.value.status == 409 and status_of(err.value) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'object is being deleted: configmaps "going" already exists', "reason": "AlreadyExists",
+        "details": {"name": "going", "kind": "configmaps"}, "code": 409}
+    core.patch_namespaced_config_map("going", NS, {"metadata": {"finalizers": None}})
+    cluster.wait(lambda: cluster.get("configmaps", NS, "going") is None)
+    core.create_namespaced_config_map(NS, cm("going"))  # gone: made again
+
+
 def test_a_dependent_of_an_owner_that_does_not_exist_is_collected(cluster, api):
     core = client.CoreV1Api(api)
     ghost = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="ghost", uid="00000000-dead-beef-0000-000000000000"))

@@ -241,8 +241,9 @@ class Api:
         admission.pod_security(srt.key, obj, namespace_obj, srt.err, meta["name"], warnings)
         if rt.namespaced:
             admission.quota(self.store, srt.key, obj, srt.err, meta["name"])
-        if self.store.get(srt.key, ns if rt.namespaced else "", meta["name"]) is not None:
-            raise already_exists(rt.err, meta["name"])
+        there = self.store.get(srt.key, ns if rt.namespaced else "", meta["name"])
+        if there is not None:
+            raise already_exists(rt.err, meta["name"], bool(there["metadata"].get("deletionTimestamp")))
         if dry_run:
             meta["resourceVersion"] = ""
             return Result(self.view(rt, obj), 201, warnings.items)

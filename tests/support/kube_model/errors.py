@@ -67,8 +67,12 @@ def not_found(kind: Kind, name: str) -> ApiError:
     return ApiError(404, "NotFound", f'{kind.qualified_resource} "{name}" not found', details=_details(kind, name))
 
 
-def already_exists(kind: Kind, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{kind.qualified_resource} "{name}" already exists',
+def already_exists(kind: Kind, name: str, being_deleted: bool = False) -> ApiError:
+    """409 AlreadyExists; of an object being deleted (a deletionTimestamp: finalizers, a foreground deletion, a pod's
+    grace period) its message begins ``object is being deleted: `` as the generic registry's Store.Create writes it
+    (apiserver/pkg/registry/generic/registry/store.go)."""
+    message = f'{kind.qualified_resource} "{name}" already exists'
+    return ApiError(409, "AlreadyExists", f"object is being deleted: {message}" if being_deleted else message,
                     details=_details(kind, name))
 
 
