@@ -236,7 +236,7 @@ class KubernetesExecutor(RemoteExecutor):
             self._drop(a)
             raise
         if made is Made.EXISTS:
-            made = self.launcher.adopt(a)
+            made = self.launcher.adopt(a, body)
         if isinstance(made, Ended):
             self._drop(a)
             self.ready.append(made)

@@ -38,7 +38,7 @@ from sematic_k8s.executors.kubernetes_attempts import Attempt, KubeStats, Waitin
 from sematic_k8s.executors.kubernetes_launch_queue import LaunchQueue
 from sematic_k8s.executors.remote import Ended
 from sematic_k8s.k8s.client import Backoff, NamespacedApi, TokenBucket, api_message, denial, refused, retryable
-from sematic_k8s.k8s.events import for_now
+from sematic_k8s.k8s.events import being_deleted, for_now
 from sematic_k8s.k8s.executor_settings import KubernetesSettings
 from sematic_k8s.k8s.manifests import driver_job_name, newest_jobs, task_secret_name
 from sematic_k8s.k8s.pods import slim_job, slim_pod
@@ -169,7 +169,8 @@ class JobLauncher:
         except ApiException as e:
             if e.status == 409:
                 self.stats.conflicts += 1
-                return Made.EXISTS
+                if not being_deleted(e):  # (a Job of its name being deleted is one refused for now, below)
+                    return Made.EXISTS
             if e.status == 401 or denial(e) is not None:  # the driver's token or Role, not the run's doing
                 raise refused(e, f"create Job {a.job_name}", self.kube.namespace) from None
             if for_now(e):
@@ -253,13 +254,22 @@ class JobLauncher:
         log.info("run %s: its pod waits for room: Secret %s made again with fresh URLs", a.spec.run_id, a.secret)
         return True
 
-    def adopt(self, a: Attempt) -> Made | Ended:
+    def adopt(self, a: Attempt, body: dict[str, Any]) -> Made | Ended:
         """The attempt's Job exists: re-attach to it if it is this attempt's (a restarted driver, a create whose
-        answer was lost), else an Ended (another run's Job has its name)."""
+        answer was lost), else an Ended (another run's Job has its name). One gone since the create's 409, or being
+        deleted since, is not re-attached to: its create (``body``) is tried again later, as one the API server
+        refused for now."""
         try:
             job = self.kube.read_job(a.job_name)
         except ApiException as e:
+            if e.status == 404:
+                self.hold(a, body, e)
+                return Made.QUEUED
             raise refused(e, f"read Job {a.job_name}", self.kube.namespace) from None
+        if job.metadata is not None and job.metadata.deletion_timestamp is not None:
+            self.hold(a, body, None)
+            self.queue.pause(self.backoff.delay(min(self.stats.requeued, 6)))
+            return Made.QUEUED
         labels = (job.metadata.labels if job.metadata else None) or {}
         if labels.get(RUN_LABEL) == a.spec.run_id and labels.get(ATTEMPT_LABEL) == str(a.spec.attempt):
             a.job_uid = job.metadata.uid if job.metadata else None

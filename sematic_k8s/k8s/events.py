@@ -71,8 +71,17 @@ def timestamp(text: str | None) -> float | None:
 
 
 def for_now(e: ApiException) -> bool:
-    """A refusal that passes: 429, 5xx, or a ResourceQuota on Jobs that other Jobs ending will free."""
-    return e.status in (429, 500, 502, 503, 504) or (e.status == 403 and "exceeded quota" in api_message(e))
+    """A refusal that passes: 429, 5xx, a ResourceQuota on Jobs that other Jobs ending will free, or a create
+    meeting an object of its name that is being deleted (:func:`being_deleted`)."""
+    return e.status in (429, 500, 502, 503, 504) or (e.status == 403 and "exceeded quota" in api_message(e)) or (
+        being_deleted(e))
+
+
+def being_deleted(e: ApiException) -> bool:
+    """A create's 409 AlreadyExists whose object of that name is being deleted (a foreground deletion, a finalizer):
+    the API server's "object is being deleted: ..." (the generic registry's Store.Create). It is not there to
+    re-attach to: the create passes once it is gone."""
+    return e.status == 409 and api_message(e).startswith("object is being deleted: ")
 
 
 def fits_quota(message: str) -> bool:

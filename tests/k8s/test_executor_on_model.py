@@ -941,6 +941,63 @@ def test_a_pod_left_by_a_worker_job_deleted_while_no_driver_ran_is_never_taken_f
     assert f"could not delete pod {orphaned.name}, left running: its Job was deleted without it" in caplog.text
     assert "give the driver's Role delete on pods" in caplog.text
 
+
+@pytest.mark.parametrize("answer", ["its words", "a plain 409"])
+def test_a_restarted_driver_waits_out_its_attempts_job_being_deleted_and_makes_it_again(cluster, api, storage,
+                                                                                       answer):
+    """A worker whose driver died, and whose Job someone then deletes while a finalizer holds it (another
+    controller's; as a foreground deletion holds it while its pods take their grace period): the Job stays, being
+    deleted, its pod gone. The restarted driver's start-up list leaves that Job out, so its create meets it: 409
+    'object is being deleted: ...' (the generic registry's Store.Create). The driver holds the create until the Job
+    is gone, then makes it again and records the new pod's outcome. Was: the 409 was taken for a Job there to
+    re-attach to, and the attempt was recorded as that Job's deletion. 'a plain 409': its first create answered as if
+    the Job were there to re-attach to (its deletion began between the 409 and the driver's read of it): the read
+    finds it being deleted, the same."""
+    gate = held_workers(cluster)
+    root = new_id()
+    first = executor(api, storage)
+    run_id = submit(first, square, root, {"x": 4})
+    job_name = f"sk-{run_id}-1"
+    [old] = cluster.wait(lambda: [p["metadata"]["name"] for p in cluster.list("pods", NS)
+                                  if p["status"].get("phase") == "Running"], message="the worker pod running")
+    for w in first.watchers:  # the driver dies: nothing cleaned up, its worker runs on
+        w.stop()
+    batch = client.BatchV1Api(api)
+    batch.patch_namespaced_job(job_name, NS, {"metadata": {"finalizers": ["example.com/hold"]}})
+    batch.delete_namespaced_job(job_name, NS, propagation_policy="Foreground")
+    cluster.wait(lambda: cluster.get("pods", NS, old) is None, message="the old pod gone, its Job held")
+    if answer == "a plain 409":
+        cluster.fail(409, verb="create", resource="jobs", reason="AlreadyExists",
+                     message=f'jobs.batch "{job_name}" already exists')
+    second = executor(api, storage)
+    submit(second, square, root, {"x": 4}, run_id=run_id, resumed=True)  # its create made (and answered) in it
+    creates = lambda: cluster.calls(verb="create", resource="jobs")  # noqa: E731
+    conflict = cluster.wait(lambda: [r for r in creates() if r.status == 409], message="a create meeting it")[0]
+    assert cluster.get("jobs.batch", NS, job_name)["metadata"]["deletionTimestamp"]
+    batch.patch_namespaced_job(job_name, NS, {"metadata": {"finalizers": None}})
+    gate.set()
+    outcome = wait_for(second, 1)[run_id]
+    second.close()
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert outcome.details["job"] == job_name and outcome.details["pod"] != old
+    assert second.stats.reattached == 0
+    assert [r.status for r in creates() if r.seq > conflict.seq][-1] == 201, [(r.seq, r.status) for r in creates()]
+
+
+def test_a_job_gone_between_its_creates_409_and_the_read_is_made_again(cluster, api, storage):
+    """A create answered 409 (a first try that went through, its answer lost, then the Job deleted) whose Job is
+    gone by the time the driver reads it to re-attach: the create is tried again, and the run resolves. Was: the
+    read's 404 escaped the executor."""
+    ex = executor(api, storage)
+    cluster.fail(409, verb="create", resource="jobs", reason="AlreadyExists", message="jobs.batch \"x\" already exists")
+    run_id = submit(ex, square, new_id(), {"x": 5})
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert [r.status for r in cluster.calls(verb="create", resource="jobs")] == [409, 201]
+    assert [r.status for r in cluster.calls(verb="get", resource="jobs")] == [404]
+
+
 # -- refused and throttled API calls (15) ----------------------------------------------------------------------
 
 
