@@ -24,7 +24,16 @@ from aiohttp import web
 
 from kube_model import podlogs, validation
 from kube_model.api import DeleteOptions, ListOptions, Result
-from kube_model.errors import ApiError, Warnings, bad_request, gone, internal, method_not_supported, not_found
+from kube_model.errors import (
+    ApiError,
+    Warnings,
+    bad_request,
+    gone,
+    internal,
+    method_not_supported,
+    not_found,
+    too_many_requests,
+)
 from kube_model.meta import fields_match, labels_match, parse_field_selector, parse_label_selector, stamp
 from kube_model.negotiation import Target, negotiate, partial, transform
 from kube_model.quantity import Number
@@ -103,6 +112,8 @@ class Fault:
                 and (self.user is None or self.user in r.user))
 
     def error(self) -> ApiError:
+        if self.status == 429 and self.message is None and self.reason is None:  # API Priority and Fairness
+            return too_many_requests(self.retry_after if self.retry_after is not None else 1)
         reason = self.reason or {429: "TooManyRequests", 403: "Forbidden", 401: "Unauthorized", 404: "NotFound",
                                  409: "Conflict", 410: "Expired", 500: "InternalError", 503: "ServiceUnavailable",
                                  504: "Timeout"}.get(self.status, "InternalError")
@@ -354,7 +365,11 @@ class ApiServer:
             r.user = user.name
             response = await self.route(request, r, user, query, warnings)
         except ApiError as e:
-            response = web.json_response(e.status(), status=e.code)
+            if e.plain:  # Go's http.Error: the text, a newline, nosniff
+                response = web.Response(text=e.message + "\n", status=e.code, content_type="text/plain",
+                                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+            else:
+                response = web.json_response(e.status(), status=e.code)
             for k, v in e.headers.items():
                 response.headers[k] = v
         except _Dropped:

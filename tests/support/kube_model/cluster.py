@@ -343,8 +343,10 @@ class Cluster:
              retry_after: int | None = None, message: str | None = None, reason: str | None = None,
              drop: bool = False) -> Fault:
         """Answer matching requests with ``status`` (or drop their connection) ``times`` times (None: until
-        :meth:`clear_faults`, or for ``seconds``). ``resource`` is a plural, optionally with a subresource
-        (``pods/log``); ``user`` matches the authenticated user name (substring); ``path`` is a regex."""
+        :meth:`clear_faults`, or for ``seconds``). A 429 without ``message`` or ``reason`` is API Priority and
+        Fairness's: its text in text/plain, ``Retry-After`` (1 unless given). ``resource`` is a plural, optionally with
+        a subresource (``pods/log``); ``user`` matches the authenticated user name (substring); ``path`` is a
+        regex."""
         fault = Fault(status, verb, resource, path, user, times, seconds, retry_after, message, reason, drop)
         self.call(lambda: self.server.faults.append(fault))  # type: ignore[union-attr]
         return fault

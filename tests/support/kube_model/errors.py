@@ -24,11 +24,12 @@ class ApiError(Exception):
     """A failed request: raised anywhere below the HTTP layer, rendered as a Status body."""
 
     def __init__(self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, plain: bool = False) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.details = details
         self.headers = dict(headers or {})
+        self.plain = plain  # answered as its message in text/plain (Go's http.Error), not as a Status
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -115,9 +116,12 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 
 
-def too_many_requests(retry_after: int = 1, message: str | None = None) -> ApiError:
-    return ApiError(429, "TooManyRequests", message or "Too many requests, please try again later.",
-                    details={"retryAfterSeconds": retry_after}, headers={"Retry-After": str(retry_after)})
+def too_many_requests(retry_after: int = 1) -> ApiError:
+    """API Priority and Fairness (and max-in-flight) refusing a request before any handler sees it: 429, a
+    ``Retry-After`` header and the text "Too many requests, please try again later." in text/plain, not a Status
+    (k8s.io/apiserver/pkg/server/filters/maxinflight.go, tooManyRequests: http.Error)."""
+    return ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
+                    headers={"Retry-After": str(retry_after)}, plain=True)
 
 
 def method_not_supported(kind: Kind, action: str) -> ApiError:
