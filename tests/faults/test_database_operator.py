@@ -138,6 +138,48 @@ def test_a_read_only_database_is_a_503_its_drivers_ride_out(tmp_path: Path, post
         _all_recorded_in(postgres_url, r.f.id)
 
 
+def _sessions(dba: psycopg.Connection, database: str) -> int:
+    """The sessions ``database`` has had (``pg_stat_database.sessions``: counted as each one's statistics are
+    flushed, at its end at the latest)."""
+    return int(dba.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (database,)).fetchone()[0])
+
+
+def test_writes_refused_read_only_reconnect_a_bounded_number_of_times_and_land_once_writable(
+        tmp_path: Path, postgres_url: str) -> None:
+    """The database made read-only (``default_transaction_read_only``, its sessions ended), then 30 writes sent to a
+    server process over HTTP, each answered 503 read-only: the server's sessions of the database number no more than
+    its pool and a few, not one (and more) for each write; the setting undone, a write lands, no restart. Was: each
+    refused write dropped the whole pool, and every write and read after it connected afresh (30 writes: 31
+    sessions)."""
+    database = postgres_url.rsplit("/", 1)[1]
+    writes = 30
+    server = ServerProcess(tmp_path, db_url=postgres_url, env={"SEMATIC_K8S_DB_POOL_SIZE": "3"})
+    with _operator(postgres_url) as dba:
+        with running(server):
+            client = HttpStore(server.url, retry_window=0)
+            try:
+                client.write(_new_resolution())
+                dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+                _end_sessions(dba, database)
+                before = _sessions(dba, database)
+                for _ in range(writes):
+                    with pytest.raises(ServerError) as refused:
+                        client.write(_new_resolution())
+                    assert refused.value.status == 503 and READ_ONLY in str(refused.value), refused.value
+                dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off')
+            finally:
+                client.close()
+            landed = HttpStore(server.url)  # tried for its retry window: the pool's read-only sessions dropped
+            try:
+                landed.write(_new_resolution())
+            finally:
+                landed.close()
+        wait_for(lambda: not dba.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                         (database,)).fetchone()[0], 30, what="the server's sessions ended")
+        made = _sessions(dba, database) - before
+    assert made <= 3 + 6, f"{made} sessions for {writes} writes refused read-only"
+
+
 @pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "local"])
 def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Path, keyed: bool) -> None:
     """Other clients hold every connection PostgreSQL takes (``max_connections``, 20 here) while the server's own are
