@@ -9,9 +9,14 @@ answered, whoever met it (the credential check, :mod:`~sematic_k8s_server.auth`;
 - The server's own **pool used up** (SQLAlchemy's ``TimeoutError``: every connection of its
   $SEMATIC_K8S_DB_POOL_SIZE busy with slower requests past $SEMATIC_K8S_DB_POOL_TIMEOUT) is no outage of the
   database: a 503 in its words (:func:`no_connection_words`), said once until a connection is had with one to spare.
-- A query **canceled at the database's statement_timeout** (SQLSTATE 57014 with PostgreSQL's "statement timeout") is
-  no outage: the request asks for more than its operator's limit allows, and will again. It is said once per route,
-  with the limit (:func:`statement_timeout`).
+- A query **canceled at the database's statement_timeout** (SQLSTATE 57014 raised where PostgreSQL raises its
+  statement timeout's: :func:`at_statement_timeout`) is no outage: the request asks for more than its operator's limit
+  allows, and will again. It is said once per route, with the limit (:func:`statement_timeout`).
+
+The server tells them apart by SQLSTATE, class and error fields, never by the database's words: those are in its
+``lc_messages`` language. A refused connection has no SQLSTATE (libpq keeps it to itself): "no connection to spare"
+alone is told by PostgreSQL's English words (:data:`NO_CONNECTION_TO_SPARE`), any other language saying
+"unavailable".
 - Any other failure is said once per request, as it is met.
 """
 
@@ -91,10 +96,41 @@ def is_outage(e: BaseException) -> bool:
     return state is None or state.startswith("08") or state in ENDED_SESSION
 
 
-def at_statement_timeout(e: BaseException) -> bool:
-    """A query PostgreSQL canceled at its ``statement_timeout`` (told from a cancel request by its words)."""
-    orig = _orig(e)
-    return getattr(orig, "sqlstate", None) == QUERY_CANCELED and "statement timeout" in str(orig)
+def canceled(e: BaseException) -> bool:
+    """A query PostgreSQL canceled (SQLSTATE 57014): at its statement_timeout, or by a cancel request."""
+    return getattr(_orig(e), "sqlstate", None) == QUERY_CANCELED
+
+
+def at_statement_timeout(e: BaseException, engine: sa.Engine | None = None) -> bool:
+    """A query PostgreSQL canceled at its ``statement_timeout``: SQLSTATE 57014, which a cancel request
+    (``pg_cancel_backend``) shares, raised at the place in PostgreSQL's source (its file and line, error fields in no
+    language) where ``engine``'s database raises its statement timeout's (:func:`statement_timeout` learns it). Any
+    57014 while that place is not known (no ``engine``; not asked yet, or asked by another request now)."""
+    if not canceled(e):
+        return False
+    with _OF_LOCK:
+        origin = _TIMEOUT_AT.get(engine) if engine is not None else None
+    return origin is None or _origin(_orig(e)) == origin
+
+
+def _origin(error: object) -> tuple[str, str] | None:
+    """Where in PostgreSQL's source ``error`` was raised (its ``F`` and ``L`` fields); None when not said."""
+    diag = getattr(error, "diag", None)
+    place = (getattr(diag, "source_file", None), getattr(diag, "source_line", None))
+    return (place[0], place[1]) if place[0] and place[1] else None
+
+
+def _timeout_origin(conn: sa.Connection) -> tuple[str, str] | None:
+    """Where the database raises its statement timeout's 57014: one caused on ``conn`` (1 ms, for its transaction,
+    rolled back); None when none came."""
+    try:
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 1")
+        conn.exec_driver_sql("SELECT pg_sleep(1)")
+    except sa.exc.DBAPIError as e:
+        return _origin(e.orig) if canceled(e) else None
+    finally:
+        conn.rollback()
+    return None
 
 
 class Failures:
@@ -167,7 +203,8 @@ def statement_timeout(engine: sa.Engine) -> str | None:
     it ("500ms", "2s"); None when it cannot be asked. Asked once per :data:`SETTING_KEPT` seconds for an engine (what
     it answered, or that it could not): a burst of queries canceled at it (under a pool used up, each would wait for a
     connection to ask) asks once. Single-flight: while one request asks, the others tell what was asked before, or
-    None, at once (was: each one of a burst that came before the first answer asked on a connection of its own)."""
+    None, at once (was: each one of a burst that came before the first answer asked on a connection of its own). The
+    first ask also learns where the database raises its statement timeout's error (:func:`at_statement_timeout`)."""
     now = time.monotonic()
     with _OF_LOCK:
         kept = _SETTINGS.get(engine)
@@ -180,6 +217,11 @@ def statement_timeout(engine: sa.Engine) -> str | None:
     try:
         with engine.connect() as conn:
             limit = str(conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar())
+            if engine not in _TIMEOUT_AT:
+                origin = _timeout_origin(conn)
+                if origin is not None:
+                    with _OF_LOCK:
+                        _TIMEOUT_AT[engine] = origin
     except sa.exc.SQLAlchemyError:
         pass
     finally:
@@ -192,6 +234,8 @@ def statement_timeout(engine: sa.Engine) -> str | None:
 SETTING_KEPT = 60.0  # seconds an engine's statement_timeout, once asked, is told without asking again
 _SETTINGS: weakref.WeakKeyDictionary[sa.Engine, tuple[float, str | None]] = weakref.WeakKeyDictionary()
 _ASKING: weakref.WeakSet[sa.Engine] = weakref.WeakSet()  # engines whose statement_timeout a request asks now
+# where each engine's database raises its statement timeout's 57014: PostgreSQL's source file and line
+_TIMEOUT_AT: weakref.WeakKeyDictionary[sa.Engine, tuple[str, str]] = weakref.WeakKeyDictionary()
 
 
 _OF: weakref.WeakKeyDictionary[sa.Engine, Failures] = weakref.WeakKeyDictionary()

@@ -148,8 +148,9 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
 
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         orig = getattr(exc, "orig", None) or exc
-        if dbfailures.at_statement_timeout(orig):
-            limit = await run_in_threadpool(dbfailures.statement_timeout, engine)
+        # 57014: the limit asked (and, the first time, where the database raises it), then told from a cancel request
+        limit = await run_in_threadpool(dbfailures.statement_timeout, engine) if dbfailures.canceled(orig) else None
+        if dbfailures.at_statement_timeout(orig, engine):
             route = request.scope.get("route")
             failures.timed_out(f"{request.method} {getattr(route, 'path', request.url.path)}", limit or "unknown")
             return problem(504, "the metadata database canceled this request's query at its statement_timeout "

@@ -24,7 +24,7 @@ import fault_pipelines as fp
 import sematic_k8s as sk
 from outages import ServerProcess, called_in, running
 from sematic_k8s.errors import ServerError
-from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.http import STATEMENT_TIMEOUT, HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.wire import batch_to_json, dumps
@@ -628,7 +628,7 @@ def test_the_statement_timeout_is_asked_by_one_request_of_a_burst(postgres_url: 
     engine = sa.create_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=60)
     asked: list[str] = []
     sa.event.listen(engine, "before_cursor_execute",
-                    lambda *a: asked.append(a[2]) if "statement_timeout" in a[2] else None)
+                    lambda *a: asked.append(a[2]) if "current_setting('statement_timeout')" in a[2] else None)
     told: list[str | None] = []
     try:
         with engine.connect() as held:  # the pool's one connection, busy
@@ -646,3 +646,69 @@ def test_the_statement_timeout_is_asked_by_one_request_of_a_burst(postgres_url: 
         assert sorted(told, key=lambda t: t or "") == [None, "300ms"] and len(asked) == 1, (told, asked)
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def german_server() -> Iterator[str]:
+    """A PostgreSQL cluster of the module's own whose messages are German (``lc_messages``: its operator's language),
+    as :func:`~pgcluster.postgres_cluster` yields it."""
+    from pgcluster import PgCluster, pg_bin
+
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found")
+    cluster = PgCluster(bin_dir)
+    cluster.language = "de"
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.remove()
+
+
+def _german(server_url: str, name: str) -> str:
+    """A database ``name`` on ``server_url`` (German), checked to say its errors in German."""
+    from pgcluster import create_database
+
+    db_url = create_database(server_url, name)
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn, \
+            pytest.raises(psycopg.errors.DivisionByZero) as said:
+        conn.execute("SELECT 1/0")
+    assert str(said.value) == "Division durch Null", said.value  # the words below are not English: the test's premise
+    return db_url
+
+
+def test_a_query_past_the_statement_timeout_is_a_504_whatever_the_language_of_the_databases_words(
+        tmp_path: Path, german_server: str) -> None:
+    """The database's messages in German (its ``lc_messages``: "storniere Anfrage wegen Zeitüberschreitung der
+    Anfrage"), its ``statement_timeout`` 300 ms and ``resolutions`` locked: a listing is answered 504 in the server's
+    words, told by SQLSTATE 57014 raised where PostgreSQL raises its statement timeout's (its source file and line,
+    learned of the database), not by English words; a cancel request (``pg_cancel_backend``, the same SQLSTATE) is
+    a 503 still. Was: 503 "the metadata database is unavailable: QueryCanceled: storniere Anfrage ...", retried by
+    clients for their whole window."""
+    db_url = _german(german_server, "zeit")
+    database = db_url.rsplit("/", 1)[1]
+    with _operator(db_url) as dba:
+        dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
+    server = ServerProcess(tmp_path, db_url=db_url)
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://")
+    with running(server), httpx.Client(base_url=server.url, timeout=30) as client, _operator(db_url) as dba:
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE resolutions IN ACCESS EXCLUSIVE MODE")
+            answered = client.get("/api/v1/resolutions")
+        assert answered.status_code == 504 and answered.json().get("reason") == STATEMENT_TIMEOUT, answered.text
+        assert TIMED_OUT in answered.json()["detail"], answered.text
+
+        dba.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = 0")
+        _end_sessions(dba, database)  # the server's sessions start again without it
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE resolutions IN ACCESS EXCLUSIVE MODE")
+            listing: dict[str, httpx.Response] = {}
+            lister = threading.Thread(target=lambda: listing.setdefault("answer", client.get("/api/v1/resolutions")))
+            lister.start()
+            waiting = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+            wait_for(lambda: dba.execute(waiting, (database,)).fetchall(), 30, what="the listing waiting for the lock")
+            dba.execute(f"SELECT pg_cancel_backend(pid) FROM ({waiting}) w", (database,))
+            lister.join(30)
+        canceled = listing["answer"]
+        assert canceled.status_code == 503 and "QueryCanceled" in canceled.text, canceled.text

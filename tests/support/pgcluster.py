@@ -44,7 +44,9 @@ def _free_port() -> int:
 class PgCluster:
     """A PostgreSQL cluster of its own (initdb in a temp dir, 127.0.0.1, a free port): :meth:`start`, :meth:`stop`
     (``pg_ctl stop``, as a crash with ``mode="immediate"``) and start again on the same port and data;
-    :meth:`remove` stops it and deletes it. ``max_connections``: the cluster's, set before a start."""
+    :meth:`remove` stops it and deletes it. ``max_connections``: the cluster's, set before a start; ``language``: of
+    the server's messages (``de``: gettext's ``LANGUAGE`` in its environment, with ``lc_messages`` C.UTF-8, a locale
+    every glibc has; None: English), set before a start."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
@@ -56,6 +58,7 @@ class PgCluster:
             shutil.chown(self.sock, "postgres")
         self.port = _free_port()
         self.max_connections = 300
+        self.language: str | None = None
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
         subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
                                      "--auth=trust", "-E", "UTF8", "--no-locale"]), check=True, capture_output=True)
@@ -63,9 +66,13 @@ class PgCluster:
     def start(self) -> None:
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
                 f"-c max_connections={self.max_connections}")
+        env = dict(os.environ)
+        if self.language:  # gettext heeds LANGUAGE unless the locale is C itself ("C.UTF-8" is not)
+            opts += " -c lc_messages=C.UTF-8"
+            env["LANGUAGE"] = self.language
         log = str(self.base / "pg.log")
         subprocess.run(_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", opts, "-w",
-                                     "-t", "60", "start"]), check=True, capture_output=True)
+                                     "-t", "60", "start"]), check=True, capture_output=True, env=env)
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data / "postmaster.pid").exists():
