@@ -50,7 +50,9 @@ from sematic_k8s.store import pgstates
 LOCK_NOT_AVAILABLE = "55P03"  # lock_not_available: canceling statement due to lock timeout
 MAX_MS = 2**31 - 1  # PostgreSQL's largest lock_timeout (about 24 days)
 BOUND_MS = "sk_lock_timeout_ms"  # a session's info key: the lock_timeout in effect on it, in milliseconds
-_RELATION = re.compile(r'relation "([^"]+)"')  # a row lock's context: 'while updating tuple (0,1) in relation "runs"'
+# a row lock's context: 'while updating tuple (0,1) in relation "runs"', in the database's language ('beim Sperren von
+# Tupel (0,1) in Relation »runs«'): the last name quoted on the line of the tuple's id, whatever the quotes
+_RELATION = re.compile(r"\(\d+,\d+\)[^\n]*[^\w\s][^\S\n]?([^\n]+?)[^\S\n]?[^\w\s][^\S\n]*$", re.MULTILINE)
 _NAME = re.compile(r'"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*)')
 
 
@@ -104,9 +106,9 @@ def listen(engine: sa.Engine, seconds: float, on_timeout: Callable[[], None] | N
 
 
 def locked_table(error: Any, statement: str | None) -> str | None:
-    """The table a 55P03 ``error`` waited for: its context's relation (a row lock), else the one table ``statement``
-    reads or writes (a table lock: PostgreSQL names none), else the one of those PostgreSQL points at
-    (``diag.statement_position``); None when it cannot be told."""
+    """The table a 55P03 ``error`` waited for: its context's relation (a row lock; said in any language), else the
+    one table ``statement`` reads or writes (a table lock: PostgreSQL names none), else the one of those PostgreSQL
+    points at (``diag.statement_position``); None when it cannot be told."""
     diag = getattr(error, "diag", None)
     found = _RELATION.search(getattr(diag, "context", None) or "")
     if found:

@@ -712,3 +712,25 @@ def test_a_query_past_the_statement_timeout_is_a_504_whatever_the_language_of_th
             lister.join(30)
         canceled = listing["answer"]
         assert canceled.status_code == 503 and "QueryCanceled" in canceled.text, canceled.text
+
+
+def test_a_row_lock_past_the_bound_names_its_table_whatever_the_language_of_the_databases_words(
+        german_server: str) -> None:
+    """A row another session holds (``SELECT ... FOR UPDATE``) and a statement reading two tables that waits for it past
+    ``lock_timeout``: the table named is the row's, from the error's context in German ("beim Sperren von Tupel (0,1)
+    in Relation »runs«"), as from PostgreSQL's English. Was: told by the English 'relation "runs"' alone, so None
+    here (two tables in the statement; PostgreSQL points at none)."""
+    from sematic_k8s.store.lockwait import LOCK_NOT_AVAILABLE, locked_table
+
+    dsn = _german(german_server, "zeile").replace("postgresql+psycopg://", "postgresql://")
+    statement = "SELECT * FROM runs JOIN labels ON labels.id = runs.id FOR UPDATE OF runs"
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("CREATE TABLE runs (id int PRIMARY KEY); CREATE TABLE labels (id int); "
+                      "INSERT INTO runs VALUES (1); INSERT INTO labels VALUES (1)")
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as waiter:
+        holder.execute("SELECT * FROM runs WHERE id = 1 FOR UPDATE")
+        waiter.execute("SET lock_timeout = 100")
+        with pytest.raises(psycopg.errors.LockNotAvailable) as refused:
+            waiter.execute(statement)
+    assert refused.value.sqlstate == LOCK_NOT_AVAILABLE and "Relation »runs«" in (refused.value.diag.context or "")
+    assert locked_table(refused.value, statement) == "runs"
