@@ -127,6 +127,8 @@ def _unopenable(url: str, exc: Exception) -> DatabaseUnopenable:
     return error
 
 
+# PostgreSQL's English words for a refused connection: libpq gives it no SQLSTATE (psycopg: a plain OperationalError,
+# sqlstate None), so in another lc_messages a refusal is taken for no answer (docs/FAULTS.md, "Not covered here")
 REFUSALS = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied")
 
 

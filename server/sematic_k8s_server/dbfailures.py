@@ -35,8 +35,8 @@ from sematic_k8s.error_records import one_line
 
 log = logging.getLogger("sematic_k8s_server")
 # PostgreSQL's refusals of a new connection when its max_connections, or a role's or database's CONNECTION LIMIT, is
-# reached ("sorry, too many clients already", "too many connections for role ..."): told by their words alone (psycopg
-# gives a refused connection no SQLSTATE)
+# reached ("sorry, too many clients already", "too many connections for role ..."): told by their English words alone
+# (libpq keeps a refused connection's SQLSTATE, 53300, to itself: psycopg's error has none, nor its pgconn)
 NO_CONNECTION_TO_SPARE = ("too many clients already", "too many connections for")
 QUERY_CANCELED = "57014"  # query_canceled: by statement_timeout, or by a cancel request (pg_cancel_backend)
 # a session ended by the server (admin_shutdown, crash_shutdown, cannot_connect_now), besides class 08 (connection)
