@@ -74,14 +74,15 @@ def no_connection_words(e: BaseException) -> str:
             f"by its clients): {type(e).__name__}")
 
 
-def told(e: BaseException) -> str:
+def told(e: BaseException, engine: sa.Engine | None = None) -> str:
     """The words a client is told, and a record any key reads may keep, of the metadata database failing with ``e``:
     never its own (:func:`words`: for the log only). No connection to spare: :func:`no_connection_words`; a query
-    canceled at its statement_timeout: said so; anything else: "the metadata database is unavailable", with its kind
-    (the error's type name)."""
+    canceled at its statement_timeout (told from a cancel request as :func:`at_statement_timeout` does, by
+    ``engine``'s database): said so; anything else: "the metadata database is unavailable", with its kind (the
+    error's type name)."""
     if no_connection_to_spare(e):
         return no_connection_words(_orig(e))
-    if at_statement_timeout(e):
+    if at_statement_timeout(e, engine):
         return "the metadata database canceled its query at its statement_timeout"
     return f"the metadata database is unavailable ({type(_orig(e)).__name__}; the server's log has its words)"
 

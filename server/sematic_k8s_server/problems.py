@@ -159,7 +159,7 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
                                 "smaller page)", {"Retry-After": GATEWAY_TIMEOUT_RETRY_AFTER},
                            reason=STATEMENT_TIMEOUT)
         failures.failed(orig, f"{request.method} {request.url.path}")  # the log: the database's own words
-        return problem(503, dbfailures.told(orig), {"Retry-After": "5"})
+        return problem(503, dbfailures.told(orig, engine), {"Retry-After": "5"})
 
     return database_error
 
