@@ -211,18 +211,19 @@ class CacheHits:
 
     def _find(self, asked: dict[str, str]) -> dict[str, RunRecord]:
         """The store's hits of ``asked`` (cache key -> its func's name). A store that tells which runs the server
-        skipped as another API key's (``HttpStore.find_reusable``) gets the first such miss said, once."""
+        skipped as another API key's (``HttpStore.find_reusable``: their keys, never the runs) gets the first such
+        miss said, once."""
         find_reusable = getattr(self.store, "find_reusable", None)
         if find_reusable is None:
             return self.store.find_cached_many(asked)
         hits, skipped = find_reusable(asked)
-        for key, run_id in skipped.items():
-            if not self.warned_skipped and key in asked:
-                log.warning("%s: not reusing cached run %s, which has the same cache key: another API key recorded it "
-                            "(or it was recorded before the server recorded owners), and the server reuses only your "
-                            "key's outputs and those of the keys it trusts (--cache-trusted-key); running it (said "
-                            "once per resolution)", asked[key], run_id)
-                self.warned_skipped = True
+        said = next((asked[key] for key in asked if key in skipped), None)
+        if said is not None and not self.warned_skipped:
+            log.warning("%s: not reusing a cached run with the same cache key: another API key recorded it (or it was "
+                        "recorded before the server recorded owners), and the server reuses only your key's outputs "
+                        "and those of the keys it trusts (--cache-trusted-key); running it (said once per resolution)",
+                        said)
+            self.warned_skipped = True
         return hits
 
     def resolved(self, run_id: str) -> None:

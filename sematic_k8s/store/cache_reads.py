@@ -55,17 +55,18 @@ def find_cached_many(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[s
 
 
 def find_trusted(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str],
-                 trust: Trust) -> tuple[dict[str, RunRecord], dict[str, str]]:
-    """:func:`find_cached_many` among the runs ``trust`` trusts: the most recent such run of each key, and for each key
-    that has none, the most recent run it skipped (key -> its id), if any: a miss that the asker is told of."""
+                 trust: Trust) -> tuple[dict[str, RunRecord], set[str]]:
+    """:func:`find_cached_many` among the runs ``trust`` trusts: the most recent such run of each key, and the keys
+    that have none but have a run it does not trust: a miss that the asker is told of, by its key alone (the run is
+    another key's: its id is none of the asker's business)."""
     out: dict[str, RunRecord] = {}
-    skipped: dict[str, str] = {}
+    skipped: set[str] = set()
     for run, owner in _resolved(conn, runs, cache_keys, trust):
         if trust.trusts(owner):
             out[run.cache_key] = run  # type: ignore[index]
         else:
-            skipped[run.cache_key] = run.id  # type: ignore[index]
-    return out, {key: run_id for key, run_id in skipped.items() if key not in out}
+            skipped.add(run.cache_key)  # type: ignore[arg-type]
+    return out, skipped - out.keys()
 
 
 def _resolved(conn: sa.Connection, runs: sa.Table, cache_keys: Iterable[str],

@@ -308,13 +308,13 @@ class HttpStore:
     def find_cached_many(self, cache_keys: Iterable[str]) -> dict[str, RunRecord]:
         return self.find_reusable(cache_keys)[0]
 
-    def find_reusable(self, cache_keys: Iterable[str]) -> tuple[dict[str, RunRecord], dict[str, str]]:
-        """:meth:`find_cached_many`, and for the keys that missed, the run the server skipped as another API key's
-        (key -> its id; none from a server that records no owners): the runs the caller may reuse are those its key
-        recorded and those of the keys the server trusts."""
+    def find_reusable(self, cache_keys: Iterable[str]) -> tuple[dict[str, RunRecord], set[str]]:
+        """:meth:`find_cached_many`, and the keys that missed though the server skipped a run of theirs as another API
+        key's (none from a server that records no owners): the runs the caller may reuse are those its key recorded
+        and those of the keys the server trusts. The server names no skipped run (an older one did: its id unused)."""
         keys = list(dict.fromkeys(cache_keys))
         out: dict[str, RunRecord] = {}
-        skipped: dict[str, str] = {}
+        skipped: set[str] = set()
         for i in range(0, len(keys), PAGE):
             doc = self._request("POST", "/store/cached", content=dumps({"keys": keys[i:i + PAGE]}),
                                 headers={"Content-Type": "application/json"})

@@ -522,7 +522,7 @@ class SqlStore:
         return self._read(cache_reads.find_cached_many, self._runs, cache_keys)
 
     def find_trusted(self, cache_keys: Iterable[str],
-                     trust: cache_reads.Trust) -> tuple[dict[str, RunRecord], dict[str, str]]:
+                     trust: cache_reads.Trust) -> tuple[dict[str, RunRecord], set[str]]:
         return self._read(cache_reads.find_trusted, self._runs, cache_keys, trust)
 
     def find_hits(self, cache_keys: Iterable[str]) -> dict[str, cache_reads.Hit]:

@@ -4,8 +4,9 @@ A hit's output is loaded by the pipeline that asks (a pickle runs what it holds)
 recorded by the asker's own API key (a resolution token asks as the key that minted it) and by the keys the operator
 trusts by name (``--cache-trusted-key NAME``: active keys only, so a revoked key's runs are trusted no more, and a
 key made again under a name starts its own cache). :data:`~sematic_k8s_server.config.UNOWNED` trusts the runs
-recorded before owners were. Admin keys are trusted for nothing more: managing keys vouches for no output. A skipped
-run is answered, so the asker can say why it missed. A server without keys (local mode) looks up every run, as
+recorded before owners were. Admin keys are trusted for nothing more: managing keys vouches for no output. That a key
+missed for a run it may not reuse is answered, so the asker can say why it missed, but never which run: an answer
+names only runs the asker may reuse. A server without keys (local mode) looks up every run, as
 the embedded store does.
 """
 

@@ -260,10 +260,14 @@ class CacheKeys(BaseModel):
     keys: list[Annotated[str, Field(pattern=SHA256)]] = Field(max_length=1000)
 
 
+UNTOLD = "(its id not told)"  # a skipped run's, in POST /store/cached (where an older client prints the run's id)
+
+
 class CachedRuns(BaseModel):
     items: dict[str, RunOut]  # cache key -> the most recent resolved run with it (keys that hit)
-    skipped: dict[str, str] = Field(default_factory=dict, description="cache key (one that missed) -> the most recent "
-                                    "run with it, skipped as another API key's (one this server does not trust)")
+    skipped: dict[str, str] = Field(default_factory=dict, description="cache key (one that missed) -> "
+                                    f"{UNTOLD!r}: it has a resolved run, skipped as another API key's (one this "
+                                    "server does not trust), whose id the asker is not told")
 
 
 class CancelRequested(BaseModel):

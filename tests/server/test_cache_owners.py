@@ -29,6 +29,7 @@ from sematic_k8s.store.tables import Base
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import ServerConfig
 from sematic_k8s_server.db import open_store
+from sematic_k8s_server.schemas import UNTOLD
 from serving import Served, peak_rss_kib, record_resolution, serve, server_process, write_through_api
 
 NAMESPACE = "owners"
@@ -103,7 +104,8 @@ def test_another_keys_run_under_my_cache_key_is_never_loaded(served: Served, tmp
                                                              caplog: pytest.LogCaptureFixture) -> None:
     """Key A resolves double(1); key B then records later runs under the keys of double(1) and double(2), each output a
     pickle that makes a directory when loaded. A's double(1) reuses A's own run, its double(2) runs the func: nothing
-    of B's is loaded, and the log says once which run was skipped and why."""
+    of B's is loaded, and the log says once that a run was skipped and why (never B's run's id: see
+    test_a_cache_look_up_never_names_a_run_the_caller_may_not_reuse)."""
     bob = auth.create_key(served.store.engine, "bob")
     assert resolve(served, served.key, 1) == 2 and CALLS == [1]
     marker = tmp_path / "pwned"
@@ -113,11 +115,10 @@ def test_another_keys_run_under_my_cache_key_is_never_loaded(served: Served, tmp
         assert resolve(served, served.key, 1) == 2 and CALLS == [1]  # its own hit, though B's run is more recent
         assert resolve(served, served.key, 2) == 4 and CALLS == [1, 2]
     assert not marker.exists()
-    said = [r.getMessage() for r in caplog.records if "not reusing cached run" in r.getMessage()]
-    assert said == [f"double: not reusing cached run {skipped[2]}, which has the same cache key: another API key "
-                    "recorded it (or it was recorded before the server recorded owners), and the server reuses only "
-                    "your key's outputs and those of the keys it trusts (--cache-trusted-key); running it (said once "
-                    "per resolution)"]
+    said = [r.getMessage() for r in caplog.records if "not reusing a cached run" in r.getMessage()]
+    assert said == ["double: not reusing a cached run with the same cache key: another API key recorded it (or it "
+                    "was recorded before the server recorded owners), and the server reuses only your key's outputs "
+                    "and those of the keys it trusts (--cache-trusted-key); running it (said once per resolution)"]
     runs = Base.metadata.tables["runs"]
     with served.store.engine.connect() as conn:
         owned = conn.execute(sa.select(runs.c.cache_key).where(runs.c.cached_from.is_(None),
@@ -136,6 +137,45 @@ def test_another_keys_run_under_my_cache_key_is_never_loaded(served: Served, tmp
     with pytest.raises(sk.ResolutionFailed, match="output should be int, got NoneType"):
         resolve(served, bob, 2)
     assert marker.is_dir()
+
+
+def test_a_cache_look_up_never_names_a_run_the_caller_may_not_reuse(served: Served) -> None:
+    """A's key and B's each record a resolved run of double(1) (B's the more recent), B's alone one of double(2). A's
+    look-ups over real HTTP (``POST /store/cached`` and ``GET /store/cached/KEY``, by A's key, a token A minted, a
+    read-only key; through the HTTP store too) answer A's own run of double(1) as a hit and tell that double(2)'s key
+    has a run A may not reuse, never its id: no id of B's is anywhere in an answer. B's own look-ups are as before
+    (its runs its hits). Was: ``skipped`` named B's newest run of each key A missed."""
+    bob = auth.create_key(served.store.engine, "bob")
+    viewer = auth.create_key(served.store.engine, "viewer", read_only=True)
+    assert served.key is not None
+    mine = record_hits(served, served.key, {1: (serialization.JSON, b"2")})
+    theirs = record_hits(served, bob, {1: (serialization.JSON, b"2"), 2: (serialization.JSON, b"4")})
+    root = record_resolution(served.url, served.key, kind="local", state="running")
+    token, _ = auth.mint_token(served.store.engine, root, minted_by=key_id(served, served.key),
+                               lifetime=dt.timedelta(hours=1))
+    keys = [key_of(1), key_of(2), key_of(3)]  # key_of(3): no run at all
+    for caller, hits in ((served.key, {key_of(1): mine[1]}), (token, {key_of(1): mine[1]}), (viewer, {})):
+        with served.client(caller) as c:
+            r = c.post("/api/v1/store/cached", json={"keys": keys})
+            assert r.status_code == 200, r.text
+            assert {k: d["id"] for k, d in r.json()["items"].items()} == hits, r.text
+            assert r.json()["skipped"] == {k: UNTOLD for k in keys[:2] if k not in hits}, r.text
+            one = c.get(f"/api/v1/store/cached/{key_of(2)}")
+            assert one.status_code == 404, one.text
+            for answer in (r.text, one.text):
+                assert not [run_id for run_id in theirs.values() if run_id in answer], answer
+        store = HttpStore(served.url, caller)
+        try:
+            found, skipped = store.find_reusable(keys)
+            assert {k: run.id for k, run in found.items()} == hits and skipped == set(keys[:2]) - hits.keys()
+        finally:
+            store.close()
+    with served.client(bob) as c:  # the owner's own flow: its runs its hits, nothing skipped, nothing of A's named
+        r = c.post("/api/v1/store/cached", json={"keys": keys})
+        assert r.status_code == 200 and r.json()["skipped"] == {}, r.text
+        assert {k: d["id"] for k, d in r.json()["items"].items()} == {key_of(x): theirs[x] for x in (1, 2)}
+        assert mine[1] not in r.text
+        assert c.get(f"/api/v1/store/cached/{key_of(2)}").json()["id"] == theirs[2]
 
 
 def test_the_operators_trusted_key_fills_every_keys_cache_until_it_is_revoked(tmp_path: Path) -> None:
@@ -246,10 +286,10 @@ def test_a_cache_key_flooded_with_another_keys_runs_is_looked_up_reading_only_th
     """A key records 150,000 resolved runs under the cache key another key's pipeline computes (or any of its own):
     each look-up of it (``POST /store/cached``, a driver's planning wave; any key's, a read-only one's too) reads the
     most recent run it may reuse and the most recent it may not, ranked by the database; the server's peak memory
-    grows by less than 48 MiB. The answers are as before: the asker's own newest run a hit, the other key's newest
-    told as skipped; a read-only key (which recorded nothing) is told the other key's newest. Was: every run of the
-    key read into the server's memory, then judged in Python: 110-160 MiB and seconds of the server's time for each
-    look-up, as often as any key asked."""
+    grows by less than 48 MiB. The answers are as before: the asker's own newest run a hit, the other key's told as
+    skipped; a read-only key (which recorded nothing) is told the key has one it skipped (never which run). Was: every
+    run of the key read into the server's memory, then judged in Python: 110-160 MiB and seconds of the server's time
+    for each look-up, as often as any key asked."""
     db_url = request.getfixturevalue("postgres_url") if db == "postgresql" else f"sqlite:///{tmp_path / 'db.sqlite3'}"
     store = open_store(db_url)
     cache_key = "c" * 64
@@ -283,7 +323,7 @@ def test_a_cache_key_flooded_with_another_keys_runs_is_looked_up_reading_only_th
             finally:
                 client.close()
             if key == mine:
-                assert [r.id for r in hits.values()] == [f"{2:032x}"] and skipped == {}
+                assert [r.id for r in hits.values()] == [f"{2:032x}"] and skipped == set()
             else:
-                assert hits == {} and skipped == {cache_key: f"{FLOODED + 2:032x}"}
+                assert hits == {} and skipped == {cache_key}
             assert grown < 48 * 1024, f"the server's memory grew by {grown // 1024} MiB for one look-up"

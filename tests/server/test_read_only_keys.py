@@ -182,7 +182,7 @@ def test_a_read_only_keys_cache_look_up_and_artifact_records_by_id_are_reads_tha
     store = HttpStore(served.url, viewer)
     try:
         assert [a.id for a in store.artifacts([art])] == [art]
-        assert store.find_reusable(["d" * 64]) == ({}, {})
+        assert store.find_reusable(["d" * 64]) == ({}, set())
     finally:
         store.close()
     with served.client(viewer) as c:

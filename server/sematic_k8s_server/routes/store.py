@@ -22,6 +22,7 @@ from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
 from sematic_k8s_server.auth import READ_BY_POST, Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found, nul_refused
+from sematic_k8s_server.schemas import UNTOLD
 from sematic_k8s_server.state import Server
 
 INLINE_ROWS = 200  # a batch this small is checked on the event loop (no thread hop) and merged with others
@@ -172,13 +173,14 @@ def cached(srv: Srv, caller: Caller, cache_key: Annotated[str, PathParam(pattern
              summary="The most recent resolved run of each cache key that the caller may reuse")
 def cached_many(srv: Srv, caller: Caller, body: schemas.CacheKeys) -> dict:
     """The HTTP store's ``find_cached_many``: one look-up for a planning wave's cache keys (those that hit), among the
-    runs the caller may reuse (:mod:`~sematic_k8s_server.cache_trust`); ``skipped``: for a key that missed, the most
-    recent run it has that another key recorded (the asker says why it missed)."""
+    runs the caller may reuse (:mod:`~sematic_k8s_server.cache_trust`); ``skipped``: the keys that missed though they
+    have a run another key recorded (the asker says why it missed), each as :data:`~sematic_k8s_server.schemas.UNTOLD`,
+    never that run's id: the answer names no run the caller may not reuse. Was: the other key's run's id."""
     trust = cache_trust.trust_of(srv.store.engine, srv.config.cache_trusted_keys, caller)
     if trust is None:
         return {"items": {k: r.to_dict() for k, r in srv.store.find_cached_many(body.keys).items()}, "skipped": {}}
     hits, skipped = srv.store.find_trusted(body.keys, trust)
-    return {"items": {k: r.to_dict() for k, r in hits.items()}, "skipped": skipped}
+    return {"items": {k: r.to_dict() for k, r in hits.items()}, "skipped": dict.fromkeys(sorted(skipped), UNTOLD)}
 
 
 @router.post("/artifacts", response_model=schemas.ArtifactList, openapi_extra=READ,
