@@ -40,7 +40,7 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # a registry look-up whose failure only means "unknown": no answer, credentials wanted, a manifest that does not parse
 _UNREADABLE: tuple[type[Exception], ...] = (*UNANSWERED, RegistryAuthError, ValueError)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the legacy builder colours a RUN step's stderr
-BUILD_TIMEOUT = 900.0  # seconds a build or push request may take (a RUN step may print nothing for long)
+BUILD_TIMEOUT = 900.0  # seconds a build may be silent (a RUN step may print nothing for long; a push: PUSH_SILENCE)
 WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # Docker's names -> the manylinux wheel tags'
 
 

@@ -4,6 +4,9 @@ The Docker engine retries a failed layer upload itself, but gives up at once on 
 and on a registry that drops its first connection: :func:`push_image` pushes again for the retry window
 ($SEMATIC_K8S_RETRY_WINDOW; the layers already there are not sent again), saying why in ``registry:`` lines, then
 raises :class:`~sematic_k8s.errors.RegistryUnavailable` naming the registry, what it answered and what to check.
+The engine waits on a registry that stops answering (a stopped or hung process whose port still accepts, a proxy that
+stopped forwarding) for as long as it takes, saying nothing: a push whose engine says nothing for
+:data:`PUSH_SILENCE` while the engine itself answers is such a registry's, given up and pushed again the same way.
 :func:`image_in_registry` is the check a recorded image passes before a rerun reuses it.
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sematic_k8s import settings
-from sematic_k8s.docker_engine import docker_client, engine_calls
+from sematic_k8s.docker_engine import PROBE_TIMEOUT, docker_client, engine_calls
 from sematic_k8s.errors import PushError, RegistryAuthError, RegistryUnavailable
 from sematic_k8s.packaging.registry import UNANSWERED, Repo, manifest_digest
 from sematic_k8s.retries import RetryLater, retrying
@@ -26,6 +31,10 @@ logger = logging.getLogger("sematic_k8s.packaging")
 Progress = Callable[[str], None]
 # a look-up of a recorded image that got no answer for the retry window, or kept being told to come back later
 _GAVE_UP: tuple[type[Exception], ...] = (*UNANSWERED, RetryLater)
+# seconds a push's stream from the engine may say nothing (the engine waiting on the registry's answer: a layer's last
+# PUT, the manifest's) before the push is given up as the registry's silence and made again (was: the build client's
+# 900 s, then "the Docker engine ... stopped answering")
+PUSH_SILENCE = 300.0
 
 
 def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
@@ -93,38 +102,87 @@ def interrupted(why: str) -> PushInterrupted | None:
 
 def _push_once(client: Any, repo: str, tag: str, say: Progress) -> str:
     """One ``docker push``: its digest. Raises :class:`PushInterrupted` when the engine gave up for a reason that
-    passes, :class:`PushError` for any other."""
+    passes, or said nothing for :data:`PUSH_SILENCE` while it answers (the registry silent), :class:`PushError` for
+    any other."""
     host = Repo.parse(repo).host
-    digest = ""
+    digest, last = "", "nothing"  # the engine's last word on the push
     layer_state: dict[str, str] = {}
     with engine_calls(f"pushing {repo}:{tag}"):
-        for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
-            if "error" in chunk or "errorDetail" in chunk:
-                why = str(chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or chunk)
-                if (passing := interrupted(why)) is not None:
-                    raise passing
-                raise PushError(f"push of {repo}:{tag} failed: {why}; is the registry {host} running and reachable "
-                                f"from the Docker engine, and does it take its credentials (`docker login {host}`)?")
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and aux.get("Digest"):
-                digest = aux["Digest"]
-            status, layer = chunk.get("status"), chunk.get("id")
-            if not status:
-                continue
-            if layer:
-                was, layer_state[layer] = layer_state.get(layer), status
-                if status.startswith("Retrying in "):  # the engine's own retry, counting down each second
-                    if not (was or "").startswith("Retrying in "):
-                        say(f"registry: {host} did not take layer {layer}; the Docker engine tries again "
-                            f"{status.lower().replace('retrying ', '')}")
-                elif was != status:
-                    total = (chunk.get("progressDetail") or {}).get("total")
-                    say(f"push {layer}: {status}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
-            else:
-                say(f"push: {status}")
+        try:
+            with _timeout(client, PUSH_SILENCE):  # the request's socket keeps it for the whole stream
+                stream = client.api.push(repo, tag=tag, stream=True, decode=True)
+            for chunk in stream:
+                _push_chunk(chunk, f"{repo}:{tag}", host, layer_state, say)
+                last = str(chunk.get("status") or last)
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = aux["Digest"]
+        except Exception as e:
+            if _timed_out(e) and _engine_answers(client):  # the engine waits on the registry, saying nothing
+                raise PushInterrupted("did not answer in time", f"nothing, for {PUSH_SILENCE:g} s after {last!r}, "
+                                      "waiting on the registry", _REACH) from None
+            raise
     if not digest:
         raise PushError(f"push of {repo}:{tag} reported no digest")
     return digest
+
+
+def _push_chunk(chunk: dict[str, Any], ref: str, host: str, layer_state: dict[str, str], say: Progress) -> None:
+    """One of the engine's words on the push of ``ref``: its error raised (:class:`PushInterrupted` when it passes),
+    its status said (a layer's when it changes; the engine's own retry of a layer once)."""
+    if "error" in chunk or "errorDetail" in chunk:
+        why = str(chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or chunk)
+        if (passing := interrupted(why)) is not None:
+            raise passing
+        raise PushError(f"push of {ref} failed: {why}; is the registry {host} running and reachable "
+                        f"from the Docker engine, and does it take its credentials (`docker login {host}`)?")
+    status, layer = chunk.get("status"), chunk.get("id")
+    if not status:
+        return
+    if layer:
+        was, layer_state[layer] = layer_state.get(layer), status
+        if status.startswith("Retrying in "):  # the engine's own retry, counting down each second
+            if not (was or "").startswith("Retrying in "):
+                say(f"registry: {host} did not take layer {layer}; the Docker engine tries again "
+                    f"{status.lower().replace('retrying ', '')}")
+        elif was != status:
+            total = (chunk.get("progressDetail") or {}).get("total")
+            say(f"push {layer}: {status}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+    else:
+        say(f"push: {status}")
+
+
+@contextmanager
+def _timeout(client: Any, seconds: float) -> Iterator[None]:
+    """Requests ``client`` sends inside wait ``seconds`` for each read (its own timeout again after: a client is used
+    by one push at a time)."""
+    before, client.api.timeout = client.api.timeout, seconds
+    try:
+        yield
+    finally:
+        client.api.timeout = before
+
+
+def _timed_out(e: BaseException) -> bool:
+    """Whether a read of the engine's answer timed out (anywhere in ``e``'s causes)."""
+    import requests
+    import urllib3
+
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, (socket.timeout, urllib3.exceptions.ReadTimeoutError, requests.exceptions.ReadTimeout)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _engine_answers(client: Any) -> bool:
+    """Whether the engine answers a ping within :data:`~sematic_k8s.docker_engine.PROBE_TIMEOUT`."""
+    try:
+        with _timeout(client, PROBE_TIMEOUT):
+            return bool(client.ping())
+    except Exception:  # noqa: BLE001 - no answer, or not one: the engine is not known to answer
+        return False
 
 
 def image_in_registry(repo: str, digest: str, client: Any = None) -> bool:

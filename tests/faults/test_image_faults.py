@@ -24,6 +24,7 @@ import infra
 from outages import DroppingProxy, RegistryProcess, ThrottlingProxy
 from sematic_k8s.errors import DockerUnavailable, PushError, RegistryUnavailable
 from sematic_k8s.packaging import compute_context, ensure_image
+from sematic_k8s.packaging import push as push_module
 from sematic_k8s.packaging.build import registry_digest, registry_platform
 from sematic_k8s.packaging.push import image_in_registry, interrupted, push_image
 from sematic_k8s.packaging.registry import manifest_digest
@@ -223,6 +224,47 @@ def test_a_refusal_no_retry_changes_is_a_push_error_at_once(registry, client, wi
                         rf"reachable from the Docker engine, and does it take its credentials "
                         rf"\(`docker login {host}`\)\?",
                         str(caught.value)), str(caught.value)
+
+
+@pytest.mark.parametrize(("what", "lasting"), [("manifest", False), ("manifest", True), ("layer", True)])
+def test_a_registry_that_stops_answering_mid_push_is_pushed_again_then_said_not_blamed_on_the_engine(
+        what, lasting, registry, client, window, monkeypatch):
+    """A registry that hangs (SIGSTOPped, a proxy that stopped forwarding: its port accepts, nothing answers) at the
+    manifest's PUT or a layer's upload: the Docker engine waits on it, saying nothing, for as long as it takes. The
+    push is given up once its engine said nothing for PUSH_SILENCE while the engine answers, said as the registry's
+    ("did not answer in time"), and made again; lasting past the window, RegistryUnavailable naming the registry
+    and what to check. Was: silent for the build client's 900 s, then DockerUnavailable "the Docker engine ... stopped
+    answering while pushing ...: is it running?" (the engine was fine)."""
+    window(60 if not lasting else 4)
+    monkeypatch.setattr(push_module, "PUSH_SILENCE", 2.0)
+    proxy = ThrottlingProxy(registry.port, lambda head: pushing(head, what), 10_000 if lasting else 1, status=0)
+    repo = f"127.0.0.1:{proxy.port}/sk-test-push"
+    tag = tiny_image(client, repo)
+    lines: list[str] = []
+    try:
+        if lasting:
+            with pytest.raises(RegistryUnavailable) as caught:
+                push_image(client, repo, tag, progress=lines.append)
+        else:
+            ref = push_image(client, repo, tag, progress=lines.append)
+    finally:
+        client.images.remove(f"{repo}:{tag}")
+        proxy.close()
+    host = f"127.0.0.1:{proxy.port}"
+    said = r"nothing, for 2 s after '[^']+', waiting on the registry"
+    again = [line for line in lines if line.startswith("registry: ")]
+    assert again and all(re.fullmatch(rf"registry: {host} did not answer in time to the push of {repo}:{tag} "
+                                      rf"\({said}\); pushing again, for up to {4 if lasting else 60} s in all", line)
+                         for line in again), lines
+    assert proxy.held >= 1
+    if not lasting:
+        assert proxy.held == 1
+        assert manifest_digest(f"{registry.host}/sk-test-push", tag) == ref.split("@")[1]
+        return
+    assert re.fullmatch(rf"push of {re.escape(repo)}:{tag} failed: the registry {host} did not answer in time, still "
+                        rf"after 4 s of tries \(the Docker engine said: {said}\); is it running, and reachable from "
+                        rf"the Docker engine at that address\? Start it \(or set the registry to one that is\), then "
+                        rf"try again", str(caught.value)), str(caught.value)
 
 
 # -- a rerun whose recorded image is gone from the registry ---------------------------------------------------
