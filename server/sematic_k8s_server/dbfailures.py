@@ -4,8 +4,9 @@ answered, whoever met it (the credential check, :mod:`~sematic_k8s_server.auth`;
 
 - An **outage** (PostgreSQL gives no connection: it is down, or has none to spare; or it ended the request's
   session) is said once in the database's words, with what met it first, until the engine gets a connection again
-  (its ``engine_connect``: any request's, the sweeper's), then once "the metadata database answers again". With a
-  key or without one (local mode) alike.
+  (its ``engine_connect``: any request's, the sweeper's), then once "the metadata database answers again", and
+  what waits for that is told (:meth:`Failures.on_back`: the server judges no silence for the heartbeat timeout
+  from then, as from its start). With a key or without one (local mode) alike.
 - The server's own **pool used up** (SQLAlchemy's ``TimeoutError``: every connection of its
   $SEMATIC_K8S_DB_POOL_SIZE busy with slower requests past $SEMATIC_K8S_DB_POOL_TIMEOUT) is no outage of the
   database: a 503 in its words (:func:`no_connection_words`), said once until a connection is had with one to spare.
@@ -26,6 +27,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -143,7 +145,13 @@ class Failures:
         self._failing: str | None = None  # the outage's words, once said, until a connection is had again
         self._used_up = False  # the pool's being used up was said, until a connection is had with one to spare
         self._timed_out: set[str] = set()  # the routes whose statement timeout was said
+        self._back: list[Callable[[], None]] = []  # told when the database answers again after an outage
         event.listen(engine, "engine_connect", self._connected)
+
+    def on_back(self, tell: Callable[[], None]) -> None:
+        """Have ``tell()`` called each time the database answers again after an outage (on the connection that finds
+        it back, before its first statement)."""
+        self._back.append(tell)
 
     def failed(self, e: BaseException, what: str) -> None:
         """Say that ``what`` (``cannot check credentials``, ``GET /api/v1/...``) met ``e``: an outage once, until the
@@ -180,6 +188,8 @@ class Failures:
                 return
             self._failing = None
         log.warning("the metadata database answers again")
+        for tell in self._back:
+            tell()
 
     def timed_out(self, route: str, limit: str) -> None:
         """Say once for ``route`` that its query was canceled at the database's statement_timeout (``limit``)."""

@@ -1,11 +1,13 @@
-"""The server's sweeper: every few seconds, Resolutions whose resolving process (a local loop or a driver)
-stopped heartbeating are marked dead (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`), so that
-nothing stays "running" forever and ``continue`` can pick them up. Reads mark them too, and a ``continue`` the
-continuation it finds silent; the sweeper covers the ones nobody reads. Whatever marks them, the mark is told: over
-PostgreSQL by its own transaction's ``NOTIFY`` (:mod:`sematic_k8s.store.notify`, in any process), on SQLite by the
-store to the server (``SqlStore.on_expired``), which tells its live-event followers: the sweeper tells no one
-itself. After each sweep, the task copies those marked dead (by anyone) left in storage are deleted, off its thread
-(:mod:`~sematic_k8s_server.copies`)."""
+"""The server's sweeper: every few seconds, Resolutions whose resolving process (a local loop or a driver) stopped
+heartbeating are marked dead (:meth:`sematic_k8s.store.sql.SqlStore.expire_silent`), so that nothing stays "running"
+forever and ``continue`` can pick them up. Silence is judged afresh, from the heartbeat timeout on, once the metadata
+database answers again after an outage (:meth:`~.dbfailures.Failures.on_back`, as from the server's start): the
+drivers' beats could not land meanwhile, and those riding it out would be marked dead. Reads mark them too, and a
+``continue`` the continuation it finds silent; the sweeper covers the ones nobody reads. Whatever marks them, the mark
+is told: over PostgreSQL by its own transaction's ``NOTIFY`` (:mod:`sematic_k8s.store.notify`, in any process), on
+SQLite by the store to the server (``SqlStore.on_expired``), which tells its live-event followers: the sweeper tells
+no one itself. After each sweep, the task copies those marked dead (by anyone) left in storage are deleted, off its
+thread (:mod:`~sematic_k8s_server.copies`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from sematic_k8s import settings
 from sematic_k8s.error_records import one_line
 from sematic_k8s.store.sql import SqlStore
+from sematic_k8s_server import dbfailures
 
 log = logging.getLogger("sematic_k8s_server")
 
@@ -57,6 +60,9 @@ class Sweeper:
             try:
                 self.sweep()
             except Exception as e:  # noqa: BLE001 - the database may be down for a while: try again later
+                if dbfailures.is_outage(e):  # said once, and its end told (the silence judged afresh from then)
+                    dbfailures.of(self.store.engine).failed(e, "sweeping silent resolutions")
+                    continue
                 orig = getattr(e, "orig", None) or e  # not SQLAlchemy's statement and parameters
                 log.warning("sweeping silent resolutions failed: %s: %s", type(orig).__name__, one_line(str(orig)))
                 continue

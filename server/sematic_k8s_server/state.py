@@ -14,7 +14,7 @@ from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.notify import resolution_event
 from sematic_k8s.store.records import CLAIMED, Batch
 from sematic_k8s.store.sql import FAILED, SqlStore
-from sematic_k8s_server import auth, db, scopes, verdicts, writes
+from sematic_k8s_server import auth, db, dbfailures, scopes, verdicts, writes
 from sematic_k8s_server.claim_beats import ClaimBeats
 from sematic_k8s_server.coalesce import Coalescer
 from sematic_k8s_server.config import ServerConfig
@@ -70,6 +70,7 @@ class Server:
         judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
         silence that began before it started may be its own outage, which the drivers ride out."""
         self.store.judge_from_now()
+        dbfailures.of(self.store.engine).on_back(self.store.judge_from_now)  # so after its database's outage
         self.sweeper.start()
         if self.relay is not None:
             self.relay.start()

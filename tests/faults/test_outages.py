@@ -405,3 +405,41 @@ def test_an_infrastructure_failure_that_lasts_is_recorded_as_such(tmp_path, monk
     run = next(r for r in store.runs_of_root(f.id) if r.func_name == "stored")
     assert run.error["type"] == "S3StorageError" and "InfrastructureError" in run.error["mro"]
     assert "S3StorageError: cannot reach S3" in str(info.value)
+
+
+def test_postgresql_down_past_the_heartbeat_timeout_under_the_server_kills_no_live_resolution(tmp_path, monkeypatch):
+    """The server's database stopped for longer than the heartbeat timeout (a restart, a failover), shorter than the
+    resolvers' retry window, while a resolution records through the server and its gated step waits: its beats
+    cannot land meanwhile (503), but its resolver lives and retries them. Once the database is back, the server
+    judges no silence until it has been reachable for the timeout (as after its own start): the resolution is not
+    marked dead, its beats land, and it resolves. Was: the server's first sweep after the outage marked it failed
+    ("the resolver stopped responding"), its next write refused, a live pipeline ended."""
+    from pgcluster import create_database, own_cluster
+
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    timing = {"SEMATIC_K8S_HEARTBEAT_TIMEOUT": "4", "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
+              "SEMATIC_K8S_RETRY_WINDOW": "60"}
+    for name, value in timing.items():
+        monkeypatch.setenv(name, value)
+    with own_cluster() as cluster:
+        db_url = create_database(cluster.url, "outage")
+        server = ServerProcess(tmp_path, db_url=db_url, env=timing)
+        with running(server):
+            gate = tmp_path / "gate"
+            f = fp.gated(3, str(gate))
+            thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url,
+                                                                    max_parallelism=2))
+            wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
+            time.sleep(4.5)  # the server judges silence by now (up for the timeout)
+            cluster.stop("fast")
+            time.sleep(10)  # past the heartbeat timeout, within the retry window
+            cluster.start()
+            time.sleep(12)  # three times the timeout with the database back: the server sweeps meanwhile
+            assert not outcome, outcome
+            gate.touch()
+            thread.join(120)
+            assert outcome.get("value") == 3 + 1 + 2, outcome
+            store = SqlStore(db_url, create=False)
+            all_recorded(store, f.id)
+            store.close()
+
