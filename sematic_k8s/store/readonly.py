@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,13 +30,16 @@ READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
 REDIAL_EVERY = 5.0  # seconds between two drops of an engine's pool for read-only refusals: a client's Retry-After
 
 
-def listen(engine: sa.Engine) -> None:
+def listen(engine: sa.Engine, on_refused: Callable[[], None] | None = None) -> None:
     """Raise :class:`DatabaseReadOnly` for PostgreSQL's read-only refusals on ``engine``, its pool dropped at most
-    once per :data:`REDIAL_EVERY` seconds (:mod:`~sematic_k8s.store.pgstates`)."""
+    once per :data:`REDIAL_EVERY` seconds (:mod:`~sematic_k8s.store.pgstates`), after ``on_refused()`` (a server's
+    store: the beats refused meanwhile are no sign of their resolvers' death, ``SqlStore.judge_from_now``)."""
     lock = threading.Lock()
     dropped = [float("-inf")]  # when the pool was last dropped for a refusal (time.monotonic)
 
     def read_only(context: Any) -> None:
+        if on_refused is not None:
+            on_refused()
         now = time.monotonic()
         with lock:
             due = now - dropped[0] >= REDIAL_EVERY

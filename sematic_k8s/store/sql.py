@@ -170,7 +170,7 @@ class SqlStore:
                                                    **engine_kwargs})
             diskfull.listen(self.engine)
             if self.engine.dialect.name == "postgresql":
-                readonly.listen(self.engine)
+                readonly.listen(self.engine, self._held_up)  # its beats refused meanwhile: see _held_up
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
                 if self.engine.url.database not in (None, "", ":memory:"):
@@ -564,6 +564,10 @@ class SqlStore:
             lockwait.listen(self.engine, seconds, self._held_up, per_transaction=per_transaction)
 
     def _held_up(self) -> None:
+        """A lock wait past its bound, a write refused by a read-only database: the beats of the resolutions it
+        records were refused too, and their resolvers send them again; a store judging from its start (a server)
+        judges from now (was: a read-only window past the heartbeat timeout ended every live resolution at its
+        end)."""
         if self._awake_since is not None:
             self.judge_from_now()
 

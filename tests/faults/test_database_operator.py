@@ -180,6 +180,36 @@ def test_writes_refused_read_only_reconnect_a_bounded_number_of_times_and_land_o
     assert made <= 3 + 6, f"{made} sessions for {writes} writes refused read-only"
 
 
+def test_a_read_only_database_past_the_heartbeat_timeout_kills_no_live_resolution(
+        tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database read-only (a failover's standby the URL reaches for a while) for longer than the heartbeat timeout
+    while a resolution's gated step waits: its beats are answered 503 and retried; the server, which still reads,
+    judges no silence until the timeout has passed since its last refused write, so the beats sent again land first
+    and the live resolution is not marked dead; it resolves. Was: the first sweep once the database took writes
+    marked it failed ("the resolver stopped responding"), its next write refused: ResolutionEnded. (A timeout of
+    10 s: the beats' retries come up to 4 s apart, so a shorter one could pass before the next lands.)"""
+    timing = {"SEMATIC_K8S_HEARTBEAT_TIMEOUT": "10", "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
+              "SEMATIC_K8S_RETRY_WINDOW": "90"}
+    for name, value in timing.items():
+        monkeypatch.setenv(name, value)
+    database = postgres_url.rsplit("/", 1)[1]
+    with _resolving_gated(tmp_path, postgres_url, monkeypatch, env=timing) as r, _operator(postgres_url) as dba:
+        time.sleep(max(0.0, r.up + 10.5 - time.monotonic()))  # the server judges silence by now (up for the timeout)
+        dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        try:
+            assert _end_sessions(dba, database) > 0
+            wait_for(lambda: READ_ONLY in r.server.log.read_text(), 30, what="a beat refused")
+            time.sleep(14)  # past the heartbeat timeout, within the retry window
+        finally:
+            dba.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off')
+        time.sleep(25)  # more than twice the timeout with writes taken again: the server sweeps meanwhile
+        assert not r.outcome, r.outcome
+        r.gate.touch()
+        r.thread.join(120)
+        assert r.outcome.get("value") == 3 + 1 + 2, r.outcome
+        _all_recorded_in(postgres_url, r.f.id)
+
+
 @pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "local"])
 def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Path, keyed: bool) -> None:
     """Other clients hold every connection PostgreSQL takes (``max_connections``, 20 here) while the server's own are
