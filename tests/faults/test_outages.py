@@ -413,12 +413,13 @@ def test_postgresql_down_past_the_heartbeat_timeout_under_the_server_kills_no_li
     cannot land meanwhile (503), but its resolver lives and retries them. Once the database is back, the server
     judges no silence until it has been reachable for the timeout (as after its own start): the resolution is not
     marked dead, its beats land, and it resolves. Was: the server's first sweep after the outage marked it failed
-    ("the resolver stopped responding"), its next write refused, a live pipeline ended."""
+    ("the resolver stopped responding"), its next write refused, a live pipeline ended. (A timeout of 10 s: the beats'
+    retries come up to 4 s apart, so a shorter one could pass before the next lands.)"""
     from pgcluster import create_database, own_cluster
 
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
-    timing = {"SEMATIC_K8S_HEARTBEAT_TIMEOUT": "4", "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
-              "SEMATIC_K8S_RETRY_WINDOW": "60"}
+    timing = {"SEMATIC_K8S_HEARTBEAT_TIMEOUT": "10", "SEMATIC_K8S_HEARTBEAT_INTERVAL": "0.5",
+              "SEMATIC_K8S_RETRY_WINDOW": "90"}
     for name, value in timing.items():
         monkeypatch.setenv(name, value)
     with own_cluster() as cluster:
@@ -430,11 +431,11 @@ def test_postgresql_down_past_the_heartbeat_timeout_under_the_server_kills_no_li
             thread, outcome = resolve_in_thread(f, sk.LocalResolver(home=tmp_path, server=server.url,
                                                                     max_parallelism=2))
             wait_for(lambda: Path(f"{gate}.started").exists() or outcome, 60, what="the gated step")
-            time.sleep(4.5)  # the server judges silence by now (up for the timeout)
+            time.sleep(10.5)  # the server judges silence by now (up for the timeout)
             cluster.stop("fast")
-            time.sleep(10)  # past the heartbeat timeout, within the retry window
+            time.sleep(14)  # past the heartbeat timeout, within the retry window
             cluster.start()
-            time.sleep(12)  # three times the timeout with the database back: the server sweeps meanwhile
+            time.sleep(25)  # more than twice the timeout with the database back: the server sweeps meanwhile
             assert not outcome, outcome
             gate.touch()
             thread.join(120)
