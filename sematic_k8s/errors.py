@@ -455,14 +455,14 @@ class StorageKeysRefused(StopsForAFix, StorageError):
 
 
 class PresignedRequestRefused(StopsForAFix, StorageError):
-    """S3 (or a proxy before it) refused a worker's presigned request with an answer the same request meets each
-    time (:func:`sematic_k8s.storage.s3_answers.refused_for_good`: a 4xx but a 403, which is the keys' or an
-    expiry's, and a GET's 404 of an object not there): a bucket deleted (404 ``NoSuchBucket``), a body too large (400
-    ``EntityTooLarge``, 413), a query signed for another region (400 ``AuthorizationQueryParametersError``), a
-    request of a form it does not take (400, 405, 411, 501). Not an outage: no retry passes. The worker exits 75
-    naming it (or its outcome carries it), and the resolution ends at once, as on a full disk (its run canceled, its
-    error kept), to be continued once ``fix`` is done. Its words name the object (its address, never the URL's
-    query), S3's status, code and message."""
+    """S3 (or a proxy before it) refused a worker's presigned request with an answer the same request meets each time
+    (:func:`sematic_k8s.storage.s3_answers.refused_for_good`: a 4xx in S3's words but a 403, which is the keys' or
+    an expiry's, an expiry's 400 and a GET's 404 of an object not there): a bucket deleted (404 ``NoSuchBucket``), a
+    body too large (400 ``EntityTooLarge``, 413), a query signed for another region (400
+    ``AuthorizationQueryParametersError``), a request of a form it does not take (400, 405, 411, 501). Not an
+    outage: no retry passes. The worker exits 75 naming it (or its outcome carries it), and the resolution ends at
+    once, as on a full disk (its run canceled, its error kept), to be continued once ``fix`` is done. Its words name
+    the object (its address, never the URL's query), S3's status, code and message."""
 
     FIX = "do what S3's answer asks"
 

@@ -11,18 +11,20 @@ travel in the outcome document (small values, base64) or the staging object (lar
 them against their content id and stores them itself (:func:`sematic_k8s.executors.remote.adopt_outcome`).
 
 Requests go through :mod:`http.client`; an answer is judged by its status and S3's error ``Code``
-(:mod:`.s3_answers`). Refused and dropped connections, timeouts and transient answers (429, 5xx, 400
-``RequestTimeout``, ``SlowDown``) are retried for the retry window ($SEMATIC_K8S_RETRY_WINDOW), then raise
-:class:`~sematic_k8s.errors.StorageError` (the worker exits 75 and the driver runs the attempt again, with fresh
-URLs), as does at once an expired URL (403 "Request has expired", ``ExpiredToken``) or another 403. A URL whose keys
-S3 refuses (403 ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``AccessDenied`` not for an expiry: its keys
-rotated away or revoked) raises :class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and the
-access key it was signed with: the driver runs the attempt once more with URLs presigned afresh, and ends the
-resolution if those are refused too. Any other 4xx (a bucket deleted: 404 ``NoSuchBucket``; 400 ``EntityTooLarge``,
-405, 411, 413, ...) raises :class:`~sematic_k8s.errors.PresignedRequestRefused` at once, naming the object, S3's code
-and message and what to do: the resolution ends on it. A GET's other 404 (``NoSuchKey``) is an object not there
-(:class:`~.base.KeyGone`, naming it). URLs' queries are never logged nor said: messages name the storage key, or the
-object's address (the URL without its query).
+(:mod:`.s3_answers`). Refused and dropped connections, timeouts and transient answers (408, 429, 5xx, 400
+``RequestTimeout``, ``SlowDown``, 409 ``OperationAborted``) are retried for the retry window
+($SEMATIC_K8S_RETRY_WINDOW), then raise :class:`~sematic_k8s.errors.StorageError` (the worker exits 75 and the
+driver runs the attempt again, with fresh URLs), as does at once an expired URL (403 "Request has expired",
+``ExpiredToken``) or another 403. A URL whose keys S3 refuses (403 ``InvalidAccessKeyId``,
+``SignatureDoesNotMatch``, ``AccessDenied`` not for an expiry: its keys rotated away or revoked) raises
+:class:`~sematic_k8s.errors.StorageKeysRefused` at once, naming S3's code and the access key it was signed with: the
+driver runs the attempt once more with URLs presigned afresh, and ends the resolution if those are refused too; S3's
+400 ``ExpiredToken`` (temporary credentials that ran out) and a 4xx without S3's ``Code`` (a proxy's page) but 405,
+411 and 413 are a StorageError as an expiry is. Any other 4xx (a bucket deleted: 404 ``NoSuchBucket``; 400
+``EntityTooLarge``, 405, 411, 413, ...) raises :class:`~sematic_k8s.errors.PresignedRequestRefused` at once, naming
+the object, S3's code and message and what to do: the resolution ends on it. A GET's other 404 (``NoSuchKey``) is an
+object not there (:class:`~.base.KeyGone`, naming it). URLs' queries are never logged nor said: messages name the
+storage key, or the object's address (the URL without its query).
 """
 
 from __future__ import annotations

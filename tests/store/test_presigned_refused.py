@@ -272,3 +272,31 @@ def test_a_request_timeout_past_the_window_is_storage_out_of_reach_not_a_refusal
     with pytest.raises(StorageError, match="cannot reach storage to PUT 'k'") as failed:
         worker.put("k", b"{}")
     assert not isinstance(failed.value, PresignedRequestRefused) and len(front.refused) > 1
+
+
+TOKEN_EXPIRED = s3_error("ExpiredToken", "The provided token has expired.")
+
+
+@pytest.mark.parametrize(("status", "body", "attempts"), [
+    (400, TOKEN_EXPIRED, 2),
+    (400, b"<html><head><title>400 Bad Request</title></head><body>400 Bad Request</body></html>", 2),
+    (400, b"", 2),
+    (408, b"", 1),
+    (409, s3_error("OperationAborted", "A conflicting conditional operation is currently in progress against this "
+                   "resource. Try again."), 1),
+], ids=["400-ExpiredToken", "400-proxy-html", "400-no-body", "408", "409-OperationAborted"])
+def test_an_expiry_a_4xx_not_in_s3s_words_or_one_s3_says_to_retry_does_not_end_the_resolution(
+        front, tmp_path, status, body, attempts):
+    """S3 answers a presigned URL signed with temporary credentials that ran out (IRSA's, an instance role's) 400
+    ExpiredToken: the attempt is run again with URLs presigned afresh, as on its 403 expiry. A proxy's 400 (an HTML
+    page, no body) says nothing of S3's: the attempt is run again, as before. 408 (a proxy's request timeout) and 409
+    OperationAborted ("try again") are retried within the window, the one attempt passing. Was: each refused for good
+    (PresignedRequestRefused), the resolution ended at once with a fix that is not the cause."""
+    s3 = _storage(front.endpoint)
+    front.answers["PUT"] = [(status, body)]  # the first outcome PUT only
+    resolver, store = _resolver(s3, tmp_path)
+    f = big(10)
+    assert f.resolve(resolver) == b"z" * 10
+    (run,) = store.runs_of_root(f.id)
+    assert run.state == "resolved" and run.attempts == attempts, run
+    assert len(front.refused) == 1, front.refused
