@@ -9,6 +9,7 @@ import logging
 import threading
 from typing import Any
 
+from sematic_k8s import settings
 from sematic_k8s.storage.base import Storage
 from sematic_k8s.store.guards import Replayed
 from sematic_k8s.store.notify import resolution_event
@@ -28,6 +29,11 @@ from sematic_k8s_server.storages import Storages
 from sematic_k8s_server.token_secrets import LeftTokens
 
 log = logging.getLogger("sematic_k8s_server")
+NOT_RELAYED = (f"${settings.DB_POOLER_ENV}=transaction: live events do not cross server processes (a LISTEN needs a "
+               "session of its own, which transaction pooling does not keep): with --workers N or several replicas, "
+               "a dashboard follows only the writes of the server process it is connected to (the others' show on a "
+               "reload); for all of them live, run one server process, or connect through PostgreSQL itself or a "
+               "session-pooling PgBouncer (the setting unset)")
 
 
 class Server:
@@ -74,6 +80,8 @@ class Server:
         self.sweeper.start()
         if self.relay is not None:
             self.relay.start()
+        elif self.store.engine.dialect.name == "postgresql":  # behind transaction pooling: said once, at the start
+            log.warning("%s", NOT_RELAYED)
 
     def _swept(self) -> None:
         """After each sweep: the task copies and the token Secrets left are looked for, each on its own thread."""

@@ -491,7 +491,8 @@ def test_behind_a_transaction_pooler_the_bound_is_each_transactions_and_no_sessi
     bound (``set_config('lock_timeout', ..., true)``: ``SET LOCAL``); a request behind ``LOCK TABLE runs`` is answered
     503 naming that bound (2 s). Was: the bound a session's ``SET lock_timeout``, made once as the pool connected: left
     on that server session for the pooler's next client, and none on the sessions the server's later transactions ran
-    on; the live events' listener's ``LISTEN`` on a server session of the pooler's."""
+    on; the live events' listener's ``LISTEN`` on a server session of the pooler's. Its start says once, in its log,
+    that live events then stay in each process (was: said nowhere but the README)."""
     database = postgres_url.rsplit("/", 1)[1]
     with _operator(postgres_url) as dba:
         dba.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
@@ -543,6 +544,14 @@ def test_behind_a_transaction_pooler_the_bound_is_each_transactions_and_no_sessi
     assert not re.findall(r"LOG:  execute (?!<unnamed>)\S+", said)  # a named (prepared) statement's run
     bounded = [s for s in statements if "set_config('lock_timeout', b::text, true)" in s]
     assert len(bounded) >= 20, said
+    told = [line for line in server.log.read_text().splitlines() if "live events do not cross" in line]
+    assert len(told) == 1 and told[0].endswith(  # said once, at the start: what is lost, and what keeps it
+        "$SEMATIC_K8S_DB_POOLER=transaction: live events do not cross server processes (a LISTEN needs a session of "
+        "its own, which transaction pooling does not keep): with --workers N or several replicas, a dashboard follows "
+        "only the writes of the server process it is connected to (the others' show on a reload); for all of them "
+        "live, run one server process, or connect through PostgreSQL itself or a session-pooling PgBouncer (the "
+        "setting unset)"
+    ), told
 
 
 def test_an_operators_shorter_lock_timeout_on_the_servers_role_is_kept(tmp_path: Path, postgres_url: str) -> None:
