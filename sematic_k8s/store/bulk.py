@@ -73,12 +73,13 @@ def insert_hits(conn: sa.Connection, runs: sa.Table, hits: list[records.CachedRu
     conn.exec_driver_sql(_hit_insert(dialect.name, dialect.paramstyle), rows)
 
 
-# a rerun's reused runs on their way in (see clone_runs): a table private to the connection
+# a rerun's reused runs on their way in (see clone_runs): a table private to the connection; on PostgreSQL dropped as
+# its transaction ends (nothing left on a server session that a transaction pooler hands to another client next)
 _CLONE_MAP = sa.Table(
     "clone_map", sa.MetaData(), sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("original_run_id", sa.String(64)), sa.Column("parent_id", sa.String(64), nullable=True),
     sa.Column("input_refs", sa.JSON(none_as_null=True)), sa.Column("output_ref", sa.JSON(none_as_null=True)),
-    prefixes=["TEMPORARY"])
+    prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 _CLONE_IDS = ["id", "original_run_id", "parent_id"]
 _CLONE_REFS = [*_CLONE_IDS, "input_refs", "output_ref"]
 

@@ -102,8 +102,9 @@ def test_behind_a_transaction_pooler_each_transaction_is_bounded_and_the_session
     ``SHOW lock_timeout`` there is the database's own (0), another client's ``SET lock_timeout`` on it does not change
     the next transaction's bound (an operator's shorter one, on the role, is kept), and a query run 8 times in a
     transaction leaves no prepared statement (``pg_prepared_statements``: psycopg prepares one at its 5th run unless
-    told not to). Was: the bound a session ``SET`` as the pool connected (left there for the pooler's next client, and
-    missing on the server sessions the store's later transactions got), and prepared statements."""
+    told not to), nor does a rerun's clone write leave its temporary table (dropped at commit). Was: the bound a session
+    ``SET`` as the pool connected (left there for the pooler's next client, and missing on the server sessions the
+    store's later transactions got), prepared statements, and the clones' table ``clone_map``."""
     monkeypatch.setenv("SEMATIC_K8S_DB_POOLER", "transaction")
     monkeypatch.setenv("SEMATIC_K8S_DB_LOCK_TIMEOUT", "1")
     monkeypatch.setenv("SEMATIC_K8S_DB_POOL_SIZE", "1")
@@ -135,6 +136,11 @@ def test_behind_a_transaction_pooler_each_transaction_is_bounded_and_the_session
             assert _lock_timeout(conn) == "1s"
         store.write(Batch(run_updates={"a1": {"func_name": "g"}}))
         assert store.get_run("a1").func_name == "g"
+        clones = Batch()  # a rerun's reused run, copied in the database through a temporary table
+        clones.clone_run("c1", "a1", root_id="r1", parent_id=None, created_at=utcnow())
+        store.write(clones)
+        assert store.get_run("c1").notes["reused_from"] == "a1"  # type: ignore[union-attr]
+        assert _raw(store, "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()") == 0
         database = postgres_url.rsplit("/", 1)[1]
         with psycopg.connect(f"{_dsn(postgres_url.rsplit('/', 1)[0])}/postgres", autocommit=True) as dba:
             dba.execute(f'ALTER ROLE postgres IN DATABASE "{database}" SET lock_timeout = \'300ms\'')
