@@ -42,19 +42,23 @@ def settle(store: SqlStore, storage: Storage, artifact_id: str, written: Iterabl
         return False
     written = list(written)
     claimed = max([s for s in [recorded.size, *(w.get("size") for w in written)] if isinstance(s, int)], default=0)
-    if claimed > WHOLE_READ_BYTES:
-        log.warning("artifact %s: its records conflict, and one says it is larger (%s bytes) than the server reads "
-                    "to check them: the recorded one stays", artifact_id, claimed)
-        return False
-    try:  # bytes larger than every record says verify none of them: no more is read than the largest says
-        part = read_part(storage, artifact_key(artifact_id), 0, claimed + 1)
+    # bytes larger than every record says verify none of them: no more is read than the largest says, nor than the
+    # server reads whole (a record's size is a client's: one saying 1 TB decides nothing, the stored bytes do)
+    limit = min(claimed, WHOLE_READ_BYTES)
+    try:
+        part = read_part(storage, artifact_key(artifact_id), 0, limit + 1)
         data = part.data
     except KeyError:
         return False  # not stored yet: the recorded one stays until a conflicting write finds them
     except Exception as e:  # noqa: BLE001 - storage down: the next conflicting write checks again
         log.warning("artifact %s: its records conflict and its bytes could not be read: %s", artifact_id, e)
         return False
-    if part.size > claimed or verifies(artifact_id, recorded.format, recorded.size, data):
+    if part.size > limit:
+        if part.size <= claimed:
+            log.warning("artifact %s: its records conflict, and its stored bytes (%s) are more than the server reads "
+                        "to check them: the recorded one stays", artifact_id, part.size)
+        return False
+    if verifies(artifact_id, recorded.format, recorded.size, data):
         return False
     true = next((w for w in written if verifies(artifact_id, w.get("format"), w.get("size"), data)), None)
     if true is None:

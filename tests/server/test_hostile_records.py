@@ -18,6 +18,7 @@ from sematic_k8s import serialization
 from sematic_k8s.error_records import error_info
 from sematic_k8s.errors import ResolutionFailed
 from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import utcnow
@@ -312,6 +313,26 @@ def test_a_stored_value_recorded_ahead_is_repaired_by_its_bytes_in_s3(
             assert r.status_code == 200 and r.content == value.payload, r.text
             write(ahead)  # a lie after the truth: the bytes refute it
             assert recorded() == {k: honest[k] for k in fields}
+
+
+def test_a_stored_value_recorded_ahead_as_larger_than_the_server_reads_is_repaired_by_its_bytes(
+        tmp_path: Path) -> None:
+    """A value stored (its record holds no bytes) recorded ahead by another client with a size of 1 TB, more than the
+    server reads to check a record (256 MiB): the honest record, which its stored bytes verify, replaces it, and its
+    bytes are served. Was: "one says it is larger than the server reads to check them: the recorded one stays", for
+    good: every cache hit of that value a miss (its stored bytes not the size recorded), every rerun reusing it refused
+    ("changed in storage"), its bytes a 413 ("read it from its storage directly")."""
+    storage = LocalStorage(tmp_path / "store")
+    with serve(tmp_path, storage=storage) as served, served.client() as c:
+        value = serialization.serialize(list(range(5000)))
+        honest = {**value.record(), "created_at": NOW}
+        for record in ({**honest, "size": 10**12}, honest):
+            r = c.post("/api/v1/store/write", json={"artifacts": {value.id: record}})
+            assert r.status_code == 200, r.text
+            storage.put(artifact_key(value.id), value.payload)  # the honest writer's bytes, as it records them
+        assert c.get(f"/api/v1/artifacts/{value.id}").json()["size"] == len(value.payload)
+        r = c.get(f"/api/v1/artifacts/{value.id}/data")
+        assert r.status_code == 200 and r.content == value.payload, r.text[:300]
 
 
 def _nested(depth: int) -> Any:
