@@ -8,6 +8,7 @@ record can never make the server contact a host, or open a path, of its choosing
 
 from __future__ import annotations
 
+import os
 import posixpath
 import threading
 from collections.abc import Iterable
@@ -53,19 +54,28 @@ def spelled(recorded: str) -> str | None:
     return recorded.strip().rstrip("/")
 
 
-def names(recorded: str, configured: str) -> bool:
-    """Whether a recorded storage URL names the configured one: the same scheme, bucket and prefix (or path),
-    and every setting the record gives (``?endpoint=``, ``?region=``) equal to the configured one's. A record
-    that gives no endpoint means "the reader's own", i.e. the configured storage. One that is no URL names none
-    (:func:`spelled`)."""
+def spellings(configured: str, written: str | None = None) -> tuple[str, ...]:
+    """The spellings a record may give of a configured storage URL: :func:`normalize`'s (a ``file:`` path's links
+    followed, as a local storage's own URL is), and as written (``written``, else ``configured``; read as
+    :func:`spelled` reads a record: a CloudResolver records the URL its user gave, links and all)."""
+    return tuple(dict.fromkeys(u for u in (normalize(configured), spelled(written or configured)) if u))
+
+
+def names(recorded: str, configured: str | Iterable[str]) -> bool:
+    """Whether a recorded storage URL names a configured one (``configured``: its URL, or its :func:`spellings`): the
+    same scheme, bucket and prefix (or path), and every setting the record gives (``?endpoint=``, ``?region=``) equal
+    to the configured one's. A record that gives no endpoint means "the reader's own", i.e. the configured storage.
+    One that is no URL names none (:func:`spelled`); a record's path is compared as written, never looked up."""
     text = spelled(recorded)
     if text is None:
         return False
-    a, b = urlparse(text), urlparse(normalize(configured))
-    if (a.scheme, a.netloc, a.path.rstrip("/")) != (b.scheme, b.netloc, b.path.rstrip("/")):
-        return False
-    theirs = dict(parse_qsl(b.query))
-    return all(theirs.get(k) == v for k, v in parse_qsl(a.query))
+    a = urlparse(text)
+    for spelling in spellings(configured) if isinstance(configured, str) else configured:
+        b = urlparse(spelling)
+        if (a.scheme, a.netloc, a.path.rstrip("/")) == (b.scheme, b.netloc, b.path.rstrip("/")):
+            theirs = dict(parse_qsl(b.query))
+            return all(theirs.get(k) == v for k, v in parse_qsl(a.query))
+    return False
 
 
 class Storages:
@@ -74,10 +84,13 @@ class Storages:
     def __init__(self, default: Storage, allowed: Iterable[str] = ()) -> None:
         self.default = default
         try:
-            self.default_url: str | None = normalize(storage_url(default))
+            url = storage_url(default)
         except ValueError:
-            self.default_url = None
-        self.allowed = [normalize(u) for u in allowed if u.strip()]
+            self.default_urls: tuple[str, ...] = ()
+        else:  # a local storage's root as it was given (made absolute, links kept), beside its URL (links followed)
+            root = getattr(default, "root", None)
+            self.default_urls = spellings(url, Path(os.path.abspath(root)).as_uri() if root is not None else None)
+        self.allowed = {normalize(u): spellings(u) for u in allowed if u.strip()}
         self._opened: dict[str, Storage] = {}
         self._lock = threading.Lock()
 
@@ -89,9 +102,9 @@ class Storages:
         if not isinstance(url, str):
             raise StorageNotAllowed(f"recorded in {str(url)[:SHOWN_URL]!r}, not a storage URL: this server does not "
                                     "read it")
-        if self.default_url and names(url, self.default_url):
+        if names(url, self.default_urls):
             return self.default
-        key = next((u for u in self.allowed if names(url, u)), None)
+        key = next((u for u, spelled_as in self.allowed.items() if names(url, spelled_as)), None)
         if key is None:  # the URL as recorded (a client's: up to the settings' bound), cut for one line
             shown = url if len(url) <= SHOWN_URL else url[:SHOWN_URL] + f"... ({len(url)} characters)"
             if spelled(url) is None:

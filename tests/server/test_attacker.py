@@ -602,6 +602,33 @@ def test_another_key_that_read_a_values_bytes_cannot_rewrite_its_type_or_summary
 NO_URLS = ["s3://[bucket/prefix", "file:///tmp/a\x00b", "file:relative/path"]
 
 
+@pytest.mark.parametrize("which", ["default", "allowed"])
+def test_a_storage_configured_through_a_link_is_read_for_a_record_that_spells_it_so(tmp_path: Path, which: str) -> None:
+    """A storage configured by a path through a symbolic link (macOS's /tmp, /var; a mount's alias): a CloudResolver
+    records the URL its user gave, link and all, and the server reads that resolution's artifacts from it (its
+    default storage, or one on its allow-list). Was (since a record's path is no longer looked up on the server's
+    file system): 409 "which this server does not read", the configured URL known by its links' target only."""
+    real = tmp_path / "real"
+    (real / "home").mkdir(parents=True)
+    (real / "other").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    payload = b'{"v": 7}'
+    art = content_id("json", payload)
+    allowed = (f"file://{link}/other",) if which == "allowed" else ()
+    with serve(link / "home", allowed_storages=allowed) as s:
+        recorded = f"file://{link}/home/storage" if which == "default" else f"file://{link}/other"
+        storage = LocalStorage(real / "home" / "storage") if which == "default" else LocalStorage(real / "other")
+        root = record_resolution(s.url, s.key, kind="cloud", state="running", executor="kubernetes",
+                                 storage_url=recorded, inputs={"x": ("json", payload)}, storage=storage)
+        with s.client() as c:
+            r = c.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": root})
+            assert r.status_code == 200 and r.content == payload, r.text
+            elsewhere = record_resolution(s.url, s.key, kind="cloud", state="running", executor="kubernetes",
+                                          storage_url=f"file://{link}/home/elsewhere")
+            assert c.get(f"/api/v1/artifacts/{art}/data", params={"resolution_id": elsewhere}).status_code == 409
+
+
 @pytest.mark.parametrize("recorded", NO_URLS, ids=["bracket", "nul", "relative"])
 def test_a_recorded_storage_url_that_is_no_url_is_refused_in_words_and_never_stops_the_copies_sweep(
         served: Served, recorded: str) -> None:
