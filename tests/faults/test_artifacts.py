@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
+from on_storage import OnStorage, storage_at
 from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
@@ -204,25 +205,8 @@ def made_and_summed(n: int) -> int:
     return summed(made(n))
 
 
-class _OnStorage(sk.LocalResolver):
-    """The embedded resolver (its store, its loop) with its artifacts in ``on`` (an S3 bucket: as a driver's)."""
-
-    def __init__(self, on: Storage, **options: Any) -> None:
-        super().__init__(**options)
-        self.on = on
-        self.inline_limit = 0  # every output in storage, as remote workers store them
-
-    @property
-    def storage(self) -> Any:
-        return self.on
-
-
 def _storage(where: str, tmp_path: Path, monkeypatch: Any) -> Storage:
-    """A local directory, or a fresh bucket of the real S3 API server the tests share."""
-    if where == "s3":
-        _, bucket = fresh_bucket(monkeypatch, "gone")
-        return storage_from_url(f"s3://{bucket}/prefix")
-    return storage_from_url((tmp_path / "storage").as_uri())
+    return storage_at(where, tmp_path, monkeypatch, "gone")
 
 
 def _delete(storage: Storage, key: str) -> None:
@@ -248,7 +232,7 @@ def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(
     storage = _storage(where, tmp_path, monkeypatch)
 
     def resolver() -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
+        return OnStorage(storage, home=tmp_path, cache_namespace="ns")
 
     MADE.clear()
     first = made_and_summed(50)
@@ -300,7 +284,7 @@ def test_a_rerun_that_would_reuse_two_gone_outputs_names_the_upstream_one(tmp_pa
     storage = _storage("local", tmp_path, monkeypatch)
 
     def resolver(**options: Any) -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, **options)
+        return OnStorage(storage, home=tmp_path, **options)
 
     MADE.clear()
     first = made_doubled_and_counted(n)
@@ -327,7 +311,7 @@ def test_a_rerun_that_would_reuse_an_output_gone_from_storage_is_refused_naming_
     storage = _storage(where, tmp_path, monkeypatch)
 
     def resolver(**options: Any) -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, **options)
+        return OnStorage(storage, home=tmp_path, **options)
 
     MADE.clear()
     first = made_and_summed(40)
@@ -377,7 +361,7 @@ def test_an_s3_outage_while_cache_hits_are_checked_is_ridden_out_said_once_and_n
     storage, proxy = _through_503s(monkeypatch)
 
     def resolver() -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
+        return OnStorage(storage, home=tmp_path, cache_namespace="ns")
 
     try:
         MADE.clear()
@@ -424,7 +408,7 @@ def test_an_s3_outage_while_a_rerun_checks_its_reused_outputs_is_ridden_out_and_
     storage, proxy = _through_503s(monkeypatch)
 
     def resolver(**options: Any) -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, **options)
+        return OnStorage(storage, home=tmp_path, **options)
 
     try:
         MADE.clear()
@@ -471,7 +455,7 @@ def test_an_s3_outage_while_a_rerun_reads_its_roots_recorded_inputs_is_said_as_t
     storage, proxy = _through_503s(monkeypatch)
 
     def resolver(**options: Any) -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, cache_namespace=lambda root: f"ns{root.kwargs['n']}", **options)
+        return OnStorage(storage, home=tmp_path, cache_namespace=lambda root: f"ns{root.kwargs['n']}", **options)
 
     try:
         MADE.clear()
@@ -533,7 +517,7 @@ def test_a_resolution_that_failed_asks_no_storage_of_the_cache_hits_that_become_
     storage, proxy = _through_503s(monkeypatch)
 
     def resolver() -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, cache_namespace="ns", max_parallelism=2)
+        return OnStorage(storage, home=tmp_path, cache_namespace="ns", max_parallelism=2)
 
     try:
         MADE.clear()
@@ -578,7 +562,7 @@ def test_a_rerun_whose_roots_stored_input_is_a_link_says_to_remove_it_not_to_wai
     assert isinstance(storage, LocalStorage)
 
     def resolver(**options: Any) -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, cache_namespace=lambda root: f"ns{root.kwargs['n']}", **options)
+        return OnStorage(storage, home=tmp_path, cache_namespace=lambda root: f"ns{root.kwargs['n']}", **options)
 
     MADE.clear()
     first = made_many(3)
@@ -626,7 +610,7 @@ def test_a_storage_directory_a_resolution_may_not_write_is_recorded_with_its_fix
         home.chmod(0o777)
         with unprivileged():
             storage = LocalStorage(home / "storage")
-            resolver = _OnStorage(storage, home=home / "home")
+            resolver = OnStorage(storage, home=home / "home")
             LOCKED_OUT[:] = [artifacts]
             failed = locked_out(4)
             with pytest.raises(StorageError, match=r"Permission denied \(EACCES\)"):

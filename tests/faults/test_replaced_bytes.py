@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 
 import sematic_k8s as sk
-from s3server import fresh_bucket
+from on_storage import OnStorage, storage_at
 from sematic_k8s.errors import ReusedOutputGone
 from sematic_k8s.storage.base import Storage, artifact_key, location
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
-from sematic_k8s.storage.urls import storage_from_url
 
 STAMPED: list[int] = []
 MADE: list[int] = []
@@ -50,25 +49,8 @@ def made_and_summed(n: int) -> int:
     return summed(made(n))
 
 
-class _OnStorage(sk.LocalResolver):
-    """The embedded resolver (its store, its loop) with its artifacts in ``on`` (an S3 bucket: as a driver's)."""
-
-    def __init__(self, on: Storage, **options: Any) -> None:
-        super().__init__(**options)
-        self.on = on
-        self.inline_limit = 0  # every output in storage, as remote workers store them
-
-    @property
-    def storage(self) -> Any:
-        return self.on
-
-
 def _storage(where: str, tmp_path: Path, monkeypatch: Any) -> Storage:
-    """A local directory, or a fresh bucket of the real S3 API server the tests share."""
-    if where == "s3":
-        _, bucket = fresh_bucket(monkeypatch, "replaced")
-        return storage_from_url(f"s3://{bucket}/prefix")
-    return storage_from_url((tmp_path / "storage").as_uri())
+    return storage_at(where, tmp_path, monkeypatch, "replaced")
 
 
 def _replace(storage: Storage, key: str, data: bytes) -> None:
@@ -94,7 +76,7 @@ def test_a_cache_hit_whose_stored_bytes_were_replaced_runs_again_and_keeps_both_
     storage = _storage(where, tmp_path, monkeypatch)
 
     def resolver() -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, cache_namespace="ns")
+        return OnStorage(storage, home=tmp_path, cache_namespace="ns")
 
     STAMPED.clear()
     first = stamped_and_summed(30)
@@ -168,7 +150,7 @@ def test_a_rerun_that_would_reuse_an_output_whose_stored_bytes_were_replaced_is_
     storage = _storage(where, tmp_path, monkeypatch)
 
     def resolver(**options: Any) -> sk.LocalResolver:
-        return _OnStorage(storage, home=tmp_path, **options)
+        return OnStorage(storage, home=tmp_path, **options)
 
     MADE.clear()
     first = made_and_summed(40)

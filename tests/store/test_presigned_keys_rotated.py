@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from s3_front import relay
 from s3server import s3_endpoint
 
 pytest.importorskip("boto3")
@@ -65,30 +66,15 @@ def refusing_front(monkeypatch: pytest.MonkeyPatch, script: dict[int, bytes | No
             protocol_version = "HTTP/1.1"
 
             def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 presigned = "X-Amz-Credential=test" in self.path or "AWSAccessKeyId=test&" in self.path
                 answer = script.get(len(outcomes) + 1) if script else REFUSAL
                 if presigned and self.command == "PUT" and "/outcomes/" in self.path:
                     outcomes.append(self.path.split("?")[0])
+                scripted = None
                 if presigned and answer is not None:
                     refused.append(self.path.split("?")[0])
-                    status, headers, payload = 403, [("Content-Type", "application/xml")], answer
-                else:
-                    conn = http.client.HTTPConnection(backend, timeout=60)
-                    conn.request(self.command, self.path, body=body or None,
-                                 headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
-                    resp = conn.getresponse()
-                    status, payload = resp.status, resp.read()
-                    headers = [(k, v) for k, v in resp.getheaders()
-                               if k.lower() not in ("content-length", "connection", "transfer-encoding")]
-                    conn.close()
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+                    scripted = (403, answer)
+                relay(self, backend, scripted)
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _any  # noqa: N815 - http.server's names
 

@@ -44,6 +44,31 @@ class Front:
             return script.pop(0)
 
 
+def relay(handler: http.server.BaseHTTPRequestHandler, target: str, scripted: tuple[int, bytes] | None) -> None:
+    """Answer ``handler``'s request with ``scripted`` (status, S3's XML body), or, when None, with what the S3 API at
+    ``target`` (host:port) answers it."""
+    body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+    if scripted is not None:
+        status, payload = scripted
+        headers = [("Content-Type", "application/xml")]
+    else:
+        conn = http.client.HTTPConnection(target, timeout=60)
+        conn.request(handler.command, handler.path, body=body or None,
+                     headers={k: v for k, v in handler.headers.items() if k.lower() != "connection"})
+        resp = conn.getresponse()
+        status, payload = resp.status, resp.read()
+        headers = [(k, v) for k, v in resp.getheaders()
+                   if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+        conn.close()
+    handler.send_response(status)
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(payload)
+
+
 @contextlib.contextmanager
 def s3_front(backend: str) -> Iterator[Front]:
     """A :class:`Front` on 127.0.0.1 forwarding to the S3 API at ``backend`` (a URL)."""
@@ -54,28 +79,8 @@ def s3_front(backend: str) -> Iterator[Front]:
         protocol_version = "HTTP/1.1"
 
         def _any(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             presigned = "X-Amz-Signature=" in self.path or "Signature=" in self.path
-            scripted = front.answer(self.command, self.path.split("?")[0]) if presigned else None
-            if scripted is not None:
-                status, payload = scripted
-                headers = [("Content-Type", "application/xml")]
-            else:
-                conn = http.client.HTTPConnection(target, timeout=60)
-                conn.request(self.command, self.path, body=body or None,
-                             headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
-                resp = conn.getresponse()
-                status, payload = resp.status, resp.read()
-                headers = [(k, v) for k, v in resp.getheaders()
-                           if k.lower() not in ("content-length", "connection", "transfer-encoding")]
-                conn.close()
-            self.send_response(status)
-            for k, v in headers:
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
+            relay(self, target, front.answer(self.command, self.path.split("?")[0]) if presigned else None)
 
         do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _any  # noqa: N815 - http.server's names
 
