@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from on_storage import OnStorage, storage_at
+from on_storage import MADE, OnStorage, made, made_and_summed, storage_at, summed
 from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
@@ -184,25 +184,6 @@ def test_rerunning_the_run_whose_output_is_bad_rewrites_it(tmp_path, monkeypatch
     assert fp.pipeline(20).resolve(files(sk.LocalResolver(home=tmp_path, rerun_from=producer.id))) == 23
     loader = artifact_loader(sk.LocalResolver(home=tmp_path).storage)
     assert serialization.Value(bad, serialization.JSON, "int", load=loader).value == 21  # rewritten
-
-
-MADE: list[int] = []
-
-
-@sk.func(cache=True)
-def made(n: int) -> list[int]:
-    MADE.append(n)
-    return list(range(n))
-
-
-@sk.func
-def summed(xs: list[int]) -> int:
-    return sum(xs)
-
-
-@sk.func
-def made_and_summed(n: int) -> int:
-    return summed(made(n))
 
 
 def _storage(where: str, tmp_path: Path, monkeypatch: Any) -> Storage:

@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 import sematic_k8s as sk
-from on_storage import OnStorage, storage_at
+from on_storage import MADE, OnStorage, made_and_summed, storage_at, summed
 from sematic_k8s.errors import ReusedOutputGone
 from sematic_k8s.storage.base import Storage, artifact_key, location
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
 
 STAMPED: list[int] = []
-MADE: list[int] = []
 
 
 @sk.func(cache=True)
@@ -28,25 +27,9 @@ def stamped(n: int) -> list[int]:
     return [*range(n), len(STAMPED)]
 
 
-@sk.func(cache=True)
-def made(n: int) -> list[int]:
-    MADE.append(n)
-    return list(range(n))
-
-
-@sk.func
-def summed(xs: list[int]) -> int:
-    return sum(xs)
-
-
 @sk.func
 def stamped_and_summed(n: int) -> int:
     return summed(stamped(n))
-
-
-@sk.func
-def made_and_summed(n: int) -> int:
-    return summed(made(n))
 
 
 def _storage(where: str, tmp_path: Path, monkeypatch: Any) -> Storage:

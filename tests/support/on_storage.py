@@ -1,5 +1,6 @@
 """The embedded resolver with its artifacts in a storage of the test's choosing: a local directory, or a fresh bucket
-of the real S3 API server the tests share (every output stored, none inline, as remote workers store them)."""
+of the real S3 API server the tests share (every output stored, none inline, as remote workers store them); and a
+cached pipeline whose first step counts its runs (:data:`MADE`: clear it first)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,22 @@ def storage_at(where: str, tmp_path: Path, monkeypatch: Any, name: str) -> Stora
         _, bucket = fresh_bucket(monkeypatch, name)
         return storage_from_url(f"s3://{bucket}/prefix")
     return storage_from_url((tmp_path / "storage").as_uri())
+
+
+MADE: list[int] = []
+
+
+@sk.func(cache=True)
+def made(n: int) -> list[int]:
+    MADE.append(n)
+    return list(range(n))
+
+
+@sk.func
+def summed(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@sk.func
+def made_and_summed(n: int) -> int:
+    return summed(made(n))
