@@ -6,7 +6,8 @@ and on a registry that drops its first connection: :func:`push_image` pushes aga
 raises :class:`~sematic_k8s.errors.RegistryUnavailable` naming the registry, what it answered and what to check.
 The engine waits on a registry that stops answering (a stopped or hung process whose port still accepts, a proxy that
 stopped forwarding) for as long as it takes, saying nothing: a push whose engine says nothing for
-:data:`PUSH_SILENCE` while the engine itself answers is such a registry's, given up and pushed again the same way.
+:data:`PUSH_SILENCE` while the engine itself answers is such a registry's, given up and pushed again the same way;
+while it is silent, that is said every :data:`SILENCE_SAID_EVERY` seconds.
 :func:`image_in_registry` is the check a recorded image passes before a rerun reuses it.
 """
 
@@ -16,6 +17,8 @@ import http.client
 import logging
 import re
 import socket
+import threading
+import time
 import urllib.error
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +38,8 @@ _GAVE_UP: tuple[type[Exception], ...] = (*UNANSWERED, RetryLater)
 # PUT, the manifest's) before the push is given up as the registry's silence and made again (was: the build client's
 # 900 s, then "the Docker engine ... stopped answering")
 PUSH_SILENCE = 300.0
+# seconds between the lines saying, while the push's stream is silent, how long the registry has not answered
+SILENCE_SAID_EVERY = 30.0
 
 
 def push_image(client: Any, repo: str, tag: str, progress: Progress | None = None) -> str:
@@ -109,14 +114,16 @@ def _push_once(client: Any, repo: str, tag: str, say: Progress) -> str:
     layer_state: dict[str, str] = {}
     with engine_calls(f"pushing {repo}:{tag}"):
         try:
-            with _timeout(client, PUSH_SILENCE):  # the request's socket keeps it for the whole stream
-                stream = client.api.push(repo, tag=tag, stream=True, decode=True)
-            for chunk in stream:
-                _push_chunk(chunk, f"{repo}:{tag}", host, layer_state, say)
-                last = str(chunk.get("status") or last)
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and aux.get("Digest"):
-                    digest = aux["Digest"]
+            with _silence_said(host, say) as heard:
+                with _timeout(client, PUSH_SILENCE):  # the request's socket keeps it for the whole stream
+                    stream = client.api.push(repo, tag=tag, stream=True, decode=True)
+                for chunk in stream:
+                    heard()
+                    _push_chunk(chunk, f"{repo}:{tag}", host, layer_state, say)
+                    last = str(chunk.get("status") or last)
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = aux["Digest"]
         except Exception as e:
             if _timed_out(e) and _engine_answers(client):  # the engine waits on the registry, saying nothing
                 raise PushInterrupted("did not answer in time", f"nothing, for {PUSH_SILENCE:g} s after {last!r}, "
@@ -150,6 +157,33 @@ def _push_chunk(chunk: dict[str, Any], ref: str, host: str, layer_state: dict[st
             say(f"push {layer}: {status}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
     else:
         say(f"push: {status}")
+
+
+@contextmanager
+def _silence_said(host: str, say: Progress) -> Iterator[Callable[[], None]]:
+    """Inside, while the engine says nothing on the push (the registry not answering it), says so every
+    :data:`SILENCE_SAID_EVERY` seconds of that silence: "registry: <host> has not answered for N s (giving up at
+    300 s)". Yields what to call at each of the engine's words (a new silence starts from it)."""
+    every, last_heard = SILENCE_SAID_EVERY, [time.monotonic()]
+    stop = threading.Event()
+
+    def watch() -> None:
+        silence, said = last_heard[0], 0.0  # the silence's start, and how long of it was said
+        while not stop.wait(min(every / 4, 1.0)):
+            if last_heard[0] != silence:
+                silence, said = last_heard[0], 0.0
+            due = (time.monotonic() - silence) // every * every
+            if due > said:
+                said = due
+                say(f"registry: {host} has not answered for {due:g} s (giving up at {PUSH_SILENCE:g} s)")
+
+    watcher = threading.Thread(target=watch, name="push-silence", daemon=True)
+    watcher.start()
+    try:
+        yield lambda: last_heard.__setitem__(0, time.monotonic())
+    finally:
+        stop.set()
+        watcher.join()
 
 
 @contextmanager

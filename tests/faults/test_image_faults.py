@@ -234,9 +234,11 @@ def test_a_registry_that_stops_answering_mid_push_is_pushed_again_then_said_not_
     push is given up once its engine said nothing for PUSH_SILENCE while the engine answers, said as the registry's
     ("did not answer in time"), and made again; lasting past the window, RegistryUnavailable naming the registry
     and what to check. Was: silent for the build client's 900 s, then DockerUnavailable "the Docker engine ... stopped
-    answering while pushing ...: is it running?" (the engine was fine)."""
+    answering while pushing ...: is it running?" (the engine was fine). While the registry is silent, that is said
+    every SILENCE_SAID_EVERY seconds (was: nothing, for up to 300 s)."""
     window(60 if not lasting else 4)
     monkeypatch.setattr(push_module, "PUSH_SILENCE", 2.0)
+    monkeypatch.setattr(push_module, "SILENCE_SAID_EVERY", 0.5)
     proxy = ThrottlingProxy(registry.port, lambda head: pushing(head, what), 10_000 if lasting else 1, status=0)
     repo = f"127.0.0.1:{proxy.port}/sk-test-push"
     tag = tiny_image(client, repo)
@@ -252,7 +254,10 @@ def test_a_registry_that_stops_answering_mid_push_is_pushed_again_then_said_not_
         proxy.close()
     host = f"127.0.0.1:{proxy.port}"
     said = r"nothing, for 2 s after '[^']+', waiting on the registry"
-    again = [line for line in lines if line.startswith("registry: ")]
+    silent = [line for line in lines if " has not answered for " in line]
+    again = [line for line in lines if line.startswith("registry: ") and line not in silent]
+    assert silent and all(re.fullmatch(rf"registry: {host} has not answered for (0\.5|1|1\.5|2) s \(giving up at 2 s\)",
+                                       line) for line in silent), lines
     assert again and all(re.fullmatch(rf"registry: {host} did not answer in time to the push of {repo}:{tag} "
                                       rf"\({said}\); pushing again, for up to {4 if lasting else 60} s in all", line)
                          for line in again), lines
