@@ -4,6 +4,11 @@ A log appended to with ids (:func:`~sematic_k8s.storage.base.append_id`) keeps t
 its own (``logs/.<run id>.log.appends``: a line ``<id> <offset> <length>`` per append, written before its bytes),
 so the log's bytes stay plain for every reader. Appends to one log hold an exclusive ``flock`` on it.
 
+A write goes through a temporary file beside its key (``.<name>.<pid>.<thread>.tmp``), renamed over it when whole. A
+writer killed between (kill -9, the OOM killer, a node lost) leaves that file: the first write of a process into a
+directory (again each :data:`PARTIAL_AGE` seconds) removes the temporary files there older than :data:`PARTIAL_AGE`,
+an hour, no write's that still runs (a write keeps its file's time fresh; one held that long fails at its rename).
+
 Every call says a failure of its file system as the storage's error (:meth:`LocalStorage.failed`): a full disk as
 :class:`~sematic_k8s.errors.DiskFull`, any other (a directory it may not read, a file in place of a directory, an I/O
 error) as :class:`~sematic_k8s.errors.StorageError` naming the path and what to do; never a bare OSError, and never an
@@ -17,6 +22,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,6 +31,8 @@ from sematic_k8s.errors import DiskFull, StorageError, StorageLinkRefused, disk_
 from sematic_k8s.storage.base import APPEND_ID, Part, check_append_id, part_bounds
 
 log = logging.getLogger("sematic_k8s")
+# seconds after which a write's temporary file is taken for a killed writer's and removed (see the module)
+PARTIAL_AGE = 3600.0
 
 
 class LocalStorage:
@@ -38,7 +46,7 @@ class LocalStorage:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise self.failed("make", self.root, e) from None
-        self._dirs: set[Path] = set()
+        self._dirs: dict[Path, float] = {}  # a directory written into -> when its partial files were last cleared
 
     @classmethod
     def from_url(cls, url: str, **_: Any) -> LocalStorage:
@@ -79,9 +87,13 @@ class LocalStorage:
                             "then try again", fix)
 
     def _parent(self, path: Path) -> None:
-        if path.parent not in self._dirs:
+        """Make ``path``'s directory; at its first write (again each :data:`PARTIAL_AGE`), clear its partial files."""
+        now = time.monotonic()
+        cleared = self._dirs.get(path.parent)
+        if cleared is None or now - cleared >= PARTIAL_AGE:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
+            clear_partial(path.parent)
+            self._dirs[path.parent] = now
 
     def put(self, key: str, data: bytes, *, repair: bool = False) -> None:
         """Write ``data`` at ``key`` unless a file is there; with ``repair``, also when the file there holds
@@ -178,7 +190,7 @@ class LocalStorage:
         for top, _, files in os.walk(folder, onerror=unlisted):
             for name in files:
                 path = Path(top, name)
-                if not (name.startswith(".") and name.endswith(".tmp")) and path.is_file():
+                if not partial(name) and path.is_file():
                     found.append(path.relative_to(self.root).as_posix())
         return sorted(found)
 
@@ -213,6 +225,35 @@ class LocalStorage:
                 os.close(fd)
         except OSError as e:
             raise self.failed("append to", path, e) from None
+
+
+def partial(name: str) -> bool:
+    """Whether a file's ``name`` is a write's temporary file (see the module)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def clear_partial(folder: Path, age: float | None = None) -> list[str]:
+    """Remove the writes' temporary files in ``folder`` (not below) last written more than ``age`` seconds ago
+    (:data:`PARTIAL_AGE`): a killed writer's; their names. A file it cannot look at or remove is left (said at
+    debug: the write that follows says its own trouble)."""
+    oldest = time.time() - (PARTIAL_AGE if age is None else age)
+    gone = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if partial(entry.name) and entry.is_file(follow_symlinks=False) \
+                            and entry.stat(follow_symlinks=False).st_mtime < oldest:
+                        os.unlink(entry.path)
+                        gone.append(entry.name)
+                except FileNotFoundError:  # renamed meanwhile (a write that ended), or removed by another
+                    continue
+    except OSError as e:
+        log.debug("could not clear the partial writes in %s: %s", folder, e)
+    if gone:
+        log.info("removed %d partial write(s) older than %g s in %s (their writers were killed): %s", len(gone),
+                 PARTIAL_AGE if age is None else age, folder, ", ".join(gone))
+    return gone
 
 
 def _write_all(fd: int, data: bytes) -> None:

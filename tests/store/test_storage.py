@@ -4,12 +4,14 @@ error, never a bare OSError nor an answer of "absent"."""
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,48 @@ def test_an_append_whose_writer_was_killed_mid_write_is_made_whole_once_by_the_n
     s.append("logs/r.log", b"0123456789" * 1000, append_id=append_id("big"))
     s.append("logs/r.log", b"end\n")
     assert s.get("logs/r.log") == b"start\n" + b"0123456789" * 1000 + b"end\n"
+
+
+WRITER = """
+import sys
+from sematic_k8s.storage.local import LocalStorage
+LocalStorage(sys.argv[1]).put(sys.argv[2], b"x" * int(sys.argv[3]))
+"""
+BIG = 512 * 2**20  # bytes: a write long enough to be caught with its temporary file there
+
+
+def caught_writing(root: Path, key: str, sig: int) -> tuple[subprocess.Popen, Path]:
+    """A process putting BIG bytes at ``key`` under ``root``, sent ``sig`` once its temporary file is there; the
+    process and that file."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root), key, str(BIG)], stderr=subprocess.PIPE)
+    folder, name = root.joinpath(*key.split("/")[:-1]), key.rsplit("/", 1)[-1]
+    while not (found := list(folder.glob(f".{name}.*.tmp")) if folder.is_dir() else []):
+        assert proc.poll() is None, f"the writer ended before its temporary file was seen: {proc.stderr.read()!r}"
+        time.sleep(0.001)
+    proc.send_signal(sig)
+    return proc, found[0]
+
+
+def test_a_killed_writers_partial_file_is_removed_by_a_later_write_there_never_a_running_writes(tmp_path):
+    """A writer killed (kill -9) between its temporary file and its rename leaves that file. A later write into its
+    directory (here the same key, by another process's storage) removes it once it is older than an hour; a write
+    still running there (stopped: its file young) keeps its file, and lands whole. Was: left for good."""
+    root = tmp_path / "storage"
+    killed, left = caught_writing(root, "artifacts/ab/ab01", signal.SIGKILL)
+    assert killed.wait(60) == -signal.SIGKILL and left.exists()
+    hours_ago = time.time() - 2 * 3600  # as an hour later: how old the file's last write is
+    os.utime(left, (hours_ago, hours_ago))
+    running, young = caught_writing(root, "artifacts/ab/ab02", signal.SIGSTOP)
+    try:
+        s = LocalStorage(root)
+        s.put("artifacts/ab/ab01", b"again")
+        assert not left.exists() and young.exists()
+        assert s.get("artifacts/ab/ab01") == b"again"
+    finally:
+        running.send_signal(signal.SIGCONT)
+    assert running.wait(60) == 0, running.stderr.read() if running.stderr else ""
+    assert s.size("artifacts/ab/ab02") == BIG
+    assert sorted(p.name for p in (root / "artifacts" / "ab").iterdir()) == ["ab01", "ab02"]
 
 
 def test_a_malformed_append_id_is_refused_in_words(tmp_path):
