@@ -247,7 +247,15 @@ def _summarize(tree: Any, depth: int = 0) -> Any:
 
 def content_id(fmt: str, payload: bytes) -> str:
     """An artifact's id: sha256 of its format and payload."""
-    return hashlib.sha256(fmt.encode() + b"\0" + payload).hexdigest()
+    hasher = id_hasher(fmt)
+    hasher.update(payload)
+    return hasher.hexdigest()
+
+
+def id_hasher(fmt: str) -> Any:
+    """The hash of an artifact's id (:func:`content_id`) fed its format: its payload's bytes are fed to it next (in
+    parts, for bytes read in parts), then its ``hexdigest()`` is the id."""
+    return hashlib.sha256(fmt.encode() + b"\0")
 
 
 def serialize(value: Any, returned_by: str | None = None) -> Serialized:

@@ -190,11 +190,14 @@ class CacheHits:
         (replaced: another number of bytes than its record's size): each is a miss, its run executes and its output is
         stored (a new artifact, or the recorded one's bytes rewritten; nothing recorded is changed), said once per hit
         and noted on the run. An output whose record holds its bytes (inline) is there; the others are asked of the
-        storage together (S3: a HEAD each, a local file a stat: the size is in that answer), once per resolution."""
+        storage together (S3: a HEAD each, a local file a stat: the size is in that answer), once per resolution. Bytes
+        of another size that hash to the output's id are its bytes, its record's size wrong (a client's, written ahead
+        by another key): a hit (:func:`~sematic_k8s.storage.base.unmatched` reads them once, only then)."""
         asked = {artifact_key(out): (key, art[3]) for key, hit in hits.items() if (out := hit.output_id) is not None
                  and out not in self.present and (art := self.artifacts.get(out)) is not None and art[2] is None}
         storage = self.recorder.storage
-        bad = unmatched(storage, {storage_key: size for storage_key, (_, size) in asked.items()})
+        bad = unmatched(storage, {storage_key: size for storage_key, (_, size) in asked.items()},
+                        {k: self.artifacts[k.rsplit("/", 1)[1]][0] for k in asked})
         self.present.update(key.rsplit("/", 1)[1] for key in asked.keys() - bad.keys())
         said = names() if bad else {}
         for storage_key, size in bad.items():

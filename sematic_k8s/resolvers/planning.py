@@ -307,11 +307,12 @@ class Planner:
         """Raise :class:`ReusedOutputGone` when the bytes of reused outputs the rerun reads (``reused``: artifact ->
         the new id of the run reused for it) are gone from storage, or are not those recorded (another number of bytes
         than their record's size), asked as a cache hit's are (their records hold none: S3 a HEAD each, a local file
-        a stat), named in ``plan``'s order: the first is upstream of the others (was: by storage key, maybe a
-        downstream one)."""
+        a stat; bytes of another size that hash to the id are reused: their record's size is wrong), named in
+        ``plan``'s order: the first is upstream of the others (was: by storage key, maybe a downstream one)."""
         keys = {artifact_key(a): a for a in reused if (f := formats.get(a)) is None or f[2] is None}
         storage = self.recorder.storage
-        bad = unmatched(storage, {k: None if (f := formats.get(a)) is None else f[3] for k, a in keys.items()})
+        bad = unmatched(storage, {k: None if (f := formats.get(a)) is None else f[3] for k, a in keys.items()},
+                        {k: f[0] for k, a in keys.items() if (f := formats.get(a)) is not None})
         if bad:
             old_of = {p.new_id: p.old_id for p in plan}
             order = {p.new_id: i for i, p in enumerate(plan)}  # upstream first: rerunning from it redoes the others

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, cast
 
 from sematic_k8s import serialization
+
+log = logging.getLogger("sematic_k8s")
 
 
 class Storage(Protocol):
@@ -98,10 +101,13 @@ def artifact_key(artifact_id: str) -> str:
 # at most this many ``exists``/``size`` asked at once (S3: a HEAD each): an S3 client's connection pool (botocore's
 # max_pool_connections, 10); more at once were connections opened and thrown away, each said by urllib3
 MISSING_CHECKS = 10
+# the bytes read at once to tell a record of the wrong size from replaced bytes (unmatched: read only then, in parts)
+VERIFY_READ_BYTES = 8 << 20
 PRESENT = -1  # :func:`unmatched`'s answer of a storage without ``size``: the object is there, its size not known
 
 
-def unmatched(storage: Storage, recorded: Mapping[str, int | None]) -> dict[str, int | None]:
+def unmatched(storage: Storage, recorded: Mapping[str, int | None],
+              formats: Mapping[str, str] | None = None) -> dict[str, int | None]:
     """Those of ``recorded`` (key -> the size its record says its object has; None: not recorded) whose object is gone
     from ``storage`` (deleted by hand or by a lifecycle rule: None) or holds another number of bytes than recorded
     (replaced by other bytes: the size it holds), each asked once (S3: a HEAD each; a local file: a stat): the size is
@@ -109,7 +115,12 @@ def unmatched(storage: Storage, recorded: Mapping[str, int | None]) -> dict[str,
     answers presence alone). The first is asked alone: an outage is ridden out by that one call (the storage's own
     retries, for the retry window: said once, as any call's), not by up to :data:`MISSING_CHECKS` at once, each saying
     it (was: 16 warnings, and as many calls retried against the storage out of reach). Raises what the storage raises
-    (out of reach past the retry window, refused): an outage is never an answer of "gone"."""
+    (out of reach past the retry window, refused): an outage is never an answer of "gone".
+
+    A record is client-written: one recorded ahead by another client with a wrong size must not make true bytes
+    unusable. So an object of another size whose artifact's format ``formats`` gives (key -> format) is read once
+    (only then: the hot path stays one request a key) and is matched when its bytes hash to its artifact's id (the
+    key's last part): the record's size is what is wrong, said once here."""
     sizer = getattr(storage, "size", None)
     ask: Callable[[str], int | None] = (cast(Callable[[str], "int | None"], sizer) if sizer is not None
                                         else lambda key: PRESENT if storage.exists(key) else None)
@@ -123,8 +134,37 @@ def unmatched(storage: Storage, recorded: Mapping[str, int | None]) -> dict[str,
     else:
         with ThreadPoolExecutor(min(MISSING_CHECKS, len(rest)), thread_name_prefix="sk-exists") as pool:
             found += pool.map(ask, rest)
-    return {key: size for key, size in zip(asked, found, strict=True)
-            if size is None or (size != PRESENT and (want := recorded[key]) is not None and size != want)}
+    bad = {key: size for key, size in zip(asked, found, strict=True)
+           if size is None or (size != PRESENT and (want := recorded[key]) is not None and size != want)}
+    return {key: size for key, size in bad.items() if not _record_lies(storage, key, size, recorded[key], formats)}
+
+
+def _record_lies(storage: Storage, key: str, size: int | None, recorded: int | None,
+                 formats: Mapping[str, str] | None) -> bool:
+    """Whether the object at ``key``, of ``size`` bytes where its record says ``recorded``, holds its artifact's bytes
+    (read once, in parts of :data:`VERIFY_READ_BYTES`: they hash to the id with its format): then the record's size is
+    wrong, not the bytes."""
+    fmt = (formats or {}).get(key)
+    if size is None or size == PRESENT or fmt is None:
+        return False
+    hasher = serialization.id_hasher(fmt)
+    start = 0
+    while start < size:
+        try:
+            part = read_part(storage, key, start, VERIFY_READ_BYTES)
+        except KeyError:  # gone since its size was asked: a miss, as told
+            return False
+        if part.size != size or not part.data:  # replaced meanwhile: a miss, as told
+            return False
+        hasher.update(part.data)
+        start += len(part.data)
+    artifact_id = key.rsplit("/", 1)[1]
+    if hasher.hexdigest() != artifact_id:
+        return False
+    log.warning("artifact %s: its record says %s bytes, but its stored bytes (%s) are %s and hash to its id: the "
+                "record's size is wrong (written ahead by another client?); using them", artifact_id, recorded,
+                location(storage, key), size)
+    return True
 
 
 def location(storage: Storage, key: str) -> str:

@@ -157,3 +157,67 @@ def test_a_rerun_that_would_reuse_an_output_whose_stored_bytes_were_replaced_is_
     again = made_and_summed(40)
     assert again.resolve(resolver(rerun_from=refused.value.run_id)) == sum(range(40)) and MADE == [40, 40]
     assert storage.get(key) == good  # rewritten
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_size_recorded_ahead_by_another_key_in_a_storage_not_the_servers_poisons_no_hit_nor_rerun(
+        tmp_path, monkeypatch, caplog, where):
+    """Key B records the value ``made(30)`` will return ahead, stored (not inline), with a wrong size, before key A's
+    resolution makes it, in a storage that is not the server's (A's resolver's own directory or bucket): the server
+    cannot read those bytes to settle the two records, so B's stays. A's stored bytes, which hash to the id, are its
+    bytes: A's next resolution hits (the bytes read once, the record's size said wrong) and a rerun reusing the run
+    is not refused. Was: every hit of it a miss ("no longer matches its record", the func run each time), every
+    rerun reusing it refused ("changed in storage"), for good."""
+    from sematic_k8s import serialization
+    from sematic_k8s_server import auth
+    from serving import serve
+
+    monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
+    own = _storage(where, tmp_path, monkeypatch)  # the resolver's, not the server's default (tmp_path/server/storage)
+    (tmp_path / "server").mkdir()
+    with serve(tmp_path / "server") as s:
+        value = serialization.serialize(list(range(30)))
+        liar = auth.create_key(s.store.engine, "b")
+        with s.client(liar) as b:
+            r = b.post("/api/v1/store/write", json={"artifacts": {value.id: {
+                **value.record(), "size": len(value.payload) + 7, "created_at": "2026-01-01T00:00:00+00:00"}}})
+            assert r.status_code == 200, r.text
+
+        def resolver(**options: Any) -> sk.LocalResolver:
+            return _OnStorage(own, home=tmp_path / "a", server=s.url, api_key=s.key, cache_namespace="ns", **options)
+
+        MADE.clear()
+        first = made_and_summed(30)
+        assert first.resolve(resolver()) == sum(range(30)) and MADE == [30]
+        runs = {r.func_name: r for r in s.store.runs_of_root(first.id)}
+        assert runs["made"].output_id == value.id and own.get(artifact_key(value.id)) == value.payload
+        assert s.store.get_artifact(value.id).size == len(value.payload) + 7  # B's record stays: the server cannot tell
+
+        caplog.set_level("WARNING", logger="sematic_k8s")
+        second = made_and_summed(30)
+        assert second.resolve(resolver()) == sum(range(30)) and MADE == [30]  # a hit, not run again
+        assert next(r for r in s.store.runs_of_root(second.id) if r.func_name == "made").cached_from == runs["made"].id
+        assert "no longer matches" not in caplog.text and "the record's size is wrong" in caplog.text
+
+        rerun = made_and_summed(30)
+        assert rerun.resolve(resolver(rerun_from=runs["summed"].id)) == sum(range(30)) and MADE == [30]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_bytes_of_another_size_than_recorded_are_matched_only_when_they_hash_to_the_id(tmp_path, monkeypatch, where):
+    """``unmatched`` given the artifacts' formats reads an object of another size than recorded once, in parts (of 7
+    bytes here: a value larger than one part), and matches it when it hashes to its id (the record's size is wrong);
+    other bytes of that size (replaced) stay unmatched, with the size they have; gone ones stay gone."""
+    from sematic_k8s import serialization
+    from sematic_k8s.storage import base
+
+    monkeypatch.setattr(base, "VERIFY_READ_BYTES", 7)
+    storage = _storage(where, tmp_path, monkeypatch)
+    true, replaced, gone = (serialization.serialize(list(range(n))) for n in (20, 21, 22))
+    storage.put(artifact_key(true.id), true.payload)
+    storage.put(artifact_key(replaced.id), replaced.payload + b" ")
+    keys = {artifact_key(v.id): len(v.payload) + 3 for v in (true, replaced, gone)}
+    formats = {artifact_key(v.id): v.format for v in (true, replaced, gone)}
+    assert base.unmatched(storage, keys, formats) == {artifact_key(replaced.id): len(replaced.payload) + 1,
+                                                      artifact_key(gone.id): None}
+    assert artifact_key(true.id) in base.unmatched(storage, keys)  # no formats: sizes alone, as before
