@@ -184,7 +184,7 @@ def test_a_size_recorded_ahead_by_another_key_in_a_storage_not_the_servers_poiso
             assert r.status_code == 200, r.text
 
         def resolver(**options: Any) -> sk.LocalResolver:
-            return _OnStorage(own, home=tmp_path / "a", server=s.url, api_key=s.key, cache_namespace="ns", **options)
+            return OnStorage(own, home=tmp_path / "a", server=s.url, api_key=s.key, cache_namespace="ns", **options)
 
         MADE.clear()
         first = made_and_summed(30)
