@@ -114,12 +114,12 @@ def _push_once(client: Any, repo: str, tag: str, say: Progress) -> str:
     layer_state: dict[str, str] = {}
     with engine_calls(f"pushing {repo}:{tag}"):
         try:
-            with _silence_said(host, say) as heard:
+            with _silence_said(host, say) as (heard, said):
                 with _timeout(client, PUSH_SILENCE):  # the request's socket keeps it for the whole stream
                     stream = client.api.push(repo, tag=tag, stream=True, decode=True)
                 for chunk in stream:
                     heard()
-                    _push_chunk(chunk, f"{repo}:{tag}", host, layer_state, say)
+                    _push_chunk(chunk, f"{repo}:{tag}", host, layer_state, said)
                     last = str(chunk.get("status") or last)
                     aux = chunk.get("aux")
                     if isinstance(aux, dict) and aux.get("Digest"):
@@ -160,27 +160,32 @@ def _push_chunk(chunk: dict[str, Any], ref: str, host: str, layer_state: dict[st
 
 
 @contextmanager
-def _silence_said(host: str, say: Progress) -> Iterator[Callable[[], None]]:
+def _silence_said(host: str, say: Progress) -> Iterator[tuple[Callable[[], None], Progress]]:
     """Inside, while the engine says nothing on the push (the registry not answering it), says so every
     :data:`SILENCE_SAID_EVERY` seconds of that silence: "registry: <host> has not answered for N s (giving up at
-    300 s)". Yields what to call at each of the engine's words (a new silence starts from it)."""
+    300 s)". Yields what to call at each of the engine's words (a new silence starts from it), and ``say`` for the
+    push's own words, one line at a time with the watcher's (a plain-line progress has no lock of its own)."""
     every, last_heard = SILENCE_SAID_EVERY, [time.monotonic()]
-    stop = threading.Event()
+    stop, one_at_a_time = threading.Event(), threading.Lock()
+
+    def said(line: str) -> None:
+        with one_at_a_time:
+            say(line)
 
     def watch() -> None:
-        silence, said = last_heard[0], 0.0  # the silence's start, and how long of it was said
+        silence, told = last_heard[0], 0.0  # the silence's start, and how long of it was said
         while not stop.wait(min(every / 4, 1.0)):
             if last_heard[0] != silence:
-                silence, said = last_heard[0], 0.0
+                silence, told = last_heard[0], 0.0
             due = (time.monotonic() - silence) // every * every
-            if due > said:
-                said = due
-                say(f"registry: {host} has not answered for {due:g} s (giving up at {PUSH_SILENCE:g} s)")
+            if due > told:
+                told = due
+                said(f"registry: {host} has not answered for {due:g} s (giving up at {PUSH_SILENCE:g} s)")
 
     watcher = threading.Thread(target=watch, name="push-silence", daemon=True)
     watcher.start()
     try:
-        yield lambda: last_heard.__setitem__(0, time.monotonic())
+        yield (lambda: last_heard.__setitem__(0, time.monotonic())), said
     finally:
         stop.set()
         watcher.join()
