@@ -49,7 +49,6 @@ import functools
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -210,14 +209,17 @@ class DriverContainer:
     def _exit_code(self) -> int | None:
         """Its exit code, from Docker's wait; for one that ended and removed itself (``auto_remove``) before the wait
         was asked (again, after a cut), from the engine's "die" event of it (the engine keeps its latest events:
-        None when that one is gone from them)."""
+        None when that one is gone from them). The events are read up to the engine's own time (``docker info``'s
+        SystemTime), never this machine's: the engine filters them by its clock, and a CloudResolver's clock behind
+        it by more than a second would read none (the exit code unknown: a driver that exited 76, another driver
+        having taken over, taken for one that died)."""
         import docker.errors
 
         try:
             return int(self.container.wait()["StatusCode"])
         except docker.errors.NotFound:
             events = self.client.api.events(since=_timestamp(self.container.attrs.get("Created")) - 1,
-                                            until=int(time.time()) + 1, decode=True,
+                                            until=_timestamp(self.client.info().get("SystemTime")) + 1, decode=True,
                                             filters={"container": self.container.id, "event": "die"})
             codes = [((e.get("Actor") or {}).get("Attributes") or {}).get("exitCode") for e in events]
             return next((int(code) for code in reversed(codes) if code is not None), None)
@@ -302,10 +304,10 @@ class DriverContainer:
             self.client.close()
 
 
-def _timestamp(created: str | None) -> int:
-    """The Unix time of an engine's RFC 3339 time ("2026-12-04T16:11:54.904952837Z"; its whole seconds), 0 when
-    there is none."""
-    if not created:
+def _timestamp(at: str | None) -> int:
+    """The Unix time of an engine's RFC 3339 time ("2026-12-04T16:11:54.904952837Z", or with the engine's zone's
+    offset, "...+01:00", as ``docker info``'s SystemTime may be; its whole seconds), 0 when there is none."""
+    if not at:
         return 0
-    at = datetime.datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")
-    return int(at.replace(tzinfo=datetime.timezone.utc).timestamp())
+    when = datetime.datetime.fromisoformat(at)
+    return int((when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp())

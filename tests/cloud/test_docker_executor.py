@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import importlib
 import io
 import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -50,6 +53,7 @@ from sematic_k8s.settings import SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_ENV, T
 from sematic_k8s.specs import WORKER_STORED_LINE, outcome_key
 from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
 from sematic_k8s.storage.s3 import S3Storage
+from skewed_clock import FAKETIME, skewed
 from waiting import wait_for
 
 PROJECT = f'''
@@ -1061,34 +1065,42 @@ def test_a_driver_that_loses_the_engine_leaves_its_worker_to_the_restarted_drive
 
 
 DRIVER_SCRIPT = ("import os, time\nprint('one', flush=True)\nwhile not os.path.exists('/tmp/gate'):\n"
-                 "    time.sleep(0.1)\nprint('two', flush=True)\nraise SystemExit(3)")
+                 "    time.sleep(0.1)\nprint('two', flush=True)\nraise SystemExit({code})")
 
 
 @contextlib.contextmanager
-def gated_driver(image: str, engine_proxy: DroppingProxy, auto_remove: bool = False) -> Iterator[tuple[Any, Any]]:
+def gated_container(image: str, engine_proxy: DroppingProxy, auto_remove: bool = False,
+                    code: int = 3) -> Iterator[tuple[Any, Any]]:
     """A container labelled as the driver of a new resolution, made on the engine itself (not through the proxy): it
-    prints "one", waits for /tmp/gate, prints "two", exits 3. Yields it and its DriverContainer, which follows it
-    through the proxy ($DOCKER_HOST). Unlike start_driver's, it is kept once ended (removed here): its exit code is
-    there whenever the follower, which may be waiting out the retry's backoff, asks for it again (unless
-    ``auto_remove``, as start_driver's)."""
+    prints "one", waits for /tmp/gate, prints "two", exits ``code``. Yields it and its DriverSpec. Unlike
+    start_driver's, it is kept once ended (removed here): its exit code is there whenever a follower, which may be
+    waiting out the retry's backoff, asks for it again (unless ``auto_remove``, as start_driver's)."""
     import docker
 
     from sematic_k8s.labels import run_labels
-    from sematic_k8s.launchers.docker import DriverContainer
     from sematic_k8s.specs import DriverSpec, ResolutionSettings
 
     direct = docker.DockerClient(base_url=f"unix://{engine_proxy.target_port}")
     root_id = uuid.uuid4().hex
-    container = direct.containers.run(image, entrypoint=["python", "-c", DRIVER_SCRIPT], detach=True,
-                                      auto_remove=auto_remove,
+    container = direct.containers.run(image, entrypoint=["python", "-c", DRIVER_SCRIPT.format(code=code)],
+                                      detach=True, auto_remove=auto_remove,
                                       labels=run_labels(root_id, root_id, "driver", "driver"),
                                       name=f"sk-driver-{root_id[:12]}-test")
     try:
-        spec = DriverSpec(None, "s3://unused", image, resolution=ResolutionSettings(root_id=root_id))
-        yield container, DriverContainer(spec)
+        yield container, DriverSpec(None, "s3://unused", image, resolution=ResolutionSettings(root_id=root_id))
     finally:
         with contextlib.suppress(docker_errors.NotFound):
             container.remove(force=True)
+
+
+@contextlib.contextmanager
+def gated_driver(image: str, engine_proxy: DroppingProxy, auto_remove: bool = False) -> Iterator[tuple[Any, Any]]:
+    """:func:`gated_container` (exit 3), with the DriverContainer that follows it through the proxy ($DOCKER_HOST)
+    in this process."""
+    from sematic_k8s.launchers.docker import DriverContainer
+
+    with gated_container(image, engine_proxy, auto_remove) as (container, spec):
+        yield container, DriverContainer(spec)
 
 
 def test_a_closed_driver_follower_holds_no_connection_to_the_engine(project):
@@ -1151,6 +1163,62 @@ def test_a_driver_that_ends_and_removes_itself_during_an_engine_cut_ends_with_it
         end = wait_for(driver.ended, 120, what="the driver's end")
     assert (end.how, end.exit_code) == ("exited with code 3", 3)
     assert end.last_logs.startswith("one")
+
+
+SKEWED_FOLLOWER = """
+import json, os, sys, time
+from sematic_k8s.launchers.docker import DriverContainer
+from sematic_k8s.specs import DriverSpec, ResolutionSettings
+
+image, root_id, out = sys.argv[1:]
+driver = DriverContainer(DriverSpec(None, "s3://unused", image, resolution=ResolutionSettings(root_id=root_id)))
+while "one" not in driver.lines:
+    time.sleep(0.1)
+with open(out + ".following", "w") as f:
+    f.write(str(time.time()))
+while (end := driver.ended()) is None:
+    time.sleep(0.1)
+with open(out + ".tmp", "w") as f:
+    json.dump([end.how, end.exit_code], f)
+os.rename(out + ".tmp", out)
+"""
+
+
+@pytest.mark.skipif(FAKETIME is None, reason="libfaketime is not installed (apt-get install faketime)")
+def test_a_followers_clock_behind_the_engines_still_reads_the_exit_code_of_a_driver_gone_during_a_cut(
+        project, engine_proxy, tmp_path):
+    """As above, in a CloudResolver's process whose wall clock is an hour behind the engine's (libfaketime, for
+    real), the driver exiting 76 (another driver took over). The "die" event is read up to the engine's own time:
+    its end is "exited with code 76". Was: read up to the follower's clock, an hour before the engine's, the engine
+    gave no event: "exited before it could be followed", the exit code unknown (its resolution then recorded as a
+    driver that died)."""
+    skew = skewed("-1h")
+    out = tmp_path / "end.json"
+    with gated_container(project[1], engine_proxy, auto_remove=True, code=76) as (container, spec):
+        env = {**os.environ, **skew,
+               "PYTHONPATH": os.pathsep.join(p for p in (skew["PYTHONPATH"], os.environ.get("PYTHONPATH")) if p)}
+        with open(tmp_path / "stderr", "wb") as err:
+            follower = subprocess.Popen([sys.executable, "-c", SKEWED_FOLLOWER, project[1], spec.root_id, str(out)],
+                                        env=env, stderr=err)
+        try:
+            following = tmp_path / "end.json.following"
+            wait_for(lambda: following.exists() or follower.poll() is not None, 120, what="the follower's first line")
+            assert following.exists(), (tmp_path / "stderr").read_text()
+            engine_now = container.client.info()["SystemTime"]
+            behind = datetime.datetime.fromisoformat(engine_now).timestamp() - float(following.read_text())
+            assert 3500 < behind < 3700, behind  # the follower's clock is an hour behind the engine's
+            engine_proxy.drop()
+            container.exec_run(["touch", "/tmp/gate"])  # on the engine itself
+            wait_for(lambda: not container.client.containers.list(all=True, filters={"id": container.id}), 60,
+                     what="the driver's removal")
+            engine_proxy.drop(False)
+            assert engine_proxy.dropped > 0
+            wait_for(lambda: out.exists() or follower.poll() is not None, 120, what="the driver's end")
+            assert out.exists(), (tmp_path / "stderr").read_text()
+        finally:
+            follower.kill()
+            follower.wait()
+    assert json.loads(out.read_text()) == ["exited with code 76", 76]
 
 
 def test_a_driver_followed_through_a_lasting_engine_loss_is_docker_unavailable_saying_how_to_follow_it(
