@@ -48,7 +48,9 @@ import datetime
 import functools
 import logging
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -219,7 +221,8 @@ class DriverContainer:
             return int(self.container.wait()["StatusCode"])
         except docker.errors.NotFound:
             events = self.client.api.events(since=_timestamp(self.container.attrs.get("Created")) - 1,
-                                            until=_timestamp(self.client.info().get("SystemTime")) + 1, decode=True,
+                                            until=(_timestamp(self.client.info().get("SystemTime"))
+                                                   or int(time.time())) + 1, decode=True,
                                             filters={"container": self.container.id, "event": "die"})
             codes = [((e.get("Actor") or {}).get("Attributes") or {}).get("exitCode") for e in events]
             return next((int(code) for code in reversed(codes) if code is not None), None)
@@ -304,10 +307,19 @@ class DriverContainer:
             self.client.close()
 
 
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+
+
 def _timestamp(at: str | None) -> int:
     """The Unix time of an engine's RFC 3339 time ("2026-12-04T16:11:54.904952837Z", or with the engine's zone's
-    offset, "...+01:00", as ``docker info``'s SystemTime may be; its whole seconds), 0 when there is none."""
-    if not at:
+    offset, "...+01:00", as ``docker info``'s SystemTime may be; its whole seconds), 0 when there is none or it is
+    not one. Read by hand: Python 3.10's ``fromisoformat`` takes neither the "Z" nor nanoseconds."""
+    found = _RFC3339.match(at or "")
+    if found is None:
         return 0
-    when = datetime.datetime.fromisoformat(at)
-    return int((when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp())
+    when = datetime.datetime.fromisoformat(found[1]).replace(tzinfo=datetime.timezone.utc)
+    zone = found[2]
+    if zone in (None, "Z"):
+        return int(when.timestamp())
+    offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+    return int(when.timestamp()) - (offset if zone[0] == "+" else -offset)

@@ -1550,3 +1550,15 @@ def test_many_runs_waiting_for_one_image_have_their_notes_written_only_when_thei
         resolution.join(60)
         executor.close()
     assert not resolution.is_alive()
+
+
+def test_an_engines_times_are_read_in_every_form_it_gives_them() -> None:
+    """The engine's RFC 3339 times (a container's Created, ``docker info``'s SystemTime): nanoseconds, "Z" or a zone's
+    offset, read by hand as Python 3.10 (the oldest this package supports) would not; nothing, or no time, is 0."""
+    from sematic_k8s.launchers.docker import _timestamp
+
+    utc = 1796400714  # 2026-12-04T16:11:54Z
+    assert _timestamp("2026-12-04T16:11:54.904952837Z") == utc
+    assert _timestamp("2026-12-04T16:11:54Z") == _timestamp("2026-12-04T16:11:54") == utc
+    assert _timestamp("2026-12-04T17:11:54.1+01:00") == _timestamp("2026-12-04T15:11:54-01:00") == utc
+    assert _timestamp(None) == _timestamp("") == _timestamp("yesterday") == 0
