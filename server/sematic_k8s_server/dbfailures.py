@@ -15,9 +15,9 @@ answered, whoever met it (the credential check, :mod:`~sematic_k8s_server.auth`;
   allows, and will again. It is said once per route, with the limit (:func:`statement_timeout`).
 
 The server tells them apart by SQLSTATE, class and error fields, never by the database's words: those are in its
-``lc_messages`` language. A refused connection has no SQLSTATE (libpq keeps it to itself): "no connection to spare"
-alone is told by PostgreSQL's English words (:data:`NO_CONNECTION_TO_SPARE`), any other language saying
-"unavailable".
+``lc_messages`` language. A refused connection's SQLSTATE, which libpq keeps to itself, is learned from a traced
+attempt of the same connection (:mod:`~sematic_k8s.store.pgrefusals`, by :meth:`Failures.failed`, which every
+failure meets first, off the event loop): "no connection to spare" is its 53300 (:data:`TOO_MANY_CONNECTIONS`).
 - Any other failure is said once per request, as it is met.
 """
 
@@ -34,12 +34,12 @@ from sqlalchemy import event
 
 from sematic_k8s import settings
 from sematic_k8s.error_records import one_line
+from sematic_k8s.store import pgrefusals
 
 log = logging.getLogger("sematic_k8s_server")
-# PostgreSQL's refusals of a new connection when its max_connections, or a role's or database's CONNECTION LIMIT, is
-# reached ("sorry, too many clients already", "too many connections for role ..."): told by their English words alone
-# (libpq keeps a refused connection's SQLSTATE, 53300, to itself: psycopg's error has none, nor its pgconn)
-NO_CONNECTION_TO_SPARE = ("too many clients already", "too many connections for")
+# too_many_connections: PostgreSQL's refusal of a new connection when its max_connections is reached, or all but the
+# slots it reserves (superuser_reserved_connections), or a role's or database's CONNECTION LIMIT
+TOO_MANY_CONNECTIONS = "53300"
 QUERY_CANCELED = "57014"  # query_canceled: by statement_timeout, or by a cancel request (pg_cancel_backend)
 # a session ended by the server (admin_shutdown, crash_shutdown, cannot_connect_now), besides class 08 (connection)
 ENDED_SESSION = frozenset({"57P01", "57P02", "57P03"})
@@ -61,8 +61,9 @@ def pool_used_up(e: BaseException) -> bool:
 
 
 def no_connection_to_spare(e: BaseException) -> bool:
-    """No connection for the request: the database has none to spare, or the server's pool (:func:`pool_used_up`)."""
-    return pool_used_up(e) or any(said in str(_orig(e)) for said in NO_CONNECTION_TO_SPARE)
+    """No connection for the request: the database has none to spare (its refusal's SQLSTATE, as learned when it
+    was :meth:`Failures.failed`), or the server's pool (:func:`pool_used_up`)."""
+    return pool_used_up(e) or pgrefusals.sqlstate(e) == TOO_MANY_CONNECTIONS
 
 
 def no_connection_words(e: BaseException) -> str:
@@ -81,7 +82,9 @@ def told(e: BaseException, engine: sa.Engine | None = None) -> str:
     never its own (:func:`words`: for the log only). No connection to spare: :func:`no_connection_words`; a query
     canceled at its statement_timeout (told from a cancel request as :func:`at_statement_timeout` does, by
     ``engine``'s database): said so; anything else: "the metadata database is unavailable", with its kind (the
-    error's type name)."""
+    error's type name). A refused connection's SQLSTATE is learned first (:func:`.pgrefusals.learn`: blocking, as
+    it may connect)."""
+    pgrefusals.learn(e)
     if no_connection_to_spare(e):
         return no_connection_words(_orig(e))
     if at_statement_timeout(e, engine):
@@ -155,7 +158,9 @@ class Failures:
 
     def failed(self, e: BaseException, what: str) -> None:
         """Say that ``what`` (``cannot check credentials``, ``GET /api/v1/...``) met ``e``: an outage once, until the
-        database answers again; anything else each time."""
+        database answers again; anything else each time. A refused connection's SQLSTATE is learned first (blocking:
+        called off the event loop), for :func:`told` and :func:`no_connection_to_spare`."""
+        pgrefusals.learn(e)
         said = words(e)
         if pool_used_up(e):
             with self._lock:

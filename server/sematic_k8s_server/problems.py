@@ -158,8 +158,9 @@ def _database_error(engine: sa.Engine) -> Callable[[Request, Exception], Awaitab
                                 "the server's role (ALTER ROLE ... SET statement_timeout), or ask for less (e.g. a "
                                 "smaller page)", {"Retry-After": GATEWAY_TIMEOUT_RETRY_AFTER},
                            reason=STATEMENT_TIMEOUT)
-        failures.failed(orig, f"{request.method} {request.url.path}")  # the log: the database's own words
-        return problem(503, dbfailures.told(orig, engine), {"Retry-After": "5"})
+        # the log: the database's own words; both may connect (a refused connection's SQLSTATE learned): off the loop
+        await run_in_threadpool(failures.failed, orig, f"{request.method} {request.url.path}")
+        return problem(503, await run_in_threadpool(dbfailures.told, orig, engine), {"Retry-After": "5"})
 
     return database_error
 

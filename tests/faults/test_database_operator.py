@@ -250,6 +250,55 @@ def test_max_connections_reached_is_a_503_whose_cause_the_log_names(tmp_path: Pa
             wait_for(lambda: "the metadata database answers again" in log.read_text(), 10, what="the log saying so")
 
 
+@pytest.mark.parametrize(("language", "role", "keyed"),
+                         [("de", "postgres", True), ("de", "app", False), ("en", "app", True)],
+                         ids=["german-too-many-clients-keyed", "german-slots-reserved-local",
+                              "english-slots-reserved-keyed"])
+def test_no_connection_to_spare_is_told_so_whatever_the_language_and_role(
+        tmp_path: Path, language: str, role: str, keyed: bool) -> None:
+    """Every connection the database takes held by other clients (``max_connections`` 20), the server's ended: a
+    request is answered 503 saying the database has no connection to spare, whatever the language of its words (German
+    ``lc_messages``: "tut mir leid, schon zu viele Verbindungen") and whether the server's role is a superuser or not
+    (``app``: refused while the slots PostgreSQL reserves for superusers are free, "remaining connection slots are
+    reserved ..."): told by the refusal's SQLSTATE, 53300, which libpq keeps to itself, read from a traced attempt of
+    the same connection. Was: 503 "the metadata database is unavailable (OperationalError; ...)" for all three (only
+    PostgreSQL's English "too many clients already" was told, for a superuser). Served again once they are let go."""
+    from pgcluster import create_database, own_cluster
+
+    with own_cluster() as cluster:
+        cluster.stop()
+        cluster.max_connections, cluster.language = 20, (None if language == "en" else language)
+        cluster.start()
+        server_url = cluster.url.replace("postgres@", f"{role}@")
+        with psycopg.connect(cluster.url.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
+                             autocommit=True) as su:
+            if role != "postgres":
+                su.execute(f"CREATE ROLE {role} LOGIN CREATEDB")
+        db_url = create_database(server_url, "voll")
+        key = create_api_key(db_url, tmp_path, "dba")
+        mode = ("--db-url", db_url) if keyed else ("--db-url", db_url, "--local")
+        with server_process(tmp_path, *mode) as (_, url), _operator(cluster.url + "/voll") as dba, \
+                httpx.Client(base_url=url, headers={"X-API-Key": key} if keyed else {}, timeout=30) as client:
+            assert client.get("/api/v1/resolutions").status_code == 200
+            hogs: list[psycopg.Connection] = []
+            try:
+                _fill(dba, db_url, hogs)
+                with pytest.raises(psycopg.OperationalError) as refused_here:
+                    psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://"))
+                said = str(refused_here.value)  # the test's premise: the refusal in the cluster's language
+                assert ("too many clients" in said or "remaining connection slots" in said) == (language == "en"), said
+                for _ in range(2):
+                    refused = client.get("/api/v1/resolutions")
+                    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+                    assert "the metadata database has no connection to spare" in refused.json()["detail"], \
+                        refused.text
+                    assert "127.0.0.1" not in refused.text
+            finally:
+                for hog in hogs:
+                    hog.close()
+            wait_for(lambda: client.get("/api/v1/resolutions").status_code == 200, 60, what="the server served again")
+
+
 TIMED_OUT = "the metadata database canceled this request's query at its statement_timeout (300ms, set for"
 
 
