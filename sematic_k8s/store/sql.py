@@ -49,6 +49,7 @@ from sematic_k8s.store import (
     liveness,
     locked,
     lockwait,
+    pgrefusals,
     readonly,
     reads,
     redacted_url,
@@ -127,21 +128,22 @@ def _unopenable(url: str, exc: Exception) -> DatabaseUnopenable:
     return error
 
 
-# PostgreSQL's English words for a refused connection: libpq gives it no SQLSTATE (psycopg: a plain OperationalError,
-# sqlstate None), so in another lc_messages a refusal is taken for no answer (docs/FAULTS.md, "Not covered here")
-REFUSALS = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied")
+# PostgreSQL's SQLSTATEs of a connection answered no until its settings change: invalid authorization (class 28: the
+# credentials, pg_hba.conf, no such role), no such database, no CONNECT privilege on it
+REFUSED_CLASS, REFUSED_STATES = "28", frozenset({"3D000", "42501"})
 
 
 def _unreachable(exc: Exception) -> bool:
     """Whether a database server did not answer the connection (refused, timed out, its name not found yet, starting
-    up), rather than answered no (the credentials, the database's name): something that may pass by itself."""
+    up, shutting down, no connection to spare), rather than answered no (the credentials, the database's name, its
+    CONNECT privilege): something that may pass by itself. Told by the refusal's SQLSTATE, in no language (libpq keeps
+    it to itself: :mod:`~sematic_k8s.store.pgrefusals` learns it, connecting once more); one not learned is taken
+    for no answer (the next try learns it)."""
     if not isinstance(exc, sa.exc.OperationalError) or isinstance(exc.orig, sqlite3.Error):
         return False
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    if sqlstate.startswith("28") or sqlstate == "3D000":  # invalid authorization; no such database
-        return False
-    text = str(exc.orig).lower()
-    return not any(refusal in text for refusal in REFUSALS)
+    pgrefusals.learn(exc)
+    sqlstate = pgrefusals.sqlstate(exc) or ""
+    return not (sqlstate.startswith(REFUSED_CLASS) or sqlstate in REFUSED_STATES)
 
 
 DEADLOCK_ATTEMPTS = 5

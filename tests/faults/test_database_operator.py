@@ -825,3 +825,34 @@ def test_a_row_lock_past_the_bound_names_its_table_whatever_the_language_of_the_
             waiter.execute(statement)
     assert refused.value.sqlstate == LOCK_NOT_AVAILABLE and "Relation »runs«" in (refused.value.diag.context or "")
     assert locked_table(refused.value, statement) == "runs"
+
+
+def test_a_start_the_database_answers_no_in_another_language_fails_at_once(tmp_path: Path, german_server: str) -> None:
+    """A server started on a database that does not exist, or as a role that does not, of a cluster whose words are
+    German ("Datenbank »fehlt« existiert nicht"): it fails at once, saying it cannot open the database, as in English
+    (told by the refusal's SQLSTATE, 3D000 or class 28, which libpq keeps to itself, read from a traced attempt).
+    Was: taken for a database that does not answer yet (only PostgreSQL's English words were read): "Waiting for the
+    metadata database (...)" for the whole start window ($SEMATIC_K8S_RETRY_WINDOW, 600 s here) before it failed."""
+    import os
+    import subprocess
+    import sys
+
+    from serving import free_port, stop_process
+
+    role_url = german_server.replace("postgres@", "niemand@") + "/postgres"
+    for name, db_url, said in (("database", f"{german_server}/fehlt", "existiert nicht"),
+                               ("role", role_url, "existiert nicht")):
+        log = tmp_path / f"server-{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
+                                     str(free_port()), "--home", str(tmp_path), "--db-url", db_url], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "SEMATIC_K8S_RETRY_WINDOW": "600"})
+        try:
+            wait_for(lambda p=proc, lg=log: p.poll() is not None or "Waiting for the metadata" in lg.read_text(), 60,
+                     what=f"the server failing or waiting ({name})")
+        finally:
+            stop_process(proc)
+        text = log.read_text()
+        assert said in text, text  # the test's premise: the database's words are not English
+        assert "Waiting for the metadata database" not in text and "cannot open the metadata database" in text, text
