@@ -99,10 +99,12 @@ class Unauthorized(Exception):
 
 def unchecked(e: Exception) -> str:
     """Why a credential could not be checked when checking it failed otherwise than by :class:`Unauthorized`: the
-    metadata database is unavailable, or has no connection to spare (its words are the server's log's, never a
-    client's: :meth:`Authenticator.authenticate_many` has them logged)."""
+    metadata database is unavailable, has no connection to spare, or takes none now (its words are the server's
+    log's, never a client's: :meth:`Authenticator.authenticate_many` has them logged)."""
     if dbfailures.no_connection_to_spare(e):
         return f"cannot check credentials: {dbfailures.no_connection_words(e)}"
+    if dbfailures.not_taking_connections(e):
+        return f"cannot check credentials: {dbfailures.NOT_TAKING_CONNECTIONS}"
     if isinstance(e, TableLocked):  # api_keys locked past the bound (store.lockwait): its words name no host
         return f"cannot check credentials: {e}"
     return f"cannot check credentials: the metadata database is unavailable: {type(e).__name__}"

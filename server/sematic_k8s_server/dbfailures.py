@@ -17,7 +17,8 @@ answered, whoever met it (the credential check, :mod:`~sematic_k8s_server.auth`;
 The server tells them apart by SQLSTATE, class and error fields, never by the database's words: those are in its
 ``lc_messages`` language. A refused connection's SQLSTATE, which libpq keeps to itself, is learned from a traced
 attempt of the same connection (:mod:`~sematic_k8s.store.pgrefusals`, by :meth:`Failures.failed`, which every
-failure meets first, off the event loop): "no connection to spare" is its 53300 (:data:`TOO_MANY_CONNECTIONS`).
+failure meets first, off the event loop): "no connection to spare" is its 53300 (:data:`TOO_MANY_CONNECTIONS`), "takes
+no connections now" its 57P03 (:data:`CANNOT_CONNECT_NOW`: starting up, shutting down, recovering), still an outage.
 - Any other failure is said once per request, as it is met.
 """
 
@@ -40,6 +41,9 @@ log = logging.getLogger("sematic_k8s_server")
 # too_many_connections: PostgreSQL's refusal of a new connection when its max_connections is reached, or all but the
 # slots it reserves (superuser_reserved_connections), or a role's or database's CONNECTION LIMIT
 TOO_MANY_CONNECTIONS = "53300"
+CANNOT_CONNECT_NOW = "57P03"  # cannot_connect_now: PostgreSQL starting up, shutting down, in recovery (no hot standby)
+NOT_TAKING_CONNECTIONS = ("the metadata database takes no connections now: it is starting up, shutting down or "
+                          "recovering (a restart or a failover under way)")
 QUERY_CANCELED = "57014"  # query_canceled: by statement_timeout, or by a cancel request (pg_cancel_backend)
 # a session ended by the server (admin_shutdown, crash_shutdown, cannot_connect_now), besides class 08 (connection)
 ENDED_SESSION = frozenset({"57P01", "57P02", "57P03"})
@@ -66,6 +70,12 @@ def no_connection_to_spare(e: BaseException) -> bool:
     return pool_used_up(e) or pgrefusals.sqlstate(e) == TOO_MANY_CONNECTIONS
 
 
+def not_taking_connections(e: BaseException) -> bool:
+    """The database refused the connection as it takes none now (:data:`CANNOT_CONNECT_NOW`, as learned when it was
+    :meth:`Failures.failed`)."""
+    return pgrefusals.sqlstate(e) == CANNOT_CONNECT_NOW
+
+
 def no_connection_words(e: BaseException) -> str:
     """What a client is told of a connection refused for lack of one to spare (no host or port): the database's, or
     the server's own pool's (its size is $SEMATIC_K8S_DB_POOL_SIZE: this server's setting)."""
@@ -81,14 +91,17 @@ def told(e: BaseException, engine: sa.Engine | None = None) -> str:
     """The words a client is told, and a record any key reads may keep, of the metadata database failing with ``e``:
     never its own (:func:`words`: for the log only). No connection to spare: :func:`no_connection_words`; a query
     canceled at its statement_timeout (told from a cancel request as :func:`at_statement_timeout` does, by
-    ``engine``'s database): said so; anything else: "the metadata database is unavailable", with its kind (the
-    error's type name). A refused connection's SQLSTATE is learned first (:func:`.pgrefusals.learn`: blocking, as
-    it may connect)."""
+    ``engine``'s database): said so; a connection refused as the database takes none now:
+    :data:`NOT_TAKING_CONNECTIONS`; anything else: "the metadata database is unavailable", with its kind (the error's
+    type name). A refused connection's SQLSTATE is learned first (:func:`.pgrefusals.learn`: blocking, as it may
+    connect)."""
     pgrefusals.learn(e)
     if no_connection_to_spare(e):
         return no_connection_words(_orig(e))
     if at_statement_timeout(e, engine):
         return "the metadata database canceled its query at its statement_timeout"
+    if not_taking_connections(e):
+        return NOT_TAKING_CONNECTIONS
     return f"the metadata database is unavailable ({type(_orig(e)).__name__}; the server's log has its words)"
 
 

@@ -299,6 +299,46 @@ def test_no_connection_to_spare_is_told_so_whatever_the_language_and_role(
             wait_for(lambda: client.get("/api/v1/resolutions").status_code == 200, 60, what="the server served again")
 
 
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "local"])
+def test_a_database_shutting_down_in_another_language_is_told_to_take_no_connections_now(
+        tmp_path: Path, keyed: bool) -> None:
+    """A cluster whose words are German shut down smartly (``pg_ctl stop -m smart``: it waits for the sessions it
+    has, an operator's here, and refuses new ones, "das Datenbanksystem fährt herunter", SQLSTATE 57P03), the
+    server's sessions ended: a request, with a key or without, is answered 503 saying the database takes no
+    connections now, told by the refusal's SQLSTATE (libpq keeps it to itself: read from a traced attempt); started
+    again, it is served. Was: "the metadata database is unavailable (OperationalError ...)", in English as in
+    German."""
+    import subprocess
+
+    from pgcluster import _as_postgres, create_database, own_cluster
+
+    with own_cluster() as cluster:
+        cluster.stop()
+        cluster.language = "de"
+        cluster.start()
+        db_url = create_database(cluster.url, "halt")
+        key = create_api_key(db_url, tmp_path, "dba")
+        mode = ("--db-url", db_url) if keyed else ("--db-url", db_url, "--local")
+        with server_process(tmp_path, *mode) as (_, url), \
+                httpx.Client(base_url=url, headers={"X-API-Key": key} if keyed else {}, timeout=30) as client:
+            assert client.get("/api/v1/resolutions").status_code == 200
+            with _operator(db_url) as dba:
+                subprocess.run(_as_postgres([str(cluster.bin_dir / "pg_ctl"), "-D", str(cluster.data), "-m", "smart",
+                                             "-W", "stop"]), check=True, capture_output=True)
+                with pytest.raises(psycopg.OperationalError) as refused_here:
+                    psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://"))
+                assert "fährt herunter" in str(refused_here.value), refused_here.value  # the test's premise
+                _end_sessions(dba, "halt")
+                for _ in range(2):
+                    refused = client.get("/api/v1/resolutions")
+                    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+                    assert "the metadata database takes no connections now" in refused.json()["detail"], refused.text
+                    assert "127.0.0.1" not in refused.text
+            wait_for(lambda: not (cluster.data / "postmaster.pid").exists(), 60, what="the cluster stopped")
+            cluster.start()
+            wait_for(lambda: client.get("/api/v1/resolutions").status_code == 200, 60, what="the server served again")
+
+
 TIMED_OUT = "the metadata database canceled this request's query at its statement_timeout (300ms, set for"
 
 
