@@ -2,11 +2,12 @@
 
 libpq keeps a refused connection's SQLSTATE to itself: psycopg's error for it has none (``sqlstate`` and
 ``diag.sqlstate`` None: a plain ``OperationalError``), only the server's words, in its ``lc_messages`` language; a
-connection's ``options='-c lc_messages=C'`` does not help, as the server applies it after its refusals for want of a
-connection slot or at its start. :func:`learn` reads the SQLSTATE from an attempt of the same connection traced by
-libpq (``PQtrace``: the ``C`` field of the server's ErrorResponse, in no language), and keeps it under the refusal's
-words when the attempt was refused in the same words; :func:`sqlstate` tells it from then on, without connecting, for
-any refusal in those words (they name the server's host and port, so a server's refusals are learned apart).
+connection's ``options='-c lc_messages=C'`` does not help: the server applies it after its refusals for want of a
+connection slot, of a database or at its start, and refuses it to a role that is no superuser. :func:`learn` reads
+the SQLSTATE from an attempt of the same connection traced by libpq (``PQtrace``: the ``C`` field of the server's
+ErrorResponse, in no language), and keeps it under the refusal's words when the attempt was refused in the same
+words; :func:`sqlstate` tells it from then on, without connecting, for any refusal in those words (they name the
+server's host and port, so a server's refusals are learned apart).
 """
 
 from __future__ import annotations
