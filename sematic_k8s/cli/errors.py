@@ -1,6 +1,7 @@
 """The CLI's one error handler: every failure is one line on stderr naming the problem and what to do, with a
 non-zero exit (2 for a command used wrongly, 130 when interrupted, else 1); ``--debug`` anywhere on the command
-line also prints the traceback."""
+line also prints the traceback. A group given no command (``sematic-k8s``, ``sematic-k8s runs``) prints its help
+instead, exit 2."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from sematic_k8s.terminal_safe import visible
 DEBUG = "--debug"
 # a ServerError about reaching the server or being let in (None: not reached; 401 says what to do itself)
 ACCESS_STATUSES = (None, 403)
+# a group given no command (click >= 8.2; before, the group printed its help and exited 0 itself)
+NO_ARGS_IS_HELP: tuple[type[click.UsageError], ...] = tuple(
+    c for c in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if c is not None)
 
 
 def describe(exc: BaseException) -> str:
@@ -55,6 +59,9 @@ class Group(click.Group):
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             code = e.exit_code
+        except NO_ARGS_IS_HELP as e:  # `sematic-k8s`, `sematic-k8s runs`: the help, as click shows it (its message
+            e.show()  # is the whole help: one line of it was only "Usage: sematic-k8s [OPTIONS] COMMAND [ARGS]...")
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             fail(f"{e.format_message()} (see `{_command_path(e.ctx, prog_name)} --help`)", 2, debug)
         except click.ClickException as e:

@@ -163,6 +163,21 @@ def test_each_failure_is_one_line(env: Env, args: list[str], environ: dict[str, 
     assert "secret" not in proc.stderr
 
 
+@pytest.mark.parametrize(("args", "commands"), [([], ["resolutions", "runs", "logs", "cancel", "rerun", "server"]),
+                                               (["runs"], ["list", "show"]),
+                                               (["resolutions"], ["list", "show", "tag", "note"])])
+def test_a_group_given_no_command_shows_its_help(env: Env, args: list[str], commands: list[str]) -> None:
+    """What a new user types first: the help with its commands (was "Error: Usage: sematic-k8s [OPTIONS] COMMAND
+    [ARGS]..." alone, the rest of click's help cut by the one-line rule)."""
+    proc = run_cli(env, args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith(f"Usage: {' '.join(['sematic-k8s', *args])} [OPTIONS] COMMAND [ARGS]...")
+    assert "Error" not in proc.stderr
+    listed = proc.stderr.partition("\nCommands:\n")[2].split()
+    assert set(commands) <= set(listed), proc.stderr
+
+
 def test_debug_shows_the_traceback(env: Env) -> None:
     for args in (["--debug", "resolutions", "list"], ["resolutions", "list", "--debug"]):
         proc = run_cli(env, args, {settings.SERVER_ENV: env.unreachable})
