@@ -246,6 +246,20 @@ def seconds(name: str, default: float, *, above_zero: bool = False) -> float:
     return value
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's, quietest first
+
+
+def log_level() -> str:
+    """The server's log level ($SEMATIC_K8S_LOG_LEVEL: one of uvicorn's names, in any case; default info). Another
+    value is refused naming them (uvicorn's own check was a KeyError after the server's banner)."""
+    raw = os.environ.get(LOG_LEVEL_ENV, "")
+    level = raw.strip().lower() or "info"
+    if level not in LOG_LEVELS:
+        raise BadSetting(f"${LOG_LEVEL_ENV} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}: set one of them or "
+                         "unset it (the default is info)")
+    return level
+
+
 def retry_window() -> float:
     """How long clients keep retrying an unreachable server or storage ($SEMATIC_K8S_RETRY_WINDOW)."""
     return seconds(RETRY_WINDOW_ENV, DEFAULT_RETRY_WINDOW)

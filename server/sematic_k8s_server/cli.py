@@ -188,6 +188,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
         raise click.ClickException("--rerun-launcher kubernetes needs --self-url: the address rerun drivers reach this "
                                    "server at from their pods (e.g. http://sematic-k8s.sematic-k8s.svc:8000), never "
                                    "127.0.0.1")
+    log_level = settings.log_level()  # a typo refused here, in one line, before anything starts
     home = _home(ctx, home_opt)
     url = _db_url(home, db_url)
     if workers > 1 and not url.startswith("postgresql"):
@@ -234,7 +235,7 @@ def server(ctx: click.Context, host: str, port: int, db_url: str | None, local: 
     served_with = uvicorn_config(app if app is not None else f"{__name__}:worker_app", host=host, port=port,
                                  limits=ConnectionLimits(header_timeout, send_timeout),
                                  shutdown_timeout=shutdown_timeout,
-                                 log_level=os.environ.get(settings.LOG_LEVEL_ENV, "info"), workers=workers)
+                                 log_level=log_level, workers=workers)
     if app is not None:
         served = uvicorn.Server(served_with)
         served.run()

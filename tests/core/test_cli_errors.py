@@ -241,6 +241,9 @@ SERVER_START_FAILURES = [
     pytest.param([], {"DB_POOLER": "session"}, "$SEMATIC_K8S_DB_POOLER must be 'none' (PostgreSQL itself, or a "
                  "session-pooling PgBouncer) or 'transaction' (PgBouncer's transaction pooling), got 'session': set "
                  "one of those or unset it", 1, id="db-pooler-unknown"),  # was no such setting: a session's SET alone
+    pytest.param([], {"LOG_LEVEL": "loud"}, "$SEMATIC_K8S_LOG_LEVEL must be one of critical, error, warning, info, "
+                 "debug, trace, got 'loud': set one of them or unset it", 1,
+                 id="log-level-unknown"),  # was uvicorn's KeyError: 'loud' after the banner
 ]
 
 

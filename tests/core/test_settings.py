@@ -92,3 +92,18 @@ def test_the_pool_timeout_is_below_the_clients_request_timeout(monkeypatch: pyte
     assert str(e.value) == ("$SEMATIC_K8S_DB_POOL_TIMEOUT must be below 60 s, the clients' request timeout (its 503 "
                             "would come after they gave up and sent the request again), got '60': set it lower (the "
                             "default is 20) or unset it")
+
+
+@pytest.mark.parametrize(("raw", "level"), [(None, "info"), ("", "info"), ("WARNING", "warning"), (" debug ", "debug"),
+                                            ("trace", "trace")])
+def test_the_log_level_is_one_of_uvicorns_names_in_any_case(monkeypatch: pytest.MonkeyPatch, raw: str | None,
+                                                            level: str) -> None:
+    """What uvicorn takes (its names, lower case), from what a user writes; another value: the CLI test's one line."""
+    if raw is None:
+        monkeypatch.delenv(settings.LOG_LEVEL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(settings.LOG_LEVEL_ENV, raw)
+    assert settings.log_level() == level
+    import uvicorn.config
+
+    assert set(settings.LOG_LEVELS) == set(uvicorn.config.LOG_LEVELS)
