@@ -27,6 +27,15 @@ def user_frames(tb: TracebackType | None) -> TracebackType | None:
     return first or tb
 
 
+def user_line(exc: BaseException) -> str | None:
+    """``FILE:LINE`` where ``exc`` was raised in the user's code (a syntax error: where it is), not this package's nor
+    Python's import machinery; None when no frame is the user's."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(("<", _LIBRARY))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+
+
 # characters of an error's message recorded (its traceback: five times as many); a longer one keeps its start and end
 ERROR_MESSAGE_LIMIT = 20_000
 

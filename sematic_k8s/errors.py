@@ -153,7 +153,8 @@ class DriverReplaced(ResolutionEnded):
 
 
 class FuncNotFound(LookupError):
-    """A func recorded as ``module:qualname`` cannot be found here: no such module, or no such func in it."""
+    """A func recorded as ``module:qualname`` cannot be found here: no such module, or no such func in it; or its
+    module raised as it loaded (a typo'd import or name, a syntax error: the message names its line)."""
 
 
 class CodeRefused(FuncNotFound):

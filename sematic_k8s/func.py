@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sematic_k8s import limits, modules, packaged, quantities
+from sematic_k8s.error_records import one_line, user_line
 from sematic_k8s.errors import CodeRefused, FuncError, FuncNotFound, FutureHasNoValue
 from sematic_k8s.future import Future
 from sematic_k8s.packaged import NotPackaged
@@ -533,6 +534,15 @@ def map_source(path: str | None) -> str | None:
     return here + path[len(host):] if path.startswith(host + "/") else path
 
 
+def _unloadable(what: str, path: str, exc: Exception) -> str:
+    """Why the module of func ``path`` did not load, at which line of the user's code, and what to do: one line."""
+    text = exc.msg if isinstance(exc, SyntaxError) else str(exc)  # (a SyntaxError's str names its place, said below)
+    said = f"{type(exc).__name__}: {one_line(text)}" if text.strip() else type(exc).__name__
+    at = user_line(exc)
+    return (f"{what} {path} cannot be loaded: its module {path.partition(':')[0]} raised {said}"
+            f"{f' at {at}' if at else ''}; fix the module (it must import without error), then run again")
+
+
 def load_func(path: str, source_file: str | None = None, what: str = "func") -> Func:
     """Find the Func recorded as ``module:qualname``: loading its module by name, or else from its recorded
     source file, without running a pipeline its top level resolves (:mod:`sematic_k8s.modules`).
@@ -544,12 +554,20 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
         return _REGISTRY[path]
     module_name = path.partition(":")[0]
     try:
-        modules.load_module(module_name, map_source(source_file), within)
+        module = modules.load_module(module_name, map_source(source_file), within)
     except NotPackaged as e:
         raise CodeRefused(f"{what} {path[:300]} is not in this image's packaged code ({within.code_dir}): {e}; "  # type: ignore[union-attr]
                           "a rerun runs only the pipeline's own funcs") from None
+    except FuncNotFound:  # CodeRefused, ValueRefused: the loader's own refusals, said already
+        raise
     except ImportError as e:
-        raise FuncNotFound(f"{what} {path} cannot be found: {e}") from e
+        if user_line(e) is None:  # no line of the user's ran: the module is not here
+            raise FuncNotFound(f"{what} {path} cannot be found: {e}") from e
+        raise FuncNotFound(_unloadable(what, path, e)) from e  # the module is: an import of its own failed
+    except Exception as e:  # noqa: BLE001 - whatever its top level raised (a typo'd import or name, a syntax error)
+        raise FuncNotFound(_unloadable(what, path, e)) from e
     if path not in _REGISTRY:
-        raise FuncNotFound(f"{what} {path} is not defined (is its module importable from here?)")
+        where = getattr(module, "__file__", None)
+        raise FuncNotFound(f"{what} {path} is not defined in its module {module_name}{f' ({where})' if where else ''}: "
+                           "renamed or removed since it was recorded? Put it back to re-run it")
     return _REGISTRY[path]

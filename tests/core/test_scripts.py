@@ -162,6 +162,57 @@ def test_a_failing_func_shows_its_traceback_once_from_the_users_line(tmp_path: P
     assert recorded.startswith("Traceback") and "boom.py" in recorded and "sematic_k8s/" not in recorded
 
 
+EDITED = textwrap.dedent("""
+    import sematic_k8s as sk
+
+    @sk.func
+    def double(x: int) -> int:
+        return 2 * x
+
+    @sk.func
+    def pipeline(x: int) -> int:
+        return double(x)
+
+    pipeline(2).resolve()
+""")
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (("import sematic_k8s as sk", "import sematic_k8s as sk\nimport nump"),
+     "its module edited raised ModuleNotFoundError: No module named 'nump' at {script}:3; fix the module"),
+    (("import sematic_k8s as sk", "import sematic_k8s as sk\nfrom os import pathh"),
+     "its module edited raised ImportError: cannot import name 'pathh' from 'os'"),
+    (("import sematic_k8s as sk", "import sematic_k8s as sk\nx = undefined_name"),
+     "its module edited raised NameError: name 'undefined_name' is not defined at {script}:3; fix the module"),
+    (("def pipeline(x: int) -> int:", "def pipeline(x: int) -> int"),
+     "its module edited raised SyntaxError: expected ':' at {script}:9; fix the module (it must import without "
+     "error), then run again"),
+    (("double", "twice"), "func edited:double is not defined in its module edited ({script}): renamed or removed since "
+     "it was recorded? Put it back to re-run it"),
+], ids=["typo-import", "typo-from-import", "name-error", "syntax-error", "renamed"])
+def test_a_rerun_of_a_script_that_no_longer_loads_says_where_in_one_line(tmp_path: Path, edit: tuple[str, str],
+                                                                          says: str) -> None:
+    """A user's pipeline edited after its resolution (a typo'd import or name, a syntax error, a func renamed), then
+    re-run: one line naming the module's error and its line (was "unexpected NameError ..." with no file, a
+    SyntaxError the same, and a typo'd import said as the func "cannot be found")."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = tmp_path / "edited.py"
+    script.write_text(EDITED)
+    first = run([sys.executable, str(script)], home, tmp_path)
+    assert first.returncode == 0, first.stderr
+    store = sql_store(settings.db_url(home))
+    [res] = store.list_resolutions()
+    [double] = [r for r in store.runs_of_root(res.id) if r.func_name == "double"]
+    script.write_text(EDITED.replace(*edit))
+    rerun = run([str(CLI), "rerun", double.id], home, elsewhere)
+    assert rerun.returncode == 1
+    assert rerun.stdout == ""
+    assert rerun.stderr.splitlines() == [rerun.stderr.rstrip("\n")], rerun.stderr
+    assert rerun.stderr.startswith(f"Error: cannot rerun {double.id}: func edited:"), rerun.stderr
+    assert says.format(script=script) in rerun.stderr, rerun.stderr
+
+
 def test_code_without_a_file_round_trips_in_its_own_process(tmp_path: Path) -> None:
     """``python -c`` (or a notebook): nothing to import it by elsewhere, but its values load back here."""
     code = textwrap.dedent("""
