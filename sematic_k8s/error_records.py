@@ -27,6 +27,26 @@ def user_frames(tb: TracebackType | None) -> TracebackType | None:
     return first or tb
 
 
+def verdict(exc: BaseException) -> bool:
+    """Whether ``exc`` is this package's verdict on the user's code raised by this package alone (a FuncError with
+    no frame of the user's: a value returned that its hint does not allow, an argument that cannot be serialized):
+    its message says it whole, so it is recorded and shown without a traceback or chained cause (this package's
+    frames and its own tries, which point at no line of the user's)."""
+    if "FuncError" not in kinds(type(exc)):  # by name: errors is a layer of its own
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_LIBRARY):
+        tb = tb.tb_next
+    return tb is None
+
+
+def said_whole(exc: BaseException) -> BaseException:
+    """``exc`` itself, shown without its traceback and chained causes when it is a :func:`verdict`."""
+    if verdict(exc):
+        exc.__traceback__, exc.__cause__, exc.__suppress_context__ = None, None, True
+    return exc
+
+
 def user_line(exc: BaseException) -> str | None:
     """``FILE:LINE`` where ``exc`` was raised in the user's code (a syntax error: where it is), not this package's nor
     Python's import machinery; None when no frame is the user's."""
@@ -76,7 +96,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
     traceback) is clipped: its start and end are kept (:func:`clipped_error`). An exception whose ``__str__`` raises
     (a func's own class) is recorded as itself, the message saying so: never the error its ``__str__`` raised."""
     try:
-        tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
+        tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__))
+                     if not verdict(exc) else traceback.format_exception_only(type(exc), exc))
     except Exception as e:  # noqa: BLE001 - a chained exception's own __str__ or __repr__ (the others are caught)
         tb = f"(its traceback could not be formatted: {type(e).__name__})"
     return clipped_error({"type": type(exc).__qualname__, "message": message_of(exc), "traceback": tb,

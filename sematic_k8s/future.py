@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sematic_k8s.errors import FutureHasNoValue, ResolutionFailed
+from sematic_k8s.error_records import said_whole, verdict
+from sematic_k8s.errors import FuncError, FutureHasNoValue, ResolutionFailed
 from sematic_k8s.modules import check_not_loading
 
 if TYPE_CHECKING:
@@ -103,7 +104,11 @@ class Future:
         except ResolutionFailed as e:
             # shown from the user's .resolve() line, not through the resolvers' frames; its cause (the func's
             # error, with its traceback from the user's code on) stays as it was
-            raise e.with_traceback(None) from e.__cause__
+            raise e.with_traceback(None) from (said_whole(e.__cause__) if e.__cause__ is not None else None)
+        except FuncError as e:  # the root's own (an argument that cannot be serialized): from this line, as above
+            if not verdict(e):
+                raise
+            raise said_whole(e) from None
 
     # -- elements of a tuple, list or dict output ------------------------------------------------------
 

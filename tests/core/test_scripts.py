@@ -213,6 +213,58 @@ def test_a_rerun_of_a_script_that_no_longer_loads_says_where_in_one_line(tmp_pat
     assert says.format(script=script) in rerun.stderr, rerun.stderr
 
 
+VERDICTS = textwrap.dedent("""
+    import sys
+    import threading
+
+    import sematic_k8s as sk
+
+    @sk.func
+    def fmt(t: int) -> str:
+        return t * 2  # not a str
+
+    @sk.func
+    def use(x: object) -> int:
+        return 1
+
+    @sk.func
+    def composed() -> int:
+        return use(threading.Lock())
+
+    case = sys.argv[1]
+    root = fmt(5) if case == "output" else composed() if case == "argument" else use(x for x in range(3))
+    root.resolve()
+""")
+
+
+@pytest.mark.parametrize(("case", "says", "func"), [
+    ("output", "FuncError: fmt: output should be str, got int 10", "fmt"),
+    ("argument", "FuncError: use(): argument 'x': value of type _thread.lock cannot be serialized", "composed"),
+    ("root-argument", "FuncError: use(): argument 'x': value of type generator cannot be serialized", None),
+])
+def test_the_librarys_verdict_on_a_func_is_shown_and_recorded_without_the_librarys_traceback(
+        tmp_path: Path, case: str, says: str, func: str | None) -> None:
+    """A value returned that its hint does not allow, an argument that cannot be serialized (a composition's, the
+    root's): the error's words, from the user's .resolve() line, not three chained tracebacks through the resolution
+    loop, the planner and cloudpickle (as were recorded on the run too)."""
+    script = tmp_path / "verdicts.py"
+    script.write_text(VERDICTS)
+    proc = run([sys.executable, str(script), case], tmp_path / "home", tmp_path)
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert "sematic_k8s/resolvers" not in err and "sematic_k8s/serialization" not in err, err
+    assert "cloudpickle" not in err and "sematic_k8s/func.py" not in err, err
+    assert err.count("Traceback (most recent call last):") == 1, err  # from the user's line: root.resolve()
+    assert "root.resolve()" in err and says in err, err
+    if func is None:  # refused before anything was recorded
+        return
+    store = sql_store(settings.db_url(tmp_path / "home"))
+    [res] = store.list_resolutions()
+    [run_] = [r for r in store.runs_of_root(res.id) if r.func_name == func]
+    assert says in f"{run_.error['type']}: {run_.error['message']}"
+    assert run_.error["traceback"].strip() == f"sematic_k8s.errors.FuncError: {run_.error['message']}", run_.error
+
+
 def test_code_without_a_file_round_trips_in_its_own_process(tmp_path: Path) -> None:
     """``python -c`` (or a notebook): nothing to import it by elsewhere, but its values load back here."""
     code = textwrap.dedent("""
