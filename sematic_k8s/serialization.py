@@ -278,7 +278,9 @@ def serialize(value: Any, returned_by: str | None = None) -> Serialized:
     try:
         payload = cloudpickle.dumps(value)
     except Exception as e:
-        raise TypeError(f"value of type {type_name(value)} cannot be serialized: {e}") from e
+        raise TypeError(f"value of type {type_name(value)} cannot be serialized: {e}; only values that can be pickled "
+                        "go between funcs: make a lock, a connection, a generator or an open file inside the func "
+                        "that uses it") from e
     _loads_back(value, PICKLE, payload, returned_by)
     summary: dict[str, Any] = {"repr": _shown(value)}
     shown = previews.preview(value)  # a table or a picture for the dashboard

@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -153,6 +154,16 @@ def test_unserializable_values_are_a_clear_error():
     import threading
     with pytest.raises(TypeError, match="value of type _thread.lock cannot be serialized"):
         ser.serialize(threading.Lock())
+
+
+@pytest.mark.parametrize("value", [(x for x in range(3)), threading.Lock()], ids=["generator", "lock"])
+def test_an_unserializable_value_says_what_to_do(value: object) -> None:
+    """The words name the way out, not only pickle's refusal (was "... cannot be serialized: cannot pickle
+    'generator' object" alone)."""
+    with pytest.raises(TypeError) as info:
+        ser.serialize(value)
+    assert str(info.value).endswith("only values that can be pickled go between funcs: make a lock, a connection, a "
+                                    "generator or an open file inside the func that uses it"), info.value
 
 
 def test_previews_of_dataframes_and_figures() -> None:
