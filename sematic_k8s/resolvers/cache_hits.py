@@ -157,7 +157,8 @@ class CacheHits:
         if self.namespace is None:
             if not self.warned_no_namespace:
                 log.warning("%s has cache=True but the resolver has no cache_namespace: caching is off "
-                            "for this resolution", func.name)
+                            "for this resolution; give the resolver one (e.g. cache_namespace=\"dev\") to reuse "
+                            "cached outputs", func.name)
                 self.warned_no_namespace = True
             return None
         if reason := caching.uncacheable_reason([(k, v.type_name) for k, v in inputs.items()

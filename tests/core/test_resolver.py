@@ -794,6 +794,7 @@ def test_no_namespace_means_no_caching_with_a_warning(resolver, caplog):
         expensive(1).resolve(resolver())
     assert CALLS["expensive"] == 2
     assert "has no cache_namespace" in caplog.text
+    assert 'give the resolver one (e.g. cache_namespace="dev") to reuse cached outputs' in caplog.text  # what to do
 
 
 def test_inputs_without_deterministic_encoding_run_uncached_and_say_why(resolver, store, caplog):
