@@ -6,6 +6,11 @@ LocalResolver, with no services, and records everything under $SEMATIC_K8S_HOME.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+from pathlib import Path
+
 import sematic_k8s as sk
 
 
@@ -39,11 +44,20 @@ def pipeline(n: int, factors: list[float]) -> dict[str, float]:
     return report([mean(scale(xs, f)) for f in factors])
 
 
+def cli() -> str:
+    """The ``sematic-k8s`` command as it runs from here: by name when it is on PATH, else this venv's (after
+    ``make run``, its venv not activated: .venv/bin/sematic-k8s)."""
+    if shutil.which("sematic-k8s"):
+        return "sematic-k8s"
+    beside = Path(sys.executable).parent / "sematic-k8s"
+    return os.path.relpath(beside) if beside.exists() else "sematic-k8s"
+
+
 def main() -> None:
     future = pipeline(100, [0.5, 1.0, 2.0])
     result = future.resolve(sk.LocalResolver(cache_namespace="example", max_parallelism=2))
     print(f"result: {result}")
-    print(f"root run: {future.id}   (try: sematic-k8s runs list --root-id {future.id})")
+    print(f"root run: {future.id}   (try: {cli()} runs list --root-id {future.id})")
 
 
 if __name__ == "__main__":
