@@ -14,9 +14,16 @@ from sematic_k8s.store.sql import CANCELING
 RUN_STATES = (graph.CREATED, graph.SCHEDULED, graph.RUNNING, graph.RESOLVED, graph.FAILED, graph.CANCELED)
 RESOLUTION_STATES = (graph.RUNNING, CANCELING, graph.RESOLVED, graph.FAILED, graph.CANCELED)
 
+
+class IntRange(click.IntRange):
+    """click's IntRange, named as what it takes: "'abc' is not a valid integer" (click's: "... integer range")."""
+
+    name = "integer"
+
+
 state_option = click.option("--state", type=click.Choice(RESOLUTION_STATES), help="Only this state.")
 run_state_option = click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
-limit_option = click.option("--limit", type=click.IntRange(min=1, max=10_000), default=100, show_default=True,
+limit_option = click.option("--limit", type=IntRange(min=1, max=10_000), default=100, show_default=True,
                             help="At most this many.")
 
 
@@ -36,7 +43,10 @@ class HomeDir(click.Path):
 
 class FloatRange(click.FloatRange):
     """click's FloatRange that also refuses nan, which its bounds let through (nan compares false with both):
-    ``--header-timeout nan`` started a server whose clients were never timed out."""
+    ``--header-timeout nan`` started a server whose clients were never timed out. Named as what it takes: "'abc' is
+    not a valid number" (click's: "... float range")."""
+
+    name = "number"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:  # noqa: ANN401
         number = super().convert(value, param, ctx)

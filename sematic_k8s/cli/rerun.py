@@ -8,6 +8,7 @@ import sys
 import click
 
 from sematic_k8s.cli import records
+from sematic_k8s.cli.options import IntRange
 from sematic_k8s.cli.output import emit, output_option, resolution_json, resolution_row
 from sematic_k8s.error_records import one_line
 from sematic_k8s.errors import FuncError, ResolutionFailed
@@ -22,7 +23,7 @@ from sematic_k8s.resolvers.local import LocalResolver
               help="from: re-execute RUN_ID and what depends on it; continue: RUN_ID is a root, re-execute "
                    "only what did not succeed.")
 @click.option("--cache-namespace", help="Reuse cached outputs of cache=True funcs from this namespace.")
-@click.option("--max-parallelism", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+@click.option("--max-parallelism", type=IntRange(min=1, max=1024), default=1, show_default=True,
               help="Independent funcs run on this many threads.")
 @output_option
 @click.pass_context

@@ -20,7 +20,7 @@ import click
 
 from sematic_k8s import settings
 from sematic_k8s.cli.errors import DEBUG, Group
-from sematic_k8s.cli.options import FloatRange, HomeDir
+from sematic_k8s.cli.options import FloatRange, HomeDir, IntRange
 from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url, sqlite_file, unrecorded_sqlite
@@ -106,7 +106,7 @@ def _is_loopback(host: str) -> bool:
 
 @click.command("server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=IntRange(1, 65535), default=8000, show_default=True)
 @db_url_option
 @click.option("--local", is_flag=True, help="Local mode, for this machine only (loopback): no API keys; "
               "state-changing requests need JSON and a same-origin Origin, and Host must be a loopback name.")
@@ -124,9 +124,9 @@ def _is_loopback(host: str) -> bool:
               help="The URL drivers started for reruns reach this server at (the Helm chart gives its Service's "
                    "in-cluster address, http://NAME.NAMESPACE.svc:PORT); required with --rerun-launcher kubernetes. "
                    "Default: http://127.0.0.1:PORT, this machine only.")
-@click.option("--rerun-concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+@click.option("--rerun-concurrency", type=IntRange(1, 64), default=2, show_default=True,
               help="Reruns being started at once.")
-@click.option("--rerun-queue", type=click.IntRange(0, 1000), default=8, show_default=True,
+@click.option("--rerun-queue", type=IntRange(0, 1000), default=8, show_default=True,
               help="Rerun requests waiting to start; more get 429.")
 @click.option("--max-request-mb", type=FloatRange(0.01, 4096), default=32, show_default=True,
               help="Largest request body accepted; larger ones get 413 as soon as they exceed it.")
@@ -139,7 +139,7 @@ def _is_loopback(host: str) -> bool:
 @click.option("--send-timeout", type=FloatRange(1, 86400), default=60, show_default=True,
               help="Seconds an answer waits for a client that reads none of it (a live-events stream to a client "
                    "that stopped reading); then its connection is cut.")
-@click.option("--max-streams-per-key", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
+@click.option("--max-streams-per-key", type=IntRange(1, 1_000_000), default=64, show_default=True,
               help="Live-event streams one API key (in local mode: this machine) may hold open at once, per server "
                    "process; one more gets 429 (a dashboard tab then polls, and tries again later).")
 @click.option("--token-max-hours", type=FloatRange(0.01, 24 * 365), default=24 * 7, show_default=True,
@@ -156,7 +156,7 @@ def _is_loopback(host: str) -> bool:
               show_default=True, show_envvar=True,
               help="Whose resolutions a user key may cancel, re-run, continue, label and note: team: any; owner: only "
                    "those it recorded (an admin key: any; one recorded with no owner: admin keys only).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--workers", type=IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (PostgreSQL only): one per core serves more requests; "
                    "live events reach every process through the database.")
 @home_option

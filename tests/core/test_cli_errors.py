@@ -130,6 +130,11 @@ BAD_INPUTS = [
     pytest.param(["rerun", "abc1", "--max-parallelism", "0"], {}, "Invalid value for '--max-parallelism'", 2,
                  id="parallelism-out-of-range"),
     pytest.param(["runs", "list", "--state", "sideways"], {}, "Invalid value for '--state'", 2, id="bad-state"),
+    pytest.param(["runs", "list", "--limit", "ten"], {}, "Invalid value for '--limit': 'ten' is not a valid integer.",
+                 2, id="limit-not-a-number"),  # was "... is not a valid integer range."
+    pytest.param(["server", "--local", "--header-timeout", "ten"], {},
+                 "Invalid value for '--header-timeout': 'ten' is not a valid number.", 2,
+                 id="timeout-not-a-number"),  # was "... is not a valid float range."
     pytest.param(["runs", "show"], {}, "Missing argument 'RUN_ID'", 2, id="missing-argument"),
     pytest.param(["runz"], {}, "No such command 'runz'", 2, id="unknown-command"),
     pytest.param(["logs", "abc1", "--follow", "-o", "json"], {}, "--follow prints text as it comes", 2,
