@@ -7,7 +7,8 @@ resolvers, which import packaging).
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, version
 
 DISTRIBUTION = "sematic-k8s"
 UNKNOWN = "0.0.0.dev0"  # imported from a source tree that was never installed
@@ -20,6 +21,25 @@ def installed_version() -> str:
         return version(DISTRIBUTION)
     except PackageNotFoundError:
         return UNKNOWN
+
+
+def install_command(extra: str) -> str:
+    """The command that installs ``extra`` into this very Python (its venv, activated or not): from the directory the
+    distribution was installed from when it was (``make run``: ``pip install -e .``), else by name."""
+    import json
+    import shlex
+    from urllib.parse import unquote, urlparse
+
+    target = shlex.quote(f"{DISTRIBUTION}[{extra}]")
+    try:
+        found = json.loads(distribution(DISTRIBUTION).read_text("direct_url.json") or "{}")
+    except (PackageNotFoundError, ValueError):
+        found = {}
+    url = found.get("url") if isinstance(found, dict) else None
+    if isinstance(url, str) and url.startswith("file://") and os.path.isdir(unquote(urlparse(url).path)):
+        editable = isinstance(found.get("dir_info"), dict) and found["dir_info"].get("editable") is True
+        target = ("-e " if editable else "") + shlex.quote(f"{unquote(urlparse(url).path)}[{extra}]")
+    return f"{sys.executable} -m pip install {target}"
 
 
 __version__ = installed_version()

@@ -1,11 +1,13 @@
 """``server`` and ``api-keys`` come with the server extra (``pip install 'sematic-k8s[server]'``); without it they
-still exist and say which extra to install."""
+still exist and say how to install it into this Python (:func:`sematic_k8s.version.install_command`)."""
 
 from __future__ import annotations
 
 import sys
 
 import click
+
+from sematic_k8s.version import install_command
 
 
 def register_server_commands(group: click.Group) -> None:
@@ -25,9 +27,10 @@ def register_server_commands(group: click.Group) -> None:
 
 def _needs_server_extra(name: str, error: ImportError) -> click.Command:
     """A stand-in for the command ``name`` that fails, whatever its arguments, with one line naming the extra."""
-    message = f"`sematic-k8s {name}` needs the server extra: pip install 'sematic-k8s[server]' ({error})"
+    install = install_command("server")  # into this Python, from where it was installed: a clone's venv too
+    message = f"`sematic-k8s {name}` needs the server extra: {install} ({error})"
 
-    @click.command(name, help=f"Needs the server extra: pip install 'sematic-k8s[server]' ({error}).",
+    @click.command(name, help=f"Needs the server extra: {install} ({error}).",
                    context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def command() -> None:
         raise click.ClickException(message)

@@ -24,6 +24,7 @@ from sematic_k8s.cli.options import FloatRange, HomeDir, IntRange
 from sematic_k8s.cli.output import OutputFailed, emit, local_time, out
 from sematic_k8s.errors import DatabaseUnopenable, StopsForAFix
 from sematic_k8s.store import missing_sqlite_file, redacted_url, sqlite_file, unrecorded_sqlite
+from sematic_k8s.version import install_command
 from sematic_k8s_server.config import ACTIONS_BY, TEAM, UNOWNED
 
 LOOPBACK_NAMES = ("localhost",)
@@ -67,8 +68,8 @@ def _open_store(url: str, *, wait: float = 0):  # noqa: ANN202 - SqlStore, impor
     try:
         from sematic_k8s_server.db import open_store
     except ImportError as e:
-        raise click.ClickException(f"the server needs its extra dependencies: pip install 'sematic-k8s[server]' "
-                                   f"({e})") from None
+        raise click.ClickException(f"the server needs its extra dependencies: {install_command('server')} ({e})"
+                                   ) from None
     deadline, said = time.monotonic() + wait, False
     while True:
         try:

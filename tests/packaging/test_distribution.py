@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -124,17 +127,26 @@ def without_server_extra(tmp_path: Path, *args: str) -> subprocess.CompletedProc
         sys.meta_path.insert(0, NotInstalled())
     """))
     command = Path(sys.executable).parent / "sematic-k8s"
-    env = {**os.environ, "PYTHONPATH": str(site), "SEMATIC_K8S_HOME": str(tmp_path / "home")}
+    paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # the code under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "SEMATIC_K8S_HOME": str(tmp_path / "home")}
     return subprocess.run([str(command), *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.parametrize(("args", "name"), [(["server", "--local"], "server"),
                                             (["api-keys", "create", "alice"], "api-keys")])
 def test_server_commands_without_the_server_extra_name_the_extra(tmp_path, args, name):
+    """The command to install it into this very Python, from where the package was installed (an editable install
+    of a clone, as make run makes: was "pip install 'sematic-k8s[server]'", which a shell without the venv activated
+    runs with another Python's pip, and which asks the package index for a project that is this directory)."""
     proc = without_server_extra(tmp_path, *args)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.splitlines() == [f"Error: `sematic-k8s {name}` needs the server extra: "
-                                        "pip install 'sematic-k8s[server]' (No module named 'fastapi')"]
+    found = json.loads(importlib.metadata.distribution("sematic-k8s").read_text("direct_url.json") or "{}")
+    project = urllib.parse.urlparse(found.get("url", "")).path
+    assert found.get("dir_info", {}).get("editable") and (Path(project) / "pyproject.toml").exists(), found  # as here
+    [line] = proc.stderr.splitlines()
+    python = re.escape(str(Path(sys.executable).parent)) + r"/python[\d.]*"  # this venv's (its script's shebang)
+    assert re.fullmatch(rf"Error: `sematic-k8s {name}` needs the server extra: {python} -m pip install -e "
+                        rf"'{re.escape(project)}\[server\]' \(No module named 'fastapi'\)", line), line
 
 
 def test_help_lists_the_server_commands_without_the_server_extra(tmp_path):
