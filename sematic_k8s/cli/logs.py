@@ -53,7 +53,7 @@ def logs(ctx: click.Context, run_id: str, follow: bool, raw: bool, output: str) 
 
 
 def _follow(ctx: click.Context, store: records.Store, run: RunRecord, raw: bool) -> None:
-    shown, printer = 0, LogOut(raw=raw)  # bytes printed
+    shown, printer, said = 0, LogOut(raw=raw), False  # bytes printed; whether the wait was said
     while True:
         ended = run.state in graph.TERMINAL
         data = records.read_logs(ctx, store, run) or b""
@@ -62,6 +62,10 @@ def _follow(ctx: click.Context, store: records.Store, run: RunRecord, raw: bool)
             shown = len(data)
         if ended:  # read once more after it ended: its last output is recorded by then
             break
+        if not shown and not said:  # nothing to show until an attempt ends: say what it waits for, once
+            click.echo(visible(f"run {run.id} ({run.func_name}) is {run.state}: its output is recorded as each "
+                               "attempt ends; waiting for it (Ctrl-C to stop)"), err=True)
+            said = True
         time.sleep(FOLLOW_INTERVAL)
         run = store.get_run(run.id) or run
     printer.end()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,27 @@ def test_logs_follow_until_the_run_ends(slow_pipeline) -> None:
     assert follow.returncode == 0, err
     assert out == "started\nfinishing\n"
     assert err.splitlines()[-1] == f"run {slow_id} (slow) resolved"
+
+
+def test_logs_follow_says_what_it_waits_for(slow_pipeline) -> None:
+    """A run's output is recorded as its attempt ends: while nothing is, --follow says so once, then waits (was:
+    nothing at all until the run ended, a minute and more for a long step, or for a run whose resolver was killed
+    until the resolution was marked dead)."""
+    home, flag, proc, slow_id = slow_pipeline
+    follow = subprocess.Popen([CLI, "logs", slow_id, "--follow"], env=environ(home), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.append(follow.stderr.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(60)  # while the run waits for the flag: it cannot end before this line or its absence
+    finally:
+        flag.touch()
+    assert follow.wait(timeout=60) == 0
+    assert said == [f"run {slow_id} (slow) is running: its output is recorded as each attempt ends; waiting for it "
+                    "(Ctrl-C to stop)\n"], said
+    assert follow.stdout.read() == "started\nfinishing\n"  # type: ignore[union-attr]
+    assert follow.stderr.read().splitlines() == [f"run {slow_id} (slow) resolved"]  # type: ignore[union-attr]
 
 
 def test_a_long_func_on_the_resolving_thread_is_seen_running(slow_pipeline_on_the_loops_thread) -> None:
