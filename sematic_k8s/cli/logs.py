@@ -9,6 +9,7 @@ import click
 from sematic_k8s import graph
 from sematic_k8s.cli import records
 from sematic_k8s.cli.output import LogOut, emit, output_option
+from sematic_k8s.error_records import one_line
 from sematic_k8s.storage.base import log_key
 from sematic_k8s.store.records import ResolutionRecord, RunRecord, in_resolver_home
 from sematic_k8s.terminal_safe import visible
@@ -69,7 +70,12 @@ def _follow(ctx: click.Context, store: records.Store, run: RunRecord, raw: bool)
         time.sleep(FOLLOW_INTERVAL)
         run = store.get_run(run.id) or run
     printer.end()
-    click.echo(visible(f"run {run.id} ({run.func_name}) {run.state}"), err=True)
+    end = f"run {run.id} ({run.func_name}) {run.state}"
+    if run.state == graph.CANCELED:  # not its own doing: its resolution's end says why (a cancel, its resolver gone)
+        res = store.get_resolution(run.root_id)
+        if res is not None and res.error:
+            end += f": its resolution {res.state}: {one_line(res.error)}"
+    click.echo(visible(end), err=True)
 
 
 def _no_logs_reason(run: RunRecord, res: ResolutionRecord | None = None) -> str:

@@ -148,6 +148,21 @@ def test_logs_follow_says_what_it_waits_for(slow_pipeline) -> None:
     assert follow.stderr.read().splitlines() == [f"run {slow_id} (slow) resolved"]  # type: ignore[union-attr]
 
 
+def test_logs_follow_of_a_killed_resolvers_run_ends_saying_why(slow_pipeline) -> None:
+    """The resolving process killed (-9) while its run ran: --follow ends once the resolution is marked dead (its
+    heartbeat timeout here 2 s), naming the resolution's end, not only that the run was canceled (was "run X (slow)
+    canceled", by no one's cancel)."""
+    home, flag, proc, slow_id = slow_pipeline
+    proc.kill()
+    proc.wait(timeout=60)
+    follow = subprocess.run([CLI, "logs", slow_id, "--follow"], capture_output=True, text=True, timeout=120,
+                            env=environ(home, **{settings.HEARTBEAT_TIMEOUT_ENV: "2"}))
+    assert follow.returncode == 0, follow.stderr
+    end = follow.stderr.splitlines()[-1]
+    assert end.startswith(f"run {slow_id} (slow) canceled: its resolution failed: the resolver stopped responding at "
+                          ), follow.stderr
+
+
 def test_a_long_func_on_the_resolving_thread_is_seen_running(slow_pipeline_on_the_loops_thread) -> None:
     """With max_parallelism=1 the loop runs a body itself and writes nothing meanwhile: its heartbeat thread writes
     the records for it (they showed the root `created` and no `slow` run until the body returned)."""
