@@ -131,14 +131,18 @@ class RunInterrupted(BaseException):
 
 class ResolutionEnded(Exception):
     """A write to a Resolution that has already ended was refused: its writer is stale (a resolver marked dead
-    after it stopped heartbeating, which came back), and what it would record there is not recorded."""
+    after it stopped heartbeating, which came back), and what it would record there is not recorded. ``ended_at``:
+    when the end was recorded (said, when known)."""
 
-    def __init__(self, resolution_id: str, state: str, error: str | None) -> None:
+    def __init__(self, resolution_id: str, state: str, error: str | None,
+                 ended_at: dt.datetime | None = None) -> None:
+        when = f" at {ended_at:%Y-%m-%d %H:%M:%S} UTC" if ended_at is not None else ""
         why = f" ({error})" if error else ""
-        super().__init__(f"resolution {resolution_id} has already ended as {state}{why}: this process no longer "
-                         f"records it. Continue it with rerun_from={resolution_id!r}, rerun_mode='continue' (or "
-                         f"`sematic-k8s rerun {resolution_id} --mode continue`), unless that was done already")
-        self.resolution_id, self.state = resolution_id, state
+        super().__init__(f"resolution {resolution_id} has already ended as {state}{when}{why}: this process stops "
+                         f"and records nothing more of it. Continue it with rerun_from={resolution_id!r}, "
+                         f"rerun_mode='continue' (or `sematic-k8s rerun {resolution_id} --mode continue`), unless "
+                         "that was done already")
+        self.resolution_id, self.state, self.ended_at = resolution_id, state, ended_at
 
 
 class DriverReplaced(ResolutionEnded):
@@ -149,7 +153,7 @@ class DriverReplaced(ResolutionEnded):
     def __init__(self, resolution_id: str, taken_at: dt.datetime | None) -> None:
         when = f" at {taken_at:%Y-%m-%d %H:%M:%S} UTC" if taken_at is not None else ""
         Exception.__init__(self, f"another driver took over resolution {resolution_id}{when}: this one stops")
-        self.resolution_id, self.state, self.taken_at = resolution_id, "replaced", taken_at
+        self.resolution_id, self.state, self.taken_at, self.ended_at = resolution_id, "replaced", taken_at, None
 
 
 class FuncNotFound(LookupError):

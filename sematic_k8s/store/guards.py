@@ -50,11 +50,15 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     - :class:`Replayed` when it carries a ``sequence`` (``Batch.sequence``) not above the resolution's
       ``driver_seq``: it was applied already, and later writes of its driver since (a retried request whose first
       attempt lands late): answered as written, it sets nothing back;
-    - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, unless it
-      ends it the same way again (the same write sent again: its state and its error): the writes of a resolver
-      marked dead meanwhile (:meth:`SqlStore.expire_silent`) must not land beside the ``continue`` of it, and an
-      end recorded in another's words (a driver's loop failing the resolution its follower failed first) must not
-      replace them. (Other fields, such as settings, are not a resolver's: they pass.)
+    - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, and for any
+      batch fenced with it (a resolving process's: whatever it records, runs too, it records as the resolution's
+      holder), unless it ends it the same way again (the same write sent again: its state and its error): the
+      writes of a resolver marked dead meanwhile (:meth:`SqlStore.expire_silent`, which takes the resolution over
+      from it without a new epoch) must land neither on the marks (its runs canceled) nor beside the ``continue``
+      of it, whether or not they carry a beat (one frozen after it made a batch in the half interval after a beat,
+      resumed past the timeout), and an end recorded in another's words (a driver's loop failing the resolution its
+      follower failed first) must not replace them. (Other fields, such as settings, are not a resolver's: they
+      pass.)
     - :class:`CancelRequested` for a write recording a resolution resolved that is ``canceling``: a cancel accepted
       after its loop last looked (between that look and this write) wins; the loop records it canceled.
 
@@ -64,24 +68,25 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     update of a row read here waits for the write, then finds the fresh heartbeat. (SQLite: the transaction holds
     the database's write lock from its start, :func:`hold_write_lock`.)"""
     check_sequence(fence, sequence)
-    writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields}
-    if not writer and not fence:
+    writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields} | set(fence)
+    if not writer:
         return
     t = table
-    stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.driver_epoch, t.c.driver_epoch_at, t.c.driver_seq)
+    stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.ended_at, t.c.driver_epoch, t.c.driver_epoch_at,
+                     t.c.driver_seq)
     if conn.dialect.name == "postgresql":
         stmt = stmt.where(t.c.id.in_(sorted({*updates, *fence}))).order_by(t.c.id).with_for_update()
     else:
         stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_((*ENDED, CANCELING))),
                                  t.c.id.in_(list(fence))))
-    for res_id, state, error, epoch, epoch_at, last in conn.execute(stmt):
+    for res_id, state, error, ended_at, epoch, epoch_at, last in conn.execute(stmt):
         if res_id in fence and (epoch or 0) > fence[res_id]:
             raise DriverReplaced(res_id, epoch_at)
         if res_id in sequence and sequence[res_id] <= (last or 0):
             raise Replayed(res_id)
-        if res_id in writer and state in ENDED and not _same_end(updates[res_id], state, error):
-            raise ResolutionEnded(res_id, state, error)
-        if res_id in writer and state == CANCELING and updates[res_id].get("state") == RESOLVED:
+        if res_id in writer and state in ENDED and not _same_end(updates.get(res_id, {}), state, error):
+            raise ResolutionEnded(res_id, state, error, ended_at)
+        if res_id in writer and state == CANCELING and updates.get(res_id, {}).get("state") == RESOLVED:
             raise CancelRequested(res_id)
 
 

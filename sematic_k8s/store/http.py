@@ -60,6 +60,7 @@ API = "/api/v1"
 HEADER = "X-API-Key"  # the server's credential header: an API key, or a resolution's token
 ENDED_HEADER = "X-Sematic-K8s-Ended"  # "<resolution id> <state>": on a write refused as ResolutionEnded (409), and
 # on a resolution token refused only because its resolution ended (401)
+ENDED_AT_HEADER = "X-Sematic-K8s-Ended-At"  # beside it on a 409, when the end's time is known: "<ISO time of it>"
 REPLACED_HEADER = "X-Sematic-K8s-Replaced"  # on one refused as DriverReplaced: "<resolution id> <ISO time of it>"
 # on one refused as ContinuedAlready: "<continued resolution id> <the one continuing it> <its state>"
 CONTINUED_HEADER = "X-Sematic-K8s-Continued"
@@ -131,7 +132,7 @@ class HttpStore:
             response = e.response  # still unavailable at the end of the window: report its answer
         ended = (response.headers.get(ENDED_HEADER) or "").split() if response.status_code in (401, 409) else []
         if len(ended) == 2:  # a write to an ended resolution (409), or its token, refused only for that (401)
-            raise ResolutionEnded(ended[0], ended[1], None)
+            raise ResolutionEnded(ended[0], ended[1], None, _ended_at(response))
         if response.status_code == 401:
             raise ServerError(f"API key missing or invalid for {self.url} ({_detail(response)}): set ${API_KEY_ENV} "
                               "to a key made with `sematic-k8s api-keys create NAME`", 401)
@@ -413,6 +414,15 @@ def _retry_after(response: Answer | httpx.Response) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _ended_at(response: Answer | httpx.Response) -> dt.datetime | None:
+    """When the resolution a refused write names was ended (:data:`ENDED_AT_HEADER`); None when not said, or not
+    readable (a server of another version, a proxy's rewrite)."""
+    try:
+        return parse_datetime(response.headers.get(ENDED_AT_HEADER) or None)
+    except ValueError:
+        return None
 
 
 def _detail(response: Answer | httpx.Response) -> Any:

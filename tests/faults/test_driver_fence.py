@@ -10,6 +10,7 @@ connections define ``audit_writer()``, :mod:`audited_driver`; PostgreSQL: each s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import fault_pipelines as fp
 from outages import ServerProcess, running
 from sematic_k8s import serialization
 from sematic_k8s.settings import DRIVER_ENV
-from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
+from sematic_k8s.specs import DRIVER_EXIT_FAILED, DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
@@ -168,5 +170,126 @@ def test_two_drivers_through_two_servers_on_postgres(tmp_path, postgres_url):
 
             env = {name: {"SEMATIC_K8S_SERVER": server.url, "AUDIT_WRITER": name} for name, server in servers.items()}
             _two_drivers(tmp_path, env, store, audit)
+    finally:
+        store.close()
+
+
+# -- a driver frozen past the heartbeat timeout (SIGSTOP), its resolution marked dead meanwhile, then resumed ------
+# The reaper (a reader, the server's sweeper) takes the resolution over from a silent driver: it records it failed and
+# its unfinished runs canceled, and bumps no driver epoch. The driver is frozen for real (SIGSTOP, sent by itself at
+# the instant :mod:`frozen_driver` chooses: a batch of runs made without a beat, in the half interval after one, and
+# not yet taken by the store), then resumed (SIGCONT): that batch must be refused, not land on what the reaper recorded.
+
+ENDED = re.compile(r"resolution [0-9a-f]+ has already ended as failed at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+                   r"( \(the resolver stopped responding at [^)]+\))?: this process stops and records "
+                   r"nothing more of it\. Continue it with .*")
+FROZEN_BEATS = "6"  # seconds between the frozen driver's beats: a batch in the 3 s after one carries none
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): its state in /proc, "T"."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def _frozen_past_the_timeout(tmp_path: Path, env: dict[str, str], store: Any, beat: Callable[[str], Any],
+                             reap: Callable[[str], None], audit: Callable[[], list[tuple]]) -> None:
+    """Drive ``remote_gated(4, gate)`` with a driver "first" (``env`` beside the common environment) that freezes
+    itself once the gate opens (opened just after one of its beats lands: ``beat(id)``, its recorded heartbeat_at),
+    right before writing the gated step's end; once it is stopped, ``reap(id)`` returns when the resolution is
+    marked dead (by the test, or a server's sweeper); then SIGCONT. The driver's write must be refused and the driver
+    stop saying so; nothing it wrote after the mark (``audit``'s rows) and the mark's records as they were."""
+    storage = LocalStorage(tmp_path / "storage")
+    gate = str(tmp_path / "gate")
+    f = fp.remote_gated(4, gate)
+    common = {**os.environ, DRIVER_ENV: _spec(f, storage, f.id).to_json(), "FREEZE_AT": gate,
+              "SEMATIC_K8S_HEARTBEAT_INTERVAL": FROZEN_BEATS, "AUDIT_WRITER": "first",
+              "PYTHONPATH": os.pathsep.join([os.getcwd(), str(HERE), str(HERE.parent / "support")])}
+    for name in ("SEMATIC_K8S_SERVER", "SEMATIC_K8S_API_KEY", "SEMATIC_K8S_DB_URL"):
+        common.pop(name, None)
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "frozen_driver"], env={**common, **env}, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or proc.poll() is not None, 120, what="the gated worker")
+        assert proc.poll() is None, log.read_text()
+        last = beat(f.id)
+        wait_for(lambda: beat(f.id) != last, 30, interval=0.01, what="a beat of the driver")
+        Path(gate).touch()  # its worker ends: the driver records that, in the half interval after that beat
+        wait_for(lambda: Path(gate + ".frozen").exists() and _stopped(proc.pid) or proc.poll() is not None, 60,
+                 what="the driver to freeze")
+        assert proc.poll() is None, log.read_text()
+        reap(f.id)  # the driver stays stopped past the timeout: its resolution is marked dead
+        marked = store.get_resolution(f.id)
+        assert marked.state == "failed" and "the resolver stopped responding" in marked.error, marked
+        runs = {r.id: (r.state, r.ended_at, r.output_id) for r in store.runs_of_root(f.id)}
+        seen = max(row[0] for row in audit())
+        proc.send_signal(signal.SIGCONT)
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+    said = log.read_text()
+    late = [row for row in audit() if row[0] > seen and (row[2] == "run" or row[4] != row[5])]
+    assert late == [], f"the resumed driver wrote over the mark: {late}\n{said[-3000:]}"
+    assert code == DRIVER_EXIT_FAILED, said[-3000:]
+    assert ENDED.fullmatch(said.strip().splitlines()[-1]), said[-3000:]  # its last word: what happened, when
+    after = store.get_resolution(f.id)
+    assert (after.state, after.error, after.ended_at) == (marked.state, marked.error, marked.ended_at)
+    assert {r.id: (r.state, r.ended_at, r.output_id) for r in store.runs_of_root(f.id)} == runs
+    frozen = json.loads(Path(gate + ".frozen").read_text())
+    gated = next(r for r in store.runs_of_root(f.id) if r.func_name == "remote_wait_for")
+    assert gated.id in frozen and runs[gated.id][0] == "canceled"  # what it would have recorded resolved
+
+
+def test_a_driver_frozen_past_the_timeout_writes_nothing_over_the_mark_when_resumed(tmp_path):
+    """SQLite, the driver on the database itself; the reaper a reader in this process (2 s of silence)."""
+    db = tmp_path / "db.sqlite3"
+    store = sql_store(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        conn.executescript(AUDIT)
+
+    def query(sql: str, *args: Any) -> list[tuple]:
+        with sqlite3.connect(db) as conn:  # a plain read: it judges no silence
+            return conn.execute(sql, args).fetchall()
+
+    def reap(res_id: str) -> None:
+        reaper = SqlStore(f"sqlite:///{db}", stale_after=2.0)
+        sa.event.listen(reaper.engine, "connect",  # its marks go through the audit triggers too
+                        lambda conn, _: conn.create_function("audit_writer", 0, lambda: "reaper"))
+        reaper.engine.dispose()
+        try:
+            wait_for(lambda: reaper.expire_silent([res_id]), 60, what="the frozen driver's resolution to be marked")
+        finally:
+            reaper.close()
+
+    _frozen_past_the_timeout(tmp_path, {"SEMATIC_K8S_DB_URL": f"sqlite:///{db}"}, store,
+                             lambda res_id: query("SELECT heartbeat_at FROM resolutions WHERE id = ?", res_id), reap,
+                             lambda: query(AUDITED))
+
+
+def test_a_driver_frozen_past_the_timeout_through_a_server_on_postgres(tmp_path, postgres_url):
+    """PostgreSQL, the driver recording through a server process; the reaper that server's sweeper (8 s)."""
+    store = SqlStore(postgres_url, stale_after=3600)  # its reads judge no silence: the sweeper does
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(PG_AUDIT)
+
+    def query(sql: str, *args: Any) -> list[tuple]:
+        with store.engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql, args)]
+
+    server = ServerProcess(tmp_path, db_url=f"{postgres_url}?application_name=first",
+                           env={"SEMATIC_K8S_HEARTBEAT_TIMEOUT": "8"})
+    try:
+        with running(server):
+            _frozen_past_the_timeout(
+                tmp_path, {"SEMATIC_K8S_SERVER": server.url}, store,
+                lambda res_id: query("SELECT heartbeat_at FROM resolutions WHERE id = %s", res_id),
+                lambda res_id: wait_for(lambda: query("SELECT state FROM resolutions WHERE id = %s", res_id)
+                                        == [("failed",)], 60, what="the server's sweeper to mark the resolution"),
+                lambda: query(AUDITED))
     finally:
         store.close()

@@ -15,7 +15,13 @@ from fastapi.responses import StreamingResponse
 
 from sematic_k8s import limits
 from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
-from sematic_k8s.store.http import CANCELING_HEADER, CONTINUED_HEADER, ENDED_HEADER, REPLACED_HEADER
+from sematic_k8s.store.http import (
+    CANCELING_HEADER,
+    CONTINUED_HEADER,
+    ENDED_AT_HEADER,
+    ENDED_HEADER,
+    REPLACED_HEADER,
+)
 from sematic_k8s.store.records import Batch
 from sematic_k8s.store.texts import NulText
 from sematic_k8s.store.wire import batch_from_json
@@ -82,7 +88,10 @@ def _refused(e: ResolutionEnded) -> HTTPException:
     if isinstance(e, DriverReplaced):
         at = e.taken_at.isoformat() if e.taken_at is not None else "-"
         return HTTPException(409, str(e), headers={REPLACED_HEADER: f"{e.resolution_id} {at}"})
-    return HTTPException(409, str(e), headers={ENDED_HEADER: f"{e.resolution_id} {e.state}"})
+    headers = {ENDED_HEADER: f"{e.resolution_id} {e.state}"}
+    if e.ended_at is not None:
+        headers[ENDED_AT_HEADER] = e.ended_at.isoformat()
+    return HTTPException(409, str(e), headers=headers)
 
 
 @router.post("/take_over/{resolution_id}", response_model=schemas.TakenOver, responses=NOT_FOUND,
