@@ -745,6 +745,11 @@ class StorageUnreachable(WorkerLost):
     words = "the worker could not reach artifact storage (an infrastructure failure, not the func's)"
 
 
+class OutcomeUnverified(WorkerLost):
+    words = ("the worker's outcome document is not signed by its attempt's key (written or replaced by another "
+             "writer of the artifact bucket): not adopted")
+
+
 class NodeRejected(WorkerLost):
     words = "the node refused the worker's pod (OutOfcpu, OutOfmemory, NodeAffinity: usage the scheduler missed)"
 
@@ -766,7 +771,7 @@ WORKER_DEATHS: dict[str, type[WorkerDied]] = {
         OOMKilled, DeadlineExceeded, ImagePullBackOff, ErrImagePull, Unschedulable, CreateContainerConfigError,
         CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
         PodDeleted, ContainerRemoved, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable, FailedCreate,
-        FailedCreatePodSandBox, FailedMount)},
+        FailedCreatePodSandBox, FailedMount, OutcomeUnverified)},
     **dict.fromkeys(("OutOfcpu", "OutOfmemory", "OutOfpods", "NodeAffinity", "NodeSelectorMismatching"),
                     NodeRejected)}
 

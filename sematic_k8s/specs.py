@@ -179,10 +179,13 @@ class TaskSpec:
     urls: dict[str, str] = field(default_factory=dict)
     packaged_only: bool = False  # started by a driver with packaged_only: funcs and values restricted the same way
     input_origins: dict[str, str] = field(default_factory=dict)  # input name -> the run that produced it, where known
+    # the key (hex) this attempt signs its outcome document with, where its driver asks for a signature
+    # (sematic_k8s.executors.outcome_signing): a secret, handed over only where the task is not stored; never logged
+    signing_key: str = ""
 
     def to_json(self) -> str:
         doc = asdict(self)
-        for name in ("urls", "input_origins"):
+        for name in ("urls", "input_origins", "signing_key"):
             if not doc[name]:
                 del doc[name]
         if not doc["packaged_only"]:

@@ -50,6 +50,8 @@ class _Worker:
 class ProcessExecutor(RemoteExecutor):
     """One child process per run attempt."""
 
+    signs = True  # its task reaches it on its stdin only: its outcome is signed with its attempt's key
+
     def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None) -> None:
         super().__init__(storage, storage_url)
         # where workers start, and the directory on their path: this process's as it starts, not as an inline func

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from sematic_k8s.errors import (
     StorageKeysRefused,
     WorkerDied,
 )
+from sematic_k8s.executors import outcome_signing
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.inline import execute
 from sematic_k8s.func import load_func
@@ -57,6 +59,7 @@ POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on i
 CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
 URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned PUTs last when its func has no timeout
 READ_GRACE = 900.0  # seconds (and twice the retry window) a worker's input GETs last: it reads them as it starts
+log = logging.getLogger("sematic_k8s")
 
 
 def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
@@ -107,7 +110,10 @@ def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
             raise
         except Exception as e:
             doc = {"error": error_info(e)}
-    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps({**doc, **carried}).encode())
+    written = {**doc, **carried}
+    if spec.signing_key:  # its driver asked: who wrote the document is proven by its key
+        written = outcome_signing.signed(spec.signing_key, written)
+    storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(written).encode())
     return doc
 
 
@@ -161,10 +167,14 @@ class RemoteExecutor:
 
     enforces_timeouts = True  # False where the platform stops workers itself (a pod's activeDeadlineSeconds)
     presigns = False  # True: workers get presigned URLs (when the storage makes them), not storage settings
+    # True where the task reaches the worker only outside the bucket (a process's stdin): its worker signs its outcome
+    # with a key of its attempt (outcome_signing), and an outcome without that signature is not adopted
+    signs = False
 
     def __init__(self, storage: Storage, storage_url: str) -> None:
         self.storage = storage
         self.storage_url = storage_url
+        self.secret = outcome_signing.resolution_secret() if self.signs else b""
         self.running: dict[str, TaskSpec] = {}
         self.finished: list[Ended] = []  # resumed attempts whose outcome was already stored
         self.deadlines: dict[str, tuple[float, float]] = {}  # run id -> (monotonic deadline, timeout)
@@ -211,6 +221,7 @@ class RemoteExecutor:
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
             packaged_only=packaged.restricted_to() is not None,  # its driver's: a rerun the server started
             input_origins={k: v.origin for k, v in task.inputs.items() if v.origin},
+            signing_key=outcome_signing.attempt_key(self.secret, task.run_id, task.attempt) if self.signs else "",
         )
         self.running[task.run_id] = spec
         if task.resumed:  # a restarted driver: its worker may still be there, or may have ended meanwhile
@@ -251,7 +262,7 @@ class RemoteExecutor:
         spec = self.running[e.run_id]
         details = {**e.details, **({"reason": e.reason} if e.reason else {})}
         try:
-            doc = json.loads(self.storage.get(outcome_key(spec.run_id, spec.attempt)))
+            document = self.storage.get(outcome_key(spec.run_id, spec.attempt))
         except KeyError:
             if e.stored:
                 return None
@@ -262,11 +273,27 @@ class RemoteExecutor:
             with contextlib.suppress(DiskFull):
                 append_attempt_logs(self.storage, spec.run_id, spec.attempt, e.last_logs)
         else:
-            doc = adopt_outcome(self.storage, spec, doc)  # also a resumed one's, whose worker had URLs
+            doc = self._adopted(spec, e, document)
         del self.running[e.run_id]
         self.deadlines.pop(e.run_id, None)
         return Outcome(spec.run_id, spec.attempt, output=doc.get("output"), expansion=doc.get("expansion"),
                        error_info=doc.get("error"), details=details)
+
+    def _adopted(self, spec: TaskSpec, e: Ended, document: bytes) -> dict[str, Any]:
+        """The outcome document's bytes adopted (:func:`adopt_outcome`; also a resumed attempt's, whose worker had
+        URLs), once its signature is verified where its worker was asked to sign: one that is not (written or
+        replaced by another writer of the bucket, or by an older driver's worker) is logged and the attempt lost,
+        an infrastructure failure (OutcomeUnverified): it is run again."""
+        doc = json.loads(document)
+        if spec.signing_key:
+            why = outcome_signing.unverified(spec.signing_key, doc)
+            if why:
+                log.warning("run %s attempt %d: its outcome document is %s, not its worker's (written or replaced by "
+                            "another writer of the artifact bucket): not adopted, the attempt is run again",
+                            spec.run_id, spec.attempt, why)
+                return {"error": _died(dataclasses.replace(e, reason="OutcomeUnverified", message=why))}
+            doc.pop(outcome_signing.SIGNATURE)
+        return adopt_outcome(self.storage, spec, doc)
 
     def _timed_out(self) -> list[Ended]:
         """Workers past their func's timeout: their last log lines read, then stopped."""
@@ -317,6 +344,8 @@ def task_ref(storage: Storage, spec: TaskSpec, claim: Callable[[str], None] | No
     over whole (a pod's Secret holds 1 MiB at most): stored at its :func:`~sematic_k8s.specs.task_key` (named by its
     content: written once), with a presigned GET of it that lasts as its input GETs do. ``claim(key)`` is called
     before the copy is stored (a delete of that key on its way must not take it). Storage must presign."""
+    if spec.signing_key:  # the stored copy is the bucket's to read: the key would sign anything
+        raise ValueError(f"the task of run {spec.run_id} carries a signing key: it is never stored")
     text = spec.to_json()
     key = task_key(spec.root_id, spec.run_id, spec.attempt, text)
     if claim is not None:

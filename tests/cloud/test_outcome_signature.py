@@ -1,0 +1,121 @@
+"""A worker's outcome document is adopted only with its worker's signature (sematic_k8s/executors/outcome_signing.py):
+whoever else writes to the artifact bucket (another user's driver holds bucket-wide keys) cannot choose a running
+attempt's output. Real worker processes write their outcome; the test, as that other writer, replaces it before the
+driver reads it with a document naming another value whose bytes hash to the id it names."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s import serialization
+from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.process import ProcessExecutor
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
+from sematic_k8s.specs import outcome_key
+from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, put_artifact
+from sematic_k8s.storage.urls import storage_from_url, storage_url
+
+
+@sk.func(inline=False)
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.fixture
+def storage(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Storage:  # noqa: ANN401
+    monkeypatch.delenv(API_KEY_FILE_ENV, raising=False)
+    monkeypatch.setenv(API_KEY_ENV, "the resolution's token")  # what a restarted driver of it has too
+    return storage_from_url(f"file://{tmp_path / 'bucket'}")
+
+
+@pytest.fixture
+def executor(storage: Storage) -> Iterator[ProcessExecutor]:
+    executor = ProcessExecutor(storage, storage_url(storage))
+    yield executor
+    executor.close()
+
+
+def task(storage: Storage, x: int, run_id: str | None = None, *, resumed: bool = False) -> Task:
+    record = put_artifact(storage, serialization.serialize(x))
+    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
+    return Task(run_id or uuid.uuid4().hex, uuid.uuid4().hex, double, {"x": value}, resumed=resumed)
+
+
+def outcome_of(executor: ProcessExecutor) -> Outcome:
+    outcomes: list[Outcome] = []
+    deadline = time.monotonic() + 120
+    while not outcomes and time.monotonic() < deadline:
+        outcomes = executor.wait(5)
+    assert outcomes, "no outcome within two minutes"
+    return outcomes[0]
+
+
+def value_of(storage: Storage, outcome: Outcome) -> Any:  # noqa: ANN401
+    assert outcome.output is not None, outcome.error_info
+    return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
+
+
+def replace_outcome(storage: Storage, run_id: str, value: int) -> None:
+    """The other bucket writer's move: the attempt's outcome names ``value``, stored under its true content id (the
+    worker's signature kept in it)."""
+    deadline = time.monotonic() + 60  # (no helper from tests/support: the worker imports this module)
+    while not storage.exists(outcome_key(run_id, 1)):
+        assert time.monotonic() < deadline, "the worker stored no outcome"
+        time.sleep(0.05)
+    forged = put_artifact(storage, serialization.serialize(value))
+    honest = json.loads(storage.get(outcome_key(run_id, 1)))
+    storage.put(outcome_key(run_id, 1), json.dumps({**honest, "output": forged}).encode(), repair=True)
+
+
+def assert_not_adopted(outcome: Outcome, run_id: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert outcome.output is None
+    assert outcome.error_info is not None
+    assert outcome.error_info["type"] == "OutcomeUnverified", outcome.error_info
+    assert "InfrastructureError" in outcome.error_info["mro"]  # the attempt is lost: run again
+    said = [r.getMessage() for r in caplog.records if "not adopted" in r.getMessage()]
+    assert said == [said[0]] and f"run {run_id} attempt 1" in said[0], said
+
+
+def test_an_outcome_replaced_by_another_writer_of_the_bucket_is_not_adopted(storage, executor, caplog):
+    """Was: the driver adopted the replaced document, the forged value recorded as the run's output."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    t = task(storage, 21)
+    executor.submit(t)
+    replace_outcome(storage, t.run_id, 666)
+    assert_not_adopted(outcome_of(executor), t.run_id, caplog)
+
+
+def test_an_honest_workers_outcome_is_adopted_by_its_driver_and_by_a_restarted_one(storage, executor):
+    t = task(storage, 21)
+    executor.submit(t)
+    assert value_of(storage, outcome_of(executor)) == 42
+    assert "signature" in json.loads(storage.get(outcome_key(t.run_id, 1)))
+    again = ProcessExecutor(storage, executor.storage_url)  # a restarted driver of the same resolution
+    try:
+        again.submit(task(storage, 21, t.run_id, resumed=True))  # its outcome is there: read, not run again
+        assert value_of(storage, outcome_of(again)) == 42
+    finally:
+        again.close()
+
+
+def test_a_restarted_driver_does_not_adopt_a_replaced_outcome(storage, executor, caplog):
+    """A driver restarted after the worker ended (its outcome there, replaced meanwhile) verifies it too."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    t = task(storage, 21)
+    executor.submit(t)
+    replace_outcome(storage, t.run_id, 666)
+    executor.procs[t.run_id].proc.wait()  # it ended; its driver is gone before it read its outcome
+    again = ProcessExecutor(storage, executor.storage_url)
+    try:
+        again.submit(task(storage, 21, t.run_id, resumed=True))
+        assert_not_adopted(outcome_of(again), t.run_id, caplog)
+    finally:
+        again.close()
