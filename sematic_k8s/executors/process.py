@@ -5,8 +5,9 @@ from the driver, and to test the remote path end to end. A worker's stderr is pa
 its last lines are kept, as a container's log is: they tell why a worker died, and name the infrastructure failure
 of one that exited 75 (:func:`~sematic_k8s.executors.remote.worker_said`). A worker ends itself when this process
 dies (:func:`sematic_k8s.worker.die_with_parent`): nothing would read its outcome, and a driver started again runs
-the attempt afresh. A worker's task (with presigned URLs, where its executor makes them) reaches it on its stdin,
-never in its environment. Each worker leads a session of its own: the processes its func starts end with it (when it
+the attempt afresh. A worker's task (with presigned URLs, where its executor makes them, and the key it signs its
+outcome document with: :mod:`~sematic_k8s.executors.outcome_signing`) reaches it on its stdin, never in its
+environment. Each worker leads a session of its own: the processes its func starts end with it (when it
 ends, is stopped past its timeout or canceled), as a container's do.
 """
 
