@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,16 +18,40 @@ import pytest
 import sematic_k8s as sk
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.inline import InlineExecutor
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
-from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, STORAGE_ENV
 from sematic_k8s.specs import outcome_key
 from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, put_artifact
 from sematic_k8s.storage.urls import storage_from_url, storage_url
+from sematic_k8s.store import sql_store
 
 
 @sk.func(inline=False)
 def double(x: int) -> int:
     return 2 * x
+
+
+@sk.func(inline=False)
+def plants_its_outcome(x: int) -> int:
+    """A writer of the bucket (here the worker's func, which holds its storage keys) stores attempt 1's outcome
+    first, naming 666 under its true content id: the worker's own write keeps what is there."""
+    storage = storage_from_url(os.environ[STORAGE_ENV])
+    planted = outcome_key(sk.context().run_id, 1)
+    if not storage.exists(planted):
+        forged = put_artifact(storage, serialization.serialize(666))
+        storage.put(planted, json.dumps({"output": forged}).encode())
+    return 2 * x
+
+
+class ProcessResolver(sk.LocalResolver):
+    """Inline funcs in this process, the others in worker processes."""
+
+    def _parts(self):  # noqa: ANN202
+        storage = self.storage
+        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
+                                                           ProcessExecutor(storage, storage_url(storage)))
 
 
 @pytest.fixture
@@ -119,3 +144,14 @@ def test_a_restarted_driver_does_not_adopt_a_replaced_outcome(storage, executor,
         assert_not_adopted(outcome_of(again), t.run_id, caplog)
     finally:
         again.close()
+
+
+def test_an_outcome_planted_before_its_worker_wrote_is_not_adopted_and_the_attempt_runs_again(tmp_path, caplog):
+    """Was: the pipeline resolved to the planted 666."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    f = plants_its_outcome(21)
+    assert f.resolve(ProcessResolver(home=tmp_path)) == 42
+    [run] = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}").runs_of_root(f.id)
+    assert run.state == "resolved"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"run {f.id} attempt ")]
+    assert len(said) == 1 and "attempt 1: its outcome document is unsigned" in said[0], said  # then the loop's retry
