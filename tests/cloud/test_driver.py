@@ -251,6 +251,10 @@ def _driver_at_the_gate(tmp_path) -> _GatedDriver:
     env = {**os.environ, "SEMATIC_K8S_DB_URL": db,
            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.dirname(__file__)])}
     env.pop("SEMATIC_K8S_SERVER", None)
+    # as a driver's resolution token (its Secret): the secret its workers' outcome keys derive from, which a restarted
+    # driver has too, so it adopts an outcome stored before it was killed (a driver with none keeps a random secret in
+    # its memory only: a restarted one runs such an attempt again, executors/outcome_signing.py)
+    env[API_KEY_ENV] = "the resolution's token"
     marker, gate = str(tmp_path / "marker"), str(tmp_path / "gate")
     f = gated_pipeline(marker, gate)
     spec = dataclasses.replace(spec_for(f, storage), resolution=ResolutionSettings(root_id=f.id, max_parallelism=8))
