@@ -155,3 +155,18 @@ def test_an_outcome_planted_before_its_worker_wrote_is_not_adopted_and_the_attem
     assert run.state == "resolved"
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"run {f.id} attempt ")]
     assert len(said) == 1 and "attempt 1: its outcome document is unsigned" in said[0], said  # then the loop's retry
+
+
+def test_a_task_carrying_its_signing_key_is_never_stored_in_the_bucket(storage, executor):
+    """The stored copy of a task too large to hand over (``task_ref``, tasks/<root>/...) is the bucket's to read:
+    one with a key is refused before anything is written, and a worker process's key goes on its stdin only."""
+    from sematic_k8s.executors.remote import task_ref
+
+    t = task(storage, 21)
+    executor.submit(t)
+    spec = executor.running[t.run_id]
+    assert len(spec.signing_key) == 64 and spec.signing_key not in repr(spec)
+    with pytest.raises(ValueError, match="carries a signing key: it is never stored"):
+        task_ref(storage, spec)
+    assert not (storage.root / "tasks").exists()
+    assert value_of(storage, outcome_of(executor)) == 42
