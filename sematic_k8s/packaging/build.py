@@ -30,8 +30,8 @@ from sematic_k8s.packaging.archive import write_context
 from sematic_k8s.packaging.context import DEFAULT_BASE_IMAGE, DEFAULT_EXTRAS, BuildContext, compute_context
 from sematic_k8s.packaging.dockerfile import DOCKERFILE, render_dockerfile
 from sematic_k8s.packaging.push import image_in_registry, push_image
-from sematic_k8s.packaging.registry import UNANSWERED, image_architecture, manifest_digest
 from sematic_k8s.packaging.wheels import DEFAULT_PYTHON, build_sematic_wheel, fetch_wheels, sematic_dist
+from sematic_k8s.registry import UNANSWERED, image_architecture, manifest_digest
 from sematic_k8s.specs import ARCHITECTURES
 
 logger = logging.getLogger("sematic_k8s.packaging")

@@ -27,7 +27,7 @@ from typing import Any
 from sematic_k8s import settings
 from sematic_k8s.docker_engine import PROBE_TIMEOUT, docker_client, engine_calls
 from sematic_k8s.errors import PushError, RegistryAuthError, RegistryUnavailable
-from sematic_k8s.packaging.registry import UNANSWERED, Repo, manifest_digest
+from sematic_k8s.registry import UNANSWERED, Repo, manifest_digest
 from sematic_k8s.retries import RetryLater, retrying
 
 logger = logging.getLogger("sematic_k8s.packaging")

@@ -27,7 +27,7 @@ from sematic_k8s.packaging import compute_context, ensure_image
 from sematic_k8s.packaging import push as push_module
 from sematic_k8s.packaging.build import registry_digest, registry_platform
 from sematic_k8s.packaging.push import image_in_registry, interrupted, push_image
-from sematic_k8s.packaging.registry import manifest_digest
+from sematic_k8s.registry import manifest_digest
 from sematic_k8s.settings import RETRY_WINDOW_ENV
 
 

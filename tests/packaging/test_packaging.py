@@ -17,9 +17,9 @@ from sematic_k8s.packaging.build import base_platform, registry_platform
 from sematic_k8s.packaging.context import CODE_DIR, source_map
 from sematic_k8s.packaging.dockerfile import render_dockerfile
 from sematic_k8s.packaging.ignore import DockerIgnore
-from sematic_k8s.packaging.registry import Repo, manifest_digest
 from sematic_k8s.packaging.wheels import build_sematic_wheel, sematic_dist
 from sematic_k8s.progress import Display
+from sematic_k8s.registry import Repo, manifest_digest
 from sematic_k8s.specs import IMAGE_HOME, IMAGE_UID
 
 try:

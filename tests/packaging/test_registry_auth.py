@@ -1,4 +1,4 @@
-"""Registry reads (sematic_k8s.packaging.registry) against a registry that asks for anonymous bearer tokens, over
+"""Registry reads (sematic_k8s.registry) against a registry that asks for anonymous bearer tokens, over
 real HTTP on 127.0.0.1: the token is fetched once and sent, a refusal is one RegistryAuthError, a missing tag None."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sematic_k8s.errors import RegistryAuthError
-from sematic_k8s.packaging.registry import manifest_digest
+from sematic_k8s.registry import manifest_digest
 
 MANIFEST = b'{"schemaVersion": 2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()

@@ -1,5 +1,5 @@
-"""Ask a registry (Docker Registry HTTP API v2) for the digest of a tag, or the CPU architecture of an image,
-without pulling anything."""
+"""Ask a registry (Docker Registry HTTP API v2) for the digest of a tag, or the CPU architecture or the labels of
+an image, without pulling anything."""
 
 from __future__ import annotations
 
@@ -122,11 +122,36 @@ def _get_json(r: Repo, path: str, accept: str, timeout: float) -> dict:
 def image_architecture(repo: str, reference: str, *, timeout: float = 10.0) -> str | None:
     """The CPU architecture (``amd64``, ``arm64``...) in the config of the single-platform image ``repo:reference``
     (a tag or a ``sha256:`` digest); None for a multi-platform index. Raises like :func:`manifest_digest`."""
+    blob = _image_config(repo, reference, timeout)
+    arch = (blob or {}).get("architecture")
+    return str(arch) if arch else None
+
+
+def image_labels(repo: str, reference: str, *, timeout: float = 10.0) -> dict[str, str] | None:
+    """The labels in the config of the single-platform image ``repo:reference`` ({} for none); None for a
+    multi-platform index. Raises like :func:`manifest_digest`."""
+    blob = _image_config(repo, reference, timeout)
+    if blob is None:
+        return None
+    labels = (blob.get("config") or {}).get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _image_config(repo: str, reference: str, timeout: float) -> dict[str, Any] | None:
+    """The config blob of the single-platform image ``repo:reference``; None for a multi-platform index."""
     r = Repo.parse(repo)
     manifest = _get_json(r, f"manifests/{urllib.parse.quote(reference)}", MANIFEST_TYPES, timeout)
     config = (manifest.get("config") or {}).get("digest")
     if not config:
         return None  # an index of several platforms
-    blob = _get_json(r, f"blobs/{config}", "application/json, */*", timeout)
-    arch = blob.get("architecture")
-    return str(arch) if arch else None
+    return _get_json(r, f"blobs/{config}", "application/json, */*", timeout)
+
+
+def split_reference(image: str) -> tuple[str, str]:
+    """``repo@sha256:...`` (``repo:tag@sha256:...`` too: the digest wins) or ``repo:tag`` (``repo``: ``latest``) ->
+    (repo, digest or tag)."""
+    named, at, digest = image.partition("@")
+    head, _, last = named.rpartition("/")
+    name, colon, tag = last.partition(":")
+    repo = f"{head}/{name}" if head else name
+    return repo, digest if at else tag if colon else "latest"
