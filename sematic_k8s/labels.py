@@ -12,6 +12,9 @@ FUNC_LABEL = "sematic-k8s/func"
 ROLE_LABEL = "sematic-k8s/role"  # driver | worker
 ATTEMPT_LABEL = "sematic-k8s/attempt"  # workers (a restarted driver finds the attempt's worker again)
 RELAUNCH_LABEL = "sematic-k8s/relaunch"  # workers on Kubernetes: 0, or n for the n-th Job of an evicted attempt
+# an image's (written at its build, sematic_k8s.packaging.dockerfile): "1" where its worker signs its outcome document
+# with the key its task carries (sematic_k8s.executors.outcome_signing); an image without it predates that
+SIGNS_OUTCOMES_LABEL = "sematic-k8s/signs-outcomes"
 
 
 def label_value(text: str) -> str:

@@ -203,16 +203,21 @@ class TaskSpec:
 @dataclass(frozen=True, slots=True)
 class TaskRef:
     """Where a worker fetches a task too large to be handed over whole (a pod's Secret holds 1 MiB at most): the
-    storage key its TaskSpec (JSON) was stored at (:func:`task_key`, named by its content) and a presigned GET of it.
-    The URL is a secret until it expires: never logged."""
+    storage key its TaskSpec (JSON) was stored at (:func:`task_key`, named by its content) and a presigned GET of it;
+    and its ``signing_key``, which the stored copy never holds (:attr:`TaskSpec.signing_key`). The URL and the key are
+    secrets: never logged."""
 
     key: str
     url: str
+    signing_key: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"task_ref": {"key": self.key, "url": self.url}}, separators=(",", ":"))
+        doc: dict[str, Any] = {"task_ref": {"key": self.key, "url": self.url}}
+        if self.signing_key:
+            doc["signing_key"] = self.signing_key
+        return json.dumps(doc, separators=(",", ":"))
 
-    def __repr__(self) -> str:  # never the URL
+    def __repr__(self) -> str:  # never the URL nor the key
         return f"TaskRef(key={self.key!r})"
 
     @classmethod
@@ -220,7 +225,9 @@ class TaskRef:
         """The TaskRef that ``text`` holds, None when it holds a TaskSpec."""
         doc = json.loads(text)
         ref = doc.get("task_ref") if isinstance(doc, dict) else None
-        return cls(str(ref["key"]), str(ref["url"])) if isinstance(ref, dict) else None
+        if not isinstance(ref, dict):
+            return None
+        return cls(str(ref["key"]), str(ref["url"]), str(doc.get("signing_key") or ""))
 
 
 def task_key(root_id: str, run_id: str, attempt: int, task_json: str) -> str:

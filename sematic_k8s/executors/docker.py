@@ -11,7 +11,8 @@ removes every other worker container of the resolution. Workers get no credentia
 task) are all they store and read through; neither a key nor the driver's token is in their environment. The task
 itself is copied into the created container, before it starts, as a 0400 file of the image's user
 (:data:`TASK_FILE`, named by $SEMATIC_K8S_TASK_FILE) that the worker removes once read: ``docker inspect`` shows
-no URL, and one that lets its holder write the attempt's outcome is not left in an exited container.
+no URL, and one that lets its holder write the attempt's outcome is not left in an exited container. The task carries
+the key the worker signs its outcome with (:mod:`.outcome_signing`) where the image's label says its worker signs.
 
 A restarted driver (a newer one that took the resolution over) finds the worker containers of its resolution
 by their labels (one list, at its first resumed attempt) and re-attaches to the newest container of each
@@ -59,6 +60,7 @@ from sematic_k8s.docker_engine import (
 from sematic_k8s.docker_pull_wait import PULL_GRACE, pull_failing
 from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable
+from sematic_k8s.executors import outcome_signing
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.docker_create import ImageAbsent, Refused, cpus, memory_bytes
 from sematic_k8s.executors.docker_image_wait import ImageWait, Unpulled
@@ -82,6 +84,7 @@ class DockerExecutor(RemoteExecutor):
     Docker's wait; ended containers are also found, now and then, with one labelled list call."""
 
     presigns = True
+    signs = True  # where its image's worker can (workers_sign): the key goes in its task file, as its URLs do
 
     def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
                  client: Any = None, pull_grace: float = PULL_GRACE) -> None:
@@ -113,6 +116,22 @@ class DockerExecutor(RemoteExecutor):
         the spec's ``executor_settings["pull_grace"]`` when it has one."""
         return cls(storage, spec.storage_url, spec.image, env=worker_env(),
                    pull_grace=float(spec.executor_settings.get("pull_grace", PULL_GRACE)))
+
+    def image_signs(self, task: Task) -> bool:
+        """Whether the image's worker signs its outcome: its label, from the engine (else its registry), read as the
+        first worker starts (an engine that does not answer: DockerUnavailable, as at its launch)."""
+        return outcome_signing.image_signs(self.image, lambda: self._engine_labels(task.run_id))
+
+    def _engine_labels(self, run_id: str) -> dict[str, str] | None:
+        """The image's labels as the engine has them; None when it does not have the image (not pulled yet)."""
+        import docker.errors
+
+        try:
+            with engine_calls(f"starting the worker of run {run_id} (reading its image's labels)"):
+                attrs = self.client.api.inspect_image(self.image)
+        except docker.errors.NotFound:
+            return None
+        return dict((attrs.get("Config") or {}).get("Labels") or {})
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         """Create, fill and start the attempt's container. One the engine refuses (a limit out of its range, an

@@ -18,7 +18,9 @@ Secret may hold (1 MiB) is stored (content-addressed, ``tasks/<root>/<run>/<atte
 Secret holds a presigned GET of it instead (deleted with its Secret, or once a refresh stored a newer one, where the
 storage deletes, off the driver's loop; at the resolution's end, every copy left under ``tasks/<root>/``, earlier
 drivers' too: :mod:`.kubernetes_copies`); a restarted driver keeps the Secrets of the Jobs it re-attaches to, and
-makes again one an earlier driver left without its Job.
+makes again one an earlier driver left without its Job. Where the image's label says its worker signs its outcome
+(:mod:`.outcome_signing`), the task in the Secret carries the attempt's key (a stored copy never does: the reference
+in the Secret carries it), and a task without URLs goes in a Secret too.
 
 The executor holds the state and wires its pieces, one module per job:
 
@@ -49,6 +51,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized
+from sematic_k8s.executors import outcome_signing
 from sematic_k8s.executors.base import Task
 from sematic_k8s.executors.kubernetes_attempts import Attempt, Attempts, KubeStats, Waiting
 from sematic_k8s.executors.kubernetes_copies import TaskCopies
@@ -83,6 +86,9 @@ class KubernetesExecutor(RemoteExecutor):
     presigns = True
 
     enforces_timeouts = False  # the timeout counts from the worker container's start, as the pod watch reports it
+    # the key its worker signs its outcome with goes in its task Secret too (never in the Job, nor in the stored copy
+    # of a task too large for the Secret: the reference to it carries it), where its image's worker can (workers_sign)
+    signs = True
 
     def __init__(self, storage: Storage, storage_url: str, image: str, settings: KubernetesSettings | None = None,
                  *, api_client: client.ApiClient | None = None, backoff: Backoff | None = None,
@@ -143,13 +149,18 @@ class KubernetesExecutor(RemoteExecutor):
 
     # -- launching --------------------------------------------------------------------------------
 
+    def image_signs(self, task: Task) -> bool:
+        """Whether the image's worker signs its outcome: its label, read from its registry by digest."""
+        return outcome_signing.image_signs(self.image)
+
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
-        """With presigned URLs (``spec.urls``) the task goes in the Job's own Secret, presigned afresh at each create
-        (:meth:`presigned`), and the pod gets no storage Secret; without, in $SEMATIC_K8S_TASK (it holds no URL)."""
+        """With presigned URLs (``spec.urls``) or a signing key the task goes in the Job's own Secret, presigned
+        afresh at each create (:meth:`presigned`); with URLs the pod gets no storage Secret. A task with neither goes
+        in $SEMATIC_K8S_TASK (it holds no secret)."""
         self._start_watching(spec.root_id)
-        in_secret = bool(spec.urls)
+        in_secret = bool(spec.urls or spec.signing_key)
         worker_env = {**self.env, **env, **({} if in_secret else {TASK_ENV: spec.to_json()})}
-        job_settings = {**self.job_settings, **({"storage_secret": None} if in_secret else {})}
+        job_settings = {**self.job_settings, **({"storage_secret": None} if spec.urls else {})}
 
         def make_body(relaunch: int) -> dict[str, Any]:
             return to_dict(worker_job(spec, task.func, self.image, worker_env, namespace=self.namespace,
@@ -187,9 +198,9 @@ class KubernetesExecutor(RemoteExecutor):
         if len(text.encode()) <= manifests.SECRET_DATA_MAX:
             return text
         self.stats.tasks_stored += 1
-        ref = task_ref(self.storage, spec, claim=self.copies.claim)
+        ref = task_ref(self.storage, dataclasses.replace(spec, signing_key=""), claim=self.copies.claim)
         a.task_copies.append(ref.key)
-        return ref.to_json()
+        return dataclasses.replace(ref, signing_key=spec.signing_key).to_json()  # the key: in the Secret only
 
     def _delete_task_copies(self, a: Attempt, keep: int = 0) -> None:
         """Delete the stored copies of the attempt's task (:meth:`_handed`) but its newest ``keep``: all of them once

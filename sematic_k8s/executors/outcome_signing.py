@@ -9,6 +9,10 @@ token, from its Secret: a restarted driver of the same resolution has it too), e
 process's memory (a resolver without a server: a restarted one cannot verify what an earlier one's workers signed, and
 runs those attempts again). The worker signs its outcome document (its canonical JSON, in its :data:`SIGNATURE`
 field); the driver verifies the document it read, as parsed, before it adopts anything of it.
+
+A worker process runs this very code. A container's or a pod's runs its image's: a driver asks it for a signature
+only where the image says, by its :data:`~sematic_k8s.labels.SIGNS_OUTCOMES_LABEL` (written when it was built), that
+its worker signs (:func:`image_signs`): an image built before would refuse a task with a field it does not know.
 """
 
 from __future__ import annotations
@@ -16,13 +20,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sematic_k8s import settings
+from sematic_k8s.errors import RegistryAuthError
+from sematic_k8s.labels import SIGNS_OUTCOMES_LABEL
+from sematic_k8s.registry import UNANSWERED, image_labels, split_reference
 
 SIGNATURE = "signature"  # the outcome document's field that holds its signature
 _memory: bytes | None = None  # this process's secret where it has no credential for the server
+log = logging.getLogger("sematic_k8s")
+# an image's labels not read from its registry: refused, not answered, not there, not JSON
+UNREADABLE: tuple[type[Exception], ...] = (RegistryAuthError, ValueError, *UNANSWERED)
 
 
 def resolution_secret() -> bytes:
@@ -60,3 +72,20 @@ def unverified(key: str, document: Any) -> str:  # noqa: ANN401 - a client-writt
 def _mac(key: str, document: dict[str, Any]) -> str:
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hmac.new(bytes.fromhex(key), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def image_signs(image: str, on_engine: Callable[[], dict[str, str] | None] | None = None) -> bool:
+    """Whether the worker of ``image`` (by digest) signs its outcome document: its label, read from the engine that
+    runs it (``on_engine()``: its labels, None when the engine does not have it) else from its registry. An image
+    whose labels cannot be read (its registry refuses this driver, or does not answer) is said once and taken for
+    one that does not sign: its workers' outcomes are adopted unsigned, as before."""
+    labels = on_engine() if on_engine is not None else None
+    if labels is None:
+        try:
+            labels = image_labels(*split_reference(image))
+        except UNREADABLE as e:
+            log.warning("image %s: its registry did not give this driver its labels (%s): its workers' outcome "
+                        "documents are adopted unsigned; let the driver read that registry anonymously to have them "
+                        "signed", image, e)
+            return False
+    return (labels or {}).get(SIGNS_OUTCOMES_LABEL) == "1"

@@ -167,14 +167,16 @@ class RemoteExecutor:
 
     enforces_timeouts = True  # False where the platform stops workers itself (a pod's activeDeadlineSeconds)
     presigns = False  # True: workers get presigned URLs (when the storage makes them), not storage settings
-    # True where the task reaches the worker only outside the bucket (a process's stdin): its worker signs its outcome
-    # with a key of its attempt (outcome_signing), and an outcome without that signature is not adopted
+    # True where the task reaches the worker only outside the bucket (a process's stdin, a container's task file, a
+    # pod's task Secret): its worker signs its outcome with a key of its attempt (outcome_signing), where its image
+    # can (:meth:`workers_sign`), and an outcome without that signature is not adopted
     signs = False
 
     def __init__(self, storage: Storage, storage_url: str) -> None:
         self.storage = storage
         self.storage_url = storage_url
         self.secret = outcome_signing.resolution_secret() if self.signs else b""
+        self._signs: bool | None = None  # workers_sign(), once known
         self.running: dict[str, TaskSpec] = {}
         self.finished: list[Ended] = []  # resumed attempts whose outcome was already stored
         self.deadlines: dict[str, tuple[float, float]] = {}  # run id -> (monotonic deadline, timeout)
@@ -206,6 +208,18 @@ class RemoteExecutor:
         func), where they are read only on a failure ("" where they cannot be read, or were read already)."""
         return ""
 
+    def workers_sign(self, task: Task) -> bool:
+        """Whether this executor's workers are asked to sign their outcome (and theirs verified): where it
+        :attr:`signs` and their code can (:meth:`image_signs`), decided once, at the first ``task`` submitted."""
+        if self._signs is None:
+            self._signs = self.signs and self.image_signs(task)
+        return self._signs
+
+    def image_signs(self, task: Task) -> bool:
+        """Whether the code its workers run signs: a worker process's is this code; a container's or a pod's image
+        says (:func:`outcome_signing.image_signs`)."""
+        return True
+
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
         """A resumed attempt (a restarted driver's): follow its worker if it is still there, running or ended
         unwatched, and return how many seconds it has run; None when there is none to follow (where workers
@@ -221,7 +235,8 @@ class RemoteExecutor:
             input_formats={k: v.format for k, v in task.inputs.items()}, attempt=task.attempt,
             packaged_only=packaged.restricted_to() is not None,  # its driver's: a rerun the server started
             input_origins={k: v.origin for k, v in task.inputs.items() if v.origin},
-            signing_key=outcome_signing.attempt_key(self.secret, task.run_id, task.attempt) if self.signs else "",
+            signing_key=outcome_signing.attempt_key(self.secret, task.run_id, task.attempt)
+            if self.workers_sign(task) else "",
         )
         self.running[task.run_id] = spec
         if task.resumed:  # a restarted driver: its worker may still be there, or may have ended meanwhile
@@ -358,7 +373,8 @@ def load_task(text: str) -> TaskSpec:
     """The worker's side: its TaskSpec from what it was handed (``text``), itself or a :class:`TaskRef` to the copy
     it then fetches through the presigned GET, checked against the sha256 its key names. A copy not fetched (storage
     out of reach past the retry window, the GET expired, nothing there) or not that copy is a StorageError: the
-    worker exits 75 and its attempt is run again, handed over afresh."""
+    worker exits 75 and its attempt is run again, handed over afresh. The copy holds no signing key: the reference
+    carries it."""
     ref = TaskRef.parse(text)
     if ref is None:
         return TaskSpec.from_json(text)
@@ -371,7 +387,7 @@ def load_task(text: str) -> TaskSpec:
         storage.close()
     if f"/{hashlib.sha256(data).hexdigest()}." not in ref.key:
         raise StorageError(f"the task fetched from {ref.key!r} is not the one its key names (other bytes)")
-    return TaskSpec.from_json(data.decode())
+    return dataclasses.replace(TaskSpec.from_json(data.decode()), signing_key=ref.signing_key)  # the key: handed
 
 
 def worker_said(logs: str) -> tuple[str, str] | None:

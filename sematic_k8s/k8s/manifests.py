@@ -300,8 +300,9 @@ def worker_job(spec: TaskSpec, func: Any, image: str, env: Mapping[str, str], *,
     Workers need no Kubernetes API: no service account token is mounted unless ``automount_token``. The worker runs
     with its stderr on its stdout's pipe (:data:`~sematic_k8s.specs.WORKER_ONE_STREAM_COMMAND`): the kubelet's log
     has its lines in the order written, its last words last.
-    ``task_in_secret``: the task (with presigned URLs) is read from the Job's own Secret (:func:`task_secret`),
-    mounted read-only at :data:`TASK_DIR` and named by $SEMATIC_K8S_TASK_FILE; pass no ``storage_secret`` then.
+    ``task_in_secret``: the task (with presigned URLs, or its signing key) is read from the Job's own Secret
+    (:func:`task_secret`), mounted read-only at :data:`TASK_DIR` and named by $SEMATIC_K8S_TASK_FILE; pass no
+    ``storage_secret`` with presigned URLs.
     """
     job_labels = {**MANAGED_BY, **(labels or {}), **run_labels(spec.root_id, spec.run_id, func.name, "worker"),
                   ATTEMPT_LABEL: str(spec.attempt), RELAUNCH_LABEL: str(relaunch)}

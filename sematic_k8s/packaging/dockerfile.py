@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+from sematic_k8s.labels import SIGNS_OUTCOMES_LABEL
 from sematic_k8s.packaged import MANIFEST, python_roots
 from sematic_k8s.packaging.context import CODE_DIR, BuildContext
 from sematic_k8s.settings import CODE_DIR_ENV
@@ -67,5 +68,6 @@ def render_dockerfile(ctx: BuildContext, sematic_wheel: str) -> str:
               "# the list of the project's files (changed only by adding or removing one), then its code, last",
               f"COPY {PACKAGED} {MANIFEST}",
               f"COPY {CODE} {CODE_DIR}",
-              f"LABEL sematic-k8s/context-hash={ctx.context_hash} sematic-k8s/version={ctx.sematic_version}"]
+              f"LABEL sematic-k8s/context-hash={ctx.context_hash} sematic-k8s/version={ctx.sematic_version} "
+              f"{SIGNS_OUTCOMES_LABEL}=1"]
     return "\n".join(lines) + "\n"

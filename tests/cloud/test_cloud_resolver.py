@@ -27,6 +27,7 @@ from projects import user_project
 from sematic_k8s import settings
 from sematic_k8s.cli import cli
 from sematic_k8s.errors import ServerError, StorageError
+from sematic_k8s.specs import outcome_key
 from sematic_k8s_server import auth
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import free_port, serve, wait_for
@@ -186,6 +187,9 @@ def test_no_container_shows_an_s3_key_and_the_pipeline_still_stores_to_s3(infra,
             assert env["SEMATIC_K8S_AWS_SECRET_ACCESS_KEY_FILE"] and env["SEMATIC_K8S_AWS_ACCESS_KEY_ID_FILE"]
         else:
             assert [name for name in env if name.endswith("_FILE")] == [settings.TASK_FILE_ENV], sorted(env)
+            # its driver (its image's label: it signs) handed it a key in that file; it signed its outcome with it
+            run_id = attrs["Config"]["Labels"]["sematic-k8s/run-id"]
+            assert "signature" in json.loads(storage.get(outcome_key(run_id, 1))), run_id
 
 
 def test_cloud_pipeline_rerun_cache_and_code_edit(infra, s3_env, project, tmp_path):
