@@ -35,10 +35,12 @@ from sematic_k8s.executors.remote import load_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.k8s.manifests import task_secret_name, worker_job_name  # noqa: E402
-from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, TASK_FILE_ENV  # noqa: E402
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, TASK_ENV, TASK_FILE_ENV  # noqa: E402
 from sematic_k8s.specs import TaskRef, TaskSpec, outcome_key  # noqa: E402
 from sematic_k8s.storage.base import artifact_key, put_artifact  # noqa: E402
+from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
+from sematic_k8s.storage.urls import storage_url  # noqa: E402
 from signing_images import labelled  # noqa: E402
 
 NS = "runs"
@@ -81,7 +83,7 @@ def submit(ex: KubernetesExecutor, root_id: str, x: int, run_id: str | None = No
     return run_id
 
 
-def value_of(storage: S3Storage, outcome: Any) -> Any:  # noqa: ANN401
+def value_of(storage: Any, outcome: Any) -> Any:  # noqa: ANN401
     assert outcome.output is not None, outcome.error_info
     return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
 
@@ -198,3 +200,27 @@ def test_a_fan_in_too_large_for_a_secret_has_its_key_in_the_secret_never_in_the_
     assert [t.signing_key for t in fetched] == [ref.signing_key]
     assert value_of(storage, outcome) == sum(range(WIDTH))
     assert "signature" in json.loads(storage.get(outcome_key(run_id, 1)))
+
+
+def test_a_pod_of_a_storage_without_urls_gets_its_key_in_its_task_secret_beside_its_storage_secret(cluster, api,
+                                                                                                    storage, images,
+                                                                                                    tmp_path):
+    """A storage that makes no presigned URLs (its pods read it with the storage Secret's keys): the task held no
+    secret and went in $SEMATIC_K8S_TASK; with its key it goes in the Job's task Secret, the storage Secret kept."""
+    local = LocalStorage(tmp_path / "storage")
+    client.CoreV1Api(api).create_namespaced_secret(NS, {"metadata": {"name": "sk-s3"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}})
+    ex = KubernetesExecutor(local, storage_url(local), images["signs"], namespace=NS, api_client=api, env={},
+                            backoff=FAST, storage_secret="sk-s3", owner=False, creates_per_second=0, event_check=0.2)
+    try:
+        run_id = submit(ex, new_id(), 4)
+        job, task = handed(cluster, run_id)
+        outcome = ended(ex, 1)[run_id]
+    finally:
+        ex.close()
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert TASK_ENV not in env and TASK_FILE_ENV in env and task.urls == {}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "sk-s3"
+    assert len(task.signing_key) == 64 and task.signing_key not in json.dumps(job)
+    assert value_of(local, outcome) == 16 and "signature" in json.loads(local.get(outcome_key(run_id, 1)))
