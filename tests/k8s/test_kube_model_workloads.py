@@ -4,10 +4,14 @@ capacity, kubelet admission, image pulls, container configuration, volumes, side
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import re
 import sys
-from collections.abc import Iterator
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from kube_model import Cluster, NodeSpec, Script, SimContext  # noqa: E402
 from projects import forget  # noqa: E402
+from sematic_k8s.storage.urls import storage_from_url  # noqa: E402
 
 NS = "work"
 IMAGE = "127.0.0.1:5000/pipelines@sha256:" + "ab" * 32
@@ -737,3 +742,91 @@ def test_simulated_pods_run_the_real_worker_in_a_subprocess_or_in_process(cluste
     finally:
         forget(module)
         sys.modules.pop(module, None)
+
+
+def _recording_server(seen: list[str]) -> http.server.ThreadingHTTPServer:
+    """An HTTP/1.1 server on 127.0.0.1 (connections kept alive), serving on a thread, answering 200 to GET and PUT
+    and appending each request's method and path to ``seen``."""
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(f"{self.command} {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("ignore_sigterm,exit_code", [(True, 137), (False, 143)], ids=["past-grace", "at-sigterm"])
+def test_a_func_container_ended_by_its_deadline_can_store_nothing_after_its_reported_end(cluster, api, tmp_path,
+                                                                                        ignore_sigterm, exit_code):
+    """A func container (a thread of this process) whose pod's activeDeadlineSeconds passes is stopped as the
+    kubelet stops one: SIGTERM, and SIGKILL after terminationGracePeriodSeconds when it does not end (137), or its
+    end at the SIGTERM (143, a Python process's without a handler). Once the pod says so, nothing the function does
+    lands, as nothing a killed process does would: not a storage's outcome (a file), not an HTTP request (on a
+    connection kept alive from before its end, nor on a new one), not a thread's (started before its end), not a
+    log line; each refused where it is tried."""
+    core = client.CoreV1Api(api)
+    seen: list[str] = []
+    server = _recording_server(seen)
+    storage = storage_from_url(f"file://{tmp_path}")
+    reported, tried = threading.Event(), threading.Event()
+    refused: dict[str, str] = {}
+
+    def attempt(what: str, act: Callable[[], Any]) -> None:
+        try:
+            act()
+        except BaseException as e:  # noqa: BLE001 - what stopped it is the point
+            refused[what] = type(e).__name__
+
+    def late(ctx: SimContext) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+        conn.request("GET", "/alive")
+        conn.getresponse().read()
+        late_thread = threading.Thread(target=lambda: (reported.wait(60), attempt(
+            "thread", lambda: storage.put("runs/r1/from-thread", b"x"))))
+        late_thread.start()
+        try:
+            ctx.stopped.wait(60)  # the SIGTERM, then past the grace period
+            reported.wait(60)
+
+            def put_again() -> None:
+                conn.request("PUT", "/runs/r1/outcome", body=b"{}")
+                conn.getresponse().read()
+            attempt("outcome", lambda: storage.put("runs/r1/outcome.json", b'{"ok": true}'))
+            attempt("kept-alive PUT", put_again)
+            attempt("new connection", lambda: urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{server.server_address[1]}/runs/r1/artifact", data=b"1", method="PUT")))
+            attempt("log", lambda: ctx.log("stored late"))
+            late_thread.join(60)
+            return 0
+        finally:
+            tried.set()
+    cluster.behaviour = by_name("", {"late": Script(func=late, ignore_sigterm=ignore_sigterm)})
+    core.create_namespaced_pod(NS, {"metadata": {"name": "late"}, "spec": {
+        "restartPolicy": "Never", "activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": IMAGE}]}})
+    try:
+        pod = cluster.wait(lambda: (p := core.read_namespaced_pod("late", NS)).status.phase == "Failed" and p)
+        terminated = pod.status.container_statuses[0].state.terminated
+        assert (pod.status.reason, terminated.exit_code, terminated.reason) == ("DeadlineExceeded", exit_code, "Error")
+        reported.set()
+        assert tried.wait(30)
+        assert refused == dict.fromkeys(["thread", "outcome", "kept-alive PUT", "new connection", "log"],
+                                        "ContainerKilled"), refused
+        assert seen == ["GET /alive"]
+        assert not storage.exists("runs/r1/outcome.json") and not storage.exists("runs/r1/from-thread")
+        assert core.read_namespaced_pod_log("late", NS) == ""
+    finally:
+        reported.set()
+        server.shutdown()
+        server.server_close()

@@ -12,7 +12,8 @@ to over HTTP(S), with the control plane and kubelets behind it. Production code 
   controllers, garbage collector, namespaces, quota status, autoscaler, scheduler.
 - :mod:`~kube_model.kubelet`, :mod:`~kube_model.runtimes`, :mod:`~kube_model.podenv`: kubelets that run pods in
   Docker or simulate them, with real status shapes and Events; :mod:`~kube_model.crilog`: a process container's log
-  as containerd writes it (a copier a stream, one file in the CRI format) and as the kubelet reads it.
+  as containerd writes it (a copier a stream, one file in the CRI format) and as the kubelet reads it;
+  :mod:`~kube_model.cutoff`: a func container's threads cut off from every side effect at its reported end.
 
 Typical use::
 

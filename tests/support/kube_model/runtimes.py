@@ -7,7 +7,8 @@ on 127.0.0.1 (nothing else is reachable). Memory limits are real (an overrun is 
 
 :class:`SimRuntime` runs no container: each one follows a :class:`Script` (run for a while, print logs, exit with
 a code, be OOM-killed, never exit) chosen per pod by a behaviour, or runs the container's command for real in a
-subprocess (``process=True``), or calls a Python function in a thread (``func``). A subprocess's stdout and stderr
+subprocess (``process=True``), or calls a Python function in a thread (``func``), whose threads are cut off from
+every side effect once its end is reported (:mod:`~kube_model.cutoff`). A subprocess's stdout and stderr
 are two pipes, logged by two copiers into one file as containerd's CRI logger does (:mod:`~kube_model.crilog`):
 its log's order across the streams is theirs, not the process's, as on a node.
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kube_model import crilog
+from kube_model.cutoff import ContainerKilled, Life
 
 MIN_MEMORY = 6 * 1024 * 1024  # the smallest memory limit a container runtime starts a container with (Docker: 6MB)
 LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost)(:\d+)?/")
@@ -286,7 +288,9 @@ class Script:
     ``logs`` and written ``message`` to its termination log. ``forever``: it never exits by itself (a classic
     sidecar). ``process``: run the container's command for real in a subprocess (``python`` is this
     interpreter; ``extra_env`` is added, e.g. PYTHONPATH). ``func``: call ``func(ctx)`` in a thread; its return
-    value is the exit code. ``ignore_sigterm``: a stop waits out the whole grace period.
+    value is the exit code; once the container is reported ended (its return, a stop's 143 or 137), its threads
+    can do nothing that lands (:mod:`~kube_model.cutoff`). ``ignore_sigterm``: a stop waits out the whole grace
+    period (else a SIGTERM ends it at once, as a Python process without a handler of its own: 143).
     """
 
     run: float = 0.0
@@ -327,8 +331,11 @@ class SimContext:
     stopped: threading.Event
     lines: list[tuple[float, str]]
     spec: ContainerSpec | None = None
+    life: Life | None = None
 
     def log(self, text: str) -> None:
+        if self.life is not None and self.life.ended:  # a dead container's output: none
+            raise ContainerKilled(f"container {self.life.name} ended: log refused")
         for line in text.splitlines(keepends=True):
             self.lines.append((time.time(), line if line.endswith("\n") else line + "\n"))
 
@@ -373,6 +380,7 @@ class SimHandle:
         self.log_path: str | None = None
         self.copiers: list[asyncio.Future[None]] = []  # a process's log copiers, one per stream (see crilog)
         self.pipes: tuple[int, ...] = ()  # the inodes of its stdout's and stderr's pipes
+        self.life: Life | None = None  # a func's: its threads cut off at its end
 
 
 def _container_processes(session: int, pipes: tuple[int, ...]) -> list[int]:
@@ -490,15 +498,22 @@ class SimRuntime:
             handle.copiers = [_copier(loop, log, fd, stream) for fd, stream in ((out_r, "stdout"), (err_r, "stderr"))]
             asyncio.ensure_future(self._watch_process(handle, log))
         elif script.func is not None:
+            life = handle.life = Life(handle.spec.docker_name)
             ctx = SimContext(dict(handle.spec.env), handle.spec.pod, handle.spec.container, handle.stopped_flag,
-                             handle.lines, handle.spec)
+                             handle.lines, handle.spec, life)
 
             def call() -> int:
+                life.enter()
                 try:
-                    return int(script.func(ctx) or 0)  # type: ignore[misc]
-                except Exception as e:  # noqa: BLE001 - a crashing container
-                    ctx.log(f"{type(e).__name__}: {e}")
-                    return 1
+                    try:
+                        return int(script.func(ctx) or 0)  # type: ignore[misc]
+                    except Exception as e:  # noqa: BLE001 - a crashing container
+                        ctx.log(f"{type(e).__name__}: {e}")
+                        return 1
+                except ContainerKilled:  # it ended meanwhile: its exit was reported, this code is not
+                    return 137
+                finally:
+                    life.leave()
             fut = loop.run_in_executor(self.pool, call)
             fut.add_done_callback(lambda f: self._finish(handle, f.result() if not f.cancelled() else 137))
         else:
@@ -524,6 +539,8 @@ class SimRuntime:
 
     def _finish(self, handle: SimHandle, code: int, oom: bool = False) -> None:
         if handle.done is not None and not handle.done.done():
+            if handle.life is not None:  # before its end is known: nothing its threads do from now on lands
+                handle.life.end()
             handle.done.set_result(Exit(code, oom, handle.started, _ts(), handle.script.message))
 
     async def wait(self, handle: SimHandle, spec: ContainerSpec) -> Exit:
