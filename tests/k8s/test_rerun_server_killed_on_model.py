@@ -78,7 +78,7 @@ def test_a_server_killed_after_answering_a_rerun_mid_launch_loses_no_claim_and_l
                 r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
                 assert r.status_code == 202, r.text
                 first = r.json()["resolution_id"]
-                assert proxy.held == 1, "the driver Job's create was not held"
+                wait_for(lambda: proxy.held == 1, 60, what="the driver Job's create held by the proxy")
                 busy = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
                 assert busy.status_code == 429, busy.text  # its one slot held by the launch under way
             server.kill()
@@ -119,7 +119,7 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
                 r = c.post(f"/api/v1/resolutions/{root}/rerun", json={})
                 assert r.status_code == 202, r.text
                 first = r.json()["resolution_id"]
-                assert proxy.held == 1, "the driver Job's create was not held"
+                wait_for(lambda: proxy.held == 1, 60, what="the driver Job's create held by the proxy")
             server.kill()
             proxy.passing()
             [left] = [s for s in cluster.list("secrets", NS) if s["metadata"]["name"] == f"sk-token-{first}"]
@@ -217,7 +217,7 @@ def _two_replicas_one_launch_held(tmp_path, monkeypatch: pytest.MonkeyPatch, buc
             other.start()
             root = record_resolution(first_server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
             first = _rerun(first_server.url, root)
-            assert proxy.held == 1, "the driver Job's create was not held"
+            wait_for(lambda: proxy.held == 1, 60, what="the driver Job's create held by the proxy")
             yield _HeldLaunch(cluster, proxy, first_server, other, root, first)
         finally:
             for server in (first_server, other):
