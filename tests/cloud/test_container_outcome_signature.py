@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
+from executor_tasks import outcome_of, submit, value_of
 from infra import REGISTRY, docker_client, require_docker
 from projects import user_project
 from sematic_k8s import serialization
-from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
 from sematic_k8s.labels import RUN_LABEL
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, worker_env
 from sematic_k8s.specs import outcome_key
-from sematic_k8s.storage.base import artifact_key, artifact_loader, put_artifact
+from sematic_k8s.storage.base import put_artifact
 from sematic_k8s.storage.s3 import S3Storage
 
 # main just before workers in containers signed: its packaging builds an image as an older version did (no label)
@@ -88,21 +88,8 @@ def storage(monkeypatch) -> S3Storage:
     return storage
 
 
-def submit(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> Task:  # noqa: ANN401
-    record = put_artifact(storage, serialization.serialize(x))
-    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
-    task = Task(uuid.uuid4().hex, uuid.uuid4().hex, func, {"x": value})
-    executor.submit(task)
-    return task
 
 
-def outcome_of(executor: DockerExecutor) -> Outcome:
-    outcomes: list[Outcome] = []
-    deadline = time.monotonic() + 120
-    while not outcomes and time.monotonic() < deadline:
-        outcomes = executor.wait(5)
-    assert outcomes, "no outcome within two minutes"
-    return outcomes[0]
 
 
 def stored_outcome(storage: S3Storage, run_id: str) -> dict[str, Any]:
@@ -113,9 +100,6 @@ def stored_outcome(storage: S3Storage, run_id: str) -> dict[str, Any]:
     return json.loads(storage.get(outcome_key(run_id, 1)))
 
 
-def value_of(storage: S3Storage, outcome: Outcome) -> Any:  # noqa: ANN401
-    assert outcome.output is not None, outcome.error_info
-    return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
 
 
 def test_a_docker_worker_signs_its_outcome_and_one_replaced_in_the_bucket_is_not_adopted(project, storage, caplog):

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from docker import errors as docker_errors
 
+from executor_tasks import outcome_of, submit
 from fd_report import open_fds
 from infra import REGISTRY, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
@@ -51,7 +52,7 @@ from sematic_k8s.executors.docker import DockerExecutor
 from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL
 from sematic_k8s.settings import SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE, outcome_key
-from sematic_k8s.storage.base import artifact_key, artifact_loader, log_key, put_artifact
+from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.s3 import S3Storage
 from skewed_clock import FAKETIME, skewed
 from waiting import wait_for
@@ -215,21 +216,8 @@ def executor(project, storage) -> Iterator[DockerExecutor]:
     executor.close()
 
 
-def submit(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> Task:  # noqa: ANN401
-    record = put_artifact(storage, serialization.serialize(x))
-    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
-    task = Task(uuid.uuid4().hex, uuid.uuid4().hex, func, {"x": value})
-    executor.submit(task)
-    return task
 
 
-def outcome_of(executor: DockerExecutor) -> Outcome:
-    outcomes: list[Outcome] = []
-    deadline = time.monotonic() + 120
-    while not outcomes and time.monotonic() < deadline:
-        outcomes = executor.wait(5)
-    assert outcomes, "no outcome within two minutes"
-    return outcomes[0]
 
 
 def run(executor: DockerExecutor, storage: S3Storage, func: Any, x: int) -> tuple[Task, Outcome]:  # noqa: ANN401

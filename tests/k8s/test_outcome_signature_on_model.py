@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from executor_tasks import value_of
+
 kubernetes = pytest.importorskip("kubernetes")
 pytest.importorskip("boto3")
 
@@ -37,7 +39,7 @@ from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.k8s.manifests import task_secret_name, worker_job_name  # noqa: E402
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, TASK_ENV, TASK_FILE_ENV  # noqa: E402
 from sematic_k8s.specs import TaskRef, TaskSpec, outcome_key  # noqa: E402
-from sematic_k8s.storage.base import artifact_key, put_artifact  # noqa: E402
+from sematic_k8s.storage.base import put_artifact  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
 from sematic_k8s.storage.urls import storage_url  # noqa: E402
@@ -83,9 +85,6 @@ def submit(ex: KubernetesExecutor, root_id: str, x: int, run_id: str | None = No
     return run_id
 
 
-def value_of(storage: Any, outcome: Any) -> Any:  # noqa: ANN401
-    assert outcome.output is not None, outcome.error_info
-    return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
 
 
 def handed(cluster: Cluster, run_id: str) -> tuple[dict[str, Any], TaskSpec]:
