@@ -117,7 +117,7 @@ class DockerExecutor(RemoteExecutor):
         return cls(storage, spec.storage_url, spec.image, env=worker_env(),
                    pull_grace=float(spec.executor_settings.get("pull_grace", PULL_GRACE)))
 
-    def image_signs(self, task: Task) -> bool:
+    def image_signs(self, task: Task) -> bool | None:
         """Whether the image's worker signs its outcome: its label, from the engine (else its registry), read as the
         first worker starts (an engine that does not answer: DockerUnavailable, as at its launch)."""
         return outcome_signing.image_signs(self.image, lambda: self._engine_labels(task.run_id))

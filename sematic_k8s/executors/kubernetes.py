@@ -149,7 +149,7 @@ class KubernetesExecutor(RemoteExecutor):
 
     # -- launching --------------------------------------------------------------------------------
 
-    def image_signs(self, task: Task) -> bool:
+    def image_signs(self, task: Task) -> bool | None:
         """Whether the image's worker signs its outcome: its label, read from its registry by digest."""
         return outcome_signing.image_signs(self.image)
 

@@ -63,29 +63,38 @@ def unverified(key: str, document: Any) -> str:  # noqa: ANN401 - a client-writt
     """Why ``document`` (as read back) is not one ``key`` signed, in a few words; "" when it is."""
     if not isinstance(document, dict) or not isinstance(document.get(SIGNATURE), str):
         return "unsigned"
+    said = document[SIGNATURE]
     rest = {k: v for k, v in document.items() if k != SIGNATURE}
-    if not hmac.compare_digest(_mac(key, rest).encode(), document[SIGNATURE].encode()):
+    if not said.isascii() or not hmac.compare_digest(_mac(key, rest).encode(), said.encode()):
         return "signed by another key, or changed since"
     return ""
 
 
 def _mac(key: str, document: dict[str, Any]) -> str:
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    """``key``'s HMAC over ``document`` as its reader parses it back (keys that are not strings, such as a preview's
+    ints, become JSON's strings first: the worker signs what the driver will read), in canonical JSON."""
+    as_read = json.loads(json.dumps(document))
+    canonical = json.dumps(as_read, sort_keys=True, separators=(",", ":"))
     return hmac.new(bytes.fromhex(key), canonical.encode(), hashlib.sha256).hexdigest()
 
 
-def image_signs(image: str, on_engine: Callable[[], dict[str, str] | None] | None = None) -> bool:
+def image_signs(image: str, on_engine: Callable[[], dict[str, str] | None] | None = None) -> bool | None:
     """Whether the worker of ``image`` (by digest) signs its outcome document: its label, read from the engine that
-    runs it (``on_engine()``: its labels, None when the engine does not have it) else from its registry. An image
-    whose labels cannot be read (its registry refuses this driver, or does not answer) is said once and taken for
-    one that does not sign: its workers' outcomes are adopted unsigned, as before."""
+    runs it (``on_engine()``: its labels, None when the engine does not have it) else from its registry; None when
+    its labels cannot be read now (its registry refuses this driver, or does not answer: said, and its workers'
+    outcomes adopted unsigned until they can be). A multi-platform index (no one config to read) is said too, and
+    taken for an image that does not sign."""
     labels = on_engine() if on_engine is not None else None
     if labels is None:
         try:
             labels = image_labels(*split_reference(image))
         except UNREADABLE as e:
             log.warning("image %s: its registry did not give this driver its labels (%s): its workers' outcome "
-                        "documents are adopted unsigned; let the driver read that registry anonymously to have them "
-                        "signed", image, e)
-            return False
+                        "documents are adopted unsigned until it does (asked again in a minute); let the driver read "
+                        "that registry anonymously to have them signed", image, e)
+            return None
+        if labels is None:
+            log.warning("image %s is a multi-platform index: its label saying its workers sign is not read; their "
+                        "outcome documents are adopted unsigned (give the driver a single-platform image's digest "
+                        "to have them signed)", image)
     return (labels or {}).get(SIGNS_OUTCOMES_LABEL) == "1"

@@ -57,6 +57,7 @@ from sematic_k8s.storage.presigned import PresignedStorage
 LOG_TAIL = 40  # a dead worker's last log lines (its container's or its process's stderr) kept for its error
 POLL_INTERVAL = 0.05  # seconds between checks when a subclass cannot block on its workers
 CARRIED_MAX = 1024 * 1024  # bytes of a value a presigned worker carries in its outcome document; more: staged
+SIGNS_ASKED_AGAIN_AFTER = 60.0  # seconds before an image's labels that could not be read are asked for again
 URL_EXPIRY = 24 * 3600.0  # seconds a worker's presigned PUTs last when its func has no timeout
 READ_GRACE = 900.0  # seconds (and twice the retry window) a worker's input GETs last: it reads them as it starts
 log = logging.getLogger("sematic_k8s")
@@ -177,6 +178,7 @@ class RemoteExecutor:
         self.storage_url = storage_url
         self.secret = outcome_signing.resolution_secret() if self.signs else b""
         self._signs: bool | None = None  # workers_sign(), once known
+        self._signs_asked_again_at = 0.0  # monotonic time before which an unknown workers_sign() is not asked again
         self.running: dict[str, TaskSpec] = {}
         self.finished: list[Ended] = []  # resumed attempts whose outcome was already stored
         self.deadlines: dict[str, tuple[float, float]] = {}  # run id -> (monotonic deadline, timeout)
@@ -210,14 +212,18 @@ class RemoteExecutor:
 
     def workers_sign(self, task: Task) -> bool:
         """Whether this executor's workers are asked to sign their outcome (and theirs verified): where it
-        :attr:`signs` and their code can (:meth:`image_signs`), decided once, at the first ``task`` submitted."""
-        if self._signs is None:
-            self._signs = self.signs and self.image_signs(task)
-        return self._signs
+        :attr:`signs` and their code can (:meth:`image_signs`), decided once it is known; while it cannot be read
+        (a registry that does not answer) not, asked again at a submit :data:`SIGNS_ASKED_AGAIN_AFTER` later (a
+        lookup that failed once does not turn signing off for the driver's life)."""
+        if self._signs is None and self.signs and time.monotonic() >= self._signs_asked_again_at:
+            self._signs = self.image_signs(task)
+            if self._signs is None:
+                self._signs_asked_again_at = time.monotonic() + SIGNS_ASKED_AGAIN_AFTER
+        return bool(self._signs) if self.signs else False
 
-    def image_signs(self, task: Task) -> bool:
-        """Whether the code its workers run signs: a worker process's is this code; a container's or a pod's image
-        says (:func:`outcome_signing.image_signs`)."""
+    def image_signs(self, task: Task) -> bool | None:
+        """Whether the code its workers run signs (None: not known now): a worker process's is this code; a
+        container's or a pod's image says (:func:`outcome_signing.image_signs`)."""
         return True
 
     def reattach(self, spec: TaskSpec, task: Task) -> float | None:
@@ -299,7 +305,14 @@ class RemoteExecutor:
         URLs), once its signature is verified where its worker was asked to sign: one that is not (written or
         replaced by another writer of the bucket, or by an older driver's worker) is logged and the attempt lost,
         an infrastructure failure (OutcomeUnverified): it is run again."""
-        doc = json.loads(document)
+        try:
+            doc = json.loads(document)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError) as error:  # client-written bytes: not JSON, nested past reading
+            log.warning("run %s attempt %d: its outcome document cannot be read (%s): not adopted, the attempt is "
+                        "run again", spec.run_id, spec.attempt, type(error).__name__)
+            return {"error": _died(dataclasses.replace(e, reason="OutcomeUnverified", message="not readable"))}
         if spec.signing_key:
             why = outcome_signing.unverified(spec.signing_key, doc)
             if why:

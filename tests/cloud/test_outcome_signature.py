@@ -45,6 +45,14 @@ def plants_its_outcome(x: int) -> int:
     return 2 * x
 
 
+@sk.func(inline=False)
+def framed(x: int) -> Any:  # noqa: ANN401
+    """A table whose preview (in its outcome document's record) holds dicts keyed by ints, and by ints and strings."""
+    import pandas as pd
+
+    return pd.DataFrame({"c": [{2: "a", 10: "b"}, {x: "q", "b": 2}]})
+
+
 class ProcessResolver(sk.LocalResolver):
     """Inline funcs in this process, the others in worker processes."""
 
@@ -100,6 +108,15 @@ def replace_outcome(storage: Storage, run_id: str, value: int) -> None:
     storage.put(outcome_key(run_id, 1), json.dumps({**honest, "output": forged}).encode(), repair=True)
 
 
+def plant_over_outcome(storage: Storage, run_id: str, document: bytes) -> None:
+    """The other bucket writer's move: the attempt's outcome document replaced by ``document``'s bytes."""
+    deadline = time.monotonic() + 60
+    while not storage.exists(outcome_key(run_id, 1)):
+        assert time.monotonic() < deadline, "the worker stored no outcome"
+        time.sleep(0.05)
+    storage.put(outcome_key(run_id, 1), document, repair=True)
+
+
 def assert_not_adopted(outcome: Outcome, run_id: str, caplog: pytest.LogCaptureFixture) -> None:
     assert outcome.output is None
     assert outcome.error_info is not None
@@ -116,6 +133,37 @@ def test_an_outcome_replaced_by_another_writer_of_the_bucket_is_not_adopted(stor
     executor.submit(t)
     replace_outcome(storage, t.run_id, 666)
     assert_not_adopted(outcome_of(executor), t.run_id, caplog)
+
+
+@pytest.mark.parametrize("document", [
+    b"not JSON", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000,
+    json.dumps({"output": None, "signature": "\ud800" * 64}).encode(),
+], ids=["not-json", "not-an-object", "nested-past-reading", "signature-not-ascii"])
+def test_an_outcome_replaced_by_unreadable_bytes_is_not_adopted_and_the_driver_goes_on(storage, executor, caplog,
+                                                                                       document):
+    """Was: the driver's wait raised (json's ValueError or RecursionError, the signature's UnicodeEncodeError): one
+    writer of the bucket ended every resolution of that driver, not only that attempt."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    t = task(storage, 21)
+    executor.submit(t)
+    plant_over_outcome(storage, t.run_id, document)
+    assert_not_adopted(outcome_of(executor), t.run_id, caplog)
+    after = task(storage, 4)
+    executor.submit(after)
+    assert value_of(storage, outcome_of(executor)) == 8
+
+
+def test_an_outcome_whose_preview_has_keys_that_are_not_strings_is_adopted(storage, executor):
+    """JSON makes a dict's int keys strings: the worker signs the document as its driver reads it back. Was: int
+    keys sorted as ints by the worker, as strings by the driver: OutcomeUnverified at every attempt; ints and strings
+    together: the worker's sort raised TypeError, no outcome."""
+    t = task(storage, 7)
+    t = Task(t.run_id, t.root_id, framed, t.inputs)
+    executor.submit(t)
+    outcome = outcome_of(executor)
+    assert outcome.error_info is None, outcome.error_info
+    frame = value_of(storage, outcome)
+    assert list(frame["c"]) == [{2: "a", 10: "b"}, {7: "q", "b": 2}]
 
 
 def test_an_honest_workers_outcome_is_adopted_by_its_driver_and_by_a_restarted_one(storage, executor):

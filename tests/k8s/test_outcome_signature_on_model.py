@@ -7,10 +7,13 @@ is adopted unsigned. Workers run the real worker code in-process on simulated no
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,12 +28,13 @@ from kubernetes import client  # noqa: E402
 from wide_pipeline import WIDTH, wide  # noqa: E402
 
 import sematic_k8s as sk  # noqa: E402
-from infra import docker_client, require_docker  # noqa: E402
+from infra import REGISTRY, docker_client, require_docker  # noqa: E402
 from kube_model import Cluster, Script, SimContext  # noqa: E402
 from model_workers import behave, ended, held, worker  # noqa: E402
+from s3_front import relay  # noqa: E402
 from s3server import fresh_bucket  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
-from sematic_k8s.executors import outcome_signing  # noqa: E402
+from sematic_k8s.executors import outcome_signing, remote  # noqa: E402
 from sematic_k8s.executors.base import Task  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from sematic_k8s.executors.remote import load_task  # noqa: E402
@@ -43,6 +47,7 @@ from sematic_k8s.storage.base import put_artifact  # noqa: E402
 from sematic_k8s.storage.local import LocalStorage  # noqa: E402
 from sematic_k8s.storage.s3 import S3Storage  # noqa: E402
 from sematic_k8s.storage.urls import storage_url  # noqa: E402
+from serving import free_port  # noqa: E402
 from signing_images import labelled  # noqa: E402
 
 NS = "runs"
@@ -223,3 +228,47 @@ def test_a_pod_of_a_storage_without_urls_gets_its_key_in_its_task_secret_beside_
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "sk-s3"
     assert len(task.signing_key) == 64 and task.signing_key not in json.dumps(job)
     assert value_of(local, outcome) == 16 and "signature" in json.loads(local.get(outcome_key(run_id, 1)))
+
+
+@contextlib.contextmanager
+def registry_on(port: int) -> Iterator[None]:
+    """The test registry answering on ``port`` too (a relay to it), for the block's length."""
+
+    class Relay(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            relay(self, REGISTRY, None)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Relay)
+    threading.Thread(target=server.serve_forever, daemon=True, name="registry-relay").start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_images_labels_unreadable_at_first_are_asked_for_again_and_its_workers_then_sign(
+        cluster, api, storage, images, monkeypatch, caplog):
+    """Its registry not answering at the first submit (nothing on its port) is not taken for an image that does not
+    sign for the driver's life: asked again (here at once: SIGNS_ASKED_AGAIN_AFTER 0) once it answers. Was: cached
+    as False at the first submit, every worker's outcome adopted unsigned for good (a downgrade whoever can make the
+    registry slow at a driver's start could choose)."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    monkeypatch.setattr(remote, "SIGNS_ASKED_AGAIN_AFTER", 0.0)
+    port = free_port()
+    ex = executor(api, storage, images["signs"].replace(REGISTRY, f"127.0.0.1:{port}", 1))
+    task = Task(new_id(), new_id(), square, {}, 1)
+    try:
+        assert ex.workers_sign(task) is False
+        with registry_on(port):
+            assert ex.workers_sign(task) is True
+    finally:
+        ex.close()
+    assert "asked again in a minute" in caplog.text
