@@ -12,6 +12,7 @@ server's host and port, so a server's refusals are learned apart).
 
 from __future__ import annotations
 
+import logging
 import re
 import selectors
 import tempfile
@@ -27,6 +28,7 @@ ATTEMPT_TIMEOUT = 3.0  # seconds a traced attempt may take (a server that answer
 # in none; PostgreSQL 9.6 and later) then C (the SQLSTATE), in the order the server sends them
 _TRACED_ERROR = re.compile(r'^B\t\S+\tErrorResponse\t S "[^"]*"(?: V "[^"]*")? C "([0-9A-Z]{5})"', re.M)
 
+log = logging.getLogger("sematic_k8s")
 _LOCK = threading.Lock()
 _LEARNED: OrderedDict[bytes, str] = OrderedDict()  # a refusal's words (libpq's) -> its SQLSTATE
 _UNLEARNED: OrderedDict[bytes, float] = OrderedDict()  # a refusal's words -> when to try learning it again
@@ -75,6 +77,8 @@ def learn(e: BaseException) -> None:
     said: tuple[bytes, str | None] = (b"", None)
     try:
         said = _traced_attempt(_conninfo(pgconn))
+    except Exception:  # noqa: BLE001 - learning is a second opinion: it never replaces the refusal it is about
+        log.debug("a traced attempt of a refused connection learned nothing", exc_info=False)
     finally:
         with _LOCK:
             _TRYING.discard(words)
@@ -92,14 +96,17 @@ def _keep(kept: OrderedDict[bytes, Any], words: bytes, value: Any) -> None:
         kept.popitem(last=False)
 
 
-def _conninfo(pgconn: Any) -> str:
-    """The connection string of ``pgconn``'s attempt (libpq's options as it used them: its password too)."""
-    from psycopg.conninfo import make_conninfo
+def _conninfo(pgconn: Any) -> bytes:
+    """The connection string of ``pgconn``'s attempt (libpq's options as it used them: its password too), in libpq's
+    bytes (a password from $PGPASSWORD or a .pgpass file need not be UTF-8), each value quoted as libpq reads it."""
 
-    return make_conninfo("", **{o.keyword.decode(): o.val.decode() for o in pgconn.info if o.val is not None})
+    def quoted(value: bytes) -> bytes:
+        return b"'" + value.replace(b"\\", b"\\\\").replace(b"'", b"\\'") + b"'"
+
+    return b" ".join(o.keyword + b"=" + quoted(o.val) for o in pgconn.info if o.val is not None)
 
 
-def _traced_attempt(conninfo: str) -> tuple[bytes, str | None]:
+def _traced_attempt(conninfo: bytes) -> tuple[bytes, str | None]:
     """A connection to ``conninfo`` attempted with libpq's trace on, then closed: libpq's words of its refusal (empty
     when it was made, or took longer than :data:`ATTEMPT_TIMEOUT`) and the SQLSTATE of the server's error (None when
     the server sent none). The trace (which holds a password message, if one is sent) is an unnamed temporary file,
@@ -109,7 +116,7 @@ def _traced_attempt(conninfo: str) -> tuple[bytes, str | None]:
 
     deadline = time.monotonic() + ATTEMPT_TIMEOUT
     with tempfile.TemporaryFile() as trace:
-        pgconn = pq.PGconn.connect_start(conninfo.encode())
+        pgconn = pq.PGconn.connect_start(conninfo)
         try:
             pgconn.trace(trace.fileno())
             pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)

@@ -880,14 +880,16 @@ def test_a_start_the_database_answers_no_in_another_language_fails_at_once(tmp_p
     from serving import free_port, stop_process
 
     role_url = german_server.replace("postgres@", "niemand@") + "/postgres"
-    for name, db_url, said in (("database", f"{german_server}/fehlt", "existiert nicht"),
-                               ("role", role_url, "existiert nicht")):
+    env = {**os.environb, b"SEMATIC_K8S_RETRY_WINDOW": b"600"}
+    latin1 = {**env, b"PGPASSWORD": b"d\xe9j\xe0"}  # libpq's own, not UTF-8 (was: UnicodeDecodeError, learning)
+    for name, db_url, said, environ in (("database", f"{german_server}/fehlt", "existiert nicht", env),
+                                        ("role", role_url, "existiert nicht", env),
+                                        ("role-latin1-password", role_url, "existiert nicht", latin1)):
         log = tmp_path / f"server-{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port",
                                      str(free_port()), "--home", str(tmp_path), "--db-url", db_url], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "SEMATIC_K8S_RETRY_WINDOW": "600"})
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environ)
         try:
             wait_for(lambda p=proc, lg=log: p.poll() is not None or "Waiting for the metadata" in lg.read_text(), 60,
                      what=f"the server failing or waiting ({name})")
