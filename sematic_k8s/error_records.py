@@ -6,11 +6,15 @@ for one-line messages (:func:`one_line`). The errors themselves are :mod:`semati
 from __future__ import annotations
 
 import os
+import sysconfig
 import traceback
 from types import TracebackType
 from typing import Any
 
 _LIBRARY = os.path.dirname(os.path.abspath(__file__)) + os.sep  # this package's files
+# files no user wrote: this package's, Python's own and installed libraries' (pickle, cloudpickle), frozen modules'
+_NOT_USERS = (_LIBRARY, "<", *sorted({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "platstdlib",
+                                                                                         "purelib", "platlib")}))
 
 
 def kinds(cls: type[BaseException]) -> list[str]:
@@ -34,10 +38,17 @@ def verdict(exc: BaseException) -> bool:
     frames and its own tries, which point at no line of the user's)."""
     if "FuncError" not in kinds(type(exc)):  # by name: errors is a layer of its own
         return False
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_LIBRARY):
-        tb = tb.tb_next
-    return tb is None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # its chained causes too: a user's __setstate__ that raised
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_NOT_USERS):
+            tb = tb.tb_next
+        if tb is not None:
+            return False
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return True
 
 
 def said_whole(exc: BaseException) -> BaseException:

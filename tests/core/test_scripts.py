@@ -231,8 +231,15 @@ VERDICTS = textwrap.dedent("""
     def composed() -> int:
         return use(threading.Lock())
 
+    @sk.func
+    def touchy() -> object:
+        from touchy_values import Touchy  # a module of the user's beside the script (the unloadable case's)
+
+        return Touchy()
+
     case = sys.argv[1]
-    root = fmt(5) if case == "output" else composed() if case == "argument" else use(x for x in range(3))
+    root = (fmt(5) if case == "output" else composed() if case == "argument" else touchy() if case == "unloadable"
+            else use(x for x in range(3)))
     root.resolve()
 """)
 
@@ -263,6 +270,30 @@ def test_the_librarys_verdict_on_a_func_is_shown_and_recorded_without_the_librar
     [run_] = [r for r in store.runs_of_root(res.id) if r.func_name == func]
     assert says in f"{run_.error['type']}: {run_.error['message']}"
     assert run_.error["traceback"].strip() == f"sematic_k8s.errors.FuncError: {run_.error['message']}", run_.error
+
+
+def test_a_library_error_caused_in_the_users_code_keeps_the_users_line(tmp_path: Path) -> None:
+    """A value whose own ``__setstate__`` raises as it is loaded back (Unloadable, raised by the library): not a
+    verdict of the library alone, so the user's line that raised stays in what is shown and recorded. Was: its
+    message alone, the cause with the user's frame dropped."""
+    script = tmp_path / "verdicts.py"
+    script.write_text(VERDICTS)
+    values = tmp_path / "touchy_values.py"
+    values.write_text(textwrap.dedent("""
+        class Touchy:
+            def __getstate__(self):
+                return {"a": 1}
+
+            def __setstate__(self, state):
+                raise RuntimeError("cannot come back")
+    """))
+    proc = run([sys.executable, str(script), "unloadable"], tmp_path / "home", tmp_path)
+    assert proc.returncode == 1
+    assert 'raise RuntimeError("cannot come back")' in proc.stderr, proc.stderr
+    store = sql_store(settings.db_url(tmp_path / "home"))
+    [res] = store.list_resolutions()
+    [run_] = [r for r in store.runs_of_root(res.id) if r.func_name == "touchy"]
+    assert f"{values}" in run_.error["traceback"], run_.error
 
 
 def test_code_without_a_file_round_trips_in_its_own_process(tmp_path: Path) -> None:
