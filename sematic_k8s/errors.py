@@ -35,6 +35,8 @@ func failing)::
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
         │   └── RegistryUnavailable     the registry did not answer, or kept answering 429/5xx, past the retry window
         ├── RegistryAuthError           the image registry wants credentials we do not have
+        ├── ImportInterrupted           a recorded func's module raised, as it loaded, an error that may pass (an
+        │                               OSError: a network mount or service it reads at import; MemoryError)
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── ImageUnpulled               the Docker engine could not pull a driver's image (its registry refused it, or
         │                               did not answer past the pull's grace)
@@ -158,7 +160,8 @@ class DriverReplaced(ResolutionEnded):
 
 class FuncNotFound(LookupError):
     """A func recorded as ``module:qualname`` cannot be found here: no such module, or no such func in it; or its
-    module raised as it loaded (a typo'd import or name, a syntax error: the message names its line)."""
+    module raised as it loaded (a typo'd import or name, a syntax error: the message names its line; an error that
+    may pass is ImportInterrupted instead)."""
 
 
 class CodeRefused(FuncNotFound):
@@ -385,6 +388,30 @@ class S3CredentialsError(S3StorageError):
     """No usable AWS credentials, or S3 refused the ones given."""
 
     fix = "give it AWS credentials that S3 accepts"
+
+
+class ImportInterrupted(InfrastructureError):
+    """A recorded func's module raised, as it loaded, an error that may pass (:data:`IMPORT_MAY_PASS`): its top level
+    reads a network mount or calls a service that did not answer, or memory ran short. Not the module's mistake (a
+    typo'd name, a syntax error: FuncNotFound): a driver that meets it is started again (exit 75), a worker's attempt
+    is run again. ``module``: the module's name; the error it raised is its ``__cause__``."""
+
+    def __init__(self, message: str, module: str) -> None:
+        super().__init__(message)
+        self.module = module
+
+
+# what a module's top level may raise that may pass: an OSError but one about its own paths, which stays until the
+# module or its image changes (a file or directory it names missing, or not readable); memory running short
+IMPORT_MAY_PASS: tuple[type[BaseException], ...] = (OSError, MemoryError)
+IMPORT_STAYS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                 NotADirectoryError, FileExistsError)
+
+
+def import_may_pass(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a module's top level as it loaded, may pass on another try (ImportInterrupted),
+    rather than being the module's mistake (FuncNotFound). An InfrastructureError is neither: it keeps its type."""
+    return isinstance(exc, IMPORT_MAY_PASS) and not isinstance(exc, IMPORT_STAYS)
 
 
 _Stops = TypeVar("_Stops", bound="StopsForAFix")

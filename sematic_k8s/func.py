@@ -18,7 +18,15 @@ from typing import Any
 
 from sematic_k8s import limits, modules, packaged, quantities
 from sematic_k8s.error_records import one_line, user_line
-from sematic_k8s.errors import CodeRefused, FuncError, FuncNotFound, FutureHasNoValue
+from sematic_k8s.errors import (
+    CodeRefused,
+    FuncError,
+    FuncNotFound,
+    FutureHasNoValue,
+    ImportInterrupted,
+    InfrastructureError,
+    import_may_pass,
+)
 from sematic_k8s.future import Future
 from sematic_k8s.packaged import NotPackaged
 from sematic_k8s.serialization import type_name
@@ -534,13 +542,25 @@ def map_source(path: str | None) -> str | None:
     return here + path[len(host):] if path.startswith(host + "/") else path
 
 
-def _unloadable(what: str, path: str, exc: Exception) -> str:
-    """Why the module of func ``path`` did not load, at which line of the user's code, and what to do: one line."""
+def _raised(path: str, exc: Exception) -> str:
+    """What the module of func ``path`` raised as it loaded, and at which line of the user's code: one line."""
     text = exc.msg if isinstance(exc, SyntaxError) else str(exc)  # (a SyntaxError's str names its place, said below)
     said = f"{type(exc).__name__}: {one_line(text)}" if text.strip() else type(exc).__name__
     at = user_line(exc)
-    return (f"{what} {path} cannot be loaded: its module {path.partition(':')[0]} raised {said}"
-            f"{f' at {at}' if at else ''}; fix the module (it must import without error), then run again")
+    return f"its module {path.partition(':')[0]} raised {said}{f' at {at}' if at else ''}"
+
+
+def _unloadable(what: str, path: str, exc: Exception) -> Exception:
+    """The error of func ``path``'s module raising ``exc`` as it loaded: the module's mistake (FuncNotFound: fix it),
+    or, for an error that may pass (a network mount or service its top level reads, memory short), ImportInterrupted
+    (a driver is started again, a worker's attempt run again); an InfrastructureError of its own, itself."""
+    if isinstance(exc, InfrastructureError):
+        return exc
+    if import_may_pass(exc):
+        return ImportInterrupted(f"{what} {path} could not be loaded: {_raised(path, exc)}, which may pass: it is "
+                                 "tried again", path.partition(":")[0])
+    return FuncNotFound(f"{what} {path} cannot be loaded: {_raised(path, exc)}; fix the module (it must import "
+                        "without error), then run again")
 
 
 def load_func(path: str, source_file: str | None = None, what: str = "func") -> Func:
@@ -548,7 +568,8 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
     source file, without running a pipeline its top level resolves (:mod:`sematic_k8s.modules`).
 
     Inside :func:`sematic_k8s.packaged.only`, its module must be one of the image's packaged files (CodeRefused,
-    naming it as ``what``, otherwise). FuncNotFound when it cannot be found."""
+    naming it as ``what``, otherwise). FuncNotFound when it cannot be found, or its module raised as it loaded;
+    ImportInterrupted when what it raised may pass (an OSError, MemoryError), its own InfrastructureError itself."""
     within = packaged.restricted_to()
     if path in _REGISTRY and within is None:
         return _REGISTRY[path]
@@ -563,9 +584,12 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
     except ImportError as e:
         if user_line(e) is None:  # no line of the user's ran: the module is not here
             raise FuncNotFound(f"{what} {path} cannot be found: {e}") from e
-        raise FuncNotFound(_unloadable(what, path, e)) from e  # the module is: an import of its own failed
-    except Exception as e:  # noqa: BLE001 - whatever its top level raised (a typo'd import or name, a syntax error)
-        raise FuncNotFound(_unloadable(what, path, e)) from e
+        raise _unloadable(what, path, e) from e  # the module is: an import of its own failed
+    except Exception as e:  # noqa: BLE001 - whatever its top level raised (a typo'd name, a service not answering)
+        unloadable = _unloadable(what, path, e)
+        if unloadable is e:
+            raise
+        raise unloadable from e
     if path not in _REGISTRY:
         where = getattr(module, "__file__", None)
         raise FuncNotFound(f"{what} {path} is not defined in its module {module_name}{f' ({where})' if where else ''}: "

@@ -38,7 +38,7 @@ from typing import Any
 
 from sematic_k8s import loadable, modules, packaged, previews
 from sematic_k8s.error_records import message_of, one_line
-from sematic_k8s.errors import ArtifactUnloadable, Unloadable, ValueRefused
+from sematic_k8s.errors import ArtifactUnloadable, InfrastructureError, Unloadable, ValueRefused
 
 JSON = "json"
 PICKLE = "pickle"
@@ -379,8 +379,8 @@ def load_recorded(v: Value, payload: bytes) -> Any:
     verify(v.id, v.format, payload)
     try:
         return deserialize(v.format, payload, v.id)
-    except (ValueRefused, MemoryError):
-        raise
+    except (ValueRefused, MemoryError, InfrastructureError):  # not its bytes' fault: a func's module that may load
+        raise  # on another try (ImportInterrupted), an outage met as it loaded
     except Exception as e:
         raise ArtifactUnloadable(v.id, v.type_name, _cause(e), v.origin) from e
 

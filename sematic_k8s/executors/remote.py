@@ -30,6 +30,8 @@ from sematic_k8s.error_records import error_info, kinds
 from sematic_k8s.errors import (
     WORKER_DEATHS,
     DiskFull,
+    FuncNotFound,
+    ImportInterrupted,
     InfrastructureError,
     PresignedRequestRefused,
     StorageError,
@@ -75,7 +77,10 @@ def run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
 
 
 def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
-    func = load_func(spec.func_path, spec.source_file)
+    try:
+        func = load_func(spec.func_path, spec.source_file)
+    except FuncNotFound as e:  # its module's mistake, the attempt's error (one that may pass, ImportInterrupted: 75)
+        return _store_outcome(spec, storage, {"error": error_info(e)})
     inputs = {name: serialization.Value(artifact_id, spec.input_formats[name], "", load=artifact_loader(storage))
               for name, artifact_id in spec.input_ids.items()}
     for name, origin in spec.input_origins.items():  # named if the input does not load
@@ -111,7 +116,14 @@ def _run_task(spec: TaskSpec, storage: Storage) -> dict[str, Any]:
             raise
         except Exception as e:
             doc = {"error": error_info(e)}
-    written = {**doc, **carried}
+    return _store_outcome(spec, storage, doc, carried)
+
+
+def _store_outcome(spec: TaskSpec, storage: Storage, doc: dict[str, Any],
+                   carried: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store the attempt's outcome document ``doc`` (with what it ``carried`` for its executor), signed when its
+    driver asked; returns ``doc``."""
+    written = {**doc, **(carried or {})}
     if spec.signing_key:  # its driver asked: who wrote the document is proven by its key
         written = outcome_signing.signed(spec.signing_key, written)
     storage.put(outcome_key(spec.run_id, spec.attempt), json.dumps(written).encode())
@@ -414,7 +426,7 @@ def worker_said(logs: str) -> tuple[str, str] | None:
 
 
 # the infrastructure failures a worker that exited 75 is recorded as, in its words; any other: StorageUnreachable
-WORKER_SAID = (DiskFull, StorageKeysRefused, PresignedRequestRefused)
+WORKER_SAID = (DiskFull, StorageKeysRefused, PresignedRequestRefused, ImportInterrupted)
 
 
 def _died(e: Ended) -> dict[str, Any]:
@@ -423,7 +435,8 @@ def _died(e: Ended) -> dict[str, Any]:
     (there is no Python traceback, and the message is said once, where every error's is). A worker that exited
     75 on a full disk is recorded as the DiskFull it named, in its words (which disk, the space left there); one whose
     presigned URLs S3 refused as the StorageKeysRefused (S3's code, the access key) or PresignedRequestRefused (the
-    object, S3's code and message, what to do) it named."""
+    object, S3's code and message, what to do) it named; one whose func's module raised an error that may pass as it
+    loaded as the ImportInterrupted it named (the module, its error)."""
     tail = f"last log lines:\n{e.last_logs}" if e.last_logs else ""
     said = worker_said(e.last_logs) if e.exit_code == WORKER_EXIT_INFRASTRUCTURE and not e.reason else None
     said_as = {c.__qualname__: c for c in WORKER_SAID}.get(said[0]) if said is not None else None

@@ -1,0 +1,175 @@
+"""A recorded func's module that raises as a worker process imports it: an error that may pass (ConnectionError: a
+module that reads a network mount or calls a service at import) loses that attempt only, run again as an
+infrastructure failure; the user's mistake (NameError) fails the run at once with FuncNotFound's words. Real worker
+processes import a module of the test's own, whose top level raises as ``$SK_TEST_IMPORT_FAULT`` says."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import sematic_k8s as sk
+from sematic_k8s import serialization
+from sematic_k8s.errors import FuncNotFound, ImportInterrupted, ResolutionFailed, ServerError
+from sematic_k8s.executors.inline import InlineExecutor
+from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
+from sematic_k8s.executors.process import ProcessExecutor
+from sematic_k8s.func import load_func
+from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, DB_URL_ENV, DRIVER_ENV, SERVER_ENV
+from sematic_k8s.specs import DRIVER_EXIT_RETRY, DriverSpec
+from sematic_k8s.storage.base import artifact_key
+from sematic_k8s.storage.local import LocalStorage
+from sematic_k8s.storage.urls import storage_url
+from sematic_k8s.store import sql_store
+
+FAULT_ENV = "SK_TEST_IMPORT_FAULT"
+
+MODULE = textwrap.dedent("""
+    import os
+
+    import sematic_k8s as sk
+
+    fault, _, marker = os.environ.get("SK_TEST_IMPORT_FAULT", "").partition(":")
+    if fault == "connection" and not os.path.exists(marker):  # its first import in a worker only
+        open(marker, "w").close()
+        raise ConnectionError("the feature store at 10.0.0.9:443 did not answer")
+    if fault == "name":
+        FEATURES = load_features()  # a typo'd name: the user's mistake
+
+    @sk.func(inline=False)
+    def double(x: int) -> int:
+        return 2 * x
+""")
+
+
+class ProcessResolver(sk.LocalResolver):
+    """Inline funcs in this process, the others in worker processes."""
+
+    def _parts(self):  # noqa: ANN202
+        storage = self.storage
+        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
+                                                           ProcessExecutor(storage, storage_url(storage)))
+
+
+@pytest.fixture
+def users_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The user's module, imported here without a fault (the test's process records its func)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "feature_funcs.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    sys.modules.pop("feature_funcs", None)
+    module = importlib.import_module("feature_funcs")
+    yield module
+    sys.modules.pop("feature_funcs", None)
+
+
+def test_a_module_that_cannot_reach_a_service_as_it_loads_loses_one_attempt_and_the_run_resolves(
+        tmp_path: Path, users_module: ModuleType, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Was: FuncNotFound 'cannot be loaded ... fix the module': the run failed for good on a service's blip."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    marker = tmp_path / "raised-once"
+    monkeypatch.setenv(FAULT_ENV, f"connection:{marker}")
+    f = users_module.double(21)
+    assert f.resolve(ProcessResolver(home=tmp_path / "home")) == 42
+    assert marker.exists()  # the first attempt met the ConnectionError
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    assert run.state == "resolved"
+    assert run.attempts == 2, run
+    [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+    assert ("ImportInterrupted: func feature_funcs:double could not be loaded: its module feature_funcs raised "
+            "ConnectionError: the feature store at 10.0.0.9:443 did not answer at ") in retried, retried
+
+
+def test_a_module_with_a_typod_name_fails_its_run_at_once_with_the_words_to_fix_it(
+        tmp_path: Path, users_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAULT_ENV, "name:")
+    f = users_module.double(21)
+    with pytest.raises(ResolutionFailed):
+        f.resolve(ProcessResolver(home=tmp_path / "home"))
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    assert run.state == "failed"
+    assert run.attempts == 1, run
+    assert run.error is not None
+    assert run.error["type"] == "FuncNotFound", run.error
+    assert ("func feature_funcs:double cannot be loaded: its module feature_funcs raised NameError: name "
+            "'load_features' is not defined at ") in run.error["message"], run.error
+
+
+def test_a_driver_whose_root_funcs_module_cannot_reach_a_service_exits_to_be_started_again_then_resolves(
+        tmp_path: Path, users_module: ModuleType) -> None:
+    """A driver process loading its pickled root (whose func's module raises ConnectionError at its first import):
+    exit 75, nothing recorded failed; started again, it resolves. Was: exit 1, the resolution recorded failed for
+    good ("cannot be loaded ... fix the module")."""
+    storage = LocalStorage(tmp_path / "storage")
+    f = users_module.double(21)
+    s = serialization.serialize(f)
+    storage.put(artifact_key(s.id), s.payload)
+    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage_url(storage),
+                      image="127.0.0.1:5000/none@sha256:" + "0" * 64, build_hash="h" * 64, executor="process")
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    marker = tmp_path / "raised-once"
+    env = {k: v for k, v in os.environ.items() if k not in (SERVER_ENV, API_KEY_ENV, API_KEY_FILE_ENV)}
+    env.update({DB_URL_ENV: db_url, FAULT_ENV: f"connection:{marker}", DRIVER_ENV: spec.to_json(),
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), str(Path(users_module.__file__).parent)])})
+    first = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert first.returncode == DRIVER_EXIT_RETRY, first.stderr
+    assert marker.exists()
+    assert "ImportInterrupted" in first.stderr and "feature store at 10.0.0.9:443 did not answer" in first.stderr
+    recorded = sql_store(db_url).get_resolution(f.id)
+    assert recorded is None or recorded.state not in ("failed", "resolved"), recorded
+    again = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert sql_store(db_url).get_resolution(f.id).state == "resolved"
+
+
+@pytest.mark.parametrize(("top_level", "raises"), [
+    ("raise ConnectionError('refused')", ImportInterrupted),
+    ("raise TimeoutError('timed out')", ImportInterrupted),
+    ("import errno\nraise OSError(errno.EIO, 'Input/output error', '/mnt/features/table.parquet')",
+     ImportInterrupted),
+    ("raise OSError(errno.ESTALE, 'Stale file handle')", ImportInterrupted),
+    ("raise MemoryError()", ImportInterrupted),
+    ("from sematic_k8s.errors import ServerError\nraise ServerError('the server did not answer')", ServerError),
+    ("load_features()", FuncNotFound),
+    ("raise ValueError('bad setting')", FuncNotFound),
+    ("import os\nos.no_such_function()", FuncNotFound),
+    ("open('/no/such/file.csv')", FuncNotFound),  # a path of its own: stays until the module or its image changes
+    ("def broken(:\n    pass", FuncNotFound),
+], ids=["ConnectionError", "TimeoutError", "EIO", "ESTALE", "MemoryError", "ServerError", "NameError", "ValueError",
+        "AttributeError", "FileNotFoundError", "SyntaxError"])
+def test_what_a_modules_top_level_raises_decides_whether_its_load_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, top_level: str, raises: type[Exception]) -> None:
+    """An error that may pass keeps its kind through the load (ImportInterrupted naming the module, an
+    InfrastructureError itself: a driver exits 75, a worker's attempt is run again); the module's mistake is
+    FuncNotFound. Was: FuncNotFound for each."""
+    name = f"top_level_{abs(hash(top_level))}"
+    source = tmp_path / f"{name}.py"
+    source.write_text("import errno\n" + top_level + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(raises) as raised:
+            load_func(f"{name}:f", str(source))
+    finally:
+        sys.modules.pop(name, None)
+    assert type(raised.value) is raises
+    if raises is ImportInterrupted:
+        assert raised.value.module == name
+        assert f"func {name}:f could not be loaded: its module {name} raised " in str(raised.value)
+        assert str(raised.value).endswith(", which may pass: it is tried again")
+        assert "\n" not in str(raised.value)
+    elif raises is FuncNotFound:
+        assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value)
