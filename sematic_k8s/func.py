@@ -557,8 +557,9 @@ def _unloadable(what: str, path: str, exc: Exception) -> Exception:
     if isinstance(exc, InfrastructureError):
         return exc
     if import_may_pass(exc):
-        return ImportInterrupted(f"{what} {path} could not be loaded: {_raised(path, exc)}, which may pass: it is "
-                                 "tried again", path.partition(":")[0])
+        return ImportInterrupted(f"{what} {path} could not be loaded: {_raised(path, exc)}, which may pass (not the "
+                                 "module's mistake): a driver or worker tries again; a command, run it again",
+                                 path.partition(":")[0])
     return FuncNotFound(f"{what} {path} cannot be loaded: {_raised(path, exc)}; fix the module (it must import "
                         "without error), then run again")
 

@@ -169,7 +169,8 @@ def test_what_a_modules_top_level_raises_decides_whether_its_load_is_tried_again
     if raises is ImportInterrupted:
         assert raised.value.module == name
         assert f"func {name}:f could not be loaded: its module {name} raised " in str(raised.value)
-        assert str(raised.value).endswith(", which may pass: it is tried again")
+        assert str(raised.value).endswith(", which may pass (not the module's mistake): a driver or worker tries "
+                                          "again; a command, run it again")
         assert "\n" not in str(raised.value)
     elif raises is FuncNotFound:
         assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value)
