@@ -132,12 +132,15 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
             log.info("resolution %s: silent, but its beat waits for the database's lock: not marked", res_id)
             continue
         reason = silence_reason(state, beat, holder)
-        ended = CANCELED if state == CANCELING else FAILED
+        # the state and words are the row's as the update finds it, not as read above: on PostgreSQL a cancel that
+        # committed while this update waited for the row (running -> canceling) is seen by it, and stays asked
+        asked = t.c.state == CANCELING
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
-            state=ended, ended_at=dbclock.now(dialect),
-            error=reason + ("; canceled as asked" if state == CANCELING else ""),
+            state=sa.case((asked, CANCELED), else_=FAILED), ended_at=dbclock.now(dialect),
+            error=sa.case((asked, reason + "; canceled as asked"), else_=reason),
             tasks_left=None if state == CLAIMED else True))  # no driver will delete its task copies: the server
         if done.rowcount:
+            ended = conn.scalar(sa.select(t.c.state).where(t.c.id == res_id))
             conn.execute(sa.update(runs).where(runs.c.root_id == res_id, runs.c.state.in_(UNFINISHED_RUNS))
                          .values(state=CANCELED, ended_at=dbclock.now(dialect)))
             marked.append(res_id)
