@@ -53,7 +53,7 @@ func failing)::
         │   └── DatabaseReadOnly        PostgreSQL takes no writes (a standby; default_transaction_read_only)
         └── WorkerLost (+ WorkerDied)   a worker's pod lost its node: the same attempt may run again
             ├── Evicted
-            ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity)
+            ├── NodeRejected            its kubelet refused it (OutOfcpu, OutOfmemory, NodeAffinity, TaintToleration)
             └── StorageUnreachable      the worker could not reach artifact storage
 
     BaseException
@@ -778,7 +778,8 @@ class OutcomeUnverified(WorkerLost):
 
 
 class NodeRejected(WorkerLost):
-    words = "the node refused the worker's pod (OutOfcpu, OutOfmemory, NodeAffinity: usage the scheduler missed)"
+    words = ("the node refused the worker's pod (OutOfcpu, OutOfmemory, NodeAffinity, TaintToleration: usage, labels "
+             "or a NoExecute taint the scheduler missed)")
 
 
 class FailedCreate(WorkerNeverStarted):
@@ -799,8 +800,8 @@ WORKER_DEATHS: dict[str, type[WorkerDied]] = {
         CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
         PodDeleted, ContainerRemoved, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable, FailedCreate,
         FailedCreatePodSandBox, FailedMount, OutcomeUnverified)},
-    **dict.fromkeys(("OutOfcpu", "OutOfmemory", "OutOfpods", "NodeAffinity", "NodeSelectorMismatching"),
-                    NodeRejected)}
+    **dict.fromkeys(("OutOfcpu", "OutOfmemory", "OutOfpods", "NodeAffinity", "NodeSelectorMismatching",
+                     "TaintToleration"), NodeRejected)}
 
 
 class KubernetesForbidden(InfrastructureError):

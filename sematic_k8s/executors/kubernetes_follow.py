@@ -5,11 +5,11 @@ it when they cannot be watched.
 
 The worker is read from its own container's status (sidecars do not count; a classic sidecar that never exits
 does not keep the run going). Pod endings are recorded in plain words: OOMKilled; Evicted and kubelet
-rejections (OutOfcpu, OutOfmemory, NodeAffinity), launched again (up to ``eviction_relaunches`` times) before the
-loop sees them; ImagePullBackOff / ErrImagePull / CreateContainerConfigError (failed after a grace period); a
-pod never created (``FailedCreate`` Events: Pod Security, a missing ServiceAccount, a webhook) or never started
-(``FailedCreatePodSandBox`` / ``FailedMount`` Events), failed after ``create_grace`` with the Event's message (at
-once when a LimitRange refuses what the pod asks, which every try of its Job controller meets again);
+rejections (OutOfcpu, OutOfmemory, NodeAffinity, TaintToleration), launched again (up to ``eviction_relaunches``
+times) before the loop sees them; ImagePullBackOff / ErrImagePull / CreateContainerConfigError (failed after a grace
+period); a pod never created (``FailedCreate`` Events: Pod Security, a missing ServiceAccount, a webhook) or never
+started (``FailedCreatePodSandBox`` / ``FailedMount`` Events), failed after ``create_grace`` with the Event's message
+(at once when a LimitRange refuses what the pod asks, which every try of its Job controller meets again);
 DeadlineExceeded (the func's ``timeout``, counted from the worker container's start, not from scheduling or the
 image pull). A pod waiting for room (``Unschedulable``, or a ResourceQuota that it fits) waits as long as it
 takes: that is only reported ("waiting for capacity"). Watches that keep being refused raise the errors in plain

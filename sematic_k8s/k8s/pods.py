@@ -16,8 +16,10 @@ FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})  # never fi
 NODE_GONE = frozenset({"Evicted", "Shutdown", "Terminated", "NodeShutdown", "NodeLost", "Preempting",
                        "UnexpectedAdmissionError"})  # the pod lost its node: not the func's fault
 # The kubelet refused the pod after the scheduler placed it (usage the scheduler did not know of, labels that
-# changed): phase Failed, reason OutOfcpu / OutOfmemory / OutOfpods / NodeAffinity / ... Not the func's fault.
-NODE_REJECTED = frozenset({"NodeAffinity", "NodeSelectorMismatching", "NodePorts", "InvalidNodeInfo"})
+# changed, a NoExecute taint put on the node as the pod was bound to it): phase Failed, reason OutOfcpu / OutOfmemory /
+# OutOfpods / NodeAffinity / TaintToleration / ... (pkg/kubelet/lifecycle/predicate.go). Not the func's fault.
+NODE_REJECTED = frozenset({"NodeAffinity", "NodeSelectorMismatching", "NodePorts", "InvalidNodeInfo",
+                           "TaintToleration"})
 WORKER = "worker"  # the worker's container (sematic_k8s.k8s.manifests.WORKER_CONTAINER)
 BORING_EXIT = frozenset({None, "", "Error", "Completed"})
 
@@ -33,7 +35,7 @@ class PodState:
     reason that fails it at once; ``waiting``: Pending until the cluster has room (Unschedulable: only
     reported, never failed); ``creating``: scheduled, its containers not created yet (ContainerCreating:
     Events say whether something blocks it). ``retryable``: the pod lost its node (evicted, preempted,
-    drained) or its kubelet refused it (OutOfcpu, NodeAffinity), so the same attempt may run again.
+    drained) or its kubelet refused it (OutOfcpu, NodeAffinity, TaintToleration), so the same attempt may run again.
     ``started``: a container ran, so its logs are worth reading; ``started_at``: when the worker
     container started (RFC 3339). ``termination_log``: the kubelet's copy of the last log lines.
     ``stopping``: the pod is being deleted (evicted through the API, preempted, drained, deleted by someone) and
@@ -70,7 +72,7 @@ def _container_status(status: dict[str, Any], container: str) -> dict[str, Any]:
 
 
 def rejected(reason: str | None) -> bool:
-    """The kubelet refused the pod at admission (OutOfcpu, OutOfmemory, NodeAffinity, ...)."""
+    """The kubelet refused the pod at admission (OutOfcpu, OutOfmemory, NodeAffinity, TaintToleration, ...)."""
     return bool(reason) and (reason.startswith("OutOf") or reason in NODE_REJECTED)  # type: ignore[union-attr]
 
 

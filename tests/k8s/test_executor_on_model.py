@@ -798,6 +798,20 @@ def test_an_out_of_cpu_rejection_is_launched_again_like_an_eviction(cluster, api
     assert outcome.details["relaunches"] >= 1 and outcome.details["job"].startswith(f"sk-{run_id}-1-r")
 
 
+def test_a_pod_its_kubelet_refuses_for_a_no_execute_taint_is_launched_again_like_an_eviction(cluster, api, storage):
+    # a node tainted NoExecute (drained, being repaired) as the scheduler bound the worker's pod to it: its kubelet
+    # refuses the pod (phase Failed, reason TaintToleration), which never ran; was: the run failed for good
+    cluster.update_node("node-1", late_taints=[{"key": "example.com/repair", "effect": "NoExecute"}])
+    ex = executor(api, storage, eviction_relaunches=20)
+    run_id = submit(ex, square, new_id(), {"x": 7})
+    cluster.wait(lambda: any(p["status"].get("reason") == "TaintToleration" for p in cluster.list("pods", NS)))
+    cluster.update_node("node-1", late_taints=[])
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is None and outcome.output is not None, outcome.error_info
+    assert outcome.details["relaunches"] >= 1 and outcome.details["job"].startswith(f"sk-{run_id}-1-r")
+
+
 def held_workers(cluster: Any) -> threading.Event:
     """Worker pods that run once the returned gate is set (killed before, they exit 137 without running)."""
     gate = threading.Event()

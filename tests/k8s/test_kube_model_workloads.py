@@ -286,7 +286,39 @@ def test_kubelet_admission_rejects_pods_that_do_not_fit_the_node(cluster, api):
         "nodeName": "node-1", "nodeSelector": {"pool": "gpu"}, "containers": [{"name": "main", "image": IMAGE}]}})
     pod = cluster.wait(lambda: (p := core.read_namespaced_pod("misplaced", NS)).status.phase == "Failed" and p)
     assert (pod.status.reason, pod.status.message) == ("NodeAffinity", "Pod was rejected: Predicate NodeAffinity "
-                                                                       "failed")
+                                                                       "failed: node(s) didn't match Pod's node "
+                                                                       "affinity/selector")
+
+
+def test_kubelet_admission_rejects_a_pod_that_does_not_tolerate_a_no_execute_taint_of_its_node(cluster, api):
+    # pkg/kubelet/lifecycle/predicate.go, generalFilter: after the scheduler's checks, the kubelet refuses a pod that
+    # does not tolerate a NoExecute taint of its node (one put there as the scheduler bound the pod, its cache not
+    # updated yet; or a pod that names its node itself): phase Failed, reason TaintToleration, a Warning Event
+    core = client.CoreV1Api(api)
+    draining = {"key": "example.com/draining", "value": "true", "effect": "NoExecute"}
+    cluster.update_node("node-1", late_taints=[draining])  # the scheduler still binds pods to node-1
+    core.create_namespaced_pod(NS, {"metadata": {"name": "raced"}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("raced", NS)).status.phase == "Failed" and p)
+    rejected = "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+    assert (pod.spec.node_name, pod.status.reason, pod.status.message) == (
+        "node-1", "TaintToleration", f"Pod was rejected: {rejected}")
+    assert not pod.status.container_statuses and not pod.status.start_time
+    assert [(e["type"], e["message"]) for e in cluster.events(NS) if e["reason"] == "TaintToleration"] == [
+        ("Warning", rejected)]
+    core.create_namespaced_pod(NS, {"metadata": {"name": "tolerant"}, "spec": {
+        "restartPolicy": "Never", "tolerations": [{"key": "example.com/draining", "operator": "Exists"}],
+        "containers": [{"name": "main", "image": IMAGE}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("tolerant", NS).status.phase == "Succeeded")
+    cluster.update_node("node-1", late_taints=[], taints=[draining])  # seen by all: named by the pod itself
+    core.create_namespaced_pod(NS, {"metadata": {"name": "pinned"}, "spec": {
+        "nodeName": "node-1", "restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE}]}})
+    pod = cluster.wait(lambda: (p := core.read_namespaced_pod("pinned", NS)).status.phase == "Failed" and p)
+    assert (pod.status.reason, pod.status.message) == ("TaintToleration", f"Pod was rejected: {rejected}")
+    cluster.update_node("node-1", taints=[{**draining, "effect": "NoSchedule"}])  # the kubelet checks NoExecute only
+    core.create_namespaced_pod(NS, {"metadata": {"name": "pinned-too"}, "spec": {
+        "nodeName": "node-1", "restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE}]}})
+    cluster.wait(lambda: core.read_namespaced_pod("pinned-too", NS).status.phase == "Succeeded")
 
 
 def test_memory_in_fractions_of_a_byte_is_only_a_warning_and_the_runtime_refuses_the_container(cluster, api):

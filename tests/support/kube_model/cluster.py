@@ -250,7 +250,7 @@ class Cluster:
         self.call(self._add_node, spec)
 
     def update_node(self, name: str, **changes: Any) -> None:
-        """Change a node (cpu, memory, pods, labels, taints, unschedulable, reserved, sandbox_error)."""
+        """Change a node (cpu, memory, pods, labels, taints, unschedulable, reserved, late_taints, sandbox_error)."""
         def go() -> None:
             kubelet = self.kubelets[name]
             for k, v in changes.items():

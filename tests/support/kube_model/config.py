@@ -53,6 +53,8 @@ class NodeSpec:
     """A node: allocatable resources, labels, taints, and whether its kubelet runs containers in Docker
     (``runtime="docker"``) or simulates them (``"sim"``). ``reserved``: usage only the kubelet sees (a static
     pod, a race with the scheduler): pods admitted past it are rejected with OutOfcpu / OutOfmemory.
+    ``late_taints``: taints only the kubelet sees (put on the node as the scheduler bound a pod to it, its cache not
+    updated yet): a NoExecute one the pod does not tolerate is rejected with TaintToleration.
     ``sandbox_error``: every new pod there fails FailedCreatePodSandBox until cleared."""
 
     name: str
@@ -66,6 +68,7 @@ class NodeSpec:
     arch: str = "amd64"
     unschedulable: bool = False
     reserved: dict[str, str] = field(default_factory=dict)
+    late_taints: list[dict[str, Any]] = field(default_factory=list)
     sandbox_error: str | None = None
 
     def allocatable(self) -> dict[str, str]:

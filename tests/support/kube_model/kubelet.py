@@ -9,7 +9,9 @@ https://kubernetes.io/docs/concepts/containers/images/#imagepullbackoff), Create
 CrashLoopBackOff; terminated reasons Completed, Error, OOMKilled; the pod conditions PodReadyToStartContainers,
 Initialized, ContainersReady, Ready, and DisruptionTarget on eviction
 (https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/). Admission on the node rejects
-pods that do not fit (OutOfcpu, OutOfmemory, OutOfpods) or do not match it (NodeAffinity) with phase Failed.
+pods that do not fit (OutOfcpu, OutOfmemory, OutOfpods), do not match it (NodeAffinity) or do not tolerate one of its
+NoExecute taints (TaintToleration: the scheduler's cache had not seen it, or the pod named its node itself) with phase
+Failed, as pkg/kubelet/lifecycle/predicate.go's generalFilter (resources and affinity first, taints last).
 ``activeDeadlineSeconds`` counts from ``status.startTime``, set when the kubelet admits the pod (before any
 image pull). Events use the kubelet's reasons: Scheduled is the scheduler's; Pulling, Pulled, Failed, BackOff,
 Created, Started, Killing, FailedMount, FailedCreatePodSandBox, Evicted, DeadlineExceeded, OutOf*.
@@ -31,7 +33,7 @@ from kube_model.errors import bad_request
 from kube_model.meta import amount, stamp
 from kube_model.podlogs import LogOptions
 from kube_model.runtimes import ContainerSpec, Exit, ImageInfo, PullError, valid_reference
-from kube_model.scheduler import node_affinity_matches
+from kube_model.scheduler import node_affinity_matches, tolerates
 
 if TYPE_CHECKING:
     from kube_model.cluster import Cluster
@@ -587,7 +589,7 @@ class Kubelet:
         labels = ((stored or {}).get("metadata") or {}).get("labels") or dict(self.node.labels)
         spec = pod.get("spec") or {}
         if not node_affinity_matches(spec, labels):
-            return "NodeAffinity", "Predicate NodeAffinity failed"
+            return "NodeAffinity", "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
         usage = pod_usage(pod)
         wanted = {"cpu": usage["requests.cpu"], "memory": usage["requests.memory"], "pods": 1}
         alloc = self.node.allocatable()
@@ -598,6 +600,11 @@ class Kubelet:
             if used + wanted[resource] > capacity:
                 return f"OutOf{resource}", (f"Node didn't have enough resource: {resource}, requested: "
                                             f"{wanted[resource]}, used: {used}, capacity: {capacity}")
+        taints = ((stored or {}).get("spec") or {}).get("taints") if stored else self.node.taints
+        if any(t.get("effect") == "NoExecute" and not tolerates(spec.get("tolerations") or [], t)
+               for t in [*(taints or []), *self.node.late_taints]):  # the only effect the kubelet checks
+            return "TaintToleration", ("Predicate TaintToleration failed: node(s) had taints that the pod didn't "
+                                       "tolerate")
         self.admitted[uid] = wanted
         return None
 
