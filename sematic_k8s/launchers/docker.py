@@ -37,13 +37,14 @@ follows it (:class:`DriverContainer`, for the CloudResolver) streams its log as 
 are known even after it is gone (once the follow read the rest of it, however far behind it was), and reads its exit
 code from Docker's wait, or, when it was gone before the wait was asked (it ended while the engine did not answer),
 from the engine's "die" event of it. A driver that nobody followed (a detached resolution) and that was killed leaves
-its exited worker containers: :func:`remove_ended_workers` removes those of resolutions that ended.
+its worker containers, exited or still running: :func:`remove_ended_workers` removes those of resolutions that ended.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime
 import functools
 import logging
@@ -142,30 +143,43 @@ def start_driver(spec: DriverSpec, env: Mapping[str, str], *, docker_socket: boo
             raise
 
 
-def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> int:
-    """Remove the worker containers that are not running (exited, dead, never started) of the resolutions for
-    which ``ended(resolution id)`` says yes; how many. Running ones are left: a driver may follow them still."""
+def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> list[LeftWorker]:
+    """Remove the worker containers of the resolutions for which ``ended(resolution id)`` says yes, whatever their
+    state (exited, dead, never started, and still running: a resolution that ended has no driver to read them, a
+    driver that comes back is refused its writes); those removed. A resolution that has not ended keeps them all: a
+    driver may follow them still."""
     import docker.errors
 
     client = client or docker_client()
-    listed = client.api.containers(all=True, filters={"label": f"{ROLE_LABEL}=worker",
-                                                      "status": ["exited", "dead", "created"]})
-    by_resolution: dict[str, list[str]] = {}
+    listed = client.api.containers(all=True, filters={"label": f"{ROLE_LABEL}=worker"})
+    by_resolution: dict[str, list[LeftWorker]] = {}
     for entry in listed:
         root_id = (entry.get("Labels") or {}).get(RESOLUTION_LABEL)
-        if root_id:
-            by_resolution.setdefault(root_id, []).append(entry["Id"])
-    removed = 0
-    for root_id, ids in by_resolution.items():
+        if root_id and entry.get("State") != "removing":
+            name = ((entry.get("Names") or [""])[0]).lstrip("/") or entry["Id"][:12]
+            by_resolution.setdefault(root_id, []).append(LeftWorker(entry["Id"], name, root_id,
+                                                                    entry.get("State") or "unknown"))
+    removed = []
+    for root_id, left in by_resolution.items():
         if not ended(root_id):
             continue
-        for container_id in ids:
+        for worker in left:
             try:
-                client.api.remove_container(container_id, force=True)
-                removed += 1
+                client.api.remove_container(worker.id, force=True)  # a running one: killed, then removed
+                removed.append(worker)
             except docker.errors.NotFound:
                 pass
     return removed
+
+
+@dataclasses.dataclass(frozen=True)
+class LeftWorker:
+    """A worker container left by the driver of a resolution that ended: its id, name, resolution and state."""
+
+    id: str
+    name: str
+    root_id: str
+    state: str
 
 
 class DriverContainer:

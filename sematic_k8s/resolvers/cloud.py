@@ -292,7 +292,8 @@ def _recorded(store: Any, run_id: str) -> bool:
 
 def _remove_ended_workers(store: Any) -> None:
     """Remove the worker containers left on this machine by drivers of resolutions that ended (a detached
-    resolution whose driver was killed): never this one's, never a running one."""
+    resolution whose driver was killed, marked dead by this read of it), running ones too, each still running
+    named: never this one's, never one of a resolution that has not ended."""
     from sematic_k8s.launchers.docker import remove_ended_workers
 
     def ended(root_id: str) -> bool:
@@ -307,8 +308,12 @@ def _remove_ended_workers(store: Any) -> None:
     except Exception as e:  # noqa: BLE001 - a clean-up: the resolution goes on without it
         log.warning("could not remove the worker containers of ended resolutions: %s", e)
         return
+    for worker in removed:
+        if worker.state == "running":
+            log.warning("worker container %s was still running though its resolution %s has ended (its driver gone: "
+                        "nothing would read its outcome): stopped and removed", worker.name, worker.root_id)
     if removed:
-        log.info("removed %d worker containers of ended resolutions", removed)
+        log.info("removed %d worker container(s) of ended resolutions", len(removed))
 
 
 def _stored_value(art: Any, storage: Any) -> serialization.Value:

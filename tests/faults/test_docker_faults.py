@@ -3,9 +3,9 @@ server: a func past its timeout is stopped; a driver killed with SIGKILL fails t
 last log lines, leaves no container behind, and its resolution is continued through the API to the same
 value; finished driver and worker containers are removed. A driver process killed (SIGKILL) while a worker
 container waits, started again on the same resolution, re-attaches to that container (running, or ended while
-no driver watched) instead of starting the step again, and leaves no container behind. The exited workers of a
-detached resolution whose driver was killed are removed once that resolution has ended. ``docker stop`` reaches a
-driver's own SIGTERM handler."""
+no driver watched) instead of starting the step again, and leaves no container behind. The workers of a
+detached resolution whose driver was killed, exited or still running, are removed once that resolution has ended.
+``docker stop`` reaches a driver's own SIGTERM handler."""
 
 from __future__ import annotations
 
@@ -559,3 +559,40 @@ def test_the_exited_workers_of_a_detached_resolution_whose_driver_was_killed_are
 
         assert mod.gated(4, name).resolve(resolver(server, s3_url, root, base_image, lines)) == 4 + 1 + 2
         assert containers_of(root_id) == []
+
+
+def test_a_running_worker_of_a_detached_resolution_whose_driver_was_killed_is_stopped_once_it_is_marked_dead(
+        base_image, project, s3_url, tmp_path, monkeypatch, caplog):
+    """The same, its worker's step never ending (a gate never opened: a func waiting for ever, a server it runs):
+    once the resolution is marked dead no driver will ever read that worker, so the next Docker resolution started
+    from this machine stops and removes it too, saying so (was: "running ones are left", the container ran on,
+    unowned, for as long as its func did)."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "5")
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "0.5")
+    root, mod = project
+    lines: list[str] = []
+    storage = storage_from_url(s3_url)
+    name, other = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    root_id = ""
+    with serve(tmp_path) as server:
+        try:
+            f = mod.gated(3, name)
+            root_id = f.resolve(resolver(server, s3_url, root, base_image, lines, detach=True))
+            wait_for(lambda: storage.exists(f"gates/{name}.started"), 300, what="the gated worker")
+            [driver] = containers_of(root_id, "driver")
+            driver.kill(signal="SIGKILL")
+            wait_for(lambda: server.store.get_resolution(root_id).state == "failed", 60,
+                     what="the silent resolution to be marked dead")
+            [worker] = [c for c in containers_of(root_id, "worker") if c.status == "running"]
+            assert "gate" in worker.labels[FUNC_LABEL]
+
+            storage.put(f"gates/{other}", b"")  # the next resolution's gate, open from the start
+            with caplog.at_level("INFO", logger="sematic_k8s"):
+                assert mod.gated(4, other).resolve(resolver(server, s3_url, root, base_image, lines)) == 4 + 1 + 2
+            assert containers_of(root_id) == []
+            said = [r.getMessage() for r in caplog.records if "worker container" in r.getMessage()]
+            assert any(worker.name in s and root_id in s and "still running" in s for s in said), said
+        finally:
+            storage.put(f"gates/{name}", b"")  # a worker left by a failure ends
+            for c in containers_of(root_id) if root_id else []:
+                c.remove(force=True)
