@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from sematic_k8s.errors import CancelRequested, ContinuedAlready, DriverReplaced, ResolutionEnded, RunResolved
 from sematic_k8s.store.records import check_sequence
-from sematic_k8s.store.tables import CANCELING, ENDED, RESOLVED
+from sematic_k8s.store.tables import AS_ASKED, CANCELED, CANCELING, ENDED, FAILED, RESOLVED
 
 R = TypeVar("R")
 TRUTH_FIELDS = ("format", "type_name", "size")  # an artifact's fields that differ when one of two records lies
@@ -42,8 +42,9 @@ class Replayed(Exception):  # not an error: the batch is answered as written
 
 
 def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]],
-                 fence: dict[str, int], sequence: dict[str, int]) -> None:
-    """Refuse the whole batch (nothing of it is recorded) when its writer is stale:
+                 fence: dict[str, int], sequence: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Refuse the whole batch (nothing of it is recorded) when its writer is stale, else return ``updates`` with
+    an accepted cancel kept (:func:`kept_cancels`). Refused:
 
     - :class:`DriverReplaced` when it carries a driver epoch (``fence``: resolution id -> the epoch its driver
       took over with, :meth:`SqlStore.take_over`) older than the resolution's: another driver took it over since;
@@ -60,7 +61,8 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
       follower failed first) must not replace them. (Other fields, such as settings, are not a resolver's: they
       pass.)
     - :class:`CancelRequested` for a write recording a resolution resolved that is ``canceling``: a cancel accepted
-      after its loop last looked (between that look and this write) wins; the loop records it canceled.
+      after its loop last looked (between that look and this write) wins; the loop records it canceled. (A write
+      recording such a resolution failed is not refused: it is recorded canceled, :func:`kept_cancels`.)
 
     Called before the batch writes anything. On PostgreSQL the rows are read ``FOR UPDATE``, every resolution the
     batch updates or fences in id order (the order :func:`writes.update` takes them in): a sweeper's or a
@@ -70,7 +72,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     check_sequence(fence, sequence)
     writer = {r for r, fields in updates.items() if "heartbeat_at" in fields or "state" in fields} | set(fence)
     if not writer:
-        return
+        return updates
     t = table
     stmt = sa.select(t.c.id, t.c.state, t.c.error, t.c.ended_at, t.c.driver_epoch, t.c.driver_epoch_at,
                      t.c.driver_seq)
@@ -79,6 +81,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
     else:
         stmt = stmt.where(sa.or_(sa.and_(t.c.id.in_(list(writer)), t.c.state.in_((*ENDED, CANCELING))),
                                  t.c.id.in_(list(fence))))
+    canceling: set[str] = set()  # ended failed while canceling: recorded canceled
     for res_id, state, error, ended_at, epoch, epoch_at, last in conn.execute(stmt):
         if res_id in fence and (epoch or 0) > fence[res_id]:
             raise DriverReplaced(res_id, epoch_at)
@@ -88,12 +91,38 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
             raise ResolutionEnded(res_id, state, error, ended_at)
         if res_id in writer and state == CANCELING and updates.get(res_id, {}).get("state") == RESOLVED:
             raise CancelRequested(res_id)
+        if res_id in writer and (state == CANCELING and updates.get(res_id, {}).get("state") == FAILED
+                                 or _kept(updates.get(res_id, {}), state, error)):
+            canceling.add(res_id)
+    return kept_cancels(updates, canceling)
+
+
+def kept_cancels(updates: dict[str, dict[str, Any]], canceling: set[str]) -> dict[str, dict[str, Any]]:
+    """``updates`` with each of the ``canceling`` resolutions' failed end recorded ``canceled``, its words kept and
+    the cancel's after them ("<error>; canceled as asked", as a marking-dead keeps one:
+    :func:`~sematic_k8s.store.liveness.expire_silent`): a cancel accepted (its caller told "canceling") after the
+    resolution's loop last looked for one wins over its failing end, as over any end, and nothing of the failure is
+    lost."""
+    if not canceling:
+        return updates
+    return {res_id: {**fields, "state": CANCELED, "error": _as_asked(fields.get("error"))} if res_id in canceling
+            else fields for res_id, fields in updates.items()}
+
+
+def _as_asked(error: str | None) -> str:
+    return (error or "failed") + AS_ASKED
+
+
+def _kept(fields: dict[str, Any], state: str, error: str | None) -> bool:
+    """Whether a resolution's update is a failed end that was recorded canceled as asked (:func:`kept_cancels`),
+    sent again (a request retried after it landed): recorded the same way again."""
+    return state == CANCELED and fields.get("state") == FAILED and error == _as_asked(fields.get("error"))
 
 
 def _same_end(fields: dict[str, Any], state: str, error: str | None) -> bool:
     """Whether a resolution's update ends it as it was ended: the same state, and its error (when it sets one)
-    the recorded one."""
-    return fields.get("state") == state and fields.get("error", error) == error
+    the recorded one; or the failed end recorded canceled as asked, sent again (:func:`_kept`)."""
+    return fields.get("state") == state and fields.get("error", error) == error or _kept(fields, state, error)
 
 
 def sequenced(updates: dict[str, dict[str, Any]], sequence: dict[str, int]) -> dict[str, dict[str, Any]]:

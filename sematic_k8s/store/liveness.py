@@ -31,7 +31,7 @@ from sematic_k8s import settings
 from sematic_k8s.errors import StopsForAFix
 from sematic_k8s.store import dbclock, notify
 from sematic_k8s.store.records import CLAIMED
-from sematic_k8s.store.tables import CANCELED, CANCELING, ENDED, FAILED, LIVE, UNFINISHED_RUNS
+from sematic_k8s.store.tables import AS_ASKED, CANCELED, CANCELING, ENDED, FAILED, LIVE, UNFINISHED_RUNS
 
 log = logging.getLogger("sematic_k8s")
 # seconds beyond the heartbeat timeout a claimed Resolution's driver may take to record it (a pod scheduled, its
@@ -137,7 +137,7 @@ def expire_silent(conn: sa.Connection, resolutions: sa.Table, runs: sa.Table, st
         asked = t.c.state == CANCELING
         done = conn.execute(sa.update(t).where(t.c.id == res_id, *dead).values(  # unless it beat meanwhile
             state=sa.case((asked, CANCELED), else_=FAILED), ended_at=dbclock.now(dialect),
-            error=sa.case((asked, reason + "; canceled as asked"), else_=reason),
+            error=sa.case((asked, reason + AS_ASKED), else_=reason),
             tasks_left=None if state == CLAIMED else True))  # no driver will delete its task copies: the server
         if done.rowcount:
             ended = conn.scalar(sa.select(t.c.state).where(t.c.id == res_id))

@@ -197,7 +197,8 @@ class SqlStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def write(self, batch: Batch, conflicts: set[str] | None = None, replays: set[str] | None = None) -> None:
+    def write(self, batch: Batch, conflicts: set[str] | None = None, replays: set[str] | None = None,
+              canceled: set[str] | None = None) -> None:
         """Apply ``batch`` in one transaction; an artifact already present is left as it is. Updated rows
         are locked in the order of their ids, as every writer does (several server processes updating the same
         runs); a transaction the database aborted all the same to break a deadlock is run again, up to
@@ -207,6 +208,8 @@ class SqlStore:
         reserve gives back (:mod:`~sematic_k8s.store.diskfull`); other writes raise ``DiskFull``.
         A batch applied already (its ``sequence`` not above the recorded one, see :func:`guards.refuse_stale`)
         changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it.
+        A failed end of a resolution found ``canceling`` is recorded canceled (:func:`guards.kept_cancels`);
+        ``canceled``, when given, gets the ids of those, once committed.
         ValueError, nothing written, for a batch setting a resolution's tags or note (people's: label_resolution),
         its labels_version or its driver_epoch (the store's; :func:`records.check_resolution_updates`), or for a
         record's text holding a NUL character (naming it; a resolution's error is kept with ``\\x00`` in its place:
@@ -218,22 +221,25 @@ class SqlStore:
         beating = [r for r, fields in batch.resolution_updates.items() if "heartbeat_at" in fields]
         with self._beats.on_the_way(beating) if self._beats is not None and beating else contextlib.nullcontext():
             try:
-                self._write_retrying(batch, conflicts, replays)
+                self._write_retrying(batch, conflicts, replays, canceled)
             except DiskFull as e:
                 ending = [r for r, fields in batch.resolution_updates.items() if fields.get("state") in ENDED]
                 if not ending or self._reserve is None or not self._reserve.release():
                     raise
                 log.warning("%s: recording the end of resolution %s in the room its reserve gave back", e.problem,
                             ", ".join(ending))
-                self._write_retrying(batch, conflicts, replays)
+                self._write_retrying(batch, conflicts, replays, canceled)
 
-    def _write_retrying(self, batch: Batch, conflicts: set[str] | None, replays: set[str] | None) -> None:
+    def _write_retrying(self, batch: Batch, conflicts: set[str] | None, replays: set[str] | None,
+                        canceled: set[str] | None) -> None:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             found: set[str] | None = None if conflicts is None else set()
             try:
-                self._write(batch, found)
+                kept = self._write(batch, found)
                 if conflicts is not None and found:
                     conflicts |= found
+                if canceled is not None:
+                    canceled |= kept
                 if self._checkpoints is not None:
                     self._checkpoints.wrote()
                 return
@@ -245,7 +251,8 @@ class SqlStore:
                 if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
                     raise
 
-    def _write(self, batch: Batch, conflicts: set[str] | None) -> None:
+    def _write(self, batch: Batch, conflicts: set[str] | None) -> set[str]:
+        """One attempt of :meth:`write`; the ids of the resolutions whose failed end it recorded canceled."""
         marked: list[str] = []  # continuations found silent, marked dead in this transaction: told once it commits
 
         def expire(ids: list[str]) -> list[str]:
@@ -257,7 +264,7 @@ class SqlStore:
             guards.hold_write_lock(conn)  # SQLite: before the guards read (a batch may hold no insert before it)
             res_updates = batch.resolution_updates
             if res_updates or batch.fence or batch.sequence:  # first: refused, or applied already, it writes nothing
-                guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
+                res_updates = guards.refuse_stale(conn, self._res, res_updates, batch.fence, batch.sequence)
                 res_updates = guards.sequenced(res_updates, batch.sequence)
             if batch.new_resolutions:
                 guards.refuse_second_continue(conn, self._res, batch.new_resolutions, expire)
@@ -277,6 +284,8 @@ class SqlStore:
             writes.update(conn, self._runs, batch.run_updates)
             writes.update(conn, self._res, res_updates)
         self._tell_expired(marked)
+        return {r for r, fields in res_updates.items()  # (guards.kept_cancels)
+                if fields.get("state") == CANCELED and batch.resolution_updates.get(r, {}).get("state") == FAILED}
 
     def end_claim(self, resolution_id: str, error: str) -> bool:
         """Record as failed, with ``error``, a resolution still ``CLAIMED`` (the server's rerun action recorded it, and

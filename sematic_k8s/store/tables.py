@@ -13,6 +13,7 @@ CANCELING = "canceling"  # a Resolution asked to cancel, until its loop records 
 RUNNING, RESOLVED, FAILED, CANCELED = "running", "resolved", "failed", "canceled"
 LIVE = (RUNNING, CANCELING)  # a Resolution whose process should be heartbeating
 ENDED = (RESOLVED, FAILED, CANCELED)
+AS_ASKED = "; canceled as asked"  # after a failure's words: the end of a resolution whose accepted cancel won
 UNFINISHED_RUNS = ("created", "scheduled", RUNNING)
 # the runs a cache look-up can hit (ix_runs_cache_hits)
 CACHE_HITS_WHERE = "cache_key IS NOT NULL AND state = 'resolved' AND cached_from IS NULL"

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from sematic_k8s.store.notify import resolution_event
 from sematic_k8s.store.records import Batch
+from sematic_k8s.store.tables import CANCELED, FAILED
 
 QUEUE_SIZE = 10_000
 
@@ -166,12 +168,13 @@ def told(fields: dict[str, Any]) -> bool:
     return not (LIVE_RUN_FIELDS.isdisjoint(fields) and SHOWN_RUN_FIELDS.isdisjoint(fields))
 
 
-def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
+def batch_events(batch: Batch, root_of: Any, canceled: Collection[str] = ()) -> list[dict[str, Any]]:
     """One event per new Run and Resolution in ``batch``, per Run whose state or attempts it sets (a retry may set
     its attempts alone: the event then has its ``attempts`` and no state), and per Resolution whose state it sets,
     in the order they happened. Runs whose update sets only ``SHOWN_RUN_FIELDS`` make one event per resolution
     (``changed``: the fields set, ``id``: the run's, null when several): a driver noting what many runs wait for,
-    once a second, sends one event a second, not one per run."""
+    once a second, sends one event a second, not one per run. ``canceled``: resolutions whose failed end the store
+    recorded canceled (a cancel accepted before it: ``SqlStore.write``), told as recorded."""
     events = []
     for res in batch.new_resolutions:
         events.append(resolution_event(res["id"], res.get("state")))
@@ -193,5 +196,6 @@ def batch_events(batch: Batch, root_of: Any) -> list[dict[str, Any]]:
                        "changed": sorted(names)})
     for res_id, fields in batch.resolution_updates.items():  # last: a resolution ends after its runs
         if "state" in fields:
-            events.append(resolution_event(res_id, fields["state"]))
+            kept = res_id in canceled and fields["state"] == FAILED
+            events.append(resolution_event(res_id, CANCELED if kept else fields["state"]))
     return events

@@ -176,8 +176,10 @@ class Server:
         applied already (a retried request's first attempt landing late) is answered as written, and tells
         subscribers nothing (its events would set what they show back)."""
         conflicts: set[str] = set()
+        canceled: set[str] = set()  # failed ends recorded canceled: a cancel accepted before them (told so)
         with self.write_lock:
-            results = writes.write_all(functools.partial(self.store.write, conflicts=conflicts), batches)
+            results = writes.write_all(functools.partial(self.store.write, conflicts=conflicts, canceled=canceled),
+                                       batches)
         for artifact_id in sorted(conflicts):  # rare: a record written ahead, or a hostile one after the true one
             verdicts.settle(self.store, self.storage, artifact_id,
                             [b.artifacts[artifact_id] for b in batches if artifact_id in b.artifacts], self.write_lock)
@@ -193,7 +195,7 @@ class Server:
         if unknown:
             for run_id, root in scopes.roots_of(self.store, unknown).items():  # one query, not one per run
                 self.roots.put(run_id, root)
-        self.publish([event for batch in written for event in batch_events(batch, self.root_of)])
+        self.publish([event for batch in written for event in batch_events(batch, self.root_of, canceled)])
         return errors
 
     def root_of(self, run_id: str) -> str | None:

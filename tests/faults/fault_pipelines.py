@@ -36,6 +36,21 @@ def gated(n: int, gate: str) -> int:
     return add(wait_for(gate, add(n, 1)), add(1, 1))
 
 
+@sk.func
+def fail_at(path: str, x: int) -> int:
+    """Raises ValueError once the file ``path`` exists; writes ``path + ".started"`` first (so a test knows)."""
+    Path(path + ".started").touch()
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    raise ValueError(f"failed as told, with {x}")
+
+
+@sk.func
+def gated_failure(n: int, gate: str) -> int:
+    """:func:`gated` whose gated step fails once its gate opens."""
+    return add(fail_at(gate, add(n, 1)), add(1, 1))
+
+
 @sk.func(inline=False)
 def remote_add(a: int, b: int) -> int:
     return a + b

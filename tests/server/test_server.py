@@ -309,6 +309,34 @@ def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
     assert served.store.get_run(run_id).attempts == 2
 
 
+def test_a_failed_end_recorded_canceled_as_asked_is_told_canceled(served) -> None:
+    """A write recording a resolution failed lands after a cancel of it was accepted (canceling): the store records
+    it canceled ("...; canceled as asked"), and its live event says so, as recorded. Was: recorded failed; once
+    kept canceled, the event still said failed, the state the write had sent."""
+    root, run_id = "ab" * 16, "cd" * 16
+    events: list[dict] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        _follow(served, {"root_id": root}, events, ready.set,
+                until=lambda e: e["type"] == "resolution" and e["state"] not in ("running", "canceling"))
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(15), "the stream did not open"
+    write_through_api(served.url, served.key, _running_root(root, [run_id]))
+    with httpx.Client(base_url=served.url, headers={"X-API-Key": served.key}) as c:
+        assert c.post(f"/api/v1/resolutions/{root}/cancel").json()["state"] == "canceling"
+    end = {"state": "failed", "ended_at": utcnow(), "error": f"resolution {root} failed: f raised ValueError: no"}
+    write_through_api(served.url, served.key, Batch(run_updates={run_id: {"state": "failed", "ended_at": utcnow()}},
+                                                    resolution_updates={root: end}))
+    listener.join(30)
+    assert not listener.is_alive(), f"the resolution's end was never told: {events}"
+    assert events[-1] == {"type": "resolution", "id": root, "root_id": root, "state": "canceled"}
+    res = served.store.get_resolution(root)
+    assert (res.state, res.error) == ("canceled", end["error"] + "; canceled as asked")
+
+
 def test_a_runs_notes_inputs_or_output_set_alone_are_a_live_event(served) -> None:
     """A run update that sets only what the dashboard shows of a run besides its state (its notes: the resolver's
     note of what it waits for; its inputs, output, error) is told, as ``changed`` with no state and no values: the

@@ -54,3 +54,24 @@ def test_a_batch_fenced_with_a_resolution_marked_dead_is_refused_whole_without_a
         store.write(late)
     assert (store.get_run("a1").state, store.get_run("a2")) == ("canceled", None)
     assert store.get_resolution("r0") == marked
+
+
+def test_a_failed_end_of_a_canceling_resolution_is_recorded_canceled_its_words_kept(store) -> None:
+    """A cancel was accepted (``request_cancel``: canceling, its caller told so) before a write recording the
+    resolution failed: the write lands, recording it canceled in the failure's words and the cancel's
+    (``canceled`` gets its id); the same write sent again (a retry of an unnumbered write, as the CloudResolver's)
+    is answered as written and changes nothing; an end in other words is refused. Was: recorded failed, the accepted
+    cancel nowhere in the record (``tests/faults/test_cancel_at_a_failing_end.py`` causes it with real processes)."""
+    assert store.request_cancel("r0") == "canceling"
+    end = {"state": "failed", "ended_at": utcnow(), "error": "resolution r0 failed: f raised ValueError: no"}
+    canceled: set[str] = set()
+    store.write(Batch(resolution_updates={"r0": end}, run_updates={"a1": {"state": "canceled"}}, in_order=False),
+                canceled=canceled)
+    res = store.get_resolution("r0")
+    assert (res.state, res.error, canceled) == ("canceled", end["error"] + "; canceled as asked", {"r0"})
+    again: set[str] = set()
+    store.write(Batch(resolution_updates={"r0": dict(end)}, in_order=False), canceled=again)
+    assert store.get_resolution("r0") == res and again == {"r0"}
+    with pytest.raises(ResolutionEnded):
+        store.write(Batch(resolution_updates={"r0": {**end, "error": "other words"}}, in_order=False))
+    assert store.get_resolution("r0") == res and store.get_run("a1").state == "canceled"

@@ -1,0 +1,153 @@
+"""A cancel landing in the instant a resolution fails: after its loop last looked for one, before the write that
+records it failed reaches the store. The cancel was accepted (the resolution was running: `sematic-k8s cancel` says
+"canceling"), so it wins, as over a resolved end (test_cancel_at_the_end.py): the resolution is recorded canceled,
+its failure's words kept ("resolution <id> failed: ... raised ValueError: ...; canceled as asked"), and
+`sematic-k8s cancel --wait` says canceled. Was: recorded failed, the accepted cancel nowhere in the record.
+
+The resolver is a real process (a LocalResolver) whose gated step raises once its gate opens. Through a server
+process (SQLite or PostgreSQL) a proxy on loopback holds its write of the end back until the cancel, sent straight
+to the server by the CLI, landed. On PostgreSQL without a server, another session holds the resolution's row: the
+cancel's process queues for it first, then the resolver's write of the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from outages import HoldingProxy
+from sematic_k8s import settings
+from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.sql import SqlStore
+from waiting import wait_for
+
+HERE = Path(__file__).parent
+# the resolver's process: its HTTP store's client times out after 2 s (as in test_write_order.py), not 60 s
+RESOLVE = ("import sys, fault_pipelines as fp, sematic_k8s as sk\n"
+           "from sematic_k8s.store import http\n"
+           "http.HttpStore.__init__.__kwdefaults__['timeout'] = 2.0\n"
+           "print(fp.gated_failure(5, sys.argv[1]).resolve(sk.LocalResolver(root_id=sys.argv[2])))")
+CAUSE = "raised ValueError: failed as told, with 6"
+
+
+def _ends_failed(root: str) -> Callable[[bytes], bool]:
+    """Whether a request is a batch recording resolution ``root`` failed."""
+    def pick(request: bytes) -> bool:
+        if not request.startswith(b"POST /api/v1/store/write"):
+            return False
+        try:
+            body = json.loads(request.split(b"\r\n\r\n", 1)[1])
+        except ValueError:
+            return False
+        return (body.get("resolution_updates") or {}).get(root, {}).get("state") == "failed"
+    return pick
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
+    env.update({"SEMATIC_K8S_HOME": str(tmp_path), **extra,
+                "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])})
+    return env
+
+
+def _process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _check_ended(resolver: subprocess.Popen, cancel: subprocess.Popen, root: str, res_error: str | None,
+                 res_state: str) -> None:
+    """The resolver failed in its func's words; the cancel said canceled; the record is canceled with the
+    failure's words and the cancel's."""
+    out, err = resolver.communicate(timeout=120)
+    assert resolver.returncode == 1, (out, err)
+    assert f"resolution {root} failed: fail_at" in err, err
+    said, cli_err = cancel.communicate(timeout=60)
+    assert cancel.returncode == 0 and json.loads(said)["state"] == "canceled", (said, cli_err)
+    assert res_state == "canceled", (res_state, res_error)
+    assert res_error is not None and res_error.startswith(f"resolution {root} failed: fail_at"), res_error
+    assert CAUSE in res_error and res_error.endswith("; canceled as asked"), res_error
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_cancel_landing_just_before_a_failing_end_wins(tmp_path, db_server, db) -> None:
+    server = db_server
+    root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
+    proxy = HoldingProxy(server.port, hold=_ends_failed(root), until_release=True)
+    env = _env(tmp_path, SEMATIC_K8S_SERVER=proxy.url)
+    resolver = _process(["-c", RESOLVE, gate, root], env)
+    cancel = None
+    reader = HttpStore(server.url)
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or resolver.poll() is not None, 60, what="the gated step")
+        Path(gate).touch()
+        wait_for(lambda: proxy.held is not None or resolver.poll() is not None, 60, what="the write of the end")
+        assert reader.get_resolution(root).state == "running"
+        cancel = _process(["-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"],
+                          {**env, "SEMATIC_K8S_SERVER": server.url})
+        wait_for(lambda: reader.get_resolution(root).state != "running", 60, what="the cancel to land")
+        status, body = proxy.release()  # the end arrives just after the cancel
+        assert status == 200, body
+        res = reader.get_resolution(root)
+        _check_ended(resolver, cancel, root, res.error, res.state)
+        assert {r.func_name: r.state for r in reader.runs_of_root(root)}["fail_at"] == "failed"
+    finally:
+        for p in (resolver, cancel):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        reader.close()
+        proxy.close()
+
+
+def test_a_cancel_committing_before_a_failing_end_on_postgresql_wins(tmp_path, postgres_url) -> None:
+    """No server: the resolver and the cancel record on the database. Another session holds the resolution's row
+    (a writer's transaction in flight); ``sematic-k8s cancel`` queues for it, then the gate opens and the resolver's
+    write of the end queues behind it (its loop's last look for a cancel found none). The row let go, the cancel
+    commits ``canceling``, then the end lands on it. No beats meanwhile: the heartbeat interval is long."""
+    store = SqlStore(postgres_url, stale_after=10 ** 6)
+    res = store._res
+    root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
+    env = _env(tmp_path, **{settings.DB_URL_ENV: postgres_url, "SEMATIC_K8S_HEARTBEAT_INTERVAL": "3600",
+                            "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "7200"})
+    resolver = _process(["-c", RESOLVE, gate, root], {**env, "PGAPPNAME": "resolver"})
+    cancel = None
+
+    def waiting(app: str) -> int:  # sessions of ``app`` waiting for a lock
+        with store.engine.connect() as c:
+            return c.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock' AND application_name = :app"), {"app": app})
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or resolver.poll() is not None, 60, what="the gated step")
+        wait_for(lambda: any(r.func_name == "fail_at" and r.state == "running" for r in store.runs_of_root(root))
+                 or resolver.poll() is not None, 60, what="the gated step recorded running")  # its busy flush
+        assert resolver.poll() is None, resolver.communicate()
+        with store.engine.connect() as holder:
+            holder.execute(sa.select(res.c.id).where(res.c.id == root).with_for_update()).all()
+            cancel = _process(["-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"],
+                              {**env, "PGAPPNAME": "cancel"})
+            wait_for(lambda: waiting("cancel") >= 1 or cancel.poll() is not None, 60,
+                     what="the cancel to wait for the row")
+            assert cancel.poll() is None, cancel.communicate()
+            Path(gate).touch()
+            wait_for(lambda: waiting("resolver") >= 1 or resolver.poll() is not None, 60,
+                     what="the write of the end to wait for the row")
+            assert resolver.poll() is None, resolver.communicate()
+            holder.rollback()
+        wait_for(lambda: resolver.poll() is not None, 120, what="the resolver to end")
+        ended = store.get_resolution(root)
+        assert ended is not None
+        _check_ended(resolver, cancel, root, ended.error, ended.state)
+    finally:
+        for p in (resolver, cancel):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+        store.close()
