@@ -60,11 +60,14 @@ def said_whole(exc: BaseException) -> BaseException:
 
 def user_line(exc: BaseException) -> str | None:
     """``FILE:LINE`` where ``exc`` was raised in the user's code (a syntax error: where it is), not this package's nor
-    Python's import machinery; None when no frame is the user's."""
+    Python's import machinery; None when no frame is the user's. The line that called Python's own code or an
+    installed library that raised (a socket's, httpx's), where one did; else the last frame in an installed library
+    (a pipeline installed in site-packages)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(("<", _LIBRARY))]
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+    users = [f for f in frames if not f.filename.startswith(_NOT_USERS)] or frames
+    return f"{users[-1].filename}:{users[-1].lineno}" if users else None
 
 
 # characters of an error's message recorded (its traceback: five times as many); a longer one keeps its start and end

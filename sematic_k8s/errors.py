@@ -35,8 +35,9 @@ func failing)::
         ├── PushError                   ``docker push`` failed or its digest is unconfirmed
         │   └── RegistryUnavailable     the registry did not answer, or kept answering 429/5xx, past the retry window
         ├── RegistryAuthError           the image registry wants credentials we do not have
-        ├── ImportInterrupted           a recorded func's module raised, as it loaded, an error that may pass (an
-        │                               OSError: a network mount or service it reads at import; MemoryError)
+        ├── ImportInterrupted           a recorded func's or a value class' module raised, as it loaded, an error
+        │                               that may pass (an OSError: a network mount or service it reads at import, or
+        │                               a library's error raised from one; MemoryError)
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── ImageUnpulled               the Docker engine could not pull a driver's image (its registry refused it, or
         │                               did not answer past the pull's grace)
@@ -391,10 +392,11 @@ class S3CredentialsError(S3StorageError):
 
 
 class ImportInterrupted(InfrastructureError):
-    """A recorded func's module raised, as it loaded, an error that may pass (:data:`IMPORT_MAY_PASS`): its top level
-    reads a network mount or calls a service that did not answer, or memory ran short. Not the module's mistake (a
-    typo'd name, a syntax error: FuncNotFound): a driver that meets it is started again (exit 75), a worker's attempt
-    is run again. ``module``: the module's name; the error it raised is its ``__cause__``."""
+    """A recorded func's module, or that of a class or global a value names, raised, as it loaded, an error that may
+    pass (:func:`import_may_pass`): its top level reads a network mount or calls a service that did not answer, or
+    memory ran short. Not the module's mistake (a typo'd name, a syntax error: FuncNotFound, ArtifactUnloadable): a
+    driver that meets it is started again (exit 75), a worker's attempt is run again. ``module``: the module's name;
+    the error it raised is its ``__cause__``."""
 
     def __init__(self, message: str, module: str) -> None:
         super().__init__(message)
@@ -410,8 +412,24 @@ IMPORT_STAYS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionEr
 
 def import_may_pass(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a module's top level as it loaded, may pass on another try (ImportInterrupted),
-    rather than being the module's mistake (FuncNotFound). An InfrastructureError is neither: it keeps its type."""
-    return isinstance(exc, IMPORT_MAY_PASS) and not isinstance(exc, IMPORT_STAYS)
+    rather than being the module's mistake (FuncNotFound). An InfrastructureError is neither: it keeps its type.
+
+    A library's own error that is no OSError (httpx's ConnectError, urllib3's MaxRetryError, botocore's
+    EndpointConnectionError) is judged by the error it was raised from (its cause, else its context, shown or not):
+    the socket's ConnectionRefusedError may pass. One of Python's own (a NameError raised while handling a
+    ConnectionError) is the module's mistake, whatever it was handling."""
+    if isinstance(exc, InfrastructureError):
+        return False
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        if isinstance(at, IMPORT_MAY_PASS):
+            return not isinstance(at, IMPORT_STAYS)
+        if type(at).__module__ == "builtins":
+            return False
+        seen.add(id(at))
+        at = at.__cause__ or at.__context__  # (a context hidden "from None" too: httpcore's ConnectError hides it)
+    return False
 
 
 _Stops = TypeVar("_Stops", bound="StopsForAFix")

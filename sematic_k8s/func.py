@@ -17,15 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sematic_k8s import limits, modules, packaged, quantities
-from sematic_k8s.error_records import one_line, user_line
+from sematic_k8s.error_records import user_line
 from sematic_k8s.errors import (
     CodeRefused,
     FuncError,
     FuncNotFound,
     FutureHasNoValue,
-    ImportInterrupted,
     InfrastructureError,
-    import_may_pass,
 )
 from sematic_k8s.future import Future
 from sematic_k8s.packaged import NotPackaged
@@ -33,6 +31,7 @@ from sematic_k8s.serialization import type_name
 from sematic_k8s.settings import SOURCE_MAP_ENV
 
 _REGISTRY: dict[str, Func] = {}
+_REGISTERED: list[str] = []  # every path registered, in order (what a module's top level registered before it raised)
 _UNNAMED = {inspect.Parameter.VAR_POSITIONAL: "*{}", inspect.Parameter.VAR_KEYWORD: "**{}",
             inspect.Parameter.POSITIONAL_ONLY: "positional-only parameter {}"}
 _RETRY_BACKOFF_CAP = 300.0
@@ -324,6 +323,7 @@ class Func:
                 raise
         functools.update_wrapper(self, fn)
         _REGISTRY[self.path] = self
+        _REGISTERED.append(self.path)
 
     def __repr__(self) -> str:
         return f"<sk.func {self.path}>"
@@ -542,26 +542,16 @@ def map_source(path: str | None) -> str | None:
     return here + path[len(host):] if path.startswith(host + "/") else path
 
 
-def _raised(path: str, exc: Exception) -> str:
-    """What the module of func ``path`` raised as it loaded, and at which line of the user's code: one line."""
-    text = exc.msg if isinstance(exc, SyntaxError) else str(exc)  # (a SyntaxError's str names its place, said below)
-    said = f"{type(exc).__name__}: {one_line(text)}" if text.strip() else type(exc).__name__
-    at = user_line(exc)
-    return f"its module {path.partition(':')[0]} raised {said}{f' at {at}' if at else ''}"
-
-
 def _unloadable(what: str, path: str, exc: Exception) -> Exception:
     """The error of func ``path``'s module raising ``exc`` as it loaded: the module's mistake (FuncNotFound: fix it),
     or, for an error that may pass (a network mount or service its top level reads, memory short), ImportInterrupted
     (a driver is started again, a worker's attempt run again); an InfrastructureError of its own, itself."""
     if isinstance(exc, InfrastructureError):
         return exc
-    if import_may_pass(exc):
-        return ImportInterrupted(f"{what} {path} could not be loaded: {_raised(path, exc)}, which may pass (not the "
-                                 "module's mistake): a driver or worker tries again; a command, run it again",
-                                 path.partition(":")[0])
-    return FuncNotFound(f"{what} {path} cannot be loaded: {_raised(path, exc)}; fix the module (it must import "
-                        "without error), then run again")
+    module = path.partition(":")[0]
+    return modules.interrupted(f"{what} {path}", module, exc) or FuncNotFound(
+        f"{what} {path} cannot be loaded: {modules.raised(module, exc)}; fix the module (it must import without "
+        "error), then run again")
 
 
 def load_func(path: str, source_file: str | None = None, what: str = "func") -> Func:
@@ -575,8 +565,23 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
     if path in _REGISTRY and within is None:
         return _REGISTRY[path]
     module_name = path.partition(":")[0]
+    mark = len(_REGISTERED)
     try:
-        module = modules.load_module(module_name, map_source(source_file), within)
+        module = _module_of(path, source_file, what, within)
+    except BaseException:
+        _forget_unloaded(mark)
+        raise
+    if path not in _REGISTRY:
+        where = getattr(module, "__file__", None)
+        raise FuncNotFound(f"{what} {path} is not defined in its module {module_name}{f' ({where})' if where else ''}: "
+                           "renamed or removed since it was recorded? Put it back to re-run it")
+    return _REGISTRY[path]
+
+
+def _module_of(path: str, source_file: str | None, what: str, within: packaged.PackagedCode | None) -> types.ModuleType:
+    """The module of func ``path``, loaded (:func:`load_func`'s errors)."""
+    try:
+        return modules.load_module(path.partition(":")[0], map_source(source_file), within)
     except NotPackaged as e:
         raise CodeRefused(f"{what} {path[:300]} is not in this image's packaged code ({within.code_dir}): {e}; "  # type: ignore[union-attr]
                           "a rerun runs only the pipeline's own funcs") from None
@@ -591,8 +596,13 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
         if unloadable is e:
             raise
         raise unloadable from e
-    if path not in _REGISTRY:
-        where = getattr(module, "__file__", None)
-        raise FuncNotFound(f"{what} {path} is not defined in its module {module_name}{f' ({where})' if where else ''}: "
-                           "renamed or removed since it was recorded? Put it back to re-run it")
-    return _REGISTRY[path]
+
+
+def _forget_unloaded(mark: int) -> None:
+    """Drop the funcs registered since ``_REGISTERED[mark]`` by a module's top level that then raised: that module is
+    not kept (nor in sys.modules), their globals lack what its top level did not reach, and loading them again runs
+    it again. Those of a module that loaded (one it imported, another thread's) stay."""
+    for path in _REGISTERED[mark:]:
+        f = _REGISTRY.get(path)
+        if f is not None and getattr(f.fn, "__module__", None) not in sys.modules:
+            _REGISTRY.pop(path, None)

@@ -55,7 +55,18 @@ OWN_EXTRAS = ('"s3"',)  # the extras images install it with
 
 def find(module: str, qualname: str) -> Any:
     """The global ``module.qualname`` a value names; in a process working for a server-started rerun, only one
-    the rule allows (ValueRefused, saying why, otherwise; a refused module is never imported)."""
+    the rule allows (ValueRefused, saying why, otherwise; a refused module is never imported). ImportInterrupted when
+    its module raised, as it loaded, an error that may pass (:func:`sematic_k8s.modules.told_apart`)."""
+    with modules.told_apart(named(module, qualname), module):
+        return _find(module, qualname)
+
+
+def named(module: str, qualname: str) -> str:
+    """How a global ``module.qualname`` a value names is said in an error (ImportInterrupted's ``what``)."""
+    return f"a value's {module[:200]}.{qualname[:200]}"
+
+
+def _find(module: str, qualname: str) -> Any:
     code = packaged.restricted_to()
     if code is None:
         return _attribute(modules.load_module(module), qualname)

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+from sematic_k8s.error_records import one_line, user_line
+from sematic_k8s.errors import ImportInterrupted, import_may_pass
 from sematic_k8s.packaged import NotPackaged, PackagedCode
 
 log = logging.getLogger("sematic_k8s")
@@ -122,6 +124,37 @@ def load_module(name: str, source_file: str | None = None, within: PackagedCode 
         return sys.modules[name]
     source_file = source_file or _files.get(name)
     return _load(name, _find_spec(name, source_file), source_file)
+
+
+def raised(name: str, exc: BaseException) -> str:
+    """What module ``name`` raised as it loaded, and at which line of the user's code: one line."""
+    text = exc.msg if isinstance(exc, SyntaxError) else str(exc)  # (a SyntaxError's str names its place, said below)
+    said = f"{type(exc).__name__}: {one_line(text)}" if text.strip() else type(exc).__name__
+    at = user_line(exc)
+    return f"its module {name} raised {said}{f' at {at}' if at else ''}"
+
+
+def interrupted(what: str, name: str, exc: BaseException) -> ImportInterrupted | None:
+    """ImportInterrupted ("``what`` could not be loaded: ...") when ``exc``, raised by module ``name``'s top level as
+    it loaded, may pass (:func:`sematic_k8s.errors.import_may_pass`: a service or network mount it reads at import,
+    memory short); None when it is the module's mistake, or an InfrastructureError (itself)."""
+    if not import_may_pass(exc):
+        return None
+    return ImportInterrupted(f"{what} could not be loaded: {raised(name, exc)}, which may pass (not the module's "
+                             "mistake): a driver or worker tries again; a command, run it again", name)
+
+
+@contextlib.contextmanager
+def told_apart(what: str, name: str) -> Iterator[None]:
+    """Loading module ``name`` for ``what``: an error its top level raised that may pass becomes ImportInterrupted
+    (:func:`interrupted`); any other goes on as it is."""
+    try:
+        yield
+    except Exception as e:
+        stop = interrupted(what, name, e)
+        if stop is None:
+            raise
+        raise stop from e
 
 
 def _load_packaged(name: str, within: PackagedCode) -> ModuleType:

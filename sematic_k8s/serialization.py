@@ -330,24 +330,27 @@ def deserialize(fmt: str, payload: bytes, artifact_id: str | None = None) -> Any
         if fmt == JSON:
             return _decode(json.loads(payload))
         if fmt == PICKLE:
-            if packaged.restricted_to() is not None:
-                return _restricted_loads(payload)
-            import cloudpickle
-
-            return cloudpickle.loads(payload)
+            return _loads(payload)
     except ValueRefused as e:
         raise ValueRefused(e.name, e.why, artifact_id) from None
     raise ValueError(f"unknown artifact format {fmt!r}")
 
 
-def _restricted_loads(payload: bytes) -> Any:
-    """``pickle.loads`` whose globals are found by :func:`sematic_k8s.loadable.find` (a restricted unpickler)."""
+def _loads(payload: bytes) -> Any:
+    """``pickle.loads`` (what cloudpickle's ``loads`` is) whose globals are found by :func:`sematic_k8s.loadable.find`
+    in a process working for a server-started rerun (a restricted unpickler); elsewhere by pickle itself, a module
+    that raises an error that may pass as it loads told apart all the same (ImportInterrupted)."""
     import io
     import pickle  # here, as cloudpickle is: a worker whose values are plain data never needs it
 
+    restricted = packaged.restricted_to() is not None
+
     class Unpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
-            return loadable.find(module, name)
+            if restricted:
+                return loadable.find(module, name)
+            with modules.told_apart(loadable.named(module, name), module):
+                return super().find_class(module, name)
 
     return Unpickler(io.BytesIO(payload)).load()
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -174,3 +176,132 @@ def test_what_a_modules_top_level_raises_decides_whether_its_load_is_tried_again
         assert "\n" not in str(raised.value)
     elif raises is FuncNotFound:
         assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value)
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A local port bound but not listening: every connection to it is refused (ECONNREFUSED), for real."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+BOTOCORE = ("import botocore.config, botocore.session\n"
+            "botocore.session.get_session().create_client('s3', endpoint_url='http://127.0.0.1:PORT', "
+            "region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s', "
+            "config=botocore.config.Config(retries={'max_attempts': 1})).list_buckets()")
+
+
+@pytest.mark.parametrize(("top_level", "raises"), [
+    ("import httpx\nhttpx.get('http://127.0.0.1:PORT/')", ImportInterrupted),  # httpx.ConnectError
+    ("import urllib3\nurllib3.PoolManager(retries=0).request('GET', 'http://127.0.0.1:PORT/')",
+     ImportInterrupted),  # urllib3's MaxRetryError
+    (BOTOCORE, ImportInterrupted),  # botocore's EndpointConnectionError
+    ("import requests\nrequests.get('http://127.0.0.1:PORT/')", ImportInterrupted),  # an OSError already
+    ("try:\n    import httpx\n    httpx.get('http://127.0.0.1:PORT/')\nexcept httpx.ConnectError:\n"
+     "    FEATURES = load_defaults()", FuncNotFound),  # the user's typo while handling it: Python's own NameError
+    ("class SettingsMissing(Exception):\n    pass\ntry:\n    open('/no/such/settings.toml')\n"
+     "except OSError as e:\n    raise SettingsMissing('no settings file') from e", FuncNotFound),  # a path of its own
+], ids=["httpx", "urllib3", "botocore", "requests", "NameError-handling-ConnectError", "own-error-from-a-path"])
+def test_a_librarys_connection_error_that_is_no_oserror_is_told_apart_by_what_it_was_raised_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusing_port: int, top_level: str,
+        raises: type[Exception]) -> None:
+    """httpx's ConnectError, urllib3's MaxRetryError and botocore's EndpointConnectionError are no OSErrors: each is
+    raised from the socket's ConnectionRefusedError, which decides. Was: FuncNotFound 'fix the module' for the three
+    (a refused connection failing the run for good). The error is said at the user's line that called the library
+    (was: the library's own file, httpx/_transports/default.py:118)."""
+    name = f"library_{abs(hash(top_level))}"
+    source = tmp_path / f"{name}.py"
+    source.write_text(top_level.replace("PORT", str(refusing_port)) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(raises) as raised:
+            load_func(f"{name}:f", str(source))
+    finally:
+        sys.modules.pop(name, None)
+    assert type(raised.value) is raises
+    if raises is ImportInterrupted:  # at the user's line that called the library, not in the library's own files
+        assert f"func {name}:f could not be loaded: its module {name} raised " in str(raised.value)
+        assert f" at {source}:{top_level.count(chr(10)) + 1}, which may pass " in str(raised.value), raised.value
+
+
+VALUE_MODULE = textwrap.dedent("""
+    import dataclasses
+    import os
+
+    marker = os.environ.get("SK_TEST_IMPORT_FAULT", "")
+    if marker and not os.path.exists(marker):  # its first import only
+        open(marker, "w").close()
+        raise ConnectionError("the schema registry at 10.0.0.9:443 did not answer")
+
+    @dataclasses.dataclass
+    class Features:
+        rows: int
+""")
+
+
+@pytest.mark.parametrize("as_pickle", [False, True], ids=["json", "pickle"])
+def test_a_values_class_whose_module_cannot_reach_a_service_as_it_loads_is_an_import_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_pickle: bool) -> None:
+    """A value whose class' module raises ConnectionError at its first import (a JSON value's class, a pickle's
+    global): ImportInterrupted naming the module (an InfrastructureError: the worker's attempt run again, a driver
+    started again), and the value loads on the next try. Was: ArtifactUnloadable, the taking run failed for good."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "feature_types.py").write_text(VALUE_MODULE)
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    sys.modules.pop("feature_types", None)
+    try:
+        features = importlib.import_module("feature_types").Features(rows=3)
+        s = serialization.serialize({"f": features, "lock": threading.Lock} if as_pickle else features)
+        assert s.format == (serialization.PICKLE if as_pickle else serialization.JSON)
+        sys.modules.pop("feature_types")
+        marker = tmp_path / "raised-once"
+        monkeypatch.setenv(FAULT_ENV, str(marker))
+        with pytest.raises(ImportInterrupted) as raised:
+            serialization.load_recorded(serialization.Value(s.id, s.format, s.type_name), s.payload)
+        assert marker.exists()
+        assert raised.value.module == "feature_types"
+        assert ("Features could not be loaded: its module feature_types raised ConnectionError: the schema registry "
+                "at 10.0.0.9:443 did not answer at ") in str(raised.value)
+        assert "feature_types" not in sys.modules
+        again = serialization.load_recorded(serialization.Value(s.id, s.format, s.type_name), s.payload)
+        assert (again["f"] if as_pickle else again).rows == 3
+    finally:
+        sys.modules.pop("feature_types", None)
+
+
+HALF_LOADED = textwrap.dedent("""
+    import os
+
+    import sematic_k8s as sk
+
+    @sk.func
+    def score(x: int) -> int:
+        return MODEL + x
+
+    if not os.path.exists(os.environ["SK_TEST_IMPORT_FAULT"]):  # its first import only
+        open(os.environ["SK_TEST_IMPORT_FAULT"], "w").close()
+        raise ConnectionError("the model store at 10.0.0.9:443 did not answer")
+    MODEL = 40
+""")
+
+
+def test_a_func_its_module_registered_before_raising_is_loaded_again_not_kept_half_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's top level registered ``score`` and then raised ConnectionError (ImportInterrupted): loading it
+    again in the same process runs the module again, whose ``score`` sees ``MODEL``. Was: the second load returned
+    the first ``score``, of the module that stopped halfway (not in sys.modules): NameError 'MODEL' when it ran, the
+    run failed as the user's mistake."""
+    (tmp_path / "half_loaded.py").write_text(HALF_LOADED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(FAULT_ENV, str(tmp_path / "raised-once"))
+    sys.modules.pop("half_loaded", None)
+    try:
+        with pytest.raises(ImportInterrupted):
+            load_func("half_loaded:score")
+        assert "half_loaded" not in sys.modules
+        assert load_func("half_loaded:score").fn(2) == 42
+    finally:
+        sys.modules.pop("half_loaded", None)
