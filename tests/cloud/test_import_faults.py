@@ -305,3 +305,44 @@ def test_a_func_its_module_registered_before_raising_is_loaded_again_not_kept_ha
         assert load_func("half_loaded:score").fn(2) == 42
     finally:
         sys.modules.pop("half_loaded", None)
+
+
+TAKER_MODULE = textwrap.dedent("""
+    import sematic_k8s as sk
+
+    @sk.func(inline=False)
+    def count(features) -> int:  # its module does not import feature_types: the input's load does
+        return features.rows
+""")
+
+
+def test_a_worker_whose_inputs_class_module_cannot_reach_a_service_loses_one_attempt_and_the_run_resolves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker process loading its input, a JSON value whose class' module raises ConnectionError at its first
+    import: that attempt is an infrastructure failure, the next resolves. Was: the run failed for good as
+    ArtifactUnloadable ("its class changed since it was stored")."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "feature_types.py").write_text(VALUE_MODULE)
+    (code / "feature_taker.py").write_text(TAKER_MODULE)
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.getcwd(), str(code)]))
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    for name in ("feature_types", "feature_taker"):
+        sys.modules.pop(name, None)
+    try:
+        features = importlib.import_module("feature_types").Features(rows=3)
+        f = importlib.import_module("feature_taker").count(features)
+        marker = tmp_path / "raised-once"
+        monkeypatch.setenv(FAULT_ENV, str(marker))
+        assert f.resolve(ProcessResolver(home=tmp_path / "home")) == 3
+    finally:
+        for name in ("feature_types", "feature_taker"):
+            sys.modules.pop(name, None)
+    assert marker.exists()  # the first attempt met the ConnectionError
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    assert (run.state, run.attempts) == ("resolved", 2), run
+    [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+    assert ("ImportInterrupted: a value's feature_types.Features could not be loaded: its module feature_types raised "
+            "ConnectionError: the schema registry at 10.0.0.9:443 did not answer at ") in retried, retried
