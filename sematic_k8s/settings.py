@@ -51,6 +51,7 @@ TASK_ENV = "SEMATIC_K8S_TASK"  # a worker's TaskSpec (JSON): only one that carri
 TASK_FILE_ENV = "SEMATIC_K8S_TASK_FILE"  # a file holding it instead, "-" for stdin (containers, pods, processes)
 PARENT_PID_ENV = "SEMATIC_K8S_PARENT_PID"  # a worker process's driver: it ends itself when that one dies
 SAY_STORED_ENV = "SEMATIC_K8S_SAY_STORED"  # set ("1") for a worker whose stdout is followed: it prints when it stored
+UNSTARTED_DRIVER_GRACE_ENV = "SEMATIC_K8S_UNSTARTED_DRIVER_GRACE"  # s a Docker driver stays created, unstarted (300)
 
 # -- Kubernetes ---------------------------------------------------------------------------------------------
 KUBE_HOST_ENV = "SEMATIC_K8S_KUBE_HOST"  # an API server URL without credentials (tests, kubectl proxy)

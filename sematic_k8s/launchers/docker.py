@@ -38,6 +38,8 @@ are known even after it is gone (once the follow read the rest of it, however fa
 code from Docker's wait, or, when it was gone before the wait was asked (it ended while the engine did not answer),
 from the engine's "die" event of it. A driver that nobody followed (a detached resolution) and that was killed leaves
 its worker containers, exited or still running: :func:`remove_ended_workers` removes those of resolutions that ended.
+A launch cut between the container's create and its start (its process killed) leaves it created, never started, its
+secret files in it: :func:`remove_unstarted_drivers` removes it once it is that old.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from sematic_k8s.specs import DOCKER_DRIVER_COMMAND, DriverSpec
 
 log = logging.getLogger("sematic_k8s")
 LOG_QUIET = 10.0  # seconds an ended driver's log follower may read nothing before its last lines are taken as they are
+UNSTARTED_GRACE = 300.0  # seconds a driver container may stay created, never started, before it is taken as left
 UNREAD = "(the rest of the driver's log did not arrive from the Docker engine: these may not be its last lines)"
 SIGNALS = {137: "killed (SIGKILL, or out of memory)", 143: "terminated (SIGTERM)"}
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -169,6 +172,35 @@ def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> li
                 removed.append(worker)
             except docker.errors.NotFound:
                 pass
+    return removed
+
+
+def remove_unstarted_drivers(grace: float, client: Any = None) -> list[tuple[str, str]]:
+    """Remove the driver containers created more than ``grace`` seconds ago (by the engine's clock) and never started:
+    the launch that made each was cut between its create and its start (its process killed), nothing will start it, and
+    it holds its resolution's token and the storage keys as files. Not forced: one started meanwhile is left. The
+    (name, resolution id) of those removed."""
+    import docker.errors
+
+    client = client or docker_client()
+    listed = client.api.containers(all=True, filters={"label": f"{ROLE_LABEL}=driver", "status": "created"})
+    if not listed:
+        return []
+    now = _timestamp(client.info().get("SystemTime")) or int(time.time())
+    removed = []
+    for entry in listed:
+        if now - int(entry.get("Created") or now) < grace:
+            continue  # a launch under way: its start comes
+        try:
+            client.api.remove_container(entry["Id"])
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as e:
+            if e.status_code == 409:  # started meanwhile (or being removed): its own now
+                continue
+            raise
+        name = ((entry.get("Names") or [""])[0]).lstrip("/") or entry["Id"][:12]
+        removed.append((name, (entry.get("Labels") or {}).get(RESOLUTION_LABEL) or "?"))
     return removed
 
 

@@ -33,7 +33,16 @@ from sematic_k8s.packaging import source_map
 from sematic_k8s.progress import Display, display
 from sematic_k8s.resolvers.base import Resolver, check_key, check_server
 from sematic_k8s.resolvers.planning import recorded_root, rerun_storage
-from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
+from sematic_k8s.settings import (
+    API_KEY_ENV,
+    BASE_IMAGE_ENV,
+    REGISTRY_ENV,
+    SERVER_ENV,
+    STORAGE_ENV,
+    UNSTARTED_DRIVER_GRACE_ENV,
+    env,
+    seconds,
+)
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
@@ -160,6 +169,7 @@ class CloudResolver(Resolver):
             shown(f"driver started for resolution {future.id}")
             if self.executor == "docker":
                 _remove_ended_workers(store)
+                _remove_unstarted_drivers()
             if self.detach:
                 shown.done("started")
                 return future.id
@@ -314,6 +324,21 @@ def _remove_ended_workers(store: Any) -> None:
                         "nothing would read its outcome): stopped and removed", worker.name, worker.root_id)
     if removed:
         log.info("removed %d worker container(s) of ended resolutions", len(removed))
+
+
+def _remove_unstarted_drivers() -> None:
+    """Remove the driver containers on this machine whose launch was cut between their create and their start (a
+    CloudResolver killed there), each named in a warning, once older than $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE."""
+    from sematic_k8s.launchers.docker import UNSTARTED_GRACE, remove_unstarted_drivers
+
+    try:
+        removed = remove_unstarted_drivers(seconds(UNSTARTED_DRIVER_GRACE_ENV, UNSTARTED_GRACE))
+    except Exception as e:  # noqa: BLE001 - a clean-up: the resolution goes on without it
+        log.warning("could not remove the driver containers left unstarted: %s", e)
+        return
+    for name, root_id in removed:
+        log.warning("driver container %s of resolution %s was created but never started (the launch that made it was "
+                    "cut short: its process killed): removed", name, root_id)
 
 
 def _stored_value(art: Any, storage: Any) -> serialization.Value:

@@ -1,0 +1,181 @@
+"""A CloudResolver's process killed (kill -9) in the middle of its Docker driver's launch, with the real engine,
+registry, S3 API and server: held at the boundary by a proxy before the engine, which kills the process once the
+engine carried out the request and before its answer reaches it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from docker import errors as docker_errors
+
+import sematic_k8s as sk
+from infra import REGISTRY, docker_client, require_docker
+from outages import DroppingProxy
+from projects import user_project
+from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
+from sematic_k8s.launchers.docker import _timestamp
+from serving import serve, wait_for
+
+PIPELINE = '''
+    import sematic_k8s as sk
+
+
+    @sk.func(inline=False)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+
+    @sk.func
+    def pipe(n: int) -> int:
+        return add(add(n, 1), 2)
+'''
+
+LAUNCH = '''
+import importlib, sys
+import sematic_k8s as sk
+server, key, storage, registry, base_image, root, module = sys.argv[1:]
+f = importlib.import_module(module).pipe(1)
+print(f.id, flush=True)
+f.resolve(sk.CloudResolver(server=server, api_key=key, storage=storage, registry=registry, base_image=base_image,
+                           project_root=root, detach=True, progress=lambda _: None))
+'''
+
+
+@pytest.fixture(scope="module")
+def base_image() -> str:
+    return require_docker()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Iterator[tuple[Path, Any]]:
+    root = tmp_path_factory.mktemp("project")
+    with user_project(root, "launchpipe", PIPELINE) as module:
+        yield root, importlib.import_module(module)
+
+
+@pytest.fixture
+def s3_url(monkeypatch) -> str:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    for name, default in {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "test",
+                          "AWS_SECRET_ACCESS_KEY": "test"}.items():
+        monkeypatch.setenv(name, os.environ.get(name, default))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"sk-launch-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/artifacts"
+
+
+def containers_of(root_id: str, role: str | None = None) -> list[Any]:
+    labels = [f"{RESOLUTION_LABEL}={root_id}"] + ([f"{ROLE_LABEL}={role}"] if role else [])
+    while True:
+        try:
+            return docker_client().containers.list(all=True, filters={"label": labels})
+        except docker_errors.NotFound:
+            continue
+
+
+class EngineProxy(DroppingProxy):
+    """A DroppingProxy whose answer to lose is that of the request matching :attr:`path` (a pattern)."""
+
+    path = re.compile(b"")
+
+    def _matches(self, request: bytes) -> bool:
+        return super()._matches(request) and self.path.match(request) is not None
+
+
+def killed_launch(server: Any, s3_url: str, project: tuple[Path, Any], base_image: str, tmp_path: Path,
+                  request: bytes) -> str:
+    """A CloudResolver process (detached) whose Docker engine is reached through a proxy that SIGKILLs it once the
+    engine carried out its first request starting with ``request`` (its version left out), before the answer reaches
+    it; the resolution's id."""
+    engine = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if "://" in engine:
+        pytest.skip(f"the engine is not on a Unix socket here ({engine})")
+    root, mod = project
+    proxy = EngineProxy(engine)
+    version = docker_client().api.api_version
+    method, _, path = request.partition(b" ")
+    proxy.path = re.compile(re.escape(method) + rb" /v[0-9.]+" + path)
+    env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{proxy.port}",
+           "PYTHONPATH": os.pathsep.join([str(root), os.getcwd(), *sys.path])}
+    with open(tmp_path / "launch.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, server.url, server.key or "", s3_url,
+                                 f"{REGISTRY}/sk-test-faults", base_image, str(root), mod.__name__], env=env,
+                                stdout=subprocess.PIPE, stderr=log)
+    try:
+        proxy.lose_answer(method + b" /v" + version.encode() + b"/",  # its path matched by EngineProxy
+                          meanwhile=lambda: (os.kill(proc.pid, signal.SIGKILL), proc.wait()))
+        assert proc.stdout is not None
+        root_id = proc.stdout.readline().decode().strip()
+        assert proc.wait(600) == -signal.SIGKILL, (tmp_path / "launch.log").read_text()
+        assert proxy.lost == 1
+        return root_id
+    finally:
+        proc.kill()
+        proc.wait()
+        proxy.close()
+
+
+def resolver(server: Any, s3_url: str, root: Path, base_image: str, **kw: Any) -> sk.CloudResolver:
+    return sk.CloudResolver(server=server.url, api_key=server.key, storage=s3_url,
+                            registry=f"{REGISTRY}/sk-test-faults", base_image=base_image, project_root=str(root),
+                            poll_interval=0.2, progress=lambda _: None, **kw)
+
+
+def engine_age(container: Any) -> int:
+    """Seconds since ``container`` was created, by the engine's clock."""
+    client = docker_client()
+    return _timestamp(client.info().get("SystemTime")) - _timestamp(container.attrs.get("Created"))
+
+
+@pytest.mark.parametrize("request_", [rb"POST /containers/create", rb"PUT /containers/[0-9a-f]+/archive"],
+                         ids=["created", "secrets-copied"])
+def test_a_launch_killed_before_its_driver_container_started_leaves_no_container(
+        base_image, project, s3_url, tmp_path, monkeypatch, caplog, request_):
+    """The CloudResolver's process killed (SIGKILL) once the engine made its driver's container, before it was started
+    (right after the create; after its token and the S3 keys were copied into it as files): nothing recorded (the
+    driver records its resolution), the container left created. The next Docker resolution started from the machine
+    removes it once older than $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE (5 s here), saying so, and resolves. Was: left for
+    ever, never started, its secret files in it (``docker cp`` reads them)."""
+    monkeypatch.setenv("SEMATIC_K8S_UNSTARTED_DRIVER_GRACE", "5")
+    root, mod = project
+    with serve(tmp_path) as server:
+        root_id = killed_launch(server, s3_url, project, base_image, tmp_path, request_)
+        try:
+            [left] = containers_of(root_id, "driver")
+            assert left.status == "created"
+            assert server.store.get_resolution(root_id) is None  # nothing recorded that would mislead
+            wait_for(lambda: engine_age(left) > 5, 60, what="the container to pass the grace")
+            with caplog.at_level("INFO", logger="sematic_k8s"):
+                assert mod.pipe(2).resolve(resolver(server, s3_url, root, base_image)) == 5
+            assert containers_of(root_id) == []
+            said = [r.getMessage() for r in caplog.records if "never started" in r.getMessage()]
+            assert any(left.name in s and root_id in s for s in said), said
+        finally:
+            for c in containers_of(root_id):
+                c.remove(force=True)
+
+
+def test_a_launch_killed_once_its_driver_container_started_resolves_as_detached(base_image, project, s3_url,
+                                                                                 tmp_path):
+    """Held: the CloudResolver's process killed once the engine started its driver's container, before it heard so:
+    the driver records the resolution and resolves it, its container removing itself, none left."""
+    with serve(tmp_path) as server:
+        root_id = killed_launch(server, s3_url, project, base_image, tmp_path, rb"POST /containers/[0-9a-f]+/start")
+        res = wait_for(lambda: (r := server.store.get_resolution(root_id)) is not None and r.state in
+                       ("resolved", "failed", "canceled") and r, 300, what="its end")
+        assert res.state == "resolved", res.error
+        wait_for(lambda: containers_of(root_id) == [], 60, what="its containers to be gone")
