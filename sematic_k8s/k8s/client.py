@@ -347,6 +347,13 @@ def retryable(e: BaseException) -> bool:
     return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, KubernetesUnanswered))
 
 
+def lasting_refusal(e: BaseException) -> bool:
+    """A 4xx answer that asking again will not change: 401, 403, 405 ... Not 404 (the object's own answer), nor those
+    that may pass: 400 (an object's state: the log of a container not started yet), 408, 409, 410, 429."""
+    return isinstance(e, ApiException) and 400 <= (e.status or 0) < 500 and e.status not in (
+        400, 404, 408, 409, 410, 429)
+
+
 def timed_out(e: BaseException) -> bool:
     """The call went unanswered past its deadline (to connect, or for the answer)."""
     if isinstance(e, urllib3.exceptions.MaxRetryError):

@@ -29,7 +29,15 @@ from kubernetes.client.exceptions import ApiException
 from sematic_k8s import settings
 from sematic_k8s.errors import CallStopped, DriverUnneeded
 from sematic_k8s.k8s import manifests
-from sematic_k8s.k8s.client import Backoff, api_call, api_message, current_namespace, log_text, make_api_client
+from sematic_k8s.k8s.client import (
+    Backoff,
+    api_call,
+    api_message,
+    current_namespace,
+    lasting_refusal,
+    log_text,
+    make_api_client,
+)
 from sematic_k8s.k8s.events import message_of, refused_for_good
 from sematic_k8s.k8s.manifests import driver_job, driver_job_name, token_secret_name
 from sematic_k8s.k8s.pods import job_failure, pod_state, pods_left
@@ -53,6 +61,13 @@ DRIVER_ASKS = (f"the driver's pod asks cpu {manifests.DRIVER_CPU} and memory {ma
 ONCE = Backoff(attempts=1)  # the clean-up after a failed Job create: best effort, not held up by retries
 SLOW_API = "a slow Kubernetes API"  # what a launch canceled meanwhile waited for (DriverUnneeded)
 RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
+# What the follower (DriverJob) goes without when the API server refuses it a read for good, by the resource refused
+UNREAD = {"jobs": "the driver's end is not seen here (the resolution's record is followed on: a driver that dies is "
+                  "marked failed once its heartbeat stops)",
+          "pods": "its pod is not read: a driver that cannot pull its image or exits 1 is told only when its Job ends, "
+                  "without its exit code and last lines",
+          "events": "why the driver's pod is not created or does not start is not told",
+          "pods/log": "the driver's last log lines are not shown"}
 IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
                    settings.S3_ENDPOINT_ENV, settings.S3_REGION_ENV)
 
@@ -284,7 +299,12 @@ class DriverJob:
     ``FailedCreatePodSandBox`` / ``FailedMount``) for ``start_grace`` seconds ($SEMATIC_K8S_DRIVER_START_GRACE,
     default 60), or exits 1 (the pipeline failed: final) before the Job says so; at once when a LimitRange refuses
     what its pod asks (each try of its Job controller meets it again). The end carries the reason and its last pod's
-    exit code and log lines."""
+    exit code and log lines.
+
+    It reads with its user's own credentials: ``get`` on jobs (which launching a driver needs too), ``list`` on pods
+    and events, ``get`` on pods/log. A read refused for good (401, 403, another lasting 4xx) is said once, in one line
+    naming the verb, resource and namespace and what to grant, and not asked again; a 429, 5xx or broken connection
+    is asked again at the next poll."""
 
     def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None,
                  start_grace: float | None = None) -> None:
@@ -301,6 +321,36 @@ class DriverJob:
         self.checked = float("-inf")
         self.uid: str | None = None  # the Job's, as last read (its pods carry it in their labels)
         self.left: list[tuple[str, str]] = []  # (name, uid) of driver pods its deletion left behind
+        self.refused: set[str] = set()  # resources refused for good (said once, not asked again); "*": all (401)
+
+    def _ask(self, verb: str, resource: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """``call``'s answer (``verb`` on ``resource``), or None once the API server refused it for good: said once
+        at the refusal, never asked again. Any other error is raised (to be asked again later)."""
+        if resource in self.refused or "*" in self.refused:
+            return None
+        try:
+            return call(*args, **kwargs)
+        except ApiException as e:
+            if not lasting_refusal(e):
+                raise
+            self.refused.add("*" if e.status == 401 else resource)
+            log.error("%s", self._refusal(verb, resource, e))
+            return None
+
+    def _refusal(self, verb: str, resource: str, e: ApiException) -> str:
+        """The one line saying the API server refused ``verb`` on ``resource`` for good, and what to do."""
+        group = "batch" if resource == "jobs" else ""
+        refused = (f'following driver Job {self.name}: the Kubernetes API refuses {verb} on {resource} (API group '
+                   f'"{group}") in namespace {self.namespace} ({e.status}: {" ".join(api_message(e).split())})')
+        if e.status == 401:
+            return (f"{refused}, so nothing more is read from it and {UNREAD['jobs']}: your kube credentials are "
+                    "not accepted; renew them (an expired token, a revoked certificate)")
+        fix = "not asked again"
+        if e.status == 403:
+            fix = f'grant your kube credentials {verb} on {resource} in API group "{group}" in namespace ' \
+                  f"{self.namespace}" + (" (launching a driver needs create and get on jobs there)"
+                                         if resource == "jobs" else "")
+        return f"{refused}, so {UNREAD[resource]}; {fix}"
 
     def _deleted(self) -> DriverEnd:
         """The Job is gone. A delete that orphans its pods (propagationPolicy Orphan: ``kubectl delete
@@ -309,8 +359,9 @@ class DriverJob:
         on the pod), deleted by :meth:`cleanup` once the end is recorded."""
         root = self.root_id
         try:
-            pods = self.api.sanitize_for_serialization(self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"{RESOLUTION_LABEL}={root},{ROLE_LABEL}=driver")).get("items") or []
+            listed = self._ask("list", "pods", self.core.list_namespaced_pod, self.namespace,
+                               label_selector=f"{RESOLUTION_LABEL}={root},{ROLE_LABEL}=driver")
+            pods = [] if listed is None else self.api.sanitize_for_serialization(listed).get("items") or []
             self.left = pods_left(pods, self.name, self.uid, root, root, role="driver")
         except Exception as e:  # noqa: BLE001 - not listable: the Job's end is known all the same
             log.warning("could not list the pods of driver Job %s, deleted: %s", self.name, e)
@@ -322,8 +373,8 @@ class DriverJob:
                          leftovers="that pod and the resolution's worker Jobs")
 
     def ended(self) -> DriverEnd | None:
-        try:
-            job = self.api.sanitize_for_serialization(self.batch.read_namespaced_job_status(self.name, self.namespace))
+        try:  # the Job itself, not its status subresource: RBAC grants jobs/status apart; who launches may get jobs
+            read = self._ask("get", "jobs", self.batch.read_namespaced_job, self.name, self.namespace)
         except ApiException as e:
             if e.status == 404:
                 return self._deleted()
@@ -332,6 +383,9 @@ class DriverJob:
         except Exception as e:  # noqa: BLE001 - unreachable API server: ask again later
             log.debug("reading driver Job %s: %s", self.name, e)
             return None
+        if read is None:  # refused for good, said: the resolution's record alone is followed
+            return None
+        job = self.api.sanitize_for_serialization(read)
         self.uid = (job.get("metadata") or {}).get("uid") or self.uid
         failure = job_failure(job)
         complete = any(c.get("type") == "Complete" and c.get("status") == "True"
@@ -391,8 +445,10 @@ class DriverJob:
             if not state.creating:
                 return None
         name = pod["metadata"]["name"] if pod is not None else self.name
-        listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name},"
-                                                 "type=Warning")
+        listed = self._ask("list", "events", self.core.list_namespaced_event, self.namespace,
+                           field_selector=f"involvedObject.name={name},type=Warning")
+        if listed is None:
+            return None
         events = [e for e in self.api.sanitize_for_serialization(listed).get("items") or []
                   if e.get("reason") in ("FailedCreate", "FailedCreatePodSandBox", "FailedMount")]
         if not events:
@@ -403,7 +459,10 @@ class DriverJob:
         return f"{plain[event['reason']]}: {message_of(event)}"
 
     def _newest_pod(self) -> dict[str, Any] | None:
-        listed = self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={self.name}")
+        listed = self._ask("list", "pods", self.core.list_namespaced_pod, self.namespace,
+                           label_selector=f"job-name={self.name}")
+        if listed is None:
+            return None
         pods = self.api.sanitize_for_serialization(listed).get("items") or []
         if not pods:
             return None
@@ -411,9 +470,10 @@ class DriverJob:
 
     def _logs(self, pod: dict[str, Any], state: Any) -> str:
         try:
-            text = log_text(self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace,
-                                                              container=manifests.DRIVER_CONTAINER,
-                                                              tail_lines=LOG_TAIL, _preload_content=False))
+            answer = self._ask("get", "pods/log", self.core.read_namespaced_pod_log, pod["metadata"]["name"],
+                               self.namespace, container=manifests.DRIVER_CONTAINER, tail_lines=LOG_TAIL,
+                               _preload_content=False)
+            text = state.termination_log if answer is None else log_text(answer)
         except Exception:  # noqa: BLE001 - gone already: the kubelet's copy
             text = state.termination_log
         return text or ""

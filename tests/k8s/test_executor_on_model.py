@@ -6,6 +6,7 @@ simulated nodes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noq
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
+from sematic_k8s.k8s.pods import job_failure  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop, transient  # noqa: E402
 from sematic_k8s.specs import (  # noqa: E402
@@ -1509,15 +1511,15 @@ def test_a_driver_whose_job_was_deleted_without_its_pod_stops_the_resolution_its
 
 def test_a_follower_that_may_not_delete_the_pod_left_by_its_driver_jobs_deletion_says_what_to_run(cluster, api,
                                                                                                    caplog):
-    """The user's credentials may follow the driver Job (get its status, list pods and Events) but not delete: the
-    end is known all the same, and the follower logs the kubectl command that deletes what was left running."""
+    """The user's credentials may follow the driver Job (get it, list pods and Events) but not delete: the end is
+    known all the same, and the follower logs the kubectl command that deletes what was left running."""
     cluster.behaviour = lambda pod, c: Script(forever=True)
     root = new_id()
     spec = driver_spec(root)
     launch_driver(spec, root, {}, namespace=NS, api_client=api)
     [pod] = cluster.wait(lambda: [p["metadata"]["name"] for p in driver_pods(cluster, root)
                                   if p["status"].get("phase") == "Running"], message="the driver pod running")
-    rules = [{"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
              {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
              {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
     cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "follower"}},
@@ -1539,6 +1541,148 @@ def test_a_follower_that_may_not_delete_the_pod_left_by_its_driver_jobs_deletion
     assert f"could not delete driver pod {pod} (403" in said, said
     assert f"kubectl delete pods,jobs,secrets -n {NS} -l sematic-k8s/resolution-id={root} --cascade=background" in said
     assert cluster.get("pods", NS, pod)["status"]["phase"] == "Running"  # nothing deleted: it was not allowed
+
+
+# A user's Role as many clusters hand-write it: the Job itself (which launching a driver needs), not its status
+# subresource, which real RBAC treats as a resource of its own
+USERS_ROLE = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+              {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
+              {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+
+
+def _users_role(less: str = "") -> list[dict[str, Any]]:
+    """USERS_ROLE without ``less`` (a resource)."""
+    return [{**rule, "resources": [r for r in rule["resources"] if r != less]} for rule in USERS_ROLE
+            if rule["resources"] != [less]]
+
+
+def test_a_follower_whose_role_grants_jobs_but_not_their_status_sees_its_driver_end(cluster, api):
+    """The CloudResolver's follower reads the driver's Job itself (``get`` on jobs, which its user needs to launch it),
+    not through the ``jobs/status`` subresource. Was: every read refused 403, taken for a busy API server and logged
+    at debug level: the driver's end never seen (``ended()`` None for ever)."""
+    cluster.behaviour = lambda pod, c: Script(run=0.05, exit_code=3, logs="driver: out of luck\n")
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api, driver_settings={"backoff_limit": 0})
+    user = cluster.client_with_role(NS, "follower", USERS_ROLE)
+    follower = DriverJob(spec, api_client=user)
+    cluster.wait(lambda: job_failure(cluster.get("jobs.batch", NS, f"sk-driver-{root}")), message="the Job failed")
+    end = follower.ended()
+    assert end is not None and end.how.startswith(f"Job sk-driver-{root} failed (BackoffLimitExceeded"), end
+    assert end.exit_code == 3 and "out of luck" in end.last_logs
+    assert not [r for r in cluster.calls(user=cluster.user_of(f"{NS}/follower")) if r.status == 403]
+    follower.close()
+    user.close()
+
+
+def test_a_follower_refused_the_driver_job_says_so_once_and_asks_no_more(cluster, api, caplog):
+    """Credentials that may not read the driver's Job (403): one line naming the verb, resource and namespace and
+    what to grant, then no more reads of it (the resolution's record is followed on). Was: refused at every poll,
+    logged at debug level, the driver's end never known and nothing said."""
+    cluster.behaviour = lambda pod, c: Script(forever=True)
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    user = cluster.client_with_role(NS, "follower", _users_role("jobs"))
+    follower = DriverJob(spec, api_client=user)
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        assert [follower.ended() for _ in range(3)] == [None, None, None]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert said[0].startswith(f"following driver Job sk-driver-{root}: the Kubernetes API refuses get on jobs "
+                              f'(API group "batch") in namespace {NS} (403: '), said
+    assert f'grant your kube credentials get on jobs in API group "batch" in namespace {NS}' in said[0], said
+    reads = [r for r in cluster.calls(user=cluster.user_of(f"{NS}/follower")) if r.resource == "jobs"]
+    assert len(reads) == 1 and reads[0].status == 403, reads
+    follower.close()
+    user.close()
+
+
+def test_a_follower_refused_the_pod_list_says_so_once_and_still_finds_a_pod_never_created(cluster, api, caplog):
+    """Credentials that may read the driver's Job and its Events but not list pods: said once, and a driver pod that
+    is never created is still found by the Job's own Events (FailedCreate). Was: each check refused, logged at debug
+    level, the driver waiting unseen for ever."""
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api, service_account="ghost")
+    user = cluster.client_with_role(NS, "follower", _users_role("pods"))
+    follower = DriverJob(spec, api_client=user, start_grace=0)
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        end = cluster.wait(follower.ended, timeout=30)
+    assert end.how.startswith(f"Job sk-driver-{root} could not start its driver for 0s: Kubernetes could not create "
+                              "its pod"), end
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and f"refuses list on pods (API group \"\") in namespace {NS} (403: " in said[0], said
+    assert 'grant your kube credentials list on pods in API group "" in namespace' in said[0], said
+    follower.close()
+    user.close()
+
+
+def test_a_follower_refused_the_events_says_so_once(cluster, api, caplog):
+    """Credentials that may not list Events: why the driver's pod is never created cannot be read; said once, with
+    what to grant, and not asked again. Was: asked at every check, refused, logged at debug level."""
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api, service_account="ghost")
+    user = cluster.client_with_role(NS, "follower", _users_role("events"))
+    follower = DriverJob(spec, api_client=user, start_grace=0)
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        for _ in range(3):
+            follower.checked = float("-inf")  # a check at each call
+            assert follower.ended() is None
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and f"refuses list on events (API group \"\") in namespace {NS} (403: " in said[0], said
+    reads = [r for r in cluster.calls(user=cluster.user_of(f"{NS}/follower")) if r.resource == "events"]
+    assert len(reads) == 1 and reads[0].status == 403, reads
+    follower.close()
+    user.close()
+
+
+def test_a_follower_whose_credentials_are_not_accepted_says_so_once_and_asks_no_more(cluster, api, caplog):
+    """Kube credentials the API server does not accept (401: an expired token): one line saying so, then nothing more
+    asked of it. Was: refused at every poll, logged at debug level, nothing said."""
+    cluster.behaviour = lambda pod, c: Script(forever=True)
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    user = cluster.client(token="kmodel-expired")
+    follower = DriverJob(spec, api_client=user, start_grace=0)
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        for _ in range(3):
+            follower.checked = float("-inf")  # a check at each call, were the Job read
+            assert follower.ended() is None
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and said[0].startswith(f"following driver Job sk-driver-{root}: the Kubernetes API refuses "
+                                                 f'get on jobs (API group "batch") in namespace {NS} (401: '), said
+    assert said[0].endswith("your kube credentials are not accepted; renew them (an expired token, a revoked "
+                            "certificate)"), said
+    assert len([r for r in cluster.requests if r.status == 401]) == 1
+    follower.close()
+    user.close()
+
+
+@pytest.mark.parametrize(("status", "resource"), [(503, "jobs"), (429, "jobs"), (400, "pods/log")])
+def test_a_follower_asks_again_after_an_answer_that_may_pass(cluster, api, caplog, status, resource):
+    """A 429 or 5xx to the read of the driver's Job, a 400 to its log's (the answer for a container not started yet):
+    asked again at the next poll, nothing said above debug level."""
+    cluster.behaviour = lambda pod, c: Script(run=0.05, exit_code=0, logs="all done\n")
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    cluster.wait(lambda: [c for c in (cluster.get("jobs.batch", NS, f"sk-driver-{root}").get("status") or {}).get(
+        "conditions") or [] if c["type"] == "Complete"], message="the driver Job complete")
+    words = {429: ("TooManyRequests", "busy"),  # no Retry-After: urllib3 itself asks again after one that has it
+             400: ("BadRequest", 'container "driver" in pod "x" is waiting to start: ContainerCreating')}
+    reason, message = words.get(status, (None, None))
+    cluster.fail(status, verb="get", resource=resource, times=1, reason=reason, message=message)
+    follower = DriverJob(spec, api_client=cluster.client())
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        ends = [follower.ended(), follower.ended()]
+    assert (ends[0] is None) == (resource == "jobs"), ends
+    assert ends[1] is not None and ends[1].how == f"Job sk-driver-{root} completed" and ends[1].exit_code == 0
+    assert "all done" in ends[1].last_logs, ends
+    assert not [r for r in caplog.records if r.levelno > logging.DEBUG], caplog.text
+    follower.close()
 
 
 def test_a_dead_worker_reaches_the_cloud_caller_and_the_cli_once_with_its_last_lines(cluster, api, storage, tmp_path):
