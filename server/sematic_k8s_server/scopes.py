@@ -12,7 +12,8 @@ Records have owners (the API key that wrote them; a token's: the key that minted
 runs only into the resolutions that key recorded: none into another key's, whose reruns would reuse them, nor into one
 recorded before owners were (only the token its driver holds may). Cache look-ups are scoped in
 :mod:`~sematic_k8s_server.cache_trust`. On a server started with ``--actions-by owner`` a user key also cancels,
-re-runs, continues, labels and notes only the resolutions it recorded (:func:`action_refusal`).
+re-runs, continues, labels and notes only the resolutions it recorded (:func:`action_refusal`), and records no
+resolution continuing another key's (:func:`continue_refusal`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from sematic_k8s.store.records import Batch
+from sematic_k8s.store.guards import continued
+from sematic_k8s.store.records import CLAIMED, Batch
 from sematic_k8s.store.sql import SqlStore
 from sematic_k8s.store.tables import Base, ResolutionRow, RunRow
-from sematic_k8s_server.auth import Principal, api_keys
+from sematic_k8s_server.auth import USER, Principal, api_keys, role_of
 from sematic_k8s_server.config import OWNER
 from sematic_k8s_server.problems import ApiError
 
@@ -129,6 +131,44 @@ def action_refusal(principal: Principal, store: SqlStore, actions_by: str, resol
     owner = f"{row.name!r}{', revoked' if row.revoked_at is not None else ''}" if row.name is not None \
         else f"key id {row.owner}, not among this server's keys"
     return f"{refused} (owned by {owner}): ask its owner or an admin"
+
+
+def continues_any(actions_by: str, new_resolutions: Sequence[Mapping[str, object]]) -> bool:
+    """Whether :func:`continue_refusal` may read the store for a batch of these new resolutions: under "owner", one
+    of them continues another."""
+    return actions_by == OWNER and any(continued(dict(res)) is not None for res in new_resolutions)
+
+
+def continue_refusal(principal: Principal, store: SqlStore, actions_by: str,
+                     new_resolutions: Sequence[Mapping[str, object]]) -> str | None:
+    """Why ``principal`` may not record these new resolutions, one of which continues another (``rerun_mode``
+    continue: :func:`~sematic_k8s.store.guards.continued`), in one line; None if it may. A resolution has one
+    continuation at a time (a second is refused while the first runs), so under ``actions_by`` "owner" a key that may
+    not continue a resolution (:func:`action_refusal`) records no resolution continuing it either: recorded, it would
+    keep the resolution's owner from continuing it (409, continued already) for as long as it beats, and the owner
+    may not cancel it. A token asks as the key that minted it. A record in the place of the server's claim of the same
+    continue (its rerun route checked the key that asked) is let through, and so is one under a recorded id that is
+    no claim (its insert changes nothing)."""
+    if not continues_any(actions_by, new_resolutions) or acts_on_any(principal, actions_by):
+        return None
+    wanted = {str(res.get("id")): of for res in new_resolutions if (of := continued(dict(res))) is not None}
+    with store.engine.connect() as conn:
+        recorded = {row.id: row for row in conn.execute(
+            sa.select(_res.c.id, _res.c.state, _res.c.rerun_of, _res.c.settings).where(_res.c.id.in_(list(wanted))))}
+        asker = principal
+        if principal.is_token:  # as the key that minted it (an admin's continues any)
+            key = conn.execute(sa.select(api_keys.c.name, api_keys.c.admin, api_keys.c.read_only)
+                               .where(api_keys.c.id == principal.key_id)).first() if principal.key_id else None
+            asker = Principal(role_of(key.admin, key.read_only) if key else USER,
+                              key.name if key else principal.name, key_id=principal.key_id)
+    for res_id, of in wanted.items():
+        row = recorded.get(res_id)
+        if row is not None and (row.state != CLAIMED or continued(row._asdict()) == of):
+            continue
+        if (refusal := action_refusal(asker, store, actions_by, of, "continue")) is not None:
+            whose = f"{principal.name}'s token: " if principal.is_token else ""
+            return f"{whose}{refusal} (resolution {res_id} records that it continues it)"
+    return None
 
 
 def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str | None]:

@@ -17,8 +17,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from sematic_k8s import settings
 from sematic_k8s.specs import DriverSpec
 from sematic_k8s.store.records import Batch, ResolutionRecord, RunRecord, utcnow
+from sematic_k8s.store.wire import batch_to_json, dumps
 from sematic_k8s_server.cli import main
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from sematic_k8s_server.deps import ACTION
@@ -44,9 +46,9 @@ class Team:
     """A server and its keys: alice and bob (user keys, made as a person makes them), the admin; its reruns are
     noted, never started (``launched``)."""
 
-    def __init__(self, served: Served, launched: list[DriverSpec]) -> None:
+    def __init__(self, served: Served, launched: list[DriverSpec], envs: list[Mapping[str, str]]) -> None:
         url = served.store.engine.url.render_as_string(hide_password=False)
-        self.served, self.launched = served, launched
+        self.served, self.launched, self.envs = served, launched, envs  # envs: each rerun driver's environment
         self.alice = create_api_key(url, served.home, "alice")
         self.bob = create_api_key(url, served.home, "bob")
         self.admin = served.admin_key
@@ -92,14 +94,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 
 def _team(tmp_path: Path, db_url: str | None, actions_by: str | None) -> Iterator[Team]:
     launched: list[DriverSpec] = []
+    envs: list[Mapping[str, str]] = []
 
     def launch(spec: DriverSpec, env: Mapping[str, str]) -> None:
         launched.append(spec)
+        envs.append(env)
 
     config = ServerConfig(reruns=RerunConfig(image_repositories=(REPO,), storage_url=STORAGE),
                           **({} if actions_by is None else {"actions_by": actions_by}))
     with serve(tmp_path, db_url, config=config, rerun_launcher=launch) as s:
-        yield Team(s, launched)
+        yield Team(s, launched, envs)
 
 
 @pytest.fixture
@@ -186,6 +190,50 @@ def test_every_action_route_on_a_resolution_honours_the_owner_check(owners: Team
                 marked.append(template.rsplit("/", 1)[1])
     assert sorted(marked) == ["cancel", "labels", "rerun"], marked
     assert owners.as_recorded(root) == before
+
+
+def _continuing(team: Team, credential: str, of: str, res_id: str) -> httpx.Response:
+    """Resolution ``res_id`` recorded through the store with ``credential`` (a key, as a LocalResolver continuing ``of``
+    records it; a token, as a driver does), running and beating, saying it continues ``of``."""
+    batch = Batch()
+    batch.add_resolution(ResolutionRecord(
+        id=res_id, root_func_path="pipes:pipeline", state="running", rerun_of=of, created_at=utcnow(),
+        heartbeat_at=utcnow(), image=IMAGE,
+        settings={"kind": "cloud", "rerun_of": of, "rerun_mode": "continue", "storage_url": STORAGE}))
+    with team.served.client(credential) as c:
+        return c.post("/api/v1/store/write", content=dumps(batch_to_json(batch)),
+                      headers={"Content-Type": "application/json"})
+
+
+def test_no_key_records_a_continue_of_a_resolution_it_may_not_continue(owners: Team) -> None:
+    """A resolution has one continuation at a time (a second is refused while the first runs). Bob, refused alice's
+    continue at its route, records one through the store (as a LocalResolver continuing it would), and through a token
+    he minted to re-run from it: each a 403 in one line naming both keys, nothing recorded, and alice then continues
+    hers. Alice's own record of a continue, and the record an admin's rerun driver writes in the place of the server's
+    claim, are let through. Was: bob's records were written, and alice's continue refused (409, "being continued already
+    by" bob's) for as long as his record beat, which she may not cancel."""
+    root = owners.recorded(owners.alice, "failed")
+    bobs, tokens = uuid.uuid4().hex, uuid.uuid4().hex
+    refused = f"key 'bob' may not continue resolution {root} (owned by 'alice'): ask its owner or an admin"
+    assert _refused(_continuing(owners, owners.bob, root, bobs)) == (
+        f"{refused} (resolution {bobs} records that it continues it)")
+    with owners.served.client(owners.bob) as c:
+        token = c.post(f"/api/v1/resolutions/{tokens}/token", json={"rerun_from": root}).json()["token"]
+    assert _refused(_continuing(owners, token, root, tokens)) == (
+        f"resolution {tokens}'s token: {refused} (resolution {tokens} records that it continues it)")
+    assert owners.served.store.get_resolution(bobs) is None and owners.served.store.get_resolution(tokens) is None
+    assert owners.act(owners.alice, "continue", root).status_code == 202  # nothing in her way
+    assert _continuing(owners, owners.alice, owners.recorded(owners.alice, "failed"), uuid.uuid4().hex).is_success
+    other = owners.recorded(owners.alice, "failed")
+    claimed = owners.act(owners.admin, "continue", other).json()["resolution_id"]
+    driver = owners.envs[-1][settings.API_KEY_ENV]  # the admin's rerun driver's token: its record in the claim's place
+    assert _continuing(owners, driver, other, claimed).is_success
+    assert owners.served.store.get_resolution(claimed).state == "running"  # type: ignore[union-attr]
+
+
+def test_by_default_any_key_records_a_continue_of_any_resolution(team: Team) -> None:
+    root = team.recorded(team.alice, "failed")
+    assert _continuing(team, team.bob, root, uuid.uuid4().hex).is_success
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))
