@@ -13,7 +13,7 @@ runs only into the resolutions that key recorded: none into another key's, whose
 recorded before owners were (only the token its driver holds may). Cache look-ups are scoped in
 :mod:`~sematic_k8s_server.cache_trust`. On a server started with ``--actions-by owner`` a user key also cancels,
 re-runs, continues, labels and notes only the resolutions it recorded (:func:`action_refusal`), and records no
-resolution continuing another key's (:func:`continue_refusal`).
+resolution continuing another key's (:func:`check_continues`).
 """
 
 from __future__ import annotations
@@ -133,42 +133,54 @@ def action_refusal(principal: Principal, store: SqlStore, actions_by: str, resol
     return f"{refused} (owned by {owner}): ask its owner or an admin"
 
 
-def continues_any(actions_by: str, new_resolutions: Sequence[Mapping[str, object]]) -> bool:
-    """Whether :func:`continue_refusal` may read the store for a batch of these new resolutions: under "owner", one
-    of them continues another."""
-    return actions_by == OWNER and any(continued(dict(res)) is not None for res in new_resolutions)
+def continues_any(actions_by: str, new_resolutions: Sequence[Mapping[str, object]],
+                  resolution_updates: Records) -> bool:
+    """Whether :func:`check_continues` reads the store for a batch: an update sets a resolution's ``rerun_of`` or
+    ``settings``, or (under "owner") a new resolution continues another."""
+    return (any("rerun_of" in fields or "settings" in fields for fields in resolution_updates.values())
+            or (actions_by == OWNER and any(continued(dict(res)) is not None for res in new_resolutions)))
 
 
-def continue_refusal(principal: Principal, store: SqlStore, actions_by: str,
-                     new_resolutions: Sequence[Mapping[str, object]]) -> str | None:
-    """Why ``principal`` may not record these new resolutions, one of which continues another (``rerun_mode``
-    continue: :func:`~sematic_k8s.store.guards.continued`), in one line; None if it may. A resolution has one
-    continuation at a time (a second is refused while the first runs), so under ``actions_by`` "owner" a key that may
-    not continue a resolution (:func:`action_refusal`) records no resolution continuing it either: recorded, it would
-    keep the resolution's owner from continuing it (409, continued already) for as long as it beats, and the owner
-    may not cancel it. A token asks as the key that minted it. A record in the place of the server's claim of the same
-    continue (its rerun route checked the key that asked) is let through, and so is one under a recorded id that is
-    no claim (its insert changes nothing)."""
-    if not continues_any(actions_by, new_resolutions) or acts_on_any(principal, actions_by):
-        return None
-    wanted = {str(res.get("id")): of for res in new_resolutions if (of := continued(dict(res))) is not None}
+def check_continues(principal: Principal, store: SqlStore, actions_by: str,
+                    new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records) -> None:
+    """The writes of a batch that make a resolution continue another (``rerun_mode`` continue:
+    :func:`~sematic_k8s.store.guards.continued`). A resolution has one continuation at a time (a second is refused
+    while the first runs), which is recorded with it: an update making a recorded resolution continue one (which that
+    check never saw) is a 422. Under ``actions_by`` "owner" a key that may not continue a resolution
+    (:func:`action_refusal`) records no resolution continuing it either, a 403: recorded, it would keep the owner from
+    continuing it (409, continued already) for as long as it beats, and the owner may not cancel it. A token asks as
+    the key that minted it. A record in the place of the server's claim of the same continue (its rerun route checked
+    the key that asked) is let through, and so is one under a recorded id that is no claim (its insert changes
+    nothing)."""
+    if not continues_any(actions_by, new_resolutions, resolution_updates):
+        return
+    wanted = {} if acts_on_any(principal, actions_by) else {
+        str(res.get("id")): of for res in new_resolutions if (of := continued(dict(res))) is not None}
+    updated = {r: f for r, f in resolution_updates.items() if "rerun_of" in f or "settings" in f}
     with store.engine.connect() as conn:
-        recorded = {row.id: row for row in conn.execute(
-            sa.select(_res.c.id, _res.c.state, _res.c.rerun_of, _res.c.settings).where(_res.c.id.in_(list(wanted))))}
+        recorded = {row.id: row._asdict() for row in conn.execute(
+            sa.select(_res.c.id, _res.c.state, _res.c.rerun_of, _res.c.settings)
+            .where(_res.c.id.in_([*wanted, *updated])))}
         asker = principal
-        if principal.is_token:  # as the key that minted it (an admin's continues any)
+        if principal.is_token and wanted:  # as the key that minted it (an admin's continues any)
             key = conn.execute(sa.select(api_keys.c.name, api_keys.c.admin, api_keys.c.read_only)
                                .where(api_keys.c.id == principal.key_id)).first() if principal.key_id else None
             asker = Principal(role_of(key.admin, key.read_only) if key else USER,
                               key.name if key else principal.name, key_id=principal.key_id)
+    for res_id, fields in updated.items():
+        row = recorded.get(res_id)
+        if row is not None and (of := continued({**row, **fields})) is not None and of != continued(row):
+            raise ApiError(422, f"resolution {res_id}: an update may not make it continue resolution {of}; a "
+                                "continue is a new resolution, recorded as one (sematic-k8s rerun RUN_ID --mode "
+                                "continue)")
     for res_id, of in wanted.items():
         row = recorded.get(res_id)
-        if row is not None and (row.state != CLAIMED or continued(row._asdict()) == of):
+        if row is not None and (row["state"] != CLAIMED or continued(row) == of):
             continue
         if (refusal := action_refusal(asker, store, actions_by, of, "continue")) is not None:
             whose = f"{principal.name}'s token: " if principal.is_token else ""
-            return f"{whose}{refusal} (resolution {res_id} records that it continues it)"
-    return None
+            raise ApiError(403, f"{whose}{refusal} (resolution {res_id} records that it continues it)",
+                           reason="not-owner")
 
 
 def owners_of(store: SqlStore, resolution_ids: Iterable[str]) -> dict[str, str | None]:

@@ -205,13 +205,34 @@ def _continuing(team: Team, credential: str, of: str, res_id: str) -> httpx.Resp
                       headers={"Content-Type": "application/json"})
 
 
+def _made_to_continue(team: Team, key: str, of: str) -> tuple[str, httpx.Response]:
+    """A running resolution ``key`` recorded, then updated through the store to say it continues ``of``: its id, and
+    the update's answer."""
+    res_id = team.recorded(key, "running")
+    batch = Batch(resolution_updates={res_id: {
+        "rerun_of": of, "heartbeat_at": utcnow(),
+        "settings": {"kind": "cloud", "rerun_of": of, "rerun_mode": "continue", "storage_url": STORAGE}}})
+    with team.served.client(key) as c:
+        return res_id, c.post("/api/v1/store/write", content=dumps(batch_to_json(batch)),
+                              headers={"Content-Type": "application/json"})
+
+
+def _update_refused(team: Team, key: str, of: str) -> None:
+    res_id, r = _made_to_continue(team, key, of)
+    assert r.status_code == 422 and r.json()["detail"] == (
+        f"resolution {res_id}: an update may not make it continue resolution {of}; a continue is a new resolution, "
+        "recorded as one (sematic-k8s rerun RUN_ID --mode continue)"), r.text
+    assert team.served.store.get_resolution(res_id).rerun_of is None  # type: ignore[union-attr]
+
+
 def test_no_key_records_a_continue_of_a_resolution_it_may_not_continue(owners: Team) -> None:
     """A resolution has one continuation at a time (a second is refused while the first runs). Bob, refused alice's
     continue at its route, records one through the store (as a LocalResolver continuing it would), and through a token
     he minted to re-run from it: each a 403 in one line naming both keys, nothing recorded, and alice then continues
     hers. Alice's own record of a continue, and the record an admin's rerun driver writes in the place of the server's
-    claim, are let through. Was: bob's records were written, and alice's continue refused (409, "being continued already
-    by" bob's) for as long as his record beat, which she may not cancel."""
+    claim, are let through; an update making a resolution of bob's continue hers is a 422. Was: bob's records were
+    written, and alice's continue refused (409, "being continued already by" bob's) for as long as his record beat,
+    which she may not cancel."""
     root = owners.recorded(owners.alice, "failed")
     bobs, tokens = uuid.uuid4().hex, uuid.uuid4().hex
     refused = f"key 'bob' may not continue resolution {root} (owned by 'alice'): ask its owner or an admin"
@@ -222,6 +243,7 @@ def test_no_key_records_a_continue_of_a_resolution_it_may_not_continue(owners: T
     assert _refused(_continuing(owners, token, root, tokens)) == (
         f"resolution {tokens}'s token: {refused} (resolution {tokens} records that it continues it)")
     assert owners.served.store.get_resolution(bobs) is None and owners.served.store.get_resolution(tokens) is None
+    _update_refused(owners, owners.bob, root)  # nor by updating one of his own (nor alice, below: in any mode)
     assert owners.act(owners.alice, "continue", root).status_code == 202  # nothing in her way
     assert _continuing(owners, owners.alice, owners.recorded(owners.alice, "failed"), uuid.uuid4().hex).is_success
     other = owners.recorded(owners.alice, "failed")
@@ -232,7 +254,12 @@ def test_no_key_records_a_continue_of_a_resolution_it_may_not_continue(owners: T
 
 
 def test_by_default_any_key_records_a_continue_of_any_resolution(team: Team) -> None:
+    """Acting by team, any key continues any resolution, recording a new resolution that continues it. An update of a
+    recorded resolution making it continue one (which the check of one continuation at a time never saw: two then ran at
+    once) is a 422, in any mode. Was: written."""
     root = team.recorded(team.alice, "failed")
+    for key in (team.alice, team.bob):  # a continue is recorded with its resolution, never by an update
+        _update_refused(team, key, root)
     assert _continuing(team, team.bob, root, uuid.uuid4().hex).is_success
 
 

@@ -28,7 +28,6 @@ from sematic_k8s.store.wire import batch_from_json
 from sematic_k8s_server import cache_trust, schemas, scopes, writes
 from sematic_k8s_server.auth import READ_BY_POST, Principal
 from sematic_k8s_server.deps import API, NOT_FOUND, Caller, ResolutionId, Srv, StrictJsonRoute, not_found, nul_refused
-from sematic_k8s_server.problems import ApiError
 from sematic_k8s_server.schemas import UNTOLD
 from sematic_k8s_server.state import Server
 
@@ -117,8 +116,8 @@ def take_over(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
 
 def _known(srv: Server, caller: Principal, body: schemas.BatchIn) -> bool:
     """Whether a key's batch is checked without a query (:class:`~sematic_k8s_server.scopes.Known`)."""
-    if scopes.continues_any(srv.config.actions_by, body.new_resolutions):  # read by continue_refusal
-        return caller.key_id is None
+    if scopes.continues_any(srv.config.actions_by, body.new_resolutions, body.resolution_updates):
+        return False  # read by check_continues
     return caller.key_id is None or srv.known.knows(*scopes.touched(
         body.new_runs, body.run_updates, body.new_resolutions, body.resolution_updates, body.sequence, body.fence))
 
@@ -127,7 +126,7 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
     """The request's Batch (its fields' types checked by :class:`~sematic_k8s_server.schemas.BatchIn`): 422 for a
     new record under another id than its own or a value the store refuses, 403 for writes outside the caller's
     resolutions (:func:`~sematic_k8s_server.scopes.check_batch`) or for a new one continuing a resolution the caller
-    may not continue (``--actions-by owner``: :func:`~sematic_k8s_server.scopes.continue_refusal`). Its new runs and
+    may not continue (``--actions-by owner``: :func:`~sematic_k8s_server.scopes.check_continues`). Its new runs and
     resolutions are the caller's: their ``owner`` is its API key (a token's: the key that minted it), which no record
     can set or change."""
     _check_keys("run", body.new_runs)
@@ -138,9 +137,7 @@ def _checked_batch(srv: Server, caller: Principal, body: schemas.BatchIn) -> Bat
         raise HTTPException(422, f"bad batch: {e}") from None
     scopes.check_batch(caller, srv.store, body.new_runs, body.run_updates, body.new_resolutions,
                        body.resolution_updates, body.sequence, body.fence, srv.known)
-    refusal = scopes.continue_refusal(caller, srv.store, srv.config.actions_by, body.new_resolutions)
-    if refusal is not None:
-        raise ApiError(403, refusal, reason="not-owner")
+    scopes.check_continues(caller, srv.store, srv.config.actions_by, body.new_resolutions, body.resolution_updates)
     for row in [*batch.new_runs.values(), *batch.new_resolutions]:
         row["owner"] = caller.key_id
     return batch
