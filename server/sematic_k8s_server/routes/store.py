@@ -43,7 +43,8 @@ router = APIRouter(prefix=API + "/store", tags=["store"], route_class=StrictJson
                                              "one the key may not continue"},
                         409: {"description": "conflicts with recorded data: an ended resolution, a resolved run, "
                                              "a second continue of a resolution, the end of one being canceled"},
-                        422: {"description": "an unknown field, a value of the wrong type or size"}},
+                        422: {"description": "an unknown field, a value of the wrong type or size, an update making "
+                                              "a resolution continue another"}},
              summary="Apply a batch of inserts and updates in one transaction")
 async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
     """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings. A resolution token may
