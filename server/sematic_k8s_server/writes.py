@@ -3,7 +3,8 @@
 :func:`groups` merges batches, in the order they arrived, into as few as it can while keeping the outcome of
 writing them one after the other: inserts are "insert if absent" (the first one wins) and updates set fields
 (the last one wins), so they merge, except that a batch inserting a row that an earlier one updated starts a
-new group (merged, its insert would run before that update); so does one whose fence gives a resolution
+new group (merged, its insert would run before that update); so does one fencing a resolution the group ends
+(merged, its fence would be checked against the resolution before its end), one whose fence gives a resolution
 another driver epoch than the group's (merged, one driver's writes would be checked against the other's epoch),
 one numbered for a resolution the group already holds a number of (``Batch.sequence``: each of a driver's writes is
 checked against the last one applied, and a late first attempt merged with a later write would land with it), one
@@ -58,9 +59,11 @@ def _joins(group: Batch, b: Batch) -> bool:
             and not any(res.get("id") in group.resolution_updates for res in b.new_resolutions)
             and all(group.fence.get(r, epoch) == epoch for r, epoch in b.fence.items())
             and group.sequence.keys().isdisjoint(b.sequence)  # one numbered write per resolution: each is checked
-            # a resolution's end refuses what follows it, so neither merges with another change of its state
+            # a resolution's end refuses what follows it, so neither merges with another change of its state, nor
+            # with a driver's write fenced on it (checked against what is recorded: merged, it would land after the end)
             and not any(r in ended or (r in group.resolution_updates and "state" in fields)
                         for r, fields in b.resolution_updates.items())
+            and ended.isdisjoint(b.fence)
             # nor does a change of a run's state or output (once resolved, they are final: each one is checked)
             and not any(r in settled and not _FINAL.isdisjoint(fields) for r, fields in b.run_updates.items())
             # another record of an artifact: each one is checked against what is recorded (merged, one is dropped)

@@ -93,6 +93,18 @@ def test_merged_batches_record_what_writing_them_one_by_one_records(tmp_path_fac
     assert len(groups(sequence)) <= max(1, len(sequence))
 
 
+def test_a_drivers_write_after_the_batch_ending_its_resolution_is_refused_merged_too(tmp_path) -> None:
+    """A driver's write (fenced) arriving with the batch that ends its resolution, after it: refused as it is alone
+    (ResolutionEnded), its run not recorded. Was (found by the property test above): merged with the ending batch,
+    its fence was checked against the resolution before its end, and its run recorded in an ended resolution."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
+    store.write(Batch(new_resolutions=[{"id": "r0", "root_func_path": "m:p", "state": "running", "created_at": NOW}]))
+    assert store.take_over("r0") == 1
+    errors = write_all(store.write, [_batch([], [], "resolved", None), _batch([("a1", "f")], [], None, 1)])
+    assert errors[0] is None and isinstance(errors[1], ResolutionEnded), errors
+    assert store.get_run("a1") is None and store.get_resolution("r0").state == "resolved"  # type: ignore[union-attr]
+
+
 def test_only_the_faulty_batch_of_a_merged_write_fails(tmp_path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'db'}")
     good = [Batch(new_runs={f"g{i}": _new_run(f"g{i}", "f")}) for i in range(3)]
