@@ -145,13 +145,13 @@ def check_continues(principal: Principal, store: SqlStore, actions_by: str,
                     new_resolutions: Sequence[Mapping[str, object]], resolution_updates: Records) -> None:
     """The writes of a batch that make a resolution continue another (``rerun_mode`` continue:
     :func:`~sematic_k8s.store.guards.continued`). A resolution has one continuation at a time (a second is refused
-    while the first runs), which is recorded with it: an update making a recorded resolution continue one (which that
-    check never saw) is a 422. Under ``actions_by`` "owner" a key that may not continue a resolution
-    (:func:`action_refusal`) records no resolution continuing it either, a 403: recorded, it would keep the owner from
-    continuing it (409, continued already) for as long as it beats, and the owner may not cancel it. A token asks as
-    the key that minted it. A record in the place of the server's claim of the same continue (its rerun route checked
-    the key that asked) is let through, and so is one under a recorded id that is no claim (its insert changes
-    nothing)."""
+    while the first runs), which is recorded with it: an update changing what a resolution continues (which that check
+    never sees), or saying it continues one of a resolution not recorded before the batch, is a 422. Under
+    ``actions_by`` "owner" a key that may not continue a resolution (:func:`action_refusal`) records no resolution
+    continuing it either, a 403: recorded, it would keep the owner from continuing it (409, continued already) for as
+    long as it beats, and the owner may not cancel it. A token asks as the key that minted it. A record in the place
+    of the server's claim of the same continue (its rerun route checked the key that asked) is let through, and so is
+    one under a recorded id that is no claim (its insert changes nothing)."""
     if not continues_any(actions_by, new_resolutions, resolution_updates):
         return
     wanted = {} if acts_on_any(principal, actions_by) else {
@@ -168,11 +168,13 @@ def check_continues(principal: Principal, store: SqlStore, actions_by: str,
             asker = Principal(role_of(key.admin, key.read_only) if key else USER,
                               key.name if key else principal.name, key_id=principal.key_id)
     for res_id, fields in updated.items():
-        row = recorded.get(res_id)
-        if row is not None and (of := continued({**row, **fields})) is not None and of != continued(row):
-            raise ApiError(422, f"resolution {res_id}: an update may not make it continue resolution {of}; a "
-                                "continue is a new resolution, recorded as one (sematic-k8s rerun RUN_ID --mode "
-                                "continue)")
+        settings, row = fields.get("settings"), recorded.get(res_id)
+        touches = "rerun_of" in fields or (isinstance(settings, dict) and settings.get("rerun_mode") == "continue")
+        if touches and (row is None or continued({**row, **fields}) != continued(row)):  # None: not recorded, or
+            # recorded by this batch or one at the same time (a race the store's check would not see)
+            raise ApiError(422, f"resolution {res_id}: an update may not change what it continues (rerun_of, "
+                                "settings.rerun_mode 'continue'); a continue is a new resolution, recorded as one "
+                                "(sematic-k8s rerun RUN_ID --mode continue)")
     for res_id, of in wanted.items():
         row = recorded.get(res_id)
         if row is not None and (row["state"] != CLAIMED or continued(row) == of):

@@ -220,8 +220,8 @@ def _made_to_continue(team: Team, key: str, of: str) -> tuple[str, httpx.Respons
 def _update_refused(team: Team, key: str, of: str) -> None:
     res_id, r = _made_to_continue(team, key, of)
     assert r.status_code == 422 and r.json()["detail"] == (
-        f"resolution {res_id}: an update may not make it continue resolution {of}; a continue is a new resolution, "
-        "recorded as one (sematic-k8s rerun RUN_ID --mode continue)"), r.text
+        f"resolution {res_id}: an update may not change what it continues (rerun_of, settings.rerun_mode 'continue'); "
+        "a continue is a new resolution, recorded as one (sematic-k8s rerun RUN_ID --mode continue)"), r.text
     assert team.served.store.get_resolution(res_id).rerun_of is None  # type: ignore[union-attr]
 
 
@@ -244,6 +244,14 @@ def test_no_key_records_a_continue_of_a_resolution_it_may_not_continue(owners: T
         f"resolution {tokens}'s token: {refused} (resolution {tokens} records that it continues it)")
     assert owners.served.store.get_resolution(bobs) is None and owners.served.store.get_resolution(tokens) is None
     _update_refused(owners, owners.bob, root)  # nor by updating one of his own (nor alice, below: in any mode)
+    later = uuid.uuid4().hex  # nor by a new one, not a continue, made one by an update in its own batch
+    batch = Batch(resolution_updates={later: {"settings": {"kind": "cloud", "rerun_mode": "continue"}}})
+    batch.add_resolution(ResolutionRecord(id=later, root_func_path="pipes:pipeline", state="running", rerun_of=root,
+                                          created_at=utcnow(), heartbeat_at=utcnow(), settings={"kind": "cloud"}))
+    with owners.served.client(owners.bob) as c:
+        r = c.post("/api/v1/store/write", content=dumps(batch_to_json(batch)),
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and owners.served.store.get_resolution(later) is None, r.text
     assert owners.act(owners.alice, "continue", root).status_code == 202  # nothing in her way
     assert _continuing(owners, owners.alice, owners.recorded(owners.alice, "failed"), uuid.uuid4().hex).is_success
     other = owners.recorded(owners.alice, "failed")
