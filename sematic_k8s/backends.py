@@ -4,7 +4,7 @@ A backend's module is imported only when it is asked for (so its extra dependenc
 kubernetes client, are needed only when it is used). Adding a backend is one line in a table here.
 
 - ``EXECUTORS``: where runs execute, by the name a DriverSpec gives (``executor="kubernetes"``); each is a
-  class with ``from_spec(spec, storage)``.
+  class with ``from_spec(spec, storage, secret)`` (``secret``: what its workers' outcome keys derive from).
 - ``STORAGES``: artifact storage by URL scheme (``s3://bucket/prefix``); each is a class with ``from_url(url)``.
 - ``LAUNCHERS``: how a driver is started for a DriverSpec's executor; each is a function ``(spec, env, *,
   progress)`` (``progress``: told, in a line, what the start waits for; None: nothing to tell).

@@ -87,8 +87,8 @@ class DockerExecutor(RemoteExecutor):
     signs = True  # where its image's worker can (workers_sign): the key goes in its task file, as its URLs do
 
     def __init__(self, storage: Storage, storage_url: str, image: str, *, env: dict[str, str] | None = None,
-                 client: Any = None, pull_grace: float = PULL_GRACE) -> None:
-        super().__init__(storage, storage_url)
+                 client: Any = None, pull_grace: float = PULL_GRACE, secret: bytes | None = None) -> None:
+        super().__init__(storage, storage_url, secret=secret)
 
         self.client = client or docker_client(max_pool_size=64)  # a connection per waiting thread
         self._own_client = client is None  # closed with the executor (a client given is its giver's)
@@ -111,10 +111,10 @@ class DockerExecutor(RemoteExecutor):
         self.pulls = ImageWait(self.client, image, pull_grace, self._wake)  # the runs waiting for their image
 
     @classmethod
-    def from_spec(cls, spec: DriverSpec, storage: Storage) -> DockerExecutor:
+    def from_spec(cls, spec: DriverSpec, storage: Storage, secret: bytes | None = None) -> DockerExecutor:
         """A driver's executor: containers from the spec's image, with the driver's pass-through env (no key), and
-        the spec's ``executor_settings["pull_grace"]`` when it has one."""
-        return cls(storage, spec.storage_url, spec.image, env=worker_env(),
+        the spec's ``executor_settings["pull_grace"]`` when it has one; their keys derived from its ``secret``."""
+        return cls(storage, spec.storage_url, spec.image, env=worker_env(), secret=secret,
                    pull_grace=float(spec.executor_settings.get("pull_grace", PULL_GRACE)))
 
     def image_signs(self, task: Task) -> bool | None:

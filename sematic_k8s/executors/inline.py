@@ -116,8 +116,8 @@ class InlineExecutor:
         self._live: dict[Key, BodyGuard | None] = {}  # attempts on threads, not stopped: their guard once begun
 
     @classmethod
-    def from_spec(cls, spec: DriverSpec, storage: Storage) -> InlineExecutor:
-        """A driver's executor for its inline funcs."""
+    def from_spec(cls, spec: DriverSpec, storage: Storage, secret: bytes | None = None) -> InlineExecutor:
+        """A driver's executor for its inline funcs (they run here: nothing signed, ``secret`` unused)."""
         return cls(spec.resolution.max_parallelism)
 
     def submit(self, task: Task) -> None:

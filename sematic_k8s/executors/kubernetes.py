@@ -92,8 +92,8 @@ class KubernetesExecutor(RemoteExecutor):
 
     def __init__(self, storage: Storage, storage_url: str, image: str, settings: KubernetesSettings | None = None,
                  *, api_client: client.ApiClient | None = None, backoff: Backoff | None = None,
-                 **options: Any) -> None:
-        super().__init__(storage, storage_url)
+                 secret: bytes | None = None, **options: Any) -> None:
+        super().__init__(storage, storage_url, secret=secret)
         s = (settings or KubernetesSettings()).with_options(**options)
         if "@sha256:" not in image:
             log.warning("worker image %s is not a reference by digest: pods may run other code", image)
@@ -130,10 +130,11 @@ class KubernetesExecutor(RemoteExecutor):
         self.refresh_checked = float("-inf")  # when task Secrets were last looked at (_refresh)
 
     @classmethod
-    def from_spec(cls, spec: DriverSpec, storage: Storage) -> KubernetesExecutor:
-        """A driver's executor: the spec's image and ``executor_settings``; its resolution's task copies are its to
-        delete at the end, whether or not it launches anything."""
-        ex = cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings))
+    def from_spec(cls, spec: DriverSpec, storage: Storage, secret: bytes | None = None) -> KubernetesExecutor:
+        """A driver's executor: the spec's image and ``executor_settings``, its workers' keys derived from its
+        ``secret``; its resolution's task copies are its to delete at the end, whether or not it launches anything."""
+        ex = cls(storage, spec.storage_url, spec.image, KubernetesSettings.from_options(**spec.executor_settings),
+                 secret=secret)
         ex.copies.root_id = spec.root_id
         return ex
 

@@ -5,10 +5,14 @@ Whoever can write to the artifact bucket (another user's driver holds bucket-wid
 outcome document, naming a value of its choice whose bytes hash to the content id they name. So a driver that asks
 for a signature gives each worker attempt a key that never goes through the bucket: HMAC-SHA256 of its resolution
 secret over ``"<run id>/<attempt>"``. The secret is the driver's credential for the server (a driver's resolution
-token, from its Secret: a restarted driver of the same resolution has it too), else a random one kept in this
-process's memory (a resolver without a server: a restarted one cannot verify what an earlier one's workers signed, and
-runs those attempts again). The worker signs its outcome document (its canonical JSON, in its :data:`SIGNATURE`
-field); the driver verifies the document it read, as parsed, before it adopts anything of it.
+token, from its Secret: a restarted driver of the same resolution has it too); a driver without a server, writing its
+database directly, derives them from a random secret that database keeps (:data:`KEPT_SECRET`, made once on first
+need: a restarted driver has it too; whoever holds only bucket keys does not), handed to its executor by the driver.
+Only a driver through a server without API keys (``--local``), and an executor made outside a driver, keep a random
+one in this process's memory: a restarted one cannot verify what an earlier one's workers signed, and runs those
+attempts again. The worker signs its outcome
+document (its canonical JSON, in its :data:`SIGNATURE` field); the driver verifies the document it read, as parsed,
+before it adopts anything of it.
 
 A worker process runs this very code. A container's or a pod's runs its image's: a driver asks it for a signature
 only where the image says, by its :data:`~sematic_k8s.labels.SIGNS_OUTCOMES_LABEL` (written when it was built), that
@@ -31,19 +35,25 @@ from sematic_k8s.labels import SIGNS_OUTCOMES_LABEL
 from sematic_k8s.registry import UNANSWERED, image_labels, split_reference
 
 SIGNATURE = "signature"  # the outcome document's field that holds its signature
+KEPT_SECRET = "outcome-keys"  # the name of the secret a driver's database keeps for it (Store.kept_secret)
 _memory: bytes | None = None  # this process's secret where it has no credential for the server
 log = logging.getLogger("sematic_k8s")
 # an image's labels not read from its registry: refused, not answered, not there, not JSON
 UNREADABLE: tuple[type[Exception], ...] = (RegistryAuthError, ValueError, *UNANSWERED)
 
 
-def resolution_secret() -> bytes:
+def resolution_secret(kept: Callable[[], bytes | None] | None = None) -> bytes:
     """The secret a driver derives its workers' keys from: its server credential (a resolution token survives the
-    driver's restart), else a random one, the same for this process's life."""
+    driver's restart), else ``kept()``, the secret its database keeps (:data:`KEPT_SECRET`: the driver's store's,
+    which survives it too; None from a store that keeps none for it), else a random one, the same for this process's
+    life."""
     global _memory
     credential = settings.api_key()
     if credential:
         return b"sematic-k8s outcome keys\0" + credential.encode()
+    secret = kept() if kept is not None else None
+    if secret is not None:
+        return secret
     if _memory is None:
         _memory = secrets.token_bytes(32)
     return _memory

@@ -53,8 +53,9 @@ class ProcessExecutor(RemoteExecutor):
 
     signs = True  # its task reaches it on its stdin only: its outcome is signed with its attempt's key
 
-    def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None) -> None:
-        super().__init__(storage, storage_url)
+    def __init__(self, storage: Storage, storage_url: str, *, cwd: str | None = None,
+                 secret: bytes | None = None) -> None:
+        super().__init__(storage, storage_url, secret=secret)
         # where workers start, and the directory on their path: this process's as it starts, not as an inline func
         # may have left it (os.chdir elsewhere, or into a directory deleted since, which os.getcwd() cannot name)
         self.start_dir = os.getcwd()
@@ -62,9 +63,9 @@ class ProcessExecutor(RemoteExecutor):
         self.procs: dict[str, _Worker] = {}
 
     @classmethod
-    def from_spec(cls, spec: DriverSpec, storage: Storage) -> ProcessExecutor:
-        """A driver's executor: worker processes beside it (no image)."""
-        return cls(storage, spec.storage_url)
+    def from_spec(cls, spec: DriverSpec, storage: Storage, secret: bytes | None = None) -> ProcessExecutor:
+        """A driver's executor: worker processes beside it (no image), their keys derived from its ``secret``."""
+        return cls(storage, spec.storage_url, secret=secret)
 
     def launch(self, spec: TaskSpec, task: Task, env: dict[str, str]) -> None:
         path = os.pathsep.join(filter(None, [self.start_dir, os.environ.get("PYTHONPATH")]))

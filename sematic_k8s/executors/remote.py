@@ -185,10 +185,12 @@ class RemoteExecutor:
     # can (:meth:`workers_sign`), and an outcome without that signature is not adopted
     signs = False
 
-    def __init__(self, storage: Storage, storage_url: str) -> None:
+    def __init__(self, storage: Storage, storage_url: str, *, secret: bytes | None = None) -> None:
+        """``secret``: what its workers' keys derive from, its driver's (outcome_signing.resolution_secret: the
+        server credential, else the one its database keeps); None: this process's (one made outside a driver)."""
         self.storage = storage
         self.storage_url = storage_url
-        self.secret = outcome_signing.resolution_secret() if self.signs else b""
+        self.secret = (secret or outcome_signing.resolution_secret()) if self.signs else b""
         self._signs: bool | None = None  # workers_sign(), once known
         self._signs_asked_again_at = 0.0  # monotonic time before which an unknown workers_sign() is not asked again
         self.running: dict[str, TaskSpec] = {}

@@ -15,6 +15,7 @@ from typing import Any
 from sematic_k8s import backends, serialization, settings
 from sematic_k8s.error_records import error_info
 from sematic_k8s.errors import FuncNotFound, ResolutionFailed
+from sematic_k8s.executors import outcome_signing
 from sematic_k8s.executors.base import Executor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.func import load_func
@@ -29,19 +30,27 @@ from sematic_k8s.store.base import Store
 from sematic_k8s.store.records import CLAIMED, Batch, ResolutionRecord, utcnow
 
 
-def executor_for(name: str, spec: DriverSpec, storage: Storage) -> Executor:
-    """The executor registered as ``name``, set up from the spec."""
+def executor_for(name: str, spec: DriverSpec, storage: Storage, secret: bytes | None = None) -> Executor:
+    """The executor registered as ``name``, set up from the spec, its workers' outcome keys derived from ``secret``
+    (:func:`signing_secret`; None: this process's own)."""
     try:
         executor_class = backends.load(backends.EXECUTORS, name)
     except LookupError:
         raise ValueError(f"unknown executor {name!r}: use docker, process or kubernetes") from None
-    executor: Executor = executor_class.from_spec(spec, storage)
+    executor: Executor = executor_class.from_spec(spec, storage, secret)
     return executor
 
 
-def remote_executor(spec: DriverSpec, storage: Storage) -> Executor:
+def remote_executor(spec: DriverSpec, storage: Storage, secret: bytes | None = None) -> Executor:
     """The executor for non-inline funcs named by the spec."""
-    return executor_for(spec.executor, spec, storage)
+    return executor_for(spec.executor, spec, storage, secret)
+
+
+def signing_secret(store: Store) -> bytes:
+    """What a driver recording to ``store`` derives its workers' outcome keys from, the same after its restart
+    (:func:`~sematic_k8s.executors.outcome_signing.resolution_secret`): its credential for the server, else the
+    secret its database keeps for it."""
+    return outcome_signing.resolution_secret(lambda: store.kept_secret(outcome_signing.KEPT_SECRET))
 
 
 def drive(spec: DriverSpec, store: Store) -> Any:
@@ -81,7 +90,8 @@ def _drive(spec: DriverSpec, store: Store) -> Any:
         root = Future(load_func(spec.root_func, spec.root_source_file, what="root func"), {})
     else:
         raise ValueError("the driver spec has neither a pickled root nor a rerun of a recorded root func")
-    executor = InlineOrRemoteExecutor(executor_for("inline", spec, storage), remote_executor(spec, storage))
+    executor = InlineOrRemoteExecutor(executor_for("inline", spec, storage),
+                                      remote_executor(spec, storage, signing_secret(store)))
     loop = ResolutionLoop(store, storage, executor, spec.resolution, kind="cloud", image=spec.image,
                           build_hash=spec.build_hash, recorded={
                               "storage_url": spec.storage_url, "executor": spec.executor,

@@ -18,6 +18,10 @@ class Store(Protocol):
         """Become the resolution's only driver: its driver epoch bumped atomically, the new one returned, for
         ``Batch.fence`` on every write that follows (those of earlier drivers are refused from now on)."""
 
+    def kept_secret(self, name: str) -> bytes | None:
+        """The random secret the database keeps as ``name`` for the processes that write it directly, made on first
+        need (the same for each of them, and after a restart); None where this store does not give it (the server's)."""
+
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def list_runs(self, *, root_id: str | None = None, state: str | None = None, func: str | None = None,

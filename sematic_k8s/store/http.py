@@ -180,6 +180,11 @@ class HttpStore:
 
     # -- writes -----------------------------------------------------------------------------------
 
+    def kept_secret(self, name: str) -> None:
+        """None: the server keeps its database's secrets to itself (a driver through it derives its keys from its
+        credential)."""
+        return None
+
     def take_over(self, resolution_id: str) -> int:
         """:meth:`~sematic_k8s.store.sql.SqlStore.take_over`, by the server (a token: only its own resolution)."""
         doc = self._request("POST", f"/store/take_over/{resolution_id}", content=b"{}",

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0015_claim_holders"  # the newest revision in migrations/versions (a test checks it)
+HEAD = "0016_kept_secrets"  # the newest revision in migrations/versions (a test checks it)
 FIRST_REVISION = "0001"  # the store's tables alone: what versions before the migrations moved here created
 PG_LOCK_ID = 727274  # pg_advisory_xact_lock key held while migrating
 SQLITE_BUSY_MS = 120_000  # how long a process waits for another's migration (or write) on SQLite

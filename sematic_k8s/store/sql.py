@@ -12,6 +12,7 @@ connection and the tables they touch:
 - :mod:`~sematic_k8s.store.writes`: the statements of a batch's records (insert if absent, updates in id order);
 - :mod:`~sematic_k8s.store.bulk`: the embedded resolver's fast paths, cache hits and a rerun's clones;
 - :mod:`~sematic_k8s.store.reads` and :mod:`~sematic_k8s.store.cache_reads`: the reads, and the cache look-ups;
+- :mod:`~sematic_k8s.store.kept`: secrets the database keeps for the processes that write it directly;
 - :mod:`~sematic_k8s.store.liveness`: resolutions whose process stopped heartbeating, marked dead, but for one whose
   beat waits for a SQLite file's write lock (:mod:`~sematic_k8s.store.inflight`);
 - :mod:`~sematic_k8s.store.tables`, :mod:`~sematic_k8s.store.json_columns`: the tables, and their JSON columns' text.
@@ -46,6 +47,7 @@ from sematic_k8s.store import (
     diskfull,
     guards,
     inflight,
+    kept,
     liveness,
     locked,
     lockwait,
@@ -357,6 +359,11 @@ class SqlStore:
         if epoch is None:
             raise LookupError(f"resolution {resolution_id} is not recorded: nothing to take over")
         return int(epoch)
+
+    def kept_secret(self, name: str) -> bytes:
+        """The random secret this database keeps as ``name`` for the processes that write it directly, made on first
+        need (:func:`~sematic_k8s.store.kept.kept_secret`): the same for each of them and after a restart."""
+        return kept.kept_secret(self.engine, name)
 
     def replace_artifact(self, recorded: ArtifactRecord, written: dict[str, Any]) -> bool:
         """Replace the record of an artifact stored without bytes in its record by ``written`` (its format, type,

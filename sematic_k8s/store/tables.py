@@ -101,3 +101,12 @@ class ArtifactRow(Base):
     size: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[Any] = mapped_column(sa.DateTime)
     inline: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)  # a small one's bytes
+
+
+class KeptSecretRow(Base):
+    """A secret the database keeps for the processes that write it directly (:mod:`~sematic_k8s.store.kept`);
+    migration 0016. No route of the server reads it."""
+
+    __tablename__ = "kept_secrets"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # its name
+    value: Mapped[str] = mapped_column(sa.String(128))  # hex

@@ -39,7 +39,8 @@ def test_migrations_match_the_models_on_postgres(postgres_url) -> None:
     try:
         assert schema_diff(store.engine) == []
         tables = set(sa.inspect(store.engine).get_table_names())
-        assert tables == {"resolutions", "runs", "artifacts", "api_keys", "resolution_tokens", "alembic_version"}
+        assert tables == {"resolutions", "runs", "artifacts", "api_keys", "resolution_tokens", "kept_secrets",
+                          "alembic_version"}
         migrate(store.engine)  # idempotent: a restarted server upgrades nothing
         with store.engine.connect() as conn:
             assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == schema.HEAD
