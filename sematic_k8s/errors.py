@@ -79,6 +79,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -416,8 +417,9 @@ def import_may_pass(exc: BaseException) -> bool:
 
     A library's own error that is no OSError (httpx's ConnectError, urllib3's MaxRetryError, botocore's
     EndpointConnectionError) is judged by the error it was raised from (its cause, else its context, shown or not):
-    the socket's ConnectionRefusedError may pass. One of Python's own (a NameError raised while handling a
-    ConnectionError) is the module's mistake, whatever it was handling."""
+    the socket's ConnectionRefusedError may pass. One of Python's own (a builtin's or its standard library's: a
+    NameError, or json's JSONDecodeError, raised while handling a ConnectionError) is the module's mistake, whatever
+    it was handling."""
     if isinstance(exc, InfrastructureError):
         return False
     seen: set[int] = set()
@@ -425,11 +427,17 @@ def import_may_pass(exc: BaseException) -> bool:
     while at is not None and id(at) not in seen:
         if isinstance(at, IMPORT_MAY_PASS):
             return not isinstance(at, IMPORT_STAYS)
-        if type(at).__module__ == "builtins":
+        if _pythons_own(type(at)):
             return False
         seen.add(id(at))
         at = at.__cause__ or at.__context__  # (a context hidden "from None" too: httpcore's ConnectError hides it)
     return False
+
+
+def _pythons_own(cls: type[BaseException]) -> bool:
+    """Whether error class ``cls`` is Python's own: a builtin, or one of its standard library's modules
+    (``json.decoder``, ``_pickle``), not a library's."""
+    return (cls.__module__ or "").partition(".")[0] in sys.stdlib_module_names  # ("builtins" among them)
 
 
 _Stops = TypeVar("_Stops", bound="StopsForAFix")

@@ -200,9 +200,12 @@ BOTOCORE = ("import botocore.config, botocore.session\n"
     ("import requests\nrequests.get('http://127.0.0.1:PORT/')", ImportInterrupted),  # an OSError already
     ("try:\n    import httpx\n    httpx.get('http://127.0.0.1:PORT/')\nexcept httpx.ConnectError:\n"
      "    FEATURES = load_defaults()", FuncNotFound),  # the user's typo while handling it: Python's own NameError
+    ("import json\ntry:\n    import httpx\n    httpx.get('http://127.0.0.1:PORT/')\nexcept httpx.ConnectError:\n"
+     "    FEATURES = json.loads('{\"rows\": 3,}')", FuncNotFound),  # its own bad fallback: Python's JSONDecodeError
     ("class SettingsMissing(Exception):\n    pass\ntry:\n    open('/no/such/settings.toml')\n"
      "except OSError as e:\n    raise SettingsMissing('no settings file') from e", FuncNotFound),  # a path of its own
-], ids=["httpx", "urllib3", "botocore", "requests", "NameError-handling-ConnectError", "own-error-from-a-path"])
+], ids=["httpx", "urllib3", "botocore", "requests", "NameError-handling-ConnectError",
+        "JSONDecodeError-handling-ConnectError", "own-error-from-a-path"])
 def test_a_librarys_connection_error_that_is_no_oserror_is_told_apart_by_what_it_was_raised_from(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusing_port: int, top_level: str,
         raises: type[Exception]) -> None:
