@@ -348,8 +348,9 @@ def retryable(e: BaseException) -> bool:
 
 
 def lasting_refusal(e: BaseException) -> bool:
-    """A 4xx answer that asking again will not change: 401, 403, 405 ... Not 404 (the object's own answer), nor those
-    that may pass: 400 (an object's state: the log of a container not started yet), 408, 409, 410, 429."""
+    """A 4xx answer that asking again soon will not change (a Role granted or a token renewed later may): 401, 403,
+    405 ... Not 404 (the object's own answer), nor those that may pass: 400 (an object's state: the log of a container
+    not started yet), 408, 409, 410, 429."""
     return isinstance(e, ApiException) and 400 <= (e.status or 0) < 500 and e.status not in (
         400, 404, 408, 409, 410, 429)
 

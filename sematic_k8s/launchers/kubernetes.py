@@ -61,13 +61,15 @@ DRIVER_ASKS = (f"the driver's pod asks cpu {manifests.DRIVER_CPU} and memory {ma
 ONCE = Backoff(attempts=1)  # the clean-up after a failed Job create: best effort, not held up by retries
 SLOW_API = "a slow Kubernetes API"  # what a launch canceled meanwhile waited for (DriverUnneeded)
 RUN_CONFIG_MAP = "sematic-k8s"  # the chart's in-cluster settings for drivers, in the run namespace
-# What the follower (DriverJob) goes without when the API server refuses it a read for good, by the resource refused
+# What the follower (DriverJob) goes without when the API server refuses it a read, by the resource refused
 UNREAD = {"jobs": "the driver's end is not seen here (the resolution's record is followed on: a driver that dies is "
                   "marked failed once its heartbeat stops)",
           "pods": "its pod is not read: a driver that cannot pull its image or exits 1 is told only when its Job ends, "
                   "without its exit code and last lines",
           "events": "why the driver's pod is not created or does not start is not told",
           "pods/log": "the driver's last log lines are not shown"}
+ANSWERED = (400, 404, 409, 410)  # errors the API server answers a read it allowed with (429: before it looks)
+REASK_REFUSED = 60.0  # seconds between the follower's asks of a read refused (a Role granted later, a token renewed)
 IN_CLUSTER_KEYS = (settings.SERVER_ENV, settings.STORAGE_ENV, settings.S3_BUCKET_ENV, settings.S3_KEY_PREFIX_ENV,
                    settings.S3_ENDPOINT_ENV, settings.S3_REGION_ENV)
 
@@ -302,9 +304,10 @@ class DriverJob:
     exit code and log lines.
 
     It reads with its user's own credentials: ``get`` on jobs (which launching a driver needs too), ``list`` on pods
-    and events, ``get`` on pods/log. A read refused for good (401, 403, another lasting 4xx) is said once, in one line
-    naming the verb, resource and namespace and what to grant, and not asked again; a 429, 5xx or broken connection
-    is asked again at the next poll."""
+    and events, ``get`` on pods/log. A read refused (401, 403, another lasting 4xx) is said once, in one line naming
+    the verb, resource and namespace and what to grant, and then asked again only every :data:`REASK_REFUSED` seconds
+    (a 401: nothing else is asked meanwhile), since a Role granted later or a token renewed makes it pass: once
+    answered, one line says the read works again. A 429, 5xx or broken connection is asked again at the next poll."""
 
     def __init__(self, spec: DriverSpec, api_client: client.ApiClient | None = None,
                  start_grace: float | None = None) -> None:
@@ -321,35 +324,59 @@ class DriverJob:
         self.checked = float("-inf")
         self.uid: str | None = None  # the Job's, as last read (its pods carry it in their labels)
         self.left: list[tuple[str, str]] = []  # (name, uid) of driver pods its deletion left behind
-        self.refused: set[str] = set()  # resources refused for good (said once, not asked again); "*": all (401)
+        # resources refused (said once), "*": every one (401), each with when it was last asked (monotonic)
+        self.refused: dict[str, float] = {}
 
     def _ask(self, verb: str, resource: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """``call``'s answer (``verb`` on ``resource``), or None once the API server refused it for good: said once
-        at the refusal, never asked again. Any other error is raised (to be asked again later)."""
-        if resource in self.refused or "*" in self.refused:
+        """``call``'s answer (``verb`` on ``resource``), or None while the API server refuses it: said once at the
+        refusal, then asked again every :data:`REASK_REFUSED` seconds; answered again, said so once. Any other error
+        is raised (to be asked again later)."""
+        held = [key for key in ("*", resource) if key in self.refused]
+        now = time.monotonic()
+        if held and now - min(self.refused[key] for key in held) < REASK_REFUSED:
             return None
+        for key in held:
+            self.refused[key] = now
         try:
-            return call(*args, **kwargs)
+            answer = call(*args, **kwargs)
         except ApiException as e:
             if not lasting_refusal(e):
+                if e.status in ANSWERED:  # the read allowed, the object's own answer
+                    for key in held:
+                        self._answered_again(key, verb, resource)
                 raise
-            self.refused.add("*" if e.status == 401 else resource)
-            log.error("%s", self._refusal(verb, resource, e))
+            key = "*" if e.status == 401 else resource
+            if key != "*" and "*" in self.refused:  # answered (if refused): the credentials are accepted again
+                self._answered_again("*", verb, resource)
+            if key not in self.refused:
+                log.error("%s", self._refusal(verb, resource, e))
+            self.refused[key] = now
             return None
+        for key in held:
+            self._answered_again(key, verb, resource)
+        return answer
+
+    def _answered_again(self, key: str, verb: str, resource: str) -> None:
+        """Say, once, that a read refused before (``key``: its resource, or "*": all of them) is answered again."""
+        del self.refused[key]
+        what = "the Kubernetes API accepts your kube credentials again" if key == "*" else \
+            f"the Kubernetes API answers {verb} on {resource} in namespace {self.namespace} again"
+        log.warning("following driver Job %s: %s (refused before)", self.name, what)
 
     def _refusal(self, verb: str, resource: str, e: ApiException) -> str:
-        """The one line saying the API server refused ``verb`` on ``resource`` for good, and what to do."""
+        """The one line saying the API server refused ``verb`` on ``resource``, and what to do."""
         group = "batch" if resource == "jobs" else ""
         refused = (f'following driver Job {self.name}: the Kubernetes API refuses {verb} on {resource} (API group '
                    f'"{group}") in namespace {self.namespace} ({e.status}: {" ".join(api_message(e).split())})')
+        again = f"asked again every {REASK_REFUSED:g}s"
         if e.status == 401:
-            return (f"{refused}, so nothing more is read from it and {UNREAD['jobs']}: your kube credentials are "
-                    "not accepted; renew them (an expired token, a revoked certificate)")
-        fix = "not asked again"
+            return (f"{refused}, so nothing more is read from it ({again}) and {UNREAD['jobs']}: your kube "
+                    "credentials are not accepted; renew them (an expired token, a revoked certificate)")
+        fix = again
         if e.status == 403:
             fix = f'grant your kube credentials {verb} on {resource} in API group "{group}" in namespace ' \
                   f"{self.namespace}" + (" (launching a driver needs create and get on jobs there)"
-                                         if resource == "jobs" else "")
+                                         if resource == "jobs" else "") + f" ({again})"
         return f"{refused}, so {UNREAD[resource]}; {fix}"
 
     def _deleted(self) -> DriverEnd:
@@ -383,7 +410,7 @@ class DriverJob:
         except Exception as e:  # noqa: BLE001 - unreachable API server: ask again later
             log.debug("reading driver Job %s: %s", self.name, e)
             return None
-        if read is None:  # refused for good, said: the resolution's record alone is followed
+        if read is None:  # refused, said: the resolution's record alone is followed meanwhile
             return None
         job = self.api.sanitize_for_serialization(read)
         self.uid = (job.get("metadata") or {}).get("uid") or self.uid

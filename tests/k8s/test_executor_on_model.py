@@ -34,6 +34,7 @@ from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
 from sematic_k8s.k8s.pods import job_failure  # noqa: E402
+from sematic_k8s.launchers import kubernetes as kube_launcher  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop, transient  # noqa: E402
 from sematic_k8s.specs import (  # noqa: E402
@@ -1575,10 +1576,10 @@ def test_a_follower_whose_role_grants_jobs_but_not_their_status_sees_its_driver_
     user.close()
 
 
-def test_a_follower_refused_the_driver_job_says_so_once_and_asks_no_more(cluster, api, caplog):
+def test_a_follower_refused_the_driver_job_says_so_once_and_asks_again_only_slowly(cluster, api, caplog):
     """Credentials that may not read the driver's Job (403): one line naming the verb, resource and namespace and
-    what to grant, then no more reads of it (the resolution's record is followed on). Was: refused at every poll,
-    logged at debug level, the driver's end never known and nothing said."""
+    what to grant, then no more reads of it for REASK_REFUSED seconds (the resolution's record is followed on). Was:
+    refused at every poll, logged at debug level, the driver's end never known and nothing said."""
     cluster.behaviour = lambda pod, c: Script(forever=True)
     root = new_id()
     spec = driver_spec(root)
@@ -1638,9 +1639,10 @@ def test_a_follower_refused_the_events_says_so_once(cluster, api, caplog):
     user.close()
 
 
-def test_a_follower_whose_credentials_are_not_accepted_says_so_once_and_asks_no_more(cluster, api, caplog):
+def test_a_follower_whose_credentials_are_not_accepted_says_so_once_and_asks_again_only_slowly(cluster, api,
+                                                                                                caplog):
     """Kube credentials the API server does not accept (401: an expired token): one line saying so, then nothing more
-    asked of it. Was: refused at every poll, logged at debug level, nothing said."""
+    asked of it for REASK_REFUSED seconds. Was: refused at every poll, logged at debug level, nothing said."""
     cluster.behaviour = lambda pod, c: Script(forever=True)
     root = new_id()
     spec = driver_spec(root)
@@ -1657,6 +1659,65 @@ def test_a_follower_whose_credentials_are_not_accepted_says_so_once_and_asks_no_
     assert said[0].endswith("your kube credentials are not accepted; renew them (an expired token, a revoked "
                             "certificate)"), said
     assert len([r for r in cluster.requests if r.status == 401]) == 1
+    follower.close()
+    user.close()
+
+
+def test_a_follower_refused_the_driver_job_uses_a_role_granted_after_the_refusal(cluster, api, caplog,
+                                                                                 monkeypatch):
+    """The refusal tells the user to grant ``get`` on jobs; once they do, the follower's next ask (every
+    REASK_REFUSED seconds, lowered here to every poll) is answered: the driver's end is seen, the refusal said once
+    and the read working again said once. Was: refused once, never asked again, the end never seen."""
+    monkeypatch.setattr(kube_launcher, "REASK_REFUSED", 0.0)
+    cluster.behaviour = lambda pod, c: Script(run=0.05, exit_code=0, logs="all done\n")
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    user = cluster.client_with_role(NS, "follower", _users_role("jobs"))
+    follower = DriverJob(spec, api_client=user)
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        assert [follower.ended(), follower.ended()] == [None, None]
+        cluster.apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                        "metadata": {"name": "follower-jobs"},
+                        "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}]},
+                       {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": "follower-jobs"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "follower-jobs"},
+                        "subjects": [{"kind": "ServiceAccount", "name": "follower", "namespace": NS}]}], namespace=NS)
+        end = cluster.wait(follower.ended, message="the driver's end seen")
+    assert end.how == f"Job sk-driver-{root} completed" and end.exit_code == 0 and "all done" in end.last_logs, end
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2, said
+    assert f'refuses get on jobs (API group "batch") in namespace {NS} (403: ' in said[0], said
+    assert said[1] == f"following driver Job sk-driver-{root}: the Kubernetes API answers get on jobs in namespace " \
+                      f"{NS} again (refused before)", said
+    reads = [r.status for r in cluster.calls(user=cluster.user_of(f"{NS}/follower")) if r.resource == "jobs"]
+    assert reads[:2] == [403, 403] and reads[-1] == 200, reads
+    follower.close()
+    user.close()
+
+
+def test_a_follower_whose_credentials_are_renewed_after_a_401_follows_on(cluster, api, caplog, monkeypatch):
+    """A 401 that passes (a token the client renews at expiry, as an exec plugin's or an in-cluster one is; an
+    authentication webhook briefly down): said once, asked again slowly, and once accepted the driver's end is seen.
+    Was: after one 401 nothing more asked for the rest of the resolution."""
+    monkeypatch.setattr(kube_launcher, "REASK_REFUSED", 0.0)
+    cluster.behaviour = lambda pod, c: Script(run=0.05, exit_code=0, logs="all done\n")
+    root = new_id()
+    spec = driver_spec(root)
+    launch_driver(spec, root, {}, namespace=NS, api_client=api)
+    user = cluster.client(token="kmodel-expired")
+    follower = DriverJob(spec, api_client=user)
+    with caplog.at_level("DEBUG", logger="sematic_k8s.k8s"):
+        assert [follower.ended(), follower.ended()] == [None, None]
+        user.configuration.api_key["authorization"] = cluster.token()  # what the client's refresh hook does
+        end = cluster.wait(follower.ended, message="the driver's end seen")
+    assert end.how == f"Job sk-driver-{root} completed" and "all done" in end.last_logs, end
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2 and "(401: " in said[0], said
+    assert said[1] == f"following driver Job sk-driver-{root}: the Kubernetes API accepts your kube credentials " \
+                      "again (refused before)", said
+    assert len([r for r in cluster.requests if r.status == 401]) == 2
     follower.close()
     user.close()
 
