@@ -150,7 +150,8 @@ def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> li
     """Remove the worker containers of the resolutions for which ``ended(resolution id)`` says yes, whatever their
     state (exited, dead, never started, and still running: a resolution that ended has no driver to read them, a
     driver that comes back is refused its writes); those removed. A resolution that has not ended keeps them all: a
-    driver may follow them still."""
+    driver may follow them still. One gone meanwhile, or being removed already (409: by its driver, or
+    ``auto_remove``, between the listing and this remove), is passed over: the others are removed all the same."""
     import docker.errors
 
     client = client or docker_client()
@@ -172,6 +173,9 @@ def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> li
                 removed.append(worker)
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as e:
+                if e.status_code != 409:  # 409: "removal ... already in progress" (its driver's, auto_remove): going
+                    raise
     return removed
 
 

@@ -2,9 +2,10 @@
 a private S3 API server (moto) and a private Docker registry on ports of their own, a TCP proxy that can drop every
 connection or lose the answer to one request, one that holds back a request past its client's timeout, to deliver it
 late, one that stalls a request's body, one that pauses an answer midway (a registry serving a large blob slowly),
-one that passes an answer slowly throughout (a slow path to the Docker engine), and one that answers "too many
-requests" (429), or another status, in the target's place (an S3 API's, or a registry's before the Docker engine's
-pull: :func:`registry_answering`); a port whose connects are never completed (:func:`unaccepting_port`), and one
+one that passes an answer slowly throughout (a slow path to the Docker engine), one that answers one request itself
+(the Docker engine's 409 to a remove already under way), and one that answers "too many requests" (429), or another
+status, in the target's place (an S3 API's, or a registry's before the Docker engine's pull:
+:func:`registry_answering`); a port whose connects are never completed (:func:`unaccepting_port`), and one
 whose connects are completed and never answered (:func:`unanswering_port`: a TLS handshake with it stalls), and a
 TLS listener that reads requests and never answers them (:class:`HoldingTLSPort`)."""
 
@@ -14,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -598,6 +600,49 @@ class DroppingProxy(_LoopbackProxy):
                 self.dropped += 1
             with self._lock:
                 self._open.difference_update((client, upstream))
+            client.close()
+            upstream.close()
+
+
+class AnsweringOnceProxy(_LoopbackProxy):
+    """A TCP proxy on 127.0.0.1 to ``target_port`` (a Docker engine's socket) that answers the first request whose
+    bytes match ``pattern`` itself, not forwarded: ``meanwhile(request)`` runs first (e.g. another client carries that
+    request out), then ``answer(request)`` (a whole HTTP/1.1 answer) goes back on its connection, which stays open.
+    Every other request and every answer passes unchanged. ``answered``: the requests so answered."""
+
+    def __init__(self, target_port: int | str, pattern: bytes, answer: Callable[[bytes], bytes],
+                 meanwhile: Callable[[bytes], None] | None = None) -> None:
+        self.pattern = re.compile(pattern)
+        self.answer, self.meanwhile = answer, meanwhile
+        self.answered: list[bytes] = []
+        super().__init__(target_port, "answering-proxy")
+
+    def _take(self, data: bytes) -> bool:
+        with self._lock:
+            if self.answered or not self.pattern.match(data):
+                return False
+            self.answered.append(data)
+        return True
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 0.1)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    if s is upstream:
+                        client.sendall(data)
+                    elif self._take(data):
+                        if self.meanwhile is not None:
+                            self.meanwhile(data)
+                        client.sendall(self.answer(data))
+                    else:
+                        upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
             client.close()
             upstream.close()
 
