@@ -6,15 +6,27 @@ for one-line messages (:func:`one_line`). The errors themselves are :mod:`semati
 from __future__ import annotations
 
 import os
+import site
 import sysconfig
 import traceback
 from types import TracebackType
 from typing import Any
 
 _LIBRARY = os.path.dirname(os.path.abspath(__file__)) + os.sep  # this package's files
+DEBIAN_LIBRARIES = "/usr/lib/python3/dist-packages"  # Debian's python3-* packages (its python's site has it too)
+
+
+def _installed() -> list[str]:
+    """The folders of Python's own modules and of installed libraries, each ending in a separator: this interpreter's
+    (sysconfig), the site-packages it reads (a venv's, and with --system-site-packages the base interpreter's),
+    ``pip install --user``'s (whether or not this interpreter reads it) and Debian's."""
+    paths = [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    paths += [*site.getsitepackages(), site.getusersitepackages(), DEBIAN_LIBRARIES]
+    return sorted({os.path.join(os.path.abspath(p), "") for p in paths if p})
+
+
 # files no user wrote: this package's, Python's own and installed libraries' (pickle, cloudpickle), frozen modules'
-_NOT_USERS = (_LIBRARY, "<", *sorted({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "platstdlib",
-                                                                                         "purelib", "platlib")}))
+_NOT_USERS = (_LIBRARY, "<", *_installed())
 
 
 def kinds(cls: type[BaseException]) -> list[str]:

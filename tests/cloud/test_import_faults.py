@@ -228,6 +228,41 @@ def test_a_librarys_connection_error_that_is_no_oserror_is_told_apart_by_what_it
         assert f" at {source}:{top_level.count(chr(10)) + 1}, which may pass " in str(raised.value), raised.value
 
 
+USER_SITE_LOAD = """
+import sys
+from sematic_k8s.func import load_func
+try:
+    load_func("userpipe:f", sys.argv[1])
+except Exception as e:
+    print(f"{type(e).__name__}: {e}")
+"""
+
+
+def test_a_library_installed_in_the_user_site_is_not_named_as_the_users_line(tmp_path: Path) -> None:
+    """A library installed with ``pip install --user`` (its files under $PYTHONUSERBASE's site-packages) raising a
+    refused connection from the top level of the user's module: the error is said at the user's line that called it.
+    Was: at the library's own file (only sysconfig's paths were taken for installed libraries' files)."""
+    env = {**os.environ, "PYTHONUSERBASE": str(tmp_path / "userbase")}
+    user_site = Path(subprocess.run([sys.executable, "-c", "import site; print(site.getusersitepackages())"], env=env,
+                                    check=True, capture_output=True, text=True).stdout.strip())
+    assert user_site.is_relative_to(tmp_path)
+    (user_site / "flakylib").mkdir(parents=True)
+    (user_site / "flakylib" / "__init__.py").write_text(
+        "def fetch(url):\n    raise ConnectionRefusedError(111, f'Connection refused: {url}')\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    source = project / "userpipe.py"
+    source.write_text("import flakylib\n\nSCHEMA = flakylib.fetch('http://10.0.0.9/schema')\n")
+    root = Path(__file__).resolve().parents[2]
+    # the user site on the path as site.py puts it there for an interpreter that reads it (this venv's does not)
+    env["PYTHONPATH"] = os.pathsep.join([str(project), str(user_site), str(root)])
+    said = subprocess.run([sys.executable, "-c", USER_SITE_LOAD, str(source)], env=env, check=True,
+                          capture_output=True, text=True, timeout=120).stdout.strip()
+    assert said.startswith("ImportInterrupted: func userpipe:f could not be loaded: its module userpipe raised "
+                           "ConnectionRefusedError: "), said
+    assert f" at {source}:3, which may pass " in said, said
+
+
 VALUE_MODULE = textwrap.dedent("""
     import dataclasses
     import os
