@@ -327,6 +327,7 @@ class InfrastructureError(RuntimeError):
     """Something the pipeline runs on failed: the server, storage, the image build, a worker's node."""
 
     fix = ""  # what to fix first: a refusal, which stays until someone acts; empty: an outage, which passes by itself
+    lasted = "rerun once it is back"  # what to do when a run's attempts all met it (its words say what it was)
 
     def then(self, doing: str, back: str = "it") -> str:
         """When to do ``doing`` again: after its fix (a refusal), or once ``back`` is back (an outage). The one place
@@ -398,6 +399,9 @@ class ImportInterrupted(InfrastructureError):
     memory ran short. Not the module's mistake (a typo'd name, a syntax error: FuncNotFound, ArtifactUnloadable): a
     driver that meets it is started again (exit 75), a worker's attempt is run again. ``module``: the module's name;
     the error it raised is its ``__cause__``."""
+
+    lasted = ("check that the module's top level can reach what it reads (a service, a network mount, memory), "
+              "then rerun")
 
     def __init__(self, message: str, module: str) -> None:
         super().__init__(message)

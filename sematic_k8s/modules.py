@@ -141,7 +141,7 @@ def interrupted(what: str, name: str, exc: BaseException) -> ImportInterrupted |
     if not import_may_pass(exc):
         return None
     return ImportInterrupted(f"{what} could not be loaded: {raised(name, exc)}, which may pass (not the module's "
-                             "mistake): a driver or worker tries again; a command, run it again", name)
+                             "mistake)", name)  # what then: said where it is tried again or given up on
 
 
 @contextlib.contextmanager

@@ -74,6 +74,17 @@ def transient(exc: BaseException) -> bool:
     return module.startswith("urllib3")
 
 
+def _lasted(kinds: set[str]) -> str:
+    """What to do about an infrastructure failure (of the classes named ``kinds``) that every attempt of a run met:
+    the most derived InfrastructureError's ``lasted`` words."""
+    found: list[type[InfrastructureError]] = [InfrastructureError]
+    while True:
+        sub = next((c for c in found[-1].__subclasses__() if c.__qualname__ in kinds), None)
+        if sub is None:
+            return found[-1].lasted
+        found.append(sub)
+
+
 SETTLE = 0.002  # seconds to wait for quick runs before writing what happened so far (batches writes)
 FLUSH_INTERVAL = 0.5  # seconds: the longest recorded state may lag while runs keep completing
 CANCEL_POLL = 1.0  # seconds: how often a flush asks the store whether the resolution was asked to cancel
@@ -481,6 +492,8 @@ class ResolutionLoop:
         retry = (user_attempt <= func.retries and "FuncError" not in kinds
                  and any(c.__qualname__ in kinds for c in func.retry_on))
         if not retry:
+            if INFRASTRUCTURE in kinds:  # its words said it may pass: say it did not, and what to do now
+                info = {**info, "message": f"{info.get('message', '')}; tried {o.attempt} times: {_lasted(kinds)}"}
             self._fail(node, exc, info)
             return
         delay = func.retry_delay(user_attempt)

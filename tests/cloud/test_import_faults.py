@@ -26,6 +26,7 @@ from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
 from sematic_k8s.func import load_func
+from sematic_k8s.resolvers import loop
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, DB_URL_ENV, DRIVER_ENV, SERVER_ENV
 from sematic_k8s.specs import DRIVER_EXIT_RETRY, DriverSpec
 from sematic_k8s.storage.base import artifact_key
@@ -43,6 +44,8 @@ MODULE = textwrap.dedent("""
     fault, _, marker = os.environ.get("SK_TEST_IMPORT_FAULT", "").partition(":")
     if fault == "connection" and not os.path.exists(marker):  # its first import in a worker only
         open(marker, "w").close()
+        raise ConnectionError("the feature store at 10.0.0.9:443 did not answer")
+    if fault == "connection-always":
         raise ConnectionError("the feature store at 10.0.0.9:443 did not answer")
     if fault == "name":
         FEATURES = load_features()  # a typo'd name: the user's mistake
@@ -92,6 +95,30 @@ def test_a_module_that_cannot_reach_a_service_as_it_loads_loses_one_attempt_and_
     [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
     assert ("ImportInterrupted: func feature_funcs:double could not be loaded: its module feature_funcs raised "
             "ConnectionError: the feature store at 10.0.0.9:443 did not answer at ") in retried, retried
+
+
+def test_a_module_that_cannot_reach_a_service_on_any_attempt_fails_its_run_saying_so_and_what_to_do(
+        tmp_path: Path, users_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attempt's worker process meets the ConnectionError: the run fails after its infrastructure retries, its
+    recorded words saying how often it was tried and what to do. Was: "which may pass (not the module's mistake): a
+    driver or worker tries again; a command, run it again", where no one tried again."""
+    monkeypatch.setattr(loop, "INFRA_RETRY_DELAY", 0.01)
+    monkeypatch.setenv(FAULT_ENV, "connection-always:")
+    f = users_module.double(21)
+    with pytest.raises(ResolutionFailed) as failed:
+        f.resolve(ProcessResolver(home=tmp_path / "home"))
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    assert run.state == "failed"
+    assert run.attempts == loop.INFRA_RETRIES + 1, run
+    assert run.error is not None and run.error["type"] == "ImportInterrupted", run.error
+    words = run.error["message"]
+    assert words.startswith("func feature_funcs:double could not be loaded: its module feature_funcs raised "
+                            "ConnectionError: the feature store at 10.0.0.9:443 did not answer at "), words
+    assert words.endswith(f", which may pass (not the module's mistake); tried {loop.INFRA_RETRIES + 1} times: "
+                          "check that the module's top level can reach what it reads (a service, a network mount, "
+                          "memory), then rerun"), words
+    assert "tries again" not in words and "tries again" not in str(failed.value)
+    assert words in str(failed.value)
 
 
 def test_a_module_with_a_typod_name_fails_its_run_at_once_with_the_words_to_fix_it(
@@ -171,8 +198,7 @@ def test_what_a_modules_top_level_raises_decides_whether_its_load_is_tried_again
     if raises is ImportInterrupted:
         assert raised.value.module == name
         assert f"func {name}:f could not be loaded: its module {name} raised " in str(raised.value)
-        assert str(raised.value).endswith(", which may pass (not the module's mistake): a driver or worker tries "
-                                          "again; a command, run it again")
+        assert str(raised.value).endswith(", which may pass (not the module's mistake)")
         assert "\n" not in str(raised.value)
     elif raises is FuncNotFound:
         assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value)
