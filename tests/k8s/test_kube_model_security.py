@@ -171,6 +171,47 @@ def test_token_request_subresource_issues_a_working_token(cluster, admin):
     assert client.CoreV1Api(cluster.client(token=issued.status.token)).list_namespaced_pod("t").items == []
 
 
+def test_a_rule_for_resource_slash_star_grants_no_subresource(cluster, admin):
+    # https://kubernetes.io/docs/reference/kubernetes-api/authorization-resources/role-v1/ (PolicyRule.resources:
+    # "*" all, "*/foo" the subresource foo of all) and rbac/v1 helpers.go ResourceMatches: "*", the exact
+    # "resource/subresource", "*/subresource"; "pods/*" matches nothing. Was: the model granted pods/log by it.
+    core = client.CoreV1Api(admin)
+    cluster.namespace("t")
+    core.create_namespaced_service_account("t", {"metadata": {"name": "robot"}})
+    rules = {"star": ["pods/*"], "exact": ["pods/log"], "any": ["*/log"], "all": ["*"]}
+    cluster.apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": {"name": name, "namespace": "t"},
+                    "rules": [{"apiGroups": [""], "resources": resources, "verbs": ["get"]}]}
+                   for name, resources in rules.items()])
+    robot = client.AuthorizationV1Api(cluster.client("t/robot"))
+
+    def allowed(resource: str, subresource: str) -> bool:
+        review = robot.create_self_subject_access_review({"spec": {"resourceAttributes": {
+            "namespace": "t", "verb": "get", "resource": resource, "subresource": subresource}}})
+        return bool(review.status.allowed)
+
+    granted = []
+    for name in rules:
+        cluster.apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": name, "namespace": "t"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "t"}]}])
+        granted.append((name, allowed("pods", "log"), allowed("pods", "status"), allowed("pods", "")))
+        client.RbacAuthorizationV1Api(admin).delete_namespaced_role_binding(name, "t")
+    assert granted == [("star", False, False, False), ("exact", True, False, False), ("any", True, False, False),
+                       ("all", True, True, True)]
+    pod_log = client.CoreV1Api(cluster.client("t/robot"))
+    cluster.apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": "star", "namespace": "t"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "star"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "t"}]}])
+    with pytest.raises(ApiException) as err:  # a real request, not only a review
+        pod_log.read_namespaced_pod_log("any", "t")
+    assert err.value.status == 403 and status_of(err.value)["message"] == (
+        'pods "any" is forbidden: User "system:serviceaccount:t:robot" cannot get resource "pods/log" in API '
+        'group "" in the namespace "t"')
+
+
 # -- Pod Security admission ----------------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from kube_model.errors import (
     internal,
     method_not_supported,
     not_found,
+    too_large,
     too_many_requests,
 )
 from kube_model.meta import fields_match, labels_match, parse_field_selector, parse_label_selector, stamp
@@ -51,6 +52,7 @@ NOT_FOUND = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Fa
              "message": "the server could not find the requested resource", "reason": "NotFound", "details": {},
              "code": 404}
 EVICTING = "Eviction API: evicting"
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's default (apiserver/pkg/server/config.go): larger is 413
 
 
 @dataclass
@@ -541,6 +543,8 @@ class ApiServer:
     @staticmethod
     async def _body(request: web.Request) -> Any:
         raw = await request.read()
+        if len(raw) > MAX_REQUEST_BODY_BYTES:
+            raise too_large(MAX_REQUEST_BODY_BYTES)
         if not raw:
             return None
         ctype = request.headers.get("Content-Type", "")

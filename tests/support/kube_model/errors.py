@@ -108,6 +108,13 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
+def too_large(limit: int) -> ApiError:
+    """A request body over the API server's ``MaxRequestBodyBytes`` (3 MiB by default), read by its handlers
+    (create, update, patch, delete) after authentication and authorization: 413 RequestEntityTooLarge
+    (apiserver/pkg/endpoints/handlers/rest.go limitedReadBody; apimachinery NewRequestEntityTooLargeError)."""
+    return ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
+
+
 def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 

@@ -146,10 +146,9 @@ def _rule_allows(rule: dict[str, Any], a: Attributes) -> bool:
     if "*" not in groups and a.group not in groups:
         return False
     resources = rule.get("resources") or []
-    if a.subresource:
-        wanted = f"{a.resource}/{a.subresource}"
-        ok = ("*" in resources or wanted in resources or f"{a.resource}/*" in resources
-              or f"*/{a.subresource}" in resources)
+    if a.subresource:  # "*", the exact "resource/subresource" or "*/subresource"; "pods/*" names no subresource
+        # (rbac/v1 helpers.go ResourceMatches; the PolicyRule API doc's resources)
+        ok = "*" in resources or f"{a.resource}/{a.subresource}" in resources or f"*/{a.subresource}" in resources
     else:
         ok = "*" in resources or a.resource in resources
     if not ok:
