@@ -812,6 +812,20 @@ class NodeRejected(WorkerLost):
              "or a NoExecute taint the scheduler missed)")
 
 
+# a pod's reason when its kubelet refused it at admission after the scheduler placed it (usage the scheduler did not
+# know of, labels that changed, a NoExecute taint put on the node as the pod was bound to it, its node's own record
+# unreadable): pkg/kubelet/lifecycle/predicate.go, "OutOf<resource>" (cpu, memory, pods, ephemeral-storage, an
+# extended resource) or one of these. The one list: a pod so refused (phase Failed) is launched again
+# (k8s.pods.pod_state), and recorded as NodeRejected once it no longer is (worker_death)
+NODE_REJECTIONS = frozenset({"NodeAffinity", "NodeSelectorMismatching", "NodePorts", "InvalidNodeInfo",
+                             "TaintToleration"})
+
+
+def node_rejected(reason: str | None) -> bool:
+    """Whether a pod's reason ``reason`` is its kubelet refusing it at admission (:data:`NODE_REJECTIONS`)."""
+    return bool(reason) and (reason.startswith("OutOf") or reason in NODE_REJECTIONS)  # type: ignore[union-attr]
+
+
 class FailedCreate(WorkerNeverStarted):
     words = "Kubernetes could not create the worker's pod"
 
@@ -830,8 +844,13 @@ WORKER_DEATHS: dict[str, type[WorkerDied]] = {
         CreateContainerError, InvalidImageName, ErrImageNeverPull, JobCreateFailed, JobNameConflict, InvalidJob,
         PodDeleted, ContainerRemoved, JobDeleted, BackoffLimitExceeded, Evicted, StorageUnreachable, FailedCreate,
         FailedCreatePodSandBox, FailedMount, OutcomeUnverified)},
-    **dict.fromkeys(("OutOfcpu", "OutOfmemory", "OutOfpods", "NodeAffinity", "NodeSelectorMismatching",
-                     "TaintToleration"), NodeRejected)}
+    **dict.fromkeys(NODE_REJECTIONS, NodeRejected)}
+
+
+def worker_death(reason: str) -> type[WorkerDied]:
+    """The WorkerDied class of a worker that ended for ``reason`` (a pod's, a container's, the executor's own):
+    :data:`WORKER_DEATHS`', NodeRejected for any kubelet refusal (:func:`node_rejected`), else WorkerDied."""
+    return NodeRejected if node_rejected(reason) else WORKER_DEATHS.get(reason, WorkerDied)
 
 
 class KubernetesForbidden(InfrastructureError):

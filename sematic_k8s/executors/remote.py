@@ -28,7 +28,6 @@ from typing import Any
 from sematic_k8s import graph, logcapture, packaged, serialization, settings
 from sematic_k8s.error_records import error_info, kinds
 from sematic_k8s.errors import (
-    WORKER_DEATHS,
     DiskFull,
     FuncNotFound,
     ImportInterrupted,
@@ -37,6 +36,7 @@ from sematic_k8s.errors import (
     StorageError,
     StorageKeysRefused,
     WorkerDied,
+    worker_death,
 )
 from sematic_k8s.executors import outcome_signing
 from sematic_k8s.executors.base import Outcome, Task
@@ -445,7 +445,7 @@ def _died(e: Ended) -> dict[str, Any]:
     if said is not None and said_as is not None:
         return {"type": said[0], "message": said[1], "traceback": tail, "mro": kinds(said_as)}
     reason = e.reason or ("StorageUnreachable" if e.exit_code == WORKER_EXIT_INFRASTRUCTURE else "")
-    cls = WORKER_DEATHS.get(reason, WorkerDied)
+    cls = worker_death(reason)
     plain = cls.words or f"the worker exited with code {e.exit_code} without a result"
     message = plain + (f": {e.message}" if e.message else "")
     mro = kinds(cls) if cls is not WorkerDied or not reason else [reason, *kinds(WorkerDied)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sematic_k8s.errors import node_rejected
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 
 PULL_PROBLEMS = frozenset({"ImagePullBackOff", "ErrImagePull"})
@@ -15,11 +16,6 @@ CONFIG_PROBLEMS = frozenset({"CreateContainerConfigError", "CreateContainerError
 FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})  # never fixes itself: fail at once
 NODE_GONE = frozenset({"Evicted", "Shutdown", "Terminated", "NodeShutdown", "NodeLost", "Preempting",
                        "UnexpectedAdmissionError"})  # the pod lost its node: not the func's fault
-# The kubelet refused the pod after the scheduler placed it (usage the scheduler did not know of, labels that
-# changed, a NoExecute taint put on the node as the pod was bound to it): phase Failed, reason OutOfcpu / OutOfmemory /
-# OutOfpods / NodeAffinity / TaintToleration / ... (pkg/kubelet/lifecycle/predicate.go). Not the func's fault.
-NODE_REJECTED = frozenset({"NodeAffinity", "NodeSelectorMismatching", "NodePorts", "InvalidNodeInfo",
-                           "TaintToleration"})
 WORKER = "worker"  # the worker's container (sematic_k8s.k8s.manifests.WORKER_CONTAINER)
 BORING_EXIT = frozenset({None, "", "Error", "Completed"})
 
@@ -71,11 +67,6 @@ def _container_status(status: dict[str, Any], container: str) -> dict[str, Any]:
     return statuses[0] if len(statuses) == 1 else {}
 
 
-def rejected(reason: str | None) -> bool:
-    """The kubelet refused the pod at admission (OutOfcpu, OutOfmemory, NodeAffinity, TaintToleration, ...)."""
-    return bool(reason) and (reason.startswith("OutOf") or reason in NODE_REJECTED)  # type: ignore[union-attr]
-
-
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
@@ -104,7 +95,7 @@ def pod_state(pod: dict[str, Any], *, deleted: bool = False, container: str = WO
         reason, message, retryable = status.get("reason"), status.get("message"), False
         if term and term.get("reason") == "OOMKilled":
             reason = "OOMKilled"
-        elif rejected(reason):
+        elif node_rejected(reason):  # launched again: errors.NODE_REJECTIONS
             retryable = True
         elif reason in NODE_GONE or (disrupted and reason != "DeadlineExceeded"):
             reason, retryable = "Evicted", True

@@ -26,14 +26,15 @@ from kube_model import Cluster, NodeSpec, Script, SimContext, Timing  # noqa: E4
 from model_workers import behave, held, worker  # noqa: E402
 from racing import on_a_thread  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
-from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized, ServerError  # noqa: E402
+from sematic_k8s.errors import KubernetesForbidden, KubernetesUnauthorized, NodeRejected, ServerError  # noqa: E402
 from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.inline import InlineExecutor  # noqa: E402
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
+from sematic_k8s.executors.remote import Ended, _died  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
 from sematic_k8s.k8s.client import Backoff  # noqa: E402
-from sematic_k8s.k8s.pods import job_failure  # noqa: E402
+from sematic_k8s.k8s.pods import job_failure, pod_state  # noqa: E402
 from sematic_k8s.launchers import kubernetes as kube_launcher  # noqa: E402
 from sematic_k8s.launchers.kubernetes import DriverJob, launch_driver  # noqa: E402
 from sematic_k8s.resolvers.loop import ResolutionLoop, transient  # noqa: E402
@@ -813,6 +814,35 @@ def test_a_pod_its_kubelet_refuses_for_a_no_execute_taint_is_launched_again_like
     ex.close()
     assert outcome.error_info is None and outcome.output is not None, outcome.error_info
     assert outcome.details["relaunches"] >= 1 and outcome.details["job"].startswith(f"sk-{run_id}-1-r")
+
+
+def test_a_pod_its_kubelet_keeps_refusing_is_recorded_node_rejected_an_infrastructure_failure(cluster, api, storage):
+    # the node's usage the scheduler does not know of stays: each relaunch is refused OutOfcpu, then the worker is
+    # recorded dead as NodeRejected (an infrastructure failure: the loop tries the run again), not the func's failure
+    cluster.update_node("node-1", reserved={"cpu": "3500m"})
+    ex = executor(api, storage, eviction_relaunches=1)
+    run_id = submit(ex, heavy, new_id())
+    outcome = wait_for(ex, 1)[run_id]
+    ex.close()
+    assert outcome.error_info is not None and outcome.error_info["type"] == "NodeRejected", outcome.error_info
+    assert "InfrastructureError" in outcome.error_info["mro"]
+    assert outcome.error_info["message"].startswith(f"{NodeRejected.words}: "), outcome.error_info["message"]
+
+
+@pytest.mark.parametrize("reason", ["OutOfcpu", "OutOfephemeral-storage", "OutOfexample.com/gpu", "NodeAffinity",
+                                    "NodeSelectorMismatching", "NodePorts", "InvalidNodeInfo", "TaintToleration"])
+def test_every_kubelet_refusal_launched_again_is_recorded_node_rejected_when_it_lasts(reason):
+    # pkg/kubelet/lifecycle/predicate.go: "OutOf<resource>" (noderesources.Fits), the NodeAffinity, NodePorts and
+    # TaintToleration predicates, "InvalidNodeInfo" (the kubelet could not read its Node). A pod so refused is launched
+    # again (pod_state: retryable) and, once it no longer is, recorded NodeRejected (an infrastructure failure), from
+    # the one list errors.NODE_REJECTIONS. Was: NodePorts, InvalidNodeInfo and OutOf<anything but cpu, memory, pods>
+    # relaunched, then recorded as a plain WorkerDied (the func's failure: the run not tried again)
+    pod = {"metadata": {"name": "p"}, "spec": {"nodeName": "node-1"},
+           "status": {"phase": "Failed", "reason": reason, "message": f"Pod was rejected: Predicate {reason} failed"}}
+    state = pod_state(pod)
+    assert state.terminal and state.retryable and state.reason == reason, state
+    info = _died(Ended("r", state.exit_code, reason=state.reason, message=state.message))
+    assert info["type"] == "NodeRejected" and "InfrastructureError" in info["mro"], info
 
 
 def held_workers(cluster: Any) -> threading.Event:
