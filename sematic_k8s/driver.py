@@ -27,7 +27,7 @@ import sys
 import traceback
 
 from sematic_k8s import settings
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, ServerError
+from sematic_k8s.errors import DriverReplaced, InfrastructureError, ResolutionEnded, ResolutionFailed, ServerError
 from sematic_k8s.graph import RESOLVED, TERMINAL
 from sematic_k8s.log_lines import SafeStreamHandler
 from sematic_k8s.resolvers.driven import drive
@@ -43,7 +43,10 @@ def main() -> int:
     except Exception as e:  # noqa: BLE001 - anything else: let the Job start the driver again (it resumes)
         traceback.print_exc()
         why = "an infrastructure failure" if transient(e) else "an unexpected error"
-        print(f"driver: {why} ({type(e).__name__}: {e}); exiting {DRIVER_EXIT_RETRY} to be started again",
+        # started again by its Job, up to its backoffLimit; not by Docker (no restart policy): what then, if it is not
+        then = f"; if it is not (its Job's tries spent, or launched by Docker): {e.lasted}" \
+            if isinstance(e, InfrastructureError) else ""
+        print(f"driver: {why} ({type(e).__name__}: {e}); exiting {DRIVER_EXIT_RETRY} to be started again{then}",
               file=sys.stderr)
         return DRIVER_EXIT_RETRY
 

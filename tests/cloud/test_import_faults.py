@@ -165,6 +165,33 @@ def test_a_driver_whose_root_funcs_module_cannot_reach_a_service_exits_to_be_sta
     assert sql_store(db_url).get_resolution(f.id).state == "resolved"
 
 
+def test_a_driver_whose_root_funcs_module_never_loads_says_what_to_do_if_it_is_not_started_again(
+        tmp_path: Path, users_module: ModuleType) -> None:
+    """A driver process whose root func's module raises ConnectionError at every import exits 75 each time; its last
+    line (the last log line a CloudResolver records when its Job's tries are spent, or a Docker driver, never started
+    again, exits) says what to do then. Was: "...: a driver or worker tries again; a command, run it again"."""
+    storage = LocalStorage(tmp_path / "storage")
+    f = users_module.double(21)
+    s = serialization.serialize(f)
+    storage.put(artifact_key(s.id), s.payload)
+    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage_url(storage),
+                      image="127.0.0.1:5000/none@sha256:" + "0" * 64, build_hash="h" * 64, executor="process")
+    env = {k: v for k, v in os.environ.items() if k not in (SERVER_ENV, API_KEY_ENV, API_KEY_FILE_ENV)}
+    env.update({DB_URL_ENV: f"sqlite:///{tmp_path / 'db.sqlite3'}", FAULT_ENV: "connection-always:",
+                DRIVER_ENV: spec.to_json(),
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), str(Path(users_module.__file__).parent)])})
+    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == DRIVER_EXIT_RETRY, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("driver: an infrastructure failure (ImportInterrupted: func feature_funcs:double could "
+                           "not be loaded: its module feature_funcs raised ConnectionError: "), last
+    assert last.endswith(", which may pass (not the module's mistake)); exiting 75 to be started again; if it is "
+                         "not (its Job's tries spent, or launched by Docker): check that the module's top level can "
+                         "reach what it reads (a service, a network mount, memory), then rerun"), last
+    assert "tries again" not in done.stderr
+
+
 @pytest.mark.parametrize(("top_level", "raises"), [
     ("raise ConnectionError('refused')", ImportInterrupted),
     ("raise TimeoutError('timed out')", ImportInterrupted),
