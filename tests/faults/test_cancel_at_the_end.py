@@ -1,11 +1,16 @@
 """A cancel landing in the instant a resolution ends: after its loop last looked for one, before the write that
-records it resolved reaches the store. The cancel was accepted (the resolution was running: `sematic-k8s cancel`
-says "canceling"), so it wins: the end is refused and the loop records the resolution canceled, as the CLI then says
-(its runs stay as they resolved). Was: the end landed over the accepted cancel, recorded resolved.
+records its end reaches the store. The cancel was accepted (the resolution was running: `sematic-k8s cancel` says
+"canceling"), so it wins, and `sematic-k8s cancel --wait` says canceled:
+- over a resolved end: the end is refused and the loop records the resolution canceled (its runs stay as they
+  resolved). Was: the end landed over the accepted cancel, recorded resolved.
+- over a failed end: the resolution is recorded canceled, its failure's words kept ("resolution <id> failed: ...
+  raised ValueError: ...; canceled as asked"). Was: recorded failed, the accepted cancel nowhere in the record.
 
-The resolver is a real process (a LocalResolver) recording through a server process, SQLite or PostgreSQL, by a
-proxy on loopback that holds its write of the end back (past its client's 2 s timeout, its retries too) until the
-cancel, sent straight to the server by the CLI, landed; then it lets the write through."""
+The resolver is a real process (a LocalResolver) whose gated step returns (or raises) once its gate opens. Through a
+server process (SQLite or PostgreSQL) a proxy on loopback holds its write of the end back (past its client's 2 s
+timeout, its retries too) until the cancel, sent straight to the server by the CLI, landed; then it lets the write
+through. On PostgreSQL without a server, another session holds the resolution's row: the cancel's process queues
+for it first, then the resolver's write of the end."""
 
 from __future__ import annotations
 
@@ -18,9 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from outages import HoldingProxy
+from sematic_k8s import settings
 from sematic_k8s.store.http import HttpStore
+from sematic_k8s.store.sql import SqlStore
 from waiting import wait_for
 
 HERE = Path(__file__).parent
@@ -28,11 +36,14 @@ HERE = Path(__file__).parent
 RESOLVE = ("import sys, fault_pipelines as fp, sematic_k8s as sk\n"
            "from sematic_k8s.store import http\n"
            "http.HttpStore.__init__.__kwdefaults__['timeout'] = 2.0\n"
-           "print(fp.gated(5, sys.argv[1]).resolve(sk.LocalResolver(root_id=sys.argv[2])))")
+           "pipeline = getattr(fp, sys.argv[3] if len(sys.argv) > 3 else 'gated_failure')\n"
+           "print(pipeline(5, sys.argv[1]).resolve(sk.LocalResolver(root_id=sys.argv[2])))")
+PIPELINES = {"resolved": "gated", "failed": "gated_failure"}
+CAUSE = "raised ValueError: failed as told, with 6"
 
 
-def _ends_resolved(root: str) -> Callable[[bytes], bool]:
-    """Whether a request is a batch recording resolution ``root`` resolved."""
+def _ends(root: str, state: str) -> Callable[[bytes], bool]:
+    """Whether a request is a batch recording resolution ``root`` ended in ``state``."""
     def pick(request: bytes) -> bool:
         if not request.startswith(b"POST /api/v1/store/write"):
             return False
@@ -40,21 +51,44 @@ def _ends_resolved(root: str) -> Callable[[bytes], bool]:
             body = json.loads(request.split(b"\r\n\r\n", 1)[1])
         except ValueError:
             return False
-        return (body.get("resolution_updates") or {}).get(root, {}).get("state") == "resolved"
+        return (body.get("resolution_updates") or {}).get(root, {}).get("state") == state
     return pick
 
 
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
+    env.update({"SEMATIC_K8S_HOME": str(tmp_path), **extra,
+                "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])})
+    return env
+
+
+def _process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _check_ended(resolver: subprocess.Popen, cancel: subprocess.Popen, root: str, res_error: str | None,
+                 res_state: str) -> None:
+    """The resolver failed in its func's words; the cancel said canceled; the record is canceled with the
+    failure's words and the cancel's."""
+    out, err = resolver.communicate(timeout=120)
+    assert resolver.returncode == 1, (out, err)
+    assert f"resolution {root} failed: fail_at" in err, err
+    said, cli_err = cancel.communicate(timeout=60)
+    assert cancel.returncode == 0 and json.loads(said)["state"] == "canceled", (said, cli_err)
+    assert res_state == "canceled", (res_state, res_error)
+    assert res_error is not None and res_error.startswith(f"resolution {root} failed: fail_at"), res_error
+    assert CAUSE in res_error and res_error.endswith("; canceled as asked"), res_error
+
+
+@pytest.mark.parametrize("end", ["resolved", "failed"])
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
-def test_a_cancel_landing_just_before_the_end_wins(tmp_path, db_server, db) -> None:
+def test_a_cancel_landing_just_before_the_end_wins(tmp_path, db_server, db, end) -> None:
     server = db_server
     root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
-    proxy = HoldingProxy(server.port, hold=_ends_resolved(root), until_release=True)
-    env = {**os.environ, "SEMATIC_K8S_HOME": str(tmp_path), "SEMATIC_K8S_SERVER": proxy.url,
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    for name in ("SEMATIC_K8S_API_KEY", "SEMATIC_K8S_DB_URL"):
-        env.pop(name, None)
-    resolver = subprocess.Popen([sys.executable, "-c", RESOLVE, gate, root], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    proxy = HoldingProxy(server.port, hold=_ends(root, end), until_release=True)
+    env = _env(tmp_path, SEMATIC_K8S_SERVER=proxy.url)
+    resolver = _process(["-c", RESOLVE, gate, root, PIPELINES[end]], env)
     cancel = None
     reader = HttpStore(server.url)
     try:
@@ -62,11 +96,16 @@ def test_a_cancel_landing_just_before_the_end_wins(tmp_path, db_server, db) -> N
         Path(gate).touch()
         wait_for(lambda: proxy.held is not None or resolver.poll() is not None, 60, what="the write of the end")
         assert reader.get_resolution(root).state == "running"
-        cancel = subprocess.Popen([sys.executable, "-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"],
-                                  env={**env, "SEMATIC_K8S_SERVER": server.url}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        cancel = _process(["-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"],
+                          {**env, "SEMATIC_K8S_SERVER": server.url})
         wait_for(lambda: reader.get_resolution(root).state != "running", 60, what="the cancel to land")
-        status, _ = proxy.release()  # the end arrives just after the cancel
+        status, body = proxy.release()  # the end arrives just after the cancel
+        res = reader.get_resolution(root)
+        if end == "failed":
+            assert status == 200, body
+            _check_ended(resolver, cancel, root, res.error, res.state)
+            assert {r.func_name: r.state for r in reader.runs_of_root(root)}["fail_at"] == "failed"
+            return
         assert status == 409, "the end landed over the accepted cancel"
         out, err = resolver.communicate(timeout=120)
         assert resolver.returncode == 1, (out, err)
@@ -83,3 +122,49 @@ def test_a_cancel_landing_just_before_the_end_wins(tmp_path, db_server, db) -> N
                 p.wait()
         reader.close()
         proxy.close()
+
+
+def test_a_cancel_committing_before_a_failing_end_on_postgresql_wins(tmp_path, postgres_url) -> None:
+    """No server: the resolver and the cancel record on the database. Another session holds the resolution's row
+    (a writer's transaction in flight); ``sematic-k8s cancel`` queues for it, then the gate opens and the resolver's
+    write of the end queues behind it (its loop's last look for a cancel found none). The row let go, the cancel
+    commits ``canceling``, then the end lands on it. No beats meanwhile: the heartbeat interval is long."""
+    store = SqlStore(postgres_url, stale_after=10 ** 6)
+    res = store._res
+    root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
+    env = _env(tmp_path, **{settings.DB_URL_ENV: postgres_url, "SEMATIC_K8S_HEARTBEAT_INTERVAL": "3600",
+                            "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "7200"})
+    resolver = _process(["-c", RESOLVE, gate, root], {**env, "PGAPPNAME": "resolver"})
+    cancel = None
+
+    def waiting(app: str) -> int:  # sessions of ``app`` waiting for a lock
+        with store.engine.connect() as c:
+            return c.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock' AND application_name = :app"), {"app": app})
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or resolver.poll() is not None, 60, what="the gated step")
+        wait_for(lambda: any(r.func_name == "fail_at" and r.state == "running" for r in store.runs_of_root(root))
+                 or resolver.poll() is not None, 60, what="the gated step recorded running")  # its busy flush
+        assert resolver.poll() is None, resolver.communicate()
+        with store.engine.connect() as holder:
+            holder.execute(sa.select(res.c.id).where(res.c.id == root).with_for_update()).all()
+            cancel = _process(["-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"],
+                              {**env, "PGAPPNAME": "cancel"})
+            wait_for(lambda: waiting("cancel") >= 1 or cancel.poll() is not None, 60,
+                     what="the cancel to wait for the row")
+            assert cancel.poll() is None, cancel.communicate()
+            Path(gate).touch()
+            wait_for(lambda: waiting("resolver") >= 1 or resolver.poll() is not None, 60,
+                     what="the write of the end to wait for the row")
+            assert resolver.poll() is None, resolver.communicate()
+            holder.rollback()
+        wait_for(lambda: resolver.poll() is not None, 120, what="the resolver to end")
+        ended = store.get_resolution(root)
+        assert ended is not None
+        _check_ended(resolver, cancel, root, ended.error, ended.state)
+    finally:
+        for p in (resolver, cancel):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+        store.close()

@@ -61,7 +61,7 @@ def test_a_failed_end_of_a_canceling_resolution_is_recorded_canceled_its_words_k
     resolution failed: the write lands, recording it canceled in the failure's words and the cancel's
     (``canceled`` gets its id); the same write sent again (a retry of an unnumbered write, as the CloudResolver's)
     is answered as written and changes nothing; an end in other words is refused. Was: recorded failed, the accepted
-    cancel nowhere in the record (``tests/faults/test_cancel_at_a_failing_end.py`` causes it with real processes)."""
+    cancel nowhere in the record (``tests/faults/test_cancel_at_the_end.py`` causes it with real processes)."""
     assert store.request_cancel("r0") == "canceling"
     end = {"state": "failed", "ended_at": utcnow(), "error": "resolution r0 failed: f raised ValueError: no"}
     canceled: set[str] = set()
