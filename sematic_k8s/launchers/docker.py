@@ -39,7 +39,8 @@ code from Docker's wait, or, when it was gone before the wait was asked (it ende
 from the engine's "die" event of it. A driver that nobody followed (a detached resolution) and that was killed leaves
 its worker containers, exited or still running: :func:`remove_ended_workers` removes those of resolutions that ended.
 A launch cut between the container's create and its start (its process killed) leaves it created, never started, its
-secret files in it: :func:`remove_unstarted_drivers` removes it once it is that old.
+secret files in it: :func:`remove_unstarted_drivers` removes it once it is that old, through
+:func:`sweep_unstarted_drivers` (the CloudResolver's and the server's one sweep), which has its token revoked too.
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ from sematic_k8s.docker_secrets import SECRETS_DIR, image_user, secret_archive
 from sematic_k8s.errors import DockerUnavailable, DriverUnneeded
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, run_labels
 from sematic_k8s.launchers import LOG_TAIL, DriverEnd
-from sematic_k8s.settings import API_KEY_ENV, SECRET_FILE_ENVS, SERVER_AUTH_ENV, STORAGE_KEY_ENVS
+from sematic_k8s.settings import (
+    API_KEY_ENV,
+    SECRET_FILE_ENVS,
+    SERVER_AUTH_ENV,
+    STORAGE_KEY_ENVS,
+    UNSTARTED_DRIVER_GRACE_ENV,
+    seconds,
+)
 from sematic_k8s.specs import DOCKER_DRIVER_COMMAND, DriverSpec
 
 log = logging.getLogger("sematic_k8s")
@@ -205,6 +213,30 @@ def remove_unstarted_drivers(grace: float, client: Any = None) -> list[tuple[str
             raise
         name = ((entry.get("Names") or [""])[0]).lstrip("/") or entry["Id"][:12]
         removed.append((name, (entry.get("Labels") or {}).get(RESOLUTION_LABEL) or "?"))
+    return removed
+
+
+def sweep_unstarted_drivers(revoke: Callable[[str], object] | None = None, client: Any = None) -> list[tuple[str, str]]:
+    """The one sweep of driver containers left created, never started (the CloudResolver's, before its driver's
+    launch; the server's, at its start and before each of its Docker launches): :func:`remove_unstarted_drivers` with
+    $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE, each removed named in a warning, then ``revoke(resolution id)`` told (its
+    driver's token, minted for that launch alone, revoked at once). A clean-up: a failure is logged, never raised. The
+    (name, resolution id) of those removed."""
+    try:
+        removed = remove_unstarted_drivers(seconds(UNSTARTED_DRIVER_GRACE_ENV, UNSTARTED_GRACE), client)
+    except Exception as e:  # noqa: BLE001 - a clean-up: the launch goes on without it
+        log.warning("could not remove the driver containers left unstarted: %s", e)
+        return []
+    for name, root_id in removed:
+        log.warning("driver container %s of resolution %s was created but never started (the launch that made it was "
+                    "cut short: its process killed): removed", name, root_id)
+        if revoke is None or root_id == "?":
+            continue
+        try:
+            revoke(root_id)
+        except Exception as e:  # noqa: BLE001 - the token is refused once its resolution ends, or expires
+            log.warning("could not revoke the token of resolution %s, whose driver container %s was never started: %s",
+                        root_id, name, e)
     return removed
 
 

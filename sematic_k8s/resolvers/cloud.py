@@ -33,16 +33,7 @@ from sematic_k8s.packaging import source_map
 from sematic_k8s.progress import Display, display
 from sematic_k8s.resolvers.base import Resolver, check_key, check_server
 from sematic_k8s.resolvers.planning import recorded_root, rerun_storage
-from sematic_k8s.settings import (
-    API_KEY_ENV,
-    BASE_IMAGE_ENV,
-    REGISTRY_ENV,
-    SERVER_ENV,
-    STORAGE_ENV,
-    UNSTARTED_DRIVER_GRACE_ENV,
-    env,
-    seconds,
-)
+from sematic_k8s.settings import API_KEY_ENV, BASE_IMAGE_ENV, REGISTRY_ENV, SERVER_ENV, STORAGE_ENV, env
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, DriverSpec
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
@@ -328,17 +319,11 @@ def _remove_ended_workers(store: Any) -> None:
 
 def _remove_unstarted_drivers() -> None:
     """Remove the driver containers on this machine whose launch was cut between their create and their start (a
-    CloudResolver killed there), each named in a warning, once older than $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE."""
-    from sematic_k8s.launchers.docker import UNSTARTED_GRACE, remove_unstarted_drivers
+    CloudResolver or a server killed there), each named in a warning, once older than
+    $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE: :func:`sematic_k8s.launchers.docker.sweep_unstarted_drivers`."""
+    from sematic_k8s.launchers.docker import sweep_unstarted_drivers
 
-    try:
-        removed = remove_unstarted_drivers(seconds(UNSTARTED_DRIVER_GRACE_ENV, UNSTARTED_GRACE))
-    except Exception as e:  # noqa: BLE001 - a clean-up: the resolution goes on without it
-        log.warning("could not remove the driver containers left unstarted: %s", e)
-        return
-    for name, root_id in removed:
-        log.warning("driver container %s of resolution %s was created but never started (the launch that made it was "
-                    "cut short: its process killed): removed", name, root_id)
+    sweep_unstarted_drivers()
 
 
 def _stored_value(art: Any, storage: Any) -> serialization.Value:

@@ -27,6 +27,7 @@ from sematic_k8s_server.relay import PgRelay
 from sematic_k8s_server.reruns import Reruns
 from sematic_k8s_server.storages import Storages
 from sematic_k8s_server.token_secrets import LeftTokens
+from sematic_k8s_server.unstarted import UnstartedDrivers
 
 log = logging.getLogger("sematic_k8s_server")
 NOT_RELAYED = (f"${settings.DB_POOLER_ENV}=transaction: live events do not cross server processes (a LISTEN needs a "
@@ -62,6 +63,10 @@ class Server:
         swept = rerun_ns + list(config.token_sweep_namespaces)
         self.tokens = LeftTokens(store, swept, rerun_ns) if swept else None
         self.sweeper = Sweeper(store, every, after=self._swept)
+        # driver containers its Docker launches left created, never started (a server killed mid-launch)
+        self.unstarted = UnstartedDrivers(store) if launches.launcher == "docker" else None
+        if self.unstarted is not None:
+            reruns.before_docker_launch = self.unstarted.sweep
         self.claim_beats = ClaimBeats(store)  # the rerun claims this process launches, beaten until each launch ends
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)
@@ -72,12 +77,14 @@ class Server:
 
     def start(self) -> None:
         """Start the background work: the sweeper of silent resolutions (and of the task copies those marked dead
-        left), the events listener. No resolution is
-        judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
+        left), the events listener, a sweep of the driver containers its Docker launches left unstarted. No resolution
+        is judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
         silence that began before it started may be its own outage, which the drivers ride out."""
         self.store.judge_from_now()
         dbfailures.of(self.store.engine).on_back(self.store.judge_from_now)  # so after its database's outage
         self.sweeper.start()
+        if self.unstarted is not None:
+            self.unstarted.start()
         if self.relay is not None:
             self.relay.start()
         elif self.store.engine.dialect.name == "postgresql":  # behind transaction pooling: said once, at the start

@@ -1,32 +1,42 @@
 """A CloudResolver's process killed (kill -9) in the middle of its Docker driver's launch, with the real engine,
 registry, S3 API and server: held at the boundary by a proxy before the engine, which kills the process once the
-engine carried out the request and before its answer reaches it."""
+engine carried out the request and before its answer reaches it. So too a server process starting a rerun's driver
+with its Docker launcher."""
 
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
+import sqlalchemy as sa
 from botocore.config import Config
 from docker import errors as docker_errors
 
 import sematic_k8s as sk
+from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
 from infra import REGISTRY, docker_client, require_docker
-from outages import DroppingProxy
+from outages import DroppingProxy, ServerProcess
 from projects import user_project
+from s3server import fresh_bucket
+from sematic_k8s.docker_secrets import SECRETS_DIR
 from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.launchers.docker import _timestamp
-from serving import serve, wait_for
+from sematic_k8s.settings import STORAGE_ENV
+from serving import create_api_key, record_resolution, serve, wait_for
 
 PIPELINE = '''
     import sematic_k8s as sk
@@ -96,16 +106,21 @@ class EngineProxy(DroppingProxy):
         return super()._matches(request) and self.path.match(request) is not None
 
 
+def engine_socket() -> str:
+    """The path of the Docker engine's Unix socket (the test skipped when it is reached otherwise)."""
+    engine = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if "://" in engine:
+        pytest.skip(f"the engine is not on a Unix socket here ({engine})")
+    return engine
+
+
 def killed_launch(server: Any, s3_url: str, project: tuple[Path, Any], base_image: str, tmp_path: Path,
                   request: bytes) -> str:
     """A CloudResolver process (detached) whose Docker engine is reached through a proxy that SIGKILLs it once the
     engine carried out its first request starting with ``request`` (its version left out), before the answer reaches
     it; the resolution's id."""
-    engine = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
-    if "://" in engine:
-        pytest.skip(f"the engine is not on a Unix socket here ({engine})")
     root, mod = project
-    proxy = EngineProxy(engine)
+    proxy = EngineProxy(engine_socket())
     version = docker_client().api.api_version
     method, _, path = request.partition(b" ")
     proxy.path = re.compile(re.escape(method) + rb" /v[0-9.]+" + path)
@@ -179,3 +194,105 @@ def test_a_launch_killed_once_its_driver_container_started_resolves_as_detached(
                        ("resolved", "failed", "canceled") and r, 300, what="its end")
         assert res.state == "resolved", res.error
         wait_for(lambda: containers_of(root_id) == [], 60, what="its containers to be gone")
+
+
+class KeyedServer(ServerProcess):
+    """A :class:`ServerProcess` requiring API keys (not ``--local``): its reruns' drivers get a token."""
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port",
+                                          str(self.port), "--home", str(self.home), "--db-url", str(self.db_url),
+                                          *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
+
+
+def revoked_at(db_url: str, res_id: str) -> list[Any]:
+    """When each token minted for resolution ``res_id`` was revoked (None: not revoked)."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text("SELECT revoked_at FROM resolution_tokens WHERE resolution_id = :r"),
+                                     {"r": res_id}).scalars())
+    finally:
+        engine.dispose()
+
+
+def token_in(container: Any) -> str:
+    """The driver's token, as its launch copied it into ``container`` (a file)."""
+    stream, _ = container.get_archive(f"/{SECRETS_DIR}/api-key")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        assert member is not None
+        read = tar.extractfile(member)
+        assert read is not None
+        return read.read().decode().strip()
+
+
+@pytest.mark.parametrize("request_", [rb"POST /containers/create", rb"PUT /containers/[0-9a-f]+/archive"],
+                         ids=["created", "secrets-copied"])
+def test_a_server_killed_before_its_reruns_driver_container_started_leaves_no_container_nor_token(
+        tmp_path, monkeypatch, request_):
+    """A server process (keys required, its reruns launched by its Docker launcher) killed (SIGKILL) once the engine
+    made a rerun's driver container, before it was started (right after the create; after the rerun's token and the
+    S3 keys were copied into it as files): the container is left created, its claim recorded. The server started again
+    removes it at its start once older than $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE (5 s here), and revokes the rerun's
+    token at once: refused as revoked, not left to the claim's failure a heartbeat timeout later (or its 7 days).
+    Was: the container left for ever (the CLI's sweep alone removed it, at its next Docker resolution), its token
+    valid until the claim failed."""
+    require_docker()
+    image = idle_driver_image(docker_client())
+    _, bucket = fresh_bucket(monkeypatch, "sk-launch-killed")
+    storage = f"s3://{bucket}/artifacts"
+    db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    key = create_api_key(db_url, tmp_path, "tests")
+    proxy = EngineProxy(engine_socket())
+    method, _, path = request_.partition(b" ")
+    proxy.path = re.compile(re.escape(method) + rb" /v[0-9.]+" + path)
+    server = KeyedServer(tmp_path, db_url=db_url, args=(
+        "--allow-docker", "--rerun-launcher", "docker", "--rerun-image-repository", IDLE_DRIVER_REPO),
+        env={STORAGE_ENV: storage, "DOCKER_HOST": f"tcp://127.0.0.1:{proxy.port}",
+             "SEMATIC_K8S_UNSTARTED_DRIVER_GRACE": "5"})
+    rerun_id = ""
+    try:
+        server.start()
+        root = record_resolution(server.url, key, kind="cloud", image=image, storage_url=storage, state="failed")
+        killed = server.proc
+        assert killed is not None
+        proxy.lose_answer(method + b" /v" + docker_client().api.api_version.encode() + b"/",
+                          meanwhile=lambda: (os.kill(killed.pid, signal.SIGKILL), killed.wait()))
+
+        def ask() -> None:
+            try:
+                httpx.post(f"{server.url}/api/v1/resolutions/{root}/rerun", json={}, headers={"X-API-Key": key},
+                           timeout=120)
+            except httpx.TransportError:
+                pass  # the server killed before it answered
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        assert killed.wait(300) == -signal.SIGKILL
+        asking.join(60)
+        assert proxy.lost == 1
+        [left] = [c for c in docker_client().containers.list(all=True, filters={"label": f"{ROLE_LABEL}=driver"})
+                  if c.labels.get(RESOLUTION_LABEL) and c.labels[RESOLUTION_LABEL] != root
+                  and revoked_at(db_url, c.labels[RESOLUTION_LABEL])]
+        rerun_id = left.labels[RESOLUTION_LABEL]
+        assert left.status == "created"
+        assert revoked_at(db_url, rerun_id) == [None]  # its token minted, valid
+        token = token_in(left) if b"archive" in request_ else None
+        wait_for(lambda: engine_age(left) > 5, 60, what="the container to pass the grace")
+        server.start()
+        wait_for(lambda: containers_of(rerun_id) == [], 120, what="the unstarted driver container to be removed")
+        wait_for(lambda: revoked_at(db_url, rerun_id) != [None], 60, what="its token revoked")
+        if token is not None:
+            r = httpx.get(f"{server.url}/api/v1/resolutions/{rerun_id}", headers={"X-API-Key": token}, timeout=30)
+            assert r.status_code == 401 and "was revoked" in r.text, r.text
+        said = (tmp_path / f"server-{server.port}.log").read_text()
+        assert f"of resolution {rerun_id} was created but never started" in said, said[-3000:]
+    finally:
+        server.stop()
+        proxy.close()
+        for c in containers_of(rerun_id) if rerun_id else []:
+            c.remove(force=True)
