@@ -217,16 +217,12 @@ def remove_unstarted_drivers(grace: float, client: Any = None) -> list[tuple[str
 
 
 def sweep_unstarted_drivers(revoke: Callable[[str], object] | None = None, client: Any = None) -> list[tuple[str, str]]:
-    """The one sweep of driver containers left created, never started (the CloudResolver's, before its driver's
-    launch; the server's, at its start and before each of its Docker launches): :func:`remove_unstarted_drivers` with
+    """The one sweep of driver containers left created, never started (the CloudResolver's, once its driver started;
+    the server's, after each sweep of silent resolutions): :func:`remove_unstarted_drivers` with
     $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE, each removed named in a warning, then ``revoke(resolution id)`` told (its
-    driver's token, minted for that launch alone, revoked at once). A clean-up: a failure is logged, never raised. The
-    (name, resolution id) of those removed."""
-    try:
-        removed = remove_unstarted_drivers(seconds(UNSTARTED_DRIVER_GRACE_ENV, UNSTARTED_GRACE), client)
-    except Exception as e:  # noqa: BLE001 - a clean-up: the launch goes on without it
-        log.warning("could not remove the driver containers left unstarted: %s", e)
-        return []
+    driver's token, minted for that launch alone, revoked at once; a failure of it logged). The engine's failure is
+    raised (each caller says it its way). The (name, resolution id) of those removed."""
+    removed = remove_unstarted_drivers(seconds(UNSTARTED_DRIVER_GRACE_ENV, UNSTARTED_GRACE), client)
     for name, root_id in removed:
         log.warning("driver container %s of resolution %s was created but never started (the launch that made it was "
                     "cut short: its process killed): removed", name, root_id)

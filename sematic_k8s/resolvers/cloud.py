@@ -160,7 +160,7 @@ class CloudResolver(Resolver):
             shown(f"driver started for resolution {future.id}")
             if self.executor == "docker":
                 _remove_ended_workers(store)
-                _remove_unstarted_drivers()
+                _remove_unstarted_drivers(store)
             if self.detach:
                 shown.done("started")
                 return future.id
@@ -317,13 +317,17 @@ def _remove_ended_workers(store: Any) -> None:
         log.info("removed %d worker container(s) of ended resolutions", len(removed))
 
 
-def _remove_unstarted_drivers() -> None:
+def _remove_unstarted_drivers(store: Any) -> None:
     """Remove the driver containers on this machine whose launch was cut between their create and their start (a
     CloudResolver or a server killed there), each named in a warning, once older than
-    $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE: :func:`sematic_k8s.launchers.docker.sweep_unstarted_drivers`."""
+    $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE, and have the server revoke the tokens ``store``'s key minted for each one's
+    resolution: :func:`sematic_k8s.launchers.docker.sweep_unstarted_drivers`."""
     from sematic_k8s.launchers.docker import sweep_unstarted_drivers
 
-    sweep_unstarted_drivers()
+    try:
+        sweep_unstarted_drivers(getattr(store, "revoke_tokens", None))
+    except Exception as e:  # noqa: BLE001 - a clean-up: the resolution goes on without it
+        log.warning("could not remove the driver containers left unstarted: %s", e)
 
 
 def _stored_value(art: Any, storage: Any) -> serialization.Value:

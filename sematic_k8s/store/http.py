@@ -178,6 +178,11 @@ class HttpStore:
                             headers={"Content-Type": "application/json"})
         return str(doc["token"])
 
+    def revoke_tokens(self, resolution_id: str) -> int:
+        """Revoke at once the tokens this store's key minted for ``resolution_id``, whose driver was never started
+        (refused for a resolution recorded and not ended); how many were revoked."""
+        return int(self._request("DELETE", f"/resolutions/{resolution_id}/token")["revoked"])
+
     # -- writes -----------------------------------------------------------------------------------
 
     def kept_secret(self, name: str) -> None:

@@ -180,7 +180,7 @@ _ACTIONS = (  # (path pattern, what a refused read-only key was asked to do)
     (re.compile(r"/api/v1/resolutions/[^/]+/cancel"), "cancel a resolution"),
     (re.compile(r"/api/v1/resolutions/[^/]+/rerun"), "re-run a resolution"),
     (re.compile(r"/api/v1/resolutions/[^/]+/labels"), "label a resolution"),
-    (re.compile(r"/api/v1/resolutions/[^/]+/token"), "mint a resolution token"),
+    (re.compile(r"/api/v1/resolutions/[^/]+/token"), "mint or revoke a resolution token"),
     (re.compile(r"/api/v1/store/.*"), "record runs (resolve a pipeline)"),
 )
 
@@ -265,13 +265,15 @@ def mint_token(engine: sa.Engine, resolution_id: str, *, minted_by: str | None, 
     return token, expires
 
 
-def revoke_tokens(engine: sa.Engine, resolution_id: str) -> int:
-    """Revoke every token of a resolution (e.g. its driver could not be started)."""
+def revoke_tokens(engine: sa.Engine, resolution_id: str, *, mine: bool = False, minted_by: str | None = None) -> int:
+    """Revoke every token of a resolution (e.g. its driver could not be started); ``mine``: only those ``minted_by``
+    that key (None: minted in local mode). How many were revoked now."""
     t = resolution_tokens.c
+    match = [t.resolution_id == resolution_id, t.revoked_at.is_(None)]
+    if mine:
+        match.append(t.minted_by.is_(None) if minted_by is None else t.minted_by == minted_by)
     with engine.begin() as conn:
-        return conn.execute(sa.update(resolution_tokens)
-                            .where(t.resolution_id == resolution_id, t.revoked_at.is_(None))
-                            .values(revoked_at=utcnow())).rowcount
+        return conn.execute(sa.update(resolution_tokens).where(*match).values(revoked_at=utcnow())).rowcount
 
 
 # -- checking -----------------------------------------------------------------------------------------------

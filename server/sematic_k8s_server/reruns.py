@@ -170,7 +170,6 @@ class Reruns:
         self._launch = launch  # tests may give their own; else the configured launcher's
         self.stopping = Stop()  # set when the server stops: waits for an image end, and Kubernetes calls under way
         self.background: set[Future[None]] = set()  # launches that went on after their request was answered
-        self.before_docker_launch: Callable[[], object] = lambda: None  # the sweep of drivers left unstarted
 
     def check(self, res: ResolutionRecord, target: str, mode: str) -> str:
         """The image to re-run ``res`` from; an ApiError naming the reason when this server may not."""
@@ -279,7 +278,6 @@ class Reruns:
                 if self._launch is not None:
                     self._launch(spec, env)
                 elif launcher == "docker":  # local development: a container without the Docker socket
-                    self.before_docker_launch()  # those a launch cut short left created (a clean-up: never raises)
                     backends.load(backends.LAUNCHERS, "docker")(spec, env, docker_socket=False, progress=claim.waiting,
                                                                 stop=self.stopping, ended=claim_ended,
                                                                 pulling=claim.pending)

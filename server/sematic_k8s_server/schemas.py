@@ -180,6 +180,11 @@ class TokenOut(BaseModel):
                                         "ends)")
 
 
+class TokensRevokedOut(BaseModel):
+    resolution_id: str
+    revoked: int = Field(description="how many of its tokens minted with the caller's key were revoked now")
+
+
 class ApiKeyIn(_Request):
     name: str = Field(description="1 to 128 printable characters, no space at either end (checked where the key is "
                                   "made, as for `api-keys create`)")

@@ -65,8 +65,6 @@ class Server:
         self.sweeper = Sweeper(store, every, after=self._swept)
         # driver containers its Docker launches left created, never started (a server killed mid-launch)
         self.unstarted = UnstartedDrivers(store) if launches.launcher == "docker" else None
-        if self.unstarted is not None:
-            reruns.before_docker_launch = self.unstarted.sweep
         self.claim_beats = ClaimBeats(store)  # the rerun claims this process launches, beaten until each launch ends
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)
@@ -77,24 +75,25 @@ class Server:
 
     def start(self) -> None:
         """Start the background work: the sweeper of silent resolutions (and of the task copies those marked dead
-        left), the events listener, a sweep of the driver containers its Docker launches left unstarted. No resolution
-        is judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
+        left), the events listener. No resolution is
+        judged silent before the server has been up for the heartbeat timeout (``SqlStore.judge_from_now``): a
         silence that began before it started may be its own outage, which the drivers ride out."""
         self.store.judge_from_now()
         dbfailures.of(self.store.engine).on_back(self.store.judge_from_now)  # so after its database's outage
         self.sweeper.start()
-        if self.unstarted is not None:
-            self.unstarted.start()
         if self.relay is not None:
             self.relay.start()
         elif self.store.engine.dialect.name == "postgresql":  # behind transaction pooling: said once, at the start
             log.warning("%s", NOT_RELAYED)
 
     def _swept(self) -> None:
-        """After each sweep: the task copies and the token Secrets left are looked for, each on its own thread."""
+        """After each sweep: the task copies, the token Secrets and the Docker driver containers left unstarted are
+        looked for, each on its own thread."""
         self.copies.wake()
         if self.tokens is not None:
             self.tokens.wake()
+        if self.unstarted is not None:
+            self.unstarted.wake()
 
     def stopping(self) -> None:
         """A signal asked the server to stop: live event streams end, and it is no longer ready."""
@@ -110,6 +109,8 @@ class Server:
         self.copies.stop()
         if self.tokens is not None:
             self.tokens.stop()
+        if self.unstarted is not None:
+            self.unstarted.stop()
         if self.relay is not None:
             self.relay.stop()
         self.readiness.close()

@@ -163,8 +163,10 @@ def test_a_launch_killed_before_its_driver_container_started_leaves_no_container
     """The CloudResolver's process killed (SIGKILL) once the engine made its driver's container, before it was started
     (right after the create; after its token and the S3 keys were copied into it as files): nothing recorded (the
     driver records its resolution), the container left created. The next Docker resolution started from the machine
-    removes it once older than $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE (5 s here), saying so, and resolves. Was: left for
-    ever, never started, its secret files in it (``docker cp`` reads them)."""
+    removes it once older than $SEMATIC_K8S_UNSTARTED_DRIVER_GRACE (5 s here), saying so, has the server revoke the
+    token minted for it at once (refused as revoked), and resolves. Was: left for ever, never started, its secret
+    files in it (``docker cp`` reads them); then, removed, its token valid for its lifetime (7 days): its resolution,
+    never recorded, never ends to end it."""
     monkeypatch.setenv("SEMATIC_K8S_UNSTARTED_DRIVER_GRACE", "5")
     root, mod = project
     with serve(tmp_path) as server:
@@ -173,10 +175,16 @@ def test_a_launch_killed_before_its_driver_container_started_leaves_no_container
             [left] = containers_of(root_id, "driver")
             assert left.status == "created"
             assert server.store.get_resolution(root_id) is None  # nothing recorded that would mislead
+            assert revoked_at(str(server.store.url), root_id) == [None]  # its token minted, valid
+            token = token_in(left) if b"archive" in request_ else None
             wait_for(lambda: engine_age(left) > 5, 60, what="the container to pass the grace")
             with caplog.at_level("INFO", logger="sematic_k8s"):
                 assert mod.pipe(2).resolve(resolver(server, s3_url, root, base_image)) == 5
             assert containers_of(root_id) == []
+            assert None not in revoked_at(str(server.store.url), root_id)  # revoked at once
+            if token is not None:
+                r = httpx.get(f"{server.url}/api/v1/resolutions/{root_id}", headers={"X-API-Key": token}, timeout=30)
+                assert r.status_code == 401 and "was revoked" in r.text, r.text
             said = [r.getMessage() for r in caplog.records if "never started" in r.getMessage()]
             assert any(left.name in s and root_id in s for s in said), said
         finally:

@@ -32,6 +32,7 @@ STORAGE = "s3://sk-owned/artifacts"
 READS = frozenset({"GET", "HEAD"})
 # the routes on a resolution that change something and check owners their own way (its own key's only, admin too)
 OWN_CHECKS = {("POST", "/api/v1/resolutions/{resolution_id}/token"),
+              ("DELETE", "/api/v1/resolutions/{resolution_id}/token"),
               ("POST", "/api/v1/store/take_over/{resolution_id}")}
 ACTIONS = {  # what each action asks, and how its refusal names it
     "cancel": ("cancel", {}),

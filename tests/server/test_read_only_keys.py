@@ -117,7 +117,7 @@ def test_a_read_only_key_reads_everything_and_changes_nothing(served: Served) ->
             f"/api/v1/resolutions/{root}/cancel": ({}, "to cancel a resolution"),
             f"/api/v1/resolutions/{root}/rerun": ({"mode": "continue"}, "to re-run a resolution"),
             f"/api/v1/resolutions/{root}/labels": ({"add": ["x"], "note": "mine"}, "to label a resolution"),
-            f"/api/v1/resolutions/{root}/token": ({}, "to mint a resolution token"),
+            f"/api/v1/resolutions/{root}/token": ({}, "to mint or revoke a resolution token"),
             "/api/v1/store/write": ({"resolution_updates": {root: {"state": "failed"}},
                                      "run_updates": {root: {"state": "failed", "notes": {"a": 1}}}},
                                     "to record runs"),

@@ -472,6 +472,33 @@ def test_revoking_a_key_ends_the_tokens_it_minted(served) -> None:
             assert "X-Sematic-K8s-Ended" not in r.headers
 
 
+def test_a_key_revokes_at_once_the_tokens_it_minted_for_a_resolution_whose_driver_never_started(served) -> None:
+    """``DELETE /resolutions/{id}/token`` (the CloudResolver's sweep of the driver containers left unstarted asks it):
+    the tokens the caller's key minted for a resolution never recorded stop working at once ("was revoked"); another
+    key's call revokes none of them; a resolution recorded and running is refused (409), its driver's token left
+    working; a token may not ask it. Was: nothing ended such a token before its lifetime (7 days) but its
+    resolution's end, which a resolution never recorded never has."""
+    with served.client(key=served.admin_key) as admin:
+        alice = admin.post("/api/v1/api-keys", json={"name": "alice"}).json()
+        bob = admin.post("/api/v1/api-keys", json={"name": "bob"}).json()
+    with served.client(key=alice["key"]) as a, served.client(key=bob["key"]) as b:
+        own = uuid.uuid4().hex
+        token = post_json(a, f"/api/v1/resolutions/{own}/token", {}).json()["token"]
+        assert b.delete(f"/api/v1/resolutions/{own}/token").json() == {"resolution_id": own, "revoked": 0}
+        with served.client(key=token) as driver:
+            assert driver.get(f"/api/v1/store/cancel_requested/{own}").status_code == 200
+            assert driver.delete(f"/api/v1/resolutions/{own}/token").status_code == 403
+            assert a.delete(f"/api/v1/resolutions/{own}/token").json() == {"resolution_id": own, "revoked": 1}
+            r = driver.get(f"/api/v1/store/cancel_requested/{own}")
+            assert r.status_code == 401 and "was revoked" in r.json()["detail"], r.text
+        running = record_resolution(served.url, alice["key"], kind="cloud", state="running")
+        live = post_json(a, f"/api/v1/resolutions/{running}/token", {}).json()["token"]
+        r = a.delete(f"/api/v1/resolutions/{running}/token")
+        assert r.status_code == 409 and "cancel it instead" in r.json()["detail"], r.text
+        with served.client(key=live) as driver:
+            assert driver.get(f"/api/v1/store/cancel_requested/{running}").status_code == 200
+
+
 # -- keys: admin only, revoked at once on every replica ------------------------------------------------------
 
 def test_only_admin_keys_manage_keys_and_no_key_is_ever_shown_again(served) -> None:

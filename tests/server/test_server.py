@@ -408,7 +408,7 @@ API_ENDPOINTS = {  # every documented endpoint (path -> methods); the HTTP store
     "/api/v1/resolutions/{resolution_id}/counts": {"get"},
     "/api/v1/resolutions/{resolution_id}/rerun": {"post"},
     "/api/v1/resolutions/{resolution_id}/cancel": {"post"},
-    "/api/v1/resolutions/{resolution_id}/token": {"post"},
+    "/api/v1/resolutions/{resolution_id}/token": {"post", "delete"},
     "/api/v1/api-keys": {"get", "post"},
     "/api/v1/api-keys/{key_id}/revoke": {"post"},
     "/api/v1/whoami": {"get"},

@@ -178,6 +178,26 @@ def mint_token(srv: Srv, caller: Caller, resolution_id: ResolutionId, body: sche
             "expires_at": expires.isoformat() + "Z"}
 
 
+@router.delete("/resolutions/{resolution_id}/token", response_model=schemas.TokensRevokedOut,
+               responses={403: {"description": "a token asked, or another API key recorded the resolution"},
+                          409: {"description": "the resolution is recorded and has not ended"}, **NOT_FOUND},
+               tags=["actions"], summary="Revoke the tokens minted for a resolution whose driver never started")
+def revoke_tokens(srv: Srv, caller: Caller, resolution_id: ResolutionId) -> dict:
+    """Revokes at once the tokens the caller's key minted for ``resolution_id``, whose driver was never started (its
+    launch cut short: the CloudResolver's sweep of the driver containers left unstarted asks it): they would have
+    worked until their lifetime ran out, the resolution never recorded to end them. One recorded and not ended (a
+    driver holds its token, or the server is launching it) is refused: cancel it instead. Only for a resolution not
+    recorded or recorded by the caller's key."""
+    scopes.require_key(caller, "revoke tokens")
+    scopes.check_owner(caller, srv.store, resolution_id, "revoke the tokens of")
+    res = srv.store.get_resolution(resolution_id)
+    if res is not None and res.state not in TERMINAL:
+        raise HTTPException(409, f"resolution {resolution_id} is {res.state}: its driver's token may be in use; "
+                                 f"cancel it instead (`sematic-k8s cancel {resolution_id}`)")
+    revoked = auth.revoke_tokens(srv.store.engine, resolution_id, mine=True, minted_by=caller.key_id)
+    return {"resolution_id": resolution_id, "revoked": revoked}
+
+
 @router.post("/resolutions/{resolution_id}/cancel", status_code=202, response_model=schemas.CancelOut,
              responses={**NOT_FOUND, 403: NOT_OWNER, 409: {"description": "the resolution has already ended"}},
              tags=["actions"], openapi_extra=action("cancel"), summary="Ask a running resolution to cancel")
