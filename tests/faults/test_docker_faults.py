@@ -19,16 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import docker
 import pytest
-from botocore.config import Config
 from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from infra import REGISTRY, docker_client, require_docker
 from outages import DroppingProxy, TricklingProxy
 from projects import user_project
+from s3server import fresh_bucket
 from sematic_k8s import serialization
 from sematic_k8s.labels import FUNC_LABEL, RESOLUTION_LABEL, ROLE_LABEL
 from sematic_k8s.launchers import LOG_TAIL
@@ -151,14 +150,7 @@ def project(tmp_path_factory) -> Iterator[tuple[Path, Any]]:
 @pytest.fixture
 def s3_url(monkeypatch) -> str:
     """A fresh bucket on the shared S3 API server (drivers and workers reach it on the host network)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
-    for name, default in {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                          "AWS_SECRET_ACCESS_KEY": "test"}.items():
-        monkeypatch.setenv(name, os.environ.get(name, default))
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"sk-faults-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=bucket)
+    _, bucket = fresh_bucket(monkeypatch, "sk-faults")
     return f"s3://{bucket}/artifacts"
 
 

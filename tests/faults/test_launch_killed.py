@@ -14,16 +14,13 @@ import subprocess
 import sys
 import tarfile
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import sqlalchemy as sa
-from botocore.config import Config
 from docker import errors as docker_errors
 
 import sematic_k8s as sk
@@ -77,14 +74,8 @@ def project(tmp_path_factory) -> Iterator[tuple[Path, Any]]:
 
 @pytest.fixture
 def s3_url(monkeypatch) -> str:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
-    for name, default in {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                          "AWS_SECRET_ACCESS_KEY": "test"}.items():
-        monkeypatch.setenv(name, os.environ.get(name, default))
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"sk-launch-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket=bucket)
+    """A fresh bucket on the shared S3 API server (drivers and workers reach it on the host network)."""
+    _, bucket = fresh_bucket(monkeypatch, "sk-launch")
     return f"s3://{bucket}/artifacts"
 
 
