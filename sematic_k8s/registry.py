@@ -10,7 +10,6 @@ import json
 import re
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +65,8 @@ def _bearer_token(challenge: str, timeout: float) -> str | None:
     realm = params.pop("realm", None)
     if not realm:
         return None
+    import urllib.request  # only when a registry is read: a driver imports this module at its start
+
     with urllib.request.urlopen(f"{realm}?{urllib.parse.urlencode(params)}", timeout=timeout) as resp:
         body = json.load(resp)
     return body.get("token") or body.get("access_token")
@@ -96,6 +97,8 @@ def _fetch(r: Repo, url: str, headers: dict[str, str], refused: str, timeout: fl
            method: str = "GET") -> tuple[Any, bytes]:
     """(response headers, body) of ``url``; when challenged, an anonymous bearer token is fetched once and kept in
     ``headers``. Other HTTP errors (404, ...) pass through; 401/403 after that raise :class:`RegistryAuthError`."""
+    import urllib.request  # only when a registry is read (see _bearer_token)
+
     for attempt in range(2):
         try:
             req = urllib.request.Request(url, method=method, headers=headers)
