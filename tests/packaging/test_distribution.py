@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import urllib.parse
 import zipfile
@@ -140,7 +141,10 @@ def test_server_commands_without_the_server_extra_name_the_extra(tmp_path, args,
     runs with another Python's pip, and which asks the package index for a project that is this directory)."""
     proc = without_server_extra(tmp_path, *args)
     assert proc.returncode == 1 and proc.stdout == ""
-    found = json.loads(importlib.metadata.distribution("sematic-k8s").read_text("direct_url.json") or "{}")
+    # the installed distribution, as the command reads it (not a build's sematic_k8s.egg-info in the checkout,
+    # which the checkout on this process's path would find first once a test built the package in place)
+    [installed] = importlib.metadata.distributions(name="sematic-k8s", path=[sysconfig.get_paths()["purelib"]])
+    found = json.loads(installed.read_text("direct_url.json") or "{}")
     project = urllib.parse.urlparse(found.get("url", "")).path
     assert found.get("dir_info", {}).get("editable") and (Path(project) / "pyproject.toml").exists(), found  # as here
     [line] = proc.stderr.splitlines()
