@@ -160,30 +160,20 @@ def remove_ended_workers(ended: Callable[[str], bool], client: Any = None) -> li
     driver that comes back is refused its writes); those removed. A resolution that has not ended keeps them all: a
     driver may follow them still. One gone meanwhile, or being removed already (409: by its driver, or
     ``auto_remove``, between the listing and this remove), is passed over: the others are removed all the same."""
-    import docker.errors
-
     client = client or docker_client()
     listed = client.api.containers(all=True, filters={"label": f"{ROLE_LABEL}=worker"})
     by_resolution: dict[str, list[LeftWorker]] = {}
     for entry in listed:
         root_id = (entry.get("Labels") or {}).get(RESOLUTION_LABEL)
         if root_id and entry.get("State") != "removing":
-            name = ((entry.get("Names") or [""])[0]).lstrip("/") or entry["Id"][:12]
-            by_resolution.setdefault(root_id, []).append(LeftWorker(entry["Id"], name, root_id,
+            by_resolution.setdefault(root_id, []).append(LeftWorker(entry["Id"], _name(entry), root_id,
                                                                     entry.get("State") or "unknown"))
-    removed = []
+    removed: list[LeftWorker] = []
     for root_id, left in by_resolution.items():
         if not ended(root_id):
             continue
-        for worker in left:
-            try:
-                client.api.remove_container(worker.id, force=True)  # a running one: killed, then removed
-                removed.append(worker)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # 409: "removal ... already in progress" (its driver's, auto_remove): going
-                    raise
+        # a running one: killed, then removed; 409: "removal ... already in progress" (its driver's, auto_remove)
+        removed.extend(worker for worker in left if _removed(client, worker.id, force=True))
     return removed
 
 
@@ -192,8 +182,6 @@ def remove_unstarted_drivers(grace: float, client: Any = None) -> list[tuple[str
     the launch that made each was cut between its create and its start (its process killed), nothing will start it, and
     it holds its resolution's token and the storage keys as files. Not forced: one started meanwhile is left. The
     (name, resolution id) of those removed."""
-    import docker.errors
-
     client = client or docker_client()
     listed = client.api.containers(all=True, filters={"label": f"{ROLE_LABEL}=driver", "status": "created"})
     if not listed:
@@ -203,17 +191,30 @@ def remove_unstarted_drivers(grace: float, client: Any = None) -> list[tuple[str
     for entry in listed:
         if now - int(entry.get("Created") or now) < grace:
             continue  # a launch under way: its start comes
-        try:
-            client.api.remove_container(entry["Id"])
-        except docker.errors.NotFound:
-            continue
-        except docker.errors.APIError as e:
-            if e.status_code == 409:  # started meanwhile (or being removed): its own now
-                continue
-            raise
-        name = ((entry.get("Names") or [""])[0]).lstrip("/") or entry["Id"][:12]
-        removed.append((name, (entry.get("Labels") or {}).get(RESOLUTION_LABEL) or "?"))
+        if _removed(client, entry["Id"], force=False):  # 409: started meanwhile (or being removed): its own now
+            removed.append((_name(entry), (entry.get("Labels") or {}).get(RESOLUTION_LABEL) or "?"))
     return removed
+
+
+def _removed(client: Any, container_id: str, *, force: bool) -> bool:
+    """Remove a container a sweep found; False when it is gone already (404) or its engine refuses for a state it
+    came to meanwhile (409: started, or being removed already). Another error is raised."""
+    import docker.errors
+
+    try:
+        client.api.remove_container(container_id, force=force)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as e:
+        if e.status_code == 409:
+            return False
+        raise
+    return True
+
+
+def _name(entry: dict[str, Any]) -> str:
+    """A listed container's name (its id's first 12 characters when it has none)."""
+    return ((entry.get("Names") or [""])[0]).lstrip("/") or entry["Id"][:12]
 
 
 def sweep_unstarted_drivers(revoke: Callable[[str], object] | None = None, client: Any = None) -> list[tuple[str, str]]:
