@@ -195,18 +195,6 @@ def test_a_launch_killed_once_its_driver_container_started_resolves_as_detached(
         wait_for(lambda: containers_of(root_id) == [], 60, what="its containers to be gone")
 
 
-class KeyedServer(ServerProcess):
-    """A :class:`ServerProcess` requiring API keys (not ``--local``): its reruns' drivers get a token."""
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port",
-                                          str(self.port), "--home", str(self.home), "--db-url", str(self.db_url),
-                                          *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
-
-
 def revoked_at(db_url: str, res_id: str) -> list[Any]:
     """When each token minted for resolution ``res_id`` was revoked (None: not revoked)."""
     engine = sa.create_engine(db_url)
@@ -249,7 +237,7 @@ def test_a_server_killed_before_its_reruns_driver_container_started_leaves_no_co
     proxy = EngineProxy(engine_socket())
     method, _, path = request_.partition(b" ")
     proxy.path = re.compile(re.escape(method) + rb" /v[0-9.]+" + path)
-    server = KeyedServer(tmp_path, db_url=db_url, args=(
+    server = ServerProcess(tmp_path, db_url=db_url, local=False, args=(
         "--allow-docker", "--rerun-launcher", "docker", "--rerun-image-repository", IDLE_DRIVER_REPO),
         env={STORAGE_ENV: storage, "DOCKER_HOST": f"tcp://127.0.0.1:{proxy.port}",
              "SEMATIC_K8S_UNSTARTED_DRIVER_GRACE": "5"})

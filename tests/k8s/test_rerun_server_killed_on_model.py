@@ -36,18 +36,6 @@ IMAGE = f"{REPO}/team@sha256:" + "ab" * 32
 JOB_CREATE = f"POST /apis/batch/v1/namespaces/{NS}/jobs".encode()
 
 
-class KeyedServer(ServerProcess):
-    """A :class:`ServerProcess` requiring API keys (not ``--local``): its reruns' drivers get a token, in a Secret."""
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sematic_k8s_server.cli", "server", "--port",
-                                          str(self.port), "--home", str(self.home), "--db-url", str(self.db_url),
-                                          *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        wait_for(self._up, 60, what=f"the server on port {self.port} (log: {self.log})")
-
-
 @contextmanager
 def create_held(monkeypatch: pytest.MonkeyPatch, bucket: str) -> Iterator[tuple[str, Cluster, ThrottlingProxy]]:
     """A storage URL in a fresh moto bucket named after ``bucket``, the cluster model (its pods running for ever) and
@@ -109,9 +97,9 @@ def test_a_token_secret_left_owned_by_nothing_by_a_server_killed_mid_launch_is_d
         key = create_api_key(db_url, tmp_path, "tests")
         env = {"SEMATIC_K8S_KUBE_HOST": proxy.url, "SEMATIC_K8S_STORAGE": storage,
                "SEMATIC_K8S_TOKEN_SECRET_GRACE": "0", "SEMATIC_K8S_HEARTBEAT_TIMEOUT": "2"}  # a sweep every 0.5 s
-        server = KeyedServer(tmp_path, db_url=db_url, env=env,
-                             args=("--rerun-launcher", "kubernetes", "--rerun-image-repository", REPO,
-                                   "--rerun-namespace", NS, "--self-url", "http://127.0.0.1:1"))
+        server = ServerProcess(tmp_path, db_url=db_url, local=False, env=env,
+                               args=("--rerun-launcher", "kubernetes", "--rerun-image-repository", REPO,
+                                     "--rerun-namespace", NS, "--self-url", "http://127.0.0.1:1"))
         try:
             server.start()
             root = record_resolution(server.url, key, kind="cloud", image=IMAGE, storage_url=storage)

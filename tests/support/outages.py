@@ -74,11 +74,12 @@ class _KilledAndStarted:
 
 class ServerProcess(_KilledAndStarted):
     """``sematic-k8s server --local`` over ``home`` (or ``db_url``; ``args`` appended) on a fixed port, in a process
-    of its own: :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database."""
+    of its own: :meth:`kill` is kill -9, :meth:`start` starts it again on the same port and database. ``local=False``:
+    API keys required (its reruns' drivers get a token)."""
 
     def __init__(self, home: Path, *, db_url: str | None = None, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
-        self.home, self.db_url, self.args = home, db_url, args
+                 args: tuple[str, ...] = (), local: bool = True) -> None:
+        self.home, self.db_url, self.args, self.local = home, db_url, args, local
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -87,8 +88,8 @@ class ServerProcess(_KilledAndStarted):
         self.what, self.health = "server", f"{self.url}/api/v1/health"
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "sematic_k8s_server.cli", "server", "--local", "--port", str(self.port),
-               "--home", str(self.home)]
+        cmd = [sys.executable, "-m", "sematic_k8s_server.cli", "server", *(["--local"] if self.local else []),
+               "--port", str(self.port), "--home", str(self.home)]
         if self.db_url:
             cmd += ["--db-url", self.db_url]
         cmd += self.args
