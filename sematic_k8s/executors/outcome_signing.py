@@ -5,12 +5,13 @@ Whoever can write to the artifact bucket (another user's driver holds bucket-wid
 outcome document, naming a value of its choice whose bytes hash to the content id they name. So a driver that asks
 for a signature gives each worker attempt a key that never goes through the bucket: HMAC-SHA256 of its resolution
 secret over ``"<run id>/<attempt>"``. The secret is the driver's credential for the server (a driver's resolution
-token, from its Secret: a restarted driver of the same resolution has it too); a driver without a server, writing its
-database directly, derives them from a random secret that database keeps (:data:`KEPT_SECRET`, made once on first
+token, from its file or Secret: a restarted driver of the same resolution has it too; a ``--local`` server's reruns
+get one as a keyed server's do, and the CloudResolver mints one in either mode); a driver without a server, writing
+its database directly, derives them from a random secret that database keeps (:data:`KEPT_SECRET`, made once on first
 need: a restarted driver has it too; whoever holds only bucket keys does not), handed to its executor by the driver.
-Only a driver through a server without API keys (``--local``), and an executor made outside a driver, keep a random
-one in this process's memory: a restarted one cannot verify what an earlier one's workers signed, and runs those
-attempts again. The worker signs its outcome
+Only a driver given no credential (started by hand through a ``--local`` server), and an executor made outside a
+driver, keep a random one in this process's memory: a restarted one cannot verify what an earlier one's workers
+signed, and runs those attempts again. The worker signs its outcome
 document (its canonical JSON, in its :data:`SIGNATURE` field); the driver verifies the document it read, as parsed,
 before it adopts anything of it.
 

@@ -114,16 +114,14 @@ def rerun(srv: Srv, caller: Caller, request: Request, resolution_id: ResolutionI
         if isinstance(e, ContinuedAlready):
             raise ApiError(409, str(e), reason="continued-already", continued_by=e.by) from None
         raise
-    token = None
-    if srv.auth.required:
-        try:
-            token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
-                                       lifetime=srv.config.reruns.token_lifetime)
-        except BaseException as e:  # no launch: recorded failed at once in true words, beaten no more
-            answer = unminted.ended(srv, new_id, e)
-            if answer is e:
-                raise
-            raise answer from e
+    try:  # in local mode too: its driver derives its workers' outcome keys from it, the same after its restart
+        token, _ = auth.mint_token(srv.store.engine, new_id, minted_by=caller.key_id, reads_from=resolution_id,
+                                   lifetime=srv.config.reruns.token_lifetime)
+    except BaseException as e:  # no launch: recorded failed at once in true words, beaten no more
+        answer = unminted.ended(srv, new_id, e)
+        if answer is e:
+            raise
+        raise answer from e
 
     def failed(detail: str) -> None:  # nothing left claiming it: recorded failed, in the launcher's words
         srv.end_claim(new_id, detail, unpooled=True)  # as a failed mint's: the request pool may be used up
