@@ -232,8 +232,12 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
         assert r.status_code == 202, r.text
         new_id = r.json()["resolution_id"]
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+        # answered once its driver started, or after the answer window when the API is slow (a loaded machine):
+        # its Job, then its Secret owned by the Job, may come a moment after the answer
+        job = wait_for(lambda: batch.list_namespaced_job(ns, field_selector=f"metadata.name="
+                                                          f"{manifests.driver_job_name(new_id)}").items,
+                       what="the rerun's driver Job")[0]
         assert batch.list_namespaced_job("kube-system").items == []
-        job = batch.read_namespaced_job(manifests.driver_job_name(new_id), ns)
         pod = job.spec.template.spec
         assert pod.containers[0].image == image
         env = {e.name: e for e in pod.containers[0].env}
@@ -243,7 +247,8 @@ def test_kubernetes_reruns_use_the_servers_settings_and_a_token_secret_never_the
         assert spec.resolution.rerun_from == root and spec.resolution.cache_namespace == "nightly"
         key_ref = env["SEMATIC_K8S_API_KEY"]
         assert key_ref.value is None and key_ref.value_from.secret_key_ref.name == manifests.token_secret_name(new_id)
-        secret = core.read_namespaced_secret(manifests.token_secret_name(new_id), ns)
+        secret = wait_for(lambda: (found := core.read_namespaced_secret(manifests.token_secret_name(new_id), ns))
+                          .metadata.owner_references and found, what="the token Secret owned by the Job")
         assert [(o.kind, o.name, o.uid) for o in secret.metadata.owner_references] == [
             ("Job", job.metadata.name, job.metadata.uid)]
         token = base64.b64decode(secret.data["api-key"]).decode()
