@@ -24,13 +24,20 @@ export function labelsEditor(res, changed, refused = "") {
   // while the note is edited: the note it began from and the labels' version it is made to (null: not edited)
   let editedFrom = null;
   const failed = (e) => showBanner(`Cannot change the labels of ${res.id.slice(0, 8)}: ${e.message}`);
+  // a change saved is drawn here at once (its note shown, the editor closed), from the newer of the server's answer
+  // and the record the page last gave (its own event's, drawn before this answer came, or a later change's): the
+  // page redraws the editor only when the resolution it shows changed, which it may already have drawn
+  const shown = (saved) => {
+    el.update(saved.labels_version >= res.labels_version ? saved : res);
+    changed(saved);
+  };
   // a tag change is made to the labels shown (labels_version): when they changed meanwhile it is refused (409),
   // and the page redraws them as they are, the tag typed kept in its box
   const save = async (body) => {
     try {
       const saved = await setLabels(res.id, { ...body, labels_version: res.labels_version });
       input.value = "";
-      changed(saved);
+      shown(saved);
     } catch (e) {
       if (e.status !== 409) return failed(e);
       showBanner(`Cannot change the tags of ${res.id.slice(0, 8)}: ${e.message} (the page now shows them as they are)`);
@@ -42,7 +49,7 @@ export function labelsEditor(res, changed, refused = "") {
     try {
       const saved = await setLabels(res.id, { note: area.value, labels_version: editedFrom.version });
       editedFrom = null;
-      changed(saved);
+      shown(saved);
     } catch (e) {
       if (e.status !== 409) return failed(e);
       const now = await getResolution(res.id).catch(() => res);
