@@ -82,6 +82,24 @@ def user_line(exc: BaseException) -> str | None:
     return f"{users[-1].filename}:{users[-1].lineno}" if users else None
 
 
+def raised_by_user(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a line of the user's: its innermost frame (where it was raised, or the line that
+    called code of C that raised it) is not this package's, Python's own nor an installed library's (as
+    :func:`user_line` tells them); False for one never raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_NOT_USERS)
+
+
+def caught_by_user(exc: BaseException) -> bool:
+    """Whether ``exc`` was caught by a line of the user's (an ``except`` of theirs, whose error then raised another
+    from it or while handling it): its outermost frame, the one it reached last, is the user's; False for one never
+    raised."""
+    tb = exc.__traceback__
+    return tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_NOT_USERS)
+
+
 # characters of an error's message recorded (its traceback: five times as many); a longer one keeps its start and end
 ERROR_MESSAGE_LIMIT = 20_000
 

@@ -37,7 +37,7 @@ func failing)::
         ├── RegistryAuthError           the image registry wants credentials we do not have
         ├── ImportInterrupted           a recorded func's or a value class' module raised, as it loaded, an error
         │                               that may pass (an OSError: a network mount or service it reads at import, or
-        │                               a library's error raised from one; MemoryError)
+        │                               a library's error raised from one; a service's 5xx or 429; MemoryError)
         ├── DockerUnavailable           the Docker engine does not answer (stopped, hung, a wrong $DOCKER_HOST)
         ├── ImageUnpulled               the Docker engine could not pull a driver's image (its registry refused it, or
         │                               did not answer past the pull's grace)
@@ -79,7 +79,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -395,10 +394,11 @@ class S3CredentialsError(S3StorageError):
 
 class ImportInterrupted(InfrastructureError):
     """A recorded func's module, or that of a class or global a value names, raised, as it loaded, an error that may
-    pass (:func:`import_may_pass`): its top level reads a network mount or calls a service that did not answer, or
-    memory ran short. Not the module's mistake (a typo'd name, a syntax error: FuncNotFound, ArtifactUnloadable): a
-    driver that meets it is started again (exit 75), a worker's attempt is run again. ``module``: the module's name;
-    the error it raised is its ``__cause__``."""
+    pass (:func:`sematic_k8s.modules.import_may_pass`): its top level reads a network mount or calls a service that
+    did not answer, or answered 5xx or 429, or memory ran short. Not the module's mistake (a typo'd name, a syntax
+    error, an error of its own raised, a service's 4xx: FuncNotFound, ArtifactUnloadable): a driver that meets it
+    is started again (exit 75), a worker's attempt is run again. ``module``: the module's name; the error it raised
+    is its ``__cause__``."""
 
     lasted = ("check that the module's top level can reach what it reads (a service, a network mount, memory), "
               "then rerun")
@@ -406,42 +406,6 @@ class ImportInterrupted(InfrastructureError):
     def __init__(self, message: str, module: str) -> None:
         super().__init__(message)
         self.module = module
-
-
-# what a module's top level may raise that may pass: an OSError but one about its own paths, which stays until the
-# module or its image changes (a file or directory it names missing, or not readable); memory running short
-IMPORT_MAY_PASS: tuple[type[BaseException], ...] = (OSError, MemoryError)
-IMPORT_STAYS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError,
-                                                 NotADirectoryError, FileExistsError)
-
-
-def import_may_pass(exc: BaseException) -> bool:
-    """Whether ``exc``, raised by a module's top level as it loaded, may pass on another try (ImportInterrupted),
-    rather than being the module's mistake (FuncNotFound). An InfrastructureError is neither: it keeps its type.
-
-    A library's own error that is no OSError (httpx's ConnectError, urllib3's MaxRetryError, botocore's
-    EndpointConnectionError) is judged by the error it was raised from (its cause, else its context, shown or not):
-    the socket's ConnectionRefusedError may pass. One of Python's own (a builtin's or its standard library's: a
-    NameError, or json's JSONDecodeError, raised while handling a ConnectionError) is the module's mistake, whatever
-    it was handling."""
-    if isinstance(exc, InfrastructureError):
-        return False
-    seen: set[int] = set()
-    at: BaseException | None = exc
-    while at is not None and id(at) not in seen:
-        if isinstance(at, IMPORT_MAY_PASS):
-            return not isinstance(at, IMPORT_STAYS)
-        if _pythons_own(type(at)):
-            return False
-        seen.add(id(at))
-        at = at.__cause__ or at.__context__  # (a context hidden "from None" too: httpcore's ConnectError hides it)
-    return False
-
-
-def _pythons_own(cls: type[BaseException]) -> bool:
-    """Whether error class ``cls`` is Python's own: a builtin, or one of its standard library's modules
-    (``json.decoder``, ``_pickle``), not a library's."""
-    return (cls.__module__ or "").partition(".")[0] in sys.stdlib_module_names  # ("builtins" among them)
 
 
 _Stops = TypeVar("_Stops", bound="StopsForAFix")

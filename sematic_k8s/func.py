@@ -560,7 +560,8 @@ def load_func(path: str, source_file: str | None = None, what: str = "func") -> 
 
     Inside :func:`sematic_k8s.packaged.only`, its module must be one of the image's packaged files (CodeRefused,
     naming it as ``what``, otherwise). FuncNotFound when it cannot be found, or its module raised as it loaded;
-    ImportInterrupted when what it raised may pass (an OSError, MemoryError), its own InfrastructureError itself."""
+    ImportInterrupted when what it raised may pass (an OSError, a service's 5xx, MemoryError), its own
+    InfrastructureError itself."""
     within = packaged.restricted_to()
     if path in _REGISTRY and within is None:
         return _REGISTRY[path]

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from sematic_k8s.error_records import one_line, user_line
-from sematic_k8s.errors import ImportInterrupted, import_may_pass
+from sematic_k8s.error_records import caught_by_user, one_line, raised_by_user, user_line
+from sematic_k8s.errors import ImportInterrupted, InfrastructureError
 from sematic_k8s.packaged import NotPackaged, PackagedCode
 
 log = logging.getLogger("sematic_k8s")
@@ -134,10 +134,87 @@ def raised(name: str, exc: BaseException) -> str:
     return f"its module {name} raised {said}{f' at {at}' if at else ''}"
 
 
+# what a module's top level may raise that may pass: an OSError but one about its own paths, which stays until the
+# module or its image changes (a file or directory it names missing, or not readable); memory running short
+IMPORT_MAY_PASS: tuple[type[BaseException], ...] = (OSError, MemoryError)
+IMPORT_STAYS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                 NotADirectoryError, FileExistsError)
+# a service's answers that may pass: it timed out, was asked too often, or failed (not 501 Not Implemented nor 505
+# HTTP Version Not Supported, which stay); and AWS's error codes of the same whatever their status (throttling is
+# often a 400 there)
+SERVICE_MAY_PASS = frozenset({408, 429, *range(500, 600)}) - {501, 505}
+AWS_MAY_PASS = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+                          "TooManyRequestsException", "ProvisionedThroughputExceededException",
+                          "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+                          "LimitExceededException", "RequestThrottled", "SlowDown", "EC2ThrottledException",
+                          "PriorRequestNotComplete", "RequestTimeout", "RequestTimeoutException"})
+
+
+def import_may_pass(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a module's top level as it loaded, may pass on another try (ImportInterrupted),
+    rather than being the module's mistake (FuncNotFound). An InfrastructureError is neither: it keeps its type.
+
+    Down the chain of errors ``exc`` was raised from (each one's cause, else its context, shown or not), the first
+    that decides: a service's answer (:func:`service_answer`: a 5xx, 429, 408 or AWS throttling may pass, a 4xx is
+    the module's mistake, with the service's words); an OSError (a ConnectionError, not one about a path of its own)
+    or MemoryError may pass; one of Python's own (a NameError, json's JSONDecodeError) is the module's mistake,
+    whatever it was handling; so is one the user's code raised (their own class, a library's they raised), from an
+    error or while handling one, and one a library raised while the user's code handled another (a bad fallback in
+    their ``except``). Only a library's error raised from (or while handling) an error the library itself caught is
+    judged by that error: httpx's ConnectError, urllib3's MaxRetryError, botocore's EndpointConnectionError, each
+    raised from the socket's ConnectionRefusedError."""
+    if isinstance(exc, InfrastructureError):
+        return False
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        answered = service_answer(at)
+        if answered is not None:
+            status, code = answered
+            return status in SERVICE_MAY_PASS or code in AWS_MAY_PASS
+        if isinstance(at, IMPORT_MAY_PASS):
+            return not isinstance(at, IMPORT_STAYS)
+        if _pythons_own(type(at)) or raised_by_user(at):
+            return False
+        at = at.__cause__ or at.__context__  # (a context hidden "from None" too: httpcore's ConnectError hides it)
+        if at is not None and caught_by_user(at):
+            return False
+    return False
+
+
+def service_answer(exc: BaseException) -> tuple[int, str] | None:
+    """The HTTP status of a service's error answer (4xx, 5xx) that ``exc`` says, and its AWS error code ("" if
+    none): botocore's ClientError, httpx's HTTPStatusError and requests' HTTPError (``raise_for_status``), urllib's
+    HTTPError; None for an error that carries no such answer."""
+    status: object = None
+    code = ""
+    try:
+        urllib_errors = sys.modules.get("urllib.error")  # (loaded when it raised one: not imported for this)
+        if urllib_errors is not None and isinstance(exc, urllib_errors.HTTPError):
+            status = exc.code
+        elif isinstance(response := getattr(exc, "response", None), dict):  # botocore's ClientError
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = str(response.get("Error", {}).get("Code", ""))
+        else:
+            status = getattr(response, "status_code", None)
+    except Exception:  # noqa: BLE001 - a property of the error's own that raises: no answer it says
+        return None
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
+        return status, code
+    return None
+
+
+def _pythons_own(cls: type[BaseException]) -> bool:
+    """Whether error class ``cls`` is Python's own: a builtin, or one of its standard library's modules
+    (``json.decoder``, ``_pickle``), not a library's."""
+    return (cls.__module__ or "").partition(".")[0] in sys.stdlib_module_names  # ("builtins" among them)
+
+
 def interrupted(what: str, name: str, exc: BaseException) -> ImportInterrupted | None:
     """ImportInterrupted ("``what`` could not be loaded: ...") when ``exc``, raised by module ``name``'s top level as
-    it loaded, may pass (:func:`sematic_k8s.errors.import_may_pass`: a service or network mount it reads at import,
-    memory short); None when it is the module's mistake, or an InfrastructureError (itself)."""
+    it loaded, may pass (:func:`import_may_pass`: a service or network mount it reads at import did not answer, or
+    answered 5xx; memory short); None when it is the module's mistake, or an InfrastructureError (itself)."""
     if not import_may_pass(exc):
         return None
     return ImportInterrupted(f"{what} could not be loaded: {raised(name, exc)}, which may pass (not the module's "

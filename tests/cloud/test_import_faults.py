@@ -5,6 +5,8 @@ processes import a module of the test's own, whose top level raises as ``$SK_TES
 
 from __future__ import annotations
 
+import dataclasses
+import http.server
 import importlib
 import logging
 import os
@@ -20,6 +22,7 @@ from types import ModuleType
 import pytest
 
 import sematic_k8s as sk
+from s3_front import s3_error
 from sematic_k8s import serialization
 from sematic_k8s.errors import FuncNotFound, ImportInterrupted, ResolutionFailed, ServerError
 from sematic_k8s.executors.inline import InlineExecutor
@@ -437,3 +440,253 @@ def test_a_worker_whose_inputs_class_module_cannot_reach_a_service_loses_one_att
     [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
     assert ("ImportInterrupted: a value's feature_types.Features could not be loaded: its module feature_types raised "
             "ConnectionError: the schema registry at 10.0.0.9:443 did not answer at ") in retried, retried
+
+
+@pytest.mark.parametrize(("top_level", "raises"), [
+    ("class SettingsInvalid(Exception):\n    pass\ntry:\n    import httpx\n    httpx.get('http://127.0.0.1:PORT/')\n"
+     "except httpx.ConnectError:\n    raise SettingsInvalid('bad config')", FuncNotFound),  # while handling it
+    ("class SettingsInvalid(Exception):\n    pass\ntry:\n    import httpx\n    httpx.get('http://127.0.0.1:PORT/')\n"
+     "except httpx.ConnectError as e:\n    raise SettingsInvalid('bad config') from e", FuncNotFound),  # from it
+    ("import httpx\ntry:\n    httpx.get('http://127.0.0.1:PORT/')\nexcept httpx.ConnectError:\n"
+     "    httpx.get('fallback.example/schema')", FuncNotFound),  # httpx's error of the user's bad fallback
+    ("import httpx\ntry:\n    httpx.get('http://127.0.0.1:PORT/')\nexcept httpx.ConnectError:\n"
+     "    print('the feature store did not answer')\n    raise", ImportInterrupted),  # the connection error again
+    ("import httpx\ntry:\n    httpx.get('http://127.0.0.1:PORT/')\nexcept httpx.ConnectError as e:\n"
+     "    raise ConnectionError('the feature store did not answer') from e", ImportInterrupted),  # one that may pass
+], ids=["own-error-handling-ConnectError", "own-error-from-ConnectError", "library-error-in-users-except",
+        "re-raised", "ConnectionError-from-ConnectError"])
+def test_an_error_the_users_code_raised_from_a_connection_error_is_the_modules_mistake(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusing_port: int, top_level: str,
+        raises: type[Exception]) -> None:
+    """An error the module's own code raised (its own class, while handling a refused connection or from it), or one
+    a library raised from the module's own ``except`` (a bad fallback URL), is the module's mistake: FuncNotFound at
+    once. Only a library's error raised from one the library itself caught is judged by it; the connection error
+    itself, re-raised or one that may pass raised from it, may pass. Was: ImportInterrupted "which may pass" for the
+    first three, walked down their context or cause to the refused connection (a worker tried it 4 times)."""
+    name = f"own_{abs(hash(top_level))}"
+    source = tmp_path / f"{name}.py"
+    source.write_text(top_level.replace("PORT", str(refusing_port)) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(raises) as raised:
+            load_func(f"{name}:f", str(source))
+    finally:
+        sys.modules.pop(name, None)
+    assert type(raised.value) is raises
+    if raises is FuncNotFound:
+        assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value), raised.value
+        assert f" at {source}:" in str(raised.value) and "; fix the module" in str(raised.value), raised.value
+
+
+OWN_ERROR_MODULE = textwrap.dedent("""
+    import os
+
+    import sematic_k8s as sk
+
+    class SettingsInvalid(Exception):
+        pass
+
+    if os.environ.get("SK_TEST_IMPORT_FAULT"):
+        try:
+            raise ConnectionError("the settings service at 10.0.0.9:443 did not answer")
+        except ConnectionError:
+            raise SettingsInvalid("bad config: no settings service and no local default")
+
+    @sk.func(inline=False)
+    def double(x: int) -> int:
+        return 2 * x
+""")
+
+
+def test_a_modules_own_error_raised_while_handling_a_connection_error_fails_its_run_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes import a module whose top level raises its own SettingsInvalid while handling a
+    ConnectionError: the run fails on its first attempt as FuncNotFound naming that line. Was: ImportInterrupted,
+    tried 4 times, then failed with "check that the module's top level can reach what it reads"."""
+    monkeypatch.setattr(loop, "INFRA_RETRY_DELAY", 0.01)
+    (tmp_path / "settings_funcs.py").write_text(OWN_ERROR_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    sys.modules.pop("settings_funcs", None)
+    try:
+        f = importlib.import_module("settings_funcs").double(21)
+        monkeypatch.setenv(FAULT_ENV, "own")
+        with pytest.raises(ResolutionFailed):
+            f.resolve(ProcessResolver(home=tmp_path / "home"))
+    finally:
+        sys.modules.pop("settings_funcs", None)
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    assert (run.state, run.attempts) == ("failed", 1), run
+    assert run.error is not None and run.error["type"] == "FuncNotFound", run.error
+    assert ("func settings_funcs:double cannot be loaded: its module settings_funcs raised SettingsInvalid: bad "
+            f"config: no settings service and no local default at {tmp_path / 'settings_funcs.py'}:13; fix the module"
+            ) in run.error["message"], run.error
+
+
+@dataclasses.dataclass
+class Service:
+    """A tiny HTTP service on 127.0.0.1 answering each request with the next of ``answers`` (status, body), the last
+    one again once they run out; ``asked``: how many requests it answered."""
+
+    url: str = ""
+    answers: list[tuple[int, bytes]] = dataclasses.field(default_factory=lambda: [(200, b"{}")])
+    asked: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def next_answer(self) -> tuple[int, bytes]:
+        with self.lock:
+            self.asked += 1
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    """A :class:`Service` for a module's top level to call as it loads: its answers are real HTTP answers."""
+    answering = Service()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            status, body = answering.next_answer()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml" if body.startswith(b"<?xml") else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="answering-service").start()
+    answering.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield answering
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+BOTO3_GET = ("import boto3, botocore.config\n"
+             "s3 = boto3.client('s3', endpoint_url='URL', region_name='us-east-1', aws_access_key_id='k', "
+             "aws_secret_access_key='s', config=botocore.config.Config(retries={'total_max_attempts': 1}, "
+             "s3={'addressing_style': 'path'}))\n"
+             "SCHEMA = s3.get_object(Bucket='features', Key='schema.json')['Body'].read()")
+SLOW_DOWN = (503, s3_error("SlowDown", "Please reduce your request rate."))
+ACCESS_DENIED = (403, s3_error("AccessDenied", "Access Denied"))
+
+
+@pytest.mark.parametrize(("top_level", "answer", "raises", "said"), [
+    (BOTO3_GET, SLOW_DOWN, ImportInterrupted, "ClientError: An error occurred (SlowDown) when calling the GetObject"),
+    (BOTO3_GET, (500, s3_error("InternalError", "We encountered an internal error. Please try again.")),
+     ImportInterrupted, "ClientError: An error occurred (InternalError)"),
+    (BOTO3_GET, ACCESS_DENIED, FuncNotFound,
+     "AccessDenied: An error occurred (AccessDenied) when calling the GetObject operation (reached max retries: 0): "
+     "Access Denied"),
+    (BOTO3_GET, (404, s3_error("NoSuchKey", "The specified key does not exist.")), FuncNotFound,
+     "NoSuchKey: An error occurred (NoSuchKey) when calling the GetObject operation (reached max retries: 0): The "
+     "specified key does not exist."),
+    ("import httpx\nhttpx.get('URL/schema').raise_for_status()", (503, b"{}"), ImportInterrupted,
+     "HTTPStatusError: Server error '503 Service Unavailable' for url"),
+    ("import httpx\nhttpx.get('URL/schema').raise_for_status()", (429, b"{}"), ImportInterrupted,
+     "HTTPStatusError: Client error '429 Too Many Requests' for url"),
+    ("import httpx\nhttpx.get('URL/schema').raise_for_status()", (404, b"{}"), FuncNotFound,
+     "HTTPStatusError: Client error '404 Not Found' for url"),
+    ("import requests\nrequests.get('URL/schema').raise_for_status()", (503, b"{}"), ImportInterrupted,
+     "HTTPError: 503 Server Error"),
+    ("import requests\nrequests.get('URL/schema').raise_for_status()", (403, b"{}"), FuncNotFound,
+     "HTTPError: 403 Client Error: Forbidden for url"),
+    ("import urllib.request\nurllib.request.urlopen('URL/schema')", (503, b"{}"), ImportInterrupted,
+     "HTTPError: HTTP Error 503: Service Unavailable"),
+    ("import urllib.request\nurllib.request.urlopen('URL/schema')", (404, b"{}"), FuncNotFound,
+     "HTTPError: HTTP Error 404: Not Found"),
+], ids=["boto3-503-SlowDown", "boto3-500", "boto3-403", "boto3-404", "httpx-503", "httpx-429", "httpx-404",
+        "requests-503", "requests-403", "urllib-503", "urllib-404"])
+def test_a_services_answer_at_import_is_judged_by_its_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Service, top_level: str,
+        answer: tuple[int, bytes], raises: type[Exception], said: str) -> None:
+    """A service that answered the module's top level a 5xx or 429 (S3's SlowDown, httpx's or requests'
+    ``raise_for_status``, urllib's HTTPError) may pass: ImportInterrupted. A 4xx (403, 404) is the module's mistake,
+    FuncNotFound at once, in the service's words. Was: botocore's ClientError and httpx's HTTPStatusError, no
+    OSErrors, FuncNotFound whatever the status (a throttled S3 failing the run for good); requests' and urllib's
+    HTTPError, OSErrors, ImportInterrupted whatever the status (a 403 or 404 tried 4 times)."""
+    service.answers = [answer]
+    name = f"answered_{abs(hash((top_level, answer[0])))}"
+    source = tmp_path / f"{name}.py"
+    source.write_text(top_level.replace("URL", service.url) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(raises) as raised:
+            load_func(f"{name}:f", str(source))
+    finally:
+        sys.modules.pop(name, None)
+    assert type(raised.value) is raises
+    assert service.asked == 1
+    words = str(raised.value)
+    assert f"its module {name} raised {said}" in words, words
+    assert f" at {source}:{top_level.count(chr(10)) + 1}" in words, words
+    if raises is ImportInterrupted:
+        assert words.endswith(", which may pass (not the module's mistake)"), words
+    else:
+        assert "; fix the module" in words, words
+
+
+SERVICE_MODULE = textwrap.dedent("""
+    import os
+
+    import sematic_k8s as sk
+
+    url = os.environ.get("SK_TEST_IMPORT_FAULT")
+    if url:  # a worker's import only
+        import boto3
+        import botocore.config
+
+        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
+                          aws_secret_access_key="s", config=botocore.config.Config(
+                              retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}))
+        SCHEMA = s3.get_object(Bucket="features", Key="schema.json")["Body"].read()
+
+    @sk.func(inline=False)
+    def double(x: int) -> int:
+        return 2 * x
+""")
+
+
+@pytest.mark.parametrize("throttled", [True, False], ids=["503-then-200", "403"])
+def test_a_worker_whose_module_s3_answers_503_at_import_loses_one_attempt_and_a_403_fails_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, service: Service,
+        throttled: bool) -> None:
+    """Worker processes import a module whose top level reads an object with boto3 from a service answering 503
+    SlowDown, then 200: that attempt is an infrastructure failure, the next resolves. One answering 403 AccessDenied
+    fails the run on its first attempt as FuncNotFound in S3's words. Was: the 503 failed the run at once as
+    FuncNotFound "fix the module" (botocore's ClientError taken for the module's mistake)."""
+    caplog.set_level(logging.WARNING, "sematic_k8s")
+    (tmp_path / "s3_funcs.py").write_text(SERVICE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    sys.modules.pop("s3_funcs", None)
+    service.answers = [SLOW_DOWN, (200, b"{}")] if throttled else [ACCESS_DENIED]
+    try:
+        f = importlib.import_module("s3_funcs").double(21)
+        monkeypatch.setenv(FAULT_ENV, service.url)
+        if throttled:
+            assert f.resolve(ProcessResolver(home=tmp_path / "home")) == 42
+        else:
+            with pytest.raises(ResolutionFailed):
+                f.resolve(ProcessResolver(home=tmp_path / "home"))
+    finally:
+        sys.modules.pop("s3_funcs", None)
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    raised = "func s3_funcs:double could not be loaded: its module s3_funcs raised "
+    operation = "when calling the GetObject operation (reached max retries: 0):"
+    if throttled:
+        assert (run.state, run.attempts, service.asked) == ("resolved", 2, 2), (run, service.asked)
+        [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+        assert (f"ImportInterrupted: {raised}ClientError: An error occurred (SlowDown) {operation} Please reduce your "
+                "request rate. at ") in retried, retried
+    else:
+        assert (run.state, run.attempts, service.asked) == ("failed", 1, 1), (run, service.asked)
+        assert run.error is not None and run.error["type"] == "FuncNotFound", run.error
+        assert (raised.replace("could not", "cannot") + f"AccessDenied: An error occurred (AccessDenied) {operation} "
+                f"Access Denied at {tmp_path / 's3_funcs.py'}:14; fix the module") in run.error["message"], run.error
