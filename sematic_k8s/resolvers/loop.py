@@ -603,10 +603,15 @@ class ResolutionLoop:
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now,
                                                                 "error": limits.text_field(message)}
         self._flush()
+        ended: type[ResolutionFailed] = ResolutionFailed
+        if self.root_id in self.recorder.canceled:  # a cancel accepted since the loop last looked won: recorded so
+            ended = ResolutionCanceled
+            message = (f"resolution {self.root_id} was canceled (asked before its end was recorded); it had failed: "
+                       f"{func_name} (run {run_id}) raised {info['type']}{said}")
         if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one
             message = f"{message}\n\n{info.get('traceback', '')}".rstrip()
         # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
-        raise ResolutionFailed(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
+        raise ended(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
 
     def _flush_while_busy(self) -> None:
         """The heartbeat thread's write of the pending records while this loop runs a long func body itself."""

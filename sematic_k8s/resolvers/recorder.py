@@ -32,6 +32,7 @@ class Recorder:
         self.known_artifacts: set[str] = set()
         self.written: set[str] = set()  # artifacts whose bytes this resolution computed and stored
         self.notes: dict[str, dict[str, Any]] = {}  # run id -> what was noted on it (its column is written whole)
+        self.canceled: set[str] = set()  # resolutions whose failed end a write held, recorded canceled (Store.write)
         self.load = artifact_loader(storage, self._inline_bytes)
 
     def _inline_bytes(self, artifact_id: str) -> bytes | None:
@@ -135,5 +136,5 @@ class Recorder:
         store that gave up on an outage loses nothing (writes are idempotent: sending it again is harmless)."""
         if self.batch:
             self.batch.fence.update(self.fence)
-            self.store.write(self.batch)
+            self.store.write(self.batch, canceled=self.canceled)
             self.batch = Batch()

@@ -11,8 +11,10 @@ from sematic_k8s.store.records import ArtifactRecord, Batch, Formats, Resolution
 class Store(Protocol):
     """Metadata persistence: Resolutions, Runs, Artifacts."""
 
-    def write(self, batch: Batch) -> None:
-        """Apply a batch of inserts and updates atomically."""
+    def write(self, batch: Batch, *, canceled: set[str] | None = None) -> None:
+        """Apply a batch of inserts and updates atomically. ``canceled``, when given, gets the ids of the
+        resolutions whose failed end the batch holds and the store recorded canceled instead: a cancel accepted
+        before it landed wins (:func:`~sematic_k8s.store.guards.kept_cancels`)."""
 
     def take_over(self, resolution_id: str) -> int:
         """Become the resolution's only driver: its driver epoch bumped atomically, the new one returned, for

@@ -34,11 +34,14 @@ def hold_write_lock(conn: sa.Connection) -> None:
 
 class Replayed(Exception):  # not an error: the batch is answered as written
     """A batch applied already (:func:`refuse_stale`): its sequence for ``resolution_id`` is not above the recorded
-    one. The store writes nothing of it and answers it as written."""
+    one. The store writes nothing of it and answers it as written: ``canceled`` when its failed end of the
+    resolution was recorded canceled (:func:`kept_cancels`; the record holds its words, canceled as asked), as the
+    first attempt's answer, lost, would have said."""
 
-    def __init__(self, resolution_id: str) -> None:
+    def __init__(self, resolution_id: str, canceled: bool = False) -> None:
         super().__init__(resolution_id)
         self.resolution_id = resolution_id
+        self.canceled = canceled
 
 
 def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[str, Any]],
@@ -50,7 +53,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
       took over with, :meth:`SqlStore.take_over`) older than the resolution's: another driver took it over since;
     - :class:`Replayed` when it carries a ``sequence`` (``Batch.sequence``) not above the resolution's
       ``driver_seq``: it was applied already, and later writes of its driver since (a retried request whose first
-      attempt lands late): answered as written, it sets nothing back;
+      attempt lands late): answered as written (its failed end recorded canceled, if it was), it sets nothing back;
     - :class:`ResolutionEnded` for a heartbeat or a change of state of a resolution that has ended, and for any
       batch fenced with it (a resolving process's: whatever it records, runs too, it records as the resolution's
       holder), unless it ends it the same way again (the same write sent again: its state and its error): the
@@ -86,7 +89,7 @@ def refuse_stale(conn: sa.Connection, table: sa.Table, updates: dict[str, dict[s
         if res_id in fence and (epoch or 0) > fence[res_id]:
             raise DriverReplaced(res_id, epoch_at)
         if res_id in sequence and sequence[res_id] <= (last or 0):
-            raise Replayed(res_id)
+            raise Replayed(res_id, _kept(updates.get(res_id, {}), state, error))
         if res_id in writer and state in ENDED and not _same_end(updates.get(res_id, {}), state, error):
             raise ResolutionEnded(res_id, state, error, ended_at)
         if res_id in writer and state == CANCELING and updates.get(res_id, {}).get("state") == RESOLVED:

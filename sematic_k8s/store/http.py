@@ -196,7 +196,7 @@ class HttpStore:
                             headers={"Content-Type": "application/json"})
         return int(doc["driver_epoch"])
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch, *, canceled: set[str] | None = None) -> None:
         """Record ``batch``: one request, or several in order when it is larger than :data:`WRITE_BYTES` or than
         the server takes (413: its ``--max-request-mb``), each part landing before the next is sent. A single
         record over the server's cap is refused with the server's word on it.
@@ -208,12 +208,19 @@ class HttpStore:
         Numbered writes of a resolution are sent one at a time (they land in the order of their numbers). A batch
         of heartbeats alone is not numbered: the heartbeat thread's beats cross the loop's writes, and a store keeps
         the latest heartbeat whatever the order, so neither makes the other look old. Nor is a batch not ``in_order``
-        (a record about the driver by another process, as of its death: its numbers would not be the driver's)."""
+        (a record about the driver by another process, as of its death: its numbers would not be the driver's).
+
+        ``canceled``, when given, gets the ids the server's answer names in ``canceled`` (those of the resolutions
+        whose failed end it recorded canceled: :meth:`~sematic_k8s.store.base.Store.write`); an answer of a server
+        that names none (older ones) adds nothing."""
         if not batch:
             return
         ordered = [] if batch.beats_only() or not batch.in_order else sorted(batch.fence)
+        told: set[str] = set()
         with self._writing(ordered):
-            self._write(batch_to_json(batch), ordered)
+            self._write(batch_to_json(batch), ordered, told)
+        if canceled is not None:
+            canceled |= told & batch.resolution_updates.keys()
 
     @contextlib.contextmanager
     def _writing(self, resolution_ids: list[str]) -> Iterator[None]:
@@ -225,7 +232,7 @@ class HttpStore:
                 held.enter_context(lock)
             yield
 
-    def _write(self, doc: dict[str, Any], ordered: list[str]) -> None:
+    def _write(self, doc: dict[str, Any], ordered: list[str], canceled: set[str]) -> None:
         if ordered:  # a number of its own for every request, parts too (a gap left by a refused one is harmless)
             number = next(_SEQUENCE)
             doc["sequence"] = dict.fromkeys(ordered, number)
@@ -233,14 +240,17 @@ class HttpStore:
         parts = halves(doc) if len(body) > WRITE_BYTES else None
         if parts is None:
             try:
-                self._request("POST", "/store/write", content=body, headers={"Content-Type": "application/json"})
+                answer = self._request("POST", "/store/write", content=body,
+                                       headers={"Content-Type": "application/json"})
+                if isinstance(answer, dict):
+                    canceled.update(str(r) for r in answer.get("canceled") or ())
                 return
             except ServerError as e:
                 parts = halves(doc) if e.status == 413 else None
                 if parts is None:
                     raise
         for part in parts:
-            self._write(part, ordered)
+            self._write(part, ordered, canceled)
 
     # -- reads ------------------------------------------------------------------------------------
 

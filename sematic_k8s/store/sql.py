@@ -211,7 +211,8 @@ class SqlStore:
         A batch applied already (its ``sequence`` not above the recorded one, see :func:`guards.refuse_stale`)
         changes nothing and raises nothing; ``replays``, when given, gets the id of the resolution that showed it.
         A failed end of a resolution found ``canceling`` is recorded canceled (:func:`guards.kept_cancels`);
-        ``canceled``, when given, gets the ids of those, once committed.
+        ``canceled``, when given, gets the ids of those, once committed (and, for a batch applied already, the id of
+        the resolution whose failed end it holds, if the record shows it so recorded: what its first attempt told).
         ValueError, nothing written, for a batch setting a resolution's tags or note (people's: label_resolution),
         its labels_version or its driver_epoch (the store's; :func:`records.check_resolution_updates`), or for a
         record's text holding a NUL character (naming it; a resolution's error is kept with ``\\x00`` in its place:
@@ -248,6 +249,8 @@ class SqlStore:
             except guards.Replayed as e:
                 if replays is not None:
                     replays.add(e.resolution_id)
+                if canceled is not None and e.canceled:
+                    canceled.add(e.resolution_id)
                 return
             except sa.exc.OperationalError as e:
                 if attempt == DEADLOCK_ATTEMPTS or getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sematic_k8s_server import schemas
 from sematic_k8s_server.guard import GUARDED, Guard
-from sematic_k8s_server.routes.store import record
+from sematic_k8s_server.routes.store import record, written
 from sematic_k8s_server.state import Server
 
 PATH = "/api/v1/store/write"
@@ -81,7 +81,13 @@ class WriteFastPath:
         except (orjson.JSONDecodeError, pydantic.ValidationError):
             await self.app(scope, _replay(body), send)  # the route's own 422
             return
-        await record(self.server, principal, batch)  # a refusal or an outage: answered by the app's handlers
+        canceled = await record(self.server, principal, batch)  # a refusal or an outage: the app's handlers answer
+        if canceled:  # rare: a failed end recorded canceled, said in the answer (routes.store.written)
+            said = orjson.dumps(written(canceled))
+            await send({**WRITTEN_START, "headers": [(b"content-type", b"application/json"),
+                                                     (b"content-length", str(len(said)).encode())]})
+            await send({"type": "http.response.body", "body": said})
+            return
         await send(WRITTEN_START)
         await send(WRITTEN_BODY)
 

@@ -534,6 +534,9 @@ class BatchIn(BaseModel):
 
 class Written(BaseModel):
     ok: bool
+    canceled: list[str] | None = Field(None, description="the resolutions whose failed end the batch holds and that "
+                                                         "were recorded canceled instead (a cancel accepted before "
+                                                         "it landed wins); absent when none")
 
 
 class TakenOver(BaseModel):

@@ -68,7 +68,7 @@ class Server:
         self.claim_beats = ClaimBeats(store)  # the rerun claims this process launches, beaten until each launch ends
         # every resolution marked dead in this process (the sweeper's, a read's, a continue's), told once committed
         self._unheard = store.on_expired(self._expired)
-        self.writes: Coalescer[Batch, None] = Coalescer(self.write_many)  # one writer per process
+        self.writes: Coalescer[Batch, set[str]] = Coalescer(self.write_many)  # one writer per process
         # credentials checked again by requests that stay open (live events): those waiting share one query
         self.credentials: Coalescer[str | None, auth.Principal] = Coalescer(authenticator.authenticate_many, calls=2)
         self.readiness = Readiness(store.engine)
@@ -171,18 +171,22 @@ class Server:
                 events.append(resolution_event(res_id, res.state))
         self.publish(events)
 
-    def write(self, batch: Batch) -> None:
-        """Record ``batch`` and tell live-event subscribers what changed. Heartbeats are stamped with the
-        database's clock (the one its sweeper, and every reader, judges them with), whatever the client's says."""
-        error = self.write_many([batch])[0]
-        if error is not None:
-            raise error
+    def write(self, batch: Batch) -> set[str]:
+        """Record ``batch`` and tell live-event subscribers what changed; the ids of the resolutions whose failed end
+        it holds and recorded canceled (``SqlStore.write``'s ``canceled``: its writer is told). Heartbeats are
+        stamped with the database's clock (the one its sweeper, and every reader, judges them with), whatever the
+        client's says."""
+        result = self.write_many([batch])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    def write_many(self, batches: list[Batch]) -> list[BaseException | None]:
+    def write_many(self, batches: list[Batch]) -> list[BaseException | set[str]]:
         """:meth:`write` for each of ``batches`` (those of concurrent requests), in as few transactions as
-        gives each the result it would have had alone (:mod:`~sematic_k8s_server.writes`); each one's error. A batch
-        applied already (a retried request's first attempt landing late) is answered as written, and tells
-        subscribers nothing (its events would set what they show back)."""
+        gives each the result it would have had alone (:mod:`~sematic_k8s_server.writes`); each one's error, or
+        what :meth:`write` returns for it. A batch applied already (a retried request's first attempt landing late)
+        is answered as written (what its first attempt recorded canceled too), and tells subscribers nothing (its
+        events would set what they show back)."""
         conflicts: set[str] = set()
         canceled: set[str] = set()  # failed ends recorded canceled: a cancel accepted before them (told so)
         with self.write_lock:
@@ -192,19 +196,20 @@ class Server:
             verdicts.settle(self.store, self.storage, artifact_id,
                             [b.artifacts[artifact_id] for b in batches if artifact_id in b.artifacts], self.write_lock)
         written = [b for b, result in zip(batches, results, strict=True) if result is None]
-        errors = [None if isinstance(result, Replayed) else result for result in results]
+        answers = [_canceled_ends(b, canceled) if result is None or isinstance(result, Replayed) else result
+                   for b, result in zip(batches, results, strict=True)]
         for batch in written:
             self.roots.learn(batch)
         if written and self.config.api_keys_required:  # local mode checks no owners
             self.known.written(self.store, written)
         if self.relay is None and not self.bus.active:
-            return errors
+            return answers
         unknown = {r for b in written for r, f in b.run_updates.items() if told(f) and self.roots.get(r) is None}
         if unknown:
             for run_id, root in scopes.roots_of(self.store, unknown).items():  # one query, not one per run
                 self.roots.put(run_id, root)
         self.publish([event for batch in written for event in batch_events(batch, self.root_of, canceled)])
-        return errors
+        return answers
 
     def root_of(self, run_id: str) -> str | None:
         root = self.roots.get(run_id)
@@ -214,3 +219,10 @@ class Server:
                 root = run.root_id
                 self.roots.put(run_id, root)
         return root
+
+
+def _canceled_ends(batch: Batch, canceled: set[str]) -> set[str]:
+    """Of the resolutions ``canceled`` (their failed end recorded canceled by the writes of concurrent requests), those
+    whose failed end ``batch`` holds: what its writer is told (one batch of a merged group changes a resolution's
+    state, :func:`~sematic_k8s_server.writes.groups`; another one's, sent again, was recorded the same way)."""
+    return {r for r, fields in batch.resolution_updates.items() if r in canceled and fields.get("state") == FAILED}

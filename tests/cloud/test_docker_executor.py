@@ -1509,11 +1509,11 @@ def test_many_runs_waiting_for_one_image_have_their_notes_written_only_when_thei
     written: dict[str, list[str]] = {}  # run id -> its notes' "waiting", as written
     write = type(store).write
 
-    def counted(self: Any, batch: Any) -> Any:  # noqa: ANN401 - the store's own write, each waiting note counted
+    def counted(self: Any, batch: Any, **kw: Any) -> Any:  # noqa: ANN401 - the store's own write, waiting notes counted
         for run_id, fields in {**batch.new_runs, **batch.run_updates}.items():
             if "waiting" in (fields.get("notes") or {}):
                 written.setdefault(run_id, []).append(fields["notes"]["waiting"])
-        return write(self, batch)
+        return write(self, batch, **kw)
 
     monkeypatch.setattr(type(store), "write", counted)
     executor = DockerExecutor(storage, storage.url, image, env=worker_env())

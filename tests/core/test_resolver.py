@@ -722,8 +722,8 @@ def test_a_fan_out_larger_than_a_planning_write_is_recorded_as_planned_and_hits_
     monkeypatch.setattr(planning, "PLANNED_RUNS_PER_WRITE", 7)
     writes: list[int] = []
     write = type(store).write
-    monkeypatch.setattr(type(store), "write", lambda self, batch: writes.append(len(batch.new_runs)) or write(self,
-                                                                                                           batch))
+    monkeypatch.setattr(type(store), "write", lambda self, batch, **kw: writes.append(len(batch.new_runs))
+                        or write(self, batch, **kw))
     CALLS.clear()
     first = cached_fan(30)
     assert first.resolve(resolver(cache_namespace="ns")) == sum(range(1, 31)) and CALLS["cached_inc"] == 30

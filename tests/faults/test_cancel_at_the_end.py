@@ -5,12 +5,18 @@ records its end reaches the store. The cancel was accepted (the resolution was r
   resolved). Was: the end landed over the accepted cancel, recorded resolved.
 - over a failed end: the resolution is recorded canceled, its failure's words kept ("resolution <id> failed: ...
   raised ValueError: ...; canceled as asked"). Was: recorded failed, the accepted cancel nowhere in the record.
+  The write's answer says so (``Store.write``'s ``canceled``; through the server, its answer's ``canceled``, to the
+  retry of a write whose first attempt landed too), and the resolving process raises ResolutionCanceled ("resolution
+  <id> was canceled (asked before its end was recorded); it had failed: fail_at ... raised ValueError: ..."). Was:
+  ResolutionFailed in the func's words, as if nobody had asked.
 
 The resolver is a real process (a LocalResolver) whose gated step returns (or raises) once its gate opens. Through a
 server process (SQLite or PostgreSQL) a proxy on loopback holds its write of the end back (past its client's 2 s
 timeout, its retries too) until the cancel, sent straight to the server by the CLI, landed; then it lets the write
 through. On PostgreSQL without a server, another session holds the resolution's row: the cancel's process queues
-for it first, then the resolver's write of the end."""
+for it first, then the resolver's write of the end. On SQLite without a server (one lock for the whole file, taken
+in no set order) the resolver's process holds its own write of the failed end back, as the proxy does, until the
+cancel landed."""
 
 from __future__ import annotations
 
@@ -38,6 +44,19 @@ RESOLVE = ("import sys, fault_pipelines as fp, sematic_k8s as sk\n"
            "http.HttpStore.__init__.__kwdefaults__['timeout'] = 2.0\n"
            "pipeline = getattr(fp, sys.argv[3] if len(sys.argv) > 3 else 'gated_failure')\n"
            "print(pipeline(5, sys.argv[1]).resolve(sk.LocalResolver(root_id=sys.argv[2])))")
+# the resolver's process on SQLite without a server: its write of the failed end (its store's own, unchanged) is
+# held back until the file ``<gate>.go`` exists, ``<gate>.ending`` telling that it is
+HELD = ("import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from sematic_k8s.store.sql import SqlStore\n"
+        "write = SqlStore.write\n"
+        "def held(self, batch, *args, **kw):\n"
+        "    if any(f.get('state') == 'failed' for f in batch.resolution_updates.values()):\n"
+        "        Path(sys.argv[1] + '.ending').touch()\n"
+        "        while not os.path.exists(sys.argv[1] + '.go'):\n"
+        "            time.sleep(0.05)\n"
+        "    return write(self, batch, *args, **kw)\n"
+        "SqlStore.write = held\n")
 PIPELINES = {"resolved": "gated", "failed": "gated_failure"}
 CAUSE = "raised ValueError: failed as told, with 6"
 
@@ -69,11 +88,13 @@ def _process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 def _check_ended(resolver: subprocess.Popen, cancel: subprocess.Popen, root: str, res_error: str | None,
                  res_state: str) -> None:
-    """The resolver failed in its func's words; the cancel said canceled; the record is canceled with the
-    failure's words and the cancel's."""
+    """The resolver raised ResolutionCanceled, naming its func's failure; the cancel said canceled; the record is
+    canceled with the failure's words and the cancel's."""
     out, err = resolver.communicate(timeout=120)
     assert resolver.returncode == 1, (out, err)
-    assert f"resolution {root} failed: fail_at" in err, err
+    said = f"ResolutionCanceled: resolution {root} was canceled (asked before its end was recorded); it had failed: "
+    last = err.strip().splitlines()[-1]
+    assert said + "fail_at (run " in last and last.endswith(CAUSE), err
     said, cli_err = cancel.communicate(timeout=60)
     assert cancel.returncode == 0 and json.loads(said)["state"] == "canceled", (said, cli_err)
     assert res_state == "canceled", (res_state, res_error)
@@ -162,6 +183,40 @@ def test_a_cancel_committing_before_a_failing_end_on_postgresql_wins(tmp_path, p
         ended = store.get_resolution(root)
         assert ended is not None
         _check_ended(resolver, cancel, root, ended.error, ended.state)
+    finally:
+        for p in (resolver, cancel):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+        store.close()
+
+
+def test_a_cancel_landing_before_a_failing_end_on_sqlite_wins(tmp_path) -> None:
+    """No server, SQLite: the resolver's process holds its write of the failed end back (its loop's last look for a
+    cancel found none) until ``sematic-k8s cancel`` landed; then the end lands on the canceling record: recorded
+    canceled, and the resolver raises ResolutionCanceled naming the failure (was: ResolutionFailed in its words)."""
+    root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
+    env = _env(tmp_path)
+    resolver = _process(["-c", HELD + RESOLVE, gate, root], env)
+    cancel = None
+    store = SqlStore(settings.db_url(tmp_path), stale_after=10 ** 6)
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or resolver.poll() is not None, 60, what="the gated step")
+        Path(gate).touch()
+        wait_for(lambda: Path(gate + ".ending").exists() or resolver.poll() is not None, 60,
+                 what="the write of the end")
+        assert resolver.poll() is None, resolver.communicate()
+        assert store.get_resolution(root).state == "running"
+        cancel = _process(["-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"], env)
+        wait_for(lambda: store.get_resolution(root).state != "running" or cancel.poll() is not None, 60,
+                 what="the cancel to land")
+        assert store.get_resolution(root).state == "canceling", store.get_resolution(root)
+        Path(gate + ".go").touch()
+        wait_for(lambda: resolver.poll() is not None, 120, what="the resolver to end")
+        ended = store.get_resolution(root)
+        assert ended is not None
+        _check_ended(resolver, cancel, root, ended.error, ended.state)
+        assert {r.func_name: r.state for r in store.runs_of_root(root)}["fail_at"] == "failed"
     finally:
         for p in (resolver, cancel):
             if p is not None and p.poll() is None:

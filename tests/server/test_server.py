@@ -16,6 +16,7 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s.errors import ResolutionCanceled
+from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.records import Batch, ResolutionRecord, utcnow
 from serving import serve, wait_for, write_through_api
 
@@ -311,8 +312,9 @@ def test_a_runs_attempts_changed_alone_is_a_live_event(served) -> None:
 
 def test_a_failed_end_recorded_canceled_as_asked_is_told_canceled(served) -> None:
     """A write recording a resolution failed lands after a cancel of it was accepted (canceling): the store records
-    it canceled ("...; canceled as asked"), and its live event says so, as recorded. Was: recorded failed; once
-    kept canceled, the event still said failed, the state the write had sent."""
+    it canceled ("...; canceled as asked"), its live event says so, as recorded, and so does the write's answer
+    (``canceled``: what the HTTP store gives its writer). Was: recorded failed; once kept canceled, the event still
+    said failed, the state the write had sent, and the answer only ``{"ok": true}``."""
     root, run_id = "ab" * 16, "cd" * 16
     events: list[dict] = []
     ready = threading.Event()
@@ -328,8 +330,14 @@ def test_a_failed_end_recorded_canceled_as_asked_is_told_canceled(served) -> Non
     with httpx.Client(base_url=served.url, headers={"X-API-Key": served.key}) as c:
         assert c.post(f"/api/v1/resolutions/{root}/cancel").json()["state"] == "canceling"
     end = {"state": "failed", "ended_at": utcnow(), "error": f"resolution {root} failed: f raised ValueError: no"}
-    write_through_api(served.url, served.key, Batch(run_updates={run_id: {"state": "failed", "ended_at": utcnow()}},
-                                                    resolution_updates={root: end}))
+    told: set[str] = set()
+    store = HttpStore(served.url, served.key)
+    try:
+        store.write(Batch(run_updates={run_id: {"state": "failed", "ended_at": utcnow()}},
+                          resolution_updates={root: end}), canceled=told)
+    finally:
+        store.close()
+    assert told == {root}
     listener.join(30)
     assert not listener.is_alive(), f"the resolution's end was never told: {events}"
     assert events[-1] == {"type": "resolution", "id": root, "root_id": root, "state": "canceled"}

@@ -104,3 +104,26 @@ def test_a_heartbeat_is_the_databases_time_and_never_goes_back(store) -> None:
     store.write(Batch(resolution_updates={"r0": {"heartbeat_at": utcnow(), "settings": {"x": 1}}}))
     res = store.get_resolution("r0")
     assert (res.heartbeat_at, res.settings) == (ahead, {"x": 1})  # the other fields of the batch land
+
+
+def test_a_failed_end_recorded_canceled_says_so_when_sent_again(store) -> None:
+    """A driver's numbered write of a failed end lands on a resolution a cancel was accepted for: recorded canceled,
+    ``canceled`` gets its id. Its retry (the same number: the first attempt's answer lost on the way) is applied
+    already and changes nothing, and says the same: its writer learns what was recorded from either answer. Was:
+    the retry said nothing (``replays`` only), so a resolver whose first answer was lost raised its failure as if
+    nobody had asked (``tests/faults/test_cancel_at_the_end.py``)."""
+    epoch = store.take_over("r0")
+    assert store.request_cancel("r0") == "canceling"
+    end = Batch(resolution_updates={"r0": {"state": "failed", "ended_at": NOW, "error": "f raised ValueError"}},
+                run_updates={"a1": {"state": "failed"}}, fence={"r0": epoch}, sequence={"r0": 3})
+    canceled: set[str] = set()
+    store.write(end, canceled=canceled)
+    assert canceled == {"r0"} and store.get_resolution("r0").error == "f raised ValueError; canceled as asked"
+    replays: set[str] = set()
+    again: set[str] = set()
+    store.write(end, replays=replays, canceled=again)
+    assert (replays, again, _seq(store)) == ({"r0"}, {"r0"}, 3)
+    other: set[str] = set()  # a replayed write that holds no failed end: nothing said
+    store.write(Batch(run_updates={"a2": {"state": "running"}}, fence={"r0": epoch}, sequence={"r0": 2}),
+                canceled=other)
+    assert other == set() and store.get_run("a2").state == "created"

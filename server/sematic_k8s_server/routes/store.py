@@ -37,7 +37,7 @@ READ = {READ_BY_POST: True}  # a POST that only reads (its body: many keys or id
 router = APIRouter(prefix=API + "/store", tags=["store"], route_class=StrictJsonRoute)
 
 
-@router.post("/write", response_model=schemas.Written,
+@router.post("/write", response_model=schemas.Written, response_model_exclude_none=True,
              responses={403: {"description": "a resolution token writing another resolution's records, a key writing "
                                              "another key's, or (--actions-by owner) a new resolution continuing "
                                              "one the key may not continue"},
@@ -50,13 +50,19 @@ async def write(srv: Srv, caller: Caller, body: schemas.BatchIn) -> dict:
     """The HTTP store's ``write``: a ``Batch`` as JSON, datetimes as ISO 8601 strings. A resolution token may
     write only its own resolution's runs and resolution (and artifacts, which are content-addressed).
     Concurrent requests' batches are recorded together (:meth:`~sematic_k8s_server.state.Server.write_many`)."""
-    await record(srv, caller, body)
-    return WRITTEN
+    return written(await record(srv, caller, body))
 
 
-async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
-    """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): HTTPException
-    for a batch refused (a record's text holding a NUL character: by the store, a 422 naming the body field); the
+def written(canceled: set[str]) -> dict:
+    """The answer of a write: ``{"ok": true}``, and ``canceled``, the ids of the resolutions whose failed end it
+    holds and recorded canceled (a cancel accepted before it landed won), when there are any."""
+    return {**WRITTEN, "canceled": sorted(canceled)} if canceled else WRITTEN
+
+
+async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> set[str]:
+    """What ``POST /store/write`` does (also answered by :mod:`~sematic_k8s_server.fastpath`): the ids of the
+    resolutions whose failed end the batch holds and recorded canceled (``Server.write``); HTTPException for a
+    batch refused (a record's text holding a NUL character: by the store, a 422 naming the body field); the
     database's errors when it is down."""
     rows = len(body.new_runs) + len(body.run_updates) + len(body.new_resolutions) + len(body.artifacts)
     if caller.is_token or rows > INLINE_ROWS or not _known(srv, caller, body):  # queries, or much work: off the loop
@@ -65,9 +71,8 @@ async def record(srv: Server, caller: Principal, body: schemas.BatchIn) -> None:
         batch = _checked_batch(srv, caller, body)
     try:
         if rows > INLINE_ROWS:  # a big batch in a transaction of its own: small ones do not wait behind it
-            await anyio.to_thread.run_sync(srv.write, batch)
-        else:
-            await srv.writes.submit(batch)
+            return await anyio.to_thread.run_sync(srv.write, batch)
+        return await srv.writes.submit(batch)
     except sqlalchemy.exc.IntegrityError as e:
         raise HTTPException(409, f"batch conflicts with recorded data: {e.orig}".splitlines()[0]) from None
     except ResolutionEnded as e:  # the HTTP store raises it again from the header
