@@ -5,8 +5,7 @@ processes import a module of the test's own, whose top level raises as ``$SK_TES
 
 from __future__ import annotations
 
-import dataclasses
-import http.server
+import contextlib
 import importlib
 import logging
 import os
@@ -22,7 +21,7 @@ from types import ModuleType
 import pytest
 
 import sematic_k8s as sk
-from s3_front import s3_error
+from s3_front import Front, s3_error, s3_front
 from sematic_k8s import serialization
 from sematic_k8s.errors import FuncNotFound, ImportInterrupted, ResolutionFailed, ServerError
 from sematic_k8s.executors.inline import InlineExecutor
@@ -36,6 +35,7 @@ from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
+from sematic_k8s.store.records import RunRecord
 
 FAULT_ENV = "SK_TEST_IMPORT_FAULT"
 
@@ -68,18 +68,57 @@ class ProcessResolver(sk.LocalResolver):
                                                            ProcessExecutor(storage, storage_url(storage)))
 
 
+@contextlib.contextmanager
+def users_modules(monkeypatch: pytest.MonkeyPatch, code: Path, **sources: str) -> Iterator[None]:
+    """The user's modules (name: source) written in ``code``, on the path, for the block to import without a fault
+    (``$SK_TEST_IMPORT_FAULT`` unset); forgotten (out of sys.modules) before and after."""
+    code.mkdir(exist_ok=True)
+    for name, source in sources.items():
+        (code / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    for name in sources:
+        sys.modules.pop(name, None)
+    try:
+        yield
+    finally:
+        for name in sources:
+            sys.modules.pop(name, None)
+
+
 @pytest.fixture
 def users_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The user's module, imported here without a fault (the test's process records its func)."""
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "feature_funcs.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(code))
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-    sys.modules.pop("feature_funcs", None)
-    module = importlib.import_module("feature_funcs")
-    yield module
-    sys.modules.pop("feature_funcs", None)
+    with users_modules(monkeypatch, tmp_path / "code", feature_funcs=MODULE):
+        yield importlib.import_module("feature_funcs")
+
+
+def root_run(tmp_path: Path, f: sk.Future) -> RunRecord:
+    """The one run of ``f``'s resolution, as recorded in the home ``tmp_path/home``."""
+    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    return run
+
+
+def retried(caplog: pytest.LogCaptureFixture) -> str:
+    """The one line said of an infrastructure failure on attempt 1 (the attempt run again)."""
+    [said] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+    return said
+
+
+def load_top_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, top_level: str,
+                   raises: type[Exception]) -> tuple[Path, Exception]:
+    """``name:f`` loaded from module ``name`` (``top_level`` its source, in ``tmp_path``), which raises ``raises``
+    (that class itself): the module's source file and the error."""
+    source = tmp_path / f"{name}.py"
+    source.write_text(top_level + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(raises) as raised:
+            load_func(f"{name}:f", str(source))
+    finally:
+        sys.modules.pop(name, None)
+    assert type(raised.value) is raises
+    return source, raised.value
 
 
 def test_a_module_that_cannot_reach_a_service_as_it_loads_loses_one_attempt_and_the_run_resolves(
@@ -92,12 +131,12 @@ def test_a_module_that_cannot_reach_a_service_as_it_loads_loses_one_attempt_and_
     f = users_module.double(21)
     assert f.resolve(ProcessResolver(home=tmp_path / "home")) == 42
     assert marker.exists()  # the first attempt met the ConnectionError
-    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    run = root_run(tmp_path, f)
     assert run.state == "resolved"
     assert run.attempts == 2, run
-    [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+    said = retried(caplog)
     assert ("ImportInterrupted: func feature_funcs:double could not be loaded: its module feature_funcs raised "
-            "ConnectionError: the feature store at 10.0.0.9:443 did not answer at ") in retried, retried
+            "ConnectionError: the feature store at 10.0.0.9:443 did not answer at ") in said, said
 
 
 def test_a_module_that_cannot_reach_a_service_on_any_attempt_fails_its_run_saying_so_and_what_to_do(
@@ -110,7 +149,7 @@ def test_a_module_that_cannot_reach_a_service_on_any_attempt_fails_its_run_sayin
     f = users_module.double(21)
     with pytest.raises(ResolutionFailed) as failed:
         f.resolve(ProcessResolver(home=tmp_path / "home"))
-    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    run = root_run(tmp_path, f)
     assert run.state == "failed"
     assert run.attempts == loop.INFRA_RETRIES + 1, run
     assert run.error is not None and run.error["type"] == "ImportInterrupted", run.error
@@ -130,7 +169,7 @@ def test_a_module_with_a_typod_name_fails_its_run_at_once_with_the_words_to_fix_
     f = users_module.double(21)
     with pytest.raises(ResolutionFailed):
         f.resolve(ProcessResolver(home=tmp_path / "home"))
-    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    run = root_run(tmp_path, f)
     assert run.state == "failed"
     assert run.attempts == 1, run
     assert run.error is not None
@@ -139,33 +178,45 @@ def test_a_module_with_a_typod_name_fails_its_run_at_once_with_the_words_to_fix_
             "'load_features' is not defined at ") in run.error["message"], run.error
 
 
-def test_a_driver_whose_root_funcs_module_cannot_reach_a_service_exits_to_be_started_again_then_resolves(
-        tmp_path: Path, users_module: ModuleType) -> None:
-    """A driver process loading its pickled root (whose func's module raises ConnectionError at its first import):
-    exit 75, nothing recorded failed; started again, it resolves. Was: exit 1, the resolution recorded failed for
-    good ("cannot be loaded ... fix the module")."""
+def driver_of(tmp_path: Path, users_module: ModuleType, db_url: str, fault: str) -> tuple[str, dict[str, str]]:
+    """A driver process's environment for ``users_module.double(21)``, pickled into the storage at
+    ``tmp_path/storage``, its records in ``db_url``, ``fault`` its module's ``$SK_TEST_IMPORT_FAULT``: (its root's id,
+    the environment)."""
     storage = LocalStorage(tmp_path / "storage")
     f = users_module.double(21)
     s = serialization.serialize(f)
     storage.put(artifact_key(s.id), s.payload)
     spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage_url(storage),
                       image="127.0.0.1:5000/none@sha256:" + "0" * 64, build_hash="h" * 64, executor="process")
+    env = {k: v for k, v in os.environ.items() if k not in (SERVER_ENV, API_KEY_ENV, API_KEY_FILE_ENV)}
+    env.update({DB_URL_ENV: db_url, FAULT_ENV: fault, DRIVER_ENV: spec.to_json(),
+                "PYTHONPATH": os.pathsep.join([os.getcwd(), str(Path(users_module.__file__).parent)])})
+    return f.id, env
+
+
+def run_driver(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m sematic_k8s.driver`` run to its end in ``env``."""
+    return subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_a_driver_whose_root_funcs_module_cannot_reach_a_service_exits_to_be_started_again_then_resolves(
+        tmp_path: Path, users_module: ModuleType) -> None:
+    """A driver process loading its pickled root (whose func's module raises ConnectionError at its first import):
+    exit 75, nothing recorded failed; started again, it resolves. Was: exit 1, the resolution recorded failed for
+    good ("cannot be loaded ... fix the module")."""
     db_url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     marker = tmp_path / "raised-once"
-    env = {k: v for k, v in os.environ.items() if k not in (SERVER_ENV, API_KEY_ENV, API_KEY_FILE_ENV)}
-    env.update({DB_URL_ENV: db_url, FAULT_ENV: f"connection:{marker}", DRIVER_ENV: spec.to_json(),
-                "PYTHONPATH": os.pathsep.join([os.getcwd(), str(Path(users_module.__file__).parent)])})
-    first = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
-                           timeout=120)
+    root_id, env = driver_of(tmp_path, users_module, db_url, f"connection:{marker}")
+    first = run_driver(env)
     assert first.returncode == DRIVER_EXIT_RETRY, first.stderr
     assert marker.exists()
     assert "ImportInterrupted" in first.stderr and "feature store at 10.0.0.9:443 did not answer" in first.stderr
-    recorded = sql_store(db_url).get_resolution(f.id)
+    recorded = sql_store(db_url).get_resolution(root_id)
     assert recorded is None or recorded.state not in ("failed", "resolved"), recorded
-    again = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
-                           timeout=120)
+    again = run_driver(env)
     assert again.returncode == 0, again.stderr
-    assert sql_store(db_url).get_resolution(f.id).state == "resolved"
+    assert sql_store(db_url).get_resolution(root_id).state == "resolved"
 
 
 def test_a_driver_whose_root_funcs_module_never_loads_says_what_to_do_if_it_is_not_started_again(
@@ -173,18 +224,8 @@ def test_a_driver_whose_root_funcs_module_never_loads_says_what_to_do_if_it_is_n
     """A driver process whose root func's module raises ConnectionError at every import exits 75 each time; its last
     line (the last log line a CloudResolver records when its Job's tries are spent, or a Docker driver, never started
     again, exits) says what to do then. Was: "...: a driver or worker tries again; a command, run it again"."""
-    storage = LocalStorage(tmp_path / "storage")
-    f = users_module.double(21)
-    s = serialization.serialize(f)
-    storage.put(artifact_key(s.id), s.payload)
-    spec = DriverSpec(root={"id": s.id, "format": s.format}, storage_url=storage_url(storage),
-                      image="127.0.0.1:5000/none@sha256:" + "0" * 64, build_hash="h" * 64, executor="process")
-    env = {k: v for k, v in os.environ.items() if k not in (SERVER_ENV, API_KEY_ENV, API_KEY_FILE_ENV)}
-    env.update({DB_URL_ENV: f"sqlite:///{tmp_path / 'db.sqlite3'}", FAULT_ENV: "connection-always:",
-                DRIVER_ENV: spec.to_json(),
-                "PYTHONPATH": os.pathsep.join([os.getcwd(), str(Path(users_module.__file__).parent)])})
-    done = subprocess.run([sys.executable, "-m", "sematic_k8s.driver"], capture_output=True, text=True, env=env,
-                          timeout=120)
+    _, env = driver_of(tmp_path, users_module, f"sqlite:///{tmp_path / 'db.sqlite3'}", "connection-always:")
+    done = run_driver(env)
     assert done.returncode == DRIVER_EXIT_RETRY, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("driver: an infrastructure failure (ImportInterrupted: func feature_funcs:double could "
@@ -216,22 +257,14 @@ def test_what_a_modules_top_level_raises_decides_whether_its_load_is_tried_again
     InfrastructureError itself: a driver exits 75, a worker's attempt is run again); the module's mistake is
     FuncNotFound. Was: FuncNotFound for each."""
     name = f"top_level_{abs(hash(top_level))}"
-    source = tmp_path / f"{name}.py"
-    source.write_text("import errno\n" + top_level + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        with pytest.raises(raises) as raised:
-            load_func(f"{name}:f", str(source))
-    finally:
-        sys.modules.pop(name, None)
-    assert type(raised.value) is raises
-    if raises is ImportInterrupted:
-        assert raised.value.module == name
-        assert f"func {name}:f could not be loaded: its module {name} raised " in str(raised.value)
-        assert str(raised.value).endswith(", which may pass (not the module's mistake)")
-        assert "\n" not in str(raised.value)
+    _, error = load_top_level(tmp_path, monkeypatch, name, "import errno\n" + top_level, raises)
+    if isinstance(error, ImportInterrupted):
+        assert error.module == name
+        assert f"func {name}:f could not be loaded: its module {name} raised " in str(error)
+        assert str(error).endswith(", which may pass (not the module's mistake)")
+        assert "\n" not in str(error)
     elif raises is FuncNotFound:
-        assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value)
+        assert f"func {name}:f cannot be loaded: its module {name} raised " in str(error)
 
 
 @pytest.fixture
@@ -270,18 +303,10 @@ def test_a_librarys_connection_error_that_is_no_oserror_is_told_apart_by_what_it
     (a refused connection failing the run for good). The error is said at the user's line that called the library
     (was: the library's own file, httpx/_transports/default.py:118)."""
     name = f"library_{abs(hash(top_level))}"
-    source = tmp_path / f"{name}.py"
-    source.write_text(top_level.replace("PORT", str(refusing_port)) + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        with pytest.raises(raises) as raised:
-            load_func(f"{name}:f", str(source))
-    finally:
-        sys.modules.pop(name, None)
-    assert type(raised.value) is raises
+    source, error = load_top_level(tmp_path, monkeypatch, name, top_level.replace("PORT", str(refusing_port)), raises)
     if raises is ImportInterrupted:  # at the user's line that called the library, not in the library's own files
-        assert f"func {name}:f could not be loaded: its module {name} raised " in str(raised.value)
-        assert f" at {source}:{top_level.count(chr(10)) + 1}, which may pass " in str(raised.value), raised.value
+        assert f"func {name}:f could not be loaded: its module {name} raised " in str(error)
+        assert f" at {source}:{top_level.count(chr(10)) + 1}, which may pass " in str(error), error
 
 
 USER_SITE_LOAD = """
@@ -340,13 +365,7 @@ def test_a_values_class_whose_module_cannot_reach_a_service_as_it_loads_is_an_im
     """A value whose class' module raises ConnectionError at its first import (a JSON value's class, a pickle's
     global): ImportInterrupted naming the module (an InfrastructureError: the worker's attempt run again, a driver
     started again), and the value loads on the next try. Was: ArtifactUnloadable, the taking run failed for good."""
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "feature_types.py").write_text(VALUE_MODULE)
-    monkeypatch.syspath_prepend(str(code))
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-    sys.modules.pop("feature_types", None)
-    try:
+    with users_modules(monkeypatch, tmp_path / "code", feature_types=VALUE_MODULE):
         features = importlib.import_module("feature_types").Features(rows=3)
         s = serialization.serialize({"f": features, "lock": threading.Lock} if as_pickle else features)
         assert s.format == (serialization.PICKLE if as_pickle else serialization.JSON)
@@ -362,8 +381,6 @@ def test_a_values_class_whose_module_cannot_reach_a_service_as_it_loads_is_an_im
         assert "feature_types" not in sys.modules
         again = serialization.load_recorded(serialization.Value(s.id, s.format, s.type_name), s.payload)
         assert (again["f"] if as_pickle else again).rows == 3
-    finally:
-        sys.modules.pop("feature_types", None)
 
 
 HALF_LOADED = textwrap.dedent("""
@@ -388,17 +405,12 @@ def test_a_func_its_module_registered_before_raising_is_loaded_again_not_kept_ha
     again in the same process runs the module again, whose ``score`` sees ``MODEL``. Was: the second load returned
     the first ``score``, of the module that stopped halfway (not in sys.modules): NameError 'MODEL' when it ran, the
     run failed as the user's mistake."""
-    (tmp_path / "half_loaded.py").write_text(HALF_LOADED)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv(FAULT_ENV, str(tmp_path / "raised-once"))
-    sys.modules.pop("half_loaded", None)
-    try:
+    with users_modules(monkeypatch, tmp_path, half_loaded=HALF_LOADED):
+        monkeypatch.setenv(FAULT_ENV, str(tmp_path / "raised-once"))
         with pytest.raises(ImportInterrupted):
             load_func("half_loaded:score")
         assert "half_loaded" not in sys.modules
         assert load_func("half_loaded:score").fn(2) == 42
-    finally:
-        sys.modules.pop("half_loaded", None)
 
 
 TAKER_MODULE = textwrap.dedent("""
@@ -417,29 +429,19 @@ def test_a_worker_whose_inputs_class_module_cannot_reach_a_service_loses_one_att
     ArtifactUnloadable ("its class changed since it was stored")."""
     caplog.set_level(logging.WARNING, "sematic_k8s")
     code = tmp_path / "code"
-    code.mkdir()
-    (code / "feature_types.py").write_text(VALUE_MODULE)
-    (code / "feature_taker.py").write_text(TAKER_MODULE)
-    monkeypatch.syspath_prepend(str(code))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.getcwd(), str(code)]))
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-    for name in ("feature_types", "feature_taker"):
-        sys.modules.pop(name, None)
-    try:
+    with users_modules(monkeypatch, code, feature_types=VALUE_MODULE, feature_taker=TAKER_MODULE):
         features = importlib.import_module("feature_types").Features(rows=3)
         f = importlib.import_module("feature_taker").count(features)
         marker = tmp_path / "raised-once"
         monkeypatch.setenv(FAULT_ENV, str(marker))
         assert f.resolve(ProcessResolver(home=tmp_path / "home")) == 3
-    finally:
-        for name in ("feature_types", "feature_taker"):
-            sys.modules.pop(name, None)
     assert marker.exists()  # the first attempt met the ConnectionError
-    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    run = root_run(tmp_path, f)
     assert (run.state, run.attempts) == ("resolved", 2), run
-    [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+    said = retried(caplog)
     assert ("ImportInterrupted: a value's feature_types.Features could not be loaded: its module feature_types raised "
-            "ConnectionError: the schema registry at 10.0.0.9:443 did not answer at ") in retried, retried
+            "ConnectionError: the schema registry at 10.0.0.9:443 did not answer at ") in said, said
 
 
 @pytest.mark.parametrize(("top_level", "raises"), [
@@ -464,18 +466,10 @@ def test_an_error_the_users_code_raised_from_a_connection_error_is_the_modules_m
     itself, re-raised or one that may pass raised from it, may pass. Was: ImportInterrupted "which may pass" for the
     first three, walked down their context or cause to the refused connection (a worker tried it 4 times)."""
     name = f"own_{abs(hash(top_level))}"
-    source = tmp_path / f"{name}.py"
-    source.write_text(top_level.replace("PORT", str(refusing_port)) + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        with pytest.raises(raises) as raised:
-            load_func(f"{name}:f", str(source))
-    finally:
-        sys.modules.pop(name, None)
-    assert type(raised.value) is raises
+    source, error = load_top_level(tmp_path, monkeypatch, name, top_level.replace("PORT", str(refusing_port)), raises)
     if raises is FuncNotFound:
-        assert f"func {name}:f cannot be loaded: its module {name} raised " in str(raised.value), raised.value
-        assert f" at {source}:" in str(raised.value) and "; fix the module" in str(raised.value), raised.value
+        assert f"func {name}:f cannot be loaded: its module {name} raised " in str(error), error
+        assert f" at {source}:" in str(error) and "; fix the module" in str(error), error
 
 
 OWN_ERROR_MODULE = textwrap.dedent("""
@@ -504,18 +498,12 @@ def test_a_modules_own_error_raised_while_handling_a_connection_error_fails_its_
     ConnectionError: the run fails on its first attempt as FuncNotFound naming that line. Was: ImportInterrupted,
     tried 4 times, then failed with "check that the module's top level can reach what it reads"."""
     monkeypatch.setattr(loop, "INFRA_RETRY_DELAY", 0.01)
-    (tmp_path / "settings_funcs.py").write_text(OWN_ERROR_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-    sys.modules.pop("settings_funcs", None)
-    try:
+    with users_modules(monkeypatch, tmp_path, settings_funcs=OWN_ERROR_MODULE):
         f = importlib.import_module("settings_funcs").double(21)
         monkeypatch.setenv(FAULT_ENV, "own")
         with pytest.raises(ResolutionFailed):
             f.resolve(ProcessResolver(home=tmp_path / "home"))
-    finally:
-        sys.modules.pop("settings_funcs", None)
-    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    run = root_run(tmp_path, f)
     assert (run.state, run.attempts) == ("failed", 1), run
     assert run.error is not None and run.error["type"] == "FuncNotFound", run.error
     assert ("func settings_funcs:double cannot be loaded: its module settings_funcs raised SettingsInvalid: bad "
@@ -523,49 +511,12 @@ def test_a_modules_own_error_raised_while_handling_a_connection_error_fails_its_
             ) in run.error["message"], run.error
 
 
-@dataclasses.dataclass
-class Service:
-    """A tiny HTTP service on 127.0.0.1 answering each request with the next of ``answers`` (status, body), the last
-    one again once they run out; ``asked``: how many requests it answered."""
-
-    url: str = ""
-    answers: list[tuple[int, bytes]] = dataclasses.field(default_factory=lambda: [(200, b"{}")])
-    asked: int = 0
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    def next_answer(self) -> tuple[int, bytes]:
-        with self.lock:
-            self.asked += 1
-            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-
-
 @pytest.fixture
-def service() -> Iterator[Service]:
-    """A :class:`Service` for a module's top level to call as it loads: its answers are real HTTP answers."""
-    answering = Service()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            status, body = answering.next_answer()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/xml" if body.startswith(b"<?xml") else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="answering-service").start()
-    answering.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield answering
-    finally:
-        server.shutdown()
-        server.server_close()
+def service() -> Iterator[Front]:
+    """A stand-in service (:func:`s3_front` with no S3 API behind it) for a module's top level to call as it loads:
+    its scripted ``answers["GET"]`` are real HTTP answers; ``refused`` lists each request it answered."""
+    with s3_front() as front:
+        yield front
 
 
 BOTO3_GET = ("import boto3, botocore.config\n"
@@ -573,6 +524,9 @@ BOTO3_GET = ("import boto3, botocore.config\n"
              "aws_secret_access_key='s', config=botocore.config.Config(retries={'total_max_attempts': 1}, "
              "s3={'addressing_style': 'path'}))\n"
              "SCHEMA = s3.get_object(Bucket='features', Key='schema.json')['Body'].read()")
+HTTPX_GET = "import httpx\nhttpx.get('URL/schema').raise_for_status()"
+REQUESTS_GET = "import requests\nrequests.get('URL/schema').raise_for_status()"
+URLLIB_GET = "import urllib.request\nurllib.request.urlopen('URL/schema')"
 SLOW_DOWN = (503, s3_error("SlowDown", "Please reduce your request rate."))
 ACCESS_DENIED = (403, s3_error("AccessDenied", "Access Denied"))
 
@@ -587,43 +541,28 @@ ACCESS_DENIED = (403, s3_error("AccessDenied", "Access Denied"))
     (BOTO3_GET, (404, s3_error("NoSuchKey", "The specified key does not exist.")), FuncNotFound,
      "NoSuchKey: An error occurred (NoSuchKey) when calling the GetObject operation (reached max retries: 0): The "
      "specified key does not exist."),
-    ("import httpx\nhttpx.get('URL/schema').raise_for_status()", (503, b"{}"), ImportInterrupted,
-     "HTTPStatusError: Server error '503 Service Unavailable' for url"),
-    ("import httpx\nhttpx.get('URL/schema').raise_for_status()", (429, b"{}"), ImportInterrupted,
-     "HTTPStatusError: Client error '429 Too Many Requests' for url"),
-    ("import httpx\nhttpx.get('URL/schema').raise_for_status()", (404, b"{}"), FuncNotFound,
-     "HTTPStatusError: Client error '404 Not Found' for url"),
-    ("import requests\nrequests.get('URL/schema').raise_for_status()", (503, b"{}"), ImportInterrupted,
-     "HTTPError: 503 Server Error"),
-    ("import requests\nrequests.get('URL/schema').raise_for_status()", (403, b"{}"), FuncNotFound,
-     "HTTPError: 403 Client Error: Forbidden for url"),
-    ("import urllib.request\nurllib.request.urlopen('URL/schema')", (503, b"{}"), ImportInterrupted,
-     "HTTPError: HTTP Error 503: Service Unavailable"),
-    ("import urllib.request\nurllib.request.urlopen('URL/schema')", (404, b"{}"), FuncNotFound,
-     "HTTPError: HTTP Error 404: Not Found"),
+    (HTTPX_GET, (503, b"{}"), ImportInterrupted, "HTTPStatusError: Server error '503 Service Unavailable' for url"),
+    (HTTPX_GET, (429, b"{}"), ImportInterrupted, "HTTPStatusError: Client error '429 Too Many Requests' for url"),
+    (HTTPX_GET, (404, b"{}"), FuncNotFound, "HTTPStatusError: Client error '404 Not Found' for url"),
+    (REQUESTS_GET, (503, b"{}"), ImportInterrupted, "HTTPError: 503 Server Error"),
+    (REQUESTS_GET, (403, b"{}"), FuncNotFound, "HTTPError: 403 Client Error: Forbidden for url"),
+    (URLLIB_GET, (503, b"{}"), ImportInterrupted, "HTTPError: HTTP Error 503: Service Unavailable"),
+    (URLLIB_GET, (404, b"{}"), FuncNotFound, "HTTPError: HTTP Error 404: Not Found"),
 ], ids=["boto3-503-SlowDown", "boto3-500", "boto3-403", "boto3-404", "httpx-503", "httpx-429", "httpx-404",
         "requests-503", "requests-403", "urllib-503", "urllib-404"])
 def test_a_services_answer_at_import_is_judged_by_its_status(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Service, top_level: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Front, top_level: str,
         answer: tuple[int, bytes], raises: type[Exception], said: str) -> None:
     """A service that answered the module's top level a 5xx or 429 (S3's SlowDown, httpx's or requests'
     ``raise_for_status``, urllib's HTTPError) may pass: ImportInterrupted. A 4xx (403, 404) is the module's mistake,
     FuncNotFound at once, in the service's words. Was: botocore's ClientError and httpx's HTTPStatusError, no
     OSErrors, FuncNotFound whatever the status (a throttled S3 failing the run for good); requests' and urllib's
     HTTPError, OSErrors, ImportInterrupted whatever the status (a 403 or 404 tried 4 times)."""
-    service.answers = [answer]
+    service.answers["GET"] = [answer]
     name = f"answered_{abs(hash((top_level, answer[0])))}"
-    source = tmp_path / f"{name}.py"
-    source.write_text(top_level.replace("URL", service.url) + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        with pytest.raises(raises) as raised:
-            load_func(f"{name}:f", str(source))
-    finally:
-        sys.modules.pop(name, None)
-    assert type(raised.value) is raises
-    assert service.asked == 1
-    words = str(raised.value)
+    source, error = load_top_level(tmp_path, monkeypatch, name, top_level.replace("URL", service.endpoint), raises)
+    assert len(service.refused) == 1  # asked once (each request it answers from its script)
+    words = str(error)
     assert f"its module {name} raised {said}" in words, words
     assert f" at {source}:{top_level.count(chr(10)) + 1}" in words, words
     if raises is ImportInterrupted:
@@ -655,38 +594,32 @@ SERVICE_MODULE = textwrap.dedent("""
 
 @pytest.mark.parametrize("throttled", [True, False], ids=["503-then-200", "403"])
 def test_a_worker_whose_module_s3_answers_503_at_import_loses_one_attempt_and_a_403_fails_at_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, service: Service,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, service: Front,
         throttled: bool) -> None:
     """Worker processes import a module whose top level reads an object with boto3 from a service answering 503
     SlowDown, then 200: that attempt is an infrastructure failure, the next resolves. One answering 403 AccessDenied
     fails the run on its first attempt as FuncNotFound in S3's words. Was: the 503 failed the run at once as
     FuncNotFound "fix the module" (botocore's ClientError taken for the module's mistake)."""
     caplog.set_level(logging.WARNING, "sematic_k8s")
-    (tmp_path / "s3_funcs.py").write_text(SERVICE_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-    sys.modules.pop("s3_funcs", None)
-    service.answers = [SLOW_DOWN, (200, b"{}")] if throttled else [ACCESS_DENIED]
-    try:
+    service.answers["GET"] = [SLOW_DOWN, (200, b"{}")] if throttled else [ACCESS_DENIED]
+    with users_modules(monkeypatch, tmp_path, s3_funcs=SERVICE_MODULE):
         f = importlib.import_module("s3_funcs").double(21)
-        monkeypatch.setenv(FAULT_ENV, service.url)
+        monkeypatch.setenv(FAULT_ENV, service.endpoint)
         if throttled:
             assert f.resolve(ProcessResolver(home=tmp_path / "home")) == 42
         else:
             with pytest.raises(ResolutionFailed):
                 f.resolve(ProcessResolver(home=tmp_path / "home"))
-    finally:
-        sys.modules.pop("s3_funcs", None)
-    [run] = sql_store(f"sqlite:///{tmp_path / 'home' / 'db.sqlite3'}").runs_of_root(f.id)
+    run = root_run(tmp_path, f)
     raised = "func s3_funcs:double could not be loaded: its module s3_funcs raised "
     operation = "when calling the GetObject operation (reached max retries: 0):"
     if throttled:
-        assert (run.state, run.attempts, service.asked) == ("resolved", 2, 2), (run, service.asked)
-        [retried] = [r.getMessage() for r in caplog.records if "infrastructure failure on attempt 1" in r.getMessage()]
+        assert (run.state, run.attempts, len(service.refused)) == ("resolved", 2, 2), (run, service.refused)
+        said = retried(caplog)
         assert (f"ImportInterrupted: {raised}ClientError: An error occurred (SlowDown) {operation} Please reduce your "
-                "request rate. at ") in retried, retried
+                "request rate. at ") in said, said
     else:
-        assert (run.state, run.attempts, service.asked) == ("failed", 1, 1), (run, service.asked)
+        assert (run.state, run.attempts, len(service.refused)) == ("failed", 1, 1), (run, service.refused)
         assert run.error is not None and run.error["type"] == "FuncNotFound", run.error
         assert (raised.replace("could not", "cannot") + f"AccessDenied: An error occurred (AccessDenied) {operation} "
                 f"Access Denied at {tmp_path / 's3_funcs.py'}:14; fix the module") in run.error["message"], run.error

@@ -1,6 +1,7 @@
 """An HTTP front on a real S3 API (moto) that answers a script of S3's own error answers to presigned requests (those
 whose query is signed: a worker's) and forwards everything else, for answers moto never gives to one (a 400
-EntityTooLarge, a 405, a 411, a proxy's 413, a 400 RequestTimeout)."""
+EntityTooLarge, a 405, a 411, a proxy's 413, a 400 RequestTimeout); with no S3 API behind it, a stand-in service
+answering every request from its script (a 503 SlowDown, then a 200)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def s3_error(code: str, message: str, **more: str) -> bytes:
 @dataclass
 class Front:
     """The front's address (``endpoint``) and its script: ``answers[method]``, the (status, body) answered to that
-    method's next presigned requests, one each, in order (then they are forwarded); ``refused``: the path of each
-    request it answered from the script, ``presigned``: of each presigned one it saw (answered or forwarded)."""
+    method's next presigned requests, one each, in order (then they are forwarded; with no backend, every request is
+    answered so, the last answer again once the others are spent); ``refused``: the path of each request it answered
+    from the script, ``presigned``: of each presigned one it saw (answered or forwarded; with no backend, each)."""
 
     endpoint: str = ""
     answers: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
@@ -33,21 +35,28 @@ class Front:
     presigned: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, method: str, path: str) -> tuple[int, bytes] | None:
-        """The scripted answer to a presigned ``method`` of ``path`` (its query cut off), if one is left."""
+    def answer(self, method: str, path: str, *, keep_last: bool = False) -> tuple[int, bytes] | None:
+        """The scripted answer to a presigned ``method`` of ``path`` (its query cut off), if one is left (its last one
+        kept for the next request too, if ``keep_last``)."""
         with self.lock:
             self.presigned.append(f"{method} {path}")
             script = self.answers.get(method) or []
             if not script:
                 return None
             self.refused.append(f"{method} {path}")
-            return script.pop(0)
+            return script[0] if keep_last and len(script) == 1 else script.pop(0)
 
 
-def relay(handler: http.server.BaseHTTPRequestHandler, target: str, scripted: tuple[int, bytes] | None) -> None:
+NOT_SCRIPTED = (501, s3_error("NotImplemented", "The stand-in service has no answer scripted for this method."))
+
+
+def relay(handler: http.server.BaseHTTPRequestHandler, target: str | None,
+          scripted: tuple[int, bytes] | None) -> None:
     """Answer ``handler``'s request with ``scripted`` (status, S3's XML body), or, when None, with what the S3 API at
-    ``target`` (host:port) answers it."""
+    ``target`` (host:port) answers it (with no target: :data:`NOT_SCRIPTED`)."""
     body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+    if scripted is None and target is None:
+        scripted = NOT_SCRIPTED
     if scripted is not None:
         status, payload = scripted
         headers = [("Content-Type", "application/xml")]
@@ -70,17 +79,22 @@ def relay(handler: http.server.BaseHTTPRequestHandler, target: str, scripted: tu
 
 
 @contextlib.contextmanager
-def s3_front(backend: str) -> Iterator[Front]:
-    """A :class:`Front` on 127.0.0.1 forwarding to the S3 API at ``backend`` (a URL)."""
+def s3_front(backend: str | None = None) -> Iterator[Front]:
+    """A :class:`Front` on 127.0.0.1 forwarding to the S3 API at ``backend`` (a URL); with none, a stand-in service
+    answering each request from its script, for a module's top level to call (boto3, httpx, requests, urllib)."""
     front = Front()
-    target = urlsplit(backend).netloc
+    target = urlsplit(backend).netloc if backend else None
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _any(self) -> None:
+            path = self.path.split("?")[0]
+            if target is None:
+                relay(self, None, front.answer(self.command, path, keep_last=True))
+                return
             presigned = "X-Amz-Signature=" in self.path or "Signature=" in self.path
-            relay(self, target, front.answer(self.command, self.path.split("?")[0]) if presigned else None)
+            relay(self, target, front.answer(self.command, path) if presigned else None)
 
         do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _any  # noqa: N815 - http.server's names
 
