@@ -4,6 +4,7 @@ its value is computed again, and never served as if it were fine."""
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import shutil
 import tempfile
@@ -16,7 +17,16 @@ import sqlalchemy as sa
 
 import fault_pipelines as fp
 import sematic_k8s as sk
-from on_storage import MADE, OnStorage, made, made_and_summed, storage_at, summed
+from on_storage import (
+    MADE,
+    OnStorage,
+    made,
+    made_and_summed,
+    made_and_summed_once,
+    rerun_refused_then_run,
+    storage_at,
+    summed,
+)
 from outages import ThrottlingProxy, private_s3
 from s3server import fresh_bucket
 from sematic_k8s import serialization
@@ -212,15 +222,11 @@ def test_a_cache_hit_whose_output_is_gone_from_storage_runs_again_and_stores_it(
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage = _storage(where, tmp_path, monkeypatch)
 
-    def resolver() -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, cache_namespace="ns")
+    resolver = functools.partial(OnStorage, storage, home=tmp_path, cache_namespace="ns")
 
-    MADE.clear()
-    first = made_and_summed(50)
-    assert first.resolve(resolver()) == sum(range(50)) and MADE == [50]
+    _, runs, key = made_and_summed_once(resolver, 50)
     store = resolver().store
-    producer = next(r for r in store.runs_of_root(first.id) if r.func_name == "made")
-    key = artifact_key(producer.output_id)
+    producer = runs["made"]
     _delete(storage, key)
 
     caplog.set_level("WARNING", logger="sematic_k8s")
@@ -264,8 +270,7 @@ def test_a_rerun_that_would_reuse_two_gone_outputs_names_the_upstream_one(tmp_pa
              < artifact_key(serialization.serialize(list(range(n))).id))
     storage = _storage("local", tmp_path, monkeypatch)
 
-    def resolver(**options: Any) -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, **options)
+    resolver = functools.partial(OnStorage, storage, home=tmp_path)
 
     MADE.clear()
     first = made_doubled_and_counted(n)
@@ -290,30 +295,11 @@ def test_a_rerun_that_would_reuse_an_output_gone_from_storage_is_refused_naming_
     (`sematic-k8s rerun RUN_ID`)"), naming no run."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage = _storage(where, tmp_path, monkeypatch)
-
-    def resolver(**options: Any) -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, **options)
-
-    MADE.clear()
-    first = made_and_summed(40)
-    assert first.resolve(resolver()) == sum(range(40)) and MADE == [40]
-    store = resolver().store
-    runs = {r.func_name: r for r in store.runs_of_root(first.id)}
-    key = artifact_key(runs["made"].output_id)
+    resolver = functools.partial(OnStorage, storage, home=tmp_path)
+    first, runs, key = made_and_summed_once(resolver, 40)
     _delete(storage, key)
 
-    with pytest.raises(ReusedOutputGone) as refused:
-        made_and_summed(40).resolve(resolver(rerun_from=runs["summed"].id))
-    assert refused.value.run_id == runs["made"].id
-    assert str(refused.value) == (
-        f"rerun_from {runs['summed'].id}: run {runs['made'].id}, whose output this rerun would reuse, has its output "
-        f"gone from storage ({str(storage.url).split('?')[0]}/{key}): rerun from that run instead "
-        f"(rerun_from='{runs['made'].id}', `sematic-k8s rerun {runs['made'].id}`), which runs it again and stores "
-        "its output")
-    assert [r.id for r in store.list_resolutions()] == [first.id] and MADE == [40]  # nothing recorded, nothing ran
-
-    again = made_and_summed(40)
-    assert again.resolve(resolver(rerun_from=refused.value.run_id)) == sum(range(40)) and MADE == [40, 40]
+    rerun_refused_then_run(resolver, first, runs, 40, f"gone from storage ({str(storage.url).split('?')[0]}/{key})")
     assert storage.exists(key)  # stored again
 
 
@@ -341,8 +327,7 @@ def test_an_s3_outage_while_cache_hits_are_checked_is_ridden_out_said_once_and_n
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage, proxy = _through_503s(monkeypatch)
 
-    def resolver() -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, cache_namespace="ns")
+    resolver = functools.partial(OnStorage, storage, home=tmp_path, cache_namespace="ns")
 
     try:
         MADE.clear()
@@ -388,8 +373,7 @@ def test_an_s3_outage_while_a_rerun_checks_its_reused_outputs_is_ridden_out_and_
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage, proxy = _through_503s(monkeypatch)
 
-    def resolver(**options: Any) -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, **options)
+    resolver = functools.partial(OnStorage, storage, home=tmp_path)
 
     try:
         MADE.clear()

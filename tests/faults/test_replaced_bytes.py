@@ -5,14 +5,22 @@ on it is a miss (the func runs again, both artifacts kept); a rerun reusing it i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sematic_k8s as sk
-from on_storage import MADE, OnStorage, made_and_summed, storage_at, summed
-from sematic_k8s.errors import ReusedOutputGone
+from on_storage import (
+    MADE,
+    OnStorage,
+    made_and_summed,
+    made_and_summed_once,
+    rerun_refused_then_run,
+    storage_at,
+    summed,
+)
 from sematic_k8s.storage.base import Storage, artifact_key, location
 from sematic_k8s.storage.local import LocalStorage
 from sematic_k8s.storage.s3 import S3Storage
@@ -58,8 +66,7 @@ def test_a_cache_hit_whose_stored_bytes_were_replaced_runs_again_and_keeps_both_
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage = _storage(where, tmp_path, monkeypatch)
 
-    def resolver() -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, cache_namespace="ns")
+    resolver = functools.partial(OnStorage, storage, home=tmp_path, cache_namespace="ns")
 
     STAMPED.clear()
     first = stamped_and_summed(30)
@@ -105,12 +112,9 @@ def test_a_replaced_output_computed_again_to_the_same_value_has_its_bytes_rewrit
             r.inline_limit = 0
             return r
 
-        MADE.clear()
-        first = made_and_summed(30)
-        assert first.resolve(resolver()) == sum(range(30)) and MADE == [30]
+        _, runs, key = made_and_summed_once(resolver, 30)
         storage = resolver().storage
-        producer = next(r for r in s.store.runs_of_root(first.id) if r.func_name == "made")
-        key = artifact_key(producer.output_id)
+        producer = runs["made"]
         good = storage.get(key)
         _replace(storage, key, good + b" ")
 
@@ -131,31 +135,13 @@ def test_a_rerun_that_would_reuse_an_output_whose_stored_bytes_were_replaced_is_
     rerun was recorded and the run taking the output failed naming the artifact corrupt."""
     monkeypatch.delenv("SEMATIC_K8S_SERVER", raising=False)
     storage = _storage(where, tmp_path, monkeypatch)
-
-    def resolver(**options: Any) -> sk.LocalResolver:
-        return OnStorage(storage, home=tmp_path, **options)
-
-    MADE.clear()
-    first = made_and_summed(40)
-    assert first.resolve(resolver()) == sum(range(40)) and MADE == [40]
-    store = resolver().store
-    runs = {r.func_name: r for r in store.runs_of_root(first.id)}
-    key = artifact_key(runs["made"].output_id)
+    resolver = functools.partial(OnStorage, storage, home=tmp_path)
+    first, runs, key = made_and_summed_once(resolver, 40)
     good = storage.get(key)
     _replace(storage, key, good[:-1] + b", 40]")
 
-    with pytest.raises(ReusedOutputGone) as refused:
-        made_and_summed(40).resolve(resolver(rerun_from=runs["summed"].id))
-    assert refused.value.run_id == runs["made"].id
-    assert str(refused.value) == (
-        f"rerun_from {runs['summed'].id}: run {runs['made'].id}, whose output this rerun would reuse, has its output "
-        f"changed in storage: its stored bytes ({location(storage, key)}) are {len(good) + 4} bytes, recorded as "
-        f"{len(good)}: rerun from that run instead (rerun_from='{runs['made'].id}', `sematic-k8s rerun "
-        f"{runs['made'].id}`), which runs it again and stores its output")
-    assert [r.id for r in store.list_resolutions()] == [first.id] and MADE == [40]  # nothing recorded, nothing ran
-
-    again = made_and_summed(40)
-    assert again.resolve(resolver(rerun_from=refused.value.run_id)) == sum(range(40)) and MADE == [40, 40]
+    rerun_refused_then_run(resolver, first, runs, 40, f"changed in storage: its stored bytes "
+                           f"({location(storage, key)}) are {len(good) + 4} bytes, recorded as {len(good)}")
     assert storage.get(key) == good  # rewritten
 
 
