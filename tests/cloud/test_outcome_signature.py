@@ -9,23 +9,26 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sematic_k8s as sk
+from executor_tasks import input_task, outcome_of, submit, value_of
 from sematic_k8s import serialization
-from sematic_k8s.executors.base import Outcome, Task
+from sematic_k8s.executors.base import Outcome
 from sematic_k8s.executors.inline import InlineExecutor
 from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, STORAGE_ENV
 from sematic_k8s.specs import outcome_key
-from sematic_k8s.storage.base import Storage, artifact_key, artifact_loader, put_artifact
+from sematic_k8s.storage.base import Storage, put_artifact
 from sematic_k8s.storage.urls import storage_from_url, storage_url
 from sematic_k8s.store import sql_store
+
+SUPPORT = str(Path(__file__).resolve().parents[1] / "support")
 
 
 @sk.func(inline=False)
@@ -62,6 +65,13 @@ class ProcessResolver(sk.LocalResolver):
                                                            ProcessExecutor(storage, storage_url(storage)))
 
 
+@pytest.fixture(autouse=True)
+def _support_on_workers_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes import this module (its funcs), which imports tests/support's executor_tasks: on their path
+    too (a worker's PYTHONPATH is its driver's start directory and $PYTHONPATH)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [SUPPORT, os.environ.get("PYTHONPATH")])))
+
+
 @pytest.fixture
 def storage(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Storage:  # noqa: ANN401
     monkeypatch.delenv(API_KEY_FILE_ENV, raising=False)
@@ -76,45 +86,27 @@ def executor(storage: Storage) -> Iterator[ProcessExecutor]:
     executor.close()
 
 
-def task(storage: Storage, x: int, run_id: str | None = None, *, resumed: bool = False) -> Task:
-    record = put_artifact(storage, serialization.serialize(x))
-    value = serialization.Value(record["id"], record["format"], record["type_name"], load=artifact_loader(storage))
-    return Task(run_id or uuid.uuid4().hex, uuid.uuid4().hex, double, {"x": value}, resumed=resumed)
-
-
-def outcome_of(executor: ProcessExecutor) -> Outcome:
-    outcomes: list[Outcome] = []
-    deadline = time.monotonic() + 120
-    while not outcomes and time.monotonic() < deadline:
-        outcomes = executor.wait(5)
-    assert outcomes, "no outcome within two minutes"
-    return outcomes[0]
-
-
-def value_of(storage: Storage, outcome: Outcome) -> Any:  # noqa: ANN401
-    assert outcome.output is not None, outcome.error_info
-    return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
+def stored_outcome(storage: Storage, run_id: str) -> str:
+    """The key of the attempt's outcome document, once its worker stored it (within a minute)."""
+    deadline = time.monotonic() + 60
+    while not storage.exists(outcome_key(run_id, 1)):
+        assert time.monotonic() < deadline, "the worker stored no outcome"
+        time.sleep(0.05)
+    return outcome_key(run_id, 1)
 
 
 def replace_outcome(storage: Storage, run_id: str, value: int) -> None:
     """The other bucket writer's move: the attempt's outcome names ``value``, stored under its true content id (the
     worker's signature kept in it)."""
-    deadline = time.monotonic() + 60  # (no helper from tests/support: the worker imports this module)
-    while not storage.exists(outcome_key(run_id, 1)):
-        assert time.monotonic() < deadline, "the worker stored no outcome"
-        time.sleep(0.05)
+    key = stored_outcome(storage, run_id)
     forged = put_artifact(storage, serialization.serialize(value))
-    honest = json.loads(storage.get(outcome_key(run_id, 1)))
-    storage.put(outcome_key(run_id, 1), json.dumps({**honest, "output": forged}).encode(), repair=True)
+    honest = json.loads(storage.get(key))
+    storage.put(key, json.dumps({**honest, "output": forged}).encode(), repair=True)
 
 
 def plant_over_outcome(storage: Storage, run_id: str, document: bytes) -> None:
     """The other bucket writer's move: the attempt's outcome document replaced by ``document``'s bytes."""
-    deadline = time.monotonic() + 60
-    while not storage.exists(outcome_key(run_id, 1)):
-        assert time.monotonic() < deadline, "the worker stored no outcome"
-        time.sleep(0.05)
-    storage.put(outcome_key(run_id, 1), document, repair=True)
+    storage.put(stored_outcome(storage, run_id), document, repair=True)
 
 
 def assert_not_adopted(outcome: Outcome, run_id: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -129,8 +121,7 @@ def assert_not_adopted(outcome: Outcome, run_id: str, caplog: pytest.LogCaptureF
 def test_an_outcome_replaced_by_another_writer_of_the_bucket_is_not_adopted(storage, executor, caplog):
     """Was: the driver adopted the replaced document, the forged value recorded as the run's output."""
     caplog.set_level(logging.WARNING, "sematic_k8s")
-    t = task(storage, 21)
-    executor.submit(t)
+    t = submit(executor, storage, double, 21)
     replace_outcome(storage, t.run_id, 666)
     assert_not_adopted(outcome_of(executor), t.run_id, caplog)
 
@@ -144,12 +135,10 @@ def test_an_outcome_replaced_by_unreadable_bytes_is_not_adopted_and_the_driver_g
     """Was: the driver's wait raised (json's ValueError or RecursionError, the signature's UnicodeEncodeError): one
     writer of the bucket ended every resolution of that driver, not only that attempt."""
     caplog.set_level(logging.WARNING, "sematic_k8s")
-    t = task(storage, 21)
-    executor.submit(t)
+    t = submit(executor, storage, double, 21)
     plant_over_outcome(storage, t.run_id, document)
     assert_not_adopted(outcome_of(executor), t.run_id, caplog)
-    after = task(storage, 4)
-    executor.submit(after)
+    submit(executor, storage, double, 4)
     assert value_of(storage, outcome_of(executor)) == 8
 
 
@@ -157,9 +146,7 @@ def test_an_outcome_whose_preview_has_keys_that_are_not_strings_is_adopted(stora
     """JSON makes a dict's int keys strings: the worker signs the document as its driver reads it back. Was: int
     keys sorted as ints by the worker, as strings by the driver: OutcomeUnverified at every attempt; ints and strings
     together: the worker's sort raised TypeError, no outcome."""
-    t = task(storage, 7)
-    t = Task(t.run_id, t.root_id, framed, t.inputs)
-    executor.submit(t)
+    submit(executor, storage, framed, 7)
     outcome = outcome_of(executor)
     assert outcome.error_info is None, outcome.error_info
     frame = value_of(storage, outcome)
@@ -167,13 +154,13 @@ def test_an_outcome_whose_preview_has_keys_that_are_not_strings_is_adopted(stora
 
 
 def test_an_honest_workers_outcome_is_adopted_by_its_driver_and_by_a_restarted_one(storage, executor):
-    t = task(storage, 21)
-    executor.submit(t)
+    t = submit(executor, storage, double, 21)
     assert value_of(storage, outcome_of(executor)) == 42
     assert "signature" in json.loads(storage.get(outcome_key(t.run_id, 1)))
     again = ProcessExecutor(storage, executor.storage_url)  # a restarted driver of the same resolution
     try:
-        again.submit(task(storage, 21, t.run_id, resumed=True))  # its outcome is there: read, not run again
+        # its outcome is there: read, not run again
+        again.submit(input_task(storage, double, 21, t.run_id, resumed=True))
         assert value_of(storage, outcome_of(again)) == 42
     finally:
         again.close()
@@ -182,13 +169,12 @@ def test_an_honest_workers_outcome_is_adopted_by_its_driver_and_by_a_restarted_o
 def test_a_restarted_driver_does_not_adopt_a_replaced_outcome(storage, executor, caplog):
     """A driver restarted after the worker ended (its outcome there, replaced meanwhile) verifies it too."""
     caplog.set_level(logging.WARNING, "sematic_k8s")
-    t = task(storage, 21)
-    executor.submit(t)
+    t = submit(executor, storage, double, 21)
     replace_outcome(storage, t.run_id, 666)
     executor.procs[t.run_id].proc.wait()  # it ended; its driver is gone before it read its outcome
     again = ProcessExecutor(storage, executor.storage_url)
     try:
-        again.submit(task(storage, 21, t.run_id, resumed=True))
+        again.submit(input_task(storage, double, 21, t.run_id, resumed=True))
         assert_not_adopted(outcome_of(again), t.run_id, caplog)
     finally:
         again.close()
@@ -210,8 +196,7 @@ def test_a_task_carrying_its_signing_key_is_never_stored_in_the_bucket(storage, 
     one with a key is refused before anything is written, and a worker process's key goes on its stdin only."""
     from sematic_k8s.executors.remote import task_ref
 
-    t = task(storage, 21)
-    executor.submit(t)
+    t = submit(executor, storage, double, 21)
     spec = executor.running[t.run_id]
     assert len(spec.signing_key) == 64 and spec.signing_key not in repr(spec)
     with pytest.raises(ValueError, match="carries a signing key: it is never stored"):
