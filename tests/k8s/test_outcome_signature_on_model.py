@@ -35,7 +35,7 @@ from s3_front import relay  # noqa: E402
 from s3server import fresh_bucket  # noqa: E402
 from sematic_k8s import serialization  # noqa: E402
 from sematic_k8s.executors import outcome_signing, remote  # noqa: E402
-from sematic_k8s.executors.base import Task  # noqa: E402
+from sematic_k8s.executors.base import Outcome, Task  # noqa: E402
 from sematic_k8s.executors.kubernetes import KubernetesExecutor  # noqa: E402
 from sematic_k8s.executors.remote import load_task  # noqa: E402
 from sematic_k8s.future import new_id  # noqa: E402
@@ -90,8 +90,6 @@ def submit(ex: KubernetesExecutor, root_id: str, x: int, run_id: str | None = No
     return run_id
 
 
-
-
 def handed(cluster: Cluster, run_id: str) -> tuple[dict[str, Any], TaskSpec]:
     """The attempt's Job and the task its Secret holds, once both are there."""
     name = worker_job_name(run_id, 1)
@@ -99,6 +97,17 @@ def handed(cluster: Cluster, run_id: str) -> tuple[dict[str, Any], TaskSpec]:
                                    task_secret_name(name)], message="its task Secret")[0]
     job = cluster.wait(lambda: [j for j in cluster.list("jobs.batch", NS) if j["metadata"]["name"] == name])[0]
     return job, TaskSpec.from_json(base64.b64decode(secret["data"]["task"]).decode())
+
+
+def one_attempt(cluster: Cluster, ex: KubernetesExecutor, x: int) -> tuple[str, dict[str, Any], TaskSpec, Outcome]:
+    """``square(x)`` run by ``ex`` (closed after): its run's id, its attempt's Job, the task its Secret held, and the
+    outcome its driver read."""
+    try:
+        run_id = submit(ex, new_id(), x)
+        job, task = handed(cluster, run_id)
+        return run_id, job, task, ended(ex, 1)[run_id]
+    finally:
+        ex.close()
 
 
 def replacing(storage: S3Storage) -> Script:
@@ -120,13 +129,7 @@ def test_a_pods_outcome_is_signed_with_the_key_in_its_task_secret_and_one_replac
     """Was: a pod's outcome document was adopted unsigned, so the replaced one's 666 became the run's output."""
     caplog.set_level(logging.WARNING, "sematic_k8s")
     cluster.behaviour = behave({"worker": replacing(storage)})
-    ex = executor(api, storage, images["signs"])
-    try:
-        run_id = submit(ex, new_id(), 7)
-        job, task = handed(cluster, run_id)
-        outcome = ended(ex, 1)[run_id]
-    finally:
-        ex.close()
+    run_id, job, task, outcome = one_attempt(cluster, executor(api, storage, images["signs"]), 7)
     assert outcome.output is None and outcome.error_info is not None, value_of(storage, outcome)
     assert outcome.error_info["type"] == "OutcomeUnverified", outcome.error_info
     assert "InfrastructureError" in outcome.error_info["mro"]  # the attempt is lost: run again
@@ -162,13 +165,7 @@ def test_a_pods_signed_outcome_is_adopted_by_a_restarted_driver(cluster, api, st
 def test_an_older_images_pod_is_handed_no_key_and_its_outcome_is_adopted_unsigned(cluster, api, storage, images):
     """An image without the label (built before workers signed): no key in its task (its TaskSpec would refuse the
     field), its unsigned outcome adopted."""
-    ex = executor(api, storage, images["older"])
-    try:
-        run_id = submit(ex, new_id(), 6)
-        _, task = handed(cluster, run_id)
-        outcome = ended(ex, 1)[run_id]
-    finally:
-        ex.close()
+    run_id, _, task, outcome = one_attempt(cluster, executor(api, storage, images["older"]), 6)
     assert task.signing_key == "" and value_of(storage, outcome) == 36
     assert "signature" not in json.loads(storage.get(outcome_key(run_id, 1)))
 
@@ -216,12 +213,7 @@ def test_a_pod_of_a_storage_without_urls_gets_its_key_in_its_task_secret_beside_
         "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}})
     ex = KubernetesExecutor(local, storage_url(local), images["signs"], namespace=NS, api_client=api, env={},
                             backoff=FAST, storage_secret="sk-s3", owner=False, creates_per_second=0, event_check=0.2)
-    try:
-        run_id = submit(ex, new_id(), 4)
-        job, task = handed(cluster, run_id)
-        outcome = ended(ex, 1)[run_id]
-    finally:
-        ex.close()
+    run_id, job, task, outcome = one_attempt(cluster, ex, 4)
     [container] = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert TASK_ENV not in env and TASK_FILE_ENV in env and task.urls == {}
