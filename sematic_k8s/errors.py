@@ -121,6 +121,15 @@ class ResolutionFailed(Exception):
 class ResolutionCanceled(ResolutionFailed):
     """A Resolution was canceled on request (``sematic-k8s cancel``, the server's cancel action)."""
 
+    @classmethod
+    def over_failure(cls, failure: str, *, resolution_id: str, run_id: str | None = None,
+                     error: dict[str, Any] | None = None) -> ResolutionCanceled:
+        """A failing end recorded canceled: a cancel accepted before it was recorded won
+        (:func:`~sematic_k8s.store.guards.kept_cancels`). ``failure``: what failed, in words (the resolving process's,
+        or read back from the record by the CloudResolver): the same words whichever resolver or path met it."""
+        return cls(f"resolution {resolution_id} was canceled (asked before its end was recorded); it had failed: "
+                   f"{failure}", resolution_id=resolution_id, run_id=run_id, error=error)
+
 
 class RunInterrupted(BaseException):
     """Raised inside a func body running in the resolving process (on the resolving thread, or the in-process

@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 
 from sematic_k8s import backends, caching, serialization
 from sematic_k8s.error_records import ERROR_MESSAGE_LIMIT, clipped
-from sematic_k8s.errors import DriverReplaced, ResolutionEnded, ResolutionFailed, WorkerDied
+from sematic_k8s.errors import DriverReplaced, ResolutionCanceled, ResolutionEnded, ResolutionFailed, WorkerDied
 from sematic_k8s.future import Future, new_id
-from sematic_k8s.graph import TERMINAL
+from sematic_k8s.graph import CANCELED, TERMINAL
 from sematic_k8s.launchers import DriverEnd, DriverWatch, driver_env, start_driver, watch_driver
 from sematic_k8s.modules import check_not_loading
 from sematic_k8s.packaging import source_map
@@ -38,6 +38,7 @@ from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DRIVER_MAX_PARALLELISM, Driv
 from sematic_k8s.storage.base import artifact_loader, inline_loader, log_key, put_artifact
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store.records import Batch, RunRecord, utcnow
+from sematic_k8s.store.tables import AS_ASKED
 from sematic_k8s.terminal_safe import terminal_text, text_of
 
 log = logging.getLogger("sematic_k8s")
@@ -170,7 +171,7 @@ class CloudResolver(Resolver):
             finally:
                 driver.close()
         except ResolutionFailed as e:
-            shown.done(shown.seen.state or "failed")
+            shown.done(CANCELED if isinstance(e, ResolutionCanceled) else shown.seen.state or "failed")
             raise e.with_traceback(None) from e.__cause__
         except BaseException:
             shown.close()
@@ -247,13 +248,16 @@ class CloudResolver(Resolver):
             except KeyError:
                 pass
             detail = f"\n\n{run.error.get('traceback', '')}".rstrip() + detail
+        run_id, error = (run.id, run.error) if run else (None, None)
+        if res.state == CANCELED:  # in the embedded resolver's words (its ResolutionCanceled), read from the record
+            raise _canceled(root_id, res.error, detail, run_id, error)
         raise ResolutionFailed(terminal_text(f"{res.error or f'resolution {root_id} {res.state}'}{detail}"),
-                               resolution_id=root_id, run_id=run.id if run else None,
-                               error=run.error if run else None)
+                               resolution_id=root_id, run_id=run_id, error=error)
 
     def _driver_died(self, store: Any, root_id: str, end: DriverEnd, driver: DriverWatch, epoch: int | None) -> None:
         """The driver ended before its resolution did: record that (the resolution failed, its unfinished runs
-        canceled, so ``continue`` can pick it up), stop what it left running, and raise ResolutionFailed.
+        canceled, so ``continue`` can pick it up), stop what it left running, and raise ResolutionFailed; or
+        ResolutionCanceled when the store recorded that failed end canceled (a cancel accepted before it landed won).
 
         The record is fenced with ``epoch``, the driver epoch seen before the driver was seen ended (not numbered:
         it is not one of that driver's writes). Refused because a newer driver took the resolution over (a Job's
@@ -271,8 +275,9 @@ class CloudResolver(Resolver):
         for run in store.runs_of_root(root_id):
             if run.state not in TERMINAL:
                 batch.update_run(run.id, state="canceled", ended_at=now)
+        canceled: set[str] = set()
         try:
-            store.write(batch)
+            store.write(batch, canceled=canceled)
         except DriverReplaced:
             log.warning("resolution %s: its driver ended, but another driver took it over since; following it",
                         root_id)
@@ -280,9 +285,29 @@ class CloudResolver(Resolver):
         except ResolutionEnded:
             pass  # ended meanwhile (a reader found the driver silent): what was recorded stands
         driver.cleanup()
+        if root_id in canceled:  # a cancel accepted before this end landed won: recorded canceled, its words kept
+            raise ResolutionCanceled.over_failure(reason + terminal_text(tail), resolution_id=root_id)
         raise ResolutionFailed(f"resolution {root_id} failed: {reason}; continue it with "
                                f"rerun_from={root_id!r}, rerun_mode='continue'{terminal_text(tail)}",
                                resolution_id=root_id, run_id=None, error=None)
+
+
+def _canceled(root_id: str, recorded: str | None, detail: str, run_id: str | None,
+              error: dict[str, Any] | None) -> ResolutionCanceled:
+    """What a canceled resolution raises, from its recorded error, in the embedded resolver's words: a cancel that
+    stopped it (its driver's ResolutionCanceled, recorded "ResolutionCanceled: <its words>"; another end recorded
+    canceled, a driver's Ctrl-C, in brackets), or a failing end recorded canceled ("<failure>; canceled as asked":
+    :meth:`~sematic_k8s.errors.ResolutionCanceled.over_failure`, the failure's words without "resolution <id>
+    failed: "). ``detail``: the failed run's traceback and last log lines, when one failed."""
+    recorded = recorded or ""
+    if recorded.endswith(AS_ASKED):
+        failure = recorded.removesuffix(AS_ASKED).removeprefix(f"resolution {root_id} failed: ")
+        return ResolutionCanceled.over_failure(terminal_text(failure + detail), resolution_id=root_id, run_id=run_id,
+                                               error=error)
+    said = recorded.removeprefix(f"{ResolutionCanceled.__name__}: ")
+    if not said.startswith(f"resolution {root_id} was canceled"):
+        said = f"resolution {root_id} was canceled" + (f" ({said.strip().rstrip(':')})" if said.strip() else "")
+    return ResolutionCanceled(terminal_text(said + detail), resolution_id=root_id, run_id=run_id, error=error)
 
 
 def _recorded(store: Any, run_id: str) -> bool:

@@ -189,10 +189,11 @@ class ResolutionLoop:
                     log.warning("resolution %s: %s: %s; leaving it to a restarted driver", self.root_id,
                                 type(e).__name__, e)
                     raise
-                replaced = self._abort(e)
-                if replaced is not None:  # taken over meanwhile: the workers are the newer driver's now
+                instead = self._abort(e)
+                if isinstance(instead, DriverReplaced):  # taken over meanwhile: the workers are the newer driver's now
                     detached = True
-                    raise replaced from e
+                if instead is not None:  # or its failed end recorded canceled: ResolutionCanceled
+                    raise instead from e
                 raise
             finally:
                 detach = getattr(self.executor, "detach", None) if detached else None
@@ -552,9 +553,11 @@ class ResolutionLoop:
             self.failed_exc = exc
             self.timers.clear()
 
-    def _abort(self, exc: BaseException) -> DriverReplaced | None:
+    def _abort(self, exc: BaseException) -> DriverReplaced | ResolutionCanceled | None:
         """Interrupted (Ctrl-C, or an internal error): record the end, then cancel what is left. Unless another
-        driver took the resolution over meanwhile (returned): then nothing is recorded nor canceled."""
+        driver took the resolution over meanwhile (returned): then nothing is recorded nor canceled. A failed end
+        recorded canceled (a cancel accepted since the loop last looked won) returns the ResolutionCanceled to raise
+        instead of ``exc`` (its cause)."""
         now = utcnow()
         unfinished = self._transition(None, CANCELED, ended_at=now)
         if isinstance(exc, ResolutionEnded):  # ended by another process: nothing of this one's may be recorded
@@ -582,7 +585,7 @@ class ResolutionLoop:
         except Exception:
             log.exception("could not record the end of resolution %s", self.root_id)
         self.executor.cancel(unfinished)
-        return None
+        return self._recorded_canceled(error) if state == FAILED else None
 
     def _finish(self) -> Any:
         root = self.graph.nodes[self.root_id]
@@ -603,15 +606,21 @@ class ResolutionLoop:
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now,
                                                                 "error": limits.text_field(message)}
         self._flush()
-        ended: type[ResolutionFailed] = ResolutionFailed
-        if self.root_id in self.recorder.canceled:  # a cancel accepted since the loop last looked won: recorded so
-            ended = ResolutionCanceled
-            message = (f"resolution {self.root_id} was canceled (asked before its end was recorded); it had failed: "
-                       f"{func_name} (run {run_id}) raised {info['type']}{said}")
-        if self.failed_exc is None:  # it failed elsewhere (a worker): its recorded traceback is the only one
-            message = f"{message}\n\n{info.get('traceback', '')}".rstrip()
-        # else Python shows the func's exception, the cause, with its traceback: once, from the user's code
-        raise ended(message, resolution_id=self.root_id, run_id=run_id, error=info) from self.failed_exc
+        # it failed elsewhere (a worker): its recorded traceback is the only one; else Python shows the func's
+        # exception, the cause, with its traceback: once, from the user's code
+        tb = f"\n\n{info.get('traceback', '')}".rstrip() if self.failed_exc is None else ""
+        raise (self._recorded_canceled(f"{func_name} (run {run_id}) raised {info['type']}{said}{tb}", run_id, info)
+               or ResolutionFailed(message + tb, resolution_id=self.root_id, run_id=run_id, error=info)
+               ) from self.failed_exc
+
+    def _recorded_canceled(self, failure: str, run_id: str | None = None,
+                           info: dict | None = None) -> ResolutionCanceled | None:
+        """What to raise once a failed end of the resolution was written (``failure``: what failed, in words), when
+        the store recorded it canceled (``Store.write``'s ``canceled``): a cancel accepted since the loop last looked
+        won. None when it was recorded failed. The one judgement of every failed end this loop writes."""
+        if self.root_id not in self.recorder.canceled:
+            return None
+        return ResolutionCanceled.over_failure(failure, resolution_id=self.root_id, run_id=run_id, error=info)
 
     def _flush_while_busy(self) -> None:
         """The heartbeat thread's write of the pending records while this loop runs a long func body itself."""

@@ -8,7 +8,8 @@ records its end reaches the store. The cancel was accepted (the resolution was r
   The write's answer says so (``Store.write``'s ``canceled``; through the server, its answer's ``canceled``, to the
   retry of a write whose first attempt landed too), and the resolving process raises ResolutionCanceled ("resolution
   <id> was canceled (asked before its end was recorded); it had failed: fail_at ... raised ValueError: ..."). Was:
-  ResolutionFailed in the func's words, as if nobody had asked.
+  ResolutionFailed in the func's words, as if nobody had asked. So too a failed end written by the loop's abort on an
+  infrastructure failure: ResolutionCanceled naming that failure (was: the failure's own error raised).
 
 The resolver is a real process (a LocalResolver) whose gated step returns (or raises) once its gate opens. Through a
 server process (SQLite or PostgreSQL) a proxy on loopback holds its write of the end back (past its client's 2 s
@@ -24,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -223,3 +225,59 @@ def test_a_cancel_landing_before_a_failing_end_on_sqlite_wins(tmp_path) -> None:
                 p.kill()
                 p.wait(30)
         store.close()
+
+
+def _asks_cancel(root: str, held: threading.Event) -> Callable[[bytes], bool]:
+    """Whether a request is the resolver's question whether resolution ``root`` was asked to cancel, once ``held``."""
+    def pick(request: bytes) -> bool:
+        return held.is_set() and request.startswith(f"GET /api/v1/store/cancel_requested/{root} ".encode())
+    return pick
+
+
+@pytest.mark.parametrize("db", ["sqlite"])
+def test_an_infrastructure_failure_recorded_canceled_raises_resolution_canceled(tmp_path, db_server, db) -> None:
+    """The resolver's path to the server drops its questions whether the resolution was asked to cancel (a proxy
+    leaves them unanswered past its client's retry window, 4 s), from before ``sematic-k8s cancel`` lands straight on
+    the server: its heartbeat's looks meanwhile fail (logged), and once the gated step returned, the loop's last look
+    fails (ServerError: cannot reach the server), an infrastructure failure. The loop records the resolution failed
+    in those words (the write passes); the accepted cancel wins (recorded canceled, "...; canceled as asked"), and
+    the write's answer says so: the resolver raises ResolutionCanceled ("resolution <id> was canceled (asked before
+    its end was recorded); it had failed: infrastructure failure, not the pipeline's: ServerError: ..."), as for a
+    failing func. Was: it raised ServerError, as if nobody had asked."""
+    server = db_server
+    root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
+    held = threading.Event()
+    proxy = HoldingProxy(server.port, hold=_asks_cancel(root, held), until_release=True)
+    env = _env(tmp_path, SEMATIC_K8S_SERVER=proxy.url, SEMATIC_K8S_RETRY_WINDOW="4")
+    resolver = _process(["-c", RESOLVE, gate, root, "gated"], env)
+    cancel = None
+    reader = HttpStore(server.url)
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or resolver.poll() is not None, 60, what="the gated step")
+        held.set()
+        cancel = _process(["-m", "sematic_k8s.cli", "cancel", root, "--wait", "-o", "json"],
+                          {**env, "SEMATIC_K8S_SERVER": server.url})
+        wait_for(lambda: reader.get_resolution(root).state != "running" or cancel.poll() is not None, 60,
+                 what="the cancel to land")
+        assert reader.get_resolution(root).state == "canceling", reader.get_resolution(root)
+        Path(gate).touch()
+        out, err = resolver.communicate(timeout=120)
+        assert resolver.returncode == 1, (out, err)
+        last = err.strip().splitlines()[-1]
+        said = (f"ResolutionCanceled: resolution {root} was canceled (asked before its end was recorded); it had "
+                f"failed: infrastructure failure, not the pipeline's: ServerError: cannot reach the sematic-k8s server "
+                f"at {proxy.url}")
+        assert said in last, err
+        said, cli_err = cancel.communicate(timeout=60)
+        assert cancel.returncode == 0 and json.loads(said)["state"] == "canceled", (said, cli_err)
+        res = reader.get_resolution(root)
+        assert res.state == "canceled", res
+        assert res.error.startswith("infrastructure failure, not the pipeline's: ServerError: cannot reach"), res.error
+        assert res.error.endswith("; canceled as asked"), res.error
+    finally:
+        for p in (resolver, cancel):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        reader.close()
+        proxy.close()

@@ -5,7 +5,8 @@ value; finished driver and worker containers are removed. A driver process kille
 container waits, started again on the same resolution, re-attaches to that container (running, or ended while
 no driver watched) instead of starting the step again, and leaves no container behind. The workers of a
 detached resolution whose driver was killed, exited or still running, are removed once that resolution has ended.
-``docker stop`` reaches a driver's own SIGTERM handler."""
+``docker stop`` reaches a driver's own SIGTERM handler. A canceled resolution raises ResolutionCanceled in the
+LocalResolver's words: canceled through the CLI, its driver dead or marked dead after the cancel was accepted."""
 
 from __future__ import annotations
 
@@ -257,6 +258,43 @@ def test_a_driver_dying_mid_line_has_that_line_in_its_failure_and_its_record(bas
         wait_for(lambda: not containers_of(f.id), 30, what="the dead driver's containers to be removed")
 
 
+def test_a_cloud_resolution_canceled_through_the_cli_raises_resolution_canceled(base_image, project, s3_url,
+                                                                                  tmp_path):
+    """``sematic-k8s cancel`` while a CloudResolver's driver waits on a worker (at its gate): the CloudResolver
+    raises ResolutionCanceled in the embedded resolver's words ("resolution <id> was canceled"), the record canceled.
+    Was: ResolutionFailed, in the record's words ("ResolutionCanceled: resolution <id> was canceled"), where a
+    LocalResolver raises ResolutionCanceled."""
+    root, mod = project
+    lines: list[str] = []
+    storage = storage_from_url(s3_url)
+    with serve(tmp_path) as server:
+        name = uuid.uuid4().hex[:8]
+        f = mod.gated(3, name)
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = f.resolve(resolver(server, s3_url, root, base_image, lines))
+            except BaseException as e:  # noqa: BLE001
+                outcome["error"] = e
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        wait_for(lambda: storage.exists(f"gates/{name}.started") or outcome, 300, what="the gated worker")
+        assert not outcome, outcome
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
+        env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
+        said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert said.returncode == 0, (said.stdout, said.stderr)
+        thread.join(120)
+        error = outcome.get("error")
+        assert isinstance(error, sk.ResolutionCanceled), outcome
+        assert str(error).splitlines()[0] == f"resolution {f.id} was canceled", str(error)
+        res = server.store.get_resolution(f.id)
+        assert res.state == "canceled", (res.state, res.error)
+        wait_for(lambda: not containers_of(f.id), 60, what="the canceled resolution's containers to be removed")
+
+
 def driver_waiting(f: Any, res: Any, says: bytes = b"waiting for SIGTERM") -> tuple[Any, dict[str, Any],
                                                                                    threading.Thread]:
     """``f`` (``waits_for_sigterm``, or another that waits) resolving with ``res`` on a thread, once its driver's
@@ -278,6 +316,74 @@ def driver_waiting(f: Any, res: Any, says: bytes = b"waiting for SIGTERM") -> tu
     driver = wait_for(waiting, 300, what=f"the driver to say {says.decode()!r}")
     assert not outcome, outcome
     return driver, outcome, thread
+
+
+def test_a_driver_dying_after_a_cancel_was_accepted_raises_resolution_canceled(base_image, project, s3_url,
+                                                                                tmp_path):
+    """A driver frozen (``docker pause``) while ``sematic-k8s cancel`` lands, then killed (SIGKILL) before it saw
+    the cancel: the CloudResolver records the driver's death as the resolution's failed end, which is recorded
+    canceled ("the driver exited with code 137 ...; canceled as asked": the accepted cancel wins), and raises
+    ResolutionCanceled ("resolution <id> was canceled (asked before its end was recorded); it had failed: the driver
+    exited with code 137 ..."), in the embedded resolver's words for a failing end recorded canceled. Was:
+    ResolutionFailed, "... failed: the driver exited ...; continue it with ...", the cancel unsaid."""
+    root, mod = project
+    lines: list[str] = []
+    with serve(tmp_path) as server:
+        f = mod.waits_for_sigterm()
+        driver, outcome, thread = driver_waiting(f, resolver(server, s3_url, root, base_image, lines))
+        driver.pause()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
+        env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
+        said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert said.returncode == 0, (said.stdout, said.stderr)
+        assert server.store.get_resolution(f.id).state == "canceling"
+        driver.kill(signal="SIGKILL")
+        thread.join(120)
+        error = outcome.get("error")
+        assert isinstance(error, sk.ResolutionCanceled), outcome
+        first = str(error).splitlines()[0]
+        assert first.startswith(f"resolution {f.id} was canceled (asked before its end was recorded); it had failed: "
+                                f"the driver exited with code 137"), str(error)
+        res = server.store.get_resolution(f.id)
+        assert res.state == "canceled", (res.state, res.error)
+        assert res.error.startswith("the driver exited with code 137"), res.error
+        assert res.error.endswith("; canceled as asked"), res.error
+        wait_for(lambda: not containers_of(f.id), 60, what="the dead driver's containers to be removed")
+
+
+def test_a_silent_driver_marked_dead_after_a_cancel_was_accepted_raises_resolution_canceled(
+        base_image, project, s3_url, tmp_path, monkeypatch):
+    """A driver frozen (``docker pause``: its container runs on, silent) while ``sematic-k8s cancel`` lands: its
+    heartbeat stops, and a read past the timeout (5 s here, a beat a second) marks the resolution dead, recorded
+    canceled ("the resolver stopped responding ...; canceled as asked"). The CloudResolver, following the record,
+    raises ResolutionCanceled ("resolution <id> was canceled (asked before its end was recorded); it had failed: the
+    resolver stopped responding ..."), as the embedded resolver words a failing end recorded canceled. Was:
+    ResolutionFailed in the record's words."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "1")  # the driver's (passed on by the launcher)
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "5")  # the server's
+    root, mod = project
+    lines: list[str] = []
+    with serve(tmp_path) as server:
+        f = mod.waits_for_sigterm()
+        driver, outcome, thread = driver_waiting(f, resolver(server, s3_url, root, base_image, lines))
+        driver.pause()
+        try:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
+            env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
+            said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert said.returncode == 0, (said.stdout, said.stderr)
+            thread.join(120)
+        finally:
+            driver.kill(signal="SIGKILL")
+        error = outcome.get("error")
+        assert isinstance(error, sk.ResolutionCanceled), outcome
+        assert str(error).startswith(f"resolution {f.id} was canceled (asked before its end was recorded); it had "
+                                     f"failed: the resolver stopped responding"), str(error)
+        res = server.store.get_resolution(f.id)
+        assert res.state == "canceled" and res.error.endswith("; canceled as asked"), (res.state, res.error)
+        wait_for(lambda: not containers_of(f.id), 60, what="the dead driver's containers to be removed")
 
 
 def test_docker_stop_reaches_a_drivers_own_sigterm_handler(base_image, project, s3_url, tmp_path):
