@@ -29,7 +29,7 @@ from docker import errors as docker_errors
 
 from executor_tasks import outcome_of, submit
 from fd_report import open_fds
-from infra import REGISTRY, docker_client, require_docker
+from infra import REGISTRY, containers_of, docker_client, require_docker
 from named_user import APP_GID, APP_UID, named_user_image
 from outages import (
     REGISTRY_NOT_NOW,
@@ -49,7 +49,7 @@ from sematic_k8s.errors import DockerUnavailable, ImageUserUnknown, ResolutionFa
 from sematic_k8s.executors import docker as docker_executor
 from sematic_k8s.executors.base import Outcome, Task
 from sematic_k8s.executors.docker import DockerExecutor
-from sematic_k8s.labels import RESOLUTION_LABEL, RUN_LABEL
+from sematic_k8s.labels import RESOLUTION_LABEL
 from sematic_k8s.settings import SECRET_FILE_ENVS, STORAGE_KEY_ENVS, TASK_ENV, TASK_FILE_ENV, worker_env
 from sematic_k8s.specs import WORKER_STORED_LINE, outcome_key
 from sematic_k8s.storage.base import artifact_key, log_key
@@ -230,14 +230,6 @@ def stored_value(storage: S3Storage, outcome: Outcome) -> Any:  # noqa: ANN401
     return serialization.deserialize(outcome.output["format"], storage.get(artifact_key(outcome.output["id"])))
 
 
-def containers_of(task: Task) -> list[Any]:
-    while True:
-        try:
-            return docker_client().containers.list(all=True, filters={"label": f"{RUN_LABEL}={task.run_id}"})
-        except docker_errors.NotFound:  # one was removed while the list inspected it: look again
-            continue
-
-
 def test_an_outcome_is_read_when_the_worker_says_it_is_stored_with_its_value_and_logs(project, storage, executor):
     module, image = project
     task, outcome = run(executor, storage, module.inc, 41)
@@ -246,7 +238,7 @@ def test_an_outcome_is_read_when_the_worker_says_it_is_stored_with_its_value_and
     assert "adding one" in storage.get(log_key(task.run_id)).decode()
     assert outcome.details["executor"] == "docker" and outcome.details["image"] == image
     executor.close()
-    assert containers_of(task) == []  # removed once it ended
+    assert containers_of(run=task.run_id) == []  # removed once it ended
 
 
 def sockets() -> int:
@@ -323,7 +315,7 @@ def test_a_child_a_func_left_running_ends_with_its_container(project, storage, e
     task, outcome = run(executor, storage, project[0].leaves_a_child, 1)
     assert stored_value(storage, outcome) == 5
     executor.close()
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_container_lingering_after_its_outcome_was_read_is_removed(project, storage, executor, monkeypatch):
@@ -331,9 +323,9 @@ def test_a_container_lingering_after_its_outcome_was_read_is_removed(project, st
     task, outcome = run(executor, storage, project[0].lingers, 5)
     assert outcome.error_info is None, outcome.error_info
     deadline = time.monotonic() + 60
-    while containers_of(task) and time.monotonic() < deadline:
+    while containers_of(run=task.run_id) and time.monotonic() < deadline:
         executor.wait(0.5)  # the executor looks after its containers while it is waited on
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_worker_container_removed_while_it_runs_fails_its_run_and_is_not_awaited_forever(project, storage,
@@ -342,7 +334,7 @@ def test_a_worker_container_removed_while_it_runs_fails_its_run_and_is_not_await
     no container, and the periodic list only sees exited ones; the run must still end, as ContainerRemoved."""
     task = submit(executor, storage, project[0].sleeps, 7)
     deadline = time.monotonic() + 120
-    while not (running := [c for c in containers_of(task) if c.status == "running"]):
+    while not (running := [c for c in containers_of(run=task.run_id) if c.status == "running"]):
         assert time.monotonic() < deadline, "the worker did not start"
         executor.wait(0.5)
     running[0].remove(force=True)
@@ -373,7 +365,7 @@ def at_its_gate(executor: DockerExecutor, storage: S3Storage, func: Any, x: int)
 def running_worker(executor: DockerExecutor, task: Task) -> Any:  # noqa: ANN401
     """The task's container once it runs (the executor waited on meanwhile)."""
     deadline = time.monotonic() + 120
-    while not (running := [c for c in containers_of(task) if c.status == "running"]):
+    while not (running := [c for c in containers_of(run=task.run_id) if c.status == "running"]):
         assert time.monotonic() < deadline, "the worker did not start"
         executor.wait(0.5)
     [container] = running
@@ -401,7 +393,7 @@ def test_a_worker_container_is_given_no_storage_key_and_stores_through_its_urls(
         assert stored_value(keyed, outcome) == 2 * x
     finally:
         executor.close()
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_worker_containers_task_is_a_file_it_removes_and_docker_inspect_shows_no_url(project, storage, executor):
@@ -451,7 +443,7 @@ def test_a_worker_image_whose_user_is_a_name_reads_its_task_file(project, storag
         assert executor.owner == (APP_UID, APP_GID)
     finally:
         executor.close()
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_worker_image_whose_user_its_passwd_lacks_is_refused_in_words_and_leaves_no_container(project, storage,
@@ -488,7 +480,7 @@ def test_a_resumed_attempt_reattaches_to_its_running_worker_instead_of_starting_
     finally:
         second.close()
     assert starts(storage, x) == 1  # started once
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_resumed_attempt_whose_worker_stored_its_outcome_and_lingers_is_read_from_its_replayed_stdout(
@@ -518,7 +510,7 @@ def test_a_resumed_attempt_whose_worker_stored_its_outcome_and_lingers_is_read_f
         finally:
             second.close() if last else second.detach()
     assert starts(storage, x) == 1
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_worker_that_died_while_no_executor_watched_is_read_and_removed(project, storage, executor):
@@ -527,10 +519,12 @@ def test_a_worker_that_died_while_no_executor_watched_is_read_and_removed(projec
     task = submit(executor, storage, project[0].sleeps, 3)
     first = running_worker(executor, task)
     executor.detach()
-    assert first.id in [c.id for c in containers_of(task) if c.status == "running"]  # left to the next driver
+    assert first.id in [c.id for c in containers_of(run=task.run_id)
+                        if c.status == "running"]  # left to the next driver
     wait_for(lambda: b"sleeping" in first.logs(), 120, what="the worker's first line")
     first.kill()
-    wait_for(lambda: [c for c in containers_of(task) if c.status == "exited"], 60, what="the killed worker's end")
+    wait_for(lambda: [c for c in containers_of(run=task.run_id) if c.status == "exited"], 60,
+             what="the killed worker's end")
     second = DockerExecutor(storage, storage.url, project[1], env=worker_env())
     try:
         second.submit(dataclasses.replace(task, resumed=True))
@@ -540,7 +534,7 @@ def test_a_worker_that_died_while_no_executor_watched_is_read_and_removed(projec
         assert "sleeping" in outcome.error_info["traceback"]  # its last log lines
     finally:
         second.close()
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 # -- containers the engine refuses -------------------------------------------------------------------------------
@@ -566,7 +560,7 @@ def test_a_container_the_engine_refuses_to_create_fails_its_run_and_the_next_run
     assert_never_started(outcome, "refused it (Range of CPUs is from 0.01 to",
                          "the func's cpu=4096 is outside that range: ask for an amount within it")
     assert outcome.details["executor"] == "docker" and outcome.details["image"] == project[1]
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
     task, outcome = run(executor, storage, project[0].inc, 1)
     assert stored_value(storage, outcome) == 2
 
@@ -580,7 +574,7 @@ def test_an_image_the_engine_cannot_pull_fails_its_run_in_words(project, storage
         executor.close()
     assert_never_started(outcome, f"does not have image {MISSING} and could not pull it (manifest for ",
                          "push it to its registry, or check that the engine can reach that registry")
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def waiting_for_image(executor: DockerExecutor, task: Task) -> str:
@@ -621,7 +615,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_is_down_for_a_few_secon
         assert executor.waiting == {}
     finally:
         executor.close()
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_funcs_timeout_counts_from_its_workers_launch_not_while_it_waits_for_its_image(project, storage,
@@ -656,7 +650,7 @@ def test_a_worker_whose_registry_stays_down_past_the_pull_grace_never_started_in
     assert_never_started(outcome, f"does not have image {image} and could not pull it for ", "connection refused",
                          "push it to its registry, or check that the engine can reach that registry")
     assert executor.waiting == {}
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 @pytest.fixture
@@ -699,7 +693,7 @@ def test_a_worker_waits_for_its_image_while_its_registry_answers_not_now_for_a_f
             assert executor.waiting == {} and proxy.throttled >= 1
         finally:
             executor.close()
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_worker_waiting_for_its_first_pull_try_is_noted_with_its_progress_and_a_layer_the_engine_retries(
@@ -785,7 +779,7 @@ def test_a_worker_whose_registry_answers_not_now_past_the_pull_grace_never_start
                          "push it to its registry, or check that the engine can reach that registry")
     assert proxy.throttled >= (1 if answer == "silent" else 2)  # tried again; a silent try took the whole grace
     assert executor.waiting == {}
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_run_whose_registry_is_silent_holds_up_neither_the_other_runs_nor_its_cancel(project, storage, unpulled,
@@ -837,7 +831,7 @@ def test_a_run_whose_registry_is_silent_holds_up_neither_the_other_runs_nor_its_
                 store.request_cancel(f.id)
                 resolution.join(150)
             executor.close()
-    assert docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={f.id}"}) == []
+    assert containers_of(f.id) == []
 
 
 @pytest.fixture
@@ -888,7 +882,7 @@ def test_a_refused_container_fails_its_run_and_its_resolution_in_words(project, 
     assert runs["inc"].state in ("resolved", "canceled")  # as beside any failed run
     resolution = store.get_resolution(f.id)
     assert resolution is not None and resolution.state == "failed" and "Range of CPUs" in (resolution.error or "")
-    assert docker_client().containers.list(all=True, filters={"label": f"{RESOLUTION_LABEL}={f.id}"}) == []
+    assert containers_of(f.id) == []
 
 
 def test_an_engine_that_stops_answering_at_a_launch_is_docker_unavailable_not_a_run_failure(project, storage,
@@ -949,7 +943,7 @@ def test_a_worker_followed_through_an_engine_cut_for_a_few_seconds_is_read_and_r
     finally:
         executor.close()
     assert starts(storage, x) == 1
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_worker_that_stores_its_outcome_during_an_engine_cut_and_lingers_is_read_once_the_engine_answers(
@@ -972,12 +966,12 @@ def test_a_worker_that_stores_its_outcome_during_an_engine_cut_and_lingers_is_re
         assert engine_proxy.dropped > 0
         assert outcome.error_info is None, outcome.error_info
         assert stored_value(storage, outcome) == 2 * x
-        [container] = containers_of(task)
+        [container] = containers_of(run=task.run_id)
         assert container.status == "running"  # read from its line, not from its end
     finally:
         executor.close()
     assert starts(storage, x) == 1
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_an_engine_lost_while_a_worker_runs_is_docker_unavailable_in_words_and_close_says_what_is_left(
@@ -998,7 +992,7 @@ def test_an_engine_lost_while_a_worker_runs_is_docker_unavailable_in_words_and_c
     left = [r.getMessage() for r in caplog.records if "may be left on it" in r.getMessage()]
     assert left and f"remove them with `docker rm -f $(docker ps -aq --filter label={RESOLUTION_LABEL}=" in left[0]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{engine_proxy.target_port}")
-    [container] = containers_of(task)  # the engine was never asked to remove it
+    [container] = containers_of(run=task.run_id)  # the engine was never asked to remove it
     storage.put(f"gates/{x}", b"")
     container.remove(force=True)
 
@@ -1343,7 +1337,7 @@ def test_runs_whose_layer_the_engine_retries_fail_each_at_its_own_pull_grace_and
                              "push it to its registry, or check that the engine can reach that registry")
     pulling.join(30)
     assert not pulling.is_alive(), "the try no run waits for was not abandoned"
-    assert executor.waiting == {} and containers_of(first) == containers_of(second) == []
+    assert executor.waiting == {} and containers_of(run=first.run_id) == containers_of(run=second.run_id) == []
 
 
 def test_a_run_whose_try_ended_unseen_counts_its_grace_from_the_engines_retry_in_that_try(project, storage,
@@ -1372,7 +1366,7 @@ def test_a_run_whose_try_ended_unseen_counts_its_grace_from_the_engines_retry_in
     assert_never_started(outcomes[0], f"does not have image {image} and could not pull it for ",
                          f"({REGISTRY_NOT_NOW['429'].words})",
                          "push it to its registry, or check that the engine can reach that registry")
-    assert executor.waiting == {} and containers_of(task) == []
+    assert executor.waiting == {} and containers_of(run=task.run_id) == []
 
 
 def test_a_layers_download_that_failed_before_its_first_byte_holds_no_run_past_its_grace():
@@ -1417,7 +1411,7 @@ def test_an_executor_closed_while_its_images_try_is_under_way_abandons_that_try(
     assert pulling is not None
     pulling.join(30)
     assert not pulling.is_alive(), "the try was not abandoned"
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(project, storage, unpulled,
@@ -1443,7 +1437,7 @@ def test_an_executor_closed_while_its_images_try_is_silent_abandons_that_try(pro
         pulling.join(30)
         assert not pulling.is_alive(), "the silent try was not abandoned"
         assert isinstance(pulling.error, docker_pull.PullAbandoned), pulling.error
-    assert containers_of(task) == []
+    assert containers_of(run=task.run_id) == []
 
 
 def test_a_pull_abandoned_while_the_engine_has_not_accepted_its_connection_ends_at_once(monkeypatch):

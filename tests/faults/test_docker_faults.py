@@ -22,15 +22,14 @@ from typing import Any
 
 import docker
 import pytest
-from docker import errors as docker_errors
 
 import sematic_k8s as sk
-from infra import REGISTRY, docker_client, require_docker
+from infra import REGISTRY, containers_of, require_docker
 from outages import DroppingProxy, TricklingProxy
 from projects import user_project
 from s3server import fresh_bucket
 from sematic_k8s import serialization
-from sematic_k8s.labels import FUNC_LABEL, RESOLUTION_LABEL, ROLE_LABEL
+from sematic_k8s.labels import FUNC_LABEL
 from sematic_k8s.launchers import LOG_TAIL
 from sematic_k8s.settings import DRIVER_ENV
 from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettings
@@ -153,15 +152,6 @@ def s3_url(monkeypatch) -> str:
     """A fresh bucket on the shared S3 API server (drivers and workers reach it on the host network)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-faults")
     return f"s3://{bucket}/artifacts"
-
-
-def containers_of(root_id: str, role: str | None = None) -> list[Any]:
-    labels = [f"{RESOLUTION_LABEL}={root_id}"] + ([f"{ROLE_LABEL}={role}"] if role else [])
-    while True:
-        try:
-            return docker_client().containers.list(all=True, filters={"label": labels})
-        except docker_errors.NotFound:  # one was removed while the list inspected it: look again
-            continue
 
 
 def resolver(server: Any, s3_url: str, root: Path, base_image: str, lines: list[str], **kw: Any) -> sk.CloudResolver:

@@ -21,11 +21,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from docker import errors as docker_errors
 
 import sematic_k8s as sk
 from idle_driver import IDLE_DRIVER_REPO, idle_driver_image
-from infra import REGISTRY, docker_client, require_docker
+from infra import REGISTRY, containers_of, docker_client, require_docker
 from outages import DroppingProxy, ServerProcess
 from projects import user_project
 from s3server import fresh_bucket
@@ -77,15 +76,6 @@ def s3_url(monkeypatch) -> str:
     """A fresh bucket on the shared S3 API server (drivers and workers reach it on the host network)."""
     _, bucket = fresh_bucket(monkeypatch, "sk-launch")
     return f"s3://{bucket}/artifacts"
-
-
-def containers_of(root_id: str, role: str | None = None) -> list[Any]:
-    labels = [f"{RESOLUTION_LABEL}={root_id}"] + ([f"{ROLE_LABEL}={role}"] if role else [])
-    while True:
-        try:
-            return docker_client().containers.list(all=True, filters={"label": labels})
-        except docker_errors.NotFound:
-            continue
 
 
 class EngineProxy(DroppingProxy):

@@ -18,9 +18,12 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from sematic_k8s.labels import RESOLUTION_LABEL, ROLE_LABEL, RUN_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA_SCRIPTS = Path(os.environ.get("SEMATIC_K8S_INFRA_SCRIPTS", REPO / "infra"))
@@ -48,6 +51,22 @@ def docker_client():
         return client
     except Exception:  # noqa: BLE001 - any failure means "no docker"
         return None
+
+
+def containers_of(resolution: str | None = None, role: str | None = None, *, run: str | None = None) -> list[Any]:
+    """The engine's containers in any state whose labels select them: those of resolution ``resolution`` (its role
+    ``role``, driver or worker, when given) or of run ``run``. Listed again when one was removed while the list
+    inspected it."""
+    from docker import errors
+
+    selectors = [f"{label}={value}" for label, value in ((RESOLUTION_LABEL, resolution), (ROLE_LABEL, role),
+                                                         (RUN_LABEL, run)) if value is not None]
+    assert selectors, "containers_of selects by resolution or run"
+    while True:
+        try:
+            return docker_client().containers.list(all=True, filters={"label": selectors})
+        except errors.NotFound:  # one was removed while the list inspected it: look again
+            continue
 
 
 def docker_available() -> bool:
