@@ -21,12 +21,10 @@ from types import ModuleType
 import pytest
 
 import sematic_k8s as sk
+from process_resolver import ProcessResolver
 from s3_front import Front, s3_error, s3_front
 from sematic_k8s import serialization
 from sematic_k8s.errors import FuncNotFound, ImportInterrupted, ResolutionFailed, ServerError
-from sematic_k8s.executors.inline import InlineExecutor
-from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-from sematic_k8s.executors.process import ProcessExecutor
 from sematic_k8s.func import load_func
 from sematic_k8s.resolvers import loop
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, DB_URL_ENV, DRIVER_ENV, SERVER_ENV
@@ -57,15 +55,6 @@ MODULE = textwrap.dedent("""
     def double(x: int) -> int:
         return 2 * x
 """)
-
-
-class ProcessResolver(sk.LocalResolver):
-    """Inline funcs in this process, the others in worker processes."""
-
-    def _parts(self):  # noqa: ANN202
-        storage = self.storage
-        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
-                                                           ProcessExecutor(storage, storage_url(storage)))
 
 
 @contextlib.contextmanager

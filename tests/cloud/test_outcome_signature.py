@@ -17,10 +17,9 @@ import pytest
 
 import sematic_k8s as sk
 from executor_tasks import input_task, outcome_of, submit, value_of
+from process_resolver import ProcessResolver
 from sematic_k8s import serialization
 from sematic_k8s.executors.base import Outcome
-from sematic_k8s.executors.inline import InlineExecutor
-from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
 from sematic_k8s.executors.process import ProcessExecutor
 from sematic_k8s.settings import API_KEY_ENV, API_KEY_FILE_ENV, STORAGE_ENV
 from sematic_k8s.specs import outcome_key
@@ -54,15 +53,6 @@ def framed(x: int) -> Any:  # noqa: ANN401
     import pandas as pd
 
     return pd.DataFrame({"c": [{2: "a", 10: "b"}, {x: "q", "b": 2}]})
-
-
-class ProcessResolver(sk.LocalResolver):
-    """Inline funcs in this process, the others in worker processes."""
-
-    def _parts(self):  # noqa: ANN202
-        storage = self.storage
-        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
-                                                           ProcessExecutor(storage, storage_url(storage)))
 
 
 @pytest.fixture(autouse=True)
