@@ -154,15 +154,15 @@ def import_may_pass(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a module's top level as it loaded, may pass on another try (ImportInterrupted),
     rather than being the module's mistake (FuncNotFound). An InfrastructureError is neither: it keeps its type.
 
-    Down the chain of errors ``exc`` was raised from (each one's cause, else its context, shown or not), the first
-    that decides: a service's answer (:func:`service_answer`: a 5xx, 429, 408 or AWS throttling may pass, a 4xx is
-    the module's mistake, with the service's words); an OSError (a ConnectionError, not one about a path of its own)
-    or MemoryError may pass; one of Python's own (a NameError, json's JSONDecodeError) is the module's mistake,
-    whatever it was handling; so is one the user's code raised (their own class, a library's they raised), from an
-    error or while handling one, and one a library raised while the user's code handled another (a bad fallback in
-    their ``except``). Only a library's error raised from (or while handling) an error the library itself caught is
-    judged by that error: httpx's ConnectError, urllib3's MaxRetryError, botocore's EndpointConnectionError, each
-    raised from the socket's ConnectionRefusedError."""
+    Down the chain of errors ``exc`` was raised from (each one's cause, else its context, shown or not), the first that
+    decides: a service's answer (:func:`service_answer`: a 5xx, 429, 408, AWS throttling or error answers of a status
+    not said may pass, a 4xx is the module's mistake, with the service's words); an OSError (a ConnectionError, not one
+    about a path of its own) or MemoryError may pass; one of Python's own (a NameError, json's JSONDecodeError) is the
+    module's mistake, whatever it was handling; so is one the user's code raised (their own class, a library's they
+    raised), from an error or while handling one, and one a library raised while the user's code handled another (a bad
+    fallback in their ``except``). Only a library's error raised from (or while handling) an error the library itself
+    caught is judged by that error: httpx's ConnectError, urllib3's MaxRetryError, botocore's EndpointConnectionError,
+    each raised from the socket's ConnectionRefusedError."""
     if isinstance(exc, InfrastructureError):
         return False
     seen: set[int] = set()
@@ -172,7 +172,7 @@ def import_may_pass(exc: BaseException) -> bool:
         answered = service_answer(at)
         if answered is not None:
             status, code = answered
-            return status in SERVICE_MAY_PASS or code in AWS_MAY_PASS
+            return status is None or status in SERVICE_MAY_PASS or code in AWS_MAY_PASS
         if isinstance(at, IMPORT_MAY_PASS):
             return not isinstance(at, IMPORT_STAYS)
         if _pythons_own(type(at)) or raised_by_user(at):
@@ -183,16 +183,25 @@ def import_may_pass(exc: BaseException) -> bool:
     return False
 
 
-def service_answer(exc: BaseException) -> tuple[int, str] | None:
+def service_answer(exc: BaseException) -> tuple[int | None, str] | None:
     """The HTTP status of a service's error answer (4xx, 5xx) that ``exc`` says, and its AWS error code ("" if
     none): botocore's ClientError, httpx's HTTPStatusError and requests' HTTPError (``raise_for_status``), urllib's
-    HTTPError; None for an error that carries no such answer."""
+    HTTPError, aiohttp's ClientResponseError; urllib3's MaxRetryError of error answers its Retry's
+    ``status_forcelist`` retried (its reason, a ResponseError, names the last status: None when it does not, a
+    service answering errors again and again); None for an error that carries no such answer. A library's errors
+    are known only when it is loaded (it raised one): none is imported for this."""
     status: object = None
     code = ""
     try:
-        urllib_errors = sys.modules.get("urllib.error")  # (loaded when it raised one: not imported for this)
+        urllib_errors = sys.modules.get("urllib.error")
+        aiohttp_errors = sys.modules.get("aiohttp.client_exceptions")
+        urllib3_errors = sys.modules.get("urllib3.exceptions")
         if urllib_errors is not None and isinstance(exc, urllib_errors.HTTPError):
             status = exc.code
+        elif aiohttp_errors is not None and isinstance(exc, aiohttp_errors.ClientResponseError):
+            status = exc.status
+        elif urllib3_errors is not None and isinstance(exc, urllib3_errors.MaxRetryError):
+            return _retried_answers(exc.reason, urllib3_errors.ResponseError)
         elif isinstance(response := getattr(exc, "response", None), dict):  # botocore's ClientError
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = str(response.get("Error", {}).get("Code", ""))
@@ -203,6 +212,21 @@ def service_answer(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
         return status, code
     return None
+
+
+def _retried_answers(reason: object, response_error: type[Exception]) -> tuple[int | None, str] | None:
+    """The status of the error answers urllib3 retried until its Retry was spent, as its MaxRetryError's ``reason``
+    (a ResponseError: "too many 503 error responses") says it; (None, "") when it names none ("too many error
+    responses"); None for another reason (a connection's error, too many redirects)."""
+    if not isinstance(reason, response_error):
+        return None
+    text = str(reason)
+    before, _, after = getattr(response_error, "SPECIFIC_ERROR", "").partition("{status_code}")
+    if after and text.startswith(before) and text.endswith(after):
+        said = text[len(before):len(text) - len(after)]
+        if said.isdigit() and 400 <= int(said) < 600:
+            return int(said), ""
+    return (None, "") if text == getattr(response_error, "GENERIC_ERROR", None) else None
 
 
 def _pythons_own(cls: type[BaseException]) -> bool:

@@ -516,6 +516,11 @@ BOTO3_GET = ("import boto3, botocore.config\n"
 HTTPX_GET = "import httpx\nhttpx.get('URL/schema').raise_for_status()"
 REQUESTS_GET = "import requests\nrequests.get('URL/schema').raise_for_status()"
 URLLIB_GET = "import urllib.request\nurllib.request.urlopen('URL/schema')"
+AIOHTTP_GET = ("import asyncio, aiohttp\n"
+               "async def get(url):\n"
+               "    async with aiohttp.ClientSession() as s, s.get(url) as r:\n"
+               "        r.raise_for_status()  # raises\n"
+               "asyncio.run(get('URL/schema'))")
 SLOW_DOWN = (503, s3_error("SlowDown", "Please reduce your request rate."))
 ACCESS_DENIED = (403, s3_error("AccessDenied", "Access Denied"))
 
@@ -537,27 +542,69 @@ ACCESS_DENIED = (403, s3_error("AccessDenied", "Access Denied"))
     (REQUESTS_GET, (403, b"{}"), FuncNotFound, "HTTPError: 403 Client Error: Forbidden for url"),
     (URLLIB_GET, (503, b"{}"), ImportInterrupted, "HTTPError: HTTP Error 503: Service Unavailable"),
     (URLLIB_GET, (404, b"{}"), FuncNotFound, "HTTPError: HTTP Error 404: Not Found"),
+    (AIOHTTP_GET, (503, b"{}"), ImportInterrupted, "ClientResponseError: 503, message='Service Unavailable'"),
+    (AIOHTTP_GET, (429, b"{}"), ImportInterrupted, "ClientResponseError: 429, message='Too Many Requests'"),
+    (AIOHTTP_GET, (404, b"{}"), FuncNotFound, "ClientResponseError: 404, message='Not Found'"),
 ], ids=["boto3-503-SlowDown", "boto3-500", "boto3-403", "boto3-404", "httpx-503", "httpx-429", "httpx-404",
-        "requests-503", "requests-403", "urllib-503", "urllib-404"])
+        "requests-503", "requests-403", "urllib-503", "urllib-404", "aiohttp-503", "aiohttp-429", "aiohttp-404"])
 def test_a_services_answer_at_import_is_judged_by_its_status(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Front, top_level: str,
         answer: tuple[int, bytes], raises: type[Exception], said: str) -> None:
     """A service that answered the module's top level a 5xx or 429 (S3's SlowDown, httpx's or requests'
-    ``raise_for_status``, urllib's HTTPError) may pass: ImportInterrupted. A 4xx (403, 404) is the module's mistake,
-    FuncNotFound at once, in the service's words. Was: botocore's ClientError and httpx's HTTPStatusError, no
-    OSErrors, FuncNotFound whatever the status (a throttled S3 failing the run for good); requests' and urllib's
-    HTTPError, OSErrors, ImportInterrupted whatever the status (a 403 or 404 tried 4 times)."""
+    ``raise_for_status``, urllib's HTTPError, aiohttp's ClientResponseError) may pass: ImportInterrupted. A 4xx (403,
+    404) is the module's mistake, FuncNotFound at once, in the service's words. Was: botocore's ClientError and
+    httpx's HTTPStatusError, no OSErrors, FuncNotFound whatever the status (a throttled S3 failing the run for good);
+    requests' and urllib's HTTPError, OSErrors, ImportInterrupted whatever the status (a 403 or 404 tried 4 times);
+    aiohttp's ClientResponseError (no OSError) FuncNotFound whatever the status."""
     service.answers["GET"] = [answer]
-    name = f"answered_{abs(hash((top_level, answer[0])))}"
+    judged(tmp_path, monkeypatch, service, top_level, raises, said, asked=1)
+
+
+def judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Front, top_level: str, raises: type[Exception],
+           said: str, *, asked: int) -> None:
+    """Module ``top_level`` (``URL`` the service's address) raises ``raises`` as it loads, saying ``said`` (``URL``,
+    ``PORT``: the service's) at its line marked ``# raises`` (else its last), having asked ``service`` ``asked`` times
+    (each request it answered from its script)."""
+    name = f"answered_{abs(hash((top_level, said)))}"
     source, error = load_top_level(tmp_path, monkeypatch, name, top_level.replace("URL", service.endpoint), raises)
-    assert len(service.refused) == 1  # asked once (each request it answers from its script)
+    assert len(service.refused) == asked, service.refused
+    lines = top_level.splitlines()
+    line = next((n for n, text in enumerate(lines, 1) if text.endswith("# raises")), len(lines))
     words = str(error)
+    said = said.replace("URL", service.endpoint).replace("PORT", service.endpoint.rpartition(":")[2])
     assert f"its module {name} raised {said}" in words, words
-    assert f" at {source}:{top_level.count(chr(10)) + 1}" in words, words
+    assert f" at {source}:{line}" in words, words
     if raises is ImportInterrupted:
         assert words.endswith(", which may pass (not the module's mistake)"), words
     else:
         assert "; fix the module" in words, words
+
+
+URLLIB3_RETRIED = ("import urllib3\n"
+                   "retry = urllib3.Retry(total=1, status_forcelist=[STATUS])\n"
+                   "urllib3.PoolManager(retries=retry).request('GET', 'URL/schema')")
+RETRIED_URLLIB3 = ("MaxRetryError: HTTPConnectionPool(host='127.0.0.1', port=PORT): Max retries exceeded with url: "
+                   "/schema")
+
+
+@pytest.mark.parametrize(("top_level", "answer", "asked", "raises", "said"), [
+    (URLLIB3_RETRIED.replace("STATUS", "503"), (503, b"{}"), 2, ImportInterrupted,
+     f"{RETRIED_URLLIB3} (Caused by ResponseError('too many 503 error responses'))"),
+    (URLLIB3_RETRIED.replace("STATUS", "404"), (404, b"{}"), 2, FuncNotFound,
+     f"{RETRIED_URLLIB3} (Caused by ResponseError('too many 404 error responses'))"),
+    ("import urllib3\nurllib3.Retry(total=0).increment('GET', 'URL/schema')", (503, b"{}"), 0, ImportInterrupted,
+     "MaxRetryError: None: Max retries exceeded with url: URL/schema (Caused by ResponseError('too many error "
+     "responses'))"),
+], ids=["503", "404", "no-status"])
+def test_urllib3s_retried_error_answers_at_import_are_judged_by_the_status_it_retried_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Front, top_level: str, answer: tuple[int, bytes],
+        asked: int, raises: type[Exception], said: str) -> None:
+    """urllib3's MaxRetryError whose reason is a ResponseError (its Retry's ``status_forcelist`` answered every try):
+    the status its reason names decides as a service's answer (503: ImportInterrupted, 404: FuncNotFound); a reason
+    naming none ("too many error responses") may pass. Was: FuncNotFound "fix the module" for each (no OSError, nor
+    raised from one), a service answering 503 on every try failing the run for good."""
+    service.answers["GET"] = [answer]
+    judged(tmp_path, monkeypatch, service, top_level, raises, said, asked=asked)
 
 
 SERVICE_MODULE = textwrap.dedent("""
