@@ -8,6 +8,7 @@ answered 202 and its driver's Job made. (Held before: kept as a test.)"""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,31 +277,77 @@ def test_a_claim_whose_launching_server_was_stopped_is_failed_and_the_server_res
         assert driver_job_of(cluster, NS, second) is not None
 
 
-def _holders(db_url: str, claims: list[str]) -> dict[str, tuple[str, str | None, object]]:
-    """Each claim's state, holder (``held_by``) and heartbeat, read straight from the database."""
+def _holders(db_url: str, claims: list[str] | None = None) -> dict[str, tuple[str, str | None, object]]:
+    """Each claim's state, holder (``held_by``) and heartbeat, read straight from the database: of ``claims``, else of
+    every claim a holder names."""
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT id, state, held_by, heartbeat_at FROM resolutions WHERE id IN :ids")
-                                .bindparams(sa.bindparam("ids", expanding=True)), {"ids": claims}).all()
+            if claims is None:
+                rows = conn.execute(sa.text("SELECT id, state, held_by, heartbeat_at FROM resolutions "
+                                            "WHERE held_by IS NOT NULL")).all()
+            else:
+                rows = conn.execute(sa.text("SELECT id, state, held_by, heartbeat_at FROM resolutions WHERE id IN :ids")
+                                    .bindparams(sa.bindparam("ids", expanding=True)), {"ids": claims}).all()
     finally:
         engine.dispose()
     return {row.id: (row.state, row.held_by, row.heartbeat_at) for row in rows}
 
 
-def _parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command's name: its state first, then its parent's pid."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def _holder_pid(holder: str | None) -> int:
+    """The pid in a holder's name (host:pid:random)."""
+    return int(str(holder).split(":")[1])
+
+
+def _started_processes(server: ServerProcess, count: int) -> list[int]:
+    """The pids of the ``count`` processes of ``server`` (``--workers``), once each has started serving (its
+    "Application startup complete" in the log). The server answers its health check as soon as one serves: another
+    may still be starting (seconds on a loaded machine), and takes no connection until then."""
+    wait_for(lambda: server.log.read_text().count("Application startup complete") >= count, 120,
+             what=f"the server's {count} processes started (log: {server.log})")
+    pids = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.log.read_text())]
+    assert len(pids) == count, server.log.read_text()[-3000:]
+    return pids
+
+
+def _rerun_by(server: ServerProcess, db_url: str, root: str, process: int, others: list[int]) -> str:
+    """A rerun of ``root`` sent to ``server`` and taken by its process ``process``: the ``others`` stopped (SIGSTOP:
+    they accept no connection) until the rerun's claim is recorded, resumed (SIGCONT) before its answer is awaited.
+    (Which process accepts a connection the kernel leaves to whichever asks first: chance.) Its claim's id."""
+    known = set(_holders(db_url))
+    pool = ThreadPoolExecutor(1)
+    try:
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: all(_stat(pid)[0] == "T" for pid in others), 30, what=f"processes {others} stopped")
+        answered = pool.submit(_rerun, server.url, root)
+        new = wait_for(lambda: [i for i in _holders(db_url) if i not in known], 60,
+                       what=f"the claim of the rerun sent while only process {process} accepts")
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+        pool.shutdown()
+    res_id = answered.result()
+    assert new == [res_id], (new, res_id)
+    return res_id
 
 
 def test_under_workers_each_process_holds_its_own_claims_and_one_killed_fails_only_its_own(
         tmp_path, monkeypatch, postgres_url) -> None:
-    """A server started with ``--workers 2`` (PostgreSQL), reruns sent until each of its two worker processes
-    launches one (the cluster model's driver Job creates all held by the proxy): each claim names the worker process
+    """A server started with ``--workers 2`` (PostgreSQL), a rerun launched by each of its two processes (the other
+    stopped meanwhile; the cluster model's driver Job creates all held by the proxy): each claim names the process
     launching it (host, pid, random part: two holders, each a child of the server's process, not the parent). One
-    worker killed (kill -9, the parent left running): its claims are failed, once its silence passed, "the server that
-    was launching this rerun stopped ...", while the other worker's go on being beaten (their heartbeats move on past
-    twice the holder's silence) and stay ``created``. Were holders per server (one holder for its processes), the
-    claims would name one holder, and a server's beats would keep a killed worker's claims alive."""
+    process killed (kill -9, the parent left running): its claim is failed, once its silence passed, "the server that
+    was launching this rerun stopped ...", while the other's goes on being beaten (its heartbeat moves on past twice
+    the holder's silence) and stays ``created``. Were holders per server (one holder for its processes), the claims
+    would name one holder, and a server's beats would keep a killed process's claims alive. (Was: reruns sent until
+    the kernel had handed one to each process, at most 24: all went to one when the other was still starting, or by
+    chance, and the test failed once in a run of its file.)"""
     with create_held(monkeypatch, "sk-holder-workers") as (storage, cluster, proxy):
         proxy.left = 64  # every driver Job create held
         server = ServerProcess(tmp_path, db_url=postgres_url,
@@ -311,31 +358,24 @@ def test_under_workers_each_process_holds_its_own_claims_and_one_killed_fails_on
         try:
             server.start()
             assert server.proc is not None
+            killed_pid, kept_pid = _started_processes(server, 2)
+            assert [_stat(pid)[1] for pid in (killed_pid, kept_pid)] == [str(server.proc.pid)] * 2
             root = record_resolution(server.url, None, kind="cloud", image=IMAGE, storage_url=storage)
-            claims: list[str] = []
-            for _ in range(12):  # the kernel hands each connection to either worker: until both hold one
-                with ThreadPoolExecutor(2) as pool:
-                    claims += pool.map(lambda _: _rerun(server.url, root), range(2))
-                by_holder: dict[str, list[str]] = {}
-                for res_id, (_, holder, _) in _holders(postgres_url, claims).items():
-                    by_holder.setdefault(str(holder), []).append(res_id)
-                if len(by_holder) == 2:
-                    break
-            assert len(by_holder) == 2, f"the reruns were not launched by two holders: {by_holder}"
-            pids = {holder: int(holder.split(":")[1]) for holder in by_holder}
-            assert all(_parent_of(pid) == server.proc.pid for pid in pids.values()), (pids, server.proc.pid)
-            killed, kept = sorted(by_holder)
-            os.kill(pids[killed], signal.SIGKILL)  # one worker process, not the server's parent process
-            for res_id in by_holder[killed]:
-                _failed_as_held_by_a_silent_server(server.url, res_id)
+            # the one to be killed launches first: the one kept is never stopped while it holds a claim
+            killed_claim = _rerun_by(server, postgres_url, root, killed_pid, [kept_pid])
+            kept_claim = _rerun_by(server, postgres_url, root, kept_pid, [killed_pid])
+            held = _holders(postgres_url, [killed_claim, kept_claim])
+            killed, kept = held[killed_claim][1], held[kept_claim][1]
+            assert killed != kept and (_holder_pid(killed), _holder_pid(kept)) == (killed_pid, kept_pid), held
+            os.kill(killed_pid, signal.SIGKILL)  # one process, not the server's parent process
+            _failed_as_held_by_a_silent_server(server.url, killed_claim)
             assert server.proc.poll() is None  # the server lives on
-            before = _holders(postgres_url, by_holder[kept])
+            before = _holders(postgres_url, [kept_claim])
             time.sleep(8)  # twice the holder's silence
-            after = _holders(postgres_url, by_holder[kept])
-            for res_id in by_holder[kept]:
-                assert after[res_id][:2] == ("created", kept), after[res_id]  # not failed, still its holder's
-                assert after[res_id][2] > before[res_id][2], (before[res_id], after[res_id])  # beaten on
-                assert _claim(server.url, res_id)["error"] is None
+            after = _holders(postgres_url, [kept_claim])
+            assert after[kept_claim][:2] == ("created", kept), after[kept_claim]  # not failed, still its holder's
+            assert after[kept_claim][2] > before[kept_claim][2], (before[kept_claim], after[kept_claim])  # beaten on
+            assert _claim(server.url, kept_claim)["error"] is None
         finally:
             if server.proc is not None and server.proc.poll() is None:
                 server.stop()
