@@ -32,6 +32,7 @@ from sematic_k8s_server import auth  # noqa: E402
 from sematic_k8s_server.db import open_store  # noqa: E402
 from sematic_k8s_server.token_secrets import LeftTokens  # noqa: E402
 from serving import record_resolution, server_process  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "sematic-k8s"
 NS = "pipelines"
@@ -101,6 +102,11 @@ def test_a_dashboard_rerun_on_a_chart_install_starts_its_driver_as_the_servers_a
                                 timeout=60)
             assert answer.status_code == 202, answer.text
             new_id = answer.json()["resolution_id"]
+            # answered once its driver started, or after the answer window when the API is slow (a loaded machine):
+            # its Job, then its token Secret owned by the Job, may come a moment after the answer
+            wait_for(lambda: ((cluster.get("secrets", NS, manifests.token_secret_name(new_id)) or {})
+                              .get("metadata", {}).get("ownerReferences")),
+                     what="the rerun's token Secret owned by its Job")
             # a rerun whose driver Job a quota refuses: its token Secret deleted again, as the server's account
             quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-job"},
                      "spec": {"hard": {"count/jobs.batch": "1"}}}
