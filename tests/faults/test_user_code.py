@@ -250,7 +250,7 @@ def test_an_input_that_cannot_be_copied_is_given_as_it_is(tmp_path):
     assert uncopyable_pipeline(1).resolve(sk.LocalResolver(home=tmp_path)) == "os"
 
 
-@sk.func(inline=False, timeout=3)
+@sk.func(inline=False, timeout=10)  # counted from the worker's spawn: its interpreter's start and imports too
 def spawns(pid_file: str, wait: bool) -> int:
     """Starts a child that holds the worker's stdout and stderr open and outlives the func (unless waited for)."""
     child = subprocess.Popen(["sleep", "600"])
