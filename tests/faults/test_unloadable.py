@@ -12,22 +12,9 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s.errors import ResolutionFailed
-from sematic_k8s.executors.inline import InlineExecutor
-from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-from sematic_k8s.executors.process import ProcessExecutor
-from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
 
 REFUSE_ENV = "SK_TEST_REFUSE_LOADS"  # set: Changed values refuse to load (a class changed since they were stored)
-
-
-class ProcessResolver(sk.LocalResolver):
-    """Inline funcs in this process, the others in worker processes (as a driver runs them)."""
-
-    def _parts(self):
-        storage = self.storage
-        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
-                                                           ProcessExecutor(storage, storage_url(storage)))
 
 
 def _made_once(*args: object) -> None:
@@ -112,6 +99,7 @@ def pipeline(kind: str, where: str) -> str:
 
 
 def _resolver(tmp_path: Path, where: str) -> sk.LocalResolver:
+    from process_resolver import ProcessResolver  # (here: a worker loading this module has no tests/support)
     if where == "worker":
         return ProcessResolver(home=tmp_path)
     return sk.LocalResolver(home=tmp_path, cache_namespace="n")
@@ -151,6 +139,7 @@ def test_a_recorded_value_that_no_longer_loads_is_named_with_the_run_that_made_i
     """A value stored while it loaded (its class changed since), reused by a cache hit or by a rerun: the run taking
     it fails naming the artifact and the run that produced it, and how to compute it again. Was: "takes raised
     ValueError: Changed no longer takes x", as if the taking func had raised it."""
+    from process_resolver import ProcessResolver
     resolver = ProcessResolver(home=tmp_path, cache_namespace="n")
     make = hit_then_worker if consumer == "worker" else pipeline
     args = ("changed",) if consumer == "worker" else ("changed", "cached")

@@ -16,22 +16,9 @@ import pytest
 
 import sematic_k8s as sk
 from sematic_k8s.errors import ResolutionFailed
-from sematic_k8s.executors.inline import InlineExecutor
-from sematic_k8s.executors.inline_or_remote import InlineOrRemoteExecutor
-from sematic_k8s.executors.process import ProcessExecutor
 from sematic_k8s.storage.base import artifact_key
 from sematic_k8s.storage.local import LocalStorage
-from sematic_k8s.storage.urls import storage_url
 from sematic_k8s.store import sql_store
-
-
-class ProcessResolver(sk.LocalResolver):
-    """Inline funcs in this process, the others in worker processes (as a driver runs them)."""
-
-    def _parts(self):
-        storage = self.storage
-        return self.store, storage, InlineOrRemoteExecutor(InlineExecutor(self.max_parallelism),
-                                                           ProcessExecutor(storage, storage_url(storage)))
 
 
 class Unsayable(Exception):
@@ -79,6 +66,7 @@ WHERE = [("thread", 1, "here"), ("threads", 2, "here"), ("worker", 1, "worker")]
 
 
 def _resolve(tmp_path: Path, how: str, where: str, parallelism: int) -> ResolutionFailed:
+    from process_resolver import ProcessResolver  # (here: a worker loading this module has no tests/support)
     resolver = ProcessResolver(home=tmp_path, max_parallelism=parallelism)
     with pytest.raises(ResolutionFailed) as raised:
         pipeline(how, where).resolve(resolver)
@@ -149,6 +137,7 @@ def test_an_inline_func_changing_the_directory_moves_no_worker(tmp_path, monkeyp
     """A driver's inline func that moves this process elsewhere (a directory deleted since: os.getcwd() fails
     there): its workers still start where the driver started. Was: FileNotFoundError from launching the next
     worker ended the resolution ("FileNotFoundError: [Errno 2] No such file or directory"), as the loop's own."""
+    from process_resolver import ProcessResolver
     start = tmp_path / "project"
     start.mkdir()
     monkeypatch.chdir(start)
@@ -212,6 +201,7 @@ def unshowable_pipeline(x: int) -> list[Unshowable]:
 def test_a_value_whose_repr_raises_is_stored_all_the_same(tmp_path):
     """Its repr is only its summary, as a preview is: the runs resolve, the summary says why there is none. Was: the
     run failed with the RuntimeError its __repr__ raised."""
+    from process_resolver import ProcessResolver
     values = unshowable_pipeline(1).resolve(ProcessResolver(home=tmp_path))
     assert [type(v) for v in values] == [Unshowable, Unshowable]
     store = sql_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
@@ -269,6 +259,7 @@ def spawning_pipeline(pid_file: str, wait: bool) -> int:
 def test_what_a_worker_process_started_ends_with_it(tmp_path, wait):
     """A child of a worker's func, holding its stdout and stderr: gone once the run ended, whether the worker was
     stopped past its timeout or returned (a container's processes end with it). Was: it ran on, adopted by init."""
+    from process_resolver import ProcessResolver
     from waiting import alive, wait_for  # here: workers load this module, without the tests' support on their path
 
     pid_file = tmp_path / "child.pid"
@@ -335,6 +326,7 @@ def memory_pipeline(limit_mb: int) -> int:
 def test_a_worker_past_its_memory_limit_fails_its_run_as_memory_error(tmp_path):
     """A worker process past its address-space limit (setrlimit in its func): its run fails as MemoryError, said
     without an empty message after it (was "raised MemoryError: "), and the driver goes on."""
+    from process_resolver import ProcessResolver
     resolver = ProcessResolver(home=tmp_path)
     with pytest.raises(ResolutionFailed) as raised:
         memory_pipeline(600).resolve(resolver)
@@ -361,6 +353,8 @@ def test_a_worker_writing_without_newlines_does_not_fill_the_drivers_memory(tmp_
     line (was: the line read whole, then kept and joined, the driver's peak memory growing by 2.6 times what was
     written: a worker dumping gigabytes took its driver down)."""
     import resource
+
+    from process_resolver import ProcessResolver
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
     with pytest.raises(ResolutionFailed, match="raised ValueError: flooded"):
