@@ -188,20 +188,27 @@ def service_answer(exc: BaseException) -> tuple[int | None, str] | None:
     none): botocore's ClientError, httpx's HTTPStatusError and requests' HTTPError (``raise_for_status``), urllib's
     HTTPError, aiohttp's ClientResponseError; urllib3's MaxRetryError of error answers its Retry's
     ``status_forcelist`` retried (its reason, a ResponseError, names the last status: None when it does not, a
-    service answering errors again and again); None for an error that carries no such answer. A library's errors
-    are known only when it is loaded (it raised one): none is imported for this."""
+    service answering errors again and again), and requests' RetryError (an OSError) wrapping one; None for an error
+    that carries no such answer. A library's errors are known only when it is loaded (it raised one): none is
+    imported for this."""
     status: object = None
     code = ""
     try:
         urllib_errors = sys.modules.get("urllib.error")
         aiohttp_errors = sys.modules.get("aiohttp.client_exceptions")
         urllib3_errors = sys.modules.get("urllib3.exceptions")
+        requests_errors = sys.modules.get("requests.exceptions")
         if urllib_errors is not None and isinstance(exc, urllib_errors.HTTPError):
             status = exc.code
         elif aiohttp_errors is not None and isinstance(exc, aiohttp_errors.ClientResponseError):
             status = exc.status
         elif urllib3_errors is not None and isinstance(exc, urllib3_errors.MaxRetryError):
             return _retried_answers(exc.reason, urllib3_errors.ResponseError)
+        elif requests_errors is not None and isinstance(exc, requests_errors.RetryError):  # urllib3's, wrapped
+            wrapped = exc.args[0] if exc.args else None
+            if urllib3_errors is None or not isinstance(wrapped, urllib3_errors.MaxRetryError):
+                return None
+            return _retried_answers(wrapped.reason, urllib3_errors.ResponseError)
         elif isinstance(response := getattr(exc, "response", None), dict):  # botocore's ClientError
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = str(response.get("Error", {}).get("Code", ""))

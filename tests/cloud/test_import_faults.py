@@ -585,6 +585,13 @@ URLLIB3_RETRIED = ("import urllib3\n"
                    "urllib3.PoolManager(retries=retry).request('GET', 'URL/schema')")
 RETRIED_URLLIB3 = ("MaxRetryError: HTTPConnectionPool(host='127.0.0.1', port=PORT): Max retries exceeded with url: "
                    "/schema")
+REQUESTS_RETRIED = ("import requests\n"
+                    "from requests.adapters import HTTPAdapter\n"
+                    "from urllib3 import Retry\n"
+                    "session = requests.Session()\n"
+                    "session.mount('http://', HTTPAdapter(max_retries=Retry(total=1, status_forcelist=[STATUS])))\n"
+                    "session.get('URL/schema')")
+RETRIED_REQUESTS = RETRIED_URLLIB3.replace("MaxRetryError:", "RetryError:", 1)
 
 
 @pytest.mark.parametrize(("top_level", "answer", "asked", "raises", "said"), [
@@ -595,14 +602,20 @@ RETRIED_URLLIB3 = ("MaxRetryError: HTTPConnectionPool(host='127.0.0.1', port=POR
     ("import urllib3\nurllib3.Retry(total=0).increment('GET', 'URL/schema')", (503, b"{}"), 0, ImportInterrupted,
      "MaxRetryError: None: Max retries exceeded with url: URL/schema (Caused by ResponseError('too many error "
      "responses'))"),
-], ids=["503", "404", "no-status"])
+    (REQUESTS_RETRIED.replace("STATUS", "503"), (503, b"{}"), 2, ImportInterrupted,
+     f"{RETRIED_REQUESTS} (Caused by ResponseError('too many 503 error responses'))"),
+    (REQUESTS_RETRIED.replace("STATUS", "404"), (404, b"{}"), 2, FuncNotFound,
+     f"{RETRIED_REQUESTS} (Caused by ResponseError('too many 404 error responses'))"),
+], ids=["503", "404", "no-status", "requests-503", "requests-404"])
 def test_urllib3s_retried_error_answers_at_import_are_judged_by_the_status_it_retried_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: Front, top_level: str, answer: tuple[int, bytes],
         asked: int, raises: type[Exception], said: str) -> None:
     """urllib3's MaxRetryError whose reason is a ResponseError (its Retry's ``status_forcelist`` answered every try):
     the status its reason names decides as a service's answer (503: ImportInterrupted, 404: FuncNotFound); a reason
-    naming none ("too many error responses") may pass. Was: FuncNotFound "fix the module" for each (no OSError, nor
-    raised from one), a service answering 503 on every try failing the run for good."""
+    naming none ("too many error responses") may pass. So does requests' RetryError wrapping one (a Session mounted
+    with an HTTPAdapter of that Retry). Was: FuncNotFound "fix the module" for each (no OSError, nor raised from one),
+    a service answering 503 on every try failing the run for good; requests' RetryError (an OSError) ImportInterrupted
+    whatever the status, a retried 404 tried 4 times."""
     service.answers["GET"] = [answer]
     judged(tmp_path, monkeypatch, service, top_level, raises, said, asked=asked)
 
