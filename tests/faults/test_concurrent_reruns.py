@@ -258,16 +258,13 @@ def _continues_at_once(urls: list[str], resolution_id: str) -> list[httpx.Respon
 
 
 def _continue_action_at_once(servers: list[ServerProcess], image: str, storage_url: str) -> None:
-    import infra
-
-    docker = infra.docker_client()
     root = record_resolution(servers[0].url, None, kind="cloud", image=image, storage_url=storage_url, state="failed")
     store = HttpStore(servers[0].url, None)
     try:
         for i in range(ACTION_ROUNDS):
             answers = _continues_at_once([servers[0].url, servers[-1].url], root)
             started = [r.json()["resolution_id"] for r in answers if r.status_code == 202]
-            remove_drivers(docker, started)
+            remove_drivers(started)
             assert sorted(r.status_code for r in answers) == [202, 409], f"round {i}: {[r.text for r in answers]}"
             [won], [lost] = started, [r.json() for r in answers if r.status_code == 409]
             assert lost["reason"] == "continued-already" and lost["continued_by"] == won, lost
@@ -333,8 +330,6 @@ def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_late
     """The server's launcher fails after the continue was claimed (no Docker engine where it looks): 502, and the
     resolution it claimed is recorded failed with the launcher's reason, holding nothing back; the next continue
     (Docker back) starts its driver."""
-    import infra
-
     with _action_server(tmp_path, monkeypatch, idle_image, docker=False) as (server, store, root):
         with httpx.Client(base_url=server.url, timeout=120) as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
@@ -347,7 +342,7 @@ def test_a_continue_whose_driver_cannot_be_started_is_recorded_failed_and_a_late
         with httpx.Client(base_url=server.url, timeout=120) as c:
             r = c.post(f"/api/v1/resolutions/{root}/rerun", json={"mode": "continue"})
         started = [r.json()["resolution_id"]] if r.status_code == 202 else []
-        remove_drivers(infra.docker_client(), started)
+        remove_drivers(started)
         assert started and store.get_resolution(started[0]).state == "created", r.text
 
 
@@ -355,8 +350,6 @@ def test_a_continue_canceled_while_its_driver_starts_is_canceled_at_once_and_hol
         tmp_path, monkeypatch, idle_image):
     """A cancel of a continue the server's action started, before its driver recorded it (here: a driver that never
     does): 202, recorded canceled at once; the next continue starts."""
-    import infra
-
     started: list[str] = []
     with _action_server(tmp_path, monkeypatch, idle_image) as (server, store, root):
         try:
@@ -370,7 +363,7 @@ def test_a_continue_canceled_while_its_driver_starts_is_canceled_at_once_and_hol
                     canceled = store.get_resolution(started[-1])
                     assert canceled.state == "canceled" and "before its driver recorded it" in canceled.error, canceled
         finally:
-            remove_drivers(infra.docker_client(), started)
+            remove_drivers(started)
 
 
 def _child_run(url: str, root: str) -> str:
@@ -390,8 +383,6 @@ def test_a_rerun_from_a_run_through_the_servers_action_is_claimed_as_a_continue_
     answered nor kept); one that starts is recorded ``created`` at once, before its driver records anything (here:
     a driver that never does; was: nothing recorded until then, nothing at all if it never came), and a cancel of
     it cancels it at once."""
-    import infra
-
     started: list[str] = []
     with _action_server(tmp_path, monkeypatch, idle_image, docker=False) as (server, store, root):
         try:
@@ -414,4 +405,4 @@ def test_a_rerun_from_a_run_through_the_servers_action_is_claimed_as_a_continue_
                 r = c.post(f"/api/v1/resolutions/{started[0]}/cancel", json={})
                 assert r.status_code == 202 and r.json()["state"] == "canceled", r.text
         finally:
-            remove_drivers(infra.docker_client(), started)
+            remove_drivers(started)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from infra import containers_of
+
 IDLE_DRIVER_REPO = "127.0.0.1:5000/sk-test-idle-driver"
 IDLE_DRIVER = """FROM local/python-base:bookworm
 WORKDIR /idle
@@ -24,8 +26,8 @@ def idle_driver_image(client: Any) -> str:
     return f"{IDLE_DRIVER_REPO}@{client.images.get_registry_data(f'{IDLE_DRIVER_REPO}:latest').id}"
 
 
-def remove_drivers(client: Any, resolution_ids: list[str]) -> None:
+def remove_drivers(resolution_ids: list[str]) -> None:
     """Remove the driver containers of ``resolution_ids`` (started by the server's Docker launcher)."""
     for res_id in resolution_ids:
-        for container in client.containers.list(all=True, filters={"label": f"sematic-k8s/resolution-id={res_id}"}):
+        for container in containers_of(res_id):
             container.remove(force=True)
