@@ -556,14 +556,15 @@ class ResolutionLoop:
     def _abort(self, exc: BaseException) -> DriverReplaced | ResolutionCanceled | None:
         """Interrupted (Ctrl-C, or an internal error): record the end, then cancel what is left. Unless another
         driver took the resolution over meanwhile (returned): then nothing is recorded nor canceled. A failed end
-        recorded canceled (a cancel accepted since the loop last looked won) returns the ResolutionCanceled to raise
-        instead of ``exc`` (its cause)."""
+        recorded canceled (a cancel accepted since the loop last looked won), or a write refused because another
+        process recorded the end canceled meanwhile, returns the ResolutionCanceled to raise instead of ``exc`` (its
+        cause)."""
         now = utcnow()
         unfinished = self._transition(None, CANCELED, ended_at=now)
         if isinstance(exc, ResolutionEnded):  # ended by another process: nothing of this one's may be recorded
             self.recorder.discard()
             self.executor.cancel(unfinished)
-            return None
+            return self._recorded_canceled(None, refused=exc)
         state = CANCELED if isinstance(exc, (KeyboardInterrupt, ResolutionCanceled)) else FAILED
         if isinstance(exc, StopsForAFix):  # its words say how to continue the resolution (see run)
             exc.resolution_id = self.root_id
@@ -576,16 +577,18 @@ class ResolutionLoop:
             error = f"infrastructure failure, not the pipeline's: {error}" + ("" if advice in error else f" ({advice})")
         self.recorder.batch.resolution_updates[self.root_id] = {"state": state, "ended_at": now,
                                                                 "error": limits.text_field(error)}
+        refused = None
         try:
             self._flush()
         except DriverReplaced as replaced:
             return replaced
-        except InfrastructureError as e:  # said in words: its traceback would add nothing
+        except (InfrastructureError, ResolutionEnded) as e:  # said in words: its traceback would add nothing
+            refused = e if isinstance(e, ResolutionEnded) else None  # ended by another process meanwhile
             log.warning("could not record the end of resolution %s: %s: %s", self.root_id, type(e).__name__, e)
         except Exception:
             log.exception("could not record the end of resolution %s", self.root_id)
         self.executor.cancel(unfinished)
-        return self._recorded_canceled(error) if state == FAILED else None
+        return self._recorded_canceled(error, refused=refused) if state == FAILED else None
 
     def _finish(self) -> Any:
         root = self.graph.nodes[self.root_id]
@@ -597,6 +600,11 @@ class ResolutionLoop:
             except CancelRequested:  # accepted since the loop last looked: it wins, recorded as any cancel
                 canceled = self._canceled()
                 raise self._abort(canceled) or canceled from None
+            except ResolutionEnded as e:  # ended by another process meanwhile: canceled, if so recorded
+                instead = self._recorded_canceled(None, refused=e)
+                if instead is None:
+                    raise
+                raise instead from e
             return root.output.value
         self._transition(None, CANCELED, ended_at=now)
         run_id, info = self.failure or (None, {"type": "Error", "message": "unknown failure", "traceback": ""})
@@ -605,21 +613,33 @@ class ResolutionLoop:
         message = f"resolution {self.root_id} failed: {func_name} (run {run_id}) raised {info['type']}{said}"
         self.recorder.batch.resolution_updates[self.root_id] = {"state": FAILED, "ended_at": now,
                                                                 "error": limits.text_field(message)}
-        self._flush()
         # it failed elsewhere (a worker): its recorded traceback is the only one; else Python shows the func's
         # exception, the cause, with its traceback: once, from the user's code
         tb = f"\n\n{info.get('traceback', '')}".rstrip() if self.failed_exc is None else ""
-        raise (self._recorded_canceled(f"{func_name} (run {run_id}) raised {info['type']}{said}{tb}", run_id, info)
+        failure = f"{func_name} (run {run_id}) raised {info['type']}{said}{tb}"
+        try:
+            self._flush()
+        except ResolutionEnded as e:  # ended by another process meanwhile: canceled, if so recorded
+            instead = self._recorded_canceled(failure, run_id, info, refused=e)
+            if instead is None:
+                raise
+            raise instead from self.failed_exc
+        raise (self._recorded_canceled(failure, run_id, info)
                or ResolutionFailed(message + tb, resolution_id=self.root_id, run_id=run_id, error=info)
                ) from self.failed_exc
 
-    def _recorded_canceled(self, failure: str, run_id: str | None = None,
-                           info: dict | None = None) -> ResolutionCanceled | None:
-        """What to raise once a failed end of the resolution was written (``failure``: what failed, in words), when
-        the store recorded it canceled (``Store.write``'s ``canceled``): a cancel accepted since the loop last looked
-        won. None when it was recorded failed. The one judgement of every failed end this loop writes."""
-        if self.root_id not in self.recorder.canceled:
-            return None
+    def _recorded_canceled(self, failure: str | None, run_id: str | None = None, info: dict | None = None, *,
+                           refused: ResolutionEnded | None = None) -> ResolutionCanceled | None:
+        """What to raise once a write of the resolution was answered (``failure``: what failed, in words, when that
+        write was a failed end; else None), when the resolution is recorded canceled: by the store over that failed
+        end (``Store.write``'s ``canceled``: a cancel accepted since the loop last looked won), or by another process
+        before the write, which was ``refused`` for it (this process frozen past the heartbeat timeout while a cancel
+        was accepted, a reader marking it dead "...; canceled as asked"). None when it was recorded otherwise. The
+        one judgement of every end this loop meets."""
+        if (self.root_id not in self.recorder.canceled) if refused is None else refused.state != CANCELED:
+            return None  # (a DriverReplaced's state is "replaced")
+        if failure is None:
+            return self._canceled()
         return ResolutionCanceled.over_failure(failure, resolution_id=self.root_id, run_id=run_id, error=info)
 
     def _flush_while_busy(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -46,19 +47,25 @@ RESOLVE = ("import sys, fault_pipelines as fp, sematic_k8s as sk\n"
            "http.HttpStore.__init__.__kwdefaults__['timeout'] = 2.0\n"
            "pipeline = getattr(fp, sys.argv[3] if len(sys.argv) > 3 else 'gated_failure')\n"
            "print(pipeline(5, sys.argv[1]).resolve(sk.LocalResolver(root_id=sys.argv[2])))")
-# the resolver's process on SQLite without a server: its write of the failed end (its store's own, unchanged) is
-# held back until the file ``<gate>.go`` exists, ``<gate>.ending`` telling that it is
-HELD = ("import os, sys, time\n"
-        "from pathlib import Path\n"
-        "from sematic_k8s.store.sql import SqlStore\n"
-        "write = SqlStore.write\n"
-        "def held(self, batch, *args, **kw):\n"
-        "    if any(f.get('state') == 'failed' for f in batch.resolution_updates.values()):\n"
-        "        Path(sys.argv[1] + '.ending').touch()\n"
-        "        while not os.path.exists(sys.argv[1] + '.go'):\n"
-        "            time.sleep(0.05)\n"
-        "    return write(self, batch, *args, **kw)\n"
-        "SqlStore.write = held\n")
+
+
+def _held(module: str, store: str) -> str:
+    """The start of a resolver's process whose writes of the failed end (its store's own, ``module.store``'s,
+    unchanged) are held back until the file ``<gate>.go`` exists, ``<gate>.ending`` telling that one is."""
+    return ("import os, sys, time\n"
+            "from pathlib import Path\n"
+            f"from sematic_k8s.store.{module} import {store}\n"
+            f"write = {store}.write\n"
+            "def held(self, batch, *args, **kw):\n"
+            "    if any(f.get('state') == 'failed' for f in batch.resolution_updates.values()):\n"
+            "        Path(sys.argv[1] + '.ending').touch()\n"
+            "        while not os.path.exists(sys.argv[1] + '.go'):\n"
+            "            time.sleep(0.05)\n"
+            "    return write(self, batch, *args, **kw)\n"
+            f"{store}.write = held\n")
+
+
+HELD = _held("sql", "SqlStore")  # the resolver's process on SQLite without a server
 PIPELINES = {"resolved": "gated", "failed": "gated_failure"}
 CAUSE = "raised ValueError: failed as told, with 6"
 
@@ -281,3 +288,66 @@ def test_an_infrastructure_failure_recorded_canceled_raises_resolution_canceled(
                 p.wait()
         reader.close()
         proxy.close()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): its state in /proc, "T"."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+@pytest.mark.parametrize("end", ["resolved", "failed"])
+@pytest.mark.parametrize("db", ["sqlite"])
+def test_a_resolver_frozen_while_a_cancel_was_accepted_and_marked_dead_raises_resolution_canceled(
+        tmp_path, db_server, db, end) -> None:
+    """A LocalResolver recording through a server process is stopped (SIGSTOP): in its gated step (``resolved``: the
+    step returns once resumed), or right before writing its failed end (``failed``: its process holds that write
+    until told). ``sematic-k8s cancel`` is accepted (``canceling``: its default heartbeat timeout finds nothing
+    silent); then a reader whose timeout is 2 s finds the resolution silent and marks it dead, recorded canceled
+    ("the resolver stopped responding at ...; canceled as asked"). Resumed (SIGCONT), the resolver's next write is
+    refused: it raises ResolutionCanceled, "resolution <id> was canceled" (``resolved``: the write refused was not an
+    end), "... (asked before its end was recorded); it had failed: fail_at ... raised ValueError: ..." (``failed``).
+    Was: ResolutionEnded, "has already ended as canceled ... Continue it with rerun_from=...", as for a dead one."""
+    server = db_server
+    root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
+    env = _env(tmp_path, SEMATIC_K8S_SERVER=server.url)
+    start = _held("http", "HttpStore") if end == "failed" else ""
+    resolver = _process(["-c", start + RESOLVE, gate, root, PIPELINES[end]], env)
+    reader = HttpStore(server.url)
+    marker = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", stale_after=2)  # the server's database
+    try:
+        wait_for(lambda: Path(gate + ".started").exists() or resolver.poll() is not None, 60, what="the gated step")
+        if end == "failed":
+            Path(gate).touch()
+            wait_for(lambda: Path(gate + ".ending").exists() or resolver.poll() is not None, 60,
+                     what="the write of the end")
+        assert resolver.poll() is None, resolver.communicate()
+        resolver.send_signal(signal.SIGSTOP)
+        wait_for(lambda: _stopped(resolver.pid), 30, what="the resolver to stop")
+        said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", root, "-o", "json"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert said.returncode == 0 and json.loads(said.stdout)["state"] == "canceling", (said.stdout, said.stderr)
+        wait_for(lambda: marker.get_resolution(root).state != "canceling", 60, what="the silent resolution's mark")
+        res = reader.get_resolution(root)
+        assert res.state == "canceled", res
+        assert res.error.startswith("the resolver stopped responding at "), res.error
+        assert res.error.endswith("; canceled as asked"), res.error
+        Path(gate).touch()
+        Path(gate + ".go").touch()
+        resolver.send_signal(signal.SIGCONT)
+        out, err = resolver.communicate(timeout=120)
+        assert resolver.returncode == 1, (out, err)
+        last = err.strip().splitlines()[-1]
+        if end == "failed":
+            words = f"ResolutionCanceled: resolution {root} was canceled (asked before its end was recorded); it had "
+            assert words + "failed: fail_at (run " in last and last.endswith(CAUSE), err
+        else:
+            assert last.endswith(f"ResolutionCanceled: resolution {root} was canceled"), err
+        assert reader.get_resolution(root).error == res.error  # what was recorded stands
+    finally:
+        if resolver.poll() is None:
+            resolver.send_signal(signal.SIGCONT)
+            resolver.kill()
+            resolver.wait(30)
+        reader.close()
+        marker.close()
