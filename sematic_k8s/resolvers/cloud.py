@@ -230,7 +230,9 @@ class CloudResolver(Resolver):
                 if res is not None and res.state in TERMINAL:
                     break
                 self._driver_died(store, root_id, end, driver, epoch)
-                replaced = True  # it returns only when a newer driver took the resolution over meanwhile
+                # it returns only when a newer driver took the resolution over meanwhile, or the resolution ended
+                # meanwhile (then the next look reads its end, raised as any other)
+                replaced = True
             time.sleep(self.poll_interval)
         res = store.get_resolution(root_id)
         if res.state == "resolved":
@@ -262,7 +264,10 @@ class CloudResolver(Resolver):
         The record is fenced with ``epoch``, the driver epoch seen before the driver was seen ended (not numbered:
         it is not one of that driver's writes). Refused because a newer driver took the resolution over (a Job's
         next pod, a driver started by hand, while the record was on its way): nothing is recorded or stopped, and
-        this returns (the resolution is followed on)."""
+        this returns (the resolution is followed on). Refused because the resolution ended meanwhile (the server's
+        sweeper found the driver silent, a cancel asked or not; the driver's own last write of its end, landed late):
+        what was recorded stands; its leftovers stopped, this returns too, and the resolution's end is read and
+        raised as any other's (ResolutionCanceled for a canceled one)."""
         reason = f"the driver {end.how} before the resolution ended"
         if end.leftovers:  # stopped below, once the record landed
             reason += f"; the CloudResolver following it deletes {end.leftovers}"
@@ -282,8 +287,9 @@ class CloudResolver(Resolver):
             log.warning("resolution %s: its driver ended, but another driver took it over since; following it",
                         root_id)
             return
-        except ResolutionEnded:
-            pass  # ended meanwhile (a reader found the driver silent): what was recorded stands
+        except ResolutionEnded:  # ended meanwhile: what was recorded stands, and is what the user is told
+            driver.cleanup()
+            return
         driver.cleanup()
         if root_id in canceled:  # a cancel accepted before this end landed won: recorded canceled, its words kept
             raise ResolutionCanceled.over_failure(reason + terminal_text(tail), resolution_id=root_id)

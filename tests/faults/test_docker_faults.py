@@ -6,11 +6,13 @@ container waits, started again on the same resolution, re-attaches to that conta
 no driver watched) instead of starting the step again, and leaves no container behind. The workers of a
 detached resolution whose driver was killed, exited or still running, are removed once that resolution has ended.
 ``docker stop`` reaches a driver's own SIGTERM handler. A canceled resolution raises ResolutionCanceled in the
-LocalResolver's words: canceled through the CLI, its driver dead or marked dead after the cancel was accepted."""
+LocalResolver's words: canceled through the CLI, its driver dead or marked dead after the cancel was accepted, or
+marked dead so while the CloudResolver's record of its driver's death was on its way."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +27,7 @@ import pytest
 
 import sematic_k8s as sk
 from infra import REGISTRY, containers_of, require_docker
-from outages import DroppingProxy, TricklingProxy
+from outages import DroppingProxy, HoldingProxy, TricklingProxy
 from projects import user_project
 from s3server import fresh_bucket
 from sematic_k8s import serialization
@@ -36,6 +38,7 @@ from sematic_k8s.specs import DRIVER_EXIT_REPLACED, DriverSpec, ResolutionSettin
 from sematic_k8s.storage.base import artifact_key, log_key
 from sematic_k8s.storage.urls import storage_from_url
 from sematic_k8s.store import sql_store
+from sematic_k8s.store.http import HttpStore
 from sematic_k8s_server.config import RerunConfig, ServerConfig
 from serving import serve, wait_for
 
@@ -373,6 +376,73 @@ def test_a_silent_driver_marked_dead_after_a_cancel_was_accepted_raises_resoluti
                                      f"failed: the resolver stopped responding"), str(error)
         res = server.store.get_resolution(f.id)
         assert res.state == "canceled" and res.error.endswith("; canceled as asked"), (res.state, res.error)
+        wait_for(lambda: not containers_of(f.id), 60, what="the dead driver's containers to be removed")
+
+
+def _ends_failed(root_id: str) -> Any:
+    """Whether a request is a batch recording resolution ``root_id`` failed (a CloudResolver's record of its driver's
+    death)."""
+    def pick(request: bytes) -> bool:
+        if not request.startswith(b"POST /api/v1/store/write"):
+            return False
+        try:
+            body = json.loads(request.split(b"\r\n\r\n", 1)[1])
+        except ValueError:
+            return False
+        return (body.get("resolution_updates") or {}).get(root_id, {}).get("state") == "failed"
+    return pick
+
+
+def test_a_driver_death_recorded_after_a_mark_canceled_as_asked_raises_resolution_canceled(
+        base_image, project, s3_url, tmp_path, monkeypatch):
+    """A driver frozen (``docker pause``) while ``sematic-k8s cancel`` lands, then killed (SIGKILL): the
+    CloudResolver, reading the resolution not ended, records the driver's death, a write a proxy holds back (its
+    client's 5 s timeout and retries too) until a read past the heartbeat timeout (15 s here, a beat a second)
+    marked the silent resolution dead, recorded canceled ("the resolver stopped responding ...; canceled as
+    asked"). Its write is refused (409, ResolutionEnded): what was recorded stands, and the CloudResolver raises it,
+    ResolutionCanceled ("resolution <id> was canceled (asked before its end was recorded); it had failed: the
+    resolver stopped responding ..."), as for any resolution it follows that ended canceled, and removes the
+    driver's containers. Was: ResolutionFailed, "... failed: the driver exited with code 137 ...; continue it with
+    rerun_from=...", neither what was recorded nor the cancel."""
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_INTERVAL", "1")  # the driver's (passed on by the launcher)
+    monkeypatch.setenv("SEMATIC_K8S_HEARTBEAT_TIMEOUT", "15")  # the server's, and the test's reads
+    monkeypatch.setitem(HttpStore.__init__.__kwdefaults__, "timeout", 5.0)  # the CloudResolver's client
+    root, mod = project
+    lines: list[str] = []
+    with serve(tmp_path) as server:
+        f = mod.waits_for_sigterm()
+        proxy = HoldingProxy(int(server.url.rsplit(":", 1)[1]), hold=_ends_failed(f.id), until_release=True)
+        try:
+            res = sk.CloudResolver(server=proxy.url, api_key=server.key, storage=s3_url,
+                                   registry=f"{REGISTRY}/sk-test-faults", base_image=base_image,
+                                   project_root=str(root), poll_interval=0.2, progress=lines.append)
+            driver, outcome, thread = driver_waiting(f, res)
+            driver.pause()
+            try:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
+                env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
+                said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env,
+                                      capture_output=True, text=True, timeout=120)
+                assert said.returncode == 0, (said.stdout, said.stderr)
+            finally:
+                driver.kill(signal="SIGKILL")
+            wait_for(lambda: proxy.held is not None or outcome, 120, what="the record of the driver's death")
+            assert proxy.held is not None, outcome
+            wait_for(lambda: server.store.get_resolution(f.id).state == "canceled", 120,
+                     what="a read to mark the silent resolution dead")
+            status, body = proxy.release()  # the record of the driver's death arrives after the mark
+            assert status == 409, body
+            thread.join(120)
+        finally:
+            proxy.close()
+        error = outcome.get("error")
+        assert isinstance(error, sk.ResolutionCanceled), outcome
+        assert str(error).startswith(f"resolution {f.id} was canceled (asked before its end was recorded); it had "
+                                     f"failed: the resolver stopped responding"), str(error)
+        recorded = server.store.get_resolution(f.id)
+        assert recorded.state == "canceled", (recorded.state, recorded.error)
+        assert recorded.error.startswith("the resolver stopped responding"), recorded.error
+        assert recorded.error.endswith("; canceled as asked"), recorded.error
         wait_for(lambda: not containers_of(f.id), 60, what="the dead driver's containers to be removed")
 
 
