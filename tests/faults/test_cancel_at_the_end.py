@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from outages import HoldingProxy
+from outages import HoldingProxy, writes_end
 from sematic_k8s import settings
 from sematic_k8s.store.http import HttpStore
 from sematic_k8s.store.sql import SqlStore
@@ -70,19 +70,6 @@ PIPELINES = {"resolved": "gated", "failed": "gated_failure"}
 CAUSE = "raised ValueError: failed as told, with 6"
 
 
-def _ends(root: str, state: str) -> Callable[[bytes], bool]:
-    """Whether a request is a batch recording resolution ``root`` ended in ``state``."""
-    def pick(request: bytes) -> bool:
-        if not request.startswith(b"POST /api/v1/store/write"):
-            return False
-        try:
-            body = json.loads(request.split(b"\r\n\r\n", 1)[1])
-        except ValueError:
-            return False
-        return (body.get("resolution_updates") or {}).get(root, {}).get("state") == state
-    return pick
-
-
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(settings.PREFIX)}
     env.update({"SEMATIC_K8S_HOME": str(tmp_path), **extra,
@@ -116,7 +103,7 @@ def _check_ended(resolver: subprocess.Popen, cancel: subprocess.Popen, root: str
 def test_a_cancel_landing_just_before_the_end_wins(tmp_path, db_server, db, end) -> None:
     server = db_server
     root, gate = uuid.uuid4().hex, str(tmp_path / "gate")
-    proxy = HoldingProxy(server.port, hold=_ends(root, end), until_release=True)
+    proxy = HoldingProxy(server.port, hold=writes_end(root, end), until_release=True)
     env = _env(tmp_path, SEMATIC_K8S_SERVER=proxy.url)
     resolver = _process(["-c", RESOLVE, gate, root, PIPELINES[end]], env)
     cancel = None

@@ -12,7 +12,6 @@ marked dead so while the CloudResolver's record of its driver's death was on its
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 
 import sematic_k8s as sk
 from infra import REGISTRY, containers_of, require_docker
-from outages import DroppingProxy, HoldingProxy, TricklingProxy
+from outages import DroppingProxy, HoldingProxy, TricklingProxy, writes_end
 from projects import user_project
 from s3server import fresh_bucket
 from sematic_k8s import serialization
@@ -188,15 +187,7 @@ def test_a_killed_driver_fails_at_once_and_is_continued_through_the_api(base_ima
     with serve(tmp_path, config=ServerConfig(reruns=reruns)) as server:
         name = uuid.uuid4().hex[:8]
         f = mod.gated(3, name)
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = f.resolve(resolver(server, s3_url, root, base_image, lines))
-            except BaseException as e:  # noqa: BLE001
-                outcome["error"] = e
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        outcome, thread = resolving(f, resolver(server, s3_url, root, base_image, lines))
         wait_for(lambda: storage.exists(f"gates/{name}.started") or outcome, 300, what="the gated worker")
         wait_for(lambda: sum(r.func_name == "add" and r.state == "resolved" for r in server.store.runs_of_root(f.id))
                  == 2 or outcome, 120, what="both first additions resolved")  # add(1, 1) runs beside the gate
@@ -263,15 +254,7 @@ def test_a_cloud_resolution_canceled_through_the_cli_raises_resolution_canceled(
     with serve(tmp_path) as server:
         name = uuid.uuid4().hex[:8]
         f = mod.gated(3, name)
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = f.resolve(resolver(server, s3_url, root, base_image, lines))
-            except BaseException as e:  # noqa: BLE001
-                outcome["error"] = e
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        outcome, thread = resolving(f, resolver(server, s3_url, root, base_image, lines))
         wait_for(lambda: storage.exists(f"gates/{name}.started") or outcome, 300, what="the gated worker")
         assert not outcome, outcome
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
@@ -288,10 +271,8 @@ def test_a_cloud_resolution_canceled_through_the_cli_raises_resolution_canceled(
         wait_for(lambda: not containers_of(f.id), 60, what="the canceled resolution's containers to be removed")
 
 
-def driver_waiting(f: Any, res: Any, says: bytes = b"waiting for SIGTERM") -> tuple[Any, dict[str, Any],
-                                                                                   threading.Thread]:
-    """``f`` (``waits_for_sigterm``, or another that waits) resolving with ``res`` on a thread, once its driver's
-    container ``says`` it waits: that container, the outcome the thread fills in (``value`` or ``error``) and the
+def resolving(f: Any, res: Any) -> tuple[dict[str, Any], threading.Thread]:
+    """``f`` resolving with ``res`` on a thread, started: the outcome it fills in (``value`` or ``error``) and the
     thread."""
     outcome: dict[str, Any] = {}
 
@@ -302,6 +283,15 @@ def driver_waiting(f: Any, res: Any, says: bytes = b"waiting for SIGTERM") -> tu
             outcome["error"] = e
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    return outcome, thread
+
+
+def driver_waiting(f: Any, res: Any, says: bytes = b"waiting for SIGTERM") -> tuple[Any, dict[str, Any],
+                                                                                   threading.Thread]:
+    """``f`` (``waits_for_sigterm``, or another that waits) resolving with ``res`` on a thread, once its driver's
+    container ``says`` it waits: that container, the outcome the thread fills in (``value`` or ``error``) and the
+    thread."""
+    outcome, thread = resolving(f, res)
 
     def waiting() -> Any:
         found = containers_of(f.id, "driver")
@@ -379,20 +369,6 @@ def test_a_silent_driver_marked_dead_after_a_cancel_was_accepted_raises_resoluti
         wait_for(lambda: not containers_of(f.id), 60, what="the dead driver's containers to be removed")
 
 
-def _ends_failed(root_id: str) -> Any:
-    """Whether a request is a batch recording resolution ``root_id`` failed (a CloudResolver's record of its driver's
-    death)."""
-    def pick(request: bytes) -> bool:
-        if not request.startswith(b"POST /api/v1/store/write"):
-            return False
-        try:
-            body = json.loads(request.split(b"\r\n\r\n", 1)[1])
-        except ValueError:
-            return False
-        return (body.get("resolution_updates") or {}).get(root_id, {}).get("state") == "failed"
-    return pick
-
-
 def test_a_driver_death_recorded_after_a_mark_canceled_as_asked_raises_resolution_canceled(
         base_image, project, s3_url, tmp_path, monkeypatch):
     """A driver frozen (``docker pause``) while ``sematic-k8s cancel`` lands, then killed (SIGKILL): the
@@ -411,7 +387,7 @@ def test_a_driver_death_recorded_after_a_mark_canceled_as_asked_raises_resolutio
     lines: list[str] = []
     with serve(tmp_path) as server:
         f = mod.waits_for_sigterm()
-        proxy = HoldingProxy(int(server.url.rsplit(":", 1)[1]), hold=_ends_failed(f.id), until_release=True)
+        proxy = HoldingProxy(int(server.url.rsplit(":", 1)[1]), hold=writes_end(f.id, "failed"), until_release=True)
         try:
             res = sk.CloudResolver(server=proxy.url, api_key=server.key, storage=s3_url,
                                    registry=f"{REGISTRY}/sk-test-faults", base_image=base_image,

@@ -657,6 +657,20 @@ def _split_interim(data: bytes) -> tuple[bytes, bytes]:
     return interim, data
 
 
+def writes_end(root_id: str, state: str) -> Callable[[bytes], bool]:
+    """A :class:`HoldingProxy` ``hold``: whether a request is a store write recording resolution ``root_id`` ended in
+    ``state`` (a resolver's or CloudResolver's record of its end)."""
+    def pick(request: bytes) -> bool:
+        if not request.startswith(b"POST /api/v1/store/write"):
+            return False
+        try:
+            body = json.loads(request.split(b"\r\n\r\n", 1)[1])
+        except ValueError:
+            return False
+        return (body.get("resolution_updates") or {}).get(root_id, {}).get("state") == state
+    return pick
+
+
 class HoldingProxy(_LoopbackProxy):
     """A TCP proxy on 127.0.0.1 to ``target_port`` that reads the HTTP/1.1 requests passing through it and holds
     back the first one ``hold`` picks: not forwarded, its connection left unanswered (the client's read times out
