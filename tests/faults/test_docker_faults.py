@@ -257,11 +257,7 @@ def test_a_cloud_resolution_canceled_through_the_cli_raises_resolution_canceled(
         outcome, thread = resolving(f, resolver(server, s3_url, root, base_image, lines))
         wait_for(lambda: storage.exists(f"gates/{name}.started") or outcome, 300, what="the gated worker")
         assert not outcome, outcome
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
-        env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
-        said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert said.returncode == 0, (said.stdout, said.stderr)
+        cancel_through_cli(server, f.id)
         thread.join(120)
         error = outcome.get("error")
         assert isinstance(error, sk.ResolutionCanceled), outcome
@@ -269,6 +265,15 @@ def test_a_cloud_resolution_canceled_through_the_cli_raises_resolution_canceled(
         res = server.store.get_resolution(f.id)
         assert res.state == "canceled", (res.state, res.error)
         wait_for(lambda: not containers_of(f.id), 60, what="the canceled resolution's containers to be removed")
+
+
+def cancel_through_cli(server: Any, root_id: str) -> None:
+    """``sematic-k8s cancel ROOT_ID`` run as a user would, against ``server`` with its key: accepted (exit 0)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
+    env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
+    said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", root_id], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert said.returncode == 0, (said.stdout, said.stderr)
 
 
 def resolving(f: Any, res: Any) -> tuple[dict[str, Any], threading.Thread]:
@@ -315,11 +320,7 @@ def test_a_driver_dying_after_a_cancel_was_accepted_raises_resolution_canceled(b
         f = mod.waits_for_sigterm()
         driver, outcome, thread = driver_waiting(f, resolver(server, s3_url, root, base_image, lines))
         driver.pause()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
-        env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
-        said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert said.returncode == 0, (said.stdout, said.stderr)
+        cancel_through_cli(server, f.id)
         assert server.store.get_resolution(f.id).state == "canceling"
         driver.kill(signal="SIGKILL")
         thread.join(120)
@@ -352,11 +353,7 @@ def test_a_silent_driver_marked_dead_after_a_cancel_was_accepted_raises_resoluti
         driver, outcome, thread = driver_waiting(f, resolver(server, s3_url, root, base_image, lines))
         driver.pause()
         try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
-            env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
-            said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env,
-                                  capture_output=True, text=True, timeout=120)
-            assert said.returncode == 0, (said.stdout, said.stderr)
+            cancel_through_cli(server, f.id)
             thread.join(120)
         finally:
             driver.kill(signal="SIGKILL")
@@ -395,11 +392,7 @@ def test_a_driver_death_recorded_after_a_mark_canceled_as_asked_raises_resolutio
             driver, outcome, thread = driver_waiting(f, res)
             driver.pause()
             try:
-                env = {k: v for k, v in os.environ.items() if not k.startswith("SEMATIC_K8S_")}
-                env.update(SEMATIC_K8S_SERVER=server.url, SEMATIC_K8S_API_KEY=server.key)
-                said = subprocess.run([sys.executable, "-m", "sematic_k8s.cli", "cancel", f.id], env=env,
-                                      capture_output=True, text=True, timeout=120)
-                assert said.returncode == 0, (said.stdout, said.stderr)
+                cancel_through_cli(server, f.id)
             finally:
                 driver.kill(signal="SIGKILL")
             wait_for(lambda: proxy.held is not None or outcome, 120, what="the record of the driver's death")
